@@ -1,0 +1,68 @@
+// Errors and invariant checks shared by every part of the engine.
+//
+//   ENSURE(cond, "wte must have shape ({}, {}), got ({}, {})", Vp, C, rows, cols);
+//       an internal invariant; throws gpt2cc::Error (CLIs exit 1).
+//   INPUT_CHECK(cond, "--lr must be > 0, got {}", lr);
+//       bad user input (flags, files, configs); throws gpt2cc::InputError (CLIs exit 2).
+//
+// Messages use "{}" placeholders filled in order with operator<< (g++ 12 has no <format>).
+// (ENSURE rather than CHECK: Catch2, which every test includes, owns the name CHECK.)
+#pragma once
+
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+namespace gpt2cc {
+
+// Something the engine itself got wrong, or an environment failure (CUDA, out of memory).
+struct Error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// Something the user gave us is wrong: a flag, a file, a configuration. Exit code 2.
+struct InputError : Error {
+  using Error::Error;
+};
+
+namespace detail {
+inline void format_into(std::ostringstream& os, std::string_view fmt) { os << fmt; }
+
+template <class T, class... Rest>
+void format_into(std::ostringstream& os, std::string_view fmt, const T& first, const Rest&... rest) {
+  size_t at = fmt.find("{}");
+  if (at == std::string_view::npos) {
+    os << fmt;
+    return;
+  }
+  os << fmt.substr(0, at) << first;
+  format_into(os, fmt.substr(at + 2), rest...);
+}
+}  // namespace detail
+
+// format("expected {} got {}", 3, 4) == "expected 3 got 4"
+template <class... Args>
+std::string format(std::string_view fmt, const Args&... args) {
+  std::ostringstream os;
+  detail::format_into(os, fmt, args...);
+  return os.str();
+}
+
+[[noreturn]] inline void fail_check(const char* file, int line, const char* expr, const std::string& message) {
+  throw Error(format("{} ({}:{}, check `{}` failed)", message, file, line, expr));
+}
+
+[[noreturn]] inline void fail_input(const std::string& message) { throw InputError(message); }
+
+}  // namespace gpt2cc
+
+#define ENSURE(cond, ...)                                                               \
+  do {                                                                                  \
+    if (!(cond)) ::gpt2cc::fail_check(__FILE__, __LINE__, #cond, ::gpt2cc::format(__VA_ARGS__)); \
+  } while (0)
+
+#define INPUT_CHECK(cond, ...)                                         \
+  do {                                                                 \
+    if (!(cond)) ::gpt2cc::fail_input(::gpt2cc::format(__VA_ARGS__)); \
+  } while (0)

@@ -1,0 +1,46 @@
+// ModelConfig: the shape of a GPT-2 model, from a preset, from flags, or from a checkpoint.
+// Dimension letters used everywhere: B batch, T time, C channels, NH heads, HS = C/NH head
+// size, V vocab, Vp padded vocab, L layers.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+namespace gpt2cc {
+
+struct ModelConfig {
+  int max_seq_len = 1024;         // maxT: rows of the position embedding, >= 1
+  int vocab_size = 50257;         // V: real tokens, >= 1 (GPT-2: 50257)
+  int padded_vocab_size = 50304;  // Vp: V rounded up to a multiple of 128 for speed; padded logits never win
+  int num_layers = 12;            // L, >= 1
+  int num_heads = 12;             // NH, >= 1, must divide C
+  int channels = 768;             // C, >= 1
+  float dropout = 0.0f;           // embedding, attention and residual dropout probability, in [0, 1)
+
+  int head_size() const { return channels / num_heads; }
+  bool operator==(const ModelConfig&) const = default;
+};
+
+// Vp for a vocabulary: the next multiple of 128 (50257 -> 50304).
+int padded_vocab(int vocab_size);
+
+// Presets: gpt2 (124M), gpt2-medium (350M), gpt2-large (774M), gpt2-xl (1558M), and the small
+// CPU presets d2 (2 layers, 128 wide), d4 (4, 256), d6 (6, 384). Throws InputError listing the
+// known names for an unknown one.
+ModelConfig model_preset(const std::string& name);
+std::vector<std::string> model_preset_names();
+
+// Throws InputError naming the field and the value for an impossible configuration
+// (C not divisible by NH, sizes <= 0, Vp < V, dropout outside [0, 1)).
+void validate(const ModelConfig& config);
+
+// Parameter count (the padded vocabulary rows included) and the count GPT-2 papers quote (V rows).
+size_t num_parameters(const ModelConfig& config);
+
+std::string describe(const ModelConfig& config);  // one line: "L=12 C=768 NH=12 V=50257 (Vp 50304) maxT=1024, 124.4M params"
+void to_json(nlohmann::json& j, const ModelConfig& config);
+void from_json(const nlohmann::json& j, ModelConfig& config);
+
+}  // namespace gpt2cc

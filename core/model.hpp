@@ -1,0 +1,80 @@
+// GPT-2, written once against the Backend interface (core/backend.hpp): one contiguous
+// parameter buffer with named views (core/params.hpp), activations sized up front for a maximum
+// B x T, forward -> loss, backward, AdamW, and KV-cache decoding for generation.
+//
+// Forward, layer l (pre-LayerNorm block, Radford et al. 2019):
+//   ln1 = LN(x); qkv = ln1 Wqkv^T + b; atty = attn(qkv); x2 = x + drop(atty Wproj^T + b)
+//   ln2 = LN(x2); h = gelu(ln2 Wfc^T + b); x = x2 + drop(h Wfcproj^T + b)
+// then lnf = LN(x); logits = lnf wte^T (tied embedding, no bias); loss = mean CE over targets != -1.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "core/backend.hpp"
+#include "core/config.hpp"
+#include "core/params.hpp"
+
+namespace gpt2cc {
+
+class GPT2 {
+ public:
+  // Allocates parameters, gradients, AdamW moments and activations for up to max_B x max_T
+  // (max_T <= config.max_seq_len) on the backend. Weights start at zero: call init_weights or
+  // set_parameters. Throws InputError for an invalid config, Error for out-of-memory.
+  GPT2(const ModelConfig& config, Backend& backend, int max_B, int max_T);
+  ~GPT2();
+  GPT2(const GPT2&) = delete;
+  GPT2& operator=(const GPT2&) = delete;
+
+  const ModelConfig& config() const;
+  Backend& backend();
+  int max_batch() const;
+  int max_seq() const;
+  const ParameterLayout& layout() const;
+
+  // GPT-2 init, deterministic in `seed` (counter-based normals, same on every backend):
+  // weights N(0, 0.02), residual output projections N(0, 0.02/sqrt(2L)), biases 0, LayerNorm
+  // weights 1, padded vocabulary rows 0.
+  void init_weights(uint64_t seed);
+
+  // Host copies of the whole buffers, in layout order (for checkpoints, tests, interchange).
+  std::vector<float> parameters() const;
+  void set_parameters(const std::vector<float>& host);
+  std::vector<float> gradients() const;
+  void optimizer_state(std::vector<float>& m, std::vector<float>& v) const;
+  void set_optimizer_state(const std::vector<float>& m, const std::vector<float>& v);
+
+  // ---- training ----
+  // inputs, targets: host (B,T) token ids; targets may be null (no loss) and may hold -1
+  // (ignored). Returns the mean loss over the non-ignored targets of this call (NaN when none).
+  // With training = true and config.dropout > 0, dropout masks come from dropout_seed.
+  float forward(const int* inputs, const int* targets, int B, int T, bool training = false,
+                uint64_t dropout_seed = 0);
+  int num_targets() const;          // non-ignored targets of the last forward
+  std::vector<float> losses() const; // per-token losses (B,T) of the last forward
+  // Logits (B,T,Vp) of the last forward, to host (only the first V columns are meaningful).
+  std::vector<float> logits() const;
+
+  void zero_grad();
+  // Backward of the last forward (which must have had targets). dloss is the weight of each
+  // token's loss in the objective: 1/num_targets() for this call's mean; under gradient
+  // accumulation 1/(targets in the whole total batch). Parameter gradients accumulate.
+  void backward(float dloss);
+  double grad_norm();  // global L2 norm over all parameter gradients
+  // One AdamW step over all parameters: hp.weight_decay applies to 2-D weights only.
+  void adamw_step(const AdamWParams& hp);
+
+  // ---- inference with a KV cache (allocated on first use, max_B x config.max_seq_len) ----
+  // prefill: tokens (B,T) at positions 0..T-1; decode: one token per row at position pos.
+  // Both return host logits (B, V) of the last position (first V columns only).
+  std::vector<float> prefill(const int* tokens, int B, int T);
+  std::vector<float> decode(const int* tokens, int B, int pos);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace gpt2cc

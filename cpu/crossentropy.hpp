@@ -1,0 +1,13 @@
+// The classifier: softmax over the first V of Vp padded logits, then cross-entropy.
+// logits (B,T,Vp); targets (B,T) with -1 = ignore; losses (B,T) = -log p[target] (0 if ignored).
+// Backward writes (=) dlogits = dloss * (softmax - onehot(target)) for columns < V, 0 for padded
+// columns and for ignored rows; dloss is d(total loss)/d(each token loss), e.g. 1/(#targets).
+// dlogits may alias logits (in place).
+#pragma once
+
+namespace gpt2cc::cpu {
+inline constexpr int kIgnoreIndex = -1;
+void crossentropy_forward(float* losses, const float* logits, const int* targets, int B, int T, int V, int Vp);
+void crossentropy_backward(float* dlogits, float dloss, const float* logits, const int* targets, int B, int T, int V,
+                           int Vp);
+}  // namespace gpt2cc::cpu

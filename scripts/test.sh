@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Builds gpt2cc (Release, warnings on, all cores) and runs every test with ctest.
+# Installs missing build dependencies first. Tests labelled `cuda` need a GPU: without one they
+# report themselves skipped (exit 77), and the summary below says so.
+#   scripts/test.sh                 build into ./build and run all tests
+#   GPT2CC_BUILD_DIR=dir scripts/test.sh    another build directory
+#   scripts/test.sh -L cpu          extra arguments go to ctest (here: only the cpu label)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/deps.sh
+ensure_build_deps
+build_dir="${GPT2CC_BUILD_DIR:-build}"
+build_gpt2cc "$build_dir"
+
+status=0
+ctest --test-dir "$build_dir" --output-on-failure -j "$(nproc)" "$@" || status=$?
+
+if nvidia-smi -L >/dev/null 2>&1; then
+  echo "gpt2cc: a GPU is present: the cuda-labelled tests ran."
+else
+  echo "gpt2cc: no GPU on this machine: the cuda-labelled tests were not run (reported as skipped above)."
+fi
+exit $status

@@ -1,0 +1,120 @@
+#include "common/test_common.hpp"
+
+#include <catch2/catch.hpp>
+#include <cstdlib>
+#include <filesystem>
+#include <sstream>
+
+#include "core/rng.hpp"
+
+namespace gpt2cc::test {
+
+namespace {
+template <class F>
+void expect_close_impl(const F* actual, const F* expected, size_t n, double atol, double rtol,
+                       const std::string& what) {
+  size_t bad = 0, worst = 0;
+  double worst_excess = -1.0;
+  for (size_t i = 0; i < n; ++i) {
+    double a = actual[i], e = expected[i];
+    double tol = atol + rtol * std::fabs(e);
+    bool ok = std::isfinite(a) && std::isfinite(e) && std::fabs(a - e) <= tol;
+    if (!ok) {
+      ++bad;
+      double excess = std::isfinite(a) && std::isfinite(e) ? std::fabs(a - e) - tol : INFINITY;
+      if (excess > worst_excess) {
+        worst_excess = excess;
+        worst = i;
+      }
+    }
+  }
+  if (bad) {
+    std::ostringstream os;
+    os << what << ": " << bad << " of " << n << " elements differ (atol " << atol << ", rtol " << rtol
+       << "); worst at [" << worst << "]: got " << double(actual[worst]) << ", expected " << double(expected[worst]);
+    FAIL_CHECK(os.str());
+  } else {
+    SUCCEED(what << ": " << n << " elements close");
+  }
+}
+}  // namespace
+
+void expect_close(const float* actual, const float* expected, size_t n, double atol, double rtol,
+                  const std::string& what) {
+  expect_close_impl(actual, expected, n, atol, rtol, what);
+}
+
+void expect_close(const double* actual, const double* expected, size_t n, double atol, double rtol,
+                  const std::string& what) {
+  expect_close_impl(actual, expected, n, atol, rtol, what);
+}
+
+void expect_close(const std::vector<float>& actual, const std::vector<float>& expected, double atol, double rtol,
+                  const std::string& what) {
+  REQUIRE(actual.size() == expected.size());
+  expect_close_impl(actual.data(), expected.data(), actual.size(), atol, rtol, what);
+}
+
+double rel_error(const float* a, const float* b, size_t n) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < n; ++i) {
+    double d = double(a[i]) - double(b[i]);
+    num += d * d;
+    den += double(b[i]) * double(b[i]);
+  }
+  if (!std::isfinite(num)) return INFINITY;
+  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+}
+
+double rel_error(const std::vector<float>& a, const std::vector<float>& b) {
+  REQUIRE(a.size() == b.size());
+  return rel_error(a.data(), b.data(), a.size());
+}
+
+std::vector<float> random_vector(size_t n, uint64_t seed, float lo, float hi) {
+  std::vector<float> v(n);
+  for (size_t i = 0; i < n; ++i) v[i] = lo + (hi - lo) * philox_uniform(seed, 0x7E57u, i);
+  return v;
+}
+
+std::vector<int> random_tokens(size_t n, uint64_t seed, int vocab) {
+  std::vector<int> v(n);
+  for (size_t i = 0; i < n; ++i) v[i] = int(philox_bits(seed, 0x70Cu, i) % uint32_t(vocab));
+  return v;
+}
+
+void poison(float* p, size_t n) {
+  for (size_t i = 0; i < n; ++i) p[i] = kPoison;
+}
+
+std::string source_dir() {
+  if (const char* s = std::getenv("GPT2CC_SOURCE_DIR")) return s;
+  return GPT2CC_TEST_SOURCE_DIR;
+}
+
+std::string data_dir() {
+  std::string dir;
+  if (const char* s = std::getenv("GPT2CC_DATA_DIR")) {
+    dir = s;
+  } else {
+    dir = source_dir() + "/../shared/data";
+  }
+  return std::filesystem::is_directory(dir) ? dir : std::string();
+}
+
+std::string fixture_path(const std::string& name) { return source_dir() + "/tests/fixtures/" + name; }
+
+std::string temp_dir(const std::string& name) {
+  std::filesystem::path base;
+  if (const char* b = std::getenv("GPT2CC_BINARY_DIR")) {
+    base = std::filesystem::path(b) / "test-tmp";
+  } else {
+    base = std::filesystem::temp_directory_path() / "gpt2cc-test-tmp";
+  }
+  auto dir = base / name;
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir.string();
+}
+
+}  // namespace gpt2cc::test

@@ -1,0 +1,41 @@
+// Helpers every test uses: one expect_close (atol + rtol*|ref|, NaN never passes), relative
+// error, seeded random inputs, poisoning of outputs, and where the data and fixtures live.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <vector>
+
+namespace gpt2cc::test {
+
+// Element-wise |actual - expected| <= atol + rtol * |expected| for all n; a NaN or Inf in either
+// fails. Reports (through Catch2) the number of mismatches and the worst one with its index.
+void expect_close(const float* actual, const float* expected, size_t n, double atol, double rtol,
+                  const std::string& what);
+void expect_close(const std::vector<float>& actual, const std::vector<float>& expected, double atol, double rtol,
+                  const std::string& what);
+void expect_close(const double* actual, const double* expected, size_t n, double atol, double rtol,
+                  const std::string& what);
+
+// ||a - b|| / ||b|| (L2), computed in double.
+double rel_error(const float* a, const float* b, size_t n);
+double rel_error(const std::vector<float>& a, const std::vector<float>& b);
+
+// Uniform in [lo, hi) from a counter-based generator: same values on every machine.
+std::vector<float> random_vector(size_t n, uint64_t seed, float lo = -1.0f, float hi = 1.0f);
+std::vector<int> random_tokens(size_t n, uint64_t seed, int vocab);
+// Fills with NaN so an element an op forgets to write makes the comparison fail.
+void poison(float* p, size_t n);
+inline constexpr float kPoison = std::numeric_limits<float>::quiet_NaN();
+
+// The project source directory (GPT2CC_SOURCE_DIR, set by ctest) and the shared data directory:
+// $GPT2CC_DATA_DIR, else <source>/../shared/data. data_dir() is "" when it does not exist.
+std::string source_dir();
+std::string data_dir();
+std::string fixture_path(const std::string& name);  // <source>/tests/fixtures/<name>
+// A fresh empty directory under the build tree (or /tmp) for one test's files.
+std::string temp_dir(const std::string& name);
+
+}  // namespace gpt2cc::test

@@ -1,0 +1,57 @@
+// ModelConfig: presets, padding, validation messages, JSON round trip.
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+#include "core/check.hpp"
+#include "core/config.hpp"
+
+using namespace gpt2cc;
+
+TEST_CASE("presets have GPT-2's shapes and parameter counts", "[config]") {
+  ModelConfig small = model_preset("gpt2");
+  CHECK(small.num_layers == 12);
+  CHECK(small.channels == 768);
+  CHECK(small.num_heads == 12);
+  CHECK(small.padded_vocab_size == 50304);
+  // GPT-2 small has 124,439,808 parameters with V = 50257 rows of wte; we also store the 47
+  // padded rows (47 * 768 = 36,096 more).
+  CHECK(num_parameters(small) == 124439808u + 47u * 768u);
+  CHECK(model_preset("gpt2-xl").channels == 1600);
+  CHECK(model_preset("d4").channels == 256);
+  for (const auto& name : model_preset_names()) CHECK_NOTHROW(validate(model_preset(name)));
+}
+
+TEST_CASE("vocabulary is padded to a multiple of 128", "[config]") {
+  CHECK(padded_vocab(50257) == 50304);
+  CHECK(padded_vocab(128) == 128);
+  CHECK(padded_vocab(129) == 256);
+  CHECK(padded_vocab(1) == 128);
+}
+
+TEST_CASE("impossible configurations name the field and the value", "[config]") {
+  ModelConfig c = model_preset("d2");
+  c.num_heads = 3;  // 128 % 3 != 0
+  CHECK_THROWS_WITH(validate(c), Catch::Contains("channels (C) = 128") && Catch::Contains("num_heads (NH) = 3"));
+  c = model_preset("d2");
+  c.num_layers = 0;
+  CHECK_THROWS_AS(validate(c), InputError);
+  CHECK_THROWS_WITH(validate(c), Catch::Contains("num_layers") && Catch::Contains("0"));
+  c = model_preset("d2");
+  c.channels = -5;
+  CHECK_THROWS_WITH(validate(c), Catch::Contains("channels") && Catch::Contains("-5"));
+  c = model_preset("d2");
+  c.padded_vocab_size = 100;
+  CHECK_THROWS_WITH(validate(c), Catch::Contains("padded_vocab_size"));
+  c = model_preset("d2");
+  c.dropout = 1.0f;
+  CHECK_THROWS_WITH(validate(c), Catch::Contains("dropout"));
+  CHECK_THROWS_WITH(model_preset("gpt3"), Catch::Contains("unknown model preset 'gpt3'") && Catch::Contains("d4"));
+}
+
+TEST_CASE("ModelConfig JSON round trip", "[config]") {
+  ModelConfig c = model_preset("d6");
+  c.dropout = 0.1f;
+  nlohmann::json j = c;
+  ModelConfig back = j.get<ModelConfig>();
+  CHECK(back == c);
+}
