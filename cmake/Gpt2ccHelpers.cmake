@@ -31,16 +31,24 @@ function(gpt2cc_cuda_defaults target)
   set_target_properties(${target} PROPERTIES CUDA_SEPARABLE_COMPILATION OFF)
 endfunction()
 
-# A Catch2 test executable registered with ctest. LABELS cpu|cuda|slow...; cuda tests exit 77
-# (reported by ctest as skipped) when no GPU is present.
+# A Catch2 test executable registered with ctest. LABELS cpu|cuda|slow...; a test exiting 77 is
+# reported by ctest as skipped (the cuda tests do so when no GPU is present). CUSTOM_MAIN: the
+# sources bring their own main (Catch2 CATCH_CONFIG_RUNNER) instead of the shared one.
 function(gpt2cc_add_test name)
-  cmake_parse_arguments(ARG "" "" "SOURCES;LIBS;LABELS" ${ARGN})
+  cmake_parse_arguments(ARG "CUSTOM_MAIN" "TIMEOUT" "SOURCES;LIBS;LABELS" ${ARGN})
   add_executable(${name} ${ARG_SOURCES})
-  target_link_libraries(${name} PRIVATE gpt2cc_test_main ${ARG_LIBS})
+  if(ARG_CUSTOM_MAIN)
+    target_link_libraries(${name} PRIVATE gpt2cc_test_support ${ARG_LIBS})
+  else()
+    target_link_libraries(${name} PRIVATE gpt2cc_test_main ${ARG_LIBS})
+  endif()
+  if(NOT ARG_TIMEOUT)
+    set(ARG_TIMEOUT 600)
+  endif()
   target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR}/tests)
   gpt2cc_target_defaults(${name})
   add_test(NAME ${name} COMMAND ${name})
   set_tests_properties(${name} PROPERTIES
-    LABELS "${ARG_LABELS}" SKIP_RETURN_CODE 77
+    LABELS "${ARG_LABELS}" SKIP_RETURN_CODE 77 TIMEOUT ${ARG_TIMEOUT}
     ENVIRONMENT "GPT2CC_SOURCE_DIR=${PROJECT_SOURCE_DIR};GPT2CC_BINARY_DIR=${PROJECT_BINARY_DIR}")
 endfunction()

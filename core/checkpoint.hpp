@@ -1,0 +1,44 @@
+// Checkpoints: everything needed to resume training bit-identically or to generate.
+//
+// File (little-endian): a header, then parameters, then (optionally) the AdamW moments m and v.
+//   char magic[8] = "GPT2CKPT"; uint32 version; uint32 header_json_bytes; then header_json_bytes
+//   of JSON (model config, dtype, step, data-loader position, RNG state, tokenizer fingerprint and
+//   directory, training config), then uint64 num_params and num_params float32 parameters, then
+//   uint8 has_optimizer and (if 1) num_params float32 m and num_params float32 v, then a uint64
+//   FNV-1a checksum of everything before it.
+// Written to "<path>.tmp", flushed and fsync'ed, then renamed over <path>: a crash never leaves a
+// half-written file in place of the last good checkpoint.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "core/config.hpp"
+#include "core/dataloader.hpp"
+
+namespace gpt2cc {
+
+struct Checkpoint {
+  ModelConfig config;
+  std::string dtype = "fp32";          // dtype the parameters were trained in (stored as fp32)
+  uint64_t step = 0;                   // optimizer steps completed
+  uint64_t tokens_seen = 0;
+  LoaderPosition loader;               // train loader position after `step` steps
+  uint64_t seed = 0;                   // run seed (dropout seeds derive from seed and step)
+  uint64_t tokenizer_fingerprint = 0;  // 0: unknown
+  std::string tokenizer_dir;           // where the tokenizer was loaded from, as given to train
+  nlohmann::json train_config;         // the effective training configuration (informational)
+  std::vector<float> params;           // layout order (core/params.hpp)
+  std::vector<float> m, v;             // AdamW moments; empty when saved without optimizer state
+};
+
+// Atomic write (see above). Throws Error naming the path on I/O failure; the old file survives.
+void save_checkpoint(const std::string& path, const Checkpoint& checkpoint);
+// Validates magic, version, sizes, checksum and config; throws InputError naming the file, what
+// was expected and what was found. with_optimizer = false skips reading m and v.
+Checkpoint load_checkpoint(const std::string& path, bool with_optimizer = true);
+
+}  // namespace gpt2cc
