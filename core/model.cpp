@@ -1,0 +1,368 @@
+// GPT-2 training path (core/model.hpp), written once against the Backend interface: buffers,
+// init, forward -> loss, backward, gradient norm and AdamW. Inference with the KV cache lives in
+// core/model_decode.cpp; the private state and the activation memory formula in core/model_impl.hpp.
+//
+// Backward follows llm.c: the residual stream has ONE gradient buffer (dresidual) that every
+// block's LayerNorm backward and residual pass-through accumulate into, walking the layers in
+// reverse; the logits buffer is reused in place for dlogits.
+#include <cmath>
+#include <limits>
+
+#include "core/check.hpp"
+#include "core/model.hpp"
+#include "core/model_impl.hpp"
+#include "core/rng.hpp"
+
+namespace gpt2cc {
+
+GPT2::Impl::Impl(const ModelConfig& cfg, Backend& be, int mB, int mT)
+    : config(cfg), backend(be), max_B(mB), max_T(mT), layout(cfg) {
+  INPUT_CHECK(max_B >= 1, "model: max batch size (B) must be >= 1, got {}", max_B);
+  INPUT_CHECK(max_T >= 1 && max_T <= cfg.max_seq_len,
+              "model: max sequence length (T) must be in [1, max_seq_len = {}], got {}", cfg.max_seq_len, max_T);
+  const size_t L = cfg.num_layers, C = cfg.channels, Vp = cfg.padded_vocab_size;
+  const size_t BT = size_t(max_B) * max_T;
+  const size_t N = layout.total();
+  params = DeviceArray<float>(backend, N);
+  grads = DeviceArray<float>(backend, N);
+  m = DeviceArray<float>(backend, N);
+  v = DeviceArray<float>(backend, N);
+
+  act.encoded = DeviceArray<float>(backend, BT * C);
+  act.ln1 = DeviceArray<float>(backend, L * BT * C);
+  act.ln1_mean = DeviceArray<float>(backend, L * BT);
+  act.ln1_rstd = DeviceArray<float>(backend, L * BT);
+  act.qkv = DeviceArray<float>(backend, L * BT * 3 * C);
+  act.att_saved = DeviceArray<float>(backend, L * backend.attention_saved_floats(max_B, max_T, cfg.num_heads));
+  act.atty = DeviceArray<float>(backend, L * BT * C);
+  act.residual2 = DeviceArray<float>(backend, L * BT * C);
+  act.ln2 = DeviceArray<float>(backend, L * BT * C);
+  act.ln2_mean = DeviceArray<float>(backend, L * BT);
+  act.ln2_rstd = DeviceArray<float>(backend, L * BT);
+  act.fch = DeviceArray<float>(backend, L * BT * 4 * C);
+  act.fch_gelu = DeviceArray<float>(backend, L * BT * 4 * C);
+  act.residual3 = DeviceArray<float>(backend, L * BT * C);
+  act.lnf = DeviceArray<float>(backend, BT * C);
+  act.lnf_mean = DeviceArray<float>(backend, BT);
+  act.lnf_rstd = DeviceArray<float>(backend, BT);
+  act.logits = DeviceArray<float>(backend, BT * Vp);
+  act.losses = DeviceArray<float>(backend, BT);
+  act.inputs = DeviceArray<int>(backend, BT);
+  act.targets = DeviceArray<int>(backend, BT);
+
+  scratch.dresidual = DeviceArray<float>(backend, BT * C);
+  scratch.bufC_a = DeviceArray<float>(backend, BT * C);
+  scratch.bufC_b = DeviceArray<float>(backend, BT * C);
+  scratch.buf3C = DeviceArray<float>(backend, BT * 3 * C);
+  scratch.buf4C_a = DeviceArray<float>(backend, BT * 4 * C);
+  scratch.buf4C_b = DeviceArray<float>(backend, BT * 4 * C);
+}
+
+DropoutParams GPT2::Impl::dropout(uint32_t stream) const {
+  DropoutParams d;
+  d.p = training ? config.dropout : 0.0f;
+  d.seed = dropout_seed;
+  d.stream = stream;
+  return d;
+}
+
+size_t GPT2::Impl::at(Param p, int l) const {
+  const ParamTensor& t = layout[p];
+  // Stacked tensors have L as their leading dimension; the others are a single slice (l == 0).
+  const bool stacked = t.shape.size() >= 2 && p != Param::wte && p != Param::wpe;
+  const size_t per_layer = stacked ? t.numel / config.num_layers : t.numel;
+  return t.offset + size_t(l) * per_layer;
+}
+
+void GPT2::Impl::forward_trunk(int B_, int T_) {
+  Backend& be = backend;
+  const int C = config.channels, NH = config.num_heads, L = config.num_layers;
+  const size_t BTC = size_t(B_) * T_ * C;
+  const size_t saved_stride = be.attention_saved_floats(max_B, max_T, NH);
+  const float* P = params.data();
+
+  // x = drop(wte[inp] + wpe[t])
+  be.encoder_forward(act.encoded.data(), act.inputs.data(), P + at(Param::wte), P + at(Param::wpe), B_, T_, C);
+  if (dropout(0).active()) be.dropout_forward(act.encoded.data(), act.encoded.data(), dropout(0), BTC);
+
+  for (int l = 0; l < L; ++l) {
+    const float* x = l == 0 ? act.encoded.data() : act.residual3.data() + slab(l - 1, C);
+    float* ln1 = act.ln1.data() + slab(l, C);
+    float* ln1_mean = act.ln1_mean.data() + slab(l, 1);
+    float* ln1_rstd = act.ln1_rstd.data() + slab(l, 1);
+    float* qkv = act.qkv.data() + slab(l, 3 * C);
+    float* saved = act.att_saved.data() + size_t(l) * saved_stride;
+    float* atty = act.atty.data() + slab(l, C);
+    float* res2 = act.residual2.data() + slab(l, C);
+    float* ln2 = act.ln2.data() + slab(l, C);
+    float* ln2_mean = act.ln2_mean.data() + slab(l, 1);
+    float* ln2_rstd = act.ln2_rstd.data() + slab(l, 1);
+    float* fch = act.fch.data() + slab(l, 4 * C);
+    float* fch_gelu = act.fch_gelu.data() + slab(l, 4 * C);
+    float* res3 = act.residual3.data() + slab(l, C);
+    float* proj = scratch.bufC_a.data();
+
+    // x2 = x + drop(attn(LN1(x) Wqkv^T + bqkv) Wproj^T + bproj)
+    be.layernorm_forward(ln1, ln1_mean, ln1_rstd, x, P + at(Param::ln1w, l), P + at(Param::ln1b, l), B_, T_, C);
+    be.matmul_forward(qkv, ln1, P + at(Param::qkvw, l), P + at(Param::qkvb, l), B_, T_, C, 3 * C);
+    be.attention_forward(atty, saved, qkv, B_, T_, C, NH, dropout(site_attention(l)));
+    be.matmul_forward(proj, atty, P + at(Param::attprojw, l), P + at(Param::attprojb, l), B_, T_, C, C);
+    if (dropout(site_attproj(l)).active()) be.dropout_forward(proj, proj, dropout(site_attproj(l)), BTC);
+    be.residual_forward(res2, x, proj, BTC);
+
+    // x3 = x2 + drop(gelu(LN2(x2) Wfc^T + bfc) Wfcproj^T + bfcproj)
+    be.layernorm_forward(ln2, ln2_mean, ln2_rstd, res2, P + at(Param::ln2w, l), P + at(Param::ln2b, l), B_, T_,
+                         C);
+    be.matmul_forward(fch, ln2, P + at(Param::fcw, l), P + at(Param::fcb, l), B_, T_, C, 4 * C);
+    be.gelu_forward(fch_gelu, fch, 4 * BTC);
+    be.matmul_forward(proj, fch_gelu, P + at(Param::fcprojw, l), P + at(Param::fcprojb, l), B_, T_, 4 * C, C);
+    if (dropout(site_mlpproj(l)).active()) be.dropout_forward(proj, proj, dropout(site_mlpproj(l)), BTC);
+    be.residual_forward(res3, res2, proj, BTC);
+  }
+  be.layernorm_forward(act.lnf.data(), act.lnf_mean.data(), act.lnf_rstd.data(),
+                       act.residual3.data() + slab(L - 1, C), P + at(Param::lnfw), P + at(Param::lnfb), B_, T_,
+                       C);
+}
+
+GPT2::GPT2(const ModelConfig& config, Backend& backend, int max_B, int max_T)
+    : impl_(std::make_unique<Impl>(config, backend, max_B, max_T)) {}
+GPT2::~GPT2() = default;
+
+const ModelConfig& GPT2::config() const { return impl_->config; }
+Backend& GPT2::backend() { return impl_->backend; }
+int GPT2::max_batch() const { return impl_->max_B; }
+int GPT2::max_seq() const { return impl_->max_T; }
+const ParameterLayout& GPT2::layout() const { return impl_->layout; }
+
+void GPT2::init_weights(uint64_t seed) {
+  const Impl& s = *impl_;
+  const size_t C = s.config.channels, V = s.config.vocab_size;
+  const float std_weight = 0.02f;
+  // Residual output projections: each block adds two of them to the stream, so GPT-2 scales
+  // their init by 1/sqrt(2L) to keep the stream's variance independent of depth.
+  const float std_residual = 0.02f / std::sqrt(2.0f * s.config.num_layers);
+  std::vector<float> host(s.layout.total(), 0.0f);
+  for (int i = 0; i < kNumParamTensors; ++i) {
+    const Param p = static_cast<Param>(i);
+    const ParamTensor& t = s.layout[p];
+    float* dst = host.data() + t.offset;
+    float std_dev = 0.0f;
+    switch (p) {
+      case Param::ln1w: case Param::ln2w: case Param::lnfw:
+        for (size_t k = 0; k < t.numel; ++k) dst[k] = 1.0f;
+        continue;
+      case Param::wte: case Param::wpe: case Param::qkvw: case Param::fcw: std_dev = std_weight; break;
+      case Param::attprojw: case Param::fcprojw: std_dev = std_residual; break;
+      default: continue;  // biases stay 0
+    }
+    // Element k of tensor i draws normal number k of stream i: independent of the backend and
+    // of the other tensors. wte's padded rows (>= V) stay 0 and never receive gradient.
+    const size_t n = p == Param::wte ? V * C : t.numel;
+    for (size_t k = 0; k < n; ++k) dst[k] = float(std_dev * philox_normal(seed, uint32_t(i), k));
+  }
+  set_parameters(host);
+}
+
+std::vector<float> GPT2::parameters() const {
+  std::vector<float> host(impl_->layout.total());
+  impl_->backend.download(host.data(), impl_->params.data(), host.size() * sizeof(float));
+  return host;
+}
+
+void GPT2::set_parameters(const std::vector<float>& host) {
+  INPUT_CHECK(host.size() == impl_->layout.total(), "set_parameters: expected {} floats for {}, got {}",
+              impl_->layout.total(), describe(impl_->config), host.size());
+  impl_->backend.upload(impl_->params.data(), host.data(), host.size() * sizeof(float));
+}
+
+std::vector<float> GPT2::gradients() const {
+  std::vector<float> host(impl_->layout.total());
+  impl_->backend.download(host.data(), impl_->grads.data(), host.size() * sizeof(float));
+  return host;
+}
+
+void GPT2::optimizer_state(std::vector<float>& m, std::vector<float>& v) const {
+  const size_t N = impl_->layout.total();
+  m.resize(N);
+  v.resize(N);
+  impl_->backend.download(m.data(), impl_->m.data(), N * sizeof(float));
+  impl_->backend.download(v.data(), impl_->v.data(), N * sizeof(float));
+}
+
+void GPT2::set_optimizer_state(const std::vector<float>& m, const std::vector<float>& v) {
+  const size_t N = impl_->layout.total();
+  INPUT_CHECK(m.size() == N && v.size() == N, "set_optimizer_state: expected {} floats per moment, got m {} and v {}",
+              N, m.size(), v.size());
+  impl_->backend.upload(impl_->m.data(), m.data(), N * sizeof(float));
+  impl_->backend.upload(impl_->v.data(), v.data(), N * sizeof(float));
+}
+
+float GPT2::forward(const int* inputs, const int* targets, int B, int T, bool training, uint64_t dropout_seed) {
+  Impl& s = *impl_;
+  const int V = s.config.vocab_size, Vp = s.config.padded_vocab_size, C = s.config.channels;
+  INPUT_CHECK(B >= 1 && B <= s.max_B, "forward: batch size B must be in [1, {}] (the model's maximum), got {}",
+              s.max_B, B);
+  INPUT_CHECK(T >= 1 && T <= s.max_T, "forward: sequence length T must be in [1, {}] (the model's maximum), got {}",
+              s.max_T, T);
+  INPUT_CHECK(inputs != nullptr, "forward: inputs must not be null");
+  const size_t BT = size_t(B) * T;
+  int n_targets = 0;
+  for (size_t i = 0; i < BT; ++i) {
+    INPUT_CHECK(inputs[i] >= 0 && inputs[i] < V, "forward: input token {} at (b {}, t {}) is outside [0, {})",
+                inputs[i], i / T, i % T, V);
+    if (targets) {
+      INPUT_CHECK(targets[i] == -1 || (targets[i] >= 0 && targets[i] < V),
+                  "forward: target {} at (b {}, t {}) is neither -1 (ignore) nor in [0, {})", targets[i], i / T,
+                  i % T, V);
+      n_targets += targets[i] != -1;
+    }
+  }
+  s.backend.upload(s.act.inputs.data(), inputs, BT * sizeof(int));
+  s.B = B;
+  s.T = T;
+  s.training = training && s.config.dropout > 0.0f;
+  s.dropout_seed = dropout_seed;
+  s.forward_trunk(B, T);
+  // logits = lnf wte^T: the output projection is tied to the token embedding, no bias.
+  s.backend.matmul_forward(s.act.logits.data(), s.act.lnf.data(), s.params.data() + s.at(Param::wte), nullptr, B,
+                           T, C, Vp);
+  s.has_forward = true;
+  s.logits_valid = true;
+  s.has_targets = targets != nullptr;
+  s.num_targets = n_targets;
+  if (!targets) return std::numeric_limits<float>::quiet_NaN();
+
+  s.backend.upload(s.act.targets.data(), targets, BT * sizeof(int));
+  s.backend.crossentropy_forward(s.act.losses.data(), s.act.logits.data(), s.act.targets.data(), B, T, V, Vp);
+  std::vector<float> losses(BT);
+  s.backend.download(losses.data(), s.act.losses.data(), BT * sizeof(float));
+  double sum = 0.0;
+  for (size_t i = 0; i < BT; ++i)
+    if (targets[i] != -1) sum += losses[i];
+  return n_targets ? float(sum / n_targets) : std::numeric_limits<float>::quiet_NaN();
+}
+
+int GPT2::num_targets() const { return impl_->num_targets; }
+
+std::vector<float> GPT2::losses() const {
+  const Impl& s = *impl_;
+  INPUT_CHECK(s.has_forward && s.has_targets, "losses: needs a forward with targets first");
+  std::vector<float> host(size_t(s.B) * s.T);
+  s.backend.download(host.data(), s.act.losses.data(), host.size() * sizeof(float));
+  return host;
+}
+
+std::vector<float> GPT2::logits() const {
+  const Impl& s = *impl_;
+  INPUT_CHECK(s.has_forward && s.logits_valid,
+              "logits: no logits of a forward available (backward reuses their memory for the gradient; run "
+              "forward again)");
+  std::vector<float> host(size_t(s.B) * s.T * s.config.padded_vocab_size);
+  s.backend.download(host.data(), s.act.logits.data(), host.size() * sizeof(float));
+  return host;
+}
+
+void GPT2::zero_grad() { impl_->backend.zero(impl_->grads.data(), impl_->layout.total() * sizeof(float)); }
+
+void GPT2::backward(float dloss) {
+  Impl& s = *impl_;
+  Backend& be = s.backend;
+  INPUT_CHECK(s.has_forward && s.has_targets, "backward: needs a forward with targets first");
+  INPUT_CHECK(s.logits_valid, "backward: already run for this forward; run forward again");
+  const int B = s.B, T = s.T, C = s.config.channels, NH = s.config.num_heads, L = s.config.num_layers;
+  const int V = s.config.vocab_size, Vp = s.config.padded_vocab_size;
+  const size_t BTC = size_t(B) * T * C;
+  const size_t saved_stride = be.attention_saved_floats(s.max_B, s.max_T, NH);
+  const float* P = s.params.data();
+  float* G = s.grads.data();
+  float* dres = s.scratch.dresidual.data();
+  float* dbuf_a = s.scratch.bufC_a.data();  // d(projection output) after dropout's backward
+  float* dbuf_b = s.scratch.bufC_b.data();  // d(LayerNorm output) / d(atty)
+  auto P_ = [&](Param p, int l = 0) { return P + s.at(p, l); };
+  auto G_ = [&](Param p, int l = 0) { return G + s.at(p, l); };
+
+  // dlogits = dloss * (softmax - onehot), written in place over the logits.
+  float* dlogits = s.act.logits.data();
+  be.crossentropy_backward(dlogits, dloss, s.act.logits.data(), s.act.targets.data(), B, T, V, Vp);
+  s.logits_valid = false;
+  // logits = lnf wte^T: dlnf = dlogits wte, dwte += dlogits^T lnf (tied: the encoder adds its part below).
+  be.matmul_backward(dbuf_b, G_(Param::wte), nullptr, dlogits, s.act.lnf.data(), P_(Param::wte), B, T, C, Vp);
+  be.zero(dres, BTC * sizeof(float));
+  be.layernorm_backward(dres, G_(Param::lnfw), G_(Param::lnfb), dbuf_b, s.act.lnf_mean.data(),
+                        s.act.lnf_rstd.data(), s.act.residual3.data() + s.slab(L - 1, C), P_(Param::lnfw), B, T,
+                        C);
+
+  for (int l = L - 1; l >= 0; --l) {
+    const float* x = l == 0 ? s.act.encoded.data() : s.act.residual3.data() + s.slab(l - 1, C);
+    const float* ln1 = s.act.ln1.data() + s.slab(l, C);
+    const float* qkv = s.act.qkv.data() + s.slab(l, 3 * C);
+    const float* saved = s.act.att_saved.data() + size_t(l) * saved_stride;
+    const float* atty = s.act.atty.data() + s.slab(l, C);
+    const float* res2 = s.act.residual2.data() + s.slab(l, C);
+    const float* ln2 = s.act.ln2.data() + s.slab(l, C);
+    const float* fch = s.act.fch.data() + s.slab(l, 4 * C);
+    const float* fch_gelu = s.act.fch_gelu.data() + s.slab(l, 4 * C);
+
+    // x3 = x2 + drop(proj): d(x2) is dres itself (pass-through of the one stream buffer),
+    // d(proj) = dropout' (dres).
+    const float* dproj = dres;
+    if (s.dropout(Impl::site_mlpproj(l)).active()) {
+      be.dropout_backward(dbuf_a, dres, s.dropout(Impl::site_mlpproj(l)), BTC);
+      dproj = dbuf_a;
+    }
+    float* dfch_gelu = s.scratch.buf4C_a.data();
+    float* dfch = s.scratch.buf4C_b.data();
+    be.matmul_backward(dfch_gelu, G_(Param::fcprojw, l), G_(Param::fcprojb, l), dproj, fch_gelu,
+                       P_(Param::fcprojw, l), B, T, 4 * C, C);
+    be.gelu_backward(dfch, dfch_gelu, fch, 4 * BTC);
+    be.matmul_backward(dbuf_b, G_(Param::fcw, l), G_(Param::fcb, l), dfch, ln2, P_(Param::fcw, l), B, T, C, 4 * C);
+    be.layernorm_backward(dres, G_(Param::ln2w, l), G_(Param::ln2b, l), dbuf_b, s.act.ln2_mean.data() + s.slab(l, 1),
+                          s.act.ln2_rstd.data() + s.slab(l, 1), res2, P_(Param::ln2w, l), B, T, C);
+
+    // x2 = x + drop(attn proj): same pattern; dres now holds d(x2) and collects d(x).
+    dproj = dres;
+    if (s.dropout(Impl::site_attproj(l)).active()) {
+      be.dropout_backward(dbuf_a, dres, s.dropout(Impl::site_attproj(l)), BTC);
+      dproj = dbuf_a;
+    }
+    float* dqkv = s.scratch.buf3C.data();
+    be.matmul_backward(dbuf_b, G_(Param::attprojw, l), G_(Param::attprojb, l), dproj, atty, P_(Param::attprojw, l),
+                       B, T, C, C);
+    be.attention_backward(dqkv, dbuf_b, saved, qkv, B, T, C, NH, s.dropout(Impl::site_attention(l)));
+    be.matmul_backward(dbuf_b, G_(Param::qkvw, l), G_(Param::qkvb, l), dqkv, ln1, P_(Param::qkvw, l), B, T, C,
+                       3 * C);
+    be.layernorm_backward(dres, G_(Param::ln1w, l), G_(Param::ln1b, l), dbuf_b, s.act.ln1_mean.data() + s.slab(l, 1),
+                          s.act.ln1_rstd.data() + s.slab(l, 1), x, P_(Param::ln1w, l), B, T, C);
+  }
+
+  // x0 = drop(wte[inp] + wpe[t]): dwte (scatter-add, the tied second use) and dwpe.
+  const float* demb = dres;
+  if (s.dropout(0).active()) {
+    be.dropout_backward(dbuf_a, dres, s.dropout(0), BTC);
+    demb = dbuf_a;
+  }
+  be.encoder_backward(G_(Param::wte), G_(Param::wpe), demb, s.act.inputs.data(), B, T, C);
+}
+
+double GPT2::grad_norm() {
+  return std::sqrt(impl_->backend.sum_of_squares(impl_->grads.data(), impl_->layout.total()));
+}
+
+void GPT2::adamw_step(const AdamWParams& hp) {
+  Impl& s = *impl_;
+  INPUT_CHECK(hp.step >= 1, "adamw: step must be >= 1 (bias correction is 1-based), got {}", hp.step);
+  INPUT_CHECK(hp.lr >= 0.0f, "adamw: learning rate must be >= 0, got {}", hp.lr);
+  INPUT_CHECK(hp.beta1 >= 0.0f && hp.beta1 < 1.0f, "adamw: beta1 must be in [0, 1), got {}", hp.beta1);
+  INPUT_CHECK(hp.beta2 >= 0.0f && hp.beta2 < 1.0f, "adamw: beta2 must be in [0, 1), got {}", hp.beta2);
+  INPUT_CHECK(hp.eps > 0.0f, "adamw: eps must be > 0, got {}", hp.eps);
+  INPUT_CHECK(hp.weight_decay >= 0.0f, "adamw: weight decay must be >= 0, got {}", hp.weight_decay);
+  // One update per tensor so that weight decay reaches only the 2-D matrices.
+  for (const ParamTensor& t : s.layout.tensors()) {
+    AdamWParams tensor_hp = hp;
+    tensor_hp.weight_decay = t.weight_decay ? hp.weight_decay : 0.0f;
+    s.backend.adamw_update(s.params.data() + t.offset, s.m.data() + t.offset, s.v.data() + t.offset,
+                           s.grads.data() + t.offset, t.numel, tensor_hp);
+  }
+}
+
+}  // namespace gpt2cc
