@@ -1,0 +1,265 @@
+// Checkpoint files (format in core/checkpoint.hpp): atomic write through "<path>.tmp" + fsync +
+// rename, and a loader that validates every field before trusting it. The FNV-1a checksum covers
+// every byte before it, so a truncated or bit-flipped file is rejected with the file's name.
+#include "core/checkpoint.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+
+#include "core/check.hpp"
+#include "core/train_testing.hpp"
+
+namespace gpt2cc {
+
+namespace testing {
+void (*checkpoint_write_hook)(uint64_t bytes_written) = nullptr;
+}
+
+namespace {
+
+constexpr char kMagic[8] = {'G', 'P', 'T', '2', 'C', 'K', 'P', 'T'};
+constexpr uint32_t kVersion = 1;
+constexpr uint32_t kMaxHeaderJsonBytes = 64u << 20;  // the header is a few KB; anything huge is corrupt
+
+// FNV-1a 64 (Fowler, Noll, Vo): h = (h ^ byte) * 0x100000001b3, from the offset basis.
+struct Fnv1a {
+  uint64_t h = 0xcbf29ce484222325ull;
+  void add(const void* data, size_t n) {
+    const auto* p = static_cast<const unsigned char*>(data);
+    for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 0x100000001b3ull;
+  }
+};
+
+class Writer {
+ public:
+  explicit Writer(const std::string& path) : path_(path) {
+    file_ = std::fopen(path.c_str(), "wb");
+    if (!file_) throw Error(format("cannot write checkpoint {}: {}", path, std::strerror(errno)));
+  }
+  ~Writer() {
+    if (file_) std::fclose(file_);
+  }
+  void write(const void* data, size_t n) {
+    // Large arrays go in 16 MB pieces so the test hook can stop the write half-way.
+    const auto* p = static_cast<const char*>(data);
+    while (n > 0) {
+      size_t piece = std::min<size_t>(n, 16u << 20);
+      if (std::fwrite(p, 1, piece, file_) != piece) {
+        throw Error(format("writing checkpoint {} failed: {}", path_, std::strerror(errno)));
+      }
+      hash_.add(p, piece);
+      written_ += piece;
+      p += piece;
+      n -= piece;
+      if (testing::checkpoint_write_hook) testing::checkpoint_write_hook(written_);
+    }
+  }
+  template <class T>
+  void put(const T& value) {
+    write(&value, sizeof(T));
+  }
+  // Appends the checksum, flushes the C buffer and the OS cache, closes.
+  void finish() {
+    uint64_t checksum = hash_.h;
+    if (std::fwrite(&checksum, sizeof checksum, 1, file_) != 1 || std::fflush(file_) != 0 ||
+        ::fsync(fileno(file_)) != 0) {
+      throw Error(format("writing checkpoint {} failed: {}", path_, std::strerror(errno)));
+    }
+    int rc = std::fclose(file_);
+    file_ = nullptr;
+    if (rc != 0) throw Error(format("closing checkpoint {} failed: {}", path_, std::strerror(errno)));
+  }
+
+ private:
+  std::string path_;
+  FILE* file_ = nullptr;
+  Fnv1a hash_;
+  uint64_t written_ = 0;
+};
+
+class Reader {
+ public:
+  explicit Reader(const std::string& path) : path_(path) {
+    file_ = std::fopen(path.c_str(), "rb");
+    INPUT_CHECK(file_ != nullptr, "cannot open checkpoint {}: {}", path, std::strerror(errno));
+    std::error_code ec;
+    size_ = std::filesystem::file_size(path, ec);
+    INPUT_CHECK(!ec, "cannot read the size of checkpoint {}: {}", path, ec.message());
+  }
+  ~Reader() { std::fclose(file_); }
+  uint64_t remaining() const { return size_ - offset_; }
+  // Reads n bytes (into dst, or discarded when dst is null) and hashes them.
+  void read(void* dst, size_t n, const char* what) {
+    INPUT_CHECK(n <= remaining(), "checkpoint {} is truncated: expected {} more bytes for {} at offset {}, found {}",
+                path_, n, what, offset_, remaining());
+    std::vector<char> scratch;
+    auto* p = static_cast<char*>(dst);
+    while (n > 0) {
+      size_t piece = std::min<size_t>(n, 16u << 20);
+      char* target = p;
+      if (!dst) {
+        scratch.resize(piece);
+        target = scratch.data();
+      }
+      INPUT_CHECK(std::fread(target, 1, piece, file_) == piece, "reading checkpoint {} failed at offset {}", path_,
+                  offset_);
+      hash_.add(target, piece);
+      offset_ += piece;
+      n -= piece;
+      if (dst) p += piece;
+    }
+  }
+  template <class T>
+  T get(const char* what) {
+    T value;
+    read(&value, sizeof(T), what);
+    return value;
+  }
+  uint64_t checksum_so_far() const { return hash_.h; }
+
+ private:
+  std::string path_;
+  FILE* file_ = nullptr;
+  uint64_t size_ = 0, offset_ = 0;
+  Fnv1a hash_;
+};
+
+nlohmann::json header_json(const Checkpoint& c) {
+  return nlohmann::json{{"model", c.config},
+                        {"dtype", c.dtype},
+                        {"step", c.step},
+                        {"tokens_seen", c.tokens_seen},
+                        {"loader", {{"epoch", c.loader.epoch}, {"cursor", c.loader.cursor}}},
+                        {"seed", c.seed},
+                        {"tokenizer_fingerprint", c.tokenizer_fingerprint},
+                        {"tokenizer_dir", c.tokenizer_dir},
+                        {"train_config", c.train_config}};
+}
+
+// fsync of the directory makes the rename itself durable.
+void sync_directory(const std::filesystem::path& file) {
+  auto dir = file.parent_path();
+  if (dir.empty()) dir = ".";
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
+  if (fd >= 0) {
+    ::fsync(fd);
+    ::close(fd);
+  }
+}
+
+}  // namespace
+
+void save_checkpoint(const std::string& path, const Checkpoint& c) {
+  size_t n = num_parameters(c.config);
+  ENSURE(c.params.size() == n, "checkpoint {}: {} parameters for a model of {}", path, c.params.size(), n);
+  bool has_optimizer = !c.m.empty() || !c.v.empty();
+  ENSURE(!has_optimizer || (c.m.size() == n && c.v.size() == n), "checkpoint {}: moments of size {}/{}, expected {}",
+         path, c.m.size(), c.v.size(), n);
+
+  const std::string tmp = path + ".tmp";
+  try {
+    Writer out(tmp);
+    std::string header = header_json(c).dump();
+    out.write(kMagic, sizeof kMagic);
+    out.put(kVersion);
+    out.put(static_cast<uint32_t>(header.size()));
+    out.write(header.data(), header.size());
+    out.put(static_cast<uint64_t>(n));
+    out.write(c.params.data(), n * sizeof(float));
+    out.put(static_cast<uint8_t>(has_optimizer ? 1 : 0));
+    if (has_optimizer) {
+      out.write(c.m.data(), n * sizeof(float));
+      out.write(c.v.data(), n * sizeof(float));
+    }
+    out.finish();
+  } catch (...) {
+    std::remove(tmp.c_str());
+    throw;
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    int err = errno;
+    std::remove(tmp.c_str());
+    throw Error(format("cannot rename {} to {}: {}", tmp, path, std::strerror(err)));
+  }
+  sync_directory(path);
+}
+
+Checkpoint load_checkpoint(const std::string& path, bool with_optimizer) {
+  Reader in(path);
+  char magic[8];
+  in.read(magic, sizeof magic, "the magic");
+  INPUT_CHECK(std::memcmp(magic, kMagic, sizeof magic) == 0,
+              "{} is not a gpt2cc checkpoint: expected magic 'GPT2CKPT', found '{}'", path,
+              std::string(magic, sizeof magic));
+  auto version = in.get<uint32_t>("the version");
+  INPUT_CHECK(version == kVersion,
+              "checkpoint {} has format version {}, expected {}: it was written by another gpt2cc version", path,
+              version, kVersion);
+  auto header_bytes = in.get<uint32_t>("the header size");
+  INPUT_CHECK(header_bytes > 0 && header_bytes <= kMaxHeaderJsonBytes,
+              "checkpoint {} is corrupt: header size {} bytes, expected 1..{}", path, header_bytes,
+              kMaxHeaderJsonBytes);
+  std::string text(header_bytes, '\0');
+  in.read(text.data(), header_bytes, "the JSON header");
+
+  Checkpoint c;
+  try {
+    auto j = nlohmann::json::parse(text);
+    c.config = j.at("model").get<ModelConfig>();
+    c.dtype = j.at("dtype").get<std::string>();
+    c.step = j.at("step").get<uint64_t>();
+    c.tokens_seen = j.at("tokens_seen").get<uint64_t>();
+    c.loader.epoch = j.at("loader").at("epoch").get<uint64_t>();
+    c.loader.cursor = j.at("loader").at("cursor").get<uint64_t>();
+    c.seed = j.at("seed").get<uint64_t>();
+    c.tokenizer_fingerprint = j.at("tokenizer_fingerprint").get<uint64_t>();
+    c.tokenizer_dir = j.at("tokenizer_dir").get<std::string>();
+    c.train_config = j.at("train_config");
+  } catch (const nlohmann::json::exception& e) {
+    fail_input(format("checkpoint {} has a corrupt header: {}", path, e.what()));
+  }
+  try {
+    validate(c.config);
+  } catch (const InputError& e) {
+    fail_input(format("checkpoint {} holds an invalid model configuration: {}", path, e.what()));
+  }
+
+  uint64_t expected = num_parameters(c.config);
+  auto n = in.get<uint64_t>("the parameter count");
+  INPUT_CHECK(n == expected, "checkpoint {}: its model config ({}) has {} parameters, but the file stores {}", path,
+              describe(c.config), expected, n);
+  // Sizes are known from here on: check the whole length before allocating anything.
+  uint64_t array_bytes = n * sizeof(float);
+  INPUT_CHECK(in.remaining() >= array_bytes + 1 + sizeof(uint64_t),
+              "checkpoint {} is truncated: expected at least {} more bytes for the parameters, found {}", path,
+              array_bytes + 1 + sizeof(uint64_t), in.remaining());
+  c.params.resize(n);
+  in.read(c.params.data(), array_bytes, "the parameters");
+  auto has_optimizer = in.get<uint8_t>("the optimizer flag");
+  INPUT_CHECK(has_optimizer <= 1, "checkpoint {} is corrupt: optimizer flag {}, expected 0 or 1", path,
+              int(has_optimizer));
+  uint64_t tail = (has_optimizer ? 2 * array_bytes : 0) + sizeof(uint64_t);
+  INPUT_CHECK(in.remaining() == tail, "checkpoint {} has the wrong size: expected {} more bytes after the parameters, found {}",
+              path, tail, in.remaining());
+  if (has_optimizer) {
+    if (with_optimizer) {
+      c.m.resize(n);
+      c.v.resize(n);
+    }
+    // The moments are read even when not wanted: the checksum covers them.
+    in.read(with_optimizer ? c.m.data() : nullptr, array_bytes, "the AdamW first moments");
+    in.read(with_optimizer ? c.v.data() : nullptr, array_bytes, "the AdamW second moments");
+  }
+  uint64_t computed = in.checksum_so_far();
+  auto stored = in.get<uint64_t>("the checksum");
+  INPUT_CHECK(stored == computed, "checkpoint {} is corrupt: checksum of its contents is {}, but the file stores {}",
+              path, computed, stored);
+  return c;
+}
+
+}  // namespace gpt2cc

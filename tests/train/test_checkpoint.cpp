@@ -1,0 +1,200 @@
+// Checkpoint I/O: exact round trip, optional optimizer state, rejection of corrupt, truncated
+// and foreign files with the file named, and a write killed half-way (a forked child SIGKILLed
+// by the write hook) leaving the previous checkpoint in place and loadable.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "common/test_common.hpp"
+#include "core/check.hpp"
+#include "core/checkpoint.hpp"
+#include "core/train_testing.hpp"
+
+using namespace gpt2cc;
+namespace fs = std::filesystem;
+
+namespace {
+
+ModelConfig tiny_config() {
+  ModelConfig c;
+  c.num_layers = 2;
+  c.num_heads = 2;
+  c.channels = 8;
+  c.max_seq_len = 16;
+  c.vocab_size = 50;
+  c.padded_vocab_size = 128;
+  return c;
+}
+
+Checkpoint make_checkpoint(uint64_t seed, bool with_optimizer = true) {
+  Checkpoint c;
+  c.config = tiny_config();
+  c.step = 17 + seed;
+  c.tokens_seen = 17 * 512;
+  c.loader = LoaderPosition{2, 33 + seed};
+  c.seed = 1337 + seed;
+  c.tokenizer_fingerprint = 0xFEDCBA9876543210ull;  // needs all 64 bits to survive JSON
+  c.tokenizer_dir = "/some/tokenizer";
+  c.train_config = {{"lr", 3e-4}, {"batch_size", 4}};
+  size_t n = num_parameters(c.config);
+  c.params = test::random_vector(n, seed);
+  if (with_optimizer) {
+    c.m = test::random_vector(n, seed + 100);
+    c.v = test::random_vector(n, seed + 200, 0.0f, 1.0f);
+  }
+  return c;
+}
+
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+void require_equal(const Checkpoint& a, const Checkpoint& b) {
+  CHECK(a.config == b.config);
+  CHECK(a.dtype == b.dtype);
+  CHECK(a.step == b.step);
+  CHECK(a.tokens_seen == b.tokens_seen);
+  CHECK(a.loader == b.loader);
+  CHECK(a.seed == b.seed);
+  CHECK(a.tokenizer_fingerprint == b.tokenizer_fingerprint);
+  CHECK(a.tokenizer_dir == b.tokenizer_dir);
+  CHECK(a.train_config == b.train_config);
+  CHECK(same_bits(a.params, b.params));
+  CHECK(same_bits(a.m, b.m));
+  CHECK(same_bits(a.v, b.v));
+}
+
+std::vector<char> read_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::vector<char>(std::istreambuf_iterator<char>(in), {});
+}
+
+void write_bytes(const std::string& path, const std::vector<char>& bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), std::streamsize(bytes.size()));
+}
+
+int g_hook_calls = 0;
+// Dies on the 7th piece: after magic, version, header size, header, count and parameters, so
+// the temporary file holds a header and parameters but no moments and no checksum.
+void kill_on_seventh_piece(uint64_t) {
+  if (++g_hook_calls == 7) ::raise(SIGKILL);
+}
+
+}  // namespace
+
+TEST_CASE("checkpoint round trip is exact", "[checkpoint]") {
+  std::string dir = test::temp_dir("checkpoint_roundtrip");
+  std::string path = dir + "/a.ckpt";
+  Checkpoint c = make_checkpoint(1);
+  save_checkpoint(path, c);
+  CHECK_FALSE(fs::exists(path + ".tmp"));
+  require_equal(load_checkpoint(path), c);
+
+  Checkpoint without = load_checkpoint(path, false);
+  CHECK(without.m.empty());
+  CHECK(without.v.empty());
+  CHECK(same_bits(without.params, c.params));
+
+  Checkpoint weights_only = make_checkpoint(2, false);
+  save_checkpoint(path, weights_only);  // replaces the previous file
+  require_equal(load_checkpoint(path), weights_only);
+}
+
+TEST_CASE("corrupt, truncated and foreign files name the file and the problem", "[checkpoint]") {
+  std::string dir = test::temp_dir("checkpoint_corrupt");
+  std::string good = dir + "/good.ckpt", bad = dir + "/bad.ckpt";
+  save_checkpoint(good, make_checkpoint(3));
+  const std::vector<char> bytes = read_bytes(good);
+
+  SECTION("missing file") {
+    CHECK_THROWS_AS(load_checkpoint(dir + "/none.ckpt"), InputError);
+    CHECK_THROWS_WITH(load_checkpoint(dir + "/none.ckpt"), Catch::Contains("none.ckpt"));
+  }
+  SECTION("wrong magic") {
+    std::vector<char> b = bytes;
+    std::memcpy(b.data(), "GPT2TOKS", 8);
+    write_bytes(bad, b);
+    CHECK_THROWS_WITH(load_checkpoint(bad), Catch::Contains("bad.ckpt") && Catch::Contains("GPT2CKPT") &&
+                                                 Catch::Contains("GPT2TOKS"));
+  }
+  SECTION("wrong version") {
+    std::vector<char> b = bytes;
+    uint32_t version = 99;
+    std::memcpy(b.data() + 8, &version, 4);
+    write_bytes(bad, b);
+    CHECK_THROWS_WITH(load_checkpoint(bad), Catch::Contains("version 99") && Catch::Contains("expected 1"));
+  }
+  SECTION("truncated at many points") {
+    for (size_t cut : {size_t(0), size_t(5), size_t(14), size_t(40), bytes.size() / 2, bytes.size() - 9,
+                       bytes.size() - 1}) {
+      write_bytes(bad, std::vector<char>(bytes.begin(), bytes.begin() + std::ptrdiff_t(cut)));
+      INFO("cut at " << cut << " of " << bytes.size());
+      CHECK_THROWS_AS(load_checkpoint(bad), InputError);
+      CHECK_THROWS_WITH(load_checkpoint(bad), Catch::Contains("bad.ckpt"));
+    }
+  }
+  SECTION("extra bytes at the end") {
+    std::vector<char> b = bytes;
+    b.push_back(0);
+    write_bytes(bad, b);
+    CHECK_THROWS_WITH(load_checkpoint(bad), Catch::Contains("wrong size"));
+  }
+  SECTION("one flipped bit in the parameters fails the checksum") {
+    std::vector<char> b = bytes;
+    b[b.size() / 3] ^= 0x10;
+    write_bytes(bad, b);
+    CHECK_THROWS_WITH(load_checkpoint(bad), Catch::Contains("checksum") && Catch::Contains("bad.ckpt"));
+    CHECK_THROWS_WITH(load_checkpoint(bad, false), Catch::Contains("checksum"));
+  }
+  SECTION("a header whose model does not match the stored parameter count") {
+    std::string text(bytes.begin(), bytes.end());
+    size_t at = text.find("\"num_layers\":2");
+    REQUIRE(at != std::string::npos);
+    text[at + 13] = '3';  // same length, so the header size field stays right
+    write_bytes(bad, std::vector<char>(text.begin(), text.end()));
+    CHECK_THROWS_WITH(load_checkpoint(bad), Catch::Contains("parameters") && Catch::Contains("L=3"));
+  }
+}
+
+TEST_CASE("a checkpoint write killed half-way leaves the previous checkpoint loadable", "[checkpoint]") {
+  std::string dir = test::temp_dir("checkpoint_killed");
+  std::string path = dir + "/model.ckpt";
+  Checkpoint first = make_checkpoint(4);
+  save_checkpoint(path, first);
+
+  pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    testing::checkpoint_write_hook = kill_on_seventh_piece;
+    save_checkpoint(path, make_checkpoint(5));
+    ::_exit(0);  // not reached: the hook kills the process
+  }
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  REQUIRE(WIFSIGNALED(status));
+  CHECK(WTERMSIG(status) == SIGKILL);
+
+  // The half-written temporary is there, incomplete, and rejected; the real file is untouched.
+  REQUIRE(fs::exists(path + ".tmp"));
+  CHECK(fs::file_size(path + ".tmp") < fs::file_size(path));
+  CHECK_THROWS_WITH(load_checkpoint(path + ".tmp"), Catch::Contains("truncated"));
+  require_equal(load_checkpoint(path), first);
+
+  // The next save overwrites the stale temporary and succeeds.
+  Checkpoint second = make_checkpoint(6);
+  save_checkpoint(path, second);
+  CHECK_FALSE(fs::exists(path + ".tmp"));
+  require_equal(load_checkpoint(path), second);
+}
+
+TEST_CASE("saving into a missing directory fails and names the path", "[checkpoint]") {
+  std::string dir = test::temp_dir("checkpoint_nodir");
+  CHECK_THROWS_AS(save_checkpoint(dir + "/missing/x.ckpt", make_checkpoint(7)), Error);
+  CHECK_THROWS_WITH(save_checkpoint(dir + "/missing/x.ckpt", make_checkpoint(7)), Catch::Contains("missing/x.ckpt"));
+}
