@@ -1,0 +1,75 @@
+// The classifier: fused softmax + cross-entropy over the first V of Vp logits (cpu/crossentropy.hpp).
+// logits (B,T,Vp); targets (B,T), -1 = ignore; losses (B,T) = -log softmax(logits)[target].
+// Padded columns V..Vp-1 never enter the softmax and get gradient 0. The backward writes (=)
+// dlogits and may run in place over logits: each row is read completely before it is written.
+#include "cpu/crossentropy.hpp"
+
+#include <cmath>
+#include <cstddef>
+
+#include "core/check.hpp"
+
+namespace gpt2cc::cpu {
+
+namespace {
+// Targets are checked up front, outside the parallel loops (an exception must not leave one).
+void check_targets(const int* targets, int B, int T, int V) {
+  for (int bt = 0; bt < B * T; ++bt) {
+    ENSURE(targets[bt] == kIgnoreIndex || (targets[bt] >= 0 && targets[bt] < V),
+           "target at position {} is {}, expected -1 (ignore) or a token id in [0, {})", bt, targets[bt], V);
+  }
+}
+
+// The row's maximum and sum_j exp(l_j - max) over the first V columns (max subtracted so exp
+// never overflows).
+void row_max_and_sum(const float* row, int V, float& maxval, float& sum) {
+  maxval = row[0];
+  for (int j = 1; j < V; ++j) maxval = row[j] > maxval ? row[j] : maxval;
+  sum = 0.0f;
+  for (int j = 0; j < V; ++j) sum += std::exp(row[j] - maxval);
+}
+}  // namespace
+
+// loss = -log( exp(l_y) / sum_j exp(l_j) ) = log(sum_j exp(l_j - max)) + max - l_y
+void crossentropy_forward(float* losses, const float* logits, const int* targets, int B, int T, int V, int Vp) {
+  check_targets(targets, B, T, V);
+#pragma omp parallel for schedule(static)
+  for (int bt = 0; bt < B * T; ++bt) {
+    if (targets[bt] == kIgnoreIndex) {
+      losses[bt] = 0.0f;
+      continue;
+    }
+    const float* row = logits + static_cast<size_t>(bt) * Vp;
+    float maxval, sum;
+    row_max_and_sum(row, V, maxval, sum);
+    losses[bt] = std::log(sum) + maxval - row[targets[bt]];
+  }
+}
+
+// d loss / d l_j = softmax_j - [j == y]  (differentiate log sum_j exp(l_j) - l_y), so
+//   dlogits_j = dloss * (p_j - [j == y]) for j < V ; 0 for padded columns and ignored rows.
+void crossentropy_backward(float* dlogits, float dloss, const float* logits, const int* targets, int B, int T, int V,
+                           int Vp) {
+  check_targets(targets, B, T, V);
+#pragma omp parallel for schedule(static)
+  for (int bt = 0; bt < B * T; ++bt) {
+    const float* row = logits + static_cast<size_t>(bt) * Vp;
+    float* drow = dlogits + static_cast<size_t>(bt) * Vp;
+    const int y = targets[bt];
+    if (y == kIgnoreIndex) {
+      for (int j = 0; j < Vp; ++j) drow[j] = 0.0f;
+      continue;
+    }
+    float maxval, sum;
+    row_max_and_sum(row, V, maxval, sum);
+    const float inv_sum = 1.0f / sum;
+    // Element j is read before it is overwritten, so dlogits == logits is safe.
+    for (int j = 0; j < V; ++j) {
+      const float p = std::exp(row[j] - maxval) * inv_sum;
+      drow[j] = dloss * (p - (j == y ? 1.0f : 0.0f));
+    }
+    for (int j = V; j < Vp; ++j) drow[j] = 0.0f;
+  }
+}
+
+}  // namespace gpt2cc::cpu
