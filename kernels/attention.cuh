@@ -1,0 +1,29 @@
+// Causal multi-head self-attention on the GPU; mirrors cpu::attention_forward / _backward /
+// attention_decode / kv_cache_store (cpu/attention.hpp). qkv (B,T,3C), out (B,T,C), HS = C/NH.
+// att (B,NH,T,T): the softmax probabilities BEFORE dropout (0 above the diagonal), saved for the
+// backward exactly as the CPU saves them. Attention dropout drops probabilities with mask index
+// ((b*NH+h)*T + t)*T + t2, the CPU's. Backward: dqkv written (=), deterministic (no atomics).
+// These are tiled fp32 kernels; the fused flash-attention kernels are issue 8.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "core/rng.hpp"
+
+namespace gpt2cc::cuda {
+void attention_forward(float* out, float* att, const float* qkv, int B, int T, int C, int NH,
+                       const DropoutParams& dropout, cudaStream_t stream);
+void attention_backward(float* dqkv, const float* dout, const float* att, const float* qkv, int B, int T, int C,
+                        int NH, const DropoutParams& dropout, cudaStream_t stream);
+// KV cache (B, maxT, C) each: decode stores the k, v of the token at `pos` and attends over
+// positions 0..pos; kv_cache_store copies a prompt's k, v (positions 0..T-1).
+void attention_decode(float* out, float* kcache, float* vcache, const float* qkv, int B, int pos, int maxT, int C,
+                      int NH, cudaStream_t stream);
+void kv_cache_store(float* kcache, float* vcache, const float* qkv, int B, int T, int maxT, int C,
+                    cudaStream_t stream);
+
+// The decode kernel keeps the scores of positions 0..pos in shared memory while
+// (pos + 1 + HS + 32) floats fit in 48 KiB; beyond that it uses a kernel without shared scores.
+// Exposed so tests can exercise both.
+bool attention_decode_scores_fit_shared(int pos, int HS);
+}  // namespace gpt2cc::cuda

@@ -1,0 +1,82 @@
+// Error checks for every CUDA runtime and cuBLAS call, and for every kernel launch.
+//   CUDA_CHECK(cudaMalloc(&p, n));   CUBLAS_CHECK(cublasSgemm(...));   launch<<<...>>>(); CUDA_CHECK_LAUNCH();
+// A failure throws gpt2cc::Error naming the expression, file:line and CUDA's error string.
+// Also: ceil_div for grid sizes, and stream-ordered scratch memory (ScratchBuffer).
+#pragma once
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <cstddef>
+
+#include "core/check.hpp"
+
+namespace gpt2cc::cuda {
+
+[[noreturn]] inline void fail_cuda(cudaError_t err, const char* expr, const char* file, int line) {
+  throw Error(format("CUDA error {} ({}) in `{}` at {}:{}", cudaGetErrorName(err), cudaGetErrorString(err), expr,
+                     file, line));
+}
+
+[[noreturn]] inline void fail_cublas(cublasStatus_t status, const char* expr, const char* file, int line) {
+  throw Error(format("cuBLAS error {} ({}) in `{}` at {}:{}", cublasGetStatusName(status),
+                     cublasGetStatusString(status), expr, file, line));
+}
+
+// Grid size: the number of blocks of `block` that cover `n` items.
+template <class N, class M>
+constexpr N ceil_div(N n, M block) {
+  return (n + static_cast<N>(block) - 1) / static_cast<N>(block);
+}
+
+}  // namespace gpt2cc::cuda
+
+#define CUDA_CHECK(expr)                                                                    \
+  do {                                                                                      \
+    cudaError_t gpt2cc_err_ = (expr);                                                       \
+    if (gpt2cc_err_ != cudaSuccess) ::gpt2cc::cuda::fail_cuda(gpt2cc_err_, #expr, __FILE__, __LINE__); \
+  } while (0)
+
+#define CUBLAS_CHECK(expr)                                                                        \
+  do {                                                                                            \
+    cublasStatus_t gpt2cc_status_ = (expr);                                                       \
+    if (gpt2cc_status_ != CUBLAS_STATUS_SUCCESS)                                                  \
+      ::gpt2cc::cuda::fail_cublas(gpt2cc_status_, #expr, __FILE__, __LINE__);                     \
+  } while (0)
+
+// After a kernel launch: catches bad launch configurations (cudaGetLastError). Errors inside the
+// kernel surface at the next synchronising call, which is checked too.
+#define CUDA_CHECK_LAUNCH() CUDA_CHECK(cudaGetLastError())
+
+namespace gpt2cc::cuda {
+
+// Temporary device memory for one op (partial sums, intermediate score matrices), allocated
+// stream-ordered (cudaMallocAsync): the memory pool hands back the same blocks each step, so
+// after the first step this costs no cudaMalloc and no synchronisation.
+class ScratchBuffer {
+ public:
+  ScratchBuffer(size_t bytes, cudaStream_t stream) : stream_(stream) {
+    cudaError_t err = cudaMallocAsync(&ptr_, bytes == 0 ? 1 : bytes, stream);
+    if (err != cudaSuccess) {
+      size_t free_bytes = 0, total_bytes = 0;
+      cudaGetLastError();
+      cudaMemGetInfo(&free_bytes, &total_bytes);
+      throw Error(format("CUDA out of memory: scratch of {} bytes asked, {} bytes free of {} ({}); "
+                         "try a smaller batch size or sequence length",
+                         bytes, free_bytes, total_bytes, cudaGetErrorString(err)));
+    }
+  }
+  ScratchBuffer(const ScratchBuffer&) = delete;
+  ScratchBuffer& operator=(const ScratchBuffer&) = delete;
+  ~ScratchBuffer() { cudaFreeAsync(ptr_, stream_); }
+  template <class T>
+  T* as() const {
+    return static_cast<T*>(ptr_);
+  }
+
+ private:
+  void* ptr_ = nullptr;
+  cudaStream_t stream_;
+};
+
+}  // namespace gpt2cc::cuda

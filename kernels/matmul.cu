@@ -1,0 +1,144 @@
+// Linear layer forward and backward (kernels/matmul.cuh; mirrors cpu/matmul.cpp).
+// The GEMMs are cuBLAS sgemm calls (column-major, so the row-major products are written
+// transposed, see each call); the bias add and the bias gradient are small kernels. The bias
+// gradient is a column sum over B*T rows done in fixed slices (no atomics: deterministic).
+#include <algorithm>
+#include <map>
+
+#include "kernels/common.cuh"
+#include "kernels/cuda_check.cuh"
+#include "kernels/matmul.cuh"
+
+namespace gpt2cc::cuda {
+namespace {
+
+// One handle per (host thread, device): a cuBLAS handle is tied to the device current when it
+// was created and must not be used by two threads at once.
+class CublasHandles {
+ public:
+  ~CublasHandles() {
+    // At process exit the CUDA context may already be gone; nothing useful to do on failure.
+    for (auto& [device, handle] : handles_) cublasDestroy(handle);
+  }
+  cublasHandle_t get() {
+    int device = 0;
+    CUDA_CHECK(cudaGetDevice(&device));
+    auto it = handles_.find(device);
+    if (it != handles_.end()) return it->second;
+    cublasHandle_t handle = nullptr;
+    CUBLAS_CHECK(cublasCreate(&handle));
+    // Plain fp32 FMA GEMMs: TF32 (10-bit mantissa) would break the 1e-5 parity with the CPU.
+    CUBLAS_CHECK(cublasSetMathMode(handle, CUBLAS_DEFAULT_MATH));
+    handles_.emplace(device, handle);
+    return handle;
+  }
+
+ private:
+  std::map<int, cublasHandle_t> handles_;
+};
+
+// out[r, o] += bias[o]; float4 version: OC % 4 == 0 and 16-byte aligned rows.
+__global__ void add_bias_vec4_kernel(float4* out, const float4* bias, size_t rows, int OC4) {
+  const size_t idx = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (idx >= rows * OC4) return;
+  const float4 b = bias[idx % OC4];
+  float4 o = out[idx];
+  o.x += b.x;
+  o.y += b.y;
+  o.z += b.z;
+  o.w += b.w;
+  out[idx] = o;
+}
+
+template <class Elem>
+__global__ void add_bias_scalar_kernel(Elem* out, const Elem* bias, size_t rows, int OC) {
+  const size_t idx = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (idx >= rows * OC) return;
+  out[idx] = from_float<Elem>(to_float(out[idx]) + to_float(bias[idx % OC]));
+}
+
+// partial[slice, o] = sum over the slice's rows of dout[r, o]; thread = output column.
+template <class Elem>
+__global__ void column_sum_partials_kernel(float* partial, const Elem* dout, int rows, int OC, int rows_per_slice) {
+  const int o = blockIdx.x * blockDim.x + threadIdx.x;
+  if (o >= OC) return;
+  const int r0 = blockIdx.y * rows_per_slice, r1 = min(rows, r0 + rows_per_slice);
+  float acc = 0.0f;
+  for (int r = r0; r < r1; ++r) acc += to_float(dout[static_cast<size_t>(r) * OC + o]);
+  partial[static_cast<size_t>(blockIdx.y) * OC + o] = acc;
+}
+
+// dbias[o] += sum_slices partial[slice, o], in slice order.
+template <class Elem>
+__global__ void column_sum_finalize_kernel(Elem* dbias, const float* partial, int slices, int OC) {
+  const int o = blockIdx.x * blockDim.x + threadIdx.x;
+  if (o >= OC) return;
+  float acc = 0.0f;
+  for (int s = 0; s < slices; ++s) acc += partial[static_cast<size_t>(s) * OC + o];
+  dbias[o] = from_float<Elem>(to_float(dbias[o]) + acc);
+}
+
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+}  // namespace
+
+cublasHandle_t cublas_handle(cudaStream_t stream) {
+  thread_local CublasHandles handles;
+  cublasHandle_t handle = handles.get();
+  CUBLAS_CHECK(cublasSetStream(handle, stream));
+  return handle;
+}
+
+// Row-major out (N x OC) = inp (N x C) . W^T. cuBLAS is column-major: read that way, out's
+// memory is out^T (OC x N), inp's is inp^T (C x N) and W's is W^T (C x OC). So cuBLAS computes
+//   out^T (OC x N) = W (OC x C) . inp^T (C x N)   with OP_T on W's memory: m = OC, n = N, k = C.
+void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int B, int T, int C, int OC,
+                    cudaStream_t stream) {
+  const int N = B * T;
+  if (N == 0 || OC == 0) return;
+  ENSURE(C >= 1, "matmul_forward needs C >= 1, got {}", C);
+  const float one = 1.0f, zero = 0.0f;
+  CUBLAS_CHECK(cublasSgemm(cublas_handle(stream), CUBLAS_OP_T, CUBLAS_OP_N, OC, N, C, &one, weight, C, inp, C, &zero,
+                           out, OC));
+  if (bias == nullptr) return;
+  constexpr int kBlock = 256;
+  if (OC % 4 == 0 && aligned16(out) && aligned16(bias)) {
+    const size_t total = static_cast<size_t>(N) * (OC / 4);
+    add_bias_vec4_kernel<<<ceil_div(total, kBlock), kBlock, 0, stream>>>(
+        reinterpret_cast<float4*>(out), reinterpret_cast<const float4*>(bias), N, OC / 4);
+  } else {
+    const size_t total = static_cast<size_t>(N) * OC;
+    add_bias_scalar_kernel<float><<<ceil_div(total, kBlock), kBlock, 0, stream>>>(out, bias, N, OC);
+  }
+  CUDA_CHECK_LAUNCH();
+}
+
+// dinp (N x C) = dout (N x OC) . W (OC x C)      -> column-major: dinp^T = W^T . dout^T
+//   cuBLAS: m = C, n = N, k = OC, A = W viewed (C x OC), B = dout viewed (OC x N), both as is.
+// dweight (OC x C) += dout^T (OC x N) . inp (N x C) -> column-major: dweight^T += inp^T . dout
+//   cuBLAS: m = C, n = OC, k = N, A = inp viewed (C x N) as is, B = dout viewed (OC x N)
+//   transposed, beta = 1 (accumulate).
+// dbias[o] += sum_r dout[r, o].
+void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                     const float* weight, int B, int T, int C, int OC, cudaStream_t stream) {
+  const int N = B * T;
+  if (N == 0 || OC == 0 || C == 0) return;
+  const float one = 1.0f, zero = 0.0f;
+  cublasHandle_t handle = cublas_handle(stream);
+  CUBLAS_CHECK(cublasSgemm(handle, CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, &one, weight, C, dout, OC, &zero, dinp, C));
+  CUBLAS_CHECK(cublasSgemm(handle, CUBLAS_OP_N, CUBLAS_OP_T, C, OC, N, &one, inp, C, dout, OC, &one, dweight, C));
+  if (dbias == nullptr) return;
+  // Slice count from the shape only (deterministic on every device); see layernorm.cu.
+  const int rows_per_slice = std::max(1, ceil_div(N, 64));
+  const int slices = ceil_div(N, rows_per_slice);
+  ScratchBuffer partial(static_cast<size_t>(slices) * OC * sizeof(float), stream);
+  constexpr int kBlock = 256;
+  column_sum_partials_kernel<float><<<dim3(ceil_div(OC, kBlock), slices), kBlock, 0, stream>>>(
+      partial.as<float>(), dout, N, OC, rows_per_slice);
+  CUDA_CHECK_LAUNCH();
+  column_sum_finalize_kernel<float><<<ceil_div(OC, kBlock), kBlock, 0, stream>>>(dbias, partial.as<float>(), slices,
+                                                                                 OC);
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace gpt2cc::cuda
