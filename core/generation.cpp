@@ -1,0 +1,270 @@
+// The generation loop (prefill, then one KV-cached decode step per token, sliding window with
+// re-prefill on overflow), streaming of UTF-8 text with stop strings, and sliding-window
+// scoring. The policies are described in core/generation.hpp; the CLI is generate.cpp.
+#include "core/generation.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+
+#include "core/check.hpp"
+
+namespace gpt2cc {
+
+namespace {
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Context
+
+Context::Context(GPT2& model, bool use_kv_cache, int keep)
+    : model_(model),
+      use_kv_cache_(use_kv_cache),
+      max_T_(model.max_seq()),
+      keep_(keep == 0 ? std::max(1, model.max_seq() / 2) : keep),
+      vocab_(model.config().vocab_size) {
+  INPUT_CHECK(keep_ >= 1 && keep_ <= max_T_, "tokens kept on context overflow must be in [1, {}], got {}", max_T_,
+              keep_);
+  ENSURE(model.max_batch() >= 1, "the model has no batch row for generation");
+}
+
+const std::vector<float>& Context::start(std::span<const int> prompt) {
+  INPUT_CHECK(!prompt.empty(), "the prompt is empty: give at least one token of text");
+  INPUT_CHECK(static_cast<int>(prompt.size()) <= max_T_,
+              "the prompt has {} tokens, more than the model's context of {} tokens", prompt.size(), max_T_);
+  for (int token : prompt) INPUT_CHECK(token >= 0 && token < vocab_, "prompt token {} outside [0, {})", token, vocab_);
+  window_.assign(prompt.begin(), prompt.end());
+  reprefills_ = 0;
+  recompute();
+  return logits_;
+}
+
+const std::vector<float>& Context::push(int token) {
+  ENSURE(!window_.empty(), "push before start");
+  ENSURE(token >= 0 && token < vocab_, "token {} outside [0, {})", token, vocab_);
+  if (static_cast<int>(window_.size()) == max_T_) {
+    // Full: keep the last keep-1 tokens plus the new one, then prefill them at positions 0..keep-1.
+    window_.erase(window_.begin(), window_.end() - (keep_ - 1));
+    window_.push_back(token);
+    ++reprefills_;
+    recompute();
+  } else {
+    window_.push_back(token);
+    const int pos = static_cast<int>(window_.size()) - 1;
+    if (use_kv_cache_) {
+      logits_ = model_.decode(&token, 1, pos);
+    } else {
+      recompute();
+    }
+  }
+  return logits_;
+}
+
+void Context::recompute() {
+  const int T = static_cast<int>(window_.size());
+  if (use_kv_cache_) {
+    logits_ = model_.prefill(window_.data(), 1, T);
+    return;
+  }
+  // Full recompute: every position of the window through every layer; keep the last row.
+  model_.forward(window_.data(), nullptr, 1, T);
+  std::vector<float> all = model_.logits();
+  const size_t Vp = static_cast<size_t>(model_.config().padded_vocab_size);
+  logits_.assign(all.begin() + (T - 1) * Vp, all.begin() + (T - 1) * Vp + vocab_);
+}
+
+// ---------------------------------------------------------------------------------------------
+// UTF-8 and the text stream
+
+size_t append_valid_utf8(std::string_view bytes, bool final, std::string& out) {
+  static constexpr std::string_view kReplacement = "\xEF\xBF\xBD";  // U+FFFD
+  const size_t n = bytes.size();
+  size_t i = 0;
+  while (i < n) {
+    const auto b = static_cast<unsigned char>(bytes[i]);
+    if (b < 0x80) {
+      out += static_cast<char>(b);
+      ++i;
+      continue;
+    }
+    // Lead byte -> sequence length and the allowed range of the second byte (RFC 3629:
+    // excludes overlong forms, surrogates D800-DFFF and code points above 10FFFF).
+    size_t len = 0;
+    unsigned char lo = 0x80, hi = 0xBF;
+    if (b >= 0xC2 && b <= 0xDF) {
+      len = 2;
+    } else if (b >= 0xE0 && b <= 0xEF) {
+      len = 3;
+      if (b == 0xE0) lo = 0xA0;
+      if (b == 0xED) hi = 0x9F;
+    } else if (b >= 0xF0 && b <= 0xF4) {
+      len = 4;
+      if (b == 0xF0) lo = 0x90;
+      if (b == 0xF4) hi = 0x8F;
+    } else {
+      out += kReplacement;  // a stray continuation byte or an impossible lead byte
+      ++i;
+      continue;
+    }
+    size_t k = 1;
+    while (k < len && i + k < n) {
+      const auto c = static_cast<unsigned char>(bytes[i + k]);
+      if (c < (k == 1 ? lo : 0x80) || c > (k == 1 ? hi : 0xBF)) break;
+      ++k;
+    }
+    if (k == len) {
+      out.append(bytes.substr(i, len));
+      i += len;
+    } else if (i + k == n && !final) {
+      break;  // valid so far, the rest has not arrived yet
+    } else {
+      out += kReplacement;  // the maximal invalid subpart becomes one U+FFFD
+      i += k;
+    }
+  }
+  return i;
+}
+
+TextStream::TextStream(std::vector<std::string> stop_strings, std::function<void(std::string_view)> sink)
+    : stops_(std::move(stop_strings)), sink_(std::move(sink)) {
+  for (const std::string& s : stops_) ENSURE(!s.empty(), "empty stop string");
+}
+
+bool TextStream::append(std::string_view bytes) {
+  if (stopped_) return true;
+  pending_ += bytes;
+  // Nothing emitted can start a stop string (see the hold-back below), so searching the
+  // pending bytes finds every match.
+  size_t first = std::string::npos;
+  for (const std::string& s : stops_) first = std::min(first, pending_.find(s));
+  if (first != std::string::npos) {
+    pending_.resize(first);
+    emit(pending_.size(), true);
+    stopped_ = true;
+    return true;
+  }
+  // Hold back the longest ending of pending_ that is a proper prefix of some stop string.
+  size_t hold = 0;
+  for (const std::string& s : stops_) {
+    for (size_t len = std::min(s.size() - 1, pending_.size()); len > hold; --len) {
+      if (pending_.compare(pending_.size() - len, len, s, 0, len) == 0) {
+        hold = len;
+        break;
+      }
+    }
+  }
+  emit(pending_.size() - hold, false);
+  return false;
+}
+
+void TextStream::finish() {
+  if (!stopped_) emit(pending_.size(), true);
+}
+
+void TextStream::emit(size_t bytes, bool final) {
+  std::string out;
+  size_t consumed = append_valid_utf8(std::string_view(pending_).substr(0, bytes), final, out);
+  pending_.erase(0, consumed);
+  text_ += out;
+  if (!out.empty() && sink_) sink_(out);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Generation
+
+void validate(const GenerationConfig& config) {
+  INPUT_CHECK(config.max_new_tokens >= 1, "max new tokens must be >= 1, got {}", config.max_new_tokens);
+  INPUT_CHECK(config.keep >= 0, "tokens kept on context overflow must be >= 0 (0 = half the context), got {}",
+              config.keep);
+  for (const std::string& s : config.stop_strings) INPUT_CHECK(!s.empty(), "a stop string must not be empty");
+}
+
+const char* to_string(StopReason reason) {
+  switch (reason) {
+    case StopReason::end_of_text: return "end of text";
+    case StopReason::stop_string: return "stop string";
+    case StopReason::max_tokens: return "max new tokens";
+  }
+  return "?";
+}
+
+Sample generate(GPT2& model, Sampler& sampler, std::span<const int> prompt, const GenerationConfig& config,
+                uint32_t sample_index, const std::function<std::string(int)>& token_bytes,
+                const std::function<void(std::string_view)>& on_text) {
+  validate(config);
+  ENSURE(token_bytes || config.stop_strings.empty(), "stop strings need the tokens' bytes");
+  const auto start = std::chrono::steady_clock::now();
+  Sample sample;
+  sample.prompt_tokens = static_cast<int>(prompt.size());
+  Context context(model, config.use_kv_cache, config.keep);
+  context.start(prompt);
+  sample.prefill_seconds = seconds_since(start);
+
+  TextStream stream(config.stop_strings, on_text);
+  for (int step = 0; step < config.max_new_tokens; ++step) {
+    const std::vector<float>& logits = context.logits();
+    // The repetition penalty looks at the whole current context, prompt included (as CTRL).
+    const int token = sampler.sample(logits, context.window(), sample_index, static_cast<uint64_t>(step));
+    if (step == 0) sample.first_token_seconds = seconds_since(start);
+    if (token == config.eot_id) {
+      sample.stop = StopReason::end_of_text;
+      break;
+    }
+    sample.tokens.push_back(token);
+    sample.log_probs.push_back(static_cast<float>(log_prob(logits, token)));
+    if (token_bytes && stream.append(token_bytes(token))) {
+      sample.stop = StopReason::stop_string;
+      break;
+    }
+    if (step + 1 < config.max_new_tokens) context.push(token);  // no logits needed after the last token
+  }
+  stream.finish();
+  sample.text = stream.text();
+  sample.reprefills = context.reprefills();
+  sample.total_seconds = seconds_since(start);
+  return sample;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scoring
+
+ScoreResult score(GPT2& model, std::span<const int> tokens, int window, int stride) {
+  const int N = static_cast<int>(tokens.size());
+  const int V = model.config().vocab_size;
+  INPUT_CHECK(N >= 2, "scoring needs a text of at least 2 tokens, got {}", N);
+  INPUT_CHECK(window >= 1 && window <= model.max_seq(), "score window must be in [1, {}] (the context), got {}",
+              model.max_seq(), window);
+  INPUT_CHECK(stride >= 1 && stride <= window, "score stride must be in [1, window = {}], got {}", window, stride);
+  for (int token : tokens) INPUT_CHECK(token >= 0 && token < V, "token {} outside [0, {})", token, V);
+
+  ScoreResult result;
+  result.window = window;
+  result.stride = stride;
+  double total_loss = 0.0;
+  std::vector<int> targets;
+  // Window at b: inputs tokens[b, b+T), targets tokens[b+1, b+T+1). Target j is scored only if
+  // no earlier window scored it (j >= next), so every token from the second on counts once.
+  int next = 1;
+  for (int b = 0;; b += stride) {
+    const int T = std::min(window, N - 1 - b);
+    targets.assign(tokens.begin() + b + 1, tokens.begin() + b + 1 + T);
+    for (int i = 0; i < T; ++i) {
+      if (b + 1 + i < next) targets[i] = -1;  // -1: ignored by the loss
+    }
+    float mean = model.forward(tokens.data() + b, targets.data(), 1, T);
+    const int counted = model.num_targets();
+    if (counted > 0) total_loss += static_cast<double>(mean) * counted;
+    result.tokens += static_cast<size_t>(counted);
+    ++result.windows;
+    next = b + 1 + T;
+    if (next == N) break;
+  }
+  result.loss = total_loss / static_cast<double>(result.tokens);
+  result.perplexity = std::exp(result.loss);
+  return result;
+}
+
+}  // namespace gpt2cc
