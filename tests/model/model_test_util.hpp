@@ -1,0 +1,54 @@
+// Shared setup for the whole-model tests: tiny awkward configurations (C not a multiple of the
+// vector width, V far from Vp), random weights large enough that every gradient is well above
+// float round-off, and batches with an ignored target.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "common/test_common.hpp"
+#include "core/model.hpp"
+
+namespace gpt2cc::test {
+
+// L=2, C=12, NH=3 (HS=4), V=37 padded to Vp=128, maxT=8.
+inline ModelConfig tiny_config(float dropout = 0.0f) {
+  ModelConfig c;
+  c.num_layers = 2;
+  c.channels = 12;
+  c.num_heads = 3;
+  c.vocab_size = 37;
+  c.padded_vocab_size = padded_vocab(c.vocab_size);
+  c.max_seq_len = 8;
+  c.dropout = dropout;
+  return c;
+}
+
+// Weights uniform in [-0.3, 0.3), LayerNorm weights 1 +- 0.2, biases +- 0.1, padded wte rows 0:
+// far from GPT-2's N(0, 0.02) init on purpose, so attention is not uniform and the gradients of
+// every tensor are O(1e-3..1e-1) rather than lost in round-off.
+inline std::vector<float> random_parameters(const ParameterLayout& layout, const ModelConfig& c, uint64_t seed) {
+  std::vector<float> p = random_vector(layout.total(), seed, -0.3f, 0.3f);
+  for (const ParamTensor& t : layout.tensors()) {
+    const bool is_ln_weight = t.name == "ln1w" || t.name == "ln2w" || t.name == "lnfw";
+    const bool is_bias = t.name.back() == 'b' && t.name != "wte";
+    for (size_t k = 0; k < t.numel; ++k) {
+      float& x = p[t.offset + k];
+      if (is_ln_weight) x = 1.0f + x * (0.2f / 0.3f);
+      else if (is_bias) x *= 0.1f / 0.3f;
+    }
+  }
+  const ParamTensor& wte = layout[Param::wte];
+  for (size_t k = size_t(c.vocab_size) * c.channels; k < wte.numel; ++k) p[wte.offset + k] = 0.0f;
+  return p;
+}
+
+// Targets of a batch: random tokens with every 5th target ignored (-1).
+inline std::vector<int> targets_with_ignored(size_t n, uint64_t seed, int vocab) {
+  std::vector<int> t = random_tokens(n, seed, vocab);
+  for (size_t i = 3; i < n; i += 5) t[i] = -1;
+  return t;
+}
+
+}  // namespace gpt2cc::test

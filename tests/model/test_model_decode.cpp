@@ -1,0 +1,63 @@
+// KV-cache inference: prefill of a prompt then one-token decode steps must give the same
+// last-position logits as recomputing the whole sequence with forward().
+#include <catch2/catch.hpp>
+
+#include "core/check.hpp"
+#include "core/model.hpp"
+#include "model_test_util.hpp"
+
+using namespace gpt2cc;
+
+namespace {
+// Row (b, t) of the (B, T, Vp) logits of a full forward, first V columns.
+std::vector<float> full_logits_at(GPT2& model, const std::vector<int>& seq, int B, int T, int t) {
+  model.forward(seq.data(), nullptr, B, T);
+  const auto all = model.logits();
+  const int V = model.config().vocab_size, Vp = model.config().padded_vocab_size;
+  std::vector<float> out(size_t(B) * V);
+  for (int b = 0; b < B; ++b)
+    for (int i = 0; i < V; ++i) out[size_t(b) * V + i] = all[(size_t(b) * T + t) * Vp + i];
+  return out;
+}
+}  // namespace
+
+TEST_CASE("prefill + decode logits equal a full recompute", "[model][decode]") {
+  const ModelConfig c = test::tiny_config();
+  auto backend = make_cpu_backend(0);
+  const int B = 3, maxT = c.max_seq_len, prompt = 3;
+  GPT2 model(c, *backend, B, maxT);
+  model.set_parameters(test::random_parameters(model.layout(), c, 81));
+  const auto seq = test::random_tokens(size_t(B) * maxT, 82, c.vocab_size);  // (B, maxT)
+
+  // Prompt = the first `prompt` tokens of each row.
+  std::vector<int> head(size_t(B) * prompt);
+  for (int b = 0; b < B; ++b)
+    for (int t = 0; t < prompt; ++t) head[size_t(b) * prompt + t] = seq[size_t(b) * maxT + t];
+  auto cached = model.prefill(head.data(), B, prompt);
+  test::expect_close(cached, full_logits_at(model, head, B, prompt, prompt - 1), 1e-5, 1e-5, "prefill logits");
+
+  for (int pos = prompt; pos < maxT; ++pos) {
+    std::vector<int> step(B), prefix(size_t(B) * (pos + 1));
+    for (int b = 0; b < B; ++b) {
+      step[b] = seq[size_t(b) * maxT + pos];
+      for (int t = 0; t <= pos; ++t) prefix[size_t(b) * (pos + 1) + t] = seq[size_t(b) * maxT + t];
+    }
+    // A forward between decode steps must not disturb the cache.
+    const auto reference = full_logits_at(model, prefix, B, pos + 1, pos);
+    cached = model.decode(step.data(), B, pos);
+    INFO("position " << pos);
+    test::expect_close(cached, reference, 1e-5, 1e-5, "decode logits");
+    CHECK(test::rel_error(cached, reference) < 1e-5);
+  }
+  std::vector<int> one(B, 1);
+  CHECK_THROWS_WITH(model.decode(one.data(), B, maxT), Catch::Contains("position"));
+  CHECK_THROWS_WITH(model.decode(one.data(), B - 1, 2), Catch::Contains("batch size"));
+}
+
+TEST_CASE("decode before prefill is an error", "[model][decode]") {
+  const ModelConfig c = test::tiny_config();
+  auto backend = make_cpu_backend(1);
+  GPT2 model(c, *backend, 1, 8);
+  int token = 0;
+  CHECK_THROWS_WITH(model.decode(&token, 1, 1), Catch::Contains("prefill"));
+}

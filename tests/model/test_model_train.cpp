@@ -1,0 +1,181 @@
+// Whole-model training behaviour on the CPU backend: loss at initialisation, overfitting one
+// batch with AdamW, gradient accumulation equal to one big batch, weight decay only on the
+// 2-D weights, deterministic dropout, and the errors for bad calls.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+
+#include "core/check.hpp"
+#include "core/model.hpp"
+#include "core/model_optim.hpp"
+#include "model_test_util.hpp"
+
+using namespace gpt2cc;
+
+TEST_CASE("loss at initialisation is about ln(V)", "[model][train]") {
+  // d2 with the real GPT-2 vocabulary: at N(0, 0.02) init the logits have std ~0.02*sqrt(C)
+  // ~0.23, so the loss sits just above ln(V) = 10.825 (by ~var/2 ~ 0.03).
+  ModelConfig c = model_preset("d2");
+  c.max_seq_len = 32;
+  auto backend = make_cpu_backend(0);
+  const int B = 2, T = 32;
+  GPT2 model(c, *backend, B, T);
+  model.init_weights(1234);
+  const auto inputs = test::random_tokens(B * T, 1, c.vocab_size);
+  const auto targets = test::random_tokens(B * T, 2, c.vocab_size);
+  const float loss = model.forward(inputs.data(), targets.data(), B, T);
+  CHECK(model.num_targets() == B * T);
+  CHECK(std::fabs(loss - std::log(float(c.vocab_size))) < 0.1f);
+
+  // init_weights is deterministic in its seed and leaves padded rows and biases at 0.
+  const auto p = model.parameters();
+  model.init_weights(1234);
+  CHECK(model.parameters() == p);
+  const ParamTensor& wte = model.layout()[Param::wte];
+  for (size_t k = size_t(c.vocab_size) * c.channels; k < wte.numel; ++k) REQUIRE(p[wte.offset + k] == 0.0f);
+  const ParamTensor& qkvb = model.layout()[Param::qkvb];
+  for (size_t k = 0; k < qkvb.numel; ++k) REQUIRE(p[qkvb.offset + k] == 0.0f);
+  const ParamTensor& lnfw = model.layout()[Param::lnfw];
+  for (size_t k = 0; k < lnfw.numel; ++k) REQUIRE(p[lnfw.offset + k] == 1.0f);
+}
+
+TEST_CASE("one fixed batch overfits to loss < 0.05", "[model][train]") {
+  ModelConfig c = test::tiny_config();
+  c.channels = 32;
+  c.num_heads = 4;
+  c.max_seq_len = 16;
+  auto backend = make_cpu_backend(0);
+  const int B = 2, T = 16;
+  GPT2 model(c, *backend, B, T);
+  model.init_weights(7);
+  const auto inputs = test::random_tokens(B * T, 8, c.vocab_size);
+  const auto targets = test::random_tokens(B * T, 9, c.vocab_size);
+  AdamWParams hp;
+  hp.lr = 1e-2f;
+  hp.weight_decay = 0.0f;
+  float first = 0, loss = 0;
+  int step = 0;
+  for (step = 1; step <= 300; ++step) {
+    model.zero_grad();
+    loss = model.forward(inputs.data(), targets.data(), B, T);
+    if (step == 1) first = loss;
+    if (loss < 0.05f) break;
+    model.backward(1.0f / model.num_targets());
+    hp.step = step;
+    hp.grad_scale = clip_scale(model.grad_norm(), 1.0);
+    model.adamw_step(hp);
+  }
+  INFO("loss " << first << " -> " << loss << " after " << step << " steps");
+  CHECK(first > 3.0f);
+  CHECK(loss < 0.05f);
+}
+
+TEST_CASE("gradient accumulation over two half batches equals one batch", "[model][train]") {
+  const ModelConfig c = test::tiny_config();
+  auto backend = make_cpu_backend(0);
+  const int B = 8, T = 8;
+  GPT2 model(c, *backend, B, T);
+  model.set_parameters(test::random_parameters(model.layout(), c, 51));
+  const auto inputs = test::random_tokens(B * T, 52, c.vocab_size);
+  const auto targets = test::targets_with_ignored(B * T, 53, c.vocab_size);
+
+  model.zero_grad();
+  const float loss = model.forward(inputs.data(), targets.data(), B, T);
+  const int total = model.num_targets();
+  model.backward(1.0f / total);
+  const auto full = model.gradients();
+
+  model.zero_grad();
+  const size_t half = size_t(B / 2) * T;
+  const float loss_a = model.forward(inputs.data(), targets.data(), B / 2, T);
+  const int n_a = model.num_targets();
+  model.backward(1.0f / total);
+  const float loss_b = model.forward(inputs.data() + half, targets.data() + half, B / 2, T);
+  const int n_b = model.num_targets();
+  model.backward(1.0f / total);
+  const auto accumulated = model.gradients();
+
+  CHECK(n_a + n_b == total);
+  CHECK(std::fabs((loss_a * n_a + loss_b * n_b) / total - loss) < 1e-5f);
+  CHECK(test::rel_error(accumulated, full) < 1e-6);
+  for (const ParamTensor& t : model.layout().tensors()) {
+    INFO(t.name);
+    CHECK(test::rel_error(accumulated.data() + t.offset, full.data() + t.offset, t.numel) < 1e-5);
+  }
+}
+
+TEST_CASE("adamw_step decays only the 2-D weights", "[model][train]") {
+  // With zero gradients the Adam term is 0, so each parameter becomes p - lr*wd*p exactly where
+  // weight decay applies and stays put everywhere else.
+  const ModelConfig c = test::tiny_config();
+  auto backend = make_cpu_backend(1);
+  GPT2 model(c, *backend, 1, 8);
+  const auto before = test::random_parameters(model.layout(), c, 61);
+  model.set_parameters(before);
+  model.zero_grad();
+  AdamWParams hp;
+  hp.lr = 0.1f;
+  hp.weight_decay = 0.5f;
+  model.adamw_step(hp);
+  const auto after = model.parameters();
+  for (const ParamTensor& t : model.layout().tensors()) {
+    std::vector<float> expected(before.begin() + t.offset, before.begin() + t.offset + t.numel);
+    if (t.weight_decay)
+      for (float& p : expected) p -= hp.lr * hp.weight_decay * p;
+    test::expect_close(after.data() + t.offset, expected.data(), t.numel, 0.0, 1e-6, t.name);
+  }
+}
+
+TEST_CASE("clip_scale follows torch.nn.utils.clip_grad_norm_", "[model][train]") {
+  CHECK(clip_scale(0.5, 1.0) == 1.0f);
+  CHECK(clip_scale(4.0, 1.0) == Approx(1.0 / (4.0 + 1e-6)));
+  CHECK(clip_scale(4.0, 0.0) == 1.0f);  // clipping off
+}
+
+TEST_CASE("dropout: deterministic in the seed, off outside training", "[model][dropout]") {
+  const ModelConfig c = test::tiny_config(0.3f);
+  auto backend = make_cpu_backend(1);
+  const int B = 2, T = 8;
+  GPT2 model(c, *backend, B, T);
+  model.set_parameters(test::random_parameters(model.layout(), c, 71));
+  const auto inputs = test::random_tokens(B * T, 72, c.vocab_size);
+  const auto targets = test::random_tokens(B * T, 73, c.vocab_size);
+
+  const float a = model.forward(inputs.data(), targets.data(), B, T, true, 5);
+  const auto logits_a = model.logits();
+  const float b = model.forward(inputs.data(), targets.data(), B, T, true, 5);
+  CHECK(a == b);
+  CHECK(model.logits() == logits_a);
+  const float other = model.forward(inputs.data(), targets.data(), B, T, true, 6);
+  CHECK(other != a);
+  const float eval1 = model.forward(inputs.data(), targets.data(), B, T, false, 5);
+  const float eval2 = model.forward(inputs.data(), targets.data(), B, T, false, 6);
+  CHECK(eval1 == eval2);
+  CHECK(eval1 != a);
+}
+
+TEST_CASE("bad calls are rejected with a clear error", "[model]") {
+  const ModelConfig c = test::tiny_config();
+  auto backend = make_cpu_backend(1);
+  GPT2 model(c, *backend, 2, 8);
+  std::vector<int> tokens(24, 1), targets(24, 1);
+  CHECK_THROWS_WITH(model.forward(tokens.data(), targets.data(), 3, 8), Catch::Contains("batch size B"));
+  CHECK_THROWS_WITH(model.forward(tokens.data(), targets.data(), 2, 9), Catch::Contains("sequence length T"));
+  tokens[5] = c.vocab_size;
+  CHECK_THROWS_WITH(model.forward(tokens.data(), targets.data(), 2, 8), Catch::Contains("input token 37"));
+  tokens[5] = 1;
+  targets[2] = -2;
+  CHECK_THROWS_AS(model.forward(tokens.data(), targets.data(), 2, 8), InputError);
+  // A forward without targets returns NaN and cannot be followed by backward.
+  CHECK(std::isnan(model.forward(tokens.data(), nullptr, 2, 8)));
+  CHECK_THROWS_WITH(model.backward(1.0f), Catch::Contains("forward with targets"));
+  targets[2] = 1;
+  model.forward(tokens.data(), targets.data(), 2, 8);
+  model.backward(1.0f / 16);
+  CHECK_THROWS_WITH(model.backward(1.0f), Catch::Contains("already run"));
+  CHECK_THROWS_AS(model.logits(), InputError);
+  CHECK_THROWS_AS(model.set_parameters(std::vector<float>(3)), InputError);
+  AdamWParams hp;
+  hp.step = 0;
+  CHECK_THROWS_AS(model.adamw_step(hp), InputError);
+}

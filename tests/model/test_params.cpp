@@ -1,0 +1,66 @@
+// The parameter layout: tensor order, shapes, offsets, weight-decay flags and totals, checked
+// against hand-computed GPT-2 124M figures (llm.c reports the same 124,475,904 with Vp = 50304),
+// and the errors for impossible configurations.
+#include <catch2/catch.hpp>
+
+#include "core/check.hpp"
+#include "core/model.hpp"
+#include "core/params.hpp"
+
+using namespace gpt2cc;
+
+TEST_CASE("GPT-2 124M layout: order, shapes, offsets, total", "[params]") {
+  const ModelConfig c = model_preset("gpt2");
+  const ParameterLayout layout(c);
+  const size_t L = 12, C = 768, Vp = 50304, maxT = 1024;
+  REQUIRE(layout.tensors().size() == size_t(kNumParamTensors));
+  const char* names[] = {"wte",     "wpe",      "ln1w", "ln1b", "qkvw",    "qkvb",    "attprojw", "attprojb",
+                         "ln2w",    "ln2b",     "fcw",  "fcb",  "fcprojw", "fcprojb", "lnfw",     "lnfb"};
+  const std::vector<std::vector<size_t>> shapes = {
+      {Vp, C},    {maxT, C}, {L, C},        {L, C},     {L, 3 * C, C}, {L, 3 * C}, {L, C, C}, {L, C},
+      {L, C},     {L, C},    {L, 4 * C, C}, {L, 4 * C}, {L, C, 4 * C}, {L, C},     {C},       {C}};
+  size_t offset = 0;
+  for (int i = 0; i < kNumParamTensors; ++i) {
+    const ParamTensor& t = layout[static_cast<Param>(i)];
+    INFO("tensor " << i << " " << t.name);
+    CHECK(t.name == names[i]);
+    CHECK(t.shape == shapes[i]);
+    CHECK(t.offset == offset);
+    size_t numel = 1;
+    for (size_t d : shapes[i]) numel *= d;
+    CHECK(t.numel == numel);
+    offset += numel;
+  }
+  CHECK(layout.total() == offset);
+  CHECK(layout.total() == 124475904u);
+  CHECK(layout.total() == num_parameters(c));
+  // Hand-computed offsets of a few tensors.
+  CHECK(layout[Param::wpe].offset == Vp * C);                        // 38,633,472
+  CHECK(layout[Param::ln1w].offset == Vp * C + maxT * C);             // 39,419,904
+  CHECK(layout[Param::lnfb].offset == layout.total() - C);
+}
+
+TEST_CASE("weight decay only on the 2-D weight matrices", "[params]") {
+  const ParameterLayout layout(model_preset("d2"));
+  for (const ParamTensor& t : layout.tensors()) {
+    const bool matrix = t.name == "wte" || t.name == "qkvw" || t.name == "attprojw" || t.name == "fcw" ||
+                        t.name == "fcprojw";
+    INFO(t.name);
+    CHECK(t.weight_decay == matrix);
+  }
+}
+
+TEST_CASE("impossible configurations are rejected naming the field", "[params]") {
+  ModelConfig c = model_preset("d2");
+  c.num_heads = 5;  // 128 % 5 != 0
+  CHECK_THROWS_WITH(ParameterLayout(c), Catch::Contains("num_heads") && Catch::Contains("128"));
+  c = model_preset("d2");
+  c.num_layers = 0;
+  CHECK_THROWS_AS(ParameterLayout(c), InputError);
+
+  auto backend = make_cpu_backend(1);
+  c = model_preset("d2");
+  c.max_seq_len = 16;
+  CHECK_THROWS_WITH(GPT2(c, *backend, 1, 17), Catch::Contains("max_seq_len = 16") && Catch::Contains("17"));
+  CHECK_THROWS_AS(GPT2(c, *backend, 0, 8), InputError);
+}
