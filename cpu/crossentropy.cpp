@@ -30,7 +30,8 @@ void row_max_and_sum(const float* row, int V, float& maxval, float& sum) {
 }
 }  // namespace
 
-// loss = -log( exp(l_y) / sum_j exp(l_j) ) = log(sum_j exp(l_j - max)) + max - l_y
+// loss = -log( exp(l_y) / sum_j exp(l_j) ) = log(sum_j exp(l_j - max)) - (l_y - max)
+// (l_y - max first: adding max back to the log would round it away when max is large)
 void crossentropy_forward(float* losses, const float* logits, const int* targets, int B, int T, int V, int Vp) {
   check_targets(targets, B, T, V);
 #pragma omp parallel for schedule(static)
@@ -42,7 +43,7 @@ void crossentropy_forward(float* losses, const float* logits, const int* targets
     const float* row = logits + static_cast<size_t>(bt) * Vp;
     float maxval, sum;
     row_max_and_sum(row, V, maxval, sum);
-    losses[bt] = std::log(sum) + maxval - row[targets[bt]];
+    losses[bt] = std::log(sum) - (row[targets[bt]] - maxval);
   }
 }
 
