@@ -1,0 +1,493 @@
+// Readers for the input formats of `prepare` (data/formats.hpp): line reading with normalised
+// line endings and UTF-8 checks, and one document splitter per format. TinyStories v1 boundary
+// detection is explained at detect_story_boundary and in docs/data.md.
+#include "data/formats.hpp"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <vector>
+
+#include "core/check.hpp"
+
+namespace gpt2cc::data {
+
+namespace {
+
+constexpr std::string_view kEot = "<|endoftext|>";
+constexpr size_t kReadBlock = 1 << 20;
+
+bool is_blank(std::string_view line) {
+  return std::all_of(line.begin(), line.end(), [](char c) { return c == ' ' || c == '\t' || c == '\f' || c == '\v'; });
+}
+
+std::string_view trim(std::string_view s) {
+  size_t b = 0, e = s.size();
+  while (b < e && (s[b] == ' ' || s[b] == '\t')) ++b;
+  while (e > b && (s[e - 1] == ' ' || s[e - 1] == '\t')) --e;
+  return s.substr(b, e - b);
+}
+
+// Joins lines into one document: lines are separated by '\n'; whitespace-only lines before the
+// first and after the last other line are dropped, those in between are kept verbatim.
+class DocumentBuilder {
+ public:
+  DocumentBuilder(DocumentSink& sink, ReadResult& result) : sink_(sink), result_(result) {}
+  void line(std::string_view line) {
+    if (is_blank(line)) {
+      if (started_) pending_.emplace_back(line);
+      return;
+    }
+    if (started_) {
+      emit("\n");
+      for (const auto& p : pending_) {
+        emit(p);
+        emit("\n");
+      }
+    }
+    pending_.clear();
+    emit(line);
+    started_ = true;
+  }
+  void end() {
+    if (started_) {
+      sink_.end_document();
+      ++result_.documents;
+    }
+    started_ = false;
+    pending_.clear();
+  }
+  bool started() const { return started_; }
+
+ private:
+  void emit(std::string_view s) {
+    sink_.text(s);
+    result_.bytes += s.size();
+  }
+  DocumentSink& sink_;
+  ReadResult& result_;
+  bool started_ = false;
+  std::vector<std::string> pending_;
+};
+
+// Documents separated by "<|endoftext|>" anywhere in the text (TinyStories v2, and v1 files
+// that carry the marker).
+void read_eot_separated(LineReader& in, DocumentBuilder& doc) {
+  std::string line;
+  while (in.next(line)) {
+    std::string_view rest = line;
+    for (size_t at; (at = rest.find(kEot)) != std::string_view::npos; rest = rest.substr(at + kEot.size())) {
+      doc.line(rest.substr(0, at));
+      doc.end();
+    }
+    doc.line(rest);
+  }
+  doc.end();
+}
+
+// TinyStories v1 text, stories delimited without markers. In the released sample files a
+// paragraph break inside a story is a blank line; a story starts at a non-blank line that
+// directly follows a non-blank line (train: "...ever after.\nOnce upon a time..."), i.e. a
+// single newline. `blank`: every blank-line separated block is a story.
+void read_story_lines(LineReader& in, DocumentBuilder& doc, StoryBoundary boundary) {
+  std::string line;
+  bool previous_blank = true;
+  while (in.next(line)) {
+    bool blank = is_blank(line);
+    if (!blank && !previous_blank && boundary == StoryBoundary::line) doc.end();
+    if (blank && boundary == StoryBoundary::blank) doc.end();
+    doc.line(line);
+    previous_blank = blank;
+  }
+  doc.end();
+}
+
+// Looks at the first 4 MiB: any "<|endoftext|>" -> eot. Otherwise count line breaks between two
+// non-blank lines (S, single) and runs of blank lines between paragraphs (P). In the v1 train
+// sample S/(S+P) is ~0.19 (one single break per story, ~4 paragraphs per story): single breaks
+// are story boundaries -> line. When single breaks are rare (< 5%: the v1 validation sample,
+// where every break is a blank line and a few stories wrap lines) nothing reliably separates
+// stories -> blank, flagged ambiguous so prepare warns.
+StoryBoundary detect_story_boundary(const std::string& path, bool* ambiguous) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  INPUT_CHECK(f, "cannot open {}: {}", path, std::strerror(errno));
+  std::string head(4 << 20, '\0');
+  head.resize(std::fread(head.data(), 1, head.size(), f));
+  std::fclose(f);
+  *ambiguous = false;
+  if (head.find(kEot) != std::string::npos) return StoryBoundary::eot;
+  uint64_t single = 0, paragraph = 0, blank_run = 0;
+  bool seen_text = false;
+  size_t begin = 0;
+  while (begin < head.size()) {
+    size_t end = head.find('\n', begin);
+    if (end == std::string::npos) break;  // the last, possibly cut, line is not counted
+    std::string_view line(head.data() + begin, end - begin);
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    if (is_blank(line)) {
+      ++blank_run;
+    } else {
+      if (seen_text) ++(blank_run == 0 ? single : paragraph);
+      seen_text = true;
+      blank_run = 0;
+    }
+    begin = end + 1;
+  }
+  if (single + paragraph > 0 && double(single) >= 0.05 * double(single + paragraph)) return StoryBoundary::line;
+  *ambiguous = single + paragraph > 0;
+  return StoryBoundary::blank;
+}
+
+// WikiText: an article starts at a top-level heading line " = Title = " (not " = = Section = = ").
+bool is_wikitext_title(std::string_view line) {
+  std::string_view t = trim(line);
+  return t.size() >= 5 && t.substr(0, 2) == "= " && t[2] != '=' && t.substr(t.size() - 2) == " =" &&
+         t[t.size() - 3] != '=';
+}
+
+void read_wikitext(LineReader& in, DocumentBuilder& doc) {
+  std::string line;
+  while (in.next(line)) {
+    if (is_wikitext_title(line)) doc.end();
+    doc.line(line);
+  }
+  doc.end();
+}
+
+// WikiExtractor: <doc id="..." url="..." title="..."> ... </doc>; the body keeps its title line.
+void read_wikiextractor(LineReader& in, DocumentBuilder& doc) {
+  std::string line;
+  bool inside = false;
+  uint64_t opened_at = 0;
+  while (in.next(line)) {
+    std::string_view t = trim(line);
+    if (t.starts_with("<doc ") || t == "<doc>") {
+      INPUT_CHECK(!inside, "{}:{}: <doc> inside the <doc> opened at line {} (missing </doc>)", in.path(),
+                  in.line_number(), opened_at);
+      INPUT_CHECK(t.back() == '>', "{}:{}: malformed <doc> line", in.path(), in.line_number());
+      inside = true;
+      opened_at = in.line_number();
+    } else if (t == "</doc>") {
+      INPUT_CHECK(inside, "{}:{}: </doc> without an opening <doc>", in.path(), in.line_number());
+      doc.end();
+      inside = false;
+    } else if (inside) {
+      doc.line(line);
+    } else {
+      INPUT_CHECK(is_blank(line), "{}:{}: text outside <doc ...> ... </doc> (is this WikiExtractor output?)",
+                  in.path(), in.line_number());
+    }
+  }
+  INPUT_CHECK(!inside, "{}: the <doc> opened at line {} is never closed (truncated file?)", in.path(), opened_at);
+}
+
+void read_text(LineReader& in, DocumentBuilder& doc, const std::string& separator) {
+  std::string line;
+  while (in.next(line)) {
+    if (!separator.empty() && line == separator) {
+      doc.end();
+      continue;
+    }
+    doc.line(line);
+  }
+  doc.end();
+}
+
+// Feeds a JSON string value as lines (normalising its line endings) to the builder.
+void feed_string(const std::string& text, DocumentBuilder& doc, const std::string& where, bool replace) {
+  std::string fixed;
+  const std::string* s = &text;
+  if (find_invalid_utf8(text) != std::string::npos) {
+    INPUT_CHECK(replace, "{}: invalid UTF-8 in a string (pass --replace-invalid-utf8 to replace it)", where);
+    fixed = replace_invalid_utf8(text);
+    s = &fixed;
+  }
+  size_t begin = 0;
+  while (true) {
+    size_t end = s->find_first_of("\r\n", begin);
+    doc.line(std::string_view(*s).substr(begin, end == std::string::npos ? std::string::npos : end - begin));
+    if (end == std::string::npos) break;
+    begin = end + 1 + (s->compare(end, 2, "\r\n") == 0 ? 1 : 0);
+  }
+  doc.end();
+}
+
+void read_jsonl(LineReader& in, DocumentBuilder& doc, const FormatOptions& options) {
+  std::string line;
+  while (in.next(line)) {
+    if (is_blank(line)) continue;
+    std::string where = format("{}:{}", in.path(), in.line_number());
+    nlohmann::json value;
+    try {
+      value = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::exception& e) {
+      fail_input(format("{}: not a JSON value: {}", where, e.what()));
+    }
+    INPUT_CHECK(value.is_object(), "{}: expected a JSON object per line", where);
+    auto it = value.find(options.field);
+    INPUT_CHECK(it != value.end(), "{}: no field \"{}\" (choose it with --field)", where, options.field);
+    INPUT_CHECK(it->is_string(), "{}: field \"{}\" is not a string", where, options.field);
+    feed_string(it->get_ref<const std::string&>(), doc, where, options.replace_invalid_utf8);
+  }
+}
+
+// The full TinyStories JSON release: data00.json ... each an array of objects with a "story"
+// string. Parsed with SAX so a 250 MB file never becomes a DOM.
+class StorySax : public nlohmann::json_sax<nlohmann::json> {
+ public:
+  StorySax(DocumentBuilder& doc, const std::string& path, bool replace) : doc_(doc), path_(path), replace_(replace) {}
+  bool null() override { return scalar(); }
+  bool boolean(bool) override { return scalar(); }
+  bool number_integer(number_integer_t) override { return scalar(); }
+  bool number_unsigned(number_unsigned_t) override { return scalar(); }
+  bool number_float(number_float_t, const string_t&) override { return scalar(); }
+  bool binary(binary_t&) override { return scalar(); }
+  bool string(string_t& s) override {
+    if (depth_ == 2 && in_story_) {
+      ++objects_with_story_;
+      feed_string(s, doc_, format("{}: story {}", path_, objects_), replace_);
+    }
+    return scalar();
+  }
+  bool start_object(std::size_t) override {
+    INPUT_CHECK(depth_ != 0, "{}: expected a JSON array of objects with a \"story\" field, found an object", path_);
+    if (++depth_ == 2) ++objects_;
+    in_story_ = false;
+    return true;
+  }
+  bool key(string_t& k) override {
+    in_story_ = depth_ == 2 && k == "story";
+    return true;
+  }
+  bool end_object() override {
+    --depth_;
+    in_story_ = false;
+    return true;
+  }
+  bool start_array(std::size_t) override {
+    ++depth_;
+    in_story_ = false;
+    return true;
+  }
+  bool end_array() override {
+    --depth_;
+    return true;
+  }
+  bool parse_error(std::size_t position, const std::string&, const nlohmann::detail::exception& e) override {
+    fail_input(format("{}: invalid JSON at byte {}: {}", path_, position, e.what()));
+  }
+  uint64_t objects() const { return objects_; }
+  uint64_t objects_with_story() const { return objects_with_story_; }
+
+ private:
+  bool scalar() {
+    INPUT_CHECK(depth_ != 0, "{}: expected a JSON array of objects, found a scalar", path_);
+    in_story_ = false;
+    return true;
+  }
+  DocumentBuilder& doc_;
+  std::string path_;
+  bool replace_;
+  int depth_ = 0;
+  bool in_story_ = false;
+  uint64_t objects_ = 0, objects_with_story_ = 0;
+};
+
+void read_tinystories_json(const std::string& path, DocumentBuilder& doc, bool replace) {
+  std::ifstream in(path, std::ios::binary);
+  INPUT_CHECK(in, "cannot open {}: {}", path, std::strerror(errno));
+  StorySax sax(doc, path, replace);
+  nlohmann::json::sax_parse(in, &sax);
+  INPUT_CHECK(sax.objects_with_story() == sax.objects(), "{}: {} of {} objects have no \"story\" string", path,
+              sax.objects() - sax.objects_with_story(), sax.objects());
+}
+
+// Length of the valid UTF-8 sequence at s[i], or 0 if it is invalid (RFC 3629 table 3-7).
+size_t utf8_sequence(std::string_view s, size_t i) {
+  auto b = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
+  unsigned char c = b(i);
+  if (c < 0x80) return 1;
+  size_t n;
+  unsigned char lo = 0x80, hi = 0xBF;
+  if (c >= 0xC2 && c <= 0xDF) {
+    n = 2;
+  } else if (c >= 0xE0 && c <= 0xEF) {
+    n = 3;
+    if (c == 0xE0) lo = 0xA0;  // overlong
+    if (c == 0xED) hi = 0x9F;  // surrogates
+  } else if (c >= 0xF0 && c <= 0xF4) {
+    n = 4;
+    if (c == 0xF0) lo = 0x90;  // overlong
+    if (c == 0xF4) hi = 0x8F;  // above U+10FFFF
+  } else {
+    return 0;
+  }
+  if (i + n > s.size()) return 0;
+  if (b(i + 1) < lo || b(i + 1) > hi) return 0;
+  for (size_t k = 2; k < n; ++k)
+    if (b(i + k) < 0x80 || b(i + k) > 0xBF) return 0;
+  return n;
+}
+
+}  // namespace
+
+size_t find_invalid_utf8(std::string_view s) {
+  for (size_t i = 0; i < s.size();) {
+    size_t n = utf8_sequence(s, i);
+    if (n == 0) return i;
+    i += n;
+  }
+  return std::string_view::npos;
+}
+
+std::string replace_invalid_utf8(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (size_t i = 0; i < s.size();) {
+    size_t n = utf8_sequence(s, i);
+    if (n == 0) {
+      out += "\xEF\xBF\xBD";
+      ++i;
+    } else {
+      out.append(s.substr(i, n));
+      i += n;
+    }
+  }
+  return out;
+}
+
+size_t last_safe_cut(std::string_view s, size_t limit) {
+  auto printable = [](char c) { return c > 0x20 && c < 0x7F; };
+  if (s.size() < 3) return 0;
+  for (size_t cut = std::min(limit, s.size() - 1); cut >= 2; --cut)
+    if (s[cut - 1] == '\n' && printable(s[cut - 2]) && printable(s[cut])) return cut;
+  return 0;
+}
+
+Format parse_format(const std::string& name) {
+  static const std::pair<const char*, Format> names[] = {
+      {"tinystories", Format::tinystories},     {"tinystories-v2", Format::tinystories_v2},
+      {"tinystories-json", Format::tinystories_json}, {"wikitext", Format::wikitext},
+      {"wikiextractor", Format::wikiextractor}, {"text", Format::text},
+      {"jsonl", Format::jsonl}};
+  for (const auto& [n, f] : names)
+    if (name == n) return f;
+  fail_input(format("--format must be one of tinystories, tinystories-v2, tinystories-json, wikitext, "
+                    "wikiextractor, text, jsonl; got \"{}\"",
+                    name));
+}
+
+const char* format_name(Format format) {
+  switch (format) {
+    case Format::tinystories: return "tinystories";
+    case Format::tinystories_v2: return "tinystories-v2";
+    case Format::tinystories_json: return "tinystories-json";
+    case Format::wikitext: return "wikitext";
+    case Format::wikiextractor: return "wikiextractor";
+    case Format::text: return "text";
+    case Format::jsonl: return "jsonl";
+  }
+  return "?";
+}
+
+StoryBoundary parse_story_boundary(const std::string& name) {
+  if (name == "auto") return StoryBoundary::automatic;
+  if (name == "eot") return StoryBoundary::eot;
+  if (name == "line") return StoryBoundary::line;
+  if (name == "blank") return StoryBoundary::blank;
+  fail_input(format("--story-boundary must be one of auto, eot, line, blank; got \"{}\"", name));
+}
+
+const char* story_boundary_name(StoryBoundary boundary) {
+  switch (boundary) {
+    case StoryBoundary::automatic: return "auto";
+    case StoryBoundary::eot: return "eot";
+    case StoryBoundary::line: return "line";
+    case StoryBoundary::blank: return "blank";
+  }
+  return "?";
+}
+
+ReadResult read_documents(const std::string& path, const FormatOptions& options, DocumentSink& sink) {
+  ReadResult result;
+  DocumentBuilder doc(sink, result);
+  if (options.format == Format::tinystories_json) {
+    read_tinystories_json(path, doc, options.replace_invalid_utf8);
+    return result;
+  }
+  LineReader in(path, options.replace_invalid_utf8);
+  switch (options.format) {
+    case Format::tinystories: {
+      StoryBoundary b = options.story_boundary;
+      if (b == StoryBoundary::automatic) b = detect_story_boundary(path, &result.ambiguous);
+      result.story_boundary = b;
+      if (b == StoryBoundary::eot)
+        read_eot_separated(in, doc);
+      else
+        read_story_lines(in, doc, b);
+      break;
+    }
+    case Format::tinystories_v2: read_eot_separated(in, doc); break;
+    case Format::wikitext: read_wikitext(in, doc); break;
+    case Format::wikiextractor: read_wikiextractor(in, doc); break;
+    case Format::text: read_text(in, doc, options.separator); break;
+    case Format::jsonl: read_jsonl(in, doc, options); break;
+    case Format::tinystories_json: break;
+  }
+  return result;
+}
+
+LineReader::LineReader(const std::string& path, bool replace_invalid_utf8) : path_(path), replace_(replace_invalid_utf8) {
+  file_ = std::fopen(path.c_str(), "rb");
+  INPUT_CHECK(file_, "cannot open {}: {}", path, std::strerror(errno));
+}
+
+LineReader::~LineReader() {
+  if (file_) std::fclose(file_);
+}
+
+bool LineReader::fill() {
+  if (eof_) return false;
+  buffer_.erase(0, pos_);
+  pos_ = 0;
+  size_t old = buffer_.size();
+  buffer_.resize(old + kReadBlock);
+  size_t got = std::fread(buffer_.data() + old, 1, kReadBlock, file_);
+  buffer_.resize(old + got);
+  INPUT_CHECK(!std::ferror(file_), "error reading {}: {}", path_, std::strerror(errno));
+  if (got == 0) eof_ = true;
+  return got > 0;
+}
+
+bool LineReader::next(std::string& line) {
+  size_t scanned = pos_;
+  while (true) {
+    size_t end = buffer_.find_first_of("\r\n", scanned);
+    // A '\r' at the end of the buffer may be the first half of "\r\n": read on before deciding.
+    if (end != std::string::npos && !(buffer_[end] == '\r' && end + 1 == buffer_.size() && !eof_)) {
+      line.assign(buffer_, pos_, end - pos_);
+      pos_ = end + 1 + (buffer_[end] == '\r' && end + 1 < buffer_.size() && buffer_[end + 1] == '\n' ? 1 : 0);
+      break;
+    }
+    scanned = buffer_.size() - pos_;
+    if (end != std::string::npos) --scanned;
+    if (!fill()) {
+      if (pos_ >= buffer_.size()) return false;
+      line.assign(buffer_, pos_, std::string::npos);  // last line without a terminator
+      pos_ = buffer_.size();
+      break;
+    }
+  }
+  ++line_number_;
+  size_t bad = find_invalid_utf8(line);
+  if (bad != std::string::npos) {
+    INPUT_CHECK(replace_, "{}:{}: invalid UTF-8 at byte {} of the line (pass --replace-invalid-utf8 to replace it with U+FFFD)",
+                path_, line_number_, bad + 1);
+    line = replace_invalid_utf8(line);
+  }
+  return true;
+}
+
+}  // namespace gpt2cc::data

@@ -1,0 +1,86 @@
+// Input formats of `prepare`: each reader streams one file and hands its documents, line by
+// line, to a DocumentSink, so memory stays bounded by the longest line, never the file.
+// Line endings are normalised (CRLF and lone CR become LF); leading and trailing whitespace-only
+// lines of a document are dropped; a document with no other line is skipped. How each format
+// delimits documents (TinyStories v1 in particular) is described in docs/data.md.
+#pragma once
+
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <string_view>
+
+namespace gpt2cc::data {
+
+enum class Format { tinystories, tinystories_v2, tinystories_json, wikitext, wikiextractor, text, jsonl };
+// How TinyStories v1 text delimits stories: auto picks per file (see docs/data.md).
+enum class StoryBoundary { automatic, eot, line, blank };
+
+Format parse_format(const std::string& name);               // InputError listing the valid names
+StoryBoundary parse_story_boundary(const std::string& name);
+const char* format_name(Format format);
+const char* story_boundary_name(StoryBoundary boundary);
+
+struct FormatOptions {
+  Format format = Format::text;
+  StoryBoundary story_boundary = StoryBoundary::automatic;  // tinystories only
+  std::string separator;      // text: a line equal to this ends a document; "" = one per file
+  std::string field = "text";  // jsonl: the string field holding the document
+  bool replace_invalid_utf8 = false;  // else invalid UTF-8 is an InputError naming file and line
+};
+
+// Receives documents as text pieces: text() any number of times, then end_document().
+class DocumentSink {
+ public:
+  virtual ~DocumentSink() = default;
+  virtual void text(std::string_view bytes) = 0;
+  virtual void end_document() = 0;
+};
+
+struct ReadResult {
+  uint64_t documents = 0;
+  uint64_t bytes = 0;  // document bytes handed to the sink (after normalisation)
+  StoryBoundary story_boundary = StoryBoundary::automatic;  // what tinystories used for this file
+  bool ambiguous = false;  // tinystories: no reliable story boundary was found (docs/data.md)
+};
+
+// Streams the documents of one file into sink. InputError naming the file (and line) for a
+// missing file or malformed content.
+ReadResult read_documents(const std::string& path, const FormatOptions& options, DocumentSink& sink);
+
+// Reads a file line by line with normalised line endings and UTF-8 checked per line.
+class LineReader {
+ public:
+  LineReader(const std::string& path, bool replace_invalid_utf8);
+  ~LineReader();
+  LineReader(const LineReader&) = delete;
+  LineReader& operator=(const LineReader&) = delete;
+  // The next line without its terminator; false at the end of the file.
+  bool next(std::string& line);
+  uint64_t line_number() const { return line_number_; }  // of the last line returned, from 1
+  const std::string& path() const { return path_; }
+
+ private:
+  bool fill();
+  std::string path_;
+  std::FILE* file_ = nullptr;
+  bool replace_;
+  std::string buffer_;
+  size_t pos_ = 0;
+  bool eof_ = false;
+  uint64_t line_number_ = 0;
+};
+
+// Byte offset of the first invalid UTF-8 sequence in s, or npos (overlongs, surrogates and
+// code points above U+10FFFF are invalid).
+size_t find_invalid_utf8(std::string_view s);
+// s with every invalid sequence replaced by U+FFFD.
+std::string replace_invalid_utf8(std::string_view s);
+
+// Where a long document may be cut into independently tokenised pieces without changing
+// GPT-2's pre-tokenisation: right after a '\n' that has an ASCII non-space byte on both sides
+// (the newline is then a pre-token of its own whatever follows). Returns the largest cut <= limit
+// (a position in 1..s.size()), or 0 when there is none.
+size_t last_safe_cut(std::string_view s, size_t limit);
+
+}  // namespace gpt2cc::data

@@ -1,0 +1,325 @@
+// The prepare pipeline (data/pipeline.hpp). One reader thread walks the inputs and fills a batch
+// of text pieces; each full batch is tokenised by all threads (one Tokenizer copy each), then
+// written in order to the shard writers of its split. Memory is the batch, its tokens and one
+// line of input: about batch_bytes * 5, independent of the input size.
+#include "data/pipeline.hpp"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <ctime>
+#include <exception>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <ostream>
+
+#include "core/check.hpp"
+#include "core/rng.hpp"
+#include "core/shard.hpp"
+
+namespace gpt2cc::data {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr uint32_t kSplitStream = 0x5B17u;  // Philox stream of the train/validation draw
+enum Split { kTrain = 0, kVal = 1 };
+const char* kSplitNames[2] = {"train", "val"};
+
+std::string hex64(uint64_t v) {
+  static const char* digits = "0123456789abcdef";
+  std::string s(16, '0');
+  for (int i = 15; i >= 0; --i, v >>= 4) s[i] = digits[v & 15];
+  return s;
+}
+
+uint64_t peak_rss_bytes() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line))
+    if (line.rfind("VmHWM:", 0) == 0) return std::stoull(line.substr(6)) * 1024;  // "VmHWM:  1234 kB"
+  return 0;
+}
+
+// Shards of one split: <dir>/shard_000000.bin, ... each exactly shard_tokens long but the last.
+class SplitWriter {
+ public:
+  SplitWriter(std::string dir, uint64_t shard_tokens, uint64_t fingerprint, uint32_t vocab, SplitSummary& summary)
+      : dir_(std::move(dir)), shard_tokens_(shard_tokens), fingerprint_(fingerprint), vocab_(vocab), summary_(summary) {}
+
+  void append(const uint32_t* tokens, size_t n) {
+    while (n > 0) {
+      if (!writer_) {
+        path_ = format("{}/shard_{}.bin", dir_, zero_pad(summary_.shards.size()));
+        writer_ = std::make_unique<ShardWriter>(path_, fingerprint_, vocab_);
+      }
+      size_t take = size_t(std::min<uint64_t>(n, shard_tokens_ - writer_->size()));
+      writer_->append(tokens, take);
+      tokens += take;
+      n -= take;
+      summary_.tokens += take;
+      if (writer_->size() == shard_tokens_) close();
+    }
+  }
+  void close() {
+    if (!writer_) return;
+    uint64_t size = writer_->size();
+    writer_->finish();
+    writer_.reset();
+    summary_.shards.push_back(path_);
+    summary_.shard_tokens.push_back(size);
+  }
+
+ private:
+  static std::string zero_pad(size_t i) {
+    std::string s = std::to_string(i);
+    return std::string(s.size() < 6 ? 6 - s.size() : 0, '0') + s;
+  }
+  std::string dir_, path_;
+  uint64_t shard_tokens_, fingerprint_;
+  uint32_t vocab_;
+  SplitSummary& summary_;
+  std::unique_ptr<ShardWriter> writer_;
+};
+
+class Pipeline : public DocumentSink {
+ public:
+  Pipeline(const PrepareConfig& config, const Tokenizer& tokenizer, PrepareSummary& summary)
+      : config_(config), summary_(summary), eot_(uint32_t(tokenizer.eot_id())) {
+    int threads = config.threads > 0 ? config.threads : omp_get_max_threads();
+    summary.threads = threads;
+    tokenizers_.assign(size_t(threads), tokenizer);  // a copy per thread: encode never shares state
+    SplitSummary* splits[2] = {&summary.train, &summary.val};
+    for (int s = 0; s < 2; ++s)
+      writers_[s] = std::make_unique<SplitWriter>(config.out_dir + "/" + kSplitNames[s], config.shard_tokens,
+                                                  tokenizer.fingerprint(), uint32_t(tokenizer.vocab_size()),
+                                                  *splits[s]);
+  }
+
+  // Documents of the next file go to `split` (explicit validation files), or are drawn.
+  void set_forced_split(int split) { forced_split_ = split; }
+
+  void text(std::string_view bytes) override {
+    if (!open_) {
+      open_ = true;
+      current_.starts_document = true;
+      current_.split = choose_split();
+      next_check_ = config_.piece_bytes;
+    }
+    current_.text.append(bytes);
+    if (current_.text.size() >= next_check_) {
+      size_t cut = last_safe_cut(current_.text, current_.text.size() - 1);
+      if (cut > 0) {
+        push({current_.text.substr(0, cut), current_.starts_document, current_.split});
+        current_.text.erase(0, cut);
+        current_.starts_document = false;
+        next_check_ = config_.piece_bytes;
+      } else {
+        next_check_ = current_.text.size() * 2;  // no cut point yet: look again after it doubles
+      }
+      if (batch_bytes_ >= config_.batch_bytes) flush();
+    }
+  }
+
+  void end_document() override {
+    SplitSummary& s = current_.split == kVal ? summary_.val : summary_.train;
+    ++s.documents;
+    open_ = false;
+    push(std::move(current_));
+    current_ = Piece{};
+    if (batch_bytes_ >= config_.batch_bytes) flush();
+  }
+
+  void finish() {
+    flush();
+    for (auto& w : writers_) w->close();
+  }
+
+ private:
+  struct Piece {
+    std::string text;
+    bool starts_document = false;
+    int split = kTrain;
+  };
+
+  int choose_split() {
+    uint64_t index = document_index_++;
+    if (forced_split_ >= 0) return forced_split_;
+    return philox_uniform(config_.seed, kSplitStream, index) < config_.val_fraction ? kVal : kTrain;
+  }
+
+  void push(Piece piece) {
+    (piece.split == kVal ? summary_.val : summary_.train).bytes += piece.text.size();
+    batch_bytes_ += piece.text.size();
+    batch_.push_back(std::move(piece));
+  }
+
+  // tokens(piece) = [eot if it starts a document] + encode(text), in input order.
+  void flush() {
+    std::vector<std::vector<int>> ids(batch_.size());
+    std::exception_ptr failure;
+#pragma omp parallel for schedule(dynamic, 8) num_threads(int(tokenizers_.size()))
+    for (size_t i = 0; i < batch_.size(); ++i) {
+      try {
+        ids[i] = tokenizers_[size_t(omp_get_thread_num())].encode(batch_[i].text, false);
+      } catch (...) {
+#pragma omp critical
+        if (!failure) failure = std::current_exception();
+      }
+    }
+    if (failure) std::rethrow_exception(failure);
+    std::vector<uint32_t> out;
+    for (size_t i = 0; i < batch_.size(); ++i) {
+      out.clear();
+      if (batch_[i].starts_document) out.push_back(eot_);
+      out.insert(out.end(), ids[i].begin(), ids[i].end());
+      writers_[batch_[i].split]->append(out.data(), out.size());
+    }
+    batch_.clear();
+    batch_bytes_ = 0;
+  }
+
+  const PrepareConfig& config_;
+  PrepareSummary& summary_;
+  uint32_t eot_;
+  std::vector<Tokenizer> tokenizers_;
+  std::unique_ptr<SplitWriter> writers_[2];
+  std::vector<Piece> batch_;
+  size_t batch_bytes_ = 0;
+  Piece current_;
+  bool open_ = false;
+  size_t next_check_ = 0;
+  int forced_split_ = -1;
+  uint64_t document_index_ = 0;
+};
+
+// Creates out/train and out/val; refuses (or with overwrite, removes) shards already there.
+void prepare_output(const PrepareConfig& config) {
+  for (const char* split : kSplitNames) {
+    fs::path dir = fs::path(config.out_dir) / split;
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    INPUT_CHECK(!ec, "cannot create output directory {}: {}", dir.string(), ec.message());
+    for (const auto& entry : fs::directory_iterator(dir)) {
+      if (entry.path().extension() != ".bin") continue;
+      INPUT_CHECK(config.overwrite, "{} already holds shards (e.g. {}); pass --overwrite to replace them",
+                  dir.string(), entry.path().filename().string());
+      fs::remove(entry.path());
+    }
+  }
+}
+
+nlohmann::json split_json(const SplitSummary& s, const std::string& out_dir) {
+  nlohmann::json shards = nlohmann::json::array();
+  for (size_t i = 0; i < s.shards.size(); ++i)
+    shards.push_back({{"file", fs::relative(s.shards[i], out_dir).string()}, {"tokens", s.shard_tokens[i]}});
+  return {{"documents", s.documents}, {"tokens", s.tokens}, {"bytes", s.bytes}, {"shards", shards}};
+}
+
+void write_manifest(const PrepareConfig& config, const Tokenizer& tokenizer, const PrepareSummary& summary) {
+  std::time_t now = std::time(nullptr);
+  char when[32];
+  std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
+  nlohmann::json inputs = config.inputs, val_inputs = config.val_inputs;
+  nlohmann::json m = {
+      {"format_version", 1},
+      {"created", when},
+      {"command", config.command_line},
+      {"input_format", format_name(config.format.format)},
+      {"inputs", inputs},
+      {"val_inputs", val_inputs},
+      {"val_fraction", config.val_inputs.empty() ? config.val_fraction : 0.0},
+      {"seed", config.seed},
+      {"tokenizer", {{"dir", config.tokenizer_dir},
+                     {"fingerprint", hex64(tokenizer.fingerprint())},
+                     {"vocab_size", tokenizer.vocab_size()},
+                     {"eot_id", tokenizer.eot_id()}}},
+      {"token_bytes", shard_token_bytes(uint32_t(tokenizer.vocab_size()))},
+      {"shard_tokens", config.shard_tokens},
+      {"document_separator", "<|endoftext|> before every document"},
+      {"train", split_json(summary.train, config.out_dir)},
+      {"val", split_json(summary.val, config.out_dir)},
+      {"seconds", summary.seconds},
+      {"threads", summary.threads},
+  };
+  if (config.format.format == Format::tinystories)
+    m["story_boundary"] = story_boundary_name(config.format.story_boundary);
+  std::string path = config.out_dir + "/manifest.json", tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::trunc);
+    INPUT_CHECK(f, "cannot write {}", tmp);
+    f << m.dump(2) << "\n";
+    f.flush();
+    INPUT_CHECK(f, "cannot write {}", tmp);
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  INPUT_CHECK(!ec, "cannot rename {} to {}: {}", tmp, path, ec.message());
+}
+
+}  // namespace
+
+std::vector<std::string> expand_inputs(const std::vector<std::string>& paths) {
+  std::vector<std::string> out;
+  for (const auto& p : paths) {
+    std::error_code ec;
+    if (fs::is_directory(p, ec)) {
+      std::vector<std::string> files;
+      for (auto it = fs::recursive_directory_iterator(p); it != fs::recursive_directory_iterator(); ++it) {
+        bool hidden = it->path().filename().string().starts_with(".");
+        if (hidden && it->is_directory()) it.disable_recursion_pending();
+        if (!hidden && it->is_regular_file()) files.push_back(it->path().string());
+      }
+      std::sort(files.begin(), files.end());
+      INPUT_CHECK(!files.empty(), "input directory {} holds no files", p);
+      out.insert(out.end(), files.begin(), files.end());
+    } else {
+      INPUT_CHECK(fs::is_regular_file(p, ec), "input {} does not exist (or is not a file or directory)", p);
+      out.push_back(p);
+    }
+  }
+  return out;
+}
+
+PrepareSummary prepare_dataset(const PrepareConfig& config, const Tokenizer& tokenizer, std::ostream& log) {
+  INPUT_CHECK(!config.inputs.empty(), "no input files");
+  INPUT_CHECK(config.val_fraction >= 0 && config.val_fraction < 1, "--val-fraction must be in [0, 1), got {}",
+              config.val_fraction);
+  INPUT_CHECK(config.shard_tokens >= 1, "--shard-tokens must be >= 1, got {}", config.shard_tokens);
+  auto start = std::chrono::steady_clock::now();
+  prepare_output(config);
+  PrepareSummary summary;
+  Pipeline pipeline(config, tokenizer, summary);
+  auto run = [&](const std::vector<std::string>& files, int forced_split) {
+    pipeline.set_forced_split(forced_split);
+    for (const auto& file : files) {
+      ReadResult r = read_documents(file, config.format, pipeline);
+      log << file << ": " << r.documents << " documents, " << r.bytes << " bytes";
+      if (config.format.format == Format::tinystories) {
+        log << " (story boundary: " << story_boundary_name(r.story_boundary)
+            << (config.format.story_boundary == StoryBoundary::automatic ? ", detected" : "") << ")";
+        if (r.ambiguous)
+          summary.warnings.push_back(format(
+              "{}: stories and paragraphs are both separated by blank lines, so each blank-line separated block "
+              "became a document (stories were split at paragraphs); see docs/data.md",
+              file));
+      }
+      log << "\n";
+    }
+  };
+  run(config.inputs, config.val_inputs.empty() ? -1 : kTrain);
+  if (!config.val_inputs.empty()) run(config.val_inputs, kVal);
+  pipeline.finish();
+  summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  summary.peak_rss_bytes = peak_rss_bytes();
+  if (summary.val.documents == 0 && (config.val_fraction > 0 || !config.val_inputs.empty()))
+    summary.warnings.push_back("the validation split is empty (too few documents for --val-fraction?)");
+  write_manifest(config, tokenizer, summary);
+  return summary;
+}
+
+}  // namespace gpt2cc::data

@@ -1,0 +1,58 @@
+// The `prepare` pipeline: input files -> documents (data/formats.hpp) -> train/validation split
+// by document -> tokens (all cores) -> shards of at most shard_tokens tokens + manifest.json.
+// Every document is preceded by <|endoftext|>, so documents are separated by it and a split
+// starts with it. Memory is bounded: text is tokenised in batches of ~batch_bytes, and a long
+// document is cut into pieces only where the cut cannot change GPT-2's tokens (last_safe_cut).
+#pragma once
+
+#include <cstdint>
+#include <iosfwd>
+#include <string>
+#include <vector>
+
+#include "data/formats.hpp"
+#include "tokenizer/tokenizer.hpp"
+
+namespace gpt2cc::data {
+
+struct PrepareConfig {
+  FormatOptions format;
+  std::vector<std::string> inputs;      // files (see expand_inputs)
+  std::vector<std::string> val_inputs;  // explicit validation files; then val_fraction is unused
+  double val_fraction = 0.01;           // [0, 1): share of documents drawn into the validation split
+  uint64_t seed = 1337;                 // the split draw: document i is validation iff u(seed, i) < fraction
+  std::string tokenizer_dir;            // recorded in the manifest
+  std::string out_dir;                  // receives train/, val/ and manifest.json
+  uint64_t shard_tokens = 100'000'000;  // tokens per shard (the last of a split holds the rest)
+  int threads = 0;                      // tokenizer threads; 0 = all cores
+  size_t batch_bytes = 32u << 20;       // text tokenised per parallel batch (bounds memory)
+  size_t piece_bytes = 1u << 20;        // long documents are cut into pieces of about this size
+  bool overwrite = false;               // replace shards already in out_dir
+  std::string command_line;             // recorded in the manifest
+};
+
+struct SplitSummary {
+  uint64_t documents = 0;
+  uint64_t tokens = 0;  // including one <|endoftext|> per document
+  uint64_t bytes = 0;   // UTF-8 bytes of document text
+  std::vector<std::string> shards;
+  std::vector<uint64_t> shard_tokens;
+};
+
+struct PrepareSummary {
+  SplitSummary train, val;
+  double seconds = 0;
+  uint64_t peak_rss_bytes = 0;
+  int threads = 0;
+  std::vector<std::string> warnings;
+};
+
+// Files of each path, in name order; a directory contributes its regular files recursively
+// (hidden ones skipped). InputError for a path that does not exist or holds no files.
+std::vector<std::string> expand_inputs(const std::vector<std::string>& paths);
+
+// Runs the whole pipeline and writes <out>/train/*.bin, <out>/val/*.bin, <out>/manifest.json.
+// Progress lines go to log.
+PrepareSummary prepare_dataset(const PrepareConfig& config, const Tokenizer& tokenizer, std::ostream& log);
+
+}  // namespace gpt2cc::data

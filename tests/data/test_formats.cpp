@@ -1,0 +1,202 @@
+// The input readers of prepare, on small files written here: document boundaries of every
+// format, line-ending normalisation, blank-line trimming, UTF-8 checks, error messages naming
+// file and line, and the safe cut points used to split long documents.
+#include <catch2/catch.hpp>
+#include <fstream>
+
+#include "common/test_common.hpp"
+#include "core/check.hpp"
+#include "data/formats.hpp"
+
+using namespace gpt2cc;
+using namespace gpt2cc::data;
+
+namespace {
+
+struct Collect : DocumentSink {
+  std::vector<std::string> docs;
+  std::string current;
+  void text(std::string_view bytes) override { current.append(bytes); }
+  void end_document() override {
+    docs.push_back(current);
+    current.clear();
+  }
+};
+
+std::string write_file(const std::string& dir, const std::string& name, const std::string& bytes) {
+  std::string path = dir + "/" + name;
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  f.write(bytes.data(), std::streamsize(bytes.size()));
+  return path;
+}
+
+std::vector<std::string> read(const std::string& path, FormatOptions options, ReadResult* result = nullptr) {
+  Collect sink;
+  ReadResult r = read_documents(path, options, sink);
+  CHECK(sink.current.empty());
+  CHECK(r.documents == sink.docs.size());
+  if (result) *result = r;
+  return sink.docs;
+}
+
+FormatOptions with(Format f) {
+  FormatOptions o;
+  o.format = f;
+  return o;
+}
+
+using Docs = std::vector<std::string>;
+}  // namespace
+
+TEST_CASE("TinyStories v1: a single newline starts a story, a blank line is a paragraph", "[data]") {
+  std::string dir = test::temp_dir("formats_ts1");
+  // The layout of the v1 train sample: paragraphs split by blank lines, stories by one newline.
+  std::string text =
+      "Once upon a time A.\r\n\r\nA, second paragraph.\r\nOne day B.\n\nB two.\n\nB three.\nLily C.\n";
+  std::string path = write_file(dir, "train.txt", text);
+  ReadResult r;
+  auto docs = read(path, with(Format::tinystories), &r);
+  CHECK(r.story_boundary == StoryBoundary::line);
+  CHECK_FALSE(r.ambiguous);
+  CHECK(docs == Docs{"Once upon a time A.\n\nA, second paragraph.", "One day B.\n\nB two.\n\nB three.", "Lily C."});
+  CHECK(r.bytes == docs[0].size() + docs[1].size() + docs[2].size());
+
+  SECTION("files with <|endoftext|> lines split there only") {
+    std::string p2 = write_file(dir, "eot.txt", "Story one.\nLine two.\n\nPara.\n<|endoftext|>\nStory two.\n<|endoftext|>\n");
+    ReadResult r2;
+    CHECK(read(p2, with(Format::tinystories), &r2) == Docs{"Story one.\nLine two.\n\nPara.", "Story two."});
+    CHECK(r2.story_boundary == StoryBoundary::eot);
+  }
+  SECTION("only blank lines: ambiguous, every block becomes a document") {
+    std::string p3 = write_file(dir, "blank.txt", "A one.\n\nA two.\n\n\nB one.\n\nB two.\n");
+    ReadResult r3;
+    CHECK(read(p3, with(Format::tinystories), &r3) == Docs{"A one.", "A two.", "B one.", "B two."});
+    CHECK(r3.story_boundary == StoryBoundary::blank);
+    CHECK(r3.ambiguous);
+  }
+  SECTION("a forced boundary overrides detection") {
+    FormatOptions o = with(Format::tinystories);
+    o.story_boundary = StoryBoundary::blank;
+    CHECK(read(path, o).size() == 4);  // blank-line blocks: single newlines no longer split
+  }
+}
+
+TEST_CASE("TinyStories v2: stories separated by <|endoftext|>", "[data]") {
+  std::string dir = test::temp_dir("formats_ts2");
+  std::string path = write_file(dir, "v2.txt",
+                                "\nOnce there was A.\nA said hi.\n<|endoftext|>\nB.\n\nB para.\n<|endoftext|>\n"
+                                "<|endoftext|>\nC inline<|endoftext|>D after\n");
+  CHECK(read(path, with(Format::tinystories_v2)) ==
+        Docs{"Once there was A.\nA said hi.", "B.\n\nB para.", "C inline", "D after"});
+}
+
+TEST_CASE("TinyStories JSON: an array of objects with a story field", "[data]") {
+  std::string dir = test::temp_dir("formats_json");
+  std::string path = write_file(dir, "data00.json",
+                                R"([{"story": "First\r\nstory.\n", "instruction": {"words": ["a", "b"]}, "source": "GPT-4"},
+                                    {"summary": "x", "story": "Second \u00e9 story."}])");
+  CHECK(read(path, with(Format::tinystories_json)) == Docs{"First\nstory.", "Second \xC3\xA9 story."});
+  std::string bad = write_file(dir, "bad.json", R"([{"story": "ok"}, {"story": "cut)");
+  CHECK_THROWS_WITH(read(bad, with(Format::tinystories_json)), Catch::Contains(bad) && Catch::Contains("JSON"));
+  std::string missing = write_file(dir, "missing.json", R"([{"story": "ok"}, {"text": "no story"}])");
+  CHECK_THROWS_WITH(read(missing, with(Format::tinystories_json)),
+                    Catch::Contains(missing) && Catch::Contains("1 of 2 objects"));
+  std::string object = write_file(dir, "object.json", R"({"story": "not in an array"})");
+  CHECK_THROWS_AS(read(object, with(Format::tinystories_json)), InputError);
+}
+
+TEST_CASE("WikiText: articles start at top-level ' = Title = ' headings", "[data]") {
+  std::string dir = test::temp_dir("formats_wikitext");
+  std::string path = write_file(dir, "wiki.test.raw",
+                                " \n = Robert Boulter = \n \n Robert is an actor . \n \n = = Career = = \n \n"
+                                " He acted . \n \n = Du Fu = \n \n Du Fu was a poet . \n");
+  CHECK(read(path, with(Format::wikitext)) ==
+        Docs{" = Robert Boulter = \n \n Robert is an actor . \n \n = = Career = = \n \n He acted . ",
+             " = Du Fu = \n \n Du Fu was a poet . "});
+}
+
+TEST_CASE("WikiExtractor: <doc> ... </doc>, with errors naming file and line", "[data]") {
+  std::string dir = test::temp_dir("formats_wikiextractor");
+  std::string path = write_file(dir, "wiki_00",
+                                "<doc id=\"1\" url=\"?curid=1\" title=\"A\">\nA\n\nA is a thing.\nMore.\n\n</doc>\n"
+                                "<doc id=\"2\" url=\"?curid=2\" title=\"Empty\">\n\n</doc>\n"
+                                "<doc id=\"3\" url=\"?curid=3\" title=\"B\">\nB\n\nB text.\n</doc>\n");
+  CHECK(read(path, with(Format::wikiextractor)) == Docs{"A\n\nA is a thing.\nMore.", "B\n\nB text."});
+  std::string open = write_file(dir, "wiki_01", "<doc id=\"1\" title=\"A\">\nA\n");
+  CHECK_THROWS_WITH(read(open, with(Format::wikiextractor)), Catch::Contains(open) && Catch::Contains("never closed"));
+  std::string nested = write_file(dir, "wiki_02", "<doc id=\"1\">\nA\n<doc id=\"2\">\n</doc>\n");
+  CHECK_THROWS_WITH(read(nested, with(Format::wikiextractor)), Catch::Contains(nested + ":3"));
+  std::string outside = write_file(dir, "wiki_03", "stray text\n");
+  CHECK_THROWS_WITH(read(outside, with(Format::wikiextractor)), Catch::Contains(outside + ":1"));
+}
+
+TEST_CASE("plain text: one document per file, or split on a separator line", "[data]") {
+  std::string dir = test::temp_dir("formats_text");
+  std::string path = write_file(dir, "a.txt", "\n\nTitle\n\nBody line.\r\nEnd.\r\n---\nSecond.\rLast line no newline");
+  CHECK(read(path, with(Format::text)) ==
+        Docs{"Title\n\nBody line.\nEnd.\n---\nSecond.\nLast line no newline"});
+  FormatOptions o = with(Format::text);
+  o.separator = "---";
+  CHECK(read(path, o) == Docs{"Title\n\nBody line.\nEnd.", "Second.\nLast line no newline"});
+  std::string empty = write_file(dir, "empty.txt", "\n \n");
+  CHECK(read(empty, with(Format::text)).empty());
+}
+
+TEST_CASE("JSONL: a chosen string field per line", "[data]") {
+  std::string dir = test::temp_dir("formats_jsonl");
+  std::string path = write_file(dir, "a.jsonl", "{\"text\": \"one\\r\\ntwo\", \"id\": 1}\n\n{\"text\": \"three\"}\n");
+  CHECK(read(path, with(Format::jsonl)) == Docs{"one\ntwo", "three"});
+  FormatOptions o = with(Format::jsonl);
+  o.field = "body";
+  CHECK_THROWS_WITH(read(path, o), Catch::Contains(path + ":1") && Catch::Contains("body"));
+  std::string bad = write_file(dir, "bad.jsonl", "{\"text\": \"ok\"}\n{\"text\": \n");
+  CHECK_THROWS_WITH(read(bad, with(Format::jsonl)), Catch::Contains(bad + ":2"));
+  std::string num = write_file(dir, "num.jsonl", "{\"text\": 5}\n");
+  CHECK_THROWS_WITH(read(num, with(Format::jsonl)), Catch::Contains("not a string"));
+}
+
+TEST_CASE("invalid UTF-8 is an error naming file and line, or replaced on request", "[data]") {
+  std::string dir = test::temp_dir("formats_utf8");
+  std::string path = write_file(dir, "bad.txt", "fine \xC3\xA9\nbroken \xC3(\n");
+  CHECK_THROWS_WITH(read(path, with(Format::text)), Catch::Contains(path + ":2") && Catch::Contains("UTF-8"));
+  FormatOptions o = with(Format::text);
+  o.replace_invalid_utf8 = true;
+  CHECK(read(path, o) == Docs{"fine \xC3\xA9\nbroken \xEF\xBF\xBD("});
+  CHECK(find_invalid_utf8("ok \xE2\x82\xAC \xF0\x9F\x98\x80") == std::string::npos);
+  CHECK(find_invalid_utf8("\xC0\xAF") == 0);           // overlong '/'
+  CHECK(find_invalid_utf8("ab\xED\xA0\x80") == 2);     // surrogate
+  CHECK(find_invalid_utf8("\xF4\x90\x80\x80") == 0);   // above U+10FFFF
+  CHECK(find_invalid_utf8("x\xE2\x82") == 1);          // cut sequence
+  CHECK_THROWS_WITH(read(dir + "/missing.txt", with(Format::text)), Catch::Contains(dir + "/missing.txt"));
+}
+
+TEST_CASE("long lines and blocks: the reader is not limited by its buffer", "[data]") {
+  std::string dir = test::temp_dir("formats_long");
+  std::string long_line(3 << 20, 'x');
+  std::string text = long_line + "\r\n" + "second\r";
+  text += std::string((1 << 20) - text.size() % (1 << 20) - 1, 'y') + "\r\nlast";  // a CRLF across the read block
+  std::string path = write_file(dir, "long.txt", text);
+  auto docs = read(path, with(Format::text));
+  REQUIRE(docs.size() == 1);
+  CHECK(docs[0].find('\r') == std::string::npos);
+  CHECK(docs[0].substr(docs[0].size() - 5) == "\nlast");
+  CHECK(std::count(docs[0].begin(), docs[0].end(), '\n') == 3);
+}
+
+TEST_CASE("safe cut points sit after a newline between two printable ASCII bytes", "[data]") {
+  CHECK(last_safe_cut("ab\ncd\nef", 100) == 6);
+  CHECK(last_safe_cut("ab\ncd\nef", 5) == 3);
+  CHECK(last_safe_cut("ab \ncd", 100) == 0);    // whitespace before the newline
+  CHECK(last_safe_cut("ab\n\ncd", 100) == 0);   // a blank line: "\n\n" pre-tokenises together
+  CHECK(last_safe_cut("ab\n cd", 100) == 0);    // " cd" would merge with the space
+  CHECK(last_safe_cut("ab\n\xC3\xA9", 100) == 0);  // non-ASCII after the newline
+  CHECK(last_safe_cut("", 10) == 0);
+}
+
+TEST_CASE("format and boundary names are validated", "[data]") {
+  CHECK(parse_format("wikiextractor") == Format::wikiextractor);
+  CHECK(parse_format("tinystories-json") == Format::tinystories_json);
+  CHECK_THROWS_WITH(parse_format("csv"), Catch::Contains("csv") && Catch::Contains("tinystories-v2"));
+  CHECK(parse_story_boundary("line") == StoryBoundary::line);
+  CHECK_THROWS_AS(parse_story_boundary("para"), InputError);
+}
