@@ -1,0 +1,143 @@
+// cpu::attention_forward / attention_backward / attention_decode / kv_cache_store: a hand case,
+// the saved probabilities, finite-difference gradients of qkv with and without dropout, the
+// documented dropout mask index, and KV-cache decoding against the full forward.
+#include <catch2/catch.hpp>
+
+#include "core/check.hpp"
+#include "cpu/attention.hpp"
+#include "tests/cpu/gradcheck.hpp"
+
+using namespace gpt2cc;
+using test::expect_close;
+
+TEST_CASE("attention by hand", "[cpu][attention]") {
+  // B = 1, T = 2, C = HS = 2, NH = 1, scale = 1/sqrt(2). Per token (q | k | v):
+  //   t=0: q0 = (1,0), k0 = (1,0), v0 = (1,2)
+  //   t=1: q1 = (0, sqrt(2) ln 3), k1 = (0,1), v1 = (5,6)
+  // t=0 sees only itself: att = (1), out0 = v0 = (1, 2).
+  // t=1: s = (q1.k0, q1.k1)/sqrt(2) = (0, ln 3) -> att = (1, 3)/4 = (0.25, 0.75);
+  //   out1 = 0.25 (1,2) + 0.75 (5,6) = (4, 5).
+  const float a = std::sqrt(2.0f) * std::log(3.0f);
+  std::vector<float> qkv = {1, 0, 1, 0, 1, 2, 0, a, 0, 1, 5, 6};
+  std::vector<float> out(4), att(4);
+  test::poison(out.data(), 4);
+  test::poison(att.data(), 4);
+  cpu::attention_forward(out.data(), att.data(), qkv.data(), 1, 2, 2, 1, DropoutParams{});
+  expect_close(out, {1, 2, 4, 5}, 1e-6, 1e-6, "out");
+  expect_close(att, {1, 0, 0.25f, 0.75f}, 1e-7, 1e-6, "att (saved probabilities)");
+
+  // dout = (0,0) at t=0, (1,0) at t=1.
+  //   dv0 = att[1][0] dout1 = (0.25, 0), dv1 = (0.75, 0)
+  //   datt = (dout1.v0, dout1.v1) = (1, 5); sum_j att_j datt_j = 0.25 + 3.75 = 4;
+  //   ds = att (datt - 4) = (-0.75, 0.75); scaled by 1/sqrt(2):
+  //   dq1 = (-0.75 k0 + 0.75 k1)/sqrt(2) = (-0.75, 0.75)/sqrt(2)
+  //   dk0 = -0.75 q1/sqrt(2) = (0, -0.75 ln 3), dk1 = (0, 0.75 ln 3); dq0 = 0 (a lone softmax).
+  const float r = 1.0f / std::sqrt(2.0f), l = 0.75f * std::log(3.0f);
+  std::vector<float> dout = {0, 0, 1, 0}, dqkv(12);
+  test::poison(dqkv.data(), 12);
+  cpu::attention_backward(dqkv.data(), dout.data(), att.data(), qkv.data(), 1, 2, 2, 1, DropoutParams{});
+  expect_close(dqkv, {0, 0, 0, -l, 0.25f, 0, -0.75f * r, 0.75f * r, 0, l, 0.75f, 0}, 1e-6, 1e-5, "dqkv");
+}
+
+TEST_CASE("attention gradient matches finite differences, with and without dropout", "[cpu][attention]") {
+  // HS = 3 (odd), B odd, T = 1 and T = 4; dropout p = 0.3 keeps the function smooth for a fixed
+  // mask, so the same central differences apply.
+  for (float p : {0.0f, 0.3f}) {
+    for (auto [B, T, C, NH] : {std::tuple{3, 4, 6, 2}, std::tuple{1, 1, 6, 2}}) {
+      CAPTURE(p, B, T, C, NH);
+      const DropoutParams dropout{p, 5, 3};
+      const size_t N = static_cast<size_t>(B) * T * 3 * C;
+      auto qkv = test::random_vector(N, 100);
+      auto w = test::random_vector(static_cast<size_t>(B) * T * C, 101);
+      std::vector<float> out(w.size()), att(static_cast<size_t>(B) * NH * T * T);
+      auto objective = [&] {
+        test::poison(out.data(), out.size());
+        test::poison(att.data(), att.size());
+        cpu::attention_forward(out.data(), att.data(), qkv.data(), B, T, C, NH, dropout);
+        return test::weighted_sum(out.data(), w);
+      };
+      objective();
+      std::vector<float> dqkv(N);
+      test::poison(dqkv.data(), N);
+      cpu::attention_backward(dqkv.data(), w.data(), att.data(), qkv.data(), B, T, C, NH, dropout);
+      auto num = test::numeric_gradient(qkv, objective);
+      test::check_gradient(dqkv, num, "dqkv");
+      // Written, not accumulated.
+      objective();
+      auto first = dqkv;
+      cpu::attention_backward(dqkv.data(), w.data(), att.data(), qkv.data(), B, T, C, NH, dropout);
+      expect_close(dqkv, first, 0, 0, "dqkv after a second backward call");
+    }
+  }
+}
+
+TEST_CASE("attention saves causal probabilities and drops them at the documented index", "[cpu][attention]") {
+  const int B = 2, T = 5, C = 8, NH = 2, HS = C / NH;
+  const DropoutParams dropout{0.25f, 77, 9};
+  auto qkv = test::random_vector(static_cast<size_t>(B) * T * 3 * C, 110, -2.0f, 2.0f);
+  std::vector<float> out(static_cast<size_t>(B) * T * C), att(static_cast<size_t>(B) * NH * T * T);
+  test::poison(att.data(), att.size());
+  cpu::attention_forward(out.data(), att.data(), qkv.data(), B, T, C, NH, dropout);
+  // Rebuild out from att, v and the mask keep(((b*NH+h)*T + t)*T + t2) defined in attention.hpp.
+  std::vector<float> expected(out.size(), 0.0f);
+  for (int b = 0; b < B; ++b) {
+    for (int h = 0; h < NH; ++h) {
+      for (int t = 0; t < T; ++t) {
+        const size_t row = ((static_cast<size_t>(b) * NH + h) * T + t) * T;
+        double sum = 0;
+        for (int t2 = 0; t2 < T; ++t2) {
+          if (t2 > t) REQUIRE(att[row + t2] == 0.0f);  // causal
+          sum += att[row + t2];
+          const float a = dropout.keep(row + t2) ? att[row + t2] * dropout.scale() : 0.0f;
+          for (int i = 0; i < HS; ++i) {
+            expected[(static_cast<size_t>(b) * T + t) * C + h * HS + i] +=
+                a * qkv[(static_cast<size_t>(b) * T + t2) * 3 * C + 2 * C + h * HS + i];
+          }
+        }
+        REQUIRE(sum == Approx(1.0).epsilon(1e-6));
+      }
+    }
+  }
+  expect_close(out, expected, 1e-6, 1e-5, "out rebuilt from att and the mask");
+}
+
+TEST_CASE("KV-cache decode equals the full forward, row by row", "[cpu][attention]") {
+  const int B = 3, T = 6, C = 12, NH = 3, maxT = 8, prompt = 2;
+  const size_t C3 = 3 * static_cast<size_t>(C);
+  auto qkv = test::random_vector(static_cast<size_t>(B) * T * C3, 120, -2.0f, 2.0f);
+  std::vector<float> full(static_cast<size_t>(B) * T * C), att(static_cast<size_t>(B) * NH * T * T);
+  cpu::attention_forward(full.data(), att.data(), qkv.data(), B, T, C, NH, DropoutParams{});
+
+  // Prefill the first `prompt` positions from a (B, prompt, 3C) slice, then decode the rest.
+  std::vector<float> kcache(static_cast<size_t>(B) * maxT * C), vcache(kcache.size());
+  test::poison(kcache.data(), kcache.size());
+  test::poison(vcache.data(), vcache.size());
+  std::vector<float> prefix(static_cast<size_t>(B) * prompt * C3);
+  for (int b = 0; b < B; ++b) {
+    for (size_t i = 0; i < prompt * C3; ++i) prefix[b * prompt * C3 + i] = qkv[b * T * C3 + i];
+  }
+  cpu::kv_cache_store(kcache.data(), vcache.data(), prefix.data(), B, prompt, maxT, C);
+  for (int pos = prompt; pos < T; ++pos) {
+    CAPTURE(pos);
+    std::vector<float> token(B * C3), out(static_cast<size_t>(B) * C), expected(out.size());
+    for (int b = 0; b < B; ++b) {
+      for (size_t i = 0; i < C3; ++i) token[b * C3 + i] = qkv[(b * T + pos) * C3 + i];
+      for (int c = 0; c < C; ++c) expected[b * C + c] = full[(static_cast<size_t>(b) * T + pos) * C + c];
+    }
+    test::poison(out.data(), out.size());
+    cpu::attention_decode(out.data(), kcache.data(), vcache.data(), token.data(), B, pos, maxT, C, NH);
+    expect_close(out, expected, 1e-6, 1e-5, "decode output vs full forward row");
+  }
+  // The caches now hold k and v of every position.
+  for (int b = 0; b < B; ++b) {
+    for (int t = 0; t < T; ++t) {
+      for (int c = 0; c < C; ++c) {
+        REQUIRE(kcache[(static_cast<size_t>(b) * maxT + t) * C + c] == qkv[(b * T + t) * C3 + C + c]);
+        REQUIRE(vcache[(static_cast<size_t>(b) * maxT + t) * C + c] == qkv[(b * T + t) * C3 + 2 * C + c]);
+      }
+    }
+  }
+  std::vector<float> token(B * C3), out(static_cast<size_t>(B) * C);
+  CHECK_THROWS_AS(cpu::attention_decode(out.data(), kcache.data(), vcache.data(), token.data(), B, maxT, maxT, C, NH),
+                  gpt2cc::Error);
+}
