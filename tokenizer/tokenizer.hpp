@@ -6,11 +6,14 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <iosfwd>
 #include <memory>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace gpt2cc {
@@ -35,6 +38,27 @@ class Tokenizer {
 
   // Saves vocab.json + merges.txt into dir (Hugging Face format).
   void save(const std::string& dir) const;
+
+  // --- additions beyond the agreed API (docs/tokenizer.md) ---
+
+  // A tokenizer from raw parts: tokens[id] = bytes (a special's text), merges in rank order as
+  // (left id, right id), special_ids = ids of special tokens. Every byte needs a one-byte token.
+  static Tokenizer from_parts(std::vector<std::string> tokens, std::vector<std::pair<int, int>> merges,
+                              std::vector<int> special_ids);
+
+  // Same ids as encode(), using `threads` threads on inputs of 1 MiB or more. The text is cut
+  // only where pre-tokenisation provably does not cross (a '\n' after a visible ASCII character,
+  // outside special tokens), so the result is identical to the one-thread encode.
+  std::vector<int> encode_parallel(std::string_view text, bool allow_special, int threads) const;
+
+  // Encodes a stream in blocks of about block_bytes cut at the same safe points, handing each
+  // block's ids to sink in order. Memory stays O(block_bytes) unless a single line is longer.
+  // Returns the number of bytes read.
+  uint64_t encode_stream(std::istream& in, bool allow_special, int threads,
+                         const std::function<void(std::span<const int>)>& sink, size_t block_bytes = 8 << 20) const;
+
+  std::vector<int> special_ids() const;                // ascending
+  std::vector<std::pair<int, int>> merges() const;     // rank order
 
   struct Impl;
   Tokenizer();

@@ -1,0 +1,310 @@
+// Tokenizer tests: token-for-token equality with tiktoken's gpt2 encoding on the fixture corpus
+// (tests/make_tokenizer_fixture.py), round trips, invalid UTF-8, special tokens, both file
+// formats, fingerprints, load errors naming file and line, and the parallel / streaming /
+// multi-threaded paths giving the same ids as the plain encode.
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include "common/test_common.hpp"
+#include "core/check.hpp"
+#include "tokenizer/pretokenizer.hpp"
+#include "tokenizer/tokenizer.hpp"
+
+using gpt2cc::Tokenizer;
+namespace fs = std::filesystem;
+namespace test = gpt2cc::test;
+
+namespace {
+
+const Tokenizer& gpt2() {
+  static const Tokenizer tok = [] {
+    std::string data = test::data_dir();
+    if (data.empty()) FAIL("shared data directory not found (set GPT2CC_DATA_DIR); the GPT-2 vocabulary is needed");
+    return Tokenizer::load(data + "/gpt2");
+  }();
+  return tok;
+}
+
+struct Case {
+  std::string name, text;
+  std::vector<int> ids, ids_no_special;
+};
+
+const std::vector<Case>& fixture() {
+  static const std::vector<Case> cases = [] {
+    std::ifstream in(test::fixture_path("tokenizer_gpt2.json"));
+    REQUIRE(in.good());
+    nlohmann::json j = nlohmann::json::parse(in);
+    std::vector<Case> out;
+    for (const auto& c : j.at("cases")) {
+      Case k{c.at("name"), c.at("text"), c.at("ids").get<std::vector<int>>(), {}};
+      k.ids_no_special = c.contains("ids_no_special") ? c.at("ids_no_special").get<std::vector<int>>() : k.ids;
+      out.push_back(std::move(k));
+    }
+    return out;
+  }();
+  return cases;
+}
+
+// The first index where two id lists differ, for a readable failure.
+std::string first_difference(const std::vector<int>& got, const std::vector<int>& want) {
+  size_t i = 0;
+  while (i < got.size() && i < want.size() && got[i] == want[i]) ++i;
+  return gpt2cc::format("first difference at index {} (got {} ids, expected {})", i, got.size(), want.size());
+}
+
+std::string write_file(const std::string& dir, const std::string& name, const std::string& content) {
+  std::string path = dir + "/" + name;
+  std::ofstream(path, std::ios::binary) << content;
+  return path;
+}
+
+}  // namespace
+
+TEST_CASE("GPT-2 vocabulary loads with the expected shape", "[tokenizer]") {
+  const Tokenizer& tok = gpt2();
+  CHECK(tok.vocab_size() == 50257);
+  CHECK(tok.eot_id() == 50256);
+  CHECK(tok.special_id("<|endoftext|>") == 50256);
+  CHECK_FALSE(tok.special_id("<|startoftext|>").has_value());
+  CHECK(tok.special_ids() == std::vector<int>{50256});
+  CHECK(tok.merges().size() == 50000);
+  CHECK(tok.token_bytes(50256) == "<|endoftext|>");
+  CHECK(tok.token_bytes(tok.encode(" the")[0]) == " the");
+  CHECK(tok.encode("Hello world") == std::vector<int>{15496, 995});
+}
+
+TEST_CASE("encode equals tiktoken gpt2 on every fixture case, decode round-trips", "[tokenizer]") {
+  const Tokenizer& tok = gpt2();
+  size_t total = 0;
+  for (const Case& c : fixture()) {
+    INFO("case " << c.name);
+    std::vector<int> ids = tok.encode(c.text, true);
+    INFO(first_difference(ids, c.ids));
+    CHECK(ids == c.ids);
+    std::vector<int> plain = tok.encode(c.text, false);
+    INFO("allow_special=false: " << first_difference(plain, c.ids_no_special));
+    CHECK(plain == c.ids_no_special);
+    CHECK(tok.decode(ids) == c.text);
+    CHECK(tok.decode(plain) == c.text);
+    total += ids.size();
+  }
+  CHECK(fixture().size() >= 30);
+  CHECK(total > 40000);
+}
+
+TEST_CASE("special tokens are recognised only when allowed", "[tokenizer]") {
+  const Tokenizer& tok = gpt2();
+  std::vector<int> with = tok.encode("a<|endoftext|>b", true);
+  CHECK(with == std::vector<int>{64, 50256, 65});
+  std::vector<int> without = tok.encode("a<|endoftext|>b", false);
+  CHECK(std::find(without.begin(), without.end(), 50256) == without.end());
+  CHECK(tok.decode(without) == "a<|endoftext|>b");
+}
+
+TEST_CASE("invalid UTF-8 is encoded byte by byte and round-trips", "[tokenizer]") {
+  const Tokenizer& tok = gpt2();
+  const std::string lone_continuation = "abc\x80xyz";
+  const std::string truncated = "caf\xc3";           // a 2-byte sequence cut short
+  const std::string overlong = "\xc0\xaf slash";     // overlong '/'
+  const std::string surrogate = "x\xed\xa0\x80y";    // UTF-16 surrogate encoded in UTF-8
+  const std::string beyond = "\xf4\x90\x80\x80 big"; // > U+10FFFF
+  const std::string all_ff = std::string(100, '\xff');
+  for (const std::string& s : {lone_continuation, truncated, overlong, surrogate, beyond, all_ff}) {
+    INFO("input bytes: " << s.size());
+    CHECK_FALSE(gpt2cc::tok::is_valid_utf8(s));
+    std::vector<int> ids = tok.encode(s);
+    CHECK(tok.decode(ids) == s);
+  }
+  // Each invalid byte is its own single-byte token; valid text around it is split as usual.
+  std::vector<int> ids = tok.encode(lone_continuation);
+  std::vector<int> expected = tok.encode("abc");
+  expected.push_back(tok.encode(std::string(1, '\x80')).at(0));
+  for (int id : tok.encode("xyz")) expected.push_back(id);
+  CHECK(ids == expected);
+  CHECK(tok.token_bytes(ids[1]) == "\x80");
+  CHECK(tok.encode(all_ff).size() == 100);
+  CHECK(gpt2cc::tok::is_valid_utf8("plain ascii, é, 中, 😀"));
+}
+
+TEST_CASE("decode rejects out-of-range ids; every token's bytes concatenate", "[tokenizer]") {
+  const Tokenizer& tok = gpt2();
+  std::vector<int> bad{1, 50257};
+  CHECK_THROWS_AS(tok.decode(bad), gpt2cc::InputError);
+  std::vector<int> neg{-1};
+  CHECK_THROWS_AS(tok.decode(neg), gpt2cc::InputError);
+  // Random id sequences decode to the concatenation of their tokens' bytes.
+  std::vector<int> ids = test::random_tokens(2000, 7, tok.vocab_size());
+  std::string expected;
+  for (int id : ids) expected += tok.token_bytes(id);
+  CHECK(tok.decode(ids) == expected);
+}
+
+TEST_CASE("round trip on generated text of every kind of byte", "[tokenizer]") {
+  const Tokenizer& tok = gpt2();
+  std::vector<int> r = test::random_tokens(20000, 11, 256);
+  std::string bytes(r.begin(), r.end());
+  CHECK(tok.decode(tok.encode(bytes)) == bytes);
+  // Random valid UTF-8 from a mix of scripts and whitespace.
+  const char* atoms[] = {"a", "Z", " ", "  ", "\n", "\t", "\r\n", "'s", "'LL", "9", "é", "中", "ß", "😀", "👨‍👩‍👧",
+                         "\u00a0", "\u3000", "\u0301", "!", "<|endoftext|>", "\u0085", "x"};
+  std::vector<int> pick = test::random_tokens(20000, 13, int(std::size(atoms)));
+  std::string text;
+  for (int p : pick) text += atoms[p];
+  CHECK(tok.decode(tok.encode(text)) == text);
+  CHECK(tok.decode(tok.encode(text, false)) == text);
+}
+
+TEST_CASE("parallel, streaming and concurrent encodes equal the plain encode", "[tokenizer]") {
+  const Tokenizer& tok = gpt2();
+  std::string text;
+  for (int rep = 0; text.size() < (3u << 20); ++rep)
+    for (const Case& c : fixture()) text += c.text + (rep % 2 ? "<|endoftext|>" : "\n");
+  const std::vector<int> expected = tok.encode(text);
+  for (int threads : {1, 2, 3, 8}) {
+    INFO("threads " << threads);
+    CHECK(tok.encode_parallel(text, true, threads) == expected);
+  }
+  CHECK(tok.encode_parallel(text, false, 2) == tok.encode(text, false));
+  for (size_t block : {size_t(1000), size_t(65536), size_t(1) << 20}) {
+    INFO("block " << block);
+    std::istringstream in(text);
+    std::vector<int> streamed;
+    uint64_t n = tok.encode_stream(in, true, 2, [&](std::span<const int> ids) {
+      streamed.insert(streamed.end(), ids.begin(), ids.end());
+    }, block);
+    CHECK(n == text.size());
+    CHECK(streamed == expected);
+  }
+  // Many threads calling encode on the same tokenizer (thread-local caches).
+  std::vector<std::vector<int>> results(4);
+  std::vector<std::thread> pool;
+  for (int t = 0; t < 4; ++t)
+    pool.emplace_back([&, t] {
+      std::vector<int> all;
+      for (const Case& c : fixture()) {
+        std::vector<int> ids = tok.encode(c.text);
+        all.insert(all.end(), ids.begin(), ids.end());
+      }
+      results[t] = all;
+    });
+  for (auto& th : pool) th.join();
+  std::vector<int> serial;
+  for (const Case& c : fixture()) serial.insert(serial.end(), c.ids.begin(), c.ids.end());
+  for (const auto& r : results) CHECK(r == serial);
+}
+
+TEST_CASE("save writes Hugging Face files that load back identically", "[tokenizer]") {
+  const Tokenizer& tok = gpt2();
+  std::string dir = test::temp_dir("tokenizer_save");
+  tok.save(dir);
+  CHECK(fs::exists(dir + "/vocab.json"));
+  CHECK(fs::exists(dir + "/merges.txt"));
+  Tokenizer back = Tokenizer::load(dir);
+  CHECK(back.fingerprint() == tok.fingerprint());
+  CHECK(back.vocab_size() == tok.vocab_size());
+  CHECK(back.eot_id() == 50256);
+  const Case& c = fixture().at(0);
+  CHECK(back.encode(c.text) == c.ids);
+  Tokenizer copy = back;  // copies encode the same
+  CHECK(copy.encode(fixture().back().text) == fixture().back().ids);
+}
+
+TEST_CASE("fingerprint depends on vocab, merges and specials", "[tokenizer]") {
+  auto bytes = [] {
+    std::vector<std::string> t;
+    for (int b = 0; b < 256; ++b) t.push_back(std::string(1, char(b)));
+    return t;
+  };
+  std::vector<std::string> tokens = bytes();
+  tokens.push_back("ab");
+  tokens.push_back("<|endoftext|>");
+  Tokenizer a = Tokenizer::from_parts(tokens, {{'a', 'b'}}, {257});
+  Tokenizer a2 = Tokenizer::from_parts(tokens, {{'a', 'b'}}, {257});
+  CHECK(a.fingerprint() == a2.fingerprint());
+  std::vector<std::string> other = tokens;
+  other[256] = "ba";
+  Tokenizer b = Tokenizer::from_parts(other, {{'b', 'a'}}, {257});
+  CHECK(a.fingerprint() != b.fingerprint());
+  std::vector<std::string> renamed = tokens;
+  renamed[257] = "<|end|>";
+  Tokenizer c = Tokenizer::from_parts(renamed, {{'a', 'b'}}, {257});
+  CHECK(a.fingerprint() != c.fingerprint());
+  CHECK(a.fingerprint() != gpt2().fingerprint());
+  CHECK(a.encode("abab<|endoftext|>") == std::vector<int>{256, 256, 257});
+}
+
+TEST_CASE("malformed tokenizer files give errors naming file and line", "[tokenizer]") {
+  auto load_error = [](const std::string& dir) -> std::string {
+    try {
+      Tokenizer::load(dir);
+    } catch (const gpt2cc::InputError& e) {
+      return e.what();
+    }
+    return "no error";
+  };
+  std::string good_vocab = "{";
+  for (int b = 0; b < 256; ++b) {
+    std::string key = gpt2cc::tok::byte_to_unicode()[b];
+    if (key == "\"" || key == "\\") key = "\\" + key;
+    good_vocab += "\"" + key + "\": " + std::to_string(b) + ",\n";
+  }
+  std::string vocab_ab = good_vocab + "\"ab\": 256\n}\n";
+  {
+    std::string dir = test::temp_dir("tok_ok");
+    write_file(dir, "vocab.json", vocab_ab);
+    write_file(dir, "merges.txt", "#version: 0.2\na b\n");
+    Tokenizer t = Tokenizer::load(dir);
+    CHECK(t.vocab_size() == 257);
+    CHECK(t.encode("abab") == std::vector<int>{256, 256});
+  }
+  {
+    std::string dir = test::temp_dir("tok_bad_merge");
+    write_file(dir, "vocab.json", vocab_ab);
+    write_file(dir, "merges.txt", "#version: 0.2\na b\nab\n");
+    std::string msg = load_error(dir);
+    CHECK_THAT(msg, Catch::Contains("merges.txt:3") && Catch::Contains("two tokens"));
+  }
+  {
+    std::string dir = test::temp_dir("tok_unknown_merge");
+    write_file(dir, "vocab.json", vocab_ab);
+    write_file(dir, "merges.txt", "#version: 0.2\na b\nab q\n");
+    CHECK_THAT(load_error(dir), Catch::Contains("merges.txt:3") && Catch::Contains("abq"));
+  }
+  {
+    std::string dir = test::temp_dir("tok_bad_json");
+    write_file(dir, "vocab.json", good_vocab + "\"ab\": x\n}\n");
+    write_file(dir, "merges.txt", "a b\n");
+    CHECK_THAT(load_error(dir), Catch::Contains("vocab.json:257") && Catch::Contains("integer"));
+  }
+  {
+    std::string dir = test::temp_dir("tok_dup_id");
+    write_file(dir, "vocab.json", good_vocab + "\"ab\": 5\n}\n");
+    write_file(dir, "merges.txt", "a b\n");
+    CHECK_THAT(load_error(dir), Catch::Contains("vocab.json:257") && Catch::Contains("line 6"));
+  }
+  {
+    std::string dir = test::temp_dir("tok_truncated");
+    write_file(dir, "encoder.json", good_vocab.substr(0, 300));
+    write_file(dir, "vocab.bpe", "#version: 0.2\n");
+    CHECK_THAT(load_error(dir), Catch::Contains("encoder.json:") && Catch::Contains("end of file"));
+  }
+  {
+    std::string dir = test::temp_dir("tok_missing_merges");
+    write_file(dir, "encoder.json", vocab_ab);
+    CHECK_THAT(load_error(dir), Catch::Contains("vocab.bpe") && Catch::Contains("missing"));
+  }
+  {
+    std::string dir = test::temp_dir("tok_missing_byte");
+    write_file(dir, "vocab.json", "{\"a\": 0}");
+    write_file(dir, "merges.txt", "");
+    CHECK_THAT(load_error(dir), Catch::Contains("vocab.json") && Catch::Contains("single-byte token"));
+  }
+  CHECK_THAT(load_error(test::temp_dir("tok_empty_dir")), Catch::Contains("neither"));
+  CHECK_THAT(load_error("/nonexistent/tokenizer/dir"), Catch::Contains("does not exist"));
+}

@@ -1,0 +1,202 @@
+// GPT-2 pre-tokenisation with PCRE2 JIT, the byte <-> unicode map and the UTF-8 checks.
+// Two compiled forms of one pattern: the fast one for valid UTF-8 (no validity checks inside
+// the match loop) and a PCRE2_MATCH_INVALID_UTF one used only when the text is not valid UTF-8.
+#include "tokenizer/pretokenizer.hpp"
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+
+#include "core/check.hpp"
+
+namespace gpt2cc::tok {
+
+namespace {
+
+// Unicode White_Space = \p{Z} + TAB LF VT FF CR + NEL (U+0085); see the file header.
+#define GPT2CC_WS "\\t\\n\\x{0B}\\f\\r\\x{85}\\p{Z}"
+constexpr const char* kPattern =
+    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^" GPT2CC_WS "\\p{L}\\p{N}]+|[" GPT2CC_WS "]+(?![^" GPT2CC_WS
+    "])|[" GPT2CC_WS "]+";
+#undef GPT2CC_WS
+
+pcre2_code* compile(uint32_t extra) {
+  int err = 0;
+  PCRE2_SIZE off = 0;
+  pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(kPattern), PCRE2_ZERO_TERMINATED,
+                                   PCRE2_UTF | PCRE2_UCP | extra, &err, &off, nullptr);
+  if (code == nullptr) {
+    PCRE2_UCHAR msg[256];
+    pcre2_get_error_message(err, msg, sizeof msg);
+    ENSURE(false, "PCRE2 failed to compile the GPT-2 pattern at offset {}: {}", off, reinterpret_cast<char*>(msg));
+  }
+  int jit = pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);
+  ENSURE(jit == 0, "PCRE2 JIT compilation failed (code {}); is libpcre2 built with JIT?", jit);
+  return code;
+}
+
+struct Patterns {
+  pcre2_code* valid = compile(0);
+  pcre2_code* invalid = compile(PCRE2_MATCH_INVALID_UTF);
+};
+
+const Patterns& patterns() {
+  static const Patterns p;
+  return p;
+}
+
+// Per-thread match data and JIT stack: pcre2 match state must not be shared between threads.
+// The 1 MiB JIT stack lets the look-ahead backtrack over arbitrarily long whitespace runs.
+struct MatchState {
+  pcre2_match_data* data = pcre2_match_data_create(4, nullptr);
+  pcre2_jit_stack* stack = pcre2_jit_stack_create(32 * 1024, 1024 * 1024, nullptr);
+  pcre2_match_context* context = pcre2_match_context_create(nullptr);
+  MatchState() { pcre2_jit_stack_assign(context, nullptr, stack); }
+  ~MatchState() {
+    pcre2_match_context_free(context);
+    pcre2_jit_stack_free(stack);
+    pcre2_match_data_free(data);
+  }
+  MatchState(const MatchState&) = delete;
+  MatchState& operator=(const MatchState&) = delete;
+};
+
+std::array<std::string, 256> make_byte_to_unicode() {
+  std::array<std::string, 256> map;
+  auto printable = [](int b) { return (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF); };
+  int next = 256;
+  for (int b = 0; b < 256; ++b) {
+    uint32_t cp = printable(b) ? uint32_t(b) : uint32_t(next++);
+    std::string s;
+    if (cp < 0x80) {
+      s.push_back(char(cp));
+    } else {  // cp < 0x800: two UTF-8 bytes
+      s.push_back(char(0xC0 | (cp >> 6)));
+      s.push_back(char(0x80 | (cp & 0x3F)));
+    }
+    map[b] = s;
+  }
+  return map;
+}
+
+// Inverse map indexed by code point (all mapped code points are < 0x144).
+std::array<int16_t, 512> make_unicode_to_byte() {
+  std::array<int16_t, 512> inv;
+  inv.fill(-1);
+  const auto& fwd = byte_to_unicode();
+  for (int b = 0; b < 256; ++b) {
+    const std::string& s = fwd[b];
+    uint32_t cp = s.size() == 1 ? uint8_t(s[0]) : ((uint8_t(s[0]) & 0x1F) << 6) | (uint8_t(s[1]) & 0x3F);
+    inv[cp] = int16_t(b);
+  }
+  return inv;
+}
+
+}  // namespace
+
+const std::array<std::string, 256>& byte_to_unicode() {
+  static const std::array<std::string, 256> map = make_byte_to_unicode();
+  return map;
+}
+
+bool unicode_to_bytes(std::string_view mapped, std::string& bytes) {
+  static const std::array<int16_t, 512> inv = make_unicode_to_byte();
+  bytes.clear();
+  for (size_t i = 0; i < mapped.size();) {
+    uint8_t c = uint8_t(mapped[i]);
+    uint32_t cp;
+    if (c < 0x80) {
+      cp = c;
+      i += 1;
+    } else if ((c & 0xE0) == 0xC0 && i + 1 < mapped.size()) {
+      cp = ((c & 0x1F) << 6) | (uint8_t(mapped[i + 1]) & 0x3F);
+      i += 2;
+    } else {
+      return false;
+    }
+    if (cp >= inv.size() || inv[cp] < 0) return false;
+    bytes.push_back(char(inv[cp]));
+  }
+  return true;
+}
+
+std::string bytes_to_unicode(std::string_view bytes) {
+  const auto& fwd = byte_to_unicode();
+  std::string out;
+  out.reserve(bytes.size() * 2);
+  for (char c : bytes) out += fwd[uint8_t(c)];
+  return out;
+}
+
+bool is_valid_utf8(std::string_view text) {
+  const auto* s = reinterpret_cast<const uint8_t*>(text.data());
+  size_t n = text.size(), i = 0;
+  while (i < n) {
+    // ASCII fast path: 8 bytes at a time while none has its high bit set.
+    while (i + 8 <= n) {
+      uint64_t w;
+      __builtin_memcpy(&w, s + i, 8);
+      if (w & 0x8080808080808080ull) break;
+      i += 8;
+    }
+    if (i >= n) break;
+    uint8_t c = s[i];
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    int len;
+    uint32_t cp;
+    if (c >= 0xC2 && c <= 0xDF) {
+      len = 2, cp = c & 0x1F;
+    } else if ((c & 0xF0) == 0xE0) {
+      len = 3, cp = c & 0x0F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      len = 4, cp = c & 0x07;
+    } else {
+      return false;
+    }
+    if (i + len > n) return false;
+    for (int k = 1; k < len; ++k) {
+      if ((s[i + k] & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (s[i + k] & 0x3F);
+    }
+    // Overlong forms, UTF-16 surrogates and code points past U+10FFFF are invalid.
+    if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) || (cp >= 0xD800 && cp <= 0xDFFF))
+      return false;
+    i += len;
+  }
+  return true;
+}
+
+void pretokenize(std::string_view text, std::vector<Piece>& out) {
+  if (text.empty()) return;
+  thread_local MatchState state;
+  const bool valid = is_valid_utf8(text);
+  const pcre2_code* code = valid ? patterns().valid : patterns().invalid;
+  const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
+  const size_t n = text.size();
+  size_t pos = 0;
+  while (pos < n) {
+    int rc = pcre2_jit_match(code, subject, n, pos, 0, state.data, state.context);
+    size_t begin = n, end = n;
+    if (rc > 0) {
+      const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(state.data);
+      begin = ov[0], end = ov[1];
+    } else {
+      ENSURE(rc == PCRE2_ERROR_NOMATCH, "PCRE2 match failed with code {} at byte {}", rc, pos);
+    }
+    // Every valid character matches some alternative, so a gap holds only invalid bytes.
+    for (; pos < begin; ++pos) out.push_back({uint32_t(pos), uint32_t(pos + 1), true});
+    if (begin < end) out.push_back({uint32_t(begin), uint32_t(end), false});
+    pos = end;
+  }
+}
+
+size_t find_safe_split(std::string_view text, size_t after, size_t before) {
+  for (size_t p = std::min(before, text.size()); p-- > after + 1;) {
+    if (text[p] == '\n' && text[p - 1] >= '!' && text[p - 1] <= '~') return p;
+  }
+  return 0;
+}
+
+}  // namespace gpt2cc::tok

@@ -1,0 +1,44 @@
+// GPT-2 pre-tokenisation and the byte <-> unicode mapping, shared by the encoder and the trainer.
+//   pattern: 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+//   e.g. "Hello  world's\n" -> "Hello" " " " world" "'s" "\n"
+// \s is spelled out as Unicode White_Space (what tiktoken's Rust regex means by \s; PCRE2's own
+// \s misses U+0085). Invalid UTF-8: every byte that is not part of a valid character becomes a
+// one-byte piece of its own (flagged `invalid`); valid text around it is split as if the invalid
+// bytes were not there but acted as a boundary. Matching is PCRE2 with JIT, one match state per thread.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace gpt2cc::tok {
+
+// GPT-2's reversible byte -> printable unicode character map (bytes_to_unicode in encoder.py):
+// printable Latin-1 bytes map to themselves, the other 68 bytes to U+0100.. in byte order.
+// Returned as the UTF-8 encoding of each byte's character.
+const std::array<std::string, 256>& byte_to_unicode();
+// Inverse: a string of mapped characters back to raw bytes; false if a character is not in the map.
+bool unicode_to_bytes(std::string_view mapped, std::string& bytes);
+std::string bytes_to_unicode(std::string_view bytes);
+
+bool is_valid_utf8(std::string_view text);
+
+// One pre-token: [begin, end) into the text; invalid = a stray byte of invalid UTF-8.
+struct Piece {
+  uint32_t begin, end;
+  bool invalid;
+};
+
+// Appends the pre-tokens of `text` (which must hold no special tokens to honour) to `out`.
+void pretokenize(std::string_view text, std::vector<Piece>& out);
+
+// A split position p in text such that pre-tokenising text[0,p) and text[p,n) separately gives
+// the same pieces as the whole: text[p] is '\n' and text[p-1] a visible ASCII character (then
+// no piece crosses p and no look-ahead reads past it). Searches backwards from `before`
+// (exclusive) down to `after` (exclusive); returns 0 if none.
+size_t find_safe_split(std::string_view text, size_t after, size_t before);
+
+}  // namespace gpt2cc::tok

@@ -1,0 +1,312 @@
+// Tokenizer file formats (see vocab_io.hpp). The JSON reader here is a small one for the one
+// shape these files have, a flat object of string -> integer, so that every error (including
+// a duplicate or out-of-range id) can name its line, which a general JSON library cannot.
+#include "tokenizer/vocab_io.hpp"
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <unordered_map>
+
+#include "core/check.hpp"
+#include "tokenizer/pretokenizer.hpp"
+
+namespace gpt2cc::tok {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string read_whole_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  INPUT_CHECK(in.good(), "cannot open tokenizer file {}", path);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  INPUT_CHECK(!in.bad(), "error reading tokenizer file {}", path);
+  return ss.str();
+}
+
+void append_utf8(std::string& out, uint32_t cp) {
+  if (cp < 0x80) {
+    out.push_back(char(cp));
+  } else if (cp < 0x800) {
+    out.push_back(char(0xC0 | (cp >> 6)));
+    out.push_back(char(0x80 | (cp & 0x3F)));
+  } else if (cp < 0x10000) {
+    out.push_back(char(0xE0 | (cp >> 12)));
+    out.push_back(char(0x80 | ((cp >> 6) & 0x3F)));
+    out.push_back(char(0x80 | (cp & 0x3F)));
+  } else {
+    out.push_back(char(0xF0 | (cp >> 18)));
+    out.push_back(char(0x80 | ((cp >> 12) & 0x3F)));
+    out.push_back(char(0x80 | ((cp >> 6) & 0x3F)));
+    out.push_back(char(0x80 | (cp & 0x3F)));
+  }
+}
+
+// Parser for {"token": id, ...} with line tracking.
+class FlatJsonReader {
+ public:
+  FlatJsonReader(std::string path, std::string_view text) : path_(std::move(path)), s_(text) {}
+
+  // Calls f(key, id, line) for each member in file order.
+  template <class F>
+  void read(F&& f) {
+    skip_ws();
+    expect('{');
+    skip_ws();
+    if (peek() == '}') return;
+    for (;;) {
+      skip_ws();
+      int line = line_;
+      std::string key = string();
+      skip_ws();
+      expect(':');
+      skip_ws();
+      long long id = integer();
+      f(key, id, line);
+      skip_ws();
+      char c = next();
+      if (c == '}') break;
+      if (c != ',') fail("expected ',' or '}' after a member, got " + describe(c));
+    }
+    skip_ws();
+    if (i_ < s_.size()) fail("unexpected text after the closing '}'");
+  }
+
+ private:
+  [[noreturn]] void fail(const std::string& what) const { fail_input(format("{}:{}: {}", path_, line_, what)); }
+  static std::string describe(char c) {
+    if (c == 0) return "end of file";
+    std::string out = "' '";
+    out[1] = c;
+    return out;
+  }
+  char peek() const { return i_ < s_.size() ? s_[i_] : 0; }
+  char next() {
+    if (i_ >= s_.size()) fail("unexpected end of file");
+    char c = s_[i_++];
+    if (c == '\n') ++line_;
+    return c;
+  }
+  void expect(char c) {
+    char got = peek();
+    if (got != c) fail(format("expected '{}', got {}", c, describe(got)));
+    next();
+  }
+  void skip_ws() {
+    while (i_ < s_.size() && (s_[i_] == ' ' || s_[i_] == '\n' || s_[i_] == '\t' || s_[i_] == '\r')) next();
+  }
+  uint32_t hex4() {
+    uint32_t v = 0;
+    for (int k = 0; k < 4; ++k) {
+      char c = next();
+      int d = (c >= '0' && c <= '9') ? c - '0' : (c >= 'a' && c <= 'f') ? c - 'a' + 10 : (c >= 'A' && c <= 'F') ? c - 'A' + 10 : -1;
+      if (d < 0) fail("bad \\u escape in a string");
+      v = v * 16 + uint32_t(d);
+    }
+    return v;
+  }
+  std::string string() {
+    expect('"');
+    std::string out;
+    for (;;) {
+      char c = next();
+      if (c == '"') break;
+      if (c == '\n') fail("newline inside a string");
+      if (c != '\\') {
+        out.push_back(c);
+        continue;
+      }
+      char e = next();
+      switch (e) {
+        case '"': out.push_back('"'); break;
+        case '\\': out.push_back('\\'); break;
+        case '/': out.push_back('/'); break;
+        case 'b': out.push_back('\b'); break;
+        case 'f': out.push_back('\f'); break;
+        case 'n': out.push_back('\n'); break;
+        case 'r': out.push_back('\r'); break;
+        case 't': out.push_back('\t'); break;
+        case 'u': {
+          uint32_t cp = hex4();
+          if (cp >= 0xD800 && cp <= 0xDBFF) {  // a UTF-16 surrogate pair
+            if (next() != '\\' || next() != 'u') fail("unpaired UTF-16 surrogate in a \\u escape");
+            uint32_t lo = hex4();
+            if (lo < 0xDC00 || lo > 0xDFFF) fail("unpaired UTF-16 surrogate in a \\u escape");
+            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+          } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+            fail("unpaired UTF-16 surrogate in a \\u escape");
+          }
+          append_utf8(out, cp);
+          break;
+        }
+        default: fail("bad escape \\" + std::string(1, e) + " in a string");
+      }
+    }
+    return out;
+  }
+  long long integer() {
+    size_t start = i_;
+    if (peek() == '-') next();
+    while (peek() >= '0' && peek() <= '9') next();
+    if (i_ == start || (i_ == start + 1 && s_[start] == '-')) fail("expected an integer token id, got " + describe(peek()));
+    if (i_ - start > 10) fail("token id " + std::string(s_.substr(start, i_ - start)) + " is too large");
+    return std::stoll(std::string(s_.substr(start, i_ - start)));
+  }
+
+  std::string path_;
+  std::string_view s_;
+  size_t i_ = 0;
+  int line_ = 1;
+};
+
+std::string json_escape(std::string_view s) {
+  std::string out = "\"";
+  for (char ch : s) {
+    auto c = uint8_t(ch);
+    if (c == '"' || c == '\\') {
+      out.push_back('\\');
+      out.push_back(ch);
+    } else if (c < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", c);
+      out += buf;
+    } else {
+      out.push_back(ch);
+    }
+  }
+  return out + "\"";
+}
+
+}  // namespace
+
+VocabParts read_vocab_dir(const std::string& dir) {
+  INPUT_CHECK(fs::is_directory(dir), "tokenizer directory {} does not exist", dir);
+  std::string vocab_path, merges_path;
+  if (fs::exists(fs::path(dir) / "encoder.json") || fs::exists(fs::path(dir) / "vocab.bpe")) {
+    vocab_path = (fs::path(dir) / "encoder.json").string();
+    merges_path = (fs::path(dir) / "vocab.bpe").string();
+  } else if (fs::exists(fs::path(dir) / "vocab.json") || fs::exists(fs::path(dir) / "merges.txt")) {
+    vocab_path = (fs::path(dir) / "vocab.json").string();
+    merges_path = (fs::path(dir) / "merges.txt").string();
+  } else {
+    fail_input(format("tokenizer directory {} holds neither encoder.json + vocab.bpe (GPT-2) nor vocab.json + merges.txt "
+                      "(Hugging Face)", dir));
+  }
+  INPUT_CHECK(fs::exists(vocab_path), "tokenizer file {} is missing (it belongs with {})", vocab_path, merges_path);
+  INPUT_CHECK(fs::exists(merges_path), "tokenizer file {} is missing (it belongs with {})", merges_path, vocab_path);
+
+  // 1. The vocabulary: mapped token string -> id, ids dense in [0, V).
+  std::string vocab_text = read_whole_file(vocab_path);
+  std::unordered_map<std::string, int> id_of;
+  std::vector<std::string> keys;
+  std::vector<int> key_line;
+  FlatJsonReader(vocab_path, vocab_text).read([&](const std::string& key, long long id, int line) {
+    INPUT_CHECK(id >= 0 && id < (1LL << 24), "{}:{}: token id {} out of range [0, 2^24)", vocab_path, line, id);
+    auto [it, fresh] = id_of.emplace(key, int(id));
+    INPUT_CHECK(fresh, "{}:{}: token {} appears twice", vocab_path, line, json_escape(key));
+    if (keys.size() <= size_t(id)) {
+      keys.resize(id + 1);
+      key_line.resize(id + 1, 0);
+    }
+    INPUT_CHECK(key_line[id] == 0, "{}:{}: token id {} is also used on line {}", vocab_path, line, id, key_line[id]);
+    keys[id] = key;
+    key_line[id] = line;
+  });
+  INPUT_CHECK(!keys.empty(), "{}: the vocabulary is empty", vocab_path);
+  for (size_t id = 0; id < keys.size(); ++id)
+    INPUT_CHECK(key_line[id] != 0, "{}: token ids must be 0..{} without gaps, but id {} is missing", vocab_path,
+                keys.size() - 1, id);
+
+  // 2. The merges, in rank order.
+  VocabParts parts;
+  std::vector<bool> merged(keys.size(), false);
+  std::string merges_text = read_whole_file(merges_path);
+  std::istringstream lines(merges_text);
+  std::string line;
+  int line_no = 0;
+  while (std::getline(lines, line)) {
+    ++line_no;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.empty() || (line_no == 1 && line.rfind("#version", 0) == 0)) continue;
+    size_t sp = line.find(' ');
+    INPUT_CHECK(sp != std::string::npos && sp > 0 && sp + 1 < line.size() && line.find(' ', sp + 1) == std::string::npos,
+                "{}:{}: a merge must be two tokens separated by one space, got \"{}\"", merges_path, line_no, line);
+    std::string left = line.substr(0, sp), right = line.substr(sp + 1);
+    auto l = id_of.find(left), r = id_of.find(right), m = id_of.find(left + right);
+    INPUT_CHECK(l != id_of.end(), "{}:{}: merge token \"{}\" is not in {}", merges_path, line_no, left, vocab_path);
+    INPUT_CHECK(r != id_of.end(), "{}:{}: merge token \"{}\" is not in {}", merges_path, line_no, right, vocab_path);
+    INPUT_CHECK(m != id_of.end(), "{}:{}: merged token \"{}\" is not in {}", merges_path, line_no, left + right, vocab_path);
+    parts.merges.emplace_back(l->second, r->second);
+    merged[m->second] = true;
+  }
+
+  // 3. Raw bytes of each token; single bytes and merge results are ordinary, the rest special.
+  parts.tokens.resize(keys.size());
+  std::vector<bool> have_byte(256, false);
+  std::string bytes;
+  for (size_t id = 0; id < keys.size(); ++id) {
+    bool mapped = unicode_to_bytes(keys[id], bytes);
+    if (mapped && bytes.size() == 1 && !have_byte[uint8_t(bytes[0])]) {
+      have_byte[uint8_t(bytes[0])] = true;
+      parts.tokens[id] = bytes;
+    } else if (merged[id]) {
+      INPUT_CHECK(mapped, "{}:{}: token {} (id {}) is a merge result but is not written in GPT-2's byte alphabet",
+                  vocab_path, key_line[id], json_escape(keys[id]), id);
+      parts.tokens[id] = bytes;
+    } else {
+      parts.tokens[id] = keys[id];
+      parts.special_ids.push_back(int(id));
+    }
+  }
+  for (int b = 0; b < 256; ++b)
+    INPUT_CHECK(have_byte[b], "{}: byte 0x{} has no single-byte token (written \"{}\"); a byte-level vocabulary needs all 256",
+                vocab_path, format("{}{}", "0123456789abcdef"[b >> 4], "0123456789abcdef"[b & 15]), byte_to_unicode()[b]);
+  for (auto [a, b] : parts.merges) {
+    INPUT_CHECK(parts.tokens[a].size() > 0 && !std::binary_search(parts.special_ids.begin(), parts.special_ids.end(), a) &&
+                    !std::binary_search(parts.special_ids.begin(), parts.special_ids.end(), b),
+                "{}: a merge uses special token {} or {}", merges_path, json_escape(keys[a]), json_escape(keys[b]));
+  }
+  return parts;
+}
+
+void write_file_atomic(const std::string& path, const std::string& content) {
+  std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    INPUT_CHECK(out.good(), "cannot write {}", tmp);
+    out.write(content.data(), std::streamsize(content.size()));
+    out.flush();
+    INPUT_CHECK(out.good(), "error writing {} (disk full?)", tmp);
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  INPUT_CHECK(!ec, "cannot rename {} to {}: {}", tmp, path, ec.message());
+}
+
+void write_vocab_dir(const std::string& dir, const VocabParts& parts) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  INPUT_CHECK(fs::is_directory(dir), "cannot create tokenizer directory {}: {}", dir, ec.message());
+  std::vector<bool> special(parts.tokens.size(), false);
+  for (int id : parts.special_ids) special[id] = true;
+  std::unordered_map<std::string, int> seen;
+  std::string vocab = "{";
+  for (size_t id = 0; id < parts.tokens.size(); ++id) {
+    std::string key = special[id] ? parts.tokens[id] : bytes_to_unicode(parts.tokens[id]);
+    auto [it, fresh] = seen.emplace(key, int(id));
+    INPUT_CHECK(fresh, "cannot save: special token {} (id {}) is written like token id {}; choose another special text",
+                json_escape(key), id, it->second);
+    vocab += (id ? ",\n" : "\n") + json_escape(key) + ": " + std::to_string(id);
+  }
+  vocab += "\n}\n";
+  std::string merges = "#version: 0.2\n";
+  for (auto [a, b] : parts.merges) merges += bytes_to_unicode(parts.tokens[a]) + " " + bytes_to_unicode(parts.tokens[b]) + "\n";
+  write_file_atomic((fs::path(dir) / "vocab.json").string(), vocab);
+  write_file_atomic((fs::path(dir) / "merges.txt").string(), merges);
+}
+
+}  // namespace gpt2cc::tok

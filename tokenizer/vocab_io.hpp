@@ -1,0 +1,32 @@
+// Reading and writing tokenizer files: GPT-2's encoder.json + vocab.bpe and Hugging Face's
+// vocab.json + merges.txt (the same format: a JSON object {mapped token: id} and a merges list
+// "#version: 0.2" then one "left right" pair per line, tokens written with GPT-2's
+// byte -> unicode map). Every error names the file and line.
+#pragma once
+
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace gpt2cc::tok {
+
+// A vocabulary as raw bytes: tokens[id] are the token's bytes (a special token's UTF-8 text),
+// merges in rank order as (left id, right id), special_ids ascending.
+struct VocabParts {
+  std::vector<std::string> tokens;
+  std::vector<std::pair<int, int>> merges;
+  std::vector<int> special_ids;
+};
+
+// Reads dir/encoder.json + dir/vocab.bpe, or else dir/vocab.json + dir/merges.txt. A token
+// that is neither a single byte nor the result of a merge is a special token (e.g. <|endoftext|>),
+// its text taken literally. Throws InputError naming the file and line.
+VocabParts read_vocab_dir(const std::string& dir);
+
+// Writes dir/vocab.json + dir/merges.txt atomically (each to a temporary file, then renamed).
+void write_vocab_dir(const std::string& dir, const VocabParts& parts);
+
+// Writes `content` to `path` through path.tmp + rename, so a crash never leaves a half file.
+void write_file_atomic(const std::string& path, const std::string& content);
+
+}  // namespace gpt2cc::tok
