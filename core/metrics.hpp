@@ -1,0 +1,60 @@
+// Run outputs for people and plots: the metrics log (one JSON object per line, appended as the
+// run goes, so a crashed run keeps its curve) and the console progress line.
+//   metrics.jsonl: {"step", "tokens", "train_loss", "lr", "grad_norm", "tokens_per_s", "ms_per_step",
+//                   "skipped"} per step, plus "val_loss" and "val_ppl" on evaluation steps.
+// The progress line redraws in place on a terminal and prints plain lines otherwise.
+#pragma once
+
+#include <cstdint>
+#include <cstdio>
+#include <string>
+
+#include <nlohmann/json_fwd.hpp>
+
+namespace gpt2cc {
+
+class MetricsLog {
+ public:
+  // Opens `path` for appending. keep_through_step >= 0 (resuming): records of later steps, which
+  // the interrupted run wrote after its last checkpoint, are dropped first (atomic rewrite), so
+  // the resumed run's records take their place. -1: start a new file.
+  MetricsLog(const std::string& path, int64_t keep_through_step);
+  ~MetricsLog();
+  MetricsLog(const MetricsLog&) = delete;
+  MetricsLog& operator=(const MetricsLog&) = delete;
+  void write(const nlohmann::json& record);  // one line, flushed
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  FILE* file_ = nullptr;
+};
+
+struct ProgressInfo {
+  uint64_t step = 0, total_steps = 0;
+  double loss = 0, lr = 0, tokens_per_s = 0, eta_s = 0;
+  double val_loss = -1;  // < 0: none at this step
+  bool skipped = false;
+};
+
+class ProgressLine {
+ public:
+  // every: print every N-th step as a plain line when stdout is not a terminal.
+  explicit ProgressLine(uint64_t every);
+  ProgressLine(const ProgressLine&) = delete;
+  ProgressLine& operator=(const ProgressLine&) = delete;
+  void update(const ProgressInfo& info);
+  // A message on its own line (ends a redrawn line first).
+  void message(const std::string& text);
+  void finish();
+
+ private:
+  uint64_t every_;
+  bool tty_;
+  bool open_line_ = false;
+};
+
+// "1h02m", "3m05s", "12s".
+std::string format_duration(double seconds);
+
+}  // namespace gpt2cc

@@ -1,0 +1,96 @@
+// TrainConfig: range validation with the flag's name, JSON (saved in the run directory and in
+// every checkpoint), and the listing printed at the start of a run.
+#include "core/train_config.hpp"
+
+#include <cmath>
+#include <nlohmann/json.hpp>
+
+#include "core/check.hpp"
+
+namespace gpt2cc {
+
+// Every field, once: JSON keys are the field names. Keys missing from a saved config keep their
+// defaults, so a checkpoint written before a field existed still loads.
+#define GPT2CC_TRAIN_CONFIG_FIELDS(X) X(preset) X(layers) X(heads) X(channels) X(max_seq_len) X(dropout) \
+   X(init_from) X(resume) X(device) X(threads) X(cuda_device) X(train_data) X(val_data) X(shuffle) X(seed) \
+   X(batch_size) X(seq_len) X(total_batch_tokens) X(lr) X(min_lr_ratio) X(warmup_steps) X(schedule) X(beta1) \
+   X(beta2) X(eps) X(weight_decay) X(grad_clip) X(steps) X(epochs) X(tokens) X(stop_at_step) X(eval_every) \
+   X(eval_batches) X(eval_only) X(eval_stride) X(run_dir) X(checkpoint_every) X(keep_checkpoints) \
+   X(log_every) X(max_bad_steps) X(tokenizer_dir) X(sample_every) X(sample_tokens)
+
+void to_json(nlohmann::json& j, const TrainConfig& c) {
+  j = nlohmann::json::object();
+#define X(field) j[#field] = c.field;
+  GPT2CC_TRAIN_CONFIG_FIELDS(X)
+#undef X
+}
+
+void from_json(const nlohmann::json& j, TrainConfig& c) {
+#define X(field) \
+  if (j.contains(#field)) j.at(#field).get_to(c.field);
+  GPT2CC_TRAIN_CONFIG_FIELDS(X)
+#undef X
+}
+
+void validate(const TrainConfig& c) {
+  INPUT_CHECK(c.layers >= 0, "--layers must be >= 0 (0 keeps the preset's), got {}", c.layers);
+  INPUT_CHECK(c.heads >= 0, "--heads must be >= 0 (0 keeps the preset's), got {}", c.heads);
+  INPUT_CHECK(c.channels >= 0, "--channels must be >= 0 (0 keeps the preset's), got {}", c.channels);
+  INPUT_CHECK(c.max_seq_len >= 0, "--max-seq-len must be >= 0 (0 keeps the preset's), got {}", c.max_seq_len);
+  INPUT_CHECK(c.dropout >= 0.0f && c.dropout < 1.0f, "--dropout must be in [0, 1), got {}", c.dropout);
+  INPUT_CHECK(c.init_from.empty() || c.resume.empty(), "--init-from and --resume cannot be combined");
+  INPUT_CHECK(c.device == "cpu" || c.device == "cuda", "--device must be cpu or cuda, got '{}'", c.device);
+  INPUT_CHECK(c.threads >= 0, "--threads must be >= 0 (0: all cores), got {}", c.threads);
+  INPUT_CHECK(c.cuda_device >= 0, "--cuda-device must be >= 0, got {}", c.cuda_device);
+
+  INPUT_CHECK(c.batch_size >= 1, "--batch-size must be >= 1, got {}", c.batch_size);
+  INPUT_CHECK(c.seq_len >= 1, "--seq-len must be >= 1, got {}", c.seq_len);
+  uint64_t micro_tokens = uint64_t(c.batch_size) * uint64_t(c.seq_len);
+  INPUT_CHECK(c.total_batch_tokens % micro_tokens == 0,
+              "--total-batch ({} tokens) must be a multiple of --batch-size x --seq-len = {} x {} = {}",
+              c.total_batch_tokens, c.batch_size, c.seq_len, micro_tokens);
+
+  INPUT_CHECK(std::isfinite(c.lr) && c.lr > 0, "--lr must be a finite number > 0, got {}", c.lr);
+  INPUT_CHECK(c.min_lr_ratio >= 0 && c.min_lr_ratio <= 1, "--min-lr-ratio must be in [0, 1], got {}",
+              c.min_lr_ratio);
+  parse_lr_decay(c.schedule);
+  INPUT_CHECK(c.beta1 >= 0 && c.beta1 < 1, "--beta1 must be in [0, 1), got {}", c.beta1);
+  INPUT_CHECK(c.beta2 >= 0 && c.beta2 < 1, "--beta2 must be in [0, 1), got {}", c.beta2);
+  INPUT_CHECK(c.eps > 0 && std::isfinite(c.eps), "--eps must be > 0, got {}", c.eps);
+  INPUT_CHECK(c.weight_decay >= 0 && std::isfinite(c.weight_decay), "--weight-decay must be >= 0, got {}",
+              c.weight_decay);
+  INPUT_CHECK(c.grad_clip >= 0 && std::isfinite(c.grad_clip), "--grad-clip must be >= 0 (0: off), got {}",
+              c.grad_clip);
+
+  INPUT_CHECK(c.epochs >= 0 && std::isfinite(c.epochs), "--epochs must be > 0, got {}", c.epochs);
+  if (!c.eval_only) {
+    int given = (c.steps > 0) + (c.epochs > 0) + (c.tokens > 0);
+    INPUT_CHECK(given == 1, "give the run length with exactly one of --steps, --epochs, --tokens ({} given)",
+                given);
+    INPUT_CHECK(!c.train_data.empty(), "--train-data is required (token shards written by prepare)");
+  } else {
+    INPUT_CHECK(!c.val_data.empty(), "--eval-only needs --val-data: the split to evaluate");
+    INPUT_CHECK(!c.init_from.empty() || !c.resume.empty(),
+                "--eval-only needs a checkpoint to evaluate: give it with --init-from");
+  }
+  INPUT_CHECK(c.eval_batches >= 0, "--eval-batches must be >= 0 (0: the whole split), got {}", c.eval_batches);
+  INPUT_CHECK(c.eval_stride >= 0 && c.eval_stride <= c.seq_len,
+              "--eval-stride must be in 1..--seq-len = {} (0: non-overlapping windows), got {}", c.seq_len,
+              c.eval_stride);
+  INPUT_CHECK(!c.run_dir.empty(), "--run-dir must not be empty");
+  INPUT_CHECK(c.keep_checkpoints >= 1, "--keep-checkpoints must be >= 1, got {}", c.keep_checkpoints);
+  INPUT_CHECK(c.log_every >= 1, "--log-every must be >= 1, got {}", c.log_every);
+  INPUT_CHECK(c.max_bad_steps >= 1, "--max-bad-steps must be >= 1, got {}", c.max_bad_steps);
+  INPUT_CHECK(c.sample_every == 0 || !c.tokenizer_dir.empty(),
+              "--sample-every needs --tokenizer (the directory to decode samples with)");
+  INPUT_CHECK(c.sample_tokens >= 1, "--sample-tokens must be >= 1, got {}", c.sample_tokens);
+}
+
+std::string describe(const TrainConfig& c) {
+  nlohmann::json j = c;
+  std::string out;
+  for (auto it = j.begin(); it != j.end(); ++it) out += format("  {} = {}\n", it.key(), it.value().dump());
+  return out;
+}
+
+}  // namespace gpt2cc

@@ -1,0 +1,84 @@
+// TrainConfig: every setting of a training or evaluation run, with its default and valid range.
+// train.cpp fills it from flags (or from a checkpoint's saved copy when resuming), validate()
+// rejects impossible values with the flag's name, and the run saves it as JSON in its directory.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "core/schedule.hpp"
+
+namespace gpt2cc {
+
+struct TrainConfig {
+  // ---- model ----
+  std::string preset = "d4";   // a model preset (core/config.hpp) when not from a checkpoint
+  int layers = 0;              // override L of the preset, >= 0 (0: keep the preset's)
+  int heads = 0;               // override NH, >= 0 (0: keep)
+  int channels = 0;            // override C, >= 0 (0: keep)
+  int max_seq_len = 0;         // override maxT, >= 0 (0: keep); must be >= seq_len
+  float dropout = 0.0f;        // dropout probability, [0, 1)
+  std::string init_from;       // checkpoint to start from (weights only: fine-tuning), or ""
+  std::string resume;          // checkpoint (or run directory: its latest) to continue exactly, or ""
+
+  // ---- device ----
+  std::string device = "cpu";  // cpu | cuda
+  int threads = 0;             // CPU threads, >= 0 (0: OpenMP default)
+  int cuda_device = 0;         // GPU index, >= 0
+
+  // ---- data ----
+  std::string train_data;      // train shards: a file, a directory or a glob (required for training)
+  std::string val_data;        // validation shards, or "" (no validation)
+  bool shuffle = true;         // shuffled windows each epoch (false: sequential)
+  uint64_t seed = 1337;        // run seed: init, shuffling, dropout
+
+  // ---- batch ----
+  int batch_size = 8;               // B, micro-batch rows, >= 1
+  int seq_len = 128;                // T, tokens per row, >= 1
+  uint64_t total_batch_tokens = 0;  // tokens per optimizer step, a multiple of B*T (0: B*T)
+
+  // ---- optimiser ----
+  double lr = 6e-4;            // peak learning rate, > 0
+  double min_lr_ratio = 0.1;   // decay floor as a fraction of lr, [0, 1]
+  uint64_t warmup_steps = 0;   // linear warm-up steps, < the run's steps
+  std::string schedule = "cosine";  // cosine | linear | constant
+  double beta1 = 0.9;          // AdamW beta1, [0, 1)
+  double beta2 = 0.95;         // AdamW beta2, [0, 1)
+  double eps = 1e-8;           // AdamW epsilon, > 0
+  double weight_decay = 0.1;   // decoupled decay on 2-D weights, >= 0
+  double grad_clip = 1.0;      // clip the global gradient norm to this, >= 0 (0: no clipping)
+
+  // ---- length: exactly one of these is > 0 ----
+  uint64_t steps = 0;          // optimizer steps
+  double epochs = 0;           // passes over the train split, > 0
+  uint64_t tokens = 0;         // train tokens (rounded up to whole steps)
+  uint64_t stop_at_step = 0;   // stop (with a checkpoint) after this step, keeping the schedule of the full run (0: run to the end)
+
+  // ---- evaluation ----
+  uint64_t eval_every = 100;   // validate every N steps and at the end, >= 0 (0: only at the end); <= steps
+  int eval_batches = 20;       // batches of B x T per validation, >= 0 (0: the whole split)
+  bool eval_only = false;      // evaluate a checkpoint (--init-from/--resume) over all of val_data and exit
+  int eval_stride = 0;         // eval-only window stride, 1..T (0: T, non-overlapping windows)
+
+  // ---- outputs ----
+  std::string run_dir = "runs/run";  // config.json, metrics.jsonl, checkpoints
+  uint64_t checkpoint_every = 0;     // checkpoint every N steps (and always at the end), >= 0 (0: end only)
+  int keep_checkpoints = 3;          // keep the newest K step checkpoints, >= 1
+  uint64_t log_every = 10;           // console line every N steps when not a terminal, >= 1
+  int max_bad_steps = 5;             // stop after this many consecutive non-finite steps, >= 1
+  std::string tokenizer_dir;         // tokenizer recorded in checkpoints (and used for samples), or ""
+  uint64_t sample_every = 0;         // print and save a generated sample every N steps (0: never; needs tokenizer_dir)
+  int sample_tokens = 64;            // tokens per sample, >= 1
+};
+
+// InputError naming the flag for values outside their range (checks that need the data, such as
+// the eval interval against the run length, happen once the data is open: see Trainer).
+void validate(const TrainConfig& config);
+void to_json(nlohmann::json& j, const TrainConfig& config);
+void from_json(const nlohmann::json& j, TrainConfig& config);
+// Multi-line "name = value" listing for the console.
+std::string describe(const TrainConfig& config);
+
+}  // namespace gpt2cc

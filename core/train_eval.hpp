@@ -1,0 +1,30 @@
+// Evaluation of a model on a split: the token-weighted mean cross-entropy and its perplexity.
+//   loss = sum over scored tokens of -log p(target) / tokens scored;  perplexity = exp(loss)
+// Over the whole split: windows of T tokens every `stride` (stride T: non-overlapping; smaller:
+// every token still scored exactly once, with more context; see EvalIterator).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/dataloader.hpp"
+#include "core/model.hpp"
+
+namespace gpt2cc {
+
+struct EvalResult {
+  double loss = 0;          // mean cross-entropy per scored token (nats)
+  uint64_t tokens = 0;      // tokens scored
+  uint64_t batches = 0;     // forward passes of up to B rows
+  double perplexity() const;
+};
+
+// The whole split once, B rows of T tokens per forward.
+EvalResult evaluate_split(GPT2& model, const std::vector<std::string>& shards, int B, int T, int stride,
+                          uint64_t expected_fingerprint);
+// `batches` batches from the start of `loader` (a sequential loader: the same batches every
+// call, so validation curves compare like with like). The loader is rewound first.
+EvalResult evaluate_batches(GPT2& model, DataLoader& loader, int B, int T, int batches);
+
+}  // namespace gpt2cc

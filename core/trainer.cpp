@@ -1,0 +1,414 @@
+// The training loop (see core/trainer.hpp): setup and validation of a run, the optimizer step
+// with gradient accumulation, evaluation, metrics, samples, checkpoints and stop signals.
+#include "core/trainer.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <tuple>
+#include <nlohmann/json.hpp>
+
+#include "core/check.hpp"
+#include "core/metrics.hpp"
+#include "core/model_optim.hpp"
+#include "core/rng.hpp"
+
+namespace gpt2cc {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+volatile std::sig_atomic_t g_stop = 0;
+
+void on_stop_signal(int sig) {
+  g_stop = 1;
+  std::signal(sig, SIG_DFL);  // a second Ctrl-C ends the process at once
+}
+
+// Step checkpoints of a directory, oldest first (names are zero-padded, so name order is step order).
+std::vector<fs::path> step_checkpoints(const fs::path& dir) {
+  std::vector<fs::path> out;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return out;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    std::string name = entry.path().filename().string();
+    if (entry.is_regular_file() && name.starts_with("step_") && name.ends_with(".ckpt")) out.push_back(entry.path());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+void write_text_atomically(const fs::path& path, const std::string& text) {
+  fs::path tmp = path.string() + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out << text;
+    out.flush();
+    if (!out) throw Error(format("cannot write {}", tmp.string()));
+  }
+  fs::rename(tmp, path);
+}
+
+// A distinct 64-bit dropout seed per micro-batch, a pure function of (run seed, micro-step).
+uint64_t dropout_seed(uint64_t seed, uint64_t micro_step) { return splitmix64(seed ^ splitmix64(micro_step)); }
+
+}  // namespace
+
+void install_stop_signal_handlers() {
+  std::signal(SIGINT, on_stop_signal);
+  std::signal(SIGTERM, on_stop_signal);
+}
+bool stop_requested() { return g_stop != 0; }
+void request_stop(bool stop) { g_stop = stop ? 1 : 0; }
+
+std::string resolve_checkpoint(const std::string& path) {
+  std::error_code ec;
+  if (fs::is_regular_file(path, ec)) return path;
+  INPUT_CHECK(fs::is_directory(path, ec), "checkpoint {} does not exist", path);
+  for (const fs::path& dir : {fs::path(path) / "checkpoints", fs::path(path)}) {
+    auto found = step_checkpoints(dir);
+    if (!found.empty()) return found.back().string();
+  }
+  fail_input(format("no checkpoint (step_*.ckpt) in run directory {} or its checkpoints/ folder", path));
+}
+
+struct Trainer::Impl {
+  TrainConfig cfg;
+  Backend& backend;
+  ModelConfig mcfg;
+  std::unique_ptr<GPT2> model;
+  std::vector<std::string> train_shards, val_shards;
+  std::unique_ptr<DataLoader> train_loader, val_loader;
+  uint64_t fingerprint = 0;
+  std::string tokenizer_dir, origin;
+  int accum = 1;
+  int eval_batches = 0;
+  uint64_t total_steps = 0;
+  LrSchedule schedule;
+  uint64_t step = 0, tokens_seen = 0;
+  int bad_streak = 0;
+  EvalResult last_eval;
+  bool resumed = false;
+  uint64_t last_saved = UINT64_MAX;
+  std::vector<int> inputs, targets;  // accum micro-batches of B x T
+
+  Impl(const TrainConfig& config, Backend& be) : cfg(config), backend(be) {}
+  uint64_t micro_tokens() const { return uint64_t(cfg.batch_size) * uint64_t(cfg.seq_len); }
+  fs::path checkpoint_dir() const { return fs::path(cfg.run_dir) / "checkpoints"; }
+  void setup();
+};
+
+void Trainer::Impl::setup() {
+  validate(cfg);
+  INPUT_CHECK(!cfg.eval_only, "Trainer runs training; --eval-only is handled by evaluate_split");
+  const int B = cfg.batch_size, T = cfg.seq_len;
+
+  Checkpoint ckpt;
+  bool from_checkpoint = !cfg.resume.empty() || !cfg.init_from.empty();
+  if (from_checkpoint) {
+    resumed = !cfg.resume.empty();
+    origin = resumed ? resolve_checkpoint(cfg.resume) : cfg.init_from;
+    ckpt = load_checkpoint(origin, resumed);
+    // Shape flags may repeat the checkpoint's shape (a resumed run's saved flags do), not change it.
+    const ModelConfig& m = ckpt.config;
+    for (auto [flag, given, has] : {std::tuple{"--layers", cfg.layers, m.num_layers},
+                                    std::tuple{"--heads", cfg.heads, m.num_heads},
+                                    std::tuple{"--channels", cfg.channels, m.channels},
+                                    std::tuple{"--max-seq-len", cfg.max_seq_len, m.max_seq_len}}) {
+      INPUT_CHECK(given == 0 || given == has, "the model shape comes from the checkpoint {}: {} {} differs from its {}",
+                  origin, flag, given, has);
+    }
+    INPUT_CHECK(!resumed || (!ckpt.m.empty() && !ckpt.v.empty()),
+                "checkpoint {} has no optimizer state, so it cannot be resumed exactly: use --init-from to "
+                "fine-tune from it", origin);
+  }
+
+  train_shards = list_shards(cfg.train_data);
+  train_loader = std::make_unique<DataLoader>(train_shards, B, T,
+                                              cfg.shuffle ? LoaderOrder::shuffled : LoaderOrder::sequential,
+                                              cfg.seed, ckpt.tokenizer_fingerprint, true);
+  fingerprint = train_loader->tokenizer_fingerprint();
+  tokenizer_dir = cfg.tokenizer_dir.empty() ? ckpt.tokenizer_dir : cfg.tokenizer_dir;
+  int data_vocab = int(train_loader->vocab_size());
+
+  if (from_checkpoint) {
+    mcfg = ckpt.config;
+    if (!resumed) mcfg.dropout = cfg.dropout;
+    INPUT_CHECK(mcfg.vocab_size == data_vocab,
+                "checkpoint {} is a model with a vocabulary of {} tokens, but the data {} was tokenized with a "
+                "vocabulary of {}: prepare the data with the checkpoint's tokenizer",
+                origin, mcfg.vocab_size, cfg.train_data, data_vocab);
+  } else {
+    mcfg = model_preset(cfg.preset);
+    if (cfg.layers) mcfg.num_layers = cfg.layers;
+    if (cfg.heads) mcfg.num_heads = cfg.heads;
+    if (cfg.channels) mcfg.channels = cfg.channels;
+    if (cfg.max_seq_len) mcfg.max_seq_len = cfg.max_seq_len;
+    mcfg.dropout = cfg.dropout;
+    mcfg.vocab_size = data_vocab;
+    mcfg.padded_vocab_size = padded_vocab(data_vocab);
+    validate(mcfg);
+  }
+  INPUT_CHECK(T <= mcfg.max_seq_len, "--seq-len {} is longer than the model's maximum sequence length {}{}", T,
+              mcfg.max_seq_len, from_checkpoint ? " (from the checkpoint)" : "");
+
+  if (!cfg.val_data.empty()) {
+    val_shards = list_shards(cfg.val_data);
+    if (cfg.eval_batches > 0) {
+      val_loader = std::make_unique<DataLoader>(val_shards, B, T, LoaderOrder::sequential, 0, fingerprint, false);
+      // Never more batches than the split holds: no window is counted twice.
+      eval_batches = int(std::min<uint64_t>(uint64_t(cfg.eval_batches), val_loader->windows_per_epoch() / B));
+    }
+  }
+
+  accum = cfg.total_batch_tokens ? int(cfg.total_batch_tokens / micro_tokens()) : 1;
+  const uint64_t step_tokens = uint64_t(accum) * micro_tokens();
+  const uint64_t epoch_tokens = train_loader->windows_per_epoch() * uint64_t(T);
+  if (cfg.steps) total_steps = cfg.steps;
+  if (cfg.tokens) total_steps = (cfg.tokens + step_tokens - 1) / step_tokens;
+  if (cfg.epochs > 0) total_steps = uint64_t(std::ceil(cfg.epochs * double(epoch_tokens) / double(step_tokens)));
+  total_steps = std::max<uint64_t>(total_steps, 1);
+
+  INPUT_CHECK(val_shards.empty() || cfg.eval_every <= total_steps,
+              "--eval-every {} is longer than the run ({} steps): no evaluation would happen before the end",
+              cfg.eval_every, total_steps);
+  INPUT_CHECK(cfg.checkpoint_every <= total_steps, "--checkpoint-every {} is longer than the run ({} steps)",
+              cfg.checkpoint_every, total_steps);
+  INPUT_CHECK(cfg.stop_at_step <= total_steps, "--stop-at-step {} is beyond the end of the run ({} steps)",
+              cfg.stop_at_step, total_steps);
+  INPUT_CHECK(cfg.sample_every <= total_steps, "--sample-every {} is longer than the run ({} steps)",
+              cfg.sample_every, total_steps);
+
+  schedule.max_lr = cfg.lr;
+  schedule.min_lr = cfg.lr * cfg.min_lr_ratio;
+  schedule.warmup_steps = cfg.warmup_steps;
+  schedule.total_steps = total_steps;
+  schedule.decay = parse_lr_decay(cfg.schedule);
+  validate(schedule);
+
+  if (resumed) {
+    INPUT_CHECK(ckpt.step < total_steps,
+                "checkpoint {} is at step {}, already the end of this run ({} steps): give a longer run to continue",
+                origin, ckpt.step, total_steps);
+    INPUT_CHECK(cfg.stop_at_step == 0 || cfg.stop_at_step > ckpt.step,
+                "--stop-at-step {} is not after the checkpoint's step {}", cfg.stop_at_step, ckpt.step);
+  } else {
+    INPUT_CHECK(step_checkpoints(checkpoint_dir()).empty(),
+                "run directory {} already holds checkpoints of an earlier run: continue it with --resume {}, or "
+                "choose another --run-dir",
+                cfg.run_dir, cfg.run_dir);
+  }
+
+  model = std::make_unique<GPT2>(mcfg, backend, B, T);
+  if (from_checkpoint) {
+    model->set_parameters(ckpt.params);
+  } else {
+    model->init_weights(cfg.seed);
+  }
+  if (resumed) {
+    model->set_optimizer_state(ckpt.m, ckpt.v);
+    step = ckpt.step;
+    tokens_seen = ckpt.tokens_seen;
+    train_loader->restore(ckpt.loader);
+    last_saved = step;
+  }
+  inputs.resize(size_t(accum) * micro_tokens());
+  targets.resize(inputs.size());
+}
+
+Trainer::Trainer(const TrainConfig& config, Backend& backend) : impl_(std::make_unique<Impl>(config, backend)) {
+  impl_->setup();
+}
+Trainer::~Trainer() = default;
+
+const TrainConfig& Trainer::config() const { return impl_->cfg; }
+GPT2& Trainer::model() { return *impl_->model; }
+uint64_t Trainer::step() const { return impl_->step; }
+uint64_t Trainer::total_steps() const { return impl_->total_steps; }
+int Trainer::accumulation_steps() const { return impl_->accum; }
+uint64_t Trainer::tokens_per_step() const { return uint64_t(impl_->accum) * impl_->micro_tokens(); }
+bool Trainer::has_validation() const { return !impl_->val_shards.empty(); }
+EvalResult Trainer::last_evaluation() const { return impl_->last_eval; }
+
+std::string Trainer::summary() const {
+  const Impl& s = *impl_;
+  const TrainConfig& c = s.cfg;
+  std::string out = format("model: {} on {}\n", describe(s.mcfg), s.backend.describe());
+  if (!s.origin.empty()) out += format("{} {} (step {})\n", s.resumed ? "resuming from" : "initialised from", s.origin, s.step);
+  out += format("train data: {} tokens in {} shard(s), {} windows of {}+1 tokens per epoch\n",
+                s.train_loader->num_tokens(), s.train_shards.size(), s.train_loader->windows_per_epoch(), c.seq_len);
+  if (!s.val_shards.empty()) {
+    out += format("validation: {} every {} steps and at the end\n",
+                  s.eval_batches > 0 ? format("{} batches", s.eval_batches) : std::string("the whole split"),
+                  c.eval_every);
+  }
+  out += format("batch: B={} x T={} = {} tokens per micro-batch, {} accumulation step(s) -> {} tokens per step\n",
+                c.batch_size, c.seq_len, s.micro_tokens(), s.accum, tokens_per_step());
+  out += format("length: {} steps = {} tokens = {} epochs\n", s.total_steps, s.total_steps * tokens_per_step(),
+                double(s.total_steps * tokens_per_step()) / double(s.train_loader->windows_per_epoch() * c.seq_len));
+  out += format("lr: {} warm-up {} steps, {} decay to {}; AdamW betas ({}, {}) eps {} weight decay {}; clip {}\n",
+                c.lr, c.warmup_steps, c.schedule, s.schedule.min_lr, c.beta1, c.beta2, c.eps, c.weight_decay,
+                c.grad_clip);
+  return out;
+}
+
+StepResult Trainer::train_step() {
+  Impl& s = *impl_;
+  const int B = s.cfg.batch_size, T = s.cfg.seq_len;
+  const size_t BT = s.micro_tokens();
+  auto t0 = std::chrono::steady_clock::now();
+
+  std::vector<int> in, tg;
+  for (int micro = 0; micro < s.accum; ++micro) {
+    s.train_loader->next(in, tg);
+    std::copy(in.begin(), in.end(), s.inputs.begin() + std::ptrdiff_t(micro * BT));
+    std::copy(tg.begin(), tg.end(), s.targets.begin() + std::ptrdiff_t(micro * BT));
+  }
+  // The objective is the mean over every target of the total batch: count them all first.
+  size_t total_targets = size_t(std::count_if(s.targets.begin(), s.targets.end(), [](int t) { return t != -1; }));
+  ENSURE(total_targets > 0, "step {}: the batch has no targets", s.step);
+  const float dloss = 1.0f / float(total_targets);
+
+  s.model->zero_grad();
+  double loss_sum = 0;
+  for (int micro = 0; micro < s.accum; ++micro) {
+    const uint64_t micro_step = s.step * uint64_t(s.accum) + uint64_t(micro);
+    float loss = s.model->forward(s.inputs.data() + micro * BT, s.targets.data() + micro * BT, B, T, true,
+                                  dropout_seed(s.cfg.seed, micro_step));
+    loss_sum += double(loss) * s.model->num_targets();
+    float factor = dloss_factor_hook ? dloss_factor_hook(s.step, micro) : 1.0f;
+    s.model->backward(dloss * factor);
+  }
+
+  StepResult r;
+  r.loss = loss_sum / double(total_targets);
+  r.grad_norm = s.model->grad_norm();
+  r.lr = s.schedule.at(s.step);
+  r.skipped = !std::isfinite(r.loss) || !std::isfinite(r.grad_norm);
+  if (!r.skipped) {
+    AdamWParams hp;
+    hp.lr = float(r.lr);
+    hp.beta1 = float(s.cfg.beta1);
+    hp.beta2 = float(s.cfg.beta2);
+    hp.eps = float(s.cfg.eps);
+    hp.weight_decay = float(s.cfg.weight_decay);
+    hp.step = int(s.step + 1);
+    hp.grad_scale = clip_scale(r.grad_norm, s.cfg.grad_clip);
+    s.model->adamw_step(hp);
+    s.bad_streak = 0;
+  } else {
+    s.bad_streak += 1;
+  }
+  s.step += 1;
+  s.tokens_seen += uint64_t(s.accum) * BT;
+  r.step = s.step;
+  s.backend.synchronize();
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return r;
+}
+
+EvalResult Trainer::evaluate() {
+  Impl& s = *impl_;
+  ENSURE(has_validation(), "evaluate() without validation data");
+  if (s.eval_batches > 0) return evaluate_batches(*s.model, *s.val_loader, s.cfg.batch_size, s.cfg.seq_len, s.eval_batches);
+  return evaluate_split(*s.model, s.val_shards, s.cfg.batch_size, s.cfg.seq_len, s.cfg.seq_len, s.fingerprint);
+}
+
+Checkpoint Trainer::checkpoint() const {
+  const Impl& s = *impl_;
+  Checkpoint c;
+  c.config = s.mcfg;
+  c.step = s.step;
+  c.tokens_seen = s.tokens_seen;
+  c.loader = s.train_loader->position();
+  c.seed = s.cfg.seed;
+  c.tokenizer_fingerprint = s.fingerprint;
+  c.tokenizer_dir = s.tokenizer_dir;
+  c.train_config = s.cfg;
+  c.params = s.model->parameters();
+  s.model->optimizer_state(c.m, c.v);
+  return c;
+}
+
+std::string Trainer::save() {
+  Impl& s = *impl_;
+  fs::create_directories(s.checkpoint_dir());
+  char name[64];
+  std::snprintf(name, sizeof name, "step_%08lu.ckpt", static_cast<unsigned long>(s.step));
+  fs::path path = s.checkpoint_dir() / name;
+  save_checkpoint(path.string(), checkpoint());
+  s.last_saved = s.step;
+  // Older ones go only after the new one is safely in place.
+  auto all = step_checkpoints(s.checkpoint_dir());
+  for (size_t i = 0; i + size_t(s.cfg.keep_checkpoints) < all.size(); ++i) fs::remove(all[i]);
+  return path.string();
+}
+
+StopReason Trainer::run() {
+  Impl& s = *impl_;
+  const TrainConfig& c = s.cfg;
+  fs::path dir(c.run_dir);
+  fs::create_directories(dir);
+  nlohmann::json saved = {{"train", c},
+                          {"model", s.mcfg},
+                          {"derived", {{"accumulation_steps", s.accum}, {"tokens_per_step", tokens_per_step()},
+                                       {"total_steps", s.total_steps}}}};
+  write_text_atomically(dir / "config.json", saved.dump(2) + "\n");
+  MetricsLog metrics((dir / "metrics.jsonl").string(), s.resumed ? int64_t(s.step) : -1);
+  ProgressLine progress(c.log_every);
+
+  const uint64_t end = c.stop_at_step ? c.stop_at_step : s.total_steps;
+  StopReason reason = end < s.total_steps ? StopReason::stop_at_step : StopReason::finished;
+  double avg_seconds = 0;  // running mean of step time, for the ETA
+  uint64_t timed = 0;
+  while (s.step < end) {
+    if (stop_requested()) {
+      reason = StopReason::interrupted;
+      break;
+    }
+    StepResult r = train_step();
+    avg_seconds += (r.seconds - avg_seconds) / double(++timed);
+    nlohmann::json record = {{"step", r.step},         {"tokens", s.tokens_seen},
+                             {"train_loss", r.loss},   {"lr", r.lr},
+                             {"grad_norm", r.grad_norm}, {"tokens_per_s", double(tokens_per_step()) / r.seconds},
+                             {"ms_per_step", r.seconds * 1e3}, {"skipped", r.skipped}};
+    ProgressInfo info{r.step, s.total_steps, r.loss, r.lr, double(tokens_per_step()) / r.seconds,
+                      avg_seconds * double(s.total_steps - r.step)};
+    info.skipped = r.skipped;
+    if (r.skipped) {
+      progress.message(format("step {}: non-finite {} (loss {}, gradient norm {}): update skipped, {} in a row",
+                              r.step, std::isfinite(r.loss) ? "gradient norm" : "loss", r.loss, r.grad_norm,
+                              s.bad_streak));
+      if (s.bad_streak >= c.max_bad_steps) {
+        metrics.write(record);
+        throw Error(format("stopping: {} consecutive steps had a non-finite loss or gradient norm (the last at step "
+                           "{}); the last good checkpoint is in {}. Try a lower --lr or a --grad-clip",
+                           s.bad_streak, r.step, s.checkpoint_dir().string()));
+      }
+    }
+    if (has_validation() && ((c.eval_every && r.step % c.eval_every == 0) || r.step == s.total_steps)) {
+      EvalResult e = evaluate();
+      s.last_eval = e;
+      record["val_loss"] = e.loss;
+      record["val_ppl"] = e.perplexity();
+      info.val_loss = e.loss;
+    }
+    metrics.write(record);
+    progress.update(info);
+    if (sampler && c.sample_every && r.step % c.sample_every == 0) {
+      std::string text = sampler(*s.model, r.step);
+      progress.message(format("--- sample at step {} ---\n{}\n---", r.step, text));
+      std::ofstream(dir / "samples.txt", std::ios::app) << format("=== step {} ===\n{}\n", r.step, text);
+    }
+    if ((c.checkpoint_every && r.step % c.checkpoint_every == 0) || r.step == s.total_steps) save();
+  }
+  progress.finish();
+  if (s.last_saved != s.step) save();
+  return reason;
+}
+
+}  // namespace gpt2cc

@@ -1,0 +1,253 @@
+// The trainer on a tiny model and generated shards: gradient accumulation equals one big batch,
+// a run stopped half-way (by --stop-at-step or by SIGINT) and resumed is bit-identical to an
+// uninterrupted one, non-finite steps are skipped (and too many in a row stop the run), and
+// mismatches between checkpoint, data and flags are rejected with InputError.
+#include <signal.h>
+
+#include <catch2/catch.hpp>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <nlohmann/json.hpp>
+
+#include "common/test_common.hpp"
+#include "core/check.hpp"
+#include "core/trainer.hpp"
+#include "train_fixtures.hpp"
+
+using namespace gpt2cc;
+namespace fs = std::filesystem;
+
+namespace {
+
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+std::vector<nlohmann::json> read_metrics(const std::string& run_dir) {
+  std::vector<nlohmann::json> out;
+  std::ifstream in(run_dir + "/metrics.jsonl");
+  std::string line;
+  while (std::getline(in, line)) out.push_back(nlohmann::json::parse(line));
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("B=8 in one step equals B=4 with 2 accumulation steps", "[trainer]") {
+  std::string dir = test::temp_dir("trainer_accum");
+  test::write_tiny_shards(dir);
+  auto backend = make_cpu_backend(1);
+
+  TrainConfig big = test::tiny_train_config(dir, dir + "/big");
+  big.shuffle = false;  // both read windows 0..7 for the first step, 8..15 for the second
+  big.batch_size = 8;
+  big.total_batch_tokens = 8 * 16;
+  big.grad_clip = 0.5;  // exercised: the first steps' norms are above it
+  TrainConfig small = big;
+  small.batch_size = 4;
+  small.run_dir = dir + "/small";
+
+  Trainer a(big, *backend), b(small, *backend);
+  REQUIRE(a.accumulation_steps() == 1);
+  REQUIRE(b.accumulation_steps() == 2);
+  for (int step = 0; step < 3; ++step) {
+    StepResult ra = a.train_step(), rb = b.train_step();
+    CHECK(rb.loss == Approx(ra.loss).epsilon(1e-6));
+    CHECK(rb.grad_norm == Approx(ra.grad_norm).epsilon(1e-5));
+    CHECK(ra.grad_norm > big.grad_clip);
+    test::expect_close(b.model().parameters(), a.model().parameters(), 1e-6, 0.0,
+                       "parameters after step " + std::to_string(step + 1));
+  }
+}
+
+TEST_CASE("a run stopped half-way and resumed is bit-identical to an uninterrupted run", "[trainer]") {
+  std::string dir = test::temp_dir("trainer_resume");
+  test::write_tiny_shards(dir);
+  auto backend = make_cpu_backend(1);
+  TrainConfig base = test::tiny_train_config(dir, "");
+  base.dropout = 0.1f;               // the masks must repeat too
+  base.total_batch_tokens = 2 * 4 * 16;  // 2 accumulation steps
+  base.steps = 6;
+  base.eval_every = 2;
+
+  TrainConfig full = base;
+  full.run_dir = dir + "/full";
+  Trainer(full, *backend).run();
+
+  SECTION("stop at a step, then resume") {
+    TrainConfig first = base;
+    first.run_dir = dir + "/halves";
+    first.stop_at_step = 3;
+    CHECK(Trainer(first, *backend).run() == StopReason::stop_at_step);
+  }
+  SECTION("stopped by SIGINT, then resume") {
+    TrainConfig first = base;
+    first.run_dir = dir + "/halves";
+    install_stop_signal_handlers();
+    Trainer t(first, *backend);
+    // The signal arrives during step 3: that step completes, then the run checkpoints and stops.
+    t.dloss_factor_hook = [](uint64_t step, int micro) {
+      if (step == 2 && micro == 1) ::raise(SIGINT);
+      return 1.0f;
+    };
+    CHECK(t.run() == StopReason::interrupted);
+    request_stop(false);
+    CHECK(t.step() == 3);
+  }
+  TrainConfig second = base;
+  second.run_dir = dir + "/halves";
+  second.resume = dir + "/halves";
+  Trainer resumed(second, *backend);
+  CHECK(resumed.step() == 3);
+  CHECK(resumed.run() == StopReason::finished);
+
+  Checkpoint a = load_checkpoint(resolve_checkpoint(dir + "/full"));
+  Checkpoint b = load_checkpoint(resolve_checkpoint(dir + "/halves"));
+  CHECK(a.step == 6);
+  CHECK(b.step == 6);
+  CHECK(a.loader == b.loader);
+  CHECK(same_bits(a.params, b.params));
+  CHECK(same_bits(a.m, b.m));
+  CHECK(same_bits(a.v, b.v));
+
+  // Every step's losses, bit for bit (JSON keeps doubles exactly); the resumed run's records
+  // replace the ones the first half wrote after its checkpoint.
+  auto ma = read_metrics(dir + "/full"), mb = read_metrics(dir + "/halves");
+  REQUIRE(ma.size() == 6);
+  REQUIRE(mb.size() == 6);
+  for (size_t i = 0; i < 6; ++i) {
+    INFO("step " << i + 1);
+    CHECK(mb[i]["step"] == ma[i]["step"]);
+    CHECK(mb[i]["train_loss"].get<double>() == ma[i]["train_loss"].get<double>());
+    CHECK(mb[i]["grad_norm"].get<double>() == ma[i]["grad_norm"].get<double>());
+    CHECK(mb[i]["lr"].get<double>() == ma[i]["lr"].get<double>());
+    CHECK(mb[i].contains("val_loss") == ma[i].contains("val_loss"));
+    if (ma[i].contains("val_loss")) CHECK(mb[i]["val_loss"].get<double>() == ma[i]["val_loss"].get<double>());
+  }
+  CHECK(ma[5]["train_loss"].get<double>() < ma[0]["train_loss"].get<double>());  // it learned something
+}
+
+TEST_CASE("a non-finite gradient skips the update; too many in a row stop the run", "[trainer]") {
+  std::string dir = test::temp_dir("trainer_nan");
+  test::write_tiny_shards(dir);
+  auto backend = make_cpu_backend(1);
+  TrainConfig c = test::tiny_train_config(dir, dir + "/run");
+  c.max_bad_steps = 3;
+
+  SECTION("one poisoned step") {
+    Trainer t(c, *backend);
+    t.dloss_factor_hook = [](uint64_t step, int) {
+      return step == 1 ? std::numeric_limits<float>::quiet_NaN() : 1.0f;
+    };
+    StepResult first = t.train_step();
+    CHECK_FALSE(first.skipped);
+    std::vector<float> before = t.model().parameters();
+    std::vector<float> m_before, v_before, m_after, v_after;
+    t.model().optimizer_state(m_before, v_before);
+    StepResult poisoned = t.train_step();
+    CHECK(poisoned.skipped);
+    CHECK_FALSE(std::isfinite(poisoned.grad_norm));
+    CHECK(std::isfinite(poisoned.loss));  // the forward was fine: only the gradient is poisoned
+    CHECK(same_bits(t.model().parameters(), before));
+    t.model().optimizer_state(m_after, v_after);
+    CHECK(same_bits(m_after, m_before));
+    CHECK(same_bits(v_after, v_before));
+    StepResult next = t.train_step();
+    CHECK_FALSE(next.skipped);
+    CHECK(std::isfinite(next.grad_norm));
+    CHECK_FALSE(same_bits(t.model().parameters(), before));
+  }
+  SECTION("every step poisoned: the run stops with a message and the metrics record the skips") {
+    Trainer t(c, *backend);
+    t.dloss_factor_hook = [](uint64_t, int) { return std::numeric_limits<float>::infinity() * 0.0f; };
+    CHECK_THROWS_WITH(t.run(), Catch::Contains("3 consecutive steps") && Catch::Contains("non-finite"));
+    auto records = read_metrics(dir + "/run");
+    REQUIRE(records.size() == 3);
+    for (const auto& r : records) CHECK(r["skipped"].get<bool>());
+    // No update was ever made, so no checkpoint was written.
+    CHECK_THROWS_AS(resolve_checkpoint(dir + "/run"), InputError);
+  }
+}
+
+TEST_CASE("mismatches between checkpoint, data, run directory and flags are input errors", "[trainer]") {
+  std::string dir = test::temp_dir("trainer_mismatch");
+  test::write_tiny_shards(dir);
+  auto backend = make_cpu_backend(1);
+  TrainConfig c = test::tiny_train_config(dir, dir + "/run");
+  c.steps = 2;
+  c.warmup_steps = 0;
+  c.eval_every = 2;
+  Trainer(c, *backend).run();
+  const std::string ckpt = resolve_checkpoint(dir + "/run");
+
+  SECTION("a new run into a directory holding another run's checkpoints") {
+    CHECK_THROWS_WITH(Trainer(c, *backend), Catch::Contains("already holds checkpoints") && Catch::Contains("--resume"));
+  }
+  SECTION("data tokenized with another tokenizer than the checkpoint's") {
+    fs::create_directories(dir + "/other");
+    test::write_tiny_shards(dir + "/other", 4096, 0x9999);
+    TrainConfig f = c;
+    f.run_dir = dir + "/finetune";
+    f.init_from = ckpt;
+    f.train_data = dir + "/other/train.bin";
+    f.val_data = "";
+    f.layers = f.heads = f.channels = f.max_seq_len = 0;
+    CHECK_THROWS_WITH(Trainer(f, *backend), Catch::Contains("fingerprint") && Catch::Contains("other/train.bin"));
+  }
+  SECTION("data with another vocabulary size than the checkpoint's model") {
+    fs::create_directories(dir + "/v100");
+    test::write_tiny_shards(dir + "/v100", 4096, test::kTinyFingerprint, 100);
+    TrainConfig f = c;
+    f.run_dir = dir + "/finetune";
+    f.init_from = ckpt;
+    f.train_data = dir + "/v100/train.bin";
+    f.val_data = "";
+    f.layers = f.heads = f.channels = f.max_seq_len = 0;
+    CHECK_THROWS_WITH(Trainer(f, *backend), Catch::Contains("vocabulary of 64") && Catch::Contains("100"));
+  }
+  SECTION("shape flags together with a checkpoint") {
+    TrainConfig f = c;
+    f.run_dir = dir + "/finetune";
+    f.init_from = ckpt;
+    f.layers = 3;
+    CHECK_THROWS_WITH(Trainer(f, *backend), Catch::Contains("comes from the checkpoint") &&
+                                                Catch::Contains("--layers 3 differs from its 2"));
+    f.layers = 2;  // repeating the checkpoint's shape is fine
+    CHECK_NOTHROW(Trainer(f, *backend));
+  }
+  SECTION("fine-tuning from the checkpoint starts at step 0 with its weights") {
+    TrainConfig f = c;
+    f.run_dir = dir + "/finetune";
+    f.init_from = ckpt;
+    f.layers = f.heads = f.channels = f.max_seq_len = 0;
+    Trainer t(f, *backend);
+    CHECK(t.step() == 0);
+    CHECK(t.model().parameters() == load_checkpoint(ckpt, false).params);
+  }
+  SECTION("resuming a run that is already complete") {
+    TrainConfig r = c;
+    r.resume = dir + "/run";
+    CHECK_THROWS_WITH(Trainer(r, *backend), Catch::Contains("already the end"));
+  }
+  SECTION("intervals longer than the run, sequences longer than the model") {
+    TrainConfig f = c;
+    f.run_dir = dir + "/other_run";
+    f.eval_every = 3;
+    CHECK_THROWS_WITH(Trainer(f, *backend), Catch::Contains("--eval-every 3") && Catch::Contains("2 steps"));
+    f.eval_every = 1;
+    f.checkpoint_every = 5;
+    CHECK_THROWS_WITH(Trainer(f, *backend), Catch::Contains("--checkpoint-every 5"));
+    f.checkpoint_every = 0;
+    f.seq_len = 64;
+    CHECK_THROWS_WITH(Trainer(f, *backend), Catch::Contains("--seq-len 64") && Catch::Contains("32"));
+  }
+  SECTION("missing data") {
+    TrainConfig f = c;
+    f.run_dir = dir + "/other_run";
+    f.train_data = dir + "/nothing_here.bin";
+    CHECK_THROWS_AS(Trainer(f, *backend), InputError);
+    CHECK_THROWS_WITH(Trainer(f, *backend), Catch::Contains("nothing_here.bin"));
+  }
+}

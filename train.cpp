@@ -1,0 +1,202 @@
+// train: trains a GPT-2 on token shards (written by `prepare`), or evaluates a checkpoint.
+//   train --train-data data/ts/train --val-data data/ts/val --preset d4 --steps 2000
+//   train --resume runs/run --steps 4000           continue exactly where a run stopped
+//   train --eval-only --init-from runs/run/checkpoints/step_00002000.ckpt --val-data data/wt103/test
+// Flags fill a TrainConfig (core/train_config.hpp); core/trainer.cpp does the work. Exit codes:
+// 0 done (also after SIGINT/SIGTERM, which checkpoint first), 1 internal error, 2 bad input.
+#include <cstdio>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include <cxxopts.hpp>
+
+#include "core/check.hpp"
+#include "core/sampler.hpp"
+#include "core/trainer.hpp"
+#include "tokenizer/tokenizer.hpp"
+
+using namespace gpt2cc;
+
+namespace {
+
+template <class T>
+std::string show(const T& value) {
+  if constexpr (std::is_same_v<T, bool>) return value ? "true" : "false";
+  else return nlohmann::json(value).is_string() ? nlohmann::json(value).get<std::string>() : nlohmann::json(value).dump();
+}
+
+// Binds every flag to its TrainConfig field; `c`'s current values are the defaults (the struct's
+// defaults for a new run, the checkpoint's settings when resuming).
+cxxopts::Options make_options(TrainConfig& c) {
+  cxxopts::Options o("train", "Train a GPT-2 on token shards, or evaluate a checkpoint (--eval-only).");
+  auto add = [&o](const std::string& group, const std::string& name, const std::string& help, auto& field) {
+    using T = std::remove_reference_t<decltype(field)>;
+    auto value = cxxopts::value<T>(field)->default_value(show(field));
+    if constexpr (std::is_same_v<T, bool>) value->implicit_value("true");
+    o.add_option(group, cxxopts::Option(name, help, value));
+  };
+  add("model", "preset", "model preset: gpt2, gpt2-medium, gpt2-large, gpt2-xl, d2, d4, d6", c.preset);
+  add("model", "layers", "number of layers L (0: the preset's)", c.layers);
+  add("model", "heads", "attention heads NH (0: the preset's)", c.heads);
+  add("model", "channels", "width C (0: the preset's)", c.channels);
+  add("model", "max-seq-len", "position embedding rows (0: the preset's)", c.max_seq_len);
+  add("model", "dropout", "dropout probability in [0, 1)", c.dropout);
+  add("model", "init-from", "checkpoint to start from, weights only (fine-tuning)", c.init_from);
+  add("model", "resume", "checkpoint, or run directory (its newest), to continue exactly", c.resume);
+  add("device", "device", "cpu or cuda", c.device);
+  add("device", "threads", "CPU threads (0: all cores)", c.threads);
+  add("device", "cuda-device", "GPU index", c.cuda_device);
+  add("data", "train-data", "train shards: a .bin file, a directory of them, or a glob", c.train_data);
+  add("data", "val-data", "validation shards (empty: no validation)", c.val_data);
+  add("data", "shuffle", "shuffled windows each epoch (--shuffle=false: in order)", c.shuffle);
+  add("data", "seed", "run seed: initialisation, shuffling, dropout", c.seed);
+  add("batch", "batch-size", "micro-batch rows B", c.batch_size);
+  add("batch", "seq-len", "sequence length T", c.seq_len);
+  add("batch", "total-batch", "tokens per optimizer step, a multiple of B*T (0: B*T)", c.total_batch_tokens);
+  add("optimizer", "lr", "peak learning rate", c.lr);
+  add("optimizer", "min-lr-ratio", "final learning rate as a fraction of --lr", c.min_lr_ratio);
+  add("optimizer", "warmup-steps", "linear warm-up steps", c.warmup_steps);
+  add("optimizer", "schedule", "decay after warm-up: cosine, linear or constant", c.schedule);
+  add("optimizer", "beta1", "AdamW beta1", c.beta1);
+  add("optimizer", "beta2", "AdamW beta2", c.beta2);
+  add("optimizer", "eps", "AdamW epsilon", c.eps);
+  add("optimizer", "weight-decay", "decoupled weight decay on 2-D weights", c.weight_decay);
+  add("optimizer", "grad-clip", "clip the global gradient norm (0: off)", c.grad_clip);
+  add("length", "steps", "run length in optimizer steps", c.steps);
+  add("length", "epochs", "run length in passes over the train data", c.epochs);
+  add("length", "tokens", "run length in train tokens", c.tokens);
+  add("length", "stop-at-step", "stop (with a checkpoint) at this step, keeping the full run's schedule", c.stop_at_step);
+  add("eval", "eval-every", "validate every N steps (0: only at the end)", c.eval_every);
+  add("eval", "eval-batches", "validation batches (0: the whole split)", c.eval_batches);
+  add("eval", "eval-only", "evaluate the --init-from/--resume checkpoint on all of --val-data and exit", c.eval_only);
+  add("eval", "eval-stride", "eval-only window stride (0: --seq-len, non-overlapping)", c.eval_stride);
+  add("output", "run-dir", "run directory: config.json, metrics.jsonl, checkpoints/", c.run_dir);
+  add("output", "checkpoint-every", "checkpoint every N steps (0: only at the end)", c.checkpoint_every);
+  add("output", "keep-checkpoints", "newest step checkpoints to keep", c.keep_checkpoints);
+  add("output", "log-every", "progress line every N steps when stdout is not a terminal", c.log_every);
+  add("output", "max-bad-steps", "stop after this many non-finite steps in a row", c.max_bad_steps);
+  add("output", "tokenizer", "tokenizer directory (recorded; needed for --sample-every)", c.tokenizer_dir);
+  add("output", "sample-every", "print and save a generated sample every N steps (0: never)", c.sample_every);
+  add("output", "sample-tokens", "tokens per sample", c.sample_tokens);
+  o.add_options()("h,help", "show this help");
+  return o;
+}
+
+// A flag set of a resumed run comes from its checkpoint; explicit flags override it, except
+// those that would change the batches or the random draws (the resume would no longer be exact).
+TrainConfig resume_config(const TrainConfig& given, int argc, char** argv) {
+  Checkpoint ckpt = load_checkpoint(resolve_checkpoint(given.resume), false);
+  TrainConfig c = ckpt.train_config.get<TrainConfig>();
+  c.resume = given.resume;
+  c.init_from.clear();  // the run may have started as a fine-tune: its weights now come from the checkpoint
+  c.stop_at_step = 0;
+  TrainConfig base = c;
+  auto options = make_options(c);
+  options.parse(argc, argv);
+  INPUT_CHECK(c.batch_size == base.batch_size && c.seq_len == base.seq_len &&
+                  c.total_batch_tokens == base.total_batch_tokens && c.seed == base.seed &&
+                  c.shuffle == base.shuffle && c.dropout == base.dropout,
+              "--resume continues the run with its own --batch-size, --seq-len, --total-batch, --seed, --shuffle "
+              "and --dropout (from the checkpoint); drop those flags, or start a new run with --init-from");
+  return c;
+}
+
+int eval_only(const TrainConfig& c, Backend& backend) {
+  std::string path = c.init_from.empty() ? resolve_checkpoint(c.resume) : c.init_from;
+  Checkpoint ckpt = load_checkpoint(path, false);
+  INPUT_CHECK(c.seq_len <= ckpt.config.max_seq_len, "--seq-len {} is longer than the model's maximum {} ({})",
+              c.seq_len, ckpt.config.max_seq_len, path);
+  auto shards = list_shards(c.val_data);
+  ShardHeader header = read_shard_header(shards.front());
+  INPUT_CHECK(int(header.vocab_size) == ckpt.config.vocab_size,
+              "checkpoint {} has a vocabulary of {} tokens, but {} was tokenized with a vocabulary of {}", path,
+              ckpt.config.vocab_size, c.val_data, header.vocab_size);
+  GPT2 model(ckpt.config, backend, c.batch_size, c.seq_len);
+  model.set_parameters(ckpt.params);
+  int stride = c.eval_stride ? c.eval_stride : c.seq_len;
+  std::cout << "evaluating " << path << " (" << describe(ckpt.config) << ", step " << ckpt.step << ") on "
+            << c.val_data << "\nwindows of " << c.seq_len << " tokens every " << stride << " tokens ("
+            << (stride == c.seq_len ? "non-overlapping" : "sliding") << "), batches of " << c.batch_size << " rows"
+            << std::endl;
+  EvalResult r = evaluate_split(model, shards, c.batch_size, c.seq_len, stride, ckpt.tokenizer_fingerprint);
+  std::printf("tokens scored: %lu\nloss: %.4f\nperplexity: %.3f\n", static_cast<unsigned long>(r.tokens), r.loss,
+              r.perplexity());
+  nlohmann::json j = {{"checkpoint", path}, {"split", c.val_data}, {"window", c.seq_len}, {"stride", stride},
+                      {"tokens_scored", r.tokens}, {"loss", r.loss}, {"perplexity", r.perplexity()}};
+  std::cout << "json: " << j.dump() << std::endl;
+  return 0;
+}
+
+// Samples `sample_tokens` tokens after <|endoftext|> with top-k 40, a fixed seed per step.
+std::function<std::string(GPT2&, uint64_t)> make_sampler(const TrainConfig& c) {
+  auto tokenizer = std::make_shared<Tokenizer>(Tokenizer::load(c.tokenizer_dir));
+  return [tokenizer, c](GPT2& model, uint64_t step) {
+    SampleConfig sc;
+    sc.top_k = 40;
+    sc.seed = c.seed ^ step;
+    Sampler sampler(sc, model.config().vocab_size);
+    std::vector<int> tokens = {tokenizer->eot_id()};
+    auto logits = model.prefill(tokens.data(), 1, 1);
+    int n = std::min(c.sample_tokens, model.config().max_seq_len - 1);
+    for (int i = 0; i < n; ++i) {
+      tokens.push_back(sampler.sample(logits, tokens, 0, uint64_t(i)));
+      logits = model.decode(&tokens.back(), 1, int(tokens.size()) - 1);
+    }
+    return tokenizer->decode(std::span<const int>(tokens).subspan(1));
+  };
+}
+
+int run(int argc, char** argv) {
+  TrainConfig config;
+  auto options = make_options(config);
+  auto parsed = options.parse(argc, argv);
+  if (parsed.count("help")) {
+    std::cout << options.help({"", "model", "device", "data", "batch", "optimizer", "length", "eval", "output"})
+              << std::endl;
+    return 0;
+  }
+  INPUT_CHECK(parsed.unmatched().empty(), "unexpected argument '{}' (every setting is a --flag)",
+              parsed.unmatched().empty() ? "" : parsed.unmatched().front());
+  if (!config.resume.empty() && !config.eval_only) config = resume_config(config, argc, argv);
+  validate(config);
+
+  auto backend = config.device == "cuda" ? make_cuda_backend(config.cuda_device) : make_cpu_backend(config.threads);
+  if (config.eval_only) return eval_only(config, *backend);
+
+  Trainer trainer(config, *backend);
+  std::cout << "configuration:\n" << describe(config) << trainer.summary() << std::flush;
+  if (config.sample_every) trainer.sampler = make_sampler(config);
+  install_stop_signal_handlers();
+  StopReason reason = trainer.run();
+  std::string where = config.run_dir + "/checkpoints";
+  if (reason == StopReason::interrupted) {
+    std::cout << "stopped by a signal at step " << trainer.step() << "; checkpoint saved in " << where
+              << "; continue with: train --resume " << config.run_dir << std::endl;
+  } else {
+    std::cout << "done: step " << trainer.step() << "/" << trainer.total_steps() << ", checkpoint in " << where
+              << ", metrics in " << config.run_dir << "/metrics.jsonl" << std::endl;
+  }
+  EvalResult last = trainer.last_evaluation();
+  if (last.tokens > 0) {
+    std::printf("validation loss %.4f, perplexity %.3f (%lu tokens)\n", last.loss, last.perplexity(),
+                static_cast<unsigned long>(last.tokens));
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const InputError& e) {
+    std::cerr << "train: " << e.what() << std::endl;
+    return 2;
+  } catch (const cxxopts::exceptions::exception& e) {
+    std::cerr << "train: " << e.what() << " (see train --help)" << std::endl;
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "train: error: " << e.what() << std::endl;
+    return 1;
+  }
+}
