@@ -1,0 +1,256 @@
+// BPE trainer (trainer.hpp). After counting, each unique pre-token is a "word": its symbol ids
+// and its frequency c. pair_count[(x,y)] = sum over words of c * (occurrences of x,y in the word).
+// A merge (a,b) -> m rewrites only the words listed for (a,b): their old pairs are subtracted,
+// their new pairs added (the incremental update), and changed counts are pushed on a max-heap
+// whose stale entries are skipped when popped (lazy deletion).
+#include "tokenizer/trainer.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <fstream>
+#include <queue>
+#include <thread>
+
+#include "core/check.hpp"
+#include "tokenizer/pretokenizer.hpp"
+
+namespace gpt2cc {
+
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+uint64_t pair_key(int a, int b) { return (uint64_t(uint32_t(a)) << 32) | uint32_t(b); }
+int key_left(uint64_t k) { return int(k >> 32); }
+int key_right(uint64_t k) { return int(uint32_t(k)); }
+
+void count_pieces(std::string_view text, std::unordered_map<std::string, uint64_t>& counts, uint64_t& n) {
+  std::vector<tok::Piece> pieces;
+  tok::pretokenize(text, pieces);
+  for (const tok::Piece& p : pieces) ++counts[std::string(text.substr(p.begin, p.end - p.begin))];
+  n += pieces.size();
+}
+
+}  // namespace
+
+BpeTrainer::BpeTrainer(TrainerConfig config) : config_(std::move(config)) {
+  const auto& sp = config_.special_tokens;
+  for (size_t i = 0; i < sp.size(); ++i) {
+    INPUT_CHECK(sp[i].size() >= 2, "special token \"{}\" must be at least 2 bytes long", sp[i]);
+    INPUT_CHECK(tok::is_valid_utf8(sp[i]), "special token number {} is not valid UTF-8", i + 1);
+    for (size_t j = 0; j < i; ++j) INPUT_CHECK(sp[i] != sp[j], "special token \"{}\" is given twice", sp[i]);
+  }
+  INPUT_CHECK(config_.vocab_size >= 256 + int(sp.size()),
+              "vocab size must be >= 256 + number of special tokens = {}, got {}", 256 + sp.size(), config_.vocab_size);
+  INPUT_CHECK(config_.vocab_size < (1 << 24), "vocab size must be < 2^24, got {}", config_.vocab_size);
+  INPUT_CHECK(config_.min_frequency >= 1, "min frequency must be >= 1, got {}", config_.min_frequency);
+  INPUT_CHECK(config_.threads >= 1, "threads must be >= 1, got {}", config_.threads);
+  INPUT_CHECK(config_.block_bytes >= 1024, "block size must be >= 1024 bytes, got {}", config_.block_bytes);
+}
+
+// Splits at special tokens (never counted), then counts pre-tokens with `threads` threads on
+// chunks cut at safe points (tok::find_safe_split), merging the per-thread maps afterwards.
+void BpeTrainer::add_text(std::string_view text) {
+  auto t0 = std::chrono::steady_clock::now();
+  size_t pos = 0;
+  for (;;) {
+    size_t best = std::string_view::npos, len = 0;
+    for (const std::string& s : config_.special_tokens) {
+      size_t at = text.find(s, pos);
+      if (at < best || (at == best && s.size() > len)) best = at, len = s.size();
+    }
+    count_block(text.substr(pos, best == std::string_view::npos ? std::string_view::npos : best - pos));
+    if (best == std::string_view::npos) break;
+    pos = best + len;
+  }
+  stats_.count_seconds += seconds_since(t0);
+}
+
+void BpeTrainer::count_block(std::string_view text) {
+  stats_.bytes += text.size();
+  const int threads = text.size() < (1u << 20) ? 1 : config_.threads;
+  std::vector<size_t> cuts{0};
+  for (int t = 1; t < threads; ++t) {
+    size_t p = tok::find_safe_split(text, cuts.back(), text.size() * size_t(t) / size_t(threads));
+    if (p != 0) cuts.push_back(p);
+  }
+  cuts.push_back(text.size());
+  if (cuts.size() == 2) return count_pieces(text, counts_, stats_.pretokens);
+  std::vector<std::unordered_map<std::string, uint64_t>> local(cuts.size() - 1);
+  std::vector<uint64_t> n(local.size(), 0);
+  std::vector<std::thread> pool;
+  for (size_t c = 0; c < local.size(); ++c)
+    pool.emplace_back([&, c] { count_pieces(text.substr(cuts[c], cuts[c + 1] - cuts[c]), local[c], n[c]); });
+  for (auto& th : pool) th.join();
+  for (size_t c = 0; c < local.size(); ++c) {
+    stats_.pretokens += n[c];
+    for (auto& [k, v] : local[c]) counts_[k] += v;
+  }
+}
+
+void BpeTrainer::add_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  INPUT_CHECK(in.good(), "cannot open training file {}", path);
+  std::string buf;
+  size_t scanned = 0;
+  const size_t max_special = [&] {
+    size_t m = 0;
+    for (const auto& s : config_.special_tokens) m = std::max(m, s.size());
+    return m;
+  }();
+  for (;;) {
+    size_t old = buf.size();
+    buf.resize(old + config_.block_bytes);
+    in.read(buf.data() + old, std::streamsize(config_.block_bytes));
+    buf.resize(old + size_t(in.gcount()));
+    INPUT_CHECK(!in.bad(), "read error in training file {}", path);
+    if (in.gcount() == 0 || in.eof()) break;
+    // Cut at a safe point that no special token straddles (a special never contains the
+    // "visible char + \n" pair the cut needs unless it ends right there; check the window).
+    size_t p = buf.size();
+    for (;;) {
+      p = tok::find_safe_split(buf, scanned, p);
+      if (p == 0) break;
+      size_t from = p >= max_special ? p - max_special + 1 : 0;
+      bool straddles = false;
+      for (const auto& s : config_.special_tokens) {
+        size_t at = buf.find(s, from);
+        straddles |= at != std::string::npos && at < p && at + s.size() > p;
+      }
+      if (!straddles) break;
+    }
+    if (p == 0) {
+      scanned = buf.size() > 1 ? buf.size() - 1 : 0;
+      continue;
+    }
+    add_text(std::string_view(buf).substr(0, p));
+    buf.erase(0, p);
+    scanned = 0;
+  }
+  add_text(buf);
+}
+
+Tokenizer BpeTrainer::train(std::vector<MergeRecord>* merge_log, TrainStats* stats_out,
+                            const std::function<void(int, int)>& progress) const {
+  auto t0 = std::chrono::steady_clock::now();
+  const int S = int(config_.special_tokens.size());
+  std::vector<std::string> tokens(config_.special_tokens);
+  for (int b = 0; b < 256; ++b) tokens.push_back(std::string(1, char(b)));
+
+  // Words in a fixed order (sorted by bytes) so that training is deterministic.
+  std::vector<std::pair<std::string_view, uint64_t>> sorted;
+  sorted.reserve(counts_.size());
+  for (const auto& [k, v] : counts_) sorted.emplace_back(k, v);
+  std::sort(sorted.begin(), sorted.end());
+  std::vector<std::vector<int>> words(sorted.size());
+  std::vector<uint64_t> freq(sorted.size());
+  for (size_t w = 0; w < sorted.size(); ++w) {
+    for (char c : sorted[w].first) words[w].push_back(S + uint8_t(c));
+    freq[w] = sorted[w].second;
+  }
+
+  struct PairStats {
+    int64_t count = 0;
+    std::vector<uint32_t> words;  // may hold duplicates and words that lost the pair
+  };
+  std::unordered_map<uint64_t, PairStats> pairs;
+  for (uint32_t w = 0; w < words.size(); ++w) {
+    for (size_t i = 0; i + 1 < words[w].size(); ++i) {
+      PairStats& ps = pairs[pair_key(words[w][i], words[w][i + 1])];
+      ps.count += int64_t(freq[w]);
+      if (ps.words.empty() || ps.words.back() != w) ps.words.push_back(w);
+    }
+  }
+
+  // Max-heap on (count, left bytes, right bytes).
+  struct Entry {
+    int64_t count;
+    int left, right;
+  };
+  auto lower = [&tokens](const Entry& x, const Entry& y) {
+    if (x.count != y.count) return x.count < y.count;
+    if (int c = tokens[x.left].compare(tokens[y.left]); c != 0) return c < 0;
+    return tokens[x.right] < tokens[y.right];
+  };
+  std::priority_queue<Entry, std::vector<Entry>, decltype(lower)> heap(lower);
+  for (const auto& [k, ps] : pairs) heap.push({ps.count, key_left(k), key_right(k)});
+
+  std::unordered_map<std::string, int> token_id;
+  for (size_t id = S; id < tokens.size(); ++id) token_id.emplace(tokens[id], int(id));
+  std::vector<std::pair<int, int>> merges;
+  const int wanted = config_.vocab_size - int(tokens.size());
+  std::unordered_map<uint64_t, int64_t> delta;
+  std::vector<int> merged_word;
+  while (int(tokens.size()) < config_.vocab_size && !heap.empty()) {
+    Entry top = heap.top();
+    heap.pop();
+    const uint64_t key = pair_key(top.left, top.right);
+    auto it = pairs.find(key);
+    if (it == pairs.end() || it->second.count != top.count) continue;  // stale entry
+    if (uint64_t(top.count) < config_.min_frequency) break;
+    const int a = top.left, b = top.right;
+    // A merge whose bytes already are a token (e.g. a+bc after ab+c) reuses that token's id.
+    auto [tid, fresh] = token_id.emplace(tokens[a] + tokens[b], int(tokens.size()));
+    const int m = tid->second;
+    if (fresh) tokens.push_back(tid->first);
+    merges.emplace_back(a, b);
+    if (merge_log) merge_log->push_back({a, b, m, uint64_t(top.count)});
+
+    std::vector<uint32_t> affected = std::move(it->second.words);
+    pairs.erase(it);
+    std::sort(affected.begin(), affected.end());
+    affected.erase(std::unique(affected.begin(), affected.end()), affected.end());
+    delta.clear();
+    for (uint32_t w : affected) {
+      std::vector<int>& sym = words[w];
+      // New symbols: each (a,b) left to right, non-overlapping, becomes m.
+      merged_word.clear();
+      for (size_t i = 0; i < sym.size(); ++i) {
+        if (i + 1 < sym.size() && sym[i] == a && sym[i + 1] == b) {
+          merged_word.push_back(m);
+          ++i;
+        } else {
+          merged_word.push_back(sym[i]);
+        }
+      }
+      if (merged_word.size() == sym.size()) continue;  // stale listing: the word lost the pair
+      const int64_t c = int64_t(freq[w]);
+      for (size_t i = 0; i + 1 < sym.size(); ++i) delta[pair_key(sym[i], sym[i + 1])] -= c;
+      for (size_t i = 0; i + 1 < merged_word.size(); ++i) {
+        uint64_t k = pair_key(merged_word[i], merged_word[i + 1]);
+        delta[k] += c;
+        if (merged_word[i] == m || merged_word[i + 1] == m) {
+          auto& list = pairs[k].words;
+          if (list.empty() || list.back() != w) list.push_back(w);
+        }
+      }
+      sym.swap(merged_word);
+    }
+    for (const auto& [k, d] : delta) {
+      if (d == 0 || k == key) continue;
+      PairStats& ps = pairs[k];
+      ps.count += d;
+      ENSURE(ps.count >= 0, "pair count went negative during merge {}", merges.size());
+      if (ps.count > 0) {
+        heap.push({ps.count, key_left(k), key_right(k)});
+      } else if (ps.words.empty()) {
+        pairs.erase(k);
+      }
+    }
+    if (progress && merges.size() % 1000 == 0) progress(int(tokens.size()) - 256 - S, wanted);
+  }
+  if (progress) progress(int(tokens.size()) - 256 - S, wanted);
+
+  std::vector<int> special_ids(S);
+  for (int s = 0; s < S; ++s) special_ids[s] = s;
+  if (stats_out) {
+    *stats_out = stats_;
+    stats_out->unique_pretokens = counts_.size();
+    stats_out->merge_seconds = seconds_since(t0);
+  }
+  return Tokenizer::from_parts(std::move(tokens), std::move(merges), std::move(special_ids));
+}
+
+}  // namespace gpt2cc
