@@ -228,6 +228,24 @@ Sample generate(GPT2& model, Sampler& sampler, std::span<const int> prompt, cons
   return sample;
 }
 
+DecodingStats decoding_stats(std::span<const Sample> samples) {
+  std::vector<std::vector<int>> tokens;
+  std::vector<std::vector<float>> log_probs;
+  DecodingStats stats;
+  for (const Sample& s : samples) {
+    tokens.push_back(s.tokens);
+    log_probs.push_back(s.log_probs);
+    stats.tokens += s.tokens.size();
+  }
+  stats.samples = samples.size();
+  stats.distinct1 = distinct_n(tokens, 1);
+  stats.distinct2 = distinct_n(tokens, 2);
+  stats.distinct3 = distinct_n(tokens, 3);
+  stats.repetition_rate = repetition_rate(tokens, 64);
+  stats.mean_log_prob = mean_log_prob(log_probs);
+  return stats;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Scoring
 

@@ -108,6 +108,15 @@ Sample generate(GPT2& model, Sampler& sampler, std::span<const int> prompt, cons
                 uint32_t sample_index, const std::function<std::string(int)>& token_bytes,
                 const std::function<void(std::string_view)>& on_text);
 
+// The statistics --stats prints, pooled over samples (definitions in core/sampler.hpp).
+struct DecodingStats {
+  size_t samples = 0, tokens = 0;
+  double distinct1 = 0, distinct2 = 0, distinct3 = 0;
+  double repetition_rate = 0;  // rep/64
+  double mean_log_prob = 0;    // nats per generated token under the model; NaN when no tokens
+};
+DecodingStats decoding_stats(std::span<const Sample> samples);
+
 struct ScoreResult {
   double loss = 0;        // mean cross-entropy (nats per token) over the scored tokens
   double perplexity = 0;  // exp(loss)

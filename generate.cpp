@@ -1,0 +1,239 @@
+// generate: text from a gpt2cc checkpoint (KV-cache decoding, greedy / temperature / top-k /
+// top-p / repetition penalty), decoding statistics, or the loss and perplexity of a text file.
+//   generate --checkpoint run/model.ckpt --prompt "Once upon a time" --top-p 0.9 --num-samples 3
+//   generate --checkpoint run/model.ckpt --score valid.txt
+// stdout: the generated text as it is produced (or the score line); stderr: the effective
+// configuration, --stats and the closing throughput line. Exit codes: 0 ok, 2 bad input, 1 other.
+// The logic lives in core/generation.{hpp,cpp} and core/sampler.{hpp,cpp}; docs/generate.md.
+#include <cxxopts.hpp>
+
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <iterator>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "core/backend.hpp"
+#include "core/check.hpp"
+#include "core/checkpoint.hpp"
+#include "core/generation.hpp"
+#include "tokenizer/tokenizer.hpp"
+
+using namespace gpt2cc;
+
+namespace {
+
+std::string read_file(const std::string& path, const std::string& what) {
+  std::ifstream in(path, std::ios::binary);
+  INPUT_CHECK(in.good(), "cannot open {} '{}'", what, path);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  INPUT_CHECK(!in.bad(), "reading {} '{}' failed", what, path);
+  return text;
+}
+
+void require_utf8(const std::string& text, const std::string& what) {
+  std::string checked;
+  append_valid_utf8(text, true, checked);  // valid UTF-8 is copied unchanged, anything else is not
+  INPUT_CHECK(checked == text, "{} is not valid UTF-8", what);
+}
+
+// "\n", "\t", "\\" in a --stop value become newline, tab, backslash (shells pass them literally).
+std::string unescape(const std::string& s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '\\' && i + 1 < s.size()) {
+      char c = s[i + 1];
+      if (c == 'n' || c == 't' || c == '\\') {
+        out += c == 'n' ? '\n' : c == 't' ? '\t' : '\\';
+        ++i;
+        continue;
+      }
+    }
+    out += s[i];
+  }
+  return out;
+}
+
+// The prompt from --prompt, --prompt-file or stdin; one trailing newline of a file or stdin
+// is dropped (echo and editors add it).
+std::string read_prompt(const cxxopts::ParseResult& args) {
+  INPUT_CHECK(!(args.count("prompt") && args.count("prompt-file")), "give --prompt or --prompt-file, not both");
+  std::string prompt;
+  if (args.count("prompt")) return args["prompt"].as<std::string>();
+  if (args.count("prompt-file")) {
+    prompt = read_file(args["prompt-file"].as<std::string>(), "prompt file");
+  } else {
+    prompt.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+  }
+  if (!prompt.empty() && prompt.back() == '\n') prompt.pop_back();
+  return prompt;
+}
+
+void print_stats(const char* label, const DecodingStats& s) {
+  std::fprintf(stderr,
+               "stats %s: %zu sample(s), %zu tokens, distinct-1 %.4f, distinct-2 %.4f, distinct-3 %.4f, "
+               "repetition rate (rep/64) %.4f, mean log-prob %.4f nats/token\n",
+               label, s.samples, s.tokens, s.distinct1, s.distinct2, s.distinct3, s.repetition_rate, s.mean_log_prob);
+}
+
+int run(int argc, char** argv) {
+  cxxopts::Options options("generate", "Generate text from a gpt2cc checkpoint, or score a text file.");
+  options.add_options()
+      ("checkpoint", "checkpoint file written by train (required)", cxxopts::value<std::string>())
+      ("tokenizer", "tokenizer directory (default: the one recorded in the checkpoint)", cxxopts::value<std::string>())
+      ("prompt", "prompt text (default: --prompt-file, else stdin)", cxxopts::value<std::string>())
+      ("prompt-file", "file holding the prompt (UTF-8)", cxxopts::value<std::string>())
+      ("num-samples", "samples to generate, >= 1", cxxopts::value<int>()->default_value("1"))
+      ("max-new-tokens", "tokens generated per sample at most, >= 1", cxxopts::value<int>()->default_value("128"))
+      ("stop", "stop string (repeatable; \\n \\t \\\\ understood); not printed", cxxopts::value<std::vector<std::string>>())
+      ("ignore-eot", "keep generating past <|endoftext|>")
+      ("greedy", "argmax decoding (temperature, top-k, top-p unused)")
+      ("temperature", "divide logits by T > 0", cxxopts::value<float>()->default_value("1.0"))
+      ("top-k", "keep the k most likely tokens; 0 = off", cxxopts::value<int>()->default_value("0"))
+      ("top-p", "nucleus threshold in (0, 1]; 1 = off", cxxopts::value<float>()->default_value("1.0"))
+      ("repetition-penalty", "CTRL penalty >= 1 on tokens in the context; 1 = off", cxxopts::value<float>()->default_value("1.0"))
+      ("seed", "sampling seed (same seed, same text)", cxxopts::value<uint64_t>()->default_value("1337"))
+      ("context-keep", "tokens kept when the context overflows; 0 = half the context", cxxopts::value<int>()->default_value("0"))
+      ("no-kv-cache", "recompute the whole context for every token (slow; for comparison)")
+      ("device", "cpu or cuda", cxxopts::value<std::string>()->default_value("cpu"))
+      ("threads", "CPU threads; 0 = OpenMP default", cxxopts::value<int>()->default_value("0"))
+      ("stats", "print distinct-1/2/3, repetition rate and mean log-prob per sample and overall")
+      ("score", "print the loss and perplexity of this text file instead of generating", cxxopts::value<std::string>())
+      ("score-window", "scoring window in tokens; 0 = the model's context", cxxopts::value<int>()->default_value("0"))
+      ("score-stride", "scoring stride in tokens; 0 = half the window", cxxopts::value<int>()->default_value("0"))
+      ("h,help", "show this help");
+  cxxopts::ParseResult args = options.parse(argc, argv);
+  if (args.count("help")) {
+    std::cout << options.help() << "\n";
+    return 0;
+  }
+  INPUT_CHECK(args.unmatched().empty(), "unexpected argument '{}'", args.unmatched().front());
+  INPUT_CHECK(args.count("checkpoint"), "--checkpoint is required (see --help)");
+  const std::string device = args["device"].as<std::string>();
+  INPUT_CHECK(device == "cpu" || device == "cuda", "--device must be cpu or cuda, got '{}'", device);
+  const int threads = args["threads"].as<int>();
+  INPUT_CHECK(threads >= 0, "--threads must be >= 0, got {}", threads);
+  const int num_samples = args["num-samples"].as<int>();
+  INPUT_CHECK(num_samples >= 1, "--num-samples must be >= 1, got {}", num_samples);
+
+  SampleConfig sampling;
+  sampling.greedy = args.count("greedy") > 0;
+  sampling.temperature = args["temperature"].as<float>();
+  sampling.top_k = args["top-k"].as<int>();
+  sampling.top_p = args["top-p"].as<float>();
+  sampling.repetition_penalty = args["repetition-penalty"].as<float>();
+  sampling.seed = args["seed"].as<uint64_t>();
+  validate(sampling);
+  GenerationConfig gen;
+  gen.max_new_tokens = args["max-new-tokens"].as<int>();
+  gen.keep = args["context-keep"].as<int>();
+  gen.use_kv_cache = args.count("no-kv-cache") == 0;
+  if (args.count("stop"))
+    for (const std::string& s : args["stop"].as<std::vector<std::string>>()) gen.stop_strings.push_back(unescape(s));
+  validate(gen);
+
+  // Validate everything cheap before the expensive loads.
+  const std::string checkpoint_path = args["checkpoint"].as<std::string>();
+  const bool scoring = args.count("score") > 0;
+  std::string text = scoring ? read_file(args["score"].as<std::string>(), "text to score") : read_prompt(args);
+  require_utf8(text, scoring ? "the text to score" : "the prompt");
+  INPUT_CHECK(!text.empty(), "{} is empty", scoring ? "the text to score" : "the prompt");
+
+  Checkpoint checkpoint = load_checkpoint(checkpoint_path, false);
+  const ModelConfig& config = checkpoint.config;
+  const std::string tokenizer_dir = args.count("tokenizer") ? args["tokenizer"].as<std::string>() : checkpoint.tokenizer_dir;
+  INPUT_CHECK(!tokenizer_dir.empty(), "checkpoint {} records no tokenizer directory: pass --tokenizer DIR", checkpoint_path);
+  Tokenizer tokenizer = Tokenizer::load(tokenizer_dir);
+  INPUT_CHECK(checkpoint.tokenizer_fingerprint == 0 || checkpoint.tokenizer_fingerprint == tokenizer.fingerprint(),
+              "tokenizer {} (fingerprint {}) is not the one checkpoint {} was trained with (fingerprint {})",
+              tokenizer_dir, tokenizer.fingerprint(), checkpoint_path, checkpoint.tokenizer_fingerprint);
+  INPUT_CHECK(tokenizer.vocab_size() <= config.vocab_size, "tokenizer {} has {} tokens, more than the model's {}",
+              tokenizer_dir, tokenizer.vocab_size(), config.vocab_size);
+  if (checkpoint.tokenizer_fingerprint == 0)
+    std::fprintf(stderr, "warning: checkpoint %s records no tokenizer fingerprint; cannot verify %s\n",
+                 checkpoint_path.c_str(), tokenizer_dir.c_str());
+
+  std::unique_ptr<Backend> backend = device == "cuda" ? make_cuda_backend(0) : make_cpu_backend(threads);
+  GPT2 model(config, *backend, 1, config.max_seq_len);
+  model.set_parameters(checkpoint.params);
+  checkpoint.params = {};
+  std::vector<int> tokens = tokenizer.encode(text, true);
+  std::fprintf(stderr, "generate: %s (step %llu), %s; tokenizer %s; %s\n", checkpoint_path.c_str(),
+               static_cast<unsigned long long>(checkpoint.step), describe(config).c_str(), tokenizer_dir.c_str(),
+               backend->describe().c_str());
+
+  if (scoring) {
+    const int window = args["score-window"].as<int>() == 0 ? config.max_seq_len : args["score-window"].as<int>();
+    const int stride = args["score-stride"].as<int>() == 0 ? std::max(1, window / 2) : args["score-stride"].as<int>();
+    ScoreResult r = score(model, tokens, window, stride);
+    std::printf("score %s: %zu tokens scored, window %d, stride %d (%d windows): loss %.4f nats/token, perplexity %.3f\n",
+                args["score"].as<std::string>().c_str(), r.tokens, r.window, r.stride, r.windows, r.loss, r.perplexity);
+    return 0;
+  }
+
+  INPUT_CHECK(static_cast<int>(tokens.size()) <= config.max_seq_len,
+              "the prompt is {} tokens, longer than the model's context of {} tokens", tokens.size(), config.max_seq_len);
+  if (!args.count("ignore-eot") && tokenizer.special_id("<|endoftext|>")) gen.eot_id = tokenizer.eot_id();
+  std::fprintf(stderr, "sampling: %s, repetition penalty %g, seed %llu; %d prompt tokens, up to %d new, %s\n",
+               sampling.greedy ? "greedy"
+                               : format("temperature {}, top-k {}, top-p {}", sampling.temperature, sampling.top_k,
+                                        sampling.top_p).c_str(),
+               sampling.repetition_penalty, static_cast<unsigned long long>(sampling.seed),
+               static_cast<int>(tokens.size()), gen.max_new_tokens, gen.use_kv_cache ? "KV cache" : "full recompute");
+
+  Sampler sampler(sampling, tokenizer.vocab_size());
+  auto token_bytes = [&](int id) { return tokenizer.token_bytes(id); };
+  auto print = [](std::string_view piece) {
+    std::fwrite(piece.data(), 1, piece.size(), stdout);
+    std::fflush(stdout);  // stream: show each piece as soon as it exists
+  };
+  std::vector<Sample> samples;
+  for (int i = 0; i < num_samples; ++i) {
+    if (num_samples > 1) std::printf("%s--- sample %d/%d ---\n", i > 0 ? "\n" : "", i + 1, num_samples);
+    samples.push_back(generate(model, sampler, tokens, gen, static_cast<uint32_t>(i), token_bytes, print));
+    std::printf("\n");
+    std::fflush(stdout);
+    const Sample& s = samples.back();
+    std::fprintf(stderr, "sample %d/%d: %zu tokens, stopped at %s%s\n", i + 1, num_samples, s.tokens.size(),
+                 to_string(s.stop), s.reprefills ? format(", {} context re-prefills", s.reprefills).c_str() : "");
+    if (args.count("stats")) print_stats(format("sample {}", i + 1).c_str(), decoding_stats(std::span(&s, 1)));
+  }
+  if (args.count("stats") && num_samples > 1) print_stats("all samples", decoding_stats(samples));
+
+  // Throughput: prompt tokens / prefill time; generated tokens / time after the prefill.
+  double prefill_s = 0, decode_s = 0, ttft_s = 0;
+  size_t prompt_tokens = 0, generated = 0;
+  for (const Sample& s : samples) {
+    prefill_s += s.prefill_seconds;
+    decode_s += s.total_seconds - s.prefill_seconds;
+    ttft_s += s.first_token_seconds;
+    prompt_tokens += s.prompt_tokens;
+    generated += s.tokens.size();
+  }
+  std::fprintf(stderr,
+               "throughput: prompt %zu tokens at %.1f tokens/s, generated %zu tokens at %.1f tokens/s, "
+               "time to first token %.1f ms (mean of %d)\n",
+               prompt_tokens, prompt_tokens / std::max(prefill_s, 1e-9), generated, generated / std::max(decode_s, 1e-9),
+               1e3 * ttft_s / num_samples, num_samples);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const cxxopts::exceptions::exception& e) {
+    std::fprintf(stderr, "generate: %s (see --help)\n", e.what());
+    return 2;
+  } catch (const InputError& e) {
+    std::fprintf(stderr, "generate: %s\n", e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "generate: error: %s\n", e.what());
+    return 1;
+  }
+}
