@@ -1,0 +1,249 @@
+// prepare end to end with GPT-2's tokenizer (../shared/data/gpt2) on small inputs written here:
+// every format through the CLI, the split (fraction + seed, explicit files), shard rollover,
+// the manifest, the loader reading the result, long documents cut into pieces without changing
+// a single token, and bad flags / inputs exiting 2 with a message.
+#include <sys/wait.h>
+
+#include <catch2/catch.hpp>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "common/test_common.hpp"
+#include "core/check.hpp"
+#include "core/dataloader.hpp"
+#include "core/shard.hpp"
+#include "data/pipeline.hpp"
+
+using namespace gpt2cc;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string gpt2_dir() {
+  std::string data = test::data_dir();
+  if (data.empty()) FAIL("shared data not found (set GPT2CC_DATA_DIR or provide ../shared/data)");
+  return data + "/gpt2";
+}
+
+std::string prepare_binary() {
+  const char* bin = std::getenv("GPT2CC_BINARY_DIR");
+  std::string path = std::string(bin ? bin : ".") + "/data/prepare";
+  if (!fs::exists(path)) FAIL("prepare binary not found at " + path + " (run through ctest)");
+  return path;
+}
+
+std::string write_file(const std::string& path, const std::string& bytes) {
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  f.write(bytes.data(), std::streamsize(bytes.size()));
+  return path;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
+struct Run {
+  int code;
+  std::string output;
+};
+
+Run run_prepare(const std::string& args, const std::string& dir) {
+  std::string log = dir + "/prepare.log";
+  int status = std::system((prepare_binary() + " " + args + " > " + log + " 2>&1").c_str());
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, read_file(log)};
+}
+
+std::vector<uint32_t> read_tokens(const std::string& path) {
+  MappedShard shard(path);
+  std::vector<uint32_t> tokens(shard.size());
+  shard.copy(0, tokens.size(), tokens.data());
+  return tokens;
+}
+
+std::vector<uint32_t> split_tokens(const std::string& dir) {
+  std::vector<uint32_t> all;
+  std::vector<std::string> paths;
+  for (const auto& entry : fs::directory_iterator(dir)) paths.push_back(entry.path().string());
+  std::sort(paths.begin(), paths.end());  // an empty split has no shards at all
+  for (const auto& path : paths) {
+    auto t = read_tokens(path);
+    all.insert(all.end(), t.begin(), t.end());
+  }
+  return all;
+}
+
+// [eot] + encode(doc) for each document, as prepare writes them.
+std::vector<uint32_t> expected(const Tokenizer& tok, const std::vector<std::string>& docs) {
+  std::vector<uint32_t> out;
+  for (const auto& d : docs) {
+    out.push_back(uint32_t(tok.eot_id()));
+    for (int id : tok.encode(d, false)) out.push_back(uint32_t(id));
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("prepare writes the documents of every format as <|endoftext|> + tokens", "[data]") {
+  std::string dir = test::temp_dir("prepare_formats");
+  Tokenizer tok = Tokenizer::load(gpt2_dir());
+  struct Case {
+    std::string format, file, content, extra;
+    std::vector<std::string> docs;
+  };
+  std::vector<Case> cases = {
+      {"tinystories", "ts.txt", "Once upon a time, Tom.\n\nHe ran.\nLily sang.\n", "", {"Once upon a time, Tom.\n\nHe ran.", "Lily sang."}},
+      {"tinystories-v2", "v2.txt", "Ann ran.\n<|endoftext|>\nBen sat.\r\nThe end.\n", "", {"Ann ran.", "Ben sat.\nThe end."}},
+      {"tinystories-json", "data00.json", R"([{"story": "A cat."}, {"story": "A dog <|endoftext|> barked."}])", "",
+       {"A cat.", "A dog <|endoftext|> barked."}},
+      {"wikitext", "wiki.raw", " = Alpha = \n \n Alpha text . \n = Beta = \n Beta text . \n", "",
+       {" = Alpha = \n \n Alpha text . ", " = Beta = \n Beta text . "}},
+      {"wikiextractor", "wiki_00", "<doc id=\"1\" title=\"A\">\nA\n\nAbout A.\n</doc>\n<doc id=\"2\" title=\"B\">\nB\n</doc>\n", "",
+       {"A\n\nAbout A.", "B"}},
+      {"text", "plain.txt", "First doc.\n%%\nSecond doc,\nline two.\n", "--separator %%", {"First doc.", "Second doc,\nline two."}},
+      {"jsonl", "rows.jsonl", "{\"body\": \"Row one.\"}\n{\"body\": \"Row \\u00e9 two.\"}\n", "--field body",
+       {"Row one.", "Row \xC3\xA9 two."}},
+  };
+  for (const auto& c : cases) {
+    INFO("format " << c.format);
+    std::string in = write_file(dir + "/" + c.file, c.content), out = dir + "/out_" + c.format;
+    Run r = run_prepare(format("--format {} --input {} --tokenizer {} --out {} --val-fraction 0 {}", c.format, in,
+                               gpt2_dir(), out, c.extra),
+                        dir);
+    INFO(r.output);
+    REQUIRE(r.code == 0);
+    CHECK(split_tokens(out + "/train") == expected(tok, c.docs));
+    CHECK(split_tokens(out + "/val").empty());
+    auto manifest = nlohmann::json::parse(read_file(out + "/manifest.json"));
+    CHECK(manifest["train"]["documents"] == c.docs.size());
+    CHECK(manifest["input_format"] == c.format);
+    CHECK(r.output.find("tokens/byte") != std::string::npos);
+  }
+}
+
+TEST_CASE("prepare splits by document, rolls shards over and feeds the loader", "[data]") {
+  std::string dir = test::temp_dir("prepare_split");
+  Tokenizer tok = Tokenizer::load(gpt2_dir());
+  std::string text;
+  std::vector<std::string> docs;
+  for (int i = 0; i < 200; ++i) {
+    docs.push_back(format("Document number {} tells a short story about item {}.", i, i * 7));
+    text += docs.back() + "\n<|endoftext|>\n";
+  }
+  std::string in = write_file(dir + "/docs.txt", text);
+  std::string args = format("--format tinystories-v2 --input {} --tokenizer {} --shard-tokens 500 --val-fraction 0.1 --seed 5",
+                            in, gpt2_dir());
+  Run r = run_prepare(args + " --out " + dir + "/a", dir);
+  INFO(r.output);
+  REQUIRE(r.code == 0);
+  auto manifest = nlohmann::json::parse(read_file(dir + "/a/manifest.json"));
+  uint64_t train_docs = manifest["train"]["documents"], val_docs = manifest["val"]["documents"];
+  CHECK(train_docs + val_docs == 200);
+  CHECK(val_docs > 5);
+  CHECK(val_docs < 40);
+  CHECK(manifest["tokenizer"]["fingerprint"].get<std::string>().size() == 16);
+  // Shards hold exactly --shard-tokens tokens, except the last of each split.
+  auto shards = list_shards(dir + "/a/train");
+  REQUIRE(shards.size() >= 3);
+  for (size_t i = 0; i + 1 < shards.size(); ++i) CHECK(read_shard_header(shards[i]).num_tokens == 500);
+  CHECK(read_shard_header(shards[0]).tokenizer_fingerprint == tok.fingerprint());
+  // Every document landed in exactly one split, in order, unchanged.
+  auto train = split_tokens(dir + "/a/train"), val = split_tokens(dir + "/a/val");
+  CHECK(train.size() + val.size() == expected(tok, docs).size());
+  CHECK(uint64_t(std::count(train.begin(), train.end(), uint32_t(tok.eot_id()))) == train_docs);
+  CHECK(train.size() == manifest["train"]["tokens"].get<uint64_t>());
+
+  SECTION("the same seed gives the same split, another seed another") {
+    REQUIRE(run_prepare(args + " --out " + dir + "/b", dir).code == 0);
+    CHECK(split_tokens(dir + "/b/val") == val);
+    REQUIRE(run_prepare(args + " --seed 6 --out " + dir + "/c", dir).code == 0);
+    CHECK(split_tokens(dir + "/c/val") != val);
+  }
+  SECTION("the loader reads the shards with the tokenizer's fingerprint") {
+    DataLoader loader(list_shards(dir + "/a/train"), 2, 16, LoaderOrder::shuffled, 1, tok.fingerprint());
+    CHECK(loader.num_tokens() == train.size());
+    std::vector<int> x, y;
+    loader.next(x, y);
+    CHECK(x.size() == 32);
+    EvalIterator eval(list_shards(dir + "/a/val"), 2, 16, 8, tok.fingerprint());
+    CHECK(eval.tokens_to_score() == val.size() - 1);
+  }
+  SECTION("existing shards are kept unless --overwrite") {
+    Run again = run_prepare(args + " --out " + dir + "/a", dir);
+    CHECK(again.code == 2);
+    CHECK(again.output.find("--overwrite") != std::string::npos);
+    CHECK(run_prepare(args + " --shard-tokens 100000 --overwrite --out " + dir + "/a", dir).code == 0);
+    CHECK(list_shards(dir + "/a/train").size() == 1);
+  }
+  SECTION("explicit validation files") {
+    std::string v = write_file(dir + "/valid.txt", "Held out one.\n<|endoftext|>\nHeld out two.\n");
+    Run e = run_prepare(format("--format tinystories-v2 --input {} --val-files {} --tokenizer {} --out {}", in, v,
+                               gpt2_dir(), dir + "/e"),
+                        dir);
+    INFO(e.output);
+    REQUIRE(e.code == 0);
+    CHECK(split_tokens(dir + "/e/val") == expected(tok, {"Held out one.", "Held out two."}));
+    CHECK(split_tokens(dir + "/e/train") == expected(tok, docs));
+  }
+}
+
+TEST_CASE("long documents are cut into pieces without changing a token", "[data]") {
+  std::string dir = test::temp_dir("prepare_pieces");
+  Tokenizer tok = Tokenizer::load(gpt2_dir());
+  // Lines that end in spaces, blank lines, indented lines, non-ASCII: only some newlines are safe cuts.
+  std::string doc;
+  for (int i = 0; i < 400; ++i)
+    doc += format(i % 5 == 0 ? "Line {} ends with spaces   \n" : i % 7 == 0 ? "\n  indented {} é\n" : "Line {} plain.\n", i);
+  doc += "end";
+  std::string in = write_file(dir + "/long.txt", doc);
+  data::PrepareConfig config;
+  config.format.format = data::Format::text;
+  config.inputs = {in};
+  config.val_fraction = 0;
+  config.out_dir = dir + "/out";
+  config.piece_bytes = 64;   // many pieces per document
+  config.batch_bytes = 512;  // many batches
+  config.threads = 2;
+  std::ostringstream log;
+  data::PrepareSummary s = data::prepare_dataset(config, tok, log);
+  CHECK(s.train.documents == 1);
+  CHECK(split_tokens(dir + "/out/train") == expected(tok, {doc}));
+}
+
+TEST_CASE("prepare rejects bad flags and inputs with exit code 2", "[data]") {
+  std::string dir = test::temp_dir("prepare_errors");
+  std::string in = write_file(dir + "/a.txt", "Some text.\n");
+  std::string base = format("--input {} --tokenizer {} --out {}/out", in, gpt2_dir(), dir);
+  struct Bad {
+    std::string args, message;
+  };
+  std::vector<Bad> bad = {
+      {"--format text", "--input is required"},
+      {"--format csv " + base, "--format must be one of"},
+      {"--format text --val-fraction 1 " + base, "--val-fraction"},
+      {"--format text --val-fraction -0.1 " + base, "--val-fraction"},
+      {"--format text --shard-tokens 0 " + base, "--shard-tokens"},
+      {"--format text --threads -1 " + base, "--threads"},
+      {"--format text --bogus " + base, "bogus"},
+      {"--format text --field x " + base, "--field applies only"},
+      {"--format jsonl --separator x " + base, "--separator applies only"},
+      {"--format tinystories --story-boundary para " + base, "--story-boundary must be"},
+      {"--format text --val-files " + in + " --val-fraction 0.1 " + base, "not both"},
+      {"--format text --input " + dir + "/missing.txt --tokenizer " + gpt2_dir() + " --out " + dir + "/o", "missing.txt"},
+      {"--format text --input " + in + " --tokenizer " + dir + " --out " + dir + "/o", dir},
+      {"--format text " + base + " stray", "stray"},
+  };
+  for (const auto& b : bad) {
+    Run r = run_prepare(b.args, dir);
+    INFO(b.args << "\n" << r.output);
+    CHECK(r.code == 2);
+    CHECK(r.output.find(b.message) != std::string::npos);
+  }
+  Run help = run_prepare("--help", dir);
+  CHECK(help.code == 0);
+  CHECK(help.output.find("--shard-tokens") != std::string::npos);
+}
