@@ -1,0 +1,217 @@
+#!/usr/bin/env python3
+"""Download the datasets that `prepare` reads, from their public hosts, with checksums and resume.
+
+  data/download.py tinystories-v1 --out data/raw            # TinyStories v1 train/valid text
+  data/download.py wikitext-103 gpt2-tokenizer --out data/raw
+  data/download.py tinystories-v1 --mirror ../shared/data --out /tmp/raw   # offline: local copies
+
+Downloads go through `curl -C -` into <file>.part (an interrupted run resumes), are checked
+against a SHA-256 (pinned here, else the Hugging Face LFS hash of the file, else the mirror's
+SHA256SUMS) and only then renamed. --mirror DIR (or $GPT2CC_DATA_MIRROR) copies files from a
+local directory instead. Exit codes: 0 done, 2 bad arguments, 1 download / checksum failure.
+"""
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import urllib.error
+import urllib.request
+
+HF = "https://huggingface.co/datasets"
+GPT2 = "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main"
+
+# name -> files: (output name, urls (several parquet parts make one WikiText file), pinned sha256
+# or None, mirror paths tried in order).
+# Mirror paths after the first are the samples in ../shared/data (subsets; a note is printed).
+DATASETS = {
+    "tinystories-v1": [
+        ("TinyStories-train.txt", [f"{HF}/roneneldan/TinyStories/resolve/main/TinyStories-train.txt"], None,
+         ["TinyStories-train.txt", "tinystories/train-head.txt"]),
+        ("TinyStories-valid.txt", [f"{HF}/roneneldan/TinyStories/resolve/main/TinyStories-valid.txt"], None,
+         ["TinyStories-valid.txt", "tinystories/valid-head.txt"]),
+    ],
+    "tinystories-v2": [
+        ("TinyStoriesV2-GPT4-train.txt", [f"{HF}/roneneldan/TinyStories/resolve/main/TinyStoriesV2-GPT4-train.txt"], None,
+         ["TinyStoriesV2-GPT4-train.txt", "tinystories/v2-sample.txt"]),
+        ("TinyStoriesV2-GPT4-valid.txt", [f"{HF}/roneneldan/TinyStories/resolve/main/TinyStoriesV2-GPT4-valid.txt"], None,
+         ["TinyStoriesV2-GPT4-valid.txt"]),
+    ],
+    "tinystories-json": [
+        ("TinyStories_all_data.tar.gz", [f"{HF}/roneneldan/TinyStories/resolve/main/TinyStories_all_data.tar.gz"], None,
+         ["TinyStories_all_data.tar.gz"]),
+    ],
+    "wikitext-2": [
+        (f"wiki.{split}.raw", [f"{HF}/Salesforce/wikitext/resolve/main/wikitext-2-raw-v1/{p}" for p in parts], None,
+         [f"wiki.{split}.raw", f"wikitext2/wiki.{split}.raw", f"wikitext2/wiki.{split}.tokens"])
+        for split, parts in [("train", ["train-00000-of-00001.parquet"]), ("valid", ["validation-00000-of-00001.parquet"]),
+                             ("test", ["test-00000-of-00001.parquet"])]
+    ],
+    "wikitext-103": [
+        (f"wiki.{split}.raw", [f"{HF}/Salesforce/wikitext/resolve/main/wikitext-103-raw-v1/{p}" for p in parts], None,
+         [f"wiki.{split}.raw", f"wikitext103/wiki.{split}.raw", f"wikitext103/wiki.{split}.tokens"])
+        for split, parts in [("train", ["train-00000-of-00002.parquet", "train-00001-of-00002.parquet"]),
+                             ("valid", ["validation-00000-of-00001.parquet"]), ("test", ["test-00000-of-00001.parquet"])]
+    ],
+    "gpt2-tokenizer": [
+        ("encoder.json", [f"{GPT2}/encoder.json"], "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
+         ["encoder.json", "gpt2/encoder.json"]),
+        ("vocab.bpe", [f"{GPT2}/vocab.bpe"], "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
+         ["vocab.bpe", "gpt2/vocab.bpe"]),
+    ],
+}
+
+
+class Failure(Exception):
+    """A download, copy or checksum failure (exit 1)."""
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def mirror_sums(mirror):
+    """Checksums listed in <mirror>/SHA256SUMS ("<sha256>  <relative path>" lines)."""
+    sums = {}
+    path = os.path.join(mirror, "SHA256SUMS")
+    if os.path.isfile(path):
+        with open(path) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) == 2:
+                    sums[parts[1].lstrip("*")] = parts[0]
+    return sums
+
+
+def hf_lfs_sha256(url):
+    """The SHA-256 Hugging Face records for an LFS file (its X-Linked-Etag), or None."""
+    if not url.startswith(HF):
+        return None
+    request = urllib.request.Request(url, method="HEAD")
+    opener = urllib.request.build_opener(NoRedirect)
+    try:
+        response = opener.open(request, timeout=30)
+    except urllib.error.HTTPError as e:
+        response = e  # the 302 to the CDN carries the header
+    except (urllib.error.URLError, OSError):
+        return None
+    etag = response.headers.get("X-Linked-Etag") or ""
+    etag = etag.strip('"')
+    return etag if len(etag) == 64 else None
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def convert_parquet(parts, dest):
+    """Hugging Face's WikiText parquet rows are the lines of the original wiki.*.raw file."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise Failure("converting WikiText parquet needs pyarrow: pip install pyarrow")
+    tmp = dest + ".tmp"
+    with open(tmp, "w", encoding="utf-8", newline="") as out:
+        for p in parts:
+            for line in pq.read_table(p, columns=["text"]).column("text").to_pylist():
+                out.write(line)
+    os.replace(tmp, dest)
+
+
+def get_file(name, urls, pinned, mirror_paths, out_dir, mirror, sums, verify):
+    dest = os.path.join(out_dir, name)
+    if mirror:
+        for rel in mirror_paths:
+            src = os.path.join(mirror, rel)
+            if os.path.isfile(src):
+                expected = pinned or sums.get(rel)
+                if verify and expected and sha256(src) != expected:
+                    raise Failure(f"checksum mismatch for {src}: expected {expected}, got {sha256(src)}")
+                tmp = dest + ".tmp"
+                shutil.copyfile(src, tmp)
+                os.replace(tmp, dest)
+                note = "" if rel == mirror_paths[0] else " (the mirror's sample: a subset of the full file)"
+                print(f"{dest} <- {src}{note}" + (", sha256 ok" if verify and expected else ""))
+                return True
+        print(f"{name}: not in mirror {mirror} (looked for {', '.join(mirror_paths)})", file=sys.stderr)
+        return False
+    if os.path.isfile(dest) and pinned and sha256(dest) == pinned:
+        print(f"{dest}: present, sha256 ok")
+        return True
+    if os.path.isfile(dest) and not pinned:
+        print(f"{dest}: present (delete it to download again)")
+        return True
+    downloaded = []
+    for piece in urls:
+        # WikiText comes as parquet parts, downloaded beside the file and converted to it.
+        target = os.path.join(out_dir, os.path.basename(piece)) if piece.endswith(".parquet") else dest
+        part = target + ".part"
+        cmd = ["curl", "-L", "--fail", "--retry", "3", "-C", "-", "-o", part, piece]
+        print(" ".join(cmd), flush=True)
+        if subprocess.call(cmd) != 0:
+            raise Failure(f"download of {piece} failed (run again to resume from {part})")
+        if verify:
+            expected = pinned or hf_lfs_sha256(piece)
+            if expected is None:
+                raise Failure(f"no checksum known for {piece}; kept {part} (pass --no-verify to accept it)")
+            got = sha256(part)
+            if got != expected:
+                os.remove(part)
+                raise Failure(f"checksum mismatch for {piece}: expected {expected}, got {got} (partial file removed)")
+        os.replace(part, target)
+        downloaded.append(target)
+    if urls[0].endswith(".parquet"):
+        convert_parquet(downloaded, dest)
+    print(f"{dest}: done")
+    return True
+
+
+def main(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="datasets: " + ", ".join(DATASETS))
+    parser.add_argument("datasets", nargs="+", metavar="DATASET", help="one or more of: " + ", ".join(DATASETS))
+    parser.add_argument("--out", required=True, help="directory that receives <dataset>/<files>")
+    parser.add_argument("--mirror", default=os.environ.get("GPT2CC_DATA_MIRROR"),
+                        help="copy from this local directory instead of downloading (default: $GPT2CC_DATA_MIRROR)")
+    parser.add_argument("--allow-missing", action="store_true", help="with --mirror: skip files the mirror lacks")
+    parser.add_argument("--no-verify", action="store_true", help="accept files without a known checksum")
+    args = parser.parse_args(argv)  # exits 2 with a message on bad arguments
+    for d in args.datasets:
+        if d not in DATASETS:
+            parser.error(f"unknown dataset '{d}' (choose from {', '.join(DATASETS)})")
+    if args.mirror is not None and not os.path.isdir(args.mirror):
+        parser.error(f"--mirror {args.mirror}: not a directory")
+    sums = mirror_sums(args.mirror) if args.mirror else {}
+    missing = []
+    try:
+        for d in args.datasets:
+            out_dir = os.path.join(args.out, d)
+            os.makedirs(out_dir, exist_ok=True)
+            for name, urls, pinned, mirror_paths in DATASETS[d]:
+                if not get_file(name, urls, pinned, mirror_paths, out_dir, args.mirror, sums, not args.no_verify):
+                    missing.append(f"{d}/{name}")
+            if d == "tinystories-json" and os.path.isfile(os.path.join(out_dir, "TinyStories_all_data.tar.gz")):
+                with tarfile.open(os.path.join(out_dir, "TinyStories_all_data.tar.gz")) as tar:
+                    tar.extractall(os.path.join(out_dir, "json"), filter="data")
+                print(f"{out_dir}/json: extracted (prepare --format tinystories-json --input {out_dir}/json)")
+    except (Failure, OSError) as e:
+        print(f"download: {e}", file=sys.stderr)
+        return 1
+    if missing and not args.allow_missing:
+        print(f"download: not in the mirror: {', '.join(missing)} (pass --allow-missing to go on without them)",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
