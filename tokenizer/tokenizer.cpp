@@ -8,6 +8,9 @@
 #include <algorithm>
 #include <atomic>
 #include <climits>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
 #include <istream>
 #include <queue>
 #include <thread>
@@ -15,6 +18,7 @@
 
 #include "core/check.hpp"
 #include "tokenizer/pretokenizer.hpp"
+#include "tokenizer/string_table.hpp"
 #include "tokenizer/vocab_io.hpp"
 
 namespace gpt2cc {
@@ -77,6 +81,60 @@ class PairTable {
 
 std::atomic<uint64_t> g_next_instance{1};
 
+// Worker threads kept alive between encode_parallel calls, so their thread-local pre-token
+// caches stay warm (fresh threads per call would re-run BPE on every piece). Tasks run in
+// submission order; run_all blocks until its own tasks are done, and may be called from
+// several threads at once.
+class WorkerPool {
+ public:
+  ~WorkerPool() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : threads_) t.join();
+  }
+  void run_all(std::vector<std::function<void()>>& tasks) {
+    std::mutex done_mu;
+    std::condition_variable done_cv;
+    size_t remaining = tasks.size();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      while (threads_.size() < tasks.size()) threads_.emplace_back([this] { work(); });
+      for (auto& task : tasks)
+        queue_.push_back([&task, &done_mu, &done_cv, &remaining] {
+          task();
+          std::lock_guard<std::mutex> l(done_mu);
+          if (--remaining == 0) done_cv.notify_one();
+        });
+    }
+    cv_.notify_all();
+    std::unique_lock<std::mutex> l(done_mu);
+    done_cv.wait(l, [&] { return remaining == 0; });
+  }
+
+ private:
+  void work() {
+    for (;;) {
+      std::function<void()> task;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [this] { return stop_ || !queue_.empty(); });
+        if (queue_.empty()) return;
+        task = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      task();
+    }
+  }
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> queue_;
+  std::vector<std::thread> threads_;
+  bool stop_ = false;
+};
+
 // Pieces longer than this use the heap-based merge (O(n log n)) instead of the quadratic scan.
 constexpr size_t kHeapMergeMin = 48;
 
@@ -97,11 +155,13 @@ struct Tokenizer::Impl {
   std::vector<int> specials;                // ascending ids
   std::vector<bool> is_special;
   StringMap ordinary;                       // bytes -> id, specials excluded
+  tok::StringTable ordinary_fast;           // the same, for the encode hot path
   std::vector<std::pair<std::string, int>> special_texts;
   std::array<int, 256> byte_id{};
   PairTable pairs;
   uint64_t fp = 0;
   uint64_t instance = g_next_instance++;
+  std::shared_ptr<WorkerPool> pool = std::make_shared<WorkerPool>();  // shared by copies
 
   void build();
   void bpe(std::string_view piece, std::vector<int>& out) const;
@@ -132,6 +192,7 @@ void Tokenizer::Impl::build() {
     if (t.size() == 1) byte_id[uint8_t(t[0])] = id;
   }
   for (int b = 0; b < 256; ++b) INPUT_CHECK(byte_id[b] >= 0, "byte {} has no single-byte token", b);
+  for (const auto& [t, id] : ordinary) ordinary_fast.insert(t, uint64_t(id));
 
   // Rank of a merge result = index of the first merge producing it. Every split of a merge
   // result into two tokens is a mergeable pair with that rank (tiktoken's semantics), which
@@ -231,11 +292,12 @@ void Tokenizer::Impl::bpe_heap(std::string_view piece, std::vector<int>& out) co
 namespace {
 // Per-thread cache of pre-token -> ids, owned by one tokenizer instance at a time (a thread
 // that switches tokenizers starts afresh). Cleared when full, which bounds its memory.
+// Values are (offset << 32 | count) into pool.
 struct PieceCache {
   uint64_t owner = 0;
-  std::unordered_map<std::string, std::pair<uint32_t, uint32_t>, StringHash, std::equal_to<>> map;
+  tok::StringTable map{1 << 16};
   std::vector<int> pool;
-  static constexpr size_t kMaxEntries = 1 << 17;
+  static constexpr size_t kMaxEntries = 1 << 18;
 };
 }  // namespace
 
@@ -264,19 +326,19 @@ void Tokenizer::Impl::encode_ordinary(std::string_view text, std::vector<int>& o
         out.push_back(byte_id[uint8_t(s[0])]);
         continue;
       }
-      if (auto it = ordinary.find(s); it != ordinary.end()) {
-        out.push_back(it->second);
+      if (uint64_t id = ordinary_fast.find(s); id != tok::StringTable::kMissing) {
+        out.push_back(int(id));
         continue;
       }
-      if (auto it = cache.map.find(s); it != cache.map.end()) {
-        out.insert(out.end(), cache.pool.begin() + it->second.first,
-                   cache.pool.begin() + it->second.first + it->second.second);
+      if (uint64_t v = cache.map.find(s); v != tok::StringTable::kMissing) {
+        auto first = cache.pool.begin() + ptrdiff_t(v >> 32);
+        out.insert(out.end(), first, first + ptrdiff_t(uint32_t(v)));
         continue;
       }
       size_t before = out.size();
       bpe(s, out);
-      cache.map.emplace(std::string(s), std::pair{uint32_t(cache.pool.size()), uint32_t(out.size() - before)});
-      cache.pool.insert(cache.pool.end(), out.begin() + before, out.end());
+      cache.map.insert(s, (uint64_t(cache.pool.size()) << 32) | uint64_t(out.size() - before));
+      cache.pool.insert(cache.pool.end(), out.begin() + ptrdiff_t(before), out.end());
     }
     start = end;
   }
@@ -324,7 +386,7 @@ Tokenizer::~Tokenizer() = default;
 Tokenizer::Tokenizer(Tokenizer&&) noexcept = default;
 Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
 Tokenizer::Tokenizer(const Tokenizer& other) : impl_(other.impl_ ? std::make_unique<Impl>(*other.impl_) : nullptr) {
-  if (impl_) impl_->instance = g_next_instance++;
+  if (impl_) impl_->instance = g_next_instance++, impl_->pool = std::make_shared<WorkerPool>();
 }
 Tokenizer& Tokenizer::operator=(const Tokenizer& other) {
   if (this != &other) *this = Tokenizer(other);
@@ -374,14 +436,14 @@ std::vector<int> Tokenizer::encode_parallel(std::string_view text, bool allow_sp
   }
   cuts.push_back(text.size());
   std::vector<std::vector<int>> parts(cuts.size() - 1);
-  std::vector<std::thread> pool;
+  std::vector<std::function<void()>> tasks;
   for (size_t c = 0; c < parts.size(); ++c) {
-    pool.emplace_back([&, c] {
+    tasks.emplace_back([&, c] {
       parts[c].reserve((cuts[c + 1] - cuts[c]) / 3 + 16);
       impl_->encode_into(text.substr(cuts[c], cuts[c + 1] - cuts[c]), allow_special, parts[c]);
     });
   }
-  for (auto& th : pool) th.join();
+  impl_->pool->run_all(tasks);
   std::vector<int> out;
   size_t total = 0;
   for (auto& p : parts) total += p.size();

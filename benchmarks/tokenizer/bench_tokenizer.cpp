@@ -1,0 +1,117 @@
+// Tokenizer throughput: pre-tokenisation alone, encode on 1 and N threads, decode, in MB/s of
+// input text (MB = 1e6 bytes), wall clock, median of --reps runs after one warm-up run (so the
+// pre-token cache is warm, as in a long data-preparation job; the first, cold run is shown too).
+// Validates before timing: the threaded encode equals the 1-thread one, decode(encode(x)) == x.
+//   bench_tokenizer --tokenizer ../shared/data/gpt2 --mb 8 --threads 2 FILES...
+// Prints a table and one JSON line (benchmarks/tokenizer/compare.py reads it).
+#include <algorithm>
+#include <chrono>
+#include <cxxopts.hpp>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <sstream>
+
+#include "core/check.hpp"
+#include "tokenizer/pretokenizer.hpp"
+#include "tokenizer/tokenizer.hpp"
+
+using namespace gpt2cc;
+
+namespace {
+
+double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+
+template <class F>
+double median_seconds(int reps, F&& f) {
+  std::vector<double> t;
+  for (int r = 0; r < reps; ++r) {
+    double t0 = now();
+    f();
+    t.push_back(now() - t0);
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+int run(int argc, char** argv) {
+  cxxopts::Options options("bench_tokenizer", "Tokenizer encode/decode throughput");
+  // clang-format off
+  options.add_options()
+    ("tokenizer", "tokenizer directory", cxxopts::value<std::string>())
+    ("mb", "MB of text to take from the files (in order, whole files then a cut at a line end)", cxxopts::value<double>()->default_value("8"))
+    ("threads", "thread count for the threaded encode", cxxopts::value<int>()->default_value("2"))
+    ("reps", "timed repetitions (median reported)", cxxopts::value<int>()->default_value("3"))
+    ("files", "text files", cxxopts::value<std::vector<std::string>>())
+    ("h,help", "show this help");
+  // clang-format on
+  options.parse_positional({"files"});
+  auto args = options.parse(argc, argv);
+  if (args.count("help")) {
+    std::cout << options.help() << "\n";
+    return 0;
+  }
+  INPUT_CHECK(args.count("tokenizer") && args.count("files"), "--tokenizer and FILES are required (see --help)");
+  const size_t want = size_t(args["mb"].as<double>() * 1e6);
+  const int threads = args["threads"].as<int>(), reps = args["reps"].as<int>();
+  INPUT_CHECK(threads >= 1 && reps >= 1, "--threads and --reps must be >= 1");
+  std::string text;
+  for (const auto& f : args["files"].as<std::vector<std::string>>()) {
+    std::ifstream in(f, std::ios::binary);
+    INPUT_CHECK(in.good(), "cannot open {}", f);
+    std::ostringstream ss;
+    ss << in.rdbuf();
+    text += ss.str();
+    if (text.size() >= want) break;
+  }
+  if (text.size() > want) text.resize(text.find('\n', want) == std::string::npos ? text.size() : text.find('\n', want) + 1);
+  const double mb = double(text.size()) / 1e6;
+
+  double t0 = now();
+  Tokenizer tok = Tokenizer::load(args["tokenizer"].as<std::string>());
+  const double load_s = now() - t0;
+
+  t0 = now();
+  std::vector<int> ids = tok.encode(text);
+  const double cold_s = now() - t0;
+  ENSURE(tok.encode_parallel(text, true, threads) == ids, "threaded encode differs from 1-thread encode");
+  ENSURE(tok.decode(ids) == text, "decode(encode(text)) differs from text");
+
+  std::vector<tok::Piece> pieces;
+  const double pre_s = median_seconds(reps, [&] {
+    pieces.clear();
+    tok::pretokenize(text, pieces);
+  });
+  const double enc1_s = median_seconds(reps, [&] { ids = tok.encode(text); });
+  const double encn_s = median_seconds(reps, [&] { ids = tok.encode_parallel(text, true, threads); });
+  std::string back;
+  const double dec_s = median_seconds(reps, [&] { back = tok.decode(ids); });
+
+  std::cout << std::fixed << std::setprecision(1);
+  std::cout << "text: " << mb << " MB, " << ids.size() << " tokens; tokenizer load " << load_s << " s\n"
+            << "pre-tokenise only      " << mb / pre_s << " MB/s\n"
+            << "encode 1 thread (cold) " << mb / cold_s << " MB/s\n"
+            << "encode 1 thread        " << mb / enc1_s << " MB/s\n"
+            << "encode " << threads << " threads       " << mb / encn_s << " MB/s\n"
+            << "decode                 " << mb / dec_s << " MB/s\n";
+  std::cout << std::setprecision(3) << "{\"bytes\": " << text.size() << ", \"tokens\": " << ids.size()
+            << ", \"load_s\": " << load_s << ", \"pretokenize_mbs\": " << mb / pre_s
+            << ", \"encode_cold_mbs\": " << mb / cold_s << ", \"encode_1t_mbs\": " << mb / enc1_s
+            << ", \"encode_threads\": " << threads << ", \"encode_nt_mbs\": " << mb / encn_s
+            << ", \"decode_mbs\": " << mb / dec_s << "}\n";
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const InputError& e) {
+    std::cerr << "bench_tokenizer: error: " << e.what() << "\n";
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "bench_tokenizer: " << e.what() << "\n";
+    return e.what()[0] == '-' ? 2 : 1;
+  }
+}

@@ -1,0 +1,313 @@
+// tokenizer: train a byte-level BPE vocabulary, encode / decode text, count tokens (docs/tokenizer.md).
+//   tokenizer train  --out DIR [--vocab-size 32000] [--special "<|endoftext|>"] FILES...
+//   tokenizer encode --tokenizer DIR [--input FILE] [--output FILE] [--format text|u16|u32]
+//   tokenizer decode --tokenizer DIR [--input FILE] [--output FILE] [--format text|u16|u32]
+//   tokenizer stats  --tokenizer DIR [FILES...]
+// Input "-" (the default) is stdin, output "-" stdout. Exit codes: 0 ok, 2 bad flags or input, 1 internal error.
+#include <chrono>
+#include <cctype>
+#include <cstdio>
+#include <cstring>
+#include <cxxopts.hpp>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <memory>
+
+#include "core/check.hpp"
+#include "tokenizer/tokenizer.hpp"
+#include "tokenizer/trainer.hpp"
+#include "tokenizer/vocab_io.hpp"
+
+using namespace gpt2cc;
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage: tokenizer <command> [options]\n"
+    "commands:\n"
+    "  train   learn a BPE vocabulary from text files, save vocab.json + merges.txt\n"
+    "  encode  text -> token ids (as text, or binary uint16 / uint32)\n"
+    "  decode  token ids -> text\n"
+    "  stats   bytes, tokens and tokens per byte of files\n"
+    "`tokenizer <command> --help` lists a command's options.\n";
+
+enum class IdFormat { text, u16, u32 };
+
+IdFormat parse_id_format(const std::string& s) {
+  if (s == "text") return IdFormat::text;
+  if (s == "u16") return IdFormat::u16;
+  if (s == "u32") return IdFormat::u32;
+  fail_input(format("--format must be text, u16 or u32, got \"{}\"", s));
+}
+
+double now_seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// An input stream for a path or "-" (stdin).
+struct Input {
+  std::unique_ptr<std::ifstream> file;
+  std::istream* in = &std::cin;
+  explicit Input(const std::string& path) {
+    if (path == "-") return;
+    file = std::make_unique<std::ifstream>(path, std::ios::binary);
+    INPUT_CHECK(file->good(), "cannot open input file {}", path);
+    in = file.get();
+  }
+};
+
+// An output to a path (written to path.tmp, renamed by commit()) or "-" (stdout).
+struct Output {
+  std::string path;
+  std::unique_ptr<std::ofstream> file;
+  std::ostream* out = &std::cout;
+  explicit Output(std::string p) : path(std::move(p)) {
+    if (path == "-") return;
+    file = std::make_unique<std::ofstream>(path + ".tmp", std::ios::binary | std::ios::trunc);
+    INPUT_CHECK(file->good(), "cannot write output file {}.tmp", path);
+    out = file.get();
+  }
+  void commit() {
+    out->flush();
+    INPUT_CHECK(out->good(), "error writing {} (disk full?)", path == "-" ? "stdout" : path);
+    if (!file) return;
+    file->close();
+    INPUT_CHECK(std::rename((path + ".tmp").c_str(), path.c_str()) == 0, "cannot rename {}.tmp to {}", path, path);
+  }
+};
+
+cxxopts::ParseResult parse(cxxopts::Options& options, int argc, char** argv) {
+  auto args = options.parse(argc, argv);
+  if (args.count("help")) {
+    std::cout << options.help() << "\n";
+    std::exit(0);
+  }
+  return args;
+}
+
+std::string required(const cxxopts::ParseResult& args, const char* name) {
+  INPUT_CHECK(args.count(name), "--{} is required (see --help)", name);
+  return args[name].as<std::string>();
+}
+
+int cmd_train(int argc, char** argv) {
+  cxxopts::Options options("tokenizer train", "Learn a byte-level BPE vocabulary from text files");
+  // clang-format off
+  options.add_options()
+    ("out", "output directory for vocab.json + merges.txt", cxxopts::value<std::string>())
+    ("vocab-size", "final vocabulary size, specials and 256 bytes included", cxxopts::value<int>()->default_value("32000"))
+    ("special", "a special token (repeat the flag; default <|endoftext|>; \"\" for none)",
+     cxxopts::value<std::vector<std::string>>())
+    ("min-frequency", "stop when the best pair occurs fewer times, >= 1", cxxopts::value<uint64_t>()->default_value("2"))
+    ("threads", "threads for counting, >= 1", cxxopts::value<int>()->default_value("2"))
+    ("files", "training text files", cxxopts::value<std::vector<std::string>>())
+    ("h,help", "show this help");
+  // clang-format on
+  options.parse_positional({"files"});
+  options.positional_help("FILES...");
+  auto args = parse(options, argc, argv);
+  TrainerConfig cfg;
+  cfg.vocab_size = args["vocab-size"].as<int>();
+  cfg.min_frequency = args["min-frequency"].as<uint64_t>();
+  cfg.threads = args["threads"].as<int>();
+  if (args.count("special")) {
+    cfg.special_tokens.clear();
+    for (const auto& s : args["special"].as<std::vector<std::string>>())
+      if (!s.empty()) cfg.special_tokens.push_back(s);
+  }
+  std::string out = required(args, "out");
+  INPUT_CHECK(args.count("files"), "no training files given (tokenizer train --out DIR FILES...)");
+  BpeTrainer trainer(cfg);
+  double t0 = now_seconds();
+  for (const auto& f : args["files"].as<std::vector<std::string>>()) trainer.add_file(f);
+  TrainStats stats;
+  Tokenizer tok = trainer.train(nullptr, &stats, [](int done, int wanted) {
+    std::cerr << "\rtrain: " << done << " / " << wanted << " merges" << std::flush;
+  });
+  std::cerr << "\n";
+  tok.save(out);
+  std::cerr << std::fixed << std::setprecision(2) << "train: " << stats.bytes << " bytes, " << stats.pretokens
+            << " pre-tokens (" << stats.unique_pretokens << " unique); counting " << stats.count_seconds
+            << " s, merging " << stats.merge_seconds << " s, total " << now_seconds() - t0 << " s\n"
+            << "train: wrote " << out << "/vocab.json + merges.txt: vocab size " << tok.vocab_size()
+            << ", fingerprint " << std::hex << tok.fingerprint() << std::dec << "\n";
+  return 0;
+}
+
+void write_ids(std::ostream& out, std::span<const int> ids, IdFormat fmt, bool& first) {
+  if (fmt == IdFormat::text) {
+    std::string s;
+    for (int id : ids) {
+      if (!first) s.push_back(' ');
+      s += std::to_string(id);
+      first = false;
+    }
+    out << s;
+  } else if (fmt == IdFormat::u16) {
+    std::vector<uint16_t> v(ids.begin(), ids.end());
+    out.write(reinterpret_cast<const char*>(v.data()), std::streamsize(v.size() * 2));
+  } else {
+    std::vector<uint32_t> v(ids.begin(), ids.end());
+    out.write(reinterpret_cast<const char*>(v.data()), std::streamsize(v.size() * 4));
+  }
+}
+
+int cmd_encode(int argc, char** argv) {
+  cxxopts::Options options("tokenizer encode", "Encode text into token ids");
+  // clang-format off
+  options.add_options()
+    ("tokenizer", "tokenizer directory (encoder.json + vocab.bpe or vocab.json + merges.txt)", cxxopts::value<std::string>())
+    ("input", "input text file, - for stdin", cxxopts::value<std::string>()->default_value("-"))
+    ("output", "output file, - for stdout", cxxopts::value<std::string>()->default_value("-"))
+    ("format", "ids as text (space separated), u16 or u32 (little-endian binary)", cxxopts::value<std::string>()->default_value("text"))
+    ("no-special", "treat special-token text such as <|endoftext|> as plain text")
+    ("threads", "encoding threads, >= 1", cxxopts::value<int>()->default_value("1"))
+    ("h,help", "show this help");
+  // clang-format on
+  auto args = parse(options, argc, argv);
+  INPUT_CHECK(args.unmatched().empty(), "unexpected argument \"{}\"", args.unmatched().front());
+  Tokenizer tok = Tokenizer::load(required(args, "tokenizer"));
+  IdFormat fmt = parse_id_format(args["format"].as<std::string>());
+  INPUT_CHECK(fmt != IdFormat::u16 || tok.vocab_size() <= 65536, "--format u16 needs vocab size <= 65536, this one has {}",
+              tok.vocab_size());
+  int threads = args["threads"].as<int>();
+  INPUT_CHECK(threads >= 1, "--threads must be >= 1, got {}", threads);
+  Input in(args["input"].as<std::string>());
+  Output out(args["output"].as<std::string>());
+  bool first = true;
+  tok.encode_stream(*in.in, args.count("no-special") == 0, threads,
+                    [&](std::span<const int> ids) { write_ids(*out.out, ids, fmt, first); });
+  if (fmt == IdFormat::text) *out.out << "\n";
+  out.commit();
+  return 0;
+}
+
+int cmd_decode(int argc, char** argv) {
+  cxxopts::Options options("tokenizer decode", "Decode token ids into text");
+  // clang-format off
+  options.add_options()
+    ("tokenizer", "tokenizer directory", cxxopts::value<std::string>())
+    ("input", "input ids, - for stdin", cxxopts::value<std::string>()->default_value("-"))
+    ("output", "output file, - for stdout", cxxopts::value<std::string>()->default_value("-"))
+    ("format", "ids as text (whitespace separated), u16 or u32", cxxopts::value<std::string>()->default_value("text"))
+    ("h,help", "show this help");
+  // clang-format on
+  auto args = parse(options, argc, argv);
+  INPUT_CHECK(args.unmatched().empty(), "unexpected argument \"{}\"", args.unmatched().front());
+  Tokenizer tok = Tokenizer::load(required(args, "tokenizer"));
+  IdFormat fmt = parse_id_format(args["format"].as<std::string>());
+  std::string in_name = args["input"].as<std::string>();
+  Input in(in_name);
+  Output out(args["output"].as<std::string>());
+  auto emit = [&](const std::vector<int>& ids, const std::string& where) {
+    for (int id : ids)
+      INPUT_CHECK(id >= 0 && id < tok.vocab_size(), "{}: token id {} is out of range [0, {})", where, id, tok.vocab_size());
+    *out.out << tok.decode(ids);
+  };
+  if (fmt == IdFormat::text) {
+    std::string line;
+    for (int line_no = 1; std::getline(*in.in, line); ++line_no) {
+      std::vector<int> ids;
+      std::string where = format("{}:{}", in_name == "-" ? "stdin" : in_name, line_no);
+      for (size_t i = 0; i < line.size();) {
+        while (i < line.size() && std::isspace(uint8_t(line[i]))) ++i;
+        size_t j = i;
+        while (j < line.size() && !std::isspace(uint8_t(line[j]))) ++j;
+        if (i == j) break;
+        std::string word = line.substr(i, j - i);
+        INPUT_CHECK(word.find_first_not_of("0123456789") == std::string::npos && word.size() <= 9,
+                    "{}: \"{}\" is not a token id", where, word);
+        ids.push_back(std::stoi(word));
+        i = j;
+      }
+      emit(ids, where);
+    }
+  } else {
+    const size_t width = fmt == IdFormat::u16 ? 2 : 4;
+    std::vector<char> buf(width << 20);
+    uint64_t offset = 0;
+    for (;;) {
+      in.in->read(buf.data(), std::streamsize(buf.size()));
+      size_t got = size_t(in.in->gcount());
+      if (got == 0) break;
+      INPUT_CHECK(got % width == 0, "{}: {} bytes is not a whole number of {}-byte ids (truncated?)", in_name,
+                  offset + got, width);
+      std::vector<int> ids(got / width);
+      for (size_t i = 0; i < ids.size(); ++i) {
+        uint32_t v = 0;
+        std::memcpy(&v, buf.data() + i * width, width);  // little-endian host
+        ids[i] = int(v);
+      }
+      emit(ids, format("{} (id at byte {})", in_name, offset));
+      offset += got;
+    }
+  }
+  out.commit();
+  return 0;
+}
+
+int cmd_stats(int argc, char** argv) {
+  cxxopts::Options options("tokenizer stats", "Bytes, tokens and tokens per byte of files (or stdin)");
+  // clang-format off
+  options.add_options()
+    ("tokenizer", "tokenizer directory", cxxopts::value<std::string>())
+    ("no-special", "treat special-token text as plain text")
+    ("threads", "encoding threads, >= 1", cxxopts::value<int>()->default_value("1"))
+    ("files", "text files (none: stdin)", cxxopts::value<std::vector<std::string>>())
+    ("h,help", "show this help");
+  // clang-format on
+  options.parse_positional({"files"});
+  options.positional_help("[FILES...]");
+  auto args = parse(options, argc, argv);
+  Tokenizer tok = Tokenizer::load(required(args, "tokenizer"));
+  int threads = args["threads"].as<int>();
+  INPUT_CHECK(threads >= 1, "--threads must be >= 1, got {}", threads);
+  std::vector<std::string> files{"-"};
+  if (args.count("files")) files = args["files"].as<std::vector<std::string>>();
+  uint64_t total_bytes = 0, total_tokens = 0;
+  double t0 = now_seconds();
+  std::cout << std::fixed;
+  for (const auto& f : files) {
+    Input in(f);
+    uint64_t tokens = 0;
+    uint64_t bytes = tok.encode_stream(*in.in, args.count("no-special") == 0, threads,
+                                       [&](std::span<const int> ids) { tokens += ids.size(); });
+    std::cout << (f == "-" ? "stdin" : f) << ": " << bytes << " bytes, " << tokens << " tokens, " << std::setprecision(4)
+              << (bytes ? double(tokens) / double(bytes) : 0.0) << " tokens/byte\n";
+    total_bytes += bytes, total_tokens += tokens;
+  }
+  double secs = now_seconds() - t0;
+  std::cout << "total: " << total_bytes << " bytes, " << total_tokens << " tokens, " << std::setprecision(4)
+            << (total_bytes ? double(total_tokens) / double(total_bytes) : 0.0) << " tokens/byte, "
+            << std::setprecision(2) << secs << " s (" << (secs > 0 ? double(total_bytes) / 1e6 / secs : 0.0)
+            << " MB/s)\n";
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
+      std::cout << kUsage;
+      return argc < 2 ? 2 : 0;
+    }
+    std::string cmd = argv[1];
+    if (cmd == "train") return cmd_train(argc - 1, argv + 1);
+    if (cmd == "encode") return cmd_encode(argc - 1, argv + 1);
+    if (cmd == "decode") return cmd_decode(argc - 1, argv + 1);
+    if (cmd == "stats") return cmd_stats(argc - 1, argv + 1);
+    std::cerr << "tokenizer: unknown command \"" << cmd << "\"\n" << kUsage;
+    return 2;
+  } catch (const InputError& e) {
+    std::cerr << "tokenizer: error: " << e.what() << "\n";
+    return 2;
+  } catch (const cxxopts::exceptions::exception& e) {
+    std::cerr << "tokenizer: error: " << e.what() << " (see --help)\n";
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "tokenizer: internal error: " << e.what() << "\n";
+    return 1;
+  }
+}
