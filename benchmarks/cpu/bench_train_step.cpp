@@ -1,0 +1,248 @@
+// CPU training-step benchmark: one full step (forward + backward + global-norm clip + AdamW)
+// of gpt2cc's GPT-2 on the CPU backend, for a list of (preset, B, T). Each configuration runs in
+// its own child process so that its peak memory (getrusage max RSS) is its own. Validates before
+// timing (loss at init ~ ln V and decreasing on the repeated batch), warms up, then reports the
+// median of the timed steps: ms/step, tokens/s and achieved GFLOP/s (wall clock), plus the
+// process CPU time per step and GFLOP per CPU-second, which stay meaningful when other
+// processes share the cores (wall-clock figures then undercount the code's own speed).
+//
+// FLOPs per token (forward + backward, the matmuls only, elementwise work ignored):
+//   6 * N_matmul + 6 * L * C * T,  N_matmul = L * 12 C^2 + Vp * C
+// N_matmul counts each weight that takes part in a matmul once (qkv 3C^2, attention projection
+// C^2, MLP 4C^2 + 4C^2, the tied output projection Vp*C); each costs 2 FLOPs forward and 4
+// backward per token. Causal attention (QK^T and AV over on average T/2 positions) is 2*C*T
+// forward and 4*C*T backward per layer and token.
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cxxopts.hpp>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "core/check.hpp"
+#include "core/model.hpp"
+#include "core/model_optim.hpp"
+#include "core/rng.hpp"
+
+using namespace gpt2cc;
+using nlohmann::json;
+
+namespace {
+
+struct BenchConfig {
+  std::string preset;
+  int B = 1, T = 64;
+};
+
+// "d4:4x64" -> {d4, 4, 64}
+BenchConfig parse_config(const std::string& text) {
+  BenchConfig bc;
+  const size_t colon = text.find(':'), x = text.find('x', colon == std::string::npos ? 0 : colon);
+  INPUT_CHECK(colon != std::string::npos && x != std::string::npos,
+              "--configs: expected entries like 'd4:4x64' (preset:BxT), got '{}'", text);
+  bc.preset = text.substr(0, colon);
+  try {
+    bc.B = std::stoi(text.substr(colon + 1, x - colon - 1));
+    bc.T = std::stoi(text.substr(x + 1));
+  } catch (const std::exception&) {
+    fail_input(format("--configs: B and T of '{}' must be integers", text));
+  }
+  INPUT_CHECK(bc.B >= 1 && bc.T >= 1, "--configs: B and T of '{}' must be >= 1", text);
+  model_preset(bc.preset);  // unknown preset -> InputError listing the known ones
+  INPUT_CHECK(bc.T <= model_preset(bc.preset).max_seq_len, "--configs: T of '{}' exceeds the preset's max_seq_len {}",
+              text, model_preset(bc.preset).max_seq_len);
+  return bc;
+}
+
+// User + system CPU time of this process (all threads), in seconds.
+double process_cpu_seconds() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + 1e-6 * double(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
+}
+
+double flops_per_token(const ModelConfig& c, int T) {
+  const double L = c.num_layers, C = c.channels, Vp = c.padded_vocab_size;
+  const double n_matmul = L * 12.0 * C * C + Vp * C;
+  return 6.0 * n_matmul + 6.0 * L * C * T;
+}
+
+// One configuration, measured in the calling process.
+json run_config(const BenchConfig& bc, int threads, int warmup, int steps) {
+  const ModelConfig config = model_preset(bc.preset);
+  auto backend = make_cpu_backend(threads);
+  GPT2 model(config, *backend, bc.B, bc.T);
+  model.init_weights(1);
+  const size_t n = size_t(bc.B) * bc.T;
+  std::vector<int> inputs(n), targets(n);
+  for (size_t i = 0; i < n; ++i) {
+    inputs[i] = int(philox_bits(2, 0, i) % uint32_t(config.vocab_size));
+    targets[i] = int(philox_bits(3, 0, i) % uint32_t(config.vocab_size));
+  }
+  AdamWParams hp;
+  hp.lr = 1e-3f;
+  hp.weight_decay = 0.1f;
+  std::vector<double> ms;
+  std::vector<float> losses;
+  double cpu_s_timed = 0.0;
+  for (int step = 1; step <= warmup + steps; ++step) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const double cpu0 = process_cpu_seconds();
+    model.zero_grad();
+    losses.push_back(model.forward(inputs.data(), targets.data(), bc.B, bc.T));
+    model.backward(1.0f / model.num_targets());
+    hp.step = step;
+    hp.grad_scale = clip_scale(model.grad_norm(), 1.0);
+    model.adamw_step(hp);
+    const auto t1 = std::chrono::steady_clock::now();
+    if (step > warmup) {
+      ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+      cpu_s_timed += process_cpu_seconds() - cpu0;
+    }
+  }
+  // Validation: a fresh GPT-2 predicts ~uniformly (loss ~ ln V), and repeating one batch must
+  // lower the loss; anything else means the step being timed is not a working training step.
+  const double ln_v = std::log(double(config.vocab_size));
+  ENSURE(std::isfinite(losses.front()) && std::fabs(losses.front() - ln_v) < 0.5,
+         "validation failed: initial loss {} is not ~ln(V) = {}", losses.front(), ln_v);
+  ENSURE(losses.back() < losses.front(), "validation failed: loss did not decrease ({} -> {})", losses.front(),
+         losses.back());
+
+  std::sort(ms.begin(), ms.end());
+  const double median_ms = ms[ms.size() / 2];
+  const double fpt = flops_per_token(config, bc.T);
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return json{{"preset", bc.preset},
+              {"B", bc.B},
+              {"T", bc.T},
+              {"parameters", num_parameters(config)},
+              {"backend", backend->describe()},
+              {"warmup_steps", warmup},
+              {"timed_steps", steps},
+              {"ms_per_step_median", median_ms},
+              {"ms_per_step_min", ms.front()},
+              {"ms_per_step_max", ms.back()},
+              {"cpu_ms_per_step", 1e3 * cpu_s_timed / steps},
+              {"gflops_per_cpu_s", fpt * double(n) * steps / cpu_s_timed / 1e9},
+              {"tokens_per_s", double(n) / (median_ms / 1e3)},
+              {"flops_per_token", fpt},
+              {"gflops_per_s", fpt * double(n) / (median_ms / 1e3) / 1e9},
+              {"peak_rss_mib", double(usage.ru_maxrss) / 1024.0},  // Linux reports KiB
+              {"loss_first", losses.front()},
+              {"loss_last", losses.back()}};
+}
+
+// Runs one configuration in a child process and returns its JSON result (the child's own
+// peak RSS is then that configuration's alone).
+json run_in_child(const BenchConfig& bc, int threads, int warmup, int steps) {
+  int fds[2];
+  ENSURE(pipe(fds) == 0, "pipe() failed");
+  std::fflush(nullptr);
+  const pid_t pid = fork();
+  ENSURE(pid >= 0, "fork() failed");
+  if (pid == 0) {
+    close(fds[0]);
+    std::string out;
+    int code = 0;
+    try {
+      out = run_config(bc, threads, warmup, steps).dump();
+    } catch (const std::exception& e) {
+      out = json{{"error", e.what()}}.dump();
+      code = 1;
+    }
+    for (size_t done = 0; done < out.size();) {
+      const ssize_t w = write(fds[1], out.data() + done, out.size() - done);
+      if (w <= 0) _exit(1);
+      done += size_t(w);
+    }
+    _exit(code);
+  }
+  close(fds[1]);
+  std::string text;
+  char buf[4096];
+  for (ssize_t r; (r = read(fds[0], buf, sizeof buf)) > 0;) text.append(buf, size_t(r));
+  close(fds[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ENSURE(!text.empty(), "benchmark child for {} exited without a result (status {})", bc.preset, status);
+  json result = json::parse(text);
+  ENSURE(!result.contains("error"), "{}:{}x{}: {}", bc.preset, bc.B, bc.T, result.value("error", std::string()));
+  return result;
+}
+
+void write_atomically(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp);
+    INPUT_CHECK(f.good(), "--json: cannot write '{}'", tmp);
+    f << text << "\n";
+    f.flush();
+    INPUT_CHECK(f.good(), "--json: writing '{}' failed", tmp);
+  }
+  std::filesystem::rename(tmp, path);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  cxxopts::Options options("bench_train_step", "CPU training step (forward + backward + AdamW) of gpt2cc's GPT-2");
+  options.add_options()
+      ("configs", "comma-separated preset:BxT list", cxxopts::value<std::string>()->default_value("d4:4x64,gpt2:1x64"))
+      ("threads", "OpenMP threads (0: OpenMP default)", cxxopts::value<int>()->default_value("0"))
+      ("warmup", "untimed steps first, >= 1", cxxopts::value<int>()->default_value("1"))
+      ("steps", "timed steps (median reported), >= 1", cxxopts::value<int>()->default_value("5"))
+      ("json", "also write the results to this JSON file", cxxopts::value<std::string>())
+      ("h,help", "show this help");
+  try {
+    const auto args = options.parse(argc, argv);
+    if (args.count("help")) {
+      std::cout << options.help() << "\n";
+      return 0;
+    }
+    const int threads = args["threads"].as<int>(), warmup = args["warmup"].as<int>(), steps = args["steps"].as<int>();
+    INPUT_CHECK(threads >= 0, "--threads must be >= 0, got {}", threads);
+    INPUT_CHECK(warmup >= 1, "--warmup must be >= 1, got {}", warmup);
+    INPUT_CHECK(steps >= 1, "--steps must be >= 1, got {}", steps);
+    std::vector<BenchConfig> configs;
+    std::stringstream list(args["configs"].as<std::string>());
+    for (std::string item; std::getline(list, item, ',');) configs.push_back(parse_config(item));
+    INPUT_CHECK(!configs.empty(), "--configs must name at least one preset:BxT");
+
+    json results = json::array();
+    std::printf("%-8s %4s %5s %10s %10s %12s %10s %12s %14s %10s %13s\n", "preset", "B", "T", "params(M)",
+                "ms/step", "tokens/s", "GFLOP/s", "cpu-ms/step", "GFLOP/cpu-s", "RSS(MiB)", "loss");
+    for (const BenchConfig& bc : configs) {
+      json r = run_in_child(bc, threads, warmup, steps);
+      std::printf("%-8s %4d %5d %10.1f %10.1f %12.1f %10.2f %12.1f %14.2f %10.0f %6.3f->%.3f\n",
+                  bc.preset.c_str(), bc.B, bc.T, r["parameters"].get<double>() / 1e6,
+                  r["ms_per_step_median"].get<double>(), r["tokens_per_s"].get<double>(),
+                  r["gflops_per_s"].get<double>(), r["cpu_ms_per_step"].get<double>(),
+                  r["gflops_per_cpu_s"].get<double>(), r["peak_rss_mib"].get<double>(), r["loss_first"].get<double>(),
+                  r["loss_last"].get<double>());
+      std::fflush(stdout);
+      results.push_back(r);
+    }
+    if (args.count("json")) write_atomically(args["json"].as<std::string>(), results.dump(1));
+    return 0;
+  } catch (const cxxopts::exceptions::exception& e) {
+    std::cerr << "bench_train_step: " << e.what() << " (see --help)\n";
+    return 2;
+  } catch (const InputError& e) {
+    std::cerr << "bench_train_step: " << e.what() << "\n";
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "bench_train_step: " << e.what() << "\n";
+    return 1;
+  }
+}
