@@ -9,6 +9,8 @@
 namespace gpt2cc::cuda {
 namespace {
 
+constexpr int kChannelsPerThread = 8;  // dwte accumulators per thread in the owner kernel
+
 // out[b,t,c] = wte[inp[b,t], c] + wpe[t, c]; one thread per output element.
 template <class Elem>
 __global__ void encoder_forward_elementwise_kernel(Elem* out, const int* inp, const Elem* wte, const Elem* wpe,
@@ -53,10 +55,9 @@ __global__ void encoder_backward_wte_owner_kernel(Elem* dwte, const Elem* dout, 
   if (__syncthreads_or(earlier)) return;
 
   // The owner's accumulators: channels threadIdx.x, threadIdx.x + blockDim.x, ... (at most
-  // kMaxChannelsPerThread of them; the launcher guarantees C <= blockDim.x * that).
-  constexpr int kMaxChannelsPerThread = 8;
-  float acc[kMaxChannelsPerThread];
-  for (int k = 0; k < kMaxChannelsPerThread; ++k) {
+  // kChannelsPerThread of them; the launcher guarantees C <= blockDim.x * that).
+  float acc[kChannelsPerThread];
+  for (int k = 0; k < kChannelsPerThread; ++k) {
     const int c = threadIdx.x + k * blockDim.x;
     acc[k] = c < C ? to_float(dwte[static_cast<size_t>(token) * C + c]) : 0.0f;
   }
@@ -75,14 +76,14 @@ __global__ void encoder_backward_wte_owner_kernel(Elem* dwte, const Elem* dout, 
     __syncthreads();
     for (int m = 0; m < count; ++m) {
       const Elem* row = dout + static_cast<size_t>(matches[m]) * C;
-      for (int k = 0; k < kMaxChannelsPerThread; ++k) {
+      for (int k = 0; k < kChannelsPerThread; ++k) {
         const int c = threadIdx.x + k * blockDim.x;
         if (c < C) acc[k] += to_float(row[c]);
       }
     }
     __syncthreads();  // matches[] is rewritten by the next chunk
   }
-  for (int k = 0; k < kMaxChannelsPerThread; ++k) {
+  for (int k = 0; k < kChannelsPerThread; ++k) {
     const int c = threadIdx.x + k * blockDim.x;
     if (c < C) dwte[static_cast<size_t>(token) * C + c] = from_float<Elem>(acc[k]);
   }
@@ -101,14 +102,16 @@ void encoder_forward(float* out, const int* inp, const float* wte, const float* 
 
 void encoder_backward(float* dwte, float* dwpe, const float* dout, const int* inp, int B, int T, int C,
                       cudaStream_t stream) {
+  constexpr int kBlock = 256, kMaxThreads = 1024;
+  // The owner kernel keeps up to 8 channels per thread in registers: 1024 threads cover C <= 8192
+  // (GPT-2 XL has C = 1600).
+  ENSURE(C <= kChannelsPerThread * kMaxThreads, "encoder_backward supports C <= {} channels, got C = {}",
+         kChannelsPerThread * kMaxThreads, C);
   const int N = B * T;
   if (N == 0 || C == 0) return;
-  constexpr int kBlock = 256;
   encoder_backward_wpe_kernel<float><<<ceil_div(static_cast<size_t>(T) * C, kBlock), kBlock, 0, stream>>>(dwpe, dout, B, T, C);
   CUDA_CHECK_LAUNCH();
-  // The owner kernel keeps up to 8 channels per thread in registers: 1024 threads cover C <= 8192.
-  const int threads = C <= 8 * kBlock ? kBlock : 1024;
-  ENSURE(C <= 8 * threads, "encoder_backward supports C <= {} channels, got C = {}", 8 * 1024, C);
+  const int threads = C <= kChannelsPerThread * kBlock ? kBlock : kMaxThreads;
   const size_t shared = (threads + threads / kWarpSize) * sizeof(int);
   encoder_backward_wte_owner_kernel<float><<<N, threads, shared, stream>>>(dwte, dout, inp, N, C);
   CUDA_CHECK_LAUNCH();

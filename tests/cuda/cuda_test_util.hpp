@@ -1,0 +1,87 @@
+// Helpers for the CUDA-vs-CPU tests: a device buffer that uploads a host vector, downloads, and
+// poisons itself with NaN; one stream shared by the tests; and the comparison used everywhere
+// (element-wise atol + rtol with atol scaled by the reference's largest magnitude, plus the
+// relative L2 error), so a test states only its tolerance.
+#pragma once
+
+#include <catch2/catch.hpp>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "common/test_common.hpp"
+#include "kernels/cuda_check.cuh"
+
+namespace gpt2cc::test {
+
+// A non-default stream, so a kernel that forgot its stream argument is caught by ordering.
+inline cudaStream_t test_stream() {
+  static cudaStream_t stream = [] {
+    cudaStream_t s = nullptr;
+    CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    return s;
+  }();
+  return stream;
+}
+
+template <class T>
+class DeviceBuffer {
+ public:
+  explicit DeviceBuffer(size_t count) : count_(count) { CUDA_CHECK(cudaMalloc(&ptr_, std::max<size_t>(1, count) * sizeof(T))); }
+  explicit DeviceBuffer(const std::vector<T>& host) : DeviceBuffer(host.size()) { upload(host); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  ~DeviceBuffer() { cudaFree(ptr_); }
+
+  T* get() { return ptr_; }
+  const T* get() const { return ptr_; }
+  size_t size() const { return count_; }
+  void upload(const std::vector<T>& host) {
+    REQUIRE(host.size() == count_);
+    CUDA_CHECK(cudaStreamSynchronize(test_stream()));
+    CUDA_CHECK(cudaMemcpy(ptr_, host.data(), count_ * sizeof(T), cudaMemcpyHostToDevice));
+  }
+  std::vector<T> download() const {
+    CUDA_CHECK(cudaStreamSynchronize(test_stream()));
+    CUDA_CHECK(cudaGetLastError());
+    std::vector<T> host(count_);
+    CUDA_CHECK(cudaMemcpy(host.data(), ptr_, count_ * sizeof(T), cudaMemcpyDeviceToHost));
+    return host;
+  }
+  // All bytes 0xFF: a float NaN (and int -1), so an element the kernel forgets stays NaN.
+  void poison() { CUDA_CHECK(cudaMemset(ptr_, 0xFF, count_ * sizeof(T))); }
+
+ private:
+  T* ptr_ = nullptr;
+  size_t count_ = 0;
+};
+
+inline double max_abs(const std::vector<float>& v) {
+  double m = 0.0;
+  for (float x : v) m = std::max(m, static_cast<double>(std::fabs(x)));
+  return m;
+}
+
+// |a - e| <= tol * (max|expected| + |e|) element-wise and ||a - e|| / ||e|| <= tol; NaN fails.
+inline void expect_matches(const std::vector<float>& actual, const std::vector<float>& expected,
+                           const std::string& what, double tol = 1e-5) {
+  REQUIRE(actual.size() == expected.size());
+  expect_close(actual, expected, tol * std::max(max_abs(expected), 1e-30), tol, what);
+  if (max_abs(expected) > 0.0) {
+    INFO(what << ": relative L2 error");
+    CHECK(rel_error(actual, expected) <= tol);
+  }
+}
+
+// Bit-for-bit equality (determinism tests).
+inline bool bit_equal(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](float x, float y) {
+           return std::memcmp(&x, &y, sizeof(float)) == 0;
+         });
+}
+
+}  // namespace gpt2cc::test

@@ -1,0 +1,127 @@
+// cuda::attention_forward / attention_backward against cpu:: (out, the saved probabilities and
+// dqkv) with and without attention dropout, over T = 1, T not a multiple of the 32-wide tile,
+// head sizes 1, 6, 17 and GPT-2's 64, and B*NH > 65535 (the kernel's loop over blockIdx.z).
+// Also the KV-cache ops: kv_cache_store and attention_decode, both decode kernels (scores in
+// shared memory, and the online-softmax fallback for long contexts).
+#include <catch2/catch.hpp>
+
+#include "cpu/attention.hpp"
+#include "cuda_test_util.hpp"
+#include "kernels/attention.cuh"
+
+using namespace gpt2cc;
+using test::DeviceBuffer;
+
+TEST_CASE("cuda attention forward and backward match cpu", "[cuda][attention]") {
+  struct Shape {
+    int B, T, C, NH;
+  };
+  const Shape shape = GENERATE(Shape{1, 1, 8, 2}, Shape{3, 5, 4, 4}, Shape{3, 33, 18, 3}, Shape{2, 70, 68, 4},
+                               Shape{2, 64, 128, 2}, Shape{1, 130, 768, 12});
+  const float p = GENERATE(0.0f, 0.25f);
+  const int B = shape.B, T = shape.T, C = shape.C, NH = shape.NH;
+  INFO("B=" << B << " T=" << T << " C=" << C << " NH=" << NH << " dropout=" << p);
+  const DropoutParams dropout{p, 0x1234'5678'9abcull, 7};
+  const size_t qkv_n = size_t(B) * T * 3 * C, out_n = size_t(B) * T * C, att_n = size_t(B) * NH * T * T;
+  // Scores of O(1): q, k ~ U(-1, 1) over HS channels, scaled by 1/sqrt(HS).
+  const auto qkv = test::random_vector(qkv_n, 71, -1.5f, 1.5f);
+  const auto dout = test::random_vector(out_n, 72);
+  cudaStream_t stream = test::test_stream();
+
+  std::vector<float> out(out_n), att(att_n), dqkv(qkv_n);
+  cpu::attention_forward(out.data(), att.data(), qkv.data(), B, T, C, NH, dropout);
+  cpu::attention_backward(dqkv.data(), dout.data(), att.data(), qkv.data(), B, T, C, NH, dropout);
+
+  DeviceBuffer<float> d_qkv(qkv), d_out(out_n), d_att(att_n), d_dout(dout), d_dqkv(qkv_n);
+  d_out.poison();
+  d_att.poison();
+  d_dqkv.poison();
+  cuda::attention_forward(d_out.get(), d_att.get(), d_qkv.get(), B, T, C, NH, dropout, stream);
+  test::expect_matches(d_att.download(), att, "attention probabilities");
+  test::expect_matches(d_out.download(), out, "attention out");
+  cuda::attention_backward(d_dqkv.get(), d_dout.get(), d_att.get(), d_qkv.get(), B, T, C, NH, dropout, stream);
+  test::expect_matches(d_dqkv.download(), dqkv, "attention dqkv", 2e-5);
+}
+
+TEST_CASE("cuda attention handles more heads than one grid dimension holds", "[cuda][attention]") {
+  const int B = 65537, T = 2, C = 2, NH = 1;  // B*NH > 65535: blocks loop over heads
+  const size_t qkv_n = size_t(B) * T * 3 * C, out_n = size_t(B) * T * C, att_n = size_t(B) * NH * T * T;
+  const auto qkv = test::random_vector(qkv_n, 73);
+  const auto dout = test::random_vector(out_n, 74);
+  std::vector<float> out(out_n), att(att_n), dqkv(qkv_n);
+  cpu::attention_forward(out.data(), att.data(), qkv.data(), B, T, C, NH, DropoutParams{});
+  cpu::attention_backward(dqkv.data(), dout.data(), att.data(), qkv.data(), B, T, C, NH, DropoutParams{});
+  DeviceBuffer<float> d_qkv(qkv), d_out(out_n), d_att(att_n), d_dout(dout), d_dqkv(qkv_n);
+  d_out.poison();
+  d_att.poison();
+  d_dqkv.poison();
+  cuda::attention_forward(d_out.get(), d_att.get(), d_qkv.get(), B, T, C, NH, DropoutParams{}, test::test_stream());
+  cuda::attention_backward(d_dqkv.get(), d_dout.get(), d_att.get(), d_qkv.get(), B, T, C, NH, DropoutParams{},
+                           test::test_stream());
+  test::expect_matches(d_out.download(), out, "attention out");
+  test::expect_matches(d_dqkv.download(), dqkv, "attention dqkv", 2e-5);
+}
+
+TEST_CASE("cuda attention backward is bit-for-bit repeatable", "[cuda][attention][determinism]") {
+  const int B = 2, T = 96, C = 64, NH = 4;
+  const DropoutParams dropout{0.1f, 99, 3};
+  const auto qkv = test::random_vector(size_t(B) * T * 3 * C, 75);
+  const auto dout = test::random_vector(size_t(B) * T * C, 76);
+  DeviceBuffer<float> d_qkv(qkv), d_out(dout.size()), d_att(size_t(B) * NH * T * T), d_dout(dout), d_dqkv(qkv.size());
+  std::vector<float> first;
+  for (int run = 0; run < 2; ++run) {
+    cuda::attention_forward(d_out.get(), d_att.get(), d_qkv.get(), B, T, C, NH, dropout, test::test_stream());
+    cuda::attention_backward(d_dqkv.get(), d_dout.get(), d_att.get(), d_qkv.get(), B, T, C, NH, dropout,
+                             test::test_stream());
+    if (run == 0) first = d_dqkv.download();
+    else CHECK(test::bit_equal(d_dqkv.download(), first));
+  }
+}
+
+TEST_CASE("cuda kv_cache_store and attention_decode match cpu", "[cuda][attention][decode]") {
+  struct Shape {
+    int B, maxT, C, NH, prompt;
+  };
+  // The last shape decodes at positions past what fits in shared memory (the fallback kernel).
+  const Shape shape = GENERATE(Shape{1, 4, 8, 2, 1}, Shape{3, 40, 68, 4, 33}, Shape{2, 1030, 768, 12, 1024},
+                               Shape{1, 12300, 8, 2, 12290});
+  const int B = shape.B, maxT = shape.maxT, C = shape.C, NH = shape.NH, prompt = shape.prompt;
+  INFO("B=" << B << " maxT=" << maxT << " C=" << C << " NH=" << NH << " prompt=" << prompt);
+  const size_t cache_n = size_t(B) * maxT * C;
+  const auto prompt_qkv = test::random_vector(size_t(B) * prompt * 3 * C, 81);
+  std::vector<float> kcache(cache_n, 0.0f), vcache(cache_n, 0.0f);
+  cpu::kv_cache_store(kcache.data(), vcache.data(), prompt_qkv.data(), B, prompt, maxT, C);
+  DeviceBuffer<float> d_prompt(prompt_qkv), d_k(std::vector<float>(cache_n, 0.0f)),
+      d_v(std::vector<float>(cache_n, 0.0f));
+  cudaStream_t stream = test::test_stream();
+  cuda::kv_cache_store(d_k.get(), d_v.get(), d_prompt.get(), B, prompt, maxT, C, stream);
+  CHECK(test::bit_equal(d_k.download(), kcache));
+  CHECK(test::bit_equal(d_v.download(), vcache));
+
+  bool used_fallback = false, used_shared = false;
+  for (int pos = prompt; pos < std::min(maxT, prompt + 3); ++pos) {
+    INFO("pos " << pos);
+    const auto qkv = test::random_vector(size_t(B) * 3 * C, 82 + pos);
+    std::vector<float> out(size_t(B) * C);
+    cpu::attention_decode(out.data(), kcache.data(), vcache.data(), qkv.data(), B, pos, maxT, C, NH);
+    DeviceBuffer<float> d_qkv(qkv), d_out(out.size());
+    d_out.poison();
+    cuda::attention_decode(d_out.get(), d_k.get(), d_v.get(), d_qkv.get(), B, pos, maxT, C, NH, stream);
+    (cuda::attention_decode_scores_fit_shared(pos, C / NH) ? used_shared : used_fallback) = true;
+    test::expect_matches(d_out.download(), out, "decode out");
+    CHECK(test::bit_equal(d_k.download(), kcache));
+    CHECK(test::bit_equal(d_v.download(), vcache));
+  }
+  CHECK(used_shared != used_fallback);
+  if (maxT == 12300) CHECK(used_fallback);
+}
+
+TEST_CASE("cuda attention rejects bad shapes", "[cuda][attention]") {
+  DeviceBuffer<float> buf(64);
+  CHECK_THROWS_WITH(cuda::attention_forward(buf.get(), buf.get(), buf.get(), 1, 1, 10, 3, DropoutParams{},
+                                            test::test_stream()),
+                    Catch::Contains("NH"));
+  CHECK_THROWS_WITH(cuda::attention_decode(buf.get(), buf.get(), buf.get(), buf.get(), 1, 4, 4, 4, 2,
+                                           test::test_stream()),
+                    Catch::Contains("position 4"));
+}

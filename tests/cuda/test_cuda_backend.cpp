@@ -1,0 +1,69 @@
+// CudaBackend through the Backend interface: the factory, zero-filled allocations, copies,
+// the out-of-memory message, and that an op called through the backend runs on its stream in
+// order with its copies (a forward then a download sees the result without an explicit sync).
+#include <catch2/catch.hpp>
+
+#include "core/backend.hpp"
+#include "core/check.hpp"
+#include "cpu/gelu.hpp"
+#include "cuda_test_util.hpp"
+
+using namespace gpt2cc;
+
+TEST_CASE("make_cuda_backend gives a working cuda backend", "[cuda][backend]") {
+  CHECK(cuda_backend_built());
+  auto backend = make_cuda_backend(0);
+  CHECK(backend->kind() == DeviceKind::cuda);
+  CHECK_THAT(backend->describe(), Catch::StartsWith("cuda fp32"));
+  CHECK(backend->attention_saved_floats(2, 5, 3) == size_t(2) * 3 * 5 * 5);
+
+  const size_t n = 1027;
+  DeviceArray<float> a(*backend, n), b(*backend, n);
+  std::vector<float> host(n, 1.0f);
+  backend->download(host.data(), a.data(), a.bytes());
+  for (float x : host) REQUIRE(x == 0.0f);  // allocations are zero-filled
+
+  const auto values = test::random_vector(n, 121, -3.0f, 3.0f);
+  backend->upload(a.data(), values.data(), a.bytes());
+  backend->copy(b.data(), a.data(), a.bytes());
+  backend->download(host.data(), b.data(), b.bytes());
+  CHECK(test::bit_equal(host, values));
+
+  backend->gelu_forward(b.data(), a.data(), n);
+  std::vector<float> expected(n);
+  cpu::gelu_forward(expected.data(), values.data(), n);
+  backend->download(host.data(), b.data(), b.bytes());
+  test::expect_matches(host, expected, "gelu through the backend");
+
+  backend->zero(b.data(), b.bytes());
+  backend->synchronize();
+  backend->download(host.data(), b.data(), b.bytes());
+  for (float x : host) REQUIRE(x == 0.0f);
+}
+
+TEST_CASE("cuda backend reports out-of-memory with sizes and a hint", "[cuda][backend]") {
+  auto backend = make_cuda_backend(0);
+  const size_t huge = size_t(1) << 50;  // 1 PiB
+  CHECK_THROWS_AS(backend->allocate(huge), Error);
+  try {
+    backend->allocate(huge);
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    CHECK_THAT(msg, Catch::Contains("out of memory"));
+    CHECK_THAT(msg, Catch::Contains(std::to_string(huge)));
+    CHECK_THAT(msg, Catch::Contains("bytes free"));
+    CHECK_THAT(msg, Catch::Contains("smaller batch"));
+  }
+  // The backend still works after the failed allocation.
+  DeviceArray<float> ok(*backend, 16);
+  std::vector<float> host(16, 1.0f);
+  backend->download(host.data(), ok.data(), ok.bytes());
+  CHECK(host[0] == 0.0f);
+}
+
+TEST_CASE("make_cuda_backend rejects a device that does not exist", "[cuda][backend]") {
+  int count = 0;
+  CUDA_CHECK(cudaGetDeviceCount(&count));
+  CHECK_THROWS_AS(make_cuda_backend(count), InputError);
+  CHECK_THROWS_WITH(make_cuda_backend(-1), Catch::Contains("does not exist"));
+}
