@@ -146,6 +146,21 @@ std::function<std::string(GPT2&, uint64_t)> make_sampler(const TrainConfig& c) {
   };
 }
 
+// cxxopts says "Argument 'abc' failed to parse" without the flag: find the flag that got it.
+std::string name_bad_value(const std::string& message, int argc, char** argv) {
+  size_t open = message.find("\u2018"), close = message.find("\u2019");
+  if (open == std::string::npos || close == std::string::npos) return message;
+  std::string value = message.substr(open + 3, close - open - 3);
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    std::string flag;
+    if (arg.starts_with("--") && arg.ends_with("=" + value)) flag = arg.substr(0, arg.find('='));
+    if (arg.starts_with("--") && i + 1 < argc && argv[i + 1] == value) flag = arg;
+    if (!flag.empty()) return format("{}: '{}' is not a valid value", flag, value);
+  }
+  return message;
+}
+
 int run(int argc, char** argv) {
   TrainConfig config;
   auto options = make_options(config);
@@ -191,6 +206,9 @@ int main(int argc, char** argv) {
     return run(argc, argv);
   } catch (const InputError& e) {
     std::cerr << "train: " << e.what() << std::endl;
+    return 2;
+  } catch (const cxxopts::exceptions::incorrect_argument_type& e) {
+    std::cerr << "train: " << name_bad_value(e.what(), argc, argv) << " (see train --help)" << std::endl;
     return 2;
   } catch (const cxxopts::exceptions::exception& e) {
     std::cerr << "train: " << e.what() << " (see train --help)" << std::endl;

@@ -1,0 +1,168 @@
+// The train binary end to end: --help, rejected flags and combinations (exit code 2 with a
+// message naming the problem), a tiny run, --resume, and --eval-only with its stated window,
+// stride and token count. The binary is found through GPT2CC_BINARY_DIR (set by ctest).
+#include <sys/wait.h>
+
+#include <catch2/catch.hpp>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include "common/test_common.hpp"
+#include "core/backend.hpp"
+#include "train_fixtures.hpp"
+
+using namespace gpt2cc;
+
+namespace {
+
+struct Run {
+  int code = -1;
+  std::string output;  // stdout and stderr together
+};
+
+std::string train_binary() {
+  const char* dir = std::getenv("GPT2CC_BINARY_DIR");
+  REQUIRE(dir != nullptr);  // ctest sets it; run the test through ctest
+  std::string path = std::string(dir) + "/train";
+  REQUIRE(std::filesystem::exists(path));
+  return path;
+}
+
+Run train(const std::string& args) {
+  Run r;
+  std::string command = train_binary() + " " + args + " 2>&1";
+  FILE* pipe = ::popen(command.c_str(), "r");
+  REQUIRE(pipe != nullptr);
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, pipe)) > 0) r.output.append(buf, n);
+  int status = ::pclose(pipe);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+// A tiny model on the fixture shards; callers append the run-specific flags.
+std::string tiny(const std::string& data) {
+  return "--layers 2 --heads 2 --channels 16 --max-seq-len 32 --batch-size 4 --seq-len 16 --threads 1 "
+         "--train-data " + data + "/train.bin ";
+}
+
+size_t count_lines(const std::string& path) {
+  std::ifstream in(path);
+  size_t n = 0;
+  for (std::string line; std::getline(in, line);) ++n;
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE("--help lists every flag with its default", "[cli]") {
+  Run r = train("--help");
+  CHECK(r.code == 0);
+  for (const char* text : {"--seq-len", "(default: 128)", "--total-batch", "--warmup-steps", "--resume",
+                           "--eval-only", "--eval-stride", "--device", "--keep-checkpoints", "(default: cosine)"}) {
+    CHECK_THAT(r.output, Catch::Contains(text));
+  }
+}
+
+TEST_CASE("bad flags exit with code 2 and say what is wrong", "[cli]") {
+  std::string dir = test::temp_dir("train_cli_flags");
+  test::write_tiny_shards(dir);
+  const std::string ok = tiny(dir) + "--run-dir " + dir + "/run ";
+  struct Case {
+    std::string args, message;
+  };
+  std::vector<Case> cases = {
+      {"--no-such-flag", "no-such-flag"},
+      {ok + "--steps 5 --lr abc", "--lr: 'abc' is not a valid value"},
+      {ok + "--steps=-3", "--steps: '-3' is not a valid value"},
+      {ok + "--steps 5 --lr -1", "--lr must be"},
+      {ok + "--steps 5 --batch-size 0", "--batch-size must be >= 1"},
+      {ok + "--steps 5 --dropout 1", "--dropout must be in [0, 1)"},
+      {ok + "--steps 5 --schedule step", "unknown learning-rate schedule 'step'"},
+      {ok + "--steps 5 --device tpu", "--device must be cpu or cuda"},
+      {ok + "--steps 5 stray", "unexpected argument 'stray'"},
+      {ok, "exactly one of --steps, --epochs, --tokens"},
+      {ok + "--steps 5 --epochs 1", "exactly one of --steps, --epochs, --tokens (2 given)"},
+      {ok + "--steps 5 --total-batch 100", "--total-batch (100 tokens) must be a multiple of"},
+      {ok + "--steps 5 --val-data " + dir + "/val.bin --eval-every 10", "--eval-every 10 is longer than the run (5"},
+      {ok + "--steps 5 --warmup-steps 5", "--warmup-steps (5) must be shorter than the run"},
+      {tiny(dir + "/missing") + "--steps 5 --run-dir " + dir + "/run", "missing/train.bin"},
+      {ok + "--steps 5 --val-data " + dir + "/nope.bin", "nope.bin"},
+      {ok + "--steps 5 --seq-len 64", "--seq-len 64 is longer than the model's maximum sequence length 32"},
+      {"--eval-only --val-data " + dir + "/val.bin", "--eval-only needs a checkpoint"},
+      {ok + "--steps 5 --resume " + dir + "/no_run", "no_run does not exist"},
+  };
+  for (const Case& c : cases) {
+    INFO("train " << c.args);
+    Run r = train(c.args);
+    CHECK(r.code == 2);
+    CHECK_THAT(r.output, Catch::Contains(c.message));
+  }
+  if (!cuda_backend_built()) {
+    Run r = train(ok + "--steps 5 --device cuda");
+    CHECK(r.code == 2);
+    CHECK_THAT(r.output, Catch::Contains("no CUDA backend"));
+  }
+  CHECK_FALSE(std::filesystem::exists(dir + "/run/checkpoints"));  // no failed run left anything behind
+}
+
+TEST_CASE("a tiny run, its resume, and --eval-only", "[cli]") {
+  std::string dir = test::temp_dir("train_cli_run");
+  test::write_tiny_shards(dir);
+  const std::string run_dir = dir + "/run";
+  const std::string base = tiny(dir) + "--val-data " + dir + "/val.bin --eval-every 2 --eval-batches 2 --run-dir " +
+                           run_dir + " --tokenizer /nowhere ";
+
+  Run first = train(base + "--steps 6 --stop-at-step 3");
+  INFO(first.output);
+  REQUIRE(first.code == 0);
+  CHECK_THAT(first.output, Catch::Contains("step 3/6"));
+  CHECK(std::filesystem::exists(run_dir + "/config.json"));
+  CHECK(count_lines(run_dir + "/metrics.jsonl") == 3);
+
+  SECTION("a new run into the same directory is refused; the checkpoint survives") {
+    Run again = train(base + "--steps 6");
+    CHECK(again.code == 2);
+    CHECK_THAT(again.output, Catch::Contains("already holds checkpoints"));
+    CHECK(std::filesystem::exists(run_dir + "/checkpoints/step_00000003.ckpt"));
+  }
+  SECTION("resume with a different batch is refused; a plain resume finishes the run") {
+    Run changed = train("--resume " + run_dir + " --batch-size 2");
+    CHECK(changed.code == 2);
+    CHECK_THAT(changed.output, Catch::Contains("--batch-size"));
+    Run resumed = train("--resume " + run_dir);
+    INFO(resumed.output);
+    CHECK(resumed.code == 0);
+    CHECK_THAT(resumed.output, Catch::Contains("resuming from") && Catch::Contains("step 6/6") &&
+                                   Catch::Contains("validation loss"));
+    CHECK(count_lines(run_dir + "/metrics.jsonl") == 6);
+  }
+  SECTION("--eval-only states window, stride and tokens scored") {
+    const std::string ckpt = run_dir + "/checkpoints/step_00000003.ckpt";
+    Run plain = train("--eval-only --init-from " + ckpt + " --val-data " + dir + "/val.bin --seq-len 16");
+    INFO(plain.output);
+    CHECK(plain.code == 0);
+    // 4096 tokens in windows of 16: every token after the first is scored once.
+    CHECK_THAT(plain.output, Catch::Contains("windows of 16 tokens every 16 tokens (non-overlapping)") &&
+                                 Catch::Contains("tokens scored: 4095") && Catch::Contains("perplexity: "));
+    Run sliding = train("--eval-only --init-from " + ckpt + " --val-data " + dir + "/val.bin --seq-len 16 "
+                        "--eval-stride 8");
+    CHECK(sliding.code == 0);
+    CHECK_THAT(sliding.output, Catch::Contains("every 8 tokens (sliding)") && Catch::Contains("tokens scored: 4095"));
+  }
+  SECTION("a checkpoint whose tokenizer does not match the data") {
+    std::filesystem::create_directories(dir + "/other");
+    test::write_tiny_shards(dir + "/other", 4096, 0x5555);
+    const std::string ckpt = run_dir + "/checkpoints/step_00000003.ckpt";
+    Run tuned = train("--init-from " + ckpt + " --train-data " + dir + "/other/train.bin --steps 2 --batch-size 4 "
+                      "--seq-len 16 --run-dir " + dir + "/tuned");
+    CHECK(tuned.code == 2);
+    CHECK_THAT(tuned.output, Catch::Contains("fingerprint"));
+    Run eval = train("--eval-only --init-from " + ckpt + " --val-data " + dir + "/other/val.bin --seq-len 16");
+    CHECK(eval.code == 2);
+    CHECK_THAT(eval.output, Catch::Contains("fingerprint"));
+  }
+}
