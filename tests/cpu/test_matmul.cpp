@@ -3,6 +3,10 @@
 // reference on awkward shapes (edges of every tile and cache block), and determinism.
 #include <catch2/catch.hpp>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #include "cpu/matmul.hpp"
 #include "tests/cpu/gradcheck.hpp"
 
@@ -129,7 +133,8 @@ TEST_CASE("blocked matmul matches the reference on awkward shapes", "[cpu][matmu
 }
 
 TEST_CASE("blocked matmul backward is deterministic", "[cpu][matmul]") {
-  // Each dweight element is summed by one thread in a fixed order: bit-identical on every run.
+  // Each dweight element is summed by one thread in a fixed order: bit-identical on every run
+  // and for any number of threads.
   const int B = 2, T = 300, C = 70, OC = 50;
   auto inp = test::random_vector(static_cast<size_t>(B) * T * C, 96);
   auto weight = test::random_vector(static_cast<size_t>(OC) * C, 97);
@@ -139,4 +144,14 @@ TEST_CASE("blocked matmul backward is deterministic", "[cpu][matmul]") {
   cpu::matmul_backward(dinp.data(), first.data(), db.data(), dout.data(), inp.data(), weight.data(), B, T, C, OC);
   cpu::matmul_backward(dinp.data(), second.data(), db.data(), dout.data(), inp.data(), weight.data(), B, T, C, OC);
   expect_close(second, first, 0, 0, "dweight on a second run");
+#ifdef _OPENMP
+  const int threads = omp_get_max_threads();
+  for (int n : {1, 3}) {
+    omp_set_num_threads(n);
+    std::vector<float> other(weight.size(), 0.0f);
+    cpu::matmul_backward(dinp.data(), other.data(), db.data(), dout.data(), inp.data(), weight.data(), B, T, C, OC);
+    expect_close(other, first, 0, 0, "dweight with " + std::to_string(n) + " threads");
+  }
+  omp_set_num_threads(threads);
+#endif
 }
