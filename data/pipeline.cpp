@@ -246,6 +246,13 @@ void write_manifest(const PrepareConfig& config, const Tokenizer& tokenizer, con
       {"seconds", summary.seconds},
       {"threads", summary.threads},
   };
+  nlohmann::json files = nlohmann::json::array();
+  for (const auto& f : summary.files) {
+    nlohmann::json entry = {{"path", f.path}, {"documents", f.documents}, {"bytes", f.bytes}};
+    if (!f.story_boundary.empty()) entry["story_boundary"] = f.story_boundary;
+    files.push_back(entry);
+  }
+  m["files"] = files;
   if (config.format.format == Format::tinystories)
     m["story_boundary"] = story_boundary_name(config.format.story_boundary);
   std::string path = config.out_dir + "/manifest.json", tmp = path + ".tmp";
@@ -298,6 +305,8 @@ PrepareSummary prepare_dataset(const PrepareConfig& config, const Tokenizer& tok
     pipeline.set_forced_split(forced_split);
     for (const auto& file : files) {
       ReadResult r = read_documents(file, config.format, pipeline);
+      summary.files.push_back({file, r.documents, r.bytes,
+                               config.format.format == Format::tinystories ? story_boundary_name(r.story_boundary) : ""});
       log << file << ": " << r.documents << " documents, " << r.bytes << " bytes";
       if (config.format.format == Format::tinystories) {
         log << " (story boundary: " << story_boundary_name(r.story_boundary)

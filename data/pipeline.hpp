@@ -39,8 +39,15 @@ struct SplitSummary {
   std::vector<uint64_t> shard_tokens;
 };
 
+struct FileSummary {
+  std::string path;
+  uint64_t documents = 0, bytes = 0;
+  std::string story_boundary;  // tinystories: the boundary used for this file (docs/data.md)
+};
+
 struct PrepareSummary {
   SplitSummary train, val;
+  std::vector<FileSummary> files;
   double seconds = 0;
   uint64_t peak_rss_bytes = 0;
   int threads = 0;

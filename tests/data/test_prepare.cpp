@@ -121,6 +121,7 @@ TEST_CASE("prepare writes the documents of every format as <|endoftext|> + token
     auto manifest = nlohmann::json::parse(read_file(out + "/manifest.json"));
     CHECK(manifest["train"]["documents"] == c.docs.size());
     CHECK(manifest["input_format"] == c.format);
+    CHECK(manifest["files"][0]["documents"] == c.docs.size());
     CHECK(r.output.find("tokens/byte") != std::string::npos);
   }
 }
