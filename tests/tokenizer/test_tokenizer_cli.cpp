@@ -1,0 +1,127 @@
+// The `tokenizer` CLI end to end: train -> encode (text and binary) -> decode round trip, stats,
+// and the user errors (exit code 2 with a message naming the file and line).
+#include <catch2/catch.hpp>
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include "common/test_common.hpp"
+#include "tokenizer/tokenizer.hpp"
+
+namespace test = gpt2cc::test;
+
+namespace {
+
+struct Result {
+  int code;
+  std::string out, err;
+};
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Runs `tokenizer <args>` through the shell, capturing stdout and stderr into files in dir.
+Result cli(const std::string& dir, const std::string& args) {
+  std::string cmd = std::string("'") + GPT2CC_TOKENIZER_CLI + "' " + args + " > '" + dir + "/out.txt' 2> '" + dir + "/err.txt'";
+  int status = std::system(cmd.c_str());
+  int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return {code, slurp(dir + "/out.txt"), slurp(dir + "/err.txt")};
+}
+
+}  // namespace
+
+TEST_CASE("tokenizer CLI: train, encode, decode and stats end to end", "[tokenizer][cli]") {
+  std::string dir = test::temp_dir("tokenizer_cli");
+  std::string corpus;
+  for (int i = 0; i < 300; ++i)
+    corpus += "Once upon a time, story number " + std::to_string(i) + " began. It's café time!<|endoftext|>\n";
+  std::ofstream(dir + "/corpus.txt", std::ios::binary) << corpus;
+
+  Result r = cli(dir, "train --out '" + dir + "/tok' --vocab-size 320 '" + dir + "/corpus.txt'");
+  INFO(r.err);
+  REQUIRE(r.code == 0);
+  gpt2cc::Tokenizer tok = gpt2cc::Tokenizer::load(dir + "/tok");
+  CHECK(tok.vocab_size() == 320);
+  CHECK(tok.eot_id() == 0);
+
+  for (const char* fmt : {"text", "u16", "u32"}) {
+    INFO("format " << fmt);
+    r = cli(dir, std::string("encode --tokenizer '") + dir + "/tok' --format " + fmt + " --input '" + dir +
+                     "/corpus.txt' --output '" + dir + "/ids.bin'");
+    REQUIRE(r.code == 0);
+    r = cli(dir, std::string("decode --tokenizer '") + dir + "/tok' --format " + fmt + " --input '" + dir + "/ids.bin'");
+    REQUIRE(r.code == 0);
+    CHECK(r.out == corpus);
+  }
+  std::string ids_text = slurp(dir + "/ids.bin");  // u32 from the last round
+  CHECK(ids_text.size() == 4 * tok.encode(corpus).size());
+
+  r = cli(dir, "encode --tokenizer '" + dir + "/tok' --input '" + dir + "/corpus.txt'");
+  std::vector<int> expected = tok.encode(corpus);
+  std::ostringstream want;
+  for (size_t i = 0; i < expected.size(); ++i) want << (i ? " " : "") << expected[i];
+  CHECK(r.out == want.str() + "\n");
+
+  r = cli(dir, "stats --tokenizer '" + dir + "/tok' '" + dir + "/corpus.txt'");
+  REQUIRE(r.code == 0);
+  CHECK_THAT(r.out, Catch::Contains(std::to_string(corpus.size()) + " bytes, " + std::to_string(expected.size()) + " tokens"));
+
+  // GPT-2's files, from stdin, with and without special-token recognition.
+  std::string gpt2 = test::data_dir() + "/gpt2";
+  if (test::data_dir().empty()) FAIL("shared data directory not found (set GPT2CC_DATA_DIR)");
+  std::ofstream(dir + "/hello.txt") << "Hello world<|endoftext|>";
+  r = cli(dir, "encode --tokenizer '" + gpt2 + "' < '" + dir + "/hello.txt'");
+  CHECK(r.out == "15496 995 50256\n");
+  r = cli(dir, "encode --no-special --tokenizer '" + gpt2 + "' < '" + dir + "/hello.txt'");
+  CHECK(r.out.find("50256") == std::string::npos);
+}
+
+TEST_CASE("tokenizer CLI: user errors exit 2 naming the problem", "[tokenizer][cli]") {
+  std::string dir = test::temp_dir("tokenizer_cli_errors");
+  std::string gpt2 = test::data_dir() + "/gpt2";
+  Result r = cli(dir, "frobnicate");
+  CHECK(r.code == 2);
+  CHECK_THAT(r.err, Catch::Contains("unknown command"));
+  r = cli(dir, "encode --input /dev/null");
+  CHECK(r.code == 2);
+  CHECK_THAT(r.err, Catch::Contains("--tokenizer is required"));
+  r = cli(dir, "encode --tokenizer '" + gpt2 + "' --format u8 --input /dev/null");
+  CHECK(r.code == 2);
+  CHECK_THAT(r.err, Catch::Contains("--format must be"));
+  r = cli(dir, "encode --tokenizer '" + gpt2 + "' --format u16 --threads 0 --input /dev/null");
+  CHECK(r.code == 2);
+  r = cli(dir, "encode --tokenizer '" + gpt2 + "' --input '" + dir + "/missing.txt'");
+  CHECK(r.code == 2);
+  CHECK_THAT(r.err, Catch::Contains("missing.txt"));
+  r = cli(dir, "train --out '" + dir + "/t' --vocab-size 10 /dev/null");
+  CHECK(r.code == 2);
+  CHECK_THAT(r.err, Catch::Contains("vocab size"));
+  r = cli(dir, "train --vocab-size 300 /dev/null");
+  CHECK(r.code == 2);
+  CHECK_THAT(r.err, Catch::Contains("--out"));
+
+  std::ofstream(dir + "/odd.bin", std::ios::binary) << "abc";
+  r = cli(dir, "decode --tokenizer '" + gpt2 + "' --format u16 --input '" + dir + "/odd.bin'");
+  CHECK(r.code == 2);
+  CHECK_THAT(r.err, Catch::Contains("truncated"));
+  std::ofstream(dir + "/ids.txt") << "15496 995\n1 99999\n";
+  r = cli(dir, "decode --tokenizer '" + gpt2 + "' --input '" + dir + "/ids.txt'");
+  CHECK(r.code == 2);
+  CHECK_THAT(r.err, Catch::Contains("ids.txt:2") && Catch::Contains("99999"));
+
+  // A malformed merges file: the error names file and line.
+  std::string bad = dir + "/badtok";
+  r = cli(dir, "train --out '" + bad + "' --vocab-size 300 --special '' '" + dir + "/ids.txt'");
+  REQUIRE(r.code == 0);
+  std::string merges = slurp(bad + "/merges.txt");
+  std::ofstream(bad + "/merges.txt", std::ios::binary) << merges << "this line is bad\n";
+  r = cli(dir, "encode --tokenizer '" + bad + "' --input /dev/null");
+  CHECK(r.code == 2);
+  size_t lines = size_t(std::count(merges.begin(), merges.end(), '\n'));
+  CHECK_THAT(r.err, Catch::Contains("merges.txt:" + std::to_string(lines + 1)));
+}
