@@ -81,8 +81,11 @@ template <class T>
 class DeviceVec {
  public:
   explicit DeviceVec(size_t n) : n_(n) { CUDA_CHECK(cudaMalloc(&p_, std::max<size_t>(n, 1) * sizeof(T))); }
+  // cudaMemcpy from pageable memory may return before its DMA lands, and the legacy default
+  // stream does not order against the benchmark's non-blocking stream: synchronise the device.
   explicit DeviceVec(const std::vector<T>& host) : DeviceVec(host.size()) {
     CUDA_CHECK(cudaMemcpy(p_, host.data(), n_ * sizeof(T), cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaDeviceSynchronize());
   }
   DeviceVec(const DeviceVec&) = delete;
   DeviceVec& operator=(const DeviceVec&) = delete;
@@ -435,6 +438,7 @@ void bench_adamw(Bench& b) {
   DeviceVec<float> p(random_floats(N, 65)), g(random_floats(N, 66)), m(N), v(N);
   CUDA_CHECK(cudaMemset(m.get(), 0, N * sizeof(float)));
   CUDA_CHECK(cudaMemset(v.get(), 0, N * sizeof(float)));
+  CUDA_CHECK(cudaDeviceSynchronize());
   const std::string shape = format("N={} (GPT-2 124M)", N);
   // bytes: read p, m, v, g; write p, m, v.
   b.add({"adamw_update", shape, 0, false, 0, 28.0 * N, 0}, {err[0]},
@@ -455,6 +459,7 @@ Ceilings measure_ceilings(Bench& b) {
   const size_t bytes = size_t(1) << 30;
   DeviceVec<char> src(bytes), dst(bytes);
   CUDA_CHECK(cudaMemset(src.get(), 1, bytes));
+  CUDA_CHECK(cudaDeviceSynchronize());
   const double copy_ms = b.timer().median_ms(
       [&] { CUDA_CHECK(cudaMemcpyAsync(dst.get(), src.get(), bytes, cudaMemcpyDeviceToDevice, b.stream())); });
   c.copy_gbps = 2.0 * bytes / (copy_ms * 1e-3) / 1e9;

@@ -42,20 +42,27 @@ class DeviceBuffer {
   size_t size() const { return count_; }
   void upload(const std::vector<T>& host) {
     REQUIRE(host.size() == count_);
+    CUDA_CHECK(cudaMemcpyAsync(ptr_, host.data(), count_ * sizeof(T), cudaMemcpyHostToDevice, test_stream()));
     CUDA_CHECK(cudaStreamSynchronize(test_stream()));
-    CUDA_CHECK(cudaMemcpy(ptr_, host.data(), count_ * sizeof(T), cudaMemcpyHostToDevice));
   }
   std::vector<T> download() const {
-    CUDA_CHECK(cudaStreamSynchronize(test_stream()));
-    CUDA_CHECK(cudaGetLastError());
     std::vector<T> host(count_);
-    CUDA_CHECK(cudaMemcpy(host.data(), ptr_, count_ * sizeof(T), cudaMemcpyDeviceToHost));
+    CUDA_CHECK(cudaMemcpyAsync(host.data(), ptr_, count_ * sizeof(T), cudaMemcpyDeviceToHost, test_stream()));
+    CUDA_CHECK(cudaStreamSynchronize(test_stream()));
     return host;
   }
   // All bytes 0xFF: a float NaN (and int -1), so an element the kernel forgets stays NaN.
-  void poison() { CUDA_CHECK(cudaMemset(ptr_, 0xFF, count_ * sizeof(T))); }
+  void poison() { fill_bytes(0xFF); }
+  void zero() { fill_bytes(0); }
 
  private:
+  // Everything goes through test_stream(), in order with the kernels under test: the legacy
+  // default stream does not order against a non-blocking stream.
+  void fill_bytes(int byte) {
+    CUDA_CHECK(cudaMemsetAsync(ptr_, byte, count_ * sizeof(T), test_stream()));
+    CUDA_CHECK(cudaStreamSynchronize(test_stream()));
+  }
+
   T* ptr_ = nullptr;
   size_t count_ = 0;
 };

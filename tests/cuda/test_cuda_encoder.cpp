@@ -60,8 +60,8 @@ TEST_CASE("cuda encoder backward is bit-for-bit repeatable", "[cuda][encoder][de
   DeviceBuffer<float> d_dout(dout), d_dwte(size_t(Vp) * C), d_dwpe(size_t(T) * C);
   std::vector<float> first_wte, first_wpe;
   for (int run = 0; run < 2; ++run) {
-    CUDA_CHECK(cudaMemset(d_dwte.get(), 0, d_dwte.size() * sizeof(float)));
-    CUDA_CHECK(cudaMemset(d_dwpe.get(), 0, d_dwpe.size() * sizeof(float)));
+    d_dwte.zero();
+    d_dwpe.zero();
     cuda::encoder_backward(d_dwte.get(), d_dwpe.get(), d_dout.get(), d_inp.get(), B, T, C, test::test_stream());
     if (run == 0) {
       first_wte = d_dwte.download();

@@ -90,8 +90,8 @@ TEST_CASE("cuda matmul backward is bit-for-bit repeatable", "[cuda][matmul][dete
       d_dbias(OC);
   std::vector<std::vector<float>> first;
   for (int run = 0; run < 2; ++run) {
-    CUDA_CHECK(cudaMemset(d_dweight.get(), 0, weight.size() * sizeof(float)));
-    CUDA_CHECK(cudaMemset(d_dbias.get(), 0, OC * sizeof(float)));
+    d_dweight.zero();
+    d_dbias.zero();
     cuda::matmul_backward(d_dinp.get(), d_dweight.get(), d_dbias.get(), d_dout.get(), d_inp.get(), d_weight.get(), B,
                           T, C, OC, test::test_stream());
     std::vector<std::vector<float>> now{d_dinp.download(), d_dweight.download(), d_dbias.download()};
