@@ -140,7 +140,9 @@ StoryBoundary detect_story_boundary(const std::string& path, bool* ambiguous) {
   return StoryBoundary::blank;
 }
 
-// WikiText: an article starts at a top-level heading line " = Title = " (not " = = Section = = ").
+// WikiText: an article starts at a top-level heading line " = Title = " (not " = = Section = = ")
+// that stands between blank lines: a wrapped equation line such as " = 1 henry and capacitance C = "
+// inside an article has text right above or below it.
 bool is_wikitext_title(std::string_view line) {
   std::string_view t = trim(line);
   return t.size() >= 5 && t.substr(0, 2) == "= " && t[2] != '=' && t.substr(t.size() - 2) == " =" &&
@@ -148,10 +150,27 @@ bool is_wikitext_title(std::string_view line) {
 }
 
 void read_wikitext(LineReader& in, DocumentBuilder& doc) {
-  std::string line;
+  std::string line, candidate;
+  bool previous_blank = true, holding = false;
   while (in.next(line)) {
-    if (is_wikitext_title(line)) doc.end();
+    bool blank = is_blank(line);
+    if (holding) {  // the line after a title-shaped line decides whether it was a title
+      if (blank) doc.end();
+      doc.line(candidate);
+      holding = false;
+      previous_blank = false;
+    }
+    if (previous_blank && is_wikitext_title(line)) {
+      candidate = line;
+      holding = true;
+      continue;
+    }
     doc.line(line);
+    previous_blank = blank;
+  }
+  if (holding) {
+    doc.end();
+    doc.line(candidate);
   }
   doc.end();
 }

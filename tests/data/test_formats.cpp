@@ -109,10 +109,11 @@ TEST_CASE("WikiText: articles start at top-level ' = Title = ' headings", "[data
   std::string dir = test::temp_dir("formats_wikitext");
   std::string path = write_file(dir, "wiki.test.raw",
                                 " \n = Robert Boulter = \n \n Robert is an actor . \n \n = = Career = = \n \n"
-                                " He acted . \n \n = Du Fu = \n \n Du Fu was a poet . \n");
+                                " He acted . \n \n = Du Fu = \n \n Du Fu was a poet with L \n = 1 henry = \n"
+                                " and more . \n \n = Last = \n");
   CHECK(read(path, with(Format::wikitext)) ==
         Docs{" = Robert Boulter = \n \n Robert is an actor . \n \n = = Career = = \n \n He acted . ",
-             " = Du Fu = \n \n Du Fu was a poet . "});
+             " = Du Fu = \n \n Du Fu was a poet with L \n = 1 henry = \n and more . ", " = Last = "});
 }
 
 TEST_CASE("WikiExtractor: <doc> ... </doc>, with errors naming file and line", "[data]") {
