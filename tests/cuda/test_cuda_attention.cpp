@@ -124,4 +124,6 @@ TEST_CASE("cuda attention rejects bad shapes", "[cuda][attention]") {
   CHECK_THROWS_WITH(cuda::attention_decode(buf.get(), buf.get(), buf.get(), buf.get(), 1, 4, 4, 4, 2,
                                            test::test_stream()),
                     Catch::Contains("position 4"));
+  CHECK_THROWS_WITH(cuda::kv_cache_store(buf.get(), buf.get(), buf.get(), 1, 5, 4, 2, test::test_stream()),
+                    Catch::Contains("exceeds the cache length"));
 }

@@ -57,3 +57,10 @@ TEST_CASE("cuda crossentropy marks an out-of-range target with NaN", "[cuda][cro
   CHECK(std::isfinite(losses[0]));
   CHECK(std::isnan(losses[1]));
 }
+
+TEST_CASE("cuda crossentropy rejects a vocabulary larger than its padding", "[cuda][crossentropy]") {
+  CHECK_THROWS_WITH(cuda::crossentropy_forward(nullptr, nullptr, nullptr, 1, 1, 9, 8, test::test_stream()),
+                    Catch::Contains("V <= Vp"));
+  CHECK_THROWS_WITH(cuda::crossentropy_backward(nullptr, 1.0f, nullptr, nullptr, 1, 1, 9, 8, test::test_stream()),
+                    Catch::Contains("V <= Vp"));
+}
