@@ -5,6 +5,8 @@
 // median of the timed steps: ms/step, tokens/s and achieved GFLOP/s (wall clock), plus the
 // process CPU time per step and GFLOP per CPU-second, which stay meaningful when other
 // processes share the cores (wall-clock figures then undercount the code's own speed).
+// On shared cores run with OMP_WAIT_POLICY=passive: libgomp's default spin-waiting at every
+// barrier then burns the time slices the other thread needs (measured: 5x slower steps).
 //
 // FLOPs per token (forward + backward, the matmuls only, elementwise work ignored):
 //   6 * N_matmul + 6 * L * C * T,  N_matmul = L * 12 C^2 + Vp * C
@@ -20,6 +22,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cxxopts.hpp>
 #include <filesystem>
 #include <fstream>
@@ -128,6 +131,7 @@ json run_config(const BenchConfig& bc, int threads, int warmup, int steps) {
               {"T", bc.T},
               {"parameters", num_parameters(config)},
               {"backend", backend->describe()},
+              {"omp_wait_policy", std::getenv("OMP_WAIT_POLICY") ? std::getenv("OMP_WAIT_POLICY") : "default"},
               {"warmup_steps", warmup},
               {"timed_steps", steps},
               {"ms_per_step_median", median_ms},
