@@ -168,7 +168,11 @@ void micro_kernel(int kc, const float* __restrict Ap, const float* __restrict Bp
 // cost dearly when the cores are shared), and each output element is summed by one thread over
 // k in a fixed order, so the result does not depend on the thread count (deterministic dweight).
 void gemm_accumulate(float* Cm, size_t ldc, View A, View Bm, int M, int N, int K) {
+  // Blocks of at most MC x NC, sized evenly so the threads get equal work (M = 256 gives two
+  // blocks of 128 rows, not 192 + 64), rounded up to whole register tiles.
   const int mblocks = (M + MC - 1) / MC, nblocks = (N + NC - 1) / NC;
+  const int mstep = ((M + mblocks - 1) / mblocks + MR - 1) / MR * MR;
+  const int nstep = ((N + nblocks - 1) / nblocks + NR - 1) / NR * NR;
 #pragma omp parallel for collapse(2) schedule(dynamic)
   for (int jb = 0; jb < nblocks; ++jb) {
     for (int ib = 0; ib < mblocks; ++ib) {
@@ -176,8 +180,9 @@ void gemm_accumulate(float* Cm, size_t ldc, View A, View Bm, int M, int N, int K
       thread_local std::vector<float> a_pack, b_pack;
       a_pack.resize(static_cast<size_t>(MC + MR) * KC);
       b_pack.resize(static_cast<size_t>(NC + NR) * KC);
-      const int i0 = ib * MC, mc = std::min(MC, M - i0), mpanels = (mc + MR - 1) / MR;
-      const int j0 = jb * NC, nc = std::min(NC, N - j0), npanels = (nc + NR - 1) / NR;
+      const int i0 = ib * mstep, mc = std::min(mstep, M - i0), mpanels = (mc + MR - 1) / MR;
+      const int j0 = jb * nstep, nc = std::min(nstep, N - j0), npanels = (nc + NR - 1) / NR;
+      if (mc <= 0 || nc <= 0) continue;  // rounding up to whole tiles can leave a last block empty
       for (int k0 = 0; k0 < K; k0 += KC) {
         const int kc = std::min(KC, K - k0);
         pack_b(b_pack.data(), Bm, k0, kc, j0, nc, N);
