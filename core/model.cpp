@@ -157,7 +157,9 @@ void GPT2::init_weights(uint64_t seed) {
     }
     // Element k of tensor i draws normal number k of stream i: independent of the backend and
     // of the other tensors. wte's padded rows (>= V) stay 0 and never receive gradient.
+    // Counter-based draws make the parallel loop give the same values on any thread count.
     const size_t n = p == Param::wte ? V * C : t.numel;
+#pragma omp parallel for schedule(static)
     for (size_t k = 0; k < n; ++k) dst[k] = float(std_dev * philox_normal(seed, uint32_t(i), k));
   }
   set_parameters(host);

@@ -23,7 +23,7 @@ std::vector<float> full_logits_at(GPT2& model, const std::vector<int>& seq, int 
 
 TEST_CASE("prefill + decode logits equal a full recompute", "[model][decode]") {
   const ModelConfig c = test::tiny_config();
-  auto backend = make_cpu_backend(0);
+  auto backend = make_cpu_backend(1);
   const int B = 3, maxT = c.max_seq_len, prompt = 3;
   GPT2 model(c, *backend, B, maxT);
   model.set_parameters(test::random_parameters(model.layout(), c, 81));

@@ -13,11 +13,13 @@
 using namespace gpt2cc;
 
 TEST_CASE("loss at initialisation is about ln(V)", "[model][train]") {
-  // d2 with the real GPT-2 vocabulary: at N(0, 0.02) init the logits have std ~0.02*sqrt(C)
-  // ~0.23, so the loss sits just above ln(V) = 10.825 (by ~var/2 ~ 0.03).
+  // d2's shape with a 4000-token vocabulary: at N(0, 0.02) init the logits have std
+  // ~0.02*sqrt(C) ~0.23, so the loss sits just above ln(V) = 8.29 (by ~var/2 ~ 0.03).
   ModelConfig c = model_preset("d2");
+  c.vocab_size = 4000;
+  c.padded_vocab_size = padded_vocab(c.vocab_size);
   c.max_seq_len = 32;
-  auto backend = make_cpu_backend(0);
+  auto backend = make_cpu_backend(1);
   const int B = 2, T = 32;
   GPT2 model(c, *backend, B, T);
   model.init_weights(1234);
@@ -31,12 +33,23 @@ TEST_CASE("loss at initialisation is about ln(V)", "[model][train]") {
   const auto p = model.parameters();
   model.init_weights(1234);
   CHECK(model.parameters() == p);
+  model.init_weights(1235);
+  CHECK(model.parameters() != p);
   const ParamTensor& wte = model.layout()[Param::wte];
   for (size_t k = size_t(c.vocab_size) * c.channels; k < wte.numel; ++k) REQUIRE(p[wte.offset + k] == 0.0f);
   const ParamTensor& qkvb = model.layout()[Param::qkvb];
   for (size_t k = 0; k < qkvb.numel; ++k) REQUIRE(p[qkvb.offset + k] == 0.0f);
   const ParamTensor& lnfw = model.layout()[Param::lnfw];
   for (size_t k = 0; k < lnfw.numel; ++k) REQUIRE(p[lnfw.offset + k] == 1.0f);
+  // The weight standard deviations: 0.02, and 0.02/sqrt(2L) for the residual projections.
+  auto stddev = [&](Param which) {
+    const ParamTensor& t = model.layout()[which];
+    double sum2 = 0;
+    for (size_t k = 0; k < t.numel; ++k) sum2 += double(p[t.offset + k]) * p[t.offset + k];
+    return std::sqrt(sum2 / t.numel);
+  };
+  CHECK(stddev(Param::fcw) == Approx(0.02).epsilon(0.02));
+  CHECK(stddev(Param::fcprojw) == Approx(0.02 / std::sqrt(2.0 * c.num_layers)).epsilon(0.02));
 }
 
 TEST_CASE("one fixed batch overfits to loss < 0.05", "[model][train]") {
@@ -44,7 +57,7 @@ TEST_CASE("one fixed batch overfits to loss < 0.05", "[model][train]") {
   c.channels = 32;
   c.num_heads = 4;
   c.max_seq_len = 16;
-  auto backend = make_cpu_backend(0);
+  auto backend = make_cpu_backend(1);
   const int B = 2, T = 16;
   GPT2 model(c, *backend, B, T);
   model.init_weights(7);
@@ -72,7 +85,7 @@ TEST_CASE("one fixed batch overfits to loss < 0.05", "[model][train]") {
 
 TEST_CASE("gradient accumulation over two half batches equals one batch", "[model][train]") {
   const ModelConfig c = test::tiny_config();
-  auto backend = make_cpu_backend(0);
+  auto backend = make_cpu_backend(1);
   const int B = 8, T = 8;
   GPT2 model(c, *backend, B, T);
   model.set_parameters(test::random_parameters(model.layout(), c, 51));

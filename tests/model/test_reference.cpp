@@ -72,7 +72,7 @@ TEST_CASE("logits, loss and every gradient match PyTorch", "[model][reference]")
   const Fixture f = load_fixture();
   const ModelConfig c = fixture_config(f.meta["config"]);
   const int B = f.meta["batch"]["B"], T = f.meta["batch"]["T"];
-  auto backend = make_cpu_backend(0);
+  auto backend = make_cpu_backend(1);
   GPT2 model(c, *backend, B, T);
   REQUIRE(c.padded_vocab_size == padded_vocab(c.vocab_size));
   const size_t N = model.layout().total();
@@ -109,7 +109,7 @@ TEST_CASE("10 AdamW steps with warm-up and clipping match PyTorch's losses", "[m
   const Fixture f = load_fixture();
   const ModelConfig c = fixture_config(f.meta["config"]);
   const int B = f.meta["batch"]["B"], T = f.meta["batch"]["T"];
-  auto backend = make_cpu_backend(0);
+  auto backend = make_cpu_backend(1);
   GPT2 model(c, *backend, B, T);
   const auto tokens = f.array<int32_t>("tokens", size_t(B) * T);
   const auto targets = f.array<int32_t>("targets", size_t(B) * T);
