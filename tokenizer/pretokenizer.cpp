@@ -170,6 +170,8 @@ bool is_valid_utf8(std::string_view text) {
 
 void pretokenize(std::string_view text, std::vector<Piece>& out) {
   if (text.empty()) return;
+  ENSURE(text.size() < (size_t(1) << 32), "pre-tokenising {} bytes at once: pieces hold 32-bit offsets (the encoder "
+         "cuts its input into ~1 MiB blocks at line ends; this text has no line end for 4 GiB)", text.size());
   thread_local MatchState state;
   const bool valid = is_valid_utf8(text);
   const pcre2_code* code = valid ? patterns().valid : patterns().invalid;

@@ -54,12 +54,17 @@ BpeTrainer::BpeTrainer(TrainerConfig config) : config_(std::move(config)) {
 // chunks cut at safe points (tok::find_safe_split), merging the per-thread maps afterwards.
 void BpeTrainer::add_text(std::string_view text) {
   auto t0 = std::chrono::steady_clock::now();
+  // next_at[s]: the next occurrence of special s at or after pos, kept between iterations so
+  // that a special that never occurs is searched for once, not once per other occurrence.
+  const auto& specials = config_.special_tokens;
+  std::vector<size_t> next_at(specials.size());
+  for (size_t s = 0; s < specials.size(); ++s) next_at[s] = text.find(specials[s]);
   size_t pos = 0;
   for (;;) {
     size_t best = std::string_view::npos, len = 0;
-    for (const std::string& s : config_.special_tokens) {
-      size_t at = text.find(s, pos);
-      if (at < best || (at == best && s.size() > len)) best = at, len = s.size();
+    for (size_t s = 0; s < specials.size(); ++s) {
+      if (next_at[s] != std::string_view::npos && next_at[s] < pos) next_at[s] = text.find(specials[s], pos);
+      if (next_at[s] < best || (next_at[s] == best && specials[s].size() > len)) best = next_at[s], len = specials[s].size();
     }
     count_block(text.substr(pos, best == std::string_view::npos ? std::string_view::npos : best - pos));
     if (best == std::string_view::npos) break;
