@@ -113,7 +113,7 @@ TEST_CASE("gradient accumulation over two half batches equals one batch", "[mode
   CHECK(test::rel_error(accumulated, full) < 1e-6);
   for (const ParamTensor& t : model.layout().tensors()) {
     INFO(t.name);
-    CHECK(test::rel_error(accumulated.data() + t.offset, full.data() + t.offset, t.numel) < 1e-5);
+    CHECK(test::rel_error(accumulated.data() + t.offset, full.data() + t.offset, t.numel) < 1e-6);
   }
 }
 
