@@ -19,10 +19,11 @@ using namespace gpt2cc;
 
 namespace {
 
+// A field's value as cxxopts parses it back: strings bare, numbers as JSON prints them.
 template <class T>
 std::string show(const T& value) {
-  if constexpr (std::is_same_v<T, bool>) return value ? "true" : "false";
-  else return nlohmann::json(value).is_string() ? nlohmann::json(value).get<std::string>() : nlohmann::json(value).dump();
+  nlohmann::json j = value;
+  return j.is_string() ? j.get<std::string>() : j.dump();
 }
 
 // Binds every flag to its TrainConfig field; `c`'s current values are the defaults (the struct's
@@ -65,7 +66,8 @@ cxxopts::Options make_options(TrainConfig& c) {
   add("length", "steps", "run length in optimizer steps", c.steps);
   add("length", "epochs", "run length in passes over the train data", c.epochs);
   add("length", "tokens", "run length in train tokens", c.tokens);
-  add("length", "stop-at-step", "stop (with a checkpoint) at this step, keeping the full run's schedule", c.stop_at_step);
+  add("length", "stop-at-step", "stop (with a checkpoint) at this step, keeping the whole run's schedule",
+      c.stop_at_step);
   add("eval", "eval-every", "validate every N steps (0: only at the end)", c.eval_every);
   add("eval", "eval-batches", "validation batches (0: the whole split)", c.eval_batches);
   add("eval", "eval-only", "evaluate the --init-from/--resume checkpoint on all of --val-data and exit", c.eval_only);

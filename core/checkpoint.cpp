@@ -244,8 +244,9 @@ Checkpoint load_checkpoint(const std::string& path, bool with_optimizer) {
   INPUT_CHECK(has_optimizer <= 1, "checkpoint {} is corrupt: optimizer flag {}, expected 0 or 1", path,
               int(has_optimizer));
   uint64_t tail = (has_optimizer ? 2 * array_bytes : 0) + sizeof(uint64_t);
-  INPUT_CHECK(in.remaining() == tail, "checkpoint {} has the wrong size: expected {} more bytes after the parameters, found {}",
-              path, tail, in.remaining());
+  INPUT_CHECK(in.remaining() == tail,
+              "checkpoint {} has the wrong size: expected {} more bytes after the parameters, found {}", path, tail,
+              in.remaining());
   if (has_optimizer) {
     if (with_optimizer) {
       c.m.resize(n);

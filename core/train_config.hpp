@@ -54,7 +54,7 @@ struct TrainConfig {
   uint64_t steps = 0;          // optimizer steps
   double epochs = 0;           // passes over the train split, > 0
   uint64_t tokens = 0;         // train tokens (rounded up to whole steps)
-  uint64_t stop_at_step = 0;   // stop (with a checkpoint) after this step, keeping the schedule of the full run (0: run to the end)
+  uint64_t stop_at_step = 0;   // stop with a checkpoint after this step, keeping the whole run's schedule (0: at the end)
 
   // ---- evaluation ----
   uint64_t eval_every = 100;   // validate every N steps and at the end, >= 0 (0: only at the end); <= steps

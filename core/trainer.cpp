@@ -238,7 +238,9 @@ std::string Trainer::summary() const {
   const Impl& s = *impl_;
   const TrainConfig& c = s.cfg;
   std::string out = format("model: {} on {}\n", describe(s.mcfg), s.backend.describe());
-  if (!s.origin.empty()) out += format("{} {} (step {})\n", s.resumed ? "resuming from" : "initialised from", s.origin, s.step);
+  if (!s.origin.empty()) {
+    out += format("{} {} (step {})\n", s.resumed ? "resuming from" : "initialised from", s.origin, s.step);
+  }
   out += format("train data: {} tokens in {} shard(s), {} windows of {}+1 tokens per epoch\n",
                 s.train_loader->num_tokens(), s.train_shards.size(), s.train_loader->windows_per_epoch(), c.seq_len);
   if (!s.val_shards.empty()) {
@@ -314,8 +316,9 @@ StepResult Trainer::train_step() {
 EvalResult Trainer::evaluate() {
   Impl& s = *impl_;
   ENSURE(has_validation(), "evaluate() without validation data");
-  if (s.eval_batches > 0) return evaluate_batches(*s.model, *s.val_loader, s.cfg.batch_size, s.cfg.seq_len, s.eval_batches);
-  return evaluate_split(*s.model, s.val_shards, s.cfg.batch_size, s.cfg.seq_len, s.cfg.seq_len, s.fingerprint);
+  const int B = s.cfg.batch_size, T = s.cfg.seq_len;
+  if (s.eval_batches > 0) return evaluate_batches(*s.model, *s.val_loader, B, T, s.eval_batches);
+  return evaluate_split(*s.model, s.val_shards, B, T, T, s.fingerprint);
 }
 
 Checkpoint Trainer::checkpoint() const {

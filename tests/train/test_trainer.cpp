@@ -183,7 +183,8 @@ TEST_CASE("mismatches between checkpoint, data, run directory and flags are inpu
   const std::string ckpt = resolve_checkpoint(dir + "/run");
 
   SECTION("a new run into a directory holding another run's checkpoints") {
-    CHECK_THROWS_WITH(Trainer(c, *backend), Catch::Contains("already holds checkpoints") && Catch::Contains("--resume"));
+    CHECK_THROWS_WITH(Trainer(c, *backend),
+                      Catch::Contains("already holds checkpoints") && Catch::Contains("--resume"));
   }
   SECTION("data tokenized with another tokenizer than the checkpoint's") {
     fs::create_directories(dir + "/other");
