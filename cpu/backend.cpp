@@ -32,7 +32,9 @@ CpuBackend::CpuBackend(int threads) {
   threads_ = omp_get_max_threads();
 }
 
-std::string CpuBackend::describe() const { return format("cpu fp32 ({} threads)", threads_); }
+std::string CpuBackend::describe() const {
+  return format("cpu fp32 ({} thread{})", threads_, threads_ == 1 ? "" : "s");
+}
 
 void* CpuBackend::allocate(size_t bytes) {
   // aligned_alloc wants a size that is a multiple of the alignment (and > 0 for a usable pointer).

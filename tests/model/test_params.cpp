@@ -2,6 +2,7 @@
 // against hand-computed GPT-2 124M figures (llm.c reports the same 124,475,904 with Vp = 50304),
 // and the errors for impossible configurations.
 #include <catch2/catch.hpp>
+#include <cstdint>
 
 #include "core/check.hpp"
 #include "core/model.hpp"
@@ -63,4 +64,30 @@ TEST_CASE("impossible configurations are rejected naming the field", "[params]")
   c.max_seq_len = 16;
   CHECK_THROWS_WITH(GPT2(c, *backend, 1, 17), Catch::Contains("max_seq_len = 16") && Catch::Contains("17"));
   CHECK_THROWS_AS(GPT2(c, *backend, 0, 8), InputError);
+}
+
+TEST_CASE("cpu backend: zeroed 64-byte aligned allocations, copies, description", "[params][backend]") {
+  auto backend = make_cpu_backend(1);
+  CHECK(backend->kind() == DeviceKind::cpu);
+  CHECK(backend->describe() == "cpu fp32 (1 thread)");
+  CHECK(backend->attention_saved_floats(2, 5, 3) == size_t(2 * 3 * 5 * 5));
+  for (size_t count : {size_t(1), size_t(13), size_t(1000)}) {
+    DeviceArray<float> a(*backend, count);
+    REQUIRE(a.data() != nullptr);
+    CHECK(reinterpret_cast<uintptr_t>(a.data()) % 64 == 0);
+    bool all_zero = true;
+    for (size_t i = 0; i < count; ++i) all_zero = all_zero && a.data()[i] == 0.0f;
+    CHECK(all_zero);
+    std::vector<float> host(count), back(count);
+    for (size_t i = 0; i < count; ++i) host[i] = float(i) + 0.5f;
+    backend->upload(a.data(), host.data(), a.bytes());
+    DeviceArray<float> b(*backend, count);
+    backend->copy(b.data(), a.data(), a.bytes());
+    backend->download(back.data(), b.data(), b.bytes());
+    CHECK(back == host);
+    backend->zero(b.data(), b.bytes());
+    backend->download(back.data(), b.data(), b.bytes());
+    CHECK(back == std::vector<float>(count, 0.0f));
+  }
+  CHECK_THROWS_AS(make_cpu_backend(-1), InputError);
 }
