@@ -6,6 +6,7 @@
 // configuration, --stats and the closing throughput line. Exit codes: 0 ok, 2 bad input, 1 other.
 // The logic lives in core/generation.{hpp,cpp} and core/sampler.{hpp,cpp}; docs/generate.md.
 #include <cxxopts.hpp>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstdio>
@@ -66,6 +67,7 @@ std::string read_prompt(const cxxopts::ParseResult& args) {
   if (args.count("prompt-file")) {
     prompt = read_file(args["prompt-file"].as<std::string>(), "prompt file");
   } else {
+    if (isatty(STDIN_FILENO)) std::fprintf(stderr, "generate: reading the prompt from stdin (end it with Ctrl-D)\n");
     prompt.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
   }
   if (!prompt.empty() && prompt.back() == '\n') prompt.pop_back();
@@ -138,6 +140,8 @@ int run(int argc, char** argv) {
   // Validate everything cheap before the expensive loads.
   const std::string checkpoint_path = args["checkpoint"].as<std::string>();
   const bool scoring = args.count("score") > 0;
+  INPUT_CHECK(!scoring || (!args.count("prompt") && !args.count("prompt-file")),
+              "--score scores a file and takes no prompt: drop --prompt / --prompt-file");
   std::string text = scoring ? read_file(args["score"].as<std::string>(), "text to score") : read_prompt(args);
   require_utf8(text, scoring ? "the text to score" : "the prompt");
   INPUT_CHECK(!text.empty(), "{} is empty", scoring ? "the text to score" : "the prompt");

@@ -168,6 +168,7 @@ TEST_CASE("bad input exits 2 with a message naming the problem", "[generate][cli
   fails(generate_cli("--prompt hi --stop ''"), "stop string");
   fails(generate_cli("--prompt hi --context-keep 33"), "overflow");
   fails(generate_cli("--score " + dir + "/absent.txt"), "cannot open text to score");
+  fails(generate_cli("--score " + dir + "/absent.txt --prompt hi"), "takes no prompt");
   write(dir + "/one.txt", "a");
   fails(generate_cli("--score " + dir + "/one.txt"), "at least 2 tokens");
   write(dir + "/two.txt", "ab");
