@@ -7,7 +7,7 @@ The text is pseudo-random words and numbers, so the tokenizer sees varied pre-to
 Runs prepare on both and checks (never timing): exit 0, document counts, every shard valid and
 the token count in the manifest, and peak RSS (wait4 rusage of the child) below --max-rss-mb, far
 below the input size: the input is streamed. Prints tokens/s and peak RSS as JSON.
-  benchmarks/data/prepare_large.py --prepare build/data/prepare --tokenizer ../shared/data/gpt2
+  benchmarks/data/prepare_large.py --prepare build/prepare --tokenizer ../shared/data/gpt2
 """
 import argparse
 import json

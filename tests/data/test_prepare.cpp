@@ -29,9 +29,8 @@ std::string gpt2_dir() {
 }
 
 std::string prepare_binary() {
-  const char* bin = std::getenv("GPT2CC_BINARY_DIR");
-  std::string path = std::string(bin ? bin : ".") + "/data/prepare";
-  if (!fs::exists(path)) FAIL("prepare binary not found at " + path + " (run through ctest)");
+  std::string path = GPT2CC_PREPARE_BINARY;  // set by tests/data/CMakeLists.txt
+  if (!fs::exists(path)) FAIL("prepare binary not found at " + path);
   return path;
 }
 
@@ -100,8 +99,8 @@ TEST_CASE("prepare writes the documents of every format as <|endoftext|> + token
       {"tinystories-v2", "v2.txt", "Ann ran.\n<|endoftext|>\nBen sat.\r\nThe end.\n", "", {"Ann ran.", "Ben sat.\nThe end."}},
       {"tinystories-json", "data00.json", R"([{"story": "A cat."}, {"story": "A dog <|endoftext|> barked."}])", "",
        {"A cat.", "A dog <|endoftext|> barked."}},
-      {"wikitext", "wiki.raw", " = Alpha = \n \n Alpha text . \n = Beta = \n Beta text . \n", "",
-       {" = Alpha = \n \n Alpha text . ", " = Beta = \n Beta text . "}},
+      {"wikitext", "wiki.raw", " = Alpha = \n \n Alpha text . \n \n = Beta = \n \n Beta text . \n", "",
+       {" = Alpha = \n \n Alpha text . ", " = Beta = \n \n Beta text . "}},
       {"wikiextractor", "wiki_00", "<doc id=\"1\" title=\"A\">\nA\n\nAbout A.\n</doc>\n<doc id=\"2\" title=\"B\">\nB\n</doc>\n", "",
        {"A\n\nAbout A.", "B"}},
       {"text", "plain.txt", "First doc.\n%%\nSecond doc,\nline two.\n", "--separator %%", {"First doc.", "Second doc,\nline two."}},
