@@ -18,7 +18,7 @@ constexpr uint64_t kFingerprint = 0x1234ABCDull;
 // Shards holding the stream 0, 1, 2, ... so a token's value is its stream index. Uneven sizes
 // make windows cross shard boundaries.
 std::vector<std::string> counting_shards(const std::string& name, std::vector<size_t> sizes,
-                                         uint64_t fingerprint = kFingerprint) {
+                                         uint64_t fingerprint = kFingerprint, uint32_t vocab = 65536) {
   std::string dir = test::temp_dir(name);
   std::vector<std::string> paths;
   uint32_t next = 0;
@@ -26,7 +26,7 @@ std::vector<std::string> counting_shards(const std::string& name, std::vector<si
     std::vector<uint32_t> tokens(sizes[s]);
     for (auto& t : tokens) t = next++;
     paths.push_back(dir + "/shard_" + std::to_string(s) + ".bin");
-    write_shard(paths.back(), tokens, fingerprint, 65536);
+    write_shard(paths.back(), tokens, fingerprint, vocab);
   }
   return paths;
 }
@@ -106,7 +106,7 @@ TEST_CASE("the shuffled order is a function of the seed", "[data]") {
 }
 
 TEST_CASE("restore() resumes exactly where position() was taken", "[data]") {
-  auto shards = counting_shards("loader_resume", {500, 401});
+  auto shards = counting_shards("loader_resume", {500, 401}, kFingerprint, 100000);  // 4-byte tokens
   const int B = 4, T = 10;  // W = 90, B does not divide it: batches straddle epochs
   for (auto order : {LoaderOrder::sequential, LoaderOrder::shuffled}) {
     DataLoader reference(shards, B, T, order, 99, kFingerprint, false);
