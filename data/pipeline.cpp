@@ -1,7 +1,8 @@
 // The prepare pipeline (data/pipeline.hpp). One reader thread walks the inputs and fills a batch
-// of text pieces; each full batch is tokenised by all threads (one Tokenizer copy each), then
-// written in order to the shard writers of its split. Memory is the batch, its tokens and one
-// line of input: about batch_bytes * 5, independent of the input size.
+// of text pieces; each full batch goes to a worker that tokenises it with all threads (one
+// Tokenizer copy each) and writes it in order to the shard writers of its split, while the reader
+// fills the next batch. Memory is two batches, their tokens and one line of input: a few times
+// batch_bytes, independent of the input size.
 #include "data/pipeline.hpp"
 
 #include <omp.h>
@@ -10,6 +11,7 @@
 #include <chrono>
 #include <ctime>
 #include <exception>
+#include <future>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -136,7 +138,12 @@ class Pipeline : public DocumentSink {
 
   void finish() {
     flush();
+    wait();
     for (auto& w : writers_) w->close();
+  }
+
+  ~Pipeline() override {
+    if (pending_.valid()) pending_.wait();  // never leave the worker running on our members
   }
 
  private:
@@ -158,14 +165,27 @@ class Pipeline : public DocumentSink {
     batch_.push_back(std::move(piece));
   }
 
-  // tokens(piece) = [eot if it starts a document] + encode(text), in input order.
+  // Hands the batch to a worker and returns to reading: batch k is tokenised and written while
+  // batch k+1 is read (at most two batches in memory). Batches are written in input order.
   void flush() {
-    std::vector<std::vector<int>> ids(batch_.size());
+    wait();
+    pending_ = std::async(std::launch::async, [this, batch = std::move(batch_)] { tokenize_and_write(batch); });
+    batch_ = {};
+    batch_bytes_ = 0;
+  }
+
+  void wait() {
+    if (pending_.valid()) pending_.get();  // rethrows the worker's error
+  }
+
+  // tokens(piece) = [eot if it starts a document] + encode(text), all threads, then in order.
+  void tokenize_and_write(const std::vector<Piece>& batch) {
+    std::vector<std::vector<int>> ids(batch.size());
     std::exception_ptr failure;
 #pragma omp parallel for schedule(dynamic, 8) num_threads(int(tokenizers_.size()))
-    for (size_t i = 0; i < batch_.size(); ++i) {
+    for (size_t i = 0; i < batch.size(); ++i) {
       try {
-        ids[i] = tokenizers_[size_t(omp_get_thread_num())].encode(batch_[i].text, false);
+        ids[i] = tokenizers_[size_t(omp_get_thread_num())].encode(batch[i].text, false);
       } catch (...) {
 #pragma omp critical
         if (!failure) failure = std::current_exception();
@@ -173,14 +193,12 @@ class Pipeline : public DocumentSink {
     }
     if (failure) std::rethrow_exception(failure);
     std::vector<uint32_t> out;
-    for (size_t i = 0; i < batch_.size(); ++i) {
+    for (size_t i = 0; i < batch.size(); ++i) {
       out.clear();
-      if (batch_[i].starts_document) out.push_back(eot_);
+      if (batch[i].starts_document) out.push_back(eot_);
       out.insert(out.end(), ids[i].begin(), ids[i].end());
-      writers_[batch_[i].split]->append(out.data(), out.size());
+      writers_[batch[i].split]->append(out.data(), out.size());
     }
-    batch_.clear();
-    batch_bytes_ = 0;
   }
 
   const PrepareConfig& config_;
@@ -190,6 +208,7 @@ class Pipeline : public DocumentSink {
   std::unique_ptr<SplitWriter> writers_[2];
   std::vector<Piece> batch_;
   size_t batch_bytes_ = 0;
+  std::future<void> pending_;  // the batch being tokenised and written
   Piece current_;
   bool open_ = false;
   size_t next_check_ = 0;
