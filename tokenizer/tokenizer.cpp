@@ -304,7 +304,7 @@ struct PieceCache {
 void Tokenizer::Impl::encode_ordinary(std::string_view text, std::vector<int>& out) const {
   thread_local PieceCache cache;
   thread_local std::vector<tok::Piece> pieces;
-  if (cache.owner != instance || cache.map.size() > PieceCache::kMaxEntries) {
+  if (cache.owner != instance) {
     cache.map.clear();
     cache.pool.clear();
     cache.owner = instance;
@@ -337,6 +337,10 @@ void Tokenizer::Impl::encode_ordinary(std::string_view text, std::vector<int>& o
       }
       size_t before = out.size();
       bpe(s, out);
+      if (cache.map.size() >= PieceCache::kMaxEntries) {  // full: start afresh (bounds memory)
+        cache.map.clear();
+        cache.pool.clear();
+      }
       cache.map.insert(s, (uint64_t(cache.pool.size()) << 32) | uint64_t(out.size() - before));
       cache.pool.insert(cache.pool.end(), out.begin() + ptrdiff_t(before), out.end());
     }
