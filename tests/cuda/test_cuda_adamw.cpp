@@ -36,7 +36,8 @@ TEST_CASE("cuda sum_of_squares matches cpu and repeats exactly", "[cuda][adamw][
   DeviceBuffer<float> d_x(x);
   const double expected = cpu::sum_of_squares(x.data(), N);
   const double got = cuda::sum_of_squares(d_x.get(), N, test::test_stream());
-  CHECK(std::fabs(got - expected) <= 1e-12 * std::max(1.0, std::fabs(expected)));
+  // Both sum in double, in different orders: relative differences of ~1e-12 at N = 5M.
+  CHECK(std::fabs(got - expected) <= 1e-10 * std::max(1.0, std::fabs(expected)));
   const double again = cuda::sum_of_squares(d_x.get(), N, test::test_stream());
   CHECK(std::memcmp(&got, &again, sizeof(double)) == 0);
 }
