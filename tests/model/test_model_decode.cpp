@@ -24,7 +24,8 @@ std::vector<float> full_logits_at(GPT2& model, const std::vector<int>& seq, int 
 TEST_CASE("prefill + decode logits equal a full recompute", "[model][decode]") {
   const ModelConfig c = test::tiny_config();
   auto backend = make_cpu_backend(1);
-  const int B = 3, maxT = c.max_seq_len, prompt = 3;
+  const int B = 3, maxT = c.max_seq_len, prompt = GENERATE(1, 3);
+  INFO("prompt length " << prompt);
   GPT2 model(c, *backend, B, maxT);
   model.set_parameters(test::random_parameters(model.layout(), c, 81));
   const auto seq = test::random_tokens(size_t(B) * maxT, 82, c.vocab_size);  // (B, maxT)
