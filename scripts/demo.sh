@@ -35,6 +35,7 @@ if [[ "$device" == cuda ]]; then
 else
   preset="${preset:-d2}"; steps="${steps:-150}"; batch=4; seq=64; eval_every=50
 fi
+eval_every=$((steps < eval_every ? steps : eval_every))
 
 source scripts/deps.sh
 ensure_build_deps
