@@ -252,3 +252,38 @@ TEST_CASE("mismatches between checkpoint, data, run directory and flags are inpu
     CHECK_THROWS_WITH(Trainer(f, *backend), Catch::Contains("nothing_here.bin"));
   }
 }
+
+TEST_CASE("run length from steps, epochs or tokens; validation over fixed batches or the whole split", "[trainer]") {
+  std::string dir = test::temp_dir("trainer_length");
+  test::write_tiny_shards(dir);  // 4096 tokens: (4096 - 1) / 16 = 255 windows of T+1 = 17 tokens
+  auto backend = make_cpu_backend(1);
+  TrainConfig c = test::tiny_train_config(dir, dir + "/run");
+  c.total_batch_tokens = 2 * 4 * 16;  // 128 tokens per step
+  c.steps = 0;
+  c.warmup_steps = 0;
+  c.eval_every = 0;
+
+  c.epochs = 1;  // 255 * 16 = 4080 tokens -> ceil(4080 / 128) = 32 steps
+  CHECK(Trainer(c, *backend).total_steps() == 32);
+  c.epochs = 0.5;  // 2040 tokens -> 16 steps (15.9 rounded up)
+  CHECK(Trainer(c, *backend).total_steps() == 16);
+  c.epochs = 0;
+  c.tokens = 1000;  // ceil(1000 / 128) = 8
+  CHECK(Trainer(c, *backend).total_steps() == 8);
+
+  c.eval_batches = 0;  // the whole split: every token after the first, once
+  Trainer whole(c, *backend);
+  EvalResult all = whole.evaluate();
+  CHECK(all.tokens == 4095);
+  CHECK(std::isfinite(all.loss));
+  c.eval_batches = 3;  // 3 batches of 4 x 16 targets, the same ones every call
+  Trainer fixed(c, *backend);
+  EvalResult a = fixed.evaluate();
+  fixed.train_step();
+  EvalResult b = fixed.evaluate();
+  CHECK(a.tokens == 3 * 4 * 16);
+  CHECK(b.tokens == a.tokens);
+  CHECK(b.loss != a.loss);  // same batches, updated model
+  c.eval_batches = 1000;  // more than the split holds: capped at 255 / 4 = 63 batches
+  CHECK(Trainer(c, *backend).evaluate().tokens == 63 * 4 * 16);
+}
