@@ -1,0 +1,50 @@
+// Metrics log and progress helpers: durations for the ETA, and the log's rewrite on resume
+// (records after the checkpoint's step and a torn last line are dropped, the rest kept as is).
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "common/test_common.hpp"
+#include "core/metrics.hpp"
+
+using namespace gpt2cc;
+
+TEST_CASE("durations read as h/m/s", "[metrics]") {
+  CHECK(format_duration(0) == "0s");
+  CHECK(format_duration(12.4) == "12s");
+  CHECK(format_duration(185) == "3m05s");
+  CHECK(format_duration(3725) == "1h02m");
+  CHECK(format_duration(std::nan("")) == "?");
+  CHECK(format_duration(-1) == "?");
+}
+
+TEST_CASE("the metrics log keeps the records up to the resumed step", "[metrics]") {
+  std::string dir = test::temp_dir("metrics_log");
+  std::string path = dir + "/metrics.jsonl";
+  {
+    MetricsLog log(path, -1);
+    for (int step = 1; step <= 5; ++step) log.write({{"step", step}, {"train_loss", 10.0 - step}});
+  }
+  std::ofstream(path, std::ios::app) << "{\"step\": 6, \"train_l";  // a line torn by a crash
+  {
+    MetricsLog resumed(path, 3);  // the checkpoint was at step 3
+    resumed.write({{"step", 4}, {"train_loss", 42.0}});
+  }
+  std::ifstream in(path);
+  std::vector<nlohmann::json> records;
+  for (std::string line; std::getline(in, line);) records.push_back(nlohmann::json::parse(line));
+  REQUIRE(records.size() == 4);
+  CHECK(records[0]["step"] == 1);
+  CHECK(records[2]["step"] == 3);
+  CHECK(records[2]["train_loss"].get<double>() == 7.0);
+  CHECK(records[3]["step"] == 4);
+  CHECK(records[3]["train_loss"].get<double>() == 42.0);
+
+  MetricsLog fresh(path, -1);  // a new run starts an empty log
+  fresh.write({{"step", 1}});
+  std::ifstream again(path);
+  size_t lines = 0;
+  for (std::string line; std::getline(again, line);) ++lines;
+  CHECK(lines == 1);
+}
