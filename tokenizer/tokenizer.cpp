@@ -8,9 +8,6 @@
 #include <algorithm>
 #include <atomic>
 #include <climits>
-#include <condition_variable>
-#include <deque>
-#include <mutex>
 #include <istream>
 #include <queue>
 #include <thread>
@@ -19,6 +16,7 @@
 #include "core/check.hpp"
 #include "tokenizer/pretokenizer.hpp"
 #include "tokenizer/string_table.hpp"
+#include "tokenizer/worker_pool.hpp"
 #include "tokenizer/vocab_io.hpp"
 
 namespace gpt2cc {
@@ -81,59 +79,6 @@ class PairTable {
 
 std::atomic<uint64_t> g_next_instance{1};
 
-// Worker threads kept alive between encode_parallel calls, so their thread-local pre-token
-// caches stay warm (fresh threads per call would re-run BPE on every piece). Tasks run in
-// submission order; run_all blocks until its own tasks are done, and may be called from
-// several threads at once.
-class WorkerPool {
- public:
-  ~WorkerPool() {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      stop_ = true;
-    }
-    cv_.notify_all();
-    for (auto& t : threads_) t.join();
-  }
-  void run_all(std::vector<std::function<void()>>& tasks) {
-    std::mutex done_mu;
-    std::condition_variable done_cv;
-    size_t remaining = tasks.size();
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      while (threads_.size() < tasks.size()) threads_.emplace_back([this] { work(); });
-      for (auto& task : tasks)
-        queue_.push_back([&task, &done_mu, &done_cv, &remaining] {
-          task();
-          std::lock_guard<std::mutex> l(done_mu);
-          if (--remaining == 0) done_cv.notify_one();
-        });
-    }
-    cv_.notify_all();
-    std::unique_lock<std::mutex> l(done_mu);
-    done_cv.wait(l, [&] { return remaining == 0; });
-  }
-
- private:
-  void work() {
-    for (;;) {
-      std::function<void()> task;
-      {
-        std::unique_lock<std::mutex> lock(mu_);
-        cv_.wait(lock, [this] { return stop_ || !queue_.empty(); });
-        if (queue_.empty()) return;
-        task = std::move(queue_.front());
-        queue_.pop_front();
-      }
-      task();
-    }
-  }
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<std::function<void()>> queue_;
-  std::vector<std::thread> threads_;
-  bool stop_ = false;
-};
 
 // Pieces longer than this use the heap-based merge (O(n log n)) instead of the quadratic scan.
 constexpr size_t kHeapMergeMin = 48;
@@ -161,7 +106,7 @@ struct Tokenizer::Impl {
   PairTable pairs;
   uint64_t fp = 0;
   uint64_t instance = g_next_instance++;
-  std::shared_ptr<WorkerPool> pool = std::make_shared<WorkerPool>();  // shared by copies
+  std::shared_ptr<tok::WorkerPool> pool = std::make_shared<tok::WorkerPool>();  // a copy gets its own
 
   void build();
   void bpe(std::string_view piece, std::vector<int>& out) const;
@@ -390,7 +335,7 @@ Tokenizer::~Tokenizer() = default;
 Tokenizer::Tokenizer(Tokenizer&&) noexcept = default;
 Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
 Tokenizer::Tokenizer(const Tokenizer& other) : impl_(other.impl_ ? std::make_unique<Impl>(*other.impl_) : nullptr) {
-  if (impl_) impl_->instance = g_next_instance++, impl_->pool = std::make_shared<WorkerPool>();
+  if (impl_) impl_->instance = g_next_instance++, impl_->pool = std::make_shared<tok::WorkerPool>();
 }
 Tokenizer& Tokenizer::operator=(const Tokenizer& other) {
   if (this != &other) *this = Tokenizer(other);
