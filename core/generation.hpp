@@ -27,7 +27,7 @@ namespace gpt2cc {
 // so their logits agree step for step.
 class Context {
  public:
-  // keep: tokens kept on overflow, 1 <= keep < maxT (maxT = model.max_seq()); 0 = maxT / 2.
+  // keep: tokens kept on overflow, 1 <= keep <= maxT (maxT = model.max_seq()); 0 = maxT / 2.
   Context(GPT2& model, bool use_kv_cache, int keep = 0);
   // Replaces the context by `prompt` (1..maxT tokens, ids in [0, V)) and returns the logits (V)
   // of its last position. Throws InputError for an empty or too long prompt.
