@@ -2,7 +2,8 @@
 // inp (B,T,C), weight (OC,C), bias (OC) or null, out (B,T,OC). Backward: dinp written (=),
 // dweight and dbias accumulate (+=). The *_reference functions are the plain loops (the
 // specification and the test oracle); matmul_forward/backward run the same sums through one
-// cache-blocked, register-tiled product (the GotoBLAS/BLIS scheme: Goto & van de Geijn 2008).
+// cache-blocked, register-tiled product (the GotoBLAS/BLIS scheme: Goto & van de Geijn 2008), and
+// the forward of fewer rows than a register tile (decoding) through a matrix-vector loop.
 #include "cpu/matmul.hpp"
 
 #include <algorithm>
@@ -203,11 +204,48 @@ void gemm_accumulate(float* Cm, size_t ldc, View A, View Bm, int M, int N, int K
 
 }  // namespace
 
+namespace {
+
+// Fewer rows than one register tile (KV-cache decoding: one token per sequence). The blocked
+// product would pack all of W for a tile that is mostly padding; here each output reads its
+// weight row once, contiguously, and dots it with every input row, so the cost is one pass over
+// W, the bound for a matrix-vector product.
+//   out[bt,o] = bias[o] + sum_c inp[bt,c] * weight[o,c]
+void matmul_forward_few_rows(float* out, const float* inp, const float* weight, const float* bias, int BT, int C,
+                             int OC) {
+#pragma omp parallel for schedule(static)
+  for (int o = 0; o < OC; ++o) {
+    const float* w = weight + static_cast<size_t>(o) * C;
+    for (int bt = 0; bt < BT; ++bt) {
+      const float* x = inp + static_cast<size_t>(bt) * C;
+      // Four independent accumulators hide the FMA latency; the tail runs scalar.
+      vec8 acc[4] = {};
+      int c = 0;
+      for (; c + 32 <= C; c += 32) {
+        for (int v = 0; v < 4; ++v) acc[v] += load8(x + c + 8 * v) * load8(w + c + 8 * v);
+      }
+      float lanes[8];
+      vec8 total = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+      std::memcpy(lanes, &total, sizeof lanes);
+      float sum = 0.0f;
+      for (float lane : lanes) sum += lane;
+      for (; c < C; ++c) sum += x[c] * w[c];
+      out[static_cast<size_t>(bt) * OC + o] = (bias ? bias[o] : 0.0f) + sum;
+    }
+  }
+}
+
+}  // namespace
+
 // out = bias (or 0), then out += inp . W^T:  Cm = out (BT x OC), A = inp (BT x C),
 // Bm(k=c, j=o) = weight[o,c] (W^T, read through strides and transposed by the packing).
 void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int B, int T, int C,
                     int OC) {
   const int BT = B * T;
+  if (BT < MR) {
+    matmul_forward_few_rows(out, inp, weight, bias, BT, C, OC);
+    return;
+  }
 #pragma omp parallel for schedule(static)
   for (int bt = 0; bt < BT; ++bt) {
     float* y = out + static_cast<size_t>(bt) * OC;

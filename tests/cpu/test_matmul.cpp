@@ -90,7 +90,8 @@ TEST_CASE("blocked matmul matches the reference on awkward shapes", "[cpu][matmu
   // one row block (384), more columns than one column block (1024), and degenerate 1s.
   const std::tuple<int, int, int, int> shapes[] = {{1, 1, 1, 1},      {3, 5, 7, 13},    {2, 37, 67, 45},
                                                    {1, 7, 300, 17},   {1, 401, 19, 33}, {2, 3, 13, 1100},
-                                                   {1, 390, 520, 40}};
+                                                   {1, 390, 520, 40}, {1, 1, 300, 37}, {5, 1, 77, 129},
+                                                   {1, 5, 64, 200}};  // B*T < 6: the few-rows forward
   for (auto [B, T, C, OC] : shapes) {
     CAPTURE(B, T, C, OC);
     const size_t BT = static_cast<size_t>(B) * T;
