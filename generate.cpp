@@ -161,7 +161,7 @@ int run(int argc, char** argv) {
                  checkpoint_path.c_str(), tokenizer_dir.c_str());
 
   std::unique_ptr<Backend> backend = device == "cuda" ? make_cuda_backend(0) : make_cpu_backend(threads);
-  GPT2 model(config, *backend, 1, config.max_seq_len);
+  GPT2 model(config, *backend, 1, config.max_seq_len, ModelMode::inference);
   model.set_parameters(checkpoint.params);
   checkpoint.params = {};
   std::vector<int> tokens = tokenizer.encode(text, true);

@@ -15,25 +15,28 @@
 
 namespace gpt2cc {
 
-GPT2::Impl::Impl(const ModelConfig& cfg, Backend& be, int mB, int mT)
-    : config(cfg), backend(be), max_B(mB), max_T(mT), layout(cfg) {
+GPT2::Impl::Impl(const ModelConfig& cfg, Backend& be, int mB, int mT, ModelMode md)
+    : config(cfg), backend(be), max_B(mB), max_T(mT), mode(md), layout(cfg) {
   INPUT_CHECK(max_B >= 1, "model: max batch size (B) must be >= 1, got {}", max_B);
   INPUT_CHECK(max_T >= 1 && max_T <= cfg.max_seq_len,
               "model: max sequence length (T) must be in [1, max_seq_len = {}], got {}", cfg.max_seq_len, max_T);
   const size_t L = cfg.num_layers, C = cfg.channels, Vp = cfg.padded_vocab_size;
   const size_t BT = size_t(max_B) * max_T;
   const size_t N = layout.total();
+  const bool train = mode == ModelMode::training;
   params = DeviceArray<float>(backend, N);
-  grads = DeviceArray<float>(backend, N);
-  m = DeviceArray<float>(backend, N);
-  v = DeviceArray<float>(backend, N);
+  if (train) {
+    grads = DeviceArray<float>(backend, N);
+    m = DeviceArray<float>(backend, N);
+    v = DeviceArray<float>(backend, N);
+  }
 
   act.encoded = DeviceArray<float>(backend, BT * C);
   act.ln1 = DeviceArray<float>(backend, L * BT * C);
   act.ln1_mean = DeviceArray<float>(backend, L * BT);
   act.ln1_rstd = DeviceArray<float>(backend, L * BT);
   act.qkv = DeviceArray<float>(backend, L * BT * 3 * C);
-  act.att_saved = DeviceArray<float>(backend, L * backend.attention_saved_floats(max_B, max_T, cfg.num_heads));
+  act.att_saved = DeviceArray<float>(backend, (train ? L : 1) * backend.attention_saved_floats(max_B, max_T, cfg.num_heads));
   act.atty = DeviceArray<float>(backend, L * BT * C);
   act.residual2 = DeviceArray<float>(backend, L * BT * C);
   act.ln2 = DeviceArray<float>(backend, L * BT * C);
@@ -50,12 +53,24 @@ GPT2::Impl::Impl(const ModelConfig& cfg, Backend& be, int mB, int mT)
   act.inputs = DeviceArray<int>(backend, BT);
   act.targets = DeviceArray<int>(backend, BT);
 
-  scratch.dresidual = DeviceArray<float>(backend, BT * C);
-  scratch.bufC_a = DeviceArray<float>(backend, BT * C);
-  scratch.bufC_b = DeviceArray<float>(backend, BT * C);
-  scratch.buf3C = DeviceArray<float>(backend, BT * 3 * C);
-  scratch.buf4C_a = DeviceArray<float>(backend, BT * 4 * C);
-  scratch.buf4C_b = DeviceArray<float>(backend, BT * 4 * C);
+  scratch.bufC_a = DeviceArray<float>(backend, BT * C);  // the forward's projection outputs
+  if (train) {
+    scratch.dresidual = DeviceArray<float>(backend, BT * C);
+    scratch.bufC_b = DeviceArray<float>(backend, BT * C);
+    scratch.buf3C = DeviceArray<float>(backend, BT * 3 * C);
+    scratch.buf4C_a = DeviceArray<float>(backend, BT * 4 * C);
+    scratch.buf4C_b = DeviceArray<float>(backend, BT * 4 * C);
+  }
+}
+
+void GPT2::Impl::require_training(const char* what) const {
+  ENSURE(mode == ModelMode::training, "{}: this model was built for inference only (no gradients or AdamW state)",
+         what);
+}
+
+float* GPT2::Impl::attention_saved(int l) {
+  const size_t stride = backend.attention_saved_floats(max_B, max_T, config.num_heads);
+  return act.att_saved.data() + (mode == ModelMode::training ? size_t(l) * stride : 0);
 }
 
 DropoutParams GPT2::Impl::dropout(uint32_t stream) const {
@@ -78,7 +93,6 @@ void GPT2::Impl::forward_trunk(int B_, int T_) {
   Backend& be = backend;
   const int C = config.channels, NH = config.num_heads, L = config.num_layers;
   const size_t BTC = size_t(B_) * T_ * C;
-  const size_t saved_stride = be.attention_saved_floats(max_B, max_T, NH);
   const float* P = params.data();
 
   // x = drop(wte[inp] + wpe[t])
@@ -91,7 +105,7 @@ void GPT2::Impl::forward_trunk(int B_, int T_) {
     float* ln1_mean = act.ln1_mean.data() + slab(l, 1);
     float* ln1_rstd = act.ln1_rstd.data() + slab(l, 1);
     float* qkv = act.qkv.data() + slab(l, 3 * C);
-    float* saved = act.att_saved.data() + size_t(l) * saved_stride;
+    float* saved = attention_saved(l);
     float* atty = act.atty.data() + slab(l, C);
     float* res2 = act.residual2.data() + slab(l, C);
     float* ln2 = act.ln2.data() + slab(l, C);
@@ -124,8 +138,8 @@ void GPT2::Impl::forward_trunk(int B_, int T_) {
                        C);
 }
 
-GPT2::GPT2(const ModelConfig& config, Backend& backend, int max_B, int max_T)
-    : impl_(std::make_unique<Impl>(config, backend, max_B, max_T)) {}
+GPT2::GPT2(const ModelConfig& config, Backend& backend, int max_B, int max_T, ModelMode mode)
+    : impl_(std::make_unique<Impl>(config, backend, max_B, max_T, mode)) {}
 GPT2::~GPT2() = default;
 
 const ModelConfig& GPT2::config() const { return impl_->config; }
@@ -133,6 +147,7 @@ Backend& GPT2::backend() { return impl_->backend; }
 int GPT2::max_batch() const { return impl_->max_B; }
 int GPT2::max_seq() const { return impl_->max_T; }
 const ParameterLayout& GPT2::layout() const { return impl_->layout; }
+ModelMode GPT2::mode() const { return impl_->mode; }
 
 void GPT2::init_weights(uint64_t seed) {
   const Impl& s = *impl_;
@@ -178,12 +193,14 @@ void GPT2::set_parameters(const std::vector<float>& host) {
 }
 
 std::vector<float> GPT2::gradients() const {
+  impl_->require_training("gradients");
   std::vector<float> host(impl_->layout.total());
   impl_->backend.download(host.data(), impl_->grads.data(), host.size() * sizeof(float));
   return host;
 }
 
 void GPT2::optimizer_state(std::vector<float>& m, std::vector<float>& v) const {
+  impl_->require_training("optimizer_state");
   const size_t N = impl_->layout.total();
   m.resize(N);
   v.resize(N);
@@ -192,6 +209,7 @@ void GPT2::optimizer_state(std::vector<float>& m, std::vector<float>& v) const {
 }
 
 void GPT2::set_optimizer_state(const std::vector<float>& m, const std::vector<float>& v) {
+  impl_->require_training("set_optimizer_state");
   const size_t N = impl_->layout.total();
   INPUT_CHECK(m.size() == N && v.size() == N, "set_optimizer_state: expected {} floats per moment, got m {} and v {}",
               N, m.size(), v.size());
@@ -264,17 +282,20 @@ std::vector<float> GPT2::logits() const {
   return host;
 }
 
-void GPT2::zero_grad() { impl_->backend.zero(impl_->grads.data(), impl_->layout.total() * sizeof(float)); }
+void GPT2::zero_grad() {
+  impl_->require_training("zero_grad");
+  impl_->backend.zero(impl_->grads.data(), impl_->layout.total() * sizeof(float));
+}
 
 void GPT2::backward(float dloss) {
   Impl& s = *impl_;
   Backend& be = s.backend;
+  s.require_training("backward");
   INPUT_CHECK(s.has_forward && s.has_targets, "backward: needs a forward with targets first");
   INPUT_CHECK(s.logits_valid, "backward: already run for this forward; run forward again");
   const int B = s.B, T = s.T, C = s.config.channels, NH = s.config.num_heads, L = s.config.num_layers;
   const int V = s.config.vocab_size, Vp = s.config.padded_vocab_size;
   const size_t BTC = size_t(B) * T * C;
-  const size_t saved_stride = be.attention_saved_floats(s.max_B, s.max_T, NH);
   const float* P = s.params.data();
   float* G = s.grads.data();
   float* dres = s.scratch.dresidual.data();
@@ -298,7 +319,7 @@ void GPT2::backward(float dloss) {
     const float* x = l == 0 ? s.act.encoded.data() : s.act.residual3.data() + s.slab(l - 1, C);
     const float* ln1 = s.act.ln1.data() + s.slab(l, C);
     const float* qkv = s.act.qkv.data() + s.slab(l, 3 * C);
-    const float* saved = s.act.att_saved.data() + size_t(l) * saved_stride;
+    const float* saved = s.attention_saved(l);
     const float* atty = s.act.atty.data() + s.slab(l, C);
     const float* res2 = s.act.residual2.data() + s.slab(l, C);
     const float* ln2 = s.act.ln2.data() + s.slab(l, C);
@@ -347,11 +368,13 @@ void GPT2::backward(float dloss) {
 }
 
 double GPT2::grad_norm() {
+  impl_->require_training("grad_norm");
   return std::sqrt(impl_->backend.sum_of_squares(impl_->grads.data(), impl_->layout.total()));
 }
 
 void GPT2::adamw_step(const AdamWParams& hp) {
   Impl& s = *impl_;
+  s.require_training("adamw_step");
   INPUT_CHECK(hp.step >= 1, "adamw: step must be >= 1 (bias correction is 1-based), got {}", hp.step);
   INPUT_CHECK(hp.lr >= 0.0f, "adamw: learning rate must be >= 0, got {}", hp.lr);
   INPUT_CHECK(hp.beta1 >= 0.0f && hp.beta1 < 1.0f, "adamw: beta1 must be in [0, 1), got {}", hp.beta1);

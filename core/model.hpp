@@ -18,12 +18,19 @@
 
 namespace gpt2cc {
 
+// training: parameters, gradients, AdamW moments, every layer's saved activations and the
+// backward scratch. inference: parameters and the forward's activations only (no gradients or
+// moments: a quarter of the parameter memory; attention's saved values for one layer, not L);
+// the training methods (zero_grad, backward, grad_norm, adamw_step, gradients, optimizer
+// state) then throw Error.
+enum class ModelMode { training, inference };
+
 class GPT2 {
  public:
-  // Allocates parameters, gradients, AdamW moments and activations for up to max_B x max_T
-  // (max_T <= config.max_seq_len) on the backend. Weights start at zero: call init_weights or
-  // set_parameters. Throws InputError for an invalid config, Error for out-of-memory.
-  GPT2(const ModelConfig& config, Backend& backend, int max_B, int max_T);
+  // Allocates what `mode` needs (above) for up to max_B x max_T (max_T <= config.max_seq_len)
+  // on the backend. Weights start at zero: call init_weights or set_parameters. Throws
+  // InputError for an invalid config, Error for out-of-memory.
+  GPT2(const ModelConfig& config, Backend& backend, int max_B, int max_T, ModelMode mode = ModelMode::training);
   ~GPT2();
   GPT2(const GPT2&) = delete;
   GPT2& operator=(const GPT2&) = delete;
@@ -33,6 +40,7 @@ class GPT2 {
   int max_batch() const;
   int max_seq() const;
   const ParameterLayout& layout() const;
+  ModelMode mode() const;
 
   // GPT-2 init, deterministic in `seed` (counter-based normals, same on every backend):
   // weights N(0, 0.02), residual output projections N(0, 0.02/sqrt(2L)), biases 0, LayerNorm

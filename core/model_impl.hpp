@@ -56,7 +56,11 @@ struct Scratch {
 };
 
 struct GPT2::Impl {
-  Impl(const ModelConfig& config, Backend& backend, int max_B, int max_T);
+  Impl(const ModelConfig& config, Backend& backend, int max_B, int max_T, ModelMode mode);
+  // Throws Error naming `what` when the model was built for inference only.
+  void require_training(const char* what) const;
+  // Attention's saved values of layer l: one slab per layer for training, one shared slab for inference.
+  float* attention_saved(int l);
 
   // Dropout for site `stream` of the last forward: stream 0 = embedding, then per layer l
   // 1+3l attention probabilities, 2+3l attention projection, 3+3l MLP projection.
@@ -74,6 +78,7 @@ struct GPT2::Impl {
   ModelConfig config;
   Backend& backend;
   int max_B, max_T;
+  ModelMode mode;
   ParameterLayout layout;
   DeviceArray<float> params, grads, m, v;
   Activations act;

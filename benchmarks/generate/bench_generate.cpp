@@ -125,7 +125,7 @@ int main(int argc, char** argv) {
       INPUT_CHECK(P + std::max(N, NR) <= config.max_seq_len, "prompt + new tokens exceed {}'s context of {}", name,
                   config.max_seq_len);
       // Rows for the longest context reached: prompt + new tokens (no overflow, no re-prefill).
-      GPT2 model(config, *backend, 1, P + std::max(N, NR));
+      GPT2 model(config, *backend, 1, P + std::max(N, NR), ModelMode::inference);
       model.init_weights(1);
       const std::vector<int> prompt = prompt_tokens(P, config.vocab_size);
       const double worst = validate(model, prompt, 4);

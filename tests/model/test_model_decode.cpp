@@ -25,8 +25,9 @@ TEST_CASE("prefill + decode logits equal a full recompute", "[model][decode]") {
   const ModelConfig c = test::tiny_config();
   auto backend = make_cpu_backend(1);
   const int B = 3, maxT = c.max_seq_len, prompt = GENERATE(1, 3);
-  INFO("prompt length " << prompt);
-  GPT2 model(c, *backend, B, maxT);
+  const ModelMode mode = GENERATE(ModelMode::training, ModelMode::inference);
+  INFO("prompt length " << prompt << ", " << (mode == ModelMode::training ? "training" : "inference") << " model");
+  GPT2 model(c, *backend, B, maxT, mode);
   model.set_parameters(test::random_parameters(model.layout(), c, 81));
   const auto seq = test::random_tokens(size_t(B) * maxT, 82, c.vocab_size);  // (B, maxT)
 
@@ -61,4 +62,25 @@ TEST_CASE("decode before prefill is an error", "[model][decode]") {
   GPT2 model(c, *backend, 1, 8);
   int token = 0;
   CHECK_THROWS_WITH(model.decode(&token, 1, 1), Catch::Contains("prefill"));
+}
+
+TEST_CASE("an inference model computes the training model's logits and refuses to train", "[model][decode]") {
+  const ModelConfig c = test::tiny_config();
+  auto backend = make_cpu_backend(1);
+  const int B = 2, T = c.max_seq_len;
+  GPT2 trainable(c, *backend, B, T), inference(c, *backend, B, T, ModelMode::inference);
+  CHECK(inference.mode() == ModelMode::inference);
+  const auto params = test::random_parameters(trainable.layout(), c, 91);
+  trainable.set_parameters(params);
+  inference.set_parameters(params);
+  const auto tokens = test::random_tokens(size_t(B) * T, 92, c.vocab_size);
+  const auto targets = test::random_tokens(size_t(B) * T, 93, c.vocab_size);
+  // Same ops on the same inputs: identical bits, though attention's saved values share one slab.
+  CHECK(inference.forward(tokens.data(), targets.data(), B, T) == trainable.forward(tokens.data(), targets.data(), B, T));
+  CHECK(inference.logits() == trainable.logits());
+  CHECK_THROWS_WITH(inference.zero_grad(), Catch::Contains("inference only"));
+  CHECK_THROWS_WITH(inference.backward(1.0f), Catch::Contains("inference only"));
+  CHECK_THROWS_WITH(inference.grad_norm(), Catch::Contains("inference only"));
+  CHECK_THROWS_WITH(inference.adamw_step(AdamWParams{}), Catch::Contains("inference only"));
+  CHECK_THROWS_WITH(inference.gradients(), Catch::Contains("inference only"));
 }
