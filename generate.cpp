@@ -19,6 +19,7 @@
 
 #include "core/backend.hpp"
 #include "core/check.hpp"
+#include "core/cli.hpp"
 #include "core/checkpoint.hpp"
 #include "core/generation.hpp"
 #include "tokenizer/tokenizer.hpp"
@@ -227,17 +228,4 @@ int run(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const cxxopts::exceptions::exception& e) {
-    std::fprintf(stderr, "generate: %s (see --help)\n", e.what());
-    return 2;
-  } catch (const InputError& e) {
-    std::fprintf(stderr, "generate: %s\n", e.what());
-    return 2;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "generate: error: %s\n", e.what());
-    return 1;
-  }
-}
+int main(int argc, char** argv) { return gpt2cc::run_cli("generate", argc, argv, run); }

@@ -11,6 +11,7 @@
 #include <cxxopts.hpp>
 
 #include "core/check.hpp"
+#include "core/cli.hpp"
 #include "core/sampler.hpp"
 #include "core/trainer.hpp"
 #include "tokenizer/tokenizer.hpp"
@@ -148,21 +149,6 @@ std::function<std::string(GPT2&, uint64_t)> make_sampler(const TrainConfig& c) {
   };
 }
 
-// cxxopts says "Argument 'abc' failed to parse" without the flag: find the flag that got it.
-std::string name_bad_value(const std::string& message, int argc, char** argv) {
-  size_t open = message.find("\u2018"), close = message.find("\u2019");
-  if (open == std::string::npos || close == std::string::npos) return message;
-  std::string value = message.substr(open + 3, close - open - 3);
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    std::string flag;
-    if (arg.starts_with("--") && arg.ends_with("=" + value)) flag = arg.substr(0, arg.find('='));
-    if (arg.starts_with("--") && i + 1 < argc && argv[i + 1] == value) flag = arg;
-    if (!flag.empty()) return format("{}: '{}' is not a valid value", flag, value);
-  }
-  return message;
-}
-
 int run(int argc, char** argv) {
   TrainConfig config;
   auto options = make_options(config);
@@ -203,20 +189,4 @@ int run(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const InputError& e) {
-    std::cerr << "train: " << e.what() << std::endl;
-    return 2;
-  } catch (const cxxopts::exceptions::incorrect_argument_type& e) {
-    std::cerr << "train: " << name_bad_value(e.what(), argc, argv) << " (see train --help)" << std::endl;
-    return 2;
-  } catch (const cxxopts::exceptions::exception& e) {
-    std::cerr << "train: " << e.what() << " (see train --help)" << std::endl;
-    return 2;
-  } catch (const std::exception& e) {
-    std::cerr << "train: error: " << e.what() << std::endl;
-    return 1;
-  }
-}
+int main(int argc, char** argv) { return gpt2cc::run_cli("train", argc, argv, run); }

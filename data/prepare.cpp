@@ -7,6 +7,7 @@
 #include <iostream>
 
 #include "core/check.hpp"
+#include "core/cli.hpp"
 #include "data/pipeline.hpp"
 
 using namespace gpt2cc;
@@ -107,17 +108,4 @@ int run(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const cxxopts::exceptions::exception& e) {
-    std::cerr << "prepare: " << e.what() << " (see --help)\n";
-    return 2;
-  } catch (const InputError& e) {
-    std::cerr << "prepare: " << e.what() << "\n";
-    return 2;
-  } catch (const std::exception& e) {
-    std::cerr << "prepare: internal error: " << e.what() << "\n";
-    return 1;
-  }
-}
+int main(int argc, char** argv) { return gpt2cc::run_cli("prepare", argc, argv, run); }

@@ -15,6 +15,7 @@
 #include <memory>
 
 #include "core/check.hpp"
+#include "core/cli.hpp"
 #include "tokenizer/tokenizer.hpp"
 #include "tokenizer/trainer.hpp"
 #include "tokenizer/vocab_io.hpp"
@@ -287,27 +288,19 @@ int cmd_stats(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  try {
-    if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
-      std::cout << kUsage;
-      return argc < 2 ? 2 : 0;
-    }
-    std::string cmd = argv[1];
-    if (cmd == "train") return cmd_train(argc - 1, argv + 1);
-    if (cmd == "encode") return cmd_encode(argc - 1, argv + 1);
-    if (cmd == "decode") return cmd_decode(argc - 1, argv + 1);
-    if (cmd == "stats") return cmd_stats(argc - 1, argv + 1);
-    std::cerr << "tokenizer: unknown command \"" << cmd << "\"\n" << kUsage;
-    return 2;
-  } catch (const InputError& e) {
-    std::cerr << "tokenizer: error: " << e.what() << "\n";
-    return 2;
-  } catch (const cxxopts::exceptions::exception& e) {
-    std::cerr << "tokenizer: error: " << e.what() << " (see --help)\n";
-    return 2;
-  } catch (const std::exception& e) {
-    std::cerr << "tokenizer: internal error: " << e.what() << "\n";
-    return 1;
+// tokenizer COMMAND [options]: dispatches to the command's parser (each with its own --help).
+int dispatch(int argc, char** argv) {
+  if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
+    std::cout << kUsage;
+    return argc < 2 ? 2 : 0;
   }
+  std::string cmd = argv[1];
+  if (cmd == "train") return cmd_train(argc - 1, argv + 1);
+  if (cmd == "encode") return cmd_encode(argc - 1, argv + 1);
+  if (cmd == "decode") return cmd_decode(argc - 1, argv + 1);
+  if (cmd == "stats") return cmd_stats(argc - 1, argv + 1);
+  std::cerr << "tokenizer: unknown command \"" << cmd << "\"\n" << kUsage;
+  return 2;
 }
+
+int main(int argc, char** argv) { return gpt2cc::run_cli("tokenizer", argc, argv, dispatch); }

@@ -1,0 +1,51 @@
+// The exit-code contract of every gpt2cc command-line program, in one place:
+//   0 success; 2 bad input (InputError, or any cxxopts error: unknown flag, unparsable value,
+//   missing argument); 1 anything else (I/O failure, out of memory, an internal error).
+// Usage:  int main(int argc, char** argv) { return gpt2cc::run_cli("train", argc, argv, run); }
+// An unparsable value names its flag ("--lr: 'abc' is not a valid value"), which cxxopts does not.
+#pragma once
+
+#include <cxxopts.hpp>
+#include <iostream>
+#include <string>
+
+#include "core/check.hpp"
+
+namespace gpt2cc {
+
+// cxxopts reports "Argument ‘abc’ failed to parse" without the flag; find which flag got it.
+inline std::string name_bad_value(const std::string& message, int argc, char** argv) {
+  const size_t open = message.find("\u2018"), close = message.find("\u2019");
+  if (open == std::string::npos || close == std::string::npos) return message;
+  const std::string value = message.substr(open + 3, close - open - 3);  // the quotes are 3 bytes in UTF-8
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    std::string flag;
+    if (arg.starts_with("--") && arg.ends_with("=" + value)) flag = arg.substr(0, arg.find('='));
+    if (arg.starts_with("--") && i + 1 < argc && argv[i + 1] == value) flag = arg;
+    if (!flag.empty()) return format("{}: '{}' is not a valid value", flag, value);
+  }
+  return message;
+}
+
+template <class Run>
+int run_cli(const char* program, int argc, char** argv, Run&& run) {
+  try {
+    return run(argc, argv);
+  } catch (const InputError& e) {
+    std::cerr << program << ": " << e.what() << std::endl;
+    return 2;
+  } catch (const cxxopts::exceptions::incorrect_argument_type& e) {
+    std::cerr << program << ": " << name_bad_value(e.what(), argc, argv) << " (see " << program << " --help)"
+              << std::endl;
+    return 2;
+  } catch (const cxxopts::exceptions::exception& e) {
+    std::cerr << program << ": " << e.what() << " (see " << program << " --help)" << std::endl;
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << program << ": error: " << e.what() << std::endl;
+    return 1;
+  }
+}
+
+}  // namespace gpt2cc
