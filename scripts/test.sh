@@ -9,6 +9,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
 ensure_build_deps
+# The Hugging Face compatibility test of the tokenizer needs the `tokenizers` Python package
+# (it reports itself skipped without it).
+ensure_python_packages tokenizers:tokenizers ||
+  echo "gpt2cc: could not install the Python package 'tokenizers': its compatibility test will be skipped"
 build_dir="${GPT2CC_BUILD_DIR:-build}"
 build_gpt2cc "$build_dir"
 
