@@ -1,0 +1,254 @@
+#!/usr/bin/env python3
+"""PyTorch reference for gpt2cc's training throughput: the same GPT-2 written out in plain PyTorch.
+
+Architecture as in gpt2cc: pre-LayerNorm blocks, learned position embedding, biases everywhere,
+GELU (tanh), wte tied to the output projection, vocabulary padded to Vp = 50304, causal attention
+through F.scaled_dot_product_attention(is_causal=True). One step = forward + cross-entropy +
+backward + grad-norm clip 1.0 + AdamW, on random tokens. Reports median tokens/s and ms/step over
+the timed steps, MFU against the GPU's dense bf16 peak, and peak allocated memory.
+"""
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+VOCAB = 50257
+PADDED_VOCAB = 50304  # 50257 rounded up to a multiple of 128, as gpt2cc's ModelConfig does
+MAX_T = 1024
+
+# name: (layers L, channels C, heads NH); the same presets as gpt2cc's core/config.hpp.
+PRESETS = {
+    "d2": (2, 128, 4),
+    "d4": (4, 256, 4),
+    "d6": (6, 384, 6),
+    "gpt2": (12, 768, 12),
+    "gpt2-medium": (24, 1024, 16),
+    "gpt2-large": (36, 1280, 20),
+    "gpt2-xl": (48, 1600, 25),
+}
+
+# Dense (no 2:4 sparsity) bf16 tensor-core peaks in TFLOP/s, matched against
+# torch.cuda.get_device_name() in order (the first substring that matches wins).
+# Sources: NVIDIA's H100 datasheet lists bf16 1,979 TFLOPS (SXM) and 1,513 (PCIe) "with sparsity";
+# dense is half of that: 989 and 756. H200 (SXM) has the H100 SXM's compute, 989 dense
+# (e.g. the table at https://huggingface.co/datasets/devidasmishra/ai-inference-hardware-economics-2026
+# lists fp16 dense 989 for both H100 SXM5 and H200 SXM5; 989e12 for H100 also in
+# https://gist.github.com/mikasenghaas/d63ded03f1f0417b1677627119bacc0d). A100: 312 dense
+# (NVIDIA A100 datasheet, 624 with sparsity). Unknown GPUs: pass --peak-tflops.
+PEAK_BF16_TFLOPS = [
+    ("H200", 989.0),
+    ("H100 PCIe", 756.0),
+    ("H100", 989.0),  # H100 SXM5 / "H100 80GB HBM3"
+    ("A100", 312.0),
+]
+
+
+class Block(nn.Module):
+    def __init__(self, C, NH):
+        super().__init__()
+        self.NH = NH
+        self.ln1 = nn.LayerNorm(C)
+        self.qkv = nn.Linear(C, 3 * C)
+        self.attn_proj = nn.Linear(C, C)
+        self.ln2 = nn.LayerNorm(C)
+        self.fc = nn.Linear(C, 4 * C)
+        self.fc_proj = nn.Linear(4 * C, C)
+
+    def forward(self, x):
+        B, T, C = x.shape
+        q, k, v = self.qkv(self.ln1(x)).split(C, dim=2)
+        # (B, T, C) -> (B, NH, T, HS) for SDPA
+        q, k, v = (t.view(B, T, self.NH, C // self.NH).transpose(1, 2) for t in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.attn_proj(y.transpose(1, 2).reshape(B, T, C))
+        return x + self.fc_proj(F.gelu(self.fc(self.ln2(x)), approximate="tanh"))
+
+
+class GPT2(nn.Module):
+    def __init__(self, L, C, NH):
+        super().__init__()
+        self.wte = nn.Embedding(PADDED_VOCAB, C)
+        self.wpe = nn.Embedding(MAX_T, C)
+        self.blocks = nn.ModuleList(Block(C, NH) for _ in range(L))
+        self.ln_f = nn.LayerNorm(C)
+        # GPT-2 initialisation: N(0, 0.02), residual projections scaled by 1/sqrt(2L), zero biases.
+        for name, p in self.named_parameters():
+            if name.endswith("bias"):
+                nn.init.zeros_(p)
+            elif p.dim() == 2:
+                std = 0.02 / math.sqrt(2 * L) if name.endswith("proj.weight") else 0.02
+                nn.init.normal_(p, mean=0.0, std=std)
+
+    def forward(self, idx, targets):
+        T = idx.shape[1]
+        x = self.wte(idx) + self.wpe(torch.arange(T, device=idx.device))
+        for block in self.blocks:
+            x = block(x)
+        logits = F.linear(self.ln_f(x), self.wte.weight)  # tied output projection, (B, T, Vp)
+        # Padded logits take part in the softmax exactly as in gpt2cc; targets are all < VOCAB.
+        return F.cross_entropy(logits.float().view(-1, PADDED_VOCAB), targets.view(-1))
+
+
+def flops_per_token(L, C, T):
+    """6·N_matmul + 6·L·C·T, N_matmul = L·12C² + Vp·C: every weight that takes part in a matmul
+    (the tied output projection included, embedding lookups and biases/LayerNorms excluded),
+    2 FLOPs forward + 4 backward per weight per token; 6·L·C·T is the attention QKᵀ and AV
+    (causal masking not subtracted). The same count as benchmarks/results/cpu.md."""
+    n_matmul = L * 12 * C * C + PADDED_VOCAB * C
+    return 6 * n_matmul + 6 * L * C * T
+
+
+def peak_tflops(device_name):
+    for key, tflops in PEAK_BF16_TFLOPS:
+        if key in device_name:
+            return tflops
+    return None
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--preset", default="gpt2", choices=sorted(PRESETS))
+    p.add_argument("-B", "--batch-size", type=int, default=16)
+    p.add_argument("-T", "--seq-len", type=int, default=1024)
+    p.add_argument("--steps", type=int, default=20, help="timed steps (median reported)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed steps first (compilation happens here)")
+    p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    p.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"], help="bf16: autocast to bfloat16")
+    p.add_argument("--compile", dest="compile", action="store_true", default=None,
+                   help="torch.compile the model (default: on for cuda, off for cpu)")
+    p.add_argument("--no-compile", dest="compile", action="store_false")
+    p.add_argument("--peak-tflops", type=float, help="override the peak used for MFU")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for --device cpu (0: torch default)")
+    p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--json", help="also write the result to this JSON file")
+    a = p.parse_args(argv)
+    if a.batch_size < 1:
+        p.error(f"--batch-size must be >= 1, got {a.batch_size}")
+    if not 1 <= a.seq_len <= MAX_T:
+        p.error(f"--seq-len must be in [1, {MAX_T}], got {a.seq_len}")
+    if a.steps < 1:
+        p.error(f"--steps must be >= 1, got {a.steps}")
+    if a.warmup < 1:
+        p.error(f"--warmup must be >= 1, got {a.warmup}")
+    if a.threads < 0:
+        p.error(f"--threads must be >= 0, got {a.threads}")
+    if a.peak_tflops is not None and not a.peak_tflops > 0:
+        p.error(f"--peak-tflops must be > 0, got {a.peak_tflops}")
+    if a.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA device visible to PyTorch (use --device cpu)")
+    if a.compile is None:
+        a.compile = a.device == "cuda"
+    return a
+
+
+def write_json_atomic(path, obj):
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def main(argv=None):
+    a = parse_args(argv)
+    torch.manual_seed(a.seed)
+    if a.device == "cpu" and a.threads:
+        torch.set_num_threads(a.threads)
+    cuda = a.device == "cuda"
+    if cuda:
+        # TF32 for any matmul that escapes autocast (fp32 mode); bf16 autocast covers the rest.
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    device = torch.device(a.device)
+    L, C, NH = PRESETS[a.preset]
+    B, T = a.batch_size, a.seq_len
+
+    model = GPT2(L, C, NH).to(device)
+    n_params = sum(p.numel() for p in model.parameters())
+    # fused=True is the single-kernel CUDA AdamW; the CPU path uses the default implementation.
+    optimizer = torch.optim.AdamW(model.parameters(), lr=6e-4, betas=(0.9, 0.95), eps=1e-8,
+                                  weight_decay=0.1, fused=True if cuda else None)
+    step_model = torch.compile(model) if a.compile else model
+    autocast = torch.autocast(device_type=a.device, dtype=torch.bfloat16, enabled=a.dtype == "bf16")
+
+    # One random batch, reused every step: throughput does not depend on the token values.
+    x = torch.randint(0, VOCAB, (B, T), device=device)
+    y = torch.randint(0, VOCAB, (B, T), device=device)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        with autocast:
+            loss = step_model(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        return loss
+
+    for _ in range(a.warmup):
+        loss = step()
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    times_ms = []
+    for _ in range(a.steps):
+        if cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            loss = step()
+            end.record()
+            torch.cuda.synchronize()
+            times_ms.append(start.elapsed_time(end))
+        else:
+            t0 = time.perf_counter()
+            loss = step()
+            times_ms.append((time.perf_counter() - t0) * 1e3)
+    final_loss = loss.item()
+    if not math.isfinite(final_loss):
+        print(f"error: loss is {final_loss} after {a.warmup + a.steps} steps", file=sys.stderr)
+        return 1
+
+    ms = statistics.median(times_ms)
+    tokens_per_s = B * T / (ms / 1e3)
+    fpt = flops_per_token(L, C, T)
+    tflops = fpt * tokens_per_s / 1e12
+    device_name = torch.cuda.get_device_name(device) if cuda else "cpu"
+    peak = a.peak_tflops if a.peak_tflops is not None else (peak_tflops(device_name) if cuda else None)
+    mfu = tflops / peak if peak else None
+    peak_mem = torch.cuda.max_memory_allocated(device) if cuda else None
+
+    result = {
+        "benchmark": "pytorch_gpt2_train_step", "torch": torch.__version__, "device": device_name,
+        "preset": a.preset, "L": L, "C": C, "NH": NH, "Vp": PADDED_VOCAB, "params": n_params,
+        "B": B, "T": T, "dtype": a.dtype, "compile": a.compile, "fused_adamw": cuda,
+        "warmup": a.warmup, "steps": a.steps, "ms_per_step_median": ms,
+        "ms_per_step_min": min(times_ms), "ms_per_step_max": max(times_ms),
+        "tokens_per_s": tokens_per_s, "flops_per_token": fpt, "achieved_tflops": tflops,
+        "peak_tflops": peak, "mfu": mfu, "peak_memory_bytes": peak_mem, "final_loss": final_loss,
+    }
+    mem = f"{peak_mem / 2**20:.0f} MiB" if peak_mem is not None else "n/a"
+    mfu_text = f"{100 * mfu:.1f}%" if mfu is not None else "n/a (no peak known)"
+    print(f"device {device_name}, torch {torch.__version__}, {a.dtype}"
+          f"{' autocast' if a.dtype == 'bf16' else ''}, compile {'on' if a.compile else 'off'}, "
+          f"AdamW {'fused' if cuda else 'default'}")
+    print(f"model {a.preset}: L={L} C={C} NH={NH} Vp={PADDED_VOCAB}, {n_params / 1e6:.1f}M params; "
+          f"{fpt / 1e6:.1f} MFLOP/token (6*N_matmul + 6*L*C*T)")
+    print("| preset | BxT | ms/step (median) | tokens/s | TFLOP/s | MFU | peak mem | loss |")
+    print("|---|---|---|---|---|---|---|---|")
+    print(f"| {a.preset} | {B}x{T} | {ms:.2f} | {tokens_per_s:.0f} | {tflops:.3f} | {mfu_text} | {mem} "
+          f"| {final_loss:.3f} |")
+    if a.json:
+        write_json_atomic(a.json, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
