@@ -5,16 +5,14 @@ error, not a silent fallback, if it cannot run the shape); on CPU whichever back
 Inputs are (B, NH, T, HS) tensors; each figure is the median over --reps after --warmup runs.
 """
 import argparse
-import json
-import os
 import statistics
 import sys
-import tempfile
-import time
 
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from bench_common import time_ms, write_json_atomic
 
 DEFAULT_SHAPES = "8x12x1024x64,16x12x1024x64,8x12x1024x128,16x12x1024x128"
 
@@ -68,28 +66,6 @@ def parse_args(argv):
     return a
 
 
-def median_ms(fn, warmup, reps, cuda):
-    """Median wall time of fn() in ms. On CUDA each rep is bracketed by events and synchronised,
-    so every figure is one complete call, not a pipelined average."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(reps):
-        if cuda:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            torch.cuda.synchronize()
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
-
-
 def bench_shape(B, NH, T, HS, a, device, dtype):
     cuda = a.device == "cuda"
     q, k, v = (torch.randn(B, NH, T, HS, device=device, dtype=dtype, requires_grad=True) for _ in range(3))
@@ -107,23 +83,14 @@ def bench_shape(B, NH, T, HS, a, device, dtype):
 
     backends = [SDPBackend.FLASH_ATTENTION] if cuda else list(SDPBackend.__members__.values())
     with sdpa_kernel(backends):
-        fwd_ms = median_ms(forward, a.warmup, a.reps, cuda)
-        fwdbwd_ms = median_ms(forward_backward, a.warmup, a.reps, cuda)
+        fwd_ms = statistics.median(time_ms(forward, a.warmup, a.reps, cuda))
+        fwdbwd_ms = statistics.median(time_ms(forward_backward, a.warmup, a.reps, cuda))
     fwd_flops, fwdbwd_flops = attention_flops(B, NH, T, HS)
     return {
         "B": B, "NH": NH, "T": T, "HS": HS,
         "fwd_ms": fwd_ms, "fwd_tflops": fwd_flops / (fwd_ms / 1e3) / 1e12,
         "fwd_bwd_ms": fwdbwd_ms, "fwd_bwd_tflops": fwdbwd_flops / (fwdbwd_ms / 1e3) / 1e12,
     }
-
-
-def write_json_atomic(path, obj):
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 def main(argv=None):

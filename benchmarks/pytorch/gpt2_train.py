@@ -8,17 +8,15 @@ backward + grad-norm clip 1.0 + AdamW, on random tokens. Reports median tokens/s
 the timed steps, MFU against the GPU's dense bf16 peak, and peak allocated memory.
 """
 import argparse
-import json
 import math
-import os
 import statistics
 import sys
-import tempfile
-import time
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from bench_common import time_ms, write_json_atomic
 
 VOCAB = 50257
 PADDED_VOCAB = 50304  # 50257 rounded up to a multiple of 128, as gpt2cc's ModelConfig does
@@ -149,15 +147,6 @@ def parse_args(argv):
     return a
 
 
-def write_json_atomic(path, obj):
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
 def main(argv=None):
     a = parse_args(argv)
     torch.manual_seed(a.seed)
@@ -184,7 +173,10 @@ def main(argv=None):
     x = torch.randint(0, VOCAB, (B, T), device=device)
     y = torch.randint(0, VOCAB, (B, T), device=device)
 
+    loss = None
+
     def step():
+        nonlocal loss
         optimizer.zero_grad(set_to_none=True)
         with autocast:
             loss = step_model(x, y)
@@ -194,23 +186,11 @@ def main(argv=None):
         return loss
 
     for _ in range(a.warmup):
-        loss = step()
+        step()
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    times_ms = []
-    for _ in range(a.steps):
-        if cuda:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            loss = step()
-            end.record()
-            torch.cuda.synchronize()
-            times_ms.append(start.elapsed_time(end))
-        else:
-            t0 = time.perf_counter()
-            loss = step()
-            times_ms.append((time.perf_counter() - t0) * 1e3)
+    times_ms = time_ms(step, 0, a.steps, cuda)
     final_loss = loss.item()
     if not math.isfinite(final_loss):
         print(f"error: loss is {final_loss} after {a.warmup + a.steps} steps", file=sys.stderr)
