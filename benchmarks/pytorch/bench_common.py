@@ -1,10 +1,34 @@
-"""What both PyTorch reference benchmarks share: per-call timing and an atomic JSON write."""
+"""What both PyTorch reference benchmarks share: per-call timing, an atomic JSON write, and the
+GPU peak rates of benchmarks/gpu/peaks.json (the one table the C++ benchmarks read too)."""
 import json
 import os
+import re
 import tempfile
 import time
 
 import torch
+
+PEAKS_JSON = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "gpu", "peaks.json")
+
+
+def load_peaks(path=PEAKS_JSON):
+    """The entries of peaks.json, in file order (the first whose pattern matches a name wins)."""
+    with open(path) as f:
+        entries = json.load(f)["gpus"]
+    for e in entries:
+        for key in ("name", "pattern", "bf16_dense_tflops", "fp32_tflops", "hbm_gbps", "source"):
+            if key not in e:
+                raise ValueError(f"{path}: entry {e.get('name', '?')} lacks '{key}'")
+    return entries
+
+
+def lookup_peaks(device_name, path=PEAKS_JSON):
+    """The peaks.json entry for a CUDA device name (regex search, first match), or None when no
+    entry matches. A matched entry may still hold null figures (known variant, unconfirmed rates)."""
+    for e in load_peaks(path):
+        if re.search(e["pattern"], device_name):
+            return e
+    return None
 
 
 def time_ms(fn, warmup, reps, cuda):

@@ -5,7 +5,8 @@ Architecture as in gpt2cc: pre-LayerNorm blocks, learned position embedding, bia
 GELU (tanh), wte tied to the output projection, vocabulary padded to Vp = 50304, causal attention
 through F.scaled_dot_product_attention(is_causal=True). One step = forward + cross-entropy +
 backward + grad-norm clip 1.0 + AdamW, on random tokens. Reports median tokens/s and ms/step over
-the timed steps, MFU against the GPU's dense bf16 peak, and peak allocated memory.
+the timed steps, MFU against the peak in benchmarks/gpu/peaks.json (dense bf16 tensor cores for
+bf16, plain fp32 for fp32), and peak allocated memory.
 """
 import argparse
 import math
@@ -16,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from bench_common import time_ms, write_json_atomic
+from bench_common import lookup_peaks, time_ms, write_json_atomic
 
 VOCAB = 50257
 PADDED_VOCAB = 50304  # 50257 rounded up to a multiple of 128, as gpt2cc's ModelConfig does
@@ -32,22 +33,6 @@ PRESETS = {
     "gpt2-large": (36, 1280, 20),
     "gpt2-xl": (48, 1600, 25),
 }
-
-# Dense (no 2:4 sparsity) bf16 tensor-core peaks in TFLOP/s, matched against
-# torch.cuda.get_device_name() in order (the first substring that matches wins).
-# Sources: NVIDIA's H100 datasheet lists bf16 1,979 TFLOPS (SXM) and 1,513 (PCIe) "with sparsity";
-# dense is half of that: 989 and 756. H200 (SXM) has the H100 SXM's compute, 989 dense
-# (e.g. the table at https://huggingface.co/datasets/devidasmishra/ai-inference-hardware-economics-2026
-# lists fp16 dense 989 for both H100 SXM5 and H200 SXM5; 989e12 for H100 also in
-# https://gist.github.com/mikasenghaas/d63ded03f1f0417b1677627119bacc0d). A100: 312 dense
-# (NVIDIA A100 datasheet, 624 with sparsity). Unknown GPUs: pass --peak-tflops.
-PEAK_BF16_TFLOPS = [
-    ("H200", 989.0),
-    ("H100 PCIe", 756.0),
-    ("H100", 989.0),  # H100 SXM5 / "H100 80GB HBM3"
-    ("A100", 312.0),
-]
-
 
 class Block(nn.Module):
     def __init__(self, C, NH):
@@ -95,20 +80,22 @@ class GPT2(nn.Module):
         return F.cross_entropy(logits.float().view(-1, PADDED_VOCAB), targets.view(-1))
 
 
-def flops_per_token(L, C, T):
-    """6·N_matmul + 6·L·C·T, N_matmul = L·12C² + Vp·C: every weight that takes part in a matmul
-    (the tied output projection included, embedding lookups and biases/LayerNorms excluded),
-    2 FLOPs forward + 4 backward per weight per token; 6·L·C·T is the attention QKᵀ and AV
-    (causal masking not subtracted). The same count as benchmarks/results/cpu.md."""
-    n_matmul = L * 12 * C * C + PADDED_VOCAB * C
-    return 6 * n_matmul + 6 * L * C * T
+def flops_per_token(n_params, L, C, T):
+    """6·N + 6·L·C·T, the count issue 8 fixes and gpt2cc's bench_train_gpu uses: N = every
+    parameter except the padded vocabulary rows (Vp - V rows of wte, all zero and never trained),
+    2 FLOPs forward + 4 backward per parameter per token; 6·L·C·T is the attention QKᵀ and AV with
+    the causal mask halving the T positions (2 matmuls · 2 FLOPs · C · T/2 forward, twice that
+    backward, per layer and token)."""
+    return 6 * n_params + 6 * L * C * T
 
 
-def peak_tflops(device_name):
-    for key, tflops in PEAK_BF16_TFLOPS:
-        if key in device_name:
-            return tflops
-    return None
+def peak_tflops(device_name, dtype):
+    """Dense peak of the unit the step's matmuls use, from benchmarks/gpu/peaks.json: bf16 tensor
+    cores for bf16, plain fp32 for fp32 (TF32 is off unless --allow-tf32). None when unknown."""
+    entry = lookup_peaks(device_name)
+    if entry is None:
+        return None
+    return entry["bf16_dense_tflops"] if dtype == "bf16" else entry["fp32_tflops"]
 
 
 def parse_args(argv):
@@ -124,6 +111,8 @@ def parse_args(argv):
                    help="torch.compile the model (default: on for cuda, off for cpu)")
     p.add_argument("--no-compile", dest="compile", action="store_false")
     p.add_argument("--peak-tflops", type=float, help="override the peak used for MFU")
+    p.add_argument("--allow-tf32", action="store_true",
+                   help="let fp32 matmuls use TF32 tensor cores (off: true fp32, as gpt2cc's fp32 backend)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for --device cpu (0: torch default)")
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--json", help="also write the result to this JSON file")
@@ -154,15 +143,17 @@ def main(argv=None):
         torch.set_num_threads(a.threads)
     cuda = a.device == "cuda"
     if cuda:
-        # TF32 for any matmul that escapes autocast (fp32 mode); bf16 autocast covers the rest.
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+        # fp32 mode compares with gpt2cc's fp32 backend (cuBLAS sgemm, no TF32): TF32 stays off
+        # unless asked for. bf16 autocast runs the matmuls in bf16 either way.
+        torch.backends.cuda.matmul.allow_tf32 = a.allow_tf32
+        torch.backends.cudnn.allow_tf32 = a.allow_tf32
     device = torch.device(a.device)
     L, C, NH = PRESETS[a.preset]
     B, T = a.batch_size, a.seq_len
 
     model = GPT2(L, C, NH).to(device)
     n_params = sum(p.numel() for p in model.parameters())
+    n_flops = n_params - (PADDED_VOCAB - VOCAB) * C  # N of the FLOPs count: padded wte rows excluded
     # fused=True is the single-kernel CUDA AdamW; the CPU path uses the default implementation.
     optimizer = torch.optim.AdamW(model.parameters(), lr=6e-4, betas=(0.9, 0.95), eps=1e-8,
                                   weight_decay=0.1, fused=True if cuda else None)
@@ -198,21 +189,23 @@ def main(argv=None):
 
     ms = statistics.median(times_ms)
     tokens_per_s = B * T / (ms / 1e3)
-    fpt = flops_per_token(L, C, T)
+    fpt = flops_per_token(n_flops, L, C, T)
     tflops = fpt * tokens_per_s / 1e12
     device_name = torch.cuda.get_device_name(device) if cuda else "cpu"
-    peak = a.peak_tflops if a.peak_tflops is not None else (peak_tflops(device_name) if cuda else None)
+    peak = a.peak_tflops if a.peak_tflops is not None else (peak_tflops(device_name, a.dtype) if cuda else None)
     mfu = tflops / peak if peak else None
     peak_mem = torch.cuda.max_memory_allocated(device) if cuda else None
 
     result = {
         "benchmark": "pytorch_gpt2_train_step", "torch": torch.__version__, "device": device_name,
-        "preset": a.preset, "L": L, "C": C, "NH": NH, "Vp": PADDED_VOCAB, "params": n_params,
+        "preset": a.preset, "L": L, "C": C, "NH": NH, "V": VOCAB, "Vp": PADDED_VOCAB, "params": n_params,
+        "params_flops": n_flops, "allow_tf32": a.allow_tf32,
         "B": B, "T": T, "dtype": a.dtype, "compile": a.compile, "fused_adamw": cuda,
         "warmup": a.warmup, "steps": a.steps, "ms_per_step_median": ms,
-        "ms_per_step_min": min(times_ms), "ms_per_step_max": max(times_ms),
+        "ms_per_step_mean": statistics.fmean(times_ms), "ms_per_step_min": min(times_ms), "ms_per_step_max": max(times_ms),
         "tokens_per_s": tokens_per_s, "flops_per_token": fpt, "achieved_tflops": tflops,
-        "peak_tflops": peak, "mfu": mfu, "peak_memory_bytes": peak_mem, "final_loss": final_loss,
+        "peak_tflops": peak, "peak_kind": "bf16 dense tensor" if a.dtype == "bf16" else "fp32 non-tensor",
+        "mfu": mfu, "peak_memory_bytes": peak_mem, "final_loss": final_loss,
     }
     mem = f"{peak_mem / 2**20:.0f} MiB" if peak_mem is not None else "n/a"
     mfu_text = f"{100 * mfu:.1f}%" if mfu is not None else "n/a (no peak known)"
@@ -220,7 +213,7 @@ def main(argv=None):
           f"{' autocast' if a.dtype == 'bf16' else ''}, compile {'on' if a.compile else 'off'}, "
           f"AdamW {'fused' if cuda else 'default'}")
     print(f"model {a.preset}: L={L} C={C} NH={NH} Vp={PADDED_VOCAB}, {n_params / 1e6:.1f}M params; "
-          f"{fpt / 1e6:.1f} MFLOP/token (6*N_matmul + 6*L*C*T)")
+          f"{fpt / 1e6:.1f} MFLOP/token (6*N + 6*L*C*T, N = {n_flops:,} params without padded vocab rows)")
     print("| preset | BxT | ms/step (median) | tokens/s | TFLOP/s | MFU | peak mem | loss |")
     print("|---|---|---|---|---|---|---|---|")
     print(f"| {a.preset} | {B}x{T} | {ms:.2f} | {tokens_per_s:.0f} | {tflops:.3f} | {mfu_text} | {mem} "
