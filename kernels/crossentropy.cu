@@ -1,8 +1,12 @@
 // Fused softmax + cross-entropy forward and backward (kernels/crossentropy.cuh; mirrors
-// cpu/crossentropy.cpp). One block per row (b,t): the V logits of a row (50257 for GPT-2) are
-// reduced to max and sum_j exp(l_j - max) by the block, then the loss or every dlogit is
-// written. The backward recomputes the softmax from the logits rather than reading stored
-// probabilities: one extra pass over the row, no (B,T,Vp) buffer.
+// cpu/crossentropy.cpp), float and bf16 logits, fp32 math. One block per row (b,t): the V logits
+// of a row (50257 for GPT-2) are reduced to max and sum_j exp(l_j - max) by the block, then the
+// loss or every dlogit is written. The backward recomputes the softmax from the logits rather
+// than reading stored probabilities: one extra pass over the row, no (B,T,Vp) buffer.
+// fused_classifier does loss and gradient in one kernel: an online max + sum pass, then the
+// in-place gradient pass (two reads and one write of the row instead of three reads and a write).
+#include <cstdint>
+
 #include "kernels/common.cuh"
 #include "kernels/crossentropy.cuh"
 #include "kernels/cuda_check.cuh"
@@ -71,29 +75,182 @@ __global__ void crossentropy_backward_block_per_row_kernel(Elem* dlogits, float 
   }
 }
 
+// Online softmax state of a set of logits (Milakov & Gimelshein 2018): m = max, s = sum exp(l - m).
+struct MaxSum {
+  float m;
+  float s;
+};
+
+// Adds logit x: a new maximum rescales what was summed under the old one.
+__device__ __forceinline__ void online_add(MaxSum& a, float x) {
+  if (x > a.m) {
+    a.s = a.s * expf(a.m - x) + 1.0f;
+    a.m = x;
+  } else {
+    a.s += expf(x - a.m);
+  }
+}
+
+// Union of two sets: s = s_a exp(m_a - m) + s_b exp(m_b - m). Symmetric in a and b (float + is
+// commutative), so every lane of the butterfly below ends with the same bits.
+__device__ __forceinline__ MaxSum combine(MaxSum a, MaxSum b) {
+  const float m = fmaxf(a.m, b.m);
+  if (m == -INFINITY) return a;  // both empty: exp(-inf - -inf) would be NaN
+  return {m, a.s * expf(a.m - m) + b.s * expf(b.m - m)};
+}
+
+__device__ __forceinline__ MaxSum warp_max_sum(MaxSum x) {
+  for (int offset = 16; offset > 0; offset >>= 1) {
+    const MaxSum other{__shfl_xor_sync(0xffffffffu, x.m, offset), __shfl_xor_sync(0xffffffffu, x.s, offset)};
+    x = combine(x, other);
+  }
+  return x;
+}
+
+// The whole block's (max, sum), in a fixed order; every thread gets it. Called once per kernel.
+__device__ MaxSum block_max_sum(MaxSum x) {
+  __shared__ float shared_m[kWarpSize], shared_s[kWarpSize];
+  const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize, num_warps = blockDim.x / kWarpSize;
+  x = warp_max_sum(x);
+  if (lane == 0) {
+    shared_m[warp] = x.m;
+    shared_s[warp] = x.s;
+  }
+  __syncthreads();
+  x = lane < num_warps ? MaxSum{shared_m[lane], shared_s[lane]} : MaxSum{-INFINITY, 0.0f};
+  return warp_max_sum(x);
+}
+
+// 16 bytes of a row: 4 floats or 8 bf16. Why: one 128-bit load per thread instead of 4 or 8
+// scalar ones; the classifier is bound by reading the (B,T,Vp) logits, twice.
+template <class Elem>
+struct alignas(16) Pack16 {
+  static constexpr int kSize = 16 / sizeof(Elem);
+  Elem x[kSize];
+};
+
+// Pass 1: (m, s) over the V real columns; loss = log(s) - (l_y - m) (= logsumexp - l_y).
+// Pass 2, in place: l_j := dloss * (exp(l_j - m) / s - [j == y]) for j < V, 0 for j >= V.
+// kVectorized: Vp % Pack16::kSize == 0 and the row 16-byte aligned, so a row is whole packs; the
+// pack straddling V is masked element-wise (padded columns are read but never used: they may
+// hold anything, NaN included).
+template <class Elem, bool kVectorized>
+__global__ void fused_classifier_block_per_row_kernel(Elem* logits, float* losses, const int* targets, float dloss,
+                                                      int V, int Vp) {
+  using Pack = Pack16<Elem>;
+  constexpr int kW = Pack::kSize;
+  const size_t bt = blockIdx.x;
+  const int y = targets[bt];
+  Elem* row = logits + bt * Vp;
+  if (y == kIgnoreIndex || y < 0 || y >= V) {
+    const float fill = y == kIgnoreIndex ? 0.0f : NAN;
+    if (threadIdx.x == 0) losses[bt] = fill;
+    for (int j = threadIdx.x; j < Vp; j += blockDim.x) row[j] = from_float<Elem>(j < V ? fill : 0.0f);
+    return;
+  }
+  // Read before the row is overwritten: block_max_sum's barrier orders it before every write.
+  const float target_logit = to_float(row[y]);
+  MaxSum acc{-INFINITY, 0.0f};
+  if constexpr (kVectorized) {
+    const Pack* packs = reinterpret_cast<const Pack*>(row);
+    const int num_packs = (V + kW - 1) / kW;
+    for (int k = threadIdx.x; k < num_packs; k += blockDim.x) {
+      const Pack pack = packs[k];
+      for (int e = 0; e < kW; ++e) {
+        if (k * kW + e < V) online_add(acc, to_float(pack.x[e]));
+      }
+    }
+  } else {
+    for (int j = threadIdx.x; j < V; j += blockDim.x) online_add(acc, to_float(row[j]));
+  }
+  const MaxSum total = block_max_sum(acc);
+  if (threadIdx.x == 0) losses[bt] = logf(total.s) - (target_logit - total.m);
+  const float inv_sum = 1.0f / total.s;
+  auto grad = [&](int j, float logit) {
+    return j < V ? dloss * (expf(logit - total.m) * inv_sum - (j == y ? 1.0f : 0.0f)) : 0.0f;
+  };
+  if constexpr (kVectorized) {
+    Pack* packs = reinterpret_cast<Pack*>(row);
+    for (int k = threadIdx.x; k < Vp / kW; k += blockDim.x) {
+      Pack pack = packs[k];
+      for (int e = 0; e < kW; ++e) pack.x[e] = from_float<Elem>(grad(k * kW + e, to_float(pack.x[e])));
+      packs[k] = pack;
+    }
+  } else {
+    for (int j = threadIdx.x; j < Vp; j += blockDim.x) row[j] = from_float<Elem>(grad(j, to_float(row[j])));
+  }
+}
+
 void check_vocab(int V, int Vp) {
   ENSURE(V >= 1 && Vp >= V, "crossentropy needs 1 <= V <= Vp, got V = {}, Vp = {}", V, Vp);
+}
+
+template <class Elem>
+void launch_crossentropy_forward(float* losses, const Elem* logits, const int* targets, int B, int T, int V, int Vp,
+                                 cudaStream_t stream) {
+  check_vocab(V, Vp);
+  const int rows = B * T;
+  if (rows == 0) return;
+  crossentropy_forward_block_per_row_kernel<Elem><<<rows, kBlock, 0, stream>>>(losses, logits, targets, V, Vp);
+  CUDA_CHECK_LAUNCH();
+}
+
+template <class Elem>
+void launch_crossentropy_backward(Elem* dlogits, float dloss, const Elem* logits, const int* targets, int B, int T,
+                                  int V, int Vp, cudaStream_t stream) {
+  check_vocab(V, Vp);
+  const int rows = B * T;
+  if (rows == 0) return;
+  crossentropy_backward_block_per_row_kernel<Elem><<<rows, kBlock, 0, stream>>>(dlogits, dloss, logits, targets, V,
+                                                                                Vp);
+  CUDA_CHECK_LAUNCH();
+}
+
+template <class Elem>
+void launch_fused_classifier(Elem* logits, float* losses, const int* targets, float dloss, int B, int T, int V, int Vp,
+                             cudaStream_t stream) {
+  check_vocab(V, Vp);
+  const int rows = B * T;
+  if (rows == 0) return;
+  // Every row starts 16-byte aligned iff the buffer does and Vp * sizeof(Elem) is a multiple of 16.
+  const bool vectorized = reinterpret_cast<uintptr_t>(logits) % 16 == 0 && Vp % Pack16<Elem>::kSize == 0;
+  if (vectorized) {
+    fused_classifier_block_per_row_kernel<Elem, true><<<rows, kBlock, 0, stream>>>(logits, losses, targets, dloss, V,
+                                                                                  Vp);
+  } else {
+    fused_classifier_block_per_row_kernel<Elem, false><<<rows, kBlock, 0, stream>>>(logits, losses, targets, dloss, V,
+                                                                                   Vp);
+  }
+  CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace
 
 void crossentropy_forward(float* losses, const float* logits, const int* targets, int B, int T, int V, int Vp,
                           cudaStream_t stream) {
-  check_vocab(V, Vp);
-  const int rows = B * T;
-  if (rows == 0) return;
-  crossentropy_forward_block_per_row_kernel<float><<<rows, kBlock, 0, stream>>>(losses, logits, targets, V, Vp);
-  CUDA_CHECK_LAUNCH();
+  launch_crossentropy_forward(losses, logits, targets, B, T, V, Vp, stream);
+}
+void crossentropy_forward(float* losses, const bf16* logits, const int* targets, int B, int T, int V, int Vp,
+                          cudaStream_t stream) {
+  launch_crossentropy_forward(losses, logits, targets, B, T, V, Vp, stream);
 }
 
 void crossentropy_backward(float* dlogits, float dloss, const float* logits, const int* targets, int B, int T, int V,
                            int Vp, cudaStream_t stream) {
-  check_vocab(V, Vp);
-  const int rows = B * T;
-  if (rows == 0) return;
-  crossentropy_backward_block_per_row_kernel<float><<<rows, kBlock, 0, stream>>>(dlogits, dloss, logits, targets, V,
-                                                                                 Vp);
-  CUDA_CHECK_LAUNCH();
+  launch_crossentropy_backward(dlogits, dloss, logits, targets, B, T, V, Vp, stream);
+}
+void crossentropy_backward(bf16* dlogits, float dloss, const bf16* logits, const int* targets, int B, int T, int V,
+                           int Vp, cudaStream_t stream) {
+  launch_crossentropy_backward(dlogits, dloss, logits, targets, B, T, V, Vp, stream);
+}
+
+void fused_classifier(float* logits, float* losses, const int* targets, float dloss, int B, int T, int V, int Vp,
+                      cudaStream_t stream) {
+  launch_fused_classifier(logits, losses, targets, dloss, B, T, V, Vp, stream);
+}
+void fused_classifier(bf16* logits, float* losses, const int* targets, float dloss, int B, int T, int V, int Vp,
+                      cudaStream_t stream) {
+  launch_fused_classifier(logits, losses, targets, dloss, B, T, V, Vp, stream);
 }
 
 }  // namespace gpt2cc::cuda

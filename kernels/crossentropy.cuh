@@ -1,17 +1,36 @@
 // The classifier on the GPU: softmax over the first V of Vp padded logits fused with
 // cross-entropy; mirrors cpu::crossentropy_forward / crossentropy_backward (cpu/crossentropy.hpp).
-// logits (B,T,Vp); targets (B,T), -1 = ignore; losses (B,T) = -log p[target] (0 if ignored).
-// Backward writes (=) dlogits = dloss * (softmax - onehot) for columns < V, 0 for padded columns
-// and ignored rows, without storing the probabilities. dlogits may alias logits (in place).
-// A target outside [0, V) (other than -1) gives a NaN loss / NaN gradient row: the device cannot
-// throw, so the error surfaces in the loss instead of reading out of bounds.
+// logits (B,T,Vp) float or bf16; targets (B,T), -1 = ignore; losses (B,T) float = -log p[target]
+// (0 if ignored). Backward writes (=) dlogits = dloss * (softmax - onehot) for columns < V, 0 for
+// padded columns and ignored rows, without storing the probabilities. dlogits may alias logits.
+// fused_classifier does both in one kernel, in place. A target outside [0, V) (other than -1)
+// gives a NaN loss / NaN gradient row: the device cannot throw, so the error shows in the loss.
 #pragma once
 
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 namespace gpt2cc::cuda {
+using bf16 = __nv_bfloat16;
+
 void crossentropy_forward(float* losses, const float* logits, const int* targets, int B, int T, int V, int Vp,
                           cudaStream_t stream);
 void crossentropy_backward(float* dlogits, float dloss, const float* logits, const int* targets, int B, int T, int V,
                            int Vp, cudaStream_t stream);
+// bf16 logits, fp32 softmax and losses; dlogits rounded once to bf16.
+void crossentropy_forward(float* losses, const bf16* logits, const int* targets, int B, int T, int V, int Vp,
+                          cudaStream_t stream);
+void crossentropy_backward(bf16* dlogits, float dloss, const bf16* logits, const int* targets, int B, int T, int V,
+                           int Vp, cudaStream_t stream);
+
+// Fused classifier: one block per row reads the logits once for an online max + sum (fp32),
+// writes losses[row] = logsumexp - logit[target], then overwrites the row in place with
+// dlogits = dloss * (softmax - onehot) (0 in padded columns and in ignored rows, whose loss is 0).
+// Same results as crossentropy_forward followed by crossentropy_backward, one launch and no
+// probability buffer. Uses 16-byte loads when Vp is a multiple of 16 / sizeof(elem) and logits
+// is 16-byte aligned; otherwise a scalar kernel.
+void fused_classifier(float* logits, float* losses, const int* targets, float dloss, int B, int T, int V, int Vp,
+                      cudaStream_t stream);
+void fused_classifier(bf16* logits, float* losses, const int* targets, float dloss, int B, int T, int V, int Vp,
+                      cudaStream_t stream);
 }  // namespace gpt2cc::cuda
