@@ -1,7 +1,8 @@
-// Dropout forward and backward (kernels/dropout.cuh; mirrors cpu/dropout.cpp). The same masked
-// scaling y = keep(i) * x / (1 - p) serves both directions. keep(i) draws lane i % 4 of the
-// Philox block i / 4 (core/rng.hpp), so a thread handling elements 4j..4j+3 gets all four
-// draws from ONE Philox call instead of four.
+// Dropout forward and backward (kernels/dropout.cuh; mirrors cpu/dropout.cpp), float and bf16. The
+// same masked scaling y = keep(i) * x / (1 - p) serves both directions. keep(i) draws lane i % 4 of
+// the Philox block i / 4 (core/rng.hpp), so a thread handling elements 4j..4j+3 gets all four
+// draws from ONE Philox call instead of four. The mask depends only on (seed, stream, i), never on
+// the element type: float and bf16 drop exactly the same elements as the CPU.
 #include "kernels/common.cuh"
 #include "kernels/cuda_check.cuh"
 #include "kernels/dropout.cuh"
@@ -27,13 +28,14 @@ __global__ void dropout_mask_four_per_thread_kernel(Elem* y, const Elem* x, Drop
   }
 }
 
-void apply_mask(float* y, const float* x, const DropoutParams& dropout, size_t N, cudaStream_t stream) {
+template <class Elem>
+void apply_mask(Elem* y, const Elem* x, const DropoutParams& dropout, size_t N, cudaStream_t stream) {
   if (N == 0) return;
   if (!dropout.active()) {
-    if (y != x) CUDA_CHECK(cudaMemcpyAsync(y, x, N * sizeof(float), cudaMemcpyDeviceToDevice, stream));
+    if (y != x) CUDA_CHECK(cudaMemcpyAsync(y, x, N * sizeof(Elem), cudaMemcpyDeviceToDevice, stream));
     return;
   }
-  dropout_mask_four_per_thread_kernel<float><<<ceil_div(ceil_div(N, 4), kBlock), kBlock, 0, stream>>>(y, x, dropout, N);
+  dropout_mask_four_per_thread_kernel<Elem><<<ceil_div(ceil_div(N, 4), kBlock), kBlock, 0, stream>>>(y, x, dropout, N);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -43,9 +45,15 @@ void apply_mask(float* y, const float* x, const DropoutParams& dropout, size_t N
 void dropout_forward(float* out, const float* inp, const DropoutParams& dropout, size_t N, cudaStream_t stream) {
   apply_mask(out, inp, dropout, N, stream);
 }
+void dropout_forward(bf16* out, const bf16* inp, const DropoutParams& dropout, size_t N, cudaStream_t stream) {
+  apply_mask(out, inp, dropout, N, stream);
+}
 
 // dinp = mask * dout / (1 - p), the same mask regenerated from (seed, stream, i)
 void dropout_backward(float* dinp, const float* dout, const DropoutParams& dropout, size_t N, cudaStream_t stream) {
+  apply_mask(dinp, dout, dropout, N, stream);
+}
+void dropout_backward(bf16* dinp, const bf16* dout, const DropoutParams& dropout, size_t N, cudaStream_t stream) {
   apply_mask(dinp, dout, dropout, N, stream);
 }
 

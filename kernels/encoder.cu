@@ -1,4 +1,5 @@
-// Token + position embedding, forward and backward (kernels/encoder.cuh; mirrors cpu/encoder.cpp).
+// Token + position embedding, forward and backward (kernels/encoder.cuh; mirrors cpu/encoder.cpp),
+// float and bf16 (float arithmetic, one rounding per bf16 store).
 // The backward's scatter-add into dwte is made deterministic by ownership instead of atomics:
 // the first position holding a token owns that token's row and sums, in position order, the
 // dout rows of every position holding the same token. Same order as the CPU loop.
@@ -33,6 +34,25 @@ __global__ void encoder_backward_wpe_kernel(Elem* dwpe, const Elem* dout, int B,
   float acc = to_float(dwpe[idx]);
   for (int b = 0; b < B; ++b) acc += to_float(dout[static_cast<size_t>(b) * T * C + idx]);
   dwpe[idx] = from_float<Elem>(acc);
+}
+
+// The same with one 16-byte pack of channels per thread (kWidth = 8 bf16 / 4 floats): C % kWidth
+// == 0, so a pack never crosses a row, and wte, wpe, out 16-byte aligned (launcher checks).
+template <class Elem, int kWidth>
+__global__ void encoder_forward_packed_kernel(Elem* out, const int* inp, const Elem* wte, const Elem* wpe, int B,
+                                              int T, int C) {
+  const size_t idx = (static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x) * kWidth;
+  const size_t total = static_cast<size_t>(B) * T * C;
+  if (idx >= total) return;
+  const size_t bt = idx / C;
+  const int c = static_cast<int>(idx % C);
+  const int t = static_cast<int>(bt % T);
+  float x[kWidth], pos[kWidth];
+  load_floats(x, wte + static_cast<size_t>(inp[bt]) * C + c);
+  load_floats(pos, wpe + static_cast<size_t>(t) * C + c);
+#pragma unroll
+  for (int k = 0; k < kWidth; ++k) x[k] += pos[k];
+  store_floats(out + idx, x);
 }
 
 // dwte[v, c] += sum over positions p with inp[p] == v of dout[p, c], p ascending.
@@ -100,8 +120,24 @@ void encoder_forward(float* out, const int* inp, const float* wte, const float* 
   CUDA_CHECK_LAUNCH();
 }
 
-void encoder_backward(float* dwte, float* dwpe, const float* dout, const int* inp, int B, int T, int C,
-                      cudaStream_t stream) {
+void encoder_forward(bf16* out, const int* inp, const bf16* wte, const bf16* wpe, int B, int T, int C,
+                     cudaStream_t stream) {
+  const size_t total = static_cast<size_t>(B) * T * C;
+  if (total == 0) return;
+  constexpr int kBlock = 256, kVec = kPack128<bf16>;
+  if (C % kVec == 0 && is_aligned16(out) && is_aligned16(wte) && is_aligned16(wpe)) {
+    encoder_forward_packed_kernel<bf16, kVec>
+        <<<ceil_div(total / kVec, kBlock), kBlock, 0, stream>>>(out, inp, wte, wpe, B, T, C);
+  } else {
+    encoder_forward_elementwise_kernel<bf16><<<ceil_div(total, kBlock), kBlock, 0, stream>>>(out, inp, wte, wpe, B, T, C);
+  }
+  CUDA_CHECK_LAUNCH();
+}
+
+// Both element types: fp32 accumulation in a fixed order, one rounding per += into dwte / dwpe.
+template <class Elem>
+void encoder_backward_impl(Elem* dwte, Elem* dwpe, const Elem* dout, const int* inp, int B, int T, int C,
+                           cudaStream_t stream) {
   constexpr int kBlock = 256, kMaxThreads = 1024;
   // The owner kernel keeps up to 8 channels per thread in registers: 1024 threads cover C <= 8192
   // (GPT-2 XL has C = 1600).
@@ -109,12 +145,21 @@ void encoder_backward(float* dwte, float* dwpe, const float* dout, const int* in
          kChannelsPerThread * kMaxThreads, C);
   const int N = B * T;
   if (N == 0 || C == 0) return;
-  encoder_backward_wpe_kernel<float><<<ceil_div(static_cast<size_t>(T) * C, kBlock), kBlock, 0, stream>>>(dwpe, dout, B, T, C);
+  encoder_backward_wpe_kernel<Elem><<<ceil_div(static_cast<size_t>(T) * C, kBlock), kBlock, 0, stream>>>(dwpe, dout, B, T, C);
   CUDA_CHECK_LAUNCH();
   const int threads = C <= kChannelsPerThread * kBlock ? kBlock : kMaxThreads;
   const size_t shared = (threads + threads / kWarpSize) * sizeof(int);
-  encoder_backward_wte_owner_kernel<float><<<N, threads, shared, stream>>>(dwte, dout, inp, N, C);
+  encoder_backward_wte_owner_kernel<Elem><<<N, threads, shared, stream>>>(dwte, dout, inp, N, C);
   CUDA_CHECK_LAUNCH();
+}
+
+void encoder_backward(float* dwte, float* dwpe, const float* dout, const int* inp, int B, int T, int C,
+                      cudaStream_t stream) {
+  encoder_backward_impl(dwte, dwpe, dout, inp, B, T, C, stream);
+}
+void encoder_backward(bf16* dwte, bf16* dwpe, const bf16* dout, const int* inp, int B, int T, int C,
+                      cudaStream_t stream) {
+  encoder_backward_impl(dwte, dwpe, dout, inp, B, T, C, stream);
 }
 
 }  // namespace gpt2cc::cuda

@@ -1,7 +1,7 @@
-// GELU forward and backward (kernels/gelu.cuh; mirrors cpu/gelu.cpp). Element-wise and memory
-// bound: when N is a multiple of 4 and the pointers are 16-byte aligned, each thread moves a
-// float4 (one 128-bit load per operand, a quarter of the memory instructions); otherwise one
-// float per thread.
+// GELU forward and backward (kernels/gelu.cuh; mirrors cpu/gelu.cpp), float and bf16. Element-wise
+// and memory bound: when N is a multiple of the 16-byte pack (4 floats, 8 bf16) and the pointers
+// are 16-byte aligned, each thread moves one pack per operand (one 128-bit load instead of 4 or 8);
+// otherwise one element per thread. Arithmetic in float, one rounding on a bf16 store.
 #include "kernels/common.cuh"
 #include "kernels/cuda_check.cuh"
 #include "kernels/gelu.cuh"
@@ -27,57 +27,66 @@ __device__ __forceinline__ float gelu_grad(float x) {
   return 0.5f * (1.0f + th) + 0.5f * x * sech2 * kSqrt2OverPi * (1.0f + 3.0f * kCubic * x * x);
 }
 
+// Thread i handles elements [kWidth i, kWidth (i + 1)); the launcher guarantees N % kWidth == 0.
+template <class Elem, int kWidth>
+__global__ void gelu_forward_kernel(Elem* out, const Elem* inp, size_t N) {
+  const size_t i = (static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x) * kWidth;
+  if (i >= N) return;
+  float x[kWidth];
+  load_floats(x, inp + i);
+#pragma unroll
+  for (int k = 0; k < kWidth; ++k) x[k] = gelu(x[k]);
+  store_floats(out + i, x);
+}
+
+template <class Elem, int kWidth>
+__global__ void gelu_backward_kernel(Elem* dinp, const Elem* dout, const Elem* inp, size_t N) {
+  const size_t i = (static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x) * kWidth;
+  if (i >= N) return;
+  float x[kWidth], g[kWidth];
+  load_floats(x, inp + i);
+  load_floats(g, dout + i);
+#pragma unroll
+  for (int k = 0; k < kWidth; ++k) g[k] *= gelu_grad(x[k]);
+  store_floats(dinp + i, g);
+}
+
 template <class Elem>
-__global__ void gelu_forward_scalar_kernel(Elem* out, const Elem* inp, size_t N) {
-  const size_t i = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i < N) out[i] = from_float<Elem>(gelu(to_float(inp[i])));
-}
-
-__global__ void gelu_forward_vec4_kernel(float4* out, const float4* inp, size_t N4) {
-  const size_t i = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= N4) return;
-  const float4 x = inp[i];
-  out[i] = make_float4(gelu(x.x), gelu(x.y), gelu(x.z), gelu(x.w));
+void gelu_forward_impl(Elem* out, const Elem* inp, size_t N, cudaStream_t stream) {
+  if (N == 0) return;
+  constexpr int kVec = kPack128<Elem>;
+  if (N % kVec == 0 && is_aligned16(out) && is_aligned16(inp)) {
+    gelu_forward_kernel<Elem, kVec><<<ceil_div(N / kVec, kBlock), kBlock, 0, stream>>>(out, inp, N);
+  } else {
+    gelu_forward_kernel<Elem, 1><<<ceil_div(N, kBlock), kBlock, 0, stream>>>(out, inp, N);
+  }
+  CUDA_CHECK_LAUNCH();
 }
 
 template <class Elem>
-__global__ void gelu_backward_scalar_kernel(Elem* dinp, const Elem* dout, const Elem* inp, size_t N) {
-  const size_t i = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i < N) dinp[i] = from_float<Elem>(to_float(dout[i]) * gelu_grad(to_float(inp[i])));
+void gelu_backward_impl(Elem* dinp, const Elem* dout, const Elem* inp, size_t N, cudaStream_t stream) {
+  if (N == 0) return;
+  constexpr int kVec = kPack128<Elem>;
+  if (N % kVec == 0 && is_aligned16(dinp) && is_aligned16(dout) && is_aligned16(inp)) {
+    gelu_backward_kernel<Elem, kVec><<<ceil_div(N / kVec, kBlock), kBlock, 0, stream>>>(dinp, dout, inp, N);
+  } else {
+    gelu_backward_kernel<Elem, 1><<<ceil_div(N, kBlock), kBlock, 0, stream>>>(dinp, dout, inp, N);
+  }
+  CUDA_CHECK_LAUNCH();
 }
-
-__global__ void gelu_backward_vec4_kernel(float4* dinp, const float4* dout, const float4* inp, size_t N4) {
-  const size_t i = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= N4) return;
-  const float4 x = inp[i], g = dout[i];
-  dinp[i] = make_float4(g.x * gelu_grad(x.x), g.y * gelu_grad(x.y), g.z * gelu_grad(x.z), g.w * gelu_grad(x.w));
-}
-
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 }  // namespace
 
 void gelu_forward(float* out, const float* inp, size_t N, cudaStream_t stream) {
-  if (N == 0) return;
-  if (N % 4 == 0 && aligned16(out) && aligned16(inp)) {
-    gelu_forward_vec4_kernel<<<ceil_div(N / 4, kBlock), kBlock, 0, stream>>>(
-        reinterpret_cast<float4*>(out), reinterpret_cast<const float4*>(inp), N / 4);
-  } else {
-    gelu_forward_scalar_kernel<float><<<ceil_div(N, kBlock), kBlock, 0, stream>>>(out, inp, N);
-  }
-  CUDA_CHECK_LAUNCH();
+  gelu_forward_impl(out, inp, N, stream);
 }
+void gelu_forward(bf16* out, const bf16* inp, size_t N, cudaStream_t stream) { gelu_forward_impl(out, inp, N, stream); }
 
 void gelu_backward(float* dinp, const float* dout, const float* inp, size_t N, cudaStream_t stream) {
-  if (N == 0) return;
-  if (N % 4 == 0 && aligned16(dinp) && aligned16(dout) && aligned16(inp)) {
-    gelu_backward_vec4_kernel<<<ceil_div(N / 4, kBlock), kBlock, 0, stream>>>(
-        reinterpret_cast<float4*>(dinp), reinterpret_cast<const float4*>(dout), reinterpret_cast<const float4*>(inp),
-        N / 4);
-  } else {
-    gelu_backward_scalar_kernel<float><<<ceil_div(N, kBlock), kBlock, 0, stream>>>(dinp, dout, inp, N);
-  }
-  CUDA_CHECK_LAUNCH();
+  gelu_backward_impl(dinp, dout, inp, N, stream);
+}
+void gelu_backward(bf16* dinp, const bf16* dout, const bf16* inp, size_t N, cudaStream_t stream) {
+  gelu_backward_impl(dinp, dout, inp, N, stream);
 }
 
 }  // namespace gpt2cc::cuda

@@ -1,6 +1,7 @@
-// Residual forward and backward (kernels/residual.cuh; mirrors cpu/residual.cpp). Memory bound:
-// float4 per thread when N % 4 == 0 and every pointer is 16-byte aligned (a quarter of the
-// memory instructions), one float per thread otherwise.
+// Residual forward and backward (kernels/residual.cuh; mirrors cpu/residual.cpp), float and bf16.
+// Memory bound: one 16-byte pack per operand per thread (4 floats, 8 bf16) when N is a multiple of
+// the pack and every pointer is 16-byte aligned (one 128-bit access instead of 4 or 8), one element
+// per thread otherwise. Arithmetic in float; a bf16 output is rounded once per call.
 #include "kernels/common.cuh"
 #include "kernels/cuda_check.cuh"
 #include "kernels/residual.cuh"
@@ -10,64 +11,75 @@ namespace {
 
 constexpr int kBlock = 256;
 
-template <class Elem>
-__global__ void residual_forward_scalar_kernel(Elem* out, const Elem* inp1, const Elem* inp2, size_t N) {
-  const size_t i = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i < N) out[i] = from_float<Elem>(to_float(inp1[i]) + to_float(inp2[i]));
-}
-
-__global__ void residual_forward_vec4_kernel(float4* out, const float4* inp1, const float4* inp2, size_t N4) {
-  const size_t i = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= N4) return;
-  const float4 a = inp1[i], b = inp2[i];
-  out[i] = make_float4(a.x + b.x, a.y + b.y, a.z + b.z, a.w + b.w);
+// out = inp1 + inp2; thread i handles elements [kWidth i, kWidth (i + 1)), N % kWidth == 0.
+template <class Elem, int kWidth>
+__global__ void residual_forward_kernel(Elem* out, const Elem* inp1, const Elem* inp2, size_t N) {
+  const size_t i = (static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x) * kWidth;
+  if (i >= N) return;
+  float a[kWidth], b[kWidth];
+  load_floats(a, inp1 + i);
+  load_floats(b, inp2 + i);
+#pragma unroll
+  for (int k = 0; k < kWidth; ++k) a[k] += b[k];
+  store_floats(out + i, a);
 }
 
 // dinp1 += dout ; dinp2 += dout
-template <class Elem>
-__global__ void residual_backward_scalar_kernel(Elem* dinp1, Elem* dinp2, const Elem* dout, size_t N) {
-  const size_t i = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+template <class Elem, int kWidth>
+__global__ void residual_backward_kernel(Elem* dinp1, Elem* dinp2, const Elem* dout, size_t N) {
+  const size_t i = (static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x) * kWidth;
   if (i >= N) return;
-  const float g = to_float(dout[i]);
-  dinp1[i] = from_float<Elem>(to_float(dinp1[i]) + g);
-  dinp2[i] = from_float<Elem>(to_float(dinp2[i]) + g);
+  float g[kWidth], a[kWidth], b[kWidth];
+  load_floats(g, dout + i);
+  load_floats(a, dinp1 + i);
+  load_floats(b, dinp2 + i);
+#pragma unroll
+  for (int k = 0; k < kWidth; ++k) {
+    a[k] += g[k];
+    b[k] += g[k];
+  }
+  store_floats(dinp1 + i, a);
+  store_floats(dinp2 + i, b);
 }
 
-__global__ void residual_backward_vec4_kernel(float4* dinp1, float4* dinp2, const float4* dout, size_t N4) {
-  const size_t i = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= N4) return;
-  const float4 g = dout[i];
-  float4 a = dinp1[i], b = dinp2[i];
-  dinp1[i] = make_float4(a.x + g.x, a.y + g.y, a.z + g.z, a.w + g.w);
-  dinp2[i] = make_float4(b.x + g.x, b.y + g.y, b.z + g.z, b.w + g.w);
+template <class Elem>
+void residual_forward_impl(Elem* out, const Elem* inp1, const Elem* inp2, size_t N, cudaStream_t stream) {
+  if (N == 0) return;
+  constexpr int kVec = kPack128<Elem>;
+  if (N % kVec == 0 && is_aligned16(out) && is_aligned16(inp1) && is_aligned16(inp2)) {
+    residual_forward_kernel<Elem, kVec><<<ceil_div(N / kVec, kBlock), kBlock, 0, stream>>>(out, inp1, inp2, N);
+  } else {
+    residual_forward_kernel<Elem, 1><<<ceil_div(N, kBlock), kBlock, 0, stream>>>(out, inp1, inp2, N);
+  }
+  CUDA_CHECK_LAUNCH();
 }
 
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+template <class Elem>
+void residual_backward_impl(Elem* dinp1, Elem* dinp2, const Elem* dout, size_t N, cudaStream_t stream) {
+  if (N == 0) return;
+  constexpr int kVec = kPack128<Elem>;
+  if (N % kVec == 0 && is_aligned16(dinp1) && is_aligned16(dinp2) && is_aligned16(dout)) {
+    residual_backward_kernel<Elem, kVec><<<ceil_div(N / kVec, kBlock), kBlock, 0, stream>>>(dinp1, dinp2, dout, N);
+  } else {
+    residual_backward_kernel<Elem, 1><<<ceil_div(N, kBlock), kBlock, 0, stream>>>(dinp1, dinp2, dout, N);
+  }
+  CUDA_CHECK_LAUNCH();
+}
 
 }  // namespace
 
 void residual_forward(float* out, const float* inp1, const float* inp2, size_t N, cudaStream_t stream) {
-  if (N == 0) return;
-  if (N % 4 == 0 && aligned16(out) && aligned16(inp1) && aligned16(inp2)) {
-    residual_forward_vec4_kernel<<<ceil_div(N / 4, kBlock), kBlock, 0, stream>>>(
-        reinterpret_cast<float4*>(out), reinterpret_cast<const float4*>(inp1), reinterpret_cast<const float4*>(inp2),
-        N / 4);
-  } else {
-    residual_forward_scalar_kernel<float><<<ceil_div(N, kBlock), kBlock, 0, stream>>>(out, inp1, inp2, N);
-  }
-  CUDA_CHECK_LAUNCH();
+  residual_forward_impl(out, inp1, inp2, N, stream);
+}
+void residual_forward(bf16* out, const bf16* inp1, const bf16* inp2, size_t N, cudaStream_t stream) {
+  residual_forward_impl(out, inp1, inp2, N, stream);
 }
 
 void residual_backward(float* dinp1, float* dinp2, const float* dout, size_t N, cudaStream_t stream) {
-  if (N == 0) return;
-  if (N % 4 == 0 && aligned16(dinp1) && aligned16(dinp2) && aligned16(dout)) {
-    residual_backward_vec4_kernel<<<ceil_div(N / 4, kBlock), kBlock, 0, stream>>>(
-        reinterpret_cast<float4*>(dinp1), reinterpret_cast<float4*>(dinp2), reinterpret_cast<const float4*>(dout),
-        N / 4);
-  } else {
-    residual_backward_scalar_kernel<float><<<ceil_div(N, kBlock), kBlock, 0, stream>>>(dinp1, dinp2, dout, N);
-  }
-  CUDA_CHECK_LAUNCH();
+  residual_backward_impl(dinp1, dinp2, dout, N, stream);
+}
+void residual_backward(bf16* dinp1, bf16* dinp2, const bf16* dout, size_t N, cudaStream_t stream) {
+  residual_backward_impl(dinp1, dinp2, dout, N, stream);
 }
 
 }  // namespace gpt2cc::cuda
