@@ -4,7 +4,10 @@
 // sum_of_squares: kPartialBlocks blocks stride over x (a partition fixed by N alone), each
 // block reduces in double to one partial, then one block adds the partials in a fixed tree.
 // No atomics, so the same input gives the same bits on every run and every GPU.
+// bf16 overloads: gradients and the parameter copy in bf16, master weights and moments in fp32;
+// each element is read and written once, so the clip scale and the bf16 refresh cost no pass.
 #include <cmath>
+#include <type_traits>
 
 #include "kernels/adamw.cuh"
 #include "kernels/common.cuh"
@@ -16,19 +19,23 @@ namespace {
 constexpr int kBlock = 256;
 constexpr int kPartialBlocks = 512;
 
+// bf16 params (Param = bf16): `params` is the fp32 master copy and `params_out` the bf16 copy
+// refreshed from it; fp32 params (Param = float): params_out is unused (null).
+template <class Grad, class Param>
 struct AdamWKernelParams {
   float* params;
+  Param* params_out;
   float* m;
   float* v;
-  const float* grads;
+  const Grad* grads;
   size_t N;
   AdamWParams hp;
   float bias_correction1;  // 1 - beta1^step
   float bias_correction2;  // 1 - beta2^step
 };
 
-template <class Elem>
-__global__ void adamw_update_kernel(AdamWKernelParams p) {
+template <class Grad, class Param>
+__global__ void adamw_update_kernel(AdamWKernelParams<Grad, Param> p) {
   const size_t i = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= p.N) return;
   const AdamWParams& hp = p.hp;
@@ -40,7 +47,9 @@ __global__ void adamw_update_kernel(AdamWKernelParams p) {
   const float mhat = mi / p.bias_correction1;
   const float vhat = vi / p.bias_correction2;
   const float param = p.params[i];
-  p.params[i] = param - hp.lr * (mhat / (sqrtf(vhat) + hp.eps) + hp.weight_decay * param);
+  const float updated = param - hp.lr * (mhat / (sqrtf(vhat) + hp.eps) + hp.weight_decay * param);
+  p.params[i] = updated;
+  if constexpr (!std::is_same_v<Param, float>) p.params_out[i] = __float2bfloat16_rn(updated);
 }
 
 __device__ double block_sum_double(double x, double* shared) {
@@ -69,26 +78,26 @@ __global__ void sum_of_squares_finalize_kernel(double* total, const double* part
   if (threadIdx.x == 0) *total = acc;
 }
 
-}  // namespace
-
-void adamw_update(float* params, float* m, float* v, const float* grads, size_t N, const AdamWParams& hp,
-                  cudaStream_t stream) {
+template <class Grad, class Param>
+void launch_adamw_update(float* params, Param* params_out, float* m, float* v, const Grad* grads, size_t N,
+                         const AdamWParams& hp, cudaStream_t stream) {
   ENSURE(hp.step >= 1, "AdamW step is 1-based, got {}", hp.step);
   if (N == 0) return;
   // Bias corrections in double on the host, as the CPU does: same float values on both sides.
   const float bc1 = static_cast<float>(1.0 - std::pow(static_cast<double>(hp.beta1), hp.step));
   const float bc2 = static_cast<float>(1.0 - std::pow(static_cast<double>(hp.beta2), hp.step));
-  const AdamWKernelParams p{params, m, v, grads, N, hp, bc1, bc2};
-  adamw_update_kernel<float><<<ceil_div(N, kBlock), kBlock, 0, stream>>>(p);
+  const AdamWKernelParams<Grad, Param> p{params, params_out, m, v, grads, N, hp, bc1, bc2};
+  adamw_update_kernel<<<ceil_div(N, kBlock), kBlock, 0, stream>>>(p);
   CUDA_CHECK_LAUNCH();
 }
 
-double sum_of_squares(const float* x, size_t N, cudaStream_t stream) {
+template <class Elem>
+double launch_sum_of_squares(const Elem* x, size_t N, cudaStream_t stream) {
   if (N == 0) return 0.0;
   ScratchBuffer partial((kPartialBlocks + 1) * sizeof(double), stream);
   double* partials = partial.as<double>();
   double* total = partials + kPartialBlocks;
-  sum_of_squares_partials_kernel<float><<<kPartialBlocks, kBlock, 0, stream>>>(partials, x, N);
+  sum_of_squares_partials_kernel<Elem><<<kPartialBlocks, kBlock, 0, stream>>>(partials, x, N);
   CUDA_CHECK_LAUNCH();
   sum_of_squares_finalize_kernel<<<1, kBlock, 0, stream>>>(total, partials, kPartialBlocks);
   CUDA_CHECK_LAUNCH();
@@ -97,5 +106,21 @@ double sum_of_squares(const float* x, size_t N, cudaStream_t stream) {
   CUDA_CHECK(cudaStreamSynchronize(stream));
   return result;
 }
+
+}  // namespace
+
+void adamw_update(float* params, float* m, float* v, const float* grads, size_t N, const AdamWParams& hp,
+                  cudaStream_t stream) {
+  launch_adamw_update<float, float>(params, nullptr, m, v, grads, N, hp, stream);
+}
+
+void adamw_update(float* master, bf16* params, float* m, float* v, const bf16* grads, size_t N,
+                  const AdamWParams& hp, cudaStream_t stream) {
+  launch_adamw_update<bf16, bf16>(master, params, m, v, grads, N, hp, stream);
+}
+
+double sum_of_squares(const float* x, size_t N, cudaStream_t stream) { return launch_sum_of_squares(x, N, stream); }
+
+double sum_of_squares(const bf16* x, size_t N, cudaStream_t stream) { return launch_sum_of_squares(x, N, stream); }
 
 }  // namespace gpt2cc::cuda
