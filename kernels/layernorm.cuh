@@ -1,9 +1,16 @@
 // LayerNorm over the channels on the GPU (eps = 1e-5); mirrors cpu::layernorm_forward /
 // layernorm_backward (cpu/layernorm.hpp). inp, out (B,T,C); weight, bias (C); mean, rstd (B,T).
 // Backward: dinp ACCUMULATES (+=, residual stream); dweight, dbias accumulate (+=), summed over
-// rows in a fixed order (deterministic).
+// rows in a fixed order (deterministic). bf16 overloads: mean/rstd stay float, arithmetic in
+// float; dinp += dx rounds once per element, dweight/dbias are summed in float and added once.
+//
+// residual_layernorm_forward (float and bf16) fuses residual_forward + layernorm_forward:
+//   residual = inp1 + inp2 (stored: the residual stream), out = LN(residual) with mean/rstd,
+// reading each row from memory once. The statistics are those of the STORED residual (bf16:
+// after rounding), so layernorm_backward(..., inp = residual, ...) is consistent with them.
 #pragma once
 
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 namespace gpt2cc::cuda {
@@ -12,4 +19,17 @@ void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, c
 void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* mean,
                         const float* rstd, const float* inp, const float* weight, int B, int T, int C,
                         cudaStream_t stream);
+void residual_layernorm_forward(float* residual, float* out, float* mean, float* rstd, const float* inp1,
+                                const float* inp2, const float* weight, const float* bias, int B, int T, int C,
+                                cudaStream_t stream);
+
+using bf16 = __nv_bfloat16;
+void layernorm_forward(bf16* out, float* mean, float* rstd, const bf16* inp, const bf16* weight, const bf16* bias,
+                       int B, int T, int C, cudaStream_t stream);
+void layernorm_backward(bf16* dinp, bf16* dweight, bf16* dbias, const bf16* dout, const float* mean,
+                        const float* rstd, const bf16* inp, const bf16* weight, int B, int T, int C,
+                        cudaStream_t stream);
+void residual_layernorm_forward(bf16* residual, bf16* out, float* mean, float* rstd, const bf16* inp1,
+                                const bf16* inp2, const bf16* weight, const bf16* bias, int B, int T, int C,
+                                cudaStream_t stream);
 }  // namespace gpt2cc::cuda
