@@ -1,0 +1,349 @@
+// GPT-2 training-step throughput on the CUDA backend (issue 8): one step is zero_grad, the fused
+// forward + backward, the global gradient norm (clip at 1.0) and AdamW, exactly what train runs.
+// Validates before timing (the loss at init is finite and ~ln V), then times each step with a
+// host clock around backend.synchronize() and reports the median and mean ms/step, tokens/s,
+// MFU against benchmarks/gpu/peaks.json, and the GPU memory the run used.
+//   bench_train_gpu [--dtype bf16|fp32] [-B 16|auto] [-T 1024] [--steps 20] [--warmup 5]
+//                   [--recompute-gelu] [--no-cuda-graphs] [--json out.json]
+//
+// FLOPs per token: 6*N + 6*L*C*T (issue 8), N = every parameter except the padded vocabulary
+// rows ((Vp - V) * C zeros that never train; 124,439,808 for gpt2), 2 FLOPs forward and 4
+// backward per parameter and token; 6*L*C*T is attention's QK^T and AV over T/2 causal positions
+// on average. MFU = tokens/s * FLOPs per token / peak, the peak being the dense bf16 tensor-core
+// rate for --dtype bf16 and the plain fp32 rate for fp32 (no TF32 in gpt2cc's fp32 path).
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cxxopts.hpp>
+#include <iostream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <numeric>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "benchmarks/gpu/peaks.hpp"
+#include "core/backend.hpp"
+#include "core/check.hpp"
+#include "core/cli.hpp"
+#include "core/config.hpp"
+#include "core/model.hpp"
+#include "core/model_optim.hpp"
+#include "core/rng.hpp"
+
+using namespace gpt2cc;
+using nlohmann::json;
+
+namespace {
+
+struct Options {
+  std::string preset = "gpt2";
+  DType dtype = DType::bf16;
+  int B = 0;  // 0: auto
+  int T = 1024;
+  int steps = 20, warmup = 5;
+  bool recompute_gelu = false, cuda_graphs = true;
+  std::string json_path, peaks_path = GPT2CC_PEAKS_JSON;
+  uint64_t seed = 1337;
+};
+
+Options parse(int argc, char** argv) {
+  cxxopts::Options cli("bench_train_gpu", "GPT-2 training-step throughput on the CUDA backend");
+  Options o;
+  std::string dtype, batch;
+  cli.add_options()("dtype", "compute dtype: bf16 or fp32", cxxopts::value(dtype)->default_value("bf16"))(
+      "B,batch-size", "batch size, or 'auto' = the largest power of two that fits in GPU memory",
+      cxxopts::value(batch)->default_value("auto"))(
+      "T,seq-len", "sequence length", cxxopts::value(o.T)->default_value("1024"))(
+      "preset", "model preset (core/config.hpp)", cxxopts::value(o.preset)->default_value("gpt2"))(
+      "steps", "timed steps (median and mean reported)", cxxopts::value(o.steps)->default_value("20"))(
+      "warmup", "untimed steps first (CUDA graph capture, cuBLASLt heuristics)",
+      cxxopts::value(o.warmup)->default_value("5"))(
+      "recompute-gelu", "recompute the GELU in the backward instead of saving it")(
+      "no-cuda-graphs", "launch every kernel of a step separately instead of replaying a CUDA graph")(
+      "seed", "seed of the weights and the random tokens", cxxopts::value(o.seed)->default_value("1337"))(
+      "peaks", "GPU peak table", cxxopts::value(o.peaks_path)->default_value(GPT2CC_PEAKS_JSON))(
+      "json", "also write the result to this JSON file", cxxopts::value(o.json_path))("h,help", "show this help");
+  const auto args = cli.parse(argc, argv);
+  if (args.count("help")) {
+    std::cout << cli.help() << std::endl;
+    std::exit(0);
+  }
+  INPUT_CHECK(args.unmatched().empty(), "unexpected argument '{}' (see --help)", args.unmatched().front());
+  o.dtype = parse_dtype(dtype);
+  if (batch != "auto") {
+    size_t used = 0;
+    try {
+      o.B = std::stoi(batch, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    INPUT_CHECK(used == batch.size() && o.B >= 1, "--batch-size must be an integer >= 1 or 'auto', got '{}'", batch);
+  }
+  o.recompute_gelu = args.count("recompute-gelu") > 0;
+  o.cuda_graphs = args.count("no-cuda-graphs") == 0;
+  const ModelConfig config = model_preset(o.preset);  // InputError listing the presets
+  INPUT_CHECK(o.T >= 1 && o.T <= config.max_seq_len, "--seq-len must be in [1, {}], got {}", config.max_seq_len, o.T);
+  INPUT_CHECK(o.steps >= 1, "--steps must be >= 1, got {}", o.steps);
+  INPUT_CHECK(o.warmup >= 0, "--warmup must be >= 0, got {}", o.warmup);
+  return o;
+}
+
+bool is_out_of_memory(const Error& e) {
+  const std::string what = e.what();
+  return what.find("out of memory") != std::string::npos;
+}
+
+// Device-wide used bytes (every process and context on this GPU; on a dedicated GPU that is ours).
+size_t device_used_bytes() {
+  size_t free_b = 0, total_b = 0;
+  const cudaError_t err = cudaMemGetInfo(&free_b, &total_b);
+  ENSURE(err == cudaSuccess, "cudaMemGetInfo: {}", cudaGetErrorString(err));
+  return total_b - free_b;
+}
+
+// The default stream-ordered pool's allocation high-water mark: the backend's scratch.
+cudaMemPool_t default_pool() {
+  int device = 0;
+  cudaMemPool_t pool = nullptr;
+  ENSURE(cudaGetDevice(&device) == cudaSuccess && cudaDeviceGetDefaultMemPool(&pool, device) == cudaSuccess,
+         "cannot get the default CUDA memory pool");
+  return pool;
+}
+size_t pool_used_high() {
+  uint64_t high = 0;  // the runtime API takes a cuuint64_t (= uint64_t)
+  ENSURE(cudaMemPoolGetAttribute(default_pool(), cudaMemPoolAttrUsedMemHigh, &high) == cudaSuccess,
+         "cudaMemPoolGetAttribute(UsedMemHigh) failed");
+  return size_t(high);
+}
+void reset_pool_used_high() {
+  uint64_t zero = 0;
+  ENSURE(cudaMemPoolSetAttribute(default_pool(), cudaMemPoolAttrUsedMemHigh, &zero) == cudaSuccess,
+         "cudaMemPoolSetAttribute(UsedMemHigh) failed");
+}
+
+// One batch of random tokens in [0, V), reused by every step: throughput does not depend on the
+// token values, and PyTorch's reference (benchmarks/pytorch/gpt2_train.py) does the same.
+struct Batch {
+  std::vector<int> inputs, targets;
+};
+Batch random_batch(int B, int T, int V, uint64_t seed) {
+  Batch b;
+  const size_t n = size_t(B) * T;
+  b.inputs.resize(n);
+  b.targets.resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    b.inputs[i] = int(philox_bits(seed, 1, i) % uint32_t(V));
+    b.targets[i] = int(philox_bits(seed, 2, i) % uint32_t(V));
+  }
+  return b;
+}
+
+// The training run being timed: the model and its optimizer hyper-parameters, as in train
+// (lr 6e-4, betas 0.9/0.95, weight decay 0.1 on 2-D weights, clip at global norm 1.0).
+struct Run {
+  std::unique_ptr<GPT2> model;
+  AdamWParams hp;
+  int step = 0;
+
+  float train_step(const Batch& batch, int B, int T) {
+    model->zero_grad();
+    const float loss = model->forward_backward(batch.inputs.data(), batch.targets.data(), B, T, 1.0f / float(B * T));
+    hp.step = ++step;
+    hp.grad_scale = clip_scale(model->grad_norm(), 1.0);
+    model->adamw_step(hp);
+    return loss;
+  }
+};
+
+Run make_run(const ModelConfig& config, Backend& backend, const Options& o, int B) {
+  Run run;
+  ModelOptions options;
+  options.recompute_gelu = o.recompute_gelu;
+  options.cuda_graphs = o.cuda_graphs;
+  run.model = std::make_unique<GPT2>(config, backend, B, o.T, ModelMode::training, options);
+  run.model->init_weights(o.seed);
+  run.hp.lr = 6e-4f;
+  run.hp.weight_decay = 0.1f;
+  return run;
+}
+
+// Frees what a failed attempt left and clears the (non-sticky) allocation error.
+void recover_from_oom(Run& run, Backend& backend) {
+  run.model.reset();
+  backend.synchronize();
+  cudaGetLastError();
+  cudaMemPoolTrimTo(default_pool(), 0);
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+std::string gib(size_t bytes) { return format("{} GiB", std::round(double(bytes) / double(1ull << 30) * 100) / 100); }
+
+int bench_main(int argc, char** argv) {
+  const Options o = parse(argc, argv);
+  const ModelConfig config = model_preset(o.preset);
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
+    std::cerr << "bench_train_gpu: no CUDA device present; this benchmark needs a GPU" << std::endl;
+    return 1;
+  }
+  cudaDeviceProp props{};
+  ENSURE(cudaGetDeviceProperties(&props, 0) == cudaSuccess, "cudaGetDeviceProperties failed");
+  int driver = 0, runtime = 0;
+  cudaDriverGetVersion(&driver);
+  cudaRuntimeGetVersion(&runtime);
+  const bench::GpuPeaks peaks = bench::lookup_gpu_peaks(props.name, o.peaks_path);
+  const std::optional<double> peak_tflops = o.dtype == DType::bf16 ? peaks.bf16_dense_tflops : peaks.fp32_tflops;
+  const char* peak_kind = o.dtype == DType::bf16 ? "bf16 dense tensor core" : "fp32 non-tensor";
+
+  const size_t used_before_backend = device_used_bytes();
+  auto backend = make_cuda_backend(0, o.dtype);
+  const size_t used_before_model = device_used_bytes();
+
+  // Build the model (and prove one step fits) at B, or for -B auto at the largest power of two
+  // that fits: 512, 256, ... until neither the allocation nor the step's scratch runs out.
+  const double ln_v = std::log(double(config.vocab_size));
+  int B = o.B ? o.B : 512;
+  Run run;
+  Batch batch;
+  float first_loss = NAN;
+  for (;;) {
+    try {
+      run = make_run(config, *backend, o, B);
+      batch = random_batch(B, o.T, config.vocab_size, o.seed);
+      first_loss = run.train_step(batch, B, o.T);
+      backend->synchronize();
+      break;
+    } catch (const InputError&) {
+      throw;
+    } catch (const Error& e) {
+      if (o.B || !is_out_of_memory(e) || B == 1) throw;
+      recover_from_oom(run, *backend);
+      B /= 2;
+    }
+  }
+  // Validation: a freshly initialised GPT-2 predicts nearly uniformly, so its loss is ~ln V;
+  // anything else means the step being timed is not a working training step.
+  if (!std::isfinite(first_loss) || std::fabs(first_loss - ln_v) > 0.5) {
+    std::cerr << format("bench_train_gpu: validation failed: the loss at init is {}, expected ~ln(V) = {}", first_loss,
+                        ln_v)
+              << std::endl;
+    return 1;
+  }
+
+  const size_t n_tokens = size_t(B) * o.T;
+  const size_t n_params = num_parameters(config);
+  // N of the FLOPs count: the padded vocabulary rows are zeros that never train.
+  const size_t n_flops = n_params - size_t(config.padded_vocab_size - config.vocab_size) * config.channels;
+  const double flops_per_token =
+      6.0 * double(n_flops) + 6.0 * config.num_layers * double(config.channels) * double(o.T);
+
+  for (int i = 0; i < o.warmup; ++i) run.train_step(batch, B, o.T);
+  backend->synchronize();
+  reset_pool_used_high();
+  size_t peak_used = device_used_bytes();
+  std::vector<double> ms;
+  std::vector<float> losses{first_loss};
+  for (int i = 0; i < o.steps; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    losses.push_back(run.train_step(batch, B, o.T));
+    backend->synchronize();
+    const auto t1 = std::chrono::steady_clock::now();
+    ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+    peak_used = std::max(peak_used, device_used_bytes());
+  }
+  if (!std::isfinite(losses.back())) {
+    std::cerr << format("bench_train_gpu: the loss became {} after {} steps", losses.back(), run.step) << std::endl;
+    return 1;
+  }
+  const size_t pool_high = pool_used_high();
+
+  const double ms_median = median(ms);
+  const double ms_mean = std::accumulate(ms.begin(), ms.end(), 0.0) / double(ms.size());
+  const double tokens_per_s = double(n_tokens) / (ms_median * 1e-3);
+  const double tflops = tokens_per_s * flops_per_token / 1e12;
+  // JSON null (and "n/a" in the table) when the peak is unknown: never a guessed MFU.
+  json peak_json = nullptr, mfu_json = nullptr;
+  std::string mfu_text = peaks.matched ? "n/a (peak not confirmed)" : "n/a (GPU not in peaks.json)";
+  if (peak_tflops) {
+    const double mfu = tflops / *peak_tflops;
+    peak_json = *peak_tflops;
+    mfu_json = mfu;
+    mfu_text = format("{}%", std::round(mfu * 1000) / 10);
+  }
+
+  std::printf("device %s (driver %d, runtime %d), backend %s\n", props.name, driver, runtime,
+              backend->describe().c_str());
+  std::printf("model %s: %s; N = %zu (parameters without the %d padded vocab rows), %.1f MFLOP/token "
+              "(6*N + 6*L*C*T)\n",
+              o.preset.c_str(), describe(config).c_str(), n_flops, config.padded_vocab_size - config.vocab_size,
+              flops_per_token / 1e6);
+  std::printf("dtype %s, B=%d%s T=%d, recompute-gelu %s, CUDA graphs %s; %d warm-up + %d timed steps\n",
+              dtype_name(o.dtype), B, o.B ? "" : " (auto: largest power of two that fits)", o.T,
+              o.recompute_gelu ? "on" : "off", o.cuda_graphs ? "on" : "off", o.warmup, o.steps);
+  std::printf("peak for MFU: %s\n",
+              peak_tflops ? format("{} TFLOP/s {} ({})", *peak_tflops, peak_kind, peaks.name).c_str() : "unknown");
+  std::printf("| dtype | BxT | ms/step median | ms/step mean | tokens/s | TFLOP/s | MFU | peak mem (device) | "
+              "scratch pool high | loss first -> last |\n|---|---|---|---|---|---|---|---|---|---|\n");
+  std::printf("| %s | %dx%d | %.2f | %.2f | %.0f | %.1f | %s | %s | %s | %.3f -> %.3f |\n", dtype_name(o.dtype), B,
+              o.T, ms_median, ms_mean, tokens_per_s, tflops, mfu_text.c_str(),
+              gib(peak_used - used_before_backend).c_str(), gib(pool_high).c_str(), losses.front(), losses.back());
+
+  if (!o.json_path.empty()) {
+    json j = {{"benchmark", "gpt2cc_train_step"},
+              {"device", props.name},
+              {"driver_version", driver},
+              {"runtime_version", runtime},
+              {"backend", backend->describe()},
+              {"preset", o.preset},
+              {"L", config.num_layers},
+              {"C", config.channels},
+              {"NH", config.num_heads},
+              {"V", config.vocab_size},
+              {"Vp", config.padded_vocab_size},
+              {"params", n_params},
+              {"params_flops", n_flops},
+              {"dtype", dtype_name(o.dtype)},
+              {"B", B},
+              {"B_auto", o.B == 0},
+              {"T", o.T},
+              {"recompute_gelu", o.recompute_gelu},
+              {"cuda_graphs", o.cuda_graphs},
+              {"warmup", o.warmup},
+              {"steps", o.steps},
+              {"ms_per_step_median", ms_median},
+              {"ms_per_step_mean", ms_mean},
+              {"ms_per_step_min", *std::min_element(ms.begin(), ms.end())},
+              {"ms_per_step_max", *std::max_element(ms.begin(), ms.end())},
+              {"tokens_per_s", tokens_per_s},
+              {"flops_per_token", flops_per_token},
+              {"achieved_tflops", tflops},
+              {"peak_tflops", peak_json},
+              {"peak_kind", peak_kind},
+              {"peak_entry", peaks.matched ? json(peaks.name) : json(nullptr)},
+              {"mfu", mfu_json},
+              {"memory_total_bytes", props.totalGlobalMem},
+              {"used_before_backend_bytes", used_before_backend},
+              {"used_before_model_bytes", used_before_model},
+              {"peak_used_bytes", peak_used},
+              {"peak_memory_bytes", peak_used - used_before_backend},
+              {"pool_used_high_bytes", pool_high},
+              {"loss_first", losses.front()},
+              {"loss_last", losses.back()}};
+    bench::write_file_atomic(o.json_path, j.dump(2) + "\n");
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) { return run_cli("bench_train_gpu", argc, argv, bench_main); }
