@@ -1,12 +1,16 @@
-// Linear layer forward and backward (kernels/matmul.cuh; mirrors cpu/matmul.cpp).
-// The GEMMs are cuBLAS sgemm calls (column-major, so the row-major products are written
-// transposed, see each call); the bias add and the bias gradient are small kernels. The bias
-// gradient is a column sum over B*T rows done in fixed slices (no atomics: deterministic).
+// Linear layer forward and backward, fp32 (kernels/matmul.cuh; mirrors cpu/matmul.cpp), and the
+// helpers the bf16 path (kernels/matmul_lt.cu) shares. The GEMMs are cuBLAS sgemm calls
+// (column-major, so the row-major products are written transposed, see each call); the bias add
+// and the bias gradient are small kernels. The bias gradient is a column sum over B*T rows done in
+// fixed slices (no atomics: deterministic). The fp32 *_gelu variants compose these with the fp32
+// GELU kernels (kernels/gelu.cuh), so they keep the 1e-5 parity with the CPU.
 #include <algorithm>
 #include <map>
+#include <type_traits>
 
 #include "kernels/common.cuh"
 #include "kernels/cuda_check.cuh"
+#include "kernels/gelu.cuh"
 #include "kernels/matmul.cuh"
 
 namespace gpt2cc::cuda {
@@ -89,6 +93,51 @@ cublasHandle_t cublas_handle(cudaStream_t stream) {
   return handle;
 }
 
+namespace detail {
+
+// fp32: a float4 per thread when the rows are whole 16-byte vectors (a quarter of the memory
+// instructions); otherwise (and for bf16, used only on the plain fallback path) one element per thread.
+template <class Elem>
+void add_bias(Elem* out, const Elem* bias, int rows, int OC, cudaStream_t stream) {
+  constexpr int kBlock = 256;
+  if (static_cast<size_t>(rows) * OC == 0) return;
+  if constexpr (std::is_same_v<Elem, float>) {
+    if (OC % 4 == 0 && aligned16(out) && aligned16(bias)) {
+      const size_t total = static_cast<size_t>(rows) * (OC / 4);
+      add_bias_vec4_kernel<<<ceil_div(total, kBlock), kBlock, 0, stream>>>(
+          reinterpret_cast<float4*>(out), reinterpret_cast<const float4*>(bias), rows, OC / 4);
+      CUDA_CHECK_LAUNCH();
+      return;
+    }
+  }
+  const size_t total = static_cast<size_t>(rows) * OC;
+  add_bias_scalar_kernel<Elem><<<ceil_div(total, kBlock), kBlock, 0, stream>>>(out, bias, rows, OC);
+  CUDA_CHECK_LAUNCH();
+}
+
+template <class Elem>
+void accumulate_column_sums(Elem* dbias, const Elem* dout, int rows, int OC, cudaStream_t stream) {
+  if (rows == 0 || OC == 0) return;
+  // Slice count from the shape only (deterministic on every device); see layernorm.cu.
+  const int rows_per_slice = std::max(1, ceil_div(rows, 64));
+  const int slices = ceil_div(rows, rows_per_slice);
+  ScratchBuffer partial(static_cast<size_t>(slices) * OC * sizeof(float), stream);
+  constexpr int kBlock = 256;
+  column_sum_partials_kernel<Elem><<<dim3(ceil_div(OC, kBlock), slices), kBlock, 0, stream>>>(
+      partial.as<float>(), dout, rows, OC, rows_per_slice);
+  CUDA_CHECK_LAUNCH();
+  column_sum_finalize_kernel<Elem><<<ceil_div(OC, kBlock), kBlock, 0, stream>>>(dbias, partial.as<float>(), slices,
+                                                                                OC);
+  CUDA_CHECK_LAUNCH();
+}
+
+template void add_bias<float>(float*, const float*, int, int, cudaStream_t);
+template void add_bias<bf16>(bf16*, const bf16*, int, int, cudaStream_t);
+template void accumulate_column_sums<float>(float*, const float*, int, int, cudaStream_t);
+template void accumulate_column_sums<bf16>(bf16*, const bf16*, int, int, cudaStream_t);
+
+}  // namespace detail
+
 // Row-major out (N x OC) = inp (N x C) . W^T. cuBLAS is column-major: read that way, out's
 // memory is out^T (OC x N), inp's is inp^T (C x N) and W's is W^T (C x OC). So cuBLAS computes
 //   out^T (OC x N) = W (OC x C) . inp^T (C x N)   with OP_T on W's memory: m = OC, n = N, k = C.
@@ -100,17 +149,7 @@ void matmul_forward(float* out, const float* inp, const float* weight, const flo
   const float one = 1.0f, zero = 0.0f;
   CUBLAS_CHECK(cublasSgemm(cublas_handle(stream), CUBLAS_OP_T, CUBLAS_OP_N, OC, N, C, &one, weight, C, inp, C, &zero,
                            out, OC));
-  if (bias == nullptr) return;
-  constexpr int kBlock = 256;
-  if (OC % 4 == 0 && aligned16(out) && aligned16(bias)) {
-    const size_t total = static_cast<size_t>(N) * (OC / 4);
-    add_bias_vec4_kernel<<<ceil_div(total, kBlock), kBlock, 0, stream>>>(
-        reinterpret_cast<float4*>(out), reinterpret_cast<const float4*>(bias), N, OC / 4);
-  } else {
-    const size_t total = static_cast<size_t>(N) * OC;
-    add_bias_scalar_kernel<float><<<ceil_div(total, kBlock), kBlock, 0, stream>>>(out, bias, N, OC);
-  }
-  CUDA_CHECK_LAUNCH();
+  if (bias != nullptr) detail::add_bias(out, bias, N, OC, stream);
 }
 
 // dinp (N x C) = dout (N x OC) . W (OC x C)      -> column-major: dinp^T = W^T . dout^T
@@ -127,18 +166,25 @@ void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dou
   cublasHandle_t handle = cublas_handle(stream);
   CUBLAS_CHECK(cublasSgemm(handle, CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, &one, weight, C, dout, OC, &zero, dinp, C));
   CUBLAS_CHECK(cublasSgemm(handle, CUBLAS_OP_N, CUBLAS_OP_T, C, OC, N, &one, inp, C, dout, OC, &one, dweight, C));
-  if (dbias == nullptr) return;
-  // Slice count from the shape only (deterministic on every device); see layernorm.cu.
-  const int rows_per_slice = std::max(1, ceil_div(N, 64));
-  const int slices = ceil_div(N, rows_per_slice);
-  ScratchBuffer partial(static_cast<size_t>(slices) * OC * sizeof(float), stream);
-  constexpr int kBlock = 256;
-  column_sum_partials_kernel<float><<<dim3(ceil_div(OC, kBlock), slices), kBlock, 0, stream>>>(
-      partial.as<float>(), dout, N, OC, rows_per_slice);
-  CUDA_CHECK_LAUNCH();
-  column_sum_finalize_kernel<float><<<ceil_div(OC, kBlock), kBlock, 0, stream>>>(dbias, partial.as<float>(), slices,
-                                                                                 OC);
-  CUDA_CHECK_LAUNCH();
+  if (dbias != nullptr) detail::accumulate_column_sums(dbias, dout, N, OC, stream);
+}
+
+// pre = inp W^T + b; out = gelu(pre).
+void matmul_forward_gelu(float* out, float* pre, const float* inp, const float* weight, const float* bias, int B, int T,
+                         int C, int OC, cudaStream_t stream) {
+  matmul_forward(pre, inp, weight, bias, B, T, C, OC, stream);
+  gelu_forward(out, pre, static_cast<size_t>(B) * T * OC, stream);
+}
+
+// dinp = (dout W) * gelu'(pre): the plain backward writes dout W into a scratch buffer (not into
+// dinp, so gelu_backward never runs in place), then the GELU backward applies gelu'(pre).
+void matmul_backward_gelu(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                          const float* weight, const float* pre, int B, int T, int C, int OC, cudaStream_t stream) {
+  const size_t count = static_cast<size_t>(B) * T * C;
+  if (count == 0 || OC == 0) return;
+  ScratchBuffer dgelu_out(count * sizeof(float), stream);
+  matmul_backward(dgelu_out.as<float>(), dweight, dbias, dout, inp, weight, B, T, C, OC, stream);
+  gelu_backward(dinp, dgelu_out.as<float>(), pre, count, stream);
 }
 
 }  // namespace gpt2cc::cuda

@@ -1,19 +1,62 @@
-// Linear layer on the GPU through cuBLAS; mirrors cpu::matmul_forward / matmul_backward
-// (cpu/matmul.hpp). out (B,T,OC) = inp (B,T,C) . weight (OC,C)^T + bias (OC); bias may be null.
+// Linear layer on the GPU; mirrors cpu::matmul_forward / matmul_backward (cpu/matmul.hpp).
+// out (B,T,OC) = inp (B,T,C) . weight (OC,C)^T + bias (OC); bias may be null.
 // Backward: dinp written (=); dweight, dbias accumulate (+=); dbias may be null. fp32 GEMMs run
-// with CUBLAS_DEFAULT_MATH (no TF32), so results match the CPU to ~1e-6 relative.
+// through cuBLAS with CUBLAS_DEFAULT_MATH (no TF32), so results match the CPU to ~1e-6 relative;
+// bf16 GEMMs run through cuBLASLt (fp32 accumulate, bias / GELU fused into the epilogue, see
+// kernels/matmul_lt.cu). The *_gelu variants fuse the GELU (tanh form, cpu/gelu.hpp) that follows
+// the MLP's first linear layer: out = gelu(pre), pre = inp W^T + b is saved for the backward.
 #pragma once
 
 #include <cublas_v2.h>
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <initializer_list>
+
 namespace gpt2cc::cuda {
+
+using bf16 = __nv_bfloat16;
+
 void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int B, int T, int C, int OC,
                     cudaStream_t stream);
 void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                      const float* weight, int B, int T, int C, int OC, cudaStream_t stream);
+void matmul_forward(bf16* out, const bf16* inp, const bf16* weight, const bf16* bias, int B, int T, int C, int OC,
+                    cudaStream_t stream);
+void matmul_backward(bf16* dinp, bf16* dweight, bf16* dbias, const bf16* dout, const bf16* inp, const bf16* weight,
+                     int B, int T, int C, int OC, cudaStream_t stream);
+
+// out = gelu(pre), pre = inp W^T + b (both (B,T,OC); bias may be null).
+void matmul_forward_gelu(float* out, float* pre, const float* inp, const float* weight, const float* bias, int B, int T,
+                         int C, int OC, cudaStream_t stream);
+void matmul_forward_gelu(bf16* out, bf16* pre, const bf16* inp, const bf16* weight, const bf16* bias, int B, int T,
+                         int C, int OC, cudaStream_t stream);
+// For a layer whose input went through a GELU: inp = gelu(pre), pre (B,T,C) saved by the forward.
+// dinp = (dout W) * gelu'(pre) (written), dweight += dout^T inp, dbias += sum_rows dout (may be null).
+void matmul_backward_gelu(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                          const float* weight, const float* pre, int B, int T, int C, int OC, cudaStream_t stream);
+void matmul_backward_gelu(bf16* dinp, bf16* dweight, bf16* dbias, const bf16* dout, const bf16* inp,
+                          const bf16* weight, const bf16* pre, int B, int T, int C, int OC, cudaStream_t stream);
+
+// Whether the bf16 launchers can hand a GEMM over C and OC with these operands to cuBLASLt:
+// every pointer (nulls ignored) 16-byte aligned and C, OC multiples of 8 (leading dimensions of
+// whole 16-byte vectors, and the GELU aux leading dimension must be divisible by 8). Otherwise
+// they take the plain path (cublasGemmEx + separate bias / GELU kernels). Exposed for the tests.
+bool cublaslt_eligible(int C, int OC, std::initializer_list<const void*> pointers);
 
 // The cuBLAS handle of the current device for this host thread (created on first use, TF32
 // off), bound to `stream`.
 cublasHandle_t cublas_handle(cudaStream_t stream);
+
+// Helpers shared by the fp32 launchers (matmul.cu) and the bf16 ones (matmul_lt.cu); instantiated
+// for float and bf16. Arithmetic in float, one rounding on store.
+namespace detail {
+// out[r, o] += bias[o] for r < rows.
+template <class Elem>
+void add_bias(Elem* out, const Elem* bias, int rows, int OC, cudaStream_t stream);
+// dbias[o] = dbias[o] + sum_{r < rows} dout[r, o], summed in a fixed order (deterministic, no atomics).
+template <class Elem>
+void accumulate_column_sums(Elem* dbias, const Elem* dout, int rows, int OC, cudaStream_t stream);
+}  // namespace detail
+
 }  // namespace gpt2cc::cuda

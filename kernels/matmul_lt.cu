@@ -1,0 +1,345 @@
+// bf16 linear layers (kernels/matmul.cuh; mirror cpu/matmul.cpp and cpu/gelu.cpp). Each GEMM is
+// one cublasLtMatmul: bf16 A/B/C/D, fp32 accumulate (CUBLAS_COMPUTE_32F, fp32 alpha/beta), one
+// rounding to bf16 on store, with the bias add, the GELU (pre saved as the aux output) or the GELU
+// gradient (pre read as the aux input) fused into the epilogue. The algorithm comes from
+// cublasLtMatmulAlgoGetHeuristic once per shape and is cached; the 32 MiB workspace is allocated
+// once per device and thread, so steady-state calls allocate nothing and can be captured in CUDA
+// graphs. Operands cuBLASLt cannot take (see cublaslt_eligible) go through cublasGemmEx plus
+// separate bias / GELU kernels. dweight accumulates with beta = 1; dbias is a deterministic column sum.
+#include <cublasLt.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <tuple>
+
+#include "kernels/common.cuh"
+#include "kernels/cuda_check.cuh"
+#include "kernels/matmul.cuh"
+
+// What the epilogues compute (cuBLAS 13 cublasLt.h, cublasLtEpilogue_t and
+// cublasLtMatmulDescAttributes_t; the same text is in the cuBLAS docs, "cublasLtEpilogue_t"):
+// - BIAS: "Bias vector length must match matrix D rows, it must be packed ... broadcasted to all
+//   columns and added before applying final postprocessing"; its elements have D's type (bf16)
+//   unless CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE says otherwise, so the bias is passed as is.
+// - GELU_AUX_BIAS: D = GELU(AB + bias) and the GELU input (AB + bias) is written to the aux
+//   buffer, whose type defaults to D's (bf16) and whose leading dimension
+//   (CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD) "must be divisible by 8 and be no less than the number of
+//   rows in the output matrix": we give it D's leading dimension.
+// - DGELU: "Apply GELU gradient to matmul output": D = (AB) * GELU'(aux), aux read with the same layout.
+// - Which GELU: the cuBLAS text says only "GELU". PyTorch's maintainers state that the cuBLASLt
+//   GELU epilogue is the tanh approximation (pytorch/pytorch PR #104061, "Unify GELU tanh
+//   approximation in _addmm_activation GPU back-end": "cuBLASLt-based fused GELU epilogue ... uses
+//   tanh approximation"), the form of cpu/gelu.hpp. tests/cuda/test_bf16_matmul.cpp checks it on
+//   the GPU against both the tanh and the erf form.
+//
+// Row-major <-> column-major, written once and used for every GEMM here. cuBLAS(Lt) is column-major:
+// a row-major (R x K) matrix is, in memory, the column-major (K x R) matrix (its transpose), leading
+// dimension K. So with N = B*T rows:
+//   forward: out (N x OC) = inp (N x C) W^T   <=>   out^T (OC x N) = W (OC x C) . inp^T (C x N)
+//            A = W's memory (C x OC, ld C) with OP_T, B = inp's memory (C x N, ld C), OP_N,
+//            D = out's memory (OC x N, ld OC); m = OC, n = N, k = C. The bias (OC) is one value per
+//            row of D, which is what the BIAS epilogue broadcasts; pre (aux) has D's layout, ld OC.
+//   dinp:    dinp (N x C) = dout (N x OC) W (OC x C)   <=>   dinp^T (C x N) = W^T (C x OC) . dout^T (OC x N)
+//            A = W's memory (C x OC, ld C), B = dout's memory (OC x N, ld OC), both OP_N,
+//            D = dinp's memory (C x N, ld C); m = C, n = N, k = OC. pre (N x C) has D's layout, ld C.
+//   dweight: dweight (OC x C) += dout^T inp   <=>   dweight^T (C x OC) += inp^T (C x N) . dout (N x OC)
+//            A = inp's memory (C x N, ld C), OP_N, B = dout's memory (OC x N, ld OC) with OP_T,
+//            C = D = dweight's memory (C x OC, ld C), beta = 1; m = C, n = OC, k = N.
+
+namespace gpt2cc::cuda {
+namespace {
+
+constexpr size_t kWorkspaceBytes = size_t{32} << 20;
+constexpr uint32_t kOperandAlignment = 16;  // what cublaslt_eligible guarantees for A, B, C, D
+
+// One column-major GEMM D = A B (+ beta C, with C = D) and its epilogue, in cuBLAS terms.
+struct Gemm {
+  int m, n, k;
+  bool trans_a, trans_b;
+  const bf16* a;
+  int lda;
+  const bf16* b;
+  int ldb;
+  bf16* d;
+  int ldd;
+  float beta;                                          // 0: D = AB (+ epilogue); 1: D += AB
+  cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_DEFAULT;
+  const bf16* bias = nullptr;                          // BIAS, GELU_AUX_BIAS: one per row of D
+  const bf16* aux = nullptr;                           // GELU_AUX*: written; DGELU: read; D's layout
+};
+
+uint32_t pointer_alignment(const void* p) {
+  const auto address = reinterpret_cast<uintptr_t>(p);
+  uint32_t alignment = 256;
+  while (alignment > 1 && address % alignment != 0) alignment /= 2;
+  return alignment;
+}
+
+// The heuristic's answer depends on the shape, the epilogue and (as cublasLt.h says of the bias and
+// aux pointers) the alignment of the epilogue pointers, so those make the cache key.
+using AlgoKey = std::tuple<int, int, int, bool, bool, int, uint32_t, uint32_t>;
+
+// The cuBLASLt handle, workspace and algorithm cache of one device for one host thread (a handle
+// is tied to the device current at creation and must not be shared by threads). The workspace is
+// shared by every call of this thread on this device: calls on two streams of one thread must not
+// overlap (the backends use one stream per device).
+class LtContext {
+ public:
+  LtContext() {
+    CUBLAS_CHECK(cublasLtCreate(&handle_));
+    CUDA_CHECK(cudaMalloc(&workspace_, kWorkspaceBytes));
+  }
+  LtContext(const LtContext&) = delete;
+  LtContext& operator=(const LtContext&) = delete;
+  ~LtContext() {
+    // At process exit the CUDA context may already be gone; nothing useful to do on failure.
+    cudaFree(workspace_);
+    cublasLtDestroy(handle_);
+  }
+  cublasLtHandle_t handle() const { return handle_; }
+  void* workspace() const { return workspace_; }
+  std::map<AlgoKey, std::optional<cublasLtMatmulAlgo_t>>& algos() { return algos_; }
+
+ private:
+  cublasLtHandle_t handle_ = nullptr;
+  void* workspace_ = nullptr;
+  std::map<AlgoKey, std::optional<cublasLtMatmulAlgo_t>> algos_;
+};
+
+LtContext& lt_context() {
+  thread_local std::map<int, std::unique_ptr<LtContext>> contexts;
+  int device = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  auto& context = contexts[device];
+  if (!context) context = std::make_unique<LtContext>();
+  return *context;
+}
+
+template <class Handle, cublasStatus_t (*Destroy)(Handle)>
+struct LtDeleter {
+  void operator()(Handle h) const { Destroy(h); }
+};
+using MatmulDesc = std::unique_ptr<cublasLtMatmulDescOpaque_t,
+                                   LtDeleter<cublasLtMatmulDesc_t, cublasLtMatmulDescDestroy>>;
+using MatrixLayout = std::unique_ptr<cublasLtMatrixLayoutOpaque_t,
+                                     LtDeleter<cublasLtMatrixLayout_t, cublasLtMatrixLayoutDestroy>>;
+using MatmulPreference = std::unique_ptr<cublasLtMatmulPreferenceOpaque_t,
+                                         LtDeleter<cublasLtMatmulPreference_t, cublasLtMatmulPreferenceDestroy>>;
+
+template <class Value>
+void set_attribute(cublasLtMatmulDesc_t desc, cublasLtMatmulDescAttributes_t attribute, const Value& value) {
+  CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, attribute, &value, sizeof(value)));
+}
+template <class Value>
+void set_preference(cublasLtMatmulPreference_t pref, cublasLtMatmulPreferenceAttributes_t attribute,
+                    const Value& value) {
+  CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, attribute, &value, sizeof(value)));
+}
+
+// A bf16 matrix as stored: `rows` x `cols` column-major with leading dimension ld.
+MatrixLayout bf16_layout(int rows, int cols, int ld) {
+  cublasLtMatrixLayout_t layout = nullptr;
+  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&layout, CUDA_R_16BF, static_cast<uint64_t>(rows),
+                                          static_cast<uint64_t>(cols), static_cast<int64_t>(ld)));
+  return MatrixLayout(layout);
+}
+
+// Runs g as one cublasLtMatmul; false when the heuristic offers no algorithm for it (the caller
+// then takes the plain path). Descriptors are host objects, cheap to build per call.
+bool lt_matmul(const Gemm& g, cudaStream_t stream) {
+  LtContext& context = lt_context();
+  cublasLtMatmulDesc_t raw_desc = nullptr;
+  CUBLAS_CHECK(cublasLtMatmulDescCreate(&raw_desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  MatmulDesc desc(raw_desc);
+  const cublasOperation_t op_a = g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t op_b = g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+  set_attribute(raw_desc, CUBLASLT_MATMUL_DESC_TRANSA, op_a);
+  set_attribute(raw_desc, CUBLASLT_MATMUL_DESC_TRANSB, op_b);
+  set_attribute(raw_desc, CUBLASLT_MATMUL_DESC_EPILOGUE, g.epilogue);
+  if (g.bias != nullptr) set_attribute(raw_desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, static_cast<const void*>(g.bias));
+  if (g.aux != nullptr) {
+    set_attribute(raw_desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, static_cast<const void*>(g.aux));
+    set_attribute(raw_desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, static_cast<int64_t>(g.ldd));
+  }
+  // The stored shapes: op(A) is m x k, so A is stored k x m when transposed; op(B) is k x n.
+  const MatrixLayout a_layout = g.trans_a ? bf16_layout(g.k, g.m, g.lda) : bf16_layout(g.m, g.k, g.lda);
+  const MatrixLayout b_layout = g.trans_b ? bf16_layout(g.n, g.k, g.ldb) : bf16_layout(g.k, g.n, g.ldb);
+  const MatrixLayout d_layout = bf16_layout(g.m, g.n, g.ldd);
+
+  const AlgoKey key{g.m,      g.n, g.k, g.trans_a, g.trans_b, static_cast<int>(g.epilogue),
+                    g.bias ? pointer_alignment(g.bias) : 0, g.aux ? pointer_alignment(g.aux) : 0};
+  auto found = context.algos().find(key);
+  if (found == context.algos().end()) {
+    cublasLtMatmulPreference_t raw_pref = nullptr;
+    CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&raw_pref));
+    MatmulPreference pref(raw_pref);
+    set_preference(raw_pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, static_cast<uint64_t>(kWorkspaceBytes));
+    // The default (256) would let the heuristic pick kernels that need 256-byte aligned operands;
+    // we promise 16 (activation slices like qkv + C are only that aligned).
+    for (auto attribute : {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                           CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES})
+      set_preference(raw_pref, attribute, kOperandAlignment);
+    cublasLtMatmulHeuristicResult_t result{};
+    int returned = 0;
+    const cublasStatus_t status =
+        cublasLtMatmulAlgoGetHeuristic(context.handle(), raw_desc, a_layout.get(), b_layout.get(), d_layout.get(),
+                                       d_layout.get(), raw_pref, 1, &result, &returned);
+    // NOT_SUPPORTED is the heuristic's "no algorithm for this problem": remembered, then the plain path.
+    if (status != CUBLAS_STATUS_NOT_SUPPORTED) CUBLAS_CHECK(status);
+    std::optional<cublasLtMatmulAlgo_t> algo;
+    if (status == CUBLAS_STATUS_SUCCESS && returned > 0) algo = result.algo;
+    found = context.algos().emplace(key, algo).first;
+  }
+  if (!found->second) return false;
+  const float alpha = 1.0f;
+  CUBLAS_CHECK(cublasLtMatmul(context.handle(), raw_desc, &alpha, g.a, a_layout.get(), g.b, b_layout.get(), &g.beta,
+                              g.d, d_layout.get(), g.d, d_layout.get(), &*found->second, context.workspace(),
+                              kWorkspaceBytes, stream));
+  return true;
+}
+
+constexpr float kSqrt2OverPi = 0.7978845608028654f;  // sqrt(2 / pi)
+constexpr float kCubic = 0.044715f;
+
+// The same tanh-form GELU as cpu/gelu.cpp and kernels/gelu.cu:
+//   gelu(x) = 0.5 x (1 + tanh(u)),  u = sqrt(2/pi) (x + 0.044715 x^3)
+__device__ __forceinline__ float gelu(float x) {
+  const float u = kSqrt2OverPi * (x + kCubic * x * x * x);
+  return 0.5f * x * (1.0f + tanhf(u));
+}
+// dgelu/dx = 0.5 (1 + tanh u) + 0.5 x sech^2(u) sqrt(2/pi) (1 + 3 * 0.044715 x^2)
+__device__ __forceinline__ float gelu_grad(float x) {
+  const float u = kSqrt2OverPi * (x + kCubic * x * x * x);
+  const float th = tanhf(u);
+  const float sech2 = 1.0f - th * th;
+  return 0.5f * (1.0f + th) + 0.5f * x * sech2 * kSqrt2OverPi * (1.0f + 3.0f * kCubic * x * x);
+}
+
+// Plain-path GELU_AUX(_BIAS): pre holds AB (column-major m x n, packed); x = pre + bias[row];
+// pre = bf16(x); out = bf16(gelu(x)). bias may be null.
+__global__ void bias_gelu_kernel(bf16* out, bf16* pre, const bf16* bias, size_t count, int m) {
+  const size_t i = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= count) return;
+  float x = __bfloat162float(pre[i]);
+  if (bias != nullptr) x += __bfloat162float(bias[i % m]);
+  pre[i] = __float2bfloat16_rn(x);
+  out[i] = __float2bfloat16_rn(gelu(x));
+}
+
+// Plain-path DGELU: d = bf16(d * gelu'(pre)).
+__global__ void dgelu_kernel(bf16* d, const bf16* pre, size_t count) {
+  const size_t i = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= count) return;
+  d[i] = __float2bfloat16_rn(__bfloat162float(d[i]) * gelu_grad(__bfloat162float(pre[i])));
+}
+
+// cublasGemmEx (bf16 in/out, fp32 accumulate; any alignment and leading dimension), then the
+// epilogue as separate kernels. The GEMM result is rounded to bf16 before the epilogue reads it
+// (one extra rounding compared with cuBLASLt, well inside the bf16 tolerance).
+void plain_matmul(const Gemm& g, cudaStream_t stream) {
+  ENSURE(g.ldd == g.m, "plain bf16 matmul expects a packed D (ld {} for {} rows)", g.ldd, g.m);
+  const bool gelu_forward = g.epilogue == CUBLASLT_EPILOGUE_GELU_AUX || g.epilogue == CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
+  // GELU forward: the GEMM writes into the aux buffer (pre); the kernel then writes pre and D.
+  bf16* gemm_out = gelu_forward ? const_cast<bf16*>(g.aux) : g.d;
+  const float alpha = 1.0f;
+  CUBLAS_CHECK(cublasGemmEx(cublas_handle(stream), g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N,
+                            g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, g.m, g.n, g.k, &alpha, g.a, CUDA_R_16BF, g.lda, g.b,
+                            CUDA_R_16BF, g.ldb, &g.beta, gemm_out, CUDA_R_16BF, g.ldd, CUBLAS_COMPUTE_32F,
+                            CUBLAS_GEMM_DEFAULT));
+  constexpr int kBlock = 256;
+  const size_t count = static_cast<size_t>(g.m) * g.n;
+  if (gelu_forward) {
+    bias_gelu_kernel<<<ceil_div(count, kBlock), kBlock, 0, stream>>>(g.d, gemm_out, g.bias, count, g.m);
+    CUDA_CHECK_LAUNCH();
+  } else if (g.epilogue == CUBLASLT_EPILOGUE_DGELU) {
+    dgelu_kernel<<<ceil_div(count, kBlock), kBlock, 0, stream>>>(g.d, g.aux, count);
+    CUDA_CHECK_LAUNCH();
+  } else if (g.epilogue == CUBLASLT_EPILOGUE_BIAS) {
+    // D (m x n column-major) is the row-major (n x m) matrix, bias indexed by its column.
+    detail::add_bias(g.d, g.bias, g.n, g.m, stream);
+  } else {
+    ENSURE(g.epilogue == CUBLASLT_EPILOGUE_DEFAULT, "plain bf16 matmul: unexpected epilogue {}",
+           static_cast<int>(g.epilogue));
+  }
+}
+
+void run_matmul(const Gemm& g, bool use_lt, cudaStream_t stream) {
+  if (!use_lt || !lt_matmul(g, stream)) plain_matmul(g, stream);
+}
+
+// out^T = W inp^T (+ epilogue): m = OC, n = N, k = C (see the mapping at the top).
+Gemm forward_gemm(bf16* out, const bf16* inp, const bf16* weight, int N, int C, int OC) {
+  return Gemm{OC, N, C, true, false, weight, C, inp, C, out, OC, 0.0f};
+}
+// dinp^T = W^T dout^T: m = C, n = N, k = OC.
+Gemm dinp_gemm(bf16* dinp, const bf16* dout, const bf16* weight, int N, int C, int OC) {
+  return Gemm{C, N, OC, false, false, weight, C, dout, OC, dinp, C, 0.0f};
+}
+// dweight^T += inp^T dout: m = C, n = OC, k = N, beta = 1.
+Gemm dweight_gemm(bf16* dweight, const bf16* dout, const bf16* inp, int N, int C, int OC) {
+  return Gemm{C, OC, N, false, true, inp, C, dout, OC, dweight, C, 1.0f};
+}
+
+void backward(bf16* dinp, bf16* dweight, bf16* dbias, const bf16* dout, const bf16* inp, const bf16* weight,
+              const bf16* pre, int B, int T, int C, int OC, cudaStream_t stream) {
+  const int N = B * T;
+  if (N == 0 || OC == 0 || C == 0) return;
+  const bool use_lt = cublaslt_eligible(C, OC, {dinp, dweight, dout, inp, weight, pre});
+  Gemm g = dinp_gemm(dinp, dout, weight, N, C, OC);
+  if (pre != nullptr) {
+    g.epilogue = CUBLASLT_EPILOGUE_DGELU;
+    g.aux = pre;
+  }
+  run_matmul(g, use_lt, stream);
+  run_matmul(dweight_gemm(dweight, dout, inp, N, C, OC), use_lt, stream);
+  if (dbias != nullptr) detail::accumulate_column_sums(dbias, dout, N, OC, stream);
+}
+
+}  // namespace
+
+bool cublaslt_eligible(int C, int OC, std::initializer_list<const void*> pointers) {
+  if (C % 8 != 0 || OC % 8 != 0) return false;
+  for (const void* p : pointers)
+    if (p != nullptr && reinterpret_cast<uintptr_t>(p) % kOperandAlignment != 0) return false;
+  return true;
+}
+
+void matmul_forward(bf16* out, const bf16* inp, const bf16* weight, const bf16* bias, int B, int T, int C, int OC,
+                    cudaStream_t stream) {
+  const int N = B * T;
+  if (N == 0 || OC == 0) return;
+  ENSURE(C >= 1, "matmul_forward needs C >= 1, got {}", C);
+  Gemm g = forward_gemm(out, inp, weight, N, C, OC);
+  if (bias != nullptr) {
+    g.epilogue = CUBLASLT_EPILOGUE_BIAS;
+    g.bias = bias;
+  }
+  run_matmul(g, cublaslt_eligible(C, OC, {out, inp, weight, bias}), stream);
+}
+
+void matmul_forward_gelu(bf16* out, bf16* pre, const bf16* inp, const bf16* weight, const bf16* bias, int B, int T,
+                         int C, int OC, cudaStream_t stream) {
+  const int N = B * T;
+  if (N == 0 || OC == 0) return;
+  ENSURE(C >= 1, "matmul_forward_gelu needs C >= 1, got {}", C);
+  Gemm g = forward_gemm(out, inp, weight, N, C, OC);
+  g.epilogue = bias != nullptr ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX;
+  g.bias = bias;
+  g.aux = pre;
+  run_matmul(g, cublaslt_eligible(C, OC, {out, pre, inp, weight, bias}), stream);
+}
+
+void matmul_backward(bf16* dinp, bf16* dweight, bf16* dbias, const bf16* dout, const bf16* inp, const bf16* weight,
+                     int B, int T, int C, int OC, cudaStream_t stream) {
+  backward(dinp, dweight, dbias, dout, inp, weight, nullptr, B, T, C, OC, stream);
+}
+
+void matmul_backward_gelu(bf16* dinp, bf16* dweight, bf16* dbias, const bf16* dout, const bf16* inp,
+                          const bf16* weight, const bf16* pre, int B, int T, int C, int OC, cudaStream_t stream) {
+  ENSURE(pre != nullptr, "matmul_backward_gelu needs the saved GELU input `pre`");
+  backward(dinp, dweight, dbias, dout, inp, weight, pre, B, T, C, OC, stream);
+}
+
+}  // namespace gpt2cc::cuda
