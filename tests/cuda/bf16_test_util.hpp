@@ -3,8 +3,8 @@
 // sees exactly the values the GPU sees, upload with to_bf16 into a DeviceBuffer<bf16>, run the
 // kernel, download and widen with from_bf16, and compare by relative L2 error (expect_rel_l2).
 //   auto x = round_to_bf16(random_vector(n, 1));          // what both backends see
-//   DeviceBuffer<bf16> d_x(to_bf16(x)), d_out(n);          // d_out.poison() -> all NaN
-//   ... kernel ...; expect_rel_l2(from_bf16(d_out.download()), cpu_ref, 1e-2, "gelu bf16");
+//   auto d_x = device_bf16(x); DeviceBuffer<bf16> d_out(n); d_out.poison();   // all NaN
+//   ... kernel ...; expect_rel_l2(download_float(d_out), cpu_ref, 1e-2, "gelu bf16");
 #pragma once
 
 #include <catch2/catch.hpp>
@@ -35,6 +35,11 @@ inline std::vector<float> from_bf16(const std::vector<bf16>& x) {
 // Each value rounded through bf16 and back: the exact input a bf16 kernel works on.
 inline std::vector<float> round_to_bf16(const std::vector<float>& x) { return from_bf16(to_bf16(x)); }
 inline float round_to_bf16(float x) { return __bfloat162float(__float2bfloat16_rn(x)); }
+
+// A device copy of host values in bf16 (round them with round_to_bf16 first so the CPU reference
+// sees the same numbers), and a download widened back to float.
+inline DeviceBuffer<bf16> device_bf16(const std::vector<float>& x) { return DeviceBuffer<bf16>(to_bf16(x)); }
+inline std::vector<float> download_float(const DeviceBuffer<bf16>& d) { return from_bf16(d.download()); }
 
 // ||actual - expected|| / ||expected|| in double; NaN if either holds a NaN/Inf or the sizes differ
 // (so a comparison against it fails). An all-zero `expected` gives ||actual|| (absolute error).
@@ -68,7 +73,7 @@ inline void expect_bf16_rounding(const std::vector<float>& actual, const std::ve
   expect_close(actual, expected, atol, rtol, what);
 }
 
-// All bytes 0xFF in a bf16 buffer read as NaN (exponent all ones, mantissa nonzero), like the
-// float poison of DeviceBuffer::poison(): use d_out.poison() on a DeviceBuffer<bf16> as well.
+// Poisoning: all bytes 0xFF in a bf16 buffer read as NaN (exponent all ones, mantissa nonzero), like
+// the float poison, so DeviceBuffer<bf16>::poison() works unchanged.
 
 }  // namespace gpt2cc::test
