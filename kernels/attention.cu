@@ -7,6 +7,9 @@
 // that reads Q, K, V straight out of the interleaved qkv rows; the softmax passes are one warp
 // per row. The T x T dP of the backward lives in stream-ordered scratch. Each output element
 // is written by one thread, so results are deterministic.
+// bf16 overloads: qkv, out, dout, dqkv and the KV caches in bf16, everything else (the saved
+// probabilities, dP, every accumulation) in fp32; a bf16 value is widened on load and an output
+// rounded once on store. The kernels are templated on the element types (In, Out).
 #include <cmath>
 
 #include "kernels/attention.cuh"
@@ -30,14 +33,16 @@ constexpr int kWarpsPerBlock = 8;                    // warp-per-row kernels
 enum class HeadGemm { scores, probs_times, probs_t_times };
 
 // Row r of head (b,h) of a (B,T,*) matrix with row stride `stride` is at
-// base + (b*T + r)*stride + h*HS; probs/score matrices are (B*NH, T, T).
+// base + (b*T + r)*stride + h*HS; probs/score matrices are (B*NH, T, T), always fp32.
+// In: the element type of x, y; Out: of out (float for score matrices, else the model's type).
+template <class In, class Out>
 struct HeadGemmParams {
-  float* out;
+  Out* out;
   int out_stride;       // row stride of out (unused for scores: T x T per head)
   const float* probs;   // (B*NH, T, T), probs_* modes only
-  const float* x;       // scores: the rows t; probs_*: the right-hand matrix
+  const In* x;          // scores: the rows t; probs_*: the right-hand matrix
   int x_stride;
-  const float* y;       // scores only: the rows t2
+  const In* y;          // scores only: the rows t2
   int y_stride;
   int B, T, NH, HS;
   float scale;
@@ -45,7 +50,9 @@ struct HeadGemmParams {
 };
 
 // probs~[t, t2] of head bh, zero outside the causal triangle and the matrix.
-__device__ __forceinline__ float load_prob(const HeadGemmParams& p, const float* probs, size_t bh, int t, int t2) {
+template <class In, class Out>
+__device__ __forceinline__ float load_prob(const HeadGemmParams<In, Out>& p, const float* probs, size_t bh, int t,
+                                           int t2) {
   if (t >= p.T || t2 > t) return 0.0f;
   float v = probs[static_cast<size_t>(t) * p.T + t2];
   if (p.dropout.active()) {
@@ -55,16 +62,17 @@ __device__ __forceinline__ float load_prob(const HeadGemmParams& p, const float*
   return v;
 }
 
-__device__ __forceinline__ float load_head(const float* head, int stride, int row, int col, int rows, int cols) {
-  return row < rows && col < cols ? head[static_cast<size_t>(row) * stride + col] : 0.0f;
+template <class In>
+__device__ __forceinline__ float load_head(const In* head, int stride, int row, int col, int rows, int cols) {
+  return row < rows && col < cols ? to_float(head[static_cast<size_t>(row) * stride + col]) : 0.0f;
 }
 
 // Classic shared-memory tiling: the block stages a 32x32 tile of each operand, each thread
 // accumulates 4 outputs of one column (4 rows apart by 8), so a loaded value is reused 32 times.
 // The tiles are padded to 33 columns so that reading a tile column is free of bank conflicts.
 // Causality prunes the contraction: tiles wholly above the diagonal are never loaded.
-template <HeadGemm kMode>
-__global__ void attention_head_gemm_tiled_kernel(HeadGemmParams p) {
+template <HeadGemm kMode, class In, class Out>
+__global__ void attention_head_gemm_tiled_kernel(HeadGemmParams<In, Out> p) {
   __shared__ float a_tile[kTile][kTile + 1];
   __shared__ float b_tile[kTile][kTile + 1];
   const int tx = threadIdx.x, ty = threadIdx.y;
@@ -84,14 +92,14 @@ __global__ void attention_head_gemm_tiled_kernel(HeadGemmParams p) {
   for (int bh = blockIdx.z; bh < num_heads; bh += gridDim.z) {
     const int b = bh / p.NH, h = bh % p.NH;
     const size_t head_offset = static_cast<size_t>(h) * HS;
-    const float* x = p.x + static_cast<size_t>(b) * T * p.x_stride + head_offset;
+    const In* x = p.x + static_cast<size_t>(b) * T * p.x_stride + head_offset;
     const float* probs = p.probs + static_cast<size_t>(bh) * T * T;
     float acc[kRowsPerThread] = {};
     for (int k0 = k_begin; k0 < k_end; k0 += kTile) {
       for (int r = 0; r < kRowsPerThread; ++r) {
         const int i = ty + r * kBlockRows;
         if constexpr (kMode == HeadGemm::scores) {
-          const float* y = p.y + static_cast<size_t>(b) * T * p.y_stride + head_offset;
+          const In* y = p.y + static_cast<size_t>(b) * T * p.y_stride + head_offset;
           a_tile[i][tx] = load_head(x, p.x_stride, row0 + i, k0 + tx, T, HS);    // [t][d]
           b_tile[i][tx] = load_head(y, p.y_stride, col0 + i, k0 + tx, T, HS);    // [t2][d]
         } else if constexpr (kMode == HeadGemm::probs_times) {
@@ -120,10 +128,13 @@ __global__ void attention_head_gemm_tiled_kernel(HeadGemmParams p) {
     for (int r = 0; r < kRowsPerThread; ++r) {
       const int row = row0 + ty + r * kBlockRows, col = col0 + tx;
       if constexpr (kMode == HeadGemm::scores) {
-        if (row < T && col <= row) p.out[(static_cast<size_t>(bh) * T + row) * T + col] = p.scale * acc[r];
+        if (row < T && col <= row) {
+          p.out[(static_cast<size_t>(bh) * T + row) * T + col] = from_float<Out>(p.scale * acc[r]);
+        }
       } else {
         if (row < T && col < HS) {
-          p.out[(static_cast<size_t>(b) * T + row) * p.out_stride + head_offset + col] = p.scale * acc[r];
+          const size_t index = (static_cast<size_t>(b) * T + row) * p.out_stride + head_offset + col;
+          p.out[index] = from_float<Out>(p.scale * acc[r]);
         }
       }
     }
@@ -169,50 +180,54 @@ __global__ void attention_softmax_backward_warp_per_row_kernel(float* dscores, c
   for (int t2 = lane; t2 <= t; t2 += kWarpSize) ds[t2] = prob[t2] * (dprob(t2) - D);
 }
 
-void launch_head_gemm(HeadGemm mode, const HeadGemmParams& p, cudaStream_t stream) {
+template <class In, class Out>
+void launch_head_gemm(HeadGemm mode, const HeadGemmParams<In, Out>& p, cudaStream_t stream) {
   const int rows = p.T, cols = mode == HeadGemm::scores ? p.T : p.HS;
   const dim3 grid(ceil_div(cols, kTile), ceil_div(rows, kTile), std::min(p.B * p.NH, kMaxGridZ));
   const dim3 block(kTile, kBlockRows);
   switch (mode) {
     case HeadGemm::scores:
-      attention_head_gemm_tiled_kernel<HeadGemm::scores><<<grid, block, 0, stream>>>(p);
+      attention_head_gemm_tiled_kernel<HeadGemm::scores, In, Out><<<grid, block, 0, stream>>>(p);
       break;
     case HeadGemm::probs_times:
-      attention_head_gemm_tiled_kernel<HeadGemm::probs_times><<<grid, block, 0, stream>>>(p);
+      attention_head_gemm_tiled_kernel<HeadGemm::probs_times, In, Out><<<grid, block, 0, stream>>>(p);
       break;
     case HeadGemm::probs_t_times:
-      attention_head_gemm_tiled_kernel<HeadGemm::probs_t_times><<<grid, block, 0, stream>>>(p);
+      attention_head_gemm_tiled_kernel<HeadGemm::probs_t_times, In, Out><<<grid, block, 0, stream>>>(p);
       break;
   }
   CUDA_CHECK_LAUNCH();
 }
 
 // kcache[b, pos0 + t, c] = k[b, t, c] and vcache likewise, for t < T.
-__global__ void kv_cache_store_kernel(float* kcache, float* vcache, const float* qkv, int B, int T, int pos0, int maxT,
+template <class Elem>
+__global__ void kv_cache_store_kernel(Elem* kcache, Elem* vcache, const Elem* qkv, int B, int T, int pos0, int maxT,
                                       int C) {
   const size_t idx = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= static_cast<size_t>(B) * T * C) return;
   const int c = static_cast<int>(idx % C);
   const size_t bt = idx / C;
   const int b = static_cast<int>(bt / T), t = static_cast<int>(bt % T);
-  const float* src = qkv + bt * 3 * C;
+  const Elem* src = qkv + bt * 3 * C;
   const size_t dst = (static_cast<size_t>(b) * maxT + pos0 + t) * C + c;
   kcache[dst] = src[C + c];
   vcache[dst] = src[2 * C + c];
 }
 
+template <class Elem>
 struct DecodeParams {
-  float* out;            // (B, C)
-  const float* kcache;   // (B, maxT, C)
-  const float* vcache;
-  const float* qkv;      // (B, 3C)
+  Elem* out;             // (B, C)
+  const Elem* kcache;    // (B, maxT, C)
+  const Elem* vcache;
+  const Elem* qkv;       // (B, 3C)
   int B, pos, maxT, C, NH, HS;
   float scale;
 };
 
 // One block per (b, h): s[t2] = scale * q . k[t2] (a warp per t2), p = softmax(s) over
 // t2 <= pos, out[d] = sum_t2 p[t2] v[t2, d]. Scores stay in shared memory.
-__global__ void attention_decode_shared_scores_kernel(DecodeParams p) {
+template <class Elem>
+__global__ void attention_decode_shared_scores_kernel(DecodeParams<Elem> p) {
   extern __shared__ float shared[];
   float* q = shared;                // HS
   float* scores = q + p.HS;         // pos + 1
@@ -220,12 +235,13 @@ __global__ void attention_decode_shared_scores_kernel(DecodeParams p) {
   const int b = blockIdx.x / p.NH, h = blockIdx.x % p.NH;
   const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize, num_warps = blockDim.x / kWarpSize;
   const size_t head = static_cast<size_t>(h) * p.HS;
-  for (int d = threadIdx.x; d < p.HS; d += blockDim.x) q[d] = p.qkv[static_cast<size_t>(b) * 3 * p.C + head + d];
+  const Elem* q_in = p.qkv + static_cast<size_t>(b) * 3 * p.C + head;
+  for (int d = threadIdx.x; d < p.HS; d += blockDim.x) q[d] = to_float(q_in[d]);
   __syncthreads();
   for (int t2 = warp; t2 <= p.pos; t2 += num_warps) {
-    const float* k = p.kcache + (static_cast<size_t>(b) * p.maxT + t2) * p.C + head;
+    const Elem* k = p.kcache + (static_cast<size_t>(b) * p.maxT + t2) * p.C + head;
     float dot = 0.0f;
-    for (int d = lane; d < p.HS; d += kWarpSize) dot += q[d] * k[d];
+    for (int d = lane; d < p.HS; d += kWarpSize) dot += q[d] * to_float(k[d]);
     dot = warp_sum(dot);
     if (lane == 0) scores[t2] = p.scale * dot;
   }
@@ -242,33 +258,36 @@ __global__ void attention_decode_shared_scores_kernel(DecodeParams p) {
   const float inv_sum = 1.0f / block_sum(sum, reduce);  // block_sum's barriers publish scores[]
   for (int d = threadIdx.x; d < p.HS; d += blockDim.x) {
     float acc = 0.0f;
-    for (int t2 = 0; t2 <= p.pos; ++t2) acc += scores[t2] * p.vcache[(static_cast<size_t>(b) * p.maxT + t2) * p.C + head + d];
-    p.out[static_cast<size_t>(b) * p.C + head + d] = acc * inv_sum;
+    for (int t2 = 0; t2 <= p.pos; ++t2) {
+      acc += scores[t2] * to_float(p.vcache[(static_cast<size_t>(b) * p.maxT + t2) * p.C + head + d]);
+    }
+    p.out[static_cast<size_t>(b) * p.C + head + d] = from_float<Elem>(acc * inv_sum);
   }
 }
 
 // Fallback for long contexts whose scores do not fit in shared memory: one thread per output
 // channel d runs an online softmax over t2 (Milakov & Gimelshein 2018), recomputing q . k[t2]
 // itself. Slower (each thread redoes the dot products) but needs no shared memory.
-__global__ void attention_decode_online_softmax_kernel(DecodeParams p) {
+template <class Elem>
+__global__ void attention_decode_online_softmax_kernel(DecodeParams<Elem> p) {
   const int b = blockIdx.x / p.NH, h = blockIdx.x % p.NH;
   const size_t head = static_cast<size_t>(h) * p.HS;
-  const float* q = p.qkv + static_cast<size_t>(b) * 3 * p.C + head;
+  const Elem* q = p.qkv + static_cast<size_t>(b) * 3 * p.C + head;
   for (int d = threadIdx.x; d < p.HS; d += blockDim.x) {
     float m = -INFINITY, sum = 0.0f, acc = 0.0f;
     for (int t2 = 0; t2 <= p.pos; ++t2) {
       const size_t row = (static_cast<size_t>(b) * p.maxT + t2) * p.C + head;
       float dot = 0.0f;
-      for (int e = 0; e < p.HS; ++e) dot += q[e] * p.kcache[row + e];
+      for (int e = 0; e < p.HS; ++e) dot += to_float(q[e]) * to_float(p.kcache[row + e]);
       const float s = p.scale * dot;
       const float m_new = fmaxf(m, s);
       const float correction = expf(m - m_new);  // rescales what was summed under the old max
       const float w = expf(s - m_new);
       sum = sum * correction + w;
-      acc = acc * correction + w * p.vcache[row + d];
+      acc = acc * correction + w * to_float(p.vcache[row + d]);
       m = m_new;
     }
-    p.out[static_cast<size_t>(b) * p.C + head + d] = acc / sum;
+    p.out[static_cast<size_t>(b) * p.C + head + d] = from_float<Elem>(acc / sum);
   }
 }
 
@@ -285,51 +304,58 @@ void check_attention_shape(int B, int T, int C, int NH) {
 
 bool attention_decode_scores_fit_shared(int pos, int HS) { return decode_shared_bytes(pos, HS) <= kDecodeSharedLimit; }
 
-void attention_forward(float* out, float* att, const float* qkv, int B, int T, int C, int NH,
-                       const DropoutParams& dropout, cudaStream_t stream) {
+namespace {
+
+template <class Elem>
+void attention_forward_impl(Elem* out, float* att, const Elem* qkv, int B, int T, int C, int NH,
+                            const DropoutParams& dropout, cudaStream_t stream) {
   check_attention_shape(B, T, C, NH);
   if (B == 0 || T == 0) return;
   const int HS = C / NH;
   const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
-  HeadGemmParams scores{att, 0, nullptr, qkv, 3 * C, qkv + C, 3 * C, B, T, NH, HS, scale, DropoutParams{}};
+  const HeadGemmParams<Elem, float> scores{att, 0, nullptr, qkv, 3 * C, qkv + C, 3 * C, B, T, NH, HS, scale,
+                                           DropoutParams{}};
   launch_head_gemm(HeadGemm::scores, scores, stream);
   const size_t rows = static_cast<size_t>(B) * NH * T;
   attention_softmax_warp_per_row_kernel<<<ceil_div(rows, kWarpsPerBlock), kWarpsPerBlock * kWarpSize, 0, stream>>>(
       att, rows, T);
   CUDA_CHECK_LAUNCH();
-  HeadGemmParams values{out, C, att, qkv + 2 * C, 3 * C, nullptr, 0, B, T, NH, HS, 1.0f, dropout};
+  const HeadGemmParams<Elem, Elem> values{out, C, att, qkv + 2 * C, 3 * C, nullptr, 0, B, T, NH, HS, 1.0f, dropout};
   launch_head_gemm(HeadGemm::probs_times, values, stream);
 }
 
-void attention_backward(float* dqkv, const float* dout, const float* att, const float* qkv, int B, int T, int C,
-                        int NH, const DropoutParams& dropout, cudaStream_t stream) {
+template <class Elem>
+void attention_backward_impl(Elem* dqkv, const Elem* dout, const float* att, const Elem* qkv, int B, int T, int C,
+                             int NH, const DropoutParams& dropout, cudaStream_t stream) {
   check_attention_shape(B, T, C, NH);
   if (B == 0 || T == 0) return;
   const int HS = C / NH;
   const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
   const size_t rows = static_cast<size_t>(B) * NH * T;
   ScratchBuffer dscores(rows * T * sizeof(float), stream);
+  float* ds = dscores.as<float>();
   const DropoutParams none{};
   // dP~ = dout . V^T
   launch_head_gemm(HeadGemm::scores,
-                   HeadGemmParams{dscores.as<float>(), 0, nullptr, dout, C, qkv + 2 * C, 3 * C, B, T, NH, HS, 1.0f, none},
+                   HeadGemmParams<Elem, float>{ds, 0, nullptr, dout, C, qkv + 2 * C, 3 * C, B, T, NH, HS, 1.0f, none},
                    stream);
   attention_softmax_backward_warp_per_row_kernel<<<ceil_div(rows, kWarpsPerBlock), kWarpsPerBlock * kWarpSize, 0,
-                                                   stream>>>(dscores.as<float>(), att, rows, T, dropout);
+                                                   stream>>>(ds, att, rows, T, dropout);
   CUDA_CHECK_LAUNCH();
   // dQ = scale * dS K ; dK = scale * dS^T Q ; dV = drop(P)^T dout
   launch_head_gemm(HeadGemm::probs_times,
-                   HeadGemmParams{dqkv, 3 * C, dscores.as<float>(), qkv + C, 3 * C, nullptr, 0, B, T, NH, HS, scale, none},
+                   HeadGemmParams<Elem, Elem>{dqkv, 3 * C, ds, qkv + C, 3 * C, nullptr, 0, B, T, NH, HS, scale, none},
                    stream);
   launch_head_gemm(HeadGemm::probs_t_times,
-                   HeadGemmParams{dqkv + C, 3 * C, dscores.as<float>(), qkv, 3 * C, nullptr, 0, B, T, NH, HS, scale, none},
+                   HeadGemmParams<Elem, Elem>{dqkv + C, 3 * C, ds, qkv, 3 * C, nullptr, 0, B, T, NH, HS, scale, none},
                    stream);
-  launch_head_gemm(HeadGemm::probs_t_times,
-                   HeadGemmParams{dqkv + 2 * C, 3 * C, att, dout, C, nullptr, 0, B, T, NH, HS, 1.0f, dropout}, stream);
+  const HeadGemmParams<Elem, Elem> dv{dqkv + 2 * C, 3 * C, att, dout, C, nullptr, 0, B, T, NH, HS, 1.0f, dropout};
+  launch_head_gemm(HeadGemm::probs_t_times, dv, stream);
 }
 
-void kv_cache_store(float* kcache, float* vcache, const float* qkv, int B, int T, int maxT, int C,
-                    cudaStream_t stream) {
+template <class Elem>
+void kv_cache_store_impl(Elem* kcache, Elem* vcache, const Elem* qkv, int B, int T, int maxT, int C,
+                         cudaStream_t stream) {
   ENSURE(T <= maxT, "kv_cache_store: T = {} exceeds the cache length maxT = {}", T, maxT);
   const size_t total = static_cast<size_t>(B) * T * C;
   if (total == 0) return;
@@ -338,8 +364,9 @@ void kv_cache_store(float* kcache, float* vcache, const float* qkv, int B, int T
   CUDA_CHECK_LAUNCH();
 }
 
-void attention_decode(float* out, float* kcache, float* vcache, const float* qkv, int B, int pos, int maxT, int C,
-                      int NH, cudaStream_t stream) {
+template <class Elem>
+void attention_decode_impl(Elem* out, Elem* kcache, Elem* vcache, const Elem* qkv, int B, int pos, int maxT, int C,
+                           int NH, cudaStream_t stream) {
   check_attention_shape(B, 1, C, NH);
   ENSURE(pos >= 0 && pos < maxT, "attention_decode: position {} outside the cache [0, {})", pos, maxT);
   if (B == 0) return;
@@ -348,13 +375,53 @@ void attention_decode(float* out, float* kcache, float* vcache, const float* qkv
                                                                                              pos, maxT, C);
   CUDA_CHECK_LAUNCH();
   const int HS = C / NH;
-  const DecodeParams p{out, kcache, vcache, qkv, B, pos, maxT, C, NH, HS, 1.0f / std::sqrt(static_cast<float>(HS))};
+  const DecodeParams<Elem> p{out, kcache, vcache, qkv, B, pos, maxT, C, NH, HS,
+                             1.0f / std::sqrt(static_cast<float>(HS))};
   if (attention_decode_scores_fit_shared(pos, HS)) {
     attention_decode_shared_scores_kernel<<<B * NH, kBlock, decode_shared_bytes(pos, HS), stream>>>(p);
   } else {
     attention_decode_online_softmax_kernel<<<B * NH, 128, 0, stream>>>(p);
   }
   CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace
+
+void attention_forward(float* out, float* att, const float* qkv, int B, int T, int C, int NH,
+                       const DropoutParams& dropout, cudaStream_t stream) {
+  attention_forward_impl(out, att, qkv, B, T, C, NH, dropout, stream);
+}
+void attention_forward(bf16* out, float* att, const bf16* qkv, int B, int T, int C, int NH,
+                       const DropoutParams& dropout, cudaStream_t stream) {
+  attention_forward_impl(out, att, qkv, B, T, C, NH, dropout, stream);
+}
+
+// `out` (the forward's output) is part of the signature for the flash backward; the tiled
+// backward recomputes what it needs from att and does not read it.
+void attention_backward(float* dqkv, const float* dout, const float* att, const float* qkv, const float* /*out*/,
+                        int B, int T, int C, int NH, const DropoutParams& dropout, cudaStream_t stream) {
+  attention_backward_impl(dqkv, dout, att, qkv, B, T, C, NH, dropout, stream);
+}
+void attention_backward(bf16* dqkv, const bf16* dout, const float* att, const bf16* qkv, const bf16* /*out*/, int B,
+                        int T, int C, int NH, const DropoutParams& dropout, cudaStream_t stream) {
+  attention_backward_impl(dqkv, dout, att, qkv, B, T, C, NH, dropout, stream);
+}
+
+void kv_cache_store(float* kcache, float* vcache, const float* qkv, int B, int T, int maxT, int C,
+                    cudaStream_t stream) {
+  kv_cache_store_impl(kcache, vcache, qkv, B, T, maxT, C, stream);
+}
+void kv_cache_store(bf16* kcache, bf16* vcache, const bf16* qkv, int B, int T, int maxT, int C, cudaStream_t stream) {
+  kv_cache_store_impl(kcache, vcache, qkv, B, T, maxT, C, stream);
+}
+
+void attention_decode(float* out, float* kcache, float* vcache, const float* qkv, int B, int pos, int maxT, int C,
+                      int NH, cudaStream_t stream) {
+  attention_decode_impl(out, kcache, vcache, qkv, B, pos, maxT, C, NH, stream);
+}
+void attention_decode(bf16* out, bf16* kcache, bf16* vcache, const bf16* qkv, int B, int pos, int maxT, int C, int NH,
+                      cudaStream_t stream) {
+  attention_decode_impl(out, kcache, vcache, qkv, B, pos, maxT, C, NH, stream);
 }
 
 }  // namespace gpt2cc::cuda

@@ -39,7 +39,8 @@ TEST_CASE("cuda attention forward and backward match cpu", "[cuda][attention]") 
   cuda::attention_forward(d_out.get(), d_att.get(), d_qkv.get(), B, T, C, NH, dropout, stream);
   test::expect_matches(d_att.download(), att, "attention probabilities");
   test::expect_matches(d_out.download(), out, "attention out");
-  cuda::attention_backward(d_dqkv.get(), d_dout.get(), d_att.get(), d_qkv.get(), B, T, C, NH, dropout, stream);
+  cuda::attention_backward(d_dqkv.get(), d_dout.get(), d_att.get(), d_qkv.get(), d_out.get(), B, T, C, NH, dropout,
+                           stream);
   test::expect_matches(d_dqkv.download(), dqkv, "attention dqkv", 2e-5);
 }
 
@@ -56,8 +57,8 @@ TEST_CASE("cuda attention handles more heads than one grid dimension holds", "[c
   d_att.poison();
   d_dqkv.poison();
   cuda::attention_forward(d_out.get(), d_att.get(), d_qkv.get(), B, T, C, NH, DropoutParams{}, test::test_stream());
-  cuda::attention_backward(d_dqkv.get(), d_dout.get(), d_att.get(), d_qkv.get(), B, T, C, NH, DropoutParams{},
-                           test::test_stream());
+  cuda::attention_backward(d_dqkv.get(), d_dout.get(), d_att.get(), d_qkv.get(), d_out.get(), B, T, C, NH,
+                           DropoutParams{}, test::test_stream());
   test::expect_matches(d_out.download(), out, "attention out");
   test::expect_matches(d_dqkv.download(), dqkv, "attention dqkv", 2e-5);
 }
@@ -71,7 +72,7 @@ TEST_CASE("cuda attention backward is bit-for-bit repeatable", "[cuda][attention
   std::vector<float> first;
   for (int run = 0; run < 2; ++run) {
     cuda::attention_forward(d_out.get(), d_att.get(), d_qkv.get(), B, T, C, NH, dropout, test::test_stream());
-    cuda::attention_backward(d_dqkv.get(), d_dout.get(), d_att.get(), d_qkv.get(), B, T, C, NH, dropout,
+    cuda::attention_backward(d_dqkv.get(), d_dout.get(), d_att.get(), d_qkv.get(), d_out.get(), B, T, C, NH, dropout,
                              test::test_stream());
     if (run == 0) first = d_dqkv.download();
     else CHECK(test::bit_equal(d_dqkv.download(), first));
