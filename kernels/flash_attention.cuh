@@ -1,0 +1,26 @@
+// Fused causal flash attention for bf16 (FlashAttention-2, Dao 2023, arXiv:2307.08691): the
+// T x T scores never leave the chip. qkv (B,T,3C) with q, k, v of head h at columns h*HS,
+// C + h*HS, 2C + h*HS; out (B,T,C); lse (B,NH,T) fp32, the row log-sum-exp of the scaled scores
+// (scale 1/sqrt(HS)), saved for the backward instead of the probabilities. Mirrors
+// cpu::attention_forward / attention_backward without dropout. Backward: dqkv written (=),
+// deterministic (one kernel over K/V tiles for dK, dV and one over Q tiles for dQ; no atomics).
+// Head sizes 64 and 128 (flash_attention_supported); any T >= 1.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+namespace gpt2cc::cuda {
+
+using bf16 = __nv_bfloat16;
+
+// True for the head sizes the kernels are compiled for (64, 128).
+bool flash_attention_supported(int HS);
+
+void flash_attention_forward(bf16* out, float* lse, const bf16* qkv, int B, int T, int C, int NH,
+                             cudaStream_t stream);
+// out is the forward's output (for D = rowsum(dout * out)); lse the forward's saved values.
+void flash_attention_backward(bf16* dqkv, const bf16* dout, const float* lse, const bf16* out, const bf16* qkv,
+                              int B, int T, int C, int NH, cudaStream_t stream);
+
+}  // namespace gpt2cc::cuda
