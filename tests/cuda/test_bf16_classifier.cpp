@@ -1,0 +1,190 @@
+// The bf16 classifier (issue 8): cuda::crossentropy_forward / _backward on bf16 logits and
+// cuda::fused_classifier (float and bf16) against cpu:: on the same bf16-rounded logits, and the
+// fused kernel against the two-kernel path it replaces. Shapes cover both fused branches (16-byte
+// packs: Vp a multiple of 4 floats / 8 bf16 and an aligned buffer; scalar: Vp = 37, Vp = 36 for
+// bf16, a misaligned buffer), V not a multiple of 8 (1000 in 1024, GPT-2's 50257 in 50304),
+// ignored rows (target -1), and padded columns holding NaN that must come out exactly 0.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <type_traits>
+
+#include "bf16_test_util.hpp"
+#include "cpu/crossentropy.hpp"
+#include "kernels/crossentropy.cuh"
+
+using namespace gpt2cc;
+using test::bf16;
+using test::DeviceBuffer;
+
+namespace {
+
+struct Shape {
+  int B, T, V, Vp;
+};
+
+// Logits on the bf16 grid (so float and bf16 kernels and the CPU all see the same values), NaN
+// in the padded columns (never part of the softmax), targets with row 1 ignored when B*T > 2.
+struct Inputs {
+  std::vector<float> logits;
+  std::vector<int> targets;
+  float dloss;
+};
+
+Inputs make_inputs(const Shape& s, uint64_t seed) {
+  const size_t rows = size_t(s.B) * s.T;
+  Inputs in{test::round_to_bf16(test::random_vector(rows * s.Vp, seed, -4.0f, 4.0f)),
+            test::random_tokens(rows, seed + 1, s.V), 1.0f / static_cast<float>(rows)};
+  for (size_t r = 0; r < rows; ++r) {
+    for (int j = s.V; j < s.Vp; ++j) in.logits[r * s.Vp + j] = test::kPoison;
+  }
+  if (rows > 2) in.targets[1] = cpu::kIgnoreIndex;
+  return in;
+}
+
+template <class Elem>
+std::vector<Elem> to_elem(const std::vector<float>& x) {
+  if constexpr (std::is_same_v<Elem, float>) {
+    return x;
+  } else {
+    return test::to_bf16(x);
+  }
+}
+
+template <class Elem>
+std::vector<float> to_f32(const std::vector<Elem>& x) {
+  if constexpr (std::is_same_v<Elem, float>) {
+    return x;
+  } else {
+    return test::from_bf16(x);
+  }
+}
+
+// Padded columns exactly 0; ignored rows exactly 0 everywhere with loss exactly 0.
+void expect_zero_padding_and_ignored_rows(const std::vector<float>& dlogits, const std::vector<float>& losses,
+                                          const std::vector<int>& targets, int V, int Vp) {
+  for (size_t r = 0; r < targets.size(); ++r) {
+    const bool ignored = targets[r] == cpu::kIgnoreIndex;
+    if (ignored) REQUIRE(losses[r] == 0.0f);
+    for (int j = ignored ? 0 : V; j < Vp; ++j) {
+      INFO("row " << r << " column " << j);
+      REQUIRE(dlogits[r * Vp + j] == 0.0f);
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("bf16 crossentropy forward and backward match cpu", "[cuda][bf16][crossentropy]") {
+  const Shape s = GENERATE(Shape{1, 1, 5, 8}, Shape{3, 5, 37, 40}, Shape{1, 4, 1000, 1024}, Shape{2, 3, 50257, 50304});
+  INFO("B=" << s.B << " T=" << s.T << " V=" << s.V << " Vp=" << s.Vp);
+  const size_t rows = size_t(s.B) * s.T, n = rows * s.Vp;
+  const Inputs in = make_inputs(s, 201);
+  std::vector<float> losses(rows), dlogits(n);
+  cpu::crossentropy_forward(losses.data(), in.logits.data(), in.targets.data(), s.B, s.T, s.V, s.Vp);
+  cpu::crossentropy_backward(dlogits.data(), in.dloss, in.logits.data(), in.targets.data(), s.B, s.T, s.V, s.Vp);
+
+  cudaStream_t stream = test::test_stream();
+  DeviceBuffer<bf16> d_logits(test::to_bf16(in.logits)), d_dlogits(n);
+  DeviceBuffer<float> d_losses(rows);
+  DeviceBuffer<int> d_targets(in.targets);
+  d_losses.poison();
+  d_dlogits.poison();
+  cuda::crossentropy_forward(d_losses.get(), d_logits.get(), d_targets.get(), s.B, s.T, s.V, s.Vp, stream);
+  cuda::crossentropy_backward(d_dlogits.get(), in.dloss, d_logits.get(), d_targets.get(), s.B, s.T, s.V, s.Vp, stream);
+  // The losses are fp32 math on the same inputs as the CPU; dlogits add one rounding to bf16.
+  const auto got_losses = d_losses.download();
+  test::expect_matches(got_losses, losses, "bf16 losses", 1e-5);
+  const auto got = test::from_bf16(d_dlogits.download());
+  test::expect_rel_l2(got, dlogits, 1e-2, "bf16 dlogits");
+  test::expect_bf16_rounding(got, dlogits, "bf16 dlogits element-wise", 5e-3, 1e-12);
+  expect_zero_padding_and_ignored_rows(got, got_losses, in.targets, s.V, s.Vp);
+
+  // In place over the logits.
+  cuda::crossentropy_backward(d_logits.get(), in.dloss, d_logits.get(), d_targets.get(), s.B, s.T, s.V, s.Vp, stream);
+  CHECK(test::bit_equal(test::from_bf16(d_logits.download()), got));
+}
+
+TEMPLATE_TEST_CASE("fused classifier matches cpu and the two-kernel path", "[cuda][bf16][crossentropy][fused]", float,
+                   bf16) {
+  using Elem = TestType;
+  constexpr bool kIsFloat = std::is_same_v<Elem, float>;
+  const Shape s = GENERATE(Shape{1, 1, 1, 1}, Shape{1, 1, 5, 8}, Shape{3, 5, 37, 37}, Shape{3, 5, 37, 40},
+                           Shape{2, 3, 33, 36}, Shape{1, 4, 1000, 1024}, Shape{2, 3, 50257, 50304});
+  // offset 1 element: the buffer is no longer 16-byte aligned and the scalar kernel runs.
+  const int offset = GENERATE(0, 1);
+  INFO((kIsFloat ? "float" : "bf16") << " B=" << s.B << " T=" << s.T << " V=" << s.V << " Vp=" << s.Vp
+                                     << " offset=" << offset);
+  const size_t rows = size_t(s.B) * s.T, n = rows * s.Vp;
+  const Inputs in = make_inputs(s, 211);
+  std::vector<float> losses(rows), dlogits(n);
+  cpu::crossentropy_forward(losses.data(), in.logits.data(), in.targets.data(), s.B, s.T, s.V, s.Vp);
+  cpu::crossentropy_backward(dlogits.data(), in.dloss, in.logits.data(), in.targets.data(), s.B, s.T, s.V, s.Vp);
+
+  cudaStream_t stream = test::test_stream();
+  std::vector<float> padded(offset, 0.0f);
+  padded.insert(padded.end(), in.logits.begin(), in.logits.end());
+  DeviceBuffer<Elem> d_buffer(to_elem<Elem>(padded)), d_reference(n);
+  Elem* d_logits = d_buffer.get() + offset;
+  DeviceBuffer<float> d_losses(rows), d_reference_losses(rows);
+  DeviceBuffer<int> d_targets(in.targets);
+  d_losses.poison();
+  d_reference.poison();
+  d_reference_losses.poison();
+
+  // The two-kernel path on the same logits first (out of place), then the fused kernel in place.
+  cuda::crossentropy_forward(d_reference_losses.get(), d_logits, d_targets.get(), s.B, s.T, s.V, s.Vp, stream);
+  cuda::crossentropy_backward(d_reference.get(), in.dloss, d_logits, d_targets.get(), s.B, s.T, s.V, s.Vp, stream);
+  cuda::fused_classifier(d_logits, d_losses.get(), d_targets.get(), in.dloss, s.B, s.T, s.V, s.Vp, stream);
+
+  const auto got_losses = d_losses.download();
+  const auto all = to_f32(d_buffer.download());
+  const std::vector<float> got(all.begin() + offset, all.end());
+  const auto two_kernel = to_f32(d_reference.download());
+  test::expect_matches(got_losses, losses, "fused losses vs cpu", 1e-5);
+  // The online max + sum adds in another order than the two-pass reduction: a few float ulps.
+  test::expect_matches(got_losses, d_reference_losses.download(), "fused losses vs two-kernel", 2e-6);
+  if constexpr (kIsFloat) {
+    test::expect_matches(got, dlogits, "fused dlogits vs cpu", 1e-5);
+    test::expect_matches(got, two_kernel, "fused dlogits vs two-kernel", 2e-6);
+  } else {
+    test::expect_rel_l2(got, dlogits, 1e-2, "fused bf16 dlogits vs cpu");
+    test::expect_bf16_rounding(got, dlogits, "fused bf16 dlogits vs cpu element-wise", 5e-3, 1e-12);
+    // Two roundings of nearly equal floats: at most one bf16 ulp (2^-7 relative) apart.
+    test::expect_rel_l2(got, two_kernel, 1e-2, "fused bf16 dlogits vs two-kernel");
+    test::expect_bf16_rounding(got, two_kernel, "fused bf16 dlogits vs two-kernel element-wise", 8e-3, 1e-12);
+  }
+  expect_zero_padding_and_ignored_rows(got, got_losses, in.targets, s.V, s.Vp);
+
+  // Deterministic: the same logits give the same bits.
+  d_buffer.upload(to_elem<Elem>(padded));
+  cuda::fused_classifier(d_logits, d_losses.get(), d_targets.get(), in.dloss, s.B, s.T, s.V, s.Vp, stream);
+  const auto again = to_f32(d_buffer.download());
+  CHECK(test::bit_equal(std::vector<float>(again.begin() + offset, again.end()), got));
+  CHECK(test::bit_equal(d_losses.download(), got_losses));
+}
+
+TEMPLATE_TEST_CASE("fused classifier marks an out-of-range target with NaN", "[cuda][bf16][crossentropy][fused]",
+                   float, bf16) {
+  const int V = 5, Vp = 8;
+  const auto logits = test::random_vector(2 * Vp, 221);
+  DeviceBuffer<TestType> d_logits(to_elem<TestType>(logits));
+  DeviceBuffer<float> d_losses(2);
+  DeviceBuffer<int> d_targets(std::vector<int>{2, 7});
+  cuda::fused_classifier(d_logits.get(), d_losses.get(), d_targets.get(), 1.0f, 1, 2, V, Vp, test::test_stream());
+  const auto losses = d_losses.download();
+  CHECK(std::isfinite(losses[0]));
+  CHECK(std::isnan(losses[1]));
+  const auto g = to_f32(d_logits.download());
+  CHECK(std::isnan(g[Vp]));
+  CHECK(g[Vp + V] == 0.0f);
+}
+
+TEST_CASE("fused classifier rejects a vocabulary larger than its padding", "[cuda][bf16][crossentropy][fused]") {
+  CHECK_THROWS_WITH(cuda::fused_classifier(static_cast<bf16*>(nullptr), nullptr, nullptr, 1.0f, 1, 1, 9, 8,
+                                           test::test_stream()),
+                    Catch::Contains("V <= Vp"));
+  CHECK_THROWS_WITH(cuda::fused_classifier(static_cast<float*>(nullptr), nullptr, nullptr, 1.0f, 1, 1, 9, 8,
+                                           test::test_stream()),
+                    Catch::Contains("V <= Vp"));
+}
