@@ -67,7 +67,8 @@ inline void expect_rel_l2(const std::vector<float>& actual, const std::vector<fl
 }
 
 // Element-wise check for ops whose only error is the final rounding to bf16: |a - e| <= rtol * |e| +
-// atol for every element (bf16 has 8 significand bits: one rounding is <= 2^-9 ~ 1.95e-3 relative).
+// atol for every element (bf16 has 8 significant bits: one round-to-nearest is <= 2^-8 ~ 3.9e-3
+// relative, so the default rtol 4e-3 allows one rounding and a little float arithmetic error).
 inline void expect_bf16_rounding(const std::vector<float>& actual, const std::vector<float>& expected,
                                  const std::string& what, double rtol = 4e-3, double atol = 1e-6) {
   expect_close(actual, expected, atol, rtol, what);
