@@ -48,6 +48,12 @@ cxxopts::Options make_options(TrainConfig& c) {
   add("device", "device", "cpu or cuda", c.device);
   add("device", "threads", "CPU threads (0: all cores)", c.threads);
   add("device", "cuda-device", "GPU index", c.cuda_device);
+  add("device", "dtype", "compute dtype: fp32, or bf16 (mixed precision: bf16 compute, fp32 master weights; cuda)",
+      c.dtype);
+  add("device", "recompute-gelu", "recompute GELU in the backward instead of storing it (less memory)",
+      c.recompute_gelu);
+  add("device", "cuda-graphs", "replay each step as a CUDA graph (--cuda-graphs=false: launch every op)",
+      c.cuda_graphs);
   add("data", "train-data", "train shards: a .bin file, a directory of them, or a glob", c.train_data);
   add("data", "val-data", "validation shards (empty: no validation)", c.val_data);
   add("data", "shuffle", "shuffled windows each epoch (--shuffle=false: in order)", c.shuffle);
@@ -98,9 +104,9 @@ TrainConfig resume_config(const TrainConfig& given, int argc, char** argv) {
   options.parse(argc, argv);
   INPUT_CHECK(c.batch_size == base.batch_size && c.seq_len == base.seq_len &&
                   c.total_batch_tokens == base.total_batch_tokens && c.seed == base.seed &&
-                  c.shuffle == base.shuffle && c.dropout == base.dropout,
-              "--resume continues the run with its own --batch-size, --seq-len, --total-batch, --seed, --shuffle "
-              "and --dropout (from the checkpoint); drop those flags, or start a new run with --init-from");
+                  c.shuffle == base.shuffle && c.dropout == base.dropout && c.dtype == base.dtype,
+              "--resume continues the run with its own --batch-size, --seq-len, --total-batch, --seed, --shuffle, "
+              "--dropout and --dtype (from the checkpoint); drop those flags, or start a new run with --init-from");
   return c;
 }
 
@@ -163,7 +169,9 @@ int run(int argc, char** argv) {
   if (!config.resume.empty() && !config.eval_only) config = resume_config(config, argc, argv);
   validate(config);
 
-  auto backend = config.device == "cuda" ? make_cuda_backend(config.cuda_device) : make_cpu_backend(config.threads);
+  const DType dtype = parse_dtype(config.dtype);
+  auto backend = config.device == "cuda" ? make_cuda_backend(config.cuda_device, dtype)
+                                         : make_cpu_backend(config.threads, dtype);
   if (config.eval_only) return eval_only(config, *backend);
 
   Trainer trainer(config, *backend);

@@ -1,7 +1,7 @@
 // The backend interface: everything the model needs from a device, one method per layer
-// operation (forward and backward), plus memory and copies. core/ drives the model through it
-// only; cpu/backend.cpp implements it with host memory and the cpu:: reference layers,
-// kernels/backend.cu with device memory and the cuda:: kernels.
+// operation (forward and backward), a few fused ones, plus memory and copies. core/ drives the
+// model through it only; cpu/backend.cpp implements it with host memory and the cpu:: reference
+// layers (fp32), kernels/backend.cu with device memory and the cuda:: kernels (fp32 or bf16).
 //
 // Every op has exactly the contract of the cpu:: function of the same name (cpu/<layer>.hpp):
 // argument order is outputs -> saved values -> inputs -> weights -> dimensions; backward is
@@ -9,12 +9,18 @@
 // Accumulation rule: parameter gradients accumulate (+=); activation gradients are written (=),
 // except into the residual stream (layernorm_backward's dinp, residual_backward), which
 // accumulates (+=). Pointers are in the backend's memory space.
+//
+// Precision: a backend computes in one dtype (dtype()): activations, the compute copy of the
+// parameters and the gradients are TensorPtr of that dtype; LayerNorm statistics, losses,
+// attention's saved values, the fp32 master weights and the AdamW moments are always float*.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <type_traits>
+#include <vector>
 
 #include "core/rng.hpp"
 
@@ -36,11 +42,46 @@ struct AdamWParams {
 
 enum class DeviceKind { cpu, cuda };
 
+// The compute dtype. bf16: bfloat16 storage (8-bit exponent like fp32, 8-bit mantissa), fp32
+// arithmetic inside every kernel, fp32 master weights and optimizer state (mixed precision).
+enum class DType : uint8_t { fp32 = 0, bf16 = 1 };
+size_t dtype_size(DType dtype);       // bytes per element: 4 or 2
+const char* dtype_name(DType dtype);  // "fp32" | "bf16"
+DType parse_dtype(const std::string& name);  // InputError naming the valid values otherwise
+
+// A pointer into a backend's memory to elements of the compute dtype. Arithmetic counts
+// elements, so core/ indexes tensors the same way in fp32 and bf16; the backend checks the
+// dtype and casts. A float* converts implicitly (an fp32 tensor), as does nullptr (no tensor).
+template <class Void>
+struct BasicTensorPtr {
+  using Byte = std::conditional_t<std::is_const_v<Void>, const std::byte, std::byte>;
+  using Float = std::conditional_t<std::is_const_v<Void>, const float, float>;
+
+  Void* data = nullptr;
+  DType dtype = DType::fp32;
+
+  BasicTensorPtr() = default;
+  BasicTensorPtr(std::nullptr_t) {}
+  BasicTensorPtr(Void* ptr, DType type) : data(ptr), dtype(type) {}
+  BasicTensorPtr(Float* ptr) : data(ptr), dtype(DType::fp32) {}
+  template <class Other>
+    requires std::is_convertible_v<Other*, Void*>
+  BasicTensorPtr(const BasicTensorPtr<Other>& other) : data(other.data), dtype(other.dtype) {}
+
+  BasicTensorPtr operator+(size_t elements) const {
+    return {static_cast<Void*>(static_cast<Byte*>(data) + elements * dtype_size(dtype)), dtype};
+  }
+  explicit operator bool() const { return data != nullptr; }
+};
+using TensorPtr = BasicTensorPtr<void>;
+using ConstTensorPtr = BasicTensorPtr<const void>;
+
 class Backend {
  public:
   virtual ~Backend() = default;
   virtual DeviceKind kind() const = 0;
-  virtual std::string describe() const = 0;  // e.g. "cpu (2 threads)", "cuda fp32 (NVIDIA H100, 80 GB)"
+  virtual DType dtype() const = 0;
+  virtual std::string describe() const = 0;  // e.g. "cpu (2 threads)", "cuda bf16 (NVIDIA H100, 80 GB)"
 
   // ---- memory: allocations are zero-filled; sizes in bytes ----
   virtual void* allocate(size_t bytes) = 0;
@@ -50,54 +91,94 @@ class Backend {
   virtual void copy(void* dst, const void* src, size_t bytes) = 0;  // within the backend
   virtual void zero(void* ptr, size_t bytes) = 0;
   virtual void synchronize() = 0;
+  // fp32 <-> compute dtype within the backend (bf16: round to nearest even); plain copies in fp32.
+  virtual void convert_from_float(TensorPtr dst, const float* src, size_t N) = 0;
+  virtual void convert_to_float(float* dst, ConstTensorPtr src, size_t N) = 0;
 
-  // Floats per layer the attention forward saves for its backward: the CPU stores the
-  // probabilities (B*NH*T*T), a flash kernel only the row log-sum-exp (B*NH*T).
-  virtual size_t attention_saved_floats(int B, int T, int NH) const = 0;
+  // Floats per layer the attention forward saves for its backward: the probabilities
+  // (B*NH*T*T) for the CPU and the tiled kernels, only the row log-sum-exp (B*NH*T) for a flash
+  // kernel. `dropout`: whether attention dropout will be used (flash kernels have none).
+  virtual size_t attention_saved_floats(int B, int T, int NH, bool dropout) const = 0;
 
   // ---- layers ----
-  virtual void encoder_forward(float* out, const int* inp, const float* wte, const float* wpe, int B, int T, int C) = 0;
-  virtual void encoder_backward(float* dwte, float* dwpe, const float* dout, const int* inp, int B, int T, int C) = 0;
+  virtual void encoder_forward(TensorPtr out, const int* inp, ConstTensorPtr wte, ConstTensorPtr wpe, int B, int T,
+                               int C) = 0;
+  virtual void encoder_backward(TensorPtr dwte, TensorPtr dwpe, ConstTensorPtr dout, const int* inp, int B, int T,
+                                int C) = 0;
 
-  virtual void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* weight,
-                                 const float* bias, int B, int T, int C) = 0;
-  virtual void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* mean,
-                                  const float* rstd, const float* inp, const float* weight, int B, int T, int C) = 0;
+  virtual void layernorm_forward(TensorPtr out, float* mean, float* rstd, ConstTensorPtr inp, ConstTensorPtr weight,
+                                 ConstTensorPtr bias, int B, int T, int C) = 0;
+  virtual void layernorm_backward(TensorPtr dinp, TensorPtr dweight, TensorPtr dbias, ConstTensorPtr dout,
+                                  const float* mean, const float* rstd, ConstTensorPtr inp, ConstTensorPtr weight,
+                                  int B, int T, int C) = 0;
 
-  virtual void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int B, int T,
-                              int C, int OC) = 0;
-  virtual void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
-                               const float* weight, int B, int T, int C, int OC) = 0;
+  virtual void matmul_forward(TensorPtr out, ConstTensorPtr inp, ConstTensorPtr weight, ConstTensorPtr bias, int B,
+                              int T, int C, int OC) = 0;
+  virtual void matmul_backward(TensorPtr dinp, TensorPtr dweight, TensorPtr dbias, ConstTensorPtr dout,
+                               ConstTensorPtr inp, ConstTensorPtr weight, int B, int T, int C, int OC) = 0;
 
-  virtual void attention_forward(float* out, float* saved, const float* qkv, int B, int T, int C, int NH,
+  // `out` is the forward's output (a flash backward needs it for rowsum(dout * out)).
+  virtual void attention_forward(TensorPtr out, float* saved, ConstTensorPtr qkv, int B, int T, int C, int NH,
                                  const DropoutParams& dropout) = 0;
-  virtual void attention_backward(float* dqkv, const float* dout, const float* saved, const float* qkv, int B, int T,
-                                  int C, int NH, const DropoutParams& dropout) = 0;
+  virtual void attention_backward(TensorPtr dqkv, ConstTensorPtr dout, const float* saved, ConstTensorPtr qkv,
+                                  ConstTensorPtr out, int B, int T, int C, int NH, const DropoutParams& dropout) = 0;
   // KV-cache decode: qkv (B, 3C) of the token at position `pos`; its k, v are stored into the
   // caches (B, maxT, C) at `pos`, then out (B, C) attends over positions 0..pos.
-  virtual void attention_decode(float* out, float* kcache, float* vcache, const float* qkv, int B, int pos, int maxT,
-                                int C, int NH) = 0;
+  virtual void attention_decode(TensorPtr out, TensorPtr kcache, TensorPtr vcache, ConstTensorPtr qkv, int B, int pos,
+                                int maxT, int C, int NH) = 0;
   // Stores k, v of a prefilled prompt: qkv (B, T, 3C) -> caches (B, maxT, C) at positions 0..T-1.
-  virtual void kv_cache_store(float* kcache, float* vcache, const float* qkv, int B, int T, int maxT, int C) = 0;
+  virtual void kv_cache_store(TensorPtr kcache, TensorPtr vcache, ConstTensorPtr qkv, int B, int T, int maxT,
+                              int C) = 0;
 
-  virtual void gelu_forward(float* out, const float* inp, size_t N) = 0;
-  virtual void gelu_backward(float* dinp, const float* dout, const float* inp, size_t N) = 0;
+  virtual void gelu_forward(TensorPtr out, ConstTensorPtr inp, size_t N) = 0;
+  virtual void gelu_backward(TensorPtr dinp, ConstTensorPtr dout, ConstTensorPtr inp, size_t N) = 0;
 
-  virtual void residual_forward(float* out, const float* inp1, const float* inp2, size_t N) = 0;
-  virtual void residual_backward(float* dinp1, float* dinp2, const float* dout, size_t N) = 0;
+  virtual void residual_forward(TensorPtr out, ConstTensorPtr inp1, ConstTensorPtr inp2, size_t N) = 0;
+  virtual void residual_backward(TensorPtr dinp1, TensorPtr dinp2, ConstTensorPtr dout, size_t N) = 0;
 
-  virtual void dropout_forward(float* out, const float* inp, const DropoutParams& dropout, size_t N) = 0;
-  virtual void dropout_backward(float* dinp, const float* dout, const DropoutParams& dropout, size_t N) = 0;
+  virtual void dropout_forward(TensorPtr out, ConstTensorPtr inp, const DropoutParams& dropout, size_t N) = 0;
+  virtual void dropout_backward(TensorPtr dinp, ConstTensorPtr dout, const DropoutParams& dropout, size_t N) = 0;
 
-  virtual void crossentropy_forward(float* losses, const float* logits, const int* targets, int B, int T, int V,
+  virtual void crossentropy_forward(float* losses, ConstTensorPtr logits, const int* targets, int B, int T, int V,
                                     int Vp) = 0;
-  virtual void crossentropy_backward(float* dlogits, float dloss, const float* logits, const int* targets, int B,
+  virtual void crossentropy_backward(TensorPtr dlogits, float dloss, ConstTensorPtr logits, const int* targets, int B,
                                      int T, int V, int Vp) = 0;
 
+  // ---- fused ops: each equals the composition written in its default implementation (below,
+  // core/backend.cpp), which a backend overrides with one pass over memory ----
+  // residual = inp1 + inp2; out, mean, rstd = LayerNorm(residual)
+  virtual void residual_layernorm_forward(TensorPtr residual, TensorPtr out, float* mean, float* rstd,
+                                          ConstTensorPtr inp1, ConstTensorPtr inp2, ConstTensorPtr weight,
+                                          ConstTensorPtr bias, int B, int T, int C);
+  // pre = inp weight^T + bias; out = gelu(pre)
+  virtual void matmul_forward_gelu(TensorPtr out, TensorPtr pre, ConstTensorPtr inp, ConstTensorPtr weight,
+                                   ConstTensorPtr bias, int B, int T, int C, int OC);
+  // matmul_backward whose input was gelu(pre): dinp = (dout weight) * gelu'(pre) is d(pre).
+  virtual void matmul_backward_gelu(TensorPtr dinp, TensorPtr dweight, TensorPtr dbias, ConstTensorPtr dout,
+                                    ConstTensorPtr inp, ConstTensorPtr weight, ConstTensorPtr pre, int B, int T, int C,
+                                    int OC);
+  // The classifier in one pass: losses (B,T) and, in place over the logits, dlogits =
+  // dloss * (softmax - onehot) (crossentropy_forward then crossentropy_backward).
+  virtual void fused_classifier(TensorPtr logits, float* losses, const int* targets, float dloss, int B, int T, int V,
+                                int Vp);
+
   // ---- optimizer ----
-  virtual double sum_of_squares(const float* x, size_t N) = 0;
-  virtual void adamw_update(float* params, float* m, float* v, const float* grads, size_t N,
+  virtual double sum_of_squares(ConstTensorPtr x, size_t N) = 0;
+  // AdamW on the fp32 master weights and moments with grads in the compute dtype; `params`, the
+  // compute copy, is rewritten from the master (for an fp32 backend it is `master` itself).
+  virtual void adamw_update(float* master, TensorPtr params, float* m, float* v, ConstTensorPtr grads, size_t N,
                             const AdamWParams& hp) = 0;
+
+  // ---- recorded replay (CUDA graphs) of a fixed sequence of ops with fixed shapes ----
+  // begin_recording: from now on ops are recorded, not run (false: this backend cannot record,
+  // run the ops directly). end_recording stores the recording under `key`; replay(key) runs it
+  // and returns false when no recording has that key. Nothing in a recording may synchronise.
+  virtual bool begin_recording() { return false; }
+  virtual void end_recording(uint64_t key) { (void)key; }
+  virtual bool replay(uint64_t key) {
+    (void)key;
+    return false;
+  }
 };
 
 // RAII array in a backend's memory.
@@ -139,10 +220,33 @@ class DeviceArray {
   size_t count_ = 0;
 };
 
-// Backend factories. make_cuda_backend throws InputError naming the reason when this build has
-// no CUDA backend or no GPU is present.
-std::unique_ptr<Backend> make_cpu_backend(int threads = 0);  // 0: OpenMP default
-std::unique_ptr<Backend> make_cuda_backend(int device = 0);
+// RAII tensor of the backend's compute dtype (activations, compute parameters, gradients).
+class DeviceTensor {
+ public:
+  DeviceTensor() = default;
+  DeviceTensor(Backend& backend, size_t count)
+      : array_(backend, count * dtype_size(backend.dtype())), dtype_(backend.dtype()), count_(count) {}
+
+  TensorPtr data() { return {array_.data(), dtype_}; }
+  ConstTensorPtr data() const { return {array_.data(), dtype_}; }
+  size_t size() const { return count_; }
+  size_t bytes() const { return array_.size(); }
+  DType dtype() const { return dtype_; }
+
+ private:
+  DeviceArray<std::byte> array_;
+  DType dtype_ = DType::fp32;
+  size_t count_ = 0;
+};
+
+// Host copy of N elements of a compute-dtype tensor as fp32 (widened on the device first).
+std::vector<float> download_as_float(Backend& backend, ConstTensorPtr src, size_t N);
+
+// Backend factories. make_cpu_backend is fp32 only and rejects bf16 with an InputError;
+// make_cuda_backend throws InputError naming the reason when this build has no CUDA backend
+// or no GPU is present.
+std::unique_ptr<Backend> make_cpu_backend(int threads = 0, DType dtype = DType::fp32);  // 0: OpenMP default
+std::unique_ptr<Backend> make_cuda_backend(int device = 0, DType dtype = DType::fp32);
 bool cuda_backend_built();
 
 }  // namespace gpt2cc

@@ -6,6 +6,7 @@
 // block's LayerNorm backward and residual pass-through accumulate into, walking the layers in
 // reverse; the logits buffer is reused in place for dlogits.
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 #include "core/check.hpp"
@@ -15,8 +16,8 @@
 
 namespace gpt2cc {
 
-GPT2::Impl::Impl(const ModelConfig& cfg, Backend& be, int mB, int mT, ModelMode md)
-    : config(cfg), backend(be), max_B(mB), max_T(mT), mode(md), layout(cfg) {
+GPT2::Impl::Impl(const ModelConfig& cfg, Backend& be, int mB, int mT, ModelMode md, const ModelOptions& opts)
+    : config(cfg), backend(be), max_B(mB), max_T(mT), mode(md), options(opts), dtype(be.dtype()), layout(cfg) {
   INPUT_CHECK(max_B >= 1, "model: max batch size (B) must be >= 1, got {}", max_B);
   INPUT_CHECK(max_T >= 1 && max_T <= cfg.max_seq_len,
               "model: max sequence length (T) must be in [1, max_seq_len = {}], got {}", cfg.max_seq_len, max_T);
@@ -24,42 +25,42 @@ GPT2::Impl::Impl(const ModelConfig& cfg, Backend& be, int mB, int mT, ModelMode 
   const size_t BT = size_t(max_B) * max_T;
   const size_t N = layout.total();
   const bool train = mode == ModelMode::training;
-  params = DeviceArray<float>(backend, N);
+  master = DeviceArray<float>(backend, N);
+  if (dtype != DType::fp32) params_bf16 = DeviceTensor(backend, N);
   if (train) {
-    grads = DeviceArray<float>(backend, N);
+    grads = DeviceTensor(backend, N);
     m = DeviceArray<float>(backend, N);
     v = DeviceArray<float>(backend, N);
   }
 
-  act.encoded = DeviceArray<float>(backend, BT * C);
-  act.ln1 = DeviceArray<float>(backend, L * BT * C);
+  act.encoded = DeviceTensor(backend, BT * C);
+  act.ln1 = DeviceTensor(backend, L * BT * C);
   act.ln1_mean = DeviceArray<float>(backend, L * BT);
   act.ln1_rstd = DeviceArray<float>(backend, L * BT);
-  act.qkv = DeviceArray<float>(backend, L * BT * 3 * C);
-  act.att_saved = DeviceArray<float>(backend, (train ? L : 1) * backend.attention_saved_floats(max_B, max_T, cfg.num_heads));
-  act.atty = DeviceArray<float>(backend, L * BT * C);
-  act.residual2 = DeviceArray<float>(backend, L * BT * C);
-  act.ln2 = DeviceArray<float>(backend, L * BT * C);
+  act.qkv = DeviceTensor(backend, L * BT * 3 * C);
+  act.att_saved = DeviceArray<float>(backend, (train ? L : 1) * attention_saved_stride());
+  act.atty = DeviceTensor(backend, L * BT * C);
+  act.residual2 = DeviceTensor(backend, L * BT * C);
+  act.ln2 = DeviceTensor(backend, L * BT * C);
   act.ln2_mean = DeviceArray<float>(backend, L * BT);
   act.ln2_rstd = DeviceArray<float>(backend, L * BT);
-  act.fch = DeviceArray<float>(backend, L * BT * 4 * C);
-  act.fch_gelu = DeviceArray<float>(backend, L * BT * 4 * C);
-  act.residual3 = DeviceArray<float>(backend, L * BT * C);
-  act.lnf = DeviceArray<float>(backend, BT * C);
+  act.fch = DeviceTensor(backend, L * BT * 4 * C);
+  act.fch_gelu = DeviceTensor(backend, (options.recompute_gelu ? 1 : L) * BT * 4 * C);
+  act.residual3 = DeviceTensor(backend, L * BT * C);
+  act.lnf = DeviceTensor(backend, BT * C);
   act.lnf_mean = DeviceArray<float>(backend, BT);
   act.lnf_rstd = DeviceArray<float>(backend, BT);
-  act.logits = DeviceArray<float>(backend, BT * Vp);
+  act.logits = DeviceTensor(backend, BT * Vp);
   act.losses = DeviceArray<float>(backend, BT);
   act.inputs = DeviceArray<int>(backend, BT);
   act.targets = DeviceArray<int>(backend, BT);
 
-  scratch.bufC_a = DeviceArray<float>(backend, BT * C);  // the forward's projection outputs
+  scratch.bufC_a = DeviceTensor(backend, BT * C);  // the forward's projection outputs
   if (train) {
-    scratch.dresidual = DeviceArray<float>(backend, BT * C);
-    scratch.bufC_b = DeviceArray<float>(backend, BT * C);
-    scratch.buf3C = DeviceArray<float>(backend, BT * 3 * C);
-    scratch.buf4C_a = DeviceArray<float>(backend, BT * 4 * C);
-    scratch.buf4C_b = DeviceArray<float>(backend, BT * 4 * C);
+    scratch.dresidual = DeviceTensor(backend, BT * C);
+    scratch.bufC_b = DeviceTensor(backend, BT * C);
+    scratch.buf3C = DeviceTensor(backend, BT * 3 * C);
+    scratch.buf4C = DeviceTensor(backend, BT * 4 * C);
   }
 }
 
@@ -68,9 +69,12 @@ void GPT2::Impl::require_training(const char* what) const {
          what);
 }
 
+size_t GPT2::Impl::attention_saved_stride() const {
+  return backend.attention_saved_floats(max_B, max_T, config.num_heads, config.dropout > 0.0f);
+}
+
 float* GPT2::Impl::attention_saved(int l) {
-  const size_t stride = backend.attention_saved_floats(max_B, max_T, config.num_heads);
-  return act.att_saved.data() + (mode == ModelMode::training ? size_t(l) * stride : 0);
+  return act.att_saved.data() + (mode == ModelMode::training ? size_t(l) * attention_saved_stride() : 0);
 }
 
 DropoutParams GPT2::Impl::dropout(uint32_t stream) const {
@@ -93,53 +97,53 @@ void GPT2::Impl::forward_trunk(int B_, int T_) {
   Backend& be = backend;
   const int C = config.channels, NH = config.num_heads, L = config.num_layers;
   const size_t BTC = size_t(B_) * T_ * C;
-  const float* P = params.data();
+  const TensorPtr P = params();
+  auto P_ = [&](Param p, int l = 0) { return P + at(p, l); };
 
-  // x = drop(wte[inp] + wpe[t])
-  be.encoder_forward(act.encoded.data(), act.inputs.data(), P + at(Param::wte), P + at(Param::wpe), B_, T_, C);
+  // x = drop(wte[inp] + wpe[t]); ln1 of layer 0. Every later LayerNorm is fused with the
+  // residual add that produces its input (one pass over the stream instead of two).
+  be.encoder_forward(act.encoded.data(), act.inputs.data(), P_(Param::wte), P_(Param::wpe), B_, T_, C);
   if (dropout(0).active()) be.dropout_forward(act.encoded.data(), act.encoded.data(), dropout(0), BTC);
+  be.layernorm_forward(act.ln1.data(), act.ln1_mean.data(), act.ln1_rstd.data(), act.encoded.data(),
+                       P_(Param::ln1w), P_(Param::ln1b), B_, T_, C);
 
   for (int l = 0; l < L; ++l) {
-    const float* x = l == 0 ? act.encoded.data() : act.residual3.data() + slab(l - 1, C);
-    float* ln1 = act.ln1.data() + slab(l, C);
-    float* ln1_mean = act.ln1_mean.data() + slab(l, 1);
-    float* ln1_rstd = act.ln1_rstd.data() + slab(l, 1);
-    float* qkv = act.qkv.data() + slab(l, 3 * C);
-    float* saved = attention_saved(l);
-    float* atty = act.atty.data() + slab(l, C);
-    float* res2 = act.residual2.data() + slab(l, C);
-    float* ln2 = act.ln2.data() + slab(l, C);
-    float* ln2_mean = act.ln2_mean.data() + slab(l, 1);
-    float* ln2_rstd = act.ln2_rstd.data() + slab(l, 1);
-    float* fch = act.fch.data() + slab(l, 4 * C);
-    float* fch_gelu = act.fch_gelu.data() + slab(l, 4 * C);
-    float* res3 = act.residual3.data() + slab(l, C);
-    float* proj = scratch.bufC_a.data();
+    const TensorPtr x = l == 0 ? act.encoded.data() : act.residual3.data() + slab(l - 1, C);
+    const TensorPtr ln1 = act.ln1.data() + slab(l, C);
+    const TensorPtr qkv = act.qkv.data() + slab(l, 3 * C);
+    const TensorPtr atty = act.atty.data() + slab(l, C);
+    const TensorPtr res2 = act.residual2.data() + slab(l, C);
+    const TensorPtr ln2 = act.ln2.data() + slab(l, C);
+    const TensorPtr fch = act.fch.data() + slab(l, 4 * C);
+    const TensorPtr res3 = act.residual3.data() + slab(l, C);
+    const TensorPtr proj = scratch.bufC_a.data();
 
-    // x2 = x + drop(attn(LN1(x) Wqkv^T + bqkv) Wproj^T + bproj)
-    be.layernorm_forward(ln1, ln1_mean, ln1_rstd, x, P + at(Param::ln1w, l), P + at(Param::ln1b, l), B_, T_, C);
-    be.matmul_forward(qkv, ln1, P + at(Param::qkvw, l), P + at(Param::qkvb, l), B_, T_, C, 3 * C);
-    be.attention_forward(atty, saved, qkv, B_, T_, C, NH, dropout(site_attention(l)));
-    be.matmul_forward(proj, atty, P + at(Param::attprojw, l), P + at(Param::attprojb, l), B_, T_, C, C);
+    // x2 = x + drop(attn(ln1 Wqkv^T + bqkv) Wproj^T + bproj); ln2 = LN2(x2)
+    be.matmul_forward(qkv, ln1, P_(Param::qkvw, l), P_(Param::qkvb, l), B_, T_, C, 3 * C);
+    be.attention_forward(atty, attention_saved(l), qkv, B_, T_, C, NH, dropout(site_attention(l)));
+    be.matmul_forward(proj, atty, P_(Param::attprojw, l), P_(Param::attprojb, l), B_, T_, C, C);
     if (dropout(site_attproj(l)).active()) be.dropout_forward(proj, proj, dropout(site_attproj(l)), BTC);
-    be.residual_forward(res2, x, proj, BTC);
+    be.residual_layernorm_forward(res2, ln2, act.ln2_mean.data() + slab(l, 1), act.ln2_rstd.data() + slab(l, 1), x,
+                                  proj, P_(Param::ln2w, l), P_(Param::ln2b, l), B_, T_, C);
 
-    // x3 = x2 + drop(gelu(LN2(x2) Wfc^T + bfc) Wfcproj^T + bfcproj)
-    be.layernorm_forward(ln2, ln2_mean, ln2_rstd, res2, P + at(Param::ln2w, l), P + at(Param::ln2b, l), B_, T_,
-                         C);
-    be.matmul_forward(fch, ln2, P + at(Param::fcw, l), P + at(Param::fcb, l), B_, T_, C, 4 * C);
-    be.gelu_forward(fch_gelu, fch, 4 * BTC);
-    be.matmul_forward(proj, fch_gelu, P + at(Param::fcprojw, l), P + at(Param::fcprojb, l), B_, T_, 4 * C, C);
+    // x3 = x2 + drop(gelu(ln2 Wfc^T + bfc) Wfcproj^T + bfcproj); then the next LayerNorm of x3:
+    // the next block's ln1, or after the last block the final lnf.
+    be.matmul_forward_gelu(fch_gelu(l), fch, ln2, P_(Param::fcw, l), P_(Param::fcb, l), B_, T_, C, 4 * C);
+    be.matmul_forward(proj, fch_gelu(l), P_(Param::fcprojw, l), P_(Param::fcprojb, l), B_, T_, 4 * C, C);
     if (dropout(site_mlpproj(l)).active()) be.dropout_forward(proj, proj, dropout(site_mlpproj(l)), BTC);
-    be.residual_forward(res3, res2, proj, BTC);
+    if (l + 1 < L)
+      be.residual_layernorm_forward(res3, act.ln1.data() + slab(l + 1, C), act.ln1_mean.data() + slab(l + 1, 1),
+                                    act.ln1_rstd.data() + slab(l + 1, 1), res2, proj, P_(Param::ln1w, l + 1),
+                                    P_(Param::ln1b, l + 1), B_, T_, C);
+    else
+      be.residual_layernorm_forward(res3, act.lnf.data(), act.lnf_mean.data(), act.lnf_rstd.data(), res2, proj,
+                                    P_(Param::lnfw), P_(Param::lnfb), B_, T_, C);
   }
-  be.layernorm_forward(act.lnf.data(), act.lnf_mean.data(), act.lnf_rstd.data(),
-                       act.residual3.data() + slab(L - 1, C), P + at(Param::lnfw), P + at(Param::lnfb), B_, T_,
-                       C);
 }
 
-GPT2::GPT2(const ModelConfig& config, Backend& backend, int max_B, int max_T, ModelMode mode)
-    : impl_(std::make_unique<Impl>(config, backend, max_B, max_T, mode)) {}
+GPT2::GPT2(const ModelConfig& config, Backend& backend, int max_B, int max_T, ModelMode mode,
+           const ModelOptions& options)
+    : impl_(std::make_unique<Impl>(config, backend, max_B, max_T, mode, options)) {}
 GPT2::~GPT2() = default;
 
 const ModelConfig& GPT2::config() const { return impl_->config; }
@@ -148,6 +152,8 @@ int GPT2::max_batch() const { return impl_->max_B; }
 int GPT2::max_seq() const { return impl_->max_T; }
 const ParameterLayout& GPT2::layout() const { return impl_->layout; }
 ModelMode GPT2::mode() const { return impl_->mode; }
+const ModelOptions& GPT2::options() const { return impl_->options; }
+DType GPT2::dtype() const { return impl_->dtype; }
 
 void GPT2::init_weights(uint64_t seed) {
   const Impl& s = *impl_;
@@ -182,21 +188,21 @@ void GPT2::init_weights(uint64_t seed) {
 
 std::vector<float> GPT2::parameters() const {
   std::vector<float> host(impl_->layout.total());
-  impl_->backend.download(host.data(), impl_->params.data(), host.size() * sizeof(float));
+  impl_->backend.download(host.data(), impl_->master.data(), host.size() * sizeof(float));
   return host;
 }
 
 void GPT2::set_parameters(const std::vector<float>& host) {
   INPUT_CHECK(host.size() == impl_->layout.total(), "set_parameters: expected {} floats for {}, got {}",
               impl_->layout.total(), describe(impl_->config), host.size());
-  impl_->backend.upload(impl_->params.data(), host.data(), host.size() * sizeof(float));
+  impl_->backend.upload(impl_->master.data(), host.data(), host.size() * sizeof(float));
+  if (impl_->dtype != DType::fp32)
+    impl_->backend.convert_from_float(impl_->params_bf16.data(), impl_->master.data(), host.size());
 }
 
 std::vector<float> GPT2::gradients() const {
   impl_->require_training("gradients");
-  std::vector<float> host(impl_->layout.total());
-  impl_->backend.download(host.data(), impl_->grads.data(), host.size() * sizeof(float));
-  return host;
+  return download_as_float(impl_->backend, impl_->grads.data(), impl_->layout.total());
 }
 
 void GPT2::optimizer_state(std::vector<float>& m, std::vector<float>& v) const {
@@ -217,49 +223,61 @@ void GPT2::set_optimizer_state(const std::vector<float>& m, const std::vector<fl
   impl_->backend.upload(impl_->v.data(), v.data(), N * sizeof(float));
 }
 
-float GPT2::forward(const int* inputs, const int* targets, int B, int T, bool training, uint64_t dropout_seed) {
-  Impl& s = *impl_;
-  const int V = s.config.vocab_size, Vp = s.config.padded_vocab_size, C = s.config.channels;
-  INPUT_CHECK(B >= 1 && B <= s.max_B, "forward: batch size B must be in [1, {}] (the model's maximum), got {}",
-              s.max_B, B);
-  INPUT_CHECK(T >= 1 && T <= s.max_T, "forward: sequence length T must be in [1, {}] (the model's maximum), got {}",
-              s.max_T, T);
-  INPUT_CHECK(inputs != nullptr, "forward: inputs must not be null");
-  const size_t BT = size_t(B) * T;
+int GPT2::Impl::upload_batch(const int* inputs, const int* targets, int B_, int T_, const char* what) {
+  Impl& s = *this;
+  const int V = s.config.vocab_size;
+  INPUT_CHECK(B_ >= 1 && B_ <= s.max_B, "{}: batch size B must be in [1, {}] (the model's maximum), got {}", what,
+              s.max_B, B_);
+  INPUT_CHECK(T_ >= 1 && T_ <= s.max_T, "{}: sequence length T must be in [1, {}] (the model's maximum), got {}", what,
+              s.max_T, T_);
+  INPUT_CHECK(inputs != nullptr, "{}: inputs must not be null", what);
+  const size_t BT = size_t(B_) * T_;
   int n_targets = 0;
   for (size_t i = 0; i < BT; ++i) {
-    INPUT_CHECK(inputs[i] >= 0 && inputs[i] < V, "forward: input token {} at (b {}, t {}) is outside [0, {})",
-                inputs[i], i / T, i % T, V);
+    INPUT_CHECK(inputs[i] >= 0 && inputs[i] < V, "{}: input token {} at (b {}, t {}) is outside [0, {})", what,
+                inputs[i], i / T_, i % T_, V);
     if (targets) {
       INPUT_CHECK(targets[i] == -1 || (targets[i] >= 0 && targets[i] < V),
-                  "forward: target {} at (b {}, t {}) is neither -1 (ignore) nor in [0, {})", targets[i], i / T,
-                  i % T, V);
+                  "{}: target {} at (b {}, t {}) is neither -1 (ignore) nor in [0, {})", what, targets[i],
+                  i / T_, i % T_, V);
       n_targets += targets[i] != -1;
     }
   }
   s.backend.upload(s.act.inputs.data(), inputs, BT * sizeof(int));
+  if (targets) s.backend.upload(s.act.targets.data(), targets, BT * sizeof(int));
+  return n_targets;
+}
+
+float GPT2::Impl::mean_loss(const int* targets) {
+  const Impl& s = *this;
+  const size_t BT = size_t(s.B) * s.T;
+  std::vector<float> losses(BT);
+  s.backend.download(losses.data(), s.act.losses.data(), BT * sizeof(float));
+  double sum = 0.0;
+  for (size_t i = 0; i < BT; ++i)
+    if (targets[i] != -1) sum += losses[i];
+  return s.num_targets ? float(sum / s.num_targets) : std::numeric_limits<float>::quiet_NaN();
+}
+
+float GPT2::forward(const int* inputs, const int* targets, int B, int T, bool training, uint64_t dropout_seed) {
+  Impl& s = *impl_;
+  const int V = s.config.vocab_size, Vp = s.config.padded_vocab_size, C = s.config.channels;
+  const int n_targets = s.upload_batch(inputs, targets, B, T, "forward");
   s.B = B;
   s.T = T;
   s.training = training && s.config.dropout > 0.0f;
   s.dropout_seed = dropout_seed;
   s.forward_trunk(B, T);
   // logits = lnf wte^T: the output projection is tied to the token embedding, no bias.
-  s.backend.matmul_forward(s.act.logits.data(), s.act.lnf.data(), s.params.data() + s.at(Param::wte), nullptr, B,
-                           T, C, Vp);
+  s.backend.matmul_forward(s.act.logits.data(), s.act.lnf.data(), s.params() + s.at(Param::wte), nullptr, B, T, C,
+                           Vp);
   s.has_forward = true;
   s.logits_valid = true;
   s.has_targets = targets != nullptr;
   s.num_targets = n_targets;
   if (!targets) return std::numeric_limits<float>::quiet_NaN();
-
-  s.backend.upload(s.act.targets.data(), targets, BT * sizeof(int));
   s.backend.crossentropy_forward(s.act.losses.data(), s.act.logits.data(), s.act.targets.data(), B, T, V, Vp);
-  std::vector<float> losses(BT);
-  s.backend.download(losses.data(), s.act.losses.data(), BT * sizeof(float));
-  double sum = 0.0;
-  for (size_t i = 0; i < BT; ++i)
-    if (targets[i] != -1) sum += losses[i];
-  return n_targets ? float(sum / n_targets) : std::numeric_limits<float>::quiet_NaN();
+  return s.mean_loss(targets);
 }
 
 int GPT2::num_targets() const { return impl_->num_targets; }
@@ -277,94 +295,125 @@ std::vector<float> GPT2::logits() const {
   INPUT_CHECK(s.has_forward && s.logits_valid,
               "logits: no logits of a forward available (backward reuses their memory for the gradient; run "
               "forward again)");
-  std::vector<float> host(size_t(s.B) * s.T * s.config.padded_vocab_size);
-  s.backend.download(host.data(), s.act.logits.data(), host.size() * sizeof(float));
-  return host;
+  return download_as_float(s.backend, s.act.logits.data(), size_t(s.B) * s.T * s.config.padded_vocab_size);
 }
 
 void GPT2::zero_grad() {
   impl_->require_training("zero_grad");
-  impl_->backend.zero(impl_->grads.data(), impl_->layout.total() * sizeof(float));
+  impl_->backend.zero(impl_->grads.data().data, impl_->grads.bytes());
 }
 
 void GPT2::backward(float dloss) {
   Impl& s = *impl_;
-  Backend& be = s.backend;
   s.require_training("backward");
   INPUT_CHECK(s.has_forward && s.has_targets, "backward: needs a forward with targets first");
   INPUT_CHECK(s.logits_valid, "backward: already run for this forward; run forward again");
-  const int B = s.B, T = s.T, C = s.config.channels, NH = s.config.num_heads, L = s.config.num_layers;
-  const int V = s.config.vocab_size, Vp = s.config.padded_vocab_size;
-  const size_t BTC = size_t(B) * T * C;
-  const float* P = s.params.data();
-  float* G = s.grads.data();
-  float* dres = s.scratch.dresidual.data();
-  float* dbuf_a = s.scratch.bufC_a.data();  // d(projection output) after dropout's backward
-  float* dbuf_b = s.scratch.bufC_b.data();  // d(LayerNorm output) / d(atty)
-  auto P_ = [&](Param p, int l = 0) { return P + s.at(p, l); };
-  auto G_ = [&](Param p, int l = 0) { return G + s.at(p, l); };
-
   // dlogits = dloss * (softmax - onehot), written in place over the logits.
-  float* dlogits = s.act.logits.data();
-  be.crossentropy_backward(dlogits, dloss, s.act.logits.data(), s.act.targets.data(), B, T, V, Vp);
+  s.backend.crossentropy_backward(s.act.logits.data(), dloss, s.act.logits.data(), s.act.targets.data(), s.B, s.T,
+                                  s.config.vocab_size, s.config.padded_vocab_size);
   s.logits_valid = false;
+  s.backward_from_dlogits();
+}
+
+float GPT2::forward_backward(const int* inputs, const int* targets, int B, int T, float dloss,
+                             uint64_t dropout_seed) {
+  Impl& s = *impl_;
+  s.require_training("forward_backward");
+  INPUT_CHECK(targets != nullptr, "forward_backward: targets must not be null");
+  const int V = s.config.vocab_size, Vp = s.config.padded_vocab_size, C = s.config.channels;
+  s.num_targets = s.upload_batch(inputs, targets, B, T, "forward_backward");
+  s.B = B;
+  s.T = T;
+  s.training = s.config.dropout > 0.0f;
+  s.dropout_seed = dropout_seed;
+  s.has_forward = true;
+  s.has_targets = true;
+  s.logits_valid = false;
+  auto step = [&] {
+    s.forward_trunk(B, T);
+    s.backend.matmul_forward(s.act.logits.data(), s.act.lnf.data(), s.params() + s.at(Param::wte), nullptr, B, T,
+                             C, Vp);
+    s.backend.fused_classifier(s.act.logits.data(), s.act.losses.data(), s.act.targets.data(), dloss, B, T, V, Vp);
+    s.backward_from_dlogits();
+  };
+  if (s.training) {
+    step();  // new dropout masks every call: nothing to replay
+  } else {
+    // Everything the recorded ops bake in besides the fixed buffers: the shape and dloss.
+    uint32_t dloss_bits = 0;
+    std::memcpy(&dloss_bits, &dloss, sizeof dloss_bits);
+    s.run_recorded((uint64_t(B) << 48) ^ (uint64_t(T) << 32) ^ dloss_bits, step);
+  }
+  return s.mean_loss(targets);
+}
+
+void GPT2::Impl::backward_from_dlogits() {
+  Backend& be = backend;
+  const int C = config.channels, NH = config.num_heads, L = config.num_layers, Vp = config.padded_vocab_size;
+  const size_t BTC = size_t(B) * T * C;
+  const TensorPtr P = params(), G = grads.data();
+  const TensorPtr dres = scratch.dresidual.data();
+  const TensorPtr dbuf_a = scratch.bufC_a.data();  // d(projection output) after dropout's backward
+  const TensorPtr dbuf_b = scratch.bufC_b.data();  // d(LayerNorm output) / d(atty)
+  auto P_ = [&](Param p, int l = 0) { return P + at(p, l); };
+  auto G_ = [&](Param p, int l = 0) { return G + at(p, l); };
+
   // logits = lnf wte^T: dlnf = dlogits wte, dwte += dlogits^T lnf (tied: the encoder adds its part below).
-  be.matmul_backward(dbuf_b, G_(Param::wte), nullptr, dlogits, s.act.lnf.data(), P_(Param::wte), B, T, C, Vp);
-  be.zero(dres, BTC * sizeof(float));
-  be.layernorm_backward(dres, G_(Param::lnfw), G_(Param::lnfb), dbuf_b, s.act.lnf_mean.data(),
-                        s.act.lnf_rstd.data(), s.act.residual3.data() + s.slab(L - 1, C), P_(Param::lnfw), B, T,
-                        C);
+  be.matmul_backward(dbuf_b, G_(Param::wte), nullptr, act.logits.data(), act.lnf.data(), P_(Param::wte), B, T, C,
+                     Vp);
+  be.zero(dres.data, BTC * dtype_size(dtype));
+  be.layernorm_backward(dres, G_(Param::lnfw), G_(Param::lnfb), dbuf_b, act.lnf_mean.data(), act.lnf_rstd.data(),
+                        act.residual3.data() + slab(L - 1, C), P_(Param::lnfw), B, T, C);
 
   for (int l = L - 1; l >= 0; --l) {
-    const float* x = l == 0 ? s.act.encoded.data() : s.act.residual3.data() + s.slab(l - 1, C);
-    const float* ln1 = s.act.ln1.data() + s.slab(l, C);
-    const float* qkv = s.act.qkv.data() + s.slab(l, 3 * C);
-    const float* saved = s.attention_saved(l);
-    const float* atty = s.act.atty.data() + s.slab(l, C);
-    const float* res2 = s.act.residual2.data() + s.slab(l, C);
-    const float* ln2 = s.act.ln2.data() + s.slab(l, C);
-    const float* fch = s.act.fch.data() + s.slab(l, 4 * C);
-    const float* fch_gelu = s.act.fch_gelu.data() + s.slab(l, 4 * C);
+    const TensorPtr x = l == 0 ? act.encoded.data() : act.residual3.data() + slab(l - 1, C);
+    const TensorPtr ln1 = act.ln1.data() + slab(l, C);
+    const TensorPtr qkv = act.qkv.data() + slab(l, 3 * C);
+    const TensorPtr atty = act.atty.data() + slab(l, C);
+    const TensorPtr res2 = act.residual2.data() + slab(l, C);
+    const TensorPtr ln2 = act.ln2.data() + slab(l, C);
+    const TensorPtr fch = act.fch.data() + slab(l, 4 * C);
 
     // x3 = x2 + drop(proj): d(x2) is dres itself (pass-through of the one stream buffer),
     // d(proj) = dropout' (dres).
-    const float* dproj = dres;
-    if (s.dropout(Impl::site_mlpproj(l)).active()) {
-      be.dropout_backward(dbuf_a, dres, s.dropout(Impl::site_mlpproj(l)), BTC);
+    TensorPtr dproj = dres;
+    if (dropout(site_mlpproj(l)).active()) {
+      be.dropout_backward(dbuf_a, dres, dropout(site_mlpproj(l)), BTC);
       dproj = dbuf_a;
     }
-    float* dfch_gelu = s.scratch.buf4C_a.data();
-    float* dfch = s.scratch.buf4C_b.data();
-    be.matmul_backward(dfch_gelu, G_(Param::fcprojw, l), G_(Param::fcprojb, l), dproj, fch_gelu,
-                       P_(Param::fcprojw, l), B, T, 4 * C, C);
-    be.gelu_backward(dfch, dfch_gelu, fch, 4 * BTC);
+    // Under recompute_gelu the shared slab holds the last layer's GELU output from the forward;
+    // every other layer recomputes its own from the saved pre-activation.
+    if (options.recompute_gelu && l != L - 1) be.gelu_forward(fch_gelu(l), fch, 4 * BTC);
+    const TensorPtr dfch = scratch.buf4C.data();
+    be.matmul_backward_gelu(dfch, G_(Param::fcprojw, l), G_(Param::fcprojb, l), dproj, fch_gelu(l),
+                            P_(Param::fcprojw, l), fch, B, T, 4 * C, C);
     be.matmul_backward(dbuf_b, G_(Param::fcw, l), G_(Param::fcb, l), dfch, ln2, P_(Param::fcw, l), B, T, C, 4 * C);
-    be.layernorm_backward(dres, G_(Param::ln2w, l), G_(Param::ln2b, l), dbuf_b, s.act.ln2_mean.data() + s.slab(l, 1),
-                          s.act.ln2_rstd.data() + s.slab(l, 1), res2, P_(Param::ln2w, l), B, T, C);
+    be.layernorm_backward(dres, G_(Param::ln2w, l), G_(Param::ln2b, l), dbuf_b, act.ln2_mean.data() + slab(l, 1),
+                          act.ln2_rstd.data() + slab(l, 1), res2, P_(Param::ln2w, l), B, T, C);
 
     // x2 = x + drop(attn proj): same pattern; dres now holds d(x2) and collects d(x).
     dproj = dres;
-    if (s.dropout(Impl::site_attproj(l)).active()) {
-      be.dropout_backward(dbuf_a, dres, s.dropout(Impl::site_attproj(l)), BTC);
+    if (dropout(site_attproj(l)).active()) {
+      be.dropout_backward(dbuf_a, dres, dropout(site_attproj(l)), BTC);
       dproj = dbuf_a;
     }
-    float* dqkv = s.scratch.buf3C.data();
+    const TensorPtr dqkv = scratch.buf3C.data();
     be.matmul_backward(dbuf_b, G_(Param::attprojw, l), G_(Param::attprojb, l), dproj, atty, P_(Param::attprojw, l),
                        B, T, C, C);
-    be.attention_backward(dqkv, dbuf_b, saved, qkv, B, T, C, NH, s.dropout(Impl::site_attention(l)));
+    be.attention_backward(dqkv, dbuf_b, attention_saved(l), qkv, atty, B, T, C, NH, dropout(site_attention(l)));
     be.matmul_backward(dbuf_b, G_(Param::qkvw, l), G_(Param::qkvb, l), dqkv, ln1, P_(Param::qkvw, l), B, T, C,
                        3 * C);
-    be.layernorm_backward(dres, G_(Param::ln1w, l), G_(Param::ln1b, l), dbuf_b, s.act.ln1_mean.data() + s.slab(l, 1),
-                          s.act.ln1_rstd.data() + s.slab(l, 1), x, P_(Param::ln1w, l), B, T, C);
+    be.layernorm_backward(dres, G_(Param::ln1w, l), G_(Param::ln1b, l), dbuf_b, act.ln1_mean.data() + slab(l, 1),
+                          act.ln1_rstd.data() + slab(l, 1), x, P_(Param::ln1w, l), B, T, C);
   }
 
   // x0 = drop(wte[inp] + wpe[t]): dwte (scatter-add, the tied second use) and dwpe.
-  const float* demb = dres;
-  if (s.dropout(0).active()) {
-    be.dropout_backward(dbuf_a, dres, s.dropout(0), BTC);
+  TensorPtr demb = dres;
+  if (dropout(0).active()) {
+    be.dropout_backward(dbuf_a, dres, dropout(0), BTC);
     demb = dbuf_a;
   }
-  be.encoder_backward(G_(Param::wte), G_(Param::wpe), demb, s.act.inputs.data(), B, T, C);
+  be.encoder_backward(G_(Param::wte), G_(Param::wpe), demb, act.inputs.data(), B, T, C);
 }
 
 double GPT2::grad_norm() {
@@ -385,8 +434,8 @@ void GPT2::adamw_step(const AdamWParams& hp) {
   for (const ParamTensor& t : s.layout.tensors()) {
     AdamWParams tensor_hp = hp;
     tensor_hp.weight_decay = t.weight_decay ? hp.weight_decay : 0.0f;
-    s.backend.adamw_update(s.params.data() + t.offset, s.m.data() + t.offset, s.v.data() + t.offset,
-                           s.grads.data() + t.offset, t.numel, tensor_hp);
+    s.backend.adamw_update(s.master.data() + t.offset, s.params() + t.offset, s.m.data() + t.offset,
+                           s.v.data() + t.offset, s.grads.data() + t.offset, t.numel, tensor_hp);
   }
 }
 

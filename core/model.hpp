@@ -25,12 +25,23 @@ namespace gpt2cc {
 // state) then throw Error.
 enum class ModelMode { training, inference };
 
+// How the model spends memory and launches: neither changes the results.
+struct ModelOptions {
+  // Store only the MLP's pre-activation and recompute GELU in the backward: saves
+  // (L-1)*B*T*4C elements of activation memory for one elementwise pass per layer.
+  bool recompute_gelu = false;
+  // Replay forward_backward as a CUDA graph when the shapes and scalars repeat (backends that
+  // cannot record run the ops directly). Dropout > 0 changes the masks every step: no replay.
+  bool cuda_graphs = true;
+};
+
 class GPT2 {
  public:
   // Allocates what `mode` needs (above) for up to max_B x max_T (max_T <= config.max_seq_len)
   // on the backend. Weights start at zero: call init_weights or set_parameters. Throws
   // InputError for an invalid config, Error for out-of-memory.
-  GPT2(const ModelConfig& config, Backend& backend, int max_B, int max_T, ModelMode mode = ModelMode::training);
+  GPT2(const ModelConfig& config, Backend& backend, int max_B, int max_T, ModelMode mode = ModelMode::training,
+       const ModelOptions& options = {});
   ~GPT2();
   GPT2(const GPT2&) = delete;
   GPT2& operator=(const GPT2&) = delete;
@@ -41,13 +52,16 @@ class GPT2 {
   int max_seq() const;
   const ParameterLayout& layout() const;
   ModelMode mode() const;
+  const ModelOptions& options() const;
+  DType dtype() const;  // the backend's compute dtype
 
   // GPT-2 init, deterministic in `seed` (counter-based normals, same on every backend):
   // weights N(0, 0.02), residual output projections N(0, 0.02/sqrt(2L)), biases 0, LayerNorm
   // weights 1, padded vocabulary rows 0.
   void init_weights(uint64_t seed);
 
-  // Host copies of the whole buffers, in layout order (for checkpoints, tests, interchange).
+  // Host copies of the whole buffers, in layout order (for checkpoints, tests, interchange),
+  // always fp32: the parameters are the fp32 master weights; bf16 gradients are widened.
   std::vector<float> parameters() const;
   void set_parameters(const std::vector<float>& host);
   std::vector<float> gradients() const;
@@ -70,6 +84,13 @@ class GPT2 {
   // token's loss in the objective: 1/num_targets() for this call's mean; under gradient
   // accumulation 1/(targets in the whole total batch). Parameter gradients accumulate.
   void backward(float dloss);
+  // The training step's forward and backward in one call: forward with the fused classifier
+  // (losses and dlogits = dloss*(softmax - onehot) in one pass over the logits), then the
+  // backward; parameter gradients accumulate. Same arguments and result as forward(training =
+  // true) followed by backward(dloss), with no host synchronisation in between, so the whole
+  // call can replay as one CUDA graph. Leaves no logits() (they became dlogits).
+  float forward_backward(const int* inputs, const int* targets, int B, int T, float dloss,
+                         uint64_t dropout_seed = 0);
   double grad_norm();  // global L2 norm over all parameter gradients
   // One AdamW step over all parameters: hp.weight_decay applies to 2-D weights only.
   void adamw_step(const AdamWParams& hp);

@@ -2,8 +2,8 @@
 // forward over the prompt and stores every layer's k, v into the cache; decode runs the blocks
 // for one new token per row (T = 1), attending over the cached positions 0..pos with
 // attention_decode, and adds wpe[pos] by offsetting the position table. Both compute logits
-// for the last position only. The cache holds (L, max_B, maxT = config.max_seq_len, C) floats
-// for k and again for v; it is allocated on the first prefill.
+// for the last position only. The cache holds (L, max_B, maxT = config.max_seq_len, C) elements
+// of the compute dtype for k and again for v; it is allocated on the first prefill.
 #include <algorithm>
 
 #include "core/check.hpp"
@@ -21,11 +21,11 @@ void check_tokens(const int* tokens, size_t n, int V, const char* what) {
                 V);
 }
 
-// Host copy of the first V columns of logits rows (B, Vp).
-std::vector<float> download_last_logits(Backend& backend, const ModelConfig& config, const float* logits, int B) {
+// Host copy (fp32) of the first V columns of logits rows (B, Vp).
+std::vector<float> download_last_logits(Backend& backend, const ModelConfig& config, ConstTensorPtr logits, int B) {
   const size_t V = config.vocab_size, Vp = config.padded_vocab_size;
-  std::vector<float> padded(size_t(B) * Vp), out(size_t(B) * V);
-  backend.download(padded.data(), logits, padded.size() * sizeof(float));
+  std::vector<float> out(size_t(B) * V);
+  const std::vector<float> padded = download_as_float(backend, logits, size_t(B) * Vp);
   for (int b = 0; b < B; ++b)
     for (size_t i = 0; i < V; ++i) out[b * V + i] = padded[b * Vp + i];
   return out;
@@ -42,8 +42,8 @@ std::vector<float> GPT2::prefill(const int* tokens, int B, int T) {
   check_tokens(tokens, size_t(B) * T, s.config.vocab_size, "prefill");
   const size_t cache_stride = size_t(s.max_B) * maxS * C;
   if (!s.kcache.data()) {
-    s.kcache = DeviceArray<float>(s.backend, L * cache_stride);
-    s.vcache = DeviceArray<float>(s.backend, L * cache_stride);
+    s.kcache = DeviceTensor(s.backend, L * cache_stride);
+    s.vcache = DeviceTensor(s.backend, L * cache_stride);
   }
   s.backend.upload(s.act.inputs.data(), tokens, size_t(B) * T * sizeof(int));
   s.training = false;
@@ -53,10 +53,11 @@ std::vector<float> GPT2::prefill(const int* tokens, int B, int T) {
                              s.act.qkv.data() + s.slab(l, 3 * C), B, T, maxS, C);
 
   // Only the last position's logits are needed: gather its lnf rows into (B, C), then project.
-  float* last = s.scratch.bufC_a.data();
+  const TensorPtr last = s.scratch.bufC_a.data();
   for (int b = 0; b < B; ++b)
-    s.backend.copy(last + size_t(b) * C, s.act.lnf.data() + (size_t(b) * T + T - 1) * C, C * sizeof(float));
-  s.backend.matmul_forward(s.act.logits.data(), last, s.params.data() + s.at(Param::wte), nullptr, B, 1, C,
+    s.backend.copy((last + size_t(b) * C).data, (s.act.lnf.data() + (size_t(b) * T + T - 1) * C).data,
+                   C * dtype_size(s.dtype));
+  s.backend.matmul_forward(s.act.logits.data(), last, s.params() + s.at(Param::wte), nullptr, B, 1, C,
                            s.config.padded_vocab_size);
   // The activations now describe a prompt without targets: no backward, no logits() of it.
   s.has_forward = false;
@@ -77,41 +78,41 @@ std::vector<float> GPT2::decode(const int* tokens, int B, int pos) {
               std::min(s.cache_len, maxS - 1), s.cache_len - 1, maxS, pos);
   check_tokens(tokens, size_t(B), s.config.vocab_size, "decode");
   const size_t cache_stride = size_t(s.max_B) * maxS * C;
-  const size_t BC = size_t(B) * C;
-  const float* P = s.params.data();
+  const TensorPtr P = s.params();
+  auto P_ = [&](Param p, int l = 0) { return P + s.at(p, l); };
   be.upload(s.act.inputs.data(), tokens, size_t(B) * sizeof(int));
 
-  // Layer l's activation slabs (sized for max_B x max_T >= B x 1) serve as scratch for the one token.
-  float* x = s.act.encoded.data();
-  be.encoder_forward(x, s.act.inputs.data(), P + s.at(Param::wte), P + s.at(Param::wpe) + size_t(pos) * C, B, 1, C);
+  // Layer l's activation slabs (sized for max_B x max_T >= B x 1) serve as scratch for the one
+  // token; the LayerNorm statistics of every layer go to slab 0 (no backward reads them).
+  float* mean = s.act.ln1_mean.data();
+  float* rstd = s.act.ln1_rstd.data();
+  TensorPtr x = s.act.encoded.data();
+  be.encoder_forward(x, s.act.inputs.data(), P_(Param::wte), P_(Param::wpe) + size_t(pos) * C, B, 1, C);
+  be.layernorm_forward(s.act.ln1.data(), mean, rstd, x, P_(Param::ln1w), P_(Param::ln1b), B, 1, C);
   for (int l = 0; l < L; ++l) {
-    float* ln1 = s.act.ln1.data() + s.slab(l, C);
-    float* qkv = s.act.qkv.data() + s.slab(l, 3 * C);
-    float* atty = s.act.atty.data() + s.slab(l, C);
-    float* res2 = s.act.residual2.data() + s.slab(l, C);
-    float* ln2 = s.act.ln2.data() + s.slab(l, C);
-    float* fch = s.act.fch.data() + s.slab(l, 4 * C);
-    float* fch_gelu = s.act.fch_gelu.data() + s.slab(l, 4 * C);
-    float* res3 = s.act.residual3.data() + s.slab(l, C);
-    float* proj = s.scratch.bufC_a.data();
-    be.layernorm_forward(ln1, s.act.ln1_mean.data(), s.act.ln1_rstd.data(), x, P + s.at(Param::ln1w, l),
-                         P + s.at(Param::ln1b, l), B, 1, C);
-    be.matmul_forward(qkv, ln1, P + s.at(Param::qkvw, l), P + s.at(Param::qkvb, l), B, 1, C, 3 * C);
+    const TensorPtr ln1 = s.act.ln1.data() + s.slab(l, C);
+    const TensorPtr qkv = s.act.qkv.data() + s.slab(l, 3 * C);
+    const TensorPtr atty = s.act.atty.data() + s.slab(l, C);
+    const TensorPtr res2 = s.act.residual2.data() + s.slab(l, C);
+    const TensorPtr ln2 = s.act.ln2.data() + s.slab(l, C);
+    const TensorPtr fch = s.act.fch.data() + s.slab(l, 4 * C);
+    const TensorPtr res3 = s.act.residual3.data() + s.slab(l, C);
+    const TensorPtr proj = s.scratch.bufC_a.data();
+    be.matmul_forward(qkv, ln1, P_(Param::qkvw, l), P_(Param::qkvb, l), B, 1, C, 3 * C);
     be.attention_decode(atty, s.kcache.data() + l * cache_stride, s.vcache.data() + l * cache_stride, qkv, B, pos,
                         maxS, C, NH);
-    be.matmul_forward(proj, atty, P + s.at(Param::attprojw, l), P + s.at(Param::attprojb, l), B, 1, C, C);
-    be.residual_forward(res2, x, proj, BC);
-    be.layernorm_forward(ln2, s.act.ln2_mean.data(), s.act.ln2_rstd.data(), res2, P + s.at(Param::ln2w, l),
-                         P + s.at(Param::ln2b, l), B, 1, C);
-    be.matmul_forward(fch, ln2, P + s.at(Param::fcw, l), P + s.at(Param::fcb, l), B, 1, C, 4 * C);
-    be.gelu_forward(fch_gelu, fch, 4 * BC);
-    be.matmul_forward(proj, fch_gelu, P + s.at(Param::fcprojw, l), P + s.at(Param::fcprojb, l), B, 1, 4 * C, C);
-    be.residual_forward(res3, res2, proj, BC);
+    be.matmul_forward(proj, atty, P_(Param::attprojw, l), P_(Param::attprojb, l), B, 1, C, C);
+    be.residual_layernorm_forward(res2, ln2, mean, rstd, x, proj, P_(Param::ln2w, l), P_(Param::ln2b, l), B, 1, C);
+    be.matmul_forward_gelu(s.fch_gelu(l), fch, ln2, P_(Param::fcw, l), P_(Param::fcb, l), B, 1, C, 4 * C);
+    be.matmul_forward(proj, s.fch_gelu(l), P_(Param::fcprojw, l), P_(Param::fcprojb, l), B, 1, 4 * C, C);
+    // The next LayerNorm of x3: the next block's ln1, or lnf after the last block.
+    const bool last = l + 1 == L;
+    be.residual_layernorm_forward(res3, last ? s.act.lnf.data() : s.act.ln1.data() + s.slab(l + 1, C), mean, rstd,
+                                  res2, proj, last ? P_(Param::lnfw) : P_(Param::ln1w, l + 1),
+                                  last ? P_(Param::lnfb) : P_(Param::ln1b, l + 1), B, 1, C);
     x = res3;
   }
-  be.layernorm_forward(s.act.lnf.data(), s.act.lnf_mean.data(), s.act.lnf_rstd.data(), x, P + s.at(Param::lnfw),
-                       P + s.at(Param::lnfb), B, 1, C);
-  be.matmul_forward(s.act.logits.data(), s.act.lnf.data(), P + s.at(Param::wte), nullptr, B, 1, C,
+  be.matmul_forward(s.act.logits.data(), s.act.lnf.data(), P_(Param::wte), nullptr, B, 1, C,
                     s.config.padded_vocab_size);
   s.has_forward = false;
   s.logits_valid = false;

@@ -2,15 +2,19 @@
 // inference): the parameter/gradient/moment buffers, the activations sized for max_B x max_T,
 // the backward scratch and the KV cache. All pointers live in the backend's memory.
 //
-// Activation memory in floats, with BT = max_B*max_T, L layers, S = attention_saved_floats
-// (the CPU backend: max_B*NH*max_T^2, a flash kernel: max_B*NH*max_T):
-//   forward : BT*C (encoded) + L*(BT*(C ln1 + 3C qkv + C atty + C res2 + C ln2 + 4C fch + 4C fch_gelu
-//             + C res3) + 4*BT (LN stats) + S) + BT*C (lnf) + 2*BT + BT*Vp (logits) + BT (losses)
-//   scratch : 2*BT*C + BT*3C + 2*BT*4C + BT*C (dresidual); logits double as dlogits (in place).
-// See docs/model.md for the formula worked out for the presets.
+// Activation memory in elements of the compute dtype (fp32: 4 bytes, bf16: 2), BT = max_B*max_T:
+//   forward : BT*C (encoded) + L*BT*(C ln1 + 3C qkv + C atty + C res2 + C ln2 + 4C fch + 4C fch_gelu
+//             + C res3) + BT*C (lnf) + BT*Vp (logits); with recompute_gelu, fch_gelu is one
+//             (BT,4C) slab shared by the layers. In fp32 whatever the dtype: L*(4*BT + S) + 3*BT
+//             (LN statistics, losses), S = attention_saved_floats (the CPU backend and the tiled
+//             kernels: max_B*NH*max_T^2, the flash kernel: max_B*NH*max_T).
+//   scratch : 2*BT*C + BT*3C + BT*4C + BT*C (dresidual); logits double as dlogits (in place).
+// Parameters: an fp32 master (N floats), for bf16 also a compute copy (N bf16); gradients in the
+// compute dtype; AdamW moments 2N floats. docs/model.md works the formula out for the presets.
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "core/backend.hpp"
 #include "core/config.hpp"
@@ -20,26 +24,26 @@
 namespace gpt2cc {
 
 // Per-layer activations are stacked over L with a stride of one max_B x max_T slab, so layer
-// l's (B,T,C) tensor for any B <= max_B, T <= max_T is the first B*T*C floats of its slab.
+// l's (B,T,C) tensor for any B <= max_B, T <= max_T is the first B*T*C elements of its slab.
 struct Activations {
-  DeviceArray<float> encoded;     // (B,T,C) embeddings after dropout: the residual stream entering layer 0
-  DeviceArray<float> ln1;         // (L,B,T,C)
+  DeviceTensor encoded;           // (B,T,C) embeddings after dropout: the residual stream entering layer 0
+  DeviceTensor ln1;               // (L,B,T,C)
   DeviceArray<float> ln1_mean;    // (L,B,T)
   DeviceArray<float> ln1_rstd;    // (L,B,T)
-  DeviceArray<float> qkv;         // (L,B,T,3C)
+  DeviceTensor qkv;               // (L,B,T,3C)
   DeviceArray<float> att_saved;   // (L, attention_saved_floats)
-  DeviceArray<float> atty;        // (L,B,T,C) attention output before its projection
-  DeviceArray<float> residual2;   // (L,B,T,C) x + drop(attproj)
-  DeviceArray<float> ln2;         // (L,B,T,C)
+  DeviceTensor atty;              // (L,B,T,C) attention output before its projection
+  DeviceTensor residual2;         // (L,B,T,C) x + drop(attproj)
+  DeviceTensor ln2;               // (L,B,T,C)
   DeviceArray<float> ln2_mean;    // (L,B,T)
   DeviceArray<float> ln2_rstd;    // (L,B,T)
-  DeviceArray<float> fch;         // (L,B,T,4C) before GELU
-  DeviceArray<float> fch_gelu;    // (L,B,T,4C)
-  DeviceArray<float> residual3;   // (L,B,T,C) the block's output
-  DeviceArray<float> lnf;         // (B,T,C)
+  DeviceTensor fch;               // (L,B,T,4C) before GELU
+  DeviceTensor fch_gelu;          // (L,B,T,4C), or (B,T,4C) under recompute_gelu
+  DeviceTensor residual3;         // (L,B,T,C) the block's output
+  DeviceTensor lnf;               // (B,T,C)
   DeviceArray<float> lnf_mean;    // (B,T)
   DeviceArray<float> lnf_rstd;    // (B,T)
-  DeviceArray<float> logits;      // (B,T,Vp); the backward overwrites it with dlogits
+  DeviceTensor logits;            // (B,T,Vp); the backward overwrites it with dlogits
   DeviceArray<float> losses;      // (B,T)
   DeviceArray<int> inputs;        // (B,T)
   DeviceArray<int> targets;       // (B,T)
@@ -47,20 +51,27 @@ struct Activations {
 
 // Buffers that live only through one backward (or are reused as forward scratch).
 struct Scratch {
-  DeviceArray<float> dresidual;   // (B,T,C) the residual-stream gradient: accumulates across layers
-  DeviceArray<float> bufC_a;      // (B,T,C) projection outputs (forward), dropout grads (backward)
-  DeviceArray<float> bufC_b;      // (B,T,C) d(atty), d(ln1), d(ln2), d(lnf)
-  DeviceArray<float> buf3C;       // (B,T,3C) d(qkv)
-  DeviceArray<float> buf4C_a;     // (B,T,4C) d(fch_gelu)
-  DeviceArray<float> buf4C_b;     // (B,T,4C) d(fch)
+  DeviceTensor dresidual;   // (B,T,C) the residual-stream gradient: accumulates across layers
+  DeviceTensor bufC_a;      // (B,T,C) projection outputs (forward), dropout grads (backward)
+  DeviceTensor bufC_b;      // (B,T,C) d(atty), d(ln1), d(ln2), d(lnf)
+  DeviceTensor buf3C;       // (B,T,3C) d(qkv)
+  DeviceTensor buf4C;       // (B,T,4C) d(fch)
 };
 
 struct GPT2::Impl {
-  Impl(const ModelConfig& config, Backend& backend, int max_B, int max_T, ModelMode mode);
+  Impl(const ModelConfig& config, Backend& backend, int max_B, int max_T, ModelMode mode,
+       const ModelOptions& options);
   // Throws Error naming `what` when the model was built for inference only.
   void require_training(const char* what) const;
   // Attention's saved values of layer l: one slab per layer for training, one shared slab for inference.
+  size_t attention_saved_stride() const;
   float* attention_saved(int l);
+  // The parameters the layers read: the master itself in fp32, the compute copy in bf16.
+  TensorPtr params() { return dtype == DType::fp32 ? TensorPtr(master.data()) : params_bf16.data(); }
+  // Layer l's GELU output: its own slab, or the one shared slab under recompute_gelu.
+  TensorPtr fch_gelu(int l) {
+    return act.fch_gelu.data() + (options.recompute_gelu ? 0 : slab(l, 4 * size_t(config.channels)));
+  }
 
   // Dropout for site `stream` of the last forward: stream 0 = embedding, then per layer l
   // 1+3l attention probabilities, 2+3l attention projection, 3+3l MLP projection.
@@ -69,9 +80,39 @@ struct GPT2::Impl {
   static uint32_t site_attproj(int l) { return 2 + 3 * uint32_t(l); }
   static uint32_t site_mlpproj(int l) { return 3 + 3 * uint32_t(l); }
 
+  // Checks a batch's shape and token ids, uploads the inputs (and targets), returns the number
+  // of scored targets (!= -1).
+  int upload_batch(const int* inputs, const int* targets, int B_, int T_, const char* what);
+  // The mean of the last forward's per-token losses over the scored targets (NaN when none).
+  float mean_loss(const int* targets);
   // Runs the embedding, the L blocks and the final LayerNorm on act.inputs (B,T) -> act.lnf.
   void forward_trunk(int B, int T);
-  // Offset (floats) of tensor p's layer-l slice in the parameter, gradient and moment buffers.
+  // The backward from dlogits (in act.logits) through the blocks to the embeddings; parameter
+  // gradients accumulate.
+  void backward_from_dlogits();
+  // Runs `ops` directly, or as a recorded replay (a CUDA graph) under `key` when the options and
+  // the backend allow it: the first call with a key runs directly (lazy set-up inside the ops,
+  // such as cuBLAS heuristics, is not recorded), the second records then replays, later ones
+  // only replay. `key` must capture everything the ops bake in (shapes, scalars).
+  template <class Ops>
+  void run_recorded(uint64_t key, Ops&& ops) {
+    bool seen = false;
+    for (uint64_t k : seen_keys) seen |= k == key;
+    if (!options.cuda_graphs || !seen) {
+      if (options.cuda_graphs) seen_keys.push_back(key);
+      ops();
+      return;
+    }
+    if (backend.replay(key)) return;
+    if (!backend.begin_recording()) {
+      ops();
+      return;
+    }
+    ops();
+    backend.end_recording(key);
+    ENSURE(backend.replay(key), "model: the recording {} just made cannot be replayed", key);
+  }
+  // Offset (elements) of tensor p's layer-l slice in the parameter, gradient and moment buffers.
   size_t at(Param p, int l = 0) const;
   size_t slab(int l, size_t per_token) const { return size_t(l) * max_B * max_T * per_token; }
 
@@ -79,8 +120,13 @@ struct GPT2::Impl {
   Backend& backend;
   int max_B, max_T;
   ModelMode mode;
+  ModelOptions options;
+  DType dtype;                  // the backend's compute dtype
   ParameterLayout layout;
-  DeviceArray<float> params, grads, m, v;
+  DeviceArray<float> master;    // fp32 parameters: what AdamW updates and checkpoints store
+  DeviceTensor params_bf16;     // bf16 only: the compute copy, rewritten from master by each AdamW step
+  DeviceTensor grads;           // compute dtype
+  DeviceArray<float> m, v;      // AdamW moments
   Activations act;
   Scratch scratch;
 
@@ -92,9 +138,10 @@ struct GPT2::Impl {
   bool training = false;
   uint64_t dropout_seed = 0;
   int num_targets = 0;
+  std::vector<uint64_t> seen_keys;  // run_recorded keys run once directly
 
   // KV cache (L, max_B, maxT = config.max_seq_len, C) for k and v; allocated on first use.
-  DeviceArray<float> kcache, vcache;
+  DeviceTensor kcache, vcache;
   int cache_B = 0, cache_len = 0;
 };
 

@@ -27,6 +27,9 @@ struct TrainConfig {
   std::string device = "cpu";  // cpu | cuda
   int threads = 0;             // CPU threads, >= 0 (0: OpenMP default)
   int cuda_device = 0;         // GPU index, >= 0
+  std::string dtype = "fp32";  // compute dtype: fp32 | bf16 (bf16: mixed precision, --device cuda only)
+  bool recompute_gelu = false; // recompute GELU in the backward instead of storing it per layer (saves memory)
+  bool cuda_graphs = true;     // replay each training step as a CUDA graph (--device cuda, no dropout)
 
   // ---- data ----
   std::string train_data;      // train shards: a file, a directory or a glob (required for training)

@@ -203,7 +203,10 @@ void Trainer::Impl::setup() {
                 cfg.run_dir, cfg.run_dir);
   }
 
-  model = std::make_unique<GPT2>(mcfg, backend, B, T);
+  ModelOptions options;
+  options.recompute_gelu = cfg.recompute_gelu;
+  options.cuda_graphs = cfg.cuda_graphs;
+  model = std::make_unique<GPT2>(mcfg, backend, B, T, ModelMode::training, options);
   if (from_checkpoint) {
     model->set_parameters(ckpt.params);
   } else {
@@ -279,11 +282,10 @@ StepResult Trainer::train_step() {
   double loss_sum = 0;
   for (int micro = 0; micro < s.accum; ++micro) {
     const uint64_t micro_step = s.step * uint64_t(s.accum) + uint64_t(micro);
-    float loss = s.model->forward(s.inputs.data() + micro * BT, s.targets.data() + micro * BT, B, T, true,
-                                  dropout_seed(s.cfg.seed, micro_step));
+    const float factor = dloss_factor_hook ? dloss_factor_hook(s.step, micro) : 1.0f;
+    const float loss = s.model->forward_backward(s.inputs.data() + micro * BT, s.targets.data() + micro * BT, B, T,
+                                                 dloss * factor, dropout_seed(s.cfg.seed, micro_step));
     loss_sum += double(loss) * s.model->num_targets();
-    float factor = dloss_factor_hook ? dloss_factor_hook(s.step, micro) : 1.0f;
-    s.model->backward(dloss * factor);
   }
 
   StepResult r;
@@ -332,6 +334,7 @@ Checkpoint Trainer::checkpoint() const {
   c.tokenizer_fingerprint = s.fingerprint;
   c.tokenizer_dir = s.tokenizer_dir;
   c.train_config = s.cfg;
+  c.dtype = s.cfg.dtype;
   c.params = s.model->parameters();
   s.model->optimizer_state(c.m, c.v);
   return c;

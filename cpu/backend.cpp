@@ -52,86 +52,118 @@ void CpuBackend::download(void* host_dst, const void* src, size_t bytes) { std::
 void CpuBackend::copy(void* dst, const void* src, size_t bytes) { std::memmove(dst, src, bytes); }
 void CpuBackend::zero(void* ptr, size_t bytes) { std::memset(ptr, 0, bytes); }
 
-// The CPU attention stores the full probability matrix per head (B, NH, T, T).
-size_t CpuBackend::attention_saved_floats(int B, int T, int NH) const { return size_t(B) * NH * T * T; }
+namespace {
+// The CPU computes in fp32 only: every compute-dtype tensor is a float array.
+float* f32(TensorPtr p) {
+  ENSURE(!p || p.dtype == DType::fp32, "cpu backend: got a {} tensor, the CPU computes in fp32 only",
+         dtype_name(p.dtype));
+  return static_cast<float*>(p.data);
+}
+const float* f32(ConstTensorPtr p) {
+  ENSURE(!p || p.dtype == DType::fp32, "cpu backend: got a {} tensor, the CPU computes in fp32 only",
+         dtype_name(p.dtype));
+  return static_cast<const float*>(p.data);
+}
+}  // namespace
 
-void CpuBackend::encoder_forward(float* out, const int* inp, const float* wte, const float* wpe, int B, int T, int C) {
-  cpu::encoder_forward(out, inp, wte, wpe, B, T, C);
+void CpuBackend::convert_from_float(TensorPtr dst, const float* src, size_t N) {
+  std::memmove(f32(dst), src, N * sizeof(float));
 }
-void CpuBackend::encoder_backward(float* dwte, float* dwpe, const float* dout, const int* inp, int B, int T, int C) {
-  cpu::encoder_backward(dwte, dwpe, dout, inp, B, T, C);
-}
-
-void CpuBackend::layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* weight,
-                                   const float* bias, int B, int T, int C) {
-  cpu::layernorm_forward(out, mean, rstd, inp, weight, bias, B, T, C);
-}
-void CpuBackend::layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* mean,
-                                    const float* rstd, const float* inp, const float* weight, int B, int T, int C) {
-  cpu::layernorm_backward(dinp, dweight, dbias, dout, mean, rstd, inp, weight, B, T, C);
-}
-
-void CpuBackend::matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int B, int T,
-                                int C, int OC) {
-  cpu::matmul_forward(out, inp, weight, bias, B, T, C, OC);
-}
-void CpuBackend::matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
-                                 const float* weight, int B, int T, int C, int OC) {
-  cpu::matmul_backward(dinp, dweight, dbias, dout, inp, weight, B, T, C, OC);
+void CpuBackend::convert_to_float(float* dst, ConstTensorPtr src, size_t N) {
+  std::memmove(dst, f32(src), N * sizeof(float));
 }
 
-void CpuBackend::attention_forward(float* out, float* saved, const float* qkv, int B, int T, int C, int NH,
+// The CPU attention stores the full probability matrix per head (B, NH, T, T), with or without dropout.
+size_t CpuBackend::attention_saved_floats(int B, int T, int NH, bool) const { return size_t(B) * NH * T * T; }
+
+void CpuBackend::encoder_forward(TensorPtr out, const int* inp, ConstTensorPtr wte, ConstTensorPtr wpe, int B, int T,
+                                 int C) {
+  cpu::encoder_forward(f32(out), inp, f32(wte), f32(wpe), B, T, C);
+}
+void CpuBackend::encoder_backward(TensorPtr dwte, TensorPtr dwpe, ConstTensorPtr dout, const int* inp, int B, int T,
+                                  int C) {
+  cpu::encoder_backward(f32(dwte), f32(dwpe), f32(dout), inp, B, T, C);
+}
+
+void CpuBackend::layernorm_forward(TensorPtr out, float* mean, float* rstd, ConstTensorPtr inp, ConstTensorPtr weight,
+                                   ConstTensorPtr bias, int B, int T, int C) {
+  cpu::layernorm_forward(f32(out), mean, rstd, f32(inp), f32(weight), f32(bias), B, T, C);
+}
+void CpuBackend::layernorm_backward(TensorPtr dinp, TensorPtr dweight, TensorPtr dbias, ConstTensorPtr dout,
+                                    const float* mean, const float* rstd, ConstTensorPtr inp, ConstTensorPtr weight,
+                                    int B, int T, int C) {
+  cpu::layernorm_backward(f32(dinp), f32(dweight), f32(dbias), f32(dout), mean, rstd, f32(inp), f32(weight), B, T, C);
+}
+
+void CpuBackend::matmul_forward(TensorPtr out, ConstTensorPtr inp, ConstTensorPtr weight, ConstTensorPtr bias, int B,
+                                int T, int C, int OC) {
+  cpu::matmul_forward(f32(out), f32(inp), f32(weight), f32(bias), B, T, C, OC);
+}
+void CpuBackend::matmul_backward(TensorPtr dinp, TensorPtr dweight, TensorPtr dbias, ConstTensorPtr dout,
+                                 ConstTensorPtr inp, ConstTensorPtr weight, int B, int T, int C, int OC) {
+  cpu::matmul_backward(f32(dinp), f32(dweight), f32(dbias), f32(dout), f32(inp), f32(weight), B, T, C, OC);
+}
+
+void CpuBackend::attention_forward(TensorPtr out, float* saved, ConstTensorPtr qkv, int B, int T, int C, int NH,
                                    const DropoutParams& dropout) {
-  cpu::attention_forward(out, saved, qkv, B, T, C, NH, dropout);
+  cpu::attention_forward(f32(out), saved, f32(qkv), B, T, C, NH, dropout);
 }
-void CpuBackend::attention_backward(float* dqkv, const float* dout, const float* saved, const float* qkv, int B,
-                                    int T, int C, int NH, const DropoutParams& dropout) {
-  cpu::attention_backward(dqkv, dout, saved, qkv, B, T, C, NH, dropout);
+// The CPU backward recomputes nothing from the forward's output: the saved probabilities suffice.
+void CpuBackend::attention_backward(TensorPtr dqkv, ConstTensorPtr dout, const float* saved, ConstTensorPtr qkv,
+                                    ConstTensorPtr, int B, int T, int C, int NH, const DropoutParams& dropout) {
+  cpu::attention_backward(f32(dqkv), f32(dout), saved, f32(qkv), B, T, C, NH, dropout);
 }
-void CpuBackend::attention_decode(float* out, float* kcache, float* vcache, const float* qkv, int B, int pos,
-                                  int maxT, int C, int NH) {
-  cpu::attention_decode(out, kcache, vcache, qkv, B, pos, maxT, C, NH);
+void CpuBackend::attention_decode(TensorPtr out, TensorPtr kcache, TensorPtr vcache, ConstTensorPtr qkv, int B,
+                                  int pos, int maxT, int C, int NH) {
+  cpu::attention_decode(f32(out), f32(kcache), f32(vcache), f32(qkv), B, pos, maxT, C, NH);
 }
-void CpuBackend::kv_cache_store(float* kcache, float* vcache, const float* qkv, int B, int T, int maxT, int C) {
-  cpu::kv_cache_store(kcache, vcache, qkv, B, T, maxT, C);
-}
-
-void CpuBackend::gelu_forward(float* out, const float* inp, size_t N) { cpu::gelu_forward(out, inp, N); }
-void CpuBackend::gelu_backward(float* dinp, const float* dout, const float* inp, size_t N) {
-  cpu::gelu_backward(dinp, dout, inp, N);
+void CpuBackend::kv_cache_store(TensorPtr kcache, TensorPtr vcache, ConstTensorPtr qkv, int B, int T, int maxT,
+                                int C) {
+  cpu::kv_cache_store(f32(kcache), f32(vcache), f32(qkv), B, T, maxT, C);
 }
 
-void CpuBackend::residual_forward(float* out, const float* inp1, const float* inp2, size_t N) {
-  cpu::residual_forward(out, inp1, inp2, N);
-}
-void CpuBackend::residual_backward(float* dinp1, float* dinp2, const float* dout, size_t N) {
-  cpu::residual_backward(dinp1, dinp2, dout, N);
+void CpuBackend::gelu_forward(TensorPtr out, ConstTensorPtr inp, size_t N) { cpu::gelu_forward(f32(out), f32(inp), N); }
+void CpuBackend::gelu_backward(TensorPtr dinp, ConstTensorPtr dout, ConstTensorPtr inp, size_t N) {
+  cpu::gelu_backward(f32(dinp), f32(dout), f32(inp), N);
 }
 
-void CpuBackend::dropout_forward(float* out, const float* inp, const DropoutParams& dropout, size_t N) {
-  cpu::dropout_forward(out, inp, dropout, N);
+void CpuBackend::residual_forward(TensorPtr out, ConstTensorPtr inp1, ConstTensorPtr inp2, size_t N) {
+  cpu::residual_forward(f32(out), f32(inp1), f32(inp2), N);
 }
-void CpuBackend::dropout_backward(float* dinp, const float* dout, const DropoutParams& dropout, size_t N) {
-  cpu::dropout_backward(dinp, dout, dropout, N);
+void CpuBackend::residual_backward(TensorPtr dinp1, TensorPtr dinp2, ConstTensorPtr dout, size_t N) {
+  cpu::residual_backward(f32(dinp1), f32(dinp2), f32(dout), N);
 }
 
-void CpuBackend::crossentropy_forward(float* losses, const float* logits, const int* targets, int B, int T, int V,
+void CpuBackend::dropout_forward(TensorPtr out, ConstTensorPtr inp, const DropoutParams& dropout, size_t N) {
+  cpu::dropout_forward(f32(out), f32(inp), dropout, N);
+}
+void CpuBackend::dropout_backward(TensorPtr dinp, ConstTensorPtr dout, const DropoutParams& dropout, size_t N) {
+  cpu::dropout_backward(f32(dinp), f32(dout), dropout, N);
+}
+
+void CpuBackend::crossentropy_forward(float* losses, ConstTensorPtr logits, const int* targets, int B, int T, int V,
                                       int Vp) {
-  cpu::crossentropy_forward(losses, logits, targets, B, T, V, Vp);
+  cpu::crossentropy_forward(losses, f32(logits), targets, B, T, V, Vp);
 }
-void CpuBackend::crossentropy_backward(float* dlogits, float dloss, const float* logits, const int* targets, int B,
-                                       int T, int V, int Vp) {
-  cpu::crossentropy_backward(dlogits, dloss, logits, targets, B, T, V, Vp);
+void CpuBackend::crossentropy_backward(TensorPtr dlogits, float dloss, ConstTensorPtr logits, const int* targets,
+                                       int B, int T, int V, int Vp) {
+  cpu::crossentropy_backward(f32(dlogits), dloss, f32(logits), targets, B, T, V, Vp);
 }
 
-double CpuBackend::sum_of_squares(const float* x, size_t N) { return cpu::sum_of_squares(x, N); }
-void CpuBackend::adamw_update(float* params, float* m, float* v, const float* grads, size_t N,
+double CpuBackend::sum_of_squares(ConstTensorPtr x, size_t N) { return cpu::sum_of_squares(f32(x), N); }
+// fp32 only: the compute copy of the parameters is the master itself.
+void CpuBackend::adamw_update(float* master, TensorPtr params, float* m, float* v, ConstTensorPtr grads, size_t N,
                               const AdamWParams& hp) {
-  cpu::adamw_update(params, m, v, grads, N, hp);
+  ENSURE(f32(params) == master, "cpu backend: adamw_update's params must be the fp32 master weights themselves");
+  cpu::adamw_update(master, m, v, f32(grads), N, hp);
 }
 
 }  // namespace cpu
 
-std::unique_ptr<Backend> make_cpu_backend(int threads) { return std::make_unique<cpu::CpuBackend>(threads); }
+std::unique_ptr<Backend> make_cpu_backend(int threads, DType dtype) {
+  INPUT_CHECK(dtype == DType::fp32, "--dtype {}: the CPU backend computes in fp32 only; use --dtype fp32, or "
+              "--device cuda for bf16", dtype_name(dtype));
+  return std::make_unique<cpu::CpuBackend>(threads);
+}
 
 }  // namespace gpt2cc

@@ -70,7 +70,9 @@ TEST_CASE("cpu backend: zeroed 64-byte aligned allocations, copies, description"
   auto backend = make_cpu_backend(1);
   CHECK(backend->kind() == DeviceKind::cpu);
   CHECK(backend->describe() == "cpu fp32 (1 thread)");
-  CHECK(backend->attention_saved_floats(2, 5, 3) == size_t(2 * 3 * 5 * 5));
+  CHECK(backend->dtype() == DType::fp32);
+  CHECK(backend->attention_saved_floats(2, 5, 3, false) == size_t(2 * 3 * 5 * 5));
+  CHECK(backend->attention_saved_floats(2, 5, 3, true) == size_t(2 * 3 * 5 * 5));
   for (size_t count : {size_t(1), size_t(13), size_t(1000)}) {
     DeviceArray<float> a(*backend, count);
     REQUIRE(a.data() != nullptr);
