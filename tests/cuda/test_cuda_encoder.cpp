@@ -74,6 +74,8 @@ TEST_CASE("cuda encoder backward is bit-for-bit repeatable", "[cuda][encoder][de
 }
 
 TEST_CASE("cuda encoder backward rejects more channels than its kernel holds", "[cuda][encoder]") {
-  CHECK_THROWS_WITH(cuda::encoder_backward(nullptr, nullptr, nullptr, nullptr, 1, 1, 8193, test::test_stream()),
+  // Typed null pointers: encoder_backward is overloaded for float and bf16.
+  float* none = nullptr;
+  CHECK_THROWS_WITH(cuda::encoder_backward(none, none, none, nullptr, 1, 1, 8193, test::test_stream()),
                     Catch::Contains("C <= 8192"));
 }
