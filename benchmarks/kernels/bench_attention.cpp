@@ -1,0 +1,346 @@
+// Causal attention benchmark: the fused bf16 flash kernels (kernels/flash_attention.cuh) against
+// the tiled fp32 kernels (kernels/attention.cuh) at GPT-2 shapes. Each shape is first validated
+// (flash out, dq, dk, dv vs the fp32 kernels on the same bf16-rounded inputs, relative L2 <= 1e-2)
+// and only then timed: warm-up, CUDA events per repetition, median. Reports forward, backward and
+// forward+backward ms with TFLOP/s, and the bytes each saves for the backward (lse vs att).
+// Shapes and JSON fields follow benchmarks/pytorch/attention_sdpa.py, so the two sit side by side.
+//   bench_attention [--shapes 8x12x1024x64,...] [--B 8 --T 1024 --NH 12 --HS 64] [--reps 50] [--json out.json]
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <cxxopts.hpp>
+
+#include "core/check.hpp"
+#include "core/cli.hpp"
+#include "core/rng.hpp"
+#include "kernels/attention.cuh"
+#include "kernels/cuda_check.cuh"
+#include "kernels/flash_attention.cuh"
+
+using namespace gpt2cc;
+using cuda::bf16;
+
+namespace {
+
+struct Shape {
+  int B, NH, T, HS;
+};
+
+// sdpa's default shapes plus GPT-2 124M's own C = 768 split as 6 heads of 128.
+constexpr const char* kDefaultShapes = "8x12x1024x64,16x12x1024x64,8x6x1024x128,8x12x1024x128,16x12x1024x128";
+constexpr double kTolerance = 1e-2;  // relative L2, bf16 vs fp32 (issue 8)
+
+struct Options {
+  std::vector<Shape> shapes;
+  int reps = 50, warmup = 10;
+  std::string json_path;
+};
+
+Shape parse_shape(const std::string& entry) {
+  Shape s{};
+  char x1 = 0, x2 = 0, x3 = 0;
+  std::istringstream in(entry);
+  in >> s.B >> x1 >> s.NH >> x2 >> s.T >> x3 >> s.HS;
+  const bool ok = in && in.peek() == std::char_traits<char>::eof() && x1 == 'x' && x2 == 'x' && x3 == 'x' &&
+                  s.B >= 1 && s.NH >= 1 && s.T >= 1;
+  INPUT_CHECK(ok, "--shapes: expected entries like 8x12x1024x64 (BxNHxTxHS, all >= 1), got '{}'", entry);
+  INPUT_CHECK(cuda::flash_attention_supported(s.HS), "--shapes: '{}': head size {} is not supported (64 or 128)",
+              entry, s.HS);
+  return s;
+}
+
+Options parse(int argc, char** argv) {
+  cxxopts::Options cli("bench_attention",
+                       "Validate, then time, the bf16 flash attention kernels against the tiled fp32 ones");
+  cli.add_options()("shapes", "comma-separated BxNHxTxHS shapes",
+                    cxxopts::value<std::string>()->default_value(kDefaultShapes))(
+      "B", "one shape instead of --shapes: batch size", cxxopts::value<int>()->default_value("8"))(
+      "T", "one shape: sequence length", cxxopts::value<int>()->default_value("1024"))(
+      "NH", "one shape: number of heads", cxxopts::value<int>()->default_value("12"))(
+      "HS", "one shape: head size (64 or 128)", cxxopts::value<int>()->default_value("64"))(
+      "reps", "timed repetitions per figure (median reported)", cxxopts::value<int>()->default_value("50"))(
+      "warmup", "untimed repetitions first", cxxopts::value<int>()->default_value("10"))(
+      "json", "also write the results to this JSON file", cxxopts::value<std::string>()->default_value(""))(
+      "h,help", "show this help");
+  const auto args = cli.parse(argc, argv);
+  if (args.count("help")) {
+    std::cout << cli.help() << "\n";
+    std::exit(0);
+  }
+  INPUT_CHECK(args.unmatched().empty(), "unexpected argument '{}' (see --help)", args.unmatched().front());
+  Options o;
+  o.reps = args["reps"].as<int>();
+  o.warmup = args["warmup"].as<int>();
+  o.json_path = args["json"].as<std::string>();
+  INPUT_CHECK(o.reps >= 1, "--reps must be >= 1, got {}", o.reps);
+  INPUT_CHECK(o.warmup >= 1, "--warmup must be >= 1, got {}", o.warmup);
+  const bool single = args.count("B") || args.count("T") || args.count("NH") || args.count("HS");
+  INPUT_CHECK(!(single && args.count("shapes")), "give either --shapes or --B/--T/--NH/--HS, not both");
+  if (single) {
+    const Shape s{args["B"].as<int>(), args["NH"].as<int>(), args["T"].as<int>(), args["HS"].as<int>()};
+    INPUT_CHECK(s.B >= 1, "--B must be >= 1, got {}", s.B);
+    INPUT_CHECK(s.T >= 1, "--T must be >= 1, got {}", s.T);
+    INPUT_CHECK(s.NH >= 1, "--NH must be >= 1, got {}", s.NH);
+    INPUT_CHECK(cuda::flash_attention_supported(s.HS), "--HS must be 64 or 128, got {}", s.HS);
+    o.shapes.push_back(s);
+  } else {
+    std::stringstream list(args["shapes"].as<std::string>());
+    for (std::string entry; std::getline(list, entry, ',');)
+      if (!entry.empty()) o.shapes.push_back(parse_shape(entry));
+    INPUT_CHECK(!o.shapes.empty(), "--shapes must name at least one BxNHxTxHS shape");
+  }
+  return o;
+}
+
+template <class T>
+class DeviceVec {
+ public:
+  explicit DeviceVec(size_t n) : n_(n) { CUDA_CHECK(cudaMalloc(&p_, std::max<size_t>(n, 1) * sizeof(T))); }
+  // A copy from pageable memory may return before its DMA lands, and the legacy default stream
+  // does not order against the benchmark's non-blocking stream: synchronise the device.
+  explicit DeviceVec(const std::vector<T>& host) : DeviceVec(host.size()) {
+    CUDA_CHECK(cudaMemcpy(p_, host.data(), n_ * sizeof(T), cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaDeviceSynchronize());
+  }
+  DeviceVec(const DeviceVec&) = delete;
+  DeviceVec& operator=(const DeviceVec&) = delete;
+  ~DeviceVec() { cudaFree(p_); }
+  T* get() { return p_; }
+  std::vector<T> host() const {
+    CUDA_CHECK(cudaDeviceSynchronize());  // the kernels ran on a non-blocking stream
+    std::vector<T> h(n_);
+    CUDA_CHECK(cudaMemcpy(h.data(), p_, n_ * sizeof(T), cudaMemcpyDeviceToHost));
+    return h;
+  }
+
+ private:
+  T* p_ = nullptr;
+  size_t n_;
+};
+
+// Uniform in [-1, 1) from a 64-bit LCG, rounded through bf16 so both kernels see the same values.
+std::vector<float> random_bf16_values(size_t n, uint64_t seed) {
+  std::vector<float> v(n);
+  uint64_t s = seed * 6364136223846793005ull + 1442695040888963407ull;
+  for (float& x : v) {
+    s = s * 6364136223846793005ull + 1442695040888963407ull;
+    x = __bfloat162float(__float2bfloat16_rn(-1.0f + 2.0f * static_cast<float>(s >> 40) * (1.0f / 16777216.0f)));
+  }
+  return v;
+}
+
+std::vector<bf16> to_bf16(const std::vector<float>& x) {
+  std::vector<bf16> out(x.size());
+  std::transform(x.begin(), x.end(), out.begin(), [](float v) { return __float2bfloat16_rn(v); });
+  return out;
+}
+
+std::vector<float> to_float(const std::vector<bf16>& x) {
+  std::vector<float> out(x.size());
+  std::transform(x.begin(), x.end(), out.begin(), [](bf16 v) { return __bfloat162float(v); });
+  return out;
+}
+
+// ||got - ref|| / ||ref|| over `count` rows of `width` at `offset` in rows of `stride` (one part
+// of qkv, or all of out); infinite when got holds a NaN/Inf.
+double rel_l2(const std::vector<float>& got, const std::vector<float>& ref, size_t rows, int stride, int offset,
+              int width) {
+  double num = 0.0, den = 0.0;
+  for (size_t r = 0; r < rows; ++r) {
+    for (int c = 0; c < width; ++c) {
+      const size_t i = r * stride + offset + c;
+      const double d = static_cast<double>(got[i]) - ref[i];
+      num += d * d;
+      den += static_cast<double>(ref[i]) * ref[i];
+    }
+  }
+  if (!std::isfinite(num)) return INFINITY;
+  return den > 0.0 ? std::sqrt(num / den) : std::sqrt(num);
+}
+
+// Median over `reps` CUDA-event-timed runs of `op` after `warmup` untimed ones (no cache flush,
+// like attention_sdpa.py: the inputs of one head stay L2-resident across its tiles either way).
+double median_ms(cudaStream_t stream, const Options& o, const std::function<void()>& op) {
+  cudaEvent_t start = nullptr, stop = nullptr;
+  CUDA_CHECK(cudaEventCreate(&start));
+  CUDA_CHECK(cudaEventCreate(&stop));
+  for (int i = 0; i < o.warmup; ++i) op();
+  std::vector<double> ms;
+  for (int i = 0; i < o.reps; ++i) {
+    CUDA_CHECK(cudaEventRecord(start, stream));
+    op();
+    CUDA_CHECK(cudaEventRecord(stop, stream));
+    CUDA_CHECK(cudaEventSynchronize(stop));
+    float elapsed = 0.0f;
+    CUDA_CHECK(cudaEventElapsedTime(&elapsed, start, stop));
+    ms.push_back(elapsed);
+  }
+  CUDA_CHECK(cudaEventDestroy(start));
+  CUDA_CHECK(cudaEventDestroy(stop));
+  std::nth_element(ms.begin(), ms.begin() + ms.size() / 2, ms.end());
+  return ms[ms.size() / 2];
+}
+
+struct Result {
+  Shape shape;
+  double err_out = 0, err_dq = 0, err_dk = 0, err_dv = 0;
+  bool valid = false;
+  double fwd_ms = 0, bwd_ms = 0, fwd_bwd_ms = 0;
+  double tiled_fwd_ms = 0, tiled_bwd_ms = 0;
+  double flash_saved_bytes = 0, tiled_saved_bytes = 0;
+};
+
+// Causal attention FLOPs, matmuls only (as attention_sdpa.py): forward = QK^T and PV, each
+// 2*B*NH*T^2*HS, halved by the causal mask: fwd = 4*B*NH*T^2*HS / 2. Backward = five such
+// matmuls (recomputed QK^T, dO V^T, P^T dO, dS K, dS^T Q): bwd = 2.5 * fwd; fwd+bwd = 3.5 * fwd.
+double forward_flops(const Shape& s) { return 4.0 * s.B * s.NH * static_cast<double>(s.T) * s.T * s.HS / 2.0; }
+
+Result bench_shape(const Shape& s, const Options& o, cudaStream_t stream) {
+  const int B = s.B, T = s.T, NH = s.NH, C = NH * s.HS;
+  const size_t qkv_n = static_cast<size_t>(B) * T * 3 * C, out_n = static_cast<size_t>(B) * T * C;
+  const size_t stat_n = static_cast<size_t>(B) * NH * T, att_n = stat_n * T;
+  const auto qkv = random_bf16_values(qkv_n, 1), dout = random_bf16_values(out_n, 2);
+  Result r;
+  r.shape = s;
+  r.flash_saved_bytes = static_cast<double>(stat_n) * sizeof(float);  // lse
+  r.tiled_saved_bytes = static_cast<double>(att_n) * sizeof(float);   // att
+  const DropoutParams no_dropout{};
+
+  DeviceVec<float> f_qkv(qkv), f_dout(dout), f_out(out_n), f_att(att_n), f_dqkv(qkv_n);
+  DeviceVec<bf16> h_qkv(to_bf16(qkv)), h_dout(to_bf16(dout)), h_out(out_n), h_dqkv(qkv_n);
+  DeviceVec<float> lse(stat_n);
+  auto tiled_fwd = [&] {
+    cuda::attention_forward(f_out.get(), f_att.get(), f_qkv.get(), B, T, C, NH, no_dropout, stream);
+  };
+  auto tiled_bwd = [&] {
+    cuda::attention_backward(f_dqkv.get(), f_dout.get(), f_att.get(), f_qkv.get(), f_out.get(), B, T, C, NH,
+                             no_dropout, stream);
+  };
+  auto flash_fwd = [&] { cuda::flash_attention_forward(h_out.get(), lse.get(), h_qkv.get(), B, T, C, NH, stream); };
+  auto flash_bwd = [&] {
+    cuda::flash_attention_backward(h_dqkv.get(), h_dout.get(), lse.get(), h_out.get(), h_qkv.get(), B, T, C, NH,
+                                   stream);
+  };
+
+  tiled_fwd();
+  tiled_bwd();
+  flash_fwd();
+  flash_bwd();
+  const auto ref_out = f_out.host(), ref_dqkv = f_dqkv.host();
+  const auto got_out = to_float(h_out.host()), got_dqkv = to_float(h_dqkv.host());
+  const size_t rows = static_cast<size_t>(B) * T;
+  r.err_out = rel_l2(got_out, ref_out, rows, C, 0, C);
+  r.err_dq = rel_l2(got_dqkv, ref_dqkv, rows, 3 * C, 0, C);
+  r.err_dk = rel_l2(got_dqkv, ref_dqkv, rows, 3 * C, C, C);
+  r.err_dv = rel_l2(got_dqkv, ref_dqkv, rows, 3 * C, 2 * C, C);
+  r.valid = std::max({r.err_out, r.err_dq, r.err_dk, r.err_dv}) <= kTolerance;
+  if (!r.valid) {
+    std::fprintf(stderr,
+                 "VALIDATION FAILED: %dx%dx%dx%d: rel. L2 vs fp32 out %.3g dq %.3g dk %.3g dv %.3g (> %.0e); "
+                 "not timed\n",
+                 B, NH, T, s.HS, r.err_out, r.err_dq, r.err_dk, r.err_dv, kTolerance);
+    return r;
+  }
+  // The backward alone re-reads the saved forward results, which stay valid between repetitions.
+  r.fwd_ms = median_ms(stream, o, flash_fwd);
+  r.bwd_ms = median_ms(stream, o, flash_bwd);
+  r.fwd_bwd_ms = median_ms(stream, o, [&] {
+    flash_fwd();
+    flash_bwd();
+  });
+  r.tiled_fwd_ms = median_ms(stream, o, tiled_fwd);
+  r.tiled_bwd_ms = median_ms(stream, o, tiled_bwd);
+  return r;
+}
+
+double tflops(double flops, double ms) { return flops / (ms * 1e-3) / 1e12; }
+
+void write_json(const std::string& path, const cudaDeviceProp& props, const Options& o,
+                const std::vector<Result>& results) {
+  nlohmann::json j{{"benchmark", "gpt2cc_flash_attention_causal"}, {"device", props.name}, {"dtype", "bf16"},
+                   {"backend", "gpt2cc flash (mma.sync m16n8k16)"}, {"reps", o.reps}, {"warmup", o.warmup}};
+  j["results"] = nlohmann::json::array();
+  for (const Result& r : results) {
+    const double fwd = forward_flops(r.shape);
+    nlohmann::json row{{"B", r.shape.B},
+                       {"NH", r.shape.NH},
+                       {"T", r.shape.T},
+                       {"HS", r.shape.HS},
+                       {"valid", r.valid},
+                       {"rel_error", {{"out", r.err_out}, {"dq", r.err_dq}, {"dk", r.err_dk}, {"dv", r.err_dv}}},
+                       {"saved_bytes", r.flash_saved_bytes},
+                       {"tiled_fp32_saved_bytes", r.tiled_saved_bytes}};
+    if (r.valid) {
+      row["fwd_ms"] = r.fwd_ms;
+      row["fwd_tflops"] = tflops(fwd, r.fwd_ms);
+      row["bwd_ms"] = r.bwd_ms;
+      row["bwd_tflops"] = tflops(2.5 * fwd, r.bwd_ms);
+      row["fwd_bwd_ms"] = r.fwd_bwd_ms;
+      row["fwd_bwd_tflops"] = tflops(3.5 * fwd, r.fwd_bwd_ms);
+      row["tiled_fp32_fwd_ms"] = r.tiled_fwd_ms;
+      row["tiled_fp32_bwd_ms"] = r.tiled_bwd_ms;
+    }
+    j["results"].push_back(row);
+  }
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp);
+    INPUT_CHECK(f.good(), "cannot write {}", tmp);
+    f << j.dump(2) << "\n";
+    INPUT_CHECK(f.good(), "error while writing {}", tmp);
+  }
+  std::filesystem::rename(tmp, path);  // atomic: never a half-written results file
+}
+
+int run(int argc, char** argv) {
+  const Options o = parse(argc, argv);
+  int count = 0;
+  const cudaError_t err = cudaGetDeviceCount(&count);
+  ENSURE(err == cudaSuccess && count > 0, "no CUDA device present ({}); this benchmark needs a GPU",
+         err != cudaSuccess ? cudaGetErrorString(err) : "0 devices");
+  cudaDeviceProp props{};
+  CUDA_CHECK(cudaGetDeviceProperties(&props, 0));
+  cudaStream_t stream = nullptr;
+  CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  std::printf("device %s, bf16 flash vs fp32 tiled, validated first (rel. L2 <= %.0e), median of %d after %d "
+              "warm-up\n",
+              props.name, kTolerance, o.reps, o.warmup);
+  std::printf("| B | NH | T | HS | fwd ms | fwd TFLOP/s | bwd ms | bwd TFLOP/s | fwd+bwd ms | fwd+bwd TFLOP/s "
+              "| saved MiB (flash / tiled) | tiled fp32 fwd, bwd ms |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+  std::vector<Result> results;
+  bool all_valid = true;
+  for (const Shape& s : o.shapes) {
+    const Result r = bench_shape(s, o, stream);
+    results.push_back(r);
+    all_valid = all_valid && r.valid;
+    if (!r.valid) {
+      std::printf("| %d | %d | %d | %d | INVALID |\n", s.B, s.NH, s.T, s.HS);
+      continue;
+    }
+    const double fwd = forward_flops(s);
+    std::printf("| %d | %d | %d | %d | %.3f | %.1f | %.3f | %.1f | %.3f | %.1f | %.2f / %.1f | %.3f, %.3f |\n", s.B,
+                s.NH, s.T, s.HS, r.fwd_ms, tflops(fwd, r.fwd_ms), r.bwd_ms, tflops(2.5 * fwd, r.bwd_ms),
+                r.fwd_bwd_ms, tflops(3.5 * fwd, r.fwd_bwd_ms), r.flash_saved_bytes / (1 << 20),
+                r.tiled_saved_bytes / (1 << 20), r.tiled_fwd_ms, r.tiled_bwd_ms);
+  }
+  if (!o.json_path.empty()) write_json(o.json_path, props, o, results);
+  CUDA_CHECK(cudaStreamDestroy(stream));
+  return all_valid ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) { return run_cli("bench_attention", argc, argv, run); }
