@@ -93,7 +93,7 @@ cublasHandle_t cublas_handle(cudaStream_t stream) {
   return handle;
 }
 
-namespace detail {
+namespace matmul_internal {
 
 // fp32: a float4 per thread when the rows are whole 16-byte vectors (a quarter of the memory
 // instructions); otherwise (and for bf16, used only on the plain fallback path) one element per thread.
@@ -136,7 +136,7 @@ template void add_bias<bf16>(bf16*, const bf16*, int, int, cudaStream_t);
 template void accumulate_column_sums<float>(float*, const float*, int, int, cudaStream_t);
 template void accumulate_column_sums<bf16>(bf16*, const bf16*, int, int, cudaStream_t);
 
-}  // namespace detail
+}  // namespace matmul_internal
 
 // Row-major out (N x OC) = inp (N x C) . W^T. cuBLAS is column-major: read that way, out's
 // memory is out^T (OC x N), inp's is inp^T (C x N) and W's is W^T (C x OC). So cuBLAS computes
@@ -149,7 +149,7 @@ void matmul_forward(float* out, const float* inp, const float* weight, const flo
   const float one = 1.0f, zero = 0.0f;
   CUBLAS_CHECK(cublasSgemm(cublas_handle(stream), CUBLAS_OP_T, CUBLAS_OP_N, OC, N, C, &one, weight, C, inp, C, &zero,
                            out, OC));
-  if (bias != nullptr) detail::add_bias(out, bias, N, OC, stream);
+  if (bias != nullptr) matmul_internal::add_bias(out, bias, N, OC, stream);
 }
 
 // dinp (N x C) = dout (N x OC) . W (OC x C)      -> column-major: dinp^T = W^T . dout^T
@@ -166,7 +166,7 @@ void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dou
   cublasHandle_t handle = cublas_handle(stream);
   CUBLAS_CHECK(cublasSgemm(handle, CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, &one, weight, C, dout, OC, &zero, dinp, C));
   CUBLAS_CHECK(cublasSgemm(handle, CUBLAS_OP_N, CUBLAS_OP_T, C, OC, N, &one, inp, C, dout, OC, &one, dweight, C));
-  if (dbias != nullptr) detail::accumulate_column_sums(dbias, dout, N, OC, stream);
+  if (dbias != nullptr) matmul_internal::accumulate_column_sums(dbias, dout, N, OC, stream);
 }
 
 // pre = inp W^T + b; out = gelu(pre).

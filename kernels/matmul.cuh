@@ -50,13 +50,13 @@ cublasHandle_t cublas_handle(cudaStream_t stream);
 
 // Helpers shared by the fp32 launchers (matmul.cu) and the bf16 ones (matmul_lt.cu); instantiated
 // for float and bf16. Arithmetic in float, one rounding on store.
-namespace detail {
+namespace matmul_internal {
 // out[r, o] += bias[o] for r < rows.
 template <class Elem>
 void add_bias(Elem* out, const Elem* bias, int rows, int OC, cudaStream_t stream);
 // dbias[o] = dbias[o] + sum_{r < rows} dout[r, o], summed in a fixed order (deterministic, no atomics).
 template <class Elem>
 void accumulate_column_sums(Elem* dbias, const Elem* dout, int rows, int OC, cudaStream_t stream);
-}  // namespace detail
+}  // namespace matmul_internal
 
 }  // namespace gpt2cc::cuda

@@ -177,7 +177,7 @@ bool lt_matmul(const Gemm& g, cudaStream_t stream) {
     MatmulPreference pref(raw_pref);
     set_preference(raw_pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, static_cast<uint64_t>(kWorkspaceBytes));
     // The default (256) would let the heuristic pick kernels that need 256-byte aligned operands;
-    // we promise 16 (activation slices like qkv + C are only that aligned).
+    // callers may pass slices of larger buffers, and cublaslt_eligible guarantees only 16.
     for (auto attribute : {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
                            CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES})
       set_preference(raw_pref, attribute, kOperandAlignment);
@@ -258,7 +258,7 @@ void plain_matmul(const Gemm& g, cudaStream_t stream) {
     CUDA_CHECK_LAUNCH();
   } else if (g.epilogue == CUBLASLT_EPILOGUE_BIAS) {
     // D (m x n column-major) is the row-major (n x m) matrix, bias indexed by its column.
-    detail::add_bias(g.d, g.bias, g.n, g.m, stream);
+    matmul_internal::add_bias(g.d, g.bias, g.n, g.m, stream);
   } else {
     ENSURE(g.epilogue == CUBLASLT_EPILOGUE_DEFAULT, "plain bf16 matmul: unexpected epilogue {}",
            static_cast<int>(g.epilogue));
@@ -294,7 +294,7 @@ void backward(bf16* dinp, bf16* dweight, bf16* dbias, const bf16* dout, const bf
   }
   run_matmul(g, use_lt, stream);
   run_matmul(dweight_gemm(dweight, dout, inp, N, C, OC), use_lt, stream);
-  if (dbias != nullptr) detail::accumulate_column_sums(dbias, dout, N, OC, stream);
+  if (dbias != nullptr) matmul_internal::accumulate_column_sums(dbias, dout, N, OC, stream);
 }
 
 }  // namespace
