@@ -181,6 +181,11 @@ bool lt_matmul(const Gemm& g, cudaStream_t stream) {
     for (auto attribute : {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
                            CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES})
       set_preference(raw_pref, attribute, kOperandAlignment);
+    // Split-K only with fp32 partials reduced in a fixed order in the workspace (COMPUTE_TYPE):
+    // INPLACE and OUTPUT_TYPE add the parts up in the output type (bf16, one more rounding per
+    // part). Algorithms without split-K (scheme NONE = 0) pass any mask.
+    set_preference(raw_pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
+                   static_cast<uint32_t>(CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE));
     cublasLtMatmulHeuristicResult_t result{};
     int returned = 0;
     const cublasStatus_t status =
