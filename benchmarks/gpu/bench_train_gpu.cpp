@@ -47,7 +47,7 @@ struct Options {
   int T = 1024;
   int steps = 20, warmup = 5;
   bool recompute_gelu = false, cuda_graphs = true;
-  std::string json_path, peaks_path = GPT2CC_PEAKS_JSON;
+  std::string json_path, peaks_path = bench::default_peaks_path();
   uint64_t seed = 1337;
 };
 
@@ -57,16 +57,16 @@ Options parse(int argc, char** argv) {
   std::string dtype, batch;
   cli.add_options()("dtype", "compute dtype: bf16 or fp32", cxxopts::value(dtype)->default_value("bf16"))(
       "B,batch-size", "batch size, or 'auto' = the largest power of two that fits in GPU memory",
-      cxxopts::value(batch)->default_value("auto"))(
-      "T,seq-len", "sequence length", cxxopts::value(o.T)->default_value("1024"))(
+      cxxopts::value(batch)->default_value("auto"))("T,seq-len", "sequence length",
+                                                    cxxopts::value(o.T)->default_value("1024"))(
       "preset", "model preset (core/config.hpp)", cxxopts::value(o.preset)->default_value("gpt2"))(
       "steps", "timed steps (median and mean reported)", cxxopts::value(o.steps)->default_value("20"))(
       "warmup", "untimed steps first (CUDA graph capture, cuBLASLt heuristics)",
-      cxxopts::value(o.warmup)->default_value("5"))(
-      "recompute-gelu", "recompute the GELU in the backward instead of saving it")(
+      cxxopts::value(o.warmup)->default_value("5"))("recompute-gelu",
+                                                    "recompute the GELU in the backward instead of saving it")(
       "no-cuda-graphs", "launch every kernel of a step separately instead of replaying a CUDA graph")(
       "seed", "seed of the weights and the random tokens", cxxopts::value(o.seed)->default_value("1337"))(
-      "peaks", "GPU peak table", cxxopts::value(o.peaks_path)->default_value(GPT2CC_PEAKS_JSON))(
+      "peaks", "GPU peak table", cxxopts::value(o.peaks_path)->default_value(bench::default_peaks_path()))(
       "json", "also write the result to this JSON file", cxxopts::value(o.json_path))("h,help", "show this help");
   const auto args = cli.parse(argc, argv);
   if (args.count("help")) {
@@ -283,20 +283,22 @@ int bench_main(int argc, char** argv) {
 
   std::printf("device %s (driver %d, runtime %d), backend %s\n", props.name, driver, runtime,
               backend->describe().c_str());
-  std::printf("model %s: %s; N = %zu (parameters without the %d padded vocab rows), %.1f MFLOP/token "
-              "(6*N + 6*L*C*T)\n",
-              o.preset.c_str(), describe(config).c_str(), n_flops, config.padded_vocab_size - config.vocab_size,
-              flops_per_token / 1e6);
+  std::printf(
+      "model %s: %s; N = %zu (parameters without the %d padded vocab rows), %.1f MFLOP/token "
+      "(6*N + 6*L*C*T)\n",
+      o.preset.c_str(), describe(config).c_str(), n_flops, config.padded_vocab_size - config.vocab_size,
+      flops_per_token / 1e6);
   std::printf("dtype %s, B=%d%s T=%d, recompute-gelu %s, CUDA graphs %s; %d warm-up + %d timed steps\n",
               dtype_name(o.dtype), B, o.B ? "" : " (auto: largest power of two that fits)", o.T,
               o.recompute_gelu ? "on" : "off", o.cuda_graphs ? "on" : "off", o.warmup, o.steps);
   std::printf("peak for MFU: %s\n",
               peak_tflops ? format("{} TFLOP/s {} ({})", *peak_tflops, peak_kind, peaks.name).c_str() : "unknown");
-  std::printf("| dtype | BxT | ms/step median | ms/step mean | tokens/s | TFLOP/s | MFU | peak mem (device) | "
-              "scratch pool high | loss first -> last |\n|---|---|---|---|---|---|---|---|---|---|\n");
-  std::printf("| %s | %dx%d | %.2f | %.2f | %.0f | %.1f | %s | %s | %s | %.3f -> %.3f |\n", dtype_name(o.dtype), B,
-              o.T, ms_median, ms_mean, tokens_per_s, tflops, mfu_text.c_str(),
-              gib(peak_used - used_before_backend).c_str(), gib(pool_high).c_str(), losses.front(), losses.back());
+  std::printf(
+      "| dtype | BxT | ms/step median | ms/step mean | tokens/s | TFLOP/s | MFU | peak mem (device) | "
+      "scratch pool high | loss first -> last |\n|---|---|---|---|---|---|---|---|---|---|\n");
+  std::printf("| %s | %dx%d | %.2f | %.2f | %.0f | %.1f | %s | %s | %s | %.3f -> %.3f |\n", dtype_name(o.dtype), B, o.T,
+              ms_median, ms_mean, tokens_per_s, tflops, mfu_text.c_str(), gib(peak_used - used_before_backend).c_str(),
+              gib(pool_high).c_str(), losses.front(), losses.back());
 
   if (!o.json_path.empty()) {
     json j = {{"benchmark", "gpt2cc_train_step"},

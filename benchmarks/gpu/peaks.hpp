@@ -27,6 +27,12 @@ inline std::optional<double> optional_number(const nlohmann::json& entry, const 
   return v.get<double>();
 }
 
+// peaks.json beside this header, in the source tree the benchmark was built from (__FILE__ is
+// absolute: the project root is an absolute include directory). --peaks overrides it.
+inline std::string default_peaks_path() {
+  return (std::filesystem::path(__FILE__).parent_path() / "peaks.json").string();
+}
+
 // Throws InputError when the file is missing or malformed (it is a committed file: a user error).
 inline GpuPeaks lookup_gpu_peaks(const std::string& device_name, const std::string& path) {
   std::ifstream f(path);

@@ -1,28 +1,37 @@
-// CUDA kernel benchmark: every cuda:: layer of kernels/ is first validated against its cpu::
-// reference (at a reduced batch for the CPU's sake unless --validate-full), then timed at
-// GPT-2 124M shapes (default B=8, T=1024): warm-up, CUDA events around each repetition, the L2
-// cache flushed before each one, the median reported with GB/s (memory-bound kernels) or
-// TFLOP/s (matmul, attention) and the fraction of the ceiling measured on this GPU in the same
-// run: device-to-device cudaMemcpy bandwidth, and the cuBLAS fp32 sgemm rate (TF32 off).
-//   bench_kernels [--batch-size 8] [--seq-len 1024] [--reps 50] [--only matmul] [--json results.json]
+// CUDA kernel benchmark: every cuda:: layer of kernels/, fp32 and bf16, is first validated
+// against its cpu:: reference (at a reduced batch for the CPU's sake unless --validate-full; bf16
+// kernels against the CPU run on the same bf16-rounded inputs), then timed at GPT-2 124M shapes
+// (default B=8, T=1024): warm-up, CUDA events around each repetition, the L2 cache flushed before
+// each one, the median reported with GB/s (memory-bound kernels) or TFLOP/s (matmul, attention).
+// Roofline column: the fraction of this machine's ceiling for the kernel's kind of work,
+//   memory-bound: achieved GB/s / device-to-device cudaMemcpyAsync bandwidth (1 GiB, measured in
+//                 this run, bytes read + written);
+//   compute:      achieved TFLOP/s / datasheet peak from benchmarks/gpu/peaks.json, the dense bf16
+//                 tensor-core rate for bf16 kernels and the plain fp32 rate for fp32 ones (cuBLAS
+//                 runs fp32 with TF32 off); n/a when the GPU is not in the table. The measured
+//                 cuBLAS sgemm rate is printed too, as a second fp32 reference.
+//   bench_kernels [--batch-size 8] [--seq-len 1024] [--reps 50] [--dtype all|fp32|bf16]
+//                 [--only matmul] [--json results.json]
 #include <cublas_v2.h>
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <filesystem>
-#include <fstream>
+#include <cxxopts.hpp>
 #include <functional>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
-#include <cxxopts.hpp>
-
+#include "benchmarks/gpu/peaks.hpp"
 #include "core/check.hpp"
+#include "core/cli.hpp"
 #include "cpu/adamw.hpp"
 #include "cpu/attention.hpp"
 #include "cpu/crossentropy.hpp"
@@ -34,6 +43,7 @@
 #include "cpu/residual.hpp"
 #include "kernels/adamw.cuh"
 #include "kernels/attention.cuh"
+#include "kernels/convert.cuh"
 #include "kernels/crossentropy.cuh"
 #include "kernels/cuda_check.cuh"
 #include "kernels/dropout.cuh"
@@ -44,15 +54,53 @@
 #include "kernels/residual.cuh"
 
 using namespace gpt2cc;
+using bf16 = __nv_bfloat16;
 
 namespace {
 
 struct Options {
   int B = 8, T = 1024, C = 768, NH = 12, V = 50257, Vp = 50304;
   int reps = 50, warmup = 5;
-  bool validate_full = false;
-  std::string only, json_path;
+  bool validate_full = false, fp32 = true, bf16 = true;
+  std::string only, json_path, peaks_path = bench::default_peaks_path();
 };
+
+// ---- element types: fp32 kernels are validated at 1e-4, bf16 ones at 1e-2 (issue 8) ----
+template <class Elem>
+constexpr const char* type_name() {
+  return std::is_same_v<Elem, bf16> ? "bf16" : "fp32";
+}
+template <class Elem>
+constexpr double tolerance() {
+  return std::is_same_v<Elem, bf16> ? 1e-2 : 1e-4;
+}
+
+// Host values as the element type T (bf16: round to nearest even) and back (exact).
+template <class Elem>
+std::vector<Elem> to_elem(const std::vector<float>& v) {
+  if constexpr (std::is_same_v<Elem, float>) {
+    return v;
+  } else {
+    std::vector<Elem> out(v.size());
+    for (size_t i = 0; i < v.size(); ++i) out[i] = __float2bfloat16_rn(v[i]);
+    return out;
+  }
+}
+template <class Elem>
+std::vector<float> to_float(const std::vector<Elem>& v) {
+  if constexpr (std::is_same_v<Elem, float>) {
+    return v;
+  } else {
+    std::vector<float> out(v.size());
+    for (size_t i = 0; i < v.size(); ++i) out[i] = __bfloat162float(v[i]);
+    return out;
+  }
+}
+// The exact values a T kernel sees: what the CPU reference must run on.
+template <class Elem>
+std::vector<float> rounded(const std::vector<float>& v) {
+  return to_float<Elem>(to_elem<Elem>(v));
+}
 
 // Uniform floats in [lo, hi) from a 64-bit LCG: fast enough for the 400M-element logits.
 std::vector<float> random_floats(size_t n, uint64_t seed, float lo = -1.0f, float hi = 1.0f) {
@@ -102,6 +150,16 @@ class DeviceVec {
   T* p_ = nullptr;
   size_t n_;
 };
+
+// A device array of element type T holding host floats (rounded to T), and its values as floats.
+template <class Elem>
+DeviceVec<Elem> upload(const std::vector<float>& host) {
+  return DeviceVec<Elem>(to_elem<Elem>(host));
+}
+template <class Elem>
+std::vector<float> download(const DeviceVec<Elem>& d) {
+  return to_float<Elem>(d.host());
+}
 
 double rel_l2(const std::vector<float>& got, const std::vector<float>& ref) {
   double num = 0.0, den = 0.0;
@@ -158,13 +216,23 @@ class Timer {
 };
 
 struct Row {
-  std::string name, shape;
+  std::string name, dtype, shape;
+  double bytes = 0.0;  // minimum DRAM traffic (memory-bound kernels), 0 otherwise
+  double flops = 0.0;  // arithmetic (matmul, attention), 0 otherwise
+  double tolerance = 1e-4;
   double rel_error = 0.0;  // validation: ||gpu - cpu|| / ||cpu||
   bool valid = false;
   double ms = 0.0;
-  double bytes = 0.0;  // minimum DRAM traffic (memory-bound kernels), 0 otherwise
-  double flops = 0.0;  // arithmetic (matmul, attention), 0 otherwise
 };
+
+template <class Elem>
+Row mem_row(const std::string& name, const std::string& shape, double bytes) {
+  return Row{name, type_name<Elem>(), shape, bytes, 0.0, tolerance<Elem>()};
+}
+template <class Elem>
+Row compute_row(const std::string& name, const std::string& shape, double flops) {
+  return Row{name, type_name<Elem>(), shape, 0.0, flops, tolerance<Elem>()};
+}
 
 class Bench {
  public:
@@ -173,19 +241,24 @@ class Bench {
   bool selected(const std::string& name) const {
     return opt_.only.empty() || name.find(opt_.only) != std::string::npos;
   }
+  template <class Elem>
+  bool dtype_selected() const {
+    return std::is_same_v<Elem, bf16> ? opt_.bf16 : opt_.fp32;
+  }
   // Validation shape: the benchmark's, or B=1, T=min(T,64) when the CPU reference would be slow.
   int vB() const { return opt_.validate_full ? opt_.B : 1; }
   int vT() const { return opt_.validate_full ? opt_.T : std::min(opt_.T, 64); }
 
-  // Records one kernel: `errors` are the rel. L2 errors of its validated outputs.
+  // Records one kernel: `errors` are the rel. L2 errors of its validated outputs; it is timed
+  // only when all are within the row's tolerance.
   void add(Row row, const std::vector<double>& errors, const std::function<void()>& op) {
     row.rel_error = errors.empty() ? 0.0 : *std::max_element(errors.begin(), errors.end());
-    row.valid = row.rel_error <= kTolerance;
+    row.valid = row.rel_error <= row.tolerance;  // NaN fails: the comparison is false
     if (row.valid) {
       row.ms = timer_.median_ms(op);
     } else {
-      std::fprintf(stderr, "VALIDATION FAILED: %s: relative error %.3g > %.1g vs cpu::; not timed\n",
-                   row.name.c_str(), row.rel_error, kTolerance);
+      std::fprintf(stderr, "VALIDATION FAILED: %s %s: relative error %.3g > %.0e vs cpu::; not timed\n",
+                   row.name.c_str(), row.dtype.c_str(), row.rel_error, row.tolerance);
     }
     rows_.push_back(row);
   }
@@ -193,8 +266,6 @@ class Bench {
   Timer& timer() { return timer_; }
   cudaStream_t stream() const { return stream_; }
   const Options& opt() const { return opt_; }
-
-  static constexpr double kTolerance = 1e-4;
 
  private:
   const Options& opt_;
@@ -205,8 +276,10 @@ class Bench {
 
 std::string shape_btc(int B, int T, int C) { return format("B={} T={} C={}", B, T, C); }
 
-// ---- the kernels: validate at (vB, vT), then time at (B, T) ----
+// ---- the kernels: validate at (vB, vT), then time at (B, T). E = bytes per element of T;
+// ---- LayerNorm statistics, losses, attention probabilities and AdamW state are always fp32.
 
+template <class Elem>
 void bench_encoder(Bench& b) {
   const auto& o = b.opt();
   const int C = o.C;
@@ -214,32 +287,34 @@ void bench_encoder(Bench& b) {
   {
     const int B = b.vB(), T = b.vT();
     const auto inp = random_ints(size_t(B) * T, 1, o.V);
-    const auto wte = random_floats(size_t(o.Vp) * C, 2), wpe = random_floats(size_t(T) * C, 3);
-    const auto dout = random_floats(size_t(B) * T * C, 4);
+    const auto wte = rounded<Elem>(random_floats(size_t(o.Vp) * C, 2)),
+               wpe = rounded<Elem>(random_floats(size_t(T) * C, 3));
+    const auto dout = rounded<Elem>(random_floats(size_t(B) * T * C, 4));
     std::vector<float> out(size_t(B) * T * C), dwte(wte.size(), 0.0f), dwpe(wpe.size(), 0.0f);
     cpu::encoder_forward(out.data(), inp.data(), wte.data(), wpe.data(), B, T, C);
     cpu::encoder_backward(dwte.data(), dwpe.data(), dout.data(), inp.data(), B, T, C);
     DeviceVec<int> d_inp(inp);
-    DeviceVec<float> d_wte(wte), d_wpe(wpe), d_out(out.size()), d_dout(dout), d_dwte(zeros(wte.size())),
-        d_dwpe(zeros(wpe.size()));
+    auto d_wte = upload<Elem>(wte), d_wpe = upload<Elem>(wpe), d_dout = upload<Elem>(dout);
+    auto d_dwte = upload<Elem>(zeros(wte.size())), d_dwpe = upload<Elem>(zeros(wpe.size()));
+    DeviceVec<Elem> d_out(out.size());
     cuda::encoder_forward(d_out.get(), d_inp.get(), d_wte.get(), d_wpe.get(), B, T, C, b.stream());
     cuda::encoder_backward(d_dwte.get(), d_dwpe.get(), d_dout.get(), d_inp.get(), B, T, C, b.stream());
-    err = {rel_l2(d_out.host(), out), rel_l2(d_dwte.host(), dwte), rel_l2(d_dwpe.host(), dwpe)};
+    err = {rel_l2(download(d_out), out), rel_l2(download(d_dwte), dwte), rel_l2(download(d_dwpe), dwpe)};
   }
   const int B = o.B, T = o.T;
-  const double BTC = double(B) * T * C;
+  const double BTC = double(B) * T * C, E = sizeof(Elem);
   DeviceVec<int> inp(random_ints(size_t(B) * T, 5, o.V));
-  DeviceVec<float> wte(random_floats(size_t(o.Vp) * C, 6)), wpe(random_floats(size_t(T) * C, 7)), out(static_cast<size_t>(BTC)),
-      dwte(size_t(o.Vp) * C), dwpe(size_t(T) * C);
-  // bytes: read wte rows + wpe rows, write out (3 BTC floats) + the tokens.
-  b.add({"encoder_forward", shape_btc(B, T, C), 0, false, 0, 4 * (3 * BTC + B * T), 0}, {err[0]},
+  auto wte = upload<Elem>(random_floats(size_t(o.Vp) * C, 6)), wpe = upload<Elem>(random_floats(size_t(T) * C, 7));
+  DeviceVec<Elem> out(static_cast<size_t>(BTC)), dwte(size_t(o.Vp) * C), dwpe(size_t(T) * C);
+  // bytes: read wte rows + wpe rows, write out (3 BTC elements) + the int tokens.
+  b.add(mem_row<Elem>("encoder_forward", shape_btc(B, T, C), E * 3 * BTC + 4.0 * B * T), {err[0]},
         [&] { cuda::encoder_forward(out.get(), inp.get(), wte.get(), wpe.get(), B, T, C, b.stream()); });
   // bytes: read dout twice (wpe pass, wte pass), read+write dwpe and the touched dwte rows (<= BTC).
-  b.add({"encoder_backward", shape_btc(B, T, C), 0, false, 0, 4 * (2 * BTC + 2.0 * T * C + 2 * BTC), 0},
-        {err[1], err[2]},
+  b.add(mem_row<Elem>("encoder_backward", shape_btc(B, T, C), E * (2 * BTC + 2.0 * T * C + 2 * BTC)), {err[1], err[2]},
         [&] { cuda::encoder_backward(dwte.get(), dwpe.get(), out.get(), inp.get(), B, T, C, b.stream()); });
 }
 
+template <class Elem>
 void bench_layernorm(Bench& b) {
   const auto& o = b.opt();
   const int C = o.C;
@@ -247,72 +322,150 @@ void bench_layernorm(Bench& b) {
   {
     const int B = b.vB(), T = b.vT();
     const size_t N = size_t(B) * T * C, R = size_t(B) * T;
-    const auto inp = random_floats(N, 11), w = random_floats(C, 12, 0.5f, 1.5f), bias = random_floats(C, 13);
-    const auto dout = random_floats(N, 14);
+    const auto inp = rounded<Elem>(random_floats(N, 11)), inp2 = rounded<Elem>(random_floats(N, 18));
+    const auto w = rounded<Elem>(random_floats(C, 12, 0.5f, 1.5f)), bias = rounded<Elem>(random_floats(C, 13));
+    const auto dout = rounded<Elem>(random_floats(N, 14));
     std::vector<float> out(N), mean(R), rstd(R), dinp(N, 0.0f), dw(C, 0.0f), db(C, 0.0f);
     cpu::layernorm_forward(out.data(), mean.data(), rstd.data(), inp.data(), w.data(), bias.data(), B, T, C);
     cpu::layernorm_backward(dinp.data(), dw.data(), db.data(), dout.data(), mean.data(), rstd.data(), inp.data(),
                             w.data(), B, T, C);
-    DeviceVec<float> d_inp(inp), d_w(w), d_b(bias), d_out(N), d_mean(R), d_rstd(R), d_dout(dout),
-        d_dinp(zeros(N)), d_dw(zeros(C)), d_db(zeros(C));
+    // The fused residual + LayerNorm: residual = inp + inp2, out = LN(residual). The reference
+    // normalises the exact fp32 sum; a bf16 kernel may normalise the sum before or after rounding
+    // it to bf16, a difference far inside the 1e-2 tolerance.
+    std::vector<float> res(N), res_out(N), res_mean(R), res_rstd(R);
+    cpu::residual_forward(res.data(), inp.data(), inp2.data(), N);
+    cpu::layernorm_forward(res_out.data(), res_mean.data(), res_rstd.data(), res.data(), w.data(), bias.data(), B, T,
+                           C);
+    auto d_inp = upload<Elem>(inp), d_inp2 = upload<Elem>(inp2), d_w = upload<Elem>(w), d_b = upload<Elem>(bias),
+         d_dout = upload<Elem>(dout), d_dinp = upload<Elem>(zeros(N)), d_dw = upload<Elem>(zeros(C)),
+         d_db = upload<Elem>(zeros(C));
+    DeviceVec<Elem> d_out(N), d_res(N), d_res_out(N);
+    DeviceVec<float> d_mean(R), d_rstd(R), d_res_mean(R), d_res_rstd(R);
     cuda::layernorm_forward(d_out.get(), d_mean.get(), d_rstd.get(), d_inp.get(), d_w.get(), d_b.get(), B, T, C,
                             b.stream());
     cuda::layernorm_backward(d_dinp.get(), d_dw.get(), d_db.get(), d_dout.get(), d_mean.get(), d_rstd.get(),
                              d_inp.get(), d_w.get(), B, T, C, b.stream());
-    err = {rel_l2(d_out.host(), out), rel_l2(d_dinp.host(), dinp), rel_l2(d_dw.host(), dw), rel_l2(d_db.host(), db)};
+    cuda::residual_layernorm_forward(d_res.get(), d_res_out.get(), d_res_mean.get(), d_res_rstd.get(), d_inp.get(),
+                                     d_inp2.get(), d_w.get(), d_b.get(), B, T, C, b.stream());
+    err = {rel_l2(download(d_out), out), rel_l2(download(d_dinp), dinp), rel_l2(download(d_dw), dw),
+           rel_l2(download(d_db), db),
+           std::max({rel_l2(download(d_res), res), rel_l2(download(d_res_out), res_out),
+                     rel_l2(d_res_mean.host(), res_mean), rel_l2(d_res_rstd.host(), res_rstd)})};
   }
   const int B = o.B, T = o.T;
   const size_t N = size_t(B) * T * C, R = size_t(B) * T;
-  DeviceVec<float> inp(random_floats(N, 15)), w(random_floats(C, 16)), bias(random_floats(C, 17)), out(N), mean(R),
-      rstd(R), dinp(N), dw(C), db(C);
-  // bytes: read inp, write out, write mean and rstd.
-  b.add({"layernorm_forward", shape_btc(B, T, C), 0, false, 0, 4.0 * (2.0 * N + 2.0 * R), 0}, {err[0]}, [&] {
+  const double E = sizeof(Elem);
+  auto inp = upload<Elem>(random_floats(N, 15)), inp2 = upload<Elem>(random_floats(N, 19)),
+       w = upload<Elem>(random_floats(C, 16)), bias = upload<Elem>(random_floats(C, 17));
+  DeviceVec<Elem> out(N), dinp(N), dw(C), db(C), res(N);
+  DeviceVec<float> mean(R), rstd(R);
+  // bytes: read inp, write out (2N elements), write mean and rstd (fp32).
+  b.add(mem_row<Elem>("layernorm_forward", shape_btc(B, T, C), E * 2.0 * N + 4.0 * 2.0 * R), {err[0]}, [&] {
     cuda::layernorm_forward(out.get(), mean.get(), rstd.get(), inp.get(), w.get(), bias.get(), B, T, C, b.stream());
   });
   // bytes: read dout and inp twice (dinp pass, parameter pass), read+write dinp, read mean/rstd.
-  b.add({"layernorm_backward", shape_btc(B, T, C), 0, false, 0, 4.0 * (6.0 * N + 4.0 * R), 0},
-        {err[1], err[2], err[3]}, [&] {
+  b.add(mem_row<Elem>("layernorm_backward", shape_btc(B, T, C), E * 6.0 * N + 4.0 * 4.0 * R), {err[1], err[2], err[3]},
+        [&] {
           cuda::layernorm_backward(dinp.get(), dw.get(), db.get(), out.get(), mean.get(), rstd.get(), inp.get(),
                                    w.get(), B, T, C, b.stream());
         });
+  // bytes: read inp1 and inp2, write residual and out (4N elements), write mean and rstd.
+  b.add(mem_row<Elem>("residual_layernorm_forward", shape_btc(B, T, C), E * 4.0 * N + 4.0 * 2.0 * R), {err[4]}, [&] {
+    cuda::residual_layernorm_forward(res.get(), out.get(), mean.get(), rstd.get(), inp.get(), inp2.get(), w.get(),
+                                     bias.get(), B, T, C, b.stream());
+  });
 }
 
+template <class Elem>
 void bench_matmul(Bench& b, const std::string& which, int C, int OC, bool bias) {
   const auto& o = b.opt();
   std::vector<double> err;
   {
     const int B = b.vB(), T = b.vT();
     const size_t R = size_t(B) * T;
-    const auto inp = random_floats(R * C, 21), w = random_floats(size_t(OC) * C, 22), bs = random_floats(OC, 23);
-    const auto dout = random_floats(R * OC, 24);
+    const auto inp = rounded<Elem>(random_floats(R * C, 21)), w = rounded<Elem>(random_floats(size_t(OC) * C, 22)),
+               bs = rounded<Elem>(random_floats(OC, 23)), dout = rounded<Elem>(random_floats(R * OC, 24));
     std::vector<float> out(R * OC), dinp(R * C), dw(w.size(), 0.0f), db(OC, 0.0f);
     cpu::matmul_forward(out.data(), inp.data(), w.data(), bias ? bs.data() : nullptr, B, T, C, OC);
-    cpu::matmul_backward(dinp.data(), dw.data(), bias ? db.data() : nullptr, dout.data(), inp.data(), w.data(), B, T,
-                         C, OC);
-    DeviceVec<float> d_inp(inp), d_w(w), d_b(bs), d_out(out.size()), d_dout(dout), d_dinp(dinp.size()),
-        d_dw(zeros(w.size())), d_db(zeros(OC));
+    cpu::matmul_backward(dinp.data(), dw.data(), bias ? db.data() : nullptr, dout.data(), inp.data(), w.data(), B, T, C,
+                         OC);
+    auto d_inp = upload<Elem>(inp), d_w = upload<Elem>(w), d_b = upload<Elem>(bs), d_dout = upload<Elem>(dout),
+         d_dw = upload<Elem>(zeros(w.size())), d_db = upload<Elem>(zeros(OC));
+    DeviceVec<Elem> d_out(out.size()), d_dinp(dinp.size());
     cuda::matmul_forward(d_out.get(), d_inp.get(), d_w.get(), bias ? d_b.get() : nullptr, B, T, C, OC, b.stream());
     cuda::matmul_backward(d_dinp.get(), d_dw.get(), bias ? d_db.get() : nullptr, d_dout.get(), d_inp.get(), d_w.get(),
                           B, T, C, OC, b.stream());
-    err = {rel_l2(d_out.host(), out), rel_l2(d_dinp.host(), dinp), rel_l2(d_dw.host(), dw)};
-    if (bias) err.push_back(rel_l2(d_db.host(), db));
+    err = {rel_l2(download(d_out), out), rel_l2(download(d_dinp), dinp), rel_l2(download(d_dw), dw)};
+    if (bias) err.push_back(rel_l2(download(d_db), db));
   }
   const int B = o.B, T = o.T;
   const size_t R = size_t(B) * T;
-  DeviceVec<float> inp(random_floats(R * C, 25)), w(random_floats(size_t(OC) * C, 26)), bs(random_floats(OC, 27)),
-      out(R * OC), dinp(R * C), dw(size_t(OC) * C), db(OC);
+  auto inp = upload<Elem>(random_floats(R * C, 25)), w = upload<Elem>(random_floats(size_t(OC) * C, 26)),
+       bs = upload<Elem>(random_floats(OC, 27));
+  DeviceVec<Elem> out(R * OC), dinp(R * C), dw(size_t(OC) * C), db(OC);
   const std::string shape = format("{} B={} T={} C={} OC={}", which, B, T, C, OC);
   const double flops = 2.0 * R * C * OC;  // one multiply-add per (row, in, out)
-  b.add({"matmul_forward", shape, 0, false, 0, 0, flops}, {err[0]}, [&] {
+  b.add(compute_row<Elem>("matmul_forward", shape, flops), {err[0]}, [&] {
     cuda::matmul_forward(out.get(), inp.get(), w.get(), bias ? bs.get() : nullptr, B, T, C, OC, b.stream());
   });
   std::vector<double> backward_err(err.begin() + 1, err.end());
-  b.add({"matmul_backward", shape, 0, false, 0, 0, 2 * flops}, backward_err, [&] {  // dinp and dweight GEMMs
+  b.add(compute_row<Elem>("matmul_backward", shape, 2 * flops), backward_err, [&] {  // dinp and dweight GEMMs
     cuda::matmul_backward(dinp.get(), dw.get(), bias ? db.get() : nullptr, out.get(), inp.get(), w.get(), B, T, C, OC,
                           b.stream());
   });
 }
 
+// The MLP's GELU fused into its GEMMs: fc forward (out = gelu(inp W^T + b), pre saved) and the
+// fc-projection backward (dinp = (dout W) * gelu'(pre)). CPU reference: matmul then gelu.
+template <class Elem>
+void bench_matmul_gelu(Bench& b) {
+  const auto& o = b.opt();
+  const int C = o.C, H = 4 * o.C;
+  std::vector<double> err;
+  {
+    const int B = b.vB(), T = b.vT();
+    const size_t R = size_t(B) * T;
+    // forward: (R, C) x (H, C)^T -> (R, H)
+    const auto inp = rounded<Elem>(random_floats(R * C, 81)), w = rounded<Elem>(random_floats(size_t(H) * C, 82)),
+               bs = rounded<Elem>(random_floats(H, 83));
+    std::vector<float> pre(R * H), out(R * H);
+    cpu::matmul_forward(pre.data(), inp.data(), w.data(), bs.data(), B, T, C, H);
+    cpu::gelu_forward(out.data(), pre.data(), pre.size());
+    // backward of the projection (R, H) x (C, H)^T -> (R, C), its input gelu(pre2)
+    const auto pre2 = rounded<Elem>(random_floats(R * H, 84, -3.0f, 3.0f)),
+               w2 = rounded<Elem>(random_floats(size_t(C) * H, 85)), dout = rounded<Elem>(random_floats(R * C, 86));
+    std::vector<float> act2(R * H), dact(R * H), dinp(R * H), dw(w2.size(), 0.0f), db(C, 0.0f);
+    cpu::gelu_forward(act2.data(), pre2.data(), act2.size());
+    const auto act2_t = rounded<Elem>(act2);  // the forward stored gelu(pre) as T
+    cpu::matmul_backward(dact.data(), dw.data(), db.data(), dout.data(), act2_t.data(), w2.data(), B, T, H, C);
+    cpu::gelu_backward(dinp.data(), dact.data(), pre2.data(), dinp.size());
+    auto d_inp = upload<Elem>(inp), d_w = upload<Elem>(w), d_b = upload<Elem>(bs), d_pre2 = upload<Elem>(pre2),
+         d_act2 = upload<Elem>(act2_t), d_w2 = upload<Elem>(w2), d_dout = upload<Elem>(dout),
+         d_dw = upload<Elem>(zeros(w2.size())), d_db = upload<Elem>(zeros(C));
+    DeviceVec<Elem> d_pre(pre.size()), d_out(out.size()), d_dinp(dinp.size());
+    cuda::matmul_forward_gelu(d_out.get(), d_pre.get(), d_inp.get(), d_w.get(), d_b.get(), B, T, C, H, b.stream());
+    cuda::matmul_backward_gelu(d_dinp.get(), d_dw.get(), d_db.get(), d_dout.get(), d_act2.get(), d_w2.get(),
+                               d_pre2.get(), B, T, H, C, b.stream());
+    err = {std::max(rel_l2(download(d_pre), pre), rel_l2(download(d_out), out)), rel_l2(download(d_dinp), dinp),
+           rel_l2(download(d_dw), dw), rel_l2(download(d_db), db)};
+  }
+  const int B = o.B, T = o.T;
+  const size_t R = size_t(B) * T;
+  auto inp = upload<Elem>(random_floats(R * C, 87)), w = upload<Elem>(random_floats(size_t(H) * C, 88)),
+       bs = upload<Elem>(random_floats(H, 89)), w2 = upload<Elem>(random_floats(size_t(C) * H, 90)),
+       dout = upload<Elem>(random_floats(R * C, 91));
+  DeviceVec<Elem> pre(R * H), out(R * H), dinp(R * H), dw(size_t(C) * H), db(C);
+  const double flops = 2.0 * R * C * H;
+  b.add(compute_row<Elem>("matmul_forward_gelu", format("fc B={} T={} C={} OC={}", B, T, C, H), flops), {err[0]},
+        [&] { cuda::matmul_forward_gelu(out.get(), pre.get(), inp.get(), w.get(), bs.get(), B, T, C, H, b.stream()); });
+  b.add(compute_row<Elem>("matmul_backward_gelu", format("fcproj B={} T={} C={} OC={}", B, T, H, C), 2 * flops),
+        {err[1], err[2], err[3]}, [&] {
+          cuda::matmul_backward_gelu(dinp.get(), dw.get(), db.get(), dout.get(), out.get(), w2.get(), pre.get(), B, T,
+                                     H, C, b.stream());
+        });
+}
+
+template <class Elem>
 void bench_attention(Bench& b) {
   const auto& o = b.opt();
   const int C = o.C, NH = o.NH, HS = C / NH;
@@ -320,107 +473,143 @@ void bench_attention(Bench& b) {
   std::vector<double> err;
   {
     const int B = b.vB(), T = b.vT();
-    const auto qkv = random_floats(size_t(B) * T * 3 * C, 31), dout = random_floats(size_t(B) * T * C, 32);
+    const auto qkv = rounded<Elem>(random_floats(size_t(B) * T * 3 * C, 31)),
+               dout = rounded<Elem>(random_floats(size_t(B) * T * C, 32));
     std::vector<float> out(size_t(B) * T * C), att(size_t(B) * NH * T * T), dqkv(qkv.size());
     cpu::attention_forward(out.data(), att.data(), qkv.data(), B, T, C, NH, none);
     cpu::attention_backward(dqkv.data(), dout.data(), att.data(), qkv.data(), B, T, C, NH, none);
-    DeviceVec<float> d_qkv(qkv), d_out(out.size()), d_att(att.size()), d_dout(dout), d_dqkv(qkv.size());
+    auto d_qkv = upload<Elem>(qkv), d_dout = upload<Elem>(dout);
+    DeviceVec<Elem> d_out(out.size()), d_dqkv(qkv.size());
+    DeviceVec<float> d_att(att.size());
     cuda::attention_forward(d_out.get(), d_att.get(), d_qkv.get(), B, T, C, NH, none, b.stream());
-    cuda::attention_backward(d_dqkv.get(), d_dout.get(), d_att.get(), d_qkv.get(), B, T, C, NH, none, b.stream());
-    err = {rel_l2(d_out.host(), out), rel_l2(d_att.host(), att), rel_l2(d_dqkv.host(), dqkv)};
+    cuda::attention_backward(d_dqkv.get(), d_dout.get(), d_att.get(), d_qkv.get(), d_out.get(), B, T, C, NH, none,
+                             b.stream());
+    err = {rel_l2(download(d_out), out), rel_l2(d_att.host(), att), rel_l2(download(d_dqkv), dqkv)};
   }
   const int B = o.B, T = o.T;
-  DeviceVec<float> qkv(random_floats(size_t(B) * T * 3 * C, 33)), out(size_t(B) * T * C),
-      att(size_t(B) * NH * T * T), dqkv(size_t(B) * T * 3 * C);
-  const std::string shape = format("B={} T={} NH={} HS={}", B, T, NH, HS);
+  auto qkv = upload<Elem>(random_floats(size_t(B) * T * 3 * C, 33)),
+       dout = upload<Elem>(random_floats(size_t(B) * T * C, 34));
+  DeviceVec<Elem> out(size_t(B) * T * C), dqkv(size_t(B) * T * 3 * C);
+  DeviceVec<float> att(size_t(B) * NH * T * T);
+  const std::string shape = format("tiled B={} T={} NH={} HS={}", B, T, NH, HS);
   // Causal: QK^T and PV each do T*T/2 dot products of length HS per head, 2 FLOPs per term.
   const double forward_flops = 2.0 * (2.0 * B * NH * (double(T) * T / 2) * HS);
-  b.add({"attention_forward", shape, 0, false, 0, 0, forward_flops}, {err[0], err[1]},
+  b.add(compute_row<Elem>("attention_forward", shape, forward_flops), {err[0], err[1]},
         [&] { cuda::attention_forward(out.get(), att.get(), qkv.get(), B, T, C, NH, none, b.stream()); });
   // Backward: dout V^T, dS K, dS^T Q, P^T dout: four products of the forward's size.
-  b.add({"attention_backward", shape, 0, false, 0, 0, 2 * forward_flops}, {err[2]}, [&] {
-    cuda::attention_backward(dqkv.get(), out.get(), att.get(), qkv.get(), B, T, C, NH, none, b.stream());
+  b.add(compute_row<Elem>("attention_backward", shape, 2 * forward_flops), {err[2]}, [&] {
+    cuda::attention_backward(dqkv.get(), dout.get(), att.get(), qkv.get(), out.get(), B, T, C, NH, none, b.stream());
   });
 }
 
+template <class Elem>
 void bench_elementwise(Bench& b) {
   const auto& o = b.opt();
   const DropoutParams dropout{0.1f, 42, 1};
   std::vector<double> err;
   {
     const size_t N = size_t(b.vB()) * b.vT() * 4 * o.C;
-    const auto x = random_floats(N, 41, -4.0f, 4.0f), y = random_floats(N, 42), g = random_floats(N, 43);
+    const auto x = rounded<Elem>(random_floats(N, 41, -4.0f, 4.0f)), y = rounded<Elem>(random_floats(N, 42)),
+               g = rounded<Elem>(random_floats(N, 43));
     std::vector<float> gelu(N), dgelu(N), sum(N), dx(N, 0.0f), dy(N, 0.0f), drop(N);
     cpu::gelu_forward(gelu.data(), x.data(), N);
     cpu::gelu_backward(dgelu.data(), g.data(), x.data(), N);
     cpu::residual_forward(sum.data(), x.data(), y.data(), N);
     cpu::residual_backward(dx.data(), dy.data(), g.data(), N);
     cpu::dropout_forward(drop.data(), x.data(), dropout, N);
-    DeviceVec<float> d_x(x), d_y(y), d_g(g), d_gelu(N), d_dgelu(N), d_sum(N), d_dx(zeros(N)),
-        d_dy(zeros(N)), d_drop(N);
+    auto d_x = upload<Elem>(x), d_y = upload<Elem>(y), d_g = upload<Elem>(g), d_dx = upload<Elem>(zeros(N)),
+         d_dy = upload<Elem>(zeros(N));
+    DeviceVec<Elem> d_gelu(N), d_dgelu(N), d_sum(N), d_drop(N);
     cuda::gelu_forward(d_gelu.get(), d_x.get(), N, b.stream());
     cuda::gelu_backward(d_dgelu.get(), d_g.get(), d_x.get(), N, b.stream());
     cuda::residual_forward(d_sum.get(), d_x.get(), d_y.get(), N, b.stream());
     cuda::residual_backward(d_dx.get(), d_dy.get(), d_g.get(), N, b.stream());
     cuda::dropout_forward(d_drop.get(), d_x.get(), dropout, N, b.stream());
-    err = {rel_l2(d_gelu.host(), gelu), rel_l2(d_dgelu.host(), dgelu), rel_l2(d_sum.host(), sum),
-           std::max(rel_l2(d_dx.host(), dx), rel_l2(d_dy.host(), dy)), rel_l2(d_drop.host(), drop)};
+    err = {rel_l2(download(d_gelu), gelu), rel_l2(download(d_dgelu), dgelu), rel_l2(download(d_sum), sum),
+           std::max(rel_l2(download(d_dx), dx), rel_l2(download(d_dy), dy)), rel_l2(download(d_drop), drop)};
   }
   const size_t N4 = size_t(o.B) * o.T * 4 * o.C, N = size_t(o.B) * o.T * o.C;
-  DeviceVec<float> x(random_floats(N4, 44)), y(random_floats(N4, 45)), z(N4);
+  const double E = sizeof(Elem);
+  auto x = upload<Elem>(random_floats(N4, 44)), y = upload<Elem>(random_floats(N4, 45));
+  DeviceVec<Elem> z(N4);
   const std::string s4 = format("N={} (B*T*4C)", N4), s1 = format("N={} (B*T*C)", N);
-  // bytes: gelu fwd reads x writes y (2N); bwd reads dout and x, writes dinp (3N); residual fwd
-  // reads 2 writes 1 (3N); bwd reads dout and read-writes two grads (5N); dropout reads 1 writes 1.
-  b.add({"gelu_forward", s4, 0, false, 0, 8.0 * N4, 0}, {err[0]},
+  // elements moved: gelu fwd reads x writes y (2N); bwd reads dout and x, writes dinp (3N);
+  // residual fwd reads 2 writes 1 (3N); bwd reads dout and read-writes two grads (5N); dropout
+  // reads 1 writes 1 (2N).
+  b.add(mem_row<Elem>("gelu_forward", s4, E * 2.0 * N4), {err[0]},
         [&] { cuda::gelu_forward(z.get(), x.get(), N4, b.stream()); });
-  b.add({"gelu_backward", s4, 0, false, 0, 12.0 * N4, 0}, {err[1]},
+  b.add(mem_row<Elem>("gelu_backward", s4, E * 3.0 * N4), {err[1]},
         [&] { cuda::gelu_backward(z.get(), y.get(), x.get(), N4, b.stream()); });
-  b.add({"residual_forward", s1, 0, false, 0, 12.0 * N, 0}, {err[2]},
+  b.add(mem_row<Elem>("residual_forward", s1, E * 3.0 * N), {err[2]},
         [&] { cuda::residual_forward(z.get(), x.get(), y.get(), N, b.stream()); });
-  b.add({"residual_backward", s1, 0, false, 0, 20.0 * N, 0}, {err[3]},
+  b.add(mem_row<Elem>("residual_backward", s1, E * 5.0 * N), {err[3]},
         [&] { cuda::residual_backward(z.get(), y.get(), x.get(), N, b.stream()); });
-  b.add({"dropout_forward", s1, 0, false, 0, 8.0 * N, 0}, {err[4]},
+  b.add(mem_row<Elem>("dropout_forward", s1, E * 2.0 * N), {err[4]},
         [&] { cuda::dropout_forward(z.get(), x.get(), dropout, N, b.stream()); });
 }
 
+template <class Elem>
 void bench_crossentropy(Bench& b) {
   const auto& o = b.opt();
   std::vector<double> err;
   {
     const int B = b.vB(), T = b.vT();
     const size_t R = size_t(B) * T;
-    const auto logits = random_floats(R * o.Vp, 51, -4.0f, 4.0f);
+    const auto logits = rounded<Elem>(random_floats(R * o.Vp, 51, -4.0f, 4.0f));
     const auto targets = random_ints(R, 52, o.V);
     std::vector<float> losses(R), dlogits(logits.size());
     cpu::crossentropy_forward(losses.data(), logits.data(), targets.data(), B, T, o.V, o.Vp);
     cpu::crossentropy_backward(dlogits.data(), 1.0f / R, logits.data(), targets.data(), B, T, o.V, o.Vp);
-    DeviceVec<float> d_logits(logits), d_losses(R), d_dlogits(logits.size());
+    auto d_logits = upload<Elem>(logits), d_fused = upload<Elem>(logits);
+    DeviceVec<float> d_losses(R), d_fused_losses(R);
+    DeviceVec<Elem> d_dlogits(logits.size());
     DeviceVec<int> d_targets(targets);
     cuda::crossentropy_forward(d_losses.get(), d_logits.get(), d_targets.get(), B, T, o.V, o.Vp, b.stream());
     cuda::crossentropy_backward(d_dlogits.get(), 1.0f / R, d_logits.get(), d_targets.get(), B, T, o.V, o.Vp,
                                 b.stream());
-    err = {rel_l2(d_losses.host(), losses), rel_l2(d_dlogits.host(), dlogits)};
+    cuda::fused_classifier(d_fused.get(), d_fused_losses.get(), d_targets.get(), 1.0f / R, B, T, o.V, o.Vp, b.stream());
+    err = {rel_l2(d_losses.host(), losses), rel_l2(download(d_dlogits), dlogits),
+           std::max(rel_l2(d_fused_losses.host(), losses), rel_l2(download(d_fused), dlogits))};
   }
   const int B = o.B, T = o.T;
   const size_t R = size_t(B) * T;
-  DeviceVec<float> logits(random_floats(R * o.Vp, 53, -4.0f, 4.0f)), losses(R), dlogits(R * o.Vp);
+  const double E = sizeof(Elem);
+  auto logits = upload<Elem>(random_floats(R * o.Vp, 53, -4.0f, 4.0f));
+  DeviceVec<float> losses(R);
+  DeviceVec<Elem> dlogits(R * o.Vp);
   DeviceVec<int> targets(random_ints(R, 54, o.V));
   const std::string shape = format("B={} T={} V={} Vp={}", B, T, o.V, o.Vp);
   // bytes: forward reads the logits once (the second pass over a row hits L1/L2); backward reads
-  // them and writes dlogits.
-  b.add({"crossentropy_forward", shape, 0, false, 0, 4.0 * R * o.Vp, 0}, {err[0]}, [&] {
-    cuda::crossentropy_forward(losses.get(), logits.get(), targets.get(), B, T, o.V, o.Vp, b.stream());
-  });
-  b.add({"crossentropy_backward", shape, 0, false, 0, 8.0 * R * o.Vp, 0}, {err[1]}, [&] {
+  // them and writes dlogits; the fused classifier reads them once and writes them once in place.
+  b.add(mem_row<Elem>("crossentropy_forward", shape, E * R * o.Vp), {err[0]},
+        [&] { cuda::crossentropy_forward(losses.get(), logits.get(), targets.get(), B, T, o.V, o.Vp, b.stream()); });
+  b.add(mem_row<Elem>("crossentropy_backward", shape, 2.0 * E * R * o.Vp), {err[1]}, [&] {
     cuda::crossentropy_backward(dlogits.get(), 1.0f / R, logits.get(), targets.get(), B, T, o.V, o.Vp, b.stream());
+  });
+  // Repeated in place over its own output: the values stay finite (dlogits are small), and the
+  // time of one pass does not depend on them.
+  b.add(mem_row<Elem>("fused_classifier", shape, 2.0 * E * R * o.Vp + 4.0 * R), {err[2]}, [&] {
+    cuda::fused_classifier(logits.get(), losses.get(), targets.get(), 1.0f / R, B, T, o.V, o.Vp, b.stream());
   });
 }
 
-void bench_adamw(Bench& b) {
-  const auto& o = b.opt();
+// GPT-2 124M: 12 layers of 12 C^2 + 13 C, plus Vp*C + maxT*C + 2C.
+size_t gpt2_parameters(const Options& o) {
+  const size_t C = o.C;
+  return 12 * (12 * C * C + 13 * C) + size_t(o.Vp) * C + 1024 * C + 2 * C;
+}
+
+AdamWParams bench_hp() {
   AdamWParams hp;
   hp.weight_decay = 0.1f;
   hp.step = 3;
+  hp.grad_scale = 0.5f;
+  return hp;
+}
+
+void bench_adamw_fp32(Bench& b) {
+  const auto& o = b.opt();
+  const AdamWParams hp = bench_hp();
   std::vector<double> err;
   {
     const size_t N = 1 << 20;
@@ -431,25 +620,106 @@ void bench_adamw(Bench& b) {
     const double ss = cpu::sum_of_squares(g.data(), N);
     cuda::adamw_update(d_p.get(), d_m.get(), d_v.get(), d_g.get(), N, hp, b.stream());
     const double ss_gpu = cuda::sum_of_squares(d_g.get(), N, b.stream());
-    err = {std::max({rel_l2(d_p.host(), p), rel_l2(d_m.host(), m), rel_l2(d_v.host(), v)}), std::fabs(ss_gpu - ss) / ss};
+    err = {std::max({rel_l2(d_p.host(), p), rel_l2(d_m.host(), m), rel_l2(d_v.host(), v)}),
+           std::fabs(ss_gpu - ss) / ss};
   }
-  // GPT-2 124M: 12 layers of 12 C^2 + 13 C, plus Vp*C + maxT*C + 2C.
-  const size_t C = o.C, N = 12 * (12 * C * C + 13 * C) + size_t(o.Vp) * C + 1024 * C + 2 * C;
-  DeviceVec<float> p(random_floats(N, 65)), g(random_floats(N, 66)), m(N), v(N);
-  CUDA_CHECK(cudaMemset(m.get(), 0, N * sizeof(float)));
-  CUDA_CHECK(cudaMemset(v.get(), 0, N * sizeof(float)));
-  CUDA_CHECK(cudaDeviceSynchronize());
+  const size_t N = gpt2_parameters(o);
+  DeviceVec<float> p(random_floats(N, 65)), g(random_floats(N, 66)), m(zeros(N)), v(zeros(N));
   const std::string shape = format("N={} (GPT-2 124M)", N);
   // bytes: read p, m, v, g; write p, m, v.
-  b.add({"adamw_update", shape, 0, false, 0, 28.0 * N, 0}, {err[0]},
+  b.add(mem_row<float>("adamw_update", shape, 28.0 * N), {err[0]},
         [&] { cuda::adamw_update(p.get(), m.get(), v.get(), g.get(), N, hp, b.stream()); });
   // bytes: read x once. (Includes the device-to-host copy of the result and a stream sync.)
-  b.add({"sum_of_squares", shape, 0, false, 0, 4.0 * N, 0}, {err[1]},
+  b.add(mem_row<float>("sum_of_squares", shape, 4.0 * N), {err[1]},
         [&] { cuda::sum_of_squares(g.get(), N, b.stream()); });
 }
 
-// The ceilings: device-to-device copy bandwidth (bytes read + written per second) over 1 GiB,
-// and the cuBLAS sgemm rate (TF32 off) at M = N = K = 4096 (2*M*N*K FLOPs).
+// Mixed precision: fp32 master weights and moments, bf16 gradients in, bf16 parameter copy out.
+void bench_adamw_bf16(Bench& b) {
+  const auto& o = b.opt();
+  const AdamWParams hp = bench_hp();
+  std::vector<double> err;
+  {
+    const size_t N = 1 << 20;
+    auto master = random_floats(N, 161), m = random_floats(N, 163, -0.1f, 0.1f), v = random_floats(N, 164, 0.0f, 0.01f);
+    const auto g = rounded<bf16>(random_floats(N, 162));
+    DeviceVec<float> d_master(master), d_m(m), d_v(v);
+    auto d_g = upload<bf16>(g);
+    DeviceVec<bf16> d_params(N);
+    cpu::adamw_update(master.data(), m.data(), v.data(), g.data(), N, hp);
+    const double ss = cpu::sum_of_squares(g.data(), N);
+    cuda::adamw_update(d_master.get(), d_params.get(), d_m.get(), d_v.get(), d_g.get(), N, hp, b.stream());
+    const double ss_gpu = cuda::sum_of_squares(d_g.get(), N, b.stream());
+    err = {std::max({rel_l2(d_master.host(), master), rel_l2(d_m.host(), m), rel_l2(d_v.host(), v),
+                     rel_l2(download(d_params), rounded<bf16>(master))}),
+           std::fabs(ss_gpu - ss) / ss};
+  }
+  const size_t N = gpt2_parameters(o);
+  DeviceVec<float> master(random_floats(N, 165)), m(zeros(N)), v(zeros(N));
+  auto g = upload<bf16>(random_floats(N, 166));
+  DeviceVec<bf16> params(N);
+  const std::string shape = format("N={} (GPT-2 124M)", N);
+  // bytes: read+write master, m, v (fp32: 24 N), read bf16 grads, write bf16 params (4 N).
+  b.add(mem_row<bf16>("adamw_update", shape, 28.0 * N), {err[0]},
+        [&] { cuda::adamw_update(master.get(), params.get(), m.get(), v.get(), g.get(), N, hp, b.stream()); });
+  b.add(mem_row<bf16>("sum_of_squares", shape, 2.0 * N), {err[1]},
+        [&] { cuda::sum_of_squares(g.get(), N, b.stream()); });
+}
+
+// fp32 <-> bf16 conversions (the bf16 parameter copy, reading bf16 tensors back in fp32).
+void bench_convert(Bench& b) {
+  const auto& o = b.opt();
+  std::vector<double> err;
+  {
+    const size_t N = (1 << 20) + 3;  // odd: the scalar tail
+    const auto x = random_floats(N, 171, -100.0f, 100.0f);
+    DeviceVec<float> d_x(x), d_back(N);
+    DeviceVec<bf16> d_h(N);
+    cuda::convert(d_h.get(), d_x.get(), N, b.stream());
+    cuda::widen(d_back.get(), d_h.get(), N, b.stream());
+    const auto ref = rounded<bf16>(x);
+    err = {rel_l2(download(d_h), ref), rel_l2(d_back.host(), ref)};
+  }
+  const size_t N = gpt2_parameters(o);
+  DeviceVec<float> x(random_floats(N, 172)), y(N);
+  DeviceVec<bf16> h(N);
+  const std::string shape = format("N={} (GPT-2 124M)", N);
+  // bytes: 4 read + 2 written per element (convert), 2 read + 4 written (widen).
+  b.add(mem_row<bf16>("convert", shape, 6.0 * N), {err[0]}, [&] { cuda::convert(h.get(), x.get(), N, b.stream()); });
+  b.add(mem_row<bf16>("widen", shape, 6.0 * N), {err[1]}, [&] { cuda::widen(y.get(), h.get(), N, b.stream()); });
+}
+
+template <class Elem>
+void bench_dtype(Bench& b) {
+  const auto& o = b.opt();
+  if (!b.dtype_selected<Elem>()) return;
+  if (b.selected("encoder")) bench_encoder<Elem>(b);
+  if (b.selected("layernorm")) bench_layernorm<Elem>(b);
+  if (b.selected("matmul")) {
+    bench_matmul<Elem>(b, "qkv", o.C, 3 * o.C, true);
+    bench_matmul<Elem>(b, "attproj", o.C, o.C, true);
+    bench_matmul<Elem>(b, "fc", o.C, 4 * o.C, true);
+    bench_matmul<Elem>(b, "fcproj", 4 * o.C, o.C, true);
+    bench_matmul<Elem>(b, "lm_head", o.C, o.Vp, false);
+    bench_matmul_gelu<Elem>(b);
+  }
+  if (b.selected("attention")) bench_attention<Elem>(b);
+  if (b.selected("gelu") || b.selected("residual") || b.selected("dropout")) bench_elementwise<Elem>(b);
+  if (b.selected("crossentropy") || b.selected("classifier")) bench_crossentropy<Elem>(b);
+  if (b.selected("adamw") || b.selected("sum_of_squares")) {
+    if constexpr (std::is_same_v<Elem, bf16>) {
+      bench_adamw_bf16(b);
+    } else {
+      bench_adamw_fp32(b);
+    }
+  }
+  if constexpr (std::is_same_v<Elem, bf16>) {
+    if (b.selected("convert") || b.selected("widen")) bench_convert(b);
+  }
+}
+
+// The ceilings measured in this run: device-to-device copy bandwidth (bytes read + written per
+// second) over 1 GiB, and the cuBLAS sgemm rate (TF32 off) at M = N = K = 4096 (2*M*N*K FLOPs).
 struct Ceilings {
   double copy_gbps = 0.0, sgemm_tflops = 0.0;
 };
@@ -474,36 +744,61 @@ Ceilings measure_ceilings(Bench& b) {
   return c;
 }
 
+// A row's rate and its roofline: memory-bound rows against the measured copy bandwidth, compute
+// rows against the datasheet peak for their dtype (nullopt when peaks.json has none).
+struct Roofline {
+  double rate = 0.0;  // GB/s or TFLOP/s
+  std::optional<double> fraction;
+  std::string ceiling;
+};
+
+Roofline roofline(const Row& r, const Ceilings& c, const bench::GpuPeaks& peaks) {
+  Roofline f;
+  if (r.flops > 0) {
+    f.rate = r.flops / (r.ms * 1e-3) / 1e12;
+    const bool is_bf16 = r.dtype == "bf16";
+    const std::optional<double> peak = is_bf16 ? peaks.bf16_dense_tflops : peaks.fp32_tflops;
+    f.ceiling = is_bf16 ? "bf16 dense tensor peak" : "fp32 non-tensor peak";
+    if (peak) {
+      f.fraction = f.rate / *peak;
+      f.ceiling = format("{} {} TF/s ({})", f.ceiling, *peak, peaks.name);
+    } else {
+      f.ceiling += " unknown (peaks.json)";
+    }
+  } else {
+    f.rate = r.bytes / (r.ms * 1e-3) / 1e9;
+    f.fraction = f.rate / c.copy_gbps;
+    f.ceiling = format("measured D2D copy {} GB/s", std::round(c.copy_gbps));
+  }
+  return f;
+}
+
 Options parse(int argc, char** argv) {
   cxxopts::Options cli("bench_kernels", "Validate every CUDA kernel against the CPU reference, then time it");
   Options o;
-  cli.add_options()("b,batch-size", "batch size B", cxxopts::value<int>()->default_value("8"))(
-      "t,seq-len", "sequence length T", cxxopts::value<int>()->default_value("1024"))(
-      "reps", "timed repetitions per kernel (median reported)", cxxopts::value<int>()->default_value("50"))(
-      "warmup", "untimed runs before timing", cxxopts::value<int>()->default_value("5"))(
-      "only", "run only kernels whose name contains this", cxxopts::value<std::string>()->default_value(""))(
+  std::string dtype;
+  cli.add_options()("b,batch-size", "batch size B", cxxopts::value(o.B)->default_value("8"))(
+      "t,seq-len", "sequence length T", cxxopts::value(o.T)->default_value("1024"))(
+      "reps", "timed repetitions per kernel (median reported)", cxxopts::value(o.reps)->default_value("50"))(
+      "warmup", "untimed runs before timing", cxxopts::value(o.warmup)->default_value("5"))(
+      "dtype", "kernels to run: all, fp32 or bf16", cxxopts::value(dtype)->default_value("all"))(
+      "only", "run only kernels whose name contains this", cxxopts::value(o.only)->default_value(""))(
       "validate-full", "validate at the benchmark shape instead of B=1, T<=64 (slow: the CPU runs it)")(
-      "json", "also write the results as JSON to this file", cxxopts::value<std::string>()->default_value(""))(
+      "peaks", "GPU peak table (benchmarks/gpu/peaks.json)",
+      cxxopts::value(o.peaks_path)->default_value(bench::default_peaks_path()))(
+      "json", "also write the results as JSON to this file", cxxopts::value(o.json_path)->default_value(""))(
       "h,help", "show this help");
-  try {
-    const auto args = cli.parse(argc, argv);
-    if (args.count("help")) {
-      std::cout << cli.help() << "\n";
-      std::exit(0);
-    }
-    INPUT_CHECK(args.unmatched().empty(), "unexpected argument '{}' (see --help)", args.unmatched().front());
-    o.B = args["batch-size"].as<int>();
-    o.T = args["seq-len"].as<int>();
-    o.reps = args["reps"].as<int>();
-    o.warmup = args["warmup"].as<int>();
-    o.only = args["only"].as<std::string>();
-    o.validate_full = args.count("validate-full") > 0;
-    o.json_path = args["json"].as<std::string>();
-  } catch (const InputError&) {
-    throw;
-  } catch (const std::exception& e) {  // cxxopts: unknown flag, missing or malformed value
-    fail_input(format("{} (see --help)", e.what()));
+  const auto args = cli.parse(argc, argv);
+  if (args.count("help")) {
+    std::cout << cli.help() << "\n";
+    std::exit(0);
   }
+  INPUT_CHECK(args.unmatched().empty(), "unexpected argument '{}' (see --help)", args.unmatched().front());
+  o.validate_full = args.count("validate-full") > 0;
+  INPUT_CHECK(dtype == "all" || dtype == "fp32" || dtype == "bf16", "--dtype must be all, fp32 or bf16, got '{}'",
+              dtype);
+  o.fp32 = dtype != "bf16";
+  o.bf16 = dtype != "fp32";
   INPUT_CHECK(o.B >= 1, "--batch-size must be >= 1, got {}", o.B);
   INPUT_CHECK(o.T >= 1 && o.T <= 1024, "--seq-len must be in [1, 1024] (GPT-2's context), got {}", o.T);
   INPUT_CHECK(o.reps >= 1, "--reps must be >= 1, got {}", o.reps);
@@ -512,92 +807,91 @@ Options parse(int argc, char** argv) {
 }
 
 void write_json(const std::string& path, const cudaDeviceProp& props, const Options& o, const Ceilings& c,
-                const std::vector<Row>& rows) {
+                const bench::GpuPeaks& peaks, const std::vector<Row>& rows) {
+  auto opt = [](const std::optional<double>& v) { return v ? nlohmann::json(*v) : nlohmann::json(nullptr); };
   nlohmann::json j;
+  j["benchmark"] = "gpt2cc_kernels";
   j["device"] = props.name;
   j["B"] = o.B;
   j["T"] = o.T;
   j["reps"] = o.reps;
   j["copy_bandwidth_gbps"] = c.copy_gbps;
   j["sgemm_tflops"] = c.sgemm_tflops;
+  j["peaks_entry"] = peaks.matched ? nlohmann::json(peaks.name) : nlohmann::json(nullptr);
+  j["peak_bf16_dense_tflops"] = opt(peaks.bf16_dense_tflops);
+  j["peak_fp32_tflops"] = opt(peaks.fp32_tflops);
+  j["datasheet_memory_gbps"] = opt(peaks.hbm_gbps);
+  j["kernels"] = nlohmann::json::array();
   for (const Row& r : rows) {
-    nlohmann::json k{{"kernel", r.name}, {"shape", r.shape}, {"valid", r.valid}, {"rel_error", r.rel_error}};
+    nlohmann::json k{{"kernel", r.name},         {"dtype", r.dtype}, {"shape", r.shape},
+                     {"tolerance", r.tolerance}, {"valid", r.valid}, {"rel_error", r.rel_error}};
     if (r.valid) {
+      const Roofline f = roofline(r, c, peaks);
       k["ms"] = r.ms;
-      if (r.bytes > 0) k["gbps"] = r.bytes / (r.ms * 1e-3) / 1e9;
-      if (r.flops > 0) k["tflops"] = r.flops / (r.ms * 1e-3) / 1e12;
+      k[r.flops > 0 ? "tflops" : "gbps"] = f.rate;
+      k["roofline_fraction"] = opt(f.fraction);
+      k["roofline_ceiling"] = f.ceiling;
+      if (r.flops > 0 && r.dtype == "fp32") k["of_measured_sgemm"] = f.rate / c.sgemm_tflops;
     }
     j["kernels"].push_back(k);
   }
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp);
-    INPUT_CHECK(f.good(), "cannot write {}", tmp);
-    f << j.dump(2) << "\n";
-    INPUT_CHECK(f.good(), "error while writing {}", tmp);
+  bench::write_file_atomic(path, j.dump(2) + "\n");
+}
+
+int bench_main(int argc, char** argv) {
+  const Options o = parse(argc, argv);
+  int count = 0;
+  const cudaError_t err = cudaGetDeviceCount(&count);
+  if (err != cudaSuccess || count == 0) {
+    std::fprintf(stderr, "bench_kernels: no CUDA device present (%s); this benchmark needs a GPU\n",
+                 err != cudaSuccess ? cudaGetErrorString(err) : "0 devices");
+    return 1;
   }
-  std::filesystem::rename(tmp, path);  // atomic: never a half-written results file
+  cudaDeviceProp props{};
+  CUDA_CHECK(cudaGetDeviceProperties(&props, 0));
+  const bench::GpuPeaks peaks = bench::lookup_gpu_peaks(props.name, o.peaks_path);
+  cudaStream_t stream = nullptr;
+  CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  Bench bench(o, stream);
+  const Ceilings ceilings = measure_ceilings(bench);
+  std::printf("%s: device-to-device copy %.0f GB/s, cuBLAS sgemm (fp32, TF32 off) %.1f TFLOP/s (measured)\n",
+              props.name, ceilings.copy_gbps, ceilings.sgemm_tflops);
+  if (peaks.matched) {
+    auto text = [](const std::optional<double>& v) { return v ? format("{}", *v) : std::string("n/a"); };
+    std::printf("peaks.json '%s': bf16 dense %s TFLOP/s, fp32 %s TFLOP/s, memory %s GB/s (datasheet)\n",
+                peaks.name.c_str(), text(peaks.bf16_dense_tflops).c_str(), text(peaks.fp32_tflops).c_str(),
+                text(peaks.hbm_gbps).c_str());
+  } else {
+    std::printf("%s is not in peaks.json: compute rooflines are n/a\n", props.name);
+  }
+  std::printf(
+      "validation at B=%d T=%d vs cpu:: (rel. L2 <= 1e-4 fp32, <= 1e-2 bf16 on bf16-rounded inputs); "
+      "timing at B=%d T=%d, median of %d\n\n",
+      bench.vB(), bench.vT(), o.B, o.T, o.reps);
+
+  bench_dtype<float>(bench);
+  bench_dtype<bf16>(bench);
+
+  bool all_valid = true;
+  std::printf("%-26s %-5s %-36s %9s %9s %12s %9s  %s\n", "kernel", "dtype", "shape", "rel.err", "ms", "rate",
+              "roofline", "ceiling");
+  for (const Row& r : bench.rows()) {
+    all_valid = all_valid && r.valid;
+    if (!r.valid) {
+      std::printf("%-26s %-5s %-36s %9.2e %9s\n", r.name.c_str(), r.dtype.c_str(), r.shape.c_str(), r.rel_error,
+                  "INVALID");
+      continue;
+    }
+    const Roofline f = roofline(r, ceilings, peaks);
+    const std::string fraction = f.fraction ? format("{}%", std::round(*f.fraction * 1000) / 10) : "n/a";
+    std::printf("%-26s %-5s %-36s %9.2e %9.4f %7.1f %-4s %9s  %s\n", r.name.c_str(), r.dtype.c_str(), r.shape.c_str(),
+                r.rel_error, r.ms, f.rate, r.flops > 0 ? "TF/s" : "GB/s", fraction.c_str(), f.ceiling.c_str());
+  }
+  if (!o.json_path.empty()) write_json(o.json_path, props, o, ceilings, peaks, bench.rows());
+  CUDA_CHECK(cudaStreamDestroy(stream));
+  return all_valid ? 0 : 1;
 }
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  try {
-    const Options o = parse(argc, argv);
-    int count = 0;
-    const cudaError_t err = cudaGetDeviceCount(&count);
-    if (err != cudaSuccess || count == 0) {
-      std::fprintf(stderr, "bench_kernels: no CUDA device present (%s); this benchmark needs a GPU\n",
-                   err != cudaSuccess ? cudaGetErrorString(err) : "0 devices");
-      return 1;
-    }
-    cudaDeviceProp props{};
-    CUDA_CHECK(cudaGetDeviceProperties(&props, 0));
-    cudaStream_t stream = nullptr;
-    CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-    Bench bench(o, stream);
-    const Ceilings ceilings = measure_ceilings(bench);
-    std::printf("%s: device-to-device copy %.0f GB/s, cuBLAS sgemm (fp32, TF32 off) %.1f TFLOP/s\n", props.name,
-                ceilings.copy_gbps, ceilings.sgemm_tflops);
-    std::printf("validation at B=%d T=%d vs cpu:: (tolerance %.0e rel. L2); timing at B=%d T=%d, median of %d\n\n",
-                bench.vB(), bench.vT(), Bench::kTolerance, o.B, o.T, o.reps);
-
-    if (bench.selected("encoder")) bench_encoder(bench);
-    if (bench.selected("layernorm")) bench_layernorm(bench);
-    if (bench.selected("matmul")) {
-      bench_matmul(bench, "qkv", o.C, 3 * o.C, true);
-      bench_matmul(bench, "attproj", o.C, o.C, true);
-      bench_matmul(bench, "fc", o.C, 4 * o.C, true);
-      bench_matmul(bench, "fcproj", 4 * o.C, o.C, true);
-      bench_matmul(bench, "lm_head", o.C, o.Vp, false);
-    }
-    if (bench.selected("attention")) bench_attention(bench);
-    if (bench.selected("gelu") || bench.selected("residual") || bench.selected("dropout")) bench_elementwise(bench);
-    if (bench.selected("crossentropy")) bench_crossentropy(bench);
-    if (bench.selected("adamw") || bench.selected("sum_of_squares")) bench_adamw(bench);
-
-    bool all_valid = true;
-    std::printf("%-22s %-34s %10s %10s %12s %9s\n", "kernel", "shape", "rel.err", "ms", "rate", "of peak");
-    for (const Row& r : bench.rows()) {
-      all_valid = all_valid && r.valid;
-      if (!r.valid) {
-        std::printf("%-22s %-34s %10.2e %10s\n", r.name.c_str(), r.shape.c_str(), r.rel_error, "INVALID");
-        continue;
-      }
-      const bool compute = r.flops > 0;
-      const double rate = compute ? r.flops / (r.ms * 1e-3) / 1e12 : r.bytes / (r.ms * 1e-3) / 1e9;
-      const double peak = compute ? ceilings.sgemm_tflops : ceilings.copy_gbps;
-      std::printf("%-22s %-34s %10.2e %10.4f %7.1f %-4s %8.1f%%\n", r.name.c_str(), r.shape.c_str(), r.rel_error, r.ms,
-                  rate, compute ? "TF/s" : "GB/s", 100.0 * rate / peak);
-    }
-    if (!o.json_path.empty()) write_json(o.json_path, props, o, ceilings, bench.rows());
-    CUDA_CHECK(cudaStreamDestroy(stream));
-    return all_valid ? 0 : 1;
-  } catch (const InputError& e) {
-    std::fprintf(stderr, "bench_kernels: %s\n", e.what());
-    return 2;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "bench_kernels: %s\n", e.what());
-    return 1;
-  }
-}
+int main(int argc, char** argv) { return run_cli("bench_kernels", argc, argv, bench_main); }
