@@ -1,0 +1,301 @@
+#!/usr/bin/env python3
+"""Merges the JSON that scripts/bench_gpu.sh writes into one markdown report (gpt2cc vs PyTorch).
+
+Reads from the results directory (all optional; a missing file gives n/a, never a number):
+  env.txt                      key: value lines (gpu, driver, cuda, torch, commit, date)
+  status.tsv                   stage, exit code, seconds (one line per stage run)
+  train_bf16.json, train_fp32.json         benchmarks/gpu/bench_train_gpu --json
+  pt_train_bf16.json, pt_train_fp32.json   benchmarks/pytorch/gpt2_train.py --json
+  attention.json               benchmarks/kernels/bench_attention --json (gpt2cc flash, bf16)
+  pt_attention.json            benchmarks/pytorch/attention_sdpa.py --json (SDPA flash, bf16)
+  kernels.json                 benchmarks/kernels/bench_kernels --json
+Writes <dir>/report.md (atomically) and prints it. Targets (issue 8): training tokens/s >= 1.2x
+PyTorch, bf16 MFU >= 50%, attention forward+backward within 1.3x of SDPA's time.
+  report.py DIR          report.py --self-test   (synthetic inputs; needs no GPU)
+"""
+import argparse
+import json
+import os
+import sys
+import tempfile
+
+TRAIN_RATIO_TARGET = 1.2
+MFU_TARGET = 0.50
+ATTENTION_RATIO_TARGET = 1.3
+
+
+def load_json(directory, name):
+    path = os.path.join(directory, name)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        print(f"report.py: warning: cannot read {path}: {e}", file=sys.stderr)
+        return None
+
+
+def load_env(directory):
+    env = {}
+    path = os.path.join(directory, "env.txt")
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                key, sep, value = line.partition(":")
+                if sep:
+                    env[key.strip()] = value.strip()
+    return env
+
+
+def load_status(directory):
+    rows = []
+    path = os.path.join(directory, "status.tsv")
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                parts = line.rstrip("\n").split("\t")
+                if len(parts) == 3:
+                    rows.append(parts)
+    return rows
+
+
+def num(x, fmt="{:.0f}"):
+    return "n/a" if x is None else fmt.format(x)
+
+
+def pct(x):
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def mib(x):
+    return "n/a" if x is None else f"{x / 2**20:,.0f} MiB"
+
+
+def verdict(ok):
+    return "n/a" if ok is None else ("met" if ok else "NOT met")
+
+
+def train_section(directory):
+    lines = ["## Training step: GPT-2 124M, gpt2cc CUDA backend vs PyTorch", "",
+             "One step = zero_grad, forward + backward, global-norm clip 1.0, AdamW. tokens/s = B·T / median "
+             "step time. MFU = tokens/s · FLOPs per token / peak (FLOPs per token = 6·N + 6·L·C·T, N = parameters "
+             "without the padded vocabulary rows; peak from benchmarks/gpu/peaks.json: dense bf16 tensor cores for "
+             "bf16, plain fp32 for fp32). gpt2cc memory = device memory in use at the peak minus before the backend "
+             "existed (cudaMemGetInfo; CUDA context excluded), PyTorch memory = torch.cuda.max_memory_allocated "
+             "(its allocator's live tensors; cache and context excluded): close but not identical measures.", "",
+             f"| dtype | gpt2cc B×T | gpt2cc tokens/s | PyTorch B×T | PyTorch tokens/s | ratio (target ≥ "
+             f"{TRAIN_RATIO_TARGET}x) | gpt2cc MFU (target ≥ {MFU_TARGET:.0%} bf16) | PyTorch MFU | "
+             "gpt2cc peak mem | PyTorch peak mem |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    notes = []
+    for dtype in ("bf16", "fp32"):
+        ours = load_json(directory, f"train_{dtype}.json")
+        theirs = load_json(directory, f"pt_train_{dtype}.json")
+        if ours is None and theirs is None:
+            continue
+        ratio = None
+        if ours and theirs and theirs.get("tokens_per_s"):
+            ratio = ours["tokens_per_s"] / theirs["tokens_per_s"]
+        mfu = ours.get("mfu") if ours else None
+        ratio_text = "n/a" if ratio is None else f"{ratio:.2f}x ({verdict(ratio >= TRAIN_RATIO_TARGET)})"
+        if dtype == "bf16":
+            mfu_text = pct(mfu) + ("" if mfu is None else f" ({verdict(mfu >= MFU_TARGET)})")
+        else:
+            mfu_text = pct(mfu)
+        shape = lambda r: f"{r['B']}×{r['T']}" if r else "n/a"
+        lines.append(f"| {dtype} | {shape(ours)} | {num(ours and ours.get('tokens_per_s'))} | {shape(theirs)} "
+                     f"| {num(theirs and theirs.get('tokens_per_s'))} | {ratio_text} | {mfu_text} "
+                     f"| {pct(theirs.get('mfu') if theirs else None)} "
+                     f"| {mib(ours.get('peak_memory_bytes') if ours else None)} "
+                     f"| {mib(theirs.get('peak_memory_bytes') if theirs else None)} |")
+        if ours and theirs:
+            if ours["B"] != theirs["B"] or ours["T"] != theirs["T"]:
+                notes.append(f"{dtype}: the two ran different shapes ({shape(ours)} vs {shape(theirs)}); "
+                             "tokens/s is each one's own throughput.")
+            if ours.get("flops_per_token") != theirs.get("flops_per_token"):
+                notes.append(f"{dtype}: FLOPs per token differ ({ours.get('flops_per_token')} vs "
+                             f"{theirs.get('flops_per_token')}): MFU figures are not directly comparable.")
+        if ours:
+            notes.append(f"{dtype} gpt2cc: {ours.get('backend', '?')}, CUDA graphs "
+                         f"{'on' if ours.get('cuda_graphs') else 'off'}, recompute-gelu "
+                         f"{'on' if ours.get('recompute_gelu') else 'off'}, ms/step median "
+                         f"{ours['ms_per_step_median']:.2f} mean {ours['ms_per_step_mean']:.2f}, "
+                         f"loss {ours['loss_first']:.3f} -> {ours['loss_last']:.3f}.")
+        if theirs:
+            notes.append(f"{dtype} PyTorch: torch {theirs.get('torch', '?')}, compile "
+                         f"{'on' if theirs.get('compile') else 'off'}, ms/step median "
+                         f"{theirs['ms_per_step_median']:.2f}, final loss {theirs.get('final_loss', float('nan')):.3f}.")
+    if len(lines) == 6:
+        lines.append("| (no training results) | | | | | | | | | |")
+    return lines + [""] + [f"- {n}" for n in notes] + [""]
+
+
+def attention_section(directory):
+    ours = load_json(directory, "attention.json")
+    theirs = load_json(directory, "pt_attention.json")
+    lines = ["## Causal attention forward + backward (bf16): gpt2cc flash vs PyTorch SDPA (flash backend)", "",
+             f"Median ms per call. ratio = gpt2cc time / SDPA time (target ≤ {ATTENTION_RATIO_TARGET}x: within "
+             f"{ATTENTION_RATIO_TARGET}x of SDPA).", "",
+             "| B | NH | T | HS | gpt2cc fwd ms | SDPA fwd ms | gpt2cc fwd+bwd ms | SDPA fwd+bwd ms | fwd+bwd ratio |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    key = lambda r: (r["B"], r["NH"], r["T"], r["HS"])
+    ours_rows = {key(r): r for r in (ours or {}).get("results", [])}
+    theirs_rows = {key(r): r for r in (theirs or {}).get("results", [])}
+    for k in sorted(set(ours_rows) | set(theirs_rows)):
+        o, t = ours_rows.get(k), theirs_rows.get(k)
+        o_valid = o is not None and o.get("valid", True) and "fwd_bwd_ms" in o
+        ratio = o["fwd_bwd_ms"] / t["fwd_bwd_ms"] if o_valid and t else None
+        ratio_text = "n/a" if ratio is None else f"{ratio:.2f}x ({verdict(ratio <= ATTENTION_RATIO_TARGET)})"
+        o_fwd = num(o.get("fwd_ms"), "{:.3f}") if o_valid else ("INVALID" if o else "n/a")
+        o_fb = num(o.get("fwd_bwd_ms"), "{:.3f}") if o_valid else ("INVALID" if o else "n/a")
+        lines.append(f"| {k[0]} | {k[1]} | {k[2]} | {k[3]} | {o_fwd} | {num(t and t.get('fwd_ms'), '{:.3f}')} "
+                     f"| {o_fb} | {num(t and t.get('fwd_bwd_ms'), '{:.3f}')} | {ratio_text} |")
+    if not ours_rows and not theirs_rows:
+        lines.append("| (no attention results) | | | | | | | | |")
+    return lines + [""]
+
+
+def kernels_section(directory):
+    k = load_json(directory, "kernels.json")
+    lines = ["## Kernels: fraction of the machine's ceiling (bench_kernels)", ""]
+    if k is None:
+        return lines + ["(no kernel results)", ""]
+    lines += [f"Ceilings: device-to-device copy {k['copy_bandwidth_gbps']:.0f} GB/s (measured, read + write), "
+              f"cuBLAS sgemm {k['sgemm_tflops']:.1f} TFLOP/s (measured, TF32 off); peaks.json entry "
+              f"{k.get('peaks_entry') or 'none'}: bf16 dense {num(k.get('peak_bf16_dense_tflops'), '{}')} TFLOP/s, "
+              f"fp32 {num(k.get('peak_fp32_tflops'), '{}')} TFLOP/s, memory {num(k.get('datasheet_memory_gbps'), '{}')} "
+              "GB/s (datasheet). Memory-bound kernels: achieved GB/s / measured copy bandwidth; matmul and "
+              "attention: achieved TFLOP/s / datasheet peak of their dtype.", "",
+              f"B={k['B']} T={k['T']}, median of {k['reps']}.", "",
+              "| kernel | dtype | shape | ms | rate | roofline |", "|---|---|---|---|---|---|"]
+    for r in k.get("kernels", []):
+        if not r.get("valid"):
+            lines.append(f"| {r['kernel']} | {r['dtype']} | {r['shape']} | INVALID (rel. error {r['rel_error']:.2e}) "
+                         "| | |")
+            continue
+        rate = f"{r['tflops']:.1f} TFLOP/s" if "tflops" in r else f"{r['gbps']:.0f} GB/s"
+        lines.append(f"| {r['kernel']} | {r['dtype']} | {r['shape']} | {r['ms']:.4f} | {rate} "
+                     f"| {pct(r.get('roofline_fraction'))} |")
+    return lines + [""]
+
+
+def make_report(directory):
+    env = load_env(directory)
+    results = (load_json(directory, n) for n in ("train_bf16.json", "kernels.json", "attention.json"))
+    gpu = env.get("gpu") or next((j["device"] for j in results if j and j.get("device")), "unknown GPU")
+    lines = [f"# gpt2cc vs PyTorch on {gpu}", "",
+             f"Driver {env.get('driver', 'n/a')}, CUDA {env.get('cuda', 'n/a')}, torch {env.get('torch', 'n/a')}, "
+             f"commit {env.get('commit', 'n/a')}, date {env.get('date', 'n/a')}. Produced by scripts/bench_gpu.sh "
+             "and benchmarks/gpu/report.py; every number below was measured in that run.", ""]
+    lines += train_section(directory)
+    lines += attention_section(directory)
+    lines += kernels_section(directory)
+    status = load_status(directory)
+    if status:
+        lines += ["## Stages", "", "| stage | exit code | seconds |", "|---|---|---|"]
+        lines += [f"| {s} | {rc}{' (timed out)' if rc in ('124', '137') else ''} | {sec} |" for s, rc, sec in status]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_atomic(path, text):
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-", suffix=".md")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def self_test():
+    """Synthetic results through the whole report: ratios, targets, n/a for missing or invalid
+    data. Returns the number of failed checks."""
+    failures = []
+
+    def expect(cond, what):
+        if not cond:
+            failures.append(what)
+
+    with tempfile.TemporaryDirectory() as d:
+        def put(name, obj):
+            with open(os.path.join(d, name), "w") as f:
+                json.dump(obj, f)
+
+        empty = make_report(d)
+        expect("(no training results)" in empty and "(no kernel results)" in empty, "empty dir gives n/a sections")
+        expect("# gpt2cc vs PyTorch on unknown GPU" in empty, "no GPU name anywhere")
+        base = {"T": 1024, "flops_per_token": 7.5e8, "ms_per_step_median": 100.0, "ms_per_step_mean": 101.0}
+        put("train_bf16.json", dict(base, B=16, tokens_per_s=240000.0, mfu=0.55, peak_memory_bytes=20 * 2**30,
+                                    backend="cuda bf16", cuda_graphs=True, recompute_gelu=False, loss_first=10.9,
+                                    loss_last=10.5, device="NVIDIA H100 80GB HBM3"))
+        put("pt_train_bf16.json", dict(base, B=16, tokens_per_s=200000.0, mfu=0.46, peak_memory_bytes=30 * 2**30,
+                                       torch="2.11", compile=True, final_loss=10.4))
+        put("train_fp32.json", dict(base, B=8, tokens_per_s=50000.0, mfu=None, peak_memory_bytes=2**30,
+                                    backend="cuda fp32", cuda_graphs=True, recompute_gelu=False, loss_first=10.9,
+                                    loss_last=10.6))
+        put("pt_train_fp32.json", dict(base, B=4, tokens_per_s=50000.0, mfu=0.3, peak_memory_bytes=None,
+                                       flops_per_token=7.6e8, torch="2.11", compile=True, final_loss=10.5))
+        put("attention.json", {"results": [
+            {"B": 8, "NH": 12, "T": 1024, "HS": 64, "valid": True, "fwd_ms": 0.5, "fwd_bwd_ms": 2.6},
+            {"B": 16, "NH": 12, "T": 1024, "HS": 64, "valid": False}]})
+        put("pt_attention.json", {"results": [
+            {"B": 8, "NH": 12, "T": 1024, "HS": 64, "fwd_ms": 0.4, "fwd_bwd_ms": 2.0},
+            {"B": 16, "NH": 12, "T": 1024, "HS": 64, "fwd_ms": 0.8, "fwd_bwd_ms": 4.0},
+            {"B": 8, "NH": 12, "T": 1024, "HS": 128, "fwd_ms": 0.8, "fwd_bwd_ms": 4.0}]})
+        put("kernels.json", {"copy_bandwidth_gbps": 3000.0, "sgemm_tflops": 50.0, "peaks_entry": "H100 SXM5",
+                             "peak_bf16_dense_tflops": 989.4, "peak_fp32_tflops": 67, "datasheet_memory_gbps": 3350,
+                             "B": 8, "T": 1024, "reps": 50, "kernels": [
+                                 {"kernel": "gelu_forward", "dtype": "bf16", "shape": "N=1", "valid": True,
+                                  "ms": 0.1, "gbps": 2400.0, "roofline_fraction": 0.8},
+                                 {"kernel": "matmul_forward", "dtype": "bf16", "shape": "fc", "valid": True,
+                                  "ms": 0.2, "tflops": 600.0, "roofline_fraction": None},
+                                 {"kernel": "layernorm_backward", "dtype": "fp32", "shape": "x", "valid": False,
+                                  "rel_error": 0.5}]})
+        with open(os.path.join(d, "env.txt"), "w") as f:
+            f.write("gpu: NVIDIA H100 80GB HBM3\ndriver: 580.1\ndate: 2026-11-22T00:00:00Z\nnot a pair\n")
+        with open(os.path.join(d, "status.tsv"), "w") as f:
+            f.write("build\t0\t200\ntrain\t124\t240\n")
+        text = make_report(d)
+        expect("# gpt2cc vs PyTorch on NVIDIA H100 80GB HBM3" in text, "GPU name from env.txt")
+        expect("| 1.20x (met) |" in text, "bf16 tokens/s ratio 240000/200000 = 1.20x meets 1.2x")
+        expect("55.0% (met)" in text, "bf16 MFU 55% meets 50%")
+        expect("| 1.00x (NOT met) |" in text, "fp32 ratio 1.00x misses the target")
+        expect("different shapes (8×1024 vs 4×1024)" in text, "fp32 shape mismatch noted")
+        expect("FLOPs per token differ" in text, "fp32 FLOPs mismatch noted")
+        expect("| 1.30x (met) |" in text, "attention 2.6/2.0 = 1.30x is within 1.3x")
+        expect("| 16 | 12 | 1024 | 64 | INVALID |" in text, "invalid gpt2cc attention row shown as INVALID")
+        expect("| 8 | 12 | 1024 | 128 | n/a | 0.800 | n/a | 4.000 | n/a |" in text, "SDPA-only shape gives n/a ratio")
+        expect("| gelu_forward | bf16 | N=1 | 0.1000 | 2400 GB/s | 80.0% |" in text, "kernel roofline row")
+        expect("| matmul_forward | bf16 | fc | 0.2000 | 600.0 TFLOP/s | n/a |" in text, "unknown peak gives n/a")
+        expect("INVALID (rel. error 5.00e-01)" in text, "invalid kernel row")
+        expect("| train | 124 (timed out) | 240 |" in text, "timed-out stage marked")
+        expect("n/a MiB" not in text, "missing memory prints n/a")
+        out = os.path.join(d, "report.md")
+        write_atomic(out, text)
+        with open(out) as f:
+            expect(f.read() == text, "report.md written")
+        expect(not [n for n in os.listdir(d) if n.startswith(".tmp-")], "no temporary file left")
+    for f in failures:
+        print(f"self-test FAILED: {f}", file=sys.stderr)
+    print(f"report.py self-test: {'all checks passed' if not failures else f'{len(failures)} check(s) failed'}")
+    return len(failures)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("directory", nargs="?", help="results directory written by scripts/bench_gpu.sh")
+    p.add_argument("--self-test", action="store_true", help="check the report on synthetic inputs and exit")
+    a = p.parse_args(argv)
+    if a.self_test:
+        return 1 if self_test() else 0
+    if not a.directory:
+        p.error("give the results directory (or --self-test)")
+    if not os.path.isdir(a.directory):
+        p.error(f"{a.directory}: not a directory")
+    text = make_report(a.directory)
+    write_atomic(os.path.join(a.directory, "report.md"), text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
