@@ -4,7 +4,8 @@
 // and only then timed: warm-up, CUDA events per repetition, median. Reports forward, backward and
 // forward+backward ms with TFLOP/s, and the bytes each saves for the backward (lse vs att).
 // Shapes and JSON fields follow benchmarks/pytorch/attention_sdpa.py, so the two sit side by side.
-//   bench_attention [--shapes 8x12x1024x64,...] [--B 8 --T 1024 --NH 12 --HS 64] [--reps 50] [--json out.json]
+//   bench_attention [--shapes 8x12x1024x64,...] [-B 8 -T 1024 --NH 12 --HS 64] [--reps 50] [--json out.json]
+// (-B/--batch-size, -T/--seq-len: cxxopts makes one-letter names short options, so no --B/--T.)
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -66,8 +67,8 @@ Options parse(int argc, char** argv) {
                        "Validate, then time, the bf16 flash attention kernels against the tiled fp32 ones");
   cli.add_options()("shapes", "comma-separated BxNHxTxHS shapes",
                     cxxopts::value<std::string>()->default_value(kDefaultShapes))(
-      "B", "one shape instead of --shapes: batch size", cxxopts::value<int>()->default_value("8"))(
-      "T", "one shape: sequence length", cxxopts::value<int>()->default_value("1024"))(
+      "B,batch-size", "one shape instead of --shapes: batch size", cxxopts::value<int>()->default_value("8"))(
+      "T,seq-len", "one shape: sequence length", cxxopts::value<int>()->default_value("1024"))(
       "NH", "one shape: number of heads", cxxopts::value<int>()->default_value("12"))(
       "HS", "one shape: head size (64 or 128)", cxxopts::value<int>()->default_value("64"))(
       "reps", "timed repetitions per figure (median reported)", cxxopts::value<int>()->default_value("50"))(
@@ -86,12 +87,13 @@ Options parse(int argc, char** argv) {
   o.json_path = args["json"].as<std::string>();
   INPUT_CHECK(o.reps >= 1, "--reps must be >= 1, got {}", o.reps);
   INPUT_CHECK(o.warmup >= 1, "--warmup must be >= 1, got {}", o.warmup);
-  const bool single = args.count("B") || args.count("T") || args.count("NH") || args.count("HS");
-  INPUT_CHECK(!(single && args.count("shapes")), "give either --shapes or --B/--T/--NH/--HS, not both");
+  const bool single = args.count("batch-size") || args.count("seq-len") || args.count("NH") || args.count("HS");
+  INPUT_CHECK(!(single && args.count("shapes")), "give either --shapes or -B/-T/--NH/--HS, not both");
   if (single) {
-    const Shape s{args["B"].as<int>(), args["NH"].as<int>(), args["T"].as<int>(), args["HS"].as<int>()};
-    INPUT_CHECK(s.B >= 1, "--B must be >= 1, got {}", s.B);
-    INPUT_CHECK(s.T >= 1, "--T must be >= 1, got {}", s.T);
+    const Shape s{args["batch-size"].as<int>(), args["NH"].as<int>(), args["seq-len"].as<int>(),
+                  args["HS"].as<int>()};
+    INPUT_CHECK(s.B >= 1, "--batch-size must be >= 1, got {}", s.B);
+    INPUT_CHECK(s.T >= 1, "--seq-len must be >= 1, got {}", s.T);
     INPUT_CHECK(s.NH >= 1, "--NH must be >= 1, got {}", s.NH);
     INPUT_CHECK(cuda::flash_attention_supported(s.HS), "--HS must be 64 or 128, got {}", s.HS);
     o.shapes.push_back(s);
