@@ -59,8 +59,11 @@ TEST_CASE("cuda crossentropy marks an out-of-range target with NaN", "[cuda][cro
 }
 
 TEST_CASE("cuda crossentropy rejects a vocabulary larger than its padding", "[cuda][crossentropy]") {
-  CHECK_THROWS_WITH(cuda::crossentropy_forward(nullptr, nullptr, nullptr, 1, 1, 9, 8, test::test_stream()),
+  // Typed null logits: the float and bf16 overloads would both accept a bare nullptr.
+  const float* no_logits = nullptr;
+  CHECK_THROWS_WITH(cuda::crossentropy_forward(nullptr, no_logits, nullptr, 1, 1, 9, 8, test::test_stream()),
                     Catch::Contains("V <= Vp"));
-  CHECK_THROWS_WITH(cuda::crossentropy_backward(nullptr, 1.0f, nullptr, nullptr, 1, 1, 9, 8, test::test_stream()),
+  CHECK_THROWS_WITH(cuda::crossentropy_backward(static_cast<float*>(nullptr), 1.0f, no_logits, nullptr, 1, 1, 9, 8,
+                                                test::test_stream()),
                     Catch::Contains("V <= Vp"));
 }
