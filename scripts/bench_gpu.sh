@@ -1,0 +1,206 @@
+#!/usr/bin/env bash
+# The one command a GPU session runs for issue 8's side-by-side comparison: builds gpt2cc with
+# CUDA, runs the CUDA tests, the kernel / attention / training benchmarks (bf16 and fp32) and the
+# PyTorch references on the same shapes and batch, then benchmarks/gpu/report.py merges the JSON
+# into <outdir>/report.md. Every stage runs under its own time limit and logs to <outdir>/<stage>.log;
+# a failed stage is recorded in <outdir>/status.tsv and the next one still runs (except after a
+# failed build). Usage:
+#   scripts/bench_gpu.sh [--stage all|build,test,kernels,attention,train,pytorch,report] [--out DIR]
+#                        [--batch auto|N] [--steps N] [--build-dir DIR] [--quick]
+# On the lent device machine (10 minutes per command) run it in three calls, e.g.
+#   --stage build,test   then   --stage kernels,attention,train   then   --stage pytorch,report
+# With $OUT set the results live in <build-dir>/bench-results (kept between calls, ignored by git)
+# and each call packs them into $OUT/bench_gpu_results.tar.gz, beside $OUT/report.md.
+set -uo pipefail
+
+cd "$(dirname "$0")/.." || exit 2
+ROOT=$(pwd)
+
+STAGES="all"
+OUTDIR=""
+BATCH="auto"
+STEPS=20
+BUILD_DIR="build-gpu"
+QUICK=0
+ATTN_SHAPES="8x12x1024x64,16x12x1024x64,8x12x1024x128,16x12x1024x128"
+
+usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
+die() {
+  echo "bench_gpu.sh: $*" >&2
+  exit 2
+}
+
+while (($#)); do
+  case "$1" in
+    --stage) STAGES="${2:?--stage needs a value}"; shift 2 ;;
+    --out) OUTDIR="${2:?--out needs a directory}"; shift 2 ;;
+    --batch) BATCH="${2:?--batch needs auto or a number}"; shift 2 ;;
+    --steps) STEPS="${2:?--steps needs a number}"; shift 2 ;;
+    --build-dir) BUILD_DIR="${2:?--build-dir needs a directory}"; shift 2 ;;
+    --quick) QUICK=1; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) die "unknown argument '$1' (see --help)" ;;
+  esac
+done
+
+[[ "$BATCH" == auto || "$BATCH" =~ ^[1-9][0-9]*$ ]] || die "--batch must be 'auto' or a positive integer, got '$BATCH'"
+[[ "$STEPS" =~ ^[1-9][0-9]*$ ]] || die "--steps must be a positive integer, got '$STEPS'"
+ALL_STAGES=(build test kernels attention train pytorch report)
+[[ "$STAGES" == all ]] && STAGES=$(IFS=,; echo "${ALL_STAGES[*]}")
+IFS=, read -r -a RUN_STAGES <<<"$STAGES"
+for s in "${RUN_STAGES[@]}"; do
+  [[ " ${ALL_STAGES[*]} " == *" $s "* ]] || die "unknown stage '$s' (stages: ${ALL_STAGES[*]}, or all)"
+done
+
+if [[ -z "$OUTDIR" ]]; then
+  if [[ -n "${OUT:-}" ]]; then
+    OUTDIR="$BUILD_DIR/bench-results"
+  else
+    OUTDIR="benchmarks/results/gpu-$(date -u +%Y-%m-%d)"
+  fi
+fi
+mkdir -p "$OUTDIR" || die "cannot create $OUTDIR"
+OUTDIR=$(cd "$OUTDIR" && pwd)
+BIN="$ROOT/$BUILD_DIR"
+[[ "$BUILD_DIR" = /* ]] && BIN="$BUILD_DIR"
+export PYTHONUNBUFFERED=1
+
+# Time limits per stage, in seconds (each call on the device machine has 600 in all).
+if ((QUICK)); then
+  STEPS=5
+  KREPS=10
+  AREPS=10
+else
+  KREPS=50
+  AREPS=50
+fi
+LIMIT_BUILD=540
+LIMIT_TEST=300
+LIMIT_KERNELS=300
+LIMIT_ATTENTION=180
+LIMIT_TRAIN=200   # per dtype
+LIMIT_PYTORCH=240 # per run (torch.compile takes a minute or two)
+
+FAILED=0
+# run_step NAME LIMIT CMD...: runs CMD under `timeout`, appends its output to NAME.log and a line
+# "NAME<TAB>exit code<TAB>seconds" to status.tsv. 124 / 137 in the status mean it timed out.
+run_step() {
+  local name=$1 limit=$2
+  shift 2
+  local t0=$SECONDS rc
+  echo "== $name (limit ${limit}s): $*" | tee -a "$OUTDIR/$name.log"
+  timeout --signal=TERM --kill-after=15 "$limit" "$@" 2>&1 | tee -a "$OUTDIR/$name.log"
+  rc=${PIPESTATUS[0]}
+  printf '%s\t%s\t%s\n' "$name" "$rc" "$((SECONDS - t0))" >>"$OUTDIR/status.tsv"
+  if ((rc != 0)); then
+    FAILED=1
+    echo "== $name FAILED (exit $rc$( ((rc == 124 || rc == 137)) && echo ', timed out'))" | tee -a "$OUTDIR/$name.log"
+  fi
+  return "$rc"
+}
+
+record_env() {
+  {
+    echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (modified)')"
+    if command -v nvidia-smi >/dev/null; then
+      echo "gpu: $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)"
+      echo "driver: $(nvidia-smi --query-gpu=driver_version --format=csv,noheader | head -1)"
+      echo "gpu_memory: $(nvidia-smi --query-gpu=memory.total --format=csv,noheader | head -1)"
+      echo "clocks_max_sm: $(nvidia-smi --query-gpu=clocks.max.sm --format=csv,noheader | head -1)"
+      echo "power_limit: $(nvidia-smi --query-gpu=power.limit --format=csv,noheader | head -1)"
+    fi
+    command -v nvcc >/dev/null && echo "cuda: $(nvcc --version | sed -n 's/.*release \([0-9.]*\).*/\1/p')"
+    echo "torch: $(python3 -c 'import torch; print(torch.__version__)' 2>/dev/null || echo 'not installed')"
+  } >"$OUTDIR/env.txt"
+}
+
+stage_build() {
+  # The Debian build dependencies (scripts/deps.sh); an offline machine without them fails here
+  # with the package names, not halfway through the build.
+  run_step build-deps 120 bash -c 'source scripts/deps.sh && ensure_build_deps' || return 1
+  run_step build-configure 120 cmake -S . -B "$BIN" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGPT2CC_CUDA=ON || return 1
+  run_step build "$LIMIT_BUILD" cmake --build "$BIN" -j "$(nproc)"
+}
+
+stage_test() {
+  run_step test "$LIMIT_TEST" ctest --test-dir "$BIN" -L cuda --output-on-failure
+}
+
+stage_kernels() {
+  run_step kernels "$LIMIT_KERNELS" "$BIN/benchmarks/kernels/bench_kernels" --reps "$KREPS" \
+    --json "$OUTDIR/kernels.json"
+}
+
+stage_attention() {
+  run_step attention "$LIMIT_ATTENTION" "$BIN/benchmarks/kernels/bench_attention" --shapes "$ATTN_SHAPES" \
+    --reps "$AREPS" --json "$OUTDIR/attention.json"
+}
+
+stage_train() {
+  local dtype
+  for dtype in bf16 fp32; do
+    run_step "train_$dtype" "$LIMIT_TRAIN" "$BIN/benchmarks/gpu/bench_train_gpu" --dtype "$dtype" -B "$BATCH" \
+      -T 1024 --steps "$STEPS" --warmup 5 --json "$OUTDIR/train_$dtype.json"
+  done
+}
+
+# The batch gpt2cc ran at (its JSON), so PyTorch runs the same B x T; without a gpt2cc result,
+# --batch (16 when auto).
+batch_for() {
+  local json="$OUTDIR/train_$1.json"
+  if [[ -f "$json" ]]; then
+    python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['B'])" "$json"
+  elif [[ "$BATCH" == auto ]]; then
+    echo 16
+  else
+    echo "$BATCH"
+  fi
+}
+
+stage_pytorch() {
+  local dtype B
+  for dtype in bf16 fp32; do
+    B=$(batch_for "$dtype")
+    # If PyTorch runs out of memory at gpt2cc's batch, try half of it once; the report then shows
+    # both shapes and says that they differ.
+    if ! run_step "pt_train_$dtype" "$LIMIT_PYTORCH" python3 benchmarks/pytorch/gpt2_train.py --preset gpt2 \
+      -B "$B" -T 1024 --steps "$STEPS" --warmup 5 --dtype "$dtype" --json "$OUTDIR/pt_train_$dtype.json"; then
+      if ((B > 1)) && grep -q "out of memory" "$OUTDIR/pt_train_$dtype.log"; then
+        run_step "pt_train_$dtype" "$LIMIT_PYTORCH" python3 benchmarks/pytorch/gpt2_train.py --preset gpt2 \
+          -B "$((B / 2))" -T 1024 --steps "$STEPS" --warmup 5 --dtype "$dtype" --json "$OUTDIR/pt_train_$dtype.json"
+      fi
+    fi
+  done
+  run_step pt_attention "$LIMIT_ATTENTION" python3 benchmarks/pytorch/attention_sdpa.py --shapes "$ATTN_SHAPES" \
+    --reps "$AREPS" --json "$OUTDIR/pt_attention.json"
+}
+
+stage_report() {
+  run_step report 60 python3 benchmarks/gpu/report.py "$OUTDIR"
+}
+
+# Packs the results into $OUT (at most 8 files come back from there: one archive, the report).
+pack_results() {
+  [[ -n "${OUT:-}" && -d "${OUT:-}" ]] || return 0
+  tar -czf "$OUT/bench_gpu_results.tar.gz" -C "$(dirname "$OUTDIR")" "$(basename "$OUTDIR")"
+  [[ -f "$OUTDIR/report.md" ]] && cp "$OUTDIR/report.md" "$OUT/report.md"
+  cp "$OUTDIR/status.tsv" "$OUT/status.tsv" 2>/dev/null
+  return 0
+}
+
+echo "bench_gpu.sh: stages ${RUN_STAGES[*]}; results in $OUTDIR"
+record_env
+for s in "${RUN_STAGES[@]}"; do
+  if ! "stage_$s" && [[ "$s" == build ]]; then
+    echo "bench_gpu.sh: the build failed; the later stages need it (see $OUTDIR/build*.log)" >&2
+    pack_results
+    exit 1
+  fi
+done
+pack_results
+if ((FAILED)); then
+  echo "bench_gpu.sh: some stages failed (see $OUTDIR/status.tsv and the stage logs)" >&2
+  exit 1
+fi
+echo "bench_gpu.sh: done; results in $OUTDIR"
