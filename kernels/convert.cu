@@ -2,9 +2,8 @@
 // elements: with both pointers 16-byte aligned a full group is two float4 and one 16-byte bf16
 // load/store (why: the conversion is pure bandwidth, and 128-bit accesses need a quarter of the
 // memory instructions); the last partial group, and every group when a pointer is misaligned,
-// goes element by element. Rounding is __float2bfloat16_rn / __floats2bfloat162_rn (RNE).
-#include <cstdint>
-
+// goes element by element. Rounding is __float2bfloat16_rn (RNE), through from_float<bf16>.
+#include "kernels/common.cuh"
 #include "kernels/convert.cuh"
 #include "kernels/cuda_check.cuh"
 
@@ -12,12 +11,8 @@ namespace gpt2cc::cuda {
 namespace {
 
 constexpr int kGroup = 8;  // elements per thread: 16 bytes of bf16, 32 bytes of float
+constexpr int kHalf = kGroup / 2;  // one 16-byte pack of float
 constexpr int kBlock = 256;
-
-// Eight bf16 as one 16-byte word.
-struct alignas(16) Bf16x8 {
-  __nv_bfloat162 pair[kGroup / 2];
-};
 
 // dst[i] = bf16_rn(src[i]) for i in [8g, min(8g + 8, N)), g = this thread's group.
 template <bool kAligned>
@@ -25,14 +20,14 @@ __global__ void convert_kernel(bf16* dst, const float* src, size_t N) {
   const size_t i0 = (static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x) * kGroup;
   if (i0 >= N) return;
   if (kAligned && i0 + kGroup <= N) {
-    const float4 lo = reinterpret_cast<const float4*>(src + i0)[0];
-    const float4 hi = reinterpret_cast<const float4*>(src + i0)[1];
-    Bf16x8 out;
-    out.pair[0] = __floats2bfloat162_rn(lo.x, lo.y);
-    out.pair[1] = __floats2bfloat162_rn(lo.z, lo.w);
-    out.pair[2] = __floats2bfloat162_rn(hi.x, hi.y);
-    out.pair[3] = __floats2bfloat162_rn(hi.z, hi.w);
-    *reinterpret_cast<Bf16x8*>(dst + i0) = out;
+    float lo[kHalf], hi[kHalf], x[kGroup];
+    load_floats(lo, src + i0);
+    load_floats(hi, src + i0 + kHalf);
+    for (int k = 0; k < kHalf; ++k) {
+      x[k] = lo[k];
+      x[kHalf + k] = hi[k];
+    }
+    store_floats(dst + i0, x);  // from_float<bf16> is __float2bfloat16_rn
     return;
   }
   for (size_t i = i0; i < N && i < i0 + kGroup; ++i) dst[i] = __float2bfloat16_rn(src[i]);
@@ -44,19 +39,20 @@ __global__ void widen_kernel(float* dst, const bf16* src, size_t N) {
   const size_t i0 = (static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x) * kGroup;
   if (i0 >= N) return;
   if (kAligned && i0 + kGroup <= N) {
-    const Bf16x8 in = *reinterpret_cast<const Bf16x8*>(src + i0);
-    const float2 a = __bfloat1622float2(in.pair[0]), b = __bfloat1622float2(in.pair[1]);
-    const float2 c = __bfloat1622float2(in.pair[2]), d = __bfloat1622float2(in.pair[3]);
-    reinterpret_cast<float4*>(dst + i0)[0] = make_float4(a.x, a.y, b.x, b.y);
-    reinterpret_cast<float4*>(dst + i0)[1] = make_float4(c.x, c.y, d.x, d.y);
+    float x[kGroup], lo[kHalf], hi[kHalf];
+    load_floats(x, src + i0);
+    for (int k = 0; k < kHalf; ++k) {
+      lo[k] = x[k];
+      hi[k] = x[kHalf + k];
+    }
+    store_floats(dst + i0, lo);
+    store_floats(dst + i0 + kHalf, hi);
     return;
   }
   for (size_t i = i0; i < N && i < i0 + kGroup; ++i) dst[i] = __bfloat162float(src[i]);
 }
 
-bool aligned16(const void* a, const void* b) {
-  return reinterpret_cast<uintptr_t>(a) % 16 == 0 && reinterpret_cast<uintptr_t>(b) % 16 == 0;
-}
+bool aligned16(const void* a, const void* b) { return is_aligned16(a) && is_aligned16(b); }
 
 }  // namespace
 

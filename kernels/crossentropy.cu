@@ -5,8 +5,6 @@
 // than reading stored probabilities: one extra pass over the row, no (B,T,Vp) buffer.
 // fused_classifier does loss and gradient in one kernel: an online max + sum pass, then the
 // in-place gradient pass (two reads and one write of the row instead of three reads and a write).
-#include <cstdint>
-
 #include "kernels/common.cuh"
 #include "kernels/crossentropy.cuh"
 #include "kernels/cuda_check.cuh"
@@ -121,24 +119,16 @@ __device__ MaxSum block_max_sum(MaxSum x) {
   return warp_max_sum(x);
 }
 
-// 16 bytes of a row: 4 floats or 8 bf16. Why: one 128-bit load per thread instead of 4 or 8
-// scalar ones; the classifier is bound by reading the (B,T,Vp) logits, twice.
-template <class Elem>
-struct alignas(16) Pack16 {
-  static constexpr int kSize = 16 / sizeof(Elem);
-  Elem x[kSize];
-};
-
 // Pass 1: (m, s) over the V real columns; loss = log(s) - (l_y - m) (= logsumexp - l_y).
 // Pass 2, in place: l_j := dloss * (exp(l_j - m) / s - [j == y]) for j < V, 0 for j >= V.
-// kVectorized: Vp % Pack16::kSize == 0 and the row 16-byte aligned, so a row is whole packs; the
-// pack straddling V is masked element-wise (padded columns are read but never used: they may
-// hold anything, NaN included).
+// kVectorized: the row moves in 16-byte packs (4 floats or 8 bf16; why: the kernel is bound by
+// reading the (B,T,Vp) logits twice, and one 128-bit access replaces 4 or 8 scalar ones). Needs
+// Vp % kPack128 == 0 and an aligned row; the pack straddling V is masked element-wise (padded
+// columns are read but never used: they may hold anything, NaN included).
 template <class Elem, bool kVectorized>
 __global__ void fused_classifier_block_per_row_kernel(Elem* logits, float* losses, const int* targets, float dloss,
                                                       int V, int Vp) {
-  using Pack = Pack16<Elem>;
-  constexpr int kW = Pack::kSize;
+  constexpr int kW = kPack128<Elem>;
   const size_t bt = blockIdx.x;
   const int y = targets[bt];
   Elem* row = logits + bt * Vp;
@@ -152,12 +142,12 @@ __global__ void fused_classifier_block_per_row_kernel(Elem* logits, float* losse
   const float target_logit = to_float(row[y]);
   MaxSum acc{-INFINITY, 0.0f};
   if constexpr (kVectorized) {
-    const Pack* packs = reinterpret_cast<const Pack*>(row);
     const int num_packs = (V + kW - 1) / kW;
     for (int k = threadIdx.x; k < num_packs; k += blockDim.x) {
-      const Pack pack = packs[k];
+      float x[kW];
+      load_floats(x, row + k * kW);
       for (int e = 0; e < kW; ++e) {
-        if (k * kW + e < V) online_add(acc, to_float(pack.x[e]));
+        if (k * kW + e < V) online_add(acc, x[e]);
       }
     }
   } else {
@@ -170,11 +160,11 @@ __global__ void fused_classifier_block_per_row_kernel(Elem* logits, float* losse
     return j < V ? dloss * (expf(logit - total.m) * inv_sum - (j == y ? 1.0f : 0.0f)) : 0.0f;
   };
   if constexpr (kVectorized) {
-    Pack* packs = reinterpret_cast<Pack*>(row);
     for (int k = threadIdx.x; k < Vp / kW; k += blockDim.x) {
-      Pack pack = packs[k];
-      for (int e = 0; e < kW; ++e) pack.x[e] = from_float<Elem>(grad(k * kW + e, to_float(pack.x[e])));
-      packs[k] = pack;
+      float x[kW];
+      load_floats(x, row + k * kW);
+      for (int e = 0; e < kW; ++e) x[e] = grad(k * kW + e, x[e]);
+      store_floats(row + k * kW, x);
     }
   } else {
     for (int j = threadIdx.x; j < Vp; j += blockDim.x) row[j] = from_float<Elem>(grad(j, to_float(row[j])));
@@ -213,7 +203,7 @@ void launch_fused_classifier(Elem* logits, float* losses, const int* targets, fl
   const int rows = B * T;
   if (rows == 0) return;
   // Every row starts 16-byte aligned iff the buffer does and Vp * sizeof(Elem) is a multiple of 16.
-  const bool vectorized = reinterpret_cast<uintptr_t>(logits) % 16 == 0 && Vp % Pack16<Elem>::kSize == 0;
+  const bool vectorized = is_aligned16(logits) && Vp % kPack128<Elem> == 0;
   if (vectorized) {
     fused_classifier_block_per_row_kernel<Elem, true><<<rows, kBlock, 0, stream>>>(logits, losses, targets, dloss, V,
                                                                                   Vp);
