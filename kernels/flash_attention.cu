@@ -480,7 +480,8 @@ bool allow_shared_memory(Kernel kernel, size_t bytes) {
 }
 
 void check_shapes(const char* op, int B, int T, int C, int NH) {
-  ENSURE(B >= 1 && T >= 1 && NH >= 1, "{}: needs B, T, NH >= 1, got B = {}, T = {}, NH = {}", op, B, T, NH);
+  ENSURE(B >= 0 && T >= 0 && NH >= 1, "{}: needs B, T >= 0 and NH >= 1, got B = {}, T = {}, NH = {}", op, B, T,
+         NH);
   ENSURE(C % NH == 0, "{}: NH = {} must divide C = {}", op, NH, C);
   ENSURE(flash_attention_supported(C / NH), "{}: head size HS = C/NH = {} is not supported (64 or 128 only)", op,
          C / NH);
@@ -531,6 +532,7 @@ void flash_attention_forward(bf16* out, float* lse, const bf16* qkv, int B, int 
   check_shapes("flash_attention_forward", B, T, C, NH);
   check_aligned("flash_attention_forward", qkv, "qkv");
   check_aligned("flash_attention_forward", out, "out");
+  if (B == 0 || T == 0) return;  // nothing to compute (an empty launch grid would be an error)
   const int HS = C / NH;
   const FlashForwardParams p{out, lse, qkv, T, C, NH, kLog2e / std::sqrt(static_cast<float>(HS))};
   if (HS == 64) launch_forward<64>(p, B, stream);
@@ -544,6 +546,7 @@ void flash_attention_backward(bf16* dqkv, const bf16* dout, const float* lse, co
   check_aligned("flash_attention_backward", dout, "dout");
   check_aligned("flash_attention_backward", out, "out");
   check_aligned("flash_attention_backward", qkv, "qkv");
+  if (B == 0 || T == 0) return;
   const int HS = C / NH;
   const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
   ScratchBuffer delta(static_cast<size_t>(B) * NH * T * sizeof(float), stream);

@@ -4,7 +4,7 @@
 // (scale 1/sqrt(HS)), saved for the backward instead of the probabilities. Mirrors
 // cpu::attention_forward / attention_backward without dropout. Backward: dqkv written (=),
 // deterministic (one kernel over K/V tiles for dK, dV and one over Q tiles for dQ; no atomics).
-// Head sizes 64 and 128 (flash_attention_supported); any T >= 1.
+// Head sizes 64 and 128 (flash_attention_supported); any T >= 1 (B or T = 0: nothing to do).
 #pragma once
 
 #include <cuda_bf16.h>

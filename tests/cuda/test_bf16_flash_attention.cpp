@@ -148,8 +148,13 @@ TEST_CASE("bf16 flash attention rejects unsupported shapes and misaligned pointe
                     Catch::Contains("HS = C/NH = 65"));
   CHECK_THROWS_WITH(cuda::flash_attention_forward(out.get(), lse.get(), qkv.get(), B, T, 100, 3, stream),
                     Catch::Contains("must divide C"));
-  CHECK_THROWS_WITH(cuda::flash_attention_forward(out.get(), lse.get(), qkv.get(), B, 0, 128, 2, stream),
-                    Catch::Contains("T, NH >= 1"));
+  CHECK_THROWS_WITH(cuda::flash_attention_forward(out.get(), lse.get(), qkv.get(), B, -1, 128, 2, stream),
+                    Catch::Contains("T >= 0"));
+  // An empty batch or sequence is a no-op, like the tiled kernels: nothing launched, nothing written.
+  CHECK_NOTHROW(cuda::flash_attention_forward(out.get(), lse.get(), qkv.get(), 0, T, 128, 2, stream));
+  CHECK_NOTHROW(cuda::flash_attention_backward(qkv.get(), out.get(), lse.get(), out.get(), qkv.get(), B, 0, 128, 2,
+                                               stream));
+  CUDA_CHECK(cudaStreamSynchronize(stream));
   // One bf16 past a 256-byte cudaMalloc boundary: 2-byte aligned, not 16.
   CHECK_THROWS_WITH(cuda::flash_attention_forward(out.get(), lse.get(), qkv.get() + 1, B, T, 128, 2, stream),
                     Catch::Contains("qkv must be 16-byte aligned"));
