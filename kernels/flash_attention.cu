@@ -174,7 +174,7 @@ __device__ __forceinline__ void load_tile(bf16* tile, const bf16* head, size_t r
 }
 
 // Writes the 16 x HS accumulator strip of a warp (rows row[0], row[1] per lane, see the C
-// layout) times `scale` to dst[t*row_stride + 0..HS-1], rows < T only.
+// layout) times `scale` to head[t*row_stride + 0..HS-1], rows t < T only.
 template <int HS>
 __device__ __forceinline__ void store_rows(bf16* head, size_t row_stride, const float (&acc)[HS / 8][4],
                                            const int (&row)[2], const float (&scale)[2], int T, int quad) {
@@ -193,8 +193,8 @@ __device__ __forceinline__ void store_rows(bf16* head, size_t row_stride, const 
 // ---------------------------------------------------------------------------------------------
 // Forward. Grid (B*NH, ceil(T/64)), 128 threads; warp w owns query rows q0+16w..q0+16w+15.
 // Causal tile skipping: Q tile i needs K/V tiles 0..i only (Br == Bc, aligned). Only the diagonal
-// tile is masked (col > row); columns >= T occur only there, and only for rows >= T, which are
-// never stored. The row statistics m, l of a row live in its quad (4 lanes); each lane keeps a
+// tile is masked (col > row); columns >= T occur only there, where col > row masks them for
+// every row < T (rows >= T are never stored). The row statistics m, l of a row live in its quad (4 lanes); each lane keeps a
 // partial l over its own columns, summed across the quad once at the end.
 // ---------------------------------------------------------------------------------------------
 template <int HS>
