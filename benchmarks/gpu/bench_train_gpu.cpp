@@ -180,6 +180,29 @@ void recover_from_oom(Run& run, Backend& backend) {
   cudaMemPoolTrimTo(default_pool(), 0);
 }
 
+// -B auto: the largest power of two, from 512 down, at which the model's allocation and one
+// training step fit in GPU memory. The probes launch the kernels directly (no CUDA graph), so an
+// allocation failing part-way never leaves a stream capture open; the chosen B is then rebuilt
+// with the requested options.
+int largest_batch(const ModelConfig& config, Backend& backend, const Options& o) {
+  Options probe = o;
+  probe.cuda_graphs = false;
+  for (int B = 512;; B /= 2) {
+    Run run;
+    try {
+      run = make_run(config, backend, probe, B);
+      run.train_step(random_batch(B, o.T, config.vocab_size, o.seed), B, o.T);
+      backend.synchronize();
+      return B;
+    } catch (const InputError&) {
+      throw;
+    } catch (const Error& e) {
+      if (!is_out_of_memory(e) || B == 1) throw;
+      recover_from_oom(run, backend);
+    }
+  }
+}
+
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   const size_t n = v.size();
@@ -209,28 +232,15 @@ int bench_main(int argc, char** argv) {
   auto backend = make_cuda_backend(0, o.dtype);
   const size_t used_before_model = device_used_bytes();
 
-  // Build the model (and prove one step fits) at B, or for -B auto at the largest power of two
-  // that fits: 512, 256, ... until neither the allocation nor the step's scratch runs out.
+  const int B = o.B ? o.B : largest_batch(config, *backend, o);
+  // The last probe's model is gone; hand its cached pool memory back before the real one allocates.
+  backend->synchronize();
+  cudaMemPoolTrimTo(default_pool(), 0);
+  Run run = make_run(config, *backend, o, B);
+  const Batch batch = random_batch(B, o.T, config.vocab_size, o.seed);
+  const float first_loss = run.train_step(batch, B, o.T);
+  backend->synchronize();
   const double ln_v = std::log(double(config.vocab_size));
-  int B = o.B ? o.B : 512;
-  Run run;
-  Batch batch;
-  float first_loss = NAN;
-  for (;;) {
-    try {
-      run = make_run(config, *backend, o, B);
-      batch = random_batch(B, o.T, config.vocab_size, o.seed);
-      first_loss = run.train_step(batch, B, o.T);
-      backend->synchronize();
-      break;
-    } catch (const InputError&) {
-      throw;
-    } catch (const Error& e) {
-      if (o.B || !is_out_of_memory(e) || B == 1) throw;
-      recover_from_oom(run, *backend);
-      B /= 2;
-    }
-  }
   // Validation: a freshly initialised GPT-2 predicts nearly uniformly, so its loss is ~ln V;
   // anything else means the step being timed is not a working training step.
   if (!std::isfinite(first_loss) || std::fabs(first_loss - ln_v) > 0.5) {
