@@ -98,7 +98,7 @@ class Backend {
   // Floats per layer the attention forward saves for its backward: the probabilities
   // (B*NH*T*T) for the CPU and the tiled kernels, only the row log-sum-exp (B*NH*T) for a flash
   // kernel. `dropout`: whether attention dropout will be used (flash kernels have none).
-  virtual size_t attention_saved_floats(int B, int T, int NH, bool dropout) const = 0;
+  virtual size_t attention_saved_floats(int B, int T, int C, int NH, bool dropout) const = 0;
 
   // ---- layers ----
   virtual void encoder_forward(TensorPtr out, const int* inp, ConstTensorPtr wte, ConstTensorPtr wpe, int B, int T,
@@ -175,6 +175,8 @@ class Backend {
   // and returns false when no recording has that key. Nothing in a recording may synchronise.
   virtual bool begin_recording() { return false; }
   virtual void end_recording(uint64_t key) { (void)key; }
+  // Ends a recording that an exception interrupted, discarding it.
+  virtual void abort_recording() noexcept {}
   virtual bool replay(uint64_t key) {
     (void)key;
     return false;

@@ -99,7 +99,10 @@ struct GPT2::Impl {
     bool seen = false;
     for (uint64_t k : seen_keys) seen |= k == key;
     if (!options.cuda_graphs || !seen) {
-      if (options.cuda_graphs) seen_keys.push_back(key);
+      if (options.cuda_graphs) {
+        if (seen_keys.size() >= 64) seen_keys.clear();  // bounded: keys that never recur (varying dloss)
+        seen_keys.push_back(key);
+      }
       ops();
       return;
     }
@@ -108,7 +111,12 @@ struct GPT2::Impl {
       ops();
       return;
     }
-    ops();
+    try {
+      ops();
+    } catch (...) {
+      backend.abort_recording();
+      throw;
+    }
     backend.end_recording(key);
     ENSURE(backend.replay(key), "model: the recording {} just made cannot be replayed", key);
   }

@@ -29,7 +29,7 @@ class CpuBackend final : public Backend {
   void convert_from_float(TensorPtr dst, const float* src, size_t N) override;
   void convert_to_float(float* dst, ConstTensorPtr src, size_t N) override;
 
-  size_t attention_saved_floats(int B, int T, int NH, bool dropout) const override;
+  size_t attention_saved_floats(int B, int T, int C, int NH, bool dropout) const override;
 
   void encoder_forward(TensorPtr out, const int* inp, ConstTensorPtr wte, ConstTensorPtr wpe, int B, int T,
                        int C) override;

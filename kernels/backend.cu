@@ -1,21 +1,30 @@
-// CudaBackend: the Backend interface (core/backend.hpp) on one GPU, fp32. Device memory from
-// cudaMalloc (zero-filled, out-of-memory reported with the sizes and a hint), one stream on
-// which every kernel and copy runs in order, the cuda:: layers of kernels/*.cuh. Also the
-// factory make_cuda_backend, which throws InputError when there is no usable GPU.
+// CudaBackend: the Backend interface (core/backend.hpp) on one GPU, computing in fp32 or bf16
+// (mixed precision: bf16 activations, compute parameters and gradients; fp32 master weights,
+// moments, LayerNorm statistics and attention log-sum-exp). Device memory from cudaMalloc
+// (zero-filled, out-of-memory reported with the sizes and a hint), one stream on which every
+// kernel and copy runs in order, the cuda:: layers of kernels/*.cuh, the fused kernels for the
+// fused ops, flash attention for bf16, and CUDA graphs for recorded replay. Also the factory
+// make_cuda_backend, which throws InputError when there is no usable GPU.
+#include <cublas_v2.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
 
 #include "core/backend.hpp"
 #include "core/check.hpp"
 #include "kernels/adamw.cuh"
 #include "kernels/attention.cuh"
+#include "kernels/convert.cuh"
 #include "kernels/crossentropy.cuh"
 #include "kernels/cuda_check.cuh"
 #include "kernels/dropout.cuh"
 #include "kernels/encoder.cuh"
+#include "kernels/flash_attention.cuh"
 #include "kernels/gelu.cuh"
 #include "kernels/layernorm.cuh"
 #include "kernels/matmul.cuh"
@@ -24,13 +33,37 @@
 namespace gpt2cc {
 namespace {
 
+using cuda::bf16;
+
 std::string gib(size_t bytes) { return format("{} GiB", static_cast<double>(bytes) / (1024.0 * 1024.0 * 1024.0)); }
+
+// The element type of a compute-dtype tensor, checked: a tensor of the other dtype is a bug in
+// the caller (core/ allocates everything in the backend's dtype).
+template <class Elem>
+constexpr DType dtype_of = std::is_same_v<Elem, float> ? DType::fp32 : DType::bf16;
+
+template <class Elem>
+Elem* as(TensorPtr p) {
+  ENSURE(!p || p.dtype == dtype_of<Elem>, "cuda backend: a {} tensor where {} was expected", dtype_name(p.dtype),
+         dtype_name(dtype_of<Elem>));
+  return static_cast<Elem*>(p.data);
+}
+template <class Elem>
+const Elem* as(ConstTensorPtr p) {
+  ENSURE(!p || p.dtype == dtype_of<Elem>, "cuda backend: a {} tensor where {} was expected", dtype_name(p.dtype),
+         dtype_name(dtype_of<Elem>));
+  return static_cast<const Elem*>(p.data);
+}
 
 class CudaBackend final : public Backend {
  public:
-  explicit CudaBackend(int device) : device_(device) {
+  CudaBackend(int device, DType dtype) : device_(device), dtype_(dtype) {
     CUDA_CHECK(cudaSetDevice(device_));
     CUDA_CHECK(cudaGetDeviceProperties(&props_, device_));
+    INPUT_CHECK(dtype_ != DType::bf16 || props_.major >= 8,
+                "--dtype bf16 needs a GPU of compute capability 8.0 or newer (bf16 tensor cores); device {} ({}) is "
+                "sm_{}{}: use --dtype fp32",
+                device_, props_.name, props_.major, props_.minor);
     CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     // The per-op scratch buffers (cuda_check.cuh ScratchBuffer) come from the device's default
     // memory pool; keeping freed blocks in the pool instead of returning them to the driver at
@@ -39,14 +72,23 @@ class CudaBackend final : public Backend {
     CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, device_));
     uint64_t threshold = UINT64_MAX;
     CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold));
-    cuda::cublas_handle(stream_);  // create the cuBLAS handle now, not inside the first step
+    // A cuBLAS workspace of our own: without one cuBLAS may allocate inside a call, which a CUDA
+    // graph capture does not allow. 32 MiB is what NVIDIA recommends for Hopper.
+    CUDA_CHECK(cudaMalloc(&cublas_workspace_, kCublasWorkspaceBytes));
+    CUBLAS_CHECK(cublasSetWorkspace(cuda::cublas_handle(stream_), cublas_workspace_, kCublasWorkspaceBytes));
   }
-  ~CudaBackend() override { cudaStreamDestroy(stream_); }
+  ~CudaBackend() override {
+    for (auto& [key, exec] : graphs_) cudaGraphExecDestroy(exec);
+    cudaStreamSynchronize(stream_);
+    cudaFree(cublas_workspace_);
+    cudaStreamDestroy(stream_);
+  }
 
   DeviceKind kind() const override { return DeviceKind::cuda; }
+  DType dtype() const override { return dtype_; }
   std::string describe() const override {
-    return format("cuda fp32 (device {}: {}, {}, sm_{}{})", device_, props_.name, gib(props_.totalGlobalMem),
-                  props_.major, props_.minor);
+    return format("cuda {} (device {}: {}, {}, sm_{}{})", dtype_name(dtype_), device_, props_.name,
+                  gib(props_.totalGlobalMem), props_.major, props_.minor);
   }
 
   void* allocate(size_t bytes) override {
@@ -54,11 +96,12 @@ class CudaBackend final : public Backend {
     void* ptr = nullptr;
     cudaError_t err = cudaMalloc(&ptr, bytes == 0 ? 1 : bytes);
     if (err == cudaErrorMemoryAllocation) {
-      cudaGetLastError();  // clear the sticky-free error so later calls work
+      cudaGetLastError();  // clear the error so later calls work
       size_t free_bytes = 0, total_bytes = 0;
       cudaMemGetInfo(&free_bytes, &total_bytes);
       throw Error(format("CUDA out of memory on device {} ({}): asked for {} bytes ({}), {} bytes free ({}) of {}; "
-                         "try a smaller batch size or sequence length, or a smaller model",
+                         "try a smaller batch size or sequence length, --dtype bf16, --recompute-gelu, or a smaller "
+                         "model",
                          device_, props_.name, bytes, gib(bytes), free_bytes, gib(free_bytes), gib(total_bytes)));
     }
     CUDA_CHECK(err);
@@ -83,88 +126,265 @@ class CudaBackend final : public Backend {
   }
   void zero(void* ptr, size_t bytes) override { CUDA_CHECK(cudaMemsetAsync(ptr, 0, bytes, stream_)); }
   void synchronize() override { CUDA_CHECK(cudaStreamSynchronize(stream_)); }
-
-  // The tiled kernels save the probabilities like the CPU (the flash kernels of issue 8 will
-  // save only the row log-sum-exp).
-  size_t attention_saved_floats(int B, int T, int NH) const override {
-    return static_cast<size_t>(B) * NH * T * T;
+  void convert_from_float(TensorPtr dst, const float* src, size_t N) override {
+    if (dtype_ == DType::bf16) return cuda::convert(as<bf16>(dst), src, N, stream_);
+    copy(as<float>(dst), src, N * sizeof(float));
+  }
+  void convert_to_float(float* dst, ConstTensorPtr src, size_t N) override {
+    if (dtype_ == DType::bf16) return cuda::widen(dst, as<bf16>(src), N, stream_);
+    copy(dst, as<float>(src), N * sizeof(float));
   }
 
-  void encoder_forward(float* out, const int* inp, const float* wte, const float* wpe, int B, int T, int C) override {
-    cuda::encoder_forward(out, inp, wte, wpe, B, T, C, stream_);
+  // bf16 without attention dropout runs the flash kernels, which save only the row log-sum-exp;
+  // otherwise the tiled kernels save the probabilities like the CPU.
+  size_t attention_saved_floats(int B, int T, int C, int NH, bool dropout) const override {
+    const bool flash = use_flash(C / NH, dropout);
+    return static_cast<size_t>(B) * NH * T * (flash ? 1 : T);
   }
-  void encoder_backward(float* dwte, float* dwpe, const float* dout, const int* inp, int B, int T, int C) override {
-    cuda::encoder_backward(dwte, dwpe, dout, inp, B, T, C, stream_);
+
+  void encoder_forward(TensorPtr out, const int* inp, ConstTensorPtr wte, ConstTensorPtr wpe, int B, int T,
+                       int C) override {
+    with_elem([&](auto e) {
+      using E = typename decltype(e)::type;
+      cuda::encoder_forward(as<E>(out), inp, as<E>(wte), as<E>(wpe), B, T, C, stream_);
+    });
   }
-  void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* weight,
-                         const float* bias, int B, int T, int C) override {
-    cuda::layernorm_forward(out, mean, rstd, inp, weight, bias, B, T, C, stream_);
+  void encoder_backward(TensorPtr dwte, TensorPtr dwpe, ConstTensorPtr dout, const int* inp, int B, int T,
+                        int C) override {
+    with_elem([&](auto e) {
+      using E = typename decltype(e)::type;
+      cuda::encoder_backward(as<E>(dwte), as<E>(dwpe), as<E>(dout), inp, B, T, C, stream_);
+    });
   }
-  void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* mean,
-                          const float* rstd, const float* inp, const float* weight, int B, int T, int C) override {
-    cuda::layernorm_backward(dinp, dweight, dbias, dout, mean, rstd, inp, weight, B, T, C, stream_);
+  void layernorm_forward(TensorPtr out, float* mean, float* rstd, ConstTensorPtr inp, ConstTensorPtr weight,
+                         ConstTensorPtr bias, int B, int T, int C) override {
+    with_elem([&](auto e) {
+      using E = typename decltype(e)::type;
+      cuda::layernorm_forward(as<E>(out), mean, rstd, as<E>(inp), as<E>(weight), as<E>(bias), B, T, C, stream_);
+    });
   }
-  void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int B, int T, int C,
-                      int OC) override {
-    cuda::matmul_forward(out, inp, weight, bias, B, T, C, OC, stream_);
+  void layernorm_backward(TensorPtr dinp, TensorPtr dweight, TensorPtr dbias, ConstTensorPtr dout, const float* mean,
+                          const float* rstd, ConstTensorPtr inp, ConstTensorPtr weight, int B, int T,
+                          int C) override {
+    with_elem([&](auto e) {
+      using E = typename decltype(e)::type;
+      cuda::layernorm_backward(as<E>(dinp), as<E>(dweight), as<E>(dbias), as<E>(dout), mean, rstd, as<E>(inp),
+                               as<E>(weight), B, T, C, stream_);
+    });
   }
-  void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
-                       const float* weight, int B, int T, int C, int OC) override {
-    cuda::matmul_backward(dinp, dweight, dbias, dout, inp, weight, B, T, C, OC, stream_);
+  void matmul_forward(TensorPtr out, ConstTensorPtr inp, ConstTensorPtr weight, ConstTensorPtr bias, int B, int T,
+                      int C, int OC) override {
+    with_elem([&](auto e) {
+      using E = typename decltype(e)::type;
+      cuda::matmul_forward(as<E>(out), as<E>(inp), as<E>(weight), as<E>(bias), B, T, C, OC, stream_);
+    });
   }
-  void attention_forward(float* out, float* saved, const float* qkv, int B, int T, int C, int NH,
+  void matmul_backward(TensorPtr dinp, TensorPtr dweight, TensorPtr dbias, ConstTensorPtr dout, ConstTensorPtr inp,
+                       ConstTensorPtr weight, int B, int T, int C, int OC) override {
+    with_elem([&](auto e) {
+      using E = typename decltype(e)::type;
+      cuda::matmul_backward(as<E>(dinp), as<E>(dweight), as<E>(dbias), as<E>(dout), as<E>(inp), as<E>(weight), B, T,
+                            C, OC, stream_);
+    });
+  }
+  void attention_forward(TensorPtr out, float* saved, ConstTensorPtr qkv, int B, int T, int C, int NH,
                          const DropoutParams& dropout) override {
-    cuda::attention_forward(out, saved, qkv, B, T, C, NH, dropout, stream_);
+    if (use_flash(C / NH, dropout.active()))
+      return cuda::flash_attention_forward(as<bf16>(out), saved, as<bf16>(qkv), B, T, C, NH, stream_);
+    with_elem([&](auto e) {
+      using E = typename decltype(e)::type;
+      cuda::attention_forward(as<E>(out), saved, as<E>(qkv), B, T, C, NH, dropout, stream_);
+    });
   }
-  void attention_backward(float* dqkv, const float* dout, const float* saved, const float* qkv, int B, int T, int C,
-                          int NH, const DropoutParams& dropout) override {
-    cuda::attention_backward(dqkv, dout, saved, qkv, B, T, C, NH, dropout, stream_);
+  void attention_backward(TensorPtr dqkv, ConstTensorPtr dout, const float* saved, ConstTensorPtr qkv,
+                          ConstTensorPtr out, int B, int T, int C, int NH, const DropoutParams& dropout) override {
+    if (use_flash(C / NH, dropout.active()))
+      return cuda::flash_attention_backward(as<bf16>(dqkv), as<bf16>(dout), saved, as<bf16>(out), as<bf16>(qkv), B,
+                                            T, C, NH, stream_);
+    with_elem([&](auto e) {
+      using E = typename decltype(e)::type;
+      cuda::attention_backward(as<E>(dqkv), as<E>(dout), saved, as<E>(qkv), as<E>(out), B, T, C, NH, dropout,
+                               stream_);
+    });
   }
-  void attention_decode(float* out, float* kcache, float* vcache, const float* qkv, int B, int pos, int maxT, int C,
-                        int NH) override {
-    cuda::attention_decode(out, kcache, vcache, qkv, B, pos, maxT, C, NH, stream_);
+  void attention_decode(TensorPtr out, TensorPtr kcache, TensorPtr vcache, ConstTensorPtr qkv, int B, int pos,
+                        int maxT, int C, int NH) override {
+    with_elem([&](auto e) {
+      using E = typename decltype(e)::type;
+      cuda::attention_decode(as<E>(out), as<E>(kcache), as<E>(vcache), as<E>(qkv), B, pos, maxT, C, NH, stream_);
+    });
   }
-  void kv_cache_store(float* kcache, float* vcache, const float* qkv, int B, int T, int maxT, int C) override {
-    cuda::kv_cache_store(kcache, vcache, qkv, B, T, maxT, C, stream_);
+  void kv_cache_store(TensorPtr kcache, TensorPtr vcache, ConstTensorPtr qkv, int B, int T, int maxT,
+                      int C) override {
+    with_elem([&](auto e) {
+      using E = typename decltype(e)::type;
+      cuda::kv_cache_store(as<E>(kcache), as<E>(vcache), as<E>(qkv), B, T, maxT, C, stream_);
+    });
   }
-  void gelu_forward(float* out, const float* inp, size_t N) override { cuda::gelu_forward(out, inp, N, stream_); }
-  void gelu_backward(float* dinp, const float* dout, const float* inp, size_t N) override {
-    cuda::gelu_backward(dinp, dout, inp, N, stream_);
+  void gelu_forward(TensorPtr out, ConstTensorPtr inp, size_t N) override {
+    with_elem([&](auto e) {
+      using E = typename decltype(e)::type;
+      cuda::gelu_forward(as<E>(out), as<E>(inp), N, stream_);
+    });
   }
-  void residual_forward(float* out, const float* inp1, const float* inp2, size_t N) override {
-    cuda::residual_forward(out, inp1, inp2, N, stream_);
+  void gelu_backward(TensorPtr dinp, ConstTensorPtr dout, ConstTensorPtr inp, size_t N) override {
+    with_elem([&](auto e) {
+      using E = typename decltype(e)::type;
+      cuda::gelu_backward(as<E>(dinp), as<E>(dout), as<E>(inp), N, stream_);
+    });
   }
-  void residual_backward(float* dinp1, float* dinp2, const float* dout, size_t N) override {
-    cuda::residual_backward(dinp1, dinp2, dout, N, stream_);
+  void residual_forward(TensorPtr out, ConstTensorPtr inp1, ConstTensorPtr inp2, size_t N) override {
+    with_elem([&](auto e) {
+      using E = typename decltype(e)::type;
+      cuda::residual_forward(as<E>(out), as<E>(inp1), as<E>(inp2), N, stream_);
+    });
   }
-  void dropout_forward(float* out, const float* inp, const DropoutParams& dropout, size_t N) override {
-    cuda::dropout_forward(out, inp, dropout, N, stream_);
+  void residual_backward(TensorPtr dinp1, TensorPtr dinp2, ConstTensorPtr dout, size_t N) override {
+    with_elem([&](auto e) {
+      using E = typename decltype(e)::type;
+      cuda::residual_backward(as<E>(dinp1), as<E>(dinp2), as<E>(dout), N, stream_);
+    });
   }
-  void dropout_backward(float* dinp, const float* dout, const DropoutParams& dropout, size_t N) override {
-    cuda::dropout_backward(dinp, dout, dropout, N, stream_);
+  void dropout_forward(TensorPtr out, ConstTensorPtr inp, const DropoutParams& dropout, size_t N) override {
+    with_elem([&](auto e) {
+      using E = typename decltype(e)::type;
+      cuda::dropout_forward(as<E>(out), as<E>(inp), dropout, N, stream_);
+    });
   }
-  void crossentropy_forward(float* losses, const float* logits, const int* targets, int B, int T, int V,
+  void dropout_backward(TensorPtr dinp, ConstTensorPtr dout, const DropoutParams& dropout, size_t N) override {
+    with_elem([&](auto e) {
+      using E = typename decltype(e)::type;
+      cuda::dropout_backward(as<E>(dinp), as<E>(dout), dropout, N, stream_);
+    });
+  }
+  void crossentropy_forward(float* losses, ConstTensorPtr logits, const int* targets, int B, int T, int V,
                             int Vp) override {
-    cuda::crossentropy_forward(losses, logits, targets, B, T, V, Vp, stream_);
+    with_elem([&](auto e) {
+      using E = typename decltype(e)::type;
+      cuda::crossentropy_forward(losses, as<E>(logits), targets, B, T, V, Vp, stream_);
+    });
   }
-  void crossentropy_backward(float* dlogits, float dloss, const float* logits, const int* targets, int B, int T, int V,
-                             int Vp) override {
-    cuda::crossentropy_backward(dlogits, dloss, logits, targets, B, T, V, Vp, stream_);
+  void crossentropy_backward(TensorPtr dlogits, float dloss, ConstTensorPtr logits, const int* targets, int B, int T,
+                             int V, int Vp) override {
+    with_elem([&](auto e) {
+      using E = typename decltype(e)::type;
+      cuda::crossentropy_backward(as<E>(dlogits), dloss, as<E>(logits), targets, B, T, V, Vp, stream_);
+    });
   }
-  double sum_of_squares(const float* x, size_t N) override { return cuda::sum_of_squares(x, N, stream_); }
-  void adamw_update(float* params, float* m, float* v, const float* grads, size_t N, const AdamWParams& hp) override {
-    cuda::adamw_update(params, m, v, grads, N, hp, stream_);
+
+  // ---- fused ops: one kernel (or one GEMM with an epilogue) each ----
+  void residual_layernorm_forward(TensorPtr residual, TensorPtr out, float* mean, float* rstd, ConstTensorPtr inp1,
+                                  ConstTensorPtr inp2, ConstTensorPtr weight, ConstTensorPtr bias, int B, int T,
+                                  int C) override {
+    with_elem([&](auto e) {
+      using E = typename decltype(e)::type;
+      cuda::residual_layernorm_forward(as<E>(residual), as<E>(out), mean, rstd, as<E>(inp1), as<E>(inp2),
+                                       as<E>(weight), as<E>(bias), B, T, C, stream_);
+    });
+  }
+  void matmul_forward_gelu(TensorPtr out, TensorPtr pre, ConstTensorPtr inp, ConstTensorPtr weight,
+                           ConstTensorPtr bias, int B, int T, int C, int OC) override {
+    with_elem([&](auto e) {
+      using E = typename decltype(e)::type;
+      cuda::matmul_forward_gelu(as<E>(out), as<E>(pre), as<E>(inp), as<E>(weight), as<E>(bias), B, T, C, OC,
+                                stream_);
+    });
+  }
+  void matmul_backward_gelu(TensorPtr dinp, TensorPtr dweight, TensorPtr dbias, ConstTensorPtr dout,
+                            ConstTensorPtr inp, ConstTensorPtr weight, ConstTensorPtr pre, int B, int T, int C,
+                            int OC) override {
+    with_elem([&](auto e) {
+      using E = typename decltype(e)::type;
+      cuda::matmul_backward_gelu(as<E>(dinp), as<E>(dweight), as<E>(dbias), as<E>(dout), as<E>(inp), as<E>(weight),
+                                 as<E>(pre), B, T, C, OC, stream_);
+    });
+  }
+  void fused_classifier(TensorPtr logits, float* losses, const int* targets, float dloss, int B, int T, int V,
+                        int Vp) override {
+    with_elem([&](auto e) {
+      using E = typename decltype(e)::type;
+      cuda::fused_classifier(as<E>(logits), losses, targets, dloss, B, T, V, Vp, stream_);
+    });
+  }
+
+  double sum_of_squares(ConstTensorPtr x, size_t N) override {
+    if (dtype_ == DType::bf16) return cuda::sum_of_squares(as<bf16>(x), N, stream_);
+    return cuda::sum_of_squares(as<float>(x), N, stream_);
+  }
+  void adamw_update(float* master, TensorPtr params, float* m, float* v, ConstTensorPtr grads, size_t N,
+                    const AdamWParams& hp) override {
+    if (dtype_ == DType::bf16)
+      return cuda::adamw_update(master, as<bf16>(params), m, v, as<bf16>(grads), N, hp, stream_);
+    ENSURE(as<float>(params) == master, "cuda backend: in fp32, adamw_update's params must be the master weights");
+    cuda::adamw_update(master, m, v, as<float>(grads), N, hp, stream_);
+  }
+
+  // ---- CUDA graphs: a recording is the stream capture of the ops between begin and end ----
+  bool begin_recording() override {
+    // Thread-local capture: another host thread (the data loader's prefetch) may call CUDA
+    // meanwhile without invalidating this capture.
+    CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+    return true;
+  }
+  void end_recording(uint64_t key) override {
+    cudaGraph_t graph = nullptr;
+    CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t err = cudaGraphInstantiate(&exec, graph, 0);
+    cudaGraphDestroy(graph);
+    CUDA_CHECK(err);
+    // A few shapes at most recur (training batches, evaluation batches): keep the newest.
+    if (graphs_.size() >= kMaxGraphs) {
+      cudaGraphExecDestroy(graphs_.front().second);
+      graphs_.erase(graphs_.begin());
+    }
+    graphs_.emplace_back(key, exec);
+  }
+  void abort_recording() noexcept override {
+    cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+    if (cudaStreamIsCapturing(stream_, &status) == cudaSuccess && status != cudaStreamCaptureStatusNone) {
+      cudaGraph_t graph = nullptr;
+      cudaStreamEndCapture(stream_, &graph);
+      if (graph) cudaGraphDestroy(graph);
+    }
+    cudaGetLastError();
+  }
+  bool replay(uint64_t key) override {
+    for (auto& [k, exec] : graphs_) {
+      if (k != key) continue;
+      CUDA_CHECK(cudaGraphLaunch(exec, stream_));
+      return true;
+    }
+    return false;
   }
 
  private:
+  static constexpr size_t kCublasWorkspaceBytes = size_t(32) << 20;
+  static constexpr size_t kMaxGraphs = 4;
+
+  // Calls fn(std::type_identity<Elem>{}) with the element type of this backend's dtype.
+  template <class Fn>
+  void with_elem(Fn&& fn) {
+    if (dtype_ == DType::bf16)
+      fn(std::type_identity<bf16>{});
+    else
+      fn(std::type_identity<float>{});
+  }
+  bool use_flash(int HS, bool dropout) const {
+    return dtype_ == DType::bf16 && !dropout && cuda::flash_attention_supported(HS);
+  }
+
   int device_;
+  DType dtype_;
   cudaDeviceProp props_{};
   cudaStream_t stream_ = nullptr;
+  void* cublas_workspace_ = nullptr;
+  std::vector<std::pair<uint64_t, cudaGraphExec_t>> graphs_;
 };
 
 }  // namespace
 
-std::unique_ptr<Backend> make_cuda_backend(int device) {
+std::unique_ptr<Backend> make_cuda_backend(int device, DType dtype) {
   int count = 0;
   const cudaError_t err = cudaGetDeviceCount(&count);
   if (err != cudaSuccess) {
@@ -175,7 +395,7 @@ std::unique_ptr<Backend> make_cuda_backend(int device) {
   if (count == 0) fail_input("--device cuda: no CUDA GPU is present on this machine; use --device cpu");
   INPUT_CHECK(device >= 0 && device < count, "--cuda-device {} does not exist: this machine has {} CUDA device(s) (0..{})",
               device, count, count - 1);
-  return std::make_unique<CudaBackend>(device);
+  return std::make_unique<CudaBackend>(device, dtype);
 }
 
 bool cuda_backend_built() { return true; }

@@ -15,7 +15,9 @@ TEST_CASE("make_cuda_backend gives a working cuda backend", "[cuda][backend]") {
   auto backend = make_cuda_backend(0);
   CHECK(backend->kind() == DeviceKind::cuda);
   CHECK_THAT(backend->describe(), Catch::StartsWith("cuda fp32"));
-  CHECK(backend->attention_saved_floats(2, 5, 3) == size_t(2) * 3 * 5 * 5);
+  CHECK(backend->dtype() == DType::fp32);
+  // fp32 always runs the tiled kernels, which save the probabilities.
+  CHECK(backend->attention_saved_floats(2, 5, 192, 3, false) == size_t(2) * 3 * 5 * 5);
 
   const size_t n = 1027;
   DeviceArray<float> a(*backend, n), b(*backend, n);
@@ -39,6 +41,32 @@ TEST_CASE("make_cuda_backend gives a working cuda backend", "[cuda][backend]") {
   backend->synchronize();
   backend->download(host.data(), b.data(), b.bytes());
   for (float x : host) REQUIRE(x == 0.0f);
+}
+
+TEST_CASE("a bf16 cuda backend: flash attention saves the log-sum-exp only, conversions round", "[cuda][backend]") {
+  auto backend = make_cuda_backend(0, DType::bf16);
+  CHECK(backend->dtype() == DType::bf16);
+  CHECK_THAT(backend->describe(), Catch::StartsWith("cuda bf16"));
+  CHECK(backend->attention_saved_floats(2, 5, 192, 3, false) == size_t(2) * 3 * 5);      // HS 64: flash
+  CHECK(backend->attention_saved_floats(2, 5, 192, 3, true) == size_t(2) * 3 * 5 * 5);   // dropout: tiled
+  CHECK(backend->attention_saved_floats(2, 5, 36, 3, false) == size_t(2) * 3 * 5 * 5);   // HS 12: tiled
+
+  // fp32 -> bf16 -> fp32 through the backend: round to nearest even, exact for bf16 values.
+  const std::vector<float> values = {1.0f, -2.5f, 3.14159265f, 1e-3f, 65504.0f, 1.00390625f, 1.01171875f};
+  const std::vector<float> rounded = {1.0f, -2.5f, 3.140625f, 0.00099945068359375f, 65536.0f, 1.0f, 1.015625f};
+  DeviceArray<float> wide(*backend, values.size()), back(*backend, values.size());
+  DeviceTensor narrow(*backend, values.size());
+  CHECK(narrow.bytes() == values.size() * 2);
+  backend->upload(wide.data(), values.data(), wide.bytes());
+  backend->convert_from_float(narrow.data(), wide.data(), values.size());
+  CHECK(test::bit_equal(download_as_float(*backend, narrow.data(), values.size()), rounded));
+  backend->convert_to_float(back.data(), narrow.data(), values.size());
+  std::vector<float> host(values.size());
+  backend->download(host.data(), back.data(), back.bytes());
+  CHECK(test::bit_equal(host, rounded));
+
+  // A tensor of the wrong dtype is refused by name, not reinterpreted.
+  CHECK_THROWS_WITH(backend->gelu_forward(wide.data(), wide.data(), values.size()), Catch::Contains("fp32 tensor"));
 }
 
 TEST_CASE("cuda backend reports out-of-memory with sizes and a hint", "[cuda][backend]") {

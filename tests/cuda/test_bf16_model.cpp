@@ -1,0 +1,276 @@
+// The whole model in bf16 mixed precision on CUDA (core/model.hpp through a bf16 CudaBackend):
+// one training step against the fp32 CPU model on the same bf16-rounded weights (loss, logits,
+// every gradient tensor by relative L2 error), on the flash-attention path (HS 64), the tiled
+// bf16 path (HS 12) and with dropout; AdamW keeping fp32 master weights; 20 steps whose losses
+// track fp32 CUDA; CUDA-graph replay and GELU recompute changing no bit; determinism; KV-cache
+// decoding against a full recompute.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <memory>
+
+#include "bf16_test_util.hpp"
+#include "core/model.hpp"
+#include "core/model_optim.hpp"
+#include "cpu/adamw.hpp"
+#include "cuda_test_util.hpp"
+#include "model/model_test_util.hpp"
+
+using namespace gpt2cc;
+
+namespace {
+
+// L=2, V=101 in Vp=128; heads of size HS = C / NH.
+ModelConfig bf16_config(int C, int NH, float dropout, int max_seq_len = 32) {
+  ModelConfig c;
+  c.num_layers = 2;
+  c.channels = C;
+  c.num_heads = NH;
+  c.vocab_size = 101;
+  c.padded_vocab_size = padded_vocab(c.vocab_size);
+  c.max_seq_len = max_seq_len;
+  c.dropout = dropout;
+  return c;
+}
+
+// Tensor by tensor, so a failure names the tensor.
+void expect_tensors_rel_l2(const std::vector<float>& actual, const std::vector<float>& expected,
+                           const ParameterLayout& layout, const std::string& what, double tol) {
+  REQUIRE(actual.size() == expected.size());
+  for (const ParamTensor& t : layout.tensors()) {
+    const auto begin = static_cast<std::ptrdiff_t>(t.offset), end = static_cast<std::ptrdiff_t>(t.offset + t.numel);
+    test::expect_rel_l2(std::vector<float>(actual.begin() + begin, actual.begin() + end),
+                        std::vector<float>(expected.begin() + begin, expected.begin() + end), tol, what + " " + t.name);
+  }
+}
+
+AdamWParams step_params(int step, float grad_scale) {
+  AdamWParams hp;
+  hp.lr = 1e-3f;
+  hp.weight_decay = 0.1f;
+  hp.step = step;
+  hp.grad_scale = grad_scale;
+  return hp;
+}
+
+float train_step(GPT2& model, const std::vector<int>& inputs, const std::vector<int>& targets, int B, int T, int step) {
+  model.zero_grad();
+  int n = 0;
+  for (int t : targets) n += t != -1;
+  const float loss = model.forward_backward(inputs.data(), targets.data(), B, T, 1.0f / float(n));
+  model.adamw_step(step_params(step, clip_scale(model.grad_norm(), 1.0)));
+  return loss;
+}
+
+}  // namespace
+
+TEST_CASE("a bf16 training step tracks the fp32 cpu model", "[cuda][bf16][model]") {
+  struct Case {
+    int C, NH;
+    float dropout;
+    const char* path;
+  };
+  const Case k = GENERATE(Case{128, 2, 0.0f, "flash attention (HS 64)"}, Case{36, 3, 0.0f, "tiled attention (HS 12)"},
+                          Case{128, 2, 0.1f, "tiled attention with dropout"});
+  INFO(k.path);
+  const ModelConfig c = bf16_config(k.C, k.NH, k.dropout);
+  const int B = 3, T = 29;  // T not a multiple of the flash tiles
+  auto cpu_backend = make_cpu_backend(0);
+  auto cuda_backend = make_cuda_backend(0, DType::bf16);
+  GPT2 cpu_model(c, *cpu_backend, B, T), model(c, *cuda_backend, B, T);
+  REQUIRE(model.dtype() == DType::bf16);
+  // Both models compute with the same (bf16-representable) weights: what differs is only the
+  // bf16 storage of activations and gradients.
+  const auto params = test::round_to_bf16(test::random_parameters(model.layout(), c, 231));
+  cpu_model.set_parameters(params);
+  model.set_parameters(params);
+  CHECK(test::bit_equal(model.parameters(), params));
+  const auto inputs = test::random_tokens(size_t(B) * T, 232, c.vocab_size);
+  const auto targets = test::targets_with_ignored(size_t(B) * T, 233, c.vocab_size);
+
+  const float cpu_loss = cpu_model.forward(inputs.data(), targets.data(), B, T, true, 234);
+  const float loss = model.forward(inputs.data(), targets.data(), B, T, true, 234);
+  INFO("cpu loss " << cpu_loss << ", bf16 loss " << loss);
+  CHECK(std::fabs(loss - cpu_loss) <= 1e-2 * std::fabs(cpu_loss));
+  test::expect_rel_l2(model.logits(), cpu_model.logits(), 1e-2, "logits");
+
+  const float dloss = 1.0f / float(cpu_model.num_targets());
+  cpu_model.zero_grad();
+  cpu_model.backward(dloss);
+  model.zero_grad();
+  model.backward(dloss);
+  const auto cpu_grads = cpu_model.gradients();
+  // Whole-model gradients pass through ~20 bf16 roundings each way: 3e-2 relative, where a
+  // single layer meets 1e-2 (tests/cuda/test_bf16_*.cpp).
+  expect_tensors_rel_l2(model.gradients(), cpu_grads, model.layout(), "gradient (forward + backward)", 3e-2);
+  const double cpu_norm = cpu_model.grad_norm(), norm = model.grad_norm();
+  CHECK(std::fabs(norm - cpu_norm) <= 2e-2 * cpu_norm);
+
+  // The fused path (fused classifier, one call) lands on the same gradients as forward + backward.
+  const auto two_calls = model.gradients();
+  model.zero_grad();
+  const float fused_loss = model.forward_backward(inputs.data(), targets.data(), B, T, dloss, 234);
+  CHECK(std::fabs(fused_loss - loss) <= 1e-6 * std::fabs(loss));
+  expect_tensors_rel_l2(model.gradients(), two_calls, model.layout(), "gradient (forward_backward)", 1e-2);
+}
+
+TEST_CASE("bf16 AdamW updates fp32 master weights and rewrites the bf16 copy", "[cuda][bf16][model]") {
+  const ModelConfig c = bf16_config(128, 2, 0.0f);
+  const int B = 2, T = 16;
+  auto backend = make_cuda_backend(0, DType::bf16);
+  GPT2 model(c, *backend, B, T);
+  model.init_weights(241);
+  const auto inputs = test::random_tokens(size_t(B) * T, 242, c.vocab_size);
+  const auto targets = test::random_tokens(size_t(B) * T, 243, c.vocab_size);
+  model.zero_grad();
+  model.forward_backward(inputs.data(), targets.data(), B, T, 1.0f / float(B * T));
+  const AdamWParams hp = step_params(1, clip_scale(model.grad_norm(), 0.5));
+
+  // Expected: cpu::adamw_update on the fp32 master with the (widened) bf16 gradients.
+  std::vector<float> expected = model.parameters(), m, v;
+  model.optimizer_state(m, v);
+  const auto grads = model.gradients();
+  for (const ParamTensor& t : model.layout().tensors()) {
+    AdamWParams tensor_hp = hp;
+    tensor_hp.weight_decay = t.weight_decay ? hp.weight_decay : 0.0f;
+    cpu::adamw_update(expected.data() + t.offset, m.data() + t.offset, v.data() + t.offset, grads.data() + t.offset,
+                      t.numel, tensor_hp);
+  }
+  model.adamw_step(hp);
+  const auto master = model.parameters();
+  test::expect_matches(master, expected, "fp32 master after AdamW", 1e-6);
+  // The master moved by less than a bf16 ulp in places: it must not have been rounded.
+  CHECK_FALSE(test::bit_equal(master, test::round_to_bf16(master)));
+  std::vector<float> m2, v2;
+  model.optimizer_state(m2, v2);
+  test::expect_matches(m2, m, "AdamW m", 1e-6);
+  test::expect_matches(v2, v, "AdamW v", 1e-6);
+
+  // The compute copy is bf16(master): a forward now equals one of a model loaded with those weights.
+  GPT2 reloaded(c, *backend, B, T);
+  reloaded.set_parameters(master);
+  const float a = model.forward(inputs.data(), targets.data(), B, T);
+  const float b = reloaded.forward(inputs.data(), targets.data(), B, T);
+  CHECK(a == b);
+}
+
+TEST_CASE("20 bf16 training steps track fp32 within a few percent", "[cuda][bf16][model]") {
+  const ModelConfig c = bf16_config(128, 2, 0.0f, 64);
+  const int B = 4, T = 64;
+  auto fp32_backend = make_cuda_backend(0, DType::fp32);
+  auto bf16_backend = make_cuda_backend(0, DType::bf16);
+  GPT2 fp32_model(c, *fp32_backend, B, T), bf16_model(c, *bf16_backend, B, T);
+  fp32_model.init_weights(251);
+  bf16_model.init_weights(251);
+  // A batch with structure to learn (each row repeats a short random phrase), so the loss moves.
+  std::vector<int> inputs(size_t(B) * T), targets(size_t(B) * T);
+  const auto phrase = test::random_tokens(size_t(B) * 7, 252, c.vocab_size);
+  for (int b = 0; b < B; ++b)
+    for (int t = 0; t < T; ++t) {
+      inputs[size_t(b) * T + t] = phrase[size_t(b) * 7 + t % 7];
+      targets[size_t(b) * T + t] = phrase[size_t(b) * 7 + (t + 1) % 7];
+    }
+  float first = 0.0f, last = 0.0f;
+  for (int step = 1; step <= 20; ++step) {
+    const float l32 = train_step(fp32_model, inputs, targets, B, T, step);
+    const float l16 = train_step(bf16_model, inputs, targets, B, T, step);
+    INFO("step " << step << ": fp32 loss " << l32 << ", bf16 loss " << l16);
+    CHECK(std::fabs(l16 - l32) <= 0.03 * l32 + 0.01);
+    if (step == 1) first = l32;
+    last = l32;
+  }
+  CHECK(last < 0.8f * first);  // it learned: the comparison is not between two flat lines
+}
+
+TEST_CASE("CUDA-graph replay and GELU recompute change no bit of a step", "[cuda][bf16][model][graphs]") {
+  const DType dtype = GENERATE(DType::fp32, DType::bf16);
+  INFO(dtype_name(dtype));
+  const ModelConfig c = bf16_config(128, 2, 0.0f);
+  const int B = 2, T = 32;
+  auto backend = make_cuda_backend(0, dtype);
+  const auto inputs = test::random_tokens(size_t(B) * T, 262, c.vocab_size);
+  const auto targets = test::targets_with_ignored(size_t(B) * T, 263, c.vocab_size);
+  const float dloss = 0.01f;
+
+  // Three calls: the first runs the ops, the second records and replays, the third replays.
+  auto grads_of_calls = [&](const ModelOptions& options, std::vector<float>& losses) {
+    GPT2 model(c, *backend, B, T, ModelMode::training, options);
+    model.init_weights(261);
+    std::vector<std::vector<float>> grads;
+    for (int call = 0; call < 3; ++call) {
+      model.zero_grad();
+      losses.push_back(model.forward_backward(inputs.data(), targets.data(), B, T, dloss));
+      grads.push_back(model.gradients());
+    }
+    return grads;
+  };
+  ModelOptions direct, recompute;
+  direct.cuda_graphs = false;
+  recompute.recompute_gelu = true;
+  std::vector<float> direct_losses, graph_losses, recompute_losses;
+  const auto direct_grads = grads_of_calls(direct, direct_losses);
+  const auto graph_grads = grads_of_calls(ModelOptions{}, graph_losses);
+  const auto recompute_grads = grads_of_calls(recompute, recompute_losses);
+  for (int call = 0; call < 3; ++call) {
+    INFO("call " << call);
+    CHECK(test::bit_equal(direct_grads[call], direct_grads[0]));
+    CHECK(test::bit_equal(graph_grads[call], direct_grads[0]));
+    CHECK(test::bit_equal(recompute_grads[call], direct_grads[0]));
+  }
+  CHECK(test::bit_equal(graph_losses, direct_losses));
+  CHECK(test::bit_equal(recompute_losses, direct_losses));
+}
+
+TEST_CASE("bf16 training is bit-for-bit repeatable", "[cuda][bf16][model][determinism]") {
+  const ModelConfig c = bf16_config(128, 2, 0.0f);
+  const int B = 2, T = 32;
+  auto backend = make_cuda_backend(0, DType::bf16);
+  auto run = [&](std::vector<float>& losses) {
+    GPT2 model(c, *backend, B, T);
+    model.init_weights(271);
+    for (int step = 1; step <= 3; ++step) {
+      const auto inputs = test::random_tokens(size_t(B) * T, 272 + step, c.vocab_size);
+      const auto targets = test::random_tokens(size_t(B) * T, 282 + step, c.vocab_size);
+      losses.push_back(train_step(model, inputs, targets, B, T, step));
+    }
+    return model.parameters();
+  };
+  std::vector<float> losses_a, losses_b;
+  const auto a = run(losses_a), b = run(losses_b);
+  CHECK(test::bit_equal(losses_a, losses_b));
+  CHECK(test::bit_equal(a, b));
+}
+
+TEST_CASE("bf16 KV-cache decoding tracks a full recompute", "[cuda][bf16][model][decode]") {
+  const ModelConfig c = bf16_config(128, 2, 0.0f, 24);
+  const int B = 2, maxT = c.max_seq_len, prompt = 5;
+  auto backend = make_cuda_backend(0, DType::bf16);
+  GPT2 model(c, *backend, B, maxT, ModelMode::inference);
+  model.set_parameters(test::random_parameters(model.layout(), c, 291));
+  const auto seq = test::random_tokens(size_t(B) * maxT, 292, c.vocab_size);
+  const int V = c.vocab_size, Vp = c.padded_vocab_size;
+  auto recompute = [&](int len) {
+    std::vector<int> prefix(size_t(B) * len);
+    for (int b = 0; b < B; ++b)
+      for (int t = 0; t < len; ++t) prefix[size_t(b) * len + t] = seq[size_t(b) * maxT + t];
+    model.forward(prefix.data(), nullptr, B, len);
+    const auto all = model.logits();
+    std::vector<float> last(size_t(B) * V);
+    for (int b = 0; b < B; ++b)
+      for (int i = 0; i < V; ++i) last[size_t(b) * V + i] = all[(size_t(b) * len + len - 1) * Vp + i];
+    return last;
+  };
+  std::vector<int> head(size_t(B) * prompt);
+  for (int b = 0; b < B; ++b)
+    for (int t = 0; t < prompt; ++t) head[size_t(b) * prompt + t] = seq[size_t(b) * maxT + t];
+  // Prefill (flash attention) and decode (the decode kernel) round differently from the full
+  // forward: both within bf16's relative error.
+  test::expect_rel_l2(model.prefill(head.data(), B, prompt), recompute(prompt), 1e-2, "prefill logits");
+  for (int pos = prompt; pos < maxT; ++pos) {
+    INFO("position " << pos);
+    std::vector<int> step(B);
+    for (int b = 0; b < B; ++b) step[b] = seq[size_t(b) * maxT + pos];
+    const auto reference = recompute(pos + 1);
+    test::expect_rel_l2(model.decode(step.data(), B, pos), reference, 2e-2, "decode logits");
+  }
+}
