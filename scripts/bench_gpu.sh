@@ -6,11 +6,12 @@
 # a failed stage is recorded in <outdir>/status.tsv and the next one still runs (except after a
 # failed build). Usage:
 #   scripts/bench_gpu.sh [--stage all|build,test,kernels,attention,train,pytorch,report] [--out DIR]
-#                        [--batch auto|N] [--steps N] [--build-dir DIR] [--quick]
+#                        [--batch auto|N] [--steps N] [--build-dir DIR] [--budget SECONDS] [--quick]
 # On the lent device machine (10 minutes per command) run it in three calls, e.g.
 #   --stage build,test   then   --stage kernels,attention,train   then   --stage pytorch,report
-# With $OUT set the results live in <build-dir>/bench-results (kept between calls, ignored by git)
-# and each call packs them into $OUT/bench_gpu_results.tar.gz, beside $OUT/report.md.
+# With $OUT set the results live in <build-dir>/bench-results (kept between calls, ignored by git),
+# are packed into $OUT/bench_gpu_results.tar.gz after every stage, and the whole call keeps within
+# --budget seconds (default 570 with $OUT set: stages are shortened or skipped to end in time).
 set -uo pipefail
 
 cd "$(dirname "$0")/.." || exit 2
@@ -22,6 +23,7 @@ BATCH="auto"
 STEPS=20
 BUILD_DIR="build-gpu"
 QUICK=0
+BUDGET=""
 ATTN_SHAPES="8x12x1024x64,16x12x1024x64,8x12x1024x128,16x12x1024x128"
 
 usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
@@ -37,6 +39,7 @@ while (($#)); do
     --batch) BATCH="${2:?--batch needs auto or a number}"; shift 2 ;;
     --steps) STEPS="${2:?--steps needs a number}"; shift 2 ;;
     --build-dir) BUILD_DIR="${2:?--build-dir needs a directory}"; shift 2 ;;
+    --budget) BUDGET="${2:?--budget needs seconds}"; shift 2 ;;
     --quick) QUICK=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
@@ -45,6 +48,8 @@ done
 
 [[ "$BATCH" == auto || "$BATCH" =~ ^[1-9][0-9]*$ ]] || die "--batch must be 'auto' or a positive integer, got '$BATCH'"
 [[ "$STEPS" =~ ^[1-9][0-9]*$ ]] || die "--steps must be a positive integer, got '$STEPS'"
+[[ -z "$BUDGET" ]] && BUDGET=$([[ -n "${OUT:-}" ]] && echo 570 || echo 0)
+[[ "$BUDGET" =~ ^[0-9]+$ ]] || die "--budget must be a number of seconds (0: none), got '$BUDGET'"
 ALL_STAGES=(build test kernels attention train pytorch report)
 [[ "$STAGES" == all ]] && STAGES=$(IFS=,; echo "${ALL_STAGES[*]}")
 IFS=, read -r -a RUN_STAGES <<<"$STAGES"
@@ -83,11 +88,22 @@ LIMIT_PYTORCH=240 # per run (torch.compile takes a minute or two)
 
 FAILED=0
 # run_step NAME LIMIT CMD...: runs CMD under `timeout`, appends its output to NAME.log and a line
-# "NAME<TAB>exit code<TAB>seconds" to status.tsv. 124 / 137 in the status mean it timed out.
+# "NAME<TAB>exit code<TAB>seconds" to status.tsv. 124 / 137 in the status mean it timed out;
+# "skipped" that the --budget had too little time left to start it (30 s or less).
 run_step() {
   local name=$1 limit=$2
   shift 2
   local t0=$SECONDS rc
+  if ((BUDGET > 0)); then
+    local left=$((BUDGET - SECONDS - 15))
+    if ((left <= 30)); then
+      echo "== $name skipped: ${left}s left of the ${BUDGET}s budget" | tee -a "$OUTDIR/$name.log"
+      printf '%s\t%s\t%s\n' "$name" skipped 0 >>"$OUTDIR/status.tsv"
+      FAILED=1
+      return 1
+    fi
+    ((limit > left)) && limit=$left
+  fi
   echo "== $name (limit ${limit}s): $*" | tee -a "$OUTDIR/$name.log"
   timeout --signal=TERM --kill-after=15 "$limit" "$@" 2>&1 | tee -a "$OUTDIR/$name.log"
   rc=${PIPESTATUS[0]}
@@ -96,6 +112,7 @@ run_step() {
     FAILED=1
     echo "== $name FAILED (exit $rc$( ((rc == 124 || rc == 137)) && echo ', timed out'))" | tee -a "$OUTDIR/$name.log"
   fi
+  pack_results
   return "$rc"
 }
 
