@@ -133,10 +133,14 @@ record_env() {
 }
 
 stage_build() {
-  # The Debian build dependencies (scripts/deps.sh); an offline machine without them fails here
-  # with the package names, not halfway through the build.
-  run_step build-deps 120 bash -c 'source scripts/deps.sh && ensure_build_deps' || return 1
-  run_step build-configure 120 cmake -S . -B "$BIN" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGPT2CC_CUDA=ON || return 1
+  # Configure first: the device image may hold the dependencies outside Debian's package list
+  # (cmake and ninja from pip). Only if CMake finds something missing are scripts/deps.sh's
+  # Debian packages installed (which needs a network; offline it fails naming the packages).
+  local configure=(cmake -S . -B "$BIN" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGPT2CC_CUDA=ON)
+  if ! timeout 120 "${configure[@]}" >"$OUTDIR/build-configure-probe.log" 2>&1; then
+    run_step build-deps 300 bash -c 'source scripts/deps.sh && ensure_build_deps' || return 1
+  fi
+  run_step build-configure 120 "${configure[@]}" || return 1
   run_step build "$LIMIT_BUILD" cmake --build "$BIN" -j "$(nproc)"
 }
 
