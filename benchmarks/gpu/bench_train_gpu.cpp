@@ -93,9 +93,11 @@ Options parse(int argc, char** argv) {
   return o;
 }
 
+// Out of device memory: the backend's allocations and scratch say "out of memory" (CUDA's own
+// error string too); cuBLAS says CUBLAS_STATUS_ALLOC_FAILED.
 bool is_out_of_memory(const Error& e) {
   const std::string what = e.what();
-  return what.find("out of memory") != std::string::npos;
+  return what.find("out of memory") != std::string::npos || what.find("ALLOC_FAILED") != std::string::npos;
 }
 
 // Device-wide used bytes (every process and context on this GPU; on a dedicated GPU that is ours).
