@@ -171,8 +171,9 @@ def kernels_section(directory):
               "| kernel | dtype | shape | ms | rate | roofline |", "|---|---|---|---|---|---|"]
     for r in k.get("kernels", []):
         if not r.get("valid"):
-            lines.append(f"| {r['kernel']} | {r['dtype']} | {r['shape']} | INVALID (rel. error {r['rel_error']:.2e}) "
-                         "| | |")
+            # An infinite or NaN error is written as JSON null by nlohmann::json.
+            err = "not finite" if r.get("rel_error") is None else f"{r['rel_error']:.2e}"
+            lines.append(f"| {r['kernel']} | {r['dtype']} | {r['shape']} | INVALID (rel. error {err}) | | |")
             continue
         rate = f"{r['tflops']:.1f} TFLOP/s" if "tflops" in r else f"{r['gbps']:.0f} GB/s"
         lines.append(f"| {r['kernel']} | {r['dtype']} | {r['shape']} | {r['ms']:.4f} | {rate} "
@@ -249,7 +250,9 @@ def self_test():
                                  {"kernel": "matmul_forward", "dtype": "bf16", "shape": "fc", "valid": True,
                                   "ms": 0.2, "tflops": 600.0, "roofline_fraction": None},
                                  {"kernel": "layernorm_backward", "dtype": "fp32", "shape": "x", "valid": False,
-                                  "rel_error": 0.5}]})
+                                  "rel_error": 0.5},
+                                 {"kernel": "gelu_backward", "dtype": "bf16", "shape": "y", "valid": False,
+                                  "rel_error": None}]})
         with open(os.path.join(d, "env.txt"), "w") as f:
             f.write("gpu: NVIDIA H100 80GB HBM3\ndriver: 580.1\ndate: 2026-11-22T00:00:00Z\nnot a pair\n")
         with open(os.path.join(d, "status.tsv"), "w") as f:
@@ -267,6 +270,7 @@ def self_test():
         expect("| gelu_forward | bf16 | N=1 | 0.1000 | 2400 GB/s | 80.0% |" in text, "kernel roofline row")
         expect("| matmul_forward | bf16 | fc | 0.2000 | 600.0 TFLOP/s | n/a |" in text, "unknown peak gives n/a")
         expect("INVALID (rel. error 5.00e-01)" in text, "invalid kernel row")
+        expect("INVALID (rel. error not finite)" in text, "NaN error (JSON null) in an invalid kernel row")
         expect("| train | 124 (timed out) | 240 |" in text, "timed-out stage marked")
         expect("n/a MiB" not in text, "missing memory prints n/a")
         out = os.path.join(d, "report.md")
