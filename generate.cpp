@@ -102,6 +102,8 @@ int run(int argc, char** argv) {
       ("context-keep", "tokens kept when the context overflows; 0 = half the context", cxxopts::value<int>()->default_value("0"))
       ("no-kv-cache", "recompute the whole context for every token (slow; for comparison)")
       ("device", "cpu or cuda", cxxopts::value<std::string>()->default_value("cpu"))
+      ("dtype", "compute dtype: fp32, or bf16 (cuda; the checkpoint's fp32 weights rounded to bf16)",
+       cxxopts::value<std::string>()->default_value("fp32"))
       ("threads", "CPU threads; 0 = OpenMP default", cxxopts::value<int>()->default_value("0"))
       ("stats", "print distinct-1/2/3, repetition rate and mean log-prob per sample and overall")
       ("score", "print the loss and perplexity of this text file instead of generating", cxxopts::value<std::string>())
@@ -117,6 +119,9 @@ int run(int argc, char** argv) {
   INPUT_CHECK(args.count("checkpoint"), "--checkpoint is required (see --help)");
   const std::string device = args["device"].as<std::string>();
   INPUT_CHECK(device == "cpu" || device == "cuda", "--device must be cpu or cuda, got '{}'", device);
+  const DType dtype = parse_dtype(args["dtype"].as<std::string>());
+  INPUT_CHECK(dtype == DType::fp32 || device == "cuda", "--dtype {} needs --device cuda: the CPU computes in fp32 only",
+              dtype_name(dtype));
   const int threads = args["threads"].as<int>();
   INPUT_CHECK(threads >= 0, "--threads must be >= 0, got {}", threads);
   const int num_samples = args["num-samples"].as<int>();
@@ -161,7 +166,7 @@ int run(int argc, char** argv) {
     std::fprintf(stderr, "warning: checkpoint %s records no tokenizer fingerprint; cannot verify %s\n",
                  checkpoint_path.c_str(), tokenizer_dir.c_str());
 
-  std::unique_ptr<Backend> backend = device == "cuda" ? make_cuda_backend(0) : make_cpu_backend(threads);
+  std::unique_ptr<Backend> backend = device == "cuda" ? make_cuda_backend(0, dtype) : make_cpu_backend(threads);
   GPT2 model(config, *backend, 1, config.max_seq_len, ModelMode::inference);
   model.set_parameters(checkpoint.params);
   checkpoint.params = {};

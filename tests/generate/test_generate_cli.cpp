@@ -164,6 +164,8 @@ TEST_CASE("bad input exits 2 with a message naming the problem", "[generate][cli
   fails(generate_cli("--prompt hi --max-new-tokens 0"), "max new tokens");
   fails(generate_cli("--prompt hi --max-new-tokens many"), "many");
   fails(generate_cli("--prompt hi --device tpu"), "--device");
+  fails(generate_cli("--prompt hi --dtype fp8"), "--dtype must be fp32 or bf16, got 'fp8'");
+  fails(generate_cli("--prompt hi --dtype bf16"), "--dtype bf16 needs --device cuda");
   fails(generate_cli("--prompt hi --frobnicate"), "frobnicate");
   fails(generate_cli("--prompt hi --stop ''"), "stop string");
   fails(generate_cli("--prompt hi --context-keep 33"), "overflow");

@@ -62,7 +62,8 @@ TEST_CASE("--help lists every flag with its default", "[cli]") {
   Run r = train("--help");
   CHECK(r.code == 0);
   for (const char* text : {"--seq-len", "(default: 128)", "--total-batch", "--warmup-steps", "--resume",
-                           "--eval-only", "--eval-stride", "--device", "--keep-checkpoints", "(default: cosine)"}) {
+                           "--eval-only", "--eval-stride", "--device", "--keep-checkpoints", "(default: cosine)", "--dtype",
+                           "(default: fp32)", "--recompute-gelu", "--cuda-graphs"}) {
     CHECK_THAT(r.output, Catch::Contains(text));
   }
 }
@@ -83,6 +84,8 @@ TEST_CASE("bad flags exit with code 2 and say what is wrong", "[cli]") {
       {ok + "--steps 5 --dropout 1", "--dropout must be in [0, 1)"},
       {ok + "--steps 5 --schedule step", "unknown learning-rate schedule 'step'"},
       {ok + "--steps 5 --device tpu", "--device must be cpu or cuda"},
+      {ok + "--steps 5 --dtype fp16", "--dtype must be fp32 or bf16, got 'fp16'"},
+      {ok + "--steps 5 --dtype bf16", "--dtype bf16 needs --device cuda"},
       {ok + "--steps 5 stray", "unexpected argument 'stray'"},
       {ok, "exactly one of --steps, --epochs, --tokens"},
       {ok + "--steps 5 --epochs 1", "exactly one of --steps, --epochs, --tokens (2 given)"},

@@ -1,0 +1,110 @@
+// The fused paths of the model on the CPU backend, which runs them as the compositions that
+// define them (core/backend.cpp): forward_backward equals forward + backward bit for bit (with
+// ignored targets, dropout and accumulation), GELU recompute and the CUDA-graph option change
+// nothing, and the dtype plumbing (TensorPtr, parse_dtype, the CPU's refusal of bf16).
+#include <catch2/catch.hpp>
+
+#include <cstring>
+
+#include "core/check.hpp"
+#include "core/model.hpp"
+#include "model_test_util.hpp"
+
+using namespace gpt2cc;
+
+TEST_CASE("forward_backward equals forward then backward, bit for bit", "[model][fused]") {
+  const float dropout = GENERATE(0.0f, 0.1f);
+  INFO("dropout " << dropout);
+  const ModelConfig c = test::tiny_config(dropout);
+  const int B = 3, T = 7;
+  auto backend = make_cpu_backend(1);
+  GPT2 reference(c, *backend, B, T), fused(c, *backend, B, T);
+  const auto params = test::random_parameters(reference.layout(), c, 301);
+  reference.set_parameters(params);
+  fused.set_parameters(params);
+
+  reference.zero_grad();
+  fused.zero_grad();
+  // Two micro-batches accumulate into the same gradients.
+  for (int micro = 0; micro < 2; ++micro) {
+    const auto inputs = test::random_tokens(size_t(B) * T, 302 + micro, c.vocab_size);
+    const auto targets = test::targets_with_ignored(size_t(B) * T, 304 + micro, c.vocab_size);
+    const float dloss = 1.0f / 30.0f;
+    const float a = reference.forward(inputs.data(), targets.data(), B, T, true, 306 + micro);
+    reference.backward(dloss);
+    const float b = fused.forward_backward(inputs.data(), targets.data(), B, T, dloss, 306 + micro);
+    CHECK(a == b);
+    CHECK(fused.num_targets() == reference.num_targets());
+    CHECK(fused.losses() == reference.losses());
+  }
+  CHECK(fused.gradients() == reference.gradients());
+  CHECK(fused.grad_norm() == reference.grad_norm());
+  // The logits became dlogits: logits() says so instead of returning them.
+  CHECK_THROWS_WITH(fused.logits(), Catch::Contains("backward reuses their memory"));
+}
+
+TEST_CASE("GELU recompute and the CUDA-graph option change no gradient bit", "[model][fused]") {
+  const ModelConfig c = test::tiny_config();
+  const int B = 2, T = 8;
+  auto backend = make_cpu_backend(1);
+  ModelOptions recompute, no_graphs;
+  recompute.recompute_gelu = true;
+  no_graphs.cuda_graphs = false;
+  GPT2 plain(c, *backend, B, T), a(c, *backend, B, T, ModelMode::training, recompute),
+      b(c, *backend, B, T, ModelMode::training, no_graphs);
+  CHECK(a.options().recompute_gelu);
+  CHECK_FALSE(b.options().cuda_graphs);
+  const auto params = test::random_parameters(plain.layout(), c, 311);
+  const auto inputs = test::random_tokens(size_t(B) * T, 312, c.vocab_size);
+  const auto targets = test::random_tokens(size_t(B) * T, 313, c.vocab_size);
+  for (GPT2* model : {&plain, &a, &b}) {
+    model->set_parameters(params);
+    model->zero_grad();
+    // Three calls with the same shapes: on CUDA the second records a graph, the third replays it.
+    for (int call = 0; call < 3; ++call) model->forward_backward(inputs.data(), targets.data(), B, T, 0.05f);
+  }
+  CHECK(a.gradients() == plain.gradients());
+  CHECK(b.gradients() == plain.gradients());
+}
+
+TEST_CASE("dtypes: names, sizes, TensorPtr arithmetic, and the CPU computes in fp32 only", "[model][dtype]") {
+  CHECK(parse_dtype("fp32") == DType::fp32);
+  CHECK(parse_dtype("bf16") == DType::bf16);
+  CHECK_THROWS_AS(parse_dtype("fp16"), InputError);
+  CHECK_THROWS_WITH(parse_dtype("BF16"), Catch::Contains("--dtype must be fp32 or bf16") && Catch::Contains("BF16"));
+  CHECK(std::string(dtype_name(DType::bf16)) == "bf16");
+  CHECK(dtype_size(DType::fp32) == 4);
+  CHECK(dtype_size(DType::bf16) == 2);
+
+  // Offsets count elements of the tensor's dtype.
+  alignas(16) unsigned char storage[64] = {};
+  const TensorPtr bf16_ptr(storage, DType::bf16);
+  CHECK((bf16_ptr + 5).data == storage + 10);
+  float* floats = reinterpret_cast<float*>(storage);
+  const TensorPtr f32_ptr = floats;
+  CHECK(f32_ptr.dtype == DType::fp32);
+  CHECK((f32_ptr + 5).data == floats + 5);
+  const ConstTensorPtr as_const = bf16_ptr + 3;
+  CHECK(as_const.dtype == DType::bf16);
+  CHECK(!ConstTensorPtr(nullptr));
+
+  CHECK_THROWS_AS(make_cpu_backend(1, DType::bf16), InputError);
+  CHECK_THROWS_WITH(make_cpu_backend(1, DType::bf16), Catch::Contains("fp32 only") && Catch::Contains("--device cuda"));
+  auto backend = make_cpu_backend(1);
+  CHECK(backend->dtype() == DType::fp32);
+  // A bf16 tensor handed to the CPU is refused, not reinterpreted as floats.
+  CHECK_THROWS_WITH(backend->gelu_forward(TensorPtr(storage, DType::bf16), floats, 4), Catch::Contains("bf16 tensor"));
+
+  // download_as_float and the fp32 "conversions" are plain copies on the CPU.
+  DeviceTensor t(*backend, 6);
+  CHECK(t.bytes() == 24);
+  const std::vector<float> values = {1.5f, -2.0f, 3.25f, 0.0f, 7.0f, -0.125f};
+  backend->convert_from_float(t.data(), values.data(), values.size());
+  CHECK(download_as_float(*backend, t.data(), values.size()) == values);
+  std::vector<float> back(values.size());
+  backend->convert_to_float(back.data(), t.data(), values.size());
+  CHECK(back == values);
+
+  GPT2 model(test::tiny_config(), *backend, 1, 4);
+  CHECK(model.dtype() == DType::fp32);
+}
