@@ -5,10 +5,13 @@
 # into <outdir>/report.md. Every stage runs under its own time limit and logs to <outdir>/<stage>.log;
 # a failed stage is recorded in <outdir>/status.tsv and the next one still runs (except after a
 # failed build). Usage:
-#   scripts/bench_gpu.sh [--stage all|build,test,kernels,attention,train,pytorch,report] [--out DIR]
-#                        [--batch auto|N] [--steps N] [--build-dir DIR] [--budget SECONDS] [--quick]
-# On the lent device machine (10 minutes per command) run it in three calls, e.g.
+#   scripts/bench_gpu.sh [--stage all|build,test,kernels,attention,train,pytorch,parity,report]
+#                        [--out DIR] [--batch auto|N] [--steps N] [--build-dir DIR] [--budget SECONDS]
+#                        [--quick] [--parity-steps N] [--parity-shards DIR]
+# On the lent device machine (10 minutes per command) run it in four calls, e.g.
 #   --stage build,test   then   --stage kernels,attention,train   then   --stage pytorch,report
+#   then   --stage parity,report   (parity: d6 on Wikipedia in fp32 and bf16, loss curves compared;
+#   it prepares the shards from $GPT2CC_DATA_DIR or ../shared/data unless --parity-shards is given)
 # With $OUT set the results live in <build-dir>/bench-results (kept between calls, ignored by git),
 # are packed into $OUT/bench_gpu_results.tar.gz after every stage, and the whole call keeps within
 # --budget seconds (default 570 with $OUT set: stages are shortened or skipped to end in time).
@@ -25,8 +28,10 @@ BUILD_DIR="build-gpu"
 QUICK=0
 BUDGET=""
 ATTN_SHAPES="8x12x1024x64,16x12x1024x64,8x12x1024x128,16x12x1024x128"
+PARITY_STEPS=600
+PARITY_SHARDS=""
 
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
 die() {
   echo "bench_gpu.sh: $*" >&2
   exit 2
@@ -41,6 +46,8 @@ while (($#)); do
     --build-dir) BUILD_DIR="${2:?--build-dir needs a directory}"; shift 2 ;;
     --budget) BUDGET="${2:?--budget needs seconds}"; shift 2 ;;
     --quick) QUICK=1; shift ;;
+    --parity-steps) PARITY_STEPS="${2:?--parity-steps needs a number}"; shift 2 ;;
+    --parity-shards) PARITY_SHARDS="${2:?--parity-shards needs a directory}"; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
   esac
@@ -48,9 +55,10 @@ done
 
 [[ "$BATCH" == auto || "$BATCH" =~ ^[1-9][0-9]*$ ]] || die "--batch must be 'auto' or a positive integer, got '$BATCH'"
 [[ "$STEPS" =~ ^[1-9][0-9]*$ ]] || die "--steps must be a positive integer, got '$STEPS'"
+[[ "$PARITY_STEPS" =~ ^[1-9][0-9]*$ ]] || die "--parity-steps must be a positive integer, got '$PARITY_STEPS'"
 [[ -z "$BUDGET" ]] && BUDGET=$([[ -n "${OUT:-}" ]] && echo 570 || echo 0)
 [[ "$BUDGET" =~ ^[0-9]+$ ]] || die "--budget must be a number of seconds (0: none), got '$BUDGET'"
-ALL_STAGES=(build test kernels attention train pytorch report)
+ALL_STAGES=(build test kernels attention train pytorch parity report)
 [[ "$STAGES" == all ]] && STAGES=$(IFS=,; echo "${ALL_STAGES[*]}")
 IFS=, read -r -a RUN_STAGES <<<"$STAGES"
 for s in "${RUN_STAGES[@]}"; do
@@ -195,6 +203,37 @@ stage_pytorch() {
   done
   run_step pt_attention "$LIMIT_ATTENTION" python3 benchmarks/pytorch/attention_sdpa.py --shapes "$ATTN_SHAPES" \
     --reps "$AREPS" --json "$OUTDIR/pt_attention.json"
+}
+
+# Quality parity (issue 8): the same d6 model (HS 64: the flash path) trained on Wikipedia in fp32
+# and in bf16 from the same seed and batches; benchmarks/gpu/compare_curves.py compares the train
+# loss (means over 25-step windows) and the validation losses, tolerance 3%.
+stage_parity() {
+  local shards="$PARITY_SHARDS" data="${GPT2CC_DATA_DIR:-$ROOT/../shared/data}" dtype
+  if [[ -z "$shards" ]]; then
+    shards="$ROOT/$BUILD_DIR/parity-wikipedia"
+    if [[ ! -f "$shards/manifest.json" ]]; then
+      if [[ ! -d "$data/wikipedia" || ! -d "$data/gpt2" ]]; then
+        echo "== parity: no $data/wikipedia or $data/gpt2 (set GPT2CC_DATA_DIR, or give --parity-shards)" |
+          tee -a "$OUTDIR/parity.log"
+        printf '%s\t%s\t%s\n' parity missing-data 0 >>"$OUTDIR/status.tsv"
+        FAILED=1
+        return 1
+      fi
+      run_step parity_prepare 240 "$BIN/prepare" --format wikiextractor --input "$data/wikipedia" \
+        --val-fraction 0.01 --tokenizer "$data/gpt2" --out "$shards" || return 1
+    fi
+  fi
+  for dtype in fp32 bf16; do
+    rm -rf "$OUTDIR/parity_$dtype"
+    run_step "parity_$dtype" 270 "$BIN/train" --device cuda --dtype "$dtype" --preset d6 \
+      --train-data "$shards/train" --val-data "$shards/val" --batch-size 16 --seq-len 256 \
+      --steps "$PARITY_STEPS" --lr 3e-3 --warmup-steps $((PARITY_STEPS / 10)) --eval-every $((PARITY_STEPS / 6)) \
+      --eval-batches 16 --seed 1337 --log-every 50 --run-dir "$OUTDIR/parity_$dtype" || return 1
+  done
+  run_step parity_compare 60 python3 benchmarks/gpu/compare_curves.py "$OUTDIR/parity_fp32/metrics.jsonl" \
+    "$OUTDIR/parity_bf16/metrics.jsonl" --names fp32 bf16 --json "$OUTDIR/parity.json" \
+    --markdown "$OUTDIR/parity.md" --plot "$OUTDIR/parity.png" --title "d6 on Wikipedia: fp32 vs bf16"
 }
 
 stage_report() {

@@ -181,6 +181,21 @@ def kernels_section(directory):
     return lines + [""]
 
 
+def parity_section(directory):
+    """fp32 vs bf16 loss curves of the same model (stage parity, benchmarks/gpu/compare_curves.py)."""
+    p = load_json(directory, "parity.json")
+    lines = ["## Quality parity: fp32 vs bf16 loss curves (d6 on Wikipedia)", ""]
+    if p is None:
+        return lines + ["(no parity results)", ""]
+    worst = max(p["max_rel_train"], p["max_rel_val"] if p["val"] else 0.0)
+    lines += [f"{p['common_steps']} steps; train loss compared as means of {p['window']} steps, validation at every "
+              f"evaluation. Largest relative difference {pct(worst)} (tolerance {pct(p['tolerance'])}): "
+              f"{verdict(p['within_tolerance'])}.", "",
+              "| step | fp32 val | bf16 val | rel. diff |", "|---|---|---|---|"]
+    lines += [f"| {v['step']} | {v['a']:.4f} | {v['b']:.4f} | {pct(v['rel'])} |" for v in p["val"]]
+    return lines + [""]
+
+
 def make_report(directory):
     env = load_env(directory)
     results = (load_json(directory, n) for n in ("train_bf16.json", "kernels.json", "attention.json"))
@@ -192,6 +207,7 @@ def make_report(directory):
     lines += train_section(directory)
     lines += attention_section(directory)
     lines += kernels_section(directory)
+    lines += parity_section(directory)
     status = load_status(directory)
     if status:
         lines += ["## Stages", "", "| stage | exit code | seconds |", "|---|---|---|"]
