@@ -10,6 +10,7 @@
 // Matrix products on tensor cores: mma.sync m16n8k16 bf16 -> fp32, operands via ldmatrix.
 #include "kernels/flash_attention.cuh"
 
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 
@@ -194,8 +195,8 @@ __device__ __forceinline__ void store_rows(bf16* head, size_t row_stride, const 
 // Forward. Grid (B*NH, ceil(T/64)), 128 threads; warp w owns query rows q0+16w..q0+16w+15.
 // Causal tile skipping: Q tile i needs K/V tiles 0..i only (Br == Bc, aligned). Only the diagonal
 // tile is masked (col > row); columns >= T occur only there, where col > row masks them for
-// every row < T (rows >= T are never stored). The row statistics m, l of a row live in its quad (4 lanes); each lane keeps a
-// partial l over its own columns, summed across the quad once at the end.
+// every row < T (rows >= T are never stored). The row statistics m, l of a row live in its quad
+// (4 lanes); each lane keeps a partial l over its own columns, summed across the quad at the end.
 // ---------------------------------------------------------------------------------------------
 template <int HS>
 __global__ void __launch_bounds__(kThreads) flash_attention_forward_kernel(const FlashForwardParams p) {
@@ -473,10 +474,24 @@ constexpr size_t kBackwardDqSmem = 4 * kTileElems<HS> * sizeof(bf16);
 
 // Dynamic shared memory above 48 KiB must be opted into per kernel (HS = 128 needs 51-69 KiB).
 template <class Kernel>
-bool allow_shared_memory(Kernel kernel, size_t bytes) {
+void allow_shared_memory(Kernel kernel, size_t bytes) {
   if (bytes > 48 * 1024)
     CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
-  return true;
+}
+
+// Runs opt_in() once per device. Why per device: cudaFuncSetAttribute acts on the kernel in the
+// current device's context, so a process launching on a second GPU must opt in again there (a
+// process-wide once would leave it at 48 KiB and the launch would fail). One bit per device
+// ordinal in `done`; ordinals >= 64 simply repeat the call. The first call on a device happens
+// eagerly (the model runs each shape once before recording a CUDA graph), never inside a capture.
+template <class OptIn>
+void once_per_device(std::atomic<uint64_t>& done, OptIn&& opt_in) {
+  int device = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  const uint64_t bit = device >= 0 && device < 64 ? uint64_t{1} << device : 0;
+  if (done.load(std::memory_order_acquire) & bit) return;
+  opt_in();
+  done.fetch_or(bit, std::memory_order_acq_rel);
 }
 
 void check_shapes(const char* op, int B, int T, int C, int NH) {
@@ -499,8 +514,8 @@ void check_aligned(const char* op, const void* ptr, const char* name) {
 
 template <int HS>
 void launch_forward(const FlashForwardParams& p, int B, cudaStream_t stream) {
-  [[maybe_unused]] static const bool ready =
-      allow_shared_memory(flash_attention_forward_kernel<HS>, kForwardSmem<HS>);
+  static std::atomic<uint64_t> smem_ready{0};
+  once_per_device(smem_ready, [] { allow_shared_memory(flash_attention_forward_kernel<HS>, kForwardSmem<HS>); });
   const dim3 grid(B * p.NH, ceil_div(p.T, kTileRows));
   flash_attention_forward_kernel<HS><<<grid, kThreads, kForwardSmem<HS>, stream>>>(p);
   CUDA_CHECK_LAUNCH();
@@ -508,9 +523,11 @@ void launch_forward(const FlashForwardParams& p, int B, cudaStream_t stream) {
 
 template <int HS>
 void launch_backward(const FlashBackwardParams& p, const bf16* out, float* delta, int B, cudaStream_t stream) {
-  [[maybe_unused]] static const bool ready =
-      allow_shared_memory(flash_attention_backward_dkdv_kernel<HS>, kBackwardDkdvSmem<HS>) &&
-      allow_shared_memory(flash_attention_backward_dq_kernel<HS>, kBackwardDqSmem<HS>);
+  static std::atomic<uint64_t> smem_ready{0};
+  once_per_device(smem_ready, [] {
+    allow_shared_memory(flash_attention_backward_dkdv_kernel<HS>, kBackwardDkdvSmem<HS>);
+    allow_shared_memory(flash_attention_backward_dq_kernel<HS>, kBackwardDqSmem<HS>);
+  });
   constexpr int kDeltaThreads = 256;  // 32 rows of 8 lanes
   const size_t delta_rows = static_cast<size_t>(B) * p.T * p.NH;
   const unsigned delta_blocks = static_cast<unsigned>(ceil_div(delta_rows * 8, static_cast<size_t>(kDeltaThreads)));
@@ -550,7 +567,9 @@ void flash_attention_backward(bf16* dqkv, const bf16* dout, const float* lse, co
   const int HS = C / NH;
   const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
   ScratchBuffer delta(static_cast<size_t>(B) * NH * T * sizeof(float), stream);
-  const FlashBackwardParams p{dqkv, dout, lse, delta.as<float>(), qkv, T, C, NH, scale, scale * kLog2e};
+  // scale_log2 by the forward's exact expression, so P is recomputed with the same scale bit for bit.
+  const FlashBackwardParams p{dqkv, dout, lse, delta.as<float>(), qkv, T, C, NH, scale,
+                              kLog2e / std::sqrt(static_cast<float>(HS))};
   if (HS == 64) launch_backward<64>(p, out, delta.as<float>(), B, stream);
   else launch_backward<128>(p, out, delta.as<float>(), B, stream);
 }
