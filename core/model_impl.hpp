@@ -13,7 +13,9 @@
 // compute dtype; AdamW moments 2N floats. docs/model.md works the formula out for the presets.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "core/backend.hpp"
@@ -93,20 +95,27 @@ struct GPT2::Impl {
   // Runs `ops` directly, or as a recorded replay (a CUDA graph) under `key` when the options and
   // the backend allow it: the first call with a key runs directly (lazy set-up inside the ops,
   // such as cuBLAS heuristics, is not recorded), the second records then replays, later ones
-  // only replay. `key` must capture everything the ops bake in (shapes, scalars).
+  // only replay. `key` must capture everything the ops bake in (shapes, scalars); the buffers
+  // are this model's, so the backend sees a recording id unique to (this model, key): several
+  // models on one backend (or a new model where a destroyed one was) never replay each other's
+  // recordings, which hold the other model's pointers.
   template <class Ops>
   void run_recorded(uint64_t key, Ops&& ops) {
-    bool seen = false;
-    for (uint64_t k : seen_keys) seen |= k == key;
-    if (!options.cuda_graphs || !seen) {
-      if (options.cuda_graphs) {
-        if (seen_keys.size() >= 64) seen_keys.clear();  // bounded: keys that never recur (varying dloss)
-        seen_keys.push_back(key);
-      }
+    if (!options.cuda_graphs) {
       ops();
       return;
     }
-    if (backend.replay(key)) return;
+    const uint64_t* id = nullptr;
+    for (const auto& [k, recording] : seen_keys)
+      if (k == key) id = &recording;
+    if (id == nullptr) {
+      if (seen_keys.size() >= 64) seen_keys.clear();  // bounded: keys that never recur (varying dloss)
+      seen_keys.emplace_back(key, next_recording_id());
+      ops();
+      return;
+    }
+    const uint64_t recording = *id;
+    if (backend.replay(recording)) return;
     if (!backend.begin_recording()) {
       ops();
       return;
@@ -117,8 +126,13 @@ struct GPT2::Impl {
       backend.abort_recording();
       throw;
     }
-    backend.end_recording(key);
-    ENSURE(backend.replay(key), "model: the recording {} just made cannot be replayed", key);
+    backend.end_recording(recording);
+    ENSURE(backend.replay(recording), "model: the recording {} just made cannot be replayed", recording);
+  }
+  // A process-wide counter: recording ids are never reused.
+  static uint64_t next_recording_id() {
+    static std::atomic<uint64_t> counter{0};
+    return counter.fetch_add(1, std::memory_order_relaxed);
   }
   // Offset (elements) of tensor p's layer-l slice in the parameter, gradient and moment buffers.
   size_t at(Param p, int l = 0) const;
@@ -146,7 +160,8 @@ struct GPT2::Impl {
   bool training = false;
   uint64_t dropout_seed = 0;
   int num_targets = 0;
-  std::vector<uint64_t> seen_keys;  // run_recorded keys run once directly
+  // run_recorded keys run once directly, each with its backend recording id.
+  std::vector<std::pair<uint64_t, uint64_t>> seen_keys;
 
   // KV cache (L, max_B, maxT = config.max_seq_len, C) for k and v; allocated on first use.
   DeviceTensor kcache, vcache;
