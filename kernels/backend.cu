@@ -72,15 +72,13 @@ class CudaBackend final : public Backend {
     CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, device_));
     uint64_t threshold = UINT64_MAX;
     CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold));
-    // A cuBLAS workspace of our own: without one cuBLAS may allocate inside a call, which a CUDA
-    // graph capture does not allow. 32 MiB is what NVIDIA recommends for Hopper.
-    CUDA_CHECK(cudaMalloc(&cublas_workspace_, kCublasWorkspaceBytes));
-    CUBLAS_CHECK(cublasSetWorkspace(cuda::cublas_handle(stream_), cublas_workspace_, kCublasWorkspaceBytes));
+    // The cuBLAS handle (with its own workspace, see kernels/matmul.cuh) is created here, outside
+    // any CUDA-graph capture.
+    cuda::cublas_handle(stream_);
   }
   ~CudaBackend() override {
     for (auto& [key, exec] : graphs_) cudaGraphExecDestroy(exec);
     cudaStreamSynchronize(stream_);
-    cudaFree(cublas_workspace_);
     cudaStreamDestroy(stream_);
   }
 
@@ -359,7 +357,6 @@ class CudaBackend final : public Backend {
   }
 
  private:
-  static constexpr size_t kCublasWorkspaceBytes = size_t(32) << 20;
   static constexpr size_t kMaxGraphs = 4;
 
   // Calls fn(std::type_identity<Elem>{}) with the element type of this backend's dtype.
@@ -378,7 +375,6 @@ class CudaBackend final : public Backend {
   DType dtype_;
   cudaDeviceProp props_{};
   cudaStream_t stream_ = nullptr;
-  void* cublas_workspace_ = nullptr;
   std::vector<std::pair<uint64_t, cudaGraphExec_t>> graphs_;
 };
 

@@ -17,28 +17,48 @@ namespace gpt2cc::cuda {
 namespace {
 
 // One handle per (host thread, device): a cuBLAS handle is tied to the device current when it
-// was created and must not be used by two threads at once.
+// was created and must not be used by two threads at once. Each handle owns a workspace that
+// cublas_handle() re-attaches after every cublasSetStream, because cublasSetStream resets the
+// handle to cuBLAS's default workspace pool (cuBLAS docs, cublasSetStream): with its own
+// workspace no GEMM allocates, so the calls can be captured in CUDA graphs.
 class CublasHandles {
  public:
+  static constexpr size_t kWorkspaceBytes = size_t{32} << 20;  // NVIDIA's recommendation for Hopper
+
   ~CublasHandles() {
     // At process exit the CUDA context may already be gone; nothing useful to do on failure.
-    for (auto& [device, handle] : handles_) cublasDestroy(handle);
+    for (auto& [device, entry] : handles_) {
+      cublasDestroy(entry.handle);
+      cudaFree(entry.workspace);
+    }
   }
-  cublasHandle_t get() {
+  // The handle of the current device, bound to `stream` with its own workspace.
+  cublasHandle_t get(cudaStream_t stream) {
     int device = 0;
     CUDA_CHECK(cudaGetDevice(&device));
     auto it = handles_.find(device);
-    if (it != handles_.end()) return it->second;
-    cublasHandle_t handle = nullptr;
-    CUBLAS_CHECK(cublasCreate(&handle));
-    // Plain fp32 FMA GEMMs: TF32 (10-bit mantissa) would break the 1e-5 parity with the CPU.
-    CUBLAS_CHECK(cublasSetMathMode(handle, CUBLAS_DEFAULT_MATH));
-    handles_.emplace(device, handle);
-    return handle;
+    if (it == handles_.end()) {
+      Entry entry;
+      CUBLAS_CHECK(cublasCreate(&entry.handle));
+      // Plain fp32 FMA GEMMs: TF32 (10-bit mantissa) would break the 1e-5 parity with the CPU.
+      CUBLAS_CHECK(cublasSetMathMode(entry.handle, CUBLAS_DEFAULT_MATH));
+      const cudaError_t err = cudaMalloc(&entry.workspace, kWorkspaceBytes);
+      if (err != cudaSuccess) cublasDestroy(entry.handle);
+      CUDA_CHECK(err);
+      it = handles_.emplace(device, entry).first;
+    }
+    const Entry& entry = it->second;
+    CUBLAS_CHECK(cublasSetStream(entry.handle, stream));
+    CUBLAS_CHECK(cublasSetWorkspace(entry.handle, entry.workspace, kWorkspaceBytes));
+    return entry.handle;
   }
 
  private:
-  std::map<int, cublasHandle_t> handles_;
+  struct Entry {
+    cublasHandle_t handle = nullptr;
+    void* workspace = nullptr;
+  };
+  std::map<int, Entry> handles_;
 };
 
 // out[r, o] += bias[o]; float4 version: OC % 4 == 0 and 16-byte aligned rows.
@@ -88,9 +108,7 @@ bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 
 cublasHandle_t cublas_handle(cudaStream_t stream) {
   thread_local CublasHandles handles;
-  cublasHandle_t handle = handles.get();
-  CUBLAS_CHECK(cublasSetStream(handle, stream));
-  return handle;
+  return handles.get(stream);
 }
 
 namespace matmul_internal {

@@ -45,7 +45,9 @@ void matmul_backward_gelu(bf16* dinp, bf16* dweight, bf16* dbias, const bf16* do
 bool cublaslt_eligible(int C, int OC, std::initializer_list<const void*> pointers);
 
 // The cuBLAS handle of the current device for this host thread (created on first use, TF32
-// off), bound to `stream`.
+// off), bound to `stream`, with a 32 MiB workspace of its own (no allocation inside a GEMM, so
+// the calls can be captured in CUDA graphs). The workspace is shared by every stream of the
+// thread: GEMMs of one thread on two streams must not run concurrently.
 cublasHandle_t cublas_handle(cudaStream_t stream);
 
 // Helpers shared by the fp32 launchers (matmul.cu) and the bf16 ones (matmul_lt.cu); instantiated
