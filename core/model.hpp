@@ -25,7 +25,9 @@ namespace gpt2cc {
 // state) then throw Error.
 enum class ModelMode { training, inference };
 
-// How the model spends memory and launches: neither changes the results.
+// How the model spends memory and launches. Neither changes the results in fp32; in bf16,
+// recompute_gelu changes fcprojw's gradient by a bf16 rounding (GELU of the stored bf16
+// pre-activation instead of the GEMM's fp32 result).
 struct ModelOptions {
   // Store only the MLP's pre-activation and recompute GELU in the backward: saves
   // (L-1)*B*T*4C elements of activation memory for one elementwise pass per layer.

@@ -2,7 +2,8 @@
 // one training step against the fp32 CPU model on the same bf16-rounded weights (loss, logits,
 // every gradient tensor by relative L2 error), on the flash-attention path (HS 64), the tiled
 // bf16 path (HS 12) and with dropout; AdamW keeping fp32 master weights; 20 steps whose losses
-// track fp32 CUDA; CUDA-graph replay and GELU recompute changing no bit; determinism; KV-cache
+// track fp32 CUDA; CUDA-graph replay changing no bit, GELU recompute none outside fcprojw's bf16
+// gradient; determinism; KV-cache
 // decoding against a full recompute.
 #include <catch2/catch.hpp>
 
@@ -182,7 +183,7 @@ TEST_CASE("20 bf16 training steps track fp32 within a few percent", "[cuda][bf16
   CHECK(last < 0.8f * first);  // it learned: the comparison is not between two flat lines
 }
 
-TEST_CASE("CUDA-graph replay and GELU recompute change no bit of a step", "[cuda][bf16][model][graphs]") {
+TEST_CASE("CUDA-graph replay changes no bit of a step, GELU recompute only a bf16 rounding", "[cuda][bf16][model][graphs]") {
   const DType dtype = GENERATE(DType::fp32, DType::bf16);
   INFO(dtype_name(dtype));
   const ModelConfig c = bf16_config(128, 2, 0.0f);
@@ -215,7 +216,24 @@ TEST_CASE("CUDA-graph replay and GELU recompute change no bit of a step", "[cuda
     INFO("call " << call);
     CHECK(test::bit_equal(direct_grads[call], direct_grads[0]));
     CHECK(test::bit_equal(graph_grads[call], direct_grads[0]));
-    CHECK(test::bit_equal(recompute_grads[call], direct_grads[0]));
+  }
+  // GELU recompute: bit-identical in fp32. In bf16 the forward applies GELU to the fp32 GEMM
+  // result (cuBLASLt epilogue) while the recompute applies it to the stored bf16 pre-activation,
+  // so the one tensor that reads the recomputed values, fcprojw's gradient (dout^T gelu(fch)),
+  // differs by a bf16 rounding; every other gradient is bit-identical.
+  const ParameterLayout layout(c);
+  for (int call = 0; call < 3; ++call) {
+    INFO("call " << call);
+    for (const ParamTensor& t : layout.tensors()) {
+      INFO("tensor " << t.name);
+      const auto begin = static_cast<std::ptrdiff_t>(t.offset), end = static_cast<std::ptrdiff_t>(t.offset + t.numel);
+      const std::vector<float> a(recompute_grads[call].begin() + begin, recompute_grads[call].begin() + end);
+      const std::vector<float> b(direct_grads[0].begin() + begin, direct_grads[0].begin() + end);
+      if (dtype == DType::bf16 && t.name == "fcprojw")
+        test::expect_rel_l2(a, b, 1e-2, "fcprojw gradient with GELU recompute");
+      else
+        CHECK(test::bit_equal(a, b));
+    }
   }
   CHECK(test::bit_equal(graph_losses, direct_losses));
   CHECK(test::bit_equal(recompute_losses, direct_losses));
