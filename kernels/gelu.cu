@@ -5,27 +5,12 @@
 #include "kernels/common.cuh"
 #include "kernels/cuda_check.cuh"
 #include "kernels/gelu.cuh"
+#include "kernels/gelu_math.cuh"
 
 namespace gpt2cc::cuda {
 namespace {
 
-constexpr float kSqrt2OverPi = 0.7978845608028654f;  // sqrt(2 / pi)
-constexpr float kCubic = 0.044715f;
 constexpr int kBlock = 256;
-
-// gelu(x) = 0.5 x (1 + tanh(u)),  u = sqrt(2/pi) (x + 0.044715 x^3)
-__device__ __forceinline__ float gelu(float x) {
-  const float u = kSqrt2OverPi * (x + kCubic * x * x * x);
-  return 0.5f * x * (1.0f + tanhf(u));
-}
-
-// dgelu/dx = 0.5 (1 + tanh u) + 0.5 x sech^2(u) sqrt(2/pi) (1 + 3 * 0.044715 x^2)
-__device__ __forceinline__ float gelu_grad(float x) {
-  const float u = kSqrt2OverPi * (x + kCubic * x * x * x);
-  const float th = tanhf(u);
-  const float sech2 = 1.0f - th * th;
-  return 0.5f * (1.0f + th) + 0.5f * x * sech2 * kSqrt2OverPi * (1.0f + 3.0f * kCubic * x * x);
-}
 
 // Thread i handles elements [kWidth i, kWidth (i + 1)); the launcher guarantees N % kWidth == 0.
 template <class Elem, int kWidth>

@@ -16,6 +16,7 @@
 
 #include "kernels/common.cuh"
 #include "kernels/cuda_check.cuh"
+#include "kernels/gelu_math.cuh"
 #include "kernels/matmul.cuh"
 
 // What the epilogues compute (cuBLAS 13 cublasLt.h, cublasLtEpilogue_t and
@@ -203,23 +204,6 @@ bool lt_matmul(const Gemm& g, cudaStream_t stream) {
                               g.d, d_layout.get(), g.d, d_layout.get(), &*found->second, context.workspace(),
                               kWorkspaceBytes, stream));
   return true;
-}
-
-constexpr float kSqrt2OverPi = 0.7978845608028654f;  // sqrt(2 / pi)
-constexpr float kCubic = 0.044715f;
-
-// The same tanh-form GELU as cpu/gelu.cpp and kernels/gelu.cu:
-//   gelu(x) = 0.5 x (1 + tanh(u)),  u = sqrt(2/pi) (x + 0.044715 x^3)
-__device__ __forceinline__ float gelu(float x) {
-  const float u = kSqrt2OverPi * (x + kCubic * x * x * x);
-  return 0.5f * x * (1.0f + tanhf(u));
-}
-// dgelu/dx = 0.5 (1 + tanh u) + 0.5 x sech^2(u) sqrt(2/pi) (1 + 3 * 0.044715 x^2)
-__device__ __forceinline__ float gelu_grad(float x) {
-  const float u = kSqrt2OverPi * (x + kCubic * x * x * x);
-  const float th = tanhf(u);
-  const float sech2 = 1.0f - th * th;
-  return 0.5f * (1.0f + th) + 0.5f * x * sech2 * kSqrt2OverPi * (1.0f + 3.0f * kCubic * x * x);
 }
 
 // Plain-path GELU_AUX(_BIAS): pre holds AB (column-major m x n, packed); x = pre + bias[row];
