@@ -266,21 +266,9 @@ TEST_CASE("bf16 KV-cache decoding tracks a full recompute", "[cuda][bf16][model]
   GPT2 model(c, *backend, B, maxT, ModelMode::inference);
   model.set_parameters(test::random_parameters(model.layout(), c, 291));
   const auto seq = test::random_tokens(size_t(B) * maxT, 292, c.vocab_size);
-  const int V = c.vocab_size, Vp = c.padded_vocab_size;
-  auto recompute = [&](int len) {
-    std::vector<int> prefix(size_t(B) * len);
-    for (int b = 0; b < B; ++b)
-      for (int t = 0; t < len; ++t) prefix[size_t(b) * len + t] = seq[size_t(b) * maxT + t];
-    model.forward(prefix.data(), nullptr, B, len);
-    const auto all = model.logits();
-    std::vector<float> last(size_t(B) * V);
-    for (int b = 0; b < B; ++b)
-      for (int i = 0; i < V; ++i) last[size_t(b) * V + i] = all[(size_t(b) * len + len - 1) * Vp + i];
-    return last;
-  };
-  std::vector<int> head(size_t(B) * prompt);
-  for (int b = 0; b < B; ++b)
-    for (int t = 0; t < prompt; ++t) head[size_t(b) * prompt + t] = seq[size_t(b) * maxT + t];
+  // Logits of the last position of seq[:, :len] by a full forward, first V columns.
+  auto recompute = [&](int len) { return test::full_forward_last_logits(model, seq, B, maxT, len); };
+  const std::vector<int> head = test::row_prefixes(seq, B, maxT, prompt);
   // Prefill (flash attention) and decode (the decode kernel) round differently from the full
   // forward: both within bf16's relative error.
   test::expect_rel_l2(model.prefill(head.data(), B, prompt), recompute(prompt), 1e-2, "prefill logits");

@@ -51,4 +51,26 @@ inline std::vector<int> targets_with_ignored(size_t n, uint64_t seed, int vocab)
   return t;
 }
 
+// The first `len` tokens of each row of seq (B rows of seq_T): a (B, len) batch.
+inline std::vector<int> row_prefixes(const std::vector<int>& seq, int B, int seq_T, int len) {
+  std::vector<int> prefix(size_t(B) * len);
+  for (int b = 0; b < B; ++b)
+    for (int t = 0; t < len; ++t) prefix[size_t(b) * len + t] = seq[size_t(b) * seq_T + t];
+  return prefix;
+}
+
+// Logits (B, V) of the last position of the first `len` tokens of each row of seq (B rows of
+// seq_T), by a full forward: the reference for KV-cache prefill and decode.
+inline std::vector<float> full_forward_last_logits(GPT2& model, const std::vector<int>& seq, int B, int seq_T,
+                                                   int len) {
+  const std::vector<int> prefix = row_prefixes(seq, B, seq_T, len);
+  model.forward(prefix.data(), nullptr, B, len);
+  const auto all = model.logits();
+  const int V = model.config().vocab_size, Vp = model.config().padded_vocab_size;
+  std::vector<float> last(size_t(B) * V);
+  for (int b = 0; b < B; ++b)
+    for (int i = 0; i < V; ++i) last[size_t(b) * V + i] = all[(size_t(b) * len + len - 1) * Vp + i];
+  return last;
+}
+
 }  // namespace gpt2cc::test

@@ -8,19 +8,6 @@
 
 using namespace gpt2cc;
 
-namespace {
-// Row (b, t) of the (B, T, Vp) logits of a full forward, first V columns.
-std::vector<float> full_logits_at(GPT2& model, const std::vector<int>& seq, int B, int T, int t) {
-  model.forward(seq.data(), nullptr, B, T);
-  const auto all = model.logits();
-  const int V = model.config().vocab_size, Vp = model.config().padded_vocab_size;
-  std::vector<float> out(size_t(B) * V);
-  for (int b = 0; b < B; ++b)
-    for (int i = 0; i < V; ++i) out[size_t(b) * V + i] = all[(size_t(b) * T + t) * Vp + i];
-  return out;
-}
-}  // namespace
-
 TEST_CASE("prefill + decode logits equal a full recompute", "[model][decode]") {
   const ModelConfig c = test::tiny_config();
   auto backend = make_cpu_backend(1);
@@ -32,20 +19,16 @@ TEST_CASE("prefill + decode logits equal a full recompute", "[model][decode]") {
   const auto seq = test::random_tokens(size_t(B) * maxT, 82, c.vocab_size);  // (B, maxT)
 
   // Prompt = the first `prompt` tokens of each row.
-  std::vector<int> head(size_t(B) * prompt);
-  for (int b = 0; b < B; ++b)
-    for (int t = 0; t < prompt; ++t) head[size_t(b) * prompt + t] = seq[size_t(b) * maxT + t];
+  const std::vector<int> head = test::row_prefixes(seq, B, maxT, prompt);
   auto cached = model.prefill(head.data(), B, prompt);
-  test::expect_close(cached, full_logits_at(model, head, B, prompt, prompt - 1), 1e-5, 1e-5, "prefill logits");
+  test::expect_close(cached, test::full_forward_last_logits(model, seq, B, maxT, prompt), 1e-5, 1e-5,
+                     "prefill logits");
 
   for (int pos = prompt; pos < maxT; ++pos) {
-    std::vector<int> step(B), prefix(size_t(B) * (pos + 1));
-    for (int b = 0; b < B; ++b) {
-      step[b] = seq[size_t(b) * maxT + pos];
-      for (int t = 0; t <= pos; ++t) prefix[size_t(b) * (pos + 1) + t] = seq[size_t(b) * maxT + t];
-    }
+    std::vector<int> step(B);
+    for (int b = 0; b < B; ++b) step[b] = seq[size_t(b) * maxT + pos];
     // A forward between decode steps must not disturb the cache.
-    const auto reference = full_logits_at(model, prefix, B, pos + 1, pos);
+    const auto reference = test::full_forward_last_logits(model, seq, B, maxT, pos + 1);
     cached = model.decode(step.data(), B, pos);
     INFO("position " << pos);
     test::expect_close(cached, reference, 1e-5, 1e-5, "decode logits");
