@@ -23,6 +23,7 @@
 
 #include <cxxopts.hpp>
 
+#include "benchmarks/kernels/bench_device.hpp"
 #include "core/check.hpp"
 #include "core/cli.hpp"
 #include "core/rng.hpp"
@@ -32,6 +33,7 @@
 
 using namespace gpt2cc;
 using cuda::bf16;
+using namespace gpt2cc::bench;
 
 namespace {
 
@@ -106,94 +108,8 @@ Options parse(int argc, char** argv) {
   return o;
 }
 
-template <class T>
-class DeviceVec {
- public:
-  explicit DeviceVec(size_t n) : n_(n) { CUDA_CHECK(cudaMalloc(&p_, std::max<size_t>(n, 1) * sizeof(T))); }
-  // A copy from pageable memory may return before its DMA lands, and the legacy default stream
-  // does not order against the benchmark's non-blocking stream: synchronise the device.
-  explicit DeviceVec(const std::vector<T>& host) : DeviceVec(host.size()) {
-    CUDA_CHECK(cudaMemcpy(p_, host.data(), n_ * sizeof(T), cudaMemcpyHostToDevice));
-    CUDA_CHECK(cudaDeviceSynchronize());
-  }
-  DeviceVec(const DeviceVec&) = delete;
-  DeviceVec& operator=(const DeviceVec&) = delete;
-  ~DeviceVec() { cudaFree(p_); }
-  T* get() { return p_; }
-  std::vector<T> host() const {
-    CUDA_CHECK(cudaDeviceSynchronize());  // the kernels ran on a non-blocking stream
-    std::vector<T> h(n_);
-    CUDA_CHECK(cudaMemcpy(h.data(), p_, n_ * sizeof(T), cudaMemcpyDeviceToHost));
-    return h;
-  }
-
- private:
-  T* p_ = nullptr;
-  size_t n_;
-};
-
-// Uniform in [-1, 1) from a 64-bit LCG, rounded through bf16 so both kernels see the same values.
-std::vector<float> random_bf16_values(size_t n, uint64_t seed) {
-  std::vector<float> v(n);
-  uint64_t s = seed * 6364136223846793005ull + 1442695040888963407ull;
-  for (float& x : v) {
-    s = s * 6364136223846793005ull + 1442695040888963407ull;
-    x = __bfloat162float(__float2bfloat16_rn(-1.0f + 2.0f * static_cast<float>(s >> 40) * (1.0f / 16777216.0f)));
-  }
-  return v;
-}
-
-std::vector<bf16> to_bf16(const std::vector<float>& x) {
-  std::vector<bf16> out(x.size());
-  std::transform(x.begin(), x.end(), out.begin(), [](float v) { return __float2bfloat16_rn(v); });
-  return out;
-}
-
-std::vector<float> to_float(const std::vector<bf16>& x) {
-  std::vector<float> out(x.size());
-  std::transform(x.begin(), x.end(), out.begin(), [](bf16 v) { return __bfloat162float(v); });
-  return out;
-}
-
-// ||got - ref|| / ||ref|| over `count` rows of `width` at `offset` in rows of `stride` (one part
-// of qkv, or all of out); infinite when got holds a NaN/Inf.
-double rel_l2(const std::vector<float>& got, const std::vector<float>& ref, size_t rows, int stride, int offset,
-              int width) {
-  double num = 0.0, den = 0.0;
-  for (size_t r = 0; r < rows; ++r) {
-    for (int c = 0; c < width; ++c) {
-      const size_t i = r * stride + offset + c;
-      const double d = static_cast<double>(got[i]) - ref[i];
-      num += d * d;
-      den += static_cast<double>(ref[i]) * ref[i];
-    }
-  }
-  if (!std::isfinite(num)) return INFINITY;
-  return den > 0.0 ? std::sqrt(num / den) : std::sqrt(num);
-}
-
-// Median over `reps` CUDA-event-timed runs of `op` after `warmup` untimed ones (no cache flush,
-// like attention_sdpa.py: the inputs of one head stay L2-resident across its tiles either way).
-double median_ms(cudaStream_t stream, const Options& o, const std::function<void()>& op) {
-  cudaEvent_t start = nullptr, stop = nullptr;
-  CUDA_CHECK(cudaEventCreate(&start));
-  CUDA_CHECK(cudaEventCreate(&stop));
-  for (int i = 0; i < o.warmup; ++i) op();
-  std::vector<double> ms;
-  for (int i = 0; i < o.reps; ++i) {
-    CUDA_CHECK(cudaEventRecord(start, stream));
-    op();
-    CUDA_CHECK(cudaEventRecord(stop, stream));
-    CUDA_CHECK(cudaEventSynchronize(stop));
-    float elapsed = 0.0f;
-    CUDA_CHECK(cudaEventElapsedTime(&elapsed, start, stop));
-    ms.push_back(elapsed);
-  }
-  CUDA_CHECK(cudaEventDestroy(start));
-  CUDA_CHECK(cudaEventDestroy(stop));
-  std::nth_element(ms.begin(), ms.begin() + ms.size() / 2, ms.end());
-  return ms[ms.size() / 2];
-}
+// Uniform in [-1, 1), rounded through bf16 so both kernels see the same values.
+std::vector<float> random_bf16_values(size_t n, uint64_t seed) { return rounded<bf16>(random_floats(n, seed)); }
 
 struct Result {
   Shape shape;
@@ -221,7 +137,7 @@ Result bench_shape(const Shape& s, const Options& o, cudaStream_t stream) {
   const DropoutParams no_dropout{};
 
   DeviceVec<float> f_qkv(qkv), f_dout(dout), f_out(out_n), f_att(att_n), f_dqkv(qkv_n);
-  DeviceVec<bf16> h_qkv(to_bf16(qkv)), h_dout(to_bf16(dout)), h_out(out_n), h_dqkv(qkv_n);
+  DeviceVec<bf16> h_qkv(to_elem<bf16>(qkv)), h_dout(to_elem<bf16>(dout)), h_out(out_n), h_dqkv(qkv_n);
   DeviceVec<float> lse(stat_n);
   auto tiled_fwd = [&] {
     cuda::attention_forward(f_out.get(), f_att.get(), f_qkv.get(), B, T, C, NH, no_dropout, stream);
@@ -241,7 +157,7 @@ Result bench_shape(const Shape& s, const Options& o, cudaStream_t stream) {
   flash_fwd();
   flash_bwd();
   const auto ref_out = f_out.host(), ref_dqkv = f_dqkv.host();
-  const auto got_out = to_float(h_out.host()), got_dqkv = to_float(h_dqkv.host());
+  const auto got_out = to_float<bf16>(h_out.host()), got_dqkv = to_float<bf16>(h_dqkv.host());
   const size_t rows = static_cast<size_t>(B) * T;
   r.err_out = rel_l2(got_out, ref_out, rows, C, 0, C);
   r.err_dq = rel_l2(got_dqkv, ref_dqkv, rows, 3 * C, 0, C);
@@ -255,15 +171,18 @@ Result bench_shape(const Shape& s, const Options& o, cudaStream_t stream) {
                  B, NH, T, s.HS, r.err_out, r.err_dq, r.err_dk, r.err_dv, kTolerance);
     return r;
   }
-  // The backward alone re-reads the saved forward results, which stay valid between repetitions.
-  r.fwd_ms = median_ms(stream, o, flash_fwd);
-  r.bwd_ms = median_ms(stream, o, flash_bwd);
-  r.fwd_bwd_ms = median_ms(stream, o, [&] {
+  // No L2 flush between repetitions, like attention_sdpa.py: the inputs of one head stay
+  // L2-resident across its tiles either way. The backward alone re-reads the saved forward
+  // results, which stay valid between repetitions.
+  Timer timer(stream, o.warmup, o.reps, false);
+  r.fwd_ms = timer.median_ms(flash_fwd);
+  r.bwd_ms = timer.median_ms(flash_bwd);
+  r.fwd_bwd_ms = timer.median_ms([&] {
     flash_fwd();
     flash_bwd();
   });
-  r.tiled_fwd_ms = median_ms(stream, o, tiled_fwd);
-  r.tiled_bwd_ms = median_ms(stream, o, tiled_bwd);
+  r.tiled_fwd_ms = timer.median_ms(tiled_fwd);
+  r.tiled_bwd_ms = timer.median_ms(tiled_bwd);
   return r;
 }
 

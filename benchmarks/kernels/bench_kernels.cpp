@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "benchmarks/gpu/peaks.hpp"
+#include "benchmarks/kernels/bench_device.hpp"
 #include "core/check.hpp"
 #include "core/cli.hpp"
 #include "cpu/adamw.hpp"
@@ -54,6 +55,7 @@
 #include "kernels/residual.cuh"
 
 using namespace gpt2cc;
+using namespace gpt2cc::bench;
 using bf16 = __nv_bfloat16;
 
 namespace {
@@ -75,44 +77,6 @@ constexpr double tolerance() {
   return std::is_same_v<Elem, bf16> ? 1e-2 : 1e-4;
 }
 
-// Host values as the element type T (bf16: round to nearest even) and back (exact).
-template <class Elem>
-std::vector<Elem> to_elem(const std::vector<float>& v) {
-  if constexpr (std::is_same_v<Elem, float>) {
-    return v;
-  } else {
-    std::vector<Elem> out(v.size());
-    for (size_t i = 0; i < v.size(); ++i) out[i] = __float2bfloat16_rn(v[i]);
-    return out;
-  }
-}
-template <class Elem>
-std::vector<float> to_float(const std::vector<Elem>& v) {
-  if constexpr (std::is_same_v<Elem, float>) {
-    return v;
-  } else {
-    std::vector<float> out(v.size());
-    for (size_t i = 0; i < v.size(); ++i) out[i] = __bfloat162float(v[i]);
-    return out;
-  }
-}
-// The exact values a T kernel sees: what the CPU reference must run on.
-template <class Elem>
-std::vector<float> rounded(const std::vector<float>& v) {
-  return to_float<Elem>(to_elem<Elem>(v));
-}
-
-// Uniform floats in [lo, hi) from a 64-bit LCG: fast enough for the 400M-element logits.
-std::vector<float> random_floats(size_t n, uint64_t seed, float lo = -1.0f, float hi = 1.0f) {
-  std::vector<float> v(n);
-  uint64_t s = seed * 6364136223846793005ull + 1442695040888963407ull;
-  for (float& x : v) {
-    s = s * 6364136223846793005ull + 1442695040888963407ull;
-    x = lo + (hi - lo) * static_cast<float>(s >> 40) * (1.0f / 16777216.0f);
-  }
-  return v;
-}
-
 std::vector<float> zeros(size_t n) { return std::vector<float>(n, 0.0f); }
 
 std::vector<int> random_ints(size_t n, uint64_t seed, int bound) {
@@ -125,32 +89,6 @@ std::vector<int> random_ints(size_t n, uint64_t seed, int bound) {
   return v;
 }
 
-template <class T>
-class DeviceVec {
- public:
-  explicit DeviceVec(size_t n) : n_(n) { CUDA_CHECK(cudaMalloc(&p_, std::max<size_t>(n, 1) * sizeof(T))); }
-  // cudaMemcpy from pageable memory may return before its DMA lands, and the legacy default
-  // stream does not order against the benchmark's non-blocking stream: synchronise the device.
-  explicit DeviceVec(const std::vector<T>& host) : DeviceVec(host.size()) {
-    CUDA_CHECK(cudaMemcpy(p_, host.data(), n_ * sizeof(T), cudaMemcpyHostToDevice));
-    CUDA_CHECK(cudaDeviceSynchronize());
-  }
-  DeviceVec(const DeviceVec&) = delete;
-  DeviceVec& operator=(const DeviceVec&) = delete;
-  ~DeviceVec() { cudaFree(p_); }
-  T* get() { return p_; }
-  std::vector<T> host() const {
-    CUDA_CHECK(cudaDeviceSynchronize());
-    std::vector<T> h(n_);
-    CUDA_CHECK(cudaMemcpy(h.data(), p_, n_ * sizeof(T), cudaMemcpyDeviceToHost));
-    return h;
-  }
-
- private:
-  T* p_ = nullptr;
-  size_t n_;
-};
-
 // A device array of element type T holding host floats (rounded to T), and its values as floats.
 template <class Elem>
 DeviceVec<Elem> upload(const std::vector<float>& host) {
@@ -160,60 +98,6 @@ template <class Elem>
 std::vector<float> download(const DeviceVec<Elem>& d) {
   return to_float<Elem>(d.host());
 }
-
-double rel_l2(const std::vector<float>& got, const std::vector<float>& ref) {
-  double num = 0.0, den = 0.0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    const double d = static_cast<double>(got[i]) - ref[i];
-    num += d * d;
-    den += static_cast<double>(ref[i]) * ref[i];
-  }
-  if (!std::isfinite(num)) return INFINITY;
-  return den > 0.0 ? std::sqrt(num / den) : std::sqrt(num);
-}
-
-// Times `op` on `stream`: warm-up runs, then per repetition an L2 flush (a memset over twice the
-// L2 size, outside the timed interval) and CUDA events around the op. Returns the median in ms.
-class Timer {
- public:
-  Timer(cudaStream_t stream, const Options& opt) : stream_(stream), opt_(opt) {
-    int device = 0, l2 = 0;
-    CUDA_CHECK(cudaGetDevice(&device));
-    CUDA_CHECK(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, device));
-    flush_bytes_ = std::max<size_t>(2 * static_cast<size_t>(l2), 64 << 20);
-    CUDA_CHECK(cudaMalloc(&flush_, flush_bytes_));
-    CUDA_CHECK(cudaEventCreate(&start_));
-    CUDA_CHECK(cudaEventCreate(&stop_));
-  }
-  ~Timer() {
-    cudaFree(flush_);
-    cudaEventDestroy(start_);
-    cudaEventDestroy(stop_);
-  }
-  double median_ms(const std::function<void()>& op) {
-    for (int i = 0; i < opt_.warmup; ++i) op();
-    std::vector<double> ms;
-    for (int i = 0; i < opt_.reps; ++i) {
-      CUDA_CHECK(cudaMemsetAsync(flush_, i & 0xff, flush_bytes_, stream_));
-      CUDA_CHECK(cudaEventRecord(start_, stream_));
-      op();
-      CUDA_CHECK(cudaEventRecord(stop_, stream_));
-      CUDA_CHECK(cudaEventSynchronize(stop_));
-      float elapsed = 0.0f;
-      CUDA_CHECK(cudaEventElapsedTime(&elapsed, start_, stop_));
-      ms.push_back(elapsed);
-    }
-    std::nth_element(ms.begin(), ms.begin() + ms.size() / 2, ms.end());
-    return ms[ms.size() / 2];
-  }
-
- private:
-  cudaStream_t stream_;
-  const Options& opt_;
-  void* flush_ = nullptr;
-  size_t flush_bytes_ = 0;
-  cudaEvent_t start_ = nullptr, stop_ = nullptr;
-};
 
 struct Row {
   std::string name, dtype, shape;
@@ -236,7 +120,8 @@ Row compute_row(const std::string& name, const std::string& shape, double flops)
 
 class Bench {
  public:
-  Bench(const Options& opt, cudaStream_t stream) : opt_(opt), stream_(stream), timer_(stream, opt) {}
+  Bench(const Options& opt, cudaStream_t stream)
+      : opt_(opt), stream_(stream), timer_(stream, opt.warmup, opt.reps, /*flush_l2=*/true) {}
 
   bool selected(const std::string& name) const {
     return opt_.only.empty() || name.find(opt_.only) != std::string::npos;
