@@ -72,13 +72,15 @@ class CudaBackend final : public Backend {
     CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, device_));
     uint64_t threshold = UINT64_MAX;
     CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold));
-    // The cuBLAS handle (with its own workspace, see kernels/matmul.cuh) is created here, outside
-    // any CUDA-graph capture.
+    // The cuBLAS handle and the stream's GEMM workspace (kernels/matmul.cuh) are created here,
+    // outside any CUDA-graph capture.
     cuda::cublas_handle(stream_);
   }
   ~CudaBackend() override {
     for (auto& [key, exec] : graphs_) cudaGraphExecDestroy(exec);
     cudaStreamSynchronize(stream_);
+    cudaSetDevice(device_);  // the workspace is keyed by (device, stream)
+    cuda::release_gemm_workspace(stream_);
     cudaStreamDestroy(stream_);
   }
 

@@ -6,6 +6,8 @@
 // GELU kernels (kernels/gelu.cuh), so they keep the 1e-5 parity with the CPU.
 #include <algorithm>
 #include <map>
+#include <mutex>
+#include <utility>
 #include <type_traits>
 
 #include "kernels/common.cuh"
@@ -16,49 +18,80 @@
 namespace gpt2cc::cuda {
 namespace {
 
+// GEMM workspaces, one per (device, stream), for every host thread: calls on one stream run in
+// order, so cuBLAS and cuBLASLt can share a stream's workspace, and GEMMs on two streams (two
+// backends) never share one. Allocated at a stream's first GEMM; CudaBackend releases its stream's
+// before destroying the stream.
+class GemmWorkspaces {
+ public:
+  ~GemmWorkspaces() {
+    // At process exit the CUDA context may already be gone; nothing useful to do on failure.
+    for (auto& [key, workspace] : workspaces_) cudaFree(workspace);
+  }
+  void* get(cudaStream_t stream) {
+    const std::lock_guard lock(mutex_);
+    auto [it, inserted] = workspaces_.try_emplace({current_device(), stream}, nullptr);
+    if (inserted) {
+      const cudaError_t err = cudaMalloc(&it->second, kGemmWorkspaceBytes);
+      if (err != cudaSuccess) workspaces_.erase(it);
+      CUDA_CHECK(err);
+    }
+    return it->second;
+  }
+  // Called from destructors: never throws.
+  void release(cudaStream_t stream) noexcept {
+    int device = 0;
+    if (cudaGetDevice(&device) != cudaSuccess) return;
+    const std::lock_guard lock(mutex_);
+    auto it = workspaces_.find({device, stream});
+    if (it == workspaces_.end()) return;
+    cudaFree(it->second);
+    workspaces_.erase(it);
+  }
+
+ private:
+  static int current_device() {
+    int device = 0;
+    CUDA_CHECK(cudaGetDevice(&device));
+    return device;
+  }
+  std::mutex mutex_;
+  std::map<std::pair<int, cudaStream_t>, void*> workspaces_;
+};
+
+GemmWorkspaces& gemm_workspaces() {
+  static GemmWorkspaces workspaces;
+  return workspaces;
+}
+
 // One handle per (host thread, device): a cuBLAS handle is tied to the device current when it
-// was created and must not be used by two threads at once. Each handle owns a workspace that
-// cublas_handle() re-attaches after every cublasSetStream, because cublasSetStream resets the
-// handle to cuBLAS's default workspace pool (cuBLAS docs, cublasSetStream): with its own
-// workspace no GEMM allocates, so the calls can be captured in CUDA graphs.
+// was created and must not be used by two threads at once. get() binds it to the stream and that
+// stream's workspace on every call, because cublasSetStream resets the handle to cuBLAS's default
+// workspace pool (cuBLAS docs, cublasSetStream): with a workspace of its own no GEMM allocates,
+// so the calls can be captured in CUDA graphs.
 class CublasHandles {
  public:
-  static constexpr size_t kWorkspaceBytes = size_t{32} << 20;  // NVIDIA's recommendation for Hopper
-
   ~CublasHandles() {
-    // At process exit the CUDA context may already be gone; nothing useful to do on failure.
-    for (auto& [device, entry] : handles_) {
-      cublasDestroy(entry.handle);
-      cudaFree(entry.workspace);
-    }
+    for (auto& [device, handle] : handles_) cublasDestroy(handle);
   }
-  // The handle of the current device, bound to `stream` with its own workspace.
   cublasHandle_t get(cudaStream_t stream) {
     int device = 0;
     CUDA_CHECK(cudaGetDevice(&device));
     auto it = handles_.find(device);
     if (it == handles_.end()) {
-      Entry entry;
-      CUBLAS_CHECK(cublasCreate(&entry.handle));
+      cublasHandle_t handle = nullptr;
+      CUBLAS_CHECK(cublasCreate(&handle));
       // Plain fp32 FMA GEMMs: TF32 (10-bit mantissa) would break the 1e-5 parity with the CPU.
-      CUBLAS_CHECK(cublasSetMathMode(entry.handle, CUBLAS_DEFAULT_MATH));
-      const cudaError_t err = cudaMalloc(&entry.workspace, kWorkspaceBytes);
-      if (err != cudaSuccess) cublasDestroy(entry.handle);
-      CUDA_CHECK(err);
-      it = handles_.emplace(device, entry).first;
+      CUBLAS_CHECK(cublasSetMathMode(handle, CUBLAS_DEFAULT_MATH));
+      it = handles_.emplace(device, handle).first;
     }
-    const Entry& entry = it->second;
-    CUBLAS_CHECK(cublasSetStream(entry.handle, stream));
-    CUBLAS_CHECK(cublasSetWorkspace(entry.handle, entry.workspace, kWorkspaceBytes));
-    return entry.handle;
+    CUBLAS_CHECK(cublasSetStream(it->second, stream));
+    CUBLAS_CHECK(cublasSetWorkspace(it->second, gemm_workspace(stream), kGemmWorkspaceBytes));
+    return it->second;
   }
 
  private:
-  struct Entry {
-    cublasHandle_t handle = nullptr;
-    void* workspace = nullptr;
-  };
-  std::map<int, Entry> handles_;
+  std::map<int, cublasHandle_t> handles_;
 };
 
 // out[r, o] += bias[o]; float4 version: OC % 4 == 0 and 16-byte aligned rows.
@@ -105,6 +138,10 @@ __global__ void column_sum_finalize_kernel(Elem* dbias, const float* partial, in
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 }  // namespace
+
+void* gemm_workspace(cudaStream_t stream) { return gemm_workspaces().get(stream); }
+
+void release_gemm_workspace(cudaStream_t stream) noexcept { gemm_workspaces().release(stream); }
 
 cublasHandle_t cublas_handle(cudaStream_t stream) {
   thread_local CublasHandles handles;

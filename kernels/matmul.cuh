@@ -44,10 +44,16 @@ void matmul_backward_gelu(bf16* dinp, bf16* dweight, bf16* dbias, const bf16* do
 // they take the plain path (cublasGemmEx + separate bias / GELU kernels). Exposed for the tests.
 bool cublaslt_eligible(int C, int OC, std::initializer_list<const void*> pointers);
 
+// The GEMM workspace of `stream` on the current device (kGemmWorkspaceBytes, allocated at the
+// stream's first call): cuBLAS and cuBLASLt calls on that stream use it, so no GEMM allocates
+// (the calls can be captured in CUDA graphs) and GEMMs on different streams can run concurrently.
+// release_gemm_workspace frees it; call it once the stream's work is done, before destroying it.
+inline constexpr size_t kGemmWorkspaceBytes = size_t{32} << 20;  // NVIDIA's recommendation for Hopper
+void* gemm_workspace(cudaStream_t stream);
+void release_gemm_workspace(cudaStream_t stream) noexcept;
+
 // The cuBLAS handle of the current device for this host thread (created on first use, TF32
-// off), bound to `stream`, with a 32 MiB workspace of its own (no allocation inside a GEMM, so
-// the calls can be captured in CUDA graphs). The workspace is shared by every stream of the
-// thread: GEMMs of one thread on two streams must not run concurrently.
+// off), bound to `stream` and to that stream's GEMM workspace.
 cublasHandle_t cublas_handle(cudaStream_t stream);
 
 // Helpers shared by the fp32 launchers (matmul.cu) and the bf16 ones (matmul_lt.cu); instantiated

@@ -2,9 +2,9 @@
 // one cublasLtMatmul: bf16 A/B/C/D, fp32 accumulate (CUBLAS_COMPUTE_32F, fp32 alpha/beta), one
 // rounding to bf16 on store, with the bias add, the GELU (pre saved as the aux output) or the GELU
 // gradient (pre read as the aux input) fused into the epilogue. The algorithm comes from
-// cublasLtMatmulAlgoGetHeuristic once per shape and is cached; the 32 MiB workspace is allocated
-// once per device and thread, so steady-state calls allocate nothing and can be captured in CUDA
-// graphs. Operands cuBLASLt cannot take (see cublaslt_eligible) go through cublasGemmEx plus
+// cublasLtMatmulAlgoGetHeuristic once per shape and is cached; the 32 MiB workspace is the
+// stream's (gemm_workspace in kernels/matmul.cuh), so steady-state calls allocate nothing and can
+// be captured in CUDA graphs. Operands cuBLASLt cannot take (see cublaslt_eligible) go through cublasGemmEx plus
 // separate bias / GELU kernels. dweight accumulates with beta = 1; dbias is a deterministic column sum.
 #include <cublasLt.h>
 
@@ -52,7 +52,6 @@
 namespace gpt2cc::cuda {
 namespace {
 
-constexpr size_t kWorkspaceBytes = size_t{32} << 20;
 constexpr uint32_t kOperandAlignment = 16;  // what cublaslt_eligible guarantees for A, B, C, D
 
 // One column-major GEMM D = A B (+ beta C, with C = D) and its epilogue, in cuBLAS terms.
@@ -82,30 +81,23 @@ uint32_t pointer_alignment(const void* p) {
 // aux pointers) the alignment of the epilogue pointers, so those make the cache key.
 using AlgoKey = std::tuple<int, int, int, bool, bool, int, uint32_t, uint32_t>;
 
-// The cuBLASLt handle, workspace and algorithm cache of one device for one host thread (a handle
-// is tied to the device current at creation and must not be shared by threads). The workspace is
-// shared by every call of this thread on this device: calls on two streams of one thread must not
-// overlap (the backends use one stream per device).
+// The cuBLASLt handle and algorithm cache of one device for one host thread (a handle is tied to
+// the device current at creation and must not be shared by threads). The workspace is the
+// stream's (gemm_workspace), passed with each call.
 class LtContext {
  public:
-  LtContext() {
-    CUBLAS_CHECK(cublasLtCreate(&handle_));
-    CUDA_CHECK(cudaMalloc(&workspace_, kWorkspaceBytes));
-  }
+  LtContext() { CUBLAS_CHECK(cublasLtCreate(&handle_)); }
   LtContext(const LtContext&) = delete;
   LtContext& operator=(const LtContext&) = delete;
   ~LtContext() {
     // At process exit the CUDA context may already be gone; nothing useful to do on failure.
-    cudaFree(workspace_);
     cublasLtDestroy(handle_);
   }
   cublasLtHandle_t handle() const { return handle_; }
-  void* workspace() const { return workspace_; }
   std::map<AlgoKey, std::optional<cublasLtMatmulAlgo_t>>& algos() { return algos_; }
 
  private:
   cublasLtHandle_t handle_ = nullptr;
-  void* workspace_ = nullptr;
   std::map<AlgoKey, std::optional<cublasLtMatmulAlgo_t>> algos_;
 };
 
@@ -176,7 +168,7 @@ bool lt_matmul(const Gemm& g, cudaStream_t stream) {
     cublasLtMatmulPreference_t raw_pref = nullptr;
     CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&raw_pref));
     MatmulPreference pref(raw_pref);
-    set_preference(raw_pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, static_cast<uint64_t>(kWorkspaceBytes));
+    set_preference(raw_pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, static_cast<uint64_t>(kGemmWorkspaceBytes));
     // The default (256) would let the heuristic pick kernels that need 256-byte aligned operands;
     // callers may pass slices of larger buffers, and cublaslt_eligible guarantees only 16.
     for (auto attribute : {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
@@ -201,8 +193,8 @@ bool lt_matmul(const Gemm& g, cudaStream_t stream) {
   if (!found->second) return false;
   const float alpha = 1.0f;
   CUBLAS_CHECK(cublasLtMatmul(context.handle(), raw_desc, &alpha, g.a, a_layout.get(), g.b, b_layout.get(), &g.beta,
-                              g.d, d_layout.get(), g.d, d_layout.get(), &*found->second, context.workspace(),
-                              kWorkspaceBytes, stream));
+                              g.d, d_layout.get(), g.d, d_layout.get(), &*found->second, gemm_workspace(stream),
+                              kGemmWorkspaceBytes, stream));
   return true;
 }
 

@@ -1,7 +1,7 @@
 // cuda::matmul_forward / matmul_backward (cuBLAS, TF32 off) against cpu::matmul_*_reference:
 // T = 1, odd sizes, OC not a multiple of 4 (the scalar bias-add branch) and a multiple of 4 (the
 // float4 branch), a misaligned output (scalar branch again), no bias, GPT-2 sizes. dinp is
-// written (=, poisoned first); dweight and dbias accumulate.
+// written (=, poisoned first); dweight and dbias accumulate. The GEMM workspace is per stream.
 #include <catch2/catch.hpp>
 
 #include "cpu/matmul.hpp"
@@ -98,4 +98,38 @@ TEST_CASE("cuda matmul backward is bit-for-bit repeatable", "[cuda][matmul][dete
     if (run == 0) first = now;
     else for (size_t k = 0; k < now.size(); ++k) CHECK(test::bit_equal(now[k], first[k]));
   }
+}
+
+TEST_CASE("each stream has its own GEMM workspace, released with the stream", "[cuda][matmul]") {
+  cudaStream_t a = nullptr, b = nullptr;
+  REQUIRE(cudaStreamCreateWithFlags(&a, cudaStreamNonBlocking) == cudaSuccess);
+  REQUIRE(cudaStreamCreateWithFlags(&b, cudaStreamNonBlocking) == cudaSuccess);
+  void* wa = cuda::gemm_workspace(a);
+  void* wb = cuda::gemm_workspace(b);
+  CHECK(wa != nullptr);
+  CHECK(wb != nullptr);
+  CHECK(wa != wb);                         // two streams' GEMMs may overlap: separate workspaces
+  CHECK(cuda::gemm_workspace(a) == wa);    // allocated once per stream
+  cuda::cublas_handle(b);                  // binding the handle to b allocates nothing new
+  CHECK(cuda::gemm_workspace(b) == wb);
+
+  // A GEMM on each stream still matches cpu after the other stream's workspace is released.
+  const int B = 2, T = 8, C = 32, OC = 48;
+  const auto inp = test::random_vector(size_t(B) * T * C, 71);
+  const auto weight = test::random_vector(size_t(OC) * C, 72);
+  std::vector<float> expect(size_t(B) * T * OC);
+  cpu::matmul_forward_reference(expect.data(), inp.data(), weight.data(), nullptr, B, T, C, OC);
+  DeviceBuffer<float> d_inp(inp), d_weight(weight), d_out(expect.size());
+  cuda::release_gemm_workspace(b);
+  for (cudaStream_t s : {a, b}) {
+    d_out.poison();
+    cuda::matmul_forward(d_out.get(), d_inp.get(), d_weight.get(), nullptr, B, T, C, OC, s);
+    REQUIRE(cudaStreamSynchronize(s) == cudaSuccess);
+    test::expect_matches(d_out.download(), expect, s == a ? "out on stream a" : "out on stream b", 1e-5);
+  }
+  cuda::release_gemm_workspace(a);
+  cuda::release_gemm_workspace(b);
+  cuda::release_gemm_workspace(b);  // releasing twice is harmless
+  REQUIRE(cudaStreamDestroy(a) == cudaSuccess);
+  REQUIRE(cudaStreamDestroy(b) == cudaSuccess);
 }
