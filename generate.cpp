@@ -2,8 +2,9 @@
 // top-p / repetition penalty), decoding statistics, or the loss and perplexity of a text file.
 //   generate --checkpoint run/model.ckpt --prompt "Once upon a time" --top-p 0.9 --num-samples 3
 //   generate --checkpoint run/model.ckpt --score valid.txt
-// stdout: the generated text as it is produced (or the score line); stderr: the effective
-// configuration, --stats and the closing throughput line. Exit codes: 0 ok, 2 bad input, 1 other.
+// Several samples decode together (one KV-cache row each, --batch-size). stdout: the samples'
+// text in order, as it is produced (or the score line); stderr: the effective configuration,
+// one line per sample, --stats and the closing throughput line. Exit codes: 0 ok, 2 bad input, 1 other.
 // The logic lives in core/generation.{hpp,cpp} and core/sampler.{hpp,cpp}; docs/generate.md.
 #include <cxxopts.hpp>
 #include <unistd.h>
@@ -82,6 +83,30 @@ void print_stats(const char* label, const DecodingStats& s) {
                label, s.samples, s.tokens, s.distinct1, s.distinct2, s.distinct3, s.repetition_rate, s.mean_log_prob);
 }
 
+// "1.50 GiB", "72.0 MiB", "8.0 KiB": the largest unit that is at least 1.
+std::string human_bytes(double bytes) {
+  const char* units[] = {"bytes", "KiB", "MiB", "GiB", "TiB"};
+  int u = 0;
+  for (; u < 4 && bytes >= 1024.0; ++u) bytes /= 1024.0;
+  char buf[64];
+  std::snprintf(buf, sizeof buf, u == 0 ? "%.0f %s" : bytes < 10 ? "%.2f %s" : "%.1f %s", bytes, units[u]);
+  return buf;
+}
+
+// The KV cache of `rows` samples decoded together must fit in --max-kv-cache.
+void check_kv_cache(const ModelConfig& config, DType dtype, int rows, bool from_batch_size, double max_gib) {
+  const double per_row = static_cast<double>(kv_cache_bytes(config, dtype, 1));
+  const double limit = max_gib * 1024.0 * 1024.0 * 1024.0;
+  const long long fits = static_cast<long long>(std::min(limit / per_row, 1e9));
+  INPUT_CHECK(rows * per_row <= limit,
+              "{} {} decodes {} samples together, whose KV cache would take {} ({} a sample: {} layers x {} "
+              "positions x {} channels x 2 (k, v) x {} bytes), more than --max-kv-cache {} GiB: {}",
+              from_batch_size ? "--batch-size" : "--num-samples", rows, rows, human_bytes(rows * per_row),
+              human_bytes(per_row), config.num_layers, config.max_seq_len, config.channels, dtype_size(dtype), max_gib,
+              fits >= 1 ? format("decode at most {} together (--batch-size {}), or raise --max-kv-cache", fits, fits)
+                        : std::string("raise --max-kv-cache"));
+}
+
 int run(int argc, char** argv) {
   cxxopts::Options options("generate", "Generate text from a gpt2cc checkpoint, or score a text file.");
   options.add_options()
@@ -90,6 +115,9 @@ int run(int argc, char** argv) {
       ("prompt", "prompt text (default: --prompt-file, else stdin)", cxxopts::value<std::string>())
       ("prompt-file", "file holding the prompt (UTF-8)", cxxopts::value<std::string>())
       ("num-samples", "samples to generate, >= 1", cxxopts::value<int>()->default_value("1"))
+      ("batch-size", "samples decoded together (one KV-cache row each); 0 = all of --num-samples",
+       cxxopts::value<int>()->default_value("0"))
+      ("max-kv-cache", "GiB the KV cache of the samples decoded together may take", cxxopts::value<double>()->default_value("8"))
       ("max-new-tokens", "tokens generated per sample at most, >= 1", cxxopts::value<int>()->default_value("128"))
       ("stop", "stop string (repeatable; \\n \\t \\\\ understood); not printed", cxxopts::value<std::vector<std::string>>())
       ("ignore-eot", "keep generating past <|endoftext|>")
@@ -126,6 +154,11 @@ int run(int argc, char** argv) {
   INPUT_CHECK(threads >= 0, "--threads must be >= 0, got {}", threads);
   const int num_samples = args["num-samples"].as<int>();
   INPUT_CHECK(num_samples >= 1, "--num-samples must be >= 1, got {}", num_samples);
+  const int batch_size = args["batch-size"].as<int>();
+  INPUT_CHECK(batch_size >= 0, "--batch-size must be >= 0 (0 = all samples at once), got {}", batch_size);
+  const double max_kv_cache_gib = args["max-kv-cache"].as<double>();
+  INPUT_CHECK(std::isfinite(max_kv_cache_gib) && max_kv_cache_gib > 0, "--max-kv-cache must be > 0 GiB, got {}",
+              max_kv_cache_gib);
 
   SampleConfig sampling;
   sampling.greedy = args.count("greedy") > 0;
@@ -166,8 +199,14 @@ int run(int argc, char** argv) {
     std::fprintf(stderr, "warning: checkpoint %s records no tokenizer fingerprint; cannot verify %s\n",
                  checkpoint_path.c_str(), tokenizer_dir.c_str());
 
+  // Samples decoded together: one KV-cache row each, while the activations stay those of one
+  // sequence (B = 1, T = max_seq_len), as the prompt's prefill needs.
+  const int rows = batch_size == 0 ? num_samples : std::min(batch_size, num_samples);
+  if (args.count("no-kv-cache") == 0) check_kv_cache(config, dtype, rows, batch_size > 0, max_kv_cache_gib);
   std::unique_ptr<Backend> backend = device == "cuda" ? make_cuda_backend(0, dtype) : make_cpu_backend(threads);
-  GPT2 model(config, *backend, 1, config.max_seq_len, ModelMode::inference);
+  ModelOptions model_options;
+  model_options.kv_cache_rows = rows;
+  GPT2 model(config, *backend, 1, config.max_seq_len, ModelMode::inference, model_options);
   model.set_parameters(checkpoint.params);
   checkpoint.params = {};
   std::vector<int> tokens = tokenizer.encode(text, true);
@@ -192,42 +231,65 @@ int run(int argc, char** argv) {
                                : format("temperature {}, top-k {}, top-p {}", sampling.temperature, sampling.top_k,
                                         sampling.top_p).c_str(),
                sampling.repetition_penalty, static_cast<unsigned long long>(sampling.seed),
-               static_cast<int>(tokens.size()), gen.max_new_tokens, gen.use_kv_cache ? "KV cache" : "full recompute");
+               static_cast<int>(tokens.size()), gen.max_new_tokens,
+               gen.use_kv_cache ? format("KV cache, {} sample(s) decoded together", rows).c_str()
+                                : "full recompute, one sample at a time");
 
   Sampler sampler(sampling, tokenizer.vocab_size());
   auto token_bytes = [&](int id) { return tokenizer.token_bytes(id); };
-  auto print = [](std::string_view piece) {
+  // stdout shows the samples in order, exactly as if they ran one after another: the
+  // lowest-numbered sample not yet printed streams as it is produced; later ones' text is held
+  // until every earlier sample is complete, then printed at once (and streams on if running).
+  std::vector<std::string> held(num_samples);
+  std::vector<const Sample*> finished(num_samples, nullptr);
+  int head = 0;
+  auto header = [&](int i) {
+    if (num_samples > 1) std::printf("%s--- sample %d/%d ---\n", i > 0 ? "\n" : "", i + 1, num_samples);
+  };
+  auto on_text = [&](int i, std::string_view piece) {
+    if (i != head) {
+      held[i] += piece;
+      return;
+    }
     std::fwrite(piece.data(), 1, piece.size(), stdout);
     std::fflush(stdout);  // stream: show each piece as soon as it exists
   };
-  std::vector<Sample> samples;
-  for (int i = 0; i < num_samples; ++i) {
-    if (num_samples > 1) std::printf("%s--- sample %d/%d ---\n", i > 0 ? "\n" : "", i + 1, num_samples);
-    samples.push_back(generate(model, sampler, tokens, gen, static_cast<uint32_t>(i), token_bytes, print));
-    std::printf("\n");
-    std::fflush(stdout);
-    const Sample& s = samples.back();
-    std::fprintf(stderr, "sample %d/%d: %zu tokens, stopped at %s%s\n", i + 1, num_samples, s.tokens.size(),
-                 to_string(s.stop), s.reprefills ? format(", {} context re-prefills", s.reprefills).c_str() : "");
-    if (args.count("stats")) print_stats(format("sample {}", i + 1).c_str(), decoding_stats(std::span(&s, 1)));
-  }
-  if (args.count("stats") && num_samples > 1) print_stats("all samples", decoding_stats(samples));
+  auto on_done = [&](int i, const Sample& sample) {
+    finished[i] = &sample;
+    for (; head < num_samples && finished[head]; ++head) {
+      std::printf("\n");
+      std::fflush(stdout);
+      const Sample& s = *finished[head];
+      std::fprintf(stderr, "sample %d/%d: %zu tokens, stopped at %s%s\n", head + 1, num_samples, s.tokens.size(),
+                   to_string(s.stop), s.reprefills ? format(", {} context re-prefills", s.reprefills).c_str() : "");
+      if (args.count("stats")) print_stats(format("sample {}", head + 1).c_str(), decoding_stats(std::span(&s, 1)));
+      if (head + 1 < num_samples) {
+        header(head + 1);
+        std::fwrite(held[head + 1].data(), 1, held[head + 1].size(), stdout);
+        std::fflush(stdout);
+        held[head + 1] = {};
+      }
+    }
+  };
+  header(0);
+  const Generation generation = generate_samples(model, sampler, tokens, gen, num_samples, token_bytes, on_text, on_done);
+  ENSURE(head == num_samples, "{} of {} samples were printed", head, num_samples);
+  if (args.count("stats") && num_samples > 1) print_stats("all samples", decoding_stats(generation.samples));
 
-  // Throughput: prompt tokens / prefill time; generated tokens / time after the prefill.
-  double prefill_s = 0, decode_s = 0, ttft_s = 0;
-  size_t prompt_tokens = 0, generated = 0;
-  for (const Sample& s : samples) {
-    prefill_s += s.prefill_seconds;
-    decode_s += s.total_seconds - s.prefill_seconds;
+  // Throughput: prompt tokens prefilled / prefill time (one prefill per batch of samples);
+  // generated tokens of all samples / the time after the prefills.
+  double ttft_s = 0;
+  size_t generated = 0;
+  for (const Sample& s : generation.samples) {
     ttft_s += s.first_token_seconds;
-    prompt_tokens += s.prompt_tokens;
     generated += s.tokens.size();
   }
   std::fprintf(stderr,
                "throughput: prompt %zu tokens at %.1f tokens/s, generated %zu tokens at %.1f tokens/s, "
                "time to first token %.1f ms (mean of %d)\n",
-               prompt_tokens, prompt_tokens / std::max(prefill_s, 1e-9), generated, generated / std::max(decode_s, 1e-9),
-               1e3 * ttft_s / num_samples, num_samples);
+               generation.prefill_tokens, generation.prefill_tokens / std::max(generation.prefill_seconds, 1e-9),
+               generated, generated / std::max(generation.decode_seconds, 1e-9), 1e3 * ttft_s / num_samples,
+               num_samples);
   return 0;
 }
 

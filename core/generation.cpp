@@ -1,6 +1,7 @@
 // The generation loop (prefill, then one KV-cached decode step per token, sliding window with
-// re-prefill on overflow), streaming of UTF-8 text with stop strings, and sliding-window
-// scoring. The policies are described in core/generation.hpp; the CLI is generate.cpp.
+// re-prefill on overflow), its batched form for several samples of one prompt, streaming of
+// UTF-8 text with stop strings, and sliding-window scoring. The policies are described in
+// core/generation.hpp; the CLI is generate.cpp.
 #include "core/generation.hpp"
 
 #include <algorithm>
@@ -15,6 +16,19 @@ namespace {
 double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
+
+int keep_or_default(int keep, int max_T) { return keep == 0 ? std::max(1, max_T / 2) : keep; }
+
+void check_keep(int keep, int max_T) {
+  INPUT_CHECK(keep >= 1 && keep <= max_T, "tokens kept on context overflow must be in [1, {}], got {}", max_T, keep);
+}
+
+void check_prompt(std::span<const int> prompt, int max_T, int vocab) {
+  INPUT_CHECK(!prompt.empty(), "the prompt is empty: give at least one token of text");
+  INPUT_CHECK(static_cast<int>(prompt.size()) <= max_T,
+              "the prompt has {} tokens, more than the model's context of {} tokens", prompt.size(), max_T);
+  for (int token : prompt) INPUT_CHECK(token >= 0 && token < vocab, "prompt token {} outside [0, {})", token, vocab);
+}
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -24,18 +38,14 @@ Context::Context(GPT2& model, bool use_kv_cache, int keep)
     : model_(model),
       use_kv_cache_(use_kv_cache),
       max_T_(model.max_seq()),
-      keep_(keep == 0 ? std::max(1, model.max_seq() / 2) : keep),
+      keep_(keep_or_default(keep, model.max_seq())),
       vocab_(model.config().vocab_size) {
-  INPUT_CHECK(keep_ >= 1 && keep_ <= max_T_, "tokens kept on context overflow must be in [1, {}], got {}", max_T_,
-              keep_);
+  check_keep(keep_, max_T_);
   ENSURE(model.max_batch() >= 1, "the model has no batch row for generation");
 }
 
 const std::vector<float>& Context::start(std::span<const int> prompt) {
-  INPUT_CHECK(!prompt.empty(), "the prompt is empty: give at least one token of text");
-  INPUT_CHECK(static_cast<int>(prompt.size()) <= max_T_,
-              "the prompt has {} tokens, more than the model's context of {} tokens", prompt.size(), max_T_);
-  for (int token : prompt) INPUT_CHECK(token >= 0 && token < vocab_, "prompt token {} outside [0, {})", token, vocab_);
+  check_prompt(prompt, max_T_, vocab_);
   window_.assign(prompt.begin(), prompt.end());
   reprefills_ = 0;
   recompute();
@@ -74,6 +84,83 @@ void Context::recompute() {
   std::vector<float> all = model_.logits();
   const size_t Vp = static_cast<size_t>(model_.config().padded_vocab_size);
   logits_.assign(all.begin() + (T - 1) * Vp, all.begin() + (T - 1) * Vp + vocab_);
+}
+
+// ---------------------------------------------------------------------------------------------
+// BatchContext
+
+BatchContext::BatchContext(GPT2& model, int rows, int keep)
+    : model_(model),
+      max_T_(model.max_seq()),
+      keep_(keep_or_default(keep, model.max_seq())),
+      vocab_(model.config().vocab_size) {
+  check_keep(keep_, max_T_);
+  INPUT_CHECK(rows >= 1 && rows <= model.kv_cache_rows(),
+              "batched generation: {} rows asked, the model's KV cache has {} (ModelOptions::kv_cache_rows)", rows,
+              model.kv_cache_rows());
+  windows_.resize(rows);
+}
+
+void BatchContext::start(std::span<const int> prompt) {
+  check_prompt(prompt, max_T_, vocab_);
+  for (std::vector<int>& window : windows_) window.assign(prompt.begin(), prompt.end());
+  reprefills_ = 0;
+  // One prefill (B = 1, as Context), then every row gets a copy of its cache row.
+  const std::vector<float> first = model_.prefill(prompt.data(), 1, static_cast<int>(prompt.size()));
+  model_.kv_cache_select_rows(std::vector<int>(windows_.size(), 0));
+  logits_.clear();
+  for (size_t r = 0; r < windows_.size(); ++r) logits_.insert(logits_.end(), first.begin(), first.end());
+}
+
+void BatchContext::push(std::span<const int> tokens) {
+  ENSURE(!windows_[0].empty(), "push before start");
+  ENSURE(tokens.size() == windows_.size(), "push: {} tokens for {} rows", tokens.size(), windows_.size());
+  for (int token : tokens) ENSURE(token >= 0 && token < vocab_, "token {} outside [0, {})", token, vocab_);
+  const int rows = static_cast<int>(windows_.size());
+  if (static_cast<int>(windows_[0].size()) == max_T_) {
+    // Full (all rows are, they have one length): Context's rule per row, then the rows' new
+    // windows (rows, keep) are prefilled at positions 0..keep-1 as one batch.
+    std::vector<int> batch;
+    batch.reserve(static_cast<size_t>(rows) * keep_);
+    for (int r = 0; r < rows; ++r) {
+      std::vector<int>& window = windows_[r];
+      window.erase(window.begin(), window.end() - (keep_ - 1));
+      window.push_back(tokens[r]);
+      batch.insert(batch.end(), window.begin(), window.end());
+    }
+    ++reprefills_;
+    logits_ = model_.prefill(batch.data(), rows, keep_);
+  } else {
+    for (int r = 0; r < rows; ++r) windows_[r].push_back(tokens[r]);
+    logits_ = model_.decode(tokens.data(), rows, static_cast<int>(windows_[0].size()) - 1);
+  }
+}
+
+std::vector<int> BatchContext::retain(const std::vector<bool>& keep) {
+  const int rows = static_cast<int>(windows_.size());
+  ENSURE(static_cast<int>(keep.size()) == rows, "retain: {} flags for {} rows", keep.size(), rows);
+  const int kept = static_cast<int>(std::count(keep.begin(), keep.end(), true));
+  ENSURE(kept >= 1, "retain: at least one row must stay");
+  // Kept rows below the new end stay in place; those past it move into the dropped rows' places
+  // (as many as there are such places). Only the movers' caches are copied, and each source lies
+  // past the new end, which kv_cache_select_rows' in-place copy needs.
+  std::vector<int> movers;
+  for (int r = kept; r < rows; ++r)
+    if (keep[r]) movers.push_back(r);
+  std::vector<int> old(kept);
+  size_t next = 0;
+  for (int i = 0; i < kept; ++i) old[i] = keep[i] ? i : movers[next++];
+  if (kept == rows) return old;
+  model_.kv_cache_select_rows(old);
+  std::vector<std::vector<int>> windows(kept);
+  std::vector<float> logits(static_cast<size_t>(kept) * vocab_);
+  for (int i = 0; i < kept; ++i) {
+    windows[i] = std::move(windows_[old[i]]);
+    std::copy_n(logits_.begin() + static_cast<ptrdiff_t>(old[i]) * vocab_, vocab_, logits.begin() + i * vocab_);
+  }
+  windows_ = std::move(windows);
+  logits_ = std::move(logits);
+  return old;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -226,6 +313,111 @@ Sample generate(GPT2& model, Sampler& sampler, std::span<const int> prompt, cons
   sample.reprefills = context.reprefills();
   sample.total_seconds = seconds_since(start);
   return sample;
+}
+
+namespace {
+
+// One batch of `count` samples (indices first..first+count-1) decoded together: the loop of
+// generate for every row at once. A row that ends (end of text, stop string, max tokens) is
+// dropped from the context before the next step, so it costs nothing after it ends and the
+// others never see it: every row's logits are those it would have alone.
+void generate_batch(GPT2& model, Sampler& sampler, std::span<const int> prompt, const GenerationConfig& config,
+                    int first, int count, const std::function<std::string(int)>& token_bytes,
+                    const std::function<void(int, std::string_view)>& on_text,
+                    const std::function<void(int, const Sample&)>& on_done, Generation& result) {
+  const auto start = std::chrono::steady_clock::now();
+  BatchContext context(model, count, config.keep);
+  context.start(prompt);
+  const double prefill_seconds = seconds_since(start);
+  result.prefill_tokens += prompt.size();
+  result.prefill_seconds += prefill_seconds;
+
+  std::vector<TextStream> streams;
+  streams.reserve(count);
+  for (int k = 0; k < count; ++k) {
+    std::function<void(std::string_view)> sink;
+    if (on_text) sink = [&on_text, index = first + k](std::string_view piece) { on_text(index, piece); };
+    streams.emplace_back(config.stop_strings, std::move(sink));
+    Sample& sample = result.samples[first + k];
+    sample.prompt_tokens = static_cast<int>(prompt.size());
+    sample.prefill_seconds = prefill_seconds;
+  }
+  std::vector<int> active(count);  // context row -> sample offset k
+  for (int k = 0; k < count; ++k) active[k] = k;
+
+  for (int step = 0; step < config.max_new_tokens; ++step) {
+    const int rows = context.rows();
+    std::vector<bool> running(rows, false);
+    std::vector<int> tokens(rows, 0);
+    for (int r = 0; r < rows; ++r) {
+      const int k = active[r];
+      Sample& sample = result.samples[first + k];
+      std::span<const float> logits = context.logits(r);
+      const int token = sampler.sample(logits, context.window(r), static_cast<uint32_t>(first + k),
+                                       static_cast<uint64_t>(step));
+      if (step == 0) sample.first_token_seconds = seconds_since(start);
+      if (token == config.eot_id) {
+        sample.stop = StopReason::end_of_text;
+      } else {
+        sample.tokens.push_back(token);
+        sample.log_probs.push_back(static_cast<float>(log_prob(logits, token)));
+        if (token_bytes && streams[k].append(token_bytes(token))) {
+          sample.stop = StopReason::stop_string;
+        } else {
+          running[r] = step + 1 < config.max_new_tokens;  // no logits needed after the last token
+          tokens[r] = token;
+        }
+      }
+      if (running[r]) continue;
+      streams[k].finish();
+      sample.text = streams[k].text();
+      sample.reprefills = context.reprefills();
+      sample.total_seconds = seconds_since(start);
+      if (on_done) on_done(first + k, sample);
+    }
+    if (std::find(running.begin(), running.end(), true) == running.end()) break;
+    const std::vector<int> old = context.retain(running);
+    std::vector<int> next_tokens(old.size()), next_active(old.size());
+    for (size_t i = 0; i < old.size(); ++i) {
+      next_tokens[i] = tokens[old[i]];
+      next_active[i] = active[old[i]];
+    }
+    active = std::move(next_active);
+    context.push(next_tokens);
+  }
+  result.decode_seconds += seconds_since(start) - prefill_seconds;
+}
+
+}  // namespace
+
+Generation generate_samples(GPT2& model, Sampler& sampler, std::span<const int> prompt, const GenerationConfig& config,
+                            int num_samples, const std::function<std::string(int)>& token_bytes,
+                            const std::function<void(int, std::string_view)>& on_text,
+                            const std::function<void(int, const Sample&)>& on_done) {
+  validate(config);
+  ENSURE(token_bytes || config.stop_strings.empty(), "stop strings need the tokens' bytes");
+  INPUT_CHECK(num_samples >= 1, "the number of samples must be >= 1, got {}", num_samples);
+  Generation result;
+  result.samples.resize(num_samples);
+  if (!config.use_kv_cache) {
+    // The reference: each sample alone, a full forward per token.
+    for (int i = 0; i < num_samples; ++i) {
+      std::function<void(std::string_view)> sink;
+      if (on_text) sink = [&on_text, i](std::string_view piece) { on_text(i, piece); };
+      Sample& sample = result.samples[i];
+      sample = generate(model, sampler, prompt, config, static_cast<uint32_t>(i), token_bytes, sink);
+      result.prefill_tokens += prompt.size();
+      result.prefill_seconds += sample.prefill_seconds;
+      result.decode_seconds += sample.total_seconds - sample.prefill_seconds;
+      if (on_done) on_done(i, sample);
+    }
+    return result;
+  }
+  const int batch = model.kv_cache_rows();
+  for (int first = 0; first < num_samples; first += batch)
+    generate_batch(model, sampler, prompt, config, first, std::min(batch, num_samples - first), token_bytes, on_text,
+                   on_done, result);
+  return result;
 }
 
 DecodingStats decoding_stats(std::span<const Sample> samples) {

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "core/backend.hpp"
@@ -35,7 +36,14 @@ struct ModelOptions {
   // Replay forward_backward as a CUDA graph when the shapes and scalars repeat (backends that
   // cannot record run the ops directly). Dropout > 0 changes the masks every step: no replay.
   bool cuda_graphs = true;
+  // Rows (sequences) of the KV cache; 0 = max_B. More rows than max_B let N samples decode
+  // together while the activations stay sized for max_B x max_T (prefill and decode then run
+  // their rows through as many forwards as the activations need; see prefill).
+  int kv_cache_rows = 0;
 };
+
+// Bytes of a KV cache of `rows` sequences: k and v, L x rows x max_seq_len x C elements of `dtype`.
+size_t kv_cache_bytes(const ModelConfig& config, DType dtype, int rows);
 
 class GPT2 {
  public:
@@ -97,11 +105,22 @@ class GPT2 {
   // One AdamW step over all parameters: hp.weight_decay applies to 2-D weights only.
   void adamw_step(const AdamWParams& hp);
 
-  // ---- inference with a KV cache (allocated on first use, max_B x config.max_seq_len) ----
+  // ---- inference with a KV cache (allocated on first use, kv_cache_rows() x config.max_seq_len) ----
   // prefill: tokens (B,T) at positions 0..T-1; decode: one token per row at position pos.
-  // Both return host logits (B, V) of the last position (first V columns only).
+  // Both return host logits (B, V) of the last position (first V columns only). B is at most
+  // kv_cache_rows(); rows beyond what the activations hold (max_B x max_T positions per
+  // forward) run in several forwards. Each row's logits are the same whatever B: bit for bit
+  // on the CPU backend (a row's result never depends on the rows computed with it, see
+  // core/model_decode.cpp), to rounding on CUDA (cuBLAS may pick other kernels for other B).
   std::vector<float> prefill(const int* tokens, int B, int T);
   std::vector<float> decode(const int* tokens, int B, int pos);
+  int kv_cache_rows() const;
+  // The cache's rows become old rows `rows`: new row i = old row rows[i] (every cached
+  // position, every layer), and the cache holds rows.size() rows (the B the next decode must
+  // use). Repeating a row shares one prefill among several sequences ({0, 0, 0}); leaving rows
+  // out drops finished sequences. The copies run in place, so a row copied elsewhere must stay
+  // where it is (rows[r] == r) or not be overwritten (r >= rows.size()); InputError otherwise.
+  void kv_cache_select_rows(std::span<const int> rows);
 
  private:
   struct Impl;

@@ -2,8 +2,11 @@
 // forward over the prompt and stores every layer's k, v into the cache; decode runs the blocks
 // for one new token per row (T = 1), attending over the cached positions 0..pos with
 // attention_decode, and adds wpe[pos] by offsetting the position table. Both compute logits
-// for the last position only. The cache holds (L, max_B, maxT = config.max_seq_len, C) elements
-// of the compute dtype for k and again for v; it is allocated on the first prefill.
+// for the last position only. The cache holds (L, rows, maxT = config.max_seq_len, C) elements
+// of the compute dtype for k and again for v; it is allocated on the first prefill. Rows are
+// computed in groups (row_group) small enough for the activations and, on the CPU, for each
+// row to come out bit-identical to a forward of that row alone; kv_cache_select_rows copies
+// rows within the cache (shared prompts, dropped sequences).
 #include <algorithm>
 
 #include "core/check.hpp"
@@ -21,50 +24,99 @@ void check_tokens(const int* tokens, size_t n, int V, const char* what) {
                 V);
 }
 
-// Host copy (fp32) of the first V columns of logits rows (B, Vp).
-std::vector<float> download_last_logits(Backend& backend, const ModelConfig& config, ConstTensorPtr logits, int B) {
+// Host copy (fp32) of the first V columns of logits rows (B, Vp), written to out rows [0, B).
+void download_last_logits(Backend& backend, const ModelConfig& config, ConstTensorPtr logits, int B, float* out) {
   const size_t V = config.vocab_size, Vp = config.padded_vocab_size;
-  std::vector<float> out(size_t(B) * V);
   const std::vector<float> padded = download_as_float(backend, logits, size_t(B) * Vp);
   for (int b = 0; b < B; ++b)
     for (size_t i = 0; i < V; ++i) out[b * V + i] = padded[b * Vp + i];
-  return out;
 }
 
+// The CPU backend's matmul sums a product of fewer than 6 rows (its register tile, MR in
+// cpu/matmul.cpp) with a matrix-vector loop, and a larger one with the blocked GEMM, whose
+// additions run in another order; each is row-independent on its own, and so is every other CPU
+// op. A row's bits would thus change with the number of rows sharing its forward once that
+// crosses 6 (B = 1 decoding uses the loop, B = 8 the GEMM). Forwards of at most this many
+// positions whenever a row alone has that few keep every row bit-identical to a forward of the
+// row alone (test_batch_generation checks it, and would catch a change of the tile).
+constexpr int kCpuMatvecRows = 5;
+
 }  // namespace
+
+// Rows of `len` positions each that one forward may take: as many as the activations hold
+// (max_B x max_T positions, and attention's saved values), and on the CPU, when one row has
+// fewer than 6 positions, few enough that the group has fewer than 6 too.
+int GPT2::Impl::row_group(int len) const {
+  const bool dropout = config.dropout > 0.0f;  // as attention_saved_stride() sized the buffer
+  const size_t capacity = attention_saved_stride();
+  int rows = std::max(1, max_B * max_T / len);
+  while (rows > 1 && backend.attention_saved_floats(rows, len, config.channels, config.num_heads, dropout) > capacity)
+    --rows;
+  if (backend.kind() == DeviceKind::cpu && len <= kCpuMatvecRows) rows = std::min(rows, kCpuMatvecRows / len);
+  return rows;
+}
+
+int GPT2::Impl::kv_rows() const { return options.kv_cache_rows == 0 ? max_B : options.kv_cache_rows; }
+
+size_t kv_cache_bytes(const ModelConfig& config, DType dtype, int rows) {
+  return 2 * size_t(config.num_layers) * size_t(rows) * size_t(config.max_seq_len) * size_t(config.channels) *
+         dtype_size(dtype);
+}
+
+int GPT2::kv_cache_rows() const { return impl_->kv_rows(); }
+
+// In groups of row_group(1) rows, so that each row rounds as a single row would.
+void GPT2::Impl::project_logits(TensorPtr last, int rows, float* out) {
+  const int C = config.channels, V = config.vocab_size, Vp = config.padded_vocab_size;
+  const int group = row_group(1);
+  for (int r0 = 0; r0 < rows; r0 += group) {
+    const int n = std::min(group, rows - r0);
+    backend.matmul_forward(act.logits.data(), last + size_t(r0) * C, params() + at(Param::wte), nullptr, n, 1, C, Vp);
+    download_last_logits(backend, config, act.logits.data(), n, out + size_t(r0) * V);
+  }
+}
 
 std::vector<float> GPT2::prefill(const int* tokens, int B, int T) {
   Impl& s = *impl_;
   const int C = s.config.channels, L = s.config.num_layers, maxS = s.config.max_seq_len;
-  INPUT_CHECK(B >= 1 && B <= s.max_B, "prefill: batch size B must be in [1, {}], got {}", s.max_B, B);
+  INPUT_CHECK(s.options.kv_cache_rows >= 0, "model: kv_cache_rows must be >= 0 (0 = max_B), got {}",
+              s.options.kv_cache_rows);
+  const int rows = s.kv_rows();
+  INPUT_CHECK(B >= 1 && B <= rows, "prefill: batch size B must be in [1, {}] (the KV cache's rows), got {}", rows, B);
   INPUT_CHECK(T >= 1 && T <= s.max_T, "prefill: prompt length T must be in [1, {}] (the model's maximum), got {}",
               s.max_T, T);
   check_tokens(tokens, size_t(B) * T, s.config.vocab_size, "prefill");
-  const size_t cache_stride = size_t(s.max_B) * maxS * C;
+  const size_t cache_stride = size_t(rows) * maxS * C;
   if (!s.kcache.data()) {
     s.kcache = DeviceTensor(s.backend, L * cache_stride);
     s.vcache = DeviceTensor(s.backend, L * cache_stride);
   }
-  s.backend.upload(s.act.inputs.data(), tokens, size_t(B) * T * sizeof(int));
-  s.training = false;
-  s.forward_trunk(B, T);
-  for (int l = 0; l < L; ++l)
-    s.backend.kv_cache_store(s.kcache.data() + l * cache_stride, s.vcache.data() + l * cache_stride,
-                             s.act.qkv.data() + s.slab(l, 3 * C), B, T, maxS, C);
-
-  // Only the last position's logits are needed: gather its lnf rows into (B, C), then project.
-  const TensorPtr last = s.scratch.bufC_a.data();
-  for (int b = 0; b < B; ++b)
-    s.backend.copy((last + size_t(b) * C).data, (s.act.lnf.data() + (size_t(b) * T + T - 1) * C).data,
-                   C * dtype_size(s.dtype));
-  s.backend.matmul_forward(s.act.logits.data(), last, s.params() + s.at(Param::wte), nullptr, B, 1, C,
-                           s.config.padded_vocab_size);
-  // The activations now describe a prompt without targets: no backward, no logits() of it.
+  // The activations describe a prompt without targets from here on: no backward, no logits() of it.
   s.has_forward = false;
   s.logits_valid = false;
+  s.training = false;
+  s.cache_B = 0;  // invalid until every group is stored
+
+  std::vector<float> out(size_t(B) * s.config.vocab_size);
+  const int group = s.row_group(T);
+  for (int r0 = 0; r0 < B; r0 += group) {
+    const int n = std::min(group, B - r0);
+    s.backend.upload(s.act.inputs.data(), tokens + size_t(r0) * T, size_t(n) * T * sizeof(int));
+    s.forward_trunk(n, T);
+    const size_t row0 = size_t(r0) * maxS * C;
+    for (int l = 0; l < L; ++l)
+      s.backend.kv_cache_store(s.kcache.data() + l * cache_stride + row0, s.vcache.data() + l * cache_stride + row0,
+                               s.act.qkv.data() + s.slab(l, 3 * C), n, T, maxS, C);
+    // Only the last position's logits are needed: gather its lnf rows into (n, C), then project.
+    const TensorPtr last = s.scratch.bufC_a.data();
+    for (int b = 0; b < n; ++b)
+      s.backend.copy((last + size_t(b) * C).data, (s.act.lnf.data() + (size_t(b) * T + T - 1) * C).data,
+                     C * dtype_size(s.dtype));
+    s.project_logits(last, n, out.data() + size_t(r0) * s.config.vocab_size);
+  }
   s.cache_B = B;
   s.cache_len = T;
-  return download_last_logits(s.backend, s.config, s.act.logits.data(), B);
+  return out;
 }
 
 std::vector<float> GPT2::decode(const int* tokens, int B, int pos) {
@@ -72,52 +124,87 @@ std::vector<float> GPT2::decode(const int* tokens, int B, int pos) {
   Backend& be = s.backend;
   const int C = s.config.channels, NH = s.config.num_heads, L = s.config.num_layers, maxS = s.config.max_seq_len;
   INPUT_CHECK(s.cache_B > 0, "decode: run prefill first (the KV cache is empty)");
-  INPUT_CHECK(B == s.cache_B, "decode: batch size B must equal the prefill's ({}), got {}", s.cache_B, B);
+  INPUT_CHECK(B == s.cache_B, "decode: batch size B must equal the KV cache's rows ({}), got {}", s.cache_B, B);
   INPUT_CHECK(pos >= 1 && pos <= s.cache_len && pos < maxS,
               "decode: position must be in [1, {}] (cached positions 0..{}, max_seq_len {}), got {}",
               std::min(s.cache_len, maxS - 1), s.cache_len - 1, maxS, pos);
   check_tokens(tokens, size_t(B), s.config.vocab_size, "decode");
-  const size_t cache_stride = size_t(s.max_B) * maxS * C;
+  const size_t cache_stride = size_t(s.kv_rows()) * maxS * C;
   const TensorPtr P = s.params();
   auto P_ = [&](Param p, int l = 0) { return P + s.at(p, l); };
-  be.upload(s.act.inputs.data(), tokens, size_t(B) * sizeof(int));
-
-  // Layer l's activation slabs (sized for max_B x max_T >= B x 1) serve as scratch for the one
-  // token; the LayerNorm statistics of every layer go to slab 0 (no backward reads them).
-  float* mean = s.act.ln1_mean.data();
-  float* rstd = s.act.ln1_rstd.data();
-  TensorPtr x = s.act.encoded.data();
-  be.encoder_forward(x, s.act.inputs.data(), P_(Param::wte), P_(Param::wpe) + size_t(pos) * C, B, 1, C);
-  be.layernorm_forward(s.act.ln1.data(), mean, rstd, x, P_(Param::ln1w), P_(Param::ln1b), B, 1, C);
-  for (int l = 0; l < L; ++l) {
-    const TensorPtr ln1 = s.act.ln1.data() + s.slab(l, C);
-    const TensorPtr qkv = s.act.qkv.data() + s.slab(l, 3 * C);
-    const TensorPtr atty = s.act.atty.data() + s.slab(l, C);
-    const TensorPtr res2 = s.act.residual2.data() + s.slab(l, C);
-    const TensorPtr ln2 = s.act.ln2.data() + s.slab(l, C);
-    const TensorPtr fch = s.act.fch.data() + s.slab(l, 4 * C);
-    const TensorPtr res3 = s.act.residual3.data() + s.slab(l, C);
-    const TensorPtr proj = s.scratch.bufC_a.data();
-    be.matmul_forward(qkv, ln1, P_(Param::qkvw, l), P_(Param::qkvb, l), B, 1, C, 3 * C);
-    be.attention_decode(atty, s.kcache.data() + l * cache_stride, s.vcache.data() + l * cache_stride, qkv, B, pos,
-                        maxS, C, NH);
-    be.matmul_forward(proj, atty, P_(Param::attprojw, l), P_(Param::attprojb, l), B, 1, C, C);
-    be.residual_layernorm_forward(res2, ln2, mean, rstd, x, proj, P_(Param::ln2w, l), P_(Param::ln2b, l), B, 1, C);
-    be.matmul_forward_gelu(s.fch_gelu(l), fch, ln2, P_(Param::fcw, l), P_(Param::fcb, l), B, 1, C, 4 * C);
-    be.matmul_forward(proj, s.fch_gelu(l), P_(Param::fcprojw, l), P_(Param::fcprojb, l), B, 1, 4 * C, C);
-    // The next LayerNorm of x3: the next block's ln1, or lnf after the last block.
-    const bool last = l + 1 == L;
-    be.residual_layernorm_forward(res3, last ? s.act.lnf.data() : s.act.ln1.data() + s.slab(l + 1, C), mean, rstd,
-                                  res2, proj, last ? P_(Param::lnfw) : P_(Param::ln1w, l + 1),
-                                  last ? P_(Param::lnfb) : P_(Param::ln1b, l + 1), B, 1, C);
-    x = res3;
-  }
-  be.matmul_forward(s.act.logits.data(), s.act.lnf.data(), P_(Param::wte), nullptr, B, 1, C,
-                    s.config.padded_vocab_size);
   s.has_forward = false;
   s.logits_valid = false;
+
+  std::vector<float> out(size_t(B) * s.config.vocab_size);
+  const int group = s.row_group(1);
+  for (int r0 = 0; r0 < B; r0 += group) {
+    const int n = std::min(group, B - r0);
+    const size_t row0 = size_t(r0) * maxS * C;
+    be.upload(s.act.inputs.data(), tokens + r0, size_t(n) * sizeof(int));
+    // Layer l's activation slabs (max_B x max_T >= n positions) serve as scratch for the one
+    // token; the LayerNorm statistics of every layer go to slab 0 (no backward reads them).
+    float* mean = s.act.ln1_mean.data();
+    float* rstd = s.act.ln1_rstd.data();
+    TensorPtr x = s.act.encoded.data();
+    be.encoder_forward(x, s.act.inputs.data(), P_(Param::wte), P_(Param::wpe) + size_t(pos) * C, n, 1, C);
+    be.layernorm_forward(s.act.ln1.data(), mean, rstd, x, P_(Param::ln1w), P_(Param::ln1b), n, 1, C);
+    for (int l = 0; l < L; ++l) {
+      const TensorPtr ln1 = s.act.ln1.data() + s.slab(l, C);
+      const TensorPtr qkv = s.act.qkv.data() + s.slab(l, 3 * C);
+      const TensorPtr atty = s.act.atty.data() + s.slab(l, C);
+      const TensorPtr res2 = s.act.residual2.data() + s.slab(l, C);
+      const TensorPtr ln2 = s.act.ln2.data() + s.slab(l, C);
+      const TensorPtr fch = s.act.fch.data() + s.slab(l, 4 * C);
+      const TensorPtr res3 = s.act.residual3.data() + s.slab(l, C);
+      const TensorPtr proj = s.scratch.bufC_a.data();
+      be.matmul_forward(qkv, ln1, P_(Param::qkvw, l), P_(Param::qkvb, l), n, 1, C, 3 * C);
+      be.attention_decode(atty, s.kcache.data() + l * cache_stride + row0, s.vcache.data() + l * cache_stride + row0,
+                          qkv, n, pos, maxS, C, NH);
+      be.matmul_forward(proj, atty, P_(Param::attprojw, l), P_(Param::attprojb, l), n, 1, C, C);
+      be.residual_layernorm_forward(res2, ln2, mean, rstd, x, proj, P_(Param::ln2w, l), P_(Param::ln2b, l), n, 1, C);
+      be.matmul_forward_gelu(s.fch_gelu(l), fch, ln2, P_(Param::fcw, l), P_(Param::fcb, l), n, 1, C, 4 * C);
+      be.matmul_forward(proj, s.fch_gelu(l), P_(Param::fcprojw, l), P_(Param::fcprojb, l), n, 1, 4 * C, C);
+      // The next LayerNorm of x3: the next block's ln1, or lnf after the last block.
+      const bool last = l + 1 == L;
+      be.residual_layernorm_forward(res3, last ? s.act.lnf.data() : s.act.ln1.data() + s.slab(l + 1, C), mean, rstd,
+                                    res2, proj, last ? P_(Param::lnfw) : P_(Param::ln1w, l + 1),
+                                    last ? P_(Param::lnfb) : P_(Param::ln1b, l + 1), n, 1, C);
+      x = res3;
+    }
+    s.project_logits(s.act.lnf.data(), n, out.data() + size_t(r0) * s.config.vocab_size);
+  }
   s.cache_len = pos + 1;
-  return download_last_logits(s.backend, s.config, s.act.logits.data(), B);
+  return out;
+}
+
+void GPT2::kv_cache_select_rows(std::span<const int> rows) {
+  Impl& s = *impl_;
+  const int n = static_cast<int>(rows.size());
+  INPUT_CHECK(s.cache_B > 0, "kv_cache_select_rows: run prefill first (the KV cache is empty)");
+  INPUT_CHECK(n >= 1 && n <= s.kv_rows(), "kv_cache_select_rows: between 1 and {} rows (the KV cache's), got {}",
+              s.kv_rows(), n);
+  for (int i = 0; i < n; ++i) {
+    const int r = rows[i];
+    INPUT_CHECK(r >= 0 && r < s.cache_B, "kv_cache_select_rows: row {} is outside the cache's rows [0, {})", r,
+                s.cache_B);
+    // In place: the source must still hold its old contents when row i is written.
+    INPUT_CHECK(r == i || r >= n || rows[r] == r,
+                "kv_cache_select_rows: row {} is copied to row {} but is itself overwritten (by row {})", r, i,
+                r < n ? rows[r] : r);
+  }
+  const int C = s.config.channels, L = s.config.num_layers, maxS = s.config.max_seq_len;
+  const size_t cache_stride = size_t(s.kv_rows()) * maxS * C, row_stride = size_t(maxS) * C;
+  const size_t bytes = size_t(s.cache_len) * C * dtype_size(s.dtype);  // the cached positions 0..cache_len-1
+  for (int i = 0; i < n; ++i) {
+    if (rows[i] == i) continue;
+    for (int l = 0; l < L; ++l) {
+      for (DeviceTensor* cache : {&s.kcache, &s.vcache}) {
+        const TensorPtr base = cache->data() + l * cache_stride;
+        s.backend.copy((base + i * row_stride).data, (base + rows[i] * row_stride).data, bytes);
+      }
+    }
+  }
+  s.cache_B = n;
 }
 
 }  // namespace gpt2cc

@@ -163,9 +163,16 @@ struct GPT2::Impl {
   // run_recorded keys run once directly, each with its backend recording id.
   std::vector<std::pair<uint64_t, uint64_t>> seen_keys;
 
-  // KV cache (L, max_B, maxT = config.max_seq_len, C) for k and v; allocated on first use.
+  // KV cache (L, kv_rows, maxT = config.max_seq_len, C) for k and v; allocated on first use.
+  // kv_rows = options.kv_cache_rows, or max_B when that is 0.
   DeviceTensor kcache, vcache;
   int cache_B = 0, cache_len = 0;
+  // Inference helpers (core/model_decode.cpp): the cache's rows; how many rows of `len`
+  // positions one forward may take; the logits (first V columns, to host `out`) of `rows` rows
+  // of lnf output at `last`, one group of row_group(1) rows at a time.
+  int kv_rows() const;
+  int row_group(int len) const;
+  void project_logits(TensorPtr last, int rows, float* out);
 };
 
 }  // namespace gpt2cc

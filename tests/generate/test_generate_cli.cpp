@@ -109,7 +109,7 @@ TEST_CASE("generate writes reproducible text, stats and a throughput line", "[ge
   CHECK(valid_utf8(a.out));  // random bytes from a byte-level model still print as valid UTF-8
   CHECK(a.err.find("distinct-2") != std::string::npos);
   CHECK(a.err.find("stats all samples") != std::string::npos);
-  CHECK(a.err.find("throughput: prompt 26 tokens") != std::string::npos);
+  CHECK(a.err.find("throughput: prompt 13 tokens") != std::string::npos);  // both samples share one prefill
   CHECK(a.err.find("time to first token") != std::string::npos);
   Run b = generate_cli("--prompt 'Caf\xC3\xA9 au lait' --max-new-tokens 40 --seed 3 --num-samples 2 --stats");
   CHECK(b.out == a.out);
@@ -126,6 +126,54 @@ TEST_CASE("generate writes reproducible text, stats and a throughput line", "[ge
   Run piped = generate_cli("--max-new-tokens 5", true, "from stdin\n");
   CHECK(piped.code == 0);
   CHECK(piped.err.find("throughput: prompt 10 tokens") != std::string::npos);  // trailing newline dropped
+}
+
+TEST_CASE("--num-samples: samples decoded together print as if run one after another", "[generate][cli][batch]") {
+  // Samples of different lengths: end of text or a stop string ends some before the others.
+  const std::string args = "--prompt 'Once upon a time' --max-new-tokens 30 --seed 11 --num-samples 4 --stop e --stop o";
+  Run together = generate_cli(args);
+  INFO(together.err);
+  REQUIRE(together.code == 0);
+  CHECK(together.err.find("4 sample(s) decoded together") != std::string::npos);
+  Run one_by_one = generate_cli(args + " --batch-size 1");
+  REQUIRE(one_by_one.code == 0);
+  CHECK(one_by_one.err.find("1 sample(s) decoded together") != std::string::npos);
+  Run pairs = generate_cli(args + " --batch-size 3");  // a batch of 3, then 1
+  CHECK(together.out == one_by_one.out);
+  CHECK(pairs.out == together.out);
+
+  // stdout: "--- sample i/N ---" headers in order, each sample's text then a newline.
+  size_t at = 0;
+  for (int i = 1; i <= 4; ++i) {
+    const std::string header = std::string(i > 1 ? "\n" : "") + "--- sample " + std::to_string(i) + "/4 ---\n";
+    const size_t found = together.out.find(header, at);
+    REQUIRE(found != std::string::npos);
+    CHECK((i > 1 || found == 0));
+    at = found + header.size();
+  }
+  CHECK(together.out.back() == '\n');
+  // stderr: one line per sample, in order; the prompt is prefilled once per batch.
+  size_t line = 0;
+  for (int i = 1; i <= 4; ++i) {
+    const size_t found = together.err.find("sample " + std::to_string(i) + "/4: ", line);
+    REQUIRE(found != std::string::npos);
+    line = found;
+  }
+  CHECK(together.err.find("throughput: prompt 16 tokens") != std::string::npos);
+  CHECK(one_by_one.err.find("throughput: prompt 64 tokens") != std::string::npos);
+  CHECK(pairs.err.find("throughput: prompt 32 tokens") != std::string::npos);
+  CHECK(together.err.find("time to first token") != std::string::npos);
+  // Not all samples stop at the same step: some end early, some run to --max-new-tokens.
+  CHECK(together.err.find("stopped at max new tokens") != std::string::npos);
+  CHECK((together.err.find("stopped at stop string") != std::string::npos ||
+         together.err.find("stopped at end of text") != std::string::npos));
+
+  // The reference path (no cache) runs the samples one at a time, with the same output format.
+  Run reference = generate_cli("--prompt 'Once upon a time' --greedy --max-new-tokens 40 --num-samples 2 --no-kv-cache");
+  Run cached = generate_cli("--prompt 'Once upon a time' --greedy --max-new-tokens 40 --num-samples 2");
+  REQUIRE(reference.code == 0);
+  CHECK(reference.out == cached.out);
+  CHECK(reference.err.find("one sample at a time") != std::string::npos);
 }
 
 TEST_CASE("generate --score states loss, perplexity, window and stride", "[generate][cli]") {
@@ -161,6 +209,14 @@ TEST_CASE("bad input exits 2 with a message naming the problem", "[generate][cli
   fails(generate_cli("--prompt hi --top-k -2"), "top-k");
   fails(generate_cli("--prompt hi --repetition-penalty 0.5"), "repetition penalty");
   fails(generate_cli("--prompt hi --num-samples 0"), "--num-samples");
+  fails(generate_cli("--prompt hi --batch-size -1"), "--batch-size must be >= 0");
+  fails(generate_cli("--prompt hi --max-kv-cache 0"), "--max-kv-cache must be > 0");
+  // The fixture's KV cache is 8 KiB a sample (1 layer x 32 positions x 32 channels x 2 x 4 bytes).
+  fails(generate_cli("--prompt hi --num-samples 100 --max-kv-cache 0.0001"),
+        "--num-samples 100 decodes 100 samples together, whose KV cache would take 800.0 KiB (8.00 KiB a sample: 1 "
+        "layers x 32 positions x 32 channels x 2 (k, v) x 4 bytes), more than --max-kv-cache 0.0001 GiB: decode at "
+        "most 13 together (--batch-size 13)");
+  fails(generate_cli("--prompt hi --num-samples 100 --batch-size 20 --max-kv-cache 0.0001"), "--batch-size 20 decodes");
   fails(generate_cli("--prompt hi --max-new-tokens 0"), "max new tokens");
   fails(generate_cli("--prompt hi --max-new-tokens many"), "many");
   fails(generate_cli("--prompt hi --device tpu"), "--device");
