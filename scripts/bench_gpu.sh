@@ -5,16 +5,22 @@
 # into <outdir>/report.md. Every stage runs under its own time limit and logs to <outdir>/<stage>.log;
 # a failed stage is recorded in <outdir>/status.tsv and the next one still runs (except after a
 # failed build). Usage:
-#   scripts/bench_gpu.sh [--stage all|build,test,kernels,attention,train,pytorch,parity,report]
+#   scripts/bench_gpu.sh [--stage all|build,test,sanitize,kernels,attention,train,pytorch,parity,report]
 #                        [--out DIR] [--batch auto|N] [--steps N] [--build-dir DIR] [--budget SECONDS]
-#                        [--quick] [--parity-steps N] [--parity-shards DIR]
-# On the lent device machine (10 minutes per command) run it in four calls, e.g.
-#   --stage build,test   then   --stage kernels,attention,train   then   --stage pytorch,report
-#   then   --stage parity,report   (parity: d6 on Wikipedia in fp32 and bf16, loss curves compared;
-#   it prepares the shards from $GPT2CC_DATA_DIR or ../shared/data unless --parity-shards is given)
-# With $OUT set the results live in <build-dir>/bench-results (kept between calls, ignored by git),
-# are packed into $OUT/bench_gpu_results.tar.gz after every stage, and the whole call keeps within
-# --budget seconds (default 570 with $OUT set: stages are shortened or skipped to end in time).
+#                        [--quick] [--parity-steps N] [--parity-shards DIR] [--kit DIR]
+# On the lent device machine (10 minutes per command) run it in calls such as
+#   --stage build,test,sanitize   then   --stage kernels,attention,train   then   --stage pytorch,report
+#   then   --stage parity,report   (parity: d6 on Wikipedia in fp32 and bf16, loss curves compared).
+# That machine reaches no package registry and ../shared does not travel: make the kit here first
+# (scripts/gpu_kit.sh: Debian packages of the build dependencies, the parity shards) and carry
+# ".gpu-kit"; it is used when CMake finds a dependency missing and for the parity shards. A stage
+# that needs the binaries builds them first when they are missing (a fresh machine).
+# With $OUT set the results live in <build-dir>/bench-results (ignored by git), are packed into
+# $OUT/bench_gpu_results.tar.gz after every stage, and the whole call keeps within --budget seconds
+# (default 570 with $OUT set: stages are shortened or skipped to end in time). The machine goes
+# back when idle, so a later call may find none of it: copy the returned archive into the kit
+# (.gpu-kit/bench_gpu_results.tar.gz) and a call that finds no results unpacks it first, so later
+# stages (pytorch's batch, the report) see the earlier ones.
 set -uo pipefail
 
 cd "$(dirname "$0")/.." || exit 2
@@ -30,8 +36,9 @@ BUDGET=""
 ATTN_SHAPES="8x12x1024x64,16x12x1024x64,8x12x1024x128,16x12x1024x128"
 PARITY_STEPS=600
 PARITY_SHARDS=""
+KIT=""
 
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,/^set -uo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
 die() {
   echo "bench_gpu.sh: $*" >&2
   exit 2
@@ -48,6 +55,7 @@ while (($#)); do
     --quick) QUICK=1; shift ;;
     --parity-steps) PARITY_STEPS="${2:?--parity-steps needs a number}"; shift 2 ;;
     --parity-shards) PARITY_SHARDS="${2:?--parity-shards needs a directory}"; shift 2 ;;
+    --kit) KIT="${2:?--kit needs a directory}"; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
   esac
@@ -58,7 +66,13 @@ done
 [[ "$PARITY_STEPS" =~ ^[1-9][0-9]*$ ]] || die "--parity-steps must be a positive integer, got '$PARITY_STEPS'"
 [[ -z "$BUDGET" ]] && BUDGET=$([[ -n "${OUT:-}" ]] && echo 570 || echo 0)
 [[ "$BUDGET" =~ ^[0-9]+$ ]] || die "--budget must be a number of seconds (0: none), got '$BUDGET'"
-ALL_STAGES=(build test kernels attention train pytorch parity report)
+if [[ -z "$KIT" ]]; then
+  [[ -d .gpu-kit ]] && KIT="$ROOT/.gpu-kit"
+else
+  [[ -d "$KIT" ]] || die "--kit: no folder '$KIT' (scripts/gpu_kit.sh makes it)"
+  KIT=$(cd "$KIT" && pwd)
+fi
+ALL_STAGES=(build test sanitize kernels attention train pytorch parity report)
 [[ "$STAGES" == all ]] && STAGES=$(IFS=,; echo "${ALL_STAGES[*]}")
 IFS=, read -r -a RUN_STAGES <<<"$STAGES"
 for s in "${RUN_STAGES[@]}"; do
@@ -74,8 +88,22 @@ if [[ -z "$OUTDIR" ]]; then
 fi
 mkdir -p "$OUTDIR" || die "cannot create $OUTDIR"
 OUTDIR=$(cd "$OUTDIR" && pwd)
+if [[ ! -f "$OUTDIR/status.tsv" && -f "${KIT:-/nonexistent}/bench_gpu_results.tar.gz" ]]; then
+  echo "bench_gpu.sh: continuing from the results in $KIT/bench_gpu_results.tar.gz"
+  tar -xzf "$KIT/bench_gpu_results.tar.gz" --strip-components=1 -C "$OUTDIR" || die "cannot unpack $KIT/bench_gpu_results.tar.gz"
+fi
 BIN="$ROOT/$BUILD_DIR"
 [[ "$BUILD_DIR" = /* ]] && BIN="$BUILD_DIR"
+# A fresh device machine has no build: the stages that run gpt2cc's binaries build them first.
+if [[ ! " ${RUN_STAGES[*]} " == *" build "* && ! -x "$BIN/benchmarks/gpu/bench_train_gpu" ]]; then
+  for s in "${RUN_STAGES[@]}"; do
+    if [[ " test sanitize kernels attention train parity " == *" $s "* ]]; then
+      echo "bench_gpu.sh: no build in $BIN yet: building first"
+      RUN_STAGES=(build "${RUN_STAGES[@]}")
+      break
+    fi
+  done
+fi
 export PYTHONUNBUFFERED=1
 
 # Time limits per stage, in seconds (each call on the device machine has 600 in all).
@@ -89,6 +117,7 @@ else
 fi
 LIMIT_BUILD=540
 LIMIT_TEST=300
+LIMIT_SANITIZE=240 # per tool run
 LIMIT_KERNELS=300
 LIMIT_ATTENTION=180
 LIMIT_TRAIN=200   # per dtype
@@ -142,11 +171,27 @@ record_env() {
 
 stage_build() {
   # Configure first: the device image may hold the dependencies outside Debian's package list
-  # (cmake and ninja from pip). Only if CMake finds something missing are scripts/deps.sh's
-  # Debian packages installed (which needs a network; offline it fails naming the packages).
+  # (cmake and ninja from pip). Only if CMake finds something missing are the kit's Debian
+  # packages unpacked into the build folder (no root, nothing outside it touched) or, without a
+  # kit, scripts/deps.sh's installed (which needs a network; offline it fails naming the packages).
   local configure=(cmake -S . -B "$BIN" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGPT2CC_CUDA=ON)
-  if ! timeout 120 "${configure[@]}" >"$OUTDIR/build-configure-probe.log" 2>&1; then
-    run_step build-deps 300 bash -c 'source scripts/deps.sh && ensure_build_deps' || return 1
+  local prefix="$BIN/kit-deps"
+  # The packages' pkg-config files name /usr as their prefix: PCRE2 is then found by its header
+  # and library on CMAKE_PREFIX_PATH instead (CMakeLists.txt).
+  local kit_flags=("-DCMAKE_PREFIX_PATH=$prefix/usr" -DPKG_CONFIG_USE_CMAKE_PREFIX_PATH=OFF)
+  if [[ -d "$prefix/usr" ]]; then
+    configure+=("${kit_flags[@]}")
+  elif ! timeout 120 "${configure[@]}" >"$OUTDIR/build-configure-probe.log" 2>&1; then
+    if compgen -G "${KIT:-/nonexistent}/debs/*.deb" >/dev/null; then
+      # dpkg-deb -x: the files only, no install scripts, nothing outside the build folder.
+      run_step build-deps 60 bash -c 'rm -rf "$1" && mkdir -p "$1" || exit 1
+        for deb in "$2"/debs/*.deb; do echo "unpacking ${deb##*/}"; dpkg-deb -x "$deb" "$1" || exit 1; done' \
+        _ "$prefix" "$KIT" || return 1
+      configure+=("${kit_flags[@]}")
+      rm -f "$BIN/CMakeCache.txt"  # the probe cached the misses
+    else
+      run_step build-deps 300 bash -c 'source scripts/deps.sh && ensure_build_deps' || return 1
+    fi
   fi
   run_step build-configure 120 "${configure[@]}" || return 1
   run_step build "$LIMIT_BUILD" cmake --build "$BIN" -j "$(nproc)"
@@ -154,6 +199,28 @@ stage_build() {
 
 stage_test() {
   run_step test "$LIMIT_TEST" ctest --test-dir "$BIN" -L cuda --output-on-failure
+}
+
+# compute-sanitizer over the CUDA tests: memcheck (out-of-bounds and misaligned accesses, API errors)
+# on every layer test, racecheck (shared-memory hazards) on the kernels that share tiles (flash
+# attention, the fused classifier, layernorm). The whole-model tests are left out: too slow under
+# the tool, and they run no kernel the layer tests do not.
+stage_sanitize() {
+  local tool
+  tool=$(command -v compute-sanitizer || echo "$(dirname "$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)")/compute-sanitizer")
+  if [[ ! -x "$tool" ]]; then
+    echo "== sanitize: compute-sanitizer not found" | tee -a "$OUTDIR/sanitize.log"
+    printf '%s\t%s\t%s\n' sanitize missing-tool 0 >>"$OUTDIR/status.tsv"
+    FAILED=1
+    return 1
+  fi
+  local common=("$tool" --error-exitcode 99 --print-limit 20)
+  run_step sanitize_memcheck "$LIMIT_SANITIZE" "${common[@]}" --tool memcheck \
+    "$BIN/tests/cuda/test_cuda_layers"
+  run_step sanitize_memcheck_bf16 "$LIMIT_SANITIZE" "${common[@]}" --tool memcheck \
+    "$BIN/tests/cuda/test_cuda_bf16" "~[model]"
+  run_step sanitize_racecheck "$LIMIT_SANITIZE" "${common[@]}" --tool racecheck \
+    "$BIN/tests/cuda/test_cuda_bf16" "[flash],[fused],[layernorm]"
 }
 
 stage_kernels() {
@@ -210,11 +277,12 @@ stage_pytorch() {
 # loss (means over 25-step windows) and the validation losses, tolerance 3%.
 stage_parity() {
   local shards="$PARITY_SHARDS" data="${GPT2CC_DATA_DIR:-$ROOT/../shared/data}" dtype
+  [[ -z "$shards" && -f "${KIT:-/nonexistent}/parity-wikipedia/manifest.json" ]] && shards="$KIT/parity-wikipedia"
   if [[ -z "$shards" ]]; then
     shards="$ROOT/$BUILD_DIR/parity-wikipedia"
     if [[ ! -f "$shards/manifest.json" ]]; then
       if [[ ! -d "$data/wikipedia" || ! -d "$data/gpt2" ]]; then
-        echo "== parity: no $data/wikipedia or $data/gpt2 (set GPT2CC_DATA_DIR, or give --parity-shards)" |
+        echo "== parity: no $data/wikipedia or $data/gpt2 (carry the kit of scripts/gpu_kit.sh, set GPT2CC_DATA_DIR, or give --parity-shards)" |
           tee -a "$OUTDIR/parity.log"
         printf '%s\t%s\t%s\n' parity missing-data 0 >>"$OUTDIR/status.tsv"
         FAILED=1

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Packs what the lent GPU machine lacks into one folder to carry there (run it here, with internet
+# or a Debian mirror): the Debian packages of the build dependencies (that machine reaches no
+# package registry) and the Wikipedia token shards of the parity run (../shared does not travel).
+# scripts/bench_gpu.sh finds the kit in .gpu-kit/ by itself (or --kit DIR): it unpacks the
+# packages into its build folder only when CMake finds a dependency missing. Usage:
+#   scripts/gpu_kit.sh [--out DIR] [--data DIR] [--build-dir DIR] [--no-shards]
+# then name the folder in the device call's carry (".gpu-kit"; git ignores it). 64 MiB travel at most.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+source scripts/deps.sh
+
+KIT=".gpu-kit"
+DATA="${GPT2CC_DATA_DIR:-../shared/data}"
+BUILD_DIR="build"
+SHARDS=1
+# The libraries CMake looks for (scripts/deps.sh's list without the tools, which the device image
+# has: cmake, ninja, g++), and libpcre2-8-0 for the shared library that libpcre2-dev's link points at.
+KIT_PACKAGES=(catch2 libcxxopts-dev nlohmann-json3-dev libpcre2-dev libpcre2-8-0)
+MAX_KIT_BYTES=$((56 << 20))  # leaves room for the working tree in the 64 MiB a call carries
+
+die() {
+  echo "gpu_kit.sh: $*" >&2
+  exit 2
+}
+
+while (($#)); do
+  case "$1" in
+    --out) KIT="${2:?--out needs a directory}"; shift 2 ;;
+    --data) DATA="${2:?--data needs a directory}"; shift 2 ;;
+    --build-dir) BUILD_DIR="${2:?--build-dir needs a directory}"; shift 2 ;;
+    --no-shards) SHARDS=0; shift ;;
+    -h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown argument '$1' (see --help)" ;;
+  esac
+done
+if ((SHARDS)); then
+  [[ -d "$DATA/wikipedia" && -d "$DATA/gpt2" ]] ||
+    die "no $DATA/wikipedia or $DATA/gpt2 for the parity shards (give --data DIR, or --no-shards)"
+fi
+
+mkdir -p "$KIT"
+rm -rf "$KIT/debs" "$KIT/parity-wikipedia"
+mkdir -p "$KIT/debs"
+echo "gpu_kit.sh: downloading ${KIT_PACKAGES[*]}"
+# apt-get download writes into the current folder; as root it warns that the _apt user cannot
+# write there, which is harmless.
+(cd "$KIT/debs" && apt-get download "${KIT_PACKAGES[@]}" 2>&1 | grep -v "couldn't be accessed by user '_apt'") ||
+  true
+for pkg in "${KIT_PACKAGES[@]}"; do
+  compgen -G "$KIT/debs/${pkg}_*.deb" >/dev/null || die "apt-get download of '$pkg' failed (see above)"
+done
+
+if ((SHARDS)); then
+  ensure_build_deps
+  cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+  cmake --build "$BUILD_DIR" -j "$(nproc)" --target prepare
+  "$BUILD_DIR/prepare" --format wikiextractor --input "$DATA/wikipedia" --val-fraction 0.01 \
+    --tokenizer "$DATA/gpt2" --out "$KIT/parity-wikipedia"
+fi
+
+bytes=$(du -sb "$KIT" | cut -f1)
+{
+  echo "gpt2cc GPU kit, made $(date -u +%Y-%m-%dT%H:%M:%SZ) from commit $(git rev-parse --short HEAD)"
+  echo "debs/: $(cd "$KIT/debs" && ls | tr '\n' ' ')"
+  ((SHARDS)) && echo "parity-wikipedia/: prepare --format wikiextractor --val-fraction 0.01 of $DATA/wikipedia"
+  echo "size: $((bytes >> 20)) MiB"
+} >"$KIT/MANIFEST.txt"
+cat "$KIT/MANIFEST.txt"
+((bytes <= MAX_KIT_BYTES)) || die "the kit is $((bytes >> 20)) MiB, over the $((MAX_KIT_BYTES >> 20)) MiB a device call can carry beside the tree"
+echo "gpu_kit.sh: done; carry \"$KIT\" in the device call (scripts/bench_gpu.sh finds it)"
