@@ -1,476 +1,20 @@
-// Fused causal flash attention, bf16 in and out, fp32 softmax statistics and accumulators
-// (FlashAttention-2, Dao 2023, Algorithms 1 and 2). Per head (b,h), scale = 1/sqrt(HS):
-//   forward : for each 64-row Q tile, over the K/V tiles up to the diagonal:
-//             S = scale*Q K^T ; m' = max(m, rowmax S) ; P = exp(S - m') ; l = l*exp(m-m') + rowsum P
-//             O = O*exp(m-m') + P V ;  at the end O /= l, lse = m + log l (saved, (B,NH,T))
-//   backward: D = rowsum(dO * O) ; P = exp(scale*Q K^T - lse) recomputed ; dP = dO V^T
-//             dS = P * (dP - D) ; dV = P^T dO ; dK = scale * dS^T Q ; dQ = scale * dS K
-// One kernel per output (dK,dV over K/V tiles; dQ over Q tiles) so each element of dqkv is
-// written once by one warp in a fixed order: deterministic, no atomics, no T x T buffer.
-// Matrix products on tensor cores: mma.sync m16n8k16 bf16 -> fp32, operands via ldmatrix.
+// Launchers of the fused causal flash attention (kernels/flash_attention.cuh): shape and
+// alignment checks, the opt-in to more than 48 KiB of shared memory once per device, and the
+// launches. The kernels themselves (FlashAttention-2 forward, deterministic backward, mma.sync
+// m16n8k16 bf16 with ldmatrix) and their launch geometry are in flash_attention_device.cuh, which
+// the CPU emulator of tests/emu compiles as host C++ to run the same code without a GPU.
 #include "kernels/flash_attention.cuh"
 
 #include <atomic>
-#include <cmath>
 #include <cstdint>
 
 #include "kernels/cuda_check.cuh"
+#include "kernels/flash_attention_device.cuh"
 
 namespace gpt2cc::cuda {
 namespace {
 
-constexpr int kTileRows = 64;               // Br = Bc: query rows and key rows per tile
-constexpr int kWarps = 4;                   // each warp owns 16 rows of the tile (one mma M)
-constexpr int kThreads = kWarps * 32;
-constexpr int kMaxGridY = 65535;            // tiles go in grid.y, B*NH in grid.x (2^31 - 1)
-constexpr float kLog2e = 1.4426950408889634f;
-constexpr float kLn2 = 0.6931471805599453f;
-
-// Shared-memory tiles are kTileRows x HS bf16, row-major, each row padded by 8 bf16 (16 bytes).
-// Why: ldmatrix reads 8 rows of 16 bytes per phase at the same column. Unpadded, the row pitch
-// (128 or 256 bytes) is a multiple of the 128-byte bank window and all 8 rows hit the same 4
-// banks (8-way conflict). With a pitch of HS+8 elements = (HS+8)/2 words = 4 (mod 32) words, row
-// i starts at bank 4*i: the 8 rows cover banks 0..31 exactly once. Rows stay 16-byte aligned
-// (144 and 272 bytes), as ldmatrix and the 16-byte stores of the tile loader need.
-template <int HS>
-constexpr int kStride = HS + 8;
-template <int HS>
-constexpr int kTileElems = kTileRows * kStride<HS>;
-
-// All pointers of one head-batched launch. The scale is pre-multiplied by log2(e) so the
-// kernels use exp2: exp(scale*s - x) = exp2(scale*log2e*s - log2e*x).
-struct FlashForwardParams {
-  bf16* out;          // (B,T,C)
-  float* lse;         // (B,NH,T), natural log
-  const bf16* qkv;    // (B,T,3C)
-  int T, C, NH;
-  float scale_log2;   // log2(e) / sqrt(HS)
-};
-
-struct FlashBackwardParams {
-  bf16* dqkv;          // (B,T,3C), written
-  const bf16* dout;    // (B,T,C)
-  const float* lse;    // (B,NH,T) from the forward
-  const float* delta;  // (B,NH,T): D = rowsum(dout * out)
-  const bf16* qkv;     // (B,T,3C)
-  int T, C, NH;
-  float scale;         // 1 / sqrt(HS)
-  float scale_log2;    // log2(e) / sqrt(HS)
-};
-
-// ---------------------------------------------------------------------------------------------
-// Tensor-core building blocks. Fragment layouts of mma.m16n8k16 (PTX ISA, "Matrix Fragments for
-// mma.m16n8k16 with floating point type"), lane = 4*group + quad (group 0..7, quad 0..3):
-//   A (16x16, row-major), 4 x b32 each holding 2 bf16 (lower column in the low half):
-//     a[0] = A[group][2q..2q+1]   a[1] = A[group+8][2q..2q+1]
-//     a[2] = A[group][2q+8..+9]   a[3] = A[group+8][2q+8..+9]
-//   B (16x8, "col": k x n), 2 x b32: b[0] = B[2q..2q+1][group]  b[1] = B[2q+8..+9][group]
-//   C/D (16x8, fp32): c[0..1] = C[group][2q..2q+1]   c[2..3] = C[group+8][2q..2q+1]
-// ldmatrix.m8n8.x4: lanes 8i..8i+7 give the row addresses of 8x8 matrix i; every lane receives
-// register i = (row lane/4, columns 2*(lane%4)..+1) of matrix i. With .trans it receives the
-// transposed element pair instead: (rows 2*(lane%4)..+1, column lane/4).
-// ---------------------------------------------------------------------------------------------
-
-__device__ __forceinline__ uint32_t shared_address(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const bf16* p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(shared_address(p))
-               : "memory");
-}
-
-__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const bf16* p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(shared_address(p))
-               : "memory");
-}
-
-// c += a * b for one 16x8x16 tile.
-__device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-      "{%0, %1, %2, %3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // .x (lo) in the low 16 bits
-  return *reinterpret_cast<uint32_t*>(&v);
-}
-
-// acc (16 x N) += A (16 x HS) * B^T, A = rows a_row0..a_row0+15 of tile `a`, B = the N rows of
-// tile `b` (both [row][HS] in shared memory): the "Q K^T" product.
-// A fragment (16x16 at a_row0, k0): lane l addresses row a_row0 + l%16, column k0 + 8*(l/16), so
-// matrices 0..3 are (rows 0-7, cols 0-7), (rows 8-15, cols 0-7), (rows 0-7, cols 8-15),
-// (rows 8-15, cols 8-15) = a[0..3]. B[k][n] = b[n][k]: a non-transposed 8x8 load of b rows n0..+7
-// at columns k0..+7 gives b[0] of n-block n0 (lane gets b[n0+l/4][k0+2(l%4)..]); lane l addresses
-// row n0 + l%8 + 8*(l/16), column k0 + 8*((l/8)%2): registers = b0, b1 of n-block n0, then b0, b1
-// of n-block n0+8.
-template <int HS, int N>
-__device__ __forceinline__ void warp_gemm_abt(float (&acc)[N / 8][4], const bf16* a, int a_row0, const bf16* b,
-                                              int lane) {
-#pragma unroll
-  for (int k0 = 0; k0 < HS; k0 += 16) {
-    uint32_t af[4];
-    ldmatrix_x4(af, a + (a_row0 + (lane & 15)) * kStride<HS> + k0 + (lane >> 4) * 8);
-#pragma unroll
-    for (int n0 = 0; n0 < N; n0 += 16) {
-      uint32_t bf[4];
-      ldmatrix_x4(bf, b + (n0 + (lane & 7) + (lane >> 4) * 8) * kStride<HS> + k0 + ((lane >> 3) & 1) * 8);
-      mma_bf16(acc[n0 / 8], af, bf[0], bf[1]);
-      mma_bf16(acc[n0 / 8 + 1], af, bf[2], bf[3]);
-    }
-  }
-}
-
-// acc (16 x HS) += P (16 x 64, A fragments in registers) * B, B = tile `b` [64][HS] in shared
-// memory (B[k][n] = b[k][n]): the "P V" product. B fragments by ldmatrix.trans: the 8x8 block
-// of b at rows k0..+7, columns n0..+7 arrives as b[k0+2(l%4)..+1][n0+l/4] = b0 of n-block n0.
-// Lane l addresses row k0 + l%16, column n0 + 8*(l/16): matrices (k0, n0), (k0+8, n0),
-// (k0, n0+8), (k0+8, n0+8) = b0, b1 of n-block n0, then b0, b1 of n-block n0+8.
-template <int HS>
-__device__ __forceinline__ void warp_gemm_pb(float (&acc)[HS / 8][4], const uint32_t (&p)[kTileRows / 16][4],
-                                             const bf16* b, int lane) {
-#pragma unroll
-  for (int kb = 0; kb < kTileRows / 16; ++kb) {
-#pragma unroll
-    for (int n0 = 0; n0 < HS; n0 += 16) {
-      uint32_t bf[4];
-      ldmatrix_x4_trans(bf, b + (kb * 16 + (lane & 15)) * kStride<HS> + n0 + (lane >> 4) * 8);
-      mma_bf16(acc[n0 / 8], p[kb], bf[0], bf[1]);
-      mma_bf16(acc[n0 / 8 + 1], p[kb], bf[2], bf[3]);
-    }
-  }
-}
-
-// The 16x64 fp32 accumulator tile (C layout) as four 16x16 bf16 A fragments: C n-blocks 2kb and
-// 2kb+1 hold columns 16kb..16kb+15, and C's (group, 2q..2q+1) / (group+8, 2q..2q+1) pairs are
-// exactly A's a[0] / a[1] (first n-block) and a[2] / a[3] (second n-block). No shuffles needed.
-__device__ __forceinline__ void to_a_fragments(uint32_t (&p)[kTileRows / 16][4], const float (&c)[kTileRows / 8][4]) {
-#pragma unroll
-  for (int kb = 0; kb < kTileRows / 16; ++kb) {
-    p[kb][0] = pack_bf16(c[2 * kb][0], c[2 * kb][1]);
-    p[kb][1] = pack_bf16(c[2 * kb][2], c[2 * kb][3]);
-    p[kb][2] = pack_bf16(c[2 * kb + 1][0], c[2 * kb + 1][1]);
-    p[kb][3] = pack_bf16(c[2 * kb + 1][2], c[2 * kb + 1][3]);
-  }
-}
-
-// Rows row0..row0+63 of one head (head[t*row_stride + 0..HS-1]) into a padded shared tile, 16
-// bytes per load (8 bf16: the launcher checks pointer and row-stride alignment); rows >= T are
-// zero so the masked scores stay finite and contribute nothing.
-template <int HS>
-__device__ __forceinline__ void load_tile(bf16* tile, const bf16* head, size_t row_stride, int row0, int T) {
-  constexpr int kChunksPerRow = HS / 8;
-  for (int i = threadIdx.x; i < kTileRows * kChunksPerRow; i += kThreads) {
-    const int r = i / kChunksPerRow, c = i % kChunksPerRow;
-    uint4 v = make_uint4(0u, 0u, 0u, 0u);
-    if (row0 + r < T) v = *reinterpret_cast<const uint4*>(head + static_cast<size_t>(row0 + r) * row_stride + c * 8);
-    *reinterpret_cast<uint4*>(tile + r * kStride<HS> + c * 8) = v;
-  }
-}
-
-// Writes the 16 x HS accumulator strip of a warp (rows row[0], row[1] per lane, see the C
-// layout) times `scale` to head[t*row_stride + 0..HS-1], rows t < T only.
-template <int HS>
-__device__ __forceinline__ void store_rows(bf16* head, size_t row_stride, const float (&acc)[HS / 8][4],
-                                           const int (&row)[2], const float (&scale)[2], int T, int quad) {
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    if (row[r] >= T) continue;
-    bf16* dst = head + static_cast<size_t>(row[r]) * row_stride + 2 * quad;
-#pragma unroll
-    for (int nb = 0; nb < HS / 8; ++nb) {
-      *reinterpret_cast<__nv_bfloat162*>(dst + nb * 8) =
-          __floats2bfloat162_rn(acc[nb][2 * r] * scale[r], acc[nb][2 * r + 1] * scale[r]);
-    }
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Forward. Grid (B*NH, ceil(T/64)), 128 threads; warp w owns query rows q0+16w..q0+16w+15.
-// Causal tile skipping: Q tile i needs K/V tiles 0..i only (Br == Bc, aligned). Only the diagonal
-// tile is masked (col > row); columns >= T occur only there, where col > row masks them for
-// every row < T (rows >= T are never stored). The row statistics m, l of a row live in its quad
-// (4 lanes); each lane keeps a partial l over its own columns, summed across the quad at the end.
-// ---------------------------------------------------------------------------------------------
-template <int HS>
-__global__ void __launch_bounds__(kThreads) flash_attention_forward_kernel(const FlashForwardParams p) {
-  extern __shared__ __align__(16) unsigned char smem[];
-  bf16* sQ = reinterpret_cast<bf16*>(smem);
-  bf16* sK = sQ + kTileElems<HS>;
-  bf16* sV = sK + kTileElems<HS>;
-
-  const int bh = blockIdx.x, b = bh / p.NH, h = bh % p.NH;
-  const int q_tile = gridDim.y - 1 - blockIdx.y;  // the longest rows (most K/V tiles) start first
-  const int q0 = q_tile * kTileRows;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, group = lane >> 2, quad = lane & 3;
-  const size_t qkv_stride = 3 * static_cast<size_t>(p.C);
-  const bf16* q_head = p.qkv + static_cast<size_t>(b) * p.T * qkv_stride + h * HS;
-  const bf16* k_head = q_head + p.C;
-  const bf16* v_head = q_head + 2 * p.C;
-  const int row[2] = {q0 + warp * 16 + group, q0 + warp * 16 + group + 8};
-
-  load_tile<HS>(sQ, q_head, qkv_stride, q0, p.T);
-
-  float o[HS / 8][4] = {};
-  float row_max[2] = {-INFINITY, -INFINITY};  // in units of log2: max of scale*log2e*s
-  float row_sum[2] = {0.0f, 0.0f};            // this lane's partial sum of exp2(s - row_max)
-  for (int kv_tile = 0; kv_tile <= q_tile; ++kv_tile) {
-    const int k0 = kv_tile * kTileRows;
-    __syncthreads();  // every warp is done reading the previous K, V tiles
-    load_tile<HS>(sK, k_head, qkv_stride, k0, p.T);
-    load_tile<HS>(sV, v_head, qkv_stride, k0, p.T);
-    __syncthreads();  // tiles (and sQ, on the first pass) visible to all warps
-
-    float s[kTileRows / 8][4] = {};
-    warp_gemm_abt<HS, kTileRows>(s, sQ, warp * 16, sK, lane);
-    const bool diagonal = kv_tile == q_tile;
-#pragma unroll
-    for (int nb = 0; nb < kTileRows / 8; ++nb) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int col = k0 + nb * 8 + 2 * quad + (e & 1);
-        s[nb][e] = diagonal && col > row[e >> 1] ? -INFINITY : s[nb][e] * p.scale_log2;
-      }
-    }
-    // Online softmax, rows r = 0 (elements 0,1) and r = 1 (elements 2,3) of each n-block.
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      float m = row_max[r];
-#pragma unroll
-      for (int nb = 0; nb < kTileRows / 8; ++nb) m = fmaxf(m, fmaxf(s[nb][2 * r], s[nb][2 * r + 1]));
-      m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 1));  // the quad holds the whole row
-      m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2));
-      // A row with every score masked so far keeps m = -inf; subtract 0 then so that
-      // exp2(-inf - m) is 0 and never exp2(-inf + inf) = NaN.
-      const float base = m == -INFINITY ? 0.0f : m;
-      const float alpha = exp2f(row_max[r] - base);  // rescales the old O and l
-      row_max[r] = m;
-      float sum = 0.0f;
-#pragma unroll
-      for (int nb = 0; nb < kTileRows / 8; ++nb) {
-        s[nb][2 * r] = exp2f(s[nb][2 * r] - base);
-        s[nb][2 * r + 1] = exp2f(s[nb][2 * r + 1] - base);
-        sum += s[nb][2 * r] + s[nb][2 * r + 1];
-      }
-      row_sum[r] = row_sum[r] * alpha + sum;
-#pragma unroll
-      for (int nb = 0; nb < HS / 8; ++nb) {
-        o[nb][2 * r] *= alpha;
-        o[nb][2 * r + 1] *= alpha;
-      }
-    }
-    uint32_t pf[kTileRows / 16][4];
-    to_a_fragments(pf, s);  // P rounded to bf16 for the tensor cores; l keeps the fp32 values
-    warp_gemm_pb<HS>(o, pf, sV, lane);
-  }
-
-  float inv_sum[2];
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    float l = row_sum[r];
-    l += __shfl_xor_sync(0xffffffffu, l, 1);
-    l += __shfl_xor_sync(0xffffffffu, l, 2);
-    inv_sum[r] = l > 0.0f ? 1.0f / l : 0.0f;
-    // lse = ln(sum exp(scale*s)) = ln2 * (max2 + log2 l), max2 and l in the log2 domain above.
-    if (quad == 0 && row[r] < p.T) p.lse[static_cast<size_t>(bh) * p.T + row[r]] = (row_max[r] + log2f(l)) * kLn2;
-  }
-  store_rows<HS>(p.out + static_cast<size_t>(b) * p.T * p.C + h * HS, p.C, o, row, inv_sum, p.T, quad);
-}
-
-// ---------------------------------------------------------------------------------------------
-// Backward, step 1: delta[b,h,t] = sum_d dout[b,t,h*HS+d] * out[b,t,h*HS+d] (fp32 from bf16).
-// Eight lanes per (b,t,h) row, HS/8 elements each in 16-byte loads, reduced by xor shuffles;
-// rows are numbered ((b*T + t)*NH + h) so consecutive groups read consecutive memory.
-// ---------------------------------------------------------------------------------------------
-template <int HS>
-__global__ void flash_attention_delta_kernel(float* delta, const bf16* dout, const bf16* out, int B, int T, int NH) {
-  constexpr int kLanesPerRow = 8, kChunks = HS / 8 / kLanesPerRow;
-  const size_t rows = static_cast<size_t>(B) * T * NH;
-  const size_t id = (static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x) / kLanesPerRow;
-  const int sub = threadIdx.x % kLanesPerRow;
-  // All lanes stay for the shuffles; rows past the end read nothing and store nothing.
-  const bool active = id < rows;
-  float sum = 0.0f;
-  if (active) {
-    const size_t offset = id * HS;  // (b*T + t)*C + h*HS with C = NH*HS
-#pragma unroll
-    for (int c = 0; c < kChunks; ++c) {
-      const size_t at = offset + (c * kLanesPerRow + sub) * 8;
-      const uint4 dv = *reinterpret_cast<const uint4*>(dout + at);
-      const uint4 ov = *reinterpret_cast<const uint4*>(out + at);
-      const __nv_bfloat162* d2 = reinterpret_cast<const __nv_bfloat162*>(&dv);
-      const __nv_bfloat162* o2 = reinterpret_cast<const __nv_bfloat162*>(&ov);
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const float2 df = __bfloat1622float2(d2[j]), of = __bfloat1622float2(o2[j]);
-        sum += df.x * of.x + df.y * of.y;
-      }
-    }
-  }
-  sum += __shfl_xor_sync(0xffffffffu, sum, 4);
-  sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-  sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-  if (active && sub == 0) {
-    const size_t h = id % NH, bt = id / NH, b = bt / T, t = bt % T;
-    delta[(b * NH + h) * T + t] = sum;
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Backward, step 2: dK, dV. Grid (B*NH, ceil(T/64)); the CTA owns K/V tile j, warp w its key
-// rows k0+16w..+15, and walks the Q tiles i = j..last (the causal triangle below the diagonal),
-// computing the transposed products directly so P^T and dS^T land in A-fragment layout:
-//   S^T = K Q^T ; P^T = exp2(scale_log2 * S^T - log2e * lse[query]) ; dP^T = V dO^T
-//   dS^T = P^T * (dP^T - D[query]) ; dV += P^T dO ; dK += dS^T Q (times scale at the end)
-// Masked (P = 0): key > query (diagonal tile) and query >= T (last tile).
-// ---------------------------------------------------------------------------------------------
-template <int HS>
-__global__ void __launch_bounds__(kThreads) flash_attention_backward_dkdv_kernel(const FlashBackwardParams p) {
-  extern __shared__ __align__(16) unsigned char smem[];
-  bf16* sK = reinterpret_cast<bf16*>(smem);
-  bf16* sV = sK + kTileElems<HS>;
-  bf16* sQ = sV + kTileElems<HS>;
-  bf16* sdO = sQ + kTileElems<HS>;
-  float* s_lse = reinterpret_cast<float*>(sdO + kTileElems<HS>);  // log2e * lse of the Q tile's rows
-  float* s_delta = s_lse + kTileRows;
-
-  const int bh = blockIdx.x, b = bh / p.NH, h = bh % p.NH;
-  const int kv_tile = blockIdx.y;  // tile 0 walks every Q tile: the longest first
-  const int num_tiles = gridDim.y;
-  const int k0 = kv_tile * kTileRows;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, group = lane >> 2, quad = lane & 3;
-  const size_t qkv_stride = 3 * static_cast<size_t>(p.C);
-  const bf16* q_head = p.qkv + static_cast<size_t>(b) * p.T * qkv_stride + h * HS;
-  const bf16* do_head = p.dout + static_cast<size_t>(b) * p.T * p.C + h * HS;
-  const size_t stat_base = static_cast<size_t>(bh) * p.T;
-  const int key[2] = {k0 + warp * 16 + group, k0 + warp * 16 + group + 8};
-
-  load_tile<HS>(sK, q_head + p.C, qkv_stride, k0, p.T);
-  load_tile<HS>(sV, q_head + 2 * p.C, qkv_stride, k0, p.T);
-
-  float dk[HS / 8][4] = {};
-  float dv[HS / 8][4] = {};
-  for (int q_tile = kv_tile; q_tile < num_tiles; ++q_tile) {
-    const int q0 = q_tile * kTileRows;
-    __syncthreads();  // every warp is done with the previous Q, dO tiles and statistics
-    load_tile<HS>(sQ, q_head, qkv_stride, q0, p.T);
-    load_tile<HS>(sdO, do_head, p.C, q0, p.T);
-    for (int i = threadIdx.x; i < kTileRows; i += kThreads) {
-      const bool valid = q0 + i < p.T;
-      s_lse[i] = valid ? p.lse[stat_base + q0 + i] * kLog2e : 0.0f;
-      s_delta[i] = valid ? p.delta[stat_base + q0 + i] : 0.0f;
-    }
-    __syncthreads();  // tiles (and sK, sV on the first pass) visible to all warps
-
-    float pt[kTileRows / 8][4] = {};   // S^T, then P^T
-    float dst[kTileRows / 8][4] = {};  // dP^T, then dS^T
-    warp_gemm_abt<HS, kTileRows>(pt, sK, warp * 16, sQ, lane);
-    warp_gemm_abt<HS, kTileRows>(dst, sV, warp * 16, sdO, lane);
-    const bool edge = q_tile == kv_tile || q0 + kTileRows > p.T;
-#pragma unroll
-    for (int nb = 0; nb < kTileRows / 8; ++nb) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int local = nb * 8 + 2 * quad + (e & 1), query = q0 + local;
-        float prob = exp2f(pt[nb][e] * p.scale_log2 - s_lse[local]);
-        if (edge && (key[e >> 1] > query || query >= p.T)) prob = 0.0f;
-        pt[nb][e] = prob;
-        dst[nb][e] = prob * (dst[nb][e] - s_delta[local]);
-      }
-    }
-    uint32_t af[kTileRows / 16][4];
-    to_a_fragments(af, pt);
-    warp_gemm_pb<HS>(dv, af, sdO, lane);  // dV += P^T dO
-    to_a_fragments(af, dst);
-    warp_gemm_pb<HS>(dk, af, sQ, lane);   // dK += dS^T Q
-  }
-
-  bf16* dk_head = p.dqkv + static_cast<size_t>(b) * p.T * qkv_stride + p.C + h * HS;
-  const float dk_scale[2] = {p.scale, p.scale}, dv_scale[2] = {1.0f, 1.0f};
-  store_rows<HS>(dk_head, qkv_stride, dk, key, dk_scale, p.T, quad);
-  store_rows<HS>(dk_head + p.C, qkv_stride, dv, key, dv_scale, p.T, quad);
-}
-
-// ---------------------------------------------------------------------------------------------
-// Backward, step 3: dQ. Grid (B*NH, ceil(T/64)); the CTA owns Q tile i, warp w its rows, and
-// walks K/V tiles 0..i:  P = exp2(scale_log2 * Q K^T - log2e * lse[row]) ; dP = dO V^T ;
-// dS = P * (dP - D[row]) ; dQ += dS K (times scale at the end). Masked: key > row (diagonal).
-// Rows >= T (zero Q, dO) are never stored.
-// ---------------------------------------------------------------------------------------------
-template <int HS>
-__global__ void __launch_bounds__(kThreads) flash_attention_backward_dq_kernel(const FlashBackwardParams p) {
-  extern __shared__ __align__(16) unsigned char smem[];
-  bf16* sQ = reinterpret_cast<bf16*>(smem);
-  bf16* sdO = sQ + kTileElems<HS>;
-  bf16* sK = sdO + kTileElems<HS>;
-  bf16* sV = sK + kTileElems<HS>;
-
-  const int bh = blockIdx.x, b = bh / p.NH, h = bh % p.NH;
-  const int q_tile = gridDim.y - 1 - blockIdx.y;  // the longest rows start first
-  const int q0 = q_tile * kTileRows;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, group = lane >> 2, quad = lane & 3;
-  const size_t qkv_stride = 3 * static_cast<size_t>(p.C);
-  const bf16* q_head = p.qkv + static_cast<size_t>(b) * p.T * qkv_stride + h * HS;
-  const size_t stat_base = static_cast<size_t>(bh) * p.T;
-  const int row[2] = {q0 + warp * 16 + group, q0 + warp * 16 + group + 8};
-  float lse2[2], delta[2];
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    lse2[r] = row[r] < p.T ? p.lse[stat_base + row[r]] * kLog2e : 0.0f;
-    delta[r] = row[r] < p.T ? p.delta[stat_base + row[r]] : 0.0f;
-  }
-
-  load_tile<HS>(sQ, q_head, qkv_stride, q0, p.T);
-  load_tile<HS>(sdO, p.dout + static_cast<size_t>(b) * p.T * p.C + h * HS, p.C, q0, p.T);
-
-  float dq[HS / 8][4] = {};
-  for (int kv_tile = 0; kv_tile <= q_tile; ++kv_tile) {
-    const int k0 = kv_tile * kTileRows;
-    __syncthreads();  // every warp is done reading the previous K, V tiles
-    load_tile<HS>(sK, q_head + p.C, qkv_stride, k0, p.T);
-    load_tile<HS>(sV, q_head + 2 * p.C, qkv_stride, k0, p.T);
-    __syncthreads();  // tiles (and sQ, sdO on the first pass) visible to all warps
-
-    float ps[kTileRows / 8][4] = {};  // S, then dS
-    float dp[kTileRows / 8][4] = {};
-    warp_gemm_abt<HS, kTileRows>(ps, sQ, warp * 16, sK, lane);
-    warp_gemm_abt<HS, kTileRows>(dp, sdO, warp * 16, sV, lane);
-    const bool diagonal = kv_tile == q_tile;
-#pragma unroll
-    for (int nb = 0; nb < kTileRows / 8; ++nb) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int col = k0 + nb * 8 + 2 * quad + (e & 1), r = e >> 1;
-        float prob = exp2f(ps[nb][e] * p.scale_log2 - lse2[r]);
-        if (diagonal && col > row[r]) prob = 0.0f;
-        ps[nb][e] = prob * (dp[nb][e] - delta[r]);
-      }
-    }
-    uint32_t af[kTileRows / 16][4];
-    to_a_fragments(af, ps);
-    warp_gemm_pb<HS>(dq, af, sK, lane);  // dQ += dS K
-  }
-
-  const float dq_scale[2] = {p.scale, p.scale};
-  store_rows<HS>(p.dqkv + static_cast<size_t>(b) * p.T * qkv_stride + h * HS, qkv_stride, dq, row, dq_scale, p.T,
-                 quad);
-}
-
-// ---------------------------------------------------------------------------------------------
-// Launch: one instantiation per head size.
-// ---------------------------------------------------------------------------------------------
-template <int HS>
-constexpr size_t kForwardSmem = 3 * kTileElems<HS> * sizeof(bf16);
-template <int HS>
-constexpr size_t kBackwardDkdvSmem = 4 * kTileElems<HS> * sizeof(bf16) + 2 * kTileRows * sizeof(float);
-template <int HS>
-constexpr size_t kBackwardDqSmem = 4 * kTileElems<HS> * sizeof(bf16);
+using namespace flash;
 
 // Dynamic shared memory above 48 KiB must be opted into per kernel (HS = 128 needs 51-69 KiB).
 template <class Kernel>
@@ -516,8 +60,8 @@ template <int HS>
 void launch_forward(const FlashForwardParams& p, int B, cudaStream_t stream) {
   static std::atomic<uint64_t> smem_ready{0};
   once_per_device(smem_ready, [] { allow_shared_memory(flash_attention_forward_kernel<HS>, kForwardSmem<HS>); });
-  const dim3 grid(B * p.NH, ceil_div(p.T, kTileRows));
-  flash_attention_forward_kernel<HS><<<grid, kThreads, kForwardSmem<HS>, stream>>>(p);
+  const LaunchShape l = forward_launch<HS>(B, p.T, p.NH);
+  flash_attention_forward_kernel<HS><<<l.grid, l.block, l.smem_bytes, stream>>>(p);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -528,15 +72,14 @@ void launch_backward(const FlashBackwardParams& p, const bf16* out, float* delta
     allow_shared_memory(flash_attention_backward_dkdv_kernel<HS>, kBackwardDkdvSmem<HS>);
     allow_shared_memory(flash_attention_backward_dq_kernel<HS>, kBackwardDqSmem<HS>);
   });
-  constexpr int kDeltaThreads = 256;  // 32 rows of 8 lanes
-  const size_t delta_rows = static_cast<size_t>(B) * p.T * p.NH;
-  const unsigned delta_blocks = static_cast<unsigned>(ceil_div(delta_rows * 8, static_cast<size_t>(kDeltaThreads)));
-  flash_attention_delta_kernel<HS><<<delta_blocks, kDeltaThreads, 0, stream>>>(delta, p.dout, out, B, p.T, p.NH);
+  const LaunchShape ld = delta_launch(B, p.T, p.NH);
+  flash_attention_delta_kernel<HS><<<ld.grid, ld.block, ld.smem_bytes, stream>>>(delta, p.dout, out, B, p.T, p.NH);
   CUDA_CHECK_LAUNCH();
-  const dim3 grid(B * p.NH, ceil_div(p.T, kTileRows));
-  flash_attention_backward_dkdv_kernel<HS><<<grid, kThreads, kBackwardDkdvSmem<HS>, stream>>>(p);
+  const LaunchShape lk = backward_dkdv_launch<HS>(B, p.T, p.NH);
+  flash_attention_backward_dkdv_kernel<HS><<<lk.grid, lk.block, lk.smem_bytes, stream>>>(p);
   CUDA_CHECK_LAUNCH();
-  flash_attention_backward_dq_kernel<HS><<<grid, kThreads, kBackwardDqSmem<HS>, stream>>>(p);
+  const LaunchShape lq = backward_dq_launch<HS>(B, p.T, p.NH);
+  flash_attention_backward_dq_kernel<HS><<<lq.grid, lq.block, lq.smem_bytes, stream>>>(p);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -550,9 +93,8 @@ void flash_attention_forward(bf16* out, float* lse, const bf16* qkv, int B, int 
   check_aligned("flash_attention_forward", qkv, "qkv");
   check_aligned("flash_attention_forward", out, "out");
   if (B == 0 || T == 0) return;  // nothing to compute (an empty launch grid would be an error)
-  const int HS = C / NH;
-  const FlashForwardParams p{out, lse, qkv, T, C, NH, kLog2e / std::sqrt(static_cast<float>(HS))};
-  if (HS == 64) launch_forward<64>(p, B, stream);
+  const FlashForwardParams p = forward_params(out, lse, qkv, T, C, NH);
+  if (C / NH == 64) launch_forward<64>(p, B, stream);
   else launch_forward<128>(p, B, stream);
 }
 
@@ -564,13 +106,9 @@ void flash_attention_backward(bf16* dqkv, const bf16* dout, const float* lse, co
   check_aligned("flash_attention_backward", out, "out");
   check_aligned("flash_attention_backward", qkv, "qkv");
   if (B == 0 || T == 0) return;
-  const int HS = C / NH;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
   ScratchBuffer delta(static_cast<size_t>(B) * NH * T * sizeof(float), stream);
-  // scale_log2 by the forward's exact expression, so P is recomputed with the same scale bit for bit.
-  const FlashBackwardParams p{dqkv, dout, lse, delta.as<float>(), qkv, T, C, NH, scale,
-                              kLog2e / std::sqrt(static_cast<float>(HS))};
-  if (HS == 64) launch_backward<64>(p, out, delta.as<float>(), B, stream);
+  const FlashBackwardParams p = backward_params(dqkv, dout, lse, delta.as<float>(), qkv, T, C, NH);
+  if (C / NH == 64) launch_backward<64>(p, out, delta.as<float>(), B, stream);
   else launch_backward<128>(p, out, delta.as<float>(), B, stream);
 }
 
