@@ -202,7 +202,7 @@ int run(int argc, char** argv) {
   // Samples decoded together: one KV-cache row each, while the activations stay those of one
   // sequence (B = 1, T = max_seq_len), as the prompt's prefill needs.
   const int rows = batch_size == 0 ? num_samples : std::min(batch_size, num_samples);
-  if (args.count("no-kv-cache") == 0) check_kv_cache(config, dtype, rows, batch_size > 0, max_kv_cache_gib);
+  if (!scoring && gen.use_kv_cache) check_kv_cache(config, dtype, rows, batch_size > 0, max_kv_cache_gib);
   std::unique_ptr<Backend> backend = device == "cuda" ? make_cuda_backend(0, dtype) : make_cpu_backend(threads);
   ModelOptions model_options;
   model_options.kv_cache_rows = rows;

@@ -4,9 +4,12 @@
 // core/generation.hpp; the CLI is generate.cpp.
 #include "core/generation.hpp"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <exception>
 
 #include "core/check.hpp"
 
@@ -345,22 +348,45 @@ void generate_batch(GPT2& model, Sampler& sampler, std::span<const int> prompt, 
   std::vector<int> active(count);  // context row -> sample offset k
   for (int k = 0; k < count; ++k) active[k] = k;
 
+  // Draws are a pure function of (logits, window, stream, step), so the rows draw in parallel,
+  // each thread with its own copy of the sampler (its scratch buffers): the tokens do not
+  // depend on the thread count. Each token's log p (a pass over V) is computed there too.
+  std::vector<Sampler> samplers(std::max(1, omp_get_max_threads()), sampler);
   for (int step = 0; step < config.max_new_tokens; ++step) {
     const int rows = context.rows();
+    std::vector<int> drawn(rows);
+    std::vector<double> log_probs(rows);
+    std::exception_ptr error;
+#pragma omp parallel for schedule(dynamic)
+    for (int r = 0; r < rows; ++r) {
+      try {
+        std::span<const float> logits = context.logits(r);
+        Sampler& local = samplers[omp_get_thread_num()];
+        drawn[r] = local.sample(logits, context.window(r), static_cast<uint32_t>(first + active[r]),
+                                static_cast<uint64_t>(step));
+        if (drawn[r] != config.eot_id) log_probs[r] = log_prob(logits, drawn[r]);
+      } catch (...) {
+#pragma omp critical
+        error = std::current_exception();
+      }
+    }
+    if (error) std::rethrow_exception(error);
+    if (step == 0) {
+      const double first_token = seconds_since(start);
+      for (int r = 0; r < rows; ++r) result.samples[first + active[r]].first_token_seconds = first_token;
+    }
+
     std::vector<bool> running(rows, false);
     std::vector<int> tokens(rows, 0);
     for (int r = 0; r < rows; ++r) {
       const int k = active[r];
       Sample& sample = result.samples[first + k];
-      std::span<const float> logits = context.logits(r);
-      const int token = sampler.sample(logits, context.window(r), static_cast<uint32_t>(first + k),
-                                       static_cast<uint64_t>(step));
-      if (step == 0) sample.first_token_seconds = seconds_since(start);
+      const int token = drawn[r];
       if (token == config.eot_id) {
         sample.stop = StopReason::end_of_text;
       } else {
         sample.tokens.push_back(token);
-        sample.log_probs.push_back(static_cast<float>(log_prob(logits, token)));
+        sample.log_probs.push_back(static_cast<float>(log_probs[r]));
         if (token_bytes && streams[k].append(token_bytes(token))) {
           sample.stop = StopReason::stop_string;
         } else {

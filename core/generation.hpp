@@ -149,9 +149,10 @@ Sample generate(GPT2& model, Sampler& sampler, std::span<const int> prompt, cons
 // so each is token for token what generate gives it alone (bit for bit on the CPU). With the KV
 // cache, up to model.kv_cache_rows() samples decode together (BatchContext; more run in
 // successive batches of that many); without it the samples run one after another through
-// generate (the reference). on_text(i, text) receives sample i's printable text as it is
-// produced, samples interleaved; on_done(i, sample) is called once when sample i ends (in the
-// order they end). Either callback may be empty.
+// generate (the reference). The rows of a step draw in parallel (OpenMP threads, a copy of
+// the sampler each; the draws are pure, so the thread count changes nothing). on_text(i, text)
+// receives sample i's printable text as it is produced, samples interleaved; on_done(i, sample)
+// is called once when sample i ends (in the order they end). Either callback may be empty.
 struct Generation {
   std::vector<Sample> samples;  // in sample order
   size_t prefill_tokens = 0;    // prompt tokens run through a prefill: one prompt per batch

@@ -2,9 +2,11 @@
 // per token: O(T) attention, weights read once per token) against recomputing the whole
 // context for every token (a forward over T positions per token), for model presets with
 // random weights (the speed does not depend on the weights' values). Validates first: both
-// paths give the same greedy tokens and logits within 1e-4. Reports tokens per wall-clock
-// second and per CPU second (see Clock), a table, and with --json the figures.
-//   bench_generate --presets d4,gpt2 --prompt-tokens 64 --new-tokens 64 --threads 2
+// paths give the same greedy tokens and logits within 1e-4. Then --samples N: N samples of the
+// prompt one after another (generate) against decoded together (generate_samples: one prefill,
+// one decode forward of N rows per step), checked to give the same tokens. Reports
+// tokens per wall-clock second and per CPU second (see Clock), tables, and with --json the figures.
+//   bench_generate --presets d4,gpt2 --prompt-tokens 64 --new-tokens 64 --samples 4,16 --threads 2
 #include <cxxopts.hpp>
 #include <nlohmann/json.hpp>
 
@@ -60,6 +62,38 @@ Timing time_generation(GPT2& model, const std::vector<int>& prompt, int new_toke
   return {new_tokens / decode.wall_s(), new_tokens / decode.cpu_s(), prefill_ms};
 }
 
+// N samples of new_tokens each (top-k 40; sample i draws from stream i), one after another
+// (generate: B = 1, a prefill each) or decoded together (generate_samples: one prefill, N rows
+// per decode step, the rows' draws in parallel). Throughput counts all N x new_tokens tokens
+// over the whole time, prefills and sampling included. tokens: every sample's, to compare.
+struct SamplesTiming {
+  double wall_tps, cpu_tps;
+  std::vector<std::vector<int>> tokens;
+};
+
+SamplesTiming time_samples(GPT2& model, const std::vector<int>& prompt, int new_tokens, int samples, bool batched) {
+  SampleConfig sampling;
+  sampling.top_k = 40;
+  sampling.seed = 7;
+  Sampler sampler(sampling, model.config().vocab_size);
+  GenerationConfig config;
+  config.max_new_tokens = new_tokens;
+  SamplesTiming t;
+  Clock clock;
+  if (batched) {
+    ENSURE(model.kv_cache_rows() >= samples, "the model has {} KV-cache rows for {} samples", model.kv_cache_rows(),
+           samples);
+    for (const Sample& s : generate_samples(model, sampler, prompt, config, samples, nullptr, nullptr, nullptr).samples)
+      t.tokens.push_back(s.tokens);
+  } else {
+    for (int i = 0; i < samples; ++i)
+      t.tokens.push_back(generate(model, sampler, prompt, config, static_cast<uint32_t>(i), nullptr, nullptr).tokens);
+  }
+  t.wall_tps = double(samples) * new_tokens / clock.wall_s();
+  t.cpu_tps = double(samples) * new_tokens / clock.cpu_s();
+  return t;
+}
+
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
@@ -92,13 +126,20 @@ double validate(GPT2& model, const std::vector<int>& prompt, int steps) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  cxxopts::Options options("bench_generate", "Generated tokens/s: KV cache vs full recompute (CPU, random weights)");
+  cxxopts::Options options("bench_generate",
+                           "Generated tokens/s: KV cache vs full recompute, N samples one after another vs together "
+                           "(CPU, random weights)");
   options.add_options()
       ("presets", "comma-separated model presets", cxxopts::value<std::string>()->default_value("d4,gpt2"))
       ("prompt-tokens", "prompt length", cxxopts::value<int>()->default_value("64"))
       ("new-tokens", "tokens generated per run", cxxopts::value<int>()->default_value("64"))
       ("recompute-new-tokens", "tokens generated per full-recompute run (slow); 0 = --new-tokens",
        cxxopts::value<int>()->default_value("0"))
+      ("samples", "comma-separated sample counts N for sequential vs batched (empty: skip)",
+       cxxopts::value<std::string>()->default_value("4,16"))
+      ("samples-new-tokens", "tokens per sample in the sequential/batched runs; 0 = --new-tokens",
+       cxxopts::value<int>()->default_value("0"))
+      ("skip-recompute", "measure only the KV cache and the batched samples")
       ("repeats", "timed runs per measurement (the median is reported)", cxxopts::value<int>()->default_value("3"))
       ("threads", "CPU threads; 0 = OpenMP default", cxxopts::value<int>()->default_value("0"))
       ("json", "write the results to this file", cxxopts::value<std::string>())
@@ -111,21 +152,35 @@ int main(int argc, char** argv) {
     }
     const int P = args["prompt-tokens"].as<int>(), N = args["new-tokens"].as<int>();
     const int NR = args["recompute-new-tokens"].as<int>() == 0 ? N : args["recompute-new-tokens"].as<int>();
+    const int SN = args["samples-new-tokens"].as<int>() == 0 ? N : args["samples-new-tokens"].as<int>();
+    const bool recompute = args.count("skip-recompute") == 0;
     const int repeats = args["repeats"].as<int>();
-    INPUT_CHECK(P >= 1 && N >= 1 && NR >= 1 && repeats >= 1, "lengths and repeats must be >= 1");
+    INPUT_CHECK(P >= 1 && N >= 1 && NR >= 1 && SN >= 1 && repeats >= 1, "lengths and repeats must be >= 1");
+    std::vector<int> sample_counts;
+    std::stringstream counts(args["samples"].as<std::string>());
+    for (std::string n; std::getline(counts, n, ',');) {
+      sample_counts.push_back(std::stoi(n));
+      INPUT_CHECK(sample_counts.back() >= 1, "--samples: counts must be >= 1, got {}", n);
+    }
+    const int max_samples = sample_counts.empty() ? 1 : *std::max_element(sample_counts.begin(), sample_counts.end());
     auto backend = make_cpu_backend(args["threads"].as<int>());
     std::printf("backend: %s; greedy, prompt %d tokens; median of %d runs; random weights\n",
                 backend->describe().c_str(), P, repeats);
     std::printf("%-7s %7s | %6s %10s %10s %10s | %6s %10s %10s | %8s %8s\n", "preset", "params", "new", "KV tok/s",
                 "KV tok/cpu", "prefill ms", "new", "full tok/s", "full t/cpu", "wall x", "cpu x");
     nlohmann::json results = nlohmann::json::array();
+    std::vector<std::string> batch_lines;
     std::stringstream presets(args["presets"].as<std::string>());
     for (std::string name; std::getline(presets, name, ',');) {
       ModelConfig config = model_preset(name);
-      INPUT_CHECK(P + std::max(N, NR) <= config.max_seq_len, "prompt + new tokens exceed {}'s context of {}", name,
+      const int longest = P + std::max({N, recompute ? NR : 1, sample_counts.empty() ? 1 : SN});
+      INPUT_CHECK(longest <= config.max_seq_len, "prompt + new tokens exceed {}'s context of {}", name,
                   config.max_seq_len);
-      // Rows for the longest context reached: prompt + new tokens (no overflow, no re-prefill).
-      GPT2 model(config, *backend, 1, P + std::max(N, NR), ModelMode::inference);
+      // Rows for the longest context reached: prompt + new tokens (no overflow, no re-prefill);
+      // one KV-cache row per sample of the largest --samples count.
+      ModelOptions model_options;
+      model_options.kv_cache_rows = max_samples;
+      GPT2 model(config, *backend, 1, longest, ModelMode::inference, model_options);
       model.init_weights(1);
       const std::vector<int> prompt = prompt_tokens(P, config.vocab_size);
       const double worst = validate(model, prompt, 4);
@@ -136,21 +191,59 @@ int main(int argc, char** argv) {
         kv_wall.push_back(kv.wall_tps);
         kv_cpu.push_back(kv.cpu_tps);
         prefill.push_back(kv.prefill_ms);
+        if (!recompute) continue;
         Timing full = time_generation(model, prompt, NR, false);
         full_wall.push_back(full.wall_tps);
         full_cpu.push_back(full.cpu_tps);
       }
-      const double kvw = median(kv_wall), kvc = median(kv_cpu), fw = median(full_wall), fc = median(full_cpu);
-      std::printf("%-7s %6.1fM | %6d %10.2f %10.2f %10.1f | %6d %10.3f %10.3f | %7.1fx %7.1fx\n", name.c_str(),
-                  num_parameters(config) / 1e6, N, kvw, kvc, median(prefill), NR, fw, fc, kvw / fw, kvc / fc);
+      const double kvw = median(kv_wall), kvc = median(kv_cpu);
+      nlohmann::json entry = {{"preset", name}, {"params", num_parameters(config)}, {"prompt_tokens", P},
+                              {"kv_new_tokens", N}, {"kv_tokens_per_s", kvw}, {"kv_tokens_per_cpu_s", kvc},
+                              {"prefill_ms", median(prefill)}, {"validation_max_rel_diff", worst},
+                              {"backend", backend->describe()}, {"repeats", repeats}};
+      if (recompute) {
+        const double fw = median(full_wall), fc = median(full_cpu);
+        std::printf("%-7s %6.1fM | %6d %10.2f %10.2f %10.1f | %6d %10.3f %10.3f | %7.1fx %7.1fx\n", name.c_str(),
+                    num_parameters(config) / 1e6, N, kvw, kvc, median(prefill), NR, fw, fc, kvw / fw, kvc / fc);
+        entry.update({{"recompute_new_tokens", NR}, {"recompute_tokens_per_s", fw}, {"recompute_tokens_per_cpu_s", fc},
+                      {"speedup_wall", kvw / fw}, {"speedup_cpu", kvc / fc}});
+      } else {
+        std::printf("%-7s %6.1fM | %6d %10.2f %10.2f %10.1f | %6s %10s %10s | %8s %8s\n", name.c_str(),
+                    num_parameters(config) / 1e6, N, kvw, kvc, median(prefill), "-", "-", "-", "-", "-");
+      }
       std::fflush(stdout);
-      results.push_back({{"preset", name}, {"params", num_parameters(config)}, {"prompt_tokens", P},
-                         {"kv_new_tokens", N}, {"kv_tokens_per_s", kvw}, {"kv_tokens_per_cpu_s", kvc},
-                         {"prefill_ms", median(prefill)}, {"recompute_new_tokens", NR},
-                         {"recompute_tokens_per_s", fw}, {"recompute_tokens_per_cpu_s", fc},
-                         {"speedup_wall", kvw / fw}, {"speedup_cpu", kvc / fc},
-                         {"validation_max_rel_diff", worst}, {"backend", backend->describe()},
-                         {"repeats", repeats}});
+
+      // N samples: one after another vs decoded together; the same tokens either way.
+      nlohmann::json batches = nlohmann::json::array();
+      for (int samples : sample_counts) {
+        std::vector<double> seq_wall, seq_cpu, bat_wall, bat_cpu;
+        for (int r = 0; r < repeats; ++r) {
+          SamplesTiming seq = time_samples(model, prompt, SN, samples, false);
+          SamplesTiming bat = time_samples(model, prompt, SN, samples, true);
+          ENSURE(seq.tokens == bat.tokens, "{}: {} samples decoded together differ from one after another", name,
+                 samples);
+          seq_wall.push_back(seq.wall_tps);
+          seq_cpu.push_back(seq.cpu_tps);
+          bat_wall.push_back(bat.wall_tps);
+          bat_cpu.push_back(bat.cpu_tps);
+        }
+        const double sw = median(seq_wall), sc = median(seq_cpu), bw = median(bat_wall), bc = median(bat_cpu);
+        char line[256];
+        std::snprintf(line, sizeof line, "%-7s %6d %6d | %10.2f %10.2f | %10.2f %10.2f | %7.2fx %7.2fx", name.c_str(),
+                      samples, SN, sw, sc, bw, bc, bw / sw, bc / sc);
+        batch_lines.push_back(line);
+        batches.push_back({{"samples", samples}, {"new_tokens", SN}, {"sequential_tokens_per_s", sw},
+                           {"sequential_tokens_per_cpu_s", sc}, {"batched_tokens_per_s", bw},
+                           {"batched_tokens_per_cpu_s", bc}, {"speedup_wall", bw / sw}, {"speedup_cpu", bc / sc}});
+      }
+      entry["samples"] = batches;
+      results.push_back(entry);
+    }
+    if (!batch_lines.empty()) {
+      std::printf("\nN samples (top-k 40, all tokens / total time, prefills included): one after another vs together\n");
+      std::printf("%-7s %6s %6s | %10s %10s | %10s %10s | %8s %8s\n", "preset", "N", "new", "seq tok/s", "seq t/cpu",
+                  "batch t/s", "batch t/cpu", "wall x", "cpu x");
+      for (const std::string& line : batch_lines) std::printf("%s\n", line.c_str());
     }
     if (args.count("json")) {
       std::ofstream(args["json"].as<std::string>()) << results.dump(2) << "\n";

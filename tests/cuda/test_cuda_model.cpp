@@ -1,12 +1,13 @@
 // The whole model on the CUDA backend against the CPU backend (core/model.hpp, written once for
 // both): one training step (loss, logits, every gradient tensor, the gradient norm, parameters
 // after AdamW) with and without dropout; 20 steps of a small model whose losses track the CPU's;
-// KV-cache decoding against a full recompute; and bit-exact repeatability and resume on CUDA.
+// KV-cache decoding against a full recompute; batched generation against sample by sample; and bit-exact repeatability and resume on CUDA.
 #include <catch2/catch.hpp>
 
 #include <cmath>
 #include <memory>
 
+#include "core/generation.hpp"
 #include "core/model.hpp"
 #include "core/model_optim.hpp"
 #include "cpu/adamw.hpp"
@@ -190,6 +191,65 @@ TEST_CASE("cuda KV-cache decoding equals a full recompute and the cpu", "[cuda][
     const auto decoded = model.decode(step.data(), B, pos);
     test::expect_matches(decoded, reference, "decode logits");
     test::expect_matches(decoded, cpu_model.decode(step.data(), B, pos), "decode logits vs cpu");
+  }
+}
+
+TEST_CASE("cuda batched generation equals generating sample by sample", "[cuda][model][decode][batch]") {
+  const ModelConfig c = small_config(0.0f);  // maxT 16
+  const int rows = 6;
+  auto backend = make_cuda_backend(0);
+  ModelOptions options;
+  options.kv_cache_rows = rows;
+  // As generate builds them: activations for one sequence, one KV-cache row per sample.
+  GPT2 batched(c, *backend, 1, c.max_seq_len, ModelMode::inference, options);
+  GPT2 single(c, *backend, 1, c.max_seq_len, ModelMode::inference);
+  const auto params = test::random_parameters(batched.layout(), c, 161);
+  batched.set_parameters(params);
+  single.set_parameters(params);
+
+  // One prefill shared by every row, then each row decodes its own tokens. cuBLAS may round a
+  // product of 6 rows differently from one row, so the rows match B = 1 to rounding.
+  const std::vector<int> prompt = {7, 3, 99, 42, 0};
+  const int T = static_cast<int>(prompt.size());
+  batched.prefill(prompt.data(), 1, T);
+  batched.kv_cache_select_rows(std::vector<int>(rows, 0));
+  const auto steps = test::random_tokens(size_t(rows) * (c.max_seq_len - T), 162, c.vocab_size);
+  for (int r = 0; r < rows; ++r) single.prefill(prompt.data(), 1, T);
+  std::vector<std::vector<float>> batch_logits;
+  for (int pos = T; pos < c.max_seq_len; ++pos) batch_logits.push_back(batched.decode(&steps[(pos - T) * rows], rows, pos));
+  for (int r = 0; r < rows; ++r) {
+    single.prefill(prompt.data(), 1, T);
+    for (int pos = T; pos < c.max_seq_len; ++pos) {
+      INFO("row " << r << " position " << pos);
+      const auto alone = single.decode(&steps[(pos - T) * rows + r], 1, pos);
+      const auto& all = batch_logits[pos - T];
+      const std::vector<float> row(all.begin() + r * c.vocab_size, all.begin() + (r + 1) * c.vocab_size);
+      test::expect_matches(row, alone, "batched decode row");
+    }
+  }
+
+  // Whole generations past the 16-token context (batched re-prefill), greedy and sampled: the
+  // tokens agree (random-weight logits are far from ties at this rounding), log-probs to 1e-4.
+  SampleConfig greedy, sampled;
+  greedy.greedy = true;
+  sampled.top_k = 20;
+  sampled.temperature = 0.9f;
+  sampled.seed = 163;
+  for (const SampleConfig& sampling : {greedy, sampled}) {
+    Sampler sampler(sampling, c.vocab_size);
+    GenerationConfig config;
+    config.max_new_tokens = 30;
+    config.eot_id = sampling.greedy ? -1 : 5;  // sampled rows may end early, at different steps
+    const Generation g = generate_samples(batched, sampler, prompt, config, rows + 1, nullptr, nullptr, nullptr);
+    for (int i = 0; i <= rows; ++i) {  // 7 samples: a batch of 6, then one
+      INFO((sampling.greedy ? "greedy" : "sampled") << " sample " << i);
+      const Sample alone = generate(single, sampler, prompt, config, static_cast<uint32_t>(i), nullptr, nullptr);
+      REQUIRE(g.samples[i].tokens == alone.tokens);
+      CHECK(g.samples[i].stop == alone.stop);
+      CHECK(g.samples[i].reprefills == alone.reprefills);
+      for (size_t t = 0; t < alone.log_probs.size(); ++t)
+        CHECK(std::fabs(g.samples[i].log_probs[t] - alone.log_probs[t]) <= 1e-4);
+    }
   }
 }
 

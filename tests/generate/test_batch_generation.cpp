@@ -32,9 +32,10 @@ ModelConfig tiny_config() {
   return c;
 }
 
-// Activations for one 16-token sequence (as generate builds it), `rows` KV-cache rows.
+// Activations for one 16-token sequence (as generate builds it), `rows` KV-cache rows. The
+// backend sets the process's OpenMP thread count (the last one built wins).
 struct TinyModel {
-  TinyModel(uint64_t seed, int rows) : backend(make_cpu_backend(1)) {
+  TinyModel(uint64_t seed, int rows, int threads = 1) : backend(make_cpu_backend(threads)) {
     ModelOptions options;
     options.kv_cache_rows = rows;
     model = std::make_unique<GPT2>(tiny_config(), *backend, 1, 16, ModelMode::inference, options);
@@ -170,7 +171,8 @@ TEST_CASE("generate_samples equals generate sample by sample, for every sampler"
         GenerationConfig config;
         config.max_new_tokens = 40;
         config.keep = keep;
-        TinyModel batched(41, rows), single(41, 1);
+        // 2 threads: the rows draw in parallel (each thread its own sampler copy).
+        TinyModel single(41, 1), batched(41, rows, 2);
         Sampler sampler(tc.sampling, kVocab);
         std::vector<int> done;
         Generation g = generate_samples(*batched.model, sampler, prompt, config, N, nullptr, nullptr,
