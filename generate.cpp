@@ -272,7 +272,8 @@ int run(int argc, char** argv) {
     }
   };
   header(0);
-  const Generation generation = generate_samples(model, sampler, tokens, gen, num_samples, token_bytes, on_text, on_done);
+  const Generation generation =
+      generate_samples(model, sampler, tokens, gen, num_samples, token_bytes, on_text, on_done);
   ENSURE(head == num_samples, "{} of {} samples were printed", head, num_samples);
   if (args.count("stats") && num_samples > 1) print_stats("all samples", decoding_stats(generation.samples));
 

@@ -240,7 +240,8 @@ int main(int argc, char** argv) {
       results.push_back(entry);
     }
     if (!batch_lines.empty()) {
-      std::printf("\nN samples (top-k 40, all tokens / total time, prefills included): one after another vs together\n");
+      std::printf("\nN samples (top-k 40, all tokens / total time, prefills included): "
+                  "one after another vs together\n");
       std::printf("%-7s %6s %6s | %10s %10s | %10s %10s | %8s %8s\n", "preset", "N", "new", "seq tok/s", "seq t/cpu",
                   "batch t/s", "batch t/cpu", "wall x", "cpu x");
       for (const std::string& line : batch_lines) std::printf("%s\n", line.c_str());

@@ -1,7 +1,8 @@
 // The whole model on the CUDA backend against the CPU backend (core/model.hpp, written once for
 // both): one training step (loss, logits, every gradient tensor, the gradient norm, parameters
 // after AdamW) with and without dropout; 20 steps of a small model whose losses track the CPU's;
-// KV-cache decoding against a full recompute; batched generation against sample by sample; and bit-exact repeatability and resume on CUDA.
+// KV-cache decoding against a full recompute; batched generation against sample by sample; and
+// bit-exact repeatability and resume on CUDA.
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -216,7 +217,8 @@ TEST_CASE("cuda batched generation equals generating sample by sample", "[cuda][
   const auto steps = test::random_tokens(size_t(rows) * (c.max_seq_len - T), 162, c.vocab_size);
   for (int r = 0; r < rows; ++r) single.prefill(prompt.data(), 1, T);
   std::vector<std::vector<float>> batch_logits;
-  for (int pos = T; pos < c.max_seq_len; ++pos) batch_logits.push_back(batched.decode(&steps[(pos - T) * rows], rows, pos));
+  for (int pos = T; pos < c.max_seq_len; ++pos)
+    batch_logits.push_back(batched.decode(&steps[(pos - T) * rows], rows, pos));
   for (int r = 0; r < rows; ++r) {
     single.prefill(prompt.data(), 1, T);
     for (int pos = T; pos < c.max_seq_len; ++pos) {

@@ -130,7 +130,8 @@ TEST_CASE("generate writes reproducible text, stats and a throughput line", "[ge
 
 TEST_CASE("--num-samples: samples decoded together print as if run one after another", "[generate][cli][batch]") {
   // Samples of different lengths: end of text or a stop string ends some before the others.
-  const std::string args = "--prompt 'Once upon a time' --max-new-tokens 30 --seed 11 --num-samples 4 --stop e --stop o";
+  const std::string args =
+      "--prompt 'Once upon a time' --max-new-tokens 30 --seed 11 --num-samples 4 --stop e --stop o";
   Run together = generate_cli(args);
   INFO(together.err);
   REQUIRE(together.code == 0);
@@ -169,8 +170,9 @@ TEST_CASE("--num-samples: samples decoded together print as if run one after ano
          together.err.find("stopped at end of text") != std::string::npos));
 
   // The reference path (no cache) runs the samples one at a time, with the same output format.
-  Run reference = generate_cli("--prompt 'Once upon a time' --greedy --max-new-tokens 40 --num-samples 2 --no-kv-cache");
-  Run cached = generate_cli("--prompt 'Once upon a time' --greedy --max-new-tokens 40 --num-samples 2");
+  const std::string greedy = "--prompt 'Once upon a time' --greedy --max-new-tokens 40 --num-samples 2";
+  Run reference = generate_cli(greedy + " --no-kv-cache");
+  Run cached = generate_cli(greedy);
   REQUIRE(reference.code == 0);
   CHECK(reference.out == cached.out);
   CHECK(reference.err.find("one sample at a time") != std::string::npos);
