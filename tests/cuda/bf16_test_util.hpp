@@ -1,4 +1,5 @@
-// Helpers for the bf16-vs-CPU tests (issue 8), shared by every test_bf16_*.cpp file.
+// Helpers for the bf16-vs-CPU tests (issue 8), shared by every test_bf16_*.cpp file (the host-only
+// conversions and comparisons are in bf16_host_util.hpp, included here).
 // The pattern: draw float inputs, round them through bf16 (round_to_bf16) so the CPU reference
 // sees exactly the values the GPU sees, upload with to_bf16 into a DeviceBuffer<bf16>, run the
 // kernel, download and widen with from_bf16, and compare by relative L2 error (expect_rel_l2).
@@ -14,65 +15,17 @@
 #include <string>
 #include <vector>
 
+#include "bf16_host_util.hpp"
 #include "cuda_test_util.hpp"
 
 namespace gpt2cc::test {
 
 using bf16 = __nv_bfloat16;
 
-// bf16 conversions on the host (cuda_bf16.h's conversions are __host__ __device__):
-// float -> bf16 rounds to nearest even, bf16 -> float is exact.
-inline std::vector<bf16> to_bf16(const std::vector<float>& x) {
-  std::vector<bf16> out(x.size());
-  for (size_t i = 0; i < x.size(); ++i) out[i] = __float2bfloat16_rn(x[i]);
-  return out;
-}
-inline std::vector<float> from_bf16(const std::vector<bf16>& x) {
-  std::vector<float> out(x.size());
-  for (size_t i = 0; i < x.size(); ++i) out[i] = __bfloat162float(x[i]);
-  return out;
-}
-// Each value rounded through bf16 and back: the exact input a bf16 kernel works on.
-inline std::vector<float> round_to_bf16(const std::vector<float>& x) { return from_bf16(to_bf16(x)); }
-inline float round_to_bf16(float x) { return __bfloat162float(__float2bfloat16_rn(x)); }
-
 // A device copy of host values in bf16 (round them with round_to_bf16 first so the CPU reference
 // sees the same numbers), and a download widened back to float.
 inline DeviceBuffer<bf16> device_bf16(const std::vector<float>& x) { return DeviceBuffer<bf16>(to_bf16(x)); }
 inline std::vector<float> download_float(const DeviceBuffer<bf16>& d) { return from_bf16(d.download()); }
-
-// ||actual - expected|| / ||expected|| in double; NaN if either holds a NaN/Inf or the sizes differ
-// (so a comparison against it fails). An all-zero `expected` gives ||actual|| (absolute error).
-inline double rel_l2(const std::vector<float>& actual, const std::vector<float>& expected) {
-  if (actual.size() != expected.size()) return std::nan("");
-  double diff = 0.0, norm = 0.0;
-  for (size_t i = 0; i < actual.size(); ++i) {
-    if (!std::isfinite(actual[i]) || !std::isfinite(expected[i])) return std::nan("");
-    const double d = static_cast<double>(actual[i]) - expected[i];
-    diff += d * d;
-    norm += static_cast<double>(expected[i]) * expected[i];
-  }
-  return norm > 0.0 ? std::sqrt(diff / norm) : std::sqrt(diff);
-}
-
-// The issue-8 acceptance check: relative L2 error <= tol, and every value finite (a poisoned
-// output element that the kernel forgot to write stays NaN and fails here).
-inline void expect_rel_l2(const std::vector<float>& actual, const std::vector<float>& expected, double tol,
-                          const std::string& what) {
-  REQUIRE(actual.size() == expected.size());
-  const double err = rel_l2(actual, expected);
-  INFO(what << ": relative L2 error " << err << " (tolerance " << tol << ", NaN = non-finite value)");
-  CHECK(std::isfinite(err));
-  CHECK(err <= tol);
-}
-
-// Element-wise check for ops whose only error is the final rounding to bf16: |a - e| <= rtol * |e| +
-// atol for every element (bf16 has 8 significant bits: one round-to-nearest is <= 2^-8 ~ 3.9e-3
-// relative, so the default rtol 4e-3 allows one rounding and a little float arithmetic error).
-inline void expect_bf16_rounding(const std::vector<float>& actual, const std::vector<float>& expected,
-                                 const std::string& what, double rtol = 4e-3, double atol = 1e-6) {
-  expect_close(actual, expected, atol, rtol, what);
-}
 
 // Poisoning: all bytes 0xFF in a bf16 buffer read as NaN (exponent all ones, mantissa nonzero), like
 // the float poison, so DeviceBuffer<bf16>::poison() works unchanged.

@@ -17,6 +17,7 @@
 
 #include "bf16_test_util.hpp"
 #include "cpu/attention.hpp"
+#include "flash_test_util.hpp"
 #include "kernels/flash_attention.cuh"
 
 using namespace gpt2cc;
@@ -29,53 +30,6 @@ struct Shape {
   int B, T, NH, HS;
   float range = 1.5f;  // q, k, v ~ U(-range, range)
 };
-
-// lse[b,h,t] = log sum_{t2 <= t} exp(q_t . k_t2 / sqrt(HS)), in double, from the same (rounded) qkv.
-std::vector<double> reference_lse(const std::vector<float>& qkv, int B, int T, int C, int NH) {
-  const int HS = C / NH;
-  const double scale = 1.0 / std::sqrt(static_cast<double>(HS));
-  std::vector<double> lse(static_cast<size_t>(B) * NH * T);
-  std::vector<double> s(T);
-  for (int b = 0; b < B; ++b) {
-    for (int h = 0; h < NH; ++h) {
-      for (int t = 0; t < T; ++t) {
-        const float* q = &qkv[(static_cast<size_t>(b) * T + t) * 3 * C + h * HS];
-        double m = -INFINITY;
-        for (int t2 = 0; t2 <= t; ++t2) {
-          const float* k = &qkv[(static_cast<size_t>(b) * T + t2) * 3 * C + C + h * HS];
-          double dot = 0.0;
-          for (int d = 0; d < HS; ++d) dot += static_cast<double>(q[d]) * k[d];
-          s[t2] = dot * scale;
-          m = std::max(m, s[t2]);
-        }
-        double sum = 0.0;
-        for (int t2 = 0; t2 <= t; ++t2) sum += std::exp(s[t2] - m);
-        lse[(static_cast<size_t>(b) * NH + h) * T + t] = m + std::log(sum);
-      }
-    }
-  }
-  return lse;
-}
-
-// Part `part` (0 = q, 1 = k, 2 = v) of a (B,T,3C) tensor as a (B,T,C) vector.
-std::vector<float> qkv_part(const std::vector<float>& x, int BT, int C, int part) {
-  std::vector<float> out(static_cast<size_t>(BT) * C);
-  for (int i = 0; i < BT; ++i)
-    std::copy_n(&x[static_cast<size_t>(i) * 3 * C + part * C], C, &out[static_cast<size_t>(i) * C]);
-  return out;
-}
-
-// True when every byte of host[from..] still holds the 0xFF poison (nothing was stored there).
-template <class T>
-bool still_poisoned(const std::vector<T>& host, size_t from) {
-  const auto* bytes = reinterpret_cast<const unsigned char*>(host.data());
-  return std::all_of(bytes + from * sizeof(T), bytes + host.size() * sizeof(T),
-                     [](unsigned char b) { return b == 0xFF; });
-}
-
-bool bits_equal(const std::vector<bf16>& a, const std::vector<bf16>& b) {
-  return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(bf16)) == 0);
-}
 
 }  // namespace
 
@@ -99,7 +53,7 @@ TEST_CASE("bf16 flash attention forward and backward match cpu", "[cuda][bf16][f
   std::vector<float> out(out_n), att(stat_n * T), dqkv(qkv_n);
   cpu::attention_forward(out.data(), att.data(), qkv.data(), B, T, C, NH, DropoutParams{});
   cpu::attention_backward(dqkv.data(), dout.data(), att.data(), qkv.data(), B, T, C, NH, DropoutParams{});
-  const auto lse_ref = reference_lse(qkv, B, T, C, NH);
+  const auto lse_ref = test::reference_lse(qkv, B, T, C, NH);
 
   cudaStream_t stream = test::test_stream();
   auto d_qkv = test::device_bf16(qkv);
@@ -113,24 +67,25 @@ TEST_CASE("bf16 flash attention forward and backward match cpu", "[cuda][bf16][f
 
   cuda::flash_attention_forward(d_out.get(), d_lse.get(), d_qkv.get(), B, T, C, NH, stream);
   auto out_gpu = d_out.download();
-  CHECK(still_poisoned(out_gpu, out_n));
+  CHECK(test::still_poisoned(out_gpu, out_n));
   out_gpu.resize(out_n);
   test::expect_rel_l2(test::from_bf16(out_gpu), out, 1e-2, "flash out");
   // The log-sum-exp is fp32 throughout (bf16 only in the inputs, which are exact here): tight.
   const auto lse = d_lse.download();
-  CHECK(still_poisoned(lse, stat_n));
+  CHECK(test::still_poisoned(lse, stat_n));
   const std::vector<double> lse_gpu(lse.begin(), lse.begin() + static_cast<std::ptrdiff_t>(stat_n));
   test::expect_close(lse_gpu.data(), lse_ref.data(), stat_n, 1e-4, 1e-4, "flash lse");
 
   cuda::flash_attention_backward(d_dqkv.get(), d_dout.get(), d_lse.get(), d_out.get(), d_qkv.get(), B, T, C, NH,
                                  stream);
   auto dqkv_raw = d_dqkv.download();
-  CHECK(still_poisoned(dqkv_raw, qkv_n));
+  CHECK(test::still_poisoned(dqkv_raw, qkv_n));
   dqkv_raw.resize(qkv_n);
   const auto dqkv_gpu = test::from_bf16(dqkv_raw);
   const char* names[3] = {"flash dq", "flash dk", "flash dv"};
   for (int part = 0; part < 3; ++part)
-    test::expect_rel_l2(qkv_part(dqkv_gpu, B * T, C, part), qkv_part(dqkv, B * T, C, part), 1e-2, names[part]);
+    test::expect_rel_l2(test::qkv_part(dqkv_gpu, B * T, C, part), test::qkv_part(dqkv, B * T, C, part), 1e-2,
+                        names[part]);
 }
 
 TEST_CASE("bf16 flash attention backward is bit-for-bit repeatable", "[cuda][bf16][flash][determinism]") {
@@ -151,7 +106,7 @@ TEST_CASE("bf16 flash attention backward is bit-for-bit repeatable", "[cuda][bf1
     cuda::flash_attention_backward(d_dqkv.get(), d_dout.get(), d_lse.get(), d_out.get(), d_qkv.get(), B, T, C, NH,
                                    stream);
     if (run == 0) first = d_dqkv.download();
-    else CHECK(bits_equal(d_dqkv.download(), first));
+    else CHECK(test::bits_equal(d_dqkv.download(), first));
   }
 }
 

@@ -1,0 +1,68 @@
+// The host-only half of the bf16 test helpers: conversions through cuda_bf16.h's host functions
+// and the relative-L2 comparison of issue 8. No CUDA runtime: also used by the CPU emulator's
+// tests (tests/emu), which run the flash attention kernels without a GPU.
+#pragma once
+
+#include <catch2/catch.hpp>
+#include <cuda_bf16.h>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "common/test_common.hpp"
+
+namespace gpt2cc::test {
+
+using bf16 = __nv_bfloat16;
+
+// bf16 conversions on the host (cuda_bf16.h's conversions are __host__ __device__):
+// float -> bf16 rounds to nearest even, bf16 -> float is exact.
+inline std::vector<bf16> to_bf16(const std::vector<float>& x) {
+  std::vector<bf16> out(x.size());
+  for (size_t i = 0; i < x.size(); ++i) out[i] = __float2bfloat16_rn(x[i]);
+  return out;
+}
+inline std::vector<float> from_bf16(const std::vector<bf16>& x) {
+  std::vector<float> out(x.size());
+  for (size_t i = 0; i < x.size(); ++i) out[i] = __bfloat162float(x[i]);
+  return out;
+}
+// Each value rounded through bf16 and back: the exact input a bf16 kernel works on.
+inline std::vector<float> round_to_bf16(const std::vector<float>& x) { return from_bf16(to_bf16(x)); }
+inline float round_to_bf16(float x) { return __bfloat162float(__float2bfloat16_rn(x)); }
+
+// ||actual - expected|| / ||expected|| in double; NaN if either holds a NaN/Inf or the sizes differ
+// (so a comparison against it fails). An all-zero `expected` gives ||actual|| (absolute error).
+inline double rel_l2(const std::vector<float>& actual, const std::vector<float>& expected) {
+  if (actual.size() != expected.size()) return std::nan("");
+  double diff = 0.0, norm = 0.0;
+  for (size_t i = 0; i < actual.size(); ++i) {
+    if (!std::isfinite(actual[i]) || !std::isfinite(expected[i])) return std::nan("");
+    const double d = static_cast<double>(actual[i]) - expected[i];
+    diff += d * d;
+    norm += static_cast<double>(expected[i]) * expected[i];
+  }
+  return norm > 0.0 ? std::sqrt(diff / norm) : std::sqrt(diff);
+}
+
+// The issue-8 acceptance check: relative L2 error <= tol, and every value finite (a poisoned
+// output element that the kernel forgot to write stays NaN and fails here).
+inline void expect_rel_l2(const std::vector<float>& actual, const std::vector<float>& expected, double tol,
+                          const std::string& what) {
+  REQUIRE(actual.size() == expected.size());
+  const double err = rel_l2(actual, expected);
+  INFO(what << ": relative L2 error " << err << " (tolerance " << tol << ", NaN = non-finite value)");
+  CHECK(std::isfinite(err));
+  CHECK(err <= tol);
+}
+
+// Element-wise check for ops whose only error is the final rounding to bf16: |a - e| <= rtol * |e| +
+// atol for every element (bf16 has 8 significant bits: one round-to-nearest is <= 2^-8 ~ 3.9e-3
+// relative, so the default rtol 4e-3 allows one rounding and a little float arithmetic error).
+inline void expect_bf16_rounding(const std::vector<float>& actual, const std::vector<float>& expected,
+                                 const std::string& what, double rtol = 4e-3, double atol = 1e-6) {
+  expect_close(actual, expected, atol, rtol, what);
+}
+
+}  // namespace gpt2cc::test

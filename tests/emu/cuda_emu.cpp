@@ -1,0 +1,423 @@
+// The emulator's scheduler and instruction semantics (see cuda_emu.hpp). Threads are ucontext
+// fibers switched only at __syncthreads and warp collectives (cooperative, in the deterministic
+// order of the chosen Schedule), so plain loads and stores need no emulation. The semantics of ldmatrix, mma
+// and shfl are written from the PTX ISA 9.0 text, not from the kernels' comments: the point of
+// the emulator is an independent reading of the spec against which our fragment code is checked.
+#include "emu/cuda_emu.hpp"
+
+#include <ucontext.h>
+
+#include <array>
+#include <memory>
+#include <sstream>
+#include <vector>
+
+uint3 threadIdx;
+uint3 blockIdx;
+dim3 blockDim;
+dim3 gridDim;
+
+namespace gpt2cc::emu {
+namespace {
+
+constexpr int kWarpSize = 32;
+constexpr size_t kStackBytes = 256 * 1024;  // per fiber; the kernels keep < 4 KiB of registers
+constexpr unsigned char kCanary = 0xA5;           // past the launch's shared size: must stay
+
+enum class State { kRunnable, kAtWarpOp, kAtBarrier, kExited };
+enum class Op { kShfl, kLdmatrix, kLdmatrixTrans, kMma };
+
+const char* op_name(Op op) {
+  switch (op) {
+    case Op::kShfl: return "shfl.sync.bfly";
+    case Op::kLdmatrix: return "ldmatrix.x4";
+    case Op::kLdmatrixTrans: return "ldmatrix.x4.trans";
+    case Op::kMma: return "mma.m16n8k16";
+  }
+  return "?";
+}
+
+struct Fiber {
+  ucontext_t context;
+  std::unique_ptr<char[]> stack;
+  State state = State::kExited;
+};
+
+// One warp's pending collective: the operation, the inputs each lane brought, the results.
+struct WarpOp {
+  Op op = Op::kShfl;
+  int arrived = 0;
+  uint32_t shfl_lane_mask[kWarpSize];
+  std::array<uint32_t, 10> in[kWarpSize];
+  std::array<uint32_t, 4> out[kWarpSize];
+};
+
+// The emulated device: one launch at a time, one block at a time.
+struct Machine {
+  unsigned char* shared = nullptr;
+  size_t shared_capacity = 0;
+  size_t smem_bytes = 0;  // what the current launch asked for
+  int num_threads = 0;
+  std::vector<Fiber> fibers;
+  std::vector<WarpOp> warps;
+  int barrier_arrived = 0;
+  std::source_location barrier_site;
+  ucontext_t scheduler;
+  int current = -1;  // the running fiber, -1 in the scheduler
+  const std::function<void()>* body = nullptr;
+  std::string failure;  // set by a fiber that broke a rule; the launch then stops
+  unsigned char unwritten_shared = 0xFF;  // bf16 / fp32 NaN: a read before any write shows
+  Schedule schedule = Schedule::kWarpsAscending;
+};
+Machine m;
+
+std::string block_name() {
+  std::ostringstream s;
+  s << "block (" << blockIdx.x << "," << blockIdx.y << "," << blockIdx.z << ")";
+  return s.str();
+}
+
+// "lanes 0-7, 9" style list of the lanes of `warp` in state `state`.
+std::string lanes_in(int warp, State state) {
+  std::ostringstream s;
+  int first = -1;
+  bool any = false;
+  for (int lane = 0; lane <= kWarpSize; ++lane) {
+    const bool in = lane < kWarpSize && m.fibers[warp * kWarpSize + lane].state == state;
+    if (in && first < 0) first = lane;
+    if (!in && first >= 0) {
+      s << (any ? ", " : "") << first;
+      if (lane - 1 > first) s << "-" << lane - 1;
+      any = true;
+      first = -1;
+    }
+  }
+  return s.str();
+}
+
+// For a rule broken by the collective of a whole warp (found when its last lane arrives).
+[[noreturn]] void fail_warp(const std::string& what) {
+  throw Violation(block_name() + ", warp " + std::to_string(m.current / kWarpSize) + ": " + what);
+}
+
+[[noreturn]] void fail(const std::string& what) {
+  std::ostringstream s;
+  s << block_name() << ", thread " << m.current << " (warp " << m.current / kWarpSize << ", lane "
+    << m.current % kWarpSize << "): " << what;
+  throw Violation(s.str());
+}
+
+// Back to the scheduler; returns when this fiber is resumed.
+void yield() { swapcontext(&m.fibers[m.current].context, &m.scheduler); }
+
+void fiber_main() {
+  try {
+    (*m.body)();
+  } catch (const std::exception& e) {
+    if (m.failure.empty()) m.failure = e.what();
+  }
+  m.fibers[m.current].state = State::kExited;
+  // Returning resumes uc_link, the scheduler.
+}
+
+// ---------------------------------------------------------------------------------------------
+// Warp collectives. The arriving lane stores its inputs; the 32nd computes every lane's result
+// from all inputs and wakes the others, so no lane sees a result before every lane has arrived.
+// ---------------------------------------------------------------------------------------------
+template <class Compute>
+const std::array<uint32_t, 4>& warp_collective(Op op, const std::array<uint32_t, 10>& in, Compute compute) {
+  const int warp = m.current / kWarpSize, lane = m.current % kWarpSize;
+  WarpOp& w = m.warps[warp];
+  for (int l = 0; l < kWarpSize; ++l) {
+    // PTX ISA (mma, ldmatrix, shfl.sync): behaviour is undefined if a thread of the warp exited.
+    if (m.fibers[warp * kWarpSize + l].state == State::kExited)
+      fail(std::string("divergent warp collective: ") + op_name(op) + " executed while lanes " +
+           lanes_in(warp, State::kExited) + " of the warp have exited");
+  }
+  if (w.arrived > 0 && w.op != op)
+    fail(std::string("divergent warp collective: this lane executes ") + op_name(op) + " while lanes " +
+         lanes_in(warp, State::kAtWarpOp) + " wait at " + op_name(w.op));
+  w.op = op;
+  w.in[lane] = in;
+  if (++w.arrived < kWarpSize) {
+    m.fibers[m.current].state = State::kAtWarpOp;
+    yield();
+  } else {
+    w.arrived = 0;
+    compute(w);
+    for (int l = 0; l < kWarpSize; ++l) m.fibers[warp * kWarpSize + l].state = State::kRunnable;
+  }
+  return w.out[lane];
+}
+
+uint16_t shared_b16(uint32_t addr) {
+  uint16_t v;
+  std::memcpy(&v, m.shared + addr, 2);
+  return v;
+}
+
+// A bf16 held in half `half` (0 = bits 0-15) of a .b32 register, as a double (exact).
+double bf16_half(uint32_t reg, int half) {
+  const uint32_t f32 = (half == 0 ? reg & 0xFFFFu : reg >> 16) << 16;  // bf16 = top half of an fp32
+  float f;
+  std::memcpy(&f, &f32, 4);
+  return f;
+}
+
+}  // namespace
+
+void set_shared_memory(unsigned char* base, size_t capacity) {
+  m.shared = base;
+  m.shared_capacity = capacity;
+}
+
+void set_unwritten_shared_byte(unsigned char byte) { m.unwritten_shared = byte; }
+
+void set_schedule(Schedule schedule) { m.schedule = schedule; }
+
+uint32_t shared_address(const void* p) {
+  const auto* c = static_cast<const unsigned char*>(p);
+  // PTX ISA, cvta / ldmatrix: a generic address outside the .shared window is undefined.
+  if (m.shared == nullptr || c < m.shared || c >= m.shared + m.shared_capacity)
+    fail("a generic address converted to .shared does not point into shared memory");
+  return static_cast<uint32_t>(c - m.shared);
+}
+
+// PTX ISA 9.0, section 9.7.9.x "shfl.sync" (mode .bfly): j = lane ^ b[4:0], taken from lane j
+// when j <= maxLane (31 for a full-width shuffle, c = 0x1f), else the lane's own value; the
+// executing thread waits until every thread of membermask has executed shfl.sync. CUDA's
+// __shfl_xor_sync(mask, v, laneMask, 32) is that instruction (Programming Guide, "Warp Shuffle
+// Functions"). Only the full warp and width 32 are emulated: what the kernels use.
+uint32_t shfl_xor(unsigned mask, uint32_t value, int lane_mask, int width) {
+  if (mask != 0xffffffffu) fail("__shfl_xor_sync with a partial member mask (not emulated)");
+  if (width != kWarpSize) fail("__shfl_xor_sync with width != 32 (not emulated)");
+  m.warps[m.current / kWarpSize].shfl_lane_mask[m.current % kWarpSize] = static_cast<uint32_t>(lane_mask) & 31u;
+  const std::array<uint32_t, 10> in{value};
+  return warp_collective(Op::kShfl, in, [](WarpOp& w) {
+    for (int lane = 0; lane < kWarpSize; ++lane) {
+      const uint32_t j = static_cast<uint32_t>(lane) ^ w.shfl_lane_mask[lane];
+      w.out[lane][0] = w.in[j <= 31 ? j : lane][0];
+    }
+  })[0];
+}
+
+// PTX ISA 9.0, 9.7.14.5.15 "Warp-level matrix load instruction: ldmatrix", shape .m8n8, .x4,
+// .b16: "Addresses addr0-addr7 correspond to the rows of the first matrix, addresses
+// addr8-addr15 to the rows of the second matrix, and so on" (for .x4 thread t provides addr_t);
+// each address is the start of a 16-byte row and "must be naturally aligned". "Each thread in a
+// warp loads fragments of a row, with thread 0 receiving the first fragment in its register r,
+// and so on. A group of four threads loads an entire row": thread t gets, in register i (matrix
+// i), the elements (row t/4, columns 2*(t%4) and 2*(t%4)+1), the lower column in the low half.
+// ".trans indicates that the matrix is loaded in column-major format": address addr_{8i+c} is
+// then column c of matrix i, so element (row, col) is at addr_{8i+col} + 2*row.
+void ldmatrix_x4(uint32_t (&r)[4], uint32_t shared_addr, bool trans) {
+  const std::array<uint32_t, 10> in{shared_addr};
+  const auto& out = warp_collective(trans ? Op::kLdmatrixTrans : Op::kLdmatrix, in, [trans](WarpOp& w) {
+    for (int t = 0; t < kWarpSize; ++t) {
+      const uint32_t addr = w.in[t][0];
+      std::ostringstream s;
+      if (addr % 16 != 0) s << "ldmatrix: the row address of lane " << t << " is " << addr << ", not 16-byte aligned";
+      else if (addr + 16 > m.smem_bytes)
+        s << "ldmatrix: the row of lane " << t << " reads shared bytes [" << addr << ", " << addr + 16
+          << ") past the " << m.smem_bytes << " bytes the launch asked for";
+      if (!s.str().empty()) fail_warp(s.str());
+    }
+    for (int t = 0; t < kWarpSize; ++t) {
+      const int row = t / 4, col0 = 2 * (t % 4);
+      for (int i = 0; i < 4; ++i) {
+        uint32_t element[2];
+        for (int e = 0; e < 2; ++e) {
+          const int col = col0 + e;
+          element[e] = trans ? shared_b16(w.in[8 * i + col][0] + 2 * row) : shared_b16(w.in[8 * i + row][0] + 2 * col);
+        }
+        w.out[t][i] = element[0] | element[1] << 16;
+      }
+    }
+  });
+  for (int i = 0; i < 4; ++i) r[i] = out[i];
+}
+
+// PTX ISA 9.0, 9.7.14.5.8 "Matrix Fragments for mma.m16n8k16 with floating point type", .bf16
+// multiplicands, .f32 accumulators; D = A * B + C with A 16x16 (.row), B 16x8 (.col), C, D 16x8.
+// groupID = %laneid >> 2, threadID_in_group = %laneid % 4, elements "low to high" (a0 in the low
+// half of the first register):
+//   A, a0..a7 in four .b32: row = groupID for ai with 0 <= i < 2 || 4 <= i < 6, else groupID + 8;
+//                           col = threadID_in_group*2 + (i & 1), plus 8 for i >= 4
+//   B, b0..b3 in two .b32:  row = threadID_in_group*2 + (i & 1), plus 8 for i >= 2; col = groupID
+//   C/D, c0..c3 (.f32):     row = groupID for i < 2, else groupID + 8; col = threadID_in_group*2 + (i & 1)
+// The ISA leaves the order and precision of the internal sum open; here each product (exact for
+// bf16) is summed in double and D rounded once to fp32.
+void mma_m16n8k16_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  std::array<uint32_t, 10> in{a[0], a[1], a[2], a[3], b0, b1};
+  std::memcpy(&in[6], c, sizeof(c));
+  const auto& out = warp_collective(Op::kMma, in, [](WarpOp& w) {
+    double A[16][16], B[16][8], C[16][8];
+    for (int lane = 0; lane < kWarpSize; ++lane) {
+      const int group = lane >> 2, tig = lane % 4;
+      const auto& v = w.in[lane];
+      for (int i = 0; i < 8; ++i) {
+        const int row = (i < 2 || (i >= 4 && i < 6)) ? group : group + 8;
+        const int col = tig * 2 + (i & 1) + (i >= 4 ? 8 : 0);
+        A[row][col] = bf16_half(v[i / 2], i % 2);
+      }
+      for (int i = 0; i < 4; ++i) {
+        const int row = tig * 2 + (i & 1) + (i >= 2 ? 8 : 0);
+        B[row][group] = bf16_half(v[4 + i / 2], i % 2);
+      }
+      for (int i = 0; i < 4; ++i) {
+        float ci;
+        std::memcpy(&ci, &v[6 + i], 4);
+        C[i < 2 ? group : group + 8][tig * 2 + (i & 1)] = ci;
+      }
+    }
+    for (int lane = 0; lane < kWarpSize; ++lane) {
+      const int group = lane >> 2, tig = lane % 4;
+      for (int i = 0; i < 4; ++i) {
+        const int row = i < 2 ? group : group + 8, col = tig * 2 + (i & 1);
+        double d = C[row][col];
+        for (int k = 0; k < 16; ++k) d += A[row][k] * B[k][col];
+        const float df = static_cast<float>(d);
+        std::memcpy(&w.out[lane][i], &df, 4);
+      }
+    }
+  });
+  std::memcpy(c, out.data(), sizeof(c));
+}
+
+// barrier.sync 0 (PTX ISA 9.0, "bar.sync / barrier.sync"): waits until every thread of the CTA
+// that has not exited arrives. The CUDA Programming Guide allows __syncthreads in conditional code
+// only if the condition is the same across the block, so arrivals at two different call sites
+// are reported as misuse, not matched as the hardware might.
+void syncthreads(const std::source_location& where) {
+  if (m.barrier_arrived > 0 &&
+      (where.line() != m.barrier_site.line() || std::strcmp(where.file_name(), m.barrier_site.file_name()) != 0)) {
+    std::ostringstream s;
+    s << "__syncthreads at " << where.file_name() << ":" << where.line() << " while other threads wait at the one at "
+      << m.barrier_site.file_name() << ":" << m.barrier_site.line();
+    fail(s.str());
+  }
+  m.barrier_site = where;
+  ++m.barrier_arrived;
+  m.fibers[m.current].state = State::kAtBarrier;
+  yield();
+}
+
+namespace {
+
+// Releases the barrier when every live thread waits at it.
+void release_barrier_if_complete() {
+  if (m.barrier_arrived == 0) return;
+  int live = 0;
+  for (int t = 0; t < m.num_threads; ++t) live += m.fibers[t].state != State::kExited;
+  if (m.barrier_arrived < live) return;
+  m.barrier_arrived = 0;
+  for (int t = 0; t < m.num_threads; ++t)
+    if (m.fibers[t].state == State::kAtBarrier) m.fibers[t].state = State::kRunnable;
+}
+
+// Nothing can run and not every thread has exited: say who waits where.
+[[noreturn]] void report_deadlock() {
+  std::ostringstream s;
+  s << block_name() << ": deadlock:";
+  for (int warp = 0; warp < m.num_threads / kWarpSize; ++warp) {
+    const std::string at_op = lanes_in(warp, State::kAtWarpOp);
+    if (at_op.empty()) continue;
+    s << " divergent warp collective in warp " << warp << ": lanes " << at_op << " wait at "
+      << op_name(m.warps[warp].op);
+    const std::string at_barrier = lanes_in(warp, State::kAtBarrier);
+    if (!at_barrier.empty()) s << ", lanes " << at_barrier << " at __syncthreads";
+    s << ";";
+  }
+  if (m.barrier_arrived > 0)
+    s << " __syncthreads at " << m.barrier_site.file_name() << ":" << m.barrier_site.line() << " reached by "
+      << m.barrier_arrived << " threads, not by every live thread";
+  throw Violation(s.str());
+}
+
+void run_block(const uint3& block_index) {
+  blockIdx = block_index;
+  // Shared memory is uninitialised on the device: NaN bytes make a read-before-write visible;
+  // a canary past the launch's size catches stores beyond what the launch asked for.
+  if (m.shared != nullptr) {
+    std::memset(m.shared, m.unwritten_shared, m.smem_bytes);
+    std::memset(m.shared + m.smem_bytes, kCanary, m.shared_capacity - m.smem_bytes);
+  }
+  for (int t = 0; t < m.num_threads; ++t) {
+    Fiber& f = m.fibers[t];
+    getcontext(&f.context);
+    f.context.uc_stack.ss_sp = f.stack.get();
+    f.context.uc_stack.ss_size = kStackBytes;
+    f.context.uc_link = &m.scheduler;
+    makecontext(&f.context, fiber_main, 0);
+    f.state = State::kRunnable;
+  }
+  for (auto& w : m.warps) w.arrived = 0;
+  m.barrier_arrived = 0;
+  const int num_warps = m.num_threads / kWarpSize;
+  for (;;) {
+    bool ran = false, all_exited = true;
+    for (int i = 0; i < num_warps; ++i) {
+      const int warp = m.schedule == Schedule::kWarpsDescending ? num_warps - 1 - i : i;
+      bool warp_ran;
+      do {  // one pass over the warp's lanes, repeated until it blocks unless in lockstep
+        warp_ran = false;
+        for (int t = warp * kWarpSize; t < (warp + 1) * kWarpSize; ++t) {
+          if (m.fibers[t].state != State::kRunnable) continue;
+          threadIdx = uint3{t % blockDim.x, (t / blockDim.x) % blockDim.y, t / (blockDim.x * blockDim.y)};
+          m.current = t;
+          swapcontext(&m.scheduler, &m.fibers[t].context);
+          m.current = -1;
+          ran = warp_ran = true;
+          if (!m.failure.empty()) throw Violation(m.failure);
+          release_barrier_if_complete();
+        }
+      } while (warp_ran && m.schedule != Schedule::kLockstep);
+    }
+    for (int t = 0; t < m.num_threads; ++t) all_exited &= m.fibers[t].state == State::kExited;
+    if (all_exited) break;
+    for (int warp = 0; warp < num_warps; ++warp) {
+      // A lane exited while the rest of its warp waits in a collective: undefined on the device.
+      const std::string exited = lanes_in(warp, State::kExited), waiting = lanes_in(warp, State::kAtWarpOp);
+      if (!exited.empty() && !waiting.empty())
+        throw Violation(block_name() + ": divergent warp collective in warp " + std::to_string(warp) + ": lanes " +
+                        waiting + " wait at " + op_name(m.warps[warp].op) + ", lanes " + exited + " exited");
+    }
+    if (!ran) report_deadlock();
+  }
+  for (size_t i = m.smem_bytes; m.shared != nullptr && i < m.shared_capacity; ++i) {
+    if (m.shared[i] != kCanary)
+      throw Violation(block_name() + ": shared memory written at byte " + std::to_string(i) + ", past the " +
+                      std::to_string(m.smem_bytes) + " bytes the launch asked for");
+  }
+}
+
+}  // namespace
+
+void launch(dim3 grid, dim3 block, size_t smem_bytes, const std::function<void()>& body) {
+  const size_t threads = static_cast<size_t>(block.x) * block.y * block.z;
+  if (threads == 0 || threads > 1024 || threads % kWarpSize != 0)
+    throw Violation("launch with " + std::to_string(threads) + " threads per block: the emulator runs 32..1024 "
+                    "threads in whole warps");
+  if (grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.y > 65535 || grid.z > 65535)
+    throw Violation("launch with an empty or oversized grid");
+  if (smem_bytes > kSharedCapacity)
+    throw Violation("launch asks " + std::to_string(smem_bytes) + " bytes of dynamic shared memory, more than the " +
+                    std::to_string(kSharedCapacity) + " an sm_90 block can have");
+  if (smem_bytes > 0 && m.shared == nullptr) throw Violation("launch with shared memory before set_shared_memory");
+  m.smem_bytes = smem_bytes;
+  m.num_threads = static_cast<int>(threads);
+  m.body = &body;
+  m.failure.clear();
+  while (m.fibers.size() < threads) {
+    m.fibers.emplace_back();
+    m.fibers.back().stack = std::make_unique<char[]>(kStackBytes);
+  }
+  m.warps.resize(threads / kWarpSize);
+  gridDim = grid;
+  blockDim = block;
+  for (unsigned z = 0; z < grid.z; ++z)
+    for (unsigned y = 0; y < grid.y; ++y)
+      for (unsigned x = 0; x < grid.x; ++x) run_block(uint3{x, y, z});
+}
+
+}  // namespace gpt2cc::emu

@@ -1,0 +1,96 @@
+// A CUDA-execution emulator for exactly what kernels/flash_attention_device.cuh uses, so its
+// device code runs on the CPU, compiled by g++ as host C++: blocks run one after another, the
+// threads of a block as cooperative fibers sharing one static shared-memory buffer.
+// __syncthreads is a block barrier; __shfl_xor_sync, ldmatrix and mma.sync m16n8k16 are warp
+// collectives: all 32 lanes arrive, then each lane's result is computed from every lane's input,
+// as the PTX ISA defines them (cuda_emu.cpp cites the sections). Misuse the hardware would punish
+// (a divergent collective, a barrier not reached by every thread, a misaligned or out-of-range
+// ldmatrix, shared memory used past the launch's size) throws emu::Violation naming block/lane.
+#pragma once
+
+#include <cuda_bf16.h>  // the host side of bf16 and its conversions; also dim3, uint4, make_uint4
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <source_location>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+
+// cuda_bf16.h brings CUDA's host_defines.h, which on the host already empties __global__,
+// __device__, __shared__ and makes __forceinline__ an always-inline `inline`; __launch_bounds__
+// is only defined for nvcc.
+#ifndef __launch_bounds__
+#define __launch_bounds__(...)
+#endif
+static_assert(sizeof(dim3) == 12, "dim3 from vector_types.h");
+
+// The built-in variables of the running thread: set by the scheduler before it resumes a fiber.
+extern uint3 threadIdx;
+extern uint3 blockIdx;
+extern dim3 blockDim;
+extern dim3 gridDim;
+
+namespace gpt2cc::emu {
+
+// A rule of the CUDA/PTX execution model broken by the emulated code (or a launch the hardware
+// would refuse). Thrown by launch() after the block is abandoned.
+struct Violation : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// Shared memory: one static buffer for every block of every launch (what `extern __shared__`
+// declarations in the emulated code must be defined as: see set_shared_memory).
+inline constexpr size_t kSharedCapacity = 227 * 1024;  // the sm_90 per-block maximum
+
+// Registers the definition of the code's `extern __shared__` array (kSharedCapacity bytes,
+// 16-byte aligned) as the shared window; launches use its first smem_bytes bytes.
+void set_shared_memory(unsigned char* base, size_t capacity);
+// The byte every block's shared memory starts filled with (default 0xFF: NaN as bf16 and fp32,
+// so a read of shared memory the block never wrote shows in the results).
+void set_unwritten_shared_byte(unsigned char byte);
+
+// The order in which the threads of a block run between barriers and collectives. A kernel
+// without races computes the same bits under every schedule; one missing a __syncthreads does
+// not: run it under each and compare.
+//   kWarpsAscending : warp 0 runs until it waits at a barrier (or all of it exited), then warp 1, ...
+//   kWarpsDescending: the same from the last warp down
+//   kLockstep       : one collective per warp in turn (warps advance together)
+enum class Schedule { kWarpsAscending, kWarpsDescending, kLockstep };
+inline constexpr Schedule kSchedules[] = {Schedule::kWarpsAscending, Schedule::kWarpsDescending, Schedule::kLockstep};
+void set_schedule(Schedule schedule);
+
+// Runs body() as every thread of every block of the grid. Throws Violation on misuse.
+void launch(dim3 grid, dim3 block, size_t smem_bytes, const std::function<void()>& body);
+
+template <class Kernel, class... Args>
+void launch(dim3 grid, dim3 block, size_t smem_bytes, Kernel kernel, const Args&... args) {
+  launch(grid, block, smem_bytes, std::function<void()>([&] { kernel(args...); }));
+}
+
+// Instruction emulations (PTX ISA 9.0 semantics; see cuda_emu.cpp).
+uint32_t shared_address(const void* p);                                   // cvta.to.shared
+void ldmatrix_x4(uint32_t (&r)[4], uint32_t shared_addr, bool trans);     // ldmatrix.sync.aligned.m8n8.x4{.trans}.shared.b16
+void mma_m16n8k16_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1);  // mma.sync...row.col.f32.bf16.bf16.f32
+uint32_t shfl_xor(unsigned mask, uint32_t value, int lane_mask, int width);  // shfl.sync.bfly.b32
+void syncthreads(const std::source_location& where);                      // barrier.sync 0
+
+}  // namespace gpt2cc::emu
+
+// The CUDA intrinsics the emulated code calls, by their CUDA names.
+template <class T>
+inline T __shfl_xor_sync(unsigned mask, T value, int lane_mask, int width = 32) {
+  static_assert(sizeof(T) == 4 && std::is_trivially_copyable_v<T>, "the emulator shuffles 32-bit values");
+  uint32_t bits;
+  std::memcpy(&bits, &value, 4);
+  bits = gpt2cc::emu::shfl_xor(mask, bits, lane_mask, width);
+  std::memcpy(&value, &bits, 4);
+  return value;
+}
+inline void __syncthreads(const std::source_location& where = std::source_location::current()) {
+  gpt2cc::emu::syncthreads(where);
+}
+inline size_t __cvta_generic_to_shared(const void* p) { return gpt2cc::emu::shared_address(p); }

@@ -1,0 +1,65 @@
+// The flash attention kernels compiled for the emulator: cuda_emu.hpp first (the CUDA built-ins
+// on the host), then the device header with GPT2CC_CUDA_EMULATION, which swaps only the bodies of
+// ldmatrix_x4, ldmatrix_x4_trans and mma_bf16 for the emulator's. The launches below mirror
+// launch_forward / launch_backward of kernels/flash_attention.cu through the header's functions.
+#include "emu/flash_emu.hpp"
+
+#include <vector>
+
+#include "emu/cuda_emu.hpp"
+#define GPT2CC_CUDA_EMULATION 1
+#include "kernels/flash_attention_device.cuh"
+
+namespace gpt2cc::cuda::flash {
+// What the kernels' `extern __shared__ unsigned char smem[]` declarations refer to on the host.
+alignas(16) unsigned char smem[emu::kSharedCapacity];
+}  // namespace gpt2cc::cuda::flash
+
+namespace gpt2cc::emu {
+namespace {
+
+namespace flash = cuda::flash;
+
+template <int HS>
+void launch_forward(const flash::FlashForwardParams& p, int B) {
+  const flash::LaunchShape l = flash::forward_launch<HS>(B, p.T, p.NH);
+  launch(l.grid, l.block, l.smem_bytes, flash::flash_attention_forward_kernel<HS>, p);
+}
+
+template <int HS>
+void launch_backward(const flash::FlashBackwardParams& p, const bf16* out, float* delta, int B) {
+  const flash::LaunchShape ld = flash::delta_launch(B, p.T, p.NH);
+  launch(ld.grid, ld.block, ld.smem_bytes, flash::flash_attention_delta_kernel<HS>, delta, p.dout, out, B, p.T,
+         p.NH);
+  const flash::LaunchShape lk = flash::backward_dkdv_launch<HS>(B, p.T, p.NH);
+  launch(lk.grid, lk.block, lk.smem_bytes, flash::flash_attention_backward_dkdv_kernel<HS>, p);
+  const flash::LaunchShape lq = flash::backward_dq_launch<HS>(B, p.T, p.NH);
+  launch(lq.grid, lq.block, lq.smem_bytes, flash::flash_attention_backward_dq_kernel<HS>, p);
+}
+
+void check_head_size(int C, int NH) {
+  if (NH < 1 || C % NH != 0 || (C / NH != 64 && C / NH != 128))
+    throw Violation("flash attention emulation: head size C/NH must be 64 or 128");
+}
+
+}  // namespace
+
+void flash_attention_forward(bf16* out, float* lse, const bf16* qkv, int B, int T, int C, int NH) {
+  check_head_size(C, NH);
+  set_shared_memory(flash::smem, sizeof(flash::smem));
+  const flash::FlashForwardParams p = flash::forward_params(out, lse, qkv, T, C, NH);
+  if (C / NH == 64) launch_forward<64>(p, B);
+  else launch_forward<128>(p, B);
+}
+
+void flash_attention_backward(bf16* dqkv, const bf16* dout, const float* lse, const bf16* out, const bf16* qkv,
+                              int B, int T, int C, int NH) {
+  check_head_size(C, NH);
+  set_shared_memory(flash::smem, sizeof(flash::smem));
+  std::vector<float> delta(static_cast<size_t>(B) * NH * T);
+  const flash::FlashBackwardParams p = flash::backward_params(dqkv, dout, lse, delta.data(), qkv, T, C, NH);
+  if (C / NH == 64) launch_backward<64>(p, out, delta.data(), B);
+  else launch_backward<128>(p, out, delta.data(), B);
+}
+
+}  // namespace gpt2cc::emu

@@ -1,0 +1,261 @@
+// Self-tests of the CUDA emulator (cuda_emu.hpp): mma.m16n8k16 on fragments laid out by the PTX
+// ISA's per-register tables equals a scalar 16x8x16 product; ldmatrix.x4 (and .trans) of known
+// 8x8 patterns; xor shuffles; the block barrier, the built-in indices and the schedules; and
+// every misuse the emulator promises to catch (divergent collectives, mismatched barriers, misaligned or
+// out-of-range ldmatrix, shared memory past the launch's size, non-shared addresses).
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <utility>
+#include <vector>
+
+#include "common/test_common.hpp"
+#include "emu/cuda_emu.hpp"
+
+using namespace gpt2cc;
+
+namespace {
+
+alignas(16) unsigned char g_shared[emu::kSharedCapacity];
+
+void use_test_shared() { emu::set_shared_memory(g_shared, sizeof(g_shared)); }
+
+uint16_t bf16_bits(float x) {
+  const __nv_bfloat16 b = __float2bfloat16_rn(x);
+  uint16_t bits;
+  std::memcpy(&bits, &b, 2);
+  return bits;
+}
+// Two 16-bit values in one register, `lo` in bits 0-15 (the PTX "low to high" element order).
+uint32_t pack(uint16_t lo, uint16_t hi) { return lo | static_cast<uint32_t>(hi) << 16; }
+
+}  // namespace
+
+TEST_CASE("emulated mma.m16n8k16 bf16 equals a scalar 16x8x16 product", "[emu][core]") {
+  // Values on a bf16 grid, so the fragments hold them exactly; C in fp32.
+  const auto a_vals = test::random_vector(16 * 16, 1, -2.0f, 2.0f), b_vals = test::random_vector(16 * 8, 2, -2.0f, 2.0f);
+  const auto c_vals = test::random_vector(16 * 8, 3, -1.0f, 1.0f);
+  float A[16][16], B[16][8], C[16][8];
+  for (int i = 0; i < 16 * 16; ++i) A[i / 16][i % 16] = __bfloat162float(__float2bfloat16_rn(a_vals[i]));
+  for (int i = 0; i < 16 * 8; ++i) B[i / 8][i % 8] = __bfloat162float(__float2bfloat16_rn(b_vals[i]));
+  for (int i = 0; i < 16 * 8; ++i) C[i / 8][i % 8] = c_vals[i];
+
+  // Per lane (g = lane/4, t = lane%4), register by register as the PTX tables place them:
+  //   a: {A[g][2t],A[g][2t+1]} {A[g+8][2t],..} {A[g][2t+8],..} {A[g+8][2t+8],..}
+  //   b: {B[2t][g],B[2t+1][g]} {B[2t+8][g],B[2t+9][g]}    c/d: D[g][2t], D[g][2t+1], D[g+8][2t], D[g+8][2t+1]
+  float D[16][8];
+  emu::launch(dim3(1), dim3(32), 0, [&] {
+    const int lane = static_cast<int>(threadIdx.x), g = lane / 4, t = lane % 4;
+    const auto pa = [&](int r, int c) { return pack(bf16_bits(A[r][c]), bf16_bits(A[r][c + 1])); };
+    const uint32_t a[4] = {pa(g, 2 * t), pa(g + 8, 2 * t), pa(g, 2 * t + 8), pa(g + 8, 2 * t + 8)};
+    const uint32_t b0 = pack(bf16_bits(B[2 * t][g]), bf16_bits(B[2 * t + 1][g]));
+    const uint32_t b1 = pack(bf16_bits(B[2 * t + 8][g]), bf16_bits(B[2 * t + 9][g]));
+    float c[4] = {C[g][2 * t], C[g][2 * t + 1], C[g + 8][2 * t], C[g + 8][2 * t + 1]};
+    emu::mma_m16n8k16_bf16(c, a, b0, b1);
+    D[g][2 * t] = c[0];
+    D[g][2 * t + 1] = c[1];
+    D[g + 8][2 * t] = c[2];
+    D[g + 8][2 * t + 1] = c[3];
+  });
+  std::vector<float> got, want;
+  for (int i = 0; i < 16; ++i) {
+    for (int j = 0; j < 8; ++j) {
+      double d = C[i][j];
+      for (int k = 0; k < 16; ++k) d += static_cast<double>(A[i][k]) * B[k][j];
+      got.push_back(D[i][j]);
+      want.push_back(static_cast<float>(d));
+    }
+  }
+  test::expect_close(got, want, 1e-6, 1e-6, "mma D");
+}
+
+TEST_CASE("emulated ldmatrix.x4 loads known 8x8 patterns, plain and transposed", "[emu][core]") {
+  use_test_shared();
+  // Four 8x8 matrices of 16-bit values M_i[r][c] = 256*i + 16*r + c, rows 48 bytes apart (a padded
+  // pitch), matrices at scattered 16-byte-aligned offsets: lane l gives the row address of matrix
+  // l/8, row l%8.
+  constexpr int kPitch = 24;  // elements
+  const int base[4] = {0, 8 * kPitch + 8, 2 * 8 * kPitch, 3 * 8 * kPitch + 16};
+  const auto value = [](int i, int r, int c) { return static_cast<uint16_t>(256 * i + 16 * r + c); };
+  for (const bool trans : {false, true}) {
+    INFO("trans=" << trans);
+    uint32_t reg[32][4];
+    emu::launch(dim3(1), dim3(32), 4 * 8 * kPitch * 2 + 64, [&] {
+      auto* s = reinterpret_cast<uint16_t*>(g_shared);
+      const int lane = static_cast<int>(threadIdx.x);
+      for (int i = 0; i < 4; ++i)  // lane l writes row l/4, columns 2(l%4)..+1 of every matrix
+        for (int c = 2 * (lane % 4); c < 2 * (lane % 4) + 2; ++c) s[base[i] + lane / 4 * kPitch + c] = value(i, lane / 4, c);
+      __syncthreads();
+      uint32_t r[4];
+      emu::ldmatrix_x4(r, emu::shared_address(s + base[lane / 8] + lane % 8 * kPitch), trans);
+      std::memcpy(reg[lane], r, sizeof(r));
+    });
+    int wrong = 0;
+    for (int lane = 0; lane < 32; ++lane) {
+      const int row = lane / 4, col = 2 * (lane % 4);
+      for (int i = 0; i < 4; ++i) {
+        // Plain: lane holds (row, col..col+1) of M_i; .trans: of M_i^T, i.e. M_i[col..col+1][row].
+        const uint32_t want = trans ? pack(value(i, col, row), value(i, col + 1, row))
+                                    : pack(value(i, row, col), value(i, row, col + 1));
+        wrong += reg[lane][i] != want;
+      }
+    }
+    CHECK(wrong == 0);
+  }
+}
+
+TEST_CASE("emulated __shfl_xor_sync exchanges between lane and lane ^ mask", "[emu][core]") {
+  float got[5][32], sum[32];
+  emu::launch(dim3(1), dim3(64), 0, [&] {
+    const int lane = static_cast<int>(threadIdx.x % 32), warp = static_cast<int>(threadIdx.x / 32);
+    const float v = 10.0f * lane + 100.0f * warp;
+    for (int k = 0; k < 5; ++k) {
+      const float x = __shfl_xor_sync(0xffffffffu, v, 1 << k);
+      if (warp == 1) got[k][lane] = x;
+    }
+    float s = v;
+    for (int offset = 16; offset > 0; offset >>= 1) s += __shfl_xor_sync(0xffffffffu, s, offset);
+    if (warp == 0) sum[lane] = s;
+  });
+  int wrong = 0;
+  for (int k = 0; k < 5; ++k)
+    for (int lane = 0; lane < 32; ++lane) wrong += got[k][lane] != 10.0f * (lane ^ (1 << k)) + 100.0f;
+  CHECK(wrong == 0);
+  for (int lane = 0; lane < 32; ++lane) CHECK(sum[lane] == 4960.0f);  // 10 * (0 + 1 + ... + 31)
+}
+
+TEST_CASE("emulated __syncthreads orders shared memory across the block; built-in indices", "[emu][core]") {
+  use_test_shared();
+  const dim3 grid(3, 2), block(128);
+  std::vector<int> seen(grid.x * grid.y * block.x, -1), flat(grid.x * grid.y * block.x, -1);
+  for (const bool barrier : {true, false}) {
+    INFO("barrier=" << barrier);
+    emu::launch(grid, block, block.x * sizeof(int), [&] {
+      auto* s = reinterpret_cast<int*>(g_shared);
+      const int t = static_cast<int>(threadIdx.x), b = static_cast<int>(blockIdx.y * gridDim.x + blockIdx.x);
+      s[t] = 1000 * b + t;
+      if (barrier) __syncthreads();
+      seen[b * blockDim.x + t] = s[(t + 1) % blockDim.x];
+      flat[b * blockDim.x + t] = b * static_cast<int>(blockDim.x) + t;
+    });
+    int ordered = 0;
+    for (int b = 0; b < 6; ++b)
+      for (int t = 0; t < 128; ++t) ordered += seen[b * 128 + t] == 1000 * b + (t + 1) % 128;
+    // Without the barrier thread t runs to its end before thread t+1 stores: it reads the 0xFF fill.
+    CHECK(ordered == (barrier ? 6 * 128 : 6));
+    for (int i = 0; i < 6 * 128; ++i) CHECK(flat[i] == i);
+  }
+}
+
+TEST_CASE("emulated schedules: warps one after another either way, or in lockstep", "[emu][core]") {
+  // Each thread logs (warp, step) at two steps separated by a warp collective.
+  for (const emu::Schedule schedule : emu::kSchedules) {
+    INFO("schedule " << static_cast<int>(schedule));
+    std::vector<std::pair<int, int>> log;
+    emu::set_schedule(schedule);
+    emu::launch(dim3(1), dim3(128), 0, [&] {
+      const int warp = static_cast<int>(threadIdx.x / 32);
+      log.emplace_back(warp, 0);
+      __shfl_xor_sync(0xffffffffu, 0, 1);
+      log.emplace_back(warp, 1);
+    });
+    emu::set_schedule(emu::Schedule::kWarpsAscending);
+    REQUIRE(log.size() == 256);
+    int out_of_order = 0;
+    for (size_t i = 1; i < log.size(); ++i) {
+      if (schedule == emu::Schedule::kWarpsAscending) out_of_order += log[i].first < log[i - 1].first;
+      if (schedule == emu::Schedule::kWarpsDescending) out_of_order += log[i].first > log[i - 1].first;
+    }
+    if (schedule == emu::Schedule::kLockstep) {
+      // Every warp logs step 0 before any goes on, except the lane completing each of warps 0-2's
+      // shuffle, which runs on to step 1 until its next collective (here: the end).
+      const auto last_step0 = std::find(log.rbegin(), log.rend(), std::make_pair(3, 0)).base() - log.begin();
+      out_of_order = static_cast<int>(std::count_if(log.begin(), log.begin() + last_step0,
+                                                    [](const auto& e) { return e.second == 1; })) - 3;
+    }
+    CHECK(out_of_order == 0);
+    CHECK(log.front() == std::make_pair(schedule == emu::Schedule::kWarpsDescending ? 3 : 0, 0));
+  }
+}
+
+TEST_CASE("the emulator reports misuse the hardware would punish", "[emu][core]") {
+  use_test_shared();
+  const auto lane = [] { return static_cast<int>(threadIdx.x % 32); };
+  SECTION("a warp collective that not every lane reaches") {
+    CHECK_THROWS_WITH(emu::launch(dim3(1), dim3(32), 0,
+                                  [&] {
+                                    if (lane() < 16) __shfl_xor_sync(0xffffffffu, 1.0f, 1);
+                                  }),
+                      Catch::Contains("divergent warp collective") && Catch::Contains("lanes 0-15 wait at shfl") &&
+                          Catch::Contains("lanes 16-31 exited"));
+  }
+  SECTION("lanes of one warp at different collectives") {
+    CHECK_THROWS_WITH(emu::launch(dim3(2), dim3(64), 1024,
+                                  [&] {
+                                    uint32_t r[4];
+                                    float c[4] = {};
+                                    const uint32_t a[4] = {};
+                                    if (threadIdx.x < 40) emu::ldmatrix_x4(r, 0, false);
+                                    else emu::mma_m16n8k16_bf16(c, a, 0, 0);
+                                  }),
+                      Catch::Contains("block (0,0,0)") && Catch::Contains("warp 1") &&
+                          Catch::Contains("executes mma.m16n8k16 while lanes 0-7 wait at ldmatrix.x4"));
+  }
+  SECTION("__syncthreads at two different places") {
+    // Outside the CHECK macro: tokens inside a macro argument all get the macro's line.
+    const auto two_barriers = [] {
+      if (threadIdx.x < 32) __syncthreads();
+      else __syncthreads();
+    };
+    CHECK_THROWS_WITH(emu::launch(dim3(1), dim3(64), 0, two_barriers),
+                      Catch::Contains("__syncthreads at") && Catch::Contains("while other threads wait at the one at"));
+  }
+  SECTION("a __syncthreads that a live thread never reaches") {
+    CHECK_THROWS_WITH(emu::launch(dim3(1), dim3(128), 0,
+                                  [&] {
+                                    if (threadIdx.x < 48) __syncthreads();
+                                    else __shfl_xor_sync(0xffffffffu, 0, 1);
+                                  }),
+                      Catch::Contains("deadlock") && Catch::Contains("warp 1: lanes 16-31 wait at shfl.sync.bfly") &&
+                          Catch::Contains("lanes 0-15 at __syncthreads") && Catch::Contains("reached by 48 threads"));
+  }
+  SECTION("ldmatrix with a row address that is not 16-byte aligned") {
+    CHECK_THROWS_WITH(emu::launch(dim3(1), dim3(32), 4096,
+                                  [&] {
+                                    uint32_t r[4];
+                                    emu::ldmatrix_x4(r, static_cast<uint32_t>(16 * lane() + (lane() == 5 ? 8 : 0)), true);
+                                  }),
+                      Catch::Contains("block (0,0,0), warp 0: ldmatrix: the row address of lane 5 is 88, not 16-byte aligned"));
+  }
+  SECTION("ldmatrix past the shared memory the launch asked for") {
+    CHECK_THROWS_WITH(emu::launch(dim3(1), dim3(32), 1024,
+                                  [&] {
+                                    uint32_t r[4];
+                                    emu::ldmatrix_x4(r, static_cast<uint32_t>(lane() == 3 ? 1024 : 16 * lane()), false);
+                                  }),
+                      Catch::Contains("lane 3 reads shared bytes [1024, 1040) past the 1024 bytes"));
+  }
+  SECTION("a store past the shared memory the launch asked for") {
+    CHECK_THROWS_WITH(emu::launch(dim3(1), dim3(32), 1024, [&] { g_shared[1024 + threadIdx.x] = 1; }),
+                      Catch::Contains("shared memory written at byte 1024, past the 1024 bytes"));
+  }
+  SECTION("a generic address outside shared memory used as a shared one") {
+    static int global_value = 0;
+    CHECK_THROWS_WITH(emu::launch(dim3(1), dim3(32), 0, [&] { emu::shared_address(&global_value); }),
+                      Catch::Contains("thread 0 (warp 0, lane 0)") && Catch::Contains("does not point into shared"));
+  }
+  SECTION("launches the hardware would refuse, and what is not emulated") {
+    CHECK_THROWS_WITH(emu::launch(dim3(1), dim3(32), emu::kSharedCapacity + 16, [] {}),
+                      Catch::Contains("more than the 232448 an sm_90 block can have"));
+    CHECK_THROWS_WITH(emu::launch(dim3(1), dim3(48), 0, [] {}), Catch::Contains("whole warps"));
+    CHECK_THROWS_WITH(emu::launch(dim3(1), dim3(32), 0, [] { __shfl_xor_sync(0xffffu, 0, 1); }),
+                      Catch::Contains("partial member mask"));
+  }
+  // After a reported launch the emulator starts clean.
+  int ran = 0;
+  emu::launch(dim3(2), dim3(32), 0, [&] { ran += __shfl_xor_sync(0xffffffffu, 1, 16); });
+  CHECK(ran == 64);
+}

@@ -1,0 +1,124 @@
+// The flash attention kernels (kernels/flash_attention_device.cuh) executed by the CPU emulator
+// against cpu::attention_forward / _backward (no dropout) on the same bf16-rounded qkv and dout,
+// with the metrics of tests/cuda/test_bf16_flash_attention.cpp: relative L2 error <= 1e-2 for out
+// and for dq, dk, dv separately, the saved log-sum-exp within 1e-4 of a double-precision one.
+// Shapes: HS 64 and 128, T = 1, 17, 64, 65, 130, 257 (a 1-row tile, partial last tiles, exactly
+// one tile, several tiles and the diagonal), B*NH > 1, and q, k of range 4 (peaked softmax, row
+// maxima that move between tiles: the online rescaling). Outputs start poisoned (NaN) with a poisoned
+// guard band of one tile past the end that must stay untouched; every schedule of the warps
+// (emu::Schedule) must give the same bits, and so must the backward run again over different
+// garbage (output buffer and uninitialised shared memory).
+#include <catch2/catch.hpp>
+
+#include <cstddef>
+#include <cstring>
+#include <vector>
+
+#include "cpu/attention.hpp"
+#include "cuda/bf16_host_util.hpp"
+#include "cuda/flash_test_util.hpp"
+#include "emu/cuda_emu.hpp"
+#include "emu/flash_emu.hpp"
+
+using namespace gpt2cc;
+using test::bf16;
+
+namespace {
+
+struct Shape {
+  int B, T, NH, HS;
+  float range = 1.5f;  // q, k, v ~ U(-range, range)
+};
+
+// n values of `byte` repeated (0xFF: NaN for bf16 and fp32).
+template <class T>
+std::vector<T> filled(size_t n, unsigned char byte) {
+  std::vector<T> v(n);
+  std::memset(static_cast<void*>(v.data()), byte, n * sizeof(T));
+  return v;
+}
+
+}  // namespace
+
+TEST_CASE("emulated flash attention forward and backward match cpu", "[emu][flash]") {
+  const Shape shape = GENERATE(Shape{1, 1, 1, 64}, Shape{2, 17, 2, 64}, Shape{1, 64, 1, 64}, Shape{1, 65, 2, 64},
+                               Shape{1, 130, 1, 64}, Shape{1, 1, 2, 128}, Shape{2, 17, 1, 128},
+                               Shape{1, 65, 1, 128}, Shape{1, 130, 2, 128}, Shape{1, 257, 2, 64},
+                               Shape{1, 257, 1, 128}, Shape{1, 130, 2, 64, 4.0f}, Shape{2, 65, 1, 128, 4.0f});
+  const int B = shape.B, T = shape.T, NH = shape.NH, HS = shape.HS, C = NH * HS;
+  INFO("B=" << B << " T=" << T << " NH=" << NH << " HS=" << HS << " range=" << shape.range);
+  const size_t qkv_n = static_cast<size_t>(B) * T * 3 * C, out_n = static_cast<size_t>(B) * T * C;
+  const size_t stat_n = static_cast<size_t>(B) * NH * T;
+  // Both the CPU reference and the kernels see the bf16-rounded values.
+  const auto qkv = test::round_to_bf16(test::random_vector(qkv_n, 800 + T, -shape.range, shape.range));
+  const auto dout = test::round_to_bf16(test::random_vector(out_n, 900 + T));
+
+  std::vector<float> out(out_n), att(stat_n * T), dqkv(qkv_n);
+  cpu::attention_forward(out.data(), att.data(), qkv.data(), B, T, C, NH, DropoutParams{});
+  cpu::attention_backward(dqkv.data(), dout.data(), att.data(), qkv.data(), B, T, C, NH, DropoutParams{});
+  const auto lse_ref = test::reference_lse(qkv, B, T, C, NH);
+
+  const auto qkv_bf16 = test::to_bf16(qkv), dout_bf16 = test::to_bf16(dout);
+  // Guard bands of one tile of rows (64) past each end: where the last tile's rows >= T would go.
+  auto out_emu = filled<bf16>(out_n + 64 * static_cast<size_t>(C), 0xFF);
+  auto lse = filled<float>(stat_n + 64, 0xFF);
+  auto dqkv_emu = filled<bf16>(qkv_n + 64 * 3 * static_cast<size_t>(C), 0xFF);
+
+  emu::flash_attention_forward(out_emu.data(), lse.data(), qkv_bf16.data(), B, T, C, NH);
+  CHECK(test::still_poisoned(out_emu, out_n));
+  CHECK(test::still_poisoned(lse, stat_n));
+  const std::vector<double> lse_emu(lse.begin(), lse.begin() + static_cast<std::ptrdiff_t>(stat_n));
+  test::expect_close(lse_emu.data(), lse_ref.data(), stat_n, 1e-4, 1e-4, "emulated flash lse");
+  const std::vector<bf16> out_rows(out_emu.begin(), out_emu.begin() + static_cast<std::ptrdiff_t>(out_n));
+  test::expect_rel_l2(test::from_bf16(out_rows), out, 1e-2, "emulated flash out");
+
+  emu::flash_attention_backward(dqkv_emu.data(), dout_bf16.data(), lse.data(), out_emu.data(), qkv_bf16.data(), B,
+                                T, C, NH);
+  CHECK(test::still_poisoned(dqkv_emu, qkv_n));
+  const std::vector<bf16> dqkv_rows(dqkv_emu.begin(), dqkv_emu.begin() + static_cast<std::ptrdiff_t>(qkv_n));
+  const auto dqkv_got = test::from_bf16(dqkv_rows);
+  const char* names[3] = {"emulated flash dq", "emulated flash dk", "emulated flash dv"};
+  for (int part = 0; part < 3; ++part)
+    test::expect_rel_l2(test::qkv_part(dqkv_got, B * T, C, part), test::qkv_part(dqkv, B * T, C, part), 1e-2,
+                        names[part]);
+
+  // The same bits whatever order the warps run in between barriers: a missing __syncthreads
+  // (a warp overwriting a tile another still reads, or reading one not yet loaded) shows here.
+  for (const emu::Schedule schedule : {emu::Schedule::kWarpsDescending, emu::Schedule::kLockstep}) {
+    INFO("schedule " << static_cast<int>(schedule) << " against kWarpsAscending");
+    emu::set_schedule(schedule);
+    auto out2 = filled<bf16>(out_emu.size(), 0xFF);
+    auto lse2 = filled<float>(lse.size(), 0xFF);
+    auto dqkv2 = filled<bf16>(dqkv_emu.size(), 0xFF);
+    emu::flash_attention_forward(out2.data(), lse2.data(), qkv_bf16.data(), B, T, C, NH);
+    emu::flash_attention_backward(dqkv2.data(), dout_bf16.data(), lse2.data(), out2.data(), qkv_bf16.data(), B, T,
+                                  C, NH);
+    emu::set_schedule(emu::Schedule::kWarpsAscending);
+    CHECK(test::bits_equal(out2, out_emu));
+    CHECK(std::memcmp(lse2.data(), lse.data(), lse.size() * sizeof(float)) == 0);
+    CHECK(test::bits_equal(dqkv2, dqkv_emu));
+  }
+}
+
+TEST_CASE("emulated flash attention backward is bit-for-bit repeatable over different garbage",
+          "[emu][flash][determinism]") {
+  const int HS = GENERATE(64, 128);
+  const int B = 2, T = 130, NH = 1, C = NH * HS;
+  INFO("HS=" << HS);
+  const auto qkv = test::to_bf16(test::random_vector(static_cast<size_t>(B) * T * 3 * C, 31, -1.5f, 1.5f));
+  const auto dout = test::to_bf16(test::random_vector(static_cast<size_t>(B) * T * C, 32));
+  std::vector<bf16> out(dout.size());
+  std::vector<float> lse(static_cast<size_t>(B) * NH * T);
+  emu::flash_attention_forward(out.data(), lse.data(), qkv.data(), B, T, C, NH);
+  // Run 1 over NaN (output and uninitialised shared memory), run 2 over zeros: a result that
+  // read either (a missing load, an accumulation into dqkv instead of a store) would differ.
+  std::vector<bf16> first;
+  for (const unsigned char garbage : {0xFF, 0x00}) {
+    emu::set_unwritten_shared_byte(garbage);
+    auto dqkv = filled<bf16>(qkv.size(), garbage);
+    emu::flash_attention_backward(dqkv.data(), dout.data(), lse.data(), out.data(), qkv.data(), B, T, C, NH);
+    if (first.empty()) first = dqkv;
+    else CHECK(test::bits_equal(dqkv, first));
+  }
+  emu::set_unwritten_shared_byte(0xFF);
+}
