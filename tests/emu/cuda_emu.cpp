@@ -1,7 +1,7 @@
 // The emulator's scheduler and instruction semantics (see cuda_emu.hpp). Threads are ucontext
 // fibers switched only at __syncthreads and warp collectives (cooperative, in the deterministic
-// order of the chosen Schedule), so plain loads and stores need no emulation. The semantics of ldmatrix, mma
-// and shfl are written from the PTX ISA 9.0 text, not from the kernels' comments: the point of
+// order of the chosen Schedule), so plain loads and stores need no emulation. The semantics of
+// ldmatrix, mma and shfl are written from the PTX ISA 9.0 text, not from the kernels' comments:
 // the emulator is an independent reading of the spec against which our fragment code is checked.
 #include "emu/cuda_emu.hpp"
 
@@ -22,7 +22,7 @@ namespace {
 
 constexpr int kWarpSize = 32;
 constexpr size_t kStackBytes = 256 * 1024;  // per fiber; the kernels keep < 4 KiB of registers
-constexpr unsigned char kCanary = 0xA5;           // past the launch's shared size: must stay
+constexpr unsigned char kCanary = 0xA5;     // fills shared memory past the launch's size: must stay
 
 enum class State { kRunnable, kAtWarpOp, kAtBarrier, kExited };
 enum class Op { kShfl, kLdmatrix, kLdmatrixTrans, kMma };
@@ -47,7 +47,7 @@ struct Fiber {
 struct WarpOp {
   Op op = Op::kShfl;
   int arrived = 0;
-  uint32_t shfl_lane_mask[kWarpSize];
+  uint32_t shfl_lane_mask[kWarpSize];  // shfl's b operand of each lane
   std::array<uint32_t, 10> in[kWarpSize];
   std::array<uint32_t, 4> out[kWarpSize];
 };
@@ -107,6 +107,11 @@ std::string lanes_in(int warp, State state) {
   throw Violation(s.str());
 }
 
+// Device-side calls (collectives, barriers, address conversion) made outside a launch.
+void require_launch(const char* what) {
+  if (m.current < 0) throw Violation(std::string(what) + " called outside an emulated launch");
+}
+
 // Back to the scheduler; returns when this fiber is resumed.
 void yield() { swapcontext(&m.fibers[m.current].context, &m.scheduler); }
 
@@ -126,6 +131,7 @@ void fiber_main() {
 // ---------------------------------------------------------------------------------------------
 template <class Compute>
 const std::array<uint32_t, 4>& warp_collective(Op op, const std::array<uint32_t, 10>& in, Compute compute) {
+  require_launch(op_name(op));
   const int warp = m.current / kWarpSize, lane = m.current % kWarpSize;
   WarpOp& w = m.warps[warp];
   for (int l = 0; l < kWarpSize; ++l) {
@@ -176,6 +182,7 @@ void set_unwritten_shared_byte(unsigned char byte) { m.unwritten_shared = byte; 
 void set_schedule(Schedule schedule) { m.schedule = schedule; }
 
 uint32_t shared_address(const void* p) {
+  require_launch("__cvta_generic_to_shared");
   const auto* c = static_cast<const unsigned char*>(p);
   // PTX ISA, cvta / ldmatrix: a generic address outside the .shared window is undefined.
   if (m.shared == nullptr || c < m.shared || c >= m.shared + m.shared_capacity)
@@ -183,12 +190,13 @@ uint32_t shared_address(const void* p) {
   return static_cast<uint32_t>(c - m.shared);
 }
 
-// PTX ISA 9.0, section 9.7.9.x "shfl.sync" (mode .bfly): j = lane ^ b[4:0], taken from lane j
-// when j <= maxLane (31 for a full-width shuffle, c = 0x1f), else the lane's own value; the
-// executing thread waits until every thread of membermask has executed shfl.sync. CUDA's
+// PTX ISA 9.0, "Data Movement and Conversion Instructions: shfl.sync", mode .bfly: j = lane ^
+// b[4:0], d = a of lane j when j <= maxLane (31 for a full-width shuffle, c = 0x1f), else the
+// lane's own a; the executing thread waits until every thread of membermask has executed it. CUDA's
 // __shfl_xor_sync(mask, v, laneMask, 32) is that instruction (Programming Guide, "Warp Shuffle
 // Functions"). Only the full warp and width 32 are emulated: what the kernels use.
 uint32_t shfl_xor(unsigned mask, uint32_t value, int lane_mask, int width) {
+  require_launch("__shfl_xor_sync");
   if (mask != 0xffffffffu) fail("__shfl_xor_sync with a partial member mask (not emulated)");
   if (width != kWarpSize) fail("__shfl_xor_sync with width != 32 (not emulated)");
   m.warps[m.current / kWarpSize].shfl_lane_mask[m.current % kWarpSize] = static_cast<uint32_t>(lane_mask) & 31u;
@@ -289,6 +297,7 @@ void mma_m16n8k16_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint3
 // only if the condition is the same across the block, so arrivals at two different call sites
 // are reported as misuse, not matched as the hardware might.
 void syncthreads(const std::source_location& where) {
+  require_launch("__syncthreads");
   if (m.barrier_arrived > 0 &&
       (where.line() != m.barrier_site.line() || std::strcmp(where.file_name(), m.barrier_site.file_name()) != 0)) {
     std::ostringstream s;

@@ -254,6 +254,10 @@ TEST_CASE("the emulator reports misuse the hardware would punish", "[emu][core]"
     CHECK_THROWS_WITH(emu::launch(dim3(1), dim3(32), 0, [] { __shfl_xor_sync(0xffffu, 0, 1); }),
                       Catch::Contains("partial member mask"));
   }
+  SECTION("device functions called outside a launch") {
+    CHECK_THROWS_WITH(__shfl_xor_sync(0xffffffffu, 0, 1), Catch::Contains("called outside an emulated launch"));
+    CHECK_THROWS_WITH(__syncthreads(), Catch::Contains("called outside an emulated launch"));
+  }
   // After a reported launch the emulator starts clean.
   int ran = 0;
   emu::launch(dim3(2), dim3(32), 0, [&] { ran += __shfl_xor_sync(0xffffffffu, 1, 16); });
