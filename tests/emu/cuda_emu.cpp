@@ -7,6 +7,10 @@
 
 #include <ucontext.h>
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/common_interface_defs.h>
+#endif
+
 #include <array>
 #include <memory>
 #include <sstream>
@@ -41,6 +45,7 @@ struct Fiber {
   ucontext_t context;
   std::unique_ptr<char[]> stack;
   State state = State::kExited;
+  void* asan_fake_stack = nullptr;
 };
 
 // One warp's pending collective: the operation, the inputs each lane brought, the results.
@@ -63,6 +68,8 @@ struct Machine {
   int barrier_arrived = 0;
   std::source_location barrier_site;
   ucontext_t scheduler;
+  const void* scheduler_stack = nullptr;  // for AddressSanitizer, learnt on the first switch
+  size_t scheduler_stack_size = 0;
   int current = -1;  // the running fiber, -1 in the scheduler
   const std::function<void()>* body = nullptr;
   std::string failure;  // set by a fiber that broke a rule; the launch then stops
@@ -107,21 +114,42 @@ std::string lanes_in(int warp, State state) {
   throw Violation(s.str());
 }
 
+// AddressSanitizer (GPT2CC_SANITIZE=address) must be told of every switch between stacks, or it
+// takes the fibers' frames for overflows; without it these do nothing.
+#if defined(__SANITIZE_ADDRESS__)
+void start_switch(void** fake_stack, const void* bottom, size_t size) {
+  __sanitizer_start_switch_fiber(fake_stack, bottom, size);
+}
+void finish_switch(void* fake_stack, const void** bottom_old, size_t* size_old) {
+  __sanitizer_finish_switch_fiber(fake_stack, bottom_old, size_old);
+}
+#else
+void start_switch(void**, const void*, size_t) {}
+void finish_switch(void*, const void**, size_t*) {}
+#endif
+
 // Device-side calls (collectives, barriers, address conversion) made outside a launch.
 void require_launch(const char* what) {
   if (m.current < 0) throw Violation(std::string(what) + " called outside an emulated launch");
 }
 
 // Back to the scheduler; returns when this fiber is resumed.
-void yield() { swapcontext(&m.fibers[m.current].context, &m.scheduler); }
+void yield() {
+  Fiber& f = m.fibers[m.current];
+  start_switch(&f.asan_fake_stack, m.scheduler_stack, m.scheduler_stack_size);
+  swapcontext(&f.context, &m.scheduler);
+  finish_switch(f.asan_fake_stack, &m.scheduler_stack, &m.scheduler_stack_size);
+}
 
 void fiber_main() {
+  finish_switch(nullptr, &m.scheduler_stack, &m.scheduler_stack_size);
   try {
     (*m.body)();
   } catch (const std::exception& e) {
     if (m.failure.empty()) m.failure = e.what();
   }
   m.fibers[m.current].state = State::kExited;
+  start_switch(nullptr, m.scheduler_stack, m.scheduler_stack_size);  // this stack is done
   // Returning resumes uc_link, the scheduler.
 }
 
@@ -374,7 +402,10 @@ void run_block(const uint3& block_index) {
           if (m.fibers[t].state != State::kRunnable) continue;
           threadIdx = uint3{t % blockDim.x, (t / blockDim.x) % blockDim.y, t / (blockDim.x * blockDim.y)};
           m.current = t;
+          void* fake_stack = nullptr;
+          start_switch(&fake_stack, m.fibers[t].stack.get(), kStackBytes);
           swapcontext(&m.scheduler, &m.fibers[t].context);
+          finish_switch(fake_stack, nullptr, nullptr);
           m.current = -1;
           ran = warp_ran = true;
           if (!m.failure.empty()) throw Violation(m.failure);
