@@ -26,7 +26,9 @@ namespace {
 
 constexpr int kWarpSize = 32;
 constexpr size_t kStackBytes = 256 * 1024;  // per fiber; the kernels keep < 4 KiB of registers
-constexpr unsigned char kCanary = 0xA5;     // fills shared memory past the launch's size: must stay
+// Shared memory past the launch's size holds a canary that must stay: bytes C1 FF repeated, so a
+// 16-bit or 32-bit read there (at an even offset) is a NaN too, unlike the 0xFF fill below it.
+unsigned char canary(size_t offset) { return offset % 2 == 0 ? 0xC1 : 0xFF; }
 
 enum class State { kRunnable, kAtWarpOp, kAtBarrier, kExited };
 enum class Op { kShfl, kLdmatrix, kLdmatrixTrans, kMma };
@@ -377,7 +379,7 @@ void run_block(const uint3& block_index) {
   // a canary past the launch's size catches stores beyond what the launch asked for.
   if (m.shared != nullptr) {
     std::memset(m.shared, m.unwritten_shared, m.smem_bytes);
-    std::memset(m.shared + m.smem_bytes, kCanary, m.shared_capacity - m.smem_bytes);
+    for (size_t i = m.smem_bytes; i < m.shared_capacity; ++i) m.shared[i] = canary(i);
   }
   for (int t = 0; t < m.num_threads; ++t) {
     Fiber& f = m.fibers[t];
@@ -425,7 +427,7 @@ void run_block(const uint3& block_index) {
     if (!ran) report_deadlock();
   }
   for (size_t i = m.smem_bytes; m.shared != nullptr && i < m.shared_capacity; ++i) {
-    if (m.shared[i] != kCanary)
+    if (m.shared[i] != canary(i))
       throw Violation(block_name() + ": shared memory written at byte " + std::to_string(i) + ", past the " +
                       std::to_string(m.smem_bytes) + " bytes the launch asked for");
   }

@@ -242,6 +242,19 @@ TEST_CASE("the emulator reports misuse the hardware would punish", "[emu][core]"
     CHECK_THROWS_WITH(emu::launch(dim3(1), dim3(32), 1024, [&] { g_shared[1024 + threadIdx.x] = 1; }),
                       Catch::Contains("shared memory written at byte 1024, past the 1024 bytes"));
   }
+  SECTION("plain loads before any store, or past the launch's size, read NaN") {
+    float before = 0.0f, past = 0.0f;
+    __nv_bfloat16 past_bf16;
+    emu::launch(dim3(1), dim3(32), 1024, [&] {
+      if (threadIdx.x != 0) return;
+      std::memcpy(&before, g_shared + 512, 4);
+      std::memcpy(&past, g_shared + 1024 + 64, 4);
+      std::memcpy(&past_bf16, g_shared + 2000, 2);
+    });
+    CHECK(std::isnan(before));
+    CHECK(std::isnan(past));
+    CHECK(std::isnan(__bfloat162float(past_bf16)));
+  }
   SECTION("a generic address outside shared memory used as a shared one") {
     static int global_value = 0;
     CHECK_THROWS_WITH(emu::launch(dim3(1), dim3(32), 0, [&] { emu::shared_address(&global_value); }),
