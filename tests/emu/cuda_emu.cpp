@@ -445,7 +445,9 @@ void launch(dim3 grid, dim3 block, size_t smem_bytes, const std::function<void()
   if (smem_bytes > kSharedCapacity)
     throw Violation("launch asks " + std::to_string(smem_bytes) + " bytes of dynamic shared memory, more than the " +
                     std::to_string(kSharedCapacity) + " an sm_90 block can have");
-  if (smem_bytes > 0 && m.shared == nullptr) throw Violation("launch with shared memory before set_shared_memory");
+  if (smem_bytes > 0 && (m.shared == nullptr || smem_bytes > m.shared_capacity))
+    throw Violation("launch asks " + std::to_string(smem_bytes) + " bytes of shared memory, more than the buffer "
+                    "given to set_shared_memory");
   m.smem_bytes = smem_bytes;
   m.num_threads = static_cast<int>(threads);
   m.body = &body;

@@ -26,7 +26,6 @@
 #ifndef __launch_bounds__
 #define __launch_bounds__(...)
 #endif
-static_assert(sizeof(dim3) == 12, "dim3 from vector_types.h");
 
 // The built-in variables of the running thread: set by the scheduler before it resumes a fiber.
 extern uint3 threadIdx;
