@@ -3,13 +3,18 @@
 // the same kernels and must be held to the same metrics. Host only (no CUDA runtime).
 #pragma once
 
+#include <catch2/catch.hpp>
 #include <cuda_bf16.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstring>
+#include <string>
 #include <vector>
+
+#include "cpu/attention.hpp"
+#include "cuda/bf16_host_util.hpp"
 
 namespace gpt2cc::test {
 
@@ -54,6 +59,62 @@ bool still_poisoned(const std::vector<T>& host, size_t from) {
   const auto* bytes = reinterpret_cast<const unsigned char*>(host.data());
   return std::all_of(bytes + from * sizeof(T), bytes + host.size() * sizeof(T),
                      [](unsigned char b) { return b == 0xFF; });
+}
+
+struct FlashShape {
+  int B, T, NH, HS;
+  float range = 1.5f;  // q, k ~ U(-range, range)
+  int C() const { return NH * HS; }
+  size_t qkv_n() const { return static_cast<size_t>(B) * T * 3 * C(); }
+  size_t out_n() const { return static_cast<size_t>(B) * T * C(); }
+  size_t stat_n() const { return static_cast<size_t>(B) * NH * T; }
+};
+
+// The inputs of one shape (bf16-rounded, so both sides see the same values) and what the CPU
+// reference makes of them. Scores of O(1) at range 1.5 (q, k ~ U(-1.5, 1.5): std ~0.75 after the
+// 1/sqrt(HS) scale), so the softmax is neither uniform nor one-hot; range 4 gives std ~5.3
+// (peaked rows, maxima up to ~20).
+struct FlashReference {
+  std::vector<float> qkv, dout, out, dqkv;
+  std::vector<double> lse;
+};
+inline FlashReference flash_reference(const FlashShape& s) {
+  const int C = s.C();
+  FlashReference r;
+  r.qkv = round_to_bf16(random_vector(s.qkv_n(), 800 + s.T, -s.range, s.range));
+  r.dout = round_to_bf16(random_vector(s.out_n(), 900 + s.T));
+  r.out.resize(s.out_n());
+  r.dqkv.resize(s.qkv_n());
+  std::vector<float> att(s.stat_n() * s.T);
+  cpu::attention_forward(r.out.data(), att.data(), r.qkv.data(), s.B, s.T, C, s.NH, DropoutParams{});
+  cpu::attention_backward(r.dqkv.data(), r.dout.data(), att.data(), r.qkv.data(), s.B, s.T, C, s.NH, DropoutParams{});
+  r.lse = reference_lse(r.qkv, s.B, s.T, C, s.NH);
+  return r;
+}
+
+// The forward's results, each with a guard band past its end that must still hold the 0xFF
+// poison: out within relative L2 1e-2 of the reference; the log-sum-exp (fp32 throughout, bf16
+// only in the exact inputs) within 1e-4.
+inline void check_flash_forward(const std::vector<__nv_bfloat16>& out, const std::vector<float>& lse,
+                                const FlashShape& s, const FlashReference& ref, const std::string& what) {
+  CHECK(still_poisoned(out, s.out_n()));
+  CHECK(still_poisoned(lse, s.stat_n()));
+  const std::vector<double> lse_got(lse.begin(), lse.begin() + static_cast<std::ptrdiff_t>(s.stat_n()));
+  expect_close(lse_got.data(), ref.lse.data(), s.stat_n(), 1e-4, 1e-4, what + " lse");
+  const std::vector<__nv_bfloat16> rows(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(s.out_n()));
+  expect_rel_l2(from_bf16(rows), ref.out, 1e-2, what + " out");
+}
+
+// The backward's dqkv (with its poisoned guard band): dq, dk, dv each within relative L2 1e-2.
+inline void check_flash_backward(const std::vector<__nv_bfloat16>& dqkv, const FlashShape& s,
+                                 const FlashReference& ref, const std::string& what) {
+  CHECK(still_poisoned(dqkv, s.qkv_n()));
+  const std::vector<__nv_bfloat16> rows(dqkv.begin(), dqkv.begin() + static_cast<std::ptrdiff_t>(s.qkv_n()));
+  const auto got = from_bf16(rows);
+  const char* parts[3] = {" dq", " dk", " dv"};
+  for (int part = 0; part < 3; ++part)
+    expect_rel_l2(qkv_part(got, s.B * s.T, s.C(), part), qkv_part(ref.dqkv, s.B * s.T, s.C(), part), 1e-2,
+                  what + parts[part]);
 }
 
 inline bool bits_equal(const std::vector<__nv_bfloat16>& a, const std::vector<__nv_bfloat16>& b) {

@@ -14,7 +14,6 @@
 #include <cstring>
 #include <vector>
 
-#include "cpu/attention.hpp"
 #include "cuda/bf16_host_util.hpp"
 #include "cuda/flash_test_util.hpp"
 #include "emu/cuda_emu.hpp"
@@ -22,13 +21,9 @@
 
 using namespace gpt2cc;
 using test::bf16;
+using Shape = test::FlashShape;
 
 namespace {
-
-struct Shape {
-  int B, T, NH, HS;
-  float range = 1.5f;  // q, k, v ~ U(-range, range)
-};
 
 // n values of `byte` repeated (0xFF: NaN for bf16 and fp32).
 template <class T>
@@ -45,42 +40,22 @@ TEST_CASE("emulated flash attention forward and backward match cpu", "[emu][flas
                                Shape{1, 130, 1, 64}, Shape{1, 1, 2, 128}, Shape{2, 17, 1, 128},
                                Shape{1, 65, 1, 128}, Shape{1, 130, 2, 128}, Shape{1, 257, 2, 64},
                                Shape{1, 257, 1, 128}, Shape{1, 130, 2, 64, 4.0f}, Shape{2, 65, 1, 128, 4.0f});
-  const int B = shape.B, T = shape.T, NH = shape.NH, HS = shape.HS, C = NH * HS;
+  const int B = shape.B, T = shape.T, NH = shape.NH, HS = shape.HS, C = shape.C();
   INFO("B=" << B << " T=" << T << " NH=" << NH << " HS=" << HS << " range=" << shape.range);
-  const size_t qkv_n = static_cast<size_t>(B) * T * 3 * C, out_n = static_cast<size_t>(B) * T * C;
-  const size_t stat_n = static_cast<size_t>(B) * NH * T;
-  // Both the CPU reference and the kernels see the bf16-rounded values.
-  const auto qkv = test::round_to_bf16(test::random_vector(qkv_n, 800 + T, -shape.range, shape.range));
-  const auto dout = test::round_to_bf16(test::random_vector(out_n, 900 + T));
+  const test::FlashReference ref = test::flash_reference(shape);
 
-  std::vector<float> out(out_n), att(stat_n * T), dqkv(qkv_n);
-  cpu::attention_forward(out.data(), att.data(), qkv.data(), B, T, C, NH, DropoutParams{});
-  cpu::attention_backward(dqkv.data(), dout.data(), att.data(), qkv.data(), B, T, C, NH, DropoutParams{});
-  const auto lse_ref = test::reference_lse(qkv, B, T, C, NH);
-
-  const auto qkv_bf16 = test::to_bf16(qkv), dout_bf16 = test::to_bf16(dout);
+  const auto qkv_bf16 = test::to_bf16(ref.qkv), dout_bf16 = test::to_bf16(ref.dout);
   // Guard bands of one tile of rows (64) past each end: where the last tile's rows >= T would go.
-  auto out_emu = filled<bf16>(out_n + 64 * static_cast<size_t>(C), 0xFF);
-  auto lse = filled<float>(stat_n + 64, 0xFF);
-  auto dqkv_emu = filled<bf16>(qkv_n + 64 * 3 * static_cast<size_t>(C), 0xFF);
+  auto out_emu = filled<bf16>(shape.out_n() + 64 * static_cast<size_t>(C), 0xFF);
+  auto lse = filled<float>(shape.stat_n() + 64, 0xFF);
+  auto dqkv_emu = filled<bf16>(shape.qkv_n() + 64 * 3 * static_cast<size_t>(C), 0xFF);
 
   emu::flash_attention_forward(out_emu.data(), lse.data(), qkv_bf16.data(), B, T, C, NH);
-  CHECK(test::still_poisoned(out_emu, out_n));
-  CHECK(test::still_poisoned(lse, stat_n));
-  const std::vector<double> lse_emu(lse.begin(), lse.begin() + static_cast<std::ptrdiff_t>(stat_n));
-  test::expect_close(lse_emu.data(), lse_ref.data(), stat_n, 1e-4, 1e-4, "emulated flash lse");
-  const std::vector<bf16> out_rows(out_emu.begin(), out_emu.begin() + static_cast<std::ptrdiff_t>(out_n));
-  test::expect_rel_l2(test::from_bf16(out_rows), out, 1e-2, "emulated flash out");
+  test::check_flash_forward(out_emu, lse, shape, ref, "emulated flash");
 
   emu::flash_attention_backward(dqkv_emu.data(), dout_bf16.data(), lse.data(), out_emu.data(), qkv_bf16.data(), B,
                                 T, C, NH);
-  CHECK(test::still_poisoned(dqkv_emu, qkv_n));
-  const std::vector<bf16> dqkv_rows(dqkv_emu.begin(), dqkv_emu.begin() + static_cast<std::ptrdiff_t>(qkv_n));
-  const auto dqkv_got = test::from_bf16(dqkv_rows);
-  const char* names[3] = {"emulated flash dq", "emulated flash dk", "emulated flash dv"};
-  for (int part = 0; part < 3; ++part)
-    test::expect_rel_l2(test::qkv_part(dqkv_got, B * T, C, part), test::qkv_part(dqkv, B * T, C, part), 1e-2,
-                        names[part]);
+  test::check_flash_backward(dqkv_emu, shape, ref, "emulated flash");
 
   // The same bits whatever order the warps run in between barriers: a missing __syncthreads
   // (a warp overwriting a tile another still reads, or reading one not yet loaded) shows here.
