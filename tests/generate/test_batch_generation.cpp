@@ -14,23 +14,14 @@
 #include "common/test_common.hpp"
 #include "core/check.hpp"
 #include "core/generation.hpp"
+#include "tiny_config.hpp"
 
 using namespace gpt2cc;
 
 namespace {
 
-constexpr int kVocab = 61;
-
-ModelConfig tiny_config() {
-  ModelConfig c;
-  c.max_seq_len = 16;
-  c.vocab_size = kVocab;
-  c.padded_vocab_size = 128;
-  c.num_layers = 2;
-  c.num_heads = 2;
-  c.channels = 32;
-  return c;
-}
+constexpr int kVocab = test::kTinyVocab;
+using test::tiny_config;
 
 // Activations for one 16-token sequence (as generate builds it), `rows` KV-cache rows. The
 // backend sets the process's OpenMP thread count (the last one built wins).

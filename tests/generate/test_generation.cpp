@@ -11,21 +11,13 @@
 #include "common/test_common.hpp"
 #include "core/check.hpp"
 #include "core/generation.hpp"
+#include "tiny_config.hpp"
 
 using namespace gpt2cc;
 
 namespace {
 
-ModelConfig tiny_config() {
-  ModelConfig c;
-  c.max_seq_len = 16;
-  c.vocab_size = 61;  // not a multiple of anything: the padded columns 61..127 exist
-  c.padded_vocab_size = 128;
-  c.num_layers = 2;
-  c.num_heads = 2;
-  c.channels = 32;
-  return c;
-}
+using test::tiny_config;
 
 // A model with fresh uniform weights large enough that attention is far from uniform.
 struct TinyModel {
