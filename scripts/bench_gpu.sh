@@ -1,20 +1,26 @@
 #!/usr/bin/env bash
 # The one command a GPU session runs for issue 8's side-by-side comparison: builds gpt2cc with
-# CUDA, runs the CUDA tests, the kernel / attention / training benchmarks (bf16 and fp32) and the
-# PyTorch references on the same shapes and batch, then benchmarks/gpu/report.py merges the JSON
-# into <outdir>/report.md. Every stage runs under its own time limit and logs to <outdir>/<stage>.log;
-# a failed stage is recorded in <outdir>/status.tsv and the next one still runs (except after a
-# failed build). Usage:
-#   scripts/bench_gpu.sh [--stage all|build,test,sanitize,kernels,attention,train,pytorch,parity,report]
-#                        [--out DIR] [--batch auto|N] [--steps N] [--build-dir DIR] [--budget SECONDS]
-#                        [--quick] [--parity-steps N] [--parity-shards DIR] [--kit DIR]
-# On the lent device machine (10 minutes per command) run it in calls such as
-#   --stage build,test,sanitize   then   --stage kernels,attention,train   then   --stage pytorch,report
-#   then   --stage parity,report   (parity: d6 on Wikipedia in fp32 and bf16, loss curves compared).
+# CUDA (or takes the binaries scripts/gpu_kit.sh built from the same sources), runs the CUDA tests,
+# the kernel / attention / training benchmarks (bf16 and fp32) and the PyTorch references on the
+# same shapes and batch, then benchmarks/gpu/report.py merges the JSON into <outdir>/report.md.
+# Every stage runs under its own time limit and logs to <outdir>/<stage>.log; a failed stage is
+# recorded in <outdir>/status.tsv and the next one still runs (except after a failed build). Usage:
+#   scripts/bench_gpu.sh [--stage all|device|LIST] [--out DIR] [--batch auto|N] [--steps N]
+#                        [--build-dir DIR] [--budget SECONDS] [--quick] [--parity-steps N]
+#                        [--parity-shards DIR] [--kit DIR] [--dry-run]
+# LIST: a comma list of build test sanitize kernels attention train train_bf16 train_fp32 pytorch
+# pt_bf16 pt_fp32 pt_attention parity report (train = train_bf16,train_fp32; pytorch =
+# pt_bf16,pt_fp32,pt_attention). all: every stage in that order. device: every stage in the order
+# that puts the targets' figures first, for ONE call on the lent device machine (10 minutes per
+# command, 15 minutes of device time in all): test train_bf16 pt_bf16 attention pt_attention parity
+# kernels train_fp32 pt_fp32 sanitize report; what the --budget leaves no time for is skipped,
+# the report always runs last. --dry-run prints the stages a call would run, and runs none.
 # That machine reaches no package registry and ../shared does not travel: make the kit here first
-# (scripts/gpu_kit.sh: Debian packages of the build dependencies, the parity shards) and carry
-# ".gpu-kit"; it is used when CMake finds a dependency missing and for the parity shards. A stage
-# that needs the binaries builds them first when they are missing (a fresh machine).
+# (scripts/gpu_kit.sh: the CUDA binaries, the Debian packages of the build dependencies, the parity
+# shards) and carry ".gpu-kit". Its binaries are used when they were built from these very sources
+# (scripts/gpu_common.sh's fingerprint) and run a kernel on the GPU there; else gpt2cc is built,
+# with the kit's packages when CMake finds a dependency missing. A stage that needs the binaries
+# builds (or unpacks) them first when they are missing (a fresh machine).
 # With $OUT set the results live in <build-dir>/bench-results (ignored by git), are packed into
 # $OUT/bench_gpu_results.tar.gz after every stage, and the whole call keeps within --budget seconds
 # (default 570 with $OUT set: stages are shortened or skipped to end in time). The machine goes
@@ -25,6 +31,7 @@ set -uo pipefail
 
 cd "$(dirname "$0")/.." || exit 2
 ROOT=$(pwd)
+source scripts/gpu_common.sh
 
 STAGES="all"
 OUTDIR=""
@@ -37,6 +44,7 @@ ATTN_SHAPES="8x12x1024x64,16x12x1024x64,8x12x1024x128,16x12x1024x128"
 PARITY_STEPS=600
 PARITY_SHARDS=""
 KIT=""
+DRY_RUN=0
 
 usage() { sed -n '2,/^set -uo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
 die() {
@@ -56,6 +64,7 @@ while (($#)); do
     --parity-steps) PARITY_STEPS="${2:?--parity-steps needs a number}"; shift 2 ;;
     --parity-shards) PARITY_SHARDS="${2:?--parity-shards needs a directory}"; shift 2 ;;
     --kit) KIT="${2:?--kit needs a directory}"; shift 2 ;;
+    --dry-run) DRY_RUN=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
   esac
@@ -72,13 +81,36 @@ else
   [[ -d "$KIT" ]] || die "--kit: no folder '$KIT' (scripts/gpu_kit.sh makes it)"
   KIT=$(cd "$KIT" && pwd)
 fi
-ALL_STAGES=(build test sanitize kernels attention train pytorch parity report)
-[[ "$STAGES" == all ]] && STAGES=$(IFS=,; echo "${ALL_STAGES[*]}")
+ALL_STAGES=(build test sanitize kernels attention train_bf16 train_fp32 pt_bf16 pt_fp32 pt_attention parity report)
+DEVICE_STAGES=(test train_bf16 pt_bf16 attention pt_attention parity kernels train_fp32 pt_fp32 sanitize report)
+case "$STAGES" in
+  all) STAGES=$(IFS=,; echo "${ALL_STAGES[*]}") ;;
+  device) STAGES=$(IFS=,; echo "${DEVICE_STAGES[*]}") ;;
+esac
+STAGES=${STAGES//pytorch/pt_bf16,pt_fp32,pt_attention}
+STAGES=$(sed -E 's/(^|,)train(,|$)/\1train_bf16,train_fp32\2/g' <<<"$STAGES")
 IFS=, read -r -a RUN_STAGES <<<"$STAGES"
 for s in "${RUN_STAGES[@]}"; do
-  [[ " ${ALL_STAGES[*]} " == *" $s "* ]] || die "unknown stage '$s' (stages: ${ALL_STAGES[*]}, or all)"
+  [[ " ${ALL_STAGES[*]} " == *" $s "* ]] ||
+    die "unknown stage '$s' (stages: ${ALL_STAGES[*]}; train, pytorch, all or device)"
 done
 
+BIN="$ROOT/$BUILD_DIR"
+[[ "$BUILD_DIR" = /* ]] && BIN="$BUILD_DIR"
+# A fresh device machine has no build: the stages that run gpt2cc's binaries build them first.
+if [[ ! " ${RUN_STAGES[*]} " == *" build "* && ! -x "$BIN/benchmarks/gpu/bench_train_gpu" ]]; then
+  for s in "${RUN_STAGES[@]}"; do
+    if [[ " test sanitize kernels attention train_bf16 train_fp32 parity " == *" $s "* ]]; then
+      echo "bench_gpu.sh: no build in $BIN yet: building (or unpacking the kit's binaries) first"
+      RUN_STAGES=(build "${RUN_STAGES[@]}")
+      break
+    fi
+  done
+fi
+if ((DRY_RUN)); then
+  echo "bench_gpu.sh: stages ${RUN_STAGES[*]}"
+  exit 0
+fi
 if [[ -z "$OUTDIR" ]]; then
   if [[ -n "${OUT:-}" ]]; then
     OUTDIR="$BUILD_DIR/bench-results"
@@ -92,18 +124,6 @@ if [[ ! -f "$OUTDIR/status.tsv" && -f "${KIT:-/nonexistent}/bench_gpu_results.ta
   echo "bench_gpu.sh: continuing from the results in $KIT/bench_gpu_results.tar.gz"
   tar -xzf "$KIT/bench_gpu_results.tar.gz" --strip-components=1 -C "$OUTDIR" || die "cannot unpack $KIT/bench_gpu_results.tar.gz"
 fi
-BIN="$ROOT/$BUILD_DIR"
-[[ "$BUILD_DIR" = /* ]] && BIN="$BUILD_DIR"
-# A fresh device machine has no build: the stages that run gpt2cc's binaries build them first.
-if [[ ! " ${RUN_STAGES[*]} " == *" build "* && ! -x "$BIN/benchmarks/gpu/bench_train_gpu" ]]; then
-  for s in "${RUN_STAGES[@]}"; do
-    if [[ " test sanitize kernels attention train parity " == *" $s "* ]]; then
-      echo "bench_gpu.sh: no build in $BIN yet: building first"
-      RUN_STAGES=(build "${RUN_STAGES[@]}")
-      break
-    fi
-  done
-fi
 export PYTHONUNBUFFERED=1
 
 # Time limits per stage, in seconds (each call on the device machine has 600 in all).
@@ -116,12 +136,14 @@ else
   AREPS=50
 fi
 LIMIT_BUILD=540
-LIMIT_TEST=300
+LIMIT_TEST=180    # per test executable
 LIMIT_SANITIZE=240 # per tool run
 LIMIT_KERNELS=300
 LIMIT_ATTENTION=180
 LIMIT_TRAIN=200   # per dtype
 LIMIT_PYTORCH=240 # per run (torch.compile takes a minute or two)
+# With a --budget, every stage but the report leaves it this many seconds (and 15 s for packing).
+REPORT_RESERVE=45
 
 FAILED=0
 # run_step NAME LIMIT CMD...: runs CMD under `timeout`, appends its output to NAME.log and a line
@@ -133,6 +155,7 @@ run_step() {
   local t0=$SECONDS rc
   if ((BUDGET > 0)); then
     local left=$((BUDGET - SECONDS - 15))
+    [[ "$name" == report ]] || left=$((left - REPORT_RESERVE))
     if ((left <= 30)); then
       echo "== $name skipped: ${left}s left of the ${BUDGET}s budget" | tee -a "$OUTDIR/$name.log"
       printf '%s\t%s\t%s\n' "$name" skipped 0 >>"$OUTDIR/status.tsv"
@@ -169,7 +192,59 @@ record_env() {
   } >"$OUTDIR/env.txt"
 }
 
+# The kit's binaries (scripts/gpu_kit.sh) instead of a build, when they were built from these
+# sources and run here: the libraries they link must resolve (with the kit's copies of the non-CUDA
+# ones if this machine lacks some: then on the library path of gpt2cc's binaries only, BIN_ENV, not
+# of PyTorch's) and one CUDA test must pass, which needs a driver for their CUDA runtime and a GPU
+# their sm_90 code runs on. Returns 1 (and the build goes ahead) otherwise.
+BIN_ENV=()
+use_kit_binaries() {
+  local archive="${KIT:-/nonexistent}/gpu-binaries.tar.gz" want have exe missing="" log="$OUTDIR/build.log"
+  [[ -f "$archive" ]] || return 1
+  want=$(gpt2cc_source_fingerprint "$ROOT")
+  have=$(tar -xzOf "$archive" ./FINGERPRINT 2>/dev/null)
+  if [[ "$have" != "$want" ]]; then
+    echo "== build: the kit's binaries were built from other sources (fingerprint ${have:-none}, these $want)" | tee -a "$log"
+    return 1
+  fi
+  mkdir -p "$BIN" && tar -xzf "$archive" -C "$BIN" || return 1
+  for exe in "${GPT2CC_GPU_BINARIES[@]}"; do
+    missing+=$(ldd "$BIN/$exe" 2>&1 | grep "not found")
+  done
+  if [[ -n "$missing" ]]; then
+    # The toolkit's own library folders too: its cuBLAS need not be on the loader's default path.
+    local dirs="$BIN/kit-libs" toolkit
+    toolkit=$(dirname "$(dirname "$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)")")
+    for dir in "$toolkit/lib64" "$toolkit/lib" "$toolkit/targets/x86_64-linux/lib"; do
+      [[ -d "$dir" ]] && dirs+=":$dir"
+    done
+    BIN_ENV=(env "LD_LIBRARY_PATH=$dirs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}")
+    missing=""
+    for exe in "${GPT2CC_GPU_BINARIES[@]}"; do
+      missing+=$("${BIN_ENV[@]}" ldd "$BIN/$exe" 2>&1 | grep "not found")
+    done
+  fi
+  if [[ -n "$missing" ]]; then
+    echo "== build: the kit's binaries lack libraries here: $(sort -u <<<"$missing" | tr -s ' \t\n' ' ')" | tee -a "$log"
+  else
+    echo "== build: probing the kit's binaries: test_cuda_layers [gelu]" | tee -a "$log"
+    timeout 120 "${BIN_ENV[@]}" "$BIN/tests/cuda/test_cuda_layers" "[gelu]" >>"$log" 2>&1 && {
+      echo "== build: using the kit's binaries (sources fingerprint $want)" | tee -a "$log"
+      printf '%s\n' "${BIN_ENV[@]}" >"$BIN/kit-env"  # for later calls on this machine
+      printf '%s\t%s\t%s\n' build-kit 0 "$SECONDS" >>"$OUTDIR/status.tsv"
+      return 0
+    }
+    echo "== build: the kit's binaries do not pass a CUDA test here (exit $?)" | tee -a "$log"
+  fi
+  echo "== build: building instead" | tee -a "$log"
+  BIN_ENV=()
+  rm -f "${GPT2CC_GPU_BINARIES[@]/#/$BIN/}" "$BIN/kit-env"
+  return 1
+}
+
 stage_build() {
+  use_kit_binaries && return 0
+  rm -f "$BIN/kit-env"
   # Configure first: the device image may hold the dependencies outside Debian's package list
   # (cmake and ninja from pip). Only if CMake finds something missing are the kit's Debian
   # packages unpacked into the build folder (no root, nothing outside it touched) or, without a
@@ -197,8 +272,16 @@ stage_build() {
   run_step build "$LIMIT_BUILD" cmake --build "$BIN" -j "$(nproc)"
 }
 
+# Each CUDA test executable on its own (a line each in status.tsv), as ctest would run it (the
+# environment of gpt2cc_add_test); not through ctest, whose files hold the paths of the machine
+# that configured the build, which for the kit's binaries is not this one.
 stage_test() {
-  run_step test "$LIMIT_TEST" ctest --test-dir "$BIN" -L cuda --output-on-failure
+  local exe rc=0
+  for exe in test_cuda_layers test_cuda_bf16 test_cuda_model; do
+    run_step "$exe" "$LIMIT_TEST" "${BIN_ENV[@]}" env GPT2CC_SOURCE_DIR="$ROOT" GPT2CC_BINARY_DIR="$BIN" \
+      "$BIN/tests/cuda/$exe" || rc=1
+  done
+  return "$rc"
 }
 
 # compute-sanitizer over the CUDA tests: memcheck (out-of-bounds and misaligned accesses, API errors)
@@ -214,7 +297,7 @@ stage_sanitize() {
     FAILED=1
     return 1
   fi
-  local common=("$tool" --error-exitcode 99 --print-limit 20)
+  local common=("${BIN_ENV[@]}" "$tool" --error-exitcode 99 --print-limit 20)
   run_step sanitize_memcheck "$LIMIT_SANITIZE" "${common[@]}" --tool memcheck \
     "$BIN/tests/cuda/test_cuda_layers"
   run_step sanitize_memcheck_bf16 "$LIMIT_SANITIZE" "${common[@]}" --tool memcheck \
@@ -224,22 +307,21 @@ stage_sanitize() {
 }
 
 stage_kernels() {
-  run_step kernels "$LIMIT_KERNELS" "$BIN/benchmarks/kernels/bench_kernels" --reps "$KREPS" \
+  run_step kernels "$LIMIT_KERNELS" "${BIN_ENV[@]}" "$BIN/benchmarks/kernels/bench_kernels" --reps "$KREPS" \
     --json "$OUTDIR/kernels.json"
 }
 
 stage_attention() {
-  run_step attention "$LIMIT_ATTENTION" "$BIN/benchmarks/kernels/bench_attention" --shapes "$ATTN_SHAPES" \
+  run_step attention "$LIMIT_ATTENTION" "${BIN_ENV[@]}" "$BIN/benchmarks/kernels/bench_attention" --shapes "$ATTN_SHAPES" \
     --reps "$AREPS" --json "$OUTDIR/attention.json"
 }
 
-stage_train() {
-  local dtype
-  for dtype in bf16 fp32; do
-    run_step "train_$dtype" "$LIMIT_TRAIN" "$BIN/benchmarks/gpu/bench_train_gpu" --dtype "$dtype" -B "$BATCH" \
-      -T 1024 --steps "$STEPS" --warmup 5 --json "$OUTDIR/train_$dtype.json"
-  done
+train_dtype() {
+  run_step "train_$1" "$LIMIT_TRAIN" "${BIN_ENV[@]}" "$BIN/benchmarks/gpu/bench_train_gpu" --dtype "$1" -B "$BATCH" \
+    -T 1024 --steps "$STEPS" --warmup 5 --json "$OUTDIR/train_$1.json"
 }
+stage_train_bf16() { train_dtype bf16; }
+stage_train_fp32() { train_dtype fp32; }
 
 # The batch gpt2cc ran at (its JSON), so PyTorch runs the same B x T; without a gpt2cc result,
 # --batch (16 when auto).
@@ -254,20 +336,23 @@ batch_for() {
   fi
 }
 
-stage_pytorch() {
-  local dtype B
-  for dtype in bf16 fp32; do
-    B=$(batch_for "$dtype")
-    # If PyTorch runs out of memory at gpt2cc's batch, try half of it once; the report then shows
-    # both shapes and says that they differ.
-    if ! run_step "pt_train_$dtype" "$LIMIT_PYTORCH" python3 benchmarks/pytorch/gpt2_train.py --preset gpt2 \
-      -B "$B" -T 1024 --steps "$STEPS" --warmup 5 --dtype "$dtype" --json "$OUTDIR/pt_train_$dtype.json"; then
-      if ((B > 1)) && grep -q "out of memory" "$OUTDIR/pt_train_$dtype.log"; then
-        run_step "pt_train_$dtype" "$LIMIT_PYTORCH" python3 benchmarks/pytorch/gpt2_train.py --preset gpt2 \
-          -B "$((B / 2))" -T 1024 --steps "$STEPS" --warmup 5 --dtype "$dtype" --json "$OUTDIR/pt_train_$dtype.json"
-      fi
+pytorch_dtype() {
+  local dtype=$1 B
+  B=$(batch_for "$dtype")
+  # If PyTorch runs out of memory at gpt2cc's batch, try half of it once; the report then shows
+  # both shapes and says that they differ.
+  if ! run_step "pt_train_$dtype" "$LIMIT_PYTORCH" python3 benchmarks/pytorch/gpt2_train.py --preset gpt2 \
+    -B "$B" -T 1024 --steps "$STEPS" --warmup 5 --dtype "$dtype" --json "$OUTDIR/pt_train_$dtype.json"; then
+    if ((B > 1)) && grep -q "out of memory" "$OUTDIR/pt_train_$dtype.log"; then
+      run_step "pt_train_$dtype" "$LIMIT_PYTORCH" python3 benchmarks/pytorch/gpt2_train.py --preset gpt2 \
+        -B "$((B / 2))" -T 1024 --steps "$STEPS" --warmup 5 --dtype "$dtype" --json "$OUTDIR/pt_train_$dtype.json"
     fi
-  done
+  fi
+}
+stage_pt_bf16() { pytorch_dtype bf16; }
+stage_pt_fp32() { pytorch_dtype fp32; }
+
+stage_pt_attention() {
   run_step pt_attention "$LIMIT_ATTENTION" python3 benchmarks/pytorch/attention_sdpa.py --shapes "$ATTN_SHAPES" \
     --reps "$AREPS" --json "$OUTDIR/pt_attention.json"
 }
@@ -288,13 +373,13 @@ stage_parity() {
         FAILED=1
         return 1
       fi
-      run_step parity_prepare 240 "$BIN/prepare" --format wikiextractor --input "$data/wikipedia" \
+      run_step parity_prepare 240 "${BIN_ENV[@]}" "$BIN/prepare" --format wikiextractor --input "$data/wikipedia" \
         --val-fraction 0.01 --tokenizer "$data/gpt2" --out "$shards" || return 1
     fi
   fi
   for dtype in fp32 bf16; do
     rm -rf "$OUTDIR/parity_$dtype"
-    run_step "parity_$dtype" 270 "$BIN/train" --device cuda --dtype "$dtype" --preset d6 \
+    run_step "parity_$dtype" 270 "${BIN_ENV[@]}" "$BIN/train" --device cuda --dtype "$dtype" --preset d6 \
       --train-data "$shards/train" --val-data "$shards/val" --batch-size 16 --seq-len 256 \
       --steps "$PARITY_STEPS" --lr 3e-3 --warmup-steps $((PARITY_STEPS / 10)) --eval-every $((PARITY_STEPS / 6)) \
       --eval-batches 16 --seed 1337 --log-every 50 --run-dir "$OUTDIR/parity_$dtype" || return 1
@@ -317,6 +402,8 @@ pack_results() {
   return 0
 }
 
+# Binaries an earlier call on this machine took from the kit keep the library path they needed.
+[[ -f "$BIN/kit-env" ]] && mapfile -t BIN_ENV <"$BIN/kit-env"
 echo "bench_gpu.sh: stages ${RUN_STAGES[*]}; results in $OUTDIR"
 record_env
 for s in "${RUN_STAGES[@]}"; do

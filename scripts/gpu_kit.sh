@@ -1,20 +1,28 @@
 #!/usr/bin/env bash
 # Packs what the lent GPU machine lacks into one folder to carry there (run it here, with internet
-# or a Debian mirror): the Debian packages of the build dependencies (that machine reaches no
-# package registry) and the Wikipedia token shards of the parity run (../shared does not travel).
-# scripts/bench_gpu.sh finds the kit in .gpu-kit/ by itself (or --kit DIR): it unpacks the
-# packages into its build folder only when CMake finds a dependency missing. Usage:
-#   scripts/gpu_kit.sh [--out DIR] [--data DIR] [--build-dir DIR] [--no-shards]
-# then name the folder in the device call's carry (".gpu-kit"; git ignores it). 64 MiB travel at most.
+# or a Debian mirror): gpt2cc's CUDA binaries built here for sm_90 (a build there would take minutes
+# of the session's 15 of device time), the Debian packages of the build dependencies (that machine
+# reaches no package registry: for a build there when the binaries cannot run) and the Wikipedia
+# token shards of the parity run (../shared does not travel). scripts/bench_gpu.sh finds the kit in
+# .gpu-kit/ by itself (or --kit DIR): it runs the binaries when they were built from the same
+# sources and pass a CUDA test there, and unpacks the packages only when it must build and CMake
+# finds a dependency missing. Usage:
+#   scripts/gpu_kit.sh [--out DIR] [--data DIR] [--build-dir DIR] [--cuda-build-dir DIR]
+#                      [--no-shards] [--no-binaries]
+# then name the folder in the device call's carry (".gpu-kit"; git ignores it). 64 MiB travel at
+# most. Rerun it after any change to the sources: binaries of other sources are not used.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
+source scripts/gpu_common.sh
 
 KIT=".gpu-kit"
 DATA="${GPT2CC_DATA_DIR:-../shared/data}"
 BUILD_DIR="build"
+CUDA_BUILD_DIR="build-gpu-kit"
 SHARDS=1
+BINARIES=1
 # The libraries CMake looks for (scripts/deps.sh's list without the tools, which the device image
 # has: cmake, ninja, g++), and libpcre2-8-0 for the shared library that libpcre2-dev's link points at.
 KIT_PACKAGES=(catch2 libcxxopts-dev nlohmann-json3-dev libpcre2-dev libpcre2-8-0)
@@ -30,8 +38,10 @@ while (($#)); do
     --out) KIT="${2:?--out needs a directory}"; shift 2 ;;
     --data) DATA="${2:?--data needs a directory}"; shift 2 ;;
     --build-dir) BUILD_DIR="${2:?--build-dir needs a directory}"; shift 2 ;;
+    --cuda-build-dir) CUDA_BUILD_DIR="${2:?--cuda-build-dir needs a directory}"; shift 2 ;;
     --no-shards) SHARDS=0; shift ;;
-    -h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --no-binaries) BINARIES=0; shift ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
   esac
 done
@@ -41,7 +51,7 @@ if ((SHARDS)); then
 fi
 
 mkdir -p "$KIT"
-rm -rf "$KIT/debs" "$KIT/parity-wikipedia"
+rm -rf "$KIT/debs" "$KIT/parity-wikipedia" "$KIT/gpu-binaries.tar.gz"
 mkdir -p "$KIT/debs"
 echo "gpu_kit.sh: downloading ${KIT_PACKAGES[*]}"
 # apt-get download writes into the current folder; as root it warns that the _apt user cannot
@@ -60,11 +70,38 @@ if ((SHARDS)); then
     --tokenizer "$DATA/gpt2" --out "$KIT/parity-wikipedia"
 fi
 
+if ((BINARIES)); then
+  ensure_build_deps
+  fingerprint=$(gpt2cc_source_fingerprint .)
+  cmake -S . -B "$CUDA_BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGPT2CC_CUDA=ON >/dev/null
+  targets=()
+  for exe in "${GPT2CC_GPU_BINARIES[@]}"; do targets+=("${exe##*/}"); done
+  cmake --build "$CUDA_BUILD_DIR" -j "$(nproc)" --target "${targets[@]}"
+  [[ "$(gpt2cc_source_fingerprint .)" == "$fingerprint" ]] || die "the sources changed during the build: run it again"
+  stage=$(mktemp -d)
+  trap 'rm -rf "$stage"' EXIT
+  echo "$fingerprint" >"$stage/FINGERPRINT"
+  for exe in "${GPT2CC_GPU_BINARIES[@]}"; do
+    mkdir -p "$stage/$(dirname "$exe")"
+    strip --strip-unneeded -o "$stage/$exe" "$CUDA_BUILD_DIR/$exe"
+  done
+  # Copies of the libraries they link that are neither the C library nor CUDA's (which come with
+  # the driver and the toolkit there): used there only if that machine lacks them.
+  mkdir -p "$stage/kit-libs"
+  for exe in "${GPT2CC_GPU_BINARIES[@]}"; do ldd "$CUDA_BUILD_DIR/$exe"; done |
+    awk '$2 == "=>" && $3 ~ /^\// {print $1, $3}' | sort -u |
+    { grep -vE '^(libc|libm|libdl|libpthread|librt|ld-linux[^ ]*|libcuda|libcudart|libcublas|libcublasLt)\.so' || true; } |
+    while read -r soname path; do cp -L "$path" "$stage/kit-libs/$soname"; done
+  tar -czf "$KIT/gpu-binaries.tar.gz" -C "$stage" .
+  echo "gpu_kit.sh: gpu-binaries.tar.gz: $(du -h "$KIT/gpu-binaries.tar.gz" | cut -f1), kit-libs: $(ls "$stage/kit-libs" | tr '\n' ' ')"
+fi
+
 bytes=$(du -sb "$KIT" | cut -f1)
 {
   echo "gpt2cc GPU kit, made $(date -u +%Y-%m-%dT%H:%M:%SZ) from commit $(git rev-parse --short HEAD)"
   echo "debs/: $(cd "$KIT/debs" && ls | tr '\n' ' ')"
   ((SHARDS)) && echo "parity-wikipedia/: prepare --format wikiextractor --val-fraction 0.01 of $DATA/wikipedia"
+  ((BINARIES)) && echo "gpu-binaries.tar.gz: ${GPT2CC_GPU_BINARIES[*]} (sm_90, sources fingerprint $fingerprint) and kit-libs/"
   echo "size: $((bytes >> 20)) MiB"
 } >"$KIT/MANIFEST.txt"
 cat "$KIT/MANIFEST.txt"

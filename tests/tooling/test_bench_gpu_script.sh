@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# scripts/bench_gpu.sh without a GPU: its argument errors, and a call on a bare device machine
+# scripts/bench_gpu.sh without a GPU: its argument errors, the stages a call runs (aliases, the
+# one-call device plan, the build a bare machine needs first), a call on a bare device machine
 # continuing from the results archive carried in the kit (the report then holds the earlier
-# stages, and the archive it returns too). Run by ctest (label tooling) with the repository root.
+# stages, and the archive it returns too), and the kit's prebuilt binaries: used when their
+# fingerprint is these sources' and a CUDA test passes, else a build (here a stand-in cmake that
+# fails, so nothing is built). Run by ctest (label tooling) with the repository root.
 set -uo pipefail
 ROOT=${1:?usage: test_bench_gpu_script.sh REPO_ROOT}
 SCRIPT="$ROOT/scripts/bench_gpu.sh"
@@ -20,6 +23,17 @@ out=$(bash "$SCRIPT" --kit "$TMP/none" 2>&1); rc=$?
 [[ $rc == 2 && "$out" == *"--kit: no folder"* ]] || fail "missing kit: exit $rc, '$out'"
 out=$(bash "$SCRIPT" --steps 0 2>&1); rc=$?
 [[ $rc == 2 && "$out" == *"--steps must be a positive integer"* ]] || fail "bad --steps: exit $rc, '$out'"
+
+# The stages a call runs.
+out=$(bash "$SCRIPT" --stage device --dry-run --build-dir "$TMP/none" 2>&1); rc=$?
+want="stages build test train_bf16 pt_bf16 attention pt_attention parity kernels train_fp32 pt_fp32 sanitize report"
+[[ $rc == 0 && "$out" == *"$want" ]] || fail "device plan: exit $rc, '$out'"
+out=$(bash "$SCRIPT" --stage train,pytorch --dry-run --build-dir "$TMP/none" 2>&1); rc=$?
+[[ $rc == 0 && "$out" == *"stages build train_bf16 train_fp32 pt_bf16 pt_fp32 pt_attention" ]] ||
+  fail "aliases: exit $rc, '$out'"
+out=$(bash "$SCRIPT" --stage report,pt_attention --dry-run --build-dir "$TMP/none" 2>&1); rc=$?
+[[ $rc == 0 && "$out" == "bench_gpu.sh: stages report pt_attention" ]] || fail "no build needed: exit $rc, '$out'"
+[[ ! -e "$TMP/none" ]] || fail "--dry-run created the build folder"
 
 # Results of an earlier call, as its archive comes back: bench-results/ with a training pair.
 mkdir -p "$TMP/earlier/bench-results" "$TMP/kit" "$TMP/out"
@@ -42,14 +56,58 @@ log=$(OUT="$TMP/out" bash "$SCRIPT" --stage report --kit "$TMP/kit" --build-dir 
 [[ "$log" != *"building first"* ]] || fail "the report stage started a build"
 grep -q "NVIDIA H100 80GB HBM3" "$TMP/out/report.md" 2>/dev/null || fail "report.md lacks the earlier env.txt"
 grep -q "1.20x (met)" "$TMP/out/report.md" 2>/dev/null || fail "report.md lacks the earlier training ratio"
-tar -tzf "$TMP/out/bench_gpu_results.tar.gz" 2>/dev/null | grep -q "train_bf16.json" ||
-  fail "the returned archive lacks the earlier results"
+# (the listing first: grep -q closing the pipe early would fail tar, and the pipeline, with SIGPIPE)
+listing=$(tar -tzf "$TMP/out/bench_gpu_results.tar.gz" 2>/dev/null)
+[[ "$listing" == *"train_bf16.json"* ]] || fail "the returned archive lacks the earlier results"
 grep -q "^report	0	" "$TMP/out/status.tsv" 2>/dev/null || fail "status.tsv lacks the report stage"
 grep -q "^train_bf16	0	" "$TMP/out/status.tsv" 2>/dev/null || fail "status.tsv lost the earlier stages"
 
 # A warm machine (results present) does not unpack the archive over them.
 log=$(OUT="$TMP/out" bash "$SCRIPT" --stage report --kit "$TMP/kit" --build-dir "$TMP/build-gpu" 2>&1); rc=$?
 [[ $rc == 0 && "$log" != *"continuing from"* ]] || fail "second call: exit $rc, restored again: $log"
+
+# The kit's binaries: stand-ins (scripts) at the paths scripts/gpu_common.sh lists, each test
+# executable passing unless told otherwise; a cmake that fails at once, so no build starts.
+source "$ROOT/scripts/gpu_common.sh"
+make_binaries_kit() {  # DIR FINGERPRINT PROBE_EXIT
+  local stage="$TMP/stage-${1##*/}" exe
+  mkdir -p "$1" "$stage/kit-libs"
+  echo "$2" >"$stage/FINGERPRINT"
+  for exe in "${GPT2CC_GPU_BINARIES[@]}"; do
+    mkdir -p "$stage/$(dirname "$exe")"
+    printf '#!/bin/sh\necho "stand-in $0 $*"\nexit %s\n' "$([[ $exe == */test_cuda_layers ]] && echo "$3" || echo 0)" \
+      >"$stage/$exe"
+    chmod +x "$stage/$exe"
+  done
+  tar -czf "$1/gpu-binaries.tar.gz" -C "$stage" .
+}
+mkdir -p "$TMP/fakebin" "$TMP/out-ok" "$TMP/out-stale" "$TMP/out-nogpu"
+printf '#!/bin/sh\necho "stand-in cmake: no build here" >&2\nexit 1\n' >"$TMP/fakebin/cmake"
+chmod +x "$TMP/fakebin/cmake"
+fingerprint=$(gpt2cc_source_fingerprint "$ROOT")
+[[ "$fingerprint" =~ ^[0-9a-f]{64}$ ]] || fail "fingerprint '$fingerprint'"
+
+make_binaries_kit "$TMP/kit-ok" "$fingerprint" 0
+log=$(OUT="$TMP/out-ok" PATH="$TMP/fakebin:$PATH" bash "$SCRIPT" --stage test --kit "$TMP/kit-ok" \
+  --build-dir "$TMP/build-ok" 2>&1); rc=$?
+[[ $rc == 0 && "$log" == *"using the kit's binaries (sources fingerprint $fingerprint)"* ]] || fail "kit binaries: exit $rc: $log"
+for exe in build-kit test_cuda_layers test_cuda_bf16 test_cuda_model; do
+  grep -q "^$exe	0	" "$TMP/out-ok/status.tsv" 2>/dev/null || fail "status.tsv lacks '$exe 0' (kit binaries)"
+done
+[[ "$log" == *"stand-in $TMP/build-ok/tests/cuda/test_cuda_model"* ]] || fail "the test stage did not run the kit's binaries"
+
+make_binaries_kit "$TMP/kit-stale" "0000" 0
+log=$(OUT="$TMP/out-stale" PATH="$TMP/fakebin:$PATH" bash "$SCRIPT" --stage build --kit "$TMP/kit-stale" \
+  --build-dir "$TMP/build-stale" 2>&1); rc=$?
+[[ $rc == 1 && "$log" == *"built from other sources (fingerprint 0000"* && "$log" == *"the build failed"* ]] ||
+  fail "stale kit binaries: exit $rc: $log"
+
+make_binaries_kit "$TMP/kit-nogpu" "$fingerprint" 77
+log=$(OUT="$TMP/out-nogpu" PATH="$TMP/fakebin:$PATH" bash "$SCRIPT" --stage build --kit "$TMP/kit-nogpu" \
+  --build-dir "$TMP/build-nogpu" 2>&1); rc=$?
+[[ $rc == 1 && "$log" == *"do not pass a CUDA test here (exit 77)"* && "$log" == *"building instead"* ]] ||
+  fail "kit binaries without a GPU: exit $rc: $log"
+[[ ! -e "$TMP/build-nogpu/tests/cuda/test_cuda_layers" ]] || fail "binaries that failed the probe were left in the build folder"
 
 ((FAILURES == 0)) && echo "bench_gpu.sh checks passed"
 exit $((FAILURES > 0))

@@ -1,0 +1,28 @@
+# shellcheck shell=bash
+# Sourced by scripts/gpu_kit.sh (which packs gpt2cc's CUDA binaries here, sm_90) and by
+# scripts/bench_gpu.sh (which uses them on the device machine instead of building there, which
+# would cost minutes of its device time): what is packed, and the fingerprint that says whether
+# binaries were built from the sources beside them.
+
+# The binaries the device stages run, relative to the build folder.
+# shellcheck disable=SC2034  # used by the scripts that source this file
+GPT2CC_GPU_BINARIES=(
+  tests/cuda/test_cuda_layers tests/cuda/test_cuda_model tests/cuda/test_cuda_bf16
+  benchmarks/kernels/bench_kernels benchmarks/kernels/bench_attention benchmarks/gpu/bench_train_gpu
+  train prepare generate
+)
+
+# sha256 of every file the build reads (sources, headers, CMake files) under the repository root
+# given (default: the current folder), in path order; build folders, the kit, the docs and
+# tests/emu (the CPU emulator's tests, in none of the binaries) are outside it. The device
+# machine's copy of the tree may have no .git, so git is not asked.
+gpt2cc_source_fingerprint() {
+  local root="${1:-.}"
+  (
+    cd "$root" || exit 1
+    find . \( -path './build*' -o -path './.git' -o -path './.gpu-kit' -o -path './docs' -o -path './tests/emu' \) -prune -o \
+      -type f \( -name '*.cpp' -o -name '*.hpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' \
+      -o -name 'CMakeLists.txt' -o -name '*.cmake' \) -print | LC_ALL=C sort | xargs -d '\n' sha256sum |
+      sha256sum | cut -d' ' -f1
+  )
+}
