@@ -7,6 +7,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <cstddef>
 #include <cstdint>
 
 namespace gpt2cc::cuda {
@@ -63,6 +64,14 @@ __device__ __forceinline__ void store_floats(Elem* p, const float (&x)[kWidth]) 
 
 // Host side: may a 16-byte pack be loaded from / stored to p?
 inline bool is_aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+// One kernel launch's geometry. Computed by a function in the kernel's *_device.cuh, which both
+// the launcher (.cu) and the CPU emulator (tests/emu) call, so the emulated launch takes the same
+// grid, block and branch as the real one.
+struct LaunchShape {
+  dim3 grid, block;
+  size_t smem_bytes = 0;  // dynamic shared memory
+};
 
 // Butterfly reductions: every lane ends with the result, in a fixed order (deterministic).
 __device__ __forceinline__ float warp_sum(float x) {

@@ -31,11 +31,12 @@ constexpr size_t kStackBytes = 256 * 1024;  // per fiber; the kernels keep < 4 K
 unsigned char canary(size_t offset) { return offset % 2 == 0 ? 0xC1 : 0xFF; }
 
 enum class State { kRunnable, kAtWarpOp, kAtBarrier, kExited };
-enum class Op { kShfl, kLdmatrix, kLdmatrixTrans, kMma };
+enum class Op { kShfl, kBallot, kLdmatrix, kLdmatrixTrans, kMma };
 
 const char* op_name(Op op) {
   switch (op) {
     case Op::kShfl: return "shfl.sync.bfly";
+    case Op::kBallot: return "vote.sync.ballot";
     case Op::kLdmatrix: return "ldmatrix.x4";
     case Op::kLdmatrixTrans: return "ldmatrix.x4.trans";
     case Op::kMma: return "mma.m16n8k16";
@@ -47,6 +48,7 @@ struct Fiber {
   ucontext_t context;
   std::unique_ptr<char[]> stack;
   State state = State::kExited;
+  bool barrier_result = false;  // what the last barrier.red.or returned to this thread
   void* asan_fake_stack = nullptr;
 };
 
@@ -68,6 +70,7 @@ struct Machine {
   std::vector<Fiber> fibers;
   std::vector<WarpOp> warps;
   int barrier_arrived = 0;
+  bool barrier_or = false;  // OR of the predicates brought to the pending barrier.red.or
   std::source_location barrier_site;
   ucontext_t scheduler;
   const void* scheduler_stack = nullptr;  // for AddressSanitizer, learnt on the first switch
@@ -200,12 +203,29 @@ double bf16_half(uint32_t reg, int half) {
   return f;
 }
 
+// Waits at barrier 0 until every live thread of the block arrives (release_barrier_if_complete).
+void arrive_at_barrier(const std::source_location& where) {
+  if (m.barrier_arrived > 0 &&
+      (where.line() != m.barrier_site.line() || std::strcmp(where.file_name(), m.barrier_site.file_name()) != 0)) {
+    std::ostringstream s;
+    s << "__syncthreads at " << where.file_name() << ":" << where.line() << " while other threads wait at the one at "
+      << m.barrier_site.file_name() << ":" << m.barrier_site.line();
+    fail(s.str());
+  }
+  m.barrier_site = where;
+  ++m.barrier_arrived;
+  m.fibers[m.current].state = State::kAtBarrier;
+  yield();
+}
+
 }  // namespace
 
-void set_shared_memory(unsigned char* base, size_t capacity) {
-  m.shared = base;
+void set_shared_memory(void* base, size_t capacity) {
+  m.shared = static_cast<unsigned char*>(base);
   m.shared_capacity = capacity;
 }
+
+int dynamic_zero() { return 0; }
 
 void set_unwritten_shared_byte(unsigned char byte) { m.unwritten_shared = byte; }
 
@@ -236,6 +256,22 @@ uint32_t shfl_xor(unsigned mask, uint32_t value, int lane_mask, int width) {
       const uint32_t j = static_cast<uint32_t>(lane) ^ w.shfl_lane_mask[lane];
       w.out[lane][0] = w.in[j <= 31 ? j : lane][0];
     }
+  })[0];
+}
+
+// PTX ISA 9.0, "Parallel Synchronization and Communication Instructions: vote.sync", .ballot.b32:
+// "copies the predicate from each thread in membermask into the corresponding bit position of
+// destination register d, where the bit position corresponds to the thread's lane id"; every
+// lane gets the same d. CUDA's __ballot_sync (Programming Guide, "Warp Vote Functions") is that
+// instruction. Only the full warp is emulated.
+uint32_t ballot(unsigned mask, bool predicate) {
+  require_launch("__ballot_sync");
+  if (mask != 0xffffffffu) fail("__ballot_sync with a partial member mask (not emulated)");
+  const std::array<uint32_t, 10> in{predicate ? 1u : 0u};
+  return warp_collective(Op::kBallot, in, [](WarpOp& w) {
+    uint32_t d = 0;
+    for (int lane = 0; lane < kWarpSize; ++lane) d |= (w.in[lane][0] & 1u) << lane;
+    for (int lane = 0; lane < kWarpSize; ++lane) w.out[lane][0] = d;
   })[0];
 }
 
@@ -328,30 +364,36 @@ void mma_m16n8k16_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint3
 // are reported as misuse, not matched as the hardware might.
 void syncthreads(const std::source_location& where) {
   require_launch("__syncthreads");
-  if (m.barrier_arrived > 0 &&
-      (where.line() != m.barrier_site.line() || std::strcmp(where.file_name(), m.barrier_site.file_name()) != 0)) {
-    std::ostringstream s;
-    s << "__syncthreads at " << where.file_name() << ":" << where.line() << " while other threads wait at the one at "
-      << m.barrier_site.file_name() << ":" << m.barrier_site.line();
-    fail(s.str());
-  }
-  m.barrier_site = where;
-  ++m.barrier_arrived;
-  m.fibers[m.current].state = State::kAtBarrier;
-  yield();
+  arrive_at_barrier(where);
+}
+
+// barrier.red.or.pred (PTX ISA 9.0, "bar.red / barrier.red"): the barrier above, and "the
+// reduction operation .or ... on the predicate p of all threads", the result "available in
+// destination predicate d of all threads". CUDA's __syncthreads_or (Programming Guide,
+// "Synchronization Functions") is that instruction.
+bool syncthreads_or(bool predicate, const std::source_location& where) {
+  require_launch("__syncthreads_or");
+  m.barrier_or |= predicate;
+  arrive_at_barrier(where);
+  return m.fibers[m.current].barrier_result;
 }
 
 namespace {
 
-// Releases the barrier when every live thread waits at it.
+// Releases the barrier when every live thread waits at it; each waiting thread gets the OR of
+// the predicates brought to it (a plain __syncthreads brings none).
 void release_barrier_if_complete() {
   if (m.barrier_arrived == 0) return;
   int live = 0;
   for (int t = 0; t < m.num_threads; ++t) live += m.fibers[t].state != State::kExited;
   if (m.barrier_arrived < live) return;
   m.barrier_arrived = 0;
-  for (int t = 0; t < m.num_threads; ++t)
-    if (m.fibers[t].state == State::kAtBarrier) m.fibers[t].state = State::kRunnable;
+  for (int t = 0; t < m.num_threads; ++t) {
+    if (m.fibers[t].state != State::kAtBarrier) continue;
+    m.fibers[t].state = State::kRunnable;
+    m.fibers[t].barrier_result = m.barrier_or;
+  }
+  m.barrier_or = false;
 }
 
 // Nothing can run and not every thread has exited: say who waits where.
@@ -392,6 +434,7 @@ void run_block(const uint3& block_index) {
   }
   for (auto& w : m.warps) w.arrived = 0;
   m.barrier_arrived = 0;
+  m.barrier_or = false;
   const int num_warps = m.num_threads / kWarpSize;
   for (;;) {
     bool ran = false, all_exited = true;

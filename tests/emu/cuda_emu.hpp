@@ -1,11 +1,11 @@
-// A CUDA-execution emulator for exactly what kernels/flash_attention_device.cuh uses, so its
-// device code runs on the CPU, compiled by g++ as host C++: blocks run one after another, the
-// threads of a block as cooperative fibers sharing one static shared-memory buffer.
-// __syncthreads is a block barrier; __shfl_xor_sync, ldmatrix and mma.sync m16n8k16 are warp
-// collectives: all 32 lanes arrive, then each lane's result is computed from every lane's input,
-// as the PTX ISA defines them (cuda_emu.cpp cites the sections). Misuse the hardware would punish
-// (a divergent collective, a barrier not reached by every thread, a misaligned or out-of-range
-// ldmatrix, shared memory used past the launch's size) throws emu::Violation naming block/lane.
+// A CUDA-execution emulator for the device code of kernels/, so it runs on the CPU, compiled by
+// g++ as host C++: blocks run one after another, the threads of a block as cooperative fibers
+// sharing one shared-memory buffer. __syncthreads (and __syncthreads_or) is a block barrier;
+// __shfl_xor_sync, __ballot_sync, ldmatrix and mma.sync m16n8k16 are warp collectives: all 32
+// lanes arrive, then each lane's result is computed from every lane's input, as the PTX ISA
+// defines them (cuda_emu.cpp cites the sections). Misuse the hardware would punish (a divergent
+// collective, a barrier not reached by every thread, a misaligned or out-of-range ldmatrix, shared
+// memory used past the launch's size) throws emu::Violation naming block/lane.
 #pragma once
 
 #include <cuda_bf16.h>  // the host side of bf16 and its conversions; also dim3, uint4, make_uint4
@@ -20,12 +20,30 @@
 #include <string>
 #include <type_traits>
 
-// cuda_bf16.h brings CUDA's host_defines.h, which on the host already empties __global__,
-// __device__, __shared__ and makes __forceinline__ an always-inline `inline`; __launch_bounds__
-// is only defined for nvcc.
+// cuda_bf16.h brings CUDA's host_defines.h, which on the host already empties __global__ and
+// __device__ and makes __forceinline__ an always-inline `inline`; __launch_bounds__ is only
+// defined for nvcc.
 #ifndef __launch_bounds__
 #define __launch_bounds__(...)
 #endif
+// A __shared__ variable is ONE object for the whole block, not a local of each thread: on the host
+// it becomes thread_local, which at block scope means static storage per OS thread, and every
+// fiber of the emulator runs on the same OS thread. `extern __shared__ T name[]` (the dynamic
+// array) becomes `extern thread_local T name[]`, which refers to the namespace-scope array an
+// emulation TU defines with GPT2CC_EMU_DYNAMIC_SHARED (below) in the kernel's namespace and
+// registers with set_shared_memory. Static arrays (`__shared__ float s[32]`) live outside that
+// buffer: they start zeroed and keep what the previous block left (no NaN fill, no size check).
+#undef __shared__
+#define __shared__ thread_local
+
+// Defines, at namespace scope, the array that kernels' `extern __shared__ Type name[]` refer to:
+// kSharedCapacity bytes, 16-byte aligned, zero until a launch fills it. Why the initializer: GCC 12
+// makes template code call the TLS init function of an extern thread_local unconditionally, and
+// emits that function only for a definition with a dynamic initializer; without one the call
+// jumps to address 0. dynamic_zero() is 0, from another TU, so the initializer stays dynamic.
+#define GPT2CC_EMU_DYNAMIC_SHARED(Type, name)                                                     \
+  alignas(16) thread_local Type name[::gpt2cc::emu::kSharedCapacity / sizeof(Type)] = {          \
+      static_cast<Type>(::gpt2cc::emu::dynamic_zero())}
 
 // The built-in variables of the running thread: set by the scheduler before it resumes a fiber.
 extern uint3 threadIdx;
@@ -41,13 +59,15 @@ struct Violation : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// Shared memory: one static buffer for every block of every launch (what `extern __shared__`
-// declarations in the emulated code must be defined as: see set_shared_memory).
+// Shared memory: one buffer for every block of every launch (the definition of the code's
+// `extern __shared__` array: GPT2CC_EMU_DYNAMIC_SHARED and set_shared_memory).
 inline constexpr size_t kSharedCapacity = 227 * 1024;  // the sm_90 per-block maximum
 
-// Registers the definition of the code's `extern __shared__` array (kSharedCapacity bytes,
-// 16-byte aligned) as the shared window; launches use its first smem_bytes bytes.
-void set_shared_memory(unsigned char* base, size_t capacity);
+// Registers the definition of the code's `extern __shared__` array (GPT2CC_EMU_DYNAMIC_SHARED, or
+// any buffer of `capacity` bytes, 16-byte aligned) as the shared window; launches use its first
+// smem_bytes bytes.
+void set_shared_memory(void* base, size_t capacity);
+int dynamic_zero();  // 0; see GPT2CC_EMU_DYNAMIC_SHARED
 // The byte every block's shared memory starts filled with (default 0xFF: NaN as bf16 and fp32,
 // so a read of shared memory the block never wrote shows in the results).
 void set_unwritten_shared_byte(unsigned char byte);
@@ -75,21 +95,45 @@ uint32_t shared_address(const void* p);                                   // cvt
 void ldmatrix_x4(uint32_t (&r)[4], uint32_t shared_addr, bool trans);     // ldmatrix.sync.aligned.m8n8.x4{.trans}.shared.b16
 void mma_m16n8k16_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1);  // mma.sync...row.col.f32.bf16.bf16.f32
 uint32_t shfl_xor(unsigned mask, uint32_t value, int lane_mask, int width);  // shfl.sync.bfly.b32
+uint32_t ballot(unsigned mask, bool predicate);                           // vote.sync.ballot.b32
 void syncthreads(const std::source_location& where);                      // barrier.sync 0
+bool syncthreads_or(bool predicate, const std::source_location& where);   // barrier.red.or.pred 0
 
 }  // namespace gpt2cc::emu
 
-// The CUDA intrinsics the emulated code calls, by their CUDA names.
+// The CUDA intrinsics the emulated code calls, by their CUDA names. A 64-bit shuffle is two
+// 32-bit ones, low word first, as CUDA's own __shfl_xor_sync(double) is (sm_30_intrinsics.hpp).
 template <class T>
 inline T __shfl_xor_sync(unsigned mask, T value, int lane_mask, int width = 32) {
-  static_assert(sizeof(T) == 4 && std::is_trivially_copyable_v<T>, "the emulator shuffles 32-bit values");
-  uint32_t bits;
-  std::memcpy(&bits, &value, 4);
-  bits = gpt2cc::emu::shfl_xor(mask, bits, lane_mask, width);
-  std::memcpy(&value, &bits, 4);
+  static_assert((sizeof(T) == 4 || sizeof(T) == 8) && std::is_trivially_copyable_v<T>,
+                "the emulator shuffles 32-bit and 64-bit values");
+  uint32_t words[sizeof(T) / 4];
+  std::memcpy(words, &value, sizeof(T));
+  for (uint32_t& word : words) word = gpt2cc::emu::shfl_xor(mask, word, lane_mask, width);
+  std::memcpy(&value, words, sizeof(T));
   return value;
 }
+inline unsigned __ballot_sync(unsigned mask, int predicate) { return gpt2cc::emu::ballot(mask, predicate != 0); }
+inline int __popc(unsigned x) { return __builtin_popcount(x); }
 inline void __syncthreads(const std::source_location& where = std::source_location::current()) {
   gpt2cc::emu::syncthreads(where);
 }
+inline int __syncthreads_or(int predicate, const std::source_location& where = std::source_location::current()) {
+  return gpt2cc::emu::syncthreads_or(predicate != 0, where) ? 1 : 0;
+}
 inline size_t __cvta_generic_to_shared(const void* p) { return gpt2cc::emu::shared_address(p); }
+
+// Device math that has no host declaration. rsqrtf is correctly rounded here; the device's is
+// within 2 ulp (CUDA Programming Guide, "Mathematical Functions"), which the tests' tolerances hold.
+// min / max: CUDA's integer overloads, both operands of one type (float code uses fminf / fmaxf).
+inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
+template <class T>
+  requires std::is_integral_v<T>
+inline T min(T a, T b) {
+  return a < b ? a : b;
+}
+template <class T>
+  requires std::is_integral_v<T>
+inline T max(T a, T b) {
+  return a > b ? a : b;
+}

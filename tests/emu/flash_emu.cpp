@@ -12,7 +12,7 @@
 
 namespace gpt2cc::cuda::flash {
 // What the kernels' `extern __shared__ unsigned char smem[]` declarations refer to on the host.
-alignas(16) unsigned char smem[emu::kSharedCapacity];
+GPT2CC_EMU_DYNAMIC_SHARED(unsigned char, smem);
 }  // namespace gpt2cc::cuda::flash
 
 namespace gpt2cc::emu {

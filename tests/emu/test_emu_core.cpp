@@ -1,8 +1,10 @@
 // Self-tests of the CUDA emulator (cuda_emu.hpp): mma.m16n8k16 on fragments laid out by the PTX
 // ISA's per-register tables equals a scalar 16x8x16 product; ldmatrix.x4 (and .trans) of known
-// 8x8 patterns; xor shuffles; the block barrier, the built-in indices and the schedules; and
-// every misuse the emulator promises to catch (divergent collectives, mismatched barriers, misaligned or
-// out-of-range ldmatrix, shared memory past the launch's size, non-shared addresses).
+// 8x8 patterns; xor shuffles of 32- and 64-bit values; ballot, popc and __syncthreads_or; static
+// and dynamic __shared__ arrays shared by the block; the host versions of device math; the block
+// barrier, the built-in indices and the schedules; and every misuse the emulator promises to
+// catch (divergent collectives, mismatched barriers, misaligned or out-of-range ldmatrix, shared
+// memory past the launch's size, non-shared addresses).
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -32,7 +34,33 @@ uint16_t bf16_bits(float x) {
 // Two 16-bit values in one register, `lo` in bits 0-15 (the PTX "low to high" element order).
 uint32_t pack(uint16_t lo, uint16_t hi) { return lo | static_cast<uint32_t>(hi) << 16; }
 
+// Thread t of the block stores t + 1000 * round into a static __shared__ array and, after the
+// barrier, reads its neighbour's slot: right only if the array is one object for the whole block.
+int neighbour_through_static_shared(int round) {
+  __shared__ int slots[128];
+  const int t = static_cast<int>(threadIdx.x);
+  slots[t] = t + 1000 * round;
+  __syncthreads();
+  const int seen = slots[(t + 1) % blockDim.x];
+  __syncthreads();  // the next round overwrites slots[]
+  return seen;
+}
+
 }  // namespace
+
+// A kernel's dynamic shared array, declared as the kernels do (in a template, where GCC's TLS
+// handling needs GPT2CC_EMU_DYNAMIC_SHARED's initializer), and defined as the emulation TUs do.
+namespace emu_core_test {
+template <class Elem>
+Elem* dynamic_shared_floats() {
+  extern __shared__ Elem dynamic_floats[];
+  return dynamic_floats;
+}
+GPT2CC_EMU_DYNAMIC_SHARED(float, dynamic_floats);
+}  // namespace emu_core_test
+
+using emu_core_test::dynamic_floats;
+using emu_core_test::dynamic_shared_floats;
 
 TEST_CASE("emulated mma.m16n8k16 bf16 equals a scalar 16x8x16 product", "[emu][core]") {
   // Values on a bf16 grid, so the fragments hold them exactly; C in fp32.
@@ -127,6 +155,117 @@ TEST_CASE("emulated __shfl_xor_sync exchanges between lane and lane ^ mask", "[e
   for (int lane = 0; lane < 32; ++lane) CHECK(sum[lane] == 4960.0f);  // 10 * (0 + 1 + ... + 31)
 }
 
+TEST_CASE("emulated 64-bit __shfl_xor_sync moves both words of a double and of a uint64", "[emu][core]") {
+  // Values whose low words differ between lanes (2^-40 steps below 1.0 only live in the low
+  // word), so a shuffle of the high word alone, or of the low word twice, gives wrong bits.
+  const auto value = [](int lane) { return 1.0 + std::ldexp(static_cast<double>(lane + 1), -40); };
+  double got[5][32], sum[32];
+  uint64_t got_u64[32];
+  emu::launch(dim3(1), dim3(32), 0, [&] {
+    const int lane = static_cast<int>(threadIdx.x);
+    for (int k = 0; k < 5; ++k) got[k][lane] = __shfl_xor_sync(0xffffffffu, value(lane), 1 << k);
+    const uint64_t u = (static_cast<uint64_t>(lane) << 32) | static_cast<uint64_t>(31 - lane);
+    got_u64[lane] = __shfl_xor_sync(0xffffffffu, u, 3);
+    double s = value(lane);
+    for (int offset = 16; offset > 0; offset >>= 1) s += __shfl_xor_sync(0xffffffffu, s, offset);
+    sum[lane] = s;
+  });
+  int wrong = 0;
+  for (int k = 0; k < 5; ++k)
+    for (int lane = 0; lane < 32; ++lane) wrong += got[k][lane] != value(lane ^ (1 << k));
+  for (int lane = 0; lane < 32; ++lane) {
+    const int j = lane ^ 3;
+    wrong += got_u64[lane] != ((static_cast<uint64_t>(j) << 32) | static_cast<uint64_t>(31 - j));
+  }
+  CHECK(wrong == 0);
+  // 32 + 2^-40 * (1 + ... + 32): exact in double, the same bits in every lane.
+  for (int lane = 0; lane < 32; ++lane) CHECK(sum[lane] == 32.0 + std::ldexp(528.0, -40));
+}
+
+TEST_CASE("emulated __ballot_sync gathers one predicate bit per lane; __popc counts bits", "[emu][core]") {
+  unsigned got[64];
+  emu::launch(dim3(1), dim3(64), 0, [&] {
+    const int t = static_cast<int>(threadIdx.x), lane = t % 32;
+    const bool predicate = t < 32 ? lane % 3 == 0 : lane >= 29 || lane == 4;  // warp 0, warp 1
+    got[t] = __ballot_sync(0xffffffffu, predicate);
+  });
+  for (int t = 0; t < 64; ++t) CHECK(got[t] == (t < 32 ? 0x49249249u : 0xE0000010u));
+  CHECK(__popc(0u) == 0);
+  CHECK(__popc(0x49249249u) == 11);
+  CHECK(__popc(0xE0000010u) == 4);
+  CHECK(__popc(0xffffffffu) == 32);
+}
+
+TEST_CASE("emulated __syncthreads_or is a barrier that returns the OR of the block's predicates", "[emu][core]") {
+  use_test_shared();
+  for (const emu::Schedule schedule : emu::kSchedules) {
+    INFO("schedule " << static_cast<int>(schedule));
+    emu::set_schedule(schedule);
+    std::vector<int> first(2 * 128, -1), second(2 * 128, -1), seen(2 * 128, -1);
+    emu::launch(dim3(2), dim3(128), 128 * sizeof(int), [&] {
+      auto* s = reinterpret_cast<int*>(g_shared);
+      const int t = static_cast<int>(threadIdx.x), i = static_cast<int>(blockIdx.x) * 128 + t;
+      s[t] = t;
+      // Block 0: only thread 77 says yes; block 1: nobody. Then the reverse, to show that each
+      // barrier's result is its own (not the previous one's, not a sticky OR).
+      first[i] = __syncthreads_or(blockIdx.x == 0 && t == 77);
+      seen[i] = s[(t + 1) % 128];
+      second[i] = __syncthreads_or(blockIdx.x == 1 && t == 3 ? 5 : 0);
+    });
+    emu::set_schedule(emu::Schedule::kWarpsAscending);
+    for (int i = 0; i < 2 * 128; ++i) {
+      CHECK(first[i] == (i < 128 ? 1 : 0));
+      CHECK(second[i] == (i < 128 ? 0 : 1));
+      CHECK(seen[i] == (i % 128 + 1) % 128);  // the stores before the barrier are visible after it
+    }
+  }
+}
+
+TEST_CASE("emulated __shared__ arrays are one per block: static ones and the dynamic one", "[emu][core]") {
+  std::vector<int> seen(2 * 128, -1);
+  emu::launch(dim3(2), dim3(128), 0, [&] {
+    const int t = static_cast<int>(threadIdx.x);
+    seen[blockIdx.x * 128 + t] = neighbour_through_static_shared(static_cast<int>(blockIdx.x));
+  });
+  for (int b = 0; b < 2; ++b)
+    for (int t = 0; t < 128; ++t) CHECK(seen[b * 128 + t] == (t + 1) % 128 + 1000 * b);
+
+  // The dynamic array is the registered window: unwritten floats read NaN, a store past the
+  // launch's size is reported, and threads see each other's stores after the barrier.
+  emu::set_shared_memory(dynamic_floats, sizeof(dynamic_floats));
+  std::vector<float> before(64, 0.0f), after(64, 0.0f);
+  emu::launch(dim3(1), dim3(64), 64 * sizeof(float), [&] {
+    float* s = dynamic_shared_floats<float>();
+    const int t = static_cast<int>(threadIdx.x);
+    before[t] = s[t];
+    __syncthreads();
+    s[t] = 2.0f * t;
+    __syncthreads();
+    after[t] = s[63 - t];
+  });
+  for (int t = 0; t < 64; ++t) {
+    CHECK(std::isnan(before[t]));
+    CHECK(after[t] == 2.0f * (63 - t));
+  }
+  CHECK_THROWS_WITH(emu::launch(dim3(1), dim3(32), 32 * sizeof(float),
+                                [&] { dynamic_shared_floats<float>()[32 + threadIdx.x] = 1.0f; }),
+                    Catch::Contains("shared memory written at byte 128, past the 128 bytes"));
+  use_test_shared();
+}
+
+TEST_CASE("host versions of device math: rsqrtf and the integer min / max", "[emu][core]") {
+  CHECK(rsqrtf(4.0f) == 0.5f);
+  CHECK(rsqrtf(0.25f) == 2.0f);
+  CHECK(std::abs(rsqrtf(2.0f) - 0.70710678f) <= 1e-7f);
+  CHECK(std::isinf(rsqrtf(0.0f)));
+  CHECK(min(3, -2) == -2);
+  CHECK(max(3, -2) == 3);
+  CHECK(min(7u, 9u) == 7u);
+  CHECK(max(1LL << 40, 5LL) == 1LL << 40);
+  CHECK(min(static_cast<unsigned long long>(1) << 63, 2ULL) == 2ULL);
+  CHECK(max(size_t{40}, size_t{41}) == size_t{41});
+}
+
 TEST_CASE("emulated __syncthreads orders shared memory across the block; built-in indices", "[emu][core]") {
   use_test_shared();
   const dim3 grid(3, 2), block(128);
@@ -204,6 +343,22 @@ TEST_CASE("the emulator reports misuse the hardware would punish", "[emu][core]"
                       Catch::Contains("block (0,0,0)") && Catch::Contains("warp 1") &&
                           Catch::Contains("executes mma.m16n8k16 while lanes 0-7 wait at ldmatrix.x4"));
   }
+  SECTION("a ballot that not every lane reaches") {
+    CHECK_THROWS_WITH(emu::launch(dim3(1), dim3(32), 0,
+                                  [&] {
+                                    if (lane() != 9) __ballot_sync(0xffffffffu, true);
+                                  }),
+                      Catch::Contains("divergent warp collective: vote.sync.ballot executed while lanes 9 of the "
+                                      "warp have exited"));
+  }
+  SECTION("__syncthreads_or and __syncthreads at different places") {
+    const auto mixed = [] {
+      if (threadIdx.x < 32) __syncthreads();
+      else __syncthreads_or(1);
+    };
+    CHECK_THROWS_WITH(emu::launch(dim3(1), dim3(64), 0, mixed),
+                      Catch::Contains("__syncthreads at") && Catch::Contains("while other threads wait at the one at"));
+  }
   SECTION("__syncthreads at two different places") {
     // Outside the CHECK macro: tokens inside a macro argument all get the macro's line.
     const auto two_barriers = [] {
@@ -266,10 +421,14 @@ TEST_CASE("the emulator reports misuse the hardware would punish", "[emu][core]"
     CHECK_THROWS_WITH(emu::launch(dim3(1), dim3(48), 0, [] {}), Catch::Contains("whole warps"));
     CHECK_THROWS_WITH(emu::launch(dim3(1), dim3(32), 0, [] { __shfl_xor_sync(0xffffu, 0, 1); }),
                       Catch::Contains("partial member mask"));
+    CHECK_THROWS_WITH(emu::launch(dim3(1), dim3(32), 0, [] { __ballot_sync(0xffu, 1); }),
+                      Catch::Contains("__ballot_sync with a partial member mask"));
   }
   SECTION("device functions called outside a launch") {
     CHECK_THROWS_WITH(__shfl_xor_sync(0xffffffffu, 0, 1), Catch::Contains("called outside an emulated launch"));
     CHECK_THROWS_WITH(__syncthreads(), Catch::Contains("called outside an emulated launch"));
+    CHECK_THROWS_WITH(__syncthreads_or(1), Catch::Contains("called outside an emulated launch"));
+    CHECK_THROWS_WITH(__ballot_sync(0xffffffffu, 1), Catch::Contains("called outside an emulated launch"));
   }
   // After a reported launch the emulator starts clean.
   int ran = 0;
