@@ -7,7 +7,8 @@
 //             dS = P * (dP - D) ; dV = P^T dO ; dK = scale * dS^T Q ; dQ = scale * dS K
 // One kernel per output (dK,dV over K/V tiles; dQ over Q tiles) so each element of dqkv is
 // written once by one warp in a fixed order: deterministic, no atomics, no T x T buffer.
-// Matrix products on tensor cores: mma.sync m16n8k16 bf16 -> fp32, operands via ldmatrix.
+// Matrix products on tensor cores: mma.sync m16n8k16 bf16 -> fp32, operands via ldmatrix; tiles
+// copied global -> shared by cp.async, the next tile while the current one is computed.
 // Included by kernels/flash_attention.cu (the launchers) and, compiled as host C++, by the CPU
 // emulator in tests/emu; the launch geometry at the end is computed here for both.
 #pragma once
@@ -79,8 +80,9 @@ __device__ __forceinline__ uint32_t shared_address(const void* p) {
 }
 
 #ifdef GPT2CC_CUDA_EMULATION
-// Host build for the CPU emulator (tests/emu/cuda_emu.hpp, included first): the three inline-asm
-// instructions become the emulator's warp-collective versions, written from the PTX ISA itself.
+// Host build for the CPU emulator (tests/emu/cuda_emu.hpp and cp_async_emu.hpp, included first):
+// the inline-asm instructions become the emulator's versions, written from the PTX ISA itself
+// (cp.async lands each copy as late as the ISA allows: at the wait_group that completes it).
 // Everything else in this file is compiled unchanged.
 __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const bf16* p) {
   ::gpt2cc::emu::ldmatrix_x4(r, shared_address(p), false);
@@ -90,6 +92,14 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const bf16* 
 }
 __device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
   ::gpt2cc::emu::mma_m16n8k16_bf16(c, a, b0, b1);
+}
+__device__ __forceinline__ void cp_async_16(void* shared_dst, const void* global_src) {
+  ::gpt2cc::emu::cp_async_16(shared_dst, global_src);
+}
+__device__ __forceinline__ void cp_async_commit() { ::gpt2cc::emu::cp_async_commit(); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  ::gpt2cc::emu::cp_async_wait(N);
 }
 #else
 __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const bf16* p) {
@@ -112,6 +122,21 @@ __device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], 
       "{%0, %1, %2, %3};\n"
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// 16 bytes global -> shared without passing through registers (sm_80+), .cg: cached in L2 only
+// (each tile row is read once per CTA). The copy lands when a later cp_async_wait completes its
+// group; the "memory" clobbers keep the compiler from moving shared-memory accesses across these.
+__device__ __forceinline__ void cp_async_16(void* shared_dst, const void* global_src) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(shared_address(shared_dst)), "l"(global_src)
+               : "memory");
+}
+// The thread's copies issued since its last commit become one group.
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+// Waits until at most N of the thread's committed groups are still in flight (the newest ones).
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 #endif  // GPT2CC_CUDA_EMULATION
 
@@ -178,19 +203,31 @@ __device__ __forceinline__ void to_a_fragments(uint32_t (&p)[kTileRows / 16][4],
   }
 }
 
-// Rows row0..row0+63 of one head (head[t*row_stride + 0..HS-1]) into a padded shared tile, 16
-// bytes per load (8 bf16: the launcher checks pointer and row-stride alignment); rows >= T are
-// zero so the masked scores stay finite and contribute nothing.
+// Starts copying rows row0..row0+63 of one head (head[t*row_stride + 0..HS-1]) into a padded
+// shared tile, 16 bytes per cp.async (8 bf16: the launcher checks pointer and row-stride
+// alignment); rows >= T are stored as zero at once, so the masked scores stay finite and
+// contribute nothing. The tile is complete after cp_async_commit, cp_async_wait and __syncthreads.
 template <int HS>
-__device__ __forceinline__ void load_tile(bf16* tile, const bf16* head, size_t row_stride, int row0, int T) {
+__device__ __forceinline__ void load_tile_async(bf16* tile, const bf16* head, size_t row_stride, int row0, int T) {
   constexpr int kChunksPerRow = HS / 8;
   for (int i = threadIdx.x; i < kTileRows * kChunksPerRow; i += kThreads) {
     const int r = i / kChunksPerRow, c = i % kChunksPerRow;
-    uint4 v = make_uint4(0u, 0u, 0u, 0u);
-    if (row0 + r < T) v = *reinterpret_cast<const uint4*>(head + static_cast<size_t>(row0 + r) * row_stride + c * 8);
-    *reinterpret_cast<uint4*>(tile + r * kStride<HS> + c * 8) = v;
+    bf16* dst = tile + r * kStride<HS> + c * 8;
+    if (row0 + r < T) cp_async_16(dst, head + static_cast<size_t>(row0 + r) * row_stride + c * 8);
+    else *reinterpret_cast<uint4*>(dst) = make_uint4(0u, 0u, 0u, 0u);
   }
 }
+
+// The three kernels walk a sequence of tiles (K/V tiles for the forward and dQ, Q/dO tiles for
+// dK/dV) through a two-stage pipeline: while the warps compute on tile n in buffer n%2, the copies
+// of tile n+1 fill the other buffer. Why: a tile's loads from global memory take about as long as
+// its matrix products; issued together (load, barrier, compute) the tensor cores wait for memory
+// and the memory system for the tensor cores. Per iteration n, one barrier:
+//   cp_async_wait<0>; __syncthreads   tile n is in buffer n%2 for every thread's copies, and every
+//                                     warp is done with iteration n-1, the last reader of buffer (n+1)%2
+//   issue tile n+1 into buffer (n+1)%2; cp_async_commit
+//   compute on buffer n%2
+
 
 // Writes the 16 x HS accumulator strip of a warp (rows row[0], row[1] per lane, see the C
 // layout) times `scale` to head[t*row_stride + 0..HS-1], rows t < T only.
@@ -220,8 +257,11 @@ template <int HS>
 __global__ void __launch_bounds__(kThreads) flash_attention_forward_kernel(const FlashForwardParams p) {
   extern __shared__ __align__(16) unsigned char smem[];
   bf16* sQ = reinterpret_cast<bf16*>(smem);
-  bf16* sK = sQ + kTileElems<HS>;
-  bf16* sV = sK + kTileElems<HS>;
+  // Stage n: K at stages + 2n tiles, V right after it. (Pointer arithmetic, not an array of
+  // pointers: indexed by a runtime stage, an array would live in local memory.)
+  bf16* stages = sQ + kTileElems<HS>;
+  const auto sK = [&](int stage) { return stages + 2 * stage * kTileElems<HS>; };
+  const auto sV = [&](int stage) { return stages + (2 * stage + 1) * kTileElems<HS>; };
 
   const int bh = blockIdx.x, b = bh / p.NH, h = bh % p.NH;
   const int q_tile = gridDim.y - 1 - blockIdx.y;  // the longest rows (most K/V tiles) start first
@@ -233,20 +273,26 @@ __global__ void __launch_bounds__(kThreads) flash_attention_forward_kernel(const
   const bf16* v_head = q_head + 2 * p.C;
   const int row[2] = {q0 + warp * 16 + group, q0 + warp * 16 + group + 8};
 
-  load_tile<HS>(sQ, q_head, qkv_stride, q0, p.T);
+  load_tile_async<HS>(sQ, q_head, qkv_stride, q0, p.T);
+  load_tile_async<HS>(sK(0), k_head, qkv_stride, 0, p.T);
+  load_tile_async<HS>(sV(0), v_head, qkv_stride, 0, p.T);
+  cp_async_commit();
 
   float o[HS / 8][4] = {};
   float row_max[2] = {-INFINITY, -INFINITY};  // in units of log2: max of scale*log2e*s
   float row_sum[2] = {0.0f, 0.0f};            // this lane's partial sum of exp2(s - row_max)
   for (int kv_tile = 0; kv_tile <= q_tile; ++kv_tile) {
-    const int k0 = kv_tile * kTileRows;
-    __syncthreads();  // every warp is done reading the previous K, V tiles
-    load_tile<HS>(sK, k_head, qkv_stride, k0, p.T);
-    load_tile<HS>(sV, v_head, qkv_stride, k0, p.T);
-    __syncthreads();  // tiles (and sQ, on the first pass) visible to all warps
+    const int k0 = kv_tile * kTileRows, stage = kv_tile & 1;
+    cp_async_wait<0>();
+    __syncthreads();  // K, V tile kv_tile (and sQ) landed; every warp is done with the other stage
+    if (kv_tile < q_tile) {
+      load_tile_async<HS>(sK(stage ^ 1), k_head, qkv_stride, k0 + kTileRows, p.T);
+      load_tile_async<HS>(sV(stage ^ 1), v_head, qkv_stride, k0 + kTileRows, p.T);
+    }
+    cp_async_commit();
 
     float s[kTileRows / 8][4] = {};
-    warp_gemm_abt<HS, kTileRows>(s, sQ, warp * 16, sK, lane);
+    warp_gemm_abt<HS, kTileRows>(s, sQ, warp * 16, sK(stage), lane);
     const bool diagonal = kv_tile == q_tile;
 #pragma unroll
     for (int nb = 0; nb < kTileRows / 8; ++nb) {
@@ -285,7 +331,7 @@ __global__ void __launch_bounds__(kThreads) flash_attention_forward_kernel(const
     }
     uint32_t pf[kTileRows / 16][4];
     to_a_fragments(pf, s);  // P rounded to bf16 for the tensor cores; l keeps the fp32 values
-    warp_gemm_pb<HS>(o, pf, sV, lane);
+    warp_gemm_pb<HS>(o, pf, sV(stage), lane);
   }
 
   float inv_sum[2];
@@ -353,10 +399,14 @@ __global__ void __launch_bounds__(kThreads) flash_attention_backward_dkdv_kernel
   extern __shared__ __align__(16) unsigned char smem[];
   bf16* sK = reinterpret_cast<bf16*>(smem);
   bf16* sV = sK + kTileElems<HS>;
-  bf16* sQ = sV + kTileElems<HS>;
-  bf16* sdO = sQ + kTileElems<HS>;
-  float* s_lse = reinterpret_cast<float*>(sdO + kTileElems<HS>);  // log2e * lse of the Q tile's rows
-  float* s_delta = s_lse + kTileRows;
+  // Stage n: Q at stages + 2n tiles, dO right after it; log2e * lse and delta of the Q tile's
+  // rows at stats + 2n*64 and 64 floats later. (Pointer arithmetic: see the forward.)
+  bf16* stages = sV + kTileElems<HS>;
+  float* stats = reinterpret_cast<float*>(stages + 4 * kTileElems<HS>);
+  const auto sQ = [&](int stage) { return stages + 2 * stage * kTileElems<HS>; };
+  const auto sdO = [&](int stage) { return stages + (2 * stage + 1) * kTileElems<HS>; };
+  const auto s_lse = [&](int stage) { return stats + 2 * stage * kTileRows; };
+  const auto s_delta = [&](int stage) { return stats + (2 * stage + 1) * kTileRows; };
 
   const int bh = blockIdx.x, b = bh / p.NH, h = bh % p.NH;
   const int kv_tile = blockIdx.y;  // tile 0 walks every Q tile: the longest first
@@ -369,44 +419,55 @@ __global__ void __launch_bounds__(kThreads) flash_attention_backward_dkdv_kernel
   const size_t stat_base = static_cast<size_t>(bh) * p.T;
   const int key[2] = {k0 + warp * 16 + group, k0 + warp * 16 + group + 8};
 
-  load_tile<HS>(sK, q_head + p.C, qkv_stride, k0, p.T);
-  load_tile<HS>(sV, q_head + 2 * p.C, qkv_stride, k0, p.T);
+  // The Q tile q0's rows into stage `stage`: Q and dO by cp.async, the statistics by plain loads.
+  const auto load_q_tile = [&](int stage, int q0) {
+    load_tile_async<HS>(sQ(stage), q_head, qkv_stride, q0, p.T);
+    load_tile_async<HS>(sdO(stage), do_head, p.C, q0, p.T);
+    for (int i = threadIdx.x; i < kTileRows; i += kThreads) {
+      const bool valid = q0 + i < p.T;
+      s_lse(stage)[i] = valid ? p.lse[stat_base + q0 + i] * kLog2e : 0.0f;
+      s_delta(stage)[i] = valid ? p.delta[stat_base + q0 + i] : 0.0f;
+    }
+  };
+  load_tile_async<HS>(sK, q_head + p.C, qkv_stride, k0, p.T);
+  load_tile_async<HS>(sV, q_head + 2 * p.C, qkv_stride, k0, p.T);
+  load_q_tile(0, k0);
+  cp_async_commit();
 
   float dk[HS / 8][4] = {};
   float dv[HS / 8][4] = {};
   for (int q_tile = kv_tile; q_tile < num_tiles; ++q_tile) {
-    const int q0 = q_tile * kTileRows;
-    __syncthreads();  // every warp is done with the previous Q, dO tiles and statistics
-    load_tile<HS>(sQ, q_head, qkv_stride, q0, p.T);
-    load_tile<HS>(sdO, do_head, p.C, q0, p.T);
-    for (int i = threadIdx.x; i < kTileRows; i += kThreads) {
-      const bool valid = q0 + i < p.T;
-      s_lse[i] = valid ? p.lse[stat_base + q0 + i] * kLog2e : 0.0f;
-      s_delta[i] = valid ? p.delta[stat_base + q0 + i] : 0.0f;
-    }
-    __syncthreads();  // tiles (and sK, sV on the first pass) visible to all warps
+    const int q0 = q_tile * kTileRows, stage = (q_tile - kv_tile) & 1;
+    cp_async_wait<0>();
+    __syncthreads();  // Q tile q_tile (and sK, sV) landed; every warp is done with the other stage
+    if (q_tile + 1 < num_tiles) load_q_tile(stage ^ 1, q0 + kTileRows);
+    cp_async_commit();
 
+    const bf16* tQ = sQ(stage);
+    const bf16* tdO = sdO(stage);
+    const float* t_lse = s_lse(stage);
+    const float* t_delta = s_delta(stage);
     float pt[kTileRows / 8][4] = {};   // S^T, then P^T
     float dst[kTileRows / 8][4] = {};  // dP^T, then dS^T
-    warp_gemm_abt<HS, kTileRows>(pt, sK, warp * 16, sQ, lane);
-    warp_gemm_abt<HS, kTileRows>(dst, sV, warp * 16, sdO, lane);
+    warp_gemm_abt<HS, kTileRows>(pt, sK, warp * 16, tQ, lane);
+    warp_gemm_abt<HS, kTileRows>(dst, sV, warp * 16, tdO, lane);
     const bool edge = q_tile == kv_tile || q0 + kTileRows > p.T;
 #pragma unroll
     for (int nb = 0; nb < kTileRows / 8; ++nb) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int local = nb * 8 + 2 * quad + (e & 1), query = q0 + local;
-        float prob = exp2f(pt[nb][e] * p.scale_log2 - s_lse[local]);
+        float prob = exp2f(pt[nb][e] * p.scale_log2 - t_lse[local]);
         if (edge && (key[e >> 1] > query || query >= p.T)) prob = 0.0f;
         pt[nb][e] = prob;
-        dst[nb][e] = prob * (dst[nb][e] - s_delta[local]);
+        dst[nb][e] = prob * (dst[nb][e] - t_delta[local]);
       }
     }
     uint32_t af[kTileRows / 16][4];
     to_a_fragments(af, pt);
-    warp_gemm_pb<HS>(dv, af, sdO, lane);  // dV += P^T dO
+    warp_gemm_pb<HS>(dv, af, tdO, lane);  // dV += P^T dO
     to_a_fragments(af, dst);
-    warp_gemm_pb<HS>(dk, af, sQ, lane);   // dK += dS^T Q
+    warp_gemm_pb<HS>(dk, af, tQ, lane);   // dK += dS^T Q
   }
 
   bf16* dk_head = p.dqkv + static_cast<size_t>(b) * p.T * qkv_stride + p.C + h * HS;
@@ -426,8 +487,10 @@ __global__ void __launch_bounds__(kThreads) flash_attention_backward_dq_kernel(c
   extern __shared__ __align__(16) unsigned char smem[];
   bf16* sQ = reinterpret_cast<bf16*>(smem);
   bf16* sdO = sQ + kTileElems<HS>;
-  bf16* sK = sdO + kTileElems<HS>;
-  bf16* sV = sK + kTileElems<HS>;
+  // Stage n: K at stages + 2n tiles, V right after it (pointer arithmetic: see the forward).
+  bf16* stages = sdO + kTileElems<HS>;
+  const auto sK = [&](int stage) { return stages + 2 * stage * kTileElems<HS>; };
+  const auto sV = [&](int stage) { return stages + (2 * stage + 1) * kTileElems<HS>; };
 
   const int bh = blockIdx.x, b = bh / p.NH, h = bh % p.NH;
   const int q_tile = gridDim.y - 1 - blockIdx.y;  // the longest rows start first
@@ -444,21 +507,27 @@ __global__ void __launch_bounds__(kThreads) flash_attention_backward_dq_kernel(c
     delta[r] = row[r] < p.T ? p.delta[stat_base + row[r]] : 0.0f;
   }
 
-  load_tile<HS>(sQ, q_head, qkv_stride, q0, p.T);
-  load_tile<HS>(sdO, p.dout + static_cast<size_t>(b) * p.T * p.C + h * HS, p.C, q0, p.T);
+  load_tile_async<HS>(sQ, q_head, qkv_stride, q0, p.T);
+  load_tile_async<HS>(sdO, p.dout + static_cast<size_t>(b) * p.T * p.C + h * HS, p.C, q0, p.T);
+  load_tile_async<HS>(sK(0), q_head + p.C, qkv_stride, 0, p.T);
+  load_tile_async<HS>(sV(0), q_head + 2 * p.C, qkv_stride, 0, p.T);
+  cp_async_commit();
 
   float dq[HS / 8][4] = {};
   for (int kv_tile = 0; kv_tile <= q_tile; ++kv_tile) {
-    const int k0 = kv_tile * kTileRows;
-    __syncthreads();  // every warp is done reading the previous K, V tiles
-    load_tile<HS>(sK, q_head + p.C, qkv_stride, k0, p.T);
-    load_tile<HS>(sV, q_head + 2 * p.C, qkv_stride, k0, p.T);
-    __syncthreads();  // tiles (and sQ, sdO on the first pass) visible to all warps
+    const int k0 = kv_tile * kTileRows, stage = kv_tile & 1;
+    cp_async_wait<0>();
+    __syncthreads();  // K, V tile kv_tile (and sQ, sdO) landed; every warp is done with the other stage
+    if (kv_tile < q_tile) {
+      load_tile_async<HS>(sK(stage ^ 1), q_head + p.C, qkv_stride, k0 + kTileRows, p.T);
+      load_tile_async<HS>(sV(stage ^ 1), q_head + 2 * p.C, qkv_stride, k0 + kTileRows, p.T);
+    }
+    cp_async_commit();
 
     float ps[kTileRows / 8][4] = {};  // S, then dS
     float dp[kTileRows / 8][4] = {};
-    warp_gemm_abt<HS, kTileRows>(ps, sQ, warp * 16, sK, lane);
-    warp_gemm_abt<HS, kTileRows>(dp, sdO, warp * 16, sV, lane);
+    warp_gemm_abt<HS, kTileRows>(ps, sQ, warp * 16, sK(stage), lane);
+    warp_gemm_abt<HS, kTileRows>(dp, sdO, warp * 16, sV(stage), lane);
     const bool diagonal = kv_tile == q_tile;
 #pragma unroll
     for (int nb = 0; nb < kTileRows / 8; ++nb) {
@@ -472,7 +541,7 @@ __global__ void __launch_bounds__(kThreads) flash_attention_backward_dq_kernel(c
     }
     uint32_t af[kTileRows / 16][4];
     to_a_fragments(af, ps);
-    warp_gemm_pb<HS>(dq, af, sK, lane);  // dQ += dS K
+    warp_gemm_pb<HS>(dq, af, sK(stage), lane);  // dQ += dS K
   }
 
   const float dq_scale[2] = {p.scale, p.scale};
@@ -485,12 +554,15 @@ __global__ void __launch_bounds__(kThreads) flash_attention_backward_dq_kernel(c
 // Launch geometry and parameters, one instantiation per head size: used by the launchers in
 // flash_attention.cu and by the emulator, so both run the kernels on the same grid.
 // ---------------------------------------------------------------------------------------------
+// Shared memory: the resident tiles plus two stages of the streamed ones (64 x (HS+8) bf16 each:
+// 9 KiB at HS 64, 17 KiB at HS 128). Forward Q + 2 x (K, V): 45 / 85 KiB; dK/dV K, V + 2 x (Q, dO,
+// 64 lse + 64 delta): 55 / 103 KiB; dQ Q, dO + 2 x (K, V): 54 / 102 KiB.
 template <int HS>
-constexpr size_t kForwardSmem = 3 * kTileElems<HS> * sizeof(bf16);
+constexpr size_t kForwardSmem = 5 * kTileElems<HS> * sizeof(bf16);
 template <int HS>
-constexpr size_t kBackwardDkdvSmem = 4 * kTileElems<HS> * sizeof(bf16) + 2 * kTileRows * sizeof(float);
+constexpr size_t kBackwardDkdvSmem = 6 * kTileElems<HS> * sizeof(bf16) + 4 * kTileRows * sizeof(float);
 template <int HS>
-constexpr size_t kBackwardDqSmem = 4 * kTileElems<HS> * sizeof(bf16);
+constexpr size_t kBackwardDqSmem = 6 * kTileElems<HS> * sizeof(bf16);
 constexpr int kDeltaThreads = 256;  // 32 rows of 8 lanes
 
 struct LaunchShape {

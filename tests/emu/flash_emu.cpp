@@ -1,11 +1,14 @@
-// The flash attention kernels compiled for the emulator: cuda_emu.hpp first (the CUDA built-ins
-// on the host), then the device header with GPT2CC_CUDA_EMULATION, which swaps only the bodies of
-// ldmatrix_x4, ldmatrix_x4_trans and mma_bf16 for the emulator's. The launches below mirror
-// launch_forward / launch_backward of kernels/flash_attention.cu through the header's functions.
+// The flash attention kernels compiled for the emulator: cuda_emu.hpp and cp_async_emu.hpp first
+// (the CUDA built-ins on the host), then the device header with GPT2CC_CUDA_EMULATION, which swaps
+// only the bodies of ldmatrix_x4, ldmatrix_x4_trans, mma_bf16 and the cp.async trio for the
+// emulator's. The launches below mirror launch_forward / launch_backward of
+// kernels/flash_attention.cu through the header's functions; after each, no thread may have left
+// copies in flight.
 #include "emu/flash_emu.hpp"
 
 #include <vector>
 
+#include "emu/cp_async_emu.hpp"
 #include "emu/cuda_emu.hpp"
 #define GPT2CC_CUDA_EMULATION 1
 #include "kernels/flash_attention_device.cuh"
@@ -20,21 +23,31 @@ namespace {
 
 namespace flash = cuda::flash;
 
+// One launch, then the cp.async check (which also clears what a failed launch left behind).
+template <class Kernel, class... Args>
+void run(const flash::LaunchShape& l, Kernel kernel, const Args&... args) {
+  try {
+    launch(l.grid, l.block, l.smem_bytes, kernel, args...);
+  } catch (...) {
+    try {
+      cp_async_check_drained();
+    } catch (const Violation&) {  // the launch's own error is the one to report
+    }
+    throw;
+  }
+  cp_async_check_drained();
+}
+
 template <int HS>
 void launch_forward(const flash::FlashForwardParams& p, int B) {
-  const flash::LaunchShape l = flash::forward_launch<HS>(B, p.T, p.NH);
-  launch(l.grid, l.block, l.smem_bytes, flash::flash_attention_forward_kernel<HS>, p);
+  run(flash::forward_launch<HS>(B, p.T, p.NH), flash::flash_attention_forward_kernel<HS>, p);
 }
 
 template <int HS>
 void launch_backward(const flash::FlashBackwardParams& p, const bf16* out, float* delta, int B) {
-  const flash::LaunchShape ld = flash::delta_launch(B, p.T, p.NH);
-  launch(ld.grid, ld.block, ld.smem_bytes, flash::flash_attention_delta_kernel<HS>, delta, p.dout, out, B, p.T,
-         p.NH);
-  const flash::LaunchShape lk = flash::backward_dkdv_launch<HS>(B, p.T, p.NH);
-  launch(lk.grid, lk.block, lk.smem_bytes, flash::flash_attention_backward_dkdv_kernel<HS>, p);
-  const flash::LaunchShape lq = flash::backward_dq_launch<HS>(B, p.T, p.NH);
-  launch(lq.grid, lq.block, lq.smem_bytes, flash::flash_attention_backward_dq_kernel<HS>, p);
+  run(flash::delta_launch(B, p.T, p.NH), flash::flash_attention_delta_kernel<HS>, delta, p.dout, out, B, p.T, p.NH);
+  run(flash::backward_dkdv_launch<HS>(B, p.T, p.NH), flash::flash_attention_backward_dkdv_kernel<HS>, p);
+  run(flash::backward_dq_launch<HS>(B, p.T, p.NH), flash::flash_attention_backward_dq_kernel<HS>, p);
 }
 
 void check_head_size(int C, int NH) {

@@ -1,0 +1,92 @@
+// cp.async emulation (see cp_async_emu.hpp): per thread of the running block, the copies issued
+// since the last commit and the committed groups, oldest first. The state is keyed by the thread's
+// index in its block and remembers the block, so copies left by a block that exited are caught
+// when a thread of another block issues or waits.
+#include "emu/cp_async_emu.hpp"
+
+#include <cstdint>
+#include <cstring>
+#include <deque>
+#include <string>
+#include <vector>
+
+#include "emu/cuda_emu.hpp"
+
+namespace gpt2cc::emu {
+namespace {
+
+struct Copy {
+  void* dst;
+  const void* src;
+};
+
+struct ThreadCopies {
+  uint3 block{};
+  std::vector<Copy> uncommitted;
+  std::deque<std::vector<Copy>> groups;  // committed, oldest first
+  // Copies still to land (an empty committed group completes at once and is no copy).
+  bool empty() const {
+    for (const auto& g : groups)
+      if (!g.empty()) return false;
+    return uncommitted.empty();
+  }
+};
+
+std::vector<ThreadCopies> g_threads(1024);
+
+std::string where() {
+  return "block (" + std::to_string(blockIdx.x) + "," + std::to_string(blockIdx.y) + "," +
+         std::to_string(blockIdx.z) + "), thread " + std::to_string(threadIdx.x);
+}
+
+// The running thread's copies; those of a block that exited before waiting for them are an error.
+ThreadCopies& current() {
+  const unsigned id = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
+  if (id >= g_threads.size()) throw Violation("cp.async emulation: thread index " + std::to_string(id) + " out of range");
+  ThreadCopies& t = g_threads[id];
+  const bool same_block = t.block.x == blockIdx.x && t.block.y == blockIdx.y && t.block.z == blockIdx.z;
+  if (!same_block) {
+    if (!t.empty())
+      throw Violation("cp.async: a thread of block (" + std::to_string(t.block.x) + "," + std::to_string(t.block.y) +
+                      "," + std::to_string(t.block.z) + ") exited with copies not waited for (seen at " + where() + ")");
+    t.block = blockIdx;
+  }
+  return t;
+}
+
+}  // namespace
+
+void cp_async_16(void* shared_dst, const void* global_src) {
+  shared_address(shared_dst);  // throws unless dst is in the block's shared memory
+  if (reinterpret_cast<uintptr_t>(shared_dst) % 16 != 0 || reinterpret_cast<uintptr_t>(global_src) % 16 != 0)
+    throw Violation("cp.async of 16 bytes with an address not 16-byte aligned at " + where());
+  current().uncommitted.push_back({shared_dst, global_src});
+}
+
+void cp_async_commit() {
+  ThreadCopies& t = current();
+  t.groups.push_back(std::move(t.uncommitted));
+  t.uncommitted.clear();
+}
+
+void cp_async_wait(int newest_pending) {
+  ThreadCopies& t = current();
+  while (t.groups.size() > static_cast<size_t>(newest_pending)) {
+    for (const Copy& c : t.groups.front()) std::memcpy(c.dst, c.src, 16);
+    t.groups.pop_front();
+  }
+}
+
+void cp_async_check_drained() {
+  std::string error;
+  for (size_t id = 0; id < g_threads.size(); ++id) {
+    ThreadCopies& t = g_threads[id];
+    if (error.empty() && !t.empty())
+      error = "cp.async: thread " + std::to_string(id) + " of block (" + std::to_string(t.block.x) + "," +
+              std::to_string(t.block.y) + "," + std::to_string(t.block.z) + ") exited with copies not waited for";
+    t = ThreadCopies{};
+  }
+  if (!error.empty()) throw Violation(error);
+}
+
+}  // namespace gpt2cc::emu
