@@ -1,6 +1,6 @@
 // The generation loop (prefill, then one KV-cached decode step per token, sliding window with
-// re-prefill on overflow), its batched form for several samples of one prompt, streaming of
-// UTF-8 text with stop strings, and sliding-window scoring. The policies are described in
+// re-prefill on overflow), its batched form for several samples of one prompt, and
+// sliding-window scoring (the UTF-8 text stream with stop strings is core/text_stream.cpp). The policies are described in
 // core/generation.hpp; the CLI is generate.cpp.
 #include "core/generation.hpp"
 
@@ -164,102 +164,6 @@ std::vector<int> BatchContext::retain(const std::vector<bool>& keep) {
   windows_ = std::move(windows);
   logits_ = std::move(logits);
   return old;
-}
-
-// ---------------------------------------------------------------------------------------------
-// UTF-8 and the text stream
-
-size_t append_valid_utf8(std::string_view bytes, bool final, std::string& out) {
-  static constexpr std::string_view kReplacement = "\xEF\xBF\xBD";  // U+FFFD
-  const size_t n = bytes.size();
-  size_t i = 0;
-  while (i < n) {
-    const auto b = static_cast<unsigned char>(bytes[i]);
-    if (b < 0x80) {
-      out += static_cast<char>(b);
-      ++i;
-      continue;
-    }
-    // Lead byte -> sequence length and the allowed range of the second byte (RFC 3629:
-    // excludes overlong forms, surrogates D800-DFFF and code points above 10FFFF).
-    size_t len = 0;
-    unsigned char lo = 0x80, hi = 0xBF;
-    if (b >= 0xC2 && b <= 0xDF) {
-      len = 2;
-    } else if (b >= 0xE0 && b <= 0xEF) {
-      len = 3;
-      if (b == 0xE0) lo = 0xA0;
-      if (b == 0xED) hi = 0x9F;
-    } else if (b >= 0xF0 && b <= 0xF4) {
-      len = 4;
-      if (b == 0xF0) lo = 0x90;
-      if (b == 0xF4) hi = 0x8F;
-    } else {
-      out += kReplacement;  // a stray continuation byte or an impossible lead byte
-      ++i;
-      continue;
-    }
-    size_t k = 1;
-    while (k < len && i + k < n) {
-      const auto c = static_cast<unsigned char>(bytes[i + k]);
-      if (c < (k == 1 ? lo : 0x80) || c > (k == 1 ? hi : 0xBF)) break;
-      ++k;
-    }
-    if (k == len) {
-      out.append(bytes.substr(i, len));
-      i += len;
-    } else if (i + k == n && !final) {
-      break;  // valid so far, the rest has not arrived yet
-    } else {
-      out += kReplacement;  // the maximal invalid subpart becomes one U+FFFD
-      i += k;
-    }
-  }
-  return i;
-}
-
-TextStream::TextStream(std::vector<std::string> stop_strings, std::function<void(std::string_view)> sink)
-    : stops_(std::move(stop_strings)), sink_(std::move(sink)) {
-  for (const std::string& s : stops_) ENSURE(!s.empty(), "empty stop string");
-}
-
-bool TextStream::append(std::string_view bytes) {
-  if (stopped_) return true;
-  pending_ += bytes;
-  // Nothing emitted can start a stop string (see the hold-back below), so searching the
-  // pending bytes finds every match.
-  size_t first = std::string::npos;
-  for (const std::string& s : stops_) first = std::min(first, pending_.find(s));
-  if (first != std::string::npos) {
-    pending_.resize(first);
-    emit(pending_.size(), true);
-    stopped_ = true;
-    return true;
-  }
-  // Hold back the longest ending of pending_ that is a proper prefix of some stop string.
-  size_t hold = 0;
-  for (const std::string& s : stops_) {
-    for (size_t len = std::min(s.size() - 1, pending_.size()); len > hold; --len) {
-      if (pending_.compare(pending_.size() - len, len, s, 0, len) == 0) {
-        hold = len;
-        break;
-      }
-    }
-  }
-  emit(pending_.size() - hold, false);
-  return false;
-}
-
-void TextStream::finish() {
-  if (!stopped_) emit(pending_.size(), true);
-}
-
-void TextStream::emit(size_t bytes, bool final) {
-  std::string out;
-  size_t consumed = append_valid_utf8(std::string_view(pending_).substr(0, bytes), final, out);
-  pending_.erase(0, consumed);
-  text_ += out;
-  if (!out.empty() && sink_) sink_(out);
 }
 
 // ---------------------------------------------------------------------------------------------
