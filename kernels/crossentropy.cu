@@ -1,175 +1,18 @@
-// Fused softmax + cross-entropy forward and backward (kernels/crossentropy.cuh; mirrors
-// cpu/crossentropy.cpp), float and bf16 logits, fp32 math. One block per row (b,t): the V logits
-// of a row (50257 for GPT-2) are reduced to max and sum_j exp(l_j - max) by the block, then the
-// loss or every dlogit is written. The backward recomputes the softmax from the logits rather
-// than reading stored probabilities: one extra pass over the row, no (B,T,Vp) buffer.
-// fused_classifier does loss and gradient in one kernel: an online max + sum pass, then the
-// in-place gradient pass (two reads and one write of the row instead of three reads and a write).
-#include "kernels/common.cuh"
+// Fused softmax + cross-entropy forward and backward launchers (kernels/crossentropy.cuh; mirrors
+// cpu/crossentropy.cpp), float and bf16 logits. The kernels (one block per row; the backward
+// recomputes the softmax instead of reading stored probabilities; the fused classifier does loss
+// and gradient in one kernel, in place) and their launch geometry are in
+// kernels/crossentropy_device.cuh.
 #include "kernels/crossentropy.cuh"
+
+#include "kernels/common.cuh"
+#include "kernels/crossentropy_device.cuh"
 #include "kernels/cuda_check.cuh"
 
 namespace gpt2cc::cuda {
 namespace {
 
-constexpr int kIgnoreIndex = -1;
-constexpr int kBlock = 512;  // 16 warps: ~100 logits per thread for GPT-2's vocabulary
-
-// max_j l_j and sum_j exp(l_j - max) over j < V, for the whole block.
-template <class Elem>
-__device__ void row_max_and_sum(const Elem* row, int V, float* shared, float& maxval, float& sum) {
-  float m = -INFINITY;
-  for (int j = threadIdx.x; j < V; j += blockDim.x) m = fmaxf(m, to_float(row[j]));
-  maxval = block_max(m, shared);
-  float s = 0.0f;
-  for (int j = threadIdx.x; j < V; j += blockDim.x) s += expf(to_float(row[j]) - maxval);
-  sum = block_sum(s, shared);
-}
-
-// loss = log(sum_j exp(l_j - max)) + max - l_y
-template <class Elem>
-__global__ void crossentropy_forward_block_per_row_kernel(float* losses, const Elem* logits, const int* targets,
-                                                          int V, int Vp) {
-  __shared__ float shared[kWarpSize];
-  const size_t bt = blockIdx.x;
-  const int y = targets[bt];
-  if (y == kIgnoreIndex) {
-    if (threadIdx.x == 0) losses[bt] = 0.0f;
-    return;
-  }
-  if (y < 0 || y >= V) {
-    if (threadIdx.x == 0) losses[bt] = NAN;
-    return;
-  }
-  const Elem* row = logits + bt * Vp;
-  float maxval, sum;
-  row_max_and_sum(row, V, shared, maxval, sum);
-  if (threadIdx.x == 0) losses[bt] = logf(sum) + maxval - to_float(row[y]);
-}
-
-// dlogits_j = dloss * (p_j - [j == y]) for j < V; 0 for j >= V and for ignored rows.
-// In place is safe: both reductions finish (block barriers) before any element is written, and
-// each element is then read and written by the same thread.
-template <class Elem>
-__global__ void crossentropy_backward_block_per_row_kernel(Elem* dlogits, float dloss, const Elem* logits,
-                                                           const int* targets, int V, int Vp) {
-  __shared__ float shared[kWarpSize];
-  const size_t bt = blockIdx.x;
-  const int y = targets[bt];
-  const Elem* row = logits + bt * Vp;
-  Elem* drow = dlogits + bt * Vp;
-  if (y == kIgnoreIndex || y < 0 || y >= V) {
-    const float fill = y == kIgnoreIndex ? 0.0f : NAN;
-    for (int j = threadIdx.x; j < Vp; j += blockDim.x) drow[j] = from_float<Elem>(j < V ? fill : 0.0f);
-    return;
-  }
-  float maxval, sum;
-  row_max_and_sum(row, V, shared, maxval, sum);
-  const float inv_sum = 1.0f / sum;
-  for (int j = threadIdx.x; j < Vp; j += blockDim.x) {
-    float g = 0.0f;
-    if (j < V) g = dloss * (expf(to_float(row[j]) - maxval) * inv_sum - (j == y ? 1.0f : 0.0f));
-    drow[j] = from_float<Elem>(g);
-  }
-}
-
-// Online softmax state of a set of logits (Milakov & Gimelshein 2018): m = max, s = sum exp(l - m).
-struct MaxSum {
-  float m;
-  float s;
-};
-
-// Adds logit x: a new maximum rescales what was summed under the old one.
-__device__ __forceinline__ void online_add(MaxSum& a, float x) {
-  if (x > a.m) {
-    a.s = a.s * expf(a.m - x) + 1.0f;
-    a.m = x;
-  } else {
-    a.s += expf(x - a.m);
-  }
-}
-
-// Union of two sets: s = s_a exp(m_a - m) + s_b exp(m_b - m). Symmetric in a and b (float + is
-// commutative), so every lane of the butterfly below ends with the same bits.
-__device__ __forceinline__ MaxSum combine(MaxSum a, MaxSum b) {
-  const float m = fmaxf(a.m, b.m);
-  if (m == -INFINITY) return a;  // both empty: exp(-inf - -inf) would be NaN
-  return {m, a.s * expf(a.m - m) + b.s * expf(b.m - m)};
-}
-
-__device__ __forceinline__ MaxSum warp_max_sum(MaxSum x) {
-  for (int offset = 16; offset > 0; offset >>= 1) {
-    const MaxSum other{__shfl_xor_sync(0xffffffffu, x.m, offset), __shfl_xor_sync(0xffffffffu, x.s, offset)};
-    x = combine(x, other);
-  }
-  return x;
-}
-
-// The whole block's (max, sum), in a fixed order; every thread gets it. Called once per kernel.
-__device__ MaxSum block_max_sum(MaxSum x) {
-  __shared__ float shared_m[kWarpSize], shared_s[kWarpSize];
-  const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize, num_warps = blockDim.x / kWarpSize;
-  x = warp_max_sum(x);
-  if (lane == 0) {
-    shared_m[warp] = x.m;
-    shared_s[warp] = x.s;
-  }
-  __syncthreads();
-  x = lane < num_warps ? MaxSum{shared_m[lane], shared_s[lane]} : MaxSum{-INFINITY, 0.0f};
-  return warp_max_sum(x);
-}
-
-// Pass 1: (m, s) over the V real columns; loss = log(s) - (l_y - m) (= logsumexp - l_y).
-// Pass 2, in place: l_j := dloss * (exp(l_j - m) / s - [j == y]) for j < V, 0 for j >= V.
-// kVectorized: the row moves in 16-byte packs (4 floats or 8 bf16; why: the kernel is bound by
-// reading the (B,T,Vp) logits twice, and one 128-bit access replaces 4 or 8 scalar ones). Needs
-// Vp % kPack128 == 0 and an aligned row; the pack straddling V is masked element-wise (padded
-// columns are read but never used: they may hold anything, NaN included).
-template <class Elem, bool kVectorized>
-__global__ void fused_classifier_block_per_row_kernel(Elem* logits, float* losses, const int* targets, float dloss,
-                                                      int V, int Vp) {
-  constexpr int kW = kPack128<Elem>;
-  const size_t bt = blockIdx.x;
-  const int y = targets[bt];
-  Elem* row = logits + bt * Vp;
-  if (y == kIgnoreIndex || y < 0 || y >= V) {
-    const float fill = y == kIgnoreIndex ? 0.0f : NAN;
-    if (threadIdx.x == 0) losses[bt] = fill;
-    for (int j = threadIdx.x; j < Vp; j += blockDim.x) row[j] = from_float<Elem>(j < V ? fill : 0.0f);
-    return;
-  }
-  // Read before the row is overwritten: block_max_sum's barrier orders it before every write.
-  const float target_logit = to_float(row[y]);
-  MaxSum acc{-INFINITY, 0.0f};
-  if constexpr (kVectorized) {
-    const int num_packs = (V + kW - 1) / kW;
-    for (int k = threadIdx.x; k < num_packs; k += blockDim.x) {
-      float x[kW];
-      load_floats(x, row + k * kW);
-      for (int e = 0; e < kW; ++e) {
-        if (k * kW + e < V) online_add(acc, x[e]);
-      }
-    }
-  } else {
-    for (int j = threadIdx.x; j < V; j += blockDim.x) online_add(acc, to_float(row[j]));
-  }
-  const MaxSum total = block_max_sum(acc);
-  if (threadIdx.x == 0) losses[bt] = logf(total.s) - (target_logit - total.m);
-  const float inv_sum = 1.0f / total.s;
-  auto grad = [&](int j, float logit) {
-    return j < V ? dloss * (expf(logit - total.m) * inv_sum - (j == y ? 1.0f : 0.0f)) : 0.0f;
-  };
-  if constexpr (kVectorized) {
-    for (int k = threadIdx.x; k < Vp / kW; k += blockDim.x) {
-      float x[kW];
-      load_floats(x, row + k * kW);
-      for (int e = 0; e < kW; ++e) x[e] = grad(k * kW + e, x[e]);
-      store_floats(row + k * kW, x);
-    }
-  } else {
-    for (int j = threadIdx.x; j < Vp; j += blockDim.x) row[j] = from_float<Elem>(grad(j, to_float(row[j])));
-  }
-}
+using namespace crossentropy_kernels;
 
 void check_vocab(int V, int Vp) {
   ENSURE(V >= 1 && Vp >= V, "crossentropy needs 1 <= V <= Vp, got V = {}, Vp = {}", V, Vp);
@@ -181,7 +24,8 @@ void launch_crossentropy_forward(float* losses, const Elem* logits, const int* t
   check_vocab(V, Vp);
   const int rows = B * T;
   if (rows == 0) return;
-  crossentropy_forward_block_per_row_kernel<Elem><<<rows, kBlock, 0, stream>>>(losses, logits, targets, V, Vp);
+  const LaunchShape l = block_per_row_launch(rows);
+  crossentropy_forward_block_per_row_kernel<Elem><<<l.grid, l.block, 0, stream>>>(losses, logits, targets, V, Vp);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -191,8 +35,9 @@ void launch_crossentropy_backward(Elem* dlogits, float dloss, const Elem* logits
   check_vocab(V, Vp);
   const int rows = B * T;
   if (rows == 0) return;
-  crossentropy_backward_block_per_row_kernel<Elem><<<rows, kBlock, 0, stream>>>(dlogits, dloss, logits, targets, V,
-                                                                                Vp);
+  const LaunchShape l = block_per_row_launch(rows);
+  crossentropy_backward_block_per_row_kernel<Elem><<<l.grid, l.block, 0, stream>>>(dlogits, dloss, logits, targets,
+                                                                                   V, Vp);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -202,14 +47,13 @@ void launch_fused_classifier(Elem* logits, float* losses, const int* targets, fl
   check_vocab(V, Vp);
   const int rows = B * T;
   if (rows == 0) return;
-  // Every row starts 16-byte aligned iff the buffer does and Vp * sizeof(Elem) is a multiple of 16.
-  const bool vectorized = is_aligned16(logits) && Vp % kPack128<Elem> == 0;
-  if (vectorized) {
-    fused_classifier_block_per_row_kernel<Elem, true><<<rows, kBlock, 0, stream>>>(logits, losses, targets, dloss, V,
-                                                                                  Vp);
+  const LaunchShape l = block_per_row_launch(rows);
+  if (fused_classifier_vectorized(logits, Vp)) {
+    fused_classifier_block_per_row_kernel<Elem, true><<<l.grid, l.block, 0, stream>>>(logits, losses, targets, dloss,
+                                                                                      V, Vp);
   } else {
-    fused_classifier_block_per_row_kernel<Elem, false><<<rows, kBlock, 0, stream>>>(logits, losses, targets, dloss, V,
-                                                                                   Vp);
+    fused_classifier_block_per_row_kernel<Elem, false><<<l.grid, l.block, 0, stream>>>(logits, losses, targets, dloss,
+                                                                                       V, Vp);
   }
   CUDA_CHECK_LAUNCH();
 }

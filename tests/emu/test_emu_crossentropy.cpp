@@ -1,0 +1,190 @@
+// The classifier kernels (kernels/crossentropy_device.cuh) executed by the CPU emulator against
+// cpu::crossentropy_forward / _backward, float and bf16 logits, with the tolerances of
+// tests/cuda/test_bf16_classifier.cpp: losses within 1e-5; float dlogits within 1e-5, bf16 dlogits
+// one rounding (relative L2 <= 1e-2, element-wise 5e-3); the fused classifier also against the
+// two-kernel path. Shapes hit every launcher branch: the fused kernel's 16-byte packs (Vp a
+// multiple of 4 floats / 8 bf16, aligned buffer) and its scalar kernel (Vp = 37, Vp = 36 for bf16,
+// a buffer offset by one element); V = 1 .. 5000 (one block of 512 threads strides several times;
+// V not a multiple of the pack). Outputs start as NaN; padded columns hold NaN in the logits and
+// must come out exactly 0; ignored rows (-1) give loss 0 and a zero row; an out-of-range target
+// gives NaN. Every warp schedule gives the same bits; in place gives the out-of-place bits.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <vector>
+
+#include "cpu/crossentropy.hpp"
+#include "cuda/bf16_host_util.hpp"
+#include "cuda/cuda_test_util.hpp"
+#include "emu/crossentropy_emu.hpp"
+#include "emu/emu_test_util.hpp"
+
+using namespace gpt2cc;
+using test::bf16;
+
+namespace {
+
+struct Shape {
+  int B, T, V, Vp;
+};
+
+// Logits on the bf16 grid (float and bf16 kernels and the CPU see the same values), NaN in the
+// padded columns, targets with row 1 ignored when B*T > 2.
+struct Inputs {
+  std::vector<float> logits;
+  std::vector<int> targets;
+  float dloss;
+};
+
+Inputs make_inputs(const Shape& s, uint64_t seed) {
+  const size_t rows = size_t(s.B) * s.T;
+  Inputs in{test::round_to_bf16(test::random_vector(rows * s.Vp, seed, -4.0f, 4.0f)),
+            test::random_tokens(rows, seed + 1, s.V), 1.0f / static_cast<float>(rows)};
+  for (size_t r = 0; r < rows; ++r) {
+    for (int j = s.V; j < s.Vp; ++j) in.logits[r * s.Vp + j] = test::kPoison;
+  }
+  if (rows > 2) in.targets[1] = cpu::kIgnoreIndex;
+  return in;
+}
+
+// Padded columns exactly 0; ignored rows exactly 0 everywhere with loss exactly 0.
+void expect_zero_padding_and_ignored_rows(const std::vector<float>& dlogits, const std::vector<float>& losses,
+                                          const std::vector<int>& targets, int V, int Vp) {
+  size_t nonzero = 0;
+  for (size_t r = 0; r < targets.size(); ++r) {
+    const bool ignored = targets[r] == cpu::kIgnoreIndex;
+    if (ignored) CHECK(losses[r] == 0.0f);
+    for (int j = ignored ? 0 : V; j < Vp; ++j) nonzero += dlogits[r * Vp + j] != 0.0f;
+  }
+  INFO("padded or ignored dlogits that are not exactly 0");
+  CHECK(nonzero == 0);
+}
+
+// dlogits of the emulated kernel (float or bf16, widened) against the CPU's.
+template <class Elem>
+void expect_dlogits(const std::vector<float>& got, const std::vector<float>& ref, const std::string& what) {
+  if constexpr (std::is_same_v<Elem, float>) {
+    test::expect_matches(got, ref, what, 1e-5);
+  } else {
+    test::expect_rel_l2(got, ref, 1e-2, what);
+    test::expect_bf16_rounding(got, ref, what + " element-wise", 5e-3, 1e-12);
+  }
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("emulated crossentropy forward and backward match cpu", "[emu][crossentropy]", float, bf16) {
+  using Elem = TestType;
+  const Shape s = GENERATE(Shape{1, 1, 1, 1}, Shape{1, 1, 5, 8}, Shape{3, 2, 37, 40}, Shape{1, 3, 1000, 1024},
+                           Shape{1, 2, 5000, 5008});
+  INFO(test::elem_name<Elem>() << " B=" << s.B << " T=" << s.T << " V=" << s.V << " Vp=" << s.Vp);
+  const size_t rows = size_t(s.B) * s.T, n = rows * s.Vp;
+  const Inputs in = make_inputs(s, 201);
+  std::vector<float> losses(rows), dlogits(n);
+  cpu::crossentropy_forward(losses.data(), in.logits.data(), in.targets.data(), s.B, s.T, s.V, s.Vp);
+  cpu::crossentropy_backward(dlogits.data(), in.dloss, in.logits.data(), in.targets.data(), s.B, s.T, s.V, s.Vp);
+
+  const std::vector<Elem> logits = test::to_elem<Elem>(in.logits);
+  auto got_losses = test::filled<float>(rows, 0xFF);
+  auto got_dlogits = test::filled<Elem>(n, 0xFF);
+  emu::crossentropy_forward(got_losses.data(), logits.data(), in.targets.data(), s.B, s.T, s.V, s.Vp);
+  emu::crossentropy_backward(got_dlogits.data(), in.dloss, logits.data(), in.targets.data(), s.B, s.T, s.V, s.Vp);
+  test::expect_matches(got_losses, losses, "emulated losses", 1e-5);
+  const std::vector<float> got = test::to_f32(got_dlogits);
+  expect_dlogits<Elem>(got, dlogits, "emulated dlogits");
+  expect_zero_padding_and_ignored_rows(got, got_losses, in.targets, s.V, s.Vp);
+
+  // In place over the logits: the same bits as out of place.
+  std::vector<Elem> in_place = logits;
+  emu::crossentropy_backward(in_place.data(), in.dloss, in_place.data(), in.targets.data(), s.B, s.T, s.V, s.Vp);
+  CHECK(test::same_bits(in_place, got_dlogits));
+
+  test::for_other_schedules([&] {
+    auto losses2 = test::filled<float>(rows, 0xFF);
+    auto dlogits2 = test::filled<Elem>(n, 0xFF);
+    emu::crossentropy_forward(losses2.data(), logits.data(), in.targets.data(), s.B, s.T, s.V, s.Vp);
+    emu::crossentropy_backward(dlogits2.data(), in.dloss, logits.data(), in.targets.data(), s.B, s.T, s.V, s.Vp);
+    CHECK(test::same_bits(losses2, got_losses));
+    CHECK(test::same_bits(dlogits2, got_dlogits));
+  });
+}
+
+TEMPLATE_TEST_CASE("emulated fused classifier matches cpu and the two-kernel path", "[emu][crossentropy][fused]",
+                   float, bf16) {
+  using Elem = TestType;
+  constexpr bool kIsFloat = std::is_same_v<Elem, float>;
+  const Shape s = GENERATE(Shape{1, 1, 1, 1}, Shape{1, 1, 5, 8}, Shape{3, 1, 37, 37}, Shape{3, 1, 37, 40},
+                           Shape{2, 2, 33, 36}, Shape{1, 3, 1000, 1024}, Shape{1, 2, 5000, 5008});
+  // offset 1 element: the buffer is no longer 16-byte aligned and the scalar kernel runs.
+  const int offset = GENERATE(0, 1);
+  INFO(test::elem_name<Elem>() << " B=" << s.B << " T=" << s.T << " V=" << s.V << " Vp=" << s.Vp
+                               << " offset=" << offset);
+  const size_t rows = size_t(s.B) * s.T, n = rows * s.Vp;
+  const Inputs in = make_inputs(s, 211);
+  std::vector<float> losses(rows), dlogits(n);
+  cpu::crossentropy_forward(losses.data(), in.logits.data(), in.targets.data(), s.B, s.T, s.V, s.Vp);
+  cpu::crossentropy_backward(dlogits.data(), in.dloss, in.logits.data(), in.targets.data(), s.B, s.T, s.V, s.Vp);
+
+  // The buffer starts 16-byte aligned (std::vector of float or bf16 from operator new).
+  std::vector<float> padded(offset, 0.0f);
+  padded.insert(padded.end(), in.logits.begin(), in.logits.end());
+  const std::vector<Elem> start = test::to_elem<Elem>(padded);
+  std::vector<Elem> buffer = start;
+  Elem* logits = buffer.data() + offset;
+  auto reference = test::filled<Elem>(n, 0xFF);
+  auto reference_losses = test::filled<float>(rows, 0xFF), got_losses = test::filled<float>(rows, 0xFF);
+  emu::crossentropy_forward(reference_losses.data(), logits, in.targets.data(), s.B, s.T, s.V, s.Vp);
+  emu::crossentropy_backward(reference.data(), in.dloss, logits, in.targets.data(), s.B, s.T, s.V, s.Vp);
+  emu::fused_classifier(logits, got_losses.data(), in.targets.data(), in.dloss, s.B, s.T, s.V, s.Vp);
+
+  const std::vector<float> all = test::to_f32(buffer);
+  const std::vector<float> got(all.begin() + offset, all.end());
+  const std::vector<float> two_kernel = test::to_f32(reference);
+  test::expect_matches(got_losses, losses, "fused losses vs cpu", 1e-5);
+  // The online max + sum adds in another order than the two-pass reduction: a few float ulps.
+  test::expect_matches(got_losses, reference_losses, "fused losses vs two-kernel", 2e-6);
+  expect_dlogits<Elem>(got, dlogits, "fused dlogits vs cpu");
+  if constexpr (kIsFloat) {
+    test::expect_matches(got, two_kernel, "fused dlogits vs two-kernel", 2e-6);
+  } else {
+    // Two roundings of nearly equal floats: at most one bf16 ulp (2^-7 relative) apart.
+    test::expect_rel_l2(got, two_kernel, 1e-2, "fused bf16 dlogits vs two-kernel");
+    test::expect_bf16_rounding(got, two_kernel, "fused bf16 dlogits vs two-kernel element-wise", 8e-3, 1e-12);
+  }
+  expect_zero_padding_and_ignored_rows(got, got_losses, in.targets, s.V, s.Vp);
+  CHECK(std::equal(buffer.begin(), buffer.begin() + offset, start.begin(),
+                   [](Elem a, Elem b) { return std::memcmp(&a, &b, sizeof(Elem)) == 0; }));
+
+  test::for_other_schedules([&] {
+    std::vector<Elem> buffer2 = start;
+    auto losses2 = test::filled<float>(rows, 0xFF);
+    emu::fused_classifier(buffer2.data() + offset, losses2.data(), in.targets.data(), in.dloss, s.B, s.T, s.V, s.Vp);
+    CHECK(test::same_bits(buffer2, buffer));
+    CHECK(test::same_bits(losses2, got_losses));
+  });
+}
+
+TEMPLATE_TEST_CASE("emulated classifier marks an out-of-range target with NaN", "[emu][crossentropy]", float, bf16) {
+  using Elem = TestType;
+  const int V = 5, Vp = 8;
+  const auto logits = test::to_elem<Elem>(test::random_vector(3 * Vp, 221));
+  const std::vector<int> targets{2, 7, -2};
+  auto losses = test::filled<float>(3, 0xFF), fused_losses = test::filled<float>(3, 0xFF);
+  auto dlogits = test::filled<Elem>(logits.size(), 0xFF);
+  emu::crossentropy_forward(losses.data(), logits.data(), targets.data(), 1, 3, V, Vp);
+  emu::crossentropy_backward(dlogits.data(), 1.0f, logits.data(), targets.data(), 1, 3, V, Vp);
+  std::vector<Elem> fused = logits;
+  emu::fused_classifier(fused.data(), fused_losses.data(), targets.data(), 1.0f, 1, 3, V, Vp);
+  for (const auto* l : {&losses, &fused_losses}) {
+    CHECK(std::isfinite((*l)[0]));
+    CHECK(std::isnan((*l)[1]));
+    CHECK(std::isnan((*l)[2]));
+  }
+  for (const auto& g : {test::to_f32(dlogits), test::to_f32(fused)}) {
+    CHECK(std::isfinite(g[0]));
+    for (int row = 1; row < 3; ++row) {
+      for (int j = 0; j < V; ++j) CHECK(std::isnan(g[row * Vp + j]));
+      for (int j = V; j < Vp; ++j) CHECK(g[row * Vp + j] == 0.0f);
+    }
+  }
+}
