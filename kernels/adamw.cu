@@ -1,93 +1,28 @@
-// AdamW and the gradient sum of squares (kernels/adamw.cuh; mirrors cpu/adamw.cpp).
-//   g = grad * grad_scale ; m = b1 m + (1-b1) g ; v = b2 v + (1-b2) g^2
-//   p -= lr * ( mhat / (sqrt(vhat) + eps) + wd * p ),  mhat = m/(1-b1^step), vhat = v/(1-b2^step)
-// sum_of_squares: kPartialBlocks blocks stride over x (a partition fixed by N alone), each
-// block reduces in double to one partial, then one block adds the partials in a fixed tree.
-// No atomics, so the same input gives the same bits on every run and every GPU.
+// AdamW and the gradient sum of squares launchers (kernels/adamw.cuh; mirrors cpu/adamw.cpp). The
+// kernels, their parameters (bias corrections in double, as the CPU) and launch geometry are in
+// kernels/adamw_device.cuh. sum_of_squares: a fixed partition into kPartialBlocks double partials,
+// then a fixed-order sum of them (no atomics: the same bits on every run and every GPU).
 // bf16 overloads: gradients and the parameter copy in bf16, master weights and moments in fp32;
 // each element is read and written once, so the clip scale and the bf16 refresh cost no pass.
-#include <cmath>
-#include <type_traits>
-
 #include "kernels/adamw.cuh"
+
+#include "kernels/adamw_device.cuh"
 #include "kernels/common.cuh"
 #include "kernels/cuda_check.cuh"
 
 namespace gpt2cc::cuda {
 namespace {
 
-constexpr int kBlock = 256;
-constexpr int kPartialBlocks = 512;
-
-// bf16 params (Param = bf16): `params` is the fp32 master copy and `params_out` the bf16 copy
-// refreshed from it; fp32 params (Param = float): params_out is unused (null).
-template <class Grad, class Param>
-struct AdamWKernelParams {
-  float* params;
-  Param* params_out;
-  float* m;
-  float* v;
-  const Grad* grads;
-  size_t N;
-  AdamWParams hp;
-  float bias_correction1;  // 1 - beta1^step
-  float bias_correction2;  // 1 - beta2^step
-};
-
-template <class Grad, class Param>
-__global__ void adamw_update_kernel(AdamWKernelParams<Grad, Param> p) {
-  const size_t i = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= p.N) return;
-  const AdamWParams& hp = p.hp;
-  const float g = to_float(p.grads[i]) * hp.grad_scale;
-  const float mi = hp.beta1 * p.m[i] + (1.0f - hp.beta1) * g;
-  const float vi = hp.beta2 * p.v[i] + (1.0f - hp.beta2) * g * g;
-  p.m[i] = mi;
-  p.v[i] = vi;
-  const float mhat = mi / p.bias_correction1;
-  const float vhat = vi / p.bias_correction2;
-  const float param = p.params[i];
-  const float updated = param - hp.lr * (mhat / (sqrtf(vhat) + hp.eps) + hp.weight_decay * param);
-  p.params[i] = updated;
-  if constexpr (!std::is_same_v<Param, float>) p.params_out[i] = __float2bfloat16_rn(updated);
-}
-
-__device__ double block_sum_double(double x, double* shared) {
-  return block_reduce(x, shared, [](double value) { return warp_sum(value); }, 0.0);
-}
-
-// partial[block] = sum over i = block*blockDim + thread + k * gridDim*blockDim of x_i^2 (double).
-template <class Elem>
-__global__ void sum_of_squares_partials_kernel(double* partial, const Elem* x, size_t N) {
-  __shared__ double shared[kWarpSize];
-  double acc = 0.0;
-  for (size_t i = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < N;
-       i += static_cast<size_t>(gridDim.x) * blockDim.x) {
-    const double value = to_float(x[i]);
-    acc += value * value;
-  }
-  acc = block_sum_double(acc, shared);
-  if (threadIdx.x == 0) partial[blockIdx.x] = acc;
-}
-
-__global__ void sum_of_squares_finalize_kernel(double* total, const double* partial, int count) {
-  __shared__ double shared[kWarpSize];
-  double acc = 0.0;
-  for (int i = threadIdx.x; i < count; i += blockDim.x) acc += partial[i];
-  acc = block_sum_double(acc, shared);
-  if (threadIdx.x == 0) *total = acc;
-}
+using namespace adamw_kernels;
 
 template <class Grad, class Param>
 void launch_adamw_update(float* params, Param* params_out, float* m, float* v, const Grad* grads, size_t N,
                          const AdamWParams& hp, cudaStream_t stream) {
   ENSURE(hp.step >= 1, "AdamW step is 1-based, got {}", hp.step);
   if (N == 0) return;
-  // Bias corrections in double on the host, as the CPU does: same float values on both sides.
-  const float bc1 = static_cast<float>(1.0 - std::pow(static_cast<double>(hp.beta1), hp.step));
-  const float bc2 = static_cast<float>(1.0 - std::pow(static_cast<double>(hp.beta2), hp.step));
-  const AdamWKernelParams<Grad, Param> p{params, params_out, m, v, grads, N, hp, bc1, bc2};
-  adamw_update_kernel<<<ceil_div(N, kBlock), kBlock, 0, stream>>>(p);
+  const AdamWKernelParams<Grad, Param> p = adamw_params(params, params_out, m, v, grads, N, hp);
+  const LaunchShape l = adamw_launch(N);
+  adamw_update_kernel<<<l.grid, l.block, 0, stream>>>(p);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -97,9 +32,10 @@ double launch_sum_of_squares(const Elem* x, size_t N, cudaStream_t stream) {
   ScratchBuffer partial((kPartialBlocks + 1) * sizeof(double), stream);
   double* partials = partial.as<double>();
   double* total = partials + kPartialBlocks;
-  sum_of_squares_partials_kernel<Elem><<<kPartialBlocks, kBlock, 0, stream>>>(partials, x, N);
+  const LaunchShape lp = sum_of_squares_partials_launch(), lf = sum_of_squares_finalize_launch();
+  sum_of_squares_partials_kernel<Elem><<<lp.grid, lp.block, 0, stream>>>(partials, x, N);
   CUDA_CHECK_LAUNCH();
-  sum_of_squares_finalize_kernel<<<1, kBlock, 0, stream>>>(total, partials, kPartialBlocks);
+  sum_of_squares_finalize_kernel<<<lf.grid, lf.block, 0, stream>>>(total, partials, kPartialBlocks);
   CUDA_CHECK_LAUNCH();
   double result = 0.0;
   CUDA_CHECK(cudaMemcpyAsync(&result, total, sizeof(double), cudaMemcpyDeviceToHost, stream));

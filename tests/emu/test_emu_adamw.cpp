@@ -1,0 +1,137 @@
+// The AdamW and sum-of-squares kernels (kernels/adamw_device.cuh) executed by the CPU emulator
+// against cpu::adamw_update / cpu::sum_of_squares, with the tolerances of
+// tests/cuda/test_cuda_adamw.cpp and test_bf16_optimizer.cpp: fp32 params, m, v within 1e-5; with
+// bf16 grads, the fp32 master weights and moments within 1e-6 of the CPU's on the same bf16 grads
+// and the bf16 copy exactly the master rounded to nearest even. Three steps (bias correction),
+// weight decay on and off, clip scale 1 and 0.375, N = 1, 1001 (a partial last block), 5003.
+// The whole run repeats bit for bit. sum_of_squares in double within 1e-10 relative, for N below
+// and above the fixed 512 x 256 partition, the same bits under another warp schedule.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "cpu/adamw.hpp"
+#include "cuda/bf16_host_util.hpp"
+#include "cuda/cuda_test_util.hpp"
+#include "emu/adamw_emu.hpp"
+#include "emu/emu_test_util.hpp"
+
+using namespace gpt2cc;
+using test::bf16;
+
+namespace {
+
+// Round to nearest even on the bit pattern, independently of cuda_bf16.h (which the emulated
+// kernel uses): add half an ulp of the kept 16 bits, plus 1 when the kept part is odd. Not NaN.
+uint16_t rne_bits(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof(u));
+  return static_cast<uint16_t>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+
+uint16_t bits(bf16 x) {
+  uint16_t u;
+  std::memcpy(&u, &x, sizeof(u));
+  return u;
+}
+
+struct State {
+  std::vector<float> params, m, v;
+  std::vector<bf16> params_bf16;
+};
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("emulated adamw matches cpu over three steps", "[emu][adamw]", float, bf16) {
+  using Grad = TestType;
+  constexpr bool kIsFloat = std::is_same_v<Grad, float>;
+  const size_t N = GENERATE(size_t(1), size_t(1001), size_t(5003));
+  const float weight_decay = GENERATE(0.1f, 0.0f);
+  const float grad_scale = GENERATE(1.0f, 0.375f);
+  INFO(test::elem_name<Grad>() << " N=" << N << " weight_decay=" << weight_decay << " grad_scale=" << grad_scale);
+  AdamWParams hp;
+  hp.lr = 1e-3f;
+  hp.weight_decay = weight_decay;
+  hp.grad_scale = grad_scale;
+  const State start{test::random_vector(N, 301), test::random_vector(N, 302, -0.1f, 0.1f),
+                    test::random_vector(N, 303, 0.0f, 0.01f), {}};
+  // Both runs from the same start must end with the same bits.
+  std::vector<State> runs;
+  for (int run = 0; run < 2; ++run) {
+    State cpu_state = start, emu_state = start;
+    for (int step = 1; step <= 3; ++step) {
+      INFO("run " << run << " step " << step);
+      hp.step = step;
+      // The CPU sees exactly the gradient values the kernel reads (bf16-rounded for bf16 grads).
+      const auto grads = test::round_to_bf16(test::random_vector(N, 310 + step, -2.0f, 2.0f));
+      cpu::adamw_update(cpu_state.params.data(), cpu_state.m.data(), cpu_state.v.data(), grads.data(), N, hp);
+      const double tol = kIsFloat ? 1e-5 : 1e-6;
+      if constexpr (kIsFloat) {
+        emu::adamw_update(emu_state.params.data(), emu_state.m.data(), emu_state.v.data(), grads.data(), N, hp);
+      } else {
+        emu_state.params_bf16 = test::filled<bf16>(N, 0xFF);
+        const auto grads_bf16 = test::to_bf16(grads);
+        emu::adamw_update(emu_state.params.data(), emu_state.params_bf16.data(), emu_state.m.data(),
+                          emu_state.v.data(), grads_bf16.data(), N, hp);
+        size_t mismatches = 0;
+        for (size_t i = 0; i < N; ++i) mismatches += bits(emu_state.params_bf16[i]) != rne_bits(emu_state.params[i]);
+        INFO("bf16 params that are not the master weights rounded to nearest even");
+        CHECK(mismatches == 0);
+      }
+      test::expect_matches(emu_state.params, cpu_state.params, kIsFloat ? "params" : "master weights", tol);
+      test::expect_matches(emu_state.m, cpu_state.m, "m", tol);
+      test::expect_matches(emu_state.v, cpu_state.v, "v", tol);
+    }
+    runs.push_back(emu_state);
+  }
+  CHECK(test::same_bits(runs[1].params, runs[0].params));
+  CHECK(test::same_bits(runs[1].m, runs[0].m));
+  CHECK(test::same_bits(runs[1].v, runs[0].v));
+  CHECK(test::same_bits(runs[1].params_bf16, runs[0].params_bf16));
+}
+
+TEMPLATE_TEST_CASE("emulated adamw applies the clip factor to the gradient", "[emu][adamw]", float, bf16) {
+  // Step 1 from zero moments: m = (1-b1) g s and v = (1-b2) (g s)^2 show the scale s directly.
+  const size_t N = 64;
+  AdamWParams hp;
+  hp.grad_scale = 0.25f;
+  const auto grads = test::to_elem<TestType>(std::vector<float>(N, 2.0f));
+  std::vector<float> params(N, 1.0f), m(N, 0.0f), v(N, 0.0f);
+  std::vector<bf16> params_bf16(N);
+  if constexpr (std::is_same_v<TestType, float>) {
+    emu::adamw_update(params.data(), m.data(), v.data(), grads.data(), N, hp);
+  } else {
+    emu::adamw_update(params.data(), params_bf16.data(), m.data(), v.data(), grads.data(), N, hp);
+  }
+  const float g = 2.0f * 0.25f;
+  test::expect_matches(m, std::vector<float>(N, (1.0f - hp.beta1) * g), "m of the scaled gradient");
+  test::expect_matches(v, std::vector<float>(N, (1.0f - hp.beta2) * g * g), "v of the scaled gradient");
+}
+
+// Each call emulates the fixed 512 x 256-thread partition whatever N is (about 2.5 s here), so the
+// cases are few: N = 0 (no launch), float N above one pass of the partition, bf16 N below it
+// (most blocks empty); each repeated once under another schedule (together: all three).
+TEMPLATE_TEST_CASE("emulated sum_of_squares matches cpu and repeats exactly", "[emu][adamw][determinism]", float,
+                   bf16) {
+  using Elem = TestType;
+  constexpr bool kIsFloat = std::is_same_v<Elem, float>;
+  const size_t N = GENERATE(size_t(0), kIsFloat ? size_t(512 * 256 + 17) : size_t(1000));
+  INFO(test::elem_name<Elem>() << " N=" << N);
+  const auto x = test::round_to_bf16(test::random_vector(N, 321, -3.0f, 3.0f));
+  const auto x_elem = test::to_elem<Elem>(x);
+  // Squares of bf16-grid values are exact in double; only the order of the additions differs.
+  const double expected = cpu::sum_of_squares(x.data(), N);
+  const double got = emu::sum_of_squares(x_elem.data(), N);
+  CHECK(std::fabs(got - expected) <= 1e-10 * std::max(1.0, std::fabs(expected)));
+  if (N == 0) return;
+  CHECK(got > 0.0);
+  const emu::Schedule other = kIsFloat ? emu::Schedule::kLockstep : emu::Schedule::kWarpsDescending;
+  emu::set_schedule(other);
+  const double again = emu::sum_of_squares(x_elem.data(), N);
+  emu::set_schedule(emu::Schedule::kWarpsAscending);
+  INFO("schedule " << static_cast<int>(other) << " against kWarpsAscending");
+  CHECK(std::memcmp(&got, &again, sizeof(double)) == 0);
+}
