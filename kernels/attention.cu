@@ -1,299 +1,37 @@
-// Causal self-attention forward, backward and KV-cache decode (kernels/attention.cuh; mirrors
-// cpu/attention.cpp). Per head h of batch row b (HS = C/NH, scale = 1/sqrt(HS)):
-//   forward : S = scale * Q K^T ; P = softmax_causal(S) (saved) ; out = drop(P) V
-//   backward: dV = drop(P)^T dout ; dP = drop'(dout V^T) ; dS = P * (dP - rowsum(P * dP))
-//             dQ = scale * dS K ; dK = scale * dS^T Q
-// Every product is one 32x32-tiled kernel over the heads (attention_head_gemm_tiled_kernel)
-// that reads Q, K, V straight out of the interleaved qkv rows; the softmax passes are one warp
-// per row. The T x T dP of the backward lives in stream-ordered scratch. Each output element
-// is written by one thread, so results are deterministic.
+// Causal self-attention forward, backward and KV-cache decode launchers (kernels/attention.cuh;
+// mirrors cpu/attention.cpp). The tiled kernels, the parameters of each head product, their launch
+// geometry and the decode branch are in kernels/attention_device.cuh; here: shape checks, the
+// stream-ordered scratch for the backward's T x T dP, and the launches in order.
 // bf16 overloads: qkv, out, dout, dqkv and the KV caches in bf16, everything else (the saved
 // probabilities, dP, every accumulation) in fp32; a bf16 value is widened on load and an output
 // rounded once on store. The kernels are templated on the element types (In, Out).
-#include <cmath>
-
 #include "kernels/attention.cuh"
+
+#include "kernels/attention_device.cuh"
 #include "kernels/common.cuh"
 #include "kernels/cuda_check.cuh"
 
 namespace gpt2cc::cuda {
 namespace {
 
-constexpr int kTile = 32;                            // output tile kTile x kTile
-constexpr int kRowsPerThread = 4;                    // block (32, 8): a thread owns 4 rows of one column
-constexpr int kBlockRows = kTile / kRowsPerThread;   // 8
-constexpr int kMaxGridZ = 65535;                     // the heads loop over blockIdx.z with this stride
-constexpr int kWarpsPerBlock = 8;                    // warp-per-row kernels
-
-// What attention_head_gemm_tiled_kernel computes for head (b,h):
-//   scores         : out[t, t2] = scale * sum_d x[t, d] y[t2, d]            (t2 <= t; T x T out)
-//   probs_times    : out[t, d]  = scale * sum_{t2 <= t} probs~[t, t2] x[t2, d]
-//   probs_t_times  : out[t2, d] = scale * sum_{t >= t2} probs~[t, t2] x[t, d]
-// probs~ is probs with dropout applied when dropout is active.
-enum class HeadGemm { scores, probs_times, probs_t_times };
-
-// Row r of head (b,h) of a (B,T,*) matrix with row stride `stride` is at
-// base + (b*T + r)*stride + h*HS; probs/score matrices are (B*NH, T, T), always fp32.
-// In: the element type of x, y; Out: of out (float for score matrices, else the model's type).
-template <class In, class Out>
-struct HeadGemmParams {
-  Out* out;
-  int out_stride;       // row stride of out (unused for scores: T x T per head)
-  const float* probs;   // (B*NH, T, T), probs_* modes only
-  const In* x;          // scores: the rows t; probs_*: the right-hand matrix
-  int x_stride;
-  const In* y;          // scores only: the rows t2
-  int y_stride;
-  int B, T, NH, HS;
-  float scale;
-  DropoutParams dropout;  // on probs, mask index = flat index into (B*NH, T, T)
-};
-
-// probs~[t, t2] of head bh, zero outside the causal triangle and the matrix.
-template <class In, class Out>
-__device__ __forceinline__ float load_prob(const HeadGemmParams<In, Out>& p, const float* probs, size_t bh, int t,
-                                           int t2) {
-  if (t >= p.T || t2 > t) return 0.0f;
-  float v = probs[static_cast<size_t>(t) * p.T + t2];
-  if (p.dropout.active()) {
-    const uint64_t index = (bh * p.T + t) * static_cast<uint64_t>(p.T) + t2;
-    v = p.dropout.keep(index) ? v * p.dropout.scale() : 0.0f;
-  }
-  return v;
-}
-
-template <class In>
-__device__ __forceinline__ float load_head(const In* head, int stride, int row, int col, int rows, int cols) {
-  return row < rows && col < cols ? to_float(head[static_cast<size_t>(row) * stride + col]) : 0.0f;
-}
-
-// Classic shared-memory tiling: the block stages a 32x32 tile of each operand, each thread
-// accumulates 4 outputs of one column (4 rows apart by 8), so a loaded value is reused 32 times.
-// The tiles are padded to 33 columns so that reading a tile column is free of bank conflicts.
-// Causality prunes the contraction: tiles wholly above the diagonal are never loaded.
-template <HeadGemm kMode, class In, class Out>
-__global__ void attention_head_gemm_tiled_kernel(HeadGemmParams<In, Out> p) {
-  __shared__ float a_tile[kTile][kTile + 1];
-  __shared__ float b_tile[kTile][kTile + 1];
-  const int tx = threadIdx.x, ty = threadIdx.y;
-  const int row0 = blockIdx.y * kTile, col0 = blockIdx.x * kTile;
-  const int T = p.T, HS = p.HS;
-  int k_begin = 0, k_end = 0;
-  if constexpr (kMode == HeadGemm::scores) {
-    if (col0 > row0 + kTile - 1) return;  // the whole tile is above the diagonal
-    k_end = HS;
-  } else if constexpr (kMode == HeadGemm::probs_times) {
-    k_end = min(T, row0 + kTile);  // t2 <= t <= row0 + 31
-  } else {
-    k_begin = row0;  // t >= t2 >= row0
-    k_end = T;
-  }
-  const int num_heads = p.B * p.NH;
-  for (int bh = blockIdx.z; bh < num_heads; bh += gridDim.z) {
-    const int b = bh / p.NH, h = bh % p.NH;
-    const size_t head_offset = static_cast<size_t>(h) * HS;
-    const In* x = p.x + static_cast<size_t>(b) * T * p.x_stride + head_offset;
-    const float* probs = p.probs + static_cast<size_t>(bh) * T * T;
-    float acc[kRowsPerThread] = {};
-    for (int k0 = k_begin; k0 < k_end; k0 += kTile) {
-      for (int r = 0; r < kRowsPerThread; ++r) {
-        const int i = ty + r * kBlockRows;
-        if constexpr (kMode == HeadGemm::scores) {
-          const In* y = p.y + static_cast<size_t>(b) * T * p.y_stride + head_offset;
-          a_tile[i][tx] = load_head(x, p.x_stride, row0 + i, k0 + tx, T, HS);    // [t][d]
-          b_tile[i][tx] = load_head(y, p.y_stride, col0 + i, k0 + tx, T, HS);    // [t2][d]
-        } else if constexpr (kMode == HeadGemm::probs_times) {
-          a_tile[i][tx] = load_prob(p, probs, bh, row0 + i, k0 + tx);            // [t][t2]
-          b_tile[i][tx] = load_head(x, p.x_stride, k0 + i, col0 + tx, T, HS);    // [t2][d]
-        } else {
-          a_tile[i][tx] = load_prob(p, probs, bh, k0 + i, row0 + tx);            // [t][t2]
-          b_tile[i][tx] = load_head(x, p.x_stride, k0 + i, col0 + tx, T, HS);    // [t][d]
-        }
-      }
-      __syncthreads();
-      for (int kk = 0; kk < kTile; ++kk) {
-        for (int r = 0; r < kRowsPerThread; ++r) {
-          const int i = ty + r * kBlockRows;
-          if constexpr (kMode == HeadGemm::scores) {
-            acc[r] += a_tile[i][kk] * b_tile[tx][kk];
-          } else if constexpr (kMode == HeadGemm::probs_times) {
-            acc[r] += a_tile[i][kk] * b_tile[kk][tx];
-          } else {
-            acc[r] += a_tile[kk][i] * b_tile[kk][tx];
-          }
-        }
-      }
-      __syncthreads();
-    }
-    for (int r = 0; r < kRowsPerThread; ++r) {
-      const int row = row0 + ty + r * kBlockRows, col = col0 + tx;
-      if constexpr (kMode == HeadGemm::scores) {
-        if (row < T && col <= row) {
-          p.out[(static_cast<size_t>(bh) * T + row) * T + col] = from_float<Out>(p.scale * acc[r]);
-        }
-      } else {
-        if (row < T && col < HS) {
-          const size_t index = (static_cast<size_t>(b) * T + row) * p.out_stride + head_offset + col;
-          p.out[index] = from_float<Out>(p.scale * acc[r]);
-        }
-      }
-    }
-  }
-}
-
-// P[t, t2] = exp(S[t, t2] - max) / sum_{t2' <= t} exp(S[t, t2'] - max) for t2 <= t, else 0;
-// in place over S. One warp per row (b, h, t).
-__global__ void attention_softmax_warp_per_row_kernel(float* att, size_t rows, int T) {
-  const size_t row = static_cast<size_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarpSize;
-  const int lane = threadIdx.x % kWarpSize;
-  if (row >= rows) return;
-  const int t = static_cast<int>(row % T);
-  float* s = att + row * T;
-  float m = -INFINITY;
-  for (int t2 = lane; t2 <= t; t2 += kWarpSize) m = fmaxf(m, s[t2]);
-  m = warp_max(m);
-  float sum = 0.0f;
-  for (int t2 = lane; t2 <= t; t2 += kWarpSize) sum += expf(s[t2] - m);
-  const float inv_sum = 1.0f / warp_sum(sum);
-  for (int t2 = lane; t2 < T; t2 += kWarpSize) s[t2] = t2 <= t ? expf(s[t2] - m) * inv_sum : 0.0f;
-}
-
-// Softmax backward, in place over the row's dP~ = dout . V^T:
-//   dP = dropout'(dP~) ; D = sum_{t2 <= t} P dP ; dS = P * (dP - D)   (t2 <= t; upper part unused)
-__global__ void attention_softmax_backward_warp_per_row_kernel(float* dscores, const float* att, size_t rows, int T,
-                                                               DropoutParams dropout) {
-  const size_t row = static_cast<size_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarpSize;
-  const int lane = threadIdx.x % kWarpSize;
-  if (row >= rows) return;
-  const int t = static_cast<int>(row % T);
-  float* ds = dscores + row * T;
-  const float* prob = att + row * T;
-  // The mask index of (row, t2) is the flat index row*T + t2, as in the forward.
-  auto dprob = [&](int t2) {
-    const float g = ds[t2];
-    if (!dropout.active()) return g;
-    return dropout.keep(row * T + t2) ? g * dropout.scale() : 0.0f;
-  };
-  float dot = 0.0f;
-  for (int t2 = lane; t2 <= t; t2 += kWarpSize) dot += prob[t2] * dprob(t2);
-  const float D = warp_sum(dot);
-  for (int t2 = lane; t2 <= t; t2 += kWarpSize) ds[t2] = prob[t2] * (dprob(t2) - D);
-}
+using namespace attention_kernels;
 
 template <class In, class Out>
 void launch_head_gemm(HeadGemm mode, const HeadGemmParams<In, Out>& p, cudaStream_t stream) {
-  const int rows = p.T, cols = mode == HeadGemm::scores ? p.T : p.HS;
-  const dim3 grid(ceil_div(cols, kTile), ceil_div(rows, kTile), std::min(p.B * p.NH, kMaxGridZ));
-  const dim3 block(kTile, kBlockRows);
+  const LaunchShape l = head_gemm_launch(mode, p.T, p.HS, p.B * p.NH);
   switch (mode) {
     case HeadGemm::scores:
-      attention_head_gemm_tiled_kernel<HeadGemm::scores, In, Out><<<grid, block, 0, stream>>>(p);
+      attention_head_gemm_tiled_kernel<HeadGemm::scores, In, Out><<<l.grid, l.block, 0, stream>>>(p);
       break;
     case HeadGemm::probs_times:
-      attention_head_gemm_tiled_kernel<HeadGemm::probs_times, In, Out><<<grid, block, 0, stream>>>(p);
+      attention_head_gemm_tiled_kernel<HeadGemm::probs_times, In, Out><<<l.grid, l.block, 0, stream>>>(p);
       break;
     case HeadGemm::probs_t_times:
-      attention_head_gemm_tiled_kernel<HeadGemm::probs_t_times, In, Out><<<grid, block, 0, stream>>>(p);
+      attention_head_gemm_tiled_kernel<HeadGemm::probs_t_times, In, Out><<<l.grid, l.block, 0, stream>>>(p);
       break;
   }
   CUDA_CHECK_LAUNCH();
 }
-
-// kcache[b, pos0 + t, c] = k[b, t, c] and vcache likewise, for t < T.
-template <class Elem>
-__global__ void kv_cache_store_kernel(Elem* kcache, Elem* vcache, const Elem* qkv, int B, int T, int pos0, int maxT,
-                                      int C) {
-  const size_t idx = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (idx >= static_cast<size_t>(B) * T * C) return;
-  const int c = static_cast<int>(idx % C);
-  const size_t bt = idx / C;
-  const int b = static_cast<int>(bt / T), t = static_cast<int>(bt % T);
-  const Elem* src = qkv + bt * 3 * C;
-  const size_t dst = (static_cast<size_t>(b) * maxT + pos0 + t) * C + c;
-  kcache[dst] = src[C + c];
-  vcache[dst] = src[2 * C + c];
-}
-
-template <class Elem>
-struct DecodeParams {
-  Elem* out;             // (B, C)
-  const Elem* kcache;    // (B, maxT, C)
-  const Elem* vcache;
-  const Elem* qkv;       // (B, 3C)
-  int B, pos, maxT, C, NH, HS;
-  float scale;
-};
-
-// One block per (b, h): s[t2] = scale * q . k[t2] (a warp per t2), p = softmax(s) over
-// t2 <= pos, out[d] = sum_t2 p[t2] v[t2, d]. Scores stay in shared memory.
-template <class Elem>
-__global__ void attention_decode_shared_scores_kernel(DecodeParams<Elem> p) {
-  extern __shared__ float shared[];
-  float* q = shared;                // HS
-  float* scores = q + p.HS;         // pos + 1
-  float* reduce = scores + p.pos + 1;  // 32
-  const int b = blockIdx.x / p.NH, h = blockIdx.x % p.NH;
-  const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize, num_warps = blockDim.x / kWarpSize;
-  const size_t head = static_cast<size_t>(h) * p.HS;
-  const Elem* q_in = p.qkv + static_cast<size_t>(b) * 3 * p.C + head;
-  for (int d = threadIdx.x; d < p.HS; d += blockDim.x) q[d] = to_float(q_in[d]);
-  __syncthreads();
-  for (int t2 = warp; t2 <= p.pos; t2 += num_warps) {
-    const Elem* k = p.kcache + (static_cast<size_t>(b) * p.maxT + t2) * p.C + head;
-    float dot = 0.0f;
-    for (int d = lane; d < p.HS; d += kWarpSize) dot += q[d] * to_float(k[d]);
-    dot = warp_sum(dot);
-    if (lane == 0) scores[t2] = p.scale * dot;
-  }
-  __syncthreads();
-  float m = -INFINITY;
-  for (int t2 = threadIdx.x; t2 <= p.pos; t2 += blockDim.x) m = fmaxf(m, scores[t2]);
-  m = block_max(m, reduce);
-  float sum = 0.0f;
-  for (int t2 = threadIdx.x; t2 <= p.pos; t2 += blockDim.x) {
-    const float e = expf(scores[t2] - m);
-    scores[t2] = e;
-    sum += e;
-  }
-  const float inv_sum = 1.0f / block_sum(sum, reduce);  // block_sum's barriers publish scores[]
-  for (int d = threadIdx.x; d < p.HS; d += blockDim.x) {
-    float acc = 0.0f;
-    for (int t2 = 0; t2 <= p.pos; ++t2) {
-      acc += scores[t2] * to_float(p.vcache[(static_cast<size_t>(b) * p.maxT + t2) * p.C + head + d]);
-    }
-    p.out[static_cast<size_t>(b) * p.C + head + d] = from_float<Elem>(acc * inv_sum);
-  }
-}
-
-// Fallback for long contexts whose scores do not fit in shared memory: one thread per output
-// channel d runs an online softmax over t2 (Milakov & Gimelshein 2018), recomputing q . k[t2]
-// itself. Slower (each thread redoes the dot products) but needs no shared memory.
-template <class Elem>
-__global__ void attention_decode_online_softmax_kernel(DecodeParams<Elem> p) {
-  const int b = blockIdx.x / p.NH, h = blockIdx.x % p.NH;
-  const size_t head = static_cast<size_t>(h) * p.HS;
-  const Elem* q = p.qkv + static_cast<size_t>(b) * 3 * p.C + head;
-  for (int d = threadIdx.x; d < p.HS; d += blockDim.x) {
-    float m = -INFINITY, sum = 0.0f, acc = 0.0f;
-    for (int t2 = 0; t2 <= p.pos; ++t2) {
-      const size_t row = (static_cast<size_t>(b) * p.maxT + t2) * p.C + head;
-      float dot = 0.0f;
-      for (int e = 0; e < p.HS; ++e) dot += to_float(q[e]) * to_float(p.kcache[row + e]);
-      const float s = p.scale * dot;
-      const float m_new = fmaxf(m, s);
-      const float correction = expf(m - m_new);  // rescales what was summed under the old max
-      const float w = expf(s - m_new);
-      sum = sum * correction + w;
-      acc = acc * correction + w * to_float(p.vcache[row + d]);
-      m = m_new;
-    }
-    p.out[static_cast<size_t>(b) * p.C + head + d] = from_float<Elem>(acc / sum);
-  }
-}
-
-constexpr size_t kDecodeSharedLimit = 48 * 1024;  // default dynamic shared memory without opt-in
-
-size_t decode_shared_bytes(int pos, int HS) { return (static_cast<size_t>(pos) + 1 + HS + kWarpSize) * sizeof(float); }
 
 void check_attention_shape(int B, int T, int C, int NH) {
   ENSURE(NH >= 1 && C % NH == 0, "attention needs NH >= 1 dividing C, got C = {}, NH = {}", C, NH);
@@ -302,7 +40,7 @@ void check_attention_shape(int B, int T, int C, int NH) {
 
 }  // namespace
 
-bool attention_decode_scores_fit_shared(int pos, int HS) { return decode_shared_bytes(pos, HS) <= kDecodeSharedLimit; }
+bool attention_decode_scores_fit_shared(int pos, int HS) { return decode_scores_fit_shared(pos, HS); }
 
 namespace {
 
@@ -311,17 +49,13 @@ void attention_forward_impl(Elem* out, float* att, const Elem* qkv, int B, int T
                             const DropoutParams& dropout, cudaStream_t stream) {
   check_attention_shape(B, T, C, NH);
   if (B == 0 || T == 0) return;
-  const int HS = C / NH;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
-  const HeadGemmParams<Elem, float> scores{att, 0, nullptr, qkv, 3 * C, qkv + C, 3 * C, B, T, NH, HS, scale,
-                                           DropoutParams{}};
-  launch_head_gemm(HeadGemm::scores, scores, stream);
+  const ForwardGemms<Elem> g = forward_gemms(out, att, qkv, B, T, C, NH, dropout);
+  launch_head_gemm(HeadGemm::scores, g.scores, stream);
   const size_t rows = static_cast<size_t>(B) * NH * T;
-  attention_softmax_warp_per_row_kernel<<<ceil_div(rows, kWarpsPerBlock), kWarpsPerBlock * kWarpSize, 0, stream>>>(
-      att, rows, T);
+  const LaunchShape l = softmax_launch(rows);
+  attention_softmax_warp_per_row_kernel<<<l.grid, l.block, 0, stream>>>(att, rows, T);
   CUDA_CHECK_LAUNCH();
-  const HeadGemmParams<Elem, Elem> values{out, C, att, qkv + 2 * C, 3 * C, nullptr, 0, B, T, NH, HS, 1.0f, dropout};
-  launch_head_gemm(HeadGemm::probs_times, values, stream);
+  launch_head_gemm(HeadGemm::probs_times, g.values, stream);
 }
 
 template <class Elem>
@@ -329,28 +63,19 @@ void attention_backward_impl(Elem* dqkv, const Elem* dout, const float* att, con
                              int NH, const DropoutParams& dropout, cudaStream_t stream) {
   check_attention_shape(B, T, C, NH);
   if (B == 0 || T == 0) return;
-  const int HS = C / NH;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
   const size_t rows = static_cast<size_t>(B) * NH * T;
   ScratchBuffer dscores(rows * T * sizeof(float), stream);
-  float* ds = dscores.as<float>();
-  const DropoutParams none{};
-  // dP~ = dout . V^T
-  launch_head_gemm(HeadGemm::scores,
-                   HeadGemmParams<Elem, float>{ds, 0, nullptr, dout, C, qkv + 2 * C, 3 * C, B, T, NH, HS, 1.0f, none},
-                   stream);
-  attention_softmax_backward_warp_per_row_kernel<<<ceil_div(rows, kWarpsPerBlock), kWarpsPerBlock * kWarpSize, 0,
-                                                   stream>>>(ds, att, rows, T, dropout);
+  const BackwardGemms<Elem> g = backward_gemms(dqkv, dscores.as<float>(), dout, att, qkv, B, T, C, NH, dropout);
+  // dP~ = dout . V^T, then dS in place
+  launch_head_gemm(HeadGemm::scores, g.dprobs, stream);
+  const LaunchShape l = softmax_launch(rows);
+  attention_softmax_backward_warp_per_row_kernel<<<l.grid, l.block, 0, stream>>>(dscores.as<float>(), att, rows, T,
+                                                                                 dropout);
   CUDA_CHECK_LAUNCH();
   // dQ = scale * dS K ; dK = scale * dS^T Q ; dV = drop(P)^T dout
-  launch_head_gemm(HeadGemm::probs_times,
-                   HeadGemmParams<Elem, Elem>{dqkv, 3 * C, ds, qkv + C, 3 * C, nullptr, 0, B, T, NH, HS, scale, none},
-                   stream);
-  launch_head_gemm(HeadGemm::probs_t_times,
-                   HeadGemmParams<Elem, Elem>{dqkv + C, 3 * C, ds, qkv, 3 * C, nullptr, 0, B, T, NH, HS, scale, none},
-                   stream);
-  const HeadGemmParams<Elem, Elem> dv{dqkv + 2 * C, 3 * C, att, dout, C, nullptr, 0, B, T, NH, HS, 1.0f, dropout};
-  launch_head_gemm(HeadGemm::probs_t_times, dv, stream);
+  launch_head_gemm(HeadGemm::probs_times, g.dq, stream);
+  launch_head_gemm(HeadGemm::probs_t_times, g.dk, stream);
+  launch_head_gemm(HeadGemm::probs_t_times, g.dv, stream);
 }
 
 template <class Elem>
@@ -359,8 +84,8 @@ void kv_cache_store_impl(Elem* kcache, Elem* vcache, const Elem* qkv, int B, int
   ENSURE(T <= maxT, "kv_cache_store: T = {} exceeds the cache length maxT = {}", T, maxT);
   const size_t total = static_cast<size_t>(B) * T * C;
   if (total == 0) return;
-  constexpr int kBlock = 256;
-  kv_cache_store_kernel<<<ceil_div(total, kBlock), kBlock, 0, stream>>>(kcache, vcache, qkv, B, T, 0, maxT, C);
+  const LaunchShape l = kv_cache_store_launch(total);
+  kv_cache_store_kernel<<<l.grid, l.block, 0, stream>>>(kcache, vcache, qkv, B, T, 0, maxT, C);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -370,17 +95,16 @@ void attention_decode_impl(Elem* out, Elem* kcache, Elem* vcache, const Elem* qk
   check_attention_shape(B, 1, C, NH);
   ENSURE(pos >= 0 && pos < maxT, "attention_decode: position {} outside the cache [0, {})", pos, maxT);
   if (B == 0) return;
-  constexpr int kBlock = 256;
-  kv_cache_store_kernel<<<ceil_div(static_cast<size_t>(B) * C, kBlock), kBlock, 0, stream>>>(kcache, vcache, qkv, B, 1,
-                                                                                             pos, maxT, C);
+  const LaunchShape ls = kv_cache_store_launch(static_cast<size_t>(B) * C);
+  kv_cache_store_kernel<<<ls.grid, ls.block, 0, stream>>>(kcache, vcache, qkv, B, 1, pos, maxT, C);
   CUDA_CHECK_LAUNCH();
-  const int HS = C / NH;
-  const DecodeParams<Elem> p{out, kcache, vcache, qkv, B, pos, maxT, C, NH, HS,
-                             1.0f / std::sqrt(static_cast<float>(HS))};
-  if (attention_decode_scores_fit_shared(pos, HS)) {
-    attention_decode_shared_scores_kernel<<<B * NH, kBlock, decode_shared_bytes(pos, HS), stream>>>(p);
+  const DecodeParams<Elem> p = decode_params(out, kcache, vcache, qkv, B, pos, maxT, C, NH);
+  if (decode_scores_fit_shared(pos, p.HS)) {
+    const LaunchShape l = decode_shared_scores_launch(B, NH, pos, p.HS);
+    attention_decode_shared_scores_kernel<<<l.grid, l.block, l.smem_bytes, stream>>>(p);
   } else {
-    attention_decode_online_softmax_kernel<<<B * NH, 128, 0, stream>>>(p);
+    const LaunchShape l = decode_online_softmax_launch(B, NH);
+    attention_decode_online_softmax_kernel<<<l.grid, l.block, 0, stream>>>(p);
   }
   CUDA_CHECK_LAUNCH();
 }

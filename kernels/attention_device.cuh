@@ -1,0 +1,360 @@
+// Device code of the tiled causal self-attention and the KV-cache decode (kernels/attention.cuh;
+// mirrors cpu/attention.cpp). Per head h of batch row b (HS = C/NH, scale = 1/sqrt(HS)):
+//   forward : S = scale * Q K^T ; P = softmax_causal(S) (saved) ; out = drop(P) V
+//   backward: dV = drop(P)^T dout ; dP = drop'(dout V^T) ; dS = P * (dP - rowsum(P * dP))
+//             dQ = scale * dS K ; dK = scale * dS^T Q
+// Every product is one 32x32-tiled kernel over the heads (attention_head_gemm_tiled_kernel) that
+// reads Q, K, V straight out of the interleaved qkv rows; the softmax passes are one warp per row;
+// each output element is written by one thread (deterministic). Included by kernels/attention.cu
+// (the launchers) and, compiled as host C++, by the CPU emulator in tests/emu; the parameters of
+// every product, the launch geometry and the decode branch at the end are computed here for both.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+
+#include "core/rng.hpp"
+#include "kernels/common.cuh"
+#include "kernels/cuda_check.cuh"
+
+namespace gpt2cc::cuda::attention_kernels {
+
+constexpr int kTile = 32;                            // output tile kTile x kTile
+constexpr int kRowsPerThread = 4;                    // block (32, 8): a thread owns 4 rows of one column
+constexpr int kBlockRows = kTile / kRowsPerThread;   // 8
+constexpr int kMaxGridZ = 65535;                     // the heads loop over blockIdx.z with this stride
+constexpr int kWarpsPerBlock = 8;                    // warp-per-row kernels
+
+// What attention_head_gemm_tiled_kernel computes for head (b,h):
+//   scores         : out[t, t2] = scale * sum_d x[t, d] y[t2, d]            (t2 <= t; T x T out)
+//   probs_times    : out[t, d]  = scale * sum_{t2 <= t} probs~[t, t2] x[t2, d]
+//   probs_t_times  : out[t2, d] = scale * sum_{t >= t2} probs~[t, t2] x[t, d]
+// probs~ is probs with dropout applied when dropout is active.
+enum class HeadGemm { scores, probs_times, probs_t_times };
+
+// Row r of head (b,h) of a (B,T,*) matrix with row stride `stride` is at
+// base + (b*T + r)*stride + h*HS; probs/score matrices are (B*NH, T, T), always fp32.
+// In: the element type of x, y; Out: of out (float for score matrices, else the model's type).
+template <class In, class Out>
+struct HeadGemmParams {
+  Out* out;
+  int out_stride;       // row stride of out (unused for scores: T x T per head)
+  const float* probs;   // (B*NH, T, T), probs_* modes only
+  const In* x;          // scores: the rows t; probs_*: the right-hand matrix
+  int x_stride;
+  const In* y;          // scores only: the rows t2
+  int y_stride;
+  int B, T, NH, HS;
+  float scale;
+  DropoutParams dropout;  // on probs, mask index = flat index into (B*NH, T, T)
+};
+
+// probs~[t, t2] of head bh, zero outside the causal triangle and the matrix.
+template <class In, class Out>
+__device__ __forceinline__ float load_prob(const HeadGemmParams<In, Out>& p, const float* probs, size_t bh, int t,
+                                           int t2) {
+  if (t >= p.T || t2 > t) return 0.0f;
+  float v = probs[static_cast<size_t>(t) * p.T + t2];
+  if (p.dropout.active()) {
+    const uint64_t index = (bh * p.T + t) * static_cast<uint64_t>(p.T) + t2;
+    v = p.dropout.keep(index) ? v * p.dropout.scale() : 0.0f;
+  }
+  return v;
+}
+
+template <class In>
+__device__ __forceinline__ float load_head(const In* head, int stride, int row, int col, int rows, int cols) {
+  return row < rows && col < cols ? to_float(head[static_cast<size_t>(row) * stride + col]) : 0.0f;
+}
+
+// Classic shared-memory tiling: the block stages a 32x32 tile of each operand, each thread
+// accumulates 4 outputs of one column (4 rows apart by 8), so a loaded value is reused 32 times.
+// The tiles are padded to 33 columns so that reading a tile column is free of bank conflicts.
+// Causality prunes the contraction: tiles wholly above the diagonal are never loaded.
+template <HeadGemm kMode, class In, class Out>
+__global__ void attention_head_gemm_tiled_kernel(HeadGemmParams<In, Out> p) {
+  __shared__ float a_tile[kTile][kTile + 1];
+  __shared__ float b_tile[kTile][kTile + 1];
+  const int tx = threadIdx.x, ty = threadIdx.y;
+  const int row0 = blockIdx.y * kTile, col0 = blockIdx.x * kTile;
+  const int T = p.T, HS = p.HS;
+  int k_begin = 0, k_end = 0;
+  if constexpr (kMode == HeadGemm::scores) {
+    if (col0 > row0 + kTile - 1) return;  // the whole tile is above the diagonal
+    k_end = HS;
+  } else if constexpr (kMode == HeadGemm::probs_times) {
+    k_end = min(T, row0 + kTile);  // t2 <= t <= row0 + 31
+  } else {
+    k_begin = row0;  // t >= t2 >= row0
+    k_end = T;
+  }
+  const int num_heads = p.B * p.NH;
+  for (int bh = blockIdx.z; bh < num_heads; bh += gridDim.z) {
+    const int b = bh / p.NH, h = bh % p.NH;
+    const size_t head_offset = static_cast<size_t>(h) * HS;
+    const In* x = p.x + static_cast<size_t>(b) * T * p.x_stride + head_offset;
+    const float* probs = p.probs + static_cast<size_t>(bh) * T * T;
+    float acc[kRowsPerThread] = {};
+    for (int k0 = k_begin; k0 < k_end; k0 += kTile) {
+      for (int r = 0; r < kRowsPerThread; ++r) {
+        const int i = ty + r * kBlockRows;
+        if constexpr (kMode == HeadGemm::scores) {
+          const In* y = p.y + static_cast<size_t>(b) * T * p.y_stride + head_offset;
+          a_tile[i][tx] = load_head(x, p.x_stride, row0 + i, k0 + tx, T, HS);    // [t][d]
+          b_tile[i][tx] = load_head(y, p.y_stride, col0 + i, k0 + tx, T, HS);    // [t2][d]
+        } else if constexpr (kMode == HeadGemm::probs_times) {
+          a_tile[i][tx] = load_prob(p, probs, bh, row0 + i, k0 + tx);            // [t][t2]
+          b_tile[i][tx] = load_head(x, p.x_stride, k0 + i, col0 + tx, T, HS);    // [t2][d]
+        } else {
+          a_tile[i][tx] = load_prob(p, probs, bh, k0 + i, row0 + tx);            // [t][t2]
+          b_tile[i][tx] = load_head(x, p.x_stride, k0 + i, col0 + tx, T, HS);    // [t][d]
+        }
+      }
+      __syncthreads();
+      for (int kk = 0; kk < kTile; ++kk) {
+        for (int r = 0; r < kRowsPerThread; ++r) {
+          const int i = ty + r * kBlockRows;
+          if constexpr (kMode == HeadGemm::scores) {
+            acc[r] += a_tile[i][kk] * b_tile[tx][kk];
+          } else if constexpr (kMode == HeadGemm::probs_times) {
+            acc[r] += a_tile[i][kk] * b_tile[kk][tx];
+          } else {
+            acc[r] += a_tile[kk][i] * b_tile[kk][tx];
+          }
+        }
+      }
+      __syncthreads();
+    }
+    for (int r = 0; r < kRowsPerThread; ++r) {
+      const int row = row0 + ty + r * kBlockRows, col = col0 + tx;
+      if constexpr (kMode == HeadGemm::scores) {
+        if (row < T && col <= row) {
+          p.out[(static_cast<size_t>(bh) * T + row) * T + col] = from_float<Out>(p.scale * acc[r]);
+        }
+      } else {
+        if (row < T && col < HS) {
+          const size_t index = (static_cast<size_t>(b) * T + row) * p.out_stride + head_offset + col;
+          p.out[index] = from_float<Out>(p.scale * acc[r]);
+        }
+      }
+    }
+  }
+}
+
+// P[t, t2] = exp(S[t, t2] - max) / sum_{t2' <= t} exp(S[t, t2'] - max) for t2 <= t, else 0;
+// in place over S. One warp per row (b, h, t).
+__global__ void attention_softmax_warp_per_row_kernel(float* att, size_t rows, int T) {
+  const size_t row = static_cast<size_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarpSize;
+  const int lane = threadIdx.x % kWarpSize;
+  if (row >= rows) return;
+  const int t = static_cast<int>(row % T);
+  float* s = att + row * T;
+  float m = -INFINITY;
+  for (int t2 = lane; t2 <= t; t2 += kWarpSize) m = fmaxf(m, s[t2]);
+  m = warp_max(m);
+  float sum = 0.0f;
+  for (int t2 = lane; t2 <= t; t2 += kWarpSize) sum += expf(s[t2] - m);
+  const float inv_sum = 1.0f / warp_sum(sum);
+  for (int t2 = lane; t2 < T; t2 += kWarpSize) s[t2] = t2 <= t ? expf(s[t2] - m) * inv_sum : 0.0f;
+}
+
+// Softmax backward, in place over the row's dP~ = dout . V^T:
+//   dP = dropout'(dP~) ; D = sum_{t2 <= t} P dP ; dS = P * (dP - D)   (t2 <= t; upper part unused)
+__global__ void attention_softmax_backward_warp_per_row_kernel(float* dscores, const float* att, size_t rows, int T,
+                                                               DropoutParams dropout) {
+  const size_t row = static_cast<size_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarpSize;
+  const int lane = threadIdx.x % kWarpSize;
+  if (row >= rows) return;
+  const int t = static_cast<int>(row % T);
+  float* ds = dscores + row * T;
+  const float* prob = att + row * T;
+  // The mask index of (row, t2) is the flat index row*T + t2, as in the forward.
+  auto dprob = [&](int t2) {
+    const float g = ds[t2];
+    if (!dropout.active()) return g;
+    return dropout.keep(row * T + t2) ? g * dropout.scale() : 0.0f;
+  };
+  float dot = 0.0f;
+  for (int t2 = lane; t2 <= t; t2 += kWarpSize) dot += prob[t2] * dprob(t2);
+  const float D = warp_sum(dot);
+  for (int t2 = lane; t2 <= t; t2 += kWarpSize) ds[t2] = prob[t2] * (dprob(t2) - D);
+}
+
+// kcache[b, pos0 + t, c] = k[b, t, c] and vcache likewise, for t < T.
+template <class Elem>
+__global__ void kv_cache_store_kernel(Elem* kcache, Elem* vcache, const Elem* qkv, int B, int T, int pos0, int maxT,
+                                      int C) {
+  const size_t idx = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (idx >= static_cast<size_t>(B) * T * C) return;
+  const int c = static_cast<int>(idx % C);
+  const size_t bt = idx / C;
+  const int b = static_cast<int>(bt / T), t = static_cast<int>(bt % T);
+  const Elem* src = qkv + bt * 3 * C;
+  const size_t dst = (static_cast<size_t>(b) * maxT + pos0 + t) * C + c;
+  kcache[dst] = src[C + c];
+  vcache[dst] = src[2 * C + c];
+}
+
+template <class Elem>
+struct DecodeParams {
+  Elem* out;             // (B, C)
+  const Elem* kcache;    // (B, maxT, C)
+  const Elem* vcache;
+  const Elem* qkv;       // (B, 3C)
+  int B, pos, maxT, C, NH, HS;
+  float scale;
+};
+
+// One block per (b, h): s[t2] = scale * q . k[t2] (a warp per t2), p = softmax(s) over
+// t2 <= pos, out[d] = sum_t2 p[t2] v[t2, d]. Scores stay in shared memory.
+template <class Elem>
+__global__ void attention_decode_shared_scores_kernel(DecodeParams<Elem> p) {
+  extern __shared__ float shared[];
+  float* q = shared;                // HS
+  float* scores = q + p.HS;         // pos + 1
+  float* reduce = scores + p.pos + 1;  // 32
+  const int b = blockIdx.x / p.NH, h = blockIdx.x % p.NH;
+  const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize, num_warps = blockDim.x / kWarpSize;
+  const size_t head = static_cast<size_t>(h) * p.HS;
+  const Elem* q_in = p.qkv + static_cast<size_t>(b) * 3 * p.C + head;
+  for (int d = threadIdx.x; d < p.HS; d += blockDim.x) q[d] = to_float(q_in[d]);
+  __syncthreads();
+  for (int t2 = warp; t2 <= p.pos; t2 += num_warps) {
+    const Elem* k = p.kcache + (static_cast<size_t>(b) * p.maxT + t2) * p.C + head;
+    float dot = 0.0f;
+    for (int d = lane; d < p.HS; d += kWarpSize) dot += q[d] * to_float(k[d]);
+    dot = warp_sum(dot);
+    if (lane == 0) scores[t2] = p.scale * dot;
+  }
+  __syncthreads();
+  float m = -INFINITY;
+  for (int t2 = threadIdx.x; t2 <= p.pos; t2 += blockDim.x) m = fmaxf(m, scores[t2]);
+  m = block_max(m, reduce);
+  float sum = 0.0f;
+  for (int t2 = threadIdx.x; t2 <= p.pos; t2 += blockDim.x) {
+    const float e = expf(scores[t2] - m);
+    scores[t2] = e;
+    sum += e;
+  }
+  const float inv_sum = 1.0f / block_sum(sum, reduce);  // block_sum's barriers publish scores[]
+  for (int d = threadIdx.x; d < p.HS; d += blockDim.x) {
+    float acc = 0.0f;
+    for (int t2 = 0; t2 <= p.pos; ++t2) {
+      acc += scores[t2] * to_float(p.vcache[(static_cast<size_t>(b) * p.maxT + t2) * p.C + head + d]);
+    }
+    p.out[static_cast<size_t>(b) * p.C + head + d] = from_float<Elem>(acc * inv_sum);
+  }
+}
+
+// Fallback for long contexts whose scores do not fit in shared memory: one thread per output
+// channel d runs an online softmax over t2 (Milakov & Gimelshein 2018), recomputing q . k[t2]
+// itself. Slower (each thread redoes the dot products) but needs no shared memory.
+template <class Elem>
+__global__ void attention_decode_online_softmax_kernel(DecodeParams<Elem> p) {
+  const int b = blockIdx.x / p.NH, h = blockIdx.x % p.NH;
+  const size_t head = static_cast<size_t>(h) * p.HS;
+  const Elem* q = p.qkv + static_cast<size_t>(b) * 3 * p.C + head;
+  for (int d = threadIdx.x; d < p.HS; d += blockDim.x) {
+    float m = -INFINITY, sum = 0.0f, acc = 0.0f;
+    for (int t2 = 0; t2 <= p.pos; ++t2) {
+      const size_t row = (static_cast<size_t>(b) * p.maxT + t2) * p.C + head;
+      float dot = 0.0f;
+      for (int e = 0; e < p.HS; ++e) dot += to_float(q[e]) * to_float(p.kcache[row + e]);
+      const float s = p.scale * dot;
+      const float m_new = fmaxf(m, s);
+      const float correction = expf(m - m_new);  // rescales what was summed under the old max
+      const float w = expf(s - m_new);
+      sum = sum * correction + w;
+      acc = acc * correction + w * to_float(p.vcache[row + d]);
+      m = m_new;
+    }
+    p.out[static_cast<size_t>(b) * p.C + head + d] = from_float<Elem>(acc / sum);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parameters and launch geometry: used by the launchers in attention.cu and by the emulator.
+// ---------------------------------------------------------------------------------------------
+
+// The two products of the forward: S = scale Q K^T into att (T x T per head), then out = drop(P) V.
+template <class Elem>
+struct ForwardGemms {
+  HeadGemmParams<Elem, float> scores;
+  HeadGemmParams<Elem, Elem> values;
+};
+
+template <class Elem>
+ForwardGemms<Elem> forward_gemms(Elem* out, float* att, const Elem* qkv, int B, int T, int C, int NH,
+                                 const DropoutParams& dropout) {
+  const int HS = C / NH;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
+  return {{att, 0, nullptr, qkv, 3 * C, qkv + C, 3 * C, B, T, NH, HS, scale, DropoutParams{}},
+          {out, C, att, qkv + 2 * C, 3 * C, nullptr, 0, B, T, NH, HS, 1.0f, dropout}};
+}
+
+// The four products of the backward, around the softmax backward over dscores (B*NH, T, T):
+// dP~ = dout V^T into dscores ; dQ = scale dS K ; dK = scale dS^T Q ; dV = drop(P)^T dout.
+template <class Elem>
+struct BackwardGemms {
+  HeadGemmParams<Elem, float> dprobs;
+  HeadGemmParams<Elem, Elem> dq, dk, dv;
+};
+
+template <class Elem>
+BackwardGemms<Elem> backward_gemms(Elem* dqkv, float* dscores, const Elem* dout, const float* att, const Elem* qkv,
+                                   int B, int T, int C, int NH, const DropoutParams& dropout) {
+  const int HS = C / NH;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
+  const DropoutParams none{};
+  return {{dscores, 0, nullptr, dout, C, qkv + 2 * C, 3 * C, B, T, NH, HS, 1.0f, none},
+          {dqkv, 3 * C, dscores, qkv + C, 3 * C, nullptr, 0, B, T, NH, HS, scale, none},
+          {dqkv + C, 3 * C, dscores, qkv, 3 * C, nullptr, 0, B, T, NH, HS, scale, none},
+          {dqkv + 2 * C, 3 * C, att, dout, C, nullptr, 0, B, T, NH, HS, 1.0f, dropout}};
+}
+
+// Output tiles of 32 x 32 over (columns, rows) of one head, the heads along z: one block per head
+// up to max_grid_z (the grid.z limit, 65535), beyond which each block loops over heads with that
+// stride. The emulator's tests pass a small max_grid_z to exercise the loop.
+inline LaunchShape head_gemm_launch(HeadGemm mode, int T, int HS, int num_heads, int max_grid_z = kMaxGridZ) {
+  const int rows = T, cols = mode == HeadGemm::scores ? T : HS;
+  return {dim3(ceil_div(cols, kTile), ceil_div(rows, kTile), std::min(num_heads, max_grid_z)),
+          dim3(kTile, kBlockRows)};
+}
+
+// The softmax kernels: one warp per row of (B*NH*T) rows, kWarpsPerBlock rows per block.
+inline LaunchShape softmax_launch(size_t rows) {
+  return {dim3(static_cast<unsigned>(ceil_div(rows, kWarpsPerBlock))), dim3(kWarpsPerBlock * kWarpSize)};
+}
+
+// kv_cache_store_kernel: one thread per element of `total` (B * T * C).
+inline LaunchShape kv_cache_store_launch(size_t total) {
+  constexpr int kBlock = 256;
+  return {dim3(static_cast<unsigned>(ceil_div(total, kBlock))), dim3(kBlock)};
+}
+
+// The decode branch: the shared-scores kernel while q, the pos + 1 scores and the 32 reduction
+// slots fit in the 48 KiB of dynamic shared memory a launch gets without opting in; else the
+// online-softmax kernel, which needs none.
+constexpr size_t kDecodeSharedLimit = 48 * 1024;
+
+inline size_t decode_shared_bytes(int pos, int HS) {
+  return (static_cast<size_t>(pos) + 1 + HS + kWarpSize) * sizeof(float);
+}
+inline bool decode_scores_fit_shared(int pos, int HS) { return decode_shared_bytes(pos, HS) <= kDecodeSharedLimit; }
+
+// One block per (b, h) for both decode kernels.
+inline LaunchShape decode_shared_scores_launch(int B, int NH, int pos, int HS) {
+  return {dim3(B * NH), dim3(256), decode_shared_bytes(pos, HS)};
+}
+inline LaunchShape decode_online_softmax_launch(int B, int NH) { return {dim3(B * NH), dim3(128)}; }
+
+template <class Elem>
+DecodeParams<Elem> decode_params(Elem* out, const Elem* kcache, const Elem* vcache, const Elem* qkv, int B, int pos,
+                                 int maxT, int C, int NH) {
+  const int HS = C / NH;
+  return {out, kcache, vcache, qkv, B, pos, maxT, C, NH, HS, 1.0f / std::sqrt(static_cast<float>(HS))};
+}
+
+}  // namespace gpt2cc::cuda::attention_kernels
