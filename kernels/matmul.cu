@@ -1,9 +1,10 @@
 // Linear layer forward and backward, fp32 (kernels/matmul.cuh; mirrors cpu/matmul.cpp), and the
 // helpers the bf16 path (kernels/matmul_lt.cu) shares. The GEMMs are cuBLAS sgemm calls
 // (column-major, so the row-major products are written transposed, see each call); the bias add
-// and the bias gradient are small kernels. The bias gradient is a column sum over B*T rows done in
-// fixed slices (no atomics: deterministic). The fp32 *_gelu variants compose these with the fp32
-// GELU kernels (kernels/gelu.cuh), so they keep the 1e-5 parity with the CPU.
+// and the bias gradient are small kernels (kernels/matmul_device.cuh, with their launch geometry).
+// The bias gradient is a column sum over B*T rows done in fixed slices (no atomics: deterministic).
+// The fp32 *_gelu variants compose these with the fp32 GELU kernels (kernels/gelu.cuh), so they
+// keep the 1e-5 parity with the CPU.
 #include <algorithm>
 #include <map>
 #include <mutex>
@@ -14,6 +15,7 @@
 #include "kernels/cuda_check.cuh"
 #include "kernels/gelu.cuh"
 #include "kernels/matmul.cuh"
+#include "kernels/matmul_device.cuh"
 
 namespace gpt2cc::cuda {
 namespace {
@@ -94,49 +96,6 @@ class CublasHandles {
   std::map<int, cublasHandle_t> handles_;
 };
 
-// out[r, o] += bias[o]; float4 version: OC % 4 == 0 and 16-byte aligned rows.
-__global__ void add_bias_vec4_kernel(float4* out, const float4* bias, size_t rows, int OC4) {
-  const size_t idx = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (idx >= rows * OC4) return;
-  const float4 b = bias[idx % OC4];
-  float4 o = out[idx];
-  o.x += b.x;
-  o.y += b.y;
-  o.z += b.z;
-  o.w += b.w;
-  out[idx] = o;
-}
-
-template <class Elem>
-__global__ void add_bias_scalar_kernel(Elem* out, const Elem* bias, size_t rows, int OC) {
-  const size_t idx = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (idx >= rows * OC) return;
-  out[idx] = from_float<Elem>(to_float(out[idx]) + to_float(bias[idx % OC]));
-}
-
-// partial[slice, o] = sum over the slice's rows of dout[r, o]; thread = output column.
-template <class Elem>
-__global__ void column_sum_partials_kernel(float* partial, const Elem* dout, int rows, int OC, int rows_per_slice) {
-  const int o = blockIdx.x * blockDim.x + threadIdx.x;
-  if (o >= OC) return;
-  const int r0 = blockIdx.y * rows_per_slice, r1 = min(rows, r0 + rows_per_slice);
-  float acc = 0.0f;
-  for (int r = r0; r < r1; ++r) acc += to_float(dout[static_cast<size_t>(r) * OC + o]);
-  partial[static_cast<size_t>(blockIdx.y) * OC + o] = acc;
-}
-
-// dbias[o] += sum_slices partial[slice, o], in slice order.
-template <class Elem>
-__global__ void column_sum_finalize_kernel(Elem* dbias, const float* partial, int slices, int OC) {
-  const int o = blockIdx.x * blockDim.x + threadIdx.x;
-  if (o >= OC) return;
-  float acc = 0.0f;
-  for (int s = 0; s < slices; ++s) acc += partial[static_cast<size_t>(s) * OC + o];
-  dbias[o] = from_float<Elem>(to_float(dbias[o]) + acc);
-}
-
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
 }  // namespace
 
 void* gemm_workspace(cudaStream_t stream) { return gemm_workspaces().get(stream); }
@@ -150,39 +109,38 @@ cublasHandle_t cublas_handle(cudaStream_t stream) {
 
 namespace matmul_internal {
 
-// fp32: a float4 per thread when the rows are whole 16-byte vectors (a quarter of the memory
-// instructions); otherwise (and for bf16, used only on the plain fallback path) one element per thread.
+using namespace matmul_kernels;
+
+// The branch and geometry are matmul_device.cuh's: a float4 per thread for aligned fp32 rows of
+// whole 16-byte vectors, else one element per thread.
 template <class Elem>
 void add_bias(Elem* out, const Elem* bias, int rows, int OC, cudaStream_t stream) {
-  constexpr int kBlock = 256;
   if (static_cast<size_t>(rows) * OC == 0) return;
+  const bool vectorized = add_bias_vectorized(out, bias, OC);
+  const LaunchShape l = add_bias_launch(rows, OC, vectorized);
   if constexpr (std::is_same_v<Elem, float>) {
-    if (OC % 4 == 0 && aligned16(out) && aligned16(bias)) {
-      const size_t total = static_cast<size_t>(rows) * (OC / 4);
-      add_bias_vec4_kernel<<<ceil_div(total, kBlock), kBlock, 0, stream>>>(
-          reinterpret_cast<float4*>(out), reinterpret_cast<const float4*>(bias), rows, OC / 4);
+    if (vectorized) {
+      add_bias_vec4_kernel<<<l.grid, l.block, 0, stream>>>(reinterpret_cast<float4*>(out),
+                                                           reinterpret_cast<const float4*>(bias), rows, OC / 4);
       CUDA_CHECK_LAUNCH();
       return;
     }
   }
-  const size_t total = static_cast<size_t>(rows) * OC;
-  add_bias_scalar_kernel<Elem><<<ceil_div(total, kBlock), kBlock, 0, stream>>>(out, bias, rows, OC);
+  add_bias_scalar_kernel<Elem><<<l.grid, l.block, 0, stream>>>(out, bias, rows, OC);
   CUDA_CHECK_LAUNCH();
 }
 
+// Slices from the shape only (deterministic on every device); see layernorm.cu.
 template <class Elem>
 void accumulate_column_sums(Elem* dbias, const Elem* dout, int rows, int OC, cudaStream_t stream) {
   if (rows == 0 || OC == 0) return;
-  // Slice count from the shape only (deterministic on every device); see layernorm.cu.
-  const int rows_per_slice = std::max(1, ceil_div(rows, 64));
-  const int slices = ceil_div(rows, rows_per_slice);
-  ScratchBuffer partial(static_cast<size_t>(slices) * OC * sizeof(float), stream);
-  constexpr int kBlock = 256;
-  column_sum_partials_kernel<Elem><<<dim3(ceil_div(OC, kBlock), slices), kBlock, 0, stream>>>(
-      partial.as<float>(), dout, rows, OC, rows_per_slice);
+  const ColumnSumSlices s = column_sum_slices(rows);
+  ScratchBuffer partial(static_cast<size_t>(s.slices) * OC * sizeof(float), stream);
+  const LaunchShape lp = column_sum_partials_launch(OC, s.slices), lf = column_sum_finalize_launch(OC);
+  column_sum_partials_kernel<Elem><<<lp.grid, lp.block, 0, stream>>>(partial.as<float>(), dout, rows, OC,
+                                                                     s.rows_per_slice);
   CUDA_CHECK_LAUNCH();
-  column_sum_finalize_kernel<Elem><<<ceil_div(OC, kBlock), kBlock, 0, stream>>>(dbias, partial.as<float>(), slices,
-                                                                                OC);
+  column_sum_finalize_kernel<Elem><<<lf.grid, lf.block, 0, stream>>>(dbias, partial.as<float>(), s.slices, OC);
   CUDA_CHECK_LAUNCH();
 }
 
