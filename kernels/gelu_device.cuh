@@ -1,0 +1,61 @@
+// Device code of the GELU forward and backward (kernels/gelu.cuh; mirrors cpu/gelu.cpp), float and
+// bf16: out = gelu(inp) ; dinp = dout * gelu'(inp) (written, =), with gelu and gelu_grad from
+// kernels/gelu_math.cuh. Element-wise and memory bound: when N is a multiple of the 16-byte pack
+// (4 floats, 8 bf16) and the pointers are 16-byte aligned, each thread moves one pack per operand
+// (one 128-bit load instead of 4 or 8); otherwise one element per thread. Arithmetic in float, one
+// rounding on a bf16 store. Included by kernels/gelu.cu (the launchers) and, compiled as host C++,
+// by the CPU emulator in tests/emu; the launch geometry at the end is computed here for both.
+#pragma once
+
+#include <cstddef>
+
+#include "kernels/common.cuh"
+#include "kernels/cuda_check.cuh"
+#include "kernels/gelu_math.cuh"
+
+namespace gpt2cc::cuda::gelu_kernels {
+
+constexpr int kBlock = 256;
+
+// Thread i handles elements [kWidth i, kWidth (i + 1)); the launcher guarantees N % kWidth == 0.
+template <class Elem, int kWidth>
+__global__ void gelu_forward_kernel(Elem* out, const Elem* inp, size_t N) {
+  const size_t i = (static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x) * kWidth;
+  if (i >= N) return;
+  float x[kWidth];
+  load_floats(x, inp + i);
+#pragma unroll
+  for (int k = 0; k < kWidth; ++k) x[k] = gelu(x[k]);
+  store_floats(out + i, x);
+}
+
+template <class Elem, int kWidth>
+__global__ void gelu_backward_kernel(Elem* dinp, const Elem* dout, const Elem* inp, size_t N) {
+  const size_t i = (static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x) * kWidth;
+  if (i >= N) return;
+  float x[kWidth], g[kWidth];
+  load_floats(x, inp + i);
+  load_floats(g, dout + i);
+#pragma unroll
+  for (int k = 0; k < kWidth; ++k) g[k] *= gelu_grad(x[k]);
+  store_floats(dinp + i, g);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Launch geometry: used by the launchers in gelu.cu and by the emulator.
+// ---------------------------------------------------------------------------------------------
+
+// May every thread move one 16-byte pack? N a multiple of the pack, every pointer aligned.
+template <class Elem, class... Pointers>
+bool use_packs(size_t N, Pointers... pointers) {
+  return N % kPack128<Elem> == 0 && (is_aligned16(pointers) && ...);
+}
+
+// One thread per pack (packed) or per element, kBlock threads per block.
+template <class Elem>
+LaunchShape elementwise_launch(size_t N, bool packed) {
+  const size_t threads = packed ? N / kPack128<Elem> : N;
+  return {dim3(static_cast<unsigned>(ceil_div(threads, kBlock))), dim3(kBlock)};
+}
+
+}  // namespace gpt2cc::cuda::gelu_kernels

@@ -1,0 +1,67 @@
+// Device code of the residual forward and backward (kernels/residual.cuh; mirrors
+// cpu/residual.cpp), float and bf16: out = inp1 + inp2 ; dinp1 += dout, dinp2 += dout.
+// Memory bound: one 16-byte pack per operand per thread (4 floats, 8 bf16) when N is a multiple of
+// the pack and every pointer is 16-byte aligned (one 128-bit access instead of 4 or 8), one element
+// per thread otherwise. Arithmetic in float; a bf16 output is rounded once per call.
+// Included by kernels/residual.cu (the launchers) and, compiled as host C++, by the CPU emulator
+// in tests/emu; the launch geometry at the end is computed here for both.
+#pragma once
+
+#include <cstddef>
+
+#include "kernels/common.cuh"
+#include "kernels/cuda_check.cuh"
+
+namespace gpt2cc::cuda::residual_kernels {
+
+constexpr int kBlock = 256;
+
+// out = inp1 + inp2; thread i handles elements [kWidth i, kWidth (i + 1)), N % kWidth == 0.
+template <class Elem, int kWidth>
+__global__ void residual_forward_kernel(Elem* out, const Elem* inp1, const Elem* inp2, size_t N) {
+  const size_t i = (static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x) * kWidth;
+  if (i >= N) return;
+  float a[kWidth], b[kWidth];
+  load_floats(a, inp1 + i);
+  load_floats(b, inp2 + i);
+#pragma unroll
+  for (int k = 0; k < kWidth; ++k) a[k] += b[k];
+  store_floats(out + i, a);
+}
+
+// dinp1 += dout ; dinp2 += dout
+template <class Elem, int kWidth>
+__global__ void residual_backward_kernel(Elem* dinp1, Elem* dinp2, const Elem* dout, size_t N) {
+  const size_t i = (static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x) * kWidth;
+  if (i >= N) return;
+  float g[kWidth], a[kWidth], b[kWidth];
+  load_floats(g, dout + i);
+  load_floats(a, dinp1 + i);
+  load_floats(b, dinp2 + i);
+#pragma unroll
+  for (int k = 0; k < kWidth; ++k) {
+    a[k] += g[k];
+    b[k] += g[k];
+  }
+  store_floats(dinp1 + i, a);
+  store_floats(dinp2 + i, b);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Launch geometry: used by the launchers in residual.cu and by the emulator.
+// ---------------------------------------------------------------------------------------------
+
+// May every thread move one 16-byte pack? N a multiple of the pack, every pointer aligned.
+template <class Elem, class... Pointers>
+bool use_packs(size_t N, Pointers... pointers) {
+  return N % kPack128<Elem> == 0 && (is_aligned16(pointers) && ...);
+}
+
+// One thread per pack (packed) or per element, kBlock threads per block.
+template <class Elem>
+LaunchShape elementwise_launch(size_t N, bool packed) {
+  const size_t threads = packed ? N / kPack128<Elem> : N;
+  return {dim3(static_cast<unsigned>(ceil_div(threads, kBlock))), dim3(kBlock)};
+}
+
+}  // namespace gpt2cc::cuda::residual_kernels
