@@ -1,0 +1,97 @@
+// Helpers for the emulated layer tests (tests/emu/test_emu_<layer>.cpp), which run the kernels of
+// kernels/*_device.cuh on the CPU emulator against cpu:: with the tolerances of tests/cuda: host
+// buffers in either element type (as<Elem>, widened), poisoned outputs, padding that misaligns
+// the 16-byte packs, the one-bf16-rounding comparison of test_bf16_elementwise.cpp, and the check
+// that every warp schedule of the emulator gives the same bits (a race shows as a difference).
+#pragma once
+
+#include <catch2/catch.hpp>
+#include <cuda_bf16.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstring>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "common/test_common.hpp"
+#include "cuda/bf16_host_util.hpp"
+#include "cuda/cuda_test_util.hpp"  // expect_matches, max_abs, bit_equal: host-only; no device buffer here
+#include "emu/cuda_emu.hpp"
+
+namespace gpt2cc::test {
+
+// Float values as a buffer of Elem (bf16: rounded to nearest even), and back as floats (exact).
+template <class Elem>
+std::vector<Elem> as(const std::vector<float>& x) {
+  if constexpr (std::is_same_v<Elem, float>) return x;
+  else return to_bf16(x);
+}
+template <class Elem>
+std::vector<float> widened(const std::vector<Elem>& x) {
+  if constexpr (std::is_same_v<Elem, float>) return x;
+  else return from_bf16(x);
+}
+
+// n elements of all-ones bytes: NaN as float and as bf16, so an element a kernel forgets shows.
+template <class Elem>
+std::vector<Elem> poisoned(size_t n) {
+  std::vector<Elem> v(n);
+  std::memset(static_cast<void*>(v.data()), 0xFF, n * sizeof(Elem));
+  return v;
+}
+
+// `offset` elements of `fill` before v: with offset 1 every pointer past the padding is 4-byte
+// (float) or 2-byte (bf16) aligned only, which sends the launchers to their scalar kernels.
+inline std::vector<float> padded(const std::vector<float>& v, size_t offset, float fill = 0.0f) {
+  std::vector<float> r(offset, fill);
+  r.insert(r.end(), v.begin(), v.end());
+  return r;
+}
+// The last n values of v (drops the padding).
+inline std::vector<float> tail(const std::vector<float>& v, size_t n) {
+  return std::vector<float>(v.end() - static_cast<std::ptrdiff_t>(n), v.end());
+}
+
+// start + k * (once - start): the value after k identical accumulating calls.
+inline std::vector<float> repeated(const std::vector<float>& start, const std::vector<float>& once, float k) {
+  std::vector<float> r(start.size());
+  for (size_t i = 0; i < r.size(); ++i) r[i] = start[i] + k * (once[i] - start[i]);
+  return r;
+}
+
+// One bf16 rounding of a float result (8 significant bits: at most 2^-8 ~ 3.9e-3 relative) plus
+// the float arithmetic's own small differences, as an absolute floor relative to the largest
+// reference value; `ulps` = 2 where both sides were rounded to bf16. Relative L2 <= 1e-2 too.
+inline void expect_one_rounding(const std::vector<float>& actual, const std::vector<float>& expected,
+                                const std::string& what, double atol_fraction = 1e-5, int ulps = 1) {
+  expect_bf16_rounding(actual, expected, what, 4e-3 * ulps, atol_fraction * std::max(max_abs(expected), 1e-30));
+  expect_rel_l2(actual, expected, 1e-2, what);
+}
+
+// Every output of a computation, concatenated (bf16 widened: exact, so equal floats = equal bits).
+inline std::vector<float> concat(std::initializer_list<const std::vector<float>*> parts) {
+  std::vector<float> all;
+  for (const auto* p : parts) all.insert(all.end(), p->begin(), p->end());
+  return all;
+}
+
+// Runs `run` (returning every output, see concat) under the descending and the lockstep warp
+// schedules and checks that each gives the bits of `ascending`, its result under the default one.
+// A kernel that reads shared memory another warp has not written yet, or overwrites what one
+// still reads, gives different bits under some order.
+template <class Run>
+void check_every_schedule(const std::vector<float>& ascending, Run run) {
+  for (const emu::Schedule schedule : {emu::Schedule::kWarpsDescending, emu::Schedule::kLockstep}) {
+    INFO("schedule " << static_cast<int>(schedule) << " against kWarpsAscending");
+    struct Restore {
+      ~Restore() { emu::set_schedule(emu::Schedule::kWarpsAscending); }
+    } restore;
+    emu::set_schedule(schedule);
+    const std::vector<float> again = run();
+    CHECK(bit_equal(again, ascending));
+  }
+}
+
+}  // namespace gpt2cc::test

@@ -1,0 +1,109 @@
+// The fp32 <-> bf16 conversion kernels (kernels/convert_device.cuh) executed by the CPU emulator,
+// with the checks of tests/cuda/test_bf16_optimizer.cpp: convert rounds to nearest even bit for
+// bit (against a rounding written on the bit pattern, independently of cuda_bf16.h; ties, values
+// around ties, overflow to inf, -0, NaN stays NaN), widen is exact, neither writes outside
+// [0, N). N = 1, 7, 8, 9, 4099 (partial last groups of 8), both pointers aligned (16-byte kernel)
+// or either offset by one element (scalar). Every warp schedule gives the same bits.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <iterator>
+#include <vector>
+
+#include "emu/elementwise_emu.hpp"
+#include "emu/layer_test_util.hpp"
+
+using namespace gpt2cc;
+using test::bf16;
+
+namespace {
+
+uint32_t float_bits(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof(u));
+  return u;
+}
+float bits_float(uint32_t u) {
+  float x;
+  std::memcpy(&x, &u, sizeof(x));
+  return x;
+}
+// Round to nearest even on the bit pattern: add half an ulp of bf16 minus one, plus the lowest
+// kept bit (ties go to even), and truncate. Finite inputs only (NaN is checked separately).
+uint16_t rne_bits(float x) {
+  const uint32_t u = float_bits(x);
+  return static_cast<uint16_t>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+
+}  // namespace
+
+TEST_CASE("emulated convert rounds to nearest even and widen is exact", "[emu][convert][bf16]") {
+  const size_t N = GENERATE(size_t(1), size_t(7), size_t(8), size_t(9), size_t(4099));
+  const int src_offset = GENERATE(0, 1), dst_offset = GENERATE(0, 1);
+  INFO("N=" << N << " src_offset=" << src_offset << " dst_offset=" << dst_offset);
+  // Random upper halves with the lower 16 bits cycling through exact ties, just below and above
+  // a tie, exact bf16 values and all-ones; then special values at the front.
+  const auto base = test::random_vector(N, 331, -100.0f, 100.0f);
+  const uint32_t lows[] = {0x8000u, 0x7FFFu, 0x8001u, 0x0000u, 0xFFFFu};
+  std::vector<float> x(N);
+  for (size_t i = 0; i < N; ++i) x[i] = bits_float((float_bits(base[i]) & 0xFFFF0000u) | lows[i % 5]);
+  const uint32_t specials[] = {0x7F7FFFFFu,   // max float: rounds up to +inf
+                               0xFF7FFFFFu,   // -max float: -inf
+                               0x3F808000u,   // 1 + 2^-8, a tie: down to 1 (even)
+                               0x3F818000u,   // 1 + 3*2^-8, a tie: up to 1 + 2^-6 (even)
+                               0x00808000u,   // smallest normal + a tie: down (even)
+                               0x00818000u,   // a tie above an odd bf16: up to 0x0082
+                               0x80000000u,   // -0
+                               0x7F800000u};  // +inf
+  for (size_t i = 0; i < std::size(specials) && i < N; ++i) x[i] = bits_float(specials[i]);
+
+  // Returns the bf16 output (8 spare poisoned elements after it: a group writing past N shows
+  // there) and the widened round trip, both with their offsets, as floats.
+  const auto run = [&] {
+    std::vector<float> src(src_offset, 0.0f);
+    src.insert(src.end(), x.begin(), x.end());
+    auto narrow = test::poisoned<bf16>(dst_offset + N + 8);
+    emu::convert(narrow.data() + dst_offset, src.data() + src_offset, N);
+    std::vector<bf16> narrow_src(src_offset, bf16{});
+    narrow_src.insert(narrow_src.end(), narrow.begin() + dst_offset, narrow.begin() + dst_offset + N);
+    auto wide = test::poisoned<float>(dst_offset + N + 8);
+    emu::widen(wide.data() + dst_offset, narrow_src.data() + src_offset, N);
+    const auto narrow_f = test::from_bf16(narrow);
+    return test::concat({&narrow_f, &wide});
+  };
+  const std::vector<float> all = run();
+  // The bf16 output as widened floats: bf16 bits b read as the float bits b << 16.
+  const size_t n_out = dst_offset + N + 8;
+  std::vector<uint32_t> narrow(n_out);
+  for (size_t i = 0; i < n_out; ++i) narrow[i] = float_bits(all[i]);
+  const std::vector<float> wide(all.begin() + static_cast<std::ptrdiff_t>(n_out), all.end());
+
+  size_t mismatches = 0;
+  for (size_t i = 0; i < N; ++i) mismatches += narrow[dst_offset + i] != static_cast<uint32_t>(rne_bits(x[i])) << 16;
+  CHECK(mismatches == 0);
+  for (int i = 0; i < dst_offset; ++i) CHECK(narrow[i] == 0xFFFF0000u);
+  for (size_t i = dst_offset + N; i < n_out; ++i) CHECK(narrow[i] == 0xFFFF0000u);
+
+  size_t wrong = 0;
+  for (size_t i = 0; i < N; ++i) {
+    const float expected = bits_float(static_cast<uint32_t>(rne_bits(x[i])) << 16);
+    wrong += float_bits(wide[dst_offset + i]) != float_bits(expected);
+  }
+  CHECK(wrong == 0);
+  for (int i = 0; i < dst_offset; ++i) CHECK(std::isnan(wide[i]));
+  for (size_t i = dst_offset + N; i < wide.size(); ++i) CHECK(std::isnan(wide[i]));
+  test::check_every_schedule(all, run);
+}
+
+TEST_CASE("emulated convert keeps NaN a NaN", "[emu][convert][bf16]") {
+  const std::vector<float> x = {std::nanf(""), -std::nanf(""), bits_float(0x7F800001u), 1.0f};
+  auto y = test::poisoned<bf16>(x.size());
+  emu::convert(y.data(), x.data(), x.size());
+  const auto f = test::from_bf16(y);
+  CHECK(std::isnan(f[0]));
+  CHECK(std::isnan(f[1]));
+  CHECK(std::isnan(f[2]));  // a signalling-NaN pattern whose payload would round into the inf bits
+  CHECK(f[3] == 1.0f);
+}

@@ -1,0 +1,238 @@
+// The LayerNorm kernels (kernels/layernorm_device.cuh) executed by the CPU emulator against
+// cpu::layernorm_forward / _backward, float and bf16, with the tolerances of
+// tests/cuda/test_cuda_layernorm.cpp (float: 1e-5, column sums 2e-5) and test_bf16_elementwise.cpp
+// (bf16: one rounding, statistics 1e-4). Shapes take every launcher branch: the float forward's
+// warp-per-row kernel; bf16 and fused rows in the shared-memory cache with 16-byte packs (C % 8,
+// or C % 4 for float, and aligned pointers), without (C = 37, pointers offset by one element),
+// with fewer than 8 rows per block (C = 1600), and rows beyond the cache (C = 12800: the uncached
+// kernel, the fused forward's unfused pair); the backward's packed (bf16) and scalar dinp loops.
+// Outputs start poisoned (NaN); dinp, dweight and dbias accumulate (a second call doubles the
+// increment); every warp schedule gives the same bits.
+#include <catch2/catch.hpp>
+
+#include <vector>
+
+#include "cpu/layernorm.hpp"
+#include "cpu/residual.hpp"
+#include "emu/layer_test_util.hpp"
+#include "emu/norm_emu.hpp"
+
+using namespace gpt2cc;
+using test::as;
+using test::bf16;
+using test::padded;
+using test::tail;
+using test::widened;
+
+namespace {
+
+struct LnShape {
+  int B, T, C;
+  size_t offset;  // elements before every tensor: 1 misaligns the 16-byte packs
+};
+
+// Inputs as the CUDA tests draw them (bf16: rounded first, so the CPU sees what the kernel sees).
+struct LnInputs {
+  std::vector<float> inp, weight, bias, dout, dinp0, dweight0, dbias0;
+};
+
+template <class Elem>
+LnInputs draw_inputs(const LnShape& s) {
+  const size_t N = static_cast<size_t>(s.B) * s.T * s.C;
+  const auto round = [](std::vector<float> v) {
+    return std::is_same_v<Elem, float> ? v : test::round_to_bf16(v);
+  };
+  LnInputs in;
+  in.inp = test::random_vector(N, 51, -2.0f, 2.0f);
+  for (float& x : in.inp) x += 3.0f;  // a non-zero mean, as in the residual stream
+  in.inp = round(in.inp);
+  in.weight = round(test::random_vector(s.C, 52, 0.5f, 1.5f));
+  in.bias = round(test::random_vector(s.C, 53));
+  in.dout = round(test::random_vector(N, 54));
+  // Small starting grads, so the increment dominates and a "=" instead of "+=" shows.
+  const auto small = [&](size_t n, uint64_t seed) {
+    auto v = test::random_vector(n, seed);
+    for (float& x : v) x *= 0.1f;
+    return round(v);
+  };
+  in.dinp0 = small(N, 55);
+  in.dweight0 = small(s.C, 56);
+  in.dbias0 = small(s.C, 57);
+  return in;
+}
+
+// What the emulated forward and two accumulating backward calls produce.
+struct LnResult {
+  std::vector<float> out, mean, rstd, dinp, dweight, dbias, dinp2, dweight2, dbias2;
+  std::vector<float> all() const {
+    return test::concat({&out, &mean, &rstd, &dinp, &dweight, &dbias, &dinp2, &dweight2, &dbias2});
+  }
+};
+
+template <class Elem>
+LnResult run_layernorm(const LnShape& s, const LnInputs& in) {
+  const int B = s.B, T = s.T, C = s.C;
+  const size_t N = static_cast<size_t>(B) * T * C, rows = static_cast<size_t>(B) * T, o = s.offset;
+  const auto inp = as<Elem>(padded(in.inp, o)), weight = as<Elem>(padded(in.weight, o));
+  const auto bias = as<Elem>(padded(in.bias, o)), dout = as<Elem>(padded(in.dout, o));
+  auto out = test::poisoned<Elem>(N + o);
+  auto mean = test::poisoned<float>(rows), rstd = test::poisoned<float>(rows);
+  emu::layernorm_forward(out.data() + o, mean.data(), rstd.data(), inp.data() + o, weight.data() + o,
+                         bias.data() + o, B, T, C);
+  auto dinp = as<Elem>(padded(in.dinp0, o)), dweight = as<Elem>(in.dweight0), dbias = as<Elem>(in.dbias0);
+  LnResult r;
+  r.out = tail(widened(out), N);
+  r.mean = mean;
+  r.rstd = rstd;
+  for (int call = 0; call < 2; ++call) {
+    emu::layernorm_backward(dinp.data() + o, dweight.data(), dbias.data(), dout.data() + o, mean.data(), rstd.data(),
+                            inp.data() + o, weight.data() + o, B, T, C);
+    (call == 0 ? r.dinp : r.dinp2) = tail(widened(dinp), N);
+    (call == 0 ? r.dweight : r.dweight2) = widened(dweight);
+    (call == 0 ? r.dbias : r.dbias2) = widened(dbias);
+  }
+  return r;
+}
+
+// The CPU reference: forward, and the backward from the starting grads.
+LnResult cpu_layernorm(const LnShape& s, const LnInputs& in) {
+  const size_t N = static_cast<size_t>(s.B) * s.T * s.C, rows = static_cast<size_t>(s.B) * s.T;
+  LnResult r;
+  r.out.resize(N);
+  r.mean.resize(rows);
+  r.rstd.resize(rows);
+  cpu::layernorm_forward(r.out.data(), r.mean.data(), r.rstd.data(), in.inp.data(), in.weight.data(), in.bias.data(),
+                         s.B, s.T, s.C);
+  r.dinp = in.dinp0;
+  r.dweight = in.dweight0;
+  r.dbias = in.dbias0;
+  cpu::layernorm_backward(r.dinp.data(), r.dweight.data(), r.dbias.data(), in.dout.data(), r.mean.data(),
+                          r.rstd.data(), in.inp.data(), in.weight.data(), s.B, s.T, s.C);
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("emulated layernorm (float) matches cpu", "[emu][layernorm]") {
+  // The float forward is always the warp-per-row kernel, the backward's dinp loop scalar.
+  const LnShape shape = GENERATE(LnShape{1, 1, 1, 0}, LnShape{1, 1, 8, 0}, LnShape{3, 5, 7, 0},
+                                 LnShape{5, 13, 33, 0}, LnShape{2, 9, 768, 0}, LnShape{1, 3, 1601, 1});
+  INFO("B=" << shape.B << " T=" << shape.T << " C=" << shape.C << " offset=" << shape.offset);
+  const LnInputs in = draw_inputs<float>(shape);
+  const LnResult ref = cpu_layernorm(shape, in);
+  const LnResult got = run_layernorm<float>(shape, in);
+  test::expect_matches(got.out, ref.out, "layernorm out");
+  test::expect_matches(got.mean, ref.mean, "layernorm mean");
+  test::expect_matches(got.rstd, ref.rstd, "layernorm rstd");
+  test::expect_matches(got.dinp, ref.dinp, "layernorm dinp (+=)", 1e-5);
+  // Column sums over B*T rows in a different order from the CPU's: a little more slack.
+  test::expect_matches(got.dweight, ref.dweight, "layernorm dweight", 2e-5);
+  test::expect_matches(got.dbias, ref.dbias, "layernorm dbias", 2e-5);
+  test::expect_matches(got.dinp2, test::repeated(in.dinp0, got.dinp, 2.0f), "dinp after two calls", 1e-5);
+  test::expect_matches(got.dweight2, test::repeated(in.dweight0, got.dweight, 2.0f), "dweight after two calls", 1e-5);
+  test::expect_matches(got.dbias2, test::repeated(in.dbias0, got.dbias, 2.0f), "dbias after two calls", 1e-5);
+  test::check_every_schedule(got.all(), [&] { return run_layernorm<float>(shape, in).all(); });
+}
+
+TEST_CASE("emulated layernorm (bf16) matches cpu", "[emu][layernorm][bf16]") {
+  // 8, 768: cached rows, packed; 36, 37 and offset 1: cached, scalar; 1600: packed, 6 rows per
+  // block; 12800: beyond the row cache (the uncached kernel). Backward: packed where C % 8 == 0.
+  const LnShape shape = GENERATE(LnShape{1, 1, 8, 0}, LnShape{3, 1, 36, 0}, LnShape{5, 13, 37, 0},
+                                 LnShape{2, 9, 768, 0}, LnShape{3, 7, 768, 1}, LnShape{1, 3, 1600, 0},
+                                 LnShape{1, 2, 12800, 0});
+  INFO("B=" << shape.B << " T=" << shape.T << " C=" << shape.C << " offset=" << shape.offset);
+  const LnInputs in = draw_inputs<bf16>(shape);
+  const LnResult ref = cpu_layernorm(shape, in);
+  const LnResult got = run_layernorm<bf16>(shape, in);
+  test::expect_one_rounding(got.out, ref.out, "bf16 layernorm out");
+  test::expect_matches(got.mean, ref.mean, "bf16 layernorm mean", 1e-4);
+  test::expect_matches(got.rstd, ref.rstd, "bf16 layernorm rstd", 1e-4);
+  // dinp = bf16(dinp0 + dx): one rounding. dweight/dbias: float column sums over B*T rows in another
+  // order than the CPU's, then one rounding: a larger absolute floor for the sums' float error.
+  test::expect_one_rounding(got.dinp, ref.dinp, "bf16 layernorm dinp (+=)", 1e-4);
+  test::expect_one_rounding(got.dweight, ref.dweight, "bf16 layernorm dweight", 1e-4);
+  test::expect_one_rounding(got.dbias, ref.dbias, "bf16 layernorm dbias", 1e-4);
+  test::expect_rel_l2(got.dinp2, test::repeated(in.dinp0, ref.dinp, 2.0f), 1e-2, "bf16 dinp after two calls");
+  test::expect_rel_l2(got.dweight2, test::repeated(in.dweight0, ref.dweight, 2.0f), 1e-2,
+                      "bf16 dweight after two calls");
+  test::expect_rel_l2(got.dbias2, test::repeated(in.dbias0, ref.dbias, 2.0f), 1e-2, "bf16 dbias after two calls");
+  test::check_every_schedule(got.all(), [&] { return run_layernorm<bf16>(shape, in).all(); });
+}
+
+namespace {
+
+// The fused forward and, for comparison, the emulated unfused pair on the same inputs.
+struct FusedResult {
+  std::vector<float> residual, out, mean, rstd, residual2, out2, mean2, rstd2;
+  std::vector<float> all() const { return test::concat({&residual, &out, &mean, &rstd}); }
+};
+
+template <class Elem>
+FusedResult run_fused(const LnShape& s, const std::vector<float>& inp1_f, const std::vector<float>& inp2_f,
+                      const std::vector<float>& weight_f, const std::vector<float>& bias_f) {
+  const int B = s.B, T = s.T, C = s.C;
+  const size_t N = static_cast<size_t>(B) * T * C, rows = static_cast<size_t>(B) * T, o = s.offset;
+  const auto inp1 = as<Elem>(padded(inp1_f, o)), inp2 = as<Elem>(padded(inp2_f, o));
+  const auto weight = as<Elem>(padded(weight_f, o)), bias = as<Elem>(padded(bias_f, o));
+  auto residual = test::poisoned<Elem>(N + o), out = test::poisoned<Elem>(N + o);
+  auto mean = test::poisoned<float>(rows), rstd = test::poisoned<float>(rows);
+  emu::residual_layernorm_forward(residual.data() + o, out.data() + o, mean.data(), rstd.data(), inp1.data() + o,
+                                  inp2.data() + o, weight.data() + o, bias.data() + o, B, T, C);
+  auto residual2 = test::poisoned<Elem>(N), out2 = test::poisoned<Elem>(N);
+  auto mean2 = test::poisoned<float>(rows), rstd2 = test::poisoned<float>(rows);
+  emu::residual_forward(residual2.data(), inp1.data() + o, inp2.data() + o, N);
+  emu::layernorm_forward(out2.data(), mean2.data(), rstd2.data(), residual2.data(), weight.data() + o,
+                         bias.data() + o, B, T, C);
+  return {tail(widened(residual), N), tail(widened(out), N), mean, rstd,
+          widened(residual2),         widened(out2),         mean2, rstd2};
+}
+
+}  // namespace
+
+TEST_CASE("emulated fused residual + layernorm matches cpu and the unfused pair", "[emu][layernorm][fused]") {
+  // float packs need C % 4 == 0 (8, 36, 768, 1600), bf16 C % 8 == 0 (8, 768, 1600); 37 and
+  // offset 1: scalar; 12800: the unfused fallback.
+  const LnShape shape = GENERATE(LnShape{1, 1, 8, 0}, LnShape{3, 1, 36, 0}, LnShape{5, 13, 37, 0},
+                                 LnShape{2, 9, 768, 0}, LnShape{3, 7, 768, 1}, LnShape{1, 3, 1600, 0},
+                                 LnShape{1, 2, 12800, 0});
+  const bool is_bf16 = GENERATE(false, true);
+  const int B = shape.B, T = shape.T, C = shape.C;
+  INFO("B=" << B << " T=" << T << " C=" << C << " offset=" << shape.offset << " bf16=" << is_bf16);
+  const size_t N = static_cast<size_t>(B) * T * C, rows = static_cast<size_t>(B) * T;
+  const auto round = [&](std::vector<float> v) { return is_bf16 ? test::round_to_bf16(v) : v; };
+  auto inp1 = test::random_vector(N, 61, -2.0f, 2.0f);
+  for (float& x : inp1) x += 3.0f;
+  inp1 = round(inp1);
+  const auto inp2 = round(test::random_vector(N, 62));
+  const auto weight = round(test::random_vector(C, 63, 0.5f, 1.5f)), bias = round(test::random_vector(C, 64));
+
+  // The CPU reference normalises the residual as stored: for bf16 the float sum, rounded once.
+  std::vector<float> residual(N), out(N), mean(rows), rstd(rows);
+  cpu::residual_forward(residual.data(), inp1.data(), inp2.data(), N);
+  residual = round(residual);
+  cpu::layernorm_forward(out.data(), mean.data(), rstd.data(), residual.data(), weight.data(), bias.data(), B, T, C);
+
+  const auto run = [&] {
+    return is_bf16 ? run_fused<bf16>(shape, inp1, inp2, weight, bias)
+                   : run_fused<float>(shape, inp1, inp2, weight, bias);
+  };
+  const FusedResult got = run();
+  // The same float addition (and, for bf16, the same round to nearest even) on both sides.
+  CHECK(test::bit_equal(got.residual, residual));
+  CHECK(test::bit_equal(got.residual2, residual));
+  if (is_bf16) {
+    test::expect_one_rounding(got.out, out, "bf16 fused out");
+    test::expect_matches(got.mean, mean, "bf16 fused mean (of the stored residual)", 1e-4);
+    test::expect_matches(got.rstd, rstd, "bf16 fused rstd (of the stored residual)", 1e-4);
+    test::expect_one_rounding(got.out, got.out2, "bf16 fused out vs unfused", 1e-5, 2);
+  } else {
+    test::expect_matches(got.out, out, "fused out", 1e-5);
+    test::expect_matches(got.mean, mean, "fused mean", 1e-5);
+    test::expect_matches(got.rstd, rstd, "fused rstd", 1e-5);
+    test::expect_matches(got.out, got.out2, "fused out vs unfused", 2e-6);
+  }
+  // Against the unfused kernels: the same values up to the order of the row sums.
+  test::expect_matches(got.mean, got.mean2, "fused mean vs unfused", 2e-6);
+  test::expect_matches(got.rstd, got.rstd2, "fused rstd vs unfused", 2e-6);
+  test::check_every_schedule(got.all(), [&] { return run().all(); });
+}

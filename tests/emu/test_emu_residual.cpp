@@ -1,0 +1,86 @@
+// The residual kernels (kernels/residual_device.cuh) executed by the CPU emulator against
+// cpu::residual_forward / _backward, float and bf16, with the checks of tests/cuda
+// (test_cuda_elementwise.cpp: 1e-5; test_bf16_elementwise.cpp: the float sums rounded once, bit for
+// bit). N a multiple of the pack (16-byte packs) or not (1, 1001), pointers offset by one element
+// (scalar). Outputs start poisoned; the backward accumulates (+=) and must not spill into the
+// padding before the offset pointers; every warp schedule gives the same bits.
+#include <catch2/catch.hpp>
+
+#include <vector>
+
+#include "cpu/residual.hpp"
+#include "emu/layer_test_util.hpp"
+#include "emu/norm_emu.hpp"
+
+using namespace gpt2cc;
+using test::as;
+using test::bf16;
+using test::padded;
+using test::tail;
+using test::widened;
+
+namespace {
+
+struct Case {
+  size_t N;
+  size_t offset;  // elements past an aligned buffer: 1 makes every pointer misaligned
+};
+
+struct ResidualInputs {
+  std::vector<float> a, b, dout, da0, db0;
+};
+
+// out, dinp1, dinp2 after forward and one backward; dinp1 keeps its padding (sentinels).
+template <class Elem>
+std::vector<float> run_residual(const Case& c, const ResidualInputs& in, std::vector<float>& out,
+                                std::vector<float>& da, std::vector<float>& db) {
+  const size_t N = c.N, o = c.offset;
+  const auto a = as<Elem>(padded(in.a, o)), b = as<Elem>(padded(in.b, o)), dout = as<Elem>(padded(in.dout, o, 1.0f));
+  // The padding before dinp1 holds 7: an accumulation that spills into it changes 7 into 8.
+  auto out_e = test::poisoned<Elem>(N + o), da_e = as<Elem>(padded(in.da0, o, 7.0f)), db_e = as<Elem>(padded(in.db0, o));
+  emu::residual_forward(out_e.data() + o, a.data() + o, b.data() + o, N);
+  emu::residual_backward(da_e.data() + o, db_e.data() + o, dout.data() + o, N);
+  out = tail(widened(out_e), N);
+  da = widened(da_e);
+  db = tail(widened(db_e), N);
+  return test::concat({&out, &da, &db});
+}
+
+}  // namespace
+
+TEST_CASE("emulated residual matches cpu", "[emu][residual]") {
+  const Case c = GENERATE(Case{1, 0}, Case{1000, 0}, Case{1001, 0}, Case{1000, 1}, Case{4096, 0});
+  const bool is_bf16 = GENERATE(false, true);
+  INFO("N=" << c.N << " offset=" << c.offset << " bf16=" << is_bf16);
+  const size_t N = c.N, o = c.offset;
+  const auto round = [&](std::vector<float> v) { return is_bf16 ? test::round_to_bf16(v) : v; };
+  const ResidualInputs in{round(test::random_vector(N, 83)), round(test::random_vector(N, 84)),
+                          round(test::random_vector(N, 85)), round(test::random_vector(N, 86)),
+                          round(test::random_vector(N, 87))};
+  std::vector<float> out(N), da = in.da0, db = in.db0;
+  cpu::residual_forward(out.data(), in.a.data(), in.b.data(), N);
+  cpu::residual_backward(da.data(), db.data(), in.dout.data(), N);
+
+  const auto run = [&](std::vector<float>& g_out, std::vector<float>& g_da, std::vector<float>& g_db) {
+    return is_bf16 ? run_residual<bf16>(c, in, g_out, g_da, g_db) : run_residual<float>(c, in, g_out, g_da, g_db);
+  };
+  std::vector<float> g_out, g_da, g_db;
+  const std::vector<float> all = run(g_out, g_da, g_db);
+  if (is_bf16) {
+    // float sums of bf16 values, rounded once: exactly the CPU's float sums rounded.
+    CHECK(test::bit_equal(g_out, test::round_to_bf16(out)));
+    CHECK(test::bit_equal(tail(g_da, N), test::round_to_bf16(da)));
+    CHECK(test::bit_equal(g_db, test::round_to_bf16(db)));
+    test::expect_one_rounding(g_out, out, "bf16 residual out");
+    test::expect_one_rounding(tail(g_da, N), da, "bf16 residual dinp1 (+=)");
+  } else {
+    test::expect_matches(g_out, out, "residual out");
+    test::expect_matches(tail(g_da, N), da, "residual dinp1 (+=)");
+    test::expect_matches(g_db, db, "residual dinp2 (+=)");
+  }
+  for (size_t i = 0; i < o; ++i) CHECK(g_da[i] == 7.0f);
+  test::check_every_schedule(all, [&] {
+    std::vector<float> a, b, d;
+    return run(a, b, d);
+  });
+}
