@@ -10,6 +10,8 @@
 #include <string>
 #include <string_view>
 
+#include "core/utf8.hpp"  // find_invalid_utf8, replace_invalid_utf8
+
 namespace gpt2cc::data {
 
 enum class Format { tinystories, tinystories_v2, tinystories_json, wikitext, wikiextractor, text, jsonl };
@@ -70,12 +72,6 @@ class LineReader {
   bool eof_ = false;
   uint64_t line_number_ = 0;
 };
-
-// Byte offset of the first invalid UTF-8 sequence in s, or npos (overlongs, surrogates and
-// code points above U+10FFFF are invalid).
-size_t find_invalid_utf8(std::string_view s);
-// s with every invalid sequence replaced by U+FFFD.
-std::string replace_invalid_utf8(std::string_view s);
 
 // Where a long document may be cut into independently tokenised pieces without changing
 // GPT-2's pre-tokenisation: right after a '\n' that has an ASCII non-space byte on both sides

@@ -36,7 +36,7 @@ int run(int argc, char** argv) {
     ("field", "jsonl: the string field holding the document", cxxopts::value<std::string>()->default_value("text"))
     ("story-boundary", "tinystories: auto, eot, line or blank (docs/data.md)",
      cxxopts::value<std::string>()->default_value("auto"))
-    ("replace-invalid-utf8", "replace invalid UTF-8 with U+FFFD instead of failing")
+    ("replace-invalid-utf8", "replace invalid UTF-8 with U+FFFD (one per maximal invalid subpart) instead of failing")
     ("overwrite", "replace shards already in the output directory")
     ("h,help", "show this help");
   // clang-format on

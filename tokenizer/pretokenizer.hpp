@@ -24,8 +24,6 @@ const std::array<std::string, 256>& byte_to_unicode();
 bool unicode_to_bytes(std::string_view mapped, std::string& bytes);
 std::string bytes_to_unicode(std::string_view bytes);
 
-bool is_valid_utf8(std::string_view text);
-
 // One pre-token: [begin, end) into the text; invalid = a stray byte of invalid UTF-8.
 struct Piece {
   uint32_t begin, end;

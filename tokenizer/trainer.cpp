@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "core/check.hpp"
+#include "core/utf8.hpp"
 #include "tokenizer/pretokenizer.hpp"
 
 namespace gpt2cc {
@@ -39,7 +40,7 @@ BpeTrainer::BpeTrainer(TrainerConfig config) : config_(std::move(config)) {
   const auto& sp = config_.special_tokens;
   for (size_t i = 0; i < sp.size(); ++i) {
     INPUT_CHECK(sp[i].size() >= 2, "special token \"{}\" must be at least 2 bytes long", sp[i]);
-    INPUT_CHECK(tok::is_valid_utf8(sp[i]), "special token number {} is not valid UTF-8", i + 1);
+    INPUT_CHECK(is_valid_utf8(sp[i]), "special token number {} is not valid UTF-8", i + 1);
     for (size_t j = 0; j < i; ++j) INPUT_CHECK(sp[i] != sp[j], "special token \"{}\" is given twice", sp[i]);
   }
   INPUT_CHECK(config_.vocab_size >= 256 + int(sp.size()),

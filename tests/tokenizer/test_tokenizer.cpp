@@ -12,6 +12,7 @@
 
 #include "common/test_common.hpp"
 #include "core/check.hpp"
+#include "core/utf8.hpp"
 #include "tokenizer/pretokenizer.hpp"
 #include "tokenizer/tokenizer.hpp"
 
@@ -117,7 +118,7 @@ TEST_CASE("invalid UTF-8 is encoded byte by byte and round-trips", "[tokenizer]"
   const std::string all_ff = std::string(100, '\xff');
   for (const std::string& s : {lone_continuation, truncated, overlong, surrogate, beyond, all_ff}) {
     INFO("input bytes: " << s.size());
-    CHECK_FALSE(gpt2cc::tok::is_valid_utf8(s));
+    CHECK_FALSE(gpt2cc::is_valid_utf8(s));
     std::vector<int> ids = tok.encode(s);
     CHECK(tok.decode(ids) == s);
   }
@@ -129,7 +130,7 @@ TEST_CASE("invalid UTF-8 is encoded byte by byte and round-trips", "[tokenizer]"
   CHECK(ids == expected);
   CHECK(tok.token_bytes(ids[1]) == "\x80");
   CHECK(tok.encode(all_ff).size() == 100);
-  CHECK(gpt2cc::tok::is_valid_utf8("plain ascii, é, 中, 😀"));
+  CHECK(gpt2cc::is_valid_utf8("plain ascii, é, 中, 😀"));
 }
 
 TEST_CASE("decode rejects out-of-range ids; every token's bytes concatenate", "[tokenizer]") {

@@ -1,0 +1,26 @@
+// UTF-8 validation, one decoder for the whole engine (the tokenizer's input check, prepare's
+// readers, generate's text stream). Well-formed = RFC 3629 / Unicode Table 3-7: no overlong
+// forms, no surrogates D800-DFFF, nothing above U+10FFFF. Where invalid bytes are replaced, each
+// maximal subpart (the longest prefix of a well-formed sequence, or one byte) becomes one U+FFFD,
+// as the Unicode Standard recommends (chapter 3, "U+FFFD Substitution of Maximal Subparts"):
+//   "a\xE2\x82(" -> "a" U+FFFD "("      "\xC0\xAF" -> U+FFFD U+FFFD (C0 never starts a sequence)
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+namespace gpt2cc {
+
+// Byte offset of the first byte that does not start a well-formed sequence, or npos.
+size_t find_invalid_utf8(std::string_view s);
+inline bool is_valid_utf8(std::string_view s) { return find_invalid_utf8(s) == std::string_view::npos; }
+
+// Appends bytes to out with every maximal invalid subpart as U+FFFD. Returns the bytes consumed:
+// all of them when final; otherwise a trailing sequence that is well-formed so far but incomplete
+// is left for the next call (streaming: a character may be split across tokens).
+size_t append_valid_utf8(std::string_view bytes, bool final, std::string& out);
+// s with every maximal invalid subpart replaced by U+FFFD.
+std::string replace_invalid_utf8(std::string_view s);
+
+}  // namespace gpt2cc
