@@ -81,12 +81,14 @@ struct MaxSum {
   float s;
 };
 
-// Adds logit x: a new maximum rescales what was summed under the old one.
+// Adds logit x: a new maximum rescales what was summed under the old one. A -inf logit adds
+// exp(-inf) = 0 and is skipped: while m is still -inf (the thread's first logits), exp(x - m)
+// would be exp(-inf + inf) = NaN, where the two-pass kernels and the CPU add 0.
 __device__ __forceinline__ void online_add(MaxSum& a, float x) {
   if (x > a.m) {
     a.s = a.s * expf(a.m - x) + 1.0f;
     a.m = x;
-  } else {
+  } else if (x != -INFINITY) {
     a.s += expf(x - a.m);
   }
 }

@@ -188,3 +188,38 @@ TEMPLATE_TEST_CASE("emulated classifier marks an out-of-range target with NaN", 
     }
   }
 }
+
+TEMPLATE_TEST_CASE("emulated classifier treats a -inf logit as probability 0, like cpu", "[emu][crossentropy]",
+                   float, bf16) {
+  using Elem = TestType;
+  // -inf where a thread starts (columns 0, 1: its first logit, before any finite maximum), inside
+  // a 16-byte pack and in the last column; rows of V = 37 in Vp = 40 (the fused kernel's packs) and
+  // Vp = 37 (its scalar kernel).
+  const int V = 37, B = 1, T = 2;
+  const int Vp = GENERATE(37, 40);
+  INFO(test::elem_name<Elem>() << " Vp=" << Vp);
+  auto logits = test::round_to_bf16(test::random_vector(size_t(T) * Vp, 231, -4.0f, 4.0f));
+  for (const int j : {0, 1, 6, V - 1}) logits[j] = -INFINITY;
+  logits[Vp] = -INFINITY;
+  const std::vector<int> targets{3, 0};  // row 1's target is a -inf logit: loss +inf
+  std::vector<float> losses(T), dlogits(logits.size());
+  cpu::crossentropy_forward(losses.data(), logits.data(), targets.data(), B, T, V, Vp);
+  cpu::crossentropy_backward(dlogits.data(), 1.0f, logits.data(), targets.data(), B, T, V, Vp);
+  REQUIRE(std::isfinite(losses[0]));
+  REQUIRE(std::isinf(losses[1]));
+
+  const std::vector<Elem> start = test::to_elem<Elem>(logits);
+  auto two_kernel_losses = test::filled<float>(T, 0xFF), fused_losses = test::filled<float>(T, 0xFF);
+  auto two_kernel = test::filled<Elem>(logits.size(), 0xFF);
+  emu::crossentropy_forward(two_kernel_losses.data(), start.data(), targets.data(), B, T, V, Vp);
+  emu::crossentropy_backward(two_kernel.data(), 1.0f, start.data(), targets.data(), B, T, V, Vp);
+  std::vector<Elem> fused = start;
+  emu::fused_classifier(fused.data(), fused_losses.data(), targets.data(), 1.0f, B, T, V, Vp);
+  for (const auto* got : {&two_kernel_losses, &fused_losses}) {
+    CHECK((*got)[0] == Approx(losses[0]).epsilon(1e-5));
+    CHECK((*got)[1] == losses[1]);
+  }
+  for (const auto& got : {test::to_f32(two_kernel), test::to_f32(fused)}) {
+    expect_dlogits<Elem>(got, dlogits, "dlogits with -inf logits");
+  }
+}
