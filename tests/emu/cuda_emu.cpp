@@ -1,17 +1,20 @@
-// The emulator's scheduler and instruction semantics (see cuda_emu.hpp). Threads are ucontext
-// fibers switched only at __syncthreads and warp collectives (cooperative, in the deterministic
-// order of the chosen Schedule), so plain loads and stores need no emulation. The semantics of
+// The emulator's scheduler and instruction semantics (see cuda_emu.hpp). Threads are fibers
+// switched only at __syncthreads and warp collectives (cooperative, in the deterministic order of
+// the chosen Schedule), so plain loads and stores need no emulation. The semantics of
 // ldmatrix, mma and shfl are written from the PTX ISA 9.0 text, not from the kernels' comments:
 // the emulator is an independent reading of the spec against which our fragment code is checked.
 #include "emu/cuda_emu.hpp"
 
+#if !defined(__x86_64__)
 #include <ucontext.h>
+#endif
 
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/common_interface_defs.h>
 #endif
 
 #include <array>
+#include <cstdint>
 #include <memory>
 #include <sstream>
 #include <vector>
@@ -30,6 +33,83 @@ constexpr size_t kStackBytes = 256 * 1024;  // per fiber; the kernels keep < 4 K
 // 16-bit or 32-bit read there (at an even offset) is a NaN too, unlike the 0xFF fill below it.
 unsigned char canary(size_t offset) { return offset % 2 == 0 ? 0xC1 : 0xFF; }
 
+// ---------------------------------------------------------------------------------------------
+// Fiber contexts. make_context prepares a stack to run entry(); switch_context saves the running
+// context into `from` and resumes `to`. On x86-64 a switch is a few instructions: the System V
+// callee-saved registers (rbx, rbp, r12-r15) and the MXCSR / x87 control words pushed on the
+// running stack, the stack pointers swapped, the other side's popped. Why not swapcontext: it
+// also saves and restores the signal mask, a system call per switch (8 million of them in the
+// encoder tests alone; the flash tests ran 20 s instead of 6). Elsewhere the ucontext functions.
+// ---------------------------------------------------------------------------------------------
+#if defined(__x86_64__)
+extern "C" void gpt2cc_emu_switch(void** save_sp, void* load_sp);
+asm(R"(
+  .pushsection .text
+  .p2align 4
+  .type gpt2cc_emu_switch, @function
+gpt2cc_emu_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  subq $8, %rsp
+  stmxcsr (%rsp)
+  fnstcw 4(%rsp)
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  ldmxcsr (%rsp)
+  fldcw 4(%rsp)
+  addq $8, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size gpt2cc_emu_switch, .-gpt2cc_emu_switch
+  .popsection
+)");
+
+struct Context {
+  void* sp = nullptr;  // the suspended side's stack pointer, its saved registers above it
+};
+
+// The stack as gpt2cc_emu_switch leaves a suspended context: control words, six registers (zero),
+// then entry as the return address, and a null return address for entry itself (it never returns),
+// so that entry starts with rsp = 8 (mod 16), as after a call.
+void make_context(Context& c, char* stack, size_t size, void (*entry)()) {
+  auto* top = reinterpret_cast<uint64_t*>(reinterpret_cast<uintptr_t>(stack + size) & ~uintptr_t{15});
+  uint32_t mxcsr;
+  uint16_t x87_control;
+  asm volatile("stmxcsr %0" : "=m"(mxcsr));
+  asm volatile("fnstcw %0" : "=m"(x87_control));
+  *--top = 0;
+  *--top = reinterpret_cast<uint64_t>(entry);
+  for (int i = 0; i < 6; ++i) *--top = 0;
+  *--top = mxcsr | static_cast<uint64_t>(x87_control) << 32;
+  c.sp = top;
+}
+
+void switch_context(Context& from, const Context& to) { gpt2cc_emu_switch(&from.sp, to.sp); }
+#else
+struct Context {
+  ucontext_t uc;
+};
+
+void make_context(Context& c, char* stack, size_t size, void (*entry)()) {
+  getcontext(&c.uc);
+  c.uc.uc_stack.ss_sp = stack;
+  c.uc.uc_stack.ss_size = size;
+  c.uc.uc_link = nullptr;
+  makecontext(&c.uc, entry, 0);
+}
+
+void switch_context(Context& from, const Context& to) { swapcontext(&from.uc, &to.uc); }
+#endif
+
 enum class State { kRunnable, kAtWarpOp, kAtBarrier, kExited };
 enum class Op { kShfl, kBallot, kLdmatrix, kLdmatrixTrans, kMma };
 
@@ -45,7 +125,7 @@ const char* op_name(Op op) {
 }
 
 struct Fiber {
-  ucontext_t context;
+  Context context;
   std::unique_ptr<char[]> stack;
   State state = State::kExited;
   bool barrier_result = false;  // what the last barrier.red.or returned to this thread
@@ -72,7 +152,7 @@ struct Machine {
   int barrier_arrived = 0;
   bool barrier_or = false;  // OR of the predicates brought to the pending barrier.red.or
   std::source_location barrier_site;
-  ucontext_t scheduler;
+  Context scheduler;
   const void* scheduler_stack = nullptr;  // for AddressSanitizer, learnt on the first switch
   size_t scheduler_stack_size = 0;
   int current = -1;  // the running fiber, -1 in the scheduler
@@ -142,11 +222,12 @@ void require_launch(const char* what) {
 void yield() {
   Fiber& f = m.fibers[m.current];
   start_switch(&f.asan_fake_stack, m.scheduler_stack, m.scheduler_stack_size);
-  swapcontext(&f.context, &m.scheduler);
+  switch_context(f.context, m.scheduler);
   finish_switch(f.asan_fake_stack, &m.scheduler_stack, &m.scheduler_stack_size);
 }
 
-void fiber_main() {
+// A thread's whole life: the kernel body, then back to the scheduler for good.
+[[noreturn]] void fiber_main() {
   finish_switch(nullptr, &m.scheduler_stack, &m.scheduler_stack_size);
   try {
     (*m.body)();
@@ -155,7 +236,8 @@ void fiber_main() {
   }
   m.fibers[m.current].state = State::kExited;
   start_switch(nullptr, m.scheduler_stack, m.scheduler_stack_size);  // this stack is done
-  // Returning resumes uc_link, the scheduler.
+  switch_context(m.fibers[m.current].context, m.scheduler);
+  __builtin_unreachable();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -425,11 +507,7 @@ void run_block(const uint3& block_index) {
   }
   for (int t = 0; t < m.num_threads; ++t) {
     Fiber& f = m.fibers[t];
-    getcontext(&f.context);
-    f.context.uc_stack.ss_sp = f.stack.get();
-    f.context.uc_stack.ss_size = kStackBytes;
-    f.context.uc_link = &m.scheduler;
-    makecontext(&f.context, fiber_main, 0);
+    make_context(f.context, f.stack.get(), kStackBytes, fiber_main);
     f.state = State::kRunnable;
   }
   for (auto& w : m.warps) w.arrived = 0;
@@ -449,7 +527,7 @@ void run_block(const uint3& block_index) {
           m.current = t;
           void* fake_stack = nullptr;
           start_switch(&fake_stack, m.fibers[t].stack.get(), kStackBytes);
-          swapcontext(&m.scheduler, &m.fibers[t].context);
+          switch_context(m.scheduler, m.fibers[t].context);
           finish_switch(fake_stack, nullptr, nullptr);
           m.current = -1;
           ran = warp_ran = true;
