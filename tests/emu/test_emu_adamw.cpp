@@ -15,10 +15,8 @@
 #include <vector>
 
 #include "cpu/adamw.hpp"
-#include "cuda/bf16_host_util.hpp"
-#include "cuda/cuda_test_util.hpp"
 #include "emu/adamw_emu.hpp"
-#include "emu/emu_test_util.hpp"
+#include "emu/layer_test_util.hpp"
 
 using namespace gpt2cc;
 using test::bf16;
@@ -52,7 +50,7 @@ TEMPLATE_TEST_CASE("emulated adamw matches cpu over three steps", "[emu][adamw]"
   const size_t N = GENERATE(size_t(1), size_t(1001), size_t(5003));
   const float weight_decay = GENERATE(0.1f, 0.0f);
   const float grad_scale = GENERATE(1.0f, 0.375f);
-  INFO(test::elem_name<Grad>() << " N=" << N << " weight_decay=" << weight_decay << " grad_scale=" << grad_scale);
+  INFO("N=" << N << " weight_decay=" << weight_decay << " grad_scale=" << grad_scale);
   AdamWParams hp;
   hp.lr = 1e-3f;
   hp.weight_decay = weight_decay;
@@ -75,7 +73,7 @@ TEMPLATE_TEST_CASE("emulated adamw matches cpu over three steps", "[emu][adamw]"
       if constexpr (kIsFloat) {
         emu::adamw_update(emu_state.params.data(), emu_state.m.data(), emu_state.v.data(), grads.data(), N, hp);
       } else {
-        emu_state.params_bf16 = test::filled<bf16>(N, 0xFF);
+        emu_state.params_bf16 = test::poisoned<bf16>(N);
         const auto grads_bf16 = test::to_bf16(grads);
         emu::adamw_update(emu_state.params.data(), emu_state.params_bf16.data(), emu_state.m.data(),
                           emu_state.v.data(), grads_bf16.data(), N, hp);
@@ -91,10 +89,10 @@ TEMPLATE_TEST_CASE("emulated adamw matches cpu over three steps", "[emu][adamw]"
     runs.push_back(emu_state);
   }
   emu::set_schedule(emu::Schedule::kWarpsAscending);
-  CHECK(test::same_bits(runs[1].params, runs[0].params));
-  CHECK(test::same_bits(runs[1].m, runs[0].m));
-  CHECK(test::same_bits(runs[1].v, runs[0].v));
-  CHECK(test::same_bits(runs[1].params_bf16, runs[0].params_bf16));
+  CHECK(test::bit_equal(runs[1].params, runs[0].params));
+  CHECK(test::bit_equal(runs[1].m, runs[0].m));
+  CHECK(test::bit_equal(runs[1].v, runs[0].v));
+  CHECK(test::bit_equal(test::widened(runs[1].params_bf16), test::widened(runs[0].params_bf16)));
 }
 
 TEMPLATE_TEST_CASE("emulated adamw applies the clip factor to the gradient", "[emu][adamw]", float, bf16) {
@@ -102,7 +100,7 @@ TEMPLATE_TEST_CASE("emulated adamw applies the clip factor to the gradient", "[e
   const size_t N = 64;
   AdamWParams hp;
   hp.grad_scale = 0.25f;
-  const auto grads = test::to_elem<TestType>(std::vector<float>(N, 2.0f));
+  const auto grads = test::as<TestType>(std::vector<float>(N, 2.0f));
   std::vector<float> params(N, 1.0f), m(N, 0.0f), v(N, 0.0f);
   std::vector<bf16> params_bf16(N);
   if constexpr (std::is_same_v<TestType, float>) {
@@ -124,9 +122,9 @@ TEMPLATE_TEST_CASE("emulated sum_of_squares matches cpu and repeats exactly", "[
   using Elem = TestType;
   constexpr bool kIsFloat = std::is_same_v<Elem, float>;
   const size_t N = GENERATE(size_t(0), kIsFloat ? size_t(512 * 256 + 17) : size_t(1000));
-  INFO(test::elem_name<Elem>() << " N=" << N);
+  INFO("N=" << N);
   const auto x = test::round_to_bf16(test::random_vector(N, 321, -3.0f, 3.0f));
-  const auto x_elem = test::to_elem<Elem>(x);
+  const auto x_elem = test::as<Elem>(x);
   // Squares of bf16-grid values are exact in double; only the order of the additions differs.
   const double expected = cpu::sum_of_squares(x.data(), N);
   if (!kIsFloat) emu::set_schedule(emu::Schedule::kWarpsDescending);

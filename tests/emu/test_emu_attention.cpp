@@ -10,13 +10,12 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <string>
 #include <vector>
 
 #include "cpu/attention.hpp"
-#include "cuda/bf16_host_util.hpp"
-#include "cuda/cuda_test_util.hpp"
 #include "emu/attention_emu.hpp"
-#include "emu/emu_test_util.hpp"
+#include "emu/layer_test_util.hpp"
 
 using namespace gpt2cc;
 using test::bf16;
@@ -49,7 +48,7 @@ TEMPLATE_TEST_CASE("emulated tiled attention forward and backward match cpu", "[
                                Shape{1, 64, 64, 1});
   const float p = GENERATE(0.0f, 0.25f);
   const int B = shape.B, T = shape.T, C = shape.C, NH = shape.NH;
-  INFO(test::elem_name<Elem>() << " B=" << B << " T=" << T << " C=" << C << " NH=" << NH << " dropout=" << p);
+  INFO("B=" << B << " T=" << T << " C=" << C << " NH=" << NH << " dropout=" << p);
   const DropoutParams dropout{p, 0x1234'5678'9abcull, 7};
   const size_t qkv_n = size_t(B) * T * 3 * C, out_n = size_t(B) * T * C, att_n = size_t(B) * NH * T * T;
   // Scores of O(1); on the bf16 grid so float and bf16 kernels and the CPU see the same values.
@@ -59,30 +58,32 @@ TEMPLATE_TEST_CASE("emulated tiled attention forward and backward match cpu", "[
   cpu::attention_forward(out.data(), att.data(), qkv.data(), B, T, C, NH, dropout);
   cpu::attention_backward(dqkv.data(), dout.data(), att.data(), qkv.data(), B, T, C, NH, dropout);
 
-  const auto qkv_elem = test::to_elem<Elem>(qkv), dout_elem = test::to_elem<Elem>(dout);
-  auto got_out = test::filled<Elem>(out_n, 0xFF);
-  auto got_att = test::filled<float>(att_n, 0xFF);
-  auto got_dqkv = test::filled<Elem>(qkv_n, 0xFF);
+  const auto qkv_elem = test::as<Elem>(qkv), dout_elem = test::as<Elem>(dout);
+  auto got_out = test::poisoned<Elem>(out_n);
+  auto got_att = test::poisoned<float>(att_n);
+  auto got_dqkv = test::poisoned<Elem>(qkv_n);
   emu::attention_forward(got_out.data(), got_att.data(), qkv_elem.data(), B, T, C, NH, dropout);
   test::expect_matches(got_att, att, "attention probabilities (fp32)", 1e-5);
-  expect_output<Elem>(test::to_f32(got_out), out, 1e-5, 1e-5, "attention out");
+  expect_output<Elem>(test::widened(got_out), out, 1e-5, 1e-5, "attention out");
   emu::attention_backward(got_dqkv.data(), dout_elem.data(), got_att.data(), qkv_elem.data(), B, T, C, NH, dropout);
-  expect_output<Elem>(test::to_f32(got_dqkv), dqkv, 2e-5, 1e-4, "attention dqkv");
+  expect_output<Elem>(test::widened(got_dqkv), dqkv, 2e-5, 1e-4, "attention dqkv");
 
   // dqkv is written, not accumulated: a second backward over NaN gives the same bits.
-  auto again = test::filled<Elem>(qkv_n, 0xFF);
+  auto again = test::poisoned<Elem>(qkv_n);
   emu::attention_backward(again.data(), dout_elem.data(), got_att.data(), qkv_elem.data(), B, T, C, NH, dropout);
-  CHECK(test::same_bits(again, got_dqkv));
+  CHECK(test::bit_equal(test::widened(again), test::widened(got_dqkv)));
 
-  test::for_other_schedules([&] {
-    auto out2 = test::filled<Elem>(out_n, 0xFF);
-    auto att2 = test::filled<float>(att_n, 0xFF);
-    auto dqkv2 = test::filled<Elem>(qkv_n, 0xFF);
+  const auto outputs = [](const std::vector<float>& a, const std::vector<Elem>& o, const std::vector<Elem>& d) {
+    const std::vector<float> o_f32 = test::widened(o), d_f32 = test::widened(d);
+    return test::concat({&a, &o_f32, &d_f32});
+  };
+  test::check_every_schedule(outputs(got_att, got_out, got_dqkv), [&] {
+    auto out2 = test::poisoned<Elem>(out_n);
+    auto att2 = test::poisoned<float>(att_n);
+    auto dqkv2 = test::poisoned<Elem>(qkv_n);
     emu::attention_forward(out2.data(), att2.data(), qkv_elem.data(), B, T, C, NH, dropout);
     emu::attention_backward(dqkv2.data(), dout_elem.data(), att2.data(), qkv_elem.data(), B, T, C, NH, dropout);
-    CHECK(test::same_bits(att2, got_att));
-    CHECK(test::same_bits(out2, got_out));
-    CHECK(test::same_bits(dqkv2, got_dqkv));
+    return outputs(att2, out2, dqkv2);
   });
 }
 
@@ -97,27 +98,27 @@ TEMPLATE_TEST_CASE("emulated tiled attention loops over more heads than grid.z",
   std::vector<float> out(out_n), att(att_n), dqkv(qkv_n);
   cpu::attention_forward(out.data(), att.data(), qkv.data(), B, T, C, NH, dropout);
   cpu::attention_backward(dqkv.data(), dout.data(), att.data(), qkv.data(), B, T, C, NH, dropout);
-  const auto qkv_elem = test::to_elem<Elem>(qkv), dout_elem = test::to_elem<Elem>(dout);
+  const auto qkv_elem = test::as<Elem>(qkv), dout_elem = test::as<Elem>(dout);
   std::vector<std::vector<Elem>> outs, dqkvs;
   std::vector<std::vector<float>> atts;
   for (const int grid_z : {max_grid_z, emu::kAttentionMaxGridZ}) {
     INFO("grid.z at most " << grid_z);
-    auto got_out = test::filled<Elem>(out_n, 0xFF);
-    auto got_att = test::filled<float>(att_n, 0xFF);
-    auto got_dqkv = test::filled<Elem>(qkv_n, 0xFF);
+    auto got_out = test::poisoned<Elem>(out_n);
+    auto got_att = test::poisoned<float>(att_n);
+    auto got_dqkv = test::poisoned<Elem>(qkv_n);
     emu::attention_forward(got_out.data(), got_att.data(), qkv_elem.data(), B, T, C, NH, dropout, grid_z);
     emu::attention_backward(got_dqkv.data(), dout_elem.data(), got_att.data(), qkv_elem.data(), B, T, C, NH, dropout,
                             grid_z);
     test::expect_matches(got_att, att, "attention probabilities (fp32)", 1e-5);
-    expect_output<Elem>(test::to_f32(got_out), out, 1e-5, 1e-5, "attention out");
-    expect_output<Elem>(test::to_f32(got_dqkv), dqkv, 2e-5, 1e-4, "attention dqkv");
+    expect_output<Elem>(test::widened(got_out), out, 1e-5, 1e-5, "attention out");
+    expect_output<Elem>(test::widened(got_dqkv), dqkv, 2e-5, 1e-4, "attention dqkv");
     outs.push_back(got_out);
     atts.push_back(got_att);
     dqkvs.push_back(got_dqkv);
   }
-  CHECK(test::same_bits(atts[0], atts[1]));
-  CHECK(test::same_bits(outs[0], outs[1]));
-  CHECK(test::same_bits(dqkvs[0], dqkvs[1]));
+  CHECK(test::bit_equal(atts[0], atts[1]));
+  CHECK(test::bit_equal(test::widened(outs[0]), test::widened(outs[1])));
+  CHECK(test::bit_equal(test::widened(dqkvs[0]), test::widened(dqkvs[1])));
 }
 
 TEMPLATE_TEST_CASE("emulated kv_cache_store and attention_decode match cpu", "[emu][attention][decode]", float, bf16) {
@@ -129,19 +130,19 @@ TEMPLATE_TEST_CASE("emulated kv_cache_store and attention_decode match cpu", "[e
   const DecodeShape shape = GENERATE(DecodeShape{1, 4, 8, 2, 1}, DecodeShape{2, 40, 68, 4, 37},
                                      DecodeShape{1, 70, 128, 2, 33}, DecodeShape{1, 12300, 8, 2, 12290});
   const int B = shape.B, maxT = shape.maxT, C = shape.C, NH = shape.NH, prompt = shape.prompt;
-  INFO(test::elem_name<Elem>() << " B=" << B << " maxT=" << maxT << " C=" << C << " NH=" << NH
+  INFO("B=" << B << " maxT=" << maxT << " C=" << C << " NH=" << NH
                                << " prompt=" << prompt);
   const size_t cache_n = size_t(B) * maxT * C;
   const auto prompt_qkv = test::round_to_bf16(test::random_vector(size_t(B) * prompt * 3 * C, 421));
   std::vector<float> kcache(cache_n, 0.0f), vcache(cache_n, 0.0f);
   cpu::kv_cache_store(kcache.data(), vcache.data(), prompt_qkv.data(), B, prompt, maxT, C);
-  const auto prompt_elem = test::to_elem<Elem>(prompt_qkv);
-  auto got_k = test::to_elem<Elem>(std::vector<float>(cache_n, 0.0f));
+  const auto prompt_elem = test::as<Elem>(prompt_qkv);
+  auto got_k = test::as<Elem>(std::vector<float>(cache_n, 0.0f));
   auto got_v = got_k;
   emu::kv_cache_store(got_k.data(), got_v.data(), prompt_elem.data(), B, prompt, maxT, C);
   // A copy of values already on the bf16 grid: exact.
-  CHECK(test::bit_equal(test::to_f32(got_k), kcache));
-  CHECK(test::bit_equal(test::to_f32(got_v), vcache));
+  CHECK(test::bit_equal(test::widened(got_k), kcache));
+  CHECK(test::bit_equal(test::widened(got_v), vcache));
 
   bool used_fallback = false, used_shared = false;
   for (int pos = prompt; pos < std::min(maxT, prompt + 2); ++pos) {
@@ -149,20 +150,20 @@ TEMPLATE_TEST_CASE("emulated kv_cache_store and attention_decode match cpu", "[e
     const auto qkv = test::round_to_bf16(test::random_vector(size_t(B) * 3 * C, 422 + pos));
     std::vector<float> out(size_t(B) * C);
     cpu::attention_decode(out.data(), kcache.data(), vcache.data(), qkv.data(), B, pos, maxT, C, NH);
-    const auto qkv_elem = test::to_elem<Elem>(qkv);
-    auto got_out = test::filled<Elem>(out.size(), 0xFF);
+    const auto qkv_elem = test::as<Elem>(qkv);
+    auto got_out = test::poisoned<Elem>(out.size());
     const auto k_before = got_k, v_before = got_v;
     emu::attention_decode(got_out.data(), got_k.data(), got_v.data(), qkv_elem.data(), B, pos, maxT, C, NH);
     (emu::attention_decode_scores_fit_shared(pos, C / NH) ? used_shared : used_fallback) = true;
-    expect_output<Elem>(test::to_f32(got_out), out, 1e-5, 1e-5, "decode out");
-    CHECK(test::bit_equal(test::to_f32(got_k), kcache));
-    CHECK(test::bit_equal(test::to_f32(got_v), vcache));
+    expect_output<Elem>(test::widened(got_out), out, 1e-5, 1e-5, "decode out");
+    CHECK(test::bit_equal(test::widened(got_k), kcache));
+    CHECK(test::bit_equal(test::widened(got_v), vcache));
 
-    test::for_other_schedules([&] {
+    test::check_every_schedule(test::widened(got_out), [&] {
       auto k2 = k_before, v2 = v_before;
-      auto out2 = test::filled<Elem>(out.size(), 0xFF);
+      auto out2 = test::poisoned<Elem>(out.size());
       emu::attention_decode(out2.data(), k2.data(), v2.data(), qkv_elem.data(), B, pos, maxT, C, NH);
-      CHECK(test::same_bits(out2, got_out));
+      return test::widened(out2);
     });
   }
   CHECK(used_shared != used_fallback);

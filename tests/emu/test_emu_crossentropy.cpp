@@ -10,14 +10,15 @@
 // gives NaN. Every warp schedule gives the same bits; in place gives the out-of-place bits.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <string>
 #include <vector>
 
 #include "cpu/crossentropy.hpp"
-#include "cuda/bf16_host_util.hpp"
-#include "cuda/cuda_test_util.hpp"
 #include "emu/crossentropy_emu.hpp"
-#include "emu/emu_test_util.hpp"
+#include "emu/layer_test_util.hpp"
 
 using namespace gpt2cc;
 using test::bf16;
@@ -77,35 +78,35 @@ TEMPLATE_TEST_CASE("emulated crossentropy forward and backward match cpu", "[emu
   using Elem = TestType;
   const Shape s = GENERATE(Shape{1, 1, 1, 1}, Shape{1, 1, 5, 8}, Shape{3, 2, 37, 40}, Shape{1, 3, 1000, 1024},
                            Shape{1, 2, 5000, 5008});
-  INFO(test::elem_name<Elem>() << " B=" << s.B << " T=" << s.T << " V=" << s.V << " Vp=" << s.Vp);
+  INFO("B=" << s.B << " T=" << s.T << " V=" << s.V << " Vp=" << s.Vp);
   const size_t rows = size_t(s.B) * s.T, n = rows * s.Vp;
   const Inputs in = make_inputs(s, 201);
   std::vector<float> losses(rows), dlogits(n);
   cpu::crossentropy_forward(losses.data(), in.logits.data(), in.targets.data(), s.B, s.T, s.V, s.Vp);
   cpu::crossentropy_backward(dlogits.data(), in.dloss, in.logits.data(), in.targets.data(), s.B, s.T, s.V, s.Vp);
 
-  const std::vector<Elem> logits = test::to_elem<Elem>(in.logits);
-  auto got_losses = test::filled<float>(rows, 0xFF);
-  auto got_dlogits = test::filled<Elem>(n, 0xFF);
+  const std::vector<Elem> logits = test::as<Elem>(in.logits);
+  auto got_losses = test::poisoned<float>(rows);
+  auto got_dlogits = test::poisoned<Elem>(n);
   emu::crossentropy_forward(got_losses.data(), logits.data(), in.targets.data(), s.B, s.T, s.V, s.Vp);
   emu::crossentropy_backward(got_dlogits.data(), in.dloss, logits.data(), in.targets.data(), s.B, s.T, s.V, s.Vp);
   test::expect_matches(got_losses, losses, "emulated losses", 1e-5);
-  const std::vector<float> got = test::to_f32(got_dlogits);
+  const std::vector<float> got = test::widened(got_dlogits);
   expect_dlogits<Elem>(got, dlogits, "emulated dlogits");
   expect_zero_padding_and_ignored_rows(got, got_losses, in.targets, s.V, s.Vp);
 
   // In place over the logits: the same bits as out of place.
   std::vector<Elem> in_place = logits;
   emu::crossentropy_backward(in_place.data(), in.dloss, in_place.data(), in.targets.data(), s.B, s.T, s.V, s.Vp);
-  CHECK(test::same_bits(in_place, got_dlogits));
+  CHECK(test::bit_equal(test::widened(in_place), got));
 
-  test::for_other_schedules([&] {
-    auto losses2 = test::filled<float>(rows, 0xFF);
-    auto dlogits2 = test::filled<Elem>(n, 0xFF);
+  test::check_every_schedule(test::concat({&got_losses, &got}), [&] {
+    auto losses2 = test::poisoned<float>(rows);
+    auto dlogits2 = test::poisoned<Elem>(n);
     emu::crossentropy_forward(losses2.data(), logits.data(), in.targets.data(), s.B, s.T, s.V, s.Vp);
     emu::crossentropy_backward(dlogits2.data(), in.dloss, logits.data(), in.targets.data(), s.B, s.T, s.V, s.Vp);
-    CHECK(test::same_bits(losses2, got_losses));
-    CHECK(test::same_bits(dlogits2, got_dlogits));
+    const std::vector<float> dlogits2_f32 = test::widened(dlogits2);
+    return test::concat({&losses2, &dlogits2_f32});
   });
 }
 
@@ -117,7 +118,7 @@ TEMPLATE_TEST_CASE("emulated fused classifier matches cpu and the two-kernel pat
                            Shape{2, 2, 33, 36}, Shape{1, 3, 1000, 1024}, Shape{1, 2, 5000, 5008});
   // offset 1 element: the buffer is no longer 16-byte aligned and the scalar kernel runs.
   const int offset = GENERATE(0, 1);
-  INFO(test::elem_name<Elem>() << " B=" << s.B << " T=" << s.T << " V=" << s.V << " Vp=" << s.Vp
+  INFO("B=" << s.B << " T=" << s.T << " V=" << s.V << " Vp=" << s.Vp
                                << " offset=" << offset);
   const size_t rows = size_t(s.B) * s.T, n = rows * s.Vp;
   const Inputs in = make_inputs(s, 211);
@@ -128,18 +129,18 @@ TEMPLATE_TEST_CASE("emulated fused classifier matches cpu and the two-kernel pat
   // The buffer starts 16-byte aligned (std::vector of float or bf16 from operator new).
   std::vector<float> padded(offset, 0.0f);
   padded.insert(padded.end(), in.logits.begin(), in.logits.end());
-  const std::vector<Elem> start = test::to_elem<Elem>(padded);
+  const std::vector<Elem> start = test::as<Elem>(padded);
   std::vector<Elem> buffer = start;
   Elem* logits = buffer.data() + offset;
-  auto reference = test::filled<Elem>(n, 0xFF);
-  auto reference_losses = test::filled<float>(rows, 0xFF), got_losses = test::filled<float>(rows, 0xFF);
+  auto reference = test::poisoned<Elem>(n);
+  auto reference_losses = test::poisoned<float>(rows), got_losses = test::poisoned<float>(rows);
   emu::crossentropy_forward(reference_losses.data(), logits, in.targets.data(), s.B, s.T, s.V, s.Vp);
   emu::crossentropy_backward(reference.data(), in.dloss, logits, in.targets.data(), s.B, s.T, s.V, s.Vp);
   emu::fused_classifier(logits, got_losses.data(), in.targets.data(), in.dloss, s.B, s.T, s.V, s.Vp);
 
-  const std::vector<float> all = test::to_f32(buffer);
+  const std::vector<float> all = test::widened(buffer);
   const std::vector<float> got(all.begin() + offset, all.end());
-  const std::vector<float> two_kernel = test::to_f32(reference);
+  const std::vector<float> two_kernel = test::widened(reference);
   test::expect_matches(got_losses, losses, "fused losses vs cpu", 1e-5);
   // The online max + sum adds in another order than the two-pass reduction: a few float ulps.
   test::expect_matches(got_losses, reference_losses, "fused losses vs two-kernel", 2e-6);
@@ -152,25 +153,24 @@ TEMPLATE_TEST_CASE("emulated fused classifier matches cpu and the two-kernel pat
     test::expect_bf16_rounding(got, two_kernel, "fused bf16 dlogits vs two-kernel element-wise", 8e-3, 1e-12);
   }
   expect_zero_padding_and_ignored_rows(got, got_losses, in.targets, s.V, s.Vp);
-  CHECK(std::equal(buffer.begin(), buffer.begin() + offset, start.begin(),
-                   [](Elem a, Elem b) { return std::memcmp(&a, &b, sizeof(Elem)) == 0; }));
+  CHECK(std::equal(all.begin(), all.begin() + offset, test::widened(start).begin()));
 
-  test::for_other_schedules([&] {
+  test::check_every_schedule(test::concat({&all, &got_losses}), [&] {
     std::vector<Elem> buffer2 = start;
-    auto losses2 = test::filled<float>(rows, 0xFF);
+    auto losses2 = test::poisoned<float>(rows);
     emu::fused_classifier(buffer2.data() + offset, losses2.data(), in.targets.data(), in.dloss, s.B, s.T, s.V, s.Vp);
-    CHECK(test::same_bits(buffer2, buffer));
-    CHECK(test::same_bits(losses2, got_losses));
+    const std::vector<float> all2 = test::widened(buffer2);
+    return test::concat({&all2, &losses2});
   });
 }
 
 TEMPLATE_TEST_CASE("emulated classifier marks an out-of-range target with NaN", "[emu][crossentropy]", float, bf16) {
   using Elem = TestType;
   const int V = 5, Vp = 8;
-  const auto logits = test::to_elem<Elem>(test::random_vector(3 * Vp, 221));
+  const auto logits = test::as<Elem>(test::random_vector(3 * Vp, 221));
   const std::vector<int> targets{2, 7, -2};
-  auto losses = test::filled<float>(3, 0xFF), fused_losses = test::filled<float>(3, 0xFF);
-  auto dlogits = test::filled<Elem>(logits.size(), 0xFF);
+  auto losses = test::poisoned<float>(3), fused_losses = test::poisoned<float>(3);
+  auto dlogits = test::poisoned<Elem>(logits.size());
   emu::crossentropy_forward(losses.data(), logits.data(), targets.data(), 1, 3, V, Vp);
   emu::crossentropy_backward(dlogits.data(), 1.0f, logits.data(), targets.data(), 1, 3, V, Vp);
   std::vector<Elem> fused = logits;
@@ -180,7 +180,7 @@ TEMPLATE_TEST_CASE("emulated classifier marks an out-of-range target with NaN", 
     CHECK(std::isnan((*l)[1]));
     CHECK(std::isnan((*l)[2]));
   }
-  for (const auto& g : {test::to_f32(dlogits), test::to_f32(fused)}) {
+  for (const auto& g : {test::widened(dlogits), test::widened(fused)}) {
     CHECK(std::isfinite(g[0]));
     for (int row = 1; row < 3; ++row) {
       for (int j = 0; j < V; ++j) CHECK(std::isnan(g[row * Vp + j]));
@@ -197,7 +197,7 @@ TEMPLATE_TEST_CASE("emulated classifier treats a -inf logit as probability 0, li
   // Vp = 37 (its scalar kernel).
   const int V = 37, B = 1, T = 2;
   const int Vp = GENERATE(37, 40);
-  INFO(test::elem_name<Elem>() << " Vp=" << Vp);
+  INFO("Vp=" << Vp);
   auto logits = test::round_to_bf16(test::random_vector(size_t(T) * Vp, 231, -4.0f, 4.0f));
   for (const int j : {0, 1, 6, V - 1}) logits[j] = -INFINITY;
   logits[Vp] = -INFINITY;
@@ -208,9 +208,9 @@ TEMPLATE_TEST_CASE("emulated classifier treats a -inf logit as probability 0, li
   REQUIRE(std::isfinite(losses[0]));
   REQUIRE(std::isinf(losses[1]));
 
-  const std::vector<Elem> start = test::to_elem<Elem>(logits);
-  auto two_kernel_losses = test::filled<float>(T, 0xFF), fused_losses = test::filled<float>(T, 0xFF);
-  auto two_kernel = test::filled<Elem>(logits.size(), 0xFF);
+  const std::vector<Elem> start = test::as<Elem>(logits);
+  auto two_kernel_losses = test::poisoned<float>(T), fused_losses = test::poisoned<float>(T);
+  auto two_kernel = test::poisoned<Elem>(logits.size());
   emu::crossentropy_forward(two_kernel_losses.data(), start.data(), targets.data(), B, T, V, Vp);
   emu::crossentropy_backward(two_kernel.data(), 1.0f, start.data(), targets.data(), B, T, V, Vp);
   std::vector<Elem> fused = start;
@@ -219,7 +219,7 @@ TEMPLATE_TEST_CASE("emulated classifier treats a -inf logit as probability 0, li
     CHECK((*got)[0] == Approx(losses[0]).epsilon(1e-5));
     CHECK((*got)[1] == losses[1]);
   }
-  for (const auto& got : {test::to_f32(two_kernel), test::to_f32(fused)}) {
+  for (const auto& got : {test::widened(two_kernel), test::widened(fused)}) {
     expect_dlogits<Elem>(got, dlogits, "dlogits with -inf logits");
   }
 }

@@ -9,12 +9,11 @@
 // Every warp schedule gives the same bits.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <vector>
 
 #include "cpu/matmul.hpp"
-#include "cuda/bf16_host_util.hpp"
-#include "cuda/cuda_test_util.hpp"
-#include "emu/emu_test_util.hpp"
+#include "emu/layer_test_util.hpp"
 #include "emu/matmul_emu.hpp"
 
 using namespace gpt2cc;
@@ -46,7 +45,7 @@ TEMPLATE_TEST_CASE("emulated matmul bias add matches cpu", "[emu][matmul]", floa
   const Shape s = GENERATE(Shape{1, 1, 1}, Shape{3, 5, 7}, Shape{15, 13, 64}, Shape{33, 9, 300});
   // offset 1 element: the rows are no longer 16-byte aligned and fp32 takes the scalar kernel.
   const int offset = GENERATE(0, 1);
-  INFO(test::elem_name<Elem>() << " rows=" << s.rows << " C=" << s.C << " OC=" << s.OC << " offset=" << offset);
+  INFO("rows=" << s.rows << " C=" << s.C << " OC=" << s.OC << " offset=" << offset);
   const size_t n = size_t(s.rows) * s.OC;
   const auto inp = test::round_to_bf16(test::random_vector(size_t(s.rows) * s.C, 41));
   const auto weight = test::round_to_bf16(test::random_vector(size_t(s.OC) * s.C, 42));
@@ -57,18 +56,17 @@ TEMPLATE_TEST_CASE("emulated matmul bias add matches cpu", "[emu][matmul]", floa
 
   std::vector<float> padded(offset, 0.0f);
   padded.insert(padded.end(), gemm.begin(), gemm.end());
-  const std::vector<Elem> start = test::to_elem<Elem>(padded), bias_elem = test::to_elem<Elem>(bias);
+  const std::vector<Elem> start = test::as<Elem>(padded), bias_elem = test::as<Elem>(bias);
   std::vector<Elem> got = start;
   emu::matmul_add_bias(got.data() + offset, bias_elem.data(), s.rows, s.OC);
-  const std::vector<float> all = test::to_f32(got);
+  const std::vector<float> all = test::widened(got);
   test::expect_matches(std::vector<float>(all.begin() + offset, all.end()), out, "out + bias", tolerance<Elem>());
-  CHECK(std::equal(got.begin(), got.begin() + offset, start.begin(),
-                   [](Elem a, Elem b) { return std::memcmp(&a, &b, sizeof(Elem)) == 0; }));
+  CHECK(std::equal(all.begin(), all.begin() + offset, test::widened(start).begin()));
 
-  test::for_other_schedules([&] {
+  test::check_every_schedule(all, [&] {
     std::vector<Elem> again = start;
     emu::matmul_add_bias(again.data() + offset, bias_elem.data(), s.rows, s.OC);
-    CHECK(test::same_bits(again, got));
+    return test::widened(again);
   });
 }
 
@@ -78,7 +76,7 @@ TEMPLATE_TEST_CASE("emulated matmul bias gradient matches cpu and accumulates", 
     int rows, OC;
   };
   const Shape s = GENERATE(Shape{1, 1}, Shape{15, 7}, Shape{64, 300}, Shape{130, 67}, Shape{200, 16});
-  INFO(test::elem_name<Elem>() << " rows=" << s.rows << " OC=" << s.OC);
+  INFO("rows=" << s.rows << " OC=" << s.OC);
   const int C = 3;
   const auto inp = test::random_vector(size_t(s.rows) * C, 51);
   const auto weight = test::random_vector(size_t(s.OC) * C, 52);
@@ -88,18 +86,18 @@ TEMPLATE_TEST_CASE("emulated matmul bias gradient matches cpu and accumulates", 
   cpu::matmul_backward_reference(dinp.data(), dweight.data(), dbias.data(), dout.data(), inp.data(), weight.data(), 1,
                                  s.rows, C, s.OC);
 
-  const std::vector<Elem> dout_elem = test::to_elem<Elem>(dout);
-  std::vector<Elem> got = test::to_elem<Elem>(dbias0);
+  const std::vector<Elem> dout_elem = test::as<Elem>(dout);
+  std::vector<Elem> got = test::as<Elem>(dbias0);
   emu::matmul_accumulate_column_sums(got.data(), dout_elem.data(), s.rows, s.OC);
   const std::vector<Elem> once = got;
-  const std::vector<float> once_f32 = test::to_f32(once);
+  const std::vector<float> once_f32 = test::widened(once);
   test::expect_matches(once_f32, dbias, "dbias", tolerance<Elem>());
   emu::matmul_accumulate_column_sums(got.data(), dout_elem.data(), s.rows, s.OC);
-  test::expect_matches(test::to_f32(got), doubled(dbias0, once_f32), "dbias after two calls", tolerance<Elem>());
+  test::expect_matches(test::widened(got), doubled(dbias0, once_f32), "dbias after two calls", tolerance<Elem>());
 
-  test::for_other_schedules([&] {
-    std::vector<Elem> again = test::to_elem<Elem>(dbias0);
+  test::check_every_schedule(once_f32, [&] {
+    std::vector<Elem> again = test::as<Elem>(dbias0);
     emu::matmul_accumulate_column_sums(again.data(), dout_elem.data(), s.rows, s.OC);
-    CHECK(test::same_bits(again, once));
+    return test::widened(again);
   });
 }
