@@ -10,6 +10,7 @@
 #endif
 
 #if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #endif
 
@@ -208,9 +209,14 @@ void start_switch(void** fake_stack, const void* bottom, size_t size) {
 void finish_switch(void* fake_stack, const void** bottom_old, size_t* size_old) {
   __sanitizer_finish_switch_fiber(fake_stack, bottom_old, size_old);
 }
+// A fiber stack about to be reused: the frames left on it (a thread ends by switching away, never
+// returning from fiber_main; a launch stopped by a Violation abandons its threads) keep their
+// redzones poisoned.
+void clear_stack(char* stack, size_t size) { __asan_unpoison_memory_region(stack, size); }
 #else
 void start_switch(void**, const void*, size_t) {}
 void finish_switch(void*, const void**, size_t*) {}
+void clear_stack(char*, size_t) {}
 #endif
 
 // Device-side calls (collectives, barriers, address conversion) made outside a launch.
@@ -507,6 +513,7 @@ void run_block(const uint3& block_index) {
   }
   for (int t = 0; t < m.num_threads; ++t) {
     Fiber& f = m.fibers[t];
+    clear_stack(f.stack.get(), kStackBytes);
     make_context(f.context, f.stack.get(), kStackBytes, fiber_main);
     f.state = State::kRunnable;
   }
