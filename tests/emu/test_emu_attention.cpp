@@ -6,7 +6,8 @@
 // on; T = 1, 33, 37 (partial 32-wide tiles), 64; head sizes 1, 6, 17, 64; more heads than the
 // grid's z (a capped grid.z: each block loops over heads). Outputs start as NaN; every warp
 // schedule gives the same bits; the backward writes dqkv (a second run over NaN, same bits).
-// Decode: both kernels (scores in shared memory; the online-softmax fallback past 48 KiB).
+// Decode: from an empty cache (position 0) on, both kernels (scores in shared memory; the
+// online-softmax fallback past 48 KiB).
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -126,9 +127,11 @@ TEMPLATE_TEST_CASE("emulated kv_cache_store and attention_decode match cpu", "[e
   struct DecodeShape {
     int B, maxT, C, NH, prompt;
   };
-  // The last shape decodes at positions past what fits in shared memory (the fallback kernel).
-  const DecodeShape shape = GENERATE(DecodeShape{1, 4, 8, 2, 1}, DecodeShape{3, 40, 68, 4, 37},
-                                     DecodeShape{2, 70, 128, 2, 33}, DecodeShape{1, 12300, 8, 2, 12290});
+  // The first decodes from an empty cache (positions 0 and 1); the last at positions past what
+  // fits in shared memory (the fallback kernel).
+  const DecodeShape shape = GENERATE(DecodeShape{2, 4, 8, 2, 0}, DecodeShape{1, 4, 8, 2, 1},
+                                     DecodeShape{3, 40, 68, 4, 37}, DecodeShape{2, 70, 128, 2, 33},
+                                     DecodeShape{1, 12300, 8, 2, 12290});
   const int B = shape.B, maxT = shape.maxT, C = shape.C, NH = shape.NH, prompt = shape.prompt;
   INFO("B=" << B << " maxT=" << maxT << " C=" << C << " NH=" << NH
                                << " prompt=" << prompt);
