@@ -133,8 +133,7 @@ TEMPLATE_TEST_CASE("emulated kv_cache_store and attention_decode match cpu", "[e
                                      DecodeShape{3, 40, 68, 4, 37}, DecodeShape{2, 70, 128, 2, 33},
                                      DecodeShape{1, 12300, 8, 2, 12290});
   const int B = shape.B, maxT = shape.maxT, C = shape.C, NH = shape.NH, prompt = shape.prompt;
-  INFO("B=" << B << " maxT=" << maxT << " C=" << C << " NH=" << NH
-                               << " prompt=" << prompt);
+  INFO("B=" << B << " maxT=" << maxT << " C=" << C << " NH=" << NH << " prompt=" << prompt);
   const size_t cache_n = size_t(B) * maxT * C;
   const auto prompt_qkv = test::round_to_bf16(test::random_vector(size_t(B) * prompt * 3 * C, 421));
   std::vector<float> kcache(cache_n, 0.0f), vcache(cache_n, 0.0f);

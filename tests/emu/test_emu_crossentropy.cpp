@@ -118,8 +118,7 @@ TEMPLATE_TEST_CASE("emulated fused classifier matches cpu and the two-kernel pat
                            Shape{2, 2, 33, 36}, Shape{1, 3, 1000, 1024}, Shape{1, 2, 5000, 5008});
   // offset 1 element: the buffer is no longer 16-byte aligned and the scalar kernel runs.
   const int offset = GENERATE(0, 1);
-  INFO("B=" << s.B << " T=" << s.T << " V=" << s.V << " Vp=" << s.Vp
-                               << " offset=" << offset);
+  INFO("B=" << s.B << " T=" << s.T << " V=" << s.V << " Vp=" << s.Vp << " offset=" << offset);
   const size_t rows = size_t(s.B) * s.T, n = rows * s.Vp;
   const Inputs in = make_inputs(s, 211);
   std::vector<float> losses(rows), dlogits(n);
@@ -127,9 +126,7 @@ TEMPLATE_TEST_CASE("emulated fused classifier matches cpu and the two-kernel pat
   cpu::crossentropy_backward(dlogits.data(), in.dloss, in.logits.data(), in.targets.data(), s.B, s.T, s.V, s.Vp);
 
   // The buffer starts 16-byte aligned (std::vector of float or bf16 from operator new).
-  std::vector<float> padded(offset, 0.0f);
-  padded.insert(padded.end(), in.logits.begin(), in.logits.end());
-  const std::vector<Elem> start = test::as<Elem>(padded);
+  const std::vector<Elem> start = test::as<Elem>(test::padded(in.logits, offset));
   std::vector<Elem> buffer = start;
   Elem* logits = buffer.data() + offset;
   auto reference = test::poisoned<Elem>(n);
