@@ -1,0 +1,651 @@
+// A CUDA runtime on the host, linked instead of libcudart: the cudart functions that kernels/ and
+// tests/cuda call (declared by the real cuda_runtime_api.h, extern "C"), with CUDA's semantics
+// on host memory and one emulated device (sm_90, 80 GiB) whose kernels run on the CPU emulator.
+// - Memory: cudaMalloc / cudaMallocAsync memory is NOT zeroed on a GPU, so here it starts as
+//   0xFF bytes (NaN in fp32 and bf16): a read of memory nobody wrote shows in the results.
+//   Copies and memsets must stay inside one allocation on their device side.
+// - Streams run their work in order, at once, on the calling thread (cudaStreamSynchronize has
+//   nothing to wait for). While a stream captures (cudaStreamBeginCapture), the kernels, copies,
+//   memsets and GEMMs put on it are recorded instead; EndCapture gives the graph of those steps,
+//   cudaGraphLaunch replays them. The capture rules of the CUDA Runtime API reference are kept:
+//   synchronizing a capturing stream, or a "potentially unsafe" call (cudaMalloc, cudaFree,
+//   synchronous copies, device synchronize) from a thread with a non-relaxed capture, fails with
+//   cudaErrorStreamCaptureUnsupported and invalidates the capture. Memory cudaMallocAsync'ed
+//   during a capture belongs to the graph (refilled with 0xFF at each replay, as a graph
+//   allocation's contents are undefined) and lives until the graph and its instances are gone.
+// - Errors: each failing call also sets the thread's last error (cudaGetLastError).
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include "emu/cp_async_emu.hpp"
+#include "emu/hostcuda/hostcuda.hpp"
+
+// The opaque handle types of cuda_runtime_api.h, defined here.
+struct CUstream_st {
+  unsigned flags = 0;
+  bool capturing = false;
+  bool capture_invalidated = false;
+  cudaStreamCaptureMode capture_mode = cudaStreamCaptureModeGlobal;
+  std::thread::id capture_thread;
+  unsigned long long capture_id = 0;
+  std::vector<std::function<void()>> captured;
+  std::shared_ptr<std::vector<void*>> captured_allocations;
+};
+
+// A graph's steps and the memory its cudaMallocAsync steps hold (freed with the last owner).
+struct CUgraph_st {
+  std::vector<std::function<void()>> steps;
+  std::shared_ptr<std::vector<void*>> allocations;
+};
+struct CUgraphExec_st {
+  std::vector<std::function<void()>> steps;
+  std::shared_ptr<std::vector<void*>> allocations;
+};
+struct CUevent_st {
+  std::chrono::steady_clock::time_point time;
+  bool recorded = false;
+};
+struct CUmemPoolHandle_st {
+  uint64_t release_threshold = 0;
+};
+
+namespace gpt2cc::hostcuda {
+namespace {
+
+constexpr unsigned char kUnwrittenByte = 0xFF;  // NaN as fp32 and as bf16
+constexpr size_t kDefaultMaxDynamicShared = 48 * 1024;
+constexpr size_t kMaxDynamicSharedOptin = emu::kSharedCapacity;
+constexpr size_t kAllocationAlignment = 256;  // cudaMalloc's guarantee
+constexpr size_t kSharedCanaryBytes = 4096;
+
+// Every piece of state below, for every API call (the emulator runs one grid at a time).
+std::recursive_mutex& state_mutex() {
+  static std::recursive_mutex mutex;
+  return mutex;
+}
+using Lock = std::lock_guard<std::recursive_mutex>;
+
+struct State {
+  std::map<const char*, size_t> allocations;  // device memory: start -> bytes
+  size_t allocated_bytes = 0;
+  std::set<cudaStream_t> streams;
+  std::set<cudaEvent_t> events;
+  std::map<const void*, size_t> max_dynamic_shared;  // cudaFuncAttributeMaxDynamicSharedMemorySize
+  CUmemPoolHandle_st default_pool;
+  unsigned long long next_capture_id = 1;
+};
+State& state() {
+  static State s;
+  return s;
+}
+
+thread_local cudaError_t last_error = cudaSuccess;
+thread_local int current_device = 0;
+
+alignas(16) unsigned char fallback_shared[emu::kSharedCapacity];
+
+bool is_legacy(cudaStream_t stream) {
+  return stream == nullptr || stream == cudaStreamLegacy || stream == cudaStreamPerThread;
+}
+
+// The allocation holding [p, p + bytes), or end().
+std::map<const char*, size_t>::iterator find_allocation(const void* p, size_t bytes) {
+  auto& a = state().allocations;
+  const char* c = static_cast<const char*>(p);
+  auto it = a.upper_bound(c);
+  if (it == a.begin()) return a.end();
+  --it;
+  if (c + bytes > it->first + it->second || c < it->first) return a.end();
+  return it;
+}
+bool is_device_range(const void* p, size_t bytes) { return find_allocation(p, bytes) != state().allocations.end(); }
+bool touches_device_memory(const void* p, size_t bytes) {
+  const char* c = static_cast<const char*>(p);
+  for (auto& [start, size] : state().allocations)
+    if (c < start + size && start < c + std::max<size_t>(bytes, 1)) return true;
+  return false;
+}
+
+cudaError_t allocate(void** ptr, size_t bytes) {
+  if (ptr == nullptr) return cudaErrorInvalidValue;
+  *ptr = nullptr;
+  if (bytes == 0) return cudaSuccess;
+  if (bytes > kDeviceMemoryBytes - state().allocated_bytes) return cudaErrorMemoryAllocation;
+  const size_t rounded = (bytes + kAllocationAlignment - 1) / kAllocationAlignment * kAllocationAlignment;
+  void* p = std::aligned_alloc(kAllocationAlignment, rounded);
+  if (p == nullptr) return cudaErrorMemoryAllocation;
+  std::memset(p, kUnwrittenByte, rounded);
+  state().allocations.emplace(static_cast<const char*>(p), bytes);
+  state().allocated_bytes += bytes;
+  *ptr = p;
+  return cudaSuccess;
+}
+
+cudaError_t release(void* p) {
+  if (p == nullptr) return cudaSuccess;
+  auto it = state().allocations.find(static_cast<const char*>(p));
+  if (it == state().allocations.end()) return cudaErrorInvalidValue;
+  state().allocated_bytes -= it->second;
+  state().allocations.erase(it);
+  std::free(p);
+  return cudaSuccess;
+}
+
+// The thread's captures that forbid "potentially unsafe" calls (not relaxed; global mode ones of
+// other threads too), invalidated by such a call.
+bool unsafe_call_prohibited() {
+  bool prohibited = false;
+  for (cudaStream_t s : state().streams) {
+    if (!s->capturing || s->capture_mode == cudaStreamCaptureModeRelaxed) continue;
+    if (s->capture_thread == std::this_thread::get_id() || s->capture_mode == cudaStreamCaptureModeGlobal) {
+      s->capture_invalidated = true;
+      prohibited = true;
+    }
+  }
+  return prohibited;
+}
+
+cudaError_t check_stream(cudaStream_t stream) {
+  if (is_legacy(stream) || state().streams.count(stream) != 0) return cudaSuccess;
+  return cudaErrorInvalidResourceHandle;
+}
+
+// Copies with the device side checked: each pointer CUDA takes as device memory must lie in one
+// allocation; one taken as host memory must not be device memory.
+cudaError_t check_copy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
+  if (bytes == 0) return cudaSuccess;
+  if (dst == nullptr || src == nullptr) return cudaErrorInvalidValue;
+  const bool dst_device = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice;
+  const bool src_device = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice;
+  if (kind == cudaMemcpyDefault)
+    return (is_device_range(dst, bytes) || !touches_device_memory(dst, bytes)) &&
+                   (is_device_range(src, bytes) || !touches_device_memory(src, bytes))
+               ? cudaSuccess
+               : cudaErrorInvalidValue;
+  if (kind == cudaMemcpyHostToHost) {
+    return touches_device_memory(dst, bytes) || touches_device_memory(src, bytes) ? cudaErrorInvalidValue
+                                                                                   : cudaSuccess;
+  }
+  if (dst_device ? !is_device_range(dst, bytes) : touches_device_memory(dst, bytes)) return cudaErrorInvalidValue;
+  if (src_device ? !is_device_range(src, bytes) : touches_device_memory(src, bytes)) return cudaErrorInvalidValue;
+  return cudaSuccess;
+}
+
+cudaError_t device_properties(cudaDeviceProp* prop) {
+  *prop = cudaDeviceProp{};
+  std::strncpy(prop->name, "gpt2cc CPU emulator", sizeof(prop->name) - 1);
+  prop->totalGlobalMem = kDeviceMemoryBytes;
+  prop->sharedMemPerBlock = kDefaultMaxDynamicShared;
+  prop->sharedMemPerBlockOptin = kMaxDynamicSharedOptin;
+  prop->sharedMemPerMultiprocessor = 228 * 1024;
+  prop->regsPerBlock = 65536;
+  prop->regsPerMultiprocessor = 65536;
+  prop->warpSize = 32;
+  prop->maxThreadsPerBlock = 1024;
+  prop->maxThreadsDim[0] = 1024;
+  prop->maxThreadsDim[1] = 1024;
+  prop->maxThreadsDim[2] = 64;
+  prop->maxGridSize[0] = 2147483647;
+  prop->maxGridSize[1] = 65535;
+  prop->maxGridSize[2] = 65535;
+  prop->major = 9;
+  prop->minor = 0;
+  prop->multiProcessorCount = 132;
+  prop->maxThreadsPerMultiProcessor = 2048;
+  prop->maxBlocksPerMultiProcessor = 32;
+  prop->l2CacheSize = 50 * 1024 * 1024;
+  prop->memoryBusWidth = 5120;
+  prop->concurrentKernels = 1;
+  prop->unifiedAddressing = 1;
+  prop->memoryPoolsSupported = 1;
+  prop->asyncEngineCount = 2;
+  return cudaSuccess;
+}
+
+}  // namespace
+
+bool is_device_memory(const void* p, size_t bytes) {
+  const Lock lock(state_mutex());
+  return is_device_range(p, bytes);
+}
+
+cudaError_t record_error(cudaError_t err) {
+  if (err != cudaSuccess) last_error = err;
+  return err;
+}
+
+cudaError_t enqueue(cudaStream_t stream, std::function<void()> work) {
+  const Lock lock(state_mutex());
+  if (const cudaError_t err = check_stream(stream); err != cudaSuccess) return err;
+  if (!is_legacy(stream) && stream->capturing) {
+    if (stream->capture_invalidated) return cudaErrorStreamCaptureInvalidated;
+    stream->captured.push_back(std::move(work));
+    return cudaSuccess;
+  }
+  work();
+  return cudaSuccess;
+}
+
+cudaError_t check_launch(const void* kernel, dim3 grid, dim3 block, size_t smem_bytes) {
+  const Lock lock(state_mutex());
+  const unsigned long long threads = static_cast<unsigned long long>(block.x) * block.y * block.z;
+  if (threads == 0 || threads > 1024 || block.x > 1024 || block.y > 1024 || block.z > 64 || grid.x == 0 ||
+      grid.y == 0 || grid.z == 0 || grid.x > 2147483647u || grid.y > 65535 || grid.z > 65535)
+    return record_error(cudaErrorInvalidConfiguration);
+  auto it = state().max_dynamic_shared.find(kernel);
+  const size_t limit = kernel == nullptr                          ? kMaxDynamicSharedOptin
+                       : it == state().max_dynamic_shared.end() ? kDefaultMaxDynamicShared
+                                                                : it->second;
+  if (smem_bytes > limit) return record_error(cudaErrorInvalidValue);
+  return cudaSuccess;
+}
+
+void run_grid(const DynamicShared& shared, dim3 grid, dim3 block, size_t smem_bytes,
+              const std::function<void()>& body) {
+  const Lock lock(state_mutex());
+  // The emulator fills everything past smem_bytes with a canary before each block and checks it
+  // after: registering only kSharedCanaryBytes more than the launch asks keeps that per-block cost
+  // small (model-size grids have thousands of blocks) while still catching stores just past the end.
+  void* base = shared.base != nullptr ? shared.base : fallback_shared;
+  const size_t capacity = shared.base != nullptr ? shared.capacity : sizeof(fallback_shared);
+  emu::set_shared_memory(base, std::min(capacity, smem_bytes + kSharedCanaryBytes));
+  try {
+    emu::launch(grid, block, smem_bytes, body);
+  } catch (...) {
+    try {
+      emu::cp_async_check_drained();
+    } catch (const emu::Violation&) {  // the launch's own error is the one to report
+    }
+    throw;
+  }
+  emu::cp_async_check_drained();
+}
+
+}  // namespace gpt2cc::hostcuda
+
+using gpt2cc::hostcuda::enqueue;
+using gpt2cc::hostcuda::record_error;
+namespace hc = gpt2cc::hostcuda;
+
+namespace {
+using Lock = std::lock_guard<std::recursive_mutex>;
+std::recursive_mutex& api_mutex() { return hc::state_mutex(); }
+}  // namespace
+
+extern "C" {
+
+// ---- errors ----
+const char* cudaGetErrorName(cudaError_t error) {
+  switch (error) {
+#define GPT2CC_ERROR_NAME(e) \
+  case e: return #e;
+    GPT2CC_ERROR_NAME(cudaSuccess)
+    GPT2CC_ERROR_NAME(cudaErrorInvalidValue)
+    GPT2CC_ERROR_NAME(cudaErrorMemoryAllocation)
+    GPT2CC_ERROR_NAME(cudaErrorInvalidConfiguration)
+    GPT2CC_ERROR_NAME(cudaErrorInvalidDevice)
+    GPT2CC_ERROR_NAME(cudaErrorInvalidResourceHandle)
+    GPT2CC_ERROR_NAME(cudaErrorNoDevice)
+    GPT2CC_ERROR_NAME(cudaErrorNotReady)
+    GPT2CC_ERROR_NAME(cudaErrorNotSupported)
+    GPT2CC_ERROR_NAME(cudaErrorIllegalState)
+    GPT2CC_ERROR_NAME(cudaErrorLaunchFailure)
+    GPT2CC_ERROR_NAME(cudaErrorStreamCaptureUnsupported)
+    GPT2CC_ERROR_NAME(cudaErrorStreamCaptureInvalidated)
+    GPT2CC_ERROR_NAME(cudaErrorStreamCaptureUnmatched)
+    GPT2CC_ERROR_NAME(cudaErrorStreamCaptureWrongThread)
+#undef GPT2CC_ERROR_NAME
+    default: return "cudaErrorUnknown";
+  }
+}
+
+// The strings of the CUDA Runtime API reference (cudaError enum).
+const char* cudaGetErrorString(cudaError_t error) {
+  switch (error) {
+    case cudaSuccess: return "no error";
+    case cudaErrorInvalidValue: return "invalid argument";
+    case cudaErrorMemoryAllocation: return "out of memory";
+    case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+    case cudaErrorInvalidDevice: return "invalid device ordinal";
+    case cudaErrorInvalidResourceHandle: return "invalid resource handle";
+    case cudaErrorNoDevice: return "no CUDA-capable device is detected";
+    case cudaErrorNotReady: return "device not ready";
+    case cudaErrorNotSupported: return "operation not supported";
+    case cudaErrorIllegalState: return "the operation cannot be performed in the present state";
+    case cudaErrorLaunchFailure: return "unspecified launch failure";
+    case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing";
+    case cudaErrorStreamCaptureInvalidated: return "operation failed due to a previous error during capture";
+    case cudaErrorStreamCaptureUnmatched: return "capture was not initiated in this stream";
+    case cudaErrorStreamCaptureWrongThread: return "attempt to terminate a thread-local capture sequence from another thread";
+    default: return "unknown error";
+  }
+}
+
+cudaError_t cudaGetLastError(void) {
+  const cudaError_t err = hc::last_error;
+  hc::last_error = cudaSuccess;
+  return err;
+}
+
+cudaError_t cudaPeekAtLastError(void) { return hc::last_error; }
+
+// ---- device ----
+cudaError_t cudaGetDeviceCount(int* count) {
+  if (count == nullptr) return record_error(cudaErrorInvalidValue);
+  *count = 1;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGetDevice(int* device) {
+  if (device == nullptr) return record_error(cudaErrorInvalidValue);
+  *device = hc::current_device;
+  return cudaSuccess;
+}
+
+cudaError_t cudaSetDevice(int device) {
+  if (device != 0) return record_error(cudaErrorInvalidDevice);
+  hc::current_device = device;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
+  if (prop == nullptr) return record_error(cudaErrorInvalidValue);
+  if (device != 0) return record_error(cudaErrorInvalidDevice);
+  return hc::device_properties(prop);
+}
+
+cudaError_t cudaDeviceSynchronize(void) {
+  const Lock lock(api_mutex());
+  if (hc::unsafe_call_prohibited()) return record_error(cudaErrorStreamCaptureUnsupported);
+  return cudaSuccess;
+}
+
+cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int value) {
+  const Lock lock(api_mutex());
+  if (func == nullptr) return record_error(cudaErrorInvalidDeviceFunction);
+  if (attr == cudaFuncAttributeMaxDynamicSharedMemorySize) {
+    if (value < 0 || static_cast<size_t>(value) > hc::kMaxDynamicSharedOptin) return record_error(cudaErrorInvalidValue);
+    hc::state().max_dynamic_shared[func] = static_cast<size_t>(value);
+    return cudaSuccess;
+  }
+  if (attr == cudaFuncAttributePreferredSharedMemoryCarveout) {
+    return value >= -1 && value <= 100 ? cudaSuccess : record_error(cudaErrorInvalidValue);
+  }
+  return record_error(cudaErrorNotSupported);
+}
+
+// ---- memory ----
+cudaError_t cudaMalloc(void** devPtr, size_t size) {
+  const Lock lock(api_mutex());
+  if (hc::unsafe_call_prohibited()) return record_error(cudaErrorStreamCaptureUnsupported);
+  return record_error(hc::allocate(devPtr, size));
+}
+
+cudaError_t cudaFree(void* devPtr) {
+  const Lock lock(api_mutex());
+  if (hc::unsafe_call_prohibited()) return record_error(cudaErrorStreamCaptureUnsupported);
+  return record_error(hc::release(devPtr));
+}
+
+cudaError_t cudaMemGetInfo(size_t* free, size_t* total) {
+  const Lock lock(api_mutex());
+  if (free == nullptr || total == nullptr) return record_error(cudaErrorInvalidValue);
+  *total = hc::kDeviceMemoryBytes;
+  *free = hc::kDeviceMemoryBytes - hc::state().allocated_bytes;
+  return cudaSuccess;
+}
+
+cudaError_t cudaDeviceGetDefaultMemPool(cudaMemPool_t* memPool, int device) {
+  if (memPool == nullptr) return record_error(cudaErrorInvalidValue);
+  if (device != 0) return record_error(cudaErrorInvalidDevice);
+  *memPool = &hc::state().default_pool;
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t memPool, cudaMemPoolAttr attr, void* value) {
+  if (memPool != &hc::state().default_pool || value == nullptr) return record_error(cudaErrorInvalidValue);
+  if (attr != cudaMemPoolAttrReleaseThreshold) return record_error(cudaErrorNotSupported);
+  memPool->release_threshold = *static_cast<uint64_t*>(value);
+  return cudaSuccess;
+}
+
+// Stream-ordered allocation. Outside a capture the stream has already reached this point (it
+// runs at once), so the memory is simply allocated. In a capture it becomes the graph's.
+cudaError_t cudaMallocAsync(void** devPtr, size_t size, cudaStream_t stream) {
+  const Lock lock(api_mutex());
+  if (const cudaError_t err = hc::check_stream(stream); err != cudaSuccess) return record_error(err);
+  if (hc::is_legacy(stream) || !stream->capturing) return record_error(hc::allocate(devPtr, size));
+  if (stream->capture_invalidated) return record_error(cudaErrorStreamCaptureInvalidated);
+  if (const cudaError_t err = hc::allocate(devPtr, size); err != cudaSuccess) return record_error(err);
+  void* p = *devPtr;
+  stream->captured_allocations->push_back(p);
+  stream->captured.push_back([p, size] { std::memset(p, hc::kUnwrittenByte, size); });
+  return cudaSuccess;
+}
+
+cudaError_t cudaFreeAsync(void* devPtr, cudaStream_t stream) {
+  const Lock lock(api_mutex());
+  if (const cudaError_t err = hc::check_stream(stream); err != cudaSuccess) return record_error(err);
+  if (hc::is_legacy(stream) || !stream->capturing) return record_error(hc::release(devPtr));
+  if (stream->capture_invalidated) return record_error(cudaErrorStreamCaptureInvalidated);
+  auto& own = *stream->captured_allocations;
+  // A graph here may free only what it allocated: the memory stays the graph's until it is destroyed.
+  if (std::find(own.begin(), own.end(), devPtr) == own.end()) {
+    stream->capture_invalidated = true;
+    return record_error(cudaErrorNotSupported);
+  }
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, cudaMemcpyKind kind, cudaStream_t stream) {
+  const Lock lock(api_mutex());
+  if (const cudaError_t err = hc::check_copy(dst, src, count, kind); err != cudaSuccess) return record_error(err);
+  return record_error(enqueue(stream, [dst, src, count] {
+    if (count > 0) std::memmove(dst, src, count);
+  }));
+}
+
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t count, cudaMemcpyKind kind) {
+  const Lock lock(api_mutex());
+  if (hc::unsafe_call_prohibited()) return record_error(cudaErrorStreamCaptureUnsupported);
+  return cudaMemcpyAsync(dst, src, count, kind, nullptr);
+}
+
+cudaError_t cudaMemsetAsync(void* devPtr, int value, size_t count, cudaStream_t stream) {
+  const Lock lock(api_mutex());
+  if (count == 0) return cudaSuccess;
+  if (!hc::is_device_range(devPtr, count)) return record_error(cudaErrorInvalidValue);
+  return record_error(enqueue(stream, [devPtr, value, count] { std::memset(devPtr, value, count); }));
+}
+
+cudaError_t cudaMemset(void* devPtr, int value, size_t count) {
+  const Lock lock(api_mutex());
+  if (hc::unsafe_call_prohibited()) return record_error(cudaErrorStreamCaptureUnsupported);
+  return cudaMemsetAsync(devPtr, value, count, nullptr);
+}
+
+// ---- streams ----
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* pStream, unsigned int flags) {
+  const Lock lock(api_mutex());
+  if (pStream == nullptr || (flags & ~cudaStreamNonBlocking) != 0) return record_error(cudaErrorInvalidValue);
+  auto* stream = new CUstream_st;
+  stream->flags = flags;
+  hc::state().streams.insert(stream);
+  *pStream = stream;
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamCreate(cudaStream_t* pStream) { return cudaStreamCreateWithFlags(pStream, cudaStreamDefault); }
+
+cudaError_t cudaStreamDestroy(cudaStream_t stream) {
+  const Lock lock(api_mutex());
+  if (hc::is_legacy(stream) || hc::state().streams.count(stream) == 0) return record_error(cudaErrorInvalidResourceHandle);
+  if (stream->capturing) return record_error(cudaErrorStreamCaptureUnsupported);
+  hc::state().streams.erase(stream);
+  delete stream;
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
+  const Lock lock(api_mutex());
+  if (const cudaError_t err = hc::check_stream(stream); err != cudaSuccess) return record_error(err);
+  if (!hc::is_legacy(stream) && stream->capturing) {
+    stream->capture_invalidated = true;
+    return record_error(cudaErrorStreamCaptureUnsupported);
+  }
+  if (hc::unsafe_call_prohibited()) return record_error(cudaErrorStreamCaptureUnsupported);
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamQuery(cudaStream_t stream) {
+  const Lock lock(api_mutex());
+  if (const cudaError_t err = hc::check_stream(stream); err != cudaSuccess) return record_error(err);
+  if (!hc::is_legacy(stream) && stream->capturing) {
+    stream->capture_invalidated = true;
+    return record_error(cudaErrorStreamCaptureUnsupported);
+  }
+  return cudaSuccess;
+}
+
+// ---- stream capture and graphs ----
+cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode mode) {
+  const Lock lock(api_mutex());
+  // The legacy stream cannot be captured (Runtime API reference, cudaStreamBeginCapture).
+  if (hc::is_legacy(stream)) return record_error(cudaErrorStreamCaptureUnsupported);
+  if (hc::state().streams.count(stream) == 0) return record_error(cudaErrorInvalidResourceHandle);
+  if (stream->capturing) return record_error(cudaErrorIllegalState);
+  stream->capturing = true;
+  stream->capture_invalidated = false;
+  stream->capture_mode = mode;
+  stream->capture_thread = std::this_thread::get_id();
+  stream->capture_id = hc::state().next_capture_id++;
+  stream->captured.clear();
+  stream->captured_allocations = std::make_shared<std::vector<void*>>();
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* pGraph) {
+  const Lock lock(api_mutex());
+  if (pGraph == nullptr) return record_error(cudaErrorInvalidValue);
+  *pGraph = nullptr;
+  if (hc::is_legacy(stream) || hc::state().streams.count(stream) == 0) return record_error(cudaErrorInvalidResourceHandle);
+  if (!stream->capturing) return record_error(cudaErrorIllegalState);
+  if (stream->capture_mode == cudaStreamCaptureModeThreadLocal && stream->capture_thread != std::this_thread::get_id())
+    return record_error(cudaErrorStreamCaptureWrongThread);
+  stream->capturing = false;
+  auto allocations = std::shared_ptr<std::vector<void*>>(
+      new std::vector<void*>(std::move(*stream->captured_allocations)), [](std::vector<void*>* pointers) {
+        const Lock inner(hc::state_mutex());
+        for (void* p : *pointers) hc::release(p);
+        delete pointers;
+      });
+  stream->captured_allocations.reset();
+  std::vector<std::function<void()>> steps = std::move(stream->captured);
+  stream->captured.clear();
+  if (stream->capture_invalidated) {
+    stream->capture_invalidated = false;
+    return record_error(cudaErrorStreamCaptureInvalidated);
+  }
+  *pGraph = new CUgraph_st{std::move(steps), std::move(allocations)};
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamIsCapturing(cudaStream_t stream, cudaStreamCaptureStatus* pCaptureStatus) {
+  const Lock lock(api_mutex());
+  if (pCaptureStatus == nullptr) return record_error(cudaErrorInvalidValue);
+  if (const cudaError_t err = hc::check_stream(stream); err != cudaSuccess) return record_error(err);
+  if (hc::is_legacy(stream) || !stream->capturing) *pCaptureStatus = cudaStreamCaptureStatusNone;
+  else *pCaptureStatus = stream->capture_invalidated ? cudaStreamCaptureStatusInvalidated : cudaStreamCaptureStatusActive;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t* pGraphExec, cudaGraph_t graph, unsigned long long flags) {
+  const Lock lock(api_mutex());
+  if (pGraphExec == nullptr || graph == nullptr || flags != 0) return record_error(cudaErrorInvalidValue);
+  *pGraphExec = new CUgraphExec_st{graph->steps, graph->allocations};
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphLaunch(cudaGraphExec_t graphExec, cudaStream_t stream) {
+  const Lock lock(api_mutex());
+  if (graphExec == nullptr) return record_error(cudaErrorInvalidValue);
+  return record_error(enqueue(stream, [steps = graphExec->steps, allocations = graphExec->allocations] {
+    for (const auto& step : steps) step();
+  }));
+}
+
+cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
+  const Lock lock(api_mutex());
+  if (graph == nullptr) return record_error(cudaErrorInvalidValue);
+  delete graph;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t graphExec) {
+  const Lock lock(api_mutex());
+  if (graphExec == nullptr) return record_error(cudaErrorInvalidValue);
+  delete graphExec;
+  return cudaSuccess;
+}
+
+// ---- events: host timestamps taken when the stream reaches the record ----
+cudaError_t cudaEventCreate(cudaEvent_t* event) {
+  const Lock lock(api_mutex());
+  if (event == nullptr) return record_error(cudaErrorInvalidValue);
+  *event = new CUevent_st;
+  hc::state().events.insert(*event);
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int flags) { return cudaEventCreate(event); }
+
+cudaError_t cudaEventDestroy(cudaEvent_t event) {
+  const Lock lock(api_mutex());
+  if (hc::state().events.erase(event) == 0) return record_error(cudaErrorInvalidResourceHandle);
+  delete event;
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
+  const Lock lock(api_mutex());
+  if (hc::state().events.count(event) == 0) return record_error(cudaErrorInvalidResourceHandle);
+  return record_error(enqueue(stream, [event] {
+    event->time = std::chrono::steady_clock::now();
+    event->recorded = true;
+  }));
+}
+
+cudaError_t cudaEventSynchronize(cudaEvent_t event) {
+  const Lock lock(api_mutex());
+  if (hc::state().events.count(event) == 0) return record_error(cudaErrorInvalidResourceHandle);
+  if (hc::unsafe_call_prohibited()) return record_error(cudaErrorStreamCaptureUnsupported);
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
+  const Lock lock(api_mutex());
+  if (ms == nullptr) return record_error(cudaErrorInvalidValue);
+  if (hc::state().events.count(start) == 0 || hc::state().events.count(end) == 0)
+    return record_error(cudaErrorInvalidResourceHandle);
+  if (!start->recorded || !end->recorded) return record_error(cudaErrorInvalidResourceHandle);
+  *ms = std::chrono::duration<float, std::milli>(end->time - start->time).count();
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned int flags) {
+  const Lock lock(api_mutex());
+  if (hc::state().events.count(event) == 0) return record_error(cudaErrorInvalidResourceHandle);
+  return record_error(hc::check_stream(stream));
+}
+
+}  // extern "C"
