@@ -1,0 +1,370 @@
+// Self-tests of the host CUDA runtime, cuBLAS and cuBLASLt (runtime.cpp, cublas.cpp, cublaslt.cpp):
+// the behaviour the emu_cuda_* tests rely on, each checked against what CUDA documents: device
+// memory starts as NaN bytes, copies outside device memory fail, launches check their
+// configuration, stream capture records instead of running and refuses synchronisation, graphs
+// replay; GEMMs against plain loops for every op(A) / op(B), leading dimensions, alpha / beta,
+// bf16 rounding, the cuBLASLt epilogues and their alignment rules; unsupported modes throw.
+#include <catch2/catch.hpp>
+#include <cublasLt.h>
+#include <cublas_v2.h>
+
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "emu/hostcuda/prelude.hpp"
+
+namespace {
+
+namespace hc = gpt2cc::hostcuda;
+
+// out[i] = x[i] + 1 for i < n, one thread per element.
+__global__ void add_one_kernel(float* out, const float* x, int n) {
+  const int i = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
+  if (i < n) out[i] = x[i] + 1.0f;
+}
+
+}  // namespace
+
+[[maybe_unused]] static hc::DynamicShared gpt2cc_hostcuda_dynamic_shared() { return {}; }
+
+namespace {
+
+template <class T>
+T* device_alloc(size_t count) {
+  void* p = nullptr;
+  REQUIRE(cudaMalloc(&p, count * sizeof(T)) == cudaSuccess);
+  return static_cast<T*>(p);
+}
+
+std::vector<float> download(const float* d, size_t count) {
+  std::vector<float> h(count);
+  REQUIRE(cudaMemcpy(h.data(), d, count * sizeof(float), cudaMemcpyDeviceToHost) == cudaSuccess);
+  return h;
+}
+
+void upload(float* d, const std::vector<float>& h) {
+  REQUIRE(cudaMemcpy(d, h.data(), h.size() * sizeof(float), cudaMemcpyHostToDevice) == cudaSuccess);
+}
+
+std::vector<float> random_values(size_t n, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  std::vector<float> v(n);
+  for (float& x : v) x = u(rng);
+  return v;
+}
+
+// Column-major op(X)[r, c].
+float op_at(const std::vector<float>& x, int ld, bool trans, int r, int c) {
+  return trans ? x[static_cast<size_t>(c) + static_cast<size_t>(r) * ld] : x[static_cast<size_t>(r) + static_cast<size_t>(c) * ld];
+}
+
+float bf16_round(float x) {
+  const uint32_t bits = std::bit_cast<uint32_t>(x);
+  return std::bit_cast<float>(((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16) << 16);
+}
+
+}  // namespace
+
+TEST_CASE("host cudart: device memory starts as NaN and copies stay inside allocations", "[emu][hostcuda]") {
+  float* d = device_alloc<float>(8);
+  for (float x : download(d, 8)) CHECK(std::isnan(x));
+  std::vector<float> host(16, 1.0f);
+  // 16 floats into an 8-float allocation, and a host pointer taken as device memory.
+  CHECK(cudaMemcpy(d, host.data(), 16 * sizeof(float), cudaMemcpyHostToDevice) == cudaErrorInvalidValue);
+  CHECK(cudaGetLastError() == cudaErrorInvalidValue);
+  CHECK(cudaGetLastError() == cudaSuccess);  // read and reset
+  CHECK(cudaMemcpy(host.data(), host.data() + 8, 8 * sizeof(float), cudaMemcpyDeviceToHost) == cudaErrorInvalidValue);
+  CHECK(cudaMemset(host.data(), 0, 4) == cudaErrorInvalidValue);
+  cudaGetLastError();
+  CHECK(cudaFree(d) == cudaSuccess);
+  CHECK(cudaFree(d) == cudaErrorInvalidValue);  // already freed
+  cudaGetLastError();
+  size_t free_bytes = 0, total = 0;
+  CHECK(cudaMemGetInfo(&free_bytes, &total) == cudaSuccess);
+  void* huge = nullptr;
+  CHECK(cudaMalloc(&huge, total + 1) == cudaErrorMemoryAllocation);
+  cudaGetLastError();
+}
+
+TEST_CASE("host cudart: launches run on the emulator and check their configuration", "[emu][hostcuda]") {
+  const int n = 100;
+  float* x = device_alloc<float>(n);
+  float* y = device_alloc<float>(n);
+  upload(x, std::vector<float>(n, 2.0f));
+  hc::kernel_call(gpt2cc_hostcuda_dynamic_shared(), add_one_kernel, dim3(4), dim3(32))(y, x, n);
+  CHECK(cudaGetLastError() == cudaSuccess);
+  for (float v : download(y, n)) CHECK(v == 3.0f);
+
+  cudaMemset(y, 0xFF, n * sizeof(float));
+  hc::kernel_call(gpt2cc_hostcuda_dynamic_shared(), add_one_kernel, dim3(1), dim3(2048))(y, x, n);
+  CHECK(cudaGetLastError() == cudaErrorInvalidConfiguration);
+  // More than 48 KiB of dynamic shared memory needs cudaFuncSetAttribute first.
+  hc::kernel_call(gpt2cc_hostcuda_dynamic_shared(), add_one_kernel, dim3(4), dim3(32), 64 * 1024)(y, x, n);
+  CHECK(cudaGetLastError() == cudaErrorInvalidValue);
+  for (float v : download(y, n)) CHECK(std::isnan(v));  // neither launch ran
+  REQUIRE(cudaFuncSetAttribute(add_one_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 64 * 1024) == cudaSuccess);
+  hc::kernel_call(gpt2cc_hostcuda_dynamic_shared(), add_one_kernel, dim3(4), dim3(32), 64 * 1024)(y, x, n);
+  CHECK(cudaGetLastError() == cudaSuccess);
+  CHECK(download(y, n)[n - 1] == 3.0f);
+  cudaFree(x);
+  cudaFree(y);
+}
+
+TEST_CASE("host cudart: stream capture records, graphs replay, synchronising a capture fails", "[emu][hostcuda]") {
+  cudaStream_t stream = nullptr;
+  REQUIRE(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) == cudaSuccess);
+  const int n = 64;
+  float* x = device_alloc<float>(n);
+  upload(x, std::vector<float>(n, 0.0f));
+
+  REQUIRE(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal) == cudaSuccess);
+  cudaStreamCaptureStatus status{};
+  CHECK(cudaStreamIsCapturing(stream, &status) == cudaSuccess);
+  CHECK(status == cudaStreamCaptureStatusActive);
+  void* scratch = nullptr;
+  REQUIRE(cudaMallocAsync(&scratch, n * sizeof(float), stream) == cudaSuccess);
+  hc::kernel_call(gpt2cc_hostcuda_dynamic_shared(), add_one_kernel, dim3(2), dim3(32), 0, stream)(
+      static_cast<float*>(scratch), x, n);
+  CHECK(cudaMemcpyAsync(x, scratch, n * sizeof(float), cudaMemcpyDeviceToDevice, stream) == cudaSuccess);
+  CHECK(cudaFreeAsync(scratch, stream) == cudaSuccess);
+  cudaGraph_t graph = nullptr;
+  REQUIRE(cudaStreamEndCapture(stream, &graph) == cudaSuccess);
+  CHECK(download(x, n)[0] == 0.0f);  // recorded, not run
+  cudaGraphExec_t exec = nullptr;
+  REQUIRE(cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess);
+  CHECK(cudaGraphDestroy(graph) == cudaSuccess);  // the instance keeps what it needs
+  for (int replay = 1; replay <= 3; ++replay) {
+    REQUIRE(cudaGraphLaunch(exec, stream) == cudaSuccess);
+    REQUIRE(cudaStreamSynchronize(stream) == cudaSuccess);
+    CHECK(download(x, n)[n - 1] == static_cast<float>(replay));
+  }
+  CHECK(cudaGraphExecDestroy(exec) == cudaSuccess);
+
+  // Synchronising the capturing stream fails and invalidates the capture.
+  REQUIRE(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal) == cudaSuccess);
+  CHECK(cudaStreamSynchronize(stream) == cudaErrorStreamCaptureUnsupported);
+  CHECK(cudaStreamEndCapture(stream, &graph) == cudaErrorStreamCaptureInvalidated);
+  CHECK(graph == nullptr);
+  // cudaMalloc is a "potentially unsafe" call while this thread captures (not relaxed).
+  REQUIRE(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal) == cudaSuccess);
+  void* p = nullptr;
+  CHECK(cudaMalloc(&p, 16) == cudaErrorStreamCaptureUnsupported);
+  CHECK(cudaStreamEndCapture(stream, &graph) == cudaErrorStreamCaptureInvalidated);
+  // Relaxed mode allows it.
+  REQUIRE(cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed) == cudaSuccess);
+  CHECK(cudaMalloc(&p, 16) == cudaSuccess);
+  CHECK(cudaStreamEndCapture(stream, &graph) == cudaSuccess);
+  cudaGraphDestroy(graph);
+  cudaFree(p);
+  cudaGetLastError();
+  cudaFree(x);
+  CHECK(cudaStreamDestroy(stream) == cudaSuccess);
+  CHECK(cudaStreamDestroy(stream) == cudaErrorInvalidResourceHandle);
+  cudaGetLastError();
+}
+
+TEST_CASE("host cuBLAS: sgemm and bf16 GemmEx are the documented column-major products", "[emu][hostcuda]") {
+  cublasHandle_t handle = nullptr;
+  REQUIRE(cublasCreate(&handle) == CUBLAS_STATUS_SUCCESS);
+  const int m = 5, n = 7, k = 3;
+  for (const bool ta : {false, true}) {
+    for (const bool tb : {false, true}) {
+      const int lda = (ta ? k : m) + 2, ldb = (tb ? n : k) + 1, ldc = m + 3;
+      const auto a = random_values(static_cast<size_t>(lda) * (ta ? m : k), 1);
+      const auto b = random_values(static_cast<size_t>(ldb) * (tb ? k : n), 2);
+      const auto c0 = random_values(static_cast<size_t>(ldc) * n, 3);
+      float* da = device_alloc<float>(a.size());
+      float* db = device_alloc<float>(b.size());
+      float* dc = device_alloc<float>(c0.size());
+      upload(da, a);
+      upload(db, b);
+      upload(dc, c0);
+      const float alpha = 0.5f, beta = -2.0f;
+      REQUIRE(cublasSgemm(handle, ta ? CUBLAS_OP_T : CUBLAS_OP_N, tb ? CUBLAS_OP_T : CUBLAS_OP_N, m, n, k, &alpha, da,
+                          lda, db, ldb, &beta, dc, ldc) == CUBLAS_STATUS_SUCCESS);
+      const auto c = download(dc, c0.size());
+      for (int j = 0; j < n; ++j) {
+        for (int i = 0; i < ldc; ++i) {
+          const size_t at = static_cast<size_t>(i) + static_cast<size_t>(j) * ldc;
+          double expected = c0[at];  // rows past m are left alone
+          if (i < m) {
+            double s = 0.0;
+            for (int l = 0; l < k; ++l) s += static_cast<double>(op_at(a, lda, ta, i, l)) * op_at(b, ldb, tb, l, j);
+            expected = alpha * s + beta * static_cast<double>(c0[at]);
+          }
+          CHECK(c[at] == Approx(expected).margin(1e-6));
+        }
+      }
+      cudaFree(da);
+      cudaFree(db);
+      cudaFree(dc);
+    }
+  }
+  // lda smaller than the rows of A is refused; host memory is not device memory.
+  float one = 1.0f, zero = 0.0f;
+  float* d = device_alloc<float>(64);
+  CHECK(cublasSgemm(handle, CUBLAS_OP_N, CUBLAS_OP_N, 4, 4, 4, &one, d, 3, d, 4, &zero, d, 4) ==
+        CUBLAS_STATUS_INVALID_VALUE);
+  std::vector<float> host(16);
+  CHECK_THROWS_WITH(cublasSgemm(handle, CUBLAS_OP_N, CUBLAS_OP_N, 4, 4, 4, &one, host.data(), 4, d, 4, &zero, d, 4),
+                    Catch::Contains("not inside one device allocation"));
+  CHECK(cublasSetMathMode(handle, CUBLAS_TF32_TENSOR_OP_MATH) == CUBLAS_STATUS_SUCCESS);
+  CHECK_THROWS_WITH(cublasSgemm(handle, CUBLAS_OP_N, CUBLAS_OP_N, 4, 4, 4, &one, d, 4, d, 4, &zero, d, 4),
+                    Catch::Contains("not emulated"));
+
+  // bf16 in and out: the fp32 product of the bf16 inputs, rounded once to nearest even.
+  CHECK(cublasSetMathMode(handle, CUBLAS_DEFAULT_MATH) == CUBLAS_STATUS_SUCCESS);
+  std::vector<uint16_t> a16(16), b16(16);
+  std::vector<float> af(16), bf(16);
+  const auto ra = random_values(16, 4), rb = random_values(16, 5);
+  for (int i = 0; i < 16; ++i) {
+    af[i] = bf16_round(ra[i]);
+    bf[i] = bf16_round(rb[i]);
+    a16[i] = static_cast<uint16_t>(std::bit_cast<uint32_t>(af[i]) >> 16);
+    b16[i] = static_cast<uint16_t>(std::bit_cast<uint32_t>(bf[i]) >> 16);
+  }
+  auto* d16 = device_alloc<uint16_t>(48);
+  REQUIRE(cudaMemcpy(d16, a16.data(), 32, cudaMemcpyHostToDevice) == cudaSuccess);
+  REQUIRE(cudaMemcpy(d16 + 16, b16.data(), 32, cudaMemcpyHostToDevice) == cudaSuccess);
+  REQUIRE(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, 4, 4, 4, &one, d16, CUDA_R_16BF, 4, d16 + 16, CUDA_R_16BF, 4,
+                       &zero, d16 + 32, CUDA_R_16BF, 4, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_SUCCESS);
+  std::vector<uint16_t> c16(16);
+  REQUIRE(cudaMemcpy(c16.data(), d16 + 32, 32, cudaMemcpyDeviceToHost) == cudaSuccess);
+  for (int j = 0; j < 4; ++j) {
+    for (int i = 0; i < 4; ++i) {
+      double s = 0.0;
+      for (int l = 0; l < 4; ++l) s += static_cast<double>(af[l + i * 4]) * bf[l + j * 4];
+      CHECK(c16[i + j * 4] == static_cast<uint16_t>(std::bit_cast<uint32_t>(bf16_round(static_cast<float>(s))) >> 16));
+    }
+  }
+  cudaFree(d16);
+  cudaFree(d);
+  cublasDestroy(handle);
+  cudaGetLastError();
+}
+
+namespace {
+
+// One cuBLASLt GEMM D (m x n) = epilogue(A^T B) on bf16, m = 8, n = 3, k = 16, fp32 compute.
+struct LtRun {
+  std::vector<float> d, aux;
+  cublasStatus_t status;
+};
+LtRun run_lt(cublasLtEpilogue_t epilogue, const std::vector<float>& a, const std::vector<float>& b,
+             const std::vector<float>& bias, const std::vector<float>& aux_in, size_t d_offset) {
+  const int m = 8, n = 3, k = 16;
+  auto to16 = [](const std::vector<float>& v) {
+    std::vector<uint16_t> out(v.size());
+    for (size_t i = 0; i < v.size(); ++i) out[i] = static_cast<uint16_t>(std::bit_cast<uint32_t>(v[i]) >> 16);
+    return out;
+  };
+  auto* buf = device_alloc<uint16_t>(1024);
+  uint16_t *da = buf, *db = buf + 256, *dbias = buf + 512, *daux = buf + 640, *dd = buf + 768 + d_offset;
+  auto put = [](uint16_t* dst, const std::vector<uint16_t>& h) {
+    if (!h.empty()) REQUIRE(cudaMemcpy(dst, h.data(), h.size() * 2, cudaMemcpyHostToDevice) == cudaSuccess);
+  };
+  put(da, to16(a));
+  put(db, to16(b));
+  put(dbias, to16(bias));
+  put(daux, to16(aux_in));
+  cublasLtHandle_t lt = nullptr;
+  REQUIRE(cublasLtCreate(&lt) == CUBLAS_STATUS_SUCCESS);
+  cublasLtMatmulDesc_t desc = nullptr;
+  REQUIRE(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F) == CUBLAS_STATUS_SUCCESS);
+  const int32_t op_t = CUBLAS_OP_T;
+  REQUIRE(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_t, sizeof(op_t)) == CUBLAS_STATUS_SUCCESS);
+  REQUIRE(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)) ==
+          CUBLAS_STATUS_SUCCESS);
+  const void* bias_ptr = dbias;
+  const void* aux_ptr = daux;
+  const int64_t aux_ld = m;
+  REQUIRE(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias_ptr, sizeof(bias_ptr)) ==
+          CUBLAS_STATUS_SUCCESS);
+  REQUIRE(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux_ptr, sizeof(aux_ptr)) ==
+          CUBLAS_STATUS_SUCCESS);
+  REQUIRE(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &aux_ld, sizeof(aux_ld)) ==
+          CUBLAS_STATUS_SUCCESS);
+  cublasLtMatrixLayout_t la = nullptr, lb = nullptr, ld = nullptr;
+  REQUIRE(cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, k, m, k) == CUBLAS_STATUS_SUCCESS);
+  REQUIRE(cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, k, n, k) == CUBLAS_STATUS_SUCCESS);
+  REQUIRE(cublasLtMatrixLayoutCreate(&ld, CUDA_R_16BF, m, n, m) == CUBLAS_STATUS_SUCCESS);
+  cublasLtMatmulPreference_t pref = nullptr;
+  REQUIRE(cublasLtMatmulPreferenceCreate(&pref) == CUBLAS_STATUS_SUCCESS);
+  cublasLtMatmulHeuristicResult_t result{};
+  int returned = 0;
+  REQUIRE(cublasLtMatmulAlgoGetHeuristic(lt, desc, la, lb, ld, ld, pref, 1, &result, &returned) == CUBLAS_STATUS_SUCCESS);
+  REQUIRE(returned == 1);
+  const float alpha = 1.0f, beta = 0.0f;
+  LtRun run;
+  run.status = cublasLtMatmul(lt, desc, &alpha, da, la, db, lb, &beta, dd, ld, dd, ld, &result.algo, nullptr, 0, nullptr);
+  std::vector<uint16_t> d16(m * n), aux16(m * n);
+  REQUIRE(cudaMemcpy(d16.data(), dd, d16.size() * 2, cudaMemcpyDeviceToHost) == cudaSuccess);
+  REQUIRE(cudaMemcpy(aux16.data(), daux, aux16.size() * 2, cudaMemcpyDeviceToHost) == cudaSuccess);
+  for (uint16_t h : d16) run.d.push_back(std::bit_cast<float>(static_cast<uint32_t>(h) << 16));
+  for (uint16_t h : aux16) run.aux.push_back(std::bit_cast<float>(static_cast<uint32_t>(h) << 16));
+  cublasLtMatmulPreferenceDestroy(pref);
+  cublasLtMatrixLayoutDestroy(la);
+  cublasLtMatrixLayoutDestroy(lb);
+  cublasLtMatrixLayoutDestroy(ld);
+  cublasLtMatmulDescDestroy(desc);
+  cublasLtDestroy(lt);
+  cudaFree(buf);
+  return run;
+}
+
+}  // namespace
+
+TEST_CASE("host cuBLASLt: epilogues as cublasLt.h describes them, alignment kept", "[emu][hostcuda]") {
+  const int m = 8, n = 3, k = 16;
+  auto rounded = [](std::vector<float> v) {
+    for (float& x : v) x = bf16_round(x);
+    return v;
+  };
+  const auto a = rounded(random_values(k * m, 6)), b = rounded(random_values(k * n, 7));
+  const auto bias = rounded(random_values(m, 8)), pre = rounded(random_values(m * n, 9));
+  auto gemm = [&](int i, int j) {
+    double s = 0.0;
+    for (int l = 0; l < k; ++l) s += static_cast<double>(a[l + i * k]) * b[l + j * k];
+    return static_cast<float>(s);
+  };
+  const double s2pi = std::sqrt(2.0 / M_PI);
+  auto gelu = [&](double x) { return 0.5 * x * (1.0 + std::tanh(s2pi * (x + 0.044715 * x * x * x))); };
+  auto gelu_grad = [&](double x) {
+    const double h = 1e-4;
+    return (gelu(x + h) - gelu(x - h)) / (2 * h);
+  };
+  const LtRun plain = run_lt(CUBLASLT_EPILOGUE_DEFAULT, a, b, bias, pre, 0);
+  const LtRun biased = run_lt(CUBLASLT_EPILOGUE_BIAS, a, b, bias, pre, 0);
+  const LtRun gelu_aux = run_lt(CUBLASLT_EPILOGUE_GELU_AUX_BIAS, a, b, bias, pre, 0);
+  const LtRun dgelu = run_lt(CUBLASLT_EPILOGUE_DGELU, a, b, bias, pre, 0);
+  for (const LtRun* r : {&plain, &biased, &gelu_aux, &dgelu}) REQUIRE(r->status == CUBLAS_STATUS_SUCCESS);
+  for (int j = 0; j < n; ++j) {
+    for (int i = 0; i < m; ++i) {
+      const int at = i + j * m;
+      const float x = gemm(i, j), xb = x + bias[i];
+      CHECK(plain.d[at] == bf16_round(x));
+      CHECK(biased.d[at] == bf16_round(xb));  // one bias per row of D
+      CHECK(gelu_aux.aux[at] == bf16_round(xb));
+      CHECK(gelu_aux.d[at] == bf16_round(static_cast<float>(gelu(xb))));
+      CHECK(dgelu.d[at] == Approx(x * gelu_grad(pre[at])).epsilon(1e-2).margin(1e-3));
+      CHECK(dgelu.aux[at] == pre[at]);  // read, not written
+    }
+  }
+  // An algorithm chosen for 256-byte aligned operands refuses a D that is only 2-byte aligned.
+  CHECK(run_lt(CUBLASLT_EPILOGUE_DEFAULT, a, b, bias, pre, 1).status == CUBLAS_STATUS_NOT_SUPPORTED);
+  // Epilogues the emulation does not model are refused loudly.
+  cublasLtMatmulDesc_t desc = nullptr;
+  REQUIRE(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F) == CUBLAS_STATUS_SUCCESS);
+  const cublasLtEpilogue_t relu = CUBLASLT_EPILOGUE_RELU;
+  CHECK_THROWS_WITH(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &relu, sizeof(relu)),
+                    Catch::Contains("not emulated"));
+  const int64_t wrong_size = CUBLAS_OP_T;
+  CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &wrong_size, sizeof(wrong_size)) ==
+        CUBLAS_STATUS_INVALID_VALUE);
+  cublasLtMatmulDescDestroy(desc);
+}
