@@ -68,10 +68,11 @@ constexpr size_t kMaxDynamicSharedOptin = emu::kSharedCapacity;
 constexpr size_t kAllocationAlignment = 256;  // cudaMalloc's guarantee
 constexpr size_t kSharedCanaryBytes = 4096;
 
-// Every piece of state below, for every API call (the emulator runs one grid at a time).
+// Every piece of state below, for every API call (the emulator runs one grid at a time). Never
+// destroyed: static destructors elsewhere (GEMM workspaces, handles) still call cudaFree at exit.
 std::recursive_mutex& state_mutex() {
-  static std::recursive_mutex mutex;
-  return mutex;
+  static auto* mutex = new std::recursive_mutex;
+  return *mutex;
 }
 using Lock = std::lock_guard<std::recursive_mutex>;
 
@@ -85,8 +86,8 @@ struct State {
   unsigned long long next_capture_id = 1;
 };
 State& state() {
-  static State s;
-  return s;
+  static auto* s = new State;
+  return *s;
 }
 
 thread_local cudaError_t last_error = cudaSuccess;
