@@ -73,6 +73,20 @@ struct LaunchShape {
   size_t smem_bytes = 0;  // dynamic shared memory
 };
 
+// The element-wise kernels (gelu, residual): one thread per 16-byte pack when N is a multiple of
+// the pack and every pointer is 16-byte aligned (use_packs), else one per element; 256 threads a
+// block.
+inline constexpr int kElementwiseBlock = 256;
+template <class Elem, class... Pointers>
+bool use_packs(size_t N, Pointers... pointers) {
+  return N % kPack128<Elem> == 0 && (is_aligned16(pointers) && ...);
+}
+template <class Elem>
+LaunchShape elementwise_launch(size_t N, bool packed) {
+  const size_t threads = packed ? N / kPack128<Elem> : N;
+  return {dim3(static_cast<unsigned>((threads + kElementwiseBlock - 1) / kElementwiseBlock)), dim3(kElementwiseBlock)};
+}
+
 // Butterfly reductions: every lane ends with the result, in a fixed order (deterministic).
 __device__ __forceinline__ float warp_sum(float x) {
   for (int offset = 16; offset > 0; offset >>= 1) x += __shfl_xor_sync(0xffffffffu, x, offset);

@@ -4,7 +4,7 @@
 // (4 floats, 8 bf16) and the pointers are 16-byte aligned, each thread moves one pack per operand
 // (one 128-bit load instead of 4 or 8); otherwise one element per thread. Arithmetic in float, one
 // rounding on a bf16 store. Included by kernels/gelu.cu (the launchers) and, compiled as host C++,
-// by the CPU emulator in tests/emu; the launch geometry at the end is computed here for both.
+// by the CPU emulator in tests/emu; both launch it by use_packs / elementwise_launch (common.cuh).
 #pragma once
 
 #include <cstddef>
@@ -14,8 +14,6 @@
 #include "kernels/gelu_math.cuh"
 
 namespace gpt2cc::cuda::gelu_kernels {
-
-constexpr int kBlock = 256;
 
 // Thread i handles elements [kWidth i, kWidth (i + 1)); the launcher guarantees N % kWidth == 0.
 template <class Elem, int kWidth>
@@ -39,23 +37,6 @@ __global__ void gelu_backward_kernel(Elem* dinp, const Elem* dout, const Elem* i
 #pragma unroll
   for (int k = 0; k < kWidth; ++k) g[k] *= gelu_grad(x[k]);
   store_floats(dinp + i, g);
-}
-
-// ---------------------------------------------------------------------------------------------
-// Launch geometry: used by the launchers in gelu.cu and by the emulator.
-// ---------------------------------------------------------------------------------------------
-
-// May every thread move one 16-byte pack? N a multiple of the pack, every pointer aligned.
-template <class Elem, class... Pointers>
-bool use_packs(size_t N, Pointers... pointers) {
-  return N % kPack128<Elem> == 0 && (is_aligned16(pointers) && ...);
-}
-
-// One thread per pack (packed) or per element, kBlock threads per block.
-template <class Elem>
-LaunchShape elementwise_launch(size_t N, bool packed) {
-  const size_t threads = packed ? N / kPack128<Elem> : N;
-  return {dim3(static_cast<unsigned>(ceil_div(threads, kBlock))), dim3(kBlock)};
 }
 
 }  // namespace gpt2cc::cuda::gelu_kernels

@@ -4,7 +4,7 @@
 // the pack and every pointer is 16-byte aligned (one 128-bit access instead of 4 or 8), one element
 // per thread otherwise. Arithmetic in float; a bf16 output is rounded once per call.
 // Included by kernels/residual.cu (the launchers) and, compiled as host C++, by the CPU emulator
-// in tests/emu; the launch geometry at the end is computed here for both.
+// in tests/emu; both launch it by use_packs / elementwise_launch (common.cuh).
 #pragma once
 
 #include <cstddef>
@@ -13,8 +13,6 @@
 #include "kernels/cuda_check.cuh"
 
 namespace gpt2cc::cuda::residual_kernels {
-
-constexpr int kBlock = 256;
 
 // out = inp1 + inp2; thread i handles elements [kWidth i, kWidth (i + 1)), N % kWidth == 0.
 template <class Elem, int kWidth>
@@ -45,23 +43,6 @@ __global__ void residual_backward_kernel(Elem* dinp1, Elem* dinp2, const Elem* d
   }
   store_floats(dinp1 + i, a);
   store_floats(dinp2 + i, b);
-}
-
-// ---------------------------------------------------------------------------------------------
-// Launch geometry: used by the launchers in residual.cu and by the emulator.
-// ---------------------------------------------------------------------------------------------
-
-// May every thread move one 16-byte pack? N a multiple of the pack, every pointer aligned.
-template <class Elem, class... Pointers>
-bool use_packs(size_t N, Pointers... pointers) {
-  return N % kPack128<Elem> == 0 && (is_aligned16(pointers) && ...);
-}
-
-// One thread per pack (packed) or per element, kBlock threads per block.
-template <class Elem>
-LaunchShape elementwise_launch(size_t N, bool packed) {
-  const size_t threads = packed ? N / kPack128<Elem> : N;
-  return {dim3(static_cast<unsigned>(ceil_div(threads, kBlock))), dim3(kBlock)};
 }
 
 }  // namespace gpt2cc::cuda::residual_kernels

@@ -30,8 +30,8 @@ using cuda::LaunchShape;
 template <class Elem>
 void gelu_forward_impl(Elem* out, const Elem* inp, size_t N) {
   if (N == 0) return;
-  const bool packed = gk::use_packs<Elem>(N, out, inp);
-  const LaunchShape l = gk::elementwise_launch<Elem>(N, packed);
+  const bool packed = cuda::use_packs<Elem>(N, out, inp);
+  const LaunchShape l = cuda::elementwise_launch<Elem>(N, packed);
   if (packed) launch(l.grid, l.block, 0, gk::gelu_forward_kernel<Elem, kPack128<Elem>>, out, inp, N);
   else launch(l.grid, l.block, 0, gk::gelu_forward_kernel<Elem, 1>, out, inp, N);
 }
@@ -39,8 +39,8 @@ void gelu_forward_impl(Elem* out, const Elem* inp, size_t N) {
 template <class Elem>
 void gelu_backward_impl(Elem* dinp, const Elem* dout, const Elem* inp, size_t N) {
   if (N == 0) return;
-  const bool packed = gk::use_packs<Elem>(N, dinp, dout, inp);
-  const LaunchShape l = gk::elementwise_launch<Elem>(N, packed);
+  const bool packed = cuda::use_packs<Elem>(N, dinp, dout, inp);
+  const LaunchShape l = cuda::elementwise_launch<Elem>(N, packed);
   if (packed) launch(l.grid, l.block, 0, gk::gelu_backward_kernel<Elem, kPack128<Elem>>, dinp, dout, inp, N);
   else launch(l.grid, l.block, 0, gk::gelu_backward_kernel<Elem, 1>, dinp, dout, inp, N);
 }

@@ -28,8 +28,8 @@ using cuda::LaunchShape;
 template <class Elem>
 void residual_forward_impl(Elem* out, const Elem* inp1, const Elem* inp2, size_t N) {
   if (N == 0) return;
-  const bool packed = res::use_packs<Elem>(N, out, inp1, inp2);
-  const LaunchShape l = res::elementwise_launch<Elem>(N, packed);
+  const bool packed = cuda::use_packs<Elem>(N, out, inp1, inp2);
+  const LaunchShape l = cuda::elementwise_launch<Elem>(N, packed);
   if (packed) launch(l.grid, l.block, 0, res::residual_forward_kernel<Elem, kPack128<Elem>>, out, inp1, inp2, N);
   else launch(l.grid, l.block, 0, res::residual_forward_kernel<Elem, 1>, out, inp1, inp2, N);
 }
@@ -37,8 +37,8 @@ void residual_forward_impl(Elem* out, const Elem* inp1, const Elem* inp2, size_t
 template <class Elem>
 void residual_backward_impl(Elem* dinp1, Elem* dinp2, const Elem* dout, size_t N) {
   if (N == 0) return;
-  const bool packed = res::use_packs<Elem>(N, dinp1, dinp2, dout);
-  const LaunchShape l = res::elementwise_launch<Elem>(N, packed);
+  const bool packed = cuda::use_packs<Elem>(N, dinp1, dinp2, dout);
+  const LaunchShape l = cuda::elementwise_launch<Elem>(N, packed);
   if (packed) launch(l.grid, l.block, 0, res::residual_backward_kernel<Elem, kPack128<Elem>>, dinp1, dinp2, dout, N);
   else launch(l.grid, l.block, 0, res::residual_backward_kernel<Elem, 1>, dinp1, dinp2, dout, N);
 }
