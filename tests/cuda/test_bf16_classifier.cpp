@@ -10,6 +10,7 @@
 #include <type_traits>
 
 #include "bf16_test_util.hpp"
+#include "classifier_test_util.hpp"
 #include "cpu/crossentropy.hpp"
 #include "kernels/crossentropy.cuh"
 
@@ -19,28 +20,8 @@ using test::DeviceBuffer;
 
 namespace {
 
-struct Shape {
-  int B, T, V, Vp;
-};
-
-// Logits on the bf16 grid (so float and bf16 kernels and the CPU all see the same values), NaN
-// in the padded columns (never part of the softmax), targets with row 1 ignored when B*T > 2.
-struct Inputs {
-  std::vector<float> logits;
-  std::vector<int> targets;
-  float dloss;
-};
-
-Inputs make_inputs(const Shape& s, uint64_t seed) {
-  const size_t rows = size_t(s.B) * s.T;
-  Inputs in{test::round_to_bf16(test::random_vector(rows * s.Vp, seed, -4.0f, 4.0f)),
-            test::random_tokens(rows, seed + 1, s.V), 1.0f / static_cast<float>(rows)};
-  for (size_t r = 0; r < rows; ++r) {
-    for (int j = s.V; j < s.Vp; ++j) in.logits[r * s.Vp + j] = test::kPoison;
-  }
-  if (rows > 2) in.targets[1] = cpu::kIgnoreIndex;
-  return in;
-}
+using Shape = test::ClassifierShape;
+using Inputs = test::ClassifierInputs;
 
 template <class Elem>
 std::vector<Elem> to_elem(const std::vector<float>& x) {
@@ -79,7 +60,7 @@ TEST_CASE("bf16 crossentropy forward and backward match cpu", "[cuda][bf16][cros
   const Shape s = GENERATE(Shape{1, 1, 5, 8}, Shape{3, 5, 37, 40}, Shape{1, 4, 1000, 1024}, Shape{2, 3, 50257, 50304});
   INFO("B=" << s.B << " T=" << s.T << " V=" << s.V << " Vp=" << s.Vp);
   const size_t rows = size_t(s.B) * s.T, n = rows * s.Vp;
-  const Inputs in = make_inputs(s, 201);
+  const Inputs in = test::classifier_inputs(s, 201);
   std::vector<float> losses(rows), dlogits(n);
   cpu::crossentropy_forward(losses.data(), in.logits.data(), in.targets.data(), s.B, s.T, s.V, s.Vp);
   cpu::crossentropy_backward(dlogits.data(), in.dloss, in.logits.data(), in.targets.data(), s.B, s.T, s.V, s.Vp);
@@ -116,7 +97,7 @@ TEMPLATE_TEST_CASE("fused classifier matches cpu and the two-kernel path", "[cud
   INFO((kIsFloat ? "float" : "bf16") << " B=" << s.B << " T=" << s.T << " V=" << s.V << " Vp=" << s.Vp
                                      << " offset=" << offset);
   const size_t rows = size_t(s.B) * s.T, n = rows * s.Vp;
-  const Inputs in = make_inputs(s, 211);
+  const Inputs in = test::classifier_inputs(s, 211);
   std::vector<float> losses(rows), dlogits(n);
   cpu::crossentropy_forward(losses.data(), in.logits.data(), in.targets.data(), s.B, s.T, s.V, s.Vp);
   cpu::crossentropy_backward(dlogits.data(), in.dloss, in.logits.data(), in.targets.data(), s.B, s.T, s.V, s.Vp);

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "cpu/crossentropy.hpp"
+#include "cuda/classifier_test_util.hpp"
 #include "emu/crossentropy_emu.hpp"
 #include "emu/layer_test_util.hpp"
 
@@ -25,28 +26,8 @@ using test::bf16;
 
 namespace {
 
-struct Shape {
-  int B, T, V, Vp;
-};
-
-// Logits on the bf16 grid (float and bf16 kernels and the CPU see the same values), NaN in the
-// padded columns, targets with row 1 ignored when B*T > 2.
-struct Inputs {
-  std::vector<float> logits;
-  std::vector<int> targets;
-  float dloss;
-};
-
-Inputs make_inputs(const Shape& s, uint64_t seed) {
-  const size_t rows = size_t(s.B) * s.T;
-  Inputs in{test::round_to_bf16(test::random_vector(rows * s.Vp, seed, -4.0f, 4.0f)),
-            test::random_tokens(rows, seed + 1, s.V), 1.0f / static_cast<float>(rows)};
-  for (size_t r = 0; r < rows; ++r) {
-    for (int j = s.V; j < s.Vp; ++j) in.logits[r * s.Vp + j] = test::kPoison;
-  }
-  if (rows > 2) in.targets[1] = cpu::kIgnoreIndex;
-  return in;
-}
+using Shape = test::ClassifierShape;
+using Inputs = test::ClassifierInputs;
 
 // Padded columns exactly 0; ignored rows exactly 0 everywhere with loss exactly 0.
 void expect_zero_padding_and_ignored_rows(const std::vector<float>& dlogits, const std::vector<float>& losses,
@@ -80,7 +61,7 @@ TEMPLATE_TEST_CASE("emulated crossentropy forward and backward match cpu", "[emu
                            Shape{1, 2, 5000, 5008});
   INFO("B=" << s.B << " T=" << s.T << " V=" << s.V << " Vp=" << s.Vp);
   const size_t rows = size_t(s.B) * s.T, n = rows * s.Vp;
-  const Inputs in = make_inputs(s, 201);
+  const Inputs in = test::classifier_inputs(s, 201);
   std::vector<float> losses(rows), dlogits(n);
   cpu::crossentropy_forward(losses.data(), in.logits.data(), in.targets.data(), s.B, s.T, s.V, s.Vp);
   cpu::crossentropy_backward(dlogits.data(), in.dloss, in.logits.data(), in.targets.data(), s.B, s.T, s.V, s.Vp);
@@ -120,7 +101,7 @@ TEMPLATE_TEST_CASE("emulated fused classifier matches cpu and the two-kernel pat
   const int offset = GENERATE(0, 1);
   INFO("B=" << s.B << " T=" << s.T << " V=" << s.V << " Vp=" << s.Vp << " offset=" << offset);
   const size_t rows = size_t(s.B) * s.T, n = rows * s.Vp;
-  const Inputs in = make_inputs(s, 211);
+  const Inputs in = test::classifier_inputs(s, 211);
   std::vector<float> losses(rows), dlogits(n);
   cpu::crossentropy_forward(losses.data(), in.logits.data(), in.targets.data(), s.B, s.T, s.V, s.Vp);
   cpu::crossentropy_backward(dlogits.data(), in.dloss, in.logits.data(), in.targets.data(), s.B, s.T, s.V, s.Vp);
