@@ -7,6 +7,8 @@
 #include <cuda_bf16.h>
 
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -30,6 +32,31 @@ inline std::vector<float> from_bf16(const std::vector<bf16>& x) {
 }
 // Each value rounded through bf16 and back: the exact input a bf16 kernel works on.
 inline std::vector<float> round_to_bf16(const std::vector<float>& x) { return from_bf16(to_bf16(x)); }
+
+// Bit patterns, for the tests that check a rounding bit for bit.
+inline uint32_t float_bits(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof(u));
+  return u;
+}
+inline float bits_float(uint32_t u) {
+  float x;
+  std::memcpy(&x, &u, sizeof(x));
+  return x;
+}
+inline uint16_t bf16_bits(bf16 x) {
+  uint16_t u;
+  std::memcpy(&u, &x, sizeof(u));
+  return u;
+}
+// Round to nearest even on the bit pattern, written independently of cuda_bf16.h (which the
+// kernels use): add half an ulp of the kept 16 bits (0x7FFF), plus 1 when the kept part is odd,
+// so an exact tie rounds to the even neighbour; a carry out of the mantissa bumps the exponent
+// (max float -> inf). Finite inputs only.
+inline uint16_t rne_bits(float x) {
+  const uint32_t u = float_bits(x);
+  return static_cast<uint16_t>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
 inline float round_to_bf16(float x) { return __bfloat162float(__float2bfloat16_rn(x)); }
 
 // ||actual - expected|| / ||expected|| in double; NaN if either holds a NaN/Inf or the sizes differ

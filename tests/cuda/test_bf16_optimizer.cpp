@@ -19,33 +19,13 @@
 
 using namespace gpt2cc;
 using test::bf16;
+using test::bits_float;
+using test::bf16_bits;
 using test::DeviceBuffer;
+using test::float_bits;
+using test::rne_bits;
 
 namespace {
-
-uint32_t float_bits(float x) {
-  uint32_t u;
-  std::memcpy(&u, &x, sizeof(u));
-  return u;
-}
-float bits_float(uint32_t u) {
-  float x;
-  std::memcpy(&x, &u, sizeof(x));
-  return x;
-}
-uint16_t bf16_bits(bf16 x) {
-  uint16_t u;
-  std::memcpy(&u, &x, sizeof(u));
-  return u;
-}
-
-// Round to nearest even on the bit pattern, written independently of cuda_bf16.h: add half an
-// ulp of the kept 16 bits (0x7FFF), plus 1 when the kept part is odd, so an exact tie rounds to
-// the even neighbour; a carry out of the mantissa bumps the exponent (max float -> inf). Not NaN.
-uint16_t rne_bits(float x) {
-  const uint32_t u = float_bits(x);
-  return static_cast<uint16_t>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
-}
 
 std::vector<uint16_t> all_bits(const std::vector<bf16>& x) {
   std::vector<uint16_t> out(x.size());

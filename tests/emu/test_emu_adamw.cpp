@@ -20,22 +20,10 @@
 
 using namespace gpt2cc;
 using test::bf16;
+using test::bf16_bits;
+using test::rne_bits;
 
 namespace {
-
-// Round to nearest even on the bit pattern, independently of cuda_bf16.h (which the emulated
-// kernel uses): add half an ulp of the kept 16 bits, plus 1 when the kept part is odd. Not NaN.
-uint16_t rne_bits(float x) {
-  uint32_t u;
-  std::memcpy(&u, &x, sizeof(u));
-  return static_cast<uint16_t>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
-}
-
-uint16_t bits(bf16 x) {
-  uint16_t u;
-  std::memcpy(&u, &x, sizeof(u));
-  return u;
-}
 
 struct State {
   std::vector<float> params, m, v;
@@ -78,7 +66,7 @@ TEMPLATE_TEST_CASE("emulated adamw matches cpu over three steps", "[emu][adamw]"
         emu::adamw_update(emu_state.params.data(), emu_state.params_bf16.data(), emu_state.m.data(),
                           emu_state.v.data(), grads_bf16.data(), N, hp);
         size_t mismatches = 0;
-        for (size_t i = 0; i < N; ++i) mismatches += bits(emu_state.params_bf16[i]) != rne_bits(emu_state.params[i]);
+        for (size_t i = 0; i < N; ++i) mismatches += bf16_bits(emu_state.params_bf16[i]) != rne_bits(emu_state.params[i]);
         INFO("bf16 params that are not the master weights rounded to nearest even");
         CHECK(mismatches == 0);
       }

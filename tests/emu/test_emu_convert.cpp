@@ -17,27 +17,9 @@
 
 using namespace gpt2cc;
 using test::bf16;
-
-namespace {
-
-uint32_t float_bits(float x) {
-  uint32_t u;
-  std::memcpy(&u, &x, sizeof(u));
-  return u;
-}
-float bits_float(uint32_t u) {
-  float x;
-  std::memcpy(&x, &u, sizeof(x));
-  return x;
-}
-// Round to nearest even on the bit pattern: add half an ulp of bf16 minus one, plus the lowest
-// kept bit (ties go to even), and truncate. Finite inputs only (NaN is checked separately).
-uint16_t rne_bits(float x) {
-  const uint32_t u = float_bits(x);
-  return static_cast<uint16_t>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
-}
-
-}  // namespace
+using test::bits_float;
+using test::float_bits;
+using test::rne_bits;
 
 TEST_CASE("emulated convert rounds to nearest even and widen is exact", "[emu][convert][bf16]") {
   const size_t N = GENERATE(size_t(1), size_t(7), size_t(8), size_t(9), size_t(4099));
