@@ -198,8 +198,13 @@ record_env() {
 # of PyTorch's) and one CUDA test must pass, which needs a driver for their CUDA runtime and a GPU
 # their sm_90 code runs on. Returns 1 (and the build goes ahead) otherwise.
 BIN_ENV=()
+# The "not found" lines of ldd over the binaries, with BIN_ENV's library path.
+missing_libraries() {
+  local exe
+  for exe in "${GPT2CC_GPU_BINARIES[@]}"; do "${BIN_ENV[@]}" ldd "$BIN/$exe" 2>&1; done | grep "not found"
+}
 use_kit_binaries() {
-  local archive="${KIT:-/nonexistent}/gpu-binaries.tar.gz" want have exe missing="" log="$OUTDIR/build.log"
+  local archive="${KIT:-/nonexistent}/gpu-binaries.tar.gz" want have missing log="$OUTDIR/build.log"
   [[ -f "$archive" ]] || return 1
   want=$(gpt2cc_source_fingerprint "$ROOT")
   have=$(tar -xzOf "$archive" ./FINGERPRINT 2>/dev/null)
@@ -208,9 +213,8 @@ use_kit_binaries() {
     return 1
   fi
   mkdir -p "$BIN" && tar -xzf "$archive" -C "$BIN" || return 1
-  for exe in "${GPT2CC_GPU_BINARIES[@]}"; do
-    missing+=$(ldd "$BIN/$exe" 2>&1 | grep "not found")
-  done
+  BIN_ENV=()
+  missing=$(missing_libraries)
   if [[ -n "$missing" ]]; then
     # The toolkit's own library folders too: its cuBLAS need not be on the loader's default path.
     local dirs="$BIN/kit-libs" toolkit
@@ -219,10 +223,7 @@ use_kit_binaries() {
       [[ -d "$dir" ]] && dirs+=":$dir"
     done
     BIN_ENV=(env "LD_LIBRARY_PATH=$dirs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}")
-    missing=""
-    for exe in "${GPT2CC_GPU_BINARIES[@]}"; do
-      missing+=$("${BIN_ENV[@]}" ldd "$BIN/$exe" 2>&1 | grep "not found")
-    done
+    missing=$(missing_libraries)
   fi
   if [[ -n "$missing" ]]; then
     echo "== build: the kit's binaries lack libraries here: $(sort -u <<<"$missing" | tr -s ' \t\n' ' ')" | tee -a "$log"
@@ -277,9 +278,10 @@ stage_build() {
 # that configured the build, which for the kit's binaries is not this one.
 stage_test() {
   local exe rc=0
-  for exe in test_cuda_layers test_cuda_bf16 test_cuda_model; do
-    run_step "$exe" "$LIMIT_TEST" "${BIN_ENV[@]}" env GPT2CC_SOURCE_DIR="$ROOT" GPT2CC_BINARY_DIR="$BIN" \
-      "$BIN/tests/cuda/$exe" || rc=1
+  for exe in "${GPT2CC_GPU_BINARIES[@]}"; do
+    [[ "$exe" == tests/cuda/* ]] || continue
+    run_step "${exe##*/}" "$LIMIT_TEST" "${BIN_ENV[@]}" env GPT2CC_SOURCE_DIR="$ROOT" GPT2CC_BINARY_DIR="$BIN" \
+      "$BIN/$exe" || rc=1
   done
   return "$rc"
 }
