@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -56,6 +57,26 @@ inline uint16_t bf16_bits(bf16 x) {
 inline uint16_t rne_bits(float x) {
   const uint32_t u = float_bits(x);
   return static_cast<uint16_t>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+
+// N floats that probe a float -> bf16 rounding: random upper halves with the lower 16 bits
+// cycling through exact ties, just below and above a tie, exact bf16 values and all-ones; then
+// special values at the front (as many as N holds).
+inline std::vector<float> rounding_inputs(size_t N) {
+  const auto base = random_vector(N, 331, -100.0f, 100.0f);
+  const uint32_t lows[] = {0x8000u, 0x7FFFu, 0x8001u, 0x0000u, 0xFFFFu};
+  std::vector<float> x(N);
+  for (size_t i = 0; i < N; ++i) x[i] = bits_float((float_bits(base[i]) & 0xFFFF0000u) | lows[i % 5]);
+  const uint32_t specials[] = {0x7F7FFFFFu,   // max float: rounds up to +inf
+                               0xFF7FFFFFu,   // -max float: -inf
+                               0x3F808000u,   // 1 + 2^-8, a tie: down to 1 (even)
+                               0x3F818000u,   // 1 + 3*2^-8, a tie: up to 1 + 2^-6 (even)
+                               0x00808000u,   // smallest normal + a tie: down (even)
+                               0x00818000u,   // a tie above an odd bf16: up to 0x0082
+                               0x80000000u,   // -0
+                               0x7F800000u};  // +inf
+  for (size_t i = 0; i < std::size(specials) && i < N; ++i) x[i] = bits_float(specials[i]);
+  return x;
 }
 inline float round_to_bf16(float x) { return __bfloat162float(__float2bfloat16_rn(x)); }
 

@@ -107,21 +107,7 @@ TEST_CASE("convert rounds to nearest even and widen is exact", "[cuda][bf16][con
   // scalar kernel. Both at 0: the 16-byte kernel.
   const int src_offset = GENERATE(0, 1), dst_offset = GENERATE(0, 1);
   INFO("N=" << N << " src_offset=" << src_offset << " dst_offset=" << dst_offset);
-  // Random upper halves with the lower 16 bits cycling through exact ties, just below and above
-  // a tie, exact bf16 values and all-ones; then special values at the front.
-  const auto base = test::random_vector(N, 331, -100.0f, 100.0f);
-  const uint32_t lows[] = {0x8000u, 0x7FFFu, 0x8001u, 0x0000u, 0xFFFFu};
-  std::vector<float> x(N);
-  for (size_t i = 0; i < N; ++i) x[i] = bits_float((float_bits(base[i]) & 0xFFFF0000u) | lows[i % 5]);
-  const uint32_t specials[] = {0x7F7FFFFFu,   // max float: rounds up to +inf
-                               0xFF7FFFFFu,   // -max float: -inf
-                               0x3F808000u,   // 1 + 2^-8, a tie: down to 1 (even)
-                               0x3F818000u,   // 1 + 3*2^-8, a tie: up to 1 + 2^-6 (even)
-                               0x00808000u,   // smallest normal + a tie: down (even)
-                               0x00818000u,   // a tie above an odd bf16: up to 0x0082
-                               0x80000000u,   // -0
-                               0x7F800000u};  // +inf
-  for (size_t i = 0; i < std::size(specials) && i < N; ++i) x[i] = bits_float(specials[i]);
+  const std::vector<float> x = test::rounding_inputs(N);
 
   cudaStream_t stream = test::test_stream();
   std::vector<float> src_host(src_offset, 0.0f);
