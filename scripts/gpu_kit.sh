@@ -7,7 +7,7 @@
 # .gpu-kit/ by itself (or --kit DIR): it runs the binaries when they were built from the same
 # sources and pass a CUDA test there, and unpacks the packages only when it must build and CMake
 # finds a dependency missing. Usage:
-#   scripts/gpu_kit.sh [--out DIR] [--data DIR] [--build-dir DIR] [--cuda-build-dir DIR]
+#   scripts/gpu_kit.sh [--out DIR] [--data DIR] [--cuda-build-dir DIR] [--build-dir DIR (--no-binaries)]
 #                      [--no-shards] [--no-binaries]
 # then name the folder in the device call's carry (".gpu-kit"; git ignores it). 64 MiB travel at
 # most. Rerun it after any change to the sources: binaries of other sources are not used.
@@ -62,14 +62,6 @@ for pkg in "${KIT_PACKAGES[@]}"; do
   compgen -G "$KIT/debs/${pkg}_*.deb" >/dev/null || die "apt-get download of '$pkg' failed (see above)"
 done
 
-if ((SHARDS)); then
-  ensure_build_deps
-  cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-  cmake --build "$BUILD_DIR" -j "$(nproc)" --target prepare
-  "$BUILD_DIR/prepare" --format wikiextractor --input "$DATA/wikipedia" --val-fraction 0.01 \
-    --tokenizer "$DATA/gpt2" --out "$KIT/parity-wikipedia"
-fi
-
 if ((BINARIES)); then
   ensure_build_deps
   fingerprint=$(gpt2cc_source_fingerprint .)
@@ -94,6 +86,19 @@ if ((BINARIES)); then
     while read -r soname path; do cp -L "$path" "$stage/kit-libs/$soname"; done
   tar -czf "$KIT/gpu-binaries.tar.gz" -C "$stage" .
   echo "gpu_kit.sh: gpu-binaries.tar.gz: $(du -h "$KIT/gpu-binaries.tar.gz" | cut -f1), kit-libs: $(ls "$stage/kit-libs" | tr '\n' ' ')"
+fi
+
+if ((SHARDS)); then
+  # prepare: the one built with the binaries, else a build of it alone.
+  prepare="$CUDA_BUILD_DIR/prepare"
+  if ((!BINARIES)); then
+    ensure_build_deps
+    cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+    cmake --build "$BUILD_DIR" -j "$(nproc)" --target prepare
+    prepare="$BUILD_DIR/prepare"
+  fi
+  "$prepare" --format wikiextractor --input "$DATA/wikipedia" --val-fraction 0.01 \
+    --tokenizer "$DATA/gpt2" --out "$KIT/parity-wikipedia"
 fi
 
 bytes=$(du -sb "$KIT" | cut -f1)
