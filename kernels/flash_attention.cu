@@ -17,7 +17,7 @@ namespace {
 using namespace flash;
 
 // Dynamic shared memory above 48 KiB must be opted into per kernel (with the two-stage pipeline
-// HS 64 needs 45-55 KiB, HS 128 85-103 KiB).
+// HS 64 needs 45-73 KiB, HS 128 85-137 KiB).
 template <class Kernel>
 void allow_shared_memory(Kernel kernel, size_t bytes) {
   if (bytes > 48 * 1024)
@@ -57,30 +57,31 @@ void check_aligned(const char* op, const void* ptr, const char* name) {
          op, name, ptr);
 }
 
-template <int HS>
+template <int HS, int kRows>
 void launch_forward(const FlashForwardParams& p, int B, cudaStream_t stream) {
   static std::atomic<uint64_t> smem_ready{0};
-  once_per_device(smem_ready, [] { allow_shared_memory(flash_attention_forward_kernel<HS>, kForwardSmem<HS>); });
-  const LaunchShape l = forward_launch<HS>(B, p.T, p.NH);
-  flash_attention_forward_kernel<HS><<<l.grid, l.block, l.smem_bytes, stream>>>(p);
+  once_per_device(smem_ready,
+                  [] { allow_shared_memory(flash_attention_forward_kernel<HS, kRows>, kForwardSmem<HS, kRows>); });
+  const LaunchShape l = forward_launch<HS, kRows>(B, p.T, p.NH);
+  flash_attention_forward_kernel<HS, kRows><<<l.grid, l.block, l.smem_bytes, stream>>>(p);
   CUDA_CHECK_LAUNCH();
 }
 
-template <int HS>
+template <int HS, int kRows>
 void launch_backward(const FlashBackwardParams& p, const bf16* out, float* delta, int B, cudaStream_t stream) {
   static std::atomic<uint64_t> smem_ready{0};
   once_per_device(smem_ready, [] {
-    allow_shared_memory(flash_attention_backward_dkdv_kernel<HS>, kBackwardDkdvSmem<HS>);
-    allow_shared_memory(flash_attention_backward_dq_kernel<HS>, kBackwardDqSmem<HS>);
+    allow_shared_memory(flash_attention_backward_dkdv_kernel<HS, kRows>, kBackwardDkdvSmem<HS, kRows>);
+    allow_shared_memory(flash_attention_backward_dq_kernel<HS, kRows>, kBackwardDqSmem<HS, kRows>);
   });
   const LaunchShape ld = delta_launch(B, p.T, p.NH);
   flash_attention_delta_kernel<HS><<<ld.grid, ld.block, ld.smem_bytes, stream>>>(delta, p.dout, out, B, p.T, p.NH);
   CUDA_CHECK_LAUNCH();
-  const LaunchShape lk = backward_dkdv_launch<HS>(B, p.T, p.NH);
-  flash_attention_backward_dkdv_kernel<HS><<<lk.grid, lk.block, lk.smem_bytes, stream>>>(p);
+  const LaunchShape lk = backward_dkdv_launch<HS, kRows>(B, p.T, p.NH);
+  flash_attention_backward_dkdv_kernel<HS, kRows><<<lk.grid, lk.block, lk.smem_bytes, stream>>>(p);
   CUDA_CHECK_LAUNCH();
-  const LaunchShape lq = backward_dq_launch<HS>(B, p.T, p.NH);
-  flash_attention_backward_dq_kernel<HS><<<lq.grid, lq.block, lq.smem_bytes, stream>>>(p);
+  const LaunchShape lq = backward_dq_launch<HS, kRows>(B, p.T, p.NH);
+  flash_attention_backward_dq_kernel<HS, kRows><<<lq.grid, lq.block, lq.smem_bytes, stream>>>(p);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -88,19 +89,30 @@ void launch_backward(const FlashBackwardParams& p, const bf16* out, float* delta
 
 bool flash_attention_supported(int HS) { return HS == 64 || HS == 128; }
 
+// The caller's choice, or default_tile_rows for the current device's SM count (an attribute
+// query: no synchronisation, allowed during stream capture).
+int flash_attention_tile_rows(FlashTile tile, int B, int T, int NH) {
+  if (tile == FlashTile::kRows64) return 64;
+  if (tile == FlashTile::kRows128) return 128;
+  int device = 0, sm_count = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  CUDA_CHECK(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device));
+  return default_tile_rows(B, T, NH, sm_count);
+}
+
 void flash_attention_forward(bf16* out, float* lse, const bf16* qkv, int B, int T, int C, int NH,
-                             cudaStream_t stream) {
+                             cudaStream_t stream, FlashTile tile) {
   check_shapes("flash_attention_forward", B, T, C, NH);
   check_aligned("flash_attention_forward", qkv, "qkv");
   check_aligned("flash_attention_forward", out, "out");
   if (B == 0 || T == 0) return;  // nothing to compute (an empty launch grid would be an error)
   const FlashForwardParams p = forward_params(out, lse, qkv, T, C, NH);
-  if (C / NH == 64) launch_forward<64>(p, B, stream);
-  else launch_forward<128>(p, B, stream);
+  dispatch(C / NH, flash_attention_tile_rows(tile, B, T, NH),
+           [&]<int HS, int kRows>() { launch_forward<HS, kRows>(p, B, stream); });
 }
 
 void flash_attention_backward(bf16* dqkv, const bf16* dout, const float* lse, const bf16* out, const bf16* qkv,
-                              int B, int T, int C, int NH, cudaStream_t stream) {
+                              int B, int T, int C, int NH, cudaStream_t stream, FlashTile tile) {
   check_shapes("flash_attention_backward", B, T, C, NH);
   check_aligned("flash_attention_backward", dqkv, "dqkv");
   check_aligned("flash_attention_backward", dout, "dout");
@@ -109,8 +121,8 @@ void flash_attention_backward(bf16* dqkv, const bf16* dout, const float* lse, co
   if (B == 0 || T == 0) return;
   ScratchBuffer delta(static_cast<size_t>(B) * NH * T * sizeof(float), stream);
   const FlashBackwardParams p = backward_params(dqkv, dout, lse, delta.as<float>(), qkv, T, C, NH);
-  if (C / NH == 64) launch_backward<64>(p, out, delta.as<float>(), B, stream);
-  else launch_backward<128>(p, out, delta.as<float>(), B, stream);
+  dispatch(C / NH, flash_attention_tile_rows(tile, B, T, NH),
+           [&]<int HS, int kRows>() { launch_backward<HS, kRows>(p, out, delta.as<float>(), B, stream); });
 }
 
 }  // namespace gpt2cc::cuda

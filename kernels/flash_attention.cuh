@@ -17,10 +17,18 @@ using bf16 = __nv_bfloat16;
 // True for the head sizes the kernels are compiled for (64, 128).
 bool flash_attention_supported(int HS);
 
+// The rows one CTA owns (Q rows in the forward and dQ kernels, K/V rows in dK/dV), 16 per warp:
+// kRows128 reads each streamed tile once for twice the rows, kRows64 launches twice the CTAs.
+// kAuto: 128 unless that grid has fewer CTAs than the device has SMs. Every choice gives the
+// same bits; the benchmark (bench_attention) measures both.
+enum class FlashTile { kAuto, kRows64, kRows128 };
+// The rows (64 or 128) a launch with `tile` takes on the current device at this shape.
+int flash_attention_tile_rows(FlashTile tile, int B, int T, int NH);
+
 void flash_attention_forward(bf16* out, float* lse, const bf16* qkv, int B, int T, int C, int NH,
-                             cudaStream_t stream);
+                             cudaStream_t stream, FlashTile tile = FlashTile::kAuto);
 // out is the forward's output (for D = rowsum(dout * out)); lse the forward's saved values.
 void flash_attention_backward(bf16* dqkv, const bf16* dout, const float* lse, const bf16* out, const bf16* qkv,
-                              int B, int T, int C, int NH, cudaStream_t stream);
+                              int B, int T, int C, int NH, cudaStream_t stream, FlashTile tile = FlashTile::kAuto);
 
 }  // namespace gpt2cc::cuda

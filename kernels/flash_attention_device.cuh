@@ -23,9 +23,17 @@ namespace gpt2cc::cuda::flash {
 
 using bf16 = __nv_bfloat16;
 
-constexpr int kTileRows = 64;               // Br = Bc: query rows and key rows per tile
-constexpr int kWarps = 4;                   // each warp owns 16 rows of the tile (one mma M)
-constexpr int kThreads = kWarps * 32;
+// Two kinds of tile. A CTA owns one tile of kRows rows (Q rows in the forward and dQ kernels, K/V
+// rows in dK/dV), held in shared memory throughout, 16 rows per warp (one mma M); kRows is 64 (4
+// warps) or 128 (8 warps), a template parameter of the kernels. It streams the other operand
+// through in tiles of kTileRows = 64 rows, which is also the N of every score tile. Why 128: each
+// streamed tile is then read from L2 once for twice the rows, halving the traffic per product,
+// at the same registers per thread; why keep 64: a grid of half as many CTAs can leave SMs idle on
+// short sequences. Both give the same bits: every row sees the same streamed tiles in the same
+// order (the tiles a warp skips are the ones masked whole, which add exact zeros).
+constexpr int kTileRows = 64;
+template <int kRows>
+constexpr int kThreadsFor = kRows / 16 * 32;
 constexpr int kMaxGridY = 65535;            // tiles go in grid.y, B*NH in grid.x (2^31 - 1)
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
@@ -38,8 +46,8 @@ constexpr float kLn2 = 0.6931471805599453f;
 // (144 and 272 bytes), as ldmatrix and the 16-byte stores of the tile loader need.
 template <int HS>
 constexpr int kStride = HS + 8;
-template <int HS>
-constexpr int kTileElems = kTileRows * kStride<HS>;
+template <int HS, int kRows = kTileRows>
+constexpr int kTileElems = kRows * kStride<HS>;
 
 // All pointers of one head-batched launch. The scale is pre-multiplied by log2(e) so the
 // kernels use exp2: exp(scale*s - x) = exp2(scale*log2e*s - log2e*x).
@@ -203,14 +211,15 @@ __device__ __forceinline__ void to_a_fragments(uint32_t (&p)[kTileRows / 16][4],
   }
 }
 
-// Starts copying rows row0..row0+63 of one head (head[t*row_stride + 0..HS-1]) into a padded
+// Starts copying rows row0..row0+kRows-1 of one head (head[t*row_stride + 0..HS-1]) into a padded
 // shared tile, 16 bytes per cp.async (8 bf16: the launcher checks pointer and row-stride
-// alignment); rows >= T are stored as zero at once, so the masked scores stay finite and
-// contribute nothing. The tile is complete after cp_async_commit, cp_async_wait and __syncthreads.
-template <int HS>
+// alignment), spread over the kThreads threads of the CTA; rows >= T are stored as zero at once, so
+// the masked scores stay finite and contribute nothing. The tile is complete after
+// cp_async_commit, cp_async_wait and __syncthreads.
+template <int HS, int kRows, int kThreads>
 __device__ __forceinline__ void load_tile_async(bf16* tile, const bf16* head, size_t row_stride, int row0, int T) {
   constexpr int kChunksPerRow = HS / 8;
-  for (int i = threadIdx.x; i < kTileRows * kChunksPerRow; i += kThreads) {
+  for (int i = threadIdx.x; i < kRows * kChunksPerRow; i += kThreads) {
     const int r = i / kChunksPerRow, c = i % kChunksPerRow;
     bf16* dst = tile + r * kStride<HS> + c * 8;
     if (row0 + r < T) cp_async_16(dst, head + static_cast<size_t>(row0 + r) * row_stride + c * 8);
@@ -247,59 +256,64 @@ __device__ __forceinline__ void store_rows(bf16* head, size_t row_stride, const 
 }
 
 // ---------------------------------------------------------------------------------------------
-// Forward. Grid (B*NH, ceil(T/64)), 128 threads; warp w owns query rows q0+16w..q0+16w+15.
-// Causal tile skipping: Q tile i needs K/V tiles 0..i only (Br == Bc, aligned). Only the diagonal
-// tile is masked (col > row); columns >= T occur only there, where col > row masks them for
-// every row < T (rows >= T are never stored). The row statistics m, l of a row live in its quad
-// (4 lanes); each lane keeps a partial l over its own columns, summed across the quad at the end.
+// Forward. Grid (B*NH, ceil(T/kRows)), kRows/16 warps; warp w owns query rows
+// q0+16w..q0+16w+15. Causal tile skipping: the CTA needs the K/V tiles up to its last row (and
+// T) only, and a warp skips a tile whose first key comes after its last row (every score masked:
+// P = 0, the statistics unchanged). A tile reaching past the warp's first row is masked (col >
+// row); columns >= T occur only in the last tile, which then reaches past every row < T (rows >= T
+// are never stored). The row statistics m, l of a row live in its quad (4 lanes); each lane keeps
+// a partial l over its own columns, summed across the quad at the end.
 // ---------------------------------------------------------------------------------------------
-template <int HS>
-__global__ void __launch_bounds__(kThreads) flash_attention_forward_kernel(const FlashForwardParams p) {
+template <int HS, int kRows>
+__global__ void __launch_bounds__(kThreadsFor<kRows>) flash_attention_forward_kernel(const FlashForwardParams p) {
+  constexpr int kThreads = kThreadsFor<kRows>;
   extern __shared__ __align__(16) unsigned char smem[];
   bf16* sQ = reinterpret_cast<bf16*>(smem);
   // Stage n: K at stages + 2n tiles, V right after it. (Pointer arithmetic, not an array of
   // pointers: indexed by a runtime stage, an array would live in local memory.)
-  bf16* stages = sQ + kTileElems<HS>;
+  bf16* stages = sQ + kTileElems<HS, kRows>;
   const auto sK = [&](int stage) { return stages + 2 * stage * kTileElems<HS>; };
   const auto sV = [&](int stage) { return stages + (2 * stage + 1) * kTileElems<HS>; };
 
   const int bh = blockIdx.x, b = bh / p.NH, h = bh % p.NH;
-  const int q_tile = gridDim.y - 1 - blockIdx.y;  // the longest rows (most K/V tiles) start first
-  const int q0 = q_tile * kTileRows;
+  const int q0 = (gridDim.y - 1 - blockIdx.y) * kRows;  // the longest rows (most K/V tiles) start first
+  const int last_kv_tile = (min(q0 + kRows, p.T) - 1) / kTileRows;  // holds the CTA's last row < T
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, group = lane >> 2, quad = lane & 3;
+  const int warp_row0 = q0 + warp * 16;
   const size_t qkv_stride = 3 * static_cast<size_t>(p.C);
   const bf16* q_head = p.qkv + static_cast<size_t>(b) * p.T * qkv_stride + h * HS;
   const bf16* k_head = q_head + p.C;
   const bf16* v_head = q_head + 2 * p.C;
-  const int row[2] = {q0 + warp * 16 + group, q0 + warp * 16 + group + 8};
+  const int row[2] = {warp_row0 + group, warp_row0 + group + 8};
 
-  load_tile_async<HS>(sQ, q_head, qkv_stride, q0, p.T);
-  load_tile_async<HS>(sK(0), k_head, qkv_stride, 0, p.T);
-  load_tile_async<HS>(sV(0), v_head, qkv_stride, 0, p.T);
+  load_tile_async<HS, kRows, kThreads>(sQ, q_head, qkv_stride, q0, p.T);
+  load_tile_async<HS, kTileRows, kThreads>(sK(0), k_head, qkv_stride, 0, p.T);
+  load_tile_async<HS, kTileRows, kThreads>(sV(0), v_head, qkv_stride, 0, p.T);
   cp_async_commit();
 
   float o[HS / 8][4] = {};
   float row_max[2] = {-INFINITY, -INFINITY};  // in units of log2: max of scale*log2e*s
   float row_sum[2] = {0.0f, 0.0f};            // this lane's partial sum of exp2(s - row_max)
-  for (int kv_tile = 0; kv_tile <= q_tile; ++kv_tile) {
+  for (int kv_tile = 0; kv_tile <= last_kv_tile; ++kv_tile) {
     const int k0 = kv_tile * kTileRows, stage = kv_tile & 1;
     cp_async_wait<0>();
     __syncthreads();  // K, V tile kv_tile (and sQ) landed; every warp is done with the other stage
-    if (kv_tile < q_tile) {
-      load_tile_async<HS>(sK(stage ^ 1), k_head, qkv_stride, k0 + kTileRows, p.T);
-      load_tile_async<HS>(sV(stage ^ 1), v_head, qkv_stride, k0 + kTileRows, p.T);
+    if (kv_tile < last_kv_tile) {
+      load_tile_async<HS, kTileRows, kThreads>(sK(stage ^ 1), k_head, qkv_stride, k0 + kTileRows, p.T);
+      load_tile_async<HS, kTileRows, kThreads>(sV(stage ^ 1), v_head, qkv_stride, k0 + kTileRows, p.T);
     }
     cp_async_commit();
+    if (k0 > warp_row0 + 15) continue;  // every key after every row of this warp
 
     float s[kTileRows / 8][4] = {};
     warp_gemm_abt<HS, kTileRows>(s, sQ, warp * 16, sK(stage), lane);
-    const bool diagonal = kv_tile == q_tile;
+    const bool masked = k0 + kTileRows - 1 > warp_row0;
 #pragma unroll
     for (int nb = 0; nb < kTileRows / 8; ++nb) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int col = k0 + nb * 8 + 2 * quad + (e & 1);
-        s[nb][e] = diagonal && col > row[e >> 1] ? -INFINITY : s[nb][e] * p.scale_log2;
+        s[nb][e] = masked && col > row[e >> 1] ? -INFINITY : s[nb][e] * p.scale_log2;
       }
     }
     // Online softmax, rows r = 0 (elements 0,1) and r = 1 (elements 2,3) of each n-block.
@@ -387,21 +401,24 @@ __global__ void flash_attention_delta_kernel(float* delta, const bf16* dout, con
 }
 
 // ---------------------------------------------------------------------------------------------
-// Backward, step 2: dK, dV. Grid (B*NH, ceil(T/64)); the CTA owns K/V tile j, warp w its key
-// rows k0+16w..+15, and walks the Q tiles i = j..last (the causal triangle below the diagonal),
-// computing the transposed products directly so P^T and dS^T land in A-fragment layout:
+// Backward, step 2: dK, dV. Grid (B*NH, ceil(T/kRows)); the CTA owns the kRows keys from k0, warp
+// w its key rows k0+16w..+15, and walks the 64-row Q tiles from the one holding query k0 to the
+// last (the causal triangle below the diagonal), computing the transposed products directly so
+// P^T and dS^T land in A-fragment layout:
 //   S^T = K Q^T ; P^T = exp2(scale_log2 * S^T - log2e * lse[query]) ; dP^T = V dO^T
 //   dS^T = P^T * (dP^T - D[query]) ; dV += P^T dO ; dK += dS^T Q (times scale at the end)
-// Masked (P = 0): key > query (diagonal tile) and query >= T (last tile).
+// Masked (P = 0): key > query (in the Q tiles that meet the CTA's keys) and query >= T (last
+// tile). A warp skips a Q tile whose last query comes before its first key (all masked).
 // ---------------------------------------------------------------------------------------------
-template <int HS>
-__global__ void __launch_bounds__(kThreads) flash_attention_backward_dkdv_kernel(const FlashBackwardParams p) {
+template <int HS, int kRows>
+__global__ void __launch_bounds__(kThreadsFor<kRows>) flash_attention_backward_dkdv_kernel(const FlashBackwardParams p) {
+  constexpr int kThreads = kThreadsFor<kRows>;
   extern __shared__ __align__(16) unsigned char smem[];
   bf16* sK = reinterpret_cast<bf16*>(smem);
-  bf16* sV = sK + kTileElems<HS>;
+  bf16* sV = sK + kTileElems<HS, kRows>;
   // Stage n: Q at stages + 2n tiles, dO right after it; log2e * lse and delta of the Q tile's
   // rows at stats + 2n*64 and 64 floats later. (Pointer arithmetic: see the forward.)
-  bf16* stages = sV + kTileElems<HS>;
+  bf16* stages = sV + kTileElems<HS, kRows>;
   float* stats = reinterpret_cast<float*>(stages + 4 * kTileElems<HS>);
   const auto sQ = [&](int stage) { return stages + 2 * stage * kTileElems<HS>; };
   const auto sdO = [&](int stage) { return stages + (2 * stage + 1) * kTileElems<HS>; };
@@ -409,39 +426,40 @@ __global__ void __launch_bounds__(kThreads) flash_attention_backward_dkdv_kernel
   const auto s_delta = [&](int stage) { return stats + (2 * stage + 1) * kTileRows; };
 
   const int bh = blockIdx.x, b = bh / p.NH, h = bh % p.NH;
-  const int kv_tile = blockIdx.y;  // tile 0 walks every Q tile: the longest first
-  const int num_tiles = gridDim.y;
-  const int k0 = kv_tile * kTileRows;
+  const int k0 = blockIdx.y * kRows;  // block 0 walks every Q tile: the longest first
+  const int first_q_tile = k0 / kTileRows, num_q_tiles = (p.T + kTileRows - 1) / kTileRows;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, group = lane >> 2, quad = lane & 3;
+  const int warp_key0 = k0 + warp * 16;
   const size_t qkv_stride = 3 * static_cast<size_t>(p.C);
   const bf16* q_head = p.qkv + static_cast<size_t>(b) * p.T * qkv_stride + h * HS;
   const bf16* do_head = p.dout + static_cast<size_t>(b) * p.T * p.C + h * HS;
   const size_t stat_base = static_cast<size_t>(bh) * p.T;
-  const int key[2] = {k0 + warp * 16 + group, k0 + warp * 16 + group + 8};
+  const int key[2] = {warp_key0 + group, warp_key0 + group + 8};
 
   // The Q tile q0's rows into stage `stage`: Q and dO by cp.async, the statistics by plain loads.
   const auto load_q_tile = [&](int stage, int q0) {
-    load_tile_async<HS>(sQ(stage), q_head, qkv_stride, q0, p.T);
-    load_tile_async<HS>(sdO(stage), do_head, p.C, q0, p.T);
+    load_tile_async<HS, kTileRows, kThreads>(sQ(stage), q_head, qkv_stride, q0, p.T);
+    load_tile_async<HS, kTileRows, kThreads>(sdO(stage), do_head, p.C, q0, p.T);
     for (int i = threadIdx.x; i < kTileRows; i += kThreads) {
       const bool valid = q0 + i < p.T;
       s_lse(stage)[i] = valid ? p.lse[stat_base + q0 + i] * kLog2e : 0.0f;
       s_delta(stage)[i] = valid ? p.delta[stat_base + q0 + i] : 0.0f;
     }
   };
-  load_tile_async<HS>(sK, q_head + p.C, qkv_stride, k0, p.T);
-  load_tile_async<HS>(sV, q_head + 2 * p.C, qkv_stride, k0, p.T);
+  load_tile_async<HS, kRows, kThreads>(sK, q_head + p.C, qkv_stride, k0, p.T);
+  load_tile_async<HS, kRows, kThreads>(sV, q_head + 2 * p.C, qkv_stride, k0, p.T);
   load_q_tile(0, k0);
   cp_async_commit();
 
   float dk[HS / 8][4] = {};
   float dv[HS / 8][4] = {};
-  for (int q_tile = kv_tile; q_tile < num_tiles; ++q_tile) {
-    const int q0 = q_tile * kTileRows, stage = (q_tile - kv_tile) & 1;
+  for (int q_tile = first_q_tile; q_tile < num_q_tiles; ++q_tile) {
+    const int q0 = q_tile * kTileRows, stage = (q_tile - first_q_tile) & 1;
     cp_async_wait<0>();
     __syncthreads();  // Q tile q_tile (and sK, sV) landed; every warp is done with the other stage
-    if (q_tile + 1 < num_tiles) load_q_tile(stage ^ 1, q0 + kTileRows);
+    if (q_tile + 1 < num_q_tiles) load_q_tile(stage ^ 1, q0 + kTileRows);
     cp_async_commit();
+    if (warp_key0 > q0 + kTileRows - 1) continue;  // every query before every key of this warp
 
     const bf16* tQ = sQ(stage);
     const bf16* tdO = sdO(stage);
@@ -451,7 +469,7 @@ __global__ void __launch_bounds__(kThreads) flash_attention_backward_dkdv_kernel
     float dst[kTileRows / 8][4] = {};  // dP^T, then dS^T
     warp_gemm_abt<HS, kTileRows>(pt, sK, warp * 16, tQ, lane);
     warp_gemm_abt<HS, kTileRows>(dst, sV, warp * 16, tdO, lane);
-    const bool edge = q_tile == kv_tile || q0 + kTileRows > p.T;
+    const bool edge = q_tile < first_q_tile + kRows / kTileRows || q0 + kTileRows > p.T;
 #pragma unroll
     for (int nb = 0; nb < kTileRows / 8; ++nb) {
 #pragma unroll
@@ -477,29 +495,31 @@ __global__ void __launch_bounds__(kThreads) flash_attention_backward_dkdv_kernel
 }
 
 // ---------------------------------------------------------------------------------------------
-// Backward, step 3: dQ. Grid (B*NH, ceil(T/64)); the CTA owns Q tile i, warp w its rows, and
-// walks K/V tiles 0..i:  P = exp2(scale_log2 * Q K^T - log2e * lse[row]) ; dP = dO V^T ;
-// dS = P * (dP - D[row]) ; dQ += dS K (times scale at the end). Masked: key > row (diagonal).
-// Rows >= T (zero Q, dO) are never stored.
+// Backward, step 3: dQ. Grid (B*NH, ceil(T/kRows)); the CTA owns the kRows queries from q0, warp
+// w its rows, and walks the K/V tiles up to its last row (as the forward, skipping the same tiles):
+//   P = exp2(scale_log2 * Q K^T - log2e * lse[row]) ; dP = dO V^T ; dS = P * (dP - D[row]) ;
+//   dQ += dS K (times scale at the end). Masked: key > row. Rows >= T (zero Q, dO) are never stored.
 // ---------------------------------------------------------------------------------------------
-template <int HS>
-__global__ void __launch_bounds__(kThreads) flash_attention_backward_dq_kernel(const FlashBackwardParams p) {
+template <int HS, int kRows>
+__global__ void __launch_bounds__(kThreadsFor<kRows>) flash_attention_backward_dq_kernel(const FlashBackwardParams p) {
+  constexpr int kThreads = kThreadsFor<kRows>;
   extern __shared__ __align__(16) unsigned char smem[];
   bf16* sQ = reinterpret_cast<bf16*>(smem);
-  bf16* sdO = sQ + kTileElems<HS>;
+  bf16* sdO = sQ + kTileElems<HS, kRows>;
   // Stage n: K at stages + 2n tiles, V right after it (pointer arithmetic: see the forward).
-  bf16* stages = sdO + kTileElems<HS>;
+  bf16* stages = sdO + kTileElems<HS, kRows>;
   const auto sK = [&](int stage) { return stages + 2 * stage * kTileElems<HS>; };
   const auto sV = [&](int stage) { return stages + (2 * stage + 1) * kTileElems<HS>; };
 
   const int bh = blockIdx.x, b = bh / p.NH, h = bh % p.NH;
-  const int q_tile = gridDim.y - 1 - blockIdx.y;  // the longest rows start first
-  const int q0 = q_tile * kTileRows;
+  const int q0 = (gridDim.y - 1 - blockIdx.y) * kRows;  // the longest rows start first
+  const int last_kv_tile = (min(q0 + kRows, p.T) - 1) / kTileRows;  // holds the CTA's last row < T
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, group = lane >> 2, quad = lane & 3;
+  const int warp_row0 = q0 + warp * 16;
   const size_t qkv_stride = 3 * static_cast<size_t>(p.C);
   const bf16* q_head = p.qkv + static_cast<size_t>(b) * p.T * qkv_stride + h * HS;
   const size_t stat_base = static_cast<size_t>(bh) * p.T;
-  const int row[2] = {q0 + warp * 16 + group, q0 + warp * 16 + group + 8};
+  const int row[2] = {warp_row0 + group, warp_row0 + group + 8};
   float lse2[2], delta[2];
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
@@ -507,35 +527,36 @@ __global__ void __launch_bounds__(kThreads) flash_attention_backward_dq_kernel(c
     delta[r] = row[r] < p.T ? p.delta[stat_base + row[r]] : 0.0f;
   }
 
-  load_tile_async<HS>(sQ, q_head, qkv_stride, q0, p.T);
-  load_tile_async<HS>(sdO, p.dout + static_cast<size_t>(b) * p.T * p.C + h * HS, p.C, q0, p.T);
-  load_tile_async<HS>(sK(0), q_head + p.C, qkv_stride, 0, p.T);
-  load_tile_async<HS>(sV(0), q_head + 2 * p.C, qkv_stride, 0, p.T);
+  load_tile_async<HS, kRows, kThreads>(sQ, q_head, qkv_stride, q0, p.T);
+  load_tile_async<HS, kRows, kThreads>(sdO, p.dout + static_cast<size_t>(b) * p.T * p.C + h * HS, p.C, q0, p.T);
+  load_tile_async<HS, kTileRows, kThreads>(sK(0), q_head + p.C, qkv_stride, 0, p.T);
+  load_tile_async<HS, kTileRows, kThreads>(sV(0), q_head + 2 * p.C, qkv_stride, 0, p.T);
   cp_async_commit();
 
   float dq[HS / 8][4] = {};
-  for (int kv_tile = 0; kv_tile <= q_tile; ++kv_tile) {
+  for (int kv_tile = 0; kv_tile <= last_kv_tile; ++kv_tile) {
     const int k0 = kv_tile * kTileRows, stage = kv_tile & 1;
     cp_async_wait<0>();
     __syncthreads();  // K, V tile kv_tile (and sQ, sdO) landed; every warp is done with the other stage
-    if (kv_tile < q_tile) {
-      load_tile_async<HS>(sK(stage ^ 1), q_head + p.C, qkv_stride, k0 + kTileRows, p.T);
-      load_tile_async<HS>(sV(stage ^ 1), q_head + 2 * p.C, qkv_stride, k0 + kTileRows, p.T);
+    if (kv_tile < last_kv_tile) {
+      load_tile_async<HS, kTileRows, kThreads>(sK(stage ^ 1), q_head + p.C, qkv_stride, k0 + kTileRows, p.T);
+      load_tile_async<HS, kTileRows, kThreads>(sV(stage ^ 1), q_head + 2 * p.C, qkv_stride, k0 + kTileRows, p.T);
     }
     cp_async_commit();
+    if (k0 > warp_row0 + 15) continue;  // every key after every row of this warp
 
     float ps[kTileRows / 8][4] = {};  // S, then dS
     float dp[kTileRows / 8][4] = {};
     warp_gemm_abt<HS, kTileRows>(ps, sQ, warp * 16, sK(stage), lane);
     warp_gemm_abt<HS, kTileRows>(dp, sdO, warp * 16, sV(stage), lane);
-    const bool diagonal = kv_tile == q_tile;
+    const bool masked = k0 + kTileRows - 1 > warp_row0;
 #pragma unroll
     for (int nb = 0; nb < kTileRows / 8; ++nb) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int col = k0 + nb * 8 + 2 * quad + (e & 1), r = e >> 1;
         float prob = exp2f(ps[nb][e] * p.scale_log2 - lse2[r]);
-        if (diagonal && col > row[r]) prob = 0.0f;
+        if (masked && col > row[r]) prob = 0.0f;
         ps[nb][e] = prob * (dp[nb][e] - delta[r]);
       }
     }
@@ -554,15 +575,17 @@ __global__ void __launch_bounds__(kThreads) flash_attention_backward_dq_kernel(c
 // Launch geometry and parameters, one instantiation per head size: used by the launchers in
 // flash_attention.cu and by the emulator, so both run the kernels on the same grid.
 // ---------------------------------------------------------------------------------------------
-// Shared memory: the resident tiles plus two stages of the streamed ones (64 x (HS+8) bf16 each:
-// 9 KiB at HS 64, 17 KiB at HS 128). Forward Q + 2 x (K, V): 45 / 85 KiB; dK/dV K, V + 2 x (Q, dO,
-// 64 lse + 64 delta): 55 / 103 KiB; dQ Q, dO + 2 x (K, V): 54 / 102 KiB.
-template <int HS>
-constexpr size_t kForwardSmem = 5 * kTileElems<HS> * sizeof(bf16);
-template <int HS>
-constexpr size_t kBackwardDkdvSmem = 6 * kTileElems<HS> * sizeof(bf16) + 4 * kTileRows * sizeof(float);
-template <int HS>
-constexpr size_t kBackwardDqSmem = 6 * kTileElems<HS> * sizeof(bf16);
+// Shared memory: the resident tiles (kRows x (HS+8) bf16 each) plus two stages of the streamed
+// ones (64 x (HS+8) bf16 each: 9 KiB at HS 64, 17 KiB at HS 128). Forward Q + 2 x (K, V); dK/dV
+// K, V + 2 x (Q, dO, 64 lse + 64 delta); dQ Q, dO + 2 x (K, V). In KiB, kRows 64 / 128:
+// HS 64: 45 / 54, 55 / 73, 54 / 72; HS 128: 85 / 102, 103 / 137, 102 / 136.
+template <int HS, int kRows>
+constexpr size_t kForwardSmem = (kTileElems<HS, kRows> + 4 * kTileElems<HS>) * sizeof(bf16);
+template <int HS, int kRows>
+constexpr size_t kBackwardDkdvSmem =
+    (2 * kTileElems<HS, kRows> + 4 * kTileElems<HS>) * sizeof(bf16) + 4 * kTileRows * sizeof(float);
+template <int HS, int kRows>
+constexpr size_t kBackwardDqSmem = (2 * kTileElems<HS, kRows> + 4 * kTileElems<HS>) * sizeof(bf16);
 constexpr int kDeltaThreads = 256;  // 32 rows of 8 lanes
 
 struct LaunchShape {
@@ -570,20 +593,39 @@ struct LaunchShape {
   size_t smem_bytes;  // dynamic shared memory
 };
 
-// The forward and both backward kernels: grid (B*NH, ceil(T/64)), one CTA per (head, tile).
-inline dim3 tile_grid(int B, int T, int NH) { return dim3(B * NH, (T + kTileRows - 1) / kTileRows); }
+// Which resident tile the launchers take when not told: 128 rows, unless its grid of
+// B*NH*ceil(T/128) CTAs would leave some of the device's SMs without one; then 64 (twice the CTAs).
+// A rule from the traffic argument at the top, not yet from a measurement.
+inline int default_tile_rows(int B, int T, int NH, int sm_count) {
+  const long long ctas = static_cast<long long>(B) * NH * ((T + 127) / 128);
+  return ctas >= sm_count ? 128 : 64;
+}
 
-template <int HS>
+// Calls f.template operator()<HS, kRows>() for a run-time head size (64 or 128) and resident tile
+// (64 or 128 rows): the four compiled combinations, for the launchers and the emulator alike.
+template <class F>
+void dispatch(int HS, int tile_rows, F&& f) {
+  if (HS == 64) tile_rows == 128 ? f.template operator()<64, 128>() : f.template operator()<64, 64>();
+  else tile_rows == 128 ? f.template operator()<128, 128>() : f.template operator()<128, 64>();
+}
+
+// The forward and both backward kernels: grid (B*NH, ceil(T/kRows)), one CTA per (head, tile).
+template <int kRows>
+dim3 tile_grid(int B, int T, int NH) {
+  return dim3(B * NH, (T + kRows - 1) / kRows);
+}
+
+template <int HS, int kRows>
 LaunchShape forward_launch(int B, int T, int NH) {
-  return {tile_grid(B, T, NH), dim3(kThreads), kForwardSmem<HS>};
+  return {tile_grid<kRows>(B, T, NH), dim3(kThreadsFor<kRows>), kForwardSmem<HS, kRows>};
 }
-template <int HS>
+template <int HS, int kRows>
 LaunchShape backward_dkdv_launch(int B, int T, int NH) {
-  return {tile_grid(B, T, NH), dim3(kThreads), kBackwardDkdvSmem<HS>};
+  return {tile_grid<kRows>(B, T, NH), dim3(kThreadsFor<kRows>), kBackwardDkdvSmem<HS, kRows>};
 }
-template <int HS>
+template <int HS, int kRows>
 LaunchShape backward_dq_launch(int B, int T, int NH) {
-  return {tile_grid(B, T, NH), dim3(kThreads), kBackwardDqSmem<HS>};
+  return {tile_grid<kRows>(B, T, NH), dim3(kThreadsFor<kRows>), kBackwardDqSmem<HS, kRows>};
 }
 // The delta kernel: 8 lanes per (b,t,h) row, kDeltaThreads per block.
 inline LaunchShape delta_launch(int B, int T, int NH) {

@@ -2,7 +2,9 @@
 // the tiled fp32 kernels (kernels/attention.cuh) at GPT-2 shapes. Each shape is first validated
 // (flash out, dq, dk, dv vs the fp32 kernels on the same bf16-rounded inputs, relative L2 <= 1e-2)
 // and only then timed: warm-up, CUDA events per repetition, median. Reports forward, backward and
-// forward+backward ms with TFLOP/s, and the bytes each saves for the backward (lse vs att).
+// forward+backward ms with TFLOP/s (the launchers' own choice of resident tile), forward+backward
+// with each tile forced (64 and 128 rows a CTA, which must give the same bits), and the bytes each
+// saves for the backward (lse vs att).
 // Shapes and JSON fields follow benchmarks/pytorch/attention_sdpa.py, so the two sit side by side.
 //   bench_attention [--shapes 8x12x1024x64,...] [-B 8 -T 1024 --NH 12 --HS 64] [--reps 50] [--json out.json]
 // (-B/--batch-size, -T/--seq-len: cxxopts makes one-letter names short options, so no --B/--T.)
@@ -12,6 +14,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -116,6 +119,8 @@ struct Result {
   double err_out = 0, err_dq = 0, err_dk = 0, err_dv = 0;
   bool valid = false;
   double fwd_ms = 0, bwd_ms = 0, fwd_bwd_ms = 0;
+  int auto_tile_rows = 0;                            // what FlashTile::kAuto took
+  double fwd_bwd_ms_rows64 = 0, fwd_bwd_ms_rows128 = 0;  // each resident tile forced
   double tiled_fwd_ms = 0, tiled_bwd_ms = 0;
   double flash_saved_bytes = 0, tiled_saved_bytes = 0;
 };
@@ -146,41 +151,60 @@ Result bench_shape(const Shape& s, const Options& o, cudaStream_t stream) {
     cuda::attention_backward(f_dqkv.get(), f_dout.get(), f_att.get(), f_qkv.get(), f_out.get(), B, T, C, NH,
                              no_dropout, stream);
   };
-  auto flash_fwd = [&] { cuda::flash_attention_forward(h_out.get(), lse.get(), h_qkv.get(), B, T, C, NH, stream); };
-  auto flash_bwd = [&] {
-    cuda::flash_attention_backward(h_dqkv.get(), h_dout.get(), lse.get(), h_out.get(), h_qkv.get(), B, T, C, NH,
-                                   stream);
+  auto flash_fwd = [&](cuda::FlashTile tile) {
+    cuda::flash_attention_forward(h_out.get(), lse.get(), h_qkv.get(), B, T, C, NH, stream, tile);
   };
+  auto flash_bwd = [&](cuda::FlashTile tile) {
+    cuda::flash_attention_backward(h_dqkv.get(), h_dout.get(), lse.get(), h_out.get(), h_qkv.get(), B, T, C, NH,
+                                   stream, tile);
+  };
+  constexpr cuda::FlashTile kAuto = cuda::FlashTile::kAuto, kRows64 = cuda::FlashTile::kRows64,
+                            kRows128 = cuda::FlashTile::kRows128;
+  r.auto_tile_rows = cuda::flash_attention_tile_rows(kAuto, B, T, NH);
 
   tiled_fwd();
   tiled_bwd();
-  flash_fwd();
-  flash_bwd();
+  flash_fwd(kRows128);
+  flash_bwd(kRows128);
+  const auto out128 = h_out.host(), dqkv128 = h_dqkv.host();
+  flash_fwd(kRows64);
+  flash_bwd(kRows64);
   const auto ref_out = f_out.host(), ref_dqkv = f_dqkv.host();
-  const auto got_out = to_float<bf16>(h_out.host()), got_dqkv = to_float<bf16>(h_dqkv.host());
+  const auto out64 = h_out.host(), dqkv64 = h_dqkv.host();
+  const auto got_out = to_float<bf16>(out64), got_dqkv = to_float<bf16>(dqkv64);
   const size_t rows = static_cast<size_t>(B) * T;
   r.err_out = rel_l2(got_out, ref_out, rows, C, 0, C);
   r.err_dq = rel_l2(got_dqkv, ref_dqkv, rows, 3 * C, 0, C);
   r.err_dk = rel_l2(got_dqkv, ref_dqkv, rows, 3 * C, C, C);
   r.err_dv = rel_l2(got_dqkv, ref_dqkv, rows, 3 * C, 2 * C, C);
-  r.valid = std::max({r.err_out, r.err_dq, r.err_dk, r.err_dv}) <= kTolerance;
+  const auto same_bytes = [](const std::vector<bf16>& a, const std::vector<bf16>& b) {
+    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(bf16)) == 0;
+  };
+  const bool tiles_agree = same_bytes(out64, out128) && same_bytes(dqkv64, dqkv128);
+  r.valid = std::max({r.err_out, r.err_dq, r.err_dk, r.err_dv}) <= kTolerance && tiles_agree;
   if (!r.valid) {
     std::fprintf(stderr,
                  "VALIDATION FAILED: %dx%dx%dx%d: rel. L2 vs fp32 out %.3g dq %.3g dk %.3g dv %.3g (> %.0e); "
-                 "not timed\n",
-                 B, NH, T, s.HS, r.err_out, r.err_dq, r.err_dk, r.err_dv, kTolerance);
+                 "64- and 128-row tiles give %s; not timed\n",
+                 B, NH, T, s.HS, r.err_out, r.err_dq, r.err_dk, r.err_dv, kTolerance,
+                 tiles_agree ? "the same bits" : "DIFFERENT bits");
     return r;
   }
   // No L2 flush between repetitions, like attention_sdpa.py: the inputs of one head stay
   // L2-resident across its tiles either way. The backward alone re-reads the saved forward
   // results, which stay valid between repetitions.
   Timer timer(stream, o.warmup, o.reps, false);
-  r.fwd_ms = timer.median_ms(flash_fwd);
-  r.bwd_ms = timer.median_ms(flash_bwd);
-  r.fwd_bwd_ms = timer.median_ms([&] {
-    flash_fwd();
-    flash_bwd();
-  });
+  r.fwd_ms = timer.median_ms([&] { flash_fwd(kAuto); });
+  r.bwd_ms = timer.median_ms([&] { flash_bwd(kAuto); });
+  const auto fwd_bwd = [&](cuda::FlashTile tile) {
+    return timer.median_ms([&] {
+      flash_fwd(tile);
+      flash_bwd(tile);
+    });
+  };
+  r.fwd_bwd_ms = fwd_bwd(kAuto);
+  r.fwd_bwd_ms_rows64 = fwd_bwd(kRows64);
+  r.fwd_bwd_ms_rows128 = fwd_bwd(kRows128);
   r.tiled_fwd_ms = timer.median_ms(tiled_fwd);
   r.tiled_bwd_ms = timer.median_ms(tiled_bwd);
   return r;
@@ -210,6 +234,9 @@ void write_json(const std::string& path, const cudaDeviceProp& props, const Opti
       row["bwd_tflops"] = tflops(2.5 * fwd, r.bwd_ms);
       row["fwd_bwd_ms"] = r.fwd_bwd_ms;
       row["fwd_bwd_tflops"] = tflops(3.5 * fwd, r.fwd_bwd_ms);
+      row["tile_rows_auto"] = r.auto_tile_rows;
+      row["fwd_bwd_ms_rows64"] = r.fwd_bwd_ms_rows64;
+      row["fwd_bwd_ms_rows128"] = r.fwd_bwd_ms_rows128;
       row["tiled_fp32_fwd_ms"] = r.tiled_fwd_ms;
       row["tiled_fp32_bwd_ms"] = r.tiled_bwd_ms;
     }
@@ -239,8 +266,8 @@ int run(int argc, char** argv) {
               "warm-up\n",
               props.name, kTolerance, o.reps, o.warmup);
   std::printf("| B | NH | T | HS | fwd ms | fwd TFLOP/s | bwd ms | bwd TFLOP/s | fwd+bwd ms | fwd+bwd TFLOP/s "
-              "| saved MiB (flash / tiled) | tiled fp32 fwd, bwd ms |\n");
-  std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+              "| fwd+bwd ms, 64 / 128-row tiles (auto) | saved MiB (flash / tiled) | tiled fp32 fwd, bwd ms |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   std::vector<Result> results;
   bool all_valid = true;
   for (const Shape& s : o.shapes) {
@@ -252,10 +279,12 @@ int run(int argc, char** argv) {
       continue;
     }
     const double fwd = forward_flops(s);
-    std::printf("| %d | %d | %d | %d | %.3f | %.1f | %.3f | %.1f | %.3f | %.1f | %.2f / %.1f | %.3f, %.3f |\n", s.B,
-                s.NH, s.T, s.HS, r.fwd_ms, tflops(fwd, r.fwd_ms), r.bwd_ms, tflops(2.5 * fwd, r.bwd_ms),
-                r.fwd_bwd_ms, tflops(3.5 * fwd, r.fwd_bwd_ms), r.flash_saved_bytes / (1 << 20),
-                r.tiled_saved_bytes / (1 << 20), r.tiled_fwd_ms, r.tiled_bwd_ms);
+    std::printf("| %d | %d | %d | %d | %.3f | %.1f | %.3f | %.1f | %.3f | %.1f | %.3f / %.3f (%d) | %.2f / %.1f "
+                "| %.3f, %.3f |\n",
+                s.B, s.NH, s.T, s.HS, r.fwd_ms, tflops(fwd, r.fwd_ms), r.bwd_ms, tflops(2.5 * fwd, r.bwd_ms),
+                r.fwd_bwd_ms, tflops(3.5 * fwd, r.fwd_bwd_ms), r.fwd_bwd_ms_rows64, r.fwd_bwd_ms_rows128,
+                r.auto_tile_rows, r.flash_saved_bytes / (1 << 20), r.tiled_saved_bytes / (1 << 20), r.tiled_fwd_ms,
+                r.tiled_bwd_ms);
   }
   if (!o.json_path.empty()) write_json(o.json_path, props, o, results);
   CUDA_CHECK(cudaStreamDestroy(stream));

@@ -117,7 +117,9 @@ inline void check_flash_backward(const std::vector<__nv_bfloat16>& dqkv, const F
                   what + parts[part]);
 }
 
-inline bool bits_equal(const std::vector<__nv_bfloat16>& a, const std::vector<__nv_bfloat16>& b) {
+// Same size and the same bytes (bf16 outputs, fp32 statistics).
+template <class T>
+bool bits_equal(const std::vector<T>& a, const std::vector<T>& b) {
   return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(a[0])) == 0);
 }
 

@@ -5,8 +5,10 @@
 // last tiles, a 1-row tile), B = 1 and 3, NH = 1, 2, 12, plus larger q, k (peaked softmax, row
 // maxima that jump between tiles: the online rescaling). Outputs are poisoned (NaN) so an element
 // the kernels forget fails, with a poisoned guard band past each end that must stay untouched (a
-// stored masked tail row lands there); the backward must be bit-for-bit repeatable; bad shapes and
-// misaligned pointers are rejected with a message.
+// stored masked tail row lands there). The 64-row resident tile is checked against the CPU and the
+// 128-row one must give the same bits (every row meets the same K/V tiles in the same order; T =
+// 100 and 257 leave a 128-row tile partly empty). The backward must be bit-for-bit repeatable; bad
+// shapes and misaligned pointers are rejected with a message.
 #include <catch2/catch.hpp>
 
 #include <cstddef>
@@ -36,20 +38,33 @@ TEST_CASE("bf16 flash attention forward and backward match cpu", "[cuda][bf16][f
   cudaStream_t stream = test::test_stream();
   auto d_qkv = test::device_bf16(ref.qkv);
   auto d_dout = test::device_bf16(ref.dout);
-  // Guard bands of one tile of rows (64) past each end: where the last tile's rows >= T would go.
-  DeviceBuffer<bf16> d_out(shape.out_n() + 64 * static_cast<size_t>(C));
-  DeviceBuffer<bf16> d_dqkv(shape.qkv_n() + 64 * 3 * static_cast<size_t>(C));
-  DeviceBuffer<float> d_lse(shape.stat_n() + 64);
-  d_out.poison();
-  d_lse.poison();
-  d_dqkv.poison();
-
-  cuda::flash_attention_forward(d_out.get(), d_lse.get(), d_qkv.get(), B, T, C, NH, stream);
-  test::check_flash_forward(d_out.download(), d_lse.download(), shape, ref, "flash");
-
-  cuda::flash_attention_backward(d_dqkv.get(), d_dout.get(), d_lse.get(), d_out.get(), d_qkv.get(), B, T, C, NH,
-                                 stream);
-  test::check_flash_backward(d_dqkv.download(), shape, ref, "flash");
+  // Guard bands of one 128-row tile past each end: where the last tile's rows >= T would go.
+  DeviceBuffer<bf16> d_out(shape.out_n() + 128 * static_cast<size_t>(C));
+  DeviceBuffer<bf16> d_dqkv(shape.qkv_n() + 128 * 3 * static_cast<size_t>(C));
+  DeviceBuffer<float> d_lse(shape.stat_n() + 128);
+  std::vector<bf16> out64, dqkv64;
+  std::vector<float> lse64;
+  for (const cuda::FlashTile tile : {cuda::FlashTile::kRows64, cuda::FlashTile::kRows128}) {
+    const bool rows64 = tile == cuda::FlashTile::kRows64;
+    INFO("resident tile of " << (rows64 ? 64 : 128) << " rows");
+    d_out.poison();
+    d_lse.poison();
+    d_dqkv.poison();
+    cuda::flash_attention_forward(d_out.get(), d_lse.get(), d_qkv.get(), B, T, C, NH, stream, tile);
+    cuda::flash_attention_backward(d_dqkv.get(), d_dout.get(), d_lse.get(), d_out.get(), d_qkv.get(), B, T, C, NH,
+                                   stream, tile);
+    if (rows64) {
+      out64 = d_out.download();
+      lse64 = d_lse.download();
+      dqkv64 = d_dqkv.download();
+      test::check_flash_forward(out64, lse64, shape, ref, "flash");
+      test::check_flash_backward(dqkv64, shape, ref, "flash");
+    } else {
+      CHECK(test::bits_equal(d_out.download(), out64));
+      CHECK(test::bits_equal(d_lse.download(), lse64));
+      CHECK(test::bits_equal(d_dqkv.download(), dqkv64));
+    }
+  }
 }
 
 TEST_CASE("bf16 flash attention backward is bit-for-bit repeatable", "[cuda][bf16][flash][determinism]") {
@@ -107,4 +122,18 @@ TEST_CASE("bf16 flash attention rejects unsupported shapes and misaligned pointe
   CHECK_THROWS_WITH(cuda::flash_attention_backward(qkv.get(), out.get() + 1, lse.get(), out.get(), qkv.get(), B, T,
                                                    128, 2, stream),
                     Catch::Contains("dout must be 16-byte aligned"));
+}
+
+TEST_CASE("bf16 flash attention takes 128-row tiles when the grid still covers every SM", "[cuda][bf16][flash]") {
+  int device = 0, sms = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  CHECK(cuda::flash_attention_tile_rows(cuda::FlashTile::kRows64, 64, 1024, 12) == 64);
+  CHECK(cuda::flash_attention_tile_rows(cuda::FlashTile::kRows128, 1, 1, 1) == 128);
+  // B*NH*ceil(T/128) CTAs of 128 rows against the SM count, on both sides of it.
+  CHECK(cuda::flash_attention_tile_rows(cuda::FlashTile::kAuto, sms, 128, 1) == 128);
+  CHECK(cuda::flash_attention_tile_rows(cuda::FlashTile::kAuto, sms, 129, 1) == 128);
+  CHECK(cuda::flash_attention_tile_rows(cuda::FlashTile::kAuto, sms - 1, 128, 1) == 64);
+  CHECK(cuda::flash_attention_tile_rows(cuda::FlashTile::kAuto, 1, 128 * sms, 1) == 128);
+  CHECK(cuda::flash_attention_tile_rows(cuda::FlashTile::kAuto, 1, 128 * (sms - 1), 1) == 64);
 }

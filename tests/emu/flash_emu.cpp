@@ -38,41 +38,42 @@ void run(const flash::LaunchShape& l, Kernel kernel, const Args&... args) {
   cp_async_check_drained();
 }
 
-template <int HS>
+template <int HS, int kRows>
 void launch_forward(const flash::FlashForwardParams& p, int B) {
-  run(flash::forward_launch<HS>(B, p.T, p.NH), flash::flash_attention_forward_kernel<HS>, p);
+  run(flash::forward_launch<HS, kRows>(B, p.T, p.NH), flash::flash_attention_forward_kernel<HS, kRows>, p);
 }
 
-template <int HS>
+template <int HS, int kRows>
 void launch_backward(const flash::FlashBackwardParams& p, const bf16* out, float* delta, int B) {
   run(flash::delta_launch(B, p.T, p.NH), flash::flash_attention_delta_kernel<HS>, delta, p.dout, out, B, p.T, p.NH);
-  run(flash::backward_dkdv_launch<HS>(B, p.T, p.NH), flash::flash_attention_backward_dkdv_kernel<HS>, p);
-  run(flash::backward_dq_launch<HS>(B, p.T, p.NH), flash::flash_attention_backward_dq_kernel<HS>, p);
+  run(flash::backward_dkdv_launch<HS, kRows>(B, p.T, p.NH), flash::flash_attention_backward_dkdv_kernel<HS, kRows>,
+      p);
+  run(flash::backward_dq_launch<HS, kRows>(B, p.T, p.NH), flash::flash_attention_backward_dq_kernel<HS, kRows>, p);
 }
 
-void check_head_size(int C, int NH) {
+void check_shape(int C, int NH, int tile_rows) {
   if (NH < 1 || C % NH != 0 || (C / NH != 64 && C / NH != 128))
     throw Violation("flash attention emulation: head size C/NH must be 64 or 128");
+  if (tile_rows != 64 && tile_rows != 128) throw Violation("flash attention emulation: tile_rows must be 64 or 128");
 }
+
 
 }  // namespace
 
-void flash_attention_forward(bf16* out, float* lse, const bf16* qkv, int B, int T, int C, int NH) {
-  check_head_size(C, NH);
+void flash_attention_forward(bf16* out, float* lse, const bf16* qkv, int B, int T, int C, int NH, int tile_rows) {
+  check_shape(C, NH, tile_rows);
   set_shared_memory(flash::smem, sizeof(flash::smem));
   const flash::FlashForwardParams p = flash::forward_params(out, lse, qkv, T, C, NH);
-  if (C / NH == 64) launch_forward<64>(p, B);
-  else launch_forward<128>(p, B);
+  flash::dispatch(C / NH, tile_rows, [&]<int HS, int kRows>() { launch_forward<HS, kRows>(p, B); });
 }
 
 void flash_attention_backward(bf16* dqkv, const bf16* dout, const float* lse, const bf16* out, const bf16* qkv,
-                              int B, int T, int C, int NH) {
-  check_head_size(C, NH);
+                              int B, int T, int C, int NH, int tile_rows) {
+  check_shape(C, NH, tile_rows);
   set_shared_memory(flash::smem, sizeof(flash::smem));
   std::vector<float> delta(static_cast<size_t>(B) * NH * T);
   const flash::FlashBackwardParams p = flash::backward_params(dqkv, dout, lse, delta.data(), qkv, T, C, NH);
-  if (C / NH == 64) launch_backward<64>(p, out, delta.data(), B);
-  else launch_backward<128>(p, out, delta.data(), B);
+  flash::dispatch(C / NH, tile_rows, [&]<int HS, int kRows>() { launch_backward<HS, kRows>(p, out, delta.data(), B); });
 }
 
 }  // namespace gpt2cc::emu

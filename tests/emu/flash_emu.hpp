@@ -11,9 +11,10 @@ namespace gpt2cc::emu {
 
 using bf16 = __nv_bfloat16;
 
-void flash_attention_forward(bf16* out, float* lse, const bf16* qkv, int B, int T, int C, int NH);
+// tile_rows: the rows one CTA owns, 64 or 128 (cuda::FlashTile::kRows64 / kRows128).
+void flash_attention_forward(bf16* out, float* lse, const bf16* qkv, int B, int T, int C, int NH, int tile_rows);
 // out is the forward's output (for D = rowsum(dout * out)); lse the forward's saved values.
 void flash_attention_backward(bf16* dqkv, const bf16* dout, const float* lse, const bf16* out, const bf16* qkv,
-                              int B, int T, int C, int NH);
+                              int B, int T, int C, int NH, int tile_rows);
 
 }  // namespace gpt2cc::emu

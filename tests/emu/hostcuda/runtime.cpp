@@ -365,6 +365,23 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
   return hc::device_properties(prop);
 }
 
+// The attributes the project reads, from the same properties; any other is refused (the emulated
+// device does not know it), where the real one would answer.
+cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {
+  if (value == nullptr) return record_error(cudaErrorInvalidValue);
+  if (device != 0) return record_error(cudaErrorInvalidDevice);
+  cudaDeviceProp prop{};
+  hc::device_properties(&prop);
+  switch (attr) {
+    case cudaDevAttrMultiProcessorCount: *value = prop.multiProcessorCount; return cudaSuccess;
+    case cudaDevAttrL2CacheSize: *value = prop.l2CacheSize; return cudaSuccess;
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = static_cast<int>(prop.sharedMemPerBlockOptin); return cudaSuccess;
+    case cudaDevAttrComputeCapabilityMajor: *value = prop.major; return cudaSuccess;
+    case cudaDevAttrComputeCapabilityMinor: *value = prop.minor; return cudaSuccess;
+    default: return record_error(cudaErrorInvalidValue);
+  }
+}
+
 cudaError_t cudaDeviceSynchronize(void) {
   const Lock lock(api_mutex());
   if (hc::unsafe_call_prohibited()) return record_error(cudaErrorStreamCaptureUnsupported);

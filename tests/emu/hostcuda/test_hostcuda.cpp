@@ -91,6 +91,23 @@ TEST_CASE("host cudart: device memory starts as NaN and copies stay inside alloc
   cudaGetLastError();
 }
 
+TEST_CASE("host cudart: device attributes agree with the device properties", "[emu][hostcuda]") {
+  cudaDeviceProp prop{};
+  REQUIRE(cudaGetDeviceProperties(&prop, 0) == cudaSuccess);
+  int sms = 0, l2 = 0, optin = 0, major = 0;
+  CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0) == cudaSuccess);
+  CHECK(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, 0) == cudaSuccess);
+  CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0) == cudaSuccess);
+  CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0) == cudaSuccess);
+  CHECK(sms == prop.multiProcessorCount);
+  CHECK(l2 == prop.l2CacheSize);
+  CHECK(static_cast<size_t>(optin) == prop.sharedMemPerBlockOptin);
+  CHECK(major == prop.major);
+  CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 1) == cudaErrorInvalidDevice);
+  CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrClockRate, 0) == cudaErrorInvalidValue);  // not emulated
+  cudaGetLastError();
+}
+
 TEST_CASE("host cudart: launches run on the emulator and check their configuration", "[emu][hostcuda]") {
   const int n = 100;
   float* x = device_alloc<float>(n);
