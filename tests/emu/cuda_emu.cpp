@@ -603,9 +603,13 @@ void launch(dim3 grid, dim3 block, size_t smem_bytes, const std::function<void()
   m.warps.resize(threads / kWarpSize);
   gridDim = grid;
   blockDim = block;
-  for (unsigned z = 0; z < grid.z; ++z)
-    for (unsigned y = 0; y < grid.y; ++y)
-      for (unsigned x = 0; x < grid.x; ++x) run_block(uint3{x, y, z});
+  // Blocks in turn, x fastest; under kWarpsDescending from the last block down (see Schedule).
+  const size_t blocks = static_cast<size_t>(grid.x) * grid.y * grid.z;
+  for (size_t i = 0; i < blocks; ++i) {
+    const size_t b = m.schedule == Schedule::kWarpsDescending ? blocks - 1 - i : i;
+    run_block(uint3{static_cast<unsigned>(b % grid.x), static_cast<unsigned>(b / grid.x % grid.y),
+                    static_cast<unsigned>(b / grid.x / grid.y)});
+  }
 }
 
 }  // namespace gpt2cc::emu

@@ -72,12 +72,14 @@ int dynamic_zero();  // 0; see GPT2CC_EMU_DYNAMIC_SHARED
 // so a read of shared memory the block never wrote shows in the results).
 void set_unwritten_shared_byte(unsigned char byte);
 
-// The order in which the threads of a block run between barriers and collectives. A kernel
-// without races computes the same bits under every schedule; one missing a __syncthreads does
-// not: run it under each and compare.
-//   kWarpsAscending : warp 0 runs until it waits at a barrier (or all of it exited), then warp 1, ...
-//   kWarpsDescending: the same from the last warp down
-//   kLockstep       : one collective per warp in turn (warps advance together)
+// The order in which the threads of a block run between barriers and collectives, and the blocks
+// of a grid one after another. A kernel without races computes the same bits under every
+// schedule; one missing a __syncthreads does not, nor does one whose blocks read what other blocks
+// of the same launch write (CUDA gives blocks no order): run it under each and compare.
+//   kWarpsAscending : warp 0 runs until it waits at a barrier (or all of it exited), then warp 1, ...;
+//                     blocks in ascending order (x fastest, then y, then z)
+//   kWarpsDescending: the same from the last warp down, and from the last block down
+//   kLockstep       : one collective per warp in turn (warps advance together); blocks ascending
 enum class Schedule { kWarpsAscending, kWarpsDescending, kLockstep };
 inline constexpr Schedule kSchedules[] = {Schedule::kWarpsAscending, Schedule::kWarpsDescending, Schedule::kLockstep};
 void set_schedule(Schedule schedule);

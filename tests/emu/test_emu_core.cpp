@@ -320,6 +320,37 @@ TEST_CASE("emulated schedules: warps one after another either way, or in lockste
   }
 }
 
+TEST_CASE("emulated schedules: blocks ascending, or descending under kWarpsDescending", "[emu][core]") {
+  // Each block logs its index; a grid of 3 x 2 x 2 blocks, x fastest.
+  const dim3 grid(3, 2, 2);
+  for (const emu::Schedule schedule : emu::kSchedules) {
+    INFO("schedule " << static_cast<int>(schedule));
+    std::vector<int> order;
+    emu::set_schedule(schedule);
+    emu::launch(grid, dim3(32), 0, [&] {
+      if (threadIdx.x == 0) order.push_back(static_cast<int>(blockIdx.x + grid.x * (blockIdx.y + grid.y * blockIdx.z)));
+    });
+    emu::set_schedule(emu::Schedule::kWarpsAscending);
+    std::vector<int> expected(12);
+    for (int i = 0; i < 12; ++i) expected[i] = schedule == emu::Schedule::kWarpsDescending ? 11 - i : i;
+    CHECK(order == expected);
+  }
+  // So a kernel whose block reads what an earlier block of the same launch wrote (a race on a GPU,
+  // which runs blocks in no set order) gives different results under two schedules.
+  std::vector<int> results;
+  for (const emu::Schedule schedule : {emu::Schedule::kWarpsAscending, emu::Schedule::kWarpsDescending}) {
+    std::vector<int> data = {1, 0};
+    emu::set_schedule(schedule);
+    emu::launch(dim3(2), dim3(32), 0, [&] {
+      if (threadIdx.x == 0 && blockIdx.x == 0) data[0] = 5;
+      if (threadIdx.x == 0 && blockIdx.x == 1) data[1] = data[0];
+    });
+    emu::set_schedule(emu::Schedule::kWarpsAscending);
+    results.push_back(data[1]);
+  }
+  CHECK(results == std::vector<int>{5, 1});
+}
+
 TEST_CASE("the emulator reports misuse the hardware would punish", "[emu][core]") {
   use_test_shared();
   const auto lane = [] { return static_cast<int>(threadIdx.x % 32); };
