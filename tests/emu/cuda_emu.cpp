@@ -17,6 +17,9 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <sstream>
 #include <vector>
@@ -153,6 +156,18 @@ struct WarpOp {
   std::array<uint32_t, 4> out[kWarpSize];
 };
 
+// The schedule a process starts with: $GPT2CC_EMU_SCHEDULE = ascending (the default), descending
+// or lockstep, so that a whole test executable (the tests/cuda suites on hostcuda, which know
+// nothing of the emulator) can run under another order. Anything else stops the process.
+Schedule initial_schedule() {
+  const char* name = std::getenv("GPT2CC_EMU_SCHEDULE");
+  if (name == nullptr || std::strcmp(name, "ascending") == 0) return Schedule::kWarpsAscending;
+  if (std::strcmp(name, "descending") == 0) return Schedule::kWarpsDescending;
+  if (std::strcmp(name, "lockstep") == 0) return Schedule::kLockstep;
+  std::fprintf(stderr, "GPT2CC_EMU_SCHEDULE must be ascending, descending or lockstep, got '%s'\n", name);
+  std::exit(2);
+}
+
 // The emulated device: one launch at a time, one block at a time.
 struct Machine {
   unsigned char* shared = nullptr;
@@ -171,7 +186,7 @@ struct Machine {
   const std::function<void()>* body = nullptr;
   std::string failure;  // set by a fiber that broke a rule; the launch then stops
   unsigned char unwritten_shared = 0xFF;  // bf16 / fp32 NaN: a read before any write shows
-  Schedule schedule = Schedule::kWarpsAscending;
+  Schedule schedule = initial_schedule();
 };
 Machine m;
 
