@@ -1,8 +1,10 @@
-// Helpers for the emulated layer tests (tests/emu/test_emu_<layer>.cpp), which run the kernels of
-// kernels/*_device.cuh on the CPU emulator against cpu:: with the tolerances of tests/cuda: host
-// buffers in either element type (as<Elem>, widened), poisoned outputs, padding that misaligns
-// the 16-byte packs, the one-bf16-rounding comparison of test_bf16_elementwise.cpp, and the check
-// that every warp schedule of the emulator gives the same bits (a race shows as a difference).
+// Helpers for the emulated layer tests (tests/emu/test_emu_<layer>.cpp), which call the real
+// cuda:: launchers of kernels/*.cuh (compiled for the CPU by tests/emu/hostcuda: device memory is
+// host memory of the host runtime, every launch runs on the emulator at once) against cpu:: with
+// the tolerances of tests/cuda: host buffers in either element type (as<Elem>, widened) for
+// test::DeviceBuffer, poisoned outputs, padding that misaligns the 16-byte packs, the
+// one-bf16-rounding comparison of test_bf16_elementwise.cpp, and the check that every warp
+// schedule of the emulator gives the same bits (a race shows as a difference).
 #pragma once
 
 #include <catch2/catch.hpp>
@@ -17,7 +19,7 @@
 
 #include "common/test_common.hpp"
 #include "cuda/bf16_host_util.hpp"
-#include "cuda/cuda_test_util.hpp"  // expect_matches, max_abs, bit_equal: host-only; no device buffer here
+#include "cuda/cuda_test_util.hpp"  // DeviceBuffer, test_stream, expect_matches, max_abs, bit_equal
 #include "emu/cuda_emu.hpp"
 
 namespace gpt2cc::test {
@@ -32,6 +34,10 @@ template <class Elem>
 std::vector<float> widened(const std::vector<Elem>& x) {
   if constexpr (std::is_same_v<Elem, float>) return x;
   else return from_bf16(x);
+}
+template <class Elem>
+std::vector<float> widened(const DeviceBuffer<Elem>& x) {
+  return widened(x.download());
 }
 
 // n elements of all-ones bytes: NaN as float and as bf16, so an element a kernel forgets shows.
@@ -70,6 +76,20 @@ inline void expect_one_rounding(const std::vector<float>& actual, const std::vec
   expect_rel_l2(actual, expected, 1e-2, what);
 }
 
+// float: fp32 results within tol; bf16: rounded once from fp32 results that differ from the CPU's
+// by float rounding only: relative L2 <= 1e-2 and element-wise one bf16 rounding (2^-8 relative)
+// plus `slack` * max|ref| for the fp32 differences in values near zero.
+template <class Elem>
+void expect_output(const std::vector<float>& got, const std::vector<float>& ref, double tol, double slack,
+                   const std::string& what) {
+  if constexpr (std::is_same_v<Elem, float>) {
+    expect_matches(got, ref, what, tol);
+  } else {
+    expect_rel_l2(got, ref, 1e-2, what);
+    expect_bf16_rounding(got, ref, what + " element-wise", 5e-3, slack * std::max(max_abs(ref), 1e-30));
+  }
+}
+
 // Every output of a computation, concatenated (bf16 widened: exact, so equal floats = equal bits).
 inline std::vector<float> concat(std::initializer_list<const std::vector<float>*> parts) {
   std::vector<float> all;
@@ -80,7 +100,9 @@ inline std::vector<float> concat(std::initializer_list<const std::vector<float>*
 // Runs `run` (returning every output, see concat) under the descending and the lockstep warp
 // schedules and checks that each gives the bits of `ascending`, its result under the default one.
 // A kernel that reads shared memory another warp has not written yet, or overwrites what one
-// still reads, gives different bits under some order.
+// still reads, gives different bits under some order. The schedule is the emulator's, for every
+// grid it runs: a launcher's kernels run under it because the host runtime's streams run their
+// work at once, on the calling thread.
 template <class Run>
 void check_every_schedule(const std::vector<float>& ascending, Run run) {
   for (const emu::Schedule schedule : {emu::Schedule::kWarpsDescending, emu::Schedule::kLockstep}) {

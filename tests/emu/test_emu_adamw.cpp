@@ -1,5 +1,5 @@
-// The AdamW and sum-of-squares kernels (kernels/adamw_device.cuh) executed by the CPU emulator
-// against cpu::adamw_update / cpu::sum_of_squares, with the tolerances of
+// cuda::adamw_update and cuda::sum_of_squares (kernels/adamw.cuh) with their kernels on the CPU
+// emulator against cpu::adamw_update / cpu::sum_of_squares, with the tolerances of
 // tests/cuda/test_cuda_adamw.cpp and test_bf16_optimizer.cpp: fp32 params, m, v within 1e-5; with
 // bf16 grads, the fp32 master weights and moments within 1e-6 of the CPU's on the same bf16 grads
 // and the bf16 copy exactly the master rounded to nearest even. Three steps (bias correction),
@@ -15,8 +15,8 @@
 #include <vector>
 
 #include "cpu/adamw.hpp"
-#include "emu/adamw_emu.hpp"
 #include "emu/layer_test_util.hpp"
+#include "kernels/adamw.cuh"
 
 using namespace gpt2cc;
 using test::bf16;
@@ -51,6 +51,8 @@ TEMPLATE_TEST_CASE("emulated adamw matches cpu over three steps", "[emu][adamw]"
   for (int run = 0; run < 2; ++run) {
     emu::set_schedule(run == 0 ? emu::Schedule::kWarpsAscending : emu::Schedule::kLockstep);
     State cpu_state = start, emu_state = start;
+    test::DeviceBuffer params(start.params), m(start.m), v(start.v);
+    test::DeviceBuffer params_bf16(test::poisoned<bf16>(N));
     for (int step = 1; step <= 3; ++step) {
       INFO("run " << run << " step " << step);
       hp.step = step;
@@ -59,12 +61,16 @@ TEMPLATE_TEST_CASE("emulated adamw matches cpu over three steps", "[emu][adamw]"
       cpu::adamw_update(cpu_state.params.data(), cpu_state.m.data(), cpu_state.v.data(), grads.data(), N, hp);
       const double tol = kIsFloat ? 1e-5 : 1e-6;
       if constexpr (kIsFloat) {
-        emu::adamw_update(emu_state.params.data(), emu_state.m.data(), emu_state.v.data(), grads.data(), N, hp);
+        const test::DeviceBuffer d_grads(grads);
+        cuda::adamw_update(params.get(), m.get(), v.get(), d_grads.get(), N, hp, test::test_stream());
       } else {
-        emu_state.params_bf16 = test::poisoned<bf16>(N);
-        const auto grads_bf16 = test::to_bf16(grads);
-        emu::adamw_update(emu_state.params.data(), emu_state.params_bf16.data(), emu_state.m.data(),
-                          emu_state.v.data(), grads_bf16.data(), N, hp);
+        params_bf16.poison();
+        const test::DeviceBuffer d_grads(test::to_bf16(grads));
+        cuda::adamw_update(params.get(), params_bf16.get(), m.get(), v.get(), d_grads.get(), N, hp,
+                           test::test_stream());
+      }
+      emu_state = {params.download(), m.download(), v.download(), params_bf16.download()};
+      if constexpr (!kIsFloat) {
         size_t mismatches = 0;
         for (size_t i = 0; i < N; ++i) mismatches += bf16_bits(emu_state.params_bf16[i]) != rne_bits(emu_state.params[i]);
         INFO("bf16 params that are not the master weights rounded to nearest even");
@@ -88,17 +94,18 @@ TEMPLATE_TEST_CASE("emulated adamw applies the clip factor to the gradient", "[e
   const size_t N = 64;
   AdamWParams hp;
   hp.grad_scale = 0.25f;
-  const auto grads = test::as<TestType>(std::vector<float>(N, 2.0f));
-  std::vector<float> params(N, 1.0f), m(N, 0.0f), v(N, 0.0f);
-  std::vector<bf16> params_bf16(N);
+  const test::DeviceBuffer grads(test::as<TestType>(std::vector<float>(N, 2.0f)));
+  test::DeviceBuffer params(std::vector<float>(N, 1.0f)), m(std::vector<float>(N, 0.0f));
+  test::DeviceBuffer v(std::vector<float>(N, 0.0f));
+  test::DeviceBuffer<bf16> params_bf16(N);
   if constexpr (std::is_same_v<TestType, float>) {
-    emu::adamw_update(params.data(), m.data(), v.data(), grads.data(), N, hp);
+    cuda::adamw_update(params.get(), m.get(), v.get(), grads.get(), N, hp, test::test_stream());
   } else {
-    emu::adamw_update(params.data(), params_bf16.data(), m.data(), v.data(), grads.data(), N, hp);
+    cuda::adamw_update(params.get(), params_bf16.get(), m.get(), v.get(), grads.get(), N, hp, test::test_stream());
   }
   const float g = 2.0f * 0.25f;
-  test::expect_matches(m, std::vector<float>(N, (1.0f - hp.beta1) * g), "m of the scaled gradient");
-  test::expect_matches(v, std::vector<float>(N, (1.0f - hp.beta2) * g * g), "v of the scaled gradient");
+  test::expect_matches(m.download(), std::vector<float>(N, (1.0f - hp.beta1) * g), "m of the scaled gradient");
+  test::expect_matches(v.download(), std::vector<float>(N, (1.0f - hp.beta2) * g * g), "v of the scaled gradient");
 }
 
 TEMPLATE_TEST_CASE("emulated sum_of_squares matches cpu and repeats exactly", "[emu][adamw][determinism]", float,
@@ -107,10 +114,10 @@ TEMPLATE_TEST_CASE("emulated sum_of_squares matches cpu and repeats exactly", "[
   const size_t N = GENERATE(size_t(0), size_t(1000), size_t(512 * 256 + 17));
   INFO("N=" << N);
   const auto x = test::round_to_bf16(test::random_vector(N, 321, -3.0f, 3.0f));
-  const auto x_elem = test::as<Elem>(x);
+  const test::DeviceBuffer x_elem(test::as<Elem>(x));
   // Squares of bf16-grid values are exact in double; only the order of the additions differs.
   const double expected = cpu::sum_of_squares(x.data(), N);
-  const double got = emu::sum_of_squares(x_elem.data(), N);
+  const double got = cuda::sum_of_squares(x_elem.get(), N, test::test_stream());
   CHECK(std::fabs(got - expected) <= 1e-10 * std::max(1.0, std::fabs(expected)));
   if (N > 0) CHECK(got > 0.0);
   // The same bits again, under each other warp schedule (as a float pair: the double's two words).
@@ -119,5 +126,6 @@ TEMPLATE_TEST_CASE("emulated sum_of_squares matches cpu and repeats exactly", "[
     std::memcpy(w.data(), &value, sizeof(value));
     return w;
   };
-  test::check_every_schedule(words(got), [&] { return words(emu::sum_of_squares(x_elem.data(), N)); });
+  test::check_every_schedule(words(got),
+                             [&] { return words(cuda::sum_of_squares(x_elem.get(), N, test::test_stream())); });
 }

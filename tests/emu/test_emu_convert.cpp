@@ -1,5 +1,5 @@
-// The fp32 <-> bf16 conversion kernels (kernels/convert_device.cuh) executed by the CPU emulator,
-// with the checks of tests/cuda/test_bf16_optimizer.cpp: convert rounds to nearest even bit for
+// cuda::convert and cuda::widen (kernels/convert.cuh) with their kernels on the CPU emulator, with
+// the checks of tests/cuda/test_bf16_optimizer.cpp: convert rounds to nearest even bit for
 // bit (against a rounding written on the bit pattern, independently of cuda_bf16.h; ties, values
 // around ties, overflow to inf, -0, NaN stays NaN), widen is exact, neither writes outside
 // [0, N). N = 1, 7, 8, 9, 4099 (partial last groups of 8), both pointers aligned (16-byte kernel)
@@ -12,8 +12,8 @@
 #include <iterator>
 #include <vector>
 
-#include "emu/elementwise_emu.hpp"
 #include "emu/layer_test_util.hpp"
+#include "kernels/convert.cuh"
 
 using namespace gpt2cc;
 using test::bf16;
@@ -30,16 +30,18 @@ TEST_CASE("emulated convert rounds to nearest even and widen is exact", "[emu][c
   // Returns the bf16 output (8 spare poisoned elements after it: a group writing past N shows
   // there) and the widened round trip, both with their offsets, as floats.
   const auto run = [&] {
-    std::vector<float> src(src_offset, 0.0f);
-    src.insert(src.end(), x.begin(), x.end());
-    auto narrow = test::poisoned<bf16>(dst_offset + N + 8);
-    emu::convert(narrow.data() + dst_offset, src.data() + src_offset, N);
+    const cudaStream_t stream = test::test_stream();
+    test::DeviceBuffer src(test::padded(x, src_offset));
+    test::DeviceBuffer narrow(test::poisoned<bf16>(dst_offset + N + 8));
+    cuda::convert(narrow.get() + dst_offset, src.get() + src_offset, N, stream);
+    const std::vector<bf16> narrow_host = narrow.download();
     std::vector<bf16> narrow_src(src_offset, bf16{});
-    narrow_src.insert(narrow_src.end(), narrow.begin() + dst_offset, narrow.begin() + dst_offset + N);
-    auto wide = test::poisoned<float>(dst_offset + N + 8);
-    emu::widen(wide.data() + dst_offset, narrow_src.data() + src_offset, N);
-    const auto narrow_f = test::from_bf16(narrow);
-    return test::concat({&narrow_f, &wide});
+    narrow_src.insert(narrow_src.end(), narrow_host.begin() + dst_offset, narrow_host.begin() + dst_offset + N);
+    test::DeviceBuffer narrow_src_d(narrow_src);
+    test::DeviceBuffer wide(test::poisoned<float>(dst_offset + N + 8));
+    cuda::widen(wide.get() + dst_offset, narrow_src_d.get() + src_offset, N, stream);
+    const auto narrow_f = test::from_bf16(narrow_host), wide_f = wide.download();
+    return test::concat({&narrow_f, &wide_f});
   };
   const std::vector<float> all = run();
   // The bf16 output as widened floats: bf16 bits b read as the float bits b << 16.
@@ -67,9 +69,10 @@ TEST_CASE("emulated convert rounds to nearest even and widen is exact", "[emu][c
 
 TEST_CASE("emulated convert keeps NaN a NaN", "[emu][convert][bf16]") {
   const std::vector<float> x = {std::nanf(""), -std::nanf(""), bits_float(0x7F800001u), 1.0f};
-  auto y = test::poisoned<bf16>(x.size());
-  emu::convert(y.data(), x.data(), x.size());
-  const auto f = test::from_bf16(y);
+  test::DeviceBuffer d_x(x);
+  test::DeviceBuffer y(test::poisoned<bf16>(x.size()));
+  cuda::convert(y.get(), d_x.get(), x.size(), test::test_stream());
+  const auto f = test::widened(y);
   CHECK(std::isnan(f[0]));
   CHECK(std::isnan(f[1]));
   CHECK(std::isnan(f[2]));  // a signalling-NaN pattern whose payload would round into the inf bits

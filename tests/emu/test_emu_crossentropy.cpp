@@ -1,25 +1,26 @@
-// The classifier kernels (kernels/crossentropy_device.cuh) executed by the CPU emulator against
-// cpu::crossentropy_forward / _backward, float and bf16 logits, with the tolerances of
-// tests/cuda/test_bf16_classifier.cpp: losses within 1e-5; float dlogits within 1e-5, bf16 dlogits
-// one rounding (relative L2 <= 1e-2, element-wise 5e-3); the fused classifier also against the
-// two-kernel path. Shapes hit every launcher branch: the fused kernel's 16-byte packs (Vp a
-// multiple of 4 floats / 8 bf16, aligned buffer) and its scalar kernel (Vp = 37, Vp = 36 for bf16,
-// a buffer offset by one element); V = 1 .. 5000 (one block of 512 threads strides several times;
-// V not a multiple of the pack). Outputs start as NaN; padded columns hold NaN in the logits and
-// must come out exactly 0; ignored rows (-1) give loss 0 and a zero row; an out-of-range target
-// gives NaN. Every warp schedule gives the same bits; in place gives the out-of-place bits.
+// cuda::crossentropy_forward / _backward and fused_classifier (kernels/crossentropy.cuh) with their
+// kernels on the CPU emulator against cpu::crossentropy_forward / _backward, float and bf16 logits,
+// with the tolerances of tests/cuda/test_bf16_classifier.cpp: losses within 1e-5; float dlogits
+// within 1e-5, bf16 dlogits one rounding (relative L2 <= 1e-2, element-wise 5e-3); the fused
+// classifier also against the two-kernel path. Shapes hit every launcher branch: the fused kernel's
+// 16-byte packs (Vp a multiple of 4 floats / 8 bf16, aligned buffer) and its scalar kernel (Vp = 37,
+// Vp = 36 for bf16, a buffer offset by one element); V = 1 .. 5000 (one block of 512 threads strides
+// several times; V not a multiple of the pack). Outputs start as NaN; padded columns hold NaN in the
+// logits and must come out exactly 0; ignored rows (-1) give loss 0 and a zero row; an out-of-range
+// target gives NaN. Every warp schedule gives the same bits; in place gives the out-of-place bits.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cpu/crossentropy.hpp"
 #include "cuda/classifier_test_util.hpp"
-#include "emu/crossentropy_emu.hpp"
 #include "emu/layer_test_util.hpp"
+#include "kernels/crossentropy.cuh"
 
 using namespace gpt2cc;
 using test::bf16;
@@ -66,28 +67,29 @@ TEMPLATE_TEST_CASE("emulated crossentropy forward and backward match cpu", "[emu
   cpu::crossentropy_forward(losses.data(), in.logits.data(), in.targets.data(), s.B, s.T, s.V, s.Vp);
   cpu::crossentropy_backward(dlogits.data(), in.dloss, in.logits.data(), in.targets.data(), s.B, s.T, s.V, s.Vp);
 
-  const std::vector<Elem> logits = test::as<Elem>(in.logits);
-  auto got_losses = test::poisoned<float>(rows);
-  auto got_dlogits = test::poisoned<Elem>(n);
-  emu::crossentropy_forward(got_losses.data(), logits.data(), in.targets.data(), s.B, s.T, s.V, s.Vp);
-  emu::crossentropy_backward(got_dlogits.data(), in.dloss, logits.data(), in.targets.data(), s.B, s.T, s.V, s.Vp);
+  const cudaStream_t stream = test::test_stream();
+  const test::DeviceBuffer logits(test::as<Elem>(in.logits));
+  const test::DeviceBuffer targets(in.targets);
+  // The losses and dlogits of a forward and a backward over poisoned outputs.
+  const auto run = [&] {
+    test::DeviceBuffer losses_d(test::poisoned<float>(rows)), dlogits_d(test::poisoned<Elem>(n));
+    cuda::crossentropy_forward(losses_d.get(), logits.get(), targets.get(), s.B, s.T, s.V, s.Vp, stream);
+    cuda::crossentropy_backward(dlogits_d.get(), in.dloss, logits.get(), targets.get(), s.B, s.T, s.V, s.Vp, stream);
+    return std::pair(losses_d.download(), test::widened(dlogits_d));
+  };
+  const auto [got_losses, got] = run();
   test::expect_matches(got_losses, losses, "emulated losses", 1e-5);
-  const std::vector<float> got = test::widened(got_dlogits);
   expect_dlogits<Elem>(got, dlogits, "emulated dlogits");
   expect_zero_padding_and_ignored_rows(got, got_losses, in.targets, s.V, s.Vp);
 
   // In place over the logits: the same bits as out of place.
-  std::vector<Elem> in_place = logits;
-  emu::crossentropy_backward(in_place.data(), in.dloss, in_place.data(), in.targets.data(), s.B, s.T, s.V, s.Vp);
+  test::DeviceBuffer in_place(logits.download());
+  cuda::crossentropy_backward(in_place.get(), in.dloss, in_place.get(), targets.get(), s.B, s.T, s.V, s.Vp, stream);
   CHECK(test::bit_equal(test::widened(in_place), got));
 
   test::check_every_schedule(test::concat({&got_losses, &got}), [&] {
-    auto losses2 = test::poisoned<float>(rows);
-    auto dlogits2 = test::poisoned<Elem>(n);
-    emu::crossentropy_forward(losses2.data(), logits.data(), in.targets.data(), s.B, s.T, s.V, s.Vp);
-    emu::crossentropy_backward(dlogits2.data(), in.dloss, logits.data(), in.targets.data(), s.B, s.T, s.V, s.Vp);
-    const std::vector<float> dlogits2_f32 = test::widened(dlogits2);
-    return test::concat({&losses2, &dlogits2_f32});
+    const auto [losses2, dlogits2] = run();
+    return test::concat({&losses2, &dlogits2});
   });
 }
 
@@ -106,22 +108,23 @@ TEMPLATE_TEST_CASE("emulated fused classifier matches cpu and the two-kernel pat
   cpu::crossentropy_forward(losses.data(), in.logits.data(), in.targets.data(), s.B, s.T, s.V, s.Vp);
   cpu::crossentropy_backward(dlogits.data(), in.dloss, in.logits.data(), in.targets.data(), s.B, s.T, s.V, s.Vp);
 
-  // The buffer starts 16-byte aligned (std::vector of float or bf16 from operator new).
+  // The buffer starts 16-byte aligned (cudaMalloc's 256 bytes).
+  const cudaStream_t stream = test::test_stream();
   const std::vector<Elem> start = test::as<Elem>(test::padded(in.logits, offset));
-  std::vector<Elem> buffer = start;
-  Elem* logits = buffer.data() + offset;
-  auto reference = test::poisoned<Elem>(n);
-  auto reference_losses = test::poisoned<float>(rows), got_losses = test::poisoned<float>(rows);
-  emu::crossentropy_forward(reference_losses.data(), logits, in.targets.data(), s.B, s.T, s.V, s.Vp);
-  emu::crossentropy_backward(reference.data(), in.dloss, logits, in.targets.data(), s.B, s.T, s.V, s.Vp);
-  emu::fused_classifier(logits, got_losses.data(), in.targets.data(), in.dloss, s.B, s.T, s.V, s.Vp);
+  const test::DeviceBuffer targets(in.targets);
+  test::DeviceBuffer buffer(start), reference(test::poisoned<Elem>(n));
+  test::DeviceBuffer reference_losses(test::poisoned<float>(rows)), got_losses_d(test::poisoned<float>(rows));
+  Elem* logits = buffer.get() + offset;
+  cuda::crossentropy_forward(reference_losses.get(), logits, targets.get(), s.B, s.T, s.V, s.Vp, stream);
+  cuda::crossentropy_backward(reference.get(), in.dloss, logits, targets.get(), s.B, s.T, s.V, s.Vp, stream);
+  cuda::fused_classifier(logits, got_losses_d.get(), targets.get(), in.dloss, s.B, s.T, s.V, s.Vp, stream);
 
-  const std::vector<float> all = test::widened(buffer);
+  const std::vector<float> all = test::widened(buffer), got_losses = got_losses_d.download();
   const std::vector<float> got(all.begin() + offset, all.end());
   const std::vector<float> two_kernel = test::widened(reference);
   test::expect_matches(got_losses, losses, "fused losses vs cpu", 1e-5);
   // The online max + sum adds in another order than the two-pass reduction: a few float ulps.
-  test::expect_matches(got_losses, reference_losses, "fused losses vs two-kernel", 2e-6);
+  test::expect_matches(got_losses, reference_losses.download(), "fused losses vs two-kernel", 2e-6);
   expect_dlogits<Elem>(got, dlogits, "fused dlogits vs cpu");
   if constexpr (kIsFloat) {
     test::expect_matches(got, two_kernel, "fused dlogits vs two-kernel", 2e-6);
@@ -134,25 +137,26 @@ TEMPLATE_TEST_CASE("emulated fused classifier matches cpu and the two-kernel pat
   CHECK(std::equal(all.begin(), all.begin() + offset, test::widened(start).begin()));
 
   test::check_every_schedule(test::concat({&all, &got_losses}), [&] {
-    std::vector<Elem> buffer2 = start;
-    auto losses2 = test::poisoned<float>(rows);
-    emu::fused_classifier(buffer2.data() + offset, losses2.data(), in.targets.data(), in.dloss, s.B, s.T, s.V, s.Vp);
-    const std::vector<float> all2 = test::widened(buffer2);
-    return test::concat({&all2, &losses2});
+    test::DeviceBuffer buffer2(start), losses2(test::poisoned<float>(rows));
+    cuda::fused_classifier(buffer2.get() + offset, losses2.get(), targets.get(), in.dloss, s.B, s.T, s.V, s.Vp, stream);
+    const std::vector<float> all2 = test::widened(buffer2), losses2_host = losses2.download();
+    return test::concat({&all2, &losses2_host});
   });
 }
 
 TEMPLATE_TEST_CASE("emulated classifier marks an out-of-range target with NaN", "[emu][crossentropy]", float, bf16) {
   using Elem = TestType;
   const int V = 5, Vp = 8;
-  const auto logits = test::as<Elem>(test::random_vector(3 * Vp, 221));
-  const std::vector<int> targets{2, 7, -2};
-  auto losses = test::poisoned<float>(3), fused_losses = test::poisoned<float>(3);
-  auto dlogits = test::poisoned<Elem>(logits.size());
-  emu::crossentropy_forward(losses.data(), logits.data(), targets.data(), 1, 3, V, Vp);
-  emu::crossentropy_backward(dlogits.data(), 1.0f, logits.data(), targets.data(), 1, 3, V, Vp);
-  std::vector<Elem> fused = logits;
-  emu::fused_classifier(fused.data(), fused_losses.data(), targets.data(), 1.0f, 1, 3, V, Vp);
+  const cudaStream_t stream = test::test_stream();
+  const auto logits_host = test::as<Elem>(test::random_vector(3 * Vp, 221));
+  const test::DeviceBuffer logits(logits_host);
+  const test::DeviceBuffer targets(std::vector<int>{2, 7, -2});
+  test::DeviceBuffer losses_d(test::poisoned<float>(3)), fused_losses_d(test::poisoned<float>(3));
+  test::DeviceBuffer dlogits(test::poisoned<Elem>(logits_host.size())), fused(logits_host);
+  cuda::crossentropy_forward(losses_d.get(), logits.get(), targets.get(), 1, 3, V, Vp, stream);
+  cuda::crossentropy_backward(dlogits.get(), 1.0f, logits.get(), targets.get(), 1, 3, V, Vp, stream);
+  cuda::fused_classifier(fused.get(), fused_losses_d.get(), targets.get(), 1.0f, 1, 3, V, Vp, stream);
+  const std::vector<float> losses = losses_d.download(), fused_losses = fused_losses_d.download();
   for (const auto* l : {&losses, &fused_losses}) {
     CHECK(std::isfinite((*l)[0]));
     CHECK(std::isnan((*l)[1]));
@@ -186,13 +190,15 @@ TEMPLATE_TEST_CASE("emulated classifier treats a -inf logit as probability 0, li
   REQUIRE(std::isfinite(losses[0]));
   REQUIRE(std::isinf(losses[1]));
 
-  const std::vector<Elem> start = test::as<Elem>(logits);
-  auto two_kernel_losses = test::poisoned<float>(T), fused_losses = test::poisoned<float>(T);
-  auto two_kernel = test::poisoned<Elem>(logits.size());
-  emu::crossentropy_forward(two_kernel_losses.data(), start.data(), targets.data(), B, T, V, Vp);
-  emu::crossentropy_backward(two_kernel.data(), 1.0f, start.data(), targets.data(), B, T, V, Vp);
-  std::vector<Elem> fused = start;
-  emu::fused_classifier(fused.data(), fused_losses.data(), targets.data(), 1.0f, B, T, V, Vp);
+  const cudaStream_t stream = test::test_stream();
+  const test::DeviceBuffer start(test::as<Elem>(logits));
+  const test::DeviceBuffer d_targets(targets);
+  test::DeviceBuffer two_kernel_losses_d(test::poisoned<float>(T)), fused_losses_d(test::poisoned<float>(T));
+  test::DeviceBuffer two_kernel(test::poisoned<Elem>(logits.size())), fused(start.download());
+  cuda::crossentropy_forward(two_kernel_losses_d.get(), start.get(), d_targets.get(), B, T, V, Vp, stream);
+  cuda::crossentropy_backward(two_kernel.get(), 1.0f, start.get(), d_targets.get(), B, T, V, Vp, stream);
+  cuda::fused_classifier(fused.get(), fused_losses_d.get(), d_targets.get(), 1.0f, B, T, V, Vp, stream);
+  const std::vector<float> two_kernel_losses = two_kernel_losses_d.download(), fused_losses = fused_losses_d.download();
   for (const auto* got : {&two_kernel_losses, &fused_losses}) {
     CHECK((*got)[0] == Approx(losses[0]).epsilon(1e-5));
     CHECK((*got)[1] == losses[1]);

@@ -1,5 +1,5 @@
-// The dropout kernel (kernels/dropout_device.cuh) executed by the CPU emulator against
-// cpu::dropout_forward / _backward, float and bf16, with the checks of tests/cuda
+// cuda::dropout_forward / _backward (kernels/dropout.cuh) with their kernel on the CPU emulator
+// against cpu::dropout_forward / _backward, float and bf16, with the checks of tests/cuda
 // (test_cuda_elementwise.cpp, test_bf16_elementwise.cpp): values within 1e-5 (float) or one bf16
 // rounding, and exactly the CPU's elements dropped, by both element types. N = 1, 4, 1003 (a
 // partial group of four), 4099; p = 0 (the launcher's copy), 0.1, 0.5; also in place. Outputs
@@ -9,8 +9,8 @@
 #include <vector>
 
 #include "cpu/dropout.hpp"
-#include "emu/elementwise_emu.hpp"
 #include "emu/layer_test_util.hpp"
+#include "kernels/dropout.cuh"
 
 using namespace gpt2cc;
 using test::as;
@@ -24,12 +24,12 @@ template <class Elem>
 std::vector<float> run_dropout(const DropoutParams& dropout, const std::vector<float>& inp_f,
                                const std::vector<float>& dout_f) {
   const size_t N = inp_f.size();
-  auto inp = as<Elem>(inp_f);
-  const auto dout = as<Elem>(dout_f);
-  auto out = test::poisoned<Elem>(N), dinp = test::poisoned<Elem>(N);
-  emu::dropout_forward(out.data(), inp.data(), dropout, N);
-  emu::dropout_backward(dinp.data(), dout.data(), dropout, N);
-  emu::dropout_forward(inp.data(), inp.data(), dropout, N);
+  test::DeviceBuffer inp(as<Elem>(inp_f)), dout(as<Elem>(dout_f));
+  test::DeviceBuffer out(test::poisoned<Elem>(N)), dinp(test::poisoned<Elem>(N));
+  const cudaStream_t stream = test::test_stream();
+  cuda::dropout_forward(out.get(), inp.get(), dropout, N, stream);
+  cuda::dropout_backward(dinp.get(), dout.get(), dropout, N, stream);
+  cuda::dropout_forward(inp.get(), inp.get(), dropout, N, stream);
   const auto g_out = widened(out), g_dinp = widened(dinp), g_inplace = widened(inp);
   return test::concat({&g_out, &g_dinp, &g_inplace});
 }

@@ -1,4 +1,4 @@
-// The token + position embedding kernels (kernels/encoder_device.cuh) executed by the CPU emulator
+// cuda::encoder_forward / _backward (kernels/encoder.cuh) with their kernels on the CPU emulator
 // against cpu::encoder_forward / _backward, float and bf16, with the tolerances of tests/cuda
 // (test_cuda_encoder.cpp: 1e-5; test_bf16_elementwise.cpp: one bf16 rounding). Few distinct tokens,
 // so many positions share a dwte row (the owner kernel's ballot compaction, over two chunks of
@@ -11,8 +11,8 @@
 #include <vector>
 
 #include "cpu/encoder.hpp"
-#include "emu/elementwise_emu.hpp"
 #include "emu/layer_test_util.hpp"
+#include "kernels/encoder.cuh"
 
 using namespace gpt2cc;
 using test::as;
@@ -38,14 +38,15 @@ template <class Elem>
 std::vector<float> run_encoder(const Shape& s, const EncoderInputs& in) {
   const int B = s.B, T = s.T, C = s.C;
   const size_t BTC = static_cast<size_t>(B) * T * C, o = s.offset;
-  const auto wte = as<Elem>(padded(in.wte, o)), wpe = as<Elem>(padded(in.wpe, o)), dout = as<Elem>(in.dout);
-  auto out = test::poisoned<Elem>(BTC + o);
-  emu::encoder_forward(out.data() + o, in.inp.data(), wte.data() + o, wpe.data() + o, B, T, C);
-  auto dwte = as<Elem>(in.dwte0), dwpe = as<Elem>(in.dwpe0);
+  test::DeviceBuffer inp(in.inp);
+  test::DeviceBuffer wte(as<Elem>(padded(in.wte, o))), wpe(as<Elem>(padded(in.wpe, o))), dout(as<Elem>(in.dout));
+  test::DeviceBuffer out(test::poisoned<Elem>(BTC + o)), dwte(as<Elem>(in.dwte0)), dwpe(as<Elem>(in.dwpe0));
+  const cudaStream_t stream = test::test_stream();
+  cuda::encoder_forward(out.get() + o, inp.get(), wte.get() + o, wpe.get() + o, B, T, C, stream);
   const std::vector<float> g_out = tail(widened(out), BTC);
-  emu::encoder_backward(dwte.data(), dwpe.data(), dout.data(), in.inp.data(), B, T, C);
+  cuda::encoder_backward(dwte.get(), dwpe.get(), dout.get(), inp.get(), B, T, C, stream);
   const std::vector<float> dwte1 = widened(dwte), dwpe1 = widened(dwpe);
-  emu::encoder_backward(dwte.data(), dwpe.data(), dout.data(), in.inp.data(), B, T, C);
+  cuda::encoder_backward(dwte.get(), dwpe.get(), dout.get(), inp.get(), B, T, C, stream);
   const std::vector<float> dwte2 = widened(dwte), dwpe2 = widened(dwpe);
   return test::concat({&g_out, &dwte1, &dwpe1, &dwte2, &dwpe2});
 }
@@ -109,5 +110,6 @@ TEST_CASE("emulated encoder forward and backward match cpu", "[emu][encoder]") {
 TEST_CASE("emulated encoder backward rejects more channels than its kernel holds", "[emu][encoder]") {
   // Typed null pointers: encoder_backward is overloaded for float and bf16.
   float* none = nullptr;
-  CHECK_THROWS_WITH(emu::encoder_backward(none, none, none, nullptr, 1, 1, 8193), Catch::Contains("C <= 8192"));
+  CHECK_THROWS_WITH(cuda::encoder_backward(none, none, none, nullptr, 1, 1, 8193, test::test_stream()),
+                    Catch::Contains("C <= 8192"));
 }

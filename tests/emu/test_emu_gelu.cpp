@@ -1,4 +1,4 @@
-// The GELU kernels (kernels/gelu_device.cuh) executed by the CPU emulator against
+// cuda::gelu_forward / _backward (kernels/gelu.cuh) with their kernels on the CPU emulator against
 // cpu::gelu_forward / _backward, float and bf16, with the tolerances of tests/cuda
 // (test_cuda_elementwise.cpp: 1e-5; test_bf16_elementwise.cpp: one bf16 rounding). N a multiple
 // of the pack (16-byte packs) or not (1, 1001), pointers offset by one element (scalar); the
@@ -8,8 +8,8 @@
 #include <vector>
 
 #include "cpu/gelu.hpp"
-#include "emu/elementwise_emu.hpp"
 #include "emu/layer_test_util.hpp"
+#include "kernels/gelu.cuh"
 
 using namespace gpt2cc;
 using test::as;
@@ -29,12 +29,12 @@ struct Case {
 template <class Elem>
 std::vector<float> run_gelu(const Case& c, const std::vector<float>& inp_f, const std::vector<float>& dout_f) {
   const size_t N = c.N, o = c.offset;
-  auto inp = as<Elem>(padded(inp_f, o));
-  const auto dout = as<Elem>(padded(dout_f, o));
-  auto out = test::poisoned<Elem>(N + o), dinp = test::poisoned<Elem>(N + o);
-  emu::gelu_forward(out.data() + o, inp.data() + o, N);
-  emu::gelu_backward(dinp.data() + o, dout.data() + o, inp.data() + o, N);
-  emu::gelu_forward(inp.data() + o, inp.data() + o, N);
+  test::DeviceBuffer inp(as<Elem>(padded(inp_f, o))), dout(as<Elem>(padded(dout_f, o)));
+  test::DeviceBuffer out(test::poisoned<Elem>(N + o)), dinp(test::poisoned<Elem>(N + o));
+  const cudaStream_t stream = test::test_stream();
+  cuda::gelu_forward(out.get() + o, inp.get() + o, N, stream);
+  cuda::gelu_backward(dinp.get() + o, dout.get() + o, inp.get() + o, N, stream);
+  cuda::gelu_forward(inp.get() + o, inp.get() + o, N, stream);
   const auto g_out = tail(widened(out), N), g_dinp = tail(widened(dinp), N), g_inplace = tail(widened(inp), N);
   return test::concat({&g_out, &g_dinp, &g_inplace});
 }

@@ -1,13 +1,13 @@
-// The LayerNorm kernels (kernels/layernorm_device.cuh) executed by the CPU emulator against
-// cpu::layernorm_forward / _backward, float and bf16, with the tolerances of
-// tests/cuda/test_cuda_layernorm.cpp (float: 1e-5, column sums 2e-5) and test_bf16_elementwise.cpp
-// (bf16: one rounding, statistics 1e-4). Shapes take every launcher branch: the float forward's
-// warp-per-row kernel; bf16 and fused rows in the shared-memory cache with 16-byte packs (C % 8,
-// or C % 4 for float, and aligned pointers), without (C = 37, pointers offset by one element),
-// with fewer than 8 rows per block (C = 1600), and rows beyond the cache (C = 12800: the uncached
-// kernel, the fused forward's unfused pair); the backward's packed (bf16) and scalar dinp loops.
-// Outputs start poisoned (NaN); dinp, dweight and dbias accumulate (a second call doubles the
-// increment); every warp schedule gives the same bits.
+// cuda::layernorm_forward / _backward and residual_layernorm_forward (kernels/layernorm.cuh) with
+// their kernels on the CPU emulator against cpu::layernorm_forward / _backward, float and bf16, with
+// the tolerances of tests/cuda/test_cuda_layernorm.cpp (float: 1e-5, column sums 2e-5) and
+// test_bf16_elementwise.cpp (bf16: one rounding, statistics 1e-4). Shapes take every launcher
+// branch: the float forward's warp-per-row kernel; bf16 and fused rows in the shared-memory cache
+// with 16-byte packs (C % 8, or C % 4 for float, and aligned pointers), without (C = 37, pointers
+// offset by one element), with fewer than 8 rows per block (C = 1600), and rows beyond the cache
+// (C = 12800: the uncached kernel, the fused forward's unfused pair); the backward's packed (bf16)
+// and scalar dinp loops. Outputs start poisoned (NaN); dinp, dweight and dbias accumulate (a second
+// call doubles the increment); every warp schedule gives the same bits.
 #include <catch2/catch.hpp>
 
 #include <vector>
@@ -15,7 +15,8 @@
 #include "cpu/layernorm.hpp"
 #include "cpu/residual.hpp"
 #include "emu/layer_test_util.hpp"
-#include "emu/norm_emu.hpp"
+#include "kernels/layernorm.cuh"
+#include "kernels/residual.cuh"
 
 using namespace gpt2cc;
 using test::as;
@@ -73,20 +74,21 @@ template <class Elem>
 LnResult run_layernorm(const LnShape& s, const LnInputs& in) {
   const int B = s.B, T = s.T, C = s.C;
   const size_t N = static_cast<size_t>(B) * T * C, rows = static_cast<size_t>(B) * T, o = s.offset;
-  const auto inp = as<Elem>(padded(in.inp, o)), weight = as<Elem>(padded(in.weight, o));
-  const auto bias = as<Elem>(padded(in.bias, o)), dout = as<Elem>(padded(in.dout, o));
-  auto out = test::poisoned<Elem>(N + o);
-  auto mean = test::poisoned<float>(rows), rstd = test::poisoned<float>(rows);
-  emu::layernorm_forward(out.data() + o, mean.data(), rstd.data(), inp.data() + o, weight.data() + o,
-                         bias.data() + o, B, T, C);
-  auto dinp = as<Elem>(padded(in.dinp0, o)), dweight = as<Elem>(in.dweight0), dbias = as<Elem>(in.dbias0);
+  const cudaStream_t stream = test::test_stream();
+  const test::DeviceBuffer inp(as<Elem>(padded(in.inp, o))), weight(as<Elem>(padded(in.weight, o)));
+  const test::DeviceBuffer bias(as<Elem>(padded(in.bias, o))), dout(as<Elem>(padded(in.dout, o)));
+  test::DeviceBuffer out(test::poisoned<Elem>(N + o));
+  test::DeviceBuffer mean(test::poisoned<float>(rows)), rstd(test::poisoned<float>(rows));
+  cuda::layernorm_forward(out.get() + o, mean.get(), rstd.get(), inp.get() + o, weight.get() + o, bias.get() + o, B,
+                          T, C, stream);
+  test::DeviceBuffer dinp(as<Elem>(padded(in.dinp0, o))), dweight(as<Elem>(in.dweight0)), dbias(as<Elem>(in.dbias0));
   LnResult r;
   r.out = tail(widened(out), N);
-  r.mean = mean;
-  r.rstd = rstd;
+  r.mean = mean.download();
+  r.rstd = rstd.download();
   for (int call = 0; call < 2; ++call) {
-    emu::layernorm_backward(dinp.data() + o, dweight.data(), dbias.data(), dout.data() + o, mean.data(), rstd.data(),
-                            inp.data() + o, weight.data() + o, B, T, C);
+    cuda::layernorm_backward(dinp.get() + o, dweight.get(), dbias.get(), dout.get() + o, mean.get(), rstd.get(),
+                             inp.get() + o, weight.get() + o, B, T, C, stream);
     (call == 0 ? r.dinp : r.dinp2) = tail(widened(dinp), N);
     (call == 0 ? r.dweight : r.dweight2) = widened(dweight);
     (call == 0 ? r.dbias : r.dbias2) = widened(dbias);
@@ -161,7 +163,7 @@ TEST_CASE("emulated layernorm (bf16) matches cpu", "[emu][layernorm][bf16]") {
 
 namespace {
 
-// The fused forward and, for comparison, the emulated unfused pair on the same inputs.
+// The fused forward and, for comparison, the unfused pair on the same inputs.
 struct FusedResult {
   std::vector<float> residual, out, mean, rstd, residual2, out2, mean2, rstd2;
   std::vector<float> all() const { return test::concat({&residual, &out, &mean, &rstd}); }
@@ -172,19 +174,20 @@ FusedResult run_fused(const LnShape& s, const std::vector<float>& inp1_f, const 
                       const std::vector<float>& weight_f, const std::vector<float>& bias_f) {
   const int B = s.B, T = s.T, C = s.C;
   const size_t N = static_cast<size_t>(B) * T * C, rows = static_cast<size_t>(B) * T, o = s.offset;
-  const auto inp1 = as<Elem>(padded(inp1_f, o)), inp2 = as<Elem>(padded(inp2_f, o));
-  const auto weight = as<Elem>(padded(weight_f, o)), bias = as<Elem>(padded(bias_f, o));
-  auto residual = test::poisoned<Elem>(N + o), out = test::poisoned<Elem>(N + o);
-  auto mean = test::poisoned<float>(rows), rstd = test::poisoned<float>(rows);
-  emu::residual_layernorm_forward(residual.data() + o, out.data() + o, mean.data(), rstd.data(), inp1.data() + o,
-                                  inp2.data() + o, weight.data() + o, bias.data() + o, B, T, C);
-  auto residual2 = test::poisoned<Elem>(N), out2 = test::poisoned<Elem>(N);
-  auto mean2 = test::poisoned<float>(rows), rstd2 = test::poisoned<float>(rows);
-  emu::residual_forward(residual2.data(), inp1.data() + o, inp2.data() + o, N);
-  emu::layernorm_forward(out2.data(), mean2.data(), rstd2.data(), residual2.data(), weight.data() + o,
-                         bias.data() + o, B, T, C);
-  return {tail(widened(residual), N), tail(widened(out), N), mean, rstd,
-          widened(residual2),         widened(out2),         mean2, rstd2};
+  const cudaStream_t stream = test::test_stream();
+  const test::DeviceBuffer inp1(as<Elem>(padded(inp1_f, o))), inp2(as<Elem>(padded(inp2_f, o)));
+  const test::DeviceBuffer weight(as<Elem>(padded(weight_f, o))), bias(as<Elem>(padded(bias_f, o)));
+  test::DeviceBuffer residual(test::poisoned<Elem>(N + o)), out(test::poisoned<Elem>(N + o));
+  test::DeviceBuffer mean(test::poisoned<float>(rows)), rstd(test::poisoned<float>(rows));
+  cuda::residual_layernorm_forward(residual.get() + o, out.get() + o, mean.get(), rstd.get(), inp1.get() + o,
+                                   inp2.get() + o, weight.get() + o, bias.get() + o, B, T, C, stream);
+  test::DeviceBuffer residual2(test::poisoned<Elem>(N)), out2(test::poisoned<Elem>(N));
+  test::DeviceBuffer mean2(test::poisoned<float>(rows)), rstd2(test::poisoned<float>(rows));
+  cuda::residual_forward(residual2.get(), inp1.get() + o, inp2.get() + o, N, stream);
+  cuda::layernorm_forward(out2.get(), mean2.get(), rstd2.get(), residual2.get(), weight.get() + o, bias.get() + o, B,
+                          T, C, stream);
+  return {tail(widened(residual), N), tail(widened(out), N), mean.download(),  rstd.download(),
+          widened(residual2),         widened(out2),         mean2.download(), rstd2.download()};
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
-// The linear layer's hand-written kernels (kernels/matmul_device.cuh: the bias add after the GEMM
-// and the deterministic bias gradient; the GEMMs are cuBLAS and not emulated) executed by the CPU
-// emulator against cpu::matmul_forward_reference / matmul_backward_reference, with the tolerances
+// The linear layer's hand-written kernels (cuda::matmul_internal::add_bias, the bias add after the
+// GEMM, and accumulate_column_sums, the deterministic bias gradient: kernels/matmul.cuh; the GEMMs
+// are cuBLAS(Lt), checked by emu_cuda_layers) on the CPU emulator against
+// cpu::matmul_forward_reference / matmul_backward_reference, with the tolerances
 // of tests/cuda/test_cuda_matmul.cpp (fp32 1e-5) and test_bf16_matmul.cpp (bf16 1e-2).
 // add_bias: the GEMM output of the CPU without bias, plus the emulated bias add, against the CPU's
 // output with bias; both branches (float4: OC % 4 == 0 and aligned; scalar: OC = 7, a buffer offset
@@ -14,9 +15,11 @@
 
 #include "cpu/matmul.hpp"
 #include "emu/layer_test_util.hpp"
-#include "emu/matmul_emu.hpp"
+#include "kernels/matmul.cuh"
 
 using namespace gpt2cc;
+using cuda::matmul_internal::accumulate_column_sums;
+using cuda::matmul_internal::add_bias;
 using test::bf16;
 
 namespace {
@@ -26,13 +29,6 @@ constexpr double kBf16Tol = 1e-2;
 template <class Elem>
 constexpr double tolerance() {
   return std::is_same_v<Elem, float> ? 1e-5 : kBf16Tol;
-}
-
-// start + 2 (once - start): what two accumulating calls leave when one call moved start to once.
-std::vector<float> doubled(const std::vector<float>& start, const std::vector<float>& once) {
-  std::vector<float> r(start.size());
-  for (size_t i = 0; i < r.size(); ++i) r[i] = start[i] + 2.0f * (once[i] - start[i]);
-  return r;
 }
 
 }  // namespace
@@ -54,18 +50,17 @@ TEMPLATE_TEST_CASE("emulated matmul bias add matches cpu", "[emu][matmul]", floa
   cpu::matmul_forward_reference(gemm.data(), inp.data(), weight.data(), nullptr, 1, s.rows, s.C, s.OC);
   cpu::matmul_forward_reference(out.data(), inp.data(), weight.data(), bias.data(), 1, s.rows, s.C, s.OC);
 
-  const std::vector<Elem> start = test::as<Elem>(test::padded(gemm, offset)), bias_elem = test::as<Elem>(bias);
-  std::vector<Elem> got = start;
-  emu::matmul_add_bias(got.data() + offset, bias_elem.data(), s.rows, s.OC);
-  const std::vector<float> all = test::widened(got);
+  const std::vector<Elem> start = test::as<Elem>(test::padded(gemm, offset));
+  const test::DeviceBuffer bias_elem(test::as<Elem>(bias));
+  const auto run = [&] {
+    test::DeviceBuffer got(start);
+    add_bias(got.get() + offset, bias_elem.get(), s.rows, s.OC, test::test_stream());
+    return test::widened(got);
+  };
+  const std::vector<float> all = run();
   test::expect_matches(test::tail(all, n), out, "out + bias", tolerance<Elem>());
   CHECK(std::equal(all.begin(), all.begin() + offset, test::widened(start).begin()));
-
-  test::check_every_schedule(all, [&] {
-    std::vector<Elem> again = start;
-    emu::matmul_add_bias(again.data() + offset, bias_elem.data(), s.rows, s.OC);
-    return test::widened(again);
-  });
+  test::check_every_schedule(all, run);
 }
 
 TEMPLATE_TEST_CASE("emulated matmul bias gradient matches cpu and accumulates", "[emu][matmul]", float, bf16) {
@@ -84,18 +79,19 @@ TEMPLATE_TEST_CASE("emulated matmul bias gradient matches cpu and accumulates", 
   cpu::matmul_backward_reference(dinp.data(), dweight.data(), dbias.data(), dout.data(), inp.data(), weight.data(), 1,
                                  s.rows, C, s.OC);
 
-  const std::vector<Elem> dout_elem = test::as<Elem>(dout);
-  std::vector<Elem> got = test::as<Elem>(dbias0);
-  emu::matmul_accumulate_column_sums(got.data(), dout_elem.data(), s.rows, s.OC);
-  const std::vector<Elem> once = got;
-  const std::vector<float> once_f32 = test::widened(once);
+  const cudaStream_t stream = test::test_stream();
+  const test::DeviceBuffer dout_elem(test::as<Elem>(dout));
+  test::DeviceBuffer got(test::as<Elem>(dbias0));
+  accumulate_column_sums(got.get(), dout_elem.get(), s.rows, s.OC, stream);
+  const std::vector<float> once_f32 = test::widened(got);
   test::expect_matches(once_f32, dbias, "dbias", tolerance<Elem>());
-  emu::matmul_accumulate_column_sums(got.data(), dout_elem.data(), s.rows, s.OC);
-  test::expect_matches(test::widened(got), doubled(dbias0, once_f32), "dbias after two calls", tolerance<Elem>());
+  accumulate_column_sums(got.get(), dout_elem.get(), s.rows, s.OC, stream);
+  test::expect_matches(test::widened(got), test::repeated(dbias0, once_f32, 2.0f), "dbias after two calls",
+                       tolerance<Elem>());
 
   test::check_every_schedule(once_f32, [&] {
-    std::vector<Elem> again = test::as<Elem>(dbias0);
-    emu::matmul_accumulate_column_sums(again.data(), dout_elem.data(), s.rows, s.OC);
+    test::DeviceBuffer again(test::as<Elem>(dbias0));
+    accumulate_column_sums(again.get(), dout_elem.get(), s.rows, s.OC, stream);
     return test::widened(again);
   });
 }

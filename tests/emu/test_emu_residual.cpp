@@ -1,5 +1,5 @@
-// The residual kernels (kernels/residual_device.cuh) executed by the CPU emulator against
-// cpu::residual_forward / _backward, float and bf16, with the checks of tests/cuda
+// cuda::residual_forward / _backward (kernels/residual.cuh) with their kernels on the CPU emulator
+// against cpu::residual_forward / _backward, float and bf16, with the checks of tests/cuda
 // (test_cuda_elementwise.cpp: 1e-5; test_bf16_elementwise.cpp: the float sums rounded once, bit for
 // bit). N a multiple of the pack (16-byte packs) or not (1, 1001), pointers offset by one element
 // (scalar). Outputs start poisoned; the backward accumulates (+=: a second call doubles the
@@ -11,7 +11,7 @@
 
 #include "cpu/residual.hpp"
 #include "emu/layer_test_util.hpp"
-#include "emu/norm_emu.hpp"
+#include "kernels/residual.cuh"
 
 using namespace gpt2cc;
 using test::as;
@@ -38,15 +38,18 @@ std::vector<float> run_residual(const Case& c, const ResidualInputs& in, std::ve
                                 std::vector<float>& da, std::vector<float>& db, std::vector<float>& da2,
                                 std::vector<float>& db2) {
   const size_t N = c.N, o = c.offset;
-  const auto a = as<Elem>(padded(in.a, o)), b = as<Elem>(padded(in.b, o)), dout = as<Elem>(padded(in.dout, o, 1.0f));
+  test::DeviceBuffer a(as<Elem>(padded(in.a, o))), b(as<Elem>(padded(in.b, o)));
+  test::DeviceBuffer dout(as<Elem>(padded(in.dout, o, 1.0f)));
   // The padding before dinp1 holds 7: an accumulation that spills into it changes 7 into 8.
-  auto out_e = test::poisoned<Elem>(N + o), da_e = as<Elem>(padded(in.da0, o, 7.0f)), db_e = as<Elem>(padded(in.db0, o));
-  emu::residual_forward(out_e.data() + o, a.data() + o, b.data() + o, N);
-  emu::residual_backward(da_e.data() + o, db_e.data() + o, dout.data() + o, N);
+  test::DeviceBuffer out_e(test::poisoned<Elem>(N + o)), da_e(as<Elem>(padded(in.da0, o, 7.0f))),
+      db_e(as<Elem>(padded(in.db0, o)));
+  const cudaStream_t stream = test::test_stream();
+  cuda::residual_forward(out_e.get() + o, a.get() + o, b.get() + o, N, stream);
+  cuda::residual_backward(da_e.get() + o, db_e.get() + o, dout.get() + o, N, stream);
   out = tail(widened(out_e), N);
   da = widened(da_e);
   db = tail(widened(db_e), N);
-  emu::residual_backward(da_e.data() + o, db_e.data() + o, dout.data() + o, N);
+  cuda::residual_backward(da_e.get() + o, db_e.get() + o, dout.get() + o, N, stream);
   da2 = tail(widened(da_e), N);
   db2 = tail(widened(db_e), N);
   return test::concat({&out, &da, &db, &da2, &db2});
