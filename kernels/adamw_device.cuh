@@ -4,8 +4,8 @@
 //   p -= lr * ( mhat / (sqrt(vhat) + eps) + wd * p ),  mhat = m/(1-b1^step), vhat = v/(1-b2^step)
 // sum_of_squares: kPartialBlocks blocks stride over x (a partition fixed by N alone), each block
 // reduces in double to one partial, then one block adds the partials in a fixed tree: no atomics,
-// the same bits on every run. Included by kernels/adamw.cu (the launchers) and, compiled as host
-// C++, by the CPU emulator in tests/emu; the parameters and launch geometry at the end are here for both.
+// the same bits on every run. Included by kernels/adamw.cu (the launchers; tests/emu/hostcuda
+// compiles it as host C++ for the CPU emulator), with the parameters and launch geometry at the end.
 #pragma once
 
 #include <cmath>
@@ -81,7 +81,7 @@ __global__ void sum_of_squares_finalize_kernel(double* total, const double* part
 }
 
 // ---------------------------------------------------------------------------------------------
-// Parameters and launch geometry: used by the launchers in adamw.cu and by the emulator.
+// Parameters and launch geometry: used by the launchers in adamw.cu.
 // ---------------------------------------------------------------------------------------------
 
 // The kernel's parameters; the bias corrections in double on the host, as the CPU computes them,

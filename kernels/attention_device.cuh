@@ -6,8 +6,8 @@
 // Every product is one 32x32-tiled kernel over the heads (attention_head_gemm_tiled_kernel) that
 // reads Q, K, V straight out of the interleaved qkv rows; the softmax passes are one warp per row;
 // each output element is written by one thread (deterministic). Included by kernels/attention.cu
-// (the launchers) and, compiled as host C++, by the CPU emulator in tests/emu; the parameters of
-// every product, the launch geometry and the decode branch at the end are computed here for both.
+// (the launchers; tests/emu/hostcuda compiles it as host C++ for the CPU emulator), with the
+// parameters of every product, the launch geometry and the decode branch at the end.
 #pragma once
 
 #include <algorithm>
@@ -275,7 +275,7 @@ __global__ void attention_decode_online_softmax_kernel(DecodeParams<Elem> p) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Parameters and launch geometry: used by the launchers in attention.cu and by the emulator.
+// Parameters and launch geometry: used by the launchers in attention.cu.
 // ---------------------------------------------------------------------------------------------
 
 // The two products of the forward: S = scale Q K^T into att (T x T per head), then out = drop(P) V.
@@ -316,7 +316,7 @@ BackwardGemms<Elem> backward_gemms(Elem* dqkv, float* dscores, const Elem* dout,
 
 // Output tiles of 32 x 32 over (columns, rows) of one head, the heads along z: one block per head
 // up to max_grid_z (the grid.z limit, 65535), beyond which each block loops over heads with that
-// stride. The emulator's tests pass a small max_grid_z to exercise the loop.
+// stride. tests/emu/test_emu_attention_heads.cpp passes a small max_grid_z to exercise the loop.
 inline LaunchShape head_gemm_launch(HeadGemm mode, int T, int HS, int num_heads, int max_grid_z = kMaxGridZ) {
   const int rows = T, cols = mode == HeadGemm::scores ? T : HS;
   return {dim3(ceil_div(cols, kTile), ceil_div(rows, kTile), std::min(num_heads, max_grid_z)),

@@ -65,9 +65,8 @@ __device__ __forceinline__ void store_floats(Elem* p, const float (&x)[kWidth]) 
 // Host side: may a 16-byte pack be loaded from / stored to p?
 inline bool is_aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
-// One kernel launch's geometry. Computed by a function in the kernel's *_device.cuh, which both
-// the launcher (.cu) and the CPU emulator (tests/emu) call, so the emulated launch takes the same
-// grid, block and branch as the real one.
+// One kernel launch's geometry, computed by a function in the kernel's *_device.cuh that its
+// launcher (.cu) calls.
 struct LaunchShape {
   dim3 grid, block;
   size_t smem_bytes = 0;  // dynamic shared memory

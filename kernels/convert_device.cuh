@@ -3,9 +3,9 @@
 // group of 8 elements: with both pointers 16-byte aligned a full group is two float4 and one
 // 16-byte bf16 load/store (why: the conversion is pure bandwidth, and 128-bit accesses need a
 // quarter of the memory instructions); the last partial group, and every group when a pointer is
-// misaligned, goes element by element. Included by kernels/convert.cu (the launchers) and,
-// compiled as host C++, by the CPU emulator in tests/emu; the launch geometry at the end is
-// computed here for both.
+// misaligned, goes element by element. Included by kernels/convert.cu (the launchers;
+// tests/emu/hostcuda compiles it as host C++ for the CPU emulator), with the launch geometry at
+// the end.
 #pragma once
 
 #include <cstddef>
@@ -58,7 +58,7 @@ __global__ void widen_kernel(float* dst, const bf16* src, size_t N) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Launch geometry: used by the launchers in convert.cu and by the emulator.
+// Launch geometry: used by the launchers in convert.cu.
 // ---------------------------------------------------------------------------------------------
 
 // Group g starts at byte 32g of the float buffer and 16g of the bf16 one: aligned bases keep every

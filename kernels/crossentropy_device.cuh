@@ -3,8 +3,8 @@
 // sum_j exp(l_j - max), then writes the loss or every dlogit (0 in the padded columns Vp > V).
 // fused_classifier_block_per_row_kernel does both in one kernel: an online max + sum pass, then
 // the in-place gradient pass, in 16-byte packs when the rows allow it. Included by
-// kernels/crossentropy.cu (the launchers) and, compiled as host C++, by the CPU emulator in
-// tests/emu; the launch geometry and the fused kernel's branch at the end are computed here for both.
+// kernels/crossentropy.cu (the launchers; tests/emu/hostcuda compiles it as host C++ for the CPU
+// emulator), with the launch geometry and the fused kernel's branch at the end.
 #pragma once
 
 #include <cstddef>
@@ -176,7 +176,7 @@ __global__ void fused_classifier_block_per_row_kernel(Elem* logits, float* losse
 }
 
 // ---------------------------------------------------------------------------------------------
-// Launch geometry: used by the launchers in crossentropy.cu and by the emulator.
+// Launch geometry: used by the launchers in crossentropy.cu.
 // ---------------------------------------------------------------------------------------------
 
 // Every kernel here: one block of kBlock threads per row (b,t).

@@ -3,8 +3,8 @@
 // keep(i) draws lane i % 4 of the Philox block i / 4 (core/rng.hpp), so a thread handling elements
 // 4j..4j+3 gets all four draws from ONE Philox call instead of four. The mask depends only on
 // (seed, stream, i), never on the element type: float and bf16 drop exactly the same elements as
-// the CPU. Included by kernels/dropout.cu (the launchers) and, compiled as host C++, by the CPU
-// emulator in tests/emu; the launch geometry at the end is computed here for both.
+// the CPU. Included by kernels/dropout.cu (the launchers; tests/emu/hostcuda compiles it as host
+// C++ for the CPU emulator), with the launch geometry at the end.
 #pragma once
 
 #include <cstddef>
@@ -35,7 +35,7 @@ __global__ void dropout_mask_four_per_thread_kernel(Elem* y, const Elem* x, Drop
 }
 
 // ---------------------------------------------------------------------------------------------
-// Launch geometry: used by the launchers in dropout.cu and by the emulator. (An inactive dropout,
+// Launch geometry: used by the launchers in dropout.cu. (An inactive dropout,
 // p == 0, launches nothing: the launcher copies, or does nothing in place.)
 // ---------------------------------------------------------------------------------------------
 

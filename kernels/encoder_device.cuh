@@ -5,8 +5,8 @@
 // The backward's scatter-add into dwte is made deterministic by ownership instead of atomics:
 // the first position holding a token owns that token's row and sums, in position order, the
 // dout rows of every position holding the same token. Same order as the CPU loop.
-// Included by kernels/encoder.cu (the launchers) and, compiled as host C++, by the CPU emulator in
-// tests/emu; the launch geometry at the end is computed here for both.
+// Included by kernels/encoder.cu (the launchers; tests/emu/hostcuda compiles it as host C++ for
+// the CPU emulator), with the launch geometry at the end.
 #pragma once
 
 #include <cstddef>
@@ -116,7 +116,7 @@ __global__ void encoder_backward_wte_owner_kernel(Elem* dwte, const Elem* dout, 
 }
 
 // ---------------------------------------------------------------------------------------------
-// Launch geometry: used by the launchers in encoder.cu and by the emulator.
+// Launch geometry: used by the launchers in encoder.cu.
 // ---------------------------------------------------------------------------------------------
 
 constexpr int kBlock = 256;

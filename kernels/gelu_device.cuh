@@ -3,8 +3,9 @@
 // kernels/gelu_math.cuh. Element-wise and memory bound: when N is a multiple of the 16-byte pack
 // (4 floats, 8 bf16) and the pointers are 16-byte aligned, each thread moves one pack per operand
 // (one 128-bit load instead of 4 or 8); otherwise one element per thread. Arithmetic in float, one
-// rounding on a bf16 store. Included by kernels/gelu.cu (the launchers) and, compiled as host C++,
-// by the CPU emulator in tests/emu; both launch it by use_packs / elementwise_launch (common.cuh).
+// rounding on a bf16 store. Included by kernels/gelu.cu (the launchers, which launch it by
+// use_packs / elementwise_launch of common.cuh; tests/emu/hostcuda compiles it as host C++ for the
+// CPU emulator).
 #pragma once
 
 #include <cstddef>

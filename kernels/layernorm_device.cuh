@@ -7,8 +7,8 @@
 // loads coalesced and reduces with shuffles. The parameter gradients are column sums: each block
 // sums a fixed slice of rows into a partial, a second kernel adds the partials in slice order.
 // bf16: statistics and sums in float, one rounding per stored element. Included by
-// kernels/layernorm.cu (the launchers) and, compiled as host C++, by the CPU emulator in
-// tests/emu; the launch geometry and branch choices at the end are computed here for both.
+// kernels/layernorm.cu (the launchers; tests/emu/hostcuda compiles it as host C++ for the CPU
+// emulator), with the launch geometry and branch choices at the end.
 #pragma once
 
 #include <algorithm>
@@ -211,7 +211,7 @@ __global__ void layernorm_backward_param_finalize_kernel(Elem* dweight, Elem* db
 }
 
 // ---------------------------------------------------------------------------------------------
-// Launch geometry and branch choices: used by the launchers in layernorm.cu and by the emulator.
+// Launch geometry and branch choices: used by the launchers in layernorm.cu.
 // ---------------------------------------------------------------------------------------------
 
 // The warp-per-row kernels (uncached forward, backward dinp): kRowsPerBlock rows per block.

@@ -3,8 +3,8 @@
 // deterministic bias gradient, dbias[o] += sum_r dout[r, o], as fixed row slices (one fp32 partial
 // per slice and column) summed in slice order: no atomics, the same bits on every run. The GEMMs
 // themselves are cuBLAS / cuBLASLt calls (not here). Included by kernels/matmul.cu (the helpers in
-// matmul_internal) and, compiled as host C++, by the CPU emulator in tests/emu; the branch and
-// launch geometry at the end are computed here for both.
+// matmul_internal; tests/emu/hostcuda compiles it as host C++ for the CPU emulator), with the
+// branch and launch geometry at the end.
 #pragma once
 
 #include <algorithm>
@@ -60,7 +60,7 @@ __global__ void column_sum_finalize_kernel(Elem* dbias, const float* partial, in
 }
 
 // ---------------------------------------------------------------------------------------------
-// Branch and launch geometry: used by matmul.cu and by the emulator.
+// Branch and launch geometry: used by matmul.cu.
 // ---------------------------------------------------------------------------------------------
 
 // fp32 moves a float4 per thread when the rows are whole 16-byte vectors (a quarter of the memory

@@ -3,8 +3,8 @@
 // Memory bound: one 16-byte pack per operand per thread (4 floats, 8 bf16) when N is a multiple of
 // the pack and every pointer is 16-byte aligned (one 128-bit access instead of 4 or 8), one element
 // per thread otherwise. Arithmetic in float; a bf16 output is rounded once per call.
-// Included by kernels/residual.cu (the launchers) and, compiled as host C++, by the CPU emulator
-// in tests/emu; both launch it by use_packs / elementwise_launch (common.cuh).
+// Included by kernels/residual.cu (the launchers, which launch it by use_packs / elementwise_launch
+// of common.cuh; tests/emu/hostcuda compiles it as host C++ for the CPU emulator).
 #pragma once
 
 #include <cstddef>
