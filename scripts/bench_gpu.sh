@@ -276,12 +276,21 @@ stage_build() {
 # Each CUDA test executable on its own (a line each in status.tsv), as ctest would run it (the
 # environment of gpt2cc_add_test); not through ctest, whose files hold the paths of the machine
 # that configured the build, which for the kit's binaries is not this one.
+# Then the CLIs on the GPU, their test cases tagged [cuda] (they find train and generate in
+# GPT2CC_BINARY_DIR): a train run stopped and resumed repeats an uninterrupted one bit for bit,
+# generate prints the CPU's text. Without a usable device those cases only warn "nothing checked":
+# here that is a failure.
 stage_test() {
   local exe rc=0
   for exe in "${GPT2CC_GPU_BINARIES[@]}"; do
     [[ "$exe" == tests/cuda/* ]] || continue
     run_step "${exe##*/}" "$LIMIT_TEST" "${BIN_ENV[@]}" env GPT2CC_SOURCE_DIR="$ROOT" GPT2CC_BINARY_DIR="$BIN" \
       "$BIN/$exe" || rc=1
+  done
+  for exe in tests/train/test_train_cli tests/generate/test_generate_cli; do
+    run_step "${exe##*/}_cuda" "$LIMIT_TEST" bash -c 'out=$("$@" 2>&1); rc=$?; printf "%s\n" "$out"
+      [[ "$out" != *"nothing checked"* ]] || { echo "the [cuda] cases found no CUDA device"; exit 1; }
+      exit "$rc"' _ "${BIN_ENV[@]}" env GPT2CC_SOURCE_DIR="$ROOT" GPT2CC_BINARY_DIR="$BIN" "$BIN/$exe" "[cuda]" || rc=1
   done
   return "$rc"
 }

@@ -8,6 +8,7 @@
 # shellcheck disable=SC2034  # used by the scripts that source this file
 GPT2CC_GPU_BINARIES=(
   tests/cuda/test_cuda_layers tests/cuda/test_cuda_model tests/cuda/test_cuda_bf16
+  tests/train/test_train_cli tests/generate/test_generate_cli
   benchmarks/kernels/bench_kernels benchmarks/kernels/bench_attention benchmarks/gpu/bench_train_gpu
   train prepare generate
 )

@@ -67,21 +67,27 @@ log=$(OUT="$TMP/out" bash "$SCRIPT" --stage report --kit "$TMP/kit" --build-dir 
 [[ $rc == 0 && "$log" != *"continuing from"* ]] || fail "second call: exit $rc, restored again: $log"
 
 # The kit's binaries: stand-ins (scripts) at the paths scripts/gpu_common.sh lists, each test
-# executable passing unless told otherwise; a cmake that fails at once, so no build starts.
+# executable passing unless told otherwise (PROBE_EXIT: test_cuda_layers' exit code; WARN: the
+# CLI tests print the warning of their [cuda] cases without a device); a cmake that fails at once,
+# so no build starts.
 source "$ROOT/scripts/gpu_common.sh"
-make_binaries_kit() {  # DIR FINGERPRINT PROBE_EXIT
+make_binaries_kit() {  # DIR FINGERPRINT PROBE_EXIT [WARN]
   local stage="$TMP/stage-${1##*/}" exe
   mkdir -p "$1" "$stage/kit-libs"
   echo "$2" >"$stage/FINGERPRINT"
   for exe in "${GPT2CC_GPU_BINARIES[@]}"; do
     mkdir -p "$stage/$(dirname "$exe")"
-    printf '#!/bin/sh\necho "stand-in $0 $*"\nexit %s\n' "$([[ $exe == */test_cuda_layers ]] && echo "$3" || echo 0)" \
-      >"$stage/$exe"
+    {
+      echo '#!/bin/sh'
+      echo 'echo "stand-in $0 $*"'
+      [[ -n "${4:-}" && $exe == *_cli ]] && echo 'echo "no CUDA device here, nothing checked"'
+      echo "exit $([[ $exe == */test_cuda_layers ]] && echo "$3" || echo 0)"
+    } >"$stage/$exe"
     chmod +x "$stage/$exe"
   done
   tar -czf "$1/gpu-binaries.tar.gz" -C "$stage" .
 }
-mkdir -p "$TMP/fakebin" "$TMP/out-ok" "$TMP/out-stale" "$TMP/out-nogpu"
+mkdir -p "$TMP/fakebin" "$TMP/out-ok" "$TMP/out-stale" "$TMP/out-nogpu" "$TMP/out-warn"
 printf '#!/bin/sh\necho "stand-in cmake: no build here" >&2\nexit 1\n' >"$TMP/fakebin/cmake"
 chmod +x "$TMP/fakebin/cmake"
 fingerprint=$(gpt2cc_source_fingerprint "$ROOT")
@@ -91,10 +97,18 @@ make_binaries_kit "$TMP/kit-ok" "$fingerprint" 0
 log=$(OUT="$TMP/out-ok" PATH="$TMP/fakebin:$PATH" bash "$SCRIPT" --stage test --kit "$TMP/kit-ok" \
   --build-dir "$TMP/build-ok" 2>&1); rc=$?
 [[ $rc == 0 && "$log" == *"using the kit's binaries (sources fingerprint $fingerprint)"* ]] || fail "kit binaries: exit $rc: $log"
-for exe in build-kit test_cuda_layers test_cuda_bf16 test_cuda_model; do
+for exe in build-kit test_cuda_layers test_cuda_bf16 test_cuda_model test_train_cli_cuda test_generate_cli_cuda; do
   grep -q "^$exe	0	" "$TMP/out-ok/status.tsv" 2>/dev/null || fail "status.tsv lacks '$exe 0' (kit binaries)"
 done
 [[ "$log" == *"stand-in $TMP/build-ok/tests/cuda/test_cuda_model"* ]] || fail "the test stage did not run the kit's binaries"
+[[ "$log" == *"stand-in $TMP/build-ok/tests/generate/test_generate_cli [cuda]"* ]] || fail "the CLI tests' [cuda] cases did not run"
+
+# A CLI test whose [cuda] cases only warn (no device) fails the stage.
+make_binaries_kit "$TMP/kit-warn" "$fingerprint" 0 warn
+log=$(OUT="$TMP/out-warn" PATH="$TMP/fakebin:$PATH" bash "$SCRIPT" --stage test --kit "$TMP/kit-warn" \
+  --build-dir "$TMP/build-warn" 2>&1); rc=$?
+[[ $rc == 1 && "$log" == *"the [cuda] cases found no CUDA device"* ]] || fail "warning CLI tests: exit $rc: $log"
+grep -q "^test_train_cli_cuda	1	" "$TMP/out-warn/status.tsv" 2>/dev/null || fail "status.tsv lacks 'test_train_cli_cuda 1'"
 
 make_binaries_kit "$TMP/kit-stale" "0000" 0
 log=$(OUT="$TMP/out-stale" PATH="$TMP/fakebin:$PATH" bash "$SCRIPT" --stage build --kit "$TMP/kit-stale" \
