@@ -1,6 +1,6 @@
 // Device code of the fused causal flash attention, bf16 in and out, fp32 softmax statistics and
 // accumulators (FlashAttention-2, Dao 2023, Algorithms 1 and 2). Per head (b,h), scale = 1/sqrt(HS):
-//   forward : for each 64-row Q tile, over the K/V tiles up to the diagonal:
+//   forward : for each Q tile (64 or 128 rows), over the K/V tiles up to the diagonal:
 //             S = scale*Q K^T ; m' = max(m, rowmax S) ; P = exp(S - m') ; l = l*exp(m-m') + rowsum P
 //             O = O*exp(m-m') + P V ;  at the end O /= l, lse = m + log l (saved, (B,NH,T))
 //   backward: D = rowsum(dO * O) ; P = exp(scale*Q K^T - lse) recomputed ; dP = dO V^T
@@ -28,8 +28,8 @@ using bf16 = __nv_bfloat16;
 // warps) or 128 (8 warps), a template parameter of the kernels. It streams the other operand
 // through in tiles of kTileRows = 64 rows, which is also the N of every score tile. Why 128: each
 // streamed tile is then read from L2 once for twice the rows, halving the traffic per product,
-// at the same registers per thread; why keep 64: a grid of half as many CTAs can leave SMs idle on
-// short sequences. Both give the same bits: every row sees the same streamed tiles in the same
+// with the same work per warp; why keep 64: a grid of half as many CTAs can leave SMs idle on
+// short sequences, and the smaller CTA may fit twice on an SM where the larger fits once. Both give the same bits: every row sees the same streamed tiles in the same
 // order (the tiles a warp skips are the ones masked whole, which add exact zeros).
 constexpr int kTileRows = 64;
 template <int kRows>
@@ -38,7 +38,7 @@ constexpr int kMaxGridY = 65535;            // tiles go in grid.y, B*NH in grid.
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 
-// Shared-memory tiles are kTileRows x HS bf16, row-major, each row padded by 8 bf16 (16 bytes).
+// Shared-memory tiles are kRows (or kTileRows) x HS bf16, row-major, each row padded by 8 bf16.
 // Why: ldmatrix reads 8 rows of 16 bytes per phase at the same column. Unpadded, the row pitch
 // (128 or 256 bytes) is a multiple of the 128-byte bank window and all 8 rows hit the same 4
 // banks (8-way conflict). With a pitch of HS+8 elements = (HS+8)/2 words = 4 (mod 32) words, row
