@@ -161,6 +161,17 @@ cudaError_t check_stream(cudaStream_t stream) {
   return cudaErrorInvalidResourceHandle;
 }
 
+// A stream the host may wait on (synchronise, query): a valid one, not capturing; waiting on a
+// capturing stream is illegal and invalidates its capture.
+cudaError_t check_waitable(cudaStream_t stream) {
+  if (const cudaError_t err = check_stream(stream); err != cudaSuccess) return err;
+  if (!is_legacy(stream) && stream->capturing) {
+    stream->capture_invalidated = true;
+    return cudaErrorStreamCaptureUnsupported;
+  }
+  return cudaSuccess;
+}
+
 // Copies with the device side checked: each pointer CUDA takes as device memory must lie in one
 // allocation; one taken as host memory must not be device memory.
 cudaError_t check_copy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
@@ -516,22 +527,14 @@ cudaError_t cudaStreamDestroy(cudaStream_t stream) {
 
 cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
   const Lock lock(api_mutex());
-  if (const cudaError_t err = hc::check_stream(stream); err != cudaSuccess) return record_error(err);
-  if (!hc::is_legacy(stream) && stream->capturing) {
-    stream->capture_invalidated = true;
-    return record_error(cudaErrorStreamCaptureUnsupported);
-  }
+  if (const cudaError_t err = hc::check_waitable(stream); err != cudaSuccess) return record_error(err);
   if (hc::unsafe_call_prohibited()) return record_error(cudaErrorStreamCaptureUnsupported);
   return cudaSuccess;
 }
 
 cudaError_t cudaStreamQuery(cudaStream_t stream) {
   const Lock lock(api_mutex());
-  if (const cudaError_t err = hc::check_stream(stream); err != cudaSuccess) return record_error(err);
-  if (!hc::is_legacy(stream) && stream->capturing) {
-    stream->capture_invalidated = true;
-    return record_error(cudaErrorStreamCaptureUnsupported);
-  }
+  if (const cudaError_t err = hc::check_waitable(stream); err != cudaSuccess) return record_error(err);
   return cudaSuccess;
 }
 
