@@ -29,8 +29,9 @@ using bf16 = __nv_bfloat16;
 // through in tiles of kTileRows = 64 rows, which is also the N of every score tile. Why 128: each
 // streamed tile is then read from L2 once for twice the rows, halving the traffic per product,
 // with the same work per warp; why keep 64: a grid of half as many CTAs can leave SMs idle on
-// short sequences, and the smaller CTA may fit twice on an SM where the larger fits once. Both give the same bits: every row sees the same streamed tiles in the same
-// order (the tiles a warp skips are the ones masked whole, which add exact zeros).
+// short sequences, and the smaller CTA may fit twice on an SM where the larger fits once. Both
+// give the same bits: every row sees the same streamed tiles in the same order (the tiles a warp
+// skips are the ones masked whole, which add exact zeros).
 constexpr int kTileRows = 64;
 template <int kRows>
 constexpr int kThreadsFor = kRows / 16 * 32;
