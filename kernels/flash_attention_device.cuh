@@ -412,7 +412,8 @@ __global__ void flash_attention_delta_kernel(float* delta, const bf16* dout, con
 // tile). A warp skips a Q tile whose last query comes before its first key (all masked).
 // ---------------------------------------------------------------------------------------------
 template <int HS, int kRows>
-__global__ void __launch_bounds__(kThreadsFor<kRows>) flash_attention_backward_dkdv_kernel(const FlashBackwardParams p) {
+__global__ void __launch_bounds__(kThreadsFor<kRows>)
+    flash_attention_backward_dkdv_kernel(const FlashBackwardParams p) {
   constexpr int kThreads = kThreadsFor<kRows>;
   extern __shared__ __align__(16) unsigned char smem[];
   bf16* sK = reinterpret_cast<bf16*>(smem);
