@@ -47,21 +47,27 @@ SHARD_HEADER_BYTES = 64
 SHARD_MAGIC = b"GPT2TOKS"
 
 
+def fail(message):
+    """Bad input: the message on stderr, exit status 2 (as gpt2cc's binaries)."""
+    print(f"precision_study: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def read_tokens(split_dir):
     """All shards of a gpt2cc split (core/dataloader.hpp format), concatenated in name order."""
     paths = sorted(pathlib.Path(split_dir).glob("*.bin"))
     if not paths:
-        sys.exit(f"error: no shard (*.bin) in {split_dir}")
+        fail(f"no shard (*.bin) in {split_dir}")
     parts = []
     for path in paths:
         raw = path.read_bytes()
         if raw[:8] != SHARD_MAGIC:
-            sys.exit(f"error: {path} is not a gpt2cc token shard (bad magic)")
+            fail(f"{path} is not a gpt2cc token shard (bad magic)")
         token_bytes = int.from_bytes(raw[12:16], "little")
         num_tokens = int.from_bytes(raw[16:24], "little")
         dtype = {2: np.uint16, 4: np.uint32}.get(token_bytes)
         if dtype is None or len(raw) != SHARD_HEADER_BYTES + num_tokens * token_bytes:
-            sys.exit(f"error: {path}: unexpected token width {token_bytes} or truncated file")
+            fail(f"{path}: unexpected token width {token_bytes} or truncated file")
         parts.append(np.frombuffer(raw, dtype=dtype, offset=SHARD_HEADER_BYTES, count=num_tokens))
     return torch.from_numpy(np.concatenate(parts).astype(np.int64))
 
@@ -226,15 +232,26 @@ def main():
     schemes = args.schemes.split(",")
     bad = [s for s in schemes if s not in SCHEMES]
     if bad or "fp32" not in schemes:
-        sys.exit(f"error: --schemes must name fp32 and only {', '.join(SCHEMES)} (got {args.schemes})")
+        p.error(f"--schemes must name fp32 and only {', '.join(SCHEMES)} (got {args.schemes})")
+    for name in ("layers", "channels", "heads", "batch_size", "seq_len", "steps", "eval_every",
+                 "eval_batches", "train_window"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.channels % args.heads:
-        sys.exit(f"error: --channels {args.channels} is not a multiple of --heads {args.heads}")
-    seeds = [int(s) for s in args.seeds.split(",")]
+        p.error(f"--channels {args.channels} is not a multiple of --heads {args.heads}")
+    if not 0 <= args.warmup_steps < args.steps:
+        p.error(f"--warmup-steps must be in [0, --steps), got {args.warmup_steps}")
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+        p.error(f"--seeds must be a comma list of integers, got {args.seeds}")
     if args.threads:
         torch.set_num_threads(args.threads)
     train, val = read_tokens(args.train_data), read_tokens(args.val_data)
     if len(val) < args.eval_batches * args.batch_size * args.seq_len + 1:
-        sys.exit(f"error: {args.val_data} holds {len(val)} tokens, fewer than --eval-batches x --batch-size windows")
+        fail(f"{args.val_data} holds {len(val)} tokens, fewer than --eval-batches x --batch-size windows")
+    if len(train) < args.seq_len + 1:
+        fail(f"{args.train_data} holds {len(train)} tokens, less than one window of --seq-len + 1")
 
     curves = {}
     for seed in seeds:
