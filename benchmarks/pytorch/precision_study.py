@@ -154,7 +154,9 @@ def run(scheme, seed, train, val, args):
     windows = (len(train) - 1) // T
     order = torch.Generator().manual_seed(seed + 1_000_003)
     perm, cursor = torch.randperm(windows, generator=order), 0
-    val_windows = [val[i * T: i * T + T + 1] for i in range(args.eval_batches * B)]
+    # The first eval_batches x B windows of the validation split, batched once: (B, T + 1) each.
+    val_batches = [torch.stack([val[w * T: w * T + T + 1] for w in range(b * B, b * B + B)])
+                   for b in range(args.eval_batches)]
     curve = {"step": [], "train_loss": [], "val_step": [], "val_loss": []}
     for step in range(1, args.steps + 1):
         rows = []
@@ -186,9 +188,7 @@ def run(scheme, seed, train, val, args):
         curve["train_loss"].append(float(loss.detach()))
         if step % args.eval_every == 0 or step == args.steps:
             with torch.no_grad():
-                losses = [float(forward_loss(compute, torch.stack(val_windows[i:i + B])[:, :-1],
-                                             torch.stack(val_windows[i:i + B])[:, 1:], scheme, NH, V))
-                          for i in range(0, len(val_windows), B)]
+                losses = [float(forward_loss(compute, b[:, :-1], b[:, 1:], scheme, NH, V)) for b in val_batches]
             curve["val_step"].append(step)
             curve["val_loss"].append(statistics.fmean(losses))
     return curve
