@@ -19,8 +19,11 @@
 
 namespace gpt2cc::hostcuda {
 
-// The emulated device's memory: what cudaMemGetInfo and cudaGetDeviceProperties report.
-inline constexpr size_t kDeviceMemoryBytes = size_t(80) << 30;
+// The emulated device's memory: what cudaMemGetInfo and cudaGetDeviceProperties report and where
+// allocations start failing. 80 GiB, or $GPT2CC_EMU_DEVICE_MIB MiB (read once; a value that is not
+// a positive number of MiB ends the process with a message): a small device makes out-of-memory
+// paths reachable (bench_train_gpu -B auto probing down from 512 rows).
+size_t device_memory_bytes();
 
 // The array a translation unit's `extern __shared__` declarations refer to (none: base null).
 struct DynamicShared {

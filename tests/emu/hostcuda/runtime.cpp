@@ -13,11 +13,16 @@
 //   cudaErrorStreamCaptureUnsupported and invalidates the capture. Memory cudaMallocAsync'ed
 //   during a capture belongs to the graph (refilled with 0xFF at each replay, as a graph
 //   allocation's contents are undefined) and lives until the graph and its instances are gone.
+// - Accounting (cudaMemGetInfo, out-of-memory): the device has 80 GiB, or $GPT2CC_EMU_DEVICE_MIB;
+//   the default pool keeps freed blocks reserved as CUDA's stream-ordered allocator does (its
+//   release threshold, cudaMemPoolTrimTo), and graph memory is reserved at a launch for the
+//   capture's peak, kept until cudaDeviceGraphMemTrim (CUmemPoolHandle_st, State below).
 // - Errors: each failing call also sets the thread's last error (cudaGetLastError).
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -30,6 +35,21 @@
 #include "emu/cp_async_emu.hpp"
 #include "emu/hostcuda/hostcuda.hpp"
 
+namespace gpt2cc::hostcuda {
+// What a captured graph's cudaMallocAsync steps hold: host memory behind each pointer from the
+// capture on (kernels and copies check their ranges against it), and the peak of their bytes live
+// at once in the capture, the graph memory a launch needs. The memory is charged to the device
+// only as graph memory (State::graph_reserved): graph memory is mapped at the launches on a GPU.
+struct GraphAllocations {
+  std::vector<void*> pointers;
+  size_t peak_bytes = 0;
+  GraphAllocations() = default;
+  GraphAllocations(const GraphAllocations&) = delete;
+  GraphAllocations& operator=(const GraphAllocations&) = delete;
+  ~GraphAllocations();  // hands the host memory back
+};
+}  // namespace gpt2cc::hostcuda
+
 // The opaque handle types of cuda_runtime_api.h, defined here.
 struct CUstream_st {
   unsigned flags = 0;
@@ -39,27 +59,54 @@ struct CUstream_st {
   std::thread::id capture_thread;
   unsigned long long capture_id = 0;
   std::vector<std::function<void()>> captured;
-  std::shared_ptr<std::vector<void*>> captured_allocations;
+  std::shared_ptr<gpt2cc::hostcuda::GraphAllocations> captured_allocations;
+  size_t captured_live_bytes = 0;  // the capture's allocations not yet freed in it
 };
 
 // A graph's steps and the memory its cudaMallocAsync steps hold (freed with the last owner).
 struct CUgraph_st {
   std::vector<std::function<void()>> steps;
-  std::shared_ptr<std::vector<void*>> allocations;
+  std::shared_ptr<gpt2cc::hostcuda::GraphAllocations> allocations;
 };
 struct CUgraphExec_st {
   std::vector<std::function<void()>> steps;
-  std::shared_ptr<std::vector<void*>> allocations;
+  std::shared_ptr<gpt2cc::hostcuda::GraphAllocations> allocations;
 };
 struct CUevent_st {
   std::chrono::steady_clock::time_point time;
   bool recorded = false;
 };
+// The default pool, which cudaMallocAsync outside a capture allocates from (in a capture the memory
+// is the graph's: graph memory, accounted for apart, as on a GPU). As CUDA's stream-ordered
+// allocator: a freed block stays reserved by the pool (device memory in use, for cudaMemGetInfo
+// and later allocations) and is reused by a later allocation it fits (the smallest such block),
+// until a stream, event or device synchronisation finds more than release_threshold bytes
+// reserved, or cudaMemPoolTrimTo, hands blocks back. Reused memory is refilled with 0xFF, as new.
+// No implicit trim: an allocation that does not fit beside the reserved blocks fails.
 struct CUmemPoolHandle_st {
   uint64_t release_threshold = 0;
+  std::map<const void*, size_t> live;     // allocated blocks: start -> bytes
+  std::multimap<size_t, void*> cached;     // freed blocks the pool keeps: bytes -> start
+  uint64_t used = 0, reserved = 0, used_high = 0, reserved_high = 0;
 };
 
 namespace gpt2cc::hostcuda {
+
+size_t device_memory_bytes() {
+  static const size_t bytes = [] {
+    const char* text = std::getenv("GPT2CC_EMU_DEVICE_MIB");
+    if (text == nullptr || *text == '\0') return size_t(80) << 30;
+    char* end = nullptr;
+    const unsigned long long mib = std::strtoull(text, &end, 10);
+    if (*end != '\0' || mib == 0 || mib > (1ull << 24) || text[0] == '-') {
+      std::fprintf(stderr, "GPT2CC_EMU_DEVICE_MIB must be a positive number of MiB, got '%s'\n", text);
+      std::exit(2);
+    }
+    return size_t(mib) << 20;
+  }();
+  return bytes;
+}
+
 namespace {
 
 constexpr unsigned char kUnwrittenByte = 0xFF;  // NaN as fp32 and as bf16
@@ -78,11 +125,17 @@ using Lock = std::lock_guard<std::recursive_mutex>;
 
 struct State {
   std::map<const char*, size_t> allocations;  // device memory: start -> bytes
-  size_t allocated_bytes = 0;
+  std::set<const void*> uncharged;             // those of graphs, outside allocated_bytes
+  size_t allocated_bytes = 0;                  // charged to the device: in use, reserved by pools
   std::set<cudaStream_t> streams;
   std::set<cudaEvent_t> events;
   std::map<const void*, size_t> max_dynamic_shared;  // cudaFuncAttributeMaxDynamicSharedMemorySize
   CUmemPoolHandle_st default_pool;
+  // Graph memory (cudaMallocAsync in a capture): reserved (charged to the device) at a launch that
+  // needs more than is reserved, kept for later launches until cudaDeviceGraphMemTrim. In use only
+  // during a launch (every allocation of a graph is freed in it: cudaFreeAsync refuses others), so
+  // the current use between calls is 0 and the high-water mark is the largest launch's peak.
+  uint64_t graph_reserved = 0, graph_reserved_high = 0, graph_used_high = 0;
   unsigned long long next_capture_id = 1;
 };
 State& state() {
@@ -117,28 +170,101 @@ bool touches_device_memory(const void* p, size_t bytes) {
   return false;
 }
 
-cudaError_t allocate(void** ptr, size_t bytes) {
+bool fits_on_device(size_t bytes) { return bytes <= device_memory_bytes() - state().allocated_bytes; }
+
+// New device memory (charged: counted in allocated_bytes), or, for a graph's allocation, host memory
+// behind a device pointer whose bytes are charged as graph memory instead.
+cudaError_t allocate(void** ptr, size_t bytes, bool charged = true) {
   if (ptr == nullptr) return cudaErrorInvalidValue;
   *ptr = nullptr;
   if (bytes == 0) return cudaSuccess;
-  if (bytes > kDeviceMemoryBytes - state().allocated_bytes) return cudaErrorMemoryAllocation;
+  if (charged && !fits_on_device(bytes)) return cudaErrorMemoryAllocation;
   const size_t rounded = (bytes + kAllocationAlignment - 1) / kAllocationAlignment * kAllocationAlignment;
   void* p = std::aligned_alloc(kAllocationAlignment, rounded);
   if (p == nullptr) return cudaErrorMemoryAllocation;
   std::memset(p, kUnwrittenByte, rounded);
   state().allocations.emplace(static_cast<const char*>(p), bytes);
-  state().allocated_bytes += bytes;
+  if (charged) state().allocated_bytes += bytes;
+  else state().uncharged.insert(p);
   *ptr = p;
   return cudaSuccess;
 }
 
+// Hands an allocation back to the host (and its bytes, if charged, to the device).
 cudaError_t release(void* p) {
   if (p == nullptr) return cudaSuccess;
   auto it = state().allocations.find(static_cast<const char*>(p));
   if (it == state().allocations.end()) return cudaErrorInvalidValue;
-  state().allocated_bytes -= it->second;
+  if (state().uncharged.erase(p) == 0) state().allocated_bytes -= it->second;
   state().allocations.erase(it);
   std::free(p);
+  return cudaSuccess;
+}
+
+// ---- the default pool (CUmemPoolHandle_st above) ----
+cudaError_t pool_allocate(void** ptr, size_t bytes) {
+  auto& pool = state().default_pool;
+  if (ptr == nullptr) return cudaErrorInvalidValue;
+  *ptr = nullptr;
+  if (bytes == 0) return cudaSuccess;
+  size_t block = bytes;
+  if (auto it = pool.cached.lower_bound(bytes); it != pool.cached.end()) {
+    block = it->first;
+    *ptr = it->second;
+    pool.cached.erase(it);
+    std::memset(*ptr, kUnwrittenByte, block);
+  } else {
+    if (const cudaError_t err = allocate(ptr, bytes); err != cudaSuccess) return err;
+    pool.reserved += bytes;
+    pool.reserved_high = std::max(pool.reserved_high, pool.reserved);
+  }
+  pool.live.emplace(*ptr, block);
+  pool.used += block;
+  pool.used_high = std::max(pool.used_high, pool.used);
+  return cudaSuccess;
+}
+
+// A block of the pool back into it (kept reserved); false if p is not one of its live blocks.
+bool pool_free(void* p) {
+  auto& pool = state().default_pool;
+  auto it = pool.live.find(p);
+  if (it == pool.live.end()) return false;
+  pool.used -= it->second;
+  pool.cached.emplace(it->second, p);
+  pool.live.erase(it);
+  return true;
+}
+
+// Hands cached blocks back to the device, the largest first, while the pool reserves more than
+// `keep` bytes and a block can go without leaving it under `keep`.
+void pool_trim(uint64_t keep) {
+  auto& pool = state().default_pool;
+  for (auto it = pool.cached.end(); it != pool.cached.begin() && pool.reserved > keep;) {
+    --it;
+    if (pool.reserved - it->first < keep) continue;
+    pool.reserved -= it->first;
+    release(it->second);
+    it = pool.cached.erase(it);
+  }
+}
+
+// A stream, event or device synchronisation: the pool releases what it holds above its threshold.
+void on_synchronize() {
+  const auto& pool = state().default_pool;
+  if (pool.reserved > pool.release_threshold) pool_trim(pool.release_threshold);
+}
+
+// Graph memory for a launch needing `bytes` (its graph's peak): reserved now if less is.
+cudaError_t reserve_graph_memory(size_t bytes) {
+  auto& st = state();
+  if (bytes > st.graph_reserved) {
+    const size_t more = bytes - st.graph_reserved;
+    if (!fits_on_device(more)) return cudaErrorMemoryAllocation;
+    st.allocated_bytes += more;
+    st.graph_reserved = bytes;
+    st.graph_reserved_high = std::max(st.graph_reserved_high, st.graph_reserved);
+  }
+  st.graph_used_high = std::max<uint64_t>(st.graph_used_high, bytes);
   return cudaSuccess;
 }
 
@@ -196,7 +322,7 @@ cudaError_t check_copy(void* dst, const void* src, size_t bytes, cudaMemcpyKind 
 cudaError_t device_properties(cudaDeviceProp* prop) {
   *prop = cudaDeviceProp{};
   std::strncpy(prop->name, "gpt2cc CPU emulator", sizeof(prop->name) - 1);
-  prop->totalGlobalMem = kDeviceMemoryBytes;
+  prop->totalGlobalMem = device_memory_bytes();
   prop->sharedMemPerBlock = kDefaultMaxDynamicShared;
   prop->sharedMemPerBlockOptin = kMaxDynamicSharedOptin;
   prop->sharedMemPerMultiprocessor = 228 * 1024;
@@ -225,6 +351,11 @@ cudaError_t device_properties(cudaDeviceProp* prop) {
 }
 
 }  // namespace
+
+GraphAllocations::~GraphAllocations() {
+  const Lock lock(state_mutex());
+  for (void* p : pointers) release(p);
+}
 
 bool is_device_memory(const void* p, size_t bytes) {
   const Lock lock(state_mutex());
@@ -358,6 +489,19 @@ cudaError_t cudaGetDeviceCount(int* count) {
   return cudaSuccess;
 }
 
+// The version of the toolkit whose headers this was compiled against, for both (the emulated
+// device needs no driver: it supports what the runtime does).
+cudaError_t cudaRuntimeGetVersion(int* runtimeVersion) {
+  if (runtimeVersion == nullptr) return record_error(cudaErrorInvalidValue);
+  *runtimeVersion = CUDART_VERSION;
+  return cudaSuccess;
+}
+cudaError_t cudaDriverGetVersion(int* driverVersion) {
+  if (driverVersion == nullptr) return record_error(cudaErrorInvalidValue);
+  *driverVersion = CUDART_VERSION;
+  return cudaSuccess;
+}
+
 cudaError_t cudaGetDevice(int* device) {
   if (device == nullptr) return record_error(cudaErrorInvalidValue);
   *device = hc::current_device;
@@ -396,6 +540,7 @@ cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) 
 cudaError_t cudaDeviceSynchronize(void) {
   const Lock lock(api_mutex());
   if (hc::unsafe_call_prohibited()) return record_error(cudaErrorStreamCaptureUnsupported);
+  hc::on_synchronize();
   return cudaSuccess;
 }
 
@@ -420,17 +565,23 @@ cudaError_t cudaMalloc(void** devPtr, size_t size) {
   return record_error(hc::allocate(devPtr, size));
 }
 
+// Memory of the default pool goes back to the pool (cudaFree synchronises first, which also
+// applies the pool's release threshold).
 cudaError_t cudaFree(void* devPtr) {
   const Lock lock(api_mutex());
   if (hc::unsafe_call_prohibited()) return record_error(cudaErrorStreamCaptureUnsupported);
+  if (hc::pool_free(devPtr)) {
+    hc::on_synchronize();
+    return cudaSuccess;
+  }
   return record_error(hc::release(devPtr));
 }
 
 cudaError_t cudaMemGetInfo(size_t* free, size_t* total) {
   const Lock lock(api_mutex());
   if (free == nullptr || total == nullptr) return record_error(cudaErrorInvalidValue);
-  *total = hc::kDeviceMemoryBytes;
-  *free = hc::kDeviceMemoryBytes - hc::state().allocated_bytes;
+  *total = hc::device_memory_bytes();
+  *free = hc::device_memory_bytes() - hc::state().allocated_bytes;
   return cudaSuccess;
 }
 
@@ -441,10 +592,82 @@ cudaError_t cudaDeviceGetDefaultMemPool(cudaMemPool_t* memPool, int device) {
   return cudaSuccess;
 }
 
+// Settable: the release threshold, and the two high-water marks, to 0 only (the CUDA Runtime API
+// reference: "It is illegal to set this attribute to a non-zero value"): they restart at the
+// current value.
 cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t memPool, cudaMemPoolAttr attr, void* value) {
+  const Lock lock(api_mutex());
   if (memPool != &hc::state().default_pool || value == nullptr) return record_error(cudaErrorInvalidValue);
-  if (attr != cudaMemPoolAttrReleaseThreshold) return record_error(cudaErrorNotSupported);
-  memPool->release_threshold = *static_cast<uint64_t*>(value);
+  const uint64_t v = *static_cast<uint64_t*>(value);
+  switch (attr) {
+    case cudaMemPoolAttrReleaseThreshold: memPool->release_threshold = v; return cudaSuccess;
+    case cudaMemPoolAttrUsedMemHigh:
+      if (v != 0) return record_error(cudaErrorInvalidValue);
+      memPool->used_high = memPool->used;
+      return cudaSuccess;
+    case cudaMemPoolAttrReservedMemHigh:
+      if (v != 0) return record_error(cudaErrorInvalidValue);
+      memPool->reserved_high = memPool->reserved;
+      return cudaSuccess;
+    default: return record_error(cudaErrorNotSupported);
+  }
+}
+
+cudaError_t cudaMemPoolGetAttribute(cudaMemPool_t memPool, cudaMemPoolAttr attr, void* value) {
+  const Lock lock(api_mutex());
+  if (memPool != &hc::state().default_pool || value == nullptr) return record_error(cudaErrorInvalidValue);
+  uint64_t& out = *static_cast<uint64_t*>(value);
+  switch (attr) {
+    case cudaMemPoolAttrReleaseThreshold: out = memPool->release_threshold; return cudaSuccess;
+    case cudaMemPoolAttrUsedMemCurrent: out = memPool->used; return cudaSuccess;
+    case cudaMemPoolAttrReservedMemCurrent: out = memPool->reserved; return cudaSuccess;
+    case cudaMemPoolAttrUsedMemHigh: out = memPool->used_high; return cudaSuccess;
+    case cudaMemPoolAttrReservedMemHigh: out = memPool->reserved_high; return cudaSuccess;
+    default: return record_error(cudaErrorNotSupported);
+  }
+}
+
+cudaError_t cudaMemPoolTrimTo(cudaMemPool_t memPool, size_t minBytesToKeep) {
+  const Lock lock(api_mutex());
+  if (memPool != &hc::state().default_pool) return record_error(cudaErrorInvalidValue);
+  hc::pool_trim(minBytesToKeep);
+  return cudaSuccess;
+}
+
+cudaError_t cudaDeviceGetGraphMemAttribute(int device, cudaGraphMemAttributeType attr, void* value) {
+  const Lock lock(api_mutex());
+  if (device != 0) return record_error(cudaErrorInvalidDevice);
+  if (value == nullptr) return record_error(cudaErrorInvalidValue);
+  uint64_t& out = *static_cast<uint64_t*>(value);
+  const auto& st = hc::state();
+  switch (attr) {
+    case cudaGraphMemAttrUsedMemCurrent: out = 0; return cudaSuccess;  // between launches (State)
+    case cudaGraphMemAttrUsedMemHigh: out = st.graph_used_high; return cudaSuccess;
+    case cudaGraphMemAttrReservedMemCurrent: out = st.graph_reserved; return cudaSuccess;
+    case cudaGraphMemAttrReservedMemHigh: out = st.graph_reserved_high; return cudaSuccess;
+    default: return record_error(cudaErrorInvalidValue);
+  }
+}
+
+// The high-water marks only, and to 0 only (as the pool's): they restart at the current value.
+cudaError_t cudaDeviceSetGraphMemAttribute(int device, cudaGraphMemAttributeType attr, void* value) {
+  const Lock lock(api_mutex());
+  if (device != 0) return record_error(cudaErrorInvalidDevice);
+  if (value == nullptr || *static_cast<uint64_t*>(value) != 0) return record_error(cudaErrorInvalidValue);
+  auto& st = hc::state();
+  if (attr == cudaGraphMemAttrUsedMemHigh) st.graph_used_high = 0;
+  else if (attr == cudaGraphMemAttrReservedMemHigh) st.graph_reserved_high = st.graph_reserved;
+  else return record_error(cudaErrorInvalidValue);
+  return cudaSuccess;
+}
+
+// Nothing runs in the background here: all of the reserved graph memory goes back.
+cudaError_t cudaDeviceGraphMemTrim(int device) {
+  const Lock lock(api_mutex());
+  if (device != 0) return record_error(cudaErrorInvalidDevice);
+  auto& st = hc::state();
+  st.allocated_bytes -= st.graph_reserved;
+  st.graph_reserved = 0;
   return cudaSuccess;
 }
 
@@ -453,11 +676,15 @@ cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t memPool, cudaMemPoolAttr attr,
 cudaError_t cudaMallocAsync(void** devPtr, size_t size, cudaStream_t stream) {
   const Lock lock(api_mutex());
   if (const cudaError_t err = hc::check_stream(stream); err != cudaSuccess) return record_error(err);
-  if (hc::is_legacy(stream) || !stream->capturing) return record_error(hc::allocate(devPtr, size));
+  if (hc::is_legacy(stream) || !stream->capturing) return record_error(hc::pool_allocate(devPtr, size));
   if (stream->capture_invalidated) return record_error(cudaErrorStreamCaptureInvalidated);
-  if (const cudaError_t err = hc::allocate(devPtr, size); err != cudaSuccess) return record_error(err);
+  if (const cudaError_t err = hc::allocate(devPtr, size, /*charged=*/false); err != cudaSuccess)
+    return record_error(err);
   void* p = *devPtr;
-  stream->captured_allocations->push_back(p);
+  auto& graph = *stream->captured_allocations;
+  stream->captured_live_bytes += size;
+  graph.peak_bytes = std::max(graph.peak_bytes, stream->captured_live_bytes);
+  graph.pointers.push_back(p);
   stream->captured.push_back([p, size] { std::memset(p, hc::kUnwrittenByte, size); });
   return cudaSuccess;
 }
@@ -465,14 +692,18 @@ cudaError_t cudaMallocAsync(void** devPtr, size_t size, cudaStream_t stream) {
 cudaError_t cudaFreeAsync(void* devPtr, cudaStream_t stream) {
   const Lock lock(api_mutex());
   if (const cudaError_t err = hc::check_stream(stream); err != cudaSuccess) return record_error(err);
-  if (hc::is_legacy(stream) || !stream->capturing) return record_error(hc::release(devPtr));
+  if (hc::is_legacy(stream) || !stream->capturing) {
+    if (hc::pool_free(devPtr)) return cudaSuccess;
+    return record_error(hc::release(devPtr));
+  }
   if (stream->capture_invalidated) return record_error(cudaErrorStreamCaptureInvalidated);
-  auto& own = *stream->captured_allocations;
+  auto& own = stream->captured_allocations->pointers;
   // A graph here may free only what it allocated: the memory stays the graph's until it is destroyed.
   if (std::find(own.begin(), own.end(), devPtr) == own.end()) {
     stream->capture_invalidated = true;
     return record_error(cudaErrorNotSupported);
   }
+  stream->captured_live_bytes -= hc::state().allocations.find(static_cast<const char*>(devPtr))->second;
   return cudaSuccess;
 }
 
@@ -529,6 +760,7 @@ cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
   const Lock lock(api_mutex());
   if (const cudaError_t err = hc::check_waitable(stream); err != cudaSuccess) return record_error(err);
   if (hc::unsafe_call_prohibited()) return record_error(cudaErrorStreamCaptureUnsupported);
+  hc::on_synchronize();
   return cudaSuccess;
 }
 
@@ -551,7 +783,8 @@ cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode mo
   stream->capture_thread = std::this_thread::get_id();
   stream->capture_id = hc::state().next_capture_id++;
   stream->captured.clear();
-  stream->captured_allocations = std::make_shared<std::vector<void*>>();
+  stream->captured_allocations = std::make_shared<hc::GraphAllocations>();
+  stream->captured_live_bytes = 0;
   return cudaSuccess;
 }
 
@@ -564,13 +797,7 @@ cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* pGraph) {
   if (stream->capture_mode == cudaStreamCaptureModeThreadLocal && stream->capture_thread != std::this_thread::get_id())
     return record_error(cudaErrorStreamCaptureWrongThread);
   stream->capturing = false;
-  auto allocations = std::shared_ptr<std::vector<void*>>(
-      new std::vector<void*>(std::move(*stream->captured_allocations)), [](std::vector<void*>* pointers) {
-        const Lock inner(hc::state_mutex());
-        for (void* p : *pointers) hc::release(p);
-        delete pointers;
-      });
-  stream->captured_allocations.reset();
+  auto allocations = std::move(stream->captured_allocations);
   std::vector<std::function<void()>> steps = std::move(stream->captured);
   stream->captured.clear();
   if (stream->capture_invalidated) {
@@ -600,6 +827,9 @@ cudaError_t cudaGraphInstantiate(cudaGraphExec_t* pGraphExec, cudaGraph_t graph,
 cudaError_t cudaGraphLaunch(cudaGraphExec_t graphExec, cudaStream_t stream) {
   const Lock lock(api_mutex());
   if (graphExec == nullptr) return record_error(cudaErrorInvalidValue);
+  if (const cudaError_t err = hc::check_stream(stream); err != cudaSuccess) return record_error(err);
+  if (const cudaError_t err = hc::reserve_graph_memory(graphExec->allocations->peak_bytes); err != cudaSuccess)
+    return record_error(err);
   return record_error(enqueue(stream, [steps = graphExec->steps, allocations = graphExec->allocations] {
     for (const auto& step : steps) step();
   }));
@@ -650,6 +880,7 @@ cudaError_t cudaEventSynchronize(cudaEvent_t event) {
   const Lock lock(api_mutex());
   if (hc::state().events.count(event) == 0) return record_error(cudaErrorInvalidResourceHandle);
   if (hc::unsafe_call_prohibited()) return record_error(cudaErrorStreamCaptureUnsupported);
+  hc::on_synchronize();
   return cudaSuccess;
 }
 

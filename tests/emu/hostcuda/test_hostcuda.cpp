@@ -2,7 +2,8 @@
 // the behaviour the emu_cuda_* tests rely on, each checked against what CUDA documents: device
 // memory starts as NaN bytes, copies outside device memory fail, launches check their
 // configuration, stream capture records instead of running and refuses synchronisation, graphs
-// replay; GEMMs against plain loops for every op(A) / op(B), leading dimensions, alpha / beta,
+// replay, the default pool keeps and hands back freed blocks by its release threshold, graph memory
+// is reserved at launches for the capture's peak; GEMMs against plain loops for every op(A) / op(B), leading dimensions, alpha / beta,
 // bf16 rounding, the cuBLASLt epilogues and their alignment rules; unsupported modes throw.
 #include <catch2/catch.hpp>
 #include <cublasLt.h>
@@ -183,6 +184,140 @@ TEST_CASE("host cudart: stream capture records, graphs replay, synchronising a c
   CHECK(cudaStreamDestroy(stream) == cudaSuccess);
   CHECK(cudaStreamDestroy(stream) == cudaErrorInvalidResourceHandle);
   cudaGetLastError();
+}
+
+TEST_CASE("host cudart: the default pool keeps freed blocks as its release threshold says", "[emu][hostcuda]") {
+  cudaStream_t stream = nullptr;
+  REQUIRE(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) == cudaSuccess);
+  cudaMemPool_t pool = nullptr;
+  REQUIRE(cudaDeviceGetDefaultMemPool(&pool, 0) == cudaSuccess);
+  auto attr = [&](cudaMemPoolAttr a) {
+    uint64_t v = 0;
+    REQUIRE(cudaMemPoolGetAttribute(pool, a, &v) == cudaSuccess);
+    return v;
+  };
+  auto device_free = [] {
+    size_t free_bytes = 0, total = 0;
+    REQUIRE(cudaMemGetInfo(&free_bytes, &total) == cudaSuccess);
+    return free_bytes;
+  };
+  uint64_t threshold = 0;
+  REQUIRE(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold) == cudaSuccess);
+  REQUIRE(cudaMemPoolTrimTo(pool, 0) == cudaSuccess);
+  REQUIRE(attr(cudaMemPoolAttrReservedMemCurrent) == attr(cudaMemPoolAttrUsedMemCurrent));
+  const size_t free0 = device_free();
+  const size_t mib = size_t(1) << 20;
+
+  // Threshold 0 (CUDA's default): a freed block stays reserved until the next synchronisation.
+  void* a = nullptr;
+  REQUIRE(cudaMallocAsync(&a, mib, stream) == cudaSuccess);
+  CHECK(attr(cudaMemPoolAttrUsedMemCurrent) == mib);
+  CHECK(device_free() == free0 - mib);
+  REQUIRE(cudaFreeAsync(a, stream) == cudaSuccess);
+  CHECK(attr(cudaMemPoolAttrUsedMemCurrent) == 0);
+  CHECK(attr(cudaMemPoolAttrReservedMemCurrent) == mib);
+  CHECK(device_free() == free0 - mib);
+  REQUIRE(cudaStreamSynchronize(stream) == cudaSuccess);
+  CHECK(attr(cudaMemPoolAttrReservedMemCurrent) == 0);
+  CHECK(device_free() == free0);
+
+  // Threshold "never": blocks stay across synchronisations and are reused (refilled as new);
+  // a larger request takes new memory; the high-water marks reset to 0 only; a trim hands back.
+  threshold = UINT64_MAX;
+  REQUIRE(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold) == cudaSuccess);
+  REQUIRE(cudaMallocAsync(&a, mib, stream) == cudaSuccess);
+  REQUIRE(cudaMemsetAsync(a, 0, mib, stream) == cudaSuccess);
+  REQUIRE(cudaFreeAsync(a, stream) == cudaSuccess);
+  REQUIRE(cudaStreamSynchronize(stream) == cudaSuccess);
+  CHECK(attr(cudaMemPoolAttrReservedMemCurrent) == mib);
+  void* b = nullptr;
+  REQUIRE(cudaMallocAsync(&b, mib / 2, stream) == cudaSuccess);
+  CHECK(b == a);
+  CHECK(attr(cudaMemPoolAttrReservedMemCurrent) == mib);
+  CHECK(std::isnan(download(static_cast<float*>(b), 4)[0]));
+  void* c = nullptr;
+  REQUIRE(cudaMallocAsync(&c, 2 * mib, stream) == cudaSuccess);
+  CHECK(attr(cudaMemPoolAttrReservedMemCurrent) == 3 * mib);
+  CHECK(attr(cudaMemPoolAttrUsedMemHigh) >= 3 * mib);
+  REQUIRE(cudaFreeAsync(c, stream) == cudaSuccess);
+  uint64_t zero = 0, one = 1;
+  REQUIRE(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrUsedMemHigh, &zero) == cudaSuccess);
+  CHECK(attr(cudaMemPoolAttrUsedMemHigh) == mib);  // restarts at the current use (b's block)
+  CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrUsedMemHigh, &one) == cudaErrorInvalidValue);
+  cudaGetLastError();
+  REQUIRE(cudaFreeAsync(b, stream) == cudaSuccess);
+  REQUIRE(cudaStreamSynchronize(stream) == cudaSuccess);
+  CHECK(attr(cudaMemPoolAttrReservedMemCurrent) == 3 * mib);
+  CHECK(device_free() == free0 - 3 * mib);
+  REQUIRE(cudaMemPoolTrimTo(pool, 2 * mib) == cudaSuccess);  // keeps at least 2 MiB: the 1 MiB block goes
+  CHECK(attr(cudaMemPoolAttrReservedMemCurrent) == 2 * mib);
+  REQUIRE(cudaMemPoolTrimTo(pool, 0) == cudaSuccess);
+  CHECK(attr(cudaMemPoolAttrReservedMemCurrent) == 0);
+  CHECK(device_free() == free0);
+  threshold = 0;
+  REQUIRE(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold) == cudaSuccess);
+  CHECK(cudaStreamDestroy(stream) == cudaSuccess);
+}
+
+TEST_CASE("host cudart: graph memory is reserved at a launch, for the capture's peak, until trimmed",
+          "[emu][hostcuda]") {
+  cudaStream_t stream = nullptr;
+  REQUIRE(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) == cudaSuccess);
+  auto graph_attr = [](cudaGraphMemAttributeType a) {
+    uint64_t v = 0;
+    REQUIRE(cudaDeviceGetGraphMemAttribute(0, a, &v) == cudaSuccess);
+    return v;
+  };
+  auto device_free = [] {
+    size_t free_bytes = 0, total = 0;
+    REQUIRE(cudaMemGetInfo(&free_bytes, &total) == cudaSuccess);
+    return free_bytes;
+  };
+  REQUIRE(cudaDeviceGraphMemTrim(0) == cudaSuccess);
+  uint64_t zero = 0;
+  REQUIRE(cudaDeviceSetGraphMemAttribute(0, cudaGraphMemAttrUsedMemHigh, &zero) == cudaSuccess);
+  const size_t free0 = device_free(), mib = size_t(1) << 20;
+
+  // 1 MiB allocated and freed, then 2 MiB: at most 2 MiB live at once.
+  REQUIRE(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal) == cudaSuccess);
+  void* a = nullptr;
+  void* b = nullptr;
+  REQUIRE(cudaMallocAsync(&a, mib, stream) == cudaSuccess);
+  REQUIRE(cudaMemsetAsync(a, 0, mib, stream) == cudaSuccess);
+  REQUIRE(cudaFreeAsync(a, stream) == cudaSuccess);
+  REQUIRE(cudaMallocAsync(&b, 2 * mib, stream) == cudaSuccess);
+  REQUIRE(cudaMemsetAsync(b, 0, 2 * mib, stream) == cudaSuccess);
+  REQUIRE(cudaFreeAsync(b, stream) == cudaSuccess);
+  cudaGraph_t graph = nullptr;
+  REQUIRE(cudaStreamEndCapture(stream, &graph) == cudaSuccess);
+  cudaGraphExec_t exec = nullptr;
+  REQUIRE(cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess);
+  CHECK(device_free() == free0);  // nothing reserved before a launch
+  CHECK(graph_attr(cudaGraphMemAttrReservedMemCurrent) == 0);
+  for (int launch = 0; launch < 2; ++launch) {
+    REQUIRE(cudaGraphLaunch(exec, stream) == cudaSuccess);
+    REQUIRE(cudaStreamSynchronize(stream) == cudaSuccess);
+    CHECK(graph_attr(cudaGraphMemAttrReservedMemCurrent) == 2 * mib);  // kept for the next launch
+    CHECK(graph_attr(cudaGraphMemAttrUsedMemHigh) == 2 * mib);
+    CHECK(device_free() == free0 - 2 * mib);
+  }
+  CHECK(cudaDeviceSetGraphMemAttribute(0, cudaGraphMemAttrUsedMemCurrent, &zero) == cudaErrorInvalidValue);
+  cudaGetLastError();
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  CHECK(device_free() == free0 - 2 * mib);  // still reserved by the graph allocator
+  REQUIRE(cudaDeviceGraphMemTrim(0) == cudaSuccess);
+  CHECK(graph_attr(cudaGraphMemAttrReservedMemCurrent) == 0);
+  CHECK(device_free() == free0);
+  CHECK(cudaStreamDestroy(stream) == cudaSuccess);
+}
+
+TEST_CASE("host cudart: runtime and driver versions are the toolkit's", "[emu][hostcuda]") {
+  int runtime = 0, driver = 0;
+  CHECK(cudaRuntimeGetVersion(&runtime) == cudaSuccess);
+  CHECK(cudaDriverGetVersion(&driver) == cudaSuccess);
+  CHECK(runtime == CUDART_VERSION);
+  CHECK(driver >= runtime);
 }
 
 TEST_CASE("host cuBLAS: sgemm and bf16 GemmEx are the documented column-major products", "[emu][hostcuda]") {
