@@ -329,6 +329,15 @@ class CudaBackend final : public Backend {
   void end_recording(uint64_t key) override {
     cudaGraph_t graph = nullptr;
     CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
+    // The recorded ops' scratch is graph memory, apart from the default pool, which still holds
+    // (release threshold: never) what the same ops took when they ran directly: without handing
+    // that back, every recorded step would keep its scratch on the device twice, and a batch that
+    // fits when run directly could run out of memory as a graph. Once per recording; the trim
+    // releases only blocks whose frees the host has seen, hence the synchronisation.
+    CUDA_CHECK(cudaStreamSynchronize(stream_));
+    cudaMemPool_t pool = nullptr;
+    CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, device_));
+    CUDA_CHECK(cudaMemPoolTrimTo(pool, 0));
     cudaGraphExec_t exec = nullptr;
     const cudaError_t err = cudaGraphInstantiate(&exec, graph, 0);
     cudaGraphDestroy(graph);

@@ -258,6 +258,46 @@ TEST_CASE("CUDA-graph replay changes no bit of a step, GELU recompute only a bf1
   CHECK(test::bit_equal(recompute_losses, direct_losses));
 }
 
+// The backend sets the default pool to keep freed blocks (release threshold: never), so the scratch
+// of a step run directly stays reserved; a recorded step takes its scratch from graph memory. The
+// recording must hand the pool's cached blocks back, or the device holds the scratch twice.
+TEST_CASE("recording a step hands the pool's cached scratch back: graph memory replaces it",
+          "[cuda][bf16][model][graphs][memory]") {
+  const DType dtype = GENERATE(DType::fp32, DType::bf16);
+  INFO(dtype_name(dtype));
+  const ModelConfig c = bf16_config(128, 2, 0.0f);
+  const int B = 2, T = 32;
+  auto backend = make_cuda_backend(0, dtype);
+  const auto inputs = test::random_tokens(size_t(B) * T, 265, c.vocab_size);
+  const auto targets = test::random_tokens(size_t(B) * T, 266, c.vocab_size);
+  cudaMemPool_t pool = nullptr;
+  REQUIRE(cudaDeviceGetDefaultMemPool(&pool, 0) == cudaSuccess);
+  // Bytes the pool reserves beyond its live allocations: freed blocks it keeps.
+  auto cached_bytes = [&] {
+    backend->synchronize();
+    uint64_t reserved = 0, used = 0;
+    REQUIRE(cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReservedMemCurrent, &reserved) == cudaSuccess);
+    REQUIRE(cudaMemPoolGetAttribute(pool, cudaMemPoolAttrUsedMemCurrent, &used) == cudaSuccess);
+    return reserved - used;
+  };
+  uint64_t zero = 0, graph_high = 0;
+  REQUIRE(cudaDeviceSetGraphMemAttribute(0, cudaGraphMemAttrUsedMemHigh, &zero) == cudaSuccess);
+
+  GPT2 model(c, *backend, B, T);  // CUDA graphs on (the default)
+  model.init_weights(264);
+  model.forward_backward(inputs.data(), targets.data(), B, T, 0.01f);  // runs the ops directly
+  const uint64_t cached_direct = cached_bytes();
+  CHECK(cached_direct > 0);  // the premise: the direct run's scratch stayed in the pool
+  model.zero_grad();
+  model.forward_backward(inputs.data(), targets.data(), B, T, 0.01f);  // records, then replays
+  const uint64_t cached_recorded = cached_bytes();
+  CHECK(cached_recorded < cached_direct);
+  // CUDA may keep memory at a coarser granularity than the allocations: one 2 MiB chunk of slack.
+  CHECK(cached_recorded <= (uint64_t(2) << 20));
+  REQUIRE(cudaDeviceGetGraphMemAttribute(0, cudaGraphMemAttrUsedMemHigh, &graph_high) == cudaSuccess);
+  CHECK(graph_high > 0);  // the replay's scratch was graph memory
+}
+
 TEST_CASE("bf16 training is bit-for-bit repeatable", "[cuda][bf16][model][determinism]") {
   const ModelConfig c = bf16_config(128, 2, 0.0f);
   const int B = 2, T = 32;
