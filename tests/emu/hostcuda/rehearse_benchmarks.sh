@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# The GPU benchmarks' own code on the emulated device, so that a GPU session (minutes, rarely lent)
+# does not find their faults first: bench_attention, bench_kernels and bench_train_gpu, built from
+# the unchanged sources against the host CUDA runtime (emu-bin/), validate, time and write their
+# JSON at small shapes; bench_train_gpu -B auto, on an emulated device of a few hundred MiB
+# (GPT2CC_EMU_DEVICE_MIB), probes down from 512 rows through out-of-memory failures to a batch that
+# then trains with CUDA graphs, while twice that batch fails with a clear message; bad arguments
+# exit 2; benchmarks/gpu/report.py turns the JSON into the report a session would paste. Timings
+# here are the emulator's and mean nothing: what is checked is that every path runs, every kernel
+# validates against the CPU, and the files the report reads agree with it.
+# Usage: rehearse_benchmarks.sh REPO_ROOT EMU_BIN_DIR (run by ctest as emu_bench_rehearsal).
+set -uo pipefail
+ROOT=${1:?usage: rehearse_benchmarks.sh REPO_ROOT EMU_BIN_DIR}
+BIN=${2:?usage: rehearse_benchmarks.sh REPO_ROOT EMU_BIN_DIR}
+OUT=$(mktemp -d)
+trap 'rm -rf "$OUT"' EXIT
+FAILURES=0
+fail() {
+  echo "FAILED: $*" >&2
+  FAILURES=$((FAILURES + 1))
+}
+# check_json FILE PYTHON-EXPRESSION: the expression (lines may break anywhere), over the parsed file
+# as j, must be true.
+check_json() {
+  python3 - "$1" "$2" <<'EOF' || fail "$1: $2"
+import json, math, sys
+j = json.load(open(sys.argv[1]))
+sys.exit(0 if eval("(" + sys.argv[2] + ")") else 1)
+EOF
+}
+# run NAME CMD...: runs CMD, its output into $OUT/NAME.log; fails the rehearsal unless it exits 0.
+run() {
+  local name=$1
+  shift
+  echo "== $name: $*"
+  "$@" >"$OUT/$name.log" 2>&1
+  local rc=$?
+  ((rc == 0)) || { fail "$name exited $rc"; tail -20 "$OUT/$name.log" >&2; }
+  return "$rc"
+}
+# expect_error NAME PATTERN CMD...: CMD must exit 2 with PATTERN in its output.
+expect_error() {
+  local name=$1 pattern=$2 out rc
+  shift 2
+  out=$("$@" 2>&1)
+  rc=$?
+  [[ $rc == 2 && "$out" == *"$pattern"* ]] || fail "$name: expected exit 2 and '$pattern', got exit $rc: $out"
+}
+
+# Attention: both head sizes, a T that is not a multiple of the tiles, 64 and 128 rows a CTA.
+run attention "$BIN/bench_attention" --shapes 1x2x64x64,1x1x80x128 --reps 1 --warmup 1 \
+  --json "$OUT/attention.json" &&
+  check_json "$OUT/attention.json" \
+    "len(j['results']) == 2 and all(r['valid'] and r['fwd_bwd_ms'] > 0 and r['fwd_bwd_ms_rows64'] > 0
+     and r['fwd_bwd_ms_rows128'] > 0 and max(r['rel_error'].values()) <= 1e-2 for r in j['results'])"
+
+# Every kernel, fp32 and bf16, validated against cpu:: and timed (the fixed GPT-2 124M AdamW and
+# conversion sizes included); the ceilings measured first.
+run kernels "$BIN/bench_kernels" -b 1 -t 16 --reps 1 --warmup 0 --json "$OUT/kernels.json" &&
+  check_json "$OUT/kernels.json" \
+    "len(j['kernels']) >= 50 and all(k['valid'] and k['ms'] > 0 for k in j['kernels'])
+     and {k['dtype'] for k in j['kernels']} == {'fp32', 'bf16'} and j['copy_bandwidth_gbps'] > 0
+     and j['sgemm_tflops'] > 0"
+
+# A training step per dtype with CUDA graphs (the default): the scratch of the replayed steps is
+# graph memory.
+for dtype in bf16 fp32; do
+  run "train_$dtype" "$BIN/bench_train_gpu" --preset d2 --dtype "$dtype" -B 2 -T 32 --steps 2 --warmup 1 \
+    --json "$OUT/train_$dtype.json" &&
+    check_json "$OUT/train_$dtype.json" \
+      "j['dtype'] == '$dtype' and j['B'] == 2 and not j['B_auto'] and j['tokens_per_s'] > 0
+       and math.isfinite(j['loss_last']) and j['loss_last'] < j['loss_first'] and j['peak_memory_bytes'] > 0
+       and j['graph_mem_used_high_bytes'] > 0 and j['cuda_graphs']"
+done
+
+# -B auto on a small device: the probes from 512 rows down fail for memory until one fits; that
+# batch then trains with CUDA graphs; twice it fails (exit 1) saying so.
+export GPT2CC_EMU_DEVICE_MIB=200
+if run train_auto "$BIN/bench_train_gpu" --preset d2 --dtype bf16 -T 16 --steps 1 --warmup 1 \
+  --json "$OUT/train_auto.json"; then
+  check_json "$OUT/train_auto.json" "j['B_auto'] and 1 <= j['B'] < 512 and j['memory_total_bytes'] == 200 << 20"
+  auto_b=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['B'])" "$OUT/train_auto.json")
+  out=$("$BIN/bench_train_gpu" --preset d2 --dtype bf16 -T 16 -B $((2 * auto_b)) --steps 1 --warmup 0 2>&1)
+  rc=$?
+  [[ $rc != 0 && "$out" == *"out of memory"* ]] ||
+    fail "twice the auto batch ($((2 * auto_b))) on the same device: expected an out-of-memory error, got exit $rc: $out"
+fi
+unset GPT2CC_EMU_DEVICE_MIB
+
+# Bad arguments.
+expect_error "attention head size" "head size 32 is not supported" "$BIN/bench_attention" --shapes 1x1x64x32
+expect_error "kernels dtype" "--dtype must be all, fp32 or bf16" "$BIN/bench_kernels" --dtype fp16
+expect_error "train steps" "--steps must be >= 1" "$BIN/bench_train_gpu" --steps 0
+expect_error "train batch" "--batch-size must be an integer >= 1 or 'auto'" "$BIN/bench_train_gpu" -B many
+
+# The report over what the benchmarks wrote (no PyTorch results here: those columns say n/a).
+printf 'date: %s\ngpu: gpt2cc CPU emulator\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$OUT/env.txt"
+printf 'attention\t0\t1\nkernels\t0\t1\ntrain_bf16\t0\t1\ntrain_fp32\t0\t1\n' >"$OUT/status.tsv"
+if run report python3 "$ROOT/benchmarks/gpu/report.py" "$OUT"; then
+  for want in "| bf16 | 2×32 |" "| fp32 | 2×32 |" "| 1 | 2 | 64 | 64 |" "| 1 | 1 | 80 | 128 |" \
+    "| fused_classifier | bf16 |" "| adamw_update | fp32 |"; do
+    grep -qF -- "$want" "$OUT/report.md" || fail "report.md has no row '$want'"
+  done
+fi
+
+if ((FAILURES)); then
+  echo "$FAILURES check(s) failed; logs were in $OUT" >&2
+  exit 1
+fi
+echo "rehearsal passed: every benchmark path ran on the emulated device"
