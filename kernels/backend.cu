@@ -100,9 +100,9 @@ class CudaBackend final : public Backend {
       size_t free_bytes = 0, total_bytes = 0;
       cudaMemGetInfo(&free_bytes, &total_bytes);
       throw Error(format("CUDA out of memory on device {} ({}): asked for {} bytes ({}), {} bytes free ({}) of {}; "
-                         "try a smaller batch size or sequence length, --dtype bf16, --recompute-gelu, or a smaller "
-                         "model",
-                         device_, props_.name, bytes, gib(bytes), free_bytes, gib(free_bytes), gib(total_bytes)));
+                         "try a smaller batch size or sequence length, {}--recompute-gelu, or a smaller model",
+                         device_, props_.name, bytes, gib(bytes), free_bytes, gib(free_bytes), gib(total_bytes),
+                         dtype_ == DType::fp32 ? "--dtype bf16, " : ""));
     }
     CUDA_CHECK(err);
     CUDA_CHECK(cudaMemsetAsync(ptr, 0, bytes, stream_));

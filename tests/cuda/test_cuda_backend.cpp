@@ -70,7 +70,9 @@ TEST_CASE("a bf16 cuda backend: flash attention saves the log-sum-exp only, conv
 }
 
 TEST_CASE("cuda backend reports out-of-memory with sizes and a hint", "[cuda][backend]") {
-  auto backend = make_cuda_backend(0);
+  const DType dtype = GENERATE(DType::fp32, DType::bf16);
+  INFO(dtype_name(dtype));
+  auto backend = make_cuda_backend(0, dtype);
   const size_t huge = size_t(1) << 50;  // 1 PiB
   CHECK_THROWS_AS(backend->allocate(huge), Error);
   try {
@@ -81,6 +83,8 @@ TEST_CASE("cuda backend reports out-of-memory with sizes and a hint", "[cuda][ba
     CHECK_THAT(msg, Catch::Contains(std::to_string(huge)));
     CHECK_THAT(msg, Catch::Contains("bytes free"));
     CHECK_THAT(msg, Catch::Contains("smaller batch"));
+    // bf16 is suggested only to a run that is not in bf16 already.
+    CHECK((msg.find("--dtype bf16") != std::string::npos) == (dtype == DType::fp32));
   }
   // The backend still works after the failed allocation.
   DeviceArray<float> ok(*backend, 16);
