@@ -296,4 +296,8 @@ int run(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) { return gpt2cc::run_cli("generate", argc, argv, run); }
+int main(int argc, char** argv) {
+  return gpt2cc::run_cli("generate", argc, argv, run,
+                         "less memory: a smaller --batch-size (samples decoded together) or --max-kv-cache, "
+                         "or --dtype bf16 (cuda)");
+}

@@ -196,4 +196,8 @@ int run(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) { return gpt2cc::run_cli("train", argc, argv, run); }
+int main(int argc, char** argv) {
+  return gpt2cc::run_cli("train", argc, argv, run,
+                         "less memory: a smaller --batch-size (--total-batch keeps the tokens per step, by "
+                         "accumulation), a shorter --seq-len, --recompute-gelu, --dtype bf16 (cuda), or a smaller model");
+}

@@ -21,6 +21,12 @@ struct Error : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// Device or host memory ran out (the message says how much was asked and free). Exit code 1; the
+// programs add which of their flags use less (run_cli).
+struct OutOfMemoryError : Error {
+  using Error::Error;
+};
+
 // Something the user gave us is wrong: a flag, a file, a configuration. Exit code 2.
 struct InputError : Error {
   using Error::Error;

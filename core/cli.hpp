@@ -2,11 +2,14 @@
 //   0 success; 2 bad input (InputError, or any cxxopts error: unknown flag, unparsable value,
 //   missing argument); 1 anything else (I/O failure, out of memory, an internal error).
 // Usage:  int main(int argc, char** argv) { return gpt2cc::run_cli("train", argc, argv, run); }
+// Out of memory (OutOfMemoryError, or the host's std::bad_alloc) prints the program's
+// `memory_hint` too, when it gives one: which of its own flags use less.
 // An unparsable value names its flag ("--lr: 'abc' is not a valid value"), which cxxopts does not.
 #pragma once
 
 #include <cxxopts.hpp>
 #include <iostream>
+#include <new>
 #include <string>
 
 #include "core/check.hpp"
@@ -29,9 +32,18 @@ inline std::string name_bad_value(const std::string& message, int argc, char** a
 }
 
 template <class Run>
-int run_cli(const char* program, int argc, char** argv, Run&& run) {
+int run_cli(const char* program, int argc, char** argv, Run&& run, const char* memory_hint = nullptr) {
+  const auto out_of_memory = [&](const std::string& what) {
+    std::cerr << program << ": error: " << what << std::endl;
+    if (memory_hint != nullptr) std::cerr << program << ": " << memory_hint << std::endl;
+    return 1;
+  };
   try {
     return run(argc, argv);
+  } catch (const OutOfMemoryError& e) {
+    return out_of_memory(e.what());
+  } catch (const std::bad_alloc&) {
+    return out_of_memory("out of host memory (an allocation failed)");
   } catch (const InputError& e) {
     std::cerr << program << ": " << e.what() << std::endl;
     return 2;

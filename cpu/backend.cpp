@@ -41,7 +41,10 @@ void* CpuBackend::allocate(size_t bytes) {
   size_t rounded = (bytes + kAlignment - 1) / kAlignment * kAlignment;
   if (rounded == 0) rounded = kAlignment;
   void* ptr = std::aligned_alloc(kAlignment, rounded);
-  if (!ptr) throw Error(format("cpu backend: out of memory allocating {} bytes ({} MiB)", bytes, bytes >> 20));
+  if (!ptr)
+    throw OutOfMemoryError(format("cpu backend: out of memory allocating {} bytes ({} MiB); try a smaller batch size "
+                                  "or sequence length, or a smaller model",
+                                  bytes, bytes >> 20));
   std::memset(ptr, 0, rounded);
   return ptr;
 }

@@ -99,8 +99,8 @@ class CudaBackend final : public Backend {
       cudaGetLastError();  // clear the error so later calls work
       size_t free_bytes = 0, total_bytes = 0;
       cudaMemGetInfo(&free_bytes, &total_bytes);
-      throw Error(format("CUDA out of memory on device {} ({}): asked for {} bytes ({}), {} bytes free ({}) of {}; "
-                         "try a smaller batch size or sequence length, {}--recompute-gelu, or a smaller model",
+      throw OutOfMemoryError(format("CUDA out of memory on device {} ({}): asked for {} bytes ({}), {} bytes free ({}) "
+                                    "of {}; try a smaller batch size or sequence length, {}or a smaller model",
                          device_, props_.name, bytes, gib(bytes), free_bytes, gib(free_bytes), gib(total_bytes),
                          dtype_ == DType::fp32 ? "--dtype bf16, " : ""));
     }

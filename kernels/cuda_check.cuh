@@ -61,9 +61,9 @@ class ScratchBuffer {
       size_t free_bytes = 0, total_bytes = 0;
       cudaGetLastError();
       cudaMemGetInfo(&free_bytes, &total_bytes);
-      throw Error(format("CUDA out of memory: scratch of {} bytes asked, {} bytes free of {} ({}); "
-                         "try a smaller batch size or sequence length",
-                         bytes, free_bytes, total_bytes, cudaGetErrorString(err)));
+      throw OutOfMemoryError(format("CUDA out of memory: scratch of {} bytes asked, {} bytes free of {} ({}); "
+                                    "try a smaller batch size or sequence length",
+                                    bytes, free_bytes, total_bytes, cudaGetErrorString(err)));
     }
   }
   ScratchBuffer(const ScratchBuffer&) = delete;

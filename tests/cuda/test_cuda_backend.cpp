@@ -74,7 +74,7 @@ TEST_CASE("cuda backend reports out-of-memory with sizes and a hint", "[cuda][ba
   INFO(dtype_name(dtype));
   auto backend = make_cuda_backend(0, dtype);
   const size_t huge = size_t(1) << 50;  // 1 PiB
-  CHECK_THROWS_AS(backend->allocate(huge), Error);
+  CHECK_THROWS_AS(backend->allocate(huge), OutOfMemoryError);
   try {
     backend->allocate(huge);
   } catch (const Error& e) {

@@ -260,7 +260,8 @@ TEST_CASE("on cuda, a batch beyond device memory fails with a clear message and 
   INFO(big.output);
   CHECK(big.code == 1);
   CHECK_THAT(big.output, Catch::Contains("CUDA out of memory on device 0") && Catch::Contains("bytes free") &&
-                             Catch::Contains("try a smaller batch size"));
+                             Catch::Contains("try a smaller batch size") &&
+                             Catch::Contains("train: less memory: a smaller --batch-size"));
   CHECK_FALSE(std::filesystem::exists(dir + "/big/checkpoints/step_00000002.ckpt"));
   CHECK(file_contents(ckpt) == before);
 }

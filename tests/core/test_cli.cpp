@@ -1,0 +1,93 @@
+// run_cli (core/cli.hpp), the exit-code contract every program shares: 0 success, 2 bad input
+// (InputError, cxxopts errors, an unparsable value named by its flag), 1 anything else; out of
+// memory (OutOfMemoryError or the host's std::bad_alloc) adds the program's hint of flags that
+// use less, and nothing else does.
+#include <catch2/catch.hpp>
+
+#include <iostream>
+#include <new>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "core/check.hpp"
+#include "core/cli.hpp"
+
+using namespace gpt2cc;
+
+namespace {
+
+struct Outcome {
+  int code = -1;
+  std::string err;  // what went to std::cerr
+};
+
+// Runs `body` under run_cli with argv = {"prog", args...} and the given hint, capturing std::cerr.
+template <class Body>
+Outcome run(Body body, std::vector<std::string> args = {}, const char* hint = "less memory: --small") {
+  std::vector<char*> argv{const_cast<char*>("prog")};
+  for (std::string& a : args) argv.push_back(a.data());
+  std::ostringstream captured;
+  std::streambuf* old = std::cerr.rdbuf(captured.rdbuf());
+  Outcome o;
+  o.code = run_cli("prog", static_cast<int>(argv.size()), argv.data(), [&](int, char**) { return body(); }, hint);
+  std::cerr.rdbuf(old);
+  o.err = captured.str();
+  return o;
+}
+
+}  // namespace
+
+TEST_CASE("run_cli: exit codes and messages", "[cli]") {
+  CHECK(run([] { return 0; }).code == 0);
+  CHECK(run([] { return 3; }).code == 3);  // the program's own code passes through
+
+  const Outcome input = run([]() -> int { throw InputError("--steps must be >= 1, got 0"); });
+  CHECK(input.code == 2);
+  CHECK(input.err == "prog: --steps must be >= 1, got 0\n");
+
+  const Outcome internal = run([]() -> int { throw Error("checkpoint write failed"); });
+  CHECK(internal.code == 1);
+  CHECK(internal.err == "prog: error: checkpoint write failed\n");  // no memory hint
+
+  const Outcome device = run([]() -> int { throw OutOfMemoryError("CUDA out of memory on device 0"); });
+  CHECK(device.code == 1);
+  CHECK(device.err == "prog: error: CUDA out of memory on device 0\nprog: less memory: --small\n");
+
+  const Outcome host = run([]() -> int { throw std::bad_alloc(); });
+  CHECK(host.code == 1);
+  CHECK_THAT(host.err, Catch::Contains("prog: error: out of host memory") && Catch::Contains("prog: less memory"));
+
+  const Outcome no_hint = run([]() -> int { throw OutOfMemoryError("out of memory"); }, {}, nullptr);
+  CHECK(no_hint.code == 1);
+  CHECK(no_hint.err == "prog: error: out of memory\n");
+}
+
+TEST_CASE("run_cli: cxxopts errors exit 2, an unparsable value is named by its flag", "[cli]") {
+  auto parse = [](int argc, char** argv) {
+    cxxopts::Options cli("prog", "test");
+    // A float flag: an int one makes GCC 12 warn (-Wrestrict) inside cxxopts' integer parser.
+    cli.add_options()("lr", "learning rate", cxxopts::value<float>()->default_value("1"));
+    const auto args = cli.parse(argc, argv);
+    return args["lr"].as<float>() == 0.5f ? 0 : 4;
+  };
+  auto run_parse = [&](std::vector<std::string> args) {
+    std::vector<char*> argv{const_cast<char*>("prog")};
+    for (std::string& a : args) argv.push_back(a.data());
+    std::ostringstream captured;
+    std::streambuf* old = std::cerr.rdbuf(captured.rdbuf());
+    const int code = run_cli("prog", static_cast<int>(argv.size()), argv.data(), parse);
+    std::cerr.rdbuf(old);
+    return Outcome{code, captured.str()};
+  };
+  CHECK(run_parse({"--lr", "0.5"}).code == 0);
+  const Outcome unknown = run_parse({"--rl", "0.5"});
+  CHECK(unknown.code == 2);
+  CHECK_THAT(unknown.err, Catch::Contains("rl") && Catch::Contains("(see prog --help)"));
+  const Outcome bad_value = run_parse({"--lr", "abc"});
+  CHECK(bad_value.code == 2);
+  CHECK_THAT(bad_value.err, Catch::Contains("--lr: 'abc' is not a valid value"));
+  const Outcome bad_value_eq = run_parse({"--lr=abc"});
+  CHECK(bad_value_eq.code == 2);
+  CHECK_THAT(bad_value_eq.err, Catch::Contains("--lr: 'abc' is not a valid value"));
+}
