@@ -213,6 +213,8 @@ cudaError_t pool_allocate(void** ptr, size_t bytes) {
     *ptr = it->second;
     pool.cached.erase(it);
     std::memset(*ptr, kUnwrittenByte, block);
+    // Kernels and copies may use the bytes asked for, not the rest of a larger block.
+    state().allocations.at(static_cast<const char*>(*ptr)) = bytes;
   } else {
     if (const cudaError_t err = allocate(ptr, bytes); err != cudaSuccess) return err;
     pool.reserved += bytes;
@@ -231,6 +233,7 @@ bool pool_free(void* p) {
   if (it == pool.live.end()) return false;
   pool.used -= it->second;
   pool.cached.emplace(it->second, p);
+  state().allocations.at(static_cast<const char*>(p)) = it->second;  // the whole block again
   pool.live.erase(it);
   return true;
 }

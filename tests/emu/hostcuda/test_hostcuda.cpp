@@ -235,6 +235,9 @@ TEST_CASE("host cudart: the default pool keeps freed blocks as its release thres
   CHECK(b == a);
   CHECK(attr(cudaMemPoolAttrReservedMemCurrent) == mib);
   CHECK(std::isnan(download(static_cast<float*>(b), 4)[0]));
+  std::vector<float> past(mib / 2 / sizeof(float) + 1);  // one float past what was asked for
+  CHECK(cudaMemcpy(past.data(), b, past.size() * sizeof(float), cudaMemcpyDeviceToHost) == cudaErrorInvalidValue);
+  cudaGetLastError();
   void* c = nullptr;
   REQUIRE(cudaMallocAsync(&c, 2 * mib, stream) == cudaSuccess);
   CHECK(attr(cudaMemPoolAttrReservedMemCurrent) == 3 * mib);
