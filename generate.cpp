@@ -246,7 +246,15 @@ int run(int argc, char** argv) {
   auto header = [&](int i) {
     if (num_samples > 1) std::printf("%s--- sample %d/%d ---\n", i > 0 ? "\n" : "", i + 1, num_samples);
   };
+  // The first header goes out with the first output, not before the decoding has set up: a run
+  // that fails there (out of memory for the samples decoded together) prints nothing on stdout.
+  bool started = false;
+  auto start_output = [&] {
+    if (!started) header(0);
+    started = true;
+  };
   auto on_text = [&](int i, std::string_view piece) {
+    start_output();
     if (i != head) {
       held[i] += piece;
       return;
@@ -255,6 +263,7 @@ int run(int argc, char** argv) {
     std::fflush(stdout);  // stream: show each piece as soon as it exists
   };
   auto on_done = [&](int i, const Sample& sample) {
+    start_output();
     finished[i] = &sample;
     for (; head < num_samples && finished[head]; ++head) {
       std::printf("\n");
@@ -271,7 +280,6 @@ int run(int argc, char** argv) {
       }
     }
   };
-  header(0);
   const Generation generation =
       generate_samples(model, sampler, tokens, gen, num_samples, token_bytes, on_text, on_done);
   ENSURE(head == num_samples, "{} of {} samples were printed", head, num_samples);

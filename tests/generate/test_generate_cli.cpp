@@ -250,6 +250,23 @@ TEST_CASE("on cuda, generate prints the cpu's text in fp32 and scores bf16 withi
   CHECK(std::abs(score_loss(bf16_score.out) - cpu_loss) <= 0.01 * cpu_loss);
 }
 
+// Out of device memory: exit 1, the bytes asked and free, and generate's own hint. Reaching it with
+// this small model needs a small device, which only the emulated one can be ($GPT2CC_EMU_DEVICE_MIB,
+// set by emu_generate_cli); elsewhere the case says it is skipped (not "nothing checked", which
+// scripts/bench_gpu.sh reads as "no CUDA device" on a GPU).
+TEST_CASE("on cuda, samples beyond device memory fail with generate's hint", "[generate][cli][cuda]") {
+  if (std::getenv("GPT2CC_EMU_DEVICE_MIB") == nullptr) {
+    WARN("skipped: needs a small emulated device (GPT2CC_EMU_DEVICE_MIB, as emu_generate_cli sets)");
+    return;
+  }
+  // 20000 samples decoded together: their KV cache alone is ~160 MiB.
+  const Run r = generate_cli("--prompt hi --max-new-tokens 2 --num-samples 20000 --device cuda");
+  CHECK(r.code == 1);
+  CHECK_THAT(r.err, Catch::Contains("CUDA out of memory") && Catch::Contains("bytes free") &&
+                        Catch::Contains("generate: less memory: a smaller --batch-size"));
+  CHECK(r.out.empty());
+}
+
 TEST_CASE("bad input exits 2 with a message naming the problem", "[generate][cli]") {
   const std::string dir = fixture().dir;
   auto fails = [](const Run& r, const std::string& message) {
