@@ -5,6 +5,8 @@
 #include "emu/cp_async_emu.hpp"
 
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <string>
@@ -18,7 +20,17 @@ namespace {
 struct Copy {
   void* dst;
   const void* src;
+  bool landed = false;  // made at issue (CpAsyncLanding::kAtIssue); its group still counts it
 };
+
+CpAsyncLanding initial_landing() {
+  const char* name = std::getenv("GPT2CC_EMU_CP_ASYNC");
+  if (name == nullptr || std::strcmp(name, "wait") == 0) return CpAsyncLanding::kAtWait;
+  if (std::strcmp(name, "issue") == 0) return CpAsyncLanding::kAtIssue;
+  std::fprintf(stderr, "GPT2CC_EMU_CP_ASYNC must be wait or issue, got '%s'\n", name);
+  std::exit(2);
+}
+CpAsyncLanding g_landing = initial_landing();
 
 struct ThreadCopies {
   uint3 block{};
@@ -60,8 +72,12 @@ void cp_async_16(void* shared_dst, const void* global_src) {
   shared_address(shared_dst);  // throws unless dst is in the block's shared memory
   if (reinterpret_cast<uintptr_t>(shared_dst) % 16 != 0 || reinterpret_cast<uintptr_t>(global_src) % 16 != 0)
     throw Violation("cp.async of 16 bytes with an address not 16-byte aligned at " + where());
-  current().uncommitted.push_back({shared_dst, global_src});
+  const bool now = g_landing == CpAsyncLanding::kAtIssue;
+  if (now) std::memcpy(shared_dst, global_src, 16);
+  current().uncommitted.push_back({shared_dst, global_src, now});
 }
+
+void set_cp_async_landing(CpAsyncLanding landing) { g_landing = landing; }
 
 void cp_async_commit() {
   ThreadCopies& t = current();
@@ -72,7 +88,8 @@ void cp_async_commit() {
 void cp_async_wait(int newest_pending) {
   ThreadCopies& t = current();
   while (t.groups.size() > static_cast<size_t>(newest_pending)) {
-    for (const Copy& c : t.groups.front()) std::memcpy(c.dst, c.src, 16);
+    for (const Copy& c : t.groups.front())
+      if (!c.landed) std::memcpy(c.dst, c.src, 16);
     t.groups.pop_front();
   }
 }

@@ -1,12 +1,22 @@
 // cp.async (PTX ISA 9.0, "Data Movement and Conversion Instructions: cp.async", cp.async.commit_group,
-// cp.async.wait_group) for the CPU emulator. Each thread's copies are kept, not made: a copy happens
-// only when a wait_group of that thread makes its group complete. The ISA allows a copy to land at
-// any time before that wait; making it land as late as possible is the schedule under which a read
-// of the destination before the wait (a missing wait_group) sees the old bytes, and a NaN result.
+// cp.async.wait_group) for the CPU emulator. The ISA lets a copy land at any time from its issue to
+// the wait_group that completes its group; the emulator takes either end (CpAsyncLanding):
+//   kAtWait (the default): copies are kept, not made, until that wait: a read of the destination
+//     before the wait (a missing wait_group) sees the old bytes, and a NaN result;
+//   kAtIssue: each copy lands when issued: a copy issued into a tile that another warp still reads
+//     before the next barrier (a write-after-read race, such as refilling a pipeline stage before
+//     the barrier that ends its last use) overwrites it under the read.
+// A kernel without such races gives the same bits either way.
 // Included by an emulation TU after cuda_emu.hpp, before the device code that calls it.
 #pragma once
 
 namespace gpt2cc::emu {
+
+enum class CpAsyncLanding { kAtWait, kAtIssue };
+inline constexpr CpAsyncLanding kCpAsyncLandings[] = {CpAsyncLanding::kAtWait, CpAsyncLanding::kAtIssue};
+// The landing a process starts with: $GPT2CC_EMU_CP_ASYNC = wait (the default) or issue, so that a
+// whole test executable can run under either; anything else stops the process.
+void set_cp_async_landing(CpAsyncLanding landing);
 
 // cp.async.cg.shared.global [dst], [src], 16: 16 bytes, both addresses 16-byte aligned, dst in
 // the block's shared memory.

@@ -1,5 +1,6 @@
 // Self-tests of the cp.async emulation (cp_async_emu.hpp): a copy lands in shared memory only at
-// the wait_group that completes its group, so a read before the wait sees the old bytes;
+// the wait_group that completes its group, so a read before the wait sees the old bytes (or, in
+// the other landing, at its issue, and the wait copies nothing again);
 // wait_group n leaves exactly the newest n groups in flight and copies never committed wait for
 // nothing; the misuse it promises to catch (a destination outside shared memory, a misaligned
 // address, copies a block leaves in flight) throws emu::Violation.
@@ -61,6 +62,34 @@ TEST_CASE("cp.async lands at the wait_group that completes its group", "[emu][cp
     seen[5] = first_word(2);
   });
   CHECK(seen == std::vector<uint32_t>{0, 1, 0, 5, 0, 9});
+}
+
+TEST_CASE("cp.async landing at issue: the copy is there at once, its wait copies nothing again", "[emu][cp_async]") {
+  std::vector<uint32_t> seen(3, 99);
+  emu::set_cp_async_landing(emu::CpAsyncLanding::kAtIssue);
+  launch_warp([&] {
+    if (threadIdx.x != 0) return;
+    emu::cp_async_16(g_shared, g_source[0]);
+    seen[0] = first_word(0);  // landed before any commit or wait
+    emu::cp_async_commit();
+    std::memset(g_shared, 0, 16);  // a (racy) write after the landing: the wait must not undo it
+    emu::cp_async_wait(0);
+    seen[1] = first_word(0);
+    emu::cp_async_16(g_shared + 16, g_source[1]);
+    seen[2] = first_word(1);
+    emu::cp_async_commit();  // the group still has to be waited for
+    emu::cp_async_wait(0);
+  });
+  emu::set_cp_async_landing(emu::CpAsyncLanding::kAtWait);
+  CHECK(seen == std::vector<uint32_t>{1, 0, 5});
+  // Left in flight, a landed copy is still one the block did not wait for.
+  emu::set_cp_async_landing(emu::CpAsyncLanding::kAtIssue);
+  use_test_shared();
+  emu::launch(dim3(1), dim3(32), 64, std::function<void()>([] {
+                if (threadIdx.x == 0) emu::cp_async_16(g_shared, g_source[0]);
+              }));
+  emu::set_cp_async_landing(emu::CpAsyncLanding::kAtWait);
+  CHECK_THROWS_AS(emu::cp_async_check_drained(), emu::Violation);
 }
 
 TEST_CASE("cp.async: empty groups complete at once, every thread keeps its own groups", "[emu][cp_async]") {

@@ -2,21 +2,25 @@
 // CPU emulator against cpu::attention_forward / _backward (no dropout) on the same bf16-rounded
 // qkv and dout, with the metrics of tests/cuda/test_bf16_flash_attention.cpp: relative L2 error
 // <= 1e-2 for out and for dq, dk, dv separately, the saved log-sum-exp within 1e-4 of a
-// double-precision one. Shapes: HS 64 and 128, T = 1, 17, 64, 65, 130, 257 (a 1-row tile, partial
-// last tiles, exactly one tile, several tiles and the diagonal), B*NH > 1, and q, k of range 4
-// (peaked softmax, row maxima that move between tiles: the online rescaling). Both resident tiles
-// (64 and 128 rows a CTA, cuda::FlashTile; T = 130 and 257 give a partly empty 128-row tile, T = 65
-// one that ends inside its first half) are checked: the 64-row kernels against the reference, the
-// 128-row ones must give the same bits. Outputs start poisoned (NaN) with a poisoned guard band of
-// 128 rows past the end that must stay untouched; every schedule of the emulator (emu::Schedule:
-// warp and block orders) must give the same bits, and so must the backward run again over
-// different garbage (output buffer and uninitialised shared memory). The host runtime checks after
-// every launch that no thread left cp.async copies in flight.
+// double-precision one. Shapes: HS 64 and 128, T = 1, 17, 64, 65, 130, 192, 257 (a 1-row tile,
+// partial last tiles, exactly one tile, several tiles and the diagonal; 192: several and no partial
+// one, where only cp.async landing at issue shows a stage refilled too early, as no zero-filled
+// rows are written at once), B*NH > 1, and q, k of range 4 (peaked softmax, row maxima that move
+// between tiles: the online rescaling). Both resident tiles (64 and 128 rows a CTA,
+// cuda::FlashTile; T = 130 and 257 give a partly empty 128-row tile, T = 65 one that ends inside
+// its first half) are checked: the 64-row kernels against the reference, the 128-row ones must
+// give the same bits. Outputs start poisoned (NaN) with a poisoned guard band of 128 rows past the
+// end that must stay untouched; every schedule of the emulator (emu::Schedule: warp and block
+// orders) and either cp.async landing (emu::CpAsyncLanding: at the wait, or at the issue) must
+// give the same bits, and so must the backward run again over different garbage (output buffer and
+// uninitialised shared memory). The host runtime checks after every launch that no thread left
+// cp.async copies in flight.
 #include <catch2/catch.hpp>
 
 #include <vector>
 
 #include "cuda/flash_test_util.hpp"
+#include "emu/cp_async_emu.hpp"
 #include "emu/layer_test_util.hpp"
 #include "kernels/flash_attention.cuh"
 
@@ -54,6 +58,7 @@ FlashOutputs run_flash(const Shape& s, const DeviceBuffer<bf16>& qkv, const Devi
 
 TEST_CASE("emulated flash attention forward and backward match cpu", "[emu][flash]") {
   const Shape shape = GENERATE(Shape{1, 1, 1, 64}, Shape{2, 17, 2, 64}, Shape{1, 64, 1, 64}, Shape{1, 65, 2, 64},
+                               Shape{1, 192, 1, 64},
                                Shape{1, 130, 1, 64}, Shape{1, 1, 2, 128}, Shape{2, 17, 1, 128},
                                Shape{1, 65, 1, 128}, Shape{1, 130, 2, 128}, Shape{1, 257, 2, 64},
                                Shape{1, 257, 1, 128}, Shape{1, 130, 2, 64, 4.0f}, Shape{2, 65, 1, 128, 4.0f});
@@ -66,19 +71,27 @@ TEST_CASE("emulated flash attention forward and backward match cpu", "[emu][flas
   test::check_flash_backward(first.dqkv, shape, ref, "emulated flash");
 
   // The same bits whatever order the warps and blocks run in (a missing __syncthreads: a warp
-  // overwriting a tile another still reads, or reading one not yet loaded, shows here) and
-  // whichever resident tile: every row meets the same K/V tiles in the same order.
+  // overwriting a tile another still reads, or reading one not yet loaded, shows here), whenever
+  // the cp.async copies land (at issue: a stage refilled while another warp still reads it shows)
+  // and whichever resident tile: every row meets the same K/V tiles in the same order.
   for (const FlashTile tile : {FlashTile::kRows64, FlashTile::kRows128}) {
-    for (const emu::Schedule schedule : emu::kSchedules) {
-      if (tile == FlashTile::kRows64 && schedule == emu::Schedule::kWarpsAscending) continue;  // `first`
-      INFO((tile == FlashTile::kRows64 ? 64 : 128) << "-row tiles, schedule " << static_cast<int>(schedule)
-                                                   << " against 64 rows, kWarpsAscending");
-      emu::set_schedule(schedule);
-      const FlashOutputs again = run_flash(shape, qkv, dout, tile);
-      emu::set_schedule(emu::Schedule::kWarpsAscending);
-      CHECK(test::bits_equal(again.out, first.out));
-      CHECK(test::bits_equal(again.lse, first.lse));
-      CHECK(test::bits_equal(again.dqkv, first.dqkv));
+    for (const emu::CpAsyncLanding landing : emu::kCpAsyncLandings) {
+      for (const emu::Schedule schedule : emu::kSchedules) {
+        if (tile == FlashTile::kRows64 && landing == emu::CpAsyncLanding::kAtWait &&
+            schedule == emu::Schedule::kWarpsAscending)
+          continue;  // `first`
+        INFO((tile == FlashTile::kRows64 ? 64 : 128)
+             << "-row tiles, schedule " << static_cast<int>(schedule) << ", cp.async landing at "
+             << (landing == emu::CpAsyncLanding::kAtWait ? "wait" : "issue") << " against 64 rows, kWarpsAscending, wait");
+        emu::set_schedule(schedule);
+        emu::set_cp_async_landing(landing);
+        const FlashOutputs again = run_flash(shape, qkv, dout, tile);
+        emu::set_schedule(emu::Schedule::kWarpsAscending);
+        emu::set_cp_async_landing(emu::CpAsyncLanding::kAtWait);
+        CHECK(test::bits_equal(again.out, first.out));
+        CHECK(test::bits_equal(again.lse, first.lse));
+        CHECK(test::bits_equal(again.dqkv, first.dqkv));
+      }
     }
   }
 }
