@@ -35,6 +35,10 @@
 #include "emu/cp_async_emu.hpp"
 #include "emu/hostcuda/hostcuda.hpp"
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#endif
+
 namespace gpt2cc::hostcuda {
 // What a captured graph's cudaMallocAsync steps hold: host memory behind each pointer from the
 // capture on (kernels and copies check their ranges against it), and the peak of their bytes live
@@ -172,6 +176,20 @@ bool touches_device_memory(const void* p, size_t bytes) {
 
 bool fits_on_device(size_t bytes) { return bytes <= device_memory_bytes() - state().allocated_bytes; }
 
+size_t rounded_size(size_t bytes) { return (bytes + kAllocationAlignment - 1) / kAllocationAlignment * kAllocationAlignment; }
+
+// Under AddressSanitizer, the bytes of an allocation's 256-byte rounding past the `usable` ones are
+// poisoned: a kernel reading or writing past the end of a buffer is reported at once, to the byte,
+// as compute-sanitizer's memcheck would on a GPU. Without it, a no-op.
+void set_usable(void* p, size_t usable, size_t rounded) {
+#if defined(__SANITIZE_ADDRESS__)
+  ASAN_UNPOISON_MEMORY_REGION(p, rounded);
+  ASAN_POISON_MEMORY_REGION(static_cast<char*>(p) + usable, rounded - usable);
+#else
+  (void)p, (void)usable, (void)rounded;
+#endif
+}
+
 // New device memory (charged: counted in allocated_bytes), or, for a graph's allocation, host memory
 // behind a device pointer whose bytes are charged as graph memory instead.
 cudaError_t allocate(void** ptr, size_t bytes, bool charged = true) {
@@ -179,10 +197,11 @@ cudaError_t allocate(void** ptr, size_t bytes, bool charged = true) {
   *ptr = nullptr;
   if (bytes == 0) return cudaSuccess;
   if (charged && !fits_on_device(bytes)) return cudaErrorMemoryAllocation;
-  const size_t rounded = (bytes + kAllocationAlignment - 1) / kAllocationAlignment * kAllocationAlignment;
+  const size_t rounded = rounded_size(bytes);
   void* p = std::aligned_alloc(kAllocationAlignment, rounded);
   if (p == nullptr) return cudaErrorMemoryAllocation;
   std::memset(p, kUnwrittenByte, rounded);
+  set_usable(p, bytes, rounded);
   state().allocations.emplace(static_cast<const char*>(p), bytes);
   if (charged) state().allocated_bytes += bytes;
   else state().uncharged.insert(p);
@@ -196,6 +215,7 @@ cudaError_t release(void* p) {
   auto it = state().allocations.find(static_cast<const char*>(p));
   if (it == state().allocations.end()) return cudaErrorInvalidValue;
   if (state().uncharged.erase(p) == 0) state().allocated_bytes -= it->second;
+  set_usable(p, rounded_size(it->second), rounded_size(it->second));
   state().allocations.erase(it);
   std::free(p);
   return cudaSuccess;
@@ -212,8 +232,10 @@ cudaError_t pool_allocate(void** ptr, size_t bytes) {
     block = it->first;
     *ptr = it->second;
     pool.cached.erase(it);
-    std::memset(*ptr, kUnwrittenByte, block);
     // Kernels and copies may use the bytes asked for, not the rest of a larger block.
+    set_usable(*ptr, block, rounded_size(block));
+    std::memset(*ptr, kUnwrittenByte, block);
+    set_usable(*ptr, bytes, rounded_size(block));
     state().allocations.at(static_cast<const char*>(*ptr)) = bytes;
   } else {
     if (const cudaError_t err = allocate(ptr, bytes); err != cudaSuccess) return err;
