@@ -101,8 +101,8 @@ class CudaBackend final : public Backend {
       cudaMemGetInfo(&free_bytes, &total_bytes);
       throw OutOfMemoryError(format("CUDA out of memory on device {} ({}): asked for {} bytes ({}), {} bytes free ({}) "
                                     "of {}; try a smaller batch size or sequence length, {}or a smaller model",
-                         device_, props_.name, bytes, gib(bytes), free_bytes, gib(free_bytes), gib(total_bytes),
-                         dtype_ == DType::fp32 ? "--dtype bf16, " : ""));
+                                    device_, props_.name, bytes, gib(bytes), free_bytes, gib(free_bytes),
+                                    gib(total_bytes), dtype_ == DType::fp32 ? "--dtype bf16, " : ""));
     }
     CUDA_CHECK(err);
     CUDA_CHECK(cudaMemsetAsync(ptr, 0, bytes, stream_));

@@ -111,17 +111,15 @@ size_t device_used_bytes() {
 // The high-water marks of the backend's scratch (cudaMallocAsync per op): outside a CUDA graph it
 // comes from the device's default stream-ordered pool; inside one (--cuda-graphs, the default) the
 // allocations are graph memory, which CUDA accounts for separately, per device.
-cudaMemPool_t default_pool() {
-  int device = 0;
-  cudaMemPool_t pool = nullptr;
-  ENSURE(cudaGetDevice(&device) == cudaSuccess && cudaDeviceGetDefaultMemPool(&pool, device) == cudaSuccess,
-         "cannot get the default CUDA memory pool");
-  return pool;
-}
 int current_device() {
   int device = 0;
   ENSURE(cudaGetDevice(&device) == cudaSuccess, "cudaGetDevice failed");
   return device;
+}
+cudaMemPool_t default_pool() {
+  cudaMemPool_t pool = nullptr;
+  ENSURE(cudaDeviceGetDefaultMemPool(&pool, current_device()) == cudaSuccess, "cannot get the default CUDA memory pool");
+  return pool;
 }
 struct ScratchHigh {
   size_t pool = 0, graphs = 0;

@@ -68,6 +68,13 @@ float op_at(const std::vector<float>& x, int ld, bool trans, int r, int c) {
   return trans ? x[static_cast<size_t>(c) + static_cast<size_t>(r) * ld] : x[static_cast<size_t>(r) + static_cast<size_t>(c) * ld];
 }
 
+// cudaMemGetInfo's free bytes.
+size_t device_free() {
+  size_t free_bytes = 0, total = 0;
+  REQUIRE(cudaMemGetInfo(&free_bytes, &total) == cudaSuccess);
+  return free_bytes;
+}
+
 float bf16_round(float x) {
   const uint32_t bits = std::bit_cast<uint32_t>(x);
   return std::bit_cast<float>(((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16) << 16);
@@ -206,11 +213,6 @@ TEST_CASE("host cudart: the default pool keeps freed blocks as its release thres
     REQUIRE(cudaMemPoolGetAttribute(pool, a, &v) == cudaSuccess);
     return v;
   };
-  auto device_free = [] {
-    size_t free_bytes = 0, total = 0;
-    REQUIRE(cudaMemGetInfo(&free_bytes, &total) == cudaSuccess);
-    return free_bytes;
-  };
   uint64_t threshold = 0;
   REQUIRE(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold) == cudaSuccess);
   REQUIRE(cudaMemPoolTrimTo(pool, 0) == cudaSuccess);
@@ -280,11 +282,6 @@ TEST_CASE("host cudart: graph memory is reserved at a launch, for the capture's 
     uint64_t v = 0;
     REQUIRE(cudaDeviceGetGraphMemAttribute(0, a, &v) == cudaSuccess);
     return v;
-  };
-  auto device_free = [] {
-    size_t free_bytes = 0, total = 0;
-    REQUIRE(cudaMemGetInfo(&free_bytes, &total) == cudaSuccess);
-    return free_bytes;
   };
   REQUIRE(cudaDeviceGraphMemTrim(0) == cudaSuccess);
   uint64_t zero = 0;
