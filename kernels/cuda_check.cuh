@@ -1,6 +1,7 @@
 // Error checks for every CUDA runtime and cuBLAS call, and for every kernel launch.
 //   CUDA_CHECK(cudaMalloc(&p, n));   CUBLAS_CHECK(cublasSgemm(...));   launch<<<...>>>(); CUDA_CHECK_LAUNCH();
-// A failure throws gpt2cc::Error naming the expression, file:line and CUDA's error string.
+// A failure throws gpt2cc::Error naming the expression, file:line and CUDA's error string
+// (OutOfMemoryError when the device ran out of memory, so every program reports it as such).
 // Also: ceil_div for grid sizes, and stream-ordered scratch memory (ScratchBuffer).
 #pragma once
 
@@ -8,19 +9,24 @@
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <string>
 
 #include "core/check.hpp"
 
 namespace gpt2cc::cuda {
 
 [[noreturn]] inline void fail_cuda(cudaError_t err, const char* expr, const char* file, int line) {
-  throw Error(format("CUDA error {} ({}) in `{}` at {}:{}", cudaGetErrorName(err), cudaGetErrorString(err), expr,
-                     file, line));
+  const std::string what = format("CUDA error {} ({}) in `{}` at {}:{}", cudaGetErrorName(err), cudaGetErrorString(err),
+                                  expr, file, line);
+  if (err == cudaErrorMemoryAllocation) throw OutOfMemoryError(what);
+  throw Error(what);
 }
 
 [[noreturn]] inline void fail_cublas(cublasStatus_t status, const char* expr, const char* file, int line) {
-  throw Error(format("cuBLAS error {} ({}) in `{}` at {}:{}", cublasGetStatusName(status),
-                     cublasGetStatusString(status), expr, file, line));
+  const std::string what = format("cuBLAS error {} ({}) in `{}` at {}:{}", cublasGetStatusName(status),
+                                  cublasGetStatusString(status), expr, file, line);
+  if (status == CUBLAS_STATUS_ALLOC_FAILED) throw OutOfMemoryError(what);
+  throw Error(what);
 }
 
 // Grid size: the number of blocks of `block` that cover `n` items.

@@ -93,12 +93,9 @@ Options parse(int argc, char** argv) {
   return o;
 }
 
-// Out of device memory: the backend's allocations and scratch say "out of memory" (CUDA's own
-// error string too); cuBLAS says CUBLAS_STATUS_ALLOC_FAILED.
-bool is_out_of_memory(const Error& e) {
-  const std::string what = e.what();
-  return what.find("out of memory") != std::string::npos || what.find("ALLOC_FAILED") != std::string::npos;
-}
+// Out of device memory: the backend's allocations and scratch, and any CUDA or cuBLAS call that
+// could not allocate (kernels/cuda_check.cuh), throw OutOfMemoryError.
+bool is_out_of_memory(const Error& e) { return dynamic_cast<const OutOfMemoryError*>(&e) != nullptr; }
 
 // Device-wide used bytes (every process and context on this GPU; on a dedicated GPU that is ours).
 size_t device_used_bytes() {

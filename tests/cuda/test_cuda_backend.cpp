@@ -7,6 +7,7 @@
 #include "core/check.hpp"
 #include "cpu/gelu.hpp"
 #include "cuda_test_util.hpp"
+#include "kernels/cuda_check.cuh"
 
 using namespace gpt2cc;
 
@@ -85,6 +86,14 @@ TEST_CASE("cuda backend reports out-of-memory with sizes and a hint", "[cuda][ba
     CHECK_THAT(msg, Catch::Contains("smaller batch"));
     // bf16 is suggested only to a run that is not in bf16 already.
     CHECK((msg.find("--dtype bf16") != std::string::npos) == (dtype == DType::fp32));
+  }
+  // Any CUDA or cuBLAS call that could not allocate is an OutOfMemoryError too; other failures not.
+  CHECK_THROWS_AS(cuda::fail_cuda(cudaErrorMemoryAllocation, "expr", "file", 1), OutOfMemoryError);
+  CHECK_THROWS_AS(cuda::fail_cublas(CUBLAS_STATUS_ALLOC_FAILED, "expr", "file", 1), OutOfMemoryError);
+  try {
+    cuda::fail_cuda(cudaErrorInvalidValue, "expr", "file", 1);
+  } catch (const Error& e) {
+    CHECK(dynamic_cast<const OutOfMemoryError*>(&e) == nullptr);
   }
   // The backend still works after the failed allocation.
   DeviceArray<float> ok(*backend, 16);
