@@ -492,6 +492,28 @@ bool syncthreads_or(bool predicate, const std::source_location& where) {
   return m.fibers[m.current].barrier_result;
 }
 
+uint32_t atomic_add(uint32_t* address, uint32_t value) {
+  require_launch("atomicAdd");
+  const uint32_t old = *address;
+  *address = old + value;
+  return old;
+}
+
+void wait_until_equal(const uint32_t* address, uint32_t value) {
+  require_launch("a wait for another block");
+  if (*address != value)
+    fail("waits for a flag to become " + std::to_string(value) + ", but it is " + std::to_string(*address) +
+         " after every block that ran before this one: on a GPU only a block that started later could set it "
+         "(a wait that can hang)");
+}
+
+void store_release(uint32_t* address, uint32_t value) {
+  require_launch("a release store");
+  *address = value;
+}
+
+void threadfence() { require_launch("__threadfence"); }
+
 namespace {
 
 // Releases the barrier when every live thread waits at it; each waiting thread gets the OR of

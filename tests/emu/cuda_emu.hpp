@@ -101,6 +101,18 @@ uint32_t ballot(unsigned mask, bool predicate);                           // vot
 void syncthreads(const std::source_location& where);                      // barrier.sync 0
 bool syncthreads_or(bool predicate, const std::source_location& where);   // barrier.red.or.pred 0
 
+// Blocks that wait for other blocks, through flags in global memory (PTX ISA 9.0: atom.global.add,
+// ld.acquire.gpu, st.release.gpu, fence.acq_rel.gpu). Blocks run one after another here, so a flag
+// holds everything earlier blocks wrote and nothing later ones will: wait_until_equal checks it
+// once and throws Violation when it differs, where a GPU would spin until some block not yet run
+// sets it (forever, if that block cannot become resident while the waiter occupies the SM). A
+// kernel that passes waits only on blocks that started before it. The others are the plain
+// memory operations: one OS thread runs every fiber, so there is nothing to order.
+uint32_t atomic_add(uint32_t* address, uint32_t value);                  // atom.global.add.u32, returns the old value
+void wait_until_equal(const uint32_t* address, uint32_t value);           // spin on ld.acquire.gpu until == value
+void store_release(uint32_t* address, uint32_t value);                    // st.release.gpu.global.u32
+void threadfence();                                                       // fence.acq_rel.gpu (__threadfence)
+
 }  // namespace gpt2cc::emu
 
 // The CUDA intrinsics the emulated code calls, by their CUDA names. A 64-bit shuffle is two

@@ -2,7 +2,8 @@
 // ISA's per-register tables equals a scalar 16x8x16 product; ldmatrix.x4 (and .trans) of known
 // 8x8 patterns; xor shuffles of 32- and 64-bit values; ballot, popc and __syncthreads_or; static
 // and dynamic __shared__ arrays shared by the block; the host versions of device math; the block
-// barrier, the built-in indices and the schedules; and every misuse the emulator promises to
+// barrier, the built-in indices and the schedules; flags between blocks (tickets, an ordered
+// hand-over, a wait that could hang); and every misuse the emulator promises to
 // catch (divergent collectives, mismatched barriers, misaligned or out-of-range ldmatrix, shared
 // memory past the launch's size, non-shared addresses).
 #include <catch2/catch.hpp>
@@ -349,6 +350,49 @@ TEST_CASE("emulated schedules: blocks ascending, or descending under kWarpsDesce
     results.push_back(data[1]);
   }
   CHECK(results == std::vector<int>{5, 1});
+}
+
+TEST_CASE("emulated inter-block flags: tickets, ordered hand-over, and a wait that could hang", "[emu][core]") {
+  // Each block takes a ticket and appends it to a list after the block with the ticket before it
+  // has: the hand-over order of kernels/flash_attention_device.cuh's fused backward. Whatever
+  // order the blocks run in, the tickets go out in run order and the list comes out in order.
+  for (const emu::Schedule schedule : emu::kSchedules) {
+    INFO("schedule " << static_cast<int>(schedule));
+    uint32_t counter = 0, done = 0;
+    std::vector<uint32_t> list;
+    emu::set_schedule(schedule);
+    emu::launch(dim3(4, 2), dim3(64), 0, [&] {
+      __shared__ uint32_t ticket;
+      if (threadIdx.x == 0) ticket = emu::atomic_add(&counter, 1u);
+      __syncthreads();
+      const uint32_t mine = ticket;
+      if (threadIdx.x == 0) emu::wait_until_equal(&done, mine);
+      __syncthreads();
+      if (threadIdx.x == 0) list.push_back(mine);
+      emu::threadfence();
+      __syncthreads();
+      if (threadIdx.x == 0) emu::store_release(&done, mine + 1);
+    });
+    emu::set_schedule(emu::Schedule::kWarpsAscending);
+    CHECK(counter == 8);
+    CHECK(done == 8);
+    CHECK(list == std::vector<uint32_t>{0, 1, 2, 3, 4, 5, 6, 7});
+  }
+  // Waiting by block index instead of ticket: under kWarpsDescending block 7 runs first and waits
+  // for a flag only block 6 (not yet run; on a GPU perhaps not resident) would set.
+  uint32_t done = 0;
+  emu::set_schedule(emu::Schedule::kWarpsDescending);
+  CHECK_THROWS_WITH(emu::launch(dim3(8), dim3(32), 0,
+                                [&] {
+                                  if (threadIdx.x == 0) emu::wait_until_equal(&done, blockIdx.x);
+                                  __syncthreads();
+                                  if (threadIdx.x == 0) emu::store_release(&done, blockIdx.x + 1);
+                                }),
+                    Catch::Contains("block (7,0,0), thread 0") &&
+                        Catch::Contains("waits for a flag to become 7, but it is 0") &&
+                        Catch::Contains("a wait that can hang"));
+  emu::set_schedule(emu::Schedule::kWarpsAscending);
+  CHECK_THROWS_WITH(emu::atomic_add(&done, 1u), Catch::Contains("atomicAdd called outside an emulated launch"));
 }
 
 TEST_CASE("the emulator reports misuse the hardware would punish", "[emu][core]") {
