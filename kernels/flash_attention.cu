@@ -1,12 +1,14 @@
 // Launchers of the fused causal flash attention (kernels/flash_attention.cuh): shape and
-// alignment checks, the opt-in to more than 48 KiB of shared memory once per device, and the
-// launches. The kernels themselves (FlashAttention-2 forward, deterministic backward, mma.sync
-// m16n8k16 bf16 with ldmatrix) and their launch geometry are in flash_attention_device.cuh, which
-// the CPU emulator of tests/emu compiles as host C++ to run the same code without a GPU.
+// alignment checks, the opt-in to more than 48 KiB of shared memory once per device, the fused
+// backward's scratch, and the launches. The kernels themselves (FlashAttention-2 forward,
+// deterministic split or fused backward, mma.sync m16n8k16 bf16 with ldmatrix) and their launch
+// geometry are in flash_attention_device.cuh, which the CPU emulator of tests/emu compiles as host
+// C++ to run the same code without a GPU.
 #include "kernels/flash_attention.cuh"
 
 #include <atomic>
 #include <cstdint>
+#include <optional>
 
 #include "kernels/cuda_check.cuh"
 #include "kernels/flash_attention_device.cuh"
@@ -68,15 +70,23 @@ void launch_forward(const FlashForwardParams& p, int B, cudaStream_t stream) {
 }
 
 template <int HS, int kRows>
-void launch_backward(const FlashBackwardParams& p, const bf16* out, float* delta, int B, cudaStream_t stream) {
+void launch_backward(const FlashBackwardParams& p, const bf16* out, float* delta, int B, FlashBackward design,
+                     cudaStream_t stream) {
   static std::atomic<uint64_t> smem_ready{0};
   once_per_device(smem_ready, [] {
     allow_shared_memory(flash_attention_backward_dkdv_kernel<HS, kRows>, kBackwardDkdvSmem<HS, kRows>);
     allow_shared_memory(flash_attention_backward_dq_kernel<HS, kRows>, kBackwardDqSmem<HS, kRows>);
+    allow_shared_memory(flash_attention_backward_fused_kernel<HS, kRows>, kBackwardFusedSmem<HS, kRows>);
   });
   const LaunchShape ld = delta_launch(B, p.T, p.NH);
   flash_attention_delta_kernel<HS><<<ld.grid, ld.block, ld.smem_bytes, stream>>>(delta, p.dout, out, B, p.T, p.NH);
   CUDA_CHECK_LAUNCH();
+  if (design == FlashBackward::kFused) {
+    const LaunchShape lf = backward_fused_launch<HS, kRows>(B, p.T, p.NH);
+    flash_attention_backward_fused_kernel<HS, kRows><<<lf.grid, lf.block, lf.smem_bytes, stream>>>(p);
+    CUDA_CHECK_LAUNCH();
+    return;
+  }
   const LaunchShape lk = backward_dkdv_launch<HS, kRows>(B, p.T, p.NH);
   flash_attention_backward_dkdv_kernel<HS, kRows><<<lk.grid, lk.block, lk.smem_bytes, stream>>>(p);
   CUDA_CHECK_LAUNCH();
@@ -111,18 +121,45 @@ void flash_attention_forward(bf16* out, float* lse, const bf16* qkv, int B, int 
            [&]<int HS, int kRows>() { launch_forward<HS, kRows>(p, B, stream); });
 }
 
+FlashBackward flash_attention_backward_design(FlashBackward design) {
+  return design == FlashBackward::kAuto ? FlashBackward::kFused : design;
+}
+
+size_t flash_attention_backward_scratch_bytes(int B, int T, int C, int NH, FlashBackward design) {
+  if (B <= 0 || T <= 0 || NH <= 0) return 0;
+  const size_t delta = static_cast<size_t>(B) * NH * T * sizeof(float);
+  if (flash_attention_backward_design(design) == FlashBackward::kSplit) return delta;
+  return delta + fused_partial_floats(B, T, C) * sizeof(float) + fused_sync_words(B, T, NH) * sizeof(uint32_t);
+}
+
 void flash_attention_backward(bf16* dqkv, const bf16* dout, const float* lse, const bf16* out, const bf16* qkv,
-                              int B, int T, int C, int NH, cudaStream_t stream, FlashTile tile) {
+                              int B, int T, int C, int NH, cudaStream_t stream, FlashTile tile,
+                              FlashBackward design) {
   check_shapes("flash_attention_backward", B, T, C, NH);
   check_aligned("flash_attention_backward", dqkv, "dqkv");
   check_aligned("flash_attention_backward", dout, "dout");
   check_aligned("flash_attention_backward", out, "out");
   check_aligned("flash_attention_backward", qkv, "qkv");
+  design = flash_attention_backward_design(design);
+  if (design == FlashBackward::kFused) {
+    // Its tickets and counters are 32-bit (a bound no shape that fits in memory comes near).
+    ENSURE(fused_sync_words(B, T, NH) < 0x80000000ULL,
+           "flash_attention_backward: B*NH*ceil(T/64) = {} work items exceed the fused kernel's 32-bit counters",
+           fused_sync_words(B, T, NH) - 1);
+  }
   if (B == 0 || T == 0) return;
   ScratchBuffer delta(static_cast<size_t>(B) * NH * T * sizeof(float), stream);
-  const FlashBackwardParams p = backward_params(dqkv, dout, lse, delta.as<float>(), qkv, T, C, NH);
+  std::optional<ScratchBuffer> dq_partial, dq_sync;
+  if (design == FlashBackward::kFused) {
+    dq_partial.emplace(fused_partial_floats(B, T, C) * sizeof(float), stream);
+    dq_sync.emplace(fused_sync_words(B, T, NH) * sizeof(uint32_t), stream);
+    CUDA_CHECK(cudaMemsetAsync(dq_sync->as<uint32_t>(), 0, fused_sync_words(B, T, NH) * sizeof(uint32_t), stream));
+  }
+  const FlashBackwardParams p =
+      backward_params(dqkv, dout, lse, delta.as<float>(), qkv, T, C, NH,
+                      dq_partial ? dq_partial->as<float>() : nullptr, dq_sync ? dq_sync->as<uint32_t>() : nullptr);
   dispatch(C / NH, flash_attention_tile_rows(tile, B, T, NH),
-           [&]<int HS, int kRows>() { launch_backward<HS, kRows>(p, out, delta.as<float>(), B, stream); });
+           [&]<int HS, int kRows>() { launch_backward<HS, kRows>(p, out, delta.as<float>(), B, design, stream); });
 }
 
 }  // namespace gpt2cc::cuda

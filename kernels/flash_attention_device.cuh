@@ -5,8 +5,11 @@
 //             O = O*exp(m-m') + P V ;  at the end O /= l, lse = m + log l (saved, (B,NH,T))
 //   backward: D = rowsum(dO * O) ; P = exp(scale*Q K^T - lse) recomputed ; dP = dO V^T
 //             dS = P * (dP - D) ; dV = P^T dO ; dK = scale * dS^T Q ; dQ = scale * dS K
-// One kernel per output (dK,dV over K/V tiles; dQ over Q tiles) so each element of dqkv is
-// written once by one warp in a fixed order: deterministic, no atomics, no T x T buffer.
+// Two backward designs, both deterministic (no atomics on data, no T x T buffer):
+//   split: one kernel per output (dK,dV over K/V tiles; dQ over Q tiles), each element of dqkv
+//          written once by one warp; 7 products per tile pair (S and dP computed by both);
+//   fused: one kernel over K/V tiles that also makes dQ's parts and adds them, in a fixed order,
+//          into an fp32 running sum per Q tile (flags between CTAs); 5 products per tile pair.
 // Matrix products on tensor cores: mma.sync m16n8k16 bf16 -> fp32, operands via ldmatrix; tiles
 // copied global -> shared by cp.async, the next tile while the current one is computed.
 // Included by kernels/flash_attention.cu (the launchers) and, compiled as host C++, by the CPU
@@ -69,6 +72,11 @@ struct FlashBackwardParams {
   int T, C, NH;
   float scale;         // 1 / sqrt(HS)
   float scale_log2;    // log2(e) / sqrt(HS)
+  // The fused kernel only (null for the split ones): dQ's running sums, fp32 (B,NH,T,HS), and
+  // 1 + B*NH*ceil(T/64) counters, zero at launch: the work ticket, then per (head, Q tile) the
+  // number of K/V blocks that have added their part.
+  float* dq_partial;
+  uint32_t* dq_sync;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -110,6 +118,14 @@ template <int N>
 __device__ __forceinline__ void cp_async_wait() {
   ::gpt2cc::emu::cp_async_wait(N);
 }
+__device__ __forceinline__ uint32_t atomic_add_global(uint32_t* p, uint32_t v) { return ::gpt2cc::emu::atomic_add(p, v); }
+__device__ __forceinline__ void wait_until_equal(const uint32_t* flag, uint32_t v) {
+  ::gpt2cc::emu::wait_until_equal(flag, v);
+}
+__device__ __forceinline__ void store_release(uint32_t* flag, uint32_t v) { ::gpt2cc::emu::store_release(flag, v); }
+__device__ __forceinline__ void fence_gpu() { ::gpt2cc::emu::threadfence(); }
+__device__ __forceinline__ float2 load_l2(const float* p) { return *reinterpret_cast<const float2*>(p); }
+__device__ __forceinline__ void store_l2(float* p, float2 v) { *reinterpret_cast<float2*>(p) = v; }
 #else
 __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const bf16* p) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
@@ -147,6 +163,25 @@ template <int N>
 __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
+
+// Flags between CTAs of one launch (the fused backward's ordered dQ sums), by the PTX memory
+// model's message-passing pattern: the writer's threads store, __threadfence, __syncthreads, then
+// one thread sets the flag with st.release; the reader's one thread spins on ld.acquire until it
+// sees the flag, then __syncthreads, then its threads load. The data goes through L2 only
+// (ld.cg / st.cg): SMs' L1 caches are not coherent with each other.
+__device__ __forceinline__ uint32_t atomic_add_global(uint32_t* p, uint32_t v) { return atomicAdd(p, v); }
+__device__ __forceinline__ void wait_until_equal(const uint32_t* flag, uint32_t v) {
+  uint32_t seen;
+  do {
+    asm volatile("ld.acquire.gpu.global.u32 %0, [%1];\n" : "=r"(seen) : "l"(flag) : "memory");
+  } while (seen != v);
+}
+__device__ __forceinline__ void store_release(uint32_t* flag, uint32_t v) {
+  asm volatile("st.release.gpu.global.u32 [%0], %1;\n" ::"l"(flag), "r"(v) : "memory");
+}
+__device__ __forceinline__ void fence_gpu() { __threadfence(); }
+__device__ __forceinline__ float2 load_l2(const float* p) { return __ldcg(reinterpret_cast<const float2*>(p)); }
+__device__ __forceinline__ void store_l2(float* p, float2 v) { __stcg(reinterpret_cast<float2*>(p), v); }
 #endif  // GPT2CC_CUDA_EMULATION
 
 __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
@@ -179,18 +214,19 @@ __device__ __forceinline__ void warp_gemm_abt(float (&acc)[N / 8][4], const bf16
   }
 }
 
-// acc (16 x HS) += P (16 x 64, A fragments in registers) * B, B = tile `b` [64][HS] in shared
-// memory (B[k][n] = b[k][n]): the "P V" product. B fragments by ldmatrix.trans: the 8x8 block
-// of b at rows k0..+7, columns n0..+7 arrives as b[k0+2(l%4)..+1][n0+l/4] = b0 of n-block n0.
+// acc (16 x N) += P (16 x 64, A fragments in registers) * B, B = the first N columns of tile `b`
+// [64][HS] in shared memory (B[k][n] = b[k][n]; N = HS unless a caller splits the columns among
+// warps): the "P V" product. B fragments by ldmatrix.trans: the 8x8 block of b at rows k0..+7,
+// columns n0..+7 arrives as b[k0+2(l%4)..+1][n0+l/4] = b0 of n-block n0.
 // Lane l addresses row k0 + l%16, column n0 + 8*(l/16): matrices (k0, n0), (k0+8, n0),
 // (k0, n0+8), (k0+8, n0+8) = b0, b1 of n-block n0, then b0, b1 of n-block n0+8.
-template <int HS>
-__device__ __forceinline__ void warp_gemm_pb(float (&acc)[HS / 8][4], const uint32_t (&p)[kTileRows / 16][4],
+template <int HS, int N = HS>
+__device__ __forceinline__ void warp_gemm_pb(float (&acc)[N / 8][4], const uint32_t (&p)[kTileRows / 16][4],
                                              const bf16* b, int lane) {
 #pragma unroll
   for (int kb = 0; kb < kTileRows / 16; ++kb) {
 #pragma unroll
-    for (int n0 = 0; n0 < HS; n0 += 16) {
+    for (int n0 = 0; n0 < N; n0 += 16) {
       uint32_t bf[4];
       ldmatrix_x4_trans(bf, b + (kb * 16 + (lane & 15)) * kStride<HS> + n0 + (lane >> 4) * 8);
       mma_bf16(acc[n0 / 8], p[kb], bf[0], bf[1]);
@@ -574,13 +610,197 @@ __global__ void __launch_bounds__(kThreadsFor<kRows>) flash_attention_backward_d
 
 
 // ---------------------------------------------------------------------------------------------
+// Backward, steps 2 and 3 fused (FlashBackward::kFused): dK, dV and dQ in one pass over the
+// causal triangle, five matrix products per (K/V tile, Q tile) pair where the split kernels
+// above make seven (both recompute S and dP). As FlashAttention-2's backward, with its atomicAdd
+// of dQ replaced by sums in a fixed order, so the result stays deterministic:
+//   The CTA owns kRows keys and walks the Q tiles from the LAST down to the one holding its first
+//   key, computing S^T, P^T, dP^T, dS^T, dV, dK as the dK/dV kernel does; dS^T also goes to shared
+//   memory (as the bf16 the dK product used), and every warp then takes a share of
+//   dQ_part = dS K (64 query rows x HS; warp w: rows 16*(w%4).., columns (w/4)*kCols..).
+//   Each Q tile's dQ is the sum of the parts of the K/V blocks 0..last that reach it, added in
+//   that order into an fp32 running sum (p.dq_partial): block y waits until the tile's counter
+//   says y blocks have added, adds (the first stores, the last writes dQ * scale as bf16 into
+//   dqkv), and sets the counter to y+1. A 128-key CTA adds its two 64-key halves as two 64-key
+//   CTAs would, one after the other, so both resident tiles give the same bits.
+// Why it cannot hang: a CTA takes its work from a ticket counter (tickets in the order K/V block
+// 0 of every head, then block 1, ...), so it only ever waits for a block with a lower ticket,
+// which a CTA that is already running holds; the lowest unfinished ticket waits for nobody. Why
+// descending Q tiles: every block of a head then reaches a tile after the same number of steps,
+// the lower ticket usually first, so a wait is short; walking upwards, block y would reach each
+// tile kRows/64 steps before block y-1 and wait that long at every tile.
+// ---------------------------------------------------------------------------------------------
+template <int HS, int kRows>
+__global__ void __launch_bounds__(kThreadsFor<kRows>)
+    flash_attention_backward_fused_kernel(const FlashBackwardParams p) {
+  constexpr int kThreads = kThreadsFor<kRows>, kWarps = kRows / 16;
+  constexpr int kCols = HS / (kWarps / 4);  // dQ columns per warp: 4 warps cover a Q tile's 64 rows
+  constexpr int kSStride = kStride<kTileRows>;  // sdS rows: 64 queries + 8 bf16 of padding
+  extern __shared__ __align__(16) unsigned char smem[];
+  bf16* sK = reinterpret_cast<bf16*>(smem);
+  bf16* sV = sK + kTileElems<HS, kRows>;
+  // Stage n: Q at stages + 2n tiles, dO right after it; log2e * lse and delta of the Q tile's
+  // rows at stats + 2n*64 and 64 floats later; then dS^T, kRows keys x 64 queries.
+  bf16* stages = sV + kTileElems<HS, kRows>;
+  float* stats = reinterpret_cast<float*>(stages + 4 * kTileElems<HS>);
+  bf16* sdS = reinterpret_cast<bf16*>(stats + 4 * kTileRows);
+  const auto sQ = [&](int stage) { return stages + 2 * stage * kTileElems<HS>; };
+  const auto sdO = [&](int stage) { return stages + (2 * stage + 1) * kTileElems<HS>; };
+  const auto s_lse = [&](int stage) { return stats + 2 * stage * kTileRows; };
+  const auto s_delta = [&](int stage) { return stats + (2 * stage + 1) * kTileRows; };
+  __shared__ uint32_t s_ticket;
+
+  if (threadIdx.x == 0) s_ticket = atomic_add_global(p.dq_sync, 1u);
+  __syncthreads();
+  const uint32_t ticket = s_ticket;
+  const int bh = static_cast<int>(ticket % gridDim.x), b = bh / p.NH, h = bh % p.NH;
+  const int block = static_cast<int>(ticket / gridDim.x);  // the K/V block: 0 walks every Q tile
+  const int k0 = block * kRows;
+  const int first_q_tile = k0 / kTileRows, num_q_tiles = (p.T + kTileRows - 1) / kTileRows;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, group = lane >> 2, quad = lane & 3;
+  const int warp_key0 = k0 + warp * 16;
+  const size_t qkv_stride = 3 * static_cast<size_t>(p.C);
+  const bf16* q_head = p.qkv + static_cast<size_t>(b) * p.T * qkv_stride + h * HS;
+  const bf16* do_head = p.dout + static_cast<size_t>(b) * p.T * p.C + h * HS;
+  const size_t stat_base = static_cast<size_t>(bh) * p.T;
+  const int key[2] = {warp_key0 + group, warp_key0 + group + 8};
+  uint32_t* const tile_done = p.dq_sync + 1 + static_cast<size_t>(bh) * num_q_tiles;
+  float* const dq_sum = p.dq_partial + stat_base * HS;
+  bf16* const dq_out = p.dqkv + static_cast<size_t>(b) * p.T * qkv_stride + h * HS;
+  const int dq_row0 = (warp % 4) * 16, dq_col0 = (warp / 4) * kCols;
+
+  const auto load_q_tile = [&](int stage, int q0) {
+    load_tile_async<HS, kTileRows, kThreads>(sQ(stage), q_head, qkv_stride, q0, p.T);
+    load_tile_async<HS, kTileRows, kThreads>(sdO(stage), do_head, p.C, q0, p.T);
+    for (int i = threadIdx.x; i < kTileRows; i += kThreads) {
+      const bool valid = q0 + i < p.T;
+      s_lse(stage)[i] = valid ? p.lse[stat_base + q0 + i] * kLog2e : 0.0f;
+      s_delta(stage)[i] = valid ? p.delta[stat_base + q0 + i] : 0.0f;
+    }
+  };
+  // The warp's share of dS (16 query rows x the 64 keys from key_base) K: A fragments from dS^T by
+  // ldmatrix.trans (matrix i: keys key_base + 16kb + 8*(i/2).., queries dq_row0 + 8*(i%2)..,
+  // which arrives as A's a[i]: queries in rows, keys in columns).
+  const auto dq_part = [&](float (&acc)[kCols / 8][4], int key_base) {
+    uint32_t a[kTileRows / 16][4];
+#pragma unroll
+    for (int kb = 0; kb < kTileRows / 16; ++kb) {
+      const int i = lane >> 3;
+      ldmatrix_x4_trans(a[kb], sdS + (key_base + kb * 16 + (i >> 1) * 8 + (lane & 7)) * kSStride + dq_row0 + (i & 1) * 8);
+    }
+    warp_gemm_pb<HS, kCols>(acc, a, sK + (key_base)*kStride<HS> + dq_col0, lane);
+  };
+
+  load_tile_async<HS, kRows, kThreads>(sK, q_head + p.C, qkv_stride, k0, p.T);
+  load_tile_async<HS, kRows, kThreads>(sV, q_head + 2 * p.C, qkv_stride, k0, p.T);
+  load_q_tile(0, (num_q_tiles - 1) * kTileRows);
+  cp_async_commit();
+
+  float dk[HS / 8][4] = {};
+  float dv[HS / 8][4] = {};
+  for (int q_tile = num_q_tiles - 1; q_tile >= first_q_tile; --q_tile) {
+    const int q0 = q_tile * kTileRows, stage = (num_q_tiles - 1 - q_tile) & 1;
+    cp_async_wait<0>();
+    __syncthreads();  // Q tile q_tile (and sK, sV) landed; every warp is done with the other stage and sdS
+    if (q_tile > first_q_tile) load_q_tile(stage ^ 1, q0 - kTileRows);
+    cp_async_commit();
+
+    if (warp_key0 <= q0 + kTileRows - 1) {  // else every query of the tile comes before every key of the warp
+      const bf16* tQ = sQ(stage);
+      const bf16* tdO = sdO(stage);
+      const float* t_lse = s_lse(stage);
+      const float* t_delta = s_delta(stage);
+      float pt[kTileRows / 8][4] = {};   // S^T, then P^T
+      float dst[kTileRows / 8][4] = {};  // dP^T, then dS^T
+      warp_gemm_abt<HS, kTileRows>(pt, sK, warp * 16, tQ, lane);
+      warp_gemm_abt<HS, kTileRows>(dst, sV, warp * 16, tdO, lane);
+      const bool edge = q_tile < first_q_tile + kRows / kTileRows || q0 + kTileRows > p.T;
+#pragma unroll
+      for (int nb = 0; nb < kTileRows / 8; ++nb) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int local = nb * 8 + 2 * quad + (e & 1), query = q0 + local;
+          float prob = exp2f(pt[nb][e] * p.scale_log2 - t_lse[local]);
+          if (edge && (key[e >> 1] > query || query >= p.T)) prob = 0.0f;
+          pt[nb][e] = prob;
+          dst[nb][e] = prob * (dst[nb][e] - t_delta[local]);
+        }
+      }
+      uint32_t af[kTileRows / 16][4];
+      to_a_fragments(af, pt);
+      warp_gemm_pb<HS>(dv, af, tdO, lane);  // dV += P^T dO
+      to_a_fragments(af, dst);
+      warp_gemm_pb<HS>(dk, af, tQ, lane);   // dK += dS^T Q
+      // dS^T to shared memory: af[kb] holds rows (keys) group / group+8, columns (queries)
+      // 16kb + 2*quad.. and 16kb + 8 + 2*quad.. (see to_a_fragments), two bf16 per 32-bit word.
+      uint32_t* rows[2] = {reinterpret_cast<uint32_t*>(sdS + (warp * 16 + group) * kSStride),
+                           reinterpret_cast<uint32_t*>(sdS + (warp * 16 + group + 8) * kSStride)};
+#pragma unroll
+      for (int kb = 0; kb < kTileRows / 16; ++kb) {
+        rows[0][8 * kb + quad] = af[kb][0];
+        rows[1][8 * kb + quad] = af[kb][1];
+        rows[0][8 * kb + 4 + quad] = af[kb][2];
+        rows[1][8 * kb + 4 + quad] = af[kb][3];
+      }
+    }
+    __syncthreads();  // sdS holds dS^T of every warp that has keys at or before the tile's last query
+
+    // This CTA's part of the tile's dQ, per 64-key half. The second half of a 128-key CTA meets
+    // the tile only if its first key is at or before the tile's first query (keys and tiles are
+    // 64-aligned, so a half is wholly in or wholly masked).
+    const bool second_half = kRows == 2 * kTileRows && k0 + kTileRows <= q0;
+    float part0[kCols / 8][4] = {};
+    float part1[kCols / 8][4] = {};
+    dq_part(part0, 0);
+    if (second_half) dq_part(part1, kTileRows);
+
+    // Add it to the tile's running sum after blocks 0..block-1, in that order.
+    const int last_block = (min(q0 + kTileRows, p.T) - 1) / kRows;  // holds the tile's last query
+    if (block > 0) {
+      if (threadIdx.x == 0) wait_until_equal(&tile_done[q_tile], static_cast<uint32_t>(block));
+      __syncthreads();  // every thread's loads below come after the acquire
+    }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int row = q0 + dq_row0 + group + 8 * r;
+      if (row >= p.T) continue;
+      float* sum_row = dq_sum + static_cast<size_t>(row) * HS + dq_col0 + 2 * quad;
+      bf16* out_row = dq_out + static_cast<size_t>(row) * qkv_stride + dq_col0 + 2 * quad;
+#pragma unroll
+      for (int nb = 0; nb < kCols / 8; ++nb) {
+        float2 v = make_float2(part0[nb][2 * r], part0[nb][2 * r + 1]);
+        if (block > 0) {
+          const float2 before = load_l2(sum_row + nb * 8);
+          v = make_float2(before.x + v.x, before.y + v.y);
+        }
+        if (second_half) v = make_float2(v.x + part1[nb][2 * r], v.y + part1[nb][2 * r + 1]);
+        if (block == last_block)
+          *reinterpret_cast<__nv_bfloat162*>(out_row + nb * 8) = __floats2bfloat162_rn(v.x * p.scale, v.y * p.scale);
+        else store_l2(sum_row + nb * 8, v);
+      }
+    }
+    if (block < last_block) {
+      fence_gpu();
+      __syncthreads();  // every thread's stores are visible device-wide before the flag moves on
+      if (threadIdx.x == 0) store_release(&tile_done[q_tile], static_cast<uint32_t>(block + 1));
+    }
+  }
+
+  bf16* dk_head = p.dqkv + static_cast<size_t>(b) * p.T * qkv_stride + p.C + h * HS;
+  const float dk_scale[2] = {p.scale, p.scale}, dv_scale[2] = {1.0f, 1.0f};
+  store_rows<HS>(dk_head, qkv_stride, dk, key, dk_scale, p.T, quad);
+  store_rows<HS>(dk_head + p.C, qkv_stride, dv, key, dv_scale, p.T, quad);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Launch geometry and parameters, one instantiation per head size: used by the launchers in
 // flash_attention.cu and by the emulator, so both run the kernels on the same grid.
 // ---------------------------------------------------------------------------------------------
 // Shared memory: the resident tiles (kRows x (HS+8) bf16 each) plus two stages of the streamed
 // ones (64 x (HS+8) bf16 each: 9 KiB at HS 64, 17 KiB at HS 128). Forward Q + 2 x (K, V); dK/dV
-// K, V + 2 x (Q, dO, 64 lse + 64 delta); dQ Q, dO + 2 x (K, V). In KiB, kRows 64 / 128:
-// HS 64: 45 / 54, 55 / 73, 54 / 72; HS 128: 85 / 102, 103 / 137, 102 / 136.
+// K, V + 2 x (Q, dO, 64 lse + 64 delta); dQ Q, dO + 2 x (K, V); fused: dK/dV's and dS^T (kRows x
+// 72 bf16). In KiB, kRows 64 / 128: HS 64: 45 / 54, 55 / 73, 54 / 72, 64 / 91; HS 128: 85 / 102,
+// 103 / 137, 102 / 136, 112 / 155.
 template <int HS, int kRows>
 constexpr size_t kForwardSmem = (kTileElems<HS, kRows> + 4 * kTileElems<HS>) * sizeof(bf16);
 template <int HS, int kRows>
@@ -588,6 +808,8 @@ constexpr size_t kBackwardDkdvSmem =
     (2 * kTileElems<HS, kRows> + 4 * kTileElems<HS>) * sizeof(bf16) + 4 * kTileRows * sizeof(float);
 template <int HS, int kRows>
 constexpr size_t kBackwardDqSmem = (2 * kTileElems<HS, kRows> + 4 * kTileElems<HS>) * sizeof(bf16);
+template <int HS, int kRows>
+constexpr size_t kBackwardFusedSmem = kBackwardDkdvSmem<HS, kRows> + kTileElems<kTileRows, kRows> * sizeof(bf16);
 constexpr int kDeltaThreads = 256;  // 32 rows of 8 lanes
 
 struct LaunchShape {
@@ -611,7 +833,7 @@ void dispatch(int HS, int tile_rows, F&& f) {
   else tile_rows == 128 ? f.template operator()<128, 128>() : f.template operator()<128, 64>();
 }
 
-// The forward and both backward kernels: grid (B*NH, ceil(T/kRows)), one CTA per (head, tile).
+// The forward and the backward kernels: grid (B*NH, ceil(T/kRows)), one CTA per (head, tile).
 template <int kRows>
 dim3 tile_grid(int B, int T, int NH) {
   return dim3(B * NH, (T + kRows - 1) / kRows);
@@ -629,6 +851,16 @@ template <int HS, int kRows>
 LaunchShape backward_dq_launch(int B, int T, int NH) {
   return {tile_grid<kRows>(B, T, NH), dim3(kThreadsFor<kRows>), kBackwardDqSmem<HS, kRows>};
 }
+// The fused kernel's grid has the same shape; its CTAs take their (head, K/V block) by ticket.
+template <int HS, int kRows>
+LaunchShape backward_fused_launch(int B, int T, int NH) {
+  return {tile_grid<kRows>(B, T, NH), dim3(kThreadsFor<kRows>), kBackwardFusedSmem<HS, kRows>};
+}
+// The fused kernel's scratch: dQ's fp32 running sums and its counters (zeroed before each launch).
+inline size_t fused_partial_floats(int B, int T, int C) { return static_cast<size_t>(B) * T * C; }
+inline size_t fused_sync_words(int B, int T, int NH) {
+  return 1 + static_cast<size_t>(B) * NH * ((T + kTileRows - 1) / kTileRows);
+}
 // The delta kernel: 8 lanes per (b,t,h) row, kDeltaThreads per block.
 inline LaunchShape delta_launch(int B, int T, int NH) {
   const size_t lanes = static_cast<size_t>(B) * T * NH * 8;
@@ -639,10 +871,13 @@ inline FlashForwardParams forward_params(bf16* out, float* lse, const bf16* qkv,
   return {out, lse, qkv, T, C, NH, kLog2e / std::sqrt(static_cast<float>(C / NH))};
 }
 // scale_log2 by the forward's exact expression, so P is recomputed with the same scale bit for bit.
+// dq_partial and dq_sync: the fused kernel's scratch (null for the split kernels).
 inline FlashBackwardParams backward_params(bf16* dqkv, const bf16* dout, const float* lse, const float* delta,
-                                           const bf16* qkv, int T, int C, int NH) {
+                                           const bf16* qkv, int T, int C, int NH, float* dq_partial = nullptr,
+                                           uint32_t* dq_sync = nullptr) {
   const float hs = static_cast<float>(C / NH);
-  return {dqkv, dout, lse, delta, qkv, T, C, NH, 1.0f / std::sqrt(hs), kLog2e / std::sqrt(hs)};
+  return {dqkv, dout, lse, delta, qkv, T, C, NH, 1.0f / std::sqrt(hs), kLog2e / std::sqrt(hs),
+          dq_partial, dq_sync};
 }
 
 }  // namespace gpt2cc::cuda::flash

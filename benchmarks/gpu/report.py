@@ -137,10 +137,12 @@ def attention_section(directory):
     lines = ["## Causal attention forward + backward (bf16): gpt2cc flash vs PyTorch SDPA (flash backend)", "",
              f"Median ms per call. ratio = gpt2cc time / SDPA time (target ≤ {ATTENTION_RATIO_TARGET}x: within "
              f"{ATTENTION_RATIO_TARGET}x of SDPA). gpt2cc's tiles: fwd+bwd ms with 64 and 128 rows a CTA forced, "
-             "and the one its launchers take by themselves (auto, used in the other columns).", "",
+             "and the one its launchers take by themselves (auto, used in the other columns). gpt2cc's backward "
+             "designs: bwd ms of the split one (7 products per tile pair) and the fused one (5, dQ summed in order "
+             "between CTAs; scratch MiB of each after the times), and the one taken by default (auto).", "",
              "| B | NH | T | HS | gpt2cc fwd ms | SDPA fwd ms | gpt2cc fwd+bwd ms | SDPA fwd+bwd ms | fwd+bwd ratio "
-             "| gpt2cc tiles 64 / 128 (auto) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| gpt2cc tiles 64 / 128 (auto) | gpt2cc bwd split / fused (auto) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     key = lambda r: (r["B"], r["NH"], r["T"], r["HS"])
     ours_rows = {key(r): r for r in (ours or {}).get("results", [])}
     theirs_rows = {key(r): r for r in (theirs or {}).get("results", [])}
@@ -153,10 +155,14 @@ def attention_section(directory):
         o_fb = num(o.get("fwd_bwd_ms"), "{:.3f}") if o_valid else ("INVALID" if o else "n/a")
         tiles = (f"{num(o.get('fwd_bwd_ms_rows64'), '{:.3f}')} / {num(o.get('fwd_bwd_ms_rows128'), '{:.3f}')} "
                  f"({o.get('tile_rows_auto', 'n/a')})") if o_valid else "n/a"
+        mib = lambda b: num(None if b is None else b / 2**20, "{:.0f}")
+        designs = (f"{num(o.get('bwd_ms_split'), '{:.3f}')} / {num(o.get('bwd_ms_fused'), '{:.3f}')} "
+                   f"({o.get('bwd_design_auto', 'n/a')}); {mib(o.get('bwd_scratch_bytes_split'))} / "
+                   f"{mib(o.get('bwd_scratch_bytes_fused'))} MiB") if o_valid else "n/a"
         lines.append(f"| {k[0]} | {k[1]} | {k[2]} | {k[3]} | {o_fwd} | {num(t and t.get('fwd_ms'), '{:.3f}')} "
-                     f"| {o_fb} | {num(t and t.get('fwd_bwd_ms'), '{:.3f}')} | {ratio_text} | {tiles} |")
+                     f"| {o_fb} | {num(t and t.get('fwd_bwd_ms'), '{:.3f}')} | {ratio_text} | {tiles} | {designs} |")
     if not ours_rows and not theirs_rows:
-        lines.append("| (no attention results) | | | | | | | | | |")
+        lines.append("| (no attention results) | | | | | | | | | | |")
     return lines + [""]
 
 
@@ -257,7 +263,9 @@ def self_test():
                                        flops_per_token=7.6e8, torch="2.11", compile=True, final_loss=10.5))
         put("attention.json", {"results": [
             {"B": 8, "NH": 12, "T": 1024, "HS": 64, "valid": True, "fwd_ms": 0.5, "fwd_bwd_ms": 2.6,
-             "tile_rows_auto": 128, "fwd_bwd_ms_rows64": 2.9, "fwd_bwd_ms_rows128": 2.6},
+             "tile_rows_auto": 128, "fwd_bwd_ms_rows64": 2.9, "fwd_bwd_ms_rows128": 2.6, "bwd_ms_split": 2.5,
+             "bwd_ms_fused": 2.1, "bwd_design_auto": "fused", "bwd_scratch_bytes_split": 1.5 * 2**20,
+             "bwd_scratch_bytes_fused": 25.5 * 2**20},
             {"B": 16, "NH": 12, "T": 1024, "HS": 64, "valid": False}]})
         put("pt_attention.json", {"results": [
             {"B": 8, "NH": 12, "T": 1024, "HS": 64, "fwd_ms": 0.4, "fwd_bwd_ms": 2.0},
@@ -285,9 +293,11 @@ def self_test():
         expect("| 1.00x (NOT met) |" in text, "fp32 ratio 1.00x misses the target")
         expect("different shapes (8×1024 vs 4×1024)" in text, "fp32 shape mismatch noted")
         expect("FLOPs per token differ" in text, "fp32 FLOPs mismatch noted")
-        expect("| 1.30x (met) | 2.900 / 2.600 (128) |" in text, "attention 2.6/2.0 = 1.30x is within 1.3x, tiles")
+        expect("| 1.30x (met) | 2.900 / 2.600 (128) | 2.500 / 2.100 (fused); 2 / 26 MiB |" in text,
+               "attention 2.6/2.0 = 1.30x is within 1.3x, tiles, backward designs")
         expect("| 16 | 12 | 1024 | 64 | INVALID |" in text, "invalid gpt2cc attention row shown as INVALID")
-        expect("| 8 | 12 | 1024 | 128 | n/a | 0.800 | n/a | 4.000 | n/a | n/a |" in text, "SDPA-only shape gives n/a ratio")
+        expect("| 8 | 12 | 1024 | 128 | n/a | 0.800 | n/a | 4.000 | n/a | n/a | n/a |" in text,
+               "SDPA-only shape gives n/a ratio")
         expect("| gelu_forward | bf16 | N=1 | 0.1000 | 2400 GB/s | 80.0% |" in text, "kernel roofline row")
         expect("| matmul_forward | bf16 | fc | 0.2000 | 600.0 TFLOP/s | n/a |" in text, "unknown peak gives n/a")
         expect("INVALID (rel. error 5.00e-01)" in text, "invalid kernel row")

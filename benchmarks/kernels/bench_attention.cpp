@@ -1,10 +1,12 @@
 // Causal attention benchmark: the fused bf16 flash kernels (kernels/flash_attention.cuh) against
 // the tiled fp32 kernels (kernels/attention.cuh) at GPT-2 shapes. Each shape is first validated
 // (flash out, dq, dk, dv vs the fp32 kernels on the same bf16-rounded inputs, relative L2 <= 1e-2)
-// and only then timed: warm-up, CUDA events per repetition, median. Reports forward, backward and
-// forward+backward ms with TFLOP/s (the launchers' own choice of resident tile), forward+backward
-// with each tile forced (64 and 128 rows a CTA, which must give the same bits), and the bytes each
-// saves for the backward (lse vs att).
+// and only then timed: warm-up, CUDA events per repetition, median. Both backward designs
+// (cuda::FlashBackward: split, 7 products per tile pair; fused, 5 and ordered dQ sums between
+// CTAs) are validated. Reports forward, backward and forward+backward ms with TFLOP/s (the
+// launchers' own choice of resident tile and backward design), forward+backward with each tile
+// forced (64 and 128 rows a CTA, which must give the same bits), the backward of each design, the
+// bytes each saves for the backward (lse vs att) and the backward's scratch per design.
 // Shapes and JSON fields follow benchmarks/pytorch/attention_sdpa.py, so the two sit side by side.
 //   bench_attention [--shapes 8x12x1024x64,...] [-B 8 -T 1024 --NH 12 --HS 64] [--reps 50] [--json out.json]
 // (-B/--batch-size, -T/--seq-len: cxxopts makes one-letter names short options, so no --B/--T.)
@@ -114,20 +116,38 @@ Options parse(int argc, char** argv) {
 // Uniform in [-1, 1), rounded through bf16 so both kernels see the same values.
 std::vector<float> random_bf16_values(size_t n, uint64_t seed) { return rounded<bf16>(random_floats(n, seed)); }
 
+// One backward design's validation: relative L2 vs the fp32 kernels (64-row tiles), and whether
+// the 128-row tiles gave the same bits.
+struct Check {
+  double out = 0, dq = 0, dk = 0, dv = 0;
+  bool tiles_agree = false;
+  bool ok() const { return std::max({out, dq, dk, dv}) <= kTolerance && tiles_agree; }
+};
+
 struct Result {
   Shape shape;
-  double err_out = 0, err_dq = 0, err_dk = 0, err_dv = 0;
+  Check check;        // the design FlashBackward::kAuto takes
+  Check check_other;  // the other one
   bool valid = false;
   double fwd_ms = 0, bwd_ms = 0, fwd_bwd_ms = 0;
   int auto_tile_rows = 0;                            // what FlashTile::kAuto took
+  cuda::FlashBackward auto_design = cuda::FlashBackward::kFused;  // what FlashBackward::kAuto took
   double fwd_bwd_ms_rows64 = 0, fwd_bwd_ms_rows128 = 0;  // each resident tile forced
+  double bwd_ms_split = 0, bwd_ms_fused = 0;             // each backward design forced
   double tiled_fwd_ms = 0, tiled_bwd_ms = 0;
   double flash_saved_bytes = 0, tiled_saved_bytes = 0;
+  double bwd_scratch_split = 0, bwd_scratch_fused = 0;
 };
+
+const char* design_name(cuda::FlashBackward design) {
+  return design == cuda::FlashBackward::kSplit ? "split" : "fused";
+}
 
 // Causal attention FLOPs, matmuls only (as attention_sdpa.py): forward = QK^T and PV, each
 // 2*B*NH*T^2*HS, halved by the causal mask: fwd = 4*B*NH*T^2*HS / 2. Backward = five such
 // matmuls (recomputed QK^T, dO V^T, P^T dO, dS K, dS^T Q): bwd = 2.5 * fwd; fwd+bwd = 3.5 * fwd.
+// The same count for both designs (the split one's two recomputed products are not useful work),
+// so their TFLOP/s compare as their times do.
 double forward_flops(const Shape& s) { return 4.0 * s.B * s.NH * static_cast<double>(s.T) * s.T * s.HS / 2.0; }
 
 Result bench_shape(const Shape& s, const Options& o, cudaStream_t stream) {
@@ -139,6 +159,10 @@ Result bench_shape(const Shape& s, const Options& o, cudaStream_t stream) {
   r.shape = s;
   r.flash_saved_bytes = static_cast<double>(stat_n) * sizeof(float);  // lse
   r.tiled_saved_bytes = static_cast<double>(att_n) * sizeof(float);   // att
+  r.bwd_scratch_split =
+      static_cast<double>(cuda::flash_attention_backward_scratch_bytes(B, T, C, NH, cuda::FlashBackward::kSplit));
+  r.bwd_scratch_fused =
+      static_cast<double>(cuda::flash_attention_backward_scratch_bytes(B, T, C, NH, cuda::FlashBackward::kFused));
   const DropoutParams no_dropout{};
 
   DeviceVec<float> f_qkv(qkv), f_dout(dout), f_out(out_n), f_att(att_n), f_dqkv(qkv_n);
@@ -154,52 +178,62 @@ Result bench_shape(const Shape& s, const Options& o, cudaStream_t stream) {
   auto flash_fwd = [&](cuda::FlashTile tile) {
     cuda::flash_attention_forward(h_out.get(), lse.get(), h_qkv.get(), B, T, C, NH, stream, tile);
   };
-  auto flash_bwd = [&](cuda::FlashTile tile) {
+  auto flash_bwd = [&](cuda::FlashTile tile, cuda::FlashBackward design) {
     cuda::flash_attention_backward(h_dqkv.get(), h_dout.get(), lse.get(), h_out.get(), h_qkv.get(), B, T, C, NH,
-                                   stream, tile);
+                                   stream, tile, design);
   };
   constexpr cuda::FlashTile kAuto = cuda::FlashTile::kAuto, kRows64 = cuda::FlashTile::kRows64,
                             kRows128 = cuda::FlashTile::kRows128;
+  constexpr cuda::FlashBackward kAutoDesign = cuda::FlashBackward::kAuto, kSplit = cuda::FlashBackward::kSplit,
+                                kFused = cuda::FlashBackward::kFused;
   r.auto_tile_rows = cuda::flash_attention_tile_rows(kAuto, B, T, NH);
+  r.auto_design = cuda::flash_attention_backward_design(kAutoDesign);
 
   tiled_fwd();
   tiled_bwd();
-  flash_fwd(kRows128);
-  flash_bwd(kRows128);
-  const auto out128 = h_out.host(), dqkv128 = h_dqkv.host();
-  flash_fwd(kRows64);
-  flash_bwd(kRows64);
   const auto ref_out = f_out.host(), ref_dqkv = f_dqkv.host();
-  const auto out64 = h_out.host(), dqkv64 = h_dqkv.host();
-  const auto got_out = to_float<bf16>(out64), got_dqkv = to_float<bf16>(dqkv64);
-  const size_t rows = static_cast<size_t>(B) * T;
-  r.err_out = rel_l2(got_out, ref_out, rows, C, 0, C);
-  r.err_dq = rel_l2(got_dqkv, ref_dqkv, rows, 3 * C, 0, C);
-  r.err_dk = rel_l2(got_dqkv, ref_dqkv, rows, 3 * C, C, C);
-  r.err_dv = rel_l2(got_dqkv, ref_dqkv, rows, 3 * C, 2 * C, C);
   const auto same_bytes = [](const std::vector<bf16>& a, const std::vector<bf16>& b) {
     return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(bf16)) == 0;
   };
-  const bool tiles_agree = same_bytes(out64, out128) && same_bytes(dqkv64, dqkv128);
-  r.valid = std::max({r.err_out, r.err_dq, r.err_dk, r.err_dv}) <= kTolerance && tiles_agree;
-  if (!r.valid) {
-    std::fprintf(stderr,
-                 "VALIDATION FAILED: %dx%dx%dx%d: rel. L2 vs fp32 out %.3g dq %.3g dk %.3g dv %.3g (> %.0e); "
-                 "64- and 128-row tiles give %s; not timed\n",
-                 B, NH, T, s.HS, r.err_out, r.err_dq, r.err_dk, r.err_dv, kTolerance,
-                 tiles_agree ? "the same bits" : "DIFFERENT bits");
-    return r;
-  }
+  const auto check_design = [&](cuda::FlashBackward design) {
+    flash_fwd(kRows128);
+    flash_bwd(kRows128, design);
+    const auto out128 = h_out.host(), dqkv128 = h_dqkv.host();
+    flash_fwd(kRows64);
+    flash_bwd(kRows64, design);
+    const auto out64 = h_out.host(), dqkv64 = h_dqkv.host();
+    const auto got_out = to_float<bf16>(out64), got_dqkv = to_float<bf16>(dqkv64);
+    const size_t rows = static_cast<size_t>(B) * T;
+    Check c;
+    c.out = rel_l2(got_out, ref_out, rows, C, 0, C);
+    c.dq = rel_l2(got_dqkv, ref_dqkv, rows, 3 * C, 0, C);
+    c.dk = rel_l2(got_dqkv, ref_dqkv, rows, 3 * C, C, C);
+    c.dv = rel_l2(got_dqkv, ref_dqkv, rows, 3 * C, 2 * C, C);
+    c.tiles_agree = same_bytes(out64, out128) && same_bytes(dqkv64, dqkv128);
+    if (!c.ok())
+      std::fprintf(stderr,
+                   "VALIDATION FAILED: %dx%dx%dx%d, %s backward: rel. L2 vs fp32 out %.3g dq %.3g dk %.3g dv %.3g "
+                   "(> %.0e); 64- and 128-row tiles give %s; not timed\n",
+                   B, NH, T, s.HS, design_name(design), c.out, c.dq, c.dk, c.dv, kTolerance,
+                   c.tiles_agree ? "the same bits" : "DIFFERENT bits");
+    return c;
+  };
+  r.check = check_design(r.auto_design);
+  r.check_other = check_design(r.auto_design == kSplit ? kFused : kSplit);
+  r.valid = r.check.ok() && r.check_other.ok();
+  if (!r.valid) return r;
   // No L2 flush between repetitions, like attention_sdpa.py: the inputs of one head stay
   // L2-resident across its tiles either way. The backward alone re-reads the saved forward
   // results, which stay valid between repetitions.
   Timer timer(stream, o.warmup, o.reps, false);
   r.fwd_ms = timer.median_ms([&] { flash_fwd(kAuto); });
-  r.bwd_ms = timer.median_ms([&] { flash_bwd(kAuto); });
+  r.bwd_ms_split = timer.median_ms([&] { flash_bwd(kAuto, kSplit); });
+  r.bwd_ms_fused = timer.median_ms([&] { flash_bwd(kAuto, kFused); });
+  r.bwd_ms = r.auto_design == kSplit ? r.bwd_ms_split : r.bwd_ms_fused;
   const auto fwd_bwd = [&](cuda::FlashTile tile) {
     return timer.median_ms([&] {
       flash_fwd(tile);
-      flash_bwd(tile);
+      flash_bwd(tile, kAutoDesign);
     });
   };
   r.fwd_bwd_ms = fwd_bwd(kAuto);
@@ -211,6 +245,10 @@ Result bench_shape(const Shape& s, const Options& o, cudaStream_t stream) {
 }
 
 double tflops(double flops, double ms) { return flops / (ms * 1e-3) / 1e12; }
+
+nlohmann::json error_json(const Check& c) {
+  return {{"out", c.out}, {"dq", c.dq}, {"dk", c.dk}, {"dv", c.dv}, {"tiles_agree", c.tiles_agree}};
+}
 
 void write_json(const std::string& path, const cudaDeviceProp& props, const Options& o,
                 const std::vector<Result>& results) {
@@ -224,9 +262,13 @@ void write_json(const std::string& path, const cudaDeviceProp& props, const Opti
                        {"T", r.shape.T},
                        {"HS", r.shape.HS},
                        {"valid", r.valid},
-                       {"rel_error", {{"out", r.err_out}, {"dq", r.err_dq}, {"dk", r.err_dk}, {"dv", r.err_dv}}},
+                       {"bwd_design_auto", design_name(r.auto_design)},
+                       {"rel_error", error_json(r.check)},
+                       {"rel_error_other_design", error_json(r.check_other)},
                        {"saved_bytes", r.flash_saved_bytes},
-                       {"tiled_fp32_saved_bytes", r.tiled_saved_bytes}};
+                       {"tiled_fp32_saved_bytes", r.tiled_saved_bytes},
+                       {"bwd_scratch_bytes_split", r.bwd_scratch_split},
+                       {"bwd_scratch_bytes_fused", r.bwd_scratch_fused}};
     if (r.valid) {
       row["fwd_ms"] = r.fwd_ms;
       row["fwd_tflops"] = tflops(fwd, r.fwd_ms);
@@ -237,6 +279,8 @@ void write_json(const std::string& path, const cudaDeviceProp& props, const Opti
       row["tile_rows_auto"] = r.auto_tile_rows;
       row["fwd_bwd_ms_rows64"] = r.fwd_bwd_ms_rows64;
       row["fwd_bwd_ms_rows128"] = r.fwd_bwd_ms_rows128;
+      row["bwd_ms_split"] = r.bwd_ms_split;
+      row["bwd_ms_fused"] = r.bwd_ms_fused;
       row["tiled_fp32_fwd_ms"] = r.tiled_fwd_ms;
       row["tiled_fp32_bwd_ms"] = r.tiled_bwd_ms;
     }
@@ -266,8 +310,9 @@ int run(int argc, char** argv) {
               "warm-up\n",
               props.name, kTolerance, o.reps, o.warmup);
   std::printf("| B | NH | T | HS | fwd ms | fwd TFLOP/s | bwd ms | bwd TFLOP/s | fwd+bwd ms | fwd+bwd TFLOP/s "
-              "| fwd+bwd ms, 64 / 128-row tiles (auto) | saved MiB (flash / tiled) | tiled fp32 fwd, bwd ms |\n");
-  std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+              "| fwd+bwd ms, 64 / 128-row tiles (auto) | bwd ms, split / fused (auto) | bwd scratch MiB, split / "
+              "fused | saved MiB (flash / tiled) | tiled fp32 fwd, bwd ms |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   std::vector<Result> results;
   bool all_valid = true;
   for (const Shape& s : o.shapes) {
@@ -279,12 +324,13 @@ int run(int argc, char** argv) {
       continue;
     }
     const double fwd = forward_flops(s);
-    std::printf("| %d | %d | %d | %d | %.3f | %.1f | %.3f | %.1f | %.3f | %.1f | %.3f / %.3f (%d) | %.2f / %.1f "
-                "| %.3f, %.3f |\n",
+    std::printf("| %d | %d | %d | %d | %.3f | %.1f | %.3f | %.1f | %.3f | %.1f | %.3f / %.3f (%d) | %.3f / %.3f (%s) "
+                "| %.1f / %.1f | %.2f / %.1f | %.3f, %.3f |\n",
                 s.B, s.NH, s.T, s.HS, r.fwd_ms, tflops(fwd, r.fwd_ms), r.bwd_ms, tflops(2.5 * fwd, r.bwd_ms),
                 r.fwd_bwd_ms, tflops(3.5 * fwd, r.fwd_bwd_ms), r.fwd_bwd_ms_rows64, r.fwd_bwd_ms_rows128,
-                r.auto_tile_rows, r.flash_saved_bytes / (1 << 20), r.tiled_saved_bytes / (1 << 20), r.tiled_fwd_ms,
-                r.tiled_bwd_ms);
+                r.auto_tile_rows, r.bwd_ms_split, r.bwd_ms_fused, design_name(r.auto_design),
+                r.bwd_scratch_split / (1 << 20), r.bwd_scratch_fused / (1 << 20), r.flash_saved_bytes / (1 << 20),
+                r.tiled_saved_bytes / (1 << 20), r.tiled_fwd_ms, r.tiled_bwd_ms);
   }
   if (!o.json_path.empty()) write_json(o.json_path, props, o, results);
   CUDA_CHECK(cudaStreamDestroy(stream));

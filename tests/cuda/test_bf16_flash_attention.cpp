@@ -5,13 +5,17 @@
 // last tiles, a 1-row tile), B = 1 and 3, NH = 1, 2, 12, plus larger q, k (peaked softmax, row
 // maxima that jump between tiles: the online rescaling). Outputs are poisoned (NaN) so an element
 // the kernels forget fails, with a poisoned guard band past each end that must stay untouched (a
-// stored masked tail row lands there). The 64-row resident tile is checked against the CPU and the
+// stored masked tail row lands there). For both backward designs (split; fused, whose CTAs add dQ
+// in a fixed order through flags) the 64-row resident tile is checked against the CPU and the
 // 128-row one must give the same bits (every row meets the same K/V tiles in the same order; T =
-// 100 and 257 leave a 128-row tile partly empty). The backward must be bit-for-bit repeatable; bad
-// shapes and misaligned pointers are rejected with a message.
+// 100 and 257 leave a 128-row tile partly empty). The backward must be bit-for-bit repeatable,
+// the fused one also at a GPT-2 shape that keeps every SM busy (where CTAs wait for each other),
+// and there match the split one within rounding; bad shapes and misaligned pointers are rejected
+// with a message.
 #include <catch2/catch.hpp>
 
 #include <cstddef>
+#include <string>
 #include <vector>
 
 #include "bf16_test_util.hpp"
@@ -42,35 +46,39 @@ TEST_CASE("bf16 flash attention forward and backward match cpu", "[cuda][bf16][f
   DeviceBuffer<bf16> d_out(shape.out_n() + 128 * static_cast<size_t>(C));
   DeviceBuffer<bf16> d_dqkv(shape.qkv_n() + 128 * 3 * static_cast<size_t>(C));
   DeviceBuffer<float> d_lse(shape.stat_n() + 128);
-  std::vector<bf16> out64, dqkv64;
-  std::vector<float> lse64;
-  for (const cuda::FlashTile tile : {cuda::FlashTile::kRows64, cuda::FlashTile::kRows128}) {
-    const bool rows64 = tile == cuda::FlashTile::kRows64;
-    INFO("resident tile of " << (rows64 ? 64 : 128) << " rows");
-    d_out.poison();
-    d_lse.poison();
-    d_dqkv.poison();
-    cuda::flash_attention_forward(d_out.get(), d_lse.get(), d_qkv.get(), B, T, C, NH, stream, tile);
-    cuda::flash_attention_backward(d_dqkv.get(), d_dout.get(), d_lse.get(), d_out.get(), d_qkv.get(), B, T, C, NH,
-                                   stream, tile);
-    if (rows64) {
-      out64 = d_out.download();
-      lse64 = d_lse.download();
-      dqkv64 = d_dqkv.download();
-      test::check_flash_forward(out64, lse64, shape, ref, "flash");
-      test::check_flash_backward(dqkv64, shape, ref, "flash");
-    } else {
-      CHECK(test::bits_equal(d_out.download(), out64));
-      CHECK(test::bits_equal(d_lse.download(), lse64));
-      CHECK(test::bits_equal(d_dqkv.download(), dqkv64));
+  for (const cuda::FlashBackward design : {cuda::FlashBackward::kSplit, cuda::FlashBackward::kFused}) {
+    std::vector<bf16> out64, dqkv64;
+    std::vector<float> lse64;
+    for (const cuda::FlashTile tile : {cuda::FlashTile::kRows64, cuda::FlashTile::kRows128}) {
+      const bool rows64 = tile == cuda::FlashTile::kRows64;
+      INFO("resident tile of " << (rows64 ? 64 : 128) << " rows, backward "
+                               << (design == cuda::FlashBackward::kSplit ? "split" : "fused"));
+      d_out.poison();
+      d_lse.poison();
+      d_dqkv.poison();
+      cuda::flash_attention_forward(d_out.get(), d_lse.get(), d_qkv.get(), B, T, C, NH, stream, tile);
+      cuda::flash_attention_backward(d_dqkv.get(), d_dout.get(), d_lse.get(), d_out.get(), d_qkv.get(), B, T, C, NH,
+                                     stream, tile, design);
+      if (rows64) {
+        out64 = d_out.download();
+        lse64 = d_lse.download();
+        dqkv64 = d_dqkv.download();
+        test::check_flash_forward(out64, lse64, shape, ref, "flash");
+        test::check_flash_backward(dqkv64, shape, ref, "flash");
+      } else {
+        CHECK(test::bits_equal(d_out.download(), out64));
+        CHECK(test::bits_equal(d_lse.download(), lse64));
+        CHECK(test::bits_equal(d_dqkv.download(), dqkv64));
+      }
     }
   }
 }
 
 TEST_CASE("bf16 flash attention backward is bit-for-bit repeatable", "[cuda][bf16][flash][determinism]") {
   const int HS = GENERATE(64, 128);
+  const cuda::FlashBackward design = GENERATE(cuda::FlashBackward::kSplit, cuda::FlashBackward::kFused);
   const int B = 2, T = 193, NH = 3, C = NH * HS;
-  INFO("HS=" << HS);
+  INFO("HS=" << HS << " backward " << (design == cuda::FlashBackward::kSplit ? "split" : "fused"));
   const auto qkv = test::random_vector(static_cast<size_t>(B) * T * 3 * C, 31, -1.5f, 1.5f);
   const auto dout = test::random_vector(static_cast<size_t>(B) * T * C, 32);
   cudaStream_t stream = test::test_stream();
@@ -83,10 +91,49 @@ TEST_CASE("bf16 flash attention backward is bit-for-bit repeatable", "[cuda][bf1
   for (int run = 0; run < 2; ++run) {
     d_dqkv.poison();
     cuda::flash_attention_backward(d_dqkv.get(), d_dout.get(), d_lse.get(), d_out.get(), d_qkv.get(), B, T, C, NH,
-                                   stream);
+                                   stream, cuda::FlashTile::kAuto, design);
     if (run == 0) first = d_dqkv.download();
     else CHECK(test::bits_equal(d_dqkv.download(), first));
   }
+}
+
+// Thousands of CTAs, a few hundred resident at once: the fused backward's CTAs really wait for
+// each other's dQ sums here (a missing wait or fence loses or repeats a part: a different result
+// from run to run, and far from the split design's). On the CPU emulator, which runs one block at
+// a time, a smaller shape checks the same code paths.
+TEST_CASE("bf16 flash attention fused backward at GPT-2 scale: repeatable, and the split one's result",
+          "[cuda][bf16][flash][determinism]") {
+  cudaDeviceProp prop{};
+  int device = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+  const bool emulated = std::string(prop.name) == "gpt2cc CPU emulator";
+  const int HS = GENERATE(64, 128);
+  const int B = emulated ? 1 : 8, T = emulated ? 320 : 1024, NH = emulated ? 2 : 768 / HS, C = NH * HS;
+  const cuda::FlashTile tile = GENERATE(cuda::FlashTile::kRows64, cuda::FlashTile::kRows128);
+  INFO("B=" << B << " T=" << T << " NH=" << NH << " HS=" << HS << " tile rows "
+            << (tile == cuda::FlashTile::kRows64 ? 64 : 128));
+  const auto qkv = test::random_vector(static_cast<size_t>(B) * T * 3 * C, 41, -1.5f, 1.5f);
+  const auto dout = test::random_vector(static_cast<size_t>(B) * T * C, 42);
+  cudaStream_t stream = test::test_stream();
+  auto d_qkv = test::device_bf16(qkv);
+  auto d_dout = test::device_bf16(dout);
+  DeviceBuffer<bf16> d_out(dout.size()), d_dqkv(qkv.size());
+  DeviceBuffer<float> d_lse(static_cast<size_t>(B) * NH * T);
+  cuda::flash_attention_forward(d_out.get(), d_lse.get(), d_qkv.get(), B, T, C, NH, stream, tile);
+  const auto backward = [&](cuda::FlashBackward design) {
+    d_dqkv.poison();
+    cuda::flash_attention_backward(d_dqkv.get(), d_dout.get(), d_lse.get(), d_out.get(), d_qkv.get(), B, T, C, NH,
+                                   stream, tile, design);
+    return d_dqkv.download();
+  };
+  const std::vector<bf16> fused = backward(cuda::FlashBackward::kFused);
+  for (int run = 1; run < 3; ++run) CHECK(test::bits_equal(backward(cuda::FlashBackward::kFused), fused));
+  const auto got = test::from_bf16(fused), split = test::from_bf16(backward(cuda::FlashBackward::kSplit));
+  const char* parts[3] = {"dq", "dk", "dv"};
+  for (int part = 0; part < 3; ++part)
+    test::expect_rel_l2(test::qkv_part(got, B * T, C, part), test::qkv_part(split, B * T, C, part), 1e-2,
+                        std::string("fused against split ") + parts[part]);
 }
 
 TEST_CASE("bf16 flash attention rejects unsupported shapes and misaligned pointers", "[cuda][bf16][flash]") {

@@ -6,14 +6,17 @@
 // partial last tiles, exactly one tile, several tiles and the diagonal; 192: several and no partial
 // one, where only cp.async landing at issue shows a stage refilled too early, as no zero-filled
 // rows are written at once), B*NH > 1, and q, k of range 4 (peaked softmax, row maxima that move
-// between tiles: the online rescaling). Both resident tiles (64 and 128 rows a CTA,
+// between tiles: the online rescaling). Both backward designs (cuda::FlashBackward: split, and
+// fused with its ordered dQ sums between CTAs) and both resident tiles (64 and 128 rows a CTA,
 // cuda::FlashTile; T = 130 and 257 give a partly empty 128-row tile, T = 65 one that ends inside
-// its first half) are checked: the 64-row kernels against the reference, the 128-row ones must
-// give the same bits. Outputs start poisoned (NaN) with a poisoned guard band of 128 rows past the
+// its first half) are checked: each design's 64-row kernels against the reference, its 128-row
+// ones must give the same bits. Outputs start poisoned (NaN) with a poisoned guard band of 128 rows past the
 // end that must stay untouched; every schedule of the emulator (emu::Schedule: warp and block
 // orders) and either cp.async landing (emu::CpAsyncLanding: at the wait, or at the issue) must
 // give the same bits, and so must the backward run again over different garbage (output buffer and
-// uninitialised shared memory). The host runtime checks after every launch that no thread left
+// uninitialised shared memory). Under the descending block order the fused kernel's CTAs still
+// take their work in ticket order: a CTA waiting for one that has not run yet (a wait that could
+// hang a GPU) stops the run. The host runtime checks after every launch that no thread left
 // cp.async copies in flight.
 #include <catch2/catch.hpp>
 
@@ -25,6 +28,7 @@
 #include "kernels/flash_attention.cuh"
 
 using namespace gpt2cc;
+using cuda::FlashBackward;
 using cuda::FlashTile;
 using test::bf16;
 using test::DeviceBuffer;
@@ -37,10 +41,12 @@ struct FlashOutputs {
   std::vector<float> lse;
 };
 
-// Forward then backward with the given resident tile into outputs poisoned first, guard bands
-// of 128 rows included (where the last tile's rows >= T would go).
+const char* design_name(FlashBackward design) { return design == FlashBackward::kSplit ? "split" : "fused"; }
+
+// Forward then backward with the given resident tile and backward design into outputs poisoned
+// first, guard bands of 128 rows included (where the last tile's rows >= T would go).
 FlashOutputs run_flash(const Shape& s, const DeviceBuffer<bf16>& qkv, const DeviceBuffer<bf16>& dout,
-                       FlashTile tile) {
+                       FlashTile tile, FlashBackward design) {
   const size_t guard = 128;
   DeviceBuffer<bf16> out(s.out_n() + guard * s.C()), dqkv(s.qkv_n() + guard * 3 * s.C());
   DeviceBuffer<float> lse(s.stat_n() + guard);
@@ -50,7 +56,7 @@ FlashOutputs run_flash(const Shape& s, const DeviceBuffer<bf16>& qkv, const Devi
   const cudaStream_t stream = test::test_stream();
   cuda::flash_attention_forward(out.get(), lse.get(), qkv.get(), s.B, s.T, s.C(), s.NH, stream, tile);
   cuda::flash_attention_backward(dqkv.get(), dout.get(), lse.get(), out.get(), qkv.get(), s.B, s.T, s.C(), s.NH,
-                                 stream, tile);
+                                 stream, tile, design);
   return {out.download(), dqkv.download(), lse.download()};
 }
 
@@ -66,31 +72,35 @@ TEST_CASE("emulated flash attention forward and backward match cpu", "[emu][flas
   const test::FlashReference ref = test::flash_reference(shape);
   const DeviceBuffer<bf16> qkv(test::to_bf16(ref.qkv)), dout(test::to_bf16(ref.dout));
 
-  const FlashOutputs first = run_flash(shape, qkv, dout, FlashTile::kRows64);
-  test::check_flash_forward(first.out, first.lse, shape, ref, "emulated flash");
-  test::check_flash_backward(first.dqkv, shape, ref, "emulated flash");
+  for (const FlashBackward design : {FlashBackward::kSplit, FlashBackward::kFused}) {
+    INFO("backward " << design_name(design));
+    const FlashOutputs first = run_flash(shape, qkv, dout, FlashTile::kRows64, design);
+    test::check_flash_forward(first.out, first.lse, shape, ref, "emulated flash");
+    test::check_flash_backward(first.dqkv, shape, ref, "emulated flash");
 
-  // The same bits whatever order the warps and blocks run in (a missing __syncthreads: a warp
-  // overwriting a tile another still reads, or reading one not yet loaded, shows here), whenever
-  // the cp.async copies land (at issue: a stage refilled while another warp still reads it shows)
-  // and whichever resident tile: every row meets the same K/V tiles in the same order.
-  for (const FlashTile tile : {FlashTile::kRows64, FlashTile::kRows128}) {
-    for (const emu::CpAsyncLanding landing : emu::kCpAsyncLandings) {
-      for (const emu::Schedule schedule : emu::kSchedules) {
-        if (tile == FlashTile::kRows64 && landing == emu::CpAsyncLanding::kAtWait &&
-            schedule == emu::Schedule::kWarpsAscending)
-          continue;  // `first`
-        INFO((tile == FlashTile::kRows64 ? 64 : 128)
-             << "-row tiles, schedule " << static_cast<int>(schedule) << ", cp.async landing at "
-             << (landing == emu::CpAsyncLanding::kAtWait ? "wait" : "issue") << " against 64 rows, kWarpsAscending, wait");
-        emu::set_schedule(schedule);
-        emu::set_cp_async_landing(landing);
-        const FlashOutputs again = run_flash(shape, qkv, dout, tile);
-        emu::set_schedule(emu::Schedule::kWarpsAscending);
-        emu::set_cp_async_landing(emu::CpAsyncLanding::kAtWait);
-        CHECK(test::bits_equal(again.out, first.out));
-        CHECK(test::bits_equal(again.lse, first.lse));
-        CHECK(test::bits_equal(again.dqkv, first.dqkv));
+    // The same bits whatever order the warps and blocks run in (a missing __syncthreads: a warp
+    // overwriting a tile another still reads, or reading one not yet loaded, shows here), whenever
+    // the cp.async copies land (at issue: a stage refilled while another warp still reads it shows)
+    // and whichever resident tile: every row meets the same K/V tiles in the same order, and the
+    // fused kernel adds a 128-key CTA's two halves as two 64-key CTAs would.
+    for (const FlashTile tile : {FlashTile::kRows64, FlashTile::kRows128}) {
+      for (const emu::CpAsyncLanding landing : emu::kCpAsyncLandings) {
+        for (const emu::Schedule schedule : emu::kSchedules) {
+          if (tile == FlashTile::kRows64 && landing == emu::CpAsyncLanding::kAtWait &&
+              schedule == emu::Schedule::kWarpsAscending)
+            continue;  // `first`
+          INFO((tile == FlashTile::kRows64 ? 64 : 128)
+               << "-row tiles, schedule " << static_cast<int>(schedule) << ", cp.async landing at "
+               << (landing == emu::CpAsyncLanding::kAtWait ? "wait" : "issue") << " against 64 rows, kWarpsAscending, wait");
+          emu::set_schedule(schedule);
+          emu::set_cp_async_landing(landing);
+          const FlashOutputs again = run_flash(shape, qkv, dout, tile, design);
+          emu::set_schedule(emu::Schedule::kWarpsAscending);
+          emu::set_cp_async_landing(emu::CpAsyncLanding::kAtWait);
+          CHECK(test::bits_equal(again.out, first.out));
+          CHECK(test::bits_equal(again.lse, first.lse));
+          CHECK(test::bits_equal(again.dqkv, first.dqkv));
+        }
       }
     }
   }
@@ -100,8 +110,10 @@ TEST_CASE("emulated flash attention backward is bit-for-bit repeatable over diff
           "[emu][flash][determinism]") {
   const int HS = GENERATE(64, 128);
   const FlashTile tile = GENERATE(FlashTile::kRows64, FlashTile::kRows128);
+  const FlashBackward design = GENERATE(FlashBackward::kSplit, FlashBackward::kFused);
   const int B = 2, T = 130, NH = 1, C = NH * HS;
-  INFO("HS=" << HS << " tile rows=" << (tile == FlashTile::kRows64 ? 64 : 128));
+  INFO("HS=" << HS << " tile rows=" << (tile == FlashTile::kRows64 ? 64 : 128) << " backward "
+             << design_name(design));
   const DeviceBuffer<bf16> qkv(test::to_bf16(test::random_vector(static_cast<size_t>(B) * T * 3 * C, 31, -1.5f, 1.5f)));
   const DeviceBuffer<bf16> dout(test::to_bf16(test::random_vector(static_cast<size_t>(B) * T * C, 32)));
   DeviceBuffer<bf16> out(dout.size()), dqkv(qkv.size());
@@ -116,7 +128,7 @@ TEST_CASE("emulated flash attention backward is bit-for-bit repeatable over diff
     if (garbage == 0xFF) dqkv.poison();
     else dqkv.zero();
     cuda::flash_attention_backward(dqkv.get(), dout.get(), lse.get(), out.get(), qkv.get(), B, T, C, NH, stream,
-                                   tile);
+                                   tile, design);
     if (first.empty()) first = dqkv.download();
     else CHECK(test::bits_equal(dqkv.download(), first));
   }

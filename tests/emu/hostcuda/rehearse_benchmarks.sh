@@ -47,12 +47,16 @@ expect_error() {
   [[ $rc == 2 && "$out" == *"$pattern"* ]] || fail "$name: expected exit 2 and '$pattern', got exit $rc: $out"
 }
 
-# Attention: both head sizes, a T that is not a multiple of the tiles, 64 and 128 rows a CTA.
-run attention "$BIN/bench_attention" --shapes 1x2x64x64,1x1x80x128 --reps 1 --warmup 1 \
+# Attention: both head sizes, a T that is not a multiple of the tiles (T = 130: three Q tiles, so
+# the fused backward's CTAs hand dQ sums to each other), 64 and 128 rows a CTA, both backward designs.
+run attention "$BIN/bench_attention" --shapes 1x2x64x64,1x1x130x128 --reps 1 --warmup 1 \
   --json "$OUT/attention.json" &&
   check_json "$OUT/attention.json" \
     "len(j['results']) == 2 and all(r['valid'] and r['fwd_bwd_ms'] > 0 and r['fwd_bwd_ms_rows64'] > 0
-     and r['fwd_bwd_ms_rows128'] > 0 and max(r['rel_error'].values()) <= 1e-2 for r in j['results'])"
+     and r['fwd_bwd_ms_rows128'] > 0 and r['bwd_ms_split'] > 0 and r['bwd_ms_fused'] > 0
+     and r['bwd_design_auto'] == 'fused' and r['bwd_scratch_bytes_fused'] > r['bwd_scratch_bytes_split'] > 0
+     and all(e[p] <= 1e-2 for e in (r['rel_error'], r['rel_error_other_design']) for p in ('out', 'dq', 'dk', 'dv'))
+     and r['rel_error']['tiles_agree'] and r['rel_error_other_design']['tiles_agree'] for r in j['results'])"
 
 # Every kernel, fp32 and bf16, validated against cpu:: and timed (the fixed GPT-2 124M AdamW and
 # conversion sizes included); the ceilings measured first.
@@ -97,7 +101,7 @@ expect_error "train batch" "--batch-size must be an integer >= 1 or 'auto'" "$BI
 printf 'date: %s\ngpu: gpt2cc CPU emulator\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$OUT/env.txt"
 printf 'attention\t0\t1\nkernels\t0\t1\ntrain_bf16\t0\t1\ntrain_fp32\t0\t1\n' >"$OUT/status.tsv"
 if run report python3 "$ROOT/benchmarks/gpu/report.py" "$OUT"; then
-  for want in "| bf16 | 2×32 |" "| fp32 | 2×32 |" "| 1 | 2 | 64 | 64 |" "| 1 | 1 | 80 | 128 |" \
+  for want in "| bf16 | 2×32 |" "| fp32 | 2×32 |" "| 1 | 2 | 64 | 64 |" "| 1 | 1 | 130 | 128 |" \
     "| fused_classifier | bf16 |" "| adamw_update | fp32 |"; do
     grep -qF -- "$want" "$OUT/report.md" || fail "report.md has no row '$want'"
   done
