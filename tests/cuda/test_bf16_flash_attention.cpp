@@ -102,7 +102,7 @@ TEST_CASE("bf16 flash attention backward is bit-for-bit repeatable", "[cuda][bf1
 // from run to run, and far from the split design's). On the CPU emulator, which runs one block at
 // a time, a smaller shape checks the same code paths.
 TEST_CASE("bf16 flash attention fused backward at GPT-2 scale: repeatable, and the split one's result",
-          "[cuda][bf16][flash][determinism]") {
+          "[cuda][bf16][flash][determinism][scale]") {
   cudaDeviceProp prop{};
   int device = 0;
   CUDA_CHECK(cudaGetDevice(&device));
