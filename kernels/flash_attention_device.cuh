@@ -446,36 +446,60 @@ __global__ void flash_attention_delta_kernel(float* delta, const bf16* dout, con
 //   dS^T = P^T * (dP^T - D[query]) ; dV += P^T dO ; dK += dS^T Q (times scale at the end)
 // Masked (P = 0): key > query (in the Q tiles that meet the CTA's keys) and query >= T (last
 // tile). A warp skips a Q tile whose last query comes before its first key (all masked).
+// KeyBlock holds what this kernel and the fused one (below) share: the shared-memory layout, the
+// Q-tile loader, one Q tile's products and the final store, so both compute dK, dV alike.
 // ---------------------------------------------------------------------------------------------
 template <int HS, int kRows>
-__global__ void __launch_bounds__(kThreadsFor<kRows>)
-    flash_attention_backward_dkdv_kernel(const FlashBackwardParams p) {
-  constexpr int kThreads = kThreadsFor<kRows>;
-  extern __shared__ __align__(16) unsigned char smem[];
-  bf16* sK = reinterpret_cast<bf16*>(smem);
-  bf16* sV = sK + kTileElems<HS, kRows>;
-  // Stage n: Q at stages + 2n tiles, dO right after it; log2e * lse and delta of the Q tile's
-  // rows at stats + 2n*64 and 64 floats later. (Pointer arithmetic: see the forward.)
-  bf16* stages = sV + kTileElems<HS, kRows>;
-  float* stats = reinterpret_cast<float*>(stages + 4 * kTileElems<HS>);
-  const auto sQ = [&](int stage) { return stages + 2 * stage * kTileElems<HS>; };
-  const auto sdO = [&](int stage) { return stages + (2 * stage + 1) * kTileElems<HS>; };
-  const auto s_lse = [&](int stage) { return stats + 2 * stage * kTileRows; };
-  const auto s_delta = [&](int stage) { return stats + (2 * stage + 1) * kTileRows; };
+struct KeyBlock {
+  static constexpr int kThreads = kThreadsFor<kRows>;
+  // Shared memory: K and V (kRows rows each), then two stages of (Q, dO) 64-row tiles, then per
+  // stage log2e * lse and delta of the Q tile's rows (64 floats each). (Pointer arithmetic, not
+  // an array of pointers: indexed by a runtime stage, an array would live in local memory.)
+  static constexpr size_t kSmemBytes =
+      (2 * kTileElems<HS, kRows> + 4 * kTileElems<HS>) * sizeof(bf16) + 4 * kTileRows * sizeof(float);
 
-  const int bh = blockIdx.x, b = bh / p.NH, h = bh % p.NH;
-  const int k0 = blockIdx.y * kRows;  // block 0 walks every Q tile: the longest first
-  const int first_q_tile = k0 / kTileRows, num_q_tiles = (p.T + kTileRows - 1) / kTileRows;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, group = lane >> 2, quad = lane & 3;
-  const int warp_key0 = k0 + warp * 16;
-  const size_t qkv_stride = 3 * static_cast<size_t>(p.C);
-  const bf16* q_head = p.qkv + static_cast<size_t>(b) * p.T * qkv_stride + h * HS;
-  const bf16* do_head = p.dout + static_cast<size_t>(b) * p.T * p.C + h * HS;
-  const size_t stat_base = static_cast<size_t>(bh) * p.T;
-  const int key[2] = {warp_key0 + group, warp_key0 + group + 8};
+  const FlashBackwardParams& p;
+  bf16* sK;
+  bf16* sV;
+  bf16* stages;
+  float* stats;
+  int bh, b, h, k0, first_q_tile, num_q_tiles, warp, lane, quad, warp_key0;
+  int key[2];  // this lane's key rows (C layout rows group, group+8 of the warp's 16)
+  size_t qkv_stride, stat_base;
+  const bf16* q_head;
+  const bf16* do_head;
+
+  __device__ __forceinline__ KeyBlock(const FlashBackwardParams& params, unsigned char* smem, int head, int block)
+      : p(params), bh(head) {
+    sK = reinterpret_cast<bf16*>(smem);
+    sV = sK + kTileElems<HS, kRows>;
+    stages = sV + kTileElems<HS, kRows>;
+    stats = reinterpret_cast<float*>(stages + 4 * kTileElems<HS>);
+    b = bh / p.NH;
+    h = bh % p.NH;
+    k0 = block * kRows;
+    first_q_tile = k0 / kTileRows;
+    num_q_tiles = (p.T + kTileRows - 1) / kTileRows;
+    warp = threadIdx.x / 32;
+    lane = threadIdx.x % 32;
+    quad = lane & 3;
+    warp_key0 = k0 + warp * 16;
+    key[0] = warp_key0 + (lane >> 2);
+    key[1] = key[0] + 8;
+    qkv_stride = 3 * static_cast<size_t>(p.C);
+    stat_base = static_cast<size_t>(bh) * p.T;
+    q_head = p.qkv + static_cast<size_t>(b) * p.T * qkv_stride + h * HS;
+    do_head = p.dout + static_cast<size_t>(b) * p.T * p.C + h * HS;
+  }
+  __device__ __forceinline__ bf16* sQ(int stage) const { return stages + 2 * stage * kTileElems<HS>; }
+  __device__ __forceinline__ bf16* sdO(int stage) const { return stages + (2 * stage + 1) * kTileElems<HS>; }
+  __device__ __forceinline__ float* s_lse(int stage) const { return stats + 2 * stage * kTileRows; }
+  __device__ __forceinline__ float* s_delta(int stage) const { return stats + (2 * stage + 1) * kTileRows; }
+  // Whether any key of this warp is at or before the tile's last query (else every score is masked).
+  __device__ __forceinline__ bool warp_meets(int q0) const { return warp_key0 <= q0 + kTileRows - 1; }
 
   // The Q tile q0's rows into stage `stage`: Q and dO by cp.async, the statistics by plain loads.
-  const auto load_q_tile = [&](int stage, int q0) {
+  __device__ __forceinline__ void load_q_tile(int stage, int q0) const {
     load_tile_async<HS, kTileRows, kThreads>(sQ(stage), q_head, qkv_stride, q0, p.T);
     load_tile_async<HS, kTileRows, kThreads>(sdO(stage), do_head, p.C, q0, p.T);
     for (int i = threadIdx.x; i < kTileRows; i += kThreads) {
@@ -483,22 +507,20 @@ __global__ void __launch_bounds__(kThreadsFor<kRows>)
       s_lse(stage)[i] = valid ? p.lse[stat_base + q0 + i] * kLog2e : 0.0f;
       s_delta(stage)[i] = valid ? p.delta[stat_base + q0 + i] : 0.0f;
     }
-  };
-  load_tile_async<HS, kRows, kThreads>(sK, q_head + p.C, qkv_stride, k0, p.T);
-  load_tile_async<HS, kRows, kThreads>(sV, q_head + 2 * p.C, qkv_stride, k0, p.T);
-  load_q_tile(0, k0);
-  cp_async_commit();
-
-  float dk[HS / 8][4] = {};
-  float dv[HS / 8][4] = {};
-  for (int q_tile = first_q_tile; q_tile < num_q_tiles; ++q_tile) {
-    const int q0 = q_tile * kTileRows, stage = (q_tile - first_q_tile) & 1;
-    cp_async_wait<0>();
-    __syncthreads();  // Q tile q_tile (and sK, sV) landed; every warp is done with the other stage
-    if (q_tile + 1 < num_q_tiles) load_q_tile(stage ^ 1, q0 + kTileRows);
+  }
+  // K, V and the first Q tile (q0) into stage 0, one cp.async group.
+  __device__ __forceinline__ void start(int q0) const {
+    load_tile_async<HS, kRows, kThreads>(sK, q_head + p.C, qkv_stride, k0, p.T);
+    load_tile_async<HS, kRows, kThreads>(sV, q_head + 2 * p.C, qkv_stride, k0, p.T);
+    load_q_tile(0, q0);
     cp_async_commit();
-    if (warp_key0 > q0 + kTileRows - 1) continue;  // every query before every key of this warp
+  }
 
+  // The warp's products with Q tile q_tile (in `stage`): dV += P^T dO, dK += dS^T Q; dS^T is left
+  // in ds as the bf16 A fragments the dK product used.
+  __device__ __forceinline__ void tile_products(float (&dk)[HS / 8][4], float (&dv)[HS / 8][4],
+                                                uint32_t (&ds)[kTileRows / 16][4], int q_tile, int stage) const {
+    const int q0 = q_tile * kTileRows;
     const bf16* tQ = sQ(stage);
     const bf16* tdO = sdO(stage);
     const float* t_lse = s_lse(stage);
@@ -519,17 +541,41 @@ __global__ void __launch_bounds__(kThreadsFor<kRows>)
         dst[nb][e] = prob * (dst[nb][e] - t_delta[local]);
       }
     }
-    uint32_t af[kTileRows / 16][4];
-    to_a_fragments(af, pt);
-    warp_gemm_pb<HS>(dv, af, tdO, lane);  // dV += P^T dO
-    to_a_fragments(af, dst);
-    warp_gemm_pb<HS>(dk, af, tQ, lane);   // dK += dS^T Q
+    to_a_fragments(ds, pt);
+    warp_gemm_pb<HS>(dv, ds, tdO, lane);  // dV += P^T dO
+    to_a_fragments(ds, dst);
+    warp_gemm_pb<HS>(dk, ds, tQ, lane);   // dK += dS^T Q
   }
 
-  bf16* dk_head = p.dqkv + static_cast<size_t>(b) * p.T * qkv_stride + p.C + h * HS;
-  const float dk_scale[2] = {p.scale, p.scale}, dv_scale[2] = {1.0f, 1.0f};
-  store_rows<HS>(dk_head, qkv_stride, dk, key, dk_scale, p.T, quad);
-  store_rows<HS>(dk_head + p.C, qkv_stride, dv, key, dv_scale, p.T, quad);
+  // dK (times scale) and dV into dqkv, rows < T.
+  __device__ __forceinline__ void store(const float (&dk)[HS / 8][4], const float (&dv)[HS / 8][4]) const {
+    bf16* dk_head = p.dqkv + static_cast<size_t>(b) * p.T * qkv_stride + p.C + h * HS;
+    const float dk_scale[2] = {p.scale, p.scale}, dv_scale[2] = {1.0f, 1.0f};
+    store_rows<HS>(dk_head, qkv_stride, dk, key, dk_scale, p.T, quad);
+    store_rows<HS>(dk_head + p.C, qkv_stride, dv, key, dv_scale, p.T, quad);
+  }
+};
+
+template <int HS, int kRows>
+__global__ void __launch_bounds__(kThreadsFor<kRows>)
+    flash_attention_backward_dkdv_kernel(const FlashBackwardParams p) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  const KeyBlock<HS, kRows> kb(p, smem, blockIdx.x, blockIdx.y);  // block 0 walks every Q tile: the longest first
+  kb.start(kb.k0);
+
+  float dk[HS / 8][4] = {};
+  float dv[HS / 8][4] = {};
+  for (int q_tile = kb.first_q_tile; q_tile < kb.num_q_tiles; ++q_tile) {
+    const int q0 = q_tile * kTileRows, stage = (q_tile - kb.first_q_tile) & 1;
+    cp_async_wait<0>();
+    __syncthreads();  // Q tile q_tile (and sK, sV) landed; every warp is done with the other stage
+    if (q_tile + 1 < kb.num_q_tiles) kb.load_q_tile(stage ^ 1, q0 + kTileRows);
+    cp_async_commit();
+    if (!kb.warp_meets(q0)) continue;
+    uint32_t ds[kTileRows / 16][4];
+    kb.tile_products(dk, dv, ds, q_tile, stage);
+  }
+  kb.store(dk, dv);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -633,114 +679,60 @@ __global__ void __launch_bounds__(kThreadsFor<kRows>) flash_attention_backward_d
 template <int HS, int kRows>
 __global__ void __launch_bounds__(kThreadsFor<kRows>)
     flash_attention_backward_fused_kernel(const FlashBackwardParams p) {
-  constexpr int kThreads = kThreadsFor<kRows>, kWarps = kRows / 16;
-  constexpr int kCols = HS / (kWarps / 4);  // dQ columns per warp: 4 warps cover a Q tile's 64 rows
+  constexpr int kWarps = kRows / 16;
+  constexpr int kCols = HS / (kWarps / 4);      // dQ columns per warp: 4 warps cover a Q tile's 64 rows
   constexpr int kSStride = kStride<kTileRows>;  // sdS rows: 64 queries + 8 bf16 of padding
   extern __shared__ __align__(16) unsigned char smem[];
-  bf16* sK = reinterpret_cast<bf16*>(smem);
-  bf16* sV = sK + kTileElems<HS, kRows>;
-  // Stage n: Q at stages + 2n tiles, dO right after it; log2e * lse and delta of the Q tile's
-  // rows at stats + 2n*64 and 64 floats later; then dS^T, kRows keys x 64 queries.
-  bf16* stages = sV + kTileElems<HS, kRows>;
-  float* stats = reinterpret_cast<float*>(stages + 4 * kTileElems<HS>);
-  bf16* sdS = reinterpret_cast<bf16*>(stats + 4 * kTileRows);
-  const auto sQ = [&](int stage) { return stages + 2 * stage * kTileElems<HS>; };
-  const auto sdO = [&](int stage) { return stages + (2 * stage + 1) * kTileElems<HS>; };
-  const auto s_lse = [&](int stage) { return stats + 2 * stage * kTileRows; };
-  const auto s_delta = [&](int stage) { return stats + (2 * stage + 1) * kTileRows; };
   __shared__ uint32_t s_ticket;
-
   if (threadIdx.x == 0) s_ticket = atomic_add_global(p.dq_sync, 1u);
   __syncthreads();
   const uint32_t ticket = s_ticket;
-  const int bh = static_cast<int>(ticket % gridDim.x), b = bh / p.NH, h = bh % p.NH;
   const int block = static_cast<int>(ticket / gridDim.x);  // the K/V block: 0 walks every Q tile
-  const int k0 = block * kRows;
-  const int first_q_tile = k0 / kTileRows, num_q_tiles = (p.T + kTileRows - 1) / kTileRows;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, group = lane >> 2, quad = lane & 3;
-  const int warp_key0 = k0 + warp * 16;
-  const size_t qkv_stride = 3 * static_cast<size_t>(p.C);
-  const bf16* q_head = p.qkv + static_cast<size_t>(b) * p.T * qkv_stride + h * HS;
-  const bf16* do_head = p.dout + static_cast<size_t>(b) * p.T * p.C + h * HS;
-  const size_t stat_base = static_cast<size_t>(bh) * p.T;
-  const int key[2] = {warp_key0 + group, warp_key0 + group + 8};
-  uint32_t* const tile_done = p.dq_sync + 1 + static_cast<size_t>(bh) * num_q_tiles;
-  float* const dq_sum = p.dq_partial + stat_base * HS;
-  bf16* const dq_out = p.dqkv + static_cast<size_t>(b) * p.T * qkv_stride + h * HS;
+  const KeyBlock<HS, kRows> kb(p, smem, static_cast<int>(ticket % gridDim.x), block);
+  // After dK/dV's layout: dS^T, kRows keys x 64 queries.
+  bf16* sdS = reinterpret_cast<bf16*>(smem + KeyBlock<HS, kRows>::kSmemBytes);
+  const int warp = kb.warp, lane = kb.lane, group = lane >> 2, quad = kb.quad;
+  uint32_t* const tile_done = p.dq_sync + 1 + static_cast<size_t>(kb.bh) * kb.num_q_tiles;
+  float* const dq_sum = p.dq_partial + kb.stat_base * HS;
+  bf16* const dq_out = p.dqkv + static_cast<size_t>(kb.b) * p.T * kb.qkv_stride + kb.h * HS;
   const int dq_row0 = (warp % 4) * 16, dq_col0 = (warp / 4) * kCols;
 
-  const auto load_q_tile = [&](int stage, int q0) {
-    load_tile_async<HS, kTileRows, kThreads>(sQ(stage), q_head, qkv_stride, q0, p.T);
-    load_tile_async<HS, kTileRows, kThreads>(sdO(stage), do_head, p.C, q0, p.T);
-    for (int i = threadIdx.x; i < kTileRows; i += kThreads) {
-      const bool valid = q0 + i < p.T;
-      s_lse(stage)[i] = valid ? p.lse[stat_base + q0 + i] * kLog2e : 0.0f;
-      s_delta(stage)[i] = valid ? p.delta[stat_base + q0 + i] : 0.0f;
-    }
-  };
   // The warp's share of dS (16 query rows x the 64 keys from key_base) K: A fragments from dS^T by
   // ldmatrix.trans (matrix i: keys key_base + 16kb + 8*(i/2).., queries dq_row0 + 8*(i%2)..,
   // which arrives as A's a[i]: queries in rows, keys in columns).
   const auto dq_part = [&](float (&acc)[kCols / 8][4], int key_base) {
     uint32_t a[kTileRows / 16][4];
 #pragma unroll
-    for (int kb = 0; kb < kTileRows / 16; ++kb) {
+    for (int k = 0; k < kTileRows / 16; ++k) {
       const int i = lane >> 3;
-      ldmatrix_x4_trans(a[kb], sdS + (key_base + kb * 16 + (i >> 1) * 8 + (lane & 7)) * kSStride + dq_row0 + (i & 1) * 8);
+      ldmatrix_x4_trans(a[k], sdS + (key_base + k * 16 + (i >> 1) * 8 + (lane & 7)) * kSStride + dq_row0 + (i & 1) * 8);
     }
-    warp_gemm_pb<HS, kCols>(acc, a, sK + (key_base)*kStride<HS> + dq_col0, lane);
+    warp_gemm_pb<HS, kCols>(acc, a, kb.sK + key_base * kStride<HS> + dq_col0, lane);
   };
 
-  load_tile_async<HS, kRows, kThreads>(sK, q_head + p.C, qkv_stride, k0, p.T);
-  load_tile_async<HS, kRows, kThreads>(sV, q_head + 2 * p.C, qkv_stride, k0, p.T);
-  load_q_tile(0, (num_q_tiles - 1) * kTileRows);
-  cp_async_commit();
-
+  kb.start((kb.num_q_tiles - 1) * kTileRows);
   float dk[HS / 8][4] = {};
   float dv[HS / 8][4] = {};
-  for (int q_tile = num_q_tiles - 1; q_tile >= first_q_tile; --q_tile) {
-    const int q0 = q_tile * kTileRows, stage = (num_q_tiles - 1 - q_tile) & 1;
+  for (int q_tile = kb.num_q_tiles - 1; q_tile >= kb.first_q_tile; --q_tile) {
+    const int q0 = q_tile * kTileRows, stage = (kb.num_q_tiles - 1 - q_tile) & 1;
     cp_async_wait<0>();
     __syncthreads();  // Q tile q_tile (and sK, sV) landed; every warp is done with the other stage and sdS
-    if (q_tile > first_q_tile) load_q_tile(stage ^ 1, q0 - kTileRows);
+    if (q_tile > kb.first_q_tile) kb.load_q_tile(stage ^ 1, q0 - kTileRows);
     cp_async_commit();
 
-    if (warp_key0 <= q0 + kTileRows - 1) {  // else every query of the tile comes before every key of the warp
-      const bf16* tQ = sQ(stage);
-      const bf16* tdO = sdO(stage);
-      const float* t_lse = s_lse(stage);
-      const float* t_delta = s_delta(stage);
-      float pt[kTileRows / 8][4] = {};   // S^T, then P^T
-      float dst[kTileRows / 8][4] = {};  // dP^T, then dS^T
-      warp_gemm_abt<HS, kTileRows>(pt, sK, warp * 16, tQ, lane);
-      warp_gemm_abt<HS, kTileRows>(dst, sV, warp * 16, tdO, lane);
-      const bool edge = q_tile < first_q_tile + kRows / kTileRows || q0 + kTileRows > p.T;
-#pragma unroll
-      for (int nb = 0; nb < kTileRows / 8; ++nb) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int local = nb * 8 + 2 * quad + (e & 1), query = q0 + local;
-          float prob = exp2f(pt[nb][e] * p.scale_log2 - t_lse[local]);
-          if (edge && (key[e >> 1] > query || query >= p.T)) prob = 0.0f;
-          pt[nb][e] = prob;
-          dst[nb][e] = prob * (dst[nb][e] - t_delta[local]);
-        }
-      }
-      uint32_t af[kTileRows / 16][4];
-      to_a_fragments(af, pt);
-      warp_gemm_pb<HS>(dv, af, tdO, lane);  // dV += P^T dO
-      to_a_fragments(af, dst);
-      warp_gemm_pb<HS>(dk, af, tQ, lane);   // dK += dS^T Q
-      // dS^T to shared memory: af[kb] holds rows (keys) group / group+8, columns (queries)
-      // 16kb + 2*quad.. and 16kb + 8 + 2*quad.. (see to_a_fragments), two bf16 per 32-bit word.
+    if (kb.warp_meets(q0)) {
+      uint32_t ds[kTileRows / 16][4];
+      kb.tile_products(dk, dv, ds, q_tile, stage);
+      // dS^T to shared memory: ds[k] holds rows (keys) group / group+8, columns (queries)
+      // 16k + 2*quad.. and 16k + 8 + 2*quad.. (see to_a_fragments), two bf16 per 32-bit word.
       uint32_t* rows[2] = {reinterpret_cast<uint32_t*>(sdS + (warp * 16 + group) * kSStride),
                            reinterpret_cast<uint32_t*>(sdS + (warp * 16 + group + 8) * kSStride)};
 #pragma unroll
-      for (int kb = 0; kb < kTileRows / 16; ++kb) {
-        rows[0][8 * kb + quad] = af[kb][0];
-        rows[1][8 * kb + quad] = af[kb][1];
-        rows[0][8 * kb + 4 + quad] = af[kb][2];
-        rows[1][8 * kb + 4 + quad] = af[kb][3];
+      for (int k = 0; k < kTileRows / 16; ++k) {
+        rows[0][8 * k + quad] = ds[k][0];
+        rows[1][8 * k + quad] = ds[k][1];
+        rows[0][8 * k + 4 + quad] = ds[k][2];
+        rows[1][8 * k + 4 + quad] = ds[k][3];
       }
     }
     __syncthreads();  // sdS holds dS^T of every warp that has keys at or before the tile's last query
@@ -748,7 +740,7 @@ __global__ void __launch_bounds__(kThreadsFor<kRows>)
     // This CTA's part of the tile's dQ, per 64-key half. The second half of a 128-key CTA meets
     // the tile only if its first key is at or before the tile's first query (keys and tiles are
     // 64-aligned, so a half is wholly in or wholly masked).
-    const bool second_half = kRows == 2 * kTileRows && k0 + kTileRows <= q0;
+    const bool second_half = kRows == 2 * kTileRows && kb.k0 + kTileRows <= q0;
     float part0[kCols / 8][4] = {};
     float part1[kCols / 8][4] = {};
     dq_part(part0, 0);
@@ -765,7 +757,7 @@ __global__ void __launch_bounds__(kThreadsFor<kRows>)
       const int row = q0 + dq_row0 + group + 8 * r;
       if (row >= p.T) continue;
       float* sum_row = dq_sum + static_cast<size_t>(row) * HS + dq_col0 + 2 * quad;
-      bf16* out_row = dq_out + static_cast<size_t>(row) * qkv_stride + dq_col0 + 2 * quad;
+      bf16* out_row = dq_out + static_cast<size_t>(row) * kb.qkv_stride + dq_col0 + 2 * quad;
 #pragma unroll
       for (int nb = 0; nb < kCols / 8; ++nb) {
         float2 v = make_float2(part0[nb][2 * r], part0[nb][2 * r + 1]);
@@ -785,11 +777,7 @@ __global__ void __launch_bounds__(kThreadsFor<kRows>)
       if (threadIdx.x == 0) store_release(&tile_done[q_tile], static_cast<uint32_t>(block + 1));
     }
   }
-
-  bf16* dk_head = p.dqkv + static_cast<size_t>(b) * p.T * qkv_stride + p.C + h * HS;
-  const float dk_scale[2] = {p.scale, p.scale}, dv_scale[2] = {1.0f, 1.0f};
-  store_rows<HS>(dk_head, qkv_stride, dk, key, dk_scale, p.T, quad);
-  store_rows<HS>(dk_head + p.C, qkv_stride, dv, key, dv_scale, p.T, quad);
+  kb.store(dk, dv);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -804,8 +792,7 @@ __global__ void __launch_bounds__(kThreadsFor<kRows>)
 template <int HS, int kRows>
 constexpr size_t kForwardSmem = (kTileElems<HS, kRows> + 4 * kTileElems<HS>) * sizeof(bf16);
 template <int HS, int kRows>
-constexpr size_t kBackwardDkdvSmem =
-    (2 * kTileElems<HS, kRows> + 4 * kTileElems<HS>) * sizeof(bf16) + 4 * kTileRows * sizeof(float);
+constexpr size_t kBackwardDkdvSmem = KeyBlock<HS, kRows>::kSmemBytes;
 template <int HS, int kRows>
 constexpr size_t kBackwardDqSmem = (2 * kTileElems<HS, kRows> + 4 * kTileElems<HS>) * sizeof(bf16);
 template <int HS, int kRows>
