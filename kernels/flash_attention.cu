@@ -125,6 +125,10 @@ FlashBackward flash_attention_backward_design(FlashBackward design) {
   return design == FlashBackward::kAuto ? FlashBackward::kFused : design;
 }
 
+const char* flash_attention_backward_name(FlashBackward design) {
+  return flash_attention_backward_design(design) == FlashBackward::kSplit ? "split" : "fused";
+}
+
 size_t flash_attention_backward_scratch_bytes(int B, int T, int C, int NH, FlashBackward design) {
   if (B <= 0 || T <= 0 || NH <= 0) return 0;
   const size_t delta = static_cast<size_t>(B) * NH * T * sizeof(float);
@@ -141,19 +145,20 @@ void flash_attention_backward(bf16* dqkv, const bf16* dout, const float* lse, co
   check_aligned("flash_attention_backward", out, "out");
   check_aligned("flash_attention_backward", qkv, "qkv");
   design = flash_attention_backward_design(design);
+  const size_t sync_words = fused_sync_words(B, T, NH);
   if (design == FlashBackward::kFused) {
     // Its tickets and counters are 32-bit (a bound no shape that fits in memory comes near).
-    ENSURE(fused_sync_words(B, T, NH) < 0x80000000ULL,
+    ENSURE(sync_words < 0x80000000ULL,
            "flash_attention_backward: B*NH*ceil(T/64) = {} work items exceed the fused kernel's 32-bit counters",
-           fused_sync_words(B, T, NH) - 1);
+           sync_words - 1);
   }
   if (B == 0 || T == 0) return;
   ScratchBuffer delta(static_cast<size_t>(B) * NH * T * sizeof(float), stream);
   std::optional<ScratchBuffer> dq_partial, dq_sync;
   if (design == FlashBackward::kFused) {
     dq_partial.emplace(fused_partial_floats(B, T, C) * sizeof(float), stream);
-    dq_sync.emplace(fused_sync_words(B, T, NH) * sizeof(uint32_t), stream);
-    CUDA_CHECK(cudaMemsetAsync(dq_sync->as<uint32_t>(), 0, fused_sync_words(B, T, NH) * sizeof(uint32_t), stream));
+    dq_sync.emplace(sync_words * sizeof(uint32_t), stream);
+    CUDA_CHECK(cudaMemsetAsync(dq_sync->as<uint32_t>(), 0, sync_words * sizeof(uint32_t), stream));
   }
   const FlashBackwardParams p =
       backward_params(dqkv, dout, lse, delta.as<float>(), qkv, T, C, NH,

@@ -33,8 +33,9 @@ int flash_attention_tile_rows(FlashTile tile, int B, int T, int NH);
 // adds each Q tile's dQ parts, in K/V order, into an fp32 running sum (5 products, FlashAttention-2's
 // count; scratch of B*T*C floats). kAuto: kFused (fewer products; the benchmark measures both).
 enum class FlashBackward { kAuto, kSplit, kFused };
-// The design a launch with `design` takes (kAuto resolved).
+// The design a launch with `design` takes (kAuto resolved), and its name: "split" or "fused".
 FlashBackward flash_attention_backward_design(FlashBackward design);
+const char* flash_attention_backward_name(FlashBackward design);
 // The stream-ordered scratch a backward call allocates and frees: delta (B*NH*T floats), plus for
 // kFused dQ's running sums (B*T*C floats) and its counters.
 size_t flash_attention_backward_scratch_bytes(int B, int T, int C, int NH, FlashBackward design);

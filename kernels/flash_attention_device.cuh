@@ -118,7 +118,9 @@ template <int N>
 __device__ __forceinline__ void cp_async_wait() {
   ::gpt2cc::emu::cp_async_wait(N);
 }
-__device__ __forceinline__ uint32_t atomic_add_global(uint32_t* p, uint32_t v) { return ::gpt2cc::emu::atomic_add(p, v); }
+__device__ __forceinline__ uint32_t atomic_add_global(uint32_t* p, uint32_t v) {
+  return ::gpt2cc::emu::atomic_add(p, v);
+}
 __device__ __forceinline__ void wait_until_equal(const uint32_t* flag, uint32_t v) {
   ::gpt2cc::emu::wait_until_equal(flag, v);
 }

@@ -139,10 +139,6 @@ struct Result {
   double bwd_scratch_split = 0, bwd_scratch_fused = 0;
 };
 
-const char* design_name(cuda::FlashBackward design) {
-  return design == cuda::FlashBackward::kSplit ? "split" : "fused";
-}
-
 // Causal attention FLOPs, matmuls only (as attention_sdpa.py): forward = QK^T and PV, each
 // 2*B*NH*T^2*HS, halved by the causal mask: fwd = 4*B*NH*T^2*HS / 2. Backward = five such
 // matmuls (recomputed QK^T, dO V^T, P^T dO, dS K, dS^T Q): bwd = 2.5 * fwd; fwd+bwd = 3.5 * fwd.
@@ -214,7 +210,7 @@ Result bench_shape(const Shape& s, const Options& o, cudaStream_t stream) {
       std::fprintf(stderr,
                    "VALIDATION FAILED: %dx%dx%dx%d, %s backward: rel. L2 vs fp32 out %.3g dq %.3g dk %.3g dv %.3g "
                    "(> %.0e); 64- and 128-row tiles give %s; not timed\n",
-                   B, NH, T, s.HS, design_name(design), c.out, c.dq, c.dk, c.dv, kTolerance,
+                   B, NH, T, s.HS, cuda::flash_attention_backward_name(design), c.out, c.dq, c.dk, c.dv, kTolerance,
                    c.tiles_agree ? "the same bits" : "DIFFERENT bits");
     return c;
   };
@@ -262,7 +258,7 @@ void write_json(const std::string& path, const cudaDeviceProp& props, const Opti
                        {"T", r.shape.T},
                        {"HS", r.shape.HS},
                        {"valid", r.valid},
-                       {"bwd_design_auto", design_name(r.auto_design)},
+                       {"bwd_design_auto", cuda::flash_attention_backward_name(r.auto_design)},
                        {"rel_error", error_json(r.check)},
                        {"rel_error_other_design", error_json(r.check_other)},
                        {"saved_bytes", r.flash_saved_bytes},
@@ -328,7 +324,7 @@ int run(int argc, char** argv) {
                 "| %.1f / %.1f | %.2f / %.1f | %.3f, %.3f |\n",
                 s.B, s.NH, s.T, s.HS, r.fwd_ms, tflops(fwd, r.fwd_ms), r.bwd_ms, tflops(2.5 * fwd, r.bwd_ms),
                 r.fwd_bwd_ms, tflops(3.5 * fwd, r.fwd_bwd_ms), r.fwd_bwd_ms_rows64, r.fwd_bwd_ms_rows128,
-                r.auto_tile_rows, r.bwd_ms_split, r.bwd_ms_fused, design_name(r.auto_design),
+                r.auto_tile_rows, r.bwd_ms_split, r.bwd_ms_fused, cuda::flash_attention_backward_name(r.auto_design),
                 r.bwd_scratch_split / (1 << 20), r.bwd_scratch_fused / (1 << 20), r.flash_saved_bytes / (1 << 20),
                 r.tiled_saved_bytes / (1 << 20), r.tiled_fwd_ms, r.tiled_bwd_ms);
   }

@@ -15,6 +15,7 @@
 #include <catch2/catch.hpp>
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,35 @@ using test::bf16;
 using test::DeviceBuffer;
 
 using Shape = test::FlashShape;
+
+namespace {
+
+// Random bf16 inputs of one shape (q, k, v ~ U(-1.5, 1.5) from `seed`, dout ~ U(-1, 1) from
+// seed + 1) with the forward run on them; backward() runs the backward into a poisoned dqkv and
+// returns it.
+struct RandomFlash {
+  int B, T, NH, C;
+  cuda::FlashTile tile;
+  cudaStream_t stream = test::test_stream();
+  DeviceBuffer<bf16> qkv, dout, out, dqkv;
+  DeviceBuffer<float> lse;
+
+  RandomFlash(int B_, int T_, int NH_, int HS, uint64_t seed, cuda::FlashTile tile_)
+      : B(B_), T(T_), NH(NH_), C(NH_ * HS), tile(tile_),
+        qkv(test::to_bf16(test::random_vector(static_cast<size_t>(B) * T * 3 * C, seed, -1.5f, 1.5f))),
+        dout(test::to_bf16(test::random_vector(static_cast<size_t>(B) * T * C, seed + 1))),
+        out(dout.size()), dqkv(qkv.size()), lse(static_cast<size_t>(B) * NH * T) {
+    cuda::flash_attention_forward(out.get(), lse.get(), qkv.get(), B, T, C, NH, stream, tile);
+  }
+  std::vector<bf16> backward(cuda::FlashBackward design) {
+    dqkv.poison();
+    cuda::flash_attention_backward(dqkv.get(), dout.get(), lse.get(), out.get(), qkv.get(), B, T, C, NH, stream,
+                                   tile, design);
+    return dqkv.download();
+  }
+};
+
+}  // namespace
 
 TEST_CASE("bf16 flash attention forward and backward match cpu", "[cuda][bf16][flash]") {
   const Shape shape = GENERATE(Shape{1, 1, 1, 64}, Shape{3, 17, 2, 64}, Shape{1, 64, 12, 64}, Shape{3, 100, 1, 64},
@@ -52,7 +82,7 @@ TEST_CASE("bf16 flash attention forward and backward match cpu", "[cuda][bf16][f
     for (const cuda::FlashTile tile : {cuda::FlashTile::kRows64, cuda::FlashTile::kRows128}) {
       const bool rows64 = tile == cuda::FlashTile::kRows64;
       INFO("resident tile of " << (rows64 ? 64 : 128) << " rows, backward "
-                               << (design == cuda::FlashBackward::kSplit ? "split" : "fused"));
+                               << cuda::flash_attention_backward_name(design));
       d_out.poison();
       d_lse.poison();
       d_dqkv.poison();
@@ -77,24 +107,10 @@ TEST_CASE("bf16 flash attention forward and backward match cpu", "[cuda][bf16][f
 TEST_CASE("bf16 flash attention backward is bit-for-bit repeatable", "[cuda][bf16][flash][determinism]") {
   const int HS = GENERATE(64, 128);
   const cuda::FlashBackward design = GENERATE(cuda::FlashBackward::kSplit, cuda::FlashBackward::kFused);
-  const int B = 2, T = 193, NH = 3, C = NH * HS;
-  INFO("HS=" << HS << " backward " << (design == cuda::FlashBackward::kSplit ? "split" : "fused"));
-  const auto qkv = test::random_vector(static_cast<size_t>(B) * T * 3 * C, 31, -1.5f, 1.5f);
-  const auto dout = test::random_vector(static_cast<size_t>(B) * T * C, 32);
-  cudaStream_t stream = test::test_stream();
-  auto d_qkv = test::device_bf16(qkv);
-  auto d_dout = test::device_bf16(dout);
-  DeviceBuffer<bf16> d_out(dout.size()), d_dqkv(qkv.size());
-  DeviceBuffer<float> d_lse(static_cast<size_t>(B) * NH * T);
-  cuda::flash_attention_forward(d_out.get(), d_lse.get(), d_qkv.get(), B, T, C, NH, stream);
-  std::vector<bf16> first;
-  for (int run = 0; run < 2; ++run) {
-    d_dqkv.poison();
-    cuda::flash_attention_backward(d_dqkv.get(), d_dout.get(), d_lse.get(), d_out.get(), d_qkv.get(), B, T, C, NH,
-                                   stream, cuda::FlashTile::kAuto, design);
-    if (run == 0) first = d_dqkv.download();
-    else CHECK(test::bits_equal(d_dqkv.download(), first));
-  }
+  INFO("HS=" << HS << " backward " << cuda::flash_attention_backward_name(design));
+  RandomFlash run(2, 193, 3, HS, 31, cuda::FlashTile::kAuto);
+  const std::vector<bf16> first = run.backward(design);
+  CHECK(test::bits_equal(run.backward(design), first));
 }
 
 // Thousands of CTAs, a few hundred resident at once: the fused backward's CTAs really wait for
@@ -113,23 +129,10 @@ TEST_CASE("bf16 flash attention fused backward at GPT-2 scale: repeatable, and t
   const cuda::FlashTile tile = GENERATE(cuda::FlashTile::kRows64, cuda::FlashTile::kRows128);
   INFO("B=" << B << " T=" << T << " NH=" << NH << " HS=" << HS << " tile rows "
             << (tile == cuda::FlashTile::kRows64 ? 64 : 128));
-  const auto qkv = test::random_vector(static_cast<size_t>(B) * T * 3 * C, 41, -1.5f, 1.5f);
-  const auto dout = test::random_vector(static_cast<size_t>(B) * T * C, 42);
-  cudaStream_t stream = test::test_stream();
-  auto d_qkv = test::device_bf16(qkv);
-  auto d_dout = test::device_bf16(dout);
-  DeviceBuffer<bf16> d_out(dout.size()), d_dqkv(qkv.size());
-  DeviceBuffer<float> d_lse(static_cast<size_t>(B) * NH * T);
-  cuda::flash_attention_forward(d_out.get(), d_lse.get(), d_qkv.get(), B, T, C, NH, stream, tile);
-  const auto backward = [&](cuda::FlashBackward design) {
-    d_dqkv.poison();
-    cuda::flash_attention_backward(d_dqkv.get(), d_dout.get(), d_lse.get(), d_out.get(), d_qkv.get(), B, T, C, NH,
-                                   stream, tile, design);
-    return d_dqkv.download();
-  };
-  const std::vector<bf16> fused = backward(cuda::FlashBackward::kFused);
-  for (int run = 1; run < 3; ++run) CHECK(test::bits_equal(backward(cuda::FlashBackward::kFused), fused));
-  const auto got = test::from_bf16(fused), split = test::from_bf16(backward(cuda::FlashBackward::kSplit));
+  RandomFlash run(B, T, NH, HS, 41, tile);
+  const std::vector<bf16> fused = run.backward(cuda::FlashBackward::kFused);
+  for (int again = 1; again < 3; ++again) CHECK(test::bits_equal(run.backward(cuda::FlashBackward::kFused), fused));
+  const auto got = test::from_bf16(fused), split = test::from_bf16(run.backward(cuda::FlashBackward::kSplit));
   const char* parts[3] = {"dq", "dk", "dv"};
   for (int part = 0; part < 3; ++part)
     test::expect_rel_l2(test::qkv_part(got, B * T, C, part), test::qkv_part(split, B * T, C, part), 1e-2,

@@ -41,8 +41,6 @@ struct FlashOutputs {
   std::vector<float> lse;
 };
 
-const char* design_name(FlashBackward design) { return design == FlashBackward::kSplit ? "split" : "fused"; }
-
 // Forward then backward with the given resident tile and backward design into outputs poisoned
 // first, guard bands of 128 rows included (where the last tile's rows >= T would go).
 FlashOutputs run_flash(const Shape& s, const DeviceBuffer<bf16>& qkv, const DeviceBuffer<bf16>& dout,
@@ -73,7 +71,7 @@ TEST_CASE("emulated flash attention forward and backward match cpu", "[emu][flas
   const DeviceBuffer<bf16> qkv(test::to_bf16(ref.qkv)), dout(test::to_bf16(ref.dout));
 
   for (const FlashBackward design : {FlashBackward::kSplit, FlashBackward::kFused}) {
-    INFO("backward " << design_name(design));
+    INFO("backward " << cuda::flash_attention_backward_name(design));
     const FlashOutputs first = run_flash(shape, qkv, dout, FlashTile::kRows64, design);
     test::check_flash_forward(first.out, first.lse, shape, ref, "emulated flash");
     test::check_flash_backward(first.dqkv, shape, ref, "emulated flash");
@@ -91,7 +89,8 @@ TEST_CASE("emulated flash attention forward and backward match cpu", "[emu][flas
             continue;  // `first`
           INFO((tile == FlashTile::kRows64 ? 64 : 128)
                << "-row tiles, schedule " << static_cast<int>(schedule) << ", cp.async landing at "
-               << (landing == emu::CpAsyncLanding::kAtWait ? "wait" : "issue") << " against 64 rows, kWarpsAscending, wait");
+               << (landing == emu::CpAsyncLanding::kAtWait ? "wait" : "issue")
+               << " against 64 rows, kWarpsAscending, wait");
           emu::set_schedule(schedule);
           emu::set_cp_async_landing(landing);
           const FlashOutputs again = run_flash(shape, qkv, dout, tile, design);
@@ -113,7 +112,7 @@ TEST_CASE("emulated flash attention backward is bit-for-bit repeatable over diff
   const FlashBackward design = GENERATE(FlashBackward::kSplit, FlashBackward::kFused);
   const int B = 2, T = 130, NH = 1, C = NH * HS;
   INFO("HS=" << HS << " tile rows=" << (tile == FlashTile::kRows64 ? 64 : 128) << " backward "
-             << design_name(design));
+             << cuda::flash_attention_backward_name(design));
   const DeviceBuffer<bf16> qkv(test::to_bf16(test::random_vector(static_cast<size_t>(B) * T * 3 * C, 31, -1.5f, 1.5f)));
   const DeviceBuffer<bf16> dout(test::to_bf16(test::random_vector(static_cast<size_t>(B) * T * C, 32)));
   DeviceBuffer<bf16> out(dout.size()), dqkv(qkv.size());
