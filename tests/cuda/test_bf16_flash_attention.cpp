@@ -115,8 +115,9 @@ TEST_CASE("bf16 flash attention backward is bit-for-bit repeatable", "[cuda][bf1
 
 // Thousands of CTAs, a few hundred resident at once: the fused backward's CTAs really wait for
 // each other's dQ sums here (a missing wait or fence loses or repeats a part: a different result
-// from run to run, and far from the split design's). On the CPU emulator, which runs one block at
-// a time, a smaller shape checks the same code paths.
+// from run to run, and far from the split design's). On the CPU emulator a smaller shape checks
+// the same code paths: one block at a time in emu_cuda_bf16, four resident at once (CTAs that
+// really wait) in emu_cuda_bf16_resident.
 TEST_CASE("bf16 flash attention fused backward at GPT-2 scale: repeatable, and the split one's result",
           "[cuda][bf16][flash][determinism][scale]") {
   cudaDeviceProp prop{};

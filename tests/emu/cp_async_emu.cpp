@@ -44,7 +44,8 @@ struct ThreadCopies {
   }
 };
 
-std::vector<ThreadCopies> g_threads(1024);
+// Per OS thread: each resident slot of an interleaved launch (cuda_emu.cpp) has its own.
+thread_local std::vector<ThreadCopies> g_threads(1024);
 
 std::string where() {
   return "block (" + std::to_string(blockIdx.x) + "," + std::to_string(blockIdx.y) + "," +

@@ -27,7 +27,8 @@ void cp_async_commit();
 void cp_async_wait(int newest_pending);
 // Throws Violation if any thread still holds copies (never committed, or committed and never
 // waited for; empty groups do not count): the block would have exited with shared memory still
-// being written. Call after a launch; clears the state either way.
+// being written. Call after a launch; clears the state either way. The state is the calling OS
+// thread's: the resident slots of an interleaved launch check their own as they finish.
 void cp_async_check_drained();
 
 }  // namespace gpt2cc::emu

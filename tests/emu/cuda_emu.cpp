@@ -1,9 +1,12 @@
 // The emulator's scheduler and instruction semantics (see cuda_emu.hpp). Threads are fibers
-// switched only at __syncthreads and warp collectives (cooperative, in the deterministic order of
-// the chosen Schedule), so plain loads and stores need no emulation. The semantics of
+// switched only at __syncthreads, warp collectives and flags between blocks (cooperative, in the
+// deterministic order of the chosen Schedule and Turns), so plain loads and stores need no
+// emulation. The semantics of
 // ldmatrix, mma and shfl are written from the PTX ISA 9.0 text, not from the kernels' comments:
 // the emulator is an independent reading of the spec against which our fragment code is checked.
 #include "emu/cuda_emu.hpp"
+
+#include "emu/cp_async_emu.hpp"
 
 #if !defined(__x86_64__)
 #include <ucontext.h>
@@ -16,12 +19,16 @@
 
 #include <algorithm>
 #include <array>
+#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <sstream>
+#include <string>
+#include <thread>
 #include <vector>
 
 uint3 threadIdx;
@@ -125,7 +132,7 @@ void make_context(Context& c, char* stack, size_t size, void (*entry)()) {
 void switch_context(Context& from, const Context& to) { swapcontext(&from.uc, &to.uc); }
 #endif
 
-enum class State { kRunnable, kAtWarpOp, kAtBarrier, kExited };
+enum class State { kRunnable, kAtWarpOp, kAtBarrier, kAtFlag, kExited };
 enum class Op { kShfl, kBallot, kLdmatrix, kLdmatrixTrans, kMma };
 
 const char* op_name(Op op) {
@@ -144,6 +151,8 @@ struct Fiber {
   std::unique_ptr<char[]> stack;
   State state = State::kExited;
   bool barrier_result = false;  // what the last barrier.red.or returned to this thread
+  const uint32_t* flag = nullptr;  // kAtFlag: runnable again once *flag == flag_value
+  uint32_t flag_value = 0;
   void* asan_fake_stack = nullptr;
 };
 
@@ -168,12 +177,55 @@ Schedule initial_schedule() {
   std::exit(2);
 }
 
-// The emulated device: one launch at a time, one block at a time.
+// How many blocks are resident at once: $GPT2CC_EMU_RESIDENT_BLOCKS (default 1: one after another),
+// 1..kMaxResident; anything else stops the process.
+constexpr int kMaxResident = 32;
+int initial_resident() {
+  const char* text = std::getenv("GPT2CC_EMU_RESIDENT_BLOCKS");
+  if (text == nullptr) return 1;
+  char* end = nullptr;
+  const long n = std::strtol(text, &end, 10);
+  if (end == text || *end != '\0' || n < 1 || n > kMaxResident) {
+    std::fprintf(stderr, "GPT2CC_EMU_RESIDENT_BLOCKS must be a number of blocks from 1 to %d, got '%s'\n", kMaxResident,
+                 text);
+    std::exit(2);
+  }
+  return static_cast<int>(n);
+}
+
+// Whose turn it is among resident blocks: $GPT2CC_EMU_TURNS = round-robin (the default) or
+// newest-first; anything else stops the process.
+Turns initial_turns() {
+  const char* name = std::getenv("GPT2CC_EMU_TURNS");
+  if (name == nullptr || std::strcmp(name, "round-robin") == 0) return Turns::kRoundRobin;
+  if (std::strcmp(name, "newest-first") == 0) return Turns::kNewestFirst;
+  std::fprintf(stderr, "GPT2CC_EMU_TURNS must be round-robin or newest-first, got '%s'\n", name);
+  std::exit(2);
+}
+
+// What the test sets for the launches to come (from its own thread, between launches).
+struct Settings {
+  void* shared = nullptr;              // the registered window (set_shared_memory with an address) ...
+  void* (*shared_instance)() = nullptr;  // ... or the function giving the calling OS thread's instance
+  size_t shared_capacity = 0;
+  unsigned char unwritten_shared = 0xFF;  // bf16 / fp32 NaN: a read before any write shows
+  Schedule schedule = initial_schedule();
+  int resident = initial_resident();
+  Turns turns = initial_turns();
+};
+Settings g;
+
+// An emulated SM slot running one block at a time: the launching thread's own (one block after
+// another), or one per resident block, each on an OS thread of its own (see Interleaved).
 struct Machine {
-  unsigned char* shared = nullptr;
+  unsigned char* shared = nullptr;  // this OS thread's view of the window
   size_t shared_capacity = 0;
   size_t smem_bytes = 0;  // what the current launch asked for
   int num_threads = 0;
+  uint3 block{};          // the block it runs
+  bool interleaved = false;  // a resident slot of Interleaved: hands over after each pass
+  bool hand_over_after_fiber = false;  // ... and at once after a release store
+  int slot = 0;
   std::vector<Fiber> fibers;
   std::vector<WarpOp> warps;
   int barrier_arrived = 0;
@@ -185,10 +237,11 @@ struct Machine {
   int current = -1;  // the running fiber, -1 in the scheduler
   const std::function<void()>* body = nullptr;
   std::string failure;  // set by a fiber that broke a rule; the launch then stops
-  unsigned char unwritten_shared = 0xFF;  // bf16 / fp32 NaN: a read before any write shows
-  Schedule schedule = initial_schedule();
 };
-Machine m;
+// machines[0] serves the launching thread, machines[1 + s] resident slot s. Fibers run on the OS
+// thread of their machine, so `m` (and a kernel's thread_local __shared__ arrays) is that slot's.
+Machine machines[1 + kMaxResident];
+thread_local Machine* m = &machines[0];
 
 std::string block_name() {
   std::ostringstream s;
@@ -202,7 +255,7 @@ std::string lanes_in(int warp, State state) {
   int first = -1;
   bool any = false;
   for (int lane = 0; lane <= kWarpSize; ++lane) {
-    const bool in = lane < kWarpSize && m.fibers[warp * kWarpSize + lane].state == state;
+    const bool in = lane < kWarpSize && m->fibers[warp * kWarpSize + lane].state == state;
     if (in && first < 0) first = lane;
     if (!in && first >= 0) {
       s << (any ? ", " : "") << first;
@@ -216,13 +269,13 @@ std::string lanes_in(int warp, State state) {
 
 // For a rule broken by the collective of a whole warp (found when its last lane arrives).
 [[noreturn]] void fail_warp(const std::string& what) {
-  throw Violation(block_name() + ", warp " + std::to_string(m.current / kWarpSize) + ": " + what);
+  throw Violation(block_name() + ", warp " + std::to_string(m->current / kWarpSize) + ": " + what);
 }
 
 [[noreturn]] void fail(const std::string& what) {
   std::ostringstream s;
-  s << block_name() << ", thread " << m.current << " (warp " << m.current / kWarpSize << ", lane "
-    << m.current % kWarpSize << "): " << what;
+  s << block_name() << ", thread " << m->current << " (warp " << m->current / kWarpSize << ", lane "
+    << m->current % kWarpSize << "): " << what;
   throw Violation(s.str());
 }
 
@@ -247,28 +300,28 @@ void clear_stack(char*, size_t) {}
 
 // Device-side calls (collectives, barriers, address conversion) made outside a launch.
 void require_launch(const char* what) {
-  if (m.current < 0) throw Violation(std::string(what) + " called outside an emulated launch");
+  if (m->current < 0) throw Violation(std::string(what) + " called outside an emulated launch");
 }
 
 // Back to the scheduler; returns when this fiber is resumed.
 void yield() {
-  Fiber& f = m.fibers[m.current];
-  start_switch(&f.asan_fake_stack, m.scheduler_stack, m.scheduler_stack_size);
-  switch_context(f.context, m.scheduler);
-  finish_switch(f.asan_fake_stack, &m.scheduler_stack, &m.scheduler_stack_size);
+  Fiber& f = m->fibers[m->current];
+  start_switch(&f.asan_fake_stack, m->scheduler_stack, m->scheduler_stack_size);
+  switch_context(f.context, m->scheduler);
+  finish_switch(f.asan_fake_stack, &m->scheduler_stack, &m->scheduler_stack_size);
 }
 
 // A thread's whole life: the kernel body, then back to the scheduler for good.
 [[noreturn]] void fiber_main() {
-  finish_switch(nullptr, &m.scheduler_stack, &m.scheduler_stack_size);
+  finish_switch(nullptr, &m->scheduler_stack, &m->scheduler_stack_size);
   try {
-    (*m.body)();
+    (*m->body)();
   } catch (const std::exception& e) {
-    if (m.failure.empty()) m.failure = e.what();
+    if (m->failure.empty()) m->failure = e.what();
   }
-  m.fibers[m.current].state = State::kExited;
-  start_switch(nullptr, m.scheduler_stack, m.scheduler_stack_size);  // this stack is done
-  switch_context(m.fibers[m.current].context, m.scheduler);
+  m->fibers[m->current].state = State::kExited;
+  start_switch(nullptr, m->scheduler_stack, m->scheduler_stack_size);  // this stack is done
+  switch_context(m->fibers[m->current].context, m->scheduler);
   __builtin_unreachable();
 }
 
@@ -279,11 +332,11 @@ void yield() {
 template <class Compute>
 const std::array<uint32_t, 4>& warp_collective(Op op, const std::array<uint32_t, 10>& in, Compute compute) {
   require_launch(op_name(op));
-  const int warp = m.current / kWarpSize, lane = m.current % kWarpSize;
-  WarpOp& w = m.warps[warp];
+  const int warp = m->current / kWarpSize, lane = m->current % kWarpSize;
+  WarpOp& w = m->warps[warp];
   for (int l = 0; l < kWarpSize; ++l) {
     // PTX ISA (mma, ldmatrix, shfl.sync): behaviour is undefined if a thread of the warp exited.
-    if (m.fibers[warp * kWarpSize + l].state == State::kExited)
+    if (m->fibers[warp * kWarpSize + l].state == State::kExited)
       fail(std::string("divergent warp collective: ") + op_name(op) + " executed while lanes " +
            lanes_in(warp, State::kExited) + " of the warp have exited");
   }
@@ -293,19 +346,19 @@ const std::array<uint32_t, 4>& warp_collective(Op op, const std::array<uint32_t,
   w.op = op;
   w.in[lane] = in;
   if (++w.arrived < kWarpSize) {
-    m.fibers[m.current].state = State::kAtWarpOp;
+    m->fibers[m->current].state = State::kAtWarpOp;
     yield();
   } else {
     w.arrived = 0;
     compute(w);
-    for (int l = 0; l < kWarpSize; ++l) m.fibers[warp * kWarpSize + l].state = State::kRunnable;
+    for (int l = 0; l < kWarpSize; ++l) m->fibers[warp * kWarpSize + l].state = State::kRunnable;
   }
   return w.out[lane];
 }
 
 uint16_t shared_b16(uint32_t addr) {
   uint16_t v;
-  std::memcpy(&v, m.shared + addr, 2);
+  std::memcpy(&v, m->shared + addr, 2);
   return v;
 }
 
@@ -319,39 +372,53 @@ double bf16_half(uint32_t reg, int half) {
 
 // Waits at barrier 0 until every live thread of the block arrives (release_barrier_if_complete).
 void arrive_at_barrier(const std::source_location& where) {
-  if (m.barrier_arrived > 0 &&
-      (where.line() != m.barrier_site.line() || std::strcmp(where.file_name(), m.barrier_site.file_name()) != 0)) {
+  if (m->barrier_arrived > 0 &&
+      (where.line() != m->barrier_site.line() || std::strcmp(where.file_name(), m->barrier_site.file_name()) != 0)) {
     std::ostringstream s;
     s << "__syncthreads at " << where.file_name() << ":" << where.line() << " while other threads wait at the one at "
-      << m.barrier_site.file_name() << ":" << m.barrier_site.line();
+      << m->barrier_site.file_name() << ":" << m->barrier_site.line();
     fail(s.str());
   }
-  m.barrier_site = where;
-  ++m.barrier_arrived;
-  m.fibers[m.current].state = State::kAtBarrier;
+  m->barrier_site = where;
+  ++m->barrier_arrived;
+  m->fibers[m->current].state = State::kAtBarrier;
   yield();
 }
 
 }  // namespace
 
 void set_shared_memory(void* base, size_t capacity) {
-  m.shared = static_cast<unsigned char*>(base);
-  m.shared_capacity = capacity;
+  g.shared = base;
+  g.shared_instance = nullptr;
+  g.shared_capacity = capacity;
+}
+
+void set_shared_memory(void* (*instance)(), size_t capacity) {
+  g.shared = nullptr;
+  g.shared_instance = instance;
+  g.shared_capacity = capacity;
 }
 
 int dynamic_zero() { return 0; }
 
-void set_unwritten_shared_byte(unsigned char byte) { m.unwritten_shared = byte; }
+void set_unwritten_shared_byte(unsigned char byte) { g.unwritten_shared = byte; }
 
-void set_schedule(Schedule schedule) { m.schedule = schedule; }
+void set_schedule(Schedule schedule) { g.schedule = schedule; }
+
+void set_resident_blocks(int blocks, Turns turns) {
+  if (blocks < 1 || blocks > kMaxResident)
+    throw Violation("set_resident_blocks(" + std::to_string(blocks) + "): from 1 to " + std::to_string(kMaxResident));
+  g.resident = blocks;
+  g.turns = turns;
+}
 
 uint32_t shared_address(const void* p) {
   require_launch("__cvta_generic_to_shared");
   const auto* c = static_cast<const unsigned char*>(p);
   // PTX ISA, cvta / ldmatrix: a generic address outside the .shared window is undefined.
-  if (m.shared == nullptr || c < m.shared || c >= m.shared + m.shared_capacity)
+  if (m->shared == nullptr || c < m->shared || c >= m->shared + m->shared_capacity)
     fail("a generic address converted to .shared does not point into shared memory");
-  return static_cast<uint32_t>(c - m.shared);
+  return static_cast<uint32_t>(c - m->shared);
 }
 
 // PTX ISA 9.0, "Data Movement and Conversion Instructions: shfl.sync", mode .bfly: j = lane ^
@@ -363,7 +430,7 @@ uint32_t shfl_xor(unsigned mask, uint32_t value, int lane_mask, int width) {
   require_launch("__shfl_xor_sync");
   if (mask != 0xffffffffu) fail("__shfl_xor_sync with a partial member mask (not emulated)");
   if (width != kWarpSize) fail("__shfl_xor_sync with width != 32 (not emulated)");
-  m.warps[m.current / kWarpSize].shfl_lane_mask[m.current % kWarpSize] = static_cast<uint32_t>(lane_mask) & 31u;
+  m->warps[m->current / kWarpSize].shfl_lane_mask[m->current % kWarpSize] = static_cast<uint32_t>(lane_mask) & 31u;
   const std::array<uint32_t, 10> in{value};
   return warp_collective(Op::kShfl, in, [](WarpOp& w) {
     for (int lane = 0; lane < kWarpSize; ++lane) {
@@ -405,9 +472,9 @@ void ldmatrix_x4(uint32_t (&r)[4], uint32_t shared_addr, bool trans) {
       const uint32_t addr = w.in[t][0];
       std::ostringstream s;
       if (addr % 16 != 0) s << "ldmatrix: the row address of lane " << t << " is " << addr << ", not 16-byte aligned";
-      else if (addr + 16 > m.smem_bytes)
+      else if (addr + 16 > m->smem_bytes)
         s << "ldmatrix: the row of lane " << t << " reads shared bytes [" << addr << ", " << addr + 16
-          << ") past the " << m.smem_bytes << " bytes the launch asked for";
+          << ") past the " << m->smem_bytes << " bytes the launch asked for";
       if (!s.str().empty()) fail_warp(s.str());
     }
     for (int t = 0; t < kWarpSize; ++t) {
@@ -487,9 +554,9 @@ void syncthreads(const std::source_location& where) {
 // "Synchronization Functions") is that instruction.
 bool syncthreads_or(bool predicate, const std::source_location& where) {
   require_launch("__syncthreads_or");
-  m.barrier_or |= predicate;
+  m->barrier_or |= predicate;
   arrive_at_barrier(where);
-  return m.fibers[m.current].barrier_result;
+  return m->fibers[m->current].barrier_result;
 }
 
 uint32_t atomic_add(uint32_t* address, uint32_t value) {
@@ -501,15 +568,25 @@ uint32_t atomic_add(uint32_t* address, uint32_t value) {
 
 void wait_until_equal(const uint32_t* address, uint32_t value) {
   require_launch("a wait for another block");
-  if (*address != value)
+  if (*address == value) return;
+  if (!m->interleaved)
     fail("waits for a flag to become " + std::to_string(value) + ", but it is " + std::to_string(*address) +
          " after every block that ran before this one: on a GPU only a block that started later could set it "
          "(a wait that can hang)");
+  Fiber& f = m->fibers[m->current];
+  f.flag = address;
+  f.flag_value = value;
+  f.state = State::kAtFlag;
+  yield();  // the scheduler resumes it once the flag holds the value
 }
 
 void store_release(uint32_t* address, uint32_t value) {
   require_launch("a release store");
   *address = value;
+  if (m->interleaved) {  // let the blocks waiting for it run before this block's other threads do
+    m->hand_over_after_fiber = true;
+    yield();
+  }
 }
 
 void threadfence() { require_launch("__threadfence"); }
@@ -519,99 +596,353 @@ namespace {
 // Releases the barrier when every live thread waits at it; each waiting thread gets the OR of
 // the predicates brought to it (a plain __syncthreads brings none).
 void release_barrier_if_complete() {
-  if (m.barrier_arrived == 0) return;
+  if (m->barrier_arrived == 0) return;
   int live = 0;
-  for (int t = 0; t < m.num_threads; ++t) live += m.fibers[t].state != State::kExited;
-  if (m.barrier_arrived < live) return;
-  m.barrier_arrived = 0;
-  for (int t = 0; t < m.num_threads; ++t) {
-    if (m.fibers[t].state != State::kAtBarrier) continue;
-    m.fibers[t].state = State::kRunnable;
-    m.fibers[t].barrier_result = m.barrier_or;
+  for (int t = 0; t < m->num_threads; ++t) live += m->fibers[t].state != State::kExited;
+  if (m->barrier_arrived < live) return;
+  m->barrier_arrived = 0;
+  for (int t = 0; t < m->num_threads; ++t) {
+    if (m->fibers[t].state != State::kAtBarrier) continue;
+    m->fibers[t].state = State::kRunnable;
+    m->fibers[t].barrier_result = m->barrier_or;
   }
-  m.barrier_or = false;
+  m->barrier_or = false;
 }
 
 // Nothing can run and not every thread has exited: say who waits where.
 [[noreturn]] void report_deadlock() {
   std::ostringstream s;
   s << block_name() << ": deadlock:";
-  for (int warp = 0; warp < m.num_threads / kWarpSize; ++warp) {
+  for (int warp = 0; warp < m->num_threads / kWarpSize; ++warp) {
     const std::string at_op = lanes_in(warp, State::kAtWarpOp);
     if (at_op.empty()) continue;
     s << " divergent warp collective in warp " << warp << ": lanes " << at_op << " wait at "
-      << op_name(m.warps[warp].op);
+      << op_name(m->warps[warp].op);
     const std::string at_barrier = lanes_in(warp, State::kAtBarrier);
     if (!at_barrier.empty()) s << ", lanes " << at_barrier << " at __syncthreads";
     s << ";";
   }
-  if (m.barrier_arrived > 0)
-    s << " __syncthreads at " << m.barrier_site.file_name() << ":" << m.barrier_site.line() << " reached by "
-      << m.barrier_arrived << " threads, not by every live thread";
+  if (m->barrier_arrived > 0)
+    s << " __syncthreads at " << m->barrier_site.file_name() << ":" << m->barrier_site.line() << " reached by "
+      << m->barrier_arrived << " threads, not by every live thread";
   throw Violation(s.str());
 }
 
 // The bytes of the registered buffer past the launch's size (at most the pattern's length).
-size_t canary_bytes() { return std::min(m.shared_capacity, kSharedCapacity) - m.smem_bytes; }
+size_t canary_bytes() { return std::min(m->shared_capacity, kSharedCapacity) - m->smem_bytes; }
+
+// Interleaved slots only (Machine::interleaved): gives the turn to the next resident block and
+// returns when it comes back (see Interleaved). `stalled` is empty after a pass that made
+// progress, else what the block waits for.
+void hand_over(const std::string& stalled);
+
+// Threads waiting at a flag that now holds their value run again.
+void wake_flag_waiters() {
+  for (int t = 0; t < m->num_threads; ++t) {
+    Fiber& f = m->fibers[t];
+    if (f.state == State::kAtFlag && *f.flag == f.flag_value) f.state = State::kRunnable;
+  }
+}
+
+// "block (1,0,0) thread 0 waits for a flag to become 1 (it is 0)", for each thread at a flag.
+std::string flag_waits() {
+  std::ostringstream s;
+  for (int t = 0; t < m->num_threads; ++t) {
+    const Fiber& f = m->fibers[t];
+    if (f.state != State::kAtFlag) continue;
+    s << (s.tellp() > 0 ? "; " : "") << block_name() << " thread " << t << " waits for a flag to become "
+      << f.flag_value << " (it is " << *f.flag << ")";
+  }
+  return s.str();
+}
 
 void run_block(const uint3& block_index) {
-  blockIdx = block_index;
+  blockIdx = m->block = block_index;
   // Shared memory is uninitialised on the device: NaN bytes make a read-before-write visible;
   // a canary past the launch's size catches stores beyond what the launch asked for.
-  if (m.shared != nullptr) {
-    std::memset(m.shared, m.unwritten_shared, m.smem_bytes);
-    std::memcpy(m.shared + m.smem_bytes, canary_pattern() + m.smem_bytes, canary_bytes());
+  if (m->shared != nullptr) {
+    std::memset(m->shared, g.unwritten_shared, m->smem_bytes);
+    std::memcpy(m->shared + m->smem_bytes, canary_pattern() + m->smem_bytes, canary_bytes());
   }
-  for (int t = 0; t < m.num_threads; ++t) {
-    Fiber& f = m.fibers[t];
+  for (int t = 0; t < m->num_threads; ++t) {
+    Fiber& f = m->fibers[t];
     clear_stack(f.stack.get(), kStackBytes);
     make_context(f.context, f.stack.get(), kStackBytes, fiber_main);
     f.state = State::kRunnable;
   }
-  for (auto& w : m.warps) w.arrived = 0;
-  m.barrier_arrived = 0;
-  m.barrier_or = false;
-  const int num_warps = m.num_threads / kWarpSize;
+  for (auto& w : m->warps) w.arrived = 0;
+  m->barrier_arrived = 0;
+  m->barrier_or = false;
+  const int num_warps = m->num_threads / kWarpSize;
   for (;;) {
     bool ran = false, all_exited = true;
+    wake_flag_waiters();
     for (int i = 0; i < num_warps; ++i) {
-      const int warp = m.schedule == Schedule::kWarpsDescending ? num_warps - 1 - i : i;
+      const int warp = g.schedule == Schedule::kWarpsDescending ? num_warps - 1 - i : i;
       bool warp_ran;
       do {  // one pass over the warp's lanes, repeated until it blocks unless in lockstep
         warp_ran = false;
         for (int t = warp * kWarpSize; t < (warp + 1) * kWarpSize; ++t) {
-          if (m.fibers[t].state != State::kRunnable) continue;
+          if (m->fibers[t].state != State::kRunnable) continue;
           threadIdx = uint3{t % blockDim.x, (t / blockDim.x) % blockDim.y, t / (blockDim.x * blockDim.y)};
-          m.current = t;
+          m->current = t;
           void* fake_stack = nullptr;
-          start_switch(&fake_stack, m.fibers[t].stack.get(), kStackBytes);
-          switch_context(m.scheduler, m.fibers[t].context);
+          start_switch(&fake_stack, m->fibers[t].stack.get(), kStackBytes);
+          switch_context(m->scheduler, m->fibers[t].context);
           finish_switch(fake_stack, nullptr, nullptr);
-          m.current = -1;
+          m->current = -1;
           ran = warp_ran = true;
-          if (!m.failure.empty()) throw Violation(m.failure);
+          if (!m->failure.empty()) throw Violation(m->failure);
           release_barrier_if_complete();
+          if (m->hand_over_after_fiber) {
+            m->hand_over_after_fiber = false;
+            hand_over("");
+          }
         }
-      } while (warp_ran && m.schedule != Schedule::kLockstep);
+      } while (warp_ran && g.schedule != Schedule::kLockstep);
     }
-    for (int t = 0; t < m.num_threads; ++t) all_exited &= m.fibers[t].state == State::kExited;
+    for (int t = 0; t < m->num_threads; ++t) all_exited &= m->fibers[t].state == State::kExited;
     if (all_exited) break;
     for (int warp = 0; warp < num_warps; ++warp) {
       // A lane exited while the rest of its warp waits in a collective: undefined on the device.
       const std::string exited = lanes_in(warp, State::kExited), waiting = lanes_in(warp, State::kAtWarpOp);
       if (!exited.empty() && !waiting.empty())
         throw Violation(block_name() + ": divergent warp collective in warp " + std::to_string(warp) + ": lanes " +
-                        waiting + " wait at " + op_name(m.warps[warp].op) + ", lanes " + exited + " exited");
+                        waiting + " wait at " + op_name(m->warps[warp].op) + ", lanes " + exited + " exited");
     }
-    if (!ran) report_deadlock();
+    if (!ran) {
+      const std::string waits = flag_waits();
+      if (waits.empty()) report_deadlock();
+      hand_over(waits);  // only interleaved slots wait at flags: the others fail at the wait
+    } else if (m->interleaved) {
+      hand_over("");
+    }
   }
-  if (m.shared != nullptr &&
-      std::memcmp(m.shared + m.smem_bytes, canary_pattern() + m.smem_bytes, canary_bytes()) != 0) {
-    size_t i = m.smem_bytes;
-    while (m.shared[i] == canary(i)) ++i;
+  if (m->shared != nullptr &&
+      std::memcmp(m->shared + m->smem_bytes, canary_pattern() + m->smem_bytes, canary_bytes()) != 0) {
+    size_t i = m->smem_bytes;
+    while (m->shared[i] == canary(i)) ++i;
     throw Violation(block_name() + ": shared memory written at byte " + std::to_string(i) + ", past the " +
-                    std::to_string(m.smem_bytes) + " bytes the launch asked for");
+                    std::to_string(m->smem_bytes) + " bytes the launch asked for");
   }
+}
+
+// The launch every slot runs: set by launch() before any block starts.
+struct Launch {
+  dim3 grid, block;
+  size_t smem_bytes = 0, blocks = 0;
+  const std::function<void()>* body = nullptr;
+};
+Launch launch_params;
+
+// The i-th block to start: x fastest; under kWarpsDescending from the last block down.
+uint3 block_at(size_t i) {
+  const dim3& grid = launch_params.grid;
+  const size_t b = g.schedule == Schedule::kWarpsDescending ? launch_params.blocks - 1 - i : i;
+  return uint3{static_cast<unsigned>(b % grid.x), static_cast<unsigned>(b / grid.x % grid.y),
+               static_cast<unsigned>(b / grid.x / grid.y)};
+}
+
+// Readies this OS thread's machine for the launch: fibers, warps, its view of shared memory.
+void prepare_machine() {
+  const Launch& l = launch_params;
+  const size_t threads = static_cast<size_t>(l.block.x) * l.block.y * l.block.z;
+  m->shared = static_cast<unsigned char*>(g.shared_instance != nullptr ? g.shared_instance() : g.shared);
+  m->shared_capacity = g.shared_capacity;
+  m->smem_bytes = l.smem_bytes;
+  m->num_threads = static_cast<int>(threads);
+  m->body = l.body;
+  m->failure.clear();
+  while (m->fibers.size() < threads) {
+    m->fibers.emplace_back();
+    m->fibers.back().stack.reset(new char[kStackBytes]);  // not zeroed: a fiber's frames are its own
+  }
+  m->warps.resize(threads / kWarpSize);
+}
+
+// Several blocks resident at once (set_resident_blocks(n), n > 1), as on a GPU, where blocks of one
+// launch run concurrently and one may wait for another: slot s (of min(n, blocks)) runs one block
+// at a time on OS thread s, so each block has its own thread_local __shared__ arrays (static and
+// dynamic). Only the slot holding the turn runs: one pass of its block (every thread runs until it
+// waits at a barrier, a collective or a flag, or exits; a thread that sets a flag with
+// store_release ends the pass at once, so the blocks waiting for it may run before the setter's
+// other threads do), then the turn goes on (Turns): to the next slot round robin, or to the block
+// that started last. A slot whose block ended takes the
+// next one not yet started. The order of turns depends on the launch alone, so runs repeat.
+// A pass in which no thread can run while some wait at flags leaves the slot waiting until some
+// other slot makes progress; when every live slot waits, no block can set a flag (the ones not
+// started cannot become resident): a hang on a GPU, reported as a Violation naming each wait. The
+// mutex hand-over orders every slot's memory operations before the next slot's.
+class Interleaved {
+ public:
+  ~Interleaved() {
+    {
+      const std::lock_guard<std::mutex> lock(mu_);
+      shutdown_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : threads_) t.join();
+  }
+
+  // On the launching thread: runs launch_params' grid on `slots` resident slots.
+  void run(int slots) {
+    std::unique_lock<std::mutex> lock(mu_);
+    ++generation_;
+    slots_ = slots;
+    turn_ = 0;
+    finished_ = 0;
+    next_ = 0;
+    starts_ = 0;
+    live_.assign(slots, true);
+    waiting_.assign(slots, false);
+    started_.assign(slots, 0);
+    stalled_.assign(slots, std::string());
+    failure_.clear();
+    while (static_cast<int>(threads_.size()) < slots) {
+      const int slot = static_cast<int>(threads_.size());
+      threads_.emplace_back([this, slot] { worker(slot); });
+    }
+    cv_.notify_all();
+    cv_.wait(lock, [&] { return finished_ == slots_; });
+    if (!failure_.empty()) throw Violation(failure_);
+  }
+
+  // On a slot's thread, between passes of its block.
+  void hand_over(const std::string& stalled) {
+    std::unique_lock<std::mutex> lock(mu_);
+    const int slot = m->slot;
+    if (stalled.empty()) {
+      progress();
+    } else {
+      waiting_[slot] = true;
+      stalled_[slot] = stalled;
+      check_hang();
+    }
+    if (failure_.empty()) {
+      pass_turn(slot);
+      cv_.wait(lock, [&] { return turn_ == slot || !failure_.empty(); });
+    }
+    cv_.notify_all();
+    if (!failure_.empty()) throw Abandoned{};
+    blockIdx = m->block;
+    blockDim = launch_params.block;
+    gridDim = launch_params.grid;
+  }
+
+ private:
+  struct Abandoned {};  // unwinds a slot's block when another slot failed
+
+  // Something changed (a pass ran, a block started or ended): a flag may now hold its value.
+  void progress() { waiting_.assign(waiting_.size(), false); }
+
+  void check_hang() {
+    std::string waits;
+    int live = 0;
+    for (int s = 0; s < slots_; ++s) {
+      if (!live_[s]) continue;
+      if (!waiting_[s]) return;
+      ++live;
+      waits += (waits.empty() ? "" : "; ") + stalled_[s];
+    }
+    if (live == 0 || !failure_.empty()) return;
+    failure_ = "every resident block (" + std::to_string(live) + " of at most " + std::to_string(g.resident) +
+               " at a time) waits for a flag that no running block will set, and blocks not yet started cannot "
+               "become resident: a hang. " + waits;
+  }
+
+  // The next turn (after slot `from`'s) among live slots not waiting: a slot yet to start its
+  // first block comes first; then, round robin, the first after `from`; newest first, the one
+  // whose block started last. None left: -1.
+  void pass_turn(int from) {
+    turn_ = -1;
+    for (int i = 1; i <= slots_; ++i) {
+      const int s = (from + i) % slots_;
+      if (!live_[s] || waiting_[s]) continue;
+      if (started_[s] == 0) {
+        turn_ = s;
+        break;
+      }
+      if (turn_ < 0 || (g.turns == Turns::kNewestFirst && started_[s] > started_[turn_])) {
+        turn_ = s;
+        if (g.turns == Turns::kRoundRobin) break;
+      }
+    }
+    cv_.notify_all();
+  }
+
+  void worker(int slot) {
+    m = &machines[1 + slot];
+    m->interleaved = true;
+    m->slot = slot;
+    uint64_t seen = 0;
+    std::unique_lock<std::mutex> lock(mu_);
+    for (;;) {
+      cv_.wait(lock, [&] { return shutdown_ || (generation_ != seen && slot < slots_); });
+      if (shutdown_) return;
+      seen = generation_;
+      cv_.wait(lock, [&] { return turn_ == slot || !failure_.empty(); });
+      lock.unlock();
+      std::string error;
+      bool abandoned = false;
+      try {
+        run_slot(lock);
+      } catch (const Abandoned&) {
+        abandoned = true;
+      } catch (const std::exception& e) {
+        error = e.what();
+      }
+      try {
+        cp_async_check_drained();  // this thread's copies; clears them either way
+      } catch (const std::exception& e) {
+        if (error.empty() && !abandoned) error = e.what();
+      }
+      if (!lock.owns_lock()) lock.lock();
+      if (!error.empty() && failure_.empty()) failure_ = error;
+      live_[slot] = false;
+      ++finished_;
+      progress();
+      pass_turn(slot);
+    }
+  }
+
+  // Runs blocks until none is left to start; returns holding the lock.
+  void run_slot(std::unique_lock<std::mutex>& lock) {
+    blockDim = launch_params.block;
+    gridDim = launch_params.grid;
+    prepare_machine();
+    for (;;) {
+      lock.lock();
+      if (!failure_.empty() || next_ == launch_params.blocks) return;
+      const size_t i = next_++;
+      started_[m->slot] = ++starts_;
+      progress();
+      lock.unlock();
+      run_block(block_at(i));
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::thread> threads_;
+  bool shutdown_ = false;
+  uint64_t generation_ = 0;
+  int slots_ = 0, turn_ = -1, finished_ = 0;
+  std::vector<bool> live_, waiting_;     // a slot still running blocks; waiting at a flag since the last progress
+  std::vector<uint64_t> started_;        // when each slot's block started (0: none yet)
+  std::vector<std::string> stalled_;     // what each slot's block waits for
+  size_t next_ = 0;                      // the next block to start
+  uint64_t starts_ = 0;
+  std::string failure_;
+};
+
+Interleaved& interleaved() {
+  static Interleaved pool;
+  return pool;
+}
+
+void hand_over(const std::string& stalled) {
+  if (!m->interleaved) throw Violation("internal: hand_over outside an interleaved slot");
+  interleaved().hand_over(stalled);
 }
 
 }  // namespace
@@ -626,27 +957,24 @@ void launch(dim3 grid, dim3 block, size_t smem_bytes, const std::function<void()
   if (smem_bytes > kSharedCapacity)
     throw Violation("launch asks " + std::to_string(smem_bytes) + " bytes of dynamic shared memory, more than the " +
                     std::to_string(kSharedCapacity) + " an sm_90 block can have");
-  if (smem_bytes > 0 && (m.shared == nullptr || smem_bytes > m.shared_capacity))
+  const bool registered = g.shared != nullptr || g.shared_instance != nullptr;
+  if (smem_bytes > 0 && (!registered || smem_bytes > g.shared_capacity))
     throw Violation("launch asks " + std::to_string(smem_bytes) + " bytes of shared memory, more than the buffer "
                     "given to set_shared_memory");
-  m.smem_bytes = smem_bytes;
-  m.num_threads = static_cast<int>(threads);
-  m.body = &body;
-  m.failure.clear();
-  while (m.fibers.size() < threads) {
-    m.fibers.emplace_back();
-    m.fibers.back().stack = std::make_unique<char[]>(kStackBytes);
-  }
-  m.warps.resize(threads / kWarpSize);
+  const size_t blocks = static_cast<size_t>(grid.x) * grid.y * grid.z;
+  const int slots = static_cast<int>(std::min<size_t>(g.resident, blocks));
+  if (slots > 1 && smem_bytes > 0 && g.shared_instance == nullptr)
+    throw Violation("launch with " + std::to_string(slots) + " resident blocks needs shared memory per OS thread: "
+                    "register a GPT2CC_EMU_DYNAMIC_SHARED array by its instance function (set_shared_memory)");
+  launch_params = Launch{grid, block, smem_bytes, blocks, &body};
   gridDim = grid;
   blockDim = block;
-  // Blocks in turn, x fastest; under kWarpsDescending from the last block down (see Schedule).
-  const size_t blocks = static_cast<size_t>(grid.x) * grid.y * grid.z;
-  for (size_t i = 0; i < blocks; ++i) {
-    const size_t b = m.schedule == Schedule::kWarpsDescending ? blocks - 1 - i : i;
-    run_block(uint3{static_cast<unsigned>(b % grid.x), static_cast<unsigned>(b / grid.x % grid.y),
-                    static_cast<unsigned>(b / grid.x / grid.y)});
+  if (slots > 1) {
+    interleaved().run(slots);
+    return;
   }
+  prepare_machine();
+  for (size_t i = 0; i < blocks; ++i) run_block(block_at(i));
 }
 
 }  // namespace gpt2cc::emu

@@ -1,6 +1,7 @@
 // A CUDA-execution emulator for the device code of kernels/, so it runs on the CPU, compiled by
-// g++ as host C++: blocks run one after another, the threads of a block as cooperative fibers
-// sharing one shared-memory buffer. __syncthreads (and __syncthreads_or) is a block barrier;
+// g++ as host C++: blocks run one after another (or several resident at once, interleaved a
+// barrier at a time: set_resident_blocks), the threads of a block as cooperative fibers sharing
+// one shared-memory buffer. __syncthreads (and __syncthreads_or) is a block barrier;
 // __shfl_xor_sync, __ballot_sync, ldmatrix and mma.sync m16n8k16 are warp collectives: all 32
 // lanes arrive, then each lane's result is computed from every lane's input, as the PTX ISA
 // defines them (cuda_emu.cpp cites the sections). Misuse the hardware would punish (a divergent
@@ -33,6 +34,8 @@
 // emulation TU defines with GPT2CC_EMU_DYNAMIC_SHARED (below) in the kernel's namespace and
 // registers with set_shared_memory. Static arrays (`__shared__ float s[32]`) live outside that
 // buffer: they start zeroed and keep what the previous block left (no NaN fill, no size check).
+// Resident blocks of an interleaved launch each run on an OS thread of their own, so each has its
+// own instance of every such array, as blocks on a GPU have.
 #undef __shared__
 #define __shared__ thread_local
 
@@ -67,6 +70,10 @@ inline constexpr size_t kSharedCapacity = 227 * 1024;  // the sm_90 per-block ma
 // any buffer of `capacity` bytes, 16-byte aligned) as the shared window; launches use its first
 // smem_bytes bytes.
 void set_shared_memory(void* base, size_t capacity);
+// The same for a thread_local array: instance() returns the calling OS thread's instance (for
+// GPT2CC_EMU_DYNAMIC_SHARED(T, name): a function returning `name`). Needed by interleaved launches
+// that use shared memory: each resident block's thread then works in its own instance.
+void set_shared_memory(void* (*instance)(), size_t capacity);
 int dynamic_zero();  // 0; see GPT2CC_EMU_DYNAMIC_SHARED
 // The byte every block's shared memory starts filled with (default 0xFF: NaN as bf16 and fp32,
 // so a read of shared memory the block never wrote shows in the results).
@@ -83,6 +90,23 @@ void set_unwritten_shared_byte(unsigned char byte);
 enum class Schedule { kWarpsAscending, kWarpsDescending, kLockstep };
 inline constexpr Schedule kSchedules[] = {Schedule::kWarpsAscending, Schedule::kWarpsDescending, Schedule::kLockstep};
 void set_schedule(Schedule schedule);
+
+// How many blocks of a launch are resident at once (default 1, or $GPT2CC_EMU_RESIDENT_BLOCKS;
+// 1..32), and whose turn it is among them ($GPT2CC_EMU_TURNS: round-robin or newest-first). With
+// n > 1, the first n blocks of the schedule's block order start, then the next one each time one
+// exits; they run one pass at a time (every thread runs until it waits at a barrier, a collective
+// or a flag; a release store ends the pass at once), so a block runs while one it reads from has
+// not finished (or has set its flag before its other threads stored): a wait for another
+// block's flag (wait_until_equal) waits for it, and a kernel that reads another block's results
+// without waiting, or waits without holding its other threads at a barrier, reads them half
+// written. Turns:
+//   kRoundRobin : each resident block in turn, a pass each: blocks advance together
+//   kNewestFirst: the block that started last runs until it waits at a flag (or ends), then the one
+//                 before it, and so on: a later block gets as far ahead of earlier ones as it can
+// When every resident block waits at a flag the launch stops with a Violation (on a GPU with that
+// many resident blocks: a hang). The order of turns is fixed by the launch, so runs repeat.
+enum class Turns { kRoundRobin, kNewestFirst };
+void set_resident_blocks(int blocks, Turns turns = Turns::kRoundRobin);
 
 // Runs body() as every thread of every block of the grid. Throws Violation on misuse.
 void launch(dim3 grid, dim3 block, size_t smem_bytes, const std::function<void()>& body);
@@ -102,12 +126,15 @@ void syncthreads(const std::source_location& where);                      // bar
 bool syncthreads_or(bool predicate, const std::source_location& where);   // barrier.red.or.pred 0
 
 // Blocks that wait for other blocks, through flags in global memory (PTX ISA 9.0: atom.global.add,
-// ld.acquire.gpu, st.release.gpu, fence.acq_rel.gpu). Blocks run one after another here, so a flag
-// holds everything earlier blocks wrote and nothing later ones will: wait_until_equal checks it
-// once and throws Violation when it differs, where a GPU would spin until some block not yet run
-// sets it (forever, if that block cannot become resident while the waiter occupies the SM). A
-// kernel that passes waits only on blocks that started before it. The others are the plain
-// memory operations: one OS thread runs every fiber, so there is nothing to order.
+// ld.acquire.gpu, st.release.gpu, fence.acq_rel.gpu). With blocks one after another (one resident)
+// a flag holds everything earlier blocks wrote and nothing later ones will: wait_until_equal
+// checks it once and throws Violation when it differs, where a GPU would spin until some block not
+// yet run sets it (forever, if that block cannot become resident while the waiter occupies the
+// SM). A kernel that passes waits only on blocks that started before it. With several resident
+// (set_resident_blocks) the waiting thread blocks until the flag holds the value. The others are
+// the plain memory operations: one OS thread runs at a time, handing over under a mutex, so every
+// store is seen by every later load. What this cannot show: a missing fence or a missing
+// .acquire/.release (no weaker memory model is emulated).
 uint32_t atomic_add(uint32_t* address, uint32_t value);                  // atom.global.add.u32, returns the old value
 void wait_until_equal(const uint32_t* address, uint32_t value);           // spin on ld.acquire.gpu until == value
 void store_release(uint32_t* address, uint32_t value);                    // st.release.gpu.global.u32

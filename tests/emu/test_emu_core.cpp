@@ -3,9 +3,10 @@
 // 8x8 patterns; xor shuffles of 32- and 64-bit values; ballot, popc and __syncthreads_or; static
 // and dynamic __shared__ arrays shared by the block; the host versions of device math; the block
 // barrier, the built-in indices and the schedules; flags between blocks (tickets, an ordered
-// hand-over, a wait that could hang); and every misuse the emulator promises to
-// catch (divergent collectives, mismatched barriers, misaligned or out-of-range ldmatrix, shared
-// memory past the launch's size, non-shared addresses).
+// hand-over, a wait that could hang); resident blocks interleaved (a wait that waits, a missing
+// wait or barrier that shows, shared arrays per block, a hang reported); and every misuse the
+// emulator promises to catch (divergent collectives, mismatched barriers, misaligned or
+// out-of-range ldmatrix, shared memory past the launch's size, non-shared addresses).
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -393,6 +394,158 @@ TEST_CASE("emulated inter-block flags: tickets, ordered hand-over, and a wait th
                         Catch::Contains("a wait that can hang"));
   emu::set_schedule(emu::Schedule::kWarpsAscending);
   CHECK_THROWS_WITH(emu::atomic_add(&done, 1u), Catch::Contains("atomicAdd called outside an emulated launch"));
+}
+
+namespace {
+
+// The fused backward's ordered sum in miniature: every block takes a ticket, and each of its 64
+// threads folds the ticket into its element of `sums` (x -> 3x + ticket + 1: order matters) after
+// the block with the ticket before has: thread 0 waits for the flag, a barrier holds the block's
+// other threads until it has, and after the block's stores, a fence and a barrier, thread 0 sets
+// the flag. `mistake` leaves one step out. The results for 8 blocks in ticket order are
+// expected_ordered_sum().
+enum class Mistake { kNone, kNoWait, kNoBarrierAfterWait, kReleaseBeforeBarrier };
+void ordered_sums(std::vector<uint32_t>& sums, uint32_t& counter, uint32_t& done, Mistake mistake) {
+  __shared__ uint32_t ticket;
+  if (threadIdx.x == 0) ticket = emu::atomic_add(&counter, 1u);
+  __syncthreads();
+  const uint32_t mine = ticket;
+  if (mistake != Mistake::kNoWait && threadIdx.x == 0) emu::wait_until_equal(&done, mine);
+  if (mistake != Mistake::kNoBarrierAfterWait) __syncthreads();
+  uint32_t& x = sums[threadIdx.x];
+  const uint32_t before = x;
+  __syncthreads();  // a load, then the store after a barrier: other blocks may run in between
+  x = 3 * before + mine + 1;
+  emu::threadfence();
+  if (mistake == Mistake::kReleaseBeforeBarrier && threadIdx.x == 0) emu::store_release(&done, mine + 1);
+  __syncthreads();
+  if (mistake != Mistake::kReleaseBeforeBarrier && threadIdx.x == 0) emu::store_release(&done, mine + 1);
+}
+
+uint32_t expected_ordered_sum() {
+  uint32_t x = 0;
+  for (uint32_t ticket = 0; ticket < 8; ++ticket) x = 3 * x + ticket + 1;
+  return x;
+}
+
+struct ResidentBlocks {  // sets the emulator's residency for a scope
+  explicit ResidentBlocks(int n, emu::Turns turns = emu::Turns::kRoundRobin) { emu::set_resident_blocks(n, turns); }
+  ~ResidentBlocks() { emu::set_resident_blocks(1); }
+};
+
+}  // namespace
+
+TEST_CASE("emulated resident blocks run interleaved: a flag wait waits, a missing one shows", "[emu][core]") {
+  const uint32_t expected = expected_ordered_sum();
+  // Every step in place: the right sums under every residency, turn order and schedule, the same
+  // bits every time.
+  for (const emu::Turns turns : {emu::Turns::kRoundRobin, emu::Turns::kNewestFirst}) {
+    for (const int resident : {1, 2, 3, 8}) {
+      for (const emu::Schedule schedule : emu::kSchedules) {
+        INFO("resident " << resident << ", turns " << static_cast<int>(turns) << ", schedule "
+                         << static_cast<int>(schedule));
+        const ResidentBlocks scope(resident, turns);
+        emu::set_schedule(schedule);
+        std::vector<uint32_t> sums(64, 0);
+        uint32_t counter = 0, done = 0;
+        emu::launch(dim3(4, 2), dim3(64), 0, [&] { ordered_sums(sums, counter, done, Mistake::kNone); });
+        emu::set_schedule(emu::Schedule::kWarpsAscending);
+        CHECK(counter == 8);
+        CHECK(done == 8);
+        CHECK(std::count(sums.begin(), sums.end(), expected) == 64);
+      }
+    }
+  }
+  // A step left out: right when the blocks run one after another (all the emulator could show
+  // before), wrong once a later block runs as far ahead as it can (newest first, the adversarial
+  // order: in the fused flash kernel, round robin missed the first two, as a block that does not
+  // wait runs a barrier ahead of the one that does).
+  for (const Mistake mistake : {Mistake::kNoWait, Mistake::kNoBarrierAfterWait, Mistake::kReleaseBeforeBarrier}) {
+    INFO("mistake " << static_cast<int>(mistake));
+    for (const int resident : {1, 2, 4}) {
+      INFO("resident " << resident);
+      const ResidentBlocks scope(resident, emu::Turns::kNewestFirst);
+      std::vector<uint32_t> sums(64, 0);
+      uint32_t counter = 0, done = 0;
+      emu::launch(dim3(8), dim3(64), 0, [&] { ordered_sums(sums, counter, done, mistake); });
+      if (resident == 1) CHECK(std::count(sums.begin(), sums.end(), expected) == 64);
+      else CHECK(std::count(sums.begin(), sums.end(), expected) < 64);  // thread 0's may be right
+    }
+  }
+}
+
+TEST_CASE("emulated resident blocks each have their own __shared__ arrays", "[emu][core]") {
+  const ResidentBlocks scope(4);
+  // Static: 8 blocks, 4 at a time, switching at each barrier of neighbour_through_static_shared.
+  std::vector<int> seen(8 * 128, -1);
+  emu::launch(dim3(8), dim3(128), 0, [&] {
+    const int t = static_cast<int>(threadIdx.x);
+    seen[blockIdx.x * 128 + t] = neighbour_through_static_shared(static_cast<int>(blockIdx.x));
+  });
+  for (int b = 0; b < 8; ++b)
+    for (int t = 0; t < 128; ++t) CHECK(seen[b * 128 + t] == (t + 1) % 128 + 1000 * b);
+
+  // Dynamic: registered by its instance function, each resident block's thread has its own.
+  emu::set_shared_memory([]() -> void* { return dynamic_floats; }, sizeof(dynamic_floats));
+  std::vector<float> before(8 * 64, 0.0f), after(8 * 64, 0.0f);
+  emu::launch(dim3(8), dim3(64), 64 * sizeof(float), [&] {
+    float* s = dynamic_shared_floats<float>();
+    const int t = static_cast<int>(threadIdx.x), i = static_cast<int>(blockIdx.x) * 64 + t;
+    before[i] = s[t];
+    __syncthreads();
+    s[t] = 100.0f * blockIdx.x + t;
+    __syncthreads();
+    after[i] = s[63 - t];
+  });
+  for (int b = 0; b < 8; ++b) {
+    for (int t = 0; t < 64; ++t) {
+      CHECK(std::isnan(before[b * 64 + t]));
+      CHECK(after[b * 64 + t] == 100.0f * b + (63 - t));
+    }
+  }
+  // One window for every thread cannot hold several blocks' shared memory at once.
+  use_test_shared();
+  CHECK_THROWS_WITH(emu::launch(dim3(2), dim3(32), 64, [] {}),
+                    Catch::Contains("2 resident blocks needs shared memory per OS thread"));
+  emu::launch(dim3(2), dim3(32), 0, [] {});  // without shared memory it may
+}
+
+TEST_CASE("emulated resident blocks that all wait for one not started are a hang", "[emu][core]") {
+  // Waiting by block index: in ascending order block b waits for block b-1, which started
+  // before it; in descending order blocks 7 and 6 take both slots and wait for 6 and 5, which
+  // cannot start until one of them ends.
+  const ResidentBlocks scope(2);
+  for (const emu::Schedule schedule : {emu::Schedule::kWarpsAscending, emu::Schedule::kWarpsDescending}) {
+    uint32_t done = 0;
+    emu::set_schedule(schedule);
+    const auto run = [&] {
+      emu::launch(dim3(8), dim3(32), 0, [&] {
+        if (threadIdx.x == 0) emu::wait_until_equal(&done, blockIdx.x);
+        __syncthreads();
+        if (threadIdx.x == 0) emu::store_release(&done, blockIdx.x + 1);
+      });
+    };
+    if (schedule == emu::Schedule::kWarpsAscending) {
+      run();
+      CHECK(done == 8);
+    } else {
+      CHECK_THROWS_WITH(run(), Catch::Contains("every resident block (2 of at most 2 at a time) waits") &&
+                                   Catch::Contains("block (7,0,0) thread 0 waits for a flag to become 7 (it is 0)") &&
+                                   Catch::Contains("block (6,0,0) thread 0 waits for a flag to become 6 (it is 0)"));
+    }
+    emu::set_schedule(emu::Schedule::kWarpsAscending);
+  }
+  // A rule broken in one resident block stops the launch with its report; the next one runs.
+  CHECK_THROWS_WITH(emu::launch(dim3(4), dim3(32), 0,
+                                [] {
+                                  __syncthreads();
+                                  if (blockIdx.x != 2 || threadIdx.x < 16) __shfl_xor_sync(0xffffffffu, 1, 1);
+                                }),
+                    Catch::Contains("block (2,0,0)") && Catch::Contains("divergent warp collective"));
+  int ran = 0;
+  emu::launch(dim3(4), dim3(32), 0, [&] { ran += __shfl_xor_sync(0xffffffffu, 1, 16); });
+  CHECK(ran == 128);
+  CHECK_THROWS_WITH(emu::set_resident_blocks(0), Catch::Contains("from 1 to 32"));
 }
 
 TEST_CASE("the emulator reports misuse the hardware would punish", "[emu][core]") {

@@ -16,10 +16,12 @@
 // give the same bits, and so must the backward run again over different garbage (output buffer and
 // uninitialised shared memory). Under the descending block order the fused kernel's CTAs still
 // take their work in ticket order: a CTA waiting for one that has not run yet (a wait that could
-// hang a GPU) stops the run. The host runtime checks after every launch that no thread left
+// hang a GPU) stops the run. The fused design also runs with 2 and 4 CTAs resident at once,
+// interleaved (emu::set_resident_blocks), where its CTAs really wait for each other. The host runtime checks after every launch that no thread left
 // cp.async copies in flight.
 #include <catch2/catch.hpp>
 
+#include <utility>
 #include <vector>
 
 #include "cuda/flash_test_util.hpp"
@@ -100,6 +102,31 @@ TEST_CASE("emulated flash attention forward and backward match cpu", "[emu][flas
           CHECK(test::bits_equal(again.lse, first.lse));
           CHECK(test::bits_equal(again.dqkv, first.dqkv));
         }
+      }
+      // Several CTAs resident at once (emu::set_resident_blocks): the fused kernel's CTAs then
+      // really wait for each other's dQ sums. Newest first, a CTA runs as far as it can before the
+      // ones it waits for: one that read a running sum before the block before it had added (a
+      // missing wait, or threads not held by the barrier after it) gives other bits.
+      if (design != FlashBackward::kFused) continue;
+      struct Residency {
+        int blocks;
+        emu::Turns turns;
+        emu::Schedule schedule;
+      };
+      for (const Residency r : {Residency{3, emu::Turns::kNewestFirst, emu::Schedule::kWarpsAscending},
+                                Residency{2, emu::Turns::kRoundRobin, emu::Schedule::kWarpsDescending}}) {
+        INFO((tile == FlashTile::kRows64 ? 64 : 128)
+             << "-row tiles, " << r.blocks << " resident blocks, "
+             << (r.turns == emu::Turns::kNewestFirst ? "newest first" : "round robin") << ", schedule "
+             << static_cast<int>(r.schedule) << " against 64 rows, one at a time");
+        emu::set_resident_blocks(r.blocks, r.turns);
+        emu::set_schedule(r.schedule);
+        const FlashOutputs again = run_flash(shape, qkv, dout, tile, design);
+        emu::set_resident_blocks(1);
+        emu::set_schedule(emu::Schedule::kWarpsAscending);
+        CHECK(test::bits_equal(again.out, first.out));
+        CHECK(test::bits_equal(again.lse, first.lse));
+        CHECK(test::bits_equal(again.dqkv, first.dqkv));
       }
     }
   }

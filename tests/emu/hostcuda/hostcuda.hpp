@@ -25,9 +25,11 @@ namespace gpt2cc::hostcuda {
 // paths reachable (bench_train_gpu -B auto probing down from 512 rows).
 size_t device_memory_bytes();
 
-// The array a translation unit's `extern __shared__` declarations refer to (none: base null).
+// The array a translation unit's `extern __shared__` declarations refer to (none: instance null):
+// a thread_local array, so instance() returns the calling OS thread's (the emulator runs the
+// resident blocks of an interleaved launch on threads of their own, emu::set_resident_blocks).
 struct DynamicShared {
-  void* base = nullptr;
+  void* (*instance)() = nullptr;
   size_t capacity = 0;
 };
 

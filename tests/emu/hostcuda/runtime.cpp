@@ -150,7 +150,9 @@ State& state() {
 thread_local cudaError_t last_error = cudaSuccess;
 thread_local int current_device = 0;
 
-alignas(16) unsigned char fallback_shared[emu::kSharedCapacity];
+// The window of launches from a TU without an `extern __shared__` array (its kernels use none).
+alignas(16) thread_local unsigned char fallback_shared[emu::kSharedCapacity];
+void* fallback_shared_instance() { return fallback_shared; }
 
 bool is_legacy(cudaStream_t stream) {
   return stream == nullptr || stream == cudaStreamLegacy || stream == cudaStreamPerThread;
@@ -424,9 +426,9 @@ void run_grid(const DynamicShared& shared, dim3 grid, dim3 block, size_t smem_by
   // The emulator fills everything past smem_bytes with a canary before each block and checks it
   // after: registering only kSharedCanaryBytes more than the launch asks keeps that per-block cost
   // small (model-size grids have thousands of blocks) while still catching stores just past the end.
-  void* base = shared.base != nullptr ? shared.base : fallback_shared;
-  const size_t capacity = shared.base != nullptr ? shared.capacity : sizeof(fallback_shared);
-  emu::set_shared_memory(base, std::min(capacity, smem_bytes + kSharedCanaryBytes));
+  void* (*instance)() = shared.instance != nullptr ? shared.instance : fallback_shared_instance;
+  const size_t capacity = shared.instance != nullptr ? shared.capacity : sizeof(fallback_shared);
+  emu::set_shared_memory(instance, std::min(capacity, smem_bytes + kSharedCanaryBytes));
   try {
     emu::launch(grid, block, smem_bytes, body);
   } catch (...) {

@@ -9,7 +9,8 @@ that calls it instead (kernel_call_deduced), since its address needs the deducti
 emulation prelude and ends with the definition of the TU's dynamic shared memory: each
 `extern __shared__ Type name[]` of the .cu file and of the kernels/ headers it includes becomes a
 GPT2CC_EMU_DYNAMIC_SHARED array in the namespace of the declaration (a TU may have at most one:
-kernel_call registers it as the launch's shared window).
+kernel_call registers it, by a function returning the calling OS thread's instance, as the
+launch's shared window).
 
     translate.py <input.cu> <output.cpp> <source root>
 """
@@ -127,7 +128,7 @@ def dynamic_shared_definition(arrays):
     qualified = "::".join([n for n in ns if n] + [name])
     return ("%sGPT2CC_EMU_DYNAMIC_SHARED(%s, %s); %s\n"
             "[[maybe_unused]] static ::gpt2cc::hostcuda::DynamicShared gpt2cc_hostcuda_dynamic_shared() {\n"
-            "  return {::%s, sizeof(::%s)};\n"
+            "  return {[]() -> void* { return ::%s; }, sizeof(::%s)};\n"
             "}\n" % (opening, type_, name, closing, qualified, qualified))
 
 
