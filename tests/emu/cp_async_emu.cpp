@@ -5,8 +5,6 @@
 #include "emu/cp_async_emu.hpp"
 
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <string>
@@ -24,11 +22,8 @@ struct Copy {
 };
 
 CpAsyncLanding initial_landing() {
-  const char* name = std::getenv("GPT2CC_EMU_CP_ASYNC");
-  if (name == nullptr || std::strcmp(name, "wait") == 0) return CpAsyncLanding::kAtWait;
-  if (std::strcmp(name, "issue") == 0) return CpAsyncLanding::kAtIssue;
-  std::fprintf(stderr, "GPT2CC_EMU_CP_ASYNC must be wait or issue, got '%s'\n", name);
-  std::exit(2);
+  static_assert(static_cast<int>(CpAsyncLanding::kAtIssue) == 1);
+  return static_cast<CpAsyncLanding>(env_choice("GPT2CC_EMU_CP_ASYNC", {"wait", "issue"}));
 }
 CpAsyncLanding g_landing = initial_landing();
 

@@ -167,14 +167,10 @@ struct WarpOp {
 
 // The schedule a process starts with: $GPT2CC_EMU_SCHEDULE = ascending (the default), descending
 // or lockstep, so that a whole test executable (the tests/cuda suites on hostcuda, which know
-// nothing of the emulator) can run under another order. Anything else stops the process.
+// nothing of the emulator) can run under another order.
 Schedule initial_schedule() {
-  const char* name = std::getenv("GPT2CC_EMU_SCHEDULE");
-  if (name == nullptr || std::strcmp(name, "ascending") == 0) return Schedule::kWarpsAscending;
-  if (std::strcmp(name, "descending") == 0) return Schedule::kWarpsDescending;
-  if (std::strcmp(name, "lockstep") == 0) return Schedule::kLockstep;
-  std::fprintf(stderr, "GPT2CC_EMU_SCHEDULE must be ascending, descending or lockstep, got '%s'\n", name);
-  std::exit(2);
+  static_assert(static_cast<int>(Schedule::kWarpsDescending) == 1 && static_cast<int>(Schedule::kLockstep) == 2);
+  return static_cast<Schedule>(env_choice("GPT2CC_EMU_SCHEDULE", {"ascending", "descending", "lockstep"}));
 }
 
 // How many blocks are resident at once: $GPT2CC_EMU_RESIDENT_BLOCKS (default 1: one after another),
@@ -194,13 +190,10 @@ int initial_resident() {
 }
 
 // Whose turn it is among resident blocks: $GPT2CC_EMU_TURNS = round-robin (the default) or
-// newest-first; anything else stops the process.
+// newest-first.
 Turns initial_turns() {
-  const char* name = std::getenv("GPT2CC_EMU_TURNS");
-  if (name == nullptr || std::strcmp(name, "round-robin") == 0) return Turns::kRoundRobin;
-  if (std::strcmp(name, "newest-first") == 0) return Turns::kNewestFirst;
-  std::fprintf(stderr, "GPT2CC_EMU_TURNS must be round-robin or newest-first, got '%s'\n", name);
-  std::exit(2);
+  static_assert(static_cast<int>(Turns::kNewestFirst) == 1);
+  return static_cast<Turns>(env_choice("GPT2CC_EMU_TURNS", {"round-robin", "newest-first"}));
 }
 
 // What the test sets for the launches to come (from its own thread, between launches).
@@ -386,6 +379,20 @@ void arrive_at_barrier(const std::source_location& where) {
 }
 
 }  // namespace
+
+int env_choice(const char* variable, std::initializer_list<const char*> names) {
+  const char* value = std::getenv(variable);
+  if (value == nullptr) return 0;
+  int index = 0;
+  for (const char* name : names) {
+    if (std::strcmp(value, name) == 0) return index;
+    ++index;
+  }
+  std::string list;
+  for (const char* name : names) list += (list.empty() ? "" : " or ") + std::string(name);
+  std::fprintf(stderr, "%s must be %s, got '%s'\n", variable, list.c_str(), value);
+  std::exit(2);
+}
 
 void set_shared_memory(void* base, size_t capacity) {
   g.shared = base;

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <initializer_list>
 #include <source_location>
 #include <stdexcept>
 #include <string>
@@ -107,6 +108,11 @@ void set_schedule(Schedule schedule);
 // many resident blocks: a hang). The order of turns is fixed by the launch, so runs repeat.
 enum class Turns { kRoundRobin, kNewestFirst };
 void set_resident_blocks(int blocks, Turns turns = Turns::kRoundRobin);
+
+// The index in `names` of environment variable `variable`'s value, 0 (the default) when it is
+// unset; any other value ends the process (exit 2) with a message listing the names. For the
+// settings a whole test executable can be run under (GPT2CC_EMU_SCHEDULE, ...).
+int env_choice(const char* variable, std::initializer_list<const char*> names);
 
 // Runs body() as every thread of every block of the grid. Throws Violation on misuse.
 void launch(dim3 grid, dim3 block, size_t smem_bytes, const std::function<void()>& body);
