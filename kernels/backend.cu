@@ -79,6 +79,7 @@ class CudaBackend final : public Backend {
   ~CudaBackend() override {
     for (auto& [key, exec] : graphs_) cudaGraphExecDestroy(exec);
     cudaStreamSynchronize(stream_);
+    cudaDeviceGraphMemTrim(device_);  // the graphs' memory stays reserved until trimmed
     cudaSetDevice(device_);  // the workspace is keyed by (device, stream)
     cuda::release_gemm_workspace(stream_);
     cudaStreamDestroy(stream_);
@@ -95,6 +96,11 @@ class CudaBackend final : public Backend {
     CUDA_CHECK(cudaSetDevice(device_));
     void* ptr = nullptr;
     cudaError_t err = cudaMalloc(&ptr, bytes == 0 ? 1 : bytes);
+    if (err == cudaErrorMemoryAllocation) {
+      // Memory the pool or graphs keep cached (cuda_check.cuh) does not count as free to cudaMalloc.
+      cudaGetLastError();
+      if (cuda::release_cached_memory(device_) == cudaSuccess) err = cudaMalloc(&ptr, bytes == 0 ? 1 : bytes);
+    }
     if (err == cudaErrorMemoryAllocation) {
       cudaGetLastError();  // clear the error so later calls work
       size_t free_bytes = 0, total_bytes = 0;
@@ -346,6 +352,7 @@ class CudaBackend final : public Backend {
     if (graphs_.size() >= kMaxGraphs) {
       cudaGraphExecDestroy(graphs_.front().second);
       graphs_.erase(graphs_.begin());
+      CUDA_CHECK(cudaDeviceGraphMemTrim(device_));  // what only it used (none in use by a launch in flight)
     }
     graphs_.emplace_back(key, exec);
   }

@@ -56,14 +56,42 @@ constexpr N ceil_div(N n, M block) {
 
 namespace gpt2cc::cuda {
 
+// Hands back to the driver the device memory CUDA keeps cached for reuse: the default pool's free
+// blocks (the backend sets its release threshold to never) and graph memory, which stays reserved
+// after its launches, and even after its graphs are destroyed, until cudaDeviceGraphMemTrim.
+// Waits for the device first: a pool trim releases only blocks whose frees the host has seen, and
+// a graph trim only memory no launch in flight uses. For one retry after an allocation failed;
+// not during a stream capture (it synchronises). Errors are returned, not thrown: the caller's
+// retry reports what matters.
+inline cudaError_t release_cached_memory(int device) {
+  cudaError_t err = cudaDeviceSynchronize();
+  cudaMemPool_t pool = nullptr;
+  if (err == cudaSuccess) err = cudaDeviceGetDefaultMemPool(&pool, device);
+  if (err == cudaSuccess) err = cudaMemPoolTrimTo(pool, 0);
+  if (err == cudaSuccess) err = cudaDeviceGraphMemTrim(device);
+  return err;
+}
+
 // Temporary device memory for one op (partial sums, intermediate score matrices), allocated
 // stream-ordered (cudaMallocAsync): the memory pool hands back the same blocks each step, so
-// after the first step this costs no cudaMalloc and no synchronisation.
+// after the first step this costs no cudaMalloc and no synchronisation. When the device is out of
+// memory outside a capture, the cached memory goes back (release_cached_memory) and the
+// allocation is tried once more before OutOfMemoryError; any other error (cudaMallocAsync also
+// returns errors of earlier asynchronous work) is reported as the CUDA error it is.
 class ScratchBuffer {
  public:
   ScratchBuffer(size_t bytes, cudaStream_t stream) : stream_(stream) {
-    cudaError_t err = cudaMallocAsync(&ptr_, bytes == 0 ? 1 : bytes, stream);
-    if (err != cudaSuccess) {
+    const size_t asked = bytes == 0 ? 1 : bytes;
+    cudaError_t err = cudaMallocAsync(&ptr_, asked, stream);
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    if (err == cudaErrorMemoryAllocation && cudaStreamIsCapturing(stream, &capture) == cudaSuccess &&
+        capture == cudaStreamCaptureStatusNone) {
+      int device = 0;
+      cudaGetLastError();
+      if (cudaGetDevice(&device) == cudaSuccess && release_cached_memory(device) == cudaSuccess)
+        err = cudaMallocAsync(&ptr_, asked, stream);
+    }
+    if (err == cudaErrorMemoryAllocation) {
       size_t free_bytes = 0, total_bytes = 0;
       cudaGetLastError();
       cudaMemGetInfo(&free_bytes, &total_bytes);
@@ -71,6 +99,7 @@ class ScratchBuffer {
                                     "try a smaller batch size or sequence length",
                                     bytes, free_bytes, total_bytes, cudaGetErrorString(err)));
     }
+    if (err != cudaSuccess) fail_cuda(err, "cudaMallocAsync(&scratch, bytes, stream)", __FILE__, __LINE__);
   }
   ScratchBuffer(const ScratchBuffer&) = delete;
   ScratchBuffer& operator=(const ScratchBuffer&) = delete;

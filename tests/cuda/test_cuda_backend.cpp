@@ -1,7 +1,11 @@
 // CudaBackend through the Backend interface: the factory, zero-filled allocations, copies,
-// the out-of-memory message, and that an op called through the backend runs on its stream in
-// order with its copies (a forward then a download sees the result without an explicit sync).
+// the out-of-memory message, memory CUDA keeps cached handed back before an allocation fails (and
+// by a backend that goes), scratch errors that are not out of memory, and that an op called
+// through the backend runs on its stream in order with its copies (a forward then a download sees
+// the result without an explicit sync).
 #include <catch2/catch.hpp>
+
+#include <string>
 
 #include "core/backend.hpp"
 #include "core/check.hpp"
@@ -100,6 +104,137 @@ TEST_CASE("cuda backend reports out-of-memory with sizes and a hint", "[cuda][ba
   std::vector<float> host(16, 1.0f);
   backend->download(host.data(), ok.data(), ok.bytes());
   CHECK(host[0] == 0.0f);
+}
+
+// CUDA keeps freed memory cached for reuse: the default pool's blocks (the backend sets its release
+// threshold to never) and graph memory (reserved after its launches until cudaDeviceGraphMemTrim).
+// cudaMalloc, or a pool that must grow, cannot use it, so an allocation that fits once it is handed
+// back must not fail: the backend's allocate and ScratchBuffer hand it back and try once more.
+TEST_CASE("cached pool and graph memory goes back before an allocation fails", "[cuda][backend][memory]") {
+  auto backend = make_cuda_backend(0, DType::fp32);
+  cudaStream_t stream = nullptr;
+  REQUIRE(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) == cudaSuccess);
+  constexpr size_t kMiB = size_t(1) << 20, kCached = 32 * kMiB, kAsk = 40 * kMiB, kLeft = 16 * kMiB;
+  cudaMemPool_t pool = nullptr;
+  REQUIRE(cudaDeviceGetDefaultMemPool(&pool, 0) == cudaSuccess);
+  cudaGraphExec_t exec = nullptr;
+  // kCached left in the pool by a direct ScratchBuffer, kCached of graph memory reserved by the
+  // launch of a recorded one (the graph kept, idle).
+  const auto cache = [&] {
+    {
+      cuda::ScratchBuffer direct(kCached, stream);
+      REQUIRE(cudaMemsetAsync(direct.as<char>(), 0, kCached, stream) == cudaSuccess);
+    }
+    cudaGraph_t graph = nullptr;
+    REQUIRE(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal) == cudaSuccess);
+    {
+      cuda::ScratchBuffer recorded(kCached, stream);
+      REQUIRE(cudaMemsetAsync(recorded.as<char>(), 0, kCached, stream) == cudaSuccess);
+    }
+    REQUIRE(cudaStreamEndCapture(stream, &graph) == cudaSuccess);
+    REQUIRE(cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess);
+    REQUIRE(cudaGraphDestroy(graph) == cudaSuccess);
+    REQUIRE(cudaGraphLaunch(exec, stream) == cudaSuccess);
+    REQUIRE(cudaStreamSynchronize(stream) == cudaSuccess);
+    uint64_t pool_reserved = 0, pool_used = 0, graph_reserved = 0;
+    REQUIRE(cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReservedMemCurrent, &pool_reserved) == cudaSuccess);
+    REQUIRE(cudaMemPoolGetAttribute(pool, cudaMemPoolAttrUsedMemCurrent, &pool_used) == cudaSuccess);
+    REQUIRE(cudaDeviceGetGraphMemAttribute(0, cudaGraphMemAttrReservedMemCurrent, &graph_reserved) == cudaSuccess);
+    CHECK(pool_reserved - pool_used >= kCached);
+    CHECK(graph_reserved >= kCached);
+  };
+  // All of the device's free memory but kLeft, taken by cudaMalloc: kAsk no longer fits beside the
+  // cached memory (the premise, checked), and fits once it is handed back.
+  const auto fill = [&] {
+    size_t free_bytes = 0, total_bytes = 0;
+    REQUIRE(cudaMemGetInfo(&free_bytes, &total_bytes) == cudaSuccess);
+    REQUIRE(free_bytes > kLeft);
+    cudaDeviceProp prop{};
+    REQUIRE(cudaGetDeviceProperties(&prop, 0) == cudaSuccess);
+    // The CPU emulator's device memory is host memory, allocated and filled: keep it small there.
+    INFO("on the emulator, run with GPT2CC_EMU_DEVICE_MIB=1024 (as CTest does)");
+    REQUIRE((std::string(prop.name) != "gpt2cc CPU emulator" || free_bytes <= (size_t(4) << 30)));
+    void* blocker = nullptr;
+    REQUIRE(cudaMalloc(&blocker, free_bytes - kLeft) == cudaSuccess);
+    void* probe = nullptr;
+    CHECK(cudaMalloc(&probe, kAsk) == cudaErrorMemoryAllocation);
+    cudaGetLastError();
+    return blocker;
+  };
+
+  SECTION("a scratch buffer") {
+    cache();
+    void* blocker = fill();
+    {
+      cuda::ScratchBuffer scratch(kAsk, stream);
+      CHECK(cudaMemsetAsync(scratch.as<char>(), 0, kAsk, stream) == cudaSuccess);
+    }
+    CHECK(cudaStreamSynchronize(stream) == cudaSuccess);
+    CHECK(cudaFree(blocker) == cudaSuccess);
+  }
+  SECTION("a backend allocation") {
+    cache();
+    void* blocker = fill();
+    void* p = nullptr;
+    CHECK_NOTHROW(p = backend->allocate(kAsk));
+    backend->release(p);
+    CHECK(cudaFree(blocker) == cudaSuccess);
+  }
+  SECTION("and when even that is not enough: out of memory, with sizes") {
+    cache();
+    void* blocker = fill();
+    CHECK_THROWS_AS(cuda::ScratchBuffer(kAsk + 3 * kCached, stream), OutOfMemoryError);
+    CHECK_THROWS_AS(backend->allocate(kAsk + 3 * kCached), OutOfMemoryError);
+    CHECK(cudaFree(blocker) == cudaSuccess);
+  }
+  cudaGraphExecDestroy(exec);
+  REQUIRE(cudaStreamDestroy(stream) == cudaSuccess);
+}
+
+// cudaMallocAsync also returns errors that have nothing to do with memory (of earlier asynchronous
+// work, of an invalidated capture): those are CUDA errors, not "out of memory, try a smaller batch".
+TEST_CASE("a scratch allocation that fails for another reason is not called out of memory", "[cuda][backend]") {
+  cudaStream_t stream = nullptr;
+  REQUIRE(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) == cudaSuccess);
+  REQUIRE(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal) == cudaSuccess);
+  CHECK(cudaStreamSynchronize(stream) != cudaSuccess);  // not allowed in a capture: invalidates it
+  try {
+    cuda::ScratchBuffer scratch(1024, stream);
+    FAIL("a scratch buffer was allocated in an invalidated capture");
+  } catch (const Error& e) {
+    CHECK(dynamic_cast<const OutOfMemoryError*>(&e) == nullptr);
+    CHECK_THAT(std::string(e.what()), Catch::Contains("cudaErrorStreamCaptureInvalidated") &&
+                                          Catch::Contains("cudaMallocAsync"));
+  }
+  cudaGraph_t graph = nullptr;
+  CHECK(cudaStreamEndCapture(stream, &graph) == cudaErrorStreamCaptureInvalidated);
+  if (graph != nullptr) cudaGraphDestroy(graph);
+  cudaGetLastError();
+  REQUIRE(cudaStreamDestroy(stream) == cudaSuccess);
+}
+
+// A backend hands back the graph memory of the steps it recorded when it goes (graph memory stays
+// reserved past its graphs until trimmed): a recorded LayerNorm backward, whose partial sums are
+// scratch, is graph memory at its replay.
+TEST_CASE("a cuda backend's recorded graphs leave no graph memory reserved behind it", "[cuda][backend][memory]") {
+  const int B = 4, T = 64, C = 256;
+  const size_t N = size_t(B) * T * C;
+  uint64_t graph_reserved = 0;
+  {
+    auto backend = make_cuda_backend(0, DType::fp32);
+    DeviceArray<float> dinp(*backend, N), dout(*backend, N), inp(*backend, N), weight(*backend, C),
+        dweight(*backend, C), dbias(*backend, C), mean(*backend, size_t(B) * T), rstd(*backend, size_t(B) * T);
+    REQUIRE(backend->begin_recording());
+    backend->layernorm_backward(dinp.data(), dweight.data(), dbias.data(), dout.data(), mean.data(), rstd.data(),
+                                inp.data(), weight.data(), B, T, C);
+    backend->end_recording(1);
+    REQUIRE(backend->replay(1));
+    backend->synchronize();
+    REQUIRE(cudaDeviceGetGraphMemAttribute(0, cudaGraphMemAttrReservedMemCurrent, &graph_reserved) == cudaSuccess);
+    CHECK(graph_reserved > 0);  // the premise: the replay reserved graph memory
+  }
+  REQUIRE(cudaDeviceGetGraphMemAttribute(0, cudaGraphMemAttrReservedMemCurrent, &graph_reserved) == cudaSuccess);
+  CHECK(graph_reserved == 0);
 }
 
 TEST_CASE("make_cuda_backend rejects a device that does not exist", "[cuda][backend]") {
