@@ -11,6 +11,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <cstdint>
 #include <initializer_list>
 
 namespace gpt2cc::cuda {
@@ -43,6 +44,22 @@ void matmul_backward_gelu(bf16* dinp, bf16* dweight, bf16* dbias, const bf16* do
 // whole 16-byte vectors, and the GELU aux leading dimension must be divisible by 8). Otherwise
 // they take the plain path (cublasGemmEx + separate bias / GELU kernels). Exposed for the tests.
 bool cublaslt_eligible(int C, int OC, std::initializer_list<const void*> pointers);
+
+// How this host thread's bf16 GEMMs ran, one count per GEMM (a forward call makes one, a
+// backward call two), by the path it took: `lt` one cublasLtMatmul with the epilogue fused;
+// `plain` cublasGemmEx plus the separate bias / GELU kernels. `fallback` counts the plain GEMMs
+// whose operands were eligible, where cuBLASLt itself declined (no algorithm from the heuristic,
+// or cublasLtMatmul NOT_SUPPORTED; with GPT2CC_REQUIRE_CUBLASLT=1 those throw instead, naming the
+// shape and the status). Counted on the host when a launcher runs (no synchronisation, no
+// allocation): a CUDA graph replay runs no host code, so only the captured calls count. For the
+// tests (tests/cuda/test_bf16_matmul.cpp) and for diagnostics; fp32 GEMMs are not counted.
+struct MatmulPathCounts {
+  uint64_t lt = 0;
+  uint64_t plain = 0;
+  uint64_t fallback = 0;  // included in plain
+};
+MatmulPathCounts matmul_path_counts();
+void reset_matmul_path_counts();
 
 // The GEMM workspace of `stream` on the current device (kGemmWorkspaceBytes, allocated at the
 // stream's first call): cuBLAS and cuBLASLt calls on that stream use it, so no GEMM allocates

@@ -4,14 +4,20 @@
 // gradient (pre read as the aux input) fused into the epilogue. The algorithm comes from
 // cublasLtMatmulAlgoGetHeuristic once per shape and is cached; the 32 MiB workspace is the
 // stream's (gemm_workspace in kernels/matmul.cuh), so steady-state calls allocate nothing and can
-// be captured in CUDA graphs. Operands cuBLASLt cannot take (see cublaslt_eligible) go through cublasGemmEx plus
-// separate bias / GELU kernels. dweight accumulates with beta = 1; dbias is a deterministic column sum.
+// be captured in CUDA graphs. The plain path, cublasGemmEx plus separate bias / GELU kernels, takes
+// operands cuBLASLt cannot take (see cublaslt_eligible) and, as PyTorch does, shapes cuBLASLt
+// declines: no usable algorithm from the heuristic, or cublasLtMatmul NOT_SUPPORTED (then cached as
+// declined). matmul_path_counts() says which path each GEMM took; GPT2CC_REQUIRE_CUBLASLT=1 makes a
+// declined eligible GEMM an error. dweight accumulates with beta = 1; dbias is a deterministic column sum.
 #include <cublasLt.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <optional>
+#include <string>
 #include <tuple>
 
 #include "kernels/common.cuh"
@@ -81,6 +87,13 @@ uint32_t pointer_alignment(const void* p) {
 // aux pointers) the alignment of the epilogue pointers, so those make the cache key.
 using AlgoKey = std::tuple<int, int, int, bool, bool, int, uint32_t, uint32_t>;
 
+// What the cache holds for a key: the algorithm, or why cuBLASLt declined the problem (the plain
+// path runs it; the reason goes into GPT2CC_REQUIRE_CUBLASLT's error).
+struct LtChoice {
+  std::optional<cublasLtMatmulAlgo_t> algo;
+  std::string declined;
+};
+
 // The cuBLASLt handle and algorithm cache of one device for one host thread (a handle is tied to
 // the device current at creation and must not be shared by threads). The workspace is the
 // stream's (gemm_workspace), passed with each call.
@@ -94,11 +107,11 @@ class LtContext {
     cublasLtDestroy(handle_);
   }
   cublasLtHandle_t handle() const { return handle_; }
-  std::map<AlgoKey, std::optional<cublasLtMatmulAlgo_t>>& algos() { return algos_; }
+  std::map<AlgoKey, LtChoice>& algos() { return algos_; }
 
  private:
   cublasLtHandle_t handle_ = nullptr;
-  std::map<AlgoKey, std::optional<cublasLtMatmulAlgo_t>> algos_;
+  std::map<AlgoKey, LtChoice> algos_;
 };
 
 LtContext& lt_context() {
@@ -139,9 +152,29 @@ MatrixLayout bf16_layout(int rows, int cols, int ld) {
   return MatrixLayout(layout);
 }
 
-// Runs g as one cublasLtMatmul; false when the heuristic offers no algorithm for it (the caller
-// then takes the plain path). Descriptors are host objects, cheap to build per call.
-bool lt_matmul(const Gemm& g, cudaStream_t stream) {
+// The heuristic's answer for one problem. cublasLt.h: NOT_SUPPORTED is "no heuristic function
+// available for current configuration"; on SUCCESS, "inspect heuristicResultsArray[0 to
+// (returnAlgoCount - 1)].state", the other fields being valid only where it is SUCCESS. The
+// workspace it needs is within MAX_WORKSPACE_BYTES by the heuristic's contract; checked anyway,
+// since cublasLtMatmul would fail (INVALID_VALUE) with less than the algorithm needs.
+LtChoice heuristic_choice(cublasStatus_t status, int returned, const cublasLtMatmulHeuristicResult_t& result) {
+  if (status == CUBLAS_STATUS_NOT_SUPPORTED)
+    return {std::nullopt, "cublasLtMatmulAlgoGetHeuristic returned CUBLAS_STATUS_NOT_SUPPORTED"};
+  CUBLAS_CHECK(status);
+  if (returned < 1) return {std::nullopt, "cublasLtMatmulAlgoGetHeuristic returned no algorithm"};
+  if (result.state != CUBLAS_STATUS_SUCCESS)
+    return {std::nullopt, format("the heuristic's algorithm has state {}", cublasGetStatusName(result.state))};
+  if (result.workspaceSize > kGemmWorkspaceBytes)
+    return {std::nullopt, format("the heuristic's algorithm needs {} bytes of workspace, {} allowed",
+                                 result.workspaceSize, kGemmWorkspaceBytes)};
+  return {result.algo, ""};
+}
+
+// Runs g as one cublasLtMatmul and returns null, or returns why cuBLASLt declined it (the caller
+// then takes the plain path): the heuristic offered no usable algorithm, or cublasLtMatmul
+// refused the call with NOT_SUPPORTED; either is cached for the key. Other failures throw.
+// Descriptors are host objects, cheap to build per call.
+const std::string* lt_matmul(const Gemm& g, cudaStream_t stream) {
   LtContext& context = lt_context();
   cublasLtMatmulDesc_t raw_desc = nullptr;
   CUBLAS_CHECK(cublasLtMatmulDescCreate(&raw_desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
@@ -184,18 +217,21 @@ bool lt_matmul(const Gemm& g, cudaStream_t stream) {
     const cublasStatus_t status =
         cublasLtMatmulAlgoGetHeuristic(context.handle(), raw_desc, a_layout.get(), b_layout.get(), d_layout.get(),
                                        d_layout.get(), raw_pref, 1, &result, &returned);
-    // NOT_SUPPORTED is the heuristic's "no algorithm for this problem": remembered, then the plain path.
-    if (status != CUBLAS_STATUS_NOT_SUPPORTED) CUBLAS_CHECK(status);
-    std::optional<cublasLtMatmulAlgo_t> algo;
-    if (status == CUBLAS_STATUS_SUCCESS && returned > 0) algo = result.algo;
-    found = context.algos().emplace(key, algo).first;
+    found = context.algos().emplace(key, heuristic_choice(status, returned, result)).first;
   }
-  if (!found->second) return false;
+  LtChoice& choice = found->second;
+  if (!choice.algo) return &choice.declined;
   const float alpha = 1.0f;
-  CUBLAS_CHECK(cublasLtMatmul(context.handle(), raw_desc, &alpha, g.a, a_layout.get(), g.b, b_layout.get(), &g.beta,
-                              g.d, d_layout.get(), g.d, d_layout.get(), &*found->second, gemm_workspace(stream),
-                              kGemmWorkspaceBytes, stream));
-  return true;
+  const cublasStatus_t status =
+      cublasLtMatmul(context.handle(), raw_desc, &alpha, g.a, a_layout.get(), g.b, b_layout.get(), &g.beta, g.d,
+                     d_layout.get(), g.d, d_layout.get(), &*choice.algo, gemm_workspace(stream), kGemmWorkspaceBytes,
+                     stream);
+  if (status == CUBLAS_STATUS_NOT_SUPPORTED) {
+    choice = LtChoice{std::nullopt, "cublasLtMatmul returned CUBLAS_STATUS_NOT_SUPPORTED"};
+    return &choice.declined;
+  }
+  if (status != CUBLAS_STATUS_SUCCESS) fail_cublas(status, "cublasLtMatmul", __FILE__, __LINE__);
+  return nullptr;
 }
 
 // Plain-path GELU_AUX(_BIAS): pre holds AB (column-major m x n, packed); x = pre + bias[row];
@@ -246,8 +282,48 @@ void plain_matmul(const Gemm& g, cudaStream_t stream) {
   }
 }
 
-void run_matmul(const Gemm& g, bool use_lt, cudaStream_t stream) {
-  if (!use_lt || !lt_matmul(g, stream)) plain_matmul(g, stream);
+MatmulPathCounts& path_counts() {
+  thread_local MatmulPathCounts counts;
+  return counts;
+}
+
+// GPT2CC_REQUIRE_CUBLASLT: unset or 0, a GEMM cuBLASLt declines takes the plain path; 1, it is an
+// error (for runs that must measure the fused path). Read at each such GEMM, never on the fast path.
+bool cublaslt_required() {
+  const char* value = std::getenv("GPT2CC_REQUIRE_CUBLASLT");
+  if (value == nullptr || std::strcmp(value, "0") == 0) return false;
+  INPUT_CHECK(std::strcmp(value, "1") == 0, "GPT2CC_REQUIRE_CUBLASLT must be 0 or 1, got '{}'", value);
+  return true;
+}
+
+const char* epilogue_name(cublasLtEpilogue_t epilogue) {
+  switch (epilogue) {
+    case CUBLASLT_EPILOGUE_DEFAULT: return "DEFAULT";
+    case CUBLASLT_EPILOGUE_BIAS: return "BIAS";
+    case CUBLASLT_EPILOGUE_GELU_AUX: return "GELU_AUX";
+    case CUBLASLT_EPILOGUE_GELU_AUX_BIAS: return "GELU_AUX_BIAS";
+    case CUBLASLT_EPILOGUE_DGELU: return "DGELU";
+    default: return "?";
+  }
+}
+
+// `eligible`: cublaslt_eligible held for the operands. Counts the path taken (matmul_path_counts).
+void run_matmul(const Gemm& g, bool eligible, cudaStream_t stream) {
+  MatmulPathCounts& counts = path_counts();
+  if (eligible) {
+    const std::string* declined = lt_matmul(g, stream);
+    if (declined == nullptr) {
+      ++counts.lt;
+      return;
+    }
+    ENSURE(!cublaslt_required(),
+           "GPT2CC_REQUIRE_CUBLASLT=1, but cuBLASLt declined the bf16 GEMM m={} n={} k={} op(A)={} op(B)={} "
+           "epilogue {}: {}",
+           g.m, g.n, g.k, g.trans_a ? "T" : "N", g.trans_b ? "T" : "N", epilogue_name(g.epilogue), *declined);
+    ++counts.fallback;
+  }
+  ++counts.plain;
+  plain_matmul(g, stream);
 }
 
 // out^T = W inp^T (+ epilogue): m = OC, n = N, k = C (see the mapping at the top).
@@ -267,18 +343,21 @@ void backward(bf16* dinp, bf16* dweight, bf16* dbias, const bf16* dout, const bf
               const bf16* pre, int B, int T, int C, int OC, cudaStream_t stream) {
   const int N = B * T;
   if (N == 0 || OC == 0 || C == 0) return;
-  const bool use_lt = cublaslt_eligible(C, OC, {dinp, dweight, dout, inp, weight, pre});
+  const bool eligible = cublaslt_eligible(C, OC, {dinp, dweight, dout, inp, weight, pre});
   Gemm g = dinp_gemm(dinp, dout, weight, N, C, OC);
   if (pre != nullptr) {
     g.epilogue = CUBLASLT_EPILOGUE_DGELU;
     g.aux = pre;
   }
-  run_matmul(g, use_lt, stream);
-  run_matmul(dweight_gemm(dweight, dout, inp, N, C, OC), use_lt, stream);
+  run_matmul(g, eligible, stream);
+  run_matmul(dweight_gemm(dweight, dout, inp, N, C, OC), eligible, stream);
   if (dbias != nullptr) matmul_internal::accumulate_column_sums(dbias, dout, N, OC, stream);
 }
 
 }  // namespace
+
+MatmulPathCounts matmul_path_counts() { return path_counts(); }
+void reset_matmul_path_counts() { path_counts() = MatmulPathCounts{}; }
 
 bool cublaslt_eligible(int C, int OC, std::initializer_list<const void*> pointers) {
   if (C % 8 != 0 || OC % 8 != 0) return false;

@@ -8,12 +8,23 @@
 // by one float, and every bf16 call). Column sums: rows 1 .. 200 (1 to 4 rows per slice, a partial
 // last slice), OC past one 256-thread block; dbias accumulates (two calls: the gradient doubles).
 // Every warp schedule gives the same bits.
+// The bf16 launchers' fallback (kernels/matmul_lt.cu), which a GPU test cannot force: the host
+// cuBLASLt declining eligible operands in each way cublasLt.h allows (hostcuda/cublaslt_faults.hpp)
+// sends the GEMMs to cublasGemmEx plus the bias / GELU kernels, with the results and tolerance of
+// test_bf16_matmul.cpp, matmul_path_counts saying so, and the answer cached per shape; with
+// GPT2CC_REQUIRE_CUBLASLT=1 the decline is an error naming the shape and the status.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <string>
 #include <vector>
 
+#include "cpu/gelu.hpp"
 #include "cpu/matmul.hpp"
+#include "emu/hostcuda/cublaslt_faults.hpp"
 #include "emu/layer_test_util.hpp"
 #include "kernels/matmul.cuh"
 
@@ -94,4 +105,153 @@ TEMPLATE_TEST_CASE("emulated matmul bias gradient matches cpu and accumulates", 
     accumulate_column_sums(again.get(), dout_elem.get(), s.rows, s.OC, stream);
     return test::widened(again);
   });
+}
+
+namespace {
+
+// cuda::matmul_path_counts() since the last reset: `lt` GEMMs through cuBLASLt, `plain` through
+// the plain path, `fallback` of those because cuBLASLt declined eligible operands.
+void check_paths(uint64_t lt, uint64_t plain, uint64_t fallback) {
+  const cuda::MatmulPathCounts counts = cuda::matmul_path_counts();
+  INFO("GEMMs through cuBLASLt " << counts.lt << ", plain " << counts.plain << ", declined " << counts.fallback);
+  CHECK(counts.lt == lt);
+  CHECK(counts.plain == plain);
+  CHECK(counts.fallback == fallback);
+}
+
+// A bf16 linear layer of N = B*T rows, every buffer its own allocation (aligned: eligible for
+// cuBLASLt when C and OC are multiples of 8), with the CPU's results on the same bf16 inputs:
+// out = inp W^T + b, gelu(out), dinp = (dout W) * gelu'(pre_in), dweight = dweight0 + dout^T inp.
+struct Bf16Layer {
+  Bf16Layer(int B_, int T_, int C_, int OC_) : B(B_), T(T_), C(C_), OC(OC_), N(size_t(B_) * T_) {
+    const float w = 2.0f / std::sqrt(static_cast<float>(C));
+    inp = test::round_to_bf16(test::random_vector(N * C, 61));
+    weight = test::round_to_bf16(test::random_vector(size_t(OC) * C, 62, -w, w));
+    bias = test::round_to_bf16(test::random_vector(OC, 63));
+    dout = test::round_to_bf16(test::random_vector(N * OC, 64));
+    pre_in = test::round_to_bf16(test::random_vector(N * C, 65, -3.0f, 3.0f));
+    dweight0 = test::round_to_bf16(test::random_vector(size_t(OC) * C, 66, -0.5f, 0.5f));
+    out_ref.resize(N * OC);
+    gelu_ref.resize(N * OC);
+    cpu::matmul_forward(out_ref.data(), inp.data(), weight.data(), bias.data(), B, T, C, OC);
+    cpu::gelu_forward(gelu_ref.data(), out_ref.data(), gelu_ref.size());
+    std::vector<float> dinp_linear(N * C);
+    dweight_ref = dweight0;
+    cpu::matmul_backward(dinp_linear.data(), dweight_ref.data(), nullptr, dout.data(), inp.data(), weight.data(), B, T,
+                         C, OC);
+    dinp_ref.resize(N * C);
+    cpu::gelu_backward(dinp_ref.data(), dinp_linear.data(), pre_in.data(), dinp_ref.size());
+  }
+  int B, T, C, OC;
+  size_t N;
+  std::vector<float> inp, weight, bias, dout, pre_in, dweight0, out_ref, gelu_ref, dinp_ref, dweight_ref;
+};
+
+struct Bf16Device {
+  explicit Bf16Device(const Bf16Layer& L)
+      : inp(test::to_bf16(L.inp)), weight(test::to_bf16(L.weight)), bias(test::to_bf16(L.bias)),
+        dout(test::to_bf16(L.dout)), pre_in(test::to_bf16(L.pre_in)), dweight(test::to_bf16(L.dweight0)),
+        out(test::poisoned<bf16>(L.N * L.OC)), pre(test::poisoned<bf16>(L.N * L.OC)),
+        dinp(test::poisoned<bf16>(L.N * L.C)) {}
+  test::DeviceBuffer<bf16> inp, weight, bias, dout, pre_in, dweight, out, pre, dinp;
+};
+
+// How the host cuBLASLt is told to behave, and which path the launchers must then take.
+struct LtBehaviour {
+  const char* what;
+  hostcuda::CublasLtFault fault;
+  size_t algo_workspace;
+  bool lt;
+};
+
+}  // namespace
+
+TEST_CASE("emulated bf16 matmul takes the plain path where cuBLASLt declines, with the same results",
+          "[emu][matmul]") {
+  using hostcuda::CublasLtFault;
+  const std::vector<LtBehaviour> behaviours{
+      {"cuBLASLt accepts", CublasLtFault::none, 0, true},
+      {"the algorithm needs all of the 32 MiB workspace", CublasLtFault::none, cuda::kGemmWorkspaceBytes, true},
+      {"the algorithm needs more than the workspace", CublasLtFault::none, cuda::kGemmWorkspaceBytes + 1, false},
+      {"the heuristic returns NOT_SUPPORTED", CublasLtFault::heuristic_not_supported, 0, false},
+      {"the heuristic returns no algorithm", CublasLtFault::heuristic_no_algorithm, 0, false},
+      {"the heuristic's result has state NOT_SUPPORTED", CublasLtFault::heuristic_result_state, 0, false},
+      {"the heuristic's result needs more workspace than allowed", CublasLtFault::heuristic_over_workspace, 0, false},
+      {"cublasLtMatmul returns NOT_SUPPORTED", CublasLtFault::matmul_not_supported, 0, false}};
+  const int index = GENERATE(range(0, 8));
+  const LtBehaviour& behaviour = behaviours[index];
+  // A shape of its own per case: the launchers cache cuBLASLt's answer per shape and epilogue.
+  const Bf16Layer L(1, 3, 24, 40 + 8 * index);
+  INFO(behaviour.what << " (C=" << L.C << " OC=" << L.OC << ")");
+  Bf16Device d(L);
+  REQUIRE(cuda::cublaslt_eligible(L.C, L.OC, {d.inp.get(), d.weight.get(), d.bias.get(), d.dout.get(),
+                                               d.pre_in.get(), d.dweight.get(), d.out.get(), d.pre.get(),
+                                               d.dinp.get()}));
+  const cudaStream_t stream = test::test_stream();
+  const uint64_t lt = behaviour.lt ? 1 : 0, plain = 1 - lt;
+
+  cuda::reset_matmul_path_counts();
+  {
+    const hostcuda::CublasLtFaultScope scope(behaviour.fault, behaviour.algo_workspace);
+    cuda::matmul_forward(d.out.get(), d.inp.get(), d.weight.get(), d.bias.get(), L.B, L.T, L.C, L.OC, stream);
+    test::expect_matches(test::widened(d.out), L.out_ref, "bf16 matmul out", kBf16Tol);
+    check_paths(lt, plain, plain);
+    d.out.poison();
+    cuda::matmul_forward_gelu(d.out.get(), d.pre.get(), d.inp.get(), d.weight.get(), d.bias.get(), L.B, L.T, L.C,
+                              L.OC, stream);
+    test::expect_matches(test::widened(d.pre), L.out_ref, "bf16 matmul_forward_gelu pre", kBf16Tol);
+    test::expect_matches(test::widened(d.out), L.gelu_ref, "bf16 matmul_forward_gelu out", kBf16Tol);
+    check_paths(2 * lt, 2 * plain, 2 * plain);
+    cuda::matmul_backward_gelu(d.dinp.get(), d.dweight.get(), nullptr, d.dout.get(), d.inp.get(), d.weight.get(),
+                               d.pre_in.get(), L.B, L.T, L.C, L.OC, stream);
+    test::expect_matches(test::widened(d.dinp), L.dinp_ref, "bf16 matmul_backward_gelu dinp", kBf16Tol);
+    test::expect_matches(test::widened(d.dweight), L.dweight_ref, "bf16 matmul_backward_gelu dweight", kBf16Tol);
+    check_paths(4 * lt, 4 * plain, 4 * plain);  // dinp and dweight
+  }
+  // cuBLASLt behaves again, but the shape keeps the path it got: the answer is cached per shape.
+  d.out.poison();
+  cuda::matmul_forward(d.out.get(), d.inp.get(), d.weight.get(), d.bias.get(), L.B, L.T, L.C, L.OC, stream);
+  test::expect_matches(test::widened(d.out), L.out_ref, "bf16 matmul out, again", kBf16Tol);
+  check_paths(5 * lt, 5 * plain, 5 * plain);
+}
+
+TEST_CASE("GPT2CC_REQUIRE_CUBLASLT=1 makes a GEMM cuBLASLt declines an error naming the shape and the status",
+          "[emu][matmul]") {
+  struct Restore {
+    ~Restore() { unsetenv("GPT2CC_REQUIRE_CUBLASLT"); }
+  } restore;
+  const cudaStream_t stream = test::test_stream();
+  // Eligible operands, the heuristic declining: an error instead of the plain path.
+  const Bf16Layer L(1, 3, 32, 48);
+  Bf16Device d(L);
+  REQUIRE(setenv("GPT2CC_REQUIRE_CUBLASLT", "1", 1) == 0);
+  cuda::reset_matmul_path_counts();
+  {
+    const hostcuda::CublasLtFaultScope scope(hostcuda::CublasLtFault::heuristic_not_supported);
+    CHECK_THROWS_WITH(
+        cuda::matmul_forward(d.out.get(), d.inp.get(), d.weight.get(), d.bias.get(), L.B, L.T, L.C, L.OC, stream),
+        Catch::Contains("GPT2CC_REQUIRE_CUBLASLT=1, but cuBLASLt declined the bf16 GEMM m=48 n=3 k=32 op(A)=T op(B)=N "
+                        "epilogue BIAS: cublasLtMatmulAlgoGetHeuristic returned CUBLAS_STATUS_NOT_SUPPORTED"));
+  }
+  check_paths(0, 0, 0);
+  // Operands cuBLASLt cannot take (OC not a multiple of 8) are not a decline: the plain path.
+  const Bf16Layer odd(1, 3, 32, 44);
+  Bf16Device d_odd(odd);
+  cuda::matmul_forward(d_odd.out.get(), d_odd.inp.get(), d_odd.weight.get(), d_odd.bias.get(), odd.B, odd.T, odd.C,
+                       odd.OC, stream);
+  test::expect_matches(test::widened(d_odd.out), odd.out_ref, "bf16 matmul out, OC = 44", kBf16Tol);
+  check_paths(0, 1, 0);
+  // 0 is the default; anything but 0 or 1 is rejected when it is read.
+  REQUIRE(setenv("GPT2CC_REQUIRE_CUBLASLT", "0", 1) == 0);
+  cuda::matmul_forward(d.out.get(), d.inp.get(), d.weight.get(), d.bias.get(), L.B, L.T, L.C, L.OC, stream);
+  test::expect_matches(test::widened(d.out), L.out_ref, "bf16 matmul out, declined, GPT2CC_REQUIRE_CUBLASLT=0",
+                       kBf16Tol);
+  check_paths(0, 2, 1);
+  REQUIRE(setenv("GPT2CC_REQUIRE_CUBLASLT", "yes", 1) == 0);
+  CHECK_THROWS_AS(
+      cuda::matmul_forward(d.out.get(), d.inp.get(), d.weight.get(), d.bias.get(), L.B, L.T, L.C, L.OC, stream),
+      InputError);
+  CHECK_THROWS_WITH(
+      cuda::matmul_forward(d.out.get(), d.inp.get(), d.weight.get(), d.bias.get(), L.B, L.T, L.C, L.OC, stream),
+      "GPT2CC_REQUIRE_CUBLASLT must be 0 or 1, got 'yes'");
 }

@@ -8,19 +8,24 @@
 //   DGELU: "Apply GELU gradient to matmul output": D = x * GELU'(aux).
 // GELU is the tanh form, 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) (cuBLAS does not say;
 // see kernels/matmul_lt.cu for the evidence), computed in double and rounded once to D's type.
-// The heuristic returns one algorithm that needs no workspace and remembers what it was chosen
-// for: the operand alignments of the preference (default 256 bytes) and the alignment of the bias
-// and aux pointers (cublasLt.h: the heuristic "depend[s] on its value to determine expected
-// pointer alignment"); cublasLtMatmul refuses (NOT_SUPPORTED) pointers less aligned than that.
-// Attributes, epilogues and types not modelled here throw instead of being ignored.
+// The heuristic returns one algorithm and remembers what it was chosen for: the operand alignments
+// of the preference (default 256 bytes) and the alignment of the bias and aux pointers
+// (cublasLt.h: the heuristic "depend[s] on its value to determine expected pointer alignment");
+// cublasLtMatmul refuses (NOT_SUPPORTED) pointers less aligned than that. The algorithm needs no
+// workspace unless a test says otherwise; the heuristic offers it only within the preference's
+// MAX_WORKSPACE_BYTES, and cublasLtMatmul refuses (INVALID_VALUE) a smaller workspace. Tests can
+// also make either call decline (cublaslt_faults.hpp). Attributes, epilogues and types not
+// modelled here throw instead of being ignored.
 #include <cublasLt.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <stdexcept>
 #include <string>
 
+#include "emu/hostcuda/cublaslt_faults.hpp"
 #include "emu/hostcuda/gemm.hpp"
 #include "emu/hostcuda/hostcuda.hpp"
 
@@ -31,7 +36,13 @@ struct cublasLtContext {
 namespace gpt2cc::hostcuda {
 namespace {
 
-constexpr uint64_t kAlgoMagic = 0x67707432636345ull;  // marks an algorithm this heuristic returned
+// The one algorithm, in cublasLtMatmulAlgo_t::data: [0] this magic (an algorithm this heuristic
+// returned), [1..4] the A/B/C/D alignments it assumes, [5], [6] the bias and aux alignments, [7]
+// the workspace bytes it needs.
+constexpr uint64_t kAlgoMagic = 0x67707432636345ull;
+
+std::atomic<CublasLtFault> g_fault{CublasLtFault::none};
+std::atomic<size_t> g_algo_workspace{0};
 
 [[noreturn]] void not_emulated(const std::string& what) { throw std::logic_error("host cuBLASLt: " + what + " is not emulated"); }
 
@@ -123,6 +134,10 @@ void require_device(const char* name, const void* p, size_t bytes) {
 }
 
 }  // namespace
+
+void set_cublaslt_fault(CublasLtFault fault) { g_fault = fault; }
+void set_cublaslt_algo_workspace(size_t bytes) { g_algo_workspace = bytes; }
+
 }  // namespace gpt2cc::hostcuda
 
 namespace hc = gpt2cc::hostcuda;
@@ -256,13 +271,22 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t lightHandle, cubl
       s != CUBLAS_STATUS_SUCCESS)
     return s;
   const hc::Preference& p = *hc::preference_of(preference);
+  const hc::CublasLtFault fault = hc::g_fault;
+  const size_t workspace = hc::g_algo_workspace;
+  if (fault == hc::CublasLtFault::heuristic_not_supported) return CUBLAS_STATUS_NOT_SUPPORTED;
+  *returnAlgoCount = 0;
+  if (fault == hc::CublasLtFault::heuristic_no_algorithm || workspace > p.max_workspace) return CUBLAS_STATUS_SUCCESS;
   cublasLtMatmulHeuristicResult_t result{};
-  result.algo.data[0] = hc::kAlgoMagic;
+  result.state = CUBLAS_STATUS_SUCCESS;
+  result.workspaceSize = workspace;
+  if (fault == hc::CublasLtFault::heuristic_over_workspace) result.workspaceSize = p.max_workspace + 1;
+  // "other fields are only valid if ... this member is set to CUBLAS_STATUS_SUCCESS": no algorithm.
+  if (fault == hc::CublasLtFault::heuristic_result_state) result.state = CUBLAS_STATUS_NOT_SUPPORTED;
+  else result.algo.data[0] = hc::kAlgoMagic;
   for (int i = 0; i < 4; ++i) result.algo.data[1 + i] = p.min_alignment[i];
   result.algo.data[5] = d.bias != nullptr ? hc::alignment_of(d.bias) : 1;
   result.algo.data[6] = d.aux != nullptr ? hc::alignment_of(d.aux) : 1;
-  result.workspaceSize = 0;
-  result.state = CUBLAS_STATUS_SUCCESS;
+  result.algo.data[7] = result.workspaceSize;
   result.wavesCount = 1.0f;
   heuristicResultsArray[0] = result;
   *returnAlgoCount = 1;
@@ -280,6 +304,9 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t lightHandle, cublasLtMatmulDesc_t
     return CUBLAS_STATUS_INVALID_VALUE;
   if (algo == nullptr) hc::not_emulated("cublasLtMatmul without an algorithm (an internal heuristic query)");
   if (algo->data[0] != hc::kAlgoMagic) return CUBLAS_STATUS_INVALID_VALUE;
+  if (hc::g_fault == hc::CublasLtFault::matmul_not_supported) return CUBLAS_STATUS_NOT_SUPPORTED;
+  // "INVALID_VALUE ... when workspaceSizeInBytes is less than workspace required by configured algo"
+  if (workspaceSizeInBytes < algo->data[7]) return CUBLAS_STATUS_INVALID_VALUE;
   const hc::Desc d = *hc::desc_of(computeDesc);
   const hc::Layout a = *hc::layout_of(Adesc), b = *hc::layout_of(Bdesc), c = *hc::layout_of(Cdesc),
                    dl = *hc::layout_of(Ddesc);

@@ -4,7 +4,8 @@
 // configuration, stream capture records instead of running and refuses synchronisation, graphs
 // replay, the default pool keeps and hands back freed blocks by its release threshold, graph memory
 // is reserved at launches for the capture's peak; GEMMs against plain loops for every op(A) / op(B), leading dimensions, alpha / beta,
-// bf16 rounding, the cuBLASLt epilogues and their alignment rules; unsupported modes throw.
+// bf16 rounding, the cuBLASLt epilogues and their alignment rules, the heuristic within
+// MAX_WORKSPACE_BYTES and the declines tests can ask for (cublaslt_faults.hpp); unsupported modes throw.
 #include <catch2/catch.hpp>
 #include <cublasLt.h>
 #include <cublas_v2.h>
@@ -16,6 +17,7 @@
 #include <random>
 #include <vector>
 
+#include "emu/hostcuda/cublaslt_faults.hpp"
 #include "emu/hostcuda/prelude.hpp"
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -529,4 +531,108 @@ TEST_CASE("host cuBLASLt: epilogues as cublasLt.h describes them, alignment kept
   CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &wrong_size, sizeof(wrong_size)) ==
         CUBLAS_STATUS_INVALID_VALUE);
   cublasLtMatmulDescDestroy(desc);
+}
+
+// The emulated heuristic within MAX_WORKSPACE_BYTES (cublasLt.h: "Maximum allowed workspace
+// size"; cublasLtMatmul: INVALID_VALUE "when workspaceSizeInBytes is less than workspace required
+// by configured algo"), and each decline of cublaslt_faults.hpp as a caller sees it.
+TEST_CASE("host cuBLASLt: the heuristic keeps within MAX_WORKSPACE_BYTES; declines set by a test", "[emu][hostcuda]") {
+  using hc::CublasLtFault;
+  constexpr int m = 8;
+  float* buf = device_alloc<float>(3 * m * m + 256);
+  float *a = buf, *b = buf + m * m, *d = buf + 2 * m * m, *workspace = buf + 3 * m * m;
+  upload(a, random_values(m * m, 21));
+  upload(b, random_values(m * m, 22));
+  cublasLtHandle_t lt = nullptr;
+  REQUIRE(cublasLtCreate(&lt) == CUBLAS_STATUS_SUCCESS);
+  cublasLtMatmulDesc_t desc = nullptr;
+  REQUIRE(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F) == CUBLAS_STATUS_SUCCESS);
+  cublasLtMatrixLayout_t layout = nullptr;
+  REQUIRE(cublasLtMatrixLayoutCreate(&layout, CUDA_R_32F, m, m, m) == CUBLAS_STATUS_SUCCESS);
+  struct Outcome {
+    cublasStatus_t heuristic;
+    int returned;
+    cublasStatus_t state;
+    size_t workspace;
+    cublasStatus_t matmul = CUBLAS_STATUS_SUCCESS;
+  };
+  // fp32 D (8 x 8) = A B through the heuristic's algorithm, the preference allowing `max_workspace`
+  // bytes and the call given `workspace_bytes` of device memory.
+  const auto run = [&](uint64_t max_workspace, size_t workspace_bytes) {
+    cublasLtMatmulPreference_t pref = nullptr;
+    REQUIRE(cublasLtMatmulPreferenceCreate(&pref) == CUBLAS_STATUS_SUCCESS);
+    if (max_workspace > 0)
+      REQUIRE(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &max_workspace,
+                                                   sizeof(max_workspace)) == CUBLAS_STATUS_SUCCESS);
+    cublasLtMatmulHeuristicResult_t result{};
+    result.state = CUBLAS_STATUS_INTERNAL_ERROR;  // unwritten
+    Outcome out{};
+    out.returned = -1;
+    out.heuristic = cublasLtMatmulAlgoGetHeuristic(lt, desc, layout, layout, layout, layout, pref, 1, &result,
+                                                   &out.returned);
+    out.state = result.state;
+    out.workspace = result.workspaceSize;
+    if (out.heuristic == CUBLAS_STATUS_SUCCESS && out.returned == 1) {
+      const float alpha = 1.0f, beta = 0.0f;
+      out.matmul = cublasLtMatmul(lt, desc, &alpha, a, layout, b, layout, &beta, d, layout, d, layout, &result.algo,
+                                  workspace_bytes > 0 ? workspace : nullptr, workspace_bytes, nullptr);
+    }
+    cublasLtMatmulPreferenceDestroy(pref);
+    return out;
+  };
+  {
+    INFO("no workspace needed: offered under the default MAX_WORKSPACE_BYTES (0)");
+    const Outcome o = run(0, 0);
+    CHECK((o.heuristic == CUBLAS_STATUS_SUCCESS && o.returned == 1 && o.state == CUBLAS_STATUS_SUCCESS));
+    CHECK(o.workspace == 0);
+    CHECK(o.matmul == CUBLAS_STATUS_SUCCESS);
+  }
+  {
+    const hc::CublasLtFaultScope scope(CublasLtFault::none, 1024);
+    INFO("an algorithm needing 1024 bytes: none offered within 1023 bytes");
+    const Outcome none = run(1023, 0);
+    CHECK((none.heuristic == CUBLAS_STATUS_SUCCESS && none.returned == 0));
+    INFO("offered within 1024, and cublasLtMatmul takes 1024 bytes but refuses 1023");
+    const Outcome ok = run(1024, 1024);
+    CHECK((ok.returned == 1 && ok.state == CUBLAS_STATUS_SUCCESS && ok.workspace == 1024));
+    CHECK(ok.matmul == CUBLAS_STATUS_SUCCESS);
+    CHECK(run(1024, 1023).matmul == CUBLAS_STATUS_INVALID_VALUE);
+  }
+  {
+    const hc::CublasLtFaultScope scope(CublasLtFault::heuristic_not_supported);
+    CHECK(run(0, 0).heuristic == CUBLAS_STATUS_NOT_SUPPORTED);
+  }
+  {
+    const hc::CublasLtFaultScope scope(CublasLtFault::heuristic_no_algorithm);
+    const Outcome o = run(0, 0);
+    CHECK((o.heuristic == CUBLAS_STATUS_SUCCESS && o.returned == 0));
+  }
+  {
+    const hc::CublasLtFaultScope scope(CublasLtFault::heuristic_result_state);
+    const Outcome o = run(0, 0);
+    CHECK((o.returned == 1 && o.state == CUBLAS_STATUS_NOT_SUPPORTED));
+    CHECK(o.matmul == CUBLAS_STATUS_INVALID_VALUE);  // its algorithm is not one to run
+  }
+  {
+    const hc::CublasLtFaultScope scope(CublasLtFault::heuristic_over_workspace);
+    const Outcome o = run(1024, 1024);
+    CHECK((o.returned == 1 && o.state == CUBLAS_STATUS_SUCCESS && o.workspace == 1025));
+    CHECK(o.matmul == CUBLAS_STATUS_INVALID_VALUE);
+  }
+  {
+    const hc::CublasLtFaultScope scope(CublasLtFault::matmul_not_supported);
+    upload(d, std::vector<float>(m * m, 7.0f));
+    const Outcome o = run(0, 0);
+    CHECK(o.matmul == CUBLAS_STATUS_NOT_SUPPORTED);
+    CHECK(download(d, m * m) == std::vector<float>(m * m, 7.0f));  // nothing ran
+  }
+  {
+    INFO("the defaults are back");
+    const Outcome o = run(0, 0);
+    CHECK((o.returned == 1 && o.matmul == CUBLAS_STATUS_SUCCESS));
+  }
+  cublasLtMatrixLayoutDestroy(layout);
+  cublasLtMatmulDescDestroy(desc);
+  cublasLtDestroy(lt);
+  cudaFree(buf);
 }

@@ -1,0 +1,44 @@
+// Test-only controls of the host cuBLASLt (cublaslt.cpp). The emulated heuristic normally offers
+// one algorithm for every problem it models; a real cuBLASLt may decline a shape on some GPU or
+// version. These make it decline in each documented way, so that the callers' fallback
+// (kernels/matmul_lt.cu: cublasGemmEx plus separate kernels) runs in CI: tests/emu/test_emu_matmul.cpp.
+// Process-wide settings; a test sets them and puts the defaults back (CublasLtFaultScope).
+#pragma once
+
+#include <cstddef>
+
+namespace gpt2cc::hostcuda {
+
+enum class CublasLtFault {
+  none,                      // the heuristic offers its one algorithm; cublasLtMatmul runs it
+  heuristic_not_supported,   // cublasLtMatmulAlgoGetHeuristic returns CUBLAS_STATUS_NOT_SUPPORTED
+  heuristic_no_algorithm,    // ... returns CUBLAS_STATUS_SUCCESS and *returnAlgoCount = 0
+  heuristic_result_state,    // ... returns one result whose state is CUBLAS_STATUS_NOT_SUPPORTED
+  heuristic_over_workspace,  // ... returns one result needing MAX_WORKSPACE_BYTES + 1 bytes (cuBLASLt
+                             //     promises never to; a caller that checks takes it as declined)
+  matmul_not_supported,      // cublasLtMatmul returns CUBLAS_STATUS_NOT_SUPPORTED and runs nothing
+};
+void set_cublaslt_fault(CublasLtFault fault);
+
+// The workspace the one algorithm needs (default 0). The heuristic honours the preference's
+// CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES (default 0): it offers the algorithm only if that allows
+// this much, and otherwise none (CUBLAS_STATUS_SUCCESS, *returnAlgoCount = 0); cublasLtMatmul
+// returns CUBLAS_STATUS_INVALID_VALUE when given a smaller workspace (cublasLt.h) and requires the
+// workspace it is given to be device memory.
+void set_cublaslt_algo_workspace(size_t bytes);
+
+// Sets a fault and a workspace requirement for one scope, then puts the defaults back.
+struct CublasLtFaultScope {
+  explicit CublasLtFaultScope(CublasLtFault fault, size_t algo_workspace = 0) {
+    set_cublaslt_fault(fault);
+    set_cublaslt_algo_workspace(algo_workspace);
+  }
+  ~CublasLtFaultScope() {
+    set_cublaslt_fault(CublasLtFault::none);
+    set_cublaslt_algo_workspace(0);
+  }
+  CublasLtFaultScope(const CublasLtFaultScope&) = delete;
+  CublasLtFaultScope& operator=(const CublasLtFaultScope&) = delete;
+};
+
+}  // namespace gpt2cc::hostcuda
