@@ -20,6 +20,7 @@
 #include "cpu/matmul.hpp"
 #include "cuda_test_util.hpp"
 #include "kernels/matmul.cuh"
+#include "matmul_test_util.hpp"
 
 using namespace gpt2cc;
 using test::bf16;
@@ -58,17 +59,6 @@ class Bf16Array {
   int offset_;
   DeviceBuffer<bf16> buffer_;
 };
-
-// Since the last reset_matmul_path_counts, `lt` GEMMs ran through cuBLASLt and `plain` through
-// cublasGemmEx plus separate kernels, none of them because cuBLASLt declined an eligible one.
-void check_paths(uint64_t lt, uint64_t plain) {
-  const cuda::MatmulPathCounts counts = cuda::matmul_path_counts();
-  INFO("GEMMs through cuBLASLt " << counts.lt << ", plain " << counts.plain << ", of which cuBLASLt declined "
-                                 << counts.fallback);
-  CHECK(counts.lt == lt);
-  CHECK(counts.plain == plain);
-  CHECK(counts.fallback == 0);
-}
 
 std::vector<float> doubled(const std::vector<float>& start, const std::vector<float>& once) {
   std::vector<float> r(start.size());
@@ -122,7 +112,7 @@ void check_forward(const Shape& s, bool gelu, int offset) {
   } else {
     cuda::matmul_forward(d_out.get(), d_inp.get(), d_weight.get(), bias, s.B, s.T, s.C, s.OC, test::test_stream());
   }
-  check_paths(lt ? 1 : 0, lt ? 0 : 1);
+  test::check_matmul_paths(lt ? 1 : 0, lt ? 0 : 1);
   test::expect_matches(d_out.download(), out_ref, gelu ? "bf16 matmul_forward_gelu out" : "bf16 matmul out",
                        kBf16Tol);
 }
@@ -157,7 +147,7 @@ void check_backward(const Shape& s, bool gelu, int offset) {
   };
   cuda::reset_matmul_path_counts();
   run();
-  check_paths(lt ? 2 : 0, lt ? 0 : 2);  // dinp and dweight
+  test::check_matmul_paths(lt ? 2 : 0, lt ? 0 : 2);  // dinp and dweight
   const auto dinp1 = d_dinp.download(), dweight1 = d_dweight.download(), dbias1 = d_dbias.download();
   test::expect_matches(dinp1, dinp_ref, "bf16 dinp", kBf16Tol);
   test::expect_matches(dweight1, dweight_ref, "bf16 dweight", kBf16Tol);
@@ -180,7 +170,7 @@ void check_backward(const Shape& s, bool gelu, int offset) {
   CHECK(test::bit_equal(d_dinp.download(), dinp1));
   CHECK(test::bit_equal(d_dweight.download(), dweight1));
   CHECK(test::bit_equal(d_dbias.download(), dbias1));
-  check_paths(lt ? 6 : 0, lt ? 0 : 6);
+  test::check_matmul_paths(lt ? 6 : 0, lt ? 0 : 6);
 }
 
 // GPT-2 layers (qkv, fc, fc_proj, attention proj), B*T = 1 / 7 / 100, C = 72, OC not a multiple of
@@ -257,7 +247,7 @@ TEST_CASE("bf16 cuBLASLt GELU epilogues are the tanh form of cpu/gelu.hpp", "[cu
   cuda::matmul_forward_gelu(d_out.get(), d_pre.get(), d_inp.get(), d_weight.get(), d_bias.get(), 1, 1, 8, count,
                             test::test_stream());
   INFO("the forward must be cuBLASLt's GELU_AUX_BIAS epilogue, not our bias_gelu_kernel");
-  check_paths(1, 0);
+  test::check_matmul_paths(1, 0);
   CHECK(test::bit_equal(d_pre.download(), x));
   const double forward_coefficient = erf_coefficient(d_out.download(), x, gelu_tanh, gelu_erf);
   INFO("forward: 0 = tanh form, 1 = erf form; got " << forward_coefficient);
@@ -270,7 +260,7 @@ TEST_CASE("bf16 cuBLASLt GELU epilogues are the tanh form of cpu/gelu.hpp", "[cu
   cuda::matmul_backward_gelu(d_dinp.get(), d_dweight.get(), nullptr, d_dout.get(), d_zero_inp.get(), d_w.get(),
                              d_x.get(), 1, 1, count, 8, test::test_stream());
   INFO("the backward must be cuBLASLt's DGELU epilogue, not our dgelu_kernel");
-  check_paths(3, 0);
+  test::check_matmul_paths(3, 0);
   const double backward_coefficient = erf_coefficient(d_dinp.download(), x, gelu_tanh_grad, gelu_erf_grad);
   INFO("backward: 0 = tanh form, 1 = erf form; got " << backward_coefficient);
   CHECK(std::fabs(backward_coefficient) < 0.3);
@@ -294,7 +284,7 @@ TEST_CASE("bf16 matmul calls replay bit for bit from a CUDA graph", "[cuda][bf16
   };
   cuda::reset_matmul_path_counts();
   step();
-  check_paths(3, 0);
+  test::check_matmul_paths(3, 0);
   const std::vector<std::vector<float>> eager{d_out.download(), d_pre.download(), d_dinp.download(),
                                               d_dweight.download(), d_dbias.download()};
 
@@ -313,14 +303,14 @@ TEST_CASE("bf16 matmul calls replay bit for bit from a CUDA graph", "[cuda][bf16
     throw;
   }
   CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
-  check_paths(6, 0);  // the captured calls count; the replay below runs no host code and does not
+  test::check_matmul_paths(6, 0);  // the captured calls count; the replay below runs no host code and does not
   cudaGraphExec_t exec = nullptr;
   CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
   CUDA_CHECK(cudaGraphLaunch(exec, stream));
   CUDA_CHECK(cudaStreamSynchronize(stream));
   CUDA_CHECK(cudaGraphExecDestroy(exec));
   CUDA_CHECK(cudaGraphDestroy(graph));
-  check_paths(6, 0);
+  test::check_matmul_paths(6, 0);
   const std::vector<std::vector<float>> replay{d_out.download(), d_pre.download(), d_dinp.download(),
                                                d_dweight.download(), d_dbias.download()};
   for (size_t k = 0; k < eager.size(); ++k) {
@@ -373,5 +363,5 @@ TEST_CASE("fp32 matmul_forward_gelu and matmul_backward_gelu match cpu", "[cuda]
     test::expect_matches(d_dweight.download(), dweight_want, "fp32 matmul_backward_gelu dweight", 1e-5);
     test::expect_matches(d_dbias.download(), dbias_want, "fp32 matmul_backward_gelu dbias", 1e-5);
   }
-  check_paths(0, 0);  // the counts are the bf16 GEMMs'
+  test::check_matmul_paths(0, 0);  // the counts are the bf16 GEMMs'
 }

@@ -24,6 +24,7 @@
 
 #include "cpu/gelu.hpp"
 #include "cpu/matmul.hpp"
+#include "cuda/matmul_test_util.hpp"
 #include "emu/hostcuda/cublaslt_faults.hpp"
 #include "emu/layer_test_util.hpp"
 #include "kernels/matmul.cuh"
@@ -109,16 +110,6 @@ TEMPLATE_TEST_CASE("emulated matmul bias gradient matches cpu and accumulates", 
 
 namespace {
 
-// cuda::matmul_path_counts() since the last reset: `lt` GEMMs through cuBLASLt, `plain` through
-// the plain path, `fallback` of those because cuBLASLt declined eligible operands.
-void check_paths(uint64_t lt, uint64_t plain, uint64_t fallback) {
-  const cuda::MatmulPathCounts counts = cuda::matmul_path_counts();
-  INFO("GEMMs through cuBLASLt " << counts.lt << ", plain " << counts.plain << ", declined " << counts.fallback);
-  CHECK(counts.lt == lt);
-  CHECK(counts.plain == plain);
-  CHECK(counts.fallback == fallback);
-}
-
 // A bf16 linear layer of N = B*T rows, every buffer its own allocation (aligned: eligible for
 // cuBLASLt when C and OC are multiples of 8), with the CPU's results on the same bf16 inputs:
 // out = inp W^T + b, gelu(out), dinp = (dout W) * gelu'(pre_in), dweight = dweight0 + dout^T inp.
@@ -195,24 +186,24 @@ TEST_CASE("emulated bf16 matmul takes the plain path where cuBLASLt declines, wi
     const hostcuda::CublasLtFaultScope scope(behaviour.fault, behaviour.algo_workspace);
     cuda::matmul_forward(d.out.get(), d.inp.get(), d.weight.get(), d.bias.get(), L.B, L.T, L.C, L.OC, stream);
     test::expect_matches(test::widened(d.out), L.out_ref, "bf16 matmul out", kBf16Tol);
-    check_paths(lt, plain, plain);
+    test::check_matmul_paths(lt, plain, plain);
     d.out.poison();
     cuda::matmul_forward_gelu(d.out.get(), d.pre.get(), d.inp.get(), d.weight.get(), d.bias.get(), L.B, L.T, L.C,
                               L.OC, stream);
     test::expect_matches(test::widened(d.pre), L.out_ref, "bf16 matmul_forward_gelu pre", kBf16Tol);
     test::expect_matches(test::widened(d.out), L.gelu_ref, "bf16 matmul_forward_gelu out", kBf16Tol);
-    check_paths(2 * lt, 2 * plain, 2 * plain);
+    test::check_matmul_paths(2 * lt, 2 * plain, 2 * plain);
     cuda::matmul_backward_gelu(d.dinp.get(), d.dweight.get(), nullptr, d.dout.get(), d.inp.get(), d.weight.get(),
                                d.pre_in.get(), L.B, L.T, L.C, L.OC, stream);
     test::expect_matches(test::widened(d.dinp), L.dinp_ref, "bf16 matmul_backward_gelu dinp", kBf16Tol);
     test::expect_matches(test::widened(d.dweight), L.dweight_ref, "bf16 matmul_backward_gelu dweight", kBf16Tol);
-    check_paths(4 * lt, 4 * plain, 4 * plain);  // dinp and dweight
+    test::check_matmul_paths(4 * lt, 4 * plain, 4 * plain);  // dinp and dweight
   }
   // cuBLASLt behaves again, but the shape keeps the path it got: the answer is cached per shape.
   d.out.poison();
   cuda::matmul_forward(d.out.get(), d.inp.get(), d.weight.get(), d.bias.get(), L.B, L.T, L.C, L.OC, stream);
   test::expect_matches(test::widened(d.out), L.out_ref, "bf16 matmul out, again", kBf16Tol);
-  check_paths(5 * lt, 5 * plain, 5 * plain);
+  test::check_matmul_paths(5 * lt, 5 * plain, 5 * plain);
 }
 
 TEST_CASE("GPT2CC_REQUIRE_CUBLASLT=1 makes a GEMM cuBLASLt declines an error naming the shape and the status",
@@ -233,20 +224,20 @@ TEST_CASE("GPT2CC_REQUIRE_CUBLASLT=1 makes a GEMM cuBLASLt declines an error nam
         Catch::Contains("GPT2CC_REQUIRE_CUBLASLT=1, but cuBLASLt declined the bf16 GEMM m=48 n=3 k=32 op(A)=T op(B)=N "
                         "epilogue BIAS: cublasLtMatmulAlgoGetHeuristic returned CUBLAS_STATUS_NOT_SUPPORTED"));
   }
-  check_paths(0, 0, 0);
+  test::check_matmul_paths(0, 0, 0);
   // Operands cuBLASLt cannot take (OC not a multiple of 8) are not a decline: the plain path.
   const Bf16Layer odd(1, 3, 32, 44);
   Bf16Device d_odd(odd);
   cuda::matmul_forward(d_odd.out.get(), d_odd.inp.get(), d_odd.weight.get(), d_odd.bias.get(), odd.B, odd.T, odd.C,
                        odd.OC, stream);
   test::expect_matches(test::widened(d_odd.out), odd.out_ref, "bf16 matmul out, OC = 44", kBf16Tol);
-  check_paths(0, 1, 0);
+  test::check_matmul_paths(0, 1, 0);
   // 0 is the default; anything but 0 or 1 is rejected when it is read.
   REQUIRE(setenv("GPT2CC_REQUIRE_CUBLASLT", "0", 1) == 0);
   cuda::matmul_forward(d.out.get(), d.inp.get(), d.weight.get(), d.bias.get(), L.B, L.T, L.C, L.OC, stream);
   test::expect_matches(test::widened(d.out), L.out_ref, "bf16 matmul out, declined, GPT2CC_REQUIRE_CUBLASLT=0",
                        kBf16Tol);
-  check_paths(0, 2, 1);
+  test::check_matmul_paths(0, 2, 1);
   REQUIRE(setenv("GPT2CC_REQUIRE_CUBLASLT", "yes", 1) == 0);
   CHECK_THROWS_AS(
       cuda::matmul_forward(d.out.get(), d.inp.get(), d.weight.get(), d.bias.get(), L.B, L.T, L.C, L.OC, stream),
