@@ -12,8 +12,12 @@
 
 [[maybe_unused]] static ::gpt2cc::hostcuda::DynamicShared gpt2cc_hostcuda_dynamic_shared();
 
-// cuda_runtime.h declares its C++ overload taking the kernel itself only for nvcc.
+// cuda_runtime.h declares its C++ overloads taking the kernel itself only for nvcc.
 template <class Kernel>
 cudaError_t cudaFuncSetAttribute(Kernel* entry, cudaFuncAttribute attr, int value) {
   return ::cudaFuncSetAttribute(reinterpret_cast<const void*>(entry), attr, value);
+}
+template <class Kernel>
+cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* attr, Kernel* entry) {
+  return ::cudaFuncGetAttributes(attr, reinterpret_cast<const void*>(entry));
 }

@@ -1,6 +1,7 @@
 // A CUDA runtime on the host, linked instead of libcudart: the cudart functions that kernels/ and
 // tests/cuda call (declared by the real cuda_runtime_api.h, extern "C"), with CUDA's semantics
-// on host memory and one emulated device (sm_90, 80 GiB) whose kernels run on the CPU emulator.
+// on host memory and one emulated device (a GPU profile and the kernel images of the emulated
+// binary: device.cpp; by default an sm_90 H100 with 80 GiB) whose kernels run on the CPU emulator.
 // - Memory: cudaMalloc / cudaMallocAsync memory is NOT zeroed on a GPU, so here it starts as
 //   0xFF bytes (NaN in fp32 and bf16): a read of memory nobody wrote shows in the results.
 //   Copies and memsets must stay inside one allocation on their device side.
@@ -13,7 +14,7 @@
 //   cudaErrorStreamCaptureUnsupported and invalidates the capture. Memory cudaMallocAsync'ed
 //   during a capture belongs to the graph (refilled with 0xFF at each replay, as a graph
 //   allocation's contents are undefined) and lives until the graph and its instances are gone.
-// - Accounting (cudaMemGetInfo, out-of-memory): the device has 80 GiB, or $GPT2CC_EMU_DEVICE_MIB;
+// - Accounting (cudaMemGetInfo, out-of-memory): the profile's memory, or $GPT2CC_EMU_DEVICE_MIB;
 //   the default pool keeps freed blocks reserved as CUDA's stream-ordered allocator does (its
 //   release threshold, cudaMemPoolTrimTo), and graph memory is reserved at a launch for the
 //   capture's peak, kept until cudaDeviceGraphMemTrim (CUmemPoolHandle_st, State below).
@@ -96,26 +97,9 @@ struct CUmemPoolHandle_st {
 
 namespace gpt2cc::hostcuda {
 
-size_t device_memory_bytes() {
-  static const size_t bytes = [] {
-    const char* text = std::getenv("GPT2CC_EMU_DEVICE_MIB");
-    if (text == nullptr || *text == '\0') return size_t(80) << 30;
-    char* end = nullptr;
-    const unsigned long long mib = std::strtoull(text, &end, 10);
-    if (*end != '\0' || mib == 0 || mib > (1ull << 24) || text[0] == '-') {
-      std::fprintf(stderr, "GPT2CC_EMU_DEVICE_MIB must be a positive number of MiB, got '%s'\n", text);
-      std::exit(2);
-    }
-    return size_t(mib) << 20;
-  }();
-  return bytes;
-}
-
 namespace {
 
 constexpr unsigned char kUnwrittenByte = 0xFF;  // NaN as fp32 and as bf16
-constexpr size_t kDefaultMaxDynamicShared = 48 * 1024;
-constexpr size_t kMaxDynamicSharedOptin = emu::kSharedCapacity;
 constexpr size_t kAllocationAlignment = 256;  // cudaMalloc's guarantee
 constexpr size_t kSharedCanaryBytes = 4096;
 
@@ -346,37 +330,6 @@ cudaError_t check_copy(void* dst, const void* src, size_t bytes, cudaMemcpyKind 
   return cudaSuccess;
 }
 
-cudaError_t device_properties(cudaDeviceProp* prop) {
-  *prop = cudaDeviceProp{};
-  std::strncpy(prop->name, "gpt2cc CPU emulator", sizeof(prop->name) - 1);
-  prop->totalGlobalMem = device_memory_bytes();
-  prop->sharedMemPerBlock = kDefaultMaxDynamicShared;
-  prop->sharedMemPerBlockOptin = kMaxDynamicSharedOptin;
-  prop->sharedMemPerMultiprocessor = 228 * 1024;
-  prop->regsPerBlock = 65536;
-  prop->regsPerMultiprocessor = 65536;
-  prop->warpSize = 32;
-  prop->maxThreadsPerBlock = 1024;
-  prop->maxThreadsDim[0] = 1024;
-  prop->maxThreadsDim[1] = 1024;
-  prop->maxThreadsDim[2] = 64;
-  prop->maxGridSize[0] = 2147483647;
-  prop->maxGridSize[1] = 65535;
-  prop->maxGridSize[2] = 65535;
-  prop->major = 9;
-  prop->minor = 0;
-  prop->multiProcessorCount = 132;
-  prop->maxThreadsPerMultiProcessor = 2048;
-  prop->maxBlocksPerMultiProcessor = 32;
-  prop->l2CacheSize = 50 * 1024 * 1024;
-  prop->memoryBusWidth = 5120;
-  prop->concurrentKernels = 1;
-  prop->unifiedAddressing = 1;
-  prop->memoryPoolsSupported = 1;
-  prop->asyncEngineCount = 2;
-  return cudaSuccess;
-}
-
 }  // namespace
 
 GraphAllocations::~GraphAllocations() {
@@ -408,14 +361,16 @@ cudaError_t enqueue(cudaStream_t stream, std::function<void()> work) {
 
 cudaError_t check_launch(const void* kernel, dim3 grid, dim3 block, size_t smem_bytes) {
   const Lock lock(state_mutex());
+  if (!kernel_image()) return record_error(cudaErrorNoKernelImageForDevice);
   const unsigned long long threads = static_cast<unsigned long long>(block.x) * block.y * block.z;
   if (threads == 0 || threads > 1024 || block.x > 1024 || block.y > 1024 || block.z > 64 || grid.x == 0 ||
       grid.y == 0 || grid.z == 0 || grid.x > 2147483647u || grid.y > 65535 || grid.z > 65535)
     return record_error(cudaErrorInvalidConfiguration);
+  const size_t optin = gpu_profile().shared_optin;
   auto it = state().max_dynamic_shared.find(kernel);
-  const size_t limit = kernel == nullptr                          ? kMaxDynamicSharedOptin
+  const size_t limit = kernel == nullptr                          ? optin
                        : it == state().max_dynamic_shared.end() ? kDefaultMaxDynamicShared
-                                                                : it->second;
+                                                                : std::min(it->second, optin);
   if (smem_bytes > limit) return record_error(cudaErrorInvalidValue);
   return cudaSuccess;
 }
@@ -463,6 +418,8 @@ const char* cudaGetErrorName(cudaError_t error) {
     GPT2CC_ERROR_NAME(cudaErrorInvalidValue)
     GPT2CC_ERROR_NAME(cudaErrorMemoryAllocation)
     GPT2CC_ERROR_NAME(cudaErrorInvalidConfiguration)
+    GPT2CC_ERROR_NAME(cudaErrorInvalidDeviceFunction)
+    GPT2CC_ERROR_NAME(cudaErrorNoKernelImageForDevice)
     GPT2CC_ERROR_NAME(cudaErrorInvalidDevice)
     GPT2CC_ERROR_NAME(cudaErrorInvalidResourceHandle)
     GPT2CC_ERROR_NAME(cudaErrorNoDevice)
@@ -486,6 +443,8 @@ const char* cudaGetErrorString(cudaError_t error) {
     case cudaErrorInvalidValue: return "invalid argument";
     case cudaErrorMemoryAllocation: return "out of memory";
     case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+    case cudaErrorInvalidDeviceFunction: return "invalid device function";
+    case cudaErrorNoKernelImageForDevice: return "no kernel image is available for execution on the device";
     case cudaErrorInvalidDevice: return "invalid device ordinal";
     case cudaErrorInvalidResourceHandle: return "invalid resource handle";
     case cudaErrorNoDevice: return "no CUDA-capable device is detected";
@@ -544,7 +503,8 @@ cudaError_t cudaSetDevice(int device) {
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
   if (prop == nullptr) return record_error(cudaErrorInvalidValue);
   if (device != 0) return record_error(cudaErrorInvalidDevice);
-  return hc::device_properties(prop);
+  *prop = hc::device_properties();
+  return cudaSuccess;
 }
 
 // The attributes the project reads, from the same properties; any other is refused (the emulated
@@ -552,12 +512,18 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
 cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {
   if (value == nullptr) return record_error(cudaErrorInvalidValue);
   if (device != 0) return record_error(cudaErrorInvalidDevice);
-  cudaDeviceProp prop{};
-  hc::device_properties(&prop);
+  const cudaDeviceProp prop = hc::device_properties();
   switch (attr) {
     case cudaDevAttrMultiProcessorCount: *value = prop.multiProcessorCount; return cudaSuccess;
     case cudaDevAttrL2CacheSize: *value = prop.l2CacheSize; return cudaSuccess;
+    case cudaDevAttrMaxSharedMemoryPerBlock: *value = static_cast<int>(prop.sharedMemPerBlock); return cudaSuccess;
     case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = static_cast<int>(prop.sharedMemPerBlockOptin); return cudaSuccess;
+    case cudaDevAttrMaxSharedMemoryPerMultiprocessor:
+      *value = static_cast<int>(prop.sharedMemPerMultiprocessor);
+      return cudaSuccess;
+    case cudaDevAttrMaxThreadsPerBlock: *value = prop.maxThreadsPerBlock; return cudaSuccess;
+    case cudaDevAttrMaxThreadsPerMultiProcessor: *value = prop.maxThreadsPerMultiProcessor; return cudaSuccess;
+    case cudaDevAttrMaxBlocksPerMultiprocessor: *value = prop.maxBlocksPerMultiProcessor; return cudaSuccess;
     case cudaDevAttrComputeCapabilityMajor: *value = prop.major; return cudaSuccess;
     case cudaDevAttrComputeCapabilityMinor: *value = prop.minor; return cudaSuccess;
     default: return record_error(cudaErrorInvalidValue);
@@ -571,11 +537,16 @@ cudaError_t cudaDeviceSynchronize(void) {
   return cudaSuccess;
 }
 
+// A kernel without an image for the device cannot be set (the call fails as its launches do); the
+// dynamic shared memory asked for may not exceed the profile's opt-in limit (static shared memory,
+// unknown here, counted as 0).
 cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int value) {
   const Lock lock(api_mutex());
   if (func == nullptr) return record_error(cudaErrorInvalidDeviceFunction);
+  if (!hc::kernel_image()) return record_error(cudaErrorNoKernelImageForDevice);
   if (attr == cudaFuncAttributeMaxDynamicSharedMemorySize) {
-    if (value < 0 || static_cast<size_t>(value) > hc::kMaxDynamicSharedOptin) return record_error(cudaErrorInvalidValue);
+    if (value < 0 || static_cast<size_t>(value) > hc::gpu_profile().shared_optin)
+      return record_error(cudaErrorInvalidValue);
     hc::state().max_dynamic_shared[func] = static_cast<size_t>(value);
     return cudaSuccess;
   }
@@ -583,6 +554,26 @@ cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int v
     return value >= -1 && value <= 100 ? cudaSuccess : record_error(cudaErrorInvalidValue);
   }
   return record_error(cudaErrorNotSupported);
+}
+
+// Filled: maxThreadsPerBlock (the device's 1024: __launch_bounds__ is not seen here),
+// maxDynamicSharedSizeBytes (48 KiB, or what cudaFuncSetAttribute set), binaryVersion and
+// ptxVersion (the image the device runs: kernel_image). Everything else is 0 (sharedSizeBytes,
+// numRegs, ...: what only a compiler knows). No image: cudaErrorNoKernelImageForDevice.
+cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* attr, const void* func) {
+  const Lock lock(api_mutex());
+  if (attr == nullptr) return record_error(cudaErrorInvalidValue);
+  if (func == nullptr) return record_error(cudaErrorInvalidDeviceFunction);
+  const auto& image = hc::kernel_image();
+  if (!image) return record_error(cudaErrorNoKernelImageForDevice);
+  *attr = cudaFuncAttributes{};
+  attr->maxThreadsPerBlock = hc::device_properties().maxThreadsPerBlock;
+  const auto& set = hc::state().max_dynamic_shared;
+  const auto it = set.find(func);
+  attr->maxDynamicSharedSizeBytes = static_cast<int>(it == set.end() ? hc::kDefaultMaxDynamicShared : it->second);
+  attr->binaryVersion = image->binary_version;
+  attr->ptxVersion = image->ptx_version;
+  return cudaSuccess;
 }
 
 // ---- memory ----

@@ -13,8 +13,13 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <iterator>
+#include <optional>
 #include <random>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "emu/hostcuda/cublaslt_faults.hpp"
@@ -126,6 +131,220 @@ TEST_CASE("host cudart: device attributes agree with the device properties", "[e
   CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 1) == cudaErrorInvalidDevice);
   CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrClockRate, 0) == cudaErrorInvalidValue);  // not emulated
   cudaGetLastError();
+}
+
+namespace {
+
+// The emulated device is `profile`, its binary built for `architectures`, until the end of scope.
+class EmulatedGpu {
+ public:
+  EmulatedGpu(const hc::GpuProfile& profile, const char* architectures)
+      : profile_(hc::gpu_profile()), architectures_(hc::cuda_architectures()) {
+    hc::set_emulated_gpu(profile, architectures);
+  }
+  ~EmulatedGpu() { hc::set_emulated_gpu(profile_, architectures_); }
+  EmulatedGpu(const EmulatedGpu&) = delete;
+  EmulatedGpu& operator=(const EmulatedGpu&) = delete;
+
+ private:
+  const hc::GpuProfile& profile_;
+  std::string architectures_;
+};
+
+// What each profile must report, written out from the CUDA C++ Programming Guide's compute
+// capability table (shared memory per SM / opt-in per block, resident threads / blocks per SM)
+// and the products' data sheets (SMs, L2, memory).
+struct ExpectedGpu {
+  const char* key;
+  const char* name;
+  int major, minor, sms;
+  size_t shared_per_sm, optin;
+  int l2;
+  size_t memory;
+  int threads_per_sm, blocks_per_sm;
+};
+constexpr size_t kGiB = size_t(1) << 30;
+constexpr ExpectedGpu kExpectedGpus[] = {
+    {"h100", "gpt2cc CPU emulator", 9, 0, 132, 233472, 232448, 50 << 20, 80 * kGiB, 2048, 32},
+    {"h200", "gpt2cc CPU emulator (NVIDIA H200)", 9, 0, 132, 233472, 232448, 50 << 20, 141 * kGiB, 2048, 32},
+    {"a100", "gpt2cc CPU emulator (NVIDIA A100-SXM4-80GB)", 8, 0, 108, 167936, 166912, 40 << 20, 80 * kGiB, 2048, 32},
+    {"rtx4090", "gpt2cc CPU emulator (NVIDIA GeForce RTX 4090)", 8, 9, 128, 102400, 101376, 72 << 20, 24 * kGiB, 1536,
+     24},
+};
+
+int device_attribute(cudaDeviceAttr attr) {
+  int value = -1;
+  REQUIRE(cudaDeviceGetAttribute(&value, attr, 0) == cudaSuccess);
+  return value;
+}
+
+}  // namespace
+
+TEST_CASE("host cudart: the emulated GPU is the profile GPT2CC_EMU_GPU names, h100 by default", "[emu][hostcuda]") {
+  const char* env = std::getenv("GPT2CC_EMU_GPU");
+  CHECK(std::string(hc::gpu_profile().key) == (env != nullptr ? env : "h100"));
+  REQUIRE(hc::gpu_profiles().size() == std::size(kExpectedGpus));
+  if (env == nullptr && std::getenv("GPT2CC_EMU_DEVICE_MIB") == nullptr) {
+    // The device every emulated run had before profiles: the same properties.
+    cudaDeviceProp prop{};
+    REQUIRE(cudaGetDeviceProperties(&prop, 0) == cudaSuccess);
+    CHECK(std::string(prop.name) == "gpt2cc CPU emulator");
+    CHECK(prop.major == 9);
+    CHECK(prop.minor == 0);
+    CHECK(prop.sharedMemPerBlockOptin == 227 * 1024);
+    CHECK(prop.totalGlobalMem == 80 * kGiB);
+  }
+}
+
+TEST_CASE("host cudart: each GPU profile is reported and its shared memory limit enforced", "[emu][hostcuda]") {
+  const size_t mib_env = std::getenv("GPT2CC_EMU_DEVICE_MIB") != nullptr ? hc::device_memory_bytes() : 0;
+  const int n = 64;
+  float* x = device_alloc<float>(n);
+  float* y = device_alloc<float>(n);
+  upload(x, std::vector<float>(n, 2.0f));
+  for (size_t i = 0; i < std::size(kExpectedGpus); ++i) {
+    const ExpectedGpu& want = kExpectedGpus[i];
+    const hc::GpuProfile& profile = hc::gpu_profiles()[i];
+    INFO("profile " << want.key);
+    REQUIRE(std::string(profile.key) == want.key);
+    const EmulatedGpu gpu(profile, "80");  // sm_80 SASS (8.0, 8.9), compute_80 PTX (9.0)
+    cudaDeviceProp prop{};
+    REQUIRE(cudaGetDeviceProperties(&prop, 0) == cudaSuccess);
+    CHECK(std::string(prop.name) == want.name);
+    CHECK(prop.major == want.major);
+    CHECK(prop.minor == want.minor);
+    CHECK(prop.multiProcessorCount == want.sms);
+    CHECK(prop.sharedMemPerMultiprocessor == want.shared_per_sm);
+    CHECK(prop.sharedMemPerBlockOptin == want.optin);
+    CHECK(prop.sharedMemPerBlock == 48 * 1024);
+    CHECK(prop.l2CacheSize == want.l2);
+    CHECK(prop.totalGlobalMem == (mib_env != 0 ? mib_env : want.memory));
+    CHECK(prop.maxThreadsPerMultiProcessor == want.threads_per_sm);
+    CHECK(prop.maxBlocksPerMultiProcessor == want.blocks_per_sm);
+    size_t free_bytes = 0, total = 0;
+    CHECK(cudaMemGetInfo(&free_bytes, &total) == cudaSuccess);
+    CHECK(total == prop.totalGlobalMem);
+    CHECK(device_attribute(cudaDevAttrComputeCapabilityMajor) == want.major);
+    CHECK(device_attribute(cudaDevAttrComputeCapabilityMinor) == want.minor);
+    CHECK(device_attribute(cudaDevAttrMultiProcessorCount) == want.sms);
+    CHECK(device_attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin) == static_cast<int>(want.optin));
+    CHECK(device_attribute(cudaDevAttrMaxSharedMemoryPerMultiprocessor) == static_cast<int>(want.shared_per_sm));
+    CHECK(device_attribute(cudaDevAttrMaxSharedMemoryPerBlock) == 48 * 1024);
+    CHECK(device_attribute(cudaDevAttrL2CacheSize) == want.l2);
+    CHECK(device_attribute(cudaDevAttrMaxThreadsPerMultiProcessor) == want.threads_per_sm);
+    CHECK(device_attribute(cudaDevAttrMaxBlocksPerMultiprocessor) == want.blocks_per_sm);
+    CHECK(device_attribute(cudaDevAttrMaxThreadsPerBlock) == 1024);
+
+    // The opt-in limit, to the byte: the attribute up to it, a launch up to it, not a byte more.
+    const int optin = static_cast<int>(want.optin);
+    CHECK(cudaFuncSetAttribute(add_one_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, optin + 1) ==
+          cudaErrorInvalidValue);
+    CHECK(cudaGetLastError() == cudaErrorInvalidValue);
+    REQUIRE(cudaFuncSetAttribute(add_one_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, optin) == cudaSuccess);
+    cudaFuncAttributes attr{};
+    REQUIRE(cudaFuncGetAttributes(&attr, add_one_kernel) == cudaSuccess);
+    CHECK(attr.maxDynamicSharedSizeBytes == optin);
+    cudaMemset(y, 0xFF, n * sizeof(float));
+    hc::kernel_call(gpt2cc_hostcuda_dynamic_shared(), add_one_kernel, dim3(2), dim3(32), want.optin + 16)(y, x, n);
+    CHECK(cudaGetLastError() == cudaErrorInvalidValue);
+    CHECK(std::isnan(download(y, n)[0]));
+    hc::kernel_call(gpt2cc_hostcuda_dynamic_shared(), add_one_kernel, dim3(2), dim3(32), want.optin)(y, x, n);
+    CHECK(cudaGetLastError() == cudaSuccess);
+    CHECK(download(y, n)[n - 1] == 3.0f);
+    // A kernel template launched by deduction (address unknown): held to the opt-in limit itself.
+    const auto deduced = [](const auto&... args) { add_one_kernel(args...); };
+    cudaMemset(y, 0xFF, n * sizeof(float));
+    hc::kernel_call_deduced(gpt2cc_hostcuda_dynamic_shared(), deduced, dim3(2), dim3(32), want.optin + 16)(y, x, n);
+    CHECK(cudaGetLastError() == cudaErrorInvalidValue);
+    CHECK(std::isnan(download(y, n)[0]));
+    hc::kernel_call_deduced(gpt2cc_hostcuda_dynamic_shared(), deduced, dim3(2), dim3(32), want.optin)(y, x, n);
+    CHECK(cudaGetLastError() == cudaSuccess);
+    CHECK(download(y, n)[0] == 3.0f);
+  }
+  // Back to the default, which the launch test below starts from.
+  REQUIRE(cudaFuncSetAttribute(add_one_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 48 * 1024) == cudaSuccess);
+  cudaFree(x);
+  cudaFree(y);
+}
+
+// CMake's CUDA_ARCHITECTURES lists against compute capabilities, as the driver loads them: SASS
+// within one major version, upwards; PTX compiled for any newer device; arch-specific code for
+// its own only.
+TEST_CASE("host cudart: a device runs a kernel image by CMake's architecture rules", "[emu][hostcuda]") {
+  struct Case {
+    const char* list;
+    int major, minor;
+    int binary, ptx;  // the image taken (binaryVersion, ptxVersion); 0: none runs
+  };
+  const Case cases[] = {
+      {"90", 8, 0, 0, 0},          {"90", 9, 0, 90, 90},           {"90", 10, 0, 100, 90},  // JIT from compute_90
+      {"90-real", 10, 0, 0, 0},    {"90-real", 9, 0, 90, 90},      {"90-virtual", 9, 0, 90, 90},
+      {"90-virtual", 8, 9, 0, 0},  {"80-real", 8, 9, 80, 80},      {"80-real", 8, 0, 80, 80},
+      {"86-real", 8, 0, 0, 0},     {"86-real", 8, 9, 86, 86},      {"80;90", 8, 6, 80, 80},
+      {"80;90", 9, 0, 90, 90},     {"80,90", 12, 0, 120, 90},      {"80-real;90-real", 12, 0, 0, 0},
+      {"90a-real", 9, 0, 90, 90},  {"90a-real", 10, 0, 0, 0},      {"90a", 10, 0, 0, 0},
+      {"100f-real", 10, 3, 100, 100}, {"100f-real", 12, 0, 0, 0},  {"89", 8, 9, 89, 89},
+      {"89", 9, 0, 90, 89},        {"native", 8, 9, 89, 89},       {"all", 12, 0, 120, 120},
+      {"all-major", 8, 0, 80, 80}, {"80-virtual;89-real", 8, 9, 89, 89},
+      {"80-virtual;86-real", 8, 9, 86, 86},
+  };
+  for (const Case& c : cases) {
+    INFO("\"" << c.list << "\" on compute capability " << c.major << "." << c.minor);
+    const std::optional<hc::KernelImage> image = hc::kernel_image_for(c.list, c.major, c.minor);
+    CHECK(image.has_value() == (c.binary != 0));
+    if (image && c.binary != 0) {
+      CHECK(image->binary_version == c.binary);
+      CHECK(image->ptx_version == c.ptx);
+    }
+  }
+  for (const char* bad : {"", ";", "sm_90", "9", "90-realish", "90b", "1000"})
+    CHECK_THROWS_AS(hc::kernel_image_for(bad, 9, 0), std::invalid_argument);
+}
+
+TEST_CASE("host cudart: without a kernel image for the device, launches and function calls fail", "[emu][hostcuda]") {
+  const int n = 64;
+  float* x = device_alloc<float>(n);
+  float* y = device_alloc<float>(n);
+  upload(x, std::vector<float>(n, 2.0f));
+  cudaMemset(y, 0xFF, n * sizeof(float));
+  const hc::GpuProfile& rtx4090 = hc::gpu_profiles()[3];
+  REQUIRE(std::string(rtx4090.key) == "rtx4090");
+  {
+    const EmulatedGpu gpu(rtx4090, "90");  // sm_90 SASS and compute_90 PTX: neither runs on 8.9
+    CHECK_FALSE(hc::kernel_image().has_value());
+    hc::kernel_call(gpt2cc_hostcuda_dynamic_shared(), add_one_kernel, dim3(2), dim3(32))(y, x, n);
+    CHECK(cudaGetLastError() == cudaErrorNoKernelImageForDevice);
+    hc::kernel_call_deduced(gpt2cc_hostcuda_dynamic_shared(),
+                            [](const auto&... args) { add_one_kernel(args...); }, dim3(2), dim3(32))(y, x, n);
+    CHECK(cudaGetLastError() == cudaErrorNoKernelImageForDevice);
+    cudaFuncAttributes attr{};
+    CHECK(cudaFuncGetAttributes(&attr, add_one_kernel) == cudaErrorNoKernelImageForDevice);
+    CHECK(cudaGetLastError() == cudaErrorNoKernelImageForDevice);
+    CHECK(cudaFuncSetAttribute(add_one_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 1024) ==
+          cudaErrorNoKernelImageForDevice);
+    cudaGetLastError();
+    CHECK(std::string(cudaGetErrorName(cudaErrorNoKernelImageForDevice)) == "cudaErrorNoKernelImageForDevice");
+    CHECK(std::string(cudaGetErrorString(cudaErrorNoKernelImageForDevice)) ==
+          "no kernel image is available for execution on the device");
+  }
+  for (float v : download(y, n)) CHECK(std::isnan(v));  // nothing ran
+  {
+    const EmulatedGpu gpu(rtx4090, "80;90");  // sm_80 SASS runs on 8.9
+    cudaFuncAttributes attr{};
+    REQUIRE(cudaFuncGetAttributes(&attr, add_one_kernel) == cudaSuccess);
+    CHECK(attr.binaryVersion == 80);
+    CHECK(attr.ptxVersion == 80);
+    CHECK(attr.maxThreadsPerBlock == 1024);
+    hc::kernel_call(gpt2cc_hostcuda_dynamic_shared(), add_one_kernel, dim3(2), dim3(32))(y, x, n);
+    CHECK(cudaGetLastError() == cudaSuccess);
+    CHECK(download(y, n)[0] == 3.0f);
+  }
+  // The C API takes the kernel's address; a null one is no device function.
+  cudaFuncAttributes attr{};
+  CHECK(cudaFuncGetAttributes(&attr, static_cast<const void*>(nullptr)) == cudaErrorInvalidDeviceFunction);
+  cudaGetLastError();
+  cudaFree(x);
+  cudaFree(y);
 }
 
 TEST_CASE("host cudart: launches run on the emulator and check their configuration", "[emu][hostcuda]") {
