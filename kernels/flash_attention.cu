@@ -1,6 +1,7 @@
 // Launchers of the fused causal flash attention (kernels/flash_attention.cuh): shape and
-// alignment checks, the opt-in to more than 48 KiB of shared memory once per device, the fused
-// backward's scratch, and the launches. The kernels themselves (FlashAttention-2 forward,
+// alignment checks, the tile choice and the check that the device holds the kernels' shared
+// memory, the opt-in to more than 48 KiB of it once per device, the fused backward's scratch, and
+// the launches. The kernels themselves (FlashAttention-2 forward,
 // deterministic split or fused backward, mma.sync m16n8k16 bf16 with ldmatrix) and their launch
 // geometry are in flash_attention_device.cuh, which the CPU emulator of tests/emu compiles as host
 // C++ to run the same code without a GPU.
@@ -9,6 +10,7 @@
 #include <atomic>
 #include <cstdint>
 #include <optional>
+#include <string>
 
 #include "kernels/cuda_check.cuh"
 #include "kernels/flash_attention_device.cuh"
@@ -19,7 +21,7 @@ namespace {
 using namespace flash;
 
 // Dynamic shared memory above 48 KiB must be opted into per kernel (with the two-stage pipeline
-// HS 64 needs 45-73 KiB, HS 128 85-137 KiB).
+// HS 64 needs 45-91 KiB, HS 128 85-155 KiB: SharedNeed below).
 template <class Kernel>
 void allow_shared_memory(Kernel kernel, size_t bytes) {
   if (bytes > 48 * 1024)
@@ -54,6 +56,74 @@ void check_shapes(const char* op, int B, int T, int C, int NH) {
          static_cast<long long>(B) * NH);
 }
 
+// What the kernel a pass launches needs of one block's shared memory, dynamic + static (the
+// opt-in limit covers both; the fused kernel's static part is its 4-byte ticket, s_ticket). A
+// split backward launches dK/dV then dQ: the larger of the two (dK/dV's, by its 1 KiB of lse and
+// delta). In KiB, 64 / 128 rows: forward 45 / 54 (HS 64), 85 / 102 (HS 128); split backward
+// 55 / 73, 103 / 137; fused 64 / 91, 112 / 155.
+struct SharedNeed {
+  const char* kernel;
+  size_t bytes;
+};
+SharedNeed forward_need(int HS, int rows) {
+  SharedNeed need{};
+  dispatch(HS, rows,
+           [&]<int kHS, int kRows>() { need = {"flash_attention_forward_kernel", kForwardSmem<kHS, kRows>}; });
+  return need;
+}
+SharedNeed backward_need(int HS, int rows, FlashBackward design) {
+  SharedNeed need{};
+  dispatch(HS, rows, [&]<int kHS, int kRows>() {
+    if (flash_attention_backward_design(design) == FlashBackward::kFused)
+      need = {"flash_attention_backward_fused_kernel", kBackwardFusedSmem<kHS, kRows> + sizeof(uint32_t)};
+    else if (kBackwardDkdvSmem<kHS, kRows> >= kBackwardDqSmem<kHS, kRows>)
+      need = {"flash_attention_backward_dkdv_kernel", kBackwardDkdvSmem<kHS, kRows>};
+    else
+      need = {"flash_attention_backward_dq_kernel", kBackwardDqSmem<kHS, kRows>};
+  });
+  return need;
+}
+
+// The most shared memory a block may opt into on the current device (an attribute query: no
+// synchronisation, allowed during stream capture).
+size_t device_shared_optin() {
+  int device = 0, optin = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  return static_cast<size_t>(optin);
+}
+
+// 128 rows where default_tile_rows takes them (the current device's SM count) and the pass's
+// 128-row kernel fits the device; else 64.
+int auto_tile_rows(int B, int T, int NH, const SharedNeed& rows128) {
+  int device = 0, sm_count = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  CUDA_CHECK(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device));
+  return default_tile_rows(B, T, NH, sm_count) == 128 && rows128.bytes <= device_shared_optin() ? 128 : 64;
+}
+
+// Before a pass launches anything: its kernel at (HS, rows) must fit the current device's opt-in
+// limit, else gpt2cc::Error with the kernel, the bytes, the device and the way out (a 64-row tile
+// when that fits, else head size 64 or the tiled attention). `rows64` is the pass's 64-row need.
+void require_fits(const char* op, const SharedNeed& need, int HS, int rows, const SharedNeed& rows64) {
+  const size_t optin = device_shared_optin();
+  if (need.bytes <= optin) return;
+  int device = 0;
+  cudaDeviceProp prop{};
+  CUDA_CHECK(cudaGetDevice(&device));
+  CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+  const std::string way_out =
+      rows == 128 && rows64.bytes <= optin
+          ? "take 64-row tiles (FlashTile::kRows64, which FlashTile::kAuto takes on this device)"
+          : format("{} at head size {} does not fit this device even at 64-row tiles "
+                   "(cuda::flash_attention_fits_device says so beforehand): use {}the tiled attention "
+                   "(cuda::attention_forward / attention_backward)",
+                   op, HS, HS == 128 ? "head size 64 or " : "");
+  throw Error(format("{}: {}<HS {}, {} rows> needs {} bytes of shared memory per block, more than the {} that device "
+                     "{} ({}, sm_{}{}) lets a block opt into; {}",
+                     op, need.kernel, HS, rows, need.bytes, optin, device, prop.name, prop.major, prop.minor, way_out));
+}
+
 void check_aligned(const char* op, const void* ptr, const char* name) {
   ENSURE(reinterpret_cast<uintptr_t>(ptr) % 16 == 0, "{}: {} must be 16-byte aligned for vector loads, got {}",
          op, name, ptr);
@@ -69,15 +139,22 @@ void launch_forward(const FlashForwardParams& p, int B, cudaStream_t stream) {
   CUDA_CHECK_LAUNCH();
 }
 
+// Opts in only the kernels of `design`: on a device that holds one design's kernels and not the
+// other's, the one it holds runs.
 template <int HS, int kRows>
 void launch_backward(const FlashBackwardParams& p, const bf16* out, float* delta, int B, FlashBackward design,
                      cudaStream_t stream) {
-  static std::atomic<uint64_t> smem_ready{0};
-  once_per_device(smem_ready, [] {
-    allow_shared_memory(flash_attention_backward_dkdv_kernel<HS, kRows>, kBackwardDkdvSmem<HS, kRows>);
-    allow_shared_memory(flash_attention_backward_dq_kernel<HS, kRows>, kBackwardDqSmem<HS, kRows>);
-    allow_shared_memory(flash_attention_backward_fused_kernel<HS, kRows>, kBackwardFusedSmem<HS, kRows>);
-  });
+  static std::atomic<uint64_t> split_ready{0}, fused_ready{0};
+  if (design == FlashBackward::kFused) {
+    once_per_device(fused_ready, [] {
+      allow_shared_memory(flash_attention_backward_fused_kernel<HS, kRows>, kBackwardFusedSmem<HS, kRows>);
+    });
+  } else {
+    once_per_device(split_ready, [] {
+      allow_shared_memory(flash_attention_backward_dkdv_kernel<HS, kRows>, kBackwardDkdvSmem<HS, kRows>);
+      allow_shared_memory(flash_attention_backward_dq_kernel<HS, kRows>, kBackwardDqSmem<HS, kRows>);
+    });
+  }
   const LaunchShape ld = delta_launch(B, p.T, p.NH);
   flash_attention_delta_kernel<HS><<<ld.grid, ld.block, ld.smem_bytes, stream>>>(delta, p.dout, out, B, p.T, p.NH);
   CUDA_CHECK_LAUNCH();
@@ -99,15 +176,23 @@ void launch_backward(const FlashBackwardParams& p, const bf16* out, float* delta
 
 bool flash_attention_supported(int HS) { return HS == 64 || HS == 128; }
 
-// The caller's choice, or default_tile_rows for the current device's SM count (an attribute
-// query: no synchronisation, allowed during stream capture).
-int flash_attention_tile_rows(FlashTile tile, int B, int T, int NH) {
-  if (tile == FlashTile::kRows64) return 64;
-  if (tile == FlashTile::kRows128) return 128;
-  int device = 0, sm_count = 0;
-  CUDA_CHECK(cudaGetDevice(&device));
-  CUDA_CHECK(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device));
-  return default_tile_rows(B, T, NH, sm_count);
+bool flash_attention_forward_fits_device(int HS) {
+  return flash_attention_supported(HS) && forward_need(HS, 64).bytes <= device_shared_optin();
+}
+
+bool flash_attention_fits_device(int HS, FlashBackward design) {
+  return flash_attention_forward_fits_device(HS) && backward_need(HS, 64, design).bytes <= device_shared_optin();
+}
+
+// The caller's choice, or auto_tile_rows (attribute queries: allowed during stream capture).
+int flash_attention_forward_tile_rows(FlashTile tile, int B, int T, int C, int NH) {
+  if (tile != FlashTile::kAuto) return tile == FlashTile::kRows128 ? 128 : 64;
+  return auto_tile_rows(B, T, NH, forward_need(C / NH, 128));
+}
+
+int flash_attention_backward_tile_rows(FlashTile tile, int B, int T, int C, int NH, FlashBackward design) {
+  if (tile != FlashTile::kAuto) return tile == FlashTile::kRows128 ? 128 : 64;
+  return auto_tile_rows(B, T, NH, backward_need(C / NH, 128, design));
 }
 
 void flash_attention_forward(bf16* out, float* lse, const bf16* qkv, int B, int T, int C, int NH,
@@ -116,9 +201,10 @@ void flash_attention_forward(bf16* out, float* lse, const bf16* qkv, int B, int 
   check_aligned("flash_attention_forward", qkv, "qkv");
   check_aligned("flash_attention_forward", out, "out");
   if (B == 0 || T == 0) return;  // nothing to compute (an empty launch grid would be an error)
+  const int HS = C / NH, rows = flash_attention_forward_tile_rows(tile, B, T, C, NH);
+  require_fits("flash_attention_forward", forward_need(HS, rows), HS, rows, forward_need(HS, 64));
   const FlashForwardParams p = forward_params(out, lse, qkv, T, C, NH);
-  dispatch(C / NH, flash_attention_tile_rows(tile, B, T, NH),
-           [&]<int HS, int kRows>() { launch_forward<HS, kRows>(p, B, stream); });
+  dispatch(HS, rows, [&]<int kHS, int kRows>() { launch_forward<kHS, kRows>(p, B, stream); });
 }
 
 FlashBackward flash_attention_backward_design(FlashBackward design) {
@@ -153,6 +239,8 @@ void flash_attention_backward(bf16* dqkv, const bf16* dout, const float* lse, co
            sync_words - 1);
   }
   if (B == 0 || T == 0) return;
+  const int HS = C / NH, rows = flash_attention_backward_tile_rows(tile, B, T, C, NH, design);
+  require_fits("flash_attention_backward", backward_need(HS, rows, design), HS, rows, backward_need(HS, 64, design));
   ScratchBuffer delta(static_cast<size_t>(B) * NH * T * sizeof(float), stream);
   std::optional<ScratchBuffer> dq_partial, dq_sync;
   if (design == FlashBackward::kFused) {
@@ -163,8 +251,8 @@ void flash_attention_backward(bf16* dqkv, const bf16* dout, const float* lse, co
   const FlashBackwardParams p =
       backward_params(dqkv, dout, lse, delta.as<float>(), qkv, T, C, NH,
                       dq_partial ? dq_partial->as<float>() : nullptr, dq_sync ? dq_sync->as<uint32_t>() : nullptr);
-  dispatch(C / NH, flash_attention_tile_rows(tile, B, T, NH),
-           [&]<int HS, int kRows>() { launch_backward<HS, kRows>(p, out, delta.as<float>(), B, design, stream); });
+  dispatch(HS, rows,
+           [&]<int kHS, int kRows>() { launch_backward<kHS, kRows>(p, out, delta.as<float>(), B, design, stream); });
 }
 
 }  // namespace gpt2cc::cuda

@@ -5,6 +5,10 @@
 // cpu::attention_forward / attention_backward without dropout. Backward: dqkv written (=),
 // deterministic, by one of two designs (FlashBackward).
 // Head sizes 64 and 128 (flash_attention_supported); any T >= 1 (B or T = 0: nothing to do).
+// Shared memory per block, beyond the 48 KiB a launch gets by default, within the device's opt-in
+// limit (227 KiB on sm_90, 163 KiB on sm_80, 99 KiB on sm_86 / sm_89): HS 64 needs 45-91 KiB,
+// HS 128 85-155 KiB (flash_attention_device.cuh), so sm_86 / sm_89 hold HS 64 only (HS 128: the
+// forward at 64-row tiles); flash_attention_fits_device says so before any launch.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -21,11 +25,11 @@ bool flash_attention_supported(int HS);
 
 // The rows one CTA owns (Q rows in the forward and dQ kernels, K/V rows in dK/dV), 16 per warp:
 // kRows128 reads each streamed tile once for twice the rows, kRows64 launches twice the CTAs.
-// kAuto: 128 unless that grid has fewer CTAs than the device has SMs. Every choice gives the
-// same bits; the benchmark (bench_attention) measures both.
+// kAuto: 128 unless that grid has fewer CTAs than the device has SMs, or the device cannot hold
+// the 128-row kernels (judged for the forward and the backward apart). Every choice gives the
+// same bits; the benchmark (bench_attention) measures both. A tile the device cannot hold throws
+// gpt2cc::Error naming the kernel, its bytes, the device's limit and what to take instead.
 enum class FlashTile { kAuto, kRows64, kRows128 };
-// The rows (64 or 128) a launch with `tile` takes on the current device at this shape.
-int flash_attention_tile_rows(FlashTile tile, int B, int T, int NH);
 
 // The backward's design; both are deterministic, and give different bits (sums in another order).
 // kSplit: a dK/dV kernel over K/V tiles and a dQ kernel over Q tiles, each recomputing the
@@ -36,6 +40,21 @@ enum class FlashBackward { kAuto, kSplit, kFused };
 // The design a launch with `design` takes (kAuto resolved), and its name: "split" or "fused".
 FlashBackward flash_attention_backward_design(FlashBackward design);
 const char* flash_attention_backward_name(FlashBackward design);
+
+// Whether the current device holds (cudaDevAttrMaxSharedMemoryPerBlockOptin) the forward's kernel
+// and the kernels of the backward `design`, at 64-row tiles at least: then FlashTile::kAuto always
+// runs. True on sm_80 and sm_90 for both head sizes, on sm_86 / sm_89 for HS 64 only; false for an
+// unsupported HS. Where it is false, the tiled attention (kernels/attention.cuh: under 48 KiB of
+// shared memory per block at any HS) computes the same. An attribute query: no synchronisation,
+// allowed during stream capture.
+bool flash_attention_fits_device(int HS, FlashBackward design = FlashBackward::kAuto);
+// The same for the forward alone (a prefill without backward): also true for HS 128 on sm_86 / sm_89.
+bool flash_attention_forward_fits_device(int HS);
+// The rows (64 or 128) a forward / backward launch with `tile` takes on the current device at this
+// shape (HS = C/NH supported).
+int flash_attention_forward_tile_rows(FlashTile tile, int B, int T, int C, int NH);
+int flash_attention_backward_tile_rows(FlashTile tile, int B, int T, int C, int NH,
+                                       FlashBackward design = FlashBackward::kAuto);
 // The stream-ordered scratch a backward call allocates and frees: delta (B*NH*T floats), plus for
 // kFused dQ's running sums (B*T*C floats) and its counters.
 size_t flash_attention_backward_scratch_bytes(int B, int T, int C, int NH, FlashBackward design);

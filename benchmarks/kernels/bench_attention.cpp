@@ -182,7 +182,7 @@ Result bench_shape(const Shape& s, const Options& o, cudaStream_t stream) {
                             kRows128 = cuda::FlashTile::kRows128;
   constexpr cuda::FlashBackward kAutoDesign = cuda::FlashBackward::kAuto, kSplit = cuda::FlashBackward::kSplit,
                                 kFused = cuda::FlashBackward::kFused;
-  r.auto_tile_rows = cuda::flash_attention_tile_rows(kAuto, B, T, NH);
+  r.auto_tile_rows = cuda::flash_attention_forward_tile_rows(kAuto, B, T, C, NH);
   r.auto_design = cuda::flash_attention_backward_design(kAutoDesign);
 
   tiled_fwd();

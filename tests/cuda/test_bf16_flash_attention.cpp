@@ -11,11 +11,17 @@
 // 100 and 257 leave a 128-row tile partly empty). The backward must be bit-for-bit repeatable,
 // the fused one also at a GPT-2 shape that keeps every SM busy (where CTAs wait for each other),
 // and there match the split one within rounding; bad shapes and misaligned pointers are rejected
-// with a message.
+// with a message. Shared memory: every tile and design either runs and matches the reference, or,
+// exactly where the device's opt-in limit is below what its kernel needs (the byte counts below),
+// throws gpt2cc::Error naming the kernel, the bytes and the limit; FlashTile::kAuto runs wherever
+// the 64-row tile fits. On a GPU these hold for that GPU; CTest emu_cuda_bf16_rtx4090 runs them on
+// an emulated RTX 4090 (99 KiB), where HS 128 does not fit.
 #include <catch2/catch.hpp>
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -30,6 +36,57 @@ using test::DeviceBuffer;
 using Shape = test::FlashShape;
 
 namespace {
+
+// What the kernel of a pass needs of one block's shared memory (dynamic + static), in bytes, from
+// flash_attention_device.cuh's layouts: resident tiles of rows x (HS+8) bf16, two stages of the
+// streamed 64-row tiles, dK/dV's 1 KiB of lse and delta, the fused kernel's dS^T (rows x 72 bf16)
+// and 4-byte ticket. A split backward needs its dK/dV kernel's (the larger of its two).
+size_t forward_need(int HS, int rows) {
+  if (HS == 64) return rows == 64 ? 46080 : 55296;     // 45 / 54 KiB
+  return rows == 64 ? 87040 : 104448;                  // 85 / 102 KiB
+}
+size_t backward_need(int HS, int rows, cuda::FlashBackward design) {
+  if (cuda::flash_attention_backward_design(design) == cuda::FlashBackward::kSplit) {
+    if (HS == 64) return rows == 64 ? 56320 : 74752;   // 55 / 73 KiB
+    return rows == 64 ? 105472 : 140288;               // 103 / 137 KiB
+  }
+  if (HS == 64) return rows == 64 ? 65540 : 93188;     // 64 / 91 KiB + 4 bytes
+  return rows == 64 ? 114692 : 158724;                 // 112 / 155 KiB + 4 bytes
+}
+
+cudaDeviceProp device_properties() {
+  int device = 0;
+  cudaDeviceProp prop{};
+  CUDA_CHECK(cudaGetDevice(&device));
+  CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+  return prop;
+}
+// Whether the current device lets a block opt into `bytes` of shared memory.
+bool fits(size_t bytes) { return bytes <= device_properties().sharedMemPerBlockOptin; }
+int rows_of(cuda::FlashTile tile) { return tile == cuda::FlashTile::kRows128 ? 128 : 64; }
+
+// run() must throw gpt2cc::Error naming the kernel at (HS, rows), the bytes it needs, the
+// device's opt-in limit and the device, and the way out (64-row tiles where the pass's 64-row
+// kernel, needing need64, fits; else the tiled attention), having launched nothing.
+void check_refused(const std::function<void()>& run, const std::string& kernel, int HS, int rows, size_t need,
+                   size_t need64) {
+  const cudaDeviceProp prop = device_properties();
+  try {
+    run();
+    FAIL("no error, though " << kernel << " needs " << need << " bytes and the device allows "
+                             << prop.sharedMemPerBlockOptin);
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    INFO(what);
+    CHECK(what.find(kernel + "<HS " + std::to_string(HS) + ", " + std::to_string(rows) + " rows> needs " +
+                    std::to_string(need) + " bytes of shared memory per block, more than the " +
+                    std::to_string(prop.sharedMemPerBlockOptin)) != std::string::npos);
+    CHECK(what.find(std::string(prop.name) + ", sm_" + std::to_string(prop.major * 10 + prop.minor)) !=
+          std::string::npos);
+    CHECK(what.find(rows == 128 && fits(need64) ? "64-row tiles" : "the tiled attention") != std::string::npos);
+  }
+  CHECK(cudaGetLastError() == cudaSuccess);
+}
 
 // Random bf16 inputs of one shape (q, k, v ~ U(-1.5, 1.5) from `seed`, dout ~ U(-1, 1) from
 // seed + 1) with the forward run on them; backward() runs the backward into a poisoned dqkv and
@@ -81,6 +138,8 @@ TEST_CASE("bf16 flash attention forward and backward match cpu", "[cuda][bf16][f
     std::vector<float> lse64;
     for (const cuda::FlashTile tile : {cuda::FlashTile::kRows64, cuda::FlashTile::kRows128}) {
       const bool rows64 = tile == cuda::FlashTile::kRows64;
+      // A tile the device cannot hold throws: "... refuses by name" below. (The backward needs more.)
+      if (!fits(backward_need(HS, rows_of(tile), design))) continue;
       INFO("resident tile of " << (rows64 ? 64 : 128) << " rows, backward "
                                << cuda::flash_attention_backward_name(design));
       d_out.poison();
@@ -108,6 +167,7 @@ TEST_CASE("bf16 flash attention backward is bit-for-bit repeatable", "[cuda][bf1
   const int HS = GENERATE(64, 128);
   const cuda::FlashBackward design = GENERATE(cuda::FlashBackward::kSplit, cuda::FlashBackward::kFused);
   INFO("HS=" << HS << " backward " << cuda::flash_attention_backward_name(design));
+  if (!fits(backward_need(HS, 64, design))) return;  // refused: see "... refuses by name"
   RandomFlash run(2, 193, 3, HS, 31, cuda::FlashTile::kAuto);
   const std::vector<bf16> first = run.backward(design);
   CHECK(test::bits_equal(run.backward(design), first));
@@ -124,12 +184,12 @@ TEST_CASE("bf16 flash attention fused backward at GPT-2 scale: repeatable, and t
   int device = 0;
   CUDA_CHECK(cudaGetDevice(&device));
   CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
-  const bool emulated = std::string(prop.name) == "gpt2cc CPU emulator";
+  const bool emulated = std::string(prop.name).rfind("gpt2cc CPU emulator", 0) == 0;
   const int HS = GENERATE(64, 128);
   const int B = emulated ? 1 : 8, T = emulated ? 320 : 1024, NH = emulated ? 2 : 768 / HS, C = NH * HS;
   const cuda::FlashTile tile = GENERATE(cuda::FlashTile::kRows64, cuda::FlashTile::kRows128);
-  INFO("B=" << B << " T=" << T << " NH=" << NH << " HS=" << HS << " tile rows "
-            << (tile == cuda::FlashTile::kRows64 ? 64 : 128));
+  INFO("B=" << B << " T=" << T << " NH=" << NH << " HS=" << HS << " tile rows " << rows_of(tile));
+  if (!fits(backward_need(HS, rows_of(tile), cuda::FlashBackward::kFused))) return;  // refused (the larger design)
   RandomFlash run(B, T, NH, HS, 41, tile);
   const std::vector<bf16> fused = run.backward(cuda::FlashBackward::kFused);
   for (int again = 1; again < 3; ++again) CHECK(test::bits_equal(run.backward(cuda::FlashBackward::kFused), fused));
@@ -175,16 +235,102 @@ TEST_CASE("bf16 flash attention rejects unsupported shapes and misaligned pointe
                     Catch::Contains("dout must be 16-byte aligned"));
 }
 
-TEST_CASE("bf16 flash attention takes 128-row tiles when the grid still covers every SM", "[cuda][bf16][flash]") {
+// kAuto: 128 rows where B*NH*ceil(T/128) CTAs still cover the SMs and the device holds the
+// pass's 128-row kernel, judged for the forward and each backward design apart.
+TEST_CASE("bf16 flash attention takes 128-row tiles when the grid still covers every SM and they fit",
+          "[cuda][bf16][flash]") {
   int device = 0, sms = 0;
   CUDA_CHECK(cudaGetDevice(&device));
   CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  CHECK(cuda::flash_attention_tile_rows(cuda::FlashTile::kRows64, 64, 1024, 12) == 64);
-  CHECK(cuda::flash_attention_tile_rows(cuda::FlashTile::kRows128, 1, 1, 1) == 128);
-  // B*NH*ceil(T/128) CTAs of 128 rows against the SM count, on both sides of it.
-  CHECK(cuda::flash_attention_tile_rows(cuda::FlashTile::kAuto, sms, 128, 1) == 128);
-  CHECK(cuda::flash_attention_tile_rows(cuda::FlashTile::kAuto, sms, 129, 1) == 128);
-  CHECK(cuda::flash_attention_tile_rows(cuda::FlashTile::kAuto, sms - 1, 128, 1) == 64);
-  CHECK(cuda::flash_attention_tile_rows(cuda::FlashTile::kAuto, 1, 128 * sms, 1) == 128);
-  CHECK(cuda::flash_attention_tile_rows(cuda::FlashTile::kAuto, 1, 128 * (sms - 1), 1) == 64);
+  const int HS = GENERATE(64, 128);
+  INFO("HS=" << HS);
+  CHECK(cuda::flash_attention_forward_tile_rows(cuda::FlashTile::kRows64, 64, 1024, 12 * HS, 12) == 64);
+  CHECK(cuda::flash_attention_forward_tile_rows(cuda::FlashTile::kRows128, 1, 1, HS, 1) == 128);
+  CHECK(cuda::flash_attention_backward_tile_rows(cuda::FlashTile::kRows128, 1, 1, HS, 1) == 128);
+  struct Grid {
+    int B, T;
+    bool covers_sms;
+  };
+  // B*ceil(T/128) CTAs of 128 rows (NH = 1) against the SM count, on both sides of it.
+  for (const Grid g : {Grid{sms, 128, true}, Grid{sms, 129, true}, Grid{sms - 1, 128, false},
+                       Grid{1, 128 * sms, true}, Grid{1, 128 * (sms - 1), false}}) {
+    INFO("B=" << g.B << " T=" << g.T);
+    CHECK(cuda::flash_attention_forward_tile_rows(cuda::FlashTile::kAuto, g.B, g.T, HS, 1) ==
+          (g.covers_sms && fits(forward_need(HS, 128)) ? 128 : 64));
+    for (const cuda::FlashBackward design : {cuda::FlashBackward::kSplit, cuda::FlashBackward::kFused})
+      CHECK(cuda::flash_attention_backward_tile_rows(cuda::FlashTile::kAuto, g.B, g.T, HS, 1, design) ==
+            (g.covers_sms && fits(backward_need(HS, 128, design)) ? 128 : 64));
+  }
+}
+
+// Every tile and design at both head sizes: it runs and matches the reference, or, exactly when
+// the device's opt-in limit is below the kernel's need, it is refused by name before anything is
+// launched. kAuto must run wherever the 64-row tile fits (here on a grid of one CTA per SM, where
+// the SM count alone would take 128 rows). GPT2CC_TEST_EXPECT_SHARED_OPTIN, when set, is the limit
+// the device must have (the CTest on an emulated RTX 4090 sets it, so it cannot pass on another).
+TEST_CASE("bf16 flash attention runs each tile the device holds and refuses the others by name",
+          "[cuda][bf16][flash][fit]") {
+  const cudaDeviceProp prop = device_properties();
+  INFO("device " << prop.name << ", sm_" << prop.major << prop.minor << ", opt-in limit "
+                 << prop.sharedMemPerBlockOptin << " bytes");
+  if (const char* want = std::getenv("GPT2CC_TEST_EXPECT_SHARED_OPTIN"))
+    REQUIRE(prop.sharedMemPerBlockOptin == std::stoull(want));
+  const int HS = GENERATE(64, 128);
+  CHECK(cuda::flash_attention_forward_fits_device(HS) == fits(forward_need(HS, 64)));
+  for (const cuda::FlashBackward design : {cuda::FlashBackward::kAuto, cuda::FlashBackward::kSplit,
+                                           cuda::FlashBackward::kFused})
+    CHECK(cuda::flash_attention_fits_device(HS, design) ==
+          (fits(forward_need(HS, 64)) && fits(backward_need(HS, 64, design))));
+  CHECK_FALSE(cuda::flash_attention_fits_device(96));
+  CHECK_FALSE(cuda::flash_attention_forward_fits_device(96));
+
+  cudaStream_t stream = test::test_stream();
+  const auto run_case = [&](const Shape& shape, cuda::FlashTile tile, const char* what) {
+    const int B = shape.B, T = shape.T, NH = shape.NH, C = shape.C();
+    INFO(what << ": B=" << B << " T=" << T << " NH=" << NH << " HS=" << HS);
+    const test::FlashReference ref = test::flash_reference(shape);
+    auto d_qkv = test::device_bf16(ref.qkv);
+    auto d_dout = test::device_bf16(ref.dout);
+    DeviceBuffer<bf16> d_out(shape.out_n() + 128 * static_cast<size_t>(C));
+    DeviceBuffer<bf16> d_dqkv(shape.qkv_n() + 128 * 3 * static_cast<size_t>(C));
+    DeviceBuffer<float> d_lse(shape.stat_n() + 128);
+    d_out.poison();
+    d_lse.poison();
+    const int fwd_rows = cuda::flash_attention_forward_tile_rows(tile, B, T, C, NH);
+    // kAuto takes a tile the device holds wherever the 64-row one fits.
+    if (tile == cuda::FlashTile::kAuto && fits(forward_need(HS, 64))) CHECK(fits(forward_need(HS, fwd_rows)));
+    const auto forward = [&] {
+      cuda::flash_attention_forward(d_out.get(), d_lse.get(), d_qkv.get(), B, T, C, NH, stream, tile);
+    };
+    if (!fits(forward_need(HS, fwd_rows))) {
+      check_refused(forward, "flash_attention_forward_kernel", HS, fwd_rows, forward_need(HS, fwd_rows),
+                    forward_need(HS, 64));
+      return;
+    }
+    forward();
+    test::check_flash_forward(d_out.download(), d_lse.download(), shape, ref, what);
+    for (const cuda::FlashBackward design : {cuda::FlashBackward::kSplit, cuda::FlashBackward::kFused}) {
+      INFO("backward " << cuda::flash_attention_backward_name(design));
+      const int rows = cuda::flash_attention_backward_tile_rows(tile, B, T, C, NH, design);
+      const size_t need = backward_need(HS, rows, design), need64 = backward_need(HS, 64, design);
+      if (tile == cuda::FlashTile::kAuto && fits(need64)) CHECK(fits(need));
+      d_dqkv.poison();
+      const auto backward = [&] {
+        cuda::flash_attention_backward(d_dqkv.get(), d_dout.get(), d_lse.get(), d_out.get(), d_qkv.get(), B, T, C,
+                                       NH, stream, tile, design);
+      };
+      if (!fits(need)) {
+        check_refused(backward,
+                      design == cuda::FlashBackward::kSplit ? "flash_attention_backward_dkdv_kernel"
+                                                            : "flash_attention_backward_fused_kernel",
+                      HS, rows, need, need64);
+        continue;
+      }
+      backward();
+      test::check_flash_backward(d_dqkv.download(), shape, ref, what);
+    }
+  };
+  run_case(Shape{2, 65, 2, HS}, cuda::FlashTile::kRows64, "64-row tiles");
+  run_case(Shape{2, 65, 2, HS}, cuda::FlashTile::kRows128, "128-row tiles");
+  run_case(Shape{prop.multiProcessorCount, 3, 1, HS}, cuda::FlashTile::kAuto, "kAuto, one CTA per SM");
 }
