@@ -65,7 +65,9 @@ done
 if ((BINARIES)); then
   ensure_build_deps
   fingerprint=$(gpt2cc_source_fingerprint .)
-  cmake -S . -B "$CUDA_BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGPT2CC_CUDA=ON >/dev/null
+  # For the lent machine's H100 or H200, whatever GPU (or none) this machine has.
+  cmake -S . -B "$CUDA_BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGPT2CC_CUDA=ON \
+    -DGPT2CC_CUDA_ARCHITECTURES=90 >/dev/null
   targets=()
   for exe in "${GPT2CC_GPU_BINARIES[@]}"; do targets+=("${exe##*/}"); done
   cmake --build "$CUDA_BUILD_DIR" -j "$(nproc)" --target "${targets[@]}"
