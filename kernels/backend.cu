@@ -8,6 +8,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -35,6 +36,35 @@ namespace {
 
 using cuda::bf16;
 
+// Never launched: cudaFuncGetAttributes on it tells whether this build has code for a device.
+__global__ void kernel_image_probe() {}
+
+// The architectures this build has code for (CMake's GPT2CC_CUDA_ARCHITECTURES, kernels/CMakeLists.txt).
+#ifndef GPT2CC_BUILT_CUDA_ARCHITECTURES
+#define GPT2CC_BUILT_CUDA_ARCHITECTURES "?"
+#endif
+
+// A binary holds code only for the architectures it was built for; on any other GPU every launch
+// would fail with "no kernel image". Says so at once, with the way out.
+void check_kernel_image(int device, const cudaDeviceProp& props) {
+  cudaFuncAttributes attributes{};
+  const cudaError_t err = cudaFuncGetAttributes(&attributes, kernel_image_probe);
+  if (err != cudaErrorNoKernelImageForDevice && err != cudaErrorInvalidDeviceFunction) {
+    CUDA_CHECK(err);
+    return;
+  }
+  cudaGetLastError();
+  const int arch = props.major * 10 + props.minor;
+  if (arch < 80)
+    fail_input(format("--device cuda: device {} ({}) is sm_{}, and gpt2cc's CUDA kernels need sm_80 or newer "
+                      "(cp.async, bf16 tensor cores); use --device cpu",
+                      device, props.name, arch));
+  fail_input(format("--device cuda: this gpt2cc was built for CUDA architectures {} and has no code for device {} "
+                    "({}, sm_{}): rebuild it with -DGPT2CC_CUDA_ARCHITECTURES={} (a build on this machine picks its "
+                    "GPUs by default)",
+                    GPT2CC_BUILT_CUDA_ARCHITECTURES, device, props.name, arch, arch));
+}
+
 std::string gib(size_t bytes) { return format("{} GiB", static_cast<double>(bytes) / (1024.0 * 1024.0 * 1024.0)); }
 
 // The element type of a compute-dtype tensor, checked: a tensor of the other dtype is a bug in
@@ -60,6 +90,7 @@ class CudaBackend final : public Backend {
   CudaBackend(int device, DType dtype) : device_(device), dtype_(dtype) {
     CUDA_CHECK(cudaSetDevice(device_));
     CUDA_CHECK(cudaGetDeviceProperties(&props_, device_));
+    check_kernel_image(device_, props_);
     INPUT_CHECK(dtype_ != DType::bf16 || props_.major >= 8,
                 "--dtype bf16 needs a GPU of compute capability 8.0 or newer (bf16 tensor cores); device {} ({}) is "
                 "sm_{}{}: use --dtype fp32",
@@ -77,7 +108,7 @@ class CudaBackend final : public Backend {
     cuda::cublas_handle(stream_);
   }
   ~CudaBackend() override {
-    for (auto& [key, exec] : graphs_) cudaGraphExecDestroy(exec);
+    for (const Recording& r : graphs_) cudaGraphExecDestroy(r.exec);
     cudaStreamSynchronize(stream_);
     cudaDeviceGraphMemTrim(device_);  // the graphs' memory stays reserved until trimmed
     cudaSetDevice(device_);  // the workspace is keyed by (device, stream)
@@ -141,8 +172,8 @@ class CudaBackend final : public Backend {
     copy(dst, as<float>(src), N * sizeof(float));
   }
 
-  // bf16 without attention dropout runs the flash kernels, which save only the row log-sum-exp;
-  // otherwise the tiled kernels save the probabilities like the CPU.
+  // bf16 without attention dropout runs the flash kernels (use_flash), which save only the row
+  // log-sum-exp; otherwise the tiled kernels save the probabilities like the CPU.
   size_t attention_saved_floats(int B, int T, int C, int NH, bool dropout) const override {
     const bool flash = use_flash(C / NH, dropout);
     return static_cast<size_t>(B) * NH * T * (flash ? 1 : T);
@@ -330,11 +361,14 @@ class CudaBackend final : public Backend {
     // Thread-local capture: another host thread (the data loader's prefetch) may call CUDA
     // meanwhile without invalidating this capture.
     CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+    cuda::captured_scratch = {};
     return true;
   }
   void end_recording(uint64_t key) override {
-    cudaGraph_t graph = nullptr;
-    CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
+    cudaGraph_t captured = nullptr;
+    CUDA_CHECK(cudaStreamEndCapture(stream_, &captured));
+    const std::unique_ptr<std::remove_pointer_t<cudaGraph_t>, decltype(&cudaGraphDestroy)> graph(captured,
+                                                                                          &cudaGraphDestroy);
     // The recorded ops' scratch is graph memory, apart from the default pool, which still holds
     // (release threshold: never) what the same ops took when they ran directly: without handing
     // that back, every recorded step would keep its scratch on the device twice, and a batch that
@@ -345,16 +379,15 @@ class CudaBackend final : public Backend {
     CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, device_));
     CUDA_CHECK(cudaMemPoolTrimTo(pool, 0));
     cudaGraphExec_t exec = nullptr;
-    const cudaError_t err = cudaGraphInstantiate(&exec, graph, 0);
-    cudaGraphDestroy(graph);
-    CUDA_CHECK(err);
-    // A few shapes at most recur (training batches, evaluation batches): keep the newest.
+    CUDA_CHECK(cudaGraphInstantiate(&exec, graph.get(), 0));
+    // A few shapes at most recur (training batches, evaluation batches): keep the most recently
+    // replayed.
     if (graphs_.size() >= kMaxGraphs) {
-      cudaGraphExecDestroy(graphs_.front().second);
+      cudaGraphExecDestroy(graphs_.front().exec);
       graphs_.erase(graphs_.begin());
       CUDA_CHECK(cudaDeviceGraphMemTrim(device_));  // what only it used (none in use by a launch in flight)
     }
-    graphs_.emplace_back(key, exec);
+    graphs_.push_back({key, exec, cuda::captured_scratch.peak});
   }
   void abort_recording() noexcept override {
     cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
@@ -366,12 +399,30 @@ class CudaBackend final : public Backend {
     cudaGetLastError();
   }
   bool replay(uint64_t key) override {
-    for (auto& [k, exec] : graphs_) {
-      if (k != key) continue;
-      CUDA_CHECK(cudaGraphLaunch(exec, stream_));
-      return true;
+    auto found = std::find_if(graphs_.begin(), graphs_.end(), [&](const Recording& r) { return r.key == key; });
+    if (found == graphs_.end()) return false;
+    std::rotate(found, found + 1, graphs_.end());  // now the most recently replayed: evicted last
+    const Recording& recording = graphs_.back();
+    // A launch maps the graph's scratch (graph memory) when it is not mapped already, which fails
+    // when the device is full: the memory CUDA keeps cached (the default pool's, the other graphs'
+    // idle graph memory) goes back and the launch is tried once more.
+    cudaError_t err = cudaGraphLaunch(recording.exec, stream_);
+    if (err == cudaErrorMemoryAllocation) {
+      cudaGetLastError();
+      if (cuda::release_cached_memory(device_) == cudaSuccess) err = cudaGraphLaunch(recording.exec, stream_);
     }
-    return false;
+    if (err == cudaErrorMemoryAllocation) {
+      cudaGetLastError();
+      size_t free_bytes = 0, total_bytes = 0;
+      cudaMemGetInfo(&free_bytes, &total_bytes);
+      throw OutOfMemoryError(format("CUDA out of memory on device {} ({}) launching a recorded step (CUDA graph) "
+                                    "whose scratch needs {} bytes ({}) at once: {} bytes free ({}) of {}; try a "
+                                    "smaller batch size or sequence length",
+                                    device_, props_.name, recording.scratch_peak, gib(recording.scratch_peak),
+                                    free_bytes, gib(free_bytes), gib(total_bytes)));
+    }
+    CUDA_CHECK(err);
+    return true;
   }
 
  private:
@@ -385,15 +436,24 @@ class CudaBackend final : public Backend {
     else
       fn(std::type_identity<float>{});
   }
+  // Flash where its kernels fit the device's shared memory (not HS 128 on sm_86 / sm_89): the
+  // tiled kernels compute the same anywhere.
   bool use_flash(int HS, bool dropout) const {
-    return dtype_ == DType::bf16 && !dropout && cuda::flash_attention_supported(HS);
+    return dtype_ == DType::bf16 && !dropout && cuda::flash_attention_supported(HS) &&
+           cuda::flash_attention_fits_device(HS);
   }
 
   int device_;
   DType dtype_;
   cudaDeviceProp props_{};
   cudaStream_t stream_ = nullptr;
-  std::vector<std::pair<uint64_t, cudaGraphExec_t>> graphs_;
+  // The recordings, least recently replayed first; scratch_peak: their graph memory (ScratchBuffer).
+  struct Recording {
+    uint64_t key;
+    cudaGraphExec_t exec;
+    size_t scratch_peak;
+  };
+  std::vector<Recording> graphs_;
 };
 
 }  // namespace

@@ -72,6 +72,15 @@ inline cudaError_t release_cached_memory(int device) {
   return err;
 }
 
+// The scratch that ScratchBuffers took on this host thread while their stream captured (each
+// capture is one graph, kernels/backend.cu): bytes live now and the most live at once since the
+// reset at the capture's start, which is the graph memory a launch of that graph maps (for its
+// out-of-memory message).
+struct CapturedScratch {
+  size_t live = 0, peak = 0;
+};
+inline thread_local CapturedScratch captured_scratch;
+
 // Temporary device memory for one op (partial sums, intermediate score matrices), allocated
 // stream-ordered (cudaMallocAsync): the memory pool hands back the same blocks each step, so
 // after the first step this costs no cudaMalloc and no synchronisation. When the device is out of
@@ -80,16 +89,15 @@ inline cudaError_t release_cached_memory(int device) {
 // returns errors of earlier asynchronous work) is reported as the CUDA error it is.
 class ScratchBuffer {
  public:
-  ScratchBuffer(size_t bytes, cudaStream_t stream) : stream_(stream) {
-    const size_t asked = bytes == 0 ? 1 : bytes;
-    cudaError_t err = cudaMallocAsync(&ptr_, asked, stream);
+  ScratchBuffer(size_t bytes, cudaStream_t stream) : stream_(stream), bytes_(bytes == 0 ? 1 : bytes) {
     cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-    if (err == cudaErrorMemoryAllocation && cudaStreamIsCapturing(stream, &capture) == cudaSuccess &&
-        capture == cudaStreamCaptureStatusNone) {
+    const bool known = cudaStreamIsCapturing(stream, &capture) == cudaSuccess;
+    cudaError_t err = cudaMallocAsync(&ptr_, bytes_, stream);
+    if (err == cudaErrorMemoryAllocation && known && capture == cudaStreamCaptureStatusNone) {
       int device = 0;
       cudaGetLastError();
       if (cudaGetDevice(&device) == cudaSuccess && release_cached_memory(device) == cudaSuccess)
-        err = cudaMallocAsync(&ptr_, asked, stream);
+        err = cudaMallocAsync(&ptr_, bytes_, stream);
     }
     if (err == cudaErrorMemoryAllocation) {
       size_t free_bytes = 0, total_bytes = 0;
@@ -100,10 +108,18 @@ class ScratchBuffer {
                                     bytes, free_bytes, total_bytes, cudaGetErrorString(err)));
     }
     if (err != cudaSuccess) fail_cuda(err, "cudaMallocAsync(&scratch, bytes, stream)", __FILE__, __LINE__);
+    captured_ = known && capture == cudaStreamCaptureStatusActive;
+    if (captured_) {
+      captured_scratch.live += bytes_;
+      if (captured_scratch.live > captured_scratch.peak) captured_scratch.peak = captured_scratch.live;
+    }
   }
   ScratchBuffer(const ScratchBuffer&) = delete;
   ScratchBuffer& operator=(const ScratchBuffer&) = delete;
-  ~ScratchBuffer() { cudaFreeAsync(ptr_, stream_); }
+  ~ScratchBuffer() {
+    cudaFreeAsync(ptr_, stream_);
+    if (captured_) captured_scratch.live -= bytes_;
+  }
   template <class T>
   T* as() const {
     return static_cast<T*>(ptr_);
@@ -112,6 +128,8 @@ class ScratchBuffer {
  private:
   void* ptr_ = nullptr;
   cudaStream_t stream_;
+  size_t bytes_;
+  bool captured_ = false;
 };
 
 }  // namespace gpt2cc::cuda

@@ -1,7 +1,8 @@
 // The whole model in bf16 mixed precision on CUDA (core/model.hpp through a bf16 CudaBackend):
 // one training step against the fp32 CPU model on the same bf16-rounded weights (loss, logits,
 // every gradient tensor by relative L2 error), on the flash-attention path (HS 64), the tiled
-// bf16 path (HS 12) and with dropout; AdamW keeping fp32 master weights; 20 steps whose losses
+// bf16 path (HS 12), with dropout, and at HS 128 (flash, or tiled where the device's shared memory
+// cannot hold flash's kernels: CTest emu_cuda_bf16_rtx4090); AdamW keeping fp32 master weights; 20 steps whose losses
 // track fp32 CUDA; CUDA-graph replay changing no bit, GELU recompute none outside fcprojw's bf16
 // gradient; determinism; KV-cache
 // decoding against a full recompute.
@@ -15,6 +16,7 @@
 #include "core/model_optim.hpp"
 #include "cpu/adamw.hpp"
 #include "cuda_test_util.hpp"
+#include "kernels/flash_attention.cuh"
 #include "model/model_test_util.hpp"
 
 using namespace gpt2cc;
@@ -91,12 +93,17 @@ TEST_CASE("a bf16 training step tracks the fp32 cpu model", "[cuda][bf16][model]
     const char* path;
   };
   const Case k = GENERATE(Case{128, 2, 0.0f, "flash attention (HS 64)"}, Case{36, 3, 0.0f, "tiled attention (HS 12)"},
-                          Case{128, 2, 0.1f, "tiled attention with dropout"});
+                          Case{128, 2, 0.1f, "tiled attention with dropout"},
+                          Case{256, 2, 0.0f, "HS 128: flash where the device holds its kernels, else tiled"});
   INFO(k.path);
   const ModelConfig c = bf16_config(k.C, k.NH, k.dropout);
   const int B = 3, T = 29;  // T not a multiple of the flash tiles
   auto cpu_backend = make_cpu_backend(0);
   auto cuda_backend = make_cuda_backend(0, DType::bf16);
+  // Flash saves the log-sum-exp per row, the tiled kernels the probabilities.
+  const bool flash = k.dropout == 0.0f && k.C / k.NH != 12 && cuda::flash_attention_fits_device(k.C / k.NH);
+  CHECK(cuda_backend->attention_saved_floats(B, T, k.C, k.NH, k.dropout > 0.0f) ==
+        size_t(B) * k.NH * T * (flash ? 1 : T));
   GPT2 cpu_model(c, *cpu_backend, B, T), model(c, *cuda_backend, B, T);
   REQUIRE(model.dtype() == DType::bf16);
   // Both models compute with the same (bf16-representable) weights: what differs is only the

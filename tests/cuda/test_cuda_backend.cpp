@@ -1,17 +1,21 @@
-// CudaBackend through the Backend interface: the factory, zero-filled allocations, copies,
-// the out-of-memory message, memory CUDA keeps cached handed back before an allocation fails (and
-// by a backend that goes), scratch errors that are not out of memory, and that an op called
-// through the backend runs on its stream in order with its copies (a forward then a download sees
-// the result without an explicit sync).
+// CudaBackend through the Backend interface: the factory (and its refusal of a GPU the build has no
+// code for), zero-filled allocations, copies, the out-of-memory message, memory CUDA keeps cached
+// handed back before an allocation or a recorded step's launch fails (and by a backend that goes),
+// scratch errors that are not out of memory, which recordings the backend keeps, and that an op
+// called through the backend runs on its stream in order with its copies (a forward then a
+// download sees the result without an explicit sync).
 #include <catch2/catch.hpp>
 
+#include <cstdlib>
 #include <string>
+#include <vector>
 
 #include "core/backend.hpp"
 #include "core/check.hpp"
 #include "cpu/gelu.hpp"
 #include "cuda_test_util.hpp"
 #include "kernels/cuda_check.cuh"
+#include "kernels/gelu.cuh"
 
 using namespace gpt2cc;
 
@@ -106,6 +110,31 @@ TEST_CASE("cuda backend reports out-of-memory with sizes and a hint", "[cuda][ba
   CHECK(host[0] == 0.0f);
 }
 
+namespace {
+
+constexpr size_t kMiB = size_t(1) << 20;
+
+// Takes all of the device's free memory but `left` with one cudaMalloc (returned, for cudaFree), so
+// that `no_longer_fits` bytes cannot be allocated any more: the premise, checked.
+void* fill_device_but(size_t left, size_t no_longer_fits) {
+  size_t free_bytes = 0, total_bytes = 0;
+  REQUIRE(cudaMemGetInfo(&free_bytes, &total_bytes) == cudaSuccess);
+  REQUIRE(free_bytes > left);
+  cudaDeviceProp prop{};
+  REQUIRE(cudaGetDeviceProperties(&prop, 0) == cudaSuccess);
+  // The CPU emulator's device memory is host memory, allocated and filled: keep it small there.
+  INFO("on the emulator, run with GPT2CC_EMU_DEVICE_MIB=1024 (as CTest does)");
+  REQUIRE((std::string(prop.name).find("gpt2cc CPU emulator") == std::string::npos || free_bytes <= (size_t(4) << 30)));
+  void* blocker = nullptr;
+  REQUIRE(cudaMalloc(&blocker, free_bytes - left) == cudaSuccess);
+  void* probe = nullptr;
+  CHECK(cudaMalloc(&probe, no_longer_fits) == cudaErrorMemoryAllocation);
+  cudaGetLastError();
+  return blocker;
+}
+
+}  // namespace
+
 // CUDA keeps freed memory cached for reuse: the default pool's blocks (the backend sets its release
 // threshold to never) and graph memory (reserved after its launches until cudaDeviceGraphMemTrim).
 // cudaMalloc, or a pool that must grow, cannot use it, so an allocation that fits once it is handed
@@ -114,7 +143,7 @@ TEST_CASE("cached pool and graph memory goes back before an allocation fails", "
   auto backend = make_cuda_backend(0, DType::fp32);
   cudaStream_t stream = nullptr;
   REQUIRE(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) == cudaSuccess);
-  constexpr size_t kMiB = size_t(1) << 20, kCached = 32 * kMiB, kAsk = 40 * kMiB, kLeft = 16 * kMiB;
+  constexpr size_t kCached = 32 * kMiB, kAsk = 40 * kMiB, kLeft = 16 * kMiB;
   cudaMemPool_t pool = nullptr;
   REQUIRE(cudaDeviceGetDefaultMemPool(&pool, 0) == cudaSuccess);
   cudaGraphExec_t exec = nullptr;
@@ -143,28 +172,9 @@ TEST_CASE("cached pool and graph memory goes back before an allocation fails", "
     CHECK(pool_reserved - pool_used >= kCached);
     CHECK(graph_reserved >= kCached);
   };
-  // All of the device's free memory but kLeft, taken by cudaMalloc: kAsk no longer fits beside the
-  // cached memory (the premise, checked), and fits once it is handed back.
-  const auto fill = [&] {
-    size_t free_bytes = 0, total_bytes = 0;
-    REQUIRE(cudaMemGetInfo(&free_bytes, &total_bytes) == cudaSuccess);
-    REQUIRE(free_bytes > kLeft);
-    cudaDeviceProp prop{};
-    REQUIRE(cudaGetDeviceProperties(&prop, 0) == cudaSuccess);
-    // The CPU emulator's device memory is host memory, allocated and filled: keep it small there.
-    INFO("on the emulator, run with GPT2CC_EMU_DEVICE_MIB=1024 (as CTest does)");
-    REQUIRE((std::string(prop.name) != "gpt2cc CPU emulator" || free_bytes <= (size_t(4) << 30)));
-    void* blocker = nullptr;
-    REQUIRE(cudaMalloc(&blocker, free_bytes - kLeft) == cudaSuccess);
-    void* probe = nullptr;
-    CHECK(cudaMalloc(&probe, kAsk) == cudaErrorMemoryAllocation);
-    cudaGetLastError();
-    return blocker;
-  };
-
   SECTION("a scratch buffer") {
     cache();
-    void* blocker = fill();
+    void* blocker = fill_device_but(kLeft, kAsk);
     {
       cuda::ScratchBuffer scratch(kAsk, stream);
       CHECK(cudaMemsetAsync(scratch.as<char>(), 0, kAsk, stream) == cudaSuccess);
@@ -174,7 +184,7 @@ TEST_CASE("cached pool and graph memory goes back before an allocation fails", "
   }
   SECTION("a backend allocation") {
     cache();
-    void* blocker = fill();
+    void* blocker = fill_device_but(kLeft, kAsk);
     void* p = nullptr;
     CHECK_NOTHROW(p = backend->allocate(kAsk));
     backend->release(p);
@@ -182,7 +192,7 @@ TEST_CASE("cached pool and graph memory goes back before an allocation fails", "
   }
   SECTION("and when even that is not enough: out of memory, with sizes") {
     cache();
-    void* blocker = fill();
+    void* blocker = fill_device_but(kLeft, kAsk);
     CHECK_THROWS_AS(cuda::ScratchBuffer(kAsk + 3 * kCached, stream), OutOfMemoryError);
     CHECK_THROWS_AS(backend->allocate(kAsk + 3 * kCached), OutOfMemoryError);
     CHECK(cudaFree(blocker) == cudaSuccess);
@@ -235,6 +245,152 @@ TEST_CASE("a cuda backend's recorded graphs leave no graph memory reserved behin
   }
   REQUIRE(cudaDeviceGetGraphMemAttribute(0, cudaGraphMemAttrReservedMemCurrent, &graph_reserved) == cudaSuccess);
   CHECK(graph_reserved == 0);
+}
+
+// A recorded step's scratch is graph memory, which a launch maps when it is not mapped already
+// (after a trim): on a full device that launch fails unless the memory CUDA keeps cached goes back
+// first, and when even that is not enough, the error says so with the step's scratch. The step:
+// matmul_backward_gelu, whose one scratch buffer is dinp's size.
+TEST_CASE("a recorded step whose launch finds the device full: cached memory goes back, else out of memory",
+          "[cuda][backend][memory]") {
+  auto backend = make_cuda_backend(0, DType::fp32);
+  constexpr size_t kScratch = 24 * kMiB, kCached = 32 * kMiB, kLeft = 16 * kMiB;
+  const int B = 6, T = 1024, C = 1024, OC = 4;
+  const size_t N = size_t(B) * T * C;
+  REQUIRE(N * sizeof(float) == kScratch);
+  DeviceArray<float> dinp(*backend, N), inp(*backend, N), pre(*backend, N), dout(*backend, size_t(B) * T * OC),
+      weight(*backend, size_t(OC) * C), dweight(*backend, size_t(OC) * C);
+  const auto upload_random = [&](DeviceArray<float>& a, uint64_t seed) {
+    const auto values = test::random_vector(a.size(), seed, -2.0f, 2.0f);
+    backend->upload(a.data(), values.data(), a.bytes());
+  };
+  upload_random(inp, 1);
+  upload_random(pre, 2);
+  upload_random(dout, 3);
+  upload_random(weight, 4);
+  const auto step = [&] {
+    backend->matmul_backward_gelu(dinp.data(), dweight.data(), nullptr, dout.data(), inp.data(), weight.data(),
+                                  pre.data(), B, T, C, OC);
+  };
+  const auto dinp_now = [&] {
+    std::vector<float> host(N);
+    backend->download(host.data(), dinp.data(), dinp.bytes());
+    return host;
+  };
+  step();
+  const std::vector<float> expected = dinp_now();
+  REQUIRE(backend->begin_recording());
+  step();
+  backend->end_recording(7);
+  REQUIRE(backend->replay(7));
+  backend->synchronize();
+  CHECK(test::bit_equal(dinp_now(), expected));
+  backend->zero(dinp.data(), dinp.bytes());
+  // Unmapped again: the next launch must map kScratch. Nothing else cached either (earlier tests
+  // in this process share the device's pool and graph memory).
+  REQUIRE(cuda::release_cached_memory(0) == cudaSuccess);
+
+  SECTION("the pool's cached memory goes back and the launch succeeds") {
+    cudaStream_t stream = nullptr;
+    REQUIRE(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) == cudaSuccess);
+    {
+      cuda::ScratchBuffer cached(kCached, stream);  // freed into the default pool, which keeps it
+      REQUIRE(cudaMemsetAsync(cached.as<char>(), 0, kCached, stream) == cudaSuccess);
+    }
+    REQUIRE(cudaStreamSynchronize(stream) == cudaSuccess);
+    void* blocker = fill_device_but(kLeft, kScratch);
+    CHECK_NOTHROW(backend->replay(7));
+    backend->synchronize();
+    CHECK(test::bit_equal(dinp_now(), expected));
+    CHECK(cudaFree(blocker) == cudaSuccess);
+    REQUIRE(cudaStreamDestroy(stream) == cudaSuccess);
+  }
+  SECTION("nothing cached: out of memory, naming the graph and its scratch; the backend still works") {
+    void* blocker = fill_device_but(kLeft, kScratch);
+    try {
+      backend->replay(7);
+      FAIL("a recorded step whose scratch does not fit was launched");
+    } catch (const OutOfMemoryError& e) {
+      const std::string msg = e.what();
+      CHECK_THAT(msg, Catch::Contains("CUDA graph"));
+      CHECK_THAT(msg, Catch::Contains(std::to_string(kScratch) + " bytes"));
+      CHECK_THAT(msg, Catch::Contains("bytes free"));
+      CHECK_THAT(msg, Catch::Contains("smaller batch"));
+    }
+    CHECK(cudaFree(blocker) == cudaSuccess);
+    CHECK(backend->replay(7));
+    backend->synchronize();
+    CHECK(test::bit_equal(dinp_now(), expected));
+  }
+}
+
+// The backend keeps a few recordings: a new one beyond that evicts the least recently replayed.
+TEST_CASE("a cuda backend keeps the recordings replayed most recently", "[cuda][backend]") {
+  auto backend = make_cuda_backend(0, DType::fp32);
+  const size_t n = 256;
+  DeviceArray<float> inp(*backend, n), out(*backend, n);
+  const auto values = test::random_vector(n, 9, -2.0f, 2.0f);
+  backend->upload(inp.data(), values.data(), inp.bytes());
+  const auto record = [&](uint64_t key) {
+    REQUIRE(backend->begin_recording());
+    backend->gelu_forward(out.data(), inp.data(), n);
+    backend->end_recording(key);
+  };
+  // It keeps 4 (kernels/backend.cu kMaxGraphs). Least recently replayed first: 1 2 3 4.
+  for (uint64_t key = 1; key <= 4; ++key) record(key);
+  for (uint64_t key : {2, 1}) REQUIRE(backend->replay(key));  // 3 4 2 1
+  record(5);                                                  // 4 2 1 5: the oldest recording, 1, stays
+  CHECK_FALSE(backend->replay(3));
+  for (uint64_t key : {4, 2, 1, 5}) CHECK(backend->replay(key));
+  record(6);  // 2 1 5 6
+  CHECK_FALSE(backend->replay(4));
+  for (uint64_t key : {2, 1, 5, 6}) CHECK(backend->replay(key));
+  // A replay still computes.
+  backend->zero(out.data(), out.bytes());
+  REQUIRE(backend->replay(6));
+  std::vector<float> host(n), expected(n);
+  backend->download(host.data(), out.data(), out.bytes());
+  cpu::gelu_forward(expected.data(), values.data(), n);
+  test::expect_matches(host, expected, "gelu replayed");
+}
+
+// A build has code only for the architectures it was compiled for (GPT2CC_CUDA_ARCHITECTURES): on a
+// GPU it has none for, the backend says so at once, and how to rebuild, instead of failing at the
+// first kernel with "no kernel image". Whether this build has code for device 0 is found out by a
+// kernel launched without the backend. CTest emu_cuda_no_kernel_image runs this on an emulated
+// A100 (sm_80) beside the default sm_90 build and sets GPT2CC_TEST_EXPECT_NO_KERNEL_IMAGE.
+TEST_CASE("make_cuda_backend on a GPU this build has no code for names it and the rebuild", "[cuda][backend][image]") {
+  cudaDeviceProp prop{};
+  REQUIRE(cudaGetDeviceProperties(&prop, 0) == cudaSuccess);
+  const int arch = prop.major * 10 + prop.minor;
+  bool has_image = true;
+  try {
+    test::DeviceBuffer<float> x(std::vector<float>(64, 0.5f));
+    cuda::gelu_forward(x.get(), x.get(), x.size(), test::test_stream());
+    CUDA_CHECK(cudaStreamSynchronize(test::test_stream()));
+  } catch (const Error& e) {
+    has_image = false;
+    REQUIRE_THAT(std::string(e.what()), Catch::Contains("cudaErrorNoKernelImageForDevice") ||
+                                            Catch::Contains("cudaErrorInvalidDeviceFunction"));
+  }
+  cudaGetLastError();
+  if (std::getenv("GPT2CC_TEST_EXPECT_NO_KERNEL_IMAGE") != nullptr) REQUIRE_FALSE(has_image);
+  INFO("device 0: " << prop.name << ", sm_" << arch << (has_image ? "" : ": no code for it in this build"));
+  if (has_image) {
+    CHECK_NOTHROW(make_cuda_backend(0));
+    return;
+  }
+  for (const DType dtype : {DType::fp32, DType::bf16}) {
+    try {
+      make_cuda_backend(0, dtype);
+      FAIL("a cuda backend was made for a GPU this build has no code for");
+    } catch (const InputError& e) {
+      const std::string msg = e.what();
+      CHECK_THAT(msg, Catch::Contains("has no code for device 0"));
+      CHECK_THAT(msg, Catch::Contains(format("sm_{}", arch)));
+      CHECK_THAT(msg, Catch::Contains(format("-DGPT2CC_CUDA_ARCHITECTURES={}", arch)));
+    }
+  }
 }
 
 TEST_CASE("make_cuda_backend rejects a device that does not exist", "[cuda][backend]") {
