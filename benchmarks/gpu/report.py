@@ -151,8 +151,9 @@ def attention_section(directory):
         o_valid = o is not None and o.get("valid", True) and "fwd_bwd_ms" in o
         ratio = o["fwd_bwd_ms"] / t["fwd_bwd_ms"] if o_valid and t else None
         ratio_text = "n/a" if ratio is None else f"{ratio:.2f}x ({verdict(ratio <= ATTENTION_RATIO_TARGET)})"
-        o_fwd = num(o.get("fwd_ms"), "{:.3f}") if o_valid else ("INVALID" if o else "n/a")
-        o_fb = num(o.get("fwd_bwd_ms"), "{:.3f}") if o_valid else ("INVALID" if o else "n/a")
+        o_state = "n/a" if o is None else ("not run: does not fit the device" if o.get("not_run") else "INVALID")
+        o_fwd = num(o.get("fwd_ms"), "{:.3f}") if o_valid else o_state
+        o_fb = num(o.get("fwd_bwd_ms"), "{:.3f}") if o_valid else o_state
         tiles = (f"{num(o.get('fwd_bwd_ms_rows64'), '{:.3f}')} / {num(o.get('fwd_bwd_ms_rows128'), '{:.3f}')} "
                  f"({o.get('tile_rows_auto', 'n/a')})") if o_valid else "n/a"
         mib = lambda b: num(None if b is None else b / 2**20, "{:.0f}")
@@ -266,7 +267,8 @@ def self_test():
              "tile_rows_auto": 128, "fwd_bwd_ms_rows64": 2.9, "fwd_bwd_ms_rows128": 2.6, "bwd_ms_split": 2.5,
              "bwd_ms_fused": 2.1, "bwd_design_auto": "fused", "bwd_scratch_bytes_split": 1.5 * 2**20,
              "bwd_scratch_bytes_fused": 25.5 * 2**20},
-            {"B": 16, "NH": 12, "T": 1024, "HS": 64, "valid": False}]})
+            {"B": 16, "NH": 12, "T": 1024, "HS": 64, "valid": False},
+            {"B": 16, "NH": 12, "T": 1024, "HS": 128, "valid": False, "not_run": "needs more shared memory"}]})
         put("pt_attention.json", {"results": [
             {"B": 8, "NH": 12, "T": 1024, "HS": 64, "fwd_ms": 0.4, "fwd_bwd_ms": 2.0},
             {"B": 16, "NH": 12, "T": 1024, "HS": 64, "fwd_ms": 0.8, "fwd_bwd_ms": 4.0},
@@ -296,6 +298,8 @@ def self_test():
         expect("| 1.30x (met) | 2.900 / 2.600 (128) | 2.500 / 2.100 (fused); 2 / 26 MiB |" in text,
                "attention 2.6/2.0 = 1.30x is within 1.3x, tiles, backward designs")
         expect("| 16 | 12 | 1024 | 64 | INVALID |" in text, "invalid gpt2cc attention row shown as INVALID")
+        expect("| 16 | 12 | 1024 | 128 | not run: does not fit the device |" in text,
+               "a shape the device cannot hold is not called invalid")
         expect("| 8 | 12 | 1024 | 128 | n/a | 0.800 | n/a | 4.000 | n/a | n/a | n/a |" in text,
                "SDPA-only shape gives n/a ratio")
         expect("| gelu_forward | bf16 | N=1 | 0.1000 | 2400 GB/s | 80.0% |" in text, "kernel roofline row")

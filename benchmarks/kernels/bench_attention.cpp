@@ -8,6 +8,8 @@
 // forced (64 and 128 rows a CTA, which must give the same bits), the backward of each design, the
 // bytes each saves for the backward (lse vs att) and the backward's scratch per design.
 // Shapes and JSON fields follow benchmarks/pytorch/attention_sdpa.py, so the two sit side by side.
+// A head size whose kernels the device cannot hold (HS 128 on sm_86 / sm_89) is not run: its row
+// says why ("not_run" in the JSON), and the other shapes still run.
 //   bench_attention [--shapes 8x12x1024x64,...] [-B 8 -T 1024 --NH 12 --HS 64] [--reps 50] [--json out.json]
 // (-B/--batch-size, -T/--seq-len: cxxopts makes one-letter names short options, so no --B/--T.)
 #include <cuda_bf16.h>
@@ -137,7 +139,19 @@ struct Result {
   double tiled_fwd_ms = 0, tiled_bwd_ms = 0;
   double flash_saved_bytes = 0, tiled_saved_bytes = 0;
   double bwd_scratch_split = 0, bwd_scratch_fused = 0;
+  std::string not_run;  // why the shape was not run (the device cannot hold its kernels), or empty
 };
+
+// Why flash attention cannot run at head size HS on this device (both backward designs are run
+// here), or empty: HS 128 needs more shared memory per block than sm_86 / sm_89 have.
+std::string unfit_reason(int HS, const cudaDeviceProp& props) {
+  if (cuda::flash_attention_fits_device(HS, cuda::FlashBackward::kSplit) &&
+      cuda::flash_attention_fits_device(HS, cuda::FlashBackward::kFused))
+    return "";
+  return format("flash attention's HS {} kernels need more shared memory per block than {} (sm_{}{}) allows ({} "
+                "bytes)",
+                HS, props.name, props.major, props.minor, props.sharedMemPerBlockOptin);
+}
 
 // Causal attention FLOPs, matmuls only (as attention_sdpa.py): forward = QK^T and PV, each
 // 2*B*NH*T^2*HS, halved by the causal mask: fwd = 4*B*NH*T^2*HS / 2. Backward = five such
@@ -257,14 +271,19 @@ void write_json(const std::string& path, const cudaDeviceProp& props, const Opti
                        {"NH", r.shape.NH},
                        {"T", r.shape.T},
                        {"HS", r.shape.HS},
-                       {"valid", r.valid},
-                       {"bwd_design_auto", cuda::flash_attention_backward_name(r.auto_design)},
-                       {"rel_error", error_json(r.check)},
-                       {"rel_error_other_design", error_json(r.check_other)},
-                       {"saved_bytes", r.flash_saved_bytes},
-                       {"tiled_fp32_saved_bytes", r.tiled_saved_bytes},
-                       {"bwd_scratch_bytes_split", r.bwd_scratch_split},
-                       {"bwd_scratch_bytes_fused", r.bwd_scratch_fused}};
+                       {"valid", r.valid}};
+    if (!r.not_run.empty()) {
+      row["not_run"] = r.not_run;
+      j["results"].push_back(row);
+      continue;
+    }
+    row["bwd_design_auto"] = cuda::flash_attention_backward_name(r.auto_design);
+    row["rel_error"] = error_json(r.check);
+    row["rel_error_other_design"] = error_json(r.check_other);
+    row["saved_bytes"] = r.flash_saved_bytes;
+    row["tiled_fp32_saved_bytes"] = r.tiled_saved_bytes;
+    row["bwd_scratch_bytes_split"] = r.bwd_scratch_split;
+    row["bwd_scratch_bytes_fused"] = r.bwd_scratch_fused;
     if (r.valid) {
       row["fwd_ms"] = r.fwd_ms;
       row["fwd_tflops"] = tflops(fwd, r.fwd_ms);
@@ -312,6 +331,14 @@ int run(int argc, char** argv) {
   std::vector<Result> results;
   bool all_valid = true;
   for (const Shape& s : o.shapes) {
+    if (std::string why = unfit_reason(s.HS, props); !why.empty()) {
+      std::printf("| %d | %d | %d | %d | not run: %s |\n", s.B, s.NH, s.T, s.HS, why.c_str());
+      Result r;
+      r.shape = s;
+      r.not_run = std::move(why);
+      results.push_back(r);
+      continue;
+    }
     const Result r = bench_shape(s, o, stream);
     results.push_back(r);
     all_valid = all_valid && r.valid;
