@@ -21,9 +21,16 @@ namespace {
 using namespace flash;
 
 // Dynamic shared memory above 48 KiB must be opted into per kernel (with the two-stage pipeline
-// HS 64 needs 45-91 KiB, HS 128 85-155 KiB: SharedNeed below).
+// HS 64 needs 45-91 KiB, HS 128 85-155 KiB: SharedNeed below). The kernel's static shared memory
+// must be what SharedNeed counts (`static_bytes`), or the fit judged before launch would be wrong.
 template <class Kernel>
-void allow_shared_memory(Kernel kernel, size_t bytes) {
+void allow_shared_memory(Kernel kernel, size_t bytes, size_t static_bytes = 0) {
+  cudaFuncAttributes attributes{};
+  CUDA_CHECK(cudaFuncGetAttributes(&attributes, kernel));
+  ENSURE(attributes.sharedSizeBytes <= static_bytes,
+         "flash attention: a kernel of this build has {} bytes of static shared memory where {} are counted "
+         "(kBackwardFusedStaticSmem in kernels/flash_attention_device.cuh is out of date)",
+         attributes.sharedSizeBytes, static_bytes);
   if (bytes > 48 * 1024)
     CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
 }
@@ -57,7 +64,7 @@ void check_shapes(const char* op, int B, int T, int C, int NH) {
 }
 
 // What the kernel a pass launches needs of one block's shared memory, dynamic + static (the
-// opt-in limit covers both; the fused kernel's static part is its 4-byte ticket, s_ticket). A
+// opt-in limit covers both; the fused kernel's static part is kBackwardFusedStaticSmem). A
 // split backward launches dK/dV then dQ: the larger of the two (dK/dV's, by its 1 KiB of lse and
 // delta). In KiB, 64 / 128 rows: forward 45 / 54 (HS 64), 85 / 102 (HS 128); split backward
 // 55 / 73, 103 / 137; fused 64 / 91, 112 / 155.
@@ -75,7 +82,7 @@ SharedNeed backward_need(int HS, int rows, FlashBackward design) {
   SharedNeed need{};
   dispatch(HS, rows, [&]<int kHS, int kRows>() {
     if (flash_attention_backward_design(design) == FlashBackward::kFused)
-      need = {"flash_attention_backward_fused_kernel", kBackwardFusedSmem<kHS, kRows> + sizeof(uint32_t)};
+      need = {"flash_attention_backward_fused_kernel", kBackwardFusedSmem<kHS, kRows> + kBackwardFusedStaticSmem};
     else if (kBackwardDkdvSmem<kHS, kRows> >= kBackwardDqSmem<kHS, kRows>)
       need = {"flash_attention_backward_dkdv_kernel", kBackwardDkdvSmem<kHS, kRows>};
     else
@@ -147,7 +154,8 @@ void launch_backward(const FlashBackwardParams& p, const bf16* out, float* delta
   static std::atomic<uint64_t> split_ready{0}, fused_ready{0};
   if (design == FlashBackward::kFused) {
     once_per_device(fused_ready, [] {
-      allow_shared_memory(flash_attention_backward_fused_kernel<HS, kRows>, kBackwardFusedSmem<HS, kRows>);
+      allow_shared_memory(flash_attention_backward_fused_kernel<HS, kRows>, kBackwardFusedSmem<HS, kRows>,
+                          kBackwardFusedStaticSmem);
     });
   } else {
     once_per_device(split_ready, [] {

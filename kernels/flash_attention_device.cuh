@@ -799,6 +799,11 @@ template <int HS, int kRows>
 constexpr size_t kBackwardDqSmem = (2 * kTileElems<HS, kRows> + 4 * kTileElems<HS>) * sizeof(bf16);
 template <int HS, int kRows>
 constexpr size_t kBackwardFusedSmem = kBackwardDkdvSmem<HS, kRows> + kTileElems<kTileRows, kRows> * sizeof(bf16);
+// The fused kernel's static shared memory: its 4-byte ticket, s_ticket, which ptxas lays out in 16
+// bytes (the dynamic buffer behind it is 16-byte aligned). The other kernels have none. A block
+// needs dynamic + static within the device's opt-in limit; CTest cuda_kernel_static_smem checks
+// this figure against ptxas, and the launcher against cudaFuncGetAttributes on the GPU.
+constexpr size_t kBackwardFusedStaticSmem = 16;
 constexpr int kDeltaThreads = 256;  // 32 rows of 8 lanes
 
 struct LaunchShape {
