@@ -49,12 +49,27 @@ __global__ void kernel_image_probe() {}
 void check_kernel_image(int device, const cudaDeviceProp& props) {
   cudaFuncAttributes attributes{};
   const cudaError_t err = cudaFuncGetAttributes(&attributes, kernel_image_probe);
+  const int arch = props.major * 10 + props.minor;
+  if (err == cudaErrorUnsupportedPtxVersion || err == cudaErrorInvalidPtx || err == cudaErrorJitCompilerNotFound ||
+      err == cudaErrorInvalidKernelImage) {
+    // Only PTX matches this GPU (built for an older architecture) and the driver cannot compile it:
+    // typically PTX of a newer toolkit than the driver knows.
+    cudaGetLastError();
+    int driver = 0, runtime = 0;
+    cudaDriverGetVersion(&driver);
+    cudaRuntimeGetVersion(&runtime);
+    fail_input(format("--device cuda: the driver cannot load this gpt2cc's code for device {} ({}, sm_{}): {} ({}); "
+                      "the driver supports CUDA {}.{}, gpt2cc was built with CUDA {}.{} for architectures {}: "
+                      "rebuild it with -DGPT2CC_CUDA_ARCHITECTURES={} (native code, no compilation by the "
+                      "driver) or update the NVIDIA driver",
+                      device, props.name, arch, cudaGetErrorName(err), cudaGetErrorString(err), driver / 1000,
+                      driver % 1000 / 10, runtime / 1000, runtime % 1000 / 10, GPT2CC_BUILT_CUDA_ARCHITECTURES, arch));
+  }
   if (err != cudaErrorNoKernelImageForDevice && err != cudaErrorInvalidDeviceFunction) {
     CUDA_CHECK(err);
     return;
   }
   cudaGetLastError();
-  const int arch = props.major * 10 + props.minor;
   if (arch < 80)
     fail_input(format("--device cuda: device {} ({}) is sm_{}, and gpt2cc's CUDA kernels need sm_80 or newer "
                       "(cp.async, bf16 tensor cores); use --device cpu",
@@ -126,12 +141,9 @@ class CudaBackend final : public Backend {
   void* allocate(size_t bytes) override {
     CUDA_CHECK(cudaSetDevice(device_));
     void* ptr = nullptr;
-    cudaError_t err = cudaMalloc(&ptr, bytes == 0 ? 1 : bytes);
-    if (err == cudaErrorMemoryAllocation) {
-      // Memory the pool or graphs keep cached (cuda_check.cuh) does not count as free to cudaMalloc.
-      cudaGetLastError();
-      if (cuda::release_cached_memory(device_) == cudaSuccess) err = cudaMalloc(&ptr, bytes == 0 ? 1 : bytes);
-    }
+    // Memory the pool or graphs keep cached (cuda_check.cuh) does not count as free to cudaMalloc.
+    const cudaError_t err =
+        cuda::retry_after_releasing_cache(device_, [&] { return cudaMalloc(&ptr, bytes == 0 ? 1 : bytes); });
     if (err == cudaErrorMemoryAllocation) {
       cudaGetLastError();  // clear the error so later calls work
       size_t free_bytes = 0, total_bytes = 0;
@@ -406,11 +418,8 @@ class CudaBackend final : public Backend {
     // A launch maps the graph's scratch (graph memory) when it is not mapped already, which fails
     // when the device is full: the memory CUDA keeps cached (the default pool's, the other graphs'
     // idle graph memory) goes back and the launch is tried once more.
-    cudaError_t err = cudaGraphLaunch(recording.exec, stream_);
-    if (err == cudaErrorMemoryAllocation) {
-      cudaGetLastError();
-      if (cuda::release_cached_memory(device_) == cudaSuccess) err = cudaGraphLaunch(recording.exec, stream_);
-    }
+    const cudaError_t err =
+        cuda::retry_after_releasing_cache(device_, [&] { return cudaGraphLaunch(recording.exec, stream_); });
     if (err == cudaErrorMemoryAllocation) {
       cudaGetLastError();
       size_t free_bytes = 0, total_bytes = 0;

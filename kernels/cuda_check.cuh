@@ -72,6 +72,24 @@ inline cudaError_t release_cached_memory(int device) {
   return err;
 }
 
+// Runs `attempt` (a CUDA allocation or launch) and, when it runs out of memory, hands the cached
+// memory back (release_cached_memory) and runs it once more; returns what the last try returned.
+// An error of the release itself is not about memory (cudaDeviceSynchronize reports a fault of
+// earlier work there) and is thrown as the CUDA error it is.
+template <class Attempt>
+cudaError_t retry_after_releasing_cache(int device, Attempt&& attempt) {
+  const cudaError_t err = attempt();
+  if (err != cudaErrorMemoryAllocation) return err;
+  cudaGetLastError();
+  const cudaError_t released = release_cached_memory(device);
+  if (released == cudaErrorMemoryAllocation) {
+    cudaGetLastError();
+    return err;
+  }
+  if (released != cudaSuccess) fail_cuda(released, "release_cached_memory(device)", __FILE__, __LINE__);
+  return attempt();
+}
+
 // The scratch that ScratchBuffers took on this host thread while their stream captured (each
 // capture is one graph, kernels/backend.cu): bytes live now and the most live at once since the
 // reset at the capture's start, which is the graph memory a launch of that graph maps (for its
@@ -92,13 +110,12 @@ class ScratchBuffer {
   ScratchBuffer(size_t bytes, cudaStream_t stream) : stream_(stream), bytes_(bytes == 0 ? 1 : bytes) {
     cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
     const bool known = cudaStreamIsCapturing(stream, &capture) == cudaSuccess;
-    cudaError_t err = cudaMallocAsync(&ptr_, bytes_, stream);
-    if (err == cudaErrorMemoryAllocation && known && capture == cudaStreamCaptureStatusNone) {
-      int device = 0;
-      cudaGetLastError();
-      if (cudaGetDevice(&device) == cudaSuccess && release_cached_memory(device) == cudaSuccess)
-        err = cudaMallocAsync(&ptr_, bytes_, stream);
-    }
+    if (!known) cudaGetLastError();  // cudaMallocAsync reports what matters; a later launch check must not see it
+    const auto attempt = [&] { return cudaMallocAsync(&ptr_, bytes_, stream); };
+    int device = 0;
+    cudaError_t err = known && capture == cudaStreamCaptureStatusNone && cudaGetDevice(&device) == cudaSuccess
+                          ? retry_after_releasing_cache(device, attempt)
+                          : attempt();
     if (err == cudaErrorMemoryAllocation) {
       size_t free_bytes = 0, total_bytes = 0;
       cudaGetLastError();
