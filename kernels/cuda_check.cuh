@@ -51,8 +51,16 @@ constexpr N ceil_div(N n, M block) {
   } while (0)
 
 // After a kernel launch: catches bad launch configurations (cudaGetLastError). Errors inside the
-// kernel surface at the next synchronising call, which is checked too.
-#define CUDA_CHECK_LAUNCH() CUDA_CHECK(cudaGetLastError())
+// kernel surface at the next synchronising call, which is checked too. cudaGetLastError also
+// returns an error an earlier call left unchecked, or a fault of earlier asynchronous work: the
+// message says so rather than blaming this launch alone.
+#define CUDA_CHECK_LAUNCH()                                                                         \
+  do {                                                                                              \
+    cudaError_t gpt2cc_err_ = cudaGetLastError();                                                   \
+    if (gpt2cc_err_ != cudaSuccess)                                                                 \
+      ::gpt2cc::cuda::fail_cuda(gpt2cc_err_, "the kernel launch before this line, or earlier work", \
+                                __FILE__, __LINE__);                                                \
+  } while (0)
 
 namespace gpt2cc::cuda {
 

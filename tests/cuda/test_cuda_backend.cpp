@@ -111,6 +111,22 @@ TEST_CASE("cuda backend reports out-of-memory with sizes and a hint", "[cuda][ba
   CHECK(host[0] == 0.0f);
 }
 
+// A launch check reads the thread's last error, which may be one an earlier call left behind:
+// the message says that, and the check clears it (the next one passes).
+TEST_CASE("a launch check reports an error left by earlier work as such", "[cuda][backend]") {
+  cudaGetLastError();
+  void* p = nullptr;
+  REQUIRE(cudaMalloc(&p, size_t(1) << 50) == cudaErrorMemoryAllocation);  // left unchecked
+  try {
+    CUDA_CHECK_LAUNCH();
+    FAIL("the launch check missed the pending error");
+  } catch (const OutOfMemoryError& e) {
+    CHECK_THAT(std::string(e.what()), Catch::Contains("cudaErrorMemoryAllocation") &&
+                                          Catch::Contains("the kernel launch before this line, or earlier work"));
+  }
+  CHECK_NOTHROW([] { CUDA_CHECK_LAUNCH(); }());
+}
+
 namespace {
 
 constexpr size_t kMiB = size_t(1) << 20;
