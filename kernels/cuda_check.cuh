@@ -83,13 +83,13 @@ inline cudaError_t release_cached_memory(int device) {
 // Runs `attempt` (a CUDA allocation or launch) and, when it runs out of memory, hands the cached
 // memory back (release_cached_memory) and runs it once more; returns what the last try returned.
 // An error of the release itself is not about memory (cudaDeviceSynchronize reports a fault of
-// earlier work there) and is thrown as the CUDA error it is.
-template <class Attempt>
-cudaError_t retry_after_releasing_cache(int device, Attempt&& attempt) {
+// earlier work there) and is thrown as the CUDA error it is. `release` is for tests.
+template <class Attempt, class Release = cudaError_t (*)(int)>
+cudaError_t retry_after_releasing_cache(int device, Attempt&& attempt, Release&& release = release_cached_memory) {
   const cudaError_t err = attempt();
   if (err != cudaErrorMemoryAllocation) return err;
   cudaGetLastError();
-  const cudaError_t released = release_cached_memory(device);
+  const cudaError_t released = release(device);
   if (released == cudaErrorMemoryAllocation) {
     cudaGetLastError();
     return err;

@@ -111,6 +111,55 @@ TEST_CASE("cuda backend reports out-of-memory with sizes and a hint", "[cuda][ba
   CHECK(host[0] == 0.0f);
 }
 
+// The retry after an allocation ran out of memory: once, after the release; other errors of the
+// attempt are returned untouched; a release that fails for another reason is that error.
+TEST_CASE("an allocation retried after handing cached memory back", "[cuda][backend][memory]") {
+  int attempts = 0, releases = 0;
+  const auto fails_then = [&](cudaError_t first, cudaError_t second) {
+    return [&, first, second] { return ++attempts == 1 ? first : second; };
+  };
+  const auto releasing = [&](cudaError_t result) {
+    return [&, result](int) {
+      ++releases;
+      return result;
+    };
+  };
+  SECTION("out of memory, released, then it fits") {
+    CHECK(cuda::retry_after_releasing_cache(0, fails_then(cudaErrorMemoryAllocation, cudaSuccess),
+                                            releasing(cudaSuccess)) == cudaSuccess);
+    CHECK(attempts == 2);
+    CHECK(releases == 1);
+  }
+  SECTION("out of memory twice: reported as such, tried twice only") {
+    CHECK(cuda::retry_after_releasing_cache(0, fails_then(cudaErrorMemoryAllocation, cudaErrorMemoryAllocation),
+                                            releasing(cudaSuccess)) == cudaErrorMemoryAllocation);
+    CHECK(attempts == 2);
+  }
+  SECTION("another error of the attempt: no release, no retry") {
+    CHECK(cuda::retry_after_releasing_cache(0, fails_then(cudaErrorInvalidValue, cudaSuccess),
+                                            releasing(cudaSuccess)) == cudaErrorInvalidValue);
+    CHECK(attempts == 1);
+    CHECK(releases == 0);
+  }
+  SECTION("the release itself runs out of memory: the attempt's out of memory, no retry") {
+    CHECK(cuda::retry_after_releasing_cache(0, fails_then(cudaErrorMemoryAllocation, cudaSuccess),
+                                            releasing(cudaErrorMemoryAllocation)) == cudaErrorMemoryAllocation);
+    CHECK(attempts == 1);
+  }
+  SECTION("the release fails for another reason (a fault of earlier work): that error, not out of memory") {
+    try {
+      cuda::retry_after_releasing_cache(0, fails_then(cudaErrorMemoryAllocation, cudaSuccess),
+                                        releasing(cudaErrorLaunchFailure));
+      FAIL("the failed release was not reported");
+    } catch (const Error& e) {
+      CHECK(dynamic_cast<const OutOfMemoryError*>(&e) == nullptr);
+      CHECK_THAT(std::string(e.what()), Catch::Contains("cudaErrorLaunchFailure") &&
+                                            Catch::Contains("release_cached_memory"));
+    }
+    CHECK(attempts == 1);
+  }
+}
+
 // A launch check reads the thread's last error, which may be one an earlier call left behind:
 // the message says that, and the check clears it (the next one passes).
 TEST_CASE("a launch check reports an error left by earlier work as such", "[cuda][backend]") {
