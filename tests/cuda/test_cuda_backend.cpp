@@ -466,27 +466,36 @@ TEST_CASE("a cuda backend keeps the recordings replayed most recently", "[cuda][
 }
 
 // A build has code only for the architectures it was compiled for (GPT2CC_CUDA_ARCHITECTURES): on a
-// GPU it has none for, the backend says so at once, and how to rebuild, instead of failing at the
-// first kernel with "no kernel image". Whether this build has code for device 0 is found out by a
-// kernel launched without the backend. CTest emu_cuda_no_kernel_image runs this on an emulated
-// A100 (sm_80) beside the default sm_90 build and sets GPT2CC_TEST_EXPECT_NO_KERNEL_IMAGE.
+// GPU it has none for (no SASS, no PTX that runs there), or whose only code is PTX the driver
+// cannot compile (PTX of a newer toolkit than the driver), the backend says so at once, and how to
+// rebuild, instead of failing at the first kernel. Whether this build runs on device 0 is found out
+// by a kernel launched without the backend; on a GPU it runs on, the backend is made. CTests
+// emu_cuda_model_no_kernel_image (an emulated A100 beside the default sm_90 build) and
+// emu_cuda_model_ptx_too_new (an emulated H100, a compute_80-only build, a driver older than the
+// PTX) set GPT2CC_TEST_EXPECT_NO_KERNEL_IMAGE to 1 or ptx, which requires that refusal.
 TEST_CASE("make_cuda_backend on a GPU this build has no code for names it and the rebuild", "[cuda][backend][image]") {
   cudaDeviceProp prop{};
   REQUIRE(cudaGetDeviceProperties(&prop, 0) == cudaSuccess);
   const int arch = prop.major * 10 + prop.minor;
-  bool has_image = true;
+  std::string failure;
   try {
     test::DeviceBuffer<float> x(std::vector<float>(64, 0.5f));
     cuda::gelu_forward(x.get(), x.get(), x.size(), test::test_stream());
     CUDA_CHECK(cudaStreamSynchronize(test::test_stream()));
   } catch (const Error& e) {
-    has_image = false;
-    REQUIRE_THAT(std::string(e.what()), Catch::Contains("cudaErrorNoKernelImageForDevice") ||
-                                            Catch::Contains("cudaErrorInvalidDeviceFunction"));
+    failure = e.what();
   }
   cudaGetLastError();
-  if (std::getenv("GPT2CC_TEST_EXPECT_NO_KERNEL_IMAGE") != nullptr) REQUIRE_FALSE(has_image);
-  INFO("device 0: " << prop.name << ", sm_" << arch << (has_image ? "" : ": no code for it in this build"));
+  const bool has_image = failure.empty();
+  const bool ptx_refused = failure.find("cudaErrorUnsupportedPtxVersion") != std::string::npos;
+  if (!has_image)
+    REQUIRE_THAT(failure, Catch::Contains("cudaErrorNoKernelImageForDevice") ||
+                              Catch::Contains("cudaErrorInvalidDeviceFunction") ||
+                              Catch::Contains("cudaErrorUnsupportedPtxVersion"));
+  const char* expect = std::getenv("GPT2CC_TEST_EXPECT_NO_KERNEL_IMAGE");
+  if (expect != nullptr) REQUIRE(std::string(expect) == (ptx_refused ? "ptx" : "1"));
+  if (expect != nullptr) REQUIRE_FALSE(has_image);
+  INFO("device 0: " << prop.name << ", sm_" << arch << (has_image ? "" : ": " + failure));
   if (has_image) {
     CHECK_NOTHROW(make_cuda_backend(0));
     return;
@@ -497,9 +506,15 @@ TEST_CASE("make_cuda_backend on a GPU this build has no code for names it and th
       FAIL("a cuda backend was made for a GPU this build has no code for");
     } catch (const InputError& e) {
       const std::string msg = e.what();
-      CHECK_THAT(msg, Catch::Contains("has no code for device 0"));
       CHECK_THAT(msg, Catch::Contains(format("sm_{}", arch)));
       CHECK_THAT(msg, Catch::Contains(format("-DGPT2CC_CUDA_ARCHITECTURES={}", arch)));
+      if (ptx_refused) {
+        CHECK_THAT(msg, Catch::Contains("the driver cannot load this gpt2cc's code for device 0"));
+        CHECK_THAT(msg, Catch::Contains("cudaErrorUnsupportedPtxVersion"));
+        CHECK_THAT(msg, Catch::Contains("update the NVIDIA driver"));
+      } else {
+        CHECK_THAT(msg, Catch::Contains("has no code for device 0"));
+      }
     }
   }
 }

@@ -93,6 +93,7 @@ struct Emulated {
   const GpuProfile* profile = nullptr;
   std::string architectures;
   std::optional<KernelImage> image;
+  bool driver_compiles_ptx = true;
 };
 
 Emulated from_environment() {
@@ -100,7 +101,8 @@ Emulated from_environment() {
                                                         kProfiles[3].key});
   const char* env = std::getenv("GPT2CC_CUDA_ARCHITECTURES");
   const bool from_env = env != nullptr && *env != '\0';
-  Emulated e{&kProfiles[index], from_env ? env : GPT2CC_EMU_CUDA_ARCHITECTURES, std::nullopt};
+  Emulated e{&kProfiles[index], from_env ? env : GPT2CC_EMU_CUDA_ARCHITECTURES, std::nullopt,
+             emu::env_choice("GPT2CC_EMU_DRIVER_PTX", {"jit", "too-new"}) == 0};
   try {
     e.image = kernel_image_for(e.architectures, e.profile->major, e.profile->minor);
   } catch (const std::invalid_argument& err) {
@@ -122,6 +124,14 @@ std::span<const GpuProfile> gpu_profiles() { return kProfiles; }
 const GpuProfile& gpu_profile() { return *emulated().profile; }
 const std::string& cuda_architectures() { return emulated().architectures; }
 const std::optional<KernelImage>& kernel_image() { return emulated().image; }
+bool driver_compiles_ptx() { return emulated().driver_compiles_ptx; }
+void set_driver_compiles_ptx(bool compiles) { emulated().driver_compiles_ptx = compiles; }
+cudaError_t kernel_image_error() {
+  const Emulated& e = emulated();
+  if (!e.image) return cudaErrorNoKernelImageForDevice;
+  if (e.image->jit && !e.driver_compiles_ptx) return cudaErrorUnsupportedPtxVersion;
+  return cudaSuccess;
+}
 
 std::optional<KernelImage> kernel_image_for(std::string_view architectures, int major, int minor) {
   std::optional<KernelImage> sass, ptx;
@@ -142,7 +152,7 @@ std::optional<KernelImage> kernel_image_for(std::string_view architectures, int 
       const int binary = e.any_device ? device : arch;
       if (!sass || binary > sass->binary_version) sass = KernelImage{binary, binary};
     } else if (ptx_runs(e, major, minor) && (!ptx || arch > ptx->ptx_version)) {
-      ptx = KernelImage{device, arch};
+      ptx = KernelImage{device, arch, true};
     }
   }
   if (!any_entry) throw std::invalid_argument("'" + std::string(architectures) + "' names no CUDA architecture");

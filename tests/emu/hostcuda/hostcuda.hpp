@@ -51,6 +51,7 @@ inline constexpr size_t kDefaultMaxDynamicShared = 48 * 1024;
 // device's version, XY.
 struct KernelImage {
   int binary_version, ptx_version;
+  bool jit = false;  // PTX the driver compiles for the device (no SASS for it)
 };
 // The image a device of compute capability major.minor runs from the code a CMake CUDA
 // architecture list ("80;90", commas also separate) builds, none when no entry runs there (every
@@ -67,6 +68,16 @@ const std::optional<KernelImage>& kernel_image();
 // For tests: the device is `profile` and the binary holds `architectures` from now on (throws as
 // kernel_image_for does). Not while another thread uses the runtime.
 void set_emulated_gpu(const GpuProfile& profile, std::string_view architectures);
+// Whether the driver compiles the binary's PTX: $GPT2CC_EMU_DRIVER_PTX (read once with
+// $GPT2CC_EMU_GPU) jit (the default: it does) or too-new (the PTX is of a newer toolkit than the
+// driver: cudaDriverGetVersion reports one minor version less than the runtime). For tests:
+// set_driver_compiles_ptx, under the same rule as set_emulated_gpu.
+bool driver_compiles_ptx();
+void set_driver_compiles_ptx(bool compiles);
+// What a launch, cudaFuncGetAttributes and cudaFuncSetAttribute return before anything else:
+// cudaErrorNoKernelImageForDevice without an image, cudaErrorUnsupportedPtxVersion for a PTX image
+// the driver does not compile, else cudaSuccess.
+cudaError_t kernel_image_error();
 
 // The emulated device's memory: what cudaMemGetInfo and cudaGetDeviceProperties report and where
 // allocations start failing. The profile's, or $GPT2CC_EMU_DEVICE_MIB MiB (read once; a value that

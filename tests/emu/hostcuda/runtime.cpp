@@ -361,7 +361,7 @@ cudaError_t enqueue(cudaStream_t stream, std::function<void()> work) {
 
 cudaError_t check_launch(const void* kernel, dim3 grid, dim3 block, size_t smem_bytes) {
   const Lock lock(state_mutex());
-  if (!kernel_image()) return record_error(cudaErrorNoKernelImageForDevice);
+  if (const cudaError_t err = kernel_image_error(); err != cudaSuccess) return record_error(err);
   const unsigned long long threads = static_cast<unsigned long long>(block.x) * block.y * block.z;
   if (threads == 0 || threads > 1024 || block.x > 1024 || block.y > 1024 || block.z > 64 || grid.x == 0 ||
       grid.y == 0 || grid.z == 0 || grid.x > 2147483647u || grid.y > 65535 || grid.z > 65535)
@@ -420,6 +420,7 @@ const char* cudaGetErrorName(cudaError_t error) {
     GPT2CC_ERROR_NAME(cudaErrorInvalidConfiguration)
     GPT2CC_ERROR_NAME(cudaErrorInvalidDeviceFunction)
     GPT2CC_ERROR_NAME(cudaErrorNoKernelImageForDevice)
+    GPT2CC_ERROR_NAME(cudaErrorUnsupportedPtxVersion)
     GPT2CC_ERROR_NAME(cudaErrorInvalidDevice)
     GPT2CC_ERROR_NAME(cudaErrorInvalidResourceHandle)
     GPT2CC_ERROR_NAME(cudaErrorNoDevice)
@@ -445,6 +446,7 @@ const char* cudaGetErrorString(cudaError_t error) {
     case cudaErrorInvalidConfiguration: return "invalid configuration argument";
     case cudaErrorInvalidDeviceFunction: return "invalid device function";
     case cudaErrorNoKernelImageForDevice: return "no kernel image is available for execution on the device";
+    case cudaErrorUnsupportedPtxVersion: return "the provided PTX was compiled with an unsupported toolchain.";
     case cudaErrorInvalidDevice: return "invalid device ordinal";
     case cudaErrorInvalidResourceHandle: return "invalid resource handle";
     case cudaErrorNoDevice: return "no CUDA-capable device is detected";
@@ -476,7 +478,8 @@ cudaError_t cudaGetDeviceCount(int* count) {
 }
 
 // The version of the toolkit whose headers this was compiled against, for both (the emulated
-// device needs no driver: it supports what the runtime does).
+// device needs no driver: it supports what the runtime does), except where the driver is to be
+// older than the PTX (GPT2CC_EMU_DRIVER_PTX=too-new): one minor version less.
 cudaError_t cudaRuntimeGetVersion(int* runtimeVersion) {
   if (runtimeVersion == nullptr) return record_error(cudaErrorInvalidValue);
   *runtimeVersion = CUDART_VERSION;
@@ -484,7 +487,9 @@ cudaError_t cudaRuntimeGetVersion(int* runtimeVersion) {
 }
 cudaError_t cudaDriverGetVersion(int* driverVersion) {
   if (driverVersion == nullptr) return record_error(cudaErrorInvalidValue);
-  *driverVersion = CUDART_VERSION;
+  const int runtime = CUDART_VERSION;                                           // 13000: 13.0
+  const int older = runtime % 1000 >= 10 ? runtime - 10 : runtime - 1000 + 90;  // 13.0 -> 12.9
+  *driverVersion = hc::driver_compiles_ptx() ? runtime : older;
   return cudaSuccess;
 }
 
@@ -543,7 +548,7 @@ cudaError_t cudaDeviceSynchronize(void) {
 cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int value) {
   const Lock lock(api_mutex());
   if (func == nullptr) return record_error(cudaErrorInvalidDeviceFunction);
-  if (!hc::kernel_image()) return record_error(cudaErrorNoKernelImageForDevice);
+  if (const cudaError_t err = hc::kernel_image_error(); err != cudaSuccess) return record_error(err);
   if (attr == cudaFuncAttributeMaxDynamicSharedMemorySize) {
     if (value < 0 || static_cast<size_t>(value) > hc::gpu_profile().shared_optin)
       return record_error(cudaErrorInvalidValue);
@@ -564,8 +569,8 @@ cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* attr, const void* func) {
   const Lock lock(api_mutex());
   if (attr == nullptr) return record_error(cudaErrorInvalidValue);
   if (func == nullptr) return record_error(cudaErrorInvalidDeviceFunction);
+  if (const cudaError_t err = hc::kernel_image_error(); err != cudaSuccess) return record_error(err);
   const auto& image = hc::kernel_image();
-  if (!image) return record_error(cudaErrorNoKernelImageForDevice);
   *attr = cudaFuncAttributes{};
   attr->maxThreadsPerBlock = hc::device_properties().maxThreadsPerBlock;
   const auto& set = hc::state().max_dynamic_shared;

@@ -299,6 +299,64 @@ TEST_CASE("host cudart: a device runs a kernel image by CMake's architecture rul
   }
   for (const char* bad : {"", ";", "sm_90", "9", "90-realish", "90b", "1000"})
     CHECK_THROWS_AS(hc::kernel_image_for(bad, 9, 0), std::invalid_argument);
+  // Which of them the driver compiles from PTX: no SASS for the device.
+  CHECK(hc::kernel_image_for("89", 9, 0)->jit);
+  CHECK(hc::kernel_image_for("90-virtual", 9, 0)->jit);
+  CHECK_FALSE(hc::kernel_image_for("89", 8, 9)->jit);
+  CHECK_FALSE(hc::kernel_image_for("80-virtual;89-real", 8, 9)->jit);
+  CHECK_FALSE(hc::kernel_image_for("native", 9, 0)->jit);
+}
+
+// A driver older than the toolkit cannot compile its PTX: a binary that runs on the device only
+// through PTX then fails as one without an image does, with cudaErrorUnsupportedPtxVersion; SASS
+// for the device still runs.
+TEST_CASE("host cudart: PTX the driver cannot compile fails like a missing image", "[emu][hostcuda]") {
+  const int n = 64;
+  float* x = device_alloc<float>(n);
+  float* y = device_alloc<float>(n);
+  upload(x, std::vector<float>(n, 2.0f));
+  const hc::GpuProfile& h100 = hc::gpu_profiles()[0];
+  REQUIRE(std::string(h100.key) == "h100");
+  const bool compiles = hc::driver_compiles_ptx();
+  hc::set_driver_compiles_ptx(false);
+  int runtime = 0, driver = 0;
+  CHECK(cudaRuntimeGetVersion(&runtime) == cudaSuccess);
+  CHECK(cudaDriverGetVersion(&driver) == cudaSuccess);
+  CHECK(driver < runtime);
+  {
+    const EmulatedGpu gpu(h100, "80");  // sm_80 SASS does not run on 9.0; compute_80 PTX would
+    REQUIRE(hc::kernel_image()->jit);
+    cudaMemset(y, 0xFF, n * sizeof(float));
+    hc::kernel_call(gpt2cc_hostcuda_dynamic_shared(), add_one_kernel, dim3(2), dim3(32))(y, x, n);
+    CHECK(cudaGetLastError() == cudaErrorUnsupportedPtxVersion);
+    cudaFuncAttributes attr{};
+    CHECK(cudaFuncGetAttributes(&attr, add_one_kernel) == cudaErrorUnsupportedPtxVersion);
+    CHECK(cudaFuncSetAttribute(add_one_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 1024) ==
+          cudaErrorUnsupportedPtxVersion);
+    cudaGetLastError();
+    CHECK(std::string(cudaGetErrorName(cudaErrorUnsupportedPtxVersion)) == "cudaErrorUnsupportedPtxVersion");
+    CHECK(cudaDeviceSynchronize() == cudaSuccess);
+    for (float v : download(y, n)) CHECK(std::isnan(v));  // nothing ran
+  }
+  {
+    const EmulatedGpu gpu(h100, "80;90");  // sm_90 SASS: no PTX needed
+    REQUIRE_FALSE(hc::kernel_image()->jit);
+    hc::kernel_call(gpt2cc_hostcuda_dynamic_shared(), add_one_kernel, dim3(2), dim3(32))(y, x, n);
+    CHECK(cudaGetLastError() == cudaSuccess);
+    CHECK(cudaDeviceSynchronize() == cudaSuccess);
+    for (float v : download(y, n)) CHECK(v == 3.0f);
+  }
+  hc::set_driver_compiles_ptx(true);
+  {
+    const EmulatedGpu gpu(h100, "80");  // a driver that compiles it runs the PTX
+    hc::kernel_call(gpt2cc_hostcuda_dynamic_shared(), add_one_kernel, dim3(2), dim3(32))(y, x, n);
+    CHECK(cudaGetLastError() == cudaSuccess);
+  }
+  CHECK(cudaDriverGetVersion(&driver) == cudaSuccess);
+  CHECK(driver == runtime);
+  hc::set_driver_compiles_ptx(compiles);
+  cudaFree(x);
+  cudaFree(y);
 }
 
 TEST_CASE("host cudart: without a kernel image for the device, launches and function calls fail", "[emu][hostcuda]") {
