@@ -1,9 +1,8 @@
 # The default of GPT2CC_CUDA_ARCHITECTURES: the architectures of this machine's GPUs that the CUDA
 # compiler can target.
-#   gpt2cc_cuda_architectures_from_caps(<caps> <out>)  "8.0\n9.0" (nvidia-smi's compute_cap
-#       column) -> "80;90": each distinct one of sm_80 or newer, in order; older ones are left out
-#       with a warning (the kernels need cp.async and bf16 tensor cores); none left -> 90
-#       (gpt2cc_gpu_architectures: the same, but "" when none is left).
+#   gpt2cc_gpu_architectures(<caps> <out>)  "8.0\n9.0" (nvidia-smi's compute_cap column) ->
+#       "80;90": each distinct one of sm_80 or newer, in order; older ones are left out with a
+#       warning (the kernels need cp.async and bf16 tensor cores); none left -> "".
 #   gpt2cc_cuda_architectures_for_nvcc(<archs> <nvcc_list> <out>)  "90;120" and the text of
 #       `nvcc --list-gpu-arch` ("compute_80\ncompute_90\ncompute_100\n") -> "90;100": an arch the
 #       nvcc lists stays; one it does not (a GPU newer than the toolkit) becomes the newest listed
@@ -19,15 +18,6 @@
 #       version mismatch is not the same as no GPU).
 # tests/tooling/test_detect_cuda_architectures.cmake checks all three.
 
-function(gpt2cc_cuda_architectures_from_caps caps out)
-  gpt2cc_gpu_architectures("${caps}" archs)
-  if(NOT archs)
-    set(archs 90)
-  endif()
-  set(${out} "${archs}" PARENT_SCOPE)
-endfunction()
-
-# The same without the default: "" when no GPU of sm_80 or newer is listed.
 function(gpt2cc_gpu_architectures caps out)
   string(REPLACE "\n" ";" lines "${caps}")
   set(archs "")

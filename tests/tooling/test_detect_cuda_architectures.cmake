@@ -18,16 +18,16 @@ foreach(case
     "8.9\n9.0|89;90"            # mixed machine: both, in order
     " 8.6 \n|86"                # spaces, trailing newline
     "12.0|120"                  # two-digit major
-    "7.5|90"                    # T4 only: too old, the default remains
+    "7.5|"                      # T4 only: too old (the detection then takes 90, below)
     "7.0\n8.0|80"               # V100 + A100: the A100
-    "|90"                       # no GPU
-    "garbage|90")               # not a capability
+    "|"                         # no GPU
+    "garbage|")                 # not a capability
   string(REPLACE "\\n" "\n" case "${case}")
   string(FIND "${case}" "|" bar)
   string(SUBSTRING "${case}" 0 ${bar} caps)
   math(EXPR rest "${bar} + 1")
   string(SUBSTRING "${case}" ${rest} -1 want)
-  gpt2cc_cuda_architectures_from_caps("${caps}" got)
+  gpt2cc_gpu_architectures("${caps}" got)
   expect("caps '${caps}'" "${got}" "${want}")
 endforeach()
 
