@@ -65,6 +65,7 @@ ThreadCopies& current() {
 }  // namespace
 
 void cp_async_16(void* shared_dst, const void* global_src) {
+  require_architecture(80, "cp.async");
   shared_address(shared_dst);  // throws unless dst is in the block's shared memory
   if (reinterpret_cast<uintptr_t>(shared_dst) % 16 != 0 || reinterpret_cast<uintptr_t>(global_src) % 16 != 0)
     throw Violation("cp.async of 16 bytes with an address not 16-byte aligned at " + where());

@@ -205,6 +205,7 @@ struct Settings {
   Schedule schedule = initial_schedule();
   int resident = initial_resident();
   Turns turns = initial_turns();
+  int code_architecture = 0;  // set_code_architecture: 0 = any
 };
 Settings g;
 
@@ -412,6 +413,14 @@ void set_unwritten_shared_byte(unsigned char byte) { g.unwritten_shared = byte; 
 
 void set_schedule(Schedule schedule) { g.schedule = schedule; }
 
+void set_code_architecture(int arch) { g.code_architecture = arch; }
+
+void require_architecture(int arch, const char* instruction) {
+  if (g.code_architecture != 0 && g.code_architecture < arch)
+    fail(std::string(instruction) + " requires sm_" + std::to_string(arch) + ", and this code is compiled for sm_" +
+         std::to_string(g.code_architecture) + " (on a GPU: no such instruction, the kernel a trap)");
+}
+
 void set_resident_blocks(int blocks, Turns turns) {
   if (blocks < 1 || blocks > kMaxResident)
     throw Violation("set_resident_blocks(" + std::to_string(blocks) + "): from 1 to " + std::to_string(kMaxResident));
@@ -510,6 +519,7 @@ void ldmatrix_x4(uint32_t (&r)[4], uint32_t shared_addr, bool trans) {
 // The ISA leaves the order and precision of the internal sum open; here each product (exact for
 // bf16) is summed in double and D rounded once to fp32.
 void mma_m16n8k16_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  require_architecture(80, "mma.sync.m16n8k16 with bf16");
   std::array<uint32_t, 10> in{a[0], a[1], a[2], a[3], b0, b1};
   std::memcpy(&in[6], c, sizeof(c));
   const auto& out = warp_collective(Op::kMma, in, [](WarpOp& w) {

@@ -92,6 +92,15 @@ enum class Schedule { kWarpsAscending, kWarpsDescending, kLockstep };
 inline constexpr Schedule kSchedules[] = {Schedule::kWarpsAscending, Schedule::kWarpsDescending, Schedule::kLockstep};
 void set_schedule(Schedule schedule);
 
+// The architecture the emulated code is compiled for (major * 10 + minor, as __CUDA_ARCH__ / 10;
+// 0, the default: any). An instruction the PTX ISA gives only newer targets (mma.sync m16n8k16
+// bf16, cp.async: sm_80) then throws Violation instead of running: on a GPU the code would not
+// hold it (gpt2cc compiles such kernels to a trap there). The host runtime of tests/emu/hostcuda
+// sets the version of the kernel image its emulated GPU runs.
+void set_code_architecture(int arch);
+// Throws Violation when the code's architecture (above) is set and older than `arch`.
+void require_architecture(int arch, const char* instruction);
+
 // How many blocks of a launch are resident at once (default 1, or $GPT2CC_EMU_RESIDENT_BLOCKS;
 // 1..32), and whose turn it is among them ($GPT2CC_EMU_TURNS: round-robin or newest-first). With
 // n > 1, the first n blocks of the schedule's block order start, then the next one each time one

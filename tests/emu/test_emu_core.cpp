@@ -102,6 +102,23 @@ TEST_CASE("emulated mma.m16n8k16 bf16 equals a scalar 16x8x16 product", "[emu][c
   test::expect_close(got, want, 1e-6, 1e-6, "mma D");
 }
 
+TEST_CASE("emulated mma.m16n8k16 bf16 in code compiled for sm_75 is a Violation", "[emu][core]") {
+  const auto mma_warp = [] {
+    emu::launch(dim3(1), dim3(32), 0, [] {
+      float c[4] = {};
+      const uint32_t a[4] = {};
+      emu::mma_m16n8k16_bf16(c, a, 0, 0);
+    });
+  };
+  emu::set_code_architecture(75);
+  CHECK_THROWS_WITH(mma_warp(), Catch::Contains("mma.sync.m16n8k16 with bf16 requires sm_80, and this code is "
+                                                "compiled for sm_75"));
+  for (const int arch : {80, 90, 0}) {  // 0: any (the default)
+    emu::set_code_architecture(arch);
+    CHECK_NOTHROW(mma_warp());
+  }
+}
+
 TEST_CASE("emulated ldmatrix.x4 loads known 8x8 patterns, plain and transposed", "[emu][core]") {
   use_test_shared();
   // Four 8x8 matrices of 16-bit values M_i[r][c] = 256*i + 16*r + c, rows 48 bytes apart (a padded

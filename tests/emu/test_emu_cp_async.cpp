@@ -3,7 +3,8 @@
 // the other landing, at its issue, and the wait copies nothing again);
 // wait_group n leaves exactly the newest n groups in flight and copies never committed wait for
 // nothing; the misuse it promises to catch (a destination outside shared memory, a misaligned
-// address, copies a block leaves in flight) throws emu::Violation.
+// address, copies a block leaves in flight, code compiled for an architecture before cp.async)
+// throws emu::Violation.
 #include <catch2/catch.hpp>
 
 #include <cstdint>
@@ -127,6 +128,23 @@ TEST_CASE("cp.async misuse throws emu::Violation", "[emu][cp_async]") {
                       Catch::Contains("exited with copies not waited for"));
     // An empty group left in flight is no copy.
     CHECK_NOTHROW(launch_warp([] { emu::cp_async_commit(); }));
+  }
+  SECTION("cp.async in code compiled for sm_75 (which has no such instruction)") {
+    emu::set_code_architecture(75);
+    CHECK_THROWS_WITH(launch_warp([] {
+                        emu::cp_async_16(g_shared, g_source[0]);
+                        emu::cp_async_commit();
+                        emu::cp_async_wait(0);
+                      }),
+                      Catch::Contains("cp.async requires sm_80, and this code is compiled for sm_75"));
+    emu::cp_async_check_drained();
+    emu::set_code_architecture(80);
+    CHECK_NOTHROW(launch_warp([] {
+      emu::cp_async_16(g_shared, g_source[0]);
+      emu::cp_async_commit();
+      emu::cp_async_wait(0);
+    }));
+    emu::set_code_architecture(0);
   }
   SECTION("copies of one block seen by the next") {
     use_test_shared();

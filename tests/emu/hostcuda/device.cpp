@@ -25,9 +25,10 @@ namespace {
 constexpr size_t KiB = 1024, MiB = 1024 * KiB, GiB = 1024 * MiB;
 
 // Per compute capability, from the CUDA C++ Programming Guide's "Technical Specifications per
-// Compute Capability": shared memory per SM and the most a block may opt into (8.0: 164 / 163 KiB;
-// 8.9: 100 / 99 KiB; 9.0: 228 / 227 KiB), resident threads and blocks per SM (8.0, 9.0: 2048, 32;
-// 8.9: 1536, 24). Per product, from NVIDIA's data sheets: SMs, L2, memory, bus width.
+// Compute Capability": shared memory per SM and the most a block may opt into (7.5: 64 / 64 KiB;
+// 8.0: 164 / 163 KiB; 8.9: 100 / 99 KiB; 9.0: 228 / 227 KiB), resident threads and blocks per SM
+// (7.5: 1024, 16; 8.0, 9.0: 2048, 32; 8.9: 1536, 24). Per product, from NVIDIA's data sheets: SMs,
+// L2, memory, bus width.
 constexpr GpuProfile kProfiles[] = {
     // The emulated device from before profiles, unchanged, its name included (tests recognise the
     // emulator by that prefix); an H100 SXM5 80GB.
@@ -37,6 +38,7 @@ constexpr GpuProfile kProfiles[] = {
      2048, 32},
     {"rtx4090", "gpt2cc CPU emulator (NVIDIA GeForce RTX 4090)", 8, 9, 128, 100 * KiB, 99 * KiB, 72 * MiB, 24 * GiB,
      384, 1536, 24},
+    {"t4", "gpt2cc CPU emulator (Tesla T4)", 7, 5, 40, 64 * KiB, 64 * KiB, 4 * MiB, 15 * GiB, 256, 1024, 16},
 };
 static_assert(227 * KiB <= emu::kSharedCapacity, "the emulator's shared memory must hold every profile's block");
 
@@ -98,7 +100,7 @@ struct Emulated {
 
 Emulated from_environment() {
   const int index = emu::env_choice("GPT2CC_EMU_GPU", {kProfiles[0].key, kProfiles[1].key, kProfiles[2].key,
-                                                        kProfiles[3].key});
+                                                        kProfiles[3].key, kProfiles[4].key});
   const char* env = std::getenv("GPT2CC_CUDA_ARCHITECTURES");
   const bool from_env = env != nullptr && *env != '\0';
   Emulated e{&kProfiles[index], from_env ? env : GPT2CC_EMU_CUDA_ARCHITECTURES, std::nullopt,

@@ -27,7 +27,8 @@ namespace gpt2cc::hostcuda {
 // The GPU the emulated device is (device.cpp): what cudaGetDeviceProperties and
 // cudaDeviceGetAttribute report, and the shared memory limits launches and cudaFuncSetAttribute
 // are held to. Chosen by $GPT2CC_EMU_GPU (read once; default h100; an unknown name ends the
-// process with exit 2 and the names): h100, h200 (sm_90), a100 (sm_80), rtx4090 (sm_89).
+// process with exit 2 and the names): h100, h200 (sm_90), a100 (sm_80), rtx4090 (sm_89),
+// t4 (sm_75: the fp32 backend only).
 struct GpuProfile {
   const char* key;   // its GPT2CC_EMU_GPU value
   const char* name;  // cudaDeviceProp::name, starting "gpt2cc CPU emulator"

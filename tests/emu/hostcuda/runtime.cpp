@@ -384,6 +384,9 @@ void run_grid(const DynamicShared& shared, dim3 grid, dim3 block, size_t smem_by
   void* (*instance)() = shared.instance != nullptr ? shared.instance : fallback_shared_instance;
   const size_t capacity = shared.instance != nullptr ? shared.capacity : sizeof(fallback_shared);
   emu::set_shared_memory(instance, std::min(capacity, smem_bytes + kSharedCanaryBytes));
+  // The instructions the kernel may use: those of the architecture its image is compiled for
+  // (check_launch already refused a launch without one).
+  emu::set_code_architecture(kernel_image() ? kernel_image()->ptx_version : 0);
   try {
     emu::launch(grid, block, smem_bytes, body);
   } catch (...) {

@@ -39,6 +39,14 @@ __global__ void add_one_kernel(float* out, const float* x, int n) {
   if (i < n) out[i] = x[i] + 1.0f;
 }
 
+// One warp's mma.sync m16n8k16 bf16 (an sm_80 instruction) on zeros: out[lane] = 0.
+__global__ void mma_zero_kernel(float* out) {
+  float c[4] = {};
+  const uint32_t a[4] = {};
+  gpt2cc::emu::mma_m16n8k16_bf16(c, a, 0, 0);
+  out[threadIdx.x] = c[0];
+}
+
 }  // namespace
 
 [[maybe_unused]] static hc::DynamicShared gpt2cc_hostcuda_dynamic_shared() { return {}; }
@@ -170,6 +178,7 @@ constexpr ExpectedGpu kExpectedGpus[] = {
     {"a100", "gpt2cc CPU emulator (NVIDIA A100-SXM4-80GB)", 8, 0, 108, 167936, 166912, 40 << 20, 80 * kGiB, 2048, 32},
     {"rtx4090", "gpt2cc CPU emulator (NVIDIA GeForce RTX 4090)", 8, 9, 128, 102400, 101376, 72 << 20, 24 * kGiB, 1536,
      24},
+    {"t4", "gpt2cc CPU emulator (Tesla T4)", 7, 5, 40, 65536, 65536, 4 << 20, 15 * kGiB, 1024, 16},
 };
 
 int device_attribute(cudaDeviceAttr attr) {
@@ -207,7 +216,7 @@ TEST_CASE("host cudart: each GPU profile is reported and its shared memory limit
     const hc::GpuProfile& profile = hc::gpu_profiles()[i];
     INFO("profile " << want.key);
     REQUIRE(std::string(profile.key) == want.key);
-    const EmulatedGpu gpu(profile, "80");  // sm_80 SASS (8.0, 8.9), compute_80 PTX (9.0)
+    const EmulatedGpu gpu(profile, "75;80");  // SASS sm_75 (7.5), sm_80 (8.0, 8.9); compute_80 PTX (9.0)
     cudaDeviceProp prop{};
     REQUIRE(cudaGetDeviceProperties(&prop, 0) == cudaSuccess);
     CHECK(std::string(prop.name) == want.name);
@@ -305,6 +314,36 @@ TEST_CASE("host cudart: a device runs a kernel image by CMake's architecture rul
   CHECK_FALSE(hc::kernel_image_for("89", 8, 9)->jit);
   CHECK_FALSE(hc::kernel_image_for("80-virtual;89-real", 8, 9)->jit);
   CHECK_FALSE(hc::kernel_image_for("native", 9, 0)->jit);
+}
+
+// The code a device runs is compiled for one architecture (the image's ptxVersion), and an
+// instruction only newer ones have is not in it: on a GPU gpt2cc's flash kernels are traps there.
+TEST_CASE("host cudart: a kernel has the instructions of the architecture its image is compiled for",
+          "[emu][hostcuda]") {
+  float* y = device_alloc<float>(32);
+  const hc::GpuProfile &h100 = hc::gpu_profiles()[0], &t4 = hc::gpu_profiles()[4];
+  REQUIRE(std::string(t4.key) == "t4");
+  const auto run = [&] { hc::kernel_call(gpt2cc_hostcuda_dynamic_shared(), mma_zero_kernel, dim3(1), dim3(32))(y); };
+  {
+    const EmulatedGpu gpu(t4, "75;90");  // sm_75 SASS
+    REQUIRE(hc::kernel_image()->ptx_version == 75);
+    CHECK_THROWS_WITH(run(), Catch::Contains("mma.sync.m16n8k16 with bf16 requires sm_80, and this code is compiled "
+                                             "for sm_75"));
+  }
+  {
+    const EmulatedGpu gpu(h100, "75");  // compute_75 PTX, compiled for 9.0 by the driver: still sm_75 code
+    REQUIRE(hc::kernel_image()->jit);
+    REQUIRE(hc::kernel_image()->ptx_version == 75);
+    CHECK_THROWS_WITH(run(), Catch::Contains("compiled for sm_75"));
+  }
+  {
+    const EmulatedGpu gpu(h100, "75;90");  // sm_90 SASS
+    cudaMemset(y, 0xFF, 32 * sizeof(float));
+    CHECK_NOTHROW(run());
+    CHECK(cudaGetLastError() == cudaSuccess);
+    for (float v : download(y, 32)) CHECK(v == 0.0f);
+  }
+  cudaFree(y);
 }
 
 // A driver older than the toolkit cannot compile its PTX: a binary that runs on the device only
