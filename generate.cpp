@@ -130,7 +130,8 @@ int run(int argc, char** argv) {
       ("context-keep", "tokens kept when the context overflows; 0 = half the context", cxxopts::value<int>()->default_value("0"))
       ("no-kv-cache", "recompute the whole context for every token (slow; for comparison)")
       ("device", "cpu or cuda", cxxopts::value<std::string>()->default_value("cpu"))
-      ("dtype", "compute dtype: fp32, or bf16 (cuda; the checkpoint's fp32 weights rounded to bf16)",
+      ("cuda-device", "GPU index (--device cuda)", cxxopts::value<int>()->default_value("0"))
+      ("dtype", "compute dtype: fp32, or bf16 (cuda on sm_80 or newer; the checkpoint's fp32 weights rounded to bf16)",
        cxxopts::value<std::string>()->default_value("fp32"))
       ("threads", "CPU threads; 0 = OpenMP default", cxxopts::value<int>()->default_value("0"))
       ("stats", "print distinct-1/2/3, repetition rate and mean log-prob per sample and overall")
@@ -150,6 +151,8 @@ int run(int argc, char** argv) {
   const DType dtype = parse_dtype(args["dtype"].as<std::string>());
   INPUT_CHECK(dtype == DType::fp32 || device == "cuda", "--dtype {} needs --device cuda: the CPU computes in fp32 only",
               dtype_name(dtype));
+  const int cuda_device = args["cuda-device"].as<int>();
+  INPUT_CHECK(cuda_device >= 0, "--cuda-device must be >= 0, got {}", cuda_device);
   const int threads = args["threads"].as<int>();
   INPUT_CHECK(threads >= 0, "--threads must be >= 0, got {}", threads);
   const int num_samples = args["num-samples"].as<int>();
@@ -203,7 +206,7 @@ int run(int argc, char** argv) {
   // sequence (B = 1, T = max_seq_len), as the prompt's prefill needs.
   const int rows = batch_size == 0 ? num_samples : std::min(batch_size, num_samples);
   if (!scoring && gen.use_kv_cache) check_kv_cache(config, dtype, rows, batch_size > 0, max_kv_cache_gib);
-  std::unique_ptr<Backend> backend = device == "cuda" ? make_cuda_backend(0, dtype) : make_cpu_backend(threads);
+  std::unique_ptr<Backend> backend = device == "cuda" ? make_cuda_backend(cuda_device, dtype) : make_cpu_backend(threads);
   ModelOptions model_options;
   model_options.kv_cache_rows = rows;
   GPT2 model(config, *backend, 1, config.max_seq_len, ModelMode::inference, model_options);

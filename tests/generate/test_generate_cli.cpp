@@ -219,6 +219,9 @@ TEST_CASE("on cuda, generate prints the cpu's text in fp32 and scores bf16 withi
     return;
   }
   REQUIRE(probe.code == 0);
+  const Run missing = generate_cli(with + "--prompt hi --max-new-tokens 1 --device cuda --cuda-device 4096", false);
+  CHECK(missing.code == 2);
+  CHECK_THAT(missing.err, Catch::Contains("--cuda-device 4096 does not exist: this machine has"));
 
   // Greedy past the context (the re-prefill), and two seeded top-k samples decoded together: fp32
   // logits differ from the CPU's only in rounding, far below the gaps that pick a token.
@@ -290,6 +293,7 @@ TEST_CASE("bad input exits 2 with a message naming the problem", "[generate][cli
   fails(generate_cli("--prompt hi --repetition-penalty 0.5"), "repetition penalty");
   fails(generate_cli("--prompt hi --num-samples 0"), "--num-samples");
   fails(generate_cli("--prompt hi --batch-size -1"), "--batch-size must be >= 0");
+  fails(generate_cli("--prompt hi --device cuda --cuda-device -1"), "--cuda-device must be >= 0, got -1");
   fails(generate_cli("--prompt hi --max-kv-cache 0"), "--max-kv-cache must be > 0");
   // The fixture's KV cache is 8 KiB a sample (1 layer x 32 positions x 32 channels x 2 x 4 bytes).
   fails(generate_cli("--prompt hi --num-samples 100 --max-kv-cache 0.0001"),
