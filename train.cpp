@@ -48,7 +48,7 @@ cxxopts::Options make_options(TrainConfig& c) {
   add("device", "device", "cpu or cuda", c.device);
   add("device", "threads", "CPU threads (0: all cores)", c.threads);
   add("device", "cuda-device", "GPU index", c.cuda_device);
-  add("device", "dtype", "compute dtype: fp32 or bf16 (mixed, cuda)", c.dtype);
+  add("device", "dtype", "compute dtype: fp32 or bf16 (mixed, cuda on sm_80 or newer)", c.dtype);
   add("device", "recompute-gelu", "recompute GELU in the backward instead of storing it (less memory)",
       c.recompute_gelu);
   add("device", "cuda-graphs", "replay each step as a CUDA graph (--cuda-graphs=false: launch every op)",

@@ -1,19 +1,20 @@
 # The default of GPT2CC_CUDA_ARCHITECTURES: the architectures of this machine's GPUs that the CUDA
 # compiler can target.
 #   gpt2cc_gpu_architectures(<caps> <out>)  "8.0\n9.0" (nvidia-smi's compute_cap column) ->
-#       "80;90": each distinct one of sm_80 or newer, in order; older ones are left out with a
-#       warning (the kernels need cp.async and bf16 tensor cores); none left -> "".
+#       "80;90": each distinct one of sm_75 or newer, in order; older ones are left out with a
+#       warning (the CUDA backend needs sm_75: fp32 there, bf16 from sm_80); none left -> "".
 #   gpt2cc_cuda_architectures_for_nvcc(<archs> <nvcc_list> <out>)  "90;120" and the text of
 #       `nvcc --list-gpu-arch` ("compute_80\ncompute_90\ncompute_100\n") -> "90;100": an arch the
 #       nvcc lists stays; one it does not (a GPU newer than the toolkit) becomes the newest listed
-#       arch of sm_80 or newer below it, with a warning: CMake's arch "90" emits SASS and PTX for
+#       arch below it that keeps what the GPU runs (sm_80 or newer for a GPU of sm_80 or newer:
+#       bf16 and flash attention need it; sm_75 for sm_75), with a warning: CMake's arch "90" emits SASS and PTX for
 #       sm_90, and the driver JIT-compiles that PTX for the newer GPU at run time. When nothing
 #       listed qualifies, the arch stays (the compile then names it); an empty list (no nvcc, or
 #       one without --list-gpu-arch) leaves <archs> as they are.
 #   gpt2cc_detect_cuda_architectures(<out>)  the two for `nvidia-smi --query-gpu=compute_cap` (the
 #       nvidia-smi on PATH, or $GPT2CC_NVIDIA_SMI) and `nvcc --list-gpu-arch` ($GPT2CC_NVCC, else
 #       the nvcc CMake would take: $CUDACXX, CMAKE_CUDA_COMPILER, PATH, /usr/local/cuda/bin); 90
-#       when nvidia-smi is missing, lists no GPU of sm_80 or newer (a build machine for a GPU
+#       when nvidia-smi is missing, lists no GPU of sm_75 or newer (a build machine for a GPU
 #       machine elsewhere) or fails (then its exit code and first line are printed: a driver/library
 #       version mismatch is not the same as no GPU).
 # tests/tooling/test_detect_cuda_architectures.cmake checks all three.
@@ -31,9 +32,9 @@ function(gpt2cc_gpu_architectures caps out)
       continue()
     endif()
     math(EXPR arch "${CMAKE_MATCH_1} * 10 + ${CMAKE_MATCH_2}")
-    if(arch LESS 80)
+    if(arch LESS 75)
       message(WARNING "gpt2cc: a GPU of compute capability ${line} (sm_${arch}) is present, but gpt2cc's CUDA "
-                      "kernels need sm_80 or newer (cp.async, bf16 tensor cores): not compiled for it")
+                      "backend needs sm_75 or newer (fp32; bf16 from sm_80): not compiled for it")
       continue()
     endif()
     list(APPEND archs ${arch})
@@ -63,15 +64,21 @@ function(gpt2cc_cuda_architectures_for_nvcc archs nvcc_list out)
       list(APPEND result ${arch})
       continue()
     endif()
+    # Code for an older arch runs, but without what the GPU has beyond it: bf16 and flash attention
+    # need code for sm_80 or newer.
+    set(floor 75)
+    if(arch GREATER_EQUAL 80)
+      set(floor 80)
+    endif()
     set(below "")
     foreach(candidate IN LISTS listed)
-      if(candidate GREATER_EQUAL 80 AND candidate LESS arch AND (below STREQUAL "" OR candidate GREATER below))
+      if(candidate GREATER_EQUAL floor AND candidate LESS arch AND (below STREQUAL "" OR candidate GREATER below))
         set(below ${candidate})
       endif()
     endforeach()
     if(below STREQUAL "")
       message(WARNING "gpt2cc: this machine's GPU is sm_${arch}, and this nvcc can target neither it nor any "
-                      "sm_80 or newer below it: upgrade the CUDA toolkit")
+                      "sm_${floor} or newer below it: upgrade the CUDA toolkit")
       list(APPEND result ${arch})
     else()
       message(WARNING "gpt2cc: this machine's GPU is sm_${arch}, which this nvcc cannot target: compiling for "
@@ -138,7 +145,7 @@ function(gpt2cc_detect_cuda_architectures out)
   endif()
   gpt2cc_gpu_architectures("${caps}" archs)
   if(NOT archs)
-    message(STATUS "gpt2cc: no GPU of sm_80 or newer found by nvidia-smi: CUDA code for sm_90 (H100/H200)")
+    message(STATUS "gpt2cc: no GPU of sm_75 or newer found by nvidia-smi: CUDA code for sm_90 (H100/H200)")
     set(${out} 90 PARENT_SCOPE)
     return()
   endif()

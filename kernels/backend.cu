@@ -70,9 +70,9 @@ void check_kernel_image(int device, const cudaDeviceProp& props) {
     return;
   }
   cudaGetLastError();
-  if (arch < 80)
-    fail_input(format("--device cuda: device {} ({}) is sm_{}, and gpt2cc's CUDA kernels need sm_80 or newer "
-                      "(cp.async, bf16 tensor cores); use --device cpu",
+  if (arch < 75)
+    fail_input(format("--device cuda: device {} ({}) is sm_{}, and gpt2cc's CUDA backend needs sm_75 or newer "
+                      "(fp32; --dtype bf16 needs sm_80); use --device cpu",
                       device, props.name, arch));
   fail_input(format("--device cuda: this gpt2cc was built for CUDA architectures {} and has no code for device {} "
                     "({}, sm_{}): rebuild it with -DGPT2CC_CUDA_ARCHITECTURES={} (a build on this machine picks its "
@@ -110,6 +110,7 @@ class CudaBackend final : public Backend {
                 "--dtype bf16 needs a GPU of compute capability 8.0 or newer (bf16 tensor cores); device {} ({}) is "
                 "sm_{}{}: use --dtype fp32",
                 device_, props_.name, props_.major, props_.minor);
+    flash_built_ = cuda::flash_attention_built_for_device();
     CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     // The per-op scratch buffers (cuda_check.cuh ScratchBuffer) come from the device's default
     // memory pool; keeping freed blocks in the pool instead of returning them to the driver at
@@ -134,8 +135,15 @@ class CudaBackend final : public Backend {
   DeviceKind kind() const override { return DeviceKind::cuda; }
   DType dtype() const override { return dtype_; }
   std::string describe() const override {
-    return format("cuda {} (device {}: {}, {}, sm_{}{})", dtype_name(dtype_), device_, props_.name,
-                  gib(props_.totalGlobalMem), props_.major, props_.minor);
+    std::string text = format("cuda {} (device {}: {}, {}, sm_{}{})", dtype_name(dtype_), device_, props_.name,
+                              gib(props_.totalGlobalMem), props_.major, props_.minor);
+    // bf16 on a GPU whose code in this build is older than sm_80 (a build for 75 only): correct,
+    // through the tiled attention, but without flash attention; says how to get it.
+    if (dtype_ == DType::bf16 && !flash_built_)
+      text += format("; this build has no flash attention for it (tiled attention instead): rebuild with "
+                     "-DGPT2CC_CUDA_ARCHITECTURES={}{}",
+                     props_.major, props_.minor);
+    return text;
   }
 
   void* allocate(size_t bytes) override {
@@ -454,6 +462,7 @@ class CudaBackend final : public Backend {
 
   int device_;
   DType dtype_;
+  bool flash_built_ = false;  // cuda::flash_attention_built_for_device()
   cudaDeviceProp props_{};
   cudaStream_t stream_ = nullptr;
   // The recordings, least recently replayed first; scratch_peak: their graph memory (ScratchBuffer).

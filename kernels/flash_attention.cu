@@ -100,6 +100,14 @@ size_t device_shared_optin() {
   return static_cast<size_t>(optin);
 }
 
+// The architecture the code the current device runs from this build was compiled for
+// (cudaFuncAttributes::ptxVersion, e.g. 90: SASS for sm_90, or compute_XY PTX the driver compiled).
+int flash_code_version() {
+  cudaFuncAttributes attributes{};
+  CUDA_CHECK(cudaFuncGetAttributes(&attributes, flash_attention_forward_kernel<64, 64>));
+  return attributes.ptxVersion;
+}
+
 // 128 rows where default_tile_rows takes them (the current device's SM count) and the pass's
 // 128-row kernel fits the device; else 64.
 int auto_tile_rows(int B, int T, int NH, const SharedNeed& rows128) {
@@ -112,13 +120,27 @@ int auto_tile_rows(int B, int T, int NH, const SharedNeed& rows128) {
 // Before a pass launches anything: its kernel at (HS, rows) must fit the current device's opt-in
 // limit, else gpt2cc::Error with the kernel, the bytes, the device and the way out (a 64-row tile
 // when that fits, else head size 64 or the tiled attention). `rows64` is the pass's 64-row need.
+// Code compiled below sm_80 is refused first, whatever the tile.
 void require_fits(const char* op, const SharedNeed& need, int HS, int rows, const SharedNeed& rows64) {
+  const int code = flash_code_version();
   const size_t optin = device_shared_optin();
-  if (need.bytes <= optin) return;
+  if (code >= 80 && need.bytes <= optin) return;
   int device = 0;
   cudaDeviceProp prop{};
   CUDA_CHECK(cudaGetDevice(&device));
   CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+  if (code < 80) {
+    const std::string why =
+        prop.major < 8 ? format("needs a GPU of compute capability 8.0 or newer (cp.async, bf16 mma.sync), and device "
+                                "{} ({}) is sm_{}{}",
+                                device, prop.name, prop.major, prop.minor)
+                       : format("has no kernels for device {} ({}, sm_{}{}) in this build, whose code for it is "
+                                "compute_{} (rebuild with -DGPT2CC_CUDA_ARCHITECTURES={}{} for them)",
+                                device, prop.name, prop.major, prop.minor, code, prop.major, prop.minor);
+    throw Error(format("{}: flash attention {} (cuda::flash_attention_fits_device says so beforehand): use the tiled "
+                       "attention (cuda::attention_forward / attention_backward)",
+                       op, why));
+  }
   const std::string way_out =
       rows == 128 && rows64.bytes <= optin
           ? "take 64-row tiles (FlashTile::kRows64, which FlashTile::kAuto takes on this device)"
@@ -184,8 +206,11 @@ void launch_backward(const FlashBackwardParams& p, const bf16* out, float* delta
 
 bool flash_attention_supported(int HS) { return HS == 64 || HS == 128; }
 
+bool flash_attention_built_for_device() { return flash_code_version() >= 80; }
+
 bool flash_attention_forward_fits_device(int HS) {
-  return flash_attention_supported(HS) && forward_need(HS, 64).bytes <= device_shared_optin();
+  return flash_attention_supported(HS) && flash_attention_built_for_device() &&
+         forward_need(HS, 64).bytes <= device_shared_optin();
 }
 
 bool flash_attention_fits_device(int HS, FlashBackward design) {

@@ -8,7 +8,8 @@
 // Shared memory per block, beyond the 48 KiB a launch gets by default, within the device's opt-in
 // limit (227 KiB on sm_90, 163 KiB on sm_80, 99 KiB on sm_86 / sm_89): HS 64 needs 45-91 KiB,
 // HS 128 85-155 KiB (flash_attention_device.cuh), so sm_86 / sm_89 hold HS 64 only (HS 128: the
-// forward at 64-row tiles); flash_attention_fits_device says so before any launch.
+// forward at 64-row tiles); flash_attention_fits_device says so before any launch. A GPU of
+// compute capability 8.0 or newer (sm_75 has neither cp.async nor bf16 mma.sync).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -41,12 +42,19 @@ enum class FlashBackward { kAuto, kSplit, kFused };
 FlashBackward flash_attention_backward_design(FlashBackward design);
 const char* flash_attention_backward_name(FlashBackward design);
 
+// Whether the code the current device runs from this build has the flash kernels: code compiled
+// for sm_80 or newer (cudaFuncAttributes::ptxVersion >= 80). False on an sm_75 GPU (no cp.async
+// or bf16 mma.sync: there the kernels are traps) and on a newer GPU whose only code in this build
+// is compute_75 PTX (GPT2CC_CUDA_ARCHITECTURES=75). An attribute query.
+bool flash_attention_built_for_device();
+
 // Whether the current device holds (cudaDevAttrMaxSharedMemoryPerBlockOptin) the forward's kernel
 // and the kernels of the backward `design`, at 64-row tiles at least: then FlashTile::kAuto always
 // runs. True on sm_80 and sm_90 for both head sizes, on sm_86 / sm_89 for HS 64 only; false for an
-// unsupported HS. Where it is false, the tiled attention (kernels/attention.cuh: under 48 KiB of
-// shared memory per block at any HS) computes the same. An attribute query: no synchronisation,
-// allowed during stream capture.
+// unsupported HS and where flash_attention_built_for_device is false (a launch there throws).
+// Where it is false, the tiled attention (kernels/attention.cuh: under 48 KiB of shared memory per
+// block at any HS) computes the same. Attribute queries: no synchronisation, allowed during stream
+// capture.
 bool flash_attention_fits_device(int HS, FlashBackward design = FlashBackward::kAuto);
 // The same for the forward alone (a prefill without backward): also true for HS 128 on sm_86 / sm_89.
 bool flash_attention_forward_fits_device(int HS);

@@ -79,6 +79,15 @@ struct FlashBackwardParams {
   uint32_t* dq_sync;
 };
 
+// The kernels use sm_80 instructions (cp.async, mma.sync m16n8k16 bf16). A build that also targets
+// sm_75 (Turing, where the fp32 backend runs) compiles each of their bodies to a trap there; the
+// launchers refuse a device below sm_80 before any launch (flash_attention.cu).
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+#define GPT2CC_FLASH_BELOW_SM80 1
+#else
+#define GPT2CC_FLASH_BELOW_SM80 0
+#endif
+
 // ---------------------------------------------------------------------------------------------
 // Tensor-core building blocks. Fragment layouts of mma.m16n8k16 (PTX ISA, "Matrix Fragments for
 // mma.m16n8k16 with floating point type"), lane = 4*group + quad (group 0..7, quad 0..3):
@@ -305,6 +314,9 @@ __device__ __forceinline__ void store_rows(bf16* head, size_t row_stride, const 
 // ---------------------------------------------------------------------------------------------
 template <int HS, int kRows>
 __global__ void __launch_bounds__(kThreadsFor<kRows>) flash_attention_forward_kernel(const FlashForwardParams p) {
+#if GPT2CC_FLASH_BELOW_SM80
+  __trap();  // never launched: flash_attention.cu refuses a device below sm_80
+#else
   constexpr int kThreads = kThreadsFor<kRows>;
   extern __shared__ __align__(16) unsigned char smem[];
   bf16* sQ = reinterpret_cast<bf16*>(smem);
@@ -398,6 +410,7 @@ __global__ void __launch_bounds__(kThreadsFor<kRows>) flash_attention_forward_ke
     if (quad == 0 && row[r] < p.T) p.lse[static_cast<size_t>(bh) * p.T + row[r]] = (row_max[r] + log2f(l)) * kLn2;
   }
   store_rows<HS>(p.out + static_cast<size_t>(b) * p.T * p.C + h * HS, p.C, o, row, inv_sum, p.T, quad);
+#endif
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -561,6 +574,9 @@ struct KeyBlock {
 template <int HS, int kRows>
 __global__ void __launch_bounds__(kThreadsFor<kRows>)
     flash_attention_backward_dkdv_kernel(const FlashBackwardParams p) {
+#if GPT2CC_FLASH_BELOW_SM80
+  __trap();  // never launched: flash_attention.cu refuses a device below sm_80
+#else
   extern __shared__ __align__(16) unsigned char smem[];
   const KeyBlock<HS, kRows> kb(p, smem, blockIdx.x, blockIdx.y);  // block 0 walks every Q tile: the longest first
   kb.start(kb.k0);
@@ -578,6 +594,7 @@ __global__ void __launch_bounds__(kThreadsFor<kRows>)
     kb.tile_products(dk, dv, ds, q_tile, stage);
   }
   kb.store(dk, dv);
+#endif
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -588,6 +605,9 @@ __global__ void __launch_bounds__(kThreadsFor<kRows>)
 // ---------------------------------------------------------------------------------------------
 template <int HS, int kRows>
 __global__ void __launch_bounds__(kThreadsFor<kRows>) flash_attention_backward_dq_kernel(const FlashBackwardParams p) {
+#if GPT2CC_FLASH_BELOW_SM80
+  __trap();  // never launched: flash_attention.cu refuses a device below sm_80
+#else
   constexpr int kThreads = kThreadsFor<kRows>;
   extern __shared__ __align__(16) unsigned char smem[];
   bf16* sQ = reinterpret_cast<bf16*>(smem);
@@ -654,6 +674,7 @@ __global__ void __launch_bounds__(kThreadsFor<kRows>) flash_attention_backward_d
   const float dq_scale[2] = {p.scale, p.scale};
   store_rows<HS>(p.dqkv + static_cast<size_t>(b) * p.T * qkv_stride + h * HS, qkv_stride, dq, row, dq_scale, p.T,
                  quad);
+#endif
 }
 
 
@@ -681,6 +702,9 @@ __global__ void __launch_bounds__(kThreadsFor<kRows>) flash_attention_backward_d
 template <int HS, int kRows>
 __global__ void __launch_bounds__(kThreadsFor<kRows>)
     flash_attention_backward_fused_kernel(const FlashBackwardParams p) {
+#if GPT2CC_FLASH_BELOW_SM80
+  __trap();  // never launched: flash_attention.cu refuses a device below sm_80
+#else
   constexpr int kWarps = kRows / 16;
   constexpr int kCols = HS / (kWarps / 4);      // dQ columns per warp: 4 warps cover a Q tile's 64 rows
   constexpr int kSStride = kStride<kTileRows>;  // sdS rows: 64 queries + 8 bf16 of padding
@@ -780,6 +804,7 @@ __global__ void __launch_bounds__(kThreadsFor<kRows>)
     }
   }
   kb.store(dk, dv);
+#endif
 }
 
 // ---------------------------------------------------------------------------------------------

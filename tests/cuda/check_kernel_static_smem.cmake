@@ -21,6 +21,12 @@ set(fused_static ${CMAKE_MATCH_1})
 file(MAKE_DIRECTORY "${WORK_DIR}")
 set(failures 0)
 foreach(arch IN LISTS ARCHS)
+  string(REGEX MATCH "^[0-9]+" number "${arch}")
+  if(number AND number LESS 80)
+    # Below sm_80 the flash kernels' bodies are a trap (never launched): nothing to count.
+    message(STATUS "sm_${arch}: flash kernels are traps there (no cp.async, no bf16 mma.sync): not checked")
+    continue()
+  endif()
   execute_process(
     COMMAND "${NVCC}" -I${SOURCE_DIR} -O3 -DNDEBUG --generate-code=arch=compute_${arch},code=sm_${arch}
             --expt-relaxed-constexpr -std=c++20 -Xptxas -v -c "${SOURCE_DIR}/kernels/flash_attention.cu"

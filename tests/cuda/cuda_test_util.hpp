@@ -14,9 +14,18 @@
 #include <vector>
 
 #include "common/test_common.hpp"
+#include "core/backend.hpp"
 #include "kernels/cuda_check.cuh"
 
 namespace gpt2cc::test {
+
+// The compute dtypes a backend on device 0 offers: fp32, and bf16 from sm_80 (bf16 tensor cores).
+inline std::vector<DType> device_dtypes() {
+  int major = 0;
+  CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0));
+  if (major >= 8) return {DType::fp32, DType::bf16};
+  return {DType::fp32};
+}
 
 // A non-default stream, so a kernel that forgot its stream argument is caught by ordering.
 inline cudaStream_t test_stream() {

@@ -16,6 +16,7 @@
 #include "cpu/gelu.hpp"
 #include "cuda_test_util.hpp"
 #include "kernels/cuda_check.cuh"
+#include "kernels/flash_attention.cuh"
 #include "kernels/gelu.cuh"
 
 using namespace gpt2cc;
@@ -53,11 +54,14 @@ TEST_CASE("make_cuda_backend gives a working cuda backend", "[cuda][backend]") {
   for (float x : host) REQUIRE(x == 0.0f);
 }
 
-TEST_CASE("a bf16 cuda backend: flash attention saves the log-sum-exp only, conversions round", "[cuda][backend]") {
+TEST_CASE("a bf16 cuda backend: flash attention saves the log-sum-exp only, conversions round",
+          "[cuda][backend][bf16]") {
   auto backend = make_cuda_backend(0, DType::bf16);
   CHECK(backend->dtype() == DType::bf16);
   CHECK_THAT(backend->describe(), Catch::StartsWith("cuda bf16"));
-  CHECK(backend->attention_saved_floats(2, 5, 192, 3, false) == size_t(2) * 3 * 5);      // HS 64: flash
+  // HS 64: flash, where this build has it for the device (below: where it has not).
+  const size_t flash_saved = cuda::flash_attention_built_for_device() ? 1 : 5;
+  CHECK(backend->attention_saved_floats(2, 5, 192, 3, false) == size_t(2) * 3 * 5 * flash_saved);
   CHECK(backend->attention_saved_floats(2, 5, 192, 3, true) == size_t(2) * 3 * 5 * 5);   // dropout: tiled
   CHECK(backend->attention_saved_floats(2, 5, 36, 3, false) == size_t(2) * 3 * 5 * 5);   // HS 12: tiled
 
@@ -79,8 +83,55 @@ TEST_CASE("a bf16 cuda backend: flash attention saves the log-sum-exp only, conv
   CHECK_THROWS_WITH(backend->gelu_forward(wide.data(), wide.data(), values.size()), Catch::Contains("fp32 tensor"));
 }
 
+// bf16 compute and flash attention need code for sm_80 or newer (bf16 tensor cores, cp.async). On
+// a GPU below it (a T4, sm_75: CTest emu_cuda_model_t4) a bf16 backend is refused, naming the GPU
+// and --dtype fp32; on a newer GPU that this build has only older code for (a build for 75 alone:
+// emu_cuda_model_sm75_code, which sets GPT2CC_TEST_EXPECT_CODE_BELOW_SM80) bf16 runs on the tiled
+// attention and its description says how to get flash. Either way a flash launch is refused by
+// name before anything runs: on a GPU its kernels are traps there.
+TEST_CASE("bf16 and flash attention where the device runs code older than sm_80: refused by name",
+          "[cuda][backend]") {
+  cudaDeviceProp prop{};
+  REQUIRE(cudaGetDeviceProperties(&prop, 0) == cudaSuccess);
+  const std::string sm = format("sm_{}{}", prop.major, prop.minor);
+  const bool below_sm80 = prop.major < 8 || std::getenv("GPT2CC_TEST_EXPECT_CODE_BELOW_SM80") != nullptr;
+  INFO("device 0: " << prop.name << ", " << sm << (below_sm80 ? ", code below sm_80" : ""));
+  CHECK(cuda::flash_attention_built_for_device() == !below_sm80);
+  CHECK(cuda::flash_attention_fits_device(64) == !below_sm80);  // HS 64 fits every sm_80+ GPU
+  CHECK(cuda::flash_attention_forward_fits_device(64) == !below_sm80);
+  if (!below_sm80) {
+    CHECK_THAT(make_cuda_backend(0, DType::bf16)->describe(), !Catch::Contains("no flash attention"));
+    return;
+  }
+  const int B = 1, T = 4, C = 64, NH = 1;
+  test::DeviceBuffer<cuda::bf16> qkv(B * T * 3 * C), out(B * T * C);
+  test::DeviceBuffer<float> lse(B * NH * T);
+  const std::string why = prop.major < 8 ? "needs a GPU of compute capability 8.0 or newer (cp.async, bf16 mma.sync)"
+                                         : "whose code for it is compute_75";
+  CHECK_THROWS_WITH(cuda::flash_attention_forward(out.get(), lse.get(), qkv.get(), B, T, C, NH, test::test_stream()),
+                    Catch::Contains("flash_attention_forward: flash attention") && Catch::Contains(why) &&
+                        Catch::Contains(sm) && Catch::Contains("use the tiled attention"));
+  CHECK_THROWS_WITH(cuda::flash_attention_backward(qkv.get(), out.get(), lse.get(), out.get(), qkv.get(), B, T, C, NH,
+                                                   test::test_stream()),
+                    Catch::Contains("flash_attention_backward: flash attention") && Catch::Contains(why));
+  if (prop.major < 8) {
+    CHECK_THROWS_AS(make_cuda_backend(0, DType::bf16), InputError);
+    CHECK_THROWS_WITH(make_cuda_backend(0, DType::bf16),
+                      Catch::Contains("--dtype bf16 needs a GPU of compute capability 8.0 or newer") &&
+                          Catch::Contains(sm) && Catch::Contains("use --dtype fp32"));
+    CHECK_NOTHROW(make_cuda_backend(0, DType::fp32));
+  } else {
+    auto backend = make_cuda_backend(0, DType::bf16);
+    CHECK_THAT(backend->describe(),
+               Catch::Contains(format("this build has no flash attention for it (tiled attention instead): rebuild "
+                                      "with -DGPT2CC_CUDA_ARCHITECTURES={}{}",
+                                      prop.major, prop.minor)));
+    CHECK(backend->attention_saved_floats(2, 5, 192, 3, false) == size_t(2) * 3 * 5 * 5);  // HS 64: tiled
+  }
+}
+
 TEST_CASE("cuda backend reports out-of-memory with sizes and a hint", "[cuda][backend]") {
-  const DType dtype = GENERATE(DType::fp32, DType::bf16);
+  const DType dtype = GENERATE(from_range(test::device_dtypes()));
   INFO(dtype_name(dtype));
   auto backend = make_cuda_backend(0, dtype);
   const size_t huge = size_t(1) << 50;  // 1 PiB

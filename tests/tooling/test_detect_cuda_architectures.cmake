@@ -18,7 +18,9 @@ foreach(case
     "8.9\n9.0|89;90"            # mixed machine: both, in order
     " 8.6 \n|86"                # spaces, trailing newline
     "12.0|120"                  # two-digit major
-    "7.5|"                      # T4 only: too old (the detection then takes 90, below)
+    "7.5|75"                    # T4: fp32 only, but supported
+    "7.5\n9.0|75;90"            # T4 + H100
+    "7.0|"                      # V100 only: too old (the detection then takes 90, below)
     "7.0\n8.0|80"               # V100 + A100: the A100
     "|"                         # no GPU
     "garbage|")                 # not a capability
@@ -32,8 +34,9 @@ foreach(case
 endforeach()
 
 # architectures x `nvcc --list-gpu-arch` -> what the nvcc can compile. A GPU newer than the nvcc
-# gets the newest listed arch of sm_80 or newer below it: that arch's PTX is JIT-compiled for the
-# GPU by the driver (PTX runs on any later GPU), so a 9.0 GPU with an nvcc lacking 90 gets 89.
+# gets the newest listed arch of sm_80 or newer below it (sm_75 or newer for an sm_75 GPU: bf16 and
+# flash attention need code for sm_80): that arch's PTX is JIT-compiled for the GPU by the driver
+# (PTX runs on any later GPU), so a 9.0 GPU with an nvcc lacking 90 gets 89.
 set(nvcc13 "compute_75\ncompute_80\ncompute_86\ncompute_87\ncompute_88\ncompute_89\ncompute_90\ncompute_100\ncompute_110\ncompute_103\ncompute_120\ncompute_121\n")
 set(nvcc12 "compute_50\ncompute_52\ncompute_60\ncompute_70\ncompute_75\ncompute_80\ncompute_86\ncompute_89\ncompute_90\ncompute_100\n")
 foreach(case
@@ -46,7 +49,10 @@ foreach(case
     "90;120|${nvcc12}|90;100"                        # one kept, one replaced, in order
     "100;120|${nvcc12}|100"                          # both become 100: once
     "120| compute_90 \r\n compute_100 \r\n|100"      # spaces, CRLF
-    "120|compute_75\ncompute_70\n|120"               # nothing of sm_80 or newer below: stays
+    "120|compute_75\ncompute_70\n|120"               # nothing of sm_80 or newer below: stays (not 75)
+    "86|compute_75\ncompute_90\n|86"                 # not 75 for an sm_80+ GPU either
+    "75|${nvcc13}|75"                                # T4: listed
+    "75|compute_70\ncompute_80\n|75"                 # nothing of sm_75 or newer below 75: stays
     "120||120"                                       # no nvcc: unchanged
     "120|nvcc fatal : Unknown option '--list-gpu-arch'\n|120") # an nvcc without the option
   string(FIND "${case}" "|" first)
@@ -119,7 +125,12 @@ detect("nvidia-smi failing on stderr (driver/library mismatch)" "90"
        "nvidia-smi failed (exit code 18: Failed to initialize NVML: Driver/library version mismatch)")
 
 fake(nvidia-smi-fake "${smi_args}\nprintf '7.5\\n'")
-detect("nvidia-smi listing only a T4" "90" "no GPU of sm_80 or newer found by nvidia-smi")
+fake(nvcc-fake "${nvcc_args}\nprintf 'compute_75\\ncompute_80\\ncompute_90\\n'")
+detect("nvidia-smi listing only a T4" "75" "CUDA code for this machine's GPUs: 75")
+
+fake(nvidia-smi-fake "${smi_args}\nprintf '7.0\\n'")
+detect("nvidia-smi listing only a V100" "90" "sm_70) is present, but gpt2cc's CUDA backend needs sm_75 or newer"
+       "no GPU of sm_75 or newer found by nvidia-smi")
 
 set(ENV{GPT2CC_NVIDIA_SMI} "${WORK_DIR}/no-such-nvidia-smi")
 detect("no nvidia-smi" "90" "no nvidia-smi")
