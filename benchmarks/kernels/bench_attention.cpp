@@ -319,6 +319,10 @@ int run(int argc, char** argv) {
          err != cudaSuccess ? cudaGetErrorString(err) : "0 devices");
   cudaDeviceProp props{};
   CUDA_CHECK(cudaGetDeviceProperties(&props, 0));
+  INPUT_CHECK(cuda::flash_attention_built_for_device(),
+              "flash attention does not run on {} (sm_{}{}): it needs a GPU of compute capability 8.0 or newer and "
+              "this build's code for it (-DGPT2CC_CUDA_ARCHITECTURES={}{})",
+              props.name, props.major, props.minor, props.major, props.minor);
   cudaStream_t stream = nullptr;
   CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   std::printf("device %s, bf16 flash vs fp32 tiled, validated first (rel. L2 <= %.0e), median of %d after %d "

@@ -724,7 +724,7 @@ void write_json(const std::string& path, const cudaDeviceProp& props, const Opti
 }
 
 int bench_main(int argc, char** argv) {
-  const Options o = parse(argc, argv);
+  Options o = parse(argc, argv);
   int count = 0;
   const cudaError_t err = cudaGetDeviceCount(&count);
   if (err != cudaSuccess || count == 0) {
@@ -734,6 +734,14 @@ int bench_main(int argc, char** argv) {
   }
   cudaDeviceProp props{};
   CUDA_CHECK(cudaGetDeviceProperties(&props, 0));
+  // bf16 kernels need bf16 tensor cores (cuBLASLt's bf16 GEMMs): sm_80 or newer.
+  if (props.major < 8 && o.bf16) {
+    INPUT_CHECK(o.fp32, "--dtype bf16 needs a GPU of compute capability 8.0 or newer; {} is sm_{}{}", props.name,
+                props.major, props.minor);
+    std::printf("%s is sm_%d%d: the bf16 kernels need sm_80 or newer, so only the fp32 ones run\n", props.name,
+                props.major, props.minor);
+    o.bf16 = false;
+  }
   const bench::GpuPeaks peaks = bench::lookup_gpu_peaks(props.name, o.peaks_path);
   cudaStream_t stream = nullptr;
   CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));

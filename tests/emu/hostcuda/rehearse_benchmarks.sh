@@ -101,6 +101,27 @@ if run train_auto "$BIN/bench_train_gpu" --preset d2 --dtype bf16 -T 16 --steps 
 fi
 unset GPT2CC_EMU_DEVICE_MIB
 
+# On an emulated Tesla T4 (sm_75, a build for 75): bench_kernels runs the fp32 kernels only and says
+# why, or refuses --dtype bf16; bench_attention (flash only) and bf16 training are refused by name;
+# fp32 training runs.
+export GPT2CC_EMU_GPU=t4 GPT2CC_CUDA_ARCHITECTURES=75
+if run kernels_t4 "$BIN/bench_kernels" -b 1 -t 16 --reps 1 --warmup 0 --json "$OUT/kernels_t4.json"; then
+  grep -qF "is sm_75: the bf16 kernels need sm_80 or newer, so only the fp32 ones run" "$OUT/kernels_t4.log" ||
+    fail "kernels_t4: no note that the bf16 kernels were left out"
+  check_json "$OUT/kernels_t4.json" \
+    "len(j['kernels']) >= 20 and all(k['valid'] and k['ms'] > 0 and k['dtype'] == 'fp32' for k in j['kernels'])"
+fi
+expect_error "kernels bf16 on a T4" "--dtype bf16 needs a GPU of compute capability 8.0 or newer" \
+  "$BIN/bench_kernels" --dtype bf16 -b 1 -t 16 --reps 1
+expect_error "attention on a T4" "flash attention does not run on gpt2cc CPU emulator (Tesla T4) (sm_75)" \
+  "$BIN/bench_attention" --shapes 1x2x64x64 --reps 1
+expect_error "bf16 training on a T4" "--dtype bf16 needs a GPU of compute capability 8.0 or newer" \
+  "$BIN/bench_train_gpu" --preset d2 --dtype bf16 -B 2 -T 32 --steps 1
+run train_fp32_t4 "$BIN/bench_train_gpu" --preset d2 --dtype fp32 -B 2 -T 32 --steps 2 --warmup 1 \
+  --json "$OUT/train_fp32_t4.json" &&
+  check_json "$OUT/train_fp32_t4.json" "j['dtype'] == 'fp32' and j['tokens_per_s'] > 0 and j['loss_last'] < j['loss_first']"
+unset GPT2CC_EMU_GPU GPT2CC_CUDA_ARCHITECTURES
+
 # Bad arguments.
 expect_error "attention head size" "head size 32 is not supported" "$BIN/bench_attention" --shapes 1x1x64x32
 expect_error "kernels dtype" "--dtype must be all, fp32 or bf16" "$BIN/bench_kernels" --dtype fp16
