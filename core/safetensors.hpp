@@ -1,0 +1,63 @@
+// The safetensors file format (Hugging Face, https://huggingface.co/docs/safetensors): an 8-byte
+// little-endian header length N, N bytes of JSON {name: {"dtype", "shape", "data_offsets": [begin,
+// end]}, optional "__metadata__": {string: string}}, then the tensors' bytes, little-endian and
+// row-major, at those offsets from the end of the header, covering the data without holes or
+// overlaps. Reading checks all of that before any tensor is used and converts F32, F16 and BF16
+// tensors to float; writing emits F32 atomically (a temporary file, fsync, rename).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace gpt2cc::safetensors {
+
+struct TensorInfo {
+  std::string dtype;          // "F32", "F16", "BF16", ... as the file names it
+  std::vector<size_t> shape;  // empty for a scalar
+  uint64_t begin = 0, end = 0;  // byte offsets into the data section
+  size_t numel() const;
+};
+
+class File {
+ public:
+  // Reads and validates the header; throws InputError naming the file, what was expected and what
+  // was found (not a safetensors file, truncated, bad JSON, an unknown dtype, a shape that does not
+  // match its bytes, offsets out of the file, overlapping or leaving holes).
+  explicit File(const std::string& path);
+  const std::string& path() const { return path_; }
+  const std::map<std::string, TensorInfo>& tensors() const { return tensors_; }
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  bool contains(const std::string& name) const { return tensors_.count(name) != 0; }
+  const TensorInfo& info(const std::string& name) const;  // InputError naming the file for a missing one
+  // The tensor's elements as float (F32 as is, F16 and BF16 widened exactly); InputError for
+  // another dtype or a missing tensor.
+  std::vector<float> read_float(const std::string& name) const;
+
+ private:
+  std::string path_;
+  uint64_t data_start_ = 0;
+  std::map<std::string, TensorInfo> tensors_;
+  std::map<std::string, std::string> metadata_;
+};
+
+// One F32 tensor to write; `data` holds numel(shape) floats.
+struct F32Tensor {
+  std::string name;
+  std::vector<size_t> shape;
+  const float* data = nullptr;
+};
+
+// Writes `tensors` (in this order, each 8-byte aligned as the header is padded to) and `metadata`
+// to path through "<path>.tmp" + fsync + rename: the old file survives a failure. Throws Error
+// naming the path on I/O failure.
+void write_f32(const std::string& path, const std::vector<F32Tensor>& tensors,
+               const std::map<std::string, std::string>& metadata = {});
+
+// IEEE binary16 and bfloat16 bits to float (exact: every value of both is a float).
+float half_to_float(uint16_t bits);
+float bf16_to_float(uint16_t bits);
+
+}  // namespace gpt2cc::safetensors
