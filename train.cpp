@@ -2,16 +2,21 @@
 //   train --train-data data/ts/train --val-data data/ts/val --preset d4 --steps 2000
 //   train --resume runs/run --steps 4000           continue exactly where a run stopped
 //   train --eval-only --init-from runs/run/checkpoints/step_00002000.ckpt --val-data data/wt103/test
+//   train --init-from runs/run/checkpoints/step_00002000.ckpt --export-hf hf/run   Hugging Face weights
+//   train --init-from hf/gpt2 --train-data ... --steps 500                         fine-tune from them
 // Flags fill a TrainConfig (core/train_config.hpp); core/trainer.cpp does the work. Exit codes:
 // 0 done (also after SIGINT/SIGTERM, which checkpoint first), 1 internal error, 2 bad input.
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include <cxxopts.hpp>
 
 #include "core/check.hpp"
 #include "core/cli.hpp"
+#include "core/hf_gpt2.hpp"
 #include "core/sampler.hpp"
 #include "core/trainer.hpp"
 #include "tokenizer/tokenizer.hpp"
@@ -86,6 +91,10 @@ cxxopts::Options make_options(TrainConfig& c) {
   add("output", "tokenizer", "tokenizer directory (recorded; needed for --sample-every)", c.tokenizer_dir);
   add("output", "sample-every", "print and save a generated sample every N steps (0: never)", c.sample_every);
   add("output", "sample-tokens", "tokens per sample", c.sample_tokens);
+  add("output", "export-hf",
+      "write the --init-from/--resume weights as Hugging Face GPT-2 (model.safetensors, config.json, the tokenizer) "
+      "into this directory and exit",
+      c.export_hf);
   o.add_options()("h,help", "show this help");
   return o;
 }
@@ -93,7 +102,9 @@ cxxopts::Options make_options(TrainConfig& c) {
 // A flag set of a resumed run comes from its checkpoint; explicit flags override it, except
 // those that would change the batches or the random draws (the resume would no longer be exact).
 TrainConfig resume_config(const TrainConfig& given, int argc, char** argv) {
-  Checkpoint ckpt = load_checkpoint(resolve_checkpoint(given.resume), false);
+  const std::string path = resolve_checkpoint(given.resume);
+  refuse_resume_of_hf_gpt2(path);
+  Checkpoint ckpt = load_checkpoint(path, false);
   TrainConfig c = ckpt.train_config.get<TrainConfig>();
   c.resume = given.resume;
   c.init_from.clear();  // the run may have started as a fine-tune: its weights now come from the checkpoint
@@ -135,6 +146,38 @@ int eval_only(const TrainConfig& c, Backend& backend) {
   return 0;
 }
 
+// The checkpoint's weights as a Hugging Face GPT-2 directory (core/hf_gpt2.hpp), with the tokenizer
+// (--tokenizer, else the one the checkpoint records) as vocab.json + merges.txt when there is one.
+int export_hf(const TrainConfig& c) {
+  const std::string path = c.init_from.empty() ? resolve_checkpoint(c.resume) : c.init_from;
+  const Checkpoint ckpt = load_checkpoint(path, false);
+  std::string tokenizer_dir = c.tokenizer_dir.empty() ? ckpt.tokenizer_dir : c.tokenizer_dir;
+  std::string no_tokenizer = "the checkpoint records none";
+  if (c.tokenizer_dir.empty() && !tokenizer_dir.empty() && !std::filesystem::is_directory(tokenizer_dir)) {
+    no_tokenizer = "the checkpoint's " + tokenizer_dir + " is not there";
+    tokenizer_dir.clear();
+  }
+  std::optional<Tokenizer> tokenizer;
+  if (!tokenizer_dir.empty()) {
+    tokenizer = Tokenizer::load(tokenizer_dir);
+    INPUT_CHECK(ckpt.tokenizer_fingerprint == 0 || ckpt.tokenizer_fingerprint == tokenizer->fingerprint(),
+                "tokenizer {} is not the one checkpoint {} was trained with (fingerprint {} vs {})", tokenizer_dir,
+                path, tokenizer->fingerprint(), ckpt.tokenizer_fingerprint);
+    INPUT_CHECK(tokenizer->vocab_size() == ckpt.config.vocab_size,
+                "tokenizer {} has {} tokens, the model of checkpoint {} {}", tokenizer_dir, tokenizer->vocab_size(),
+                path, ckpt.config.vocab_size);
+  }
+  save_hf_gpt2(c.export_hf, ckpt.config, ckpt.params);
+  if (tokenizer) tokenizer->save(c.export_hf);
+  std::cout << "exported " << path << " (" << describe(ckpt.config) << ", step " << ckpt.step << ") to "
+            << c.export_hf << ": model.safetensors, config.json"
+            << (tokenizer ? ", vocab.json, merges.txt (tokenizer " + tokenizer_dir + ")"
+                          : " (no tokenizer: " + no_tokenizer + "; add one with --tokenizer DIR)")
+            << "\nload it with transformers.GPT2LMHeadModel.from_pretrained(\"" << c.export_hf
+            << "\"), or here with --init-from / --checkpoint " << c.export_hf << std::endl;
+  return 0;
+}
+
 // Samples `sample_tokens` tokens after <|endoftext|> with top-k 40, a fixed seed per step.
 std::function<std::string(GPT2&, uint64_t)> make_sampler(const TrainConfig& c) {
   auto tokenizer = std::make_shared<Tokenizer>(Tokenizer::load(c.tokenizer_dir));
@@ -165,8 +208,10 @@ int run(int argc, char** argv) {
   }
   INPUT_CHECK(parsed.unmatched().empty(), "unexpected argument '{}' (every setting is a --flag)",
               parsed.unmatched().empty() ? "" : parsed.unmatched().front());
-  if (!config.resume.empty() && !config.eval_only) config = resume_config(config, argc, argv);
+  if (!config.resume.empty() && !config.eval_only && config.export_hf.empty())
+    config = resume_config(config, argc, argv);
   validate(config);
+  if (!config.export_hf.empty()) return export_hf(config);
 
   const DType dtype = parse_dtype(config.dtype);
   auto backend = config.device == "cuda" ? make_cuda_backend(config.cuda_device, dtype)

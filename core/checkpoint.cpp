@@ -12,6 +12,7 @@
 #include <filesystem>
 
 #include "core/check.hpp"
+#include "core/hf_gpt2.hpp"
 #include "core/train_testing.hpp"
 
 namespace gpt2cc {
@@ -190,6 +191,10 @@ void save_checkpoint(const std::string& path, const Checkpoint& c) {
 }
 
 Checkpoint load_checkpoint(const std::string& path, bool with_optimizer) {
+  if (is_hf_gpt2(path)) {
+    if (with_optimizer) refuse_resume_of_hf_gpt2(path);
+    return load_hf_gpt2(path);
+  }
   Reader in(path);
   char magic[8];
   in.read(magic, sizeof magic, "the magic");

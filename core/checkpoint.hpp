@@ -38,7 +38,10 @@ struct Checkpoint {
 // Atomic write (see above). Throws Error naming the path on I/O failure; the old file survives.
 void save_checkpoint(const std::string& path, const Checkpoint& checkpoint);
 // Validates magic, version, sizes, checksum and config; throws InputError naming the file, what
-// was expected and what was found. with_optimizer = false skips reading m and v.
+// was expected and what was found. with_optimizer = false skips reading m and v. A path holding
+// Hugging Face GPT-2 weights (core/hf_gpt2.hpp: a directory with model.safetensors, or that file)
+// loads as their weights-only checkpoint at step 0; with_optimizer = true refuses it (no run to
+// resume).
 Checkpoint load_checkpoint(const std::string& path, bool with_optimizer = true);
 
 }  // namespace gpt2cc

@@ -18,7 +18,7 @@ namespace gpt2cc {
    X(batch_size) X(seq_len) X(total_batch_tokens) X(lr) X(min_lr_ratio) X(warmup_steps) X(schedule) X(beta1) \
    X(beta2) X(eps) X(weight_decay) X(grad_clip) X(steps) X(epochs) X(tokens) X(stop_at_step) X(eval_every) \
    X(eval_batches) X(eval_only) X(eval_stride) X(run_dir) X(checkpoint_every) X(keep_checkpoints) \
-   X(log_every) X(max_bad_steps) X(tokenizer_dir) X(sample_every) X(sample_tokens)
+   X(log_every) X(max_bad_steps) X(tokenizer_dir) X(sample_every) X(sample_tokens) X(export_hf)
 
 void to_json(nlohmann::json& j, const TrainConfig& c) {
   j = nlohmann::json::object();
@@ -67,7 +67,11 @@ void validate(const TrainConfig& c) {
               c.grad_clip);
 
   INPUT_CHECK(c.epochs >= 0 && std::isfinite(c.epochs), "--epochs must be > 0, got {}", c.epochs);
-  if (!c.eval_only) {
+  if (!c.export_hf.empty()) {
+    INPUT_CHECK(!c.init_from.empty() || !c.resume.empty(),
+                "--export-hf needs the checkpoint to export: give it with --init-from (or --resume)");
+    INPUT_CHECK(!c.eval_only, "--export-hf and --eval-only are separate runs: give one of them");
+  } else if (!c.eval_only) {
     int given = (c.steps > 0) + (c.epochs > 0) + (c.tokens > 0);
     INPUT_CHECK(given == 1, "give the run length with exactly one of --steps, --epochs, --tokens ({} given)",
                 given);

@@ -72,6 +72,7 @@ struct TrainConfig {
   uint64_t log_every = 10;           // console line every N steps when not a terminal, >= 1
   int max_bad_steps = 5;             // stop after this many consecutive non-finite steps, >= 1
   std::string tokenizer_dir;         // tokenizer recorded in checkpoints (and used for samples), or ""
+  std::string export_hf;             // write the --init-from/--resume weights as Hugging Face GPT-2 here and exit, or ""
   uint64_t sample_every = 0;         // print and save a generated sample every N steps (0: never; needs tokenizer_dir)
   int sample_tokens = 64;            // tokens per sample, >= 1
 };

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/check.hpp"
+#include "core/hf_gpt2.hpp"
 #include "core/metrics.hpp"
 #include "core/model_optim.hpp"
 #include "core/rng.hpp"
@@ -67,7 +68,8 @@ void request_stop(bool stop) { g_stop = stop ? 1 : 0; }
 
 std::string resolve_checkpoint(const std::string& path) {
   std::error_code ec;
-  if (fs::is_regular_file(path, ec)) return path;
+  // A file, or Hugging Face weights (which load_checkpoint refuses to --resume, by name).
+  if (fs::is_regular_file(path, ec) || is_hf_gpt2(path)) return path;
   INPUT_CHECK(fs::is_directory(path, ec), "checkpoint {} does not exist", path);
   for (const fs::path& dir : {fs::path(path) / "checkpoints", fs::path(path)}) {
     auto found = step_checkpoints(dir);

@@ -15,6 +15,7 @@
 #include "core/backend.hpp"
 #include "core/checkpoint.hpp"
 #include "core/generation.hpp"
+#include "core/hf_gpt2.hpp"
 #include "tokenizer/tokenizer.hpp"
 
 using namespace gpt2cc;
@@ -268,6 +269,32 @@ TEST_CASE("on cuda, samples beyond device memory fail with generate's hint", "[g
   CHECK_THAT(r.err, Catch::Contains("CUDA out of memory") && Catch::Contains("bytes free") &&
                         Catch::Contains("generate: less memory: a smaller --batch-size"));
   CHECK(r.out.empty());
+}
+
+// The fixture's weights as a Hugging Face GPT-2 directory (model.safetensors, config.json, and the
+// tokenizer as vocab.json + merges.txt): generate takes the directory for --checkpoint, its
+// tokenizer from it, and writes the checkpoint's text, token for token.
+TEST_CASE("generate runs Hugging Face GPT-2 weights, with the tokenizer beside them", "[generate][cli][hf]") {
+  const std::string hf = fixture().dir + "/hf";
+  const Checkpoint ckpt = load_checkpoint(fixture().checkpoint, false);
+  save_hf_gpt2(hf, ckpt.config, ckpt.params);
+  Tokenizer::load(fixture().tokenizer_dir).save(hf);
+  const std::string args = "--prompt 'Once upon a time' --greedy --max-new-tokens 40 --ignore-eot";
+  const Run ours = generate_cli(args);
+  const Run theirs = generate_cli("--checkpoint " + hf + " " + args, false);
+  REQUIRE(ours.code == 0);
+  REQUIRE(theirs.code == 0);
+  CHECK(theirs.out == ours.out);
+  CHECK_THAT(theirs.err, Catch::Contains("generate: " + hf + " (step 0)") && Catch::Contains("tokenizer " + hf));
+  // Without a tokenizer beside the weights, generate asks for one.
+  const std::string bare = fixture().dir + "/hf_bare";
+  save_hf_gpt2(bare, ckpt.config, ckpt.params);
+  const Run asks = generate_cli("--checkpoint " + bare + " --prompt hi", false);
+  CHECK(asks.code == 2);
+  CHECK_THAT(asks.err, Catch::Contains("records no tokenizer directory: pass --tokenizer DIR"));
+  const Run given = generate_cli("--checkpoint " + bare + " --tokenizer " + fixture().tokenizer_dir + " " + args, false);
+  CHECK(given.code == 0);
+  CHECK(given.out == ours.out);
 }
 
 TEST_CASE("bad input exits 2 with a message naming the problem", "[generate][cli]") {

@@ -120,6 +120,7 @@ TEST_CASE("bad flags exit with code 2 and say what is wrong", "[cli]") {
       {ok + "--steps 5 --seq-len 64", "--seq-len 64 is longer than the model's maximum sequence length 32"},
       {"--eval-only --val-data " + dir + "/val.bin", "--eval-only needs a checkpoint"},
       {ok + "--steps 5 --resume " + dir + "/no_run", "no_run does not exist"},
+      {"--export-hf " + dir + "/hf", "--export-hf needs the checkpoint to export: give it with --init-from"},
   };
   for (const Case& c : cases) {
     INFO("train " << c.args);
@@ -178,6 +179,33 @@ TEST_CASE("a tiny run, its resume, and --eval-only", "[cli]") {
                         "--eval-stride 8");
     CHECK(sliding.code == 0);
     CHECK_THAT(sliding.output, Catch::Contains("every 8 tokens (sliding)") && Catch::Contains("tokens scored: 4095"));
+  }
+  SECTION("--export-hf: Hugging Face weights that evaluate and fine-tune as the checkpoint does") {
+    const std::string ckpt = run_dir + "/checkpoints/step_00000003.ckpt", hf = dir + "/hf";
+    Run exported = train("--init-from " + ckpt + " --export-hf " + hf);
+    INFO(exported.output);
+    REQUIRE(exported.code == 0);
+    CHECK_THAT(exported.output, Catch::Contains("to " + hf + ": model.safetensors, config.json (no tokenizer: the "
+                                                "checkpoint's /nowhere is not there"));
+    CHECK(std::filesystem::exists(hf + "/model.safetensors"));
+    CHECK(std::filesystem::exists(hf + "/config.json"));
+    // The same loss over the same windows (printed to 4 decimals).
+    const std::string eval = " --val-data " + dir + "/val.bin --seq-len 16";
+    Run from_ckpt = train("--eval-only --init-from " + ckpt + eval), from_hf = train("--eval-only --init-from " + hf + eval);
+    REQUIRE(from_ckpt.code == 0);
+    REQUIRE(from_hf.code == 0);
+    const auto loss_line = [](const std::string& out) { return out.substr(out.find("loss: "), 14); };
+    CHECK(loss_line(from_hf.output) == loss_line(from_ckpt.output));
+    Run tuned = train("--init-from " + hf + " --train-data " + dir + "/train.bin --steps 2 --batch-size 4 "
+                      "--seq-len 16 --threads 1 --run-dir " + dir + "/tuned");
+    INFO(tuned.output);
+    CHECK(tuned.code == 0);
+    Run resumed = train("--resume " + hf + " --steps 2");
+    CHECK(resumed.code == 2);
+    CHECK_THAT(resumed.output, Catch::Contains("holds Hugging Face GPT-2 weights, not a gpt2cc checkpoint"));
+    Run both = train("--init-from " + ckpt + " --export-hf " + hf + " --eval-only --val-data " + dir + "/val.bin");
+    CHECK(both.code == 2);
+    CHECK_THAT(both.output, Catch::Contains("--export-hf and --eval-only are separate runs"));
   }
   SECTION("a checkpoint whose tokenizer does not match the data") {
     std::filesystem::create_directories(dir + "/other");

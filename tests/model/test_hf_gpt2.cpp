@@ -1,0 +1,229 @@
+// Hugging Face GPT-2 weights in and out (core/hf_gpt2.hpp). tests/make_hf_fixture.py saved a tiny
+// transformers GPT2LMHeadModel (L=2, C=32, NH=2, V=300, maxT=32; every tensor random, so a swapped
+// or untransposed one shows) as save_pretrained writes it (F32, "transformer." names, no lm_head),
+// in the Hub's layout (no prefix, F16, with the old causal-mask buffers) and in BF16, with
+// transformers' logits and loss on one batch for each. gpt2cc must load all three and compute
+// those logits; what it exports must be the same tensors under Hugging Face's names and shapes,
+// and load back bit for bit.
+#include <catch2/catch.hpp>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "common/test_common.hpp"
+#include "core/check.hpp"
+#include "core/checkpoint.hpp"
+#include "core/hf_gpt2.hpp"
+#include "core/model.hpp"
+#include "core/params.hpp"
+#include "core/safetensors.hpp"
+
+using namespace gpt2cc;
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::string& fixture_dir() {
+  static const std::string dir = test::fixture_path("hf_gpt2_tiny");
+  return dir;
+}
+
+json expected() {
+  std::ifstream in(fixture_dir() + "/expected.json");
+  INFO("regenerate with: python tests/make_hf_fixture.py (torch, transformers, safetensors)");
+  REQUIRE(in.good());
+  return json::parse(in);
+}
+
+// The loss and the first V logits of every row of the fixture's batch under `params`.
+std::pair<float, std::vector<float>> run_model(const ModelConfig& config, const std::vector<float>& params,
+                                               const json& e) {
+  const int B = e["B"], T = e["T"];
+  std::vector<int> tokens, targets;
+  for (const auto& row : e["tokens"]) for (int t : row) tokens.push_back(t);
+  for (const auto& row : e["targets"]) for (int t : row) targets.push_back(t);
+  auto backend = make_cpu_backend(1);
+  GPT2 model(config, *backend, B, T);
+  model.set_parameters(params);
+  const float loss = model.forward(tokens.data(), targets.data(), B, T);
+  const auto padded = model.logits();
+  std::vector<float> logits;
+  for (int row = 0; row < B * T; ++row)
+    for (int v = 0; v < config.vocab_size; ++v) logits.push_back(padded[size_t(row) * config.padded_vocab_size + v]);
+  return {loss, logits};
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+void write_text(const std::string& path, const std::string& text) {
+  std::ofstream(path, std::ios::binary) << text;
+}
+
+}  // namespace
+
+TEST_CASE("Hugging Face GPT-2 weights load and give transformers' logits", "[model][hf]") {
+  const json e = expected();
+  struct Case {
+    std::string path, reference;
+  };
+  for (const Case& c : {Case{fixture_dir(), "fp32"}, Case{fixture_dir() + "/model.safetensors", "fp32"},
+                        Case{fixture_dir() + "/model_fp16_hub_layout.safetensors", "fp16_hub_layout"},
+                        Case{fixture_dir() + "/model_bf16.safetensors", "bf16"}}) {
+    INFO(c.path);
+    REQUIRE(is_hf_gpt2(c.path));
+    const Checkpoint ckpt = load_checkpoint(c.path, false);  // as train --init-from and generate load it
+    CHECK(ckpt.config.num_layers == 2);
+    CHECK(ckpt.config.num_heads == 2);
+    CHECK(ckpt.config.channels == 32);
+    CHECK(ckpt.config.vocab_size == 300);
+    CHECK(ckpt.config.padded_vocab_size == 384);
+    CHECK(ckpt.config.max_seq_len == 32);
+    CHECK(ckpt.step == 0);
+    CHECK(ckpt.m.empty());
+    CHECK(ckpt.tokenizer_fingerprint == 0);
+    CHECK(ckpt.tokenizer_dir.empty());  // the fixture holds no tokenizer
+    // The padded vocabulary rows are zero (they never win and never learn).
+    const ParameterLayout layout(ckpt.config);
+    for (size_t i = size_t(300) * 32; i < size_t(384) * 32; ++i) REQUIRE(ckpt.params[layout[Param::wte].offset + i] == 0.0f);
+
+    const auto [loss, logits] = run_model(ckpt.config, ckpt.params, e);
+    const auto want = e[c.reference]["logits"].get<std::vector<float>>();
+    REQUIRE(logits.size() == want.size());
+    const double error = test::rel_error(logits, want);
+    INFO("logits relative error " << error << ", loss " << loss << " vs " << e[c.reference]["loss"].get<double>());
+    CHECK(error <= 1e-5);
+    CHECK(std::abs(loss - e[c.reference]["loss"].get<double>()) <= 1e-5);
+  }
+  // Not Hugging Face weights: a gpt2cc checkpoint, a directory without model.safetensors, text.
+  const std::string dir = test::temp_dir("hf_not");
+  Checkpoint ckpt = load_checkpoint(fixture_dir(), false);
+  save_checkpoint(dir + "/run.ckpt", ckpt);
+  CHECK_FALSE(is_hf_gpt2(dir + "/run.ckpt"));
+  CHECK_FALSE(is_hf_gpt2(dir));
+  write_text(dir + "/notes.txt", "{\"looks\": \"like json\"}");
+  CHECK_FALSE(is_hf_gpt2(dir + "/notes.txt"));
+  CHECK_FALSE(is_hf_gpt2(dir + "/missing"));
+  // ... and the gpt2cc checkpoint of the same weights computes the same logits.
+  const Checkpoint again = load_checkpoint(dir + "/run.ckpt", false);
+  CHECK(again.params == ckpt.params);
+}
+
+TEST_CASE("exported weights are Hugging Face's tensors, names and config, and load back bit for bit", "[model][hf]") {
+  const Checkpoint ckpt = load_checkpoint(fixture_dir(), false);
+  const std::string out = test::temp_dir("hf_export") + "/model";
+  save_hf_gpt2(out, ckpt.config, ckpt.params);
+
+  // The same tensors as save_pretrained wrote, under the Hub's names (no prefix), to the byte.
+  const safetensors::File theirs(fixture_dir() + "/model.safetensors"), ours(out + "/model.safetensors");
+  CHECK(ours.metadata().at("format") == "pt");
+  REQUIRE(ours.tensors().size() == theirs.tensors().size());
+  for (const auto& [name, info] : theirs.tensors()) {
+    const std::string hub_name = name.substr(std::string("transformer.").size());
+    INFO(name);
+    REQUIRE(ours.contains(hub_name));
+    CHECK(ours.info(hub_name).dtype == "F32");
+    CHECK(ours.info(hub_name).shape == info.shape);
+    CHECK(ours.read_float(hub_name) == theirs.read_float(name));
+  }
+  // The config fields transformers builds the model from.
+  const json theirs_config = json::parse(read_text(fixture_dir() + "/config.json"));
+  const json ours_config = json::parse(read_text(out + "/config.json"));
+  for (const char* key : {"model_type", "n_layer", "n_head", "n_embd", "n_positions", "vocab_size",
+                          "activation_function", "layer_norm_epsilon", "tie_word_embeddings"}) {
+    INFO(key);
+    CHECK(ours_config.at(key) == theirs_config.at(key));
+  }
+  CHECK(ours_config.at("architectures") == json::array({"GPT2LMHeadModel"}));
+
+  const Checkpoint back = load_checkpoint(out, false);
+  CHECK(back.config == ckpt.config);
+  CHECK(back.params == ckpt.params);
+  // Written again over itself: the old file is replaced whole (no .tmp left behind).
+  save_hf_gpt2(out, back.config, back.params);
+  CHECK_FALSE(fs::exists(out + "/model.safetensors.tmp"));
+  CHECK(load_checkpoint(out, false).params == ckpt.params);
+}
+
+TEST_CASE("Hugging Face weights gpt2cc cannot compute are refused by name", "[model][hf]") {
+  const Checkpoint ckpt = load_checkpoint(fixture_dir(), false);
+  const std::string config_text = read_text(fixture_dir() + "/config.json");
+  const json config = json::parse(config_text);
+  // A copy of the fixture with config.json edited (value null: the key removed).
+  const auto with_config = [&](const std::string& name, const std::string& key, const json& value) {
+    const std::string dir = test::temp_dir("hf_bad_" + name);
+    fs::copy_file(fixture_dir() + "/model.safetensors", dir + "/model.safetensors");
+    json c = config;
+    if (value.is_null())
+      c.erase(key);
+    else
+      c[key] = value;
+    write_text(dir + "/config.json", c.dump());
+    return dir;
+  };
+  const auto refused = [](const std::string& path, const std::string& message) {
+    INFO(path);
+    CHECK_THROWS_AS(load_checkpoint(path, false), InputError);
+    CHECK_THROWS_WITH(load_checkpoint(path, false), Catch::Contains(message));
+  };
+  refused(with_config("relu", "activation_function", "relu"), "activation_function is 'relu'");
+  refused(with_config("eps", "layer_norm_epsilon", 1e-6), "layer_norm_epsilon");
+  refused(with_config("untied", "tie_word_embeddings", false), "tie_word_embeddings is false");
+  refused(with_config("cross", "add_cross_attention", true), "cross-attention");
+  refused(with_config("layer_idx", "scale_attn_by_inverse_layer_idx", true), "scale_attn_by_inverse_layer_idx");
+  refused(with_config("type", "model_type", "llama"), "model_type is 'llama'");
+  refused(with_config("no_layers", "n_layer", nullptr), "needs an integer \"n_layer\"");
+  refused(with_config("three_layers", "n_layer", 3), "has no tensor 'transformer.h.2.ln_1.weight'");
+  refused(with_config("wide", "n_embd", 64), "has shape [300, 32], expected [300, 64]");
+  refused(with_config("heads", "n_head", 3), "must be divisible by num_heads");
+
+  // No config.json beside the weights.
+  const std::string lonely = test::temp_dir("hf_lonely");
+  fs::copy_file(fixture_dir() + "/model.safetensors", lonely + "/model.safetensors");
+  refused(lonely, "config.json");
+
+  // Tensors: one missing, one unknown, an lm_head that is not wte.
+  const ParameterLayout layout(ckpt.config);
+  const auto with_tensors = [&](const std::string& name, const std::vector<safetensors::F32Tensor>& tensors) {
+    const std::string dir = test::temp_dir("hf_tensors_" + name);
+    write_text(dir + "/config.json", config_text);
+    safetensors::write_f32(dir + "/model.safetensors", tensors);
+    return dir;
+  };
+  const std::string exported = test::temp_dir("hf_base") + "/m";
+  save_hf_gpt2(exported, ckpt.config, ckpt.params);
+  const safetensors::File base(exported + "/model.safetensors");
+  std::vector<std::vector<float>> storage;
+  std::vector<safetensors::F32Tensor> all;
+  storage.reserve(base.tensors().size() + 2);
+  for (const auto& [name, info] : base.tensors()) {
+    storage.push_back(base.read_float(name));
+    all.push_back({name, info.shape, storage.back().data()});
+  }
+  std::vector<safetensors::F32Tensor> missing;
+  for (const auto& t : all)
+    if (t.name != "h.1.mlp.c_proj.bias") missing.push_back(t);
+  refused(with_tensors("missing", missing), "has no tensor 'h.1.mlp.c_proj.bias'");
+  std::vector<float> extra_values(32, 1.0f);
+  auto extra = all;
+  extra.push_back({"h.0.attn.q_norm.weight", {32}, extra_values.data()});
+  refused(with_tensors("extra", extra), "tensor 'h.0.attn.q_norm.weight' is not part of a GPT-2");
+  std::vector<float> head = base.read_float("wte.weight");
+  head[5] += 1.0f;
+  auto untied = all;
+  untied.push_back({"lm_head.weight", {300, 32}, head.data()});
+  refused(with_tensors("untied_head", untied), "lm_head.weight differs from wte.weight");
+  auto tied = all;
+  const std::vector<float> wte = base.read_float("wte.weight");
+  tied.push_back({"lm_head.weight", {300, 32}, wte.data()});
+  CHECK(load_checkpoint(with_tensors("tied_head", tied), false).params == ckpt.params);
+
+  // --resume needs a gpt2cc run.
+  CHECK_THROWS_WITH(load_checkpoint(fixture_dir(), true),
+                    Catch::Contains("holds Hugging Face GPT-2 weights, not a gpt2cc checkpoint"));
+}
