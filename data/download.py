@@ -1,13 +1,19 @@
 #!/usr/bin/env python3
-"""Download the datasets that `prepare` reads, from their public hosts, with checksums and resume.
+"""Download the datasets that `prepare` reads, and GPT-2's weights, from their public hosts, with checksums and resume.
 
   data/download.py tinystories-v1 --out data/raw            # TinyStories v1 train/valid text
   data/download.py wikitext-103 gpt2-tokenizer --out data/raw
+  data/download.py gpt2-124m --out models                    # OpenAI's GPT-2 weights (Hugging Face format)
   data/download.py tinystories-v1 --mirror ../shared/data --out /tmp/raw   # offline: local copies
+
+The weights (gpt2-124m, gpt2-medium, gpt2-large, gpt2-xl: model.safetensors, config.json and the
+tokenizer's vocab.json + merges.txt from the Hub's openai-community repositories) load as they are:
+`generate --checkpoint models/gpt2-124m`, `train --init-from models/gpt2-124m` (docs/generate.md).
 
 Downloads go through `curl -C -` into <file>.part (an interrupted run resumes), are checked
 against a SHA-256 (pinned here, else the Hugging Face LFS hash of the file, else the mirror's
-SHA256SUMS) and only then renamed. --mirror DIR (or $GPT2CC_DATA_MIRROR) copies files from a
+SHA256SUMS), or for a small file of a Hugging Face repository its git blob SHA-1 (the ETag the
+Hub sends), and only then renamed. --mirror DIR (or $GPT2CC_DATA_MIRROR) copies files from a
 local directory instead. Exit codes: 0 done, 2 bad arguments, 1 download / checksum failure.
 """
 import argparse
@@ -21,8 +27,12 @@ import tarfile
 import urllib.error
 import urllib.request
 
-HF = "https://huggingface.co/datasets"
+HF_HUB = "https://huggingface.co"
+HF = f"{HF_HUB}/datasets"
 GPT2 = "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main"
+# OpenAI's GPT-2 checkpoints as the Hub keeps them: name -> repository.
+GPT2_WEIGHTS = {"gpt2-124m": "openai-community/gpt2", "gpt2-medium": "openai-community/gpt2-medium",
+                "gpt2-large": "openai-community/gpt2-large", "gpt2-xl": "openai-community/gpt2-xl"}
 
 # name -> files: (output name, urls (several parquet parts make one WikiText file), pinned sha256
 # or None, mirror paths tried in order).
@@ -63,6 +73,9 @@ DATASETS = {
          ["vocab.bpe", "gpt2/vocab.bpe"]),
     ],
 }
+for _name, _repo in GPT2_WEIGHTS.items():
+    DATASETS[_name] = [(f, [f"{HF_HUB}/{_repo}/resolve/main/{f}"], None, [f"{_name}/{f}"])
+                       for f in ("model.safetensors", "config.json", "vocab.json", "merges.txt")]
 
 
 class Failure(Exception):
@@ -90,21 +103,43 @@ def mirror_sums(mirror):
     return sums
 
 
-def hf_lfs_sha256(url):
-    """The SHA-256 Hugging Face records for an LFS file (its X-Linked-Etag), or None."""
-    if not url.startswith(HF):
+def git_blob_sha1(path):
+    """The git object id of the file's bytes (what `git hash-object` prints)."""
+    h = hashlib.sha1(b"blob %d\0" % os.path.getsize(path))
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def hf_head(url):
+    """The headers of a HEAD request for a Hugging Face file, redirects not followed, or None."""
+    if not url.startswith(HF_HUB + "/"):
         return None
     request = urllib.request.Request(url, method="HEAD")
     opener = urllib.request.build_opener(NoRedirect)
     try:
-        response = opener.open(request, timeout=30)
+        return opener.open(request, timeout=30).headers
     except urllib.error.HTTPError as e:
-        response = e  # the 302 to the CDN carries the header
+        return e.headers  # the 302 to the CDN carries the LFS headers
     except (urllib.error.URLError, OSError):
         return None
-    etag = response.headers.get("X-Linked-Etag") or ""
-    etag = etag.strip('"')
+
+
+def hf_lfs_sha256(url):
+    """The SHA-256 Hugging Face records for an LFS file (its X-Linked-Etag), or None."""
+    headers = hf_head(url)
+    etag = ((headers.get("X-Linked-Etag") if headers else None) or "").strip('"')
     return etag if len(etag) == 64 else None
+
+
+def hf_git_sha1(url):
+    """The git blob SHA-1 of a small (non-LFS) Hugging Face file: its ETag, or None."""
+    headers = hf_head(url)
+    if headers is None or headers.get("X-Linked-Etag"):
+        return None
+    etag = (headers.get("ETag") or "").removeprefix("W/").strip('"')
+    return etag if len(etag) == 40 else None
 
 
 class NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -159,10 +194,12 @@ def get_file(name, urls, pinned, mirror_paths, out_dir, mirror, sums, verify):
         if subprocess.call(cmd) != 0:
             raise Failure(f"download of {piece} failed (run again to resume from {part})")
         if verify:
-            expected = pinned or hf_lfs_sha256(piece)
+            expected, digest = pinned or hf_lfs_sha256(piece), sha256
+            if expected is None:
+                expected, digest = hf_git_sha1(piece), git_blob_sha1
             if expected is None:
                 raise Failure(f"no checksum known for {piece}; kept {part} (pass --no-verify to accept it)")
-            got = sha256(part)
+            got = digest(part)
             if got != expected:
                 os.remove(part)
                 raise Failure(f"checksum mismatch for {piece}: expected {expected}, got {got} (partial file removed)")

@@ -3,6 +3,7 @@
 bad arguments exit 2, mirror copies are checksum-verified (pinned hashes, the mirror's
 SHA256SUMS), a tampered file fails with exit 1, files missing from the mirror are reported."""
 import hashlib
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -79,6 +80,36 @@ def main():
             f.write("not the GPT-2 merges\n")
         code, out = run(["gpt2-tokenizer", "--out", os.path.join(tmp, "o5"), "--mirror", bad])
         expect(code == 1 and "checksum mismatch" in out, "the pinned GPT-2 hashes are enforced", out)
+
+        # GPT-2's weights (Hugging Face format) from a mirror: the four files of the repository.
+        weights = os.path.join(tmp, "weights-mirror", "gpt2-124m")
+        os.makedirs(weights)
+        fixture = os.path.join(SOURCE, "tests", "fixtures", "hf_gpt2_tiny")
+        for name in ("model.safetensors", "config.json"):
+            shutil.copyfile(os.path.join(fixture, name), os.path.join(weights, name))
+        for name, text in (("vocab.json", '{"a": 0}'), ("merges.txt", "#version: 0.2\n")):
+            with open(os.path.join(weights, name), "w") as f:
+                f.write(text)
+        code, out = run(["gpt2-124m", "--out", os.path.join(tmp, "o6"), "--mirror", os.path.dirname(weights)])
+        expect(code == 0, "gpt2-124m from a mirror", out)
+        for name in ("model.safetensors", "config.json", "vocab.json", "merges.txt"):
+            with open(os.path.join(tmp, "o6", "gpt2-124m", name), "rb") as a, open(os.path.join(weights, name), "rb") as b:
+                expect(a.read() == b.read(), f"gpt2-124m/{name} is a copy of the mirror's")
+        code, out = run(["gpt2-xl", "--out", os.path.join(tmp, "o7"), "--mirror", os.path.dirname(weights)])
+        expect(code == 1 and "gpt2-xl/model.safetensors" in out, "gpt2-xl missing from the mirror is reported", out)
+
+        # The git blob SHA-1 that small Hugging Face files are checked against (git hash-object).
+        spec = importlib.util.spec_from_file_location("download", SCRIPT)
+        download = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(download)
+        hello = os.path.join(tmp, "hello.txt")
+        with open(hello, "wb") as f:
+            f.write(b"hello\n")
+        expect(download.git_blob_sha1(hello) == "ce013625030ba8dba906f756967f9e9ca394464a",
+               "git_blob_sha1 is git hash-object's id")
+        expect(download.DATASETS["gpt2-124m"][0][1] ==
+               ["https://huggingface.co/openai-community/gpt2/resolve/main/model.safetensors"],
+               "gpt2-124m comes from the Hub's openai-community/gpt2")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"{len(failures)} failures")
