@@ -19,6 +19,7 @@ namespace gpt2cc {
 namespace {
 
 namespace fs = std::filesystem;
+using safetensors::shape_text;
 
 constexpr const char* kWeightsFile = "model.safetensors";
 
@@ -43,12 +44,6 @@ std::vector<size_t> hf_shape(const ParamTensor& t, bool transpose) {
   std::vector<size_t> shape(t.shape.begin() + 1, t.shape.end());  // one layer's slice
   if (transpose) std::swap(shape[0], shape[1]);
   return shape;
-}
-
-std::string shape_text(const std::vector<size_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
 }
 
 // dst (rows x cols, row-major) = src^T, src (cols x rows).

@@ -32,13 +32,13 @@ size_t dtype_bytes(const std::string& dtype) {
   return it == widths.end() ? 0 : it->second;
 }
 
+}  // namespace
+
 std::string shape_text(const std::vector<size_t>& shape) {
   std::string s = "[";
   for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
   return s + "]";
 }
-
-}  // namespace
 
 size_t TensorInfo::numel() const {
   size_t n = 1;

@@ -56,6 +56,9 @@ struct F32Tensor {
 void write_f32(const std::string& path, const std::vector<F32Tensor>& tensors,
                const std::map<std::string, std::string>& metadata = {});
 
+// "[2, 3]": a shape as error messages show it.
+std::string shape_text(const std::vector<size_t>& shape);
+
 // IEEE binary16 and bfloat16 bits to float (exact: every value of both is a float).
 float half_to_float(uint16_t bits);
 float bf16_to_float(uint16_t bits);
