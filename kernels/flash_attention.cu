@@ -102,9 +102,18 @@ size_t device_shared_optin() {
 
 // The architecture the code the current device runs from this build was compiled for
 // (cudaFuncAttributes::ptxVersion, e.g. 90: SASS for sm_90, or compute_XY PTX the driver compiled).
+// Fixed for a device for the life of the process: asked once per device ordinal (< 64), so that
+// launches, also those recorded into a CUDA graph, make no driver call for it.
 int flash_code_version() {
+  static std::atomic<int> known[64] = {};  // 0: not asked yet
+  int device = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  const bool cacheable = device >= 0 && device < 64;
+  if (cacheable)
+    if (const int version = known[device].load(std::memory_order_acquire); version != 0) return version;
   cudaFuncAttributes attributes{};
   CUDA_CHECK(cudaFuncGetAttributes(&attributes, flash_attention_forward_kernel<64, 64>));
+  if (cacheable) known[device].store(attributes.ptxVersion, std::memory_order_release);
   return attributes.ptxVersion;
 }
 
