@@ -95,6 +95,9 @@ ModelConfig model_config(const nlohmann::json& j, const std::string& file) {
   c.vocab_size = integer("vocab_size");
   INPUT_CHECK(c.vocab_size >= 1 && c.channels >= 1 && c.num_layers >= 1 && c.num_heads >= 1 && c.max_seq_len >= 1,
               "{}: n_layer, n_head, n_embd, n_positions and vocab_size must be >= 1", file);
+  const nlohmann::json inner = j.value("n_inner", nlohmann::json(nullptr));
+  INPUT_CHECK(inner.is_null() || (inner.is_number_integer() && inner.get<long long>() == 4LL * c.channels),
+              "{}: n_inner is {}; gpt2cc's MLP is 4 x n_embd = {} wide", file, inner.dump(), 4LL * c.channels);
   c.padded_vocab_size = padded_vocab(c.vocab_size);
   c.dropout = 0.0f;  // a starting point: dropout, if any, is the training run's choice (--dropout)
   validate(c);

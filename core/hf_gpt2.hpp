@@ -16,8 +16,8 @@
 // skipped; any other tensor is refused by name. F32, F16 and BF16 files load (widened to fp32).
 //
 // config.json must describe the model gpt2cc computes: activation gelu_new (the tanh GELU),
-// layer_norm_epsilon 1e-5, tied embeddings, no cross-attention, scale_attn_by_inverse_layer_idx
-// false; anything else is refused naming the field.
+// layer_norm_epsilon 1e-5, tied embeddings, an MLP 4 x n_embd wide (n_inner null), no
+// cross-attention, scale_attn_by_inverse_layer_idx false; anything else is refused naming the field.
 #pragma once
 
 #include <string>

@@ -181,6 +181,8 @@ TEST_CASE("Hugging Face weights gpt2cc cannot compute are refused by name", "[mo
   refused(with_config("three_layers", "n_layer", 3), "has no tensor 'transformer.h.2.ln_1.weight'");
   refused(with_config("wide", "n_embd", 64), "has shape [300, 32], expected [300, 64]");
   refused(with_config("heads", "n_head", 3), "must be divisible by num_heads");
+  refused(with_config("inner", "n_inner", 96), "n_inner is 96; gpt2cc's MLP is 4 x n_embd = 128 wide");
+  CHECK(load_checkpoint(with_config("inner_4c", "n_inner", 128), false).params == ckpt.params);
 
   // No config.json beside the weights.
   const std::string lonely = test::temp_dir("hf_lonely");
