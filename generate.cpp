@@ -108,9 +108,11 @@ void check_kv_cache(const ModelConfig& config, DType dtype, int rows, bool from_
 }
 
 int run(int argc, char** argv) {
-  cxxopts::Options options("generate", "Generate text from a gpt2cc checkpoint, or score a text file.");
+  cxxopts::Options options("generate",
+                           "Generate text from a gpt2cc checkpoint or Hugging Face GPT-2 weights, or score a text file.");
   options.add_options()
-      ("checkpoint", "checkpoint file written by train (required)", cxxopts::value<std::string>())
+      ("checkpoint", "checkpoint file written by train, or a Hugging Face GPT-2 directory (model.safetensors + "
+                     "config.json) (required)", cxxopts::value<std::string>())
       ("tokenizer", "tokenizer directory (default: the one recorded in the checkpoint)", cxxopts::value<std::string>())
       ("prompt", "prompt text (default: --prompt-file, else stdin)", cxxopts::value<std::string>())
       ("prompt-file", "file holding the prompt (UTF-8)", cxxopts::value<std::string>())

@@ -48,7 +48,10 @@ cxxopts::Options make_options(TrainConfig& c) {
   add("model", "channels", "width C (0: the preset's)", c.channels);
   add("model", "max-seq-len", "position embedding rows (0: the preset's)", c.max_seq_len);
   add("model", "dropout", "dropout probability in [0, 1)", c.dropout);
-  add("model", "init-from", "checkpoint to start from, weights only (fine-tuning)", c.init_from);
+  add("model", "init-from",
+      "checkpoint to start from, weights only (fine-tuning), or a Hugging Face GPT-2 directory (model.safetensors + "
+      "config.json)",
+      c.init_from);
   add("model", "resume", "checkpoint, or run directory (its newest), to continue exactly", c.resume);
   add("device", "device", "cpu or cuda", c.device);
   add("device", "threads", "CPU threads (0: all cores)", c.threads);
@@ -166,6 +169,18 @@ int export_hf(const TrainConfig& c) {
     INPUT_CHECK(tokenizer->vocab_size() == ckpt.config.vocab_size,
                 "tokenizer {} has {} tokens, the model of checkpoint {} {}", tokenizer_dir, tokenizer->vocab_size(),
                 path, ckpt.config.vocab_size);
+  }
+  // Not into a run directory (its config.json is the run's), and never beside a tokenizer that
+  // would be taken for this model's (encoder.json + vocab.bpe win over the vocab.json + merges.txt
+  // written here).
+  const std::filesystem::path out(c.export_hf);
+  INPUT_CHECK(!std::filesystem::exists(out / "checkpoints") && !std::filesystem::exists(out / "metrics.jsonl"),
+              "--export-hf {} is a training run's directory; export into a directory of its own", c.export_hf);
+  for (const char* name : {"encoder.json", "vocab.bpe", "vocab.json", "merges.txt"}) {
+    const bool replaced = tokenizer && (std::string(name) == "vocab.json" || std::string(name) == "merges.txt");
+    INPUT_CHECK(replaced || !std::filesystem::exists(out / name),
+                "--export-hf {} already holds a tokenizer ({}) that would be taken for this model's: {}", c.export_hf,
+                name, tokenizer ? "export into another directory" : "give --tokenizer DIR, or export into another directory");
   }
   save_hf_gpt2(c.export_hf, ckpt.config, ckpt.params);
   if (tokenizer) tokenizer->save(c.export_hf);

@@ -22,6 +22,7 @@ namespace fs = std::filesystem;
 using safetensors::shape_text;
 
 constexpr const char* kWeightsFile = "model.safetensors";
+constexpr const char* kShardIndex = "model.safetensors.index.json";  // weights split over several files
 
 // The per-layer tensors: Hugging Face's name after "h.<i>.", gpt2cc's parameter, and whether the
 // weight is a Conv1D [in, out] matrix to transpose into gpt2cc's (out, in).
@@ -57,47 +58,86 @@ fs::path weights_path(const std::string& path) {
 }
 
 nlohmann::json read_config(const fs::path& file) {
-  std::ifstream in(file);
+  std::ifstream in(file, std::ios::binary);
   INPUT_CHECK(in.good(), "cannot open {} (the Hugging Face model's config, beside {}): {}", file.string(),
               kWeightsFile, std::strerror(errno));
-  nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
-  INPUT_CHECK(!j.is_discarded() && j.is_object(), "{} is not a JSON object", file.string());
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  nlohmann::json j = safetensors::parse_untrusted_json(text, 8);
+  INPUT_CHECK(!j.is_discarded() && j.is_object(), "{} is not a JSON object (or nests deeper than a config does)",
+              file.string());
   return j;
 }
 
+// Typed reads of config.json's fields: a field of another type is refused naming the file and key
+// (nlohmann's own type_error would say neither).
+struct ConfigReader {
+  const nlohmann::json& j;
+  const std::string& file;
+
+  const nlohmann::json* find(const char* key) const {
+    auto it = j.find(key);
+    return it == j.end() || it->is_null() ? nullptr : &*it;
+  }
+  std::string string(const char* key, const char* fallback) const {
+    const nlohmann::json* v = find(key);
+    if (v == nullptr) return fallback;
+    INPUT_CHECK(v->is_string(), "{}: \"{}\" must be a string, got a JSON {}", file, key, v->type_name());
+    return v->get<std::string>();
+  }
+  double number(const char* key, double fallback) const {
+    const nlohmann::json* v = find(key);
+    if (v == nullptr) return fallback;
+    INPUT_CHECK(v->is_number(), "{}: \"{}\" must be a number, got a JSON {}", file, key, v->type_name());
+    return v->get<double>();
+  }
+  bool boolean(const char* key, bool fallback) const {
+    const nlohmann::json* v = find(key);
+    if (v == nullptr) return fallback;
+    INPUT_CHECK(v->is_boolean(), "{}: \"{}\" must be true or false, got a JSON {}", file, key, v->type_name());
+    return v->get<bool>();
+  }
+  // A required integer in [1, max] (`alt`: another name for it).
+  int integer(const char* key, long long max, const char* alt = nullptr) const {
+    const nlohmann::json* v = find(key);
+    if (v == nullptr && alt != nullptr) v = find(alt);
+    INPUT_CHECK(v != nullptr && v->is_number_integer(), "{}: needs an integer \"{}\"", file, key);
+    INPUT_CHECK(v->is_number_unsigned() && v->get<unsigned long long>() >= 1 && v->get<unsigned long long>() <= static_cast<unsigned long long>(max),
+                "{}: \"{}\" is {}, outside 1..{}", file, key, v->get<long long>(), max);
+    return static_cast<int>(v->get<long long>());
+  }
+};
+
 // The ModelConfig of a Hugging Face GPT-2 config.json, refusing what gpt2cc does not compute.
 ModelConfig model_config(const nlohmann::json& j, const std::string& file) {
-  auto integer = [&](const char* key, const char* alt = nullptr) {
-    const char* found = j.contains(key) ? key : alt != nullptr && j.contains(alt) ? alt : nullptr;
-    INPUT_CHECK(found != nullptr && j[found].is_number_integer(), "{}: needs an integer \"{}\"", file, key);
-    return j[found].get<int>();
-  };
-  const std::string model_type = j.value("model_type", std::string("gpt2"));
+  const ConfigReader r{j, file};
+  const std::string model_type = r.string("model_type", "gpt2");
   INPUT_CHECK(model_type == "gpt2", "{}: model_type is '{}'; gpt2cc loads GPT-2 (\"gpt2\") only", file, model_type);
-  const std::string activation = j.value("activation_function", std::string("gelu_new"));
+  const std::string activation = r.string("activation_function", "gelu_new");
   INPUT_CHECK(activation == "gelu_new" || activation == "gelu_pytorch_tanh",
               "{}: activation_function is '{}'; gpt2cc computes GPT-2's tanh GELU (gelu_new)", file, activation);
-  const double eps = j.value("layer_norm_epsilon", 1e-5);
+  const double eps = r.number("layer_norm_epsilon", 1e-5);
   INPUT_CHECK(std::abs(eps - 1e-5) <= 1e-12, "{}: layer_norm_epsilon is {}; gpt2cc's LayerNorm uses 1e-5", file, eps);
-  INPUT_CHECK(j.value("tie_word_embeddings", true), "{}: tie_word_embeddings is false; GPT-2 (and gpt2cc) ties the "
+  INPUT_CHECK(r.boolean("tie_word_embeddings", true), "{}: tie_word_embeddings is false; GPT-2 (and gpt2cc) ties the "
               "output projection to wte", file);
-  INPUT_CHECK(!j.value("add_cross_attention", false), "{}: add_cross_attention is true; gpt2cc has no cross-attention",
+  INPUT_CHECK(!r.boolean("add_cross_attention", false), "{}: add_cross_attention is true; gpt2cc has no cross-attention",
               file);
-  INPUT_CHECK(!j.value("scale_attn_by_inverse_layer_idx", false),
+  INPUT_CHECK(!r.boolean("scale_attn_by_inverse_layer_idx", false),
               "{}: scale_attn_by_inverse_layer_idx is true; gpt2cc scales attention by 1/sqrt(head size) only", file);
-  INPUT_CHECK(j.value("scale_attn_weights", true), "{}: scale_attn_weights is false; gpt2cc scales attention by "
+  INPUT_CHECK(r.boolean("scale_attn_weights", true), "{}: scale_attn_weights is false; gpt2cc scales attention by "
               "1/sqrt(head size)", file);
+  // Bounds far above any GPT-2 that keep every size computed from them inside 64 bits; the tensors'
+  // shapes in the weights file then decide.
   ModelConfig c;
-  c.num_layers = integer("n_layer");
-  c.num_heads = integer("n_head");
-  c.channels = integer("n_embd");
-  c.max_seq_len = integer("n_positions", "n_ctx");
-  c.vocab_size = integer("vocab_size");
-  INPUT_CHECK(c.vocab_size >= 1 && c.channels >= 1 && c.num_layers >= 1 && c.num_heads >= 1 && c.max_seq_len >= 1,
-              "{}: n_layer, n_head, n_embd, n_positions and vocab_size must be >= 1", file);
-  const nlohmann::json inner = j.value("n_inner", nlohmann::json(nullptr));
-  INPUT_CHECK(inner.is_null() || (inner.is_number_integer() && inner.get<long long>() == 4LL * c.channels),
-              "{}: n_inner is {}; gpt2cc's MLP is 4 x n_embd = {} wide", file, inner.dump(), 4LL * c.channels);
+  c.num_layers = r.integer("n_layer", 1 << 16);
+  c.num_heads = r.integer("n_head", 1 << 16);
+  c.channels = r.integer("n_embd", 1 << 20);
+  c.max_seq_len = r.integer("n_positions", 1 << 24, "n_ctx");
+  c.vocab_size = r.integer("vocab_size", 1 << 24);
+  if (const nlohmann::json* inner = r.find("n_inner")) {
+    INPUT_CHECK(inner->is_number_integer() && inner->get<long long>() == 4LL * c.channels,
+                "{}: n_inner is {}; gpt2cc's MLP is 4 x n_embd = {} wide", file,
+                inner->is_number() ? inner->dump() : std::string("a JSON ") + inner->type_name(), 4LL * c.channels);
+  }
   c.padded_vocab_size = padded_vocab(c.vocab_size);
   c.dropout = 0.0f;  // a starting point: dropout, if any, is the training run's choice (--dropout)
   validate(c);
@@ -113,7 +153,11 @@ bool holds_tokenizer(const fs::path& dir) {
 
 bool is_hf_gpt2(const std::string& path) {
   std::error_code ec;
-  if (fs::is_directory(path, ec)) return fs::exists(fs::path(path) / kWeightsFile, ec);
+  if (fs::is_directory(path, ec)) {
+    const fs::path dir(path);
+    return fs::exists(dir / "config.json", ec) &&
+           (fs::exists(dir / kWeightsFile, ec) || fs::exists(dir / kShardIndex, ec));
+  }
   std::ifstream in(path, std::ios::binary);
   unsigned char start[9];
   if (!in.read(reinterpret_cast<char*>(start), 9)) return false;
@@ -131,6 +175,11 @@ void refuse_resume_of_hf_gpt2(const std::string& path) {
 Checkpoint load_hf_gpt2(const std::string& path) {
   const fs::path weights = weights_path(path);
   const fs::path dir = weights.parent_path().empty() ? fs::path(".") : weights.parent_path();
+  std::error_code ec;
+  INPUT_CHECK(fs::exists(weights, ec) || !fs::exists(dir / kShardIndex, ec),
+              "{} holds Hugging Face weights in shards ({}); gpt2cc reads one {}: save them with a larger "
+              "max_shard_size (save_pretrained)",
+              dir.string(), kShardIndex, kWeightsFile);
   const fs::path config_file = dir / "config.json";
   Checkpoint ckpt;
   ckpt.config = model_config(read_config(config_file), config_file.string());
@@ -141,56 +190,67 @@ Checkpoint load_hf_gpt2(const std::string& path) {
   const safetensors::File file(weights.string());
   const std::string prefix = file.contains("transformer.wte.weight") ? "transformer." : "";
   const ParameterLayout layout(cfg);
-  ckpt.params.assign(layout.total(), 0.0f);
-  std::set<std::string> used;
-
-  // Reads tensor `name` of the expected shape (as Hugging Face lays it out).
-  auto read = [&](const std::string& name, const std::vector<size_t>& shape) {
-    const std::string full = prefix + name;
-    INPUT_CHECK(file.contains(full), "{} has no tensor '{}' ({} describes a {}-layer GPT-2)", weights.string(), full,
-                config_file.string(), cfg.num_layers);
-    const safetensors::TensorInfo& info = file.info(full);
-    INPUT_CHECK(info.shape == shape, "{}: tensor '{}' has shape {}, expected {} for the model of {}", weights.string(),
-                full, shape_text(info.shape), shape_text(shape), config_file.string());
-    used.insert(full);
-    return file.read_float(full);
-  };
   const size_t V = cfg.vocab_size, C = cfg.channels;
-  const std::vector<float> wte = read("wte.weight", {V, C});
-  std::copy(wte.begin(), wte.end(), ckpt.params.begin() + layout[Param::wte].offset);  // rows V..Vp-1 stay 0
-  const ParamTensor& wpe = layout[Param::wpe];
-  const std::vector<float> wpe_values = read("wpe.weight", wpe.shape);
-  std::copy(wpe_values.begin(), wpe_values.end(), ckpt.params.begin() + wpe.offset);
+
+  // Every tensor gpt2cc needs: its name, its shape as Hugging Face lays it out, where it goes.
+  struct Part {
+    std::string name;
+    std::vector<size_t> shape;
+    size_t offset;  // in gpt2cc's buffer
+    bool transpose;
+  };
+  std::vector<Part> parts = {{prefix + "wte.weight", {V, C}, layout[Param::wte].offset, false},  // rows V..Vp-1: 0
+                             {prefix + "wpe.weight", layout[Param::wpe].shape, layout[Param::wpe].offset, false}};
   for (int l = 0; l < cfg.num_layers; ++l) {
     for (const LayerTensor& lt : kLayerTensors) {
       const ParamTensor& t = layout[lt.param];
-      const size_t slice = t.numel / cfg.num_layers;
-      float* dst = ckpt.params.data() + t.offset + l * slice;
-      const std::vector<size_t> shape = hf_shape(t, lt.transpose);
-      const std::vector<float> values = read("h." + std::to_string(l) + "." + lt.hf_name, shape);
-      if (lt.transpose)
-        transpose_into(dst, values.data(), t.shape[1], t.shape[2]);
-      else
-        std::copy(values.begin(), values.end(), dst);
+      parts.push_back({prefix + "h." + std::to_string(l) + "." + lt.hf_name, hf_shape(t, lt.transpose),
+                       t.offset + l * (t.numel / cfg.num_layers), lt.transpose});
     }
   }
-  for (Param p : {Param::lnfw, Param::lnfb}) {
-    const ParamTensor& t = layout[p];
-    const std::vector<float> values = read(p == Param::lnfw ? "ln_f.weight" : "ln_f.bias", t.shape);
-    std::copy(values.begin(), values.end(), ckpt.params.begin() + t.offset);
-  }
-  if (file.contains("lm_head.weight")) {
-    INPUT_CHECK(file.info("lm_head.weight").shape == std::vector<size_t>({V, C}),
-                "{}: lm_head.weight has shape {}, expected [{}, {}] (tied to wte)", weights.string(),
-                shape_text(file.info("lm_head.weight").shape), V, C);
-    INPUT_CHECK(file.read_float("lm_head.weight") == wte, "{}: lm_head.weight differs from wte.weight; gpt2cc ties the output projection to the "
-                "token embedding (GPT-2's own weights do)", weights.string());
+  parts.push_back({prefix + "ln_f.weight", layout[Param::lnfw].shape, layout[Param::lnfw].offset, false});
+  parts.push_back({prefix + "ln_f.bias", layout[Param::lnfb].shape, layout[Param::lnfb].offset, false});
+
+  // From the header alone, before anything is allocated: every part present with its shape (the
+  // header's shapes are tied to the file's bytes, so the allocation below is bounded by the file),
+  // nothing unknown beside them.
+  std::set<std::string> expected;
+  for (const Part& part : parts) {
+    INPUT_CHECK(file.contains(part.name), "{} has no tensor '{}' ({} describes a {}-layer GPT-2)", weights.string(),
+                part.name, config_file.string(), cfg.num_layers);
+    const safetensors::TensorInfo& info = file.info(part.name);
+    INPUT_CHECK(info.shape == part.shape, "{}: tensor '{}' has shape {}, expected {} for the model of {}",
+                weights.string(), part.name, shape_text(info.shape), shape_text(part.shape), config_file.string());
+    expected.insert(part.name);
   }
   for (const auto& [name, info] : file.tensors()) {
-    if (used.count(name) || name == "lm_head.weight") continue;
+    if (expected.count(name)) continue;
+    if (name == "lm_head.weight") {
+      INPUT_CHECK(info.shape == std::vector<size_t>({V, C}),
+                  "{}: lm_head.weight has shape {}, expected [{}, {}] (tied to wte)", weights.string(),
+                  shape_text(info.shape), V, C);
+      continue;
+    }
     const bool mask_buffer = name.ends_with(".attn.bias") || name.ends_with(".attn.masked_bias");
     INPUT_CHECK(mask_buffer, "{}: tensor '{}' is not part of a GPT-2 gpt2cc computes (config {})", weights.string(),
                 name, config_file.string());
+  }
+
+  ckpt.params.assign(layout.total(), 0.0f);
+  for (const Part& part : parts) {
+    const std::vector<float> values = file.read_float(part.name);
+    float* dst = ckpt.params.data() + part.offset;
+    if (part.transpose)
+      transpose_into(dst, values.data(), part.shape[1], part.shape[0]);  // [in, out] -> (out, in)
+    else
+      std::copy(values.begin(), values.end(), dst);
+  }
+  if (file.contains("lm_head.weight")) {
+    const std::vector<float> head = file.read_float("lm_head.weight");
+    INPUT_CHECK(std::equal(head.begin(), head.end(), ckpt.params.begin() + layout[Param::wte].offset),
+                "{}: lm_head.weight differs from wte.weight; gpt2cc ties the output projection to the token "
+                "embedding (GPT-2's own weights do)",
+                weights.string());
   }
   return ckpt;
 }
@@ -249,16 +309,9 @@ void save_hf_gpt2(const std::string& dir, const ModelConfig& config, const std::
   const nlohmann::json eot = config.vocab_size == 50257 ? nlohmann::json(50256) : nlohmann::json(nullptr);
   j["bos_token_id"] = eot;
   j["eos_token_id"] = eot;
-  const fs::path config_path = fs::path(dir) / "config.json";
-  const std::string tmp = config_path.string() + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << j.dump(2) << "\n";
-    out.flush();
-    if (!out) throw Error(format("cannot write {}", tmp));
-  }
-  fs::rename(tmp, config_path, ec);
-  if (ec) throw Error(format("cannot write {}: {}", config_path.string(), ec.message()));
+  const std::string text = j.dump(2) + "\n";
+  safetensors::write_file_atomic((fs::path(dir) / "config.json").string(),
+                                 [&](FILE* f) { return std::fwrite(text.data(), 1, text.size(), f) == text.size(); });
 }
 
 }  // namespace gpt2cc

@@ -65,9 +65,12 @@ File::File(const std::string& path) : path_(path) {
   INPUT_CHECK(in.read(text.data(), static_cast<std::streamsize>(header_bytes)), "reading the header of {} failed",
               path);
   data_start_ = 8 + header_bytes;
-  const nlohmann::json header = nlohmann::json::parse(text, nullptr, false);
+  // The format nests 3 deep (the header, an entry, its shape); a little room beyond that.
+  const nlohmann::json header = parse_untrusted_json(text, 4);
   INPUT_CHECK(!header.is_discarded() && header.is_object(),
-              "{} is not a safetensors file: its {}-byte header is not a JSON object", path, header_bytes);
+              "{} is not a safetensors file: its {}-byte header is not a JSON object (or nests deeper than the "
+              "format does)",
+              path, header_bytes);
 
   const uint64_t data_bytes = size - data_start_;
   for (const auto& [name, entry] : header.items()) {
@@ -82,20 +85,21 @@ File::File(const std::string& path) : path_(path) {
     INPUT_CHECK(entry.is_object() && entry.contains("dtype") && entry["dtype"].is_string() &&
                     entry.contains("shape") && entry["shape"].is_array() && entry.contains("data_offsets") &&
                     entry["data_offsets"].is_array() && entry["data_offsets"].size() == 2,
-                "{}: tensor '{}' needs \"dtype\", \"shape\" and two \"data_offsets\", got {}", path, name,
-                entry.dump());
+                "{}: tensor '{}' needs \"dtype\" (a string), \"shape\" (an array) and two \"data_offsets\", got "
+                "a JSON {}{}",
+                path, name, entry.type_name(), entry.is_object() ? " without them" : "");
     TensorInfo t;
     t.dtype = entry["dtype"].get<std::string>();
     const size_t width = dtype_bytes(t.dtype);
     INPUT_CHECK(width != 0, "{}: tensor '{}' has dtype '{}', which safetensors does not define", path, name, t.dtype);
     for (const auto& d : entry["shape"]) {
-      INPUT_CHECK(d.is_number_unsigned(), "{}: tensor '{}' has a shape entry {} that is not a size", path, name,
-                  d.dump());
+      INPUT_CHECK(d.is_number_unsigned(), "{}: tensor '{}' has a shape entry ({}{}) that is not a size", path,
+                  name, d.type_name(), d.is_number() ? " " + d.dump() : "");
       t.shape.push_back(d.get<size_t>());
     }
     for (const auto& o : entry["data_offsets"])
-      INPUT_CHECK(o.is_number_unsigned(), "{}: tensor '{}' has a data offset {} that is not a size", path, name,
-                  o.dump());
+      INPUT_CHECK(o.is_number_unsigned(), "{}: tensor '{}' has a data offset ({}{}) that is not a size", path,
+                  name, o.type_name(), o.is_number() ? " " + o.dump() : "");
     t.begin = entry["data_offsets"][0].get<uint64_t>();
     t.end = entry["data_offsets"][1].get<uint64_t>();
     INPUT_CHECK(t.begin <= t.end && t.end <= data_bytes,
@@ -116,7 +120,9 @@ File::File(const std::string& path) : path_(path) {
   // The tensors tile the data section: sorted by offset, each starts where the last ended.
   std::vector<const std::pair<const std::string, TensorInfo>*> order;
   for (const auto& entry : tensors_) order.push_back(&entry);
-  std::sort(order.begin(), order.end(), [](auto* a, auto* b) { return a->second.begin < b->second.begin; });
+  std::sort(order.begin(), order.end(), [](auto* a, auto* b) {  // an empty tensor before a full one at its offset
+    return std::pair(a->second.begin, a->second.end) < std::pair(b->second.begin, b->second.end);
+  });
   uint64_t at = 0;
   for (const auto* entry : order) {
     INPUT_CHECK(entry->second.begin == at, "{} is corrupt: tensor '{}' starts at byte {} of the data, expected {} ({})",
@@ -173,19 +179,34 @@ void write_f32(const std::string& path, const std::vector<F32Tensor>& tensors,
   std::string text = header.dump();
   text.append((8 - (8 + text.size()) % 8) % 8, ' ');  // pad with spaces: the data starts 8-byte aligned
 
+  write_file_atomic(path, [&](FILE* f) {
+    unsigned char length[8];
+    for (int i = 0; i < 8; ++i) length[i] = static_cast<unsigned char>(static_cast<uint64_t>(text.size()) >> (8 * i));
+    bool ok = std::fwrite(length, 1, 8, f) == 8 && std::fwrite(text.data(), 1, text.size(), f) == text.size();
+    for (const F32Tensor& t : tensors) {
+      size_t n = 1;
+      for (size_t d : t.shape) n *= d;
+      ok = ok && std::fwrite(t.data, sizeof(float), n, f) == n;
+    }
+    return ok;
+  });
+}
+
+nlohmann::json parse_untrusted_json(const std::string& text, int max_depth) {
+  bool too_deep = false;
+  nlohmann::json::parser_callback_t limit = [&](int depth, nlohmann::json::parse_event_t, nlohmann::json&) {
+    if (depth > max_depth) too_deep = true;
+    return depth <= max_depth;  // a deeper value is not kept
+  };
+  nlohmann::json j = nlohmann::json::parse(text, limit, false);
+  return too_deep ? nlohmann::json(nlohmann::json::value_t::discarded) : j;
+}
+
+void write_file_atomic(const std::string& path, const std::function<bool(FILE*)>& write) {
   const std::string tmp = path + ".tmp";
   FILE* f = std::fopen(tmp.c_str(), "wb");
   if (!f) throw Error(format("cannot write {}: {}", tmp, std::strerror(errno)));
-  bool ok = true;
-  unsigned char length[8];
-  for (int i = 0; i < 8; ++i) length[i] = static_cast<unsigned char>(static_cast<uint64_t>(text.size()) >> (8 * i));
-  ok = ok && std::fwrite(length, 1, 8, f) == 8;
-  ok = ok && std::fwrite(text.data(), 1, text.size(), f) == text.size();
-  for (const F32Tensor& t : tensors) {
-    size_t n = 1;
-    for (size_t d : t.shape) n *= d;
-    ok = ok && std::fwrite(t.data, sizeof(float), n, f) == n;
-  }
+  bool ok = write(f);
   ok = ok && std::fflush(f) == 0 && ::fsync(fileno(f)) == 0;
   const int saved_errno = errno;
   ok = std::fclose(f) == 0 && ok;
@@ -193,6 +214,12 @@ void write_f32(const std::string& path, const std::vector<F32Tensor>& tensors,
     const std::string why = std::strerror(ok ? errno : saved_errno);
     std::remove(tmp.c_str());
     throw Error(format("writing {} failed: {} ({} is unchanged)", path, why, path));
+  }
+  std::filesystem::path dir = std::filesystem::path(path).parent_path();
+  if (dir.empty()) dir = ".";
+  if (const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY); fd >= 0) {  // the rename itself, durable
+    ::fsync(fd);
+    ::close(fd);
   }
 }
 

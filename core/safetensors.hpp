@@ -8,9 +8,13 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 namespace gpt2cc::safetensors {
 
@@ -58,6 +62,16 @@ void write_f32(const std::string& path, const std::vector<F32Tensor>& tensors,
 
 // "[2, 3]": a shape as error messages show it.
 std::string shape_text(const std::vector<size_t>& shape);
+
+// JSON from an untrusted file (a safetensors header, a Hugging Face config.json): nesting deeper
+// than max_depth makes the result discarded (is_discarded()), so that nothing later recurses
+// through a hostile structure (nlohmann's dump and comparisons do). Malformed JSON: discarded too.
+nlohmann::json parse_untrusted_json(const std::string& text, int max_depth = 8);
+
+// Writes path through "<path>.tmp": write(file) puts the bytes (false: it failed), then the file is
+// flushed, fsync'ed and renamed and its directory synced; on failure the temporary file is removed
+// and the old file survives. Throws Error naming the path.
+void write_file_atomic(const std::string& path, const std::function<bool(FILE*)>& write);
 
 // IEEE binary16 and bfloat16 bits to float (exact: every value of both is a float).
 float half_to_float(uint16_t bits);

@@ -68,13 +68,15 @@ void request_stop(bool stop) { g_stop = stop ? 1 : 0; }
 
 std::string resolve_checkpoint(const std::string& path) {
   std::error_code ec;
-  // A file, or Hugging Face weights (which load_checkpoint refuses to --resume, by name).
-  if (fs::is_regular_file(path, ec) || is_hf_gpt2(path)) return path;
+  if (fs::is_regular_file(path, ec)) return path;
   INPUT_CHECK(fs::is_directory(path, ec), "checkpoint {} does not exist", path);
   for (const fs::path& dir : {fs::path(path) / "checkpoints", fs::path(path)}) {
     auto found = step_checkpoints(dir);
     if (!found.empty()) return found.back().string();
   }
+  // A directory of Hugging Face weights (without step checkpoints: those win), which
+  // load_checkpoint refuses to --resume by name.
+  if (is_hf_gpt2(path)) return path;
   fail_input(format("no checkpoint (step_*.ckpt) in run directory {} or its checkpoints/ folder", path));
 }
 

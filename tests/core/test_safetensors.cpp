@@ -115,11 +115,12 @@ TEST_CASE("safetensors: malformed files are refused, naming the file and the fau
   }
   refused(raw_file("json", "{\"t\": [1, 2", ""), "header is not a JSON object");
   refused(raw_file("array", "[1, 2, 3]", ""), "header is not a JSON object");
-  refused(raw_file("fields", R"({"t":{"dtype":"F32","shape":[2]}})", eight), "needs \"dtype\", \"shape\" and two");
+  refused(raw_file("fields", R"({"t":{"dtype":"F32","shape":[2]}})", eight),
+          "needs \"dtype\" (a string), \"shape\" (an array) and two \"data_offsets\", got a JSON object without them");
   refused(raw_file("dtype", R"({"t":{"dtype":"F17","shape":[2],"data_offsets":[0,8]}})", eight),
           "dtype 'F17', which safetensors does not define");
   refused(raw_file("negative", R"({"t":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", eight),
-          "shape entry -2 that is not a size");
+          "shape entry (number -2) that is not a size");
   refused(raw_file("shape", R"({"t":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", eight),
           "tensor 't' of shape [3] (F32) needs 12 bytes, its offsets give 8");
   refused(raw_file("overflow",
@@ -138,6 +139,19 @@ TEST_CASE("safetensors: malformed files are refused, naming the file and the fau
   refused(raw_file("trailing", "{" + ok_entry + "}", eight + "junk"), "its tensors cover 8 bytes of a 12-byte data section");
   refused(raw_file("metadata", R"({"__metadata__":{"format":7},)" + ok_entry + "}", eight),
           "__metadata__ value of 'format' is not a string");
+  // Nested far deeper than the format (a hostile header): refused, not followed down (no stack
+  // overflow in the message or anywhere else).
+  const std::string deep = std::string(200000, '[') + std::string(200000, ']');
+  refused(raw_file("deep", R"({"t":{"dtype":"F32","shape":)" + deep + R"(,"data_offsets":[0,8]}})", eight),
+          "is not a JSON object (or nests deeper than the format does)");
+  refused(raw_file("wrong_types", R"({"t":{"dtype":"F32","shape":[{"a":1}],"data_offsets":[0,8]}})", eight),
+          "has a shape entry (object) that is not a size");
+  // An empty tensor at the offset where a full one starts tiles the data in either order of names.
+  for (const char* header : {R"({"b":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"a":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}})",
+                             R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}})"}) {
+    INFO(header);
+    CHECK_NOTHROW(st::File(raw_file("empty_first", header, eight)));
+  }
 
   // A dtype the format defines but gpt2cc does not read as weights.
   const st::File ints(raw_file("ints", R"({"t":{"dtype":"I32","shape":[2],"data_offsets":[0,8]}})", eight));

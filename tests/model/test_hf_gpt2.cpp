@@ -19,6 +19,7 @@
 #include "core/model.hpp"
 #include "core/params.hpp"
 #include "core/safetensors.hpp"
+#include "core/trainer.hpp"
 
 using namespace gpt2cc;
 using nlohmann::json;
@@ -155,16 +156,21 @@ TEST_CASE("Hugging Face weights gpt2cc cannot compute are refused by name", "[mo
   const std::string config_text = read_text(fixture_dir() + "/config.json");
   const json config = json::parse(config_text);
   // A copy of the fixture with config.json edited (value null: the key removed).
-  const auto with_config = [&](const std::string& name, const std::string& key, const json& value) {
+  const auto with_configs = [&](const std::string& name, const std::vector<std::pair<std::string, json>>& changes) {
     const std::string dir = test::temp_dir("hf_bad_" + name);
     fs::copy_file(fixture_dir() + "/model.safetensors", dir + "/model.safetensors");
     json c = config;
-    if (value.is_null())
-      c.erase(key);
-    else
-      c[key] = value;
+    for (const auto& [key, value] : changes) {
+      if (value.is_null())
+        c.erase(key);
+      else
+        c[key] = value;
+    }
     write_text(dir + "/config.json", c.dump());
     return dir;
+  };
+  const auto with_config = [&](const std::string& name, const std::string& key, const json& value) {
+    return with_configs(name, {{key, value}});
   };
   const auto refused = [](const std::string& path, const std::string& message) {
     INFO(path);
@@ -182,12 +188,38 @@ TEST_CASE("Hugging Face weights gpt2cc cannot compute are refused by name", "[mo
   refused(with_config("wide", "n_embd", 64), "has shape [300, 32], expected [300, 64]");
   refused(with_config("heads", "n_head", 3), "must be divisible by num_heads");
   refused(with_config("inner", "n_inner", 96), "n_inner is 96; gpt2cc's MLP is 4 x n_embd = 128 wide");
+  // Fields of the wrong type, out of range, or nested absurdly deep: refused naming file and field.
+  refused(with_config("type_number", "model_type", 1), "\"model_type\" must be a string, got a JSON number");
+  refused(with_config("eps_string", "layer_norm_epsilon", "1e-5"), "\"layer_norm_epsilon\" must be a number");
+  refused(with_config("tie_string", "tie_word_embeddings", "yes"), "\"tie_word_embeddings\" must be true or false");
+  refused(with_config("layers_big", "n_layer", 4294967298LL), "\"n_layer\" is 4294967298, outside 1..65536");
+  refused(with_config("layers_zero", "n_layer", 0), "\"n_layer\" is 0, outside 1..65536");
+  {
+    const std::string dir = with_config("deep", "n_layer", 2);
+    const std::string text = read_text(dir + "/config.json");
+    write_text(dir + "/config.json", text.substr(0, text.size() - 1) + ", \"n_inner\": " + std::string(200000, '[') +
+                                         std::string(200000, ']') + "}");
+    refused(dir, "is not a JSON object (or nests deeper than a config does)");
+  }
+  // A config far larger than its weights: refused from the header's shapes, before gpt2cc
+  // allocates the config's ~10^18 parameters.
+  refused(with_configs("huge", {{"n_layer", 65536}, {"n_embd", 1 << 20}, {"n_head", 1}}),
+          "has shape [300, 32], expected [300, 1048576]");
+  // Sharded weights (model.safetensors.index.json and its parts): refused, saying how to save one file.
+  {
+    const std::string dir = test::temp_dir("hf_sharded");
+    write_text(dir + "/config.json", config_text);
+    write_text(dir + "/model.safetensors.index.json", "{\"weight_map\": {}}");
+    REQUIRE(is_hf_gpt2(dir));
+    refused(dir, "holds Hugging Face weights in shards (model.safetensors.index.json)");
+  }
   CHECK(load_checkpoint(with_config("inner_4c", "n_inner", 128), false).params == ckpt.params);
 
-  // No config.json beside the weights.
+  // No config.json beside the weights: the directory is not Hugging Face weights; the file names it.
   const std::string lonely = test::temp_dir("hf_lonely");
   fs::copy_file(fixture_dir() + "/model.safetensors", lonely + "/model.safetensors");
-  refused(lonely, "config.json");
+  CHECK_FALSE(is_hf_gpt2(lonely));
+  refused(lonely + "/model.safetensors", "config.json");
 
   // Tensors: one missing, one unknown, an lm_head that is not wte.
   const ParameterLayout layout(ckpt.config);
@@ -224,6 +256,19 @@ TEST_CASE("Hugging Face weights gpt2cc cannot compute are refused by name", "[mo
   const std::vector<float> wte = base.read_float("wte.weight");
   tied.push_back({"lm_head.weight", {300, 32}, wte.data()});
   CHECK(load_checkpoint(with_tensors("tied_head", tied), false).params == ckpt.params);
+
+  // A run directory that also holds Hugging Face weights (exported into it) resumes from its step
+  // checkpoints; a directory of weights alone resolves to itself.
+  const std::string run = test::temp_dir("hf_run");
+  fs::create_directories(run + "/checkpoints");
+  Checkpoint step7 = ckpt;
+  step7.step = 7;
+  save_checkpoint(run + "/checkpoints/step_00000007.ckpt", step7);
+  save_hf_gpt2(run, ckpt.config, ckpt.params);
+  REQUIRE(is_hf_gpt2(run));
+  CHECK(resolve_checkpoint(run) == run + "/checkpoints/step_00000007.ckpt");
+  CHECK(load_checkpoint(resolve_checkpoint(run), true).step == 7);
+  CHECK(resolve_checkpoint(fixture_dir()) == fixture_dir());
 
   // --resume needs a gpt2cc run.
   CHECK_THROWS_WITH(load_checkpoint(fixture_dir(), true),

@@ -203,6 +203,16 @@ TEST_CASE("a tiny run, its resume, and --eval-only", "[cli]") {
     Run resumed = train("--resume " + hf + " --steps 2");
     CHECK(resumed.code == 2);
     CHECK_THAT(resumed.output, Catch::Contains("holds Hugging Face GPT-2 weights, not a gpt2cc checkpoint"));
+    Run into_run = train("--init-from " + ckpt + " --export-hf " + run_dir);
+    CHECK(into_run.code == 2);
+    CHECK_THAT(into_run.output, Catch::Contains("is a training run's directory; export into a directory of its own"));
+    std::filesystem::create_directories(dir + "/stale");
+    std::ofstream(dir + "/stale/vocab.json") << "{}";
+    Run stale = train("--init-from " + ckpt + " --export-hf " + dir + "/stale");
+    CHECK(stale.code == 2);
+    CHECK_THAT(stale.output, Catch::Contains("already holds a tokenizer (vocab.json) that would be taken for this "
+                                             "model's: give --tokenizer DIR"));
+    CHECK_FALSE(std::filesystem::exists(dir + "/stale/model.safetensors"));
     Run both = train("--init-from " + ckpt + " --export-hf " + hf + " --eval-only --val-data " + dir + "/val.bin");
     CHECK(both.code == 2);
     CHECK_THAT(both.output, Catch::Contains("--export-hf and --eval-only are separate runs"));
