@@ -101,8 +101,9 @@ struct ConfigReader {
     const nlohmann::json* v = find(key);
     if (v == nullptr && alt != nullptr) v = find(alt);
     INPUT_CHECK(v != nullptr && v->is_number_integer(), "{}: needs an integer \"{}\"", file, key);
-    INPUT_CHECK(v->is_number_unsigned() && v->get<unsigned long long>() >= 1 && v->get<unsigned long long>() <= static_cast<unsigned long long>(max),
-                "{}: \"{}\" is {}, outside 1..{}", file, key, v->get<long long>(), max);
+    const bool in_range = v->is_number_unsigned() && v->get<unsigned long long>() >= 1 &&
+                          v->get<unsigned long long>() <= static_cast<unsigned long long>(max);
+    INPUT_CHECK(in_range, "{}: \"{}\" is {}, outside 1..{}", file, key, v->dump(), max);
     return static_cast<int>(v->get<long long>());
   }
 };

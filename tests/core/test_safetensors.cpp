@@ -147,8 +147,10 @@ TEST_CASE("safetensors: malformed files are refused, naming the file and the fau
   refused(raw_file("wrong_types", R"({"t":{"dtype":"F32","shape":[{"a":1}],"data_offsets":[0,8]}})", eight),
           "has a shape entry (object) that is not a size");
   // An empty tensor at the offset where a full one starts tiles the data in either order of names.
-  for (const char* header : {R"({"b":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"a":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}})",
-                             R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}})"}) {
+  const std::string full = R"("dtype":"F32","shape":[2],"data_offsets":[0,8])";
+  const std::string empty = R"("dtype":"F32","shape":[0],"data_offsets":[0,0])";
+  for (const std::string& header : {"{\"b\":{" + full + "},\"a\":{" + empty + "}}",
+                                    "{\"a\":{" + full + "},\"b\":{" + empty + "}}"}) {
     INFO(header);
     CHECK_NOTHROW(st::File(raw_file("empty_first", header, eight)));
   }
