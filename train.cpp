@@ -167,8 +167,8 @@ int export_hf(const TrainConfig& c) {
                 "tokenizer {} is not the one checkpoint {} was trained with (fingerprint {} vs {})", tokenizer_dir,
                 path, tokenizer->fingerprint(), ckpt.tokenizer_fingerprint);
     INPUT_CHECK(tokenizer->vocab_size() == ckpt.config.vocab_size,
-                "tokenizer {} has {} tokens, the model of checkpoint {} {}", tokenizer_dir, tokenizer->vocab_size(),
-                path, ckpt.config.vocab_size);
+                "tokenizer {} has {} tokens, the model of checkpoint {} has {}", tokenizer_dir,
+                tokenizer->vocab_size(), path, ckpt.config.vocab_size);
   }
   // Not into a run directory (its config.json is the run's), and never beside a tokenizer that
   // would be taken for this model's (encoder.json + vocab.bpe win over the vocab.json + merges.txt
@@ -179,8 +179,9 @@ int export_hf(const TrainConfig& c) {
   for (const char* name : {"encoder.json", "vocab.bpe", "vocab.json", "merges.txt"}) {
     const bool replaced = tokenizer && (std::string(name) == "vocab.json" || std::string(name) == "merges.txt");
     INPUT_CHECK(replaced || !std::filesystem::exists(out / name),
-                "--export-hf {} already holds a tokenizer ({}) that would be taken for this model's: {}", c.export_hf,
-                name, tokenizer ? "export into another directory" : "give --tokenizer DIR, or export into another directory");
+                "--export-hf {} already holds a tokenizer ({}) that would be taken for this model's: {}export into "
+                "another directory",
+                c.export_hf, name, tokenizer ? "" : "give --tokenizer DIR, or ");
   }
   save_hf_gpt2(c.export_hf, ckpt.config, ckpt.params);
   if (tokenizer) tokenizer->save(c.export_hf);

@@ -8,7 +8,7 @@
 // Shared memory per block, beyond the 48 KiB a launch gets by default, within the device's opt-in
 // limit (227 KiB on sm_90, 163 KiB on sm_80, 99 KiB on sm_86 / sm_89): HS 64 needs 45-91 KiB,
 // HS 128 85-155 KiB (flash_attention_device.cuh), so sm_86 / sm_89 hold HS 64 only (HS 128: the
-// forward at 64-row tiles); flash_attention_fits_device says so before any launch. A GPU of
+// forward at 64-row tiles); flash_attention_fits_device says so before any launch. Needs a GPU of
 // compute capability 8.0 or newer (sm_75 has neither cp.async nor bf16 mma.sync).
 #pragma once
 
