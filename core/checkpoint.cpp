@@ -3,7 +3,6 @@
 // every byte before it, so a truncated or bit-flipped file is rejected with the file's name.
 #include "core/checkpoint.hpp"
 
-#include <fcntl.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -11,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "core/atomic_file.hpp"
 #include "core/check.hpp"
 #include "core/hf_gpt2.hpp"
 #include "core/train_testing.hpp"
@@ -140,17 +140,6 @@ nlohmann::json header_json(const Checkpoint& c) {
                         {"tokenizer_fingerprint", c.tokenizer_fingerprint},
                         {"tokenizer_dir", c.tokenizer_dir},
                         {"train_config", c.train_config}};
-}
-
-// fsync of the directory makes the rename itself durable.
-void sync_directory(const std::filesystem::path& file) {
-  auto dir = file.parent_path();
-  if (dir.empty()) dir = ".";
-  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
-  if (fd >= 0) {
-    ::fsync(fd);
-    ::close(fd);
-  }
 }
 
 }  // namespace

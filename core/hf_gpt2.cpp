@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/atomic_file.hpp"
 #include "core/check.hpp"
 #include "core/params.hpp"
 #include "core/safetensors.hpp"
@@ -311,8 +312,8 @@ void save_hf_gpt2(const std::string& dir, const ModelConfig& config, const std::
   j["bos_token_id"] = eot;
   j["eos_token_id"] = eot;
   const std::string text = j.dump(2) + "\n";
-  safetensors::write_file_atomic((fs::path(dir) / "config.json").string(),
-                                 [&](FILE* f) { return std::fwrite(text.data(), 1, text.size(), f) == text.size(); });
+  write_file_atomic((fs::path(dir) / "config.json").string(),
+                    [&](FILE* f) { return std::fwrite(text.data(), 1, text.size(), f) == text.size(); });
 }
 
 }  // namespace gpt2cc

@@ -1,9 +1,6 @@
 // safetensors reading and writing (format in core/safetensors.hpp).
 #include "core/safetensors.hpp"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <bit>
 #include <cerrno>
@@ -15,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/atomic_file.hpp"
 #include "core/check.hpp"
 
 namespace gpt2cc::safetensors {
@@ -200,27 +198,6 @@ nlohmann::json parse_untrusted_json(const std::string& text, int max_depth) {
   };
   nlohmann::json j = nlohmann::json::parse(text, limit, false);
   return too_deep ? nlohmann::json(nlohmann::json::value_t::discarded) : j;
-}
-
-void write_file_atomic(const std::string& path, const std::function<bool(FILE*)>& write) {
-  const std::string tmp = path + ".tmp";
-  FILE* f = std::fopen(tmp.c_str(), "wb");
-  if (!f) throw Error(format("cannot write {}: {}", tmp, std::strerror(errno)));
-  bool ok = write(f);
-  ok = ok && std::fflush(f) == 0 && ::fsync(fileno(f)) == 0;
-  const int saved_errno = errno;
-  ok = std::fclose(f) == 0 && ok;
-  if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const std::string why = std::strerror(ok ? errno : saved_errno);
-    std::remove(tmp.c_str());
-    throw Error(format("writing {} failed: {} ({} is unchanged)", path, why, path));
-  }
-  std::filesystem::path dir = std::filesystem::path(path).parent_path();
-  if (dir.empty()) dir = ".";
-  if (const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY); fd >= 0) {  // the rename itself, durable
-    ::fsync(fd);
-    ::close(fd);
-  }
 }
 
 // binary16: 1 sign, 5 exponent (bias 15), 10 fraction bits. Subnormals are fraction * 2^-24.

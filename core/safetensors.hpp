@@ -8,8 +8,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <cstdio>
-#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -55,7 +53,7 @@ struct F32Tensor {
 };
 
 // Writes `tensors` (in this order, each 8-byte aligned as the header is padded to) and `metadata`
-// to path through "<path>.tmp" + fsync + rename: the old file survives a failure. Throws Error
+// to path atomically (core/atomic_file.hpp): the old file survives a failure. Throws Error
 // naming the path on I/O failure.
 void write_f32(const std::string& path, const std::vector<F32Tensor>& tensors,
                const std::map<std::string, std::string>& metadata = {});
@@ -68,10 +66,6 @@ std::string shape_text(const std::vector<size_t>& shape);
 // through a hostile structure (nlohmann's dump and comparisons do). Malformed JSON: discarded too.
 nlohmann::json parse_untrusted_json(const std::string& text, int max_depth = 8);
 
-// Writes path through "<path>.tmp": write(file) puts the bytes (false: it failed), then the file is
-// flushed, fsync'ed and renamed and its directory synced; on failure the temporary file is removed
-// and the old file survives. Throws Error naming the path.
-void write_file_atomic(const std::string& path, const std::function<bool(FILE*)>& write);
 
 // IEEE binary16 and bfloat16 bits to float (exact: every value of both is a float).
 float half_to_float(uint16_t bits);
