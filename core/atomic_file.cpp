@@ -37,4 +37,8 @@ void write_file_atomic(const std::string& path, const std::function<bool(FILE*)>
   sync_directory(path);
 }
 
+void write_file_atomic(const std::string& path, std::string_view bytes) {
+  write_file_atomic(path, [&](FILE* f) { return std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size(); });
+}
+
 }  // namespace gpt2cc

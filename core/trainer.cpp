@@ -11,6 +11,7 @@
 #include <tuple>
 #include <nlohmann/json.hpp>
 
+#include "core/atomic_file.hpp"
 #include "core/check.hpp"
 #include "core/hf_gpt2.hpp"
 #include "core/metrics.hpp"
@@ -41,17 +42,6 @@ std::vector<fs::path> step_checkpoints(const fs::path& dir) {
   }
   std::sort(out.begin(), out.end());
   return out;
-}
-
-void write_text_atomically(const fs::path& path, const std::string& text) {
-  fs::path tmp = path.string() + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << text;
-    out.flush();
-    if (!out) throw Error(format("cannot write {}", tmp.string()));
-  }
-  fs::rename(tmp, path);
 }
 
 // A distinct 64-bit dropout seed per micro-batch, a pure function of (run seed, micro-step).
@@ -367,7 +357,7 @@ StopReason Trainer::run() {
                           {"model", s.mcfg},
                           {"derived", {{"accumulation_steps", s.accum}, {"tokens_per_step", tokens_per_step()},
                                        {"total_steps", s.total_steps}}}};
-  write_text_atomically(dir / "config.json", saved.dump(2) + "\n");
+  write_file_atomic((dir / "config.json").string(), saved.dump(2) + "\n");
   MetricsLog metrics((dir / "metrics.jsonl").string(), s.resumed ? int64_t(s.step) : -1);
   ProgressLine progress(c.log_every);
 

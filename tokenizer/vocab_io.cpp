@@ -10,6 +10,7 @@
 #include <sstream>
 #include <unordered_map>
 
+#include "core/atomic_file.hpp"
 #include "core/check.hpp"
 #include "tokenizer/pretokenizer.hpp"
 
@@ -271,20 +272,6 @@ VocabParts read_vocab_dir(const std::string& dir) {
                 "{}: a merge uses special token {} or {}", merges_path, json_escape(keys[a]), json_escape(keys[b]));
   }
   return parts;
-}
-
-void write_file_atomic(const std::string& path, const std::string& content) {
-  std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    INPUT_CHECK(out.good(), "cannot write {}", tmp);
-    out.write(content.data(), std::streamsize(content.size()));
-    out.flush();
-    INPUT_CHECK(out.good(), "error writing {} (disk full?)", tmp);
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  INPUT_CHECK(!ec, "cannot rename {} to {}: {}", tmp, path, ec.message());
 }
 
 void write_vocab_dir(const std::string& dir, const VocabParts& parts) {

@@ -23,10 +23,7 @@ struct VocabParts {
 // its text taken literally. Throws InputError naming the file and line.
 VocabParts read_vocab_dir(const std::string& dir);
 
-// Writes dir/vocab.json + dir/merges.txt atomically (each to a temporary file, then renamed).
+// Writes dir/vocab.json + dir/merges.txt, each atomically (core/atomic_file.hpp).
 void write_vocab_dir(const std::string& dir, const VocabParts& parts);
-
-// Writes `content` to `path` through path.tmp + rename, so a crash never leaves a half file.
-void write_file_atomic(const std::string& path, const std::string& content);
 
 }  // namespace gpt2cc::tok

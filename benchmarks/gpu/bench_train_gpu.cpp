@@ -28,6 +28,7 @@
 
 #include "benchmarks/gpu/peaks.hpp"
 #include "core/backend.hpp"
+#include "core/atomic_file.hpp"
 #include "core/check.hpp"
 #include "core/cli.hpp"
 #include "core/config.hpp"
@@ -363,7 +364,7 @@ int bench_main(int argc, char** argv) {
               {"graph_mem_used_high_bytes", scratch_high.graphs},
               {"loss_first", losses.front()},
               {"loss_last", losses.back()}};
-    bench::write_file_atomic(o.json_path, j.dump(2) + "\n");
+    write_file_atomic(o.json_path, j.dump(2) + "\n");
   }
   return 0;
 }

@@ -58,17 +58,4 @@ inline GpuPeaks lookup_gpu_peaks(const std::string& device_name, const std::stri
   return peaks;
 }
 
-// Writes text to path through a temporary file and a rename: never a half-written result.
-inline void write_file_atomic(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp);
-    INPUT_CHECK(out.good(), "cannot write {}", tmp);
-    out << text;
-    out.flush();
-    INPUT_CHECK(out.good(), "error while writing {}", tmp);
-  }
-  std::filesystem::rename(tmp, path);
-}
-
 }  // namespace gpt2cc::bench

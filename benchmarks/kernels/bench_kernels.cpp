@@ -31,6 +31,7 @@
 
 #include "benchmarks/gpu/peaks.hpp"
 #include "benchmarks/kernels/bench_device.hpp"
+#include "core/atomic_file.hpp"
 #include "core/check.hpp"
 #include "core/cli.hpp"
 #include "cpu/adamw.hpp"
@@ -720,7 +721,7 @@ void write_json(const std::string& path, const cudaDeviceProp& props, const Opti
     }
     j["kernels"].push_back(k);
   }
-  bench::write_file_atomic(path, j.dump(2) + "\n");
+  write_file_atomic(path, j.dump(2) + "\n");
 }
 
 int bench_main(int argc, char** argv) {
