@@ -31,11 +31,16 @@ inline std::string name_bad_value(const std::string& message, int argc, char** a
   return message;
 }
 
+// One line to stderr in one write, so that the lines of several ranks of one job never interleave.
+inline void print_error_line(const std::string& line) { std::cerr << (line + "\n") << std::flush; }
+
 template <class Run>
 int run_cli(const char* program, int argc, char** argv, Run&& run, const char* memory_hint = nullptr) {
+  const std::string name = program;                       // e.g. "train (rank 1 of 4)"
+  const std::string command = name.substr(0, name.find(' '));  // "train"
   const auto out_of_memory = [&](const std::string& what) {
-    std::cerr << program << ": error: " << what << std::endl;
-    if (memory_hint != nullptr) std::cerr << program << ": " << memory_hint << std::endl;
+    print_error_line(name + ": error: " + what);
+    if (memory_hint != nullptr) print_error_line(name + ": " + memory_hint);
     return 1;
   };
   try {
@@ -45,17 +50,16 @@ int run_cli(const char* program, int argc, char** argv, Run&& run, const char* m
   } catch (const std::bad_alloc&) {
     return out_of_memory("out of host memory (an allocation failed)");
   } catch (const InputError& e) {
-    std::cerr << program << ": " << e.what() << std::endl;
+    print_error_line(name + ": " + e.what());
     return 2;
   } catch (const cxxopts::exceptions::incorrect_argument_type& e) {
-    std::cerr << program << ": " << name_bad_value(e.what(), argc, argv) << " (see " << program << " --help)"
-              << std::endl;
+    print_error_line(name + ": " + name_bad_value(e.what(), argc, argv) + " (see " + command + " --help)");
     return 2;
   } catch (const cxxopts::exceptions::exception& e) {
-    std::cerr << program << ": " << e.what() << " (see " << program << " --help)" << std::endl;
+    print_error_line(name + ": " + e.what() + " (see " + command + " --help)");
     return 2;
   } catch (const std::exception& e) {
-    std::cerr << program << ": error: " << e.what() << std::endl;
+    print_error_line(name + ": error: " + e.what());
     return 1;
   }
 }
