@@ -4,6 +4,7 @@
 //   train --eval-only --init-from runs/run/checkpoints/step_00002000.ckpt --val-data data/wt103/test
 //   train --init-from runs/run/checkpoints/step_00002000.ckpt --export-hf hf/run   Hugging Face weights
 //   train --init-from hf/gpt2 --train-data ... --steps 500                         fine-tune from them
+//   mpiexec -n 8 train --device cuda --total-batch 524288 ...   data parallel, one rank per GPU
 // Flags fill a TrainConfig (core/train_config.hpp); core/trainer.cpp does the work. Exit codes:
 // 0 done (also after SIGINT/SIGTERM, which checkpoint first), 1 internal error, 2 bad input.
 #include <cstdio>
@@ -16,6 +17,7 @@
 
 #include "core/check.hpp"
 #include "core/cli.hpp"
+#include "core/distributed.hpp"
 #include "core/hf_gpt2.hpp"
 #include "core/sampler.hpp"
 #include "core/trainer.hpp"
@@ -61,13 +63,17 @@ cxxopts::Options make_options(TrainConfig& c) {
       c.recompute_gelu);
   add("device", "cuda-graphs", "replay each step as a CUDA graph (--cuda-graphs=false: launch every op)",
       c.cuda_graphs);
+  add("device", "zero-stage",
+      "under mpiexec: 1 shards the AdamW moments over the ranks (ZeRO-1), 0 keeps them whole on every rank",
+      c.zero_stage);
   add("data", "train-data", "train shards: a .bin file, a directory of them, or a glob", c.train_data);
   add("data", "val-data", "validation shards (empty: no validation)", c.val_data);
   add("data", "shuffle", "shuffled windows each epoch (--shuffle=false: in order)", c.shuffle);
   add("data", "seed", "run seed: initialisation, shuffling, dropout", c.seed);
   add("batch", "batch-size", "micro-batch rows B", c.batch_size);
   add("batch", "seq-len", "sequence length T", c.seq_len);
-  add("batch", "total-batch", "tokens per optimizer step, a multiple of B*T (0: B*T)", c.total_batch_tokens);
+  add("batch", "total-batch", "tokens per optimizer step, a multiple of ranks*B*T (0: ranks*B*T)",
+      c.total_batch_tokens);
   add("optimizer", "lr", "peak learning rate", c.lr);
   add("optimizer", "min-lr-ratio", "final learning rate as a fraction of --lr", c.min_lr_ratio);
   add("optimizer", "warmup-steps", "linear warm-up steps", c.warmup_steps);
@@ -213,7 +219,7 @@ std::function<std::string(GPT2&, uint64_t)> make_sampler(const TrainConfig& c) {
   };
 }
 
-int run(int argc, char** argv) {
+int run(int argc, char** argv, ProcessGroup& group) {
   TrainConfig config;
   auto options = make_options(config);
   auto parsed = options.parse(argc, argv);
@@ -227,17 +233,33 @@ int run(int argc, char** argv) {
   if (!config.resume.empty() && !config.eval_only && config.export_hf.empty())
     config = resume_config(config, argc, argv);
   validate(config);
+  const bool data_parallel = group.size() > 1;
+  INPUT_CHECK(!data_parallel || (config.export_hf.empty() && !config.eval_only),
+              "--{} runs in one process: start it without mpiexec", config.eval_only ? "eval-only" : "export-hf");
   if (!config.export_hf.empty()) return export_hf(config);
+  // Several ranks on one machine: rank i takes GPU i of it.
+  INPUT_CHECK(!data_parallel || config.device != "cuda" || !parsed.count("cuda-device"),
+              "--cuda-device with {} ranks: every rank would take GPU {}; leave it out, and the rank with local index "
+              "i takes GPU i",
+              group.size(), config.cuda_device);
+  if (data_parallel && config.device == "cuda") config.cuda_device = group.local_rank();
 
   const DType dtype = parse_dtype(config.dtype);
   auto backend = config.device == "cuda" ? make_cuda_backend(config.cuda_device, dtype)
                                          : make_cpu_backend(config.threads, dtype);
   if (config.eval_only) return eval_only(config, *backend);
 
-  Trainer trainer(config, *backend);
+  std::unique_ptr<DeviceCollectives> collectives;
+  if (data_parallel) collectives = make_device_collectives(group, *backend);
+  Trainer trainer(config, *backend, collectives.get());
+  install_stop_signal_handlers();  // on every rank: mpiexec passes a Ctrl-C on to all of them
+  // The other ranks print only what goes wrong on them.
+  if (!group.is_root()) {
+    trainer.run();
+    return 0;
+  }
   std::cout << "configuration:\n" << describe(config) << trainer.summary() << std::flush;
   if (config.sample_every) trainer.sampler = make_sampler(config);
-  install_stop_signal_handlers();
   StopReason reason = trainer.run();
   std::string where = config.run_dir + "/checkpoints";
   if (reason == StopReason::interrupted) {
@@ -258,7 +280,21 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  return gpt2cc::run_cli("train", argc, argv, run,
-                         "less memory: a smaller --batch-size (--total-batch keeps the tokens per step, by "
-                         "accumulation), a shorter --seq-len, --recompute-gelu, --dtype bf16 (cuda), or a smaller model");
+  const char* memory_hint =
+      "less memory: a smaller --batch-size (--total-batch keeps the tokens per step, by accumulation), a shorter "
+      "--seq-len, --recompute-gelu, --dtype bf16 (cuda), --zero-stage 1 with several ranks, or a smaller model";
+  // Joins the ranks when mpiexec started several; a failure joining is reported as any other.
+  std::unique_ptr<ProcessGroup> group;
+  int code = gpt2cc::run_cli("train", argc, argv, [&](int, char**) {
+    group = ProcessGroup::join(&argc, &argv);
+    return 0;
+  });
+  if (code != 0) return code;
+  const std::string program = group->size() > 1 ? format("train (rank {} of {})", group->rank(), group->size())
+                                                : std::string("train");
+  code = gpt2cc::run_cli(program.c_str(), argc, argv, [&](int c, char** v) { return run(c, v, *group); },
+                         memory_hint);
+  // A failed rank ends the others, which would wait for it in their next collective.
+  if (code != 0) group->abort(code);
+  return code;
 }

@@ -181,6 +181,10 @@ class Backend {
     (void)key;
     return false;
   }
+
+  // The CUDA stream (a cudaStream_t) the backend runs its ops on, for libraries that enqueue
+  // work after them (NCCL's collectives); null on the CPU.
+  virtual void* stream_handle() { return nullptr; }
 };
 
 // RAII array in a backend's memory.

@@ -1,7 +1,10 @@
-// The CUDA backend factory's answer in a build without CUDA (kernels/backend.cu defines the
-// real one when the CUDA backend is built).
+// The backend-dependent factories, in the library that links every backend built: the CUDA
+// backend's "not built" answer in a build without CUDA (kernels/backend.cu defines the real one),
+// NCCL's in a build without it (kernels/collectives_nccl.cpp), and the choice of collectives for
+// a backend's memory (core/distributed.hpp).
 #include "core/backend.hpp"
 #include "core/check.hpp"
+#include "core/distributed.hpp"
 
 namespace gpt2cc {
 
@@ -13,5 +16,19 @@ std::unique_ptr<Backend> make_cuda_backend(int, DType) {
 }
 bool cuda_backend_built() { return false; }
 #endif
+
+#ifndef GPT2CC_HAVE_NCCL
+std::unique_ptr<DeviceCollectives> make_nccl_collectives(ProcessGroup&, Backend&) {
+  fail_input(
+      "data-parallel training on --device cuda needs NCCL, and this build of gpt2cc has none (nccl.h and libnccl "
+      "were not found when it was configured): install NCCL (Debian/Ubuntu: libnccl-dev) and rebuild");
+}
+bool nccl_built() { return false; }
+#endif
+
+std::unique_ptr<DeviceCollectives> make_device_collectives(ProcessGroup& group, Backend& backend) {
+  if (backend.kind() == DeviceKind::cuda) return make_nccl_collectives(group, backend);
+  return make_mpi_collectives(group, backend);
+}
 
 }  // namespace gpt2cc

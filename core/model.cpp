@@ -5,11 +5,13 @@
 // Backward follows llm.c: the residual stream has ONE gradient buffer (dresidual) that every
 // block's LayerNorm backward and residual pass-through accumulate into, walking the layers in
 // reverse; the logits buffer is reused in place for dlogits.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
 
 #include "core/check.hpp"
+#include "core/distributed.hpp"
 #include "core/model.hpp"
 #include "core/model_impl.hpp"
 #include "core/rng.hpp"
@@ -25,12 +27,26 @@ GPT2::Impl::Impl(const ModelConfig& cfg, Backend& be, int mB, int mT, ModelMode 
   const size_t BT = size_t(max_B) * max_T;
   const size_t N = layout.total();
   const bool train = mode == ModelMode::training;
-  master = DeviceArray<float>(backend, N);
-  if (dtype != DType::fp32) params_bf16 = DeviceTensor(backend, N);
+  padded = N;
+  part_end = N;
+  if (options.data_parallel != nullptr) {
+    INPUT_CHECK(train, "model: data parallelism is for training, not inference");
+    // One block per rank, each a multiple of 64 elements (so that every block starts 256-byte
+    // aligned in fp32, 128-byte in bf16, as the collectives run fastest).
+    const size_t ranks = size_t(options.data_parallel->group().size()), align = 64;
+    const size_t block = (N + ranks * align - 1) / (ranks * align) * align;
+    padded = block * ranks;
+    if (options.shard_optimizer) {
+      part_begin = size_t(options.data_parallel->group().rank()) * block;
+      part_end = part_begin + block;
+    }
+  }
+  master = DeviceArray<float>(backend, padded);
+  if (dtype != DType::fp32) params_bf16 = DeviceTensor(backend, padded);
   if (train) {
-    grads = DeviceTensor(backend, N);
-    m = DeviceArray<float>(backend, N);
-    v = DeviceArray<float>(backend, N);
+    grads = DeviceTensor(backend, padded);
+    m = DeviceArray<float>(backend, part_end - part_begin);
+    v = DeviceArray<float>(backend, part_end - part_begin);
   }
 
   act.encoded = DeviceTensor(backend, BT * C);
@@ -206,21 +222,42 @@ std::vector<float> GPT2::gradients() const {
 }
 
 void GPT2::optimizer_state(std::vector<float>& m, std::vector<float>& v) const {
-  impl_->require_training("optimizer_state");
-  const size_t N = impl_->layout.total();
-  m.resize(N);
-  v.resize(N);
-  impl_->backend.download(m.data(), impl_->m.data(), N * sizeof(float));
-  impl_->backend.download(v.data(), impl_->v.data(), N * sizeof(float));
+  const Impl& s = *impl_;
+  s.require_training("optimizer_state");
+  const size_t N = s.layout.total();
+  if (!s.sharded()) {
+    m.resize(N);
+    v.resize(N);
+    s.backend.download(m.data(), s.m.data(), N * sizeof(float));
+    s.backend.download(v.data(), s.v.data(), N * sizeof(float));
+    return;
+  }
+  // Every rank's part (padding included: equal parts) gathered on rank 0, cut back to N there.
+  ProcessGroup& group = s.options.data_parallel->group();
+  const size_t part = s.part_end - s.part_begin;
+  std::vector<float> mine(part);
+  for (auto [host, moment] : {std::pair{&m, &s.m}, std::pair{&v, &s.v}}) {
+    s.backend.download(mine.data(), moment->data(), part * sizeof(float));
+    host->assign(group.is_root() ? part * size_t(group.size()) : 0, 0.0f);
+    group.gather(host->data(), mine);
+    if (group.is_root()) host->resize(N);
+  }
 }
 
 void GPT2::set_optimizer_state(const std::vector<float>& m, const std::vector<float>& v) {
-  impl_->require_training("set_optimizer_state");
-  const size_t N = impl_->layout.total();
+  Impl& s = *impl_;
+  s.require_training("set_optimizer_state");
+  const size_t N = s.layout.total();
   INPUT_CHECK(m.size() == N && v.size() == N, "set_optimizer_state: expected {} floats per moment, got m {} and v {}",
               N, m.size(), v.size());
-  impl_->backend.upload(impl_->m.data(), m.data(), N * sizeof(float));
-  impl_->backend.upload(impl_->v.data(), v.data(), N * sizeof(float));
+  const auto [first, last] = optimizer_part();
+  s.backend.upload(s.m.data(), m.data() + first, (last - first) * sizeof(float));
+  s.backend.upload(s.v.data(), v.data() + first, (last - first) * sizeof(float));
+}
+
+std::pair<size_t, size_t> GPT2::optimizer_part() const {
+  const size_t N = impl_->layout.total();
+  return {std::min(impl_->part_begin, N), std::min(impl_->part_end, N)};
 }
 
 int GPT2::Impl::upload_batch(const int* inputs, const int* targets, int B_, int T_, const char* what) {
@@ -416,9 +453,26 @@ void GPT2::Impl::backward_from_dlogits() {
   be.encoder_backward(G_(Param::wte), G_(Param::wpe), demb, act.inputs.data(), B, T, C);
 }
 
+void GPT2::reduce_gradients() {
+  Impl& s = *impl_;
+  s.require_training("reduce_gradients");
+  DeviceCollectives* dp = s.options.data_parallel;
+  if (dp == nullptr || dp->group().size() == 1) return;
+  if (s.sharded()) {
+    dp->reduce_scatter_sum(s.grads.data(), s.part_end - s.part_begin);
+  } else {
+    dp->all_reduce_sum(s.grads.data(), s.layout.total());
+  }
+}
+
 double GPT2::grad_norm() {
-  impl_->require_training("grad_norm");
-  return std::sqrt(impl_->backend.sum_of_squares(impl_->grads.data(), impl_->layout.total()));
+  Impl& s = *impl_;
+  s.require_training("grad_norm");
+  if (!s.sharded()) return std::sqrt(s.backend.sum_of_squares(s.grads.data(), s.layout.total()));
+  // This rank's summed part only (the rest of its buffer holds its own unsummed gradients).
+  double squares = s.backend.sum_of_squares(s.grads.data() + s.part_begin, s.part_end - s.part_begin);
+  s.options.data_parallel->group().all_reduce_sum(std::span<double>(&squares, 1));
+  return std::sqrt(squares);
 }
 
 void GPT2::adamw_step(const AdamWParams& hp) {
@@ -430,12 +484,21 @@ void GPT2::adamw_step(const AdamWParams& hp) {
   INPUT_CHECK(hp.beta2 >= 0.0f && hp.beta2 < 1.0f, "adamw: beta2 must be in [0, 1), got {}", hp.beta2);
   INPUT_CHECK(hp.eps > 0.0f, "adamw: eps must be > 0, got {}", hp.eps);
   INPUT_CHECK(hp.weight_decay >= 0.0f, "adamw: weight decay must be >= 0, got {}", hp.weight_decay);
-  // One update per tensor so that weight decay reaches only the 2-D matrices.
+  // One update per tensor (its piece inside this rank's part) so that weight decay reaches only
+  // the 2-D matrices.
+  const auto [first, last] = optimizer_part();
   for (const ParamTensor& t : s.layout.tensors()) {
+    const size_t lo = std::max(t.offset, first), hi = std::min(t.offset + t.numel, last);
+    if (lo >= hi) continue;
     AdamWParams tensor_hp = hp;
     tensor_hp.weight_decay = t.weight_decay ? hp.weight_decay : 0.0f;
-    s.backend.adamw_update(s.master.data() + t.offset, s.params() + t.offset, s.m.data() + t.offset,
-                           s.v.data() + t.offset, s.grads.data() + t.offset, t.numel, tensor_hp);
+    s.backend.adamw_update(s.master.data() + lo, s.params() + lo, s.m.data() + (lo - s.part_begin),
+                           s.v.data() + (lo - s.part_begin), s.grads.data() + lo, hi - lo, tensor_hp);
+  }
+  if (s.sharded() && s.options.data_parallel->group().size() > 1) {
+    // Every rank's updated part to every rank, in fp32; the bf16 compute copy follows from it.
+    s.options.data_parallel->all_gather(s.master.data(), s.part_end - s.part_begin);
+    if (s.dtype != DType::fp32) s.backend.convert_from_float(s.params_bf16.data(), s.master.data(), s.padded);
   }
 }
 

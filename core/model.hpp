@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "core/backend.hpp"
@@ -18,6 +19,8 @@
 #include "core/params.hpp"
 
 namespace gpt2cc {
+
+class DeviceCollectives;  // core/distributed.hpp
 
 // training: parameters, gradients, AdamW moments, every layer's saved activations and the
 // backward scratch. inference: parameters and the forward's activations only (no gradients or
@@ -40,6 +43,13 @@ struct ModelOptions {
   // together while the activations stay sized for max_B x max_T (prefill and decode then run
   // their rows through as many forwards as the activations need; see prefill).
   int kv_cache_rows = 0;
+  // Data-parallel training (core/distributed.hpp): every rank holds a model with the same
+  // weights, and reduce_gradients() sums the gradients over the ranks. null: one process.
+  DeviceCollectives* data_parallel = nullptr;
+  // With data_parallel, ZeRO stage 1: rank r keeps the AdamW moments of its own 1/ranks of the
+  // parameters only and updates that part; the fp32 parameters are then gathered from their
+  // owners. false (stage 0): every rank keeps all the moments and updates everything.
+  bool shard_optimizer = true;
 };
 
 // Bytes of a KV cache of `rows` sequences: k and v, L x rows x max_seq_len x C elements of `dtype`.
@@ -75,8 +85,14 @@ class GPT2 {
   std::vector<float> parameters() const;
   void set_parameters(const std::vector<float>& host);
   std::vector<float> gradients() const;
+  // The AdamW moments of all parameters. Under a sharded optimizer every rank must call it: the
+  // parts are gathered on rank 0, and the other ranks get empty vectors.
   void optimizer_state(std::vector<float>& m, std::vector<float>& v) const;
+  // All the moments, on every rank (each keeps its part).
   void set_optimizer_state(const std::vector<float>& m, const std::vector<float>& v);
+  // The parameters [first, second) whose moments this rank holds and updates: all of them unless
+  // the optimizer is sharded.
+  std::pair<size_t, size_t> optimizer_part() const;
 
   // ---- training ----
   // inputs, targets: host (B,T) token ids; targets may be null (no loss) and may hold -1
@@ -101,8 +117,12 @@ class GPT2 {
   // call can replay as one CUDA graph. Leaves no logits() (they became dlogits).
   float forward_backward(const int* inputs, const int* targets, int B, int T, float dloss,
                          uint64_t dropout_seed = 0);
-  double grad_norm();  // global L2 norm over all parameter gradients
-  // One AdamW step over all parameters: hp.weight_decay applies to 2-D weights only.
+  // Data parallel: sums the gradients over the ranks (after the step's last backward, before
+  // grad_norm); under a sharded optimizer only this rank's part of them. One process: nothing.
+  void reduce_gradients();
+  double grad_norm();  // global L2 norm over all parameter gradients (over all ranks' parts)
+  // One AdamW step over all parameters: hp.weight_decay applies to 2-D weights only. Sharded: over
+  // this rank's part, then every rank gathers the updated parameters.
   void adamw_step(const AdamWParams& hp);
 
   // ---- inference with a KV cache (allocated on first use, kv_cache_rows() x config.max_seq_len) ----

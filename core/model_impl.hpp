@@ -145,10 +145,17 @@ struct GPT2::Impl {
   ModelOptions options;
   DType dtype;                  // the backend's compute dtype
   ParameterLayout layout;
+  // Data parallel (options.data_parallel): the parameter, gradient and compute-copy buffers hold
+  // `padded` elements (the layout's N rounded up so that it splits into equal, aligned blocks,
+  // one per rank; the tail stays 0), and this rank's AdamW moments cover the parameters
+  // [part_begin, part_end): its own block under a sharded optimizer, else [0, N).
+  size_t padded = 0;
+  size_t part_begin = 0, part_end = 0;
+  bool sharded() const { return options.data_parallel != nullptr && options.shard_optimizer; }
   DeviceArray<float> master;    // fp32 parameters: what AdamW updates and checkpoints store
   DeviceTensor params_bf16;     // bf16 only: the compute copy, rewritten from master by each AdamW step
   DeviceTensor grads;           // compute dtype
-  DeviceArray<float> m, v;      // AdamW moments
+  DeviceArray<float> m, v;      // AdamW moments of [part_begin, part_end)
   Activations act;
   Scratch scratch;
 

@@ -14,7 +14,7 @@ namespace gpt2cc {
 // defaults, so a checkpoint written before a field existed still loads.
 #define GPT2CC_TRAIN_CONFIG_FIELDS(X) X(preset) X(layers) X(heads) X(channels) X(max_seq_len) X(dropout) \
    X(init_from) X(resume) X(device) X(threads) X(cuda_device) X(dtype) X(recompute_gelu) \
-   X(cuda_graphs) X(train_data) X(val_data) X(shuffle) X(seed) \
+   X(cuda_graphs) X(zero_stage) X(train_data) X(val_data) X(shuffle) X(seed) \
    X(batch_size) X(seq_len) X(total_batch_tokens) X(lr) X(min_lr_ratio) X(warmup_steps) X(schedule) X(beta1) \
    X(beta2) X(eps) X(weight_decay) X(grad_clip) X(steps) X(epochs) X(tokens) X(stop_at_step) X(eval_every) \
    X(eval_batches) X(eval_only) X(eval_stride) X(run_dir) X(checkpoint_every) X(keep_checkpoints) \
@@ -46,6 +46,8 @@ void validate(const TrainConfig& c) {
   INPUT_CHECK(c.cuda_device >= 0, "--cuda-device must be >= 0, got {}", c.cuda_device);
   INPUT_CHECK(parse_dtype(c.dtype) == DType::fp32 || c.device == "cuda",
               "--dtype {} needs --device cuda: the CPU backend computes in fp32 only", c.dtype);
+
+  INPUT_CHECK(c.zero_stage == 0 || c.zero_stage == 1, "--zero-stage must be 0 or 1, got {}", c.zero_stage);
 
   INPUT_CHECK(c.batch_size >= 1, "--batch-size must be >= 1, got {}", c.batch_size);
   INPUT_CHECK(c.seq_len >= 1, "--seq-len must be >= 1, got {}", c.seq_len);

@@ -30,6 +30,8 @@ struct TrainConfig {
   std::string dtype = "fp32";  // compute dtype: fp32 | bf16 (bf16: mixed precision, --device cuda only)
   bool recompute_gelu = false; // recompute GELU in the backward instead of storing it per layer (saves memory)
   bool cuda_graphs = true;     // replay each training step as a CUDA graph (--device cuda, no dropout)
+  // ---- data parallel (several ranks, launched by mpiexec) ----
+  int zero_stage = 1;          // 1: the AdamW moments sharded over the ranks (ZeRO-1); 0: whole on every rank
 
   // ---- data ----
   std::string train_data;      // train shards: a file, a directory or a glob (required for training)
@@ -40,7 +42,7 @@ struct TrainConfig {
   // ---- batch ----
   int batch_size = 8;               // B, micro-batch rows, >= 1
   int seq_len = 128;                // T, tokens per row, >= 1
-  uint64_t total_batch_tokens = 0;  // tokens per optimizer step, a multiple of B*T (0: B*T)
+  uint64_t total_batch_tokens = 0;  // tokens per optimizer step, a multiple of ranks*B*T (0: ranks*B*T)
 
   // ---- optimiser ----
   double lr = 6e-4;            // peak learning rate, > 0

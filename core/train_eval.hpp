@@ -13,6 +13,8 @@
 
 namespace gpt2cc {
 
+class ProcessGroup;  // core/distributed.hpp
+
 struct EvalResult {
   double loss = 0;          // mean cross-entropy per scored token (nats)
   uint64_t tokens = 0;      // tokens scored
@@ -21,10 +23,14 @@ struct EvalResult {
 };
 
 // The whole split once, B rows of T tokens per forward.
+// With a group of several ranks (data-parallel training), every rank calls it: rank r scores
+// every ranks-th batch from the r-th, and all get the result over the whole split.
 EvalResult evaluate_split(GPT2& model, const std::vector<std::string>& shards, int B, int T, int stride,
-                          uint64_t expected_fingerprint);
+                          uint64_t expected_fingerprint, ProcessGroup* group = nullptr);
 // `batches` batches from the start of `loader` (a sequential loader: the same batches every
-// call, so validation curves compare like with like). The loader is rewound first.
-EvalResult evaluate_batches(GPT2& model, DataLoader& loader, int B, int T, int batches);
+// call, so validation curves compare like with like). The loader is rewound first. A group
+// shares the batches out as evaluate_split does.
+EvalResult evaluate_batches(GPT2& model, DataLoader& loader, int B, int T, int batches,
+                            ProcessGroup* group = nullptr);
 
 }  // namespace gpt2cc

@@ -8,6 +8,8 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <optional>
+#include <span>
 #include <tuple>
 #include <nlohmann/json.hpp>
 
@@ -73,13 +75,17 @@ std::string resolve_checkpoint(const std::string& path) {
 struct Trainer::Impl {
   TrainConfig cfg;
   Backend& backend;
+  DeviceCollectives* data_parallel;      // null: one process
+  std::unique_ptr<ProcessGroup> single;  // the group of one when there is no data_parallel
+  ProcessGroup* group;
+  int ranks = 1, rank = 0;
   ModelConfig mcfg;
   std::unique_ptr<GPT2> model;
   std::vector<std::string> train_shards, val_shards;
   std::unique_ptr<DataLoader> train_loader, val_loader;
   uint64_t fingerprint = 0;
   std::string tokenizer_dir, origin;
-  int accum = 1;
+  int accum = 1;  // micro-batches per step over all ranks; rank r runs those k with k % ranks == r
   int eval_batches = 0;
   uint64_t total_steps = 0;
   LrSchedule schedule;
@@ -90,7 +96,14 @@ struct Trainer::Impl {
   uint64_t last_saved = UINT64_MAX;
   std::vector<int> inputs, targets;  // accum micro-batches of B x T
 
-  Impl(const TrainConfig& config, Backend& be) : cfg(config), backend(be) {}
+  Impl(const TrainConfig& config, Backend& be, DeviceCollectives* dp)
+      : cfg(config),
+        backend(be),
+        data_parallel(dp),
+        single(dp ? nullptr : ProcessGroup::single()),
+        group(dp ? &dp->group() : single.get()),
+        ranks(group->size()),
+        rank(group->rank()) {}
   uint64_t micro_tokens() const { return uint64_t(cfg.batch_size) * uint64_t(cfg.seq_len); }
   fs::path checkpoint_dir() const { return fs::path(cfg.run_dir) / "checkpoints"; }
   void setup();
@@ -159,7 +172,14 @@ void Trainer::Impl::setup() {
     }
   }
 
-  accum = cfg.total_batch_tokens ? int(cfg.total_batch_tokens / micro_tokens()) : 1;
+  // --total-batch 0 is one micro-batch per rank; a run resumed from a checkpoint that recorded 0
+  // was trained in one process (before the data-parallel runs, which record the resolved value).
+  if (cfg.total_batch_tokens == 0) cfg.total_batch_tokens = uint64_t(resumed ? 1 : ranks) * micro_tokens();
+  accum = int(cfg.total_batch_tokens / micro_tokens());
+  INPUT_CHECK(accum % ranks == 0,
+              "--total-batch {} tokens is {} micro-batch(es) of --batch-size x --seq-len = {} tokens, which {} ranks "
+              "cannot share evenly: give a multiple of {} tokens",
+              cfg.total_batch_tokens, accum, micro_tokens(), ranks, uint64_t(ranks) * micro_tokens());
   const uint64_t step_tokens = uint64_t(accum) * micro_tokens();
   const uint64_t epoch_tokens = train_loader->windows_per_epoch() * uint64_t(T);
   if (cfg.steps) total_steps = cfg.steps;
@@ -200,6 +220,8 @@ void Trainer::Impl::setup() {
   ModelOptions options;
   options.recompute_gelu = cfg.recompute_gelu;
   options.cuda_graphs = cfg.cuda_graphs;
+  options.data_parallel = ranks > 1 ? data_parallel : nullptr;
+  options.shard_optimizer = cfg.zero_stage == 1;
   model = std::make_unique<GPT2>(mcfg, backend, B, T, ModelMode::training, options);
   if (from_checkpoint) {
     model->set_parameters(ckpt.params);
@@ -217,7 +239,8 @@ void Trainer::Impl::setup() {
   targets.resize(inputs.size());
 }
 
-Trainer::Trainer(const TrainConfig& config, Backend& backend) : impl_(std::make_unique<Impl>(config, backend)) {
+Trainer::Trainer(const TrainConfig& config, Backend& backend, DeviceCollectives* data_parallel)
+    : impl_(std::make_unique<Impl>(config, backend, data_parallel)) {
   impl_->setup();
 }
 Trainer::~Trainer() = default;
@@ -247,6 +270,12 @@ std::string Trainer::summary() const {
   }
   out += format("batch: B={} x T={} = {} tokens per micro-batch, {} accumulation step(s) -> {} tokens per step\n",
                 c.batch_size, c.seq_len, s.micro_tokens(), s.accum, tokens_per_step());
+  if (s.ranks > 1) {
+    const auto [first, last] = s.model->optimizer_part();
+    out += format("data parallel: {} ranks, {} micro-batch(es) each per step; ZeRO stage {}: this rank keeps the AdamW "
+                  "moments of {} of {} parameters\n",
+                  s.ranks, s.accum / s.ranks, c.zero_stage, last - first, s.model->layout().total());
+  }
   out += format("length: {} steps = {} tokens = {} epochs\n", s.total_steps, s.total_steps * tokens_per_step(),
                 double(s.total_steps * tokens_per_step()) / double(s.train_loader->windows_per_epoch() * c.seq_len));
   out += format("lr: {} warm-up {} steps, {} decay to {}; AdamW betas ({}, {}) eps {} weight decay {}; clip {}\n",
@@ -274,13 +303,15 @@ StepResult Trainer::train_step() {
 
   s.model->zero_grad();
   double loss_sum = 0;
-  for (int micro = 0; micro < s.accum; ++micro) {
+  for (int micro = s.rank; micro < s.accum; micro += s.ranks) {
     const uint64_t micro_step = s.step * uint64_t(s.accum) + uint64_t(micro);
     const float factor = dloss_factor_hook ? dloss_factor_hook(s.step, micro) : 1.0f;
     const float loss = s.model->forward_backward(s.inputs.data() + micro * BT, s.targets.data() + micro * BT, B, T,
                                                  dloss * factor, dropout_seed(s.cfg.seed, micro_step));
     loss_sum += double(loss) * s.model->num_targets();
   }
+  s.model->reduce_gradients();
+  s.group->all_reduce_sum(std::span<double>(&loss_sum, 1));
 
   StepResult r;
   r.loss = loss_sum / double(total_targets);
@@ -313,8 +344,8 @@ EvalResult Trainer::evaluate() {
   Impl& s = *impl_;
   ENSURE(has_validation(), "evaluate() without validation data");
   const int B = s.cfg.batch_size, T = s.cfg.seq_len;
-  if (s.eval_batches > 0) return evaluate_batches(*s.model, *s.val_loader, B, T, s.eval_batches);
-  return evaluate_split(*s.model, s.val_shards, B, T, T, s.fingerprint);
+  if (s.eval_batches > 0) return evaluate_batches(*s.model, *s.val_loader, B, T, s.eval_batches, s.group);
+  return evaluate_split(*s.model, s.val_shards, B, T, T, s.fingerprint, s.group);
 }
 
 Checkpoint Trainer::checkpoint() const {
@@ -336,37 +367,47 @@ Checkpoint Trainer::checkpoint() const {
 
 std::string Trainer::save() {
   Impl& s = *impl_;
-  fs::create_directories(s.checkpoint_dir());
   char name[64];
   std::snprintf(name, sizeof name, "step_%08lu.ckpt", static_cast<unsigned long>(s.step));
   fs::path path = s.checkpoint_dir() / name;
-  save_checkpoint(path.string(), checkpoint());
+  const Checkpoint c = checkpoint();  // every rank: the sharded moments gather on rank 0
   s.last_saved = s.step;
-  // Older ones go only after the new one is safely in place.
-  auto all = step_checkpoints(s.checkpoint_dir());
-  for (size_t i = 0; i + size_t(s.cfg.keep_checkpoints) < all.size(); ++i) fs::remove(all[i]);
+  if (s.group->is_root()) {
+    fs::create_directories(s.checkpoint_dir());
+    save_checkpoint(path.string(), c);
+    // Older ones go only after the new one is safely in place.
+    auto all = step_checkpoints(s.checkpoint_dir());
+    for (size_t i = 0; i + size_t(s.cfg.keep_checkpoints) < all.size(); ++i) fs::remove(all[i]);
+  }
+  s.group->barrier();  // on every rank, save() returns with the checkpoint on disk
   return path.string();
 }
 
 StopReason Trainer::run() {
   Impl& s = *impl_;
   const TrainConfig& c = s.cfg;
+  const bool root = s.group->is_root();  // writes the run directory and the console; the others train
   fs::path dir(c.run_dir);
-  fs::create_directories(dir);
-  nlohmann::json saved = {{"train", c},
-                          {"model", s.mcfg},
-                          {"derived", {{"accumulation_steps", s.accum}, {"tokens_per_step", tokens_per_step()},
-                                       {"total_steps", s.total_steps}}}};
-  write_file_atomic((dir / "config.json").string(), saved.dump(2) + "\n");
-  MetricsLog metrics((dir / "metrics.jsonl").string(), s.resumed ? int64_t(s.step) : -1);
-  ProgressLine progress(c.log_every);
+  std::optional<MetricsLog> metrics;
+  std::optional<ProgressLine> progress;
+  if (root) {
+    fs::create_directories(dir);
+    nlohmann::json saved = {{"train", c},
+                            {"model", s.mcfg},
+                            {"derived", {{"accumulation_steps", s.accum}, {"tokens_per_step", tokens_per_step()},
+                                         {"total_steps", s.total_steps}, {"ranks", s.ranks}}}};
+    write_file_atomic((dir / "config.json").string(), saved.dump(2) + "\n");
+    metrics.emplace((dir / "metrics.jsonl").string(), s.resumed ? int64_t(s.step) : -1);
+    progress.emplace(c.log_every);
+  }
 
   const uint64_t end = c.stop_at_step ? c.stop_at_step : s.total_steps;
   StopReason reason = end < s.total_steps ? StopReason::stop_at_step : StopReason::finished;
   double avg_seconds = 0;  // running mean of step time, for the ETA
   uint64_t timed = 0;
   while (s.step < end) {
-    if (stop_requested()) {
+    // Every rank stops at the same step, whichever of them got the signal.
+    if (s.group->any(stop_requested())) {
       reason = StopReason::interrupted;
       break;
     }
@@ -380,11 +421,13 @@ StopReason Trainer::run() {
                       avg_seconds * double(s.total_steps - r.step)};
     info.skipped = r.skipped;
     if (r.skipped) {
-      progress.message(format("step {}: non-finite {} (loss {}, gradient norm {}): update skipped, {} in a row",
-                              r.step, std::isfinite(r.loss) ? "gradient norm" : "loss", r.loss, r.grad_norm,
-                              s.bad_streak));
+      if (root) {
+        progress->message(format("step {}: non-finite {} (loss {}, gradient norm {}): update skipped, {} in a row",
+                                 r.step, std::isfinite(r.loss) ? "gradient norm" : "loss", r.loss, r.grad_norm,
+                                 s.bad_streak));
+      }
       if (s.bad_streak >= c.max_bad_steps) {
-        metrics.write(record);
+        if (root) metrics->write(record);
         throw Error(format("stopping: {} consecutive steps had a non-finite loss or gradient norm (the last at step "
                            "{}); the last good checkpoint is in {}. Try a lower --lr or a --grad-clip",
                            s.bad_streak, r.step, s.checkpoint_dir().string()));
@@ -397,16 +440,18 @@ StopReason Trainer::run() {
       record["val_ppl"] = e.perplexity();
       info.val_loss = e.loss;
     }
-    metrics.write(record);
-    progress.update(info);
-    if (sampler && c.sample_every && r.step % c.sample_every == 0) {
+    if (root) {
+      metrics->write(record);
+      progress->update(info);
+    }
+    if (root && sampler && c.sample_every && r.step % c.sample_every == 0) {
       std::string text = sampler(*s.model, r.step);
-      progress.message(format("--- sample at step {} ---\n{}\n---", r.step, text));
+      progress->message(format("--- sample at step {} ---\n{}\n---", r.step, text));
       std::ofstream(dir / "samples.txt", std::ios::app) << format("=== step {} ===\n{}\n", r.step, text);
     }
     if ((c.checkpoint_every && r.step % c.checkpoint_every == 0) || r.step == s.total_steps) save();
   }
-  progress.finish();
+  if (root) progress->finish();
   if (s.last_saved != s.step) save();
   return reason;
 }

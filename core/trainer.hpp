@@ -6,6 +6,10 @@
 // Resume is exact: the checkpoint holds parameters, AdamW moments, the step, and the train
 // loader's position; dropout seeds are a function of (seed, micro-step), so a resumed run
 // draws the same batches and masks and computes the same losses as an uninterrupted one.
+// Data parallel (core/distributed.hpp): with R ranks, each step's micro-batches k = 0..A-1 are
+// drawn by every rank in the same order, and rank r runs those with k % R == r, so the run sees
+// the batches, dropout masks and schedule of a one-process run with A accumulation steps (to
+// rounding: the gradients are summed in another order). Rank 0 alone writes the run directory.
 #pragma once
 
 #include <cstdint>
@@ -15,6 +19,7 @@
 
 #include "core/backend.hpp"
 #include "core/checkpoint.hpp"
+#include "core/distributed.hpp"
 #include "core/model.hpp"
 #include "core/train_config.hpp"
 #include "core/train_eval.hpp"
@@ -38,7 +43,9 @@ class Trainer {
   // and checks every combination: InputError for a mismatch between checkpoint and data
   // (tokenizer, vocabulary, sequence length), a run directory holding another run's checkpoints,
   // an eval or checkpoint interval longer than the run, and so on.
-  Trainer(const TrainConfig& config, Backend& backend);
+  // data_parallel: the collectives over the ranks of a data-parallel run (every rank builds its
+  // Trainer with the same config), or null for one process.
+  Trainer(const TrainConfig& config, Backend& backend, DeviceCollectives* data_parallel = nullptr);
   ~Trainer();
   Trainer(const Trainer&) = delete;
   Trainer& operator=(const Trainer&) = delete;
@@ -47,7 +54,7 @@ class Trainer {
   GPT2& model();
   uint64_t step() const;            // optimizer steps completed
   uint64_t total_steps() const;
-  int accumulation_steps() const;
+  int accumulation_steps() const;  // micro-batches per step, over all ranks
   uint64_t tokens_per_step() const;
   std::string summary() const;      // the run's plan: model, data, batch, length, schedule
 
@@ -60,9 +67,10 @@ class Trainer {
   EvalResult evaluate();
   bool has_validation() const;
   EvalResult last_evaluation() const;  // of the latest run() evaluation (tokens == 0: none yet)
-  // Writes <run_dir>/checkpoints/step_<step>.ckpt, keeps the newest keep_checkpoints. Returns the path.
+  // Writes <run_dir>/checkpoints/step_<step>.ckpt, keeps the newest keep_checkpoints. Returns the
+  // path. Data parallel: every rank calls it, rank 0 writes.
   std::string save();
-  Checkpoint checkpoint() const;
+  Checkpoint checkpoint() const;  // data parallel: every rank calls it; the optimizer state is whole on rank 0 only
 
   // Test hook: called before each micro-batch's backward with (step, micro); the returned factor
   // multiplies dloss (a NaN injects a non-finite gradient). Unset in normal runs.

@@ -183,6 +183,7 @@ class CudaBackend final : public Backend {
   }
   void zero(void* ptr, size_t bytes) override { CUDA_CHECK(cudaMemsetAsync(ptr, 0, bytes, stream_)); }
   void synchronize() override { CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+  void* stream_handle() override { return stream_; }
   void convert_from_float(TensorPtr dst, const float* src, size_t N) override {
     if (dtype_ == DType::bf16) return cuda::convert(as<bf16>(dst), src, N, stream_);
     copy(as<float>(dst), src, N * sizeof(float));

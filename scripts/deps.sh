@@ -1,6 +1,6 @@
 # Sourced by the entry scripts: installs what the build needs, from Debian packages, when missing.
 # Python packages (for plots and reference scripts) are installed by the scripts that use them.
-GPT2CC_DEBIAN_PACKAGES=(cmake ninja-build g++ pkg-config catch2 libcxxopts-dev nlohmann-json3-dev libpcre2-dev)
+GPT2CC_DEBIAN_PACKAGES=(cmake ninja-build g++ pkg-config catch2 libcxxopts-dev nlohmann-json3-dev libpcre2-dev mpich libmpich-dev)
 
 ensure_build_deps() {
   local missing=()

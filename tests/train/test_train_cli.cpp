@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <nlohmann/json.hpp>
 #include <vector>
@@ -36,9 +37,9 @@ std::string train_binary() {
   return path;
 }
 
-Run train(const std::string& args) {
+Run launch(const std::string& command_line) {
   Run r;
-  std::string command = train_binary() + " " + args + " 2>&1";
+  std::string command = command_line + " 2>&1";
   FILE* pipe = ::popen(command.c_str(), "r");
   REQUIRE(pipe != nullptr);
   char buf[4096];
@@ -48,6 +49,8 @@ Run train(const std::string& args) {
   r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return r;
 }
+
+Run train(const std::string& args) { return launch(train_binary() + " " + args); }
 
 // A tiny model on the fixture shards; callers append the run-specific flags.
 std::string tiny(const std::string& data) {
@@ -86,7 +89,7 @@ TEST_CASE("--help lists every flag with its default", "[cli]") {
   CHECK(r.code == 0);
   for (const char* text : {"--seq-len", "(default: 128)", "--total-batch", "--warmup-steps", "--resume",
                            "--eval-only", "--eval-stride", "--device", "--keep-checkpoints", "(default: cosine)", "--dtype",
-                           "(default: fp32)", "--recompute-gelu", "--cuda-graphs"}) {
+                           "(default: fp32)", "--recompute-gelu", "--cuda-graphs", "--zero-stage"}) {
     CHECK_THAT(r.output, Catch::Contains(text));
   }
 }
@@ -109,6 +112,7 @@ TEST_CASE("bad flags exit with code 2 and say what is wrong", "[cli]") {
       {ok + "--steps 5 --device tpu", "--device must be cpu or cuda"},
       {ok + "--steps 5 --dtype fp16", "--dtype must be fp32 or bf16, got 'fp16'"},
       {ok + "--steps 5 --dtype bf16", "--dtype bf16 needs --device cuda"},
+      {ok + "--steps 5 --zero-stage 2", "--zero-stage must be 0 or 1, got 2"},
       {ok + "--steps 5 stray", "unexpected argument 'stray'"},
       {ok, "exactly one of --steps, --epochs, --tokens"},
       {ok + "--steps 5 --epochs 1", "exactly one of --steps, --epochs, --tokens (2 given)"},
@@ -303,3 +307,118 @@ TEST_CASE("on cuda, a batch beyond device memory fails with a clear message and 
   CHECK_FALSE(std::filesystem::exists(dir + "/big/checkpoints/step_00000002.ckpt"));
   CHECK(file_contents(ckpt) == before);
 }
+
+#ifdef GPT2CC_MPIEXEC
+// Data parallel through mpiexec (the trainer's equivalence and exact resume are in
+// test_data_parallel): the plan names the ranks, the losses are those of one process with the
+// same total batch, a two-rank checkpoint continues in one process, and what cannot be shared
+// out is refused by every rank with exit code 2.
+TEST_CASE("mpiexec -n 2 train: data parallel on the cpu", "[cli][distributed]") {
+  const std::string dir = test::temp_dir("train_cli_data_parallel");
+  test::write_tiny_shards(dir);
+  const std::string mpiexec = std::string(GPT2CC_MPIEXEC) + " -n 2 " + train_binary() + " ";
+  const std::string common = tiny(dir) + "--val-data " + dir + "/val.bin --eval-every 2 --eval-batches 2 --steps 4 ";
+
+  // No --total-batch: one micro-batch per rank, 2 x 4 x 16 tokens per step.
+  Run ranked = launch(mpiexec + common + "--run-dir " + dir + "/ranked");
+  INFO(ranked.output);
+  REQUIRE(ranked.code == 0);
+  CHECK_THAT(ranked.output, Catch::Contains("-> 128 tokens per step"));
+  CHECK_THAT(ranked.output, Catch::Contains("data parallel: 2 ranks, 1 micro-batch(es) each per step; ZeRO stage 1"));
+  CHECK_THAT(ranked.output, Catch::Contains("done: step 4/4"));
+  const auto config = nlohmann::json::parse(file_contents(dir + "/ranked/config.json"));
+  CHECK(config["train"]["total_batch_tokens"] == 128);
+  CHECK(config["derived"]["ranks"] == 2);
+
+  Run alone = train(common + "--total-batch 128 --run-dir " + dir + "/alone");
+  REQUIRE(alone.code == 0);
+  const auto a = losses(dir + "/ranked"), b = losses(dir + "/alone");
+  REQUIRE(a.size() == 4);
+  REQUIRE(b.size() == 4);
+  for (size_t i = 0; i < 4; ++i) {
+    CHECK(a[i].first == Approx(b[i].first).epsilon(1e-6));
+    if (!std::isnan(b[i].second)) CHECK(a[i].second == Approx(b[i].second).epsilon(1e-6));
+  }
+
+  // Two ranks stop at step 2; one process continues (2 accumulation steps) as the two would have.
+  Run first = launch(mpiexec + common + "--stop-at-step 2 --run-dir " + dir + "/handover");
+  REQUIRE(first.code == 0);
+  Run rest = train("--resume " + dir + "/handover");
+  INFO(rest.output);
+  REQUIRE(rest.code == 0);
+  CHECK_THAT(rest.output, Catch::Contains("2 accumulation step(s) -> 128 tokens per step"));
+  const auto c = losses(dir + "/handover");
+  REQUIRE(c.size() == 4);
+  for (size_t i = 0; i < 4; ++i) CHECK(c[i].first == Approx(a[i].first).epsilon(1e-6));
+
+  struct Case {
+    std::string args, message;
+  };
+  const std::vector<Case> refused = {
+      {common + "--total-batch 64 --run-dir " + dir + "/bad",
+       "which 2 ranks cannot share evenly: give a multiple of 128"},
+      {"--eval-only --init-from " + dir + "/ranked --val-data " + dir + "/val.bin", "--eval-only runs in one process"},
+      {common + "--device cuda --cuda-device 1 --run-dir " + dir + "/bad", "--cuda-device with 2 ranks"},
+  };
+  for (const Case& bad : refused) {
+    INFO("mpiexec -n 2 train " << bad.args);
+    Run r = launch(mpiexec + bad.args);
+    CHECK(r.code == 2);
+    CHECK_THAT(r.output, Catch::Contains(bad.message));
+    CHECK_THAT(r.output, Catch::Contains("train (rank 0 of 2): ") || Catch::Contains("train (rank 1 of 2): "));
+  }
+  CHECK_FALSE(std::filesystem::exists(dir + "/bad"));
+}
+
+// The same over NCCL on two GPUs (on the emulated ones: ctest's emu_train_cli, two emulated
+// devices, NCCL's calls over MPI), fp32 with ZeRO stages 1 and 0, and bf16 (its gradients summed
+// in bf16): the losses of one process with the same total batch, and a stopped and resumed run
+// that repeats an uninterrupted one exactly.
+TEST_CASE("mpiexec -n 2 train --device cuda: data parallel over NCCL", "[cli][cuda][distributed]") {
+  const std::string dir = test::temp_dir("train_cli_data_parallel_cuda");
+  test::write_tiny_shards(dir);
+  const std::string mpiexec = std::string(GPT2CC_MPIEXEC) + " -n 2 " + train_binary() + " ";
+  const std::string common = tiny(dir) + "--device cuda --val-data " + dir +
+                             "/val.bin --eval-every 2 --eval-batches 2 --steps 4 --tokenizer /nowhere ";
+  const Run probe = launch(mpiexec + common + "--steps 1 --eval-every 1 --run-dir " + dir + "/probe");
+  for (const char* unable : {"--device cuda:", "does not exist: this machine has", "needs NCCL", "no CUDA backend"}) {
+    if (probe.code != 0 && probe.output.find(unable) != std::string::npos) {
+      WARN("no two CUDA devices with NCCL here, nothing checked: " << probe.output);
+      return;
+    }
+  }
+  INFO(probe.output);
+  REQUIRE(probe.code == 0);
+
+  struct Setting {
+    std::string flags;
+    double tolerance;  // of a loss against one process's
+  };
+  for (const Setting& setting : {Setting{"--dtype fp32", 1e-5}, Setting{"--dtype fp32 --zero-stage 0", 1e-5},
+                                 Setting{"--dtype bf16", 2e-2}}) {
+    INFO(setting.flags);
+    const std::string run = common + setting.flags + " ";
+    const std::string name = std::to_string(std::hash<std::string>{}(setting.flags));
+    const Run ranked = launch(mpiexec + run + "--run-dir " + dir + "/ranked_" + name);
+    INFO(ranked.output);
+    REQUIRE(ranked.code == 0);
+    CHECK_THAT(ranked.output, Catch::Contains("data parallel: 2 ranks"));
+    REQUIRE(train(run + "--total-batch 128 --run-dir " + dir + "/alone_" + name).code == 0);
+    const auto a = losses(dir + "/ranked_" + name), b = losses(dir + "/alone_" + name);
+    REQUIRE(a.size() == 4);
+    REQUIRE(b.size() == 4);
+    for (size_t i = 0; i < 4; ++i) CHECK(a[i].first == Approx(b[i].first).epsilon(setting.tolerance));
+
+    REQUIRE(launch(mpiexec + run + "--stop-at-step 2 --run-dir " + dir + "/split_" + name).code == 0);
+    const Run resumed = launch(mpiexec + std::string("--resume ") + dir + "/split_" + name);
+    INFO(resumed.output);
+    REQUIRE(resumed.code == 0);
+    const auto c = losses(dir + "/split_" + name);
+    REQUIRE(c.size() == 4);
+    for (size_t i = 0; i < 4; ++i) {
+      CHECK(c[i].first == a[i].first);
+      if (!std::isnan(a[i].second)) CHECK(c[i].second == a[i].second);
+    }
+  }
+}
+#endif

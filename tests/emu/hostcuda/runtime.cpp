@@ -1,7 +1,8 @@
 // A CUDA runtime on the host, linked instead of libcudart: the cudart functions that kernels/ and
 // tests/cuda call (declared by the real cuda_runtime_api.h, extern "C"), with CUDA's semantics
-// on host memory and one emulated device (a GPU profile and the kernel images of the emulated
-// binary: device.cpp; by default an sm_90 H100 with 80 GiB) whose kernels run on the CPU emulator.
+// on host memory and one emulated device (or copies of it: device_exists; a GPU profile and the
+// kernel images of the emulated binary: device.cpp; by default an sm_90 H100 with 80 GiB) whose
+// kernels run on the CPU emulator.
 // - Memory: cudaMalloc / cudaMallocAsync memory is NOT zeroed on a GPU, so here it starts as
 //   0xFF bytes (NaN in fp32 and bf16): a read of memory nobody wrote shows in the results.
 //   Copies and memsets must stay inside one allocation on their device side.
@@ -133,6 +134,18 @@ State& state() {
 
 thread_local cudaError_t last_error = cudaSuccess;
 thread_local int current_device = 0;
+
+// Devices 0..$GPT2CC_EMU_DEVICES-1 (default 1): copies of the one emulated device, sharing its
+// memory and state, for a process that uses one of them (a rank of a data-parallel job takes the
+// device of its local rank).
+bool device_exists(int device) {
+  static const int count = [] {
+    const char* value = std::getenv("GPT2CC_EMU_DEVICES");
+    const int n = value != nullptr ? std::atoi(value) : 1;
+    return n >= 1 && n <= 64 ? n : 1;
+  }();
+  return device >= 0 && device < count;
+}
 
 // The window of launches from a TU without an `extern __shared__` array (its kernels use none).
 alignas(16) thread_local unsigned char fallback_shared[emu::kSharedCapacity];
@@ -477,6 +490,7 @@ cudaError_t cudaPeekAtLastError(void) { return hc::last_error; }
 cudaError_t cudaGetDeviceCount(int* count) {
   if (count == nullptr) return record_error(cudaErrorInvalidValue);
   *count = 1;
+  while (hc::device_exists(*count)) *count += 1;
   return cudaSuccess;
 }
 
@@ -503,14 +517,14 @@ cudaError_t cudaGetDevice(int* device) {
 }
 
 cudaError_t cudaSetDevice(int device) {
-  if (device != 0) return record_error(cudaErrorInvalidDevice);
+  if (!hc::device_exists(device)) return record_error(cudaErrorInvalidDevice);
   hc::current_device = device;
   return cudaSuccess;
 }
 
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
   if (prop == nullptr) return record_error(cudaErrorInvalidValue);
-  if (device != 0) return record_error(cudaErrorInvalidDevice);
+  if (!hc::device_exists(device)) return record_error(cudaErrorInvalidDevice);
   *prop = hc::device_properties();
   return cudaSuccess;
 }
@@ -519,7 +533,7 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
 // device does not know it), where the real one would answer.
 cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {
   if (value == nullptr) return record_error(cudaErrorInvalidValue);
-  if (device != 0) return record_error(cudaErrorInvalidDevice);
+  if (!hc::device_exists(device)) return record_error(cudaErrorInvalidDevice);
   const cudaDeviceProp prop = hc::device_properties();
   switch (attr) {
     case cudaDevAttrMultiProcessorCount: *value = prop.multiProcessorCount; return cudaSuccess;
@@ -613,7 +627,7 @@ cudaError_t cudaMemGetInfo(size_t* free, size_t* total) {
 
 cudaError_t cudaDeviceGetDefaultMemPool(cudaMemPool_t* memPool, int device) {
   if (memPool == nullptr) return record_error(cudaErrorInvalidValue);
-  if (device != 0) return record_error(cudaErrorInvalidDevice);
+  if (!hc::device_exists(device)) return record_error(cudaErrorInvalidDevice);
   *memPool = &hc::state().default_pool;
   return cudaSuccess;
 }
@@ -662,7 +676,7 @@ cudaError_t cudaMemPoolTrimTo(cudaMemPool_t memPool, size_t minBytesToKeep) {
 
 cudaError_t cudaDeviceGetGraphMemAttribute(int device, cudaGraphMemAttributeType attr, void* value) {
   const Lock lock(api_mutex());
-  if (device != 0) return record_error(cudaErrorInvalidDevice);
+  if (!hc::device_exists(device)) return record_error(cudaErrorInvalidDevice);
   if (value == nullptr) return record_error(cudaErrorInvalidValue);
   uint64_t& out = *static_cast<uint64_t*>(value);
   const auto& st = hc::state();
@@ -678,7 +692,7 @@ cudaError_t cudaDeviceGetGraphMemAttribute(int device, cudaGraphMemAttributeType
 // The high-water marks only, and to 0 only (as the pool's): they restart at the current value.
 cudaError_t cudaDeviceSetGraphMemAttribute(int device, cudaGraphMemAttributeType attr, void* value) {
   const Lock lock(api_mutex());
-  if (device != 0) return record_error(cudaErrorInvalidDevice);
+  if (!hc::device_exists(device)) return record_error(cudaErrorInvalidDevice);
   if (value == nullptr || *static_cast<uint64_t*>(value) != 0) return record_error(cudaErrorInvalidValue);
   auto& st = hc::state();
   if (attr == cudaGraphMemAttrUsedMemHigh) st.graph_used_high = 0;
@@ -690,7 +704,7 @@ cudaError_t cudaDeviceSetGraphMemAttribute(int device, cudaGraphMemAttributeType
 // Nothing runs in the background here: all of the reserved graph memory goes back.
 cudaError_t cudaDeviceGraphMemTrim(int device) {
   const Lock lock(api_mutex());
-  if (device != 0) return record_error(cudaErrorInvalidDevice);
+  if (!hc::device_exists(device)) return record_error(cudaErrorInvalidDevice);
   auto& st = hc::state();
   st.allocated_bytes -= st.graph_reserved;
   st.graph_reserved = 0;

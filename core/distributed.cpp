@@ -1,0 +1,237 @@
+// The process group and the host-memory collectives (core/distributed.hpp), over MPI when the
+// build has it (GPT2CC_HAVE_MPI), a single process otherwise.
+#include "core/distributed.hpp"
+
+#include <algorithm>
+#include <climits>
+#include <cstdlib>
+#include <vector>
+
+#include "core/check.hpp"
+
+#ifdef GPT2CC_HAVE_MPI
+#include <mpi.h>
+#endif
+
+namespace gpt2cc {
+
+namespace {
+
+// The first of `names` that is set, as an int (-1: none is set or it is not a number).
+int env_int(std::initializer_list<const char*> names, std::string* which = nullptr) {
+  for (const char* name : names) {
+    const char* value = std::getenv(name);
+    if (value == nullptr || *value == '\0') continue;
+    char* end = nullptr;
+    const long v = std::strtol(value, &end, 10);
+    if (*end != '\0' || v < 0 || v > INT_MAX) continue;
+    if (which != nullptr) *which = name;
+    return int(v);
+  }
+  return -1;
+}
+
+#ifdef GPT2CC_HAVE_MPI
+void mpi_check(int code, const char* what) {
+  if (code == MPI_SUCCESS) return;
+  char text[MPI_MAX_ERROR_STRING];
+  int length = 0;
+  MPI_Error_string(code, text, &length);
+  throw Error(format("MPI {} failed: {}", what, std::string(text, size_t(length))));
+}
+#define MPI_CALL(call) mpi_check((call), #call)
+
+// MPI counts are ints: longer buffers go in pieces.
+constexpr size_t kMpiChunk = size_t(1) << 30;
+#endif
+
+}  // namespace
+
+LaunchInfo detect_launch() {
+  LaunchInfo info;
+  // Open MPI, MPICH / Intel MPI (Hydra's PMI), PMIx launchers, Slurm's srun (a job step's tasks).
+  const int size = env_int({"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "SLURM_STEP_NUM_TASKS"}, &info.launcher);
+  if (size < 1) return LaunchInfo{};
+  info.size = size;
+  info.rank = std::max(0, env_int({"OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID"}));
+  info.local_rank =
+      std::max(0, env_int({"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "MPI_LOCAL_RANK", "SLURM_LOCALID"}));
+  return info;
+}
+
+bool mpi_built() {
+#ifdef GPT2CC_HAVE_MPI
+  return true;
+#else
+  return false;
+#endif
+}
+
+std::unique_ptr<ProcessGroup> ProcessGroup::single() { return std::unique_ptr<ProcessGroup>(new ProcessGroup()); }
+
+std::unique_ptr<ProcessGroup> ProcessGroup::join(int* argc, char*** argv) {
+  const LaunchInfo launch = detect_launch();
+  const char* forced = std::getenv("GPT2CC_MPI");
+  const bool want_mpi = launch.size > 1 || (forced != nullptr && std::string(forced) == "1");
+#ifdef GPT2CC_HAVE_MPI
+  if (!want_mpi) return single();
+  int initialized = 0;
+  MPI_CALL(MPI_Initialized(&initialized));
+  if (!initialized) MPI_CALL(MPI_Init(argc, argv));
+  std::unique_ptr<ProcessGroup> group(new ProcessGroup());
+  group->mpi_ = true;
+  MPI_CALL(MPI_Comm_rank(MPI_COMM_WORLD, &group->rank_));
+  MPI_CALL(MPI_Comm_size(MPI_COMM_WORLD, &group->size_));
+  // The rank among those sharing this machine's memory: the launcher's variables are not
+  // standard, MPI's shared-memory split is.
+  MPI_Comm local;
+  MPI_CALL(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, group->rank_, MPI_INFO_NULL, &local));
+  MPI_CALL(MPI_Comm_rank(local, &group->local_rank_));
+  MPI_Comm_free(&local);
+  return group;
+#else
+  (void)argc;
+  (void)argv;
+  INPUT_CHECK(!want_mpi,
+              "this process is rank {} of {} ({} is set by the launcher), but this build of gpt2cc has no MPI, so "
+              "every rank would train alone into the same run directory: install MPI (Debian: libmpich-dev or "
+              "libopenmpi-dev) and rebuild, or run one process without mpiexec",
+              launch.rank, launch.size, launch.launcher.empty() ? "GPT2CC_MPI" : launch.launcher);
+  return single();
+#endif
+}
+
+ProcessGroup::~ProcessGroup() {
+#ifdef GPT2CC_HAVE_MPI
+  if (mpi_) {
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (!finalized) MPI_Finalize();
+  }
+#endif
+}
+
+void ProcessGroup::all_reduce_sum(std::span<double> values) {
+#ifdef GPT2CC_HAVE_MPI
+  if (mpi_ && size_ > 1)
+    MPI_CALL(MPI_Allreduce(MPI_IN_PLACE, values.data(), int(values.size()), MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD));
+#else
+  (void)values;
+#endif
+}
+
+bool ProcessGroup::any(bool flag) {
+  double value = flag ? 1.0 : 0.0;
+  all_reduce_sum(std::span<double>(&value, 1));
+  return value > 0.0;
+}
+
+void ProcessGroup::broadcast(void* data, size_t bytes, int root) {
+#ifdef GPT2CC_HAVE_MPI
+  if (!mpi_ || size_ == 1) return;
+  for (size_t done = 0; done < bytes; done += kMpiChunk) {
+    const size_t n = std::min(kMpiChunk, bytes - done);
+    MPI_CALL(MPI_Bcast(static_cast<char*>(data) + done, int(n), MPI_BYTE, root, MPI_COMM_WORLD));
+  }
+#else
+  (void)data, (void)bytes, (void)root;
+#endif
+}
+
+void ProcessGroup::gather(float* full, std::span<const float> part, int root) {
+  if (!mpi_ || size_ == 1) {
+    std::copy(part.begin(), part.end(), full);
+    return;
+  }
+#ifdef GPT2CC_HAVE_MPI
+  // Blocks of up to kMpiChunk floats: block k of every rank's part in one MPI_Gather (every rank's
+  // part has the same size).
+  const size_t n = part.size();
+  std::vector<float> staging;
+  for (size_t done = 0; done < n; done += kMpiChunk) {
+    const size_t count = std::min(kMpiChunk, n - done);
+    if (rank_ == root) staging.resize(count * size_t(size_));
+    MPI_CALL(MPI_Gather(part.data() + done, int(count), MPI_FLOAT, staging.data(), int(count), MPI_FLOAT, root,
+                        MPI_COMM_WORLD));
+    if (rank_ != root) continue;
+    for (int r = 0; r < size_; ++r)
+      std::copy_n(staging.begin() + std::ptrdiff_t(size_t(r) * count), count, full + size_t(r) * n + done);
+  }
+#endif
+}
+
+void ProcessGroup::barrier() {
+#ifdef GPT2CC_HAVE_MPI
+  if (mpi_ && size_ > 1) MPI_CALL(MPI_Barrier(MPI_COMM_WORLD));
+#endif
+}
+
+void ProcessGroup::abort(int code) {
+#ifdef GPT2CC_HAVE_MPI
+  if (mpi_ && size_ > 1) MPI_Abort(MPI_COMM_WORLD, code);
+#else
+  (void)code;
+#endif
+}
+
+// ---- collectives on host memory (the CPU backend) ----
+
+#ifdef GPT2CC_HAVE_MPI
+namespace {
+
+class MpiCollectives final : public DeviceCollectives {
+ public:
+  MpiCollectives(ProcessGroup& group, Backend& backend) : group_(group), backend_(backend) {}
+  ProcessGroup& group() override { return group_; }
+
+  void all_reduce_sum(TensorPtr buf, size_t n) override {
+    float* data = host_floats(buf);
+    for (size_t done = 0; done < n; done += kMpiChunk) {
+      const int count = int(std::min(kMpiChunk, n - done));
+      MPI_CALL(MPI_Allreduce(MPI_IN_PLACE, data + done, count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD));
+    }
+  }
+  void reduce_scatter_sum(TensorPtr buf, size_t block) override {
+    float* data = host_floats(buf);
+    ENSURE(block <= kMpiChunk, "reduce_scatter_sum: a block of {} floats is more than MPI takes at once", block);
+    // MPI forbids overlapping send and receive buffers: the sum arrives in a scratch block first.
+    scratch_.resize(block);
+    MPI_CALL(MPI_Reduce_scatter_block(data, scratch_.data(), int(block), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD));
+    std::copy(scratch_.begin(), scratch_.end(), data + size_t(group_.rank()) * block);
+  }
+  void all_gather(float* buf, size_t block) override {
+    backend_.synchronize();
+    ENSURE(block <= kMpiChunk, "all_gather: a block of {} floats is more than MPI takes at once", block);
+    MPI_CALL(MPI_Allgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, int(block), MPI_FLOAT, MPI_COMM_WORLD));
+  }
+
+ private:
+  // The CPU backend computes in fp32 only; its work is done when its calls return.
+  float* host_floats(TensorPtr buf) {
+    ENSURE(buf.dtype == DType::fp32, "MPI collectives: {} buffers on the CPU backend (it computes in fp32)",
+           dtype_name(buf.dtype));
+    backend_.synchronize();
+    return static_cast<float*>(buf.data);
+  }
+
+  ProcessGroup& group_;
+  Backend& backend_;
+  std::vector<float> scratch_;
+};
+
+}  // namespace
+#endif
+
+std::unique_ptr<DeviceCollectives> make_mpi_collectives(ProcessGroup& group, Backend& backend) {
+  INPUT_CHECK(backend.kind() == DeviceKind::cpu,
+              "MPI collectives work on host memory (the cpu backend); the cuda backend uses NCCL");
+#ifdef GPT2CC_HAVE_MPI
+  INPUT_CHECK(group.uses_mpi(), "MPI collectives need a process group joined through MPI");
+  return std::make_unique<MpiCollectives>(group, backend);
+#else
+  fail_input("data-parallel training on the cpu backend needs MPI, and this build of gpt2cc has none: install MPI "
+             "(Debian: libmpich-dev) and rebuild");
+#endif
+}
+
+}  // namespace gpt2cc

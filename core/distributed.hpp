@@ -1,0 +1,98 @@
+// Data-parallel training over several processes (DESIGN.md "Scale beyond one GPU"): one process
+// (rank) per GPU, or per CPU socket, launched by MPI (`mpiexec -n 4 train ...`), every rank holding
+// the whole model. A step's micro-batches are dealt out over the ranks; the gradients are summed
+// over the ranks (NCCL on CUDA, MPI on the CPU backend), then
+//   ZeRO stage 0: every rank runs AdamW over all parameters (all-reduce of the gradients);
+//   ZeRO stage 1: rank r owns one contiguous 1/ranks of the parameters and holds only that part
+//                 of the AdamW moments (reduce-scatter of the gradients, AdamW on its part, then
+//                 an all-gather of the fp32 parameters) (Rajbhandari et al. 2020).
+// Both move the same bytes per step; stage 1 keeps 2N/ranks moment floats per rank instead of 2N.
+//
+// ProcessGroup: who the ranks are, and small collectives on host values (loss sums, the stop
+// flag, a checkpoint's optimizer state). DeviceCollectives: collectives on buffers in a backend's
+// memory. Every rank must call every collective, in the same order.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "core/backend.hpp"
+
+namespace gpt2cc {
+
+// What the launcher says about this process: mpiexec / mpirun / srun set rank and size variables
+// (MPICH: PMI_RANK, PMI_SIZE; Open MPI: OMPI_COMM_WORLD_RANK, ...; srun: SLURM_PROCID, ...).
+struct LaunchInfo {
+  int rank = 0;
+  int size = 1;
+  int local_rank = 0;       // rank among the processes on this machine (which GPU to take)
+  std::string launcher;     // the variable that told, e.g. "PMI_SIZE"; empty: not launched by MPI
+};
+LaunchInfo detect_launch();
+
+class ProcessGroup {
+ public:
+  // Joins the job: MPI_Init when the launcher started several ranks (or GPT2CC_MPI=1 asks for it
+  // with one), a single process otherwise. InputError when the launcher started several ranks and
+  // this build has no MPI (each would train alone, all into one run directory).
+  static std::unique_ptr<ProcessGroup> join(int* argc, char*** argv);
+  // A single process without MPI.
+  static std::unique_ptr<ProcessGroup> single();
+  ~ProcessGroup();  // MPI_Finalize
+  ProcessGroup(const ProcessGroup&) = delete;
+  ProcessGroup& operator=(const ProcessGroup&) = delete;
+
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+  int local_rank() const { return local_rank_; }
+  bool is_root() const { return rank_ == 0; }
+  bool uses_mpi() const { return mpi_; }
+
+  // Host collectives (no-ops on a single process).
+  void all_reduce_sum(std::span<double> values);
+  bool any(bool flag);  // true when any rank passes true
+  void broadcast(void* data, size_t bytes, int root = 0);
+  // Rank r's `part` lands at full[r * part.size()] on the root (full: size() * part.size()
+  // floats there; ignored elsewhere).
+  void gather(float* full, std::span<const float> part, int root = 0);
+  void barrier();
+  // Ends every rank of the job with `code` (after an error on this one: the others would wait
+  // forever in their next collective). Returns on a single process.
+  void abort(int code);
+
+ private:
+  ProcessGroup() = default;
+  int rank_ = 0, size_ = 1, local_rank_ = 0;
+  bool mpi_ = false;
+};
+
+// Collectives on a backend's memory, among the ranks of a ProcessGroup; in place, ordered after
+// the backend's earlier work (on CUDA: enqueued on the backend's stream).
+class DeviceCollectives {
+ public:
+  virtual ~DeviceCollectives() = default;
+  virtual ProcessGroup& group() = 0;
+  // buf[0, n) <- the sum over the ranks of their buf[0, n).
+  virtual void all_reduce_sum(TensorPtr buf, size_t n) = 0;
+  // buf holds size() blocks of `block` elements; rank r's block r becomes the sum over the ranks
+  // of their block r. The other blocks are left unspecified.
+  virtual void reduce_scatter_sum(TensorPtr buf, size_t block) = 0;
+  // buf holds size() blocks of `block` floats; every rank's block r becomes rank r's block r.
+  virtual void all_gather(float* buf, size_t block) = 0;
+};
+
+// The collectives for `backend`'s memory: MPI on the CPU backend's host memory, NCCL on CUDA.
+// InputError when this build has no way to do it (no MPI; CUDA without NCCL). Defined with the
+// backend selection (core/backend_select.cpp).
+std::unique_ptr<DeviceCollectives> make_device_collectives(ProcessGroup& group, Backend& backend);
+// The two implementations: host memory over MPI (core/distributed.cpp); a CUDA backend's memory
+// over NCCL (kernels/collectives_nccl.cpp, when built with NCCL).
+std::unique_ptr<DeviceCollectives> make_mpi_collectives(ProcessGroup& group, Backend& backend);
+std::unique_ptr<DeviceCollectives> make_nccl_collectives(ProcessGroup& group, Backend& backend);
+bool mpi_built();
+bool nccl_built();
+
+}  // namespace gpt2cc
