@@ -65,9 +65,10 @@ done
 if ((BINARIES)); then
   ensure_build_deps
   fingerprint=$(gpt2cc_source_fingerprint .)
-  # For the lent machine's H100 or H200, whatever GPU (or none) this machine has.
+  # For the lent machine's H100 or H200, whatever GPU (or none) this machine has. Without MPI
+  # and NCCL: the binaries would need libmpich and libnccl there, and one GPU runs no data parallel.
   cmake -S . -B "$CUDA_BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGPT2CC_CUDA=ON \
-    -DGPT2CC_CUDA_ARCHITECTURES=90 >/dev/null
+    -DGPT2CC_CUDA_ARCHITECTURES=90 -DGPT2CC_MPI=OFF -DGPT2CC_NCCL=OFF >/dev/null
   targets=()
   for exe in "${GPT2CC_GPU_BINARIES[@]}"; do targets+=("${exe##*/}"); done
   cmake --build "$CUDA_BUILD_DIR" -j "$(nproc)" --target "${targets[@]}"
