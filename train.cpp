@@ -7,10 +7,12 @@
 //   mpiexec -n 8 train --device cuda --total-batch 524288 ...   data parallel, one rank per GPU
 // Flags fill a TrainConfig (core/train_config.hpp); core/trainer.cpp does the work. Exit codes:
 // 0 done (also after SIGINT/SIGTERM, which checkpoint first), 1 internal error, 2 bad input.
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
 #include <optional>
+#include <thread>
 #include <nlohmann/json.hpp>
 
 #include <cxxopts.hpp>
@@ -56,7 +58,7 @@ cxxopts::Options make_options(TrainConfig& c) {
       c.init_from);
   add("model", "resume", "checkpoint, or run directory (its newest), to continue exactly", c.resume);
   add("device", "device", "cpu or cuda", c.device);
-  add("device", "threads", "CPU threads (0: all cores)", c.threads);
+  add("device", "threads", "CPU threads (0: all cores, shared among the ranks on the machine)", c.threads);
   add("device", "cuda-device", "GPU index", c.cuda_device);
   add("device", "dtype", "compute dtype: fp32 or bf16 (mixed, cuda on sm_80 or newer)", c.dtype);
   add("device", "recompute-gelu", "recompute GELU in the backward instead of storing it (less memory)",
@@ -121,6 +123,7 @@ TrainConfig resume_config(const TrainConfig& given, int argc, char** argv) {
   TrainConfig base = c;
   auto options = make_options(c);
   options.parse(argc, argv);
+  if (c.total_batch_tokens == 0) c.total_batch_tokens = base.total_batch_tokens;  // 0: the run's own
   INPUT_CHECK(c.batch_size == base.batch_size && c.seq_len == base.seq_len &&
                   c.total_batch_tokens == base.total_batch_tokens && c.seed == base.seed &&
                   c.shuffle == base.shuffle && c.dropout == base.dropout && c.dtype == base.dtype,
@@ -200,6 +203,18 @@ int export_hf(const TrainConfig& c) {
   return 0;
 }
 
+// The GPU of a rank: local rank i takes GPU i, and a rank that sees one GPU (a scheduler gave each
+// rank its own through CUDA_VISIBLE_DEVICES) takes that one.
+int rank_gpu(const ProcessGroup& group) {
+  const int count = cuda_device_count();
+  if (count <= 1) return 0;  // none: make_cuda_backend says so
+  INPUT_CHECK(group.local_rank() < count,
+              "rank {} is local rank {} of the {} on its machine, which shows it {} CUDA device(s): start at most {} "
+              "ranks per machine, or give each rank its own GPU (CUDA_VISIBLE_DEVICES)",
+              group.rank(), group.local_rank(), group.local_size(), count, count);
+  return group.local_rank();
+}
+
 // Samples `sample_tokens` tokens after <|endoftext|> with top-k 40, a fixed seed per step.
 std::function<std::string(GPT2&, uint64_t)> make_sampler(const TrainConfig& c) {
   auto tokenizer = std::make_shared<Tokenizer>(Tokenizer::load(c.tokenizer_dir));
@@ -237,16 +252,18 @@ int run(int argc, char** argv, ProcessGroup& group) {
   INPUT_CHECK(!data_parallel || (config.export_hf.empty() && !config.eval_only),
               "--{} runs in one process: start it without mpiexec", config.eval_only ? "eval-only" : "export-hf");
   if (!config.export_hf.empty()) return export_hf(config);
-  // Several ranks on one machine: rank i takes GPU i of it.
   INPUT_CHECK(!data_parallel || config.device != "cuda" || !parsed.count("cuda-device"),
               "--cuda-device with {} ranks: every rank would take GPU {}; leave it out, and the rank with local index "
               "i takes GPU i",
               group.size(), config.cuda_device);
-  if (data_parallel && config.device == "cuda") config.cuda_device = group.local_rank();
+  // Where this rank runs (not recorded in the run's config: a resume may run elsewhere).
+  int gpu = config.cuda_device, threads = config.threads;
+  if (data_parallel && config.device == "cuda") gpu = rank_gpu(group);
+  if (data_parallel && config.device == "cpu" && threads == 0)
+    threads = std::max(1, int(std::thread::hardware_concurrency()) / group.local_size());
 
   const DType dtype = parse_dtype(config.dtype);
-  auto backend = config.device == "cuda" ? make_cuda_backend(config.cuda_device, dtype)
-                                         : make_cpu_backend(config.threads, dtype);
+  auto backend = config.device == "cuda" ? make_cuda_backend(gpu, dtype) : make_cpu_backend(threads, dtype);
   if (config.eval_only) return eval_only(config, *backend);
 
   std::unique_ptr<DeviceCollectives> collectives;
@@ -258,7 +275,7 @@ int run(int argc, char** argv, ProcessGroup& group) {
     trainer.run();
     return 0;
   }
-  std::cout << "configuration:\n" << describe(config) << trainer.summary() << std::flush;
+  std::cout << "configuration:\n" << describe(trainer.config()) << trainer.summary() << std::flush;
   if (config.sample_every) trainer.sampler = make_sampler(config);
   StopReason reason = trainer.run();
   std::string where = config.run_dir + "/checkpoints";

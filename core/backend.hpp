@@ -254,5 +254,7 @@ std::vector<float> download_as_float(Backend& backend, ConstTensorPtr src, size_
 std::unique_ptr<Backend> make_cpu_backend(int threads = 0, DType dtype = DType::fp32);  // 0: OpenMP default
 std::unique_ptr<Backend> make_cuda_backend(int device = 0, DType dtype = DType::fp32);
 bool cuda_backend_built();
+// The CUDA devices this process sees (after CUDA_VISIBLE_DEVICES); 0 without a CUDA backend or GPU.
+int cuda_device_count();
 
 }  // namespace gpt2cc

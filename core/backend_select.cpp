@@ -15,6 +15,7 @@ std::unique_ptr<Backend> make_cuda_backend(int, DType) {
       "use --device cpu, or install the CUDA toolkit and rebuild with -DGPT2CC_CUDA=ON");
 }
 bool cuda_backend_built() { return false; }
+int cuda_device_count() { return 0; }
 #endif
 
 #ifndef GPT2CC_HAVE_NCCL

@@ -32,6 +32,15 @@ int env_int(std::initializer_list<const char*> names, std::string* which = nullp
 }
 
 #ifdef GPT2CC_HAVE_MPI
+// The library's own name and version, e.g. "MPICH Version: 4.0.2 ...", first line.
+std::string mpi_library() {
+  char text[MPI_MAX_LIBRARY_VERSION_STRING];
+  int length = 0;
+  MPI_Get_library_version(text, &length);
+  std::string name(text, size_t(length));
+  return name.substr(0, name.find('\n'));
+}
+
 void mpi_check(int code, const char* what) {
   if (code == MPI_SUCCESS) return;
   char text[MPI_MAX_ERROR_STRING];
@@ -77,16 +86,32 @@ std::unique_ptr<ProcessGroup> ProcessGroup::join(int* argc, char*** argv) {
   if (!want_mpi) return single();
   int initialized = 0;
   MPI_CALL(MPI_Initialized(&initialized));
-  if (!initialized) MPI_CALL(MPI_Init(argc, argv));
+  if (!initialized) {
+    // Other threads run (OpenMP, the data prefetch, NCCL's proxies); only this one calls MPI.
+    int provided = MPI_THREAD_SINGLE;
+    MPI_CALL(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided));
+    if (provided < MPI_THREAD_FUNNELED) {
+      MPI_Finalize();
+      fail_input("this MPI library does not allow threads in an MPI process (MPI_THREAD_FUNNELED), which gpt2cc "
+                 "has (OpenMP, data loading, NCCL)");
+    }
+  }
   std::unique_ptr<ProcessGroup> group(new ProcessGroup());
   group->mpi_ = true;
   MPI_CALL(MPI_Comm_rank(MPI_COMM_WORLD, &group->rank_));
   MPI_CALL(MPI_Comm_size(MPI_COMM_WORLD, &group->size_));
+  // Another MPI's launcher (Open MPI's mpirun for an MPICH build, or the reverse) starts
+  // processes that each come up as a job of one: they would train alone into one run directory.
+  INPUT_CHECK(launch.size <= 1 || group->size_ == launch.size,
+              "the launcher started {} ranks ({} = {}), but MPI sees a job of {}: the mpiexec used is not the one "
+              "of the MPI this gpt2cc was built with ({}); launch with that MPI's mpiexec",
+              launch.size, launch.launcher, launch.size, group->size_, mpi_library());
   // The rank among those sharing this machine's memory: the launcher's variables are not
   // standard, MPI's shared-memory split is.
   MPI_Comm local;
   MPI_CALL(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, group->rank_, MPI_INFO_NULL, &local));
   MPI_CALL(MPI_Comm_rank(local, &group->local_rank_));
+  MPI_CALL(MPI_Comm_size(local, &group->local_size_));
   MPI_Comm_free(&local);
   return group;
 #else

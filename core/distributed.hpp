@@ -6,7 +6,9 @@
 //   ZeRO stage 1: rank r owns one contiguous 1/ranks of the parameters and holds only that part
 //                 of the AdamW moments (reduce-scatter of the gradients, AdamW on its part, then
 //                 an all-gather of the fp32 parameters) (Rajbhandari et al. 2020).
-// Both move the same bytes per step; stage 1 keeps 2N/ranks moment floats per rank instead of 2N.
+// Stage 1 keeps 2N/ranks moment floats per rank instead of 2N. In fp32 both move the same bytes
+// per step; in bf16 stage 1 moves 1.5x (bf16 gradients out, fp32 parameters back), so that every
+// rank keeps the whole fp32 master and a checkpoint needs no gather of it.
 //
 // ProcessGroup: who the ranks are, and small collectives on host values (loss sums, the stop
 // flag, a checkpoint's optimizer state). DeviceCollectives: collectives on buffers in a backend's
@@ -48,6 +50,7 @@ class ProcessGroup {
   int rank() const { return rank_; }
   int size() const { return size_; }
   int local_rank() const { return local_rank_; }
+  int local_size() const { return local_size_; }  // ranks on this machine
   bool is_root() const { return rank_ == 0; }
   bool uses_mpi() const { return mpi_; }
 
@@ -65,7 +68,7 @@ class ProcessGroup {
 
  private:
   ProcessGroup() = default;
-  int rank_ = 0, size_ = 1, local_rank_ = 0;
+  int rank_ = 0, size_ = 1, local_rank_ = 0, local_size_ = 1;
   bool mpi_ = false;
 };
 

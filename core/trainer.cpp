@@ -176,10 +176,14 @@ void Trainer::Impl::setup() {
   // was trained in one process (before the data-parallel runs, which record the resolved value).
   if (cfg.total_batch_tokens == 0) cfg.total_batch_tokens = uint64_t(resumed ? 1 : ranks) * micro_tokens();
   accum = int(cfg.total_batch_tokens / micro_tokens());
-  INPUT_CHECK(accum % ranks == 0,
+  INPUT_CHECK(resumed || accum % ranks == 0,
               "--total-batch {} tokens is {} micro-batch(es) of --batch-size x --seq-len = {} tokens, which {} ranks "
               "cannot share evenly: give a multiple of {} tokens",
               cfg.total_batch_tokens, accum, micro_tokens(), ranks, uint64_t(ranks) * micro_tokens());
+  INPUT_CHECK(accum % ranks == 0,
+              "checkpoint {} continues a run of {} micro-batch(es) of {} x {} tokens per step, which {} ranks cannot "
+              "share evenly: resume it with a number of ranks that divides {}",
+              origin, accum, cfg.batch_size, cfg.seq_len, ranks, accum);
   const uint64_t step_tokens = uint64_t(accum) * micro_tokens();
   const uint64_t epoch_tokens = train_loader->windows_per_epoch() * uint64_t(T);
   if (cfg.steps) total_steps = cfg.steps;

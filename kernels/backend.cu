@@ -493,4 +493,13 @@ std::unique_ptr<Backend> make_cuda_backend(int device, DType dtype) {
 
 bool cuda_backend_built() { return true; }
 
+int cuda_device_count() {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+    cudaGetLastError();  // no driver or no device: none
+    return 0;
+  }
+  return count;
+}
+
 }  // namespace gpt2cc
