@@ -169,9 +169,13 @@ void ProcessGroup::gather(float* full, std::span<const float> part, int root) {
     return;
   }
 #ifdef GPT2CC_HAVE_MPI
-  // Blocks of up to kMpiChunk floats: block k of every rank's part in one MPI_Gather (every rank's
-  // part has the same size).
+  // Every rank's part has the same size n. Up to kMpiChunk floats, MPI_Gather lays the parts out
+  // as `full` wants them; longer ones go in blocks of kMpiChunk through a staging buffer.
   const size_t n = part.size();
+  if (n <= kMpiChunk) {
+    MPI_CALL(MPI_Gather(part.data(), int(n), MPI_FLOAT, full, int(n), MPI_FLOAT, root, MPI_COMM_WORLD));
+    return;
+  }
   std::vector<float> staging;
   for (size_t done = 0; done < n; done += kMpiChunk) {
     const size_t count = std::min(kMpiChunk, n - done);

@@ -255,6 +255,8 @@ void GPT2::set_optimizer_state(const std::vector<float>& m, const std::vector<fl
   s.backend.upload(s.v.data(), v.data() + first, (last - first) * sizeof(float));
 }
 
+bool GPT2::optimizer_sharded() const { return impl_->sharded(); }
+
 std::pair<size_t, size_t> GPT2::optimizer_part() const {
   const size_t N = impl_->layout.total();
   return {std::min(impl_->part_begin, N), std::min(impl_->part_end, N)};

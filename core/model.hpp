@@ -93,6 +93,7 @@ class GPT2 {
   // The parameters [first, second) whose moments this rank holds and updates: all of them unless
   // the optimizer is sharded.
   std::pair<size_t, size_t> optimizer_part() const;
+  bool optimizer_sharded() const;  // ModelOptions::data_parallel with shard_optimizer
 
   // ---- training ----
   // inputs, targets: host (B,T) token ids; targets may be null (no loss) and may hold -1

@@ -374,9 +374,13 @@ std::string Trainer::save() {
   char name[64];
   std::snprintf(name, sizeof name, "step_%08lu.ckpt", static_cast<unsigned long>(s.step));
   fs::path path = s.checkpoint_dir() / name;
-  const Checkpoint c = checkpoint();  // every rank: the sharded moments gather on rank 0
   s.last_saved = s.step;
+  if (!s.group->is_root() && s.model->optimizer_sharded()) {
+    std::vector<float> m, v;
+    s.model->optimizer_state(m, v);  // this rank's part of the sharded moments, to rank 0
+  }
   if (s.group->is_root()) {
+    const Checkpoint c = checkpoint();
     fs::create_directories(s.checkpoint_dir());
     save_checkpoint(path.string(), c);
     // Older ones go only after the new one is safely in place.
