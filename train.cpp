@@ -7,12 +7,10 @@
 //   mpiexec -n 8 train --device cuda --total-batch 524288 ...   data parallel, one rank per GPU
 // Flags fill a TrainConfig (core/train_config.hpp); core/trainer.cpp does the work. Exit codes:
 // 0 done (also after SIGINT/SIGTERM, which checkpoint first), 1 internal error, 2 bad input.
-#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
 #include <optional>
-#include <thread>
 #include <nlohmann/json.hpp>
 
 #include <cxxopts.hpp>
@@ -203,18 +201,6 @@ int export_hf(const TrainConfig& c) {
   return 0;
 }
 
-// The GPU of a rank: local rank i takes GPU i, and a rank that sees one GPU (a scheduler gave each
-// rank its own through CUDA_VISIBLE_DEVICES) takes that one.
-int rank_gpu(const ProcessGroup& group) {
-  const int count = cuda_device_count();
-  if (count <= 1) return 0;  // none: make_cuda_backend says so
-  INPUT_CHECK(group.local_rank() < count,
-              "rank {} is local rank {} of the {} on its machine, which shows it {} CUDA device(s): start at most {} "
-              "ranks per machine, or give each rank its own GPU (CUDA_VISIBLE_DEVICES)",
-              group.rank(), group.local_rank(), group.local_size(), count, count);
-  return group.local_rank();
-}
-
 // Samples `sample_tokens` tokens after <|endoftext|> with top-k 40, a fixed seed per step.
 std::function<std::string(GPT2&, uint64_t)> make_sampler(const TrainConfig& c) {
   auto tokenizer = std::make_shared<Tokenizer>(Tokenizer::load(c.tokenizer_dir));
@@ -257,13 +243,12 @@ int run(int argc, char** argv, ProcessGroup& group) {
               "i takes GPU i",
               group.size(), config.cuda_device);
   // Where this rank runs (not recorded in the run's config: a resume may run elsewhere).
-  int gpu = config.cuda_device, threads = config.threads;
-  if (data_parallel && config.device == "cuda") gpu = rank_gpu(group);
-  if (data_parallel && config.device == "cpu" && threads == 0)
-    threads = std::max(1, int(std::thread::hardware_concurrency()) / group.local_size());
+  const bool cuda = config.device == "cuda";
+  const int gpu = data_parallel && cuda ? cuda_device_of_rank(group, cuda_device_count()) : config.cuda_device;
+  const int threads = data_parallel ? cpu_threads_of_rank(group, config.threads) : config.threads;
 
   const DType dtype = parse_dtype(config.dtype);
-  auto backend = config.device == "cuda" ? make_cuda_backend(gpu, dtype) : make_cpu_backend(threads, dtype);
+  auto backend = cuda ? make_cuda_backend(gpu, dtype) : make_cpu_backend(threads, dtype);
   if (config.eval_only) return eval_only(config, *backend);
 
   std::unique_ptr<DeviceCollectives> collectives;

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <climits>
 #include <cstdlib>
+#include <thread>
 #include <vector>
 
 #include "core/check.hpp"
@@ -201,6 +202,20 @@ void ProcessGroup::abort(int code) {
 #else
   (void)code;
 #endif
+}
+
+int cuda_device_of_rank(const ProcessGroup& group, int visible_devices) {
+  if (visible_devices <= 1) return 0;  // none: the CUDA backend says so
+  INPUT_CHECK(group.local_rank() < visible_devices,
+              "rank {} is local rank {} of the {} on its machine, which shows it {} CUDA device(s): start at most {} "
+              "ranks per machine, or give each rank its own GPU (CUDA_VISIBLE_DEVICES)",
+              group.rank(), group.local_rank(), group.local_size(), visible_devices, visible_devices);
+  return group.local_rank();
+}
+
+int cpu_threads_of_rank(const ProcessGroup& group, int requested) {
+  if (requested > 0) return requested;
+  return std::max(1, int(std::thread::hardware_concurrency()) / group.local_size());
 }
 
 // ---- collectives on host memory (the CPU backend) ----

@@ -72,6 +72,13 @@ class ProcessGroup {
   bool mpi_ = false;
 };
 
+// Where a rank runs. A GPU: local rank i takes GPU i, and a rank that sees one GPU (a scheduler
+// gave each rank its own through CUDA_VISIBLE_DEVICES) takes that one; InputError for more ranks
+// on a machine than it shows GPUs. CPU threads: `requested`, or for 0 the machine's cores shared
+// among its ranks.
+int cuda_device_of_rank(const ProcessGroup& group, int visible_devices);
+int cpu_threads_of_rank(const ProcessGroup& group, int requested);
+
 // Collectives on a backend's memory, among the ranks of a ProcessGroup; in place, ordered after
 // the backend's earlier work (on CUDA: enqueued on the backend's stream).
 class DeviceCollectives {

@@ -1,11 +1,11 @@
 // GPT-2 training path (core/model.hpp), written once against the Backend interface: buffers,
-// init, forward -> loss, backward, gradient norm and AdamW. Inference with the KV cache lives in
-// core/model_decode.cpp; the private state and the activation memory formula in core/model_impl.hpp.
+// init, forward -> loss, backward. The optimizer side (gradient norm, AdamW, data-parallel sums)
+// lives in core/model_optim.cpp, inference with the KV cache in core/model_decode.cpp, the
+// private state and the activation memory formula in core/model_impl.hpp.
 //
 // Backward follows llm.c: the residual stream has ONE gradient buffer (dresidual) that every
 // block's LayerNorm backward and residual pass-through accumulate into, walking the layers in
 // reverse; the logits buffer is reused in place for dlogits.
-#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -221,47 +221,6 @@ std::vector<float> GPT2::gradients() const {
   return download_as_float(impl_->backend, impl_->grads.data(), impl_->layout.total());
 }
 
-void GPT2::optimizer_state(std::vector<float>& m, std::vector<float>& v) const {
-  const Impl& s = *impl_;
-  s.require_training("optimizer_state");
-  const size_t N = s.layout.total();
-  if (!s.sharded()) {
-    m.resize(N);
-    v.resize(N);
-    s.backend.download(m.data(), s.m.data(), N * sizeof(float));
-    s.backend.download(v.data(), s.v.data(), N * sizeof(float));
-    return;
-  }
-  // Every rank's part (padding included: equal parts) gathered on rank 0, cut back to N there.
-  ProcessGroup& group = s.options.data_parallel->group();
-  const size_t part = s.part_end - s.part_begin;
-  std::vector<float> mine(part);
-  for (auto [host, moment] : {std::pair{&m, &s.m}, std::pair{&v, &s.v}}) {
-    s.backend.download(mine.data(), moment->data(), part * sizeof(float));
-    host->assign(group.is_root() ? part * size_t(group.size()) : 0, 0.0f);
-    group.gather(host->data(), mine);
-    if (group.is_root()) host->resize(N);
-  }
-}
-
-void GPT2::set_optimizer_state(const std::vector<float>& m, const std::vector<float>& v) {
-  Impl& s = *impl_;
-  s.require_training("set_optimizer_state");
-  const size_t N = s.layout.total();
-  INPUT_CHECK(m.size() == N && v.size() == N, "set_optimizer_state: expected {} floats per moment, got m {} and v {}",
-              N, m.size(), v.size());
-  const auto [first, last] = optimizer_part();
-  s.backend.upload(s.m.data(), m.data() + first, (last - first) * sizeof(float));
-  s.backend.upload(s.v.data(), v.data() + first, (last - first) * sizeof(float));
-}
-
-bool GPT2::optimizer_sharded() const { return impl_->sharded(); }
-
-std::pair<size_t, size_t> GPT2::optimizer_part() const {
-  const size_t N = impl_->layout.total();
-  return {std::min(impl_->part_begin, N), std::min(impl_->part_end, N)};
-}
-
 int GPT2::Impl::upload_batch(const int* inputs, const int* targets, int B_, int T_, const char* what) {
   Impl& s = *this;
   const int V = s.config.vocab_size;
@@ -453,55 +412,6 @@ void GPT2::Impl::backward_from_dlogits() {
     demb = dbuf_a;
   }
   be.encoder_backward(G_(Param::wte), G_(Param::wpe), demb, act.inputs.data(), B, T, C);
-}
-
-void GPT2::reduce_gradients() {
-  Impl& s = *impl_;
-  s.require_training("reduce_gradients");
-  DeviceCollectives* dp = s.options.data_parallel;
-  if (dp == nullptr || dp->group().size() == 1) return;
-  if (s.sharded()) {
-    dp->reduce_scatter_sum(s.grads.data(), s.part_end - s.part_begin);
-  } else {
-    dp->all_reduce_sum(s.grads.data(), s.layout.total());
-  }
-}
-
-double GPT2::grad_norm() {
-  Impl& s = *impl_;
-  s.require_training("grad_norm");
-  if (!s.sharded()) return std::sqrt(s.backend.sum_of_squares(s.grads.data(), s.layout.total()));
-  // This rank's summed part only (the rest of its buffer holds its own unsummed gradients).
-  double squares = s.backend.sum_of_squares(s.grads.data() + s.part_begin, s.part_end - s.part_begin);
-  s.options.data_parallel->group().all_reduce_sum(std::span<double>(&squares, 1));
-  return std::sqrt(squares);
-}
-
-void GPT2::adamw_step(const AdamWParams& hp) {
-  Impl& s = *impl_;
-  s.require_training("adamw_step");
-  INPUT_CHECK(hp.step >= 1, "adamw: step must be >= 1 (bias correction is 1-based), got {}", hp.step);
-  INPUT_CHECK(hp.lr >= 0.0f, "adamw: learning rate must be >= 0, got {}", hp.lr);
-  INPUT_CHECK(hp.beta1 >= 0.0f && hp.beta1 < 1.0f, "adamw: beta1 must be in [0, 1), got {}", hp.beta1);
-  INPUT_CHECK(hp.beta2 >= 0.0f && hp.beta2 < 1.0f, "adamw: beta2 must be in [0, 1), got {}", hp.beta2);
-  INPUT_CHECK(hp.eps > 0.0f, "adamw: eps must be > 0, got {}", hp.eps);
-  INPUT_CHECK(hp.weight_decay >= 0.0f, "adamw: weight decay must be >= 0, got {}", hp.weight_decay);
-  // One update per tensor (its piece inside this rank's part) so that weight decay reaches only
-  // the 2-D matrices.
-  const auto [first, last] = optimizer_part();
-  for (const ParamTensor& t : s.layout.tensors()) {
-    const size_t lo = std::max(t.offset, first), hi = std::min(t.offset + t.numel, last);
-    if (lo >= hi) continue;
-    AdamWParams tensor_hp = hp;
-    tensor_hp.weight_decay = t.weight_decay ? hp.weight_decay : 0.0f;
-    s.backend.adamw_update(s.master.data() + lo, s.params() + lo, s.m.data() + (lo - s.part_begin),
-                           s.v.data() + (lo - s.part_begin), s.grads.data() + lo, hi - lo, tensor_hp);
-  }
-  if (s.sharded() && s.options.data_parallel->group().size() > 1) {
-    // Every rank's updated part to every rank, in fp32; the bf16 compute copy follows from it.
-    s.options.data_parallel->all_gather(s.master.data(), s.part_end - s.part_begin);
-    if (s.dtype != DType::fp32) s.backend.convert_from_float(s.params_bf16.data(), s.master.data(), s.padded);
-  }
 }
 
 }  // namespace gpt2cc

@@ -4,7 +4,7 @@
 // one rank would leave the others waiting in their next collective: the rank prints it and ends
 // the job at once (FailFast below).
 //   - the process group's host collectives and the MPI collectives on backend memory, against
-//     values each rank can compute for every rank;
+//     values each rank can compute for every rank; each rank's GPU and CPU threads;
 //   - a model step with R ranks (ZeRO stage 1 and stage 0) against one process accumulating all
 //     R micro-batches: gradient norm, parameters and AdamW moments after three steps;
 //   - the Trainer with R ranks against one process with R-fold accumulation, a data-parallel run
@@ -12,10 +12,12 @@
 //     in one process.
 #define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "common/test_common.hpp"
 #include "core/distributed.hpp"
@@ -116,6 +118,23 @@ TEST_CASE("process group: host collectives", "[distributed]") {
     for (int r = 0; r < R; ++r)
       for (size_t i = 0; i < part; ++i) CHECK(full[size_t(r) * part + i] == float(r * 1000 + int(i)));
   }
+}
+
+TEST_CASE("where a rank runs: its GPU and its CPU threads", "[distributed]") {
+  const int R = group().size(), local = group().local_rank();
+  REQUIRE(group().local_size() == R);  // one machine
+  CHECK(local == group().rank());
+  CHECK(cuda_device_of_rank(group(), 0) == 0);  // no GPU: the backend says so later
+  CHECK(cuda_device_of_rank(group(), 1) == 0);  // one visible GPU per rank (CUDA_VISIBLE_DEVICES)
+  CHECK(cuda_device_of_rank(group(), R) == local);
+  if (local < 2) {
+    CHECK(cuda_device_of_rank(group(), 2) == local);
+  } else {
+    CHECK_THROWS_WITH(cuda_device_of_rank(group(), 2),
+                      Catch::Contains("which shows it 2 CUDA device(s): start at most 2 ranks per machine"));
+  }
+  CHECK(cpu_threads_of_rank(group(), 3) == 3);
+  CHECK(cpu_threads_of_rank(group(), 0) == std::max(1, int(std::thread::hardware_concurrency()) / R));
 }
 
 TEST_CASE("MPI collectives on the cpu backend's memory", "[distributed]") {
