@@ -1,5 +1,5 @@
-// GPT2's private state (shared by core/model.cpp, training, and core/model_decode.cpp,
-// inference): the parameter/gradient/moment buffers, the activations sized for max_B x max_T,
+// GPT2's private state (shared by core/model.cpp, training, core/model_optim.cpp, the optimizer,
+// and core/model_decode.cpp, inference): the parameter/gradient/moment buffers, the activations sized for max_B x max_T,
 // the backward scratch and the KV cache. All pointers live in the backend's memory.
 //
 // Activation memory in elements of the compute dtype (fp32: 4 bytes, bf16: 2), BT = max_B*max_T:
