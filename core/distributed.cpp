@@ -3,7 +3,9 @@
 #include "core/distributed.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <climits>
+#include <cstdio>
 #include <cstdlib>
 #include <thread>
 #include <vector>
@@ -198,7 +200,15 @@ void ProcessGroup::barrier() {
 
 void ProcessGroup::abort(int code) {
 #ifdef GPT2CC_HAVE_MPI
-  if (mpi_ && size_ > 1) MPI_Abort(MPI_COMM_WORLD, code);
+  if (mpi_ && size_ > 1) {
+    // The launcher forwards each rank's output through pipes and stops reading them when the job
+    // is torn down: the message this rank just printed was lost in about 1 run in 6 (MPICH 4.0)
+    // without a moment for it to be read first.
+    std::fflush(stdout);
+    std::fflush(stderr);
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    MPI_Abort(MPI_COMM_WORLD, code);
+  }
 #else
   (void)code;
 #endif
