@@ -20,6 +20,7 @@
 #include "core/distributed.hpp"
 #include "core/hf_gpt2.hpp"
 #include "core/sampler.hpp"
+#include "core/tokenizer_files.hpp"
 #include "core/trainer.hpp"
 #include "tokenizer/tokenizer.hpp"
 
@@ -183,12 +184,15 @@ int export_hf(const TrainConfig& c) {
   const std::filesystem::path out(c.export_hf);
   INPUT_CHECK(!std::filesystem::exists(out / "checkpoints") && !std::filesystem::exists(out / "metrics.jsonl"),
               "--export-hf {} is a training run's directory; export into a directory of its own", c.export_hf);
-  for (const char* name : {"encoder.json", "vocab.bpe", "vocab.json", "merges.txt"}) {
-    const bool replaced = tokenizer && (std::string(name) == "vocab.json" || std::string(name) == "merges.txt");
-    INPUT_CHECK(replaced || !std::filesystem::exists(out / name),
-                "--export-hf {} already holds a tokenizer ({}) that would be taken for this model's: {}export into "
-                "another directory",
-                c.export_hf, name, tokenizer ? "" : "give --tokenizer DIR, or ");
+  for (const TokenizerFilePair& pair : kTokenizerFilePairs) {
+    // Tokenizer::save writes the Hugging Face pair: those two it replaces.
+    const bool replaced = tokenizer && std::string(pair.vocab) == "vocab.json";
+    for (const char* name : {pair.vocab, pair.merges}) {
+      INPUT_CHECK(replaced || !std::filesystem::exists(out / name),
+                  "--export-hf {} already holds a tokenizer ({}) that would be taken for this model's: {}export into "
+                  "another directory",
+                  c.export_hf, name, tokenizer ? "" : "give --tokenizer DIR, or ");
+    }
   }
   save_hf_gpt2(c.export_hf, ckpt.config, ckpt.params);
   if (tokenizer) tokenizer->save(c.export_hf);

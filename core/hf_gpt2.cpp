@@ -13,6 +13,7 @@
 
 #include "core/atomic_file.hpp"
 #include "core/check.hpp"
+#include "core/tokenizer_files.hpp"
 #include "core/params.hpp"
 #include "core/safetensors.hpp"
 
@@ -146,9 +147,10 @@ ModelConfig model_config(const nlohmann::json& j, const std::string& file) {
   return c;
 }
 
+// A whole pair of the files the tokenizer reads there.
 bool holds_tokenizer(const fs::path& dir) {
-  return (fs::exists(dir / "vocab.json") && fs::exists(dir / "merges.txt")) ||
-         (fs::exists(dir / "encoder.json") && fs::exists(dir / "vocab.bpe"));
+  const TokenizerFilePair* pair = tokenizer_file_pair(dir);
+  return pair != nullptr && fs::exists(dir / pair->vocab) && fs::exists(dir / pair->merges);
 }
 
 }  // namespace

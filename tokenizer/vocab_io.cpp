@@ -12,6 +12,7 @@
 
 #include "core/atomic_file.hpp"
 #include "core/check.hpp"
+#include "core/tokenizer_files.hpp"
 #include "tokenizer/pretokenizer.hpp"
 
 namespace gpt2cc::tok {
@@ -186,17 +187,13 @@ std::string json_escape(std::string_view s) {
 
 VocabParts read_vocab_dir(const std::string& dir) {
   INPUT_CHECK(fs::is_directory(dir), "tokenizer directory {} does not exist", dir);
-  std::string vocab_path, merges_path;
-  if (fs::exists(fs::path(dir) / "encoder.json") || fs::exists(fs::path(dir) / "vocab.bpe")) {
-    vocab_path = (fs::path(dir) / "encoder.json").string();
-    merges_path = (fs::path(dir) / "vocab.bpe").string();
-  } else if (fs::exists(fs::path(dir) / "vocab.json") || fs::exists(fs::path(dir) / "merges.txt")) {
-    vocab_path = (fs::path(dir) / "vocab.json").string();
-    merges_path = (fs::path(dir) / "merges.txt").string();
-  } else {
-    fail_input(format("tokenizer directory {} holds neither encoder.json + vocab.bpe (GPT-2) nor vocab.json + merges.txt "
-                      "(Hugging Face)", dir));
-  }
+  const TokenizerFilePair* pair = tokenizer_file_pair(dir);
+  INPUT_CHECK(pair != nullptr,
+              "tokenizer directory {} holds neither encoder.json + vocab.bpe (GPT-2) nor vocab.json + merges.txt "
+              "(Hugging Face)",
+              dir);
+  const std::string vocab_path = (fs::path(dir) / pair->vocab).string();
+  const std::string merges_path = (fs::path(dir) / pair->merges).string();
   INPUT_CHECK(fs::exists(vocab_path), "tokenizer file {} is missing (it belongs with {})", vocab_path, merges_path);
   INPUT_CHECK(fs::exists(merges_path), "tokenizer file {} is missing (it belongs with {})", merges_path, vocab_path);
 
