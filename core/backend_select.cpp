@@ -24,7 +24,6 @@ std::unique_ptr<DeviceCollectives> make_nccl_collectives(ProcessGroup&, Backend&
       "data-parallel training on --device cuda needs NCCL, and this build of gpt2cc has none (nccl.h and libnccl "
       "were not found when it was configured): install NCCL (Debian/Ubuntu: libnccl-dev) and rebuild");
 }
-bool nccl_built() { return false; }
 #endif
 
 std::unique_ptr<DeviceCollectives> make_device_collectives(ProcessGroup& group, Backend& backend) {

@@ -66,27 +66,15 @@ LaunchInfo detect_launch() {
   if (size < 1) return LaunchInfo{};
   info.size = size;
   info.rank = std::max(0, env_int({"OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID"}));
-  info.local_rank =
-      std::max(0, env_int({"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "MPI_LOCAL_RANK", "SLURM_LOCALID"}));
   return info;
-}
-
-bool mpi_built() {
-#ifdef GPT2CC_HAVE_MPI
-  return true;
-#else
-  return false;
-#endif
 }
 
 std::unique_ptr<ProcessGroup> ProcessGroup::single() { return std::unique_ptr<ProcessGroup>(new ProcessGroup()); }
 
 std::unique_ptr<ProcessGroup> ProcessGroup::join(int* argc, char*** argv) {
   const LaunchInfo launch = detect_launch();
-  const char* forced = std::getenv("GPT2CC_MPI");
-  const bool want_mpi = launch.size > 1 || (forced != nullptr && std::string(forced) == "1");
 #ifdef GPT2CC_HAVE_MPI
-  if (!want_mpi) return single();
+  if (launch.size <= 1) return single();
   int initialized = 0;
   MPI_CALL(MPI_Initialized(&initialized));
   if (!initialized) {
@@ -105,7 +93,7 @@ std::unique_ptr<ProcessGroup> ProcessGroup::join(int* argc, char*** argv) {
   MPI_CALL(MPI_Comm_size(MPI_COMM_WORLD, &group->size_));
   // Another MPI's launcher (Open MPI's mpirun for an MPICH build, or the reverse) starts
   // processes that each come up as a job of one: they would train alone into one run directory.
-  INPUT_CHECK(launch.size <= 1 || group->size_ == launch.size,
+  INPUT_CHECK(group->size_ == launch.size,
               "the launcher started {} ranks ({} = {}), but MPI sees a job of {}: the mpiexec used is not the one "
               "of the MPI this gpt2cc was built with ({}); launch with that MPI's mpiexec",
               launch.size, launch.launcher, launch.size, group->size_, mpi_library());
@@ -120,11 +108,11 @@ std::unique_ptr<ProcessGroup> ProcessGroup::join(int* argc, char*** argv) {
 #else
   (void)argc;
   (void)argv;
-  INPUT_CHECK(!want_mpi,
+  INPUT_CHECK(launch.size <= 1,
               "this process is rank {} of {} ({} is set by the launcher), but this build of gpt2cc has no MPI, so "
               "every rank would train alone into the same run directory: install MPI (Debian: libmpich-dev or "
               "libopenmpi-dev) and rebuild, or run one process without mpiexec",
-              launch.rank, launch.size, launch.launcher.empty() ? "GPT2CC_MPI" : launch.launcher);
+              launch.rank, launch.size, launch.launcher);
   return single();
 #endif
 }
@@ -172,23 +160,11 @@ void ProcessGroup::gather(float* full, std::span<const float> part, int root) {
     return;
   }
 #ifdef GPT2CC_HAVE_MPI
-  // Every rank's part has the same size n. Up to kMpiChunk floats, MPI_Gather lays the parts out
-  // as `full` wants them; longer ones go in blocks of kMpiChunk through a staging buffer.
+  // Every rank's part has the same size: MPI_Gather lays them out as `full` wants them. A part is
+  // one rank's block of the parameters, as in the reduce-scatter and all-gather below.
   const size_t n = part.size();
-  if (n <= kMpiChunk) {
-    MPI_CALL(MPI_Gather(part.data(), int(n), MPI_FLOAT, full, int(n), MPI_FLOAT, root, MPI_COMM_WORLD));
-    return;
-  }
-  std::vector<float> staging;
-  for (size_t done = 0; done < n; done += kMpiChunk) {
-    const size_t count = std::min(kMpiChunk, n - done);
-    if (rank_ == root) staging.resize(count * size_t(size_));
-    MPI_CALL(MPI_Gather(part.data() + done, int(count), MPI_FLOAT, staging.data(), int(count), MPI_FLOAT, root,
-                        MPI_COMM_WORLD));
-    if (rank_ != root) continue;
-    for (int r = 0; r < size_; ++r)
-      std::copy_n(staging.begin() + std::ptrdiff_t(size_t(r) * count), count, full + size_t(r) * n + done);
-  }
+  ENSURE(n <= kMpiChunk, "gather: a part of {} floats is more than MPI takes at once", n);
+  MPI_CALL(MPI_Gather(part.data(), int(n), MPI_FLOAT, full, int(n), MPI_FLOAT, root, MPI_COMM_WORLD));
 #endif
 }
 

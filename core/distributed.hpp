@@ -30,16 +30,16 @@ namespace gpt2cc {
 struct LaunchInfo {
   int rank = 0;
   int size = 1;
-  int local_rank = 0;       // rank among the processes on this machine (which GPU to take)
-  std::string launcher;     // the variable that told, e.g. "PMI_SIZE"; empty: not launched by MPI
+  std::string launcher;  // the variable that told, e.g. "PMI_SIZE"; empty: not launched by MPI
 };
 LaunchInfo detect_launch();
 
 class ProcessGroup {
  public:
-  // Joins the job: MPI_Init when the launcher started several ranks (or GPT2CC_MPI=1 asks for it
-  // with one), a single process otherwise. InputError when the launcher started several ranks and
-  // this build has no MPI (each would train alone, all into one run directory).
+  // Joins the job: MPI_Init when the launcher started several ranks, a single process otherwise.
+  // InputError when the launcher started several ranks and this build has no MPI (each would
+  // train alone, all into one run directory), or another MPI's launcher did (each rank would
+  // come up as a job of one).
   static std::unique_ptr<ProcessGroup> join(int* argc, char*** argv);
   // A single process without MPI.
   static std::unique_ptr<ProcessGroup> single();
@@ -102,7 +102,5 @@ std::unique_ptr<DeviceCollectives> make_device_collectives(ProcessGroup& group, 
 // over NCCL (kernels/collectives_nccl.cpp, when built with NCCL).
 std::unique_ptr<DeviceCollectives> make_mpi_collectives(ProcessGroup& group, Backend& backend);
 std::unique_ptr<DeviceCollectives> make_nccl_collectives(ProcessGroup& group, Backend& backend);
-bool mpi_built();
-bool nccl_built();
 
 }  // namespace gpt2cc

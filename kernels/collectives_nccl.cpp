@@ -63,6 +63,4 @@ std::unique_ptr<DeviceCollectives> make_nccl_collectives(ProcessGroup& group, Ba
   return std::make_unique<NcclCollectives>(group, backend);
 }
 
-bool nccl_built() { return true; }
-
 }  // namespace gpt2cc
