@@ -131,8 +131,13 @@ TrainConfig resume_config(const TrainConfig& given, int argc, char** argv) {
   return c;
 }
 
+// The checkpoint --eval-only and --export-hf read: --init-from, else the --resume one.
+std::string given_checkpoint(const TrainConfig& c) {
+  return c.init_from.empty() ? resolve_checkpoint(c.resume) : c.init_from;
+}
+
 int eval_only(const TrainConfig& c, Backend& backend) {
-  std::string path = c.init_from.empty() ? resolve_checkpoint(c.resume) : c.init_from;
+  const std::string path = given_checkpoint(c);
   Checkpoint ckpt = load_checkpoint(path, false);
   INPUT_CHECK(c.seq_len <= ckpt.config.max_seq_len, "--seq-len {} is longer than the model's maximum {} ({})",
               c.seq_len, ckpt.config.max_seq_len, path);
@@ -160,7 +165,7 @@ int eval_only(const TrainConfig& c, Backend& backend) {
 // The checkpoint's weights as a Hugging Face GPT-2 directory (core/hf_gpt2.hpp), with the tokenizer
 // (--tokenizer, else the one the checkpoint records) as vocab.json + merges.txt when there is one.
 int export_hf(const TrainConfig& c) {
-  const std::string path = c.init_from.empty() ? resolve_checkpoint(c.resume) : c.init_from;
+  const std::string path = given_checkpoint(c);
   const Checkpoint ckpt = load_checkpoint(path, false);
   std::string tokenizer_dir = c.tokenizer_dir.empty() ? ckpt.tokenizer_dir : c.tokenizer_dir;
   std::string no_tokenizer = "the checkpoint records none";

@@ -313,9 +313,7 @@ void save_hf_gpt2(const std::string& dir, const ModelConfig& config, const std::
   const nlohmann::json eot = config.vocab_size == 50257 ? nlohmann::json(50256) : nlohmann::json(nullptr);
   j["bos_token_id"] = eot;
   j["eos_token_id"] = eot;
-  const std::string text = j.dump(2) + "\n";
-  write_file_atomic((fs::path(dir) / "config.json").string(),
-                    [&](FILE* f) { return std::fwrite(text.data(), 1, text.size(), f) == text.size(); });
+  write_file_atomic((fs::path(dir) / "config.json").string(), j.dump(2) + "\n");
 }
 
 }  // namespace gpt2cc

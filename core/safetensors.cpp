@@ -38,11 +38,13 @@ std::string shape_text(const std::vector<size_t>& shape) {
   return s + "]";
 }
 
-size_t TensorInfo::numel() const {
+size_t numel(const std::vector<size_t>& shape) {
   size_t n = 1;
   for (size_t d : shape) n *= d;
   return n;
 }
+
+size_t TensorInfo::numel() const { return safetensors::numel(shape); }
 
 File::File(const std::string& path) : path_(path) {
   std::ifstream in(path, std::ios::binary);
@@ -169,8 +171,7 @@ void write_f32(const std::string& path, const std::vector<F32Tensor>& tensors,
   if (!metadata.empty()) header["__metadata__"] = metadata;
   uint64_t offset = 0;
   for (const F32Tensor& t : tensors) {
-    size_t n = 1;
-    for (size_t d : t.shape) n *= d;
+    const size_t n = numel(t.shape);
     header[t.name] = {{"dtype", "F32"}, {"shape", t.shape}, {"data_offsets", {offset, offset + 4 * n}}};
     offset += 4 * n;
   }
@@ -182,8 +183,7 @@ void write_f32(const std::string& path, const std::vector<F32Tensor>& tensors,
     for (int i = 0; i < 8; ++i) length[i] = static_cast<unsigned char>(static_cast<uint64_t>(text.size()) >> (8 * i));
     bool ok = std::fwrite(length, 1, 8, f) == 8 && std::fwrite(text.data(), 1, text.size(), f) == text.size();
     for (const F32Tensor& t : tensors) {
-      size_t n = 1;
-      for (size_t d : t.shape) n *= d;
+      const size_t n = numel(t.shape);
       ok = ok && std::fwrite(t.data, sizeof(float), n, f) == n;
     }
     return ok;

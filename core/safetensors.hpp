@@ -20,7 +20,7 @@ struct TensorInfo {
   std::string dtype;          // "F32", "F16", "BF16", ... as the file names it
   std::vector<size_t> shape;  // empty for a scalar
   uint64_t begin = 0, end = 0;  // byte offsets into the data section
-  size_t numel() const;
+  size_t numel() const;  // numel(shape)
 };
 
 class File {
@@ -60,6 +60,8 @@ void write_f32(const std::string& path, const std::vector<F32Tensor>& tensors,
 
 // "[2, 3]": a shape as error messages show it.
 std::string shape_text(const std::vector<size_t>& shape);
+// Elements of a tensor of this shape (1 for a scalar).
+size_t numel(const std::vector<size_t>& shape);
 
 // JSON from an untrusted file (a safetensors header, a Hugging Face config.json): nesting deeper
 // than max_depth makes the result discarded (is_discarded()), so that nothing later recurses
