@@ -38,8 +38,8 @@ size_t element_bytes(ncclDataType_t type) {
   }
 }
 
-// recv[0, count) <- the sum over the ranks of their send[offset, offset + count) (block `offset`
-// of each rank's buffer), for fp32 and bf16.
+// recv[0, count) <- the sum over the ranks of their send[offset, offset + count), for fp32 and
+// bf16. recv may lie inside send (NCCL's in-place forms): every rank's send is copied out first.
 ncclResult_t sum_over_ranks(const void* send, size_t send_count, void* recv, size_t offset, size_t count,
                             ncclDataType_t type, ncclComm_t comm) {
   const size_t bytes = element_bytes(type);
@@ -124,9 +124,7 @@ ncclResult_t ncclAllReduce(const void* sendbuff, void* recvbuff, size_t count, n
                            ncclRedOp_t op, ncclComm_t comm, cudaStream_t stream) {
   if (op != ncclSum) return fail(ncclInvalidArgument, "emulated NCCL reduces with ncclSum only");
   cudaStreamSynchronize(stream);
-  std::vector<unsigned char> copy(static_cast<const unsigned char*>(sendbuff),
-                                  static_cast<const unsigned char*>(sendbuff) + count * element_bytes(datatype));
-  return sum_over_ranks(copy.data(), count, recvbuff, 0, count, datatype, comm);
+  return sum_over_ranks(sendbuff, count, recvbuff, 0, count, datatype, comm);
 }
 
 ncclResult_t ncclReduceScatter(const void* sendbuff, void* recvbuff, size_t recvcount, ncclDataType_t datatype,
@@ -134,9 +132,7 @@ ncclResult_t ncclReduceScatter(const void* sendbuff, void* recvbuff, size_t recv
   if (op != ncclSum) return fail(ncclInvalidArgument, "emulated NCCL reduces with ncclSum only");
   cudaStreamSynchronize(stream);
   const size_t n = recvcount * size_t(comm->size);
-  std::vector<unsigned char> copy(static_cast<const unsigned char*>(sendbuff),
-                                  static_cast<const unsigned char*>(sendbuff) + n * element_bytes(datatype));
-  return sum_over_ranks(copy.data(), n, recvbuff, size_t(comm->rank) * recvcount, recvcount, datatype, comm);
+  return sum_over_ranks(sendbuff, n, recvbuff, size_t(comm->rank) * recvcount, recvcount, datatype, comm);
 }
 
 ncclResult_t ncclAllGather(const void* sendbuff, void* recvbuff, size_t sendcount, ncclDataType_t datatype,
