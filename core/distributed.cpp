@@ -168,6 +168,18 @@ void ProcessGroup::gather(float* full, std::span<const float> part, int root) {
 #endif
 }
 
+void ProcessGroup::all_gather(float* full, std::span<const float> part) {
+  if (!mpi_ || size_ == 1) {
+    std::copy(part.begin(), part.end(), full);
+    return;
+  }
+#ifdef GPT2CC_HAVE_MPI
+  const size_t n = part.size();
+  ENSURE(n <= kMpiChunk, "all_gather: a part of {} floats is more than MPI takes at once", n);
+  MPI_CALL(MPI_Allgather(part.data(), int(n), MPI_FLOAT, full, int(n), MPI_FLOAT, MPI_COMM_WORLD));
+#endif
+}
+
 void ProcessGroup::barrier() {
 #ifdef GPT2CC_HAVE_MPI
   if (mpi_ && size_ > 1) MPI_CALL(MPI_Barrier(MPI_COMM_WORLD));
@@ -229,10 +241,10 @@ class MpiCollectives final : public DeviceCollectives {
     MPI_CALL(MPI_Reduce_scatter_block(data, scratch_.data(), int(block), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD));
     std::copy(scratch_.begin(), scratch_.end(), data + size_t(group_.rank()) * block);
   }
-  void all_gather(float* buf, size_t block) override {
-    backend_.synchronize();
+  void all_gather(TensorPtr buf, size_t block) override {
+    float* data = host_floats(buf);
     ENSURE(block <= kMpiChunk, "all_gather: a block of {} floats is more than MPI takes at once", block);
-    MPI_CALL(MPI_Allgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, int(block), MPI_FLOAT, MPI_COMM_WORLD));
+    MPI_CALL(MPI_Allgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, data, int(block), MPI_FLOAT, MPI_COMM_WORLD));
   }
 
  private:

@@ -61,6 +61,8 @@ class ProcessGroup {
   // Rank r's `part` lands at full[r * part.size()] on the root (full: size() * part.size()
   // floats there; ignored elsewhere).
   void gather(float* full, std::span<const float> part, int root = 0);
+  // The same, landing on every rank (full: size() * part.size() floats everywhere).
+  void all_gather(float* full, std::span<const float> part);
   void barrier();
   // Ends every rank of the job with `code` (after an error on this one: the others would wait
   // forever in their next collective). Returns on a single process.
@@ -90,8 +92,8 @@ class DeviceCollectives {
   // buf holds size() blocks of `block` elements; rank r's block r becomes the sum over the ranks
   // of their block r. The other blocks are left unspecified.
   virtual void reduce_scatter_sum(TensorPtr buf, size_t block) = 0;
-  // buf holds size() blocks of `block` floats; every rank's block r becomes rank r's block r.
-  virtual void all_gather(float* buf, size_t block) = 0;
+  // buf holds size() blocks of `block` elements; every rank's block r becomes rank r's block r.
+  virtual void all_gather(TensorPtr buf, size_t block) = 0;
 };
 
 // The collectives for `backend`'s memory: MPI on the CPU backend's host memory, NCCL on CUDA.

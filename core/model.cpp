@@ -41,7 +41,8 @@ GPT2::Impl::Impl(const ModelConfig& cfg, Backend& be, int mB, int mT, ModelMode 
       part_end = part_begin + block;
     }
   }
-  master = DeviceArray<float>(backend, padded);
+  if (master_sharded()) master_begin = part_begin;
+  master = DeviceArray<float>(backend, master_sharded() ? part_end - part_begin : padded);
   if (dtype != DType::fp32) params_bf16 = DeviceTensor(backend, padded);
   if (train) {
     grads = DeviceTensor(backend, padded);
@@ -203,17 +204,41 @@ void GPT2::init_weights(uint64_t seed) {
 }
 
 std::vector<float> GPT2::parameters() const {
-  std::vector<float> host(impl_->layout.total());
-  impl_->backend.download(host.data(), impl_->master.data(), host.size() * sizeof(float));
+  const Impl& s = *impl_;
+  const size_t N = s.layout.total();
+  if (!s.master_sharded()) {
+    std::vector<float> host(N);
+    s.backend.download(host.data(), s.master.data(), N * sizeof(float));
+    return host;
+  }
+  // Every rank's block of the master (padding included: equal blocks) to every rank, cut to N.
+  std::vector<float> mine(s.master.size()), host(s.padded);
+  s.backend.download(mine.data(), s.master.data(), mine.size() * sizeof(float));
+  s.options.data_parallel->group().all_gather(host.data(), mine);
+  host.resize(N);
   return host;
 }
 
 void GPT2::set_parameters(const std::vector<float>& host) {
-  INPUT_CHECK(host.size() == impl_->layout.total(), "set_parameters: expected {} floats for {}, got {}",
-              impl_->layout.total(), describe(impl_->config), host.size());
-  impl_->backend.upload(impl_->master.data(), host.data(), host.size() * sizeof(float));
-  if (impl_->dtype != DType::fp32)
-    impl_->backend.convert_from_float(impl_->params_bf16.data(), impl_->master.data(), host.size());
+  Impl& s = *impl_;
+  const size_t N = s.layout.total();
+  INPUT_CHECK(host.size() == N, "set_parameters: expected {} floats for {}, got {}", N, describe(s.config),
+              host.size());
+  if (!s.master_sharded()) {
+    s.backend.upload(s.master.data(), host.data(), N * sizeof(float));
+    if (s.dtype != DType::fp32) s.backend.convert_from_float(s.params_bf16.data(), s.master.data(), N);
+    return;
+  }
+  // This rank's block of the master (the last block's padding stays 0); the whole bf16 copy from
+  // the host values, through a bounded fp32 staging buffer.
+  const size_t first = std::min(s.part_begin, N), last = std::min(s.part_end, N);
+  s.backend.upload(s.master.data(), host.data() + first, (last - first) * sizeof(float));
+  DeviceArray<float> staging(s.backend, std::min(N, size_t(1) << 22));
+  for (size_t at = 0; at < N; at += staging.size()) {
+    const size_t n = std::min(staging.size(), N - at);
+    s.backend.upload(staging.data(), host.data() + at, n * sizeof(float));
+    s.backend.convert_from_float(s.params_bf16.data() + at, staging.data(), n);
+  }
 }
 
 std::vector<float> GPT2::gradients() const {

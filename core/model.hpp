@@ -46,9 +46,10 @@ struct ModelOptions {
   // Data-parallel training (core/distributed.hpp): every rank holds a model with the same
   // weights, and reduce_gradients() sums the gradients over the ranks. null: one process.
   DeviceCollectives* data_parallel = nullptr;
-  // With data_parallel, ZeRO stage 1: rank r keeps the AdamW moments of its own 1/ranks of the
-  // parameters only and updates that part; the fp32 parameters are then gathered from their
-  // owners. false (stage 0): every rank keeps all the moments and updates everything.
+  // With data_parallel, ZeRO stage 1: rank r keeps the AdamW moments (in bf16 also the fp32
+  // master weights) of its own 1/ranks of the parameters only and updates that part; the
+  // parameters the layers read (fp32, or the bf16 copy) are then gathered from their owners.
+  // false (stage 0): every rank keeps all the moments and updates everything.
   bool shard_optimizer = true;
 };
 
@@ -81,7 +82,9 @@ class GPT2 {
   void init_weights(uint64_t seed);
 
   // Host copies of the whole buffers, in layout order (for checkpoints, tests, interchange),
-  // always fp32: the parameters are the fp32 master weights; bf16 gradients are widened.
+  // always fp32: the parameters are the fp32 master weights; bf16 gradients are widened. In bf16
+  // under a sharded optimizer every rank must call parameters(): each gives its block of the
+  // master, and every rank gets all of them.
   std::vector<float> parameters() const;
   void set_parameters(const std::vector<float>& host);
   std::vector<float> gradients() const;
@@ -123,7 +126,7 @@ class GPT2 {
   void reduce_gradients();
   double grad_norm();  // global L2 norm over all parameter gradients (over all ranks' parts)
   // One AdamW step over all parameters: hp.weight_decay applies to 2-D weights only. Sharded: over
-  // this rank's part, then every rank gathers the updated parameters.
+  // this rank's part, then every rank gathers the updated parameters (in the compute dtype).
   void adamw_step(const AdamWParams& hp);
 
   // ---- inference with a KV cache (allocated on first use, kv_cache_rows() x config.max_seq_len) ----

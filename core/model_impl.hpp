@@ -11,7 +11,8 @@
 //             kernels: max_B*NH*max_T^2, the flash kernel: max_B*NH*max_T).
 //   scratch : 2*BT*C + BT*3C + BT*4C + BT*C (dresidual); logits double as dlogits (in place).
 // Parameters: an fp32 master (N floats), for bf16 also a compute copy (N bf16); gradients in the
-// compute dtype; AdamW moments 2N floats. docs/model.md works the formula out for the presets.
+// compute dtype; AdamW moments 2N floats. Under ZeRO-1 with R ranks the moments, and in bf16 the
+// master too, cover this rank's N/R only. docs/model.md works the formula out for the presets.
 #pragma once
 
 #include <atomic>
@@ -153,6 +154,11 @@ struct GPT2::Impl {
   size_t padded = 0;
   size_t part_begin = 0, part_end = 0;
   bool sharded() const { return options.data_parallel != nullptr && options.shard_optimizer; }
+  // The fp32 master weights cover [master_begin, master_begin + master.size()): all `padded`
+  // parameters, except in bf16 under a sharded optimizer, where a rank keeps the master of its
+  // own part only (the layers read the bf16 copy, which every rank gathers whole after AdamW).
+  bool master_sharded() const { return sharded() && dtype != DType::fp32; }
+  size_t master_begin = 0;
   DeviceArray<float> master;    // fp32 parameters: what AdamW updates and checkpoints store
   DeviceTensor params_bf16;     // bf16 only: the compute copy, rewritten from master by each AdamW step
   DeviceTensor grads;           // compute dtype

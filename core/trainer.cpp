@@ -375,12 +375,10 @@ std::string Trainer::save() {
   std::snprintf(name, sizeof name, "step_%08lu.ckpt", static_cast<unsigned long>(s.step));
   fs::path path = s.checkpoint_dir() / name;
   s.last_saved = s.step;
-  if (!s.group->is_root() && s.model->optimizer_sharded()) {
-    std::vector<float> m, v;
-    s.model->optimizer_state(m, v);  // this rank's part of the sharded moments, to rank 0
-  }
+  // On every rank: under a sharded optimizer its parts of the moments (and, in bf16, of the
+  // master weights) go to rank 0, which writes the file.
+  const Checkpoint c = checkpoint();
   if (s.group->is_root()) {
-    const Checkpoint c = checkpoint();
     fs::create_directories(s.checkpoint_dir());
     save_checkpoint(path.string(), c);
     // Older ones go only after the new one is safely in place.

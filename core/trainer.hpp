@@ -68,9 +68,10 @@ class Trainer {
   bool has_validation() const;
   EvalResult last_evaluation() const;  // of the latest run() evaluation (tokens == 0: none yet)
   // Writes <run_dir>/checkpoints/step_<step>.ckpt, keeps the newest keep_checkpoints. Returns the
-  // path. Data parallel: every rank calls it (the sharded moments gather on rank 0, which writes).
+  // path. Data parallel: every rank calls it (the sharded state gathers on rank 0, which writes).
   std::string save();
-  // Under a sharded optimizer every rank calls it, and only rank 0's holds the optimizer state.
+  // Under a sharded optimizer every rank calls it, and only rank 0's holds the optimizer state
+  // (every rank's holds the parameters).
   Checkpoint checkpoint() const;
 
   // Test hook: called before each micro-batch's backward with (step, micro); the returned factor

@@ -1,7 +1,7 @@
 // Collectives on a CUDA backend's memory over NCCL (core/distributed.hpp): one communicator per
 // process group, bootstrapped through MPI (rank 0's ncclUniqueId, broadcast), every collective
-// enqueued on the backend's stream after its ops. Gradients are summed in the compute dtype (bf16
-// or fp32), as NCCL reduces them; the fp32 master weights are gathered in fp32.
+// enqueued on the backend's stream after its ops. Gradients are summed, and parameters gathered,
+// in the compute dtype (bf16 or fp32), as NCCL moves them.
 #include <cuda_runtime.h>
 #include <nccl.h>
 
@@ -45,9 +45,9 @@ class NcclCollectives final : public DeviceCollectives {
     void* own = (buf + size_t(group_.rank()) * block).data;
     NCCL_CALL(ncclReduceScatter(buf.data, own, block, nccl_type(buf.dtype), ncclSum, comm_, stream_));
   }
-  void all_gather(float* buf, size_t block) override {
-    const float* own = buf + size_t(group_.rank()) * block;
-    NCCL_CALL(ncclAllGather(own, buf, block, ncclFloat32, comm_, stream_));
+  void all_gather(TensorPtr buf, size_t block) override {
+    const void* own = (buf + size_t(group_.rank()) * block).data;
+    NCCL_CALL(ncclAllGather(own, buf.data, block, nccl_type(buf.dtype), comm_, stream_));
   }
 
  private:
