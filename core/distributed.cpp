@@ -168,18 +168,6 @@ void ProcessGroup::gather(float* full, std::span<const float> part, int root) {
 #endif
 }
 
-void ProcessGroup::all_gather(float* full, std::span<const float> part) {
-  if (!mpi_ || size_ == 1) {
-    std::copy(part.begin(), part.end(), full);
-    return;
-  }
-#ifdef GPT2CC_HAVE_MPI
-  const size_t n = part.size();
-  ENSURE(n <= kMpiChunk, "all_gather: a part of {} floats is more than MPI takes at once", n);
-  MPI_CALL(MPI_Allgather(part.data(), int(n), MPI_FLOAT, full, int(n), MPI_FLOAT, MPI_COMM_WORLD));
-#endif
-}
-
 void ProcessGroup::barrier() {
 #ifdef GPT2CC_HAVE_MPI
   if (mpi_ && size_ > 1) MPI_CALL(MPI_Barrier(MPI_COMM_WORLD));

@@ -61,8 +61,6 @@ class ProcessGroup {
   // Rank r's `part` lands at full[r * part.size()] on the root (full: size() * part.size()
   // floats there; ignored elsewhere).
   void gather(float* full, std::span<const float> part, int root = 0);
-  // The same, landing on every rank (full: size() * part.size() floats everywhere).
-  void all_gather(float* full, std::span<const float> part);
   void barrier();
   // Ends every rank of the job with `code` (after an error on this one: the others would wait
   // forever in their next collective). Returns on a single process.

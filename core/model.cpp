@@ -211,11 +211,13 @@ std::vector<float> GPT2::parameters() const {
     s.backend.download(host.data(), s.master.data(), N * sizeof(float));
     return host;
   }
-  // Every rank's block of the master (padding included: equal blocks) to every rank, cut to N.
-  std::vector<float> mine(s.master.size()), host(s.padded);
+  // Every rank's block of the master (padding included: equal blocks) gathered on rank 0, cut
+  // back to N there.
+  ProcessGroup& group = s.options.data_parallel->group();
+  std::vector<float> mine(s.master.size()), host(group.is_root() ? s.padded : 0);
   s.backend.download(mine.data(), s.master.data(), mine.size() * sizeof(float));
-  s.options.data_parallel->group().all_gather(host.data(), mine);
-  host.resize(N);
+  group.gather(host.data(), mine);
+  if (group.is_root()) host.resize(N);
   return host;
 }
 
@@ -240,6 +242,8 @@ void GPT2::set_parameters(const std::vector<float>& host) {
     s.backend.convert_from_float(s.params_bf16.data() + at, staging.data(), n);
   }
 }
+
+bool GPT2::master_sharded() const { return impl_->master_sharded(); }
 
 std::vector<float> GPT2::gradients() const {
   impl_->require_training("gradients");

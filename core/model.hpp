@@ -82,9 +82,9 @@ class GPT2 {
   void init_weights(uint64_t seed);
 
   // Host copies of the whole buffers, in layout order (for checkpoints, tests, interchange),
-  // always fp32: the parameters are the fp32 master weights; bf16 gradients are widened. In bf16
-  // under a sharded optimizer every rank must call parameters(): each gives its block of the
-  // master, and every rank gets all of them.
+  // always fp32: the parameters are the fp32 master weights; bf16 gradients are widened. When the
+  // master is sharded (master_sharded()) every rank must call parameters(): the blocks are
+  // gathered on rank 0, and the other ranks get an empty vector (as from optimizer_state).
   std::vector<float> parameters() const;
   void set_parameters(const std::vector<float>& host);
   std::vector<float> gradients() const;
@@ -97,6 +97,7 @@ class GPT2 {
   // the optimizer is sharded.
   std::pair<size_t, size_t> optimizer_part() const;
   bool optimizer_sharded() const;  // ModelOptions::data_parallel with shard_optimizer
+  bool master_sharded() const;     // bf16 with a sharded optimizer: a rank holds its block of the master
 
   // ---- training ----
   // inputs, targets: host (B,T) token ids; targets may be null (no loss) and may hold -1

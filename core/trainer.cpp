@@ -375,10 +375,16 @@ std::string Trainer::save() {
   std::snprintf(name, sizeof name, "step_%08lu.ckpt", static_cast<unsigned long>(s.step));
   fs::path path = s.checkpoint_dir() / name;
   s.last_saved = s.step;
-  // On every rank: under a sharded optimizer its parts of the moments (and, in bf16, of the
-  // master weights) go to rank 0, which writes the file.
-  const Checkpoint c = checkpoint();
+  if (!s.group->is_root()) {
+    // This rank's parts of the sharded state to rank 0, in the order checkpoint() gathers them.
+    if (s.model->master_sharded()) s.model->parameters();
+    if (s.model->optimizer_sharded()) {
+      std::vector<float> m, v;
+      s.model->optimizer_state(m, v);
+    }
+  }
   if (s.group->is_root()) {
+    const Checkpoint c = checkpoint();
     fs::create_directories(s.checkpoint_dir());
     save_checkpoint(path.string(), c);
     // Older ones go only after the new one is safely in place.

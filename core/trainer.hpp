@@ -71,7 +71,7 @@ class Trainer {
   // path. Data parallel: every rank calls it (the sharded state gathers on rank 0, which writes).
   std::string save();
   // Under a sharded optimizer every rank calls it, and only rank 0's holds the optimizer state
-  // (every rank's holds the parameters).
+  // (and, when the master weights are sharded, the parameters).
   Checkpoint checkpoint() const;
 
   // Test hook: called before each micro-batch's backward with (step, micro); the returned factor
