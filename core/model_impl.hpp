@@ -161,6 +161,7 @@ struct GPT2::Impl {
   size_t master_begin = 0;
   DeviceArray<float> master;    // fp32 parameters: what AdamW updates and checkpoints store
   DeviceTensor params_bf16;     // bf16 only: the compute copy, rewritten from master by each AdamW step
+                                // (under ZeRO-1 this rank's block; the others gathered from their owners)
   DeviceTensor grads;           // compute dtype
   DeviceArray<float> m, v;      // AdamW moments of [part_begin, part_end)
   Activations act;

@@ -1,9 +1,9 @@
 // The optimizer side of GPT2 (core/model.hpp): the gradient norm, AdamW over the parameters (or,
 // data parallel under ZeRO-1, over this rank's block of them, then a gather of every block of the
-// compute copy), the
-// sum of the gradients over the ranks, and the AdamW moments in and out (gathered on rank 0 when
-// sharded). Block layout: the N parameters padded to R blocks of a multiple of 64 elements; rank
-// r owns [r * block, (r + 1) * block) (core/model.cpp's constructor, model_impl.hpp).
+// parameters the layers read), the sum of the gradients over the ranks, and the AdamW moments in
+// and out (gathered on rank 0 when sharded). Block layout: the N parameters padded to R blocks of
+// a multiple of 64 elements; rank r owns [r * block, (r + 1) * block) (core/model.cpp's
+// constructor, model_impl.hpp).
 #include <algorithm>
 #include <cmath>
 
@@ -94,8 +94,9 @@ void GPT2::adamw_step(const AdamWParams& hp) {
     if (lo >= hi) continue;
     AdamWParams tensor_hp = hp;
     tensor_hp.weight_decay = t.weight_decay ? hp.weight_decay : 0.0f;
-    s.backend.adamw_update(s.master.data() + (lo - s.master_begin), s.params() + lo, s.m.data() + (lo - s.part_begin),
-                           s.v.data() + (lo - s.part_begin), s.grads.data() + lo, hi - lo, tensor_hp);
+    s.backend.adamw_update(s.master.data() + (lo - s.master_begin), s.params() + lo,
+                           s.m.data() + (lo - s.part_begin), s.v.data() + (lo - s.part_begin), s.grads.data() + lo,
+                           hi - lo, tensor_hp);
   }
   if (s.sharded() && s.options.data_parallel->group().size() > 1) {
     // Every rank's updated part to every rank, in the compute dtype: in fp32 the master itself, in
