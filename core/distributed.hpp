@@ -4,14 +4,14 @@
 // over the ranks (NCCL on CUDA, MPI on the CPU backend), then
 //   ZeRO stage 0: every rank runs AdamW over all parameters (all-reduce of the gradients);
 //   ZeRO stage 1: rank r owns one contiguous 1/ranks of the parameters and holds only that part
-//                 of the AdamW moments (reduce-scatter of the gradients, AdamW on its part, then
-//                 an all-gather of the fp32 parameters) (Rajbhandari et al. 2020).
-// Stage 1 keeps 2N/ranks moment floats per rank instead of 2N. In fp32 both move the same bytes
-// per step; in bf16 stage 1 moves 1.5x (bf16 gradients out, fp32 parameters back), so that every
-// rank keeps the whole fp32 master and a checkpoint needs no gather of it.
+//                 of the AdamW moments, and in bf16 of the fp32 master weights (reduce-scatter of
+//                 the gradients, AdamW on its part, then an all-gather of the parameters in the
+//                 compute dtype) (Rajbhandari et al. 2020).
+// Both move the same bytes per step; stage 1 keeps 2N/ranks moment floats per rank instead of
+// 2N, and in bf16 N/ranks master floats instead of N.
 //
 // ProcessGroup: who the ranks are, and small collectives on host values (loss sums, the stop
-// flag, a checkpoint's optimizer state). DeviceCollectives: collectives on buffers in a backend's
+// flag, a checkpoint's sharded optimizer state and master weights). DeviceCollectives: collectives on buffers in a backend's
 // memory. Every rank must call every collective, in the same order.
 #pragma once
 

@@ -211,14 +211,7 @@ std::vector<float> GPT2::parameters() const {
     s.backend.download(host.data(), s.master.data(), N * sizeof(float));
     return host;
   }
-  // Every rank's block of the master (padding included: equal blocks) gathered on rank 0, cut
-  // back to N there.
-  ProcessGroup& group = s.options.data_parallel->group();
-  std::vector<float> mine(s.master.size()), host(group.is_root() ? s.padded : 0);
-  s.backend.download(mine.data(), s.master.data(), mine.size() * sizeof(float));
-  group.gather(host.data(), mine);
-  if (group.is_root()) host.resize(N);
-  return host;
+  return s.gather_blocks(s.master.data(), s.master.size());
 }
 
 void GPT2::set_parameters(const std::vector<float>& host) {

@@ -70,6 +70,10 @@ struct GPT2::Impl {
   // Attention's saved values of layer l: one slab per layer for training, one shared slab for inference.
   size_t attention_saved_stride() const;
   float* attention_saved(int l);
+  // Data parallel: every rank's block (`block` floats at `mine`, in the backend's memory; padding
+  // included, so the blocks are equal) gathered on rank 0 and cut back to the N parameters there;
+  // an empty vector on the other ranks. Every rank must call it.
+  std::vector<float> gather_blocks(const float* mine, size_t block) const;
   // The parameters the layers read: the master itself in fp32, the compute copy in bf16.
   TensorPtr params() { return dtype == DType::fp32 ? TensorPtr(master.data()) : params_bf16.data(); }
   // Layer l's GELU output: its own slab, or the one shared slab under recompute_gelu.

@@ -25,16 +25,17 @@ void GPT2::optimizer_state(std::vector<float>& m, std::vector<float>& v) const {
     s.backend.download(v.data(), s.v.data(), N * sizeof(float));
     return;
   }
-  // Every rank's part (padding included: equal parts) gathered on rank 0, cut back to N there.
-  ProcessGroup& group = s.options.data_parallel->group();
-  const size_t part = s.part_end - s.part_begin;
-  std::vector<float> mine(part);
-  for (auto [host, moment] : {std::pair{&m, &s.m}, std::pair{&v, &s.v}}) {
-    s.backend.download(mine.data(), moment->data(), part * sizeof(float));
-    host->assign(group.is_root() ? part * size_t(group.size()) : 0, 0.0f);
-    group.gather(host->data(), mine);
-    if (group.is_root()) host->resize(N);
-  }
+  m = s.gather_blocks(s.m.data(), s.m.size());
+  v = s.gather_blocks(s.v.data(), s.v.size());
+}
+
+std::vector<float> GPT2::Impl::gather_blocks(const float* mine, size_t block) const {
+  ProcessGroup& group = options.data_parallel->group();
+  std::vector<float> part(block), all(group.is_root() ? block * size_t(group.size()) : 0);
+  backend.download(part.data(), mine, block * sizeof(float));
+  group.gather(all.data(), part);
+  if (group.is_root()) all.resize(layout.total());
+  return all;
 }
 
 void GPT2::set_optimizer_state(const std::vector<float>& m, const std::vector<float>& v) {

@@ -382,8 +382,7 @@ std::string Trainer::save() {
       std::vector<float> m, v;
       s.model->optimizer_state(m, v);
     }
-  }
-  if (s.group->is_root()) {
+  } else {
     const Checkpoint c = checkpoint();
     fs::create_directories(s.checkpoint_dir());
     save_checkpoint(path.string(), c);
