@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "emu/cuda_emu.hpp"
+#include "emu/tsan_hooks.hpp"
 
 namespace gpt2cc::emu {
 namespace {
@@ -69,6 +70,8 @@ void cp_async_16(void* shared_dst, const void* global_src) {
   shared_address(shared_dst);  // throws unless dst is in the block's shared memory
   if (reinterpret_cast<uintptr_t>(shared_dst) % 16 != 0 || reinterpret_cast<uintptr_t>(global_src) % 16 != 0)
     throw Violation("cp.async of 16 bytes with an address not 16-byte aligned at " + where());
+  tsan::read16(global_src);  // under ThreadSanitizer: the copy may land from now on to its wait
+  tsan::write16(shared_dst);
   const bool now = g_landing == CpAsyncLanding::kAtIssue;
   if (now) std::memcpy(shared_dst, global_src, 16);
   current().uncommitted.push_back({shared_dst, global_src, now});
@@ -85,10 +88,21 @@ void cp_async_commit() {
 void cp_async_wait(int newest_pending) {
   ThreadCopies& t = current();
   while (t.groups.size() > static_cast<size_t>(newest_pending)) {
-    for (const Copy& c : t.groups.front())
+    for (const Copy& c : t.groups.front()) {
+      tsan::read16(c.src);
+      tsan::write16(c.dst);
       if (!c.landed) std::memcpy(c.dst, c.src, 16);
+    }
     t.groups.pop_front();
   }
+}
+
+void cp_async_race_in_flight() {
+  if (!tsan::kEnabled) return;
+  const ThreadCopies& t = current();
+  for (const auto& group : t.groups)
+    for (const Copy& c : group) tsan::write16(c.dst);
+  for (const Copy& c : t.uncommitted) tsan::write16(c.dst);
 }
 
 void cp_async_check_drained() {

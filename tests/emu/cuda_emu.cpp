@@ -7,6 +7,7 @@
 #include "emu/cuda_emu.hpp"
 
 #include "emu/cp_async_emu.hpp"
+#include "emu/tsan_hooks.hpp"
 
 #if !defined(__x86_64__)
 #include <ucontext.h>
@@ -19,6 +20,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <cstdio>
@@ -35,6 +37,15 @@ uint3 threadIdx;
 uint3 blockIdx;
 dim3 blockDim;
 dim3 gridDim;
+
+namespace {
+std::atomic<size_t> g_race_reports{0};
+}
+
+#if defined(GPT2CC_EMU_TSAN)
+// ThreadSanitizer calls it after printing each report (a weak symbol of its runtime).
+extern "C" void __tsan_on_report(const void*) { ++g_race_reports; }
+#endif
 
 namespace gpt2cc::emu {
 namespace {
@@ -154,6 +165,7 @@ struct Fiber {
   const uint32_t* flag = nullptr;  // kAtFlag: runnable again once *flag == flag_value
   uint32_t flag_value = 0;
   void* asan_fake_stack = nullptr;
+  void* tsan = nullptr;  // its ThreadSanitizer context (GPT2CC_EMU_TSAN), kept from block to block
 };
 
 // One warp's pending collective: the operation, the inputs each lane brought, the results.
@@ -223,9 +235,15 @@ struct Machine {
   std::vector<Fiber> fibers;
   std::vector<WarpOp> warps;
   int barrier_arrived = 0;
-  bool barrier_or = false;  // OR of the predicates brought to the pending barrier.red.or
+  bool barrier_or = false;
+  // ThreadSanitizer: barriers alternate between two sync addresses, so that a thread leaving one
+  // acquires the releases of that barrier's arrivals only, not those of threads already at the
+  // next (which can come no sooner than every thread has left this one).
+  unsigned barrier_generation = 0;
+  char barrier_sync[2] = {};  // OR of the predicates brought to the pending barrier.red.or
   std::source_location barrier_site;
   Context scheduler;
+  void* tsan_scheduler = nullptr;  // the OS thread's ThreadSanitizer context (GPT2CC_EMU_TSAN)
   const void* scheduler_stack = nullptr;  // for AddressSanitizer, learnt on the first switch
   size_t scheduler_stack_size = 0;
   int current = -1;  // the running fiber, -1 in the scheduler
@@ -236,6 +254,30 @@ struct Machine {
 // thread of their machine, so `m` (and a kernel's thread_local __shared__ arrays) is that slot's.
 Machine machines[1 + kMaxResident];
 thread_local Machine* m = &machines[0];
+
+// Under ThreadSanitizer (GPT2CC_SANITIZE=thread: this file uninstrumented, the emulated code
+// instrumented; tsan_hooks.hpp) the emulator is a race detector for the emulated code: each
+// emulated thread is a TSan fiber, switched to without synchronisation, and TSan is told only of
+// the ordering that CUDA gives, so two accesses to one address, one a store, by threads that
+// nothing below orders are reported as a data race:
+//   - __syncthreads: each thread releases the block's barrier as it arrives and acquires it as it
+//     leaves: what any thread did before a barrier happens before what every thread does after it;
+//   - warp collectives (shfl, vote, mma, ldmatrix) exchange registers and order no memory between
+//     the lanes (the CUDA memory model leaves that to __syncwarp); ldmatrix reads each lane's
+//     16-byte row as that lane;
+//   - cp.async writes its 16 bytes (and reads its source) as the issuing thread when issued, after
+//     each barrier the thread passes while the copy is in flight, and at the wait_group that
+//     completes it, since the PTX ISA lets it land any time in between (cp_async_emu.cpp);
+//   - a release store of a flag releases the flag's address, a wait that sees the value acquires
+//     it; atomics and fences order nothing (the emulator's own accesses are not instrumented);
+//   - the OS thread running a block (the launching thread, or a resident slot's) happens before
+//     each thread of the block and after all of them (handshakes at the block's start and end), so
+//     blocks run one after another are ordered, as they must be for one reused shared-memory
+//     buffer; resident blocks (set_resident_blocks) are ordered only by flags and their slots'
+//     earlier blocks.
+// What it adds to the schedules: a race shows even when every schedule gives the same bits (a
+// store of the same value, an update of a location no result depends on, a read by a lane of its
+// own warp's store without a barrier).
 
 std::string block_name() {
   std::ostringstream s;
@@ -300,6 +342,7 @@ void require_launch(const char* what) {
 // Back to the scheduler; returns when this fiber is resumed.
 void yield() {
   Fiber& f = m->fibers[m->current];
+  tsan::switch_to(m->tsan_scheduler);
   start_switch(&f.asan_fake_stack, m->scheduler_stack, m->scheduler_stack_size);
   switch_context(f.context, m->scheduler);
   finish_switch(f.asan_fake_stack, &m->scheduler_stack, &m->scheduler_stack_size);
@@ -312,8 +355,11 @@ void yield() {
     (*m->body)();
   } catch (const std::exception& e) {
     if (m->failure.empty()) m->failure = e.what();
+    // The report is the emulator's, not the emulated thread's: the scheduler reads it.
+    tsan::handshake(m->fibers[m->current].tsan, m->tsan_scheduler);
   }
   m->fibers[m->current].state = State::kExited;
+  tsan::switch_to(m->tsan_scheduler);
   start_switch(nullptr, m->scheduler_stack, m->scheduler_stack_size);  // this stack is done
   switch_context(m->fibers[m->current].context, m->scheduler);
   __builtin_unreachable();
@@ -376,7 +422,11 @@ void arrive_at_barrier(const std::source_location& where) {
   m->barrier_site = where;
   ++m->barrier_arrived;
   m->fibers[m->current].state = State::kAtBarrier;
+  const char* sync = &m->barrier_sync[m->barrier_generation % 2];
+  tsan::release(sync);
   yield();
+  tsan::acquire(sync);
+  cp_async_race_in_flight();
 }
 
 }  // namespace
@@ -408,6 +458,10 @@ void set_shared_memory(void* (*instance)(), size_t capacity) {
 }
 
 int dynamic_zero() { return 0; }
+
+bool race_detector() { return tsan::kEnabled; }
+
+size_t race_reports() { return g_race_reports.load(); }
 
 void set_unwritten_shared_byte(unsigned char byte) { g.unwritten_shared = byte; }
 
@@ -482,6 +536,9 @@ uint32_t ballot(unsigned mask, bool predicate) {
 // ".trans indicates that the matrix is loaded in column-major format": address addr_{8i+c} is
 // then column c of matrix i, so element (row, col) is at addr_{8i+col} + 2*row.
 void ldmatrix_x4(uint32_t (&r)[4], uint32_t shared_addr, bool trans) {
+  // This lane's row, read in its name (the checks below report an address that is not a row).
+  if (tsan::kEnabled && m->current >= 0 && shared_addr % 16 == 0 && shared_addr + 16 <= m->smem_bytes)
+    tsan::read16(m->shared + shared_addr);
   const std::array<uint32_t, 10> in{shared_addr};
   const auto& out = warp_collective(trans ? Op::kLdmatrixTrans : Op::kLdmatrix, in, [trans](WarpOp& w) {
     for (int t = 0; t < kWarpSize; ++t) {
@@ -585,7 +642,10 @@ uint32_t atomic_add(uint32_t* address, uint32_t value) {
 
 void wait_until_equal(const uint32_t* address, uint32_t value) {
   require_launch("a wait for another block");
-  if (*address == value) return;
+  if (*address == value) {
+    tsan::acquire(address);
+    return;
+  }
   if (!m->interleaved)
     fail("waits for a flag to become " + std::to_string(value) + ", but it is " + std::to_string(*address) +
          " after every block that ran before this one: on a GPU only a block that started later could set it "
@@ -595,10 +655,12 @@ void wait_until_equal(const uint32_t* address, uint32_t value) {
   f.flag_value = value;
   f.state = State::kAtFlag;
   yield();  // the scheduler resumes it once the flag holds the value
+  tsan::acquire(address);
 }
 
 void store_release(uint32_t* address, uint32_t value) {
   require_launch("a release store");
+  tsan::release(address);
   *address = value;
   if (m->interleaved) {  // let the blocks waiting for it run before this block's other threads do
     m->hand_over_after_fiber = true;
@@ -618,6 +680,7 @@ void release_barrier_if_complete() {
   for (int t = 0; t < m->num_threads; ++t) live += m->fibers[t].state != State::kExited;
   if (m->barrier_arrived < live) return;
   m->barrier_arrived = 0;
+  ++m->barrier_generation;
   for (int t = 0; t < m->num_threads; ++t) {
     if (m->fibers[t].state != State::kAtBarrier) continue;
     m->fibers[t].state = State::kRunnable;
@@ -673,23 +736,8 @@ std::string flag_waits() {
   return s.str();
 }
 
-void run_block(const uint3& block_index) {
-  blockIdx = m->block = block_index;
-  // Shared memory is uninitialised on the device: NaN bytes make a read-before-write visible;
-  // a canary past the launch's size catches stores beyond what the launch asked for.
-  if (m->shared != nullptr) {
-    std::memset(m->shared, g.unwritten_shared, m->smem_bytes);
-    std::memcpy(m->shared + m->smem_bytes, canary_pattern() + m->smem_bytes, canary_bytes());
-  }
-  for (int t = 0; t < m->num_threads; ++t) {
-    Fiber& f = m->fibers[t];
-    clear_stack(f.stack.get(), kStackBytes);
-    make_context(f.context, f.stack.get(), kStackBytes, fiber_main);
-    f.state = State::kRunnable;
-  }
-  for (auto& w : m->warps) w.arrived = 0;
-  m->barrier_arrived = 0;
-  m->barrier_or = false;
+// The scheduler loop of run_block: runs the block's threads until every one has exited.
+void run_block_threads() {
   const int num_warps = m->num_threads / kWarpSize;
   for (;;) {
     bool ran = false, all_exited = true;
@@ -704,6 +752,7 @@ void run_block(const uint3& block_index) {
           threadIdx = uint3{t % blockDim.x, (t / blockDim.x) % blockDim.y, t / (blockDim.x * blockDim.y)};
           m->current = t;
           void* fake_stack = nullptr;
+          tsan::switch_to(m->fibers[t].tsan);
           start_switch(&fake_stack, m->fibers[t].stack.get(), kStackBytes);
           switch_context(m->scheduler, m->fibers[t].context);
           finish_switch(fake_stack, nullptr, nullptr);
@@ -735,6 +784,49 @@ void run_block(const uint3& block_index) {
       hand_over("");
     }
   }
+}
+
+// ThreadSanitizer: the OS thread running the block and each of the block's threads hand each
+// other all they did (see the model at Machine); after a block that failed, each thread gets a new
+// TSan context (an abandoned or unwound thread left its TSan call stack unbalanced).
+void tsan_handshake_all(bool block_failed) {
+  if (!tsan::kEnabled) return;
+  for (int t = 0; t < m->num_threads; ++t) {
+    Fiber& f = m->fibers[t];
+    if (f.tsan == nullptr) f.tsan = tsan::create();
+    tsan::handshake(m->tsan_scheduler, f.tsan);
+    if (block_failed) {
+      tsan::destroy(f.tsan);
+      f.tsan = nullptr;
+    }
+  }
+}
+
+void run_block(const uint3& block_index) {
+  blockIdx = m->block = block_index;
+  // Shared memory is uninitialised on the device: NaN bytes make a read-before-write visible;
+  // a canary past the launch's size catches stores beyond what the launch asked for.
+  if (m->shared != nullptr) {
+    std::memset(m->shared, g.unwritten_shared, m->smem_bytes);
+    std::memcpy(m->shared + m->smem_bytes, canary_pattern() + m->smem_bytes, canary_bytes());
+  }
+  for (int t = 0; t < m->num_threads; ++t) {
+    Fiber& f = m->fibers[t];
+    clear_stack(f.stack.get(), kStackBytes);
+    make_context(f.context, f.stack.get(), kStackBytes, fiber_main);
+    f.state = State::kRunnable;
+  }
+  for (auto& w : m->warps) w.arrived = 0;
+  m->barrier_arrived = 0;
+  m->barrier_or = false;
+  tsan_handshake_all(false);
+  try {
+    run_block_threads();
+  } catch (...) {
+    tsan_handshake_all(true);
+    throw;
+  }
+  tsan_handshake_all(false);
   if (m->shared != nullptr &&
       std::memcmp(m->shared + m->smem_bytes, canary_pattern() + m->smem_bytes, canary_bytes()) != 0) {
     size_t i = m->smem_bytes;
@@ -770,6 +862,7 @@ void prepare_machine() {
   m->num_threads = static_cast<int>(threads);
   m->body = l.body;
   m->failure.clear();
+  m->tsan_scheduler = tsan::current();
   while (m->fibers.size() < threads) {
     m->fibers.emplace_back();
     m->fibers.back().stack.reset(new char[kStackBytes]);  // not zeroed: a fiber's frames are its own

@@ -6,7 +6,8 @@
 // lanes arrive, then each lane's result is computed from every lane's input, as the PTX ISA
 // defines them (cuda_emu.cpp cites the sections). Misuse the hardware would punish (a divergent
 // collective, a barrier not reached by every thread, a misaligned or out-of-range ldmatrix, shared
-// memory used past the launch's size) throws emu::Violation naming block/lane.
+// memory used past the launch's size) throws emu::Violation naming block/lane. Built with
+// GPT2CC_SANITIZE=thread it is also a race detector (race_detector(); scripts/race_check.sh).
 #pragma once
 
 #include <cuda_bf16.h>  // the host side of bf16 and its conversions; also dim3, uint4, make_uint4
@@ -122,6 +123,13 @@ void set_resident_blocks(int blocks, Turns turns = Turns::kRoundRobin);
 // unset; any other value ends the process (exit 2) with a message listing the names. For the
 // settings a whole test executable can be run under (GPT2CC_EMU_SCHEDULE, ...).
 int env_choice(const char* variable, std::initializer_list<const char*> names);
+
+// Whether the emulator is also a race detector: built with GPT2CC_SANITIZE=thread, ThreadSanitizer
+// reports two accesses to one address, one a store, by emulated threads that nothing CUDA defines
+// orders (cuda_emu.cpp, at Machine, says what does). race_reports(): the reports printed so far
+// in this process (0 without it).
+bool race_detector();
+size_t race_reports();
 
 // Runs body() as every thread of every block of the grid. Throws Violation on misuse.
 void launch(dim3 grid, dim3 block, size_t smem_bytes, const std::function<void()>& body);

@@ -36,9 +36,13 @@ uint32_t first_word(int slot) {
 template <class Body>
 void launch_warp(Body body) {
   use_test_shared();
-  emu::launch(dim3(1), dim3(32), 64, std::function<void()>(body));
+  emu::launch(dim3(1), dim3(32), 512, std::function<void()>(body));
   emu::cp_async_check_drained();
 }
+
+// The running lane's own 16 bytes of shared memory: copies of different lanes to one address would
+// be a race (which the race detector reports: cuda_emu.hpp, race_detector).
+unsigned char* lane_slot() { return g_shared + 16 * threadIdx.x; }
 
 }  // namespace
 
@@ -120,11 +124,11 @@ TEST_CASE("cp.async misuse throws emu::Violation", "[emu][cp_async]") {
   }
   SECTION("copies a block leaves in flight") {
     CHECK_THROWS_WITH(launch_warp([] {
-                        emu::cp_async_16(g_shared + 16 * (threadIdx.x % 4), g_source[0]);
+                        emu::cp_async_16(lane_slot(), g_source[0]);
                         emu::cp_async_commit();
                       }),
                       Catch::Contains("exited with copies not waited for"));
-    CHECK_THROWS_WITH(launch_warp([] { emu::cp_async_16(g_shared, g_source[0]); }),
+    CHECK_THROWS_WITH(launch_warp([] { emu::cp_async_16(lane_slot(), g_source[0]); }),
                       Catch::Contains("exited with copies not waited for"));
     // An empty group left in flight is no copy.
     CHECK_NOTHROW(launch_warp([] { emu::cp_async_commit(); }));
@@ -132,7 +136,7 @@ TEST_CASE("cp.async misuse throws emu::Violation", "[emu][cp_async]") {
   SECTION("cp.async in code compiled for sm_75 (which has no such instruction)") {
     emu::set_code_architecture(75);
     CHECK_THROWS_WITH(launch_warp([] {
-                        emu::cp_async_16(g_shared, g_source[0]);
+                        emu::cp_async_16(lane_slot(), g_source[0]);
                         emu::cp_async_commit();
                         emu::cp_async_wait(0);
                       }),
@@ -140,7 +144,7 @@ TEST_CASE("cp.async misuse throws emu::Violation", "[emu][cp_async]") {
     emu::cp_async_check_drained();
     emu::set_code_architecture(80);
     CHECK_NOTHROW(launch_warp([] {
-      emu::cp_async_16(g_shared, g_source[0]);
+      emu::cp_async_16(lane_slot(), g_source[0]);
       emu::cp_async_commit();
       emu::cp_async_wait(0);
     }));
@@ -148,8 +152,8 @@ TEST_CASE("cp.async misuse throws emu::Violation", "[emu][cp_async]") {
   }
   SECTION("copies of one block seen by the next") {
     use_test_shared();
-    CHECK_THROWS_WITH(emu::launch(dim3(2), dim3(32), 64, std::function<void()>([] {
-                                    emu::cp_async_16(g_shared, g_source[0]);
+    CHECK_THROWS_WITH(emu::launch(dim3(2), dim3(32), 512, std::function<void()>([] {
+                                    emu::cp_async_16(lane_slot(), g_source[0]);
                                     emu::cp_async_commit();
                                   })),
                       Catch::Contains("exited with copies not waited for"));
