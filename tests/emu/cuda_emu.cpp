@@ -235,12 +235,12 @@ struct Machine {
   std::vector<Fiber> fibers;
   std::vector<WarpOp> warps;
   int barrier_arrived = 0;
-  bool barrier_or = false;
+  bool barrier_or = false;  // OR of the predicates brought to the pending barrier.red.or
   // ThreadSanitizer: barriers alternate between two sync addresses, so that a thread leaving one
   // acquires the releases of that barrier's arrivals only, not those of threads already at the
   // next (which can come no sooner than every thread has left this one).
   unsigned barrier_generation = 0;
-  char barrier_sync[2] = {};  // OR of the predicates brought to the pending barrier.red.or
+  char barrier_sync[2] = {};
   std::source_location barrier_site;
   Context scheduler;
   void* tsan_scheduler = nullptr;  // the OS thread's ThreadSanitizer context (GPT2CC_EMU_TSAN)
