@@ -2,8 +2,9 @@
 // case is a kernel with a race that every schedule and cp.async landing computes to the same bits
 // (checked here), so that only the detector can see it, next to its twin ordered as CUDA requires:
 // the twin must run without a report, the racy kernel must get one. Hidden ([.]): ctest runs them
-// only in a ThreadSanitizer build, as emu_race_detector, with TSAN_OPTIONS=exitcode=0 (there the
-// reports are expected, and these checks count them).
+// only in a ThreadSanitizer build, as emu_race_detector, with TSAN_OPTIONS that keep the exit code
+// at 0 and report every race, not the first per address or per pair of stacks (there the reports
+// are expected, and these checks count them).
 #include <catch2/catch.hpp>
 
 #include <cstdint>
@@ -21,7 +22,8 @@ namespace {
 alignas(16) unsigned char g_shared[emu::kSharedCapacity];
 alignas(16) uint32_t g_source[4] = {0x3f803f80u, 0x40004000u, 0x40404040u, 0x40804080u};
 
-// Each case works in its own part of shared memory: ThreadSanitizer reports one race per address.
+// Each case works in its own part of shared memory: by default ThreadSanitizer reports one race per
+// address.
 constexpr size_t kSmemBytes = 4096;
 uint32_t* shared_words(int part) { return reinterpret_cast<uint32_t*>(g_shared + 1024 * part); }
 
