@@ -40,6 +40,14 @@ struct ThreadCopies {
   }
 };
 
+// Under ThreadSanitizer (tsan_hooks.hpp): the copy's read of its source and store to its
+// destination, as the issuing thread, at a point where it may land (its issue, each barrier the
+// thread passes while it is in flight, its wait); nothing without it.
+void may_land_here(const Copy& c) {
+  tsan::read16(c.src);
+  tsan::write16(c.dst);
+}
+
 // Per OS thread: each resident slot of an interleaved launch (cuda_emu.cpp) has its own.
 thread_local std::vector<ThreadCopies> g_threads(1024);
 
@@ -70,11 +78,11 @@ void cp_async_16(void* shared_dst, const void* global_src) {
   shared_address(shared_dst);  // throws unless dst is in the block's shared memory
   if (reinterpret_cast<uintptr_t>(shared_dst) % 16 != 0 || reinterpret_cast<uintptr_t>(global_src) % 16 != 0)
     throw Violation("cp.async of 16 bytes with an address not 16-byte aligned at " + where());
-  tsan::read16(global_src);  // under ThreadSanitizer: the copy may land from now on to its wait
-  tsan::write16(shared_dst);
   const bool now = g_landing == CpAsyncLanding::kAtIssue;
+  const Copy copy{shared_dst, global_src, now};
+  may_land_here(copy);
   if (now) std::memcpy(shared_dst, global_src, 16);
-  current().uncommitted.push_back({shared_dst, global_src, now});
+  current().uncommitted.push_back(copy);
 }
 
 void set_cp_async_landing(CpAsyncLanding landing) { g_landing = landing; }
@@ -89,8 +97,7 @@ void cp_async_wait(int newest_pending) {
   ThreadCopies& t = current();
   while (t.groups.size() > static_cast<size_t>(newest_pending)) {
     for (const Copy& c : t.groups.front()) {
-      tsan::read16(c.src);
-      tsan::write16(c.dst);
+      may_land_here(c);
       if (!c.landed) std::memcpy(c.dst, c.src, 16);
     }
     t.groups.pop_front();
@@ -101,8 +108,8 @@ void cp_async_race_in_flight() {
   if (!tsan::kEnabled) return;
   const ThreadCopies& t = current();
   for (const auto& group : t.groups)
-    for (const Copy& c : group) tsan::write16(c.dst);
-  for (const Copy& c : t.uncommitted) tsan::write16(c.dst);
+    for (const Copy& c : group) may_land_here(c);
+  for (const Copy& c : t.uncommitted) may_land_here(c);
 }
 
 void cp_async_check_drained() {

@@ -26,9 +26,9 @@ void cp_async_commit();
 // cp.async.wait_group n: makes all but the newest n committed groups of the thread complete.
 void cp_async_wait(int newest_pending);
 // Under ThreadSanitizer (tsan_hooks.hpp), called by a thread leaving a barrier: its copies still in
-// flight write their destinations again, in the thread's name, after the barrier (a copy may land
-// at any time from its issue to its wait_group, so also after each barrier in between); nothing
-// without it.
+// flight read their sources and write their destinations again, in the thread's name, after the
+// barrier (a copy may land at any time from its issue to its wait_group, so also after each
+// barrier in between); nothing without it.
 void cp_async_race_in_flight();
 // Throws Violation if any thread still holds copies (never committed, or committed and never
 // waited for; empty groups do not count): the block would have exited with shared memory still
