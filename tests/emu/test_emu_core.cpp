@@ -447,6 +447,17 @@ void ordered_sums(std::vector<uint32_t>& sums, uint32_t& counter, uint32_t& done
   if (mistake != Mistake::kReleaseBeforeBarrier && threadIdx.x == 0) emu::store_release(&done, mine + 1);
 }
 
+// One launch of ordered_sums: 64 threads per block, its sums and counters from zero.
+struct OrderedSums {
+  std::vector<uint32_t> sums = std::vector<uint32_t>(64, 0);
+  uint32_t counter = 0, done = 0;
+};
+OrderedSums launch_ordered_sums(dim3 grid, Mistake mistake) {
+  OrderedSums r;
+  emu::launch(grid, dim3(64), 0, [&] { ordered_sums(r.sums, r.counter, r.done, mistake); });
+  return r;
+}
+
 uint32_t expected_ordered_sum() {
   uint32_t x = 0;
   for (uint32_t ticket = 0; ticket < 8; ++ticket) x = 3 * x + ticket + 1;
@@ -471,13 +482,11 @@ TEST_CASE("emulated resident blocks run interleaved: a flag wait waits, a missin
                          << static_cast<int>(schedule));
         const ResidentBlocks scope(resident, turns);
         emu::set_schedule(schedule);
-        std::vector<uint32_t> sums(64, 0);
-        uint32_t counter = 0, done = 0;
-        emu::launch(dim3(4, 2), dim3(64), 0, [&] { ordered_sums(sums, counter, done, Mistake::kNone); });
+        const OrderedSums r = launch_ordered_sums(dim3(4, 2), Mistake::kNone);
         emu::set_schedule(emu::Schedule::kWarpsAscending);
-        CHECK(counter == 8);
-        CHECK(done == 8);
-        CHECK(std::count(sums.begin(), sums.end(), expected) == 64);
+        CHECK(r.counter == 8);
+        CHECK(r.done == 8);
+        CHECK(std::count(r.sums.begin(), r.sums.end(), expected) == 64);
       }
     }
   }
@@ -492,9 +501,7 @@ TEST_CASE("emulated resident blocks run interleaved: a flag wait waits, a missin
     for (const int resident : {1, 2, 4}) {
       INFO("resident " << resident);
       const ResidentBlocks scope(resident, emu::Turns::kNewestFirst);
-      std::vector<uint32_t> sums(64, 0);
-      uint32_t counter = 0, done = 0;
-      emu::launch(dim3(8), dim3(64), 0, [&] { ordered_sums(sums, counter, done, mistake); });
+      const std::vector<uint32_t> sums = launch_ordered_sums(dim3(8), mistake).sums;
       if (resident == 1) CHECK(std::count(sums.begin(), sums.end(), expected) == 64);
       else CHECK(std::count(sums.begin(), sums.end(), expected) < 64);  // thread 0's may be right
     }
@@ -505,18 +512,13 @@ TEST_CASE("race detector: each step left out of the ordered hand-over between re
   // Hidden: run by emu_race_detector in a ThreadSanitizer build (test_emu_races.cpp says why).
   REQUIRE(emu::race_detector());
   const ResidentBlocks scope(2, emu::Turns::kNewestFirst);
-  const auto run = [](Mistake mistake) {
-    std::vector<uint32_t> sums(64, 0);
-    uint32_t counter = 0, done = 0;
-    emu::launch(dim3(8), dim3(64), 0, [&] { ordered_sums(sums, counter, done, mistake); });
-  };
   size_t before = emu::race_reports();
-  run(Mistake::kNone);
+  launch_ordered_sums(dim3(8), Mistake::kNone);
   CHECK(emu::race_reports() == before);
   for (const Mistake mistake : {Mistake::kNoWait, Mistake::kNoBarrierAfterWait, Mistake::kReleaseBeforeBarrier}) {
     INFO("mistake " << static_cast<int>(mistake));
     before = emu::race_reports();
-    run(mistake);
+    launch_ordered_sums(dim3(8), mistake);
     CHECK(emu::race_reports() > before);
   }
 }
