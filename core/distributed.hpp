@@ -11,8 +11,9 @@
 // 2N, and in bf16 N/ranks master floats instead of N.
 //
 // ProcessGroup: who the ranks are, and small collectives on host values (loss sums, the stop
-// flag, a checkpoint's sharded optimizer state and master weights). DeviceCollectives: collectives on buffers in a backend's
-// memory. Every rank must call every collective, in the same order.
+// flag, a checkpoint's sharded optimizer state and master weights). DeviceCollectives:
+// collectives on buffers in a backend's memory. Every rank must call every collective, in the
+// same order.
 #pragma once
 
 #include <cstddef>

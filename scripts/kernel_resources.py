@@ -4,15 +4,16 @@
 Runs without a GPU: cuobjdump reads the sm_90 cubins in the kernels library of a CUDA build.
 For each kernel: registers per thread, the stack frame and local memory, static shared memory
 (from `cuobjdump -res-usage`; on sm_90 that figure counts the 1 KiB system reserve: the flash
-kernels, which declare none but the fused backward's 16-byte ticket, show 1024 and 1040), and from its SASS the local-memory loads and stores (LDL/STL:
-spills), the tensor-core instructions (HMMA) and ldmatrix loads (LDSM). Prints a Markdown table.
+kernels, which declare none but the fused backward's 16-byte ticket, show 1024 and 1040), and
+from its SASS the local-memory loads and stores (LDL/STL: spills), the tensor-core instructions
+(HMMA) and ldmatrix loads (LDSM). Prints a Markdown table.
 
     python3 scripts/kernel_resources.py [--build build] [--filter flash] [--cuobjdump PATH]
 
 cuobjdump: --cuobjdump, else the one on PATH or in the CUDA toolkit, else PyPI's
 nvidia-cuda-cuobjdump (with nvidia-cuda-nvdisasm, which `cuobjdump -sass` runs from the same
-folder) installed into .tools/cuobjdump (pip install --target; this is how the
-figures in docs/cuda.md were made on a machine whose toolkit had no cuobjdump).
+folder) installed into .tools/cuobjdump (pip install --target; this is how the figures in
+docs/cuda.md were made on a machine whose toolkit had no cuobjdump).
 """
 import argparse
 import collections
