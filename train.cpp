@@ -229,40 +229,54 @@ std::function<std::string(GPT2&, uint64_t)> make_sampler(const TrainConfig& c) {
   };
 }
 
+constexpr const char* kMemoryHint =
+    "less memory: a smaller --batch-size (--total-batch keeps the tokens per step, by accumulation), a shorter "
+    "--seq-len, --recompute-gelu, --dtype bf16 (cuda), --zero-stage 1 with several ranks, or a smaller model";
+
 int run(int argc, char** argv, ProcessGroup& group) {
+  // Under mpiexec the ranks agree on the setup's errors before their first collective and after
+  // the trainer's setup (which calls none): one message, naming the ranks that had it.
+  const auto agreed = [&](auto&& step) { agree_on_failure(group, "train", argc, argv, kMemoryHint, step); };
   TrainConfig config;
   auto options = make_options(config);
-  auto parsed = options.parse(argc, argv);
-  if (parsed.count("help")) {
-    std::cout << options.help({"", "model", "device", "data", "batch", "optimizer", "length", "eval", "output"})
-              << std::endl;
+  std::optional<cxxopts::ParseResult> parsed;
+  agreed([&] { parsed = options.parse(argc, argv); });
+  if (parsed->count("help")) {
+    if (group.is_root())
+      std::cout << options.help({"", "model", "device", "data", "batch", "optimizer", "length", "eval", "output"})
+                << std::endl;
     return 0;
   }
-  INPUT_CHECK(parsed.unmatched().empty(), "unexpected argument '{}' (every setting is a --flag)",
-              parsed.unmatched().empty() ? "" : parsed.unmatched().front());
-  if (!config.resume.empty() && !config.eval_only && config.export_hf.empty())
-    config = resume_config(config, argc, argv);
-  validate(config);
   const bool data_parallel = group.size() > 1;
-  INPUT_CHECK(!data_parallel || (config.export_hf.empty() && !config.eval_only),
-              "--{} runs in one process: start it without mpiexec", config.eval_only ? "eval-only" : "export-hf");
+  std::unique_ptr<Backend> backend;
+  agreed([&] {
+    INPUT_CHECK(parsed->unmatched().empty(), "unexpected argument '{}' (every setting is a --flag)",
+                parsed->unmatched().empty() ? "" : parsed->unmatched().front());
+    if (!config.resume.empty() && !config.eval_only && config.export_hf.empty())
+      config = resume_config(config, argc, argv);
+    validate(config);
+    INPUT_CHECK(!data_parallel || (config.export_hf.empty() && !config.eval_only),
+                "--{} runs in one process: start it without mpiexec", config.eval_only ? "eval-only" : "export-hf");
+    if (!config.export_hf.empty()) return;
+    INPUT_CHECK(!data_parallel || config.device != "cuda" || !parsed->count("cuda-device"),
+                "--cuda-device with {} ranks: every rank would take GPU {}; leave it out, and the rank with local "
+                "index i takes GPU i",
+                group.size(), config.cuda_device);
+    // Where this rank runs (not recorded in the run's config: a resume may run elsewhere).
+    const bool cuda = config.device == "cuda";
+    const int gpu = data_parallel && cuda ? cuda_device_of_rank(group, cuda_device_count()) : config.cuda_device;
+    const int threads = data_parallel ? cpu_threads_of_rank(group, config.threads) : config.threads;
+    const DType dtype = parse_dtype(config.dtype);
+    backend = cuda ? make_cuda_backend(gpu, dtype) : make_cpu_backend(threads, dtype);
+  });
   if (!config.export_hf.empty()) return export_hf(config);
-  INPUT_CHECK(!data_parallel || config.device != "cuda" || !parsed.count("cuda-device"),
-              "--cuda-device with {} ranks: every rank would take GPU {}; leave it out, and the rank with local index "
-              "i takes GPU i",
-              group.size(), config.cuda_device);
-  // Where this rank runs (not recorded in the run's config: a resume may run elsewhere).
-  const bool cuda = config.device == "cuda";
-  const int gpu = data_parallel && cuda ? cuda_device_of_rank(group, cuda_device_count()) : config.cuda_device;
-  const int threads = data_parallel ? cpu_threads_of_rank(group, config.threads) : config.threads;
-
-  const DType dtype = parse_dtype(config.dtype);
-  auto backend = cuda ? make_cuda_backend(gpu, dtype) : make_cpu_backend(threads, dtype);
   if (config.eval_only) return eval_only(config, *backend);
 
   std::unique_ptr<DeviceCollectives> collectives;
   if (data_parallel) collectives = make_device_collectives(group, *backend);
-  Trainer trainer(config, *backend, collectives.get());
+  std::unique_ptr<Trainer> trainer_ptr;
+  agreed([&] { trainer_ptr = std::make_unique<Trainer>(config, *backend, collectives.get()); });
+  Trainer& trainer = *trainer_ptr;
   install_stop_signal_handlers();  // on every rank: mpiexec passes a Ctrl-C on to all of them
   // The other ranks print only what goes wrong on them.
   if (!group.is_root()) {
@@ -291,9 +305,6 @@ int run(int argc, char** argv, ProcessGroup& group) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const char* memory_hint =
-      "less memory: a smaller --batch-size (--total-batch keeps the tokens per step, by accumulation), a shorter "
-      "--seq-len, --recompute-gelu, --dtype bf16 (cuda), --zero-stage 1 with several ranks, or a smaller model";
   // Joins the ranks when mpiexec started several; a failure joining is reported as any other.
   std::unique_ptr<ProcessGroup> group;
   int code = gpt2cc::run_cli("train", argc, argv, [&](int, char**) {
@@ -303,9 +314,19 @@ int main(int argc, char** argv) {
   if (code != 0) return code;
   const std::string program = group->size() > 1 ? format("train (rank {} of {})", group->rank(), group->size())
                                                 : std::string("train");
-  code = gpt2cc::run_cli(program.c_str(), argc, argv, [&](int c, char** v) { return run(c, v, *group); },
-                         memory_hint);
-  // A failed rank ends the others, which would wait for it in their next collective.
-  if (code != 0) group->abort(code);
+  bool agreed = false;  // every rank ends with the failure's code: none is left waiting
+  code = gpt2cc::run_cli(
+      program.c_str(), argc, argv,
+      [&](int c, char** v) {
+        try {
+          return run(c, v, *group);
+        } catch (const AgreedFailure&) {
+          agreed = true;
+          throw;
+        }
+      },
+      kMemoryHint);
+  // A rank failed alone: it ends the others, which would wait for it in their next collective.
+  if (code != 0 && !agreed) group->abort(code);
   return code;
 }

@@ -8,11 +8,14 @@
 #pragma once
 
 #include <cxxopts.hpp>
+#include <exception>
 #include <iostream>
 #include <new>
 #include <string>
+#include <vector>
 
 #include "core/check.hpp"
+#include "core/distributed.hpp"
 
 namespace gpt2cc {
 
@@ -34,34 +37,98 @@ inline std::string name_bad_value(const std::string& message, int argc, char** a
 // One line to stderr in one write, so that the lines of several ranks of one job never interleave.
 inline void print_error_line(const std::string& line) { std::cerr << (line + "\n") << std::flush; }
 
-template <class Run>
-int run_cli(const char* program, int argc, char** argv, Run&& run, const char* memory_hint = nullptr) {
-  const std::string name = program;                       // e.g. "train (rank 1 of 4)"
-  const std::string command = name.substr(0, name.find(' '));  // "train"
+// How a program ends on an exception: its exit code and the lines it prints, each to follow the
+// program's name and ": ". `command` is the bare program name (for "see train --help").
+struct CliFailure {
+  int code = 1;
+  std::vector<std::string> lines;
+};
+inline CliFailure describe_failure(std::exception_ptr error, const std::string& command, int argc, char** argv,
+                                   const char* memory_hint) {
   const auto out_of_memory = [&](const std::string& what) {
-    print_error_line(name + ": error: " + what);
-    if (memory_hint != nullptr) print_error_line(name + ": " + memory_hint);
-    return 1;
+    CliFailure f{1, {"error: " + what}};
+    if (memory_hint != nullptr) f.lines.push_back(memory_hint);
+    return f;
   };
   try {
-    return run(argc, argv);
+    std::rethrow_exception(error);
   } catch (const OutOfMemoryError& e) {
     return out_of_memory(e.what());
   } catch (const std::bad_alloc&) {
     return out_of_memory("out of host memory (an allocation failed)");
   } catch (const InputError& e) {
-    print_error_line(name + ": " + e.what());
-    return 2;
+    return {2, {e.what()}};
   } catch (const cxxopts::exceptions::incorrect_argument_type& e) {
-    print_error_line(name + ": " + name_bad_value(e.what(), argc, argv) + " (see " + command + " --help)");
-    return 2;
+    return {2, {name_bad_value(e.what(), argc, argv) + " (see " + command + " --help)"}};
   } catch (const cxxopts::exceptions::exception& e) {
-    print_error_line(name + ": " + e.what() + " (see " + command + " --help)");
-    return 2;
+    return {2, {std::string(e.what()) + " (see " + command + " --help)"}};
   } catch (const std::exception& e) {
-    print_error_line(name + ": error: " + e.what());
-    return 1;
+    return {1, {std::string("error: ") + e.what()}};
   }
+}
+
+// A failure the ranks of a job have agreed on (agree_on_failure): every rank ends with `code`,
+// and prints `lines` as they are, which only the root has.
+struct AgreedFailure {
+  int code = 1;
+  std::vector<std::string> lines;
+};
+
+template <class Run>
+int run_cli(const char* program, int argc, char** argv, Run&& run, const char* memory_hint = nullptr) {
+  const std::string name = program;                            // e.g. "train (rank 1 of 4)"
+  const std::string command = name.substr(0, name.find(' '));  // "train"
+  try {
+    return run(argc, argv);
+  } catch (const AgreedFailure& f) {
+    for (const std::string& line : f.lines) print_error_line(line);
+    return f.code;
+  } catch (const std::exception&) {
+    const CliFailure f = describe_failure(std::current_exception(), command, argc, argv, memory_hint);
+    for (const std::string& line : f.lines) print_error_line(name + ": " + line);
+    return f.code;
+  }
+}
+
+// Runs `step` on every rank of `group`, then the ranks agree on how it went: when it threw on any
+// of them, every rank throws AgreedFailure with the exit code of the first rank that failed, the
+// root's carrying each distinct failure once, named with the ranks that had it
+// (merge_rank_failures). A bad flag under `mpiexec -n 8` is then one line and exit code 2 on every
+// rank, where each rank would print it and abort the others. `step` must call no collective (a
+// rank that failed before it would leave the others waiting there): the agreement is the only one.
+template <class Step>
+void agree_on_failure(ProcessGroup& group, const std::string& command, int argc, char** argv, const char* memory_hint,
+                      Step&& step) {
+  if (group.size() == 1) {
+    step();  // its error is run_cli's to print, as in any program
+    return;
+  }
+  std::string mine;  // "<code> <line>\n<line>...", or "" where the step succeeded
+  try {
+    step();
+  } catch (const std::exception&) {
+    const CliFailure f = describe_failure(std::current_exception(), command, argc, argv, memory_hint);
+    mine = std::to_string(f.code);
+    for (size_t i = 0; i < f.lines.size(); ++i) mine += (i ? "\n" : " ") + f.lines[i];
+  }
+  AgreedFailure agreed;
+  int code = 0;
+  if (group.is_root()) {
+    std::vector<std::string> failures = group.gather_strings(mine);
+    for (std::string& failure : failures) {
+      if (failure.empty()) continue;
+      const size_t space = failure.find(' ');
+      if (code == 0) code = std::stoi(failure.substr(0, space));
+      failure.erase(0, space + 1);
+    }
+    agreed.lines = merge_rank_failures(command, failures);
+  } else {
+    group.gather_strings(mine);
+  }
+  group.broadcast(&code, sizeof code);
+  if (code == 0) return;
+  agreed.code = code;
+  throw agreed;
 }
 
 }  // namespace gpt2cc

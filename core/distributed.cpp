@@ -7,6 +7,7 @@
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -168,6 +169,31 @@ void ProcessGroup::gather(float* full, std::span<const float> part, int root) {
 #endif
 }
 
+std::vector<std::string> ProcessGroup::gather_strings(const std::string& mine, int root) {
+  if (!mpi_ || size_ == 1) return {mine};
+  std::vector<std::string> all;
+#ifdef GPT2CC_HAVE_MPI
+  // The lengths first, then the characters laid end to end (messages: far below MPI's int counts).
+  ENSURE(mine.size() <= kMpiChunk, "gather_strings: a string of {} bytes is more than MPI takes at once", mine.size());
+  const int length = int(mine.size());
+  std::vector<int> lengths(rank_ == root ? size_t(size_) : 0), offsets(lengths.size());
+  MPI_CALL(MPI_Gather(&length, 1, MPI_INT, lengths.data(), 1, MPI_INT, root, MPI_COMM_WORLD));
+  size_t total = 0;
+  for (size_t r = 0; r < lengths.size(); ++r) {
+    offsets[r] = int(total);
+    total += size_t(lengths[r]);
+  }
+  ENSURE(total <= kMpiChunk, "gather_strings: {} bytes in all is more than MPI takes at once", total);
+  std::string text(total, '\0');
+  MPI_CALL(MPI_Gatherv(mine.data(), length, MPI_CHAR, text.data(), lengths.data(), offsets.data(), MPI_CHAR, root,
+                       MPI_COMM_WORLD));
+  for (size_t r = 0; r < lengths.size(); ++r) all.push_back(text.substr(size_t(offsets[r]), size_t(lengths[r])));
+#else
+  (void)root;
+#endif
+  return all;
+}
+
 void ProcessGroup::barrier() {
 #ifdef GPT2CC_HAVE_MPI
   if (mpi_ && size_ > 1) MPI_CALL(MPI_Barrier(MPI_COMM_WORLD));
@@ -188,6 +214,40 @@ void ProcessGroup::abort(int code) {
 #else
   (void)code;
 #endif
+}
+
+std::vector<std::string> merge_rank_failures(const std::string& program, const std::vector<std::string>& failures) {
+  const int ranks = int(failures.size());
+  std::vector<std::string> lines;
+  std::vector<bool> told(failures.size(), false);
+  for (int first = 0; first < ranks; ++first) {
+    if (failures[size_t(first)].empty() || told[size_t(first)]) continue;
+    // The ranks with this message, as runs: "0-2, 5".
+    std::vector<int> had;
+    for (int r = first; r < ranks; ++r) {
+      if (failures[size_t(r)] != failures[size_t(first)]) continue;
+      had.push_back(r);
+      told[size_t(r)] = true;
+    }
+    std::string who;
+    for (size_t i = 0; i < had.size();) {
+      size_t j = i;
+      while (j + 1 < had.size() && had[j + 1] == had[j] + 1) ++j;
+      who += (who.empty() ? "" : ", ") + std::to_string(had[i]) +
+             (j == i ? "" : (j == i + 1 ? ", " : "-") + std::to_string(had[j]));
+      i = j + 1;
+    }
+    const std::string name = int(had.size()) == ranks ? format("{} (all {} ranks)", program, ranks)
+                             : had.size() == 1        ? format("{} (rank {} of {})", program, who, ranks)
+                                                      : format("{} (ranks {} of {})", program, who, ranks);
+    const std::string& message = failures[size_t(first)];
+    for (size_t begin = 0; begin <= message.size();) {
+      const size_t end = std::min(message.find('\n', begin), message.size());
+      lines.push_back(name + ": " + message.substr(begin, end - begin));
+      begin = end + 1;
+    }
+  }
+  return lines;
 }
 
 int cuda_device_of_rank(const ProcessGroup& group, int visible_devices) {

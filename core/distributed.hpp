@@ -21,6 +21,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "core/backend.hpp"
 
@@ -62,6 +63,8 @@ class ProcessGroup {
   // Rank r's `part` lands at full[r * part.size()] on the root (full: size() * part.size()
   // floats there; ignored elsewhere).
   void gather(float* full, std::span<const float> part, int root = 0);
+  // Rank r's `mine` is element r of the root's result; the other ranks get an empty vector.
+  std::vector<std::string> gather_strings(const std::string& mine, int root = 0);
   void barrier();
   // Ends every rank of the job with `code` (after an error on this one: the others would wait
   // forever in their next collective). Returns on a single process.
@@ -72,6 +75,15 @@ class ProcessGroup {
   int rank_ = 0, size_ = 1, local_rank_ = 0, local_size_ = 1;
   bool mpi_ = false;
 };
+
+// The lines the root prints for a step that failed on some ranks (core/cli.hpp's
+// agree_on_failure): failures[r] is rank r's message, lines separated by '\n', or "" where that
+// rank succeeded. Each distinct message once, in the order of the first rank that had it, every
+// line after a name of its ranks:
+//   train (all 4 ranks): no shards found at data/x
+//   train (rank 2 of 4): cannot open data/x/a.bin: Permission denied
+//   train (ranks 0-2, 5 of 8): ...
+std::vector<std::string> merge_rank_failures(const std::string& program, const std::vector<std::string>& failures);
 
 // Where a rank runs. A GPU: local rank i takes GPU i, and a rank that sees one GPU (a scheduler
 // gave each rank its own through CUDA_VISIBLE_DEVICES) takes that one; InputError for more ranks

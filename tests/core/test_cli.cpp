@@ -1,7 +1,8 @@
 // run_cli (core/cli.hpp), the exit-code contract every program shares: 0 success, 2 bad input
 // (InputError, cxxopts errors, an unparsable value named by its flag), 1 anything else; out of
 // memory (OutOfMemoryError or the host's std::bad_alloc) adds the program's hint of flags that
-// use less, and nothing else does.
+// use less, and nothing else does. merge_rank_failures: what the root of an mpiexec job prints
+// for a setup that failed on some ranks (agree_on_failure, run under MPI in test_data_parallel).
 #include <catch2/catch.hpp>
 
 #include <iostream>
@@ -12,6 +13,7 @@
 
 #include "core/check.hpp"
 #include "core/cli.hpp"
+#include "core/distributed.hpp"
 
 using namespace gpt2cc;
 
@@ -90,4 +92,30 @@ TEST_CASE("run_cli: cxxopts errors exit 2, an unparsable value is named by its f
   const Outcome bad_value_eq = run_parse({"--lr=abc"});
   CHECK(bad_value_eq.code == 2);
   CHECK_THAT(bad_value_eq.err, Catch::Contains("--lr: 'abc' is not a valid value"));
+}
+
+TEST_CASE("merge_rank_failures: each message once, after the ranks that had it", "[cli]") {
+  using Lines = std::vector<std::string>;
+  CHECK(merge_rank_failures("train", {"", "", ""}).empty());
+  CHECK(merge_rank_failures("train", {"no shards", "no shards"}) == Lines{"train (all 2 ranks): no shards"});
+  CHECK(merge_rank_failures("train", {"", "no shards", ""}) == Lines{"train (rank 1 of 3): no shards"});
+  // Runs of ranks: "0-2" for three or more in a row, "6, 7" for two; messages in order of first rank.
+  CHECK(merge_rank_failures("train", {"a", "a", "a", "b", "", "a", "b", "b"}) ==
+        Lines{"train (ranks 0-2, 5 of 8): a", "train (ranks 3, 6, 7 of 8): b"});
+  // A message of several lines names its ranks on each, so none reads as another rank's.
+  CHECK(merge_rank_failures("train", {"error: out of memory\nless memory: --small", ""}) ==
+        Lines{"train (rank 0 of 2): error: out of memory", "train (rank 0 of 2): less memory: --small"});
+}
+
+TEST_CASE("agree_on_failure in one process: the step's own error, printed by run_cli", "[cli]") {
+  auto group = ProcessGroup::single();
+  int ran = 0;
+  agree_on_failure(*group, "prog", 0, nullptr, nullptr, [&] { ++ran; });
+  CHECK(ran == 1);
+  const Outcome failed = run([&]() -> int {
+    agree_on_failure(*group, "prog", 0, nullptr, nullptr, [] { throw InputError("no shards found at x"); });
+    return 0;
+  });
+  CHECK(failed.code == 2);
+  CHECK(failed.err == "prog: no shards found at x\n");
 }

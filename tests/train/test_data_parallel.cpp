@@ -20,6 +20,7 @@
 #include <thread>
 
 #include "common/test_common.hpp"
+#include "core/cli.hpp"
 #include "core/distributed.hpp"
 #include "core/model.hpp"
 #include "core/model_optim.hpp"
@@ -118,6 +119,46 @@ TEST_CASE("process group: host collectives", "[distributed]") {
     for (int r = 0; r < R; ++r)
       for (size_t i = 0; i < part; ++i) CHECK(full[size_t(r) * part + i] == float(r * 1000 + int(i)));
   }
+}
+
+// Strings of different lengths (one empty) gather in rank order on the root; the ranks agree on
+// a step that failed on some of them: each throws AgreedFailure with the first failed rank's code,
+// only the root carries lines, and a step that failed nowhere passes on every rank.
+TEST_CASE("process group: gathered strings, and agreeing on a failure", "[distributed]") {
+  const int R = group().size(), me = group().rank();
+  const std::vector<std::string> all = group().gather_strings(std::string(size_t(me), char('a' + me)));
+  if (group().is_root()) {
+    REQUIRE(all.size() == size_t(R));
+    for (int r = 0; r < R; ++r) CHECK(all[size_t(r)] == std::string(size_t(r), char('a' + r)));
+  } else {
+    CHECK(all.empty());
+  }
+
+  int ran = 0;
+  agree_on_failure(group(), "test", 0, nullptr, nullptr, [&] { ++ran; });
+  CHECK(ran == 1);
+
+  // Ranks 1.. fail: the last one with an internal error (code 1), the others with bad input (2).
+  auto step = [&] {
+    if (me == R - 1) throw Error("disk on fire");
+    if (me > 0) throw InputError(format("no shards at data/{}", me > 1 ? "x" : "y"));
+  };
+  bool threw = false;
+  try {
+    agree_on_failure(group(), "test", 0, nullptr, nullptr, step);
+  } catch (const AgreedFailure& f) {
+    threw = true;
+    CHECK(f.code == (R == 2 ? 1 : 2));  // rank 1's: the first that failed
+    if (group().is_root()) {
+      std::vector<std::string> expected = {format("test (rank {} of {}): {}", 1, R, R == 2 ? "error: disk on fire"
+                                                                                            : "no shards at data/y")};
+      if (R > 2) expected.push_back(format("test (rank {} of {}): error: disk on fire", R - 1, R));
+      CHECK(f.lines == expected);
+    } else {
+      CHECK(f.lines.empty());
+    }
+  }
+  CHECK(threw);
 }
 
 TEST_CASE("where a rank runs: its GPU and its CPU threads", "[distributed]") {
