@@ -1,5 +1,5 @@
 // The CPU backend (cpu/backend.hpp): host memory (64-byte aligned, zero-filled) and every layer
-// op forwarded to the gpt2cc::cpu:: reference functions of the same name and argument order.
+// op forwarded to the gpt2cc::cpu:: function of the same name and argument order.
 // fp32 throughout; OpenMP threads as requested (0 = the OpenMP default).
 #include "cpu/backend.hpp"
 
@@ -151,6 +151,10 @@ void CpuBackend::crossentropy_forward(float* losses, ConstTensorPtr logits, cons
 void CpuBackend::crossentropy_backward(TensorPtr dlogits, float dloss, ConstTensorPtr logits, const int* targets,
                                        int B, int T, int V, int Vp) {
   cpu::crossentropy_backward(f32(dlogits), dloss, f32(logits), targets, B, T, V, Vp);
+}
+void CpuBackend::fused_classifier(TensorPtr logits, float* losses, const int* targets, float dloss, int B, int T,
+                                  int V, int Vp) {
+  cpu::fused_classifier(f32(logits), losses, targets, dloss, B, T, V, Vp);
 }
 
 double CpuBackend::sum_of_squares(ConstTensorPtr x, size_t N) { return cpu::sum_of_squares(f32(x), N); }

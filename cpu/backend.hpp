@@ -1,6 +1,6 @@
 // The CPU implementation of the Backend interface (core/backend.hpp): fp32 host memory and the
-// gpt2cc::cpu:: reference layers (cpu/<layer>.hpp), one call each; the fused ops use the
-// Backend's default compositions. Obtain it through make_cpu_backend(threads); the class is
+// gpt2cc::cpu:: layers (cpu/<layer>.hpp), one call each; the fused ops use the Backend's
+// default compositions, except the classifier (cpu::fused_classifier: one exp per logit). Obtain it through make_cpu_backend(threads); the class is
 // visible for tests that want its concrete type. Attention saves the full probabilities:
 // attention_saved_floats = B*NH*T*T.
 #pragma once
@@ -11,7 +11,7 @@
 
 namespace gpt2cc::cpu {
 
-class CpuBackend final : public Backend {
+class CpuBackend : public Backend {
  public:
   explicit CpuBackend(int threads = 0);  // 0: OpenMP default; > 0 sets omp_set_num_threads
   DeviceKind kind() const override { return DeviceKind::cpu; }
@@ -62,6 +62,8 @@ class CpuBackend final : public Backend {
                             int Vp) override;
   void crossentropy_backward(TensorPtr dlogits, float dloss, ConstTensorPtr logits, const int* targets, int B, int T,
                              int V, int Vp) override;
+  void fused_classifier(TensorPtr logits, float* losses, const int* targets, float dloss, int B, int T, int V,
+                        int Vp) override;
 
   double sum_of_squares(ConstTensorPtr x, size_t N) override;
   void adamw_update(float* master, TensorPtr params, float* m, float* v, ConstTensorPtr grads, size_t N,

@@ -3,6 +3,8 @@
 // Backward writes (=) dlogits = dloss * (softmax - onehot(target)) for columns < V, 0 for padded
 // columns and for ignored rows; dloss is d(total loss)/d(each token loss), e.g. 1/(#targets).
 // dlogits may alias logits (in place).
+// fused_classifier: the two in one pass over each row, in place over the logits, with one exp per
+// logit (vectorised) where the pair takes three; they stay its reference.
 #pragma once
 
 namespace gpt2cc::cpu {
@@ -10,4 +12,5 @@ inline constexpr int kIgnoreIndex = -1;
 void crossentropy_forward(float* losses, const float* logits, const int* targets, int B, int T, int V, int Vp);
 void crossentropy_backward(float* dlogits, float dloss, const float* logits, const int* targets, int B, int T, int V,
                            int Vp);
+void fused_classifier(float* logits, float* losses, const int* targets, float dloss, int B, int T, int V, int Vp);
 }  // namespace gpt2cc::cpu

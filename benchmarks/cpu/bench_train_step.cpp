@@ -102,8 +102,8 @@ json run_config(const BenchConfig& bc, int threads, int warmup, int steps) {
     const auto t0 = std::chrono::steady_clock::now();
     const double cpu0 = process_cpu_seconds();
     model.zero_grad();
-    losses.push_back(model.forward(inputs.data(), targets.data(), bc.B, bc.T));
-    model.backward(1.0f / model.num_targets());
+    // As the trainer runs it: forward and backward in one call (on the CPU: the fused classifier).
+    losses.push_back(model.forward_backward(inputs.data(), targets.data(), bc.B, bc.T, 1.0f / float(n)));
     hp.step = step;
     hp.grad_scale = clip_scale(model.grad_norm(), 1.0);
     model.adamw_step(hp);

@@ -1,10 +1,17 @@
 // cpu::crossentropy_forward / crossentropy_backward: hand-computed losses and gradients, padded
 // columns and ignored targets, a finite-difference check, in-place backward, large logits and
-// rejected targets.
+// rejected targets. cpu::fused_classifier against the pair, and its exp (cpu/vector_exp.hpp)
+// against the correctly rounded exp over its whole range.
 #include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <limits>
 
 #include "core/check.hpp"
 #include "cpu/crossentropy.hpp"
+#include "cpu/vector_exp.hpp"
 #include "tests/cpu/gradcheck.hpp"
 
 using namespace gpt2cc;
@@ -82,4 +89,97 @@ TEST_CASE("cross-entropy is stable for large logits and rejects bad targets", "[
   targets = {-2};
   CHECK_THROWS_AS(cpu::crossentropy_backward(logits.data(), 1.0f, logits.data(), targets.data(), 1, 1, 2, 2),
                   gpt2cc::Error);
+}
+
+TEST_CASE("exp_vectorizable: within 2 ulp of exp over its range; zero, infinity and NaN beyond it", "[cpu][crossentropy]") {
+  // Every 97th float in [-86.64, 88.72] (about 10 million values, both signs, every exponent):
+  // the error in units of the spacing of floats at the exact (double) value.
+  double worst = 0.0;
+  float worst_x = 0.0f;
+  size_t tested = 0;
+  for (float lo : {-86.64f, 0.0f}) {
+    const float hi = lo < 0.0f ? -0.0f : 88.72f;
+    const float from = std::min(std::abs(lo), std::abs(hi)), to = std::max(std::abs(lo), std::abs(hi));
+    for (uint32_t bits = std::bit_cast<uint32_t>(from); bits <= std::bit_cast<uint32_t>(to); bits += 97) {
+      const float x = std::copysign(std::bit_cast<float>(bits), lo < 0.0f ? -1.0f : 1.0f);
+      const double exact = std::exp(double(x));
+      const float rounded = float(exact);
+      const double ulp = double(std::nextafter(rounded, std::numeric_limits<float>::infinity())) - double(rounded);
+      const double err = std::abs(double(cpu::exp_vectorizable(x)) - exact) / ulp;
+      if (err > worst) worst = err, worst_x = x;
+      ++tested;
+    }
+  }
+  INFO("worst error " << worst << " ulp at x = " << worst_x << " over " << tested << " values");
+  CHECK(tested > 5000000);
+  CHECK(worst <= 2.0);
+  CHECK(cpu::exp_vectorizable(0.0f) == 1.0f);
+  CHECK(cpu::exp_vectorizable(-0.0f) == 1.0f);
+  CHECK(cpu::exp_vectorizable(-86.7f) == 0.0f);  // below 2^-125: no subnormal results
+  CHECK(cpu::exp_vectorizable(-std::numeric_limits<float>::infinity()) == 0.0f);
+  CHECK(cpu::exp_vectorizable(88.73f) == std::numeric_limits<float>::infinity());
+  CHECK(cpu::exp_vectorizable(std::numeric_limits<float>::infinity()) == std::numeric_limits<float>::infinity());
+  CHECK(std::isnan(cpu::exp_vectorizable(std::numeric_limits<float>::quiet_NaN())));
+}
+
+TEST_CASE("fused_classifier: the pair's losses and dlogits in one pass, closer to exact than the pair", "[cpu][crossentropy]") {
+  struct Shape {
+    int B, T, V, Vp;
+    float spread;  // logits uniform in [-spread, spread]
+  };
+  // GPT-2's vocabulary (V = 50257 of Vp = 50304), a tiny one, V == Vp, and logits large enough
+  // that exp would overflow without the max.
+  for (const Shape& s : {Shape{2, 3, 50257, 50304, 8.0f}, Shape{3, 5, 11, 16, 2.0f}, Shape{1, 4, 64, 64, 3.0f},
+                         Shape{2, 2, 1000, 1024, 300.0f}}) {
+    CAPTURE(s.B, s.T, s.V, s.Vp, s.spread);
+    const size_t rows = size_t(s.B) * s.T;
+    const std::vector<float> logits = test::random_vector(rows * s.Vp, 91, -s.spread, s.spread);
+    std::vector<int> targets = test::random_tokens(rows, 92, s.V);
+    targets[rows / 2] = cpu::kIgnoreIndex;
+    targets[0] = s.V - 1;  // the last real column
+    const float dloss = 1.0f / float(rows);
+
+    // The exact values, in double.
+    std::vector<float> exact_losses(rows, 0.0f), exact(rows * s.Vp, 0.0f);
+    for (size_t r = 0; r < rows; ++r) {
+      if (targets[r] == cpu::kIgnoreIndex) continue;
+      const float* row = logits.data() + r * s.Vp;
+      const double maxval = *std::max_element(row, row + s.V);
+      double sum = 0.0;
+      for (int j = 0; j < s.V; ++j) sum += std::exp(double(row[j]) - maxval);
+      exact_losses[r] = float(std::log(sum) - (double(row[targets[r]]) - maxval));
+      for (int j = 0; j < s.V; ++j)
+        exact[r * s.Vp + j] = float(dloss * (std::exp(double(row[j]) - maxval) / sum - (j == targets[r] ? 1.0 : 0.0)));
+    }
+
+    std::vector<float> losses(rows), got = logits;
+    test::poison(losses.data(), rows);
+    cpu::fused_classifier(got.data(), losses.data(), targets.data(), dloss, s.B, s.T, s.V, s.Vp);
+    // Each probability carries the exp's rounding (2 ulp) and the sum's (blocks of 512).
+    expect_close(losses, exact_losses, 1e-6, 1e-6, "fused losses vs exact");
+    expect_close(got, exact, 1e-12, 1e-6, "fused dlogits vs exact");
+    for (size_t r = 0; r < rows; ++r) {
+      for (int j = s.V; j < s.Vp; ++j) REQUIRE(got[r * s.Vp + j] == 0.0f);  // padding
+      if (targets[r] == cpu::kIgnoreIndex) {
+        CHECK(losses[r] == 0.0f);
+        for (int j = 0; j < s.Vp; ++j) REQUIRE(got[r * s.Vp + j] == 0.0f);
+      }
+    }
+
+    // The pair it replaces, run in place as the model did: its one-at-a-time sum over 50257
+    // terms strays further (some 1e-5 relative), within what the model tests allow.
+    std::vector<float> pair_losses(rows), pair = logits;
+    cpu::crossentropy_forward(pair_losses.data(), logits.data(), targets.data(), s.B, s.T, s.V, s.Vp);
+    cpu::crossentropy_backward(pair.data(), dloss, pair.data(), targets.data(), s.B, s.T, s.V, s.Vp);
+    expect_close(losses, pair_losses, 1e-5, 2e-5, "fused losses vs the pair");
+    expect_close(got, pair, 1e-12, 1e-4, "fused dlogits vs the pair");
+  }
+  // A NaN logit makes its row's loss NaN (the trainer's non-finite check sees it), as in the pair.
+  std::vector<float> logits = {1.0f, std::numeric_limits<float>::quiet_NaN(), 2.0f, 0.0f};
+  std::vector<int> targets = {0};
+  float loss = 0.0f;
+  cpu::fused_classifier(logits.data(), &loss, targets.data(), 1.0f, 1, 1, 4, 4);
+  CHECK(std::isnan(loss));
+  targets = {4};
+  CHECK_THROWS_AS(cpu::fused_classifier(logits.data(), &loss, targets.data(), 1.0f, 1, 1, 4, 4), gpt2cc::Error);
 }

@@ -1,6 +1,7 @@
-// The fused paths of the model on the CPU backend, which runs them as the compositions that
-// define them (core/backend.cpp): forward_backward equals forward + backward bit for bit (with
-// ignored targets, dropout and accumulation), GELU recompute and the CUDA-graph option change
+// The fused paths of the model on the CPU backend: with the classifier run as the composition
+// that defines it (core/backend.cpp), forward_backward equals forward + backward bit for bit
+// (with ignored targets, dropout and accumulation), and with the CPU's own one-pass classifier
+// (cpu::fused_classifier) to its rounding; GELU recompute and the CUDA-graph option change
 // nothing, and the dtype plumbing (TensorPtr, parse_dtype, the CPU's refusal of bf16).
 #include <catch2/catch.hpp>
 
@@ -8,23 +9,37 @@
 
 #include "core/check.hpp"
 #include "core/model.hpp"
+#include "cpu/backend.hpp"
 #include "model_test_util.hpp"
 
 using namespace gpt2cc;
+
+namespace {
+// The CPU backend with the classifier of Backend's default: crossentropy_forward, then
+// crossentropy_backward in place, which is what forward + backward run.
+class ComposedClassifierBackend final : public cpu::CpuBackend {
+ public:
+  using CpuBackend::CpuBackend;
+  void fused_classifier(TensorPtr logits, float* losses, const int* targets, float dloss, int B, int T, int V,
+                        int Vp) override {
+    Backend::fused_classifier(logits, losses, targets, dloss, B, T, V, Vp);
+  }
+};
+}  // namespace
 
 TEST_CASE("forward_backward equals forward then backward, bit for bit", "[model][fused]") {
   const float dropout = GENERATE(0.0f, 0.1f);
   INFO("dropout " << dropout);
   const ModelConfig c = test::tiny_config(dropout);
   const int B = 3, T = 7;
+  ComposedClassifierBackend composed(1);
   auto backend = make_cpu_backend(1);
-  GPT2 reference(c, *backend, B, T), fused(c, *backend, B, T);
+  GPT2 reference(c, composed, B, T), fused(c, composed, B, T), cpu_fused(c, *backend, B, T);
   const auto params = test::random_parameters(reference.layout(), c, 301);
-  reference.set_parameters(params);
-  fused.set_parameters(params);
-
-  reference.zero_grad();
-  fused.zero_grad();
+  for (GPT2* model : {&reference, &fused, &cpu_fused}) {
+    model->set_parameters(params);
+    model->zero_grad();
+  }
   // Two micro-batches accumulate into the same gradients.
   for (int micro = 0; micro < 2; ++micro) {
     const auto inputs = test::random_tokens(size_t(B) * T, 302 + micro, c.vocab_size);
@@ -33,12 +48,17 @@ TEST_CASE("forward_backward equals forward then backward, bit for bit", "[model]
     const float a = reference.forward(inputs.data(), targets.data(), B, T, true, 306 + micro);
     reference.backward(dloss);
     const float b = fused.forward_backward(inputs.data(), targets.data(), B, T, dloss, 306 + micro);
+    const float d = cpu_fused.forward_backward(inputs.data(), targets.data(), B, T, dloss, 306 + micro);
     CHECK(a == b);
     CHECK(fused.num_targets() == reference.num_targets());
     CHECK(fused.losses() == reference.losses());
+    CHECK(d == Approx(a).epsilon(1e-6));
+    test::expect_close(cpu_fused.losses(), reference.losses(), 1e-6, 1e-6, "losses, the CPU's classifier");
   }
   CHECK(fused.gradients() == reference.gradients());
   CHECK(fused.grad_norm() == reference.grad_norm());
+  test::expect_close(cpu_fused.gradients(), reference.gradients(), 1e-7, 1e-5, "gradients, the CPU's classifier");
+  CHECK(cpu_fused.grad_norm() == Approx(reference.grad_norm()).epsilon(1e-6));
   // The logits became dlogits: logits() says so instead of returning them.
   CHECK_THROWS_WITH(fused.logits(), Catch::Contains("backward reuses their memory"));
 }
