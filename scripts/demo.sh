@@ -2,7 +2,7 @@
 # The gpt2cc demo: installs what it needs, builds, prepares TinyStories with GPT-2's tokenizer,
 # trains a small GPT-2 for a few minutes, reports validation perplexity, draws the curves and
 # generates a story.
-#   scripts/demo.sh                    CPU: preset d2, ~3-5 minutes of training on 2 cores
+#   scripts/demo.sh                    CPU: preset d2, about 2-3 minutes of training on 2 cores
 #   scripts/demo.sh --device cuda      the same on a GPU (a larger model and more steps)
 #   scripts/demo.sh --steps 400 --preset d4 --threads 8
 # Data: $GPT2CC_DATA_DIR, else ../shared/data when present (a local copy: the TinyStories sample
@@ -33,7 +33,7 @@ fi
 if [[ "$device" == cuda ]]; then
   preset="${preset:-d6}"; steps="${steps:-2000}"; batch=16; seq=256; eval_every=250
 else
-  preset="${preset:-d2}"; steps="${steps:-150}"; batch=4; seq=64; eval_every=50
+  preset="${preset:-d2}"; steps="${steps:-1000}"; batch=4; seq=64; eval_every=100
 fi
 eval_every=$((steps < eval_every ? steps : eval_every))
 
@@ -75,7 +75,7 @@ python3 scripts/plot_metrics.py "$run" -o "$work/curves.png" --title "gpt2cc $pr
 
 checkpoint="$(ls "$run"/checkpoints/step_*.ckpt | tail -n 1)"
 if [[ -x "$build_dir/generate" ]]; then
-  echo "demo: a story from $checkpoint:"
+  echo "demo: a story from $checkpoint, continuing \"Once upon a time\":"
   "$build_dir/generate" --checkpoint "$checkpoint" --prompt "Once upon a time" --max-new-tokens 100 --top-k 40 \
     --device "$device" --threads "$threads"
   echo
