@@ -5,6 +5,7 @@
 // Out of memory (OutOfMemoryError, or the host's std::bad_alloc) prints the program's
 // `memory_hint` too, when it gives one: which of its own flags use less.
 // An unparsable value names its flag ("--lr: 'abc' is not a valid value"), which cxxopts does not.
+// Under mpiexec, agree_on_failure lets the ranks of a job report a setup error once, together.
 #pragma once
 
 #include <cxxopts.hpp>
@@ -120,6 +121,7 @@ void agree_on_failure(ProcessGroup& group, const std::string& command, int argc,
       const size_t space = failure.find(' ');
       if (code == 0) code = std::stoi(failure.substr(0, space));
       failure.erase(0, space + 1);
+      if (failure.empty()) failure = "(an error without a message)";  // "" is a rank that succeeded
     }
     agreed.lines = merge_rank_failures(command, failures);
   } else {

@@ -174,6 +174,16 @@ TEST_CASE("fused_classifier: the pair's losses and dlogits in one pass, closer t
     expect_close(losses, pair_losses, 1e-5, 2e-5, "fused losses vs the pair");
     expect_close(got, pair, 1e-12, 1e-4, "fused dlogits vs the pair");
   }
+  // A -inf logit (a masked token) has probability 0 and gradient 0; the rest of the row is as usual.
+  std::vector<float> masked = {1.0f, -std::numeric_limits<float>::infinity(), 2.0f, 0.0f};
+  std::vector<int> first = {0};
+  float want_loss = 0.0f, masked_loss = 0.0f;
+  cpu::crossentropy_forward(&want_loss, masked.data(), first.data(), 1, 1, 4, 4);
+  cpu::fused_classifier(masked.data(), &masked_loss, first.data(), 1.0f, 1, 1, 4, 4);
+  CHECK(std::isfinite(masked_loss));
+  CHECK(masked_loss == Approx(want_loss).epsilon(1e-6));
+  CHECK(masked[1] == 0.0f);
+  CHECK(std::isfinite(masked[0] + masked[2] + masked[3]));
   // A NaN logit makes its row's loss NaN (the trainer's non-finite check sees it), as in the pair.
   std::vector<float> logits = {1.0f, std::numeric_limits<float>::quiet_NaN(), 2.0f, 0.0f};
   std::vector<int> targets = {0};
