@@ -125,9 +125,11 @@ void CpuBackend::kv_cache_store(TensorPtr kcache, TensorPtr vcache, ConstTensorP
   cpu::kv_cache_store(f32(kcache), f32(vcache), f32(qkv), B, T, maxT, C);
 }
 
-void CpuBackend::gelu_forward(TensorPtr out, ConstTensorPtr inp, size_t N) { cpu::gelu_forward(f32(out), f32(inp), N); }
+void CpuBackend::gelu_forward(TensorPtr out, ConstTensorPtr inp, size_t N) {
+  cpu::gelu_forward_vectorized(f32(out), f32(inp), N);
+}
 void CpuBackend::gelu_backward(TensorPtr dinp, ConstTensorPtr dout, ConstTensorPtr inp, size_t N) {
-  cpu::gelu_backward(f32(dinp), f32(dout), f32(inp), N);
+  cpu::gelu_backward_vectorized(f32(dinp), f32(dout), f32(inp), N);
 }
 
 void CpuBackend::residual_forward(TensorPtr out, ConstTensorPtr inp1, ConstTensorPtr inp2, size_t N) {
