@@ -2,12 +2,14 @@
 // (`#pragma omp simd`), where std::exp is a scalar library call per element. For the CPU's
 // fast paths (the fused classifier); the reference layers keep std::exp.
 //   exp(x) = 2^n exp(r),  n = round(x log2 e),  r = x - n ln2,  |r| <= ln2 / 2
-//   exp(r) ~= 1 + r + r^2 P(r), P of degree 5 (Cephes' expf: relative error below 2e-7 on |r| <= ln2/2)
+//   exp(r) ~= 1 + r + r^2 P(r), P of degree 5 (Cephes' expf; relative error below 2e-7 for
+//   |r| <= ln2/2)
 // ln2 is split in two (ln2_hi has 9 significant bits, so n ln2_hi is exact) to keep r accurate.
 // n is rounded by adding 1.5 * 2^23 (the integer lands in the low mantissa bits; no float-to-int
 // conversion, which NaN would make undefined), and 2^n is built in the exponent bits.
 // Range: 0 below ln(2^-125) = -86.64 (no subnormal results), +inf above ln(FLT_MAX) = 88.72;
-// NaN gives NaN. Error within 2 ulp of the correctly rounded result (tests/cpu/test_crossentropy.cpp).
+// NaN gives NaN. Error within 2 ulp of the correctly rounded result
+// (tests/cpu/test_crossentropy.cpp).
 #pragma once
 
 #include <algorithm>

@@ -99,7 +99,8 @@ TEST_CASE("merge_rank_failures: each message once, after the ranks that had it",
   CHECK(merge_rank_failures("train", {"", "", ""}).empty());
   CHECK(merge_rank_failures("train", {"no shards", "no shards"}) == Lines{"train (all 2 ranks): no shards"});
   CHECK(merge_rank_failures("train", {"", "no shards", ""}) == Lines{"train (rank 1 of 3): no shards"});
-  // Runs of ranks: "0-2" for three or more in a row, "6, 7" for two; messages in order of first rank.
+  // Runs of ranks: "0-2" for three or more in a row, "6, 7" for two; messages in the order of
+  // their first rank.
   CHECK(merge_rank_failures("train", {"a", "a", "a", "b", "", "a", "b", "b"}) ==
         Lines{"train (ranks 0-2, 5 of 8): a", "train (ranks 3, 6, 7 of 8): b"});
   // A message of several lines names its ranks on each, so none reads as another rank's.

@@ -91,7 +91,8 @@ TEST_CASE("cross-entropy is stable for large logits and rejects bad targets", "[
                   gpt2cc::Error);
 }
 
-TEST_CASE("exp_vectorizable: within 2 ulp of exp over its range; zero, infinity and NaN beyond it", "[cpu][crossentropy]") {
+TEST_CASE("exp_vectorizable: within 2 ulp of exp over its range; zero, infinity and NaN beyond it",
+          "[cpu][crossentropy]") {
   // Every 97th float in [-86.64, 88.72] (about 10 million values, both signs, every exponent):
   // the error in units of the spacing of floats at the exact (double) value.
   double worst = 0.0;
@@ -122,7 +123,8 @@ TEST_CASE("exp_vectorizable: within 2 ulp of exp over its range; zero, infinity 
   CHECK(std::isnan(cpu::exp_vectorizable(std::numeric_limits<float>::quiet_NaN())));
 }
 
-TEST_CASE("fused_classifier: the pair's losses and dlogits in one pass, closer to exact than the pair", "[cpu][crossentropy]") {
+TEST_CASE("fused_classifier: the pair's losses and dlogits in one pass, closer to exact than the pair",
+          "[cpu][crossentropy]") {
   struct Shape {
     int B, T, V, Vp;
     float spread;  // logits uniform in [-spread, spread]
@@ -174,7 +176,8 @@ TEST_CASE("fused_classifier: the pair's losses and dlogits in one pass, closer t
     expect_close(losses, pair_losses, 1e-5, 2e-5, "fused losses vs the pair");
     expect_close(got, pair, 1e-12, 1e-4, "fused dlogits vs the pair");
   }
-  // A -inf logit (a masked token) has probability 0 and gradient 0; the rest of the row is as usual.
+  // A -inf logit (a masked token) has probability 0 and gradient 0; the rest of the row is as
+  // usual.
   std::vector<float> masked = {1.0f, -std::numeric_limits<float>::infinity(), 2.0f, 0.0f};
   std::vector<int> first = {0};
   float want_loss = 0.0f, masked_loss = 0.0f;
