@@ -2,7 +2,7 @@
 # The race check of the CUDA kernels: the emulated CUDA tests (tests/emu) built with
 # ThreadSanitizer, which makes the emulator a race detector for the kernels it runs
 # (docs/cuda.md, "Races"). Any report fails the run. Not part of scripts/test.sh: it needs a
-# second build and runs for about 13 minutes on 2 cores. Installs missing build dependencies first.
+# second build and runs for about 20 minutes on 2 cores. Installs missing build dependencies first.
 #   scripts/race_check.sh                          build into ./build-race and run
 #   GPT2CC_RACE_BUILD_DIR=dir scripts/race_check.sh another build directory
 set -euo pipefail
@@ -13,11 +13,13 @@ build_dir="${GPT2CC_RACE_BUILD_DIR:-build-race}"
 # -g: file and line in each frame of a report.
 cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS=-g -DGPT2CC_SANITIZE=thread \
   -DGPT2CC_CUDA=OFF -DGPT2CC_MPI=OFF
-cmake --build "$build_dir" -j "$(nproc)" --target test_emu emu_cuda_layers emu_cuda_bf16
+cmake --build "$build_dir" -j "$(nproc)" --target test_emu test_emu_attention_heads emu_cuda_layers emu_cuda_model \
+  emu_cuda_bf16
 # The detector's own test (its races are expected: it counts them), every kernel of test_emu (fp32
-# and bf16), the unchanged tests/cuda layer tests, and their flash tests one block at a time and
-# with four blocks resident at once (the fused backward's hand-over between blocks). OpenMP's
-# runtime is not instrumented: one thread keeps the CPU references' parallel loops out of the
-# reports.
+# and bf16) and its attention head-size branches, the unchanged tests/cuda layer and model tests
+# (the whole fp32 model on the CUDA backend: host code, graphs, cuBLAS calls and kernels), and the
+# flash tests one block at a time and with four blocks resident at once (the fused backward's
+# hand-over between blocks). OpenMP's runtime is not instrumented: one thread keeps the CPU
+# references' parallel loops out of the reports.
 OMP_NUM_THREADS=1 ctest --test-dir "$build_dir" --output-on-failure -j "$(nproc)" \
-  -R '^(emu_race_detector|test_emu|emu_cuda_layers|emu_cuda_bf16_flash|emu_cuda_bf16_resident)$'
+  -R '^(emu_race_detector|test_emu|test_emu_attention_heads|emu_cuda_layers|emu_cuda_model|emu_cuda_bf16_flash|emu_cuda_bf16_resident)$'
