@@ -2,7 +2,7 @@
 # The race check of the CUDA kernels: the emulated CUDA tests (tests/emu) built with
 # ThreadSanitizer, which makes the emulator a race detector for the kernels it runs
 # (docs/cuda.md, "Races"). Any report fails the run. Not part of scripts/test.sh: it needs a
-# second build and runs for about 20 minutes on 2 cores. Installs missing build dependencies first.
+# second build and runs for about 15 minutes on 2 cores. Installs missing build dependencies first.
 #   scripts/race_check.sh                          build into ./build-race and run
 #   GPT2CC_RACE_BUILD_DIR=dir scripts/race_check.sh another build directory
 set -euo pipefail
