@@ -17,7 +17,6 @@ namespace {
 constexpr int kSumBlock = 512;  // fused_classifier's summation block
 
 // Targets are checked up front, outside the parallel loops (an exception must not leave one).
-
 void check_targets(const int* targets, int B, int T, int V) {
   for (int bt = 0; bt < B * T; ++bt) {
     ENSURE(targets[bt] == kIgnoreIndex || (targets[bt] >= 0 && targets[bt] < V),
@@ -25,11 +24,18 @@ void check_targets(const int* targets, int B, int T, int V) {
   }
 }
 
+// The row's maximum over the first V columns (in vector lanes: the maximum is exact in any order).
+float row_max(const float* row, int V) {
+  float maxval = row[0];
+#pragma omp simd reduction(max : maxval)
+  for (int j = 1; j < V; ++j) maxval = row[j] > maxval ? row[j] : maxval;
+  return maxval;
+}
+
 // The row's maximum and sum_j exp(l_j - max) over the first V columns (max subtracted so exp
 // never overflows).
 void row_max_and_sum(const float* row, int V, float& maxval, float& sum) {
-  maxval = row[0];
-  for (int j = 1; j < V; ++j) maxval = row[j] > maxval ? row[j] : maxval;
+  maxval = row_max(row, V);
   sum = 0.0f;
   for (int j = 0; j < V; ++j) sum += std::exp(row[j] - maxval);
 }
@@ -98,9 +104,7 @@ void fused_classifier(float* logits, float* losses, const int* targets, float dl
       for (int j = 0; j < Vp; ++j) row[j] = 0.0f;
       continue;
     }
-    float maxval = row[0];
-#pragma omp simd reduction(max : maxval)
-    for (int j = 1; j < V; ++j) maxval = row[j] > maxval ? row[j] : maxval;
+    const float maxval = row_max(row, V);
     const float target_logit = row[y];
     // Summed in blocks (vector lanes within one, a double across them): one float accumulator per
     // lane over all 50257 terms would lose some 1e-5 relative, a block of 512 a few 1e-7.

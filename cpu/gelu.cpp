@@ -12,6 +12,9 @@ namespace gpt2cc::cpu {
 namespace {
 constexpr float kSqrt2OverPi = 0.7978845608028654f;  // sqrt(2 / pi)
 constexpr float kCubic = 0.044715f;
+
+// u = sqrt(2/pi) (x + 0.044715 x^3), the argument of tanh.
+inline float tanh_argument(float x) { return kSqrt2OverPi * (x + kCubic * x * x * x); }
 }  // namespace
 
 // out = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
@@ -19,7 +22,7 @@ void gelu_forward(float* out, const float* inp, size_t N) {
 #pragma omp parallel for schedule(static)
   for (size_t i = 0; i < N; ++i) {
     const float x = inp[i];
-    const float u = kSqrt2OverPi * (x + kCubic * x * x * x);
+    const float u = tanh_argument(x);
     out[i] = 0.5f * x * (1.0f + std::tanh(u));
   }
 }
@@ -31,7 +34,7 @@ void gelu_backward(float* dinp, const float* dout, const float* inp, size_t N) {
 #pragma omp parallel for schedule(static)
   for (size_t i = 0; i < N; ++i) {
     const float x = inp[i];
-    const float u = kSqrt2OverPi * (x + kCubic * x * x * x);
+    const float u = tanh_argument(x);
     const float th = std::tanh(u);
     const float sech2 = 1.0f - th * th;
     const float local = 0.5f * (1.0f + th) + 0.5f * x * sech2 * kSqrt2OverPi * (1.0f + 3.0f * kCubic * x * x);
@@ -46,7 +49,7 @@ void gelu_forward_vectorized(float* out, const float* inp, size_t N) {
 #pragma omp parallel for simd schedule(static)
   for (size_t i = 0; i < N; ++i) {
     const float x = inp[i];
-    const float u = kSqrt2OverPi * (x + kCubic * x * x * x);
+    const float u = tanh_argument(x);
     out[i] = x / (1.0f + exp_vectorizable(-2.0f * u));
   }
 }
@@ -59,7 +62,7 @@ void gelu_backward_vectorized(float* dinp, const float* dout, const float* inp, 
 #pragma omp parallel for simd schedule(static)
   for (size_t i = 0; i < N; ++i) {
     const float x = inp[i];
-    const float u = kSqrt2OverPi * (x + kCubic * x * x * x);
+    const float u = tanh_argument(x);
     const float e = exp_vectorizable(-2.0f * u);
     const float s = 1.0f / (1.0f + e);
     const float one_minus_s = e <= 1.0f ? e * s : 1.0f - s;
