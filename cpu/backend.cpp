@@ -148,7 +148,7 @@ void CpuBackend::dropout_backward(TensorPtr dinp, ConstTensorPtr dout, const Dro
 
 void CpuBackend::crossentropy_forward(float* losses, ConstTensorPtr logits, const int* targets, int B, int T, int V,
                                       int Vp) {
-  cpu::crossentropy_forward(losses, f32(logits), targets, B, T, V, Vp);
+  cpu::crossentropy_forward_vectorized(losses, f32(logits), targets, B, T, V, Vp);
 }
 void CpuBackend::crossentropy_backward(TensorPtr dlogits, float dloss, ConstTensorPtr logits, const int* targets,
                                        int B, int T, int V, int Vp) {

@@ -1,7 +1,9 @@
-// The classifier: fused softmax + cross-entropy over the first V of Vp logits (cpu/crossentropy.hpp).
+// The classifier: softmax + cross-entropy over the first V of Vp logits (cpu/crossentropy.hpp).
 // logits (B,T,Vp); targets (B,T), -1 = ignore; losses (B,T) = -log softmax(logits)[target].
 // Padded columns V..Vp-1 never enter the softmax and get gradient 0. The backward writes (=)
 // dlogits and may run in place over logits: each row is read completely before it is written.
+// The reference pair uses std::exp and one float sum per row; the fast paths (fused_classifier,
+// crossentropy_forward_vectorized) share row_loss: exp_vectorizable, a sum blocked in 512 floats.
 #include "cpu/crossentropy.hpp"
 
 #include <algorithm>
@@ -14,7 +16,7 @@
 namespace gpt2cc::cpu {
 
 namespace {
-constexpr int kSumBlock = 512;  // fused_classifier's summation block
+constexpr int kSumBlock = 512;  // row_loss's summation block
 
 // Targets are checked up front, outside the parallel loops (an exception must not leave one).
 void check_targets(const int* targets, int B, int T, int V) {
@@ -38,6 +40,36 @@ void row_max_and_sum(const float* row, int V, float& maxval, float& sum) {
   maxval = row_max(row, V);
   sum = 0.0f;
   for (int j = 0; j < V; ++j) sum += std::exp(row[j] - maxval);
+}
+
+// The row's loss = log(sum_j e_j) - (l_y - max), e_j = exp(l_j - max) with exp_vectorizable,
+// and sum_j e_j, for the two fast paths. With kStoreExps, e_j is also written to exps[j] (exps
+// may be the row itself: l_y and each l_j are read before they are overwritten); without it,
+// exps is not touched and the row only read. One function for both, so the forward-only loss is
+// the fused classifier's bit for bit.
+struct RowLoss {
+  float loss;
+  double sum;
+};
+template <bool kStoreExps>
+RowLoss row_loss(float* exps, const float* row, int y, int V) {
+  const float maxval = row_max(row, V);
+  const float target_logit = row[y];
+  // Summed in blocks (vector lanes within one, a double across them): one float accumulator per
+  // lane over all 50257 terms would lose some 1e-5 relative, a block of 512 a few 1e-7.
+  double sum = 0.0;
+  for (int begin = 0; begin < V; begin += kSumBlock) {
+    const int end = std::min(V, begin + kSumBlock);
+    float block = 0.0f;
+#pragma omp simd reduction(+ : block)
+    for (int j = begin; j < end; ++j) {
+      const float e = exp_vectorizable(row[j] - maxval);
+      if constexpr (kStoreExps) exps[j] = e;
+      block += e;
+    }
+    sum += block;
+  }
+  return {float(std::log(sum)) - (target_logit - maxval), sum};
 }
 }  // namespace
 
@@ -84,6 +116,26 @@ void crossentropy_backward(float* dlogits, float dloss, const float* logits, con
   }
 }
 
+// Evaluation's loss: crossentropy_forward with the fused classifier's arithmetic (row_loss),
+// reading the logits only:
+//   max = max_j l_j;  sum = sum_j exp(l_j - max);  loss = log(sum) - (l_y - max).
+// exp_vectorizable and a blocked sum where the reference makes one scalar exp call per logit
+// into one float sum; the losses are fused_classifier's bit for bit, within 1e-6 relative of the
+// exact values (tests/cpu/test_crossentropy.cpp).
+void crossentropy_forward_vectorized(float* losses, const float* logits, const int* targets, int B, int T, int V,
+                                     int Vp) {
+  check_targets(targets, B, T, V);
+#pragma omp parallel for schedule(static)
+  for (int bt = 0; bt < B * T; ++bt) {
+    if (targets[bt] == kIgnoreIndex) {
+      losses[bt] = 0.0f;
+      continue;
+    }
+    const float* row = logits + static_cast<size_t>(bt) * Vp;
+    losses[bt] = row_loss<false>(nullptr, row, targets[bt], V).loss;
+  }
+}
+
 // Training's classifier: crossentropy_forward, then crossentropy_backward in place, per row in
 // three passes that stay in cache (a row of GPT-2's 50304 floats is 197 KiB):
 //   max = max_j l_j;  e_j = exp(l_j - max) written over l_j, sum = sum_j e_j;
@@ -104,23 +156,9 @@ void fused_classifier(float* logits, float* losses, const int* targets, float dl
       for (int j = 0; j < Vp; ++j) row[j] = 0.0f;
       continue;
     }
-    const float maxval = row_max(row, V);
-    const float target_logit = row[y];
-    // Summed in blocks (vector lanes within one, a double across them): one float accumulator per
-    // lane over all 50257 terms would lose some 1e-5 relative, a block of 512 a few 1e-7.
-    double sum = 0.0;
-    for (int begin = 0; begin < V; begin += kSumBlock) {
-      const int end = std::min(V, begin + kSumBlock);
-      float block = 0.0f;
-#pragma omp simd reduction(+ : block)
-      for (int j = begin; j < end; ++j) {
-        row[j] = exp_vectorizable(row[j] - maxval);
-        block += row[j];
-      }
-      sum += block;
-    }
-    losses[bt] = float(std::log(sum)) - (target_logit - maxval);
-    const float scale = float(dloss / sum);
+    const RowLoss r = row_loss<true>(row, row, y, V);
+    losses[bt] = r.loss;
+    const float scale = float(dloss / r.sum);
 #pragma omp simd
     for (int j = 0; j < V; ++j) row[j] *= scale;
     row[y] -= dloss;

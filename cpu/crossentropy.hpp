@@ -5,6 +5,8 @@
 // dlogits may alias logits (in place).
 // fused_classifier: the two in one pass over each row, in place over the logits, with one exp per
 // logit (vectorised) where the pair takes three; they stay its reference.
+// crossentropy_forward_vectorized: the forward alone (evaluation), logits read-only, with the
+// fused classifier's arithmetic: its losses bit for bit; crossentropy_forward is its reference.
 #pragma once
 
 namespace gpt2cc::cpu {
@@ -12,5 +14,7 @@ inline constexpr int kIgnoreIndex = -1;
 void crossentropy_forward(float* losses, const float* logits, const int* targets, int B, int T, int V, int Vp);
 void crossentropy_backward(float* dlogits, float dloss, const float* logits, const int* targets, int B, int T, int V,
                            int Vp);
+void crossentropy_forward_vectorized(float* losses, const float* logits, const int* targets, int B, int T, int V,
+                                     int Vp);
 void fused_classifier(float* logits, float* losses, const int* targets, float dloss, int B, int T, int V, int Vp);
 }  // namespace gpt2cc::cpu

@@ -1,15 +1,19 @@
 // cpu::crossentropy_forward / crossentropy_backward: hand-computed losses and gradients, padded
 // columns and ignored targets, a finite-difference check, in-place backward, large logits and
 // rejected targets. cpu::fused_classifier against the pair, and its exp (cpu/vector_exp.hpp)
-// against the correctly rounded exp over its whole range.
+// against the correctly rounded exp over its whole range. cpu::crossentropy_forward_vectorized
+// against exact losses, the reference and fused_classifier (bit for bit), and CpuBackend's
+// forward-only cross-entropy against it.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 #include "core/check.hpp"
+#include "cpu/backend.hpp"
 #include "cpu/crossentropy.hpp"
 #include "cpu/vector_exp.hpp"
 #include "tests/cpu/gradcheck.hpp"
@@ -195,4 +199,129 @@ TEST_CASE("fused_classifier: the pair's losses and dlogits in one pass, closer t
   CHECK(std::isnan(loss));
   targets = {4};
   CHECK_THROWS_AS(cpu::fused_classifier(logits.data(), &loss, targets.data(), 1.0f, 1, 1, 4, 4), gpt2cc::Error);
+}
+
+namespace {
+// The exact losses, in double: log(sum_j exp(l_j - max)) - (l_y - max) over the first V columns;
+// 0 for ignored rows.
+std::vector<float> exact_losses(const std::vector<float>& logits, const std::vector<int>& targets, int V, int Vp) {
+  std::vector<float> losses(targets.size(), 0.0f);
+  for (size_t r = 0; r < targets.size(); ++r) {
+    if (targets[r] == cpu::kIgnoreIndex) continue;
+    const float* row = logits.data() + r * Vp;
+    const double maxval = *std::max_element(row, row + V);
+    double sum = 0.0;
+    for (int j = 0; j < V; ++j) sum += std::exp(double(row[j]) - maxval);
+    losses[r] = float(std::log(sum) - (double(row[targets[r]]) - maxval));
+  }
+  return losses;
+}
+
+// Bit-for-bit equality (NaN padding included, where == would fail).
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+}  // namespace
+
+TEST_CASE("crossentropy_forward_vectorized: exact losses, read-only logits, fused_classifier's losses bit for bit",
+          "[cpu][crossentropy]") {
+  struct Shape {
+    int B, T, V, Vp;
+    float spread;  // logits uniform in [-spread, spread]
+  };
+  // GPT-2's vocabulary (V = 50257 of Vp = 50304: 99 blocks of 512 and a ragged one), ragged small
+  // vocabularies (below one vector, one block and a tail of 7, V == Vp), and logits large enough
+  // that exp would overflow without the max.
+  for (const Shape& s : {Shape{2, 3, 50257, 50304, 8.0f}, Shape{3, 5, 11, 16, 2.0f}, Shape{2, 2, 519, 520, 4.0f},
+                         Shape{1, 4, 64, 64, 3.0f}, Shape{2, 2, 1000, 1024, 300.0f}}) {
+    CAPTURE(s.B, s.T, s.V, s.Vp, s.spread);
+    const size_t rows = size_t(s.B) * s.T;
+    std::vector<float> logits = test::random_vector(rows * s.Vp, 93, -s.spread, s.spread);
+    // Padded columns are never read: NaN there would make a loss NaN.
+    for (size_t r = 0; r < rows; ++r) test::poison(logits.data() + r * s.Vp + s.V, size_t(s.Vp - s.V));
+    std::vector<int> targets = test::random_tokens(rows, 94, s.V);
+    targets[rows / 2] = cpu::kIgnoreIndex;
+    targets[0] = s.V - 1;  // the last real column
+    const std::vector<float> original = logits;
+
+    std::vector<float> losses(rows);
+    test::poison(losses.data(), rows);
+    cpu::crossentropy_forward_vectorized(losses.data(), logits.data(), targets.data(), s.B, s.T, s.V, s.Vp);
+    // The exp's rounding (2 ulp) and the blocked sum's: as fused_classifier.
+    expect_close(losses, exact_losses(logits, targets, s.V, s.Vp), 1e-6, 1e-6, "vectorized losses vs exact");
+    CHECK(losses[rows / 2] == 0.0f);  // the ignored row
+    CHECK(same_bits(logits, original));  // the logits are only read
+
+    // The reference, with its one float sum per row: some 1e-5 relative at GPT-2's vocabulary.
+    std::vector<float> reference(rows);
+    cpu::crossentropy_forward(reference.data(), logits.data(), targets.data(), s.B, s.T, s.V, s.Vp);
+    expect_close(losses, reference, 1e-5, 2e-5, "vectorized losses vs the reference");
+
+    // The same arithmetic as training's classifier (one row_loss for both): equal bit for bit.
+    std::vector<float> fused_losses(rows), fused = logits;
+    cpu::fused_classifier(fused.data(), fused_losses.data(), targets.data(), 1.0f / float(rows), s.B, s.T, s.V,
+                          s.Vp);
+    CHECK(same_bits(losses, fused_losses));
+  }
+}
+
+TEST_CASE("crossentropy_forward_vectorized: -inf and large logits give finite exact losses; bad targets throw",
+          "[cpu][crossentropy]") {
+  const float inf = std::numeric_limits<float>::infinity();
+  // V = 5 of Vp = 8 (padding NaN). Row 0: a -inf logit (a masked token: exp gives 0); row 1: +-80
+  // (exp(-160) underflows to 0 and must not matter; loss ~ 160 for the -80 target); row 2: around
+  // 1000 (overflows without the max); row 3: all equal at -80 (loss ln 5); row 4: ignored (its
+  // inf and NaN are never read).
+  const int V = 5, Vp = 8;
+  const float nan = test::kPoison;
+  std::vector<float> logits = {1.0f,    -inf,   2.0f,     0.5f,    -3.0f,  nan, nan, nan,  //
+                               80.0f,   -80.0f, 0.0f,     80.0f,   -80.0f, nan, nan, nan,  //
+                               1000.0f, 999.0f, -1000.0f, 1000.5f, 998.0f, nan, nan, nan,  //
+                               -80.0f,  -80.0f, -80.0f,   -80.0f,  -80.0f, nan, nan, nan,  //
+                               inf,     nan,    -inf,     0.0f,    0.0f,   nan, nan, nan};
+  const std::vector<int> targets = {2, 1, 3, 4, cpu::kIgnoreIndex};
+  const size_t rows = targets.size();
+  std::vector<float> losses(rows);
+  test::poison(losses.data(), rows);
+  cpu::crossentropy_forward_vectorized(losses.data(), logits.data(), targets.data(), 1, int(rows), V, Vp);
+  for (float loss : losses) CHECK(std::isfinite(loss));
+  expect_close(losses, exact_losses(logits, targets, V, Vp), 1e-6, 1e-6, "losses vs exact");
+  CHECK(losses[1] == Approx(160.0f + std::log(2.0f)).epsilon(1e-6));  // two maxima: log 2 - (-80 - 80)
+  CHECK(losses[3] == Approx(std::log(5.0f)).epsilon(1e-6));
+  CHECK(losses[4] == 0.0f);
+
+  // A NaN logit makes its row's loss NaN (the trainer's non-finite check sees it), as in the pair.
+  std::vector<float> with_nan = {1.0f, nan, 2.0f, 0.0f};
+  std::vector<int> first = {0};
+  float loss = 0.0f;
+  cpu::crossentropy_forward_vectorized(&loss, with_nan.data(), first.data(), 1, 1, 4, 4);
+  CHECK(std::isnan(loss));
+
+  // Targets are checked before anything is written.
+  for (int bad : {V, -2}) {
+    CAPTURE(bad);
+    std::vector<int> wrong = targets;
+    wrong[2] = bad;
+    test::poison(losses.data(), rows);
+    CHECK_THROWS_AS(
+        cpu::crossentropy_forward_vectorized(losses.data(), logits.data(), wrong.data(), 1, int(rows), V, Vp),
+        gpt2cc::Error);
+    for (float l : losses) CHECK(std::isnan(l));
+  }
+}
+
+TEST_CASE("CpuBackend::crossentropy_forward is the vectorised forward", "[cpu][crossentropy]") {
+  // At GPT-2's vocabulary the reference's float sum differs from the blocked one in the last
+  // digits of some rows, so the backend's losses tell which of the two it ran.
+  const int B = 2, T = 4, V = 50257, Vp = 50304;
+  const size_t rows = size_t(B) * T;
+  const std::vector<float> logits = test::random_vector(rows * Vp, 95, -8.0f, 8.0f);
+  const std::vector<int> targets = test::random_tokens(rows, 96, V);
+  std::vector<float> vectorized(rows), reference(rows), backend(rows);
+  cpu::crossentropy_forward_vectorized(vectorized.data(), logits.data(), targets.data(), B, T, V, Vp);
+  cpu::crossentropy_forward(reference.data(), logits.data(), targets.data(), B, T, V, Vp);
+  REQUIRE_FALSE(same_bits(vectorized, reference));
+  cpu::CpuBackend cpu_backend;
+  cpu_backend.crossentropy_forward(backend.data(), logits.data(), targets.data(), B, T, V, Vp);
+  CHECK(same_bits(backend, vectorized));
 }
