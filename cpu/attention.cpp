@@ -5,11 +5,14 @@
 // dropout mask (index ((b*NH+h)*T + t)*T + t2). Backward: dqkv written (=).
 #include "cpu/attention.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <vector>
 
 #include "core/check.hpp"
+#include "cpu/gemm.hpp"
+#include "cpu/vector_exp.hpp"
 
 namespace gpt2cc::cpu {
 
@@ -182,6 +185,250 @@ void attention_decode(float* out, float* kcache, float* vcache, const float* qkv
       for (int t2 = 0; t2 <= pos; ++t2) {
         const float a = att[t2] * inv_sum;
         for (int i = 0; i < HS; ++i) o[i] += a * vb[static_cast<size_t>(t2) * C + i];
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The CPU backend's attention: the sums above as blocked products (cpu/gemm.hpp) over tiles of
+// kTile queries x kTile keys, tiles above the causal diagonal skipped.
+
+namespace {
+
+constexpr int kTile = 64;
+
+// Head h of batch row b in the interleaved qkv rows: q, k and v as T x HS matrices whose rows
+// are `stride` = 3C floats apart (and the same offsets into dqkv).
+struct HeadSlices {
+  size_t offset;  // of q's first element in qkv (and dqkv); k is C further, v 2C
+  size_t stride;
+  HeadSlices(int b, int h, int T, int C, int HS)
+      : offset(static_cast<size_t>(b) * T * 3 * C + static_cast<size_t>(h) * HS), stride(3 * static_cast<size_t>(C)) {}
+};
+
+// Query rows [q0, q1) of one tile.
+struct TileRows {
+  int begin, end;
+  TileRows(int tile, int T) : begin(tile * kTile), end(std::min(T, (tile + 1) * kTile)) {}
+  int size() const { return end - begin; }
+};
+
+// Per-thread scratch, reused across calls (no allocation per tile).
+float* scratch(std::vector<float>& buffer, size_t floats) {
+  if (buffer.size() < floats) buffer.resize(floats);
+  return buffer.data();
+}
+
+// Row t of the probabilities: s_t2 = row[t2] * scale for t2 <= t become softmax(s) in place;
+// columns t+1 .. n-1 (products of the diagonal tile past the diagonal) become 0.
+void softmax_causal_row(float* row, int t, int n, float scale) {
+  float maxval = -INFINITY;
+#pragma omp simd reduction(max : maxval)
+  for (int t2 = 0; t2 <= t; ++t2) {
+    row[t2] *= scale;
+    maxval = row[t2] > maxval ? row[t2] : maxval;
+  }
+  float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+  for (int t2 = 0; t2 <= t; ++t2) {
+    row[t2] = exp_vectorizable(row[t2] - maxval);
+    sum += row[t2];
+  }
+  const float inv_sum = 1.0f / sum;
+#pragma omp simd
+  for (int t2 = 0; t2 <= t; ++t2) row[t2] *= inv_sum;
+  for (int t2 = t + 1; t2 < n; ++t2) row[t2] = 0.0f;
+}
+
+// Zeroes `rows` rows of `cols` floats, `ld` apart.
+void zero_block(float* m, size_t ld, int rows, int cols) {
+  for (int r = 0; r < rows; ++r) std::fill_n(m + r * ld, cols, 0.0f);
+}
+
+}  // namespace
+
+// Query tile [q0, q1) of head (b, h), keys 0 .. q1-1 (the rest are masked for every row):
+//   S = Q_tile K^T into the saved rows (att, leading dimension T); softmax per row;
+//   out_tile = drop(P) V.
+// Tiles are independent tasks: each writes its own rows of att and out.
+void attention_forward_blocked(float* out, float* att, const float* qkv, int B, int T, int C, int NH,
+                               const DropoutParams& dropout) {
+  check_shape(C, NH);
+  const int HS = C / NH, tiles = (T + kTile - 1) / kTile;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
+#pragma omp parallel for collapse(3) schedule(dynamic)
+  for (int b = 0; b < B; ++b) {
+    for (int h = 0; h < NH; ++h) {
+      for (int i = 0; i < tiles; ++i) {
+        const TileRows rows(tiles - 1 - i, T);  // the longest rows first
+        const HeadSlices head(b, h, T, C, HS);
+        const int M = rows.size(), n = rows.end;
+        const float* q = qkv + head.offset + rows.begin * head.stride;
+        const float* k = qkv + head.offset + C;
+        const float* v = qkv + head.offset + 2 * C;
+        const size_t first_row = (static_cast<size_t>(b) * NH + h) * T + rows.begin;
+        float* p = att + first_row * T;
+        zero_block(p, T, M, T);
+        gemm_accumulate_serial(p, T, StridedMatrix{q, head.stride, 1}, StridedMatrix{k, 1, head.stride}, M, n, HS);
+        for (int r = 0; r < M; ++r) softmax_causal_row(p + static_cast<size_t>(r) * T, rows.begin + r, n, scale);
+
+        StridedMatrix probs{p, static_cast<size_t>(T), 1};
+        if (dropout.active()) {
+          thread_local std::vector<float> dropped_buffer;
+          float* d = scratch(dropped_buffer, static_cast<size_t>(M) * n);
+          for (int r = 0; r < M; ++r) {
+            for (int t2 = 0; t2 < n; ++t2) {
+              d[r * n + t2] = dropped(p[r * T + t2], dropout, (first_row + r) * T + t2);
+            }
+          }
+          probs = StridedMatrix{d, static_cast<size_t>(n), 1};
+        }
+        float* o = out + (static_cast<size_t>(b) * T + rows.begin) * C + h * HS;
+        zero_block(o, C, M, HS);
+        gemm_accumulate_serial(o, C, probs, StridedMatrix{v, head.stride, 1}, M, HS, n);
+      }
+    }
+  }
+}
+
+namespace {
+
+// dS for query tile `rows` x key tile `keys` of one head (the formulas above attention_backward),
+// in ds (M x N, leading dimension kTile); with dropout, the dropped probabilities drop(P) in pd.
+//   dP' = dO_rows V_keys^T ;  ds = P (drop'(dP') - D_t) scale ;  D_t = dO_t . out_t
+// D_t is sum_t2 P[t2] drop'(dP'[t2]), the softmax Jacobian's row term (out_t = sum_t2 drop(P) v_t2,
+// so dO_t . out_t = sum_t2 drop(P)[t2] dP'[t2]): the whole row's sum from one dot, where a tile
+// sees only its keys.
+struct ScoreGradient {
+  const float* dout;  // batch row b's dO, head h's columns: (T x HS), rows C apart
+  const float* out;   // the forward's output, same layout
+  const float* att;   // head (b, h)'s probabilities (T x T)
+  const float* v;
+  size_t stride, first_row;  // qkv's row stride; the head's first row index into att and the mask
+  int T, C, HS;
+  float scale;
+  const DropoutParams* dropout;
+
+  void compute(const TileRows& rows, const TileRows& keys, float* ds, float* pd) const {
+    const int M = rows.size(), N = keys.size();
+    zero_block(ds, kTile, M, N);
+    gemm_accumulate_serial(ds, kTile, StridedMatrix{dout + static_cast<size_t>(rows.begin) * C, size_t(C), 1},
+                           StridedMatrix{v + keys.begin * stride, 1, stride}, M, N, HS);
+    for (int r = 0; r < M; ++r) {
+      const int t = rows.begin + r;
+      const float* p_row = att + static_cast<size_t>(t) * T;
+      const size_t mask_row = (first_row + t) * T;  // the dropout mask's index of (t, 0)
+      const float d = dot_vectorized(dout + static_cast<size_t>(t) * C, out + static_cast<size_t>(t) * C, HS);
+      float* ds_row = ds + r * kTile;
+      const int visible = std::min(N, t - keys.begin + 1);  // keys t2 <= t; the rest are masked
+      if (!dropout->active()) {
+        const float* p = p_row + keys.begin;
+#pragma omp simd
+        for (int j = 0; j < visible; ++j) ds_row[j] = p[j] * (ds_row[j] - d) * scale;
+      } else {
+        for (int j = 0; j < visible; ++j) {
+          const int t2 = keys.begin + j;
+          ds_row[j] = p_row[t2] * (dropped(ds_row[j], *dropout, mask_row + t2) - d) * scale;
+          if (pd) pd[r * kTile + j] = dropped(p_row[t2], *dropout, mask_row + t2);
+        }
+        if (pd) std::fill(pd + r * kTile + std::max(visible, 0), pd + r * kTile + N, 0.0f);
+      }
+      std::fill(ds_row + std::max(visible, 0), ds_row + N, 0.0f);
+    }
+  }
+};
+
+}  // namespace
+
+// Two kinds of independent task per head, every element of dqkv written by exactly one:
+//   key tile K:   dV_K = sum over query tiles Q >= K of drop(P)_{Q,K}^T dO_Q ;
+//                 dK_K = sum of dS_{Q,K}^T Q_Q
+//   query tile Q: dQ_Q = sum over key tiles K <= Q of dS_{Q,K} K_K
+// Both recompute the tile's dS (one product more than a single pass, which would have to
+// add dQ from several threads or keep all of dS).
+void attention_backward_blocked(float* dqkv, const float* dout, const float* att, const float* qkv, const float* out,
+                                int B, int T, int C, int NH, const DropoutParams& dropout) {
+  check_shape(C, NH);
+  const int HS = C / NH, tiles = (T + kTile - 1) / kTile;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
+#pragma omp parallel for collapse(3) schedule(dynamic)
+  for (int b = 0; b < B; ++b) {
+    for (int h = 0; h < NH; ++h) {
+      for (int task = 0; task < 2 * tiles; ++task) {
+        const HeadSlices head(b, h, T, C, HS);
+        const size_t first_row = (static_cast<size_t>(b) * NH + h) * T;
+        const size_t io = static_cast<size_t>(b) * T * C + h * HS;  // dout and out of head (b, h)
+        const ScoreGradient grad{dout + io, out + io, att + first_row * T, qkv + head.offset + 2 * C,
+                                 head.stride, first_row, T, C, HS, scale, &dropout};
+        thread_local std::vector<float> ds_buffer, pd_buffer;
+        float* ds = scratch(ds_buffer, kTile * kTile);
+        float* pd = dropout.active() ? scratch(pd_buffer, kTile * kTile) : nullptr;
+        const float* q = qkv + head.offset;
+        const float* k = q + C;
+        float* dq = dqkv + head.offset;
+        float* dk = dq + C;
+        float* dv = dq + 2 * C;
+        if (task < tiles) {  // key tile `task`, the longest column first
+          const TileRows keys(task, T);
+          const int N = keys.size();
+          zero_block(dk + keys.begin * head.stride, head.stride, N, HS);
+          zero_block(dv + keys.begin * head.stride, head.stride, N, HS);
+          for (int qt = task; qt < tiles; ++qt) {
+            const TileRows rows(qt, T);
+            const int M = rows.size();
+            grad.compute(rows, keys, ds, pd);
+            const StridedMatrix dropped_probs =
+                pd ? StridedMatrix{pd, 1, kTile}
+                   : StridedMatrix{grad.att + static_cast<size_t>(rows.begin) * T + keys.begin, 1, size_t(T)};
+            gemm_accumulate_serial(dv + keys.begin * head.stride, head.stride, dropped_probs,
+                                   StridedMatrix{grad.dout + static_cast<size_t>(rows.begin) * C, size_t(C), 1}, N,
+                                   HS, M);
+            gemm_accumulate_serial(dk + keys.begin * head.stride, head.stride, StridedMatrix{ds, 1, kTile},
+                                   StridedMatrix{q + rows.begin * head.stride, head.stride, 1}, N, HS, M);
+          }
+        } else {  // query tile, the longest row first
+          const TileRows rows(2 * tiles - 1 - task, T);
+          const int M = rows.size();
+          zero_block(dq + rows.begin * head.stride, head.stride, M, HS);
+          for (int kt = 0; kt * kTile < rows.end; ++kt) {
+            const TileRows keys(kt, T);
+            grad.compute(rows, keys, ds, nullptr);
+            gemm_accumulate_serial(dq + rows.begin * head.stride, head.stride, StridedMatrix{ds, kTile, 1},
+                                   StridedMatrix{k + keys.begin * head.stride, head.stride, 1}, M, HS, keys.size());
+          }
+        }
+      }
+    }
+  }
+}
+
+// attention_decode with the products vectorised: q . k_t2 as dot_vectorized, exp_vectorizable.
+void attention_decode_vectorized(float* out, float* kcache, float* vcache, const float* qkv, int B, int pos, int maxT,
+                                 int C, int NH) {
+  check_shape(C, NH);
+  ENSURE(pos >= 0 && pos < maxT, "attention_decode: position {} outside the cache [0, {})", pos, maxT);
+  kv_cache_store(kcache + static_cast<size_t>(pos) * C, vcache + static_cast<size_t>(pos) * C, qkv, B, 1, maxT,
+                 C);
+  const int HS = C / NH;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int b = 0; b < B; ++b) {
+    for (int h = 0; h < NH; ++h) {
+      thread_local std::vector<float> att_buffer;
+      float* att = scratch(att_buffer, static_cast<size_t>(pos) + 1);
+      const float* q = qkv + static_cast<size_t>(b) * 3 * C + h * HS;
+      const float* kb = kcache + static_cast<size_t>(b) * maxT * C + h * HS;
+      const float* vb = vcache + static_cast<size_t>(b) * maxT * C + h * HS;
+      for (int t2 = 0; t2 <= pos; ++t2) att[t2] = dot_vectorized(q, kb + static_cast<size_t>(t2) * C, HS);
+      softmax_causal_row(att, pos, pos + 1, scale);
+      float* o = out + static_cast<size_t>(b) * C + h * HS;
+      std::fill_n(o, HS, 0.0f);
+      for (int t2 = 0; t2 <= pos; ++t2) {
+        const float a = att[t2];
+        const float* v = vb + static_cast<size_t>(t2) * C;
+#pragma omp simd
+        for (int i = 0; i < HS; ++i) o[i] += a * v[i];
       }
     }
   }

@@ -5,6 +5,12 @@
 // Attention dropout (if active) drops probabilities with mask index ((b*NH+h)*T + t)*T + t2.
 // Backward: dqkv written (=).
 // Decode (KV cache): see core/backend.hpp attention_decode / kv_cache_store.
+// The *_blocked / *_vectorized functions are what the CPU backend runs: the same sums as blocked
+// products (cpu/gemm.hpp) over tiles of 64 queries x 64 keys, the tiles above the causal
+// diagonal skipped, the softmax's exp vectorised (cpu/vector_exp.hpp); every tile is a task of
+// its own, so all cores work even at B = 1, and the bits do not depend on the thread count. The
+// plain loops are the reference they are tested against. attention_backward_blocked also takes
+// the forward's out: sum_t2 att[t2] datt[t2] = dout_t . out_t, one dot per row.
 #pragma once
 
 #include "core/rng.hpp"
@@ -17,4 +23,11 @@ void attention_backward(float* dqkv, const float* dout, const float* att, const 
 void attention_decode(float* out, float* kcache, float* vcache, const float* qkv, int B, int pos, int maxT, int C,
                       int NH);
 void kv_cache_store(float* kcache, float* vcache, const float* qkv, int B, int T, int maxT, int C);
+
+void attention_forward_blocked(float* out, float* att, const float* qkv, int B, int T, int C, int NH,
+                               const DropoutParams& dropout);
+void attention_backward_blocked(float* dqkv, const float* dout, const float* att, const float* qkv, const float* out,
+                                int B, int T, int C, int NH, const DropoutParams& dropout);
+void attention_decode_vectorized(float* out, float* kcache, float* vcache, const float* qkv, int B, int pos, int maxT,
+                                 int C, int NH);
 }  // namespace gpt2cc::cpu

@@ -1,5 +1,6 @@
 // The CPU backend (cpu/backend.hpp): host memory (64-byte aligned, zero-filled) and every layer
-// op forwarded to the gpt2cc::cpu:: function of the same name and argument order.
+// op forwarded to the gpt2cc::cpu:: function of the same name and argument order, or to its
+// faster variant (cpu/backend.hpp lists them).
 // fp32 throughout; OpenMP threads as requested (0 = the OpenMP default).
 #include "cpu/backend.hpp"
 
@@ -109,16 +110,16 @@ void CpuBackend::matmul_backward(TensorPtr dinp, TensorPtr dweight, TensorPtr db
 
 void CpuBackend::attention_forward(TensorPtr out, float* saved, ConstTensorPtr qkv, int B, int T, int C, int NH,
                                    const DropoutParams& dropout) {
-  cpu::attention_forward(f32(out), saved, f32(qkv), B, T, C, NH, dropout);
+  cpu::attention_forward_blocked(f32(out), saved, f32(qkv), B, T, C, NH, dropout);
 }
-// The CPU backward recomputes nothing from the forward's output: the saved probabilities suffice.
+// The backward takes the forward's output for each row's dout . out (cpu/attention.hpp).
 void CpuBackend::attention_backward(TensorPtr dqkv, ConstTensorPtr dout, const float* saved, ConstTensorPtr qkv,
-                                    ConstTensorPtr, int B, int T, int C, int NH, const DropoutParams& dropout) {
-  cpu::attention_backward(f32(dqkv), f32(dout), saved, f32(qkv), B, T, C, NH, dropout);
+                                    ConstTensorPtr out, int B, int T, int C, int NH, const DropoutParams& dropout) {
+  cpu::attention_backward_blocked(f32(dqkv), f32(dout), saved, f32(qkv), f32(out), B, T, C, NH, dropout);
 }
 void CpuBackend::attention_decode(TensorPtr out, TensorPtr kcache, TensorPtr vcache, ConstTensorPtr qkv, int B,
                                   int pos, int maxT, int C, int NH) {
-  cpu::attention_decode(f32(out), f32(kcache), f32(vcache), f32(qkv), B, pos, maxT, C, NH);
+  cpu::attention_decode_vectorized(f32(out), f32(kcache), f32(vcache), f32(qkv), B, pos, maxT, C, NH);
 }
 void CpuBackend::kv_cache_store(TensorPtr kcache, TensorPtr vcache, ConstTensorPtr qkv, int B, int T, int maxT,
                                 int C) {

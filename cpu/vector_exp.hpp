@@ -1,6 +1,7 @@
 // exp(x) in plain float arithmetic that the compiler turns into vector code inside a loop
 // (`#pragma omp simd`), where std::exp is a scalar library call per element. For the CPU's
-// fast paths (the fused classifier, the vectorised GELU); the reference layers keep std::exp.
+// fast paths (the classifier's losses, the vectorised GELU, the blocked attention's softmax); the
+// reference layers keep std::exp.
 //   exp(x) = 2^n exp(r),  n = round(x log2 e),  r = x - n ln2,  |r| <= ln2 / 2
 //   exp(r) ~= 1 + r + r^2 P(r), P of degree 5 (Cephes' expf; relative error below 2e-7 for
 //   |r| <= ln2/2)

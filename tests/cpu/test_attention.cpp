@@ -1,7 +1,14 @@
 // cpu::attention_forward / attention_backward / attention_decode / kv_cache_store: a hand case,
 // the saved probabilities, finite-difference gradients of qkv with and without dropout, the
-// documented dropout mask index, and KV-cache decoding against the full forward.
+// documented dropout mask index, and KV-cache decoding against the full forward. The blocked
+// functions the CPU backend runs (attention_forward_blocked, ...): against the plain loops on
+// shapes that take every tile case, their own finite-difference gradients, the same bits for
+// any thread count, and their decode against their forward.
 #include <catch2/catch.hpp>
+
+#include <omp.h>
+
+#include <tuple>
 
 #include "core/check.hpp"
 #include "cpu/attention.hpp"
@@ -140,4 +147,153 @@ TEST_CASE("KV-cache decode equals the full forward, row by row", "[cpu][attentio
   std::vector<float> token(B * C3), out(static_cast<size_t>(B) * C);
   CHECK_THROWS_AS(cpu::attention_decode(out.data(), kcache.data(), vcache.data(), token.data(), B, maxT, maxT, C, NH),
                   gpt2cc::Error);
+}
+
+namespace {
+// Shapes for the blocked attention (64 x 64 tiles): one token; one whole tile at HS = 64; three
+// tiles with a ragged last one and B > 1; HS = 3 (odd: the products' scalar tails) over two
+// tiles; HS = 128 over exactly two tiles.
+const std::tuple<int, int, int, int> kBlockedShapes[] = {
+    {2, 1, 8, 2}, {1, 64, 64, 1}, {2, 150, 96, 3}, {1, 70, 9, 3}, {1, 128, 256, 2}};
+
+struct AttentionRun {
+  std::vector<float> out, att, dqkv;
+};
+
+// The forward and the backward of one implementation, outputs poisoned first.
+template <class Forward, class Backward>
+AttentionRun run_attention(Forward&& forward, Backward&& backward, const std::vector<float>& qkv,
+                           const std::vector<float>& dout, int B, int T, int C, int NH) {
+  AttentionRun r{std::vector<float>(dout.size()), std::vector<float>(static_cast<size_t>(B) * NH * T * T),
+                 std::vector<float>(qkv.size())};
+  test::poison(r.out.data(), r.out.size());
+  test::poison(r.att.data(), r.att.size());
+  test::poison(r.dqkv.data(), r.dqkv.size());
+  forward(r);
+  backward(r);
+  return r;
+}
+}  // namespace
+
+TEST_CASE("blocked attention equals the plain loops", "[cpu][attention]") {
+  for (float p : {0.0f, 0.2f}) {
+    for (auto [B, T, C, NH] : kBlockedShapes) {
+      CAPTURE(p, B, T, C, NH);
+      const DropoutParams dropout{p, 11, 4};
+      auto qkv = test::random_vector(static_cast<size_t>(B) * T * 3 * C, 130, -2.0f, 2.0f);
+      auto dout = test::random_vector(static_cast<size_t>(B) * T * C, 131);
+      auto reference = run_attention(
+          [&](AttentionRun& r) {
+            cpu::attention_forward(r.out.data(), r.att.data(), qkv.data(), B, T, C, NH, dropout);
+          },
+          [&](AttentionRun& r) {
+            cpu::attention_backward(r.dqkv.data(), dout.data(), r.att.data(), qkv.data(), B, T, C, NH, dropout);
+          },
+          qkv, dout, B, T, C, NH);
+      auto blocked_forward = [&](AttentionRun& r) {
+        cpu::attention_forward_blocked(r.out.data(), r.att.data(), qkv.data(), B, T, C, NH, dropout);
+      };
+      auto blocked_backward = [&](AttentionRun& r) {
+        cpu::attention_backward_blocked(r.dqkv.data(), dout.data(), r.att.data(), qkv.data(), r.out.data(), B, T, C,
+                                        NH, dropout);
+      };
+      auto blocked = run_attention(blocked_forward, blocked_backward, qkv, dout, B, T, C, NH);
+      // The saved probabilities, zeros above the diagonal included, and every output element.
+      expect_close(blocked.att, reference.att, 1e-6, 1e-5, "saved probabilities");
+      expect_close(blocked.out, reference.out, 1e-5, 1e-5, "out");
+      expect_close(blocked.dqkv, reference.dqkv, 1e-5, 1e-4, "dqkv");
+      CHECK(test::rel_error(blocked.dqkv, reference.dqkv) < 1e-5);
+      // Written, not accumulated: a second backward gives the same bits.
+      auto first = blocked.dqkv;
+      blocked_backward(blocked);
+      expect_close(blocked.dqkv, first, 0, 0, "dqkv after a second backward call");
+    }
+  }
+}
+
+TEST_CASE("blocked attention gradient matches finite differences", "[cpu][attention]") {
+  // Two tiles of queries (T = 70), HS = 3; dropout fixed per mask, as in the reference's check.
+  for (float p : {0.0f, 0.3f}) {
+    const int B = 1, T = 70, C = 6, NH = 2;
+    CAPTURE(p);
+    const DropoutParams dropout{p, 5, 3};
+    const size_t N = static_cast<size_t>(B) * T * 3 * C;
+    auto qkv = test::random_vector(N, 140);
+    auto w = test::random_vector(static_cast<size_t>(B) * T * C, 141);
+    std::vector<float> out(w.size()), att(static_cast<size_t>(B) * NH * T * T);
+    auto objective = [&] {
+      cpu::attention_forward_blocked(out.data(), att.data(), qkv.data(), B, T, C, NH, dropout);
+      return test::weighted_sum(out.data(), w);
+    };
+    objective();
+    std::vector<float> dqkv(N);
+    test::poison(dqkv.data(), N);
+    cpu::attention_backward_blocked(dqkv.data(), w.data(), att.data(), qkv.data(), out.data(), B, T, C, NH, dropout);
+    auto num = test::numeric_gradient(qkv, objective);
+    test::check_gradient(dqkv, num, "dqkv");
+  }
+}
+
+TEST_CASE("blocked attention gives the same bits for any thread count", "[cpu][attention]") {
+  // Every tile is one thread's task, summed in a fixed order.
+  const int B = 2, T = 150, C = 96, NH = 3;
+  const DropoutParams dropout{0.1f, 21, 2};
+  auto qkv = test::random_vector(static_cast<size_t>(B) * T * 3 * C, 150, -2.0f, 2.0f);
+  auto dout = test::random_vector(static_cast<size_t>(B) * T * C, 151);
+  auto run = [&] {
+    return run_attention(
+        [&](AttentionRun& r) {
+          cpu::attention_forward_blocked(r.out.data(), r.att.data(), qkv.data(), B, T, C, NH, dropout);
+        },
+        [&](AttentionRun& r) {
+          cpu::attention_backward_blocked(r.dqkv.data(), dout.data(), r.att.data(), qkv.data(), r.out.data(), B, T,
+                                          C, NH, dropout);
+        },
+        qkv, dout, B, T, C, NH);
+  };
+  const int threads = omp_get_max_threads();
+  omp_set_num_threads(1);
+  auto one = run();
+  for (int n : {2, 5}) {
+    CAPTURE(n);
+    omp_set_num_threads(n);
+    auto many = run();
+    expect_close(many.out, one.out, 0, 0, "out");
+    expect_close(many.att, one.att, 0, 0, "saved probabilities");
+    expect_close(many.dqkv, one.dqkv, 0, 0, "dqkv");
+  }
+  omp_set_num_threads(threads);
+}
+
+TEST_CASE("vectorised KV-cache decode equals the blocked forward, row by row", "[cpu][attention]") {
+  // HS = 64 (whole vectors) and HS = 3 (scalar tails); positions past one tile.
+  for (auto [C, NH] : {std::tuple{128, 2}, std::tuple{9, 3}}) {
+    const int B = 2, T = 70, maxT = 80, prompt = 60;
+    CAPTURE(C, NH);
+    const size_t C3 = 3 * static_cast<size_t>(C);
+    auto qkv = test::random_vector(static_cast<size_t>(B) * T * C3, 160, -2.0f, 2.0f);
+    std::vector<float> full(static_cast<size_t>(B) * T * C), att(static_cast<size_t>(B) * NH * T * T);
+    cpu::attention_forward_blocked(full.data(), att.data(), qkv.data(), B, T, C, NH, DropoutParams{});
+    std::vector<float> kcache(static_cast<size_t>(B) * maxT * C), vcache(kcache.size());
+    std::vector<float> prefix(static_cast<size_t>(B) * prompt * C3);
+    for (int b = 0; b < B; ++b) {
+      for (size_t i = 0; i < prompt * C3; ++i) prefix[b * prompt * C3 + i] = qkv[b * T * C3 + i];
+    }
+    cpu::kv_cache_store(kcache.data(), vcache.data(), prefix.data(), B, prompt, maxT, C);
+    for (int pos = prompt; pos < T; ++pos) {
+      CAPTURE(pos);
+      std::vector<float> token(B * C3), out(static_cast<size_t>(B) * C), expected(out.size());
+      for (int b = 0; b < B; ++b) {
+        for (size_t i = 0; i < C3; ++i) token[b * C3 + i] = qkv[(b * T + pos) * C3 + i];
+        for (int c = 0; c < C; ++c) expected[b * C + c] = full[(static_cast<size_t>(b) * T + pos) * C + c];
+      }
+      test::poison(out.data(), out.size());
+      cpu::attention_decode_vectorized(out.data(), kcache.data(), vcache.data(), token.data(), B, pos, maxT, C, NH);
+      expect_close(out, expected, 1e-5, 1e-5, "decode output vs blocked forward row");
+    }
+    std::vector<float> token(B * C3), out(static_cast<size_t>(B) * C);
+    CHECK_THROWS_AS(
+        cpu::attention_decode_vectorized(out.data(), kcache.data(), vcache.data(), token.data(), B, maxT, maxT, C, NH),
+        gpt2cc::Error);
+  }
 }
