@@ -149,15 +149,23 @@ void kv_cache_store(float* kcache, float* vcache, const float* qkv, int B, int T
   }
 }
 
+namespace {
+// Decoding's first step, for both decode functions: the shapes checked, then the new token's k, v
+// stored at `pos`.
+void store_decoded_token(float* kcache, float* vcache, const float* qkv, int B, int pos, int maxT, int C, int NH) {
+  check_shape(C, NH);
+  ENSURE(pos >= 0 && pos < maxT, "attention_decode: position {} outside the cache [0, {})", pos, maxT);
+  kv_cache_store(kcache + static_cast<size_t>(pos) * C, vcache + static_cast<size_t>(pos) * C, qkv, B, 1, maxT,
+                 C);
+}
+}  // namespace
+
 // One new token at position pos (qkv (B,3C)): store its k, v at pos, then for each head
 //   att[t2] = softmax_t2( q . kcache[t2] / sqrt(HS) ), t2 = 0..pos ; out = sum_t2 att[t2] vcache[t2]
 // which is row pos of the full forward (no dropout at inference).
 void attention_decode(float* out, float* kcache, float* vcache, const float* qkv, int B, int pos, int maxT, int C,
                       int NH) {
-  check_shape(C, NH);
-  ENSURE(pos >= 0 && pos < maxT, "attention_decode: position {} outside the cache [0, {})", pos, maxT);
-  kv_cache_store(kcache + static_cast<size_t>(pos) * C, vcache + static_cast<size_t>(pos) * C, qkv, B, 1, maxT,
-                 C);
+  store_decoded_token(kcache, vcache, qkv, B, pos, maxT, C, NH);
   const int HS = C / NH;
   const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
 #pragma omp parallel for collapse(2) schedule(static)
@@ -406,10 +414,7 @@ void attention_backward_blocked(float* dqkv, const float* dout, const float* att
 // attention_decode with the products vectorised: q . k_t2 as dot_vectorized, exp_vectorizable.
 void attention_decode_vectorized(float* out, float* kcache, float* vcache, const float* qkv, int B, int pos, int maxT,
                                  int C, int NH) {
-  check_shape(C, NH);
-  ENSURE(pos >= 0 && pos < maxT, "attention_decode: position {} outside the cache [0, {})", pos, maxT);
-  kv_cache_store(kcache + static_cast<size_t>(pos) * C, vcache + static_cast<size_t>(pos) * C, qkv, B, 1, maxT,
-                 C);
+  store_decoded_token(kcache, vcache, qkv, B, pos, maxT, C, NH);
   const int HS = C / NH;
   const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
 #pragma omp parallel for collapse(2) schedule(static)

@@ -71,23 +71,28 @@ RowLoss row_loss(float* exps, const float* row, int y, int V) {
   }
   return {float(std::log(sum)) - (target_logit - maxval), sum};
 }
+
+// The forward-only losses, for both functions: targets checked, ignored rows 0, the others
+// loss_of(row, target) in parallel over the rows.
+template <class LossOf>
+void losses_of_rows(float* losses, const float* logits, const int* targets, int B, int T, int V, int Vp,
+                    LossOf&& loss_of) {
+  check_targets(targets, B, T, V);
+#pragma omp parallel for schedule(static)
+  for (int bt = 0; bt < B * T; ++bt) {
+    losses[bt] = targets[bt] == kIgnoreIndex ? 0.0f : loss_of(logits + static_cast<size_t>(bt) * Vp, targets[bt]);
+  }
+}
 }  // namespace
 
 // loss = -log( exp(l_y) / sum_j exp(l_j) ) = log(sum_j exp(l_j - max)) - (l_y - max)
 // (l_y - max first: adding max back to the log would round it away when max is large)
 void crossentropy_forward(float* losses, const float* logits, const int* targets, int B, int T, int V, int Vp) {
-  check_targets(targets, B, T, V);
-#pragma omp parallel for schedule(static)
-  for (int bt = 0; bt < B * T; ++bt) {
-    if (targets[bt] == kIgnoreIndex) {
-      losses[bt] = 0.0f;
-      continue;
-    }
-    const float* row = logits + static_cast<size_t>(bt) * Vp;
+  losses_of_rows(losses, logits, targets, B, T, V, Vp, [V](const float* row, int y) {
     float maxval, sum;
     row_max_and_sum(row, V, maxval, sum);
-    losses[bt] = std::log(sum) - (row[targets[bt]] - maxval);
-  }
+    return std::log(sum) - (row[y] - maxval);
+  });
 }
 
 // d loss / d l_j = softmax_j - [j == y]  (differentiate log sum_j exp(l_j) - l_y), so
@@ -124,16 +129,8 @@ void crossentropy_backward(float* dlogits, float dloss, const float* logits, con
 // exact values (tests/cpu/test_crossentropy.cpp).
 void crossentropy_forward_vectorized(float* losses, const float* logits, const int* targets, int B, int T, int V,
                                      int Vp) {
-  check_targets(targets, B, T, V);
-#pragma omp parallel for schedule(static)
-  for (int bt = 0; bt < B * T; ++bt) {
-    if (targets[bt] == kIgnoreIndex) {
-      losses[bt] = 0.0f;
-      continue;
-    }
-    const float* row = logits + static_cast<size_t>(bt) * Vp;
-    losses[bt] = row_loss<false>(nullptr, row, targets[bt], V).loss;
-  }
+  losses_of_rows(losses, logits, targets, B, T, V, Vp,
+                 [V](const float* row, int y) { return row_loss<false>(nullptr, row, y, V).loss; });
 }
 
 // Training's classifier: crossentropy_forward, then crossentropy_backward in place, per row in

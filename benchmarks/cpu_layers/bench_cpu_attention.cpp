@@ -10,8 +10,6 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <chrono>
-#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -20,39 +18,20 @@
 
 #include <nlohmann/json.hpp>
 
+#include "benchmarks/cpu_layers/bench_util.hpp"
 #include "core/rng.hpp"
 #include "cpu/attention.hpp"
 
 namespace {
 
 using namespace gpt2cc;
+using bench::filled;
+using bench::rel_error;
 
+// Median wall-clock seconds per call.
 template <class F>
 double median_seconds(F&& f, int reps) {
-  f();  // warm-up: caches, page faults, thread pool
-  std::vector<double> wall;
-  for (int r = 0; r < reps; ++r) {
-    const auto t0 = std::chrono::steady_clock::now();
-    f();
-    wall.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  }
-  std::sort(wall.begin(), wall.end());
-  return wall[reps / 2];
-}
-
-double rel_error(const std::vector<float>& a, const std::vector<float>& b) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    num += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
-    den += double(b[i]) * b[i];
-  }
-  return std::sqrt(num / den);
-}
-
-std::vector<float> filled(size_t n, unsigned seed) {
-  std::vector<float> v(n);
-  for (size_t i = 0; i < n; ++i) v[i] = static_cast<float>(((i * 2654435761u + seed) % 2001) / 1000.0 - 1.0);
-  return v;
+  return bench::time_median(f, reps).wall_s;
 }
 
 }  // namespace

@@ -108,6 +108,36 @@ TEST_CASE("attention saves causal probabilities and drops them at the documented
   expect_close(out, expected, 1e-6, 1e-5, "out rebuilt from att and the mask");
 }
 
+namespace {
+// Prefills the caches with the first `prompt` positions of qkv (B, T, 3C), then decodes positions
+// prompt .. T-1 one at a time with `decode` (cpu::attention_decode's signature) and requires each
+// output to be that row of `full`, the forward's output; then a position past the cache throws.
+template <class Decode>
+void decode_rows_match(Decode&& decode, std::vector<float>& kcache, std::vector<float>& vcache,
+                       const std::vector<float>& qkv, const std::vector<float>& full, int B, int T, int C, int NH,
+                       int maxT, int prompt, double atol) {
+  const size_t C3 = 3 * static_cast<size_t>(C);
+  std::vector<float> prefix(static_cast<size_t>(B) * prompt * C3);
+  for (int b = 0; b < B; ++b) {
+    for (size_t i = 0; i < prompt * C3; ++i) prefix[b * prompt * C3 + i] = qkv[b * T * C3 + i];
+  }
+  cpu::kv_cache_store(kcache.data(), vcache.data(), prefix.data(), B, prompt, maxT, C);
+  std::vector<float> token(B * C3), out(static_cast<size_t>(B) * C), expected(out.size());
+  for (int pos = prompt; pos < T; ++pos) {
+    CAPTURE(pos);
+    for (int b = 0; b < B; ++b) {
+      for (size_t i = 0; i < C3; ++i) token[b * C3 + i] = qkv[(b * T + pos) * C3 + i];
+      for (int c = 0; c < C; ++c) expected[b * C + c] = full[(static_cast<size_t>(b) * T + pos) * C + c];
+    }
+    test::poison(out.data(), out.size());
+    decode(out.data(), kcache.data(), vcache.data(), token.data(), B, pos, maxT, C, NH);
+    expect_close(out, expected, atol, 1e-5, "decode output vs full forward row");
+  }
+  CHECK_THROWS_AS(decode(out.data(), kcache.data(), vcache.data(), token.data(), B, maxT, maxT, C, NH),
+                  gpt2cc::Error);
+}
+}  // namespace
+
 TEST_CASE("KV-cache decode equals the full forward, row by row", "[cpu][attention]") {
   const int B = 3, T = 6, C = 12, NH = 3, maxT = 8, prompt = 2;
   const size_t C3 = 3 * static_cast<size_t>(C);
@@ -119,22 +149,7 @@ TEST_CASE("KV-cache decode equals the full forward, row by row", "[cpu][attentio
   std::vector<float> kcache(static_cast<size_t>(B) * maxT * C), vcache(kcache.size());
   test::poison(kcache.data(), kcache.size());
   test::poison(vcache.data(), vcache.size());
-  std::vector<float> prefix(static_cast<size_t>(B) * prompt * C3);
-  for (int b = 0; b < B; ++b) {
-    for (size_t i = 0; i < prompt * C3; ++i) prefix[b * prompt * C3 + i] = qkv[b * T * C3 + i];
-  }
-  cpu::kv_cache_store(kcache.data(), vcache.data(), prefix.data(), B, prompt, maxT, C);
-  for (int pos = prompt; pos < T; ++pos) {
-    CAPTURE(pos);
-    std::vector<float> token(B * C3), out(static_cast<size_t>(B) * C), expected(out.size());
-    for (int b = 0; b < B; ++b) {
-      for (size_t i = 0; i < C3; ++i) token[b * C3 + i] = qkv[(b * T + pos) * C3 + i];
-      for (int c = 0; c < C; ++c) expected[b * C + c] = full[(static_cast<size_t>(b) * T + pos) * C + c];
-    }
-    test::poison(out.data(), out.size());
-    cpu::attention_decode(out.data(), kcache.data(), vcache.data(), token.data(), B, pos, maxT, C, NH);
-    expect_close(out, expected, 1e-6, 1e-5, "decode output vs full forward row");
-  }
+  decode_rows_match(cpu::attention_decode, kcache, vcache, qkv, full, B, T, C, NH, maxT, prompt, 1e-6);
   // The caches now hold k and v of every position.
   for (int b = 0; b < B; ++b) {
     for (int t = 0; t < T; ++t) {
@@ -144,9 +159,6 @@ TEST_CASE("KV-cache decode equals the full forward, row by row", "[cpu][attentio
       }
     }
   }
-  std::vector<float> token(B * C3), out(static_cast<size_t>(B) * C);
-  CHECK_THROWS_AS(cpu::attention_decode(out.data(), kcache.data(), vcache.data(), token.data(), B, maxT, maxT, C, NH),
-                  gpt2cc::Error);
 }
 
 namespace {
@@ -275,25 +287,6 @@ TEST_CASE("vectorised KV-cache decode equals the blocked forward, row by row", "
     std::vector<float> full(static_cast<size_t>(B) * T * C), att(static_cast<size_t>(B) * NH * T * T);
     cpu::attention_forward_blocked(full.data(), att.data(), qkv.data(), B, T, C, NH, DropoutParams{});
     std::vector<float> kcache(static_cast<size_t>(B) * maxT * C), vcache(kcache.size());
-    std::vector<float> prefix(static_cast<size_t>(B) * prompt * C3);
-    for (int b = 0; b < B; ++b) {
-      for (size_t i = 0; i < prompt * C3; ++i) prefix[b * prompt * C3 + i] = qkv[b * T * C3 + i];
-    }
-    cpu::kv_cache_store(kcache.data(), vcache.data(), prefix.data(), B, prompt, maxT, C);
-    for (int pos = prompt; pos < T; ++pos) {
-      CAPTURE(pos);
-      std::vector<float> token(B * C3), out(static_cast<size_t>(B) * C), expected(out.size());
-      for (int b = 0; b < B; ++b) {
-        for (size_t i = 0; i < C3; ++i) token[b * C3 + i] = qkv[(b * T + pos) * C3 + i];
-        for (int c = 0; c < C; ++c) expected[b * C + c] = full[(static_cast<size_t>(b) * T + pos) * C + c];
-      }
-      test::poison(out.data(), out.size());
-      cpu::attention_decode_vectorized(out.data(), kcache.data(), vcache.data(), token.data(), B, pos, maxT, C, NH);
-      expect_close(out, expected, 1e-5, 1e-5, "decode output vs blocked forward row");
-    }
-    std::vector<float> token(B * C3), out(static_cast<size_t>(B) * C);
-    CHECK_THROWS_AS(
-        cpu::attention_decode_vectorized(out.data(), kcache.data(), vcache.data(), token.data(), B, maxT, maxT, C, NH),
-        gpt2cc::Error);
+    decode_rows_match(cpu::attention_decode_vectorized, kcache, vcache, qkv, full, B, T, C, NH, maxT, prompt, 1e-5);
   }
 }
