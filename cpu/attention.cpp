@@ -329,7 +329,8 @@ struct ScoreGradient {
       const size_t mask_row = (first_row + t) * T;  // the dropout mask's index of (t, 0)
       const float d = dot_vectorized(dout + static_cast<size_t>(t) * C, out + static_cast<size_t>(t) * C, HS);
       float* ds_row = ds + r * kTile;
-      const int visible = std::min(N, t - keys.begin + 1);  // keys t2 <= t; the rest are masked
+      // Keys t2 <= t; the rest are masked. At least one: a key tile never starts past its rows.
+      const int visible = std::min(N, t - keys.begin + 1);
       if (!dropout->active()) {
         const float* p = p_row + keys.begin;
 #pragma omp simd
@@ -340,9 +341,9 @@ struct ScoreGradient {
           ds_row[j] = p_row[t2] * (dropped(ds_row[j], *dropout, mask_row + t2) - d) * scale;
           if (pd) pd[r * kTile + j] = dropped(p_row[t2], *dropout, mask_row + t2);
         }
-        if (pd) std::fill(pd + r * kTile + std::max(visible, 0), pd + r * kTile + N, 0.0f);
+        if (pd) std::fill(pd + r * kTile + visible, pd + r * kTile + N, 0.0f);
       }
-      std::fill(ds_row + std::max(visible, 0), ds_row + N, 0.0f);
+      std::fill(ds_row + visible, ds_row + N, 0.0f);
     }
   }
 };
