@@ -2,6 +2,8 @@
 // caches, a 6 x 16 register tile of FMAs over them.
 #include "cpu/gemm.hpp"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <vector>
 
@@ -13,67 +15,102 @@ namespace {
 // runs; each step loads 2 vectors of Bm, broadcasts 6 values of A and issues 12 FMAs.
 constexpr int MR = kGemmTileRows;
 constexpr int NR = 16;
-// Cache blocks: a KC x NR panel of Bm (16 KB) stays in L1 while a column of tiles streams the
-// MC x KC block of A (192 KB) from L2; the KC x NC block of Bm (256 KB) is next to it in L2.
-constexpr int KC = 256;
-constexpr int MC = 192;
-constexpr int NC = 256;
+constexpr int KC = kGemmDepthBlock;
 constexpr int kVecs = NR / 8;
+// Cache blocks: a KC x NR panel of Bm (16 KB) stays in L1 while the column of tiles below it
+// streams the packed MC x KC block of A (at most 384 KB) from L2.
+constexpr int MC = 384;
+// Columns of one task at most: bounds a task's time, so the dynamic schedule can even out
+// threads slowed by a shared core (the classifier's 50304 columns become 25 or more tasks).
+constexpr int kMaxTaskColumns = 2048;
+// The cost of packing one float, in multiply-adds of the micro-kernel (a rough measure on this
+// code's x86-64 build: packing reads the operand once from L2/L3/memory and transposes it).
+constexpr double kPackCost = 16.0;
 
-// Packs rows [i0, i0+mc) x columns [k0, k0+kc) of A into MR-row panels, k-major inside a panel
-// (Ap[p*kc*MR + k*MR + r]), zero-filling rows past M so every tile computes a full MR x NR.
-void pack_a(float* Ap, StridedMatrix A, int i0, int mc, int k0, int kc, int M) {
-  const int panels = (mc + MR - 1) / MR;
-  for (int p = 0; p < panels; ++p) {
-    float* dst = Ap + static_cast<size_t>(p) * kc * MR;
-    const int first = i0 + p * MR;
-    if (first + MR > M) {  // the last panel, part padding
-      for (int k = 0; k < kc; ++k) {
-        for (int r = 0; r < MR; ++r) dst[k * MR + r] = first + r < M ? A.at(first + r, k0 + k) : 0.0f;
-      }
-      continue;
+int ceil_div(int a, int b) { return (a + b - 1) / b; }
+int round_up(int a, int b) { return ceil_div(a, b) * b; }
+
+// The 8 x 8 block in r[0..7] (row i in r[i]) transposed in place, in three rounds of two-vector
+// shuffles (vunpcklps/vunpckhps, vshufps, vperm2f128 on AVX2): packing an operand that is
+// contiguous along the other direction than its panel then moves 8 floats per load and store
+// instead of one.
+inline void transpose8x8(vec8 (&r)[8]) {
+  vec8 pairs[8], quads[8];
+  for (int i = 0; i < 4; ++i) {  // rows 2i, 2i+1 interleaved: columns (0 1 4 5) and (2 3 6 7)
+    pairs[2 * i] = __builtin_shufflevector(r[2 * i], r[2 * i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+    pairs[2 * i + 1] = __builtin_shufflevector(r[2 * i], r[2 * i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+  }
+  for (int h = 0; h < 2; ++h) {  // rows 4h..4h+3 of columns c and c + 4, c = 0..3
+    const vec8 *low = pairs + 4 * h, *high = pairs + 4 * h + 2;
+    quads[4 * h + 0] = __builtin_shufflevector(low[0], high[0], 0, 1, 8, 9, 4, 5, 12, 13);
+    quads[4 * h + 1] = __builtin_shufflevector(low[0], high[0], 2, 3, 10, 11, 6, 7, 14, 15);
+    quads[4 * h + 2] = __builtin_shufflevector(low[1], high[1], 0, 1, 8, 9, 4, 5, 12, 13);
+    quads[4 * h + 3] = __builtin_shufflevector(low[1], high[1], 2, 3, 10, 11, 6, 7, 14, 15);
+  }
+  for (int c = 0; c < 4; ++c) {  // columns c and c + 4, all 8 rows
+    r[c] = __builtin_shufflevector(quads[c], quads[4 + c], 0, 1, 2, 3, 8, 9, 10, 11);
+    r[c + 4] = __builtin_shufflevector(quads[c], quads[4 + c], 4, 5, 6, 7, 12, 13, 14, 15);
+  }
+}
+
+// Packs rows [first, first + MR) x columns [k0, k0 + kc) of A as one panel, k-major
+// (dst[k * MR + r]), zero-filling rows past M so every tile computes a full MR x NR.
+void pack_a_panel(float* dst, StridedMatrix A, int first, int k0, int kc, int M) {
+  if (first + MR > M) {  // the last panel, part padding
+    for (int k = 0; k < kc; ++k) {
+      for (int r = 0; r < MR; ++r) dst[k * MR + r] = first + r < M ? A.at(first + r, k0 + k) : 0.0f;
     }
-    // Walk along the operand's contiguous direction: k for row-major A, the rows for A = dout^T.
-    const float* src = A.data + first * A.row_stride + k0 * A.col_stride;
-    if (A.col_stride == 1) {
-      for (int r = 0; r < MR; ++r) {
-        const float* row = src + r * A.row_stride;
-        for (int k = 0; k < kc; ++k) dst[k * MR + r] = row[k];
-      }
-    } else {
-      for (int k = 0; k < kc; ++k) {
-        const float* column = src + k * A.col_stride;
-        for (int r = 0; r < MR; ++r) dst[k * MR + r] = column[r * A.row_stride];
-      }
+    return;
+  }
+  const float* src = A.data + first * A.row_stride + k0 * A.col_stride;
+  if (A.col_stride == 1) {  // rows contiguous along k (activations): transposed 8 k's at a time
+    int k = 0;
+    for (; k + 8 <= kc; k += 8) {
+      vec8 block[8] = {};  // rows MR..7 stay zero
+      for (int r = 0; r < MR; ++r) block[r] = load8(src + r * A.row_stride + k);
+      transpose8x8(block);
+      for (int t = 0; t < 8; ++t) std::memcpy(dst + (k + t) * MR, &block[t], MR * sizeof(float));
+    }
+    for (; k < kc; ++k) {
+      for (int r = 0; r < MR; ++r) dst[k * MR + r] = src[r * A.row_stride + k];
+    }
+  } else if (A.row_stride == 1) {  // columns contiguous (A = dout^T, P^T): MR floats per k
+    for (int k = 0; k < kc; ++k) std::memcpy(dst + k * MR, src + k * A.col_stride, MR * sizeof(float));
+  } else {
+    for (int k = 0; k < kc; ++k) {
+      for (int r = 0; r < MR; ++r) dst[k * MR + r] = A.at(first + r, k0 + k);
     }
   }
 }
 
-// Packs rows [k0, k0+kc) x columns [j0, j0+nc) of Bm into NR-column panels
-// (Bp[q*kc*NR + k*NR + j]), zero-filling columns past N.
-void pack_b(float* Bp, StridedMatrix Bm, int k0, int kc, int j0, int nc, int N) {
-  const int panels = (nc + NR - 1) / NR;
-  for (int q = 0; q < panels; ++q) {
-    float* dst = Bp + static_cast<size_t>(q) * kc * NR;
-    const int first = j0 + q * NR;
-    if (first + NR > N) {  // the last panel, part padding
-      for (int k = 0; k < kc; ++k) {
-        for (int j = 0; j < NR; ++j) dst[k * NR + j] = first + j < N ? Bm.at(k0 + k, first + j) : 0.0f;
-      }
-      continue;
+// Packs rows [k0, k0 + kc) x columns [first, first + NR) of Bm as one panel (dst[k * NR + j]),
+// zero-filling columns past N.
+void pack_b_panel(float* dst, StridedMatrix Bm, int k0, int kc, int first, int N) {
+  if (first + NR > N) {  // the last panel, part padding
+    for (int k = 0; k < kc; ++k) {
+      for (int j = 0; j < NR; ++j) dst[k * NR + j] = first + j < N ? Bm.at(k0 + k, first + j) : 0.0f;
     }
-    // Walk along the operand's contiguous direction: the columns for row-major Bm, k for W^T.
-    const float* src = Bm.data + k0 * Bm.row_stride + first * Bm.col_stride;
-    if (Bm.col_stride == 1) {
-      for (int k = 0; k < kc; ++k) {
-        const float* row = src + k * Bm.row_stride;
-        for (int j = 0; j < NR; ++j) dst[k * NR + j] = row[j];
+    return;
+  }
+  const float* src = Bm.data + k0 * Bm.row_stride + first * Bm.col_stride;
+  if (Bm.col_stride == 1) {  // rows contiguous (Bm = weight, V, inp): NR floats per k
+    for (int k = 0; k < kc; ++k) std::memcpy(dst + k * NR, src + k * Bm.row_stride, NR * sizeof(float));
+  } else if (Bm.row_stride == 1) {  // columns contiguous along k (W^T, K^T): 8 x 8 transposes
+    int k = 0;
+    for (; k + 8 <= kc; k += 8) {
+      for (int half = 0; half < kVecs; ++half) {
+        vec8 block[8];
+        for (int j = 0; j < 8; ++j) block[j] = load8(src + (8 * half + j) * Bm.col_stride + k);
+        transpose8x8(block);
+        for (int t = 0; t < 8; ++t) std::memcpy(dst + (k + t) * NR + 8 * half, &block[t], sizeof(vec8));
       }
-    } else {
-      for (int j = 0; j < NR; ++j) {
-        const float* column = src + j * Bm.col_stride;
-        for (int k = 0; k < kc; ++k) dst[k * NR + j] = column[k * Bm.row_stride];
-      }
+    }
+    for (; k < kc; ++k) {
+      for (int j = 0; j < NR; ++j) dst[k * NR + j] = src[j * Bm.col_stride + k];
+    }
+  } else {
+    for (int k = 0; k < kc; ++k) {
+      for (int j = 0; j < NR; ++j) dst[k * NR + j] = Bm.at(k0 + k, first + j);
     }
   }
 }
@@ -108,15 +145,50 @@ void micro_kernel(int kc, const float* __restrict Ap, const float* __restrict Bp
   }
 }
 
-// The blocks of at most MC x NC that Cm is cut into, sized evenly so threads get equal work
-// (M = 256 gives two blocks of 128 rows, not 192 + 64), rounded up to whole register tiles.
+// How Cm is cut into tasks: blocks of mstep x nstep (whole register tiles), which threads take
+// one at a time. A task packs its rows of A once per depth block and each 16-column panel of Bm
+// once, so more row blocks repack Bm and more column blocks repack A. Chosen to finish soonest:
+// rounds of tasks (ceil(tasks / threads)) times a task's multiply-adds plus its packing, with the
+// A block within MC rows, a task within kMaxTaskColumns columns, and, where the shape allows, at
+// least two tasks per thread, so that a thread slowed by a shared core is not waited on for
+// half the product. The blocking changes no bits: each element is still summed in the order of
+// cpu/gemm.hpp.
 struct Blocking {
-  int mblocks, nblocks, mstep, nstep;
-  Blocking(int M, int N) {
-    mblocks = (M + MC - 1) / MC;
-    nblocks = (N + NC - 1) / NC;
-    mstep = ((M + mblocks - 1) / mblocks + MR - 1) / MR * MR;
-    nstep = ((N + nblocks - 1) / nblocks + NR - 1) / NR * NR;
+  int mblocks = 1, nblocks = 1, mstep = 0, nstep = 0;
+
+  Blocking(int M, int N, int threads) {
+    const int m_fewest = ceil_div(M, MC), n_fewest = ceil_div(N, kMaxTaskColumns);
+    set(M, N, m_fewest, n_fewest);
+    if (threads <= 1) return;
+    const int m_most = std::min(ceil_div(M, MR), m_fewest + 4 * threads);
+    const int n_most = std::min(ceil_div(N, NR), n_fewest + 4 * threads);
+    double best = -1.0;
+    bool best_has_wanted_tasks = false;
+    for (int mb = m_fewest; mb <= m_most; ++mb) {
+      for (int nb = n_fewest; nb <= n_most; ++nb) {
+        Blocking candidate(M, N, 1);
+        candidate.set(M, N, mb, nb);
+        const int tasks = candidate.mblocks * candidate.nblocks;
+        const bool has_wanted_tasks = tasks >= 2 * threads;
+        const double task = 2.0 * candidate.mstep * candidate.nstep + kPackCost * (candidate.mstep + candidate.nstep);
+        const double time = ceil_div(tasks, threads) * task;
+        if (best < 0.0 || (has_wanted_tasks && !best_has_wanted_tasks) ||
+            (has_wanted_tasks == best_has_wanted_tasks && time < best)) {
+          best = time;
+          best_has_wanted_tasks = has_wanted_tasks;
+          *this = candidate;
+        }
+      }
+    }
+  }
+
+ private:
+  // mb x nb blocks of even size, rounded up to whole tiles (which can leave fewer blocks).
+  void set(int M, int N, int mb, int nb) {
+    mstep = round_up(ceil_div(M, mb), MR);
+    nstep = round_up(ceil_div(N, nb), NR);
+    mblocks = ceil_div(M, mstep);
+    nblocks = ceil_div(N, nstep);
   }
 };
 
@@ -124,23 +196,23 @@ struct Blocking {
 void gemm_block(float* Cm, size_t ldc, StridedMatrix A, StridedMatrix Bm, int M, int N, int K, const Blocking& g,
                 int ib, int jb) {
   // Per thread, reused across calls: no allocation (and no page faults) per block.
-  thread_local std::vector<float> a_pack, b_pack;
-  a_pack.resize(static_cast<size_t>(MC + MR) * KC);
-  b_pack.resize(static_cast<size_t>(NC + NR) * KC);
-  const int i0 = ib * g.mstep, mc = std::min(g.mstep, M - i0), mpanels = (mc + MR - 1) / MR;
-  const int j0 = jb * g.nstep, nc = std::min(g.nstep, N - j0), npanels = (nc + NR - 1) / NR;
-  if (mc <= 0 || nc <= 0) return;  // rounding up to whole tiles can leave a last block empty
+  thread_local std::vector<float> a_pack(static_cast<size_t>(MC) * KC), b_panel(static_cast<size_t>(NR) * KC);
+  const int i0 = ib * g.mstep, mc = std::min(g.mstep, M - i0), mpanels = ceil_div(mc, MR);
+  const int j0 = jb * g.nstep, nc = std::min(g.nstep, N - j0), npanels = ceil_div(nc, NR);
   for (int k0 = 0; k0 < K; k0 += KC) {
     const int kc = std::min(KC, K - k0);
-    pack_b(b_pack.data(), Bm, k0, kc, j0, nc, N);
-    pack_a(a_pack.data(), A, i0, mc, k0, kc, M);
-    // Column of tiles q outermost: consecutive tiles share the L1-resident Bm panel.
+    for (int p = 0; p < mpanels; ++p) {
+      pack_a_panel(a_pack.data() + static_cast<size_t>(p) * kc * MR, A, i0 + p * MR, k0, kc, M);
+    }
+    // Column of tiles q outermost: the panel of Bm is packed into L1 just before the tiles that
+    // share it.
     for (int q = 0; q < npanels; ++q) {
+      const int j = j0 + q * NR;
+      pack_b_panel(b_panel.data(), Bm, k0, kc, j, N);
       for (int p = 0; p < mpanels; ++p) {
-        const int i = i0 + p * MR, j = j0 + q * NR;
-        micro_kernel(kc, a_pack.data() + static_cast<size_t>(p) * kc * MR,
-                     b_pack.data() + static_cast<size_t>(q) * kc * NR, Cm + static_cast<size_t>(i) * ldc + j, ldc,
-                     std::min(MR, M - i), std::min(NR, N - j));
+        const int i = i0 + p * MR;
+        micro_kernel(kc, a_pack.data() + static_cast<size_t>(p) * kc * MR, b_panel.data(),
+                     Cm + static_cast<size_t>(i) * ldc + j, ldc, std::min(MR, M - i), std::min(NR, N - j));
       }
     }
   }
@@ -148,11 +220,12 @@ void gemm_block(float* Cm, size_t ldc, StridedMatrix A, StridedMatrix Bm, int M,
 
 }  // namespace
 
-// Threads take whole MC x NC blocks of Cm, each packing its own operands: no barriers (which
-// cost dearly when the cores are shared), and each output element is summed by one thread over
-// k in a fixed order, so the result does not depend on the thread count (deterministic dweight).
+// Threads take whole blocks of Cm, each packing its own operands: no barriers (which cost dearly
+// when the cores are shared), and each output element is summed by one thread over k in a fixed
+// order, so the result does not depend on the thread count (deterministic dweight).
 void gemm_accumulate(float* Cm, size_t ldc, StridedMatrix A, StridedMatrix Bm, int M, int N, int K) {
-  const Blocking g(M, N);
+  if (M <= 0 || N <= 0 || K <= 0) return;
+  const Blocking g(M, N, omp_get_max_threads());
 #pragma omp parallel for collapse(2) schedule(dynamic)
   for (int jb = 0; jb < g.nblocks; ++jb) {
     for (int ib = 0; ib < g.mblocks; ++ib) gemm_block(Cm, ldc, A, Bm, M, N, K, g, ib, jb);
@@ -160,7 +233,8 @@ void gemm_accumulate(float* Cm, size_t ldc, StridedMatrix A, StridedMatrix Bm, i
 }
 
 void gemm_accumulate_serial(float* Cm, size_t ldc, StridedMatrix A, StridedMatrix Bm, int M, int N, int K) {
-  const Blocking g(M, N);
+  if (M <= 0 || N <= 0 || K <= 0) return;
+  const Blocking g(M, N, 1);
   for (int jb = 0; jb < g.nblocks; ++jb) {
     for (int ib = 0; ib < g.mblocks; ++ib) gemm_block(Cm, ldc, A, Bm, M, N, K, g, ib, jb);
   }

@@ -2,8 +2,10 @@
 // matmul (cpu/matmul.cpp) and the blocked attention (cpu/attention.cpp) are built from.
 // Operands are strided views, so a transposed matrix, or one head's columns of the interleaved
 // q|k|v rows, is read in place. Cache-blocked and register-tiled (the GotoBLAS/BLIS scheme: Goto
-// & van de Geijn 2008); every output element is summed over k in one fixed order by one thread,
-// so results do not depend on the thread count.
+// & van de Geijn 2008); every output element is summed by one thread in one fixed order, so
+// results depend neither on the thread count nor on how the product is cut into tasks: for each
+// block of kGemmDepthBlock k's in turn, acc = 0, then acc += A[i][k] * Bm[k][j] (one FMA) for the
+// block's k in order, then Cm[i][j] += acc.
 #pragma once
 
 #include <cstddef>
@@ -22,6 +24,8 @@ struct StridedMatrix {
 // Rows of the register tile: a product of fewer rows computes mostly padding (the matmul's
 // decoding path takes a matrix-vector loop instead).
 inline constexpr int kGemmTileRows = 6;
+// The depth (k) of one packed block: the unit of the summation order above.
+inline constexpr int kGemmDepthBlock = 256;
 
 // Cm (M x N, row-major, leading dimension ldc) += A (M x K) . Bm (K x N), spread over the OpenMP
 // threads in blocks of Cm.

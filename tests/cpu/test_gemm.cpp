@@ -1,0 +1,126 @@
+// cpu::gemm_accumulate / gemm_accumulate_serial (cpu/gemm.hpp), the product under the blocked
+// matmul and attention: Cm += A . Bm against a double-precision sum for every operand layout the
+// packing routines tell apart (rows contiguous, columns contiguous, neither), on shapes that cut
+// register tiles, depth blocks and tasks raggedly; and the same bits for any thread count and
+// for the serial call, whose blockings differ.
+#include <catch2/catch.hpp>
+
+#include <omp.h>
+
+#include <string>
+#include <vector>
+
+#include "cpu/gemm.hpp"
+#include "tests/common/test_common.hpp"
+
+using namespace gpt2cc;
+using test::expect_close;
+
+namespace {
+
+enum class Layout { kRowsContiguous, kColumnsContiguous, kNeither };
+
+const char* name(Layout layout) {
+  switch (layout) {
+    case Layout::kRowsContiguous: return "rows contiguous";
+    case Layout::kColumnsContiguous: return "columns contiguous";
+    case Layout::kNeither: return "neither contiguous";
+  }
+  return "?";
+}
+
+// A rows x cols operand with random values in the given layout; view() reads it in place.
+struct Operand {
+  std::vector<float> data;
+  size_t row_stride = 0, col_stride = 0;
+
+  Operand(int rows, int cols, Layout layout, uint64_t seed) {
+    switch (layout) {
+      case Layout::kRowsContiguous: row_stride = cols, col_stride = 1; break;
+      case Layout::kColumnsContiguous: row_stride = 1, col_stride = rows; break;
+      case Layout::kNeither: row_stride = 2 * static_cast<size_t>(cols) + 3, col_stride = 2; break;
+    }
+    data = test::random_vector(static_cast<size_t>(rows - 1) * row_stride + (cols - 1) * col_stride + 1, seed);
+  }
+  cpu::StridedMatrix view() const { return {data.data(), row_stride, col_stride}; }
+};
+
+}  // namespace
+
+TEST_CASE("gemm_accumulate adds A . B for every operand layout", "[cpu][gemm]") {
+  // (M, N, K): single elements, partial 6 x 16 tiles, exact tiles, K over one depth block (256)
+  // with a ragged tail, more rows than one A block (384), more columns than one task (2048).
+  const std::tuple<int, int, int> shapes[] = {{1, 1, 1},     {7, 17, 9},    {6, 16, 8},   {12, 32, 256},
+                                              {13, 33, 300}, {390, 40, 520}, {5, 2100, 20}, {64, 64, 64}};
+  const Layout layouts[] = {Layout::kRowsContiguous, Layout::kColumnsContiguous, Layout::kNeither};
+  for (auto [M, N, K] : shapes) {
+    for (Layout a_layout : layouts) {
+      for (Layout b_layout : layouts) {
+        CAPTURE(M, N, K, name(a_layout), name(b_layout));
+        const Operand A(M, K, a_layout, 11), Bm(K, N, b_layout, 12);
+        // Cm starts nonzero (the product adds to it) and has 3 columns more than N, which must
+        // stay as they were.
+        const size_t ldc = N + 3;
+        const std::vector<float> c0 = test::random_vector(M * ldc, 13);
+        std::vector<double> expected(c0.begin(), c0.end());
+        for (int i = 0; i < M; ++i) {
+          for (int j = 0; j < N; ++j) {
+            double sum = 0.0;
+            for (int k = 0; k < K; ++k) sum += double(A.view().at(i, k)) * Bm.view().at(k, j);
+            expected[i * ldc + j] += sum;
+          }
+        }
+        std::vector<float> parallel = c0, serial = c0;
+        cpu::gemm_accumulate(parallel.data(), ldc, A.view(), Bm.view(), M, N, K);
+        cpu::gemm_accumulate_serial(serial.data(), ldc, A.view(), Bm.view(), M, N, K);
+        // fp32 sums of K terms of size <= 1 around values of size ~sqrt(K).
+        const double atol = 2e-6 * K;
+        const std::vector<double> actual(parallel.begin(), parallel.end());
+        expect_close(actual.data(), expected.data(), expected.size(), atol, 1e-5, "gemm_accumulate");
+        expect_close(serial, parallel, 0, 0, "gemm_accumulate_serial vs gemm_accumulate");
+        for (int i = 0; i < M; ++i) {
+          for (size_t j = N; j < ldc; ++j) REQUIRE(parallel[i * ldc + j] == c0[i * ldc + j]);
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("gemm_accumulate gives the same bits for any thread count", "[cpu][gemm]") {
+  // The thread count changes how the product is cut into tasks (cpu/gemm.cpp, Blocking); the
+  // summation order of each element does not depend on it. Shapes of the model's matmuls
+  // (activations x W^T, dout x W, dout^T x inp), cut differently for 1, 2, 3 and 5 threads.
+  struct Case {
+    int M, N, K;
+    Layout a, b;
+  };
+  const Case cases[] = {{256, 768, 300, Layout::kRowsContiguous, Layout::kColumnsContiguous},
+                        {1000, 130, 256, Layout::kRowsContiguous, Layout::kRowsContiguous},
+                        {130, 70, 1000, Layout::kColumnsContiguous, Layout::kRowsContiguous},
+                        {40, 5000, 64, Layout::kRowsContiguous, Layout::kColumnsContiguous}};
+  const int threads = omp_get_max_threads();
+  for (const Case& c : cases) {
+    CAPTURE(c.M, c.N, c.K, name(c.a), name(c.b));
+    const Operand A(c.M, c.K, c.a, 21), Bm(c.K, c.N, c.b, 22);
+    const std::vector<float> c0 = test::random_vector(static_cast<size_t>(c.M) * c.N, 23);
+    std::vector<float> serial = c0;
+    cpu::gemm_accumulate_serial(serial.data(), c.N, A.view(), Bm.view(), c.M, c.N, c.K);
+    for (int n : {1, 2, 3, 5}) {
+      omp_set_num_threads(n);
+      std::vector<float> result = c0;
+      cpu::gemm_accumulate(result.data(), c.N, A.view(), Bm.view(), c.M, c.N, c.K);
+      expect_close(result, serial, 0, 0, std::to_string(n) + " threads vs serial");
+    }
+    omp_set_num_threads(threads);
+  }
+}
+
+TEST_CASE("gemm_accumulate of an empty product leaves Cm alone", "[cpu][gemm]") {
+  std::vector<float> c = test::random_vector(12, 31);
+  const std::vector<float> before = c;
+  const std::vector<float> a(12, 1.0f), b(12, 1.0f);
+  cpu::gemm_accumulate(c.data(), 4, {a.data(), 4, 1}, {b.data(), 4, 1}, 3, 4, 0);  // K = 0
+  cpu::gemm_accumulate(c.data(), 4, {a.data(), 4, 1}, {b.data(), 4, 1}, 0, 4, 4);  // M = 0
+  cpu::gemm_accumulate_serial(c.data(), 4, {a.data(), 4, 1}, {b.data(), 4, 1}, 3, 0, 4);  // N = 0
+  expect_close(c, before, 0, 0, "Cm after empty products");
+}
