@@ -1,7 +1,9 @@
 // cpu::adamw_update and cpu::sum_of_squares: two hand-computed steps (decay, bias correction,
 // grad_scale), weight_decay = 0 against an independent Adam in double, and the double-precision
-// sum of squares.
+// sum of squares, the same for any thread count.
 #include <catch2/catch.hpp>
+
+#include <omp.h>
 
 #include "cpu/adamw.hpp"
 #include "tests/cpu/gradcheck.hpp"
@@ -71,4 +73,27 @@ TEST_CASE("sum_of_squares accumulates in double", "[cpu][adamw]") {
   std::vector<float> big(N, 0.1f);
   const double exact = static_cast<double>(N) * double(0.1f) * double(0.1f);
   CHECK(std::fabs(cpu::sum_of_squares(big.data(), N) - exact) / exact < 1e-9);
+}
+
+TEST_CASE("sum_of_squares gives the same bits for any thread count", "[cpu][adamw][determinism]") {
+  // Several 64K-element chunks and a ragged tail (cpu/adamw.cpp sums chunk by chunk, in order).
+  const size_t N = 3 * 65536 + 37;
+  const std::vector<float> x = test::random_vector(N, 41, -3.0f, 3.0f);
+  double plain = 0.0;
+  for (float value : x) plain += static_cast<double>(value) * value;
+  const double one_thread = [&] {
+    omp_set_num_threads(1);
+    return cpu::sum_of_squares(x.data(), N);
+  }();
+  CHECK(std::fabs(one_thread - plain) / plain < 1e-12);
+  const int threads = omp_get_max_threads();
+  for (int n : {2, 3, 5}) {
+    omp_set_num_threads(n);
+    CHECK(cpu::sum_of_squares(x.data(), N) == one_thread);
+  }
+  omp_set_num_threads(threads);
+  CHECK(cpu::sum_of_squares(x.data(), 0) == 0.0);
+  double five = 0.0;  // under one vector step: the scalar tail alone, in order
+  for (int i = 0; i < 5; ++i) five += double(x[i]) * x[i];
+  CHECK(cpu::sum_of_squares(x.data(), 5) == five);
 }
