@@ -229,8 +229,10 @@ float* scratch(std::vector<float>& buffer, size_t floats) {
 }
 
 // Row t of the probabilities: s_t2 = row[t2] * scale for t2 <= t become softmax(s) in place;
-// columns t+1 .. n-1 (products of the diagonal tile past the diagonal) become 0.
-void softmax_causal_row(float* row, int t, int n, float scale) {
+// columns t+1 .. n-1 (products of the diagonal tile past the diagonal) become 0. Returns the
+// row's log-sum-exp, log sum_t2 exp(s_t2) = max + log(sum_t2 exp(s_t2 - max)), from which
+// the backward recomputes the row: P[t2] = exp(s_t2 - lse).
+float softmax_causal_row(float* row, int t, int n, float scale) {
   float maxval = -INFINITY;
 #pragma omp simd reduction(max : maxval)
   for (int t2 = 0; t2 <= t; ++t2) {
@@ -247,6 +249,7 @@ void softmax_causal_row(float* row, int t, int n, float scale) {
 #pragma omp simd
   for (int t2 = 0; t2 <= t; ++t2) row[t2] *= inv_sum;
   for (int t2 = t + 1; t2 < n; ++t2) row[t2] = 0.0f;
+  return maxval + std::log(sum);
 }
 
 // Zeroes `rows` rows of `cols` floats, `ld` apart.
@@ -257,10 +260,10 @@ void zero_block(float* m, size_t ld, int rows, int cols) {
 }  // namespace
 
 // Query tile [q0, q1) of head (b, h), keys 0 .. q1-1 (the rest are masked for every row):
-//   S = Q_tile K^T into the saved rows (att, leading dimension T); softmax per row;
-//   out_tile = drop(P) V.
-// Tiles are independent tasks: each writes its own rows of att and out.
-void attention_forward_blocked(float* out, float* att, const float* qkv, int B, int T, int C, int NH,
+//   S = Q_tile K^T into a per-thread scratch (M x q1: 256 KB at T = 1024, in L2); softmax per
+//   row, saving only its log-sum-exp; out_tile = drop(P) V.
+// Tiles are independent tasks: each writes its own rows of lse and out.
+void attention_forward_blocked(float* out, float* lse, const float* qkv, int B, int T, int C, int NH,
                                const DropoutParams& dropout) {
   check_shape(C, NH);
   const int HS = C / NH, tiles = (T + kTile - 1) / kTile;
@@ -276,25 +279,22 @@ void attention_forward_blocked(float* out, float* att, const float* qkv, int B, 
         const float* k = qkv + head.offset + C;
         const float* v = qkv + head.offset + 2 * C;
         const size_t first_row = (static_cast<size_t>(b) * NH + h) * T + rows.begin;
-        float* p = att + first_row * T;
-        zero_block(p, T, M, T);
-        gemm_accumulate_serial(p, T, StridedMatrix{q, head.stride, 1}, StridedMatrix{k, 1, head.stride}, M, n, HS);
-        for (int r = 0; r < M; ++r) softmax_causal_row(p + static_cast<size_t>(r) * T, rows.begin + r, n, scale);
-
-        StridedMatrix probs{p, static_cast<size_t>(T), 1};
-        if (dropout.active()) {
-          thread_local std::vector<float> dropped_buffer;
-          float* d = scratch(dropped_buffer, static_cast<size_t>(M) * n);
+        thread_local std::vector<float> probs_buffer;
+        float* p = scratch(probs_buffer, static_cast<size_t>(M) * n);
+        zero_block(p, n, M, n);
+        gemm_accumulate_serial(p, n, StridedMatrix{q, head.stride, 1}, StridedMatrix{k, 1, head.stride}, M, n, HS);
+        for (int r = 0; r < M; ++r) lse[first_row + r] = softmax_causal_row(p + static_cast<size_t>(r) * n, rows.begin + r, n, scale);
+        if (dropout.active()) {  // in place: the probabilities are not kept
           for (int r = 0; r < M; ++r) {
             for (int t2 = 0; t2 < n; ++t2) {
-              d[r * n + t2] = dropped(p[r * T + t2], dropout, (first_row + r) * T + t2);
+              p[r * n + t2] = dropped(p[r * n + t2], dropout, (first_row + r) * T + t2);
             }
           }
-          probs = StridedMatrix{d, static_cast<size_t>(n), 1};
         }
         float* o = out + (static_cast<size_t>(b) * T + rows.begin) * C + h * HS;
         zero_block(o, C, M, HS);
-        gemm_accumulate_serial(o, C, probs, StridedMatrix{v, head.stride, 1}, M, HS, n);
+        gemm_accumulate_serial(o, C, StridedMatrix{p, static_cast<size_t>(n), 1}, StridedMatrix{v, head.stride, 1}, M,
+                               HS, n);
       }
     }
   }
@@ -302,47 +302,57 @@ void attention_forward_blocked(float* out, float* att, const float* qkv, int B, 
 
 namespace {
 
-// dS for query tile `rows` x key tile `keys` of one head (the formulas above attention_backward),
-// in ds (M x N, leading dimension kTile); with dropout, the dropped probabilities drop(P) in pd.
-//   dP' = dO_rows V_keys^T ;  ds = P (drop'(dP') - D_t) scale ;  D_t = dO_t . out_t
+// P and dS for query tile `rows` x key tile `keys` of one head (the formulas above
+// attention_backward), P recomputed from the saved log-sum-exp:
+//   P = exp(Q_rows K_keys^T scale - lse) ;  dP' = dO_rows V_keys^T ;
+//   ds = P (drop'(dP') - D_t) scale ;  D_t = dO_t . out_t ;  p = drop(P) for dV
 // D_t is sum_t2 P[t2] drop'(dP'[t2]), the softmax Jacobian's row term (out_t = sum_t2 drop(P) v_t2,
 // so dO_t . out_t = sum_t2 drop(P)[t2] dP'[t2]): the whole row's sum from one dot, where a tile
-// sees only its keys.
+// sees only its keys (FlashAttention-2's D, Dao 2023).
 struct ScoreGradient {
   const float* dout;  // batch row b's dO, head h's columns: (T x HS), rows C apart
   const float* out;   // the forward's output, same layout
-  const float* att;   // head (b, h)'s probabilities (T x T)
+  const float* lse;   // head (b, h)'s rows' log-sum-exp (T)
+  const float* q;     // head (b, h)'s q, k, v: (T x HS), rows `stride` apart
+  const float* k;
   const float* v;
-  size_t stride, first_row;  // qkv's row stride; the head's first row index into att and the mask
+  size_t stride, first_row;  // qkv's row stride; the head's first row index into lse and the mask
   int T, C, HS;
   float scale;
   const DropoutParams* dropout;
 
-  void compute(const TileRows& rows, const TileRows& keys, float* ds, float* pd) const {
+  // ds and p: M x N, leading dimension kTile.
+  void compute(const TileRows& rows, const TileRows& keys, float* ds, float* p) const {
     const int M = rows.size(), N = keys.size();
+    zero_block(p, kTile, M, N);
+    gemm_accumulate_serial(p, kTile, StridedMatrix{q + rows.begin * stride, stride, 1},
+                           StridedMatrix{k + keys.begin * stride, 1, stride}, M, N, HS);
     zero_block(ds, kTile, M, N);
     gemm_accumulate_serial(ds, kTile, StridedMatrix{dout + static_cast<size_t>(rows.begin) * C, size_t(C), 1},
                            StridedMatrix{v + keys.begin * stride, 1, stride}, M, N, HS);
     for (int r = 0; r < M; ++r) {
       const int t = rows.begin + r;
-      const float* p_row = att + static_cast<size_t>(t) * T;
       const size_t mask_row = (first_row + t) * T;  // the dropout mask's index of (t, 0)
       const float d = dot_vectorized(dout + static_cast<size_t>(t) * C, out + static_cast<size_t>(t) * C, HS);
+      const float row_lse = lse[t];
+      float* p_row = p + r * kTile;
       float* ds_row = ds + r * kTile;
       // Keys t2 <= t; the rest are masked. At least one: a key tile never starts past its rows.
       const int visible = std::min(N, t - keys.begin + 1);
-      if (!dropout->active()) {
-        const float* p = p_row + keys.begin;
 #pragma omp simd
-        for (int j = 0; j < visible; ++j) ds_row[j] = p[j] * (ds_row[j] - d) * scale;
+      for (int j = 0; j < visible; ++j) p_row[j] = exp_vectorizable(p_row[j] * scale - row_lse);
+      if (!dropout->active()) {
+#pragma omp simd
+        for (int j = 0; j < visible; ++j) ds_row[j] = p_row[j] * (ds_row[j] - d) * scale;
       } else {
+        const float keep_scale = dropout->scale();
         for (int j = 0; j < visible; ++j) {
-          const int t2 = keys.begin + j;
-          ds_row[j] = p_row[t2] * (dropped(ds_row[j], *dropout, mask_row + t2) - d) * scale;
-          if (pd) pd[r * kTile + j] = dropped(p_row[t2], *dropout, mask_row + t2);
+          const bool keep = dropout->keep(mask_row + keys.begin + j);
+          ds_row[j] = p_row[j] * ((keep ? ds_row[j] * keep_scale : 0.0f) - d) * scale;
+          p_row[j] = keep ? p_row[j] * keep_scale : 0.0f;
         }
-        if (pd) std::fill(pd + r * kTile + visible, pd + r * kTile + N, 0.0f);
       }
+      std::fill(p_row + visible, p_row + N, 0.0f);
       std::fill(ds_row + visible, ds_row + N, 0.0f);
     }
   }
@@ -354,9 +364,9 @@ struct ScoreGradient {
 //   key tile K:   dV_K = sum over query tiles Q >= K of drop(P)_{Q,K}^T dO_Q ;
 //                 dK_K = sum of dS_{Q,K}^T Q_Q
 //   query tile Q: dQ_Q = sum over key tiles K <= Q of dS_{Q,K} K_K
-// Both recompute the tile's dS (one product more than a single pass, which would have to
+// Both recompute the tile's P and dS (two products more than a single pass, which would have to
 // add dQ from several threads or keep all of dS).
-void attention_backward_blocked(float* dqkv, const float* dout, const float* att, const float* qkv, const float* out,
+void attention_backward_blocked(float* dqkv, const float* dout, const float* lse, const float* qkv, const float* out,
                                 int B, int T, int C, int NH, const DropoutParams& dropout) {
   check_shape(C, NH);
   const int HS = C / NH, tiles = (T + kTile - 1) / kTile;
@@ -368,12 +378,12 @@ void attention_backward_blocked(float* dqkv, const float* dout, const float* att
         const HeadSlices head(b, h, T, C, HS);
         const size_t first_row = (static_cast<size_t>(b) * NH + h) * T;
         const size_t io = static_cast<size_t>(b) * T * C + h * HS;  // dout and out of head (b, h)
-        const ScoreGradient grad{dout + io, out + io, att + first_row * T, qkv + head.offset + 2 * C,
-                                 head.stride, first_row, T, C, HS, scale, &dropout};
-        thread_local std::vector<float> ds_buffer, pd_buffer;
-        float* ds = scratch(ds_buffer, kTile * kTile);
-        float* pd = dropout.active() ? scratch(pd_buffer, kTile * kTile) : nullptr;
         const float* q = qkv + head.offset;
+        const ScoreGradient grad{dout + io, out + io, lse + first_row, q, q + C, q + 2 * C,
+                                 head.stride, first_row, T, C, HS, scale, &dropout};
+        thread_local std::vector<float> ds_buffer, p_buffer;
+        float* ds = scratch(ds_buffer, kTile * kTile);
+        float* p = scratch(p_buffer, kTile * kTile);
         const float* k = q + C;
         float* dq = dqkv + head.offset;
         float* dk = dq + C;
@@ -386,11 +396,8 @@ void attention_backward_blocked(float* dqkv, const float* dout, const float* att
           for (int qt = task; qt < tiles; ++qt) {
             const TileRows rows(qt, T);
             const int M = rows.size();
-            grad.compute(rows, keys, ds, pd);
-            const StridedMatrix dropped_probs =
-                pd ? StridedMatrix{pd, 1, kTile}
-                   : StridedMatrix{grad.att + static_cast<size_t>(rows.begin) * T + keys.begin, 1, size_t(T)};
-            gemm_accumulate_serial(dv + keys.begin * head.stride, head.stride, dropped_probs,
+            grad.compute(rows, keys, ds, p);
+            gemm_accumulate_serial(dv + keys.begin * head.stride, head.stride, StridedMatrix{p, 1, kTile},
                                    StridedMatrix{grad.dout + static_cast<size_t>(rows.begin) * C, size_t(C), 1}, N,
                                    HS, M);
             gemm_accumulate_serial(dk + keys.begin * head.stride, head.stride, StridedMatrix{ds, 1, kTile},
@@ -402,7 +409,7 @@ void attention_backward_blocked(float* dqkv, const float* dout, const float* att
           zero_block(dq + rows.begin * head.stride, head.stride, M, HS);
           for (int kt = 0; kt * kTile < rows.end; ++kt) {
             const TileRows keys(kt, T);
-            grad.compute(rows, keys, ds, nullptr);
+            grad.compute(rows, keys, ds, p);
             gemm_accumulate_serial(dq + rows.begin * head.stride, head.stride, StridedMatrix{ds, kTile, 1},
                                    StridedMatrix{k + keys.begin * head.stride, head.stride, 1}, M, HS, keys.size());
           }

@@ -78,7 +78,7 @@ void CpuBackend::convert_to_float(float* dst, ConstTensorPtr src, size_t N) {
 }
 
 // The CPU attention stores the full probability matrix per head (B, NH, T, T), with or without dropout.
-size_t CpuBackend::attention_saved_floats(int B, int T, int, int NH, bool) const { return size_t(B) * NH * T * T; }
+size_t CpuBackend::attention_saved_floats(int B, int T, int, int NH, bool) const { return size_t(B) * NH * T; }
 
 void CpuBackend::encoder_forward(TensorPtr out, const int* inp, ConstTensorPtr wte, ConstTensorPtr wpe, int B, int T,
                                  int C) {

@@ -5,7 +5,8 @@
 // (cpu::crossentropy_forward_vectorized, for evaluation). The fused ops use the Backend's default
 // compositions, except the classifier (cpu::fused_classifier: one exp per logit). Obtain it
 // through make_cpu_backend(threads); the class is visible for tests that want its concrete type.
-// Attention saves the full probabilities: attention_saved_floats = B*NH*T*T.
+// Attention saves each row's log-sum-exp, not the probabilities: attention_saved_floats =
+// B*NH*T (cpu/attention.hpp).
 #pragma once
 
 #include <string>

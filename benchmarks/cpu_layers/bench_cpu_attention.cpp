@@ -3,9 +3,11 @@
 // Validates the blocked functions against the loops first, then reports the median of the runs.
 //   Useful FLOPs over the causal half (t2 <= t), B*NH heads of HS = C/NH channels:
 //   forward 2 products (q.k, a.v) = 4 * B*NH * T(T+1)/2 * HS; backward 4 products = twice that
-//   (the blocked backward computes one product more per tile pair, not counted).
-// Memory: both keep the same B*NH*T*T saved probabilities; the blocked functions add per-thread
-// tiles (two 64 x 64, and 64 x T with dropout), under 1 MB.
+//   (the blocked backward computes three products more per tile pair, P = q.k in both of its
+//   tasks and dP' in the second, not counted).
+// Memory ("saved MB"): what the forward keeps per layer for the backward, the loops' B*NH*T*T
+// probabilities against the blocked functions' B*NH*T log-sum-exp; the blocked functions add
+// per-thread scratch (64 x T for the forward, two 64 x 64 tiles for the backward), under 1 MB.
 //   bench_cpu_attention [reps [json]]   OMP_NUM_THREADS sets the threads; json: also write the rows
 #include <omp.h>
 
@@ -49,20 +51,20 @@ int main(int argc, char** argv) {
                           {"gpt2", 4, 256, 768, 12},
                           {"gpt2", 1, 1024, 768, 12}};
   std::printf("threads: %d, median of %d\n\n", omp_get_max_threads(), reps);
-  std::printf("%-5s %2s %5s %4s %3s | %9s %9s %9s %9s | %9s %9s %9s %9s | %7s %7s | %8s\n", "model", "B", "T", "C",
-              "NH", "fwd ms", "GFLOP/s", "loops ms", "GFLOP/s", "bwd ms", "GFLOP/s", "loops ms", "GFLOP/s", "fwd x",
-              "bwd x", "rel err");
+  std::printf("%-5s %2s %5s %4s %3s | %9s %9s %9s %9s | %9s %9s %9s %9s | %7s %7s | %9s %9s | %8s\n", "model", "B",
+              "T", "C", "NH", "fwd ms", "GFLOP/s", "loops ms", "GFLOP/s", "bwd ms", "GFLOP/s", "loops ms", "GFLOP/s",
+              "fwd x", "bwd x", "saved MB", "loops MB", "rel err");
   for (const Shape& s : shapes) {
     const size_t n_qkv = size_t(s.B) * s.T * 3 * s.C, n_out = size_t(s.B) * s.T * s.C;
-    const size_t n_att = size_t(s.B) * s.NH * s.T * s.T;
+    const size_t n_att = size_t(s.B) * s.NH * s.T * s.T, n_lse = size_t(s.B) * s.NH * s.T;
     const auto qkv = filled(n_qkv, 1), dout = filled(n_out, 2);
-    std::vector<float> out(n_out), att(n_att), dqkv(n_qkv), out_ref(n_out), att_ref(n_att), dqkv_ref(n_qkv);
+    std::vector<float> out(n_out), lse(n_lse), dqkv(n_qkv), out_ref(n_out), att_ref(n_att), dqkv_ref(n_qkv);
     const DropoutParams none{};
     auto forward = [&] {
-      cpu::attention_forward_blocked(out.data(), att.data(), qkv.data(), s.B, s.T, s.C, s.NH, none);
+      cpu::attention_forward_blocked(out.data(), lse.data(), qkv.data(), s.B, s.T, s.C, s.NH, none);
     };
     auto backward = [&] {
-      cpu::attention_backward_blocked(dqkv.data(), dout.data(), att.data(), qkv.data(), out.data(), s.B, s.T, s.C,
+      cpu::attention_backward_blocked(dqkv.data(), dout.data(), lse.data(), qkv.data(), out.data(), s.B, s.T, s.C,
                                       s.NH, none);
     };
     auto forward_ref = [&] {
@@ -75,7 +77,7 @@ int main(int argc, char** argv) {
     backward();
     forward_ref();
     backward_ref();
-    const double err = std::max({rel_error(out, out_ref), rel_error(att, att_ref), rel_error(dqkv, dqkv_ref)});
+    const double err = std::max(rel_error(out, out_ref), rel_error(dqkv, dqkv_ref));
     if (!(err < 1e-5)) {
       std::fprintf(stderr, "%s B=%d T=%d: blocked attention differs from the loops (relative error %.3g)\n", s.name,
                    s.B, s.T, err);
@@ -84,13 +86,17 @@ int main(int argc, char** argv) {
     const double flop = 4.0 * s.B * s.NH * (double(s.T) * (s.T + 1) / 2) * (s.C / s.NH);
     const double f = median_seconds(forward, reps), b = median_seconds(backward, reps);
     const double fr = median_seconds(forward_ref, reps), br = median_seconds(backward_ref, reps);
-    std::printf("%-5s %2d %5d %4d %3d | %9.2f %9.1f %9.2f %9.1f | %9.2f %9.1f %9.2f %9.1f | %6.1fx %6.1fx | %8.1e\n",
-                s.name, s.B, s.T, s.C, s.NH, f * 1e3, flop / f * 1e-9, fr * 1e3, flop / fr * 1e-9, b * 1e3,
-                2 * flop / b * 1e-9, br * 1e3, 2 * flop / br * 1e-9, fr / f, br / b, err);
+    const double saved_mb = n_lse * sizeof(float) / 1e6, loops_mb = n_att * sizeof(float) / 1e6;
+    std::printf(
+        "%-5s %2d %5d %4d %3d | %9.2f %9.1f %9.2f %9.1f | %9.2f %9.1f %9.2f %9.1f | %6.1fx %6.1fx | %9.3f %9.1f | "
+        "%8.1e\n",
+        s.name, s.B, s.T, s.C, s.NH, f * 1e3, flop / f * 1e-9, fr * 1e3, flop / fr * 1e-9, b * 1e3, 2 * flop / b * 1e-9,
+        br * 1e3, 2 * flop / br * 1e-9, fr / f, br / b, saved_mb, loops_mb, err);
     rows.push_back({{"model", s.name}, {"B", s.B}, {"T", s.T}, {"C", s.C}, {"NH", s.NH},
                     {"forward_ms", f * 1e3}, {"forward_loops_ms", fr * 1e3}, {"backward_ms", b * 1e3},
                     {"backward_loops_ms", br * 1e3}, {"forward_gflops", flop / f * 1e-9},
-                    {"backward_gflops", 2 * flop / b * 1e-9}, {"relative_error", err}});
+                    {"backward_gflops", 2 * flop / b * 1e-9}, {"saved_mb", saved_mb}, {"loops_saved_mb", loops_mb},
+                    {"relative_error", err}});
   }
   if (!json_path.empty()) {
     std::ofstream out(json_path);
@@ -101,6 +107,7 @@ int main(int argc, char** argv) {
     }
   }
   std::printf("\nms: wall clock per call; GFLOP/s: useful FLOPs (causal half) per wall-clock second; loops = the "
-              "reference cpu::attention_forward/_backward; rel err: L2 over out, att and dqkv.\n");
+              "reference cpu::attention_forward/_backward; saved MB: per layer, kept for the backward; rel err: L2 over "
+              "out and dqkv.\n");
   return 0;
 }

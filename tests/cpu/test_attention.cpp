@@ -2,12 +2,15 @@
 // the saved probabilities, finite-difference gradients of qkv with and without dropout, the
 // documented dropout mask index, and KV-cache decoding against the full forward. The blocked
 // functions the CPU backend runs (attention_forward_blocked, ...): against the plain loops on
-// shapes that take every tile case, their own finite-difference gradients, the same bits for
-// any thread count, and their decode against their forward.
+// shapes that take every tile case (and their saved log-sum-exp against one in double), their
+// own finite-difference gradients, the same bits for any thread count, and their decode against
+// their forward.
 #include <catch2/catch.hpp>
 
 #include <omp.h>
 
+#include <algorithm>
+#include <cmath>
 #include <tuple>
 
 #include "core/check.hpp"
@@ -168,8 +171,10 @@ namespace {
 const std::tuple<int, int, int, int> kBlockedShapes[] = {
     {2, 1, 8, 2}, {1, 64, 64, 1}, {2, 150, 96, 3}, {1, 70, 9, 3}, {1, 128, 256, 2}};
 
+// saved: what the forward keeps for the backward, the reference's probabilities (B*NH*T*T) or
+// the blocked functions' log-sum-exp (the first B*NH*T floats; the rest stays poisoned).
 struct AttentionRun {
-  std::vector<float> out, att, dqkv;
+  std::vector<float> out, saved, dqkv;
 };
 
 // The forward and the backward of one implementation, outputs poisoned first.
@@ -179,11 +184,38 @@ AttentionRun run_attention(Forward&& forward, Backward&& backward, const std::ve
   AttentionRun r{std::vector<float>(dout.size()), std::vector<float>(static_cast<size_t>(B) * NH * T * T),
                  std::vector<float>(qkv.size())};
   test::poison(r.out.data(), r.out.size());
-  test::poison(r.att.data(), r.att.size());
+  test::poison(r.saved.data(), r.saved.size());
   test::poison(r.dqkv.data(), r.dqkv.size());
   forward(r);
   backward(r);
   return r;
+}
+
+// Row (b, h, t)'s log sum_t2<=t exp(q_t . k_t2 / sqrt(HS)), in double: what the blocked forward
+// saves.
+std::vector<double> log_sum_exp(const std::vector<float>& qkv, int B, int T, int C, int NH) {
+  const int HS = C / NH;
+  const size_t C3 = 3 * static_cast<size_t>(C);
+  std::vector<double> lse(static_cast<size_t>(B) * NH * T);
+  for (int b = 0; b < B; ++b) {
+    for (int h = 0; h < NH; ++h) {
+      for (int t = 0; t < T; ++t) {
+        std::vector<double> s(t + 1);
+        for (int t2 = 0; t2 <= t; ++t2) {
+          double dot = 0.0;
+          for (int i = 0; i < HS; ++i) {
+            dot += double(qkv[(b * T + t) * C3 + h * HS + i]) * qkv[(b * T + t2) * C3 + C + h * HS + i];
+          }
+          s[t2] = dot / std::sqrt(double(HS));
+        }
+        const double max = *std::max_element(s.begin(), s.end());
+        double sum = 0.0;
+        for (double x : s) sum += std::exp(x - max);
+        lse[(static_cast<size_t>(b) * NH + h) * T + t] = max + std::log(sum);
+      }
+    }
+  }
+  return lse;
 }
 }  // namespace
 
@@ -196,22 +228,24 @@ TEST_CASE("blocked attention equals the plain loops", "[cpu][attention]") {
       auto dout = test::random_vector(static_cast<size_t>(B) * T * C, 131);
       auto reference = run_attention(
           [&](AttentionRun& r) {
-            cpu::attention_forward(r.out.data(), r.att.data(), qkv.data(), B, T, C, NH, dropout);
+            cpu::attention_forward(r.out.data(), r.saved.data(), qkv.data(), B, T, C, NH, dropout);
           },
           [&](AttentionRun& r) {
-            cpu::attention_backward(r.dqkv.data(), dout.data(), r.att.data(), qkv.data(), B, T, C, NH, dropout);
+            cpu::attention_backward(r.dqkv.data(), dout.data(), r.saved.data(), qkv.data(), B, T, C, NH, dropout);
           },
           qkv, dout, B, T, C, NH);
       auto blocked_forward = [&](AttentionRun& r) {
-        cpu::attention_forward_blocked(r.out.data(), r.att.data(), qkv.data(), B, T, C, NH, dropout);
+        cpu::attention_forward_blocked(r.out.data(), r.saved.data(), qkv.data(), B, T, C, NH, dropout);
       };
       auto blocked_backward = [&](AttentionRun& r) {
-        cpu::attention_backward_blocked(r.dqkv.data(), dout.data(), r.att.data(), qkv.data(), r.out.data(), B, T, C,
+        cpu::attention_backward_blocked(r.dqkv.data(), dout.data(), r.saved.data(), qkv.data(), r.out.data(), B, T, C,
                                         NH, dropout);
       };
       auto blocked = run_attention(blocked_forward, blocked_backward, qkv, dout, B, T, C, NH);
-      // The saved probabilities, zeros above the diagonal included, and every output element.
-      expect_close(blocked.att, reference.att, 1e-6, 1e-5, "saved probabilities");
+      // The saved log-sum-exp of every row, and every output element.
+      const std::vector<double> lse = log_sum_exp(qkv, B, T, C, NH);
+      const std::vector<double> saved(blocked.saved.begin(), blocked.saved.begin() + lse.size());
+      expect_close(saved.data(), lse.data(), lse.size(), 1e-5, 1e-5, "saved log-sum-exp");
       expect_close(blocked.out, reference.out, 1e-5, 1e-5, "out");
       expect_close(blocked.dqkv, reference.dqkv, 1e-5, 1e-4, "dqkv");
       CHECK(test::rel_error(blocked.dqkv, reference.dqkv) < 1e-5);
@@ -232,15 +266,15 @@ TEST_CASE("blocked attention gradient matches finite differences", "[cpu][attent
     const size_t N = static_cast<size_t>(B) * T * 3 * C;
     auto qkv = test::random_vector(N, 140);
     auto w = test::random_vector(static_cast<size_t>(B) * T * C, 141);
-    std::vector<float> out(w.size()), att(static_cast<size_t>(B) * NH * T * T);
+    std::vector<float> out(w.size()), lse(static_cast<size_t>(B) * NH * T);
     auto objective = [&] {
-      cpu::attention_forward_blocked(out.data(), att.data(), qkv.data(), B, T, C, NH, dropout);
+      cpu::attention_forward_blocked(out.data(), lse.data(), qkv.data(), B, T, C, NH, dropout);
       return test::weighted_sum(out.data(), w);
     };
     objective();
     std::vector<float> dqkv(N);
     test::poison(dqkv.data(), N);
-    cpu::attention_backward_blocked(dqkv.data(), w.data(), att.data(), qkv.data(), out.data(), B, T, C, NH, dropout);
+    cpu::attention_backward_blocked(dqkv.data(), w.data(), lse.data(), qkv.data(), out.data(), B, T, C, NH, dropout);
     auto num = test::numeric_gradient(qkv, objective);
     test::check_gradient(dqkv, num, "dqkv");
   }
@@ -255,10 +289,10 @@ TEST_CASE("blocked attention gives the same bits for any thread count", "[cpu][a
   auto run = [&] {
     return run_attention(
         [&](AttentionRun& r) {
-          cpu::attention_forward_blocked(r.out.data(), r.att.data(), qkv.data(), B, T, C, NH, dropout);
+          cpu::attention_forward_blocked(r.out.data(), r.saved.data(), qkv.data(), B, T, C, NH, dropout);
         },
         [&](AttentionRun& r) {
-          cpu::attention_backward_blocked(r.dqkv.data(), dout.data(), r.att.data(), qkv.data(), r.out.data(), B, T,
+          cpu::attention_backward_blocked(r.dqkv.data(), dout.data(), r.saved.data(), qkv.data(), r.out.data(), B, T,
                                           C, NH, dropout);
         },
         qkv, dout, B, T, C, NH);
@@ -271,7 +305,8 @@ TEST_CASE("blocked attention gives the same bits for any thread count", "[cpu][a
     omp_set_num_threads(n);
     auto many = run();
     expect_close(many.out, one.out, 0, 0, "out");
-    expect_close(many.att, one.att, 0, 0, "saved probabilities");
+    const size_t rows = static_cast<size_t>(B) * NH * T;
+    expect_close(many.saved.data(), one.saved.data(), rows, 0, 0, "saved log-sum-exp");
     expect_close(many.dqkv, one.dqkv, 0, 0, "dqkv");
   }
   omp_set_num_threads(threads);
@@ -284,8 +319,8 @@ TEST_CASE("vectorised KV-cache decode equals the blocked forward, row by row", "
     CAPTURE(C, NH);
     const size_t C3 = 3 * static_cast<size_t>(C);
     auto qkv = test::random_vector(static_cast<size_t>(B) * T * C3, 160, -2.0f, 2.0f);
-    std::vector<float> full(static_cast<size_t>(B) * T * C), att(static_cast<size_t>(B) * NH * T * T);
-    cpu::attention_forward_blocked(full.data(), att.data(), qkv.data(), B, T, C, NH, DropoutParams{});
+    std::vector<float> full(static_cast<size_t>(B) * T * C), lse(static_cast<size_t>(B) * NH * T);
+    cpu::attention_forward_blocked(full.data(), lse.data(), qkv.data(), B, T, C, NH, DropoutParams{});
     std::vector<float> kcache(static_cast<size_t>(B) * maxT * C), vcache(kcache.size());
     decode_rows_match(cpu::attention_decode_vectorized, kcache, vcache, qkv, full, B, T, C, NH, maxT, prompt, 1e-5);
   }
