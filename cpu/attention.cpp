@@ -1,9 +1,12 @@
 // Causal multi-head self-attention, forward, backward and KV-cache decode (cpu/attention.hpp).
 // qkv (B,T,3C): per token q | k | v, each split into NH heads of HS = C/NH channels.
-// out (B,T,C) = concat_h softmax(q_h k_h^T / sqrt(HS), causal) v_h. The forward saves the
-// probabilities att (B,NH,T,T) before dropout; the backward reuses them and regenerates the
-// dropout mask (index ((b*NH+h)*T + t)*T + t2). Backward: dqkv written (=).
+// out (B,T,C) = concat_h softmax(q_h k_h^T / sqrt(HS), causal) v_h. The reference forward saves
+// the probabilities att (B,NH,T,T) before dropout, the blocked one each row's log-sum-exp; the
+// backward reuses them and regenerates the dropout mask (index ((b*NH+h)*T + t)*T + t2).
+// Backward: dqkv written (=).
 #include "cpu/attention.hpp"
+
+#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -360,21 +363,26 @@ struct ScoreGradient {
 
 }  // namespace
 
-// Two kinds of independent task per head, every element of dqkv written by exactly one:
-//   key tile K:   dV_K = sum over query tiles Q >= K of drop(P)_{Q,K}^T dO_Q ;
-//                 dK_K = sum of dS_{Q,K}^T Q_Q
-//   query tile Q: dQ_Q = sum over key tiles K <= Q of dS_{Q,K} K_K
-// Both recompute the tile's P and dS (two products more than a single pass, which would have to
-// add dQ from several threads or keep all of dS).
+// Per head, for each key tile K in order and each query tile Q >= K in order:
+//   dV_K += drop(P)_{Q,K}^T dO_Q ;  dK_K += dS_{Q,K}^T Q_Q ;  dQ_Q += dS_{Q,K} K_K
+// so each element of dqkv receives its tile products in one fixed order (dQ_Q: K ascending;
+// dK_K, dV_K: Q ascending). Two ways to share that out, with the same bits:
+//   per head: one task per (b, h) runs the loops above: 5 products per tile pair. Taken when
+//     there are at least two heads per thread.
+//   per tile: two kinds of task per head, every element of dqkv written by exactly one: key
+//     tile K (dV_K, dK_K over Q >= K) and query tile Q (dQ_Q over K <= Q), each recomputing the
+//     tile pair's P and dS: 7 products per pair, but all cores work even at B = 1.
 void attention_backward_blocked(float* dqkv, const float* dout, const float* lse, const float* qkv, const float* out,
                                 int B, int T, int C, int NH, const DropoutParams& dropout) {
   check_shape(C, NH);
   const int HS = C / NH, tiles = (T + kTile - 1) / kTile;
   const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
+  const bool per_head = static_cast<long>(B) * NH >= 2L * omp_get_max_threads();
+  const int tasks_per_head = per_head ? 1 : 2 * tiles;
 #pragma omp parallel for collapse(3) schedule(dynamic)
   for (int b = 0; b < B; ++b) {
     for (int h = 0; h < NH; ++h) {
-      for (int task = 0; task < 2 * tiles; ++task) {
+      for (int task = 0; task < tasks_per_head; ++task) {
         const HeadSlices head(b, h, T, C, HS);
         const size_t first_row = (static_cast<size_t>(b) * NH + h) * T;
         const size_t io = static_cast<size_t>(b) * T * C + h * HS;  // dout and out of head (b, h)
@@ -388,30 +396,47 @@ void attention_backward_blocked(float* dqkv, const float* dout, const float* lse
         float* dq = dqkv + head.offset;
         float* dk = dq + C;
         float* dv = dq + 2 * C;
-        if (task < tiles) {  // key tile `task`, the longest column first
+        // The three tile products of the loops above, for one tile pair.
+        auto add_dv_dk = [&](const TileRows& rows, const TileRows& keys) {
+          gemm_accumulate_serial(dv + keys.begin * head.stride, head.stride, StridedMatrix{p, 1, kTile},
+                                 StridedMatrix{grad.dout + static_cast<size_t>(rows.begin) * C, size_t(C), 1},
+                                 keys.size(), HS, rows.size());
+          gemm_accumulate_serial(dk + keys.begin * head.stride, head.stride, StridedMatrix{ds, 1, kTile},
+                                 StridedMatrix{q + rows.begin * head.stride, head.stride, 1}, keys.size(), HS,
+                                 rows.size());
+        };
+        auto add_dq = [&](const TileRows& rows, const TileRows& keys) {
+          gemm_accumulate_serial(dq + rows.begin * head.stride, head.stride, StridedMatrix{ds, kTile, 1},
+                                 StridedMatrix{k + keys.begin * head.stride, head.stride, 1}, rows.size(), HS,
+                                 keys.size());
+        };
+        if (per_head) {
+          for (float* slice : {dq, dk, dv}) zero_block(slice, head.stride, T, HS);
+          for (int kt = 0; kt < tiles; ++kt) {
+            const TileRows keys(kt, T);
+            for (int qt = kt; qt < tiles; ++qt) {
+              const TileRows rows(qt, T);
+              grad.compute(rows, keys, ds, p);
+              add_dv_dk(rows, keys);
+              add_dq(rows, keys);
+            }
+          }
+        } else if (task < tiles) {  // key tile `task`, the longest column first
           const TileRows keys(task, T);
-          const int N = keys.size();
-          zero_block(dk + keys.begin * head.stride, head.stride, N, HS);
-          zero_block(dv + keys.begin * head.stride, head.stride, N, HS);
+          zero_block(dk + keys.begin * head.stride, head.stride, keys.size(), HS);
+          zero_block(dv + keys.begin * head.stride, head.stride, keys.size(), HS);
           for (int qt = task; qt < tiles; ++qt) {
             const TileRows rows(qt, T);
-            const int M = rows.size();
             grad.compute(rows, keys, ds, p);
-            gemm_accumulate_serial(dv + keys.begin * head.stride, head.stride, StridedMatrix{p, 1, kTile},
-                                   StridedMatrix{grad.dout + static_cast<size_t>(rows.begin) * C, size_t(C), 1}, N,
-                                   HS, M);
-            gemm_accumulate_serial(dk + keys.begin * head.stride, head.stride, StridedMatrix{ds, 1, kTile},
-                                   StridedMatrix{q + rows.begin * head.stride, head.stride, 1}, N, HS, M);
+            add_dv_dk(rows, keys);
           }
         } else {  // query tile, the longest row first
           const TileRows rows(2 * tiles - 1 - task, T);
-          const int M = rows.size();
-          zero_block(dq + rows.begin * head.stride, head.stride, M, HS);
+          zero_block(dq + rows.begin * head.stride, head.stride, rows.size(), HS);
           for (int kt = 0; kt * kTile < rows.end; ++kt) {
             const TileRows keys(kt, T);
             grad.compute(rows, keys, ds, p);
-            gemm_accumulate_serial(dq + rows.begin * head.stride, head.stride, StridedMatrix{ds, kTile, 1},
-                                   StridedMatrix{k + keys.begin * head.stride, head.stride, 1}, M, HS, keys.size());
+            add_dq(rows, keys);
           }
         }
       }

@@ -281,7 +281,9 @@ TEST_CASE("blocked attention gradient matches finite differences", "[cpu][attent
 }
 
 TEST_CASE("blocked attention gives the same bits for any thread count", "[cpu][attention]") {
-  // Every tile is one thread's task, summed in a fixed order.
+  // Every tile is one thread's task, summed in a fixed order. The backward's two ways of sharing
+  // out the work meet here: 6 heads are one task each on 1 and 2 threads (two heads per thread
+  // or more), and split into key-tile and query-tile tasks on 5.
   const int B = 2, T = 150, C = 96, NH = 3;
   const DropoutParams dropout{0.1f, 21, 2};
   auto qkv = test::random_vector(static_cast<size_t>(B) * T * 3 * C, 150, -2.0f, 2.0f);
