@@ -53,67 +53,43 @@ inline void transpose8x8(vec8 (&r)[8]) {
   }
 }
 
-// Packs rows [first, first + MR) x columns [k0, k0 + kc) of A as one panel, k-major
-// (dst[k * MR + r]), zero-filling rows past M so every tile computes a full MR x NR.
-void pack_a_panel(float* dst, StridedMatrix A, int first, int k0, int kc, int M) {
-  if (first + MR > M) {  // the last panel, part padding
+// Packs lines [first, first + W) x depth [k0, k0 + kc) of `lines`, whose element (i, k) is line
+// i's k-th value, as one panel, k-major (dst[k * W + i - first]), zero-filling lines past
+// `count` so every tile computes a full MR x NR: A's rows with W = MR, and Bm's columns with
+// W = NR through the transposed view.
+template <int W>
+void pack_panel(float* dst, StridedMatrix lines, int first, int k0, int kc, int count) {
+  if (first + W > count) {  // the last panel, part padding
     for (int k = 0; k < kc; ++k) {
-      for (int r = 0; r < MR; ++r) dst[k * MR + r] = first + r < M ? A.at(first + r, k0 + k) : 0.0f;
+      for (int i = 0; i < W; ++i) dst[k * W + i] = first + i < count ? lines.at(first + i, k0 + k) : 0.0f;
     }
     return;
   }
-  const float* src = A.data + first * A.row_stride + k0 * A.col_stride;
-  if (A.col_stride == 1) {  // rows contiguous along k (activations): transposed 8 k's at a time
+  const float* src = lines.data + first * lines.row_stride + k0 * lines.col_stride;
+  if (lines.col_stride == 1) {  // lines contiguous along k (row-major A; Bm = W^T, K^T): transposed
     int k = 0;
     for (; k + 8 <= kc; k += 8) {
-      vec8 block[8] = {};  // rows MR..7 stay zero
-      for (int r = 0; r < MR; ++r) block[r] = load8(src + r * A.row_stride + k);
-      transpose8x8(block);
-      for (int t = 0; t < 8; ++t) std::memcpy(dst + (k + t) * MR, &block[t], MR * sizeof(float));
+      for (int g = 0; g < W; g += 8) {  // 8 lines at a time (for W = 6: 6 and 2 zero rows)
+        const int n = std::min(8, W - g);
+        vec8 block[8] = {};
+        for (int i = 0; i < n; ++i) block[i] = load8(src + (g + i) * lines.row_stride + k);
+        transpose8x8(block);
+        for (int t = 0; t < 8; ++t) std::memcpy(dst + (k + t) * W + g, &block[t], n * sizeof(float));
+      }
     }
     for (; k < kc; ++k) {
-      for (int r = 0; r < MR; ++r) dst[k * MR + r] = src[r * A.row_stride + k];
+      for (int i = 0; i < W; ++i) dst[k * W + i] = src[i * lines.row_stride + k];
     }
-  } else if (A.row_stride == 1) {  // columns contiguous (A = dout^T, P^T): MR floats per k
-    for (int k = 0; k < kc; ++k) std::memcpy(dst + k * MR, src + k * A.col_stride, MR * sizeof(float));
+  } else if (lines.row_stride == 1) {  // lines side by side (A = dout^T, P^T; row-major Bm): W per k
+    for (int k = 0; k < kc; ++k) std::memcpy(dst + k * W, src + k * lines.col_stride, W * sizeof(float));
   } else {
     for (int k = 0; k < kc; ++k) {
-      for (int r = 0; r < MR; ++r) dst[k * MR + r] = A.at(first + r, k0 + k);
+      for (int i = 0; i < W; ++i) dst[k * W + i] = lines.at(first + i, k0 + k);
     }
   }
 }
 
-// Packs rows [k0, k0 + kc) x columns [first, first + NR) of Bm as one panel (dst[k * NR + j]),
-// zero-filling columns past N.
-void pack_b_panel(float* dst, StridedMatrix Bm, int k0, int kc, int first, int N) {
-  if (first + NR > N) {  // the last panel, part padding
-    for (int k = 0; k < kc; ++k) {
-      for (int j = 0; j < NR; ++j) dst[k * NR + j] = first + j < N ? Bm.at(k0 + k, first + j) : 0.0f;
-    }
-    return;
-  }
-  const float* src = Bm.data + k0 * Bm.row_stride + first * Bm.col_stride;
-  if (Bm.col_stride == 1) {  // rows contiguous (Bm = weight, V, inp): NR floats per k
-    for (int k = 0; k < kc; ++k) std::memcpy(dst + k * NR, src + k * Bm.row_stride, NR * sizeof(float));
-  } else if (Bm.row_stride == 1) {  // columns contiguous along k (W^T, K^T): 8 x 8 transposes
-    int k = 0;
-    for (; k + 8 <= kc; k += 8) {
-      for (int half = 0; half < kVecs; ++half) {
-        vec8 block[8];
-        for (int j = 0; j < 8; ++j) block[j] = load8(src + (8 * half + j) * Bm.col_stride + k);
-        transpose8x8(block);
-        for (int t = 0; t < 8; ++t) std::memcpy(dst + (k + t) * NR + 8 * half, &block[t], sizeof(vec8));
-      }
-    }
-    for (; k < kc; ++k) {
-      for (int j = 0; j < NR; ++j) dst[k * NR + j] = src[j * Bm.col_stride + k];
-    }
-  } else {
-    for (int k = 0; k < kc; ++k) {
-      for (int j = 0; j < NR; ++j) dst[k * NR + j] = Bm.at(k0 + k, first + j);
-    }
-  }
-}
+StridedMatrix transposed(StridedMatrix m) { return {m.data, m.col_stride, m.row_stride}; }
 
 // acc[r][j] = sum_k Ap[k][r] * Bp[k][j] over one packed panel pair, then Cm[r][j] += acc[r][j]
 // for the mr x nr valid part. acc is 6 x 2 vectors = 12 registers; a*b+c compiles to one FMA
@@ -202,13 +178,13 @@ void gemm_block(float* Cm, size_t ldc, StridedMatrix A, StridedMatrix Bm, int M,
   for (int k0 = 0; k0 < K; k0 += KC) {
     const int kc = std::min(KC, K - k0);
     for (int p = 0; p < mpanels; ++p) {
-      pack_a_panel(a_pack.data() + static_cast<size_t>(p) * kc * MR, A, i0 + p * MR, k0, kc, M);
+      pack_panel<MR>(a_pack.data() + static_cast<size_t>(p) * kc * MR, A, i0 + p * MR, k0, kc, M);
     }
     // Column of tiles q outermost: the panel of Bm is packed into L1 just before the tiles that
     // share it.
     for (int q = 0; q < npanels; ++q) {
       const int j = j0 + q * NR;
-      pack_b_panel(b_panel.data(), Bm, k0, kc, j, N);
+      pack_panel<NR>(b_panel.data(), transposed(Bm), j, k0, kc, N);
       for (int p = 0; p < mpanels; ++p) {
         const int i = i0 + p * MR;
         micro_kernel(kc, a_pack.data() + static_cast<size_t>(p) * kc * MR, b_panel.data(),
