@@ -284,8 +284,7 @@ void attention_forward_blocked(float* out, float* lse, const float* qkv, int B, 
         const size_t first_row = (static_cast<size_t>(b) * NH + h) * T + rows.begin;
         thread_local std::vector<float> probs_buffer;
         float* p = scratch(probs_buffer, static_cast<size_t>(M) * n);
-        zero_block(p, n, M, n);
-        gemm_accumulate_serial(p, n, StridedMatrix{q, head.stride, 1}, StridedMatrix{k, 1, head.stride}, M, n, HS);
+        gemm_assign_serial(p, n, StridedMatrix{q, head.stride, 1}, StridedMatrix{k, 1, head.stride}, M, n, HS);
         for (int r = 0; r < M; ++r) lse[first_row + r] = softmax_causal_row(p + static_cast<size_t>(r) * n, rows.begin + r, n, scale);
         if (dropout.active()) {  // in place: the probabilities are not kept
           for (int r = 0; r < M; ++r) {
@@ -295,8 +294,7 @@ void attention_forward_blocked(float* out, float* lse, const float* qkv, int B, 
           }
         }
         float* o = out + (static_cast<size_t>(b) * T + rows.begin) * C + h * HS;
-        zero_block(o, C, M, HS);
-        gemm_accumulate_serial(o, C, StridedMatrix{p, static_cast<size_t>(n), 1}, StridedMatrix{v, head.stride, 1}, M,
+        gemm_assign_serial(o, C, StridedMatrix{p, static_cast<size_t>(n), 1}, StridedMatrix{v, head.stride, 1}, M,
                                HS, n);
       }
     }
@@ -327,11 +325,9 @@ struct ScoreGradient {
   // ds and p: M x N, leading dimension kTile.
   void compute(const TileRows& rows, const TileRows& keys, float* ds, float* p) const {
     const int M = rows.size(), N = keys.size();
-    zero_block(p, kTile, M, N);
-    gemm_accumulate_serial(p, kTile, StridedMatrix{q + rows.begin * stride, stride, 1},
+    gemm_assign_serial(p, kTile, StridedMatrix{q + rows.begin * stride, stride, 1},
                            StridedMatrix{k + keys.begin * stride, 1, stride}, M, N, HS);
-    zero_block(ds, kTile, M, N);
-    gemm_accumulate_serial(ds, kTile, StridedMatrix{dout + static_cast<size_t>(rows.begin) * C, size_t(C), 1},
+    gemm_assign_serial(ds, kTile, StridedMatrix{dout + static_cast<size_t>(rows.begin) * C, size_t(C), 1},
                            StridedMatrix{v + keys.begin * stride, 1, stride}, M, N, HS);
     for (int r = 0; r < M; ++r) {
       const int t = rows.begin + r;

@@ -91,11 +91,23 @@ void pack_panel(float* dst, StridedMatrix lines, int first, int k0, int kc, int 
 
 StridedMatrix transposed(StridedMatrix m) { return {m.data, m.col_stride, m.row_stride}; }
 
-// acc[r][j] = sum_k Ap[k][r] * Bp[k][j] over one packed panel pair, then Cm[r][j] += acc[r][j]
-// for the mr x nr valid part. acc is 6 x 2 vectors = 12 registers; a*b+c compiles to one FMA
-// (g++ contracts it in C++ mode).
+// Where a tile's sums go: added to Cm's values, or, in the first depth block of gemm_assign,
+// written over them onto the columns' initial values (init[j], or 0 where init is null; init
+// already points at the tile's first column). Both give Cm[i][j] = base + acc with the same
+// base, so assigning has the bits of filling Cm with the initial values and accumulating.
+struct TileStore {
+  bool assign = false;
+  const float* init = nullptr;
+};
+
+// acc[r][j] = sum_k Ap[k][r] * Bp[k][j] over one packed panel pair, then Cm[r][j] = base + acc
+// for the mr x nr valid part (base as in TileStore). acc is 6 x 2 vectors = 12 registers; a*b+c
+// compiles to one FMA (g++ contracts it in C++ mode). The stores index acc by constants only
+// (loops over MR unrolled, left at row mr) and copy its vectors by value: a row index known only
+// at run time, or acc's address, made g++ keep acc in memory as well, zeroed by a call to memset
+// on every entry (5% of the d2 demo's training step).
 void micro_kernel(int kc, const float* __restrict Ap, const float* __restrict Bp, float* __restrict Cm, size_t ldc,
-                  int mr, int nr) {
+                  int mr, int nr, TileStore store) {
   vec8 acc[MR][kVecs] = {};
   for (int k = 0; k < kc; ++k) {
     vec8 b[kVecs];
@@ -106,18 +118,33 @@ void micro_kernel(int kc, const float* __restrict Ap, const float* __restrict Bp
     }
   }
   if (nr == NR) {  // whole rows of the tile: vector adds
-    for (int r = 0; r < mr; ++r) {
+    vec8 init[kVecs] = {};
+    if (store.init) {
+      for (int v = 0; v < kVecs; ++v) init[v] = load8(store.init + 8 * v);
+    }
+#pragma GCC unroll 6
+    for (int r = 0; r < MR; ++r) {
+      if (r == mr) break;
       for (int v = 0; v < kVecs; ++v) {
-        const vec8 sum = load8(Cm + r * ldc + 8 * v) + acc[r][v];
+        const vec8 sum = (store.assign ? init[v] : load8(Cm + r * ldc + 8 * v)) + acc[r][v];
         std::memcpy(Cm + r * ldc + 8 * v, &sum, sizeof sum);
       }
     }
     return;
   }
-  float tile[MR][NR];
-  std::memcpy(tile, acc, sizeof tile);
-  for (int r = 0; r < mr; ++r) {
-    for (int j = 0; j < nr; ++j) Cm[r * ldc + j] += tile[r][j];
+  // A ragged tile: row by row through a copy.
+#pragma GCC unroll 6
+  for (int r = 0; r < MR; ++r) {
+    if (r == mr) break;
+    float row[NR];
+    for (int v = 0; v < kVecs; ++v) {
+      const vec8 part = acc[r][v];
+      std::memcpy(row + 8 * v, &part, sizeof part);
+    }
+    for (int j = 0; j < nr; ++j) {
+      const float base = !store.assign ? Cm[r * ldc + j] : store.init ? store.init[j] : 0.0f;
+      Cm[r * ldc + j] = base + row[j];
+    }
   }
 }
 
@@ -168,9 +195,10 @@ struct Blocking {
   }
 };
 
-// Block (ib, jb) of Cm += A . Bm, over all of k, on the calling thread.
+// Block (ib, jb) of Cm += A . Bm, over all of k, on the calling thread; with `assign`, the first
+// depth block writes over Cm (TileStore).
 void gemm_block(float* Cm, size_t ldc, StridedMatrix A, StridedMatrix Bm, int M, int N, int K, const Blocking& g,
-                int ib, int jb) {
+                int ib, int jb, bool assign, const float* init) {
   // Per thread, reused across calls: no allocation (and no page faults) per block.
   thread_local std::vector<float> a_pack(static_cast<size_t>(MC) * KC), b_panel(static_cast<size_t>(NR) * KC);
   const int i0 = ib * g.mstep, mc = std::min(g.mstep, M - i0), mpanels = ceil_div(mc, MR);
@@ -188,32 +216,63 @@ void gemm_block(float* Cm, size_t ldc, StridedMatrix A, StridedMatrix Bm, int M,
       for (int p = 0; p < mpanels; ++p) {
         const int i = i0 + p * MR;
         micro_kernel(kc, a_pack.data() + static_cast<size_t>(p) * kc * MR, b_panel.data(),
-                     Cm + static_cast<size_t>(i) * ldc + j, ldc, std::min(MR, M - i), std::min(NR, N - j));
+                     Cm + static_cast<size_t>(i) * ldc + j, ldc, std::min(MR, M - i), std::min(NR, N - j),
+                     TileStore{assign && k0 == 0, init ? init + j : nullptr});
       }
     }
   }
 }
 
-}  // namespace
+// Cm = init (per column, or 0) over an empty product: what gemm_assign owes when K = 0.
+void assign_initial(float* Cm, size_t ldc, int M, int N, const float* init) {
+  for (int i = 0; i < M; ++i) {
+    for (int j = 0; j < N; ++j) Cm[i * ldc + j] = init ? init[j] : 0.0f;
+  }
+}
 
 // Threads take whole blocks of Cm, each packing its own operands: no barriers (which cost dearly
 // when the cores are shared), and each output element is summed by one thread over k in a fixed
 // order, so the result does not depend on the thread count (deterministic dweight).
-void gemm_accumulate(float* Cm, size_t ldc, StridedMatrix A, StridedMatrix Bm, int M, int N, int K) {
-  if (M <= 0 || N <= 0 || K <= 0) return;
+void gemm_parallel(float* Cm, size_t ldc, StridedMatrix A, StridedMatrix Bm, int M, int N, int K, bool assign,
+                   const float* init) {
   const Blocking g(M, N, omp_get_max_threads());
 #pragma omp parallel for collapse(2) schedule(dynamic)
   for (int jb = 0; jb < g.nblocks; ++jb) {
-    for (int ib = 0; ib < g.mblocks; ++ib) gemm_block(Cm, ldc, A, Bm, M, N, K, g, ib, jb);
+    for (int ib = 0; ib < g.mblocks; ++ib) gemm_block(Cm, ldc, A, Bm, M, N, K, g, ib, jb, assign, init);
   }
+}
+
+void gemm_serial(float* Cm, size_t ldc, StridedMatrix A, StridedMatrix Bm, int M, int N, int K, bool assign,
+                 const float* init) {
+  const Blocking g(M, N, 1);
+  for (int jb = 0; jb < g.nblocks; ++jb) {
+    for (int ib = 0; ib < g.mblocks; ++ib) gemm_block(Cm, ldc, A, Bm, M, N, K, g, ib, jb, assign, init);
+  }
+}
+
+}  // namespace
+
+void gemm_accumulate(float* Cm, size_t ldc, StridedMatrix A, StridedMatrix Bm, int M, int N, int K) {
+  if (M <= 0 || N <= 0 || K <= 0) return;
+  gemm_parallel(Cm, ldc, A, Bm, M, N, K, false, nullptr);
 }
 
 void gemm_accumulate_serial(float* Cm, size_t ldc, StridedMatrix A, StridedMatrix Bm, int M, int N, int K) {
   if (M <= 0 || N <= 0 || K <= 0) return;
-  const Blocking g(M, N, 1);
-  for (int jb = 0; jb < g.nblocks; ++jb) {
-    for (int ib = 0; ib < g.mblocks; ++ib) gemm_block(Cm, ldc, A, Bm, M, N, K, g, ib, jb);
-  }
+  gemm_serial(Cm, ldc, A, Bm, M, N, K, false, nullptr);
+}
+
+void gemm_assign(float* Cm, size_t ldc, StridedMatrix A, StridedMatrix Bm, int M, int N, int K, const float* init) {
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0) return assign_initial(Cm, ldc, M, N, init);
+  gemm_parallel(Cm, ldc, A, Bm, M, N, K, true, init);
+}
+
+void gemm_assign_serial(float* Cm, size_t ldc, StridedMatrix A, StridedMatrix Bm, int M, int N, int K,
+                        const float* init) {
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0) return assign_initial(Cm, ldc, M, N, init);
+  gemm_serial(Cm, ldc, A, Bm, M, N, K, true, init);
 }
 
 }  // namespace gpt2cc::cpu

@@ -1,11 +1,13 @@
-// The CPU's one fast matrix product, Cm += A . Bm, and its vector helpers: what the blocked
-// matmul (cpu/matmul.cpp) and the blocked attention (cpu/attention.cpp) are built from.
+// The CPU's one fast matrix product, Cm += A . Bm (or Cm = init + A . Bm), and its vector
+// helpers: what the blocked matmul (cpu/matmul.cpp) and the blocked attention
+// (cpu/attention.cpp) are built from.
 // Operands are strided views, so a transposed matrix, or one head's columns of the interleaved
 // q|k|v rows, is read in place. Cache-blocked and register-tiled (the GotoBLAS/BLIS scheme: Goto
 // & van de Geijn 2008); every output element is summed by one thread in one fixed order, so
 // results depend neither on the thread count nor on how the product is cut into tasks: for each
 // block of kGemmDepthBlock k's in turn, acc = 0, then acc += A[i][k] * Bm[k][j] (one FMA) for the
-// block's k in order, then Cm[i][j] += acc.
+// block's k in order, then Cm[i][j] += acc. The assigning form starts from Cm[i][j] = init[j]
+// (or 0) without reading Cm: the same bits as filling Cm and accumulating, one pass less over it.
 #pragma once
 
 #include <cstddef>
@@ -33,6 +35,12 @@ void gemm_accumulate(float* Cm, size_t ldc, StridedMatrix A, StridedMatrix Bm, i
 // The same product on the calling thread alone, for callers that are already one task of a
 // parallel loop (one attention head's block). Same bits as gemm_accumulate.
 void gemm_accumulate_serial(float* Cm, size_t ldc, StridedMatrix A, StridedMatrix Bm, int M, int N, int K);
+// Cm[i][j] = init[j] + (A . Bm)[i][j], init per column (a bias) or null for zeros: Cm's old values
+// are never read. Serial form as above.
+void gemm_assign(float* Cm, size_t ldc, StridedMatrix A, StridedMatrix Bm, int M, int N, int K,
+                 const float* init = nullptr);
+void gemm_assign_serial(float* Cm, size_t ldc, StridedMatrix A, StridedMatrix Bm, int M, int N, int K,
+                        const float* init = nullptr);
 
 // Eight floats as one value: a GCC/Clang vector extension, which compiles to one AVX2 register
 // here (two SSE registers elsewhere). Why not plain loops: g++ 12 vectorised the plain 6 x 16

@@ -82,8 +82,8 @@ void matmul_forward_few_rows(float* out, const float* inp, const float* weight, 
 
 }  // namespace
 
-// out = bias (or 0), then out += inp . W^T:  Cm = out (BT x OC), A = inp (BT x C),
-// Bm(k=c, j=o) = weight[o,c] (W^T, read through strides and transposed by the packing).
+// out = bias (or 0) + inp . W^T:  Cm = out (BT x OC), A = inp (BT x C), Bm(k=c, j=o) = weight[o,c]
+// (W^T, read through strides and transposed by the packing); out is written once, never read.
 void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int B, int T, int C,
                     int OC) {
   const int BT = B * T;
@@ -91,29 +91,19 @@ void matmul_forward(float* out, const float* inp, const float* weight, const flo
     matmul_forward_few_rows(out, inp, weight, bias, BT, C, OC);
     return;
   }
-#pragma omp parallel for schedule(static)
-  for (int bt = 0; bt < BT; ++bt) {
-    float* y = out + static_cast<size_t>(bt) * OC;
-    for (int o = 0; o < OC; ++o) y[o] = bias ? bias[o] : 0.0f;
-  }
   const size_t c = static_cast<size_t>(C);
-  gemm_accumulate(out, OC, StridedMatrix{inp, c, 1}, StridedMatrix{weight, 1, c}, BT, OC, C);
+  gemm_assign(out, OC, StridedMatrix{inp, c, 1}, StridedMatrix{weight, 1, c}, BT, OC, C, bias);
 }
 
 // The reference's three sums as products (derivation above matmul_backward_reference):
-//   dinp (BT x C) = dout (BT x OC) . W (OC x C)          written: zeroed, then accumulated
+//   dinp (BT x C) = dout (BT x OC) . W (OC x C)          written (assigned)
 //   dweight (OC x C) += dout^T (OC x BT) . inp (BT x C)
 //   dbias (OC) += column sums of dout
 void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                      const float* weight, int B, int T, int C, int OC) {
   const int BT = B * T;
-#pragma omp parallel for schedule(static)
-  for (int bt = 0; bt < BT; ++bt) {
-    float* dx = dinp + static_cast<size_t>(bt) * C;
-    for (int c = 0; c < C; ++c) dx[c] = 0.0f;
-  }
   const size_t c = static_cast<size_t>(C), oc = static_cast<size_t>(OC);
-  gemm_accumulate(dinp, C, StridedMatrix{dout, oc, 1}, StridedMatrix{weight, c, 1}, BT, C, OC);
+  gemm_assign(dinp, C, StridedMatrix{dout, oc, 1}, StridedMatrix{weight, c, 1}, BT, C, OC);
   gemm_accumulate(dweight, C, StridedMatrix{dout, 1, oc}, StridedMatrix{inp, c, 1}, OC, C, BT);
   if (dbias) {
     // Channels in blocks, rows in order inside each: contiguous reads, deterministic sums.

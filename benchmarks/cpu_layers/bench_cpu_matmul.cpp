@@ -57,11 +57,12 @@ int main() {
     const char* name;
     int BT, C, OC;
   };
-  // GPT-2 124M (C = 768) at B x T = 4 x 64, and the d4 preset's widths (C = 256) at 8 x 128.
+  // GPT-2 124M (C = 768) at B x T = 4 x 64, the d4 preset's widths (C = 256) at 8 x 128, and the
+  // demo's classifier (d2, C = 128, at 4 x 64).
   const Shape shapes[] = {{"gpt2 qkv", 256, 768, 2304},     {"gpt2 fc", 256, 768, 3072},
                           {"gpt2 fcproj", 256, 3072, 768},  {"gpt2 attproj", 256, 768, 768},
                           {"gpt2 classifier", 256, 768, 50304}, {"d4 fc", 1024, 256, 1024},
-                          {"d4 classifier", 1024, 256, 50304}};
+                          {"d4 classifier", 1024, 256, 50304}, {"d2 classifier", 256, 128, 50304}};
   const int threads = omp_get_max_threads();
   double ceiling_cpu = 0;
   const double ceiling = fma_ceiling_gflops(ceiling_cpu);

@@ -1,12 +1,15 @@
-// cpu::gemm_accumulate / gemm_accumulate_serial (cpu/gemm.hpp), the product under the blocked
-// matmul and attention: Cm += A . Bm against a double-precision sum for every operand layout the
-// packing routines tell apart (rows contiguous, columns contiguous, neither), on shapes that cut
-// register tiles, depth blocks and tasks raggedly; and the same bits for any thread count and
-// for the serial call, whose blockings differ.
+// cpu::gemm_accumulate / gemm_assign and their serial forms (cpu/gemm.hpp), the product under the
+// blocked matmul and attention: Cm += A . Bm against a double-precision sum for every operand
+// layout the packing routines tell apart (rows contiguous, columns contiguous, neither), on
+// shapes that cut register tiles, depth blocks and tasks raggedly; the same bits for any thread
+// count and for the serial call, whose blockings differ; and Cm = init + A . Bm with the bits of
+// filling Cm with init and accumulating, whatever Cm held before.
 #include <catch2/catch.hpp>
 
 #include <omp.h>
 
+#include <algorithm>
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -123,4 +126,53 @@ TEST_CASE("gemm_accumulate of an empty product leaves Cm alone", "[cpu][gemm]") 
   cpu::gemm_accumulate(c.data(), 4, {a.data(), 4, 1}, {b.data(), 4, 1}, 0, 4, 4);  // M = 0
   cpu::gemm_accumulate_serial(c.data(), 4, {a.data(), 4, 1}, {b.data(), 4, 1}, 3, 0, 4);  // N = 0
   expect_close(c, before, 0, 0, "Cm after empty products");
+}
+
+TEST_CASE("gemm_assign writes init + A . B with the bits of filling and accumulating", "[cpu][gemm]") {
+  // Ragged tiles and depth blocks (only the first depth block assigns), with and without a
+  // per-column init, serial and parallel. Cm starts as NaN where the product writes (assigning
+  // must never read it) and keeps its 3 extra columns.
+  const std::tuple<int, int, int> shapes[] = {{1, 1, 1}, {7, 17, 9}, {6, 16, 8}, {13, 33, 300}, {390, 40, 520},
+                                              {5, 2100, 20}};
+  for (auto [M, N, K] : shapes) {
+    for (bool with_init : {false, true}) {
+      CAPTURE(M, N, K, with_init);
+      const Operand A(M, K, Layout::kRowsContiguous, 41), Bm(K, N, Layout::kColumnsContiguous, 42);
+      const std::vector<float> init = test::random_vector(N, 43);
+      const float* init_or_null = with_init ? init.data() : nullptr;
+      const size_t ldc = N + 3;
+      const std::vector<float> outside = test::random_vector(M * ldc, 44);
+      std::vector<float> expected = outside;
+      for (int i = 0; i < M; ++i) {
+        for (int j = 0; j < N; ++j) expected[i * ldc + j] = with_init ? init[j] : 0.0f;
+      }
+      cpu::gemm_accumulate_serial(expected.data(), ldc, A.view(), Bm.view(), M, N, K);
+      std::vector<float> parallel = outside;
+      for (int i = 0; i < M; ++i) {
+        for (int j = 0; j < N; ++j) parallel[i * ldc + j] = std::nanf("");
+      }
+      std::vector<float> serial = parallel;
+      cpu::gemm_assign(parallel.data(), ldc, A.view(), Bm.view(), M, N, K, init_or_null);
+      cpu::gemm_assign_serial(serial.data(), ldc, A.view(), Bm.view(), M, N, K, init_or_null);
+      expect_close(parallel, expected, 0, 0, "gemm_assign vs fill + gemm_accumulate");
+      expect_close(serial, expected, 0, 0, "gemm_assign_serial vs fill + gemm_accumulate");
+    }
+  }
+}
+
+TEST_CASE("gemm_assign of an empty product writes init, or zeros", "[cpu][gemm]") {
+  const std::vector<float> init = {1.5f, -2.0f, 3.25f, 0.5f};
+  const std::vector<float> a(12, 1.0f), b(12, 1.0f);
+  std::vector<float> c(12, std::nanf(""));
+  cpu::gemm_assign(c.data(), 4, {a.data(), 4, 1}, {b.data(), 4, 1}, 3, 4, 0, init.data());  // K = 0
+  for (int i = 0; i < 3; ++i) {
+    for (int j = 0; j < 4; ++j) REQUIRE(c[i * 4 + j] == init[j]);
+  }
+  std::fill(c.begin(), c.end(), std::nanf(""));
+  cpu::gemm_assign_serial(c.data(), 4, {a.data(), 4, 1}, {b.data(), 4, 1}, 3, 4, 0);
+  for (float x : c) REQUIRE(x == 0.0f);
+  const std::vector<float> before = c;
+  cpu::gemm_assign(c.data(), 4, {a.data(), 4, 1}, {b.data(), 4, 1}, 0, 4, 4, init.data());  // M = 0
+  cpu::gemm_assign_serial(c.data(), 4, {a.data(), 4, 1}, {b.data(), 4, 1}, 3, 0, 4);        // N = 0
+  expect_close(c, before, 0, 0, "Cm after empty assignments");
 }
