@@ -95,9 +95,10 @@ class Backend {
   virtual void convert_from_float(TensorPtr dst, const float* src, size_t N) = 0;
   virtual void convert_to_float(float* dst, ConstTensorPtr src, size_t N) = 0;
 
-  // Floats per layer the attention forward saves for its backward: the probabilities
-  // (B*NH*T*T) for the CPU and the tiled kernels, only the row log-sum-exp (B*NH*T) for a flash
-  // kernel. `dropout`: whether attention dropout will be used (flash kernels have none).
+  // Floats per layer the attention forward saves for its backward: each row's log-sum-exp
+  // (B*NH*T) on every backend and path today; the backward recomputes the probabilities. Kept a
+  // backend question, with `dropout` (whether attention dropout will be used, which decides the
+  // CUDA path), for a path that would save more.
   virtual size_t attention_saved_floats(int B, int T, int C, int NH, bool dropout) const = 0;
 
   // ---- layers ----

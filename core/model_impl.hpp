@@ -7,8 +7,8 @@
 //   forward : BT*C (encoded) + L*BT*(C ln1 + 3C qkv + C atty + C res2 + C ln2 + 4C fch + 4C fch_gelu
 //             + C res3) + BT*C (lnf) + BT*Vp (logits); with recompute_gelu, fch_gelu is one
 //             (BT,4C) slab shared by the layers. In fp32 whatever the dtype: L*(4*BT + S) + 3*BT
-//             (LN statistics, losses), S = attention_saved_floats (the tiled kernels:
-//             max_B*NH*max_T^2; the CPU backend and the flash kernel: max_B*NH*max_T).
+//             (LN statistics, losses), S = attention_saved_floats (max_B*NH*max_T: the row
+//             log-sum-exp, on every backend).
 //   scratch : 2*BT*C + BT*3C + BT*4C + BT*C (dresidual); logits double as dlogits (in place).
 // Parameters: an fp32 master (N floats), for bf16 also a compute copy (N bf16); gradients in the
 // compute dtype; AdamW moments 2N floats. Under ZeRO-1 with R ranks the moments, and in bf16 the

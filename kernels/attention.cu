@@ -1,9 +1,9 @@
 // Causal self-attention forward, backward and KV-cache decode launchers (kernels/attention.cuh;
 // mirrors cpu/attention.cpp). The tiled kernels, the parameters of each head product, their launch
 // geometry and the decode branch are in kernels/attention_device.cuh; here: shape checks, the
-// stream-ordered scratch for the backward's T x T dP, and the launches in order.
-// bf16 overloads: qkv, out, dout, dqkv and the KV caches in bf16, everything else (the saved
-// probabilities, dP, every accumulation) in fp32; a bf16 value is widened on load and an output
+// stream-ordered scratch for the T x T probabilities (and the backward's dP), and the launches in
+// order. bf16 overloads: qkv, out, dout, dqkv and the KV caches in bf16, everything else (the
+// saved log-sum-exp, P, dP, every accumulation) in fp32; a bf16 value is widened on load and an output
 // rounded once on store. The kernels are templated on the element types (In, Out).
 #include "kernels/attention.cuh"
 
@@ -45,30 +45,38 @@ bool attention_decode_scores_fit_shared(int pos, int HS) { return decode_scores_
 namespace {
 
 template <class Elem>
-void attention_forward_impl(Elem* out, float* att, const Elem* qkv, int B, int T, int C, int NH,
+void attention_forward_impl(Elem* out, float* lse, const Elem* qkv, int B, int T, int C, int NH,
                             const DropoutParams& dropout, cudaStream_t stream) {
   check_attention_shape(B, T, C, NH);
   if (B == 0 || T == 0) return;
+  const size_t rows = static_cast<size_t>(B) * NH * T;
+  ScratchBuffer probs(rows * T * sizeof(float), stream);
+  float* att = probs.as<float>();
   const ForwardGemms<Elem> g = forward_gemms(out, att, qkv, B, T, C, NH, dropout);
   launch_head_gemm(HeadGemm::scores, g.scores, stream);
-  const size_t rows = static_cast<size_t>(B) * NH * T;
   const LaunchShape l = softmax_launch(rows);
-  attention_softmax_warp_per_row_kernel<<<l.grid, l.block, 0, stream>>>(att, rows, T);
+  attention_softmax_warp_per_row_kernel<<<l.grid, l.block, 0, stream>>>(att, lse, rows, T);
   CUDA_CHECK_LAUNCH();
   launch_head_gemm(HeadGemm::probs_times, g.values, stream);
 }
 
 template <class Elem>
-void attention_backward_impl(Elem* dqkv, const Elem* dout, const float* att, const Elem* qkv, int B, int T, int C,
+void attention_backward_impl(Elem* dqkv, const Elem* dout, const float* lse, const Elem* qkv, int B, int T, int C,
                              int NH, const DropoutParams& dropout, cudaStream_t stream) {
   check_attention_shape(B, T, C, NH);
   if (B == 0 || T == 0) return;
   const size_t rows = static_cast<size_t>(B) * NH * T;
+  const LaunchShape l = softmax_launch(rows);
+  // P again: S = scale Q K^T (the forward's product), then P = exp(S - lse) in place.
+  ScratchBuffer probs(rows * T * sizeof(float), stream);
+  float* att = probs.as<float>();
+  launch_head_gemm(HeadGemm::scores, forward_gemms<Elem>(nullptr, att, qkv, B, T, C, NH, dropout).scores, stream);
+  attention_probs_from_lse_kernel<<<l.grid, l.block, 0, stream>>>(att, lse, rows, T);
+  CUDA_CHECK_LAUNCH();
   ScratchBuffer dscores(rows * T * sizeof(float), stream);
   const BackwardGemms<Elem> g = backward_gemms(dqkv, dscores.as<float>(), dout, att, qkv, B, T, C, NH, dropout);
   // dP~ = dout . V^T, then dS in place
   launch_head_gemm(HeadGemm::scores, g.dprobs, stream);
-  const LaunchShape l = softmax_launch(rows);
   attention_softmax_backward_warp_per_row_kernel<<<l.grid, l.block, 0, stream>>>(dscores.as<float>(), att, rows, T,
                                                                                  dropout);
   CUDA_CHECK_LAUNCH();
@@ -111,24 +119,24 @@ void attention_decode_impl(Elem* out, Elem* kcache, Elem* vcache, const Elem* qk
 
 }  // namespace
 
-void attention_forward(float* out, float* att, const float* qkv, int B, int T, int C, int NH,
+void attention_forward(float* out, float* lse, const float* qkv, int B, int T, int C, int NH,
                        const DropoutParams& dropout, cudaStream_t stream) {
-  attention_forward_impl(out, att, qkv, B, T, C, NH, dropout, stream);
+  attention_forward_impl(out, lse, qkv, B, T, C, NH, dropout, stream);
 }
-void attention_forward(bf16* out, float* att, const bf16* qkv, int B, int T, int C, int NH,
+void attention_forward(bf16* out, float* lse, const bf16* qkv, int B, int T, int C, int NH,
                        const DropoutParams& dropout, cudaStream_t stream) {
-  attention_forward_impl(out, att, qkv, B, T, C, NH, dropout, stream);
+  attention_forward_impl(out, lse, qkv, B, T, C, NH, dropout, stream);
 }
 
 // `out` (the forward's output) is part of the signature for the flash backward; the tiled
-// backward recomputes what it needs from att and does not read it.
-void attention_backward(float* dqkv, const float* dout, const float* att, const float* qkv, const float* /*out*/,
+// backward recomputes P from qkv and lse and does not read it.
+void attention_backward(float* dqkv, const float* dout, const float* lse, const float* qkv, const float* /*out*/,
                         int B, int T, int C, int NH, const DropoutParams& dropout, cudaStream_t stream) {
-  attention_backward_impl(dqkv, dout, att, qkv, B, T, C, NH, dropout, stream);
+  attention_backward_impl(dqkv, dout, lse, qkv, B, T, C, NH, dropout, stream);
 }
-void attention_backward(bf16* dqkv, const bf16* dout, const float* att, const bf16* qkv, const bf16* /*out*/, int B,
+void attention_backward(bf16* dqkv, const bf16* dout, const float* lse, const bf16* qkv, const bf16* /*out*/, int B,
                         int T, int C, int NH, const DropoutParams& dropout, cudaStream_t stream) {
-  attention_backward_impl(dqkv, dout, att, qkv, B, T, C, NH, dropout, stream);
+  attention_backward_impl(dqkv, dout, lse, qkv, B, T, C, NH, dropout, stream);
 }
 
 void kv_cache_store(float* kcache, float* vcache, const float* qkv, int B, int T, int maxT, int C,

@@ -1,8 +1,11 @@
 // Device code of the tiled causal self-attention and the KV-cache decode (kernels/attention.cuh;
 // mirrors cpu/attention.cpp). Per head h of batch row b (HS = C/NH, scale = 1/sqrt(HS)):
-//   forward : S = scale * Q K^T ; P = softmax_causal(S) (saved) ; out = drop(P) V
-//   backward: dV = drop(P)^T dout ; dP = drop'(dout V^T) ; dS = P * (dP - rowsum(P * dP))
-//             dQ = scale * dS K ; dK = scale * dS^T Q
+//   forward : S = scale * Q K^T ; P = softmax_causal(S), saving lse = log sum_t2 exp(S) per row ;
+//             out = drop(P) V
+//   backward: S again, P = exp(S - lse) ; dV = drop(P)^T dout ; dP = drop'(dout V^T) ;
+//             dS = P * (dP - rowsum(P * dP)) ; dQ = scale * dS K ; dK = scale * dS^T Q
+// P and dP are T x T per head in stream-ordered scratch for the length of one call: what a layer
+// keeps for its backward is the B*NH*T log-sum-exps, like the CPU's (cpu/attention.hpp).
 // Every product is one 32x32-tiled kernel over the heads (attention_head_gemm_tiled_kernel) that
 // reads Q, K, V straight out of the interleaved qkv rows; the softmax passes are one warp per row;
 // each output element is written by one thread (deterministic). Included by kernels/attention.cu
@@ -144,8 +147,8 @@ __global__ void attention_head_gemm_tiled_kernel(HeadGemmParams<In, Out> p) {
 }
 
 // P[t, t2] = exp(S[t, t2] - max) / sum_{t2' <= t} exp(S[t, t2'] - max) for t2 <= t, else 0;
-// in place over S. One warp per row (b, h, t).
-__global__ void attention_softmax_warp_per_row_kernel(float* att, size_t rows, int T) {
+// in place over S; lse[row] = max + log(sum) (the row's log-sum-exp). One warp per row (b, h, t).
+__global__ void attention_softmax_warp_per_row_kernel(float* att, float* lse, size_t rows, int T) {
   const size_t row = static_cast<size_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarpSize;
   const int lane = threadIdx.x % kWarpSize;
   if (row >= rows) return;
@@ -156,8 +159,23 @@ __global__ void attention_softmax_warp_per_row_kernel(float* att, size_t rows, i
   m = warp_max(m);
   float sum = 0.0f;
   for (int t2 = lane; t2 <= t; t2 += kWarpSize) sum += expf(s[t2] - m);
-  const float inv_sum = 1.0f / warp_sum(sum);
+  const float total = warp_sum(sum);
+  const float inv_sum = 1.0f / total;
   for (int t2 = lane; t2 < T; t2 += kWarpSize) s[t2] = t2 <= t ? expf(s[t2] - m) * inv_sum : 0.0f;
+  if (lane == 0) lse[row] = m + logf(total);
+}
+
+// The backward's probabilities from the recomputed scores and the forward's log-sum-exp, in place
+// over S: P[t, t2] = exp(S[t, t2] - lse[t]) for t2 <= t, else 0 (the CPU's blocked backward
+// likewise). One warp per row.
+__global__ void attention_probs_from_lse_kernel(float* att, const float* lse, size_t rows, int T) {
+  const size_t row = static_cast<size_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarpSize;
+  const int lane = threadIdx.x % kWarpSize;
+  if (row >= rows) return;
+  const int t = static_cast<int>(row % T);
+  float* s = att + row * T;
+  const float row_lse = lse[row];
+  for (int t2 = lane; t2 < T; t2 += kWarpSize) s[t2] = t2 <= t ? expf(s[t2] - row_lse) : 0.0f;
 }
 
 // Softmax backward, in place over the row's dP~ = dout . V^T:
@@ -279,6 +297,7 @@ __global__ void attention_decode_online_softmax_kernel(DecodeParams<Elem> p) {
 // ---------------------------------------------------------------------------------------------
 
 // The two products of the forward: S = scale Q K^T into att (T x T per head), then out = drop(P) V.
+// The backward's first step reuses `scores` to recompute S.
 template <class Elem>
 struct ForwardGemms {
   HeadGemmParams<Elem, float> scores;

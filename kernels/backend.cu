@@ -193,11 +193,10 @@ class CudaBackend final : public Backend {
     copy(dst, as<float>(src), N * sizeof(float));
   }
 
-  // bf16 without attention dropout runs the flash kernels (use_flash), which save only the row
-  // log-sum-exp; otherwise the tiled kernels save the probabilities like the CPU.
-  size_t attention_saved_floats(int B, int T, int C, int NH, bool dropout) const override {
-    const bool flash = use_flash(C / NH, dropout);
-    return static_cast<size_t>(B) * NH * T * (flash ? 1 : T);
+  // Both attention paths (flash for bf16 without attention dropout, use_flash; the tiled kernels
+  // otherwise) save each row's log-sum-exp, like the CPU.
+  size_t attention_saved_floats(int B, int T, int, int NH, bool) const override {
+    return static_cast<size_t>(B) * NH * T;
   }
 
   void encoder_forward(TensorPtr out, const int* inp, ConstTensorPtr wte, ConstTensorPtr wpe, int B, int T,

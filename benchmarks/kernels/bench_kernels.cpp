@@ -362,28 +362,31 @@ void bench_attention(Bench& b) {
     const auto qkv = rounded<Elem>(random_floats(size_t(B) * T * 3 * C, 31)),
                dout = rounded<Elem>(random_floats(size_t(B) * T * C, 32));
     std::vector<float> out(size_t(B) * T * C), att(size_t(B) * NH * T * T), dqkv(qkv.size());
+    std::vector<float> blocked_out(out.size()), lse(size_t(B) * NH * T);
     cpu::attention_forward(out.data(), att.data(), qkv.data(), B, T, C, NH, none);
     cpu::attention_backward(dqkv.data(), dout.data(), att.data(), qkv.data(), B, T, C, NH, none);
+    cpu::attention_forward_blocked(blocked_out.data(), lse.data(), qkv.data(), B, T, C, NH, none);
     auto d_qkv = upload<Elem>(qkv), d_dout = upload<Elem>(dout);
     DeviceVec<Elem> d_out(out.size()), d_dqkv(qkv.size());
-    DeviceVec<float> d_att(att.size());
-    cuda::attention_forward(d_out.get(), d_att.get(), d_qkv.get(), B, T, C, NH, none, b.stream());
-    cuda::attention_backward(d_dqkv.get(), d_dout.get(), d_att.get(), d_qkv.get(), d_out.get(), B, T, C, NH, none,
+    DeviceVec<float> d_lse(lse.size());
+    cuda::attention_forward(d_out.get(), d_lse.get(), d_qkv.get(), B, T, C, NH, none, b.stream());
+    cuda::attention_backward(d_dqkv.get(), d_dout.get(), d_lse.get(), d_qkv.get(), d_out.get(), B, T, C, NH, none,
                              b.stream());
-    err = {rel_l2(download(d_out), out), rel_l2(d_att.host(), att), rel_l2(download(d_dqkv), dqkv)};
+    err = {rel_l2(download(d_out), out), rel_l2(d_lse.host(), lse), rel_l2(download(d_dqkv), dqkv)};
   }
   const int B = o.B, T = o.T;
   auto qkv = upload<Elem>(random_floats(size_t(B) * T * 3 * C, 33)),
        dout = upload<Elem>(random_floats(size_t(B) * T * C, 34));
   DeviceVec<Elem> out(size_t(B) * T * C), dqkv(size_t(B) * T * 3 * C);
-  DeviceVec<float> att(size_t(B) * NH * T * T);
+  DeviceVec<float> att(size_t(B) * NH * T);  // the saved log-sum-exp
   const std::string shape = format("tiled B={} T={} NH={} HS={}", B, T, NH, HS);
   // Causal: QK^T and PV each do T*T/2 dot products of length HS per head, 2 FLOPs per term.
   const double forward_flops = 2.0 * (2.0 * B * NH * (double(T) * T / 2) * HS);
   b.add(compute_row<Elem>("attention_forward", shape, forward_flops), {err[0], err[1]},
         [&] { cuda::attention_forward(out.get(), att.get(), qkv.get(), B, T, C, NH, none, b.stream()); });
-  // Backward: dout V^T, dS K, dS^T Q, P^T dout: four products of the forward's size.
-  b.add(compute_row<Elem>("attention_backward", shape, 2 * forward_flops), {err[2]}, [&] {
+  // Backward: Q K^T again, dout V^T, dS K, dS^T Q, P^T dout: five products of half the forward's
+  // FLOPs each (the recomputed scores counted: work the kernels do).
+  b.add(compute_row<Elem>("attention_backward", shape, 2.5 * forward_flops), {err[2]}, [&] {
     cuda::attention_backward(dqkv.get(), dout.get(), att.get(), qkv.get(), out.get(), B, T, C, NH, none, b.stream());
   });
 }

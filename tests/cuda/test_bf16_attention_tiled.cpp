@@ -3,7 +3,8 @@
 // against cpu:: on the same bf16-rounded inputs. These are the kernels the bf16 model uses when
 // attention dropout is on (the flash kernels have none), so every shape runs with p = 0 and 0.1.
 // T = 1 and T = 37 (not a multiple of the 32-wide tile), head sizes 4, 17 and 64; the saved
-// probabilities stay fp32 and are checked at fp32 tolerance; both decode kernels.
+// log-sum-exp stays fp32 and is checked at fp32 tolerance against cpu::attention_forward_blocked;
+// both decode kernels.
 #include <catch2/catch.hpp>
 
 #include "bf16_test_util.hpp"
@@ -38,31 +39,33 @@ TEST_CASE("bf16 tiled attention forward and backward match cpu", "[cuda][bf16][a
   INFO("B=" << B << " T=" << T << " C=" << C << " NH=" << NH << " dropout=" << p);
   const DropoutParams dropout{p, 0x5eed'1234ull, 11};
   const size_t qkv_n = size_t(B) * T * 3 * C, out_n = size_t(B) * T * C, att_n = size_t(B) * NH * T * T;
+  const size_t lse_n = size_t(B) * NH * T;
   const auto qkv = test::round_to_bf16(test::random_vector(qkv_n, 401, -1.5f, 1.5f));
   const auto dout = test::round_to_bf16(test::random_vector(out_n, 402));
   cudaStream_t stream = test::test_stream();
 
-  std::vector<float> out(out_n), att(att_n), dqkv(qkv_n);
+  std::vector<float> out(out_n), att(att_n), dqkv(qkv_n), blocked_out(out_n), lse(lse_n);
   cpu::attention_forward(out.data(), att.data(), qkv.data(), B, T, C, NH, dropout);
   cpu::attention_backward(dqkv.data(), dout.data(), att.data(), qkv.data(), B, T, C, NH, dropout);
+  cpu::attention_forward_blocked(blocked_out.data(), lse.data(), qkv.data(), B, T, C, NH, dropout);
 
   DeviceBuffer<bf16> d_qkv(test::to_bf16(qkv)), d_out(out_n), d_dout(test::to_bf16(dout)), d_dqkv(qkv_n);
-  DeviceBuffer<float> d_att(att_n);
+  DeviceBuffer<float> d_lse(lse_n);
   d_out.poison();
-  d_att.poison();
+  d_lse.poison();
   d_dqkv.poison();
-  cuda::attention_forward(d_out.get(), d_att.get(), d_qkv.get(), B, T, C, NH, dropout, stream);
-  // The probabilities are fp32 math on the CPU's inputs: fp32 tolerance.
-  test::expect_matches(d_att.download(), att, "bf16 attention probabilities (fp32)", 1e-5);
+  cuda::attention_forward(d_out.get(), d_lse.get(), d_qkv.get(), B, T, C, NH, dropout, stream);
+  // The log-sum-exp is fp32 math on the CPU's inputs: fp32 tolerance.
+  test::expect_matches(d_lse.download(), lse, "bf16 attention log-sum-exp (fp32)", 1e-5);
   expect_bf16_output(test::from_bf16(d_out.download()), out, 1e-5, "bf16 attention out");
-  cuda::attention_backward(d_dqkv.get(), d_dout.get(), d_att.get(), d_qkv.get(), d_out.get(), B, T, C, NH, dropout,
+  cuda::attention_backward(d_dqkv.get(), d_dout.get(), d_lse.get(), d_qkv.get(), d_out.get(), B, T, C, NH, dropout,
                            stream);
   const auto got = test::from_bf16(d_dqkv.download());
   expect_bf16_output(got, dqkv, 1e-4, "bf16 attention dqkv");
 
   // The tiled backward does not read `out` (null is accepted) and is deterministic.
   d_dqkv.poison();
-  cuda::attention_backward(d_dqkv.get(), d_dout.get(), d_att.get(), d_qkv.get(), nullptr, B, T, C, NH, dropout,
+  cuda::attention_backward(d_dqkv.get(), d_dout.get(), d_lse.get(), d_qkv.get(), nullptr, B, T, C, NH, dropout,
                            stream);
   CHECK(test::bit_equal(test::from_bf16(d_dqkv.download()), got));
 }

@@ -1,5 +1,6 @@
-// cuda::attention_forward / attention_backward against cpu:: (out, the saved probabilities and
-// dqkv) with and without attention dropout, over T = 1, T not a multiple of the 32-wide tile,
+// cuda::attention_forward / attention_backward against cpu:: (out and dqkv against the reference
+// loops, the saved log-sum-exp against cpu::attention_forward_blocked's) with and without
+// attention dropout, over T = 1, T not a multiple of the 32-wide tile,
 // head sizes 1, 6, 17 and GPT-2's 64, and B*NH > 65535 (the kernel's loop over blockIdx.z).
 // Also the KV-cache ops: kv_cache_store and attention_decode, both decode kernels (scores in
 // shared memory, and the online-softmax fallback for long contexts).
@@ -23,23 +24,25 @@ TEST_CASE("cuda attention forward and backward match cpu", "[cuda][attention]") 
   INFO("B=" << B << " T=" << T << " C=" << C << " NH=" << NH << " dropout=" << p);
   const DropoutParams dropout{p, 0x1234'5678'9abcull, 7};
   const size_t qkv_n = size_t(B) * T * 3 * C, out_n = size_t(B) * T * C, att_n = size_t(B) * NH * T * T;
+  const size_t lse_n = size_t(B) * NH * T;
   // Scores of O(1): q, k ~ U(-1, 1) over HS channels, scaled by 1/sqrt(HS).
   const auto qkv = test::random_vector(qkv_n, 71, -1.5f, 1.5f);
   const auto dout = test::random_vector(out_n, 72);
   cudaStream_t stream = test::test_stream();
 
-  std::vector<float> out(out_n), att(att_n), dqkv(qkv_n);
+  std::vector<float> out(out_n), att(att_n), dqkv(qkv_n), blocked_out(out_n), lse(lse_n);
   cpu::attention_forward(out.data(), att.data(), qkv.data(), B, T, C, NH, dropout);
   cpu::attention_backward(dqkv.data(), dout.data(), att.data(), qkv.data(), B, T, C, NH, dropout);
+  cpu::attention_forward_blocked(blocked_out.data(), lse.data(), qkv.data(), B, T, C, NH, dropout);
 
-  DeviceBuffer<float> d_qkv(qkv), d_out(out_n), d_att(att_n), d_dout(dout), d_dqkv(qkv_n);
+  DeviceBuffer<float> d_qkv(qkv), d_out(out_n), d_lse(lse_n), d_dout(dout), d_dqkv(qkv_n);
   d_out.poison();
-  d_att.poison();
+  d_lse.poison();
   d_dqkv.poison();
-  cuda::attention_forward(d_out.get(), d_att.get(), d_qkv.get(), B, T, C, NH, dropout, stream);
-  test::expect_matches(d_att.download(), att, "attention probabilities");
+  cuda::attention_forward(d_out.get(), d_lse.get(), d_qkv.get(), B, T, C, NH, dropout, stream);
+  test::expect_matches(d_lse.download(), lse, "attention log-sum-exp");
   test::expect_matches(d_out.download(), out, "attention out");
-  cuda::attention_backward(d_dqkv.get(), d_dout.get(), d_att.get(), d_qkv.get(), d_out.get(), B, T, C, NH, dropout,
+  cuda::attention_backward(d_dqkv.get(), d_dout.get(), d_lse.get(), d_qkv.get(), d_out.get(), B, T, C, NH, dropout,
                            stream);
   test::expect_matches(d_dqkv.download(), dqkv, "attention dqkv", 2e-5);
 }
@@ -52,12 +55,12 @@ TEST_CASE("cuda attention handles more heads than one grid dimension holds", "[c
   std::vector<float> out(out_n), att(att_n), dqkv(qkv_n);
   cpu::attention_forward(out.data(), att.data(), qkv.data(), B, T, C, NH, DropoutParams{});
   cpu::attention_backward(dqkv.data(), dout.data(), att.data(), qkv.data(), B, T, C, NH, DropoutParams{});
-  DeviceBuffer<float> d_qkv(qkv), d_out(out_n), d_att(att_n), d_dout(dout), d_dqkv(qkv_n);
+  DeviceBuffer<float> d_qkv(qkv), d_out(out_n), d_lse(size_t(B) * NH * T), d_dout(dout), d_dqkv(qkv_n);
   d_out.poison();
-  d_att.poison();
+  d_lse.poison();
   d_dqkv.poison();
-  cuda::attention_forward(d_out.get(), d_att.get(), d_qkv.get(), B, T, C, NH, DropoutParams{}, test::test_stream());
-  cuda::attention_backward(d_dqkv.get(), d_dout.get(), d_att.get(), d_qkv.get(), d_out.get(), B, T, C, NH,
+  cuda::attention_forward(d_out.get(), d_lse.get(), d_qkv.get(), B, T, C, NH, DropoutParams{}, test::test_stream());
+  cuda::attention_backward(d_dqkv.get(), d_dout.get(), d_lse.get(), d_qkv.get(), d_out.get(), B, T, C, NH,
                            DropoutParams{}, test::test_stream());
   test::expect_matches(d_out.download(), out, "attention out");
   test::expect_matches(d_dqkv.download(), dqkv, "attention dqkv", 2e-5);
@@ -68,11 +71,11 @@ TEST_CASE("cuda attention backward is bit-for-bit repeatable", "[cuda][attention
   const DropoutParams dropout{0.1f, 99, 3};
   const auto qkv = test::random_vector(size_t(B) * T * 3 * C, 75);
   const auto dout = test::random_vector(size_t(B) * T * C, 76);
-  DeviceBuffer<float> d_qkv(qkv), d_out(dout.size()), d_att(size_t(B) * NH * T * T), d_dout(dout), d_dqkv(qkv.size());
+  DeviceBuffer<float> d_qkv(qkv), d_out(dout.size()), d_lse(size_t(B) * NH * T), d_dout(dout), d_dqkv(qkv.size());
   std::vector<float> first;
   for (int run = 0; run < 2; ++run) {
-    cuda::attention_forward(d_out.get(), d_att.get(), d_qkv.get(), B, T, C, NH, dropout, test::test_stream());
-    cuda::attention_backward(d_dqkv.get(), d_dout.get(), d_att.get(), d_qkv.get(), d_out.get(), B, T, C, NH, dropout,
+    cuda::attention_forward(d_out.get(), d_lse.get(), d_qkv.get(), B, T, C, NH, dropout, test::test_stream());
+    cuda::attention_backward(d_dqkv.get(), d_dout.get(), d_lse.get(), d_qkv.get(), d_out.get(), B, T, C, NH, dropout,
                              test::test_stream());
     if (run == 0) first = d_dqkv.download();
     else CHECK(test::bit_equal(d_dqkv.download(), first));

@@ -1,9 +1,10 @@
 // cuda::attention_forward / _backward / kv_cache_store / attention_decode (the tiled kernels of
 // kernels/attention.cuh) with their kernels on the CPU emulator against cpu::attention_forward /
 // _backward / kv_cache_store / attention_decode, float and bf16, with the tolerances of
-// tests/cuda/test_cuda_attention.cpp and test_bf16_attention_tiled.cpp: float att and out within
-// 1e-5, dqkv 2e-5; bf16 att (fp32) within 1e-5, out and dqkv one bf16 rounding (relative L2 <=
-// 1e-2, element-wise 5e-3 plus a slack of 1e-5 / 1e-4 of max|ref|). Attention dropout off and on;
+// tests/cuda/test_cuda_attention.cpp and test_bf16_attention_tiled.cpp: the saved log-sum-exp
+// (fp32 in both) within 1e-5 of cpu::attention_forward_blocked's, float out within 1e-5, dqkv
+// 2e-5; bf16 out and dqkv one bf16 rounding (relative L2 <= 1e-2, element-wise 5e-3 plus a slack
+// of 1e-5 / 1e-4 of max|ref|). Attention dropout off and on;
 // T = 1, 33, 37 (partial 32-wide tiles), 64; head sizes 1, 6, 17, 64. Outputs start as NaN; every
 // warp schedule gives the same bits; the backward writes dqkv (a second run over NaN, same bits).
 // Decode: from an empty cache (position 0) on, both kernels (scores in shared memory; the
@@ -37,27 +38,29 @@ TEMPLATE_TEST_CASE("emulated tiled attention forward and backward match cpu", "[
   INFO("B=" << B << " T=" << T << " C=" << C << " NH=" << NH << " dropout=" << p);
   const DropoutParams dropout{p, 0x1234'5678'9abcull, 7};
   const size_t qkv_n = size_t(B) * T * 3 * C, out_n = size_t(B) * T * C, att_n = size_t(B) * NH * T * T;
+  const size_t lse_n = size_t(B) * NH * T;
   // Scores of O(1); on the bf16 grid so float and bf16 kernels and the CPU see the same values.
   const auto qkv = test::round_to_bf16(test::random_vector(qkv_n, 401, -1.5f, 1.5f));
   const auto dout = test::round_to_bf16(test::random_vector(out_n, 402));
-  std::vector<float> out(out_n), att(att_n), dqkv(qkv_n);
+  std::vector<float> out(out_n), att(att_n), dqkv(qkv_n), blocked_out(out_n), lse(lse_n);
   cpu::attention_forward(out.data(), att.data(), qkv.data(), B, T, C, NH, dropout);
   cpu::attention_backward(dqkv.data(), dout.data(), att.data(), qkv.data(), B, T, C, NH, dropout);
+  cpu::attention_forward_blocked(blocked_out.data(), lse.data(), qkv.data(), B, T, C, NH, dropout);
 
   const cudaStream_t stream = test::test_stream();
   const test::DeviceBuffer qkv_elem(test::as<Elem>(qkv)), dout_elem(test::as<Elem>(dout));
   test::DeviceBuffer got_out(test::poisoned<Elem>(out_n)), got_dqkv(test::poisoned<Elem>(qkv_n));
-  test::DeviceBuffer got_att(test::poisoned<float>(att_n));
-  cuda::attention_forward(got_out.get(), got_att.get(), qkv_elem.get(), B, T, C, NH, dropout, stream);
-  test::expect_matches(got_att.download(), att, "attention probabilities (fp32)", 1e-5);
+  test::DeviceBuffer got_lse(test::poisoned<float>(lse_n));
+  cuda::attention_forward(got_out.get(), got_lse.get(), qkv_elem.get(), B, T, C, NH, dropout, stream);
+  test::expect_matches(got_lse.download(), lse, "attention log-sum-exp (fp32)", 1e-5);
   test::expect_output<Elem>(test::widened(got_out), out, 1e-5, 1e-5, "attention out");
-  cuda::attention_backward(got_dqkv.get(), dout_elem.get(), got_att.get(), qkv_elem.get(), got_out.get(), B, T, C, NH,
+  cuda::attention_backward(got_dqkv.get(), dout_elem.get(), got_lse.get(), qkv_elem.get(), got_out.get(), B, T, C, NH,
                            dropout, stream);
   test::expect_output<Elem>(test::widened(got_dqkv), dqkv, 2e-5, 1e-4, "attention dqkv");
 
   // dqkv is written, not accumulated: a second backward over NaN gives the same bits.
   test::DeviceBuffer again(test::poisoned<Elem>(qkv_n));
-  cuda::attention_backward(again.get(), dout_elem.get(), got_att.get(), qkv_elem.get(), got_out.get(), B, T, C, NH,
+  cuda::attention_backward(again.get(), dout_elem.get(), got_lse.get(), qkv_elem.get(), got_out.get(), B, T, C, NH,
                            dropout, stream);
   CHECK(test::bit_equal(test::widened(again), test::widened(got_dqkv)));
 
@@ -66,13 +69,13 @@ TEMPLATE_TEST_CASE("emulated tiled attention forward and backward match cpu", "[
     const std::vector<float> a_f32 = a.download(), o_f32 = test::widened(o), d_f32 = test::widened(d);
     return test::concat({&a_f32, &o_f32, &d_f32});
   };
-  test::check_every_schedule(outputs(got_att, got_out, got_dqkv), [&] {
+  test::check_every_schedule(outputs(got_lse, got_out, got_dqkv), [&] {
     test::DeviceBuffer out2(test::poisoned<Elem>(out_n)), dqkv2(test::poisoned<Elem>(qkv_n));
-    test::DeviceBuffer att2(test::poisoned<float>(att_n));
-    cuda::attention_forward(out2.get(), att2.get(), qkv_elem.get(), B, T, C, NH, dropout, stream);
-    cuda::attention_backward(dqkv2.get(), dout_elem.get(), att2.get(), qkv_elem.get(), out2.get(), B, T, C, NH, dropout,
+    test::DeviceBuffer lse2(test::poisoned<float>(lse_n));
+    cuda::attention_forward(out2.get(), lse2.get(), qkv_elem.get(), B, T, C, NH, dropout, stream);
+    cuda::attention_backward(dqkv2.get(), dout_elem.get(), lse2.get(), qkv_elem.get(), out2.get(), B, T, C, NH, dropout,
                              stream);
-    return outputs(att2, out2, dqkv2);
+    return outputs(lse2, out2, dqkv2);
   });
 }
 
