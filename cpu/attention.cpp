@@ -285,7 +285,9 @@ void attention_forward_blocked(float* out, float* lse, const float* qkv, int B, 
         thread_local std::vector<float> probs_buffer;
         float* p = scratch(probs_buffer, static_cast<size_t>(M) * n);
         gemm_assign_serial(p, n, StridedMatrix{q, head.stride, 1}, StridedMatrix{k, 1, head.stride}, M, n, HS);
-        for (int r = 0; r < M; ++r) lse[first_row + r] = softmax_causal_row(p + static_cast<size_t>(r) * n, rows.begin + r, n, scale);
+        for (int r = 0; r < M; ++r) {
+          lse[first_row + r] = softmax_causal_row(p + static_cast<size_t>(r) * n, rows.begin + r, n, scale);
+        }
         if (dropout.active()) {  // in place: the probabilities are not kept
           for (int r = 0; r < M; ++r) {
             for (int t2 = 0; t2 < n; ++t2) {

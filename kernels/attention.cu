@@ -3,8 +3,8 @@
 // geometry and the decode branch are in kernels/attention_device.cuh; here: shape checks, the
 // stream-ordered scratch for the T x T probabilities (and the backward's dP), and the launches in
 // order. bf16 overloads: qkv, out, dout, dqkv and the KV caches in bf16, everything else (the
-// saved log-sum-exp, P, dP, every accumulation) in fp32; a bf16 value is widened on load and an output
-// rounded once on store. The kernels are templated on the element types (In, Out).
+// saved log-sum-exp, P, dP, every accumulation) in fp32; a bf16 value is widened on load and an
+// output rounded once on store. The kernels are templated on the element types (In, Out).
 #include "kernels/attention.cuh"
 
 #include "kernels/attention_device.cuh"

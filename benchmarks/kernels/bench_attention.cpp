@@ -167,7 +167,7 @@ Result bench_shape(const Shape& s, const Options& o, cudaStream_t stream) {
   const auto qkv = random_bf16_values(qkv_n, 1), dout = random_bf16_values(out_n, 2);
   Result r;
   r.shape = s;
-  r.flash_saved_bytes = static_cast<double>(stat_n) * sizeof(float);  // lse (the tiled kernels save the same)
+  r.flash_saved_bytes = static_cast<double>(stat_n) * sizeof(float);  // lse (the tiled path's too)
   // The tiled kernels' T x T probabilities, scratch during a call (the backward's dP as much again).
   r.tiled_scratch_bytes = static_cast<double>(att_n) * sizeof(float);
   r.bwd_scratch_split =
