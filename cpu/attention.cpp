@@ -297,7 +297,7 @@ void attention_forward_blocked(float* out, float* lse, const float* qkv, int B, 
         }
         float* o = out + (static_cast<size_t>(b) * T + rows.begin) * C + h * HS;
         gemm_assign_serial(o, C, StridedMatrix{p, static_cast<size_t>(n), 1}, StridedMatrix{v, head.stride, 1}, M,
-                               HS, n);
+                           HS, n);
       }
     }
   }
@@ -328,9 +328,9 @@ struct ScoreGradient {
   void compute(const TileRows& rows, const TileRows& keys, float* ds, float* p) const {
     const int M = rows.size(), N = keys.size();
     gemm_assign_serial(p, kTile, StridedMatrix{q + rows.begin * stride, stride, 1},
-                           StridedMatrix{k + keys.begin * stride, 1, stride}, M, N, HS);
+                       StridedMatrix{k + keys.begin * stride, 1, stride}, M, N, HS);
     gemm_assign_serial(ds, kTile, StridedMatrix{dout + static_cast<size_t>(rows.begin) * C, size_t(C), 1},
-                           StridedMatrix{v + keys.begin * stride, 1, stride}, M, N, HS);
+                       StridedMatrix{v + keys.begin * stride, 1, stride}, M, N, HS);
     for (int r = 0; r < M; ++r) {
       const int t = rows.begin + r;
       const size_t mask_row = (first_row + t) * T;  // the dropout mask's index of (t, 0)

@@ -119,7 +119,7 @@ void micro_kernel(int kc, const float* __restrict Ap, const float* __restrict Bp
   }
   if (nr == NR) {  // whole rows of the tile: vector adds
     vec8 init[kVecs] = {};
-    if (store.init) {
+    if (store.assign && store.init) {
       for (int v = 0; v < kVecs; ++v) init[v] = load8(store.init + 8 * v);
     }
 #pragma GCC unroll 6
