@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "common/sdpa_fixture.hpp"
 #include "cpu/attention.hpp"
 #include "cuda/bf16_host_util.hpp"
 
@@ -115,6 +116,15 @@ inline void check_flash_backward(const std::vector<__nv_bfloat16>& dqkv, const F
   for (int part = 0; part < 3; ++part)
     expect_rel_l2(qkv_part(got, s.B * s.T, s.C(), part), qkv_part(ref.dqkv, s.B * s.T, s.C(), part), 1e-2,
                   what + parts[part]);
+}
+
+// A case of PyTorch's SDPA fixture (common/sdpa_fixture.hpp) as a shape and a reference: its
+// bf16 inputs, SDPA's float64 out and dqkv, and the log-sum-exp in double as flash_reference's.
+inline FlashShape sdpa_flash_shape(const SdpaCase& c) {
+  return FlashShape{c.B, c.T, c.NH, c.HS, static_cast<float>(c.range)};
+}
+inline FlashReference sdpa_flash_reference(const SdpaCase& c) {
+  return FlashReference{c.qkv, c.dout, c.out, c.dqkv, reference_lse(c.qkv, c.B, c.T, c.C(), c.NH)};
 }
 
 // Same size and the same bytes (bf16 outputs, fp32 statistics).

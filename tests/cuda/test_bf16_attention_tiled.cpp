@@ -4,10 +4,12 @@
 // attention dropout is on (the flash kernels have none), so every shape runs with p = 0 and 0.1.
 // T = 1 and T = 37 (not a multiple of the 32-wide tile), head sizes 4, 17 and 64; the saved
 // log-sum-exp stays fp32 and is checked at fp32 tolerance against cpu::attention_forward_blocked;
-// both decode kernels.
+// both decode kernels. Out and dqkv against PyTorch's scaled_dot_product_attention too
+// (tests/make_sdpa_fixture.py).
 #include <catch2/catch.hpp>
 
 #include "bf16_test_util.hpp"
+#include "common/sdpa_fixture.hpp"
 #include "cpu/attention.hpp"
 #include "kernels/attention.cuh"
 
@@ -68,6 +70,29 @@ TEST_CASE("bf16 tiled attention forward and backward match cpu", "[cuda][bf16][a
   cuda::attention_backward(d_dqkv.get(), d_dout.get(), d_lse.get(), d_qkv.get(), nullptr, B, T, C, NH, dropout,
                            stream);
   CHECK(test::bit_equal(test::from_bf16(d_dqkv.download()), got));
+}
+
+// PyTorch's SDPA in float64 (tests/make_sdpa_fixture.py), no dropout: out and dqkv one bf16
+// rounding from it, as above, and no further from it than PyTorch's own bf16 SDPA allows
+// (common/sdpa_fixture.hpp).
+TEST_CASE("bf16 tiled attention matches PyTorch scaled_dot_product_attention", "[cuda][bf16][attention][pytorch]") {
+  cudaStream_t stream = test::test_stream();
+  for (const test::SdpaCase& c : test::load_sdpa_cases()) {
+    const int B = c.B, T = c.T, C = c.C(), NH = c.NH;
+    INFO(c.name << ": B=" << B << " T=" << T << " NH=" << NH << " HS=" << c.HS << " range=" << c.range);
+    DeviceBuffer<bf16> d_qkv(test::to_bf16(c.qkv)), d_dout(test::to_bf16(c.dout));
+    DeviceBuffer<bf16> d_out(c.out.size()), d_dqkv(c.dqkv.size());
+    DeviceBuffer<float> d_lse(static_cast<size_t>(B) * NH * T);
+    d_out.poison();
+    d_dqkv.poison();
+    cuda::attention_forward(d_out.get(), d_lse.get(), d_qkv.get(), B, T, C, NH, DropoutParams{}, stream);
+    cuda::attention_backward(d_dqkv.get(), d_dout.get(), d_lse.get(), d_qkv.get(), d_out.get(), B, T, C, NH,
+                             DropoutParams{}, stream);
+    const auto out = test::from_bf16(d_out.download()), dqkv = test::from_bf16(d_dqkv.download());
+    expect_bf16_output(out, c.out, 1e-5, "bf16 attention out");
+    expect_bf16_output(dqkv, c.dqkv, 1e-4, "bf16 attention dqkv");
+    test::check_as_accurate_as_torch_bf16(out, dqkv, c, "bf16 tiled attention");
+  }
 }
 
 TEST_CASE("bf16 kv_cache_store and attention_decode match cpu", "[cuda][bf16][attention][decode]") {

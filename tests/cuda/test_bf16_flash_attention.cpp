@@ -15,7 +15,9 @@
 // exactly where the device's opt-in limit is below what its kernel needs (the byte counts below),
 // throws gpt2cc::Error naming the kernel, the bytes and the limit; FlashTile::kAuto runs wherever
 // the 64-row tile fits. On a GPU these hold for that GPU; CTest emu_cuda_bf16_rtx4090 runs them on
-// an emulated RTX 4090 (99 KiB), where HS 128 does not fit.
+// an emulated RTX 4090 (99 KiB), where HS 128 does not fit. Against PyTorch's
+// scaled_dot_product_attention too (tests/make_sdpa_fixture.py: its float64 result, and no further
+// from it than its own bf16 one by more than common/sdpa_fixture.hpp allows).
 #include <catch2/catch.hpp>
 
 #include <cstddef>
@@ -159,6 +161,39 @@ TEST_CASE("bf16 flash attention forward and backward match cpu", "[cuda][bf16][f
         CHECK(test::bits_equal(d_out.download(), out64));
         CHECK(test::bits_equal(d_lse.download(), lse64));
         CHECK(test::bits_equal(d_dqkv.download(), dqkv64));
+      }
+    }
+  }
+}
+
+// PyTorch's SDPA (tests/make_sdpa_fixture.py): within 1e-2 of its float64 result and no more
+// than 1.5x as far from it as PyTorch's own bf16 SDPA, for either design and each resident tile
+// the device holds.
+TEST_CASE("bf16 flash attention matches PyTorch scaled_dot_product_attention", "[cuda][bf16][flash][pytorch]") {
+  cudaStream_t stream = test::test_stream();
+  for (const test::SdpaCase& c : test::load_sdpa_cases()) {
+    const Shape shape = test::sdpa_flash_shape(c);
+    const test::FlashReference ref = test::sdpa_flash_reference(c);
+    const int B = c.B, T = c.T, NH = c.NH, C = c.C();
+    INFO(c.name << ": B=" << B << " T=" << T << " NH=" << NH << " HS=" << c.HS << " range=" << c.range);
+    auto d_qkv = test::device_bf16(ref.qkv);
+    auto d_dout = test::device_bf16(ref.dout);
+    DeviceBuffer<bf16> d_out(shape.out_n()), d_dqkv(shape.qkv_n());
+    DeviceBuffer<float> d_lse(shape.stat_n());
+    for (const cuda::FlashBackward design : {cuda::FlashBackward::kSplit, cuda::FlashBackward::kFused}) {
+      for (const cuda::FlashTile tile : {cuda::FlashTile::kRows64, cuda::FlashTile::kRows128}) {
+        if (!fits(backward_need(c.HS, rows_of(tile), design))) continue;
+        INFO("backward " << cuda::flash_attention_backward_name(design) << ", " << rows_of(tile) << "-row tiles");
+        d_out.poison();
+        d_lse.poison();
+        d_dqkv.poison();
+        cuda::flash_attention_forward(d_out.get(), d_lse.get(), d_qkv.get(), B, T, C, NH, stream, tile);
+        cuda::flash_attention_backward(d_dqkv.get(), d_dout.get(), d_lse.get(), d_out.get(), d_qkv.get(), B, T, C,
+                                       NH, stream, tile, design);
+        const auto out = d_out.download(), dqkv = d_dqkv.download();
+        test::check_flash_forward(out, d_lse.download(), shape, ref, "flash");
+        test::check_flash_backward(dqkv, shape, ref, "flash");
+        test::check_as_accurate_as_torch_bf16(test::from_bf16(out), test::from_bf16(dqkv), c, "flash");
       }
     }
   }

@@ -9,11 +9,14 @@
 // warp schedule gives the same bits; the backward writes dqkv (a second run over NaN, same bits).
 // Decode: from an empty cache (position 0) on, both kernels (scores in shared memory; the
 // online-softmax fallback past 48 KiB). More heads than grid.z: test_emu_attention_heads.cpp.
+// Against PyTorch's scaled_dot_product_attention too (tests/make_sdpa_fixture.py).
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
+#include "common/sdpa_fixture.hpp"
 #include "cpu/attention.hpp"
 #include "emu/layer_test_util.hpp"
 #include "kernels/attention.cuh"
@@ -77,6 +80,30 @@ TEMPLATE_TEST_CASE("emulated tiled attention forward and backward match cpu", "[
                              stream);
     return outputs(lse2, out2, dqkv2);
   });
+}
+
+// PyTorch's SDPA in float64 (tests/make_sdpa_fixture.py), no dropout: float out and dqkv within
+// 1e-5 (relative L2 too); bf16 one rounding (as above) and no further from it than PyTorch's own
+// bf16 SDPA allows (common/sdpa_fixture.hpp).
+TEMPLATE_TEST_CASE("emulated tiled attention matches PyTorch scaled_dot_product_attention", "[emu][attention][pytorch]",
+                   float, bf16) {
+  using Elem = TestType;
+  for (const test::SdpaCase& c : test::load_sdpa_cases()) {
+    const int B = c.B, T = c.T, C = c.C(), NH = c.NH;
+    INFO(c.name << ": B=" << B << " T=" << T << " NH=" << NH << " HS=" << c.HS << " range=" << c.range);
+    const cudaStream_t stream = test::test_stream();
+    const test::DeviceBuffer qkv(test::as<Elem>(c.qkv)), dout(test::as<Elem>(c.dout));
+    test::DeviceBuffer out(test::poisoned<Elem>(c.out.size())), dqkv(test::poisoned<Elem>(c.dqkv.size()));
+    test::DeviceBuffer lse(test::poisoned<float>(static_cast<size_t>(B) * NH * T));
+    cuda::attention_forward(out.get(), lse.get(), qkv.get(), B, T, C, NH, DropoutParams{}, stream);
+    cuda::attention_backward(dqkv.get(), dout.get(), lse.get(), qkv.get(), out.get(), B, T, C, NH, DropoutParams{},
+                             stream);
+    const std::vector<float> got_out = test::widened(out), got_dqkv = test::widened(dqkv);
+    test::expect_output<Elem>(got_out, c.out, 1e-5, 1e-5, "attention out");
+    test::expect_output<Elem>(got_dqkv, c.dqkv, 1e-5, 1e-4, "attention dqkv");
+    if constexpr (std::is_same_v<Elem, bf16>)
+      test::check_as_accurate_as_torch_bf16(got_out, got_dqkv, c, "emulated tiled attention");
+  }
 }
 
 TEMPLATE_TEST_CASE("emulated kv_cache_store and attention_decode match cpu", "[emu][attention][decode]", float, bf16) {

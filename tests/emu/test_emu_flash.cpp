@@ -17,8 +17,10 @@
 // uninitialised shared memory). Under the descending block order the fused kernel's CTAs still
 // take their work in ticket order: a CTA waiting for one that has not run yet (a wait that could
 // hang a GPU) stops the run. The fused design also runs with 2 and 4 CTAs resident at once,
-// interleaved (emu::set_resident_blocks), where its CTAs really wait for each other. The host runtime checks after every launch that no thread left
-// cp.async copies in flight.
+// interleaved (emu::set_resident_blocks), where its CTAs really wait for each other. The host
+// runtime checks after every launch that no thread left cp.async copies in flight. Against
+// PyTorch's scaled_dot_product_attention too (tests/make_sdpa_fixture.py: its float64 result, and
+// no further from it than its own bf16 one by more than common/sdpa_fixture.hpp allows).
 #include <catch2/catch.hpp>
 
 #include <utility>
@@ -127,6 +129,27 @@ TEST_CASE("emulated flash attention forward and backward match cpu", "[emu][flas
         CHECK(test::bits_equal(again.out, first.out));
         CHECK(test::bits_equal(again.lse, first.lse));
         CHECK(test::bits_equal(again.dqkv, first.dqkv));
+      }
+    }
+  }
+}
+
+// PyTorch's SDPA (tests/make_sdpa_fixture.py): within 1e-2 of its float64 result and no more
+// than 1.5x as far from it as PyTorch's own bf16 SDPA, for either design and resident tile.
+TEST_CASE("emulated flash attention matches PyTorch scaled_dot_product_attention", "[emu][flash][pytorch]") {
+  for (const test::SdpaCase& c : test::load_sdpa_cases()) {
+    const Shape shape = test::sdpa_flash_shape(c);
+    const test::FlashReference ref = test::sdpa_flash_reference(c);
+    INFO(c.name << ": B=" << c.B << " T=" << c.T << " NH=" << c.NH << " HS=" << c.HS << " range=" << c.range);
+    const DeviceBuffer<bf16> qkv(test::to_bf16(ref.qkv)), dout(test::to_bf16(ref.dout));
+    for (const FlashBackward design : {FlashBackward::kSplit, FlashBackward::kFused}) {
+      for (const FlashTile tile : {FlashTile::kRows64, FlashTile::kRows128}) {
+        INFO("backward " << cuda::flash_attention_backward_name(design) << ", "
+                         << (tile == FlashTile::kRows64 ? 64 : 128) << "-row tiles");
+        const FlashOutputs got = run_flash(shape, qkv, dout, tile, design);
+        test::check_flash_forward(got.out, got.lse, shape, ref, "emulated flash");
+        test::check_flash_backward(got.dqkv, shape, ref, "emulated flash");
+        test::check_as_accurate_as_torch_bf16(test::from_bf16(got.out), test::from_bf16(got.dqkv), c, "emulated flash");
       }
     }
   }

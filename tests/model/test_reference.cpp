@@ -6,9 +6,9 @@
 // (||a - b|| / ||b||), the losses to <= 1e-4 absolute.
 #include <catch2/catch.hpp>
 
-#include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "common/array_fixture.hpp"
 #include "common/test_common.hpp"
 #include "core/model.hpp"
 #include "core/model_optim.hpp"
@@ -18,42 +18,9 @@ using nlohmann::json;
 
 namespace {
 
-constexpr const char* kRegenerate = "regenerate with: python3 tests/make_reference.py";
+using Fixture = test::ArrayFixture;
 
-struct Fixture {
-  json meta;
-  std::vector<char> blob;
-
-  template <class T>
-  std::vector<T> array(const std::string& name, size_t expected_count) const {
-    INFO("fixture array '" << name << "' (" << kRegenerate << ")");
-    REQUIRE(meta["arrays"].contains(name));
-    const json& entry = meta["arrays"][name];
-    size_t count = 1;
-    for (size_t d : entry["shape"].get<std::vector<size_t>>()) count *= d;
-    REQUIRE(count == expected_count);
-    const size_t offset = entry["offset"].get<size_t>();
-    REQUIRE(offset + count * sizeof(T) <= blob.size());
-    std::vector<T> out(count);
-    std::memcpy(out.data(), blob.data() + offset, count * sizeof(T));
-    return out;
-  }
-};
-
-Fixture load_fixture() {
-  Fixture f;
-  const std::string json_path = test::fixture_path("reference.json");
-  const std::string bin_path = test::fixture_path("reference.bin");
-  std::ifstream js(json_path);
-  INFO(json_path << " is missing (" << kRegenerate << ")");
-  REQUIRE(js.good());
-  f.meta = json::parse(js);
-  std::ifstream bin(bin_path, std::ios::binary);
-  INFO(bin_path << " is missing (" << kRegenerate << ")");
-  REQUIRE(bin.good());
-  f.blob.assign(std::istreambuf_iterator<char>(bin), std::istreambuf_iterator<char>());
-  return f;
-}
+Fixture load_fixture() { return test::load_array_fixture("reference", "python3 tests/make_reference.py"); }
 
 ModelConfig fixture_config(const json& j) {
   ModelConfig c;
