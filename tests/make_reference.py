@@ -15,20 +15,19 @@ Format: reference.json holds the configuration, hyperparameters, scalars and an 
 {name: {"offset": bytes, "shape": [...], "dtype": "float32"|"int32"}} into reference.bin
 (little-endian raw arrays).
 """
-import json
 import math
-import os
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from fixture_io import write_array_fixture
 
 L, C, NH, V, MAXT = 2, 64, 4, 500, 32
 VP = (V + 127) // 128 * 128
 B, T = 3, 24
 STEPS, WARMUP, MAX_LR = 10, 4, 3e-3
 BETAS, EPS, WEIGHT_DECAY, MAX_NORM = (0.9, 0.95), 1e-8, 0.1, 1.0
-HERE = os.path.dirname(os.path.abspath(__file__))
 
 # gpt2cc's layout order (core/params.hpp); per-layer tensors are stacked over L.
 ORDER = ["wte", "wpe", "ln1w", "ln1b", "qkvw", "qkvb", "attprojw", "attprojb",
@@ -159,12 +158,6 @@ def main():
         "logits": logits0,
         "grads": grads,
     }
-    index, blob, offset = {}, [], 0
-    for name, arr in arrays.items():
-        data = np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<")).tobytes()
-        index[name] = {"offset": offset, "shape": list(arr.shape), "dtype": str(arr.dtype)}
-        blob.append(data)
-        offset += len(data)
     meta = {
         "generator": "tests/make_reference.py (torch %s)" % torch.__version__,
         "config": {"num_layers": L, "channels": C, "num_heads": NH, "vocab_size": V,
@@ -175,17 +168,8 @@ def main():
         "loss": loss0,
         "step_losses": losses,
         "step_grad_norms": norms,
-        "arrays": index,
     }
-    out = os.path.join(HERE, "fixtures")
-    os.makedirs(out, exist_ok=True)
-    # Atomic writes: a temporary file renamed over the old fixture.
-    for name, payload, mode in (("reference.bin", b"".join(blob), "wb"),
-                                ("reference.json", json.dumps(meta, indent=1), "w")):
-        path = os.path.join(out, name)
-        with open(path + ".tmp", mode) as f:
-            f.write(payload)
-        os.replace(path + ".tmp", path)
+    offset = write_array_fixture("reference", arrays, meta)
     print("loss %.6f; step losses %s; grad norms %s; %d bytes" %
           (loss0, ["%.5f" % x for x in losses], ["%.3f" % x for x in norms], offset))
 

@@ -18,14 +18,12 @@ Regenerate (deterministic; CPU, needs only torch and numpy):
 Format: sdpa.json holds the cases and an index {name: {"offset": bytes, "shape": [...],
 "dtype": "bfloat16"|"float32"}} into sdpa.bin (little-endian raw arrays; bfloat16 as its 16 bits).
 """
-import json
-import os
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+from fixture_io import write_array_fixture
+
 # name, B, T, NH, HS, range of q, k, v
 CASES = [("hs64", 2, 72, 2, 64, 1.5),
          ("hs128", 1, 100, 1, 128, 1.5),
@@ -83,25 +81,11 @@ def main():
         print("%-12s B=%d T=%d NH=%d HS=%d range %.1f: torch bf16 rel L2 %s" %
               (name, B, T, NH, HS, rng, {k: "%.2e" % v for k, v in errors.items()}))
 
-    index, blob, offset = {}, [], 0
-    for key, (dtype, arr) in arrays.items():
-        data = np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<")).tobytes()
-        index[key] = {"offset": offset, "shape": list(arr.shape), "dtype": dtype}
-        blob.append(data)
-        offset += len(data)
     meta = {"generator": "tests/make_sdpa_fixture.py (torch %s)" % torch.__version__,
             "op": "torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True), "
                   "float64 on the CPU; torch_bf16_rel_l2: the same on bf16 tensors",
-            "cases": cases, "arrays": index}
-    out = os.path.join(HERE, "fixtures")
-    os.makedirs(out, exist_ok=True)
-    # Atomic writes: a temporary file renamed over the old fixture.
-    for fname, payload, mode in (("sdpa.bin", b"".join(blob), "wb"),
-                                 ("sdpa.json", json.dumps(meta, indent=1), "w")):
-        path = os.path.join(out, fname)
-        with open(path + ".tmp", mode) as f:
-            f.write(payload)
-        os.replace(path + ".tmp", path)
+            "cases": cases}
+    offset = write_array_fixture("sdpa", arrays, meta)
     print("%d bytes" % offset)
 
 
