@@ -164,7 +164,20 @@ def attention_section(directory):
                      f"| {o_fb} | {num(t and t.get('fwd_bwd_ms'), '{:.3f}')} | {ratio_text} | {tiles} | {designs} |")
     if not ours_rows and not theirs_rows:
         lines.append("| (no attention results) | | | | | | | | | | |")
-    return lines + [""]
+    lines.append("")
+    accuracy = (theirs or {}).get("fixture_accuracy")
+    if accuracy:
+        lines += ["Accuracy on tests/fixtures/sdpa.json: relative L2 error against SDPA in float64 of PyTorch's SDPA "
+                  "on this GPU (flash backend, bf16), and in brackets of PyTorch's bf16 SDPA on the CPU, to which "
+                  "gpt2cc's `[pytorch]` tests hold its bf16 attention kernels on this GPU (test stage; bar in "
+                  "tests/common/sdpa_fixture.hpp).", "",
+                  "| case | B | T | NH | HS | out | dq | dk | dv |", "|---|---|---|---|---|---|---|---|---|"]
+        for r in accuracy:
+            cells = " | ".join(f"{num(r.get(p), '{:.2e}')} ({num(r.get('cpu_bf16', {}).get(p), '{:.2e}')})"
+                               for p in ("out", "dq", "dk", "dv"))
+            lines.append(f"| {r.get('case')} | {r.get('B')} | {r.get('T')} | {r.get('NH')} | {r.get('HS')} | {cells} |")
+        lines.append("")
+    return lines
 
 
 def kernels_section(directory):
@@ -272,7 +285,10 @@ def self_test():
         put("pt_attention.json", {"results": [
             {"B": 8, "NH": 12, "T": 1024, "HS": 64, "fwd_ms": 0.4, "fwd_bwd_ms": 2.0},
             {"B": 16, "NH": 12, "T": 1024, "HS": 64, "fwd_ms": 0.8, "fwd_bwd_ms": 4.0},
-            {"B": 8, "NH": 12, "T": 1024, "HS": 128, "fwd_ms": 0.8, "fwd_bwd_ms": 4.0}]})
+            {"B": 8, "NH": 12, "T": 1024, "HS": 128, "fwd_ms": 0.8, "fwd_bwd_ms": 4.0}],
+            "fixture_accuracy": [{"case": "hs64", "B": 2, "T": 72, "NH": 2, "HS": 64, "out": 1.5e-3, "dq": 2e-3,
+                                  "dk": 3e-3, "dv": None, "cpu_bf16": {"out": 1.9e-3, "dq": 2.5e-3, "dk": 3.2e-3,
+                                                                      "dv": 3.2e-3}}]})
         put("kernels.json", {"copy_bandwidth_gbps": 3000.0, "sgemm_tflops": 50.0, "peaks_entry": "H100 SXM5",
                              "peak_bf16_dense_tflops": 989.4, "peak_fp32_tflops": 67, "datasheet_memory_gbps": 3350,
                              "B": 8, "T": 1024, "reps": 50, "kernels": [
@@ -302,6 +318,9 @@ def self_test():
                "a shape the device cannot hold is not called invalid")
         expect("| 8 | 12 | 1024 | 128 | n/a | 0.800 | n/a | 4.000 | n/a | n/a | n/a |" in text,
                "SDPA-only shape gives n/a ratio")
+        expect("| hs64 | 2 | 72 | 2 | 64 | 1.50e-03 (1.90e-03) | 2.00e-03 (2.50e-03) | 3.00e-03 (3.20e-03) "
+               "| n/a (3.20e-03) |" in text, "SDPA accuracy row, a missing figure as n/a")
+        expect(empty.count("Accuracy on tests/fixtures") == 0, "no accuracy table without the figures")
         expect("| gelu_forward | bf16 | N=1 | 0.1000 | 2400 GB/s | 80.0% |" in text, "kernel roofline row")
         expect("| matmul_forward | bf16 | fc | 0.2000 | 600.0 TFLOP/s | n/a |" in text, "unknown peak gives n/a")
         expect("INVALID (rel. error 5.00e-01)" in text, "invalid kernel row")

@@ -5,6 +5,8 @@ error, not a silent fallback, if it cannot run the shape); on CPU whichever back
 Inputs are (B, NH, T, HS) tensors; each figure is the median over --reps after --warmup runs.
 """
 import argparse
+import json
+import os
 import statistics
 import sys
 
@@ -15,6 +17,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from bench_common import time_ms, write_json_atomic
 
 DEFAULT_SHAPES = "8x12x1024x64,16x12x1024x64,8x12x1024x128,16x12x1024x128"
+DEFAULT_FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "fixtures",
+                               "sdpa.json")
 
 
 def attention_flops(B, NH, T, HS):
@@ -49,6 +53,10 @@ def parse_args(argv):
     p.add_argument("--warmup", type=int, default=10, help="untimed repetitions first")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for --device cpu (0: torch default)")
     p.add_argument("--json", help="also write the results to this JSON file")
+    p.add_argument("--fixture", default=DEFAULT_FIXTURE,
+                   help="tests/make_sdpa_fixture.py's sdpa.json: SDPA's error on its cases against float64, "
+                        "beside PyTorch's CPU bf16 error that gpt2cc's attention tests are held to "
+                        "('none': skip; default: the repository's, skipped if missing)")
     a = p.parse_args(argv)
     a.shapes = parse_shapes(a.shapes, p)
     if a.reps < 1:
@@ -57,6 +65,8 @@ def parse_args(argv):
         p.error(f"--warmup must be >= 1, got {a.warmup}")
     if a.threads < 0:
         p.error(f"--threads must be >= 0, got {a.threads}")
+    if a.fixture not in ("none", DEFAULT_FIXTURE) and not os.path.exists(a.fixture):
+        p.error(f"--fixture {a.fixture}: no such file")
     if a.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device visible to PyTorch (use --device cpu)")
     if a.dtype is None:
@@ -93,6 +103,53 @@ def bench_shape(B, NH, T, HS, a, device, dtype):
     }
 
 
+def load_fixture_cases(path):
+    """The cases of tests/make_sdpa_fixture.py's fixture: (case metadata, qkv, dout, out, dqkv) with
+    qkv (B, T, 3C) and dout (B, T, C) as float32 (bf16 values) and out, dqkv as float64 SDPA gave."""
+    import numpy as np
+    with open(path) as f:
+        meta = json.load(f)
+    blob = np.fromfile(os.path.splitext(path)[0] + ".bin", dtype=np.uint8)
+
+    def array(name):
+        e = meta["arrays"][name]
+        count = int(np.prod(e["shape"]))
+        if e["dtype"] == "bfloat16":  # 16 bits each: the top half of a float32
+            bits = blob[e["offset"]:e["offset"] + 2 * count].view("<u2").astype(np.uint32) << 16
+            return bits.view(np.float32).reshape(e["shape"])
+        return blob[e["offset"]:e["offset"] + 4 * count].view("<f4").reshape(e["shape"])
+
+    for c in meta["cases"]:
+        n = c["name"]
+        yield c, array(f"{n}.qkv"), array(f"{n}.dout"), array(f"{n}.out"), array(f"{n}.dqkv")
+
+
+def fixture_errors(path, a, device, dtype):
+    """Relative L2 error of SDPA (out, dq, dk, dv) on this device and dtype against the fixture's
+    float64 result, per case, with the fixture's PyTorch CPU bf16 figures beside it."""
+    import numpy as np
+    rows = []
+    backends = [SDPBackend.FLASH_ATTENTION] if a.device == "cuda" else list(SDPBackend.__members__.values())
+    for c, qkv, dout, out64, dqkv64 in load_fixture_cases(path):
+        B, T, NH, HS = c["B"], c["T"], c["NH"], c["HS"]
+        C = NH * HS
+        x = torch.from_numpy(qkv.copy()).to(device=device, dtype=dtype).requires_grad_(True)
+        heads = lambda t: t.reshape(B, T, NH, HS).transpose(1, 2)
+        with sdpa_kernel(backends):
+            y = F.scaled_dot_product_attention(*(heads(x[..., i * C:(i + 1) * C]) for i in range(3)), is_causal=True)
+            y = y.transpose(1, 2).reshape(B, T, C)
+            y.backward(torch.from_numpy(dout.copy()).to(device=device, dtype=dtype))
+        got_out = y.detach().double().cpu().numpy()
+        got_dqkv = x.grad.double().cpu().numpy()
+        rel = lambda got, ref: float(np.linalg.norm(got - ref) / np.linalg.norm(ref))
+        row = {"case": c["name"], "B": B, "T": T, "NH": NH, "HS": HS, "range": c["range"],
+               "out": rel(got_out, out64.astype(np.float64)), "cpu_bf16": c["torch_bf16_rel_l2"]}
+        for i, part in enumerate(("dq", "dk", "dv")):
+            row[part] = rel(got_dqkv[..., i * C:(i + 1) * C], dqkv64[..., i * C:(i + 1) * C].astype(np.float64))
+        rows.append(row)
+    return rows
+
+
 def main(argv=None):
     a = parse_args(argv)
     torch.manual_seed(1337)
@@ -117,10 +174,21 @@ def main(argv=None):
         rows.append(r)
         print(f"| {B} | {NH} | {T} | {HS} | {r['fwd_ms']:.3f} | {r['fwd_tflops']:.2f} "
               f"| {r['fwd_bwd_ms']:.3f} | {r['fwd_bwd_tflops']:.2f} |")
+    accuracy = None
+    if a.fixture != "none" and os.path.exists(a.fixture):
+        accuracy = fixture_errors(a.fixture, a, device, dtype)
+        print(f"\naccuracy on {os.path.relpath(a.fixture)} (relative L2 against SDPA in float64; "
+              f"in brackets PyTorch's CPU bf16, the reference of gpt2cc's [pytorch] attention tests):")
+        print("| case | B | T | NH | HS | out | dq | dk | dv |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for r in accuracy:
+            cells = " | ".join(f"{r[p]:.2e} ({r['cpu_bf16'][p]:.2e})" for p in ("out", "dq", "dk", "dv"))
+            print(f"| {r['case']} | {r['B']} | {r['T']} | {r['NH']} | {r['HS']} | {cells} |")
     if a.json:
         write_json_atomic(a.json, {"benchmark": "pytorch_sdpa_causal", "torch": torch.__version__,
                                    "device": device_name, "dtype": a.dtype, "backend": backend,
-                                   "reps": a.reps, "warmup": a.warmup, "results": rows})
+                                   "reps": a.reps, "warmup": a.warmup, "results": rows,
+                                   "fixture_accuracy": accuracy})
     return 0
 
 
