@@ -23,9 +23,17 @@ constexpr int MC = 384;
 // Columns of one task at most: bounds a task's time, so the dynamic schedule can even out
 // threads slowed by a shared core (the classifier's 50304 columns become 25 or more tasks).
 constexpr int kMaxTaskColumns = 2048;
-// The cost of packing one float, in multiply-adds of the micro-kernel (a rough measure on this
-// code's x86-64 build: packing reads the operand once from L2/L3/memory and transposes it).
+// The cost of packing one float, in flops of the micro-kernel (a rough measure on this code's
+// x86-64 build: packing reads the operand once from L2/L3 and transposes it).
 constexpr double kPackCost = 16.0;
+// Operands (A and Bm together) of more floats than this (32 MiB, the 2-core machine's L3) are
+// packed from memory, and every further cut of Cm reads one of them from memory once more: the
+// d2 classifier's dinp (dlogits 256 x 50304 times wte 50304 x 128) took ~20 ms at 2 threads cut
+// into two tasks, ~27 ms cut into the four that two tasks per thread asked for (2026-12-04).
+// Packing such an operand costs about this many flops per float (perf: ~70 for wte's rows read
+// 64 bytes at a time).
+constexpr double kStreamedFloats = 8.0 * 1024 * 1024;
+constexpr double kStreamedPackCost = 64.0;
 
 int ceil_div(int a, int b) { return (a + b - 1) / b; }
 int round_up(int a, int b) { return ceil_div(a, b) * b; }
@@ -151,29 +159,33 @@ void micro_kernel(int kc, const float* __restrict Ap, const float* __restrict Bp
 // How Cm is cut into tasks: blocks of mstep x nstep (whole register tiles), which threads take
 // one at a time. A task packs its rows of A once per depth block and each 16-column panel of Bm
 // once, so more row blocks repack Bm and more column blocks repack A. Chosen to finish soonest:
-// rounds of tasks (ceil(tasks / threads)) times a task's multiply-adds plus its packing, with the
-// A block within MC rows, a task within kMaxTaskColumns columns, and, where the shape allows, at
-// least two tasks per thread, so that a thread slowed by a shared core is not waited on for
-// half the product. The blocking changes no bits: each element is still summed in the order of
+// rounds of tasks (ceil(tasks / threads)) times a task's flops plus its packing, with the A block
+// within MC rows and a task within kMaxTaskColumns columns. Where the operands fit in the cache
+// and the shape allows, at least two tasks per thread come first, so that a thread slowed by a
+// shared core is not waited on for half the product; operands streamed from memory (more than
+// kStreamedFloats) make each extra cut cost more than that guards against, and the model alone
+// decides. The blocking changes no bits: each element is still summed in the order of
 // cpu/gemm.hpp.
 struct Blocking {
   int mblocks = 1, nblocks = 1, mstep = 0, nstep = 0;
 
-  Blocking(int M, int N, int threads) {
+  Blocking(int M, int N, int K, int threads) {
     const int m_fewest = ceil_div(M, MC), n_fewest = ceil_div(N, kMaxTaskColumns);
     set(M, N, m_fewest, n_fewest);
     if (threads <= 1) return;
+    const bool streamed = (static_cast<double>(M) + N) * K > kStreamedFloats;
+    const double pack_cost = streamed ? kStreamedPackCost : kPackCost;
     const int m_most = std::min(ceil_div(M, MR), m_fewest + 4 * threads);
     const int n_most = std::min(ceil_div(N, NR), n_fewest + 4 * threads);
     double best = -1.0;
     bool best_has_wanted_tasks = false;
     for (int mb = m_fewest; mb <= m_most; ++mb) {
       for (int nb = n_fewest; nb <= n_most; ++nb) {
-        Blocking candidate(M, N, 1);
+        Blocking candidate(M, N, K, 1);
         candidate.set(M, N, mb, nb);
         const int tasks = candidate.mblocks * candidate.nblocks;
-        const bool has_wanted_tasks = tasks >= 2 * threads;
-        const double task = 2.0 * candidate.mstep * candidate.nstep + kPackCost * (candidate.mstep + candidate.nstep);
+        const bool has_wanted_tasks = !streamed && tasks >= 2 * threads;
+        const double task = 2.0 * candidate.mstep * candidate.nstep + pack_cost * (candidate.mstep + candidate.nstep);
         const double time = ceil_div(tasks, threads) * task;
         if (best < 0.0 || (has_wanted_tasks && !best_has_wanted_tasks) ||
             (has_wanted_tasks == best_has_wanted_tasks && time < best)) {
@@ -235,7 +247,7 @@ void assign_initial(float* Cm, size_t ldc, int M, int N, const float* init) {
 // order, so the result does not depend on the thread count (deterministic dweight).
 void gemm_parallel(float* Cm, size_t ldc, StridedMatrix A, StridedMatrix Bm, int M, int N, int K, bool assign,
                    const float* init) {
-  const Blocking g(M, N, omp_get_max_threads());
+  const Blocking g(M, N, K, omp_get_max_threads());
 #pragma omp parallel for collapse(2) schedule(dynamic)
   for (int jb = 0; jb < g.nblocks; ++jb) {
     for (int ib = 0; ib < g.mblocks; ++ib) gemm_block(Cm, ldc, A, Bm, M, N, K, g, ib, jb, assign, init);
@@ -244,7 +256,7 @@ void gemm_parallel(float* Cm, size_t ldc, StridedMatrix A, StridedMatrix Bm, int
 
 void gemm_serial(float* Cm, size_t ldc, StridedMatrix A, StridedMatrix Bm, int M, int N, int K, bool assign,
                  const float* init) {
-  const Blocking g(M, N, 1);
+  const Blocking g(M, N, K, 1);
   for (int jb = 0; jb < g.nblocks; ++jb) {
     for (int ib = 0; ib < g.mblocks; ++ib) gemm_block(Cm, ldc, A, Bm, M, N, K, g, ib, jb, assign, init);
   }
