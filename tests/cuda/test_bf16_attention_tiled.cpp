@@ -8,8 +8,8 @@
 // (tests/make_sdpa_fixture.py).
 #include <catch2/catch.hpp>
 
+#include "attention_sdpa_util.hpp"
 #include "bf16_test_util.hpp"
-#include "common/sdpa_fixture.hpp"
 #include "cpu/attention.hpp"
 #include "kernels/attention.cuh"
 
@@ -76,19 +76,9 @@ TEST_CASE("bf16 tiled attention forward and backward match cpu", "[cuda][bf16][a
 // rounding from it, as above, and no further from it than PyTorch's own bf16 SDPA allows
 // (common/sdpa_fixture.hpp).
 TEST_CASE("bf16 tiled attention matches PyTorch scaled_dot_product_attention", "[cuda][bf16][attention][pytorch]") {
-  cudaStream_t stream = test::test_stream();
   for (const test::SdpaCase& c : test::load_sdpa_cases()) {
-    const int B = c.B, T = c.T, C = c.C(), NH = c.NH;
-    INFO(c.name << ": B=" << B << " T=" << T << " NH=" << NH << " HS=" << c.HS << " range=" << c.range);
-    DeviceBuffer<bf16> d_qkv(test::to_bf16(c.qkv)), d_dout(test::to_bf16(c.dout));
-    DeviceBuffer<bf16> d_out(c.out.size()), d_dqkv(c.dqkv.size());
-    DeviceBuffer<float> d_lse(static_cast<size_t>(B) * NH * T);
-    d_out.poison();
-    d_dqkv.poison();
-    cuda::attention_forward(d_out.get(), d_lse.get(), d_qkv.get(), B, T, C, NH, DropoutParams{}, stream);
-    cuda::attention_backward(d_dqkv.get(), d_dout.get(), d_lse.get(), d_qkv.get(), d_out.get(), B, T, C, NH,
-                             DropoutParams{}, stream);
-    const auto out = test::from_bf16(d_out.download()), dqkv = test::from_bf16(d_dqkv.download());
+    INFO(c.name << ": B=" << c.B << " T=" << c.T << " NH=" << c.NH << " HS=" << c.HS << " range=" << c.range);
+    const auto [out, dqkv] = test::tiled_attention_on<bf16>(c, test::test_stream());
     expect_bf16_output(out, c.out, 1e-5, "bf16 attention out");
     expect_bf16_output(dqkv, c.dqkv, 1e-4, "bf16 attention dqkv");
     test::check_as_accurate_as_torch_bf16(out, dqkv, c, "bf16 tiled attention");

@@ -7,7 +7,7 @@
 // PyTorch's scaled_dot_product_attention (tests/make_sdpa_fixture.py).
 #include <catch2/catch.hpp>
 
-#include "common/sdpa_fixture.hpp"
+#include "attention_sdpa_util.hpp"
 #include "cpu/attention.hpp"
 #include "cuda_test_util.hpp"
 #include "kernels/attention.cuh"
@@ -52,19 +52,11 @@ TEST_CASE("cuda attention forward and backward match cpu", "[cuda][attention]") 
 // PyTorch's SDPA in float64 (tests/make_sdpa_fixture.py), no dropout: out and dqkv within 1e-5
 // (2e-5 for dqkv, as against the CPU), element-wise and in relative L2.
 TEST_CASE("cuda attention matches PyTorch scaled_dot_product_attention", "[cuda][attention][pytorch]") {
-  cudaStream_t stream = test::test_stream();
   for (const test::SdpaCase& c : test::load_sdpa_cases()) {
-    const int B = c.B, T = c.T, C = c.C(), NH = c.NH;
-    INFO(c.name << ": B=" << B << " T=" << T << " NH=" << NH << " HS=" << c.HS << " range=" << c.range);
-    DeviceBuffer<float> d_qkv(c.qkv), d_dout(c.dout), d_out(c.out.size()), d_dqkv(c.dqkv.size());
-    DeviceBuffer<float> d_lse(static_cast<size_t>(B) * NH * T);
-    d_out.poison();
-    d_dqkv.poison();
-    cuda::attention_forward(d_out.get(), d_lse.get(), d_qkv.get(), B, T, C, NH, DropoutParams{}, stream);
-    cuda::attention_backward(d_dqkv.get(), d_dout.get(), d_lse.get(), d_qkv.get(), d_out.get(), B, T, C, NH,
-                             DropoutParams{}, stream);
-    test::expect_matches(d_out.download(), c.out, "attention out");
-    test::expect_matches(d_dqkv.download(), c.dqkv, "attention dqkv", 2e-5);
+    INFO(c.name << ": B=" << c.B << " T=" << c.T << " NH=" << c.NH << " HS=" << c.HS << " range=" << c.range);
+    const auto [out, dqkv] = test::tiled_attention_on<float>(c, test::test_stream());
+    test::expect_matches(out, c.out, "attention out");
+    test::expect_matches(dqkv, c.dqkv, "attention dqkv", 2e-5);
   }
 }
 

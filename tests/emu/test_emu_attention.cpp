@@ -16,8 +16,8 @@
 #include <type_traits>
 #include <vector>
 
-#include "common/sdpa_fixture.hpp"
 #include "cpu/attention.hpp"
+#include "cuda/attention_sdpa_util.hpp"
 #include "emu/layer_test_util.hpp"
 #include "kernels/attention.cuh"
 
@@ -89,20 +89,12 @@ TEMPLATE_TEST_CASE("emulated tiled attention matches PyTorch scaled_dot_product_
                    float, bf16) {
   using Elem = TestType;
   for (const test::SdpaCase& c : test::load_sdpa_cases()) {
-    const int B = c.B, T = c.T, C = c.C(), NH = c.NH;
-    INFO(c.name << ": B=" << B << " T=" << T << " NH=" << NH << " HS=" << c.HS << " range=" << c.range);
-    const cudaStream_t stream = test::test_stream();
-    const test::DeviceBuffer qkv(test::as<Elem>(c.qkv)), dout(test::as<Elem>(c.dout));
-    test::DeviceBuffer out(test::poisoned<Elem>(c.out.size())), dqkv(test::poisoned<Elem>(c.dqkv.size()));
-    test::DeviceBuffer lse(test::poisoned<float>(static_cast<size_t>(B) * NH * T));
-    cuda::attention_forward(out.get(), lse.get(), qkv.get(), B, T, C, NH, DropoutParams{}, stream);
-    cuda::attention_backward(dqkv.get(), dout.get(), lse.get(), qkv.get(), out.get(), B, T, C, NH, DropoutParams{},
-                             stream);
-    const std::vector<float> got_out = test::widened(out), got_dqkv = test::widened(dqkv);
-    test::expect_output<Elem>(got_out, c.out, 1e-5, 1e-5, "attention out");
-    test::expect_output<Elem>(got_dqkv, c.dqkv, 1e-5, 1e-4, "attention dqkv");
+    INFO(c.name << ": B=" << c.B << " T=" << c.T << " NH=" << c.NH << " HS=" << c.HS << " range=" << c.range);
+    const auto [out, dqkv] = test::tiled_attention_on<Elem>(c, test::test_stream());
+    test::expect_output<Elem>(out, c.out, 1e-5, 1e-5, "attention out");
+    test::expect_output<Elem>(dqkv, c.dqkv, 1e-5, 1e-4, "attention dqkv");
     if constexpr (std::is_same_v<Elem, bf16>)
-      test::check_as_accurate_as_torch_bf16(got_out, got_dqkv, c, "emulated tiled attention");
+      test::check_as_accurate_as_torch_bf16(out, dqkv, c, "emulated tiled attention");
   }
 }
 
