@@ -1,9 +1,10 @@
 #include "common/sdpa_fixture.hpp"
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
-
-#include <cmath>
+#include <string>
+#include <vector>
 
 #include "common/array_fixture.hpp"
 
@@ -48,7 +49,6 @@ std::vector<SdpaCase> load_sdpa_cases() {
   REQUIRE(!cases.empty());
   return cases;
 }
-
 
 void check_as_accurate_as_torch_bf16(const std::vector<float>& out, const std::vector<float>& dqkv, const SdpaCase& c,
                                      const std::string& what) {
