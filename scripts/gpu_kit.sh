@@ -69,9 +69,8 @@ if ((BINARIES)); then
   # and NCCL: the binaries would need libmpich and libnccl there, and one GPU runs no data parallel.
   cmake -S . -B "$CUDA_BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGPT2CC_CUDA=ON \
     -DGPT2CC_CUDA_ARCHITECTURES=90 -DGPT2CC_MPI=OFF -DGPT2CC_NCCL=OFF >/dev/null
-  # Built by their paths (Ninja file targets), not target names: the emulator's builds of the same
-  # programs (tests/emu/hostcuda: emu-bin/bench_kernels, ...) make a name like bench_kernels an
-  # alias of the emulated one.
+  # Built by their paths (Ninja file targets), not target names: exactly these files, whatever
+  # aliases CMake's Ninja generator makes (an emulated bench_kernels once shadowed the real one).
   cmake --build "$CUDA_BUILD_DIR" -j "$(nproc)" -- "${GPT2CC_GPU_BINARIES[@]}"
   [[ "$(gpt2cc_source_fingerprint .)" == "$fingerprint" ]] || die "the sources changed during the build: run it again"
   stage=$(mktemp -d)
