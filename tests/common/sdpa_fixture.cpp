@@ -1,12 +1,12 @@
 #include "common/sdpa_fixture.hpp"
 
-#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <string>
 #include <vector>
 
 #include "common/array_fixture.hpp"
+#include "common/test_common.hpp"
 
 namespace gpt2cc::test {
 
@@ -52,29 +52,18 @@ std::vector<SdpaCase> load_sdpa_cases() {
 
 void check_as_accurate_as_torch_bf16(const std::vector<float>& out, const std::vector<float>& dqkv, const SdpaCase& c,
                                      const std::string& what) {
-  const size_t rows = static_cast<size_t>(c.B) * c.T, C = static_cast<size_t>(c.C());
-  REQUIRE(out.size() >= rows * C);
-  REQUIRE(dqkv.size() >= rows * 3 * C);
-  // ||got - ref|| / ||ref|| over channels [first, first + C) of rows of `stride` floats.
-  const auto rel_l2 = [&](const std::vector<float>& got, const std::vector<float>& ref, size_t stride, size_t first) {
-    double diff = 0.0, norm = 0.0;
-    for (size_t r = 0; r < rows; ++r) {
-      for (size_t i = r * stride + first; i < r * stride + first + C; ++i) {
-        const double d = static_cast<double>(got[i]) - ref[i];
-        diff += d * d;
-        norm += static_cast<double>(ref[i]) * ref[i];
-      }
-    }
-    return std::sqrt(diff / norm);
-  };
+  const int BT = c.B * c.T, C = c.C();
+  REQUIRE(out.size() >= c.out.size());
+  REQUIRE(dqkv.size() >= c.dqkv.size());
   struct Part {
     const char* name;
     double error, torch;
   };
-  const Part parts[4] = {{"out", rel_l2(out, c.out, C, 0), c.torch_bf16_out},
-                         {"dq", rel_l2(dqkv, c.dqkv, 3 * C, 0), c.torch_bf16_dq},
-                         {"dk", rel_l2(dqkv, c.dqkv, 3 * C, C), c.torch_bf16_dk},
-                         {"dv", rel_l2(dqkv, c.dqkv, 3 * C, 2 * C), c.torch_bf16_dv}};
+  const Part parts[4] = {
+      {"out", rel_error(out.data(), c.out.data(), c.out.size()), c.torch_bf16_out},
+      {"dq", rel_error(qkv_part(dqkv, BT, C, 0), qkv_part(c.dqkv, BT, C, 0)), c.torch_bf16_dq},
+      {"dk", rel_error(qkv_part(dqkv, BT, C, 1), qkv_part(c.dqkv, BT, C, 1)), c.torch_bf16_dk},
+      {"dv", rel_error(qkv_part(dqkv, BT, C, 2), qkv_part(c.dqkv, BT, C, 2)), c.torch_bf16_dv}};
   for (const Part& p : parts) {
     INFO(what << " on " << c.name << ", " << p.name << ": relative L2 error " << p.error
               << " against SDPA in float64; PyTorch's bf16 SDPA: " << p.torch << " (allowed: " << kTorchBf16ErrorFactor

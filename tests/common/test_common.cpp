@@ -1,6 +1,8 @@
 #include "common/test_common.hpp"
 
 #include <catch2/catch.hpp>
+
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <sstream>
@@ -69,6 +71,13 @@ double rel_error(const float* a, const float* b, size_t n) {
 double rel_error(const std::vector<float>& a, const std::vector<float>& b) {
   REQUIRE(a.size() == b.size());
   return rel_error(a.data(), b.data(), a.size());
+}
+
+std::vector<float> qkv_part(const std::vector<float>& x, int BT, int C, int part) {
+  std::vector<float> out(static_cast<size_t>(BT) * C);
+  for (int i = 0; i < BT; ++i)
+    std::copy_n(&x[static_cast<size_t>(i) * 3 * C + part * C], C, &out[static_cast<size_t>(i) * C]);
+  return out;
 }
 
 std::vector<float> random_vector(size_t n, uint64_t seed, float lo, float hi) {

@@ -23,6 +23,9 @@ void expect_close(const double* actual, const double* expected, size_t n, double
 double rel_error(const float* a, const float* b, size_t n);
 double rel_error(const std::vector<float>& a, const std::vector<float>& b);
 
+// Part `part` (0 = q, 1 = k, 2 = v) of the first BT rows of a (B,T,3C) tensor, as (B,T,C).
+std::vector<float> qkv_part(const std::vector<float>& x, int BT, int C, int part);
+
 // Uniform in [lo, hi) from a counter-based generator: same values on every machine.
 std::vector<float> random_vector(size_t n, uint64_t seed, float lo = -1.0f, float hi = 1.0f);
 std::vector<int> random_tokens(size_t n, uint64_t seed, int vocab);

@@ -46,14 +46,6 @@ inline std::vector<double> reference_lse(const std::vector<float>& qkv, int B, i
   return lse;
 }
 
-// Part `part` (0 = q, 1 = k, 2 = v) of a (B,T,3C) tensor as a (B,T,C) vector.
-inline std::vector<float> qkv_part(const std::vector<float>& x, int BT, int C, int part) {
-  std::vector<float> out(static_cast<size_t>(BT) * C);
-  for (int i = 0; i < BT; ++i)
-    std::copy_n(&x[static_cast<size_t>(i) * 3 * C + part * C], C, &out[static_cast<size_t>(i) * C]);
-  return out;
-}
-
 // True when every byte of host[from..] still holds the 0xFF poison (nothing was stored there).
 template <class T>
 bool still_poisoned(const std::vector<T>& host, size_t from) {
