@@ -1,7 +1,8 @@
 """Writes a fixture the way tests/common/array_fixture.hpp reads it: tests/fixtures/<stem>.json
 (the generator's metadata plus an index "arrays": {name: {"offset": bytes, "shape": [...],
 "dtype": ...}}) beside <stem>.bin (the little-endian raw arrays), each written to a temporary file
-renamed over the old one. Shared by tests/make_reference.py and tests/make_sdpa_fixture.py."""
+renamed over the old one; and reads one back. Shared by tests/make_reference.py,
+tests/make_sdpa_fixture.py and benchmarks/pytorch/attention_sdpa.py."""
 import json
 import os
 
@@ -30,3 +31,21 @@ def write_array_fixture(stem, arrays, meta):
             f.write(payload)
         os.replace(path + ".tmp", path)
     return offset
+
+
+def read_array_fixture(json_path):
+    """The fixture at json_path (and the .bin beside it): (meta, {name: array}), bfloat16 arrays
+    widened to float32 (exact)."""
+    with open(json_path) as f:
+        meta = json.load(f)
+    blob = np.fromfile(os.path.splitext(json_path)[0] + ".bin", dtype=np.uint8)
+    arrays = {}
+    for name, e in meta["arrays"].items():
+        count = int(np.prod(e["shape"]))
+        if e["dtype"] == "bfloat16":  # 16 bits each: the top half of a float32
+            bits = blob[e["offset"]:e["offset"] + 2 * count].view("<u2").astype(np.uint32) << 16
+            arrays[name] = bits.view(np.float32).reshape(e["shape"])
+        else:
+            dtype = np.dtype(e["dtype"]).newbyteorder("<")
+            arrays[name] = blob[e["offset"]:e["offset"] + dtype.itemsize * count].view(dtype).reshape(e["shape"])
+    return meta, arrays

@@ -5,7 +5,6 @@ error, not a silent fallback, if it cannot run the shape); on CPU whichever back
 Inputs are (B, NH, T, HS) tensors; each figure is the median over --reps after --warmup runs.
 """
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -17,8 +16,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from bench_common import time_ms, write_json_atomic
 
 DEFAULT_SHAPES = "8x12x1024x64,16x12x1024x64,8x12x1024x128,16x12x1024x128"
-DEFAULT_FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "fixtures",
-                               "sdpa.json")
+TESTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests")
+DEFAULT_FIXTURE = os.path.join(TESTS_DIR, "fixtures", "sdpa.json")
 
 
 def attention_flops(B, NH, T, HS):
@@ -103,49 +102,27 @@ def bench_shape(B, NH, T, HS, a, device, dtype):
     }
 
 
-def load_fixture_cases(path):
-    """The cases of tests/make_sdpa_fixture.py's fixture: (case metadata, qkv, dout, out, dqkv) with
-    qkv (B, T, 3C) and dout (B, T, C) as float32 (bf16 values) and out, dqkv as float64 SDPA gave."""
-    import numpy as np
-    with open(path) as f:
-        meta = json.load(f)
-    blob = np.fromfile(os.path.splitext(path)[0] + ".bin", dtype=np.uint8)
-
-    def array(name):
-        e = meta["arrays"][name]
-        count = int(np.prod(e["shape"]))
-        if e["dtype"] == "bfloat16":  # 16 bits each: the top half of a float32
-            bits = blob[e["offset"]:e["offset"] + 2 * count].view("<u2").astype(np.uint32) << 16
-            return bits.view(np.float32).reshape(e["shape"])
-        return blob[e["offset"]:e["offset"] + 4 * count].view("<f4").reshape(e["shape"])
-
-    for c in meta["cases"]:
-        n = c["name"]
-        yield c, array(f"{n}.qkv"), array(f"{n}.dout"), array(f"{n}.out"), array(f"{n}.dqkv")
-
-
 def fixture_errors(path, a, device, dtype):
     """Relative L2 error of SDPA (out, dq, dk, dv) on this device and dtype against the fixture's
-    float64 result, per case, with the fixture's PyTorch CPU bf16 figures beside it."""
-    import numpy as np
-    rows = []
+    float64 result, per case, with the fixture's PyTorch CPU bf16 figures beside it. The call and
+    the error are tests/make_sdpa_fixture.py's own."""
+    sys.path.insert(0, TESTS_DIR)
+    from fixture_io import read_array_fixture
+    from make_sdpa_fixture import rel_l2, sdpa
+    meta, arrays = read_array_fixture(path)
     backends = [SDPBackend.FLASH_ATTENTION] if a.device == "cuda" else list(SDPBackend.__members__.values())
-    for c, qkv, dout, out64, dqkv64 in load_fixture_cases(path):
-        B, T, NH, HS = c["B"], c["T"], c["NH"], c["HS"]
+    rows = []
+    for c in meta["cases"]:
+        n, B, T, NH, HS = c["name"], c["B"], c["T"], c["NH"], c["HS"]
         C = NH * HS
-        x = torch.from_numpy(qkv.copy()).to(device=device, dtype=dtype).requires_grad_(True)
-        heads = lambda t: t.reshape(B, T, NH, HS).transpose(1, 2)
+        on_device = lambda name: torch.from_numpy(arrays[f"{n}.{name}"].copy()).to(device=device, dtype=dtype)
         with sdpa_kernel(backends):
-            y = F.scaled_dot_product_attention(*(heads(x[..., i * C:(i + 1) * C]) for i in range(3)), is_causal=True)
-            y = y.transpose(1, 2).reshape(B, T, C)
-            y.backward(torch.from_numpy(dout.copy()).to(device=device, dtype=dtype))
-        got_out = y.detach().double().cpu().numpy()
-        got_dqkv = x.grad.double().cpu().numpy()
-        rel = lambda got, ref: float(np.linalg.norm(got - ref) / np.linalg.norm(ref))
-        row = {"case": c["name"], "B": B, "T": T, "NH": NH, "HS": HS, "range": c["range"],
-               "out": rel(got_out, out64.astype(np.float64)), "cpu_bf16": c["torch_bf16_rel_l2"]}
+            out, dqkv = sdpa(on_device("qkv"), on_device("dout"), B, T, NH, HS)
+        out64, dqkv64 = (torch.from_numpy(arrays[f"{n}.{name}"]) for name in ("out", "dqkv"))
+        row = {"case": n, "B": B, "T": T, "NH": NH, "HS": HS, "range": c["range"],
+               "out": rel_l2(out.cpu(), out64), "cpu_bf16": c["torch_bf16_rel_l2"]}
         for i, part in enumerate(("dq", "dk", "dv")):
-            row[part] = rel(got_dqkv[..., i * C:(i + 1) * C], dqkv64[..., i * C:(i + 1) * C].astype(np.float64))
+            row[part] = rel_l2(dqkv.cpu()[..., i * C:(i + 1) * C], dqkv64[..., i * C:(i + 1) * C])
         rows.append(row)
     return rows
 
