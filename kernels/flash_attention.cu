@@ -250,7 +250,7 @@ void flash_attention_forward(bf16* out, float* lse, const bf16* qkv, int B, int 
 }
 
 FlashBackward flash_attention_backward_design(FlashBackward design) {
-  return design == FlashBackward::kAuto ? FlashBackward::kFused : design;
+  return design == FlashBackward::kAuto ? FlashBackward::kSplit : design;
 }
 
 const char* flash_attention_backward_name(FlashBackward design) {
