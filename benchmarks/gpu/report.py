@@ -134,15 +134,20 @@ def train_section(directory):
 def attention_section(directory):
     ours = load_json(directory, "attention.json")
     theirs = load_json(directory, "pt_attention.json")
+    peak = (load_json(directory, "kernels.json") or {}).get("peak_bf16_dense_tflops")
+    peak_text = f"{peak} TFLOP/s, benchmarks/gpu/peaks.json" if peak else "unknown: no kernels.json peak"
     lines = ["## Causal attention forward + backward (bf16): gpt2cc flash vs PyTorch SDPA (flash backend)", "",
              f"Median ms per call. ratio = gpt2cc time / SDPA time (target ≤ {ATTENTION_RATIO_TARGET}x: within "
              f"{ATTENTION_RATIO_TARGET}x of SDPA). gpt2cc's tiles: fwd+bwd ms with 64 and 128 rows a CTA forced, "
              "and the one its launchers take by themselves (auto, used in the other columns). gpt2cc's backward "
              "designs: bwd ms of the split one (7 products per tile pair) and the fused one (5, dQ summed in order "
-             "between CTAs; scratch MiB of each after the times), and the one taken by default (auto).", "",
+             "between CTAs; scratch MiB of each after the times), and the one taken by default (auto). Roofline: "
+             "fwd+bwd TFLOP/s of each (the same causal FLOP count for both) and its fraction of the dense bf16 "
+             f"tensor-core peak ({peak_text}).", "",
              "| B | NH | T | HS | gpt2cc fwd ms | SDPA fwd ms | gpt2cc fwd+bwd ms | SDPA fwd+bwd ms | fwd+bwd ratio "
-             "| gpt2cc tiles 64 / 128 (auto) | gpt2cc bwd split / fused (auto) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| fwd+bwd TFLOP/s gpt2cc / SDPA (of peak) | gpt2cc tiles 64 / 128 (auto) "
+             "| gpt2cc bwd split / fused (auto) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     key = lambda r: (r["B"], r["NH"], r["T"], r["HS"])
     ours_rows = {key(r): r for r in (ours or {}).get("results", [])}
     theirs_rows = {key(r): r for r in (theirs or {}).get("results", [])}
@@ -156,14 +161,20 @@ def attention_section(directory):
         o_fb = num(o.get("fwd_bwd_ms"), "{:.3f}") if o_valid else o_state
         tiles = (f"{num(o.get('fwd_bwd_ms_rows64'), '{:.3f}')} / {num(o.get('fwd_bwd_ms_rows128'), '{:.3f}')} "
                  f"({o.get('tile_rows_auto', 'n/a')})") if o_valid else "n/a"
+        o_tf = o.get("fwd_bwd_tflops") if o_valid else None
+        t_tf = t.get("fwd_bwd_tflops") if t else None
+        of_peak = lambda tf: "n/a" if tf is None or not peak else pct(tf / peak)
+        roofline = (f"{num(o_tf, '{:.1f}')} / {num(t_tf, '{:.1f}')} ({of_peak(o_tf)} / {of_peak(t_tf)})"
+                    if o_tf is not None or t_tf is not None else "n/a")
         mib = lambda b: num(None if b is None else b / 2**20, "{:.0f}")
         designs = (f"{num(o.get('bwd_ms_split'), '{:.3f}')} / {num(o.get('bwd_ms_fused'), '{:.3f}')} "
                    f"({o.get('bwd_design_auto', 'n/a')}); {mib(o.get('bwd_scratch_bytes_split'))} / "
                    f"{mib(o.get('bwd_scratch_bytes_fused'))} MiB") if o_valid else "n/a"
         lines.append(f"| {k[0]} | {k[1]} | {k[2]} | {k[3]} | {o_fwd} | {num(t and t.get('fwd_ms'), '{:.3f}')} "
-                     f"| {o_fb} | {num(t and t.get('fwd_bwd_ms'), '{:.3f}')} | {ratio_text} | {tiles} | {designs} |")
+                     f"| {o_fb} | {num(t and t.get('fwd_bwd_ms'), '{:.3f}')} | {ratio_text} | {roofline} | {tiles} "
+                     f"| {designs} |")
     if not ours_rows and not theirs_rows:
-        lines.append("| (no attention results) | | | | | | | | | | |")
+        lines.append("| (no attention results) | | | | | | | | | | | |")
     lines.append("")
     accuracy = (theirs or {}).get("fixture_accuracy")
     if accuracy:
@@ -277,13 +288,14 @@ def self_test():
                                        flops_per_token=7.6e8, torch="2.11", compile=True, final_loss=10.5))
         put("attention.json", {"results": [
             {"B": 8, "NH": 12, "T": 1024, "HS": 64, "valid": True, "fwd_ms": 0.5, "fwd_bwd_ms": 2.6,
+             "fwd_bwd_tflops": 98.94,
              "tile_rows_auto": 128, "fwd_bwd_ms_rows64": 2.9, "fwd_bwd_ms_rows128": 2.6, "bwd_ms_split": 2.5,
              "bwd_ms_fused": 2.1, "bwd_design_auto": "fused", "bwd_scratch_bytes_split": 1.5 * 2**20,
              "bwd_scratch_bytes_fused": 25.5 * 2**20},
             {"B": 16, "NH": 12, "T": 1024, "HS": 64, "valid": False},
             {"B": 16, "NH": 12, "T": 1024, "HS": 128, "valid": False, "not_run": "needs more shared memory"}]})
         put("pt_attention.json", {"results": [
-            {"B": 8, "NH": 12, "T": 1024, "HS": 64, "fwd_ms": 0.4, "fwd_bwd_ms": 2.0},
+            {"B": 8, "NH": 12, "T": 1024, "HS": 64, "fwd_ms": 0.4, "fwd_bwd_ms": 2.0, "fwd_bwd_tflops": 128.6},
             {"B": 16, "NH": 12, "T": 1024, "HS": 64, "fwd_ms": 0.8, "fwd_bwd_ms": 4.0},
             {"B": 8, "NH": 12, "T": 1024, "HS": 128, "fwd_ms": 0.8, "fwd_bwd_ms": 4.0}],
             "fixture_accuracy": [{"case": "hs64", "B": 2, "T": 72, "NH": 2, "HS": 64, "out": 1.5e-3, "dq": 2e-3,
@@ -311,12 +323,13 @@ def self_test():
         expect("| 1.00x (NOT met) |" in text, "fp32 ratio 1.00x misses the target")
         expect("different shapes (8×1024 vs 4×1024)" in text, "fp32 shape mismatch noted")
         expect("FLOPs per token differ" in text, "fp32 FLOPs mismatch noted")
-        expect("| 1.30x (met) | 2.900 / 2.600 (128) | 2.500 / 2.100 (fused); 2 / 26 MiB |" in text,
-               "attention 2.6/2.0 = 1.30x is within 1.3x, tiles, backward designs")
+        expect("| 1.30x (met) | 98.9 / 128.6 (10.0% / 13.0%) | 2.900 / 2.600 (128) | 2.500 / 2.100 (fused); "
+               "2 / 26 MiB |" in text, "attention 2.6/2.0 = 1.30x is within 1.3x, roofline, tiles, backward designs")
+        expect("peak (989.4 TFLOP/s" in text, "attention roofline names the peak")
         expect("| 16 | 12 | 1024 | 64 | INVALID |" in text, "invalid gpt2cc attention row shown as INVALID")
         expect("| 16 | 12 | 1024 | 128 | not run: does not fit the device |" in text,
                "a shape the device cannot hold is not called invalid")
-        expect("| 8 | 12 | 1024 | 128 | n/a | 0.800 | n/a | 4.000 | n/a | n/a | n/a |" in text,
+        expect("| 8 | 12 | 1024 | 128 | n/a | 0.800 | n/a | 4.000 | n/a | n/a | n/a | n/a |" in text,
                "SDPA-only shape gives n/a ratio")
         expect("| hs64 | 2 | 72 | 2 | 64 | 1.50e-03 (1.90e-03) | 2.00e-03 (2.50e-03) | 3.00e-03 (3.20e-03) "
                "| n/a (3.20e-03) |" in text, "SDPA accuracy row, a missing figure as n/a")
