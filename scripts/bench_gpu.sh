@@ -4,29 +4,43 @@
 # the kernel / attention / training benchmarks (bf16 and fp32) and the PyTorch references on the
 # same shapes and batch, then benchmarks/gpu/report.py merges the JSON into <outdir>/report.md.
 # Every stage runs under its own time limit and logs to <outdir>/<stage>.log; a failed stage is
-# recorded in <outdir>/status.tsv and the next one still runs (except after a failed build). Usage:
+# recorded in <outdir>/status.tsv and the next one still runs (after a failed build only the
+# report does). Usage:
 #   scripts/bench_gpu.sh [--stage all|device|LIST] [--out DIR] [--batch auto|N] [--steps N]
-#                        [--build-dir DIR] [--budget SECONDS] [--quick] [--parity-steps N]
-#                        [--parity-shards DIR] [--kit DIR] [--dry-run]
+#                        [--fp32-steps N] [--build-dir DIR] [--budget SECONDS] [--quick]
+#                        [--parity-steps N] [--parity-shards DIR] [--kit DIR] [--dry-run]
 # LIST: a comma list of build test sanitize kernels attention train train_bf16 train_fp32 pytorch
 # pt_bf16 pt_fp32 pt_attention parity report (train = train_bf16,train_fp32; pytorch =
-# pt_bf16,pt_fp32,pt_attention). all: every stage in that order. device: every stage in the order
-# that puts the targets' figures first, for ONE call on the lent device machine (10 minutes per
-# command, 15 minutes of device time in all): test train_bf16 pt_bf16 attention pt_attention parity
-# kernels train_fp32 pt_fp32 sanitize report; what the --budget leaves no time for is skipped,
-# the report always runs last. --dry-run prints the stages a call would run, and runs none.
+# pt_bf16,pt_fp32,pt_attention). all: every stage in that order. device: the order for ONE call
+# on the lent device machine (10 minutes per command, 15 minutes of device time in all):
+#   test train_bf16 pt_bf16 attention pt_attention parity kernels sanitize train_fp32 pt_fp32 report
+# the issue's targets first (bf16 training, attention), then the correctness checks (parity, the
+# kernels' validation, compute-sanitizer: ~45 s) before the fp32 pair, which is slow (~100 s) and
+# only a secondary figure: what the --budget leaves no time for is skipped from the end. Measured
+# on an H200 (2026-12-04), seconds: kit binaries 10, test 20, train_bf16 21, pt_bf16 52,
+# attention 12, pt_attention 7, parity 22, kernels 26, sanitize ~41 (memcheck layers 25, racecheck
+# 10, memcheck bf16 6), train_fp32 87 and pt_fp32 over 61 at 20+5 steps (at 10+3: ~50 and 46),
+# report ~2: ~310 s of the 570 s budget.
+# --steps N: timed steps of the bf16 training runs, gpt2cc's and PyTorch's (default 20, after 5
+# warm-up); --fp32-steps N: of the fp32 ones (default 10, after 3 warm-up: an fp32 step at B=128
+# takes ~3 s, and torch.compile ~40 s first). --quick: 5 of each, 10 kernel repetitions.
+# --dry-run prints the stages a call would run, and runs none.
 # That machine reaches no package registry and ../shared does not travel: make the kit here first
 # (scripts/gpu_kit.sh: the CUDA binaries, the Debian packages of the build dependencies, the parity
 # shards) and carry ".gpu-kit". Its binaries are used when they were built from these very sources
 # (scripts/gpu_common.sh's fingerprint) and run a kernel on the GPU there; else gpt2cc is built,
 # with the kit's packages when CMake finds a dependency missing. A stage that needs the binaries
 # builds (or unpacks) them first when they are missing (a fresh machine).
-# With $OUT set the results live in <build-dir>/bench-results (ignored by git), are packed into
-# $OUT/bench_gpu_results.tar.gz after every stage, and the whole call keeps within --budget seconds
-# (default 570 with $OUT set: stages are shortened or skipped to end in time). The machine goes
-# back when idle, so a later call may find none of it: copy the returned archive into the kit
-# (.gpu-kit/bench_gpu_results.tar.gz) and a call that finds no results unpacks it first, so later
-# stages (pytorch's batch, the report) see the earlier ones.
+# With $OUT set the results live in <build-dir>/bench-results (ignored by git). After every stage
+# their small files are packed into $OUT/bench_gpu_results.tar.gz (JSON, logs, metrics, report.md,
+# parity.png: never a checkpoints/ folder, no file over 2 MiB, 12 MiB in all, what is left out
+# named in pack-left-out.txt; a fraction of a second), with report.md and status.tsv beside it.
+# The whole call keeps within --budget seconds (default 570 with $OUT set): a stage's limit is cut
+# so that, even killed 15 s after its TERM and then packed, it leaves the report its 40 s; one with
+# 30 s or less is skipped. The report runs at the end whatever is left (limit 20 s, it takes ~2).
+# The machine goes back when idle, so a later call may find none of it: copy the returned archive
+# into the kit (.gpu-kit/bench_gpu_results.tar.gz) and a call that finds no results unpacks it
+# first, so later stages (pytorch's batch, the report) see the earlier ones.
 set -uo pipefail
 
 cd "$(dirname "$0")/.." || exit 2
@@ -37,6 +51,7 @@ STAGES="all"
 OUTDIR=""
 BATCH="auto"
 STEPS=20
+FP32_STEPS=10
 BUILD_DIR="build-gpu"
 QUICK=0
 BUDGET=""
@@ -58,6 +73,7 @@ while (($#)); do
     --out) OUTDIR="${2:?--out needs a directory}"; shift 2 ;;
     --batch) BATCH="${2:?--batch needs auto or a number}"; shift 2 ;;
     --steps) STEPS="${2:?--steps needs a number}"; shift 2 ;;
+    --fp32-steps) FP32_STEPS="${2:?--fp32-steps needs a number}"; shift 2 ;;
     --build-dir) BUILD_DIR="${2:?--build-dir needs a directory}"; shift 2 ;;
     --budget) BUDGET="${2:?--budget needs seconds}"; shift 2 ;;
     --quick) QUICK=1; shift ;;
@@ -72,6 +88,7 @@ done
 
 [[ "$BATCH" == auto || "$BATCH" =~ ^[1-9][0-9]*$ ]] || die "--batch must be 'auto' or a positive integer, got '$BATCH'"
 [[ "$STEPS" =~ ^[1-9][0-9]*$ ]] || die "--steps must be a positive integer, got '$STEPS'"
+[[ "$FP32_STEPS" =~ ^[1-9][0-9]*$ ]] || die "--fp32-steps must be a positive integer, got '$FP32_STEPS'"
 [[ "$PARITY_STEPS" =~ ^[1-9][0-9]*$ ]] || die "--parity-steps must be a positive integer, got '$PARITY_STEPS'"
 [[ -z "$BUDGET" ]] && BUDGET=$([[ -n "${OUT:-}" ]] && echo 570 || echo 0)
 [[ "$BUDGET" =~ ^[0-9]+$ ]] || die "--budget must be a number of seconds (0: none), got '$BUDGET'"
@@ -82,7 +99,7 @@ else
   KIT=$(cd "$KIT" && pwd)
 fi
 ALL_STAGES=(build test sanitize kernels attention train_bf16 train_fp32 pt_bf16 pt_fp32 pt_attention parity report)
-DEVICE_STAGES=(test train_bf16 pt_bf16 attention pt_attention parity kernels train_fp32 pt_fp32 sanitize report)
+DEVICE_STAGES=(test train_bf16 pt_bf16 attention pt_attention parity kernels sanitize train_fp32 pt_fp32 report)
 case "$STAGES" in
   all) STAGES=$(IFS=,; echo "${ALL_STAGES[*]}") ;;
   device) STAGES=$(IFS=,; echo "${DEVICE_STAGES[*]}") ;;
@@ -129,6 +146,7 @@ export PYTHONUNBUFFERED=1
 # Time limits per stage, in seconds (each call on the device machine has 600 in all).
 if ((QUICK)); then
   STEPS=5
+  FP32_STEPS=5
   KREPS=10
   AREPS=10
 else
@@ -142,22 +160,29 @@ LIMIT_KERNELS=300
 LIMIT_ATTENTION=180
 LIMIT_TRAIN=200   # per dtype
 LIMIT_PYTORCH=240 # per run (torch.compile takes a minute or two)
-# With a --budget, every stage but the report leaves it this many seconds (and 15 s for packing).
-REPORT_RESERVE=45
+LIMIT_REPORT=20   # report.py takes ~2 s
+# With a --budget: a stage may run to its limit, then KILL_AFTER more before `timeout` kills it,
+# then the results are packed (PACK_RESERVE, a fraction of a second in fact); what is left after
+# that and the report's own reserve (the same three for it) is the most a stage may be given, and
+# a stage that would get MIN_STAGE or less is skipped. The report is never cut or skipped.
+KILL_AFTER=15
+PACK_RESERVE=5
+REPORT_RESERVE=$((LIMIT_REPORT + KILL_AFTER + PACK_RESERVE))
+MIN_STAGE=30
 
 FAILED=0
 # run_step NAME LIMIT CMD...: runs CMD under `timeout`, appends its output to NAME.log and a line
 # "NAME<TAB>exit code<TAB>seconds" to status.tsv. 124 / 137 in the status mean it timed out;
-# "skipped" that the --budget had too little time left to start it (30 s or less).
+# "skipped" that the --budget had too little time left to start it (MIN_STAGE or less).
 run_step() {
   local name=$1 limit=$2
   shift 2
   local t0=$SECONDS rc
-  if ((BUDGET > 0)); then
-    local left=$((BUDGET - SECONDS - 15))
-    [[ "$name" == report ]] || left=$((left - REPORT_RESERVE))
-    if ((left <= 30)); then
-      echo "== $name skipped: ${left}s left of the ${BUDGET}s budget" | tee -a "$OUTDIR/$name.log"
+  if ((BUDGET > 0)) && [[ "$name" != report ]]; then
+    local left=$((BUDGET - SECONDS - KILL_AFTER - PACK_RESERVE - REPORT_RESERVE))
+    if ((left <= MIN_STAGE)); then
+      echo "== $name skipped: ${left}s left for it of the ${BUDGET}s budget (${REPORT_RESERVE}s kept for the report)" |
+        tee -a "$OUTDIR/$name.log"
       printf '%s\t%s\t%s\n' "$name" skipped 0 >>"$OUTDIR/status.tsv"
       FAILED=1
       return 1
@@ -165,7 +190,7 @@ run_step() {
     ((limit > left)) && limit=$left
   fi
   echo "== $name (limit ${limit}s): $*" | tee -a "$OUTDIR/$name.log"
-  timeout --signal=TERM --kill-after=15 "$limit" "$@" 2>&1 | tee -a "$OUTDIR/$name.log"
+  timeout --signal=TERM --kill-after="$KILL_AFTER" "$limit" "$@" 2>&1 | tee -a "$OUTDIR/$name.log"
   rc=${PIPESTATUS[0]}
   printf '%s\t%s\t%s\n' "$name" "$rc" "$((SECONDS - t0))" >>"$OUTDIR/status.tsv"
   if ((rc != 0)); then
@@ -198,6 +223,25 @@ record_env() {
 # of PyTorch's) and one CUDA test must pass, which needs a driver for their CUDA runtime and a GPU
 # their sm_90 code runs on. Returns 1 (and the build goes ahead) otherwise.
 BIN_ENV=()
+# BIN_ENV for later calls on this machine, an argument a line; no file when it is empty (a file
+# holding the empty line printf writes for no arguments once read back as one empty argument, and
+# every command then ran as `timeout N "" ...`: "failed to run command ''").
+save_kit_env() {
+  if ((${#BIN_ENV[@]})); then
+    printf '%s\n' "${BIN_ENV[@]}" >"$BIN/kit-env"
+  else
+    rm -f "$BIN/kit-env"
+  fi
+}
+load_kit_env() {
+  local line
+  BIN_ENV=()
+  [[ -f "$BIN/kit-env" ]] || return 0
+  while IFS= read -r line; do
+    [[ -n "$line" ]] && BIN_ENV+=("$line")
+  done <"$BIN/kit-env"
+  return 0
+}
 # The "not found" lines of ldd over the binaries, with BIN_ENV's library path.
 missing_libraries() {
   local exe
@@ -231,7 +275,7 @@ use_kit_binaries() {
     echo "== build: probing the kit's binaries: test_cuda_layers [gelu]" | tee -a "$log"
     timeout 120 "${BIN_ENV[@]}" "$BIN/tests/cuda/test_cuda_layers" "[gelu]" >>"$log" 2>&1 && {
       echo "== build: using the kit's binaries (sources fingerprint $want)" | tee -a "$log"
-      printf '%s\n' "${BIN_ENV[@]}" >"$BIN/kit-env"  # for later calls on this machine
+      save_kit_env
       printf '%s\t%s\t%s\n' build-kit 0 "$SECONDS" >>"$OUTDIR/status.tsv"
       return 0
     }
@@ -295,11 +339,11 @@ stage_test() {
   return "$rc"
 }
 
-# compute-sanitizer over the CUDA tests: memcheck (out-of-bounds and misaligned accesses, API errors)
-# on every layer test, racecheck (shared-memory hazards) on the kernels that share tiles (flash
-# attention, the fused classifier, layernorm). The whole-model tests are left out: too slow under
-# the tool, and they run no kernel the layer tests do not; so is the flash test at GPT-2 scale
-# ([scale]) under racecheck, which checks the same kernels on the smaller shapes.
+# compute-sanitizer over the CUDA tests: memcheck (out-of-bounds and misaligned accesses, API
+# errors) on every layer test, racecheck (shared-memory hazards) on the kernels that share tiles
+# (flash attention, the fused classifier, layernorm). The whole-model tests are left out: too slow
+# under the tool, and they run no kernel the layer tests do not; so are the bf16 tests at GPT-2
+# scale ([scale]), which run the same kernels as the smaller shapes. On an H200: ~25, ~6 and ~10 s.
 stage_sanitize() {
   local tool
   tool=$(command -v compute-sanitizer || echo "$(dirname "$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)")/compute-sanitizer")
@@ -313,7 +357,7 @@ stage_sanitize() {
   run_step sanitize_memcheck "$LIMIT_SANITIZE" "${common[@]}" --tool memcheck \
     "$BIN/tests/cuda/test_cuda_layers"
   run_step sanitize_memcheck_bf16 "$LIMIT_SANITIZE" "${common[@]}" --tool memcheck \
-    "$BIN/tests/cuda/test_cuda_bf16" "~[model]"
+    "$BIN/tests/cuda/test_cuda_bf16" "~[model]~[scale]"
   run_step sanitize_racecheck "$LIMIT_SANITIZE" "${common[@]}" --tool racecheck \
     "$BIN/tests/cuda/test_cuda_bf16" "[flash]~[scale],[fused],[layernorm]"
 }
@@ -328,9 +372,21 @@ stage_attention() {
     --reps "$AREPS" --json "$OUTDIR/attention.json"
 }
 
+# Timed and warm-up steps of a training run of dtype $1, gpt2cc's and PyTorch's alike: fp32 has
+# fewer (a step at B=128 takes ~3 s on an H200, 2.3 s in PyTorch after ~40 s of torch.compile).
+steps_for() {
+  if [[ "$1" == fp32 ]]; then
+    echo "--steps $FP32_STEPS --warmup 3"
+  else
+    echo "--steps $STEPS --warmup 5"
+  fi
+}
+
 train_dtype() {
+  local steps
+  read -r -a steps <<<"$(steps_for "$1")"
   run_step "train_$1" "$LIMIT_TRAIN" "${BIN_ENV[@]}" "$BIN/benchmarks/gpu/bench_train_gpu" --dtype "$1" -B "$BATCH" \
-    -T 1024 --steps "$STEPS" --warmup 5 --json "$OUTDIR/train_$1.json"
+    -T 1024 "${steps[@]}" --json "$OUTDIR/train_$1.json"
 }
 stage_train_bf16() { train_dtype bf16; }
 stage_train_fp32() { train_dtype fp32; }
@@ -349,15 +405,16 @@ batch_for() {
 }
 
 pytorch_dtype() {
-  local dtype=$1 B
+  local dtype=$1 B steps
   B=$(batch_for "$dtype")
+  read -r -a steps <<<"$(steps_for "$dtype")"
   # If PyTorch runs out of memory at gpt2cc's batch, try half of it once; the report then shows
   # both shapes and says that they differ.
   if ! run_step "pt_train_$dtype" "$LIMIT_PYTORCH" python3 benchmarks/pytorch/gpt2_train.py --preset gpt2 \
-    -B "$B" -T 1024 --steps "$STEPS" --warmup 5 --dtype "$dtype" --json "$OUTDIR/pt_train_$dtype.json"; then
+    -B "$B" -T 1024 "${steps[@]}" --dtype "$dtype" --json "$OUTDIR/pt_train_$dtype.json"; then
     if ((B > 1)) && grep -q "out of memory" "$OUTDIR/pt_train_$dtype.log"; then
       run_step "pt_train_$dtype" "$LIMIT_PYTORCH" python3 benchmarks/pytorch/gpt2_train.py --preset gpt2 \
-        -B "$((B / 2))" -T 1024 --steps "$STEPS" --warmup 5 --dtype "$dtype" --json "$OUTDIR/pt_train_$dtype.json"
+        -B "$((B / 2))" -T 1024 "${steps[@]}" --dtype "$dtype" --json "$OUTDIR/pt_train_$dtype.json"
     fi
   fi
 }
@@ -371,9 +428,11 @@ stage_pt_attention() {
 
 # Quality parity (issue 8): the same d6 model (HS 64: the flash path) trained on Wikipedia in fp32
 # and in bf16 from the same seed and batches; benchmarks/gpu/compare_curves.py compares the train
-# loss (means over 25-step windows) and the validation losses, tolerance 3%.
+# loss (means over 25-step windows) and the validation losses, tolerance 3%. Each run's final
+# checkpoint (weights and AdamW state, hundreds of MB) is deleted: nothing reads it, and it must
+# not reach the results archive.
 stage_parity() {
-  local shards="$PARITY_SHARDS" data="${GPT2CC_DATA_DIR:-$ROOT/../shared/data}" dtype
+  local shards="$PARITY_SHARDS" data="${GPT2CC_DATA_DIR:-$ROOT/../shared/data}" dtype rc
   [[ -z "$shards" && -f "${KIT:-/nonexistent}/parity-wikipedia/manifest.json" ]] && shards="$KIT/parity-wikipedia"
   if [[ -z "$shards" ]]; then
     shards="$ROOT/$BUILD_DIR/parity-wikipedia"
@@ -394,7 +453,10 @@ stage_parity() {
     run_step "parity_$dtype" 270 "${BIN_ENV[@]}" "$BIN/train" --device cuda --dtype "$dtype" --preset d6 \
       --train-data "$shards/train" --val-data "$shards/val" --batch-size 16 --seq-len 256 \
       --steps "$PARITY_STEPS" --lr 3e-3 --warmup-steps $((PARITY_STEPS / 10)) --eval-every $((PARITY_STEPS / 6)) \
-      --eval-batches 16 --seed 1337 --log-every 50 --run-dir "$OUTDIR/parity_$dtype" || return 1
+      --eval-batches 16 --seed 1337 --log-every 50 --run-dir "$OUTDIR/parity_$dtype"
+    rc=$?
+    rm -rf "$OUTDIR/parity_$dtype/checkpoints"
+    ((rc == 0)) || return 1
   done
   run_step parity_compare 60 python3 benchmarks/gpu/compare_curves.py "$OUTDIR/parity_fp32/metrics.jsonl" \
     "$OUTDIR/parity_bf16/metrics.jsonl" --names fp32 bf16 --json "$OUTDIR/parity.json" \
@@ -402,25 +464,56 @@ stage_parity() {
 }
 
 stage_report() {
-  run_step report 60 python3 benchmarks/gpu/report.py "$OUTDIR"
+  run_step report "$LIMIT_REPORT" python3 benchmarks/gpu/report.py "$OUTDIR"
 }
 
-# Packs the results into $OUT (at most 8 files come back from there: one archive, the report).
+# Packs the results into $OUT: at most 8 files come back from there, each at most 16 MiB (a
+# bigger one does not come back at all): the archive, report.md and status.tsv. The archive holds
+# the results folder's small files only: never a checkpoints/ folder or a .ckpt, no file over
+# PACK_FILE_MAX, and, smallest first, no more than PACK_TOTAL_MAX in all (so it stays well under
+# 16 MiB even uncompressed); what is left out is named in pack-left-out.txt. Only a few MB of
+# text to compress: a fraction of a second (whole folders with checkpoints once took minutes).
+PACK_FILE_MAX=$((2 << 20))
+PACK_TOTAL_MAX=$((12 << 20))
 pack_results() {
   [[ -n "${OUT:-}" && -d "${OUT:-}" ]] || return 0
-  tar -czf "$OUT/bench_gpu_results.tar.gz" -C "$(dirname "$OUTDIR")" "$(basename "$OUTDIR")"
+  local parent base chosen keep left_out
+  parent=$(dirname "$OUTDIR")
+  base=$(basename "$OUTDIR")
+  # "size<TAB>path" of each candidate, smallest first; awk marks each K(eep) or L(eave out).
+  chosen=$(cd "$parent" && find "$base" -name checkpoints -prune -o -type f ! -name '*.ckpt' \
+    ! -path "$base/pack-left-out.txt" -printf '%s\t%p\n' | sort -n |
+    awk -F'\t' -v file_max="$PACK_FILE_MAX" -v total_max="$PACK_TOTAL_MAX" '
+      $1 <= file_max && total + $1 <= total_max { total += $1; print "K\t" $2; next }
+      { print "L\t" $2 " (" $1 " bytes)" }')
+  keep=$(sed -n 's/^K\t//p' <<<"$chosen" | LC_ALL=C sort)
+  left_out=$(sed -n 's/^L\t//p' <<<"$chosen")
+  if [[ -n "$left_out" ]]; then
+    printf 'left out of bench_gpu_results.tar.gz (over %s bytes, or past %s in all):\n%s\n' \
+      "$PACK_FILE_MAX" "$PACK_TOTAL_MAX" "$left_out" >"$OUTDIR/pack-left-out.txt"
+    keep=${keep:+$keep$'\n'}"$base/pack-left-out.txt"
+  else
+    rm -f "$OUTDIR/pack-left-out.txt"
+  fi
+  # Written beside and renamed: a call killed while packing leaves the last whole archive.
+  if tar -czf "$OUT/bench_gpu_results.tar.gz.part" -C "$parent" --no-recursion --verbatim-files-from -T - <<<"$keep"; then
+    mv -f "$OUT/bench_gpu_results.tar.gz.part" "$OUT/bench_gpu_results.tar.gz"
+  else
+    rm -f "$OUT/bench_gpu_results.tar.gz.part"
+  fi
   [[ -f "$OUTDIR/report.md" ]] && cp "$OUTDIR/report.md" "$OUT/report.md"
   cp "$OUTDIR/status.tsv" "$OUT/status.tsv" 2>/dev/null
   return 0
 }
 
 # Binaries an earlier call on this machine took from the kit keep the library path they needed.
-[[ -f "$BIN/kit-env" ]] && mapfile -t BIN_ENV <"$BIN/kit-env"
+load_kit_env
 echo "bench_gpu.sh: stages ${RUN_STAGES[*]}; results in $OUTDIR"
 record_env
 for s in "${RUN_STAGES[@]}"; do
   if ! "stage_$s" && [[ "$s" == build ]]; then
     echo "bench_gpu.sh: the build failed; the later stages need it (see $OUTDIR/build*.log)" >&2
+    [[ " ${RUN_STAGES[*]} " == *" report "* ]] && stage_report
     pack_results
     exit 1
   fi

@@ -2,9 +2,12 @@
 # scripts/bench_gpu.sh without a GPU: its argument errors, the stages a call runs (aliases, the
 # one-call device plan, the build a bare machine needs first), a call on a bare device machine
 # continuing from the results archive carried in the kit (the report then holds the earlier
-# stages, and the archive it returns too), and the kit's prebuilt binaries: used when their
-# fingerprint is these sources' and a CUDA test passes, else a build (here a stand-in cmake that
-# fails, so nothing is built). Run by ctest (label tooling) with the repository root.
+# stages, and the archive it returns too), the returned archive's contents (no checkpoints, no big
+# file, under its size cap), the --budget (the report runs when it is used up), and the kit's
+# prebuilt binaries: used when their fingerprint is these sources' and a CUDA test passes, else a
+# build (here a stand-in cmake that fails, so nothing is built); their library path (kit-env)
+# carried to a later call, an empty one as no argument at all; the training steps per dtype; the
+# parity stage deleting its checkpoints. Run by ctest (label tooling) with the repository root.
 set -uo pipefail
 ROOT=${1:?usage: test_bench_gpu_script.sh REPO_ROOT}
 SCRIPT="$ROOT/scripts/bench_gpu.sh"
@@ -23,10 +26,12 @@ out=$(bash "$SCRIPT" --kit "$TMP/none" 2>&1); rc=$?
 [[ $rc == 2 && "$out" == *"--kit: no folder"* ]] || fail "missing kit: exit $rc, '$out'"
 out=$(bash "$SCRIPT" --steps 0 2>&1); rc=$?
 [[ $rc == 2 && "$out" == *"--steps must be a positive integer"* ]] || fail "bad --steps: exit $rc, '$out'"
+out=$(bash "$SCRIPT" --fp32-steps x 2>&1); rc=$?
+[[ $rc == 2 && "$out" == *"--fp32-steps must be a positive integer"* ]] || fail "bad --fp32-steps: exit $rc, '$out'"
 
 # The stages a call runs.
 out=$(bash "$SCRIPT" --stage device --dry-run --build-dir "$TMP/none" 2>&1); rc=$?
-want="stages build test train_bf16 pt_bf16 attention pt_attention parity kernels train_fp32 pt_fp32 sanitize report"
+want="stages build test train_bf16 pt_bf16 attention pt_attention parity kernels sanitize train_fp32 pt_fp32 report"
 [[ $rc == 0 && "$out" == *"$want" ]] || fail "device plan: exit $rc, '$out'"
 out=$(bash "$SCRIPT" --stage train,pytorch --dry-run --build-dir "$TMP/none" 2>&1); rc=$?
 [[ $rc == 0 && "$out" == *"stages build train_bf16 train_fp32 pt_bf16 pt_fp32 pt_attention" ]] ||
@@ -66,6 +71,42 @@ grep -q "^train_bf16	0	" "$TMP/out/status.tsv" 2>/dev/null || fail "status.tsv l
 log=$(OUT="$TMP/out" bash "$SCRIPT" --stage report --kit "$TMP/kit" --build-dir "$TMP/build-gpu" 2>&1); rc=$?
 [[ $rc == 0 && "$log" != *"continuing from"* ]] || fail "second call: exit $rc, restored again: $log"
 
+# The returned archive holds the small files only (at most 16 MiB comes back): no checkpoints/
+# (a parity run's: hundreds of MB), no file over 2 MiB, 12 MiB in all; the rest is named in
+# pack-left-out.txt. (Sparse stand-ins: large to find, nothing to read or compress.)
+res="$TMP/res-pack"
+mkdir -p "$res/parity_fp32/checkpoints" "$TMP/out-pack"
+cp "$TMP/earlier/bench-results/"* "$res/"
+echo '{"step": 1, "train_loss": 10.9}' >"$res/parity_fp32/metrics.jsonl"
+echo '{}' >"$res/parity_fp32/config.json"
+truncate -s 400M "$res/parity_fp32/checkpoints/step_00000600.ckpt"
+truncate -s 3M "$res/huge.log"
+for i in 1 2 3 4 5 6 7; do truncate -s 1900K "$res/filler_$i.log"; done  # 13.3 MiB together
+log=$(OUT="$TMP/out-pack" bash "$SCRIPT" --stage report --out "$res" --build-dir "$TMP/build-gpu" 2>&1); rc=$?
+[[ $rc == 0 ]] || fail "report with big files: exit $rc: $log"
+listing=$(tar -tvzf "$TMP/out-pack/bench_gpu_results.tar.gz" 2>/dev/null)
+for name in res-pack/parity_fp32/metrics.jsonl res-pack/parity_fp32/config.json res-pack/report.md \
+  res-pack/status.tsv res-pack/env.txt res-pack/train_bf16.json res-pack/pack-left-out.txt res-pack/filler_1.log; do
+  [[ "$listing" == *" $name"* ]] || fail "the archive lacks $name: $listing"
+done
+[[ "$listing" != *checkpoints* && "$listing" != *huge.log* ]] || fail "the archive holds a checkpoint or a big file: $listing"
+packed=$(awk '{s += $3} END {print s + 0}' <<<"$listing")
+((packed <= 12 << 20)) || fail "the archive holds $packed bytes, over 12 MiB"
+if [[ "$listing" != *filler_1* || "$listing" == *filler_7* ]]; then
+  fail "the 12 MiB cap should take some of the fillers, not all: $listing"
+fi
+grep -q "huge.log (3145728 bytes)" "$res/pack-left-out.txt" 2>/dev/null || fail "pack-left-out.txt lacks huge.log"
+[[ ! -e "$TMP/out-pack/bench_gpu_results.tar.gz.part" ]] || fail "a .part file was left in \$OUT"
+
+# A --budget used up: the other stages are skipped, the report still runs (and comes back).
+mkdir -p "$TMP/out-budget"
+log=$(OUT="$TMP/out-budget" bash "$SCRIPT" --stage pt_attention,report --budget 1 --out "$TMP/res-budget" \
+  --build-dir "$TMP/build-gpu" 2>&1); rc=$?
+[[ $rc == 1 && "$log" == *"pt_attention skipped"* ]] || fail "used-up budget: exit $rc: $log"
+grep -q "^pt_attention	skipped	" "$TMP/res-budget/status.tsv" 2>/dev/null || fail "status.tsv lacks 'pt_attention skipped'"
+grep -q "^report	0	" "$TMP/res-budget/status.tsv" 2>/dev/null || fail "the report did not run on a used-up budget"
+[[ -f "$TMP/out-budget/report.md" ]] || fail "no report.md came back on a used-up budget"
+
 # The kit's binaries: stand-ins (scripts) at the paths scripts/gpu_common.sh lists, each test
 # executable passing unless told otherwise (PROBE_EXIT: test_cuda_layers' exit code; WARN: the
 # CLI tests print the warning of their [cuda] cases without a device); a cmake that fails at once,
@@ -79,7 +120,7 @@ make_binaries_kit() {  # DIR FINGERPRINT PROBE_EXIT [WARN]
     mkdir -p "$stage/$(dirname "$exe")"
     {
       echo '#!/bin/sh'
-      echo 'echo "stand-in $0 $*"'
+      echo 'echo "stand-in $0 $*${KIT_ENV_MARK:+ (kit env: $KIT_ENV_MARK)}"'
       [[ -n "${4:-}" && $exe == *_cli ]] && echo 'echo "no CUDA device here, nothing checked"'
       echo "exit $([[ $exe == */test_cuda_layers ]] && echo "$3" || echo 0)"
     } >"$stage/$exe"
@@ -103,6 +144,48 @@ done
 [[ "$log" == *"stand-in $TMP/build-ok/tests/cuda/test_cuda_model"* ]] || fail "the test stage did not run the kit's binaries"
 [[ "$log" == *"stand-in $TMP/build-ok/tests/generate/test_generate_cli [cuda]"* ]] || fail "the CLI tests' [cuda] cases did not run"
 
+# Their library path for later calls on this machine: none needed here, so no kit-env file; one
+# holding an empty line (as once written) is no argument either, a real one is used.
+[[ ! -e "$TMP/build-ok/kit-env" ]] || fail "binaries that need no library path left a kit-env"
+echo >"$TMP/build-ok/kit-env"
+log=$(OUT="$TMP/out-ok" bash "$SCRIPT" --stage test --build-dir "$TMP/build-ok" 2>&1); rc=$?
+[[ $rc == 0 && "$log" != *"failed to run command"* && "$log" != *"build"*"probing"* ]] ||
+  fail "later call with an empty kit-env: exit $rc: $log"
+printf 'env\nKIT_ENV_MARK=carried\n' >"$TMP/build-ok/kit-env"
+log=$(OUT="$TMP/out-ok" bash "$SCRIPT" --stage test --build-dir "$TMP/build-ok" 2>&1); rc=$?
+[[ $rc == 0 && "$log" == *"stand-in $TMP/build-ok/tests/cuda/test_cuda_bf16 "*"(kit env: carried)"* ]] || fail "later call with a kit-env: exit $rc: $log"
+rm -f "$TMP/build-ok/kit-env"
+
+# Training: bf16 20 timed steps after 5, fp32 10 after 3 (its steps are slow); the --budget cuts
+# a stage's limit to leave the kill grace (15 s), packing (5 s) and the report (40 s).
+log=$(OUT="$TMP/out-ok" bash "$SCRIPT" --stage train --build-dir "$TMP/build-ok" --budget 100 2>&1); rc=$?
+[[ $rc == 0 && "$log" == *"bench_train_gpu --dtype bf16 -B auto -T 1024 --steps 20 --warmup 5 "* &&
+  "$log" == *"bench_train_gpu --dtype fp32 -B auto -T 1024 --steps 10 --warmup 3 "* ]] ||
+  fail "training steps: exit $rc: $log"
+limit=$(sed -n 's/^== train_bf16 (limit \([0-9]*\)s).*/\1/p' <<<"$log")
+if [[ ! "$limit" =~ ^[0-9]+$ ]] || ((limit <= 30 || limit > 40)); then
+  fail "--budget 100 gave train_bf16 a limit of '$limit' s"
+fi
+
+# Parity: the runs' checkpoints are deleted once they are done (a stand-in train writing a run
+# directory; the comparison of its made-up metrics may fail).
+cat >"$TMP/build-ok/train" <<'STANDIN'
+#!/bin/sh
+while [ $# -gt 0 ]; do [ "$1" = --run-dir ] && dir=$2; shift; done
+mkdir -p "$dir/checkpoints" && echo weights >"$dir/checkpoints/step_00000600.ckpt"
+echo '{"step": 600, "train_loss": 5.0}' >"$dir/metrics.jsonl"
+STANDIN
+mkdir -p "$TMP/shards" "$TMP/out-parity"
+log=$(OUT="$TMP/out-parity" bash "$SCRIPT" --stage parity --parity-shards "$TMP/shards" --build-dir "$TMP/build-ok" \
+  --out "$TMP/res-parity" 2>&1)
+for dtype in fp32 bf16; do
+  grep -q "^parity_$dtype	0	" "$TMP/res-parity/status.tsv" 2>/dev/null || fail "parity_$dtype did not run: $log"
+  [[ -f "$TMP/res-parity/parity_$dtype/metrics.jsonl" ]] || fail "parity_$dtype lost its metrics"
+  [[ ! -e "$TMP/res-parity/parity_$dtype/checkpoints" ]] || fail "parity_$dtype's checkpoints were kept"
+done
+listing=$(tar -tzf "$TMP/out-parity/bench_gpu_results.tar.gz" 2>/dev/null)
+[[ "$listing" == *"res-parity/parity_bf16/metrics.jsonl"* ]] || fail "the archive lacks the parity metrics: $listing"
+
 # A CLI test whose [cuda] cases only warn (no device) fails the stage.
 make_binaries_kit "$TMP/kit-warn" "$fingerprint" 0 warn
 log=$(OUT="$TMP/out-warn" PATH="$TMP/fakebin:$PATH" bash "$SCRIPT" --stage test --kit "$TMP/kit-warn" \
@@ -111,10 +194,11 @@ log=$(OUT="$TMP/out-warn" PATH="$TMP/fakebin:$PATH" bash "$SCRIPT" --stage test 
 grep -q "^test_train_cli_cuda	1	" "$TMP/out-warn/status.tsv" 2>/dev/null || fail "status.tsv lacks 'test_train_cli_cuda 1'"
 
 make_binaries_kit "$TMP/kit-stale" "0000" 0
-log=$(OUT="$TMP/out-stale" PATH="$TMP/fakebin:$PATH" bash "$SCRIPT" --stage build --kit "$TMP/kit-stale" \
+log=$(OUT="$TMP/out-stale" PATH="$TMP/fakebin:$PATH" bash "$SCRIPT" --stage build,report --kit "$TMP/kit-stale" \
   --build-dir "$TMP/build-stale" 2>&1); rc=$?
 [[ $rc == 1 && "$log" == *"built from other sources (fingerprint 0000"* && "$log" == *"the build failed"* ]] ||
   fail "stale kit binaries: exit $rc: $log"
+grep -q "^report	0	" "$TMP/out-stale/status.tsv" 2>/dev/null || fail "no report after a failed build"
 
 make_binaries_kit "$TMP/kit-nogpu" "$fingerprint" 77
 log=$(OUT="$TMP/out-nogpu" PATH="$TMP/fakebin:$PATH" bash "$SCRIPT" --stage build --kit "$TMP/kit-nogpu" \
