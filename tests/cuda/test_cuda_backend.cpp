@@ -231,47 +231,76 @@ namespace {
 
 constexpr size_t kMiB = size_t(1) << 20;
 
+// Device memory CUDA keeps cached for reuse: the default pool's free blocks (reserved, not used)
+// and the graph memory reserved for graph launches. cudaMemGetInfo counts both as not free.
+size_t cached_device_memory() {
+  cudaMemPool_t pool = nullptr;
+  REQUIRE(cudaDeviceGetDefaultMemPool(&pool, 0) == cudaSuccess);
+  uint64_t pool_reserved = 0, pool_used = 0, graph_reserved = 0;
+  REQUIRE(cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReservedMemCurrent, &pool_reserved) == cudaSuccess);
+  REQUIRE(cudaMemPoolGetAttribute(pool, cudaMemPoolAttrUsedMemCurrent, &pool_used) == cudaSuccess);
+  REQUIRE(cudaDeviceGetGraphMemAttribute(0, cudaGraphMemAttrReservedMemCurrent, &graph_reserved) == cudaSuccess);
+  return size_t(pool_reserved - pool_used + graph_reserved);
+}
+
 // Takes all of the device's free memory but about `left` (cudaMalloc, freed again by release()), so
-// that `no_longer_fits` bytes cannot be allocated any more: the premise, checked. A GPU may not give
-// all it reports free in one allocation: the first backs off in 2 MiB steps, and smaller ones take
-// what that left, until at most `left` + 2 MiB are free.
+// that `no_longer_fits` bytes do not fit in what is free: the premise, checked. It takes chunks of
+// at most 1 GiB, each no larger than what is free beyond `left` (a GPU may not give all it reports
+// free in one allocation), halving them down to 2 MiB, until at most `left` + 2 MiB are free.
+//
+// What CUDA keeps cached (cached_device_memory) must still be there after the filling, and the
+// premise is checked without a cudaMalloc of `no_longer_fits` that the cache could serve: on an
+// H200 (CUDA 13.0, driver 580.159.04, 2026-12-04) such a probe succeeded, because a cudaMalloc
+// that does not fit in what is free is served by the driver handing cached memory back (16 MiB
+// free + 32 MiB of the pool's blocks cached gave 40 MiB). The probe took away the very cache
+// whose return the test was to see, and the allocation after it failed. So the premise is
+// cudaMemGetInfo's free bytes, and the cached bytes before and after; a probing cudaMalloc only
+// where the bytes do not fit even with all of the cache back, freed at once should it succeed (and
+// then measured again: a failed cudaMalloc may have taken cache back too). Every other cudaMalloc
+// here asks for no more than is free beyond `left`.
 class DeviceFiller {
  public:
   DeviceFiller(size_t left, size_t no_longer_fits) {
-    size_t free_bytes = 0, total_bytes = 0;
-    REQUIRE(cudaMemGetInfo(&free_bytes, &total_bytes) == cudaSuccess);
-    REQUIRE(free_bytes > left);
+    size_t total_bytes = 0;
+    REQUIRE(cudaMemGetInfo(&free_bytes_, &total_bytes) == cudaSuccess);
+    REQUIRE(free_bytes_ > left);
     cudaDeviceProp prop{};
     REQUIRE(cudaGetDeviceProperties(&prop, 0) == cudaSuccess);
     // The CPU emulator's device memory is host memory, allocated and filled: keep it small there.
     INFO("on the emulator, run with GPT2CC_EMU_DEVICE_MIB=1024 (as CTest does)");
     REQUIRE((std::string(prop.name).find("gpt2cc CPU emulator") == std::string::npos ||
-             free_bytes <= (size_t(4) << 30)));
-    constexpr size_t kStep = 2 * kMiB, kMaxBackOff = 64 * kMiB;
-    for (size_t back_off = 0; back_off <= kMaxBackOff && free_bytes > left + back_off; back_off += kStep) {
+             free_bytes_ <= (size_t(4) << 30)));
+    cached_bytes_ = cached_device_memory();
+    constexpr size_t kStep = 2 * kMiB;
+    for (size_t chunk = size_t(1) << 30; chunk >= kStep;) {
+      REQUIRE(cudaMemGetInfo(&free_bytes_, &total_bytes) == cudaSuccess);
+      if (free_bytes_ <= left + kStep) break;
       void* p = nullptr;
-      if (cudaMalloc(&p, free_bytes - left - back_off) == cudaSuccess) {
-        blockers_.emplace_back(p);
-        break;
-      }
-      cudaGetLastError();
-    }
-    REQUIRE(!blockers_.empty());
-    for (size_t chunk = 32 * kMiB; chunk >= kStep;) {
-      REQUIRE(cudaMemGetInfo(&free_bytes, &total_bytes) == cudaSuccess);
-      if (free_bytes <= left + kStep) break;
-      void* p = nullptr;
-      if (free_bytes - left >= chunk && cudaMalloc(&p, chunk) == cudaSuccess) {
+      if (free_bytes_ - left >= chunk && cudaMalloc(&p, chunk) == cudaSuccess) {
         blockers_.emplace_back(p);
       } else {
         cudaGetLastError();
         chunk /= 2;
       }
     }
-    void* probe = nullptr;
-    CHECK(cudaMalloc(&probe, no_longer_fits) == cudaErrorMemoryAllocation);
-    cudaGetLastError();
+    REQUIRE(cudaMemGetInfo(&free_bytes_, &total_bytes) == cudaSuccess);
+    INFO(free_bytes_ << " bytes free, " << cached_bytes_ << " bytes cached before the filling");
+    REQUIRE(!blockers_.empty());
+    REQUIRE(free_bytes_ < no_longer_fits);
+    REQUIRE(cached_device_memory() == cached_bytes_);  // the filling took none of it
+    if (free_bytes_ + cached_bytes_ < no_longer_fits) {
+      void* probe = nullptr;
+      const cudaError_t probed = cudaMalloc(&probe, no_longer_fits);
+      if (probed == cudaSuccess) cudaFree(probe);
+      cudaGetLastError();
+      CHECK(probed == cudaErrorMemoryAllocation);
+      REQUIRE(cudaMemGetInfo(&free_bytes_, &total_bytes) == cudaSuccess);
+      cached_bytes_ = cached_device_memory();
+    }
   }
+  // What cudaMemGetInfo reports free after the filling (and probe), and what CUDA kept cached.
+  size_t free_bytes() const { return free_bytes_; }
+  size_t cached_bytes() const { return cached_bytes_; }
   // Frees the blockers now; whether every cudaFree succeeded (else they go when the filler does,
   // also when a REQUIRE above ended the test).
   bool release() {
@@ -285,6 +314,7 @@ class DeviceFiller {
   struct CudaFree {
     void operator()(void* p) const { cudaFree(p); }
   };
+  size_t free_bytes_ = 0, cached_bytes_ = 0;
   std::vector<std::unique_ptr<void, CudaFree>> blockers_;
 };
 
@@ -292,8 +322,9 @@ class DeviceFiller {
 
 // CUDA keeps freed memory cached for reuse: the default pool's blocks (the backend sets its release
 // threshold to never) and graph memory (reserved after its launches until cudaDeviceGraphMemTrim).
-// cudaMalloc, or a pool that must grow, cannot use it, so an allocation that fits once it is handed
-// back must not fail: the backend's allocate and ScratchBuffer hand it back and try once more.
+// cudaMalloc, or a pool that must grow, cannot count on using it (a GPU's driver may hand some back
+// for a cudaMalloc, DeviceFiller; the emulator never does), so an allocation that fits once it is
+// handed back must not fail: the backend's allocate and ScratchBuffer hand it back, try once more.
 TEST_CASE("cached pool and graph memory goes back before an allocation fails", "[cuda][backend][memory]") {
   auto backend = make_cuda_backend(0, DType::fp32);
   cudaStream_t stream = nullptr;
@@ -330,6 +361,7 @@ TEST_CASE("cached pool and graph memory goes back before an allocation fails", "
   SECTION("a scratch buffer") {
     cache();
     DeviceFiller filler(kLeft, kAsk);
+    CHECK(filler.free_bytes() + filler.cached_bytes() >= kAsk);  // it fits once the cache goes back
     {
       cuda::ScratchBuffer scratch(kAsk, stream);
       CHECK(cudaMemsetAsync(scratch.as<char>(), 0, kAsk, stream) == cudaSuccess);
@@ -340,6 +372,7 @@ TEST_CASE("cached pool and graph memory goes back before an allocation fails", "
   SECTION("a backend allocation") {
     cache();
     DeviceFiller filler(kLeft, kAsk);
+    CHECK(filler.free_bytes() + filler.cached_bytes() >= kAsk);
     void* p = nullptr;
     CHECK_NOTHROW(p = backend->allocate(kAsk));
     backend->release(p);
@@ -348,6 +381,7 @@ TEST_CASE("cached pool and graph memory goes back before an allocation fails", "
   SECTION("and when even that is not enough: out of memory, with sizes") {
     cache();
     DeviceFiller filler(kLeft, kAsk);
+    CHECK(filler.free_bytes() + filler.cached_bytes() < kAsk + 3 * kCached);
     CHECK_THROWS_AS(cuda::ScratchBuffer(kAsk + 3 * kCached, stream), OutOfMemoryError);
     CHECK_THROWS_AS(backend->allocate(kAsk + 3 * kCached), OutOfMemoryError);
     CHECK(filler.release());
@@ -461,6 +495,8 @@ TEST_CASE("a recorded step whose launch finds the device full: cached memory goe
     }
     REQUIRE(cudaStreamSynchronize(stream) == cudaSuccess);
     DeviceFiller filler(left, reserved);
+    CHECK(filler.cached_bytes() >= cached);
+    CHECK(filler.free_bytes() + filler.cached_bytes() >= reserved);
     CHECK_NOTHROW(backend->replay(7));
     backend->synchronize();
     CHECK(test::bit_equal(dinp_now(), expected));
@@ -469,6 +505,8 @@ TEST_CASE("a recorded step whose launch finds the device full: cached memory goe
   }
   SECTION("nothing cached: out of memory, naming the graph and its scratch; the backend still works") {
     DeviceFiller filler(left, reserved);
+    // It does not fit even with the cache back (little or none): the filler's probe failed.
+    CHECK(filler.free_bytes() + filler.cached_bytes() < reserved);
     try {
       backend->replay(7);
       FAIL("a recorded step whose scratch does not fit was launched");
