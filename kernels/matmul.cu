@@ -136,9 +136,17 @@ void accumulate_column_sums(Elem* dbias, const Elem* dout, int rows, int OC, cud
   if (rows == 0 || OC == 0) return;
   const ColumnSumSlices s = column_sum_slices(rows);
   ScratchBuffer partial(static_cast<size_t>(s.slices) * OC * sizeof(float), stream);
-  const LaunchShape lp = column_sum_partials_launch(OC, s.slices), lf = column_sum_finalize_launch(OC);
-  column_sum_partials_kernel<Elem><<<lp.grid, lp.block, 0, stream>>>(partial.as<float>(), dout, rows, OC,
-                                                                     s.rows_per_slice);
+  const LaunchShape lf = column_sum_finalize_launch(OC);
+  if (column_sum_packed(dout, OC)) {
+    constexpr int kWidth = kPack128<Elem>;
+    const LaunchShape lp = column_sum_partials_launch(OC, s.slices, kWidth);
+    column_sum_partials_kernel<Elem, kWidth><<<lp.grid, lp.block, 0, stream>>>(partial.as<float>(), dout, rows, OC,
+                                                                               s.rows_per_slice);
+  } else {
+    const LaunchShape lp = column_sum_partials_launch(OC, s.slices, 1);
+    column_sum_partials_kernel<Elem, 1><<<lp.grid, lp.block, 0, stream>>>(partial.as<float>(), dout, rows, OC,
+                                                                          s.rows_per_slice);
+  }
   CUDA_CHECK_LAUNCH();
   column_sum_finalize_kernel<Elem><<<lf.grid, lf.block, 0, stream>>>(dbias, partial.as<float>(), s.slices, OC);
   CUDA_CHECK_LAUNCH();

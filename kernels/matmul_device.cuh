@@ -38,25 +38,68 @@ __global__ void add_bias_scalar_kernel(Elem* out, const Elem* bias, size_t rows,
   out[idx] = from_float<Elem>(to_float(out[idx]) + to_float(bias[idx % OC]));
 }
 
-// partial[slice, o] = sum over the slice's rows of dout[r, o]; thread = output column.
-template <class Elem>
+// The bias gradient's blocks: kColumnSumWarps warps. In the partials kernels the warps take a
+// slice's rows in turn (warp w: rows r0 + w, r0 + w + kColumnSumWarps, ...); in the finalize, the
+// slices (warp w: slices w, w + kColumnSumWarps, ...). Each block then adds its warps' sums in warp
+// order: a fixed order whatever the schedule.
+constexpr int kColumnSumWarps = 8;
+
+// partial[slice, o] = sum over the slice's rows of dout[r, o]. Packed: lane l of a warp reads the
+// kWidth columns from (blockIdx.x * 32 + l) * kWidth of each row as one 16-byte load (a warp reads
+// 512 contiguous bytes of a row), so OC % kWidth == 0 and dout is 16-byte aligned; kWidth = 1 is
+// the element-wise fallback. Many loads stay in flight (a warp's row loop is unrolled, the grid
+// has a block per slice and column group), where a thread per column adding one 2-byte element
+// per row at a time left the memory system idle (bench_kernels on an H200, 2026-12-04: the bf16
+// attention projection's backward at 30% of the tensor-core peak, the GEMMs alone at 50-70%).
+template <class Elem, int kWidth>
 __global__ void column_sum_partials_kernel(float* partial, const Elem* dout, int rows, int OC, int rows_per_slice) {
-  const int o = blockIdx.x * blockDim.x + threadIdx.x;
-  if (o >= OC) return;
+  constexpr int kColumns = kWarpSize * kWidth;  // a block's columns
+  __shared__ float warp_sums[kColumnSumWarps][kColumns];
+  const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
+  const int o = (blockIdx.x * kWarpSize + lane) * kWidth;
   const int r0 = blockIdx.y * rows_per_slice, r1 = min(rows, r0 + rows_per_slice);
-  float acc = 0.0f;
-  for (int r = r0; r < r1; ++r) acc += to_float(dout[static_cast<size_t>(r) * OC + o]);
-  partial[static_cast<size_t>(blockIdx.y) * OC + o] = acc;
+  float acc[kWidth] = {};
+  if (o < OC) {
+#pragma unroll 4
+    for (int r = r0 + warp; r < r1; r += kColumnSumWarps) {
+      float x[kWidth];
+      load_floats(x, dout + static_cast<size_t>(r) * OC + o);
+#pragma unroll
+      for (int k = 0; k < kWidth; ++k) acc[k] += x[k];
+    }
+  }
+#pragma unroll
+  for (int k = 0; k < kWidth; ++k) warp_sums[warp][lane * kWidth + k] = acc[k];
+  __syncthreads();
+  for (int c = threadIdx.x; c < kColumns; c += blockDim.x) {
+    const int column = blockIdx.x * kColumns + c;
+    if (column >= OC) break;
+    float sum = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kColumnSumWarps; ++w) sum += warp_sums[w][c];
+    partial[static_cast<size_t>(blockIdx.y) * OC + column] = sum;
+  }
 }
 
-// dbias[o] += sum_slices partial[slice, o], in slice order.
+// dbias[o] += sum_slices partial[slice, o]: a block per 32 columns, its warps' strided slice sums
+// added in warp order, then once into dbias (one rounding).
 template <class Elem>
 __global__ void column_sum_finalize_kernel(Elem* dbias, const float* partial, int slices, int OC) {
-  const int o = blockIdx.x * blockDim.x + threadIdx.x;
-  if (o >= OC) return;
+  __shared__ float warp_sums[kColumnSumWarps][kWarpSize];
+  const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
+  const int o = blockIdx.x * kWarpSize + lane;
   float acc = 0.0f;
-  for (int s = 0; s < slices; ++s) acc += partial[static_cast<size_t>(s) * OC + o];
-  dbias[o] = from_float<Elem>(to_float(dbias[o]) + acc);
+  if (o < OC) {
+#pragma unroll 4
+    for (int s = warp; s < slices; s += kColumnSumWarps) acc += partial[static_cast<size_t>(s) * OC + o];
+  }
+  warp_sums[warp][lane] = acc;
+  __syncthreads();
+  if (warp != 0 || o >= OC) return;
+  float sum = 0.0f;
+#pragma unroll
+  for (int w = 0; w < kColumnSumWarps; ++w) sum += warp_sums[w][lane];
+  dbias[o] = from_float<Elem>(to_float(dbias[o]) + sum);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -76,20 +119,31 @@ inline LaunchShape add_bias_launch(int rows, int OC, bool vectorized) {
   return {dim3(static_cast<unsigned>(ceil_div(threads, kBlock))), dim3(kBlock)};
 }
 
-// The bias gradient's row slices: at most 64, from the shape only (deterministic on every device).
+// The bias gradient's row slices, from the shape only (the same bits on every device): at most
+// kMaxColumnSumSlices, of at least kMinColumnSumRows rows (4 per warp).
+constexpr int kMaxColumnSumSlices = 256, kMinColumnSumRows = 4 * kColumnSumWarps;
 struct ColumnSumSlices {
   int rows_per_slice;
   int slices;
 };
 inline ColumnSumSlices column_sum_slices(int rows) {
-  const int rows_per_slice = std::max(1, ceil_div(rows, 64));
+  const int rows_per_slice = std::max(kMinColumnSumRows, ceil_div(rows, kMaxColumnSumSlices));
   return {rows_per_slice, ceil_div(rows, rows_per_slice)};
 }
 
-// Partials: a thread per column, a grid row per slice; finalize: a thread per column.
-inline LaunchShape column_sum_partials_launch(int OC, int slices) {
-  return {dim3(ceil_div(OC, kBlock), slices), dim3(kBlock)};
+// 16-byte packs of dout's rows: OC a multiple of the pack and dout 16-byte aligned.
+template <class Elem>
+bool column_sum_packed(const Elem* dout, int OC) {
+  return OC % kPack128<Elem> == 0 && is_aligned16(dout);
 }
-inline LaunchShape column_sum_finalize_launch(int OC) { return {dim3(ceil_div(OC, kBlock)), dim3(kBlock)}; }
+
+// Partials: a block per (column group of 32 * width columns, slice); finalize: a block per 32
+// columns. kColumnSumWarps warps each.
+inline LaunchShape column_sum_partials_launch(int OC, int slices, int width) {
+  return {dim3(ceil_div(OC, kWarpSize * width), slices), dim3(kColumnSumWarps * kWarpSize)};
+}
+inline LaunchShape column_sum_finalize_launch(int OC) {
+  return {dim3(ceil_div(OC, kWarpSize)), dim3(kColumnSumWarps * kWarpSize)};
+}
 
 }  // namespace gpt2cc::cuda::matmul_kernels

@@ -5,8 +5,10 @@
 // of tests/cuda/test_cuda_matmul.cpp (fp32 1e-5) and test_bf16_matmul.cpp (bf16 1e-2).
 // add_bias: the GEMM output of the CPU without bias, plus the emulated bias add, against the CPU's
 // output with bias; both branches (float4: OC % 4 == 0 and aligned; scalar: OC = 7, a buffer offset
-// by one float, and every bf16 call). Column sums: rows 1 .. 200 (1 to 4 rows per slice, a partial
-// last slice), OC past one 256-thread block; dbias accumulates (two calls: the gradient doubles).
+// by one float, and every bf16 call). Column sums: rows 1 .. 8300 (one slice to 252 slices of 33
+// rows, partial last slices), OC past one block's columns, both branches (16-byte packs: OC a
+// multiple of the pack, aligned; element-wise: other OC, or dout offset by one element); dbias
+// accumulates (two calls: the gradient doubles).
 // Every warp schedule gives the same bits.
 // The bf16 launchers' fallback (kernels/matmul_lt.cu), which a GPU test cannot force: the host
 // cuBLASLt declining eligible operands in each way cublasLt.h allows (hostcuda/cublaslt_faults.hpp)
@@ -80,8 +82,11 @@ TEMPLATE_TEST_CASE("emulated matmul bias gradient matches cpu and accumulates", 
   struct Shape {
     int rows, OC;
   };
-  const Shape s = GENERATE(Shape{1, 1}, Shape{15, 7}, Shape{64, 300}, Shape{130, 67}, Shape{200, 16});
-  INFO("rows=" << s.rows << " OC=" << s.OC);
+  const Shape s = GENERATE(Shape{1, 1}, Shape{15, 7}, Shape{64, 300}, Shape{130, 67}, Shape{200, 16}, Shape{97, 264},
+                           Shape{8300, 8});
+  // offset 1 element: dout's rows are no longer 16-byte aligned (the element-wise kernel).
+  const int offset = GENERATE(0, 1);
+  INFO("rows=" << s.rows << " OC=" << s.OC << " offset=" << offset);
   const int C = 3;
   const auto inp = test::random_vector(size_t(s.rows) * C, 51);
   const auto weight = test::random_vector(size_t(s.OC) * C, 52);
@@ -92,18 +97,19 @@ TEMPLATE_TEST_CASE("emulated matmul bias gradient matches cpu and accumulates", 
                                  s.rows, C, s.OC);
 
   const cudaStream_t stream = test::test_stream();
-  const test::DeviceBuffer dout_elem(test::as<Elem>(dout));
+  const test::DeviceBuffer dout_buffer(test::as<Elem>(test::padded(dout, offset)));
+  const Elem* dout_elem = dout_buffer.get() + offset;
   test::DeviceBuffer got(test::as<Elem>(dbias0));
-  accumulate_column_sums(got.get(), dout_elem.get(), s.rows, s.OC, stream);
+  accumulate_column_sums(got.get(), dout_elem, s.rows, s.OC, stream);
   const std::vector<float> once_f32 = test::widened(got);
   test::expect_matches(once_f32, dbias, "dbias", tolerance<Elem>());
-  accumulate_column_sums(got.get(), dout_elem.get(), s.rows, s.OC, stream);
+  accumulate_column_sums(got.get(), dout_elem, s.rows, s.OC, stream);
   test::expect_matches(test::widened(got), test::repeated(dbias0, once_f32, 2.0f), "dbias after two calls",
                        tolerance<Elem>());
 
   test::check_every_schedule(once_f32, [&] {
     test::DeviceBuffer again(test::as<Elem>(dbias0));
-    accumulate_column_sums(again.get(), dout_elem.get(), s.rows, s.OC, stream);
+    accumulate_column_sums(again.get(), dout_elem, s.rows, s.OC, stream);
     return test::widened(again);
   });
 }
