@@ -10,17 +10,20 @@
 #                        [--fp32-steps N] [--build-dir DIR] [--budget SECONDS] [--quick]
 #                        [--parity-steps N] [--parity-shards DIR] [--kit DIR] [--dry-run]
 # LIST: a comma list of build test sanitize kernels attention train train_bf16 train_fp32 pytorch
-# pt_bf16 pt_fp32 pt_attention parity report (train = train_bf16,train_fp32; pytorch =
+# pt_bf16 pt_fp32 pt_attention profile parity report (train = train_bf16,train_fp32; pytorch =
 # pt_bf16,pt_fp32,pt_attention). all: every stage in that order. device: the order for ONE call
 # on the lent device machine (10 minutes per command, 15 minutes of device time in all):
-#   test train_bf16 pt_bf16 attention pt_attention parity kernels sanitize train_fp32 pt_fp32 report
-# the issue's targets first (bf16 training, attention), then the correctness checks (parity, the
+#   test train_bf16 pt_bf16 attention pt_attention profile parity kernels sanitize train_fp32 pt_fp32
+#   report
+# the issue's targets first (bf16 training, attention), then where a bf16 step's time goes in each
+# framework (profile: ncu over gpt2cc's kernels, torch.profiler over PyTorch's; ~90 s, not yet
+# timed there), then the correctness checks (parity, the
 # kernels' validation, compute-sanitizer: ~45 s) before the fp32 pair, which is slow (~100 s) and
 # only a secondary figure: what the --budget leaves no time for is skipped from the end. Measured
 # on an H200 (2026-12-04), seconds: kit binaries 10, test 20, train_bf16 21, pt_bf16 52,
 # attention 12, pt_attention 7, parity 22, kernels 26, sanitize ~41 (memcheck layers 25, racecheck
 # 10, memcheck bf16 6), train_fp32 87 and pt_fp32 over 61 at 20+5 steps (at 10+3: ~50 and 46),
-# report ~2: ~310 s of the 570 s budget.
+# report ~2: ~310 s of the 570 s budget, ~400 s with the profile.
 # --steps N: timed steps of the bf16 training runs, gpt2cc's and PyTorch's (default 20, after 5
 # warm-up); --fp32-steps N: of the fp32 ones (default 10, after 3 warm-up: an fp32 step at B=128
 # takes ~3 s, and torch.compile ~40 s first). --quick: 5 of each, 10 kernel repetitions.
@@ -98,8 +101,8 @@ else
   [[ -d "$KIT" ]] || die "--kit: no folder '$KIT' (scripts/gpu_kit.sh makes it)"
   KIT=$(cd "$KIT" && pwd)
 fi
-ALL_STAGES=(build test sanitize kernels attention train_bf16 train_fp32 pt_bf16 pt_fp32 pt_attention parity report)
-DEVICE_STAGES=(test train_bf16 pt_bf16 attention pt_attention parity kernels sanitize train_fp32 pt_fp32 report)
+ALL_STAGES=(build test sanitize kernels attention train_bf16 train_fp32 pt_bf16 pt_fp32 pt_attention profile parity report)
+DEVICE_STAGES=(test train_bf16 pt_bf16 attention pt_attention profile parity kernels sanitize train_fp32 pt_fp32 report)
 case "$STAGES" in
   all) STAGES=$(IFS=,; echo "${ALL_STAGES[*]}") ;;
   device) STAGES=$(IFS=,; echo "${DEVICE_STAGES[*]}") ;;
@@ -117,7 +120,7 @@ BIN="$ROOT/$BUILD_DIR"
 # A fresh device machine has no build: the stages that run gpt2cc's binaries build them first.
 if [[ ! " ${RUN_STAGES[*]} " == *" build "* && ! -x "$BIN/benchmarks/gpu/bench_train_gpu" ]]; then
   for s in "${RUN_STAGES[@]}"; do
-    if [[ " test sanitize kernels attention train_bf16 train_fp32 parity " == *" $s "* ]]; then
+    if [[ " test sanitize kernels attention train_bf16 train_fp32 profile parity " == *" $s "* ]]; then
       echo "bench_gpu.sh: no build in $BIN yet: building (or unpacking the kit's binaries) first"
       RUN_STAGES=(build "${RUN_STAGES[@]}")
       break
@@ -461,6 +464,59 @@ stage_parity() {
   run_step parity_compare 60 python3 benchmarks/gpu/compare_curves.py "$OUTDIR/parity_fp32/metrics.jsonl" \
     "$OUTDIR/parity_bf16/metrics.jsonl" --names fp32 bf16 --json "$OUTDIR/parity.json" \
     --markdown "$OUTDIR/parity.md" --plot "$OUTDIR/parity.png" --title "d6 on Wikipedia: fp32 vs bf16"
+}
+
+# Where one bf16 training step's time goes, gpt2cc vs PyTorch, by kernel category, at B=PROFILE_B
+# (benchmarks/gpu/profile_step.py). gpt2cc: Nsight Compute (ncu; nsys does not run on the device
+# machine) with one metric, gpu__time_duration.sum, over every kernel of a bench_train_gpu run of
+# three steps that launch the same kernels (validation, warm-up, timed: an explicit -B, so no
+# -B auto probes); profile_step.py keeps the last step. --no-cuda-graphs: the same kernels, and
+# ncu runs them one at a time either way; --clock-control none --cache-control none: the clocks
+# and L2 as in a normal run (by default ncu locks base clocks and flushes the caches before each
+# kernel). The step's wall time comes from an unprofiled run at the same B (CUDA graphs on).
+# PyTorch: gpt2_train.py at the same B, torch.compile as in pt_bf16, then 2 steps under
+# torch.profiler. ncu's CSV is gzip'd afterwards (it can pass 2 MiB, which pack_results leaves
+# out). B=64: a step of ~160 ms; ~90 s in all expected (ncu not yet timed there).
+PROFILE_B=64
+LIMIT_PROFILE_NCU=240
+stage_profile() {
+  local bench="$BIN/benchmarks/gpu/bench_train_gpu" ncu candidate inputs=()
+  ncu=$(command -v ncu)
+  if [[ -z "$ncu" ]]; then
+    for candidate in "$(dirname "$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)")/ncu" /usr/local/cuda/bin/ncu \
+      /opt/nvidia/nsight-compute/*/ncu; do
+      [[ -x "$candidate" ]] && { ncu=$candidate; break; }
+    done
+  fi
+  rm -f "$OUTDIR"/profile_ncu.csv* "$OUTDIR/profile.json" "$OUTDIR/profile.md"
+  run_step profile_train "$LIMIT_TRAIN" "${BIN_ENV[@]}" "$bench" --dtype bf16 -B "$PROFILE_B" -T 1024 \
+    --steps 10 --warmup 3 --json "$OUTDIR/profile_train_bf16.json"
+  if [[ -n "$ncu" ]]; then
+    run_step profile_ncu "$LIMIT_PROFILE_NCU" "${BIN_ENV[@]}" "$ncu" --metrics gpu__time_duration.sum \
+      --clock-control none --cache-control none --csv --print-units base --log-file "$OUTDIR/profile_ncu.csv" \
+      "$bench" --dtype bf16 -B "$PROFILE_B" -T 1024 --steps 1 --warmup 1 --no-cuda-graphs
+  else
+    echo "== profile_ncu: ncu (Nsight Compute) not found" | tee -a "$OUTDIR/profile_ncu.log"
+    printf '%s\t%s\t%s\n' profile_ncu missing-tool 0 >>"$OUTDIR/status.tsv"
+    FAILED=1
+  fi
+  run_step profile_pt "$LIMIT_PYTORCH" python3 benchmarks/pytorch/gpt2_train.py --preset gpt2 -B "$PROFILE_B" \
+    -T 1024 --steps 5 --warmup 3 --dtype bf16 --json "$OUTDIR/profile_pt_train_bf16.json" \
+    --profile-json "$OUTDIR/profile_pt_bf16.json"
+  [[ -s "$OUTDIR/profile_ncu.csv" ]] &&
+    inputs+=(--ncu-csv "$OUTDIR/profile_ncu.csv" --gpt2cc-json "$OUTDIR/profile_train_bf16.json")
+  [[ -s "$OUTDIR/profile_pt_bf16.json" ]] && inputs+=(--pytorch-json "$OUTDIR/profile_pt_bf16.json")
+  if ((${#inputs[@]} == 0)); then
+    echo "== profile: neither side produced a profile" | tee -a "$OUTDIR/profile_step.log"
+    printf '%s\t%s\t%s\n' profile_step no-input 0 >>"$OUTDIR/status.tsv"
+    FAILED=1
+    return 1
+  fi
+  run_step profile_step 30 python3 benchmarks/gpu/profile_step.py "${inputs[@]}" --json "$OUTDIR/profile.json" \
+    --markdown "$OUTDIR/profile.md"
+  local rc=$?
+  [[ -f "$OUTDIR/profile_ncu.csv" ]] && gzip -f "$OUTDIR/profile_ncu.csv" && pack_results
+  return "$rc"
 }
 
 stage_report() {

@@ -9,6 +9,7 @@ Reads from the results directory (all optional; a missing file gives n/a, never 
   attention.json               benchmarks/kernels/bench_attention --json (gpt2cc flash, bf16)
   pt_attention.json            benchmarks/pytorch/attention_sdpa.py --json (SDPA flash, bf16)
   kernels.json                 benchmarks/kernels/bench_kernels --json
+  profile.json                 benchmarks/gpu/profile_step.py --json (one step's kernel time by category)
 Writes <dir>/report.md (atomically) and prints it. Targets (issue 8): training tokens/s >= 1.2x
 PyTorch, bf16 MFU >= 50%, attention forward+backward within 1.3x of SDPA's time.
   report.py DIR          report.py --self-test   (synthetic inputs; needs no GPU)
@@ -216,6 +217,29 @@ def kernels_section(directory):
     return lines + [""]
 
 
+PROFILE_HEADING = "## Where one training step's time goes"
+
+
+def profile_section(directory):
+    """One training step of each by kernel category (stage profile, benchmarks/gpu/profile_step.py,
+    whose renderer draws the tables)."""
+    profile = load_json(directory, "profile.json")
+    if profile is None:
+        return [PROFILE_HEADING, "", "n/a (no profile.json: the profile stage did not run or failed)", ""]
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    try:
+        import profile_step
+    finally:
+        sys.path.pop(0)
+    if profile.get("schema") != profile_step.SCHEMA or profile.get("version") != profile_step.VERSION:
+        return [PROFILE_HEADING, "", f"n/a (profile.json is {profile.get('schema')} version {profile.get('version')}; "
+                f"this report reads {profile_step.SCHEMA} version {profile_step.VERSION}: rerun profile_step.py)", ""]
+    try:
+        return profile_step.render_markdown(profile)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        return [PROFILE_HEADING, "", f"n/a (profile.json is malformed: {type(e).__name__} {e})", ""]
+
+
 def parity_section(directory):
     """fp32 vs bf16 loss curves of the same model (stage parity, benchmarks/gpu/compare_curves.py)."""
     p = load_json(directory, "parity.json")
@@ -240,6 +264,7 @@ def make_report(directory):
              f"commit {env.get('commit', 'n/a')}, date {env.get('date', 'n/a')}. Produced by scripts/bench_gpu.sh "
              "and benchmarks/gpu/report.py; every number below was measured in that run.", ""]
     lines += train_section(directory)
+    lines += profile_section(directory)
     lines += attention_section(directory)
     lines += kernels_section(directory)
     lines += parity_section(directory)
@@ -274,6 +299,7 @@ def self_test():
 
         empty = make_report(d)
         expect("(no training results)" in empty and "(no kernel results)" in empty, "empty dir gives n/a sections")
+        expect(f"{PROFILE_HEADING}\n\nn/a (no profile.json" in empty, "no profile.json: the step breakdown is n/a")
         expect("# gpt2cc vs PyTorch on unknown GPU" in empty, "no GPU name anywhere")
         base = {"T": 1024, "flops_per_token": 7.5e8, "ms_per_step_median": 100.0, "ms_per_step_mean": 101.0}
         put("train_bf16.json", dict(base, B=16, tokens_per_s=240000.0, mfu=0.55, peak_memory_bytes=20 * 2**30,
@@ -312,6 +338,23 @@ def self_test():
                                   "rel_error": 0.5},
                                  {"kernel": "gelu_backward", "dtype": "bf16", "shape": "y", "valid": False,
                                   "rel_error": None}]})
+        put("profile.json", {"schema": "gpt2cc_step_profile", "version": 0})
+        expect("this report reads gpt2cc_step_profile version 1" in make_report(d), "old profile.json: n/a")
+        put("profile.json", {"schema": "gpt2cc_step_profile", "version": 1, "gpt2cc": {"wall_ms": 1.0}})
+        expect("n/a (profile.json is malformed: KeyError" in make_report(d), "a broken profile.json: n/a, no crash")
+        side = lambda wall, total, cats, kernels: {
+            "wall_ms": wall, "kernel_total_us": total, "launches": sum(k["calls"] for k in kernels),
+            "by_category": cats, "kernels": kernels}
+        put("profile.json", {
+            "schema": "gpt2cc_step_profile", "version": 1, "B": 64, "T": 1024, "dtype": "bf16",
+            "categories": [["matmul", "matmul"], ["attention", "attention"], ["gelu", "GELU"]], "notes": [],
+            "gpt2cc": dict(side(170.0, 150000.0, {"matmul": 100000.0, "attention": 50000.0},
+                                [{"name": "void k<1>(int)", "short": "k<1>", "category": "matmul", "calls": 48,
+                                  "total_us": 100000.0}]), kernels_in_run=1300, kernels_before_step=866),
+            "pytorch": dict(side(130.0, 125000.0, {"matmul": 90000.0, "attention": 35000.0},
+                                 [{"name": "nvjet_x", "short": "nvjet_x", "category": "matmul", "calls": 50,
+                                   "total_us": 90000.0}]), torch="2.11", compile=True, profiled_steps=2,
+                            profiled_wall_ms=[140.0, 135.0], profiled_kernel_total_us=[126000.0, 125000.0])})
         with open(os.path.join(d, "env.txt"), "w") as f:
             f.write("gpu: NVIDIA H100 80GB HBM3\ndriver: 580.1\ndate: 2026-11-22T00:00:00Z\nnot a pair\n")
         with open(os.path.join(d, "status.tsv"), "w") as f:
@@ -339,6 +382,14 @@ def self_test():
         expect("INVALID (rel. error 5.00e-01)" in text, "invalid kernel row")
         expect("INVALID (rel. error not finite)" in text, "NaN error (JSON null) in an invalid kernel row")
         expect("| train | 124 (timed out) | 240 |" in text, "timed-out stage marked")
+        expect(f"{PROFILE_HEADING} (B=64, T=1024, bf16)" in text, "step breakdown section")
+        expect("| matmul | 100.00 | 66.7% | 90.00 | 72.0% | +10.00 |" in text, "matmul: 100 of 150 ms vs 90 of 125")
+        expect("| **all kernels** | **150.00** | 100% | **125.00** | 100% | +25.00 |" in text, "kernel totals")
+        expect("| outside kernels (wall − kernels) | 20.00 | 11.8% | 5.00 | 3.8% | +15.00 |" in text,
+               "time outside kernels: 170 - 150 vs 130 - 125 ms")
+        expect("| GELU |" not in text, "a category empty on both sides is left out")
+        expect("| 1 | `k<1>` | matmul | 48 | 100.00 | 66.7% |" in text, "top kernels of gpt2cc")
+        expect(text.index(PROFILE_HEADING) < text.index("## Causal attention"), "the breakdown follows training")
         expect("n/a MiB" not in text, "missing memory prints n/a")
         out = os.path.join(d, "report.md")
         write_atomic(out, text)

@@ -7,9 +7,14 @@ through F.scaled_dot_product_attention(is_causal=True). One step = forward + cro
 backward + grad-norm clip 1.0 + AdamW, on random tokens. Reports median tokens/s and ms/step over
 the timed steps, MFU against the peak in benchmarks/gpu/peaks.json (dense bf16 tensor cores for
 bf16, plain fp32 for fp32), and peak allocated memory.
+--profile-json PATH: then --profile-steps more steps, each under torch.profiler, and the device
+time and launch count of every CUDA kernel (and memcpy/memset) of each written to PATH, with the
+step's wall time; benchmarks/gpu/profile_step.py compares them with gpt2cc's. On --device cpu
+there are no kernels: the CPU ops' self times are written instead, marked time_source "cpu_ops".
 """
 import argparse
 import math
+import re
 import statistics
 import sys
 
@@ -116,6 +121,9 @@ def parse_args(argv):
     p.add_argument("--threads", type=int, default=0, help="CPU threads for --device cpu (0: torch default)")
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--json", help="also write the result to this JSON file")
+    p.add_argument("--profile-json", help="after the timed steps, profile --profile-steps more with torch.profiler "
+                                          "and write each one's kernel times to this JSON file")
+    p.add_argument("--profile-steps", type=int, default=2, help="steps profiled for --profile-json (the last is used)")
     a = p.parse_args(argv)
     if a.batch_size < 1:
         p.error(f"--batch-size must be >= 1, got {a.batch_size}")
@@ -125,6 +133,8 @@ def parse_args(argv):
         p.error(f"--steps must be >= 1, got {a.steps}")
     if a.warmup < 1:
         p.error(f"--warmup must be >= 1, got {a.warmup}")
+    if a.profile_steps < 1:
+        p.error(f"--profile-steps must be >= 1, got {a.profile_steps}")
     if a.threads < 0:
         p.error(f"--threads must be >= 0, got {a.threads}")
     if a.peak_tflops is not None and not a.peak_tflops > 0:
@@ -134,6 +144,75 @@ def parse_args(argv):
     if a.compile is None:
         a.compile = a.device == "cuda"
     return a
+
+
+# Device "events" that are waits, not work on the GPU (CUPTI's synchronization records).
+NOT_DEVICE_WORK = re.compile(r"^(context|stream|event|device) (sync|synchronize|wait)", re.IGNORECASE)
+
+
+def device_us(evt):
+    """Device time of one kernel / memcpy / memset event in us: its own interval (what
+    device_time_total returns for a device event in torch >= 2.4, cuda_time_total before)."""
+    time_range = getattr(evt, "time_range", None)
+    if time_range is not None:
+        return time_range.elapsed_us()
+    for attr in ("device_time_total", "cuda_time_total"):
+        if hasattr(evt, attr):
+            return getattr(evt, attr)
+    raise AttributeError(f"profiler event {evt.name!r} has no time_range, device_time_total or cuda_time_total")
+
+
+def kernel_table(events, cuda):
+    """(rows, skipped): rows = [{name, calls, total_us}] longest first, from torch.profiler's
+    events: on CUDA every device event (kernels, memcpy, memset; waits go to `skipped`), on the
+    CPU every op's self CPU time (no device there)."""
+    from torch.autograd import DeviceType
+
+    table, skipped = {}, {}
+    for evt in events:
+        if cuda:
+            if evt.device_type != DeviceType.CUDA:
+                continue
+            us = device_us(evt)
+            target = skipped if NOT_DEVICE_WORK.match(evt.name) else table
+        else:
+            if evt.device_type != DeviceType.CPU or getattr(evt, "is_async", False):
+                continue
+            us = evt.self_cpu_time_total
+            target = table
+        row = target.setdefault(evt.name, {"name": evt.name, "calls": 0, "total_us": 0.0})
+        row["calls"] += 1
+        row["total_us"] += float(us)
+    order = lambda t: sorted(t.values(), key=lambda r: -r["total_us"])
+    return order(table), order(skipped)
+
+
+def profile_steps(step, n, cuda):
+    """Runs `n` steps, each in its own torch.profiler session (CUDA activity only on a GPU: the
+    kernels' times come from CUPTI and the host-side tracing stays out of the step), and returns
+    (steps, activities): per step its wall ms (under the profiler), kernel table and total. If
+    the CUDA-only session records no device events, the rest use CPU + CUDA activities."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CUDA] if cuda else [ProfilerActivity.CPU]
+    steps = []
+    for i in range(n):
+        with profile(activities=activities) as prof:
+            wall_ms = time_ms(step, 0, 1, cuda)[0]
+        rows, skipped = kernel_table(prof.events(), cuda)
+        if cuda and not rows and ProfilerActivity.CPU not in activities:
+            print("profile: no CUDA device events with CUDA activity alone; profiling with CPU + CUDA activities",
+                  file=sys.stderr)
+            activities = [ProfilerActivity.CPU, ProfilerActivity.CUDA]
+            with profile(activities=activities) as prof:
+                wall_ms = time_ms(step, 0, 1, cuda)[0]
+            rows, skipped = kernel_table(prof.events(), cuda)
+        if not rows:
+            what = "CUDA kernels" if cuda else "CPU ops"
+            raise RuntimeError(f"torch.profiler recorded no {what} in profiled step {i + 1}")
+        steps.append({"wall_ms": wall_ms, "total_us": sum(r["total_us"] for r in rows),
+                      "launches": sum(r["calls"] for r in rows), "kernels": rows, "skipped": skipped})
+    return steps, [str(x).split(".")[-1] for x in activities]
 
 
 def main(argv=None):
@@ -220,6 +299,19 @@ def main(argv=None):
           f"| {final_loss:.3f} |")
     if a.json:
         write_json_atomic(a.json, result)
+    if a.profile_json:
+        steps, activities = profile_steps(step, a.profile_steps, cuda)
+        # ms_per_step_median: of the timed steps before, without the profiler (the step's wall time).
+        profile = {k: result[k] for k in ("torch", "device", "preset", "B", "T", "dtype", "compile", "fused_adamw",
+                                          "warmup", "ms_per_step_median")}
+        profile.update(benchmark="pytorch_gpt2_train_step_profile", timed_steps=a.steps,
+                       time_source="cuda_kernels" if cuda else "cpu_ops", activities=activities, steps=steps)
+        write_json_atomic(a.profile_json, profile)
+        last = steps[-1]
+        what = "kernels" if cuda else "CPU ops (self time; no GPU on --device cpu)"
+        print(f"profile: {len(steps)} step(s) under torch.profiler ({', '.join(activities)}); the last took "
+              f"{last['wall_ms']:.2f} ms with {last['total_us'] / 1e3:.2f} ms in {last['launches']} {what}; "
+              f"written to {a.profile_json}")
     return 0
 
 

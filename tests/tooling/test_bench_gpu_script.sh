@@ -7,7 +7,9 @@
 # prebuilt binaries: used when their fingerprint is these sources' and a CUDA test passes, else a
 # build (here a stand-in cmake that fails, so nothing is built); their library path (kit-env)
 # carried to a later call, an empty one as no argument at all; the training steps per dtype; the
-# parity stage deleting its checkpoints. Run by ctest (label tooling) with the repository root.
+# parity stage deleting its checkpoints; the profile stage's calls (ncu over an unprofiled and a
+# profiled bench_train_gpu, PyTorch's profile, profile_step.py) and its missing ncu. Run by ctest
+# (label tooling) with the repository root.
 set -uo pipefail
 ROOT=${1:?usage: test_bench_gpu_script.sh REPO_ROOT}
 SCRIPT="$ROOT/scripts/bench_gpu.sh"
@@ -31,7 +33,7 @@ out=$(bash "$SCRIPT" --fp32-steps x 2>&1); rc=$?
 
 # The stages a call runs.
 out=$(bash "$SCRIPT" --stage device --dry-run --build-dir "$TMP/none" 2>&1); rc=$?
-want="stages build test train_bf16 pt_bf16 attention pt_attention parity kernels sanitize train_fp32 pt_fp32 report"
+want="stages build test train_bf16 pt_bf16 attention pt_attention profile parity kernels sanitize train_fp32 pt_fp32 report"
 [[ $rc == 0 && "$out" == *"$want" ]] || fail "device plan: exit $rc, '$out'"
 out=$(bash "$SCRIPT" --stage train,pytorch --dry-run --build-dir "$TMP/none" 2>&1); rc=$?
 [[ $rc == 0 && "$out" == *"stages build train_bf16 train_fp32 pt_bf16 pt_fp32 pt_attention" ]] ||
@@ -185,6 +187,36 @@ for dtype in fp32 bf16; do
 done
 listing=$(tar -tzf "$TMP/out-parity/bench_gpu_results.tar.gz" 2>/dev/null)
 [[ "$listing" == *"res-parity/parity_bf16/metrics.jsonl"* ]] || fail "the archive lacks the parity metrics: $listing"
+
+# Profile: ncu (a stand-in writing a CSV to its --log-file) over the stand-in bench_train_gpu with
+# the settings that keep clocks and caches as in a normal run; the CSV gzip'd afterwards. Without
+# ncu the stage says so (status missing-tool) and the PyTorch side still runs.
+cat >"$TMP/fakebin/ncu" <<'STANDIN'
+#!/bin/sh
+echo "stand-in ncu $*"
+while [ $# -gt 0 ]; do [ "$1" = --log-file ] && log=$2; shift; done
+echo '"ID","Kernel Name","Metric Name","Metric Unit","Metric Value"' >"$log"
+STANDIN
+chmod +x "$TMP/fakebin/ncu"
+mkdir -p "$TMP/out-profile"
+log=$(OUT="$TMP/out-profile" PATH="$TMP/fakebin:$PATH" bash "$SCRIPT" --stage profile --build-dir "$TMP/build-ok" \
+  --out "$TMP/res-profile" 2>&1)
+for step in profile_train profile_ncu; do
+  grep -q "^$step	0	" "$TMP/res-profile/status.tsv" 2>/dev/null || fail "$step did not run: $log"
+done
+grep -q "^profile_pt	" "$TMP/res-profile/status.tsv" 2>/dev/null || fail "PyTorch's profile did not run: $log"
+[[ "$log" == *"stand-in ncu --metrics gpu__time_duration.sum --clock-control none --cache-control none"* &&
+  "$log" == *"bench_train_gpu --dtype bf16 -B 64 -T 1024 --steps 1 --warmup 1 --no-cuda-graphs"* ]] ||
+  fail "ncu's command line: $log"
+[[ -f "$TMP/res-profile/profile_ncu.csv.gz" && ! -e "$TMP/res-profile/profile_ncu.csv" ]] ||
+  fail "ncu's CSV was not gzip'd: $(ls "$TMP/res-profile")"
+rm "$TMP/fakebin/ncu"
+if ! command -v ncu >/dev/null; then
+  log=$(OUT="$TMP/out-profile" PATH="$TMP/fakebin:$PATH" bash "$SCRIPT" --stage profile --build-dir "$TMP/build-ok" \
+    --out "$TMP/res-profile-noncu" 2>&1)
+  grep -q "^profile_ncu	missing-tool	" "$TMP/res-profile-noncu/status.tsv" 2>/dev/null || fail "no ncu: $log"
+  grep -q "^profile_pt	" "$TMP/res-profile-noncu/status.tsv" 2>/dev/null || fail "no ncu: PyTorch skipped: $log"
+fi
 
 # A CLI test whose [cuda] cases only warn (no device) fails the stage.
 make_binaries_kit "$TMP/kit-warn" "$fingerprint" 0 warn
