@@ -54,7 +54,7 @@ run attention "$BIN/bench_attention" --shapes 1x2x64x64,1x1x130x128 --reps 1 --w
   check_json "$OUT/attention.json" \
     "len(j['results']) == 2 and all(r['valid'] and r['fwd_bwd_ms'] > 0 and r['fwd_bwd_ms_rows64'] > 0
      and r['fwd_bwd_ms_rows128'] > 0 and r['bwd_ms_split'] > 0 and r['bwd_ms_fused'] > 0
-     and r['bwd_design_auto'] == 'fused' and r['bwd_scratch_bytes_fused'] > r['bwd_scratch_bytes_split'] > 0
+     and r['bwd_design_auto'] == 'split' and r['bwd_scratch_bytes_fused'] > r['bwd_scratch_bytes_split'] > 0
      and all(e[p] <= 1e-2 for e in (r['rel_error'], r['rel_error_other_design']) for p in ('out', 'dq', 'dk', 'dv'))
      and r['rel_error']['tiles_agree'] and r['rel_error_other_design']['tiles_agree'] for r in j['results'])"
 
