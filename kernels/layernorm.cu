@@ -2,8 +2,9 @@
 // float and bf16, and the fused residual + LayerNorm forward. The kernels, their launch geometry
 // and the branch choices are in kernels/layernorm_device.cuh: the cached-row forward (the row read
 // once into shared memory; 16-byte packs where C and the pointers allow), the uncached warp-per-row
-// forward for rows beyond the cache, and the backward's dinp kernel plus the slice-ordered
-// parameter-gradient sums (the same bits on every run).
+// forward for rows beyond the cache, and the backward's two designs (LayerNormBackward): the
+// fused one-pass kernel plus the CTA-ordered sum of its partials, or the dinp kernel plus the
+// slice-ordered parameter-gradient sums (each the same bits on every run).
 #include "kernels/layernorm.cuh"
 
 #include "kernels/common.cuh"
@@ -91,15 +92,55 @@ void residual_layernorm_forward(bf16* residual, bf16* out, float* mean, float* r
 
 namespace {
 
+// The fused kernel instantiated for l.packs packs per lane (1 .. kFusedMaxPacks<Elem>).
+template <class Elem, int kPacks = 1>
+void launch_fused_backward_kernel(const FusedBackwardLaunch& l, const LayerNormBackwardParams<Elem>& p,
+                                  cudaStream_t stream) {
+  if constexpr (kPacks < kFusedMaxPacks<Elem>) {
+    if (l.packs > kPacks) return launch_fused_backward_kernel<Elem, kPacks + 1>(l, p, stream);
+  }
+  layernorm_backward_fused_kernel<Elem, kPacks><<<l.fused.grid, l.fused.block, l.fused.smem_bytes, stream>>>(p);
+  CUDA_CHECK_LAUNCH();
+}
+
+// The fused backward, or false when it does not take the shape (the caller falls back).
+template <class Elem>
+bool launch_fused_backward(Elem* dinp, Elem* dweight, Elem* dbias, const Elem* dout, const float* mean,
+                           const float* rstd, const Elem* inp, const Elem* weight, int rows, int C,
+                           cudaStream_t stream) {
+  const bool aligned = is_aligned16(dinp) && is_aligned16(dout) && is_aligned16(inp) && is_aligned16(weight);
+  const FusedBackwardLaunch l = fused_backward_launch<Elem>(rows, C, aligned);
+  if (!l.fits) return false;
+  ScratchBuffer partials(2 * static_cast<size_t>(l.ctas) * C * sizeof(float), stream);
+  float* partial_dweight = partials.as<float>();
+  float* partial_dbias = partial_dweight + static_cast<size_t>(l.ctas) * C;
+  const LayerNormBackwardParams<Elem> p{dinp, partial_dweight, partial_dbias, dout, mean, rstd, inp, weight,
+                                        rows, C, l.rows_per_cta};
+  launch_fused_backward_kernel(l, p, stream);
+  layernorm_backward_param_finalize_columns_kernel<Elem><<<l.finalize.grid, l.finalize.block, 0, stream>>>(
+      dweight, dbias, partial_dweight, partial_dbias, l.ctas, C);
+  CUDA_CHECK_LAUNCH();
+  return true;
+}
+
 // Both element types: dinp accumulates with one rounding per element (bf16(float(dinp) + dx));
 // dweight / dbias are reduced in float in a fixed order and added once (one rounding per call).
 template <class Elem>
 void layernorm_backward_impl(Elem* dinp, Elem* dweight, Elem* dbias, const Elem* dout, const float* mean,
                              const float* rstd, const Elem* inp, const Elem* weight, int B, int T, int C,
-                             cudaStream_t stream) {
+                             cudaStream_t stream, LayerNormBackward design) {
   const int rows = B * T;
   if (rows == 0) return;
   ENSURE(C >= 1, "layernorm_backward needs C >= 1, got {}", C);
+  if (design != LayerNormBackward::kTwoPass) {
+    if (launch_fused_backward(dinp, dweight, dbias, dout, mean, rstd, inp, weight, rows, C, stream)) return;
+    constexpr int kWidth = kPack128<Elem>;
+    ENSURE(design == LayerNormBackward::kAuto,
+           "layernorm_backward (LayerNormBackward::kFused) needs C a multiple of {} and at most {} and 16-byte "
+           "aligned dinp, dout, inp and weight, got C = {}",
+           kWidth, kWarpSize * kWidth * kFusedMaxPacks<Elem>, C);
+  }
+  // The two-pass design: any C, any alignment.
   const LaunchShape ld = warp_per_row_launch(rows);
   if (backward_dinp_packed<Elem>(C, dinp, dout, inp, weight)) {
     layernorm_backward_dinp_warp_per_row_kernel<Elem, kPack128<Elem>><<<ld.grid, ld.block, 0, stream>>>(
@@ -126,14 +167,14 @@ void layernorm_backward_impl(Elem* dinp, Elem* dweight, Elem* dbias, const Elem*
 
 void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* mean,
                         const float* rstd, const float* inp, const float* weight, int B, int T, int C,
-                        cudaStream_t stream) {
-  layernorm_backward_impl(dinp, dweight, dbias, dout, mean, rstd, inp, weight, B, T, C, stream);
+                        cudaStream_t stream, LayerNormBackward design) {
+  layernorm_backward_impl(dinp, dweight, dbias, dout, mean, rstd, inp, weight, B, T, C, stream, design);
 }
 
 void layernorm_backward(bf16* dinp, bf16* dweight, bf16* dbias, const bf16* dout, const float* mean,
                         const float* rstd, const bf16* inp, const bf16* weight, int B, int T, int C,
-                        cudaStream_t stream) {
-  layernorm_backward_impl(dinp, dweight, dbias, dout, mean, rstd, inp, weight, B, T, C, stream);
+                        cudaStream_t stream, LayerNormBackward design) {
+  layernorm_backward_impl(dinp, dweight, dbias, dout, mean, rstd, inp, weight, B, T, C, stream, design);
 }
 
 }  // namespace gpt2cc::cuda

@@ -3,6 +3,7 @@
 // Backward: dinp ACCUMULATES (+=, residual stream); dweight, dbias accumulate (+=), summed over
 // rows in a fixed order (deterministic). bf16 overloads: mean/rstd stay float, arithmetic in
 // float; dinp += dx rounds once per element, dweight/dbias are summed in float and added once.
+// Two designs (LayerNormBackward below), giving the same values up to the order of float sums.
 //
 // residual_layernorm_forward (float and bf16) fuses residual_forward + layernorm_forward:
 //   residual = inp1 + inp2 (stored: the residual stream), out = LN(residual) with mean/rstd,
@@ -14,11 +15,24 @@
 #include <cuda_runtime.h>
 
 namespace gpt2cc::cuda {
+
+// The backward's design. kFused: one pass over dout and inp; a warp per row keeps the row in
+// registers, adds dx into dinp and sums its rows' dweight / dbias terms; each CTA (at most 264,
+// from the shape) writes its partial sums, a second kernel adds them in CTA order. It needs C a
+// multiple of 8 (bf16) / 4 (float), C <= 1024, and 16-byte aligned dinp, dout, inp and weight.
+// kTwoPass: a warp-per-row dinp kernel, then column sums over 64 fixed slices of rows that read
+// dout and inp again; any shape. kAuto: kFused where it fits, else kTwoPass. Both are
+// deterministic, their partitions of the rows the shape's alone: the same bits on every run and
+// GPU. dinp: the same arithmetic in the same order as kTwoPass's bf16 loop (float: another order
+// of the row sums). kFused on a shape it does not take throws gpt2cc::Error. bench_kernels times
+// both (rows layernorm_backward, the kAuto choice, and layernorm_backward_twopass).
+enum class LayerNormBackward { kAuto, kFused, kTwoPass };
+
 void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* weight, const float* bias,
                        int B, int T, int C, cudaStream_t stream);
 void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* mean,
                         const float* rstd, const float* inp, const float* weight, int B, int T, int C,
-                        cudaStream_t stream);
+                        cudaStream_t stream, LayerNormBackward design = LayerNormBackward::kAuto);
 void residual_layernorm_forward(float* residual, float* out, float* mean, float* rstd, const float* inp1,
                                 const float* inp2, const float* weight, const float* bias, int B, int T, int C,
                                 cudaStream_t stream);
@@ -28,7 +42,7 @@ void layernorm_forward(bf16* out, float* mean, float* rstd, const bf16* inp, con
                        int B, int T, int C, cudaStream_t stream);
 void layernorm_backward(bf16* dinp, bf16* dweight, bf16* dbias, const bf16* dout, const float* mean,
                         const float* rstd, const bf16* inp, const bf16* weight, int B, int T, int C,
-                        cudaStream_t stream);
+                        cudaStream_t stream, LayerNormBackward design = LayerNormBackward::kAuto);
 void residual_layernorm_forward(bf16* residual, bf16* out, float* mean, float* rstd, const bf16* inp1,
                                 const bf16* inp2, const bf16* weight, const bf16* bias, int B, int T, int C,
                                 cudaStream_t stream);

@@ -5,7 +5,8 @@
 //   dbias += sum dout over all rows, in a fixed order (deterministic).
 // One warp per row: C is at most a few thousand, so a warp striding over the channels keeps the
 // loads coalesced and reduces with shuffles. The parameter gradients are column sums: each block
-// sums a fixed slice of rows into a partial, a second kernel adds the partials in slice order.
+// sums a fixed slice of rows into a partial, a second kernel adds the partials in slice order
+// (the fused backward: during its one pass over the rows; the two-pass one: in a second pass).
 // bf16: statistics and sums in float, one rounding per stored element. Included by
 // kernels/layernorm.cu (the launchers; tests/emu/hostcuda compiles it as host C++ for the CPU
 // emulator), with the launch geometry and branch choices at the end.
@@ -24,6 +25,10 @@ constexpr float kEps = 1e-5f;
 constexpr int kRowsPerBlock = 8;  // warps per block in the warp-per-row kernels
 // Shared memory for the cached rows: the default per-block limit, so no opt-in attribute is needed.
 constexpr size_t kMaxRowCacheBytes = 48 * 1024;
+
+// The dynamic shared memory of every kernel here (the forward's row cache, the fused backward's
+// per-warp sums): one array, as a file's kernels may declare only one (tests/emu/hostcuda).
+extern __shared__ float shared_floats[];
 
 // mean = sum_c x_c / C ; var = sum_c (x_c - mean)^2 / C ; rstd = 1/sqrt(var + eps)
 // out_c = (x_c - mean) * rstd * weight_c + bias_c. Two passes over the row (the second reads it
@@ -80,11 +85,10 @@ struct LayerNormForwardParams {
 // per lane would be an 8-way bank conflict).
 template <class Elem, int kWidth, bool kFused>
 __global__ void layernorm_forward_cached_row_kernel(LayerNormForwardParams<Elem> p) {
-  extern __shared__ float row_cache[];
   const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
   const int row = blockIdx.x * (blockDim.x / kWarpSize) + warp;
   if (row >= p.rows) return;
-  float* cache = row_cache + static_cast<size_t>(warp) * p.cache_floats;
+  float* cache = shared_floats + static_cast<size_t>(warp) * p.cache_floats;
   const size_t offset = static_cast<size_t>(row) * p.C;
   const int C = p.C;
 
@@ -210,6 +214,180 @@ __global__ void layernorm_backward_param_finalize_kernel(Elem* dweight, Elem* db
   dbias[c] = from_float<Elem>(to_float(dbias[c]) + db);
 }
 
+// ---- The fused backward: dinp and the CTA's parameter-gradient partials in one pass ----
+
+constexpr int kFusedWarps = 8;  // warps (rows at a time) per CTA; a power of two (the tree sum)
+// 16-byte packs a lane keeps in registers per row: C <= 32 lanes * kFusedMaxPacks * kPack128, so
+// C <= 1024 (bf16: 4 packs of 8, float: 8 packs of 4); 32 channels a lane.
+template <class Elem>
+inline constexpr int kFusedMaxPacks = 32 / kPack128<Elem>;
+// CTAs per SM the kernel is compiled for (__launch_bounds__) and launched with (one wave): 2 up to
+// 24 channels a lane (C <= 768), where ptxas fits it in 128 registers a thread (2 x 256 threads
+// fill the 64 K registers of an SM) with no spills; beyond that 1 (up to 255 registers: the
+// channels' dweight / dbias sums alone take 64).
+template <class Elem>
+constexpr int fused_ctas_per_sm(int packs) {
+  return packs * kPack128<Elem> <= 24 ? 2 : 1;
+}
+
+// Arguments of the fused backward.
+template <class Elem>
+struct LayerNormBackwardParams {
+  Elem* dinp;              // (rows, C) accumulated: dinp += dx
+  float* partial_dweight;  // (CTAs, C) written: each CTA's sum over its rows of dout * xhat
+  float* partial_dbias;    // (CTAs, C) written: each CTA's sum over its rows of dout
+  const Elem* dout;        // (rows, C)
+  const float* mean;       // (rows)
+  const float* rstd;       // (rows)
+  const Elem* inp;         // (rows, C)
+  const Elem* weight;      // (C)
+  int rows, C;
+  int rows_per_cta;  // CTA b owns rows [b rows_per_cta, min(rows, (b + 1) rows_per_cta))
+};
+
+// dx_c += rstd * (g_c - mean(g) - xhat_c * mean(g * xhat)), g = dout * weight, with the
+// expressions and the summation order of the two-pass kernel's 16-byte loop (the same dinp);
+// in the same pass, for the CTA's rows: dweight_c += dout_c * xhat_c, dbias_c += dout_c.
+// Why one pass: the two-pass design reads dout and inp twice (per row for dinp, per column for the
+// parameter sums). Here warp w takes rows r0 + w, r0 + w + 8, ... of its CTA's slice; each lane
+// holds its kPacks 16-byte packs of dout and inp in registers (raw, 2 channels a register for
+// bf16) through the row's two reductions, and its channels' dweight / dbias sums in registers
+// across the rows: a lane always owns channels c = kWidth (lane + 32 j) + k, so no two threads
+// add into one sum. At the end the warps' sums meet in a fixed tree through shared memory (warp w
+// adds warp w + 4's, then w + 2's, then w + 1's; layout [slot][value][lane]: the lanes hit 32
+// different banks) and warp 0 writes the CTA's partial; a second kernel adds the partials.
+template <class Elem, int kPacks>
+__global__ void __launch_bounds__(kFusedWarps * kWarpSize, fused_ctas_per_sm<Elem>(kPacks))
+    layernorm_backward_fused_kernel(const LayerNormBackwardParams<Elem> p) {
+  constexpr int kWidth = kPack128<Elem>;
+  using Row = Pack128<Elem>;
+  const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
+  const int C = p.C;
+  const int r0 = blockIdx.x * p.rows_per_cta, r1 = min(p.rows, r0 + p.rows_per_cta);
+  float dw[kPacks][kWidth] = {}, db[kPacks][kWidth] = {};
+  for (int row = r0 + warp; row < r1; row += kFusedWarps) {
+    const size_t offset = static_cast<size_t>(row) * C;
+    const float m = p.mean[row], s = p.rstd[row];
+    Row dy[kPacks] = {}, x[kPacks] = {};
+#pragma unroll
+    for (int j = 0; j < kPacks; ++j) {
+      const int c = (lane + j * kWarpSize) * kWidth;
+      if (c < C) {
+        dy[j] = *reinterpret_cast<const Row*>(p.dout + offset + c);
+        x[j] = *reinterpret_cast<const Row*>(p.inp + offset + c);
+      }
+    }
+    float g_sum = 0.0f, gx_sum = 0.0f;
+#pragma unroll
+    for (int j = 0; j < kPacks; ++j) {
+      const int c = (lane + j * kWarpSize) * kWidth;
+      if (c >= C) continue;
+      float w[kWidth];
+      load_floats(w, p.weight + c);
+#pragma unroll
+      for (int k = 0; k < kWidth; ++k) {
+        const float g = to_float(dy[j].v[k]) * w[k];
+        g_sum += g;
+        gx_sum += g * (to_float(x[j].v[k]) - m) * s;
+      }
+    }
+    const float g_mean = warp_sum(g_sum) / C;
+    const float gx_mean = warp_sum(gx_sum) / C;
+#pragma unroll
+    for (int j = 0; j < kPacks; ++j) {
+      const int c = (lane + j * kWarpSize) * kWidth;
+      if (c >= C) continue;
+      float w[kWidth], dx[kWidth];
+      load_floats(w, p.weight + c);
+      load_floats(dx, p.dinp + offset + c);
+#pragma unroll
+      for (int k = 0; k < kWidth; ++k) {
+        const float dyk = to_float(dy[j].v[k]);
+        const float xhat = (to_float(x[j].v[k]) - m) * s;
+        const float g = dyk * w[k];
+        dx[k] = dx[k] + s * (g - g_mean - xhat * gx_mean);
+        dw[j][k] += dyk * xhat;
+        db[j][k] += dyk;
+      }
+      store_floats(p.dinp + offset + c, dx);
+    }
+  }
+
+  // The tree over the warps: slot i (2 kPacks kWidth values per lane) carries warp half + i's sums.
+  constexpr int kSlotFloats = 2 * kPacks * kWidth * kWarpSize;
+#pragma unroll
+  for (int half = kFusedWarps / 2; half > 0; half /= 2) {
+    float* slot = shared_floats + (warp % half) * kSlotFloats + lane;
+    if (warp >= half && warp < 2 * half) {
+#pragma unroll
+      for (int j = 0; j < kPacks; ++j) {
+#pragma unroll
+        for (int k = 0; k < kWidth; ++k) {
+          slot[(2 * (j * kWidth + k)) * kWarpSize] = dw[j][k];
+          slot[(2 * (j * kWidth + k) + 1) * kWarpSize] = db[j][k];
+        }
+      }
+    }
+    __syncthreads();
+    if (warp < half) {
+#pragma unroll
+      for (int j = 0; j < kPacks; ++j) {
+#pragma unroll
+        for (int k = 0; k < kWidth; ++k) {
+          dw[j][k] += slot[(2 * (j * kWidth + k)) * kWarpSize];
+          db[j][k] += slot[(2 * (j * kWidth + k) + 1) * kWarpSize];
+        }
+      }
+    }
+    __syncthreads();  // the slots are written again by the next level
+  }
+  if (warp != 0) return;
+  const size_t partial = static_cast<size_t>(blockIdx.x) * C;
+#pragma unroll
+  for (int j = 0; j < kPacks; ++j) {
+    const int c = (lane + j * kWarpSize) * kWidth;
+    if (c >= C) continue;
+    store_floats(p.partial_dweight + partial + c, dw[j]);
+    store_floats(p.partial_dbias + partial + c, db[j]);
+  }
+}
+
+// The fused backward's second kernel. dweight_c += sum_b partial_dweight[b, c] over its CTAs b
+// (the same for dbias), in a fixed order: thread (y, x) of a block of kFinalizeSliceLanes warps
+// sums b = y, y + kFinalizeSliceLanes, ... of column c = 32 blockIdx.x + x, then warp 0 adds the
+// warps' sums in y order. Why not a thread per column over all b (the two-pass finalize): with a
+// partial per CTA (hundreds), that loop is long and a C of 768 gives only 768 threads; here each
+// warp reads 128 contiguous bytes per b, and 16 warps per 32 columns share the loop.
+constexpr int kFinalizeSliceLanes = 16;
+template <class Elem>
+__global__ void layernorm_backward_param_finalize_columns_kernel(Elem* dweight, Elem* dbias,
+                                                                 const float* partial_dweight,
+                                                                 const float* partial_dbias, int slices, int C) {
+  __shared__ float sums[2][kFinalizeSliceLanes][kWarpSize];
+  const int x = threadIdx.x % kWarpSize, y = threadIdx.x / kWarpSize;
+  const int c = blockIdx.x * kWarpSize + x;
+  float dw = 0.0f, db = 0.0f;
+  if (c < C) {
+#pragma unroll 4
+    for (int b = y; b < slices; b += kFinalizeSliceLanes) {
+      dw += partial_dweight[static_cast<size_t>(b) * C + c];
+      db += partial_dbias[static_cast<size_t>(b) * C + c];
+    }
+  }
+  sums[0][y][x] = dw;
+  sums[1][y][x] = db;
+  __syncthreads();
+  if (y != 0 || c >= C) return;
+  dw = 0.0f;
+  db = 0.0f;
+  for (int i = 0; i < kFinalizeSliceLanes; ++i) {
+    dw += sums[0][i][x];
+    db += sums[1][i][x];
+  }
+  dweight[c] = from_float<Elem>(to_float(dweight[c]) + dw);
+  dbias[c] = from_float<Elem>(to_float(dbias[c]) + db);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Launch geometry and branch choices: used by the launchers in layernorm.cu.
 // ---------------------------------------------------------------------------------------------
@@ -277,6 +455,39 @@ inline BackwardParamLaunch backward_param_launch(int rows, int C) {
   const dim3 columns(static_cast<unsigned>(ceil_div(C, kBlock)));
   return {rows_per_slice, slices, {dim3(columns.x, static_cast<unsigned>(slices)), dim3(kBlock)},
           {columns, dim3(kBlock)}};
+}
+
+// The fused backward for one shape: whether it takes the shape (C a multiple of the pack, at most
+// kFusedMaxPacks packs per lane, the four pointers 16-byte aligned; else the two-pass kernels),
+// its packs per lane, and its partition: at most kFusedMaxCtas CTAs of kFusedWarps warps (the
+// fewer CTAs, the fewer partial sums to add), each owning rows_per_cta consecutive rows. 264 is
+// one wave of fused_ctas_per_sm = 2 on the 132 SMs of an H100 / H200 (two at C > 768); other GPUs
+// take more or fewer waves. The partition, and so the summation order of dweight / dbias, is the
+// shape's alone: the same bits on every run and every GPU.
+inline constexpr int kFusedMaxCtas = 264;
+struct FusedBackwardLaunch {
+  bool fits;
+  int packs;
+  int rows_per_cta;
+  int ctas;  // partial sums: ctas x C floats for dweight and as many for dbias
+  LaunchShape fused, finalize;
+};
+
+template <class Elem>
+FusedBackwardLaunch fused_backward_launch(int rows, int C, bool aligned) {
+  constexpr int kWidth = kPack128<Elem>;
+  const int packs = ceil_div(C, kWarpSize * kWidth);
+  if (C % kWidth != 0 || packs > kFusedMaxPacks<Elem> || !aligned) return {false, packs, 0, 0, {}, {}};
+  const int ctas_wanted = std::min(kFusedMaxCtas, ceil_div(rows, kFusedWarps));
+  const int rows_per_cta = ceil_div(rows, ctas_wanted);
+  const int ctas = ceil_div(rows, rows_per_cta);
+  const size_t smem = static_cast<size_t>(kFusedWarps / 2) * 2 * packs * kWidth * kWarpSize * sizeof(float);
+  return {true,
+          packs,
+          rows_per_cta,
+          ctas,
+          {dim3(static_cast<unsigned>(ctas)), dim3(kFusedWarps * kWarpSize), smem},
+          {dim3(static_cast<unsigned>(ceil_div(C, kWarpSize))), dim3(kFinalizeSliceLanes * kWarpSize)}};
 }
 
 }  // namespace gpt2cc::cuda::layernorm_kernels

@@ -223,18 +223,22 @@ void bench_layernorm(Bench& b) {
     cpu::layernorm_forward(res_out.data(), res_mean.data(), res_rstd.data(), res.data(), w.data(), bias.data(), B, T,
                            C);
     auto d_inp = upload<Elem>(inp), d_inp2 = upload<Elem>(inp2), d_w = upload<Elem>(w), d_b = upload<Elem>(bias),
-         d_dout = upload<Elem>(dout), d_dinp = upload<Elem>(zeros(N)), d_dw = upload<Elem>(zeros(C)),
-         d_db = upload<Elem>(zeros(C));
+         d_dout = upload<Elem>(dout);
     DeviceVec<Elem> d_out(N), d_res(N), d_res_out(N);
     DeviceVec<float> d_mean(R), d_rstd(R), d_res_mean(R), d_res_rstd(R);
     cuda::layernorm_forward(d_out.get(), d_mean.get(), d_rstd.get(), d_inp.get(), d_w.get(), d_b.get(), B, T, C,
                             b.stream());
-    cuda::layernorm_backward(d_dinp.get(), d_dw.get(), d_db.get(), d_dout.get(), d_mean.get(), d_rstd.get(),
-                             d_inp.get(), d_w.get(), B, T, C, b.stream());
+    // The backward's worst rel. error of dinp, dweight, dbias (from zero) for one design.
+    const auto backward_error = [&](cuda::LayerNormBackward design) {
+      auto d_dinp = upload<Elem>(zeros(N)), d_dw = upload<Elem>(zeros(C)), d_db = upload<Elem>(zeros(C));
+      cuda::layernorm_backward(d_dinp.get(), d_dw.get(), d_db.get(), d_dout.get(), d_mean.get(), d_rstd.get(),
+                               d_inp.get(), d_w.get(), B, T, C, b.stream(), design);
+      return std::max({rel_l2(download(d_dinp), dinp), rel_l2(download(d_dw), dw), rel_l2(download(d_db), db)});
+    };
     cuda::residual_layernorm_forward(d_res.get(), d_res_out.get(), d_res_mean.get(), d_res_rstd.get(), d_inp.get(),
                                      d_inp2.get(), d_w.get(), d_b.get(), B, T, C, b.stream());
-    err = {rel_l2(download(d_out), out), rel_l2(download(d_dinp), dinp), rel_l2(download(d_dw), dw),
-           rel_l2(download(d_db), db),
+    err = {rel_l2(download(d_out), out), backward_error(cuda::LayerNormBackward::kAuto),
+           backward_error(cuda::LayerNormBackward::kTwoPass),
            std::max({rel_l2(download(d_res), res), rel_l2(download(d_res_out), res_out),
                      rel_l2(d_res_mean.host(), res_mean), rel_l2(d_res_rstd.host(), res_rstd)})};
   }
@@ -249,14 +253,21 @@ void bench_layernorm(Bench& b) {
   b.add(mem_row<Elem>("layernorm_forward", shape_btc(B, T, C), E * 2.0 * N + 4.0 * 2.0 * R), {err[0]}, [&] {
     cuda::layernorm_forward(out.get(), mean.get(), rstd.get(), inp.get(), w.get(), bias.get(), B, T, C, b.stream());
   });
-  // bytes: read dout and inp twice (dinp pass, parameter pass), read+write dinp, read mean/rstd.
-  b.add(mem_row<Elem>("layernorm_backward", shape_btc(B, T, C), E * 6.0 * N + 4.0 * 4.0 * R), {err[1], err[2], err[3]},
-        [&] {
-          cuda::layernorm_backward(dinp.get(), dw.get(), db.get(), out.get(), mean.get(), rstd.get(), inp.get(),
-                                   w.get(), B, T, C, b.stream());
-        });
+  // The backward's two designs (cuda::LayerNormBackward), on the same minimal byte count, so that
+  // their GB/s compare as their times do. bytes: read dout and inp, read + write dinp (4N
+  // elements), read mean and rstd; the weight and the parameter gradients (C each) are negligible.
+  // kAuto takes the fused one-pass kernel at GPT-2 shapes; the two-pass one reads dout, inp twice.
+  const double backward_bytes = E * 4.0 * N + 4.0 * 2.0 * R;
+  b.add(mem_row<Elem>("layernorm_backward", shape_btc(B, T, C), backward_bytes), {err[1]}, [&] {
+    cuda::layernorm_backward(dinp.get(), dw.get(), db.get(), out.get(), mean.get(), rstd.get(), inp.get(), w.get(), B,
+                             T, C, b.stream());
+  });
+  b.add(mem_row<Elem>("layernorm_backward_twopass", shape_btc(B, T, C), backward_bytes), {err[2]}, [&] {
+    cuda::layernorm_backward(dinp.get(), dw.get(), db.get(), out.get(), mean.get(), rstd.get(), inp.get(), w.get(), B,
+                             T, C, b.stream(), cuda::LayerNormBackward::kTwoPass);
+  });
   // bytes: read inp1 and inp2, write residual and out (4N elements), write mean and rstd.
-  b.add(mem_row<Elem>("residual_layernorm_forward", shape_btc(B, T, C), E * 4.0 * N + 4.0 * 2.0 * R), {err[4]}, [&] {
+  b.add(mem_row<Elem>("residual_layernorm_forward", shape_btc(B, T, C), E * 4.0 * N + 4.0 * 2.0 * R), {err[3]}, [&] {
     cuda::residual_layernorm_forward(res.get(), out.get(), mean.get(), rstd.get(), inp.get(), inp2.get(), w.get(),
                                      bias.get(), B, T, C, b.stream());
   });

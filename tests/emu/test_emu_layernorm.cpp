@@ -5,11 +5,18 @@
 // branch: the float forward's warp-per-row kernel; bf16 and fused rows in the shared-memory cache
 // with 16-byte packs (C % 8, or C % 4 for float, and aligned pointers), without (C = 37, pointers
 // offset by one element), with fewer than 8 rows per block (C = 1600), and rows beyond the cache
-// (C = 12800: the uncached kernel, the fused forward's unfused pair); the backward's packed (bf16)
-// and scalar dinp loops. Outputs start poisoned (NaN); dinp, dweight and dbias accumulate (a second
-// call doubles the increment); every warp schedule gives the same bits.
+// (C = 12800: the uncached kernel, the fused forward's unfused pair); the backward's two designs
+// (cuda::LayerNormBackward): the fused one-pass kernel where it takes the shape (C a multiple of
+// the 16-byte pack, C <= 1024, aligned), the two-pass one with its packed (bf16) and scalar dinp
+// loops, and the fused one against the two-pass one. Outputs start poisoned (NaN); dinp, dweight
+// and dbias accumulate (a second call doubles the increment); every warp schedule gives the same
+// bits.
 #include <catch2/catch.hpp>
 
+#include <cuda_runtime.h>
+
+#include <string>
+#include <type_traits>
 #include <vector>
 
 #include "cpu/layernorm.hpp"
@@ -71,7 +78,8 @@ struct LnResult {
 };
 
 template <class Elem>
-LnResult run_layernorm(const LnShape& s, const LnInputs& in) {
+LnResult run_layernorm(const LnShape& s, const LnInputs& in,
+                       cuda::LayerNormBackward design = cuda::LayerNormBackward::kAuto) {
   const int B = s.B, T = s.T, C = s.C;
   const size_t N = static_cast<size_t>(B) * T * C, rows = static_cast<size_t>(B) * T, o = s.offset;
   const cudaStream_t stream = test::test_stream();
@@ -88,7 +96,7 @@ LnResult run_layernorm(const LnShape& s, const LnInputs& in) {
   r.rstd = rstd.download();
   for (int call = 0; call < 2; ++call) {
     cuda::layernorm_backward(dinp.get() + o, dweight.get(), dbias.get(), dout.get() + o, mean.get(), rstd.get(),
-                             inp.get() + o, weight.get() + o, B, T, C, stream);
+                             inp.get() + o, weight.get() + o, B, T, C, stream, design);
     (call == 0 ? r.dinp : r.dinp2) = tail(widened(dinp), N);
     (call == 0 ? r.dweight : r.dweight2) = widened(dweight);
     (call == 0 ? r.dbias : r.dbias2) = widened(dbias);
@@ -116,13 +124,16 @@ LnResult cpu_layernorm(const LnShape& s, const LnInputs& in) {
 }  // namespace
 
 TEST_CASE("emulated layernorm (float) matches cpu", "[emu][layernorm]") {
-  // The float forward is always the warp-per-row kernel, the backward's dinp loop scalar.
+  // The float forward is always the warp-per-row kernel. Backward, kAuto: fused for C = 8, 768
+  // (C % 4 == 0, aligned), else two-pass with its scalar dinp loop; kTwoPass: always the latter.
   const LnShape shape = GENERATE(LnShape{1, 1, 1, 0}, LnShape{1, 1, 8, 0}, LnShape{3, 5, 7, 0},
                                  LnShape{5, 13, 33, 0}, LnShape{2, 9, 768, 0}, LnShape{1, 3, 1601, 1});
-  INFO("B=" << shape.B << " T=" << shape.T << " C=" << shape.C << " offset=" << shape.offset);
+  const auto design = GENERATE(cuda::LayerNormBackward::kAuto, cuda::LayerNormBackward::kTwoPass);
+  INFO("B=" << shape.B << " T=" << shape.T << " C=" << shape.C << " offset=" << shape.offset
+            << " design=" << static_cast<int>(design));
   const LnInputs in = draw_inputs<float>(shape);
   const LnResult ref = cpu_layernorm(shape, in);
-  const LnResult got = run_layernorm<float>(shape, in);
+  const LnResult got = run_layernorm<float>(shape, in, design);
   test::expect_matches(got.out, ref.out, "layernorm out");
   test::expect_matches(got.mean, ref.mean, "layernorm mean");
   test::expect_matches(got.rstd, ref.rstd, "layernorm rstd");
@@ -133,19 +144,22 @@ TEST_CASE("emulated layernorm (float) matches cpu", "[emu][layernorm]") {
   test::expect_matches(got.dinp2, test::repeated(in.dinp0, got.dinp, 2.0f), "dinp after two calls", 1e-5);
   test::expect_matches(got.dweight2, test::repeated(in.dweight0, got.dweight, 2.0f), "dweight after two calls", 1e-5);
   test::expect_matches(got.dbias2, test::repeated(in.dbias0, got.dbias, 2.0f), "dbias after two calls", 1e-5);
-  test::check_every_schedule(got.all(), [&] { return run_layernorm<float>(shape, in).all(); });
+  test::check_every_schedule(got.all(), [&] { return run_layernorm<float>(shape, in, design).all(); });
 }
 
 TEST_CASE("emulated layernorm (bf16) matches cpu", "[emu][layernorm][bf16]") {
   // 8, 768: cached rows, packed; 36, 37 and offset 1: cached, scalar; 1600: packed, 6 rows per
-  // block; 12800: beyond the row cache (the uncached kernel). Backward: packed where C % 8 == 0.
+  // block; 12800: beyond the row cache (the uncached kernel). Backward, kAuto: fused for C = 8,
+  // 768 (aligned); two-pass for the others, packed where C % 8 == 0; kTwoPass: always two-pass.
   const LnShape shape = GENERATE(LnShape{1, 1, 8, 0}, LnShape{3, 1, 36, 0}, LnShape{5, 13, 37, 0},
                                  LnShape{2, 9, 768, 0}, LnShape{3, 7, 768, 1}, LnShape{1, 3, 1600, 0},
                                  LnShape{1, 2, 12800, 0});
-  INFO("B=" << shape.B << " T=" << shape.T << " C=" << shape.C << " offset=" << shape.offset);
+  const auto design = GENERATE(cuda::LayerNormBackward::kAuto, cuda::LayerNormBackward::kTwoPass);
+  INFO("B=" << shape.B << " T=" << shape.T << " C=" << shape.C << " offset=" << shape.offset
+            << " design=" << static_cast<int>(design));
   const LnInputs in = draw_inputs<bf16>(shape);
   const LnResult ref = cpu_layernorm(shape, in);
-  const LnResult got = run_layernorm<bf16>(shape, in);
+  const LnResult got = run_layernorm<bf16>(shape, in, design);
   test::expect_one_rounding(got.out, ref.out, "bf16 layernorm out");
   test::expect_matches(got.mean, ref.mean, "bf16 layernorm mean", 1e-4);
   test::expect_matches(got.rstd, ref.rstd, "bf16 layernorm rstd", 1e-4);
@@ -158,7 +172,131 @@ TEST_CASE("emulated layernorm (bf16) matches cpu", "[emu][layernorm][bf16]") {
   test::expect_rel_l2(got.dweight2, test::repeated(in.dweight0, ref.dweight, 2.0f), 1e-2,
                       "bf16 dweight after two calls");
   test::expect_rel_l2(got.dbias2, test::repeated(in.dbias0, ref.dbias, 2.0f), 1e-2, "bf16 dbias after two calls");
-  test::check_every_schedule(got.all(), [&] { return run_layernorm<bf16>(shape, in).all(); });
+  test::check_every_schedule(got.all(), [&] { return run_layernorm<bf16>(shape, in, design).all(); });
+}
+
+namespace {
+
+// Two accumulating backward calls from the starting grads, with the CPU forward's statistics (so
+// that designs differ in the backward only).
+struct BackwardResult {
+  std::vector<float> dinp, dweight, dbias, dinp2, dweight2, dbias2;
+  std::vector<float> all() const { return test::concat({&dinp, &dweight, &dbias, &dinp2, &dweight2, &dbias2}); }
+};
+
+template <class Elem>
+BackwardResult run_backward(const LnShape& s, const LnInputs& in, const LnResult& stats,
+                            cuda::LayerNormBackward design) {
+  const int B = s.B, T = s.T, C = s.C;
+  const size_t N = static_cast<size_t>(B) * T * C, o = s.offset;
+  const cudaStream_t stream = test::test_stream();
+  const test::DeviceBuffer inp(as<Elem>(padded(in.inp, o))), weight(as<Elem>(padded(in.weight, o)));
+  const test::DeviceBuffer dout(as<Elem>(padded(in.dout, o)));
+  const test::DeviceBuffer mean(stats.mean), rstd(stats.rstd);
+  test::DeviceBuffer dinp(as<Elem>(padded(in.dinp0, o))), dweight(as<Elem>(in.dweight0)), dbias(as<Elem>(in.dbias0));
+  BackwardResult r;
+  for (int call = 0; call < 2; ++call) {
+    cuda::layernorm_backward(dinp.get() + o, dweight.get(), dbias.get(), dout.get() + o, mean.get(), rstd.get(),
+                             inp.get() + o, weight.get() + o, B, T, C, stream, design);
+    (call == 0 ? r.dinp : r.dinp2) = tail(widened(dinp), N);
+    (call == 0 ? r.dweight : r.dweight2) = widened(dweight);
+    (call == 0 ? r.dbias : r.dbias2) = widened(dbias);
+  }
+  return r;
+}
+
+// More rows than the fused backward's grid has warps (2 CTAs of 8 warps per SM where C <= 768):
+// each warp takes 2 or 3 rows, and the last CTA fewer rows than the others (h100: 4261 rows, 251
+// CTAs of 17 rows, the last of 11).
+int rows_beyond_one_per_warp() {
+  int sms = 0;
+  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  return 2 * (2 * sms * 8) + 37;
+}
+
+template <class Elem>
+void check_fused_backward(const LnShape& shape) {
+  constexpr bool kBf16 = !std::is_same_v<Elem, float>;
+  const LnInputs in = draw_inputs<Elem>(shape);
+  const LnResult ref = cpu_layernorm(shape, in);
+  const BackwardResult fused = run_backward<Elem>(shape, in, ref, cuda::LayerNormBackward::kFused);
+  const BackwardResult two_pass = run_backward<Elem>(shape, in, ref, cuda::LayerNormBackward::kTwoPass);
+  if constexpr (kBf16) {
+    test::expect_one_rounding(fused.dinp, ref.dinp, "fused bf16 dinp (+=)", 1e-4);
+    test::expect_one_rounding(fused.dweight, ref.dweight, "fused bf16 dweight", 1e-4);
+    test::expect_one_rounding(fused.dbias, ref.dbias, "fused bf16 dbias", 1e-4);
+    // The two-pass kernel's 16-byte dinp loop: the same expressions summed in the same order.
+    CHECK(test::bit_equal(fused.dinp, two_pass.dinp));
+    CHECK(test::bit_equal(fused.dinp2, two_pass.dinp2));
+    // Float column sums in another order, each rounded once: one bf16 ulp apart at most.
+    test::expect_one_rounding(fused.dweight, two_pass.dweight, "fused vs two-pass bf16 dweight", 1e-5, 2);
+    test::expect_one_rounding(fused.dbias, two_pass.dbias, "fused vs two-pass bf16 dbias", 1e-5, 2);
+    test::expect_rel_l2(fused.dinp2, test::repeated(in.dinp0, ref.dinp, 2.0f), 1e-2, "fused bf16 dinp, two calls");
+    test::expect_rel_l2(fused.dweight2, test::repeated(in.dweight0, ref.dweight, 2.0f), 1e-2,
+                        "fused bf16 dweight, two calls");
+    test::expect_rel_l2(fused.dbias2, test::repeated(in.dbias0, ref.dbias, 2.0f), 1e-2, "fused bf16 dbias, two calls");
+  } else {
+    test::expect_matches(fused.dinp, ref.dinp, "fused dinp (+=)", 1e-5);
+    test::expect_matches(fused.dweight, ref.dweight, "fused dweight", 2e-5);
+    test::expect_matches(fused.dbias, ref.dbias, "fused dbias", 2e-5);
+    // float: the two-pass dinp loop is scalar (lane l sums channels l + 32 i), the fused one sums
+    // 4-channel packs: the row sums round differently.
+    test::expect_matches(fused.dinp, two_pass.dinp, "fused vs two-pass dinp", 2e-6);
+    test::expect_matches(fused.dweight, two_pass.dweight, "fused vs two-pass dweight", 1e-5);
+    test::expect_matches(fused.dbias, two_pass.dbias, "fused vs two-pass dbias", 1e-5);
+    test::expect_matches(fused.dinp2, test::repeated(in.dinp0, fused.dinp, 2.0f), "fused dinp, two calls", 1e-5);
+    test::expect_matches(fused.dweight2, test::repeated(in.dweight0, fused.dweight, 2.0f), "fused dweight, two calls",
+                         1e-5);
+    test::expect_matches(fused.dbias2, test::repeated(in.dbias0, fused.dbias, 2.0f), "fused dbias, two calls", 1e-5);
+  }
+  // Deterministic: another run, and every warp schedule, give the same bits.
+  const auto again = [&] { return run_backward<Elem>(shape, in, ref, cuda::LayerNormBackward::kFused).all(); };
+  CHECK(test::bit_equal(again(), fused.all()));
+  test::check_every_schedule(fused.all(), again);
+  // kAuto takes the fused design for these shapes.
+  CHECK(test::bit_equal(run_backward<Elem>(shape, in, ref, cuda::LayerNormBackward::kAuto).all(), fused.all()));
+}
+
+}  // namespace
+
+TEST_CASE("emulated fused layernorm backward matches cpu and the two-pass design", "[emu][layernorm][backward]") {
+  // Packs of 16 bytes per lane (bf16 / float): C = 8: 1 / 1, only lane 0 (0 and 1) holding data;
+  // 264: 2 / 3, the last pack of the row on lane 0 only; 520: 3 / 5; 768: 3 / 6 (GPT-2 124M);
+  // 896: 4 / 7; 1024: 4 / 8 (1 CTA per SM beyond 24 channels a lane). Rows: 1; fewer than a
+  // CTA's 8 warps; a CTA of 6 or 7 rows; several rows per warp (rows_beyond_one_per_warp).
+  const LnShape shape = GENERATE(LnShape{1, 1, 8, 0}, LnShape{3, 7, 264, 0}, LnShape{1, 5, 520, 0},
+                                 LnShape{2, 9, 768, 0}, LnShape{2, 3, 896, 0}, LnShape{3, 5, 1024, 0},
+                                 LnShape{1, rows_beyond_one_per_warp(), 64, 0});
+  const bool is_bf16 = GENERATE(false, true);
+  INFO("B=" << shape.B << " T=" << shape.T << " C=" << shape.C << " bf16=" << is_bf16);
+  if (is_bf16) {
+    check_fused_backward<bf16>(shape);
+  } else {
+    check_fused_backward<float>(shape);
+  }
+}
+
+TEST_CASE("emulated layernorm backward: kFused refuses what it does not take, kAuto runs two-pass there",
+          "[emu][layernorm][backward]") {
+  // C not a multiple of the pack (37), beyond 32 channels a lane (1032), pointers offset by one
+  // element (768, offset 1).
+  const LnShape shape = GENERATE(LnShape{2, 3, 37, 0}, LnShape{1, 2, 1032, 0}, LnShape{2, 3, 768, 1});
+  const bool is_bf16 = GENERATE(false, true);
+  INFO("B=" << shape.B << " T=" << shape.T << " C=" << shape.C << " offset=" << shape.offset << " bf16=" << is_bf16);
+  const auto check = [&]<class Elem>(Elem) {
+    const LnInputs in = draw_inputs<Elem>(shape);
+    const LnResult ref = cpu_layernorm(shape, in);
+    CHECK_THROWS_WITH(
+        run_backward<Elem>(shape, in, ref, cuda::LayerNormBackward::kFused),
+        Catch::Contains("LayerNormBackward::kFused") && Catch::Contains("got C = " + std::to_string(shape.C)));
+    CHECK(test::bit_equal(run_backward<Elem>(shape, in, ref, cuda::LayerNormBackward::kAuto).all(),
+                          run_backward<Elem>(shape, in, ref, cuda::LayerNormBackward::kTwoPass).all()));
+  };
+  if (is_bf16) {
+    check(bf16{});
+  } else {
+    check(0.0f);
+  }
 }
 
 namespace {
