@@ -37,6 +37,27 @@ inline cudaStream_t test_stream() {
   return stream;
 }
 
+// Runs `call` (launches on `stream`) once: directly, or, with `recorded`, captured into a CUDA
+// graph that is launched once and destroyed; then waits for the stream.
+template <class Call>
+void run_once(cudaStream_t stream, const Call& call, bool recorded) {
+  if (!recorded) {
+    call();
+    CUDA_CHECK(cudaStreamSynchronize(stream));
+    return;
+  }
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  call();
+  CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
+  CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+  CUDA_CHECK(cudaGraphLaunch(exec, stream));
+  CUDA_CHECK(cudaStreamSynchronize(stream));
+  CUDA_CHECK(cudaGraphExecDestroy(exec));
+  CUDA_CHECK(cudaGraphDestroy(graph));
+}
+
 template <class T>
 class DeviceBuffer {
  public:

@@ -2,8 +2,8 @@
 // fused one-pass kernel against cpu::layernorm_backward on the same bf16-rounded inputs (one
 // rounding per element), against the two-pass design (dinp: the same arithmetic in the same
 // order; dweight / dbias: float column sums in another order, one bf16 ulp apart at most), and
-// against itself: three runs and a CUDA graph replay bit-identical. GPT-2 124M (C = 768: 2 CTAs
-// per SM) and 350M (C = 1024: 1 CTA per SM); dinp, dweight and dbias accumulate from non-zero
+// against itself: three runs and a CUDA graph replay bit-identical. GPT-2 124M (C = 768: launch
+// bounds of 2 CTAs per SM) and 350M (C = 1024: 1); dinp, dweight and dbias accumulate from non-zero
 // values. The small shapes and the fallbacks: test_bf16_elementwise.cpp, tests/emu.
 #include <catch2/catch.hpp>
 
@@ -80,20 +80,7 @@ TEST_CASE("bf16 layernorm backward: the fused design matches cpu and the two-pas
       cuda::layernorm_backward(dinp.get(), dweight.get(), dbias.get(), d_dout.get(), d_mean.get(), d_rstd.get(),
                                d_inp.get(), d_weight.get(), B, T, C, stream, design);
     };
-    if (!graph) {
-      call();
-    } else {
-      cudaGraph_t g = nullptr;
-      cudaGraphExec_t exec = nullptr;
-      CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-      call();
-      CUDA_CHECK(cudaStreamEndCapture(stream, &g));
-      CUDA_CHECK(cudaGraphInstantiate(&exec, g, 0));
-      CUDA_CHECK(cudaGraphLaunch(exec, stream));
-      CUDA_CHECK(cudaStreamSynchronize(stream));
-      CUDA_CHECK(cudaGraphExecDestroy(exec));
-      CUDA_CHECK(cudaGraphDestroy(g));
-    }
+    test::run_once(stream, call, graph);
     return Grads{test::download_float(dinp), test::download_float(dweight), test::download_float(dbias)};
   };
 

@@ -77,6 +77,32 @@ struct LnResult {
   }
 };
 
+// Two accumulating backward calls from the starting grads, with the statistics in mean / rstd.
+struct BackwardResult {
+  std::vector<float> dinp, dweight, dbias, dinp2, dweight2, dbias2;
+  std::vector<float> all() const { return test::concat({&dinp, &dweight, &dbias, &dinp2, &dweight2, &dbias2}); }
+};
+
+template <class Elem>
+BackwardResult backward_twice(const LnShape& s, const LnInputs& in, const test::DeviceBuffer<float>& mean,
+                              const test::DeviceBuffer<float>& rstd, cuda::LayerNormBackward design) {
+  const int B = s.B, T = s.T, C = s.C;
+  const size_t N = static_cast<size_t>(B) * T * C, o = s.offset;
+  const cudaStream_t stream = test::test_stream();
+  const test::DeviceBuffer inp(as<Elem>(padded(in.inp, o))), weight(as<Elem>(padded(in.weight, o)));
+  const test::DeviceBuffer dout(as<Elem>(padded(in.dout, o)));
+  test::DeviceBuffer dinp(as<Elem>(padded(in.dinp0, o))), dweight(as<Elem>(in.dweight0)), dbias(as<Elem>(in.dbias0));
+  BackwardResult r;
+  for (int call = 0; call < 2; ++call) {
+    cuda::layernorm_backward(dinp.get() + o, dweight.get(), dbias.get(), dout.get() + o, mean.get(), rstd.get(),
+                             inp.get() + o, weight.get() + o, B, T, C, stream, design);
+    (call == 0 ? r.dinp : r.dinp2) = tail(widened(dinp), N);
+    (call == 0 ? r.dweight : r.dweight2) = widened(dweight);
+    (call == 0 ? r.dbias : r.dbias2) = widened(dbias);
+  }
+  return r;
+}
+
 template <class Elem>
 LnResult run_layernorm(const LnShape& s, const LnInputs& in,
                        cuda::LayerNormBackward design = cuda::LayerNormBackward::kAuto) {
@@ -89,18 +115,17 @@ LnResult run_layernorm(const LnShape& s, const LnInputs& in,
   test::DeviceBuffer mean(test::poisoned<float>(rows)), rstd(test::poisoned<float>(rows));
   cuda::layernorm_forward(out.get() + o, mean.get(), rstd.get(), inp.get() + o, weight.get() + o, bias.get() + o, B,
                           T, C, stream);
-  test::DeviceBuffer dinp(as<Elem>(padded(in.dinp0, o))), dweight(as<Elem>(in.dweight0)), dbias(as<Elem>(in.dbias0));
   LnResult r;
   r.out = tail(widened(out), N);
   r.mean = mean.download();
   r.rstd = rstd.download();
-  for (int call = 0; call < 2; ++call) {
-    cuda::layernorm_backward(dinp.get() + o, dweight.get(), dbias.get(), dout.get() + o, mean.get(), rstd.get(),
-                             inp.get() + o, weight.get() + o, B, T, C, stream, design);
-    (call == 0 ? r.dinp : r.dinp2) = tail(widened(dinp), N);
-    (call == 0 ? r.dweight : r.dweight2) = widened(dweight);
-    (call == 0 ? r.dbias : r.dbias2) = widened(dbias);
-  }
+  BackwardResult b = backward_twice<Elem>(s, in, mean, rstd, design);
+  r.dinp = std::move(b.dinp);
+  r.dweight = std::move(b.dweight);
+  r.dbias = std::move(b.dbias);
+  r.dinp2 = std::move(b.dinp2);
+  r.dweight2 = std::move(b.dweight2);
+  r.dbias2 = std::move(b.dbias2);
   return r;
 }
 
@@ -177,42 +202,18 @@ TEST_CASE("emulated layernorm (bf16) matches cpu", "[emu][layernorm][bf16]") {
 
 namespace {
 
-// Two accumulating backward calls from the starting grads, with the CPU forward's statistics (so
-// that designs differ in the backward only).
-struct BackwardResult {
-  std::vector<float> dinp, dweight, dbias, dinp2, dweight2, dbias2;
-  std::vector<float> all() const { return test::concat({&dinp, &dweight, &dbias, &dinp2, &dweight2, &dbias2}); }
-};
-
+// The backward alone, with the CPU forward's statistics (so that designs differ in the backward
+// only).
 template <class Elem>
 BackwardResult run_backward(const LnShape& s, const LnInputs& in, const LnResult& stats,
                             cuda::LayerNormBackward design) {
-  const int B = s.B, T = s.T, C = s.C;
-  const size_t N = static_cast<size_t>(B) * T * C, o = s.offset;
-  const cudaStream_t stream = test::test_stream();
-  const test::DeviceBuffer inp(as<Elem>(padded(in.inp, o))), weight(as<Elem>(padded(in.weight, o)));
-  const test::DeviceBuffer dout(as<Elem>(padded(in.dout, o)));
-  const test::DeviceBuffer mean(stats.mean), rstd(stats.rstd);
-  test::DeviceBuffer dinp(as<Elem>(padded(in.dinp0, o))), dweight(as<Elem>(in.dweight0)), dbias(as<Elem>(in.dbias0));
-  BackwardResult r;
-  for (int call = 0; call < 2; ++call) {
-    cuda::layernorm_backward(dinp.get() + o, dweight.get(), dbias.get(), dout.get() + o, mean.get(), rstd.get(),
-                             inp.get() + o, weight.get() + o, B, T, C, stream, design);
-    (call == 0 ? r.dinp : r.dinp2) = tail(widened(dinp), N);
-    (call == 0 ? r.dweight : r.dweight2) = widened(dweight);
-    (call == 0 ? r.dbias : r.dbias2) = widened(dbias);
-  }
-  return r;
+  return backward_twice<Elem>(s, in, test::DeviceBuffer(stats.mean), test::DeviceBuffer(stats.rstd), design);
 }
 
-// More rows than the fused backward's grid has warps (2 CTAs of 8 warps per SM where C <= 768):
-// each warp takes 2 or 3 rows, and the last CTA fewer rows than the others (h100: 4261 rows, 251
-// CTAs of 17 rows, the last of 11).
-int rows_beyond_one_per_warp() {
-  int sms = 0;
-  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
-  return 2 * (2 * sms * 8) + 37;
-}
+// More rows than the fused backward's grid has warps (at most 264 CTAs of 8 warps, from the shape:
+// kernels/layernorm_device.cuh): each warp takes 2 or 3 rows, and the last CTA fewer rows than the
+// others (4261 rows: 251 CTAs of 17 rows, the last of 11).
+int rows_beyond_one_per_warp() { return 2 * (264 * 8) + 37; }
 
 template <class Elem>
 void check_fused_backward(const LnShape& shape) {
@@ -262,7 +263,7 @@ void check_fused_backward(const LnShape& shape) {
 TEST_CASE("emulated fused layernorm backward matches cpu and the two-pass design", "[emu][layernorm][backward]") {
   // Packs of 16 bytes per lane (bf16 / float): C = 8: 1 / 1, only lane 0 (0 and 1) holding data;
   // 264: 2 / 3, the last pack of the row on lane 0 only; 520: 3 / 5; 768: 3 / 6 (GPT-2 124M);
-  // 896: 4 / 7; 1024: 4 / 8 (1 CTA per SM beyond 24 channels a lane). Rows: 1; fewer than a
+  // 896: 4 / 7; 1024: 4 / 8 (launch bounds of 1 CTA per SM beyond 24 channels a lane). Rows: 1; fewer than a
   // CTA's 8 warps; a CTA of 6 or 7 rows; several rows per warp (rows_beyond_one_per_warp).
   const LnShape shape = GENERATE(LnShape{1, 1, 8, 0}, LnShape{3, 7, 264, 0}, LnShape{1, 5, 520, 0},
                                  LnShape{2, 9, 768, 0}, LnShape{2, 3, 896, 0}, LnShape{3, 5, 1024, 0},
