@@ -322,8 +322,9 @@ class DeviceFiller {
 
 // CUDA keeps freed memory cached for reuse: the default pool's blocks (the backend sets its release
 // threshold to never) and graph memory (reserved after its launches until cudaDeviceGraphMemTrim).
-// cudaMalloc, or a pool that must grow, cannot count on using it (a GPU's driver may hand some back
-// for a cudaMalloc, DeviceFiller; the emulator never does), so an allocation that fits once it is
+// cudaMalloc, or a pool that must grow, cannot count on using it (a GPU's driver handed the pool's
+// back for a cudaMalloc, DeviceFiller; so does the emulator, and CTest runs these cases a second
+// time with that off, GPT2CC_EMU_MALLOC_RECLAIM=none), so an allocation that fits once it is
 // handed back must not fail: the backend's allocate and ScratchBuffer hand it back, try once more.
 TEST_CASE("cached pool and graph memory goes back before an allocation fails", "[cuda][backend][memory]") {
   auto backend = make_cuda_backend(0, DType::fp32);

@@ -18,7 +18,11 @@
 // - Accounting (cudaMemGetInfo, out-of-memory): the profile's memory, or $GPT2CC_EMU_DEVICE_MIB;
 //   the default pool keeps freed blocks reserved as CUDA's stream-ordered allocator does (its
 //   release threshold, cudaMemPoolTrimTo), and graph memory is reserved at a launch for the
-//   capture's peak, kept until cudaDeviceGraphMemTrim (CUmemPoolHandle_st, State below).
+//   capture's peak, kept until cudaDeviceGraphMemTrim (CUmemPoolHandle_st, State below). A
+//   cudaMalloc that does not fit hands the default pool's cached blocks back and tries again, as
+//   the driver did on an H200 (CUDA 13.0, driver 580.159.04, 2026-12-04: 16 MiB free and 32 MiB
+//   cached in the pool gave a 40 MiB cudaMalloc); $GPT2CC_EMU_MALLOC_RECLAIM=none turns that off
+//   (the code that hands cached memory back itself is then the only way such an allocation works).
 // - Errors: each failing call also sets the thread's last error (cudaGetLastError).
 #include <cuda_runtime.h>
 
@@ -88,7 +92,8 @@ struct CUevent_st {
 // and later allocations) and is reused by a later allocation it fits (the smallest such block),
 // until a stream, event or device synchronisation finds more than release_threshold bytes
 // reserved, or cudaMemPoolTrimTo, hands blocks back. Reused memory is refilled with 0xFF, as new.
-// No implicit trim: an allocation that does not fit beside the reserved blocks fails.
+// The pool trims itself for nobody else: a pool allocation that does not fit beside the reserved
+// blocks fails. Only cudaMalloc takes its cached blocks back (malloc_reclaims_pool).
 struct CUmemPoolHandle_st {
   uint64_t release_threshold = 0;
   std::map<const void*, size_t> live;     // allocated blocks: start -> bytes
@@ -270,6 +275,13 @@ void pool_trim(uint64_t keep) {
     release(it->second);
     it = pool.cached.erase(it);
   }
+}
+
+// Whether a cudaMalloc that does not fit takes the default pool's cached blocks back first (as on
+// an H200), unless $GPT2CC_EMU_MALLOC_RECLAIM=none (read once).
+bool malloc_reclaims_pool() {
+  static const bool reclaims = emu::env_choice("GPT2CC_EMU_MALLOC_RECLAIM", {"pool", "none"}) == 0;
+  return reclaims;
 }
 
 // A stream, event or device synchronisation: the pool releases what it holds above its threshold.
@@ -602,7 +614,12 @@ cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* attr, const void* func) {
 cudaError_t cudaMalloc(void** devPtr, size_t size) {
   const Lock lock(api_mutex());
   if (hc::unsafe_call_prohibited()) return record_error(cudaErrorStreamCaptureUnsupported);
-  return record_error(hc::allocate(devPtr, size));
+  cudaError_t err = hc::allocate(devPtr, size);
+  if (err == cudaErrorMemoryAllocation && hc::malloc_reclaims_pool() && !hc::state().default_pool.cached.empty()) {
+    hc::pool_trim(0);
+    err = hc::allocate(devPtr, size);
+  }
+  return record_error(err);
 }
 
 // Memory of the default pool goes back to the pool (cudaFree synchronises first, which also

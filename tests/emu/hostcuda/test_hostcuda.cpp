@@ -592,6 +592,57 @@ TEST_CASE("host cudart: the default pool keeps freed blocks as its release thres
   CHECK(cudaStreamDestroy(stream) == cudaSuccess);
 }
 
+// Hidden ([.]): it fills the device, which must be small (CTest runs it on a 64 MiB device, once
+// with each $GPT2CC_EMU_MALLOC_RECLAIM). As on an H200: a cudaMalloc that does not fit in what is
+// free takes the default pool's cached blocks back first; with "none" it fails and they stay.
+TEST_CASE("host cudart: a cudaMalloc that does not fit takes the pool's cached blocks back",
+          "[.][emu][hostcuda][reclaim]") {
+  const char* mode = std::getenv("GPT2CC_EMU_MALLOC_RECLAIM");
+  const bool reclaims = mode == nullptr || *mode == '\0' || std::string(mode) == "pool";
+  INFO("GPT2CC_EMU_MALLOC_RECLAIM=" << (mode ? mode : "(unset)"));
+  size_t free_bytes = 0, total = 0;
+  REQUIRE(cudaMemGetInfo(&free_bytes, &total) == cudaSuccess);
+  const size_t mib = size_t(1) << 20;
+  REQUIRE(total <= 256 * mib);  // run with GPT2CC_EMU_DEVICE_MIB=64: the filling is real memory
+  cudaStream_t stream = nullptr;
+  REQUIRE(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) == cudaSuccess);
+  cudaMemPool_t pool = nullptr;
+  REQUIRE(cudaDeviceGetDefaultMemPool(&pool, 0) == cudaSuccess);
+  uint64_t threshold = UINT64_MAX, reserved = 0;
+  REQUIRE(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold) == cudaSuccess);
+  void* cached = nullptr;
+  REQUIRE(cudaMallocAsync(&cached, 16 * mib, stream) == cudaSuccess);
+  REQUIRE(cudaFreeAsync(cached, stream) == cudaSuccess);
+  REQUIRE(cudaStreamSynchronize(stream) == cudaSuccess);
+  REQUIRE(cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReservedMemCurrent, &reserved) == cudaSuccess);
+  REQUIRE(reserved == 16 * mib);
+  void* filler = nullptr;
+  REQUIRE(cudaMalloc(&filler, device_free() - 8 * mib) == cudaSuccess);  // fits: nothing reclaimed
+  REQUIRE(cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReservedMemCurrent, &reserved) == cudaSuccess);
+  REQUIRE(reserved == 16 * mib);
+  REQUIRE(device_free() == 8 * mib);
+
+  void* p = nullptr;
+  const cudaError_t err = cudaMalloc(&p, 20 * mib);  // 8 free + 16 cached
+  REQUIRE(cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReservedMemCurrent, &reserved) == cudaSuccess);
+  if (reclaims) {
+    CHECK(err == cudaSuccess);
+    CHECK(reserved == 0);
+    CHECK(device_free() == 4 * mib);
+  } else {
+    CHECK(err == cudaErrorMemoryAllocation);
+    CHECK(p == nullptr);
+    CHECK(reserved == 16 * mib);
+  }
+  cudaGetLastError();
+  CHECK(cudaFree(p) == cudaSuccess);
+  CHECK(cudaFree(filler) == cudaSuccess);
+  REQUIRE(cudaMemPoolTrimTo(pool, 0) == cudaSuccess);
+  threshold = 0;
+  REQUIRE(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold) == cudaSuccess);
+  CHECK(cudaStreamDestroy(stream) == cudaSuccess);
+}
+
 TEST_CASE("host cudart: graph memory is reserved at a launch, for the capture's peak, until trimmed",
           "[emu][hostcuda]") {
   cudaStream_t stream = nullptr;
