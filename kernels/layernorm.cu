@@ -3,7 +3,7 @@
 // and the branch choices are in kernels/layernorm_device.cuh: the cached-row forward (the row read
 // once into shared memory; 16-byte packs where C and the pointers allow), the uncached warp-per-row
 // forward for rows beyond the cache, and the backward's two designs (LayerNormBackward): the
-// fused one-pass kernel plus the CTA-ordered sum of its partials, or the dinp kernel plus the
+// fused one-pass kernel plus the fixed-order sum of its partials, or the dinp kernel plus the
 // slice-ordered parameter-gradient sums (each the same bits on every run).
 #include "kernels/layernorm.cuh"
 
@@ -117,8 +117,13 @@ bool launch_fused_backward(Elem* dinp, Elem* dweight, Elem* dbias, const Elem* d
   const LayerNormBackwardParams<Elem> p{dinp, partial_dweight, partial_dbias, dout, mean, rstd, inp, weight,
                                         rows, C, l.rows_per_cta};
   launch_fused_backward_kernel(l, p, stream);
-  layernorm_backward_param_finalize_columns_kernel<Elem><<<l.finalize.grid, l.finalize.block, 0, stream>>>(
-      dweight, dbias, partial_dweight, partial_dbias, l.ctas, C);
+  // The partials added in CTA order (the matmul bias gradient's finalize), dweight's then dbias's.
+  const LaunchShape lf = column_sum_kernels::column_sum_finalize_launch(C);
+  column_sum_kernels::column_sum_finalize_kernel<Elem><<<lf.grid, lf.block, 0, stream>>>(dweight, partial_dweight,
+                                                                                          l.ctas, C);
+  CUDA_CHECK_LAUNCH();
+  column_sum_kernels::column_sum_finalize_kernel<Elem><<<lf.grid, lf.block, 0, stream>>>(dbias, partial_dbias, l.ctas,
+                                                                                          C);
   CUDA_CHECK_LAUNCH();
   return true;
 }

@@ -18,7 +18,7 @@ namespace gpt2cc::cuda {
 
 // The backward's design. kFused: one pass over dout and inp; a warp per row keeps the row in
 // registers, adds dx into dinp and sums its rows' dweight / dbias terms; each CTA (at most 264,
-// from the shape) writes its partial sums, a second kernel adds them in CTA order. It needs C a
+// from the shape) writes its partial sums, a second kernel adds them in a fixed order. It needs C a
 // multiple of 8 (bf16) / 4 (float), C <= 1024, and 16-byte aligned dinp, dout, inp and weight.
 // kTwoPass: a warp-per-row dinp kernel, then column sums over 64 fixed slices of rows that read
 // dout and inp again; any shape. kAuto: kFused where it fits, else kTwoPass. Both are

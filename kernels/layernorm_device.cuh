@@ -16,6 +16,7 @@
 #include <cstddef>
 #include <type_traits>
 
+#include "kernels/column_sum_device.cuh"
 #include "kernels/common.cuh"
 #include "kernels/cuda_check.cuh"
 
@@ -352,42 +353,6 @@ __global__ void __launch_bounds__(kFusedWarps * kWarpSize, fused_ctas_per_sm<Ele
   }
 }
 
-// The fused backward's second kernel. dweight_c += sum_b partial_dweight[b, c] over its CTAs b
-// (the same for dbias), in a fixed order: thread (y, x) of a block of kFinalizeSliceLanes warps
-// sums b = y, y + kFinalizeSliceLanes, ... of column c = 32 blockIdx.x + x, then warp 0 adds the
-// warps' sums in y order. Why not a thread per column over all b (the two-pass finalize): with a
-// partial per CTA (hundreds), that loop is long and a C of 768 gives only 768 threads; here each
-// warp reads 128 contiguous bytes per b, and 16 warps per 32 columns share the loop.
-constexpr int kFinalizeSliceLanes = 16;
-template <class Elem>
-__global__ void layernorm_backward_param_finalize_columns_kernel(Elem* dweight, Elem* dbias,
-                                                                 const float* partial_dweight,
-                                                                 const float* partial_dbias, int slices, int C) {
-  __shared__ float sums[2][kFinalizeSliceLanes][kWarpSize];
-  const int x = threadIdx.x % kWarpSize, y = threadIdx.x / kWarpSize;
-  const int c = blockIdx.x * kWarpSize + x;
-  float dw = 0.0f, db = 0.0f;
-  if (c < C) {
-#pragma unroll 4
-    for (int b = y; b < slices; b += kFinalizeSliceLanes) {
-      dw += partial_dweight[static_cast<size_t>(b) * C + c];
-      db += partial_dbias[static_cast<size_t>(b) * C + c];
-    }
-  }
-  sums[0][y][x] = dw;
-  sums[1][y][x] = db;
-  __syncthreads();
-  if (y != 0 || c >= C) return;
-  dw = 0.0f;
-  db = 0.0f;
-  for (int i = 0; i < kFinalizeSliceLanes; ++i) {
-    dw += sums[0][i][x];
-    db += sums[1][i][x];
-  }
-  dweight[c] = from_float<Elem>(to_float(dweight[c]) + dw);
-  dbias[c] = from_float<Elem>(to_float(dbias[c]) + db);
-}
-
 // ---------------------------------------------------------------------------------------------
 // Launch geometry and branch choices: used by the launchers in layernorm.cu.
 // ---------------------------------------------------------------------------------------------
@@ -470,14 +435,14 @@ struct FusedBackwardLaunch {
   int packs;
   int rows_per_cta;
   int ctas;  // partial sums: ctas x C floats for dweight and as many for dbias
-  LaunchShape fused, finalize;
+  LaunchShape fused;
 };
 
 template <class Elem>
 FusedBackwardLaunch fused_backward_launch(int rows, int C, bool aligned) {
   constexpr int kWidth = kPack128<Elem>;
   const int packs = ceil_div(C, kWarpSize * kWidth);
-  if (C % kWidth != 0 || packs > kFusedMaxPacks<Elem> || !aligned) return {false, packs, 0, 0, {}, {}};
+  if (C % kWidth != 0 || packs > kFusedMaxPacks<Elem> || !aligned) return {false, packs, 0, 0, {}};
   const int ctas_wanted = std::min(kFusedMaxCtas, ceil_div(rows, kFusedWarps));
   const int rows_per_cta = ceil_div(rows, ctas_wanted);
   const int ctas = ceil_div(rows, rows_per_cta);
@@ -486,8 +451,7 @@ FusedBackwardLaunch fused_backward_launch(int rows, int C, bool aligned) {
           packs,
           rows_per_cta,
           ctas,
-          {dim3(static_cast<unsigned>(ctas)), dim3(kFusedWarps * kWarpSize), smem},
-          {dim3(static_cast<unsigned>(ceil_div(C, kWarpSize))), dim3(kFinalizeSliceLanes * kWarpSize)}};
+          {dim3(static_cast<unsigned>(ctas)), dim3(kFusedWarps * kWarpSize), smem}};
 }
 
 }  // namespace gpt2cc::cuda::layernorm_kernels

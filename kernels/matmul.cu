@@ -110,6 +110,8 @@ cublasHandle_t cublas_handle(cudaStream_t stream) {
 namespace matmul_internal {
 
 using namespace matmul_kernels;
+using column_sum_kernels::column_sum_finalize_kernel;
+using column_sum_kernels::column_sum_finalize_launch;
 
 // The branch and geometry are matmul_device.cuh's: a float4 per thread for aligned fp32 rows of
 // whole 16-byte vectors, else one element per thread.

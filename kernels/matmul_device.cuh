@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <type_traits>
 
+#include "kernels/column_sum_device.cuh"
 #include "kernels/common.cuh"
 #include "kernels/cuda_check.cuh"
 
@@ -38,11 +39,11 @@ __global__ void add_bias_scalar_kernel(Elem* out, const Elem* bias, size_t rows,
   out[idx] = from_float<Elem>(to_float(out[idx]) + to_float(bias[idx % OC]));
 }
 
-// The bias gradient's blocks: kColumnSumWarps warps. In the partials kernels the warps take a
-// slice's rows in turn (warp w: rows r0 + w, r0 + w + kColumnSumWarps, ...); in the finalize, the
-// slices (warp w: slices w, w + kColumnSumWarps, ...). Each block then adds its warps' sums in warp
-// order: a fixed order whatever the schedule.
-constexpr int kColumnSumWarps = 8;
+// The bias gradient's blocks: kColumnSumWarps warps (kernels/column_sum_device.cuh, whose finalize
+// adds the partials). In the partials kernels the warps take a slice's rows in turn (warp w: rows
+// r0 + w, r0 + w + kColumnSumWarps, ...); each block then adds its warps' sums in warp order: a
+// fixed order whatever the schedule.
+using column_sum_kernels::kColumnSumWarps;
 
 // partial[slice, o] = sum over the slice's rows of dout[r, o]. Packed: lane l of a warp reads the
 // kWidth columns from (blockIdx.x * 32 + l) * kWidth of each row as one 16-byte load (a warp reads
@@ -81,27 +82,6 @@ __global__ void column_sum_partials_kernel(float* partial, const Elem* dout, int
   }
 }
 
-// dbias[o] += sum_slices partial[slice, o]: a block per 32 columns, its warps' strided slice sums
-// added in warp order, then once into dbias (one rounding).
-template <class Elem>
-__global__ void column_sum_finalize_kernel(Elem* dbias, const float* partial, int slices, int OC) {
-  __shared__ float warp_sums[kColumnSumWarps][kWarpSize];
-  const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
-  const int o = blockIdx.x * kWarpSize + lane;
-  float acc = 0.0f;
-  if (o < OC) {
-#pragma unroll 4
-    for (int s = warp; s < slices; s += kColumnSumWarps) acc += partial[static_cast<size_t>(s) * OC + o];
-  }
-  warp_sums[warp][lane] = acc;
-  __syncthreads();
-  if (warp != 0 || o >= OC) return;
-  float sum = 0.0f;
-#pragma unroll
-  for (int w = 0; w < kColumnSumWarps; ++w) sum += warp_sums[w][lane];
-  dbias[o] = from_float<Elem>(to_float(dbias[o]) + sum);
-}
-
 // ---------------------------------------------------------------------------------------------
 // Branch and launch geometry: used by matmul.cu.
 // ---------------------------------------------------------------------------------------------
@@ -137,13 +117,9 @@ bool column_sum_packed(const Elem* dout, int OC) {
   return OC % kPack128<Elem> == 0 && is_aligned16(dout);
 }
 
-// Partials: a block per (column group of 32 * width columns, slice); finalize: a block per 32
-// columns. kColumnSumWarps warps each.
+// Partials: a block per (column group of 32 * width columns, slice), kColumnSumWarps warps.
 inline LaunchShape column_sum_partials_launch(int OC, int slices, int width) {
   return {dim3(ceil_div(OC, kWarpSize * width), slices), dim3(kColumnSumWarps * kWarpSize)};
-}
-inline LaunchShape column_sum_finalize_launch(int OC) {
-  return {dim3(ceil_div(OC, kWarpSize)), dim3(kColumnSumWarps * kWarpSize)};
 }
 
 }  // namespace gpt2cc::cuda::matmul_kernels

@@ -414,7 +414,7 @@ GPT2CC_KERNELS = {
     "layernorm_forward_warp_per_row_kernel": "layernorm", "layernorm_forward_cached_row_kernel": "layernorm",
     "layernorm_backward_dinp_warp_per_row_kernel": "layernorm",
     "layernorm_backward_param_partials_kernel": "layernorm", "layernorm_backward_param_finalize_kernel": "layernorm",
-    "layernorm_backward_param_finalize_columns_kernel": "layernorm", "layernorm_backward_fused_kernel": "layernorm",
+    "layernorm_backward_fused_kernel": "layernorm",
     "attention_head_gemm_tiled_kernel": "attention", "attention_softmax_warp_per_row_kernel": "attention",
     "attention_probs_from_lse_kernel": "attention", "attention_softmax_backward_warp_per_row_kernel": "attention",
     "kv_cache_store_kernel": "attention", "attention_decode_shared_scores_kernel": "attention",
