@@ -30,6 +30,8 @@ import re
 import sys
 import tempfile
 
+from report import write_atomic  # report.py beside this file
+
 SCHEMA = "gpt2cc_step_profile"
 VERSION = 1
 TOP_KERNELS = 15
@@ -393,13 +395,6 @@ def render_markdown(profile, level=2):
                          f"| {share(k['total_us'], side['kernel_total_us'])} |")
         lines.append("")
     return lines
-
-
-def write_atomic(path, text):
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 # ---- self-test ----

@@ -194,19 +194,20 @@ def profile_steps(step, n, cuda):
     the CUDA-only session records no device events, the rest use CPU + CUDA activities."""
     from torch.profiler import ProfilerActivity, profile
 
+    def profiled_step():
+        with profile(activities=activities) as prof:
+            wall_ms = time_ms(step, 0, 1, cuda)[0]
+        return (wall_ms, *kernel_table(prof.events(), cuda))
+
     activities = [ProfilerActivity.CUDA] if cuda else [ProfilerActivity.CPU]
     steps = []
     for i in range(n):
-        with profile(activities=activities) as prof:
-            wall_ms = time_ms(step, 0, 1, cuda)[0]
-        rows, skipped = kernel_table(prof.events(), cuda)
+        wall_ms, rows, skipped = profiled_step()
         if cuda and not rows and ProfilerActivity.CPU not in activities:
             print("profile: no CUDA device events with CUDA activity alone; profiling with CPU + CUDA activities",
                   file=sys.stderr)
             activities = [ProfilerActivity.CPU, ProfilerActivity.CUDA]
-            with profile(activities=activities) as prof:
-                wall_ms = time_ms(step, 0, 1, cuda)[0]
-            rows, skipped = kernel_table(prof.events(), cuda)
+            wall_ms, rows, skipped = profiled_step()
         if not rows:
             what = "CUDA kernels" if cuda else "CPU ops"
             raise RuntimeError(f"torch.profiler recorded no {what} in profiled step {i + 1}")
