@@ -11,7 +11,10 @@
 #include <catch2/catch.hpp>
 #include <cuda_bf16.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstddef>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -26,6 +29,20 @@ using bf16 = __nv_bfloat16;
 // sees the same numbers), and a download widened back to float.
 inline DeviceBuffer<bf16> device_bf16(const std::vector<float>& x) { return DeviceBuffer<bf16>(to_bf16(x)); }
 inline std::vector<float> download_float(const DeviceBuffer<bf16>& d) { return from_bf16(d.download()); }
+
+// Uniform random values in [lo, hi] rounded to bf16: exactly what both backends see.
+inline std::vector<float> rounded_random(size_t n, uint64_t seed, float lo = -1.0f, float hi = 1.0f) {
+  return round_to_bf16(random_vector(n, seed, lo, hi));
+}
+
+// One bf16 rounding of a float result (8 significant bits: at most 2^-8 ~ 3.9e-3 relative) plus
+// the float arithmetic's own small differences, as an absolute floor relative to the largest
+// reference value; `ulps` = 2 where both sides were rounded to bf16. Relative L2 <= 1e-2 too.
+inline void expect_one_rounding(const std::vector<float>& actual, const std::vector<float>& expected,
+                                const std::string& what, double atol_fraction = 1e-5, int ulps = 1) {
+  expect_bf16_rounding(actual, expected, what, 4e-3 * ulps, atol_fraction * std::max(max_abs(expected), 1e-30));
+  expect_rel_l2(actual, expected, 1e-2, what);
+}
 
 // Poisoning: all bytes 0xFF in a bf16 buffer read as NaN (exponent all ones, mantissa nonzero), like
 // the float poison, so DeviceBuffer<bf16>::poison() works unchanged.

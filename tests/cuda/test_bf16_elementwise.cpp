@@ -24,22 +24,10 @@
 using namespace gpt2cc;
 using test::bf16;
 using test::DeviceBuffer;
+using test::expect_one_rounding;
+using test::rounded_random;
 
 namespace {
-
-// One bf16 rounding of a float result (8 significant bits: at most 2^-8 ~ 3.9e-3 relative) plus
-// the float arithmetic's own small differences, as an absolute floor relative to the largest
-// reference value. `ulps` = 2 where both sides were rounded to bf16 (they may differ by one ulp).
-void expect_one_rounding(const std::vector<float>& actual, const std::vector<float>& expected,
-                         const std::string& what, double atol_fraction = 1e-5, int ulps = 1) {
-  test::expect_bf16_rounding(actual, expected, what, 4e-3 * ulps,
-                             atol_fraction * std::max(test::max_abs(expected), 1e-30));
-  test::expect_rel_l2(actual, expected, 1e-2, what);
-}
-
-std::vector<float> rounded_random(size_t n, uint64_t seed, float lo = -1.0f, float hi = 1.0f) {
-  return test::round_to_bf16(test::random_vector(n, seed, lo, hi));
-}
 
 // The last n values of v (drops the `offset` padding elements that misalign a pointer).
 std::vector<float> tail(const std::vector<float>& v, size_t n) {

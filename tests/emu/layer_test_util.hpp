@@ -19,6 +19,7 @@
 
 #include "common/test_common.hpp"
 #include "cuda/bf16_host_util.hpp"
+#include "cuda/bf16_test_util.hpp"  // expect_one_rounding
 #include "cuda/cuda_test_util.hpp"  // DeviceBuffer, test_stream, expect_matches, max_abs, bit_equal
 #include "emu/cuda_emu.hpp"
 
@@ -65,15 +66,6 @@ inline std::vector<float> repeated(const std::vector<float>& start, const std::v
   std::vector<float> r(start.size());
   for (size_t i = 0; i < r.size(); ++i) r[i] = start[i] + k * (once[i] - start[i]);
   return r;
-}
-
-// One bf16 rounding of a float result (8 significant bits: at most 2^-8 ~ 3.9e-3 relative) plus
-// the float arithmetic's own small differences, as an absolute floor relative to the largest
-// reference value; `ulps` = 2 where both sides were rounded to bf16. Relative L2 <= 1e-2 too.
-inline void expect_one_rounding(const std::vector<float>& actual, const std::vector<float>& expected,
-                                const std::string& what, double atol_fraction = 1e-5, int ulps = 1) {
-  expect_bf16_rounding(actual, expected, what, 4e-3 * ulps, atol_fraction * std::max(max_abs(expected), 1e-30));
-  expect_rel_l2(actual, expected, 1e-2, what);
 }
 
 // float: fp32 results within tol; bf16: rounded once from fp32 results that differ from the CPU's
