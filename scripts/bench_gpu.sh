@@ -204,6 +204,25 @@ run_step() {
   return "$rc"
 }
 
+# not_run NAME STATUS MESSAGE...: a stage (or step) that could not run: "== NAME: MESSAGE" in
+# NAME.log, "NAME<TAB>STATUS<TAB>0" in status.tsv, and the call fails.
+not_run() {
+  echo "== $1: ${*:3}" | tee -a "$OUTDIR/$1.log"
+  printf '%s\t%s\t%s\n' "$1" "$2" 0 >>"$OUTDIR/status.tsv"
+  FAILED=1
+}
+
+# The path of CUDA tool NAME (compute-sanitizer, ncu): on the PATH, beside nvcc, in
+# /usr/local/cuda/bin or in Nsight Compute's own folders; fails if none is there.
+cuda_tool() {
+  local candidate
+  for candidate in "$(command -v "$1")" "$(dirname "$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)")/$1" \
+    "/usr/local/cuda/bin/$1" /opt/nvidia/nsight-compute/*/"$1"; do
+    [[ -n "$candidate" && -x "$candidate" ]] && { echo "$candidate"; return 0; }
+  done
+  return 1
+}
+
 record_env() {
   {
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -349,13 +368,7 @@ stage_test() {
 # scale ([scale]), which run the same kernels as the smaller shapes. On an H200: ~25, ~6 and ~10 s.
 stage_sanitize() {
   local tool
-  tool=$(command -v compute-sanitizer || echo "$(dirname "$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)")/compute-sanitizer")
-  if [[ ! -x "$tool" ]]; then
-    echo "== sanitize: compute-sanitizer not found" | tee -a "$OUTDIR/sanitize.log"
-    printf '%s\t%s\t%s\n' sanitize missing-tool 0 >>"$OUTDIR/status.tsv"
-    FAILED=1
-    return 1
-  fi
+  tool=$(cuda_tool compute-sanitizer) || { not_run sanitize missing-tool "compute-sanitizer not found"; return 1; }
   local common=("${BIN_ENV[@]}" "$tool" --error-exitcode 99 --print-limit 20)
   run_step sanitize_memcheck "$LIMIT_SANITIZE" "${common[@]}" --tool memcheck \
     "$BIN/tests/cuda/test_cuda_layers"
@@ -441,10 +454,8 @@ stage_parity() {
     shards="$ROOT/$BUILD_DIR/parity-wikipedia"
     if [[ ! -f "$shards/manifest.json" ]]; then
       if [[ ! -d "$data/wikipedia" || ! -d "$data/gpt2" ]]; then
-        echo "== parity: no $data/wikipedia or $data/gpt2 (carry the kit of scripts/gpu_kit.sh, set GPT2CC_DATA_DIR, or give --parity-shards)" |
-          tee -a "$OUTDIR/parity.log"
-        printf '%s\t%s\t%s\n' parity missing-data 0 >>"$OUTDIR/status.tsv"
-        FAILED=1
+        not_run parity missing-data "no $data/wikipedia or $data/gpt2 (carry the kit of scripts/gpu_kit.sh," \
+          "set GPT2CC_DATA_DIR, or give --parity-shards)"
         return 1
       fi
       run_step parity_prepare 240 "${BIN_ENV[@]}" "$BIN/prepare" --format wikiextractor --input "$data/wikipedia" \
@@ -480,14 +491,8 @@ stage_parity() {
 PROFILE_B=64
 LIMIT_PROFILE_NCU=150  # ncu not yet timed there: a slow one must leave the later stages their time
 stage_profile() {
-  local bench="$BIN/benchmarks/gpu/bench_train_gpu" ncu candidate inputs=()
-  ncu=$(command -v ncu)
-  if [[ -z "$ncu" ]]; then
-    for candidate in "$(dirname "$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)")/ncu" /usr/local/cuda/bin/ncu \
-      /opt/nvidia/nsight-compute/*/ncu; do
-      [[ -x "$candidate" ]] && { ncu=$candidate; break; }
-    done
-  fi
+  local bench="$BIN/benchmarks/gpu/bench_train_gpu" ncu inputs=()
+  ncu=$(cuda_tool ncu)
   rm -f "$OUTDIR"/profile_ncu.csv* "$OUTDIR/profile.json" "$OUTDIR/profile.md"
   run_step profile_train "$LIMIT_TRAIN" "${BIN_ENV[@]}" "$bench" --dtype bf16 -B "$PROFILE_B" -T 1024 \
     --steps 10 --warmup 3 --json "$OUTDIR/profile_train_bf16.json"
@@ -496,9 +501,7 @@ stage_profile() {
       --clock-control none --cache-control none --csv --print-units base --log-file "$OUTDIR/profile_ncu.csv" \
       "$bench" --dtype bf16 -B "$PROFILE_B" -T 1024 --steps 1 --warmup 1 --no-cuda-graphs
   else
-    echo "== profile_ncu: ncu (Nsight Compute) not found" | tee -a "$OUTDIR/profile_ncu.log"
-    printf '%s\t%s\t%s\n' profile_ncu missing-tool 0 >>"$OUTDIR/status.tsv"
-    FAILED=1
+    not_run profile_ncu missing-tool "ncu (Nsight Compute) not found"
   fi
   run_step profile_pt "$LIMIT_PYTORCH" python3 benchmarks/pytorch/gpt2_train.py --preset gpt2 -B "$PROFILE_B" \
     -T 1024 --steps 5 --warmup 3 --dtype bf16 --json "$OUTDIR/profile_pt_train_bf16.json" \
@@ -507,9 +510,7 @@ stage_profile() {
     inputs+=(--ncu-csv "$OUTDIR/profile_ncu.csv" --gpt2cc-json "$OUTDIR/profile_train_bf16.json")
   [[ -s "$OUTDIR/profile_pt_bf16.json" ]] && inputs+=(--pytorch-json "$OUTDIR/profile_pt_bf16.json")
   if ((${#inputs[@]} == 0)); then
-    echo "== profile: neither side produced a profile" | tee -a "$OUTDIR/profile_step.log"
-    printf '%s\t%s\t%s\n' profile_step no-input 0 >>"$OUTDIR/status.tsv"
-    FAILED=1
+    not_run profile_step no-input "neither side produced a profile"
     return 1
   fi
   run_step profile_step 30 python3 benchmarks/gpu/profile_step.py "${inputs[@]}" --json "$OUTDIR/profile.json" \
