@@ -252,7 +252,7 @@ size_t cached_device_memory() {
 // premise is checked without a cudaMalloc of `no_longer_fits` that the cache could serve: on an
 // H200 (CUDA 13.0, driver 580.159.04, 2026-12-04) such a probe succeeded, because a cudaMalloc
 // that does not fit in what is free is served by the driver handing cached memory back (16 MiB
-// free + 32 MiB of the pool's blocks cached gave 40 MiB). The probe took away the very cache
+// free, 32 MiB cached in the pool, 32 MiB of graph memory: 40 MiB). The probe took away the cache
 // whose return the test was to see, and the allocation after it failed. So the premise is
 // cudaMemGetInfo's free bytes, and the cached bytes before and after; a probing cudaMalloc only
 // where the bytes do not fit even with all of the cache back, freed at once should it succeed (and

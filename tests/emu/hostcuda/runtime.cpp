@@ -20,9 +20,11 @@
 //   release threshold, cudaMemPoolTrimTo), and graph memory is reserved at a launch for the
 //   capture's peak, kept until cudaDeviceGraphMemTrim (CUmemPoolHandle_st, State below). A
 //   cudaMalloc that does not fit hands the default pool's cached blocks back and tries again, as
-//   the driver did on an H200 (CUDA 13.0, driver 580.159.04, 2026-12-04: 16 MiB free and 32 MiB
-//   cached in the pool gave a 40 MiB cudaMalloc); $GPT2CC_EMU_MALLOC_RECLAIM=none turns that off
-//   (the code that hands cached memory back itself is then the only way such an allocation works).
+//   the driver did on an H200 (CUDA 13.0, driver 580.159.04, 2026-12-04: with 16 MiB free, 32 MiB
+//   cached in the pool and 32 MiB of graph memory, a 40 MiB cudaMalloc succeeded; with nothing
+//   cached one failed; the pool alone explains it, whether graph memory goes back too is not
+//   known); $GPT2CC_EMU_MALLOC_RECLAIM=none turns that off (the code that hands cached memory
+//   back itself is then the only way such an allocation works).
 // - Errors: each failing call also sets the thread's last error (cudaGetLastError).
 #include <cuda_runtime.h>
 
