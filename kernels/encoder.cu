@@ -1,9 +1,12 @@
 // Token + position embedding launchers, forward and backward (kernels/encoder.cuh; mirrors
 // cpu/encoder.cpp), float and bf16. The kernels and their launch geometry are in
 // kernels/encoder_device.cuh: an element-wise forward (16-byte packs for bf16 where C and the
-// pointers allow), and a deterministic backward (dwpe by one thread per element, dwte by the block
-// of the first position holding each token: no atomics).
+// pointers allow), and a deterministic backward (dwpe by one thread per element; dwte by sorting
+// the positions by token and giving each token's run to one block: no atomics).
 #include "kernels/encoder.cuh"
+
+#include <cstdint>
+#include <utility>
 
 #include "kernels/common.cuh"
 #include "kernels/cuda_check.cuh"
@@ -40,14 +43,32 @@ void encoder_forward(bf16* out, const int* inp, const bf16* wte, const bf16* wpe
 template <class Elem>
 void encoder_backward_impl(Elem* dwte, Elem* dwpe, const Elem* dout, const int* inp, int B, int T, int C,
                            cudaStream_t stream) {
-  ENSURE(C <= kMaxChannels, "encoder_backward supports C <= {} channels, got C = {}", kMaxChannels, C);
   const int N = B * T;
   if (N == 0 || C == 0) return;
   const LaunchShape lp = backward_wpe_launch(T, C);
   encoder_backward_wpe_kernel<Elem><<<lp.grid, lp.block, 0, stream>>>(dwpe, dout, B, T, C);
   CUDA_CHECK_LAUNCH();
-  const LaunchShape lw = backward_wte_owner_launch(N, C);
-  encoder_backward_wte_owner_kernel<Elem><<<lw.grid, lw.block, lw.smem_bytes, stream>>>(dwte, dout, inp, N, C);
+
+  // The (token, position) keys, sorted: tiles, then merge passes between the two halves.
+  ScratchBuffer keys(2 * static_cast<size_t>(N) * sizeof(uint64_t), stream);
+  uint64_t* sorted = keys.as<uint64_t>();
+  uint64_t* other = sorted + N;
+  const LaunchShape ls = sort_tiles_launch(N);
+  encoder_sort_tile_keys_kernel<<<ls.grid, ls.block, 0, stream>>>(sorted, inp, N);
+  CUDA_CHECK_LAUNCH();
+  const LaunchShape lm = merge_launch(N);
+  for (size_t width = kSortTile; width < static_cast<size_t>(N); width *= 2) {
+    encoder_merge_keys_kernel<<<lm.grid, lm.block, 0, stream>>>(other, sorted, width, N);
+    CUDA_CHECK_LAUNCH();
+    std::swap(sorted, other);
+  }
+
+  const LaunchShape lw = backward_wte_launch(N, C);
+  if (backward_wte_packed<Elem>(C, dout)) {
+    encoder_backward_wte_kernel<Elem, kPack128<Elem>><<<lw.grid, lw.block, 0, stream>>>(dwte, dout, sorted, N, C);
+  } else {
+    encoder_backward_wte_kernel<Elem, 1><<<lw.grid, lw.block, 0, stream>>>(dwte, dout, sorted, N, C);
+  }
   CUDA_CHECK_LAUNCH();
 }
 

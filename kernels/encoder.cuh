@@ -2,7 +2,8 @@
 // (cpu/encoder.hpp). out (B,T,C) = wte[inp[b,t]] + wpe[t]. Backward accumulates (+=) into dwte
 // and dwpe, deterministically (no atomics; each output element is summed by one thread in a
 // fixed order). bf16: sums in float, one rounding per output / per += (a bf16 dwte row gets one
-// rounding per call however many positions hold its token).
+// rounding per call however many positions hold its token). The backward sorts the positions by
+// token in stream-ordered scratch of 16 * B * T bytes (cuda_check.cuh ScratchBuffer).
 #pragma once
 
 #include <cuda_bf16.h>

@@ -405,7 +405,8 @@ SOURCE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir,
 # these land in their categories, and that no __global__ function in the sources lands in "other".
 GPT2CC_KERNELS = {
     "encoder_forward_elementwise_kernel": "embedding", "encoder_forward_packed_kernel": "embedding",
-    "encoder_backward_wpe_kernel": "embedding", "encoder_backward_wte_owner_kernel": "embedding",
+    "encoder_backward_wpe_kernel": "embedding", "encoder_backward_wte_kernel": "embedding",
+    "encoder_sort_tile_keys_kernel": "embedding", "encoder_merge_keys_kernel": "embedding",
     "layernorm_forward_warp_per_row_kernel": "layernorm", "layernorm_forward_cached_row_kernel": "layernorm",
     "layernorm_backward_dinp_warp_per_row_kernel": "layernorm",
     "layernorm_backward_param_partials_kernel": "layernorm", "layernorm_backward_param_finalize_kernel": "layernorm",
