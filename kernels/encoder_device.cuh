@@ -73,7 +73,7 @@ constexpr int kWteWarps = 8;                       // warps that split a token's
 constexpr int kWteThreads = kWteWarps * kWarpSize;  // = the sorted keys a block scans for run starts
 constexpr int kWteLaneChannels = 8;                // dwte accumulators per lane
 constexpr int kWteTile = kWarpSize * kWteLaneChannels;  // channels per block (gridDim.y tiles C)
-constexpr int kWteUnroll = 4;                      // rows a warp has in flight
+constexpr int kWteUnroll = 8;                      // rows a warp has in flight
 
 __device__ __forceinline__ uint64_t token_key(int token, int position) {
   return (static_cast<uint64_t>(static_cast<uint32_t>(token)) << 32) | static_cast<uint32_t>(position);
