@@ -23,14 +23,23 @@ void crossentropy_forward(float* losses, const bf16* logits, const int* targets,
 void crossentropy_backward(bf16* dlogits, float dloss, const bf16* logits, const int* targets, int B, int T, int V,
                            int Vp, cudaStream_t stream);
 
-// Fused classifier: one block per row reads the logits once for an online max + sum (fp32),
-// writes losses[row] = logsumexp - logit[target], then overwrites the row in place with
+// Fused classifier: one block per row finds the row's max and sum exp(l - max) (fp32), writes
+// losses[row] = logsumexp - logit[target], then overwrites the row in place with
 // dlogits = dloss * (softmax - onehot) (0 in padded columns and in ignored rows, whose loss is 0).
-// Same results as crossentropy_forward followed by crossentropy_backward, one launch and no
-// probability buffer. Uses 16-byte loads when Vp is a multiple of 16 / sizeof(elem) and logits
-// is 16-byte aligned; otherwise a scalar kernel.
+// Same results as crossentropy_forward followed by crossentropy_backward up to the order of float
+// sums, one launch and no probability buffer. Two designs:
+// - kCachedRow: the row is read once into the block's shared memory (16-byte packs; needs Vp a
+//   multiple of 16 / sizeof(elem), logits 16-byte aligned, and the row within the device's
+//   shared memory a block: 227 KiB on an H100 / H200, so 116,000 bf16 or 58,000 floats).
+// - kStreamed: the row is read twice, an online max + sum pass, then the gradient pass (16-byte
+//   packs where the rows allow, else scalar). Any shape.
+// kAuto: kCachedRow where it fits (GPT-2's bf16 rows), else kStreamed. kCachedRow on a shape it
+// does not take throws gpt2cc::Error. bench_kernels times both (fused_classifier, the kAuto
+// choice, and fused_classifier_streamed); neither design has been timed against the other on a GPU.
+enum class FusedClassifier { kAuto, kCachedRow, kStreamed };
+
 void fused_classifier(float* logits, float* losses, const int* targets, float dloss, int B, int T, int V, int Vp,
-                      cudaStream_t stream);
+                      cudaStream_t stream, FusedClassifier design = FusedClassifier::kAuto);
 void fused_classifier(bf16* logits, float* losses, const int* targets, float dloss, int B, int T, int V, int Vp,
-                      cudaStream_t stream);
+                      cudaStream_t stream, FusedClassifier design = FusedClassifier::kAuto);
 }  // namespace gpt2cc::cuda

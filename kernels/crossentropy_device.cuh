@@ -1,8 +1,10 @@
 // Device code of the classifier (kernels/crossentropy.cuh; mirrors cpu/crossentropy.cpp), float
 // and bf16 logits, fp32 math: one block per row (b,t) reduces the row's V logits to max and
 // sum_j exp(l_j - max), then writes the loss or every dlogit (0 in the padded columns Vp > V).
-// fused_classifier_block_per_row_kernel does both in one kernel: an online max + sum pass, then
-// the in-place gradient pass, in 16-byte packs when the rows allow it. Included by
+// The fused classifier does both in one kernel, in place: fused_classifier_cached_row_kernel keeps
+// the row in shared memory between the reductions and the gradient (read once); where a row does not
+// fit, fused_classifier_block_per_row_kernel streams it twice (an online max + sum pass, then the
+// gradient pass), in 16-byte packs when the rows allow it. Included by
 // kernels/crossentropy.cu (the launchers; tests/emu/hostcuda compiles it as host C++ for the CPU
 // emulator), with the launch geometry and the fused kernel's branch at the end.
 #pragma once
@@ -123,6 +125,17 @@ __device__ MaxSum block_max_sum(MaxSum x) {
   return warp_max_sum(x);
 }
 
+// A row whose target is ignored (-1: loss 0, gradient 0) or out of range (NaN loss and gradient
+// in the V real columns); padded columns 0 either way. Returns false for a row to be scored.
+template <class Elem>
+__device__ bool fill_unscored_row(Elem* row, float* loss, int y, int V, int Vp) {
+  if (y != kIgnoreIndex && y >= 0 && y < V) return false;
+  const float fill = y == kIgnoreIndex ? 0.0f : NAN;
+  if (threadIdx.x == 0) *loss = fill;
+  for (int j = threadIdx.x; j < Vp; j += blockDim.x) row[j] = from_float<Elem>(j < V ? fill : 0.0f);
+  return true;
+}
+
 // Pass 1: (m, s) over the V real columns; loss = log(s) - (l_y - m) (= logsumexp - l_y).
 // Pass 2, in place: l_j := dloss * (exp(l_j - m) / s - [j == y]) for j < V, 0 for j >= V.
 // kVectorized: the row moves in 16-byte packs (4 floats or 8 bf16; why: the kernel is bound by
@@ -136,12 +149,7 @@ __global__ void fused_classifier_block_per_row_kernel(Elem* logits, float* losse
   const size_t bt = blockIdx.x;
   const int y = targets[bt];
   Elem* row = logits + bt * Vp;
-  if (y == kIgnoreIndex || y < 0 || y >= V) {
-    const float fill = y == kIgnoreIndex ? 0.0f : NAN;
-    if (threadIdx.x == 0) losses[bt] = fill;
-    for (int j = threadIdx.x; j < Vp; j += blockDim.x) row[j] = from_float<Elem>(j < V ? fill : 0.0f);
-    return;
-  }
+  if (fill_unscored_row(row, losses + bt, y, V, Vp)) return;
   // Read before the row is overwritten: block_max_sum's barrier orders it before every write.
   const float target_logit = to_float(row[y]);
   MaxSum acc{-INFINITY, 0.0f};
@@ -175,6 +183,66 @@ __global__ void fused_classifier_block_per_row_kernel(Elem* logits, float* losse
   }
 }
 
+// The cached-row fused classifier: the block copies its row into dynamic shared memory once (16-byte
+// packs), so the row is read from memory once and written once. Why: the block-per-row kernel
+// reads it twice, and for a bf16 GPT-2 row (100 KB) the hundreds of rows in flight overflow the L2,
+// so the second read goes to memory too. From shared memory: the exact max, then sum exp(l - max)
+// (two block reductions in a fixed order), the loss, and the gradient written over the row. Each
+// thread handles the same packs in every pass, so the copy needs no barrier of its own. Needs
+// Vp % kPack128 == 0, an aligned row, and Vp * sizeof(elem) (+ kCachedStaticSmem) within the
+// device's opt-in limit: 100,608 bytes for GPT-2 in bf16, two blocks per SM on an H100 / H200.
+constexpr int kCachedThreads = 512;
+constexpr size_t kCachedStaticSmem = kWarpSize * sizeof(float);  // the block reductions' buffer
+
+template <class Elem>
+__global__ void fused_classifier_cached_row_kernel(Elem* logits, float* losses, const int* targets, float dloss, int V,
+                                                   int Vp) {
+  constexpr int kW = kPack128<Elem>;
+  extern __shared__ __align__(16) unsigned char row_smem[];
+  __shared__ float shared[kWarpSize];
+  const size_t bt = blockIdx.x;
+  const int y = targets[bt];
+  Elem* row = logits + bt * Vp;
+  if (fill_unscored_row(row, losses + bt, y, V, Vp)) return;
+  const float target_logit = to_float(row[y]);  // before any write: the reductions' barriers order it
+  const int num_packs = Vp / kW;
+  auto* cache = reinterpret_cast<Pack128<Elem>*>(row_smem);
+  const auto* packs = reinterpret_cast<const Pack128<Elem>*>(row);
+#pragma unroll 4
+  for (int k = threadIdx.x; k < num_packs; k += blockDim.x) cache[k] = packs[k];
+  // Real columns in pack k: kW, fewer in the pack straddling V, 0 in the padding.
+  auto real_columns = [&](int k) { return min(kW, max(0, V - k * kW)); };
+  float m = -INFINITY;
+  for (int k = threadIdx.x; k < num_packs; k += blockDim.x) {
+    const int n = real_columns(k);
+#pragma unroll
+    for (int e = 0; e < kW; ++e) {
+      if (e < n) m = fmaxf(m, to_float(cache[k].v[e]));
+    }
+  }
+  const float maxval = block_max(m, shared);
+  float s = 0.0f;
+  for (int k = threadIdx.x; k < num_packs; k += blockDim.x) {
+    const int n = real_columns(k);
+#pragma unroll
+    for (int e = 0; e < kW; ++e) {
+      if (e < n) s += expf(to_float(cache[k].v[e]) - maxval);
+    }
+  }
+  const float sum = block_sum(s, shared);
+  if (threadIdx.x == 0) losses[bt] = logf(sum) - (target_logit - maxval);
+  const float inv_sum = 1.0f / sum;
+  for (int k = threadIdx.x; k < num_packs; k += blockDim.x) {
+    const int n = real_columns(k), target = y - k * kW;
+    float g[kW];
+#pragma unroll
+    for (int e = 0; e < kW; ++e) {
+      g[e] = e < n ? dloss * (expf(to_float(cache[k].v[e]) - maxval) * inv_sum - (e == target ? 1.0f : 0.0f)) : 0.0f;
+    }
+    store_floats(row + static_cast<size_t>(k) * kW, g);
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Launch geometry: used by the launchers in crossentropy.cu.
 // ---------------------------------------------------------------------------------------------
@@ -187,6 +255,18 @@ inline LaunchShape block_per_row_launch(int rows) { return {dim3(static_cast<uns
 template <class Elem>
 bool fused_classifier_vectorized(const Elem* logits, int Vp) {
   return is_aligned16(logits) && Vp % kPack128<Elem> == 0;
+}
+
+// The cached-row kernel's dynamic shared memory: the row's packs.
+template <class Elem>
+size_t cached_row_smem(int Vp) {
+  return static_cast<size_t>(Vp / kPack128<Elem>) * sizeof(Pack128<Elem>);
+}
+
+// The cached-row kernel: one block of kCachedThreads threads per row, the row in shared memory.
+template <class Elem>
+LaunchShape cached_row_launch(int rows, int Vp) {
+  return {dim3(static_cast<unsigned>(rows)), dim3(kCachedThreads), cached_row_smem<Elem>(Vp)};
 }
 
 }  // namespace gpt2cc::cuda::crossentropy_kernels

@@ -14,40 +14,22 @@
 
 #include "kernels/cuda_check.cuh"
 #include "kernels/flash_attention_device.cuh"
+#include "kernels/shared_memory.cuh"
 
 namespace gpt2cc::cuda {
 namespace {
 
 using namespace flash;
 
-// Dynamic shared memory above 48 KiB must be opted into per kernel (with the two-stage pipeline
-// HS 64 needs 45-91 KiB, HS 128 85-155 KiB: SharedNeed below). The kernel's static shared memory
-// must be what SharedNeed counts (`static_bytes`), or the fit judged before launch would be wrong.
+// Dynamic shared memory above 48 KiB is opted into per kernel (kernels/shared_memory.cuh; with the
+// two-stage pipeline HS 64 needs 45-91 KiB, HS 128 85-155 KiB: SharedNeed below). The kernel's
+// static shared memory must be what SharedNeed counts, or the fit judged before launch would be
+// wrong. The first opt-in on a device happens eagerly (the model runs each shape once before
+// recording a CUDA graph), never inside a capture.
 template <class Kernel>
-void allow_shared_memory(Kernel kernel, size_t bytes, size_t static_bytes = 0) {
-  cudaFuncAttributes attributes{};
-  CUDA_CHECK(cudaFuncGetAttributes(&attributes, kernel));
-  ENSURE(attributes.sharedSizeBytes <= static_bytes,
-         "flash attention: a kernel of this build has {} bytes of static shared memory where {} are counted "
-         "(kBackwardFusedStaticSmem in kernels/flash_attention_device.cuh is out of date)",
-         attributes.sharedSizeBytes, static_bytes);
-  if (bytes > 48 * 1024)
-    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
-}
-
-// Runs opt_in() once per device. Why per device: cudaFuncSetAttribute acts on the kernel in the
-// current device's context, so a process launching on a second GPU must opt in again there (a
-// process-wide once would leave it at 48 KiB and the launch would fail). One bit per device
-// ordinal in `done`; ordinals >= 64 simply repeat the call. The first call on a device happens
-// eagerly (the model runs each shape once before recording a CUDA graph), never inside a capture.
-template <class OptIn>
-void once_per_device(std::atomic<uint64_t>& done, OptIn&& opt_in) {
-  int device = 0;
-  CUDA_CHECK(cudaGetDevice(&device));
-  const uint64_t bit = device >= 0 && device < 64 ? uint64_t{1} << device : 0;
-  if (done.load(std::memory_order_acquire) & bit) return;
-  opt_in();
-  done.fetch_or(bit, std::memory_order_acq_rel);
+void allow_flash_shared_memory(Kernel kernel, size_t bytes, size_t static_bytes = 0) {
+  allow_shared_memory(kernel, bytes, static_bytes,
+                      "flash attention (kBackwardFusedStaticSmem in kernels/flash_attention_device.cuh)");
 }
 
 void check_shapes(const char* op, int B, int T, int C, int NH) {
@@ -89,15 +71,6 @@ SharedNeed backward_need(int HS, int rows, FlashBackward design) {
       need = {"flash_attention_backward_dq_kernel", kBackwardDqSmem<kHS, kRows>};
   });
   return need;
-}
-
-// The most shared memory a block may opt into on the current device (an attribute query: no
-// synchronisation, allowed during stream capture).
-size_t device_shared_optin() {
-  int device = 0, optin = 0;
-  CUDA_CHECK(cudaGetDevice(&device));
-  CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  return static_cast<size_t>(optin);
 }
 
 // The architecture the code the current device runs from this build was compiled for
@@ -171,7 +144,7 @@ template <int HS, int kRows>
 void launch_forward(const FlashForwardParams& p, int B, cudaStream_t stream) {
   static std::atomic<uint64_t> smem_ready{0};
   once_per_device(smem_ready,
-                  [] { allow_shared_memory(flash_attention_forward_kernel<HS, kRows>, kForwardSmem<HS, kRows>); });
+                  [] { allow_flash_shared_memory(flash_attention_forward_kernel<HS, kRows>, kForwardSmem<HS, kRows>); });
   const LaunchShape l = forward_launch<HS, kRows>(B, p.T, p.NH);
   flash_attention_forward_kernel<HS, kRows><<<l.grid, l.block, l.smem_bytes, stream>>>(p);
   CUDA_CHECK_LAUNCH();
@@ -185,13 +158,13 @@ void launch_backward(const FlashBackwardParams& p, const bf16* out, float* delta
   static std::atomic<uint64_t> split_ready{0}, fused_ready{0};
   if (design == FlashBackward::kFused) {
     once_per_device(fused_ready, [] {
-      allow_shared_memory(flash_attention_backward_fused_kernel<HS, kRows>, kBackwardFusedSmem<HS, kRows>,
+      allow_flash_shared_memory(flash_attention_backward_fused_kernel<HS, kRows>, kBackwardFusedSmem<HS, kRows>,
                           kBackwardFusedStaticSmem);
     });
   } else {
     once_per_device(split_ready, [] {
-      allow_shared_memory(flash_attention_backward_dkdv_kernel<HS, kRows>, kBackwardDkdvSmem<HS, kRows>);
-      allow_shared_memory(flash_attention_backward_dq_kernel<HS, kRows>, kBackwardDqSmem<HS, kRows>);
+      allow_flash_shared_memory(flash_attention_backward_dkdv_kernel<HS, kRows>, kBackwardDkdvSmem<HS, kRows>);
+      allow_flash_shared_memory(flash_attention_backward_dq_kernel<HS, kRows>, kBackwardDqSmem<HS, kRows>);
     });
   }
   const LaunchShape ld = delta_launch(B, p.T, p.NH);

@@ -425,6 +425,7 @@ GPT2CC_KERNELS = {
     "adamw_update_kernel": "optimizer", "sum_of_squares_partials_kernel": "reduction",
     "sum_of_squares_finalize_kernel": "reduction", "crossentropy_forward_block_per_row_kernel": "classifier",
     "crossentropy_backward_block_per_row_kernel": "classifier", "fused_classifier_block_per_row_kernel": "classifier",
+    "fused_classifier_cached_row_kernel": "classifier",
     "bias_gelu_kernel": "gelu", "dgelu_kernel": "gelu", "gelu_forward_kernel": "gelu", "gelu_backward_kernel": "gelu",
     "kernel_image_probe": "other",
 }

@@ -474,16 +474,19 @@ void bench_crossentropy(Bench& b) {
     std::vector<float> losses(R), dlogits(logits.size());
     cpu::crossentropy_forward(losses.data(), logits.data(), targets.data(), B, T, o.V, o.Vp);
     cpu::crossentropy_backward(dlogits.data(), 1.0f / R, logits.data(), targets.data(), B, T, o.V, o.Vp);
-    auto d_logits = upload<Elem>(logits), d_fused = upload<Elem>(logits);
-    DeviceVec<float> d_losses(R), d_fused_losses(R);
+    auto d_logits = upload<Elem>(logits), d_fused = upload<Elem>(logits), d_streamed = upload<Elem>(logits);
+    DeviceVec<float> d_losses(R), d_fused_losses(R), d_streamed_losses(R);
     DeviceVec<Elem> d_dlogits(logits.size());
     DeviceVec<int> d_targets(targets);
     cuda::crossentropy_forward(d_losses.get(), d_logits.get(), d_targets.get(), B, T, o.V, o.Vp, b.stream());
     cuda::crossentropy_backward(d_dlogits.get(), 1.0f / R, d_logits.get(), d_targets.get(), B, T, o.V, o.Vp,
                                 b.stream());
     cuda::fused_classifier(d_fused.get(), d_fused_losses.get(), d_targets.get(), 1.0f / R, B, T, o.V, o.Vp, b.stream());
+    cuda::fused_classifier(d_streamed.get(), d_streamed_losses.get(), d_targets.get(), 1.0f / R, B, T, o.V, o.Vp,
+                           b.stream(), cuda::FusedClassifier::kStreamed);
     err = {rel_l2(d_losses.host(), losses), rel_l2(download(d_dlogits), dlogits),
-           std::max(rel_l2(d_fused_losses.host(), losses), rel_l2(download(d_fused), dlogits))};
+           std::max(rel_l2(d_fused_losses.host(), losses), rel_l2(download(d_fused), dlogits)),
+           std::max(rel_l2(d_streamed_losses.host(), losses), rel_l2(download(d_streamed), dlogits))};
   }
   const int B = o.B, T = o.T;
   const size_t R = size_t(B) * T;
@@ -501,9 +504,14 @@ void bench_crossentropy(Bench& b) {
     cuda::crossentropy_backward(dlogits.get(), 1.0f / R, logits.get(), targets.get(), B, T, o.V, o.Vp, b.stream());
   });
   // Repeated in place over its own output: the values stay finite (dlogits are small), and the
-  // time of one pass does not depend on them.
+  // time of one pass does not depend on them. fused_classifier: the kAuto design (the cached row
+  // where it fits); fused_classifier_streamed: the block-per-row kernel that reads each row twice.
   b.add(mem_row<Elem>("fused_classifier", shape, 2.0 * E * R * o.Vp + 4.0 * R), {err[2]}, [&] {
     cuda::fused_classifier(logits.get(), losses.get(), targets.get(), 1.0f / R, B, T, o.V, o.Vp, b.stream());
+  });
+  b.add(mem_row<Elem>("fused_classifier_streamed", shape, 2.0 * E * R * o.Vp + 4.0 * R), {err[3]}, [&] {
+    cuda::fused_classifier(logits.get(), losses.get(), targets.get(), 1.0f / R, B, T, o.V, o.Vp, b.stream(),
+                           cuda::FusedClassifier::kStreamed);
   });
 }
 

@@ -1,9 +1,10 @@
 // The bf16 classifier (issue 8): cuda::crossentropy_forward / _backward on bf16 logits and
 // cuda::fused_classifier (float and bf16) against cpu:: on the same bf16-rounded logits, and the
-// fused kernel against the two-kernel path it replaces. Shapes cover both fused branches (16-byte
-// packs: Vp a multiple of 4 floats / 8 bf16 and an aligned buffer; scalar: Vp = 37, Vp = 36 for
-// bf16, a misaligned buffer), V not a multiple of 8 (1000 in 1024, GPT-2's 50257 in 50304),
-// ignored rows (target -1), and padded columns holding NaN that must come out exactly 0.
+// fused kernel against the two-kernel path it replaces. Shapes cover every fused branch (the
+// cached-row kernel and the streamed one, forced, on 16-byte packs: Vp a multiple of 4 floats /
+// 8 bf16 and an aligned buffer; the streamed scalar kernel: Vp = 37, Vp = 36 for bf16, a
+// misaligned buffer), V not a multiple of 8 (1000 in 1024, GPT-2's 50257 in 50304), ignored rows
+// (target -1), and padded columns holding NaN that must come out exactly 0.
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -94,8 +95,11 @@ TEMPLATE_TEST_CASE("fused classifier matches cpu and the two-kernel path", "[cud
                            Shape{2, 3, 33, 36}, Shape{1, 4, 1000, 1024}, Shape{2, 3, 50257, 50304});
   // offset 1 element: the buffer is no longer 16-byte aligned and the scalar kernel runs.
   const int offset = GENERATE(0, 1);
+  // kAuto: the cached-row kernel where the rows are packs; kStreamed: the block-per-row kernel.
+  const auto design = GENERATE(cuda::FusedClassifier::kAuto, cuda::FusedClassifier::kStreamed);
   INFO((kIsFloat ? "float" : "bf16") << " B=" << s.B << " T=" << s.T << " V=" << s.V << " Vp=" << s.Vp
-                                     << " offset=" << offset);
+                                     << " offset=" << offset
+                                     << " streamed=" << (design == cuda::FusedClassifier::kStreamed));
   const size_t rows = size_t(s.B) * s.T, n = rows * s.Vp;
   const Inputs in = test::classifier_inputs(s, 211);
   std::vector<float> losses(rows), dlogits(n);
@@ -116,14 +120,14 @@ TEMPLATE_TEST_CASE("fused classifier matches cpu and the two-kernel path", "[cud
   // The two-kernel path on the same logits first (out of place), then the fused kernel in place.
   cuda::crossentropy_forward(d_reference_losses.get(), d_logits, d_targets.get(), s.B, s.T, s.V, s.Vp, stream);
   cuda::crossentropy_backward(d_reference.get(), in.dloss, d_logits, d_targets.get(), s.B, s.T, s.V, s.Vp, stream);
-  cuda::fused_classifier(d_logits, d_losses.get(), d_targets.get(), in.dloss, s.B, s.T, s.V, s.Vp, stream);
+  cuda::fused_classifier(d_logits, d_losses.get(), d_targets.get(), in.dloss, s.B, s.T, s.V, s.Vp, stream, design);
 
   const auto got_losses = d_losses.download();
   const auto all = to_f32(d_buffer.download());
   const std::vector<float> got(all.begin() + offset, all.end());
   const auto two_kernel = to_f32(d_reference.download());
   test::expect_matches(got_losses, losses, "fused losses vs cpu", 1e-5);
-  // The online max + sum adds in another order than the two-pass reduction: a few float ulps.
+  // The fused kernels add in another order than the two-kernel reduction: a few float ulps.
   test::expect_matches(got_losses, d_reference_losses.download(), "fused losses vs two-kernel", 2e-6);
   if constexpr (kIsFloat) {
     test::expect_matches(got, dlogits, "fused dlogits vs cpu", 1e-5);
@@ -139,7 +143,7 @@ TEMPLATE_TEST_CASE("fused classifier matches cpu and the two-kernel path", "[cud
 
   // Deterministic: the same logits give the same bits.
   d_buffer.upload(to_elem<Elem>(padded));
-  cuda::fused_classifier(d_logits, d_losses.get(), d_targets.get(), in.dloss, s.B, s.T, s.V, s.Vp, stream);
+  cuda::fused_classifier(d_logits, d_losses.get(), d_targets.get(), in.dloss, s.B, s.T, s.V, s.Vp, stream, design);
   const auto again = to_f32(d_buffer.download());
   CHECK(test::bit_equal(std::vector<float>(again.begin() + offset, again.end()), got));
   CHECK(test::bit_equal(d_losses.download(), got_losses));
@@ -168,4 +172,20 @@ TEST_CASE("fused classifier rejects a vocabulary larger than its padding", "[cud
   CHECK_THROWS_WITH(cuda::fused_classifier(static_cast<float*>(nullptr), nullptr, nullptr, 1.0f, 1, 1, 9, 8,
                                            test::test_stream()),
                     Catch::Contains("V <= Vp"));
+}
+
+TEMPLATE_TEST_CASE("cached-row fused classifier refuses rows it cannot hold", "[cuda][bf16][crossentropy][fused]",
+                   float, bf16) {
+  using Elem = TestType;
+  const auto cached = cuda::FusedClassifier::kCachedRow;
+  DeviceBuffer<Elem> logits(to_elem<Elem>(test::random_vector(41, 241)));
+  DeviceBuffer<float> losses(1);
+  DeviceBuffer<int> targets(std::vector<int>{0});
+  cudaStream_t stream = test::test_stream();
+  // Not packs: Vp = 37, or the logits one element past an aligned start.
+  CHECK_THROWS_WITH(cuda::fused_classifier(logits.get(), losses.get(), targets.get(), 1.0f, 1, 1, 37, 37, stream, cached),
+                    Catch::Contains("cached-row fused classifier"));
+  CHECK_THROWS_WITH(cuda::fused_classifier(logits.get() + 1, losses.get(), targets.get(), 1.0f, 1, 1, 40, 40, stream,
+                                           cached),
+                    Catch::Contains("16-byte aligned"));
 }

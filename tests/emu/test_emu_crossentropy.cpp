@@ -2,12 +2,14 @@
 // kernels on the CPU emulator against cpu::crossentropy_forward / _backward, float and bf16 logits,
 // with the tolerances of tests/cuda/test_bf16_classifier.cpp: losses within 1e-5; float dlogits
 // within 1e-5, bf16 dlogits one rounding (relative L2 <= 1e-2, element-wise 5e-3); the fused
-// classifier also against the two-kernel path. Shapes hit every launcher branch: the fused kernel's
-// 16-byte packs (Vp a multiple of 4 floats / 8 bf16, aligned buffer) and its scalar kernel (Vp = 37,
-// Vp = 36 for bf16, a buffer offset by one element); V = 1 .. 5000 (one block of 512 threads strides
-// several times; V not a multiple of the pack). Outputs start as NaN; padded columns hold NaN in the
-// logits and must come out exactly 0; ignored rows (-1) give loss 0 and a zero row; an out-of-range
-// target gives NaN. Every warp schedule gives the same bits; in place gives the out-of-place bits.
+// classifier also against the two-kernel path. Shapes hit every launcher branch: the fused
+// cached-row kernel (rows of 16-byte packs in shared memory, up to GPT-2's 50304 columns: 100 and
+// 200 KB, opted into), the streamed kernel's 16-byte packs (forced) and its scalar kernel (Vp = 37,
+// Vp = 36 for bf16, a buffer offset by one element); V = 1 .. 50257 (blocks of 512 threads stride
+// several times; V not a multiple of the pack). Outputs start as NaN; padded columns hold NaN in
+// the logits and must come out exactly 0; ignored rows (-1) give loss 0 and a zero row; an
+// out-of-range target gives NaN. Every warp schedule gives the same bits; in place gives the
+// out-of-place bits. The cached-row kernel refuses rows that are not packs or do not fit.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -98,10 +100,15 @@ TEMPLATE_TEST_CASE("emulated fused classifier matches cpu and the two-kernel pat
   using Elem = TestType;
   constexpr bool kIsFloat = std::is_same_v<Elem, float>;
   const Shape s = GENERATE(Shape{1, 1, 1, 1}, Shape{1, 1, 5, 8}, Shape{3, 1, 37, 37}, Shape{3, 1, 37, 40},
-                           Shape{2, 2, 33, 36}, Shape{1, 3, 1000, 1024}, Shape{1, 2, 5000, 5008});
+                           Shape{2, 2, 33, 36}, Shape{1, 3, 1000, 1024}, Shape{1, 2, 5000, 5008},
+                           Shape{1, 2, 50257, 50304});
   // offset 1 element: the buffer is no longer 16-byte aligned and the scalar kernel runs.
   const int offset = GENERATE(0, 1);
-  INFO("B=" << s.B << " T=" << s.T << " V=" << s.V << " Vp=" << s.Vp << " offset=" << offset);
+  // kAuto: the cached-row kernel where the rows are packs (GPT-2's rows: 100 or 200 KB of shared
+  // memory, opted into); kStreamed: the block-per-row kernel on the same shapes.
+  const auto design = GENERATE(cuda::FusedClassifier::kAuto, cuda::FusedClassifier::kStreamed);
+  INFO("B=" << s.B << " T=" << s.T << " V=" << s.V << " Vp=" << s.Vp << " offset=" << offset
+            << " streamed=" << (design == cuda::FusedClassifier::kStreamed));
   const size_t rows = size_t(s.B) * s.T, n = rows * s.Vp;
   const Inputs in = test::classifier_inputs(s, 211);
   std::vector<float> losses(rows), dlogits(n);
@@ -117,13 +124,13 @@ TEMPLATE_TEST_CASE("emulated fused classifier matches cpu and the two-kernel pat
   Elem* logits = buffer.get() + offset;
   cuda::crossentropy_forward(reference_losses.get(), logits, targets.get(), s.B, s.T, s.V, s.Vp, stream);
   cuda::crossentropy_backward(reference.get(), in.dloss, logits, targets.get(), s.B, s.T, s.V, s.Vp, stream);
-  cuda::fused_classifier(logits, got_losses_d.get(), targets.get(), in.dloss, s.B, s.T, s.V, s.Vp, stream);
+  cuda::fused_classifier(logits, got_losses_d.get(), targets.get(), in.dloss, s.B, s.T, s.V, s.Vp, stream, design);
 
   const std::vector<float> all = test::widened(buffer), got_losses = got_losses_d.download();
   const std::vector<float> got(all.begin() + offset, all.end());
   const std::vector<float> two_kernel = test::widened(reference);
   test::expect_matches(got_losses, losses, "fused losses vs cpu", 1e-5);
-  // The online max + sum adds in another order than the two-pass reduction: a few float ulps.
+  // The fused kernels add in another order than the two-kernel reduction: a few float ulps.
   test::expect_matches(got_losses, reference_losses.download(), "fused losses vs two-kernel", 2e-6);
   expect_dlogits<Elem>(got, dlogits, "fused dlogits vs cpu");
   if constexpr (kIsFloat) {
@@ -138,10 +145,34 @@ TEMPLATE_TEST_CASE("emulated fused classifier matches cpu and the two-kernel pat
 
   test::check_every_schedule(test::concat({&all, &got_losses}), [&] {
     test::DeviceBuffer buffer2(start), losses2(test::poisoned<float>(rows));
-    cuda::fused_classifier(buffer2.get() + offset, losses2.get(), targets.get(), in.dloss, s.B, s.T, s.V, s.Vp, stream);
+    cuda::fused_classifier(buffer2.get() + offset, losses2.get(), targets.get(), in.dloss, s.B, s.T, s.V, s.Vp, stream,
+                           design);
     const std::vector<float> all2 = test::widened(buffer2), losses2_host = losses2.download();
     return test::concat({&all2, &losses2_host});
   });
+}
+
+TEMPLATE_TEST_CASE("emulated cached-row fused classifier refuses rows it cannot hold", "[emu][crossentropy][fused]",
+                   float, bf16) {
+  using Elem = TestType;
+  const cudaStream_t stream = test::test_stream();
+  const auto cached = cuda::FusedClassifier::kCachedRow;
+  const test::DeviceBuffer targets(std::vector<int>{0});
+  test::DeviceBuffer losses(test::poisoned<float>(1));
+  // Not packs: Vp = 37, or the logits one element past an aligned start.
+  test::DeviceBuffer small(test::as<Elem>(test::random_vector(41, 241)));
+  CHECK_THROWS_WITH(cuda::fused_classifier(small.get(), losses.get(), targets.get(), 1.0f, 1, 1, 37, 37, stream, cached),
+                    Catch::Contains("cached-row fused classifier"));
+  CHECK_THROWS_WITH(cuda::fused_classifier(small.get() + 1, losses.get(), targets.get(), 1.0f, 1, 1, 40, 40, stream,
+                                           cached),
+                    Catch::Contains("16-byte aligned"));
+  // A row beyond the emulated H100's 227 KiB a block (kAuto streams it).
+  const int Vp = 240 * 1024 / static_cast<int>(sizeof(Elem));
+  test::DeviceBuffer wide(test::as<Elem>(test::random_vector(Vp, 242)));
+  CHECK_THROWS_WITH(cuda::fused_classifier(wide.get(), losses.get(), targets.get(), 1.0f, 1, 1, Vp, Vp, stream, cached),
+                    Catch::Contains("shared memory a block"));
+  cuda::fused_classifier(wide.get(), losses.get(), targets.get(), 1.0f, 1, 1, Vp, Vp, stream);
+  CHECK(std::isfinite(losses.download()[0]));
 }
 
 TEMPLATE_TEST_CASE("emulated classifier marks an out-of-range target with NaN", "[emu][crossentropy]", float, bf16) {
