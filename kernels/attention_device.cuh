@@ -6,11 +6,12 @@
 //             dS = P * (dP - rowsum(P * dP)) ; dQ = scale * dS K ; dK = scale * dS^T Q
 // P and dP are T x T per head in stream-ordered scratch for the length of one call: what a layer
 // keeps for its backward is the B*NH*T log-sum-exps, like the CPU's (cpu/attention.hpp).
-// Every product is one 32x32-tiled kernel over the heads (attention_head_gemm_tiled_kernel) that
-// reads Q, K, V straight out of the interleaved qkv rows; the softmax passes are one warp per row;
-// each output element is written by one thread (deterministic). Included by kernels/attention.cu
-// (the launchers; tests/emu/hostcuda compiles it as host C++ for the CPU emulator), with the
-// parameters of every product, the launch geometry and the decode branch at the end.
+// Every product is one 64x64-tiled, register-blocked kernel over the heads
+// (attention_head_gemm_tiled_kernel) that reads Q, K, V straight out of the interleaved qkv rows;
+// the softmax passes are one warp per row; each output element is written by one thread
+// (deterministic). Included by kernels/attention.cu (the launchers; tests/emu/hostcuda compiles
+// it as host C++ for the CPU emulator), with the parameters of every product, the launch geometry
+// and the decode branch at the end.
 #pragma once
 
 #include <algorithm>
@@ -24,9 +25,12 @@
 
 namespace gpt2cc::cuda::attention_kernels {
 
-constexpr int kTile = 32;                            // output tile kTile x kTile
-constexpr int kRowsPerThread = 4;                    // block (32, 8): a thread owns 4 rows of one column
-constexpr int kBlockRows = kTile / kRowsPerThread;   // 8
+constexpr int kTile = 64;                                // output tile kTile x kTile
+constexpr int kStep = 16;                                // contraction values staged per pass
+constexpr int kThreadTile = 4;                           // a thread owns a 4 x 4 block of outputs
+constexpr int kTileThreads = kTile / kThreadTile;        // block (16, 16)
+constexpr int kTileBlock = kTileThreads * kTileThreads;  // 256 threads
+constexpr int kTilePad = 4;  // tile rows stay 16-byte aligned (4-float reads); spreads the banks
 constexpr int kMaxGridZ = 65535;                     // the heads loop over blockIdx.z with this stride
 constexpr int kWarpsPerBlock = 8;                    // warp-per-row kernels
 
@@ -72,15 +76,18 @@ __device__ __forceinline__ float load_head(const In* head, int stride, int row, 
   return row < rows && col < cols ? to_float(head[static_cast<size_t>(row) * stride + col]) : 0.0f;
 }
 
-// Classic shared-memory tiling: the block stages a 32x32 tile of each operand, each thread
-// accumulates 4 outputs of one column (4 rows apart by 8), so a loaded value is reused 32 times.
-// The tiles are padded to 33 columns so that reading a tile column is free of bank conflicts.
-// Causality prunes the contraction: tiles wholly above the diagonal are never loaded.
+// Shared-memory tiling with register blocking (the SGEMM recipe): per pass the block stages a
+// kTile x kStep slice of each operand, k-major, and each thread accumulates a 4 x 4 block of the
+// 64 x 64 output tile, reading 4 values of each operand per k (two 16-byte shared loads) for 16
+// FMAs. Why: with one output column per thread (the 32 x 32 kernel this replaced) the loop did 5
+// shared loads per 4 FMAs and ran at ~10% of the fp32 peak on an H200. Every output still sums
+// over k ascending, one FMA at a time, as that kernel did. Causality prunes the contraction: tiles
+// wholly above the diagonal are never loaded.
 template <HeadGemm kMode, class In, class Out>
-__global__ void attention_head_gemm_tiled_kernel(HeadGemmParams<In, Out> p) {
-  __shared__ float a_tile[kTile][kTile + 1];
-  __shared__ float b_tile[kTile][kTile + 1];
-  const int tx = threadIdx.x, ty = threadIdx.y;
+__global__ void __launch_bounds__(kTileBlock) attention_head_gemm_tiled_kernel(HeadGemmParams<In, Out> p) {
+  __shared__ __align__(16) float a_tile[kStep][kTile + kTilePad];  // [k][output row]
+  __shared__ __align__(16) float b_tile[kStep][kTile + kTilePad];  // [k][output column]
+  const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * kTileThreads + tx;
   const int row0 = blockIdx.y * kTile, col0 = blockIdx.x * kTile;
   const int T = p.T, HS = p.HS;
   int k_begin = 0, k_end = 0;
@@ -88,7 +95,7 @@ __global__ void attention_head_gemm_tiled_kernel(HeadGemmParams<In, Out> p) {
     if (col0 > row0 + kTile - 1) return;  // the whole tile is above the diagonal
     k_end = HS;
   } else if constexpr (kMode == HeadGemm::probs_times) {
-    k_end = min(T, row0 + kTile);  // t2 <= t <= row0 + 31
+    k_end = min(T, row0 + kTile);  // t2 <= t <= row0 + kTile - 1
   } else {
     k_begin = row0;  // t >= t2 >= row0
     k_end = T;
@@ -99,47 +106,52 @@ __global__ void attention_head_gemm_tiled_kernel(HeadGemmParams<In, Out> p) {
     const size_t head_offset = static_cast<size_t>(h) * HS;
     const In* x = p.x + static_cast<size_t>(b) * T * p.x_stride + head_offset;
     const float* probs = p.probs + static_cast<size_t>(bh) * T * T;
-    float acc[kRowsPerThread] = {};
-    for (int k0 = k_begin; k0 < k_end; k0 += kTile) {
-      for (int r = 0; r < kRowsPerThread; ++r) {
-        const int i = ty + r * kBlockRows;
+    float acc[kThreadTile][kThreadTile] = {};
+    for (int k0 = k_begin; k0 < k_end; k0 += kStep) {
+      // Staging: kTile * kStep values of each operand, kTile * kStep / kTileBlock per thread. The
+      // index runs along the operand's contiguous dimension, so a warp's loads are coalesced.
+      for (int e = tid; e < kTile * kStep; e += kTileBlock) {
+        const int along_k_i = e / kStep, along_k_k = e % kStep;  // operand rows contiguous in k
+        const int across_k = e / kTile, across_i = e % kTile;    // operand rows contiguous in i / j
         if constexpr (kMode == HeadGemm::scores) {
           const In* y = p.y + static_cast<size_t>(b) * T * p.y_stride + head_offset;
-          a_tile[i][tx] = load_head(x, p.x_stride, row0 + i, k0 + tx, T, HS);    // [t][d]
-          b_tile[i][tx] = load_head(y, p.y_stride, col0 + i, k0 + tx, T, HS);    // [t2][d]
+          a_tile[along_k_k][along_k_i] = load_head(x, p.x_stride, row0 + along_k_i, k0 + along_k_k, T, HS);  // [t][d]
+          b_tile[along_k_k][along_k_i] = load_head(y, p.y_stride, col0 + along_k_i, k0 + along_k_k, T, HS);  // [t2][d]
         } else if constexpr (kMode == HeadGemm::probs_times) {
-          a_tile[i][tx] = load_prob(p, probs, bh, row0 + i, k0 + tx);            // [t][t2]
-          b_tile[i][tx] = load_head(x, p.x_stride, k0 + i, col0 + tx, T, HS);    // [t2][d]
+          a_tile[along_k_k][along_k_i] = load_prob(p, probs, bh, row0 + along_k_i, k0 + along_k_k);  // [t][t2]
+          b_tile[across_k][across_i] = load_head(x, p.x_stride, k0 + across_k, col0 + across_i, T, HS);  // [t2][d]
         } else {
-          a_tile[i][tx] = load_prob(p, probs, bh, k0 + i, row0 + tx);            // [t][t2]
-          b_tile[i][tx] = load_head(x, p.x_stride, k0 + i, col0 + tx, T, HS);    // [t][d]
+          a_tile[across_k][across_i] = load_prob(p, probs, bh, k0 + across_k, row0 + across_i);  // [t][t2]
+          b_tile[across_k][across_i] = load_head(x, p.x_stride, k0 + across_k, col0 + across_i, T, HS);  // [t][d]
         }
       }
       __syncthreads();
-      for (int kk = 0; kk < kTile; ++kk) {
-        for (int r = 0; r < kRowsPerThread; ++r) {
-          const int i = ty + r * kBlockRows;
-          if constexpr (kMode == HeadGemm::scores) {
-            acc[r] += a_tile[i][kk] * b_tile[tx][kk];
-          } else if constexpr (kMode == HeadGemm::probs_times) {
-            acc[r] += a_tile[i][kk] * b_tile[kk][tx];
-          } else {
-            acc[r] += a_tile[kk][i] * b_tile[kk][tx];
-          }
+#pragma unroll
+      for (int kk = 0; kk < kStep; ++kk) {
+        float a[kThreadTile], bv[kThreadTile];
+        load_floats(a, &a_tile[kk][ty * kThreadTile]);
+        load_floats(bv, &b_tile[kk][tx * kThreadTile]);
+#pragma unroll
+        for (int r = 0; r < kThreadTile; ++r) {
+#pragma unroll
+          for (int c = 0; c < kThreadTile; ++c) acc[r][c] += a[r] * bv[c];
         }
       }
       __syncthreads();
     }
-    for (int r = 0; r < kRowsPerThread; ++r) {
-      const int row = row0 + ty + r * kBlockRows, col = col0 + tx;
-      if constexpr (kMode == HeadGemm::scores) {
-        if (row < T && col <= row) {
-          p.out[(static_cast<size_t>(bh) * T + row) * T + col] = from_float<Out>(p.scale * acc[r]);
-        }
-      } else {
-        if (row < T && col < HS) {
-          const size_t index = (static_cast<size_t>(b) * T + row) * p.out_stride + head_offset + col;
-          p.out[index] = from_float<Out>(p.scale * acc[r]);
+    for (int r = 0; r < kThreadTile; ++r) {
+      const int row = row0 + ty * kThreadTile + r;
+      for (int c = 0; c < kThreadTile; ++c) {
+        const int col = col0 + tx * kThreadTile + c;
+        if constexpr (kMode == HeadGemm::scores) {
+          if (row < T && col <= row) {
+            p.out[(static_cast<size_t>(bh) * T + row) * T + col] = from_float<Out>(p.scale * acc[r][c]);
+          }
+        } else {
+          if (row < T && col < HS) {
+            const size_t index = (static_cast<size_t>(b) * T + row) * p.out_stride + head_offset + col;
+            p.out[index] = from_float<Out>(p.scale * acc[r][c]);
+          }
         }
       }
     }
@@ -333,13 +345,13 @@ BackwardGemms<Elem> backward_gemms(Elem* dqkv, float* dscores, const Elem* dout,
           {dqkv + 2 * C, 3 * C, att, dout, C, nullptr, 0, B, T, NH, HS, 1.0f, dropout}};
 }
 
-// Output tiles of 32 x 32 over (columns, rows) of one head, the heads along z: one block per head
+// Output tiles of 64 x 64 over (columns, rows) of one head, the heads along z: one block per head
 // up to max_grid_z (the grid.z limit, 65535), beyond which each block loops over heads with that
 // stride. tests/emu/test_emu_attention_heads.cpp passes a small max_grid_z to exercise the loop.
 inline LaunchShape head_gemm_launch(HeadGemm mode, int T, int HS, int num_heads, int max_grid_z = kMaxGridZ) {
   const int rows = T, cols = mode == HeadGemm::scores ? T : HS;
   return {dim3(ceil_div(cols, kTile), ceil_div(rows, kTile), std::min(num_heads, max_grid_z)),
-          dim3(kTile, kBlockRows)};
+          dim3(kTileThreads, kTileThreads)};
 }
 
 // The softmax kernels: one warp per row of (B*NH*T) rows, kWarpsPerBlock rows per block.

@@ -2,10 +2,10 @@
 // attention_backward / kv_cache_store / attention_decode on bf16 qkv, out, dout, dqkv and caches
 // against cpu:: on the same bf16-rounded inputs. These are the kernels the bf16 model uses when
 // attention dropout is on (the flash kernels have none), so every shape runs with p = 0 and 0.1.
-// T = 1 and T = 37 (not a multiple of the 32-wide tile), head sizes 4, 17 and 64; the saved
-// log-sum-exp stays fp32 and is checked at fp32 tolerance against cpu::attention_forward_blocked;
-// both decode kernels. Out and dqkv against PyTorch's scaled_dot_product_attention too
-// (tests/make_sdpa_fixture.py).
+// T = 1, 37 (not a multiple of the 64-wide tile) and 130 (three row tiles), head sizes 4, 17, 64;
+// the saved log-sum-exp stays fp32 and is checked at fp32 tolerance against
+// cpu::attention_forward_blocked; both decode kernels. Out and dqkv against PyTorch's
+// scaled_dot_product_attention too (tests/make_sdpa_fixture.py).
 #include <catch2/catch.hpp>
 
 #include "attention_sdpa_util.hpp"
@@ -35,7 +35,7 @@ TEST_CASE("bf16 tiled attention forward and backward match cpu", "[cuda][bf16][a
     int B, T, C, NH;
   };
   const Shape shape = GENERATE(Shape{1, 1, 8, 2}, Shape{3, 1, 68, 4}, Shape{3, 37, 68, 4}, Shape{2, 37, 128, 2},
-                               Shape{1, 37, 768, 12});
+                               Shape{1, 37, 768, 12}, Shape{1, 130, 128, 2});
   const float p = GENERATE(0.0f, 0.1f);
   const int B = shape.B, T = shape.T, C = shape.C, NH = shape.NH;
   INFO("B=" << B << " T=" << T << " C=" << C << " NH=" << NH << " dropout=" << p);

@@ -183,7 +183,8 @@ TEMPLATE_TEST_CASE("cached-row fused classifier refuses rows it cannot hold", "[
   DeviceBuffer<int> targets(std::vector<int>{0});
   cudaStream_t stream = test::test_stream();
   // Not packs: Vp = 37, or the logits one element past an aligned start.
-  CHECK_THROWS_WITH(cuda::fused_classifier(logits.get(), losses.get(), targets.get(), 1.0f, 1, 1, 37, 37, stream, cached),
+  CHECK_THROWS_WITH(cuda::fused_classifier(logits.get(), losses.get(), targets.get(), 1.0f, 1, 1, 37, 37, stream,
+                                           cached),
                     Catch::Contains("cached-row fused classifier"));
   CHECK_THROWS_WITH(cuda::fused_classifier(logits.get() + 1, losses.get(), targets.get(), 1.0f, 1, 1, 40, 40, stream,
                                            cached),

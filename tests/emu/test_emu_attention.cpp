@@ -1,15 +1,16 @@
 // cuda::attention_forward / _backward / kv_cache_store / attention_decode (the tiled kernels of
 // kernels/attention.cuh) with their kernels on the CPU emulator against cpu::attention_forward /
 // _backward / kv_cache_store / attention_decode, float and bf16, with the tolerances of
-// tests/cuda/test_cuda_attention.cpp and test_bf16_attention_tiled.cpp: the saved log-sum-exp
-// (fp32 in both) within 1e-5 of cpu::attention_forward_blocked's, float out within 1e-5, dqkv
-// 2e-5; bf16 out and dqkv one bf16 rounding (relative L2 <= 1e-2, element-wise 5e-3 plus a slack
-// of 1e-5 / 1e-4 of max|ref|). Attention dropout off and on;
-// T = 1, 33, 37 (partial 32-wide tiles), 64; head sizes 1, 6, 17, 64. Outputs start as NaN; every
-// warp schedule gives the same bits; the backward writes dqkv (a second run over NaN, same bits).
-// Decode: from an empty cache (position 0) on, both kernels (scores in shared memory; the
-// online-softmax fallback past 48 KiB). More heads than grid.z: test_emu_attention_heads.cpp.
-// Against PyTorch's scaled_dot_product_attention too (tests/make_sdpa_fixture.py).
+// tests/cuda/test_cuda_attention.cpp and test_bf16_attention_tiled.cpp: the saved log-sum-exp (fp32
+// in both) within 1e-5 of cpu::attention_forward_blocked's, float out within 1e-5, dqkv 2e-5; bf16
+// out and dqkv one bf16 rounding (relative L2 <= 1e-2, element-wise 5e-3 plus a slack of 1e-5 /
+// 1e-4 of max|ref|). Attention dropout off and on; T = 1, 33, 37 (partial 64-wide tiles), 64, 130
+// (three row tiles: tiles skipped above the diagonal, contractions over several tiles); head sizes
+// 1, 6, 17 (partial 16-deep passes), 64. Outputs start as NaN; every warp schedule gives the same
+// bits; the backward writes dqkv (a second run over NaN, same bits). Decode: from an empty cache
+// (position 0) on, both kernels (scores in shared memory; the online-softmax fallback past 48 KiB).
+// More heads than grid.z: test_emu_attention_heads.cpp. Against PyTorch's
+// scaled_dot_product_attention too (tests/make_sdpa_fixture.py).
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -35,7 +36,7 @@ struct Shape {
 TEMPLATE_TEST_CASE("emulated tiled attention forward and backward match cpu", "[emu][attention]", float, bf16) {
   using Elem = TestType;
   const Shape shape = GENERATE(Shape{1, 1, 8, 2}, Shape{3, 5, 4, 4}, Shape{2, 33, 18, 3}, Shape{2, 37, 68, 4},
-                               Shape{1, 64, 128, 2});
+                               Shape{1, 64, 128, 2}, Shape{1, 130, 34, 2});
   const float p = GENERATE(0.0f, 0.25f);
   const int B = shape.B, T = shape.T, C = shape.C, NH = shape.NH;
   INFO("B=" << B << " T=" << T << " C=" << C << " NH=" << NH << " dropout=" << p);

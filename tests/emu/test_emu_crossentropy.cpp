@@ -161,7 +161,8 @@ TEMPLATE_TEST_CASE("emulated cached-row fused classifier refuses rows it cannot 
   test::DeviceBuffer losses(test::poisoned<float>(1));
   // Not packs: Vp = 37, or the logits one element past an aligned start.
   test::DeviceBuffer small(test::as<Elem>(test::random_vector(41, 241)));
-  CHECK_THROWS_WITH(cuda::fused_classifier(small.get(), losses.get(), targets.get(), 1.0f, 1, 1, 37, 37, stream, cached),
+  CHECK_THROWS_WITH(cuda::fused_classifier(small.get(), losses.get(), targets.get(), 1.0f, 1, 1, 37, 37, stream,
+                                           cached),
                     Catch::Contains("cached-row fused classifier"));
   CHECK_THROWS_WITH(cuda::fused_classifier(small.get() + 1, losses.get(), targets.get(), 1.0f, 1, 1, 40, 40, stream,
                                            cached),
