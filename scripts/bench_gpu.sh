@@ -363,7 +363,8 @@ stage_test() {
 
 # compute-sanitizer over the CUDA tests: memcheck (out-of-bounds and misaligned accesses, API
 # errors) on every layer test, racecheck (shared-memory hazards) on the kernels that share tiles
-# (flash attention, the fused classifier, layernorm, the embedding backward's sort). The whole-model tests are left out: too slow
+# (flash attention, the fused classifier, layernorm, the embedding backward's sort, the tiled
+# attention's products). The whole-model tests are left out: too slow
 # under the tool, and they run no kernel the layer tests do not; so are the bf16 tests at GPT-2
 # scale ([scale]), which run the same kernels as the smaller shapes. On an H200: ~25, ~6 and ~10 s.
 stage_sanitize() {
@@ -375,7 +376,7 @@ stage_sanitize() {
   run_step sanitize_memcheck_bf16 "$LIMIT_SANITIZE" "${common[@]}" --tool memcheck \
     "$BIN/tests/cuda/test_cuda_bf16" "~[model]~[scale]"
   run_step sanitize_racecheck "$LIMIT_SANITIZE" "${common[@]}" --tool racecheck \
-    "$BIN/tests/cuda/test_cuda_bf16" "[flash]~[scale],[fused],[layernorm],[encoder]"
+    "$BIN/tests/cuda/test_cuda_bf16" "[flash]~[scale],[fused],[layernorm],[encoder],[tiled]"
 }
 
 stage_kernels() {

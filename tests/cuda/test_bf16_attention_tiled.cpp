@@ -30,7 +30,7 @@ void expect_bf16_output(const std::vector<float>& got, const std::vector<float>&
 
 }  // namespace
 
-TEST_CASE("bf16 tiled attention forward and backward match cpu", "[cuda][bf16][attention]") {
+TEST_CASE("bf16 tiled attention forward and backward match cpu", "[cuda][bf16][attention][tiled]") {
   struct Shape {
     int B, T, C, NH;
   };
