@@ -81,14 +81,8 @@ __device__ __forceinline__ uint64_t token_key(int token, int position) {
 __device__ __forceinline__ uint32_t key_token(uint64_t key) { return static_cast<uint32_t>(key >> 32); }
 __device__ __forceinline__ size_t key_position(uint64_t key) { return static_cast<uint32_t>(key); }
 
-// Where keys[i] lands when the sorted runs of `width` keys in keys[0, n) merge in pairs (runs 2r
-// and 2r + 1 become one): its index in its own run plus the number of keys below it in the other
-// run, by binary search. A last run without a partner stays where it is.
-__device__ __forceinline__ size_t merged_index(const uint64_t* keys, size_t i, size_t width, size_t n) {
-  const size_t run = i / width, partner_begin = (run ^ 1) * width;
-  if (partner_begin >= n) return i;
-  const uint64_t key = keys[i];
-  size_t lo = partner_begin, hi = partner_begin + width < n ? partner_begin + width : n;
+// The first index in [lo, hi) of the sorted keys whose key is not below `key` (hi if none).
+__device__ __forceinline__ size_t lower_bound_key(const uint64_t* keys, size_t lo, size_t hi, uint64_t key) {
   while (lo < hi) {
     const size_t mid = lo + (hi - lo) / 2;
     if (keys[mid] < key) {
@@ -97,7 +91,18 @@ __device__ __forceinline__ size_t merged_index(const uint64_t* keys, size_t i, s
       hi = mid;
     }
   }
-  return (run & ~size_t{1}) * width + (i - run * width) + (lo - partner_begin);
+  return lo;
+}
+
+// Where keys[i] lands when the sorted runs of `width` keys in keys[0, n) merge in pairs (runs 2r
+// and 2r + 1 become one): its index in its own run plus the number of keys below it in the other
+// run, by binary search. A last run without a partner stays where it is.
+__device__ __forceinline__ size_t merged_index(const uint64_t* keys, size_t i, size_t width, size_t n) {
+  const size_t run = i / width, partner_begin = (run ^ 1) * width;
+  if (partner_begin >= n) return i;
+  const size_t partner_end = partner_begin + width < n ? partner_begin + width : n;
+  const size_t below = lower_bound_key(keys, partner_begin, partner_end, keys[i]) - partner_begin;
+  return (run & ~size_t{1}) * width + (i - run * width) + below;
 }
 
 // keys[tile] = the keys of positions [kSortTile * blockIdx.x, + kSortTile), sorted: merge passes
@@ -166,16 +171,7 @@ __global__ void encoder_backward_wte_kernel(Elem* dwte, const Elem* dout, const 
   // The last run may go on past the chunk: it ends at the first key of a larger token.
   if (threadIdx.x == 0) {
     const uint64_t next = (static_cast<uint64_t>(key_token(sorted[starts[count - 1]])) + 1) << 32;
-    int lo = chunk_end, hi = N;
-    while (lo < hi) {
-      const int mid = lo + (hi - lo) / 2;
-      if (sorted[mid] < next) {
-        lo = mid + 1;
-      } else {
-        hi = mid;
-      }
-    }
-    last_end = lo;
+    last_end = static_cast<int>(lower_bound_key(sorted, chunk_end, N, next));
   }
   __syncthreads();
 

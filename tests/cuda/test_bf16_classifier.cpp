@@ -4,7 +4,8 @@
 // cached-row kernel and the streamed one, forced, on 16-byte packs: Vp a multiple of 4 floats /
 // 8 bf16 and an aligned buffer; the streamed scalar kernel: Vp = 37, Vp = 36 for bf16, a
 // misaligned buffer), V not a multiple of 8 (1000 in 1024, GPT-2's 50257 in 50304), ignored rows
-// (target -1), and padded columns holding NaN that must come out exactly 0.
+// (target -1), and padded columns holding NaN that must come out exactly 0; the cached-row kernel
+// refuses rows that are not packs or do not fit the device's shared memory.
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -14,6 +15,7 @@
 #include "classifier_test_util.hpp"
 #include "cpu/crossentropy.hpp"
 #include "kernels/crossentropy.cuh"
+#include "kernels/shared_memory.cuh"
 
 using namespace gpt2cc;
 using test::bf16;
@@ -189,4 +191,11 @@ TEMPLATE_TEST_CASE("cached-row fused classifier refuses rows it cannot hold", "[
   CHECK_THROWS_WITH(cuda::fused_classifier(logits.get() + 1, losses.get(), targets.get(), 1.0f, 1, 1, 40, 40, stream,
                                            cached),
                     Catch::Contains("16-byte aligned"));
+  // A row past the device's shared memory a block: refused as kCachedRow, streamed by kAuto.
+  const int Vp = static_cast<int>(cuda::device_shared_optin() / sizeof(Elem)) + 16;
+  DeviceBuffer<Elem> wide(to_elem<Elem>(test::random_vector(size_t(Vp), 242)));
+  CHECK_THROWS_WITH(cuda::fused_classifier(wide.get(), losses.get(), targets.get(), 1.0f, 1, 1, Vp, Vp, stream, cached),
+                    Catch::Contains("shared memory a block"));
+  cuda::fused_classifier(wide.get(), losses.get(), targets.get(), 1.0f, 1, 1, Vp, Vp, stream);
+  CHECK(std::isfinite(losses.download()[0]));
 }
