@@ -158,8 +158,10 @@ __global__ void __launch_bounds__(kTileBlock) attention_head_gemm_tiled_kernel(H
   }
 }
 
-// P[t, t2] = exp(S[t, t2] - max) / sum_{t2' <= t} exp(S[t, t2'] - max) for t2 <= t, else 0;
-// in place over S; lse[row] = max + log(sum) (the row's log-sum-exp). One warp per row (b, h, t).
+// P[t, t2] = exp(S[t, t2] - max) / sum_{t2' <= t} exp(S[t, t2'] - max) for t2 <= t, in place
+// over S; lse[row] = max + log(sum) (the row's log-sum-exp). One warp per row (b, h, t). Above the
+// diagonal P is neither written nor read: load_prob gives 0 there (half a T x T matrix of writes
+// saved per call).
 __global__ void attention_softmax_warp_per_row_kernel(float* att, float* lse, size_t rows, int T) {
   const size_t row = static_cast<size_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarpSize;
   const int lane = threadIdx.x % kWarpSize;
@@ -173,13 +175,13 @@ __global__ void attention_softmax_warp_per_row_kernel(float* att, float* lse, si
   for (int t2 = lane; t2 <= t; t2 += kWarpSize) sum += expf(s[t2] - m);
   const float total = warp_sum(sum);
   const float inv_sum = 1.0f / total;
-  for (int t2 = lane; t2 < T; t2 += kWarpSize) s[t2] = t2 <= t ? expf(s[t2] - m) * inv_sum : 0.0f;
+  for (int t2 = lane; t2 <= t; t2 += kWarpSize) s[t2] = expf(s[t2] - m) * inv_sum;
   if (lane == 0) lse[row] = m + logf(total);
 }
 
 // The backward's probabilities from the recomputed scores and the forward's log-sum-exp, in place
-// over S: P[t, t2] = exp(S[t, t2] - lse[t]) for t2 <= t, else 0 (the CPU's blocked backward
-// likewise). One warp per row.
+// over S: P[t, t2] = exp(S[t, t2] - lse[t]) for t2 <= t (the CPU's blocked backward likewise;
+// above the diagonal, as in the forward, nothing). One warp per row.
 __global__ void attention_probs_from_lse_kernel(float* att, const float* lse, size_t rows, int T) {
   const size_t row = static_cast<size_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarpSize;
   const int lane = threadIdx.x % kWarpSize;
@@ -187,7 +189,7 @@ __global__ void attention_probs_from_lse_kernel(float* att, const float* lse, si
   const int t = static_cast<int>(row % T);
   float* s = att + row * T;
   const float row_lse = lse[row];
-  for (int t2 = lane; t2 < T; t2 += kWarpSize) s[t2] = t2 <= t ? expf(s[t2] - row_lse) : 0.0f;
+  for (int t2 = lane; t2 <= t; t2 += kWarpSize) s[t2] = expf(s[t2] - row_lse);
 }
 
 // Softmax backward, in place over the row's dP~ = dout . V^T:
