@@ -67,12 +67,12 @@ void attention_backward_impl(Elem* dqkv, const Elem* dout, const float* lse, con
   if (B == 0 || T == 0) return;
   const size_t rows = static_cast<size_t>(B) * NH * T;
   const LaunchShape l = softmax_launch(rows);
-  // P again: S = scale Q K^T (the forward's product), then P = exp(S - lse) in place.
+  // P again: S = scale Q K^T (the forward's product) and P = exp(S - lse) as it is stored.
   ScratchBuffer probs(rows * T * sizeof(float), stream);
   float* att = probs.as<float>();
-  launch_head_gemm(HeadGemm::scores, forward_gemms<Elem>(nullptr, att, qkv, B, T, C, NH, dropout).scores, stream);
-  attention_probs_from_lse_kernel<<<l.grid, l.block, 0, stream>>>(att, lse, rows, T);
-  CUDA_CHECK_LAUNCH();
+  HeadGemmParams<Elem, float> recompute = forward_gemms<Elem>(nullptr, att, qkv, B, T, C, NH, dropout).scores;
+  recompute.lse = lse;
+  launch_head_gemm(HeadGemm::scores, recompute, stream);
   ScratchBuffer dscores(rows * T * sizeof(float), stream);
   const BackwardGemms<Elem> g = backward_gemms(dqkv, dscores.as<float>(), dout, att, qkv, B, T, C, NH, dropout);
   // dP~ = dout . V^T, then dS in place

@@ -36,6 +36,7 @@ constexpr int kWarpsPerBlock = 8;                    // warp-per-row kernels
 
 // What attention_head_gemm_tiled_kernel computes for head (b,h):
 //   scores         : out[t, t2] = scale * sum_d x[t, d] y[t2, d]            (t2 <= t; T x T out)
+//                    or, given the rows' log-sum-exp, exp(that - lse[t]): the backward's P
 //   probs_times    : out[t, d]  = scale * sum_{t2 <= t} probs~[t, t2] x[t2, d]
 //   probs_t_times  : out[t2, d] = scale * sum_{t >= t2} probs~[t, t2] x[t, d]
 // probs~ is probs with dropout applied when dropout is active.
@@ -56,6 +57,7 @@ struct HeadGemmParams {
   int B, T, NH, HS;
   float scale;
   DropoutParams dropout;  // on probs, mask index = flat index into (B*NH, T, T)
+  const float* lse;       // scores only: null stores S; else P = exp(S - lse[row]) (B*NH*T values)
 };
 
 // probs~[t, t2] of head bh, zero outside the causal triangle and the matrix.
@@ -145,7 +147,9 @@ __global__ void __launch_bounds__(kTileBlock) attention_head_gemm_tiled_kernel(H
         const int col = col0 + tx * kThreadTile + c;
         if constexpr (kMode == HeadGemm::scores) {
           if (row < T && col <= row) {
-            p.out[(static_cast<size_t>(bh) * T + row) * T + col] = from_float<Out>(p.scale * acc[r][c]);
+            const float score = p.scale * acc[r][c];
+            const float value = p.lse == nullptr ? score : expf(score - p.lse[static_cast<size_t>(bh) * T + row]);
+            p.out[(static_cast<size_t>(bh) * T + row) * T + col] = from_float<Out>(value);
           }
         } else {
           if (row < T && col < HS) {
@@ -177,19 +181,6 @@ __global__ void attention_softmax_warp_per_row_kernel(float* att, float* lse, si
   const float inv_sum = 1.0f / total;
   for (int t2 = lane; t2 <= t; t2 += kWarpSize) s[t2] = expf(s[t2] - m) * inv_sum;
   if (lane == 0) lse[row] = m + logf(total);
-}
-
-// The backward's probabilities from the recomputed scores and the forward's log-sum-exp, in place
-// over S: P[t, t2] = exp(S[t, t2] - lse[t]) for t2 <= t (the CPU's blocked backward likewise;
-// above the diagonal, as in the forward, nothing). One warp per row.
-__global__ void attention_probs_from_lse_kernel(float* att, const float* lse, size_t rows, int T) {
-  const size_t row = static_cast<size_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarpSize;
-  const int lane = threadIdx.x % kWarpSize;
-  if (row >= rows) return;
-  const int t = static_cast<int>(row % T);
-  float* s = att + row * T;
-  const float row_lse = lse[row];
-  for (int t2 = lane; t2 <= t; t2 += kWarpSize) s[t2] = expf(s[t2] - row_lse);
 }
 
 // Softmax backward, in place over the row's dP~ = dout . V^T:
@@ -323,8 +314,8 @@ ForwardGemms<Elem> forward_gemms(Elem* out, float* att, const Elem* qkv, int B, 
                                  const DropoutParams& dropout) {
   const int HS = C / NH;
   const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
-  return {{att, 0, nullptr, qkv, 3 * C, qkv + C, 3 * C, B, T, NH, HS, scale, DropoutParams{}},
-          {out, C, att, qkv + 2 * C, 3 * C, nullptr, 0, B, T, NH, HS, 1.0f, dropout}};
+  return {{att, 0, nullptr, qkv, 3 * C, qkv + C, 3 * C, B, T, NH, HS, scale, DropoutParams{}, nullptr},
+          {out, C, att, qkv + 2 * C, 3 * C, nullptr, 0, B, T, NH, HS, 1.0f, dropout, nullptr}};
 }
 
 // The four products of the backward, around the softmax backward over dscores (B*NH, T, T):
@@ -341,10 +332,10 @@ BackwardGemms<Elem> backward_gemms(Elem* dqkv, float* dscores, const Elem* dout,
   const int HS = C / NH;
   const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
   const DropoutParams none{};
-  return {{dscores, 0, nullptr, dout, C, qkv + 2 * C, 3 * C, B, T, NH, HS, 1.0f, none},
-          {dqkv, 3 * C, dscores, qkv + C, 3 * C, nullptr, 0, B, T, NH, HS, scale, none},
-          {dqkv + C, 3 * C, dscores, qkv, 3 * C, nullptr, 0, B, T, NH, HS, scale, none},
-          {dqkv + 2 * C, 3 * C, att, dout, C, nullptr, 0, B, T, NH, HS, 1.0f, dropout}};
+  return {{dscores, 0, nullptr, dout, C, qkv + 2 * C, 3 * C, B, T, NH, HS, 1.0f, none, nullptr},
+          {dqkv, 3 * C, dscores, qkv + C, 3 * C, nullptr, 0, B, T, NH, HS, scale, none, nullptr},
+          {dqkv + C, 3 * C, dscores, qkv, 3 * C, nullptr, 0, B, T, NH, HS, scale, none, nullptr},
+          {dqkv + 2 * C, 3 * C, att, dout, C, nullptr, 0, B, T, NH, HS, 1.0f, dropout, nullptr}};
 }
 
 // Output tiles of 64 x 64 over (columns, rows) of one head, the heads along z: one block per head

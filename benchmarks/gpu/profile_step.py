@@ -412,7 +412,7 @@ GPT2CC_KERNELS = {
     "layernorm_backward_param_partials_kernel": "layernorm", "layernorm_backward_param_finalize_kernel": "layernorm",
     "layernorm_backward_fused_kernel": "layernorm",
     "attention_head_gemm_tiled_kernel": "attention", "attention_softmax_warp_per_row_kernel": "attention",
-    "attention_probs_from_lse_kernel": "attention", "attention_softmax_backward_warp_per_row_kernel": "attention",
+    "attention_softmax_backward_warp_per_row_kernel": "attention",
     "kv_cache_store_kernel": "attention", "attention_decode_shared_scores_kernel": "attention",
     "attention_decode_online_softmax_kernel": "attention", "flash_attention_forward_kernel": "attention",
     "flash_attention_delta_kernel": "attention", "flash_attention_backward_dkdv_kernel": "attention",
