@@ -1,10 +1,10 @@
 // Device code of the classifier (kernels/crossentropy.cuh; mirrors cpu/crossentropy.cpp), float
 // and bf16 logits, fp32 math: one block per row (b,t) reduces the row's V logits to max and
 // sum_j exp(l_j - max), then writes the loss or every dlogit (0 in the padded columns Vp > V).
-// The fused classifier does both in one kernel, in place: fused_classifier_cached_row_kernel keeps
-// the row in shared memory between the reductions and the gradient (read once); where a row does not
-// fit, fused_classifier_block_per_row_kernel streams it twice (an online max + sum pass, then the
-// gradient pass), in 16-byte packs when the rows allow it. Included by
+// The fused classifier does both in one kernel, in place: fused_classifier_cached_row_kernel
+// keeps the row in shared memory between the reductions and the gradient (read once); where a row
+// does not fit, fused_classifier_block_per_row_kernel streams it twice (an online max + sum pass,
+// then the gradient pass), in 16-byte packs when the rows allow it. Included by
 // kernels/crossentropy.cu (the launchers; tests/emu/hostcuda compiles it as host C++ for the CPU
 // emulator), with the launch geometry and the fused kernel's branch at the end.
 #pragma once
@@ -183,14 +183,15 @@ __global__ void fused_classifier_block_per_row_kernel(Elem* logits, float* losse
   }
 }
 
-// The cached-row fused classifier: the block copies its row into dynamic shared memory once (16-byte
-// packs), so the row is read from memory once and written once. Why: the block-per-row kernel
-// reads it twice, and for a bf16 GPT-2 row (100 KB) the hundreds of rows in flight overflow the L2,
-// so the second read goes to memory too. From shared memory: the exact max, then sum exp(l - max)
-// (two block reductions in a fixed order), the loss, and the gradient written over the row. Each
-// thread handles the same packs in every pass, so the copy needs no barrier of its own. Needs
-// Vp % kPack128 == 0, an aligned row, and Vp * sizeof(elem) (+ kCachedStaticSmem) within the
-// device's opt-in limit: 100,608 bytes for GPT-2 in bf16, two blocks per SM on an H100 / H200.
+// The cached-row fused classifier: the block copies its row into dynamic shared memory once
+// (16-byte packs), so the row is read from memory once and written once. Why: the block-per-row
+// kernel reads it twice, and for a bf16 GPT-2 row (100 KB) the hundreds of rows in flight overflow
+// the L2, so the second read goes to memory too. From shared memory: the exact max, then
+// sum exp(l - max) (two block reductions in a fixed order), the loss, and the gradient written
+// over the row. Each thread handles the same packs in every pass, so the copy needs no barrier of
+// its own. Needs Vp % kPack128 == 0, an aligned row, and Vp * sizeof(elem) (+ kCachedStaticSmem)
+// within the device's opt-in limit: 100,608 bytes for GPT-2 in bf16, two blocks per SM on an
+// H100 / H200.
 constexpr int kCachedThreads = 512;
 constexpr size_t kCachedStaticSmem = kWarpSize * sizeof(float);  // the block reductions' buffer
 

@@ -62,7 +62,7 @@ __global__ void encoder_forward_packed_kernel(Elem* out, const int* inp, const E
   store_floats(out + idx, x);
 }
 
-// ---- dwte: sort the positions by token, then one block per run of equal tokens -------------------
+// ---- dwte: sort the positions by token, then one block per run of equal tokens ----------------
 // A key is (token << 32) | position, so sorting the keys groups each token's positions, ascending.
 // Keys are distinct, so a merge needs no tie rule. Tokens and positions are below 2^31.
 
@@ -131,16 +131,17 @@ __global__ void encoder_merge_keys_kernel(uint64_t* dst, const uint64_t* src, si
 }
 
 // Lane `lane`'s channel j of a tile (its slot in the tile): 16-byte packs of kWidth channels side
-// by side across the warp, so a warp reads contiguous bytes of a row (kWidth = 1: channel lane + 32 j).
+// by side across the warp, so a warp reads contiguous bytes of a row (kWidth = 1: channel
+// lane + 32 j).
 template <int kWidth>
 __device__ __forceinline__ int wte_slot(int lane, int j) {
   return (j / kWidth) * (kWarpSize * kWidth) + lane * kWidth + j % kWidth;
 }
 
-// dwte[v, c] += sum over positions p with inp[p] == v of dout[p, c], from the sorted keys.
-// Block (x, y) scans kWteThreads sorted keys for the starts of runs of equal tokens (a ballot per
-// warp, a prefix over warps keeps them in order) and, for each run starting there, sums its rows
-// over channel tile y: warp w takes rows w, w + kWteWarps, ... of the run, ascending, and the warps'
+// dwte[v, c] += sum over positions p with inp[p] == v of dout[p, c], from the sorted keys. Block
+// (x, y) scans kWteThreads sorted keys for the starts of runs of equal tokens (a ballot per warp, a
+// prefix over warps keeps them in order) and, for each run starting there, sums its rows over
+// channel tile y: warp w takes rows w, w + kWteWarps, ... of the run, ascending, and the warps'
 // sums are added in warp order before the one += into dwte. A run, however long, belongs to the
 // block holding its start, so every dwte element is written by one thread, in an order the shape
 // fixes. kWidth: channels per load (a 16-byte pack; 1 for C or dout not aligned to packs).

@@ -207,8 +207,8 @@ void bench_encoder(Bench& b) {
   // bytes: read wte rows + wpe rows, write out (3 BTC elements) + the int tokens.
   b.add(mem_row<Elem>("encoder_forward", shape_btc(B, T, C), E * 3 * BTC + 4.0 * B * T), {err[0]},
         [&] { cuda::encoder_forward(out.get(), inp.get(), wte.get(), wpe.get(), B, T, C, b.stream()); });
-  // bytes: read dout twice (wpe pass, wte pass), read+write dwpe and the touched dwte rows (<= BTC),
-  // the int tokens (the sort's key traffic is the kernel's overhead, not counted).
+  // bytes: read dout twice (wpe pass, wte pass), read+write dwpe and the touched dwte rows
+  // (<= BTC), the int tokens (the sort's key traffic is the kernel's overhead, not counted).
   b.add(mem_row<Elem>("encoder_backward", shape_btc(B, T, C), E * (2 * BTC + 2.0 * T * C + 2 * BTC) + 4.0 * B * T),
         {err[1], err[2]},
         [&] { cuda::encoder_backward(dwte.get(), dwpe.get(), out.get(), inp.get(), B, T, C, b.stream()); });
