@@ -27,6 +27,16 @@ inline std::vector<DType> device_dtypes() {
   return {DType::fp32};
 }
 
+// Whether the current device is the CPU emulator (tests/emu/hostcuda names its devices so): tests
+// at training shapes take smaller ones there.
+inline bool on_cpu_emulator() {
+  int device = 0;
+  cudaDeviceProp prop{};
+  CUDA_CHECK(cudaGetDevice(&device));
+  CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+  return std::string(prop.name).rfind("gpt2cc CPU emulator", 0) == 0;
+}
+
 // A non-default stream, so a kernel that forgot its stream argument is caught by ordering.
 inline cudaStream_t test_stream() {
   static cudaStream_t stream = [] {

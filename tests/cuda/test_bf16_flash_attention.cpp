@@ -216,11 +216,7 @@ TEST_CASE("bf16 flash attention backward is bit-for-bit repeatable", "[cuda][bf1
 // really wait) in emu_cuda_bf16_resident.
 TEST_CASE("bf16 flash attention fused backward at GPT-2 scale: repeatable, and the split one's result",
           "[cuda][bf16][flash][determinism][scale]") {
-  cudaDeviceProp prop{};
-  int device = 0;
-  CUDA_CHECK(cudaGetDevice(&device));
-  CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
-  const bool emulated = std::string(prop.name).rfind("gpt2cc CPU emulator", 0) == 0;
+  const bool emulated = test::on_cpu_emulator();
   const int HS = GENERATE(64, 128);
   const int B = emulated ? 1 : 8, T = emulated ? 320 : 1024, NH = emulated ? 2 : 768 / HS, C = NH * HS;
   const cuda::FlashTile tile = GENERATE(cuda::FlashTile::kRows64, cuda::FlashTile::kRows128);

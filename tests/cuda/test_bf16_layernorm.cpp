@@ -8,36 +8,23 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
-#include <string>
 #include <vector>
 
 #include "bf16_test_util.hpp"
 #include "cpu/layernorm.hpp"
 #include "kernels/layernorm.cuh"
+#include "layernorm_test_util.hpp"
 
 using namespace gpt2cc;
 using test::bf16;
 using test::DeviceBuffer;
 using test::expect_one_rounding;
 using test::rounded_random;
-
-namespace {
-
-struct Grads {
-  std::vector<float> dinp, dweight, dbias;
-};
-
-bool bit_equal(const Grads& a, const Grads& b) {
-  return test::bit_equal(a.dinp, b.dinp) && test::bit_equal(a.dweight, b.dweight) && test::bit_equal(a.dbias, b.dbias);
-}
-
-}  // namespace
+using Grads = test::LayerNormGrads;
 
 TEST_CASE("bf16 layernorm backward: the fused design matches cpu and the two-pass one, bit-identical on every run",
           "[cuda][bf16][layernorm]") {
-  cudaDeviceProp prop{};
-  CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
-  const bool emulated = std::string(prop.name).rfind("gpt2cc CPU emulator", 0) == 0;
+  const bool emulated = test::on_cpu_emulator();
   // On the CPU emulator 4 x 1024 rows: still several rows per warp of the fused kernel's grid.
   const int B = emulated ? 4 : 8, T = 1024, C = GENERATE(768, 1024);
   INFO("B=" << B << " T=" << T << " C=" << C);
@@ -84,9 +71,9 @@ TEST_CASE("bf16 layernorm backward: the fused design matches cpu and the two-pas
   expect_one_rounding(fused.dinp, two_pass.dinp, "fused vs two-pass bf16 dinp", 1e-5, 2);
   expect_one_rounding(fused.dweight, two_pass.dweight, "fused vs two-pass bf16 dweight", 1e-5, 2);
   expect_one_rounding(fused.dbias, two_pass.dbias, "fused vs two-pass bf16 dbias", 1e-5, 2);
-  CHECK(bit_equal(run(cuda::LayerNormBackward::kFused), fused));
-  CHECK(bit_equal(run(cuda::LayerNormBackward::kFused), fused));
-  CHECK(bit_equal(run(cuda::LayerNormBackward::kAuto), fused));
+  CHECK(test::bit_equal(run(cuda::LayerNormBackward::kFused), fused));
+  CHECK(test::bit_equal(run(cuda::LayerNormBackward::kFused), fused));
+  CHECK(test::bit_equal(run(cuda::LayerNormBackward::kAuto), fused));
   // Recorded into a CUDA graph (the partials are stream-ordered scratch, no host synchronisation).
-  CHECK(bit_equal(run(cuda::LayerNormBackward::kFused, true), fused));
+  CHECK(test::bit_equal(run(cuda::LayerNormBackward::kFused, true), fused));
 }

@@ -5,14 +5,14 @@
 // against the two-pass one at a training shape, three runs and a CUDA graph replay bit-identical.
 #include <catch2/catch.hpp>
 
-#include <string>
-
 #include "cpu/layernorm.hpp"
 #include "cuda_test_util.hpp"
 #include "kernels/layernorm.cuh"
+#include "layernorm_test_util.hpp"
 
 using namespace gpt2cc;
 using test::DeviceBuffer;
+using Grads = test::LayerNormGrads;
 
 TEST_CASE("cuda layernorm forward and backward match cpu", "[cuda][layernorm]") {
   struct Shape {
@@ -73,10 +73,6 @@ namespace {
 
 // dinp, dweight, dbias after one backward call of `design` from the starting values (a CUDA graph
 // of the call, replayed, when `graph`).
-struct Grads {
-  std::vector<float> dinp, dweight, dbias;
-};
-
 Grads run_backward(const std::vector<float>& dinp0, const std::vector<float>& dweight0,
                    const std::vector<float>& dbias0, const DeviceBuffer<float>& dout, const DeviceBuffer<float>& mean,
                    const DeviceBuffer<float>& rstd, const DeviceBuffer<float>& inp, const DeviceBuffer<float>& weight,
@@ -91,19 +87,13 @@ Grads run_backward(const std::vector<float>& dinp0, const std::vector<float>& dw
   return {dinp.download(), dweight.download(), dbias.download()};
 }
 
-bool bit_equal(const Grads& a, const Grads& b) {
-  return test::bit_equal(a.dinp, b.dinp) && test::bit_equal(a.dweight, b.dweight) && test::bit_equal(a.dbias, b.dbias);
-}
-
 }  // namespace
 
 // GPT-2 124M's backward at B = 8, T = 1024 (on the CPU emulator 4 x 1024: still many rows per warp
 // of the fused kernel's grid, at most 264 CTAs from the shape).
 TEST_CASE("cuda layernorm backward: the fused design matches cpu and the two-pass one, bit-identical on every run",
           "[cuda][layernorm]") {
-  cudaDeviceProp prop{};
-  CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
-  const bool emulated = std::string(prop.name).rfind("gpt2cc CPU emulator", 0) == 0;
+  const bool emulated = test::on_cpu_emulator();
   const int B = emulated ? 4 : 8, T = 1024, C = 768;
   const size_t N = size_t(B) * T * C, rows = size_t(B) * T;
   auto inp = test::random_vector(N, 41, -2.0f, 2.0f);
@@ -122,18 +112,10 @@ TEST_CASE("cuda layernorm backward: the fused design matches cpu and the two-pas
   };
   const Grads fused = run(cuda::LayerNormBackward::kFused);
   const Grads two_pass = run(cuda::LayerNormBackward::kTwoPass);
-  test::expect_matches(fused.dinp, ref.dinp, "fused dinp (+=)", 1e-5);
-  // Column sums over B*T rows in a different order from the CPU's: a little more slack.
-  test::expect_matches(fused.dweight, ref.dweight, "fused dweight", 2e-5);
-  test::expect_matches(fused.dbias, ref.dbias, "fused dbias", 2e-5);
-  // float: the two-pass dinp loop is scalar, the fused one sums 4-channel packs; the column sums
-  // run in another order: float rounding apart.
-  test::expect_matches(fused.dinp, two_pass.dinp, "fused vs two-pass dinp", 2e-6);
-  test::expect_matches(fused.dweight, two_pass.dweight, "fused vs two-pass dweight", 1e-5);
-  test::expect_matches(fused.dbias, two_pass.dbias, "fused vs two-pass dbias", 1e-5);
-  CHECK(bit_equal(run(cuda::LayerNormBackward::kFused), fused));
-  CHECK(bit_equal(run(cuda::LayerNormBackward::kFused), fused));
-  CHECK(bit_equal(run(cuda::LayerNormBackward::kAuto), fused));
+  test::expect_fused_layernorm_backward(fused, two_pass, ref);
+  CHECK(test::bit_equal(run(cuda::LayerNormBackward::kFused), fused));
+  CHECK(test::bit_equal(run(cuda::LayerNormBackward::kFused), fused));
+  CHECK(test::bit_equal(run(cuda::LayerNormBackward::kAuto), fused));
   // Recorded into a CUDA graph (the partials are stream-ordered scratch, no host synchronisation).
-  CHECK(bit_equal(run(cuda::LayerNormBackward::kFused, true), fused));
+  CHECK(test::bit_equal(run(cuda::LayerNormBackward::kFused, true), fused));
 }

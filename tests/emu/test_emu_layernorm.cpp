@@ -21,6 +21,7 @@
 
 #include "cpu/layernorm.hpp"
 #include "cpu/residual.hpp"
+#include "cuda/layernorm_test_util.hpp"
 #include "emu/layer_test_util.hpp"
 #include "kernels/layernorm.cuh"
 #include "kernels/residual.cuh"
@@ -237,14 +238,9 @@ void check_fused_backward(const LnShape& shape) {
                         "fused bf16 dweight, two calls");
     test::expect_rel_l2(fused.dbias2, test::repeated(in.dbias0, ref.dbias, 2.0f), 1e-2, "fused bf16 dbias, two calls");
   } else {
-    test::expect_matches(fused.dinp, ref.dinp, "fused dinp (+=)", 1e-5);
-    test::expect_matches(fused.dweight, ref.dweight, "fused dweight", 2e-5);
-    test::expect_matches(fused.dbias, ref.dbias, "fused dbias", 2e-5);
-    // float: the two-pass dinp loop is scalar (lane l sums channels l + 32 i), the fused one sums
-    // 4-channel packs: the row sums round differently.
-    test::expect_matches(fused.dinp, two_pass.dinp, "fused vs two-pass dinp", 2e-6);
-    test::expect_matches(fused.dweight, two_pass.dweight, "fused vs two-pass dweight", 1e-5);
-    test::expect_matches(fused.dbias, two_pass.dbias, "fused vs two-pass dbias", 1e-5);
+    test::expect_fused_layernorm_backward({fused.dinp, fused.dweight, fused.dbias},
+                                          {two_pass.dinp, two_pass.dweight, two_pass.dbias},
+                                          {ref.dinp, ref.dweight, ref.dbias});
     test::expect_matches(fused.dinp2, test::repeated(in.dinp0, fused.dinp, 2.0f), "fused dinp, two calls", 1e-5);
     test::expect_matches(fused.dweight2, test::repeated(in.dweight0, fused.dweight, 2.0f), "fused dweight, two calls",
                          1e-5);
