@@ -30,7 +30,7 @@ import re
 import sys
 import tempfile
 
-from report import write_atomic  # report.py beside this file
+from report import self_test_verdict, write_atomic  # report.py beside this file
 
 SCHEMA = "gpt2cc_step_profile"
 VERSION = 1
@@ -695,10 +695,7 @@ def self_test():
         with open(out_md) as f:
             expect(f.read().startswith("## Where one training step's time goes"), "profile.md written")
         expect(not [n for n in os.listdir(d) if n.startswith(".tmp-")], "no temporary file left")
-    for f in failures:
-        print(f"self-test FAILED: {f}", file=sys.stderr)
-    print(f"profile_step.py self-test: {'all checks passed' if not failures else f'{len(failures)} check(s) failed'}")
-    return len(failures)
+    return self_test_verdict("profile_step.py", failures)
 
 
 def main(argv=None):

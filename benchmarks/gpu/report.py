@@ -283,6 +283,15 @@ def write_atomic(path, text):
     os.replace(tmp, path)
 
 
+def self_test_verdict(script, failures):
+    """Prints each failed check of a --self-test and a one-line verdict; returns the exit code
+    (the number of failures). Also profile_step.py's."""
+    for f in failures:
+        print(f"self-test FAILED: {f}", file=sys.stderr)
+    print(f"{script} self-test: {'all checks passed' if not failures else f'{len(failures)} check(s) failed'}")
+    return len(failures)
+
+
 def self_test():
     """Synthetic results through the whole report: ratios, targets, n/a for missing or invalid
     data. Returns the number of failed checks."""
@@ -396,10 +405,7 @@ def self_test():
         with open(out) as f:
             expect(f.read() == text, "report.md written")
         expect(not [n for n in os.listdir(d) if n.startswith(".tmp-")], "no temporary file left")
-    for f in failures:
-        print(f"self-test FAILED: {f}", file=sys.stderr)
-    print(f"report.py self-test: {'all checks passed' if not failures else f'{len(failures)} check(s) failed'}")
-    return len(failures)
+    return self_test_verdict("report.py", failures)
 
 
 def main(argv=None):
