@@ -4,7 +4,8 @@
 // (zero-filled, out-of-memory reported with the sizes and a hint), one stream on which every
 // kernel and copy runs in order, the cuda:: layers of kernels/*.cuh, the fused kernels for the
 // fused ops, flash attention for bf16, and CUDA graphs for recorded replay. Also the factory
-// make_cuda_backend, which throws InputError when there is no usable GPU.
+// make_cuda_backend, which throws InputError when there is no usable GPU or GPT2CC_KERNELS is
+// malformed (the designs where a layer has several: kernels/kernel_designs.cuh).
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
@@ -27,6 +28,7 @@
 #include "kernels/encoder.cuh"
 #include "kernels/flash_attention.cuh"
 #include "kernels/gelu.cuh"
+#include "kernels/kernel_designs.cuh"
 #include "kernels/layernorm.cuh"
 #include "kernels/matmul.cuh"
 #include "kernels/residual.cuh"
@@ -102,7 +104,8 @@ const Elem* as(ConstTensorPtr p) {
 
 class CudaBackend final : public Backend {
  public:
-  CudaBackend(int device, DType dtype) : device_(device), dtype_(dtype) {
+  CudaBackend(int device, DType dtype, const cuda::KernelDesigns& designs)
+      : device_(device), dtype_(dtype), designs_(designs) {
     CUDA_CHECK(cudaSetDevice(device_));
     CUDA_CHECK(cudaGetDeviceProperties(&props_, device_));
     check_kernel_image(device_, props_);
@@ -143,6 +146,8 @@ class CudaBackend final : public Backend {
       text += format("; this build has no flash attention for it (tiled attention instead): rebuild with "
                      "-DGPT2CC_CUDA_ARCHITECTURES={}{}",
                      props_.major, props_.minor);
+    const std::string designs = cuda::kernel_designs_text(designs_);
+    if (!designs.empty()) text += format("; kernel designs {}", designs);
     return text;
   }
 
@@ -226,7 +231,7 @@ class CudaBackend final : public Backend {
     with_elem([&](auto e) {
       using E = typename decltype(e)::type;
       cuda::layernorm_backward(as<E>(dinp), as<E>(dweight), as<E>(dbias), as<E>(dout), mean, rstd, as<E>(inp),
-                               as<E>(weight), B, T, C, stream_);
+                               as<E>(weight), B, T, C, stream_, designs_.layernorm_backward);
     });
   }
   void matmul_forward(TensorPtr out, ConstTensorPtr inp, ConstTensorPtr weight, ConstTensorPtr bias, int B, int T,
@@ -247,7 +252,8 @@ class CudaBackend final : public Backend {
   void attention_forward(TensorPtr out, float* saved, ConstTensorPtr qkv, int B, int T, int C, int NH,
                          const DropoutParams& dropout) override {
     if (use_flash(C / NH, dropout.active()))
-      return cuda::flash_attention_forward(as<bf16>(out), saved, as<bf16>(qkv), B, T, C, NH, stream_);
+      return cuda::flash_attention_forward(as<bf16>(out), saved, as<bf16>(qkv), B, T, C, NH, stream_,
+                                           designs_.flash_tile);
     with_elem([&](auto e) {
       using E = typename decltype(e)::type;
       cuda::attention_forward(as<E>(out), saved, as<E>(qkv), B, T, C, NH, dropout, stream_);
@@ -257,7 +263,7 @@ class CudaBackend final : public Backend {
                           ConstTensorPtr out, int B, int T, int C, int NH, const DropoutParams& dropout) override {
     if (use_flash(C / NH, dropout.active()))
       return cuda::flash_attention_backward(as<bf16>(dqkv), as<bf16>(dout), saved, as<bf16>(out), as<bf16>(qkv), B,
-                                            T, C, NH, stream_);
+                                            T, C, NH, stream_, designs_.flash_tile, designs_.flash_backward);
     with_elem([&](auto e) {
       using E = typename decltype(e)::type;
       cuda::attention_backward(as<E>(dqkv), as<E>(dout), saved, as<E>(qkv), as<E>(out), B, T, C, NH, dropout,
@@ -360,7 +366,7 @@ class CudaBackend final : public Backend {
                         int Vp) override {
     with_elem([&](auto e) {
       using E = typename decltype(e)::type;
-      cuda::fused_classifier(as<E>(logits), losses, targets, dloss, B, T, V, Vp, stream_);
+      cuda::fused_classifier(as<E>(logits), losses, targets, dloss, B, T, V, Vp, stream_, designs_.classifier);
     });
   }
 
@@ -457,11 +463,12 @@ class CudaBackend final : public Backend {
   // tiled kernels compute the same anywhere.
   bool use_flash(int HS, bool dropout) const {
     return dtype_ == DType::bf16 && !dropout && cuda::flash_attention_supported(HS) &&
-           cuda::flash_attention_fits_device(HS);
+           cuda::flash_attention_fits_device(HS, designs_.flash_backward);
   }
 
   int device_;
   DType dtype_;
+  cuda::KernelDesigns designs_;  // GPT2CC_KERNELS (kernels/kernel_designs.cuh)
   bool flash_built_ = false;  // cuda::flash_attention_built_for_device()
   cudaDeviceProp props_{};
   cudaStream_t stream_ = nullptr;
@@ -477,6 +484,8 @@ class CudaBackend final : public Backend {
 }  // namespace
 
 std::unique_ptr<Backend> make_cuda_backend(int device, DType dtype) {
+  // Read first: a mistyped GPT2CC_KERNELS fails before any GPU work.
+  const cuda::KernelDesigns designs = cuda::kernel_designs_from_environment();
   int count = 0;
   const cudaError_t err = cudaGetDeviceCount(&count);
   if (err != cudaSuccess) {
@@ -487,7 +496,7 @@ std::unique_ptr<Backend> make_cuda_backend(int device, DType dtype) {
   if (count == 0) fail_input("--device cuda: no CUDA GPU is present on this machine; use --device cpu");
   INPUT_CHECK(device >= 0 && device < count, "--cuda-device {} does not exist: this machine has {} CUDA device(s) (0..{})",
               device, count, count - 1);
-  return std::make_unique<CudaBackend>(device, dtype);
+  return std::make_unique<CudaBackend>(device, dtype, designs);
 }
 
 bool cuda_backend_built() { return true; }

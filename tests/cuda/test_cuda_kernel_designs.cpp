@@ -1,0 +1,179 @@
+// GPT2CC_KERNELS (kernels/kernel_designs.cuh): its syntax, its errors, and that a backend made
+// while it is set takes the designs it names. What proves each design was taken: a design named
+// for a shape it cannot take throws where the automatic choice runs (the cached-row classifier,
+// the fused LayerNorm backward), and the two flash backwards, which round differently, give the
+// named one's bits.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstdlib>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/backend.hpp"
+#include "core/check.hpp"
+#include "cuda_test_util.hpp"
+#include "kernels/kernel_designs.cuh"
+
+using namespace gpt2cc;
+using cuda::FlashBackward;
+using cuda::FlashTile;
+using cuda::FusedClassifier;
+using cuda::LayerNormBackward;
+
+namespace {
+
+// Sets GPT2CC_KERNELS (or unsets it: nullopt) for the scope, then puts the old value back.
+class KernelsVariable {
+ public:
+  explicit KernelsVariable(const std::optional<std::string>& value) {
+    if (const char* old = std::getenv(cuda::kKernelDesignsVariable)) old_ = old;
+    set(value);
+  }
+  KernelsVariable(const KernelsVariable&) = delete;
+  KernelsVariable& operator=(const KernelsVariable&) = delete;
+  ~KernelsVariable() { set(old_); }
+
+ private:
+  static void set(const std::optional<std::string>& value) {
+    if (value)
+      REQUIRE(setenv(cuda::kKernelDesignsVariable, value->c_str(), 1) == 0);
+    else
+      REQUIRE(unsetenv(cuda::kKernelDesignsVariable) == 0);
+  }
+  std::optional<std::string> old_;
+};
+
+std::unique_ptr<Backend> backend_with(const std::optional<std::string>& designs, DType dtype) {
+  const KernelsVariable variable(designs);
+  return make_cuda_backend(0, dtype);
+}
+
+// dqkv of one flash attention backward (B 1, T 320, 2 heads of 64: five K/V tiles, enough for the
+// two designs' different sums to show in bf16) on a backend made with `designs`.
+std::vector<float> flash_dqkv(const std::optional<std::string>& designs) {
+  const int B = 1, T = 320, C = 128, NH = 2;
+  const size_t BT = size_t(B) * T;
+  auto backend = backend_with(designs, DType::bf16);
+  DeviceTensor qkv(*backend, BT * 3 * C), out(*backend, BT * C), dout(*backend, BT * C), dqkv(*backend, BT * 3 * C);
+  DeviceArray<float> wide(*backend, BT * 3 * C), lse(*backend, BT * NH);
+  const auto upload = [&](DeviceTensor& t, uint64_t seed) {
+    const auto values = test::random_vector(t.size(), seed, -2.0f, 2.0f);
+    backend->upload(wide.data(), values.data(), t.size() * sizeof(float));
+    backend->convert_from_float(t.data(), wide.data(), t.size());
+  };
+  upload(qkv, 31);
+  upload(dout, 32);
+  backend->attention_forward(out.data(), lse.data(), qkv.data(), B, T, C, NH, DropoutParams{});
+  backend->attention_backward(dqkv.data(), dout.data(), lse.data(), qkv.data(), out.data(), B, T, C, NH,
+                              DropoutParams{});
+  return download_as_float(*backend, dqkv.data(), dqkv.size());
+}
+
+}  // namespace
+
+TEST_CASE("GPT2CC_KERNELS: parsed, written back, and refused naming the entry at fault", "[cuda][designs]") {
+  const cuda::KernelDesigns none = cuda::parse_kernel_designs("");
+  CHECK(none.classifier == FusedClassifier::kAuto);
+  CHECK(none.layernorm_backward == LayerNormBackward::kAuto);
+  CHECK(none.flash_backward == FlashBackward::kAuto);
+  CHECK(none.flash_tile == FlashTile::kAuto);
+  CHECK(cuda::kernel_designs_text(none).empty());
+  CHECK(cuda::kernel_designs_text(cuda::parse_kernel_designs("classifier=auto, flash-tile=auto")).empty());
+
+  const cuda::KernelDesigns two = cuda::parse_kernel_designs(" flash-tile = 128 , classifier=streamed,");
+  CHECK(two.classifier == FusedClassifier::kStreamed);
+  CHECK(two.layernorm_backward == LayerNormBackward::kAuto);
+  CHECK(two.flash_backward == FlashBackward::kAuto);
+  CHECK(two.flash_tile == FlashTile::kRows128);
+  CHECK(cuda::kernel_designs_text(two) == "classifier=streamed,flash-tile=128");
+
+  const std::string all = "classifier=cached-row,layernorm-backward=two-pass,flash-backward=fused,flash-tile=64";
+  const cuda::KernelDesigns every = cuda::parse_kernel_designs(all);
+  CHECK(every.classifier == FusedClassifier::kCachedRow);
+  CHECK(every.layernorm_backward == LayerNormBackward::kTwoPass);
+  CHECK(every.flash_backward == FlashBackward::kFused);
+  CHECK(every.flash_tile == FlashTile::kRows64);
+  CHECK(cuda::kernel_designs_text(every) == all);
+  CHECK(cuda::parse_kernel_designs("layernorm-backward=fused,flash-backward=split").layernorm_backward ==
+        LayerNormBackward::kFused);
+
+  using Catch::Contains;
+  CHECK_THROWS_AS(cuda::parse_kernel_designs("classifier"), InputError);
+  CHECK_THROWS_WITH(cuda::parse_kernel_designs("classifier"),
+                    Contains("GPT2CC_KERNELS") && Contains("'classifier' is not NAME=VALUE"));
+  CHECK_THROWS_WITH(cuda::parse_kernel_designs("flash-tile=64,clasifier=streamed"),
+                    Contains("unknown kernel design 'clasifier'") &&
+                        Contains("classifier, layernorm-backward, flash-backward, flash-tile"));
+  CHECK_THROWS_WITH(cuda::parse_kernel_designs("classifier=fast"),
+                    Contains("classifier=fast is not a design") && Contains("auto | cached-row | streamed"));
+  CHECK_THROWS_WITH(cuda::parse_kernel_designs("flash-tile=96"), Contains("auto | 64 | 128"));
+  CHECK_THROWS_WITH(cuda::parse_kernel_designs("flash-backward=split,flash-backward=fused"),
+                    Contains("'flash-backward' given twice"));
+  CHECK_THROWS_WITH(cuda::parse_kernel_designs("classifier=streamed,,flash-tile=64"), Contains("is not NAME=VALUE"));
+}
+
+TEST_CASE("a cuda backend takes the kernel designs GPT2CC_KERNELS names", "[cuda][backend][designs]") {
+  SECTION("malformed: refused when the backend is made, naming the variable") {
+    CHECK_THROWS_AS(backend_with("classifier=quick", DType::fp32), InputError);
+    CHECK_THROWS_WITH(backend_with("classifier=quick", DType::fp32), Catch::Contains("GPT2CC_KERNELS"));
+  }
+  SECTION("named in the description; none named, none listed") {
+    CHECK_THAT(backend_with("flash-backward=fused,classifier=streamed", DType::fp32)->describe(),
+               Catch::EndsWith("; kernel designs classifier=streamed,flash-backward=fused"));
+    CHECK_THAT(backend_with(std::nullopt, DType::fp32)->describe(), !Catch::Contains("kernel designs"));
+    CHECK_THAT(backend_with("", DType::fp32)->describe(), !Catch::Contains("kernel designs"));
+  }
+  SECTION("classifier=cached-row: a row beyond the device's shared memory is refused, auto streams it") {
+    const int V = 65536, Vp = 65536;  // 256 KiB of fp32 a row: above every device's opt-in limit
+    for (const char* designs : {"classifier=cached-row", "classifier=auto"}) {
+      auto backend = backend_with(designs, DType::fp32);
+      DeviceArray<float> logits(*backend, Vp), losses(*backend, 1);
+      DeviceArray<int> targets(*backend, 1);
+      const auto run = [&] { backend->fused_classifier(logits.data(), losses.data(), targets.data(), 1.0f, 1, 1, V, Vp); };
+      if (std::string(designs) == "classifier=auto") {
+        run();
+        std::vector<float> loss(1);
+        backend->download(loss.data(), losses.data(), sizeof(float));
+        CHECK(loss[0] == Approx(std::log(double(V))).epsilon(1e-5));  // all-zero logits: uniform
+      } else {
+        CHECK_THROWS_WITH(run(), Catch::Contains("cached-row fused classifier needs"));
+      }
+    }
+  }
+  SECTION("layernorm-backward=fused: C above its limit is refused, auto takes the two-pass kernels") {
+    const int B = 1, T = 3, C = 1032;  // the fused kernel holds C <= 1024
+    for (const char* designs : {"layernorm-backward=fused", "layernorm-backward=auto"}) {
+      auto backend = backend_with(designs, DType::fp32);
+      const size_t N = size_t(B) * T * C;
+      DeviceTensor dinp(*backend, N), dout(*backend, N), inp(*backend, N), weight(*backend, C),
+          dweight(*backend, C), dbias(*backend, C);
+      DeviceArray<float> mean(*backend, size_t(B) * T), rstd(*backend, size_t(B) * T);
+      const auto run = [&] {
+        backend->layernorm_backward(dinp.data(), dweight.data(), dbias.data(), dout.data(), mean.data(), rstd.data(),
+                                    inp.data(), weight.data(), B, T, C);
+        backend->synchronize();
+      };
+      if (std::string(designs) == "layernorm-backward=auto")
+        CHECK_NOTHROW(run());
+      else
+        CHECK_THROWS_WITH(run(), Catch::Contains("LayerNormBackward::kFused"));
+    }
+  }
+  SECTION("flash-backward: the named design's bits (auto is split)") {
+    // Flash needs bf16 (sm_80) and this build's sm_80+ code for the device (a T4, or a build for
+    // sm_75 alone, runs the tiled attention: CTest emu_cuda_model_t4, emu_cuda_model_sm75_code).
+    if (test::device_dtypes().size() < 2 || !cuda::flash_attention_fits_device(64)) {
+      WARN("no flash attention on this device in this build: the flash backward designs are not compared");
+      return;
+    }
+    const std::vector<float> automatic = flash_dqkv(std::nullopt);
+    const std::vector<float> split = flash_dqkv("flash-backward=split");
+    const std::vector<float> fused = flash_dqkv("flash-backward=fused,flash-tile=64");
+    CHECK(test::bit_equal(automatic, split));
+    REQUIRE_FALSE(test::bit_equal(split, fused));  // the premise: the two designs round differently
+    test::expect_matches(fused, split, "fused vs split flash backward", 2e-2);
+  }
+}
