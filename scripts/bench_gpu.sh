@@ -10,23 +10,25 @@
 #                        [--fp32-steps N] [--build-dir DIR] [--budget SECONDS] [--quick]
 #                        [--parity-steps N] [--parity-shards DIR] [--kit DIR] [--dry-run]
 # LIST: a comma list of build test sanitize kernels attention train train_bf16 train_fp32 pytorch
-# pt_bf16 pt_fp32 pt_attention profile parity report (train = train_bf16,train_fp32; pytorch =
-# pt_bf16,pt_fp32,pt_attention). all: every stage in that order. device: the order for ONE call
-# on the lent device machine (10 minutes per command, 15 minutes of device time in all):
-#   test train_bf16 pt_bf16 attention pt_attention profile parity kernels sanitize train_fp32 pt_fp32
-#   report
+# pt_bf16 pt_fp32 pt_attention profile designs parity report (train = train_bf16,train_fp32;
+# pytorch = pt_bf16,pt_fp32,pt_attention). all: every stage in that order. device: the order for
+# ONE call on the lent device machine (10 minutes per command, 15 minutes of device time in all):
+#   test train_bf16 pt_bf16 attention pt_attention profile parity kernels sanitize designs
+#   train_fp32 pt_fp32 report
 # the issue's targets first (bf16 training, attention), then where a bf16 step's time goes in each
 # framework (profile: ncu over gpt2cc's kernels, torch.profiler over PyTorch's; ~90 s, not yet
-# timed there), then the correctness checks (parity, the
-# kernels' validation, compute-sanitizer: ~45 s) before the fp32 pair, which is slow (~100 s) and
-# only a secondary figure: what the --budget leaves no time for is skipped from the end. Measured
-# on an H200 (2026-12-04), seconds: kit binaries 10, test 20, train_bf16 21, pt_bf16 52,
-# attention 12, pt_attention 7, parity 22, kernels 26, sanitize ~41 (memcheck layers 25, racecheck
-# 10, memcheck bf16 6), train_fp32 87 and pt_fp32 over 61 at 20+5 steps (at 10+3: ~50 and 46),
-# report ~2: ~310 s of the 570 s budget, ~400 s with the profile.
+# timed there), then the correctness checks (parity, the kernels' validation, compute-sanitizer:
+# ~45 s), then the bf16 step with each other kernel design (designs: 5 runs, ~75 s, not yet timed
+# there), before the fp32 pair, which is slow (~100 s) and only a secondary figure: what the
+# --budget leaves no time for is skipped from the end. Measured on an H200 (2026-12-04), seconds:
+# kit binaries 10, test 20, train_bf16 21, pt_bf16 52, attention 12, pt_attention 7, parity 22,
+# kernels 26, sanitize ~41 (memcheck layers 25, racecheck 10, memcheck bf16 6), train_fp32 87 and
+# pt_fp32 over 61 at 20+5 steps (at 10+3: ~50 and 46), report ~2: ~310 s of the 570 s budget,
+# ~400 s with the profile, ~475 s with the designs.
 # --steps N: timed steps of the bf16 training runs, gpt2cc's and PyTorch's (default 20, after 5
 # warm-up); --fp32-steps N: of the fp32 ones (default 10, after 3 warm-up: an fp32 step at B=128
-# takes ~3 s, and torch.compile ~40 s first). --quick: 5 of each, 10 kernel repetitions.
+# takes ~3 s, and torch.compile ~40 s first); the designs stage's runs take 10 after 3. --quick:
+# 5 of each, 10 kernel repetitions.
 # --dry-run prints the stages a call would run, and runs none.
 # That machine reaches no package registry and ../shared does not travel: make the kit here first
 # (scripts/gpu_kit.sh: the CUDA binaries, the Debian packages of the build dependencies, the parity
@@ -101,8 +103,10 @@ else
   [[ -d "$KIT" ]] || die "--kit: no folder '$KIT' (scripts/gpu_kit.sh makes it)"
   KIT=$(cd "$KIT" && pwd)
 fi
-ALL_STAGES=(build test sanitize kernels attention train_bf16 train_fp32 pt_bf16 pt_fp32 pt_attention profile parity report)
-DEVICE_STAGES=(test train_bf16 pt_bf16 attention pt_attention profile parity kernels sanitize train_fp32 pt_fp32 report)
+ALL_STAGES=(build test sanitize kernels attention train_bf16 train_fp32 pt_bf16 pt_fp32 pt_attention profile designs
+  parity report)
+DEVICE_STAGES=(test train_bf16 pt_bf16 attention pt_attention profile parity kernels sanitize designs train_fp32 pt_fp32
+  report)
 case "$STAGES" in
   all) STAGES=$(IFS=,; echo "${ALL_STAGES[*]}") ;;
   device) STAGES=$(IFS=,; echo "${DEVICE_STAGES[*]}") ;;
@@ -120,7 +124,7 @@ BIN="$ROOT/$BUILD_DIR"
 # A fresh device machine has no build: the stages that run gpt2cc's binaries build them first.
 if [[ ! " ${RUN_STAGES[*]} " == *" build "* && ! -x "$BIN/benchmarks/gpu/bench_train_gpu" ]]; then
   for s in "${RUN_STAGES[@]}"; do
-    if [[ " test sanitize kernels attention train_bf16 train_fp32 profile parity " == *" $s "* ]]; then
+    if [[ " test sanitize kernels attention train_bf16 train_fp32 profile designs parity " == *" $s "* ]]; then
       echo "bench_gpu.sh: no build in $BIN yet: building (or unpacking the kit's binaries) first"
       RUN_STAGES=(build "${RUN_STAGES[@]}")
       break
@@ -152,9 +156,11 @@ if ((QUICK)); then
   FP32_STEPS=5
   KREPS=10
   AREPS=10
+  DESIGN_STEPS=5
 else
   KREPS=50
   AREPS=50
+  DESIGN_STEPS=10
 fi
 LIMIT_BUILD=540
 LIMIT_TEST=180    # per test executable
@@ -519,6 +525,26 @@ stage_profile() {
   local rc=$?
   [[ -f "$OUTDIR/profile_ncu.csv" ]] && gzip -f "$OUTDIR/profile_ncu.csv" && pack_results
   return "$rc"
+}
+
+# The bf16 step with each other kernel design GPT2CC_KERNELS can name (kernels/kernel_designs.cuh),
+# one at a time, beside the automatic designs in the same stage: what each automatic choice is worth
+# in a whole step at train_bf16's batch (bench_kernels and bench_attention time the designs as
+# single kernels at B=8). One process each, DESIGN_STEPS timed steps after 3; report.py tabulates
+# designs_*.json. ~15 s a run at B=256 (not yet timed there).
+DESIGN_VARIANTS=(classifier=streamed layernorm-backward=two-pass flash-backward=fused flash-tile=64)
+LIMIT_DESIGN=90
+stage_designs() {
+  local B variant designs name
+  B=$(batch_for bf16)
+  rm -f "$OUTDIR"/designs_*.json
+  for variant in automatic "${DESIGN_VARIANTS[@]}"; do
+    designs=$([[ "$variant" == automatic ]] || echo "$variant")
+    name="designs_${variant//=/-}"
+    run_step "$name" "$LIMIT_DESIGN" env "GPT2CC_KERNELS=$designs" "${BIN_ENV[@]}" \
+      "$BIN/benchmarks/gpu/bench_train_gpu" --dtype bf16 -B "$B" -T 1024 --steps "$DESIGN_STEPS" --warmup 3 \
+      --json "$OUTDIR/$name.json"
+  done
 }
 
 stage_report() {

@@ -5,6 +5,8 @@
 // MFU against benchmarks/gpu/peaks.json, and the GPU memory the run used.
 //   bench_train_gpu [--dtype bf16|fp32] [-B 16|auto] [-T 1024] [--steps 20] [--warmup 5]
 //                   [--recompute-gelu] [--no-cuda-graphs] [--json out.json]
+// GPT2CC_KERNELS in the environment picks other kernel designs (kernels/kernel_designs.cuh); the
+// JSON's kernel_designs says which ran ("" = the automatic ones).
 //
 // FLOPs per token: 6*N + 6*L*C*T (issue 8), N = every parameter except the padded vocabulary
 // rows ((Vp - V) * C zeros that never train; 124,439,808 for gpt2), 2 FLOPs forward and 4
@@ -35,6 +37,7 @@
 #include "core/model.hpp"
 #include "core/model_optim.hpp"
 #include "core/rng.hpp"
+#include "kernels/kernel_designs.cuh"
 
 using namespace gpt2cc;
 using nlohmann::json;
@@ -328,6 +331,7 @@ int bench_main(int argc, char** argv) {
               {"driver_version", driver},
               {"runtime_version", runtime},
               {"backend", backend->describe()},
+              {"kernel_designs", cuda::kernel_designs_text(cuda::kernel_designs_from_environment())},
               {"preset", o.preset},
               {"L", config.num_layers},
               {"C", config.channels},

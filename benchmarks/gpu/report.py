@@ -10,6 +10,7 @@ Reads from the results directory (all optional; a missing file gives n/a, never 
   pt_attention.json            benchmarks/pytorch/attention_sdpa.py --json (SDPA flash, bf16)
   kernels.json                 benchmarks/kernels/bench_kernels --json
   profile.json                 benchmarks/gpu/profile_step.py --json (one step's kernel time by category)
+  designs_*.json               bench_train_gpu --json with GPT2CC_KERNELS set (stage designs)
 Writes <dir>/report.md (atomically) and prints it. Targets (issue 8): training tokens/s >= 1.2x
 PyTorch, bf16 MFU >= 50%, attention forward+backward within 1.3x of SDPA's time.
   report.py DIR          report.py --self-test   (synthetic inputs; needs no GPU)
@@ -240,6 +241,45 @@ def profile_section(directory):
         return [PROFILE_HEADING, "", f"n/a (profile.json is malformed: {type(e).__name__} {e})", ""]
 
 
+DESIGNS_HEADING = "## One bf16 training step by kernel design (GPT2CC_KERNELS)"
+
+
+def designs_section(directory):
+    """The bf16 step with each other design GPT2CC_KERNELS names against the automatic ones, run
+    in the same stage at the same batch and steps (kernels/kernel_designs.cuh). Runs that left no
+    JSON are listed from status.tsv. No section when the stage did not run."""
+    names = sorted(n for n in os.listdir(directory) if n.startswith("designs_") and n.endswith(".json"))
+    failed = [(s, rc) for s, rc, _ in load_status(directory)
+              if s.startswith("designs_") and not os.path.exists(os.path.join(directory, s + ".json"))]
+    if not names and not failed:
+        return []
+    runs = [r for r in (load_json(directory, n) for n in names) if r]
+    automatic = next((r for r in runs if not r.get("kernel_designs")), None)
+    base = automatic["ms_per_step_median"] if automatic else None
+    lines = [DESIGNS_HEADING, "",
+             "The same bf16 step (bench_train_gpu) once with the automatic kernel designs and once with each other "
+             "design the environment variable GPT2CC_KERNELS names (kernels/kernel_designs.cuh), one process each, "
+             "same B×T and steps. change = this run's median ms/step against the automatic run's: negative is "
+             "faster, so the automatic choice should be the one with no negative row.", "",
+             "| GPT2CC_KERNELS | B×T | ms/step median | change | tokens/s | peak mem | loss first → last |",
+             "|---|---|---|---|---|---|---|"]
+    order = sorted(runs, key=lambda r: (bool(r.get("kernel_designs")), r.get("kernel_designs", "")))
+    for r in order:
+        ms = r["ms_per_step_median"]
+        change = "—" if r is automatic or base is None else f"{100 * (ms - base) / base:+.1f}%"
+        lines.append(f"| {r.get('kernel_designs') or '(automatic)'} | {r['B']}×{r['T']} | {ms:.2f} | {change} "
+                     f"| {num(r.get('tokens_per_s'))} | {mib(r.get('peak_memory_bytes'))} "
+                     f"| {r['loss_first']:.3f} → {r['loss_last']:.3f} |")
+    for stage, rc in failed:
+        lines.append(f"| {stage[len('designs_'):]} | n/a: no result (exit {rc}; see {stage}.log) | | | | | |")
+    train = load_json(directory, "train_bf16.json")
+    if automatic and train and train.get("B") == automatic["B"] and train.get("T") == automatic["T"]:
+        lines += ["", f"The automatic designs twice in this session, for the spread between runs: "
+                  f"{train['ms_per_step_median']:.2f} ms/step (train_bf16, {train.get('steps', '?')} steps) and "
+                  f"{base:.2f} (here, {automatic.get('steps', '?')} steps)."]
+    return lines + [""]
+
+
 def parity_section(directory):
     """fp32 vs bf16 loss curves of the same model (stage parity, benchmarks/gpu/compare_curves.py)."""
     p = load_json(directory, "parity.json")
@@ -265,6 +305,7 @@ def make_report(directory):
              "and benchmarks/gpu/report.py; every number below was measured in that run.", ""]
     lines += train_section(directory)
     lines += profile_section(directory)
+    lines += designs_section(directory)
     lines += attention_section(directory)
     lines += kernels_section(directory)
     lines += parity_section(directory)
@@ -310,10 +351,17 @@ def self_test():
         expect("(no training results)" in empty and "(no kernel results)" in empty, "empty dir gives n/a sections")
         expect(f"{PROFILE_HEADING}\n\nn/a (no profile.json" in empty, "no profile.json: the step breakdown is n/a")
         expect("# gpt2cc vs PyTorch on unknown GPU" in empty, "no GPU name anywhere")
+        expect(DESIGNS_HEADING not in empty, "no designs section when the stage did not run")
         base = {"T": 1024, "flops_per_token": 7.5e8, "ms_per_step_median": 100.0, "ms_per_step_mean": 101.0}
         put("train_bf16.json", dict(base, B=16, tokens_per_s=240000.0, mfu=0.55, peak_memory_bytes=20 * 2**30,
                                     backend="cuda bf16", cuda_graphs=True, recompute_gelu=False, loss_first=10.9,
                                     loss_last=10.5, device="NVIDIA H100 80GB HBM3"))
+        design_run = dict(base, B=16, steps=10, tokens_per_s=160000.0, peak_memory_bytes=20 * 2**30, loss_first=10.9,
+                          loss_last=10.8)
+        put("designs_automatic.json", dict(design_run, ms_per_step_median=102.0, kernel_designs=""))
+        put("designs_classifier-streamed.json", dict(design_run, ms_per_step_median=104.04,
+                                                     kernel_designs="classifier=streamed"))
+        put("designs_flash-tile-64.json", dict(design_run, ms_per_step_median=96.9, kernel_designs="flash-tile=64"))
         put("pt_train_bf16.json", dict(base, B=16, tokens_per_s=200000.0, mfu=0.46, peak_memory_bytes=30 * 2**30,
                                        torch="2.11", compile=True, final_loss=10.4))
         put("train_fp32.json", dict(base, B=8, tokens_per_s=50000.0, mfu=None, peak_memory_bytes=2**30,
@@ -367,7 +415,8 @@ def self_test():
         with open(os.path.join(d, "env.txt"), "w") as f:
             f.write("gpu: NVIDIA H100 80GB HBM3\ndriver: 580.1\ndate: 2026-11-22T00:00:00Z\nnot a pair\n")
         with open(os.path.join(d, "status.tsv"), "w") as f:
-            f.write("build\t0\t200\ntrain\t124\t240\n")
+            f.write("build\t0\t200\ntrain\t124\t240\ndesigns_automatic\t0\t15\n"
+                    "designs_flash-backward-fused\t1\t20\n")
         text = make_report(d)
         expect("# gpt2cc vs PyTorch on NVIDIA H100 80GB HBM3" in text, "GPU name from env.txt")
         expect("| 1.20x (met) |" in text, "bf16 tokens/s ratio 240000/200000 = 1.20x meets 1.2x")
@@ -399,6 +448,16 @@ def self_test():
         expect("| GELU |" not in text, "a category empty on both sides is left out")
         expect("| 1 | `k<1>` | matmul | 48 | 100.00 | 66.7% |" in text, "top kernels of gpt2cc")
         expect(text.index(PROFILE_HEADING) < text.index("## Causal attention"), "the breakdown follows training")
+        expect("| (automatic) | 16×1024 | 102.00 | — | 160000 | 20,480 MiB | 10.900 → 10.800 |" in text,
+               "the automatic designs' run first, the base of the changes")
+        expect("| classifier=streamed | 16×1024 | 104.04 | +2.0% |" in text, "a slower design: +2.0%")
+        expect("| flash-tile=64 | 16×1024 | 96.90 | -5.0% |" in text, "a faster design: -5.0%")
+        expect("| flash-backward-fused | n/a: no result (exit 1; see designs_flash-backward-fused.log) |" in text,
+               "a design run that failed is listed")
+        expect("100.00 ms/step (train_bf16, ? steps) and 102.00 (here, 10 steps)" in text,
+               "the two runs of the automatic designs side by side")
+        expect(text.index(PROFILE_HEADING) < text.index(DESIGNS_HEADING) < text.index("## Causal attention"),
+               "the designs follow the step breakdown")
         expect("n/a MiB" not in text, "missing memory prints n/a")
         out = os.path.join(d, "report.md")
         write_atomic(out, text)

@@ -8,8 +8,8 @@
 # build (here a stand-in cmake that fails, so nothing is built); their library path (kit-env)
 # carried to a later call, an empty one as no argument at all; the training steps per dtype; the
 # parity stage deleting its checkpoints; the profile stage's calls (ncu over an unprofiled and a
-# profiled bench_train_gpu, PyTorch's profile, profile_step.py) and its missing ncu. Run by ctest
-# (label tooling) with the repository root.
+# profiled bench_train_gpu, PyTorch's profile, profile_step.py) and its missing ncu; the designs
+# stage's runs, each with its GPT2CC_KERNELS. Run by ctest (label tooling) with the repository root.
 set -uo pipefail
 ROOT=${1:?usage: test_bench_gpu_script.sh REPO_ROOT}
 SCRIPT="$ROOT/scripts/bench_gpu.sh"
@@ -33,7 +33,8 @@ out=$(bash "$SCRIPT" --fp32-steps x 2>&1); rc=$?
 
 # The stages a call runs.
 out=$(bash "$SCRIPT" --stage device --dry-run --build-dir "$TMP/none" 2>&1); rc=$?
-want="stages build test train_bf16 pt_bf16 attention pt_attention profile parity kernels sanitize train_fp32 pt_fp32 report"
+want="stages build test train_bf16 pt_bf16 attention pt_attention profile parity kernels sanitize designs train_fp32"
+want+=" pt_fp32 report"
 [[ $rc == 0 && "$out" == *"$want" ]] || fail "device plan: exit $rc, '$out'"
 out=$(bash "$SCRIPT" --stage train,pytorch --dry-run --build-dir "$TMP/none" 2>&1); rc=$?
 [[ $rc == 0 && "$out" == *"stages build train_bf16 train_fp32 pt_bf16 pt_fp32 pt_attention" ]] ||
@@ -122,7 +123,7 @@ make_binaries_kit() {  # DIR FINGERPRINT PROBE_EXIT [WARN]
     mkdir -p "$stage/$(dirname "$exe")"
     {
       echo '#!/bin/sh'
-      echo 'echo "stand-in $0 $*${KIT_ENV_MARK:+ (kit env: $KIT_ENV_MARK)}"'
+      echo 'echo "stand-in $0 $*${KIT_ENV_MARK:+ (kit env: $KIT_ENV_MARK)}${GPT2CC_KERNELS:+ (kernels: $GPT2CC_KERNELS)}"'
       [[ -n "${4:-}" && $exe == *_cli ]] && echo 'echo "no CUDA device here, nothing checked"'
       echo "exit $([[ $exe == */test_cuda_layers ]] && echo "$3" || echo 0)"
     } >"$stage/$exe"
@@ -217,6 +218,25 @@ if ! command -v ncu >/dev/null; then
   grep -q "^profile_ncu	missing-tool	" "$TMP/res-profile-noncu/status.tsv" 2>/dev/null || fail "no ncu: $log"
   grep -q "^profile_pt	" "$TMP/res-profile-noncu/status.tsv" 2>/dev/null || fail "no ncu: PyTorch skipped: $log"
 fi
+
+# Designs: the bf16 step at train_bf16's batch (its JSON) with the automatic designs (no
+# GPT2CC_KERNELS) and then with each other one, 10 timed steps after 3, one JSON each.
+mkdir -p "$TMP/res-designs" "$TMP/out-designs"
+echo '{"B": 256}' >"$TMP/res-designs/train_bf16.json"
+log=$(OUT="$TMP/out-designs" bash "$SCRIPT" --stage designs --build-dir "$TMP/build-ok" --out "$TMP/res-designs" 2>&1)
+rc=$?
+[[ $rc == 0 ]] || fail "designs: exit $rc: $log"
+for variant in automatic classifier=streamed layernorm-backward=two-pass flash-backward=fused flash-tile=64; do
+  name="designs_${variant//=/-}"
+  grep -q "^$name	0	" "$TMP/res-designs/status.tsv" 2>/dev/null || fail "$name did not run: $log"
+  line=$(grep "stand-in .*bench_train_gpu .*/$name.json" <<<"$log" | head -1)
+  [[ "$line" == *"--dtype bf16 -B 256 -T 1024 --steps 10 --warmup 3 --json"* ]] || fail "$name's command: '$line'"
+  if [[ $variant == automatic ]]; then
+    [[ "$line" != *"(kernels:"* ]] || fail "the automatic run had GPT2CC_KERNELS set: '$line'"
+  else
+    [[ "$line" == *"(kernels: $variant)" ]] || fail "$name ran without GPT2CC_KERNELS=$variant: '$line'"
+  fi
+done
 
 # A CLI test whose [cuda] cases only warn (no device) fails the stage.
 make_binaries_kit "$TMP/kit-warn" "$fingerprint" 0 warn

@@ -4,8 +4,8 @@
 # the unchanged sources against the host CUDA runtime (emu-bin/), validate, time and write their
 # JSON at small shapes; bench_train_gpu -B auto, on an emulated device of a few hundred MiB
 # (GPT2CC_EMU_DEVICE_MIB), probes down from 512 rows through out-of-memory failures to a batch that
-# then trains with CUDA graphs, while twice that batch fails with a clear message; bad arguments
-# exit 2; benchmarks/gpu/report.py turns the JSON into the report a session would paste. Timings
+# then trains with CUDA graphs, while twice that batch fails with a clear message; GPT2CC_KERNELS'
+# designs run and are named in the JSON; bad arguments exit 2; benchmarks/gpu/report.py turns the JSON into the report a session would paste. Timings
 # here are the emulator's and mean nothing: what is checked is that every path runs, every kernel
 # validates against the CPU, and the files the report reads agree with it.
 # Usage: rehearse_benchmarks.sh REPO_ROOT EMU_BIN_DIR (run by ctest as emu_bench_rehearsal).
@@ -87,6 +87,20 @@ for dtype in bf16 fp32; do
        and j['graph_mem_used_high_bytes'] > 0 and j['cuda_graphs']"
 done
 
+# GPT2CC_KERNELS (kernels/kernel_designs.cuh): a run with every other design trains and names them
+# in its JSON, as the automatic run names none (the report's designs table reads both); a malformed
+# value exits 2 naming the variable.
+all_designs=classifier=streamed,layernorm-backward=two-pass,flash-backward=fused,flash-tile=64
+GPT2CC_KERNELS=$all_designs run designs_all "$BIN/bench_train_gpu" --preset d2 --dtype bf16 -B 2 -T 32 --steps 2 \
+  --warmup 1 --json "$OUT/designs_all.json" &&
+  check_json "$OUT/designs_all.json" \
+    "j['kernel_designs'] == '$all_designs' and j['backend'].endswith('; kernel designs $all_designs')
+     and math.isfinite(j['loss_last']) and j['loss_last'] < j['loss_first']"
+[[ -f "$OUT/train_bf16.json" ]] && check_json "$OUT/train_bf16.json" "j['kernel_designs'] == ''" &&
+  cp "$OUT/train_bf16.json" "$OUT/designs_automatic.json"
+GPT2CC_KERNELS=flash-tile=32 expect_error "kernel designs" "GPT2CC_KERNELS: flash-tile=32 is not a design" \
+  "$BIN/bench_train_gpu" --preset d2 --dtype bf16 -B 2 -T 32 --steps 1
+
 # -B auto on a small device: the probes from 512 rows down fail for memory until one fits; that
 # batch then trains with CUDA graphs; twice it fails (exit 1) saying so.
 export GPT2CC_EMU_DEVICE_MIB=200
@@ -133,7 +147,7 @@ printf 'date: %s\ngpu: gpt2cc CPU emulator\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >
 printf 'attention\t0\t1\nkernels\t0\t1\ntrain_bf16\t0\t1\ntrain_fp32\t0\t1\n' >"$OUT/status.tsv"
 if run report python3 "$ROOT/benchmarks/gpu/report.py" "$OUT"; then
   for want in "| bf16 | 2×32 |" "| fp32 | 2×32 |" "| 1 | 2 | 64 | 64 |" "| 1 | 1 | 130 | 128 |" \
-    "| fused_classifier | bf16 |" "| adamw_update | fp32 |"; do
+    "| fused_classifier | bf16 |" "| adamw_update | fp32 |" "| (automatic) | 2×32 |" "| $all_designs | 2×32 |"; do
     grep -qF -- "$want" "$OUT/report.md" || fail "report.md has no row '$want'"
   done
 fi
