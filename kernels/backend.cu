@@ -113,6 +113,10 @@ class CudaBackend final : public Backend {
                 "--dtype bf16 needs a GPU of compute capability 8.0 or newer (bf16 tensor cores); device {} ({}) is "
                 "sm_{}{}: use --dtype fp32",
                 device_, props_.name, props_.major, props_.minor);
+    INPUT_CHECK(dtype_ == DType::bf16 || designs_.bias_gradient != cuda::BiasGradient::kEpilogue,
+                "{}: bias-grad=epilogue is a design of the bf16 GEMMs (cuBLASLt's BGRADB epilogue); the fp32 ones "
+                "run through cuBLAS: use --dtype bf16 or drop it",
+                cuda::kKernelDesignsVariable);
     flash_built_ = cuda::flash_attention_built_for_device();
     CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     // The per-op scratch buffers (cuda_check.cuh ScratchBuffer) come from the device's default
@@ -243,11 +247,11 @@ class CudaBackend final : public Backend {
   }
   void matmul_backward(TensorPtr dinp, TensorPtr dweight, TensorPtr dbias, ConstTensorPtr dout, ConstTensorPtr inp,
                        ConstTensorPtr weight, int B, int T, int C, int OC) override {
-    with_elem([&](auto e) {
-      using E = typename decltype(e)::type;
-      cuda::matmul_backward(as<E>(dinp), as<E>(dweight), as<E>(dbias), as<E>(dout), as<E>(inp), as<E>(weight), B, T,
-                            C, OC, stream_);
-    });
+    if (dtype_ == DType::bf16)
+      return cuda::matmul_backward(as<bf16>(dinp), as<bf16>(dweight), as<bf16>(dbias), as<bf16>(dout), as<bf16>(inp),
+                                   as<bf16>(weight), B, T, C, OC, stream_, designs_.bias_gradient);
+    cuda::matmul_backward(as<float>(dinp), as<float>(dweight), as<float>(dbias), as<float>(dout), as<float>(inp),
+                          as<float>(weight), B, T, C, OC, stream_);
   }
   void attention_forward(TensorPtr out, float* saved, ConstTensorPtr qkv, int B, int T, int C, int NH,
                          const DropoutParams& dropout) override {
@@ -356,11 +360,12 @@ class CudaBackend final : public Backend {
   void matmul_backward_gelu(TensorPtr dinp, TensorPtr dweight, TensorPtr dbias, ConstTensorPtr dout,
                             ConstTensorPtr inp, ConstTensorPtr weight, ConstTensorPtr pre, int B, int T, int C,
                             int OC) override {
-    with_elem([&](auto e) {
-      using E = typename decltype(e)::type;
-      cuda::matmul_backward_gelu(as<E>(dinp), as<E>(dweight), as<E>(dbias), as<E>(dout), as<E>(inp), as<E>(weight),
-                                 as<E>(pre), B, T, C, OC, stream_);
-    });
+    if (dtype_ == DType::bf16)
+      return cuda::matmul_backward_gelu(as<bf16>(dinp), as<bf16>(dweight), as<bf16>(dbias), as<bf16>(dout),
+                                        as<bf16>(inp), as<bf16>(weight), as<bf16>(pre), B, T, C, OC, stream_,
+                                        designs_.bias_gradient);
+    cuda::matmul_backward_gelu(as<float>(dinp), as<float>(dweight), as<float>(dbias), as<float>(dout),
+                               as<float>(inp), as<float>(weight), as<float>(pre), B, T, C, OC, stream_);
   }
   void fused_classifier(TensorPtr logits, float* losses, const int* targets, float dloss, int B, int T, int V,
                         int Vp) override {

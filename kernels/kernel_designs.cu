@@ -25,6 +25,8 @@ constexpr Choice<FlashBackward> kFlashBackwardChoices[] = {
     {"auto", FlashBackward::kAuto}, {"split", FlashBackward::kSplit}, {"fused", FlashBackward::kFused}};
 constexpr Choice<FlashTile> kFlashTileChoices[] = {
     {"auto", FlashTile::kAuto}, {"64", FlashTile::kRows64}, {"128", FlashTile::kRows128}};
+constexpr Choice<BiasGradient> kBiasGradientChoices[] = {
+    {"auto", BiasGradient::kAuto}, {"column-sum", BiasGradient::kColumnSum}, {"epilogue", BiasGradient::kEpilogue}};
 
 // One name of the variable: reads and writes its field of a KernelDesigns by text.
 struct Field {
@@ -76,6 +78,7 @@ const std::vector<Field>& fields() {
       make_field<&KernelDesigns::layernorm_backward, kLayerNormChoices>("layernorm-backward"),
       make_field<&KernelDesigns::flash_backward, kFlashBackwardChoices>("flash-backward"),
       make_field<&KernelDesigns::flash_tile, kFlashTileChoices>("flash-tile"),
+      make_field<&KernelDesigns::bias_gradient, kBiasGradientChoices>("bias-grad"),
   };
   return all;
 }

@@ -7,6 +7,7 @@
 //     layernorm-backward  auto | fused | two-pass        (LayerNormBackward, kernels/layernorm.cuh)
 //     flash-backward      auto | split | fused           (FlashBackward, kernels/flash_attention.cuh)
 //     flash-tile          auto | 64 | 128                (FlashTile, the rows a flash CTA owns)
+//     bias-grad           auto | column-sum | epilogue   (BiasGradient, kernels/matmul.cuh; bf16)
 // e.g. GPT2CC_KERNELS=classifier=streamed,flash-backward=fused. Unset or empty: every one auto.
 // Every design computes the same function (the tests hold each to the CPU reference); designs of
 // one layer may round differently (sums in another order), so a run's bits depend on the choice,
@@ -19,6 +20,7 @@
 #include "kernels/crossentropy.cuh"
 #include "kernels/flash_attention.cuh"
 #include "kernels/layernorm.cuh"
+#include "kernels/matmul.cuh"
 
 namespace gpt2cc::cuda {
 
@@ -29,6 +31,7 @@ struct KernelDesigns {
   LayerNormBackward layernorm_backward = LayerNormBackward::kAuto;
   FlashBackward flash_backward = FlashBackward::kAuto;
   FlashTile flash_tile = FlashTile::kAuto;
+  BiasGradient bias_gradient = BiasGradient::kAuto;
 };
 
 // Parses GPT2CC_KERNELS' syntax (spaces around names and values are ignored); gpt2cc::InputError

@@ -24,8 +24,23 @@ void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dou
                      const float* weight, int B, int T, int C, int OC, cudaStream_t stream);
 void matmul_forward(bf16* out, const bf16* inp, const bf16* weight, const bf16* bias, int B, int T, int C, int OC,
                     cudaStream_t stream);
+
+// How a bf16 backward adds dbias (the fp32 backward always takes the column sums):
+// - kColumnSum: after the two GEMMs, a column-sum kernel reads dout once more and adds its sums,
+//   in a fixed order, into dbias (matmul_internal::accumulate_column_sums; one rounding).
+// - kEpilogue: the dweight GEMM's cuBLASLt epilogue BGRADB ("bias gradient based on the input
+//   matrix B ... the reduction happens over the GEMM's k dimension", cublasLt.h) sums dout's
+//   columns while the GEMM streams dout anyway, into a bf16 scratch vector that is then added to
+//   dbias (two roundings). Where cuBLASLt declines it (or the operands are not eligible) the plain
+//   GEMM and the column sums compute the same (counted as a fallback, matmul_path_counts). Whether
+//   cuBLASLt's sum has a fixed order is not documented: tests/cuda/test_bf16_matmul.cpp checks that
+//   repeated calls give the same bits.
+// kAuto: kColumnSum. Neither has been timed against the other on a GPU yet (bench_kernels:
+// matmul_backward and matmul_backward_bgradb; the designs stage of scripts/bench_gpu.sh).
+enum class BiasGradient { kAuto, kColumnSum, kEpilogue };
+
 void matmul_backward(bf16* dinp, bf16* dweight, bf16* dbias, const bf16* dout, const bf16* inp, const bf16* weight,
-                     int B, int T, int C, int OC, cudaStream_t stream);
+                     int B, int T, int C, int OC, cudaStream_t stream, BiasGradient design = BiasGradient::kAuto);
 
 // out = gelu(pre), pre = inp W^T + b (both (B,T,OC); bias may be null).
 void matmul_forward_gelu(float* out, float* pre, const float* inp, const float* weight, const float* bias, int B, int T,
@@ -37,7 +52,8 @@ void matmul_forward_gelu(bf16* out, bf16* pre, const bf16* inp, const bf16* weig
 void matmul_backward_gelu(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                           const float* weight, const float* pre, int B, int T, int C, int OC, cudaStream_t stream);
 void matmul_backward_gelu(bf16* dinp, bf16* dweight, bf16* dbias, const bf16* dout, const bf16* inp,
-                          const bf16* weight, const bf16* pre, int B, int T, int C, int OC, cudaStream_t stream);
+                          const bf16* weight, const bf16* pre, int B, int T, int C, int OC, cudaStream_t stream,
+                          BiasGradient design = BiasGradient::kAuto);
 
 // Whether the bf16 launchers can hand a GEMM over C and OC with these operands to cuBLASLt:
 // every pointer (nulls ignored) 16-byte aligned and C, OC multiples of 8 (leading dimensions of
@@ -46,7 +62,8 @@ void matmul_backward_gelu(bf16* dinp, bf16* dweight, bf16* dbias, const bf16* do
 bool cublaslt_eligible(int C, int OC, std::initializer_list<const void*> pointers);
 
 // How this host thread's bf16 GEMMs ran, one count per GEMM (a forward call makes one, a
-// backward call two), by the path it took: `lt` one cublasLtMatmul with the epilogue fused;
+// backward call two), by the path it took: `lt` one cublasLtMatmul with the epilogue fused
+// (for a BiasGradient::kEpilogue backward, the dweight GEMM's BGRADB included);
 // `plain` cublasGemmEx plus the separate bias / GELU kernels. `fallback` counts the plain GEMMs
 // whose operands were eligible, where cuBLASLt itself declined (no algorithm from the heuristic,
 // or cublasLtMatmul NOT_SUPPORTED; with GPT2CC_REQUIRE_CUBLASLT=1 those throw instead, naming the

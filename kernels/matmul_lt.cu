@@ -8,7 +8,8 @@
 // operands cuBLASLt cannot take (see cublaslt_eligible) and, as PyTorch does, shapes cuBLASLt
 // declines: no usable algorithm from the heuristic, or cublasLtMatmul NOT_SUPPORTED (then cached as
 // declined). matmul_path_counts() says which path each GEMM took; GPT2CC_REQUIRE_CUBLASLT=1 makes a
-// declined eligible GEMM an error. dweight accumulates with beta = 1; dbias is a deterministic column sum.
+// declined eligible GEMM an error. dweight accumulates with beta = 1; dbias is a deterministic column
+// sum or (BiasGradient::kEpilogue) the dweight GEMM's BGRADB epilogue, added in.
 #include <cublasLt.h>
 
 #include <cstdint>
@@ -35,6 +36,10 @@
 //   (CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD) "must be divisible by 8 and be no less than the number of
 //   rows in the output matrix": we give it D's leading dimension.
 // - DGELU: "Apply GELU gradient to matmul output": D = (AB) * GELU'(aux), aux read with the same layout.
+// - BGRADB: "Bias gradient based on the input matrix B. The bias size corresponds to the number of
+//   columns of the matrix D. The reduction happens over the GEMM's "k" dimension. Stores Bias
+//   gradient in the auxiliary output (see CUBLASLT_MATMUL_DESC_BIAS_POINTER)", whose elements
+//   have the output's type (bf16). Written, not accumulated: beta applies to C alone.
 // - Which GELU: the cuBLAS text says only "GELU". PyTorch's maintainers state that the cuBLASLt
 //   GELU epilogue is the tanh approximation (pytorch/pytorch PR #104061, "Unify GELU tanh
 //   approximation in _addmm_activation GPU back-end": "cuBLASLt-based fused GELU epilogue ... uses
@@ -73,6 +78,7 @@ struct Gemm {
   float beta;                                          // 0: D = AB (+ epilogue); 1: D += AB
   cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_DEFAULT;
   const bf16* bias = nullptr;                          // BIAS, GELU_AUX_BIAS: one per row of D
+  bf16* bias_grad = nullptr;                           // BGRADB: written, one per column of D
   const bf16* aux = nullptr;                           // GELU_AUX*: written; DGELU: read; D's layout
 };
 
@@ -185,6 +191,7 @@ const std::string* lt_matmul(const Gemm& g, cudaStream_t stream) {
   set_attribute(raw_desc, CUBLASLT_MATMUL_DESC_TRANSB, op_b);
   set_attribute(raw_desc, CUBLASLT_MATMUL_DESC_EPILOGUE, g.epilogue);
   if (g.bias != nullptr) set_attribute(raw_desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, static_cast<const void*>(g.bias));
+  if (g.bias_grad != nullptr) set_attribute(raw_desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, static_cast<void*>(g.bias_grad));
   if (g.aux != nullptr) {
     set_attribute(raw_desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, static_cast<const void*>(g.aux));
     set_attribute(raw_desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, static_cast<int64_t>(g.ldd));
@@ -194,8 +201,9 @@ const std::string* lt_matmul(const Gemm& g, cudaStream_t stream) {
   const MatrixLayout b_layout = g.trans_b ? bf16_layout(g.n, g.k, g.ldb) : bf16_layout(g.k, g.n, g.ldb);
   const MatrixLayout d_layout = bf16_layout(g.m, g.n, g.ldd);
 
+  const void* bias = g.bias != nullptr ? static_cast<const void*>(g.bias) : g.bias_grad;
   const AlgoKey key{g.m,      g.n, g.k, g.trans_a, g.trans_b, static_cast<int>(g.epilogue),
-                    g.bias ? pointer_alignment(g.bias) : 0, g.aux ? pointer_alignment(g.aux) : 0};
+                    bias ? pointer_alignment(bias) : 0, g.aux ? pointer_alignment(g.aux) : 0};
   auto found = context.algos().find(key);
   if (found == context.algos().end()) {
     cublasLtMatmulPreference_t raw_pref = nullptr;
@@ -252,6 +260,12 @@ __global__ void dgelu_kernel(bf16* d, const bf16* pre, size_t count) {
   d[i] = __float2bfloat16_rn(__bfloat162float(d[i]) * gelu_grad(__bfloat162float(pre[i])));
 }
 
+// Adds `sums` into dbias (one rounding): the BGRADB epilogue writes its sums, dbias accumulates.
+__global__ void add_into_kernel(bf16* dbias, const bf16* sums, int n) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) dbias[i] = __float2bfloat16_rn(__bfloat162float(dbias[i]) + __bfloat162float(sums[i]));
+}
+
 // cublasGemmEx (bf16 in/out, fp32 accumulate; any alignment and leading dimension), then the
 // epilogue as separate kernels. The GEMM result is rounded to bf16 before the epilogue reads it
 // (one extra rounding compared with cuBLASLt, well inside the bf16 tolerance).
@@ -276,6 +290,13 @@ void plain_matmul(const Gemm& g, cudaStream_t stream) {
   } else if (g.epilogue == CUBLASLT_EPILOGUE_BIAS) {
     // D (m x n column-major) is the row-major (n x m) matrix, bias indexed by its column.
     matmul_internal::add_bias(g.d, g.bias, g.n, g.m, stream);
+  } else if (g.epilogue == CUBLASLT_EPILOGUE_BGRADB) {
+    // op(B) (k x n) is B's memory (n x k column-major, ld n) transposed: the row-major (k x n)
+    // matrix, whose column sums are the bias gradient.
+    ENSURE(g.trans_b && g.ldb == g.n, "plain bf16 matmul: BGRADB expects op(B) = B^T packed (ld {} for {})", g.ldb,
+           g.n);
+    CUDA_CHECK(cudaMemsetAsync(g.bias_grad, 0, static_cast<size_t>(g.n) * sizeof(bf16), stream));
+    matmul_internal::accumulate_column_sums(g.bias_grad, g.b, g.k, g.n, stream);
   } else {
     ENSURE(g.epilogue == CUBLASLT_EPILOGUE_DEFAULT, "plain bf16 matmul: unexpected epilogue {}",
            static_cast<int>(g.epilogue));
@@ -303,6 +324,7 @@ const char* epilogue_name(cublasLtEpilogue_t epilogue) {
     case CUBLASLT_EPILOGUE_GELU_AUX: return "GELU_AUX";
     case CUBLASLT_EPILOGUE_GELU_AUX_BIAS: return "GELU_AUX_BIAS";
     case CUBLASLT_EPILOGUE_DGELU: return "DGELU";
+    case CUBLASLT_EPILOGUE_BGRADB: return "BGRADB";
     default: return "?";
   }
 }
@@ -340,7 +362,7 @@ Gemm dweight_gemm(bf16* dweight, const bf16* dout, const bf16* inp, int N, int C
 }
 
 void backward(bf16* dinp, bf16* dweight, bf16* dbias, const bf16* dout, const bf16* inp, const bf16* weight,
-              const bf16* pre, int B, int T, int C, int OC, cudaStream_t stream) {
+              const bf16* pre, int B, int T, int C, int OC, cudaStream_t stream, BiasGradient design) {
   const int N = B * T;
   if (N == 0 || OC == 0 || C == 0) return;
   const bool eligible = cublaslt_eligible(C, OC, {dinp, dweight, dout, inp, weight, pre});
@@ -350,8 +372,21 @@ void backward(bf16* dinp, bf16* dweight, bf16* dbias, const bf16* dout, const bf
     g.aux = pre;
   }
   run_matmul(g, eligible, stream);
-  run_matmul(dweight_gemm(dweight, dout, inp, N, C, OC), eligible, stream);
-  if (dbias != nullptr) matmul_internal::accumulate_column_sums(dbias, dout, N, OC, stream);
+  Gemm dw = dweight_gemm(dweight, dout, inp, N, C, OC);
+  if (dbias == nullptr || design != BiasGradient::kEpilogue) {
+    run_matmul(dw, eligible, stream);
+    if (dbias != nullptr) matmul_internal::accumulate_column_sums(dbias, dout, N, OC, stream);
+    return;
+  }
+  // The sums of this call, then added in (dbias accumulates; the epilogue writes). Stream-ordered
+  // scratch: 256-byte aligned (cudaMallocAsync), so the heuristic's answer is one per shape.
+  ScratchBuffer sums(static_cast<size_t>(OC) * sizeof(bf16), stream);
+  dw.epilogue = CUBLASLT_EPILOGUE_BGRADB;
+  dw.bias_grad = sums.as<bf16>();
+  run_matmul(dw, eligible, stream);
+  constexpr int kBlock = 256;
+  add_into_kernel<<<ceil_div(OC, kBlock), kBlock, 0, stream>>>(dbias, dw.bias_grad, OC);
+  CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace
@@ -392,14 +427,15 @@ void matmul_forward_gelu(bf16* out, bf16* pre, const bf16* inp, const bf16* weig
 }
 
 void matmul_backward(bf16* dinp, bf16* dweight, bf16* dbias, const bf16* dout, const bf16* inp, const bf16* weight,
-                     int B, int T, int C, int OC, cudaStream_t stream) {
-  backward(dinp, dweight, dbias, dout, inp, weight, nullptr, B, T, C, OC, stream);
+                     int B, int T, int C, int OC, cudaStream_t stream, BiasGradient design) {
+  backward(dinp, dweight, dbias, dout, inp, weight, nullptr, B, T, C, OC, stream, design);
 }
 
 void matmul_backward_gelu(bf16* dinp, bf16* dweight, bf16* dbias, const bf16* dout, const bf16* inp,
-                          const bf16* weight, const bf16* pre, int B, int T, int C, int OC, cudaStream_t stream) {
+                          const bf16* weight, const bf16* pre, int B, int T, int C, int OC, cudaStream_t stream,
+                          BiasGradient design) {
   ENSURE(pre != nullptr, "matmul_backward_gelu needs the saved GELU input `pre`");
-  backward(dinp, dweight, dbias, dout, inp, weight, pre, B, T, C, OC, stream);
+  backward(dinp, dweight, dbias, dout, inp, weight, pre, B, T, C, OC, stream, design);
 }
 
 }  // namespace gpt2cc::cuda

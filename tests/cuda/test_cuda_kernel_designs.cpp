@@ -1,8 +1,8 @@
 // GPT2CC_KERNELS (kernels/kernel_designs.cuh): its syntax, its errors, and that a backend made
 // while it is set takes the designs it names. What proves each design was taken: a design named
 // for a shape it cannot take throws where the automatic choice runs (the cached-row classifier,
-// the fused LayerNorm backward), and the two flash backwards, which round differently, give the
-// named one's bits.
+// the fused LayerNorm backward), and the two flash backwards and the two bias gradients, which
+// round differently, give the named one's bits.
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -18,6 +18,7 @@
 #include "kernels/kernel_designs.cuh"
 
 using namespace gpt2cc;
+using cuda::BiasGradient;
 using cuda::FlashBackward;
 using cuda::FlashTile;
 using cuda::FusedClassifier;
@@ -51,6 +52,31 @@ std::unique_ptr<Backend> backend_with(const std::optional<std::string>& designs,
   return make_cuda_backend(0, dtype);
 }
 
+// Uploads `count` values drawn from `seed` into a tensor of the backend's dtype.
+void upload_random(Backend& backend, TensorPtr t, size_t count, uint64_t seed) {
+  const auto values = test::random_vector(count, seed, -2.0f, 2.0f);
+  DeviceArray<float> wide(backend, count);
+  backend.upload(wide.data(), values.data(), wide.bytes());
+  backend.convert_from_float(t, wide.data(), count);
+}
+
+// dbias after one bf16 matmul backward (64 rows, C 64, OC 2304) from a nonzero dbias, on a backend
+// made with `designs`.
+std::vector<float> matmul_dbias(const std::optional<std::string>& designs) {
+  const int B = 1, T = 64, C = 64, OC = 2304;
+  const size_t N = size_t(B) * T;
+  auto backend = backend_with(designs, DType::bf16);
+  DeviceTensor dinp(*backend, N * C), dweight(*backend, size_t(OC) * C), dbias(*backend, OC), dout(*backend, N * OC),
+      inp(*backend, N * C), weight(*backend, size_t(OC) * C);
+  upload_random(*backend, dbias.data(), OC, 41);
+  upload_random(*backend, dout.data(), N * OC, 42);
+  upload_random(*backend, inp.data(), N * C, 43);
+  upload_random(*backend, weight.data(), size_t(OC) * C, 44);
+  backend->matmul_backward(dinp.data(), dweight.data(), dbias.data(), dout.data(), inp.data(), weight.data(), B, T, C,
+                           OC);
+  return download_as_float(*backend, dbias.data(), OC);
+}
+
 // dqkv of one flash attention backward (B 1, T 320, 2 heads of 64: five K/V tiles, enough for the
 // two designs' different sums to show in bf16) on a backend made with `designs`.
 std::vector<float> flash_dqkv(const std::optional<std::string>& designs) {
@@ -58,14 +84,9 @@ std::vector<float> flash_dqkv(const std::optional<std::string>& designs) {
   const size_t BT = size_t(B) * T;
   auto backend = backend_with(designs, DType::bf16);
   DeviceTensor qkv(*backend, BT * 3 * C), out(*backend, BT * C), dout(*backend, BT * C), dqkv(*backend, BT * 3 * C);
-  DeviceArray<float> wide(*backend, BT * 3 * C), lse(*backend, BT * NH);
-  const auto upload = [&](DeviceTensor& t, uint64_t seed) {
-    const auto values = test::random_vector(t.size(), seed, -2.0f, 2.0f);
-    backend->upload(wide.data(), values.data(), t.size() * sizeof(float));
-    backend->convert_from_float(t.data(), wide.data(), t.size());
-  };
-  upload(qkv, 31);
-  upload(dout, 32);
+  DeviceArray<float> lse(*backend, BT * NH);
+  upload_random(*backend, qkv.data(), qkv.size(), 31);
+  upload_random(*backend, dout.data(), dout.size(), 32);
   backend->attention_forward(out.data(), lse.data(), qkv.data(), B, T, C, NH, DropoutParams{});
   backend->attention_backward(dqkv.data(), dout.data(), lse.data(), qkv.data(), out.data(), B, T, C, NH,
                               DropoutParams{});
@@ -90,12 +111,15 @@ TEST_CASE("GPT2CC_KERNELS: parsed, written back, and refused naming the entry at
   CHECK(two.flash_tile == FlashTile::kRows128);
   CHECK(cuda::kernel_designs_text(two) == "classifier=streamed,flash-tile=128");
 
-  const std::string all = "classifier=cached-row,layernorm-backward=two-pass,flash-backward=fused,flash-tile=64";
+  const std::string all =
+      "classifier=cached-row,layernorm-backward=two-pass,flash-backward=fused,flash-tile=64,bias-grad=epilogue";
   const cuda::KernelDesigns every = cuda::parse_kernel_designs(all);
   CHECK(every.classifier == FusedClassifier::kCachedRow);
   CHECK(every.layernorm_backward == LayerNormBackward::kTwoPass);
   CHECK(every.flash_backward == FlashBackward::kFused);
   CHECK(every.flash_tile == FlashTile::kRows64);
+  CHECK(every.bias_gradient == BiasGradient::kEpilogue);
+  CHECK(cuda::parse_kernel_designs("bias-grad=column-sum").bias_gradient == BiasGradient::kColumnSum);
   CHECK(cuda::kernel_designs_text(every) == all);
   CHECK(cuda::parse_kernel_designs("layernorm-backward=fused,flash-backward=split").layernorm_backward ==
         LayerNormBackward::kFused);
@@ -106,7 +130,7 @@ TEST_CASE("GPT2CC_KERNELS: parsed, written back, and refused naming the entry at
                     Contains("GPT2CC_KERNELS") && Contains("'classifier' is not NAME=VALUE"));
   CHECK_THROWS_WITH(cuda::parse_kernel_designs("flash-tile=64,clasifier=streamed"),
                     Contains("unknown kernel design 'clasifier'") &&
-                        Contains("classifier, layernorm-backward, flash-backward, flash-tile"));
+                        Contains("classifier, layernorm-backward, flash-backward, flash-tile, bias-grad"));
   CHECK_THROWS_WITH(cuda::parse_kernel_designs("classifier=fast"),
                     Contains("classifier=fast is not a design") && Contains("auto | cached-row | streamed"));
   CHECK_THROWS_WITH(cuda::parse_kernel_designs("flash-tile=96"), Contains("auto | 64 | 128"));
@@ -161,6 +185,20 @@ TEST_CASE("a cuda backend takes the kernel designs GPT2CC_KERNELS names", "[cuda
       else
         CHECK_THROWS_WITH(run(), Catch::Contains("LayerNormBackward::kFused"));
     }
+  }
+  SECTION("bias-grad=epilogue: bf16 only; the named design's bits (auto is column-sum)") {
+    CHECK_THROWS_WITH(backend_with("bias-grad=epilogue", DType::fp32),
+                      Catch::Contains("bias-grad=epilogue is a design of the bf16 GEMMs"));
+    if (test::device_dtypes().size() < 2) {
+      WARN("no bf16 on this device: the bias-gradient designs are not compared");
+      return;
+    }
+    const std::vector<float> automatic = matmul_dbias(std::nullopt);
+    const std::vector<float> column_sum = matmul_dbias("bias-grad=column-sum");
+    const std::vector<float> epilogue = matmul_dbias("bias-grad=epilogue");
+    CHECK(test::bit_equal(automatic, column_sum));
+    REQUIRE_FALSE(test::bit_equal(column_sum, epilogue));  // the premise: the epilogue's sums round once more
+    test::expect_matches(epilogue, column_sum, "epilogue vs column-sum dbias", 1e-2);
   }
   SECTION("flash-backward: the named design's bits (auto is split)") {
     // Flash needs bf16 (sm_80) and this build's sm_80+ code for the device (a T4, or a build for

@@ -5,7 +5,11 @@
 //     element per row of D, of D's type (BIAS_DATA_TYPE default);
 //   GELU: x := GELU(x); *_AUX: the GELU input is also written to the aux buffer (D's type,
 //     leading dimension EPILOGUE_AUX_LD, "divisible by 8 and no less than the number of rows");
-//   DGELU: "Apply GELU gradient to matmul output": D = x * GELU'(aux).
+//   DGELU: "Apply GELU gradient to matmul output": D = x * GELU'(aux);
+//   BGRADB: "Bias gradient based on the input matrix B ... the number of columns of the matrix
+//     D. The reduction happens over the GEMM's k dimension", written to the bias pointer in D's
+//     type: bias[j] = sum_k op(B)[k, j], in double, rounded once (whether alpha scales it the
+//     header does not say: only alpha = 1 is emulated).
 // GELU is the tanh form, 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) (cuBLAS does not say;
 // see kernels/matmul_lt.cu for the evidence), computed in double and rounded once to D's type.
 // The heuristic returns one algorithm and remembers what it was chosen for: the operand alignments
@@ -87,6 +91,7 @@ uint32_t alignment_of(const void* p) {
 }
 
 bool uses_bias(cublasLtEpilogue_t e) { return e == CUBLASLT_EPILOGUE_BIAS || e == CUBLASLT_EPILOGUE_GELU_BIAS || e == CUBLASLT_EPILOGUE_GELU_AUX_BIAS; }
+bool bias_gradient(cublasLtEpilogue_t e) { return e == CUBLASLT_EPILOGUE_BGRADB; }
 bool writes_aux(cublasLtEpilogue_t e) { return e == CUBLASLT_EPILOGUE_GELU_AUX || e == CUBLASLT_EPILOGUE_GELU_AUX_BIAS; }
 bool applies_gelu(cublasLtEpilogue_t e) {
   return e == CUBLASLT_EPILOGUE_GELU || e == CUBLASLT_EPILOGUE_GELU_BIAS || writes_aux(e);
@@ -116,7 +121,7 @@ cublasStatus_t problem_of(const Desc& d, const Layout& a, const Layout& b, const
     return CUBLAS_STATUS_INVALID_VALUE;
   for (const Layout* l : {&a, &b, &c, &dl})
     if (l->ld < static_cast<int64_t>(std::max<uint64_t>(1, l->rows))) return CUBLAS_STATUS_INVALID_VALUE;
-  if (uses_bias(d.epilogue) && d.bias == nullptr) return CUBLAS_STATUS_INVALID_VALUE;
+  if ((uses_bias(d.epilogue) || bias_gradient(d.epilogue)) && d.bias == nullptr) return CUBLAS_STATUS_INVALID_VALUE;
   if (writes_aux(d.epilogue) || d.epilogue == CUBLASLT_EPILOGUE_DGELU) {
     if (d.aux == nullptr || d.aux_ld % 8 != 0 || d.aux_ld < static_cast<int64_t>(m)) return CUBLAS_STATUS_INVALID_VALUE;
   }
@@ -188,7 +193,8 @@ cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t matmulDesc, c
     case CUBLASLT_MATMUL_DESC_EPILOGUE: {
       if (!hc::read_attribute(u32, buf, sizeInBytes)) return CUBLAS_STATUS_INVALID_VALUE;
       const auto e = static_cast<cublasLtEpilogue_t>(u32);
-      if (e != CUBLASLT_EPILOGUE_DEFAULT && !hc::uses_bias(e) && !hc::applies_gelu(e) && e != CUBLASLT_EPILOGUE_DGELU)
+      if (e != CUBLASLT_EPILOGUE_DEFAULT && !hc::uses_bias(e) && !hc::applies_gelu(e) && e != CUBLASLT_EPILOGUE_DGELU &&
+          !hc::bias_gradient(e))
         hc::not_emulated("epilogue " + std::to_string(u32));
       d.epilogue = e;
       return CUBLAS_STATUS_SUCCESS;
@@ -327,6 +333,10 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t lightHandle, cublasLtMatmulDesc_t
   if (beta_value != 0.0f) hc::require_device("C", C, hc::stored_elements(c.rows, c.cols, c.ld) * hc::element_bytes(c.type));
   hc::require_device("D", D, hc::stored_elements(dl.rows, dl.cols, dl.ld) * hc::element_bytes(dl.type));
   if (hc::uses_bias(d.epilogue)) hc::require_device("the bias", d.bias, p.m * hc::element_bytes(dl.type));
+  if (hc::bias_gradient(d.epilogue)) {
+    hc::require_device("the bias gradient", d.bias, p.n * hc::element_bytes(dl.type));
+    if (alpha_value != 1.0f) hc::not_emulated("BGRADB with alpha other than 1");
+  }
   if (hc::writes_aux(d.epilogue) || d.epilogue == CUBLASLT_EPILOGUE_DGELU)
     hc::require_device("the aux buffer", d.aux, hc::stored_elements(p.m, p.n, d.aux_ld) * hc::element_bytes(dl.type));
 
@@ -345,6 +355,14 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t lightHandle, cublasLtMatmulDesc_t
         if (hc::applies_gelu(d.epilogue)) x = hc::gelu(x);
         if (d.epilogue == CUBLASLT_EPILOGUE_DGELU) x *= hc::gelu_grad(hc::load(d.aux, dl.type, aux_at));
         hc::store(D, dl.type, i + j * dl.ld, static_cast<float>(x));
+      }
+    }
+    if (hc::bias_gradient(d.epilogue)) {
+      for (size_t j = 0; j < static_cast<size_t>(p.n); ++j) {
+        double sum = 0.0;  // op(B)[kk, j] is B[j, kk] when transposed, else B[kk, j]
+        for (size_t kk = 0; kk < static_cast<size_t>(p.k); ++kk)
+          sum += hc::load(B, b.type, tb ? j + kk * b.ld : kk + j * b.ld);
+        hc::store(const_cast<void*>(d.bias), dl.type, j, static_cast<float>(sum));
       }
     }
   });
