@@ -226,7 +226,8 @@ echo '{"B": 256}' >"$TMP/res-designs/train_bf16.json"
 log=$(OUT="$TMP/out-designs" bash "$SCRIPT" --stage designs --build-dir "$TMP/build-ok" --out "$TMP/res-designs" 2>&1)
 rc=$?
 [[ $rc == 0 ]] || fail "designs: exit $rc: $log"
-for variant in automatic classifier=streamed layernorm-backward=two-pass flash-backward=fused flash-tile=64; do
+for variant in automatic classifier=streamed layernorm-backward=two-pass flash-backward=fused flash-tile=64 \
+  bias-grad=epilogue; do
   name="designs_${variant//=/-}"
   grep -q "^$name	0	" "$TMP/res-designs/status.tsv" 2>/dev/null || fail "$name did not run: $log"
   line=$(grep "stand-in .*bench_train_gpu .*/$name.json" <<<"$log" | head -1)

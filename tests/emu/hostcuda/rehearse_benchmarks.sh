@@ -69,10 +69,12 @@ GPT2CC_EMU_GPU=rtx4090 GPT2CC_CUDA_ARCHITECTURES=89 \
      and 'more shared memory per block than' in j['results'][1]['not_run']"
 
 # Every kernel, fp32 and bf16, validated against cpu:: and timed (the fixed GPT-2 124M AdamW and
-# conversion sizes included); the ceilings measured first.
+# conversion sizes included; the four biased layers' backward with the BGRADB epilogue too, taken
+# by the host cuBLASLt); the ceilings measured first.
 run kernels "$BIN/bench_kernels" -b 1 -t 16 --reps 1 --warmup 0 --json "$OUT/kernels.json" &&
   check_json "$OUT/kernels.json" \
     "len(j['kernels']) >= 50 and all(k['valid'] and k['ms'] > 0 for k in j['kernels'])
+     and sum(k['kernel'] == 'matmul_backward_bgradb' and 'declined' not in k['shape'] for k in j['kernels']) == 4
      and {k['dtype'] for k in j['kernels']} == {'fp32', 'bf16'} and j['copy_bandwidth_gbps'] > 0
      and j['sgemm_tflops'] > 0"
 
@@ -90,7 +92,7 @@ done
 # GPT2CC_KERNELS (kernels/kernel_designs.cuh): a run with every other design trains and names them
 # in its JSON, as the automatic run names none (the report's designs table reads both); a malformed
 # value exits 2 naming the variable.
-all_designs=classifier=streamed,layernorm-backward=two-pass,flash-backward=fused,flash-tile=64
+all_designs=classifier=streamed,layernorm-backward=two-pass,flash-backward=fused,flash-tile=64,bias-grad=epilogue
 GPT2CC_KERNELS=$all_designs run designs_all "$BIN/bench_train_gpu" --preset d2 --dtype bf16 -B 2 -T 32 --steps 2 \
   --warmup 1 --json "$OUT/designs_all.json" &&
   check_json "$OUT/designs_all.json" \
