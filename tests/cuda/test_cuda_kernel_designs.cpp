@@ -93,6 +93,16 @@ std::vector<float> flash_dqkv(const std::optional<std::string>& designs) {
   return download_as_float(*backend, dqkv.data(), dqkv.size());
 }
 
+// One layer's results with no GPT2CC_KERNELS, with its automatic design named, and with the other
+// design named: the first two the same bits, the third different bits (the premise: the two designs
+// round differently, so equal bits would prove nothing) and close (`what`, tolerance `tol`).
+void expect_named_design_taken(const std::vector<float>& automatic, const std::vector<float>& named_default,
+                               const std::vector<float>& named_other, const char* what, double tol) {
+  CHECK(test::bit_equal(automatic, named_default));
+  REQUIRE_FALSE(test::bit_equal(named_default, named_other));
+  test::expect_matches(named_other, named_default, what, tol);
+}
+
 }  // namespace
 
 TEST_CASE("GPT2CC_KERNELS: parsed, written back, and refused naming the entry at fault", "[cuda][designs]") {
@@ -193,12 +203,8 @@ TEST_CASE("a cuda backend takes the kernel designs GPT2CC_KERNELS names", "[cuda
       WARN("no bf16 on this device: the bias-gradient designs are not compared");
       return;
     }
-    const std::vector<float> automatic = matmul_dbias(std::nullopt);
-    const std::vector<float> column_sum = matmul_dbias("bias-grad=column-sum");
-    const std::vector<float> epilogue = matmul_dbias("bias-grad=epilogue");
-    CHECK(test::bit_equal(automatic, column_sum));
-    REQUIRE_FALSE(test::bit_equal(column_sum, epilogue));  // the premise: the epilogue's sums round once more
-    test::expect_matches(epilogue, column_sum, "epilogue vs column-sum dbias", 1e-2);
+    expect_named_design_taken(matmul_dbias(std::nullopt), matmul_dbias("bias-grad=column-sum"),
+                              matmul_dbias("bias-grad=epilogue"), "epilogue vs column-sum dbias", 1e-2);
   }
   SECTION("flash-backward: the named design's bits (auto is split)") {
     // Flash needs bf16 (sm_80) and this build's sm_80+ code for the device (a T4, or a build for
@@ -207,11 +213,7 @@ TEST_CASE("a cuda backend takes the kernel designs GPT2CC_KERNELS names", "[cuda
       WARN("no flash attention on this device in this build: the flash backward designs are not compared");
       return;
     }
-    const std::vector<float> automatic = flash_dqkv(std::nullopt);
-    const std::vector<float> split = flash_dqkv("flash-backward=split");
-    const std::vector<float> fused = flash_dqkv("flash-backward=fused,flash-tile=64");
-    CHECK(test::bit_equal(automatic, split));
-    REQUIRE_FALSE(test::bit_equal(split, fused));  // the premise: the two designs round differently
-    test::expect_matches(fused, split, "fused vs split flash backward", 2e-2);
+    expect_named_design_taken(flash_dqkv(std::nullopt), flash_dqkv("flash-backward=split"),
+                              flash_dqkv("flash-backward=fused,flash-tile=64"), "fused vs split flash backward", 2e-2);
   }
 }
