@@ -17,10 +17,12 @@ struct Choice {
   Enum value;
 };
 
-constexpr Choice<FusedClassifier> kClassifierChoices[] = {
-    {"auto", FusedClassifier::kAuto}, {"cached-row", FusedClassifier::kCachedRow}, {"streamed", FusedClassifier::kStreamed}};
-constexpr Choice<LayerNormBackward> kLayerNormChoices[] = {
-    {"auto", LayerNormBackward::kAuto}, {"fused", LayerNormBackward::kFused}, {"two-pass", LayerNormBackward::kTwoPass}};
+constexpr Choice<FusedClassifier> kClassifierChoices[] = {{"auto", FusedClassifier::kAuto},
+                                                          {"cached-row", FusedClassifier::kCachedRow},
+                                                          {"streamed", FusedClassifier::kStreamed}};
+constexpr Choice<LayerNormBackward> kLayerNormChoices[] = {{"auto", LayerNormBackward::kAuto},
+                                                           {"fused", LayerNormBackward::kFused},
+                                                           {"two-pass", LayerNormBackward::kTwoPass}};
 constexpr Choice<FlashBackward> kFlashBackwardChoices[] = {
     {"auto", FlashBackward::kAuto}, {"split", FlashBackward::kSplit}, {"fused", FlashBackward::kFused}};
 constexpr Choice<FlashTile> kFlashTileChoices[] = {
@@ -115,7 +117,8 @@ KernelDesigns parse_kernel_designs(const std::string& text) {
       if (f.name == name) field = &f;
     INPUT_CHECK(field != nullptr, "{}: unknown kernel design '{}' (names: {}); the value was '{}'",
                 kKernelDesignsVariable, name, field_names(), text);
-    for (std::string_view s : seen) INPUT_CHECK(s != name, "{}: '{}' given twice in '{}'", kKernelDesignsVariable, name, text);
+    for (std::string_view s : seen)
+      INPUT_CHECK(s != name, "{}: '{}' given twice in '{}'", kKernelDesignsVariable, name, text);
     seen.push_back(name);
     INPUT_CHECK(field->set(designs, value), "{}: {}={} is not a design ({}: {})", kKernelDesignsVariable, name, value,
                 name, field->values);

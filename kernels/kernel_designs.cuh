@@ -3,11 +3,11 @@
 // design can be measured against another in whole training steps (scripts/bench_gpu.sh's
 // `designs` stage) and on a user's own GPU, without a rebuild:
 //   GPT2CC_KERNELS=NAME=VALUE[,NAME=VALUE...]
-//     classifier          auto | cached-row | streamed   (FusedClassifier, kernels/crossentropy.cuh)
-//     layernorm-backward  auto | fused | two-pass        (LayerNormBackward, kernels/layernorm.cuh)
-//     flash-backward      auto | split | fused           (FlashBackward, kernels/flash_attention.cuh)
-//     flash-tile          auto | 64 | 128                (FlashTile, the rows a flash CTA owns)
-//     bias-grad           auto | column-sum | epilogue   (BiasGradient, kernels/matmul.cuh; bf16)
+//     classifier          auto | cached-row | streamed   FusedClassifier (crossentropy.cuh)
+//     layernorm-backward  auto | fused | two-pass        LayerNormBackward (layernorm.cuh)
+//     flash-backward      auto | split | fused           FlashBackward (flash_attention.cuh)
+//     flash-tile          auto | 64 | 128                FlashTile (the rows a flash CTA owns)
+//     bias-grad           auto | column-sum | epilogue   BiasGradient (matmul.cuh; bf16 only)
 // e.g. GPT2CC_KERNELS=classifier=streamed,flash-backward=fused. Unset or empty: every one auto.
 // Every design computes the same function (the tests hold each to the CPU reference); designs of
 // one layer may round differently (sums in another order), so a run's bits depend on the choice,

@@ -8,8 +8,8 @@
 // operands cuBLASLt cannot take (see cublaslt_eligible) and, as PyTorch does, shapes cuBLASLt
 // declines: no usable algorithm from the heuristic, or cublasLtMatmul NOT_SUPPORTED (then cached as
 // declined). matmul_path_counts() says which path each GEMM took; GPT2CC_REQUIRE_CUBLASLT=1 makes a
-// declined eligible GEMM an error. dweight accumulates with beta = 1; dbias is a deterministic column
-// sum or (BiasGradient::kEpilogue) the dweight GEMM's BGRADB epilogue, added in.
+// declined eligible GEMM an error. dweight accumulates with beta = 1; dbias is a deterministic
+// column sum or (BiasGradient::kEpilogue) the dweight GEMM's BGRADB epilogue, added in.
 #include <cublasLt.h>
 
 #include <cstdint>
@@ -191,7 +191,8 @@ const std::string* lt_matmul(const Gemm& g, cudaStream_t stream) {
   set_attribute(raw_desc, CUBLASLT_MATMUL_DESC_TRANSB, op_b);
   set_attribute(raw_desc, CUBLASLT_MATMUL_DESC_EPILOGUE, g.epilogue);
   if (g.bias != nullptr) set_attribute(raw_desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, static_cast<const void*>(g.bias));
-  if (g.bias_grad != nullptr) set_attribute(raw_desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, static_cast<void*>(g.bias_grad));
+  if (g.bias_grad != nullptr)
+    set_attribute(raw_desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, static_cast<void*>(g.bias_grad));
   if (g.aux != nullptr) {
     set_attribute(raw_desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, static_cast<const void*>(g.aux));
     set_attribute(raw_desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, static_cast<int64_t>(g.ldd));
@@ -261,7 +262,7 @@ __global__ void dgelu_kernel(bf16* d, const bf16* pre, size_t count) {
 }
 
 // Adds `sums` into dbias (one rounding): the BGRADB epilogue writes its sums, dbias accumulates.
-__global__ void add_into_kernel(bf16* dbias, const bf16* sums, int n) {
+__global__ void add_bias_gradient_kernel(bf16* dbias, const bf16* sums, int n) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i < n) dbias[i] = __float2bfloat16_rn(__bfloat162float(dbias[i]) + __bfloat162float(sums[i]));
 }
@@ -385,7 +386,7 @@ void backward(bf16* dinp, bf16* dweight, bf16* dbias, const bf16* dout, const bf
   dw.bias_grad = sums.as<bf16>();
   run_matmul(dw, eligible, stream);
   constexpr int kBlock = 256;
-  add_into_kernel<<<ceil_div(OC, kBlock), kBlock, 0, stream>>>(dbias, dw.bias_grad, OC);
+  add_bias_gradient_kernel<<<ceil_div(OC, kBlock), kBlock, 0, stream>>>(dbias, dw.bias_grad, OC);
   CUDA_CHECK_LAUNCH();
 }
 

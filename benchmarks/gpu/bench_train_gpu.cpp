@@ -6,7 +6,8 @@
 //   bench_train_gpu [--dtype bf16|fp32] [-B 16|auto] [-T 1024] [--steps 20] [--warmup 5]
 //                   [--recompute-gelu] [--no-cuda-graphs] [--json out.json]
 // GPT2CC_KERNELS in the environment picks other kernel designs (kernels/kernel_designs.cuh); the
-// JSON's kernel_designs says which ran ("" = the automatic ones).
+// JSON's kernel_designs says which ran ("" = the automatic ones), and bf16_gemm_paths how the bf16
+// GEMMs launched from the host ran (through cuBLASLt, plain; declined_by_cublaslt of those plain).
 //
 // FLOPs per token: 6*N + 6*L*C*T (issue 8), N = every parameter except the padded vocabulary
 // rows ((Vp - V) * C zeros that never train; 124,439,808 for gpt2), 2 FLOPs forward and 4
@@ -38,6 +39,7 @@
 #include "core/model_optim.hpp"
 #include "core/rng.hpp"
 #include "kernels/kernel_designs.cuh"
+#include "kernels/matmul.cuh"
 
 using namespace gpt2cc;
 using nlohmann::json;
@@ -251,6 +253,9 @@ int bench_main(int argc, char** argv) {
   // The last probe's model is gone; hand its cached pool memory back before the real one allocates.
   backend->synchronize();
   cudaMemPoolTrimTo(default_pool(), 0);
+  // The bf16 GEMMs' paths from here on (kernels/matmul.cuh: counted where the host launches them,
+  // so a CUDA graph's replays add nothing): whether cuBLASLt took every fused epilogue.
+  cuda::reset_matmul_path_counts();
   Run run = make_run(config, *backend, o, B);
   const Batch batch = random_batch(B, o.T, config.vocab_size, o.seed);
   const float first_loss = run.train_step(batch, B, o.T);
@@ -291,6 +296,7 @@ int bench_main(int argc, char** argv) {
     return 1;
   }
   const ScratchHigh scratch_high = scratch_used_high();
+  const cuda::MatmulPathCounts gemm_paths = cuda::matmul_path_counts();
 
   const double ms_median = median(ms);
   const double ms_mean = std::accumulate(ms.begin(), ms.end(), 0.0) / double(ms.size());
@@ -324,6 +330,9 @@ int bench_main(int argc, char** argv) {
   std::printf("| %s | %dx%d | %.2f | %.2f | %.0f | %.1f | %s | %s | %s | %.3f -> %.3f |\n", dtype_name(o.dtype), B, o.T,
               ms_median, ms_mean, tokens_per_s, tflops, mfu_text.c_str(), gib(peak_used - used_before_backend).c_str(),
               gib(scratch_high.pool + scratch_high.graphs).c_str(), losses.front(), losses.back());
+  if (gemm_paths.fallback > 0)
+    std::printf("note: cuBLASLt declined %llu of the bf16 GEMMs launched (they took the plain path)\n",
+                static_cast<unsigned long long>(gemm_paths.fallback));
 
   if (!o.json_path.empty()) {
     json j = {{"benchmark", "gpt2cc_train_step"},
@@ -367,7 +376,9 @@ int bench_main(int argc, char** argv) {
               {"pool_used_high_bytes", scratch_high.pool},
               {"graph_mem_used_high_bytes", scratch_high.graphs},
               {"loss_first", losses.front()},
-              {"loss_last", losses.back()}};
+              {"loss_last", losses.back()},
+              {"bf16_gemm_paths", {{"cublaslt", gemm_paths.lt}, {"plain", gemm_paths.plain},
+                                   {"declined_by_cublaslt", gemm_paths.fallback}}}};
     write_file_atomic(o.json_path, j.dump(2) + "\n");
   }
   return 0;

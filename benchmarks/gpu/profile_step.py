@@ -403,7 +403,7 @@ SOURCE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir,
 
 # What each of gpt2cc's kernels (the __global__ functions of kernels/) is; --self-test checks that
 # these land in their categories, and that no __global__ function in the sources lands in "other".
-GPT2CC_KERNELS = {
+GPT2CC_KERNEL_CATEGORIES = {
     "encoder_forward_elementwise_kernel": "embedding", "encoder_forward_packed_kernel": "embedding",
     "encoder_backward_wpe_kernel": "embedding", "encoder_backward_wte_kernel": "embedding",
     "encoder_sort_tile_keys_kernel": "embedding", "encoder_merge_keys_kernel": "embedding",
@@ -418,6 +418,7 @@ GPT2CC_KERNELS = {
     "flash_attention_delta_kernel": "attention", "flash_attention_backward_dkdv_kernel": "attention",
     "flash_attention_backward_dq_kernel": "attention", "flash_attention_backward_fused_kernel": "attention",
     "add_bias_vec4_kernel": "elementwise", "add_bias_scalar_kernel": "elementwise",
+    "add_bias_gradient_kernel": "elementwise",
     "column_sum_partials_kernel": "reduction", "column_sum_finalize_kernel": "reduction",
     "residual_forward_kernel": "elementwise", "residual_backward_kernel": "elementwise",
     "convert_kernel": "elementwise", "widen_kernel": "elementwise",
@@ -561,7 +562,7 @@ def self_test():
     for name, want in NAME_CASES:
         got = categorize(name)
         expect(got == want, f"categorize({short_name(name, 70)!r}) = {got}, expected {want}")
-    for name, want in GPT2CC_KERNELS.items():
+    for name, want in GPT2CC_KERNEL_CATEGORIES.items():
         got = categorize(f"void gpt2cc::cuda::x_kernels::{name}<float>(float *, int)")
         expect(got == want, f"gpt2cc kernel {name}: {got}, expected {want}")
     in_sources = source_kernel_names(SOURCE_DIR)
@@ -569,7 +570,7 @@ def self_test():
         unplaced = sorted(n for n in in_sources - {"kernel_image_probe"}
                           if categorize(f"void gpt2cc::cuda::x_kernels::{n}<float>(float *)") == "other")
         expect(not unplaced, f"kernels/ has __global__ functions no category pattern takes: {', '.join(unplaced)} "
-                             "(extend the patterns at the top of this file, and GPT2CC_KERNELS)")
+                             "(extend the patterns at the top of this file, and GPT2CC_KERNEL_CATEGORIES)")
         expect(len(in_sources) >= 30, f"only {len(in_sources)} __global__ functions found in kernels/")
     expect(strip_parameters("void f<(bool)1>(int, g(x))") == "void f<(bool)1>", "parameter list stripped")
     expect(match_text("void a::b_kernels::k<c::D>(e)") == "k<c::d>", "namespace dropped, template kept")

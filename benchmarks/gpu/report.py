@@ -267,7 +267,10 @@ def designs_section(directory):
     for r in order:
         ms = r["ms_per_step_median"]
         change = "—" if r is automatic or base is None else f"{100 * (ms - base) / base:+.1f}%"
-        lines.append(f"| {r.get('kernel_designs') or '(automatic)'} | {r['B']}×{r['T']} | {ms:.2f} | {change} "
+        declined = (r.get("bf16_gemm_paths") or {}).get("declined_by_cublaslt")
+        name = (r.get("kernel_designs") or "(automatic)") + (
+            f" ({declined} GEMMs declined by cuBLASLt: plain path)" if declined else "")
+        lines.append(f"| {name} | {r['B']}×{r['T']} | {ms:.2f} | {change} "
                      f"| {num(r.get('tokens_per_s'))} | {mib(r.get('peak_memory_bytes'))} "
                      f"| {r['loss_first']:.3f} → {r['loss_last']:.3f} |")
     for stage, rc in failed:
@@ -361,6 +364,9 @@ def self_test():
         put("designs_automatic.json", dict(design_run, ms_per_step_median=102.0, kernel_designs=""))
         put("designs_classifier-streamed.json", dict(design_run, ms_per_step_median=104.04,
                                                      kernel_designs="classifier=streamed"))
+        put("designs_bias-grad-epilogue.json",
+            dict(design_run, ms_per_step_median=102.0, kernel_designs="bias-grad=epilogue",
+                 bf16_gemm_paths={"cublaslt": 80, "plain": 16, "declined_by_cublaslt": 16}))
         put("designs_flash-tile-64.json", dict(design_run, ms_per_step_median=96.9, kernel_designs="flash-tile=64"))
         put("pt_train_bf16.json", dict(base, B=16, tokens_per_s=200000.0, mfu=0.46, peak_memory_bytes=30 * 2**30,
                                        torch="2.11", compile=True, final_loss=10.4))
@@ -452,6 +458,8 @@ def self_test():
                "the automatic designs' run first, the base of the changes")
         expect("| classifier=streamed | 16×1024 | 104.04 | +2.0% |" in text, "a slower design: +2.0%")
         expect("| flash-tile=64 | 16×1024 | 96.90 | -5.0% |" in text, "a faster design: -5.0%")
+        expect("| bias-grad=epilogue (16 GEMMs declined by cuBLASLt: plain path) | 16×1024 | 102.00 | +0.0% |" in text,
+               "GEMMs cuBLASLt declined are named")
         expect("| flash-backward-fused | n/a: no result (exit 1; see designs_flash-backward-fused.log) |" in text,
                "a design run that failed is listed")
         expect("100.00 ms/step (train_bf16, ? steps) and 102.00 (here, 10 steps)" in text,

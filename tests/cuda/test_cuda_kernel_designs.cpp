@@ -166,7 +166,9 @@ TEST_CASE("a cuda backend takes the kernel designs GPT2CC_KERNELS names", "[cuda
       auto backend = backend_with(designs, DType::fp32);
       DeviceArray<float> logits(*backend, Vp), losses(*backend, 1);
       DeviceArray<int> targets(*backend, 1);
-      const auto run = [&] { backend->fused_classifier(logits.data(), losses.data(), targets.data(), 1.0f, 1, 1, V, Vp); };
+      const auto run = [&] {
+        backend->fused_classifier(logits.data(), losses.data(), targets.data(), 1.0f, 1, 1, V, Vp);
+      };
       if (std::string(designs) == "classifier=auto") {
         run();
         std::vector<float> loss(1);

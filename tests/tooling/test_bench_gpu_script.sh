@@ -123,7 +123,8 @@ make_binaries_kit() {  # DIR FINGERPRINT PROBE_EXIT [WARN]
     mkdir -p "$stage/$(dirname "$exe")"
     {
       echo '#!/bin/sh'
-      echo 'echo "stand-in $0 $*${KIT_ENV_MARK:+ (kit env: $KIT_ENV_MARK)}${GPT2CC_KERNELS:+ (kernels: $GPT2CC_KERNELS)}"'
+      echo 'echo "stand-in $0 $*${KIT_ENV_MARK:+ (kit env: $KIT_ENV_MARK)}\'
+      echo '${GPT2CC_KERNELS:+ (kernels: $GPT2CC_KERNELS)}"'
       [[ -n "${4:-}" && $exe == *_cli ]] && echo 'echo "no CUDA device here, nothing checked"'
       echo "exit $([[ $exe == */test_cuda_layers ]] && echo "$3" || echo 0)"
     } >"$stage/$exe"

@@ -5,9 +5,10 @@
 # JSON at small shapes; bench_train_gpu -B auto, on an emulated device of a few hundred MiB
 # (GPT2CC_EMU_DEVICE_MIB), probes down from 512 rows through out-of-memory failures to a batch that
 # then trains with CUDA graphs, while twice that batch fails with a clear message; GPT2CC_KERNELS'
-# designs run and are named in the JSON; bad arguments exit 2; benchmarks/gpu/report.py turns the JSON into the report a session would paste. Timings
-# here are the emulator's and mean nothing: what is checked is that every path runs, every kernel
-# validates against the CPU, and the files the report reads agree with it.
+# designs run and are named in the JSON; bad arguments exit 2; benchmarks/gpu/report.py turns the
+# JSON into the report a session would paste. Timings here are the emulator's and mean nothing:
+# what is checked is that every path runs, every kernel validates against the CPU, and the files
+# the report reads agree with it.
 # Usage: rehearse_benchmarks.sh REPO_ROOT EMU_BIN_DIR (run by ctest as emu_bench_rehearsal).
 set -uo pipefail
 ROOT=${1:?usage: rehearse_benchmarks.sh REPO_ROOT EMU_BIN_DIR}
@@ -97,7 +98,8 @@ GPT2CC_KERNELS=$all_designs run designs_all "$BIN/bench_train_gpu" --preset d2 -
   --warmup 1 --json "$OUT/designs_all.json" &&
   check_json "$OUT/designs_all.json" \
     "j['kernel_designs'] == '$all_designs' and j['backend'].endswith('; kernel designs $all_designs')
-     and math.isfinite(j['loss_last']) and j['loss_last'] < j['loss_first']"
+     and math.isfinite(j['loss_last']) and j['loss_last'] < j['loss_first']
+     and j['bf16_gemm_paths']['cublaslt'] > 0 and j['bf16_gemm_paths']['declined_by_cublaslt'] == 0"
 [[ -f "$OUT/train_bf16.json" ]] && check_json "$OUT/train_bf16.json" "j['kernel_designs'] == ''" &&
   cp "$OUT/train_bf16.json" "$OUT/designs_automatic.json"
 GPT2CC_KERNELS=flash-tile=32 expect_error "kernel designs" "GPT2CC_KERNELS: flash-tile=32 is not a design" \
