@@ -25,17 +25,12 @@ TEST_CASE("cuda attention forward and backward match cpu", "[cuda][attention]") 
   const int B = shape.B, T = shape.T, C = shape.C, NH = shape.NH;
   INFO("B=" << B << " T=" << T << " C=" << C << " NH=" << NH << " dropout=" << p);
   const DropoutParams dropout{p, 0x1234'5678'9abcull, 7};
-  const size_t qkv_n = size_t(B) * T * 3 * C, out_n = size_t(B) * T * C, att_n = size_t(B) * NH * T * T;
-  const size_t lse_n = size_t(B) * NH * T;
+  const size_t qkv_n = size_t(B) * T * 3 * C, out_n = size_t(B) * T * C, lse_n = size_t(B) * NH * T;
   // Scores of O(1): q, k ~ U(-1, 1) over HS channels, scaled by 1/sqrt(HS).
   const auto qkv = test::random_vector(qkv_n, 71, -1.5f, 1.5f);
   const auto dout = test::random_vector(out_n, 72);
   cudaStream_t stream = test::test_stream();
-
-  std::vector<float> out(out_n), att(att_n), dqkv(qkv_n), blocked_out(out_n), lse(lse_n);
-  cpu::attention_forward(out.data(), att.data(), qkv.data(), B, T, C, NH, dropout);
-  cpu::attention_backward(dqkv.data(), dout.data(), att.data(), qkv.data(), B, T, C, NH, dropout);
-  cpu::attention_forward_blocked(blocked_out.data(), lse.data(), qkv.data(), B, T, C, NH, dropout);
+  const auto [out, dqkv, lse] = test::cpu_attention_reference(qkv, dout, B, T, C, NH, dropout);
 
   DeviceBuffer<float> d_qkv(qkv), d_out(out_n), d_lse(lse_n), d_dout(dout), d_dqkv(qkv_n);
   d_out.poison();

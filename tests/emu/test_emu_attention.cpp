@@ -41,15 +41,11 @@ TEMPLATE_TEST_CASE("emulated tiled attention forward and backward match cpu", "[
   const int B = shape.B, T = shape.T, C = shape.C, NH = shape.NH;
   INFO("B=" << B << " T=" << T << " C=" << C << " NH=" << NH << " dropout=" << p);
   const DropoutParams dropout{p, 0x1234'5678'9abcull, 7};
-  const size_t qkv_n = size_t(B) * T * 3 * C, out_n = size_t(B) * T * C, att_n = size_t(B) * NH * T * T;
-  const size_t lse_n = size_t(B) * NH * T;
+  const size_t qkv_n = size_t(B) * T * 3 * C, out_n = size_t(B) * T * C, lse_n = size_t(B) * NH * T;
   // Scores of O(1); on the bf16 grid so float and bf16 kernels and the CPU see the same values.
   const auto qkv = test::round_to_bf16(test::random_vector(qkv_n, 401, -1.5f, 1.5f));
   const auto dout = test::round_to_bf16(test::random_vector(out_n, 402));
-  std::vector<float> out(out_n), att(att_n), dqkv(qkv_n), blocked_out(out_n), lse(lse_n);
-  cpu::attention_forward(out.data(), att.data(), qkv.data(), B, T, C, NH, dropout);
-  cpu::attention_backward(dqkv.data(), dout.data(), att.data(), qkv.data(), B, T, C, NH, dropout);
-  cpu::attention_forward_blocked(blocked_out.data(), lse.data(), qkv.data(), B, T, C, NH, dropout);
+  const auto [out, dqkv, lse] = test::cpu_attention_reference(qkv, dout, B, T, C, NH, dropout);
 
   const cudaStream_t stream = test::test_stream();
   const test::DeviceBuffer qkv_elem(test::as<Elem>(qkv)), dout_elem(test::as<Elem>(dout));
