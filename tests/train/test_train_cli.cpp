@@ -55,9 +55,9 @@ Run launch(const std::string& command_line) {
 Run train(const std::string& args) { return launch(train_binary() + " " + args); }
 
 // A tiny model on the fixture shards; callers append the run-specific flags.
-std::string tiny(const std::string& data) {
-  return "--layers 2 --heads 2 --channels 16 --max-seq-len 32 --batch-size 4 --seq-len 16 --threads 1 "
-         "--train-data " + data + "/train.bin ";
+std::string tiny(const std::string& data, int channels = 16, int heads = 2) {
+  return "--layers 2 --heads " + std::to_string(heads) + " --channels " + std::to_string(channels) +
+         " --max-seq-len 32 --batch-size 4 --seq-len 16 --threads 1 --train-data " + data + "/train.bin ";
 }
 
 // The train_loss and val_loss (NaN where none) of each line of a run's metrics.jsonl.
@@ -239,28 +239,49 @@ TEST_CASE("a tiny run, its resume, and --eval-only", "[cli]") {
 
 // The training state on the device (fp32 or bf16 parameters, fp32 master weights and moments, the
 // data position) round-trips through a checkpoint: a run stopped at step 3 and resumed ends with
-// the losses of an uninterrupted one, bit for bit. Where this build or machine has no CUDA device
-// the case says so and checks nothing; the CPU emulator build runs it (emu_train_cli,
-// tests/emu/hostcuda).
+// the losses of an uninterrupted one, bit for bit; in bf16 also with every kernel design other
+// than the automatic ones (GPT2CC_KERNELS, kernels/kernel_designs.cuh; heads of 64, so that the
+// flash designs run too), which must be as deterministic. A malformed GPT2CC_KERNELS ends train
+// with exit 2, naming it. Where this build or machine has no CUDA device the case says so and
+// checks nothing; the CPU emulator build runs it (emu_train_cli, tests/emu/hostcuda).
 TEST_CASE("on cuda, a stopped and resumed run repeats an uninterrupted one exactly", "[cli][cuda]") {
   std::string dir = test::temp_dir("train_cli_cuda");
   test::write_tiny_shards(dir);
-  const std::string base = tiny(dir) + "--seed 5 --tokenizer /nowhere --device cuda ";
-  const Run probe = train(base + "--steps 1 --run-dir " + dir + "/probe");
+  const std::string flags = "--seed 5 --tokenizer /nowhere --device cuda ";
+  const Run probe = train(tiny(dir) + flags + "--steps 1 --run-dir " + dir + "/probe");
   if (probe.code != 0 && probe.output.find("--device cuda:") != std::string::npos) {
     WARN("no CUDA device here, nothing checked: " << probe.output);
     return;
   }
   INFO(probe.output);
   REQUIRE(probe.code == 0);
-  for (const char* dtype : {"fp32", "bf16"}) {
-    INFO("--dtype " << dtype);
-    const std::string run =
-        base + "--val-data " + dir + "/val.bin --eval-every 3 --eval-batches 2 --dtype " + dtype + " --steps 6 ";
-    const std::string straight = dir + "/straight_" + dtype, split = dir + "/split_" + dtype;
+  const Run malformed = launch("GPT2CC_KERNELS=flash-tile=96 " + train_binary() + " " + tiny(dir) + flags +
+                               "--steps 1 --run-dir " + dir + "/malformed");
+  CHECK(malformed.code == 2);
+  CHECK_THAT(malformed.output, Catch::Contains("GPT2CC_KERNELS: flash-tile=96 is not a design"));
+
+  struct Variant {
+    const char* name;
+    const char* dtype;
+    const char* kernels;  // GPT2CC_KERNELS ("": unset)
+    int channels, heads;
+  };
+  const Variant variants[] = {
+      {"fp32", "fp32", "", 16, 2},
+      {"bf16", "bf16", "", 16, 2},
+      {"bf16_designs", "bf16",
+       "classifier=streamed,layernorm-backward=two-pass,flash-backward=fused,flash-tile=64,bias-grad=epilogue", 64, 1}};
+  for (const Variant& v : variants) {
+    INFO("--dtype " << v.dtype << ", GPT2CC_KERNELS '" << v.kernels << "'");
+    const std::string env = *v.kernels ? std::string("GPT2CC_KERNELS=") + v.kernels + " " : "";
+    const auto train = [&](const std::string& args) { return launch(env + train_binary() + " " + args); };
+    const std::string run = tiny(dir, v.channels, v.heads) + flags + "--val-data " + dir +
+                            "/val.bin --eval-every 3 --eval-batches 2 --dtype " + v.dtype + " --steps 6 ";
+    const std::string straight = dir + "/straight_" + v.name, split = dir + "/split_" + v.name;
     const Run whole = train(run + "--run-dir " + straight);
     INFO(whole.output);
     REQUIRE(whole.code == 0);
+    if (*v.kernels) CHECK_THAT(whole.output, Catch::Contains(std::string("kernel designs ") + v.kernels));
     REQUIRE(train(run + "--stop-at-step 3 --run-dir " + split).code == 0);
     const Run resumed = train("--resume " + split);
     INFO(resumed.output);
