@@ -215,7 +215,33 @@ def kernels_section(directory):
         rate = f"{r['tflops']:.1f} TFLOP/s" if "tflops" in r else f"{r['gbps']:.0f} GB/s"
         lines.append(f"| {r['kernel']} | {r['dtype']} | {r['shape']} | {r['ms']:.4f} | {rate} "
                      f"| {pct(r.get('roofline_fraction'))} |")
-    return lines + [""]
+    return lines + [""] + design_pairs(k.get("kernels", []))
+
+
+# bench_kernels' rows of one layer's two designs: the automatic one's row, the other design's.
+KERNEL_DESIGN_PAIRS = [("fused_classifier", "fused_classifier_streamed"),
+                       ("layernorm_backward", "layernorm_backward_twopass"),
+                       ("matmul_backward", "matmul_backward_bgradb")]
+
+
+def design_pairs(rows):
+    """The kernels with two designs, side by side (same dtype and shape; a shape with a note
+    after it, such as a declined epilogue, still pairs): the other design's time over the
+    automatic one's. No table when no pair was timed."""
+    valid = [r for r in rows if r.get("valid")]
+    out = []
+    for auto_name, other_name in KERNEL_DESIGN_PAIRS:
+        for a in (r for r in valid if r["kernel"] == auto_name):
+            for o in (r for r in valid if r["kernel"] == other_name and r["dtype"] == a["dtype"]):
+                if o["shape"] == a["shape"] or o["shape"].startswith(a["shape"] + " ("):
+                    out.append(f"| {auto_name} | {other_name} | {a['dtype']} | {o['shape']} | {a['ms']:.4f} "
+                               f"| {o['ms']:.4f} | {o['ms'] / a['ms']:.2f}x |")
+    if not out:
+        return []
+    return ["Each layer's two designs as single kernels (the whole step with each: the designs table above). "
+            "ratio = the other design's time / the automatic one's: below 1 the other is faster.", "",
+            "| automatic | other design | dtype | shape | ms | other ms | ratio |", "|---|---|---|---|---|---|---|"] + \
+        out + [""]
 
 
 PROFILE_HEADING = "## Where one training step's time goes"
@@ -397,6 +423,17 @@ def self_test():
                                   "ms": 0.1, "gbps": 2400.0, "roofline_fraction": 0.8},
                                  {"kernel": "matmul_forward", "dtype": "bf16", "shape": "fc", "valid": True,
                                   "ms": 0.2, "tflops": 600.0, "roofline_fraction": None},
+                                 {"kernel": "matmul_backward", "dtype": "bf16", "shape": "fc", "valid": True,
+                                  "ms": 0.4, "tflops": 600.0, "roofline_fraction": 0.6},
+                                 {"kernel": "matmul_backward_bgradb", "dtype": "bf16",
+                                  "shape": "fc (cuBLASLt declined BGRADB: column sums)", "valid": True,
+                                  "ms": 0.38, "tflops": 630.0, "roofline_fraction": 0.63},
+                                 {"kernel": "matmul_backward", "dtype": "fp32", "shape": "fc", "valid": True,
+                                  "ms": 4.0, "tflops": 60.0, "roofline_fraction": 0.9},
+                                 {"kernel": "fused_classifier", "dtype": "bf16", "shape": "V", "valid": True,
+                                  "ms": 0.7, "gbps": 2200.0, "roofline_fraction": 0.5},
+                                 {"kernel": "fused_classifier_streamed", "dtype": "bf16", "shape": "V",
+                                  "valid": False, "rel_error": 0.5},
                                  {"kernel": "layernorm_backward", "dtype": "fp32", "shape": "x", "valid": False,
                                   "rel_error": 0.5},
                                  {"kernel": "gelu_backward", "dtype": "bf16", "shape": "y", "valid": False,
@@ -444,6 +481,10 @@ def self_test():
         expect("| gelu_forward | bf16 | N=1 | 0.1000 | 2400 GB/s | 80.0% |" in text, "kernel roofline row")
         expect("| matmul_forward | bf16 | fc | 0.2000 | 600.0 TFLOP/s | n/a |" in text, "unknown peak gives n/a")
         expect("INVALID (rel. error 5.00e-01)" in text, "invalid kernel row")
+        expect("| matmul_backward | matmul_backward_bgradb | bf16 | fc (cuBLASLt declined BGRADB: column sums) "
+               "| 0.4000 | 0.3800 | 0.95x |" in text, "a design pair, paired through the shape's note")
+        expect(text.count("| matmul_backward | matmul_backward_bgradb |") == 1, "no pair across dtypes")
+        expect("| fused_classifier | fused_classifier_streamed |" not in text, "an invalid design is not paired")
         expect("INVALID (rel. error not finite)" in text, "NaN error (JSON null) in an invalid kernel row")
         expect("| train | 124 (timed out) | 240 |" in text, "timed-out stage marked")
         expect(f"{PROFILE_HEADING} (B=64, T=1024, bf16)" in text, "step breakdown section")
