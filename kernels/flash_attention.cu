@@ -143,8 +143,9 @@ void check_aligned(const char* op, const void* ptr, const char* name) {
 template <int HS, int kRows>
 void launch_forward(const FlashForwardParams& p, int B, cudaStream_t stream) {
   static std::atomic<uint64_t> smem_ready{0};
-  once_per_device(smem_ready,
-                  [] { allow_flash_shared_memory(flash_attention_forward_kernel<HS, kRows>, kForwardSmem<HS, kRows>); });
+  once_per_device(smem_ready, [] {
+    allow_flash_shared_memory(flash_attention_forward_kernel<HS, kRows>, kForwardSmem<HS, kRows>);
+  });
   const LaunchShape l = forward_launch<HS, kRows>(B, p.T, p.NH);
   flash_attention_forward_kernel<HS, kRows><<<l.grid, l.block, l.smem_bytes, stream>>>(p);
   CUDA_CHECK_LAUNCH();
@@ -159,7 +160,7 @@ void launch_backward(const FlashBackwardParams& p, const bf16* out, float* delta
   if (design == FlashBackward::kFused) {
     once_per_device(fused_ready, [] {
       allow_flash_shared_memory(flash_attention_backward_fused_kernel<HS, kRows>, kBackwardFusedSmem<HS, kRows>,
-                          kBackwardFusedStaticSmem);
+                                kBackwardFusedStaticSmem);
     });
   } else {
     once_per_device(split_ready, [] {
