@@ -117,6 +117,11 @@ class CudaBackend final : public Backend {
                 "{}: bias-grad=epilogue is a design of the bf16 GEMMs (cuBLASLt's BGRADB epilogue); the fp32 ones "
                 "run through cuBLAS: use --dtype bf16 or drop it",
                 cuda::kKernelDesignsVariable);
+    INPUT_CHECK(dtype_ == DType::bf16 || (designs_.gemm_alignment == cuda::GemmAlignment::kAuto &&
+                                          designs_.gemm_split_k == cuda::GemmSplitK::kAuto),
+                "{}: gemm-alignment and gemm-split-k are designs of the bf16 GEMMs (cuBLASLt's preferences); the fp32 "
+                "ones run through cuBLAS: use --dtype bf16 or drop them",
+                cuda::kKernelDesignsVariable);
     flash_built_ = cuda::flash_attention_built_for_device();
     CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     // The per-op scratch buffers (cuda_check.cuh ScratchBuffer) come from the device's default
@@ -240,16 +245,16 @@ class CudaBackend final : public Backend {
   }
   void matmul_forward(TensorPtr out, ConstTensorPtr inp, ConstTensorPtr weight, ConstTensorPtr bias, int B, int T,
                       int C, int OC) override {
-    with_elem([&](auto e) {
-      using E = typename decltype(e)::type;
-      cuda::matmul_forward(as<E>(out), as<E>(inp), as<E>(weight), as<E>(bias), B, T, C, OC, stream_);
-    });
+    if (dtype_ == DType::bf16)
+      return cuda::matmul_forward(as<bf16>(out), as<bf16>(inp), as<bf16>(weight), as<bf16>(bias), B, T, C, OC, stream_,
+                                  gemm_design_);
+    cuda::matmul_forward(as<float>(out), as<float>(inp), as<float>(weight), as<float>(bias), B, T, C, OC, stream_);
   }
   void matmul_backward(TensorPtr dinp, TensorPtr dweight, TensorPtr dbias, ConstTensorPtr dout, ConstTensorPtr inp,
                        ConstTensorPtr weight, int B, int T, int C, int OC) override {
     if (dtype_ == DType::bf16)
       return cuda::matmul_backward(as<bf16>(dinp), as<bf16>(dweight), as<bf16>(dbias), as<bf16>(dout), as<bf16>(inp),
-                                   as<bf16>(weight), B, T, C, OC, stream_, designs_.bias_gradient);
+                                   as<bf16>(weight), B, T, C, OC, stream_, gemm_design_);
     cuda::matmul_backward(as<float>(dinp), as<float>(dweight), as<float>(dbias), as<float>(dout), as<float>(inp),
                           as<float>(weight), B, T, C, OC, stream_);
   }
@@ -351,11 +356,11 @@ class CudaBackend final : public Backend {
   }
   void matmul_forward_gelu(TensorPtr out, TensorPtr pre, ConstTensorPtr inp, ConstTensorPtr weight,
                            ConstTensorPtr bias, int B, int T, int C, int OC) override {
-    with_elem([&](auto e) {
-      using E = typename decltype(e)::type;
-      cuda::matmul_forward_gelu(as<E>(out), as<E>(pre), as<E>(inp), as<E>(weight), as<E>(bias), B, T, C, OC,
-                                stream_);
-    });
+    if (dtype_ == DType::bf16)
+      return cuda::matmul_forward_gelu(as<bf16>(out), as<bf16>(pre), as<bf16>(inp), as<bf16>(weight), as<bf16>(bias),
+                                       B, T, C, OC, stream_, gemm_design_);
+    cuda::matmul_forward_gelu(as<float>(out), as<float>(pre), as<float>(inp), as<float>(weight), as<float>(bias), B, T,
+                              C, OC, stream_);
   }
   void matmul_backward_gelu(TensorPtr dinp, TensorPtr dweight, TensorPtr dbias, ConstTensorPtr dout,
                             ConstTensorPtr inp, ConstTensorPtr weight, ConstTensorPtr pre, int B, int T, int C,
@@ -363,7 +368,7 @@ class CudaBackend final : public Backend {
     if (dtype_ == DType::bf16)
       return cuda::matmul_backward_gelu(as<bf16>(dinp), as<bf16>(dweight), as<bf16>(dbias), as<bf16>(dout),
                                         as<bf16>(inp), as<bf16>(weight), as<bf16>(pre), B, T, C, OC, stream_,
-                                        designs_.bias_gradient);
+                                        gemm_design_);
     cuda::matmul_backward_gelu(as<float>(dinp), as<float>(dweight), as<float>(dbias), as<float>(dout),
                                as<float>(inp), as<float>(weight), as<float>(pre), B, T, C, OC, stream_);
   }
@@ -474,6 +479,7 @@ class CudaBackend final : public Backend {
   int device_;
   DType dtype_;
   cuda::KernelDesigns designs_;  // GPT2CC_KERNELS (kernels/kernel_designs.cuh)
+  cuda::GemmDesign gemm_design_ = cuda::gemm_design(designs_);  // the bf16 GEMMs' part of it
   bool flash_built_ = false;  // cuda::flash_attention_built_for_device()
   cudaDeviceProp props_{};
   cudaStream_t stream_ = nullptr;

@@ -29,6 +29,10 @@ constexpr Choice<FlashTile> kFlashTileChoices[] = {
     {"auto", FlashTile::kAuto}, {"64", FlashTile::kRows64}, {"128", FlashTile::kRows128}};
 constexpr Choice<BiasGradient> kBiasGradientChoices[] = {
     {"auto", BiasGradient::kAuto}, {"column-sum", BiasGradient::kColumnSum}, {"epilogue", BiasGradient::kEpilogue}};
+constexpr Choice<GemmAlignment> kGemmAlignmentChoices[] = {
+    {"auto", GemmAlignment::kAuto}, {"operand", GemmAlignment::kOperand}, {"16", GemmAlignment::k16}};
+constexpr Choice<GemmSplitK> kGemmSplitKChoices[] = {
+    {"auto", GemmSplitK::kAuto}, {"fp32", GemmSplitK::kFp32}, {"any", GemmSplitK::kAny}};
 
 // One name of the variable: reads and writes its field of a KernelDesigns by text.
 struct Field {
@@ -81,6 +85,8 @@ const std::vector<Field>& fields() {
       make_field<&KernelDesigns::flash_backward, kFlashBackwardChoices>("flash-backward"),
       make_field<&KernelDesigns::flash_tile, kFlashTileChoices>("flash-tile"),
       make_field<&KernelDesigns::bias_gradient, kBiasGradientChoices>("bias-grad"),
+      make_field<&KernelDesigns::gemm_alignment, kGemmAlignmentChoices>("gemm-alignment"),
+      make_field<&KernelDesigns::gemm_split_k, kGemmSplitKChoices>("gemm-split-k"),
   };
   return all;
 }

@@ -8,6 +8,8 @@
 //     flash-backward      auto | split | fused           FlashBackward (flash_attention.cuh)
 //     flash-tile          auto | 64 | 128                FlashTile (the rows a flash CTA owns)
 //     bias-grad           auto | column-sum | epilogue   BiasGradient (matmul.cuh; bf16 only)
+//     gemm-alignment      auto | operand | 16            GemmAlignment (matmul.cuh; bf16 only)
+//     gemm-split-k        auto | fp32 | any              GemmSplitK (matmul.cuh; bf16 only)
 // e.g. GPT2CC_KERNELS=classifier=streamed,flash-backward=fused. Unset or empty: every one auto.
 // Every design computes the same function (the tests hold each to the CPU reference); designs of
 // one layer may round differently (sums in another order), so a run's bits depend on the choice,
@@ -32,7 +34,14 @@ struct KernelDesigns {
   FlashBackward flash_backward = FlashBackward::kAuto;
   FlashTile flash_tile = FlashTile::kAuto;
   BiasGradient bias_gradient = BiasGradient::kAuto;
+  GemmAlignment gemm_alignment = GemmAlignment::kAuto;
+  GemmSplitK gemm_split_k = GemmSplitK::kAuto;
 };
+
+// The bf16 GEMMs' part of `designs`.
+inline GemmDesign gemm_design(const KernelDesigns& designs) {
+  return GemmDesign{designs.gemm_alignment, designs.gemm_split_k, designs.bias_gradient};
+}
 
 // Parses GPT2CC_KERNELS' syntax (spaces around names and values are ignored); gpt2cc::InputError
 // naming the variable, the entry at fault and what it may be.

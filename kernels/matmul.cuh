@@ -22,8 +22,6 @@ void matmul_forward(float* out, const float* inp, const float* weight, const flo
                     cudaStream_t stream);
 void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                      const float* weight, int B, int T, int C, int OC, cudaStream_t stream);
-void matmul_forward(bf16* out, const bf16* inp, const bf16* weight, const bf16* bias, int B, int T, int C, int OC,
-                    cudaStream_t stream);
 
 // How a bf16 backward adds dbias (the fp32 backward always takes the column sums):
 // - kColumnSum: after the two GEMMs, a column-sum kernel reads dout once more and adds its sums,
@@ -39,21 +37,55 @@ void matmul_forward(bf16* out, const bf16* inp, const bf16* weight, const bf16* 
 // matmul_backward and matmul_backward_bgradb; the designs stage of scripts/bench_gpu.sh).
 enum class BiasGradient { kAuto, kColumnSum, kEpilogue };
 
+// What the bf16 GEMMs tell cuBLASLt's heuristic about their operands' alignment
+// (CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_{A,B,C,D}_BYTES; "selecting a smaller value will exclude
+// algorithms that can not work with matrix A that is not as strictly aligned as they need",
+// cublasLt.h, default 256):
+// - kOperand: each operand's own alignment, of its pointer and its leading dimension in bytes,
+//   up to 256, as PyTorch does (CUDABlas.cpp: the pointers' alignment). GPT-2's operands are all
+//   256-byte aligned. The choice is cached per alignment, so a less aligned slice of the same shape
+//   gets an algorithm of its own.
+// - k16: 16 bytes for every operand, what cublaslt_eligible guarantees (the only choice before
+//   kOperand; it may exclude the fastest algorithms).
+// kAuto: kOperand. Not yet timed against k16 on a GPU (the designs stage of scripts/bench_gpu.sh).
+enum class GemmAlignment { kAuto, kOperand, k16 };
+
+// Which split-K reductions cuBLASLt may use for the bf16 GEMMs
+// (CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK; cublasLt.h, cublasLtReductionScheme_t):
+// - kFp32: only COMPUTE_TYPE, the parts' sums kept in fp32 in the workspace and added up in a
+//   separate step, so a split GEMM rounds to bf16 once, like an unsplit one.
+// - kAny: also INPLACE and OUTPUT_TYPE, which add the parts up in bf16 (one rounding per part):
+//   PyTorch's default (torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = True).
+//   Where it pays: the dweight GEMMs, whose k is B*T and whose output is small.
+// Both repeat their bits: INPLACE keeps the parts in order with counters in the workspace
+// (cublasLt.h); the train CLI's [cuda] stop-and-resume test runs kAny and checks it.
+// kAuto: kFp32. Not yet timed against kAny on a GPU (the designs stage of scripts/bench_gpu.sh).
+enum class GemmSplitK { kAuto, kFp32, kAny };
+
+// The designs of one bf16 GEMM call (kernels/kernel_designs.cuh names them for the backend).
+struct GemmDesign {
+  GemmAlignment alignment = GemmAlignment::kAuto;
+  GemmSplitK split_k = GemmSplitK::kAuto;
+  BiasGradient bias_gradient = BiasGradient::kAuto;  // backward launchers only
+};
+
+void matmul_forward(bf16* out, const bf16* inp, const bf16* weight, const bf16* bias, int B, int T, int C, int OC,
+                    cudaStream_t stream, const GemmDesign& design = {});
 void matmul_backward(bf16* dinp, bf16* dweight, bf16* dbias, const bf16* dout, const bf16* inp, const bf16* weight,
-                     int B, int T, int C, int OC, cudaStream_t stream, BiasGradient design = BiasGradient::kAuto);
+                     int B, int T, int C, int OC, cudaStream_t stream, const GemmDesign& design = {});
 
 // out = gelu(pre), pre = inp W^T + b (both (B,T,OC); bias may be null).
 void matmul_forward_gelu(float* out, float* pre, const float* inp, const float* weight, const float* bias, int B, int T,
                          int C, int OC, cudaStream_t stream);
 void matmul_forward_gelu(bf16* out, bf16* pre, const bf16* inp, const bf16* weight, const bf16* bias, int B, int T,
-                         int C, int OC, cudaStream_t stream);
+                         int C, int OC, cudaStream_t stream, const GemmDesign& design = {});
 // For a layer whose input went through a GELU: inp = gelu(pre), pre (B,T,C) saved by the forward.
 // dinp = (dout W) * gelu'(pre) (written), dweight += dout^T inp, dbias += sum_rows dout (may be null).
 void matmul_backward_gelu(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                           const float* weight, const float* pre, int B, int T, int C, int OC, cudaStream_t stream);
 void matmul_backward_gelu(bf16* dinp, bf16* dweight, bf16* dbias, const bf16* dout, const bf16* inp,
                           const bf16* weight, const bf16* pre, int B, int T, int C, int OC, cudaStream_t stream,
-                          BiasGradient design = BiasGradient::kAuto);
+                          const GemmDesign& design = {});
 
 // Whether the bf16 launchers can hand a GEMM over C and OC with these operands to cuBLASLt:
 // every pointer (nulls ignored) 16-byte aligned and C, OC multiples of 8 (leading dimensions of

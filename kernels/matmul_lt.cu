@@ -2,16 +2,19 @@
 // one cublasLtMatmul: bf16 A/B/C/D, fp32 accumulate (CUBLAS_COMPUTE_32F, fp32 alpha/beta), one
 // rounding to bf16 on store, with the bias add, the GELU (pre saved as the aux output) or the GELU
 // gradient (pre read as the aux input) fused into the epilogue. The algorithm comes from
-// cublasLtMatmulAlgoGetHeuristic once per shape and is cached; the 32 MiB workspace is the
-// stream's (gemm_workspace in kernels/matmul.cuh), so steady-state calls allocate nothing and can
-// be captured in CUDA graphs. The plain path, cublasGemmEx plus separate bias / GELU kernels, takes
-// operands cuBLASLt cannot take (see cublaslt_eligible) and, as PyTorch does, shapes cuBLASLt
-// declines: no usable algorithm from the heuristic, or cublasLtMatmul NOT_SUPPORTED (then cached as
-// declined). matmul_path_counts() says which path each GEMM took; GPT2CC_REQUIRE_CUBLASLT=1 makes a
-// declined eligible GEMM an error. dweight accumulates with beta = 1; dbias is a deterministic
-// column sum or (BiasGradient::kEpilogue) the dweight GEMM's BGRADB epilogue, added in.
+// cublasLtMatmulAlgoGetHeuristic once per shape, operand alignment and design (GemmDesign) and is
+// cached; the 32 MiB workspace is the stream's (gemm_workspace in kernels/matmul.cuh), so
+// steady-state calls allocate nothing and can be captured in CUDA graphs. The plain path,
+// cublasGemmEx plus separate bias / GELU kernels, takes operands cuBLASLt cannot take (see
+// cublaslt_eligible) and, as PyTorch does, shapes cuBLASLt declines: no usable algorithm from the
+// heuristic, or cublasLtMatmul NOT_SUPPORTED (then cached as declined). matmul_path_counts() says
+// which path each GEMM took; GPT2CC_REQUIRE_CUBLASLT=1 makes a declined eligible GEMM an error.
+// dweight accumulates with beta = 1; dbias is a deterministic column sum or
+// (BiasGradient::kEpilogue) the dweight GEMM's BGRADB epilogue, added in.
 #include <cublasLt.h>
 
+#include <algorithm>
+#include <compare>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -19,7 +22,6 @@
 #include <memory>
 #include <optional>
 #include <string>
-#include <tuple>
 
 #include "kernels/common.cuh"
 #include "kernels/cuda_check.cuh"
@@ -82,16 +84,34 @@ struct Gemm {
   const bf16* aux = nullptr;                           // GELU_AUX*: written; DGELU: read; D's layout
 };
 
-uint32_t pointer_alignment(const void* p) {
-  const auto address = reinterpret_cast<uintptr_t>(p);
+// The largest power of two up to 256 that divides `value` (an address or a byte count).
+uint32_t alignment_of(uintptr_t value) {
   uint32_t alignment = 256;
-  while (alignment > 1 && address % alignment != 0) alignment /= 2;
+  while (alignment > 1 && value % alignment != 0) alignment /= 2;
   return alignment;
 }
+uint32_t pointer_alignment(const void* p) { return alignment_of(reinterpret_cast<uintptr_t>(p)); }
 
-// The heuristic's answer depends on the shape, the epilogue and (as cublasLt.h says of the bias and
-// aux pointers) the alignment of the epilogue pointers, so those make the cache key.
-using AlgoKey = std::tuple<int, int, int, bool, bool, int, uint32_t, uint32_t>;
+// The alignment the heuristic may count on for a bf16 operand with leading dimension ld
+// (GemmAlignment, kernels/matmul.cuh). An algorithm's alignment is "required for buffer pointer,
+// leading dimension, and possibly other strides" (cublasLt.h, CUBLASLT_ALGO_CAP_MIN_ALIGNMENT_A_BYTES),
+// so the leading dimension's bytes bound it too.
+uint32_t promised_alignment(const void* p, int ld, GemmAlignment design) {
+  if (design == GemmAlignment::k16) return kOperandAlignment;
+  return std::min(pointer_alignment(p), alignment_of(static_cast<uintptr_t>(ld) * sizeof(bf16)));
+}
+
+// What the heuristic's answer depends on, so the cache key: the shape, the epilogue, the operand
+// alignments promised in the preference, the alignment of the epilogue pointers (cublasLt.h says
+// the heuristic depends on the bias and aux pointers' values for it) and the split-K schemes allowed.
+struct AlgoKey {
+  int m, n, k;
+  bool trans_a, trans_b;
+  int epilogue;
+  uint32_t a_alignment, b_alignment, d_alignment, bias_alignment, aux_alignment;
+  uint32_t reduction_schemes;
+  auto operator<=>(const AlgoKey&) const = default;
+};
 
 // What the cache holds for a key: the algorithm, or why cuBLASLt declined the problem (the plain
 // path runs it; the reason goes into GPT2CC_REQUIRE_CUBLASLT's error).
@@ -180,7 +200,7 @@ LtChoice heuristic_choice(cublasStatus_t status, int returned, const cublasLtMat
 // then takes the plain path): the heuristic offered no usable algorithm, or cublasLtMatmul
 // refused the call with NOT_SUPPORTED; either is cached for the key. Other failures throw.
 // Descriptors are host objects, cheap to build per call.
-const std::string* lt_matmul(const Gemm& g, cudaStream_t stream) {
+const std::string* lt_matmul(const Gemm& g, const GemmDesign& design, cudaStream_t stream) {
   LtContext& context = lt_context();
   cublasLtMatmulDesc_t raw_desc = nullptr;
   CUBLAS_CHECK(cublasLtMatmulDescCreate(&raw_desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
@@ -203,24 +223,38 @@ const std::string* lt_matmul(const Gemm& g, cudaStream_t stream) {
   const MatrixLayout d_layout = bf16_layout(g.m, g.n, g.ldd);
 
   const void* bias = g.bias != nullptr ? static_cast<const void*>(g.bias) : g.bias_grad;
-  const AlgoKey key{g.m,      g.n, g.k, g.trans_a, g.trans_b, static_cast<int>(g.epilogue),
-                    bias ? pointer_alignment(bias) : 0, g.aux ? pointer_alignment(g.aux) : 0};
+  // Split-K only with fp32 partials reduced in a fixed order in the workspace (COMPUTE_TYPE), unless
+  // the design allows bf16 partial sums too (GemmSplitK::kAny: INPLACE and OUTPUT_TYPE). Algorithms
+  // without split-K (scheme NONE = 0) pass any mask.
+  const uint32_t reduction_schemes = design.split_k == GemmSplitK::kAny
+                                         ? static_cast<uint32_t>(CUBLASLT_REDUCTION_SCHEME_MASK)
+                                         : static_cast<uint32_t>(CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE);
+  const AlgoKey key{g.m,
+                    g.n,
+                    g.k,
+                    g.trans_a,
+                    g.trans_b,
+                    static_cast<int>(g.epilogue),
+                    promised_alignment(g.a, g.lda, design.alignment),
+                    promised_alignment(g.b, g.ldb, design.alignment),
+                    promised_alignment(g.d, g.ldd, design.alignment),
+                    bias ? pointer_alignment(bias) : 0,
+                    g.aux ? pointer_alignment(g.aux) : 0,
+                    reduction_schemes};
   auto found = context.algos().find(key);
   if (found == context.algos().end()) {
     cublasLtMatmulPreference_t raw_pref = nullptr;
     CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&raw_pref));
     MatmulPreference pref(raw_pref);
     set_preference(raw_pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, static_cast<uint64_t>(kGemmWorkspaceBytes));
-    // The default (256) would let the heuristic pick kernels that need 256-byte aligned operands;
-    // callers may pass slices of larger buffers, and cublaslt_eligible guarantees only 16.
-    for (auto attribute : {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
-                           CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES})
-      set_preference(raw_pref, attribute, kOperandAlignment);
-    // Split-K only with fp32 partials reduced in a fixed order in the workspace (COMPUTE_TYPE):
-    // INPLACE and OUTPUT_TYPE add the parts up in the output type (bf16, one more rounding per
-    // part). Algorithms without split-K (scheme NONE = 0) pass any mask.
-    set_preference(raw_pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
-                   static_cast<uint32_t>(CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE));
+    // The default (256) would let the heuristic pick algorithms that need 256-byte aligned
+    // operands; callers may pass slices of larger buffers, which cublaslt_eligible guarantees
+    // only 16 bytes: the key's alignments say what these operands have (C is D).
+    set_preference(raw_pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, key.a_alignment);
+    set_preference(raw_pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, key.b_alignment);
+    set_preference(raw_pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, key.d_alignment);
+    set_preference(raw_pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, key.d_alignment);
+    set_preference(raw_pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, reduction_schemes);
     cublasLtMatmulHeuristicResult_t result{};
     int returned = 0;
     const cublasStatus_t status =
@@ -331,10 +365,10 @@ const char* epilogue_name(cublasLtEpilogue_t epilogue) {
 }
 
 // `eligible`: cublaslt_eligible held for the operands. Counts the path taken (matmul_path_counts).
-void run_matmul(const Gemm& g, bool eligible, cudaStream_t stream) {
+void run_matmul(const Gemm& g, bool eligible, const GemmDesign& design, cudaStream_t stream) {
   MatmulPathCounts& counts = path_counts();
   if (eligible) {
-    const std::string* declined = lt_matmul(g, stream);
+    const std::string* declined = lt_matmul(g, design, stream);
     if (declined == nullptr) {
       ++counts.lt;
       return;
@@ -363,7 +397,7 @@ Gemm dweight_gemm(bf16* dweight, const bf16* dout, const bf16* inp, int N, int C
 }
 
 void backward(bf16* dinp, bf16* dweight, bf16* dbias, const bf16* dout, const bf16* inp, const bf16* weight,
-              const bf16* pre, int B, int T, int C, int OC, cudaStream_t stream, BiasGradient design) {
+              const bf16* pre, int B, int T, int C, int OC, cudaStream_t stream, const GemmDesign& design) {
   const int N = B * T;
   if (N == 0 || OC == 0 || C == 0) return;
   const bool eligible = cublaslt_eligible(C, OC, {dinp, dweight, dout, inp, weight, pre});
@@ -372,10 +406,10 @@ void backward(bf16* dinp, bf16* dweight, bf16* dbias, const bf16* dout, const bf
     g.epilogue = CUBLASLT_EPILOGUE_DGELU;
     g.aux = pre;
   }
-  run_matmul(g, eligible, stream);
+  run_matmul(g, eligible, design, stream);
   Gemm dw = dweight_gemm(dweight, dout, inp, N, C, OC);
-  if (dbias == nullptr || design != BiasGradient::kEpilogue) {
-    run_matmul(dw, eligible, stream);
+  if (dbias == nullptr || design.bias_gradient != BiasGradient::kEpilogue) {
+    run_matmul(dw, eligible, design, stream);
     if (dbias != nullptr) matmul_internal::accumulate_column_sums(dbias, dout, N, OC, stream);
     return;
   }
@@ -384,7 +418,7 @@ void backward(bf16* dinp, bf16* dweight, bf16* dbias, const bf16* dout, const bf
   ScratchBuffer sums(static_cast<size_t>(OC) * sizeof(bf16), stream);
   dw.epilogue = CUBLASLT_EPILOGUE_BGRADB;
   dw.bias_grad = sums.as<bf16>();
-  run_matmul(dw, eligible, stream);
+  run_matmul(dw, eligible, design, stream);
   constexpr int kBlock = 256;
   add_bias_gradient_kernel<<<ceil_div(OC, kBlock), kBlock, 0, stream>>>(dbias, dw.bias_grad, OC);
   CUDA_CHECK_LAUNCH();
@@ -403,7 +437,7 @@ bool cublaslt_eligible(int C, int OC, std::initializer_list<const void*> pointer
 }
 
 void matmul_forward(bf16* out, const bf16* inp, const bf16* weight, const bf16* bias, int B, int T, int C, int OC,
-                    cudaStream_t stream) {
+                    cudaStream_t stream, const GemmDesign& design) {
   const int N = B * T;
   if (N == 0 || OC == 0) return;
   ENSURE(C >= 1, "matmul_forward needs C >= 1, got {}", C);
@@ -412,11 +446,11 @@ void matmul_forward(bf16* out, const bf16* inp, const bf16* weight, const bf16* 
     g.epilogue = CUBLASLT_EPILOGUE_BIAS;
     g.bias = bias;
   }
-  run_matmul(g, cublaslt_eligible(C, OC, {out, inp, weight, bias}), stream);
+  run_matmul(g, cublaslt_eligible(C, OC, {out, inp, weight, bias}), design, stream);
 }
 
 void matmul_forward_gelu(bf16* out, bf16* pre, const bf16* inp, const bf16* weight, const bf16* bias, int B, int T,
-                         int C, int OC, cudaStream_t stream) {
+                         int C, int OC, cudaStream_t stream, const GemmDesign& design) {
   const int N = B * T;
   if (N == 0 || OC == 0) return;
   ENSURE(C >= 1, "matmul_forward_gelu needs C >= 1, got {}", C);
@@ -424,17 +458,17 @@ void matmul_forward_gelu(bf16* out, bf16* pre, const bf16* inp, const bf16* weig
   g.epilogue = bias != nullptr ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX;
   g.bias = bias;
   g.aux = pre;
-  run_matmul(g, cublaslt_eligible(C, OC, {out, pre, inp, weight, bias}), stream);
+  run_matmul(g, cublaslt_eligible(C, OC, {out, pre, inp, weight, bias}), design, stream);
 }
 
 void matmul_backward(bf16* dinp, bf16* dweight, bf16* dbias, const bf16* dout, const bf16* inp, const bf16* weight,
-                     int B, int T, int C, int OC, cudaStream_t stream, BiasGradient design) {
+                     int B, int T, int C, int OC, cudaStream_t stream, const GemmDesign& design) {
   backward(dinp, dweight, dbias, dout, inp, weight, nullptr, B, T, C, OC, stream, design);
 }
 
 void matmul_backward_gelu(bf16* dinp, bf16* dweight, bf16* dbias, const bf16* dout, const bf16* inp,
                           const bf16* weight, const bf16* pre, int B, int T, int C, int OC, cudaStream_t stream,
-                          BiasGradient design) {
+                          const GemmDesign& design) {
   ENSURE(pre != nullptr, "matmul_backward_gelu needs the saved GELU input `pre`");
   backward(dinp, dweight, dbias, dout, inp, weight, pre, B, T, C, OC, stream, design);
 }

@@ -287,6 +287,9 @@ void bench_layernorm(Bench& b) {
   });
 }
 
+// A bf16 backward whose dbias comes from the dweight GEMM's BGRADB epilogue (kernels/matmul.cuh).
+constexpr cuda::GemmDesign kBgradb{.bias_gradient = cuda::BiasGradient::kEpilogue};
+
 template <class Elem>
 void bench_matmul(Bench& b, const std::string& which, int C, int OC, bool bias) {
   const auto& o = b.opt();
@@ -312,7 +315,7 @@ void bench_matmul(Bench& b, const std::string& which, int C, int OC, bool bias) 
       if (bias) {  // dbias from the dweight GEMM's BGRADB epilogue: the row matmul_backward_bgradb
         auto e_dw = upload<Elem>(zeros(w.size())), e_db = upload<Elem>(zeros(OC));
         cuda::matmul_backward(d_dinp.get(), e_dw.get(), e_db.get(), d_dout.get(), d_inp.get(), d_w.get(), B, T, C, OC,
-                              b.stream(), cuda::BiasGradient::kEpilogue);
+                              b.stream(), kBgradb);
         bgradb_err = {rel_l2(download(d_dinp), dinp), rel_l2(download(e_dw), dw), rel_l2(download(e_db), db)};
       }
     }
@@ -333,11 +336,11 @@ void bench_matmul(Bench& b, const std::string& which, int C, int OC, bool bias) 
                           b.stream());
   });
   if constexpr (std::is_same_v<Elem, bf16>) {
-    if (!bgradb_err.empty()) {  // the same with cuda::BiasGradient::kEpilogue (kernels/matmul.cuh)
+    if (!bgradb_err.empty()) {  // the same with the bias gradient from BGRADB (kernels/matmul.cuh)
       cuda::reset_matmul_path_counts();
       b.add(compute_row<Elem>("matmul_backward_bgradb", shape, 2 * flops), bgradb_err, [&] {
         cuda::matmul_backward(dinp.get(), dw.get(), db.get(), out.get(), inp.get(), w.get(), B, T, C, OC, b.stream(),
-                              cuda::BiasGradient::kEpilogue);
+                              kBgradb);
       });
       // At the timed shape (the heuristic answers per shape): did cuBLASLt take BGRADB?
       if (cuda::matmul_path_counts().fallback > 0) b.rows().back().shape += " (cuBLASLt declined BGRADB: column sums)";

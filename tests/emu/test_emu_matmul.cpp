@@ -14,16 +14,21 @@
 // cuBLASLt declining eligible operands in each way cublasLt.h allows (hostcuda/cublaslt_faults.hpp)
 // sends the GEMMs to cublasGemmEx plus the bias / GELU kernels, with the results and tolerance of
 // test_bf16_matmul.cpp, matmul_path_counts saying so, and the answer cached per shape; with
-// GPT2CC_REQUIRE_CUBLASLT=1 the decline is an error naming the shape and the status.
+// GPT2CC_REQUIRE_CUBLASLT=1 the decline is an error naming the shape and the status. And what the
+// launchers ask the heuristic: the operands' alignment and the split-K sums the GEMM design allows.
 #include <catch2/catch.hpp>
+#include <cublasLt.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <iterator>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "core/backend.hpp"
 #include "cpu/gelu.hpp"
 #include "cpu/matmul.hpp"
 #include "cuda/matmul_test_util.hpp"
@@ -251,4 +256,109 @@ TEST_CASE("GPT2CC_REQUIRE_CUBLASLT=1 makes a GEMM cuBLASLt declines an error nam
   CHECK_THROWS_WITH(
       cuda::matmul_forward(d.out.get(), d.inp.get(), d.weight.get(), d.bias.get(), L.B, L.T, L.C, L.OC, stream),
       "GPT2CC_REQUIRE_CUBLASLT must be 0 or 1, got 'yes'");
+}
+
+// What the bf16 launchers ask cuBLASLt's heuristic (kernels/matmul.cuh, GemmAlignment and
+// GemmSplitK): by default each operand's own alignment, of its pointer and of its leading
+// dimension in bytes, up to 256 (A the weight, B the input, C and D the output of a forward), and
+// split-K sums in fp32 only; gemm-alignment=16 promises 16 bytes of every operand, gemm-split-k=any
+// allows every scheme. Each new alignment or design is a question of its own (the answer is cached
+// per key: asking again with the same operands does not reach the heuristic).
+TEST_CASE("the bf16 launchers tell cuBLASLt's heuristic the operands' alignment and the split-K sums allowed",
+          "[emu][matmul]") {
+  using cuda::GemmAlignment;
+  using cuda::GemmDesign;
+  using cuda::GemmSplitK;
+  const cudaStream_t stream = test::test_stream();
+  // Shapes no other test uses (the launchers' cache lives as long as the process).
+  const auto query = [&](const Bf16Layer& L, int inp_offset, const GemmDesign& design, bool asked = true) {
+    Bf16Device d(L);
+    const test::DeviceBuffer<bf16> inp(test::to_bf16(test::padded(L.inp, inp_offset)));
+    const uint64_t before = hostcuda::last_cublaslt_query().count;
+    cuda::reset_matmul_path_counts();
+    cuda::matmul_forward(d.out.get(), inp.get() + inp_offset, d.weight.get(), d.bias.get(), L.B, L.T, L.C, L.OC,
+                         stream, design);
+    test::check_matmul_paths(1, 0);
+    test::expect_matches(test::widened(d.out), L.out_ref, "bf16 matmul out", kBf16Tol);
+    const hostcuda::CublasLtQuery q = hostcuda::last_cublaslt_query();
+    CHECK(q.count == before + (asked ? 1 : 0));
+    return q;
+  };
+  const auto alignments = [](const hostcuda::CublasLtQuery& q) {
+    return std::vector<uint32_t>(std::begin(q.min_alignment), std::end(q.min_alignment));
+  };
+  const uint32_t fp32_sums = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE, any_sums = CUBLASLT_REDUCTION_SCHEME_MASK;
+
+  // C = 384 (768-byte rows), OC = 640 (1280 bytes): every operand 256-byte aligned.
+  const Bf16Layer L(1, 5, 384, 640);
+  hostcuda::CublasLtQuery q = query(L, 0, {});
+  CHECK(alignments(q) == std::vector<uint32_t>{256, 256, 256, 256});
+  CHECK(q.reduction_scheme_mask == fp32_sums);
+  query(L, 0, {}, false);  // the same key: from the cache
+  // The input 8 elements (16 bytes) into its allocation: B promised 16, a question of its own.
+  q = query(L, 8, {});
+  CHECK(alignments(q) == std::vector<uint32_t>{256, 16, 256, 256});
+  query(L, 0, {}, false);  // and the aligned key still answers from the cache
+  q = query(L, 0, GemmDesign{.alignment = GemmAlignment::k16});
+  CHECK(alignments(q) == std::vector<uint32_t>{16, 16, 16, 16});
+  CHECK(q.reduction_scheme_mask == fp32_sums);
+  q = query(L, 0, GemmDesign{.split_k = GemmSplitK::kAny});
+  CHECK(alignments(q) == std::vector<uint32_t>{256, 256, 256, 256});
+  CHECK(q.reduction_scheme_mask == any_sums);
+  // The automatic designs named: the same key as none named.
+  query(L, 0, GemmDesign{.alignment = GemmAlignment::kOperand, .split_k = GemmSplitK::kFp32}, false);
+
+  // C = 72: 144-byte rows, so the weight (A) and the input (B) promise 16 whatever their pointers.
+  q = query(Bf16Layer(1, 5, 72, 640), 0, {});
+  CHECK(alignments(q) == std::vector<uint32_t>{16, 16, 256, 256});
+}
+
+// The CUDA backend hands its GPT2CC_KERNELS GEMM designs to every bf16 linear layer it runs:
+// forward, backward, and both with the GELU; the default designs without the variable.
+TEST_CASE("a bf16 cuda backend asks the heuristic with the GEMM designs GPT2CC_KERNELS names", "[emu][matmul]") {
+  struct Restore {
+    ~Restore() { unsetenv("GPT2CC_KERNELS"); }
+  } restore;
+  const int B = 1, T = 3, C = 448, OC = 576;  // rows of 896 and 1152 bytes: 128-byte aligned
+  struct Expected {
+    const char* designs;
+    std::vector<uint32_t> alignments;
+    uint32_t reduction_scheme_mask;
+  };
+  for (const Expected& e : {Expected{"", {128, 128, 128, 128}, CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE},
+                            Expected{"gemm-alignment=16,gemm-split-k=any", {16, 16, 16, 16},
+                                     CUBLASLT_REDUCTION_SCHEME_MASK}}) {
+    INFO("GPT2CC_KERNELS=" << e.designs);
+    REQUIRE(setenv("GPT2CC_KERNELS", e.designs, 1) == 0);
+    const std::unique_ptr<Backend> backend = make_cuda_backend(0, DType::bf16);
+    const size_t N = size_t(B) * T;
+    DeviceTensor inp(*backend, N * C), weight(*backend, size_t(OC) * C), bias(*backend, OC), out(*backend, N * OC),
+        pre(*backend, N * OC), dinp(*backend, N * C), dweight(*backend, size_t(OC) * C), dbias(*backend, OC);
+    // Each call's new GEMMs for this design ask the heuristic, with the design's preference: a
+    // forward one, the backward two, the GELU backward one (its dweight GEMM is the backward's).
+    const auto check_asked = [&](const char* what, uint64_t gemms, const auto& call) {
+      INFO(what);
+      const uint64_t before = hostcuda::last_cublaslt_query().count;
+      call();
+      backend->synchronize();
+      const hostcuda::CublasLtQuery q = hostcuda::last_cublaslt_query();
+      CHECK(q.count == before + gemms);
+      CHECK(std::vector<uint32_t>(std::begin(q.min_alignment), std::end(q.min_alignment)) == e.alignments);
+      CHECK(q.reduction_scheme_mask == e.reduction_scheme_mask);
+    };
+    check_asked("matmul_forward", 1, [&] {
+      backend->matmul_forward(out.data(), inp.data(), weight.data(), bias.data(), B, T, C, OC);
+    });
+    check_asked("matmul_forward_gelu", 1, [&] {
+      backend->matmul_forward_gelu(out.data(), pre.data(), inp.data(), weight.data(), bias.data(), B, T, C, OC);
+    });
+    check_asked("matmul_backward", 2, [&] {
+      backend->matmul_backward(dinp.data(), dweight.data(), dbias.data(), out.data(), inp.data(), weight.data(), B, T,
+                               C, OC);
+    });
+    check_asked("matmul_backward_gelu", 1, [&] {
+      backend->matmul_backward_gelu(dinp.data(), dweight.data(), dbias.data(), out.data(), inp.data(), weight.data(),
+                                    pre.data(), B, T, C, OC);
+    });
+  }
 }

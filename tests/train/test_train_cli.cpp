@@ -270,7 +270,9 @@ TEST_CASE("on cuda, a stopped and resumed run repeats an uninterrupted one exact
       {"fp32", "fp32", "", 16, 2},
       {"bf16", "bf16", "", 16, 2},
       {"bf16_designs", "bf16",
-       "classifier=streamed,layernorm-backward=two-pass,flash-backward=fused,flash-tile=64,bias-grad=epilogue", 64, 1}};
+       "classifier=streamed,layernorm-backward=two-pass,flash-backward=fused,flash-tile=64,bias-grad=epilogue,"
+       "gemm-alignment=16,gemm-split-k=any",
+       64, 1}};
   for (const Variant& v : variants) {
     INFO("--dtype " << v.dtype << ", GPT2CC_KERNELS '" << v.kernels << "'");
     const std::string env = *v.kernels ? std::string("GPT2CC_KERNELS=") + v.kernels + " " : "";

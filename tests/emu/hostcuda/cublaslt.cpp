@@ -18,14 +18,18 @@
 // cublasLtMatmul refuses (NOT_SUPPORTED) pointers less aligned than that. The algorithm needs no
 // workspace unless a test says otherwise; the heuristic offers it only within the preference's
 // MAX_WORKSPACE_BYTES, and cublasLtMatmul refuses (INVALID_VALUE) a smaller workspace. Tests can
-// also make either call decline (cublaslt_faults.hpp). Attributes, epilogues and types not
-// modelled here throw instead of being ignored.
+// also make either call decline, and read what the heuristic was last asked
+// (cublaslt_faults.hpp). Attributes, epilogues and types not modelled here throw instead of
+// being ignored.
 #include <cublasLt.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <iterator>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 
@@ -46,6 +50,8 @@ namespace {
 constexpr uint64_t kAlgoMagic = 0x67707432636345ull;
 
 std::atomic<CublasLtFault> g_fault{CublasLtFault::none};
+std::mutex g_query_mutex;
+CublasLtQuery g_last_query{};  // guarded by g_query_mutex
 std::atomic<size_t> g_algo_workspace{0};
 
 [[noreturn]] void not_emulated(const std::string& what) { throw std::logic_error("host cuBLASLt: " + what + " is not emulated"); }
@@ -70,6 +76,7 @@ struct Preference {
   cublasLtMatmulPreferenceOpaque_t opaque;
   uint64_t max_workspace = 0;
   uint32_t min_alignment[4] = {256, 256, 256, 256};  // A, B, C, D
+  uint32_t reduction_scheme_mask = CUBLASLT_REDUCTION_SCHEME_MASK;
 };
 
 Desc* desc_of(cublasLtMatmulDesc_t d) { return reinterpret_cast<Desc*>(d); }
@@ -142,6 +149,10 @@ void require_device(const char* name, const void* p, size_t bytes) {
 
 void set_cublaslt_fault(CublasLtFault fault) { g_fault = fault; }
 void set_cublaslt_algo_workspace(size_t bytes) { g_algo_workspace = bytes; }
+CublasLtQuery last_cublaslt_query() {
+  const std::lock_guard lock(g_query_mutex);
+  return g_last_query;
+}
 
 }  // namespace gpt2cc::hostcuda
 
@@ -247,7 +258,8 @@ cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t p
     case CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES:
       return hc::read_attribute(p.max_workspace, buf, sizeInBytes) ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_INVALID_VALUE;
     case CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK:
-      return hc::read_attribute(u32, buf, sizeInBytes) ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_INVALID_VALUE;
+      return hc::read_attribute(p.reduction_scheme_mask, buf, sizeInBytes) ? CUBLAS_STATUS_SUCCESS
+                                                                           : CUBLAS_STATUS_INVALID_VALUE;
     case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES:
     case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES:
     case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES:
@@ -277,6 +289,13 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t lightHandle, cubl
       s != CUBLAS_STATUS_SUCCESS)
     return s;
   const hc::Preference& p = *hc::preference_of(preference);
+  {
+    const std::lock_guard lock(hc::g_query_mutex);
+    hc::CublasLtQuery& q = hc::g_last_query;
+    std::copy(std::begin(p.min_alignment), std::end(p.min_alignment), std::begin(q.min_alignment));
+    q.reduction_scheme_mask = p.reduction_scheme_mask;
+    ++q.count;
+  }
   const hc::CublasLtFault fault = hc::g_fault;
   const size_t workspace = hc::g_algo_workspace;
   if (fault == hc::CublasLtFault::heuristic_not_supported) return CUBLAS_STATUS_NOT_SUPPORTED;

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 
 namespace gpt2cc::hostcuda {
 
@@ -26,6 +27,17 @@ void set_cublaslt_fault(CublasLtFault fault);
 // returns CUBLAS_STATUS_INVALID_VALUE when given a smaller workspace (cublasLt.h) and requires the
 // workspace it is given to be device memory.
 void set_cublaslt_algo_workspace(size_t bytes);
+
+// What the heuristic (cublasLtMatmulAlgoGetHeuristic) was asked last: the preference's
+// MIN_ALIGNMENT_{A,B,C,D}_BYTES (default 256) and REDUCTION_SCHEME_MASK (default all schemes),
+// and how many times it has been asked in this process (a query served from a caller's cache
+// does not reach it). For the tests of what the launchers ask (tests/emu/test_emu_matmul.cpp).
+struct CublasLtQuery {
+  uint32_t min_alignment[4];  // A, B, C, D
+  uint32_t reduction_scheme_mask;
+  uint64_t count;
+};
+CublasLtQuery last_cublaslt_query();
 
 // Sets a fault and a workspace requirement for one scope, then puts the defaults back.
 struct CublasLtFaultScope {

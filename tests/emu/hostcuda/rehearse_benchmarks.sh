@@ -94,6 +94,7 @@ done
 # in its JSON, as the automatic run names none (the report's designs table reads both); a malformed
 # value exits 2 naming the variable.
 all_designs=classifier=streamed,layernorm-backward=two-pass,flash-backward=fused,flash-tile=64,bias-grad=epilogue
+all_designs+=,gemm-alignment=16,gemm-split-k=any
 GPT2CC_KERNELS=$all_designs run designs_all "$BIN/bench_train_gpu" --preset d2 --dtype bf16 -B 2 -T 32 --steps 2 \
   --warmup 1 --json "$OUT/designs_all.json" &&
   check_json "$OUT/designs_all.json" \
