@@ -533,7 +533,7 @@ stage_profile() {
 # single kernels at B=8). One process each, DESIGN_STEPS timed steps after 3; report.py tabulates
 # designs_*.json. ~15 s a run at B=256 (not yet timed there).
 DESIGN_VARIANTS=(classifier=streamed layernorm-backward=two-pass flash-backward=fused flash-tile=64
-  bias-grad=epilogue)
+  bias-grad=epilogue gemm-alignment=16 gemm-split-k=any)
 LIMIT_DESIGN=90
 stage_designs() {
   local B variant designs name

@@ -216,6 +216,11 @@ def profile_steps(step, n, cuda):
     return steps, [str(x).split(".")[-1] for x in activities]
 
 
+def bf16_reduction_setting():
+    value = getattr(torch.backends.cuda.matmul, "allow_bf16_reduced_precision_reduction", None)
+    return value if value is None or isinstance(value, bool) else str(value)
+
+
 def main(argv=None):
     a = parse_args(argv)
     torch.manual_seed(a.seed)
@@ -280,6 +285,9 @@ def main(argv=None):
         "benchmark": "pytorch_gpt2_train_step", "torch": torch.__version__, "device": device_name,
         "preset": a.preset, "L": L, "C": C, "NH": NH, "V": VOCAB, "Vp": PADDED_VOCAB, "params": n_params,
         "params_flops": n_flops, "allow_tf32": a.allow_tf32,
+        # Whether cuBLAS may add split-K parts in bf16 (PyTorch's default: yes); gpt2cc's
+        # gemm-split-k design (kernels/matmul.cuh) is the same choice.
+        "allow_bf16_reduced_precision_reduction": bf16_reduction_setting(),
         "B": B, "T": T, "dtype": a.dtype, "compile": a.compile, "fused_adamw": cuda,
         "warmup": a.warmup, "steps": a.steps, "ms_per_step_median": ms,
         "ms_per_step_mean": statistics.fmean(times_ms), "ms_per_step_min": min(times_ms), "ms_per_step_max": max(times_ms),
