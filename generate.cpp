@@ -143,7 +143,7 @@ int run(int argc, char** argv) {
       ("h,help", "show this help");
   cxxopts::ParseResult args = options.parse(argc, argv);
   if (args.count("help")) {
-    std::cout << options.help() << "\n";
+    std::cout << options.help() << "\n" << kEnvironmentHelp << std::flush;
     return 0;
   }
   INPUT_CHECK(args.unmatched().empty(), "unexpected argument '{}'", args.unmatched().front());

@@ -244,7 +244,7 @@ int run(int argc, char** argv, ProcessGroup& group) {
   if (parsed->count("help")) {
     if (group.is_root())
       std::cout << options.help({"", "model", "device", "data", "batch", "optimizer", "length", "eval", "output"})
-                << std::endl;
+                << "\n" << kEnvironmentHelp << std::flush;
     return 0;
   }
   const bool data_parallel = group.size() > 1;

@@ -35,6 +35,18 @@ inline std::string name_bad_value(const std::string& message, int argc, char** a
   return message;
 }
 
+// The environment variables a program that runs the model reads, for the end of its --help
+// (cxxopts lists flags only). Kept to pointers: the variables' full syntax lives in the docs.
+inline constexpr const char* kEnvironmentHelp = R"( environment:
+  GPT2CC_KERNELS=NAME=VALUE,...  --device cuda: a layer's kernel design in place of the
+                                 automatic one (names and values: docs/cuda.md, "Kernel
+                                 designs"); malformed: exit 2
+  GPT2CC_REQUIRE_CUBLASLT=1      --dtype bf16: a GEMM cuBLASLt declines is an error instead of
+                                 the cublasGemmEx fallback (default 0)
+  OMP_NUM_THREADS                CPU threads when --threads is 0 (one process: under mpiexec
+                                 the ranks on a machine share its cores)
+)";
+
 // One line to stderr in one write, so that the lines of several ranks of one job never interleave.
 inline void print_error_line(const std::string& line) { std::cerr << (line + "\n") << std::flush; }
 

@@ -111,6 +111,14 @@ bool valid_utf8(const std::string& s) {
 
 }  // namespace
 
+TEST_CASE("generate --help lists its flags and the environment variables it reads", "[generate][cli]") {
+  const Run r = generate_cli("--help", false);
+  CHECK(r.code == 0);
+  for (const char* text : {"--checkpoint", "--top-p", "(default: 1.0)", "--dtype", "environment:", "GPT2CC_KERNELS",
+                           "docs/cuda.md", "GPT2CC_REQUIRE_CUBLASLT", "OMP_NUM_THREADS"})
+    CHECK_THAT(r.out, Catch::Contains(text));
+}
+
 TEST_CASE("generate writes reproducible text, stats and a throughput line", "[generate][cli]") {
   Run a = generate_cli("--prompt 'Caf\xC3\xA9 au lait' --max-new-tokens 40 --seed 3 --num-samples 2 --stats");
   INFO(a.err);
