@@ -94,8 +94,8 @@ uint32_t pointer_alignment(const void* p) { return alignment_of(reinterpret_cast
 
 // The alignment the heuristic may count on for a bf16 operand with leading dimension ld
 // (GemmAlignment, kernels/matmul.cuh). An algorithm's alignment is "required for buffer pointer,
-// leading dimension, and possibly other strides" (cublasLt.h, CUBLASLT_ALGO_CAP_MIN_ALIGNMENT_A_BYTES),
-// so the leading dimension's bytes bound it too.
+// leading dimension, and possibly other strides" (cublasLt.h,
+// CUBLASLT_ALGO_CAP_MIN_ALIGNMENT_A_BYTES), so the leading dimension's bytes bound it too.
 uint32_t promised_alignment(const void* p, int ld, GemmAlignment design) {
   if (design == GemmAlignment::k16) return kOperandAlignment;
   return std::min(pointer_alignment(p), alignment_of(static_cast<uintptr_t>(ld) * sizeof(bf16)));
@@ -103,7 +103,8 @@ uint32_t promised_alignment(const void* p, int ld, GemmAlignment design) {
 
 // What the heuristic's answer depends on, so the cache key: the shape, the epilogue, the operand
 // alignments promised in the preference, the alignment of the epilogue pointers (cublasLt.h says
-// the heuristic depends on the bias and aux pointers' values for it) and the split-K schemes allowed.
+// the heuristic depends on the bias and aux pointers' values for it) and the split-K schemes
+// allowed.
 struct AlgoKey {
   int m, n, k;
   bool trans_a, trans_b;
@@ -223,9 +224,9 @@ const std::string* lt_matmul(const Gemm& g, const GemmDesign& design, cudaStream
   const MatrixLayout d_layout = bf16_layout(g.m, g.n, g.ldd);
 
   const void* bias = g.bias != nullptr ? static_cast<const void*>(g.bias) : g.bias_grad;
-  // Split-K only with fp32 partials reduced in a fixed order in the workspace (COMPUTE_TYPE), unless
-  // the design allows bf16 partial sums too (GemmSplitK::kAny: INPLACE and OUTPUT_TYPE). Algorithms
-  // without split-K (scheme NONE = 0) pass any mask.
+  // Split-K only with fp32 partials reduced in a fixed order in the workspace (COMPUTE_TYPE),
+  // unless the design allows bf16 partial sums too (GemmSplitK::kAny: INPLACE and OUTPUT_TYPE).
+  // Algorithms without split-K (scheme NONE = 0) pass any mask.
   const uint32_t reduction_schemes = design.split_k == GemmSplitK::kAny
                                          ? static_cast<uint32_t>(CUBLASLT_REDUCTION_SCHEME_MASK)
                                          : static_cast<uint32_t>(CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE);

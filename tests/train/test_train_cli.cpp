@@ -89,10 +89,11 @@ size_t count_lines(const std::string& path) {
 TEST_CASE("--help lists every flag with its default, and the environment variables train reads", "[cli]") {
   Run r = train("--help");
   CHECK(r.code == 0);
-  for (const char* text : {"--seq-len", "(default: 128)", "--total-batch", "--warmup-steps", "--resume",
-                           "--eval-only", "--eval-stride", "--device", "--keep-checkpoints", "(default: cosine)", "--dtype",
-                           "(default: fp32)", "--recompute-gelu", "--cuda-graphs", "--zero-stage", "environment:",
-                           "GPT2CC_KERNELS", "GPT2CC_REQUIRE_CUBLASLT", "OMP_NUM_THREADS"}) {
+  for (const char* text :
+       {"--seq-len", "(default: 128)", "--total-batch", "--warmup-steps", "--resume", "--eval-only", "--eval-stride",
+        "--device", "--keep-checkpoints", "(default: cosine)", "--dtype", "(default: fp32)", "--recompute-gelu",
+        "--cuda-graphs", "--zero-stage", "environment:", "GPT2CC_KERNELS", "GPT2CC_REQUIRE_CUBLASLT",
+        "OMP_NUM_THREADS"}) {
     CHECK_THAT(r.output, Catch::Contains(text));
   }
 }
