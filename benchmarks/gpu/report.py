@@ -221,7 +221,10 @@ def kernels_section(directory):
 # bench_kernels' rows of one layer's two designs: the automatic one's row, the other design's.
 KERNEL_DESIGN_PAIRS = [("fused_classifier", "fused_classifier_streamed"),
                        ("layernorm_backward", "layernorm_backward_twopass"),
-                       ("matmul_backward", "matmul_backward_bgradb")]
+                       ("matmul_backward", "matmul_backward_bgradb"),
+                       ("matmul_forward", "matmul_forward_align16"),
+                       ("matmul_backward", "matmul_backward_align16"),
+                       ("matmul_backward", "matmul_backward_splitk_any")]
 
 
 def design_pairs(rows):
@@ -428,6 +431,8 @@ def self_test():
                                  {"kernel": "matmul_backward_bgradb", "dtype": "bf16",
                                   "shape": "fc (cuBLASLt declined BGRADB: column sums)", "valid": True,
                                   "ms": 0.38, "tflops": 630.0, "roofline_fraction": 0.63},
+                                 {"kernel": "matmul_backward_splitk_any", "dtype": "bf16", "shape": "fc",
+                                  "valid": True, "ms": 0.3, "tflops": 800.0, "roofline_fraction": 0.8},
                                  {"kernel": "matmul_backward", "dtype": "fp32", "shape": "fc", "valid": True,
                                   "ms": 4.0, "tflops": 60.0, "roofline_fraction": 0.9},
                                  {"kernel": "fused_classifier", "dtype": "bf16", "shape": "V", "valid": True,
@@ -484,6 +489,8 @@ def self_test():
         expect("| matmul_backward | matmul_backward_bgradb | bf16 | fc (cuBLASLt declined BGRADB: column sums) "
                "| 0.4000 | 0.3800 | 0.95x |" in text, "a design pair, paired through the shape's note")
         expect(text.count("| matmul_backward | matmul_backward_bgradb |") == 1, "no pair across dtypes")
+        expect("| matmul_backward | matmul_backward_splitk_any | bf16 | fc | 0.4000 | 0.3000 | 0.75x |" in text,
+               "a GEMM design pair")
         expect("| fused_classifier | fused_classifier_streamed |" not in text, "an invalid design is not paired")
         expect("INVALID (rel. error not finite)" in text, "NaN error (JSON null) in an invalid kernel row")
         expect("| train | 124 (timed out) | 240 |" in text, "timed-out stage marked")

@@ -287,13 +287,32 @@ void bench_layernorm(Bench& b) {
   });
 }
 
-// A bf16 backward whose dbias comes from the dweight GEMM's BGRADB epilogue (kernels/matmul.cuh).
-constexpr cuda::GemmDesign kBgradb{.bias_gradient = cuda::BiasGradient::kEpilogue};
+// The bf16 GEMM designs other than the automatic ones (kernels/matmul.cuh), each timed beside the
+// automatic rows as its own rows: `suffix` after matmul_forward / matmul_backward.
+struct GemmDesignRows {
+  const char* suffix;
+  cuda::GemmDesign design;
+  bool forward;          // a forward row too (the backward always)
+  bool needs_bias;       // only for layers with a bias
+  const char* declined;  // the shape's note when cuBLASLt declined the design's epilogue (or null)
+};
+const GemmDesignRows kGemmDesignRows[] = {
+    // dbias from the dweight GEMM's BGRADB epilogue
+    {"_bgradb", {.bias_gradient = cuda::BiasGradient::kEpilogue}, false, true,
+     " (cuBLASLt declined BGRADB: column sums)"},
+    // the heuristic promised 16-byte operands (the automatic design tells it each operand's alignment)
+    {"_align16", {.alignment = cuda::GemmAlignment::k16}, true, false, nullptr},
+    // split-K allowed to add its parts in bf16 (the dweight GEMM, k = B*T)
+    {"_splitk_any", {.split_k = cuda::GemmSplitK::kAny}, false, false, nullptr},
+};
 
 template <class Elem>
 void bench_matmul(Bench& b, const std::string& which, int C, int OC, bool bias) {
   const auto& o = b.opt();
-  std::vector<double> err, bgradb_err;
+  constexpr bool kBf16 = std::is_same_v<Elem, bf16>;
+  std::vector<double> err;
+  // Per entry of kGemmDesignRows (bf16): the forward's error, then the backward's.
+  std::vector<std::vector<double>> design_err;
   {
     const int B = b.vB(), T = b.vT();
     const size_t R = size_t(B) * T;
@@ -303,21 +322,24 @@ void bench_matmul(Bench& b, const std::string& which, int C, int OC, bool bias) 
     cpu::matmul_forward(out.data(), inp.data(), w.data(), bias ? bs.data() : nullptr, B, T, C, OC);
     cpu::matmul_backward(dinp.data(), dw.data(), bias ? db.data() : nullptr, dout.data(), inp.data(), w.data(), B, T, C,
                          OC);
-    auto d_inp = upload<Elem>(inp), d_w = upload<Elem>(w), d_b = upload<Elem>(bs), d_dout = upload<Elem>(dout),
-         d_dw = upload<Elem>(zeros(w.size())), d_db = upload<Elem>(zeros(OC));
+    auto d_inp = upload<Elem>(inp), d_w = upload<Elem>(w), d_b = upload<Elem>(bs), d_dout = upload<Elem>(dout);
     DeviceVec<Elem> d_out(out.size()), d_dinp(dinp.size());
-    cuda::matmul_forward(d_out.get(), d_inp.get(), d_w.get(), bias ? d_b.get() : nullptr, B, T, C, OC, b.stream());
-    cuda::matmul_backward(d_dinp.get(), d_dw.get(), bias ? d_db.get() : nullptr, d_dout.get(), d_inp.get(), d_w.get(),
-                          B, T, C, OC, b.stream());
-    err = {rel_l2(download(d_out), out), rel_l2(download(d_dinp), dinp), rel_l2(download(d_dw), dw)};
-    if (bias) err.push_back(rel_l2(download(d_db), db));
-    if constexpr (std::is_same_v<Elem, bf16>) {
-      if (bias) {  // dbias from the dweight GEMM's BGRADB epilogue: the row matmul_backward_bgradb
-        auto e_dw = upload<Elem>(zeros(w.size())), e_db = upload<Elem>(zeros(OC));
-        cuda::matmul_backward(d_dinp.get(), e_dw.get(), e_db.get(), d_dout.get(), d_inp.get(), d_w.get(), B, T, C, OC,
-                              b.stream(), kBgradb);
-        bgradb_err = {rel_l2(download(d_dinp), dinp), rel_l2(download(e_dw), dw), rel_l2(download(e_db), db)};
-      }
+    // The errors against the CPU of `forward`, then of `backward` (dweight and dbias from zero).
+    const auto errors = [&](const auto& forward, const auto& backward) {
+      auto d_dw = upload<Elem>(zeros(w.size())), d_db = upload<Elem>(zeros(OC));
+      forward(d_out.get(), d_inp.get(), d_w.get(), bias ? d_b.get() : nullptr);
+      backward(d_dinp.get(), d_dw.get(), bias ? d_db.get() : nullptr, d_dout.get(), d_inp.get(), d_w.get());
+      std::vector<double> e{rel_l2(download(d_out), out), rel_l2(download(d_dinp), dinp), rel_l2(download(d_dw), dw)};
+      if (bias) e.push_back(rel_l2(download(d_db), db));
+      return e;
+    };
+    err = errors([&](auto... a) { cuda::matmul_forward(a..., B, T, C, OC, b.stream()); },
+                 [&](auto... a) { cuda::matmul_backward(a..., B, T, C, OC, b.stream()); });
+    if constexpr (kBf16) {
+      for (const GemmDesignRows& d : kGemmDesignRows)
+        design_err.push_back(
+            errors([&](auto... a) { cuda::matmul_forward(a..., B, T, C, OC, b.stream(), d.design); },
+                   [&](auto... a) { cuda::matmul_backward(a..., B, T, C, OC, b.stream(), d.design); }));
     }
   }
   const int B = o.B, T = o.T;
@@ -330,20 +352,29 @@ void bench_matmul(Bench& b, const std::string& which, int C, int OC, bool bias) 
   b.add(compute_row<Elem>("matmul_forward", shape, flops), {err[0]}, [&] {
     cuda::matmul_forward(out.get(), inp.get(), w.get(), bias ? bs.get() : nullptr, B, T, C, OC, b.stream());
   });
-  std::vector<double> backward_err(err.begin() + 1, err.end());
-  b.add(compute_row<Elem>("matmul_backward", shape, 2 * flops), backward_err, [&] {  // dinp and dweight GEMMs
+  b.add(compute_row<Elem>("matmul_backward", shape, 2 * flops), std::vector<double>(err.begin() + 1, err.end()), [&] {
+    // the dinp and dweight GEMMs
     cuda::matmul_backward(dinp.get(), dw.get(), bias ? db.get() : nullptr, out.get(), inp.get(), w.get(), B, T, C, OC,
                           b.stream());
   });
-  if constexpr (std::is_same_v<Elem, bf16>) {
-    if (!bgradb_err.empty()) {  // the same with the bias gradient from BGRADB (kernels/matmul.cuh)
+  if constexpr (kBf16) {
+    for (size_t i = 0; i < std::size(kGemmDesignRows); ++i) {
+      const GemmDesignRows& d = kGemmDesignRows[i];
+      if (d.needs_bias && !bias) continue;
+      const std::vector<double>& e = design_err[i];
+      if (d.forward)
+        b.add(compute_row<Elem>(std::string("matmul_forward") + d.suffix, shape, flops), {e[0]}, [&] {
+          cuda::matmul_forward(out.get(), inp.get(), w.get(), bias ? bs.get() : nullptr, B, T, C, OC, b.stream(),
+                               d.design);
+        });
       cuda::reset_matmul_path_counts();
-      b.add(compute_row<Elem>("matmul_backward_bgradb", shape, 2 * flops), bgradb_err, [&] {
-        cuda::matmul_backward(dinp.get(), dw.get(), db.get(), out.get(), inp.get(), w.get(), B, T, C, OC, b.stream(),
-                              kBgradb);
-      });
-      // At the timed shape (the heuristic answers per shape): did cuBLASLt take BGRADB?
-      if (cuda::matmul_path_counts().fallback > 0) b.rows().back().shape += " (cuBLASLt declined BGRADB: column sums)";
+      b.add(compute_row<Elem>(std::string("matmul_backward") + d.suffix, shape, 2 * flops),
+            std::vector<double>(e.begin() + 1, e.end()), [&] {
+              cuda::matmul_backward(dinp.get(), dw.get(), bias ? db.get() : nullptr, out.get(), inp.get(), w.get(), B,
+                                    T, C, OC, b.stream(), d.design);
+            });
+      // At the timed shape (the heuristic answers per shape): did cuBLASLt take the epilogue?
+      if (d.declined != nullptr && cuda::matmul_path_counts().fallback > 0) b.rows().back().shape += d.declined;
     }
   }
 }
