@@ -18,8 +18,8 @@
 # the issue's targets first (bf16 training, attention), then where a bf16 step's time goes in each
 # framework (profile: ncu over gpt2cc's kernels, torch.profiler over PyTorch's; ~90 s, not yet
 # timed there), then the correctness checks (parity, the kernels' validation, compute-sanitizer:
-# ~45 s), then the bf16 step with each other kernel design (designs: 8 runs, ~120 s, not yet timed
-# there), before the fp32 pair, which is slow (~100 s) and only a secondary figure: what the
+# ~45 s), then the bf16 step with each other kernel design (designs: 8 or 9 runs, ~120 s, not yet
+# timed there), before the fp32 pair, which is slow (~100 s) and only a secondary figure: what the
 # --budget leaves no time for is skipped from the end. Measured on an H200 (2026-12-04), seconds:
 # kit binaries 10, test 20, train_bf16 21, pt_bf16 52, attention 12, pt_attention 7, parity 22,
 # kernels 26, sanitize ~41 (memcheck layers 25, racecheck 10, memcheck bf16 6), train_fp32 87 and
@@ -531,21 +531,33 @@ stage_profile() {
 # one at a time, beside the automatic designs in the same stage: what each automatic choice is worth
 # in a whole step at train_bf16's batch (bench_kernels and bench_attention time the designs as
 # single kernels at B=8). One process each, DESIGN_STEPS timed steps after 3; report.py tabulates
-# designs_*.json. ~15 s a run at B=256 (not yet timed there).
+# designs_*.json. ~15 s a run at B=256 (not yet timed there). Last, when two or more designs beat
+# the automatic run by more than the spread between the session's two automatic runs (report.py
+# --best-designs), one run with all of them (designs_best): the best step this build showed, and
+# what the automatic choices should become.
 DESIGN_VARIANTS=(classifier=streamed layernorm-backward=two-pass flash-backward=fused flash-tile=64
   bias-grad=epilogue gemm-alignment=16 gemm-split-k=any)
 LIMIT_DESIGN=90
 stage_designs() {
-  local B variant designs name
+  local B variant designs
   B=$(batch_for bf16)
   rm -f "$OUTDIR"/designs_*.json
+  run_design() {  # NAME GPT2CC_KERNELS
+    run_step "$1" "$LIMIT_DESIGN" env "GPT2CC_KERNELS=$2" "${BIN_ENV[@]}" \
+      "$BIN/benchmarks/gpu/bench_train_gpu" --dtype bf16 -B "$B" -T 1024 --steps "$DESIGN_STEPS" --warmup 3 \
+      --json "$OUTDIR/$1.json"
+  }
   for variant in automatic "${DESIGN_VARIANTS[@]}"; do
     designs=$([[ "$variant" == automatic ]] || echo "$variant")
-    name="designs_${variant//=/-}"
-    run_step "$name" "$LIMIT_DESIGN" env "GPT2CC_KERNELS=$designs" "${BIN_ENV[@]}" \
-      "$BIN/benchmarks/gpu/bench_train_gpu" --dtype bf16 -B "$B" -T 1024 --steps "$DESIGN_STEPS" --warmup 3 \
-      --json "$OUTDIR/$name.json"
+    run_design "designs_${variant//=/-}" "$designs"
   done
+  designs=$(python3 benchmarks/gpu/report.py --best-designs "$OUTDIR") || designs=""
+  if [[ -n "$designs" ]]; then
+    run_design designs_best "$designs"
+  else
+    echo "== designs_best: not run: fewer than two designs beat the automatic ones beyond the spread" |
+      tee -a "$OUTDIR/designs_best.log"
+  fi
 }
 
 stage_report() {

@@ -273,17 +273,47 @@ def profile_section(directory):
 DESIGNS_HEADING = "## One bf16 training step by kernel design (GPT2CC_KERNELS)"
 
 
+BEST_DESIGNS_RUN = "designs_best.json"  # the winning designs together (stage designs)
+MIN_DESIGN_GAIN = 0.01  # a design must beat the automatic run by this fraction at least
+
+
+def design_runs(directory):
+    """The designs stage's runs: (all of them, the automatic one or None, the winners), where the
+    winners are the single-design runs faster than the automatic run by more than the noise: the
+    spread between this session's two automatic runs (train_bf16 and the stage's, at the same
+    B×T) and MIN_DESIGN_GAIN at least."""
+    names = sorted(n for n in os.listdir(directory) if n.startswith("designs_") and n.endswith(".json"))
+    runs = [(n, r) for n, r in ((n, load_json(directory, n)) for n in names) if r]
+    automatic = next((r for _, r in runs if not r.get("kernel_designs")), None)
+    winners = []
+    if automatic:
+        base = automatic["ms_per_step_median"]
+        train = load_json(directory, "train_bf16.json")
+        spread = 0.0
+        if train and train.get("B") == automatic["B"] and train.get("T") == automatic["T"]:
+            spread = abs(train["ms_per_step_median"] - base)
+        threshold = max(spread, MIN_DESIGN_GAIN * base)
+        winners = [r for n, r in runs if n != BEST_DESIGNS_RUN and r.get("kernel_designs")
+                   and base - r["ms_per_step_median"] > threshold]
+    return [r for _, r in runs], automatic, winners
+
+
+def best_designs(directory):
+    """GPT2CC_KERNELS for the winning designs together (design_runs), or "" when fewer than two
+    won (one winner's run is already the best): what the designs stage runs last."""
+    _, _, winners = design_runs(directory)
+    return ",".join(r["kernel_designs"] for r in winners) if len(winners) >= 2 else ""
+
+
 def designs_section(directory):
     """The bf16 step with each other design GPT2CC_KERNELS names against the automatic ones, run
     in the same stage at the same batch and steps (kernels/kernel_designs.cuh). Runs that left no
     JSON are listed from status.tsv. No section when the stage did not run."""
-    names = sorted(n for n in os.listdir(directory) if n.startswith("designs_") and n.endswith(".json"))
+    runs, automatic, winners = design_runs(directory)
     failed = [(s, rc) for s, rc, _ in load_status(directory)
               if s.startswith("designs_") and not os.path.exists(os.path.join(directory, s + ".json"))]
-    if not names and not failed:
+    if not runs and not failed:
         return []
-    runs = [r for r in (load_json(directory, n) for n in names) if r]
-    automatic = next((r for r in runs if not r.get("kernel_designs")), None)
     base = automatic["ms_per_step_median"] if automatic else None
     lines = [DESIGNS_HEADING, "",
              "The same bf16 step (bench_train_gpu) once with the automatic kernel designs and once with each other "
@@ -309,6 +339,17 @@ def designs_section(directory):
         lines += ["", f"The automatic designs twice in this session, for the spread between runs: "
                   f"{train['ms_per_step_median']:.2f} ms/step (train_bf16, {train.get('steps', '?')} steps) and "
                   f"{base:.2f} (here, {automatic.get('steps', '?')} steps)."]
+    if winners:
+        lines += ["", "Faster than the automatic run by more than that spread and 1%: "
+                  + ", ".join(f"`{r['kernel_designs']}`" for r in winners) + "."]
+    best = load_json(directory, BEST_DESIGNS_RUN)
+    pt = load_json(directory, "pt_train_bf16.json")
+    if best:
+        line = (f"Those together (`GPT2CC_KERNELS={best.get('kernel_designs')}`, the last run): "
+                f"{best['ms_per_step_median']:.2f} ms/step, {num(best.get('tokens_per_s'))} tokens/s")
+        if pt and pt.get("B") == best["B"] and pt.get("T") == best["T"] and pt.get("tokens_per_s"):
+            line += f", {best['tokens_per_s'] / pt['tokens_per_s']:.2f}x PyTorch's bf16 step (pt_train_bf16)"
+        lines += ["", line + ". Not the default configuration: the automatic designs are the targets' figures."]
     return lines + [""]
 
 
@@ -397,6 +438,17 @@ def self_test():
             dict(design_run, ms_per_step_median=102.0, kernel_designs="bias-grad=epilogue",
                  bf16_gemm_paths={"cublaslt": 80, "plain": 16, "declined_by_cublaslt": 16}))
         put("designs_flash-tile-64.json", dict(design_run, ms_per_step_median=96.9, kernel_designs="flash-tile=64"))
+        # The spread of the automatic runs (102 vs 100) is the bar: flash-tile=64 (-5.1 ms) beats it
+        # alone, so nothing to combine; then gemm-split-k=any (-2.5) too, gemm-alignment=16 (-1.5) not.
+        expect(best_designs(d) == "", "one winning design: no combined run")
+        put("designs_gemm-split-k-any.json", dict(design_run, ms_per_step_median=99.5,
+                                                  kernel_designs="gemm-split-k=any"))
+        put("designs_gemm-alignment-16.json", dict(design_run, ms_per_step_median=100.5,
+                                                   kernel_designs="gemm-alignment=16"))
+        expect(best_designs(d) == "flash-tile=64,gemm-split-k=any", f"two winners together: '{best_designs(d)}'")
+        put(BEST_DESIGNS_RUN, dict(design_run, ms_per_step_median=95.0, tokens_per_s=240000.0,
+                                   kernel_designs="flash-tile=64,gemm-split-k=any"))
+        expect(best_designs(d) == "flash-tile=64,gemm-split-k=any", "the combined run is not a winner of its own")
         put("pt_train_bf16.json", dict(base, B=16, tokens_per_s=200000.0, mfu=0.46, peak_memory_bytes=30 * 2**30,
                                        torch="2.11", compile=True, final_loss=10.4))
         put("train_fp32.json", dict(base, B=8, tokens_per_s=50000.0, mfu=None, peak_memory_bytes=2**30,
@@ -512,6 +564,9 @@ def self_test():
                "a design run that failed is listed")
         expect("100.00 ms/step (train_bf16, ? steps) and 102.00 (here, 10 steps)" in text,
                "the two runs of the automatic designs side by side")
+        expect("more than that spread and 1%: `flash-tile=64`, `gemm-split-k=any`." in text, "the winners named")
+        expect("Those together (`GPT2CC_KERNELS=flash-tile=64,gemm-split-k=any`, the last run): 95.00 ms/step, "
+               "240000 tokens/s, 1.20x PyTorch's bf16 step" in text, "the combined run against PyTorch")
         expect(text.index(PROFILE_HEADING) < text.index(DESIGNS_HEADING) < text.index("## Causal attention"),
                "the designs follow the step breakdown")
         expect("n/a MiB" not in text, "missing memory prints n/a")
@@ -527,6 +582,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("directory", nargs="?", help="results directory written by scripts/bench_gpu.sh")
     p.add_argument("--self-test", action="store_true", help="check the report on synthetic inputs and exit")
+    p.add_argument("--best-designs", action="store_true",
+                   help="print GPT2CC_KERNELS for the designs that beat the automatic ones in the directory's "
+                        "designs stage, together (nothing when fewer than two did), and exit")
     a = p.parse_args(argv)
     if a.self_test:
         return 1 if self_test() else 0
@@ -534,6 +592,9 @@ def main(argv=None):
         p.error("give the results directory (or --self-test)")
     if not os.path.isdir(a.directory):
         p.error(f"{a.directory}: not a directory")
+    if a.best_designs:
+        print(best_designs(a.directory))
+        return 0
     text = make_report(a.directory)
     write_atomic(os.path.join(a.directory, "report.md"), text)
     print(text)

@@ -239,6 +239,37 @@ for variant in automatic classifier=streamed layernorm-backward=two-pass flash-b
     [[ "$line" == *"(kernels: $variant)" ]] || fail "$name ran without GPT2CC_KERNELS=$variant: '$line'"
   fi
 done
+# No step times (the stand-ins write no JSON): no design won, nothing to combine.
+[[ "$log" == *"designs_best: not run: fewer than two designs beat the automatic ones"* ]] ||
+  fail "designs_best without winners: $log"
+grep -q "^designs_best	" "$TMP/res-designs/status.tsv" && fail "designs_best ran without winners"
+
+# Two designs beat the automatic run by more than the spread (a stand-in writing step times:
+# automatic 100 ms, train_bf16 100.5, classifier=streamed and flash-tile=64 95, the rest 101):
+# one more run with both, last.
+cp -r "$TMP/build-ok" "$TMP/build-designs"
+cat >"$TMP/build-designs/benchmarks/gpu/bench_train_gpu" <<'EOF2'
+#!/bin/sh
+json=""; prev=""
+for a in "$@"; do [ "$prev" = --json ] && json=$a; prev=$a; done
+case "$GPT2CC_KERNELS" in
+  "") ms=100 ;;
+  classifier=streamed|flash-tile=64) ms=95 ;;
+  *,*) ms=90 ;;
+  *) ms=101 ;;
+esac
+echo "stand-in $0 $*${GPT2CC_KERNELS:+ (kernels: $GPT2CC_KERNELS)}"
+printf '{"B": 256, "T": 1024, "ms_per_step_median": %s, "kernel_designs": "%s", "tokens_per_s": 1.0,
+  "loss_first": 1.0, "loss_last": 0.9}\n' "$ms" "$GPT2CC_KERNELS" >"$json"
+EOF2
+mkdir -p "$TMP/res-best" "$TMP/out-best"
+echo '{"B": 256, "T": 1024, "ms_per_step_median": 100.5}' >"$TMP/res-best/train_bf16.json"
+log=$(OUT="$TMP/out-best" bash "$SCRIPT" --stage designs --build-dir "$TMP/build-designs" --out "$TMP/res-best" 2>&1)
+rc=$?
+[[ $rc == 0 ]] || fail "designs with winners: exit $rc: $log"
+line=$(grep "stand-in .*bench_train_gpu .*/designs_best.json" <<<"$log" | head -1)
+[[ "$line" == *"(kernels: classifier=streamed,flash-tile=64)" ]] || fail "designs_best's command: '$line': $log"
+[[ $(tail -1 "$TMP/res-best/status.tsv") == "designs_best	0	"* ]] || fail "designs_best is not the last run"
 
 # A CLI test whose [cuda] cases only warn (no device) fails the stage.
 make_binaries_kit "$TMP/kit-warn" "$fingerprint" 0 warn
