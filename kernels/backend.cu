@@ -118,9 +118,10 @@ class CudaBackend final : public Backend {
                 "run through cuBLAS: use --dtype bf16 or drop it",
                 cuda::kKernelDesignsVariable);
     INPUT_CHECK(dtype_ == DType::bf16 || (designs_.gemm_alignment == cuda::GemmAlignment::kAuto &&
-                                          designs_.gemm_split_k == cuda::GemmSplitK::kAuto),
-                "{}: gemm-alignment and gemm-split-k are designs of the bf16 GEMMs (cuBLASLt's preferences); the fp32 "
-                "ones run through cuBLAS: use --dtype bf16 or drop them",
+                                          designs_.gemm_split_k == cuda::GemmSplitK::kAuto &&
+                                          designs_.gemm_workspace == cuda::GemmWorkspace::kAuto),
+                "{}: gemm-alignment, gemm-split-k and gemm-workspace are designs of the bf16 GEMMs (cuBLASLt's "
+                "preferences); the fp32 ones run through cuBLAS: use --dtype bf16 or drop them",
                 cuda::kKernelDesignsVariable);
     flash_built_ = cuda::flash_attention_built_for_device();
     CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
@@ -131,8 +132,9 @@ class CudaBackend final : public Backend {
     CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, device_));
     uint64_t threshold = UINT64_MAX;
     CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold));
-    // The cuBLAS handle and the stream's GEMM workspace (kernels/matmul.cuh) are created here,
-    // outside any CUDA-graph capture.
+    // The cuBLAS handle and the stream's GEMM workspace (kernels/matmul.cuh), of the size the GEMM
+    // design offers cuBLASLt, are created here, outside any CUDA-graph capture.
+    cuda::gemm_workspace(stream_, cuda::gemm_workspace_bytes(gemm_design_.workspace));
     cuda::cublas_handle(stream_);
   }
   ~CudaBackend() override {

@@ -33,6 +33,8 @@ constexpr Choice<GemmAlignment> kGemmAlignmentChoices[] = {
     {"auto", GemmAlignment::kAuto}, {"operand", GemmAlignment::kOperand}, {"16", GemmAlignment::k16}};
 constexpr Choice<GemmSplitK> kGemmSplitKChoices[] = {
     {"auto", GemmSplitK::kAuto}, {"fp32", GemmSplitK::kFp32}, {"any", GemmSplitK::kAny}};
+constexpr Choice<GemmWorkspace> kGemmWorkspaceChoices[] = {
+    {"auto", GemmWorkspace::kAuto}, {"32", GemmWorkspace::k32MiB}, {"256", GemmWorkspace::k256MiB}};
 
 // One name of the variable: reads and writes its field of a KernelDesigns by text.
 struct Field {
@@ -87,6 +89,7 @@ const std::vector<Field>& fields() {
       make_field<&KernelDesigns::bias_gradient, kBiasGradientChoices>("bias-grad"),
       make_field<&KernelDesigns::gemm_alignment, kGemmAlignmentChoices>("gemm-alignment"),
       make_field<&KernelDesigns::gemm_split_k, kGemmSplitKChoices>("gemm-split-k"),
+      make_field<&KernelDesigns::gemm_workspace, kGemmWorkspaceChoices>("gemm-workspace"),
   };
   return all;
 }

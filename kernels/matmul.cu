@@ -22,23 +22,37 @@ namespace {
 
 // GEMM workspaces, one per (device, stream), for every host thread: calls on one stream run in
 // order, so cuBLAS and cuBLASLt can share a stream's workspace, and GEMMs on two streams (two
-// backends) never share one. Allocated at a stream's first GEMM; CudaBackend releases its stream's
-// before destroying the stream.
+// backends) never share one. Allocated at a stream's first GEMM, replaced by a larger one when a
+// call asks for more; CudaBackend releases its stream's before destroying the stream.
 class GemmWorkspaces {
  public:
   ~GemmWorkspaces() {
     // At process exit the CUDA context may already be gone; nothing useful to do on failure.
-    for (auto& [key, workspace] : workspaces_) cudaFree(workspace);
+    for (auto& [key, workspace] : workspaces_) cudaFree(workspace.data);
   }
-  void* get(cudaStream_t stream) {
+  GemmWorkspaceBuffer get(cudaStream_t stream, size_t bytes) {
     const std::lock_guard lock(mutex_);
-    auto [it, inserted] = workspaces_.try_emplace({current_device(), stream}, nullptr);
-    if (inserted) {
-      const cudaError_t err = cudaMalloc(&it->second, kGemmWorkspaceBytes);
-      if (err != cudaSuccess) workspaces_.erase(it);
+    auto [it, inserted] = workspaces_.try_emplace({current_device(), stream}, GemmWorkspaceBuffer{nullptr, 0});
+    GemmWorkspaceBuffer& w = it->second;
+    if (w.bytes >= bytes) return w;
+    if (w.data != nullptr) {
+      cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+      CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
+      ENSURE(capture == cudaStreamCaptureStatusNone,
+             "the stream's GEMM workspace is {} bytes and a GEMM being captured asks for {}: size it before the "
+             "capture (gemm_workspace)",
+             w.bytes, bytes);
+      CUDA_CHECK(cudaStreamSynchronize(stream));  // its GEMMs may still be using the old one
+      CUDA_CHECK(cudaFree(w.data));
+      w = GemmWorkspaceBuffer{nullptr, 0};
+    }
+    const cudaError_t err = cudaMalloc(&w.data, bytes);
+    if (err != cudaSuccess) {
+      workspaces_.erase(it);
       CUDA_CHECK(err);
     }
-    return it->second;
+    w.bytes = bytes;
+    return w;
   }
   // Called from destructors: never throws.
   void release(cudaStream_t stream) noexcept {
@@ -47,7 +61,7 @@ class GemmWorkspaces {
     const std::lock_guard lock(mutex_);
     auto it = workspaces_.find({device, stream});
     if (it == workspaces_.end()) return;
-    cudaFree(it->second);
+    cudaFree(it->second.data);
     workspaces_.erase(it);
   }
 
@@ -58,7 +72,7 @@ class GemmWorkspaces {
     return device;
   }
   std::mutex mutex_;
-  std::map<std::pair<int, cudaStream_t>, void*> workspaces_;
+  std::map<std::pair<int, cudaStream_t>, GemmWorkspaceBuffer> workspaces_;
 };
 
 GemmWorkspaces& gemm_workspaces() {
@@ -88,7 +102,8 @@ class CublasHandles {
       it = handles_.emplace(device, handle).first;
     }
     CUBLAS_CHECK(cublasSetStream(it->second, stream));
-    CUBLAS_CHECK(cublasSetWorkspace(it->second, gemm_workspace(stream), kGemmWorkspaceBytes));
+    const GemmWorkspaceBuffer workspace = gemm_workspace(stream);
+    CUBLAS_CHECK(cublasSetWorkspace(it->second, workspace.data, workspace.bytes));
     return it->second;
   }
 
@@ -98,7 +113,11 @@ class CublasHandles {
 
 }  // namespace
 
-void* gemm_workspace(cudaStream_t stream) { return gemm_workspaces().get(stream); }
+GemmWorkspaceBuffer gemm_workspace(cudaStream_t stream, size_t bytes) { return gemm_workspaces().get(stream, bytes); }
+
+size_t gemm_workspace_bytes(GemmWorkspace design) {
+  return design == GemmWorkspace::k256MiB ? size_t{256} << 20 : kGemmWorkspaceBytes;
+}
 
 void release_gemm_workspace(cudaStream_t stream) noexcept { gemm_workspaces().release(stream); }
 

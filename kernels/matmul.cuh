@@ -62,11 +62,22 @@ enum class GemmAlignment { kAuto, kOperand, k16 };
 // kAuto: kFp32. Not yet timed against kAny on a GPU (the designs stage of scripts/bench_gpu.sh).
 enum class GemmSplitK { kAuto, kFp32, kAny };
 
+// The workspace the bf16 GEMMs offer cuBLASLt (CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES; the
+// stream's workspace grows to it, gemm_workspace below). Split-K with fp32 partial sums
+// (GemmSplitK::kFp32) keeps one m x n fp32 part per split there, so the workspace bounds the splits
+// of the dweight GEMMs, whose output is small and whose k is B*T: fc's 768 x 3072 is 9.4 MB a
+// part, 3 parts in 32 MiB, so 216 CTAs of 128 x 256 for 132 SMs on an H200.
+// - k32MiB: NVIDIA's recommendation for Hopper (cuBLAS docs, cublasSetWorkspace).
+// - k256MiB: room for 27 such parts, at 224 MiB more device memory.
+// kAuto: k32MiB. Not yet timed against k256MiB on a GPU (the designs stage of scripts/bench_gpu.sh).
+enum class GemmWorkspace { kAuto, k32MiB, k256MiB };
+
 // The designs of one bf16 GEMM call (kernels/kernel_designs.cuh names them for the backend).
 struct GemmDesign {
   GemmAlignment alignment = GemmAlignment::kAuto;
   GemmSplitK split_k = GemmSplitK::kAuto;
   BiasGradient bias_gradient = BiasGradient::kAuto;  // backward launchers only
+  GemmWorkspace workspace = GemmWorkspace::kAuto;
 };
 
 void matmul_forward(bf16* out, const bf16* inp, const bf16* weight, const bf16* bias, int B, int T, int C, int OC,
@@ -110,13 +121,21 @@ struct MatmulPathCounts {
 MatmulPathCounts matmul_path_counts();
 void reset_matmul_path_counts();
 
-// The GEMM workspace of `stream` on the current device (kGemmWorkspaceBytes, allocated at the
-// stream's first call): cuBLAS and cuBLASLt calls on that stream use it, so no GEMM allocates
-// (the calls can be captured in CUDA graphs) and GEMMs on different streams can run concurrently.
-// release_gemm_workspace frees it; call it once the stream's work is done, before destroying it.
+// The GEMM workspace of `stream` on the current device, of `bytes` at least (allocated at the
+// stream's first call; a smaller one is replaced, after the stream's work is done, and never
+// while the stream is being captured: gpt2cc::Error then, so a backend sizes it when it is made):
+// cuBLAS and cuBLASLt calls on that stream use it, so no GEMM allocates (the calls can be captured
+// in CUDA graphs) and GEMMs on different streams can run concurrently. release_gemm_workspace
+// frees it; call it once the stream's work is done, before destroying it.
 inline constexpr size_t kGemmWorkspaceBytes = size_t{32} << 20;  // NVIDIA's recommendation for Hopper
-void* gemm_workspace(cudaStream_t stream);
+struct GemmWorkspaceBuffer {
+  void* data;
+  size_t bytes;
+};
+GemmWorkspaceBuffer gemm_workspace(cudaStream_t stream, size_t bytes = kGemmWorkspaceBytes);
 void release_gemm_workspace(cudaStream_t stream) noexcept;
+// The bytes a GemmWorkspace design offers.
+size_t gemm_workspace_bytes(GemmWorkspace design);
 
 // The cuBLAS handle of the current device for this host thread (created on first use, TF32
 // off), bound to `stream` and to that stream's GEMM workspace.

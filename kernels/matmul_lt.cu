@@ -3,7 +3,7 @@
 // rounding to bf16 on store, with the bias add, the GELU (pre saved as the aux output) or the GELU
 // gradient (pre read as the aux input) fused into the epilogue. The algorithm comes from
 // cublasLtMatmulAlgoGetHeuristic once per shape, operand alignment and design (GemmDesign) and is
-// cached; the 32 MiB workspace is the stream's (gemm_workspace in kernels/matmul.cuh), so
+// cached; the workspace (32 MiB, GemmWorkspace) is the stream's (gemm_workspace in matmul.cuh), so
 // steady-state calls allocate nothing and can be captured in CUDA graphs. The plain path,
 // cublasGemmEx plus separate bias / GELU kernels, takes operands cuBLASLt cannot take (see
 // cublaslt_eligible) and, as PyTorch does, shapes cuBLASLt declines: no usable algorithm from the
@@ -103,14 +103,15 @@ uint32_t promised_alignment(const void* p, int ld, GemmAlignment design) {
 
 // What the heuristic's answer depends on, so the cache key: the shape, the epilogue, the operand
 // alignments promised in the preference, the alignment of the epilogue pointers (cublasLt.h says
-// the heuristic depends on the bias and aux pointers' values for it) and the split-K schemes
-// allowed.
+// the heuristic depends on the bias and aux pointers' values for it), the split-K schemes allowed
+// and the workspace offered.
 struct AlgoKey {
   int m, n, k;
   bool trans_a, trans_b;
   int epilogue;
   uint32_t a_alignment, b_alignment, d_alignment, bias_alignment, aux_alignment;
   uint32_t reduction_schemes;
+  size_t workspace_bytes;
   auto operator<=>(const AlgoKey&) const = default;
 };
 
@@ -184,16 +185,17 @@ MatrixLayout bf16_layout(int rows, int cols, int ld) {
 // (returnAlgoCount - 1)].state", the other fields being valid only where it is SUCCESS. The
 // workspace it needs is within MAX_WORKSPACE_BYTES by the heuristic's contract; checked anyway,
 // since cublasLtMatmul would fail (INVALID_VALUE) with less than the algorithm needs.
-LtChoice heuristic_choice(cublasStatus_t status, int returned, const cublasLtMatmulHeuristicResult_t& result) {
+LtChoice heuristic_choice(cublasStatus_t status, int returned, const cublasLtMatmulHeuristicResult_t& result,
+                          size_t workspace_bytes) {
   if (status == CUBLAS_STATUS_NOT_SUPPORTED)
     return {std::nullopt, "cublasLtMatmulAlgoGetHeuristic returned CUBLAS_STATUS_NOT_SUPPORTED"};
   CUBLAS_CHECK(status);
   if (returned < 1) return {std::nullopt, "cublasLtMatmulAlgoGetHeuristic returned no algorithm"};
   if (result.state != CUBLAS_STATUS_SUCCESS)
     return {std::nullopt, format("the heuristic's algorithm has state {}", cublasGetStatusName(result.state))};
-  if (result.workspaceSize > kGemmWorkspaceBytes)
+  if (result.workspaceSize > workspace_bytes)
     return {std::nullopt, format("the heuristic's algorithm needs {} bytes of workspace, {} allowed",
-                                 result.workspaceSize, kGemmWorkspaceBytes)};
+                                 result.workspaceSize, workspace_bytes)};
   return {result.algo, ""};
 }
 
@@ -241,13 +243,14 @@ const std::string* lt_matmul(const Gemm& g, const GemmDesign& design, cudaStream
                     promised_alignment(g.d, g.ldd, design.alignment),
                     bias ? pointer_alignment(bias) : 0,
                     g.aux ? pointer_alignment(g.aux) : 0,
-                    reduction_schemes};
+                    reduction_schemes,
+                    gemm_workspace_bytes(design.workspace)};
   auto found = context.algos().find(key);
   if (found == context.algos().end()) {
     cublasLtMatmulPreference_t raw_pref = nullptr;
     CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&raw_pref));
     MatmulPreference pref(raw_pref);
-    set_preference(raw_pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, static_cast<uint64_t>(kGemmWorkspaceBytes));
+    set_preference(raw_pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, static_cast<uint64_t>(key.workspace_bytes));
     // The default (256) would let the heuristic pick algorithms that need 256-byte aligned
     // operands; callers may pass slices of larger buffers, which cublaslt_eligible guarantees
     // only 16 bytes: the key's alignments say what these operands have (C is D).
@@ -261,15 +264,15 @@ const std::string* lt_matmul(const Gemm& g, const GemmDesign& design, cudaStream
     const cublasStatus_t status =
         cublasLtMatmulAlgoGetHeuristic(context.handle(), raw_desc, a_layout.get(), b_layout.get(), d_layout.get(),
                                        d_layout.get(), raw_pref, 1, &result, &returned);
-    found = context.algos().emplace(key, heuristic_choice(status, returned, result)).first;
+    found = context.algos().emplace(key, heuristic_choice(status, returned, result, key.workspace_bytes)).first;
   }
   LtChoice& choice = found->second;
   if (!choice.algo) return &choice.declined;
   const float alpha = 1.0f;
+  const GemmWorkspaceBuffer workspace = gemm_workspace(stream, key.workspace_bytes);
   const cublasStatus_t status =
       cublasLtMatmul(context.handle(), raw_desc, &alpha, g.a, a_layout.get(), g.b, b_layout.get(), &g.beta, g.d,
-                     d_layout.get(), g.d, d_layout.get(), &*choice.algo, gemm_workspace(stream), kGemmWorkspaceBytes,
-                     stream);
+                     d_layout.get(), g.d, d_layout.get(), &*choice.algo, workspace.data, key.workspace_bytes, stream);
   if (status == CUBLAS_STATUS_NOT_SUPPORTED) {
     choice = LtChoice{std::nullopt, "cublasLtMatmul returned CUBLAS_STATUS_NOT_SUPPORTED"};
     return &choice.declined;

@@ -224,7 +224,8 @@ KERNEL_DESIGN_PAIRS = [("fused_classifier", "fused_classifier_streamed"),
                        ("matmul_backward", "matmul_backward_bgradb"),
                        ("matmul_forward", "matmul_forward_align16"),
                        ("matmul_backward", "matmul_backward_align16"),
-                       ("matmul_backward", "matmul_backward_splitk_any")]
+                       ("matmul_backward", "matmul_backward_splitk_any"),
+                       ("matmul_backward", "matmul_backward_ws256")]
 
 
 def design_pairs(rows):

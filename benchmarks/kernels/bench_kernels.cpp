@@ -304,6 +304,8 @@ const GemmDesignRows kGemmDesignRows[] = {
     {"_align16", {.alignment = cuda::GemmAlignment::k16}, true, false, nullptr},
     // split-K allowed to add its parts in bf16 (the dweight GEMM, k = B*T)
     {"_splitk_any", {.split_k = cuda::GemmSplitK::kAny}, false, false, nullptr},
+    // a 256 MiB workspace offered: more fp32 split-K parts for the dweight GEMM
+    {"_ws256", {.workspace = cuda::GemmWorkspace::k256MiB}, false, false, nullptr},
 };
 
 template <class Elem>

@@ -94,6 +94,7 @@ struct Layer {
 std::string design_text(const cuda::GemmDesign& d) {
   return std::string(d.alignment == cuda::GemmAlignment::k16 ? "16-byte alignment promised" : "operand alignment") +
          (d.split_k == cuda::GemmSplitK::kAny ? ", any split-K sums" : ", fp32 split-K sums") +
+         (d.workspace == cuda::GemmWorkspace::k256MiB ? ", 256 MiB workspace" : ", 32 MiB workspace") +
          (d.bias_gradient == cuda::BiasGradient::kEpilogue ? ", bias gradient by the BGRADB epilogue"
                                                             : ", bias gradient by column sums");
 }
@@ -276,13 +277,15 @@ TEST_CASE("bf16 matmul with misaligned pointers takes the plain path and matches
 }
 
 // The GEMM designs other than the automatic ones (kernels/matmul.cuh): the heuristic promised only
-// 16-byte operands, and split-K allowed to add its parts up in bf16. The cuBLASLt path, the CPU's
+// 16-byte operands, split-K allowed to add its parts up in bf16, and a workspace of 256 MiB
+// offered (the test stream's grows to it). The cuBLASLt path, the CPU's
 // values, accumulation and repeated bits, as above, on the eligible shapes and on one whose
 // dweight GEMM has k = B*T = 4096 for an output of 64 x 64, the kind cuBLASLt splits along k.
 TEST_CASE("bf16 matmul with the other GEMM designs matches cpu, accumulates and repeats bitwise",
           "[cuda][bf16][matmul][gemm-designs]") {
   const cuda::GemmDesign design = GENERATE(cuda::GemmDesign{.alignment = cuda::GemmAlignment::k16},
-                                           cuda::GemmDesign{.split_k = cuda::GemmSplitK::kAny});
+                                           cuda::GemmDesign{.split_k = cuda::GemmSplitK::kAny},
+                                           cuda::GemmDesign{.workspace = cuda::GemmWorkspace::k256MiB});
   const Shape s = GENERATE(Shape{64, 64, 64, 64, true}, Shape{1, 32, 768, 2304, true}, Shape{1, 32, 3072, 768, true},
                            Shape{2, 16, 768, 768, false}, Shape{4, 25, 64, 328, true});
   const bool gelu = GENERATE(false, true);

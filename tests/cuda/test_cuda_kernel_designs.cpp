@@ -125,7 +125,7 @@ TEST_CASE("GPT2CC_KERNELS: parsed, written back, and refused naming the entry at
 
   const std::string all =
       "classifier=cached-row,layernorm-backward=two-pass,flash-backward=fused,flash-tile=64,bias-grad=epilogue,"
-      "gemm-alignment=16,gemm-split-k=any";
+      "gemm-alignment=16,gemm-split-k=any,gemm-workspace=256";
   const cuda::KernelDesigns every = cuda::parse_kernel_designs(all);
   CHECK(every.classifier == FusedClassifier::kCachedRow);
   CHECK(every.layernorm_backward == LayerNormBackward::kTwoPass);
@@ -134,14 +134,18 @@ TEST_CASE("GPT2CC_KERNELS: parsed, written back, and refused naming the entry at
   CHECK(every.bias_gradient == BiasGradient::kEpilogue);
   CHECK(every.gemm_alignment == GemmAlignment::k16);
   CHECK(every.gemm_split_k == GemmSplitK::kAny);
+  CHECK(every.gemm_workspace == cuda::GemmWorkspace::k256MiB);
   const cuda::GemmDesign gemm = cuda::gemm_design(every);
   CHECK(gemm.alignment == GemmAlignment::k16);
   CHECK(gemm.split_k == GemmSplitK::kAny);
   CHECK(gemm.bias_gradient == BiasGradient::kEpilogue);
-  const cuda::KernelDesigns named_auto = cuda::parse_kernel_designs("gemm-alignment=operand,gemm-split-k=fp32");
+  CHECK(gemm.workspace == cuda::GemmWorkspace::k256MiB);
+  const cuda::KernelDesigns named_auto =
+      cuda::parse_kernel_designs("gemm-alignment=operand,gemm-split-k=fp32,gemm-workspace=32");
   CHECK(named_auto.gemm_alignment == GemmAlignment::kOperand);
   CHECK(named_auto.gemm_split_k == GemmSplitK::kFp32);
-  CHECK(cuda::kernel_designs_text(named_auto) == "gemm-alignment=operand,gemm-split-k=fp32");
+  CHECK(named_auto.gemm_workspace == cuda::GemmWorkspace::k32MiB);
+  CHECK(cuda::kernel_designs_text(named_auto) == "gemm-alignment=operand,gemm-split-k=fp32,gemm-workspace=32");
   CHECK(cuda::parse_kernel_designs("bias-grad=column-sum").bias_gradient == BiasGradient::kColumnSum);
   CHECK(cuda::kernel_designs_text(every) == all);
   CHECK(cuda::parse_kernel_designs("layernorm-backward=fused,flash-backward=split").layernorm_backward ==
@@ -154,12 +158,13 @@ TEST_CASE("GPT2CC_KERNELS: parsed, written back, and refused naming the entry at
   CHECK_THROWS_WITH(cuda::parse_kernel_designs("flash-tile=64,clasifier=streamed"),
                     Contains("unknown kernel design 'clasifier'") &&
                         Contains("classifier, layernorm-backward, flash-backward, flash-tile, bias-grad, "
-                                 "gemm-alignment, gemm-split-k"));
+                                 "gemm-alignment, gemm-split-k, gemm-workspace"));
   CHECK_THROWS_WITH(cuda::parse_kernel_designs("classifier=fast"),
                     Contains("classifier=fast is not a design") && Contains("auto | cached-row | streamed"));
   CHECK_THROWS_WITH(cuda::parse_kernel_designs("flash-tile=96"), Contains("auto | 64 | 128"));
   CHECK_THROWS_WITH(cuda::parse_kernel_designs("gemm-alignment=256"), Contains("auto | operand | 16"));
   CHECK_THROWS_WITH(cuda::parse_kernel_designs("gemm-split-k=bf16"), Contains("auto | fp32 | any"));
+  CHECK_THROWS_WITH(cuda::parse_kernel_designs("gemm-workspace=64"), Contains("auto | 32 | 256"));
   CHECK_THROWS_WITH(cuda::parse_kernel_designs("flash-backward=split,flash-backward=fused"),
                     Contains("'flash-backward' given twice"));
   CHECK_THROWS_WITH(cuda::parse_kernel_designs("classifier=streamed,,flash-tile=64"), Contains("is not NAME=VALUE"));
@@ -224,11 +229,11 @@ TEST_CASE("a cuda backend takes the kernel designs GPT2CC_KERNELS names", "[cuda
     expect_named_design_taken(matmul_dbias(std::nullopt), matmul_dbias("bias-grad=column-sum"),
                               matmul_dbias("bias-grad=epilogue"), "epilogue vs column-sum dbias", 1e-2);
   }
-  SECTION("gemm-alignment, gemm-split-k: bf16 only") {
-    for (const char* designs : {"gemm-alignment=16", "gemm-split-k=any", "gemm-alignment=operand"})
+  SECTION("gemm-alignment, gemm-split-k, gemm-workspace: bf16 only") {
+    for (const char* designs : {"gemm-alignment=16", "gemm-split-k=any", "gemm-alignment=operand", "gemm-workspace=256"})
       CHECK_THROWS_WITH(backend_with(designs, DType::fp32),
-                        Catch::Contains("gemm-alignment and gemm-split-k are designs of the bf16 GEMMs"));
-    CHECK_NOTHROW(backend_with("gemm-alignment=auto,gemm-split-k=auto", DType::fp32));
+                        Catch::Contains("gemm-alignment, gemm-split-k and gemm-workspace are designs of the bf16 GEMMs"));
+    CHECK_NOTHROW(backend_with("gemm-alignment=auto,gemm-split-k=auto,gemm-workspace=auto", DType::fp32));
   }
   SECTION("flash-backward: the named design's bits (auto is split)") {
     // Flash needs bf16 (sm_80) and this build's sm_80+ code for the device (a T4, or a build for

@@ -104,14 +104,30 @@ TEST_CASE("each stream has its own GEMM workspace, released with the stream", "[
   cudaStream_t a = nullptr, b = nullptr;
   REQUIRE(cudaStreamCreateWithFlags(&a, cudaStreamNonBlocking) == cudaSuccess);
   REQUIRE(cudaStreamCreateWithFlags(&b, cudaStreamNonBlocking) == cudaSuccess);
-  void* wa = cuda::gemm_workspace(a);
-  void* wb = cuda::gemm_workspace(b);
+  void* wa = cuda::gemm_workspace(a).data;
+  void* wb = cuda::gemm_workspace(b).data;
   CHECK(wa != nullptr);
   CHECK(wb != nullptr);
-  CHECK(wa != wb);                         // two streams' GEMMs may overlap: separate workspaces
-  CHECK(cuda::gemm_workspace(a) == wa);    // allocated once per stream
-  cuda::cublas_handle(b);                  // binding the handle to b allocates nothing new
-  CHECK(cuda::gemm_workspace(b) == wb);
+  CHECK(wa != wb);                              // two streams' GEMMs may overlap: separate workspaces
+  CHECK(cuda::gemm_workspace(a).data == wa);    // allocated once per stream
+  CHECK(cuda::gemm_workspace(a).bytes == cuda::kGemmWorkspaceBytes);
+  cuda::cublas_handle(b);                       // binding the handle to b allocates nothing new
+  CHECK(cuda::gemm_workspace(b).data == wb);
+  // Asked for more (a GemmWorkspace design), a stream's workspace grows, and then serves smaller
+  // asks as it is; never while the stream is being captured.
+  const size_t more = cuda::gemm_workspace_bytes(cuda::GemmWorkspace::k256MiB);
+  CHECK(more == size_t{256} << 20);
+  CHECK(cuda::gemm_workspace_bytes(cuda::GemmWorkspace::kAuto) == cuda::kGemmWorkspaceBytes);
+  const cuda::GemmWorkspaceBuffer grown = cuda::gemm_workspace(a, more);
+  CHECK(grown.bytes == more);
+  CHECK(cuda::gemm_workspace(a).data == grown.data);
+  CHECK(cuda::gemm_workspace(a).bytes == more);
+  REQUIRE(cudaStreamBeginCapture(b, cudaStreamCaptureModeRelaxed) == cudaSuccess);
+  CHECK_THROWS_WITH(cuda::gemm_workspace(b, more), Catch::Contains("size it before the capture"));
+  cudaGraph_t graph = nullptr;
+  REQUIRE(cudaStreamEndCapture(b, &graph) == cudaSuccess);
+  REQUIRE(cudaGraphDestroy(graph) == cudaSuccess);
+  CHECK(cuda::gemm_workspace(b).data == wb);
 
   // A GEMM on each stream still matches cpu after the other stream's workspace is released.
   const int B = 2, T = 8, C = 32, OC = 48;

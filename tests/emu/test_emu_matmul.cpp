@@ -261,8 +261,8 @@ TEST_CASE("GPT2CC_REQUIRE_CUBLASLT=1 makes a GEMM cuBLASLt declines an error nam
 // What the bf16 launchers ask cuBLASLt's heuristic (kernels/matmul.cuh, GemmAlignment and
 // GemmSplitK): by default each operand's own alignment, of its pointer and of its leading
 // dimension in bytes, up to 256 (A the weight, B the input, C and D the output of a forward), and
-// split-K sums in fp32 only; gemm-alignment=16 promises 16 bytes of every operand, gemm-split-k=any
-// allows every scheme. Each new alignment or design is a question of its own (the answer is cached
+// split-K sums in fp32 only, in a workspace of 32 MiB; gemm-alignment=16 promises 16 bytes of every
+// operand, gemm-split-k=any allows every scheme, gemm-workspace=256 offers 256 MiB. Each new alignment or design is a question of its own (the answer is cached
 // per key: asking again with the same operands does not reach the heuristic).
 TEST_CASE("the bf16 launchers tell cuBLASLt's heuristic the operands' alignment and the split-K sums allowed",
           "[emu][matmul]") {
@@ -302,9 +302,15 @@ TEST_CASE("the bf16 launchers tell cuBLASLt's heuristic the operands' alignment 
   q = query(L, 0, GemmDesign{.alignment = GemmAlignment::k16});
   CHECK(alignments(q) == std::vector<uint32_t>{16, 16, 16, 16});
   CHECK(q.reduction_scheme_mask == fp32_sums);
+  CHECK(q.max_workspace_bytes == cuda::kGemmWorkspaceBytes);
   q = query(L, 0, GemmDesign{.split_k = GemmSplitK::kAny});
   CHECK(alignments(q) == std::vector<uint32_t>{256, 256, 256, 256});
   CHECK(q.reduction_scheme_mask == any_sums);
+  // gemm-workspace=256: 256 MiB offered, and the stream's workspace grows to it.
+  q = query(L, 0, GemmDesign{.workspace = cuda::GemmWorkspace::k256MiB});
+  CHECK(q.max_workspace_bytes == size_t{256} << 20);
+  CHECK(q.reduction_scheme_mask == fp32_sums);
+  CHECK(cuda::gemm_workspace(stream).bytes == size_t{256} << 20);
   // The automatic designs named: the same key as none named.
   query(L, 0, GemmDesign{.alignment = GemmAlignment::kOperand, .split_k = GemmSplitK::kFp32}, false);
 
@@ -324,10 +330,12 @@ TEST_CASE("a bf16 cuda backend asks the heuristic with the GEMM designs GPT2CC_K
     const char* designs;
     std::vector<uint32_t> alignments;
     uint32_t reduction_scheme_mask;
+    uint64_t max_workspace_bytes;
   };
-  for (const Expected& e : {Expected{"", {128, 128, 128, 128}, CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE},
-                            Expected{"gemm-alignment=16,gemm-split-k=any", {16, 16, 16, 16},
-                                     CUBLASLT_REDUCTION_SCHEME_MASK}}) {
+  for (const Expected& e :
+       {Expected{"", {128, 128, 128, 128}, CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE, cuda::kGemmWorkspaceBytes},
+        Expected{"gemm-alignment=16,gemm-split-k=any,gemm-workspace=256", {16, 16, 16, 16},
+                 CUBLASLT_REDUCTION_SCHEME_MASK, uint64_t{256} << 20}}) {
     INFO("GPT2CC_KERNELS=" << e.designs);
     REQUIRE(setenv("GPT2CC_KERNELS", e.designs, 1) == 0);
     const std::unique_ptr<Backend> backend = make_cuda_backend(0, DType::bf16);
@@ -345,6 +353,7 @@ TEST_CASE("a bf16 cuda backend asks the heuristic with the GEMM designs GPT2CC_K
       CHECK(q.count == before + gemms);
       CHECK(std::vector<uint32_t>(std::begin(q.min_alignment), std::end(q.min_alignment)) == e.alignments);
       CHECK(q.reduction_scheme_mask == e.reduction_scheme_mask);
+      CHECK(q.max_workspace_bytes == e.max_workspace_bytes);
     };
     check_asked("matmul_forward", 1, [&] {
       backend->matmul_forward(out.data(), inp.data(), weight.data(), bias.data(), B, T, C, OC);

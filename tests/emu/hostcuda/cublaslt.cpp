@@ -294,6 +294,7 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t lightHandle, cubl
     hc::CublasLtQuery& q = hc::g_last_query;
     std::copy(std::begin(p.min_alignment), std::end(p.min_alignment), std::begin(q.min_alignment));
     q.reduction_scheme_mask = p.reduction_scheme_mask;
+    q.max_workspace_bytes = p.max_workspace;
     ++q.count;
   }
   const hc::CublasLtFault fault = hc::g_fault;

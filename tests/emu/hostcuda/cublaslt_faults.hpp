@@ -29,12 +29,13 @@ void set_cublaslt_fault(CublasLtFault fault);
 void set_cublaslt_algo_workspace(size_t bytes);
 
 // What the heuristic (cublasLtMatmulAlgoGetHeuristic) was asked last: the preference's
-// MIN_ALIGNMENT_{A,B,C,D}_BYTES (default 256) and REDUCTION_SCHEME_MASK (default all schemes),
-// and how many times it has been asked in this process (a query served from a caller's cache
+// MIN_ALIGNMENT_{A,B,C,D}_BYTES (default 256), REDUCTION_SCHEME_MASK (default all schemes) and
+// MAX_WORKSPACE_BYTES (default 0), and how many times it has been asked in this process (a query served from a caller's cache
 // does not reach it). For the tests of what the launchers ask (tests/emu/test_emu_matmul.cpp).
 struct CublasLtQuery {
   uint32_t min_alignment[4];  // A, B, C, D
   uint32_t reduction_scheme_mask;
+  uint64_t max_workspace_bytes;
   uint64_t count;
 };
 CublasLtQuery last_cublaslt_query();
