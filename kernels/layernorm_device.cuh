@@ -247,7 +247,8 @@ struct LayerNormBackwardParams {
 };
 
 // dx_c += rstd * (g_c - mean(g) - xhat_c * mean(g * xhat)), g = dout * weight, with the
-// expressions and the summation order of the two-pass kernel's 16-byte loop (the same dinp);
+// expressions and the summation order of the two-pass kernel's 16-byte loop (the same dinp, up to
+// where a compiler contracts a product and a sum into an FMA in one kernel and not the other);
 // in the same pass, for the CTA's rows: dweight_c += dout_c * xhat_c, dbias_c += dout_c.
 // Why one pass: the two-pass design reads dout and inp twice (per row for dinp, per column for the
 // parameter sums). Here warp w takes rows r0 + w, r0 + w + 8, ... of its CTA's slice; each lane

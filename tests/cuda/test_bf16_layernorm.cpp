@@ -65,9 +65,9 @@ TEST_CASE("bf16 layernorm backward: the fused design matches cpu and the two-pas
   expect_one_rounding(fused.dinp, ref.dinp, "fused bf16 dinp (+=)", 1e-4);
   expect_one_rounding(fused.dweight, ref.dweight, "fused bf16 dweight", 1e-4);
   expect_one_rounding(fused.dbias, ref.dbias, "fused bf16 dbias", 1e-4);
-  // The same expressions in the same order as the two-pass kernel's 16-byte loop (bit-identical
-  // on the emulator, tests/emu; nvcc may contract a product into an FMA differently in the two
-  // kernels, so here within a rounding of each other).
+  // The same expressions in the same order as the two-pass kernel's 16-byte loop, but nvcc (like
+  // the host compiler of the emulator's ThreadSanitizer build) may contract a product into an FMA
+  // differently in the two kernels: within a rounding of each other.
   expect_one_rounding(fused.dinp, two_pass.dinp, "fused vs two-pass bf16 dinp", 1e-5, 2);
   expect_one_rounding(fused.dweight, two_pass.dweight, "fused vs two-pass bf16 dweight", 1e-5, 2);
   expect_one_rounding(fused.dbias, two_pass.dbias, "fused vs two-pass bf16 dbias", 1e-5, 2);

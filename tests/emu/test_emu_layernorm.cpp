@@ -227,9 +227,12 @@ void check_fused_backward(const LnShape& shape) {
     test::expect_one_rounding(fused.dinp, ref.dinp, "fused bf16 dinp (+=)", 1e-4);
     test::expect_one_rounding(fused.dweight, ref.dweight, "fused bf16 dweight", 1e-4);
     test::expect_one_rounding(fused.dbias, ref.dbias, "fused bf16 dbias", 1e-4);
-    // The two-pass kernel's 16-byte dinp loop: the same expressions summed in the same order.
-    CHECK(test::bit_equal(fused.dinp, two_pass.dinp));
-    CHECK(test::bit_equal(fused.dinp2, two_pass.dinp2));
+    // The two-pass kernel's 16-byte dinp loop: the same expressions summed in the same order, but a
+    // compiler may contract a product and a sum into an FMA in one kernel and not in the other
+    // (the ThreadSanitizer build of this test does, for one element in a few thousand; nvcc may
+    // too): within a rounding of each other.
+    test::expect_one_rounding(fused.dinp, two_pass.dinp, "fused vs two-pass bf16 dinp", 1e-5, 2);
+    test::expect_one_rounding(fused.dinp2, two_pass.dinp2, "fused vs two-pass bf16 dinp, two calls", 1e-5, 2);
     // Float column sums in another order, each rounded once: one bf16 ulp apart at most.
     test::expect_one_rounding(fused.dweight, two_pass.dweight, "fused vs two-pass bf16 dweight", 1e-5, 2);
     test::expect_one_rounding(fused.dbias, two_pass.dbias, "fused vs two-pass bf16 dbias", 1e-5, 2);
