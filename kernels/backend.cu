@@ -133,7 +133,7 @@ class CudaBackend final : public Backend {
     uint64_t threshold = UINT64_MAX;
     CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold));
     // The cuBLAS handle and the stream's GEMM workspace (kernels/matmul.cuh), of the size the GEMM
-    // design offers cuBLASLt, are created here, outside any CUDA-graph capture.
+    // design offers cuBLASLt, are created here, outside any CUDA-graph capture (they allocate).
     cuda::gemm_workspace(stream_, cuda::gemm_workspace_bytes(gemm_design_.workspace));
     cuda::cublas_handle(stream_);
   }

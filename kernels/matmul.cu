@@ -9,6 +9,7 @@
 #include <map>
 #include <mutex>
 #include <utility>
+#include <vector>
 #include <type_traits>
 
 #include "kernels/common.cuh"
@@ -23,36 +24,26 @@ namespace {
 // GEMM workspaces, one per (device, stream), for every host thread: calls on one stream run in
 // order, so cuBLAS and cuBLASLt can share a stream's workspace, and GEMMs on two streams (two
 // backends) never share one. Allocated at a stream's first GEMM, replaced by a larger one when a
-// call asks for more; CudaBackend releases its stream's before destroying the stream.
+// call asks for more; the one replaced stays allocated until the stream's workspace is released
+// (GEMMs still in flight, and CUDA graphs captured before, use it). CudaBackend sizes its
+// stream's when it is made and releases it before destroying the stream.
 class GemmWorkspaces {
  public:
   ~GemmWorkspaces() {
     // At process exit the CUDA context may already be gone; nothing useful to do on failure.
-    for (auto& [key, workspace] : workspaces_) cudaFree(workspace.data);
+    for (auto& [key, entry] : workspaces_) free_all(entry);
   }
   GemmWorkspaceBuffer get(cudaStream_t stream, size_t bytes) {
     const std::lock_guard lock(mutex_);
-    auto [it, inserted] = workspaces_.try_emplace({current_device(), stream}, GemmWorkspaceBuffer{nullptr, 0});
-    GemmWorkspaceBuffer& w = it->second;
-    if (w.bytes >= bytes) return w;
-    if (w.data != nullptr) {
-      cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-      CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
-      ENSURE(capture == cudaStreamCaptureStatusNone,
-             "the stream's GEMM workspace is {} bytes and a GEMM being captured asks for {}: size it before the "
-             "capture (gemm_workspace)",
-             w.bytes, bytes);
-      CUDA_CHECK(cudaStreamSynchronize(stream));  // its GEMMs may still be using the old one
-      CUDA_CHECK(cudaFree(w.data));
-      w = GemmWorkspaceBuffer{nullptr, 0};
-    }
-    const cudaError_t err = cudaMalloc(&w.data, bytes);
-    if (err != cudaSuccess) {
-      workspaces_.erase(it);
-      CUDA_CHECK(err);
-    }
-    w.bytes = bytes;
-    return w;
+    const std::pair<int, cudaStream_t> key{current_device(), stream};
+    auto it = workspaces_.find(key);
+    if (it != workspaces_.end() && it->second.current.bytes >= bytes) return it->second.current;
+    void* data = nullptr;
+    CUDA_CHECK(cudaMalloc(&data, bytes));  // on failure the stream keeps what it had
+    Entry& entry = workspaces_[key];
+    if (entry.current.data != nullptr) entry.retired.push_back(entry.current.data);
+    entry.current = GemmWorkspaceBuffer{data, bytes};
+    return entry.current;
   }
   // Called from destructors: never throws.
   void release(cudaStream_t stream) noexcept {
@@ -61,18 +52,26 @@ class GemmWorkspaces {
     const std::lock_guard lock(mutex_);
     auto it = workspaces_.find({device, stream});
     if (it == workspaces_.end()) return;
-    cudaFree(it->second.data);
+    free_all(it->second);
     workspaces_.erase(it);
   }
 
  private:
+  struct Entry {
+    GemmWorkspaceBuffer current{nullptr, 0};
+    std::vector<void*> retired;  // replaced by a larger one
+  };
+  static void free_all(const Entry& entry) noexcept {
+    cudaFree(entry.current.data);
+    for (void* p : entry.retired) cudaFree(p);
+  }
   static int current_device() {
     int device = 0;
     CUDA_CHECK(cudaGetDevice(&device));
     return device;
   }
   std::mutex mutex_;
-  std::map<std::pair<int, cudaStream_t>, GemmWorkspaceBuffer> workspaces_;
+  std::map<std::pair<int, cudaStream_t>, Entry> workspaces_;
 };
 
 GemmWorkspaces& gemm_workspaces() {

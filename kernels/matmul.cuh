@@ -122,8 +122,9 @@ MatmulPathCounts matmul_path_counts();
 void reset_matmul_path_counts();
 
 // The GEMM workspace of `stream` on the current device, of `bytes` at least (allocated at the
-// stream's first call; a smaller one is replaced, after the stream's work is done, and never
-// while the stream is being captured: gpt2cc::Error then, so a backend sizes it when it is made):
+// stream's first call, by cudaMalloc, so not inside a CUDA-graph capture of the global mode: a
+// backend sizes it when it is made; a smaller one is replaced, and stays allocated for the GEMMs
+// in flight and the CUDA graphs captured with it until the release):
 // cuBLAS and cuBLASLt calls on that stream use it, so no GEMM allocates (the calls can be captured
 // in CUDA graphs) and GEMMs on different streams can run concurrently. release_gemm_workspace
 // frees it; call it once the stream's work is done, before destroying it.
