@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <sstream>
+#include <utility>
 
 #include "core/rng.hpp"
 
@@ -112,6 +113,26 @@ std::string data_dir() {
 }
 
 std::string fixture_path(const std::string& name) { return source_dir() + "/tests/fixtures/" + name; }
+
+ScopedEnv::ScopedEnv(std::string name, const std::optional<std::string>& value) : name_(std::move(name)) {
+  if (const char* old = std::getenv(name_.c_str())) old_ = old;
+  set(value);
+}
+
+ScopedEnv::~ScopedEnv() {
+  // CHECK, not set()'s REQUIRE: a destructor must not throw.
+  if (old_)
+    CHECK(setenv(name_.c_str(), old_->c_str(), 1) == 0);
+  else
+    CHECK(unsetenv(name_.c_str()) == 0);
+}
+
+void ScopedEnv::set(const std::optional<std::string>& value) {
+  if (value)
+    REQUIRE(setenv(name_.c_str(), value->c_str(), 1) == 0);
+  else
+    REQUIRE(unsetenv(name_.c_str()) == 0);
+}
 
 std::string temp_dir(const std::string& name) {
   std::filesystem::path base;

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -40,5 +41,20 @@ std::string data_dir();
 std::string fixture_path(const std::string& name);  // <source>/tests/fixtures/<name>
 // A fresh empty directory under the build tree (or /tmp) for one test's files.
 std::string temp_dir(const std::string& name);
+
+// An environment variable set to `value` (nullopt: unset) for the object's lifetime, then put
+// back as it was; set() changes it meanwhile. A failing setenv/unsetenv fails the test.
+class ScopedEnv {
+ public:
+  ScopedEnv(std::string name, const std::optional<std::string>& value);
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+  ~ScopedEnv();
+  void set(const std::optional<std::string>& value);
+
+ private:
+  std::string name_;
+  std::optional<std::string> old_;
+};
 
 }  // namespace gpt2cc::test

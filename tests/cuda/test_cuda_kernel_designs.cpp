@@ -6,7 +6,6 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
-#include <cstdlib>
 #include <memory>
 #include <optional>
 #include <string>
@@ -28,29 +27,8 @@ using cuda::LayerNormBackward;
 
 namespace {
 
-// Sets GPT2CC_KERNELS (or unsets it: nullopt) for the scope, then puts the old value back.
-class KernelsVariable {
- public:
-  explicit KernelsVariable(const std::optional<std::string>& value) {
-    if (const char* old = std::getenv(cuda::kKernelDesignsVariable)) old_ = old;
-    set(value);
-  }
-  KernelsVariable(const KernelsVariable&) = delete;
-  KernelsVariable& operator=(const KernelsVariable&) = delete;
-  ~KernelsVariable() { set(old_); }
-
- private:
-  static void set(const std::optional<std::string>& value) {
-    if (value)
-      REQUIRE(setenv(cuda::kKernelDesignsVariable, value->c_str(), 1) == 0);
-    else
-      REQUIRE(unsetenv(cuda::kKernelDesignsVariable) == 0);
-  }
-  std::optional<std::string> old_;
-};
-
 std::unique_ptr<Backend> backend_with(const std::optional<std::string>& designs, DType dtype) {
-  const KernelsVariable variable(designs);
+  const test::ScopedEnv variable(cuda::kKernelDesignsVariable, designs);
   return make_cuda_backend(0, dtype);
 }
 

@@ -22,9 +22,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
 #include <iterator>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -219,14 +219,12 @@ TEST_CASE("emulated bf16 matmul takes the plain path where cuBLASLt declines, wi
 
 TEST_CASE("GPT2CC_REQUIRE_CUBLASLT=1 makes a GEMM cuBLASLt declines an error naming the shape and the status",
           "[emu][matmul]") {
-  struct Restore {
-    ~Restore() { unsetenv("GPT2CC_REQUIRE_CUBLASLT"); }
-  } restore;
+  test::ScopedEnv require_cublaslt("GPT2CC_REQUIRE_CUBLASLT", std::nullopt);
   const cudaStream_t stream = test::test_stream();
   // Eligible operands, the heuristic declining: an error instead of the plain path.
   const Bf16Layer L(1, 3, 32, 48);
   Bf16Device d(L);
-  REQUIRE(setenv("GPT2CC_REQUIRE_CUBLASLT", "1", 1) == 0);
+  require_cublaslt.set("1");
   cuda::reset_matmul_path_counts();
   {
     const hostcuda::CublasLtFaultScope scope(hostcuda::CublasLtFault::heuristic_not_supported);
@@ -244,12 +242,12 @@ TEST_CASE("GPT2CC_REQUIRE_CUBLASLT=1 makes a GEMM cuBLASLt declines an error nam
   test::expect_matches(test::widened(d_odd.out), odd.out_ref, "bf16 matmul out, OC = 44", kBf16Tol);
   test::check_matmul_paths(0, 1, 0);
   // 0 is the default; anything but 0 or 1 is rejected when it is read.
-  REQUIRE(setenv("GPT2CC_REQUIRE_CUBLASLT", "0", 1) == 0);
+  require_cublaslt.set("0");
   cuda::matmul_forward(d.out.get(), d.inp.get(), d.weight.get(), d.bias.get(), L.B, L.T, L.C, L.OC, stream);
   test::expect_matches(test::widened(d.out), L.out_ref, "bf16 matmul out, declined, GPT2CC_REQUIRE_CUBLASLT=0",
                        kBf16Tol);
   test::check_matmul_paths(0, 2, 1);
-  REQUIRE(setenv("GPT2CC_REQUIRE_CUBLASLT", "yes", 1) == 0);
+  require_cublaslt.set("yes");
   CHECK_THROWS_AS(
       cuda::matmul_forward(d.out.get(), d.inp.get(), d.weight.get(), d.bias.get(), L.B, L.T, L.C, L.OC, stream),
       InputError);
@@ -322,9 +320,7 @@ TEST_CASE("the bf16 launchers tell cuBLASLt's heuristic the operands' alignment 
 // The CUDA backend hands its GPT2CC_KERNELS GEMM designs to every bf16 linear layer it runs:
 // forward, backward, and both with the GELU; the default designs without the variable.
 TEST_CASE("a bf16 cuda backend asks the heuristic with the GEMM designs GPT2CC_KERNELS names", "[emu][matmul]") {
-  struct Restore {
-    ~Restore() { unsetenv("GPT2CC_KERNELS"); }
-  } restore;
+  test::ScopedEnv kernels("GPT2CC_KERNELS", std::nullopt);
   const int B = 1, T = 3, C = 448, OC = 576;  // rows of 896 and 1152 bytes: 128-byte aligned
   struct Expected {
     const char* designs;
@@ -337,7 +333,7 @@ TEST_CASE("a bf16 cuda backend asks the heuristic with the GEMM designs GPT2CC_K
         Expected{"gemm-alignment=16,gemm-split-k=any,gemm-workspace=256", {16, 16, 16, 16},
                  CUBLASLT_REDUCTION_SCHEME_MASK, uint64_t{256} << 20}}) {
     INFO("GPT2CC_KERNELS=" << e.designs);
-    REQUIRE(setenv("GPT2CC_KERNELS", e.designs, 1) == 0);
+    kernels.set(e.designs);
     const std::unique_ptr<Backend> backend = make_cuda_backend(0, DType::bf16);
     const size_t N = size_t(B) * T;
     DeviceTensor inp(*backend, N * C), weight(*backend, size_t(OC) * C), bias(*backend, OC), out(*backend, N * OC),
