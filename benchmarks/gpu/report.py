@@ -279,30 +279,32 @@ MIN_DESIGN_GAIN = 0.01  # a design must beat the automatic run by this fraction 
 
 
 def design_runs(directory):
-    """The designs stage's runs: (all of them, the automatic one or None, the winners), where the
-    winners are the single-design runs faster than the automatic run by more than the noise: the
-    spread between this session's two automatic runs (train_bf16 and the stage's, at the same
-    B×T) and MIN_DESIGN_GAIN at least."""
+    """The designs stage's runs: (all of them, the automatic one or None, its twin, the winners,
+    the combined run or None). The twin is train_bf16's run when it has the automatic run's
+    B×T: the same designs twice in the session. The winners are the single-design runs faster
+    than the automatic run by more than the noise: the spread between the twins and
+    MIN_DESIGN_GAIN at least. The combined run is BEST_DESIGNS_RUN's (the winners together)."""
     names = sorted(n for n in os.listdir(directory) if n.startswith("designs_") and n.endswith(".json"))
     runs = [(n, r) for n, r in ((n, load_json(directory, n)) for n in names) if r]
     automatic = next((r for _, r in runs if not r.get("kernel_designs")), None)
-    winners = []
+    best = next((r for n, r in runs if n == BEST_DESIGNS_RUN), None)
+    twin, winners = None, []
     if automatic:
         base = automatic["ms_per_step_median"]
         train = load_json(directory, "train_bf16.json")
-        spread = 0.0
         if train and train.get("B") == automatic["B"] and train.get("T") == automatic["T"]:
-            spread = abs(train["ms_per_step_median"] - base)
+            twin = train
+        spread = abs(twin["ms_per_step_median"] - base) if twin else 0.0
         threshold = max(spread, MIN_DESIGN_GAIN * base)
         winners = [r for n, r in runs if n != BEST_DESIGNS_RUN and r.get("kernel_designs")
                    and base - r["ms_per_step_median"] > threshold]
-    return [r for _, r in runs], automatic, winners
+    return [r for _, r in runs], automatic, twin, winners, best
 
 
 def best_designs(directory):
     """GPT2CC_KERNELS for the winning designs together (design_runs), or "" when fewer than two
     won (one winner's run is already the best): what the designs stage runs last."""
-    _, _, winners = design_runs(directory)
+    winners = design_runs(directory)[3]
     return ",".join(r["kernel_designs"] for r in winners) if len(winners) >= 2 else ""
 
 
@@ -310,7 +312,7 @@ def designs_section(directory):
     """The bf16 step with each other design GPT2CC_KERNELS names against the automatic ones, run
     in the same stage at the same batch and steps (kernels/kernel_designs.cuh). Runs that left no
     JSON are listed from status.tsv. No section when the stage did not run."""
-    runs, automatic, winners = design_runs(directory)
+    runs, automatic, twin, winners, best = design_runs(directory)
     failed = [(s, rc) for s, rc, _ in load_status(directory)
               if s.startswith("designs_") and not os.path.exists(os.path.join(directory, s + ".json"))]
     if not runs and not failed:
@@ -335,17 +337,15 @@ def designs_section(directory):
                      f"| {r['loss_first']:.3f} → {r['loss_last']:.3f} |")
     for stage, rc in failed:
         lines.append(f"| {stage[len('designs_'):]} | n/a: no result (exit {rc}; see {stage}.log) | | | | | |")
-    train = load_json(directory, "train_bf16.json")
-    if automatic and train and train.get("B") == automatic["B"] and train.get("T") == automatic["T"]:
+    if twin:
         lines += ["", f"The automatic designs twice in this session, for the spread between runs: "
-                  f"{train['ms_per_step_median']:.2f} ms/step (train_bf16, {train.get('steps', '?')} steps) and "
+                  f"{twin['ms_per_step_median']:.2f} ms/step (train_bf16, {twin.get('steps', '?')} steps) and "
                   f"{base:.2f} (here, {automatic.get('steps', '?')} steps)."]
     if winners:
-        lines += ["", "Faster than the automatic run by more than that spread and 1%: "
+        lines += ["", f"Faster than the automatic run by more than {'that spread and ' if twin else ''}1%: "
                   + ", ".join(f"`{r['kernel_designs']}`" for r in winners) + "."]
-    best = load_json(directory, BEST_DESIGNS_RUN)
-    pt = load_json(directory, "pt_train_bf16.json")
     if best:
+        pt = load_json(directory, "pt_train_bf16.json")
         line = (f"Those together (`GPT2CC_KERNELS={best.get('kernel_designs')}`, the last run): "
                 f"{best['ms_per_step_median']:.2f} ms/step, {num(best.get('tokens_per_s'))} tokens/s")
         if pt and pt.get("B") == best["B"] and pt.get("T") == best["T"] and pt.get("tokens_per_s"):
