@@ -287,8 +287,8 @@ void bench_layernorm(Bench& b) {
   });
 }
 
-// The bf16 GEMM designs other than the automatic ones (kernels/matmul.cuh), each timed beside the
-// automatic rows as its own rows: `suffix` after matmul_forward / matmul_backward.
+// The rows of one linear layer: matmul_forward / matmul_backward with the automatic GEMM designs
+// (suffix ""), then, in bf16, with each other design (kernels/matmul.cuh) as rows of their own.
 struct GemmDesignRows {
   const char* suffix;
   cuda::GemmDesign design;
@@ -297,6 +297,7 @@ struct GemmDesignRows {
   const char* declined;  // the shape's note when cuBLASLt declined the design's epilogue (or null)
 };
 const GemmDesignRows kGemmDesignRows[] = {
+    {"", {}, true, false, nullptr},  // the automatic designs: the only rows in fp32
     // dbias from the dweight GEMM's BGRADB epilogue
     {"_bgradb", {.bias_gradient = cuda::BiasGradient::kEpilogue}, false, true,
      " (cuBLASLt declined BGRADB: column sums)"},
@@ -311,10 +312,25 @@ const GemmDesignRows kGemmDesignRows[] = {
 template <class Elem>
 void bench_matmul(Bench& b, const std::string& which, int C, int OC, bool bias) {
   const auto& o = b.opt();
-  constexpr bool kBf16 = std::is_same_v<Elem, bf16>;
-  std::vector<double> err;
-  // Per entry of kGemmDesignRows (bf16): the forward's error, then the backward's.
-  std::vector<std::vector<double>> design_err;
+  // The rows this dtype and layer get: the fp32 launchers have no designs.
+  std::vector<GemmDesignRows> rows;
+  for (const GemmDesignRows& d : kGemmDesignRows)
+    if ((std::is_same_v<Elem, bf16> || *d.suffix == '\0') && (bias || !d.needs_bias)) rows.push_back(d);
+  // The launchers at B x T with `design`; pointers as matmul_forward / matmul_backward take them.
+  const auto forward = [&](const cuda::GemmDesign& design, int B, int T, auto... pointers) {
+    if constexpr (std::is_same_v<Elem, bf16>)
+      cuda::matmul_forward(pointers..., B, T, C, OC, b.stream(), design);
+    else
+      cuda::matmul_forward(pointers..., B, T, C, OC, b.stream());
+  };
+  const auto backward = [&](const cuda::GemmDesign& design, int B, int T, auto... pointers) {
+    if constexpr (std::is_same_v<Elem, bf16>)
+      cuda::matmul_backward(pointers..., B, T, C, OC, b.stream(), design);
+    else
+      cuda::matmul_backward(pointers..., B, T, C, OC, b.stream());
+  };
+  // Per row set: the forward's error against the CPU, then the backward's (dinp, dweight, dbias).
+  std::vector<std::vector<double>> errors;
   {
     const int B = b.vB(), T = b.vT();
     const size_t R = size_t(B) * T;
@@ -326,22 +342,14 @@ void bench_matmul(Bench& b, const std::string& which, int C, int OC, bool bias) 
                          OC);
     auto d_inp = upload<Elem>(inp), d_w = upload<Elem>(w), d_b = upload<Elem>(bs), d_dout = upload<Elem>(dout);
     DeviceVec<Elem> d_out(out.size()), d_dinp(dinp.size());
-    // The errors against the CPU of `forward`, then of `backward` (dweight and dbias from zero).
-    const auto errors = [&](const auto& forward, const auto& backward) {
+    for (const GemmDesignRows& d : rows) {  // dweight and dbias from zero
       auto d_dw = upload<Elem>(zeros(w.size())), d_db = upload<Elem>(zeros(OC));
-      forward(d_out.get(), d_inp.get(), d_w.get(), bias ? d_b.get() : nullptr);
-      backward(d_dinp.get(), d_dw.get(), bias ? d_db.get() : nullptr, d_dout.get(), d_inp.get(), d_w.get());
+      forward(d.design, B, T, d_out.get(), d_inp.get(), d_w.get(), bias ? d_b.get() : nullptr);
+      backward(d.design, B, T, d_dinp.get(), d_dw.get(), bias ? d_db.get() : nullptr, d_dout.get(), d_inp.get(),
+               d_w.get());
       std::vector<double> e{rel_l2(download(d_out), out), rel_l2(download(d_dinp), dinp), rel_l2(download(d_dw), dw)};
       if (bias) e.push_back(rel_l2(download(d_db), db));
-      return e;
-    };
-    err = errors([&](auto... a) { cuda::matmul_forward(a..., B, T, C, OC, b.stream()); },
-                 [&](auto... a) { cuda::matmul_backward(a..., B, T, C, OC, b.stream()); });
-    if constexpr (kBf16) {
-      for (const GemmDesignRows& d : kGemmDesignRows)
-        design_err.push_back(
-            errors([&](auto... a) { cuda::matmul_forward(a..., B, T, C, OC, b.stream(), d.design); },
-                   [&](auto... a) { cuda::matmul_backward(a..., B, T, C, OC, b.stream(), d.design); }));
+      errors.push_back(std::move(e));
     }
   }
   const int B = o.B, T = o.T;
@@ -351,33 +359,20 @@ void bench_matmul(Bench& b, const std::string& which, int C, int OC, bool bias) 
   DeviceVec<Elem> out(R * OC), dinp(R * C), dw(size_t(OC) * C), db(OC);
   const std::string shape = format("{} B={} T={} C={} OC={}", which, B, T, C, OC);
   const double flops = 2.0 * R * C * OC;  // one multiply-add per (row, in, out)
-  b.add(compute_row<Elem>("matmul_forward", shape, flops), {err[0]}, [&] {
-    cuda::matmul_forward(out.get(), inp.get(), w.get(), bias ? bs.get() : nullptr, B, T, C, OC, b.stream());
-  });
-  b.add(compute_row<Elem>("matmul_backward", shape, 2 * flops), std::vector<double>(err.begin() + 1, err.end()), [&] {
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const GemmDesignRows& d = rows[i];
+    const std::vector<double>& e = errors[i];
+    if (d.forward)
+      b.add(compute_row<Elem>(std::string("matmul_forward") + d.suffix, shape, flops), {e[0]},
+            [&] { forward(d.design, B, T, out.get(), inp.get(), w.get(), bias ? bs.get() : nullptr); });
+    cuda::reset_matmul_path_counts();
     // the dinp and dweight GEMMs
-    cuda::matmul_backward(dinp.get(), dw.get(), bias ? db.get() : nullptr, out.get(), inp.get(), w.get(), B, T, C, OC,
-                          b.stream());
-  });
-  if constexpr (kBf16) {
-    for (size_t i = 0; i < std::size(kGemmDesignRows); ++i) {
-      const GemmDesignRows& d = kGemmDesignRows[i];
-      if (d.needs_bias && !bias) continue;
-      const std::vector<double>& e = design_err[i];
-      if (d.forward)
-        b.add(compute_row<Elem>(std::string("matmul_forward") + d.suffix, shape, flops), {e[0]}, [&] {
-          cuda::matmul_forward(out.get(), inp.get(), w.get(), bias ? bs.get() : nullptr, B, T, C, OC, b.stream(),
-                               d.design);
-        });
-      cuda::reset_matmul_path_counts();
-      b.add(compute_row<Elem>(std::string("matmul_backward") + d.suffix, shape, 2 * flops),
-            std::vector<double>(e.begin() + 1, e.end()), [&] {
-              cuda::matmul_backward(dinp.get(), dw.get(), bias ? db.get() : nullptr, out.get(), inp.get(), w.get(), B,
-                                    T, C, OC, b.stream(), d.design);
-            });
-      // At the timed shape (the heuristic answers per shape): did cuBLASLt take the epilogue?
-      if (d.declined != nullptr && cuda::matmul_path_counts().fallback > 0) b.rows().back().shape += d.declined;
-    }
+    b.add(compute_row<Elem>(std::string("matmul_backward") + d.suffix, shape, 2 * flops),
+          std::vector<double>(e.begin() + 1, e.end()), [&] {
+            backward(d.design, B, T, dinp.get(), dw.get(), bias ? db.get() : nullptr, out.get(), inp.get(), w.get());
+          });
+    // At the timed shape (the heuristic answers per shape): did cuBLASLt take the epilogue?
+    if (d.declined != nullptr && cuda::matmul_path_counts().fallback > 0) b.rows().back().shape += d.declined;
   }
 }
 
