@@ -8,12 +8,12 @@
 // Memory ("saved MB"): what the forward keeps per layer for the backward, the loops' B*NH*T*T
 // probabilities against the blocked functions' B*NH*T log-sum-exp; the blocked functions add
 // per-thread scratch (64 x T for the forward, two 64 x 64 tiles for the backward), under 1 MB.
-//   bench_cpu_attention [reps [json]]   OMP_NUM_THREADS sets the threads; json: also write the rows
+//   bench_cpu_attention [--reps N] [--json FILE]   (or positional: [reps [json]]); OMP_NUM_THREADS
+//   sets the threads; --json also writes the rows
 #include <omp.h>
 
 #include <algorithm>
 #include <cstdio>
-#include <cstdlib>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -21,6 +21,7 @@
 #include <nlohmann/json.hpp>
 
 #include "benchmarks/cpu_layers/bench_util.hpp"
+#include "core/cli.hpp"
 #include "core/rng.hpp"
 #include "cpu/attention.hpp"
 
@@ -36,11 +37,26 @@ double median_seconds(F&& f, int reps) {
   return bench::time_median(f, reps).wall_s;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  const int reps = argc > 1 ? std::max(1, std::atoi(argv[1])) : 3;
-  const std::string json_path = argc > 2 ? argv[2] : "";
+int run(int argc, char** argv) {
+  cxxopts::Options options("bench_cpu_attention",
+                           "the blocked CPU attention against the reference loops on GPT-2 shapes "
+                           "(OMP_NUM_THREADS sets the threads)");
+  options.positional_help("[reps [json]]");
+  options.add_options()
+      ("reps", "timed runs per measurement (the median is reported)", cxxopts::value<int>()->default_value("3"))
+      ("json", "also write the rows to this file", cxxopts::value<std::string>()->default_value(""))
+      ("h,help", "show this help");
+  options.parse_positional({"reps", "json"});
+  options.show_positional_help();
+  const cxxopts::ParseResult args = options.parse(argc, argv);
+  if (args.count("help")) {
+    std::printf("%s\n", options.help().c_str());
+    return 0;
+  }
+  INPUT_CHECK(args.unmatched().empty(), "unexpected argument '{}' (see --help)", args.unmatched().front());
+  const int reps = args["reps"].as<int>();
+  INPUT_CHECK(reps >= 1, "--reps must be >= 1, got {}", reps);
+  const std::string json_path = args["json"].as<std::string>();
   nlohmann::json rows = nlohmann::json::array();
   struct Shape {
     const char* name;
@@ -111,3 +127,7 @@ int main(int argc, char** argv) {
               "out and dqkv.\n");
   return 0;
 }
+
+}  // namespace
+
+int main(int argc, char** argv) { return gpt2cc::run_cli("bench_cpu_attention", argc, argv, run); }

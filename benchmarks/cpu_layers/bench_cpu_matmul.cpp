@@ -5,6 +5,7 @@
 // Wall-clock GFLOP/s is what training sees; GFLOP per CPU-second (process CPU time) stays
 // meaningful when other processes share the cores. Ceiling: independent 8-wide FMAs in registers
 // on every thread (what the micro-kernel could reach with no memory traffic at all).
+//   bench_cpu_matmul        OMP_NUM_THREADS sets the threads; no flags but --help
 #include <omp.h>
 
 #include <algorithm>
@@ -14,6 +15,7 @@
 #include <vector>
 
 #include "benchmarks/cpu_layers/bench_util.hpp"
+#include "core/cli.hpp"
 #include "cpu/matmul.hpp"
 
 namespace {
@@ -52,7 +54,19 @@ double fma_ceiling_gflops(double& cpu_rate) {
 
 }  // namespace
 
-int main() {
+namespace {
+
+int run(int argc, char** argv) {
+  cxxopts::Options options("bench_cpu_matmul",
+                           "cpu::matmul_forward / matmul_backward on GPT-2 shapes against the reference loops and "
+                           "the FMA ceiling (OMP_NUM_THREADS sets the threads)");
+  options.add_options()("h,help", "show this help");
+  const cxxopts::ParseResult args = options.parse(argc, argv);
+  if (args.count("help")) {
+    std::printf("%s\n", options.help().c_str());
+    return 0;
+  }
+  INPUT_CHECK(args.unmatched().empty(), "unexpected argument '{}' (see --help)", args.unmatched().front());
   struct Shape {
     const char* name;
     int BT, C, OC;
@@ -126,3 +140,7 @@ int main() {
               "while running); ref fwd = reference loops, wall clock, first 32 rows.\n");
   return 0;
 }
+
+}  // namespace
+
+int main(int argc, char** argv) { return gpt2cc::run_cli("bench_cpu_matmul", argc, argv, run); }

@@ -15,6 +15,7 @@
 #include <sstream>
 
 #include "core/check.hpp"
+#include "core/cli.hpp"
 #include "tokenizer/pretokenizer.hpp"
 #include "tokenizer/tokenizer.hpp"
 
@@ -117,14 +118,4 @@ int run(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const InputError& e) {
-    std::cerr << "bench_tokenizer: error: " << e.what() << "\n";
-    return 2;
-  } catch (const std::exception& e) {
-    std::cerr << "bench_tokenizer: " << e.what() << "\n";
-    return e.what()[0] == '-' ? 2 : 1;
-  }
-}
+int main(int argc, char** argv) { return gpt2cc::run_cli("bench_tokenizer", argc, argv, run); }
