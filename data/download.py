@@ -35,18 +35,21 @@ GPT2_WEIGHTS = {"gpt2-124m": "openai-community/gpt2", "gpt2-medium": "openai-com
                 "gpt2-large": "openai-community/gpt2-large", "gpt2-xl": "openai-community/gpt2-xl"}
 
 # name -> files: (output name, urls (several parquet parts make one WikiText file), pinned sha256
-# or None, mirror paths tried in order).
-# Mirror paths after the first are the samples in ../shared/data (subsets; a note is printed).
+# or None, mirror paths tried in order). A mirror path is a copy of the file itself, or
+# (path, SAMPLE) for a part of it (../shared/data's TinyStories heads), or (path, TOKENS) for
+# WikiText's tokenized variant of a .raw file, saved under its own name (wiki.*.tokens): with
+# `<unk>` and ` @-@ `, another text, not a part of the raw one. Either is said when copied.
+SAMPLE, TOKENS = "sample", "tokens"
 DATASETS = {
     "tinystories-v1": [
         ("TinyStories-train.txt", [f"{HF}/roneneldan/TinyStories/resolve/main/TinyStories-train.txt"], None,
-         ["TinyStories-train.txt", "tinystories/train-head.txt"]),
+         ["TinyStories-train.txt", ("tinystories/train-head.txt", SAMPLE)]),
         ("TinyStories-valid.txt", [f"{HF}/roneneldan/TinyStories/resolve/main/TinyStories-valid.txt"], None,
-         ["TinyStories-valid.txt", "tinystories/valid-head.txt"]),
+         ["TinyStories-valid.txt", ("tinystories/valid-head.txt", SAMPLE)]),
     ],
     "tinystories-v2": [
         ("TinyStoriesV2-GPT4-train.txt", [f"{HF}/roneneldan/TinyStories/resolve/main/TinyStoriesV2-GPT4-train.txt"], None,
-         ["TinyStoriesV2-GPT4-train.txt", "tinystories/v2-sample.txt"]),
+         ["TinyStoriesV2-GPT4-train.txt", ("tinystories/v2-sample.txt", SAMPLE)]),
         ("TinyStoriesV2-GPT4-valid.txt", [f"{HF}/roneneldan/TinyStories/resolve/main/TinyStoriesV2-GPT4-valid.txt"], None,
          ["TinyStoriesV2-GPT4-valid.txt"]),
     ],
@@ -56,13 +59,15 @@ DATASETS = {
     ],
     "wikitext-2": [
         (f"wiki.{split}.raw", [f"{HF}/Salesforce/wikitext/resolve/main/wikitext-2-raw-v1/{p}" for p in parts], None,
-         [f"wiki.{split}.raw", f"wikitext2/wiki.{split}.raw", f"wikitext2/wiki.{split}.tokens"])
+         [f"wiki.{split}.raw", f"wikitext2/wiki.{split}.raw",
+          (f"wikitext2/wiki.{split}.tokens", TOKENS)])
         for split, parts in [("train", ["train-00000-of-00001.parquet"]), ("valid", ["validation-00000-of-00001.parquet"]),
                              ("test", ["test-00000-of-00001.parquet"])]
     ],
     "wikitext-103": [
         (f"wiki.{split}.raw", [f"{HF}/Salesforce/wikitext/resolve/main/wikitext-103-raw-v1/{p}" for p in parts], None,
-         [f"wiki.{split}.raw", f"wikitext103/wiki.{split}.raw", f"wikitext103/wiki.{split}.tokens"])
+         [f"wiki.{split}.raw", f"wikitext103/wiki.{split}.raw",
+          (f"wikitext103/wiki.{split}.tokens", TOKENS)])
         for split, parts in [("train", ["train-00000-of-00002.parquet", "train-00001-of-00002.parquet"]),
                              ("valid", ["validation-00000-of-00001.parquet"]), ("test", ["test-00000-of-00001.parquet"])]
     ],
@@ -164,19 +169,26 @@ def convert_parquet(parts, dest):
 def get_file(name, urls, pinned, mirror_paths, out_dir, mirror, sums, verify):
     dest = os.path.join(out_dir, name)
     if mirror:
-        for rel in mirror_paths:
+        entries = [entry if isinstance(entry, tuple) else (entry, None) for entry in mirror_paths]
+        for rel, kind in entries:
             src = os.path.join(mirror, rel)
             if os.path.isfile(src):
-                expected = pinned or sums.get(rel)
+                # The pinned hash is the full file's: a sample or variant is checked by SHA256SUMS.
+                expected = (pinned if kind is None else None) or sums.get(rel)
                 if verify and expected and sha256(src) != expected:
                     raise Failure(f"checksum mismatch for {src}: expected {expected}, got {sha256(src)}")
-                tmp = dest + ".tmp"
+                target = os.path.join(out_dir, os.path.basename(rel)) if kind == TOKENS else dest
+                tmp = target + ".tmp"
                 shutil.copyfile(src, tmp)
-                os.replace(tmp, dest)
-                note = "" if rel == mirror_paths[0] else " (the mirror's sample: a subset of the full file)"
-                print(f"{dest} <- {src}{note}" + (", sha256 ok" if verify and expected else ""))
+                os.replace(tmp, target)
+                note = {None: "", SAMPLE: " (the mirror's sample: a part of the full file)",
+                        TOKENS: f" (the mirror has no {name}, only the tokenized variant: saved as "
+                                f"{os.path.basename(rel)}, with <unk> and @-@ as WikiText's .tokens files "
+                                "have them)"}[kind]
+                print(f"{target} <- {src}{note}" + (", sha256 ok" if verify and expected else ""))
                 return True
-        print(f"{name}: not in mirror {mirror} (looked for {', '.join(mirror_paths)})", file=sys.stderr)
+        looked = ", ".join(rel for rel, _ in entries)
+        print(f"{name}: not in mirror {mirror} (looked for {looked})", file=sys.stderr)
         return False
     if os.path.isfile(dest) and pinned and sha256(dest) == pinned:
         print(f"{dest}: present, sha256 ok")

@@ -53,7 +53,23 @@ def main():
                          ("tinystories-v1/TinyStories-train.txt", "tinystories/train-head.txt")]:
             with open(os.path.join(out_dir, rel), "rb") as a, open(os.path.join(DATA, src), "rb") as b:
                 expect(a.read() == b.read(), f"{rel} is a copy of {src}")
-        expect("subset" in out, "a sample file is flagged as a subset", out)
+        lines = out.splitlines()
+        flagged = [line for line in lines if "sample" in line]
+        expect(len(flagged) == 2 and all("TinyStories-" in line for line in flagged),
+               "the TinyStories heads, and only they, are flagged as samples", out)
+        expect(all("sha256 ok" in line for line in lines if "gpt2/" in line), "the GPT-2 files verify", out)
+
+        # WikiText-2 from the shared mirror: its raw test file as it is; valid and test as the
+        # tokenized variant only where no raw file exists, under the .tokens name (another text).
+        code, out = run(["wikitext-2", "--out", out_dir, "--mirror", DATA, "--allow-missing"])
+        wt2 = os.path.join(out_dir, "wikitext-2")
+        expect(code == 0 and os.path.isfile(os.path.join(wt2, "wiki.test.raw")) and
+               not os.path.exists(os.path.join(wt2, "wiki.valid.raw")) and
+               os.path.isfile(os.path.join(wt2, "wiki.valid.tokens")), "wikitext-2: raw test, tokenized valid", out)
+        expect(not any("wiki.test.raw <-" in line and "(" in line for line in out.splitlines()),
+               "wikitext-2: the raw test file is not flagged", out)
+        expect(any("wiki.valid.tokens <-" in line and "tokenized variant" in line for line in out.splitlines()),
+               "wikitext-2: the tokenized valid file is flagged as such", out)
 
         # A mirror whose file does not match its SHA256SUMS.
         bad = os.path.join(tmp, "bad-mirror")
