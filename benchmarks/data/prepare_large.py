@@ -7,7 +7,9 @@ The text is pseudo-random words and numbers, so the tokenizer sees varied pre-to
 Runs prepare on both and checks (never timing): exit 0, document counts, every shard valid and
 the token count in the manifest, and peak RSS (wait4 rusage of the child) below --max-rss-mb, far
 below the input size: the input is streamed. Prints tokens/s and peak RSS as JSON.
-  benchmarks/data/prepare_large.py --prepare build/prepare --tokenizer ../shared/data/gpt2
+  benchmarks/data/prepare_large.py --prepare build/prepare [--tokenizer ../shared/data/gpt2]
+--tokenizer defaults to $GPT2CC_DATA_DIR/gpt2 when that is set, else ../shared/data/gpt2 beside the
+repository (where the tests find the shared data).
 """
 import argparse
 import json
@@ -75,13 +77,15 @@ def read_header(path):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--prepare", required=True)
-    ap.add_argument("--tokenizer", required=True)
+    ap.add_argument("--tokenizer", default=None, help="GPT-2 tokenizer directory (default: see above)")
     ap.add_argument("--size-mb", type=int, default=400)
     ap.add_argument("--max-rss-mb", type=int, default=400)
     ap.add_argument("--workdir", default=None, help="default: a fresh temporary directory, removed afterwards")
     args = ap.parse_args()
-    if not os.path.isdir(args.tokenizer) and os.environ.get("GPT2CC_DATA_DIR"):
-        args.tokenizer = os.path.join(os.environ["GPT2CC_DATA_DIR"], "gpt2")
+    if args.tokenizer is None:
+        repo = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+        data = os.environ.get("GPT2CC_DATA_DIR") or os.path.join(repo, "..", "shared", "data")
+        args.tokenizer = os.path.join(data, "gpt2")
     if not os.path.isfile(os.path.join(args.tokenizer, "vocab.bpe")):
         print(f"FAIL: tokenizer not found at {args.tokenizer}")
         return 1
