@@ -77,7 +77,7 @@ GPT2CC_HD uint64_t splitmix64(uint64_t x) {
 // keep(i) = philox_uniform(seed, stream, i) >= p. p == 0 means the identity (no draws at all).
 struct DropoutParams {
   float p = 0.0f;        // drop probability in [0, 1)
-  uint64_t seed = 0;     // per step: splitmix64(run seed ^ step counter)
+  uint64_t seed = 0;     // per micro-step: splitmix64(run seed ^ splitmix64(micro-step counter))
   uint32_t stream = 0;   // per site: distinct for every dropout site of the model
   GPT2CC_HD bool active() const { return p > 0.0f; }
   GPT2CC_HD float scale() const { return 1.0f / (1.0f - p); }
