@@ -1,6 +1,7 @@
 // Token shard files: header encoding and validation, atomic writing, listing a split's shards,
 // and read-only memory maps. Format in core/dataloader.hpp; every error names the file, what was
-// expected and what was found, and says how to regenerate it.
+// expected and what was found, and says how to regenerate it. A bad file is an InputError (exit
+// 2); a write that fails (disk full, I/O error) is the machine's, a plain Error (exit 1).
 #include "core/shard.hpp"
 
 #include <fcntl.h>
@@ -183,7 +184,7 @@ ShardWriter::ShardWriter(const std::string& path, uint64_t tokenizer_fingerprint
       token_bytes_(shard_token_bytes(vocab_size)) {
   ENSURE(vocab_size > 0, "shard {}: vocab_size must be > 0", path);
   file_ = std::fopen(tmp_path_.c_str(), "wb");
-  INPUT_CHECK(file_, "cannot create {}: {}", tmp_path_, errno_text());
+  if (!file_) throw Error(format("cannot create shard {}: {}", tmp_path_, errno_text()));
   unsigned char header[kShardHeaderBytes] = {};  // placeholder until finish() knows the count
   std::fwrite(header, 1, kShardHeaderBytes, file_);
 }
@@ -212,7 +213,7 @@ void ShardWriter::append(const uint32_t* tokens, size_t n) {
       for (size_t i = 0; i < count; ++i) narrow[i] = uint16_t(tokens[begin + i]);
       wrote = std::fwrite(narrow, 2, count, file_);
     }
-    INPUT_CHECK(wrote == count, "write to {} failed: {}", tmp_path_, errno_text());
+    if (wrote != count) throw Error(format("writing shard {} failed: {}", tmp_path_, errno_text()));
   }
   count_ += n;
 }
@@ -234,7 +235,7 @@ void ShardWriter::finish() {
   if (!ok || std::rename(tmp_path_.c_str(), path_.c_str()) != 0) {
     if (why.empty()) why = errno_text();
     std::remove(tmp_path_.c_str());
-    fail_input(format("cannot write shard {}: {}", path_, why));
+    throw Error(format("cannot write shard {}: {}", path_, why));
   }
 }
 

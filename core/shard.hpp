@@ -47,7 +47,8 @@ class MappedShard {
 };
 
 // Appends tokens to "<path>.tmp" and on finish() writes the final header, flushes, fsyncs and
-// renames to <path>: a crash never leaves a partial file under the final name.
+// renames to <path>: a crash never leaves a partial file under the final name. A failed write
+// (disk full) throws Error naming the file and removes the temporary file.
 class ShardWriter {
  public:
   ShardWriter(const std::string& path, uint64_t tokenizer_fingerprint, uint32_t vocab_size);

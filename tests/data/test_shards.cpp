@@ -1,5 +1,6 @@
 // Token shard files: header round trip (2- and 4-byte tokens), atomic writes, listing a split,
-// and clear errors naming the file for missing, truncated, corrupt and foreign files.
+// clear errors naming the file for missing, truncated, corrupt and foreign files, and a failed
+// write (disk full) reported as the machine's error.
 #include <catch2/catch.hpp>
 #include <filesystem>
 #include <fstream>
@@ -87,6 +88,32 @@ TEST_CASE("an id that does not fit the vocabulary is refused and leaves no file"
   CHECK_THROWS_AS(write_shard(path, {1, 300}, 1, 300), Error);
   CHECK(!fs::exists(path));
   CHECK(!fs::exists(path + ".tmp"));
+}
+
+// Writes to /dev/full fail with ENOSPC, as on a full disk; the temporary file is made a link to
+// it. The failure is the machine's, not the user's: an Error (exit 1), never an InputError (exit 2).
+TEST_CASE("a write that fails (disk full) is an Error naming the file and leaves no file", "[data]") {
+  REQUIRE(fs::exists("/dev/full"));
+  std::string dir = test::temp_dir("shards_disk_full");
+  // 3 tokens fail when finish() flushes; 100000 (200 kB) already in append(), past stdio's buffer.
+  for (size_t n : {size_t(3), size_t(100000)}) {
+    INFO(n << " tokens");
+    std::string path = dir + "/a.bin";
+    fs::create_symlink("/dev/full", path + ".tmp");
+    try {
+      write_shard(path, ramp(n, 0, 50257), 1, 50257);
+      FAIL("expected an Error");
+    } catch (const InputError& e) {
+      FAIL("a failed write must not be an InputError (exit 2): " << e.what());
+    } catch (const Error& e) {
+      std::string msg = e.what();
+      INFO(msg);
+      CHECK(msg.find(path) != std::string::npos);
+      CHECK(msg.find("No space left on device") != std::string::npos);
+    }
+    CHECK(!fs::exists(path));
+    CHECK(!fs::is_symlink(path + ".tmp"));
+  }
 }
 
 TEST_CASE("truncated, corrupt and foreign shards give errors naming the file", "[data]") {
