@@ -109,25 +109,51 @@ cxxopts::Options make_options(TrainConfig& c) {
   return o;
 }
 
+// The run directory a resumed run writes to: the one --resume names, or the one whose checkpoints/
+// folder holds the checkpoint file it names. Not the directory the checkpoint records: a copied
+// run would write into the original's (and a relative recorded path depends on the working
+// directory of the first run).
+std::string resumed_run_dir(const std::string& given, const std::string& checkpoint) {
+  namespace fs = std::filesystem;
+  if (fs::is_directory(given)) return given;
+  const fs::path folder = fs::path(checkpoint).parent_path();
+  INPUT_CHECK(folder.filename() == "checkpoints",
+              "--resume {}: the checkpoint is not in a run's checkpoints/ folder, so there is no run directory to "
+              "continue in: give the continued run's --run-dir",
+              given);
+  const fs::path run = folder.parent_path();
+  return run.empty() ? "." : run.string();
+}
+
 // A flag set of a resumed run comes from its checkpoint; explicit flags override it, except
-// those that would change the batches or the random draws (the resume would no longer be exact).
+// those that would change the batches or the random draws (the resume would no longer be exact),
+// and --preset (the shape is the checkpoint's).
 TrainConfig resume_config(const TrainConfig& given, int argc, char** argv) {
   const std::string path = resolve_checkpoint(given.resume);
   refuse_resume_of_hf_gpt2(path);
   Checkpoint ckpt = load_checkpoint(path, false);
-  TrainConfig c = ckpt.train_config.get<TrainConfig>();
+  TrainConfig c;
+  try {
+    c = ckpt.train_config.get<TrainConfig>();
+  } catch (const nlohmann::json::exception& e) {
+    fail_input(format("checkpoint {} holds an unreadable training configuration: {}", path, e.what()));
+  }
   c.resume = given.resume;
   c.init_from.clear();  // the run may have started as a fine-tune: its weights now come from the checkpoint
   c.stop_at_step = 0;
   TrainConfig base = c;
   auto options = make_options(c);
-  options.parse(argc, argv);
+  const cxxopts::ParseResult parsed = options.parse(argc, argv);
   if (c.total_batch_tokens == 0) c.total_batch_tokens = base.total_batch_tokens;  // 0: the run's own
   INPUT_CHECK(c.batch_size == base.batch_size && c.seq_len == base.seq_len &&
                   c.total_batch_tokens == base.total_batch_tokens && c.seed == base.seed &&
                   c.shuffle == base.shuffle && c.dropout == base.dropout && c.dtype == base.dtype,
               "--resume continues the run with its own --batch-size, --seq-len, --total-batch, --seed, --shuffle, "
               "--dropout and --dtype (from the checkpoint); drop those flags, or start a new run with --init-from");
+  INPUT_CHECK(c.preset == base.preset,
+              "--preset {}: the model shape comes from the checkpoint {} (its run's --preset {}); drop --preset",
+              c.preset, path, base.preset);
+  if (!parsed.count("run-dir")) c.run_dir = resumed_run_dir(given.resume, path);
   return c;
 }
 
@@ -254,6 +280,9 @@ int run(int argc, char** argv, ProcessGroup& group) {
                 parsed->unmatched().empty() ? "" : parsed->unmatched().front());
     if (!config.resume.empty() && !config.eval_only && config.export_hf.empty())
       config = resume_config(config, argc, argv);
+    INPUT_CHECK(config.init_from.empty() || !parsed->count("preset") || config.eval_only || !config.export_hf.empty(),
+                "--preset {}: with --init-from the model shape comes from the checkpoint {}; drop --preset",
+                config.preset, config.init_from);
     validate(config);
     INPUT_CHECK(!data_parallel || (config.export_hf.empty() && !config.eval_only),
                 "--{} runs in one process: start it without mpiexec", config.eval_only ? "eval-only" : "export-hf");

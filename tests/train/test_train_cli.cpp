@@ -175,6 +175,51 @@ TEST_CASE("a tiny run, its resume, and --eval-only", "[cli]") {
                                    Catch::Contains("validation loss"));
     CHECK(count_lines(run_dir + "/metrics.jsonl") == 6);
   }
+  SECTION("a resume writes where its checkpoint is, never into the directory the checkpoint records") {
+    namespace fs = std::filesystem;
+    const std::string copy = dir + "/copy";
+    fs::copy(run_dir, copy, fs::copy_options::recursive);
+    Run resumed = train("--resume " + copy + " --steps 4");
+    INFO(resumed.output);
+    CHECK(resumed.code == 0);
+    CHECK_THAT(resumed.output, Catch::Contains("checkpoint in " + copy + "/checkpoints"));
+    CHECK(fs::exists(copy + "/checkpoints/step_00000004.ckpt"));
+    CHECK_FALSE(fs::exists(run_dir + "/checkpoints/step_00000004.ckpt"));  // the original run is untouched
+    CHECK(count_lines(run_dir + "/metrics.jsonl") == 3);
+    CHECK(count_lines(copy + "/metrics.jsonl") == 4);
+    // A checkpoint file in a run's checkpoints/ folder continues that run.
+    Run by_file = train("--resume " + copy + "/checkpoints/step_00000004.ckpt --steps 5");
+    CHECK(by_file.code == 0);
+    CHECK(fs::exists(copy + "/checkpoints/step_00000005.ckpt"));
+    // A loose checkpoint file has no run directory: the continued run's must be given.
+    fs::copy_file(run_dir + "/checkpoints/step_00000003.ckpt", dir + "/loose.ckpt");
+    Run loose = train("--resume " + dir + "/loose.ckpt --steps 5");
+    CHECK(loose.code == 2);
+    CHECK_THAT(loose.output, Catch::Contains("give the continued run's --run-dir"));
+    Run placed = train("--resume " + dir + "/loose.ckpt --steps 5 --run-dir " + dir + "/placed");
+    CHECK(placed.code == 0);
+    CHECK(fs::exists(dir + "/placed/checkpoints/step_00000005.ckpt"));
+  }
+  SECTION("--preset cannot change the shape of a checkpoint's model") {
+    Run resumed = train("--resume " + run_dir + " --preset d2");
+    CHECK(resumed.code == 2);
+    CHECK_THAT(resumed.output, Catch::Contains("--preset d2: the model shape comes from the checkpoint"));
+    Run tuned = train("--init-from " + run_dir + "/checkpoints/step_00000003.ckpt --train-data " + dir +
+                      "/train.bin --steps 2 --batch-size 4 --seq-len 16 --threads 1 --preset d2 --run-dir " + dir +
+                      "/tuned");
+    CHECK(tuned.code == 2);
+    CHECK_THAT(tuned.output, Catch::Contains("--preset d2: with --init-from the model shape comes from the checkpoint"));
+  }
+  SECTION("a checkpoint whose training configuration does not parse is named") {
+    Checkpoint ckpt = load_checkpoint(run_dir + "/checkpoints/step_00000003.ckpt");
+    ckpt.train_config["lr"] = "abc";
+    std::filesystem::create_directories(dir + "/odd/checkpoints");
+    save_checkpoint(dir + "/odd/checkpoints/step_00000003.ckpt", ckpt);
+    Run resumed = train("--resume " + dir + "/odd");
+    CHECK(resumed.code == 2);
+    CHECK_THAT(resumed.output, Catch::Contains("checkpoint " + dir + "/odd/checkpoints/step_00000003.ckpt holds an "
+                                               "unreadable training configuration"));
+  }
   SECTION("--eval-only states window, stride and tokens scored") {
     const std::string ckpt = run_dir + "/checkpoints/step_00000003.ckpt";
     Run plain = train("--eval-only --init-from " + ckpt + " --val-data " + dir + "/val.bin --seq-len 16");
