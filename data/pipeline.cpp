@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 #include <ostream>
 
+#include "core/atomic_file.hpp"
 #include "core/check.hpp"
 #include "core/rng.hpp"
 #include "core/shard.hpp"
@@ -90,14 +91,15 @@ class SplitWriter {
 
 class Pipeline : public DocumentSink {
  public:
-  Pipeline(const PrepareConfig& config, const Tokenizer& tokenizer, PrepareSummary& summary)
+  // Writes the shards of each split into <dir>/train and <dir>/val.
+  Pipeline(const PrepareConfig& config, const std::string& dir, const Tokenizer& tokenizer, PrepareSummary& summary)
       : config_(config), summary_(summary), eot_(uint32_t(tokenizer.eot_id())) {
     int threads = config.threads > 0 ? config.threads : omp_get_max_threads();
     summary.threads = threads;
     tokenizers_.assign(size_t(threads), tokenizer);  // a copy per thread: encode never shares state
     SplitSummary* splits[2] = {&summary.train, &summary.val};
     for (int s = 0; s < 2; ++s)
-      writers_[s] = std::make_unique<SplitWriter>(config.out_dir + "/" + kSplitNames[s], config.shard_tokens,
+      writers_[s] = std::make_unique<SplitWriter>(dir + "/" + kSplitNames[s], config.shard_tokens,
                                                   tokenizer.fingerprint(), uint32_t(tokenizer.vocab_size()),
                                                   *splits[s]);
   }
@@ -216,30 +218,71 @@ class Pipeline : public DocumentSink {
   uint64_t document_index_ = 0;
 };
 
-// Creates out/train and out/val; refuses (or with overwrite, removes) shards already there.
-void prepare_output(const PrepareConfig& config) {
+// A run writes everything into <out>/.prepare.tmp/ and moves it into <out> only once it has
+// succeeded (commit_output): a failed run leaves <out> as it was, old shards included.
+constexpr const char* kStagingName = ".prepare.tmp";
+
+// Creates a directory under --out. A path the user cannot write to is bad input (exit 2); any other
+// failure (no space, an I/O error) is the machine's (exit 1).
+void create_output_directory(const fs::path& dir) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (!ec) return;
+  std::string message = format("cannot create output directory {}: {}", dir.string(), ec.message());
+  for (std::errc bad_path : {std::errc::permission_denied, std::errc::operation_not_permitted,
+                             std::errc::not_a_directory, std::errc::file_exists, std::errc::read_only_file_system})
+    if (ec == bad_path) fail_input(message + " (check --out)");
+  throw Error(message);
+}
+
+// Refuses shards already in <out>/train or <out>/val unless overwrite: stale shards never mix in.
+void check_output(const PrepareConfig& config) {
   for (const char* split : kSplitNames) {
     fs::path dir = fs::path(config.out_dir) / split;
     std::error_code ec;
-    fs::create_directories(dir, ec);
-    INPUT_CHECK(!ec, "cannot create output directory {}: {}", dir.string(), ec.message());
-    for (const auto& entry : fs::directory_iterator(dir)) {
-      if (entry.path().extension() != ".bin") continue;
-      INPUT_CHECK(config.overwrite, "{} already holds shards (e.g. {}); pass --overwrite to replace them",
-                  dir.string(), entry.path().filename().string());
-      fs::remove(entry.path());
-    }
+    if (!fs::exists(dir, ec)) continue;
+    INPUT_CHECK(fs::is_directory(dir, ec), "{} exists and is not a directory (check --out)", dir.string());
+    for (const auto& entry : fs::directory_iterator(dir))
+      INPUT_CHECK(config.overwrite || entry.path().extension() != ".bin",
+                  "{} already holds shards (e.g. {}); pass --overwrite to replace them", dir.string(),
+                  entry.path().filename().string());
   }
 }
 
-nlohmann::json split_json(const SplitSummary& s, const std::string& out_dir) {
+// Moves a successful run from <out>/.prepare.tmp into <out>: the old manifest goes first, then
+// the old shards (overwrite), then the new shards and the new manifest move in. Renames only,
+// within one directory tree; summary's shard paths become the final ones.
+void commit_output(const PrepareConfig& config, const fs::path& staging, PrepareSummary& summary) {
+  const fs::path out = config.out_dir;
+  fs::remove(out / "manifest.json");
+  SplitSummary* splits[2] = {&summary.train, &summary.val};
+  for (int s = 0; s < 2; ++s) {
+    const fs::path dir = out / kSplitNames[s];
+    fs::create_directories(dir);
+    for (const auto& entry : fs::directory_iterator(dir))
+      if (entry.path().extension() == ".bin") fs::remove(entry.path());
+    for (std::string& shard : splits[s]->shards) {
+      const fs::path target = dir / fs::path(shard).filename();
+      fs::rename(shard, target);
+      shard = target.string();
+    }
+    sync_directory(dir / ".");  // syncs the parent of "dir/.", dir itself: the renames are durable
+  }
+  fs::rename(staging / "manifest.json", out / "manifest.json");
+  fs::remove_all(staging);
+  sync_directory(out / "manifest.json");
+}
+
+nlohmann::json split_json(const SplitSummary& s, const std::string& dir) {
   nlohmann::json shards = nlohmann::json::array();
   for (size_t i = 0; i < s.shards.size(); ++i)
-    shards.push_back({{"file", fs::relative(s.shards[i], out_dir).string()}, {"tokens", s.shard_tokens[i]}});
+    shards.push_back({{"file", fs::relative(s.shards[i], dir).string()}, {"tokens", s.shard_tokens[i]}});
   return {{"documents", s.documents}, {"tokens", s.tokens}, {"bytes", s.bytes}, {"shards", shards}};
 }
 
-void write_manifest(const PrepareConfig& config, const Tokenizer& tokenizer, const PrepareSummary& summary) {
+// Writes <dir>/manifest.json; shard paths are recorded relative to dir ("train/shard_000000.bin").
+void write_manifest(const PrepareConfig& config, const std::string& dir, const Tokenizer& tokenizer,
+                    const PrepareSummary& summary) {
   std::time_t now = std::time(nullptr);
   char when[32];
   std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
@@ -260,8 +303,8 @@ void write_manifest(const PrepareConfig& config, const Tokenizer& tokenizer, con
       {"token_bytes", shard_token_bytes(uint32_t(tokenizer.vocab_size()))},
       {"shard_tokens", config.shard_tokens},
       {"document_separator", "<|endoftext|> before every document"},
-      {"train", split_json(summary.train, config.out_dir)},
-      {"val", split_json(summary.val, config.out_dir)},
+      {"train", split_json(summary.train, dir)},
+      {"val", split_json(summary.val, dir)},
       {"seconds", summary.seconds},
       {"threads", summary.threads},
   };
@@ -274,17 +317,7 @@ void write_manifest(const PrepareConfig& config, const Tokenizer& tokenizer, con
   m["files"] = files;
   if (config.format.format == Format::tinystories)
     m["story_boundary"] = story_boundary_name(config.format.story_boundary);
-  std::string path = config.out_dir + "/manifest.json", tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::trunc);
-    INPUT_CHECK(f, "cannot write {}", tmp);
-    f << m.dump(2) << "\n";
-    f.flush();
-    INPUT_CHECK(f, "cannot write {}", tmp);
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  INPUT_CHECK(!ec, "cannot rename {} to {}: {}", tmp, path, ec.message());
+  write_file_atomic(dir + "/manifest.json", m.dump(2) + "\n");  // Error (exit 1) naming the file
 }
 
 }  // namespace
@@ -311,15 +344,14 @@ std::vector<std::string> expand_inputs(const std::vector<std::string>& paths) {
   return out;
 }
 
-PrepareSummary prepare_dataset(const PrepareConfig& config, const Tokenizer& tokenizer, std::ostream& log) {
-  INPUT_CHECK(!config.inputs.empty(), "no input files");
-  INPUT_CHECK(config.val_fraction >= 0 && config.val_fraction < 1, "--val-fraction must be in [0, 1), got {}",
-              config.val_fraction);
-  INPUT_CHECK(config.shard_tokens >= 1, "--shard-tokens must be >= 1, got {}", config.shard_tokens);
+namespace {
+
+// Runs the pipeline into `dir` (the staging directory): shards and manifest.
+PrepareSummary write_dataset(const PrepareConfig& config, const std::string& dir, const Tokenizer& tokenizer,
+                             std::ostream& log) {
   auto start = std::chrono::steady_clock::now();
-  prepare_output(config);
   PrepareSummary summary;
-  Pipeline pipeline(config, tokenizer, summary);
+  Pipeline pipeline(config, dir, tokenizer, summary);
   auto run = [&](const std::vector<std::string>& files, int forced_split) {
     pipeline.set_forced_split(forced_split);
     for (const auto& file : files) {
@@ -346,8 +378,34 @@ PrepareSummary prepare_dataset(const PrepareConfig& config, const Tokenizer& tok
   summary.peak_rss_bytes = peak_rss_bytes();
   if (summary.val.documents == 0 && (config.val_fraction > 0 || !config.val_inputs.empty()))
     summary.warnings.push_back("the validation split is empty (too few documents for --val-fraction?)");
-  write_manifest(config, tokenizer, summary);
+  write_manifest(config, dir, tokenizer, summary);
   return summary;
+}
+
+}  // namespace
+
+PrepareSummary prepare_dataset(const PrepareConfig& config, const Tokenizer& tokenizer, std::ostream& log) {
+  INPUT_CHECK(!config.inputs.empty(), "no input files");
+  INPUT_CHECK(config.val_fraction >= 0 && config.val_fraction < 1, "--val-fraction must be in [0, 1), got {}",
+              config.val_fraction);
+  INPUT_CHECK(config.shard_tokens >= 1, "--shard-tokens must be >= 1, got {}", config.shard_tokens);
+  check_output(config);
+  const fs::path out = config.out_dir, staging = out / kStagingName;
+  std::error_code ec;
+  const bool out_existed = fs::exists(out, ec);
+  create_output_directory(out);
+  try {
+    fs::remove_all(staging);  // what a killed run left behind
+    for (const char* split : kSplitNames) create_output_directory(staging / split);
+    PrepareSummary summary = write_dataset(config, staging.string(), tokenizer, log);
+    commit_output(config, staging, summary);
+    return summary;
+  } catch (...) {
+    // The pipeline has stopped (its destructor waits for the worker): drop what it wrote.
+    fs::remove_all(staging, ec);
+    if (!out_existed) fs::remove(out, ec);  // removes a directory only when it is empty
+    throw;
+  }
 }
 
 }  // namespace gpt2cc::data

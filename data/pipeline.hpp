@@ -27,7 +27,7 @@ struct PrepareConfig {
   int threads = 0;                      // tokenizer threads; 0 = all cores
   size_t batch_bytes = 32u << 20;       // text tokenised per parallel batch (bounds memory)
   size_t piece_bytes = 1u << 20;        // long documents are cut into pieces of about this size
-  bool overwrite = false;               // replace shards already in out_dir
+  bool overwrite = false;               // replace shards already in out_dir (when the run succeeds)
   std::string command_line;             // recorded in the manifest
 };
 
@@ -59,7 +59,9 @@ struct PrepareSummary {
 std::vector<std::string> expand_inputs(const std::vector<std::string>& paths);
 
 // Runs the whole pipeline and writes <out>/train/*.bin, <out>/val/*.bin, <out>/manifest.json.
-// Progress lines go to log.
+// Everything is written into <out>/.prepare.tmp first and moved into <out> only on success: on
+// any error <out> is left as it was (an overwrite's old shards included). InputError for bad
+// input; Error for a failed write. Progress lines go to log.
 PrepareSummary prepare_dataset(const PrepareConfig& config, const Tokenizer& tokenizer, std::ostream& log);
 
 }  // namespace gpt2cc::data

@@ -1,7 +1,8 @@
 // prepare: datasets to token shards. Reads TinyStories (v1/v2 text, JSON), WikiText, WikiExtractor,
 // plain text or JSONL; writes <out>/train/shard_*.bin, <out>/val/shard_*.bin and <out>/manifest.json.
 //   prepare --format wikiextractor --input ../shared/data/wikipedia --tokenizer ../shared/data/gpt2 --out wiki
-// Exit codes: 0 done, 2 bad flags or input (the message says which), 1 internal error.
+// Exit codes: 0 done, 2 bad flags or input (the message says which), 1 a failed write (disk full)
+// or an internal error. A failed run leaves --out as it was (docs/data.md).
 #include <cxxopts.hpp>
 #include <iomanip>
 #include <iostream>
@@ -37,7 +38,7 @@ int run(int argc, char** argv) {
     ("story-boundary", "tinystories: auto, eot, line or blank (docs/data.md)",
      cxxopts::value<std::string>()->default_value("auto"))
     ("replace-invalid-utf8", "replace invalid UTF-8 with U+FFFD (one per maximal invalid subpart) instead of failing")
-    ("overwrite", "replace shards already in the output directory")
+    ("overwrite", "replace shards already in the output directory (once this run has succeeded)")
     ("h,help", "show this help");
   // clang-format on
   auto args = options.parse(argc, argv);

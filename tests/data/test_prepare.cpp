@@ -50,9 +50,10 @@ struct Run {
   std::string output;
 };
 
-Run run_prepare(const std::string& args, const std::string& dir) {
+// Runs prepare through /bin/sh; `shell` goes before the command (e.g. "ulimit -f 200; ").
+Run run_prepare(const std::string& args, const std::string& dir, const std::string& shell = "") {
   std::string log = dir + "/prepare.log";
-  int status = std::system((prepare_binary() + " " + args + " > " + log + " 2>&1").c_str());
+  int status = std::system((shell + prepare_binary() + " " + args + " > " + log + " 2>&1").c_str());
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, read_file(log)};
 }
 
@@ -178,6 +179,7 @@ TEST_CASE("prepare splits by document, rolls shards over and feeds the loader", 
     CHECK(again.output.find("--overwrite") != std::string::npos);
     CHECK(run_prepare(args + " --shard-tokens 100000 --overwrite --out " + dir + "/a", dir).code == 0);
     CHECK(list_shards(dir + "/a/train").size() == 1);
+    CHECK(!fs::exists(dir + "/a/.prepare.tmp"));
   }
   SECTION("explicit validation files") {
     std::string v = write_file(dir + "/valid.txt", "Held out one.\n<|endoftext|>\nHeld out two.\n");
@@ -188,6 +190,64 @@ TEST_CASE("prepare splits by document, rolls shards over and feeds the loader", 
     REQUIRE(e.code == 0);
     CHECK(split_tokens(dir + "/e/val") == expected(tok, {"Held out one.", "Held out two."}));
     CHECK(split_tokens(dir + "/e/train") == expected(tok, docs));
+  }
+}
+
+// prepare writes into <out>/.prepare.tmp and moves the result into <out> only when the run has
+// succeeded: a run that fails, on bad input (exit 2) or on a failed write (exit 1), must leave a
+// good output that --overwrite was to replace exactly as it was, and create nothing where none was.
+TEST_CASE("a failed run leaves the output directory as it was", "[data]") {
+  std::string dir = test::temp_dir("prepare_failed_run");
+  std::string good = write_file(dir + "/good.txt", "First story.\n<|endoftext|>\nSecond story.\n");
+  std::string out = dir + "/out";
+  auto args = [&](const std::string& input) {
+    return format("--format tinystories-v2 --input {} --val-fraction 0 --tokenizer {} --out {}", input, gpt2_dir(),
+                  out);
+  };
+  REQUIRE(run_prepare(args(good), dir).code == 0);
+  const std::string manifest = read_file(out + "/manifest.json"), shard = read_file(out + "/train/shard_000000.bin");
+  REQUIRE(!shard.empty());
+  auto unchanged = [&] {
+    CHECK(read_file(out + "/manifest.json") == manifest);
+    CHECK(list_shards(out + "/train") == std::vector<std::string>{out + "/train/shard_000000.bin"});
+    CHECK(read_file(out + "/train/shard_000000.bin") == shard);
+    CHECK(!fs::exists(out + "/.prepare.tmp"));
+  };
+
+  SECTION("bad input: exit 2") {
+    std::string bad = write_file(dir + "/bad.txt", "A good story.\n<|endoftext|>\nBad \xFF byte.\n");
+    Run r = run_prepare(args(bad) + " --overwrite", dir);
+    INFO(r.output);
+    CHECK(r.code == 2);
+    CHECK(r.output.find("invalid UTF-8") != std::string::npos);
+    unchanged();
+  }
+  SECTION("a write that fails: exit 1, naming the file") {
+    // Over 100 kB of tokens; `ulimit -f 200` (512-byte blocks) makes writes past 100 kB fail with
+    // EFBIG, like a full disk, and SIGXFSZ ignored (inherited through exec) lets prepare see it.
+    std::string text;
+    for (int i = 0; i < 4000; ++i)
+      text += format("Story {} is about a cat, a dog and the number {}.\n<|endoftext|>\n", i, i * 13);
+    std::string big = write_file(dir + "/big.txt", text);
+    Run r = run_prepare(args(big) + " --overwrite", dir, "trap '' XFSZ; ulimit -f 200; ");
+    INFO(r.output);
+    CHECK(r.code == 1);
+    CHECK(r.output.find("shard_000000.bin") != std::string::npos);
+    CHECK(r.output.find("File too large") != std::string::npos);
+    unchanged();
+  }
+  SECTION("nothing is created where there was no output") {
+    std::string bad = write_file(dir + "/bad.txt", "Bad \xFF byte.\n");
+    out = dir + "/fresh";
+    CHECK(run_prepare(args(bad), dir).code == 2);
+    CHECK(!fs::exists(out));
+  }
+  SECTION("what a killed run left in .prepare.tmp is removed") {
+    fs::create_directories(out + "/.prepare.tmp/train");
+    write_file(out + "/.prepare.tmp/train/shard_000007.bin", "partial");
+    REQUIRE(run_prepare(args(good) + " --overwrite", dir).code == 0);
+    CHECK(!fs::exists(out + "/.prepare.tmp"));
+    CHECK(list_shards(out + "/train") == std::vector<std::string>{out + "/train/shard_000000.bin"});
   }
 }
 
