@@ -21,8 +21,9 @@ namespace gpt2cc {
 class Tokenizer {
  public:
   // A directory holding encoder.json + vocab.bpe (GPT-2) or vocab.json + merges.txt (Hugging
-  // Face). Special tokens: those in the vocabulary of the form <|...|> (GPT-2: <|endoftext|>).
-  // Throws InputError naming the file (and line) for a missing or malformed file.
+  // Face). Special tokens: those neither a byte nor made by a merge, whose text spans pre-tokens
+  // (GPT-2: <|endoftext|>; tok::read_vocab_dir). Throws InputError naming the file (and line)
+  // for a missing or malformed file, or a merges file that does not make every other token.
   static Tokenizer load(const std::string& dir);
 
   // allow_special: recognise special-token text (e.g. "<|endoftext|>") in the input as the

@@ -14,6 +14,7 @@
 #include "core/check.hpp"
 #include "core/utf8.hpp"
 #include "tokenizer/pretokenizer.hpp"
+#include "tokenizer/vocab_io.hpp"
 
 namespace gpt2cc {
 
@@ -41,6 +42,11 @@ BpeTrainer::BpeTrainer(TrainerConfig config) : config_(std::move(config)) {
   for (size_t i = 0; i < sp.size(); ++i) {
     INPUT_CHECK(sp[i].size() >= 2, "special token \"{}\" must be at least 2 bytes long", sp[i]);
     INPUT_CHECK(is_valid_utf8(sp[i]), "special token number {} is not valid UTF-8", i + 1);
+    // The files would not load back: a token no merge makes must not look like one a merge would.
+    INPUT_CHECK(!tok::could_be_ordinary(sp[i]),
+                "special token \"{}\" could be ordinary text (it is one pre-token); choose a text that spans "
+                "pre-tokens, such as <|{}|>",
+                sp[i], sp[i]);
     for (size_t j = 0; j < i; ++j) INPUT_CHECK(sp[i] != sp[j], "special token \"{}\" is given twice", sp[i]);
   }
   INPUT_CHECK(config_.vocab_size >= 256 + int(sp.size()),

@@ -21,7 +21,9 @@ namespace gpt2cc {
 
 struct TrainerConfig {
   int vocab_size = 32000;  // final V, specials and the 256 bytes included; >= 256 + #specials
-  std::vector<std::string> special_tokens{"<|endoftext|>"};  // each >= 2 bytes, valid UTF-8, unique
+  // Each >= 2 bytes, valid UTF-8, unique, and more than one pre-token (tok::could_be_ordinary):
+  // "<|endoftext|>", "<s>" or "[PAD]", not "MASK".
+  std::vector<std::string> special_tokens{"<|endoftext|>"};
   uint64_t min_frequency = 2;  // stop early when the best pair occurs fewer times (>= 1)
   int threads = 2;             // threads for counting pre-tokens (>= 1)
   size_t block_bytes = 16 << 20;  // files are read in blocks of about this size (bounded memory)

@@ -263,12 +263,36 @@ VocabParts read_vocab_dir(const std::string& dir) {
   for (int b = 0; b < 256; ++b)
     INPUT_CHECK(have_byte[b], "{}: byte 0x{} has no single-byte token (written \"{}\"); a byte-level vocabulary needs all 256",
                 vocab_path, format("{}{}", "0123456789abcdef"[b >> 4], "0123456789abcdef"[b & 15]), byte_to_unicode()[b]);
+  // A token no merge makes is special only if it could not be ordinary text: "Ġworld" left
+  // without its merge (a merges file cut short, or an empty one) would otherwise turn into a
+  // "special" that matches only the literal text "Ġworld", and " world" would encode as bytes.
+  size_t unmade = 0;
+  int example = -1;
+  for (int id : parts.special_ids) {
+    if (!could_be_ordinary(keys[id])) continue;
+    if (unmade++ == 0) example = id;
+  }
+  INPUT_CHECK(unmade == 0,
+              "{}: {} of the {} tokens of {} {} made by no merge (e.g. {}, id {}); only a special token such as "
+              "<|endoftext|> may be. Is {} truncated, or from another vocabulary?",
+              merges_path, unmade, keys.size(), vocab_path, unmade == 1 ? "is" : "are",
+              json_escape(keys[example]), example, merges_path);
   for (auto [a, b] : parts.merges) {
     INPUT_CHECK(parts.tokens[a].size() > 0 && !std::binary_search(parts.special_ids.begin(), parts.special_ids.end(), a) &&
                     !std::binary_search(parts.special_ids.begin(), parts.special_ids.end(), b),
                 "{}: a merge uses special token {} or {}", merges_path, json_escape(keys[a]), json_escape(keys[b]));
   }
   return parts;
+}
+
+bool could_be_ordinary(std::string_view text) {
+  const auto one_pretoken = [](std::string_view s) {
+    std::vector<Piece> pieces;
+    pretokenize(s, pieces);
+    return pieces.size() == 1;
+  };
+  std::string bytes;
+  return one_pretoken(text) || (unicode_to_bytes(text, bytes) && one_pretoken(bytes));
 }
 
 void write_vocab_dir(const std::string& dir, const VocabParts& parts) {
@@ -284,6 +308,10 @@ void write_vocab_dir(const std::string& dir, const VocabParts& parts) {
     auto [it, fresh] = seen.emplace(key, int(id));
     INPUT_CHECK(fresh, "cannot save: special token {} (id {}) is written like token id {}; choose another special text",
                 json_escape(key), id, it->second);
+    INPUT_CHECK(!special[id] || !could_be_ordinary(key),
+                "cannot save: special token {} (id {}) could be ordinary text (it is one pre-token), so the files "
+                "would not load back; choose a text that spans pre-tokens, such as <|name|>",
+                json_escape(key), id);
     vocab += (id ? ",\n" : "\n") + json_escape(key) + ": " + std::to_string(id);
   }
   vocab += "\n}\n";

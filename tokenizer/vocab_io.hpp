@@ -5,6 +5,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -20,8 +21,16 @@ struct VocabParts {
 
 // Reads dir/encoder.json + dir/vocab.bpe, or else dir/vocab.json + dir/merges.txt. A token
 // that is neither a single byte nor the result of a merge is a special token (e.g. <|endoftext|>),
-// its text taken literally. Throws InputError naming the file and line.
+// its text taken literally, when could_be_ordinary(text) is false; otherwise the merges file
+// lacks the merge that makes it (it is truncated, or belongs to another vocabulary), an error.
+// Throws InputError naming the file and line.
 VocabParts read_vocab_dir(const std::string& dir);
+
+// True when `text` could be an ordinary token, one that merges build from bytes: read as written,
+// or through GPT-2's byte alphabet, it is a single pre-token of ordinary text ("world", "Ġworld"
+// = " world", "ĊĊ" = "\n\n"). Special tokens span several ("<|endoftext|>" = "<|" "endoftext"
+// "|>", "<s>", "[PAD]"), so a special is never confused with a token whose merge is missing.
+bool could_be_ordinary(std::string_view text);
 
 // Writes dir/vocab.json + dir/merges.txt, each atomically (core/atomic_file.hpp).
 void write_vocab_dir(const std::string& dir, const VocabParts& parts);

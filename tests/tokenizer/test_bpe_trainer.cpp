@@ -224,6 +224,17 @@ TEST_CASE("trainer: files, specials kept whole, save and load back", "[tokenizer
   CHECK_THROWS_AS(BpeTrainer(TrainerConfig{100, {}, 2, 1, 1 << 20}), gpt2cc::InputError);
   CHECK_THROWS_AS(BpeTrainer(TrainerConfig{1000, {"x"}, 2, 1, 1 << 20}), gpt2cc::InputError);
   CHECK_THROWS_AS(BpeTrainer(TrainerConfig{1000, {"<|a|>", "<|a|>"}, 2, 1, 1 << 20}), gpt2cc::InputError);
+  // A special that could be ordinary text would not load back as a special (vocab_io.hpp).
+  CHECK_THROWS_WITH(BpeTrainer(TrainerConfig{1000, {"MASK"}, 2, 1, 1 << 20}),
+                    Catch::Contains("\"MASK\" could be ordinary text") && Catch::Contains("<|MASK|>"));
+  cfg.special_tokens = {"<s>", "[PAD]", "<|endoftext|>"};
+  BpeTrainer bracketed(cfg);
+  bracketed.add_text(text);
+  Tokenizer c = bracketed.train();
+  c.save(dir + "/bracketed");
+  Tokenizer c_back = Tokenizer::load(dir + "/bracketed");
+  CHECK(c_back.fingerprint() == c.fingerprint());
+  CHECK(c_back.special_ids() == std::vector<int>{0, 1, 2});
   BpeTrainer missing(cfg);
   CHECK_THROWS_AS(missing.add_file(dir + "/no_such_file.txt"), gpt2cc::InputError);
 }

@@ -15,6 +15,7 @@
 #include "core/utf8.hpp"
 #include "tokenizer/pretokenizer.hpp"
 #include "tokenizer/tokenizer.hpp"
+#include "tokenizer/vocab_io.hpp"
 
 using gpt2cc::Tokenizer;
 namespace fs = std::filesystem;
@@ -308,4 +309,70 @@ TEST_CASE("malformed tokenizer files give errors naming file and line", "[tokeni
   }
   CHECK_THAT(load_error(test::temp_dir("tok_empty_dir")), Catch::Contains("neither"));
   CHECK_THAT(load_error("/nonexistent/tokenizer/dir"), Catch::Contains("does not exist"));
+}
+
+// A token that is neither a byte nor made by a merge is special only when ordinary text could not
+// be it (tok::could_be_ordinary): else the merges file lacks its merge, and loading fails rather
+// than turn "Ġworld" into a "special" and " world" into bytes.
+TEST_CASE("a merges file that does not make every token is refused", "[tokenizer]") {
+  auto load_error = [](const std::string& dir) -> std::string {
+    try {
+      Tokenizer::load(dir);
+    } catch (const gpt2cc::InputError& e) {
+      return e.what();
+    }
+    return "no error";
+  };
+  using gpt2cc::tok::could_be_ordinary;
+  CHECK(could_be_ordinary("world"));
+  CHECK(could_be_ordinary("\xc4\xa0world"));  // "Ġworld" = " world" in GPT-2's byte alphabet
+  CHECK(could_be_ordinary("\xc4\x8a\xc4\x8a"));  // "ĊĊ" = "\n\n"
+  CHECK(could_be_ordinary("MASK"));
+  for (const char* special : {"<|endoftext|>", "<|pad|>", "<s>", "</s>", "[PAD]", "<|caf\xc3\xa9|>", "<|a b|>"}) {
+    INFO(special);
+    CHECK_FALSE(could_be_ordinary(special));
+  }
+
+  // GPT-2's encoder.json with its vocab.bpe cut short, or empty.
+  std::string data = test::data_dir();
+  if (data.empty()) FAIL("shared data directory not found (set GPT2CC_DATA_DIR)");
+  std::ifstream merges_in(data + "/gpt2/vocab.bpe", std::ios::binary);
+  std::string head, line;
+  for (int n = 0; n < 25000 && std::getline(merges_in, line); ++n) head += line + "\n";
+  for (const std::string& merges : {head, std::string()}) {
+    INFO("vocab.bpe of " << merges.size() << " bytes");
+    std::string dir = test::temp_dir(merges.empty() ? "tok_gpt2_no_merges" : "tok_gpt2_cut_merges");
+    fs::copy_file(data + "/gpt2/encoder.json", dir + "/encoder.json");
+    write_file(dir, "vocab.bpe", merges);
+    std::string msg = load_error(dir);
+    const std::string count = merges.empty() ? "49918 of the 50257 tokens" : "24945 of the 50257 tokens";
+    CHECK_THAT(msg, Catch::StartsWith(dir + "/vocab.bpe: " + count) && Catch::Contains("made by no merge") &&
+                        Catch::Contains("truncated"));
+    CHECK_THAT(msg, Catch::Contains(merges.empty() ? "\"\xc4\xa0t\", id 256" : "\"Atl\", id 25255"));
+  }
+
+  // A small vocabulary: specials of several forms load as specials; "ab" needs its merge.
+  std::string vocab = "{";
+  for (int b = 0; b < 256; ++b) {
+    std::string key = gpt2cc::tok::byte_to_unicode()[b];
+    if (key == "\"" || key == "\\") key = "\\" + key;
+    vocab += "\"" + key + "\": " + std::to_string(b) + ",\n";
+  }
+  vocab += "\"ab\": 256,\n\"<|endoftext|>\": 257,\n\"<s>\": 258,\n\"[PAD]\": 259\n}\n";
+  std::string dir = test::temp_dir("tok_specials");
+  write_file(dir, "vocab.json", vocab);
+  write_file(dir, "merges.txt", "#version: 0.2\na b\n");
+  Tokenizer tok = Tokenizer::load(dir);
+  CHECK(tok.special_ids() == std::vector<int>{257, 258, 259});
+  CHECK(tok.encode("ab<s>ab[PAD]") == std::vector<int>{256, 258, 256, 259});
+  write_file(dir, "merges.txt", "#version: 0.2\n");
+  CHECK_THAT(load_error(dir), Catch::Contains("merges.txt: 1 of the 260 tokens of " + dir + "/vocab.json is made by no "
+                                              "merge (e.g. \"ab\", id 256)"));
+
+  // Saving a special that could be ordinary text would write files that do not load back.
+  std::vector<std::string> tokens;
+  for (int b = 0; b < 256; ++b) tokens.emplace_back(1, char(b));
+  tokens.emplace_back("MASK");
+  Tokenizer mask = Tokenizer::from_parts(tokens, {}, {256});
+  CHECK_THROWS_WITH(mask.save(test::temp_dir("tok_save_mask")), Catch::Contains("\"MASK\" (id 256) could be ordinary"));
 }

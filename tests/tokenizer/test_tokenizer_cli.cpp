@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -124,4 +125,18 @@ TEST_CASE("tokenizer CLI: user errors exit 2 naming the problem", "[tokenizer][c
   CHECK(r.code == 2);
   size_t lines = size_t(std::count(merges.begin(), merges.end(), '\n'));
   CHECK_THAT(r.err, Catch::Contains("merges.txt:" + std::to_string(lines + 1)));
+
+  // GPT-2's vocabulary with a merges file cut short: refused, not encoded with "special" tokens.
+  std::string cut = dir + "/cut";
+  std::filesystem::create_directories(cut);
+  std::filesystem::copy_file(gpt2 + "/encoder.json", cut + "/encoder.json");
+  std::string all_merges = slurp(gpt2 + "/vocab.bpe");
+  size_t at = 0;
+  for (int n = 0; n < 25000; ++n) at = all_merges.find('\n', at) + 1;
+  std::ofstream(cut + "/vocab.bpe", std::ios::binary) << all_merges.substr(0, at);
+  std::ofstream(dir + "/test.txt") << "Hello world, this is a test\n";
+  r = cli(dir, "encode --tokenizer '" + cut + "' --input '" + dir + "/test.txt'");
+  CHECK(r.code == 2);
+  CHECK(r.out.empty());
+  CHECK_THAT(r.err, Catch::Contains(cut + "/vocab.bpe: 24945 of the 50257 tokens") && Catch::Contains("no merge"));
 }
