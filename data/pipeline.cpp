@@ -346,6 +346,40 @@ std::vector<std::string> expand_inputs(const std::vector<std::string>& paths) {
 
 namespace {
 
+// "a.txt, b.txt" or "a.txt, b.txt, c.txt and 7 more files", for messages.
+std::string name_files(const std::vector<std::string>& files) {
+  std::string out;
+  for (size_t i = 0; i < files.size() && i < 3; ++i) out += (i ? ", " : "") + files[i];
+  if (files.size() > 3) out += format(" and {} more files", files.size() - 3);
+  return out;
+}
+
+// A run must leave the trainer something to train on. InputError (exit 2) for inputs without a
+// document, a draw that put every document into validation, and --val-files without a document
+// (asked for, so a wrong file or --format). A drawn validation split that came out empty is only
+// a warning: a small input may simply have too few documents for --val-fraction.
+void check_splits(const PrepareConfig& config, PrepareSummary& summary) {
+  const std::string why = format("empty, whitespace-only, or nothing that --format {} reads as a document",
+                                 format_name(config.format.format));
+  const uint64_t train = summary.train.documents, val = summary.val.documents;
+  if (!config.val_inputs.empty()) {
+    INPUT_CHECK(train > 0, "no documents found in --input {} ({}): nothing to train on", name_files(config.inputs),
+                why);
+    INPUT_CHECK(val > 0, "no documents found in --val-files {} ({})", name_files(config.val_inputs), why);
+    return;
+  }
+  INPUT_CHECK(train + val > 0, "no documents found in --input {} ({}): nothing to train on",
+              name_files(config.inputs), why);
+  INPUT_CHECK(train > 0, "{} of --input {} went to the validation split (--val-fraction {}, --seed {}): nothing to "
+              "train on; lower --val-fraction or give more input",
+              val == 1 ? std::string("the only document") : format("all {} documents", val), name_files(config.inputs),
+              config.val_fraction, config.seed);
+  if (val == 0 && config.val_fraction > 0)
+    summary.warnings.push_back(format("the validation split is empty: none of the {} documents was drawn at "
+                                      "--val-fraction {} (raise it, or give --val-files)",
+                                      train, config.val_fraction));
+}
+
 // Runs the pipeline into `dir` (the staging directory): shards and manifest.
 PrepareSummary write_dataset(const PrepareConfig& config, const std::string& dir, const Tokenizer& tokenizer,
                              std::ostream& log) {
@@ -376,8 +410,7 @@ PrepareSummary write_dataset(const PrepareConfig& config, const std::string& dir
   pipeline.finish();
   summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   summary.peak_rss_bytes = peak_rss_bytes();
-  if (summary.val.documents == 0 && (config.val_fraction > 0 || !config.val_inputs.empty()))
-    summary.warnings.push_back("the validation split is empty (too few documents for --val-fraction?)");
+  check_splits(config, summary);
   write_manifest(config, dir, tokenizer, summary);
   return summary;
 }

@@ -1,7 +1,8 @@
 // prepare end to end with GPT-2's tokenizer (../shared/data/gpt2) on small inputs written here:
 // every format through the CLI, the split (fraction + seed, explicit files), shard rollover,
 // the manifest, the loader reading the result, long documents cut into pieces without changing
-// a single token, and bad flags / inputs exiting 2 with a message.
+// a single token, bad flags / inputs (and inputs with nothing to train on) exiting 2 with a
+// message, a failed write exiting 1, and a failed run leaving the output directory as it was.
 #include <sys/wait.h>
 
 #include <catch2/catch.hpp>
@@ -236,6 +237,14 @@ TEST_CASE("a failed run leaves the output directory as it was", "[data]") {
     CHECK(r.output.find("File too large") != std::string::npos);
     unchanged();
   }
+  SECTION("no documents: exit 2") {
+    std::string empty = write_file(dir + "/empty.txt", "");
+    Run r = run_prepare(args(empty) + " --overwrite", dir);
+    INFO(r.output);
+    CHECK(r.code == 2);
+    CHECK(r.output.find("no documents found in --input " + empty) != std::string::npos);
+    unchanged();
+  }
   SECTION("nothing is created where there was no output") {
     std::string bad = write_file(dir + "/bad.txt", "Bad \xFF byte.\n");
     out = dir + "/fresh";
@@ -248,6 +257,63 @@ TEST_CASE("a failed run leaves the output directory as it was", "[data]") {
     REQUIRE(run_prepare(args(good) + " --overwrite", dir).code == 0);
     CHECK(!fs::exists(out + "/.prepare.tmp"));
     CHECK(list_shards(out + "/train") == std::vector<std::string>{out + "/train/shard_000000.bin"});
+  }
+}
+
+// A run that leaves no training tokens is refused (exit 2) with the reason, and writes nothing:
+// the trainer would only fail later. An empty validation split stays a warning when it was drawn
+// (--val-fraction on a small input); --val-fraction 0 asks for none.
+TEST_CASE("prepare refuses a run with nothing to train on", "[data]") {
+  std::string dir = test::temp_dir("prepare_nothing");
+  std::string empty = write_file(dir + "/empty.txt", "");
+  std::string blank = write_file(dir + "/blank.txt", "  \n\n \t\r\n");
+  std::string two = write_file(dir + "/two.txt", "First story.\n<|endoftext|>\nSecond story.\n");
+  std::string one = write_file(dir + "/one.txt", "The only story.\n");
+  fs::create_directories(dir + "/blanks");
+  write_file(dir + "/blanks/a.txt", "\n");
+  write_file(dir + "/blanks/b.txt", "");
+  std::string out = dir + "/out";
+  auto run = [&](const std::string& flags) {
+    return run_prepare(format("{} --tokenizer {} --out {}", flags, gpt2_dir(), out), dir);
+  };
+  struct Bad {
+    std::string flags;
+    std::vector<std::string> messages;
+  };
+  std::vector<Bad> bad = {
+      {"--format text --input " + empty, {"no documents found in --input " + empty, "nothing to train on"}},
+      {"--format text --val-fraction 0 --input " + blank,
+       {"no documents found in --input " + blank, "whitespace-only"}},
+      {"--format tinystories-v2 --input " + dir + "/blanks",
+       {"no documents found in --input " + dir + "/blanks/a.txt, " + dir + "/blanks/b.txt"}},
+      {"--format wikiextractor --input " + blank, {"no documents found", "--format wikiextractor"}},
+      {"--format tinystories-v2 --val-fraction 0.99 --input " + two,
+       {"all 2 documents of --input " + two + " went to the validation split", "--val-fraction 0.99",
+        "lower --val-fraction"}},
+      {"--format tinystories-v2 --val-fraction 0.99 --input " + one, {"the only document of --input " + one}},
+      {"--format tinystories-v2 --input " + empty + " --val-files " + two, {"no documents found in --input " + empty}},
+      {"--format tinystories-v2 --input " + two + " --val-files " + blank,
+       {"no documents found in --val-files " + blank}},
+  };
+  for (const auto& b : bad) {
+    Run r = run(b.flags);
+    INFO(b.flags << "\n" << r.output);
+    CHECK(r.code == 2);
+    for (const auto& message : b.messages) CHECK(r.output.find(message) != std::string::npos);
+    CHECK(!fs::exists(out));
+  }
+  SECTION("--val-fraction 0 wants no validation split: no warning") {
+    Run r = run("--format tinystories-v2 --val-fraction 0 --input " + two);
+    INFO(r.output);
+    CHECK(r.code == 0);
+    CHECK(r.output.find("warning") == std::string::npos);
+  }
+  SECTION("a drawn validation split that came out empty is a warning") {
+    Run r = run("--format tinystories-v2 --val-fraction 0.001 --input " + two);
+    INFO(r.output);
+    CHECK(r.code == 0);
+    CHECK(r.output.find("warning: the validation split is empty: none of the 2 documents") != std::string::npos);
+    CHECK(split_tokens(out + "/train").size() > 2);
   }
 }
 
