@@ -3,13 +3,17 @@
 //   tokenizer encode --tokenizer DIR [--input FILE] [--output FILE] [--format text|u16|u32]
 //   tokenizer decode --tokenizer DIR [--input FILE] [--output FILE] [--format text|u16|u32]
 //   tokenizer stats  --tokenizer DIR [FILES...]
-// Input "-" (the default) is stdin, output "-" stdout. Exit codes: 0 ok, 2 bad flags or input, 1 internal error.
+// Input "-" (the default) is stdin, output "-" stdout. Exit codes (core/cli.hpp): 0 ok, 2 bad flags
+// or input, 1 an I/O failure (a failed read or write, disk full) or an internal error.
 #include <chrono>
 #include <cctype>
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <cxxopts.hpp>
+#include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iomanip>
 #include <iostream>
 #include <memory>
@@ -21,6 +25,7 @@
 #include "tokenizer/vocab_io.hpp"
 
 using namespace gpt2cc;
+namespace fs = std::filesystem;
 
 namespace {
 
@@ -46,35 +51,79 @@ double now_seconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-// An input stream for a path or "-" (stdin).
+// An input stream for a path or "-" (stdin). A path that is missing or a directory is bad input
+// (exit 2); a read that fails once the file is open (an I/O error) is exit 1, naming the file.
 struct Input {
+  std::string name;  // the path, or "stdin", for messages
   std::unique_ptr<std::ifstream> file;
   std::istream* in = &std::cin;
-  explicit Input(const std::string& path) {
+  explicit Input(const std::string& path) : name(path == "-" ? "stdin" : path) {
     if (path == "-") return;
+    std::error_code ec;
+    INPUT_CHECK(!fs::is_directory(path, ec), "input {} is a directory, not a file", path);
     file = std::make_unique<std::ifstream>(path, std::ios::binary);
-    INPUT_CHECK(file->good(), "cannot open input file {}", path);
+    INPUT_CHECK(file->good(), "cannot open input file {}: {}", path, std::strerror(errno));
     in = file.get();
+  }
+  // After reading: a stream that went bad (not merely at its end) lost data.
+  void check_read() const {
+    if (in->bad()) throw Error(format("reading {} failed (an I/O error)", name));
   }
 };
 
-// An output to a path (written to path.tmp, renamed by commit()) or "-" (stdout).
+// Tokenizer::encode_stream over an Input, a failed read named with the file (the stream is all
+// encode_stream knows).
+uint64_t encode_input(const Tokenizer& tok, Input& in, bool allow_special, int threads,
+                      const std::function<void(std::span<const int>)>& sink) {
+  try {
+    return tok.encode_stream(*in.in, allow_special, threads, sink);
+  } catch (const Error& e) {
+    if (!in.in->bad()) throw;
+    throw Error(format("reading {} failed: {}", in.name, e.what()));
+  }
+}
+
+// An output to a path or "-" (stdout). A path is written to path.tmp, renamed over it by
+// commit(); a command that fails before that (bad input, a failed write) removes path.tmp and
+// leaves path as it was. A failed write (disk full) is an I/O error: exit 1, naming the file.
 struct Output {
-  std::string path;
+  std::string path, tmp;
   std::unique_ptr<std::ofstream> file;
   std::ostream* out = &std::cout;
-  explicit Output(std::string p) : path(std::move(p)) {
+  explicit Output(std::string p) : path(std::move(p)), tmp(path + ".tmp") {
     if (path == "-") return;
-    file = std::make_unique<std::ofstream>(path + ".tmp", std::ios::binary | std::ios::trunc);
-    INPUT_CHECK(file->good(), "cannot write output file {}.tmp", path);
+    std::error_code ec;
+    INPUT_CHECK(!fs::is_directory(path, ec), "output {} is a directory, not a file", path);
+    file = std::make_unique<std::ofstream>(tmp, std::ios::binary | std::ios::trunc);
+    if (!file->good()) {
+      const std::string why = std::strerror(errno);
+      file.reset();
+      throw Error(format("cannot write {}: {}", tmp, why));
+    }
     out = file.get();
+  }
+  Output(const Output&) = delete;
+  Output& operator=(const Output&) = delete;
+  ~Output() {
+    if (!file) return;  // stdout, or committed
+    file.reset();
+    std::remove(tmp.c_str());
+  }
+  // Throws once a write has failed; called after each block, so a full disk stops the command.
+  void check() const {
+    if (out->good()) return;
+    if (!file) throw Error("writing stdout failed");
+    throw Error(format("writing {} failed (disk full?); {} is unchanged", path, path));
   }
   void commit() {
     out->flush();
-    INPUT_CHECK(out->good(), "error writing {} (disk full?)", path == "-" ? "stdout" : path);
+    check();
     if (!file) return;
     file->close();
-    INPUT_CHECK(std::rename((path + ".tmp").c_str(), path.c_str()) == 0, "cannot rename {}.tmp to {}", path, path);
+    if (file->fail()) throw Error(format("writing {} failed (disk full?); {} is unchanged", path, path));
+    if (std::rename(tmp.c_str(), path.c_str()) != 0)
+      throw Error(format("cannot rename {} to {}: {}", tmp, path, std::strerror(errno)));
+    file.reset();
   }
 };
 
@@ -177,8 +226,10 @@ int cmd_encode(int argc, char** argv) {
   Input in(args["input"].as<std::string>());
   Output out(args["output"].as<std::string>());
   bool first = true;
-  tok.encode_stream(*in.in, args.count("no-special") == 0, threads,
-                    [&](std::span<const int> ids) { write_ids(*out.out, ids, fmt, first); });
+  encode_input(tok, in, args.count("no-special") == 0, threads, [&](std::span<const int> ids) {
+    write_ids(*out.out, ids, fmt, first);
+    out.check();
+  });
   if (fmt == IdFormat::text) *out.out << "\n";
   out.commit();
   return 0;
@@ -198,19 +249,19 @@ int cmd_decode(int argc, char** argv) {
   INPUT_CHECK(args.unmatched().empty(), "unexpected argument \"{}\"", args.unmatched().front());
   Tokenizer tok = Tokenizer::load(required(args, "tokenizer"));
   IdFormat fmt = parse_id_format(args["format"].as<std::string>());
-  std::string in_name = args["input"].as<std::string>();
-  Input in(in_name);
+  Input in(args["input"].as<std::string>());
   Output out(args["output"].as<std::string>());
   auto emit = [&](const std::vector<int>& ids, const std::string& where) {
     for (int id : ids)
       INPUT_CHECK(id >= 0 && id < tok.vocab_size(), "{}: token id {} is out of range [0, {})", where, id, tok.vocab_size());
     *out.out << tok.decode(ids);
+    out.check();
   };
   if (fmt == IdFormat::text) {
     std::string line;
     for (int line_no = 1; std::getline(*in.in, line); ++line_no) {
       std::vector<int> ids;
-      std::string where = format("{}:{}", in_name == "-" ? "stdin" : in_name, line_no);
+      std::string where = format("{}:{}", in.name, line_no);
       for (size_t i = 0; i < line.size();) {
         while (i < line.size() && std::isspace(uint8_t(line[i]))) ++i;
         size_t j = i;
@@ -232,7 +283,7 @@ int cmd_decode(int argc, char** argv) {
       in.in->read(buf.data(), std::streamsize(buf.size()));
       size_t got = size_t(in.in->gcount());
       if (got == 0) break;
-      INPUT_CHECK(got % width == 0, "{}: {} bytes is not a whole number of {}-byte ids (truncated?)", in_name,
+      INPUT_CHECK(got % width == 0, "{}: {} bytes is not a whole number of {}-byte ids (truncated?)", in.name,
                   offset + got, width);
       std::vector<int> ids(got / width);
       for (size_t i = 0; i < ids.size(); ++i) {
@@ -240,10 +291,11 @@ int cmd_decode(int argc, char** argv) {
         std::memcpy(&v, buf.data() + i * width, width);  // little-endian host
         ids[i] = int(v);
       }
-      emit(ids, format("{} (id at byte {})", in_name, offset));
+      emit(ids, format("{} (id at byte {})", in.name, offset));
       offset += got;
     }
   }
+  in.check_read();
   out.commit();
   return 0;
 }
@@ -272,9 +324,9 @@ int cmd_stats(int argc, char** argv) {
   for (const auto& f : files) {
     Input in(f);
     uint64_t tokens = 0;
-    uint64_t bytes = tok.encode_stream(*in.in, args.count("no-special") == 0, threads,
-                                       [&](std::span<const int> ids) { tokens += ids.size(); });
-    std::cout << (f == "-" ? "stdin" : f) << ": " << bytes << " bytes, " << tokens << " tokens, " << std::setprecision(4)
+    uint64_t bytes = encode_input(tok, in, args.count("no-special") == 0, threads,
+                                  [&](std::span<const int> ids) { tokens += ids.size(); });
+    std::cout << in.name << ": " << bytes << " bytes, " << tokens << " tokens, " << std::setprecision(4)
               << (bytes ? double(tokens) / double(bytes) : 0.0) << " tokens/byte\n";
     total_bytes += bytes, total_tokens += tokens;
   }

@@ -415,7 +415,7 @@ uint64_t Tokenizer::encode_stream(std::istream& in, bool allow_special, int thre
     size_t got = size_t(in.gcount());
     buf.resize(old + got);
     total += got;
-    INPUT_CHECK(!in.bad(), "read error after {} bytes of input", total);
+    if (in.bad()) throw Error(format("read error after {} bytes of input", total));  // I/O, not the input's fault
     if (got == 0 || in.eof()) break;
     size_t p = buf.size();
     while ((p = tok::find_safe_split(buf, scanned, p)) != 0 && allow_special && impl_->splits_special(buf, p)) {}

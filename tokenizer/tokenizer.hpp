@@ -54,7 +54,7 @@ class Tokenizer {
 
   // Encodes a stream in blocks of about block_bytes cut at the same safe points, handing each
   // block's ids to sink in order. Memory stays O(block_bytes) unless a single line is longer.
-  // Returns the number of bytes read.
+  // Returns the number of bytes read. A stream that goes bad (an I/O error) throws Error.
   uint64_t encode_stream(std::istream& in, bool allow_special, int threads,
                          const std::function<void(std::span<const int>)>& sink, size_t block_bytes = 8 << 20) const;
 

@@ -26,11 +26,16 @@ std::string slurp(const std::string& path) {
   return ss.str();
 }
 
+// The exit code of a shell command (-1: it did not exit, e.g. killed by a signal).
+int shell(const std::string& command) {
+  int status = std::system(command.c_str());
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
 // Runs `tokenizer <args>` through the shell, capturing stdout and stderr into files in dir.
 Result cli(const std::string& dir, const std::string& args) {
-  std::string cmd = std::string("'") + GPT2CC_TOKENIZER_CLI + "' " + args + " > '" + dir + "/out.txt' 2> '" + dir + "/err.txt'";
-  int status = std::system(cmd.c_str());
-  int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  int code = shell(std::string("'") + GPT2CC_TOKENIZER_CLI + "' " + args + " > '" + dir + "/out.txt' 2> '" + dir +
+                   "/err.txt'");
   return {code, slurp(dir + "/out.txt"), slurp(dir + "/err.txt")};
 }
 
@@ -139,4 +144,58 @@ TEST_CASE("tokenizer CLI: user errors exit 2 naming the problem", "[tokenizer][c
   CHECK(r.code == 2);
   CHECK(r.out.empty());
   CHECK_THAT(r.err, Catch::Contains(cut + "/vocab.bpe: 24945 of the 50257 tokens") && Catch::Contains("no merge"));
+}
+
+TEST_CASE("tokenizer CLI: directories, failed reads and writes; no FILE.tmp left behind", "[tokenizer][cli]") {
+  std::string dir = test::temp_dir("tokenizer_cli_io");
+  std::string gpt2 = test::data_dir() + "/gpt2";
+  if (test::data_dir().empty()) FAIL("shared data directory not found (set GPT2CC_DATA_DIR)");
+  const std::string sub = dir + "/sub";
+  std::filesystem::create_directories(sub);
+
+  // A directory given as an input file: bad input, named.
+  for (const std::string& command : {"encode --input '" + sub + "'", "decode --input '" + sub + "'",
+                                     "stats '" + sub + "'", "encode --output '" + sub + "' --input /dev/null"}) {
+    INFO(command);
+    Result r = cli(dir, std::string(command) + " --tokenizer '" + gpt2 + "'");
+    CHECK(r.code == 2);
+    CHECK(r.out.empty());
+    CHECK_THAT(r.err, Catch::Contains(sub + " is a directory"));
+  }
+  // A read that fails once the file is open (EIO: address 0 of /proc/self/mem is not mapped).
+  for (const char* command : {"encode --input /proc/self/mem", "decode --input /proc/self/mem",
+                                     "decode --format u16 --input /proc/self/mem", "stats /proc/self/mem"}) {
+    INFO(command);
+    Result r = cli(dir, std::string(command) + " --tokenizer '" + gpt2 + "'");
+    CHECK(r.code == 1);
+    CHECK_THAT(r.err, Catch::Contains("reading /proc/self/mem failed"));
+  }
+
+  // A bad id on line 2 of decode's input: exit 2; the output keeps its old text, no .tmp is left.
+  const std::string out = dir + "/result.txt";  // not out.txt, which cli() writes
+  std::ofstream(out) << "old";
+  std::ofstream(dir + "/ids.txt") << "15496 995\n1 99999\n";
+  Result r = cli(dir, "decode --tokenizer '" + gpt2 + "' --input '" + dir + "/ids.txt' --output '" + out + "'");
+  CHECK(r.code == 2);
+  CHECK(slurp(out) == "old");
+  CHECK_FALSE(std::filesystem::exists(out + ".tmp"));
+
+  // A full disk (a 4 KiB file size limit, SIGXFSZ ignored so that write() fails with EFBIG): an
+  // I/O error, exit 1 naming the file; the output is unchanged, no .tmp is left.
+  std::string text;
+  for (int i = 0; i < 2000; ++i) text += "Line " + std::to_string(i) + " of a text that does not fit in 4 KiB.\n";
+  std::ofstream(dir + "/big.txt") << text;
+  const std::string encode = std::string("'") + GPT2CC_TOKENIZER_CLI + "' encode --tokenizer '" + gpt2 + "' --input '" +
+                             dir + "/big.txt'";
+  for (const char* fmt : {"text", "u32"}) {
+    INFO("format " << fmt);
+    const std::string limited = "trap '' XFSZ; ulimit -f 8; exec " + encode + " --format " + fmt + " --output '" + out + "'";
+    CHECK(shell("sh -c \"" + limited + "\" 2> '" + dir + "/err.txt'") == 1);
+    CHECK_THAT(slurp(dir + "/err.txt"), Catch::Contains("writing " + out + " failed (disk full?)"));
+    CHECK(slurp(out) == "old");
+    CHECK_FALSE(std::filesystem::exists(out + ".tmp"));
+  }
+  // Standard output that cannot be written.
+  CHECK(shell(encode + " > /dev/full 2> '" + dir + "/err.txt'") == 1);
+  CHECK_THAT(slurp(dir + "/err.txt"), Catch::Contains("writing stdout failed"));
 }
