@@ -230,7 +230,8 @@ void create_output_directory(const fs::path& dir) {
   if (!ec) return;
   std::string message = format("cannot create output directory {}: {}", dir.string(), ec.message());
   for (std::errc bad_path : {std::errc::permission_denied, std::errc::operation_not_permitted,
-                             std::errc::not_a_directory, std::errc::file_exists, std::errc::read_only_file_system})
+                             std::errc::not_a_directory, std::errc::file_exists, std::errc::read_only_file_system,
+                             std::errc::no_such_file_or_directory})
     if (ec == bad_path) fail_input(message + " (check --out)");
   throw Error(message);
 }

@@ -362,6 +362,8 @@ TEST_CASE("prepare rejects bad flags and inputs with exit code 2", "[data]") {
       {"--format text --input " + dir + "/missing.txt --tokenizer " + gpt2_dir() + " --out " + dir + "/o", "missing.txt"},
       {"--format text --input " + in + " --tokenizer " + dir + " --out " + dir + "/o", dir},
       {"--format text " + base + " stray", "stray"},
+      {"--format text --input " + in + " --tokenizer " + gpt2_dir() + " --out " + in, "check --out"},
+      {"--format text --input " + in + " --tokenizer " + gpt2_dir() + " --out " + in + "/sub", "check --out"},
   };
   for (const auto& b : bad) {
     Run r = run_prepare(b.args, dir);
