@@ -91,7 +91,8 @@ TEST_CASE("an id that does not fit the vocabulary is refused and leaves no file"
 }
 
 // Writes to /dev/full fail with ENOSPC, as on a full disk; the temporary file is made a link to
-// it. The failure is the machine's, not the user's: an Error (exit 1), never an InputError (exit 2).
+// it. The failure is the machine's, not the user's: an Error (exit 1), never an InputError
+// (exit 2).
 TEST_CASE("a write that fails (disk full) is an Error naming the file and leaves no file", "[data]") {
   REQUIRE(fs::exists("/dev/full"));
   std::string dir = test::temp_dir("shards_disk_full");
