@@ -136,6 +136,17 @@ cxxopts::ParseResult parse(cxxopts::Options& options, int argc, char** argv) {
   return args;
 }
 
+// train --out DIR, checked before training: DIR, or the first of its parents that exists, must
+// be a directory (the vocabulary files are written into DIR, created if missing).
+void check_output_dir(const std::string& dir) {
+  std::error_code ec;
+  fs::path p = dir;
+  while (!p.empty() && !fs::exists(p, ec)) p = p.parent_path();
+  if (p.empty() || fs::is_directory(p, ec)) return;
+  INPUT_CHECK(p != fs::path(dir), "--out {} exists and is not a directory", dir);
+  fail_input(format("--out {}: {} is not a directory", dir, p.string()));
+}
+
 std::string required(const cxxopts::ParseResult& args, const char* name) {
   INPUT_CHECK(args.count(name), "--{} is required (see --help)", name);
   return args[name].as<std::string>();
@@ -167,6 +178,7 @@ int cmd_train(int argc, char** argv) {
       if (!s.empty()) cfg.special_tokens.push_back(s);
   }
   std::string out = required(args, "out");
+  check_output_dir(out);
   INPUT_CHECK(args.count("files"), "no training files given (tokenizer train --out DIR FILES...)");
   BpeTrainer trainer(cfg);
   double t0 = now_seconds();
@@ -176,6 +188,9 @@ int cmd_train(int argc, char** argv) {
     std::cerr << "\rtrain: " << done << " / " << wanted << " merges" << std::flush;
   });
   std::cerr << "\n";
+  if (tok.vocab_size() < cfg.vocab_size)
+    std::cerr << "train: stopped at vocab size " << tok.vocab_size() << " < --vocab-size " << cfg.vocab_size
+              << ": no pair left occurs --min-frequency " << cfg.min_frequency << " times\n";
   tok.save(out);
   std::cerr << std::fixed << std::setprecision(2) << "train: " << stats.bytes << " bytes, " << stats.pretokens
             << " pre-tokens (" << stats.unique_pretokens << " unique); counting " << stats.count_seconds

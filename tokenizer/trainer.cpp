@@ -105,6 +105,7 @@ void BpeTrainer::count_block(std::string_view text) {
 void BpeTrainer::add_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   INPUT_CHECK(in.good(), "cannot open training file {}", path);
+  files_.push_back(path);
   std::string buf;
   size_t scanned = 0;
   const size_t max_special = [&] {
@@ -146,6 +147,14 @@ void BpeTrainer::add_file(const std::string& path) {
 
 Tokenizer BpeTrainer::train(std::vector<MergeRecord>* merge_log, TrainStats* stats_out,
                             const std::function<void(int, int)>& progress) const {
+  // No text, no pairs: the "vocabulary" would be the bytes alone, learnt from nothing.
+  if (stats_.bytes == 0) {
+    std::string names;
+    for (const std::string& f : files_) names += (names.empty() ? "" : ", ") + f;
+    fail_input(files_.empty() ? "no text to train on (none was added)"
+                              : format("no text to train on: {} {} none (special tokens aside)", names,
+                                       files_.size() == 1 ? "holds" : "hold"));
+  }
   auto t0 = std::chrono::steady_clock::now();
   const int S = int(config_.special_tokens.size());
   std::vector<std::string> tokens(config_.special_tokens);

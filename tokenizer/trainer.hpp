@@ -50,7 +50,8 @@ class BpeTrainer {
   void add_file(const std::string& path);
 
   // Learns the merges. `progress(merges_done, merges_wanted)` is called every 1000 merges.
-  // The trainer's counts are left as they were, so train() may be called again.
+  // The trainer's counts are left as they were, so train() may be called again. Throws
+  // InputError, naming the files added, when they held no text (special tokens aside).
   Tokenizer train(std::vector<MergeRecord>* merges = nullptr, TrainStats* stats = nullptr,
                   const std::function<void(int, int)>& progress = {}) const;
 
@@ -59,6 +60,7 @@ class BpeTrainer {
  private:
   void count_block(std::string_view text);
   TrainerConfig config_;
+  std::vector<std::string> files_;  // added with add_file, for messages
   std::unordered_map<std::string, uint64_t> counts_;
   TrainStats stats_;
 };

@@ -238,3 +238,31 @@ TEST_CASE("trainer: files, specials kept whole, save and load back", "[tokenizer
   BpeTrainer missing(cfg);
   CHECK_THROWS_AS(missing.add_file(dir + "/no_such_file.txt"), gpt2cc::InputError);
 }
+
+TEST_CASE("trainer: no text is an error naming the files; invalid UTF-8 is never merged", "[tokenizer][trainer]") {
+  std::string dir = test::temp_dir("trainer_no_text");
+  TrainerConfig cfg;
+  cfg.vocab_size = 1 + 256 + 10;
+  cfg.min_frequency = 1;
+  std::ofstream(dir + "/empty.txt");
+  std::ofstream(dir + "/specials.txt") << "<|endoftext|><|endoftext|>";
+  BpeTrainer from_files(cfg);
+  from_files.add_file(dir + "/empty.txt");
+  from_files.add_file(dir + "/specials.txt");
+  CHECK_THROWS_WITH(from_files.train(), "no text to train on: " + dir + "/empty.txt, " + dir +
+                                            "/specials.txt hold none (special tokens aside)");
+  BpeTrainer nothing(cfg);
+  CHECK_THROWS_WITH(nothing.train(), Catch::Contains("no text to train on"));
+  nothing.add_text("<|endoftext|>");
+  CHECK_THROWS_AS(nothing.train(), gpt2cc::InputError);
+  nothing.add_text("ab ab");
+  CHECK(nothing.train().vocab_size() > 257);
+
+  // Bytes of invalid UTF-8 are pre-tokens of their own (as in encode): text, but no pairs.
+  BpeTrainer invalid(cfg);
+  invalid.add_text("\xff\xfe\x80\xff\xfe\x80");
+  std::vector<MergeRecord> log;
+  Tokenizer tok = invalid.train(&log);
+  CHECK(log.empty());
+  CHECK(tok.vocab_size() == 257);
+}

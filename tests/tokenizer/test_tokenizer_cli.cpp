@@ -110,6 +110,21 @@ TEST_CASE("tokenizer CLI: user errors exit 2 naming the problem", "[tokenizer][c
   r = cli(dir, "train --vocab-size 300 /dev/null");
   CHECK(r.code == 2);
   CHECK_THAT(r.err, Catch::Contains("--out"));
+  // Nothing to train on: an error naming the file, and no vocabulary written.
+  r = cli(dir, "train --out '" + dir + "/t' --vocab-size 300 /dev/null");
+  CHECK(r.code == 2);
+  CHECK_THAT(r.err, Catch::Contains("no text to train on: /dev/null holds none"));
+  CHECK_FALSE(std::filesystem::exists(dir + "/t"));
+  // --out a regular file (or below one): refused before any training.
+  std::ofstream(dir + "/words.txt") << "hello hello world world\n";
+  std::ofstream(dir + "/a_file") << "x";
+  for (const std::string& out : {dir + "/a_file", dir + "/a_file/sub"}) {
+    r = cli(dir, "train --out '" + out + "' --vocab-size 300 '" + dir + "/words.txt'");
+    CHECK(r.code == 2);
+    CHECK_THAT(r.err, Catch::Contains("--out " + out) && Catch::Contains("a_file") &&
+                          Catch::Contains("is not a directory"));
+    CHECK_THAT(r.err, !Catch::Contains("merges"));  // no training started
+  }
 
   std::ofstream(dir + "/odd.bin", std::ios::binary) << "abc";
   r = cli(dir, "decode --tokenizer '" + gpt2 + "' --format u16 --input '" + dir + "/odd.bin'");
