@@ -9,6 +9,7 @@
 #include <chrono>
 #include <ctime>
 #include <cxxopts.hpp>
+#include <filesystem>
 #include <fstream>
 #include <iomanip>
 #include <iostream>
@@ -50,7 +51,8 @@ int run(int argc, char** argv) {
   // clang-format off
   options.add_options()
     ("tokenizer", "tokenizer directory", cxxopts::value<std::string>())
-    ("mb", "MB of text to take from the files (in order, whole files then a cut at a line end)", cxxopts::value<double>()->default_value("8"))
+    ("mb", "MB of text to take from the files (in order, whole files then a cut at a line end), in (0, 1e6]",
+     cxxopts::value<double>()->default_value("8"))
     ("threads", "thread count for the threaded encode", cxxopts::value<int>()->default_value("2"))
     ("reps", "timed repetitions (median reported)", cxxopts::value<int>()->default_value("3"))
     ("files", "text files", cxxopts::value<std::vector<std::string>>())
@@ -63,11 +65,15 @@ int run(int argc, char** argv) {
     return 0;
   }
   INPUT_CHECK(args.count("tokenizer") && args.count("files"), "--tokenizer and FILES are required (see --help)");
-  const size_t want = size_t(args["mb"].as<double>() * 1e6);
+  // Checked as a double: size_t of a negative or huge one is undefined (--mb -1 was taken).
+  const double mb_wanted = args["mb"].as<double>();
+  INPUT_CHECK(mb_wanted > 0 && mb_wanted <= 1e6, "--mb must be in (0, 1e6], got {}", mb_wanted);
+  const size_t want = size_t(mb_wanted * 1e6);
   const int threads = args["threads"].as<int>(), reps = args["reps"].as<int>();
   INPUT_CHECK(threads >= 1 && reps >= 1, "--threads and --reps must be >= 1");
   std::string text;
   for (const auto& f : args["files"].as<std::vector<std::string>>()) {
+    INPUT_CHECK(!std::filesystem::is_directory(f), "{} is a directory, not a text file", f);
     std::ifstream in(f, std::ios::binary);
     INPUT_CHECK(in.good(), "cannot open {}", f);
     std::ostringstream ss;
@@ -76,6 +82,7 @@ int run(int argc, char** argv) {
     if (text.size() >= want) break;
   }
   if (text.size() > want) text.resize(text.find('\n', want) == std::string::npos ? text.size() : text.find('\n', want) + 1);
+  INPUT_CHECK(!text.empty(), "the files hold no text to time");
   const double mb = double(text.size()) / 1e6;
 
   double t0 = now();

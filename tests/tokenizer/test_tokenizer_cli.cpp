@@ -214,3 +214,31 @@ TEST_CASE("tokenizer CLI: directories, failed reads and writes; no FILE.tmp left
   CHECK(shell(encode + " > /dev/full 2> '" + dir + "/err.txt'") == 1);
   CHECK_THAT(slurp(dir + "/err.txt"), Catch::Contains("writing stdout failed"));
 }
+
+TEST_CASE("bench_tokenizer refuses --mb out of (0, 1e6], a directory and no text", "[tokenizer][cli]") {
+  std::string dir = test::temp_dir("bench_tokenizer_flags");
+  std::string gpt2 = test::data_dir() + "/gpt2";
+  if (test::data_dir().empty()) FAIL("shared data directory not found (set GPT2CC_DATA_DIR)");
+  std::ofstream(dir + "/text.txt") << "Hello world, this is a test.\n";
+  std::ofstream(dir + "/empty.txt");
+  const std::string bench = std::string("'") + GPT2CC_BENCH_TOKENIZER + "' --tokenizer '" + gpt2 + "' --reps 1 ";
+  const auto run = [&](const std::string& args) {
+    return Result{shell(bench + args + " > '" + dir + "/out.txt' 2> '" + dir + "/err.txt'"), slurp(dir + "/out.txt"),
+                  slurp(dir + "/err.txt")};
+  };
+  for (const char* mb : {"0", "-1", "-0.5", "1e7"}) {
+    INFO("--mb " << mb);
+    Result r = run(std::string("--mb ") + mb + " '" + dir + "/text.txt'");
+    CHECK(r.code == 2);
+    CHECK_THAT(r.err, Catch::Contains("--mb must be in (0, 1e6]"));
+  }
+  Result r = run("'" + dir + "'");
+  CHECK(r.code == 2);
+  CHECK_THAT(r.err, Catch::Contains(dir + " is a directory"));
+  r = run("'" + dir + "/empty.txt'");
+  CHECK(r.code == 2);
+  CHECK_THAT(r.err, Catch::Contains("no text"));
+  r = run("--mb 0.001 '" + dir + "/text.txt'");
+  CHECK(r.code == 0);
+  CHECK_THAT(r.out, Catch::Contains("\"bytes\": 29,"));
+}
