@@ -172,14 +172,14 @@ TEST_CASE("tokenizer CLI: directories, failed reads and writes; no FILE.tmp left
   for (const std::string& command : {"encode --input '" + sub + "'", "decode --input '" + sub + "'",
                                      "stats '" + sub + "'", "encode --output '" + sub + "' --input /dev/null"}) {
     INFO(command);
-    Result r = cli(dir, std::string(command) + " --tokenizer '" + gpt2 + "'");
+    Result r = cli(dir, command + " --tokenizer '" + gpt2 + "'");
     CHECK(r.code == 2);
     CHECK(r.out.empty());
     CHECK_THAT(r.err, Catch::Contains(sub + " is a directory"));
   }
   // A read that fails once the file is open (EIO: address 0 of /proc/self/mem is not mapped).
   for (const char* command : {"encode --input /proc/self/mem", "decode --input /proc/self/mem",
-                                     "decode --format u16 --input /proc/self/mem", "stats /proc/self/mem"}) {
+                              "decode --format u16 --input /proc/self/mem", "stats /proc/self/mem"}) {
     INFO(command);
     Result r = cli(dir, std::string(command) + " --tokenizer '" + gpt2 + "'");
     CHECK(r.code == 1);
@@ -204,7 +204,8 @@ TEST_CASE("tokenizer CLI: directories, failed reads and writes; no FILE.tmp left
                              dir + "/big.txt'";
   for (const char* fmt : {"text", "u32"}) {
     INFO("format " << fmt);
-    const std::string limited = "trap '' XFSZ; ulimit -f 8; exec " + encode + " --format " + fmt + " --output '" + out + "'";
+    const std::string limited =
+        "trap '' XFSZ; ulimit -f 8; exec " + encode + " --format " + fmt + " --output '" + out + "'";
     CHECK(shell("sh -c \"" + limited + "\" 2> '" + dir + "/err.txt'") == 1);
     CHECK_THAT(slurp(dir + "/err.txt"), Catch::Contains("writing " + out + " failed (disk full?)"));
     CHECK(slurp(out) == "old");
