@@ -141,7 +141,7 @@ int run(int argc, char** argv) {
       ("score-window", "scoring window in tokens; 0 = the model's context", cxxopts::value<int>()->default_value("0"))
       ("score-stride", "scoring stride in tokens; 0 = half the window", cxxopts::value<int>()->default_value("0"))
       ("h,help", "show this help");
-  cxxopts::ParseResult args = options.parse(argc, argv);
+  cxxopts::ParseResult args = parse_flags(options, argc, argv);
   if (args.count("help")) {
     std::cout << options.help() << "\n" << kEnvironmentHelp << std::flush;
     return 0;

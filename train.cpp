@@ -143,7 +143,7 @@ TrainConfig resume_config(const TrainConfig& given, int argc, char** argv) {
   c.stop_at_step = 0;
   TrainConfig base = c;
   auto options = make_options(c);
-  const cxxopts::ParseResult parsed = options.parse(argc, argv);
+  const cxxopts::ParseResult parsed = parse_flags(options, argc, argv);
   if (c.total_batch_tokens == 0) c.total_batch_tokens = base.total_batch_tokens;  // 0: the run's own
   INPUT_CHECK(c.batch_size == base.batch_size && c.seq_len == base.seq_len &&
                   c.total_batch_tokens == base.total_batch_tokens && c.seed == base.seed &&
@@ -266,7 +266,7 @@ int run(int argc, char** argv, ProcessGroup& group) {
   TrainConfig config;
   auto options = make_options(config);
   std::optional<cxxopts::ParseResult> parsed;
-  agreed([&] { parsed = options.parse(argc, argv); });
+  agreed([&] { parsed = parse_flags(options, argc, argv); });
   if (parsed->count("help")) {
     if (group.is_root())
       std::cout << options.help({"", "model", "device", "data", "batch", "optimizer", "length", "eval", "output"})

@@ -8,11 +8,17 @@
 // Under mpiexec, agree_on_failure lets the ranks of a job report a setup error once, together.
 #pragma once
 
+#include <algorithm>
+#include <charconv>
+#include <cstddef>
 #include <cxxopts.hpp>
 #include <exception>
 #include <iostream>
+#include <limits>
 #include <new>
 #include <string>
+#include <string_view>
+#include <typeinfo>
 #include <vector>
 
 #include "core/check.hpp"
@@ -33,6 +39,56 @@ inline std::string name_bad_value(const std::string& message, int argc, char** a
     if (!flag.empty()) return format("{}: '{}' is not a valid value", flag, value);
   }
   return message;
+}
+
+// cxxopts 3.1's integer parser misses most overflows (it checks each partial result against the
+// next, which a wrap can pass): --steps 30000000000000000000 became 11553255926290448384 and
+// --max-new-tokens 10000000000 became 1410065408. After a parse, this reads every decimal value
+// given to an integer flag again, with std::from_chars into the flag's own type: a value that does
+// not fit is refused (InputError naming the flag and the type's range).
+namespace cli_detail {
+template <class Int>
+bool check_integer_flag(const cxxopts::ParseResult& result, const cxxopts::KeyValue& given) {
+  Int parsed;
+  try {
+    parsed = result[given.key()].as<Int>();
+  } catch (const std::bad_cast&) {
+    return false;  // the flag has another type
+  }
+  std::string_view text = given.value();
+  if (text.starts_with('+')) text.remove_prefix(1);
+  Int exact{};
+  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), exact);
+  const bool fits = error == std::errc() && end == text.data() + text.size() && exact == parsed;
+  INPUT_CHECK(fits, "--{}: '{}' is out of range (a whole number from {} to {})", given.key(), given.value(),
+              std::numeric_limits<Int>::min(), std::numeric_limits<Int>::max());
+  return true;
+}
+}  // namespace cli_detail
+
+inline void check_integer_flags(const cxxopts::ParseResult& result) {
+  const std::vector<cxxopts::KeyValue>& arguments = result.arguments();
+  for (size_t i = 0; i < arguments.size(); ++i) {
+    const cxxopts::KeyValue& given = arguments[i];
+    // A flag given again: its value is the last one's.
+    const auto again = [&](const cxxopts::KeyValue& later) { return later.key() == given.key(); };
+    if (std::any_of(arguments.begin() + static_cast<std::ptrdiff_t>(i) + 1, arguments.end(), again)) continue;
+    const std::string& text = given.value();
+    const size_t first_digit = text.find_first_not_of("+-") == 1 ? 1 : 0;  // one sign at most
+    if (text.size() <= first_digit || text.find_first_not_of("0123456789", first_digit) != std::string::npos) continue;
+    (cli_detail::check_integer_flag<int>(result, given) || cli_detail::check_integer_flag<unsigned>(result, given) ||
+     cli_detail::check_integer_flag<long>(result, given) ||
+     cli_detail::check_integer_flag<unsigned long>(result, given) ||
+     cli_detail::check_integer_flag<long long>(result, given) ||
+     cli_detail::check_integer_flag<unsigned long long>(result, given));
+  }
+}
+
+// options.parse, then check_integer_flags: how every gpt2cc program reads its flags.
+inline cxxopts::ParseResult parse_flags(cxxopts::Options& options, int argc, char** argv) {
+  cxxopts::ParseResult result = options.parse(argc, argv);
+  check_integer_flags(result);
+  return result;
 }
 
 // The environment variables a program that runs the model reads, for the end of its --help

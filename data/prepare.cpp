@@ -41,7 +41,7 @@ int run(int argc, char** argv) {
     ("overwrite", "replace shards already in the output directory (once this run has succeeded)")
     ("h,help", "show this help");
   // clang-format on
-  auto args = options.parse(argc, argv);
+  auto args = parse_flags(options, argc, argv);
   if (args.count("help")) {
     std::cout << options.help() << "\n";
     return 0;

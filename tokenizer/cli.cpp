@@ -128,7 +128,7 @@ struct Output {
 };
 
 cxxopts::ParseResult parse(cxxopts::Options& options, int argc, char** argv) {
-  auto args = options.parse(argc, argv);
+  auto args = parse_flags(options, argc, argv);
   if (args.count("help")) {
     std::cout << options.help() << "\n";
     std::exit(0);

@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "core/check.hpp"
+#include "core/cli.hpp"
 #include "core/model.hpp"
 #include "core/model_optim.hpp"
 #include "core/rng.hpp"
@@ -209,7 +210,7 @@ int main(int argc, char** argv) {
       ("json", "also write the results to this JSON file", cxxopts::value<std::string>())
       ("h,help", "show this help");
   try {
-    const auto args = options.parse(argc, argv);
+    const auto args = parse_flags(options, argc, argv);
     if (args.count("help")) {
       std::cout << options.help() << "\n";
       return 0;

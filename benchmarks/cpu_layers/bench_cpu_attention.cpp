@@ -48,7 +48,7 @@ int run(int argc, char** argv) {
       ("h,help", "show this help");
   options.parse_positional({"reps", "json"});
   options.show_positional_help();
-  const cxxopts::ParseResult args = options.parse(argc, argv);
+  const cxxopts::ParseResult args = parse_flags(options, argc, argv);
   if (args.count("help")) {
     std::printf("%s\n", options.help().c_str());
     return 0;

@@ -61,7 +61,7 @@ int run(int argc, char** argv) {
                            "cpu::matmul_forward / matmul_backward on GPT-2 shapes against the reference loops and "
                            "the FMA ceiling (OMP_NUM_THREADS sets the threads)");
   options.add_options()("h,help", "show this help");
-  const cxxopts::ParseResult args = options.parse(argc, argv);
+  const cxxopts::ParseResult args = parse_flags(options, argc, argv);
   if (args.count("help")) {
     std::printf("%s\n", options.help().c_str());
     return 0;

@@ -23,6 +23,7 @@
 
 #include "core/backend.hpp"
 #include "core/check.hpp"
+#include "core/cli.hpp"
 #include "core/generation.hpp"
 
 using namespace gpt2cc;
@@ -145,7 +146,7 @@ int main(int argc, char** argv) {
       ("json", "write the results to this file", cxxopts::value<std::string>())
       ("h,help", "show this help");
   try {
-    auto args = options.parse(argc, argv);
+    auto args = parse_flags(options, argc, argv);
     if (args.count("help")) {
       std::printf("%s\n", options.help().c_str());
       return 0;

@@ -74,7 +74,7 @@ Options parse(int argc, char** argv) {
       "seed", "seed of the weights and the random tokens", cxxopts::value(o.seed)->default_value("1337"))(
       "peaks", "GPU peak table", cxxopts::value(o.peaks_path)->default_value(bench::default_peaks_path()))(
       "json", "also write the result to this JSON file", cxxopts::value(o.json_path))("h,help", "show this help");
-  const auto args = cli.parse(argc, argv);
+  const auto args = parse_flags(cli, argc, argv);
   if (args.count("help")) {
     std::cout << cli.help() << std::endl;
     std::exit(0);

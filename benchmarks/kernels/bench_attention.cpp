@@ -84,7 +84,7 @@ Options parse(int argc, char** argv) {
       "warmup", "untimed repetitions first", cxxopts::value<int>()->default_value("10"))(
       "json", "also write the results to this JSON file", cxxopts::value<std::string>()->default_value(""))(
       "h,help", "show this help");
-  const auto args = cli.parse(argc, argv);
+  const auto args = parse_flags(cli, argc, argv);
   if (args.count("help")) {
     std::cout << cli.help() << "\n";
     std::exit(0);

@@ -760,7 +760,7 @@ Options parse(int argc, char** argv) {
       cxxopts::value(o.peaks_path)->default_value(bench::default_peaks_path()))(
       "json", "also write the results as JSON to this file", cxxopts::value(o.json_path)->default_value(""))(
       "h,help", "show this help");
-  const auto args = cli.parse(argc, argv);
+  const auto args = parse_flags(cli, argc, argv);
   if (args.count("help")) {
     std::cout << cli.help() << "\n";
     std::exit(0);

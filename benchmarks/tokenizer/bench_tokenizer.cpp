@@ -59,7 +59,7 @@ int run(int argc, char** argv) {
     ("h,help", "show this help");
   // clang-format on
   options.parse_positional({"files"});
-  auto args = options.parse(argc, argv);
+  auto args = parse_flags(options, argc, argv);
   if (args.count("help")) {
     std::cout << options.help() << "\n";
     return 0;

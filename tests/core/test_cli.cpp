@@ -94,6 +94,35 @@ TEST_CASE("run_cli: cxxopts errors exit 2, an unparsable value is named by its f
   CHECK_THAT(bad_value_eq.err, Catch::Contains("--lr: 'abc' is not a valid value"));
 }
 
+TEST_CASE("parse_flags: an integer that does not fit its flag's type is refused, not wrapped", "[cli]") {
+  // cxxopts 3.1 alone reads 10000000000 into an int as 1410065408 and 30000000000000000000 into a
+  // uint64_t as 11553255926290448384 (its overflow check misses wraps).
+  const auto parse = [](std::vector<std::string> args) {
+    std::vector<char*> argv{const_cast<char*>("prog")};
+    for (std::string& a : args) argv.push_back(a.data());
+    cxxopts::Options cli("prog", "test");
+    cli.add_options()("count", "an int", cxxopts::value<int>()->default_value("1"))(
+        "steps", "a uint64_t", cxxopts::value<uint64_t>()->default_value("1"))(
+        "name", "a string", cxxopts::value<std::string>()->default_value(""));
+    return parse_flags(cli, static_cast<int>(argv.size()), argv.data());
+  };
+  CHECK(parse({"--count", "2147483647"})["count"].as<int>() == 2147483647);
+  CHECK(parse({"--count", "-2147483648"})["count"].as<int>() == -2147483648);
+  CHECK(parse({"--steps", "18446744073709551615"})["steps"].as<uint64_t>() == 18446744073709551615ull);
+  CHECK(parse({"--name", "99999999999999999999999"})["name"].as<std::string>() == "99999999999999999999999");
+  CHECK(parse({"--count", "4", "--count", "0"})["count"].as<int>() == 0);  // the last of a repeated flag
+  CHECK_THROWS_AS(parse({"--count", "4", "--count", "10000000000"}), InputError);
+  CHECK_THROWS_MATCHES(parse({"--count", "10000000000"}), InputError,
+                       Catch::Message("--count: '10000000000' is out of range (a whole number from -2147483648 to "
+                                      "2147483647)"));
+  CHECK_THROWS_AS(parse({"--count=10000000000"}), InputError);
+  CHECK_THROWS_AS(parse({"--count", "-10000000000"}), InputError);
+  CHECK_THROWS(parse({"--count", "2147483648"}));  // cxxopts' own check catches this one
+  CHECK_THROWS_MATCHES(parse({"--steps", "30000000000000000000"}), InputError,
+                       Catch::Message("--steps: '30000000000000000000' is out of range (a whole number from 0 to "
+                                      "18446744073709551615)"));
+}
+
 TEST_CASE("merge_rank_failures: each message once, after the ranks that had it", "[cli]") {
   using Lines = std::vector<std::string>;
   CHECK(merge_rank_failures("train", {"", "", ""}).empty());

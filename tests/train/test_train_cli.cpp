@@ -109,6 +109,7 @@ TEST_CASE("bad flags exit with code 2 and say what is wrong", "[cli]") {
       {"--no-such-flag", "no-such-flag"},
       {ok + "--steps 5 --lr abc", "--lr: 'abc' is not a valid value"},
       {ok + "--steps=-3", "--steps: '-3' is not a valid value"},
+      {ok + "--steps 30000000000000000000", "--steps: '30000000000000000000' is out of range"},
       {ok + "--steps 5 --lr -1", "--lr must be"},
       {ok + "--steps 5 --batch-size 0", "--batch-size must be >= 1"},
       {ok + "--steps 5 --dropout 1", "--dropout must be in [0, 1)"},
