@@ -16,12 +16,24 @@ ensure_build_deps() {
   fi
 }
 
-# Configures and builds into $1 (default: build) in Release with all cores.
+# Configures and builds into $1 (default: build) in Release with all cores. The arguments after
+# the directory go to CMake's configure step; those after a `--` name the targets to build
+# (default: all of them).
+#   build_gpt2cc build                                           everything (scripts/test.sh)
+#   build_gpt2cc build -DGPT2CC_CUDA=ON -- prepare train generate   only what the demo runs
 build_gpt2cc() {
   local dir="${1:-build}"
   shift || true
-  cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=Release "$@"
-  cmake --build "$dir" -j "$(nproc)"
+  local configure=()
+  while (($#)) && [[ "$1" != -- ]]; do
+    configure+=("$1")
+    shift
+  done
+  (($#)) && shift  # the `--`
+  local targets=()
+  (($#)) && targets=(--target "$@")
+  cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=Release "${configure[@]}"
+  cmake --build "$dir" -j "$(nproc)" "${targets[@]}"
 }
 
 # Installs Python packages with pip when they cannot be imported.
