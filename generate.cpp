@@ -11,6 +11,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <iterator>
@@ -30,6 +31,8 @@ using namespace gpt2cc;
 namespace {
 
 std::string read_file(const std::string& path, const std::string& what) {
+  std::error_code ec;
+  INPUT_CHECK(!std::filesystem::is_directory(path, ec), "{} '{}' is a directory, not a file", what, path);
   std::ifstream in(path, std::ios::binary);
   INPUT_CHECK(in.good(), "cannot open {} '{}'", what, path);
   std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -223,6 +226,8 @@ int run(int argc, char** argv) {
     const int window = args["score-window"].as<int>() == 0 ? config.max_seq_len : args["score-window"].as<int>();
     const int stride = args["score-stride"].as<int>() == 0 ? std::max(1, window / 2) : args["score-stride"].as<int>();
     ScoreResult r = score(model, tokens, window, stride);
+    INPUT_CHECK(std::isfinite(r.loss), "the loss of {} under {} is not finite ({}): the model's weights have diverged "
+                "or are corrupt", args["score"].as<std::string>(), checkpoint_path, r.loss);
     std::printf("score %s: %zu tokens scored, window %d, stride %d (%d windows): loss %.4f nats/token, perplexity %.3f\n",
                 args["score"].as<std::string>().c_str(), r.tokens, r.window, r.stride, r.windows, r.loss, r.perplexity);
     return 0;

@@ -7,6 +7,7 @@
 //   mpiexec -n 8 train --device cuda --total-batch 524288 ...   data parallel, one rank per GPU
 // Flags fill a TrainConfig (core/train_config.hpp); core/trainer.cpp does the work. Exit codes:
 // 0 done (also after SIGINT/SIGTERM, which checkpoint first), 1 internal error, 2 bad input.
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -180,6 +181,8 @@ int eval_only(const TrainConfig& c, Backend& backend) {
             << (stride == c.seq_len ? "non-overlapping" : "sliding") << "), batches of " << c.batch_size << " rows"
             << std::endl;
   EvalResult r = evaluate_split(model, shards, c.batch_size, c.seq_len, stride, ckpt.tokenizer_fingerprint);
+  INPUT_CHECK(std::isfinite(r.loss), "the loss of checkpoint {} on {} is not finite ({}): its weights have diverged or "
+              "are corrupt", path, c.val_data, r.loss);
   std::printf("tokens scored: %lu\nloss: %.4f\nperplexity: %.3f\n", static_cast<unsigned long>(r.tokens), r.loss,
               r.perplexity());
   nlohmann::json j = {{"checkpoint", path}, {"split", c.val_data}, {"window", c.seq_len}, {"stride", stride},

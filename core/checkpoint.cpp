@@ -5,10 +5,13 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <string>
+#include <vector>
 
 #include "core/atomic_file.hpp"
 #include "core/check.hpp"
@@ -82,6 +85,34 @@ class Writer {
   Fnv1a hash_;
   uint64_t written_ = 0;
 };
+
+// A directory given as a checkpoint file (not one of Hugging Face weights, which is_hf_gpt2 knows):
+// say what it is and what to give instead.
+void refuse_directory(const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::is_directory(path, ec)) return;
+  const fs::path dir(path);
+  for (const fs::path& folder : {dir / "checkpoints", dir}) {
+    std::vector<std::string> found;
+    for (const auto& entry : fs::directory_iterator(folder, ec)) {
+      const std::string name = entry.path().filename().string();
+      if (name.starts_with("step_") && name.ends_with(".ckpt")) found.push_back(entry.path().string());
+    }
+    if (!found.empty()) {
+      std::sort(found.begin(), found.end());
+      fail_input(format("checkpoint {} is a run directory: give one of its checkpoint files (the latest is {})",
+                        path, found.back()));
+    }
+  }
+  const bool has_config = fs::exists(dir / "config.json", ec), has_weights = fs::exists(dir / "model.safetensors", ec);
+  INPUT_CHECK(!has_weights || has_config,
+              "checkpoint {} holds model.safetensors but no config.json: Hugging Face GPT-2 weights need both", path);
+  INPUT_CHECK(!has_config || has_weights,
+              "checkpoint {} holds config.json but no model.safetensors (nor an index of its shards): Hugging Face "
+              "GPT-2 weights need both", path);
+  fail_input(format("checkpoint {} is a directory, neither a checkpoint file nor Hugging Face GPT-2 weights", path));
+}
 
 class Reader {
  public:
@@ -184,6 +215,7 @@ Checkpoint load_checkpoint(const std::string& path, bool with_optimizer) {
     if (with_optimizer) refuse_resume_of_hf_gpt2(path);
     return load_hf_gpt2(path);
   }
+  refuse_directory(path);
   Reader in(path);
   char magic[8];
   in.read(magic, sizeof magic, "the magic");

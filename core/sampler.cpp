@@ -142,12 +142,30 @@ int Sampler::sample(std::span<const float> logits, std::span<const int> history,
   ENSURE(static_cast<int>(logits.size()) >= vocab_size_, "a row of {} logits is shorter than the vocabulary ({})",
          logits.size(), vocab_size_);
   work_.assign(logits.begin(), logits.begin() + vocab_size_);  // drops padded columns
+  // A model whose outputs overflow (diverged or corrupt weights) has nothing to sample from.
+  const auto not_finite = std::count_if(work_.begin(), work_.end(), [](float l) { return !std::isfinite(l); });
+  INPUT_CHECK(not_finite == 0,
+              "the model's next-token logits are not finite ({} of {} are NaN or infinite): its weights have "
+              "diverged or are corrupt",
+              not_finite, vocab_size_);
   apply_repetition_penalty(work_, history, config_.repetition_penalty);
   if (config_.greedy) return argmax(work_);
 
   const float inv_temperature = 1.0f / config_.temperature;
   candidates_.resize(vocab_size_);
-  for (int i = 0; i < vocab_size_; ++i) candidates_[i] = Candidate{work_[i] * inv_temperature, i};
+  bool overflow = !std::isfinite(inv_temperature);
+  for (int i = 0; i < vocab_size_ && !overflow; ++i) {
+    candidates_[i] = Candidate{work_[i] * inv_temperature, i};
+    overflow = std::isinf(candidates_[i].logit) && candidates_[i].logit > 0.0f;
+  }
+  if (overflow) {
+    // A temperature so small that l / T overflows: the same distribution from (l - max l) / T,
+    // which is at most 0 (in double: 1 / T may exceed the float range).
+    const float max_logit = *std::max_element(work_.begin(), work_.end());
+    const double inv = 1.0 / static_cast<double>(config_.temperature);
+    for (int i = 0; i < vocab_size_; ++i)
+      candidates_[i] = Candidate{static_cast<float>(static_cast<double>(work_[i] - max_logit) * inv), i};
+  }
   std::vector<Candidate> kept = truncate_candidates(std::move(candidates_), config_.top_k, config_.top_p, probs_);
   int chosen = kept[draw_index(probs_, uniform_double(config_.seed, stream, index))].id;
   candidates_ = std::move(kept);  // keep the allocation for the next call

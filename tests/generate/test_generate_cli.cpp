@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -357,4 +358,30 @@ TEST_CASE("bad input exits 2 with a message naming the problem", "[generate][cli
   fails(generate_cli("--prompt hi --tokenizer " + dir + "/other_tokenizer"), "is not the one checkpoint");
   fails(generate_cli("--prompt hi --tokenizer " + dir + "/no_such_dir"), "no_such_dir");
   if (!cuda_backend_built()) fails(generate_cli("--prompt hi --device cuda"), "CUDA");
+
+  // Directories where files belong.
+  fails(generate_cli("--prompt-file " + dir), "prompt file '" + dir + "' is a directory, not a file");
+  fails(generate_cli("--score " + dir), "is a directory, not a file");
+  std::filesystem::create_directories(dir + "/run/checkpoints");
+  std::filesystem::copy_file(fixture().checkpoint, dir + "/run/checkpoints/step_00000007.ckpt",
+                             std::filesystem::copy_options::overwrite_existing);
+  fails(generate_cli("--checkpoint " + dir + "/run --prompt hi", false),
+        "is a run directory: give one of its checkpoint files (the latest is " + dir +
+            "/run/checkpoints/step_00000007.ckpt)");
+  std::filesystem::create_directories(dir + "/hf_half");
+  write(dir + "/hf_half/model.safetensors", "{}");
+  fails(generate_cli("--checkpoint " + dir + "/hf_half --prompt hi", false),
+        "holds model.safetensors but no config.json");
+  std::filesystem::create_directories(dir + "/empty_dir");
+  fails(generate_cli("--checkpoint " + dir + "/empty_dir --prompt hi", false),
+        "is a directory, neither a checkpoint file nor Hugging Face GPT-2 weights");
+
+  // A model whose weights are not finite (a diverged run): refused, not sampled or scored as NaN.
+  write_checkpoint(dir + "/nan.ckpt", fixture().tokenizer_dir, 1, 2, 32, 32, NAN);
+  fails(generate_cli("--checkpoint " + dir + "/nan.ckpt --prompt hi", false),
+        "the model's next-token logits are not finite");
+  fails(generate_cli("--checkpoint " + dir + "/nan.ckpt --greedy --prompt hi", false),
+        "the model's next-token logits are not finite");
+  fails(generate_cli("--checkpoint " + dir + "/nan.ckpt --score " + dir + "/two.txt", false),
+        "the model's weights have diverged or are corrupt");
 }

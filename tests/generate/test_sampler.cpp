@@ -174,6 +174,32 @@ TEST_CASE("very low temperature approaches greedy", "[sampler]") {
   CHECK(previous_share == 1.0);  // at T = 0.001 the 0.05 gap is a factor e^-50
 }
 
+TEST_CASE("a temperature so small that l / T overflows still samples the argmax", "[sampler]") {
+  // 1 / 1e-45 is infinite in float, and 3.0 / 1e-38 overflows too: the sampler takes
+  // (l - max l) / T instead, whose maximum is 0.
+  std::vector<float> logits = {0.0f, 1.0f, 2.9f, 3.0f, 2.95f, -1.0f};
+  for (float temperature : {1e-45f, 1e-38f}) {
+    SampleConfig config;
+    config.temperature = temperature;
+    Sampler sampler(config, 6);
+    for (int i = 0; i < 100; ++i) REQUIRE(sampler.sample(logits, {}, 0, i) == 3);
+  }
+}
+
+TEST_CASE("non-finite logits are refused as a broken model, not sampled", "[sampler]") {
+  for (float bad : {NAN, INFINITY, -INFINITY}) {
+    std::vector<float> logits = {0.0f, 1.0f, bad, 0.5f};
+    for (bool greedy : {false, true}) {
+      SampleConfig config;
+      config.greedy = greedy;
+      Sampler sampler(config, 4);
+      CHECK_THROWS_MATCHES(sampler.sample(logits, {}, 0, 0), InputError,
+                           Catch::Message("the model's next-token logits are not finite (1 of 4 are NaN or infinite): "
+                                          "its weights have diverged or are corrupt"));
+    }
+  }
+}
+
 TEST_CASE("padded vocabulary columns are never sampled", "[sampler]") {
   const int V = 200, Vp = 256;
   std::vector<float> row = test::random_vector(Vp, 11, -1.0f, 1.0f);

@@ -221,6 +221,19 @@ TEST_CASE("a tiny run, its resume, and --eval-only", "[cli]") {
     CHECK_THAT(resumed.output, Catch::Contains("checkpoint " + dir + "/odd/checkpoints/step_00000003.ckpt holds an "
                                                "unreadable training configuration"));
   }
+  SECTION("--eval-only of a diverged model fails instead of reporting a NaN loss") {
+    Checkpoint ckpt = load_checkpoint(run_dir + "/checkpoints/step_00000003.ckpt");
+    for (float& p : ckpt.params) p = NAN;
+    save_checkpoint(dir + "/nan.ckpt", ckpt);
+    Run eval = train("--eval-only --init-from " + dir + "/nan.ckpt --val-data " + dir + "/val.bin --seq-len 16");
+    CHECK(eval.code == 2);
+    CHECK_THAT(eval.output, Catch::Contains("the loss of checkpoint " + dir + "/nan.ckpt on " + dir +
+                                            "/val.bin is not finite") &&
+                                Catch::Contains("its weights have diverged or are corrupt"));
+    Run from_run = train("--eval-only --init-from " + run_dir + " --val-data " + dir + "/val.bin --seq-len 16");
+    CHECK(from_run.code == 2);
+    CHECK_THAT(from_run.output, Catch::Contains("is a run directory: give one of its checkpoint files"));
+  }
   SECTION("--eval-only states window, stride and tokens scored") {
     const std::string ckpt = run_dir + "/checkpoints/step_00000003.ckpt";
     Run plain = train("--eval-only --init-from " + ckpt + " --val-data " + dir + "/val.bin --seq-len 16");
