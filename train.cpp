@@ -18,6 +18,7 @@
 
 #include "core/check.hpp"
 #include "core/cli.hpp"
+#include "core/dataloader.hpp"
 #include "core/distributed.hpp"
 #include "core/hf_gpt2.hpp"
 #include "core/sampler.hpp"
@@ -99,7 +100,8 @@ cxxopts::Options make_options(TrainConfig& c) {
   add("output", "keep-checkpoints", "newest step checkpoints to keep", c.keep_checkpoints);
   add("output", "log-every", "progress line every N steps when stdout is not a terminal", c.log_every);
   add("output", "max-bad-steps", "stop after this many non-finite steps in a row", c.max_bad_steps);
-  add("output", "tokenizer", "tokenizer directory (recorded; needed for --sample-every)", c.tokenizer_dir);
+  add("output", "tokenizer", "tokenizer directory the data was prepared with (checked; recorded; needed for --sample-every)",
+      c.tokenizer_dir);
   add("output", "sample-every", "print and save a generated sample every N steps (0: never)", c.sample_every);
   add("output", "sample-tokens", "tokens per sample", c.sample_tokens);
   add("output", "export-hf",
@@ -156,6 +158,23 @@ TrainConfig resume_config(const TrainConfig& given, int argc, char** argv) {
               c.preset, path, base.preset);
   if (!parsed.count("run-dir")) c.run_dir = resumed_run_dir(given.resume, path);
   return c;
+}
+
+// The tokenizer a run records (and samples with): the one its data was prepared with. Checked
+// against the training shards when --tokenizer is given, or when the run samples text (a resumed
+// run's recorded one); a missing directory is an error then too.
+void check_tokenizer(const TrainConfig& c, bool given) {
+  if (c.tokenizer_dir.empty() || c.train_data.empty() || (!given && c.sample_every == 0)) return;
+  INPUT_CHECK(std::filesystem::is_directory(c.tokenizer_dir), "--tokenizer {}: no such directory{}", c.tokenizer_dir,
+              given ? "" : " (the tokenizer the resumed run recorded; give --tokenizer)");
+  const Tokenizer tokenizer = Tokenizer::load(c.tokenizer_dir);
+  const ShardHeader data = read_shard_header(list_shards(c.train_data).front());
+  INPUT_CHECK(data.tokenizer_fingerprint == tokenizer.fingerprint() &&
+                  static_cast<int>(data.vocab_size) == tokenizer.vocab_size(),
+              "--tokenizer {} (fingerprint {}, {} tokens) is not the tokenizer {} was prepared with (fingerprint "
+              "{}, {} tokens)",
+              c.tokenizer_dir, tokenizer.fingerprint(), tokenizer.vocab_size(), c.train_data,
+              data.tokenizer_fingerprint, data.vocab_size);
 }
 
 // The checkpoint --eval-only and --export-hf read: --init-from, else the --resume one.
@@ -286,6 +305,7 @@ int run(int argc, char** argv, ProcessGroup& group) {
     INPUT_CHECK(config.init_from.empty() || !parsed->count("preset") || config.eval_only || !config.export_hf.empty(),
                 "--preset {}: with --init-from the model shape comes from the checkpoint {}; drop --preset",
                 config.preset, config.init_from);
+    if (!config.eval_only && config.export_hf.empty()) check_tokenizer(config, parsed->count("tokenizer") > 0);
     validate(config);
     INPUT_CHECK(!data_parallel || (config.export_hf.empty() && !config.eval_only),
                 "--{} runs in one process: start it without mpiexec", config.eval_only ? "eval-only" : "export-hf");

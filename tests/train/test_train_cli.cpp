@@ -126,6 +126,7 @@ TEST_CASE("bad flags exit with code 2 and say what is wrong", "[cli]") {
       {ok + "--steps 5 --warmup-steps 5", "--warmup-steps (5) must be shorter than the run"},
       {tiny(dir + "/missing") + "--steps 5 --run-dir " + dir + "/run", "missing/train.bin"},
       {ok + "--steps 5 --val-data " + dir + "/nope.bin", "nope.bin"},
+      {ok + "--steps 5 --tokenizer " + dir + "/no_tokenizer", "--tokenizer " + dir + "/no_tokenizer: no such directory"},
       {ok + "--steps 5 --seq-len 64", "--seq-len 64 is longer than the model's maximum sequence length 32"},
       {"--eval-only --val-data " + dir + "/val.bin", "--eval-only needs a checkpoint"},
       {ok + "--steps 5 --resume " + dir + "/no_run", "no_run does not exist"},
@@ -136,6 +137,14 @@ TEST_CASE("bad flags exit with code 2 and say what is wrong", "[cli]") {
     Run r = train(c.args);
     CHECK(r.code == 2);
     CHECK_THAT(r.output, Catch::Contains(c.message));
+  }
+  // A tokenizer other than the one the data was prepared with (the shards' fingerprint is made up).
+  if (const std::string data = test::data_dir(); !data.empty()) {
+    Run r = train(ok + "--steps 5 --tokenizer " + data + "/gpt2");
+    CHECK(r.code == 2);
+    CHECK_THAT(r.output, Catch::Contains("/gpt2 (fingerprint") &&
+                             Catch::Contains("50257 tokens) is not the tokenizer " + dir + "/train.bin was prepared "
+                                             "with (fingerprint 305441741, 64 tokens)"));
   }
   if (!cuda_backend_built()) {
     Run r = train(ok + "--steps 5 --device cuda");
@@ -150,7 +159,7 @@ TEST_CASE("a tiny run, its resume, and --eval-only", "[cli]") {
   test::write_tiny_shards(dir);
   const std::string run_dir = dir + "/run";
   const std::string base = tiny(dir) + "--val-data " + dir + "/val.bin --eval-every 2 --eval-batches 2 --run-dir " +
-                           run_dir + " --tokenizer /nowhere ";
+                           run_dir + " ";
 
   Run first = train(base + "--steps 6 --stop-at-step 3");
   INFO(first.output);
@@ -248,7 +257,11 @@ TEST_CASE("a tiny run, its resume, and --eval-only", "[cli]") {
     CHECK_THAT(sliding.output, Catch::Contains("every 8 tokens (sliding)") && Catch::Contains("tokens scored: 4095"));
   }
   SECTION("--export-hf: Hugging Face weights that evaluate and fine-tune as the checkpoint does") {
-    const std::string ckpt = run_dir + "/checkpoints/step_00000003.ckpt", hf = dir + "/hf";
+    // The run's checkpoint, recording a tokenizer that is not there (moved since, say).
+    Checkpoint recorded = load_checkpoint(run_dir + "/checkpoints/step_00000003.ckpt");
+    recorded.tokenizer_dir = "/nowhere";
+    const std::string ckpt = dir + "/recorded.ckpt", hf = dir + "/hf";
+    save_checkpoint(ckpt, recorded);
     Run exported = train("--init-from " + ckpt + " --export-hf " + hf);
     INFO(exported.output);
     REQUIRE(exported.code == 0);
@@ -308,7 +321,7 @@ TEST_CASE("a tiny run, its resume, and --eval-only", "[cli]") {
 TEST_CASE("on cuda, a stopped and resumed run repeats an uninterrupted one exactly", "[cli][cuda]") {
   std::string dir = test::temp_dir("train_cli_cuda");
   test::write_tiny_shards(dir);
-  const std::string flags = "--seed 5 --tokenizer /nowhere --device cuda ";
+  const std::string flags = "--seed 5 --device cuda ";
   const Run probe = train(tiny(dir) + flags + "--steps 1 --run-dir " + dir + "/probe");
   if (probe.code != 0 && probe.output.find("--device cuda:") != std::string::npos) {
     WARN("no CUDA device here, nothing checked: " << probe.output);
@@ -380,14 +393,14 @@ TEST_CASE("on cuda, a batch beyond device memory fails with a clear message and 
   }
   std::string dir = test::temp_dir("train_cli_cuda_oom");
   test::write_tiny_shards(dir, 1 << 16);
-  const Run start = train(tiny(dir) + "--seed 5 --tokenizer /nowhere --steps 1 --run-dir " + dir + "/start");
+  const Run start = train(tiny(dir) + "--seed 5 --steps 1 --run-dir " + dir + "/start");
   INFO(start.output);
   REQUIRE(start.code == 0);
   const std::string ckpt = dir + "/start/checkpoints/step_00000001.ckpt";
   const std::string before = file_contents(ckpt);
   // 2048 x 16 tokens: activations of ~100 MiB on a device of GPT2CC_EMU_DEVICE_MIB (64) MiB.
   const Run big = train("--init-from " + ckpt + " --device cuda --batch-size 2048 --seq-len 16 --threads 1 "
-                        "--train-data " + dir + "/train.bin --tokenizer /nowhere --steps 2 --run-dir " + dir + "/big");
+                        "--train-data " + dir + "/train.bin --steps 2 --run-dir " + dir + "/big");
   INFO(big.output);
   CHECK(big.code == 1);
   CHECK_THAT(big.output, Catch::Contains("CUDA out of memory on device 0") && Catch::Contains("bytes free") &&
@@ -514,7 +527,7 @@ TEST_CASE("mpiexec -n 2 train --device cuda: data parallel over NCCL", "[cli][cu
   test::write_tiny_shards(dir);
   const std::string mpiexec = std::string(GPT2CC_MPIEXEC) + " -n 2 " + train_binary() + " ";
   const std::string common = tiny(dir) + "--device cuda --val-data " + dir +
-                             "/val.bin --eval-every 2 --eval-batches 2 --steps 4 --tokenizer /nowhere ";
+                             "/val.bin --eval-every 2 --eval-batches 2 --steps 4 ";
   const Run probe = launch(mpiexec + common + "--steps 1 --eval-every 1 --run-dir " + dir + "/probe");
   INFO(probe.output);
   // Where the devices must be there (the emulated ones: emu_train_cli), no skipping.
