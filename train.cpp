@@ -7,8 +7,14 @@
 //   mpiexec -n 8 train --device cuda --total-batch 524288 ...   data parallel, one rank per GPU
 // Flags fill a TrainConfig (core/train_config.hpp); core/trainer.cpp does the work. Exit codes:
 // 0 done (also after SIGINT/SIGTERM, which checkpoint first), 1 internal error, 2 bad input.
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <iostream>
 #include <optional>
@@ -177,6 +183,42 @@ void check_tokenizer(const TrainConfig& c, bool given) {
               data.tokenizer_fingerprint, data.vocab_size);
 }
 
+// An exclusive flock on a run directory for the process's lifetime: a second train into it is
+// refused before it writes anything (both would pass the trainer's "no checkpoints yet" check and
+// then interleave their checkpoints). The kernel drops the lock with the process, even on a crash.
+// A directory made here and left empty by a failed setup is removed again.
+class RunDirectoryLock {
+ public:
+  explicit RunDirectoryLock(const std::string& dir) : dir_(dir) {
+    std::error_code ec;
+    created_ = std::filesystem::create_directories(dir, ec);
+    INPUT_CHECK(!ec, "cannot create run directory {}: {}", dir, ec.message());
+    fd_ = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    INPUT_CHECK(fd_ >= 0, "cannot open run directory {}: {}", dir, std::strerror(errno));
+    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+      const int error = errno;
+      ::close(fd_);
+      fd_ = -1;
+      INPUT_CHECK(error != EWOULDBLOCK, "run directory {} is in use by another train process: give another --run-dir",
+                  dir);
+      throw Error(format("cannot lock run directory {}: {}", dir, std::strerror(error)));
+    }
+  }
+  RunDirectoryLock(const RunDirectoryLock&) = delete;
+  RunDirectoryLock& operator=(const RunDirectoryLock&) = delete;
+  ~RunDirectoryLock() {
+    std::error_code ec;
+    if (created_ && !kept_ && std::filesystem::is_empty(dir_, ec)) std::filesystem::remove(dir_, ec);
+    if (fd_ >= 0) ::close(fd_);
+  }
+  void keep() { kept_ = true; }
+
+ private:
+  std::string dir_;
+  int fd_ = -1;
+  bool created_ = false, kept_ = false;
+};
+
 // The checkpoint --eval-only and --export-hf read: --init-from, else the --resume one.
 std::string given_checkpoint(const TrainConfig& c) {
   return c.init_from.empty() ? resolve_checkpoint(c.resume) : c.init_from;
@@ -327,7 +369,12 @@ int run(int argc, char** argv, ProcessGroup& group) {
   std::unique_ptr<DeviceCollectives> collectives;
   if (data_parallel) collectives = make_device_collectives(group, *backend);
   std::unique_ptr<Trainer> trainer_ptr;
-  agreed([&] { trainer_ptr = std::make_unique<Trainer>(config, *backend, collectives.get()); });
+  std::optional<RunDirectoryLock> run_lock;  // the root writes the run directory
+  agreed([&] {
+    if (group.is_root()) run_lock.emplace(config.run_dir);
+    trainer_ptr = std::make_unique<Trainer>(config, *backend, collectives.get());
+  });
+  if (run_lock) run_lock->keep();
   Trainer& trainer = *trainer_ptr;
   install_stop_signal_handlers();  // on every rank: mpiexec passes a Ctrl-C on to all of them
   // The other ranks print only what goes wrong on them.

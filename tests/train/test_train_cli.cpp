@@ -3,7 +3,10 @@
 // stride and token count; on --device cuda (fp32, bf16) a stopped and resumed run against an
 // uninterrupted one, and (on the emulated device) a batch beyond device memory. The binary is
 // found through GPT2CC_BINARY_DIR (set by ctest).
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <bit>
 #include <catch2/catch.hpp>
@@ -151,7 +154,20 @@ TEST_CASE("bad flags exit with code 2 and say what is wrong", "[cli]") {
     CHECK(r.code == 2);
     CHECK_THAT(r.output, Catch::Contains("no CUDA backend"));
   }
-  CHECK_FALSE(std::filesystem::exists(dir + "/run/checkpoints"));  // no failed run left anything behind
+  CHECK_FALSE(std::filesystem::exists(dir + "/run"));  // no failed run left anything behind
+
+  // A run directory another train holds (its lock, taken here) is refused before anything is written.
+  std::filesystem::create_directories(dir + "/busy");
+  const int fd = ::open((dir + "/busy").c_str(), O_RDONLY | O_DIRECTORY);
+  REQUIRE(fd >= 0);
+  REQUIRE(::flock(fd, LOCK_EX | LOCK_NB) == 0);
+  Run busy = train(tiny(dir) + "--steps 2 --run-dir " + dir + "/busy");
+  ::close(fd);
+  CHECK(busy.code == 2);
+  CHECK_THAT(busy.output, Catch::Contains("run directory " + dir + "/busy is in use by another train process"));
+  CHECK(std::filesystem::is_empty(dir + "/busy"));
+  Run free = train(tiny(dir) + "--steps 2 --run-dir " + dir + "/busy");
+  CHECK(free.code == 0);
 }
 
 TEST_CASE("a tiny run, its resume, and --eval-only", "[cli]") {
