@@ -189,6 +189,10 @@ int run(int argc, char** argv) {
   const bool scoring = args.count("score") > 0;
   INPUT_CHECK(!scoring || (!args.count("prompt") && !args.count("prompt-file")),
               "--score scores a file and takes no prompt: drop --prompt / --prompt-file");
+  for (const char* flag : {"score-window", "score-stride"})
+    INPUT_CHECK(scoring || !args.count(flag), "--{} sets how --score scores a file: without --score it does nothing",
+                flag);
+  for (const std::string& stop : gen.stop_strings) require_utf8(stop, "a --stop string");
   std::string text = scoring ? read_file(args["score"].as<std::string>(), "text to score") : read_prompt(args);
   require_utf8(text, scoring ? "the text to score" : "the prompt");
   INPUT_CHECK(!text.empty(), "{} is empty", scoring ? "the text to score" : "the prompt");

@@ -84,6 +84,10 @@ void validate(const TrainConfig& c) {
                 "--eval-only needs a checkpoint to evaluate: give it with --init-from");
   }
   INPUT_CHECK(c.eval_batches >= 0, "--eval-batches must be >= 0 (0: the whole split), got {}", c.eval_batches);
+  INPUT_CHECK(c.eval_stride == 0 || c.eval_only,
+              "--eval-stride {} sets --eval-only's window stride; a training run's evaluation takes non-overlapping "
+              "windows: drop it, or add --eval-only",
+              c.eval_stride);
   INPUT_CHECK(c.eval_stride >= 0 && c.eval_stride <= c.seq_len,
               "--eval-stride must be in 1..--seq-len = {} (0: non-overlapping windows), got {}", c.seq_len,
               c.eval_stride);

@@ -344,6 +344,9 @@ TEST_CASE("bad input exits 2 with a message naming the problem", "[generate][cli
   fails(generate_cli("--prompt hi --dtype bf16"), "--dtype bf16 needs --device cuda");
   fails(generate_cli("--prompt hi --frobnicate"), "frobnicate");
   fails(generate_cli("--prompt hi --stop ''"), "stop string");
+  fails(generate_cli("--prompt hi --stop \"$(printf '\\377')\""), "a --stop string is not valid UTF-8");
+  fails(generate_cli("--prompt hi --score-window 8"), "--score-window sets how --score scores a file");
+  fails(generate_cli("--prompt hi --score-stride 8"), "--score-stride sets how --score scores a file");
   fails(generate_cli("--prompt hi --context-keep 33"), "overflow");
   fails(generate_cli("--score " + dir + "/absent.txt"), "cannot open text to score");
   fails(generate_cli("--score " + dir + "/absent.txt --prompt hi"), "takes no prompt");

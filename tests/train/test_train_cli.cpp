@@ -127,6 +127,7 @@ TEST_CASE("bad flags exit with code 2 and say what is wrong", "[cli]") {
       {ok + "--steps 5 --total-batch 100", "--total-batch (100 tokens) must be a multiple of"},
       {ok + "--steps 5 --val-data " + dir + "/val.bin --eval-every 10", "--eval-every 10 is longer than the run (5"},
       {ok + "--steps 5 --warmup-steps 5", "--warmup-steps (5) must be shorter than the run"},
+      {ok + "--steps 5 --eval-stride 4", "--eval-stride 4 sets --eval-only's window stride"},
       {tiny(dir + "/missing") + "--steps 5 --run-dir " + dir + "/run", "missing/train.bin"},
       {ok + "--steps 5 --val-data " + dir + "/nope.bin", "nope.bin"},
       {ok + "--steps 5 --tokenizer " + dir + "/no_tokenizer", "--tokenizer " + dir + "/no_tokenizer: no such directory"},
