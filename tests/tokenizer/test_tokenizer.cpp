@@ -66,6 +66,16 @@ std::string write_file(const std::string& dir, const std::string& name, const st
   return path;
 }
 
+// What loading a tokenizer directory throws (InputError), or "no error".
+std::string load_error(const std::string& dir) {
+  try {
+    Tokenizer::load(dir);
+  } catch (const gpt2cc::InputError& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
 }  // namespace
 
 TEST_CASE("GPT-2 vocabulary loads with the expected shape", "[tokenizer]") {
@@ -242,14 +252,6 @@ TEST_CASE("fingerprint depends on vocab, merges and specials", "[tokenizer]") {
 }
 
 TEST_CASE("malformed tokenizer files give errors naming file and line", "[tokenizer]") {
-  auto load_error = [](const std::string& dir) -> std::string {
-    try {
-      Tokenizer::load(dir);
-    } catch (const gpt2cc::InputError& e) {
-      return e.what();
-    }
-    return "no error";
-  };
   std::string good_vocab = "{";
   for (int b = 0; b < 256; ++b) {
     std::string key = gpt2cc::tok::byte_to_unicode()[b];
@@ -315,14 +317,6 @@ TEST_CASE("malformed tokenizer files give errors naming file and line", "[tokeni
 // be it (tok::could_be_ordinary): else the merges file lacks its merge, and loading fails rather
 // than turn "Ġworld" into a "special" and " world" into bytes.
 TEST_CASE("a merges file that does not make every token is refused", "[tokenizer]") {
-  auto load_error = [](const std::string& dir) -> std::string {
-    try {
-      Tokenizer::load(dir);
-    } catch (const gpt2cc::InputError& e) {
-      return e.what();
-    }
-    return "no error";
-  };
   using gpt2cc::tok::could_be_ordinary;
   CHECK(could_be_ordinary("world"));
   CHECK(could_be_ordinary("\xc4\xa0world"));  // "Ġworld" = " world" in GPT-2's byte alphabet
