@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The gpt2cc demo: installs what it needs, builds, prepares TinyStories with GPT-2's tokenizer,
-# trains a small GPT-2 for a few minutes, reports validation perplexity, draws the curves and
-# generates a story.
-#   scripts/demo.sh                    CPU: preset d2, about 2-3 minutes of training on 2 cores
+# The gpt2cc demo: installs what it needs, builds the three programs it runs (prepare, train,
+# generate), prepares TinyStories with GPT-2's tokenizer, trains a small GPT-2, reports validation
+# perplexity, draws the curves and generates a story. On 2 cores a first run builds for about 2
+# minutes, then trains for 1.5 to 3.5 (the more other work shares the cores, the longer).
+#   scripts/demo.sh                    CPU: preset d2
 #   scripts/demo.sh --device cuda      the same on a GPU (a larger model and more steps)
 #   scripts/demo.sh --steps 400 --preset d4 --threads 8
 # Data: $GPT2CC_DATA_DIR, else ../shared/data when present (a local copy: the TinyStories sample
@@ -21,7 +22,7 @@ while (($#)); do
     --steps) steps="$2"; shift 2 ;;
     --preset) preset="$2"; shift 2 ;;
     --threads) threads="$2"; shift 2 ;;
-    -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "demo: unknown argument '$1' (see scripts/demo.sh --help)" >&2; exit 2 ;;
   esac
 done
@@ -40,7 +41,9 @@ eval_every=$((steps < eval_every ? steps : eval_every))
 source scripts/deps.sh
 ensure_build_deps
 build_dir="${GPT2CC_BUILD_DIR:-build}"
-if [[ "$device" == cuda ]]; then build_gpt2cc "$build_dir" -DGPT2CC_CUDA=ON; else build_gpt2cc "$build_dir"; fi
+configure=()
+if [[ "$device" == cuda ]]; then configure=(-DGPT2CC_CUDA=ON); fi
+build_gpt2cc "$build_dir" "${configure[@]}" -- prepare train generate
 
 work="$build_dir/demo"
 mkdir -p "$work"
