@@ -1,16 +1,34 @@
 #!/usr/bin/env bash
 # The gpt2cc demo: installs what it needs, builds the three programs it runs (prepare, train,
 # generate), prepares TinyStories with GPT-2's tokenizer, trains a small GPT-2, reports validation
-# perplexity, draws the curves and generates a story. On 2 cores a first run builds for about 2
-# minutes, then trains for 1.5 to 3.5 (the more other work shares the cores, the longer).
-#   scripts/demo.sh                    CPU: preset d2
-#   scripts/demo.sh --device cuda      the same on a GPU (a larger model and more steps)
+# perplexity, draws the loss curves and generates a story.
+#   scripts/demo.sh                  CPU: preset d2, 1000 steps of batch 4 x 64 tokens
+#   scripts/demo.sh --device cuda    GPU: preset d6, 2000 steps of batch 16 x 256 tokens
 #   scripts/demo.sh --steps 400 --preset d4 --threads 8
-# Data: $GPT2CC_DATA_DIR, else ../shared/data when present (a local copy: the TinyStories sample
-# and GPT-2's vocabulary), else downloaded from their public hosts by data/download.py.
-# Outputs go to <build>/demo/ (build dir: $GPT2CC_BUILD_DIR, default build).
+# Flags: --device cpu|cuda (default cpu); --preset NAME (default d2 on cpu, d6 on cuda; the
+# others: train --help); --steps N >= 1 (default 1000 on cpu, 2000 on cuda); --threads N CPU
+# threads (default 0: all cores).
+# Time on 2 cores: a first run builds the three programs in about 2 minutes, then trains d2 in
+# 1.5 to 3.5 (the more other work shares the cores, the longer); a re-run reuses the build and
+# the prepared data.
+# Data: $GPT2CC_DATA_DIR, else ../shared/data when present (a local copy of the TinyStories sample
+# and GPT-2's vocabulary), else downloaded from their public hosts by data/download.py; copied
+# into <build>/demo/raw/ and tokenized into <build>/demo/tinystories/.
+# Outputs: <build>/demo/ (build dir: $GPT2CC_BUILD_DIR, default build): train.log, curves.png and
+# the run in run/ (config.json, metrics.jsonl, checkpoints/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+usage_error() {
+  echo "demo: $1 (see scripts/demo.sh --help)" >&2
+  exit 2
+}
+# Fails naming the flag $1 unless $2 is a whole number from $3 to 2^31 - 1 (train's int flags).
+check_whole_number() {
+  if ! [[ "$2" =~ ^0*[0-9]{1,10}$ ]] || ((10#$2 < $3 || 10#$2 > 2147483647)); then
+    usage_error "$1 must be a whole number from $3 to 2147483647, got '$2'"
+  fi
+}
 
 device=cpu
 steps=""
@@ -18,17 +36,30 @@ preset=""
 threads=0
 while (($#)); do
   case "$1" in
-    --device) device="$2"; shift 2 ;;
-    --steps) steps="$2"; shift 2 ;;
-    --preset) preset="$2"; shift 2 ;;
-    --threads) threads="$2"; shift 2 ;;
-    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "demo: unknown argument '$1' (see scripts/demo.sh --help)" >&2; exit 2 ;;
+    -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 0 ;;
+    --device|--steps|--preset|--threads) (($# >= 2)) || usage_error "$1 needs a value" ;;
+    *) usage_error "unknown argument '$1'" ;;
   esac
+  case "$1" in
+    --device) device="$2" ;;
+    --steps) check_whole_number "$1" "$2" 1; steps=$((10#$2)) ;;
+    --preset)
+      # A name, not a path (train checks that the preset exists).
+      [[ "$2" =~ ^[A-Za-z0-9_.-]+$ ]] || usage_error "--preset must be a preset name such as d4, got '$2'"
+      preset="$2" ;;
+    --threads) check_whole_number "$1" "$2" 0; threads=$((10#$2)) ;;
+  esac
+  shift 2
 done
-if [[ "$device" != cpu && "$device" != cuda ]]; then
-  echo "demo: --device must be cpu or cuda, got '$device'" >&2
-  exit 2
+[[ "$device" == cpu || "$device" == cuda ]] || usage_error "--device must be cpu or cuda, got '$device'"
+if [[ "$device" == cuda ]]; then
+  # Before the build: train checks the GPU itself, but only after minutes of compiling.
+  gpus="$(nvidia-smi -L 2>/dev/null)" || gpus=""
+  if ! grep -q '^GPU ' <<<"$gpus"; then
+    echo "demo: --device cuda needs an NVIDIA GPU, and 'nvidia-smi -L' lists none on this machine" \
+      "(without --device cuda the demo runs on the CPU)" >&2
+    exit 2
+  fi
 fi
 # A CPU run stays at a few minutes; a GPU affords a wider model and many more steps.
 if [[ "$device" == cuda ]]; then
@@ -38,6 +69,7 @@ else
 fi
 eval_every=$((steps < eval_every ? steps : eval_every))
 
+# shellcheck source=scripts/deps.sh
 source scripts/deps.sh
 ensure_build_deps
 build_dir="${GPT2CC_BUILD_DIR:-build}"
