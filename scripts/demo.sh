@@ -14,8 +14,9 @@
 # Data: $GPT2CC_DATA_DIR, else ../shared/data when present (a local copy of the TinyStories sample
 # and GPT-2's vocabulary), else downloaded from their public hosts by data/download.py; copied
 # into <build>/demo/raw/ and tokenized into <build>/demo/tinystories/.
-# Outputs: <build>/demo/ (build dir: $GPT2CC_BUILD_DIR, default build): train.log, curves.png and
-# the run in run/ (config.json, metrics.jsonl, checkpoints/).
+# Outputs: <build>/demo/run-<preset>/ (build dir: $GPT2CC_BUILD_DIR, default build): train.log,
+# config.json, metrics.jsonl, curves.png, checkpoints/. A run that fails leaves the previous one
+# of that preset in place.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,7 +45,7 @@ while (($#)); do
     --device) device="$2" ;;
     --steps) check_whole_number "$1" "$2" 1; steps=$((10#$2)) ;;
     --preset)
-      # A name, not a path (train checks that the preset exists).
+      # It names the run's directory: a name, not a path (train checks that the preset exists).
       [[ "$2" =~ ^[A-Za-z0-9_.-]+$ ]] || usage_error "--preset must be a preset name such as d4, got '$2'"
       preset="$2" ;;
     --threads) check_whole_number "$1" "$2" 0; threads=$((10#$2)) ;;
@@ -96,19 +97,40 @@ if [[ ! -f "$shards/manifest.json" ]]; then
     --out "$shards"
 fi
 
-run="$work/run"
-rm -rf "$run"  # the demo's own run directory: each demo starts afresh
+# Train into a new directory; it replaces the previous run of this preset only once complete.
+run="$work/run-$preset"
+attempt="$run.partial"
+rm -rf "$attempt"  # left by a demo that failed or was stopped
+mkdir -p "$attempt"
 echo "demo: training preset $preset on $device for $steps steps of $batch x $seq tokens"
+status=0
 "$build_dir/train" --train-data "$shards/train" --val-data "$shards/val" --preset "$preset" \
   --batch-size "$batch" --seq-len "$seq" --steps "$steps" --lr 3e-3 --warmup-steps $((steps / 10)) \
-  --eval-every "$eval_every" --eval-batches 16 --run-dir "$run" --device "$device" --threads "$threads" \
-  --tokenizer "$work/raw/gpt2-tokenizer" --log-every 10 | tee "$work/train.log"
-grep -E "^validation loss" "$work/train.log" | sed 's/^/demo: /'
+  --eval-every "$eval_every" --eval-batches 16 --run-dir "$attempt" --device "$device" --threads "$threads" \
+  --tokenizer "$work/raw/gpt2-tokenizer" --log-every 10 | tee "$attempt/train.log" || status=$?
+# train exits 0 also when a signal stopped it early; only a run that printed "done:" is complete.
+if ((status)) || ! grep -q '^done: ' "$attempt/train.log"; then
+  kept="no earlier run of $preset to keep"
+  if [[ -d "$run" ]]; then kept="the previous run stays in $run"; fi
+  why="train exited with $status"
+  ((status)) || why="train stopped before its last step"
+  echo "demo: training did not complete ($why): $kept; this attempt's output is in $attempt" >&2
+  exit $((status ? status : 1))
+fi
+where="in $run"
+if [[ -d "$run" ]]; then
+  where="in $run, replacing the previous one"
+  rm -rf "$run"
+fi
+mv "$attempt" "$run"
+echo "demo: training complete: the run is $where"
 
 ensure_python_packages matplotlib
-python3 scripts/plot_metrics.py "$run" -o "$work/curves.png" --title "gpt2cc $preset on TinyStories ($device)"
+python3 scripts/plot_metrics.py "$run" -o "$run/curves.png" --labels "$preset" \
+  --title "gpt2cc $preset on TinyStories ($device, $steps steps)"
 
-checkpoint="$(ls "$run"/checkpoints/step_*.ckpt | tail -n 1)"
+checkpoints=("$run"/checkpoints/step_*.ckpt)
+checkpoint="${checkpoints[-1]}"  # the newest: step numbers are zero-padded
 if [[ -x "$build_dir/generate" ]]; then
   echo "demo: a story from $checkpoint, continuing \"Once upon a time\":"
   "$build_dir/generate" --checkpoint "$checkpoint" --prompt "Once upon a time" --max-new-tokens 100 --top-k 40 \
@@ -117,4 +139,4 @@ if [[ -x "$build_dir/generate" ]]; then
 else
   echo "demo: $build_dir/generate is not built: no story this time"
 fi
-echo "demo: done. Curves: $work/curves.png; metrics: $run/metrics.jsonl; checkpoint: $checkpoint"
+echo "demo: done. The run (train.log, metrics.jsonl, curves.png, checkpoints/): $run"
