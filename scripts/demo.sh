@@ -15,8 +15,8 @@
 # and GPT-2's vocabulary), else downloaded from their public hosts by data/download.py; copied
 # into <build>/demo/raw/ and tokenized into <build>/demo/tinystories/.
 # Outputs: <build>/demo/run-<preset>/ (build dir: $GPT2CC_BUILD_DIR, default build): train.log,
-# config.json, metrics.jsonl, curves.png, checkpoints/. A run that fails leaves the previous one
-# of that preset in place.
+# config.json, metrics.jsonl, curves.png, generate.log, checkpoints/. A run that fails leaves the
+# previous one of that preset in place.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -92,6 +92,8 @@ python3 data/download.py tinystories-v1 gpt2-tokenizer --out "$work/raw" "${mirr
 
 shards="$work/tinystories"
 if [[ ! -f "$shards/manifest.json" ]]; then
+  echo "demo: blank lines separate both stories and paragraphs in the validation sample, so its stories" \
+    "are split at paragraphs: prepare's warning about it is expected"
   "$build_dir/prepare" --format tinystories --input "$work/raw/tinystories-v1/TinyStories-train.txt" \
     --val-files "$work/raw/tinystories-v1/TinyStories-valid.txt" --tokenizer "$work/raw/gpt2-tokenizer" \
     --out "$shards"
@@ -131,12 +133,17 @@ python3 scripts/plot_metrics.py "$run" -o "$run/curves.png" --labels "$preset" \
 
 checkpoints=("$run"/checkpoints/step_*.ckpt)
 checkpoint="${checkpoints[-1]}"  # the newest: step numbers are zero-padded
-if [[ -x "$build_dir/generate" ]]; then
-  echo "demo: a story from $checkpoint, continuing \"Once upon a time\":"
-  "$build_dir/generate" --checkpoint "$checkpoint" --prompt "Once upon a time" --max-new-tokens 100 --top-k 40 \
-    --device "$device" --threads "$threads"
+prompt="Once upon a time"
+echo "demo: a story from $checkpoint (the prompt, then the model's continuation):"
+# generate prints only the continuation: the prompt goes first, and generate's report (model,
+# sampling, throughput) to a file, so that the story reads as one text.
+printf '%s' "$prompt"
+status=0
+"$build_dir/generate" --checkpoint "$checkpoint" --prompt "$prompt" --max-new-tokens 100 --top-k 40 \
+  --device "$device" --threads "$threads" 2>"$run/generate.log" || status=$?
+if ((status)); then
   echo
-else
-  echo "demo: $build_dir/generate is not built: no story this time"
+  cat "$run/generate.log" >&2
+  exit "$status"
 fi
-echo "demo: done. The run (train.log, metrics.jsonl, curves.png, checkpoints/): $run"
+echo "demo: done. The run (train.log, metrics.jsonl, curves.png, generate.log, checkpoints/): $run"
