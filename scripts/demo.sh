@@ -8,8 +8,8 @@
 # Flags: --device cpu|cuda (default cpu); --preset NAME (default d2 on cpu, d6 on cuda; the
 # others: train --help); --steps N >= 1 (default 1000 on cpu, 2000 on cuda); --threads N CPU
 # threads (default 0: all cores).
-# Time on 2 cores: a first run builds the three programs in about 2 minutes, then trains d2 in
-# 1.5 to 3.5 (the more other work shares the cores, the longer); a re-run reuses the build and
+# Time on 2 cores: a first run builds the three programs (1.5 to 2 minutes), then trains d2 (1 to
+# 3.5 minutes: the more other work shares the cores, the longer); a re-run reuses the build and
 # the prepared data.
 # Data: $GPT2CC_DATA_DIR, else ../shared/data when present (a local copy of the TinyStories sample
 # and GPT-2's vocabulary), else downloaded from their public hosts by data/download.py; copied
