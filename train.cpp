@@ -106,8 +106,8 @@ cxxopts::Options make_options(TrainConfig& c) {
   add("output", "keep-checkpoints", "newest step checkpoints to keep", c.keep_checkpoints);
   add("output", "log-every", "progress line every N steps when stdout is not a terminal", c.log_every);
   add("output", "max-bad-steps", "stop after this many non-finite steps in a row", c.max_bad_steps);
-  add("output", "tokenizer", "tokenizer directory the data was prepared with (checked; recorded; needed for --sample-every)",
-      c.tokenizer_dir);
+  add("output", "tokenizer",
+      "tokenizer directory the data was prepared with (checked; recorded; needed for --sample-every)", c.tokenizer_dir);
   add("output", "sample-every", "print and save a generated sample every N steps (0: never)", c.sample_every);
   add("output", "sample-tokens", "tokens per sample", c.sample_tokens);
   add("output", "export-hf",

@@ -130,7 +130,8 @@ TEST_CASE("bad flags exit with code 2 and say what is wrong", "[cli]") {
       {ok + "--steps 5 --eval-stride 4", "--eval-stride 4 sets --eval-only's window stride"},
       {tiny(dir + "/missing") + "--steps 5 --run-dir " + dir + "/run", "missing/train.bin"},
       {ok + "--steps 5 --val-data " + dir + "/nope.bin", "nope.bin"},
-      {ok + "--steps 5 --tokenizer " + dir + "/no_tokenizer", "--tokenizer " + dir + "/no_tokenizer: no such directory"},
+      {ok + "--steps 5 --tokenizer " + dir + "/no_tokenizer",
+       "--tokenizer " + dir + "/no_tokenizer: no such directory"},
       {ok + "--steps 5 --seq-len 64", "--seq-len 64 is longer than the model's maximum sequence length 32"},
       {"--eval-only --val-data " + dir + "/val.bin", "--eval-only needs a checkpoint"},
       {ok + "--steps 5 --resume " + dir + "/no_run", "no_run does not exist"},
@@ -157,7 +158,8 @@ TEST_CASE("bad flags exit with code 2 and say what is wrong", "[cli]") {
   }
   CHECK_FALSE(std::filesystem::exists(dir + "/run"));  // no failed run left anything behind
 
-  // A run directory another train holds (its lock, taken here) is refused before anything is written.
+  // A run directory another train holds (its lock, taken here) is refused before anything is
+  // written.
   std::filesystem::create_directories(dir + "/busy");
   const int fd = ::open((dir + "/busy").c_str(), O_RDONLY | O_DIRECTORY);
   REQUIRE(fd >= 0);
@@ -235,7 +237,8 @@ TEST_CASE("a tiny run, its resume, and --eval-only", "[cli]") {
                       "/train.bin --steps 2 --batch-size 4 --seq-len 16 --threads 1 --preset d2 --run-dir " + dir +
                       "/tuned");
     CHECK(tuned.code == 2);
-    CHECK_THAT(tuned.output, Catch::Contains("--preset d2: with --init-from the model shape comes from the checkpoint"));
+    CHECK_THAT(tuned.output,
+               Catch::Contains("--preset d2: with --init-from the model shape comes from the checkpoint"));
   }
   SECTION("a checkpoint whose training configuration does not parse is named") {
     Checkpoint ckpt = load_checkpoint(run_dir + "/checkpoints/step_00000003.ckpt");
