@@ -11,6 +11,7 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -140,7 +141,17 @@ std::string resumed_run_dir(const std::string& given, const std::string& checkpo
 TrainConfig resume_config(const TrainConfig& given, int argc, char** argv) {
   const std::string path = resolve_checkpoint(given.resume);
   refuse_resume_of_hf_gpt2(path);
-  Checkpoint ckpt = load_checkpoint(path, false);
+  Checkpoint ckpt;
+  try {
+    ckpt = load_checkpoint(path, false);
+  } catch (const InputError& e) {
+    // A damaged newest checkpoint: the run's previous one, if any, is where to continue from.
+    const auto all = step_checkpoints(std::filesystem::path(path).parent_path());
+    const auto at = std::find(all.begin(), all.end(), std::filesystem::path(path));
+    if (at == all.begin() || at == all.end()) throw;
+    fail_input(format("{}; the run's previous checkpoint is {}: continue from it with --resume {}", e.what(),
+                      at[-1].string(), at[-1].string()));
+  }
   TrainConfig c;
   try {
     c = ckpt.train_config.get<TrainConfig>();

@@ -94,16 +94,9 @@ void refuse_directory(const std::string& path) {
   if (!fs::is_directory(path, ec)) return;
   const fs::path dir(path);
   for (const fs::path& folder : {dir / "checkpoints", dir}) {
-    std::vector<std::string> found;
-    for (const auto& entry : fs::directory_iterator(folder, ec)) {
-      const std::string name = entry.path().filename().string();
-      if (name.starts_with("step_") && name.ends_with(".ckpt")) found.push_back(entry.path().string());
-    }
-    if (!found.empty()) {
-      std::sort(found.begin(), found.end());
-      fail_input(format("checkpoint {} is a run directory: give one of its checkpoint files (the latest is {})",
-                        path, found.back()));
-    }
+    const std::vector<fs::path> found = step_checkpoints(folder);
+    INPUT_CHECK(found.empty(), "checkpoint {} is a run directory: give one of its checkpoint files (the latest is {})",
+                path, found.empty() ? "" : found.back().string());
   }
   const bool has_config = fs::exists(dir / "config.json", ec), has_weights = fs::exists(dir / "model.safetensors", ec);
   INPUT_CHECK(!has_weights || has_config,
@@ -287,6 +280,19 @@ Checkpoint load_checkpoint(const std::string& path, bool with_optimizer) {
   INPUT_CHECK(stored == computed, "checkpoint {} is corrupt: checksum of its contents is {}, but the file stores {}",
               path, computed, stored);
   return c;
+}
+
+std::vector<std::filesystem::path> step_checkpoints(const std::filesystem::path& dir) {
+  namespace fs = std::filesystem;
+  std::vector<fs::path> out;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return out;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    const std::string name = entry.path().filename().string();
+    if (entry.is_regular_file() && name.starts_with("step_") && name.ends_with(".ckpt")) out.push_back(entry.path());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
 }
 
 }  // namespace gpt2cc

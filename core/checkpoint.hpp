@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -43,5 +44,9 @@ void save_checkpoint(const std::string& path, const Checkpoint& checkpoint);
 // loads as their weights-only checkpoint at step 0; with_optimizer = true refuses it (no run to
 // resume).
 Checkpoint load_checkpoint(const std::string& path, bool with_optimizer = true);
+
+// The step checkpoints (step_NNNNNNNN.ckpt) of a directory, oldest first (the names are
+// zero-padded, so name order is step order); none when it is not a directory.
+std::vector<std::filesystem::path> step_checkpoints(const std::filesystem::path& dir);
 
 }  // namespace gpt2cc

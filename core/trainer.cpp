@@ -33,19 +33,6 @@ void on_stop_signal(int sig) {
   std::signal(sig, SIG_DFL);  // a second Ctrl-C ends the process at once
 }
 
-// Step checkpoints of a directory, oldest first (names are zero-padded, so name order is step order).
-std::vector<fs::path> step_checkpoints(const fs::path& dir) {
-  std::vector<fs::path> out;
-  std::error_code ec;
-  if (!fs::is_directory(dir, ec)) return out;
-  for (const auto& entry : fs::directory_iterator(dir)) {
-    std::string name = entry.path().filename().string();
-    if (entry.is_regular_file() && name.starts_with("step_") && name.ends_with(".ckpt")) out.push_back(entry.path());
-  }
-  std::sort(out.begin(), out.end());
-  return out;
-}
-
 // A distinct 64-bit dropout seed per micro-batch, a pure function of (run seed, micro-step).
 uint64_t dropout_seed(uint64_t seed, uint64_t micro_step) { return splitmix64(seed ^ splitmix64(micro_step)); }
 

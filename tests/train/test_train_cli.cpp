@@ -229,6 +229,24 @@ TEST_CASE("a tiny run, its resume, and --eval-only", "[cli]") {
     CHECK(placed.code == 0);
     CHECK(fs::exists(dir + "/placed/checkpoints/step_00000005.ckpt"));
   }
+  SECTION("a damaged newest checkpoint names the run's previous one to continue from") {
+    Run more = train("--resume " + run_dir + " --steps 5 --stop-at-step 4 --checkpoint-every 1");
+    REQUIRE(more.code == 0);
+    const std::string newest = run_dir + "/checkpoints/step_00000004.ckpt";
+    {
+      std::fstream file(newest, std::ios::in | std::ios::out | std::ios::binary);
+      file.seekp(-20, std::ios::end);
+      file.put('\x5a');  // a flipped byte in the moments: the checksum no longer matches
+    }
+    Run resumed = train("--resume " + run_dir);
+    CHECK(resumed.code == 2);
+    CHECK_THAT(resumed.output, Catch::Contains("checkpoint " + newest + " is corrupt") &&
+                                   Catch::Contains("the run's previous checkpoint is " + run_dir +
+                                                   "/checkpoints/step_00000003.ckpt: continue from it with --resume"));
+    Run previous = train("--resume " + run_dir + "/checkpoints/step_00000003.ckpt");
+    INFO(previous.output);
+    CHECK(previous.code == 0);
+  }
   SECTION("--preset cannot change the shape of a checkpoint's model") {
     Run resumed = train("--resume " + run_dir + " --preset d2");
     CHECK(resumed.code == 2);
