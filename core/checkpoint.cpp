@@ -98,12 +98,7 @@ void refuse_directory(const std::string& path) {
     INPUT_CHECK(found.empty(), "checkpoint {} is a run directory: give one of its checkpoint files (the latest is {})",
                 path, found.empty() ? "" : found.back().string());
   }
-  const bool has_config = fs::exists(dir / "config.json", ec), has_weights = fs::exists(dir / "model.safetensors", ec);
-  INPUT_CHECK(!has_weights || has_config,
-              "checkpoint {} holds model.safetensors but no config.json: Hugging Face GPT-2 weights need both", path);
-  INPUT_CHECK(!has_config || has_weights,
-              "checkpoint {} holds config.json but no model.safetensors (nor an index of its shards): Hugging Face "
-              "GPT-2 weights need both", path);
+  refuse_incomplete_hf_gpt2(path);
   fail_input(format("checkpoint {} is a directory, neither a checkpoint file nor Hugging Face GPT-2 weights", path));
 }
 

@@ -176,6 +176,18 @@ void refuse_resume_of_hf_gpt2(const std::string& path) {
               path);
 }
 
+void refuse_incomplete_hf_gpt2(const std::string& dir) {
+  std::error_code ec;
+  const fs::path d(dir);
+  const bool has_config = fs::exists(d / "config.json", ec);
+  const bool has_weights = fs::exists(d / kWeightsFile, ec) || fs::exists(d / kShardIndex, ec);
+  INPUT_CHECK(!has_weights || has_config, "{} holds {} but no config.json: Hugging Face GPT-2 weights need both", dir,
+              fs::exists(d / kWeightsFile, ec) ? kWeightsFile : kShardIndex);
+  INPUT_CHECK(!has_config || has_weights,
+              "{} holds config.json but no {} (nor {}): Hugging Face GPT-2 weights need both", dir, kWeightsFile,
+              kShardIndex);
+}
+
 Checkpoint load_hf_gpt2(const std::string& path) {
   const fs::path weights = weights_path(path);
   const fs::path dir = weights.parent_path().empty() ? fs::path(".") : weights.parent_path();

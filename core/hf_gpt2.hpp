@@ -33,6 +33,9 @@ namespace gpt2cc {
 bool is_hf_gpt2(const std::string& path);
 // Throws InputError when `path` holds Hugging Face weights: they are no run to --resume.
 void refuse_resume_of_hf_gpt2(const std::string& path);
+// Throws InputError naming the missing file when the directory `dir` holds half of Hugging Face
+// GPT-2 weights: config.json without model.safetensors (or its shards' index), or the reverse.
+void refuse_incomplete_hf_gpt2(const std::string& dir);
 
 // The weights of a Hugging Face GPT-2 directory (or its model.safetensors, config.json beside it)
 // as a weights-only Checkpoint at step 0: config from config.json (Vp = padded_vocab(V)), params in
