@@ -18,6 +18,7 @@
 #include <cstring>
 #include <filesystem>
 #include <iostream>
+#include <memory>
 #include <optional>
 #include <nlohmann/json.hpp>
 
@@ -179,19 +180,21 @@ TrainConfig resume_config(const TrainConfig& given, int argc, char** argv) {
 
 // The tokenizer a run records (and samples with): the one its data was prepared with. Checked
 // against the training shards when --tokenizer is given, or when the run samples text (a resumed
-// run's recorded one); a missing directory is an error then too.
-void check_tokenizer(const TrainConfig& c, bool given) {
-  if (c.tokenizer_dir.empty() || c.train_data.empty() || (!given && c.sample_every == 0)) return;
+// run's recorded one); a missing directory is an error then too. Returns the tokenizer it loaded
+// (the samples decode with it), or null when there was nothing to check.
+std::shared_ptr<const Tokenizer> check_tokenizer(const TrainConfig& c, bool given) {
+  if (c.tokenizer_dir.empty() || c.train_data.empty() || (!given && c.sample_every == 0)) return nullptr;
   INPUT_CHECK(std::filesystem::is_directory(c.tokenizer_dir), "--tokenizer {}: no such directory{}", c.tokenizer_dir,
               given ? "" : " (the tokenizer the resumed run recorded; give --tokenizer)");
-  const Tokenizer tokenizer = Tokenizer::load(c.tokenizer_dir);
+  auto tokenizer = std::make_shared<const Tokenizer>(Tokenizer::load(c.tokenizer_dir));
   const ShardHeader data = read_shard_header(list_shards(c.train_data).front());
-  INPUT_CHECK(data.tokenizer_fingerprint == tokenizer.fingerprint() &&
-                  static_cast<int>(data.vocab_size) == tokenizer.vocab_size(),
+  INPUT_CHECK(data.tokenizer_fingerprint == tokenizer->fingerprint() &&
+                  static_cast<int>(data.vocab_size) == tokenizer->vocab_size(),
               "--tokenizer {} (fingerprint {}, {} tokens) is not the tokenizer {} was prepared with (fingerprint "
               "{}, {} tokens)",
-              c.tokenizer_dir, tokenizer.fingerprint(), tokenizer.vocab_size(), c.train_data,
+              c.tokenizer_dir, tokenizer->fingerprint(), tokenizer->vocab_size(), c.train_data,
               data.tokenizer_fingerprint, data.vocab_size);
+  return tokenizer;
 }
 
 // An exclusive flock on a run directory for the process's lifetime: a second train into it is
@@ -312,8 +315,10 @@ int export_hf(const TrainConfig& c) {
 }
 
 // Samples `sample_tokens` tokens after <|endoftext|> with top-k 40, a fixed seed per step.
-std::function<std::string(GPT2&, uint64_t)> make_sampler(const TrainConfig& c) {
-  auto tokenizer = std::make_shared<Tokenizer>(Tokenizer::load(c.tokenizer_dir));
+// `tokenizer`: the one check_tokenizer loaded (a run with --sample-every always has one).
+std::function<std::string(GPT2&, uint64_t)> make_sampler(const TrainConfig& c,
+                                                          std::shared_ptr<const Tokenizer> tokenizer) {
+  ENSURE(tokenizer != nullptr, "--sample-every without a checked tokenizer");
   return [tokenizer, c](GPT2& model, uint64_t step) {
     SampleConfig sc;
     sc.top_k = 40;
@@ -349,6 +354,7 @@ int run(int argc, char** argv, ProcessGroup& group) {
     return 0;
   }
   const bool data_parallel = group.size() > 1;
+  std::shared_ptr<const Tokenizer> tokenizer;  // loaded by check_tokenizer when there is one to check
   std::unique_ptr<Backend> backend;
   agreed([&] {
     INPUT_CHECK(parsed->unmatched().empty(), "unexpected argument '{}' (every setting is a --flag)",
@@ -358,7 +364,8 @@ int run(int argc, char** argv, ProcessGroup& group) {
     INPUT_CHECK(config.init_from.empty() || !parsed->count("preset") || config.eval_only || !config.export_hf.empty(),
                 "--preset {}: with --init-from the model shape comes from the checkpoint {}; drop --preset",
                 config.preset, config.init_from);
-    if (!config.eval_only && config.export_hf.empty()) check_tokenizer(config, parsed->count("tokenizer") > 0);
+    if (!config.eval_only && config.export_hf.empty())
+      tokenizer = check_tokenizer(config, parsed->count("tokenizer") > 0);
     validate(config);
     INPUT_CHECK(!data_parallel || (config.export_hf.empty() && !config.eval_only),
                 "--{} runs in one process: start it without mpiexec", config.eval_only ? "eval-only" : "export-hf");
@@ -394,7 +401,7 @@ int run(int argc, char** argv, ProcessGroup& group) {
     return 0;
   }
   std::cout << "configuration:\n" << describe(trainer.config()) << trainer.summary() << std::flush;
-  if (config.sample_every) trainer.sampler = make_sampler(config);
+  if (config.sample_every) trainer.sampler = make_sampler(config, tokenizer);
   StopReason reason = trainer.run();
   std::string where = config.run_dir + "/checkpoints";
   if (reason == StopReason::interrupted) {
