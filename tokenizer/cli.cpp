@@ -120,7 +120,7 @@ struct Output {
     check();
     if (!file) return;
     file->close();
-    if (file->fail()) throw Error(format("writing {} failed (disk full?); {} is unchanged", path, path));
+    check();  // a close that failed to write the last of it
     if (std::rename(tmp.c_str(), path.c_str()) != 0)
       throw Error(format("cannot rename {} to {}: {}", tmp, path, std::strerror(errno)));
     file.reset();
