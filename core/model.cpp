@@ -125,36 +125,30 @@ void GPT2::Impl::forward_trunk(int B_, int T_) {
                        P_(Param::ln1w), P_(Param::ln1b), B_, T_, C);
 
   for (int l = 0; l < L; ++l) {
-    const TensorPtr x = l == 0 ? act.encoded.data() : act.residual3.data() + slab(l - 1, C);
-    const TensorPtr ln1 = act.ln1.data() + slab(l, C);
-    const TensorPtr qkv = act.qkv.data() + slab(l, 3 * C);
-    const TensorPtr atty = act.atty.data() + slab(l, C);
-    const TensorPtr res2 = act.residual2.data() + slab(l, C);
-    const TensorPtr ln2 = act.ln2.data() + slab(l, C);
-    const TensorPtr fch = act.fch.data() + slab(l, 4 * C);
-    const TensorPtr res3 = act.residual3.data() + slab(l, C);
+    const LayerTensors a = layer(l);
     const TensorPtr proj = scratch.bufC_a.data();
 
     // x2 = x + drop(attn(ln1 Wqkv^T + bqkv) Wproj^T + bproj); ln2 = LN2(x2)
-    be.matmul_forward(qkv, ln1, P_(Param::qkvw, l), P_(Param::qkvb, l), B_, T_, C, 3 * C);
-    be.attention_forward(atty, attention_saved(l), qkv, B_, T_, C, NH, dropout(site_attention(l)));
-    be.matmul_forward(proj, atty, P_(Param::attprojw, l), P_(Param::attprojb, l), B_, T_, C, C);
+    be.matmul_forward(a.qkv, a.ln1, P_(Param::qkvw, l), P_(Param::qkvb, l), B_, T_, C, 3 * C);
+    be.attention_forward(a.atty, attention_saved(l), a.qkv, B_, T_, C, NH, dropout(site_attention(l)));
+    be.matmul_forward(proj, a.atty, P_(Param::attprojw, l), P_(Param::attprojb, l), B_, T_, C, C);
     if (dropout(site_attproj(l)).active()) be.dropout_forward(proj, proj, dropout(site_attproj(l)), BTC);
-    be.residual_layernorm_forward(res2, ln2, act.ln2_mean.data() + slab(l, 1), act.ln2_rstd.data() + slab(l, 1), x,
-                                  proj, P_(Param::ln2w, l), P_(Param::ln2b, l), B_, T_, C);
+    be.residual_layernorm_forward(a.res2, a.ln2, a.ln2_mean, a.ln2_rstd, a.x, proj, P_(Param::ln2w, l),
+                                  P_(Param::ln2b, l), B_, T_, C);
 
     // x3 = x2 + drop(gelu(ln2 Wfc^T + bfc) Wfcproj^T + bfcproj); then the next LayerNorm of x3:
     // the next block's ln1, or after the last block the final lnf.
-    be.matmul_forward_gelu(fch_gelu(l), fch, ln2, P_(Param::fcw, l), P_(Param::fcb, l), B_, T_, C, 4 * C);
+    be.matmul_forward_gelu(fch_gelu(l), a.fch, a.ln2, P_(Param::fcw, l), P_(Param::fcb, l), B_, T_, C, 4 * C);
     be.matmul_forward(proj, fch_gelu(l), P_(Param::fcprojw, l), P_(Param::fcprojb, l), B_, T_, 4 * C, C);
     if (dropout(site_mlpproj(l)).active()) be.dropout_forward(proj, proj, dropout(site_mlpproj(l)), BTC);
-    if (l + 1 < L)
-      be.residual_layernorm_forward(res3, act.ln1.data() + slab(l + 1, C), act.ln1_mean.data() + slab(l + 1, 1),
-                                    act.ln1_rstd.data() + slab(l + 1, 1), res2, proj, P_(Param::ln1w, l + 1),
-                                    P_(Param::ln1b, l + 1), B_, T_, C);
-    else
-      be.residual_layernorm_forward(res3, act.lnf.data(), act.lnf_mean.data(), act.lnf_rstd.data(), res2, proj,
+    if (l + 1 < L) {
+      const LayerTensors next = layer(l + 1);
+      be.residual_layernorm_forward(a.res3, next.ln1, next.ln1_mean, next.ln1_rstd, a.res2, proj,
+                                    P_(Param::ln1w, l + 1), P_(Param::ln1b, l + 1), B_, T_, C);
+    } else {
+      be.residual_layernorm_forward(a.res3, act.lnf.data(), act.lnf_mean.data(), act.lnf_rstd.data(), a.res2, proj,
                                     P_(Param::lnfw), P_(Param::lnfb), B_, T_, C);
+    }
   }
 }
 
@@ -383,16 +377,10 @@ void GPT2::Impl::backward_from_dlogits() {
                      Vp);
   be.zero(dres.data, BTC * dtype_size(dtype));
   be.layernorm_backward(dres, G_(Param::lnfw), G_(Param::lnfb), dbuf_b, act.lnf_mean.data(), act.lnf_rstd.data(),
-                        act.residual3.data() + slab(L - 1, C), P_(Param::lnfw), B, T, C);
+                        layer(L - 1).res3, P_(Param::lnfw), B, T, C);
 
   for (int l = L - 1; l >= 0; --l) {
-    const TensorPtr x = l == 0 ? act.encoded.data() : act.residual3.data() + slab(l - 1, C);
-    const TensorPtr ln1 = act.ln1.data() + slab(l, C);
-    const TensorPtr qkv = act.qkv.data() + slab(l, 3 * C);
-    const TensorPtr atty = act.atty.data() + slab(l, C);
-    const TensorPtr res2 = act.residual2.data() + slab(l, C);
-    const TensorPtr ln2 = act.ln2.data() + slab(l, C);
-    const TensorPtr fch = act.fch.data() + slab(l, 4 * C);
+    const LayerTensors a = layer(l);
 
     // x3 = x2 + drop(proj): d(x2) is dres itself (pass-through of the one stream buffer),
     // d(proj) = dropout' (dres).
@@ -403,13 +391,13 @@ void GPT2::Impl::backward_from_dlogits() {
     }
     // Under recompute_gelu the shared slab holds the last layer's GELU output from the forward;
     // every other layer recomputes its own from the saved pre-activation.
-    if (options.recompute_gelu && l != L - 1) be.gelu_forward(fch_gelu(l), fch, 4 * BTC);
+    if (options.recompute_gelu && l != L - 1) be.gelu_forward(fch_gelu(l), a.fch, 4 * BTC);
     const TensorPtr dfch = scratch.buf4C.data();
     be.matmul_backward_gelu(dfch, G_(Param::fcprojw, l), G_(Param::fcprojb, l), dproj, fch_gelu(l),
-                            P_(Param::fcprojw, l), fch, B, T, 4 * C, C);
-    be.matmul_backward(dbuf_b, G_(Param::fcw, l), G_(Param::fcb, l), dfch, ln2, P_(Param::fcw, l), B, T, C, 4 * C);
-    be.layernorm_backward(dres, G_(Param::ln2w, l), G_(Param::ln2b, l), dbuf_b, act.ln2_mean.data() + slab(l, 1),
-                          act.ln2_rstd.data() + slab(l, 1), res2, P_(Param::ln2w, l), B, T, C);
+                            P_(Param::fcprojw, l), a.fch, B, T, 4 * C, C);
+    be.matmul_backward(dbuf_b, G_(Param::fcw, l), G_(Param::fcb, l), dfch, a.ln2, P_(Param::fcw, l), B, T, C, 4 * C);
+    be.layernorm_backward(dres, G_(Param::ln2w, l), G_(Param::ln2b, l), dbuf_b, a.ln2_mean, a.ln2_rstd, a.res2,
+                          P_(Param::ln2w, l), B, T, C);
 
     // x2 = x + drop(attn proj): same pattern; dres now holds d(x2) and collects d(x).
     dproj = dres;
@@ -418,13 +406,13 @@ void GPT2::Impl::backward_from_dlogits() {
       dproj = dbuf_a;
     }
     const TensorPtr dqkv = scratch.buf3C.data();
-    be.matmul_backward(dbuf_b, G_(Param::attprojw, l), G_(Param::attprojb, l), dproj, atty, P_(Param::attprojw, l),
+    be.matmul_backward(dbuf_b, G_(Param::attprojw, l), G_(Param::attprojb, l), dproj, a.atty, P_(Param::attprojw, l),
                        B, T, C, C);
-    be.attention_backward(dqkv, dbuf_b, attention_saved(l), qkv, atty, B, T, C, NH, dropout(site_attention(l)));
-    be.matmul_backward(dbuf_b, G_(Param::qkvw, l), G_(Param::qkvb, l), dqkv, ln1, P_(Param::qkvw, l), B, T, C,
+    be.attention_backward(dqkv, dbuf_b, attention_saved(l), a.qkv, a.atty, B, T, C, NH, dropout(site_attention(l)));
+    be.matmul_backward(dbuf_b, G_(Param::qkvw, l), G_(Param::qkvb, l), dqkv, a.ln1, P_(Param::qkvw, l), B, T, C,
                        3 * C);
-    be.layernorm_backward(dres, G_(Param::ln1w, l), G_(Param::ln1b, l), dbuf_b, act.ln1_mean.data() + slab(l, 1),
-                          act.ln1_rstd.data() + slab(l, 1), x, P_(Param::ln1w, l), B, T, C);
+    be.layernorm_backward(dres, G_(Param::ln1w, l), G_(Param::ln1b, l), dbuf_b, a.ln1_mean, a.ln1_rstd, a.x,
+                          P_(Param::ln1w, l), B, T, C);
   }
 
   // x0 = drop(wte[inp] + wpe[t]): dwte (scatter-add, the tied second use) and dwpe.

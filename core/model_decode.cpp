@@ -145,31 +145,25 @@ std::vector<float> GPT2::decode(const int* tokens, int B, int pos) {
     // token; the LayerNorm statistics of every layer go to slab 0 (no backward reads them).
     float* mean = s.act.ln1_mean.data();
     float* rstd = s.act.ln1_rstd.data();
-    TensorPtr x = s.act.encoded.data();
-    be.encoder_forward(x, s.act.inputs.data(), P_(Param::wte), P_(Param::wpe) + size_t(pos) * C, n, 1, C);
-    be.layernorm_forward(s.act.ln1.data(), mean, rstd, x, P_(Param::ln1w), P_(Param::ln1b), n, 1, C);
+    be.encoder_forward(s.act.encoded.data(), s.act.inputs.data(), P_(Param::wte), P_(Param::wpe) + size_t(pos) * C, n,
+                       1, C);
+    be.layernorm_forward(s.act.ln1.data(), mean, rstd, s.act.encoded.data(), P_(Param::ln1w), P_(Param::ln1b), n, 1, C);
     for (int l = 0; l < L; ++l) {
-      const TensorPtr ln1 = s.act.ln1.data() + s.slab(l, C);
-      const TensorPtr qkv = s.act.qkv.data() + s.slab(l, 3 * C);
-      const TensorPtr atty = s.act.atty.data() + s.slab(l, C);
-      const TensorPtr res2 = s.act.residual2.data() + s.slab(l, C);
-      const TensorPtr ln2 = s.act.ln2.data() + s.slab(l, C);
-      const TensorPtr fch = s.act.fch.data() + s.slab(l, 4 * C);
-      const TensorPtr res3 = s.act.residual3.data() + s.slab(l, C);
+      const Impl::LayerTensors a = s.layer(l);
       const TensorPtr proj = s.scratch.bufC_a.data();
-      be.matmul_forward(qkv, ln1, P_(Param::qkvw, l), P_(Param::qkvb, l), n, 1, C, 3 * C);
-      be.attention_decode(atty, s.kcache.data() + l * cache_stride + row0, s.vcache.data() + l * cache_stride + row0,
-                          qkv, n, pos, maxS, C, NH);
-      be.matmul_forward(proj, atty, P_(Param::attprojw, l), P_(Param::attprojb, l), n, 1, C, C);
-      be.residual_layernorm_forward(res2, ln2, mean, rstd, x, proj, P_(Param::ln2w, l), P_(Param::ln2b, l), n, 1, C);
-      be.matmul_forward_gelu(s.fch_gelu(l), fch, ln2, P_(Param::fcw, l), P_(Param::fcb, l), n, 1, C, 4 * C);
+      be.matmul_forward(a.qkv, a.ln1, P_(Param::qkvw, l), P_(Param::qkvb, l), n, 1, C, 3 * C);
+      be.attention_decode(a.atty, s.kcache.data() + l * cache_stride + row0, s.vcache.data() + l * cache_stride + row0,
+                          a.qkv, n, pos, maxS, C, NH);
+      be.matmul_forward(proj, a.atty, P_(Param::attprojw, l), P_(Param::attprojb, l), n, 1, C, C);
+      be.residual_layernorm_forward(a.res2, a.ln2, mean, rstd, a.x, proj, P_(Param::ln2w, l), P_(Param::ln2b, l), n, 1,
+                                    C);
+      be.matmul_forward_gelu(s.fch_gelu(l), a.fch, a.ln2, P_(Param::fcw, l), P_(Param::fcb, l), n, 1, C, 4 * C);
       be.matmul_forward(proj, s.fch_gelu(l), P_(Param::fcprojw, l), P_(Param::fcprojb, l), n, 1, 4 * C, C);
       // The next LayerNorm of x3: the next block's ln1, or lnf after the last block.
       const bool last = l + 1 == L;
-      be.residual_layernorm_forward(res3, last ? s.act.lnf.data() : s.act.ln1.data() + s.slab(l + 1, C), mean, rstd,
-                                    res2, proj, last ? P_(Param::lnfw) : P_(Param::ln1w, l + 1),
+      be.residual_layernorm_forward(a.res3, last ? s.act.lnf.data() : s.layer(l + 1).ln1, mean, rstd, a.res2, proj,
+                                    last ? P_(Param::lnfw) : P_(Param::ln1w, l + 1),
                                     last ? P_(Param::lnfb) : P_(Param::ln1b, l + 1), n, 1, C);
-      x = res3;
     }
     s.project_logits(s.act.lnf.data(), n, out.data() + size_t(r0) * s.config.vocab_size);
   }

@@ -80,6 +80,27 @@ struct GPT2::Impl {
   TensorPtr fch_gelu(int l) {
     return act.fch_gelu.data() + (options.recompute_gelu ? 0 : slab(l, 4 * size_t(config.channels)));
   }
+  // Layer l's slices of the stacked activations (names as in the forward's formulas).
+  struct LayerTensors {
+    TensorPtr x;  // the block's input: the embeddings for layer 0, else the previous block's res3
+    TensorPtr ln1, qkv, atty, res2, ln2, fch, res3;
+    float *ln1_mean, *ln1_rstd, *ln2_mean, *ln2_rstd;
+  };
+  LayerTensors layer(int l) {
+    const size_t C = config.channels;
+    return {l == 0 ? act.encoded.data() : act.residual3.data() + slab(l - 1, C),
+            act.ln1.data() + slab(l, C),
+            act.qkv.data() + slab(l, 3 * C),
+            act.atty.data() + slab(l, C),
+            act.residual2.data() + slab(l, C),
+            act.ln2.data() + slab(l, C),
+            act.fch.data() + slab(l, 4 * C),
+            act.residual3.data() + slab(l, C),
+            act.ln1_mean.data() + slab(l, 1),
+            act.ln1_rstd.data() + slab(l, 1),
+            act.ln2_mean.data() + slab(l, 1),
+            act.ln2_rstd.data() + slab(l, 1)};
+  }
 
   // Dropout for site `stream` of the last forward: stream 0 = embedding, then per layer l
   // 1+3l attention probabilities, 2+3l attention projection, 3+3l MLP projection.
