@@ -52,10 +52,6 @@ double fma_ceiling_gflops(double& cpu_rate) {
   return gflop / s;
 }
 
-}  // namespace
-
-namespace {
-
 int run(int argc, char** argv) {
   cxxopts::Options options("bench_cpu_matmul",
                            "cpu::matmul_forward / matmul_backward on GPT-2 shapes against the reference loops and "
