@@ -138,6 +138,19 @@ TEST_CASE("100k seeded draws match the distribution (chi-square)", "[sampler]") 
   CHECK(chi_square(counts4, expected, draws) < 16.27);  // 3 degrees of freedom, P = 0.001
 }
 
+TEST_CASE("draw_index is the inverse CDF: the first i with u < p_0 + ... + p_i", "[sampler]") {
+  const std::vector<double> probs = {0.0, 0.5, 0.0, 0.25, 0.25, 0.0};
+  CHECK(draw_index(probs, 0.0) == 1);  // a zero-probability token is never drawn, even at u = 0
+  CHECK(draw_index(probs, 0.4999) == 1);
+  CHECK(draw_index(probs, 0.5) == 3);  // a boundary belongs to the token above it
+  CHECK(draw_index(probs, 0.75) == 4);
+  CHECK(draw_index(probs, 0.9999) == 4);
+  // Probabilities whose rounded total falls short of u: the last token with nonzero
+  // probability, never the zero-probability ones after it.
+  const std::vector<double> short_total = {0.5, 0.25, 0.0, 0.0};
+  CHECK(draw_index(short_total, 0.9) == 1);
+}
+
 TEST_CASE("draws are reproducible from (seed, stream, index)", "[sampler]") {
   std::vector<float> logits = test::random_vector(1000, 5, -2.0f, 2.0f);
   SampleConfig config;
