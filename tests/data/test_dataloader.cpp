@@ -4,6 +4,7 @@
 // the evaluation iterator scoring every token exactly once for any stride.
 #include <algorithm>
 #include <catch2/catch.hpp>
+#include <map>
 #include <numeric>
 
 #include "common/test_common.hpp"
@@ -105,6 +106,23 @@ TEST_CASE("the shuffled order is a function of the seed", "[data]") {
   CHECK(wa != wc);
 }
 
+TEST_CASE("the shuffled order draws every permutation equally often", "[data]") {
+  // W = 3 windows (T = 1, 4 tokens), B = 1: each epoch is one of the 3! orders. A shuffle that
+  // favours some (Sattolo's r % i instead of r % (i + 1) draws only the two cyclic ones) fails.
+  auto shards = counting_shards("loader_uniform", {4});
+  DataLoader loader(shards, 1, 1, LoaderOrder::shuffled, 2024, kFingerprint, false);
+  REQUIRE(loader.windows_per_epoch() == 3);
+  const int epochs = 1200;
+  std::map<std::vector<uint64_t>, int> counts;
+  for (int e = 0; e < epochs; ++e) ++counts[take_windows(loader, 3, 1, 1)];
+  CHECK(counts.size() == 6);
+  const double expected = epochs / 6.0;
+  double x2 = 0.0;
+  for (const auto& [order, n] : counts) x2 += (n - expected) * (n - expected) / expected;
+  x2 += (6.0 - static_cast<double>(counts.size())) * expected;  // orders never drawn
+  CHECK(x2 < 20.52);  // 5 degrees of freedom: P(chi2 > 20.52) = 0.001
+}
+
 TEST_CASE("restore() resumes exactly where position() was taken", "[data]") {
   auto shards = counting_shards("loader_resume", {500, 401}, kFingerprint, 100000);  // 4-byte tokens
   const int B = 4, T = 10;  // W = 90, B does not divide it: batches straddle epochs
@@ -129,6 +147,33 @@ TEST_CASE("restore() resumes exactly where position() was taken", "[data]") {
         }
       }
     }
+  }
+}
+
+TEST_CASE("restore() while the prefetch thread is building a batch never yields the stale one", "[data]") {
+  // Right after next() the worker starts on the batch after it; restoring at once lands in the
+  // middle of that build (a quarter of a million tokens), whose result is for the old position
+  // and must be dropped.
+  auto shards = counting_shards("loader_restore_race", {300000}, kFingerprint, 400000);
+  const int B = 256, T = 1024;  // W = 292
+  DataLoader reference(shards, B, T, LoaderOrder::shuffled, 5, kFingerprint, false);
+  std::vector<LoaderPosition> positions;
+  std::vector<std::vector<uint64_t>> batches;
+  for (int i = 0; i < 40; ++i) {
+    positions.push_back(reference.position());
+    batches.push_back(take_windows(reference, 1, B, T));
+  }
+  DataLoader loader(shards, B, T, LoaderOrder::shuffled, 5, kFingerprint, true);
+  std::vector<int> x, y;
+  for (int round = 0; round < 200; ++round) {
+    const int at = (round * 17) % 40;
+    loader.restore(positions[at]);
+    loader.next(x, y);
+    // Only each row's first token (its window), so that the next restore() follows at once.
+    std::vector<uint64_t> windows;
+    for (int b = 0; b < B; ++b) windows.push_back(uint64_t(x[size_t(b) * T]) / T);
+    INFO("round " << round << ", batch " << at);
+    REQUIRE(windows == batches[at]);
   }
 }
 
