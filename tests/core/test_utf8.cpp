@@ -1,7 +1,8 @@
 // core/utf8: the one UTF-8 decoder. Every boundary of RFC 3629 / Unicode Table 3-7 (first and
 // last well-formed value of each lead byte's second-byte range, one step past it), U+FFFD per
 // maximal subpart (Unicode chapter 3's own example), the streaming cut of an incomplete tail, and
-// agreement of the three functions on random bytes.
+// agreement of the three functions on random bytes, and non-ASCII bytes at every offset of the
+// 8-byte ASCII skip.
 #include <catch2/catch.hpp>
 
 #include <random>
@@ -80,5 +81,19 @@ TEST_CASE("utf8: the functions agree on random bytes", "[utf8]") {
     const size_t used = append_valid_utf8(std::string_view(bytes).substr(0, cut), false, streamed);
     append_valid_utf8(std::string_view(bytes).substr(used), true, streamed);
     CHECK(streamed == replaced);
+  }
+}
+
+TEST_CASE("utf8: a non-ASCII byte at any offset of long ASCII text is found", "[utf8]") {
+  // The ASCII runs are skipped 8 bytes at a time: every position within and across those words.
+  for (size_t at = 0; at < 40; ++at) {
+    std::string text(40, 'a');
+    text[at] = '\xFF';
+    INFO("invalid byte at " << at);
+    CHECK(find_invalid_utf8(text) == at);
+    CHECK(replace_invalid_utf8(text) == std::string(at, 'a') + with_fffd("_") + std::string(39 - at, 'a'));
+    text.replace(at, 1, "\xC3\xA9");  // a valid two-byte character in the same place
+    CHECK(find_invalid_utf8(text) == std::string::npos);
+    CHECK(replace_invalid_utf8(text) == text);
   }
 }

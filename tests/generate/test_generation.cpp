@@ -204,6 +204,17 @@ TEST_CASE("stop strings are matched across token boundaries and never printed", 
   CHECK(out == "abcEx");
   CHECK(stream.append("more"));  // after a stop nothing more is emitted
   CHECK(out == "abcEx");
+
+  // Pieces that are nothing but a stop string's beginning, one after another.
+  std::string split;
+  TextStream pieces({"END"}, [&](std::string_view s) { split += s; });
+  CHECK_FALSE(pieces.append("E"));
+  CHECK_FALSE(pieces.append("N"));
+  CHECK(split.empty());
+  CHECK(pieces.append("D"));
+  pieces.finish();
+  CHECK(split.empty());
+  CHECK(pieces.text().empty());
 }
 
 TEST_CASE("scoring: each token once, non-overlapping windows equal their forward losses", "[generate][score]") {
