@@ -2,6 +2,7 @@
 // clear errors naming the file for missing, truncated, corrupt and foreign files, and a failed
 // write (disk full) reported as the machine's error.
 #include <catch2/catch.hpp>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
@@ -160,10 +161,34 @@ TEST_CASE("truncated, corrupt and foreign shards give errors naming the file", "
     require_input_error([&] { read_shard_header(bad); }, {bad, "token width 3"});
   }
   SECTION("nonzero reserved bytes") {
+    for (size_t at : {size_t(36), size_t(50), size_t(63)}) {  // the first, one inside, the last
+      std::string b = bytes;
+      b[at] = 1;
+      write_all(bad, b);
+      require_input_error([&] { read_shard_header(bad); }, {bad, "reserved byte " + std::to_string(at)});
+    }
+  }
+  SECTION("a vocabulary of 0") {
     std::string b = bytes;
-    b[50] = 1;
+    std::memset(b.data() + 32, 0, 4);
     write_all(bad, b);
-    require_input_error([&] { read_shard_header(bad); }, {bad, "reserved"});
+    require_input_error([&] { read_shard_header(bad); }, {bad, "vocab_size is 0"});
+  }
+  SECTION("a vocabulary too large for 2-byte tokens") {
+    std::string b = bytes;
+    const uint32_t vocab = 65537;
+    std::memcpy(b.data() + 32, &vocab, 4);
+    write_all(bad, b);
+    require_input_error([&] { read_shard_header(bad); }, {bad, "65537", "2-byte"});
+  }
+  SECTION("a token count whose byte size would overflow 64 bits") {
+    // 2^63 + 100 tokens of 2 bytes are 2^64 + 200 bytes: without the guard the size wraps round
+    // to the file's own 200 bytes of tokens and the header would pass.
+    std::string b = bytes;
+    const uint64_t count = (uint64_t(1) << 63) + 100;
+    std::memcpy(b.data() + 16, &count, 8);
+    write_all(bad, b);
+    require_input_error([&] { read_shard_header(bad); }, {bad, "impossible"});
   }
   SECTION("a token id beyond the vocabulary is caught when read") {
     std::string b = bytes;
