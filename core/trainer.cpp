@@ -33,10 +33,9 @@ void on_stop_signal(int sig) {
   std::signal(sig, SIG_DFL);  // a second Ctrl-C ends the process at once
 }
 
-// A distinct 64-bit dropout seed per micro-batch, a pure function of (run seed, micro-step).
-uint64_t dropout_seed(uint64_t seed, uint64_t micro_step) { return splitmix64(seed ^ splitmix64(micro_step)); }
-
 }  // namespace
+
+uint64_t dropout_seed(uint64_t seed, uint64_t micro_step) { return splitmix64(seed ^ splitmix64(micro_step)); }
 
 void install_stop_signal_handlers() {
   std::signal(SIGINT, on_stop_signal);

@@ -90,6 +90,10 @@ void install_stop_signal_handlers();
 bool stop_requested();
 void request_stop(bool stop = true);
 
+// The dropout seed of micro-batch `micro_step` (step * accumulation_steps + micro) of a run: a
+// pure function of the two, distinct for each micro-batch, so a resumed run draws the same masks.
+uint64_t dropout_seed(uint64_t run_seed, uint64_t micro_step);
+
 // The checkpoint a --resume argument names: the file itself, or the newest step_*.ckpt in a run
 // directory (or its checkpoints/ folder). InputError when there is none.
 std::string resolve_checkpoint(const std::string& path_or_run_dir);

@@ -1,7 +1,8 @@
 // The trainer on a tiny model and generated shards: gradient accumulation equals one big batch,
 // a run stopped half-way (by --stop-at-step or by SIGINT) and resumed is bit-identical to an
 // uninterrupted one, non-finite steps are skipped (and too many in a row stop the run), and
-// mismatches between checkpoint, data and flags are rejected with InputError.
+// mismatches between checkpoint, data and flags are rejected with InputError; a step equals the
+// model's own calls written out by hand, and run()'s evaluations, checkpoints kept and dropout.
 #include <signal.h>
 
 #include <catch2/catch.hpp>
@@ -10,9 +11,11 @@
 #include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "common/test_common.hpp"
 #include "core/check.hpp"
+#include "core/model_optim.hpp"
 #include "core/trainer.hpp"
 #include "train_fixtures.hpp"
 
@@ -61,6 +64,71 @@ TEST_CASE("B=8 in one step equals B=4 with 2 accumulation steps", "[trainer]") {
     test::expect_close(b.model().parameters(), a.model().parameters(), 1e-6, 0.0,
                        "parameters after step " + std::to_string(step + 1));
   }
+}
+
+TEST_CASE("a Trainer step is the model's forward_backward, clipping, schedule and AdamW, by hand", "[trainer]") {
+  // The same steps written out with the model's own calls: the dloss of the total batch, each
+  // micro-batch's dropout seed, the clip scale, the learning rate of the step and AdamW's
+  // 1-based step count (bias correction) must all be the ones the Trainer uses, bit for bit.
+  std::string dir = test::temp_dir("trainer_by_hand");
+  test::write_tiny_shards(dir);
+  auto backend = make_cpu_backend(1);
+  TrainConfig c = test::tiny_train_config(dir, dir + "/run");
+  c.shuffle = false;
+  c.dropout = 0.1f;
+  c.total_batch_tokens = 2 * 4 * 16;  // 2 micro-batches of 4 x 16
+  c.grad_clip = 0.5;
+  c.steps = 5;
+  c.warmup_steps = 2;
+  Trainer t(c, *backend);
+  REQUIRE(t.accumulation_steps() == 2);
+
+  GPT2 model(t.model().config(), *backend, 4, 16);
+  model.set_parameters(t.model().parameters());
+  DataLoader loader({dir + "/train.bin"}, 4, 16, LoaderOrder::sequential, c.seed, 0, false);
+  LrSchedule schedule;
+  schedule.max_lr = c.lr;
+  schedule.min_lr = c.lr * c.min_lr_ratio;
+  schedule.warmup_steps = c.warmup_steps;
+  schedule.total_steps = c.steps;
+  std::vector<int> x, y;
+  bool clipped = false;
+  for (uint64_t step = 0; step < c.steps; ++step) {
+    INFO("step " << step + 1);
+    const StepResult r = t.train_step();
+    model.zero_grad();
+    double loss_sum = 0.0;
+    for (int micro = 0; micro < 2; ++micro) {
+      loader.next(x, y);
+      const float loss = model.forward_backward(x.data(), y.data(), 4, 16, 1.0f / 128.0f,
+                                                dropout_seed(c.seed, step * 2 + uint64_t(micro)));
+      loss_sum += double(loss) * model.num_targets();
+    }
+    const double norm = model.grad_norm();
+    AdamWParams hp;
+    hp.lr = float(schedule.at(step));
+    hp.beta1 = float(c.beta1);
+    hp.beta2 = float(c.beta2);
+    hp.eps = float(c.eps);
+    hp.weight_decay = float(c.weight_decay);
+    hp.step = int(step + 1);
+    hp.grad_scale = clip_scale(norm, c.grad_clip);
+    model.adamw_step(hp);
+    clipped = clipped || hp.grad_scale < 1.0f;
+
+    CHECK(r.loss == loss_sum / 128.0);
+    CHECK(r.grad_norm == norm);
+    CHECK(r.lr == schedule.at(step));
+    REQUIRE(same_bits(t.model().parameters(), model.parameters()));
+  }
+  CHECK(clipped);
+}
+
+TEST_CASE("every micro-batch of a run gets its own dropout seed", "[trainer]") {
+  std::set<uint64_t> seeds;
+  for (uint64_t run_seed : {0ull, 1ull, 1337ull})
+    for (uint64_t micro = 0; micro < 1000; ++micro) seeds.insert(dropout_seed(run_seed, micro));
+  CHECK(seeds.size() == 3000);
 }
 
 TEST_CASE("a run stopped half-way and resumed is bit-identical to an uninterrupted run", "[trainer]") {
@@ -160,6 +228,22 @@ TEST_CASE("a non-finite gradient skips the update; too many in a row stop the ru
     CHECK(std::isfinite(next.grad_norm));
     CHECK_FALSE(same_bits(t.model().parameters(), before));
   }
+  SECTION("a good step between bad ones starts the count again") {
+    c.max_bad_steps = 2;
+    Trainer t(c, *backend);
+    t.dloss_factor_hook = [](uint64_t step, int) {  // steps 1, 2, 4, 5, 7 and 8 are poisoned
+      return step % 3 != 2 ? std::numeric_limits<float>::quiet_NaN() : 1.0f;
+    };
+    CHECK_THROWS_WITH(t.run(), Catch::Contains("2 consecutive steps") && Catch::Contains("at step 2"));
+    Trainer alternating(c, *backend);
+    alternating.dloss_factor_hook = [](uint64_t step, int) {  // every other step
+      return step % 2 == 0 ? std::numeric_limits<float>::quiet_NaN() : 1.0f;
+    };
+    CHECK(alternating.run() == StopReason::finished);
+    auto records = read_metrics(dir + "/run");
+    REQUIRE(records.size() == 8);
+    for (size_t i = 0; i < records.size(); ++i) CHECK(records[i]["skipped"].get<bool>() == (i % 2 == 0));
+  }
   SECTION("every step poisoned: the run stops with a message and the metrics record the skips") {
     Trainer t(c, *backend);
     t.dloss_factor_hook = [](uint64_t, int) { return std::numeric_limits<float>::infinity() * 0.0f; };
@@ -170,6 +254,54 @@ TEST_CASE("a non-finite gradient skips the update; too many in a row stop the ru
     // No update was ever made, so no checkpoint was written.
     CHECK_THROWS_AS(resolve_checkpoint(dir + "/run"), InputError);
   }
+}
+
+TEST_CASE("run(): validation at every eval_every and at the end; the newest checkpoints kept", "[trainer]") {
+  std::string dir = test::temp_dir("trainer_outputs");
+  test::write_tiny_shards(dir);
+  auto backend = make_cpu_backend(1);
+  TrainConfig c = test::tiny_train_config(dir, dir + "/run");
+  c.steps = 5;
+  c.warmup_steps = 1;
+  c.eval_every = 2;  // does not divide the run: steps 2, 4 and the last, 5
+  c.checkpoint_every = 1;
+  c.keep_checkpoints = 2;
+  CHECK(Trainer(c, *backend).run() == StopReason::finished);
+  auto records = read_metrics(c.run_dir);
+  REQUIRE(records.size() == 5);
+  for (size_t i = 0; i < 5; ++i) {
+    INFO("step " << i + 1);
+    CHECK(records[i].contains("val_loss") == (i == 1 || i == 3 || i == 4));
+  }
+  std::vector<std::string> kept;
+  for (const fs::path& p : step_checkpoints(fs::path(c.run_dir) / "checkpoints")) kept.push_back(p.filename());
+  CHECK(kept == std::vector<std::string>{"step_00000004.ckpt", "step_00000005.ckpt"});
+}
+
+TEST_CASE("fine-tuning takes --dropout from the flags; a resumed run keeps the checkpoint's", "[trainer]") {
+  std::string dir = test::temp_dir("trainer_dropout");
+  test::write_tiny_shards(dir);
+  auto backend = make_cpu_backend(1);
+  TrainConfig c = test::tiny_train_config(dir, dir + "/base");
+  c.steps = 2;
+  c.warmup_steps = 1;
+  c.eval_every = 0;
+  c.dropout = 0.0f;
+  c.stop_at_step = 1;
+  Trainer(c, *backend).run();
+
+  TrainConfig tune = c;
+  tune.run_dir = dir + "/tune";
+  tune.stop_at_step = 0;
+  tune.init_from = resolve_checkpoint(c.run_dir);
+  tune.dropout = 0.2f;
+  CHECK(Trainer(tune, *backend).model().config().dropout == 0.2f);
+
+  TrainConfig resume = c;
+  resume.stop_at_step = 0;
+  resume.resume = c.run_dir;
+  resume.dropout = 0.2f;  // the run continues as it was trained
+  CHECK(Trainer(resume, *backend).model().config().dropout == 0.0f);
 }
 
 TEST_CASE("mismatches between checkpoint, data, run directory and flags are input errors", "[trainer]") {
