@@ -339,6 +339,14 @@ TEST_CASE("Trainer: R ranks equal one process with R-fold accumulation, and resu
     CHECK(ea.tokens == eb.tokens);
     CHECK(ea.batches == eb.batches);
     CHECK(ea.loss == Approx(eb.loss).epsilon(1e-6));
+    // The whole split (--eval-only, or --eval-batches 0): each rank scores its share of the windows.
+    const std::vector<std::string> val = {c.val_data};
+    const EvalResult wa = evaluate_split(ranked.model(), val, c.batch_size, c.seq_len, c.seq_len, 0, &group());
+    const EvalResult wb = evaluate_split(alone.model(), val, c.batch_size, c.seq_len, c.seq_len, 0, nullptr);
+    CHECK(wa.tokens == 4095);
+    CHECK(wb.tokens == 4095);
+    CHECK(wa.batches == wb.batches);
+    CHECK(wa.loss == Approx(wb.loss).epsilon(1e-6));
   }
 
   SECTION("a stopped and resumed run against an uninterrupted one; its checkpoint in one process") {

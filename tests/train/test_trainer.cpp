@@ -409,6 +409,22 @@ TEST_CASE("run length from steps, epochs or tokens; validation over fixed batche
   EvalResult all = whole.evaluate();
   CHECK(all.tokens == 4095);
   CHECK(std::isfinite(all.loss));
+  // The mean over the scored tokens, from the per-token losses (the last batch is partial).
+  double sum = 0.0;
+  uint64_t count = 0;
+  EvalIterator windows({c.val_data}, 4, 16, 16);
+  std::vector<int> x, y;
+  while (windows.next(x, y) > 0) {
+    whole.model().forward(x.data(), y.data(), 4, 16);
+    const std::vector<float> losses = whole.model().losses();
+    for (size_t i = 0; i < y.size(); ++i) {
+      if (y[i] == -1) continue;
+      sum += losses[i];
+      ++count;
+    }
+  }
+  CHECK(count == 4095);
+  CHECK(all.loss == Approx(sum / double(count)).epsilon(1e-6));
   c.eval_batches = 3;  // 3 batches of 4 x 16 targets, the same ones every call
   Trainer fixed(c, *backend);
   EvalResult a = fixed.evaluate();
