@@ -73,6 +73,11 @@ TEST_CASE("TinyStories v1: a single newline starts a story, a blank line is a pa
     CHECK(read(p3, with(Format::tinystories), &r3) == Docs{"A one.", "A two.", "B one.", "B two."});
     CHECK(r3.story_boundary == StoryBoundary::blank);
     CHECK(r3.ambiguous);
+    // The same with Windows line endings: "\r\n\r\n" is a blank line, not a line of text.
+    std::string p4 = write_file(dir, "blank_crlf.txt", "A one.\r\n\r\nA two.\r\n\r\n\r\nB one.\r\n\r\nB two.\r\n");
+    ReadResult r4;
+    CHECK(read(p4, with(Format::tinystories), &r4) == Docs{"A one.", "A two.", "B one.", "B two."});
+    CHECK(r4.story_boundary == StoryBoundary::blank);
   }
   SECTION("a forced boundary overrides detection") {
     FormatOptions o = with(Format::tinystories);
@@ -114,6 +119,11 @@ TEST_CASE("WikiText: articles start at top-level ' = Title = ' headings", "[data
   CHECK(read(path, with(Format::wikitext)) ==
         Docs{" = Robert Boulter = \n \n Robert is an actor . \n \n = = Career = = \n \n He acted . ",
              " = Du Fu = \n \n Du Fu was a poet with L \n = 1 henry = \n and more . ", " = Last = "});
+  // A title-shaped line with a blank line above but text right below is not a title either.
+  std::string wrapped = write_file(dir, "wrapped.raw",
+                                   " = Ohm = \n \n The unit is \n \n = 1 volt per ampere = \n and so on . \n");
+  CHECK(read(wrapped, with(Format::wikitext)) ==
+        Docs{" = Ohm = \n \n The unit is \n \n = 1 volt per ampere = \n and so on . "});
 }
 
 TEST_CASE("WikiExtractor: <doc> ... </doc>, with errors naming file and line", "[data]") {
