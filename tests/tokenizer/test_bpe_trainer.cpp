@@ -239,6 +239,47 @@ TEST_CASE("trainer: files, specials kept whole, save and load back", "[tokenizer
   CHECK_THROWS_AS(missing.add_file(dir + "/no_such_file.txt"), gpt2cc::InputError);
 }
 
+TEST_CASE("trainer: a special a file block would cut, and the longer of two specials at one place",
+          "[tokenizer][trainer]") {
+  std::string dir = test::temp_dir("trainer_special_cuts");
+  // "<|sep|>\n" ends in a newline after a visible character: a place where add_file may end a
+  // block. A block must not end inside it, or its halves are counted as text.
+  std::string text;
+  for (int i = 0; i < 400; ++i) text += "Story " + std::to_string(i) + ": the cat sat.<|sep|>\nLine two.\n";
+  const std::string path = dir + "/corpus.txt";
+  std::ofstream(path, std::ios::binary) << text;
+  TrainerConfig cfg;
+  cfg.vocab_size = 1 + 256 + 40;
+  cfg.special_tokens = {"<|sep|>\n"};
+  cfg.block_bytes = 1024;
+  BpeTrainer from_file(cfg), from_text(cfg);
+  from_file.add_file(path);
+  from_text.add_text(text);
+  gpt2cc::TrainStats file_stats, text_stats;
+  Tokenizer a = from_file.train(nullptr, &file_stats), b = from_text.train(nullptr, &text_stats);
+  CHECK(a.fingerprint() == b.fingerprint());
+  // A special counted as text in a few blocks would not change the merges, but it would the counts.
+  CHECK(file_stats.bytes == text_stats.bytes);
+  CHECK(file_stats.pretokens == text_stats.pretokens);
+  CHECK(file_stats.unique_pretokens == text_stats.unique_pretokens);
+  for (int id = 1; id < a.vocab_size(); ++id) {
+    const std::string t = a.token_bytes(id);
+    CHECK((t.find("<|") == std::string::npos && t.find("|>") == std::string::npos));
+  }
+
+  // Two specials starting at the same byte: the longer one is the token there.
+  cfg.special_tokens = {"<|x|>", "<|x|>!!"};
+  BpeTrainer overlapping(cfg);
+  std::string both;
+  for (int i = 0; i < 200; ++i) both += "a b c <|x|>!! d e <|x|> f\n";
+  overlapping.add_text(both);
+  Tokenizer c = overlapping.train();
+  for (int id = 2; id < c.vocab_size(); ++id) {
+    const std::string t = c.token_bytes(id);
+    CHECK((t == "!" || t.find('!') == std::string::npos));
+  }
+}
+
 TEST_CASE("trainer: no text is an error naming the files; invalid UTF-8 is never merged", "[tokenizer][trainer]") {
   std::string dir = test::temp_dir("trainer_no_text");
   TrainerConfig cfg;
