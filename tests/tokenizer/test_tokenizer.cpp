@@ -313,6 +313,50 @@ TEST_CASE("malformed tokenizer files give errors naming file and line", "[tokeni
   CHECK_THAT(load_error("/nonexistent/tokenizer/dir"), Catch::Contains("does not exist"));
 }
 
+TEST_CASE("vocab.json as Python writes it: every JSON string escape in special tokens", "[tokenizer]") {
+  // json.dump(ensure_ascii=True) escapes non-ASCII as \uXXXX (astral characters as a UTF-16
+  // surrogate pair) and control characters by name; a special token may hold any of them.
+  std::string vocab = "{";
+  for (int b = 0; b < 256; ++b) {
+    std::string key = gpt2cc::tok::byte_to_unicode()[b];
+    if (key == "\"" || key == "\\") key = "\\" + key;
+    vocab += "\"" + key + "\": " + std::to_string(b) + ",\n";
+  }
+  const std::string specials[][2] = {
+      {R"(<|\u00e9\u4e2d|>)", "<|\xC3\xA9\xE4\xB8\xAD|>"},  // 2- and 3-byte UTF-8
+      {R"(<|x\ud83d\ude00|>)", "<|x\xF0\x9F\x98\x80|>"},    // U+1F600 from a surrogate pair
+      {R"(<|a\tb\nc\rd\be\ff|>)", "<|a\tb\nc\rd\be\ff|>"},
+      {R"(<|\"q\" \\ \/|>)", "<|\"q\" \\ /|>"},
+  };
+  for (int i = 0; i < 4; ++i)
+    vocab += "\"" + specials[i][0] + "\": " + std::to_string(256 + i) + (i < 3 ? ",\n" : "\n}\n");
+  std::string dir = test::temp_dir("tok_escapes");
+  write_file(dir, "vocab.json", vocab);
+  write_file(dir, "merges.txt", "#version: 0.2\n");
+  Tokenizer t = Tokenizer::load(dir);
+  REQUIRE(t.vocab_size() == 260);
+  for (int i = 0; i < 4; ++i) {
+    INFO("special " << i);
+    CHECK(t.token_bytes(256 + i) == specials[i][1]);
+    CHECK(t.special_id(specials[i][1]) == 256 + i);
+  }
+
+  // What must not load, in place of the last special: an unpaired surrogate, text after the
+  // object, an id of 20 digits.
+  const std::pair<std::string, std::string> bad[] = {
+      {R"("<|\ud83d|>": 259)", "unpaired"},
+      {R"("<|\ude00|>": 259)", "unpaired"},
+      {R"("<|x|>": 259} extra)", "after the closing"},
+      {R"("<|x|>": 12345678901234567890)", "too large"},
+  };
+  for (const auto& [member, message] : bad) {
+    INFO(member);
+    write_file(dir, "vocab.json", vocab.substr(0, vocab.rfind(",\n\"<|")) + ",\n" + member +
+                                      (member.find('}') == std::string::npos ? "\n}\n" : "\n"));
+    CHECK_THAT(load_error(dir), Catch::Contains("vocab.json") && Catch::Contains(message));
+  }
+}
+
 // A token that is neither a byte nor made by a merge is special only when ordinary text could not
 // be it (tok::could_be_ordinary): else the merges file lacks its merge, and loading fails rather
 // than turn "Ġworld" into a "special" and " world" into bytes.
