@@ -105,6 +105,7 @@ TEST_CASE("bad flags exit with code 2 and say what is wrong", "[cli]") {
   std::string dir = test::temp_dir("train_cli_flags");
   test::write_tiny_shards(dir);
   const std::string ok = tiny(dir) + "--run-dir " + dir + "/run ";
+  const std::string bare = "--train-data " + dir + "/train.bin --run-dir " + dir + "/run --steps 5 ";
   struct Case {
     std::string args, message;
   };
@@ -136,6 +137,34 @@ TEST_CASE("bad flags exit with code 2 and say what is wrong", "[cli]") {
       {"--eval-only --val-data " + dir + "/val.bin", "--eval-only needs a checkpoint"},
       {ok + "--steps 5 --resume " + dir + "/no_run", "no_run does not exist"},
       {"--export-hf " + dir + "/hf", "--export-hf needs the checkpoint to export: give it with --init-from"},
+      // Every other range check of TrainConfig, each named by its flag.
+      {bare + "--layers -1", "--layers must be >= 0"},
+      {bare + "--heads -2", "--heads must be >= 0"},
+      {bare + "--channels -8", "--channels must be >= 0"},
+      {bare + "--max-seq-len -1", "--max-seq-len must be >= 0"},
+      {"--eval-only --val-data " + dir + "/val.bin --init-from a.ckpt --resume b",
+       "--init-from and --resume cannot be combined"},
+      {bare + "--threads -1", "--threads must be >= 0"},
+      {bare + "--cuda-device -1", "--cuda-device must be >= 0"},
+      {bare + "--seq-len 0", "--seq-len must be >= 1"},
+      {bare + "--min-lr-ratio 1.5", "--min-lr-ratio must be in [0, 1], got 1.5"},
+      {bare + "--beta1 1", "--beta1 must be in [0, 1), got 1"},
+      {bare + "--beta2 -0.5", "--beta2 must be in [0, 1), got -0.5"},
+      {bare + "--eps 0", "--eps must be > 0"},
+      {bare + "--weight-decay -1", "--weight-decay must be >= 0"},
+      {bare + "--grad-clip -1", "--grad-clip must be >= 0"},
+      {"--train-data " + dir + "/train.bin --run-dir " + dir + "/run --epochs -1", "--epochs must be > 0"},
+      {"--run-dir " + dir + "/run --steps 5", "--train-data is required"},
+      {"--eval-only --init-from " + dir + "/x.ckpt", "--eval-only needs --val-data"},
+      {bare + "--eval-batches -1", "--eval-batches must be >= 0"},
+      {"--eval-only --val-data " + dir + "/val.bin --init-from " + dir + "/x.ckpt --seq-len 16 --eval-stride 17",
+       "--eval-stride must be in 1..--seq-len = 16"},
+      {"--train-data " + dir + "/train.bin --steps 5 --run-dir=", "--run-dir must not be empty"},
+      {bare + "--keep-checkpoints 0", "--keep-checkpoints must be >= 1"},
+      {bare + "--log-every 0", "--log-every must be >= 1"},
+      {bare + "--max-bad-steps 0", "--max-bad-steps must be >= 1"},
+      {bare + "--sample-every 2", "--sample-every needs --tokenizer"},
+      {bare + "--sample-tokens 0", "--sample-tokens must be >= 1"},
   };
   for (const Case& c : cases) {
     INFO("train " << c.args);
