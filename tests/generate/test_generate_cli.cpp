@@ -343,6 +343,10 @@ TEST_CASE("bad input exits 2 with a message naming the problem", "[generate][cli
   fails(generate_cli("--prompt hi --dtype fp8"), "--dtype must be fp32 or bf16, got 'fp8'");
   fails(generate_cli("--prompt hi --dtype bf16"), "--dtype bf16 needs --device cuda");
   fails(generate_cli("--prompt hi --frobnicate"), "frobnicate");
+  fails(generate_cli("--prompt hi stray"), "unexpected argument 'stray'");
+  fails(generate_cli("--prompt hi --threads -1"), "--threads must be >= 0, got -1");
+  write(dir + "/prompt.txt", "hi");
+  fails(generate_cli("--prompt hi --prompt-file " + dir + "/prompt.txt"), "give --prompt or --prompt-file, not both");
   fails(generate_cli("--prompt hi --stop ''"), "stop string");
   fails(generate_cli("--prompt hi --stop \"$(printf '\\377')\""), "a --stop string is not valid UTF-8");
   fails(generate_cli("--prompt hi --score-window 8"), "--score-window sets how --score scores a file");
@@ -350,6 +354,8 @@ TEST_CASE("bad input exits 2 with a message naming the problem", "[generate][cli
   fails(generate_cli("--prompt hi --context-keep 33"), "overflow");
   fails(generate_cli("--score " + dir + "/absent.txt"), "cannot open text to score");
   fails(generate_cli("--score " + dir + "/absent.txt --prompt hi"), "takes no prompt");
+  write(dir + "/empty.txt", "");
+  fails(generate_cli("--score " + dir + "/empty.txt"), "the text to score is empty");
   write(dir + "/one.txt", "a");
   fails(generate_cli("--score " + dir + "/one.txt"), "at least 2 tokens");
   write(dir + "/two.txt", "ab");
