@@ -66,6 +66,18 @@ std::string write_file(const std::string& dir, const std::string& name, const st
   return path;
 }
 
+// The start of a vocab.json: "{" and the 256 single-byte tokens (ids 0..255) in GPT-2's byte
+// alphabet, each member followed by ",\n", for a test to append its own members and the "}".
+std::string byte_vocab_json() {
+  std::string vocab = "{";
+  for (int b = 0; b < 256; ++b) {
+    std::string key = gpt2cc::tok::byte_to_unicode()[b];
+    if (key == "\"" || key == "\\") key = "\\" + key;
+    vocab += "\"" + key + "\": " + std::to_string(b) + ",\n";
+  }
+  return vocab;
+}
+
 // What loading a tokenizer directory throws (InputError), or "no error".
 std::string load_error(const std::string& dir) {
   try {
@@ -252,12 +264,7 @@ TEST_CASE("fingerprint depends on vocab, merges and specials", "[tokenizer]") {
 }
 
 TEST_CASE("malformed tokenizer files give errors naming file and line", "[tokenizer]") {
-  std::string good_vocab = "{";
-  for (int b = 0; b < 256; ++b) {
-    std::string key = gpt2cc::tok::byte_to_unicode()[b];
-    if (key == "\"" || key == "\\") key = "\\" + key;
-    good_vocab += "\"" + key + "\": " + std::to_string(b) + ",\n";
-  }
+  const std::string good_vocab = byte_vocab_json();
   std::string vocab_ab = good_vocab + "\"ab\": 256\n}\n";
   {
     std::string dir = test::temp_dir("tok_ok");
@@ -316,12 +323,7 @@ TEST_CASE("malformed tokenizer files give errors naming file and line", "[tokeni
 TEST_CASE("vocab.json as Python writes it: every JSON string escape in special tokens", "[tokenizer]") {
   // json.dump(ensure_ascii=True) escapes non-ASCII as \uXXXX (astral characters as a UTF-16
   // surrogate pair) and control characters by name; a special token may hold any of them.
-  std::string vocab = "{";
-  for (int b = 0; b < 256; ++b) {
-    std::string key = gpt2cc::tok::byte_to_unicode()[b];
-    if (key == "\"" || key == "\\") key = "\\" + key;
-    vocab += "\"" + key + "\": " + std::to_string(b) + ",\n";
-  }
+  std::string vocab = byte_vocab_json();
   const std::string specials[][2] = {
       {R"(<|\u00e9\u4e2d|>)", "<|\xC3\xA9\xE4\xB8\xAD|>"},  // 2- and 3-byte UTF-8
       {R"(<|x\ud83d\ude00|>)", "<|x\xF0\x9F\x98\x80|>"},    // U+1F600 from a surrogate pair
@@ -390,12 +392,7 @@ TEST_CASE("a merges file that does not make every token is refused", "[tokenizer
   }
 
   // A small vocabulary: specials of several forms load as specials; "ab" needs its merge.
-  std::string vocab = "{";
-  for (int b = 0; b < 256; ++b) {
-    std::string key = gpt2cc::tok::byte_to_unicode()[b];
-    if (key == "\"" || key == "\\") key = "\\" + key;
-    vocab += "\"" + key + "\": " + std::to_string(b) + ",\n";
-  }
+  std::string vocab = byte_vocab_json();
   vocab += "\"ab\": 256,\n\"<|endoftext|>\": 257,\n\"<s>\": 258,\n\"[PAD]\": 259\n}\n";
   std::string dir = test::temp_dir("tok_specials");
   write_file(dir, "vocab.json", vocab);
