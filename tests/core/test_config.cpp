@@ -1,6 +1,7 @@
 // ModelConfig: presets, padding, validation messages, JSON round trip.
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
+#include <utility>
 
 #include "core/check.hpp"
 #include "core/config.hpp"
@@ -39,6 +40,18 @@ TEST_CASE("impossible configurations name the field and the value", "[config]") 
   c = model_preset("d2");
   c.channels = -5;
   CHECK_THROWS_WITH(validate(c), Catch::Contains("channels") && Catch::Contains("-5"));
+  // Each lower bound with its own message (NH = 0 would otherwise divide by zero in C % NH).
+  const std::pair<void (*)(ModelConfig&), const char*> below[] = {
+      {[](ModelConfig& m) { m.num_heads = 0; }, "num_heads (NH) must be >= 1, got 0"},
+      {[](ModelConfig& m) { m.channels = 0; }, "channels (C) must be >= 1, got 0"},
+      {[](ModelConfig& m) { m.max_seq_len = 0; }, "max_seq_len must be >= 1, got 0"},
+      {[](ModelConfig& m) { m.vocab_size = 0; }, "vocab_size (V) must be >= 1, got 0"},
+  };
+  for (const auto& [edit, message] : below) {
+    c = model_preset("d2");
+    edit(c);
+    CHECK_THROWS_WITH(validate(c), Catch::Contains(message));
+  }
   c = model_preset("d2");
   c.padded_vocab_size = 100;
   CHECK_THROWS_WITH(validate(c), Catch::Contains("padded_vocab_size"));

@@ -358,6 +358,8 @@ TEST_CASE("prepare rejects bad flags and inputs with exit code 2", "[data]") {
       {"--format text --field x " + base, "--field applies only"},
       {"--format jsonl --separator x " + base, "--separator applies only"},
       {"--format tinystories --story-boundary para " + base, "--story-boundary must be"},
+      {"--format text --story-boundary line " + base, "--story-boundary applies only to --format tinystories"},
+      {"--format jsonl --field= " + base, "--field must not be empty"},
       {"--format text --val-files " + in + " --val-fraction 0.1 " + base, "not both"},
       {"--format text --input " + dir + "/missing.txt --tokenizer " + gpt2_dir() + " --out " + dir + "/o", "missing.txt"},
       {"--format text --input " + in + " --tokenizer " + dir + " --out " + dir + "/o", dir},
