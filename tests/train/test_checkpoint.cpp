@@ -32,9 +32,9 @@ ModelConfig tiny_config() {
   return c;
 }
 
-Checkpoint make_checkpoint(uint64_t seed, bool with_optimizer = true) {
+Checkpoint make_checkpoint(uint64_t seed, bool with_optimizer = true, const ModelConfig& config = tiny_config()) {
   Checkpoint c;
-  c.config = tiny_config();
+  c.config = config;
   c.step = 17 + seed;
   c.tokens_seen = 17 * 512;
   c.loader = LoaderPosition{2, 33 + seed};
@@ -93,27 +93,16 @@ void fail_on_third_piece(uint64_t) {
   if (++g_hook_calls == 3) throw Error("no space left on device (simulated)");
 }
 
-// The smallest model: the checkpoint of tests/fixtures/checkpoint_v1.ckpt.
+// The checkpoint of tests/fixtures/checkpoint_v1.ckpt: make_checkpoint's on the smallest model.
 Checkpoint fixture_checkpoint() {
-  Checkpoint c;
-  c.config.num_layers = 1;
-  c.config.num_heads = 1;
-  c.config.channels = 4;
-  c.config.max_seq_len = 4;
-  c.config.vocab_size = 7;
-  c.config.padded_vocab_size = 8;
-  c.step = 12;
-  c.tokens_seen = 12 * 16;
-  c.loader = LoaderPosition{1, 3};
-  c.seed = 42;
-  c.tokenizer_fingerprint = 0x0123456789ABCDEFull;
-  c.tokenizer_dir = "tokenizer";
-  c.train_config = {{"batch_size", 4}, {"lr", 0.5}};
-  const size_t n = num_parameters(c.config);
-  c.params = test::random_vector(n, 11);
-  c.m = test::random_vector(n, 12);
-  c.v = test::random_vector(n, 13, 0.0f, 1.0f);
-  return c;
+  ModelConfig m;
+  m.num_layers = 1;
+  m.num_heads = 1;
+  m.channels = 4;
+  m.max_seq_len = 4;
+  m.vocab_size = 7;
+  m.padded_vocab_size = 8;
+  return make_checkpoint(11, true, m);
 }
 
 }  // namespace
