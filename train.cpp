@@ -359,7 +359,8 @@ int run(int argc, char** argv, ProcessGroup& group) {
   agreed([&] {
     INPUT_CHECK(parsed->unmatched().empty(), "unexpected argument '{}' (every setting is a --flag)",
                 parsed->unmatched().empty() ? "" : parsed->unmatched().front());
-    if (!config.resume.empty() && !config.eval_only && config.export_hf.empty())
+    // (With --init-from too, validate() says they cannot be combined before any checkpoint is read.)
+    if (!config.resume.empty() && config.init_from.empty() && !config.eval_only && config.export_hf.empty())
       config = resume_config(config, argc, argv);
     INPUT_CHECK(config.init_from.empty() || !parsed->count("preset") || config.eval_only || !config.export_hf.empty(),
                 "--preset {}: with --init-from the model shape comes from the checkpoint {}; drop --preset",

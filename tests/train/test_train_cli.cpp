@@ -144,6 +144,8 @@ TEST_CASE("bad flags exit with code 2 and say what is wrong", "[cli]") {
       {bare + "--max-seq-len -1", "--max-seq-len must be >= 0"},
       {"--eval-only --val-data " + dir + "/val.bin --init-from a.ckpt --resume b",
        "--init-from and --resume cannot be combined"},
+      {bare + "--init-from " + dir + "/a.ckpt --resume " + dir + "/no_run",
+       "--init-from and --resume cannot be combined"},
       {bare + "--threads -1", "--threads must be >= 0"},
       {bare + "--cuda-device -1", "--cuda-device must be >= 0"},
       {bare + "--seq-len 0", "--seq-len must be >= 1"},
