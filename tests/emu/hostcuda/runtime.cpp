@@ -5,7 +5,11 @@
 // kernels run on the CPU emulator.
 // - Memory: cudaMalloc / cudaMallocAsync memory is NOT zeroed on a GPU, so here it starts as
 //   0xFF bytes (NaN in fp32 and bf16): a read of memory nobody wrote shows in the results.
-//   Copies and memsets must stay inside one allocation on their device side.
+//   Copies and memsets must stay inside one allocation on their device side. Past each
+//   allocation's end (its 256-byte rounding and kGuardBytes more) the 0xFF bytes must stay: after
+//   every launch they are checked, and a kernel that wrote there stops with emu::Violation, as
+//   compute-sanitizer's memcheck would stop it on a GPU (where the bytes would belong to another
+//   buffer). Under AddressSanitizer those bytes are poisoned instead (set_usable).
 // - Streams run their work in order, at once, on the calling thread (cudaStreamSynchronize has
 //   nothing to wait for). While a stream captures (cudaStreamBeginCapture), the kernels, copies,
 //   memsets and GEMMs put on it are recorded instead; EndCapture gives the graph of those steps,
@@ -110,6 +114,8 @@ namespace {
 constexpr unsigned char kUnwrittenByte = 0xFF;  // NaN as fp32 and as bf16
 constexpr size_t kAllocationAlignment = 256;  // cudaMalloc's guarantee
 constexpr size_t kSharedCanaryBytes = 4096;
+// Bytes past each allocation's 256-byte rounding that kernels must leave as they are (0xFF).
+constexpr size_t kGuardBytes = 256;
 
 // Every piece of state below, for every API call (the emulator runs one grid at a time). Never
 // destroyed: static destructors elsewhere (GEMM workspaces, handles) still call cudaFree at exit.
@@ -121,6 +127,7 @@ using Lock = std::lock_guard<std::recursive_mutex>;
 
 struct State {
   std::map<const char*, size_t> allocations;  // device memory: start -> bytes
+  std::map<const char*, size_t> footprints;   // start -> host bytes behind it (rounding and guard)
   std::set<const void*> uncharged;             // those of graphs, outside allocated_bytes
   size_t allocated_bytes = 0;                  // charged to the device: in use, reserved by pools
   std::set<cudaStream_t> streams;
@@ -203,12 +210,13 @@ cudaError_t allocate(void** ptr, size_t bytes, bool charged = true) {
   *ptr = nullptr;
   if (bytes == 0) return cudaSuccess;
   if (charged && !fits_on_device(bytes)) return cudaErrorMemoryAllocation;
-  const size_t rounded = rounded_size(bytes);
+  const size_t rounded = rounded_size(bytes) + kGuardBytes;
   void* p = std::aligned_alloc(kAllocationAlignment, rounded);
   if (p == nullptr) return cudaErrorMemoryAllocation;
   std::memset(p, kUnwrittenByte, rounded);
   set_usable(p, bytes, rounded);
   state().allocations.emplace(static_cast<const char*>(p), bytes);
+  state().footprints.emplace(static_cast<const char*>(p), rounded);
   if (charged) state().allocated_bytes += bytes;
   else state().uncharged.insert(p);
   *ptr = p;
@@ -221,7 +229,9 @@ cudaError_t release(void* p) {
   auto it = state().allocations.find(static_cast<const char*>(p));
   if (it == state().allocations.end()) return cudaErrorInvalidValue;
   if (state().uncharged.erase(p) == 0) state().allocated_bytes -= it->second;
-  set_usable(p, rounded_size(it->second), rounded_size(it->second));
+  const auto footprint = state().footprints.find(it->first);
+  set_usable(p, footprint->second, footprint->second);
+  state().footprints.erase(footprint);
   state().allocations.erase(it);
   std::free(p);
   return cudaSuccess;
@@ -239,9 +249,10 @@ cudaError_t pool_allocate(void** ptr, size_t bytes) {
     *ptr = it->second;
     pool.cached.erase(it);
     // Kernels and copies may use the bytes asked for, not the rest of a larger block.
-    set_usable(*ptr, block, rounded_size(block));
+    const size_t footprint = state().footprints.at(static_cast<const char*>(*ptr));
+    set_usable(*ptr, block, footprint);
     std::memset(*ptr, kUnwrittenByte, block);
-    set_usable(*ptr, bytes, rounded_size(block));
+    set_usable(*ptr, bytes, footprint);
     state().allocations.at(static_cast<const char*>(*ptr)) = bytes;
   } else {
     if (const cudaError_t err = allocate(ptr, bytes); err != cudaSuccess) return err;
@@ -402,6 +413,26 @@ cudaError_t check_launch(const void* kernel, dim3 grid, dim3 block, size_t smem_
   return cudaSuccess;
 }
 
+// Throws emu::Violation when a kernel wrote past the end of a device allocation: bytes after its
+// usable ones (the rest of its rounding, the guard) that are no longer 0xFF, which it puts back so
+// that the one fault is reported once. (Under AddressSanitizer those bytes are poisoned, and a
+// kernel touching them is reported at once.)
+void check_allocation_ends() {
+#if !defined(__SANITIZE_ADDRESS__)
+  for (const auto& [start, bytes] : state().allocations) {
+    char* const end = const_cast<char*>(start) + state().footprints.at(start);
+    char* first = const_cast<char*>(start) + bytes;
+    while (first < end && static_cast<unsigned char>(*first) == kUnwrittenByte) ++first;
+    if (first == end) continue;
+    const size_t offset = static_cast<size_t>(first - start);
+    std::memset(first, kUnwrittenByte, static_cast<size_t>(end - first));
+    throw emu::Violation("a kernel wrote past the end of a " + std::to_string(bytes) +
+                         "-byte device allocation (at byte " + std::to_string(offset) +
+                         "): on a GPU, another buffer's memory or an illegal address");
+  }
+#endif
+}
+
 void run_grid(const DynamicShared& shared, dim3 grid, dim3 block, size_t smem_bytes,
               const std::function<void()>& body) {
   const Lock lock(state_mutex());
@@ -424,6 +455,7 @@ void run_grid(const DynamicShared& shared, dim3 grid, dim3 block, size_t smem_by
     throw;
   }
   emu::cp_async_check_drained();
+  check_allocation_ends();
 }
 
 }  // namespace gpt2cc::hostcuda

@@ -1,11 +1,13 @@
 // Self-tests of the host CUDA runtime, cuBLAS and cuBLASLt (runtime.cpp, cublas.cpp, cublaslt.cpp):
 // the behaviour the emu_cuda_* tests rely on, each checked against what CUDA documents: device
-// memory starts as NaN bytes, copies outside device memory fail, launches check their
-// configuration, stream capture records instead of running and refuses synchronisation, graphs
-// replay, the default pool keeps and hands back freed blocks by its release threshold, graph memory
-// is reserved at launches for the capture's peak; GEMMs against plain loops for every op(A) / op(B), leading dimensions, alpha / beta,
-// bf16 rounding, the cuBLASLt epilogues and their alignment rules, the heuristic within
-// MAX_WORKSPACE_BYTES and the declines tests can ask for (cublaslt_faults.hpp); unsupported modes throw.
+// memory starts as NaN bytes, copies outside device memory fail, a kernel's store past an
+// allocation's end stops its launch, launches check their configuration, stream capture records
+// instead of running and refuses synchronisation, graphs replay, the default pool keeps and hands
+// back freed blocks by its release threshold, graph memory is reserved at launches for the
+// capture's peak; GEMMs against plain loops for every op(A) / op(B), leading dimensions, alpha /
+// beta, bf16 rounding, the cuBLASLt epilogues and their alignment rules, the heuristic within
+// MAX_WORKSPACE_BYTES and the declines tests can ask for (cublaslt_faults.hpp); unsupported modes
+// throw.
 #include <catch2/catch.hpp>
 #include <cublasLt.h>
 #include <cublas_v2.h>
@@ -37,6 +39,11 @@ namespace hc = gpt2cc::hostcuda;
 __global__ void add_one_kernel(float* out, const float* x, int n) {
   const int i = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
   if (i < n) out[i] = x[i] + 1.0f;
+}
+
+// out[i] = 1, by one thread.
+__global__ void store_one_kernel(float* out, int i) {
+  if (blockIdx.x == 0 && threadIdx.x == 0) out[i] = 1.0f;
 }
 
 // One warp's mma.sync m16n8k16 bf16 (an sm_80 instruction) on zeros: out[lane] = 0.
@@ -467,6 +474,44 @@ TEST_CASE("host cudart: launches run on the emulator and check their configurati
   cudaFree(x);
   cudaFree(y);
 }
+
+#if !defined(__SANITIZE_ADDRESS__)  // there AddressSanitizer reports such a store at once
+TEST_CASE("host cudart: a kernel that writes past the end of an allocation stops the launch", "[emu][hostcuda]") {
+  const auto store = [](float* out, int i) {
+    hc::kernel_call(gpt2cc_hostcuda_dynamic_shared(), store_one_kernel, dim3(1), dim3(32))(out, i);
+  };
+  const auto past_end = [](size_t bytes, size_t at) {
+    return "past the end of a " + std::to_string(bytes) + "-byte device allocation (at byte " + std::to_string(at) + ")";
+  };
+  // 100 floats: 400 bytes in a 512-byte rounding; 64 floats: 256 bytes, no rounding to spare.
+  float* x = device_alloc<float>(100);
+  float* y = device_alloc<float>(64);
+  store(x, 99);
+  store(y, 63);
+  CHECK(download(x, 100)[99] == 1.0f);
+  CHECK(download(y, 64)[63] == 1.0f);
+  CHECK_THROWS_WITH(store(x, 100), Catch::Contains(past_end(400, 400)));
+  CHECK_THROWS_WITH(store(x, 127), Catch::Contains(past_end(400, 508)));
+  CHECK_THROWS_WITH(store(y, 64), Catch::Contains(past_end(256, 256)));  // the guard past the rounding
+  CHECK_THROWS_WITH(store(y, 127), Catch::Contains(past_end(256, 508)));
+  // Each fault is reported once (the bytes are put back); the buffers' own bytes are untouched.
+  store(x, 0);
+  CHECK(download(x, 100)[99] == 1.0f);
+  CHECK(std::isnan(download(y, 64)[0]));
+  // A pool block taken again for fewer bytes: its end is the new size.
+  cudaStream_t stream = nullptr;
+  void* block = nullptr;
+  REQUIRE(cudaMallocAsync(&block, 1024, stream) == cudaSuccess);
+  REQUIRE(cudaFreeAsync(block, stream) == cudaSuccess);
+  void* again = nullptr;
+  REQUIRE(cudaMallocAsync(&again, 400, stream) == cudaSuccess);
+  REQUIRE(again == block);
+  CHECK_THROWS_WITH(store(static_cast<float*>(again), 100), Catch::Contains(past_end(400, 400)));
+  CHECK(cudaFreeAsync(again, stream) == cudaSuccess);
+  CHECK(cudaFree(x) == cudaSuccess);
+  CHECK(cudaFree(y) == cudaSuccess);
+}
+#endif
 
 TEST_CASE("host cudart: stream capture records, graphs replay, synchronising a capture fails", "[emu][hostcuda]") {
   cudaStream_t stream = nullptr;
