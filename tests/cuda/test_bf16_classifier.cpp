@@ -4,7 +4,8 @@
 // cached-row kernel and the streamed one, forced, on 16-byte packs: Vp a multiple of 4 floats /
 // 8 bf16 and an aligned buffer; the streamed scalar kernel: Vp = 37, Vp = 36 for bf16, a
 // misaligned buffer), V not a multiple of 8 (1000 in 1024, GPT-2's 50257 in 50304), ignored rows
-// (target -1), and padded columns holding NaN that must come out exactly 0; the cached-row kernel
+// (target -1), and padded columns holding NaN, +-inf or 2^14 (classifier_test_util.hpp) that must
+// never enter the softmax and must come out exactly 0; the cached-row kernel
 // refuses rows that are not packs or do not fit the device's shared memory.
 #include <catch2/catch.hpp>
 

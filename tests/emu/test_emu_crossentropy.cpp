@@ -6,11 +6,11 @@
 // cached-row kernel (rows of 16-byte packs in shared memory, up to GPT-2's 50304 columns: 100 and
 // 200 KB, opted into), the streamed kernel's 16-byte packs (forced) and its scalar kernel (Vp = 37,
 // Vp = 36 for bf16, a buffer offset by one element); V = 1 .. 50257 (blocks of 512 threads stride
-// several times; V not a multiple of the pack). Outputs start as NaN; padded columns hold NaN in
-// the logits and must come out exactly 0; ignored rows (-1) give loss 0 and a zero row; an
-// out-of-range target gives NaN. Every warp schedule gives the same bits; in place gives the
-// out-of-place bits. (The cached-row kernel's refusals: tests/cuda/test_bf16_classifier.cpp, which
-// CTest runs on the emulator too, as emu_cuda_bf16.)
+// several times; V not a multiple of the pack). Outputs start as NaN; padded columns hold NaN,
+// +-inf or 2^14 in the logits (never part of the softmax) and must come out exactly 0; ignored
+// rows (-1) give loss 0 and a zero row; an out-of-range target gives NaN. Every warp schedule
+// gives the same bits; in place gives the out-of-place bits. (The cached-row kernel's refusals:
+// tests/cuda/test_bf16_classifier.cpp, which CTest runs on the emulator too, as emu_cuda_bf16.)
 #include <catch2/catch.hpp>
 
 #include <algorithm>
