@@ -1,11 +1,11 @@
 // The whole model in bf16 mixed precision on CUDA (core/model.hpp through a bf16 CudaBackend):
 // one training step against the fp32 CPU model on the same bf16-rounded weights (loss, logits,
 // every gradient tensor by relative L2 error), on the flash-attention path (HS 64), the tiled
-// bf16 path (HS 12), with dropout, and at HS 128 (flash, or tiled where the device's shared memory
-// cannot hold flash's kernels: CTest emu_cuda_bf16_rtx4090); AdamW keeping fp32 master weights; 20 steps whose losses
-// track fp32 CUDA; CUDA-graph replay changing no bit, GELU recompute none outside fcprojw's bf16
-// gradient; determinism; KV-cache
-// decoding against a full recompute.
+// bf16 path (HS 12), with dropout, and at HS 128 (flash, or tiled where the device's shared
+// memory cannot hold flash's kernels: CTest emu_cuda_bf16_rtx4090); AdamW keeping fp32 master
+// weights; 20 steps whose losses track fp32 CUDA; CUDA-graph replay changing no bit (each dloss
+// and shape its own recording, an evicted one recorded again), GELU recompute none outside
+// fcprojw's bf16 gradient; determinism; KV-cache decoding against a full recompute.
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -215,16 +215,27 @@ TEST_CASE("CUDA-graph replay changes no bit of a step, GELU recompute only a bf1
   auto backend = make_cuda_backend(0, dtype);
   const auto inputs = test::random_tokens(size_t(B) * T, 262, c.vocab_size);
   const auto targets = test::targets_with_ignored(size_t(B) * T, 263, c.vocab_size);
-  const float dloss = 0.01f;
 
-  // Three calls: the first runs the ops, the second records and replays, the third replays.
+  // A step three times (the first call runs the ops, the second records and replays, the third
+  // replays); then other dlosses and shapes, twice each, each a recording of its own (the first
+  // step's would bake in its dloss or shape); the fifth recording evicts the first (the backend
+  // keeps four), so the first step's last call records it again.
+  struct Step {
+    int B, T;
+    float dloss;
+  };
+  const Step first{B, T, 0.01f};
+  std::vector<Step> steps(3, first);
+  for (const Step& step : {Step{B, T, 0.03f}, Step{B, T / 2, 0.01f}, Step{1, T, 0.01f}, Step{B, T, 0.02f}})
+    steps.insert(steps.end(), 2, step);
+  steps.push_back(first);
   auto grads_of_calls = [&](const ModelOptions& options, std::vector<float>& losses) {
     GPT2 model(c, *backend, B, T, ModelMode::training, options);
     model.init_weights(261);
     std::vector<std::vector<float>> grads;
-    for (int call = 0; call < 3; ++call) {
+    for (const Step& step : steps) {
       model.zero_grad();
-      losses.push_back(model.forward_backward(inputs.data(), targets.data(), B, T, dloss));
+      losses.push_back(model.forward_backward(inputs.data(), targets.data(), step.B, step.T, step.dloss));
       grads.push_back(model.gradients());
     }
     return grads;
@@ -236,23 +247,25 @@ TEST_CASE("CUDA-graph replay changes no bit of a step, GELU recompute only a bf1
   const auto direct_grads = grads_of_calls(direct, direct_losses);
   const auto graph_grads = grads_of_calls(ModelOptions{}, graph_losses);
   const auto recompute_grads = grads_of_calls(recompute, recompute_losses);
-  for (int call = 0; call < 3; ++call) {
-    INFO("call " << call);
-    CHECK(test::bit_equal(direct_grads[call], direct_grads[0]));
-    CHECK(test::bit_equal(graph_grads[call], direct_grads[0]));
+  for (size_t call = 0; call < steps.size(); ++call) {
+    INFO("call " << call << ": B=" << steps[call].B << " T=" << steps[call].T << " dloss=" << steps[call].dloss);
+    const size_t first_of_step = call < 3 || call + 1 == steps.size() ? 0 : call - (call - 3) % 2;
+    CHECK(test::bit_equal(direct_grads[call], direct_grads[first_of_step]));
+    CHECK(test::bit_equal(graph_grads[call], direct_grads[call]));
+    if (call > 0 && first_of_step == call) CHECK_FALSE(test::bit_equal(direct_grads[call], direct_grads[0]));
   }
   // GELU recompute: bit-identical in fp32. In bf16 the forward applies GELU to the fp32 GEMM
   // result (cuBLASLt epilogue) while the recompute applies it to the stored bf16 pre-activation,
   // so the one tensor that reads the recomputed values, fcprojw's gradient (dout^T gelu(fch)),
   // differs by a bf16 rounding; every other gradient is bit-identical.
   const ParameterLayout layout(c);
-  for (int call = 0; call < 3; ++call) {
+  for (size_t call = 0; call < steps.size(); ++call) {
     INFO("call " << call);
     for (const ParamTensor& t : layout.tensors()) {
       INFO("tensor " << t.name);
       const auto begin = static_cast<std::ptrdiff_t>(t.offset), end = static_cast<std::ptrdiff_t>(t.offset + t.numel);
       const std::vector<float> a(recompute_grads[call].begin() + begin, recompute_grads[call].begin() + end);
-      const std::vector<float> b(direct_grads[0].begin() + begin, direct_grads[0].begin() + end);
+      const std::vector<float> b(direct_grads[call].begin() + begin, direct_grads[call].begin() + end);
       if (dtype == DType::bf16 && t.name == "fcprojw")
         test::expect_rel_l2(a, b, 1e-2, "fcprojw gradient with GELU recompute");
       else
