@@ -5,11 +5,12 @@
 // kernels run on the CPU emulator.
 // - Memory: cudaMalloc / cudaMallocAsync memory is NOT zeroed on a GPU, so here it starts as
 //   0xFF bytes (NaN in fp32 and bf16): a read of memory nobody wrote shows in the results.
-//   Copies and memsets must stay inside one allocation on their device side. Past each
-//   allocation's end (its 256-byte rounding and kGuardBytes more) the 0xFF bytes must stay: after
-//   every launch they are checked, and a kernel that wrote there stops with emu::Violation, as
-//   compute-sanitizer's memcheck would stop it on a GPU (where the bytes would belong to another
-//   buffer). Under AddressSanitizer those bytes are poisoned instead (set_usable).
+//   Copies and memsets must stay inside one allocation on their device side. Around each
+//   allocation (kGuardBytes before it; its 256-byte rounding and kGuardBytes more after it) the
+//   0xFF bytes must stay: after every launch they are checked, and a kernel that wrote there stops
+//   with emu::Violation, as compute-sanitizer's memcheck would stop it on a GPU (where the bytes
+//   would belong to another buffer). Under AddressSanitizer those bytes are poisoned instead
+//   (set_usable).
 // - Streams run their work in order, at once, on the calling thread (cudaStreamSynchronize has
 //   nothing to wait for). While a stream captures (cudaStreamBeginCapture), the kernels, copies,
 //   memsets and GEMMs put on it are recorded instead; EndCapture gives the graph of those steps,
@@ -114,7 +115,8 @@ namespace {
 constexpr unsigned char kUnwrittenByte = 0xFF;  // NaN as fp32 and as bf16
 constexpr size_t kAllocationAlignment = 256;  // cudaMalloc's guarantee
 constexpr size_t kSharedCanaryBytes = 4096;
-// Bytes past each allocation's 256-byte rounding that kernels must leave as they are (0xFF).
+// Bytes before each allocation and past its 256-byte rounding that kernels must leave as they
+// are (0xFF); a multiple of kAllocationAlignment, so the allocation keeps cudaMalloc's alignment.
 constexpr size_t kGuardBytes = 256;
 
 // Every piece of state below, for every API call (the emulator runs one grid at a time). Never
@@ -127,7 +129,7 @@ using Lock = std::lock_guard<std::recursive_mutex>;
 
 struct State {
   std::map<const char*, size_t> allocations;  // device memory: start -> bytes
-  std::map<const char*, size_t> footprints;   // start -> host bytes behind it (rounding and guard)
+  std::map<const char*, size_t> footprints;   // start -> host bytes from it (rounding, guard after)
   std::set<const void*> uncharged;             // those of graphs, outside allocated_bytes
   size_t allocated_bytes = 0;                  // charged to the device: in use, reserved by pools
   std::set<cudaStream_t> streams;
@@ -191,15 +193,17 @@ bool fits_on_device(size_t bytes) { return bytes <= device_memory_bytes() - stat
 
 size_t rounded_size(size_t bytes) { return (bytes + kAllocationAlignment - 1) / kAllocationAlignment * kAllocationAlignment; }
 
-// Under AddressSanitizer, the bytes of an allocation's 256-byte rounding past the `usable` ones are
-// poisoned: a kernel reading or writing past the end of a buffer is reported at once, to the byte,
-// as compute-sanitizer's memcheck would on a GPU. Without it, a no-op.
-void set_usable(void* p, size_t usable, size_t rounded) {
+// Under AddressSanitizer, the kGuardBytes before an allocation and the bytes of its `footprint`
+// (from its start: the 256-byte rounding, the guard after it) past the `usable` ones are poisoned:
+// a kernel reading or writing outside a buffer is reported at once, to the byte, as
+// compute-sanitizer's memcheck would on a GPU. Without it, a no-op.
+void set_usable(void* p, size_t usable, size_t footprint) {
 #if defined(__SANITIZE_ADDRESS__)
-  ASAN_UNPOISON_MEMORY_REGION(p, rounded);
-  ASAN_POISON_MEMORY_REGION(static_cast<char*>(p) + usable, rounded - usable);
+  ASAN_UNPOISON_MEMORY_REGION(p, footprint);
+  ASAN_POISON_MEMORY_REGION(static_cast<char*>(p) - kGuardBytes, kGuardBytes);
+  ASAN_POISON_MEMORY_REGION(static_cast<char*>(p) + usable, footprint - usable);
 #else
-  (void)p, (void)usable, (void)rounded;
+  (void)p, (void)usable, (void)footprint;
 #endif
 }
 
@@ -210,13 +214,14 @@ cudaError_t allocate(void** ptr, size_t bytes, bool charged = true) {
   *ptr = nullptr;
   if (bytes == 0) return cudaSuccess;
   if (charged && !fits_on_device(bytes)) return cudaErrorMemoryAllocation;
-  const size_t rounded = rounded_size(bytes) + kGuardBytes;
-  void* p = std::aligned_alloc(kAllocationAlignment, rounded);
-  if (p == nullptr) return cudaErrorMemoryAllocation;
-  std::memset(p, kUnwrittenByte, rounded);
-  set_usable(p, bytes, rounded);
+  const size_t footprint = rounded_size(bytes) + kGuardBytes;
+  char* const base = static_cast<char*>(std::aligned_alloc(kAllocationAlignment, kGuardBytes + footprint));
+  if (base == nullptr) return cudaErrorMemoryAllocation;
+  std::memset(base, kUnwrittenByte, kGuardBytes + footprint);
+  void* p = base + kGuardBytes;
+  set_usable(p, bytes, footprint);
   state().allocations.emplace(static_cast<const char*>(p), bytes);
-  state().footprints.emplace(static_cast<const char*>(p), rounded);
+  state().footprints.emplace(static_cast<const char*>(p), footprint);
   if (charged) state().allocated_bytes += bytes;
   else state().uncharged.insert(p);
   *ptr = p;
@@ -230,10 +235,13 @@ cudaError_t release(void* p) {
   if (it == state().allocations.end()) return cudaErrorInvalidValue;
   if (state().uncharged.erase(p) == 0) state().allocated_bytes -= it->second;
   const auto footprint = state().footprints.find(it->first);
-  set_usable(p, footprint->second, footprint->second);
+  char* const base = static_cast<char*>(p) - kGuardBytes;
+#if defined(__SANITIZE_ADDRESS__)
+  ASAN_UNPOISON_MEMORY_REGION(base, kGuardBytes + footprint->second);
+#endif
   state().footprints.erase(footprint);
   state().allocations.erase(it);
-  std::free(p);
+  std::free(base);
   return cudaSuccess;
 }
 
@@ -413,21 +421,28 @@ cudaError_t check_launch(const void* kernel, dim3 grid, dim3 block, size_t smem_
   return cudaSuccess;
 }
 
-// Throws emu::Violation when a kernel wrote past the end of a device allocation: bytes after its
-// usable ones (the rest of its rounding, the guard) that are no longer 0xFF, which it puts back so
-// that the one fault is reported once. (Under AddressSanitizer those bytes are poisoned, and a
-// kernel touching them is reported at once.)
-void check_allocation_ends() {
+// The first byte of [from, to) that is not 0xFF, or `to`.
+const char* first_written(const char* from, const char* to) {
+  while (from < to && static_cast<unsigned char>(*from) == kUnwrittenByte) ++from;
+  return from;
+}
+
+// Throws emu::Violation when a kernel wrote outside a device allocation: into the guard before it,
+// or past its usable bytes (the rest of its rounding, the guard after it). The bytes are put back
+// to 0xFF, so one fault is reported once. (Under AddressSanitizer they are poisoned, and a kernel
+// touching them is reported at once.)
+void check_allocation_bounds() {
 #if !defined(__SANITIZE_ADDRESS__)
   for (const auto& [start, bytes] : state().allocations) {
-    char* const end = const_cast<char*>(start) + state().footprints.at(start);
-    char* first = const_cast<char*>(start) + bytes;
-    while (first < end && static_cast<unsigned char>(*first) == kUnwrittenByte) ++first;
-    if (first == end) continue;
-    const size_t offset = static_cast<size_t>(first - start);
-    std::memset(first, kUnwrittenByte, static_cast<size_t>(end - first));
-    throw emu::Violation("a kernel wrote past the end of a " + std::to_string(bytes) +
-                         "-byte device allocation (at byte " + std::to_string(offset) +
+    const char* const end = start + state().footprints.at(start);
+    const char* const before = first_written(start - kGuardBytes, start);
+    const char* const after = first_written(start + bytes, end);
+    if (before == start && after == end) continue;
+    std::memset(const_cast<char*>(start) - kGuardBytes, kUnwrittenByte, kGuardBytes);
+    std::memset(const_cast<char*>(start) + bytes, kUnwrittenByte, static_cast<size_t>(end - start) - bytes);
+    const std::string where = before != start ? std::to_string(start - before) + " bytes before its start"
+                                              : "at byte " + std::to_string(after - start);
+    throw emu::Violation("a kernel wrote outside a " + std::to_string(bytes) + "-byte device allocation (" + where +
                          "): on a GPU, another buffer's memory or an illegal address");
   }
 #endif
@@ -455,7 +470,7 @@ void run_grid(const DynamicShared& shared, dim3 grid, dim3 block, size_t smem_by
     throw;
   }
   emu::cp_async_check_drained();
-  check_allocation_ends();
+  check_allocation_bounds();
 }
 
 }  // namespace gpt2cc::hostcuda

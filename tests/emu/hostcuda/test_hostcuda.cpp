@@ -1,7 +1,7 @@
 // Self-tests of the host CUDA runtime, cuBLAS and cuBLASLt (runtime.cpp, cublas.cpp, cublaslt.cpp):
 // the behaviour the emu_cuda_* tests rely on, each checked against what CUDA documents: device
-// memory starts as NaN bytes, copies outside device memory fail, a kernel's store past an
-// allocation's end stops its launch, launches check their configuration, stream capture records
+// memory starts as NaN bytes, copies outside device memory fail, a kernel's store outside an
+// allocation stops its launch, launches check their configuration, stream capture records
 // instead of running and refuses synchronisation, graphs replay, the default pool keeps and hands
 // back freed blocks by its release threshold, graph memory is reserved at launches for the
 // capture's peak; GEMMs against plain loops for every op(A) / op(B), leading dimensions, alpha /
@@ -108,10 +108,12 @@ TEST_CASE("host cudart: device memory starts as NaN and copies stay inside alloc
   float* d = device_alloc<float>(8);
   for (float x : download(d, 8)) CHECK(std::isnan(x));
 #if defined(__SANITIZE_ADDRESS__)
-  // Under AddressSanitizer the rest of the 256-byte rounding is poisoned: a kernel running past a
-  // buffer's end is reported to the byte.
+  // Under AddressSanitizer the rest of the 256-byte rounding and the guards around an allocation
+  // are poisoned: a kernel running past a buffer's end or before its start is reported to the byte.
+  CHECK_FALSE(__asan_address_is_poisoned(d));
   CHECK_FALSE(__asan_address_is_poisoned(d + 7));
   CHECK(__asan_address_is_poisoned(d + 8));
+  CHECK(__asan_address_is_poisoned(d - 1));
 #endif
   std::vector<float> host(16, 1.0f);
   // 16 floats into an 8-float allocation, and a host pointer taken as device memory.
@@ -476,13 +478,14 @@ TEST_CASE("host cudart: launches run on the emulator and check their configurati
 }
 
 #if !defined(__SANITIZE_ADDRESS__)  // there AddressSanitizer reports such a store at once
-TEST_CASE("host cudart: a kernel that writes past the end of an allocation stops the launch", "[emu][hostcuda]") {
+TEST_CASE("host cudart: a kernel that writes outside an allocation stops the launch", "[emu][hostcuda]") {
   const auto store = [](float* out, int i) {
     hc::kernel_call(gpt2cc_hostcuda_dynamic_shared(), store_one_kernel, dim3(1), dim3(32))(out, i);
   };
-  const auto past_end = [](size_t bytes, size_t at) {
-    return "past the end of a " + std::to_string(bytes) + "-byte device allocation (at byte " + std::to_string(at) + ")";
+  const auto outside = [](size_t bytes, const std::string& where) {
+    return "outside a " + std::to_string(bytes) + "-byte device allocation (" + where + ")";
   };
+  const auto at = [](size_t byte) { return "at byte " + std::to_string(byte); };
   // 100 floats: 400 bytes in a 512-byte rounding; 64 floats: 256 bytes, no rounding to spare.
   float* x = device_alloc<float>(100);
   float* y = device_alloc<float>(64);
@@ -490,10 +493,12 @@ TEST_CASE("host cudart: a kernel that writes past the end of an allocation stops
   store(y, 63);
   CHECK(download(x, 100)[99] == 1.0f);
   CHECK(download(y, 64)[63] == 1.0f);
-  CHECK_THROWS_WITH(store(x, 100), Catch::Contains(past_end(400, 400)));
-  CHECK_THROWS_WITH(store(x, 127), Catch::Contains(past_end(400, 508)));
-  CHECK_THROWS_WITH(store(y, 64), Catch::Contains(past_end(256, 256)));  // the guard past the rounding
-  CHECK_THROWS_WITH(store(y, 127), Catch::Contains(past_end(256, 508)));
+  CHECK_THROWS_WITH(store(x, 100), Catch::Contains(outside(400, at(400))));
+  CHECK_THROWS_WITH(store(x, 127), Catch::Contains(outside(400, at(508))));
+  CHECK_THROWS_WITH(store(y, 64), Catch::Contains(outside(256, at(256))));  // the guard past the rounding
+  CHECK_THROWS_WITH(store(y, 127), Catch::Contains(outside(256, at(508))));
+  CHECK_THROWS_WITH(store(y, -1), Catch::Contains(outside(256, "4 bytes before its start")));
+  CHECK_THROWS_WITH(store(x, -64), Catch::Contains(outside(400, "256 bytes before its start")));
   // Each fault is reported once (the bytes are put back); the buffers' own bytes are untouched.
   store(x, 0);
   CHECK(download(x, 100)[99] == 1.0f);
@@ -506,7 +511,7 @@ TEST_CASE("host cudart: a kernel that writes past the end of an allocation stops
   void* again = nullptr;
   REQUIRE(cudaMallocAsync(&again, 400, stream) == cudaSuccess);
   REQUIRE(again == block);
-  CHECK_THROWS_WITH(store(static_cast<float*>(again), 100), Catch::Contains(past_end(400, 400)));
+  CHECK_THROWS_WITH(store(static_cast<float*>(again), 100), Catch::Contains(outside(400, at(400))));
   CHECK(cudaFreeAsync(again, stream) == cudaSuccess);
   CHECK(cudaFree(x) == cudaSuccess);
   CHECK(cudaFree(y) == cudaSuccess);
