@@ -4,10 +4,13 @@
 // order; dweight / dbias: float column sums in another order, one bf16 ulp apart at most), and
 // against itself: three runs and a CUDA graph replay bit-identical. GPT-2 124M (C = 768: launch
 // bounds of 2 CTAs per SM) and 350M (C = 1024: 1); dinp, dweight and dbias accumulate from non-zero
-// values. The small shapes and the fallbacks: test_bf16_elementwise.cpp, tests/emu.
+// values. The small shapes and the fallbacks: test_bf16_elementwise.cpp, tests/emu. And every
+// forward kernel, float and bf16, on rows whose mean dwarfs their spread (two-pass statistics).
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <cmath>
+#include <type_traits>
 #include <vector>
 
 #include "bf16_test_util.hpp"
@@ -76,4 +79,78 @@ TEST_CASE("bf16 layernorm backward: the fused design matches cpu and the two-pas
   CHECK(test::bit_equal(run(cuda::LayerNormBackward::kAuto), fused));
   // Recorded into a CUDA graph (the partials are stream-ordered scratch, no host synchronisation).
   CHECK(test::bit_equal(run(cuda::LayerNormBackward::kFused, true), fused));
+}
+
+// Rows whose mean is far larger than their spread (200 plus integers in [-3, 3]: exact in bf16 and
+// float, so every sum of them is exact and the mean is the CPU's bit for bit): the forward's
+// statistics come from two passes, sum (x - mean)^2, where E[x^2] - mean^2 would cancel ~14 bits
+// (a fault planted in the cached-row kernel passed every other test). rstd and out against a
+// double-precision reference (the CPU's float sum of 12800 squares is itself ~3e-5 off).
+// Every forward kernel: float's warp-per-row, bf16's cached rows (packed, C = 768; scalar,
+// C = 38), its uncached rows (C = 12800), the fused residual + LayerNorm.
+TEMPLATE_TEST_CASE("layernorm forward statistics hold when the mean dwarfs the spread", "[cuda][bf16][layernorm]",
+                   float, bf16) {
+  using Elem = TestType;
+  const int B = 2, T = 3, C = GENERATE(38, 768, 12800);
+  const bool fused = GENERATE(false, true);
+  INFO("C=" << C << " fused=" << fused);
+  const size_t N = size_t(B) * T * C, rows = size_t(B) * T;
+  std::vector<float> inp1(N), inp2(N, 0.0f);
+  const auto tokens = test::random_tokens(N, 81, 7);  // 0..6
+  for (size_t i = 0; i < N; ++i) inp1[i] = 197.0f + static_cast<float>(tokens[i]);
+  if (fused) {  // x = inp1 + inp2 stays an integer below 256: exact in bf16
+    const auto more = test::random_tokens(N, 82, 3);
+    for (size_t i = 0; i < N; ++i) inp2[i] = static_cast<float>(more[i]) - 1.0f;
+  }
+  std::vector<float> x(N);
+  for (size_t i = 0; i < N; ++i) x[i] = inp1[i] + inp2[i];
+  const auto weight = test::round_to_bf16(test::random_vector(C, 83, 0.5f, 1.5f));
+  const auto bias = test::round_to_bf16(test::random_vector(C, 84));
+  std::vector<float> cpu_out(N), mean(rows), cpu_rstd(rows), out(N), rstd(rows);
+  cpu::layernorm_forward(cpu_out.data(), mean.data(), cpu_rstd.data(), x.data(), weight.data(), bias.data(), B, T, C);
+  for (size_t r = 0; r < rows; ++r) {
+    const float* row = x.data() + r * C;
+    double sum = 0.0, sq = 0.0;
+    for (int c = 0; c < C; ++c) sum += row[c];
+    const double m = sum / C;
+    for (int c = 0; c < C; ++c) sq += (row[c] - m) * (row[c] - m);
+    const double s = 1.0 / std::sqrt(sq / C + 1e-5);
+    rstd[r] = static_cast<float>(s);
+    for (int c = 0; c < C; ++c) out[r * C + c] = static_cast<float>((row[c] - m) * s * weight[c] + bias[c]);
+  }
+
+  const auto device = [](const std::vector<float>& v) {
+    if constexpr (std::is_same_v<Elem, float>) {
+      return DeviceBuffer<float>(v);
+    } else {
+      return test::device_bf16(v);
+    }
+  };
+  const auto host = [](const DeviceBuffer<Elem>& d) {
+    if constexpr (std::is_same_v<Elem, float>) {
+      return d.download();
+    } else {
+      return test::download_float(d);
+    }
+  };
+  auto d_inp1 = device(inp1), d_inp2 = device(inp2), d_weight = device(weight), d_bias = device(bias);
+  DeviceBuffer<Elem> d_out(N), d_residual(N);
+  DeviceBuffer<float> d_mean(rows), d_rstd(rows);
+  d_mean.poison();
+  d_rstd.poison();
+  cudaStream_t stream = test::test_stream();
+  if (fused)
+    cuda::residual_layernorm_forward(d_residual.get(), d_out.get(), d_mean.get(), d_rstd.get(), d_inp1.get(),
+                                     d_inp2.get(), d_weight.get(), d_bias.get(), B, T, C, stream);
+  else
+    cuda::layernorm_forward(d_out.get(), d_mean.get(), d_rstd.get(), d_inp1.get(), d_weight.get(), d_bias.get(), B,
+                            T, C, stream);
+  CHECK(test::bit_equal(d_mean.download(), mean));
+  test::expect_matches(d_rstd.download(), rstd, "rstd", 1e-5);
+  if constexpr (std::is_same_v<Elem, float>) {
+    test::expect_matches(host(d_out), out, "out", 1e-5);
+  } else {
+    expect_one_rounding(host(d_out), out, "bf16 out", 1e-4);
+  }
+  if (fused) CHECK(test::bit_equal(host(d_residual), x));
 }
