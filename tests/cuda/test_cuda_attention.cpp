@@ -4,8 +4,11 @@
 // head sizes 1, 6, 17 and GPT-2's 64, and B*NH > 65535 (the kernel's loop over blockIdx.z).
 // Also the KV-cache ops: kv_cache_store and attention_decode, both decode kernels (scores in
 // shared memory, and the online-softmax fallback for long contexts). And out and dqkv against
-// PyTorch's scaled_dot_product_attention (tests/make_sdpa_fixture.py).
+// PyTorch's scaled_dot_product_attention (tests/make_sdpa_fixture.py). And scores far beyond
+// exp's range (the softmax must subtract the row maximum).
 #include <catch2/catch.hpp>
+
+#include <algorithm>
 
 #include "attention_sdpa_util.hpp"
 #include "cpu/attention.hpp"
@@ -126,6 +129,51 @@ TEST_CASE("cuda kv_cache_store and attention_decode match cpu", "[cuda][attentio
   }
   CHECK(used_shared != used_fallback);
   if (maxT == 12300) CHECK(used_fallback);
+}
+
+// Scores of several hundred (q and k scaled by 12; HS 64): exp of them overflows float, exp of
+// their negatives underflows, so only a softmax that subtracts each row's maximum stays finite,
+// as the CPU's does (a fault planted in the tiled softmax, exp(s) / sum exp(s), passed every test
+// of O(1) scores). Tiled forward and backward, and the decode kernel that keeps its scores in
+// shared memory; looser tolerances: with rows this peaked, the products' rounding shows more.
+TEST_CASE("cuda attention keeps scores far beyond exp's range finite", "[cuda][attention]") {
+  const int B = 2, T = 70, C = 128, NH = 2;
+  const auto scaled_qk = [&](std::vector<float> qkv, int rows) {
+    for (int r = 0; r < rows; ++r)
+      for (int c = 0; c < 2 * C; ++c) qkv[size_t(r) * 3 * C + c] *= 12.0f;
+    return qkv;
+  };
+  const auto qkv = scaled_qk(test::random_vector(size_t(B) * T * 3 * C, 91, -1.5f, 1.5f), B * T);
+  const auto dout = test::random_vector(size_t(B) * T * C, 92);
+  const auto [out, dqkv, lse] = test::cpu_attention_reference(qkv, dout, B, T, C, NH, DropoutParams{});
+  REQUIRE(*std::max_element(lse.begin(), lse.end()) > 200.0f);  // exp(200) is no float
+  cudaStream_t stream = test::test_stream();
+  DeviceBuffer<float> d_qkv(qkv), d_out(out.size()), d_lse(lse.size()), d_dout(dout), d_dqkv(qkv.size());
+  d_out.poison();
+  d_lse.poison();
+  d_dqkv.poison();
+  cuda::attention_forward(d_out.get(), d_lse.get(), d_qkv.get(), B, T, C, NH, DropoutParams{}, stream);
+  cuda::attention_backward(d_dqkv.get(), d_dout.get(), d_lse.get(), d_qkv.get(), d_out.get(), B, T, C, NH,
+                           DropoutParams{}, stream);
+  test::expect_matches(d_lse.download(), lse, "attention log-sum-exp");
+  test::expect_matches(d_out.download(), out, "attention out", 1e-4);
+  test::expect_matches(d_dqkv.download(), dqkv, "attention dqkv", 1e-3);
+
+  // Decode at position T - 1, each batch row's first T - 1 rows in the cache.
+  const int maxT = T, pos = T - 1;
+  std::vector<float> prefix;
+  for (int b = 0; b < B; ++b)
+    prefix.insert(prefix.end(), qkv.begin() + ptrdiff_t(b) * T * 3 * C, qkv.begin() + (ptrdiff_t(b) * T + pos) * 3 * C);
+  std::vector<float> kcache(size_t(B) * maxT * C, 0.0f), vcache(kcache.size(), 0.0f);
+  cpu::kv_cache_store(kcache.data(), vcache.data(), prefix.data(), B, pos, maxT, C);
+  const auto step = scaled_qk(test::random_vector(size_t(B) * 3 * C, 93, -1.5f, 1.5f), B);
+  std::vector<float> step_out(size_t(B) * C);
+  cpu::attention_decode(step_out.data(), kcache.data(), vcache.data(), step.data(), B, pos, maxT, C, NH);
+  REQUIRE(cuda::attention_decode_scores_fit_shared(pos, C / NH));
+  DeviceBuffer<float> d_k(kcache), d_v(vcache), d_step(step), d_step_out(step_out.size());
+  d_step_out.poison();
+  cuda::attention_decode(d_step_out.get(), d_k.get(), d_v.get(), d_step.get(), B, pos, maxT, C, NH, stream);
+  test::expect_matches(d_step_out.download(), step_out, "decode out", 1e-4);
 }
 
 TEST_CASE("cuda attention rejects bad shapes", "[cuda][attention]") {
