@@ -4,7 +4,8 @@
 // functions the CPU backend runs (attention_forward_blocked, ...): against the plain loops on
 // shapes that take every tile case (and their saved log-sum-exp against one in double), their
 // own finite-difference gradients, the same bits for any thread count, and their decode against
-// their forward. Both against PyTorch's scaled_dot_product_attention (tests/make_sdpa_fixture.py).
+// their forward. Both against PyTorch's scaled_dot_product_attention (tests/make_sdpa_fixture.py),
+// and on scores far beyond exp's range.
 #include <catch2/catch.hpp>
 
 #include <omp.h>
@@ -193,23 +194,29 @@ AttentionRun run_attention(Forward&& forward, Backward&& backward, const std::ve
   return r;
 }
 
+// Row (b, h, t)'s scores q_t . k_t2 / sqrt(HS), t2 <= t, in double.
+std::vector<double> scores_in_double(const std::vector<float>& qkv, int T, int C, int NH, int b, int h, int t) {
+  const int HS = C / NH;
+  const size_t C3 = 3 * static_cast<size_t>(C);
+  std::vector<double> s(t + 1);
+  for (int t2 = 0; t2 <= t; ++t2) {
+    double dot = 0.0;
+    for (int i = 0; i < HS; ++i) {
+      dot += double(qkv[(b * T + t) * C3 + h * HS + i]) * qkv[(b * T + t2) * C3 + C + h * HS + i];
+    }
+    s[t2] = dot / std::sqrt(double(HS));
+  }
+  return s;
+}
+
 // Row (b, h, t)'s log sum_t2<=t exp(q_t . k_t2 / sqrt(HS)), in double: what the blocked forward
 // saves.
 std::vector<double> log_sum_exp(const std::vector<float>& qkv, int B, int T, int C, int NH) {
-  const int HS = C / NH;
-  const size_t C3 = 3 * static_cast<size_t>(C);
   std::vector<double> lse(static_cast<size_t>(B) * NH * T);
   for (int b = 0; b < B; ++b) {
     for (int h = 0; h < NH; ++h) {
       for (int t = 0; t < T; ++t) {
-        std::vector<double> s(t + 1);
-        for (int t2 = 0; t2 <= t; ++t2) {
-          double dot = 0.0;
-          for (int i = 0; i < HS; ++i) {
-            dot += double(qkv[(b * T + t) * C3 + h * HS + i]) * qkv[(b * T + t2) * C3 + C + h * HS + i];
-          }
-          s[t2] = dot / std::sqrt(double(HS));
-        }
+        const std::vector<double> s = scores_in_double(qkv, T, C, NH, b, h, t);
         const double max = *std::max_element(s.begin(), s.end());
         double sum = 0.0;
         for (double x : s) sum += std::exp(x - max);
@@ -257,6 +264,74 @@ TEST_CASE("blocked attention equals the plain loops", "[cpu][attention]") {
       expect_close(blocked.dqkv, first, 0, 0, "dqkv after a second backward call");
     }
   }
+}
+
+// Scores of several hundred (q and k scaled by 12, HS 64): exp of them overflows float and exp of
+// their negatives underflows, so each implementation must subtract the row's maximum (without
+// it, the plain, blocked and decode loops passed every other test here, whose scores are O(1)).
+// out against a softmax in double; the blocked forward's log-sum-exp against double; the
+// backward finite and the same from both; decode at the last position equal to the forward.
+TEST_CASE("attention keeps scores far beyond exp's range finite", "[cpu][attention]") {
+  const int B = 2, T = 70, C = 128, NH = 2, HS = C / NH;
+  const size_t C3 = 3 * static_cast<size_t>(C);
+  auto qkv = test::random_vector(static_cast<size_t>(B) * T * C3, 140, -1.5f, 1.5f);
+  for (size_t r = 0; r < static_cast<size_t>(B) * T; ++r)
+    for (int c = 0; c < 2 * C; ++c) qkv[r * C3 + c] *= 12.0f;
+  const auto dout = test::random_vector(static_cast<size_t>(B) * T * C, 141);
+  const std::vector<double> lse = log_sum_exp(qkv, B, T, C, NH);
+  REQUIRE(*std::max_element(lse.begin(), lse.end()) > 200.0);  // exp(200) is no float
+  std::vector<float> expected(dout.size());
+  for (int b = 0; b < B; ++b)
+    for (int h = 0; h < NH; ++h)
+      for (int t = 0; t < T; ++t) {
+        const std::vector<double> s = scores_in_double(qkv, T, C, NH, b, h, t);
+        const double row_lse = lse[(static_cast<size_t>(b) * NH + h) * T + t];
+        for (int i = 0; i < HS; ++i) {
+          double acc = 0.0;
+          for (int t2 = 0; t2 <= t; ++t2)
+            acc += std::exp(s[t2] - row_lse) * qkv[(b * T + t2) * C3 + 2 * C + h * HS + i];
+          expected[(static_cast<size_t>(b) * T + t) * C + h * HS + i] = static_cast<float>(acc);
+        }
+      }
+  const DropoutParams none{};
+  const auto plain = run_attention(
+      [&](AttentionRun& r) { cpu::attention_forward(r.out.data(), r.saved.data(), qkv.data(), B, T, C, NH, none); },
+      [&](AttentionRun& r) {
+        cpu::attention_backward(r.dqkv.data(), dout.data(), r.saved.data(), qkv.data(), B, T, C, NH, none);
+      },
+      qkv, dout, B, T, C, NH);
+  const auto blocked = run_attention(
+      [&](AttentionRun& r) {
+        cpu::attention_forward_blocked(r.out.data(), r.saved.data(), qkv.data(), B, T, C, NH, none);
+      },
+      [&](AttentionRun& r) {
+        cpu::attention_backward_blocked(r.dqkv.data(), dout.data(), r.saved.data(), qkv.data(), r.out.data(), B, T,
+                                        C, NH, none);
+      },
+      qkv, dout, B, T, C, NH);
+  expect_close(plain.out, expected, 1e-4, 1e-4, "plain out");
+  expect_close(blocked.out, expected, 1e-4, 1e-4, "blocked out");
+  const std::vector<double> saved(blocked.saved.begin(), blocked.saved.begin() + lse.size());
+  expect_close(saved.data(), lse.data(), lse.size(), 1e-5, 1e-5, "blocked log-sum-exp");
+  CHECK(std::all_of(plain.dqkv.begin(), plain.dqkv.end(), [](float x) { return std::isfinite(x); }));
+  expect_close(blocked.dqkv, plain.dqkv, 1e-3, 1e-3, "blocked dqkv vs plain");
+  // Decode of the last position from a cache of the rows before it: the forward's last row.
+  std::vector<float> kcache(static_cast<size_t>(B) * T * C), vcache(kcache.size()), out(static_cast<size_t>(B) * C);
+  std::vector<float> prefix, last;
+  const auto row = [&](int r) { return qkv.begin() + std::ptrdiff_t(r) * std::ptrdiff_t(C3); };
+  for (int b = 0; b < B; ++b) {
+    prefix.insert(prefix.end(), row(b * T), row(b * T + T - 1));
+    last.insert(last.end(), row(b * T + T - 1), row(b * T + T));
+  }
+  cpu::kv_cache_store(kcache.data(), vcache.data(), prefix.data(), B, T - 1, T, C);
+  std::vector<float> expected_last;
+  for (int b = 0; b < B; ++b)
+    expected_last.insert(expected_last.end(), expected.begin() + std::ptrdiff_t(b * T + T - 1) * C,
+                         expected.begin() + std::ptrdiff_t(b * T + T) * C);
+  cpu::attention_decode(out.data(), kcache.data(), vcache.data(), last.data(), B, T - 1, T, C, NH);
+  expect_close(out, expected_last, 1e-4, 1e-4, "decode out");
+  cpu::attention_decode_vectorized(out.data(), kcache.data(), vcache.data(), last.data(), B, T - 1, T, C, NH);
+  expect_close(out, expected_last, 1e-4, 1e-4, "vectorised decode out");
 }
 
 // PyTorch's F.scaled_dot_product_attention(is_causal=True) in float64 on the fixture's inputs
