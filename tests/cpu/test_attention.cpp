@@ -194,6 +194,20 @@ AttentionRun run_attention(Forward&& forward, Backward&& backward, const std::ve
   return r;
 }
 
+// The blocked functions' forward and backward (what the CPU backend runs) on qkv and dout.
+AttentionRun run_blocked(const std::vector<float>& qkv, const std::vector<float>& dout, int B, int T, int C, int NH,
+                         const DropoutParams& dropout) {
+  return run_attention(
+      [&](AttentionRun& r) {
+        cpu::attention_forward_blocked(r.out.data(), r.saved.data(), qkv.data(), B, T, C, NH, dropout);
+      },
+      [&](AttentionRun& r) {
+        cpu::attention_backward_blocked(r.dqkv.data(), dout.data(), r.saved.data(), qkv.data(), r.out.data(), B, T,
+                                        C, NH, dropout);
+      },
+      qkv, dout, B, T, C, NH);
+}
+
 // Row (b, h, t)'s scores q_t . k_t2 / sqrt(HS), t2 <= t, in double.
 std::vector<double> scores_in_double(const std::vector<float>& qkv, int T, int C, int NH, int b, int h, int t) {
   const int HS = C / NH;
@@ -300,15 +314,7 @@ TEST_CASE("attention keeps scores far beyond exp's range finite", "[cpu][attenti
         cpu::attention_backward(r.dqkv.data(), dout.data(), r.saved.data(), qkv.data(), B, T, C, NH, none);
       },
       qkv, dout, B, T, C, NH);
-  const auto blocked = run_attention(
-      [&](AttentionRun& r) {
-        cpu::attention_forward_blocked(r.out.data(), r.saved.data(), qkv.data(), B, T, C, NH, none);
-      },
-      [&](AttentionRun& r) {
-        cpu::attention_backward_blocked(r.dqkv.data(), dout.data(), r.saved.data(), qkv.data(), r.out.data(), B, T,
-                                        C, NH, none);
-      },
-      qkv, dout, B, T, C, NH);
+  const auto blocked = run_blocked(qkv, dout, B, T, C, NH, none);
   expect_close(plain.out, expected, 1e-4, 1e-4, "plain out");
   expect_close(blocked.out, expected, 1e-4, 1e-4, "blocked out");
   const std::vector<double> saved(blocked.saved.begin(), blocked.saved.begin() + lse.size());
@@ -399,17 +405,7 @@ TEST_CASE("blocked attention gives the same bits for any thread count", "[cpu][a
   const DropoutParams dropout{0.1f, 21, 2};
   auto qkv = test::random_vector(static_cast<size_t>(B) * T * 3 * C, 150, -2.0f, 2.0f);
   auto dout = test::random_vector(static_cast<size_t>(B) * T * C, 151);
-  auto run = [&] {
-    return run_attention(
-        [&](AttentionRun& r) {
-          cpu::attention_forward_blocked(r.out.data(), r.saved.data(), qkv.data(), B, T, C, NH, dropout);
-        },
-        [&](AttentionRun& r) {
-          cpu::attention_backward_blocked(r.dqkv.data(), dout.data(), r.saved.data(), qkv.data(), r.out.data(), B, T,
-                                          C, NH, dropout);
-        },
-        qkv, dout, B, T, C, NH);
-  };
+  auto run = [&] { return run_blocked(qkv, dout, B, T, C, NH, dropout); };
   const int threads = omp_get_max_threads();
   omp_set_num_threads(1);
   auto one = run();
