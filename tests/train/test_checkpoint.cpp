@@ -22,14 +22,8 @@ namespace fs = std::filesystem;
 namespace {
 
 ModelConfig tiny_config() {
-  ModelConfig c;
-  c.num_layers = 2;
-  c.num_heads = 2;
-  c.channels = 8;
-  c.max_seq_len = 16;
-  c.vocab_size = 50;
-  c.padded_vocab_size = 128;
-  return c;
+  return {.max_seq_len = 16, .vocab_size = 50, .padded_vocab_size = 128, .num_layers = 2, .num_heads = 2,
+          .channels = 8};
 }
 
 Checkpoint make_checkpoint(uint64_t seed, bool with_optimizer = true, const ModelConfig& config = tiny_config()) {
@@ -95,14 +89,9 @@ void fail_on_third_piece(uint64_t) {
 
 // The checkpoint of tests/fixtures/checkpoint_v1.ckpt: make_checkpoint's on the smallest model.
 Checkpoint fixture_checkpoint() {
-  ModelConfig m;
-  m.num_layers = 1;
-  m.num_heads = 1;
-  m.channels = 4;
-  m.max_seq_len = 4;
-  m.vocab_size = 7;
-  m.padded_vocab_size = 8;
-  return make_checkpoint(11, true, m);
+  return make_checkpoint(
+      11, true,
+      {.max_seq_len = 4, .vocab_size = 7, .padded_vocab_size = 8, .num_layers = 1, .num_heads = 1, .channels = 4});
 }
 
 }  // namespace
