@@ -16,6 +16,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "bf16_host_util.hpp"
@@ -29,6 +30,22 @@ using bf16 = __nv_bfloat16;
 // sees the same numbers), and a download widened back to float.
 inline DeviceBuffer<bf16> device_bf16(const std::vector<float>& x) { return DeviceBuffer<bf16>(to_bf16(x)); }
 inline std::vector<float> download_float(const DeviceBuffer<bf16>& d) { return from_bf16(d.download()); }
+
+// Float values as a buffer of Elem (bf16: rounded to nearest even), and back as floats (exact).
+template <class Elem>
+std::vector<Elem> as(const std::vector<float>& x) {
+  if constexpr (std::is_same_v<Elem, float>) return x;
+  else return to_bf16(x);
+}
+template <class Elem>
+std::vector<float> widened(const std::vector<Elem>& x) {
+  if constexpr (std::is_same_v<Elem, float>) return x;
+  else return from_bf16(x);
+}
+template <class Elem>
+std::vector<float> widened(const DeviceBuffer<Elem>& x) {
+  return widened(x.download());
+}
 
 // Uniform random values in [lo, hi] rounded to bf16: exactly what both backends see.
 inline std::vector<float> rounded_random(size_t n, uint64_t seed, float lo = -1.0f, float hi = 1.0f) {

@@ -27,24 +27,6 @@ namespace {
 using Shape = test::ClassifierShape;
 using Inputs = test::ClassifierInputs;
 
-template <class Elem>
-std::vector<Elem> to_elem(const std::vector<float>& x) {
-  if constexpr (std::is_same_v<Elem, float>) {
-    return x;
-  } else {
-    return test::to_bf16(x);
-  }
-}
-
-template <class Elem>
-std::vector<float> to_f32(const std::vector<Elem>& x) {
-  if constexpr (std::is_same_v<Elem, float>) {
-    return x;
-  } else {
-    return test::from_bf16(x);
-  }
-}
-
 // Padded columns exactly 0; ignored rows exactly 0 everywhere with loss exactly 0.
 void expect_zero_padding_and_ignored_rows(const std::vector<float>& dlogits, const std::vector<float>& losses,
                                           const std::vector<int>& targets, int V, int Vp) {
@@ -112,7 +94,7 @@ TEMPLATE_TEST_CASE("fused classifier matches cpu and the two-kernel path", "[cud
   cudaStream_t stream = test::test_stream();
   std::vector<float> padded(offset, 0.0f);
   padded.insert(padded.end(), in.logits.begin(), in.logits.end());
-  DeviceBuffer<Elem> d_buffer(to_elem<Elem>(padded)), d_reference(n);
+  DeviceBuffer<Elem> d_buffer(test::as<Elem>(padded)), d_reference(n);
   Elem* d_logits = d_buffer.get() + offset;
   DeviceBuffer<float> d_losses(rows), d_reference_losses(rows);
   DeviceBuffer<int> d_targets(in.targets);
@@ -126,9 +108,9 @@ TEMPLATE_TEST_CASE("fused classifier matches cpu and the two-kernel path", "[cud
   cuda::fused_classifier(d_logits, d_losses.get(), d_targets.get(), in.dloss, s.B, s.T, s.V, s.Vp, stream, design);
 
   const auto got_losses = d_losses.download();
-  const auto all = to_f32(d_buffer.download());
+  const auto all = test::widened(d_buffer);
   const std::vector<float> got(all.begin() + offset, all.end());
-  const auto two_kernel = to_f32(d_reference.download());
+  const auto two_kernel = test::widened(d_reference);
   test::expect_matches(got_losses, losses, "fused losses vs cpu", 1e-5);
   // The fused kernels add in another order than the two-kernel reduction: a few float ulps.
   test::expect_matches(got_losses, d_reference_losses.download(), "fused losses vs two-kernel", 2e-6);
@@ -145,9 +127,9 @@ TEMPLATE_TEST_CASE("fused classifier matches cpu and the two-kernel path", "[cud
   expect_zero_padding_and_ignored_rows(got, got_losses, in.targets, s.V, s.Vp);
 
   // Deterministic: the same logits give the same bits.
-  d_buffer.upload(to_elem<Elem>(padded));
+  d_buffer.upload(test::as<Elem>(padded));
   cuda::fused_classifier(d_logits, d_losses.get(), d_targets.get(), in.dloss, s.B, s.T, s.V, s.Vp, stream, design);
-  const auto again = to_f32(d_buffer.download());
+  const auto again = test::widened(d_buffer);
   CHECK(test::bit_equal(std::vector<float>(again.begin() + offset, again.end()), got));
   CHECK(test::bit_equal(d_losses.download(), got_losses));
 }
@@ -156,14 +138,14 @@ TEMPLATE_TEST_CASE("fused classifier marks an out-of-range target with NaN", "[c
                    float, bf16) {
   const int V = 5, Vp = 8;
   const auto logits = test::random_vector(2 * Vp, 221);
-  DeviceBuffer<TestType> d_logits(to_elem<TestType>(logits));
+  DeviceBuffer<TestType> d_logits(test::as<TestType>(logits));
   DeviceBuffer<float> d_losses(2);
   DeviceBuffer<int> d_targets(std::vector<int>{2, 7});
   cuda::fused_classifier(d_logits.get(), d_losses.get(), d_targets.get(), 1.0f, 1, 2, V, Vp, test::test_stream());
   const auto losses = d_losses.download();
   CHECK(std::isfinite(losses[0]));
   CHECK(std::isnan(losses[1]));
-  const auto g = to_f32(d_logits.download());
+  const auto g = test::widened(d_logits);
   CHECK(std::isnan(g[Vp]));
   CHECK(g[Vp + V] == 0.0f);
 }
@@ -181,7 +163,7 @@ TEMPLATE_TEST_CASE("cached-row fused classifier refuses rows it cannot hold", "[
                    float, bf16) {
   using Elem = TestType;
   const auto cached = cuda::FusedClassifier::kCachedRow;
-  DeviceBuffer<Elem> logits(to_elem<Elem>(test::random_vector(41, 241)));
+  DeviceBuffer<Elem> logits(test::as<Elem>(test::random_vector(41, 241)));
   DeviceBuffer<float> losses(1);
   DeviceBuffer<int> targets(std::vector<int>{0});
   cudaStream_t stream = test::test_stream();
@@ -194,7 +176,7 @@ TEMPLATE_TEST_CASE("cached-row fused classifier refuses rows it cannot hold", "[
                     Catch::Contains("16-byte aligned"));
   // A row past the device's shared memory a block: refused as kCachedRow, streamed by kAuto.
   const int Vp = static_cast<int>(cuda::device_shared_optin() / sizeof(Elem)) + 16;
-  DeviceBuffer<Elem> wide(to_elem<Elem>(test::random_vector(size_t(Vp), 242)));
+  DeviceBuffer<Elem> wide(test::as<Elem>(test::random_vector(size_t(Vp), 242)));
   CHECK_THROWS_WITH(cuda::fused_classifier(wide.get(), losses.get(), targets.get(), 1.0f, 1, 1, Vp, Vp, stream, cached),
                     Catch::Contains("shared memory a block"));
   cuda::fused_classifier(wide.get(), losses.get(), targets.get(), 1.0f, 1, 1, Vp, Vp, stream);

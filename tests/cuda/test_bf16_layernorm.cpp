@@ -119,21 +119,8 @@ TEMPLATE_TEST_CASE("layernorm forward statistics hold when the mean dwarfs the s
     for (int c = 0; c < C; ++c) out[r * C + c] = static_cast<float>((row[c] - m) * s * weight[c] + bias[c]);
   }
 
-  const auto device = [](const std::vector<float>& v) {
-    if constexpr (std::is_same_v<Elem, float>) {
-      return DeviceBuffer<float>(v);
-    } else {
-      return test::device_bf16(v);
-    }
-  };
-  const auto host = [](const DeviceBuffer<Elem>& d) {
-    if constexpr (std::is_same_v<Elem, float>) {
-      return d.download();
-    } else {
-      return test::download_float(d);
-    }
-  };
-  auto d_inp1 = device(inp1), d_inp2 = device(inp2), d_weight = device(weight), d_bias = device(bias);
+  DeviceBuffer<Elem> d_inp1(test::as<Elem>(inp1)), d_inp2(test::as<Elem>(inp2)), d_weight(test::as<Elem>(weight)),
+      d_bias(test::as<Elem>(bias));
   DeviceBuffer<Elem> d_out(N), d_residual(N);
   DeviceBuffer<float> d_mean(rows), d_rstd(rows);
   d_mean.poison();
@@ -148,9 +135,9 @@ TEMPLATE_TEST_CASE("layernorm forward statistics hold when the mean dwarfs the s
   CHECK(test::bit_equal(d_mean.download(), mean));
   test::expect_matches(d_rstd.download(), rstd, "rstd", 1e-5);
   if constexpr (std::is_same_v<Elem, float>) {
-    test::expect_matches(host(d_out), out, "out", 1e-5);
+    test::expect_matches(test::widened(d_out), out, "out", 1e-5);
   } else {
-    expect_one_rounding(host(d_out), out, "bf16 out", 1e-4);
+    expect_one_rounding(test::widened(d_out), out, "bf16 out", 1e-4);
   }
-  if (fused) CHECK(test::bit_equal(host(d_residual), x));
+  if (fused) CHECK(test::bit_equal(test::widened(d_residual), x));
 }

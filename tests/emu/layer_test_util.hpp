@@ -1,8 +1,8 @@
 // Helpers for the emulated layer tests (tests/emu/test_emu_<layer>.cpp), which call the real
 // cuda:: launchers of kernels/*.cuh (compiled for the CPU by tests/emu/hostcuda: device memory is
 // host memory of the host runtime, every launch runs on the emulator at once) against cpu:: with
-// the tolerances of tests/cuda: host buffers in either element type (as<Elem>, widened) for
-// test::DeviceBuffer, poisoned outputs, padding that misaligns the 16-byte packs, the
+// the tolerances of tests/cuda: host buffers in either element type (as<Elem>, widened: from
+// cuda/bf16_test_util.hpp) for test::DeviceBuffer, poisoned outputs, padding that misaligns the 16-byte packs, the
 // one-bf16-rounding comparison of test_bf16_elementwise.cpp, and the check that every warp
 // schedule of the emulator gives the same bits (a race shows as a difference).
 #pragma once
@@ -24,22 +24,6 @@
 #include "emu/cuda_emu.hpp"
 
 namespace gpt2cc::test {
-
-// Float values as a buffer of Elem (bf16: rounded to nearest even), and back as floats (exact).
-template <class Elem>
-std::vector<Elem> as(const std::vector<float>& x) {
-  if constexpr (std::is_same_v<Elem, float>) return x;
-  else return to_bf16(x);
-}
-template <class Elem>
-std::vector<float> widened(const std::vector<Elem>& x) {
-  if constexpr (std::is_same_v<Elem, float>) return x;
-  else return from_bf16(x);
-}
-template <class Elem>
-std::vector<float> widened(const DeviceBuffer<Elem>& x) {
-  return widened(x.download());
-}
 
 // n elements of all-ones bytes: NaN as float and as bf16, so an element a kernel forgets shows.
 template <class Elem>
