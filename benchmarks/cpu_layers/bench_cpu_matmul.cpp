@@ -9,7 +9,6 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <vector>
@@ -22,35 +21,6 @@ namespace {
 
 using namespace gpt2cc;
 using namespace gpt2cc::bench;
-
-// Twelve independent chains of 8-wide FMAs per thread (enough to cover FMA latency x 2 pipes).
-// Returns GFLOP/s over all threads (wall clock); cpu_rate gets GFLOP per CPU-second.
-double fma_ceiling_gflops(double& cpu_rate) {
-  typedef float vec8 __attribute__((vector_size(32)));
-  constexpr int kChains = 12;
-  constexpr long kIters = 20000000;
-  float sink = 0.0f;
-  const double c0 = cpu_seconds();
-  const auto t0 = std::chrono::steady_clock::now();
-  int threads = 1;
-#pragma omp parallel reduction(+ : sink)
-  {
-    threads = omp_get_num_threads();
-    vec8 acc[kChains];
-    for (int i = 0; i < kChains; ++i) acc[i] = vec8{} + 0.001f * i;
-    vec8 a = vec8{} + 0.999999f, b = vec8{} + 1e-7f;
-    for (long it = 0; it < kIters; ++it) {
-      for (int i = 0; i < kChains; ++i) acc[i] = acc[i] * a + b;
-      asm volatile("" : "+x"(a));  // keeps the loop from being folded away
-    }
-    for (int i = 0; i < kChains; ++i) sink += acc[i][0];
-  }
-  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  if (sink == 12345.0f) std::printf(" ");
-  const double gflop = threads * kIters * kChains * 16.0 * 1e-9;
-  cpu_rate = gflop / (cpu_seconds() - c0);
-  return gflop / s;
-}
 
 int run(int argc, char** argv) {
   cxxopts::Options options("bench_cpu_matmul",

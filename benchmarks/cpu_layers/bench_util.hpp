@@ -1,12 +1,16 @@
 // What the CPU layer benchmarks share: timing by the median of runs (wall clock and process CPU
-// time), the relative error of a result against its reference, deterministic inputs.
+// time), the machine's ceilings (FMA rate, memory bandwidth), the relative error of a result
+// against its reference, deterministic inputs.
 #pragma once
 
+#include <omp.h>
 #include <time.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <cstring>
 #include <vector>
 
 namespace gpt2cc::bench {
@@ -22,11 +26,15 @@ struct Timing {
   double cpu_s;   // median process CPU seconds per call
 };
 
-template <class F>
-Timing time_median(F&& f, int reps) {
-  f();  // warm-up: caches, page faults, thread pool
+// The median of `reps` timed calls of f after one untimed one (caches, page faults, the thread
+// pool); before() runs untimed ahead of each call (e.g. to evict f's inputs from the caches).
+template <class F, class Before>
+Timing time_median(F&& f, int reps, Before&& before) {
+  before();
+  f();
   std::vector<double> wall, cpu;
   for (int r = 0; r < reps; ++r) {
+    before();
     const double c0 = cpu_seconds();
     const auto t0 = std::chrono::steady_clock::now();
     f();
@@ -37,6 +45,115 @@ Timing time_median(F&& f, int reps) {
   std::sort(cpu.begin(), cpu.end());
   return {wall[reps / 2], cpu[reps / 2]};
 }
+
+template <class F>
+Timing time_median(F&& f, int reps) {
+  return time_median(f, reps, [] {});
+}
+
+// Twelve independent chains of 8-wide FMAs per thread (enough to cover FMA latency x 2 pipes), in
+// registers: what a micro-kernel could reach with no memory traffic at all. Returns GFLOP/s over
+// all threads (wall clock); cpu_rate gets GFLOP per CPU-second.
+inline double fma_ceiling_gflops(double& cpu_rate) {
+  typedef float vec8 __attribute__((vector_size(32)));
+  constexpr int kChains = 12;
+  constexpr long kIters = 20000000;
+  float sink = 0.0f;
+  const double c0 = cpu_seconds();
+  const auto t0 = std::chrono::steady_clock::now();
+  int threads = 1;
+#pragma omp parallel reduction(+ : sink)
+  {
+#pragma omp single
+    threads = omp_get_num_threads();
+    vec8 acc[kChains];
+    for (int i = 0; i < kChains; ++i) acc[i] = vec8{} + 0.001f * i;
+    vec8 a = vec8{} + 0.999999f, b = vec8{} + 1e-7f;
+    for (long it = 0; it < kIters; ++it) {
+      for (int i = 0; i < kChains; ++i) acc[i] = acc[i] * a + b;
+      asm volatile("" : "+x"(a));  // keeps the loop from being folded away
+    }
+    for (int i = 0; i < kChains; ++i) sink += acc[i][0];
+  }
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (sink == 12345.0f) std::printf(" ");
+  const double gflop = threads * kIters * kChains * 16.0 * 1e-9;
+  cpu_rate = gflop / (cpu_seconds() - c0);
+  return gflop / s;
+}
+
+// Memory bandwidth, GB/s, on all threads over 256 MiB arrays (the caches hold a small fraction),
+// each thread its own contiguous part, the median of 5 passes: reading one array (a sum), updating
+// one in place (x = x * s + 1: each line read and written back; bytes read + written) and copying
+// one into another (bytes read + written, as STREAM counts them; the write allocates each
+// destination line by reading it first, so this moves more bytes than it counts).
+// per_direction(): the rate reads, and writes alongside them, reach: the faster of the read alone
+// and half the update (whose reads and writes run concurrently).
+struct MemoryBandwidth {
+  double read_gbs, update_gbs, copy_gbs;
+  double per_direction() const { return std::max(read_gbs, update_gbs / 2); }
+};
+
+inline MemoryBandwidth memory_bandwidth() {
+  const size_t n = size_t{64} << 20;  // floats
+  std::vector<float> src(n, 1.0f), dst(n, 0.0f);
+  const double bytes = double(n) * sizeof(float);
+  double sink = 0;
+  const Timing read = time_median(
+      [&] {
+        typedef float vec8 __attribute__((vector_size(32)));
+        float total = 0.0f;
+#pragma omp parallel reduction(+ : total)
+        {
+          const size_t threads = omp_get_num_threads(), part = n / 32 / threads * 32;
+          const size_t begin = omp_get_thread_num() * part, end = begin + part;
+          vec8 acc[4] = {};  // four chains: the adds' latency hidden, memory the limit
+          for (size_t i = begin; i < end; i += 32)
+            for (int v = 0; v < 4; ++v) {
+              vec8 x;
+              std::memcpy(&x, &src[i + 8 * v], sizeof x);
+              acc[v] += x;
+            }
+          const vec8 sum = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+          for (int lane = 0; lane < 8; ++lane) total += sum[lane];
+        }
+        sink += total;
+      },
+      5);
+  const Timing update = time_median(
+      [&] {
+#pragma omp parallel for simd schedule(static)
+        for (size_t i = 0; i < n; ++i) dst[i] = dst[i] * 0.5f + 1.0f;
+      },
+      5);
+  const Timing copy = time_median(
+      [&] {
+#pragma omp parallel for simd schedule(static)
+        for (size_t i = 0; i < n; ++i) dst[i] = src[i];
+      },
+      5);
+  if (sink == 12345.0) std::printf(" ");
+  return {bytes / read.wall_s * 1e-9, 2 * bytes / update.wall_s * 1e-9, 2 * bytes / copy.wall_s * 1e-9};
+}
+
+// Reads a buffer larger than the last-level cache, so that what a call reads next comes from
+// memory (the rooflines here are memory's, not a cache's). Reads, not writes: evicting with
+// stores would leave the caches full of dirty lines whose write-back the timed call would pay.
+class CacheEvictor {
+ public:
+  explicit CacheEvictor(size_t bytes = size_t{128} << 20) : buffer_(bytes / sizeof(float), 1.0f) {}
+  void operator()() {
+    float total = 0.0f;
+#pragma omp parallel for simd schedule(static) reduction(+ : total)
+    for (size_t i = 0; i < buffer_.size(); ++i) total += buffer_[i];
+    sink_ += total;
+  }
+  float sink() const { return sink_; }
+
+ private:
+  std::vector<float> buffer_;
+  float sink_ = 0.0f;
+};
 
 inline double rel_error(const std::vector<float>& a, const std::vector<float>& b) {
   double num = 0, den = 0;

@@ -1,0 +1,245 @@
+// Every CPU layer of a training step, on the shapes of one model at B x T, against the machine's
+// two rooflines measured in the same run: memory bandwidth (bench_util.hpp: reads, and writes
+// alongside them, at the rate of a read alone or of half an in-place update on all threads,
+// whichever is faster) and the FMA ceiling. For each layer the functions the CPU backend runs
+// (cpu/backend.cpp), timed with their inputs evicted from the caches before each call (what a
+// step of a model larger than the caches sees; the median of --reps calls), and:
+//   bytes    the least the call must read and write (a += output is read and written; wte rows
+//            as if all tokens differ)
+//   flops    the products only: matmul 2*BT*C*OC forward, twice that backward; attention its
+//            useful causal half, 4*B*NH*T(T+1)/2*HS forward, twice that backward; 0 elsewhere
+//   roofline the least time the two allow, max(bytes read / bandwidth, bytes written /
+//            bandwidth, flops / FMA ceiling), and the fraction of it the call reaches (roofline
+//            time / measured time)
+//   calls    per training step (one micro-step: forward, backward, zero_grad, clip, AdamW), and
+//            calls x time, an estimate of where the step goes (measured with warm caches, a real
+//            step's small layers run faster than here).
+// Where the backend runs a faster form of a reference function, the reference has a row too
+// ("(reference)", not counted in the step).
+//   bench_cpu_layers [--preset gpt2] [-B 4] [-T 64] [--reps 20] [--json FILE]; OMP_NUM_THREADS
+//   sets the threads. Nothing is validated here: the layers' tests hold them to their references.
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "benchmarks/cpu_layers/bench_util.hpp"
+#include "core/cli.hpp"
+#include "core/config.hpp"
+#include "core/rng.hpp"
+#include "cpu/adamw.hpp"
+#include "cpu/attention.hpp"
+#include "cpu/backend.hpp"
+#include "cpu/crossentropy.hpp"
+#include "cpu/encoder.hpp"
+#include "cpu/gelu.hpp"
+#include "cpu/layernorm.hpp"
+#include "cpu/matmul.hpp"
+#include "cpu/residual.hpp"
+
+namespace {
+
+using namespace gpt2cc;
+using bench::filled;
+
+struct Layer {
+  std::string name;
+  int calls;                     // per training step; 0 for a reference row
+  double floats_read, floats_written;  // the least it must move (ints count as floats)
+  double flops;                  // the products only
+  std::function<void()> run;
+};
+
+int run(int argc, char** argv) {
+  cxxopts::Options options("bench_cpu_layers",
+                           "every CPU layer of a training step against the memory-bandwidth and FMA rooflines "
+                           "(OMP_NUM_THREADS sets the threads)");
+  options.add_options()
+      ("preset", "model preset whose shapes are measured", cxxopts::value<std::string>()->default_value("gpt2"))
+      ("B", "batch size", cxxopts::value<int>()->default_value("4"))
+      ("T", "sequence length", cxxopts::value<int>()->default_value("64"))
+      ("reps", "timed calls per layer (the median is reported)", cxxopts::value<int>()->default_value("20"))
+      ("json", "also write the rows to this file", cxxopts::value<std::string>()->default_value(""))
+      ("h,help", "show this help");
+  const cxxopts::ParseResult args = parse_flags(options, argc, argv);
+  if (args.count("help")) {
+    std::printf("%s\n", options.help().c_str());
+    return 0;
+  }
+  INPUT_CHECK(args.unmatched().empty(), "unexpected argument '{}' (see --help)", args.unmatched().front());
+  const ModelConfig config = model_preset(args["preset"].as<std::string>());
+  const int B = args["B"].as<int>(), T = args["T"].as<int>(), reps = args["reps"].as<int>();
+  INPUT_CHECK(B >= 1 && T >= 1, "-B and -T must be >= 1, got {} and {}", B, T);
+  INPUT_CHECK(T <= config.max_seq_len, "-T {} is longer than the preset's {} positions", T, config.max_seq_len);
+  INPUT_CHECK(reps >= 1, "--reps must be >= 1, got {}", reps);
+  const std::string json_path = args["json"].as<std::string>();
+
+  const int L = config.num_layers, C = config.channels, NH = config.num_heads, HS = config.head_size();
+  const int V = config.vocab_size, Vp = config.padded_vocab_size;
+  const size_t BT = size_t(B) * T, N = num_parameters(config);
+  const int threads = omp_get_max_threads();
+  double fma_per_cpu_second = 0;  // not reported: the fractions here are of wall-clock time
+  const double fma_gflops = bench::fma_ceiling_gflops(fma_per_cpu_second);
+  const bench::MemoryBandwidth memory = bench::memory_bandwidth();
+  const double bandwidth_gbs = memory.per_direction();
+  std::printf("%s, B x T = %d x %d, %d threads\nceilings (measured): memory %.1f GB/s each way (read alone %.1f, "
+              "in-place update %.1f read + written, copy %.1f), FMA %.1f GFLOP/s\n\n",
+              describe(config).c_str(), B, T, threads, bandwidth_gbs, memory.read_gbs, memory.update_gbs,
+              memory.copy_gbs, fma_gflops);
+
+  // One layer's tensors, reused by every layer of that kind (the 4C-wide ones sized for fc).
+  std::vector<int> tokens(BT), targets(BT);
+  for (size_t i = 0; i < BT; ++i) {
+    tokens[i] = int((i * 2654435761u) % unsigned(V));
+    targets[i] = int((i * 40503u + 7) % unsigned(V));
+  }
+  auto x = filled(BT * C, 1), y = filled(BT * C, 2), z = filled(BT * C, 3);
+  auto wide_in = filled(BT * 4 * C, 4), wide_out = filled(BT * 4 * C, 5), wide_d = filled(BT * 4 * C, 6);
+  auto qkv = filled(BT * 3 * C, 7), dqkv = filled(BT * 3 * C, 8);
+  auto weight = filled(size_t(4) * C * C, 9), dweight = filled(size_t(4) * C * C, 10);
+  auto bias = filled(4 * size_t(C), 11), dbias = filled(4 * size_t(C), 12);
+  auto ln_w = filled(C, 13), ln_b = filled(C, 14), dln_w = filled(C, 15), dln_b = filled(C, 16);
+  std::vector<float> mean(BT), rstd(BT), lse(size_t(B) * NH * T), losses(BT);
+  auto wte = filled(size_t(Vp) * C, 17), dwte = filled(size_t(Vp) * C, 18);
+  auto wpe = filled(size_t(T) * C, 19), dwpe = filled(size_t(T) * C, 20);
+  auto logits = filled(BT * Vp, 21);
+  auto params = filled(N, 22), grads = filled(N, 23), m = filled(N, 24), v = filled(N, 25);
+  for (float& value : v) value = value * value;  // second moments are >= 0
+  for (float& value : qkv) value *= 0.25f;       // scores of a trained model's size, not saturated
+  // A LayerNorm backward needs its forward's statistics.
+  cpu::layernorm_forward(y.data(), mean.data(), rstd.data(), x.data(), ln_w.data(), ln_b.data(), B, T, C);
+  cpu::attention_forward_blocked(y.data(), lse.data(), qkv.data(), B, T, C, NH, DropoutParams{});
+  const DropoutParams no_dropout{};
+  cpu::CpuBackend backend;  // its zero(), which the step's zero_grad runs
+  AdamWParams hp;
+  hp.weight_decay = 0.1f;
+  hp.step = 10;
+  float sink = 0;
+
+  const double causal_products = double(B) * NH * (double(T) * (T + 1) / 2) * HS;
+  const double btc = double(BT) * C, stats = double(BT), lse_floats = double(B) * NH * T;
+  std::vector<Layer> layers;
+  layers.push_back({"encoder_forward", 1, stats + btc + double(T) * C, btc, 0,
+                    [&] { cpu::encoder_forward(x.data(), tokens.data(), wte.data(), wpe.data(), B, T, C); }});
+  layers.push_back({"layernorm_forward", 2 * L + 1, btc + 2.0 * C, btc + 2 * stats, 0, [&] {
+                      cpu::layernorm_forward(y.data(), mean.data(), rstd.data(), x.data(), ln_w.data(), ln_b.data(),
+                                             B, T, C);
+                    }});
+  layers.push_back({"residual_forward", 2 * L, 2 * btc, btc, 0,
+                    [&] { cpu::residual_forward(z.data(), x.data(), y.data(), BT * C); }});
+  struct Linear {
+    const char* name;
+    int in, out, calls;
+    bool bias;
+  };
+  const Linear linears[] = {{"qkv", C, 3 * C, L, true},
+                            {"attproj", C, C, L, true},
+                            {"fc", C, 4 * C, L, true},
+                            {"fcproj", 4 * C, C, L, true},
+                            {"classifier", C, Vp, 1, false}};
+  // The linear layers' operands: inputs of up to 4C channels, outputs of up to 4C (the
+  // classifier's Vp: the logits and wte).
+  auto linear_in = [&](const Linear& l) { return l.in == C ? x.data() : wide_in.data(); };
+  auto linear_out = [&](const Linear& l) { return l.out == Vp ? logits.data() : wide_out.data(); };
+  auto linear_w = [&](const Linear& l) { return l.out == Vp ? wte.data() : weight.data(); };
+  auto linear_dw = [&](const Linear& l) { return l.out == Vp ? dwte.data() : dweight.data(); };
+  for (const Linear& l : linears) {
+    const double w = double(l.in) * l.out, b = l.bias ? l.out : 0;
+    layers.push_back({std::string("matmul_forward ") + l.name, l.calls, double(BT) * l.in + w + b,
+                      double(BT) * l.out, 2.0 * BT * w, [&, l] {
+                        cpu::matmul_forward(linear_out(l), linear_in(l), linear_w(l), l.bias ? bias.data() : nullptr,
+                                            B, T, l.in, l.out);
+                      }});
+  }
+  layers.push_back({"gelu_forward", L, 4 * btc, 4 * btc, 0,
+                    [&] { cpu::gelu_forward_vectorized(wide_out.data(), wide_in.data(), BT * 4 * C); }});
+  layers.push_back({"gelu_forward (reference)", 0, 4 * btc, 4 * btc, 0,
+                    [&] { cpu::gelu_forward(wide_out.data(), wide_in.data(), BT * 4 * C); }});
+  layers.push_back({"attention_forward", L, 3 * btc, btc + lse_floats, 4 * causal_products, [&] {
+                      cpu::attention_forward_blocked(y.data(), lse.data(), qkv.data(), B, T, C, NH, no_dropout);
+                    }});
+  layers.push_back({"fused_classifier", 1, double(BT) * Vp + stats, double(BT) * Vp + stats, 0, [&] {
+                      cpu::fused_classifier(logits.data(), losses.data(), targets.data(), 1.0f / BT, B, T, V, Vp);
+                    }});
+  for (const Linear& l : linears) {
+    // dout, inp, weight and the accumulated dweight, dbias read; dinp, dweight, dbias written.
+    const double w = double(l.in) * l.out, b = l.bias ? l.out : 0;
+    layers.push_back({std::string("matmul_backward ") + l.name, l.calls, double(BT) * (l.out + l.in) + 2 * w + b,
+                      double(BT) * l.in + w + b, 4.0 * BT * w, [&, l] {
+                        cpu::matmul_backward(wide_d.data(), linear_dw(l), l.bias ? dbias.data() : nullptr,
+                                             linear_out(l), linear_in(l), linear_w(l), B, T, l.in, l.out);
+                      }});
+  }
+  layers.push_back({"gelu_backward", L, 8 * btc, 4 * btc, 0, [&] {
+                      cpu::gelu_backward_vectorized(wide_d.data(), wide_out.data(), wide_in.data(), BT * 4 * C);
+                    }});
+  layers.push_back({"attention_backward", L, 5 * btc + lse_floats, 3 * btc, 8 * causal_products, [&] {
+                      cpu::attention_backward_blocked(dqkv.data(), z.data(), lse.data(), qkv.data(), y.data(), B, T,
+                                                      C, NH, no_dropout);
+                    }});
+  // dout, inp, the accumulated dinp, mean, rstd, weight, dweight, dbias read; dinp, dweight,
+  // dbias written.
+  layers.push_back({"layernorm_backward", 2 * L + 1, 3 * btc + 2 * stats + 3.0 * C, btc + 2.0 * C, 0, [&] {
+                      cpu::layernorm_backward(z.data(), dln_w.data(), dln_b.data(), y.data(), mean.data(), rstd.data(),
+                                              x.data(), ln_w.data(), B, T, C);
+                    }});
+  layers.push_back({"encoder_backward", 1, stats + 2 * btc + double(T) * C, btc + double(T) * C, 0,
+                    [&] { cpu::encoder_backward(dwte.data(), dwpe.data(), y.data(), tokens.data(), B, T, C); }});
+  layers.push_back({"zero_grad", 1, 0, double(N), 0, [&] { backend.zero(grads.data(), N * sizeof(float)); }});
+  layers.push_back({"zero_grad (one memset)", 0, 0, double(N), 0,
+                    [&] { std::memset(grads.data(), 0, N * sizeof(float)); }});
+  layers.push_back({"sum_of_squares", 1, double(N), 0, 0,
+                    [&] { sink += float(cpu::sum_of_squares(grads.data(), N)); }});
+  layers.push_back({"adamw_update", 1, 4.0 * N, 3.0 * N, 0,
+                    [&] { cpu::adamw_update(params.data(), m.data(), v.data(), grads.data(), N, hp); }});
+
+  bench::CacheEvictor evict;
+  nlohmann::json rows = nlohmann::json::array();
+  double step_ms = 0;
+  std::printf("%-26s %5s | %9s %9s %8s | %8s %8s | %11s %6s | %8s\n", "layer", "calls", "ms/call", "MB", "GFLOP",
+              "GB/s", "GFLOP/s", "roofline ms", "of it", "ms/step");
+  for (const Layer& layer : layers) {
+    const bench::Timing t = bench::time_median(layer.run, reps, evict);
+    const double read = layer.floats_read * sizeof(float), written = layer.floats_written * sizeof(float);
+    const double memory_s = std::max(read, written) / (bandwidth_gbs * 1e9);
+    const double roofline_s = std::max(memory_s, layer.flops / (fma_gflops * 1e9));
+    const double fraction = roofline_s / t.wall_s, per_step_ms = layer.calls * t.wall_s * 1e3;
+    step_ms += per_step_ms;
+    std::printf("%-26s %5d | %9.3f %9.2f %8.3f | %8.1f %8.1f | %11.3f %5.0f%% | %8.2f\n", layer.name.c_str(),
+                layer.calls, t.wall_s * 1e3, (read + written) * 1e-6, layer.flops * 1e-9,
+                (read + written) / t.wall_s * 1e-9, layer.flops / t.wall_s * 1e-9, roofline_s * 1e3, 100 * fraction,
+                per_step_ms);
+    rows.push_back({{"layer", layer.name}, {"calls_per_step", layer.calls}, {"ms", t.wall_s * 1e3},
+                    {"cpu_ms", t.cpu_s * 1e3}, {"bytes_read", read}, {"bytes_written", written},
+                    {"flops", layer.flops},
+                    {"roofline_ms", roofline_s * 1e3}, {"fraction_of_roofline", fraction},
+                    {"ms_per_step", per_step_ms}});
+  }
+  std::printf("%-26s %5s | %67s | %8.1f\n", "sum over a step", "", "", step_ms);
+  std::printf("\nMB, GFLOP: the least bytes read + written and the products' flops per call; roofline ms: max(MB "
+              "read / bandwidth, MB written / bandwidth, GFLOP / FMA ceiling); of it: roofline ms / ms per call; "
+              "ms/step: calls x ms per call.\n");
+  if (sink + evict.sink() == 12345.0f) std::printf(" ");  // the sums are used: not optimised away
+  if (!json_path.empty()) {
+    const nlohmann::json out = {{"preset", args["preset"].as<std::string>()}, {"B", B}, {"T", T},
+                                {"threads", threads}, {"memory_bandwidth_gbs", bandwidth_gbs},
+                                {"read_gbs", memory.read_gbs}, {"update_gbs", memory.update_gbs},
+                                {"copy_gbs", memory.copy_gbs},
+                                {"fma_ceiling_gflops", fma_gflops}, {"rows", rows}};
+    std::ofstream file(json_path);
+    INPUT_CHECK(file.good(), "cannot open --json file {} for writing", json_path);
+    file << out.dump(2) << "\n";
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) { return gpt2cc::run_cli("bench_cpu_layers", argc, argv, run); }
