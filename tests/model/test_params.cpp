@@ -1,8 +1,12 @@
 // The parameter layout: tensor order, shapes, offsets, weight-decay flags and totals, checked
 // against hand-computed GPT-2 124M figures (llm.c reports the same 124,475,904 with Vp = 50304),
 // and the errors for impossible configurations.
+#include <omp.h>
+
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <cstdint>
+#include <vector>
 
 #include "core/check.hpp"
 #include "core/model.hpp"
@@ -92,4 +96,26 @@ TEST_CASE("cpu backend: zeroed 64-byte aligned allocations, copies, description"
     CHECK(back == std::vector<float>(count, 0.0f));
   }
   CHECK_THROWS_AS(make_cpu_backend(-1), InputError);
+}
+
+// zero() splits a buffer of 1 MiB or more among the threads in whole cache lines: whatever the
+// thread count, the size and the start's alignment, exactly the bytes asked become 0.
+TEST_CASE("cpu backend: zero clears exactly its bytes on any thread count", "[params][backend]") {
+  const int threads_before = omp_get_max_threads();
+  constexpr size_t kMiB = size_t{1} << 20, kGuard = 4096;
+  for (int threads : {1, 2, 3}) {
+    auto backend = make_cpu_backend(threads);
+    for (size_t bytes : {kMiB - 1, kMiB, kMiB + 1, 3 * kMiB + 13, 5 * kMiB + 64})
+      for (size_t offset : {size_t(0), size_t(3), size_t(64)}) {
+        INFO(threads << " threads, " << bytes << " bytes from byte " << offset);
+        std::vector<unsigned char> host(bytes + offset + kGuard, 0xAB);
+        backend->zero(host.data() + offset, bytes);
+        const auto first_nonzero = std::find_if(host.begin() + offset, host.begin() + offset + bytes,
+                                                [](unsigned char b) { return b != 0; });
+        CHECK(first_nonzero - host.begin() == std::ptrdiff_t(offset + bytes));
+        CHECK(std::all_of(host.begin(), host.begin() + offset, [](unsigned char b) { return b == 0xAB; }));
+        CHECK(std::all_of(host.begin() + offset + bytes, host.end(), [](unsigned char b) { return b == 0xAB; }));
+      }
+  }
+  omp_set_num_threads(threads_before);
 }
