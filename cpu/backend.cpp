@@ -110,12 +110,13 @@ void CpuBackend::encoder_backward(TensorPtr dwte, TensorPtr dwpe, ConstTensorPtr
 
 void CpuBackend::layernorm_forward(TensorPtr out, float* mean, float* rstd, ConstTensorPtr inp, ConstTensorPtr weight,
                                    ConstTensorPtr bias, int B, int T, int C) {
-  cpu::layernorm_forward(f32(out), mean, rstd, f32(inp), f32(weight), f32(bias), B, T, C);
+  cpu::layernorm_forward_vectorized(f32(out), mean, rstd, f32(inp), f32(weight), f32(bias), B, T, C);
 }
 void CpuBackend::layernorm_backward(TensorPtr dinp, TensorPtr dweight, TensorPtr dbias, ConstTensorPtr dout,
                                     const float* mean, const float* rstd, ConstTensorPtr inp, ConstTensorPtr weight,
                                     int B, int T, int C) {
-  cpu::layernorm_backward(f32(dinp), f32(dweight), f32(dbias), f32(dout), mean, rstd, f32(inp), f32(weight), B, T, C);
+  cpu::layernorm_backward_vectorized(f32(dinp), f32(dweight), f32(dbias), f32(dout), mean, rstd, f32(inp),
+                                     f32(weight), B, T, C);
 }
 
 void CpuBackend::matmul_forward(TensorPtr out, ConstTensorPtr inp, ConstTensorPtr weight, ConstTensorPtr bias, int B,

@@ -53,6 +53,8 @@ inline vec8 load8(const float* p) {
   return v;
 }
 
+inline void store8(float* p, vec8 v) { std::memcpy(p, &v, sizeof v); }  // an unaligned vector store
+
 // sum_i x[i] * y[i] over n floats: four independent vector accumulators hide the FMA latency,
 // then lanes in order, then the tail scalar. A fixed order for a given n.
 inline float dot_vectorized(const float* x, const float* y, int n) {

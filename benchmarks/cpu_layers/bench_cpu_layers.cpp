@@ -129,6 +129,10 @@ int run(int argc, char** argv) {
   layers.push_back({"encoder_forward", 1, stats + btc + double(T) * C, btc, 0,
                     [&] { cpu::encoder_forward(x.data(), tokens.data(), wte.data(), wpe.data(), B, T, C); }});
   layers.push_back({"layernorm_forward", 2 * L + 1, btc + 2.0 * C, btc + 2 * stats, 0, [&] {
+                      cpu::layernorm_forward_vectorized(y.data(), mean.data(), rstd.data(), x.data(), ln_w.data(),
+                                                        ln_b.data(), B, T, C);
+                    }});
+  layers.push_back({"layernorm_forward (reference)", 0, btc + 2.0 * C, btc + 2 * stats, 0, [&] {
                       cpu::layernorm_forward(y.data(), mean.data(), rstd.data(), x.data(), ln_w.data(), ln_b.data(),
                                              B, T, C);
                     }});
@@ -187,6 +191,10 @@ int run(int argc, char** argv) {
   // dout, inp, the accumulated dinp, mean, rstd, weight, dweight, dbias read; dinp, dweight,
   // dbias written.
   layers.push_back({"layernorm_backward", 2 * L + 1, 3 * btc + 2 * stats + 3.0 * C, btc + 2.0 * C, 0, [&] {
+                      cpu::layernorm_backward_vectorized(z.data(), dln_w.data(), dln_b.data(), y.data(), mean.data(),
+                                                         rstd.data(), x.data(), ln_w.data(), B, T, C);
+                    }});
+  layers.push_back({"layernorm_backward (reference)", 0, 3 * btc + 2 * stats + 3.0 * C, btc + 2.0 * C, 0, [&] {
                       cpu::layernorm_backward(z.data(), dln_w.data(), dln_b.data(), y.data(), mean.data(), rstd.data(),
                                               x.data(), ln_w.data(), B, T, C);
                     }});
@@ -203,7 +211,7 @@ int run(int argc, char** argv) {
   bench::CacheEvictor evict;
   nlohmann::json rows = nlohmann::json::array();
   double step_ms = 0;
-  std::printf("%-26s %5s | %9s %9s %8s | %8s %8s | %11s %6s | %8s\n", "layer", "calls", "ms/call", "MB", "GFLOP",
+  std::printf("%-30s %5s | %9s %9s %8s | %8s %8s | %11s %6s | %8s\n", "layer", "calls", "ms/call", "MB", "GFLOP",
               "GB/s", "GFLOP/s", "roofline ms", "of it", "ms/step");
   for (const Layer& layer : layers) {
     const bench::Timing t = bench::time_median(layer.run, reps, evict);
@@ -212,7 +220,7 @@ int run(int argc, char** argv) {
     const double roofline_s = std::max(memory_s, layer.flops / (fma_gflops * 1e9));
     const double fraction = roofline_s / t.wall_s, per_step_ms = layer.calls * t.wall_s * 1e3;
     step_ms += per_step_ms;
-    std::printf("%-26s %5d | %9.3f %9.2f %8.3f | %8.1f %8.1f | %11.3f %5.0f%% | %8.2f\n", layer.name.c_str(),
+    std::printf("%-30s %5d | %9.3f %9.2f %8.3f | %8.1f %8.1f | %11.3f %5.0f%% | %8.2f\n", layer.name.c_str(),
                 layer.calls, t.wall_s * 1e3, (read + written) * 1e-6, layer.flops * 1e-9,
                 (read + written) / t.wall_s * 1e-9, layer.flops / t.wall_s * 1e-9, roofline_s * 1e3, 100 * fraction,
                 per_step_ms);
@@ -222,7 +230,7 @@ int run(int argc, char** argv) {
                     {"roofline_ms", roofline_s * 1e3}, {"fraction_of_roofline", fraction},
                     {"ms_per_step", per_step_ms}});
   }
-  std::printf("%-26s %5s | %67s | %8.1f\n", "sum over a step", "", "", step_ms);
+  std::printf("%-30s %5s | %67s | %8.1f\n", "sum over a step", "", "", step_ms);
   std::printf("\nMB, GFLOP: the least bytes read + written and the products' flops per call; roofline ms: max(MB "
               "read / bandwidth, MB written / bandwidth, GFLOP / FMA ceiling); of it: roofline ms / ms per call; "
               "ms/step: calls x ms per call.\n");

@@ -1,5 +1,8 @@
 // cpu::layernorm_forward / layernorm_backward: a hand-computed case, finite-difference gradients
-// of inp, weight and bias, the accumulation rule (dinp accumulates: residual stream) and shapes.
+// of inp, weight and bias, the accumulation rule (dinp accumulates: residual stream) and shapes;
+// the vectorised pair the backend runs against them, on every thread count.
+#include <omp.h>
+
 #include <catch2/catch.hpp>
 
 #include "cpu/layernorm.hpp"
@@ -77,17 +80,118 @@ TEST_CASE("layernorm gradients match finite differences", "[cpu][layernorm]") {
 }
 
 TEST_CASE("layernorm output is normalised for a large offset", "[cpu][layernorm]") {
-  // x = 1000 + noise: the two-pass mean/variance keeps the normalised row at mean 0, variance 1.
-  const int C = 37;
-  auto x = test::random_vector(C, 20);
-  for (float& v : x) v += 1000.0f;
-  std::vector<float> weight(C, 1.0f), bias(C, 0.0f), out(C), mean(1), rstd(1);
-  cpu::layernorm_forward(out.data(), mean.data(), rstd.data(), x.data(), weight.data(), bias.data(), 1, 1, C);
-  double m = 0, v = 0;
-  for (float o : out) m += o;
-  m /= C;
-  for (float o : out) v += (o - m) * (o - m);
-  v /= C;
-  CHECK(std::fabs(m) < 1e-4);
-  CHECK(std::fabs(v - 1.0) < 1e-3);
+  // x = 1000 + noise: the two-pass mean/variance keeps the normalised row at mean 0, variance 1
+  // (a one-pass E[x^2] - mean^2 loses the variance to cancellation). C = 37 and 300: the
+  // vectorised forward's 32-wide rounds, 8-wide steps and scalar tail.
+  // (The plain forward's one running sum loses the mean's last digits by C = 300: 3e-4 here.)
+  for (const bool vectorized : {false, true})
+    for (const int C : vectorized ? std::vector<int>{37, 300} : std::vector<int>{37}) {
+      CAPTURE(vectorized, C);
+      auto x = test::random_vector(C, 20);
+      for (float& v : x) v += 1000.0f;
+      std::vector<float> weight(C, 1.0f), bias(C, 0.0f), out(C), mean(1), rstd(1);
+      (vectorized ? cpu::layernorm_forward_vectorized : cpu::layernorm_forward)(
+          out.data(), mean.data(), rstd.data(), x.data(), weight.data(), bias.data(), 1, 1, C);
+      double m = 0, v = 0;
+      for (float o : out) m += o;
+      m /= C;
+      for (float o : out) v += (o - m) * (o - m);
+      v /= C;
+      CHECK(std::fabs(m) < 1e-4);
+      CHECK(std::fabs(v - 1.0) < 1e-3);
+    }
+}
+
+// LayerNorm forward and backward in double, from the formulas in cpu/layernorm.cpp.
+struct ExactLayerNorm {
+  std::vector<double> out, mean, rstd, dinp, dweight, dbias;
+};
+ExactLayerNorm exact_layernorm(const std::vector<float>& x, const std::vector<float>& weight,
+                               const std::vector<float>& bias, const std::vector<float>& dout,
+                               const std::vector<float>& dinp0, const std::vector<float>& dweight0,
+                               const std::vector<float>& dbias0, size_t rows, int C) {
+  ExactLayerNorm e{std::vector<double>(rows * C), std::vector<double>(rows), std::vector<double>(rows),
+                   std::vector<double>(dinp0.begin(), dinp0.end()), std::vector<double>(dweight0.begin(), dweight0.end()),
+                   std::vector<double>(dbias0.begin(), dbias0.end())};
+  for (size_t r = 0; r < rows; ++r) {
+    const float* xr = x.data() + r * C;
+    double m = 0, var = 0, g_mean = 0, gx_mean = 0;
+    for (int c = 0; c < C; ++c) m += xr[c];
+    m /= C;
+    for (int c = 0; c < C; ++c) var += (xr[c] - m) * (xr[c] - m);
+    const double s = 1.0 / std::sqrt(var / C + 1e-5);
+    e.mean[r] = m;
+    e.rstd[r] = s;
+    for (int c = 0; c < C; ++c) {
+      const double xhat = (xr[c] - m) * s, g = double(dout[r * C + c]) * weight[c];
+      e.out[r * C + c] = xhat * weight[c] + bias[c];
+      g_mean += g / C;
+      gx_mean += g * xhat / C;
+      e.dweight[c] += dout[r * C + c] * xhat;
+      e.dbias[c] += dout[r * C + c];
+    }
+    for (int c = 0; c < C; ++c) {
+      const double xhat = (xr[c] - m) * s;
+      e.dinp[r * C + c] += s * (double(dout[r * C + c]) * weight[c] - g_mean - xhat * gx_mean);
+    }
+  }
+  return e;
+}
+
+std::vector<float> to_float(const std::vector<double>& v) { return std::vector<float>(v.begin(), v.end()); }
+
+// Both pairs against LayerNorm in double, within float rounding: rows of mean 3 and spread 2,
+// where the mean's rounding (a few 1e-7 of 3) reaches every output near it, and dweight / dbias
+// sum that over up to 70 rows. Shapes: C across the vector loops' cases (under 8, one 8-wide
+// step, 32-wide rounds with and without a tail, GPT-2's 768) and row counts across the
+// backward's 32-row tasks; dinp, dweight and dbias start nonzero (they accumulate). The
+// vectorised pair gives the same bits on 1, 2 and 3 threads.
+TEST_CASE("layernorm_*_vectorized and the plain pair agree with LayerNorm in double, on every thread count",
+          "[cpu][layernorm]") {
+  const int threads_before = omp_get_max_threads();
+  for (auto [B, T, C] : {std::tuple{1, 1, 5}, std::tuple{2, 3, 8}, std::tuple{1, 31, 33}, std::tuple{2, 16, 64},
+                         std::tuple{3, 11, 100}, std::tuple{1, 70, 768}}) {
+    CAPTURE(B, T, C);
+    const size_t rows = size_t(B) * T, N = rows * C;
+    auto x = test::random_vector(N, 30, 1.0f, 5.0f);
+    auto weight = test::random_vector(C, 31, 0.5f, 1.5f), bias = test::random_vector(C, 32);
+    auto dout = test::random_vector(N, 33), dinp0 = test::random_vector(N, 34);
+    auto dweight0 = test::random_vector(C, 35), dbias0 = test::random_vector(C, 36);
+    const ExactLayerNorm exact = exact_layernorm(x, weight, bias, dout, dinp0, dweight0, dbias0, rows, C);
+    struct Result {
+      std::vector<float> out, mean, rstd, dinp, dweight, dbias;
+    };
+    auto run = [&](bool vectorized, int threads) {
+      omp_set_num_threads(threads);
+      Result r{std::vector<float>(N), std::vector<float>(rows), std::vector<float>(rows), dinp0, dweight0, dbias0};
+      test::poison(r.out.data(), N);
+      (vectorized ? cpu::layernorm_forward_vectorized : cpu::layernorm_forward)(
+          r.out.data(), r.mean.data(), r.rstd.data(), x.data(), weight.data(), bias.data(), B, T, C);
+      (vectorized ? cpu::layernorm_backward_vectorized : cpu::layernorm_backward)(
+          r.dinp.data(), r.dweight.data(), r.dbias.data(), dout.data(), r.mean.data(), r.rstd.data(), x.data(),
+          weight.data(), B, T, C);
+      return r;
+    };
+    for (const bool vectorized : {false, true}) {
+      CAPTURE(vectorized);
+      const Result r = run(vectorized, 1);
+      expect_close(r.out, to_float(exact.out), 1e-5, 1e-5, "out");
+      expect_close(r.mean, to_float(exact.mean), 0, 4e-6, "mean");
+      expect_close(r.rstd, to_float(exact.rstd), 0, 1e-5, "rstd");
+      expect_close(r.dinp, to_float(exact.dinp), 2e-5, 1e-5, "dinp");
+      expect_close(r.dweight, to_float(exact.dweight), 1e-4, 1e-5, "dweight");
+      expect_close(r.dbias, to_float(exact.dbias), 1e-5, 1e-5, "dbias");
+    }
+    const Result one_thread = run(true, 1);
+    for (int threads : {2, 3}) {
+      CAPTURE(threads);
+      const Result other = run(true, threads);
+      CHECK(other.out == one_thread.out);
+      CHECK(other.rstd == one_thread.rstd);
+      CHECK(other.dinp == one_thread.dinp);
+      CHECK(other.dweight == one_thread.dweight);
+      CHECK(other.dbias == one_thread.dbias);
+    }
+  }
+  omp_set_num_threads(threads_before);
 }
