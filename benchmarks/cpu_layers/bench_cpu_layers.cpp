@@ -1,9 +1,9 @@
 // Every CPU layer of a training step, on the shapes of one model at B x T, against the machine's
-// two rooflines measured in the same run: memory bandwidth (bench_util.hpp: reads, and writes
-// alongside them, at the rate of a read alone or of half an in-place update on all threads,
-// whichever is faster) and the FMA ceiling. For each layer the functions the CPU backend runs
-// (cpu/backend.cpp), timed with their inputs evicted from the caches before each call (what a
-// step of a model larger than the caches sees; the median of --reps calls), and:
+// two rooflines measured in the same run (before the layers and after, the better of each):
+// memory bandwidth (bench_util.hpp: reads, and writes alongside them, at the rate of a read alone
+// or of half an in-place update on all threads, whichever is faster) and the FMA ceiling. For
+// each layer the functions the CPU backend runs (cpu/backend.cpp), timed with their inputs
+// evicted from the caches before each call (the median of --reps calls), and:
 //   bytes    the least the call must read and write (a += output is read and written; wte rows
 //            as if all tokens differ)
 //   flops    the products only: matmul 2*BT*C*OC forward, twice that backward; attention its
@@ -12,8 +12,8 @@
 //            bandwidth, flops / FMA ceiling), and the fraction of it the call reaches (roofline
 //            time / measured time)
 //   calls    per training step (one micro-step: forward, backward, zero_grad, clip, AdamW), and
-//            calls x time, an estimate of where the step goes (measured with warm caches, a real
-//            step's small layers run faster than here).
+//            calls x time, an estimate of where the step goes (in a step a small layer may find
+//            its inputs still in the cache, which the eviction here denies it).
 // Where the backend runs a faster form of a reference function, the reference has a row too
 // ("(reference)", not counted in the step).
 //   bench_cpu_layers [--preset gpt2] [-B 4] [-T 64] [--reps 20] [--json FILE]; OMP_NUM_THREADS
@@ -85,14 +85,14 @@ int run(int argc, char** argv) {
   const int V = config.vocab_size, Vp = config.padded_vocab_size;
   const size_t BT = size_t(B) * T, N = num_parameters(config);
   const int threads = omp_get_max_threads();
-  double fma_per_cpu_second = 0;  // not reported: the fractions here are of wall-clock time
-  const double fma_gflops = bench::fma_ceiling_gflops(fma_per_cpu_second);
-  const bench::MemoryBandwidth memory = bench::memory_bandwidth();
-  const double bandwidth_gbs = memory.per_direction();
-  std::printf("%s, B x T = %d x %d, %d threads\nceilings (measured): memory %.1f GB/s each way (read alone %.1f, "
-              "in-place update %.1f read + written, copy %.1f), FMA %.1f GFLOP/s\n\n",
-              describe(config).c_str(), B, T, threads, bandwidth_gbs, memory.read_gbs, memory.update_gbs,
-              memory.copy_gbs, fma_gflops);
+  // The ceilings before the layers and after them, the better of each: this machine's memory
+  // rate drifts by a third over a minute, and a ceiling is the best it showed.
+  const auto ceilings = [] {
+    double per_cpu_second = 0;  // not reported: the fractions here are of wall-clock time
+    const double fma = bench::fma_ceiling_gflops(per_cpu_second);
+    return std::pair{bench::memory_bandwidth(), fma};
+  };
+  const auto [memory_before, fma_before] = ceilings();
 
   // One layer's tensors, reused by every layer of that kind (the 4C-wide ones sized for fc).
   std::vector<int> tokens(BT), targets(BT);
@@ -209,12 +209,25 @@ int run(int argc, char** argv) {
                     [&] { cpu::adamw_update(params.data(), m.data(), v.data(), grads.data(), N, hp); }});
 
   bench::CacheEvictor evict;
+  std::vector<bench::Timing> timings;
+  for (const Layer& layer : layers) timings.push_back(bench::time_median(layer.run, reps, evict));
+  const auto [memory_after, fma_after] = ceilings();
+  const bench::MemoryBandwidth memory{std::max(memory_before.read_gbs, memory_after.read_gbs),
+                                      std::max(memory_before.update_gbs, memory_after.update_gbs),
+                                      std::max(memory_before.copy_gbs, memory_after.copy_gbs)};
+  const double fma_gflops = std::max(fma_before, fma_after), bandwidth_gbs = memory.per_direction();
+  std::printf("%s, B x T = %d x %d, %d threads\nceilings (measured, the better of before and after): memory %.1f "
+              "GB/s each way (read alone %.1f, in-place update %.1f read + written, copy %.1f), FMA %.1f GFLOP/s\n\n",
+              describe(config).c_str(), B, T, threads, bandwidth_gbs, memory.read_gbs, memory.update_gbs,
+              memory.copy_gbs, fma_gflops);
+
   nlohmann::json rows = nlohmann::json::array();
   double step_ms = 0;
   std::printf("%-30s %5s | %9s %9s %8s | %8s %8s | %11s %6s | %8s\n", "layer", "calls", "ms/call", "MB", "GFLOP",
               "GB/s", "GFLOP/s", "roofline ms", "of it", "ms/step");
-  for (const Layer& layer : layers) {
-    const bench::Timing t = bench::time_median(layer.run, reps, evict);
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const Layer& layer = layers[i];
+    const bench::Timing& t = timings[i];
     const double read = layer.floats_read * sizeof(float), written = layer.floats_written * sizeof(float);
     const double memory_s = std::max(read, written) / (bandwidth_gbs * 1e9);
     const double roofline_s = std::max(memory_s, layer.flops / (fma_gflops * 1e9));
@@ -226,8 +239,7 @@ int run(int argc, char** argv) {
                 per_step_ms);
     rows.push_back({{"layer", layer.name}, {"calls_per_step", layer.calls}, {"ms", t.wall_s * 1e3},
                     {"cpu_ms", t.cpu_s * 1e3}, {"bytes_read", read}, {"bytes_written", written},
-                    {"flops", layer.flops},
-                    {"roofline_ms", roofline_s * 1e3}, {"fraction_of_roofline", fraction},
+                    {"flops", layer.flops}, {"roofline_ms", roofline_s * 1e3}, {"fraction_of_roofline", fraction},
                     {"ms_per_step", per_step_ms}});
   }
   std::printf("%-30s %5s | %67s | %8.1f\n", "sum over a step", "", "", step_ms);
