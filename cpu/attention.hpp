@@ -9,12 +9,12 @@
 // products (cpu/gemm.hpp) over tiles of 64 queries x 64 keys, the tiles above the causal
 // diagonal skipped, the softmax's exp vectorised (cpu/vector_exp.hpp); tiles (or, in the backward
 // with two heads per thread or more, whole heads) are tasks of their own, so all cores work even
-// at B = 1, and the bits do not depend on the thread count. The plain loops are the reference they are tested against. Like FlashAttention (Dao et al. 2022),
-// the blocked forward saves no T x T matrix: only each row's log-sum-exp lse (B,NH,T) of the
-// scaled scores, from which the backward recomputes each tile's P = exp(q.k scale - lse)
-// (B*NH*T floats per layer instead of B*NH*T*T: 600 MB less for GPT-2 124M at 1 x 1024). The
-// backward also takes the forward's out: sum_t2 att[t2] datt[t2] = dout_t . out_t, one dot per
-// row.
+// at B = 1, and the bits do not depend on the thread count. The plain loops are the reference
+// they are tested against. Like FlashAttention (Dao et al. 2022), the blocked forward saves no
+// T x T matrix: only each row's log-sum-exp lse (B,NH,T) of the scaled scores, from which the
+// backward recomputes each tile's P = exp(q.k scale - lse) (B*NH*T floats per layer instead of
+// B*NH*T*T: 600 MB less for GPT-2 124M at 1 x 1024). The backward also takes the forward's out:
+// sum_t2 att[t2] datt[t2] = dout_t . out_t, one dot per row.
 #pragma once
 
 #include "core/rng.hpp"

@@ -2,9 +2,10 @@
 // gpt2cc::cpu:: layers (cpu/<layer>.hpp), one call each; the faster variants it runs instead of
 // the reference are attention's (cpu::attention_forward_blocked, _backward_blocked,
 // attention_decode_vectorized), the vectorised pairs of LayerNorm and GELU, and the forward-only
-// cross-entropy (cpu::crossentropy_forward_vectorized, for evaluation). The fused ops use the Backend's default
-// compositions, except the classifier (cpu::fused_classifier: one exp per logit). Obtain it
-// through make_cpu_backend(threads); the class is visible for tests that want its concrete type.
+// cross-entropy (cpu::crossentropy_forward_vectorized, for evaluation). The fused ops use the
+// Backend's default compositions, except the classifier (cpu::fused_classifier: one exp per
+// logit). Obtain it through make_cpu_backend(threads); the class is visible for tests that want
+// its concrete type.
 // Attention saves each row's log-sum-exp, not the probabilities: attention_saved_floats =
 // B*NH*T (cpu/attention.hpp).
 #pragma once

@@ -110,9 +110,9 @@ ExactLayerNorm exact_layernorm(const std::vector<float>& x, const std::vector<fl
                                const std::vector<float>& bias, const std::vector<float>& dout,
                                const std::vector<float>& dinp0, const std::vector<float>& dweight0,
                                const std::vector<float>& dbias0, size_t rows, int C) {
+  const auto widen = [](const std::vector<float>& v) { return std::vector<double>(v.begin(), v.end()); };
   ExactLayerNorm e{std::vector<double>(rows * C), std::vector<double>(rows), std::vector<double>(rows),
-                   std::vector<double>(dinp0.begin(), dinp0.end()), std::vector<double>(dweight0.begin(), dweight0.end()),
-                   std::vector<double>(dbias0.begin(), dbias0.end())};
+                   widen(dinp0), widen(dweight0), widen(dbias0)};
   for (size_t r = 0; r < rows; ++r) {
     const float* xr = x.data() + r * C;
     double m = 0, var = 0, g_mean = 0, gx_mean = 0;
