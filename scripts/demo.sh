@@ -14,9 +14,10 @@
 # Data: $GPT2CC_DATA_DIR, else ../shared/data when present (a local copy of the TinyStories sample
 # and GPT-2's vocabulary), else downloaded from their public hosts by data/download.py; copied
 # into <build>/demo/raw/ and tokenized into <build>/demo/tinystories/.
-# Outputs: <build>/demo/run-<preset>/ (build dir: $GPT2CC_BUILD_DIR, default build): train.log,
-# config.json, metrics.jsonl, curves.png, generate.log, checkpoints/. A run that fails leaves the
-# previous one of that preset in place.
+# Outputs: <build>/demo/run-<preset>/ (build dir: $GPT2CC_BUILD_DIR, default build; the demo's
+# folder: $GPT2CC_DEMO_DIR, default <build>/demo): train.log, config.json, metrics.jsonl,
+# curves.png, generate.log, checkpoints/. A run that fails leaves the previous one of that preset
+# in place.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -78,7 +79,7 @@ configure=()
 if [[ "$device" == cuda ]]; then configure=(-DGPT2CC_CUDA=ON); fi
 build_gpt2cc "$build_dir" "${configure[@]}" -- prepare train generate
 
-work="$build_dir/demo"
+work="${GPT2CC_DEMO_DIR:-$build_dir/demo}"
 mkdir -p "$work"
 data_dir="${GPT2CC_DATA_DIR:-../shared/data}"
 mirror=()
