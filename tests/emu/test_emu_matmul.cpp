@@ -15,7 +15,8 @@
 // sends the GEMMs to cublasGemmEx plus the bias / GELU kernels, with the results and tolerance of
 // test_bf16_matmul.cpp, matmul_path_counts saying so, and the answer cached per shape; with
 // GPT2CC_REQUIRE_CUBLASLT=1 the decline is an error naming the shape and the status. And what the
-// launchers ask the heuristic: the operands' alignment and the split-K sums the GEMM design allows.
+// launchers ask the heuristic: the operands' alignment and the split-K sums the GEMM design allows;
+// and that their algorithm cache gives every GEMM an algorithm chosen for it.
 #include <catch2/catch.hpp>
 #include <cublasLt.h>
 
@@ -366,4 +367,116 @@ TEST_CASE("a bf16 cuda backend asks the heuristic with the GEMM designs GPT2CC_K
                                     pre.data(), B, T, C, OC);
     });
   }
+}
+
+// The launchers cache cuBLASLt's algorithm per key (kernels/matmul_lt.cu, AlgoKey): every field
+// the heuristic's answer depends on must be in it, or a GEMM runs an algorithm chosen for another
+// problem (on a GPU: slower, or refused, or split-K sums the design does not allow). GEMMs that
+// differ from one another in one field each, in turn: after each launch no cublasLtMatmul so far
+// ran a foreign algorithm (problem: shape, transposes, epilogue, bias / aux alignment; the
+// workspace), and the last one's algorithm was chosen with the preference its design and
+// operands call for (operand alignments, split-K sums). A square layer with B*T = C = OC makes
+// the forward, dinp and dweight GEMMs differ only in their transposes; the other shapes keep
+// rows of a multiple of 128 bytes, so that one dimension alone differs. Each field left out of
+// the key fails this test but the epilogue, which no two of the launchers' GEMMs differ in alone
+// (the transposes and the bias and aux pointers imply it).
+TEST_CASE("the bf16 launchers' algorithm cache gives every GEMM an algorithm chosen for its own problem",
+          "[emu][matmul]") {
+  using cuda::GemmAlignment;
+  using cuda::GemmDesign;
+  using cuda::GemmSplitK;
+  using cuda::GemmWorkspace;
+  const cudaStream_t stream = test::test_stream();
+  const int S = 192;  // 384-byte rows: every operand promises 128 bytes
+  const Bf16Layer L(1, S, S, S), narrow(1, S, 64, S), short_rows(1, 96, S, S), wide(1, S, S, 320);
+  // Each buffer 8 elements (16 bytes) longer, for the offset cases.
+  const auto device = [](const std::vector<float>& v) {
+    return test::DeviceBuffer<bf16>(test::to_bf16(test::padded(v, 8)));
+  };
+  const uint32_t fp32_sums = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE, any_sums = CUBLASLT_REDUCTION_SCHEME_MASK;
+  const uint64_t default_workspace = cuda::kGemmWorkspaceBytes, big_workspace = uint64_t{256} << 20;
+  struct Preference {
+    std::vector<uint32_t> alignments;  // A, B, C, D
+    uint32_t reduction_scheme_mask;
+    uint64_t max_workspace_bytes;
+  };
+  const Preference usual{{128, 128, 128, 128}, fp32_sums, default_workspace};
+  const auto check = [&](const char* what, int gemms, const std::optional<Preference>& preference, auto&& launch) {
+    INFO(what);
+    const hostcuda::CublasLtMatmulRecord before = hostcuda::last_cublaslt_matmul();
+    cuda::reset_matmul_path_counts();
+    launch();
+    test::check_matmul_paths(gemms, 0);
+    const hostcuda::CublasLtMatmulRecord r = hostcuda::last_cublaslt_matmul();
+    CHECK(r.count == before.count + gemms);
+    CHECK(r.foreign == before.foreign);
+    CHECK(r.call == r.algo);
+    CHECK(r.call_workspace_bytes == r.algo_max_workspace_bytes);
+    if (preference) {
+      CHECK(std::vector<uint32_t>(std::begin(r.algo_min_alignment), std::end(r.algo_min_alignment)) ==
+            preference->alignments);
+      CHECK(r.algo_reduction_scheme_mask == preference->reduction_scheme_mask);
+      CHECK(r.algo_max_workspace_bytes == preference->max_workspace_bytes);
+    }
+  };
+  auto inp = device(L.inp), weight = device(L.weight), bias = device(L.bias), dout = device(L.dout),
+       pre_in = device(L.pre_in), dweight = device(L.dweight0), out = device(L.out_ref), pre = device(L.out_ref),
+       dinp = device(L.inp), dbias = device(L.bias);
+  const auto forward = [&](int offset_inp, int offset_weight, int offset_bias, int offset_out, const GemmDesign& design,
+                           bool with_bias = true) {
+    return [&, offset_inp, offset_weight, offset_bias, offset_out, design, with_bias] {
+      cuda::matmul_forward(out.get() + offset_out, inp.get() + offset_inp, weight.get() + offset_weight,
+                           with_bias ? bias.get() + offset_bias : nullptr, L.B, L.T, L.C, L.OC, stream, design);
+    };
+  };
+  const auto backward = [&](const GemmDesign& design, bool with_bias) {
+    return [&, design, with_bias] {
+      cuda::matmul_backward(dinp.get(), dweight.get(), with_bias ? dbias.get() : nullptr, dout.get(), inp.get(),
+                            weight.get(), L.B, L.T, L.C, L.OC, stream, design);
+    };
+  };
+  // Transposes and epilogues on one shape.
+  check("forward, no bias (epilogue DEFAULT; A transposed)", 1, usual, forward(0, 0, 0, 0, {}, false));
+  check("backward, no bias: dinp (no transpose), then dweight (B transposed)", 2, usual, backward({}, false));
+  check("forward with the bias epilogue", 1, usual, forward(0, 0, 0, 0, {}));
+  check("forward with GELU_AUX_BIAS", 1, usual, [&] {
+    cuda::matmul_forward_gelu(out.get(), pre.get(), inp.get(), weight.get(), bias.get(), L.B, L.T, L.C, L.OC, stream);
+  });
+  check("forward with GELU_AUX_BIAS, the aux output 16 bytes into its buffer", 1, usual, [&] {
+    cuda::matmul_forward_gelu(out.get(), pre.get() + 8, inp.get(), weight.get(), bias.get(), L.B, L.T, L.C, L.OC,
+                              stream);
+  });
+  check("backward with DGELU on dinp", 2, usual, [&] {
+    cuda::matmul_backward_gelu(dinp.get(), dweight.get(), nullptr, dout.get(), inp.get(), weight.get(), pre_in.get(),
+                               L.B, L.T, L.C, L.OC, stream);
+  });
+  check("backward, the bias gradient by the BGRADB epilogue", 2, usual,
+        backward(GemmDesign{.bias_gradient = cuda::BiasGradient::kEpilogue}, true));
+  // Operand and bias alignments: each pointer 16 bytes into its buffer, then aligned again.
+  check("forward, the input (B) 16-byte aligned", 1, Preference{{128, 16, 128, 128}, fp32_sums, default_workspace},
+        forward(8, 0, 0, 0, {}));
+  check("forward, the weight (A) 16-byte aligned", 1, Preference{{16, 128, 128, 128}, fp32_sums, default_workspace},
+        forward(0, 8, 0, 0, {}));
+  check("forward, the output (C, D) 16-byte aligned", 1,
+        Preference{{128, 128, 16, 16}, fp32_sums, default_workspace}, forward(0, 0, 0, 8, {}));
+  check("forward, the bias 16-byte aligned", 1, usual, forward(0, 0, 8, 0, {}));
+  check("forward, all aligned again", 1, usual, forward(0, 0, 0, 0, {}));
+  // The designs' preferences.
+  check("forward, gemm-alignment=16", 1, Preference{{16, 16, 16, 16}, fp32_sums, default_workspace},
+        forward(0, 0, 0, 0, GemmDesign{.alignment = GemmAlignment::k16}));
+  check("forward, gemm-split-k=any", 1, Preference{{128, 128, 128, 128}, any_sums, default_workspace},
+        forward(0, 0, 0, 0, GemmDesign{.split_k = GemmSplitK::kAny}));
+  check("forward, gemm-workspace=256", 1, Preference{{128, 128, 128, 128}, fp32_sums, big_workspace},
+        forward(0, 0, 0, 0, GemmDesign{.workspace = GemmWorkspace::k256MiB}));
+  check("forward, the automatic designs again", 1, usual, forward(0, 0, 0, 0, {}));
+  // Shapes: k (C), n (B*T) and m (OC) each changed alone.
+  for (const Bf16Layer* other : {&narrow, &short_rows, &wide}) {
+    INFO("C=" << other->C << " B*T=" << other->N << " OC=" << other->OC);
+    Bf16Device d(*other);
+    check("forward of another shape", 1, std::nullopt, [&] {
+      cuda::matmul_forward(d.out.get(), d.inp.get(), d.weight.get(), d.bias.get(), other->B, other->T, other->C,
+                           other->OC, stream);
+    });
+  }
+  check("forward, the first shape again", 1, usual, forward(0, 0, 0, 0, {}));
 }

@@ -12,10 +12,11 @@
 //     header does not say: only alpha = 1 is emulated).
 // GELU is the tanh form, 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) (cuBLAS does not say;
 // see kernels/matmul_lt.cu for the evidence), computed in double and rounded once to D's type.
-// The heuristic returns one algorithm and remembers what it was chosen for: the operand alignments
-// of the preference (default 256 bytes) and the alignment of the bias and aux pointers
-// (cublasLt.h: the heuristic "depend[s] on its value to determine expected pointer alignment");
-// cublasLtMatmul refuses (NOT_SUPPORTED) pointers less aligned than that. The algorithm needs no
+// The heuristic returns one algorithm and remembers what it was chosen for: the problem, the
+// operand alignments of the preference (default 256 bytes) and the alignment of the bias and aux
+// pointers (cublasLt.h: the heuristic "depend[s] on its value to determine expected pointer
+// alignment"); cublasLtMatmul refuses (NOT_SUPPORTED) pointers less aligned than that, and tells
+// the tests which problem its algorithm was chosen for (last_cublaslt_matmul). The algorithm needs no
 // workspace unless a test says otherwise; the heuristic offers it only within the preference's
 // MAX_WORKSPACE_BYTES, and cublasLtMatmul refuses (INVALID_VALUE) a smaller workspace. Tests can
 // also make either call decline, and read what the heuristic was last asked
@@ -30,8 +31,10 @@
 #include <cstring>
 #include <iterator>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "emu/hostcuda/cublaslt_faults.hpp"
 #include "emu/hostcuda/gemm.hpp"
@@ -45,13 +48,22 @@ namespace gpt2cc::hostcuda {
 namespace {
 
 // The one algorithm, in cublasLtMatmulAlgo_t::data: [0] this magic (an algorithm this heuristic
-// returned), [1..4] the A/B/C/D alignments it assumes, [5], [6] the bias and aux alignments, [7]
-// the workspace bytes it needs.
+// returned), [1] its index in g_algorithms, which holds what it was chosen for.
 constexpr uint64_t kAlgoMagic = 0x67707432636345ull;
+
+struct Algorithm {
+  CublasLtProblem problem;
+  uint32_t min_alignment[4];  // A, B, C, D: the preference's
+  uint32_t reduction_scheme_mask;
+  uint64_t max_workspace_bytes;
+  uint64_t workspace_bytes;  // what it needs
+};
 
 std::atomic<CublasLtFault> g_fault{CublasLtFault::none};
 std::mutex g_query_mutex;
-CublasLtQuery g_last_query{};  // guarded by g_query_mutex
+CublasLtQuery g_last_query{};              // guarded by g_query_mutex
+std::vector<Algorithm> g_algorithms;       // guarded by g_query_mutex
+CublasLtMatmulRecord g_last_matmul{};      // guarded by g_query_mutex
 std::atomic<size_t> g_algo_workspace{0};
 
 [[noreturn]] void not_emulated(const std::string& what) { throw std::logic_error("host cuBLASLt: " + what + " is not emulated"); }
@@ -139,6 +151,24 @@ cublasStatus_t problem_of(const Desc& d, const Layout& a, const Layout& b, const
   return CUBLAS_STATUS_SUCCESS;
 }
 
+CublasLtProblem problem_record(const Desc& d, const Problem& p) {
+  return CublasLtProblem{p.m,
+                         p.n,
+                         p.k,
+                         d.transa != CUBLAS_OP_N,
+                         d.transb != CUBLAS_OP_N,
+                         static_cast<uint32_t>(d.epilogue),
+                         d.bias != nullptr ? alignment_of(d.bias) : 1,
+                         d.aux != nullptr ? alignment_of(d.aux) : 1};
+}
+
+// The algorithm a cublasLtMatmulAlgo_t names, or null for one this heuristic did not return.
+std::optional<Algorithm> algorithm_of(const cublasLtMatmulAlgo_t& algo) {
+  const std::lock_guard lock(g_query_mutex);
+  if (algo.data[0] != kAlgoMagic || algo.data[1] >= g_algorithms.size()) return std::nullopt;
+  return g_algorithms[algo.data[1]];
+}
+
 void require_device(const char* name, const void* p, size_t bytes) {
   if (bytes > 0 && !is_device_memory(p, bytes))
     throw std::logic_error(std::string("cublasLtMatmul: ") + name + " (" + std::to_string(bytes) +
@@ -152,6 +182,10 @@ void set_cublaslt_algo_workspace(size_t bytes) { g_algo_workspace = bytes; }
 CublasLtQuery last_cublaslt_query() {
   const std::lock_guard lock(g_query_mutex);
   return g_last_query;
+}
+CublasLtMatmulRecord last_cublaslt_matmul() {
+  const std::lock_guard lock(g_query_mutex);
+  return g_last_matmul;
 }
 
 }  // namespace gpt2cc::hostcuda
@@ -307,12 +341,17 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t lightHandle, cubl
   result.workspaceSize = workspace;
   if (fault == hc::CublasLtFault::heuristic_over_workspace) result.workspaceSize = p.max_workspace + 1;
   // "other fields are only valid if ... this member is set to CUBLAS_STATUS_SUCCESS": no algorithm.
-  if (fault == hc::CublasLtFault::heuristic_result_state) result.state = CUBLAS_STATUS_NOT_SUPPORTED;
-  else result.algo.data[0] = hc::kAlgoMagic;
-  for (int i = 0; i < 4; ++i) result.algo.data[1 + i] = p.min_alignment[i];
-  result.algo.data[5] = d.bias != nullptr ? hc::alignment_of(d.bias) : 1;
-  result.algo.data[6] = d.aux != nullptr ? hc::alignment_of(d.aux) : 1;
-  result.algo.data[7] = result.workspaceSize;
+  if (fault == hc::CublasLtFault::heuristic_result_state) {
+    result.state = CUBLAS_STATUS_NOT_SUPPORTED;
+  } else {
+    hc::Algorithm chosen{hc::problem_record(d, problem), {}, p.reduction_scheme_mask, p.max_workspace,
+                         result.workspaceSize};
+    std::copy(std::begin(p.min_alignment), std::end(p.min_alignment), std::begin(chosen.min_alignment));
+    const std::lock_guard lock(hc::g_query_mutex);
+    result.algo.data[0] = hc::kAlgoMagic;
+    result.algo.data[1] = hc::g_algorithms.size();
+    hc::g_algorithms.push_back(chosen);
+  }
   result.wavesCount = 1.0f;
   heuristicResultsArray[0] = result;
   *returnAlgoCount = 1;
@@ -329,10 +368,11 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t lightHandle, cublasLtMatmulDesc_t
       Cdesc == nullptr || Ddesc == nullptr)
     return CUBLAS_STATUS_INVALID_VALUE;
   if (algo == nullptr) hc::not_emulated("cublasLtMatmul without an algorithm (an internal heuristic query)");
-  if (algo->data[0] != hc::kAlgoMagic) return CUBLAS_STATUS_INVALID_VALUE;
+  const std::optional<hc::Algorithm> chosen = hc::algorithm_of(*algo);
+  if (!chosen) return CUBLAS_STATUS_INVALID_VALUE;
   if (hc::g_fault == hc::CublasLtFault::matmul_not_supported) return CUBLAS_STATUS_NOT_SUPPORTED;
   // "INVALID_VALUE ... when workspaceSizeInBytes is less than workspace required by configured algo"
-  if (workspaceSizeInBytes < algo->data[7]) return CUBLAS_STATUS_INVALID_VALUE;
+  if (workspaceSizeInBytes < chosen->workspace_bytes) return CUBLAS_STATUS_INVALID_VALUE;
   const hc::Desc d = *hc::desc_of(computeDesc);
   const hc::Layout a = *hc::layout_of(Adesc), b = *hc::layout_of(Bdesc), c = *hc::layout_of(Cdesc),
                    dl = *hc::layout_of(Ddesc);
@@ -341,9 +381,9 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t lightHandle, cublasLtMatmulDesc_t
   // The algorithm was chosen for these alignments; a less aligned pointer is outside what it supports.
   const void* operands[4] = {A, B, C, D};
   for (int i = 0; i < 4; ++i)
-    if (hc::alignment_of(operands[i]) < algo->data[1 + i]) return CUBLAS_STATUS_NOT_SUPPORTED;
-  if ((d.bias != nullptr && hc::alignment_of(d.bias) < algo->data[5]) ||
-      (d.aux != nullptr && hc::alignment_of(d.aux) < algo->data[6]))
+    if (hc::alignment_of(operands[i]) < chosen->min_alignment[i]) return CUBLAS_STATUS_NOT_SUPPORTED;
+  if ((d.bias != nullptr && hc::alignment_of(d.bias) < chosen->problem.bias_alignment) ||
+      (d.aux != nullptr && hc::alignment_of(d.aux) < chosen->problem.aux_alignment))
     return CUBLAS_STATUS_NOT_SUPPORTED;
   if (workspaceSizeInBytes > 0) hc::require_device("the workspace", workspace, workspaceSizeInBytes);
   const float alpha_value = *static_cast<const float*>(alpha), beta_value = *static_cast<const float*>(beta);
@@ -386,7 +426,18 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t lightHandle, cublasLtMatmulDesc_t
       }
     }
   });
-  return err == cudaSuccess ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_EXECUTION_FAILED;
+  if (err != cudaSuccess) return CUBLAS_STATUS_EXECUTION_FAILED;
+  const std::lock_guard lock(hc::g_query_mutex);
+  hc::CublasLtMatmulRecord& record = hc::g_last_matmul;
+  record.call = hc::problem_record(d, p);
+  record.call_workspace_bytes = workspaceSizeInBytes;
+  record.algo = chosen->problem;
+  std::copy(std::begin(chosen->min_alignment), std::end(chosen->min_alignment), std::begin(record.algo_min_alignment));
+  record.algo_reduction_scheme_mask = chosen->reduction_scheme_mask;
+  record.algo_max_workspace_bytes = chosen->max_workspace_bytes;
+  ++record.count;
+  if (!(record.call == record.algo) || workspaceSizeInBytes != chosen->max_workspace_bytes) ++record.foreign;
+  return CUBLAS_STATUS_SUCCESS;
 }
 
 }  // extern "C"

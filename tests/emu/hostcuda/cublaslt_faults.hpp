@@ -40,6 +40,32 @@ struct CublasLtQuery {
 };
 CublasLtQuery last_cublaslt_query();
 
+// A GEMM's problem as the host cuBLASLt sees it: op(A) m x k, op(B) k x n, the transposes, the
+// epilogue, and the alignment of the bias and aux pointers (1 where the epilogue has none).
+struct CublasLtProblem {
+  int m, n, k;
+  bool trans_a, trans_b;
+  uint32_t epilogue;
+  uint32_t bias_alignment, aux_alignment;
+  bool operator==(const CublasLtProblem&) const = default;
+};
+// The last cublasLtMatmul that ran, and what the heuristic was asked when it returned the
+// algorithm that call was given: the problem, the preference's MIN_ALIGNMENT_{A,B,C,D}_BYTES,
+// REDUCTION_SCHEME_MASK and MAX_WORKSPACE_BYTES. cuBLASLt lets any algorithm run any problem it
+// supports, so the emulator does not refuse a foreign one; this is for the tests that a caller's
+// algorithm cache gives each GEMM one chosen for it (kernels/matmul_lt.cu's key).
+struct CublasLtMatmulRecord {
+  CublasLtProblem call;
+  uint64_t call_workspace_bytes;  // its workspaceSizeInBytes
+  CublasLtProblem algo;           // the problem the heuristic chose the algorithm for
+  uint32_t algo_min_alignment[4];
+  uint32_t algo_reduction_scheme_mask;
+  uint64_t algo_max_workspace_bytes;
+  uint64_t count;    // cublasLtMatmul calls that ran, in this process
+  uint64_t foreign;  // ... of which with an algorithm chosen for another problem or workspace
+};
+CublasLtMatmulRecord last_cublaslt_matmul();
+
 // Sets a fault and a workspace requirement for one scope, then puts the defaults back.
 struct CublasLtFaultScope {
   explicit CublasLtFaultScope(CublasLtFault fault, size_t algo_workspace = 0) {
