@@ -6,8 +6,12 @@
 #   scripts/demo.sh --device cuda    GPU: preset d6, 2000 steps of batch 16 x 256 tokens
 #   scripts/demo.sh --steps 400 --preset d4 --threads 8
 # Flags: --device cpu|cuda (default cpu); --preset NAME (default d2 on cpu, d6 on cuda; the
-# others: train --help); --steps N >= 1 (default 1000 on cpu, 2000 on cuda); --threads N CPU
-# threads (default 0: all cores).
+# others: train --help); --steps N >= 1 (default 1000 on cpu, 2000 on cuda); --batch-size N and
+# --seq-len N >= 1 (default 4 x 64 on cpu, 16 x 256 on cuda; at most the preset's 1024
+# positions); --threads N CPU threads (default 0: all cores).
+# Programs: built into the build directory, unless $GPT2CC_DEMO_PROGRAMS names a folder that
+# holds prepare, train and generate already built (an install, another build): the demo then
+# runs those and builds nothing (nor looks for a GPU first: train does).
 # Time on 2 cores: a first run builds the three programs (1.5 to 2 minutes), then trains d2 (1 to
 # 3.5 minutes: the more other work shares the cores, the longer); a re-run reuses the build and
 # the prepared data.
@@ -35,11 +39,13 @@ check_whole_number() {
 device=cpu
 steps=""
 preset=""
+batch=""
+seq=""
 threads=0
 while (($#)); do
   case "$1" in
     -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 0 ;;
-    --device|--steps|--preset|--threads) (($# >= 2)) || usage_error "$1 needs a value" ;;
+    --device|--steps|--preset|--batch-size|--seq-len|--threads) (($# >= 2)) || usage_error "$1 needs a value" ;;
     *) usage_error "unknown argument '$1'" ;;
   esac
   case "$1" in
@@ -49,12 +55,19 @@ while (($#)); do
       # It names the run's directory: a name, not a path (train checks that the preset exists).
       [[ "$2" =~ ^[A-Za-z0-9_.-]+$ ]] || usage_error "--preset must be a preset name such as d4, got '$2'"
       preset="$2" ;;
+    --batch-size) check_whole_number "$1" "$2" 1; batch=$((10#$2)) ;;
+    --seq-len) check_whole_number "$1" "$2" 1; seq=$((10#$2)) ;;
     --threads) check_whole_number "$1" "$2" 0; threads=$((10#$2)) ;;
   esac
   shift 2
 done
 [[ "$device" == cpu || "$device" == cuda ]] || usage_error "--device must be cpu or cuda, got '$device'"
-if [[ "$device" == cuda ]]; then
+programs="${GPT2CC_DEMO_PROGRAMS:-}"
+if [[ -n "$programs" ]]; then
+  for program in prepare train generate; do
+    [[ -x "$programs/$program" ]] || usage_error "GPT2CC_DEMO_PROGRAMS=$programs holds no program '$program'"
+  done
+elif [[ "$device" == cuda ]]; then
   # Before the build: train checks the GPU itself, but only after minutes of compiling.
   gpus="$(nvidia-smi -L 2>/dev/null)" || gpus=""
   if ! grep -q '^GPU ' <<<"$gpus"; then
@@ -65,19 +78,22 @@ if [[ "$device" == cuda ]]; then
 fi
 # A CPU run stays at a few minutes; a GPU affords a wider model and many more steps.
 if [[ "$device" == cuda ]]; then
-  preset="${preset:-d6}"; steps="${steps:-2000}"; batch=16; seq=256; eval_every=250
+  preset="${preset:-d6}"; steps="${steps:-2000}"; batch="${batch:-16}"; seq="${seq:-256}"; eval_every=250
 else
-  preset="${preset:-d2}"; steps="${steps:-1000}"; batch=4; seq=64; eval_every=100
+  preset="${preset:-d2}"; steps="${steps:-1000}"; batch="${batch:-4}"; seq="${seq:-64}"; eval_every=100
 fi
 eval_every=$((steps < eval_every ? steps : eval_every))
 
 # shellcheck source=scripts/deps.sh
 source scripts/deps.sh
-ensure_build_deps
 build_dir="${GPT2CC_BUILD_DIR:-build}"
-configure=()
-if [[ "$device" == cuda ]]; then configure=(-DGPT2CC_CUDA=ON); fi
-build_gpt2cc "$build_dir" "${configure[@]}" -- prepare train generate
+if [[ -z "$programs" ]]; then
+  ensure_build_deps
+  configure=()
+  if [[ "$device" == cuda ]]; then configure=(-DGPT2CC_CUDA=ON); fi
+  build_gpt2cc "$build_dir" "${configure[@]}" -- prepare train generate
+  programs="$build_dir"
+fi
 
 work="${GPT2CC_DEMO_DIR:-$build_dir/demo}"
 mkdir -p "$work"
@@ -95,7 +111,7 @@ shards="$work/tinystories"
 if [[ ! -f "$shards/manifest.json" ]]; then
   echo "demo: blank lines separate both stories and paragraphs in the validation sample, so its stories" \
     "are split at paragraphs: prepare's warning about it is expected"
-  "$build_dir/prepare" --format tinystories --input "$work/raw/tinystories-v1/TinyStories-train.txt" \
+  "$programs/prepare" --format tinystories --input "$work/raw/tinystories-v1/TinyStories-train.txt" \
     --val-files "$work/raw/tinystories-v1/TinyStories-valid.txt" --tokenizer "$work/raw/gpt2-tokenizer" \
     --out "$shards"
 fi
@@ -107,7 +123,7 @@ rm -rf "$attempt"  # left by a demo that failed or was stopped
 mkdir -p "$attempt"
 echo "demo: training preset $preset on $device for $steps steps of $batch x $seq tokens"
 status=0
-"$build_dir/train" --train-data "$shards/train" --val-data "$shards/val" --preset "$preset" \
+"$programs/train" --train-data "$shards/train" --val-data "$shards/val" --preset "$preset" \
   --batch-size "$batch" --seq-len "$seq" --steps "$steps" --lr 3e-3 --warmup-steps $((steps / 10)) \
   --eval-every "$eval_every" --eval-batches 16 --run-dir "$attempt" --device "$device" --threads "$threads" \
   --tokenizer "$work/raw/gpt2-tokenizer" --log-every 10 | tee "$attempt/train.log" || status=$?
@@ -140,7 +156,7 @@ echo "demo: a story from $checkpoint (the prompt, then the model's continuation)
 # sampling, throughput) to a file, so that the story reads as one text.
 printf '%s' "$prompt"
 status=0
-"$build_dir/generate" --checkpoint "$checkpoint" --prompt "$prompt" --max-new-tokens 100 --top-k 40 \
+"$programs/generate" --checkpoint "$checkpoint" --prompt "$prompt" --max-new-tokens 100 --top-k 40 \
   --device "$device" --threads "$threads" 2>"$run/generate.log" || status=$?
 if ((status)); then
   echo

@@ -6,12 +6,16 @@
 # the demo promises: exit 0, the validation perplexity, a story after the prompt, the run folder
 # (train.log, config.json, metrics.jsonl, curves.png, generate.log, the last checkpoint); then
 # that bad flags exit 2 naming the problem, and that --device cuda on a machine without a GPU
-# exits 2 before building anything.
-# Arguments: the repository root, the build directory. Run by ctest (label tooling), alone.
+# exits 2 before building anything. With a third argument, the folder of train and generate
+# built against the CUDA emulator (tests/emu/hostcuda: emu-bin), the demo's --device cuda path
+# too, through $GPT2CC_DEMO_PROGRAMS, on 3 steps of 2 x 32 tokens (the emulator runs ~50 tokens/s).
+# Arguments: the repository root, the build directory[, the emulated programs' folder]. Run by
+# ctest (label tooling), alone.
 set -uo pipefail
 ROOT="$1"
 BUILD="$(cd "$2" && pwd)"
 WORK="$BUILD/tests/tooling/demo"
+EMULATED="${3:-}"
 DATA="${GPT2CC_DATA_DIR:-$ROOT/../shared/data}"
 FAILURES=0
 fail() {
@@ -26,27 +30,53 @@ cd "$ROOT" || exit 1
 rm -rf "$WORK"
 mkdir -p "$WORK"
 
-run_demo() {  # ARGS...: the demo's output in $OUT, its exit code in $RC
-  OUT=$(GPT2CC_BUILD_DIR="$BUILD" GPT2CC_DEMO_DIR="$WORK" GPT2CC_DATA_DIR="$DATA" \
+run_demo() {  # ARGS...: the demo's output in $OUT, its exit code in $RC (environment: DEMO_DIR)
+  OUT=$(GPT2CC_BUILD_DIR="$BUILD" GPT2CC_DEMO_DIR="${DEMO_DIR:-$WORK}" GPT2CC_DATA_DIR="$DATA" \
         timeout 600 bash scripts/demo.sh "$@" 2>&1)
   RC=$?
 }
 
-run_demo --steps 20 --threads 2
-run="$WORK/run-d2"
-if [[ $RC != 0 ]]; then
-  fail "demo --steps 20 exited $RC: ${OUT: -2000}"
-else
-  [[ "$OUT" =~ validation\ loss\ [0-9.]+,\ perplexity\ [0-9.]+ ]] || fail "no validation perplexity in: ${OUT: -1500}"
-  [[ "$OUT" == *"demo: done."* ]] || fail "the demo did not say it was done: ${OUT: -1500}"
+# A completed demo: exit 0, its report, the story, the run folder of `steps` steps.
+check_demo() {  # WHAT RUN_FOLDER STEPS
+  local what="$1" run="$2" steps="$3"
+  if [[ $RC != 0 ]]; then
+    fail "$what exited $RC: ${OUT: -2000}"
+    return
+  fi
+  [[ "$OUT" =~ validation\ loss\ [0-9.]+,\ perplexity\ [0-9.]+ ]] || fail "$what: no validation perplexity in: ${OUT: -1500}"
+  [[ "$OUT" == *"demo: done."* ]] || fail "$what did not say it was done: ${OUT: -1500}"
   # The story: the line after the demo names the checkpoint starts with the prompt and goes on.
+  local story
   story=$(printf '%s\n' "$OUT" | awk '/^demo: a story from/ { getline; print; exit }')
-  [[ "$story" =~ ^Once\ upon\ a\ time.{20,} ]] || fail "no story after the prompt: '$story'"
-  for file in train.log config.json metrics.jsonl curves.png generate.log checkpoints/step_00000020.ckpt; do
-    [[ -s "$run/$file" ]] || fail "the run folder $run lacks $file"
+  [[ "$story" =~ ^Once\ upon\ a\ time.{20,} ]] || fail "$what: no story after the prompt: '$story'"
+  local file
+  for file in train.log config.json metrics.jsonl curves.png generate.log "checkpoints/step_$(printf '%08d' "$steps").ckpt"; do
+    [[ -s "$run/$file" ]] || fail "$what: the run folder $run lacks $file"
   done
-  grep -q '^done: step 20/20' "$run/train.log" || fail "train.log does not end the 20 steps"
-  [[ ! -e "$run.partial" ]] || fail "the attempt folder $run.partial was left behind"
+  grep -q "^done: step $steps/$steps" "$run/train.log" || fail "$what: train.log does not end the $steps steps"
+  [[ ! -e "$run.partial" ]] || fail "$what: the attempt folder $run.partial was left behind"
+}
+
+run_demo --steps 20 --threads 2
+check_demo "demo --steps 20" "$WORK/run-d2" 20
+
+if [[ -n "$EMULATED" ]]; then
+  # prepare is the build's (the CPU's alone); train and generate run on the emulated device.
+  programs="$WORK/emulated-programs"
+  mkdir -p "$programs"
+  ln -sf "$BUILD/prepare" "$programs/prepare"
+  ln -sf "$(cd "$EMULATED" && pwd)/train" "$programs/train"
+  ln -sf "$(cd "$EMULATED" && pwd)/generate" "$programs/generate"
+  DEMO_DIR="$WORK/cuda" GPT2CC_DEMO_PROGRAMS="$programs" \
+    run_demo --device cuda --preset d2 --steps 3 --batch-size 2 --seq-len 32
+  check_demo "demo --device cuda (emulated)" "$WORK/cuda/run-d2" 3
+  grep -q "on cuda fp32 (device 0: gpt2cc CPU emulator" "$WORK/cuda/run-d2/train.log" 2>/dev/null ||
+    fail "the emulated demo's train.log does not say it trained on the emulated device"
+  grep -q "cuda" "$WORK/cuda/run-d2/generate.log" 2>/dev/null ||
+    fail "the emulated demo's generate.log does not name the cuda backend"
+  GPT2CC_DEMO_PROGRAMS="$WORK/nowhere" run_demo --steps 1
+  [[ $RC == 2 && "$OUT" == *"GPT2CC_DEMO_PROGRAMS=$WORK/nowhere holds no program 'prepare'"* ]] ||
+    fail "GPT2CC_DEMO_PROGRAMS without the programs: exit $RC, output: ${OUT:0:500}"
 fi
 
 # Bad flags: exit 2, the flag named, before any work.
@@ -61,6 +91,8 @@ expect_usage_error "--device must be cpu or cuda, got 'tpu'" --device tpu
 expect_usage_error "--preset must be a preset name" --preset ../elsewhere
 expect_usage_error "unknown argument '--bogus'" --bogus
 expect_usage_error "--threads needs a value" --threads
+expect_usage_error "--batch-size must be a whole number from 1" --batch-size 0
+expect_usage_error "--seq-len must be a whole number from 1" --seq-len x
 if ! nvidia-smi -L >/dev/null 2>&1; then
   expect_usage_error "--device cuda needs an NVIDIA GPU" --device cuda
 fi
