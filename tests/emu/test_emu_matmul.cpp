@@ -261,8 +261,9 @@ TEST_CASE("GPT2CC_REQUIRE_CUBLASLT=1 makes a GEMM cuBLASLt declines an error nam
 // GemmSplitK): by default each operand's own alignment, of its pointer and of its leading
 // dimension in bytes, up to 256 (A the weight, B the input, C and D the output of a forward), and
 // split-K sums in fp32 only, in a workspace of 32 MiB; gemm-alignment=16 promises 16 bytes of every
-// operand, gemm-split-k=any allows every scheme, gemm-workspace=256 offers 256 MiB. Each new alignment or design is a question of its own (the answer is cached
-// per key: asking again with the same operands does not reach the heuristic).
+// operand, gemm-split-k=any allows every scheme, gemm-workspace=256 offers 256 MiB. Each new
+// alignment or design is a question of its own (the answer is cached per key: asking again with
+// the same operands does not reach the heuristic).
 TEST_CASE("the bf16 launchers tell cuBLASLt's heuristic the operands' alignment and the split-K sums allowed",
           "[emu][matmul]") {
   using cuda::GemmAlignment;

@@ -43,14 +43,16 @@ check_demo() {  # WHAT RUN_FOLDER STEPS
     fail "$what exited $RC: ${OUT: -2000}"
     return
   fi
-  [[ "$OUT" =~ validation\ loss\ [0-9.]+,\ perplexity\ [0-9.]+ ]] || fail "$what: no validation perplexity in: ${OUT: -1500}"
+  [[ "$OUT" =~ validation\ loss\ [0-9.]+,\ perplexity\ [0-9.]+ ]] ||
+    fail "$what: no validation perplexity in: ${OUT: -1500}"
   [[ "$OUT" == *"demo: done."* ]] || fail "$what did not say it was done: ${OUT: -1500}"
   # The story: the line after the demo names the checkpoint starts with the prompt and goes on.
   local story
   story=$(printf '%s\n' "$OUT" | awk '/^demo: a story from/ { getline; print; exit }')
   [[ "$story" =~ ^Once\ upon\ a\ time.{20,} ]] || fail "$what: no story after the prompt: '$story'"
-  local file
-  for file in train.log config.json metrics.jsonl curves.png generate.log "checkpoints/step_$(printf '%08d' "$steps").ckpt"; do
+  local file checkpoint
+  checkpoint="checkpoints/step_$(printf '%08d' "$steps").ckpt"
+  for file in train.log config.json metrics.jsonl curves.png generate.log "$checkpoint"; do
     [[ -s "$run/$file" ]] || fail "$what: the run folder $run lacks $file"
   done
   grep -q "^done: step $steps/$steps" "$run/train.log" || fail "$what: train.log does not end the $steps steps"

@@ -16,10 +16,10 @@
 // operand alignments of the preference (default 256 bytes) and the alignment of the bias and aux
 // pointers (cublasLt.h: the heuristic "depend[s] on its value to determine expected pointer
 // alignment"); cublasLtMatmul refuses (NOT_SUPPORTED) pointers less aligned than that, and tells
-// the tests which problem its algorithm was chosen for (last_cublaslt_matmul). The algorithm needs no
-// workspace unless a test says otherwise; the heuristic offers it only within the preference's
-// MAX_WORKSPACE_BYTES, and cublasLtMatmul refuses (INVALID_VALUE) a smaller workspace. Tests can
-// also make either call decline, and read what the heuristic was last asked
+// the tests which problem its algorithm was chosen for (last_cublaslt_matmul). The algorithm
+// needs no workspace unless a test says otherwise; the heuristic offers it only within the
+// preference's MAX_WORKSPACE_BYTES, and cublasLtMatmul refuses (INVALID_VALUE) a smaller
+// workspace. Tests can also make either call decline, and read what the heuristic was last asked
 // (cublaslt_faults.hpp). Attributes, epilogues and types not modelled here throw instead of
 // being ignored.
 #include <cublasLt.h>
