@@ -411,13 +411,13 @@ TEST_CASE("the bf16 launchers' algorithm cache gives every GEMM an algorithm cho
     const hostcuda::CublasLtMatmulRecord r = hostcuda::last_cublaslt_matmul();
     CHECK(r.count == before.count + gemms);
     CHECK(r.foreign == before.foreign);
-    CHECK(r.call == r.algo);
-    CHECK(r.call_workspace_bytes == r.algo_max_workspace_bytes);
+    CHECK(r.call == r.algo.problem);
+    CHECK(r.call_workspace_bytes == r.algo.max_workspace_bytes);
     if (preference) {
-      CHECK(std::vector<uint32_t>(std::begin(r.algo_min_alignment), std::end(r.algo_min_alignment)) ==
+      CHECK(std::vector<uint32_t>(std::begin(r.algo.min_alignment), std::end(r.algo.min_alignment)) ==
             preference->alignments);
-      CHECK(r.algo_reduction_scheme_mask == preference->reduction_scheme_mask);
-      CHECK(r.algo_max_workspace_bytes == preference->max_workspace_bytes);
+      CHECK(r.algo.reduction_scheme_mask == preference->reduction_scheme_mask);
+      CHECK(r.algo.max_workspace_bytes == preference->max_workspace_bytes);
     }
   };
   auto inp = device(L.inp), weight = device(L.weight), bias = device(L.bias), dout = device(L.dout),

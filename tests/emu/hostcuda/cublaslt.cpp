@@ -51,19 +51,11 @@ namespace {
 // returned), [1] its index in g_algorithms, which holds what it was chosen for.
 constexpr uint64_t kAlgoMagic = 0x67707432636345ull;
 
-struct Algorithm {
-  CublasLtProblem problem;
-  uint32_t min_alignment[4];  // A, B, C, D: the preference's
-  uint32_t reduction_scheme_mask;
-  uint64_t max_workspace_bytes;
-  uint64_t workspace_bytes;  // what it needs
-};
-
 std::atomic<CublasLtFault> g_fault{CublasLtFault::none};
 std::mutex g_query_mutex;
-CublasLtQuery g_last_query{};              // guarded by g_query_mutex
-std::vector<Algorithm> g_algorithms;       // guarded by g_query_mutex
-CublasLtMatmulRecord g_last_matmul{};      // guarded by g_query_mutex
+CublasLtQuery g_last_query{};                 // guarded by g_query_mutex
+std::vector<CublasLtAlgorithm> g_algorithms;  // guarded by g_query_mutex
+CublasLtMatmulRecord g_last_matmul{};         // guarded by g_query_mutex
 std::atomic<size_t> g_algo_workspace{0};
 
 [[noreturn]] void not_emulated(const std::string& what) { throw std::logic_error("host cuBLASLt: " + what + " is not emulated"); }
@@ -163,7 +155,7 @@ CublasLtProblem problem_record(const Desc& d, const Problem& p) {
 }
 
 // The algorithm a cublasLtMatmulAlgo_t names, or null for one this heuristic did not return.
-std::optional<Algorithm> algorithm_of(const cublasLtMatmulAlgo_t& algo) {
+std::optional<CublasLtAlgorithm> algorithm_of(const cublasLtMatmulAlgo_t& algo) {
   const std::lock_guard lock(g_query_mutex);
   if (algo.data[0] != kAlgoMagic || algo.data[1] >= g_algorithms.size()) return std::nullopt;
   return g_algorithms[algo.data[1]];
@@ -344,8 +336,8 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t lightHandle, cubl
   if (fault == hc::CublasLtFault::heuristic_result_state) {
     result.state = CUBLAS_STATUS_NOT_SUPPORTED;
   } else {
-    hc::Algorithm chosen{hc::problem_record(d, problem), {}, p.reduction_scheme_mask, p.max_workspace,
-                         result.workspaceSize};
+    hc::CublasLtAlgorithm chosen{hc::problem_record(d, problem), {}, p.reduction_scheme_mask, p.max_workspace,
+                                 result.workspaceSize};
     std::copy(std::begin(p.min_alignment), std::end(p.min_alignment), std::begin(chosen.min_alignment));
     const std::lock_guard lock(hc::g_query_mutex);
     result.algo.data[0] = hc::kAlgoMagic;
@@ -368,7 +360,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t lightHandle, cublasLtMatmulDesc_t
       Cdesc == nullptr || Ddesc == nullptr)
     return CUBLAS_STATUS_INVALID_VALUE;
   if (algo == nullptr) hc::not_emulated("cublasLtMatmul without an algorithm (an internal heuristic query)");
-  const std::optional<hc::Algorithm> chosen = hc::algorithm_of(*algo);
+  const std::optional<hc::CublasLtAlgorithm> chosen = hc::algorithm_of(*algo);
   if (!chosen) return CUBLAS_STATUS_INVALID_VALUE;
   if (hc::g_fault == hc::CublasLtFault::matmul_not_supported) return CUBLAS_STATUS_NOT_SUPPORTED;
   // "INVALID_VALUE ... when workspaceSizeInBytes is less than workspace required by configured algo"
@@ -431,12 +423,9 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t lightHandle, cublasLtMatmulDesc_t
   hc::CublasLtMatmulRecord& record = hc::g_last_matmul;
   record.call = hc::problem_record(d, p);
   record.call_workspace_bytes = workspaceSizeInBytes;
-  record.algo = chosen->problem;
-  std::copy(std::begin(chosen->min_alignment), std::end(chosen->min_alignment), std::begin(record.algo_min_alignment));
-  record.algo_reduction_scheme_mask = chosen->reduction_scheme_mask;
-  record.algo_max_workspace_bytes = chosen->max_workspace_bytes;
+  record.algo = *chosen;
   ++record.count;
-  if (!(record.call == record.algo) || workspaceSizeInBytes != chosen->max_workspace_bytes) ++record.foreign;
+  if (!(record.call == chosen->problem) || workspaceSizeInBytes != chosen->max_workspace_bytes) ++record.foreign;
   return CUBLAS_STATUS_SUCCESS;
 }
 

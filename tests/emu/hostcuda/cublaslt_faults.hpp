@@ -49,18 +49,24 @@ struct CublasLtProblem {
   uint32_t bias_alignment, aux_alignment;
   bool operator==(const CublasLtProblem&) const = default;
 };
-// The last cublasLtMatmul that ran, and what the heuristic was asked when it returned the
-// algorithm that call was given: the problem, the preference's MIN_ALIGNMENT_{A,B,C,D}_BYTES,
-// REDUCTION_SCHEME_MASK and MAX_WORKSPACE_BYTES. cuBLASLt lets any algorithm run any problem it
-// supports, so the emulator does not refuse a foreign one; this is for the tests that a caller's
-// algorithm cache gives each GEMM one chosen for it (kernels/matmul_lt.cu's key).
+// An algorithm the heuristic returned, and what it was chosen for: the problem, and the
+// preference's MIN_ALIGNMENT_{A,B,C,D}_BYTES, REDUCTION_SCHEME_MASK and MAX_WORKSPACE_BYTES; and
+// the workspace it needs.
+struct CublasLtAlgorithm {
+  CublasLtProblem problem;
+  uint32_t min_alignment[4];  // A, B, C, D
+  uint32_t reduction_scheme_mask;
+  uint64_t max_workspace_bytes;
+  uint64_t workspace_bytes;
+};
+// The last cublasLtMatmul that ran, and the algorithm it was given. cuBLASLt lets any algorithm
+// run any problem it supports, so the emulator does not refuse a foreign one; this is for the
+// tests that a caller's algorithm cache gives each GEMM one chosen for it (kernels/matmul_lt.cu's
+// key).
 struct CublasLtMatmulRecord {
   CublasLtProblem call;
   uint64_t call_workspace_bytes;  // its workspaceSizeInBytes
-  CublasLtProblem algo;           // the problem the heuristic chose the algorithm for
-  uint32_t algo_min_alignment[4];
-  uint32_t algo_reduction_scheme_mask;
-  uint64_t algo_max_workspace_bytes;
+  CublasLtAlgorithm algo;
   uint64_t count;    // cublasLtMatmul calls that ran, in this process
   uint64_t foreign;  // ... of which with an algorithm chosen for another problem or workspace
 };
