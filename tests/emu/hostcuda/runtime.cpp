@@ -127,9 +127,16 @@ std::recursive_mutex& state_mutex() {
 }
 using Lock = std::lock_guard<std::recursive_mutex>;
 
+// A device allocation: the bytes kernels may use, and the host bytes from its start that it
+// occupies (its 256-byte rounding and the guard after it; a pool block reused for fewer bytes
+// keeps the footprint of its first size).
+struct Allocation {
+  size_t bytes;
+  size_t footprint;
+};
+
 struct State {
-  std::map<const char*, size_t> allocations;  // device memory: start -> bytes
-  std::map<const char*, size_t> footprints;   // start -> host bytes from it (rounding, guard after)
+  std::map<const char*, Allocation> allocations;  // device memory, by start
   std::set<const void*> uncharged;             // those of graphs, outside allocated_bytes
   size_t allocated_bytes = 0;                  // charged to the device: in use, reserved by pools
   std::set<cudaStream_t> streams;
@@ -172,20 +179,20 @@ bool is_legacy(cudaStream_t stream) {
 }
 
 // The allocation holding [p, p + bytes), or end().
-std::map<const char*, size_t>::iterator find_allocation(const void* p, size_t bytes) {
+std::map<const char*, Allocation>::iterator find_allocation(const void* p, size_t bytes) {
   auto& a = state().allocations;
   const char* c = static_cast<const char*>(p);
   auto it = a.upper_bound(c);
   if (it == a.begin()) return a.end();
   --it;
-  if (c + bytes > it->first + it->second || c < it->first) return a.end();
+  if (c + bytes > it->first + it->second.bytes || c < it->first) return a.end();
   return it;
 }
 bool is_device_range(const void* p, size_t bytes) { return find_allocation(p, bytes) != state().allocations.end(); }
 bool touches_device_memory(const void* p, size_t bytes) {
   const char* c = static_cast<const char*>(p);
-  for (auto& [start, size] : state().allocations)
-    if (c < start + size && start < c + std::max<size_t>(bytes, 1)) return true;
+  for (auto& [start, allocation] : state().allocations)
+    if (c < start + allocation.bytes && start < c + std::max<size_t>(bytes, 1)) return true;
   return false;
 }
 
@@ -220,8 +227,7 @@ cudaError_t allocate(void** ptr, size_t bytes, bool charged = true) {
   std::memset(base, kUnwrittenByte, kGuardBytes + footprint);
   void* p = base + kGuardBytes;
   set_usable(p, bytes, footprint);
-  state().allocations.emplace(static_cast<const char*>(p), bytes);
-  state().footprints.emplace(static_cast<const char*>(p), footprint);
+  state().allocations.emplace(static_cast<const char*>(p), Allocation{bytes, footprint});
   if (charged) state().allocated_bytes += bytes;
   else state().uncharged.insert(p);
   *ptr = p;
@@ -233,13 +239,11 @@ cudaError_t release(void* p) {
   if (p == nullptr) return cudaSuccess;
   auto it = state().allocations.find(static_cast<const char*>(p));
   if (it == state().allocations.end()) return cudaErrorInvalidValue;
-  if (state().uncharged.erase(p) == 0) state().allocated_bytes -= it->second;
-  const auto footprint = state().footprints.find(it->first);
+  if (state().uncharged.erase(p) == 0) state().allocated_bytes -= it->second.bytes;
   char* const base = static_cast<char*>(p) - kGuardBytes;
 #if defined(__SANITIZE_ADDRESS__)
-  ASAN_UNPOISON_MEMORY_REGION(base, kGuardBytes + footprint->second);
+  ASAN_UNPOISON_MEMORY_REGION(base, kGuardBytes + it->second.footprint);
 #endif
-  state().footprints.erase(footprint);
   state().allocations.erase(it);
   std::free(base);
   return cudaSuccess;
@@ -257,11 +261,11 @@ cudaError_t pool_allocate(void** ptr, size_t bytes) {
     *ptr = it->second;
     pool.cached.erase(it);
     // Kernels and copies may use the bytes asked for, not the rest of a larger block.
-    const size_t footprint = state().footprints.at(static_cast<const char*>(*ptr));
-    set_usable(*ptr, block, footprint);
+    Allocation& allocation = state().allocations.at(static_cast<const char*>(*ptr));
+    set_usable(*ptr, block, allocation.footprint);
     std::memset(*ptr, kUnwrittenByte, block);
-    set_usable(*ptr, bytes, footprint);
-    state().allocations.at(static_cast<const char*>(*ptr)) = bytes;
+    set_usable(*ptr, bytes, allocation.footprint);
+    allocation.bytes = bytes;
   } else {
     if (const cudaError_t err = allocate(ptr, bytes); err != cudaSuccess) return err;
     pool.reserved += bytes;
@@ -280,7 +284,7 @@ bool pool_free(void* p) {
   if (it == pool.live.end()) return false;
   pool.used -= it->second;
   pool.cached.emplace(it->second, p);
-  state().allocations.at(static_cast<const char*>(p)) = it->second;  // the whole block again
+  state().allocations.at(static_cast<const char*>(p)).bytes = it->second;  // the whole block again
   pool.live.erase(it);
   return true;
 }
@@ -433,8 +437,9 @@ const char* first_written(const char* from, const char* to) {
 // touching them is reported at once.)
 void check_allocation_bounds() {
 #if !defined(__SANITIZE_ADDRESS__)
-  for (const auto& [start, bytes] : state().allocations) {
-    const char* const end = start + state().footprints.at(start);
+  for (const auto& [start, allocation] : state().allocations) {
+    const size_t bytes = allocation.bytes;
+    const char* const end = start + allocation.footprint;
     const char* const before = first_written(start - kGuardBytes, start);
     const char* const after = first_written(start + bytes, end);
     if (before == start && after == end) continue;
@@ -809,7 +814,7 @@ cudaError_t cudaFreeAsync(void* devPtr, cudaStream_t stream) {
     stream->capture_invalidated = true;
     return record_error(cudaErrorNotSupported);
   }
-  stream->captured_live_bytes -= hc::state().allocations.find(static_cast<const char*>(devPtr))->second;
+  stream->captured_live_bytes -= hc::state().allocations.find(static_cast<const char*>(devPtr))->second.bytes;
   return cudaSuccess;
 }
 
