@@ -2,9 +2,9 @@
 // cuda:: launchers of kernels/*.cuh (compiled for the CPU by tests/emu/hostcuda: device memory is
 // host memory of the host runtime, every launch runs on the emulator at once) against cpu:: with
 // the tolerances of tests/cuda: host buffers in either element type (as<Elem>, widened: from
-// cuda/bf16_test_util.hpp) for test::DeviceBuffer, poisoned outputs, padding that misaligns the 16-byte packs, the
-// one-bf16-rounding comparison of test_bf16_elementwise.cpp, and the check that every warp
-// schedule of the emulator gives the same bits (a race shows as a difference).
+// cuda/bf16_test_util.hpp) for test::DeviceBuffer, poisoned outputs, padding that misaligns the
+// 16-byte packs, the one-bf16-rounding comparison of test_bf16_elementwise.cpp, and the check that
+// every warp schedule of the emulator gives the same bits (a race shows as a difference).
 #pragma once
 
 #include <catch2/catch.hpp>
