@@ -81,6 +81,25 @@ std::vector<float> qkv_part(const std::vector<float>& x, int BT, int C, int part
   return out;
 }
 
+LayerNormInDouble layernorm_in_double(const std::vector<float>& x, const std::vector<float>& weight,
+                                      const std::vector<float>& bias, size_t rows, int C) {
+  LayerNormInDouble e{std::vector<double>(rows * C), std::vector<double>(rows), std::vector<double>(rows)};
+  for (size_t r = 0; r < rows; ++r) {
+    const float* row = x.data() + r * C;
+    double m = 0.0, var = 0.0;
+    for (int c = 0; c < C; ++c) m += row[c];
+    m /= C;
+    for (int c = 0; c < C; ++c) var += (row[c] - m) * (row[c] - m);
+    const double s = 1.0 / std::sqrt(var / C + 1e-5);
+    e.mean[r] = m;
+    e.rstd[r] = s;
+    for (int c = 0; c < C; ++c) e.out[r * C + c] = (row[c] - m) * s * weight[c] + bias[c];
+  }
+  return e;
+}
+
+std::vector<float> to_float(const std::vector<double>& v) { return std::vector<float>(v.begin(), v.end()); }
+
 std::vector<float> random_vector(size_t n, uint64_t seed, float lo, float hi) {
   std::vector<float> v(n);
   for (size_t i = 0; i < n; ++i) v[i] = lo + (hi - lo) * philox_uniform(seed, 0x7E57u, i);

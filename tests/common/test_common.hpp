@@ -27,6 +27,16 @@ double rel_error(const std::vector<float>& a, const std::vector<float>& b);
 // Part `part` (0 = q, 1 = k, 2 = v) of the first BT rows of a (B,T,3C) tensor, as (B,T,C).
 std::vector<float> qkv_part(const std::vector<float>& x, int BT, int C, int part);
 
+// LayerNorm's forward in double (two passes, eps 1e-5): the reference for float and bf16 kernels
+// where float's own rounding is what is tested. x is rows x C; out, and each row's mean and rstd.
+struct LayerNormInDouble {
+  std::vector<double> out, mean, rstd;
+};
+LayerNormInDouble layernorm_in_double(const std::vector<float>& x, const std::vector<float>& weight,
+                                      const std::vector<float>& bias, size_t rows, int C);
+// Doubles rounded to floats.
+std::vector<float> to_float(const std::vector<double>& v);
+
 // Uniform in [lo, hi) from a counter-based generator: same values on every machine.
 std::vector<float> random_vector(size_t n, uint64_t seed, float lo = -1.0f, float hi = 1.0f);
 std::vector<int> random_tokens(size_t n, uint64_t seed, int vocab);

@@ -102,43 +102,36 @@ TEST_CASE("layernorm output is normalised for a large offset", "[cpu][layernorm]
     }
 }
 
-// LayerNorm forward and backward in double, from the formulas in cpu/layernorm.cpp.
+// LayerNorm forward (test::layernorm_in_double) and backward in double, from the formulas in
+// cpu/layernorm.cpp; the backward's dinp, dweight, dbias accumulate onto the given values.
 struct ExactLayerNorm {
-  std::vector<double> out, mean, rstd, dinp, dweight, dbias;
+  test::LayerNormInDouble forward;
+  std::vector<double> dinp, dweight, dbias;
 };
 ExactLayerNorm exact_layernorm(const std::vector<float>& x, const std::vector<float>& weight,
                                const std::vector<float>& bias, const std::vector<float>& dout,
                                const std::vector<float>& dinp0, const std::vector<float>& dweight0,
                                const std::vector<float>& dbias0, size_t rows, int C) {
   const auto widen = [](const std::vector<float>& v) { return std::vector<double>(v.begin(), v.end()); };
-  ExactLayerNorm e{std::vector<double>(rows * C), std::vector<double>(rows), std::vector<double>(rows),
-                   widen(dinp0), widen(dweight0), widen(dbias0)};
+  ExactLayerNorm e{test::layernorm_in_double(x, weight, bias, rows, C), widen(dinp0), widen(dweight0),
+                   widen(dbias0)};
   for (size_t r = 0; r < rows; ++r) {
-    const float* xr = x.data() + r * C;
-    double m = 0, var = 0, g_mean = 0, gx_mean = 0;
-    for (int c = 0; c < C; ++c) m += xr[c];
-    m /= C;
-    for (int c = 0; c < C; ++c) var += (xr[c] - m) * (xr[c] - m);
-    const double s = 1.0 / std::sqrt(var / C + 1e-5);
-    e.mean[r] = m;
-    e.rstd[r] = s;
+    const double m = e.forward.mean[r], s = e.forward.rstd[r];
+    double g_mean = 0, gx_mean = 0;
     for (int c = 0; c < C; ++c) {
-      const double xhat = (xr[c] - m) * s, g = double(dout[r * C + c]) * weight[c];
-      e.out[r * C + c] = xhat * weight[c] + bias[c];
+      const double xhat = (x[r * C + c] - m) * s, g = double(dout[r * C + c]) * weight[c];
       g_mean += g / C;
       gx_mean += g * xhat / C;
       e.dweight[c] += dout[r * C + c] * xhat;
       e.dbias[c] += dout[r * C + c];
     }
     for (int c = 0; c < C; ++c) {
-      const double xhat = (xr[c] - m) * s;
+      const double xhat = (x[r * C + c] - m) * s;
       e.dinp[r * C + c] += s * (double(dout[r * C + c]) * weight[c] - g_mean - xhat * gx_mean);
     }
   }
   return e;
 }
-
-std::vector<float> to_float(const std::vector<double>& v) { return std::vector<float>(v.begin(), v.end()); }
 
 // Both pairs against LayerNorm in double, within float rounding: rows of mean 3 and spread 2,
 // where the mean's rounding (a few 1e-7 of 3) reaches every output near it, and dweight / dbias
@@ -175,12 +168,12 @@ TEST_CASE("layernorm_*_vectorized and the plain pair agree with LayerNorm in dou
     for (const bool vectorized : {false, true}) {
       CAPTURE(vectorized);
       const Result r = run(vectorized, 1);
-      expect_close(r.out, to_float(exact.out), 1e-5, 1e-5, "out");
-      expect_close(r.mean, to_float(exact.mean), 0, 4e-6, "mean");
-      expect_close(r.rstd, to_float(exact.rstd), 0, 1e-5, "rstd");
-      expect_close(r.dinp, to_float(exact.dinp), 2e-5, 1e-5, "dinp");
-      expect_close(r.dweight, to_float(exact.dweight), 1e-4, 1e-5, "dweight");
-      expect_close(r.dbias, to_float(exact.dbias), 1e-5, 1e-5, "dbias");
+      expect_close(r.out, test::to_float(exact.forward.out), 1e-5, 1e-5, "out");
+      expect_close(r.mean, test::to_float(exact.forward.mean), 0, 4e-6, "mean");
+      expect_close(r.rstd, test::to_float(exact.forward.rstd), 0, 1e-5, "rstd");
+      expect_close(r.dinp, test::to_float(exact.dinp), 2e-5, 1e-5, "dinp");
+      expect_close(r.dweight, test::to_float(exact.dweight), 1e-4, 1e-5, "dweight");
+      expect_close(r.dbias, test::to_float(exact.dbias), 1e-5, 1e-5, "dbias");
     }
     const Result one_thread = run(true, 1);
     for (int threads : {2, 3}) {
