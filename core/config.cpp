@@ -66,6 +66,10 @@ size_t num_parameters(const ModelConfig& c) {
   return size_t(c.padded_vocab_size) * C + size_t(c.max_seq_len) * C + L * per_layer + 2 * C;
 }
 
+size_t num_trained_parameters(const ModelConfig& c) {
+  return num_parameters(c) - size_t(c.padded_vocab_size - c.vocab_size) * size_t(c.channels);
+}
+
 std::string describe(const ModelConfig& c) {
   double millions = double(num_parameters(c)) / 1e6;
   return format("L={} C={} NH={} V={} (Vp {}) maxT={} dropout={}, {}M parameters", c.num_layers, c.channels,

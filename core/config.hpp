@@ -36,8 +36,10 @@ std::vector<std::string> model_preset_names();
 // (C not divisible by NH, sizes <= 0, Vp < V, dropout outside [0, 1)).
 void validate(const ModelConfig& config);
 
-// Parameter count (the padded vocabulary rows included) and the count GPT-2 papers quote (V rows).
+// Parameter count, the padded vocabulary rows included (what the model holds), and without them
+// (the count GPT-2 papers quote, V rows: the padded rows are zeros that never train).
 size_t num_parameters(const ModelConfig& config);
+size_t num_trained_parameters(const ModelConfig& config);
 
 std::string describe(const ModelConfig& config);  // one line: "L=12 C=768 NH=12 V=50257 (Vp 50304) maxT=1024, 124.4M params"
 void to_json(nlohmann::json& j, const ModelConfig& config);

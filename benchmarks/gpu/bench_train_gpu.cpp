@@ -2,18 +2,18 @@
 // forward + backward, the global gradient norm (clip at 1.0) and AdamW, exactly what train runs.
 // Validates before timing (the loss at init is finite and ~ln V), then times each step with a
 // host clock around backend.synchronize() and reports the median and mean ms/step, tokens/s,
-// MFU against benchmarks/gpu/peaks.json, and the GPU memory the run used.
+// MFU against benchmarks/gpu/peaks.json (built in: core/device_peaks.hpp), and the GPU memory the
+// run used.
 //   bench_train_gpu [--dtype bf16|fp32] [-B 16|auto] [-T 1024] [--steps 20] [--warmup 5]
 //                   [--recompute-gelu] [--no-cuda-graphs] [--json out.json]
 // GPT2CC_KERNELS in the environment picks other kernel designs (kernels/kernel_designs.cuh); the
 // JSON's kernel_designs says which ran ("" = the automatic ones), and bf16_gemm_paths how the bf16
 // GEMMs launched from the host ran (through cuBLASLt, plain; declined_by_cublaslt of those plain).
 //
-// FLOPs per token: 6*N + 6*L*C*T (issue 8), N = every parameter except the padded vocabulary
-// rows ((Vp - V) * C zeros that never train; 124,439,808 for gpt2), 2 FLOPs forward and 4
-// backward per parameter and token; 6*L*C*T is attention's QK^T and AV over T/2 causal positions
-// on average. MFU = tokens/s * FLOPs per token / peak, the peak being the dense bf16 tensor-core
-// rate for --dtype bf16 and the plain fp32 rate for fp32 (no TF32 in gpt2cc's fp32 path).
+// FLOPs per token: 6*N + 6*L*C*T (issue 8; training_flops_per_token, the count train's MFU uses),
+// N = every parameter except the padded vocabulary rows ((Vp - V) * C zeros that never train;
+// 124,439,808 for gpt2). MFU = tokens/s * FLOPs per token / peak, the peak being the dense bf16
+// tensor-core rate for --dtype bf16 and the plain fp32 rate for fp32 (no TF32 in gpt2cc's fp32 path).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -29,7 +29,6 @@
 #include <string>
 #include <vector>
 
-#include "benchmarks/gpu/peaks.hpp"
 #include "core/backend.hpp"
 #include "core/atomic_file.hpp"
 #include "core/check.hpp"
@@ -37,6 +36,7 @@
 #include "core/config.hpp"
 #include "core/model.hpp"
 #include "core/model_optim.hpp"
+#include "core/device_peaks.hpp"
 #include "core/rng.hpp"
 #include "kernels/kernel_designs.cuh"
 #include "kernels/matmul.cuh"
@@ -53,7 +53,7 @@ struct Options {
   int T = 1024;
   int steps = 20, warmup = 5;
   bool recompute_gelu = false, cuda_graphs = true;
-  std::string json_path, peaks_path = bench::default_peaks_path();
+  std::string json_path, peaks_path;  // empty: the table built in
   uint64_t seed = 1337;
 };
 
@@ -72,7 +72,8 @@ Options parse(int argc, char** argv) {
                                                     "recompute the GELU in the backward instead of saving it")(
       "no-cuda-graphs", "launch every kernel of a step separately instead of replaying a CUDA graph")(
       "seed", "seed of the weights and the random tokens", cxxopts::value(o.seed)->default_value("1337"))(
-      "peaks", "GPU peak table", cxxopts::value(o.peaks_path)->default_value(bench::default_peaks_path()))(
+      "peaks", "GPU peak table file (default: the one built in, from benchmarks/gpu/peaks.json)",
+      cxxopts::value(o.peaks_path))(
       "json", "also write the result to this JSON file", cxxopts::value(o.json_path))("h,help", "show this help");
   const auto args = parse_flags(cli, argc, argv);
   if (args.count("help")) {
@@ -241,9 +242,10 @@ int bench_main(int argc, char** argv) {
   int driver = 0, runtime = 0;
   cudaDriverGetVersion(&driver);
   cudaRuntimeGetVersion(&runtime);
-  const bench::GpuPeaks peaks = bench::lookup_gpu_peaks(props.name, o.peaks_path);
-  const std::optional<double> peak_tflops = o.dtype == DType::bf16 ? peaks.bf16_dense_tflops : peaks.fp32_tflops;
-  const char* peak_kind = o.dtype == DType::bf16 ? "bf16 dense tensor core" : "fp32 non-tensor";
+  const DevicePeaks peaks =
+      o.peaks_path.empty() ? lookup_device_peaks(props.name) : lookup_device_peaks(props.name, o.peaks_path);
+  const std::optional<double> peak_tflops = matmul_peak_tflops(peaks, o.dtype);
+  const char* peak_kind = matmul_peak_kind(o.dtype);
 
   const size_t used_before_backend = device_used_bytes();
   auto backend = make_cuda_backend(0, o.dtype);
@@ -271,11 +273,8 @@ int bench_main(int argc, char** argv) {
   }
 
   const size_t n_tokens = size_t(B) * o.T;
-  const size_t n_params = num_parameters(config);
-  // N of the FLOPs count: the padded vocabulary rows are zeros that never train.
-  const size_t n_flops = n_params - size_t(config.padded_vocab_size - config.vocab_size) * config.channels;
-  const double flops_per_token =
-      6.0 * double(n_flops) + 6.0 * config.num_layers * double(config.channels) * double(o.T);
+  const size_t n_flops = num_trained_parameters(config);  // N of the FLOPs count
+  const double flops_per_token = training_flops_per_token(config, o.T);
 
   for (int i = 0; i < o.warmup; ++i) run.train_step(batch, B, o.T);
   backend->synchronize();
@@ -347,7 +346,7 @@ int bench_main(int argc, char** argv) {
               {"NH", config.num_heads},
               {"V", config.vocab_size},
               {"Vp", config.padded_vocab_size},
-              {"params", n_params},
+              {"params", num_parameters(config)},
               {"params_flops", n_flops},
               {"dtype", dtype_name(o.dtype)},
               {"B", B},

@@ -29,11 +29,11 @@
 #include <type_traits>
 #include <vector>
 
-#include "benchmarks/gpu/peaks.hpp"
 #include "benchmarks/kernels/bench_device.hpp"
 #include "core/atomic_file.hpp"
 #include "core/check.hpp"
 #include "core/cli.hpp"
+#include "core/device_peaks.hpp"
 #include "cpu/adamw.hpp"
 #include "cpu/attention.hpp"
 #include "cpu/crossentropy.hpp"
@@ -65,7 +65,7 @@ struct Options {
   int B = 8, T = 1024, C = 768, NH = 12, V = 50257, Vp = 50304;
   int reps = 50, warmup = 5;
   bool validate_full = false, fp32 = true, bf16 = true;
-  std::string only, json_path, peaks_path = bench::default_peaks_path();
+  std::string only, json_path, peaks_path;  // peaks_path empty: the table built in
 };
 
 // ---- element types: fp32 kernels are validated at 1e-4, bf16 ones at 1e-2 (issue 8) ----
@@ -724,12 +724,12 @@ struct Roofline {
   std::string ceiling;
 };
 
-Roofline roofline(const Row& r, const Ceilings& c, const bench::GpuPeaks& peaks) {
+Roofline roofline(const Row& r, const Ceilings& c, const DevicePeaks& peaks) {
   Roofline f;
   if (r.flops > 0) {
     f.rate = r.flops / (r.ms * 1e-3) / 1e12;
     const bool is_bf16 = r.dtype == "bf16";
-    const std::optional<double> peak = is_bf16 ? peaks.bf16_dense_tflops : peaks.fp32_tflops;
+    const std::optional<double> peak = matmul_peak_tflops(peaks, is_bf16 ? DType::bf16 : DType::fp32);
     f.ceiling = is_bf16 ? "bf16 dense tensor peak" : "fp32 non-tensor peak";
     if (peak) {
       f.fraction = f.rate / *peak;
@@ -756,8 +756,8 @@ Options parse(int argc, char** argv) {
       "dtype", "kernels to run: all, fp32 or bf16", cxxopts::value(dtype)->default_value("all"))(
       "only", "run only kernels whose name contains this", cxxopts::value(o.only)->default_value(""))(
       "validate-full", "validate at the benchmark shape instead of B=1, T<=64 (slow: the CPU runs it)")(
-      "peaks", "GPU peak table (benchmarks/gpu/peaks.json)",
-      cxxopts::value(o.peaks_path)->default_value(bench::default_peaks_path()))(
+      "peaks", "GPU peak table file (default: the one built in, from benchmarks/gpu/peaks.json)",
+      cxxopts::value(o.peaks_path))(
       "json", "also write the results as JSON to this file", cxxopts::value(o.json_path)->default_value(""))(
       "h,help", "show this help");
   const auto args = parse_flags(cli, argc, argv);
@@ -779,7 +779,7 @@ Options parse(int argc, char** argv) {
 }
 
 void write_json(const std::string& path, const cudaDeviceProp& props, const Options& o, const Ceilings& c,
-                const bench::GpuPeaks& peaks, const std::vector<Row>& rows) {
+                const DevicePeaks& peaks, const std::vector<Row>& rows) {
   auto opt = [](const std::optional<double>& v) { return v ? nlohmann::json(*v) : nlohmann::json(nullptr); };
   nlohmann::json j;
   j["benchmark"] = "gpt2cc_kernels";
@@ -829,7 +829,8 @@ int bench_main(int argc, char** argv) {
                 props.major, props.minor);
     o.bf16 = false;
   }
-  const bench::GpuPeaks peaks = bench::lookup_gpu_peaks(props.name, o.peaks_path);
+  const DevicePeaks peaks =
+      o.peaks_path.empty() ? lookup_device_peaks(props.name) : lookup_device_peaks(props.name, o.peaks_path);
   cudaStream_t stream = nullptr;
   CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   Bench bench(o, stream);
