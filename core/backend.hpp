@@ -82,6 +82,9 @@ class Backend {
   virtual DeviceKind kind() const = 0;
   virtual DType dtype() const = 0;
   virtual std::string describe() const = 0;  // e.g. "cpu (2 threads)", "cuda bf16 (NVIDIA H100, 80 GB)"
+  // The GPU's name as its driver gives it (cudaDeviceProp::name), for the peak table
+  // (core/device_peaks.hpp); empty on the CPU.
+  virtual std::string device_name() const { return {}; }
 
   // ---- memory: allocations are zero-filled; sizes in bytes ----
   virtual void* allocate(size_t bytes) = 0;

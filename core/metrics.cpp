@@ -77,10 +77,15 @@ void ProgressLine::update(const ProgressInfo& p) {
   bool plain_due = p.step % every_ == 0 || last || p.step == 1 || p.val_loss >= 0 || p.skipped;
   if (!tty_ && !plain_due) return;
   char buf[256];
-  int n = std::snprintf(buf, sizeof buf, "step %lu/%lu | loss %.4f | lr %.3e | %.0f tok/s | ETA %s",
+  int n = std::snprintf(buf, sizeof buf, "step %lu/%lu | loss %.4f | lr %.3e | %.0f tok/s",
                         static_cast<unsigned long>(p.step), static_cast<unsigned long>(p.total_steps), p.loss, p.lr,
-                        p.tokens_per_s, format_duration(p.eta_s).c_str());
+                        p.tokens_per_s);
   std::string line(buf, static_cast<size_t>(std::max(n, 0)));
+  if (p.mfu >= 0) {
+    std::snprintf(buf, sizeof buf, " | MFU %.1f%%", 100 * p.mfu);
+    line += buf;
+  }
+  line += " | ETA " + format_duration(p.eta_s);
   if (p.val_loss >= 0) line += format(" | val loss {} (ppl {})", p.val_loss, std::exp(p.val_loss));
   if (p.skipped) line += " | SKIPPED (non-finite)";
   if (tty_) {

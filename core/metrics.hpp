@@ -1,7 +1,8 @@
 // Run outputs for people and plots: the metrics log (one JSON object per line, appended as the
 // run goes, so a crashed run keeps its curve) and the console progress line.
 //   metrics.jsonl: {"step", "tokens", "train_loss", "lr", "grad_norm", "tokens_per_s", "ms_per_step",
-//                   "skipped"} per step, plus "val_loss" and "val_ppl" on evaluation steps.
+//                   "skipped"} per step, plus "val_loss" and "val_ppl" on evaluation steps, and "mfu"
+//                   where the GPU's peak is known (core/device_peaks.hpp).
 // The progress line redraws in place on a terminal and prints plain lines otherwise.
 #pragma once
 
@@ -34,6 +35,7 @@ struct ProgressInfo {
   uint64_t step = 0, total_steps = 0;
   double loss = 0, lr = 0, tokens_per_s = 0, eta_s = 0;
   double val_loss = -1;  // < 0: none at this step
+  double mfu = -1;       // < 0: unknown (the CPU, or a GPU without a known peak)
   bool skipped = false;
 };
 

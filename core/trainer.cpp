@@ -15,6 +15,7 @@
 
 #include "core/atomic_file.hpp"
 #include "core/check.hpp"
+#include "core/device_peaks.hpp"
 #include "core/hf_gpt2.hpp"
 #include "core/metrics.hpp"
 #include "core/model_optim.hpp"
@@ -81,6 +82,11 @@ struct Trainer::Impl {
   bool resumed = false;
   uint64_t last_saved = UINT64_MAX;
   std::vector<int> inputs, targets;  // accum micro-batches of B x T
+  // MFU (core/device_peaks.hpp): the model's training FLOPs per token, and the peak of one GPU
+  // (the root's stands for every rank's); none on the CPU or for a GPU without a confirmed peak.
+  double flops_per_token = 0;
+  std::optional<double> peak_tflops;
+  std::string mfu_basis;  // the summary's line on it; empty on the CPU
 
   Impl(const TrainConfig& config, Backend& be, DeviceCollectives* dp)
       : cfg(config),
@@ -91,6 +97,13 @@ struct Trainer::Impl {
         ranks(group->size()),
         rank(group->rank()) {}
   uint64_t micro_tokens() const { return uint64_t(cfg.batch_size) * uint64_t(cfg.seq_len); }
+  // The fraction of the ranks' peak that a step of `seconds` over all their tokens came to.
+  std::optional<double> mfu(double seconds) const {
+    if (!peak_tflops) return std::nullopt;
+    const double tokens_per_s = double(uint64_t(accum) * micro_tokens()) / seconds;
+    return tokens_per_s * flops_per_token / (*peak_tflops * 1e12 * ranks);
+  }
+  void find_mfu_peak();
   fs::path checkpoint_dir() const { return fs::path(cfg.run_dir) / "checkpoints"; }
   void setup();
 };
@@ -227,6 +240,26 @@ void Trainer::Impl::setup() {
   }
   inputs.resize(size_t(accum) * micro_tokens());
   targets.resize(inputs.size());
+  find_mfu_peak();
+}
+
+void Trainer::Impl::find_mfu_peak() {
+  flops_per_token = training_flops_per_token(mcfg, cfg.seq_len);
+  if (backend.kind() != DeviceKind::cuda) return;
+  const std::string device = backend.device_name();
+  const DevicePeaks peaks = lookup_device_peaks(device);
+  const char* kind = matmul_peak_kind(backend.dtype());
+  peak_tflops = matmul_peak_tflops(peaks, backend.dtype());
+  if (peak_tflops) {
+    mfu_basis = format("MFU: {} MFLOP per token (6N + 6*L*C*T) against the {} {} peak, {} TFLOP/s{}",
+                       flops_per_token / 1e6, peaks.name, kind, *peak_tflops,
+                       ranks > 1 ? format(" per GPU x {} ranks", ranks) : std::string());
+  } else if (peaks.matched) {
+    mfu_basis = format("MFU: n/a (the GPU peak table, benchmarks/gpu/peaks.json, has no confirmed {} peak for the {})",
+                       kind, peaks.name);
+  } else {
+    mfu_basis = format("MFU: n/a ({} is not in the GPU peak table, benchmarks/gpu/peaks.json)", device);
+  }
 }
 
 Trainer::Trainer(const TrainConfig& config, Backend& backend, DeviceCollectives* data_parallel)
@@ -271,6 +304,7 @@ std::string Trainer::summary() const {
   out += format("lr: {} warm-up {} steps, {} decay to {}; AdamW betas ({}, {}) eps {} weight decay {}; clip {}\n",
                 c.lr, c.warmup_steps, c.schedule, s.schedule.min_lr, c.beta1, c.beta2, c.eps, c.weight_decay,
                 c.grad_clip);
+  if (!s.mfu_basis.empty()) out += s.mfu_basis + "\n";
   return out;
 }
 
@@ -392,6 +426,9 @@ StopReason Trainer::run() {
     nlohmann::json saved = {{"train", c},
                             {"model", s.mcfg},
                             {"derived", {{"accumulation_steps", s.accum}, {"tokens_per_step", tokens_per_step()},
+                                         {"flops_per_token", s.flops_per_token},
+                                         {"peak_tflops_per_gpu", s.peak_tflops ? nlohmann::json(*s.peak_tflops)
+                                                                               : nlohmann::json(nullptr)},
                                          {"total_steps", s.total_steps}, {"ranks", s.ranks}}}};
     write_file_atomic((dir / "config.json").string(), saved.dump(2) + "\n");
     metrics.emplace((dir / "metrics.jsonl").string(), s.resumed ? int64_t(s.step) : -1);
@@ -417,6 +454,10 @@ StopReason Trainer::run() {
     ProgressInfo info{r.step, s.total_steps, r.loss, r.lr, double(tokens_per_step()) / r.seconds,
                       avg_seconds * double(s.total_steps - r.step)};
     info.skipped = r.skipped;
+    if (const std::optional<double> mfu = s.mfu(r.seconds)) {
+      record["mfu"] = *mfu;
+      info.mfu = *mfu;
+    }
     if (r.skipped) {
       if (root) {
         progress->message(format("step {}: non-finite {} (loss {}, gradient norm {}): update skipped, {} in a row",

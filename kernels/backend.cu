@@ -148,6 +148,7 @@ class CudaBackend final : public Backend {
 
   DeviceKind kind() const override { return DeviceKind::cuda; }
   DType dtype() const override { return dtype_; }
+  std::string device_name() const override { return props_.name; }
   std::string describe() const override {
     std::string text = format("cuda {} (device {}: {}, {}, sm_{}{})", dtype_name(dtype_), device_, props_.name,
                               gib(props_.totalGlobalMem), props_.major, props_.minor);

@@ -22,7 +22,10 @@
 
 #include "common/test_common.hpp"
 #include "core/backend.hpp"
+#include "core/check.hpp"
 #include "core/checkpoint.hpp"
+#include "core/config.hpp"
+#include "core/device_peaks.hpp"
 #include "train_fixtures.hpp"
 
 using namespace gpt2cc;
@@ -85,6 +88,41 @@ size_t count_lines(const std::string& path) {
   size_t n = 0;
   for (std::string line; std::getline(in, line);) ++n;
   return n;
+}
+
+// What a finished run said of MFU, checked against its run folder. With `peak` (TFLOP/s of one
+// GPU): the summary's line naming it, "| MFU" on the progress lines, and in each metrics record
+// "mfu" = tokens_per_s * FLOPs per token / (ranks * peak). Without: none of them. Either way
+// config.json records the FLOPs per token of the run's model and T.
+void check_mfu_report(const Run& run, const std::string& run_dir, std::optional<double> peak, int ranks = 1) {
+  INFO(run.output);
+  const auto config = nlohmann::json::parse(file_contents(run_dir + "/config.json"));
+  const double flops_per_token =
+      training_flops_per_token(config.at("model").get<ModelConfig>(), config.at("train").at("seq_len").get<int>());
+  CHECK(config.at("derived").at("flops_per_token").get<double>() == flops_per_token);
+  const nlohmann::json& recorded_peak = config.at("derived").at("peak_tflops_per_gpu");
+  std::ifstream in(run_dir + "/metrics.jsonl");
+  size_t records = 0;
+  for (std::string line; std::getline(in, line); ++records) {
+    const auto record = nlohmann::json::parse(line);
+    INFO(line);
+    if (!peak) {
+      CHECK_FALSE(record.contains("mfu"));
+      continue;
+    }
+    const double expected = record.at("tokens_per_s").get<double>() * flops_per_token / (ranks * *peak * 1e12);
+    CHECK(record.at("mfu").get<double>() == Approx(expected).epsilon(1e-12));
+  }
+  CHECK(records > 0);
+  if (peak) {
+    CHECK(recorded_peak.get<double>() == *peak);
+    CHECK_THAT(run.output, Catch::Contains(format("MFU: {} MFLOP per token (6N + 6*L*C*T)", flops_per_token / 1e6)) &&
+                               Catch::Contains(format("peak, {} TFLOP/s", *peak)) && Catch::Contains(" | MFU "));
+    if (ranks > 1) CHECK_THAT(run.output, Catch::Contains(format("TFLOP/s per GPU x {} ranks", ranks)));
+  } else {
+    CHECK(recorded_peak.is_null());
+    CHECK_THAT(run.output, !Catch::Contains(" | MFU "));
+  }
 }
 
 }  // namespace
@@ -217,6 +255,9 @@ TEST_CASE("a tiny run, its resume, and --eval-only", "[cli]") {
   CHECK_THAT(first.output, Catch::Contains("step 3/6"));
   CHECK(std::filesystem::exists(run_dir + "/config.json"));
   CHECK(count_lines(run_dir + "/metrics.jsonl") == 3);
+  // No MFU on the CPU: the peak table holds GPUs.
+  check_mfu_report(first, run_dir, std::nullopt);
+  CHECK_THAT(first.output, !Catch::Contains("MFU"));
 
   SECTION("a new run into the same directory is refused; the checkpoint survives") {
     Run again = train(base + "--steps 6");
@@ -448,6 +489,56 @@ TEST_CASE("on cuda, a stopped and resumed run repeats an uninterrupted one exact
   }
 }
 
+// MFU on cuda: against the GPU's peak from the table (core/device_peaks.hpp) for the dtype's
+// unit, or "n/a" naming the device where the table has none. The emulated device's own name is in
+// no entry; as an emulated H200 (GPT2CC_EMU_GPU=h200: "gpt2cc CPU emulator (NVIDIA H200)") it
+// takes the H200 SXM's rates, and both ways run. On a real GPU the run is checked against what
+// it said of its device.
+TEST_CASE("on cuda, train reports MFU against the GPU's peak for its dtype, or says it has none",
+          "[cli][cuda]") {
+  std::string dir = test::temp_dir("train_cli_cuda_mfu");
+  test::write_tiny_shards(dir);
+  const std::string run = tiny(dir) + "--seed 5 --device cuda --steps 2 --log-every 1 ";
+  const Run probe = train(run + "--run-dir " + dir + "/probe");
+  if (probe.code != 0 && probe.output.find("--device cuda:") != std::string::npos) {
+    WARN("no CUDA device here, nothing checked: " << probe.output);
+    return;
+  }
+  INFO(probe.output);
+  REQUIRE(probe.code == 0);
+  const bool emulated = probe.output.find("gpt2cc CPU emulator") != std::string::npos;
+  struct Variant {
+    const char* env;
+    const char* dtype;
+  };
+  const std::vector<Variant> variants =
+      emulated ? std::vector<Variant>{{"", "fp32"}, {"GPT2CC_EMU_GPU=h200 ", "bf16"}, {"GPT2CC_EMU_GPU=h200 ", "fp32"}}
+               : std::vector<Variant>{{"", "bf16"}, {"", "fp32"}};
+  for (const Variant& v : variants) {
+    INFO(v.env << "--dtype " << v.dtype);
+    const std::string run_dir = dir + "/" + v.dtype + (*v.env ? "_h200" : "");
+    const Run r = launch(v.env + train_binary() + " " + run + "--dtype " + v.dtype + " --run-dir " + run_dir);
+    INFO(r.output);
+    REQUIRE(r.code == 0);
+    std::optional<double> peak;
+    if (emulated) {
+      if (*v.env) {
+        peak = std::string(v.dtype) == "bf16" ? 989.4 : 67.0;
+        CHECK_THAT(r.output, Catch::Contains(std::string("against the H200 SXM ") +
+                                             (peak == 67.0 ? "fp32 non-tensor" : "bf16 dense tensor-core") + " peak"));
+      } else {
+        CHECK_THAT(r.output,
+                   Catch::Contains("MFU: n/a (gpt2cc CPU emulator is not in the GPU peak table, "
+                                   "benchmarks/gpu/peaks.json)"));
+      }
+    } else if (r.output.find("MFU: n/a") == std::string::npos) {
+      const auto config = nlohmann::json::parse(file_contents(run_dir + "/config.json"));
+      peak = config.at("derived").at("peak_tflops_per_gpu").get<double>();
+    }
+    check_mfu_report(r, run_dir, peak);
+  }
+}
+
 // Out of device memory is reported, not crashed on: a batch that does not fit ends the run with
 // the device's name, the bytes asked for and free, and a hint; exit 1; no checkpoint written and
 // the checkpoint it started from unchanged. Reaching it needs a device smaller than the batch,
@@ -638,6 +729,15 @@ TEST_CASE("mpiexec -n 2 train --device cuda: data parallel over NCCL", "[cli][cu
       CHECK(c[i].first == a[i].first);
       if (!std::isnan(a[i].second)) CHECK(c[i].second == a[i].second);
     }
+  }
+
+  // MFU over both ranks: each step's tokens of the two GPUs against twice one's peak (on two
+  // emulated H200s; a real pair of GPUs reports what the table has for them).
+  if (probe.output.find("gpt2cc CPU emulator") != std::string::npos) {
+    const Run pair = launch("GPT2CC_EMU_GPU=h200 " + mpiexec + common + "--dtype bf16 --steps 2 --run-dir " + dir +
+                            "/mfu_pair");
+    REQUIRE(pair.code == 0);
+    check_mfu_report(pair, dir + "/mfu_pair", 989.4, 2);
   }
 
   // bf16, ZeRO-1 against ZeRO-0, clipping off (the global norm is summed in another order by the
