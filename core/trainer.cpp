@@ -97,11 +97,11 @@ struct Trainer::Impl {
         ranks(group->size()),
         rank(group->rank()) {}
   uint64_t micro_tokens() const { return uint64_t(cfg.batch_size) * uint64_t(cfg.seq_len); }
-  // The fraction of the ranks' peak that a step of `seconds` over all their tokens came to.
+  uint64_t step_tokens() const { return uint64_t(accum) * micro_tokens(); }  // over all ranks
+  // The fraction of the ranks' peak that a step of `seconds` came to.
   std::optional<double> mfu(double seconds) const {
     if (!peak_tflops) return std::nullopt;
-    const double tokens_per_s = double(uint64_t(accum) * micro_tokens()) / seconds;
-    return tokens_per_s * flops_per_token / (*peak_tflops * 1e12 * ranks);
+    return double(step_tokens()) / seconds * flops_per_token / (*peak_tflops * 1e12 * ranks);
   }
   void find_mfu_peak();
   fs::path checkpoint_dir() const { return fs::path(cfg.run_dir) / "checkpoints"; }
@@ -183,11 +183,10 @@ void Trainer::Impl::setup() {
               "checkpoint {} continues a run of {} micro-batch(es) of {} x {} tokens per step, which {} ranks cannot "
               "share evenly: resume it with a number of ranks that divides {}",
               origin, accum, cfg.batch_size, cfg.seq_len, ranks, accum);
-  const uint64_t step_tokens = uint64_t(accum) * micro_tokens();
   const uint64_t epoch_tokens = train_loader->windows_per_epoch() * uint64_t(T);
   if (cfg.steps) total_steps = cfg.steps;
-  if (cfg.tokens) total_steps = (cfg.tokens + step_tokens - 1) / step_tokens;
-  if (cfg.epochs > 0) total_steps = uint64_t(std::ceil(cfg.epochs * double(epoch_tokens) / double(step_tokens)));
+  if (cfg.tokens) total_steps = (cfg.tokens + step_tokens() - 1) / step_tokens();
+  if (cfg.epochs > 0) total_steps = uint64_t(std::ceil(cfg.epochs * double(epoch_tokens) / double(step_tokens())));
   total_steps = std::max<uint64_t>(total_steps, 1);
 
   INPUT_CHECK(val_shards.empty() || cfg.eval_every <= total_steps,
@@ -273,7 +272,7 @@ GPT2& Trainer::model() { return *impl_->model; }
 uint64_t Trainer::step() const { return impl_->step; }
 uint64_t Trainer::total_steps() const { return impl_->total_steps; }
 int Trainer::accumulation_steps() const { return impl_->accum; }
-uint64_t Trainer::tokens_per_step() const { return uint64_t(impl_->accum) * impl_->micro_tokens(); }
+uint64_t Trainer::tokens_per_step() const { return impl_->step_tokens(); }
 bool Trainer::has_validation() const { return !impl_->val_shards.empty(); }
 EvalResult Trainer::last_evaluation() const { return impl_->last_eval; }
 
