@@ -21,20 +21,50 @@ void sync_directory(const std::filesystem::path& file) {
   }
 }
 
+WriteTarget resolve_write_target(const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::file_status st = fs::status(path, ec);  // through any links
+  if (fs::exists(st)) {
+    if (!fs::is_regular_file(st) && !fs::is_directory(st)) return {path, true};
+    if (!fs::is_symlink(fs::symlink_status(path, ec))) return {path, false};
+    const fs::path file = fs::canonical(path, ec);
+    return {ec ? path : file.string(), false};
+  }
+  // Nothing there: a dangling link names the file to create.
+  fs::path p(path);
+  for (int hops = 0; hops < 40 && fs::is_symlink(fs::symlink_status(p, ec)); ++hops) {
+    const fs::path target = fs::read_symlink(p, ec);
+    if (ec) break;
+    p = target.is_absolute() ? target : p.parent_path() / target;
+  }
+  return {p.string(), false};
+}
+
 void write_file_atomic(const std::string& path, const std::function<bool(FILE*)>& write) {
-  const std::string tmp = path + ".tmp";
+  const WriteTarget target = resolve_write_target(path);
+  if (target.in_place) {
+    FILE* f = std::fopen(target.path.c_str(), "wb");
+    if (!f) throw Error(format("cannot write {}: {}", path, std::strerror(errno)));
+    bool ok = write(f) && std::fflush(f) == 0;
+    const int saved_errno = errno;
+    ok = std::fclose(f) == 0 && ok;
+    if (!ok) throw Error(format("writing {} failed: {}", path, std::strerror(saved_errno ? saved_errno : errno)));
+    return;
+  }
+  const std::string tmp = target.path + ".tmp";
   FILE* f = std::fopen(tmp.c_str(), "wb");
   if (!f) throw Error(format("cannot write {}: {}", tmp, std::strerror(errno)));
   bool ok = write(f);
   ok = ok && std::fflush(f) == 0 && ::fsync(fileno(f)) == 0;
   const int saved_errno = errno;
   ok = std::fclose(f) == 0 && ok;
-  if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
+  if (!ok || std::rename(tmp.c_str(), target.path.c_str()) != 0) {
     const std::string why = std::strerror(ok ? errno : saved_errno);
     std::remove(tmp.c_str());
     throw Error(format("writing {} failed: {} ({} is unchanged)", path, why, path));
   }
-  sync_directory(path);
+  sync_directory(target.path);
 }
 
 void write_file_atomic(const std::string& path, std::string_view bytes) {

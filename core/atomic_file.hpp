@@ -12,12 +12,23 @@
 
 namespace gpt2cc {
 
+// Where a write of `path` lands. A symbolic link is followed to the file it names (the link
+// stays a link, the file behind it is replaced). What is there already and is neither a regular
+// file nor a directory (a device such as /dev/null, /dev/stdout's terminal or pipe, a FIFO) is
+// written in place (`in_place`): a rename would put a plain file where the device was.
+struct WriteTarget {
+  std::string path;
+  bool in_place = false;
+};
+WriteTarget resolve_write_target(const std::string& path);
+
 // fsync of the directory holding `file` (after a rename into it).
 void sync_directory(const std::filesystem::path& file);
 
 // Writes path through "<path>.tmp": write(file) puts the bytes (false: it failed), then the file is
 // flushed, fsync'ed and renamed and its directory synced; on failure the temporary file is removed
-// and the old file survives. Throws Error naming the path.
+// and the old file survives. Throws Error naming the path. The path is resolve_write_target's:
+// through a link to the file behind it, into a device or FIFO directly.
 void write_file_atomic(const std::string& path, const std::function<bool(FILE*)>& write);
 // The same for bytes already in memory.
 void write_file_atomic(const std::string& path, std::string_view bytes);

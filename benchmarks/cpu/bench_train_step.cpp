@@ -24,14 +24,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cxxopts.hpp>
-#include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "core/atomic_file.hpp"
 #include "core/check.hpp"
 #include "core/cli.hpp"
 #include "core/model.hpp"
@@ -186,18 +185,6 @@ json run_in_child(const BenchConfig& bc, int threads, int warmup, int steps) {
   return result;
 }
 
-void write_atomically(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp);
-    INPUT_CHECK(f.good(), "--json: cannot write '{}'", tmp);
-    f << text << "\n";
-    f.flush();
-    INPUT_CHECK(f.good(), "--json: writing '{}' failed", tmp);
-  }
-  std::filesystem::rename(tmp, path);
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -238,7 +225,7 @@ int main(int argc, char** argv) {
       std::fflush(stdout);
       results.push_back(r);
     }
-    if (args.count("json")) write_atomically(args["json"].as<std::string>(), results.dump(1));
+    if (args.count("json")) write_file_atomic(args["json"].as<std::string>(), results.dump(1) + "\n");
     return 0;
   } catch (const cxxopts::exceptions::exception& e) {
     std::cerr << "bench_train_step: " << e.what() << " (see --help)\n";

@@ -19,8 +19,6 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <filesystem>
-#include <fstream>
 #include <functional>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -31,6 +29,7 @@
 #include <cxxopts.hpp>
 
 #include "benchmarks/kernels/bench_device.hpp"
+#include "core/atomic_file.hpp"
 #include "core/check.hpp"
 #include "core/cli.hpp"
 #include "core/rng.hpp"
@@ -302,14 +301,7 @@ void write_json(const std::string& path, const cudaDeviceProp& props, const Opti
     }
     j["results"].push_back(row);
   }
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp);
-    INPUT_CHECK(f.good(), "cannot write {}", tmp);
-    f << j.dump(2) << "\n";
-    INPUT_CHECK(f.good(), "error while writing {}", tmp);
-  }
-  std::filesystem::rename(tmp, path);  // atomic: never a half-written results file
+  write_file_atomic(path, j.dump(2) + "\n");  // never a half-written results file
 }
 
 int run(int argc, char** argv) {

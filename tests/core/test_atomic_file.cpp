@@ -1,0 +1,92 @@
+// Files replaced whole (core/atomic_file.hpp): the bytes land, no .tmp is left; a symbolic link is
+// followed to its file and stays a link; a FIFO or a device is written in place, never replaced
+// by a plain file (the rename that replaces a regular file would put one where /dev/null was).
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+
+#include "common/test_common.hpp"
+#include "core/atomic_file.hpp"
+#include "core/check.hpp"
+
+using namespace gpt2cc;
+namespace fs = std::filesystem;
+
+namespace {
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+}  // namespace
+
+TEST_CASE("write_file_atomic replaces a file whole, through links, and writes devices in place", "[atomic]") {
+  const std::string dir = test::temp_dir("atomic_file");
+
+  SECTION("a regular file") {
+    const std::string path = dir + "/plain.txt";
+    std::ofstream(path) << "old";
+    write_file_atomic(path, "new");
+    CHECK(slurp(path) == "new");
+    CHECK_FALSE(fs::exists(path + ".tmp"));
+    CHECK(resolve_write_target(path).path == path);
+    CHECK_FALSE(resolve_write_target(path).in_place);
+  }
+  SECTION("a link to a file: the file is replaced, the link stays") {
+    fs::create_directories(dir + "/real");
+    const std::string file = dir + "/real/target.txt", link = dir + "/link.txt";
+    std::ofstream(file) << "old";
+    fs::create_symlink("real/target.txt", link);
+    write_file_atomic(link, "new");
+    CHECK(fs::is_symlink(link));
+    CHECK(slurp(file) == "new");
+    CHECK_FALSE(fs::exists(link + ".tmp"));
+    CHECK_FALSE(fs::exists(file + ".tmp"));
+    CHECK(resolve_write_target(link).path == fs::canonical(file).string());
+  }
+  SECTION("a dangling link: its file is created") {
+    const std::string link = dir + "/dangling.txt";
+    fs::create_symlink("made.txt", link);
+    write_file_atomic(link, "made");
+    CHECK(fs::is_symlink(link));
+    CHECK(slurp(dir + "/made.txt") == "made");
+  }
+  SECTION("a FIFO is written into and stays a FIFO") {
+    const std::string fifo = dir + "/fifo";
+    REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+    // A reader first (non-blocking, so neither side waits): the write then opens at once.
+    const int reader = ::open(fifo.c_str(), O_RDONLY | O_NONBLOCK);
+    REQUIRE(reader >= 0);
+    CHECK(resolve_write_target(fifo).in_place);
+    write_file_atomic(fifo, "through the pipe");
+    char buf[64] = {};
+    const ssize_t n = ::read(reader, buf, sizeof buf);
+    ::close(reader);
+    CHECK(std::string(buf, n > 0 ? size_t(n) : 0) == "through the pipe");
+    CHECK(fs::is_fifo(fifo));
+    CHECK_FALSE(fs::exists(fifo + ".tmp"));
+  }
+  SECTION("a character device (/dev/null's own numbers, where mknod is allowed) stays a device") {
+    const std::string node = dir + "/null";
+    if (::mknod(node.c_str(), S_IFCHR | 0666, makedev(1, 3)) != 0) {
+      WARN("mknod is not allowed here: the device case is left to the FIFO's");
+      return;
+    }
+    write_file_atomic(node, "discarded");
+    CHECK(fs::is_character_file(node));
+    CHECK_FALSE(fs::exists(node + ".tmp"));
+  }
+  SECTION("a write that fails names the path and leaves the file as it was") {
+    const std::string path = dir + "/kept.txt";
+    std::ofstream(path) << "old";
+    CHECK_THROWS_WITH(write_file_atomic(path, [](FILE*) { return false; }),
+                      Catch::StartsWith("writing " + path + " failed") && Catch::Contains("is unchanged"));
+    CHECK(slurp(path) == "old");
+    CHECK_FALSE(fs::exists(path + ".tmp"));
+  }
+}
