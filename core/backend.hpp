@@ -252,6 +252,10 @@ class DeviceTensor {
 // Host copy of N elements of a compute-dtype tensor as fp32 (widened on the device first).
 std::vector<float> download_as_float(Backend& backend, ConstTensorPtr src, size_t N);
 
+// The most CPU threads a backend takes (every program's --threads): libgomp fails to create tens
+// of thousands of threads, or crashes trying, and no machine these programs run on has more cores.
+inline constexpr int kMaxThreads = 1024;
+
 // Backend factories. make_cpu_backend is fp32 only and rejects bf16 with an InputError;
 // make_cuda_backend throws InputError naming the reason when this build has no CUDA backend
 // or no GPU is present.

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cstdlib>
 #include <cstddef>
 #include <cxxopts.hpp>
 #include <exception>
@@ -21,6 +22,7 @@
 #include <typeinfo>
 #include <vector>
 
+#include "core/backend.hpp"  // kMaxThreads, the bound of every --threads
 #include "core/check.hpp"
 #include "core/distributed.hpp"
 
@@ -84,10 +86,42 @@ inline void check_integer_flags(const cxxopts::ParseResult& result) {
   }
 }
 
-// options.parse, then check_integer_flags: how every gpt2cc program reads its flags.
+// cxxopts reads a floating-point value with a stringstream and ignores what follows the number:
+// --val-fraction 0.2oops became 0.2. This reads every value given to a float or double flag again
+// and refuses one with anything after its number (InputError naming the flag).
+namespace cli_detail {
+template <class Real>
+bool check_real_flag(const cxxopts::ParseResult& result, const cxxopts::KeyValue& given) {
+  try {
+    (void)result[given.key()].as<Real>();
+  } catch (const std::bad_cast&) {
+    return false;  // the flag has another type
+  }
+  const std::string& text = given.value();
+  char* end = nullptr;
+  (void)std::strtod(text.c_str(), &end);
+  INPUT_CHECK(!text.empty() && end == text.c_str() + text.size(), "--{}: '{}' is not a number", given.key(), text);
+  return true;
+}
+}  // namespace cli_detail
+
+inline void check_real_flags(const cxxopts::ParseResult& result) {
+  for (const cxxopts::KeyValue& given : result.arguments())
+    cli_detail::check_real_flag<double>(result, given) || cli_detail::check_real_flag<float>(result, given);
+}
+
+// Whether a switch (a flag without a value, cxxopts's bool) is on: given, and not given "=false"
+// (--greedy=false is off; count() alone would call it on).
+inline bool switch_on(const cxxopts::ParseResult& result, const std::string& name) {
+  return result.count(name) > 0 && result[name].as<bool>();
+}
+
+// options.parse, then check_integer_flags and check_real_flags: how every gpt2cc program reads its
+// flags.
 inline cxxopts::ParseResult parse_flags(cxxopts::Options& options, int argc, char** argv) {
   cxxopts::ParseResult result = options.parse(argc, argv);
   check_integer_flags(result);
+  check_real_flags(result);
   return result;
 }
 

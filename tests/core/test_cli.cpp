@@ -123,6 +123,27 @@ TEST_CASE("parse_flags: an integer that does not fit its flag's type is refused,
                                       "18446744073709551615)"));
 }
 
+TEST_CASE("parse_flags: a number followed by anything else is refused for float and double flags", "[cli]") {
+  // cxxopts alone reads "0.2oops" as 0.2 (a stringstream that stops at the first bad character).
+  const auto parse = [](std::vector<std::string> args) {
+    std::vector<char*> argv{const_cast<char*>("prog")};
+    for (std::string& a : args) argv.push_back(a.data());
+    cxxopts::Options cli("prog", "test");
+    cli.add_options()("fraction", "a double", cxxopts::value<double>()->default_value("0.5"))(
+        "rate", "a float", cxxopts::value<float>()->default_value("1"))(
+        "name", "a string", cxxopts::value<std::string>()->default_value(""));
+    return parse_flags(cli, static_cast<int>(argv.size()), argv.data());
+  };
+  CHECK(parse({"--fraction", "0.25"})["fraction"].as<double>() == 0.25);
+  CHECK(parse({"--rate=1e-3"})["rate"].as<float>() == 1e-3f);
+  CHECK(parse({"--rate", "-2"})["rate"].as<float>() == -2.0f);
+  CHECK(parse({"--name", "0.2oops"})["name"].as<std::string>() == "0.2oops");
+  CHECK_THROWS_MATCHES(parse({"--fraction", "0.2oops"}), InputError,
+                       Catch::Message("--fraction: '0.2oops' is not a number"));
+  CHECK_THROWS_MATCHES(parse({"--rate=3e-4x"}), InputError, Catch::Message("--rate: '3e-4x' is not a number"));
+  CHECK_THROWS_AS(parse({"--fraction", "1", "--fraction", "0.5 "}), InputError);
+}
+
 TEST_CASE("merge_rank_failures: each message once, after the ranks that had it", "[cli]") {
   using Lines = std::vector<std::string>;
   CHECK(merge_rank_failures("train", {"", "", ""}).empty());
