@@ -159,7 +159,8 @@ int run(int argc, char** argv) {
   const int cuda_device = args["cuda-device"].as<int>();
   INPUT_CHECK(cuda_device >= 0, "--cuda-device must be >= 0, got {}", cuda_device);
   const int threads = args["threads"].as<int>();
-  INPUT_CHECK(threads >= 0, "--threads must be >= 0, got {}", threads);
+  INPUT_CHECK(threads >= 0 && threads <= kMaxThreads, "--threads must be from 0 (OpenMP's default) to {}, got {}",
+              kMaxThreads, threads);
   const int num_samples = args["num-samples"].as<int>();
   INPUT_CHECK(num_samples >= 1, "--num-samples must be >= 1, got {}", num_samples);
   const int batch_size = args["batch-size"].as<int>();
@@ -169,7 +170,7 @@ int run(int argc, char** argv) {
               max_kv_cache_gib);
 
   SampleConfig sampling;
-  sampling.greedy = args.count("greedy") > 0;
+  sampling.greedy = switch_on(args, "greedy");
   sampling.temperature = args["temperature"].as<float>();
   sampling.top_k = args["top-k"].as<int>();
   sampling.top_p = args["top-p"].as<float>();
@@ -179,7 +180,7 @@ int run(int argc, char** argv) {
   GenerationConfig gen;
   gen.max_new_tokens = args["max-new-tokens"].as<int>();
   gen.keep = args["context-keep"].as<int>();
-  gen.use_kv_cache = args.count("no-kv-cache") == 0;
+  gen.use_kv_cache = !switch_on(args, "no-kv-cache");
   if (args.count("stop"))
     for (const std::string& s : args["stop"].as<std::vector<std::string>>()) gen.stop_strings.push_back(unescape(s));
   validate(gen);
@@ -199,8 +200,15 @@ int run(int argc, char** argv) {
 
   Checkpoint checkpoint = load_checkpoint(checkpoint_path, false);
   const ModelConfig& config = checkpoint.config;
-  const std::string tokenizer_dir = args.count("tokenizer") ? args["tokenizer"].as<std::string>() : checkpoint.tokenizer_dir;
+  const bool tokenizer_given = args.count("tokenizer") > 0;
+  const std::string tokenizer_dir = tokenizer_given ? args["tokenizer"].as<std::string>() : checkpoint.tokenizer_dir;
+  INPUT_CHECK(!tokenizer_given || !tokenizer_dir.empty(), "--tokenizer is empty: give the tokenizer's directory");
   INPUT_CHECK(!tokenizer_dir.empty(), "checkpoint {} records no tokenizer directory: pass --tokenizer DIR", checkpoint_path);
+  // A recorded directory that is gone (moved, or recorded relative to another working directory by
+  // an older train): say where the path came from.
+  INPUT_CHECK(tokenizer_given || std::filesystem::is_directory(tokenizer_dir),
+              "checkpoint {} records the tokenizer directory {}, which is not there: pass --tokenizer DIR",
+              checkpoint_path, tokenizer_dir);
   Tokenizer tokenizer = Tokenizer::load(tokenizer_dir);
   INPUT_CHECK(checkpoint.tokenizer_fingerprint == 0 || checkpoint.tokenizer_fingerprint == tokenizer.fingerprint(),
               "tokenizer {} (fingerprint {}) is not the one checkpoint {} was trained with (fingerprint {})",
@@ -239,7 +247,7 @@ int run(int argc, char** argv) {
 
   INPUT_CHECK(static_cast<int>(tokens.size()) <= config.max_seq_len,
               "the prompt is {} tokens, longer than the model's context of {} tokens", tokens.size(), config.max_seq_len);
-  if (!args.count("ignore-eot") && tokenizer.special_id("<|endoftext|>")) gen.eot_id = tokenizer.eot_id();
+  if (!switch_on(args, "ignore-eot") && tokenizer.special_id("<|endoftext|>")) gen.eot_id = tokenizer.eot_id();
   std::fprintf(stderr, "sampling: %s, repetition penalty %g, seed %llu; %d prompt tokens, up to %d new, %s\n",
                sampling.greedy ? "greedy"
                                : format("temperature {}, top-k {}, top-p {}", sampling.temperature, sampling.top_k,
@@ -285,7 +293,7 @@ int run(int argc, char** argv) {
       const Sample& s = *finished[head];
       std::fprintf(stderr, "sample %d/%d: %zu tokens, stopped at %s%s\n", head + 1, num_samples, s.tokens.size(),
                    to_string(s.stop), s.reprefills ? format(", {} context re-prefills", s.reprefills).c_str() : "");
-      if (args.count("stats")) print_stats(format("sample {}", head + 1).c_str(), decoding_stats(std::span(&s, 1)));
+      if (switch_on(args, "stats")) print_stats(format("sample {}", head + 1).c_str(), decoding_stats(std::span(&s, 1)));
       if (head + 1 < num_samples) {
         header(head + 1);
         std::fwrite(held[head + 1].data(), 1, held[head + 1].size(), stdout);
@@ -297,7 +305,7 @@ int run(int argc, char** argv) {
   const Generation generation =
       generate_samples(model, sampler, tokens, gen, num_samples, token_bytes, on_text, on_done);
   ENSURE(head == num_samples, "{} of {} samples were printed", head, num_samples);
-  if (args.count("stats") && num_samples > 1) print_stats("all samples", decoding_stats(generation.samples));
+  if (switch_on(args, "stats") && num_samples > 1) print_stats("all samples", decoding_stats(generation.samples));
 
   // Throughput: prompt tokens prefilled / prefill time (one prefill per batch of samples);
   // generated tokens of all samples / the time after the prefills.

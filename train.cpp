@@ -241,6 +241,7 @@ std::string given_checkpoint(const TrainConfig& c) {
 int eval_only(const TrainConfig& c, Backend& backend) {
   const std::string path = given_checkpoint(c);
   Checkpoint ckpt = load_checkpoint(path, false);
+  check_shape_flags(c, ckpt.config, path);
   INPUT_CHECK(c.seq_len <= ckpt.config.max_seq_len, "--seq-len {} is longer than the model's maximum {} ({})",
               c.seq_len, ckpt.config.max_seq_len, path);
   auto shards = list_shards(c.val_data);
@@ -271,6 +272,7 @@ int eval_only(const TrainConfig& c, Backend& backend) {
 int export_hf(const TrainConfig& c) {
   const std::string path = given_checkpoint(c);
   const Checkpoint ckpt = load_checkpoint(path, false);
+  check_shape_flags(c, ckpt.config, path);
   std::string tokenizer_dir = c.tokenizer_dir.empty() ? ckpt.tokenizer_dir : c.tokenizer_dir;
   std::string no_tokenizer = "the checkpoint records none";
   if (c.tokenizer_dir.empty() && !tokenizer_dir.empty() && !std::filesystem::is_directory(tokenizer_dir)) {
@@ -291,6 +293,10 @@ int export_hf(const TrainConfig& c) {
   // would be taken for this model's (encoder.json + vocab.bpe win over the vocab.json + merges.txt
   // written here).
   const std::filesystem::path out(c.export_hf);
+  std::error_code ec;
+  std::filesystem::create_directories(out, ec);
+  INPUT_CHECK(!ec && std::filesystem::is_directory(out), "--export-hf {}: cannot make a directory there: {}",
+              c.export_hf, ec ? ec.message() : "a file of that name is in the way");
   INPUT_CHECK(!std::filesystem::exists(out / "checkpoints") && !std::filesystem::exists(out / "metrics.jsonl"),
               "--export-hf {} is a training run's directory; export into a directory of its own", c.export_hf);
   for (const TokenizerFilePair& pair : kTokenizerFilePairs) {
@@ -362,9 +368,11 @@ int run(int argc, char** argv, ProcessGroup& group) {
     // (With --init-from too, validate() says they cannot be combined before any checkpoint is read.)
     if (!config.resume.empty() && config.init_from.empty() && !config.eval_only && config.export_hf.empty())
       config = resume_config(config, argc, argv);
-    INPUT_CHECK(config.init_from.empty() || !parsed->count("preset") || config.eval_only || !config.export_hf.empty(),
+    INPUT_CHECK(config.init_from.empty() || !parsed->count("preset"),
                 "--preset {}: with --init-from the model shape comes from the checkpoint {}; drop --preset",
                 config.preset, config.init_from);
+    for (const char* flag : {"export-hf", "init-from", "resume", "tokenizer"})
+      INPUT_CHECK(!parsed->count(flag) || !(*parsed)[flag].as<std::string>().empty(), "--{} is empty", flag);
     if (!config.eval_only && config.export_hf.empty())
       tokenizer = check_tokenizer(config, parsed->count("tokenizer") > 0);
     validate(config);

@@ -3,6 +3,7 @@
 #include "core/train_config.hpp"
 
 #include <cmath>
+#include <tuple>
 #include <nlohmann/json.hpp>
 
 #include "core/backend.hpp"
@@ -42,7 +43,8 @@ void validate(const TrainConfig& c) {
   INPUT_CHECK(c.dropout >= 0.0f && c.dropout < 1.0f, "--dropout must be in [0, 1), got {}", c.dropout);
   INPUT_CHECK(c.init_from.empty() || c.resume.empty(), "--init-from and --resume cannot be combined");
   INPUT_CHECK(c.device == "cpu" || c.device == "cuda", "--device must be cpu or cuda, got '{}'", c.device);
-  INPUT_CHECK(c.threads >= 0, "--threads must be >= 0 (0: all cores), got {}", c.threads);
+  INPUT_CHECK(c.threads >= 0 && c.threads <= kMaxThreads, "--threads must be from 0 (all cores) to {}, got {}",
+              kMaxThreads, c.threads);
   INPUT_CHECK(c.cuda_device >= 0, "--cuda-device must be >= 0, got {}", c.cuda_device);
   INPUT_CHECK(parse_dtype(c.dtype) == DType::fp32 || c.device == "cuda",
               "--dtype {} needs --device cuda: the CPU backend computes in fp32 only", c.dtype);
@@ -105,6 +107,15 @@ std::string describe(const TrainConfig& c) {
   std::string out;
   for (auto it = j.begin(); it != j.end(); ++it) out += format("  {} = {}\n", it.key(), it.value().dump());
   return out;
+}
+
+void check_shape_flags(const TrainConfig& c, const ModelConfig& m, const std::string& origin) {
+  for (auto [flag, given, has] : {std::tuple{"--layers", c.layers, m.num_layers}, std::tuple{"--heads", c.heads, m.num_heads},
+                                  std::tuple{"--channels", c.channels, m.channels},
+                                  std::tuple{"--max-seq-len", c.max_seq_len, m.max_seq_len}}) {
+    INPUT_CHECK(given == 0 || given == has, "the model shape comes from the checkpoint {}: {} {} differs from its {}",
+                origin, flag, given, has);
+  }
 }
 
 }  // namespace gpt2cc

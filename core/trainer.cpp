@@ -10,7 +10,6 @@
 #include <fstream>
 #include <optional>
 #include <span>
-#include <tuple>
 #include <nlohmann/json.hpp>
 
 #include "core/atomic_file.hpp"
@@ -120,14 +119,7 @@ void Trainer::Impl::setup() {
     origin = resumed ? resolve_checkpoint(cfg.resume) : cfg.init_from;
     ckpt = load_checkpoint(origin, resumed);
     // Shape flags may repeat the checkpoint's shape (a resumed run's saved flags do), not change it.
-    const ModelConfig& m = ckpt.config;
-    for (auto [flag, given, has] : {std::tuple{"--layers", cfg.layers, m.num_layers},
-                                    std::tuple{"--heads", cfg.heads, m.num_heads},
-                                    std::tuple{"--channels", cfg.channels, m.channels},
-                                    std::tuple{"--max-seq-len", cfg.max_seq_len, m.max_seq_len}}) {
-      INPUT_CHECK(given == 0 || given == has, "the model shape comes from the checkpoint {}: {} {} differs from its {}",
-                  origin, flag, given, has);
-    }
+    check_shape_flags(cfg, ckpt.config, origin);
     INPUT_CHECK(!resumed || (!ckpt.m.empty() && !ckpt.v.empty()),
                 "checkpoint {} has no optimizer state, so it cannot be resumed exactly: use --init-from to "
                 "fine-tune from it", origin);
@@ -138,7 +130,9 @@ void Trainer::Impl::setup() {
                                               cfg.shuffle ? LoaderOrder::shuffled : LoaderOrder::sequential,
                                               cfg.seed, ckpt.tokenizer_fingerprint, true);
   fingerprint = train_loader->tokenizer_fingerprint();
-  tokenizer_dir = cfg.tokenizer_dir.empty() ? ckpt.tokenizer_dir : cfg.tokenizer_dir;
+  // Recorded absolute: generate and --export-hf read it from other working directories.
+  tokenizer_dir = cfg.tokenizer_dir.empty() ? ckpt.tokenizer_dir
+                                            : fs::absolute(cfg.tokenizer_dir).lexically_normal().string();
   int data_vocab = int(train_loader->vocab_size());
 
   if (from_checkpoint) {

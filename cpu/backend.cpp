@@ -9,6 +9,9 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <optional>
+#include <string>
 
 #include "core/check.hpp"
 #include "cpu/adamw.hpp"
@@ -28,8 +31,41 @@ namespace cpu {
 // 64 bytes: one cache line, and a whole AVX-512 vector, so no vector load straddles two lines.
 constexpr size_t kAlignment = 64;
 
+namespace {
+
+// The memory this process can still fill: MemAvailable of /proc/meminfo, less where a cgroup (v2)
+// limit leaves less; nullopt where neither can be read (not Linux).
+std::optional<size_t> available_memory_bytes() {
+  std::optional<size_t> available;
+  std::ifstream meminfo("/proc/meminfo");
+  for (std::string key; meminfo >> key;) {
+    size_t kib = 0;
+    meminfo >> kib;
+    if (key == "MemAvailable:") {
+      available = kib * 1024;
+      break;
+    }
+    meminfo.ignore(256, '\n');
+  }
+  std::ifstream max_file("/sys/fs/cgroup/memory.max"), current_file("/sys/fs/cgroup/memory.current");
+  size_t max = 0, current = 0;
+  if (max_file >> max && current_file >> current) {  // "max" (no limit) does not read as a number
+    const size_t left = max > current ? max - current : 0;
+    available = available ? std::min(*available, left) : left;
+  }
+  return available;
+}
+
+// Allocations of this size or more are set against available_memory_bytes before they are filled:
+// Linux grants a malloc beyond the memory it has, and the zero fill would then wake the OOM killer
+// (exit 137, no message) instead of the error below.
+constexpr size_t kCheckedAllocation = size_t(64) << 20;
+
+}  // namespace
+
 CpuBackend::CpuBackend(int threads) {
-  INPUT_CHECK(threads >= 0, "cpu backend: threads must be >= 0 (0: OpenMP default), got {}", threads);
+  INPUT_CHECK(threads >= 0 && threads <= kMaxThreads, "cpu backend: threads must be from 0 (OpenMP default) to {}, got {}",
+              kMaxThreads, threads);
   if (threads > 0) omp_set_num_threads(threads);
   threads_ = omp_get_max_threads();
 }
@@ -42,11 +78,18 @@ void* CpuBackend::allocate(size_t bytes) {
   // aligned_alloc wants a size that is a multiple of the alignment (and > 0 for a usable pointer).
   size_t rounded = (bytes + kAlignment - 1) / kAlignment * kAlignment;
   if (rounded == 0) rounded = kAlignment;
+  const auto out_of_memory = [&](const std::string& why) {
+    return OutOfMemoryError(format("cpu backend: out of memory allocating {} bytes ({} MiB){}; try a smaller batch "
+                                   "size or sequence length, or a smaller model",
+                                   bytes, bytes >> 20, why));
+  };
+  if (rounded >= kCheckedAllocation) {
+    const std::optional<size_t> available = available_memory_bytes();
+    if (available && rounded > *available)
+      throw out_of_memory(format(": {} MiB of memory are available", *available >> 20));
+  }
   void* ptr = std::aligned_alloc(kAlignment, rounded);
-  if (!ptr)
-    throw OutOfMemoryError(format("cpu backend: out of memory allocating {} bytes ({} MiB); try a smaller batch size "
-                                  "or sequence length, or a smaller model",
-                                  bytes, bytes >> 20));
+  if (!ptr) throw out_of_memory("");
   std::memset(ptr, 0, rounded);
   return ptr;
 }

@@ -134,6 +134,12 @@ TEST_CASE("generate writes reproducible text, stats and a throughput line", "[ge
   CHECK(b.out == a.out);
   Run c = generate_cli("--prompt 'Caf\xC3\xA9 au lait' --max-new-tokens 40 --seed 4 --num-samples 2");
   CHECK(c.out != a.out);
+  // A switch given "=false" is off: the same text and no statistics, as without it.
+  Run off = generate_cli("--prompt 'Caf\xC3\xA9 au lait' --max-new-tokens 40 --seed 4 --num-samples 2 --greedy=false "
+                         "--stats=false --ignore-eot=false --no-kv-cache=false");
+  CHECK(off.out == c.out);
+  CHECK(off.err.find("stats sample") == std::string::npos);
+  CHECK(off.err.find("full recompute") == std::string::npos);
 
   // Greedy past the 32-token context, with and without the cache: the same text.
   Run cached = generate_cli("--prompt 'Once upon a time' --greedy --max-new-tokens 60 --ignore-eot");
@@ -344,7 +350,18 @@ TEST_CASE("bad input exits 2 with a message naming the problem", "[generate][cli
   fails(generate_cli("--prompt hi --dtype bf16"), "--dtype bf16 needs --device cuda");
   fails(generate_cli("--prompt hi --frobnicate"), "frobnicate");
   fails(generate_cli("--prompt hi stray"), "unexpected argument 'stray'");
-  fails(generate_cli("--prompt hi --threads -1"), "--threads must be >= 0, got -1");
+  fails(generate_cli("--prompt hi --threads -1"), "--threads must be from 0 (OpenMP's default) to 1024, got -1");
+  fails(generate_cli("--prompt hi --threads 70000"), "--threads must be from 0 (OpenMP's default) to 1024, got 70000");
+  fails(generate_cli("--prompt hi --temperature 0.8x"), "--temperature: '0.8x' is not a number");
+  fails(generate_cli("--prompt hi --tokenizer ''"), "--tokenizer is empty: give the tokenizer's directory");
+  // A checkpoint whose recorded tokenizer is gone: said so, with where the path came from.
+  const std::string moved = dir + "/tokenizer_moved";
+  std::filesystem::copy(fixture().tokenizer_dir, moved, std::filesystem::copy_options::recursive);
+  write_checkpoint(dir + "/moved.ckpt", moved, 1, 2, 32, 32);
+  std::filesystem::remove_all(moved);
+  fails(generate_cli("--checkpoint " + dir + "/moved.ckpt --prompt hi", false),
+        "checkpoint " + dir + "/moved.ckpt records the tokenizer directory " + moved +
+            ", which is not there: pass --tokenizer DIR");
   write(dir + "/prompt.txt", "hi");
   fails(generate_cli("--prompt hi --prompt-file " + dir + "/prompt.txt"), "give --prompt or --prompt-file, not both");
   fails(generate_cli("--prompt hi --stop ''"), "stop string");

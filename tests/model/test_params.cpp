@@ -96,6 +96,14 @@ TEST_CASE("cpu backend: zeroed 64-byte aligned allocations, copies, description"
     CHECK(back == std::vector<float>(count, 0.0f));
   }
   CHECK_THROWS_AS(make_cpu_backend(-1), InputError);
+  CHECK_THROWS_AS(make_cpu_backend(kMaxThreads + 1), InputError);
+  CHECK(backend->device_name().empty());  // no GPU peak to look up
+  // More than the machine has is refused before a byte is touched (the zero fill would wake the
+  // OOM killer: exit 137, no message), saying how much there is.
+  CHECK_THROWS_AS(backend->allocate(size_t(1) << 50), OutOfMemoryError);
+  CHECK_THROWS_WITH(backend->allocate(size_t(1) << 50),
+                    Catch::Matchers::Contains("out of memory allocating 1125899906842624 bytes") &&
+                        Catch::Matchers::Contains("MiB of memory are available"));
 }
 
 // zero() splits a buffer of 1 MiB or more among the threads in whole cache lines: whatever the

@@ -184,7 +184,11 @@ TEST_CASE("bad flags exit with code 2 and say what is wrong", "[cli]") {
        "--init-from and --resume cannot be combined"},
       {bare + "--init-from " + dir + "/a.ckpt --resume " + dir + "/no_run",
        "--init-from and --resume cannot be combined"},
-      {bare + "--threads -1", "--threads must be >= 0"},
+      {bare + "--threads -1", "--threads must be from 0 (all cores) to 1024, got -1"},
+      {bare + "--threads 70000", "--threads must be from 0 (all cores) to 1024, got 70000"},
+      {bare + "--lr 3e-4x", "--lr: '3e-4x' is not a number"},
+      {"--export-hf '' --init-from " + dir + "/a.ckpt", "--export-hf is empty"},
+      {bare + "--tokenizer ''", "--tokenizer is empty"},
       {bare + "--cuda-device -1", "--cuda-device must be >= 0"},
       {bare + "--seq-len 0", "--seq-len must be >= 1"},
       {bare + "--min-lr-ratio 1.5", "--min-lr-ratio must be in [0, 1], got 1.5"},
@@ -365,6 +369,15 @@ TEST_CASE("a tiny run, its resume, and --eval-only", "[cli]") {
                         "--eval-stride 8");
     CHECK(sliding.code == 0);
     CHECK_THAT(sliding.output, Catch::Contains("every 8 tokens (sliding)") && Catch::Contains("tokens scored: 4095"));
+    // The shape is the checkpoint's here too: flags may repeat it, not change it.
+    const std::string eval = "--eval-only --init-from " + ckpt + " --val-data " + dir + "/val.bin --seq-len 16 ";
+    CHECK(train(eval + "--layers 2 --channels 16").code == 0);
+    const Run reshaped = train(eval + "--layers 3");
+    CHECK(reshaped.code == 2);
+    CHECK_THAT(reshaped.output, Catch::Contains("--layers 3 differs from its 2"));
+    const Run preset = train(eval + "--preset d4");
+    CHECK(preset.code == 2);
+    CHECK_THAT(preset.output, Catch::Contains("drop --preset"));
   }
   SECTION("--export-hf: Hugging Face weights that evaluate and fine-tune as the checkpoint does") {
     // The run's checkpoint, recording a tokenizer that is not there (moved since, say).
@@ -375,6 +388,17 @@ TEST_CASE("a tiny run, its resume, and --eval-only", "[cli]") {
     Run exported = train("--init-from " + ckpt + " --export-hf " + hf);
     INFO(exported.output);
     REQUIRE(exported.code == 0);
+    // Bad input, exit 2: a file where the directory would go, or above it; another shape.
+    std::ofstream(dir + "/afile") << "x";
+    const Run onto_file = train("--init-from " + ckpt + " --export-hf " + dir + "/afile");
+    CHECK(onto_file.code == 2);
+    CHECK_THAT(onto_file.output, Catch::Contains("--export-hf " + dir + "/afile: cannot make a directory there"));
+    const Run under_file = train("--init-from " + ckpt + " --export-hf " + dir + "/afile/hf");
+    CHECK(under_file.code == 2);
+    CHECK_THAT(under_file.output, Catch::Contains("--export-hf " + dir + "/afile/hf: cannot make a directory there: "));
+    const Run reshaped = train("--init-from " + ckpt + " --export-hf " + dir + "/hf_reshaped --heads 3");
+    CHECK(reshaped.code == 2);
+    CHECK_THAT(reshaped.output, Catch::Contains("--heads 3 differs from its 2"));
     CHECK_THAT(exported.output, Catch::Contains("to " + hf + ": model.safetensors, config.json (no tokenizer: the "
                                                 "checkpoint's /nowhere is not there"));
     CHECK(std::filesystem::exists(hf + "/model.safetensors"));

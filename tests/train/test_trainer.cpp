@@ -278,6 +278,22 @@ TEST_CASE("run(): validation at every eval_every and at the end; the newest chec
   CHECK(kept == std::vector<std::string>{"step_00000004.ckpt", "step_00000005.ckpt"});
 }
 
+TEST_CASE("a run records its tokenizer directory as an absolute path", "[trainer]") {
+  // generate and --export-hf read it back from wherever they run: a path relative to the training
+  // run's working directory would name nothing there.
+  std::string dir = test::temp_dir("trainer_tokenizer_path");
+  test::write_tiny_shards(dir);
+  auto backend = make_cpu_backend(1);
+  TrainConfig c = test::tiny_train_config(dir, dir + "/run");
+  c.steps = 1;
+  c.eval_every = 1;
+  c.warmup_steps = 0;
+  c.tokenizer_dir = "some/../tok";
+  CHECK(Trainer(c, *backend).run() == StopReason::finished);
+  const Checkpoint saved = load_checkpoint(c.run_dir + "/checkpoints/step_00000001.ckpt");
+  CHECK(saved.tokenizer_dir == (fs::current_path() / "tok").string());
+}
+
 TEST_CASE("fine-tuning takes --dropout from the flags; a resumed run keeps the checkpoint's", "[trainer]") {
   std::string dir = test::temp_dir("trainer_dropout");
   test::write_tiny_shards(dir);
