@@ -14,6 +14,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <string_view>
 
 #include "core/check.hpp"
 
@@ -80,6 +81,35 @@ ShardHeader decode_header(const std::string& path, const unsigned char* in, uint
 
 std::string errno_text() { return std::strerror(errno); }
 
+bool is_digit(char c) { return c >= '0' && c <= '9'; }
+
+// Name order with runs of digits compared as numbers, so that prepare's shard_999999.bin comes
+// before shard_1000000.bin (7 digits from the millionth shard on):
+//   "shard_100001.bin" < "shard_1000000.bin",  "a2" < "a10",  equal numbers by string: "a0" < "a00"
+bool natural_less(const std::string& a, const std::string& b) {
+  size_t i = 0, j = 0;
+  while (i < a.size() && j < b.size()) {
+    if (!is_digit(a[i]) || !is_digit(b[j])) {
+      if (a[i] != b[j]) return (unsigned char)a[i] < (unsigned char)b[j];
+      ++i, ++j;
+      continue;
+    }
+    // Two runs of digits: without leading zeros, the shorter is the smaller number, else the
+    // digits decide.
+    size_t end_a = i, end_b = j;
+    while (end_a < a.size() && is_digit(a[end_a])) ++end_a;
+    while (end_b < b.size() && is_digit(b[end_b])) ++end_b;
+    while (i + 1 < end_a && a[i] == '0') ++i;
+    while (j + 1 < end_b && b[j] == '0') ++j;
+    const std::string_view x(a.data() + i, end_a - i), y(b.data() + j, end_b - j);
+    if (x.size() != y.size()) return x.size() < y.size();
+    if (x != y) return x < y;
+    i = end_a, j = end_b;
+  }
+  if (i < a.size() || j < b.size()) return j < b.size();  // a prefix of the other comes first
+  return a < b;                                         // equal but for leading zeros
+}
+
 }  // namespace
 
 ShardHeader read_shard_header(const std::string& path) {
@@ -121,7 +151,7 @@ std::vector<std::string> list_shards(const std::string& path_or_pattern) {
     INPUT_CHECK(!out.empty(), "no shards found at {} (not a file, a directory of *.bin, or a matching glob)",
                 path_or_pattern);
   }
-  std::sort(out.begin(), out.end());
+  std::sort(out.begin(), out.end(), natural_less);
   return out;
 }
 

@@ -5,9 +5,11 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <csignal>
 #include <cstring>
-#include <fstream>
+#include <istream>
 #include <nlohmann/json.hpp>
+#include <streambuf>
 #include <vector>
 
 #include "core/check.hpp"
@@ -109,23 +111,29 @@ void read_story_lines(LineReader& in, DocumentBuilder& doc, StoryBoundary bounda
 // sample S/(S+P) is ~0.19 (one single break per story, ~4 paragraphs per story): single breaks
 // are story boundaries -> line. When single breaks are rare (< 5%: the v1 validation sample,
 // where every break is a blank line and a few stories wrap lines) nothing reliably separates
-// stories -> blank, flagged ambiguous so prepare warns.
+// stories -> blank, flagged ambiguous so prepare warns. Lines end at LF, CRLF or a lone CR, as
+// LineReader reads them.
 StoryBoundary detect_story_boundary(const std::string& path, bool* ambiguous) {
   std::FILE* f = std::fopen(path.c_str(), "rb");
   INPUT_CHECK(f, "cannot open {}: {}", path, std::strerror(errno));
-  std::string head(4 << 20, '\0');
+  constexpr size_t kHead = 4 << 20;
+  std::string head(kHead, '\0');
   head.resize(std::fread(head.data(), 1, head.size(), f));
+  const bool failed = std::ferror(f);
+  const int error = errno;
   std::fclose(f);
+  if (failed) throw Error(format("error reading {}: {}", path, std::strerror(error)));
   *ambiguous = false;
   if (head.find(kEot) != std::string::npos) return StoryBoundary::eot;
   uint64_t single = 0, paragraph = 0, blank_run = 0;
   bool seen_text = false;
   size_t begin = 0;
   while (begin < head.size()) {
-    size_t end = head.find('\n', begin);
+    size_t end = head.find_first_of("\r\n", begin);
     if (end == std::string::npos) break;  // the last, possibly cut, line is not counted
+    // A CR ending the head may be the first half of a CRLF that was cut off: that line is the last.
+    if (head[end] == '\r' && end + 1 == head.size() && head.size() == kHead) break;
     std::string_view line(head.data() + begin, end - begin);
-    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     if (is_blank(line)) {
       ++blank_run;
     } else {
@@ -133,7 +141,7 @@ StoryBoundary detect_story_boundary(const std::string& path, bool* ambiguous) {
       seen_text = true;
       blank_run = 0;
     }
-    begin = end + 1;
+    begin = end + 1 + (head.compare(end, 2, "\r\n") == 0 ? 1 : 0);
   }
   if (single + paragraph > 0 && double(single) >= 0.05 * double(single + paragraph)) return StoryBoundary::line;
   *ambiguous = single + paragraph > 0;
@@ -252,8 +260,73 @@ void read_jsonl(LineReader& in, DocumentBuilder& doc, const FormatOptions& optio
   }
 }
 
+// The bytes of a file as nlohmann's parser reads them (it takes a stream), made valid UTF-8 block
+// by block before the parser sees them: invalid UTF-8 is an InputError naming the file and byte,
+// or with replace every maximal invalid subpart becomes U+FFFD, as LineReader does per line (the
+// parser itself would refuse the bytes as invalid JSON). A read that fails is an Error naming the
+// file; `stop` is checked per block.
+class Utf8FileBuffer : public std::streambuf {
+ public:
+  Utf8FileBuffer(const std::string& path, bool replace, const std::atomic<int>* stop)
+      : path_(path), replace_(replace), stop_(stop) {
+    file_ = std::fopen(path.c_str(), "rb");
+    INPUT_CHECK(file_, "cannot open {}: {}", path, std::strerror(errno));
+  }
+  ~Utf8FileBuffer() override { std::fclose(file_); }
+  Utf8FileBuffer(const Utf8FileBuffer&) = delete;
+  Utf8FileBuffer& operator=(const Utf8FileBuffer&) = delete;
+
+ protected:
+  int_type underflow() override {
+    while (gptr() == egptr()) {
+      if (eof_ && raw_.empty()) return traits_type::eof();
+      read_block();
+      setg(valid_.data(), valid_.data(), valid_.data() + valid_.size());
+    }
+    return traits_type::to_int_type(*gptr());
+  }
+
+ private:
+  // Moves the next block of raw_ into valid_; a sequence cut by the block's end waits in raw_.
+  void read_block() {
+    check_stop(stop_);
+    const size_t old = raw_.size();
+    raw_.resize(old + kReadBlock);
+    const size_t got = std::fread(raw_.data() + old, 1, kReadBlock, file_);
+    raw_.resize(old + got);
+    if (std::ferror(file_)) throw Error(format("error reading {}: {}", path_, std::strerror(errno)));
+    eof_ = got == 0;
+    valid_.clear();
+    size_t used = raw_.size();
+    if (replace_) {
+      used = append_valid_utf8(raw_, eof_, valid_);
+    } else {
+      const size_t bad = find_invalid_utf8(raw_);
+      std::string ignored;
+      const bool cut = bad != std::string::npos && !eof_ && append_valid_utf8(raw_.substr(bad), false, ignored) == 0;
+      INPUT_CHECK(bad == std::string::npos || cut,
+                  "{}: invalid UTF-8 at byte {} (pass --replace-invalid-utf8 to replace it with U+FFFD)", path_,
+                  offset_ + bad + 1);
+      if (cut) used = bad;
+      valid_.assign(raw_, 0, used);
+    }
+    raw_.erase(0, used);
+    offset_ += used;
+  }
+
+  std::string path_;
+  bool replace_;
+  const std::atomic<int>* stop_;
+  std::FILE* file_ = nullptr;
+  std::string raw_;    // read but not yet checked: at most a cut sequence between blocks
+  std::string valid_;  // the checked bytes the parser reads
+  uint64_t offset_ = 0;  // file offset of raw_'s first byte
+  bool eof_ = false;
+};
+
 // The full TinyStories JSON release: data00.json ... each an array of objects with a "story"
-// string. Parsed with SAX so a 250 MB file never becomes a DOM.
+// string. Parsed with SAX so a 250 MB file never becomes a DOM. Each object of the array is
+// checked on its own: exactly one "story" key, holding a string.
 class StorySax : public nlohmann::json_sax<nlohmann::json> {
  public:
   StorySax(DocumentBuilder& doc, const std::string& path, bool replace) : doc_(doc), path_(path), replace_(replace) {}
@@ -265,23 +338,32 @@ class StorySax : public nlohmann::json_sax<nlohmann::json> {
   bool binary(binary_t&) override { return scalar(); }
   bool string(string_t& s) override {
     if (depth_ == 2 && in_story_) {
-      ++objects_with_story_;
+      has_story_ = true;
       feed_string(s, doc_, format("{}: story {}", path_, objects_), replace_);
     }
     return scalar();
   }
   bool start_object(std::size_t) override {
     INPUT_CHECK(depth_ != 0, "{}: expected a JSON array of objects with a \"story\" field, found an object", path_);
-    if (++depth_ == 2) ++objects_;
+    if (++depth_ == 2) {
+      ++objects_;
+      has_story_ = has_story_key_ = false;
+    }
     in_story_ = false;
     return true;
   }
   bool key(string_t& k) override {
     in_story_ = depth_ == 2 && k == "story";
+    INPUT_CHECK(!in_story_ || !has_story_key_, "{}: object {} of the array has the key \"story\" twice", path_,
+                objects_);
+    has_story_key_ = has_story_key_ || in_story_;
     return true;
   }
   bool end_object() override {
-    --depth_;
+    if (depth_-- == 2 && !has_story_) {
+      if (without_story_ == 0) first_without_story_ = objects_;
+      ++without_story_;
+    }
     in_story_ = false;
     return true;
   }
@@ -298,7 +380,8 @@ class StorySax : public nlohmann::json_sax<nlohmann::json> {
     fail_input(format("{}: invalid JSON at byte {}: {}", path_, position, e.what()));
   }
   uint64_t objects() const { return objects_; }
-  uint64_t objects_with_story() const { return objects_with_story_; }
+  uint64_t objects_without_story() const { return without_story_; }
+  uint64_t first_without_story() const { return first_without_story_; }  // from 1
 
  private:
   bool scalar() {
@@ -310,20 +393,29 @@ class StorySax : public nlohmann::json_sax<nlohmann::json> {
   std::string path_;
   bool replace_;
   int depth_ = 0;
-  bool in_story_ = false;
-  uint64_t objects_ = 0, objects_with_story_ = 0;
+  bool in_story_ = false;                          // the value being parsed is a "story" of an object
+  bool has_story_ = false, has_story_key_ = false;  // of the current object of the array
+  uint64_t objects_ = 0, without_story_ = 0, first_without_story_ = 0;
 };
 
-void read_tinystories_json(const std::string& path, DocumentBuilder& doc, bool replace) {
-  std::ifstream in(path, std::ios::binary);
-  INPUT_CHECK(in, "cannot open {}: {}", path, std::strerror(errno));
-  StorySax sax(doc, path, replace);
+void read_tinystories_json(const std::string& path, DocumentBuilder& doc, const FormatOptions& options) {
+  Utf8FileBuffer buffer(path, options.replace_invalid_utf8, options.stop);
+  std::istream in(&buffer);
+  StorySax sax(doc, path, options.replace_invalid_utf8);
   nlohmann::json::sax_parse(in, &sax);
-  INPUT_CHECK(sax.objects_with_story() == sax.objects(), "{}: {} of {} objects have no \"story\" string", path,
-              sax.objects() - sax.objects_with_story(), sax.objects());
+  INPUT_CHECK(sax.objects_without_story() == 0, "{}: {} of {} objects have no \"story\" string (the first: object {})",
+              path, sax.objects_without_story(), sax.objects(), sax.first_without_story());
 }
 
 }  // namespace
+
+void check_stop(const std::atomic<int>* stop) {
+  const int signal = stop != nullptr ? stop->load() : 0;
+  if (signal == 0) return;
+  throw Interrupted(signal == SIGINT    ? std::string("interrupted (SIGINT)")
+                    : signal == SIGTERM ? std::string("interrupted (SIGTERM)")
+                                        : format("interrupted (signal {})", signal));
+}
 
 size_t last_safe_cut(std::string_view s, size_t limit) {
   auto printable = [](char c) { return c > 0x20 && c < 0x7F; };
@@ -381,10 +473,10 @@ ReadResult read_documents(const std::string& path, const FormatOptions& options,
   ReadResult result;
   DocumentBuilder doc(sink, result);
   if (options.format == Format::tinystories_json) {
-    read_tinystories_json(path, doc, options.replace_invalid_utf8);
+    read_tinystories_json(path, doc, options);
     return result;
   }
-  LineReader in(path, options.replace_invalid_utf8);
+  LineReader in(path, options.replace_invalid_utf8, options.stop);
   switch (options.format) {
     case Format::tinystories: {
       StoryBoundary b = options.story_boundary;
@@ -406,7 +498,8 @@ ReadResult read_documents(const std::string& path, const FormatOptions& options,
   return result;
 }
 
-LineReader::LineReader(const std::string& path, bool replace_invalid_utf8) : path_(path), replace_(replace_invalid_utf8) {
+LineReader::LineReader(const std::string& path, bool replace_invalid_utf8, const std::atomic<int>* stop)
+    : path_(path), replace_(replace_invalid_utf8), stop_(stop) {
   file_ = std::fopen(path.c_str(), "rb");
   INPUT_CHECK(file_, "cannot open {}: {}", path, std::strerror(errno));
 }
@@ -417,13 +510,14 @@ LineReader::~LineReader() {
 
 bool LineReader::fill() {
   if (eof_) return false;
+  check_stop(stop_);
   buffer_.erase(0, pos_);
   pos_ = 0;
   size_t old = buffer_.size();
   buffer_.resize(old + kReadBlock);
   size_t got = std::fread(buffer_.data() + old, 1, kReadBlock, file_);
   buffer_.resize(old + got);
-  INPUT_CHECK(!std::ferror(file_), "error reading {}: {}", path_, std::strerror(errno));
+  if (std::ferror(file_)) throw Error(format("error reading {}: {}", path_, std::strerror(errno)));
   if (got == 0) eof_ = true;
   return got > 0;
 }
@@ -442,7 +536,10 @@ bool LineReader::next(std::string& line) {
     if (end != std::string::npos) --scanned;
     if (!fill()) {
       if (pos_ >= buffer_.size()) return false;
-      line.assign(buffer_, pos_, std::string::npos);  // last line without a terminator
+      // The last line: without a terminator, or ending in a lone CR (a CR that ended the last
+      // block, "a\r" at the end of the file), which is dropped like any other line terminator.
+      line.assign(buffer_, pos_, std::string::npos);
+      if (!line.empty() && line.back() == '\r') line.pop_back();
       pos_ = buffer_.size();
       break;
     }

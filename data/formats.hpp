@@ -5,11 +5,13 @@
 // delimits documents (TinyStories v1 in particular) is described in docs/data.md.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <cstdio>
 #include <string>
 #include <string_view>
 
+#include "core/check.hpp"
 #include "core/utf8.hpp"  // find_invalid_utf8, replace_invalid_utf8
 
 namespace gpt2cc::data {
@@ -29,7 +31,17 @@ struct FormatOptions {
   std::string separator;      // text: a line equal to this ends a document; "" = one per file
   std::string field = "text";  // jsonl: the string field holding the document
   bool replace_invalid_utf8 = false;  // else invalid UTF-8 is an InputError naming file and line
+  // When set, readers check it at every block they read and throw Interrupted once it is non-zero
+  // (prepare's SIGINT/SIGTERM handler stores the signal number there).
+  const std::atomic<int>* stop = nullptr;
 };
+
+// A run stopped through FormatOptions::stop: neither the input's fault nor the machine's.
+struct Interrupted : Error {
+  using Error::Error;
+};
+// Throws Interrupted when stop is set and non-zero.
+void check_stop(const std::atomic<int>* stop);
 
 // Receives documents as text pieces: text() any number of times, then end_document().
 class DocumentSink {
@@ -47,13 +59,13 @@ struct ReadResult {
 };
 
 // Streams the documents of one file into sink. InputError naming the file (and line) for a
-// missing file or malformed content.
+// missing file or malformed content; Error naming the file for a read that fails (an I/O error).
 ReadResult read_documents(const std::string& path, const FormatOptions& options, DocumentSink& sink);
 
 // Reads a file line by line with normalised line endings and UTF-8 checked per line.
 class LineReader {
  public:
-  LineReader(const std::string& path, bool replace_invalid_utf8);
+  LineReader(const std::string& path, bool replace_invalid_utf8, const std::atomic<int>* stop = nullptr);
   ~LineReader();
   LineReader(const LineReader&) = delete;
   LineReader& operator=(const LineReader&) = delete;
@@ -67,6 +79,7 @@ class LineReader {
   std::string path_;
   std::FILE* file_ = nullptr;
   bool replace_;
+  const std::atomic<int>* stop_;
   std::string buffer_;
   size_t pos_ = 0;
   bool eof_ = false;

@@ -187,6 +187,7 @@ class Pipeline : public DocumentSink {
 #pragma omp parallel for schedule(dynamic, 8) num_threads(int(tokenizers_.size()))
     for (size_t i = 0; i < batch.size(); ++i) {
       try {
+        check_stop(config_.format.stop);  // a batch takes seconds: stop within one piece
         ids[i] = tokenizers_[size_t(omp_get_thread_num())].encode(batch[i].text, false);
       } catch (...) {
 #pragma omp critical
@@ -194,6 +195,7 @@ class Pipeline : public DocumentSink {
       }
     }
     if (failure) std::rethrow_exception(failure);
+    check_stop(config_.format.stop);
     std::vector<uint32_t> out;
     for (size_t i = 0; i < batch.size(); ++i) {
       out.clear();
@@ -234,6 +236,18 @@ void create_output_directory(const fs::path& dir) {
                              std::errc::no_such_file_or_directory})
     if (ec == bad_path) fail_input(message + " (check --out)");
   throw Error(message);
+}
+
+// The levels of `dir` that do not exist yet, deepest first ("nest/a/b", "nest/a" when only "nest"
+// exists): what a failed run must remove again.
+std::vector<fs::path> missing_levels(const fs::path& dir) {
+  std::vector<fs::path> levels;
+  std::error_code ec;
+  for (fs::path p = dir; !p.empty() && !fs::exists(p, ec); p = p.parent_path()) {
+    levels.push_back(p);
+    if (p.parent_path() == p) break;  // a root that does not exist (never on a working system)
+  }
+  return levels;
 }
 
 // Refuses shards already in <out>/train or <out>/val unless overwrite: stale shards never mix in.
@@ -390,6 +404,7 @@ PrepareSummary write_dataset(const PrepareConfig& config, const std::string& dir
   auto run = [&](const std::vector<std::string>& files, int forced_split) {
     pipeline.set_forced_split(forced_split);
     for (const auto& file : files) {
+      check_stop(config.format.stop);
       ReadResult r = read_documents(file, config.format, pipeline);
       summary.files.push_back({file, r.documents, r.bytes,
                                config.format.format == Format::tinystories ? story_boundary_name(r.story_boundary) : ""});
@@ -409,6 +424,7 @@ PrepareSummary write_dataset(const PrepareConfig& config, const std::string& dir
   run(config.inputs, config.val_inputs.empty() ? -1 : kTrain);
   if (!config.val_inputs.empty()) run(config.val_inputs, kVal);
   pipeline.finish();
+  check_stop(config.format.stop);
   summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   summary.peak_rss_bytes = peak_rss_bytes();
   check_splits(config, summary);
@@ -426,18 +442,19 @@ PrepareSummary prepare_dataset(const PrepareConfig& config, const Tokenizer& tok
   check_output(config);
   const fs::path out = config.out_dir, staging = out / kStagingName;
   std::error_code ec;
-  const bool out_existed = fs::exists(out, ec);
-  create_output_directory(out);
+  const std::vector<fs::path> created = missing_levels(out);  // by this run, deepest first
   try {
+    create_output_directory(out);
     fs::remove_all(staging);  // what a killed run left behind
     for (const char* split : kSplitNames) create_output_directory(staging / split);
     PrepareSummary summary = write_dataset(config, staging.string(), tokenizer, log);
     commit_output(config, staging, summary);
     return summary;
   } catch (...) {
-    // The pipeline has stopped (its destructor waits for the worker): drop what it wrote.
+    // The pipeline has stopped (its destructor waits for the worker): drop what it wrote, and the
+    // directories this run created (fs::remove removes a directory only when it is empty).
     fs::remove_all(staging, ec);
-    if (!out_existed) fs::remove(out, ec);  // removes a directory only when it is empty
+    for (const fs::path& level : created) fs::remove(level, ec);
     throw;
   }
 }

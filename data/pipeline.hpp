@@ -24,7 +24,7 @@ struct PrepareConfig {
   std::string tokenizer_dir;            // recorded in the manifest
   std::string out_dir;                  // receives train/, val/ and manifest.json
   uint64_t shard_tokens = 100'000'000;  // tokens per shard (the last of a split holds the rest)
-  int threads = 0;                      // tokenizer threads; 0 = all cores
+  int threads = 0;                      // tokenizer threads, 0 to kMaxThreads (core/cli.hpp); 0 = all cores
   size_t batch_bytes = 32u << 20;       // text tokenised per parallel batch (bounds memory)
   size_t piece_bytes = 1u << 20;        // long documents are cut into pieces of about this size
   bool overwrite = false;               // replace shards already in out_dir (when the run succeeds)
@@ -60,8 +60,10 @@ std::vector<std::string> expand_inputs(const std::vector<std::string>& paths);
 
 // Runs the whole pipeline and writes <out>/train/*.bin, <out>/val/*.bin, <out>/manifest.json.
 // Everything is written into <out>/.prepare.tmp first and moved into <out> only on success: on
-// any error <out> is left as it was (an overwrite's old shards included). InputError for bad
-// input; Error for a failed write. Progress lines go to log.
+// any error <out> is left as it was (an overwrite's old shards included), and the directories the
+// run created are removed. InputError for bad input; Error for a failed read or write;
+// Interrupted once config.format.stop is set (checked per block read and per piece tokenised).
+// Progress lines go to log.
 PrepareSummary prepare_dataset(const PrepareConfig& config, const Tokenizer& tokenizer, std::ostream& log);
 
 }  // namespace gpt2cc::data

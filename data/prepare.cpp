@@ -1,8 +1,11 @@
 // prepare: datasets to token shards. Reads TinyStories (v1/v2 text, JSON), WikiText, WikiExtractor,
 // plain text or JSONL; writes <out>/train/shard_*.bin, <out>/val/shard_*.bin and <out>/manifest.json.
 //   prepare --format wikiextractor --input ../shared/data/wikipedia --tokenizer ../shared/data/gpt2 --out wiki
-// Exit codes: 0 done, 2 bad flags or input (the message says which), 1 a failed write (disk full)
-// or an internal error. A failed run leaves --out as it was (docs/data.md).
+// Exit codes: 0 done, 2 bad flags or input (the message says which), 1 a failed read or write
+// (disk full) or an internal error, 128 + the signal after SIGINT (130) or SIGTERM (143). A failed
+// or interrupted run leaves --out as it was (docs/data.md).
+#include <atomic>
+#include <csignal>
 #include <cxxopts.hpp>
 #include <iomanip>
 #include <iostream>
@@ -14,6 +17,28 @@
 using namespace gpt2cc;
 
 namespace {
+
+// Out of memory: what a user can lower (each thread tokenises with its own tokenizer copy).
+constexpr const char* kMemoryHint =
+    "each --threads thread holds its own copy of the tokenizer (about 30 MB with GPT-2's): "
+    "a lower --threads uses less memory (0 = all cores)";
+
+// SIGINT/SIGTERM: the handler only stores the signal; the readers and the tokenising workers check
+// it (FormatOptions::stop) and end the run through its failure path, which removes .prepare.tmp
+// and the directories the run created. SA_RESETHAND restores the default action on delivery, so
+// a second Ctrl-C ends the process at once.
+std::atomic<int> stop_signal{0};
+static_assert(std::atomic<int>::is_always_lock_free, "a signal handler may only touch a lock-free atomic");
+
+extern "C" void on_stop_signal(int signal) { stop_signal.store(signal); }
+
+void install_stop_handlers() {
+  struct sigaction action {};
+  action.sa_handler = on_stop_signal;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESETHAND | SA_RESTART;
+  for (int signal : {SIGINT, SIGTERM}) sigaction(signal, &action, nullptr);
+}
 
 int run(int argc, char** argv) {
   cxxopts::Options options("prepare", "Tokenise a dataset into token shards for train (docs/data.md)");
@@ -31,9 +56,10 @@ int run(int argc, char** argv) {
      cxxopts::value<std::string>())
     ("out", "output directory (gets train/, val/, manifest.json)", cxxopts::value<std::string>())
     ("shard-tokens", "tokens per shard, >= 1", cxxopts::value<uint64_t>()->default_value("100000000"))
-    ("threads", "tokeniser threads, >= 0 (0 = all cores)", cxxopts::value<int>()->default_value("0"))
-    ("separator", "text: a line equal to this separates documents (default: one document per file)",
-     cxxopts::value<std::string>()->default_value(""))
+    ("threads", format("tokeniser threads, 0 to {} (0 = all cores)", kMaxThreads),
+     cxxopts::value<int>()->default_value("0"))
+    ("separator", "text: a line equal to this separates documents (default: none, one document per file)",
+     cxxopts::value<std::string>())
     ("field", "jsonl: the string field holding the document", cxxopts::value<std::string>()->default_value("text"))
     ("story-boundary", "tinystories: auto, eot, line or blank (docs/data.md)",
      cxxopts::value<std::string>()->default_value("auto"))
@@ -54,9 +80,9 @@ int run(int argc, char** argv) {
   data::PrepareConfig config;
   config.format.format = data::parse_format(args["format"].as<std::string>());
   config.format.story_boundary = data::parse_story_boundary(args["story-boundary"].as<std::string>());
-  config.format.separator = args["separator"].as<std::string>();
+  if (args.count("separator")) config.format.separator = args["separator"].as<std::string>();
   config.format.field = args["field"].as<std::string>();
-  config.format.replace_invalid_utf8 = args.count("replace-invalid-utf8") > 0;
+  config.format.replace_invalid_utf8 = switch_on(args, "replace-invalid-utf8");
   INPUT_CHECK(config.format.separator.empty() || config.format.format == data::Format::text,
               "--separator applies only to --format text");
   INPUT_CHECK(!args.count("field") || config.format.format == data::Format::jsonl,
@@ -78,14 +104,24 @@ int run(int argc, char** argv) {
   config.shard_tokens = args["shard-tokens"].as<uint64_t>();
   INPUT_CHECK(config.shard_tokens >= 1, "--shard-tokens must be >= 1, got {}", config.shard_tokens);
   config.threads = args["threads"].as<int>();
-  INPUT_CHECK(config.threads >= 0, "--threads must be >= 0, got {}", config.threads);
+  INPUT_CHECK(config.threads >= 0 && config.threads <= kMaxThreads,
+              "--threads must be in [0, {}] (0 = all cores), got {}", kMaxThreads, config.threads);
   config.tokenizer_dir = args["tokenizer"].as<std::string>();
   config.out_dir = args["out"].as<std::string>();
-  config.overwrite = args.count("overwrite") > 0;
+  config.overwrite = switch_on(args, "overwrite");
   for (int i = 0; i < argc; ++i) config.command_line += (i ? " " : "") + std::string(argv[i]);
 
+  config.format.stop = &stop_signal;
+  install_stop_handlers();
+
   Tokenizer tokenizer = Tokenizer::load(config.tokenizer_dir);
-  data::PrepareSummary s = data::prepare_dataset(config, tokenizer, std::cerr);
+  data::PrepareSummary s;
+  try {
+    s = data::prepare_dataset(config, tokenizer, std::cerr);
+  } catch (const data::Interrupted& e) {
+    print_error_line(format("prepare: {}: stopped; {} is as it was before the run", e.what(), config.out_dir));
+    return 128 + stop_signal.load();
+  }
 
   uint64_t docs = s.train.documents + s.val.documents, tokens = s.train.tokens + s.val.tokens;
   uint64_t bytes = s.train.bytes + s.val.bytes;
@@ -109,4 +145,4 @@ int run(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) { return gpt2cc::run_cli("prepare", argc, argv, run); }
+int main(int argc, char** argv) { return gpt2cc::run_cli("prepare", argc, argv, run, kMemoryHint); }

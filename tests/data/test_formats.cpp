@@ -1,7 +1,10 @@
 // The input readers of prepare, on small files written here: document boundaries of every
 // format, line-ending normalisation, blank-line trimming, UTF-8 checks, error messages naming
-// file and line, and the safe cut points used to split long documents.
+// file and line, read errors naming the file, the stop flag (Ctrl-C), and the safe cut points
+// used to split long documents.
+#include <atomic>
 #include <catch2/catch.hpp>
+#include <csignal>
 #include <fstream>
 
 #include "common/test_common.hpp"
@@ -46,6 +49,19 @@ FormatOptions with(Format f) {
 }
 
 using Docs = std::vector<std::string>;
+
+// f() throws an Error that is not an InputError (exit 1, the machine's fault), naming `path`.
+template <class F>
+void require_machine_error(F&& f, const std::string& path) {
+  try {
+    f();
+    FAIL("no error");
+  } catch (const InputError& e) {
+    FAIL("an InputError (exit 2): " << e.what());
+  } catch (const Error& e) {
+    CHECK_THAT(e.what(), Catch::Contains(path));
+  }
+}
 }  // namespace
 
 TEST_CASE("TinyStories v1: a single newline starts a story, a blank line is a paragraph", "[data]") {
@@ -79,6 +95,16 @@ TEST_CASE("TinyStories v1: a single newline starts a story, a blank line is a pa
     CHECK(read(p4, with(Format::tinystories), &r4) == Docs{"A one.", "A two.", "B one.", "B two."});
     CHECK(r4.story_boundary == StoryBoundary::blank);
   }
+  SECTION("CR-only line endings are detected as LF ones are") {
+    std::string lf = text;
+    for (size_t at; (at = lf.find("\r\n")) != std::string::npos;) lf.erase(at, 1);
+    std::string cr = lf;
+    std::replace(cr.begin(), cr.end(), '\n', '\r');
+    ReadResult r5;
+    CHECK(read(write_file(dir, "train_cr.txt", cr), with(Format::tinystories), &r5) == docs);
+    CHECK(r5.story_boundary == StoryBoundary::line);
+    CHECK_FALSE(r5.ambiguous);
+  }
   SECTION("a forced boundary overrides detection") {
     FormatOptions o = with(Format::tinystories);
     o.story_boundary = StoryBoundary::blank;
@@ -108,6 +134,33 @@ TEST_CASE("TinyStories JSON: an array of objects with a story field", "[data]") 
                     Catch::Contains(missing) && Catch::Contains("1 of 2 objects"));
   std::string object = write_file(dir, "object.json", R"({"story": "not in an array"})");
   CHECK_THROWS_AS(read(object, with(Format::tinystories_json)), InputError);
+
+  SECTION("every object is checked on its own") {
+    std::string twice = write_file(dir, "twice.json", R"([{"story": "a", "story": "b"}])");
+    CHECK_THROWS_WITH(read(twice, with(Format::tinystories_json)),
+                      Catch::Contains(twice) && Catch::Contains("object 1") && Catch::Contains("\"story\" twice"));
+    // A duplicate must not make up for the object without a story.
+    std::string mixed = write_file(dir, "mixed.json", R"([{"story": "a"}, {"x": 1}, {"story": "b", "story": "c"}])");
+    CHECK_THROWS_WITH(read(mixed, with(Format::tinystories_json)), Catch::Contains("object 3"));
+    std::string gap = write_file(dir, "gap.json", R"([{"story": "a"}, {"x": {"story": "nested"}}, {"story": 5}])");
+    CHECK_THROWS_WITH(read(gap, with(Format::tinystories_json)),
+                      Catch::Contains("2 of 3 objects") && Catch::Contains("the first: object 2"));
+  }
+  SECTION("invalid UTF-8: an error naming the flag, or replaced before the parser reads it") {
+    std::string invalid = write_file(dir, "bad_utf8.json", "[{\"story\": \"Once \xFF upon\"}]");
+    CHECK_THROWS_WITH(read(invalid, with(Format::tinystories_json)),
+                      Catch::Contains(invalid + ": invalid UTF-8 at byte 18") &&
+                          Catch::Contains("--replace-invalid-utf8"));
+    FormatOptions o = with(Format::tinystories_json);
+    o.replace_invalid_utf8 = true;
+    CHECK(read(invalid, o) == Docs{"Once \xEF\xBF\xBD upon"});
+    // A character cut by the 1 MiB read block is whole again, not invalid; a bad byte after it is
+    // replaced.
+    std::string filler((1 << 20) - 13, 'x');  // "\xC3" ends the block
+    std::string cut = write_file(dir, "cut.json", "[{\"story\": \"" + filler + "\xC3\xA9 \xC3( end\"}]");
+    CHECK(read(cut, o) == Docs{filler + "\xC3\xA9 \xEF\xBF\xBD( end"});
+    CHECK_THROWS_WITH(read(cut, with(Format::tinystories_json)), Catch::Contains(format("byte {}", (1 << 20) + 3)));
+  }
 }
 
 TEST_CASE("WikiText: articles start at top-level ' = Title = ' headings", "[data]") {
@@ -153,6 +206,17 @@ TEST_CASE("plain text: one document per file, or split on a separator line", "[d
   CHECK(read(empty, with(Format::text)).empty());
 }
 
+TEST_CASE("a lone CR at the end of the file ends the line like any other", "[data]") {
+  std::string dir = test::temp_dir("formats_final_cr");
+  CHECK(read(write_file(dir, "a.txt", "a\rb\r"), with(Format::text)) == Docs{"a\nb"});
+  CHECK(read(write_file(dir, "cr.txt", "\r"), with(Format::text)).empty());
+  CHECK(read(write_file(dir, "crcr.txt", "x\r\r"), with(Format::text)) == Docs{"x"});
+  CHECK(read(write_file(dir, "wiki_00", "<doc id=\"1\">\rT\r</doc>\r"), with(Format::wikiextractor)) == Docs{"T"});
+  // The same at the end of a full read block (1 MiB), where the reader must look past the block.
+  std::string block((1 << 20) - 1, 'y');
+  CHECK(read(write_file(dir, "block.txt", block + "\r"), with(Format::text)) == Docs{block});
+}
+
 TEST_CASE("JSONL: a chosen string field per line", "[data]") {
   std::string dir = test::temp_dir("formats_jsonl");
   std::string path = write_file(dir, "a.jsonl", "{\"text\": \"one\\r\\ntwo\", \"id\": 1}\n\n{\"text\": \"three\"}\n");
@@ -192,6 +256,28 @@ TEST_CASE("long lines and blocks: the reader is not limited by its buffer", "[da
   CHECK(docs[0].find('\r') == std::string::npos);
   CHECK(docs[0].substr(docs[0].size() - 5) == "\nlast");
   CHECK(std::count(docs[0].begin(), docs[0].end(), '\n') == 3);
+}
+
+TEST_CASE("a read that fails is an Error naming the file, not bad input", "[data]") {
+  // Reading /proc/self/mem at offset 0 (never mapped) fails with EIO.
+  for (Format f : {Format::text, Format::tinystories, Format::tinystories_json}) {
+    INFO(format_name(f));
+    require_machine_error([&] { read("/proc/self/mem", with(f)); }, "/proc/self/mem");
+  }
+}
+
+TEST_CASE("a set stop flag ends reading with Interrupted", "[data]") {
+  std::string dir = test::temp_dir("formats_stop");
+  std::string text = write_file(dir, "a.txt", "Some text.\n");
+  std::string json = write_file(dir, "a.json", R"([{"story": "A story."}])");
+  std::atomic<int> stop{0};
+  FormatOptions o = with(Format::text);
+  o.stop = &stop;
+  CHECK(read(text, o) == Docs{"Some text."});
+  stop = SIGINT;
+  CHECK_THROWS_AS(read(text, o), Interrupted);
+  o.format = Format::tinystories_json;
+  CHECK_THROWS_WITH(read(json, o), Catch::Contains("interrupted (SIGINT)"));
 }
 
 TEST_CASE("safe cut points sit after a newline between two printable ASCII bytes", "[data]") {

@@ -2,10 +2,17 @@
 // every format through the CLI, the split (fraction + seed, explicit files), shard rollover,
 // the manifest, the loader reading the result, long documents cut into pieces without changing
 // a single token, bad flags / inputs (and inputs with nothing to train on) exiting 2 with a
-// message, a failed write exiting 1, and a failed run leaving the output directory as it was.
+// message, a failed read or write exiting 1, and a failed or interrupted (Ctrl-C) run leaving the
+// output directory as it was.
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <chrono>
+#include <csignal>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -56,6 +63,36 @@ Run run_prepare(const std::string& args, const std::string& dir, const std::stri
   std::string log = dir + "/prepare.log";
   int status = std::system((shell + prepare_binary() + " " + args + " > " + log + " 2>&1").c_str());
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, read_file(log)};
+}
+
+// Runs prepare with `args`, and once it has created <out>/.prepare.tmp (its run has begun) and
+// 100 ms later, sends it `signal`. Returns the wait status and the output.
+struct Signalled {
+  int status;
+  std::string output;
+};
+Signalled interrupt_prepare(const std::vector<std::string>& args, const std::string& out, int signal,
+                            const std::string& dir) {
+  const std::string log = dir + "/interrupted.log", binary = prepare_binary();
+  std::vector<char*> argv = {const_cast<char*>(binary.c_str())};
+  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_adddup2(&actions, 1, 2);
+  pid_t pid = 0;
+  REQUIRE(posix_spawn(&pid, binary.c_str(), &actions, nullptr, argv.data(), environ) == 0);
+  posix_spawn_file_actions_destroy(&actions);
+  int status = 0;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (!fs::exists(out + "/.prepare.tmp") && waitpid(pid, &status, WNOHANG) == 0 &&
+         std::chrono::steady_clock::now() < deadline)
+    usleep(1000);
+  usleep(100'000);
+  kill(pid, signal);
+  waitpid(pid, &status, 0);
+  return {status, read_file(log)};
 }
 
 std::vector<uint32_t> read_tokens(const std::string& path) {
@@ -250,6 +287,15 @@ TEST_CASE("a failed run leaves the output directory as it was", "[data]") {
     out = dir + "/fresh";
     CHECK(run_prepare(args(bad), dir).code == 2);
     CHECK(!fs::exists(out));
+    // Every level of the path that the run created, not only the last.
+    out = dir + "/nest/a/b";
+    CHECK(run_prepare(args(bad), dir).code == 2);
+    CHECK(!fs::exists(dir + "/nest"));
+    fs::create_directories(dir + "/kept");
+    out = dir + "/kept/a/b/";
+    CHECK(run_prepare(args(bad), dir).code == 2);
+    CHECK(fs::exists(dir + "/kept"));
+    CHECK(fs::is_empty(dir + "/kept"));
   }
   SECTION("what a killed run left in .prepare.tmp is removed") {
     fs::create_directories(out + "/.prepare.tmp/train");
@@ -257,6 +303,56 @@ TEST_CASE("a failed run leaves the output directory as it was", "[data]") {
     REQUIRE(run_prepare(args(good) + " --overwrite", dir).code == 0);
     CHECK(!fs::exists(out + "/.prepare.tmp"));
     CHECK(list_shards(out + "/train") == std::vector<std::string>{out + "/train/shard_000000.bin"});
+  }
+}
+
+// Ctrl-C (SIGINT) or SIGTERM during a run: prepare stops, cleans up as a failed run does and exits
+// 128 + the signal. The input is large enough (pseudo-random words, which the tokenizer cannot
+// cache) that the run is still going when the signal comes.
+TEST_CASE("an interrupted run cleans up and leaves the output directory as it was", "[data]") {
+  std::string dir = test::temp_dir("prepare_interrupted");
+  const char* syllables[] = {"ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "ze", "qu", "bri", "sto", "pla"};
+  std::string text;
+  uint64_t x = 88172645463325252ull;
+  while (text.size() < (30u << 20)) {
+    for (int word = 0; word < 60; ++word) {
+      x ^= x << 13, x ^= x >> 7, x ^= x << 17;  // xorshift64
+      for (uint64_t k = 0; k < 1 + x % 3; ++k) text += syllables[(x >> (8 * k + 8)) % 13];
+      text += word % 12 == 11 ? ".\n" : " ";
+    }
+    text += "<|endoftext|>\n";
+  }
+  std::string big = write_file(dir + "/big.txt", text);
+  auto args = [&](const std::string& out) {
+    return std::vector<std::string>{"--format", "tinystories-v2", "--input", big, "--threads", "1",
+                                    "--tokenizer", gpt2_dir(), "--out", out};
+  };
+  SECTION("SIGINT: exit 130, nothing left where there was no output") {
+    Signalled r = interrupt_prepare(args(dir + "/nest/out"), dir + "/nest/out", SIGINT, dir);
+    INFO(r.output);
+    REQUIRE(WIFEXITED(r.status));
+    CHECK(WEXITSTATUS(r.status) == 130);
+    CHECK(r.output.find("interrupted (SIGINT)") != std::string::npos);
+    CHECK(!fs::exists(dir + "/nest"));
+  }
+  SECTION("SIGTERM: exit 143, the previous output survives") {
+    std::string good = write_file(dir + "/good.txt", "First story.\n<|endoftext|>\nSecond story.\n");
+    const std::string out = dir + "/out";
+    REQUIRE(run_prepare(format("--format tinystories-v2 --input {} --val-fraction 0 --tokenizer {} --out {}", good,
+                               gpt2_dir(), out),
+                        dir)
+                .code == 0);
+    const std::string manifest = read_file(out + "/manifest.json"), shard = read_file(out + "/train/shard_000000.bin");
+    std::vector<std::string> overwrite = args(out);
+    overwrite.push_back("--overwrite");
+    Signalled r = interrupt_prepare(overwrite, out, SIGTERM, dir);
+    INFO(r.output);
+    REQUIRE(WIFEXITED(r.status));
+    CHECK(WEXITSTATUS(r.status) == 143);
+    CHECK(read_file(out + "/manifest.json") == manifest);
+    CHECK(list_shards(out + "/train") == std::vector<std::string>{out + "/train/shard_000000.bin"});
+    CHECK(read_file(out + "/train/shard_000000.bin") == shard);
+    CHECK(!fs::exists(out + "/.prepare.tmp"));
   }
 }
 
@@ -354,6 +450,7 @@ TEST_CASE("prepare rejects bad flags and inputs with exit code 2", "[data]") {
       {"--format text --val-fraction -0.1 " + base, "--val-fraction"},
       {"--format text --shard-tokens 0 " + base, "--shard-tokens"},
       {"--format text --threads -1 " + base, "--threads"},
+      {"--format text --threads 1025 " + base, "--threads must be in [0, 1024]"},
       {"--format text --bogus " + base, "bogus"},
       {"--format text --field x " + base, "--field applies only"},
       {"--format jsonl --separator x " + base, "--separator applies only"},
@@ -376,4 +473,31 @@ TEST_CASE("prepare rejects bad flags and inputs with exit code 2", "[data]") {
   Run help = run_prepare("--help", dir);
   CHECK(help.code == 0);
   CHECK(help.output.find("--shard-tokens") != std::string::npos);
+  // One default per flag: --separator's is in its text, without cxxopts' (default: "") beside it.
+  CHECK(help.output.find("(default: none") != std::string::npos);
+  CHECK(help.output.find("(default: \"\")") == std::string::npos);
+}
+
+TEST_CASE("prepare: a failed read exits 1 naming the file; out of memory names --threads", "[data]") {
+  std::string dir = test::temp_dir("prepare_machine_errors");
+  // Reading /proc/self/mem at offset 0 (never mapped) fails with EIO.
+  for (const char* f : {"tinystories-json", "text"}) {
+    Run r = run_prepare(format("--format {} --input /proc/self/mem --tokenizer {} --out {}/out", f, gpt2_dir(), dir),
+                        dir);
+    INFO(r.output);
+    CHECK(r.code == 1);
+    CHECK(r.output.find("error reading /proc/self/mem: Input/output error") != std::string::npos);
+    CHECK(!fs::exists(dir + "/out"));
+  }
+#if !defined(__SANITIZE_ADDRESS__)  // ASan reserves far more address space than the limit below
+  // 64 tokenizer copies (~30 MB each) do not fit in 600 MB of address space; one does.
+  std::string in = write_file(dir + "/a.txt", "Some text.\n");
+  Run r = run_prepare(format("--format text --input {} --threads 64 --tokenizer {} --out {}/oom", in, gpt2_dir(), dir),
+                      dir, "ulimit -v 600000; ");
+  INFO(r.output);
+  CHECK(r.code == 1);
+  CHECK(r.output.find("out of host memory") != std::string::npos);
+  CHECK(r.output.find("a lower --threads uses less memory") != std::string::npos);
+  CHECK(!fs::exists(dir + "/oom"));
+#endif
 }

@@ -1,6 +1,7 @@
-// Token shard files: header round trip (2- and 4-byte tokens), atomic writes, listing a split,
-// clear errors naming the file for missing, truncated, corrupt and foreign files, and a failed
-// write (disk full) reported as the machine's error.
+// Token shard files: header round trip (2- and 4-byte tokens), atomic writes, listing a split
+// (in name order, numbers compared as numbers), clear errors naming the file for missing,
+// truncated, corrupt and foreign files, and a failed write (disk full) reported as the machine's
+// error.
 #include <catch2/catch.hpp>
 #include <cstring>
 #include <filesystem>
@@ -213,4 +214,23 @@ TEST_CASE("list_shards takes a file, a directory or a glob, in name order", "[da
   require_input_error([&] { list_shards(dir + "/test_*.bin"); }, {dir + "/test_*.bin"});
   std::string empty = test::temp_dir("shards_list_empty");
   require_input_error([&] { list_shards(empty); }, {empty, "no shards"});
+}
+
+// prepare names shards with 6 digits until the millionth: shard_1000000.bin must follow
+// shard_999999.bin, not sort between shard_100000.bin and shard_100001.bin as strings do.
+TEST_CASE("list_shards compares runs of digits as numbers", "[data]") {
+  std::string dir = test::temp_dir("shards_list_numbers");
+  const std::vector<std::string> names = {"shard_000002.bin",  "shard_000010.bin",  "shard_100000.bin",
+                                          "shard_100001.bin",  "shard_999999.bin",  "shard_1000000.bin",
+                                          "shard_1000001.bin"};
+  for (auto it = names.rbegin(); it != names.rend(); ++it) write_all(dir + "/" + *it, "");
+  std::vector<std::string> paths;
+  for (const auto& name : names) paths.push_back(dir + "/" + name);
+  CHECK(list_shards(dir) == paths);
+  CHECK(list_shards(dir + "/shard_*.bin") == paths);
+  // Equal numbers with other leading zeros: string order, so the order is total.
+  std::string zeros = test::temp_dir("shards_list_zeros");
+  for (const char* name : {"a7.bin", "a007.bin", "a8.bin", "a.bin"}) write_all(zeros + "/" + name, "");
+  CHECK(list_shards(zeros) ==
+        std::vector<std::string>{zeros + "/a.bin", zeros + "/a007.bin", zeros + "/a7.bin", zeros + "/a8.bin"});
 }
