@@ -5,10 +5,16 @@
 //   tokenizer stats  --tokenizer DIR [FILES...]
 // Input "-" (the default) is stdin, output "-" stdout. Exit codes (core/cli.hpp): 0 ok, 2 bad flags
 // or input, 1 an I/O failure (a failed read or write, disk full) or an internal error.
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
 #include <chrono>
 #include <cctype>
 #include <cerrno>
+#include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <cxxopts.hpp>
 #include <filesystem>
@@ -18,6 +24,7 @@
 #include <iostream>
 #include <memory>
 
+#include "core/atomic_file.hpp"
 #include "core/check.hpp"
 #include "core/cli.hpp"
 #include "tokenizer/tokenizer.hpp"
@@ -50,6 +57,58 @@ IdFormat parse_id_format(const std::string& s) {
 double now_seconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
+
+// Ctrl-C (SIGINT), SIGTERM and SIGHUP remove the temporary files being written (FILE.tmp), then
+// end the program as the signal would have (default action, raised again: the shell still sees
+// "killed by SIGINT"). A handler may call only async-signal-safe functions (unlink, sigaction,
+// raise) and touch no std::string, so the paths are copied into fixed buffers. A signal ignored
+// when the program started (a background job's SIGINT, nohup's SIGHUP) stays ignored.
+namespace on_signal {
+constexpr int kSlots = 4;            // Output's FILE.tmp; train's vocab.json.tmp and merges.txt.tmp
+constexpr size_t kPathBytes = 4096;  // PATH_MAX on Linux
+char paths[kSlots][kPathBytes];
+volatile std::sig_atomic_t used[kSlots];
+
+extern "C" void remove_temporaries_and_die(int sig) {
+  for (int i = 0; i < kSlots; ++i)
+    if (used[i]) ::unlink(paths[i]);
+  struct sigaction dfl {};
+  dfl.sa_handler = SIG_DFL;
+  ::sigaction(sig, &dfl, nullptr);
+  ::raise(sig);  // blocked until the handler returns, then the default action ends the program
+}
+
+void install() {
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) {
+    struct sigaction old {};
+    if (::sigaction(sig, nullptr, &old) != 0 || old.sa_handler == SIG_IGN) continue;
+    struct sigaction act {};
+    act.sa_handler = remove_temporaries_and_die;
+    sigemptyset(&act.sa_mask);
+    for (int other : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&act.sa_mask, other);
+    ::sigaction(sig, &act, nullptr);
+  }
+}
+
+// Registers `path` for removal on a signal: its slot, for forget(); -1 if none is free (or the
+// path is too long), in which case a signal leaves it behind.
+int remove_on_signal(const std::string& path) {
+  if (path.size() >= kPathBytes) return -1;
+  for (int i = 0; i < kSlots; ++i) {
+    if (used[i]) continue;
+    std::memcpy(paths[i], path.c_str(), path.size() + 1);
+    std::atomic_signal_fence(std::memory_order_seq_cst);  // the path is whole before the flag is set
+    used[i] = 1;
+    return i;
+  }
+  return -1;
+}
+
+void forget(int& slot) {
+  if (slot >= 0) used[slot] = 0;
+  slot = -1;
+}
+}  // namespace on_signal
 
 // An input stream for a path or "-" (stdin). A path that is missing or a directory is bad input
 // (exit 2); a read that fails once the file is open (an I/O error) is exit 1, naming the file.
@@ -85,20 +144,32 @@ uint64_t encode_input(const Tokenizer& tok, Input& in, bool allow_special, int t
 
 // An output to a path or "-" (stdout). A path is written to path.tmp, renamed over it by
 // commit(); a command that fails before that (bad input, a failed write) removes path.tmp and
-// leaves path as it was. A failed write (disk full) is an I/O error: exit 1, naming the file.
+// leaves path as it was. A link is followed to its file, and a device or FIFO (/dev/null) is
+// written in place (resolve_write_target, core/atomic_file.hpp). A failed write (disk full) is an
+// I/O error: exit 1, naming the file. A signal removes path.tmp too (on_signal).
 struct Output {
-  std::string path, tmp;
+  std::string path, tmp;  // tmp empty: written in place
+  WriteTarget target;
+  int signal_slot = -1;   // on_signal's registration of tmp
   std::unique_ptr<std::ofstream> file;
   std::ostream* out = &std::cout;
-  explicit Output(std::string p) : path(std::move(p)), tmp(path + ".tmp") {
+  explicit Output(std::string p) : path(std::move(p)) {
     if (path == "-") return;
+    INPUT_CHECK(!path.empty(), "--output is empty: give a file, or - for stdout");
     std::error_code ec;
     INPUT_CHECK(!fs::is_directory(path, ec), "output {} is a directory, not a file", path);
-    file = std::make_unique<std::ofstream>(tmp, std::ios::binary | std::ios::trunc);
+    target = resolve_write_target(path);
+    if (!target.in_place) {
+      tmp = target.path + ".tmp";
+      signal_slot = on_signal::remove_on_signal(tmp);
+    }
+    const std::string& opened = target.in_place ? target.path : tmp;
+    file = std::make_unique<std::ofstream>(opened, std::ios::binary | std::ios::trunc);
     if (!file->good()) {
       const std::string why = std::strerror(errno);
       file.reset();
-      throw Error(format("cannot write {}: {}", tmp, why));
+      on_signal::forget(signal_slot);
+      throw Error(format("cannot write {}: {}", opened, why));
     }
     out = file.get();
   }
@@ -107,12 +178,14 @@ struct Output {
   ~Output() {
     if (!file) return;  // stdout, or committed
     file.reset();
-    std::remove(tmp.c_str());
+    if (!tmp.empty()) std::remove(tmp.c_str());
+    on_signal::forget(signal_slot);
   }
   // Throws once a write has failed; called after each block, so a full disk stops the command.
   void check() const {
     if (out->good()) return;
     if (!file) throw Error("writing stdout failed");
+    if (tmp.empty()) throw Error(format("writing {} failed", path));
     throw Error(format("writing {} failed (disk full?); {} is unchanged", path, path));
   }
   void commit() {
@@ -121,9 +194,10 @@ struct Output {
     if (!file) return;
     file->close();
     check();  // a close that failed to write the last of it
-    if (std::rename(tmp.c_str(), path.c_str()) != 0)
-      throw Error(format("cannot rename {} to {}: {}", tmp, path, std::strerror(errno)));
+    if (!tmp.empty() && std::rename(tmp.c_str(), target.path.c_str()) != 0)
+      throw Error(format("cannot rename {} to {}: {}", tmp, target.path, std::strerror(errno)));
     file.reset();
+    on_signal::forget(signal_slot);
   }
 };
 
@@ -136,15 +210,49 @@ cxxopts::ParseResult parse(cxxopts::Options& options, int argc, char** argv) {
   return args;
 }
 
-// train --out DIR, checked before training: DIR, or the first of its parents that exists, must
-// be a directory (the vocabulary files are written into DIR, created if missing).
+// train --out DIR, checked before training, so that a DIR that cannot be written fails at once,
+// not after the whole training: DIR, or the first of its parents that exists, must be a
+// directory, DIR must be creatable, and a file must be creatable in it (a probe, removed at once).
+// What the check created is removed again: a training that then fails leaves no empty DIR.
 void check_output_dir(const std::string& dir) {
+  INPUT_CHECK(!dir.empty(), "--out is empty: give the directory for vocab.json + merges.txt");
   std::error_code ec;
   fs::path p = dir;
-  while (!p.empty() && !fs::exists(p, ec)) p = p.parent_path();
-  if (p.empty() || fs::is_directory(p, ec)) return;
-  INPUT_CHECK(p != fs::path(dir), "--out {} exists and is not a directory", dir);
-  fail_input(format("--out {}: {} is not a directory", dir, p.string()));
+  std::vector<fs::path> missing;  // DIR and the parents that do not exist yet, deepest first
+  while (!p.empty() && !fs::exists(p, ec)) {
+    missing.push_back(p);
+    p = p.parent_path();
+  }
+  if (!p.empty() && !fs::is_directory(p, ec)) {
+    INPUT_CHECK(p != fs::path(dir), "--out {} exists and is not a directory", dir);
+    fail_input(format("--out {}: {} is not a directory", dir, p.string()));
+  }
+  fs::create_directories(dir, ec);
+  std::string why = ec ? ec.message() : "";
+  if (!ec) {
+    std::string probe = (fs::path(dir) / ".tokenizer-write-check-XXXXXX").string();
+    const int fd = ::mkstemp(probe.data());
+    if (fd < 0) why = std::strerror(errno);
+    if (fd >= 0) {
+      ::close(fd);
+      ::unlink(probe.c_str());
+    }
+  }
+  for (const fs::path& created : missing) fs::remove(created, ec);
+  INPUT_CHECK(why.empty(), "--out {}: cannot {}: {}", dir, missing.empty() ? "write files in it" : "create it", why);
+}
+
+// --threads: 1 to kMaxThreads (core/cli.hpp); more would fail to start, or crash, not run faster.
+int threads_flag(const cxxopts::ParseResult& args) {
+  const int threads = args["threads"].as<int>();
+  INPUT_CHECK(threads >= 1 && threads <= kMaxThreads, "--threads must be in [1, {}], got {}", kMaxThreads, threads);
+  return threads;
+}
+
+// stdout's text, flushed: a write that failed (a full disk, /dev/full) is an I/O error, exit 1.
+void flush_stdout() {
+  std::cout.flush();
+  if (!std::cout.good()) throw Error("writing stdout failed");
 }
 
 std::string required(const cxxopts::ParseResult& args, const char* name) {
@@ -161,7 +269,7 @@ int cmd_train(int argc, char** argv) {
     ("special", "a special token (repeat the flag; default <|endoftext|>; \"\" for none)",
      cxxopts::value<std::vector<std::string>>())
     ("min-frequency", "stop when the best pair occurs fewer times, >= 1", cxxopts::value<uint64_t>()->default_value("2"))
-    ("threads", "threads for counting, >= 1", cxxopts::value<int>()->default_value("2"))
+    ("threads", "threads for counting, 1 to 1024", cxxopts::value<int>()->default_value("2"))
     ("files", "training text files", cxxopts::value<std::vector<std::string>>())
     ("h,help", "show this help");
   // clang-format on
@@ -171,7 +279,7 @@ int cmd_train(int argc, char** argv) {
   TrainerConfig cfg;
   cfg.vocab_size = args["vocab-size"].as<int>();
   cfg.min_frequency = args["min-frequency"].as<uint64_t>();
-  cfg.threads = args["threads"].as<int>();
+  cfg.threads = threads_flag(args);
   if (args.count("special")) {
     cfg.special_tokens.clear();
     for (const auto& s : args["special"].as<std::vector<std::string>>())
@@ -191,13 +299,40 @@ int cmd_train(int argc, char** argv) {
   if (tok.vocab_size() < cfg.vocab_size)
     std::cerr << "train: stopped at vocab size " << tok.vocab_size() << " < --vocab-size " << cfg.vocab_size
               << ": no pair left occurs --min-frequency " << cfg.min_frequency << " times\n";
+  // A signal while saving removes the temporaries write_file_atomic writes (core/atomic_file.hpp).
+  int slots[2];
+  for (int i = 0; i < 2; ++i) {
+    const std::string file = (fs::path(out) / (i == 0 ? "vocab.json" : "merges.txt")).string();
+    slots[i] = on_signal::remove_on_signal(resolve_write_target(file).path + ".tmp");
+  }
   tok.save(out);
+  for (int& slot : slots) on_signal::forget(slot);
   std::cerr << std::fixed << std::setprecision(2) << "train: " << stats.bytes << " bytes, " << stats.pretokens
             << " pre-tokens (" << stats.unique_pretokens << " unique); counting " << stats.count_seconds
             << " s, merging " << stats.merge_seconds << " s, total " << now_seconds() - t0 << " s\n"
             << "train: wrote " << out << "/vocab.json + merges.txt: vocab size " << tok.vocab_size()
             << ", fingerprint " << std::hex << tok.fingerprint() << std::dec << "\n";
   return 0;
+}
+
+// A word of the input, quoted for a message: printable ASCII as it is (with \" and \\), any
+// other byte as \xNN (a NUL does not cut the message, an escape sequence does not reach the
+// terminal), and at most 32 bytes of it: "15496\x00995", "123456789012345678901234567890ab"...
+std::string quote_for_message(std::string_view word) {
+  constexpr size_t kShown = 32;
+  std::string out = "\"";
+  for (size_t i = 0; i < word.size() && i < kShown; ++i) {
+    const auto c = uint8_t(word[i]);
+    if (c == '"' || c == '\\') out.push_back('\\');
+    if (c >= 0x20 && c < 0x7F) {
+      out.push_back(char(c));
+    } else {
+      out += format("\\x{}{}", "0123456789abcdef"[c >> 4], "0123456789abcdef"[c & 15]);
+    }
+  }
+  out.push_back('"');
+  if (word.size() > kShown) out += format("... ({} bytes)", word.size());
+  return out;
 }
 
 void write_ids(std::ostream& out, std::span<const int> ids, IdFormat fmt, bool& first) {
@@ -227,7 +362,7 @@ int cmd_encode(int argc, char** argv) {
     ("output", "output file, - for stdout", cxxopts::value<std::string>()->default_value("-"))
     ("format", "ids as text (space separated), u16 or u32 (little-endian binary)", cxxopts::value<std::string>()->default_value("text"))
     ("no-special", "treat special-token text such as <|endoftext|> as plain text")
-    ("threads", "encoding threads, >= 1", cxxopts::value<int>()->default_value("1"))
+    ("threads", "encoding threads, 1 to 1024", cxxopts::value<int>()->default_value("1"))
     ("h,help", "show this help");
   // clang-format on
   auto args = parse(options, argc, argv);
@@ -236,12 +371,11 @@ int cmd_encode(int argc, char** argv) {
   IdFormat fmt = parse_id_format(args["format"].as<std::string>());
   INPUT_CHECK(fmt != IdFormat::u16 || tok.vocab_size() <= 65536, "--format u16 needs vocab size <= 65536, this one has {}",
               tok.vocab_size());
-  int threads = args["threads"].as<int>();
-  INPUT_CHECK(threads >= 1, "--threads must be >= 1, got {}", threads);
+  const int threads = threads_flag(args);
   Input in(args["input"].as<std::string>());
   Output out(args["output"].as<std::string>());
   bool first = true;
-  encode_input(tok, in, args.count("no-special") == 0, threads, [&](std::span<const int> ids) {
+  encode_input(tok, in, !switch_on(args, "no-special"), threads, [&](std::span<const int> ids) {
     write_ids(*out.out, ids, fmt, first);
     out.check();
   });
@@ -266,29 +400,29 @@ int cmd_decode(int argc, char** argv) {
   IdFormat fmt = parse_id_format(args["format"].as<std::string>());
   Input in(args["input"].as<std::string>());
   Output out(args["output"].as<std::string>());
-  auto emit = [&](const std::vector<int>& ids, const std::string& where) {
-    for (int id : ids)
-      INPUT_CHECK(id >= 0 && id < tok.vocab_size(), "{}: token id {} is out of range [0, {})", where, id, tok.vocab_size());
+  auto emit = [&](const std::vector<int>& ids) {
     *out.out << tok.decode(ids);
     out.check();
   };
+  const int V = tok.vocab_size();
   if (fmt == IdFormat::text) {
     std::string line;
     for (int line_no = 1; std::getline(*in.in, line); ++line_no) {
       std::vector<int> ids;
-      std::string where = format("{}:{}", in.name, line_no);
       for (size_t i = 0; i < line.size();) {
         while (i < line.size() && std::isspace(uint8_t(line[i]))) ++i;
         size_t j = i;
         while (j < line.size() && !std::isspace(uint8_t(line[j]))) ++j;
         if (i == j) break;
-        std::string word = line.substr(i, j - i);
+        std::string_view word = std::string_view(line).substr(i, j - i);
         INPUT_CHECK(word.find_first_not_of("0123456789") == std::string::npos && word.size() <= 9,
-                    "{}: \"{}\" is not a token id", where, word);
-        ids.push_back(std::stoi(word));
+                    "{}:{}: {} is not a token id", in.name, line_no, quote_for_message(word));
+        const int id = std::stoi(std::string(word));
+        INPUT_CHECK(id < V, "{}:{}: token id {} is out of range [0, {})", in.name, line_no, id, V);
+        ids.push_back(id);
         i = j;
       }
-      emit(ids, where);
+      emit(ids);
     }
   } else {
     const size_t width = fmt == IdFormat::u16 ? 2 : 4;
@@ -304,9 +438,12 @@ int cmd_decode(int argc, char** argv) {
       for (size_t i = 0; i < ids.size(); ++i) {
         uint32_t v = 0;
         std::memcpy(&v, buf.data() + i * width, width);  // little-endian host
+        // Checked as read, unsigned: 0xFFFFFFFF is id 4294967295, not -1.
+        INPUT_CHECK(v < uint32_t(V), "{} (id at byte {}): token id {} is out of range [0, {})", in.name,
+                    offset + i * width, v, V);
         ids[i] = int(v);
       }
-      emit(ids, format("{} (id at byte {})", in.name, offset));
+      emit(ids);
       offset += got;
     }
   }
@@ -321,7 +458,7 @@ int cmd_stats(int argc, char** argv) {
   options.add_options()
     ("tokenizer", "tokenizer directory", cxxopts::value<std::string>())
     ("no-special", "treat special-token text as plain text")
-    ("threads", "encoding threads, >= 1", cxxopts::value<int>()->default_value("1"))
+    ("threads", "encoding threads, 1 to 1024", cxxopts::value<int>()->default_value("1"))
     ("files", "text files (none: stdin)", cxxopts::value<std::vector<std::string>>())
     ("h,help", "show this help");
   // clang-format on
@@ -329,8 +466,7 @@ int cmd_stats(int argc, char** argv) {
   options.positional_help("[FILES...]");
   auto args = parse(options, argc, argv);
   Tokenizer tok = Tokenizer::load(required(args, "tokenizer"));
-  int threads = args["threads"].as<int>();
-  INPUT_CHECK(threads >= 1, "--threads must be >= 1, got {}", threads);
+  const int threads = threads_flag(args);
   std::vector<std::string> files{"-"};
   if (args.count("files")) files = args["files"].as<std::vector<std::string>>();
   uint64_t total_bytes = 0, total_tokens = 0;
@@ -339,10 +475,11 @@ int cmd_stats(int argc, char** argv) {
   for (const auto& f : files) {
     Input in(f);
     uint64_t tokens = 0;
-    uint64_t bytes = encode_input(tok, in, args.count("no-special") == 0, threads,
+    uint64_t bytes = encode_input(tok, in, !switch_on(args, "no-special"), threads,
                                   [&](std::span<const int> ids) { tokens += ids.size(); });
     std::cout << in.name << ": " << bytes << " bytes, " << tokens << " tokens, " << std::setprecision(4)
               << (bytes ? double(tokens) / double(bytes) : 0.0) << " tokens/byte\n";
+    flush_stdout();
     total_bytes += bytes, total_tokens += tokens;
   }
   double secs = now_seconds() - t0;
@@ -350,6 +487,7 @@ int cmd_stats(int argc, char** argv) {
             << (total_bytes ? double(total_tokens) / double(total_bytes) : 0.0) << " tokens/byte, "
             << std::setprecision(2) << secs << " s (" << (secs > 0 ? double(total_bytes) / 1e6 / secs : 0.0)
             << " MB/s)\n";
+  flush_stdout();
   return 0;
 }
 
@@ -357,6 +495,7 @@ int cmd_stats(int argc, char** argv) {
 
 // tokenizer COMMAND [options]: dispatches to the command's parser (each with its own --help).
 int dispatch(int argc, char** argv) {
+  on_signal::install();
   if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
     std::cout << kUsage;
     return argc < 2 ? 2 : 0;

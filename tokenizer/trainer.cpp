@@ -6,7 +6,10 @@
 #include "tokenizer/trainer.hpp"
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <queue>
 #include <thread>
@@ -103,8 +106,12 @@ void BpeTrainer::count_block(std::string_view text) {
 }
 
 void BpeTrainer::add_file(const std::string& path) {
+  // A directory opens (and then fails every read): bad input, named as such; a read that fails
+  // once the file is open is an I/O error (exit 1), as in encode.
+  std::error_code ec;
+  INPUT_CHECK(!std::filesystem::is_directory(path, ec), "training file {} is a directory, not a file", path);
   std::ifstream in(path, std::ios::binary);
-  INPUT_CHECK(in.good(), "cannot open training file {}", path);
+  INPUT_CHECK(in.good(), "cannot open training file {}: {}", path, std::strerror(errno));
   files_.push_back(path);
   std::string buf;
   size_t scanned = 0;
@@ -118,7 +125,7 @@ void BpeTrainer::add_file(const std::string& path) {
     buf.resize(old + config_.block_bytes);
     in.read(buf.data() + old, std::streamsize(config_.block_bytes));
     buf.resize(old + size_t(in.gcount()));
-    INPUT_CHECK(!in.bad(), "read error in training file {}", path);
+    if (in.bad()) throw Error(format("reading training file {} failed (an I/O error)", path));
     if (in.gcount() == 0 || in.eof()) break;
     // Cut at a safe point that no special token straddles (a special never contains the
     // "visible char + \n" pair the cut needs unless it ends right there; check the window).

@@ -4,7 +4,9 @@
 #include "tokenizer/vocab_io.hpp"
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -21,13 +23,19 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// The whole file. A directory is bad input (it opens, then fails every read); a read that fails
+// once the file is open is an I/O error (exit 1), as for every input.
 std::string read_whole_file(const std::string& path) {
+  std::error_code ec;
+  INPUT_CHECK(!fs::is_directory(path, ec), "tokenizer file {} is a directory, not a file", path);
   std::ifstream in(path, std::ios::binary);
-  INPUT_CHECK(in.good(), "cannot open tokenizer file {}", path);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  INPUT_CHECK(!in.bad(), "error reading tokenizer file {}", path);
-  return ss.str();
+  INPUT_CHECK(in.good(), "cannot open tokenizer file {}: {}", path, std::strerror(errno));
+  std::string text;
+  std::vector<char> block(1 << 16);
+  while (in.read(block.data(), std::streamsize(block.size())) || in.gcount() > 0)
+    text.append(block.data(), size_t(in.gcount()));
+  if (in.bad()) throw Error(format("reading tokenizer file {} failed (an I/O error)", path));
+  return text;
 }
 
 void append_utf8(std::string& out, uint32_t cp) {
@@ -150,13 +158,30 @@ class FlatJsonReader {
     }
     return out;
   }
+  // A token id: a JSON number that is a whole number. The whole number is read, so that 1e+20 or
+  // 2.5 is refused as such, not read as id 1 or 2 followed by stray text.
   long long integer() {
+    const auto digits = [&] {
+      while (peek() >= '0' && peek() <= '9') next();
+    };
     size_t start = i_;
     if (peek() == '-') next();
-    while (peek() >= '0' && peek() <= '9') next();
+    digits();
     if (i_ == start || (i_ == start + 1 && s_[start] == '-')) fail("expected an integer token id, got " + describe(peek()));
-    if (i_ - start > 10) fail("token id " + std::string(s_.substr(start, i_ - start)) + " is too large");
-    return std::stoll(std::string(s_.substr(start, i_ - start)));
+    const size_t int_end = i_;
+    if (peek() == '.') {
+      next();
+      digits();
+    }
+    if (peek() == 'e' || peek() == 'E') {
+      next();
+      if (peek() == '+' || peek() == '-') next();
+      digits();
+    }
+    const std::string text(s_.substr(start, i_ - start));
+    if (i_ != int_end) fail(text + " is not a valid token id (a whole number, 0 to 2^24 - 1)");
+    if (text.size() > 10) fail("token id " + text + " is too large");
+    return std::stoll(text);
   }
 
   std::string path_;

@@ -316,6 +316,36 @@ TEST_CASE("malformed tokenizer files give errors naming file and line", "[tokeni
     write_file(dir, "merges.txt", "");
     CHECK_THAT(load_error(dir), Catch::Contains("vocab.json") && Catch::Contains("single-byte token"));
   }
+  // A JSON number that is not a whole number: refused as such, not read as its leading digits
+  // (1e+20 was id 1, "also used on line 2").
+  for (const std::string id : {"1e+20", "2.5", "3E2"}) {
+    INFO(id);
+    std::string dir = test::temp_dir("tok_non_integer_id");
+    write_file(dir, "vocab.json", good_vocab + "\"ab\": " + id + "\n}\n");
+    write_file(dir, "merges.txt", "a b\n");
+    CHECK_THAT(load_error(dir), Catch::Contains("vocab.json:257: " + id + " is not a valid token id"));
+  }
+  {
+    // A directory where a file should be: named as one (it opens, then every read fails, so it
+    // read as an empty merges file: "... tokens are made by no merge").
+    std::string dir = test::temp_dir("tok_merges_dir");
+    write_file(dir, "encoder.json", vocab_ab);
+    std::filesystem::create_directories(dir + "/vocab.bpe");
+    CHECK_THAT(load_error(dir), Catch::Contains(dir + "/vocab.bpe is a directory"));
+    // A read that fails once the file is open (EIO: address 0 of /proc/self/mem is not mapped):
+    // an I/O error (gpt2cc::Error, exit 1 in a CLI), not bad input.
+    std::string io = test::temp_dir("tok_read_error");
+    std::filesystem::create_symlink("/proc/self/mem", io + "/encoder.json");
+    write_file(io, "vocab.bpe", "a b\n");
+    try {
+      Tokenizer::load(io);
+      FAIL("loading an unreadable encoder.json did not throw");
+    } catch (const gpt2cc::InputError& e) {
+      FAIL(std::string("a read error was reported as bad input: ") + e.what());
+    } catch (const gpt2cc::Error& e) {
+      CHECK_THAT(e.what(), Catch::Contains("reading tokenizer file " + io + "/encoder.json failed"));
+    }
+  }
   CHECK_THAT(load_error(test::temp_dir("tok_empty_dir")), Catch::Contains("neither"));
   CHECK_THAT(load_error("/nonexistent/tokenizer/dir"), Catch::Contains("does not exist"));
 }

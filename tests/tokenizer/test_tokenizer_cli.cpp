@@ -125,6 +125,23 @@ TEST_CASE("tokenizer CLI: user errors exit 2 naming the problem", "[tokenizer][c
                           Catch::Contains("is not a directory"));
     CHECK_THAT(r.err, !Catch::Contains("merges"));  // no training started
   }
+  // --out empty, or a directory that cannot be created: refused before any training too.
+  for (const auto& [out, says] : {std::pair<std::string, std::string>{"", "--out is empty"},
+                                  {"/proc/no_such_dir", "--out /proc/no_such_dir: cannot create it"}}) {
+    r = cli(dir, "train --out '" + out + "' --vocab-size 300 '" + dir + "/words.txt'");
+    CHECK(r.code == 2);
+    CHECK_THAT(r.err, Catch::Contains(says) && !Catch::Contains("train: "));  // no training started
+  }
+  // --threads above kMaxThreads (core/cli.hpp): refused naming the flag and its range, by every
+  // command that takes it (3000 threads failed with "Resource temporarily unavailable").
+  for (const std::string& command : {"encode --tokenizer '" + gpt2 + "' --input /dev/null",
+                                     "stats --tokenizer '" + gpt2 + "' /dev/null",
+                                     "train --out '" + dir + "/t' '" + dir + "/words.txt'"}) {
+    INFO(command);
+    r = cli(dir, command + " --threads 3000");
+    CHECK(r.code == 2);
+    CHECK_THAT(r.err, Catch::Contains("--threads must be in [1, 1024], got 3000"));
+  }
 
   std::ofstream(dir + "/odd.bin", std::ios::binary) << "abc";
   r = cli(dir, "decode --tokenizer '" + gpt2 + "' --format u16 --input '" + dir + "/odd.bin'");
@@ -134,6 +151,22 @@ TEST_CASE("tokenizer CLI: user errors exit 2 naming the problem", "[tokenizer][c
   r = cli(dir, "decode --tokenizer '" + gpt2 + "' --input '" + dir + "/ids.txt'");
   CHECK(r.code == 2);
   CHECK_THAT(r.err, Catch::Contains("ids.txt:2") && Catch::Contains("99999"));
+  // A word that is not an id is quoted escaped and cut short: a NUL does not end the message, an
+  // escape sequence does not reach the terminal.
+  std::ofstream(dir + "/odd_words.txt", std::ios::binary) << std::string("15496\0" "995\n", 10);
+  r = cli(dir, "decode --tokenizer '" + gpt2 + "' --input '" + dir + "/odd_words.txt'");
+  CHECK(r.code == 2);
+  CHECK_THAT(r.err, Catch::Contains("odd_words.txt:1: \"15496\\x00995\" is not a token id"));
+  std::ofstream(dir + "/odd_words.txt", std::ios::binary) << "\x1b[31m" << std::string(100, 'x') << "\n";
+  r = cli(dir, "decode --tokenizer '" + gpt2 + "' --input '" + dir + "/odd_words.txt'");
+  CHECK(r.code == 2);
+  CHECK_THAT(r.err, Catch::Contains("\"\\x1b[31m" + std::string(27, 'x') + "\"... (105 bytes) is not a token id"));
+  CHECK(r.err.find('\x1b') == std::string::npos);
+  // An unsigned 32-bit id is reported as such: 0xFFFFFFFF is 4294967295, not -1.
+  std::ofstream(dir + "/ids.u32", std::ios::binary) << "\xff\xff\xff\xff";
+  r = cli(dir, "decode --tokenizer '" + gpt2 + "' --format u32 --input '" + dir + "/ids.u32'");
+  CHECK(r.code == 2);
+  CHECK_THAT(r.err, Catch::Contains("token id 4294967295 is out of range [0, 50257)"));
 
   // A malformed merges file: the error names file and line.
   std::string bad = dir + "/badtok";
@@ -185,6 +218,15 @@ TEST_CASE("tokenizer CLI: directories, failed reads and writes; no FILE.tmp left
     CHECK(r.code == 1);
     CHECK_THAT(r.err, Catch::Contains("reading /proc/self/mem failed"));
   }
+  // The same for train's FILES: a directory is bad input (2), a failed read an I/O error (1).
+  {
+    Result r = cli(dir, "train --out '" + dir + "/vocab' '" + sub + "'");
+    CHECK(r.code == 2);
+    CHECK_THAT(r.err, Catch::Contains("training file " + sub + " is a directory"));
+    r = cli(dir, "train --out '" + dir + "/vocab' /proc/self/mem");
+    CHECK(r.code == 1);
+    CHECK_THAT(r.err, Catch::Contains("reading training file /proc/self/mem failed"));
+  }
 
   // A bad id on line 2 of decode's input: exit 2; the output keeps its old text, no .tmp is left.
   const std::string out = dir + "/result.txt";  // not out.txt, which cli() writes
@@ -214,6 +256,27 @@ TEST_CASE("tokenizer CLI: directories, failed reads and writes; no FILE.tmp left
   // Standard output that cannot be written.
   CHECK(shell(encode + " > /dev/full 2> '" + dir + "/err.txt'") == 1);
   CHECK_THAT(slurp(dir + "/err.txt"), Catch::Contains("writing stdout failed"));
+  const std::string stats = std::string("'") + GPT2CC_TOKENIZER_CLI + "' stats --tokenizer '" + gpt2 + "' '" + dir +
+                            "/big.txt'";
+  CHECK(shell(stats + " > /dev/full 2> '" + dir + "/err.txt'") == 1);
+  CHECK_THAT(slurp(dir + "/err.txt"), Catch::Contains("writing stdout failed"));
+
+  // --output through a link: the file behind it gets the text, the link stays; into a FIFO: the
+  // text goes through it (a reader beside), and it stays a FIFO, as /dev/null would stay a device.
+  const std::string file = dir + "/behind.txt", link = dir + "/link.txt", fifo = dir + "/fifo";
+  std::ofstream(dir + "/hello.txt") << "Hello world";
+  const std::string hello = "encode --tokenizer '" + gpt2 + "' --input '" + dir + "/hello.txt' --output ";
+  std::ofstream(file) << "old";
+  std::filesystem::create_symlink(file, link);
+  CHECK(cli(dir, hello + "'" + link + "'").code == 0);
+  CHECK(std::filesystem::is_symlink(link));
+  CHECK(slurp(file) == "15496 995\n");
+  REQUIRE(shell("mkfifo '" + fifo + "'") == 0);
+  CHECK(shell("cat '" + fifo + "' > '" + dir + "/drained.txt' & '" + GPT2CC_TOKENIZER_CLI + "' " + hello + "'" + fifo +
+              "'; status=$?; wait; exit $status") == 0);
+  CHECK(std::filesystem::is_fifo(fifo));
+  CHECK(slurp(dir + "/drained.txt") == "15496 995\n");
+  CHECK(cli(dir, hello + "''").code == 2);
 }
 
 TEST_CASE("bench_tokenizer refuses --mb out of (0, 1e6], a directory and no text", "[tokenizer][cli]") {
@@ -242,4 +305,38 @@ TEST_CASE("bench_tokenizer refuses --mb out of (0, 1e6], a directory and no text
   r = run("--mb 0.001 '" + dir + "/text.txt'");
   CHECK(r.code == 0);
   CHECK_THAT(r.out, Catch::Contains("\"bytes\": 29,"));
+}
+
+TEST_CASE("tokenizer CLI: SIGINT and SIGTERM remove FILE.tmp", "[tokenizer][cli]") {
+  std::string dir = test::temp_dir("tokenizer_cli_signal");
+  std::string gpt2 = test::data_dir() + "/gpt2";
+  if (test::data_dir().empty()) FAIL("shared data directory not found (set GPT2CC_DATA_DIR)");
+  const std::string cli_path = std::string("'") + GPT2CC_TOKENIZER_CLI + "'";
+  const std::string out = dir + "/ids.txt";
+  // encode reading a stdin that stays open (`sleep |`): the signal comes once out.tmp exists.
+  const std::string encode = cli_path + " encode --tokenizer '" + gpt2 + "' --output '" + out + "'";
+  const std::string killed = "kill -TERM $pid; { wait $pid; } 2> /dev/null; [ $? = 143 ]";  // 128 + 15: by SIGTERM
+  const std::string wait_for_tmp = "for i in $(seq 200); do [ -e '" + out + ".tmp' ] && break; sleep 0.05; done; ";
+  CHECK(shell("sleep 3 | " + encode + " & pid=$!; " + wait_for_tmp + "[ -e '" + out + ".tmp' ] || exit 3; " +
+              killed) == 0);
+  CHECK_FALSE(std::filesystem::exists(out + ".tmp"));
+  // SIGINT (Ctrl-C) from timeout: a background job (&) would ignore it. 2 s leaves time to load.
+  CHECK(shell("sleep 4 | timeout -s INT 2 " + encode) == 124);
+  CHECK_FALSE(std::filesystem::exists(out + ".tmp"));
+  CHECK_FALSE(std::filesystem::exists(out));
+
+  // train: vocab.json.tmp made a FIFO, so that saving blocks opening it; a signal then removes it.
+  std::ofstream(dir + "/words.txt") << "hello hello world world\n";
+  const std::string vocab = dir + "/vocab";
+  std::filesystem::create_directories(vocab);
+  REQUIRE(shell("mkfifo '" + vocab + "/vocab.json.tmp'") == 0);
+  const std::string train =
+      cli_path + " train --out '" + vocab + "' --vocab-size 300 '" + dir + "/words.txt' 2> '" + dir + "/err.txt'";
+  // Training is done when its progress line ends ("\n"); then it saves.
+  const std::string wait_for_save =
+      "for i in $(seq 200); do [ \"$(cat '" + dir + "/err.txt' 2> /dev/null | wc -l)\" -ge 1 ] && break; sleep 0.05; done; "
+      "sleep 0.3; ";
+  CHECK(shell(train + " & pid=$!; " + wait_for_save + killed) == 0);
+  CHECK_FALSE(std::filesystem::exists(vocab + "/vocab.json.tmp"));
+  CHECK_FALSE(std::filesystem::exists(vocab + "/vocab.json"));
 }
