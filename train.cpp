@@ -26,6 +26,7 @@
 
 #include "core/check.hpp"
 #include "core/cli.hpp"
+#include "core/signal_cleanup.hpp"
 #include "core/dataloader.hpp"
 #include "core/distributed.hpp"
 #include "core/hf_gpt2.hpp"
@@ -67,7 +68,7 @@ cxxopts::Options make_options(TrainConfig& c) {
       c.init_from);
   add("model", "resume", "checkpoint, or run directory (its newest), to continue exactly", c.resume);
   add("device", "device", "cpu or cuda", c.device);
-  add("device", "threads", "CPU threads (0: all cores, shared among the ranks on the machine)", c.threads);
+  add("device", "threads", "CPU threads, 0 to 1024 (0: all cores, shared among the ranks on the machine)", c.threads);
   add("device", "cuda-device", "GPU index", c.cuda_device);
   add("device", "dtype", "compute dtype: fp32 or bf16 (mixed, cuda on sm_80 or newer)", c.dtype);
   add("device", "recompute-gelu", "recompute GELU in the backward instead of storing it (less memory)",
@@ -390,7 +391,10 @@ int run(int argc, char** argv, ProcessGroup& group) {
     const DType dtype = parse_dtype(config.dtype);
     backend = cuda ? make_cuda_backend(gpu, dtype) : make_cpu_backend(threads, dtype);
   });
-  if (!config.export_hf.empty()) return export_hf(config);
+  if (!config.export_hf.empty()) {
+    remove_temporaries_on_signal();  // a Ctrl-C leaves no half-written model.safetensors.tmp
+    return export_hf(config);
+  }
   if (config.eval_only) return eval_only(config, *backend);
 
   std::unique_ptr<DeviceCollectives> collectives;

@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "core/check.hpp"
+#include "core/signal_cleanup.hpp"
 
 namespace gpt2cc {
 
@@ -53,6 +54,7 @@ void write_file_atomic(const std::string& path, const std::function<bool(FILE*)>
     return;
   }
   const std::string tmp = target.path + ".tmp";
+  const TemporaryFile on_signal(tmp);  // removed if a signal ends the program meanwhile
   FILE* f = std::fopen(tmp.c_str(), "wb");
   if (!f) throw Error(format("cannot write {}: {}", tmp, std::strerror(errno)));
   bool ok = write(f);

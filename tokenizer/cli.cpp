@@ -5,14 +5,11 @@
 //   tokenizer stats  --tokenizer DIR [FILES...]
 // Input "-" (the default) is stdin, output "-" stdout. Exit codes (core/cli.hpp): 0 ok, 2 bad flags
 // or input, 1 an I/O failure (a failed read or write, disk full) or an internal error.
-#include <signal.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <chrono>
 #include <cctype>
 #include <cerrno>
-#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -23,10 +20,12 @@
 #include <iomanip>
 #include <iostream>
 #include <memory>
+#include <optional>
 
 #include "core/atomic_file.hpp"
 #include "core/check.hpp"
 #include "core/cli.hpp"
+#include "core/signal_cleanup.hpp"
 #include "tokenizer/tokenizer.hpp"
 #include "tokenizer/trainer.hpp"
 #include "tokenizer/vocab_io.hpp"
@@ -57,58 +56,6 @@ IdFormat parse_id_format(const std::string& s) {
 double now_seconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
-
-// Ctrl-C (SIGINT), SIGTERM and SIGHUP remove the temporary files being written (FILE.tmp), then
-// end the program as the signal would have (default action, raised again: the shell still sees
-// "killed by SIGINT"). A handler may call only async-signal-safe functions (unlink, sigaction,
-// raise) and touch no std::string, so the paths are copied into fixed buffers. A signal ignored
-// when the program started (a background job's SIGINT, nohup's SIGHUP) stays ignored.
-namespace on_signal {
-constexpr int kSlots = 4;            // Output's FILE.tmp; train's vocab.json.tmp and merges.txt.tmp
-constexpr size_t kPathBytes = 4096;  // PATH_MAX on Linux
-char paths[kSlots][kPathBytes];
-volatile std::sig_atomic_t used[kSlots];
-
-extern "C" void remove_temporaries_and_die(int sig) {
-  for (int i = 0; i < kSlots; ++i)
-    if (used[i]) ::unlink(paths[i]);
-  struct sigaction dfl {};
-  dfl.sa_handler = SIG_DFL;
-  ::sigaction(sig, &dfl, nullptr);
-  ::raise(sig);  // blocked until the handler returns, then the default action ends the program
-}
-
-void install() {
-  for (int sig : {SIGINT, SIGTERM, SIGHUP}) {
-    struct sigaction old {};
-    if (::sigaction(sig, nullptr, &old) != 0 || old.sa_handler == SIG_IGN) continue;
-    struct sigaction act {};
-    act.sa_handler = remove_temporaries_and_die;
-    sigemptyset(&act.sa_mask);
-    for (int other : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&act.sa_mask, other);
-    ::sigaction(sig, &act, nullptr);
-  }
-}
-
-// Registers `path` for removal on a signal: its slot, for forget(); -1 if none is free (or the
-// path is too long), in which case a signal leaves it behind.
-int remove_on_signal(const std::string& path) {
-  if (path.size() >= kPathBytes) return -1;
-  for (int i = 0; i < kSlots; ++i) {
-    if (used[i]) continue;
-    std::memcpy(paths[i], path.c_str(), path.size() + 1);
-    std::atomic_signal_fence(std::memory_order_seq_cst);  // the path is whole before the flag is set
-    used[i] = 1;
-    return i;
-  }
-  return -1;
-}
-
-void forget(int& slot) {
-  if (slot >= 0) used[slot] = 0;
-  slot = -1;
-}
-}  // namespace on_signal
 
 // An input stream for a path or "-" (stdin). A path that is missing or a directory is bad input
 // (exit 2); a read that fails once the file is open (an I/O error) is exit 1, naming the file.
@@ -146,11 +93,11 @@ uint64_t encode_input(const Tokenizer& tok, Input& in, bool allow_special, int t
 // commit(); a command that fails before that (bad input, a failed write) removes path.tmp and
 // leaves path as it was. A link is followed to its file, and a device or FIFO (/dev/null) is
 // written in place (resolve_write_target, core/atomic_file.hpp). A failed write (disk full) is an
-// I/O error: exit 1, naming the file. A signal removes path.tmp too (on_signal).
+// I/O error: exit 1, naming the file. A signal removes path.tmp too (core/signal_cleanup.hpp).
 struct Output {
   std::string path, tmp;  // tmp empty: written in place
   WriteTarget target;
-  int signal_slot = -1;   // on_signal's registration of tmp
+  std::optional<TemporaryFile> on_signal;  // tmp, while it exists
   std::unique_ptr<std::ofstream> file;
   std::ostream* out = &std::cout;
   explicit Output(std::string p) : path(std::move(p)) {
@@ -161,14 +108,14 @@ struct Output {
     target = resolve_write_target(path);
     if (!target.in_place) {
       tmp = target.path + ".tmp";
-      signal_slot = on_signal::remove_on_signal(tmp);
+      on_signal.emplace(tmp);
     }
     const std::string& opened = target.in_place ? target.path : tmp;
     file = std::make_unique<std::ofstream>(opened, std::ios::binary | std::ios::trunc);
     if (!file->good()) {
       const std::string why = std::strerror(errno);
       file.reset();
-      on_signal::forget(signal_slot);
+      on_signal.reset();
       throw Error(format("cannot write {}: {}", opened, why));
     }
     out = file.get();
@@ -179,7 +126,7 @@ struct Output {
     if (!file) return;  // stdout, or committed
     file.reset();
     if (!tmp.empty()) std::remove(tmp.c_str());
-    on_signal::forget(signal_slot);
+    on_signal.reset();
   }
   // Throws once a write has failed; called after each block, so a full disk stops the command.
   void check() const {
@@ -197,7 +144,7 @@ struct Output {
     if (!tmp.empty() && std::rename(tmp.c_str(), target.path.c_str()) != 0)
       throw Error(format("cannot rename {} to {}: {}", tmp, target.path, std::strerror(errno)));
     file.reset();
-    on_signal::forget(signal_slot);
+    on_signal.reset();
   }
 };
 
@@ -299,14 +246,7 @@ int cmd_train(int argc, char** argv) {
   if (tok.vocab_size() < cfg.vocab_size)
     std::cerr << "train: stopped at vocab size " << tok.vocab_size() << " < --vocab-size " << cfg.vocab_size
               << ": no pair left occurs --min-frequency " << cfg.min_frequency << " times\n";
-  // A signal while saving removes the temporaries write_file_atomic writes (core/atomic_file.hpp).
-  int slots[2];
-  for (int i = 0; i < 2; ++i) {
-    const std::string file = (fs::path(out) / (i == 0 ? "vocab.json" : "merges.txt")).string();
-    slots[i] = on_signal::remove_on_signal(resolve_write_target(file).path + ".tmp");
-  }
-  tok.save(out);
-  for (int& slot : slots) on_signal::forget(slot);
+  tok.save(out);  // write_file_atomic: a signal meanwhile removes its temporaries
   std::cerr << std::fixed << std::setprecision(2) << "train: " << stats.bytes << " bytes, " << stats.pretokens
             << " pre-tokens (" << stats.unique_pretokens << " unique); counting " << stats.count_seconds
             << " s, merging " << stats.merge_seconds << " s, total " << now_seconds() - t0 << " s\n"
@@ -495,7 +435,7 @@ int cmd_stats(int argc, char** argv) {
 
 // tokenizer COMMAND [options]: dispatches to the command's parser (each with its own --help).
 int dispatch(int argc, char** argv) {
-  on_signal::install();
+  remove_temporaries_on_signal();
   if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
     std::cout << kUsage;
     return argc < 2 ? 2 : 0;

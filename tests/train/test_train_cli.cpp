@@ -399,6 +399,19 @@ TEST_CASE("a tiny run, its resume, and --eval-only", "[cli]") {
     const Run reshaped = train("--init-from " + ckpt + " --export-hf " + dir + "/hf_reshaped --heads 3");
     CHECK(reshaped.code == 2);
     CHECK_THAT(reshaped.output, Catch::Contains("--heads 3 differs from its 2"));
+    // A SIGTERM while the weights are written removes their temporary file: model.safetensors.tmp
+    // made a FIFO beforehand holds the write in its open until the signal comes.
+    const std::string held = dir + "/hf_held";
+    std::filesystem::create_directories(held);
+    REQUIRE(launch("mkfifo " + held + "/model.safetensors.tmp").code == 0);
+    const Run killed = launch(
+        "sh -c '" + train_binary() + " --init-from " + ckpt + " --export-hf " + held + " & pid=$!; "
+        "for i in $(seq 100); do grep -q -e partner -e fifo -e pipe /proc/$pid/wchan 2>/dev/null && break; "
+        "sleep 0.1; done; "
+        "kill -TERM $pid; wait $pid; echo status $?'");
+    CHECK_THAT(killed.output, Catch::Contains("status 143"));
+    CHECK_FALSE(std::filesystem::exists(held + "/model.safetensors.tmp"));
+    CHECK_FALSE(std::filesystem::exists(held + "/model.safetensors"));
     CHECK_THAT(exported.output, Catch::Contains("to " + hf + ": model.safetensors, config.json (no tokenizer: the "
                                                 "checkpoint's /nowhere is not there"));
     CHECK(std::filesystem::exists(hf + "/model.safetensors"));

@@ -1,0 +1,62 @@
+// Temporaries removed on a signal (core/signal_cleanup.hpp).
+#include "core/signal_cleanup.hpp"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <csignal>
+#include <cstring>
+#include <mutex>
+
+namespace gpt2cc {
+namespace {
+
+constexpr int kSlots = 8;           // a command writes a file or two at a time
+constexpr size_t kPathBytes = 4096;  // PATH_MAX on Linux
+char g_paths[kSlots][kPathBytes];
+volatile std::sig_atomic_t g_used[kSlots];
+std::mutex g_slots_mutex;  // between threads that register; the handler only reads
+
+extern "C" void remove_temporaries_and_die(int sig) {
+  for (int i = 0; i < kSlots; ++i)
+    if (g_used[i]) ::unlink(g_paths[i]);
+  struct sigaction default_action {};
+  default_action.sa_handler = SIG_DFL;
+  ::sigaction(sig, &default_action, nullptr);
+  ::raise(sig);  // pending until the handler returns; then the default action ends the program
+}
+
+}  // namespace
+
+void remove_temporaries_on_signal() {
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) {
+    struct sigaction old {};
+    if (::sigaction(sig, nullptr, &old) != 0 || old.sa_handler == SIG_IGN) continue;
+    struct sigaction action {};
+    action.sa_handler = remove_temporaries_and_die;
+    sigemptyset(&action.sa_mask);
+    for (int other : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&action.sa_mask, other);  // one at a time
+    ::sigaction(sig, &action, nullptr);
+  }
+}
+
+TemporaryFile::TemporaryFile(const std::string& path) {
+  if (path.size() >= kPathBytes) return;
+  std::lock_guard<std::mutex> lock(g_slots_mutex);
+  for (int i = 0; i < kSlots; ++i) {
+    if (g_used[i]) continue;
+    std::memcpy(g_paths[i], path.c_str(), path.size() + 1);
+    std::atomic_signal_fence(std::memory_order_seq_cst);  // the path is whole before the flag is set
+    g_used[i] = 1;
+    slot_ = i;
+    return;
+  }
+}
+
+TemporaryFile::~TemporaryFile() {
+  if (slot_ < 0) return;
+  std::lock_guard<std::mutex> lock(g_slots_mutex);
+  g_used[slot_] = 0;
+}
+
+}  // namespace gpt2cc
