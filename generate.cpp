@@ -138,7 +138,7 @@ int run(int argc, char** argv) {
       ("cuda-device", "GPU index (--device cuda)", cxxopts::value<int>()->default_value("0"))
       ("dtype", "compute dtype: fp32, or bf16 (cuda on sm_80 or newer; the checkpoint's fp32 weights rounded to bf16)",
        cxxopts::value<std::string>()->default_value("fp32"))
-      ("threads", "CPU threads; 0 = OpenMP default", cxxopts::value<int>()->default_value("0"))
+      ("threads", "CPU threads, 0 to 1024; 0 = OpenMP default", cxxopts::value<int>()->default_value("0"))
       ("stats", "print distinct-1/2/3, repetition rate and mean log-prob per sample and overall")
       ("score", "print the loss and perplexity of this text file instead of generating", cxxopts::value<std::string>())
       ("score-window", "scoring window in tokens; 0 = the model's context", cxxopts::value<int>()->default_value("0"))
@@ -193,6 +193,11 @@ int run(int argc, char** argv) {
   for (const char* flag : {"score-window", "score-stride"})
     INPUT_CHECK(scoring || !args.count(flag), "--{} sets how --score scores a file: without --score it does nothing",
                 flag);
+  // Scoring generates nothing: a sampling flag beside it would be silently unused.
+  for (const char* flag : {"num-samples", "batch-size", "max-new-tokens", "stop", "ignore-eot", "greedy", "temperature",
+                           "top-k", "top-p", "repetition-penalty", "seed", "context-keep", "no-kv-cache", "stats",
+                           "max-kv-cache"})
+    INPUT_CHECK(!scoring || !args.count(flag), "--{} sets how text is generated: --score generates none", flag);
   for (const std::string& stop : gen.stop_strings) require_utf8(stop, "a --stop string");
   std::string text = scoring ? read_file(args["score"].as<std::string>(), "text to score") : read_prompt(args);
   require_utf8(text, scoring ? "the text to score" : "the prompt");
