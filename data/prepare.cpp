@@ -108,6 +108,7 @@ int run(int argc, char** argv) {
               "--threads must be in [0, {}] (0 = all cores), got {}", kMaxThreads, config.threads);
   config.tokenizer_dir = args["tokenizer"].as<std::string>();
   config.out_dir = args["out"].as<std::string>();
+  INPUT_CHECK(!config.out_dir.empty(), "--out is empty: give the output directory");
   config.overwrite = switch_on(args, "overwrite");
   for (int i = 0; i < argc; ++i) config.command_line += (i ? " " : "") + std::string(argv[i]);
 

@@ -211,7 +211,9 @@ std::string json_escape(std::string_view s) {
 }  // namespace
 
 VocabParts read_vocab_dir(const std::string& dir) {
-  INPUT_CHECK(fs::is_directory(dir), "tokenizer directory {} does not exist", dir);
+  INPUT_CHECK(fs::is_directory(dir), "tokenizer directory {} {}", dir,
+              fs::exists(dir) ? "is a file, not a directory (vocab.json + merges.txt, or encoder.json + vocab.bpe)"
+                              : "does not exist");
   const TokenizerFilePair* pair = tokenizer_file_pair(dir);
   INPUT_CHECK(pair != nullptr,
               "tokenizer directory {} holds neither encoder.json + vocab.bpe (GPT-2) nor vocab.json + merges.txt "

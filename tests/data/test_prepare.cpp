@@ -461,6 +461,9 @@ TEST_CASE("prepare rejects bad flags and inputs with exit code 2", "[data]") {
       {"--format text --input " + dir + "/missing.txt --tokenizer " + gpt2_dir() + " --out " + dir + "/o", "missing.txt"},
       {"--format text --input " + in + " --tokenizer " + dir + " --out " + dir + "/o", dir},
       {"--format text " + base + " stray", "stray"},
+      {"--format text --input " + in + " --tokenizer " + gpt2_dir() + " --out ''", "--out is empty"},
+      {"--format text --input " + in + " --tokenizer " + in + " --out " + dir + "/o", "is a file, not a directory"},
+      {"--format text --val-fraction 0.2oops " + base, "--val-fraction: '0.2oops' is not a number"},
       {"--format text --input " + in + " --tokenizer " + gpt2_dir() + " --out " + in, "check --out"},
       {"--format text --input " + in + " --tokenizer " + gpt2_dir() + " --out " + in + "/sub", "check --out"},
   };
