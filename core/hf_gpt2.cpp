@@ -147,11 +147,9 @@ ModelConfig model_config(const nlohmann::json& j, const std::string& file) {
   return c;
 }
 
-// A whole pair of the files the tokenizer reads there.
-bool holds_tokenizer(const fs::path& dir) {
-  const TokenizerFilePair* pair = tokenizer_file_pair(dir);
-  return pair != nullptr && fs::exists(dir / pair->vocab) && fs::exists(dir / pair->merges);
-}
+// A file of a tokenizer's pair there: the directory is then the weights' tokenizer, and where its
+// other file is missing, the tokenizer's reader says which (not "records no tokenizer").
+bool holds_tokenizer(const fs::path& dir) { return tokenizer_file_pair(dir) != nullptr; }
 
 }  // namespace
 

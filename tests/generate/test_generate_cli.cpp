@@ -310,6 +310,13 @@ TEST_CASE("generate runs Hugging Face GPT-2 weights, with the tokenizer beside t
   const Run given = generate_cli("--checkpoint " + bare + " --tokenizer " + fixture().tokenizer_dir + " " + args, false);
   CHECK(given.code == 0);
   CHECK(given.out == ours.out);
+  // Half a tokenizer beside the weights: the missing file is named.
+  const std::string half = fixture().dir + "/hf_half_tokenizer";
+  save_hf_gpt2(half, ckpt.config, ckpt.params);
+  std::filesystem::copy_file(fixture().tokenizer_dir + "/merges.txt", half + "/merges.txt");
+  const Run missing = generate_cli("--checkpoint " + half + " --prompt hi", false);
+  CHECK(missing.code == 2);
+  CHECK_THAT(missing.err, Catch::Contains("tokenizer file " + half + "/vocab.json is missing"));
 }
 
 TEST_CASE("bad input exits 2 with a message naming the problem", "[generate][cli]") {
