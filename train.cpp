@@ -151,8 +151,10 @@ TrainConfig resume_config(const TrainConfig& given, int argc, char** argv) {
     const auto all = step_checkpoints(std::filesystem::path(path).parent_path());
     const auto at = std::find(all.begin(), all.end(), std::filesystem::path(path));
     if (at == all.begin() || at == all.end()) throw;
-    fail_input(format("{}; the run's previous checkpoint is {}: continue from it with --resume {}", e.what(),
-                      at[-1].string(), at[-1].string()));
+    fail_input(format("{}; the run's previous checkpoint is {}: move the damaged one out of {} and continue "
+                      "with --resume {}",
+                      e.what(), at[-1].string(), std::filesystem::path(path).parent_path().string(),
+                      at[-1].string()));
   }
   TrainConfig c;
   try {
@@ -167,6 +169,12 @@ TrainConfig resume_config(const TrainConfig& given, int argc, char** argv) {
   auto options = make_options(c);
   const cxxopts::ParseResult parsed = parse_flags(options, argc, argv);
   if (c.total_batch_tokens == 0) c.total_batch_tokens = base.total_batch_tokens;  // 0: the run's own
+  // A run length given now replaces the run's, in whichever unit it is given.
+  if (parsed.count("steps") || parsed.count("epochs") || parsed.count("tokens")) {
+    if (!parsed.count("steps")) c.steps = 0;
+    if (!parsed.count("epochs")) c.epochs = 0;
+    if (!parsed.count("tokens")) c.tokens = 0;
+  }
   INPUT_CHECK(c.batch_size == base.batch_size && c.seq_len == base.seq_len &&
                   c.total_batch_tokens == base.total_batch_tokens && c.seed == base.seed &&
                   c.shuffle == base.shuffle && c.dropout == base.dropout && c.dtype == base.dtype,
@@ -201,12 +209,18 @@ std::shared_ptr<const Tokenizer> check_tokenizer(const TrainConfig& c, bool give
 // An exclusive flock on a run directory for the process's lifetime: a second train into it is
 // refused before it writes anything (both would pass the trainer's "no checkpoints yet" check and
 // then interleave their checkpoints). The kernel drops the lock with the process, even on a crash.
-// A directory made here and left empty by a failed setup is removed again.
+// The directories made here and left empty by a failed setup are removed again.
 class RunDirectoryLock {
  public:
   explicit RunDirectoryLock(const std::string& dir) : dir_(dir) {
     std::error_code ec;
-    created_ = std::filesystem::create_directories(dir, ec);
+    // The levels this makes (nest/a/b: each missing one), deepest first, to remove again.
+    std::filesystem::path full = std::filesystem::absolute(dir, ec).lexically_normal();
+    if (full.filename().empty()) full = full.parent_path();  // "runs/a/" names runs/a
+    for (std::filesystem::path p = full;
+         !p.empty() && !std::filesystem::exists(p, ec) && p != p.parent_path(); p = p.parent_path())
+      created_.push_back(p);
+    std::filesystem::create_directories(dir, ec);
     INPUT_CHECK(!ec, "cannot create run directory {}: {}", dir, ec.message());
     fd_ = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     INPUT_CHECK(fd_ >= 0, "cannot open run directory {}: {}", dir, std::strerror(errno));
@@ -223,7 +237,12 @@ class RunDirectoryLock {
   RunDirectoryLock& operator=(const RunDirectoryLock&) = delete;
   ~RunDirectoryLock() {
     std::error_code ec;
-    if (created_ && !kept_ && std::filesystem::is_empty(dir_, ec)) std::filesystem::remove(dir_, ec);
+    if (!kept_) {
+      for (const std::filesystem::path& level : created_) {
+        if (!std::filesystem::is_empty(level, ec)) break;
+        std::filesystem::remove(level, ec);
+      }
+    }
     if (fd_ >= 0) ::close(fd_);
   }
   void keep() { kept_ = true; }
@@ -231,7 +250,8 @@ class RunDirectoryLock {
  private:
   std::string dir_;
   int fd_ = -1;
-  bool created_ = false, kept_ = false;
+  std::vector<std::filesystem::path> created_;  // deepest first
+  bool kept_ = false;
 };
 
 // The checkpoint --eval-only and --export-hf read: --init-from, else the --resume one.
@@ -426,8 +446,8 @@ int run(int argc, char** argv, ProcessGroup& group) {
   }
   EvalResult last = trainer.last_evaluation();
   if (last.tokens > 0) {
-    std::printf("validation loss %.4f, perplexity %.3f (%lu tokens)\n", last.loss, last.perplexity(),
-                static_cast<unsigned long>(last.tokens));
+    std::printf("validation loss %.4f, perplexity %.3f (%lu tokens, after step %lu)\n", last.loss, last.perplexity(),
+                static_cast<unsigned long>(last.tokens), static_cast<unsigned long>(trainer.last_evaluation_step()));
   }
   return 0;
 }

@@ -15,6 +15,7 @@
 
 #include "core/atomic_file.hpp"
 #include "core/check.hpp"
+#include "core/signal_cleanup.hpp"
 #include "core/hf_gpt2.hpp"
 #include "core/train_testing.hpp"
 
@@ -150,11 +151,15 @@ class Reader {
 };
 
 nlohmann::json header_json(const Checkpoint& c) {
+  nlohmann::json loader = {{"epoch", c.loader.epoch}, {"cursor", c.loader.cursor}};
+  // An optional field of version 1 (readers before it ignore it; it reads as 0 where absent), left
+  // out when 0 so that such a checkpoint saves to the same bytes as before.
+  if (c.loader.windows != 0) loader["windows"] = c.loader.windows;
   return nlohmann::json{{"model", c.config},
                         {"dtype", c.dtype},
                         {"step", c.step},
                         {"tokens_seen", c.tokens_seen},
-                        {"loader", {{"epoch", c.loader.epoch}, {"cursor", c.loader.cursor}}},
+                        {"loader", loader},
                         {"seed", c.seed},
                         {"tokenizer_fingerprint", c.tokenizer_fingerprint},
                         {"tokenizer_dir", c.tokenizer_dir},
@@ -171,6 +176,7 @@ void save_checkpoint(const std::string& path, const Checkpoint& c) {
          path, c.m.size(), c.v.size(), n);
 
   const std::string tmp = path + ".tmp";
+  const TemporaryFile on_signal(tmp);  // removed if a signal ends the program meanwhile
   try {
     Writer out(tmp);
     std::string header = header_json(c).dump();
@@ -230,6 +236,7 @@ Checkpoint load_checkpoint(const std::string& path, bool with_optimizer) {
     c.tokens_seen = j.at("tokens_seen").get<uint64_t>();
     c.loader.epoch = j.at("loader").at("epoch").get<uint64_t>();
     c.loader.cursor = j.at("loader").at("cursor").get<uint64_t>();
+    c.loader.windows = j.at("loader").value("windows", uint64_t(0));  // absent before it was recorded
     c.seed = j.at("seed").get<uint64_t>();
     c.tokenizer_fingerprint = j.at("tokenizer_fingerprint").get<uint64_t>();
     c.tokenizer_dir = j.at("tokenizer_dir").get<std::string>();

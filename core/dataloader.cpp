@@ -237,11 +237,15 @@ void DataLoader::next(std::vector<int>& inputs, std::vector<int>& targets) {
 
 // `consumed` is only touched by the caller's thread (next, restore), never by the worker.
 LoaderPosition DataLoader::position() const {
-  return {impl_->consumed / impl_->W, impl_->consumed % impl_->W};
+  return {impl_->consumed / impl_->W, impl_->consumed % impl_->W, impl_->W};
 }
 
 void DataLoader::restore(const LoaderPosition& position) {
   Impl& m = *impl_;
+  INPUT_CHECK(position.windows == 0 || position.windows == m.W,
+              "the training data is not the run's: it has {} windows of T + 1 = {} tokens, the run's had {} (resuming "
+              "exactly needs the same data; start a new run with --init-from to train on other data)",
+              m.W, m.T + 1, position.windows);
   INPUT_CHECK(position.cursor < m.W,
               "loader position cursor {} is out of range: this split has {} windows of T = {} (was the checkpoint "
               "made with other data or another T?)",

@@ -42,6 +42,9 @@ enum class LoaderOrder { sequential, shuffled };
 struct LoaderPosition {
   uint64_t epoch = 0;  // completed passes
   uint64_t cursor = 0; // windows consumed in this epoch
+  // Windows per epoch of the split it was taken from (0: not recorded, checkpoints before it):
+  // restore() refuses a split of another size, whose batches would not be the run's.
+  uint64_t windows = 0;
   bool operator==(const LoaderPosition&) const = default;
 };
 

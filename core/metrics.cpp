@@ -11,6 +11,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "core/atomic_file.hpp"
 #include "core/check.hpp"
 
 namespace gpt2cc {
@@ -27,16 +28,28 @@ void truncate_after_step(const std::string& path, int64_t last_step) {
     if (record["step"].get<int64_t>() <= last_step) kept += line + "\n";
   }
   in.close();
-  std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << kept;
-    out.flush();
-    if (!out) throw Error(format("cannot rewrite metrics log {}", tmp));
-  }
-  std::filesystem::rename(tmp, path);
+  write_file_atomic(path, kept);  // a failed write (disk full) names the file and leaves it as it was
 }
 }  // namespace
+
+void keep_samples_through_step(const std::string& path, int64_t last_step) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) return;
+  if (last_step < 0) {
+    std::filesystem::remove(path, ec);
+    return;
+  }
+  std::ifstream in(path, std::ios::binary);
+  std::string kept, line;
+  bool keeping = true;
+  while (std::getline(in, line)) {
+    unsigned long long step = 0;
+    if (std::sscanf(line.c_str(), "=== step %llu ===", &step) == 1) keeping = int64_t(step) <= last_step;
+    if (keeping) kept += line + "\n";
+  }
+  in.close();
+  write_file_atomic(path, kept);
+}
 
 MetricsLog::MetricsLog(const std::string& path, int64_t keep_through_step) : path_(path) {
   if (keep_through_step >= 0) truncate_after_step(path, keep_through_step);

@@ -31,6 +31,11 @@ class MetricsLog {
   FILE* file_ = nullptr;
 };
 
+// samples.txt ("=== step N ===" sections, train --sample-every) as a run starts: a resumed run
+// (last_step >= 0) keeps the sections of steps up to its checkpoint's, which it does not write
+// again; a new run (-1) starts without the file (one left by an earlier failed run).
+void keep_samples_through_step(const std::string& path, int64_t last_step);
+
 struct ProgressInfo {
   uint64_t step = 0, total_steps = 0;
   double loss = 0, lr = 0, tokens_per_s = 0, eta_s = 0;

@@ -19,6 +19,7 @@
 #include "core/metrics.hpp"
 #include "core/model_optim.hpp"
 #include "core/rng.hpp"
+#include "core/signal_cleanup.hpp"
 
 namespace gpt2cc {
 
@@ -28,9 +29,11 @@ namespace {
 
 volatile std::sig_atomic_t g_stop = 0;
 
-void on_stop_signal(int sig) {
+void on_stop_signal(int) {
   g_stop = 1;
-  std::signal(sig, SIG_DFL);  // a second Ctrl-C ends the process at once
+  // A second Ctrl-C ends the process at once, removing a checkpoint's half-written .tmp first
+  // (core/signal_cleanup.hpp; only sigaction calls here, which a handler may make).
+  remove_temporaries_on_signal();
 }
 
 }  // namespace
@@ -78,6 +81,7 @@ struct Trainer::Impl {
   uint64_t step = 0, tokens_seen = 0;
   int bad_streak = 0;
   EvalResult last_eval;
+  uint64_t last_eval_step = 0;
   bool resumed = false;
   uint64_t last_saved = UINT64_MAX;
   std::vector<int> inputs, targets;  // accum micro-batches of B x T
@@ -206,6 +210,21 @@ void Trainer::Impl::setup() {
                 origin, ckpt.step, total_steps);
     INPUT_CHECK(cfg.stop_at_step == 0 || cfg.stop_at_step > ckpt.step,
                 "--stop-at-step {} is not after the checkpoint's step {}", cfg.stop_at_step, ckpt.step);
+    // The run directory's checkpoints must be this run's past: ones of another run would be
+    // overwritten and pruned, and ones after the checkpoint (an older one resumed) would be taken
+    // for the newest by --keep-checkpoints and by the next --resume of the directory.
+    std::error_code ec;
+    const fs::path own = fs::weakly_canonical(fs::path(origin).parent_path(), ec);
+    for (const fs::path& found : step_checkpoints(checkpoint_dir())) {
+      INPUT_CHECK(fs::weakly_canonical(found.parent_path(), ec) == own,
+                  "run directory {} holds checkpoints of another run ({}): continue {} in a --run-dir of its own",
+                  cfg.run_dir, found.string(), origin);
+      const std::string name = found.filename().string();  // step_NNNNNNNN.ckpt
+      INPUT_CHECK(std::stoull(name.substr(5, name.size() - 10)) <= ckpt.step,
+                  "run directory {} holds a checkpoint after step {}, the one resumed: {}; continuing from step {} "
+                  "would mix two histories. Move the later checkpoints out of {}, or continue in another --run-dir",
+                  cfg.run_dir, ckpt.step, found.string(), ckpt.step, checkpoint_dir().string());
+    }
   } else {
     INPUT_CHECK(step_checkpoints(checkpoint_dir()).empty(),
                 "run directory {} already holds checkpoints of an earlier run: continue it with --resume {}, or "
@@ -269,6 +288,7 @@ int Trainer::accumulation_steps() const { return impl_->accum; }
 uint64_t Trainer::tokens_per_step() const { return impl_->step_tokens(); }
 bool Trainer::has_validation() const { return !impl_->val_shards.empty(); }
 EvalResult Trainer::last_evaluation() const { return impl_->last_eval; }
+uint64_t Trainer::last_evaluation_step() const { return impl_->last_eval_step; }
 
 std::string Trainer::summary() const {
   const Impl& s = *impl_;
@@ -425,6 +445,7 @@ StopReason Trainer::run() {
                                          {"total_steps", s.total_steps}, {"ranks", s.ranks}}}};
     write_file_atomic((dir / "config.json").string(), saved.dump(2) + "\n");
     metrics.emplace((dir / "metrics.jsonl").string(), s.resumed ? int64_t(s.step) : -1);
+    keep_samples_through_step((dir / "samples.txt").string(), s.resumed ? int64_t(s.step) : -1);
     progress.emplace(c.log_every);
   }
 
@@ -459,14 +480,18 @@ StopReason Trainer::run() {
       }
       if (s.bad_streak >= c.max_bad_steps) {
         if (root) metrics->write(record);
+        const std::vector<fs::path> saved = step_checkpoints(s.checkpoint_dir());
         throw Error(format("stopping: {} consecutive steps had a non-finite loss or gradient norm (the last at step "
-                           "{}); the last good checkpoint is in {}. Try a lower --lr or a --grad-clip",
-                           s.bad_streak, r.step, s.checkpoint_dir().string()));
+                           "{}); {}. Try a lower --lr or a --grad-clip",
+                           s.bad_streak, r.step,
+                           saved.empty() ? std::string("no checkpoint was written before")
+                                         : "the last good checkpoint is " + saved.back().string()));
       }
     }
     if (has_validation() && ((c.eval_every && r.step % c.eval_every == 0) || r.step == s.total_steps)) {
       EvalResult e = evaluate();
       s.last_eval = e;
+      s.last_eval_step = r.step;
       record["val_loss"] = e.loss;
       record["val_ppl"] = e.perplexity();
       info.val_loss = e.loss;

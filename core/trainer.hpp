@@ -67,6 +67,7 @@ class Trainer {
   EvalResult evaluate();
   bool has_validation() const;
   EvalResult last_evaluation() const;  // of the latest run() evaluation (tokens == 0: none yet)
+  uint64_t last_evaluation_step() const;  // the step it was made after
   // Writes <run_dir>/checkpoints/step_<step>.ckpt, keeps the newest keep_checkpoints. Returns the
   // path. Data parallel: every rank calls it (the sharded state gathers on rank 0, which writes).
   std::string save();

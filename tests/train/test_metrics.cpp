@@ -2,7 +2,9 @@
 // (records after the checkpoint's step and a torn last line are dropped, the rest kept as is).
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 
 #include "common/test_common.hpp"
@@ -47,4 +49,18 @@ TEST_CASE("the metrics log keeps the records up to the resumed step", "[metrics]
   size_t lines = 0;
   for (std::string line; std::getline(again, line);) ++lines;
   CHECK(lines == 1);
+}
+
+TEST_CASE("samples.txt keeps the sections up to the resumed step; a new run starts without it", "[metrics]") {
+  const std::string path = test::temp_dir("samples_log") + "/samples.txt";
+  const std::string text = "=== step 2 ===\nOnce upon\n=== step 4 ===\na time\n\n=== step 6 ===\nthere was\n";
+  std::ofstream(path) << text;
+  keep_samples_through_step(path, 4);  // resumed from step 4: step 6 is written again
+  std::ifstream in(path);
+  const std::string kept((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  CHECK(kept == "=== step 2 ===\nOnce upon\n=== step 4 ===\na time\n\n");
+  keep_samples_through_step(path, -1);  // a new run
+  CHECK_FALSE(std::filesystem::exists(path));
+  keep_samples_through_step(path, 3);  // nothing there: nothing to do
+  CHECK_FALSE(std::filesystem::exists(path));
 }

@@ -230,6 +230,13 @@ TEST_CASE("bad flags exit with code 2 and say what is wrong", "[cli]") {
     CHECK_THAT(r.output, Catch::Contains("no CUDA backend"));
   }
   CHECK_FALSE(std::filesystem::exists(dir + "/run"));  // no failed run left anything behind
+  // Nor the levels of a nested --run-dir it made before the trainer's setup refused the run.
+  Run nested = train("--train-data " + dir + "/train.bin --val-data " + dir + "/val.bin --eval-every 10 --steps 5 "
+                     "--layers 1 --heads 2 --channels 16 --max-seq-len 32 --batch-size 4 --seq-len 16 --run-dir " +
+                     dir + "/nest/a/b/");
+  CHECK(nested.code == 2);
+  CHECK_THAT(nested.output, Catch::Contains("--eval-every 10 is longer than the run"));
+  CHECK_FALSE(std::filesystem::exists(dir + "/nest"));
 
   // A run directory another train holds (its lock, taken here) is refused before anything is
   // written.
@@ -280,6 +287,33 @@ TEST_CASE("a tiny run, its resume, and --eval-only", "[cli]") {
                                    Catch::Contains("validation loss"));
     CHECK(count_lines(run_dir + "/metrics.jsonl") == 6);
   }
+  SECTION("a resume refuses training data of another size than the run's") {
+    const std::string other = dir + "/other_data";
+    std::filesystem::create_directories(other);
+    test::write_tiny_shards(other, 3000);
+    Run changed = train("--resume " + run_dir + " --train-data " + other + "/train.bin");
+    CHECK(changed.code == 2);
+    CHECK_THAT(changed.output, Catch::Contains("the training data is not the run's: it has"));
+  }
+  SECTION("a second Ctrl-C while a checkpoint is written removes its .tmp") {
+    // step_00000004.ckpt.tmp made a FIFO holds the write in its open: the first SIGINT asks the
+    // run to stop after the checkpoint, the second ends it, removing the temporary file.
+    const std::string held = run_dir + "/checkpoints/step_00000004.ckpt.tmp";
+    REQUIRE(launch("mkfifo " + held).code == 0);
+    const Run killed = launch(
+        "sh -c '" + train_binary() + " --resume " + run_dir + " --stop-at-step 4 & pid=$!; "
+        "for i in $(seq 100); do grep -q -e partner -e fifo -e pipe /proc/$pid/wchan 2>/dev/null && break; "
+        "sleep 0.1; done; kill -INT $pid; sleep 0.2; kill -INT $pid; wait $pid; echo status $?'");
+    CHECK_THAT(killed.output, Catch::Contains("status 130"));
+    CHECK_FALSE(std::filesystem::exists(held));
+    CHECK_FALSE(std::filesystem::exists(run_dir + "/checkpoints/step_00000004.ckpt"));
+  }
+  SECTION("a run length given on --resume replaces the run's, in the unit it is given in") {
+    Run by_tokens = train("--resume " + run_dir + " --tokens 320");  // 5 steps of 4 x 16 tokens
+    INFO(by_tokens.output);
+    CHECK(by_tokens.code == 0);
+    CHECK_THAT(by_tokens.output, Catch::Contains("step 5/5"));
+  }
   SECTION("a resume writes where its checkpoint is, never into the directory the checkpoint records") {
     namespace fs = std::filesystem;
     const std::string copy = dir + "/copy";
@@ -318,10 +352,24 @@ TEST_CASE("a tiny run, its resume, and --eval-only", "[cli]") {
     CHECK(resumed.code == 2);
     CHECK_THAT(resumed.output, Catch::Contains("checkpoint " + newest + " is corrupt") &&
                                    Catch::Contains("the run's previous checkpoint is " + run_dir +
-                                                   "/checkpoints/step_00000003.ckpt: continue from it with --resume"));
-    Run previous = train("--resume " + run_dir + "/checkpoints/step_00000003.ckpt");
+                                                   "/checkpoints/step_00000003.ckpt: move the damaged one out of"));
+    // While the damaged step 4 is there, continuing from step 3 is refused: the next --resume
+    // would take step 4 again, and --keep-checkpoints would prune the new ones as older.
+    const std::string previous_ckpt = run_dir + "/checkpoints/step_00000003.ckpt";
+    Run mixed = train("--resume " + previous_ckpt);
+    CHECK(mixed.code == 2);
+    CHECK_THAT(mixed.output, Catch::Contains("holds a checkpoint after step 3, the one resumed: " + newest));
+    std::filesystem::rename(newest, dir + "/damaged.ckpt");
+    Run previous = train("--resume " + previous_ckpt);
     INFO(previous.output);
     CHECK(previous.code == 0);
+    // A checkpoint of this run continued in a directory that holds another run's: refused, that
+    // run's files untouched.
+    Run other = train("--resume " + previous_ckpt + " --run-dir " + dir + "/placed_other --steps 4");
+    REQUIRE(other.code == 0);
+    Run into_other = train("--resume " + previous_ckpt + " --run-dir " + dir + "/placed_other");
+    CHECK(into_other.code == 2);
+    CHECK_THAT(into_other.output, Catch::Contains("holds checkpoints of another run"));
   }
   SECTION("--preset cannot change the shape of a checkpoint's model") {
     Run resumed = train("--resume " + run_dir + " --preset d2");
