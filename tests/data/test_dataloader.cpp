@@ -180,12 +180,17 @@ TEST_CASE("restore() while the prefetch thread is building a batch never yields 
 TEST_CASE("position() counts batches returned, not batches prefetched", "[data]") {
   auto shards = counting_shards("loader_position", {2000});
   DataLoader loader(shards, 2, 10, LoaderOrder::sequential, 0);  // W = 199
-  CHECK(loader.position() == LoaderPosition{0, 0});
+  CHECK(loader.position() == LoaderPosition{0, 0, 199});
   std::vector<int> x, y;
   loader.next(x, y);
-  CHECK(loader.position() == LoaderPosition{0, 2});
+  CHECK(loader.position() == LoaderPosition{0, 2, 199});
   for (int i = 0; i < 99; ++i) loader.next(x, y);
-  CHECK(loader.position() == LoaderPosition{1, 1});  // 200 windows = one epoch of 199 and one more
+  CHECK(loader.position() == LoaderPosition{1, 1, 199});  // 200 windows = one epoch of 199 and one more
+  // A position taken from a split of another size is refused; one that does not say (0) is not.
+  CHECK_THROWS_WITH(loader.restore(LoaderPosition{0, 5, 150}),
+                    Catch::Contains("the training data is not the run's: it has 199 windows"));
+  loader.restore(LoaderPosition{0, 5, 0});
+  CHECK(loader.position() == LoaderPosition{0, 5, 199});
 }
 
 TEST_CASE("the loader rejects bad arguments and foreign data", "[data]") {
