@@ -14,7 +14,10 @@ Downloads go through `curl -C -` into <file>.part (an interrupted run resumes), 
 against a SHA-256 (pinned here, else the Hugging Face LFS hash of the file, else the mirror's
 SHA256SUMS), or for a small file of a Hugging Face repository its git blob SHA-1 (the ETag the
 Hub sends), and only then renamed. --mirror DIR (or $GPT2CC_DATA_MIRROR) copies files from a
-local directory instead. Exit codes: 0 done, 2 bad arguments, 1 download / checksum failure.
+local directory instead, verified the same way where a checksum is known (said "unverified" where
+none is). A mirror's sample of a file (a part of it) is marked by <file>.sample beside it: a later
+download without --mirror replaces it with the full file. WikiText needs pyarrow (checked before
+anything is downloaded). Exit codes: 0 done, 2 bad arguments, 1 download / checksum failure.
 """
 import argparse
 import hashlib
@@ -40,6 +43,7 @@ GPT2_WEIGHTS = {"gpt2-124m": "openai-community/gpt2", "gpt2-medium": "openai-com
 # WikiText's tokenized variant of a .raw file, saved under its own name (wiki.*.tokens): with
 # `<unk>` and ` @-@ `, another text, not a part of the raw one. Either is said when copied.
 SAMPLE, TOKENS = "sample", "tokens"
+SAMPLE_MARKER = ".sample"  # <file>.sample beside a file copied from a mirror's sample
 DATASETS = {
     "tinystories-v1": [
         ("TinyStories-train.txt", [f"{HF}/roneneldan/TinyStories/resolve/main/TinyStories-train.txt"], None,
@@ -152,12 +156,37 @@ class NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
+def require_pyarrow():
+    """WikiText comes as parquet: fail before downloading it when it could not be converted."""
+    try:
+        import pyarrow.parquet  # noqa: F401
+    except ImportError:
+        raise Failure("converting WikiText parquet needs pyarrow: pip install pyarrow (nothing was downloaded)")
+
+
+def safe_extract(tar, dest):
+    """Extracts regular files and folders under dest only: tarfile's "data" filter where this Python
+    has it (3.11.4+, 3.12), else the same checks by hand (no absolute path, no "..", no links or
+    device files)."""
+    if hasattr(tarfile, "data_filter"):
+        tar.extractall(dest, filter="data")
+        return
+    root = os.path.realpath(dest)
+    members = []
+    for m in tar.getmembers():
+        target = os.path.realpath(os.path.join(root, m.name))
+        if os.path.isabs(m.name) or (target != root and not target.startswith(root + os.sep)):
+            raise Failure(f"{tar.name}: member {m.name!r} would be written outside {dest}")
+        if not (m.isfile() or m.isdir()):
+            raise Failure(f"{tar.name}: member {m.name!r} is not a regular file or folder")
+        members.append(m)
+    tar.extractall(dest, members=members)
+
+
 def convert_parquet(parts, dest):
     """Hugging Face's WikiText parquet rows are the lines of the original wiki.*.raw file."""
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise Failure("converting WikiText parquet needs pyarrow: pip install pyarrow")
+    require_pyarrow()
+    import pyarrow.parquet as pq
     tmp = dest + ".tmp"
     with open(tmp, "w", encoding="utf-8", newline="") as out:
         for p in parts:
@@ -181,30 +210,51 @@ def get_file(name, urls, pinned, mirror_paths, out_dir, mirror, sums, verify):
                 tmp = target + ".tmp"
                 shutil.copyfile(src, tmp)
                 os.replace(tmp, target)
+                # A sample is marked as such, so that a download later replaces it with the full file.
+                if kind == SAMPLE:
+                    with open(target + SAMPLE_MARKER, "w") as f:
+                        f.write(f"{target} is a copy of {src}, a part of the full file: data/download.py "
+                                "without --mirror replaces it with the full one\n")
+                elif os.path.exists(target + SAMPLE_MARKER):
+                    os.remove(target + SAMPLE_MARKER)
                 note = {None: "", SAMPLE: " (the mirror's sample: a part of the full file)",
                         TOKENS: f" (the mirror has no {name}, only the tokenized variant: saved as "
                                 f"{os.path.basename(rel)}, with <unk> and @-@ as WikiText's .tokens files "
                                 "have them)"}[kind]
-                print(f"{target} <- {src}{note}" + (", sha256 ok" if verify and expected else ""))
+                check = (", sha256 ok" if expected else
+                         ", unverified: no checksum known for it (none pinned, none in the mirror's SHA256SUMS)")
+                print(f"{target} <- {src}{note}" + (check if verify else ", not verified (--no-verify)"))
                 return True
         looked = ", ".join(rel for rel, _ in entries)
         print(f"{name}: not in mirror {mirror} (looked for {looked})", file=sys.stderr)
         return False
-    if os.path.isfile(dest) and pinned and sha256(dest) == pinned:
+    sample = os.path.exists(dest + SAMPLE_MARKER)
+    if os.path.isfile(dest) and sample:
+        print(f"{dest}: a mirror's sample (a part of the full file): downloading the full file to replace it")
+    elif os.path.isfile(dest) and pinned and sha256(dest) == pinned:
         print(f"{dest}: present, sha256 ok")
         return True
-    if os.path.isfile(dest) and not pinned:
+    elif os.path.isfile(dest) and not pinned:
         print(f"{dest}: present (delete it to download again)")
         return True
+    parquet = urls[0].endswith(".parquet")
+    if parquet:
+        require_pyarrow()
     downloaded = []
     for piece in urls:
         # WikiText comes as parquet parts, downloaded beside the file and converted to it.
-        target = os.path.join(out_dir, os.path.basename(piece)) if piece.endswith(".parquet") else dest
+        target = os.path.join(out_dir, os.path.basename(piece)) if parquet else dest
+        if parquet and os.path.isfile(target):
+            # Renamed into place only once complete (and verified): a re-run's conversion reuses it.
+            print(f"{target}: present (downloaded before)")
+            downloaded.append(target)
+            continue
         part = target + ".part"
         cmd = ["curl", "-L", "--fail", "--retry", "3", "-C", "-", "-o", part, piece]
         print(" ".join(cmd), flush=True)
         if subprocess.call(cmd) != 0:
-            raise Failure(f"download of {piece} failed (run again to resume from {part})")
+            resume = f"run again to resume from {part}" if os.path.isfile(part) else "nothing was kept"
+            raise Failure(f"download of {piece} failed ({resume})")
         if verify:
             expected, digest = pinned or hf_lfs_sha256(piece), sha256
             if expected is None:
@@ -217,9 +267,11 @@ def get_file(name, urls, pinned, mirror_paths, out_dir, mirror, sums, verify):
                 raise Failure(f"checksum mismatch for {piece}: expected {expected}, got {got} (partial file removed)")
         os.replace(part, target)
         downloaded.append(target)
-    if urls[0].endswith(".parquet"):
+    if parquet:
         convert_parquet(downloaded, dest)
-    print(f"{dest}: done")
+    if sample:
+        os.remove(dest + SAMPLE_MARKER)
+    print(f"{dest}: done" + (" (the full file, in place of the sample)" if sample else ""))
     return True
 
 
@@ -239,6 +291,8 @@ def main(argv):
             parser.error(f"unknown dataset '{d}' (choose from {', '.join(DATASETS)})")
     if args.mirror is not None and not os.path.isdir(args.mirror):
         parser.error(f"--mirror {args.mirror}: not a directory")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        parser.error(f"--out {args.out}: not a directory")
     sums = mirror_sums(args.mirror) if args.mirror else {}
     missing = []
     try:
@@ -250,9 +304,9 @@ def main(argv):
                     missing.append(f"{d}/{name}")
             if d == "tinystories-json" and os.path.isfile(os.path.join(out_dir, "TinyStories_all_data.tar.gz")):
                 with tarfile.open(os.path.join(out_dir, "TinyStories_all_data.tar.gz")) as tar:
-                    tar.extractall(os.path.join(out_dir, "json"), filter="data")
+                    safe_extract(tar, os.path.join(out_dir, "json"))
                 print(f"{out_dir}/json: extracted (prepare --format tinystories-json --input {out_dir}/json)")
-    except (Failure, OSError) as e:
+    except (Failure, OSError, tarfile.TarError) as e:
         print(f"download: {e}", file=sys.stderr)
         return 1
     if missing and not args.allow_missing:

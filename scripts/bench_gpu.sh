@@ -29,7 +29,8 @@
 # warm-up); --fp32-steps N: of the fp32 ones (default 10, after 3 warm-up: an fp32 step at B=128
 # takes ~3 s, and torch.compile ~40 s first); the designs stage's runs take 10 after 3. --quick:
 # 5 of each, 10 kernel repetitions.
-# --dry-run prints the stages a call would run, and runs none.
+# --dry-run prints the stages a call would run, and runs none. Relative paths given to --out,
+# --build-dir, --kit and --parity-shards are the caller's; the defaults are the repository's.
 # That machine reaches no package registry and ../shared does not travel: make the kit here first
 # (scripts/gpu_kit.sh: the CUDA binaries, the Debian packages of the build dependencies, the parity
 # shards) and carry ".gpu-kit". Its binaries are used when they were built from these very sources
@@ -48,6 +49,7 @@
 # first, so later stages (pytorch's batch, the report) see the earlier ones.
 set -uo pipefail
 
+CALLER=$(pwd)
 cd "$(dirname "$0")/.." || exit 2
 ROOT=$(pwd)
 source scripts/gpu_common.sh
@@ -71,20 +73,28 @@ die() {
   echo "bench_gpu.sh: $*" >&2
   exit 2
 }
+# The path $1 as the caller gave it (relative to the folder this script was run from).
+from_caller() {
+  if [[ "$1" = /* ]]; then echo "$1"; else echo "$CALLER/$1"; fi
+}
 
 while (($#)); do
   case "$1" in
-    --stage) STAGES="${2:?--stage needs a value}"; shift 2 ;;
-    --out) OUTDIR="${2:?--out needs a directory}"; shift 2 ;;
-    --batch) BATCH="${2:?--batch needs auto or a number}"; shift 2 ;;
-    --steps) STEPS="${2:?--steps needs a number}"; shift 2 ;;
-    --fp32-steps) FP32_STEPS="${2:?--fp32-steps needs a number}"; shift 2 ;;
-    --build-dir) BUILD_DIR="${2:?--build-dir needs a directory}"; shift 2 ;;
-    --budget) BUDGET="${2:?--budget needs seconds}"; shift 2 ;;
+    --stage|--out|--batch|--steps|--fp32-steps|--build-dir|--budget|--parity-steps|--parity-shards|--kit)
+      (($# >= 2)) && [[ -n "$2" ]] || die "$1 needs a value (see --help)" ;;
+  esac
+  case "$1" in
+    --stage) STAGES="$2"; shift 2 ;;
+    --out) OUTDIR=$(from_caller "$2"); shift 2 ;;
+    --batch) BATCH="$2"; shift 2 ;;
+    --steps) STEPS="$2"; shift 2 ;;
+    --fp32-steps) FP32_STEPS="$2"; shift 2 ;;
+    --build-dir) BUILD_DIR=$(from_caller "$2"); shift 2 ;;
+    --budget) BUDGET="$2"; shift 2 ;;
     --quick) QUICK=1; shift ;;
     --parity-steps) PARITY_STEPS="${2:?--parity-steps needs a number}"; shift 2 ;;
-    --parity-shards) PARITY_SHARDS="${2:?--parity-shards needs a directory}"; shift 2 ;;
-    --kit) KIT="${2:?--kit needs a directory}"; shift 2 ;;
+    --parity-shards) PARITY_SHARDS=$(from_caller "$2"); shift 2 ;;
+    --kit) KIT=$(from_caller "$2"); shift 2 ;;
     --dry-run) DRY_RUN=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
@@ -107,17 +117,22 @@ ALL_STAGES=(build test sanitize kernels attention train_bf16 train_fp32 pt_bf16 
   parity report)
 DEVICE_STAGES=(test train_bf16 pt_bf16 attention pt_attention profile parity kernels sanitize designs train_fp32 pt_fp32
   report)
-case "$STAGES" in
-  all) STAGES=$(IFS=,; echo "${ALL_STAGES[*]}") ;;
-  device) STAGES=$(IFS=,; echo "${DEVICE_STAGES[*]}") ;;
-esac
-STAGES=${STAGES//pytorch/pt_bf16,pt_fp32,pt_attention}
-STAGES=$(sed -E 's/(^|,)train(,|$)/\1train_bf16,train_fp32\2/g' <<<"$STAGES")
-IFS=, read -r -a RUN_STAGES <<<"$STAGES"
-for s in "${RUN_STAGES[@]}"; do
-  [[ " ${ALL_STAGES[*]} " == *" $s "* ]] ||
-    die "unknown stage '$s' (stages: ${ALL_STAGES[*]}; train, pytorch, all or device)"
+# The names given, each checked, then the aliases expanded.
+RUN_STAGES=()
+IFS=, read -r -a given_stages <<<"$STAGES"
+for s in "${given_stages[@]}"; do
+  case "$s" in
+    all) RUN_STAGES+=("${ALL_STAGES[@]}") ;;
+    device) RUN_STAGES+=("${DEVICE_STAGES[@]}") ;;
+    train) RUN_STAGES+=(train_bf16 train_fp32) ;;
+    pytorch) RUN_STAGES+=(pt_bf16 pt_fp32 pt_attention) ;;
+    *)
+      [[ -n "$s" && " ${ALL_STAGES[*]} " == *" $s "* ]] ||
+        die "unknown stage '$s' (stages: ${ALL_STAGES[*]}; train, pytorch, all or device)"
+      RUN_STAGES+=("$s") ;;
+  esac
 done
+((${#RUN_STAGES[@]})) || die "--stage names no stage (stages: ${ALL_STAGES[*]}; train, pytorch, all or device)"
 
 BIN="$ROOT/$BUILD_DIR"
 [[ "$BUILD_DIR" = /* ]] && BIN="$BUILD_DIR"
@@ -137,7 +152,7 @@ if ((DRY_RUN)); then
 fi
 if [[ -z "$OUTDIR" ]]; then
   if [[ -n "${OUT:-}" ]]; then
-    OUTDIR="$BUILD_DIR/bench-results"
+    OUTDIR="$BIN/bench-results"
   else
     OUTDIR="benchmarks/results/gpu-$(date -u +%Y-%m-%d)"
   fi
@@ -458,7 +473,7 @@ stage_parity() {
   local shards="$PARITY_SHARDS" data="${GPT2CC_DATA_DIR:-$ROOT/../shared/data}" dtype rc
   [[ -z "$shards" && -f "${KIT:-/nonexistent}/parity-wikipedia/manifest.json" ]] && shards="$KIT/parity-wikipedia"
   if [[ -z "$shards" ]]; then
-    shards="$ROOT/$BUILD_DIR/parity-wikipedia"
+    shards="$BIN/parity-wikipedia"
     if [[ ! -f "$shards/manifest.json" ]]; then
       if [[ ! -d "$data/wikipedia" || ! -d "$data/gpt2" ]]; then
         not_run parity missing-data "no $data/wikipedia or $data/gpt2 (carry the kit of scripts/gpu_kit.sh," \

@@ -21,8 +21,15 @@
 # Outputs: <build>/demo/run-<preset>/ (build dir: $GPT2CC_BUILD_DIR, default build; the demo's
 # folder: $GPT2CC_DEMO_DIR, default <build>/demo): train.log, config.json, metrics.jsonl,
 # curves.png, generate.log, checkpoints/. A run that fails leaves the previous one of that preset
-# in place.
+# in place. Relative paths in these variables are the caller's. The plot needs matplotlib: when it
+# cannot be installed (or the plot fails) the demo says so and goes on to the story.
 set -euo pipefail
+# The caller's relative paths, made absolute before the cd below.
+for var in GPT2CC_DEMO_DIR GPT2CC_DEMO_PROGRAMS GPT2CC_DATA_DIR GPT2CC_BUILD_DIR; do
+  if [[ -n "${!var:-}" && "${!var}" != /* ]]; then
+    printf -v "$var" '%s' "$(pwd)/${!var}"
+  fi
+done
 cd "$(dirname "$0")/.."
 
 usage_error() {
@@ -144,9 +151,14 @@ fi
 mv "$attempt" "$run"
 echo "demo: training complete: the run is $where"
 
-ensure_python_packages matplotlib
-python3 scripts/plot_metrics.py "$run" -o "$run/curves.png" --labels "$preset" \
-  --title "gpt2cc $preset on TinyStories ($device, $steps steps)"
+# The plot is optional: without matplotlib (or if it fails) the demo goes on to the story.
+if ! ensure_python_packages matplotlib; then
+  echo "demo: the Python package matplotlib could not be installed: the loss curves (curves.png) are skipped" \
+    "(the numbers are in $run/metrics.jsonl)"
+elif ! python3 scripts/plot_metrics.py "$run" -o "$run/curves.png" --labels "$preset" \
+  --title "gpt2cc $preset on TinyStories ($device, $steps steps)"; then
+  echo "demo: plot_metrics.py failed (see above): the loss curves (curves.png) are skipped"
+fi
 
 checkpoints=("$run"/checkpoints/step_*.ckpt)
 checkpoint="${checkpoints[-1]}"  # the newest: step numbers are zero-padded
@@ -163,4 +175,6 @@ if ((status)); then
   cat "$run/generate.log" >&2
   exit "$status"
 fi
-echo "demo: done. The run (train.log, metrics.jsonl, curves.png, generate.log, checkpoints/): $run"
+plot=""
+[[ -f "$run/curves.png" ]] && plot=" curves.png,"
+echo "demo: done. The run (train.log, metrics.jsonl,$plot generate.log, checkpoints/): $run"

@@ -11,14 +11,30 @@
 #                      [--no-shards] [--no-binaries]
 # then name the folder in the device call's carry (".gpu-kit"; git ignores it). 64 MiB travel at
 # most. Rerun it after any change to the sources: binaries of other sources are not used.
+# Relative paths in the options and in $GPT2CC_DATA_DIR are the caller's; the defaults are the
+# repository's. The new kit is assembled in a folder beside it and replaces it only once all of it
+# was made: a failure leaves the previous kit as it was. What the options do not rebuild
+# (--no-shards: the parity shards, --no-binaries: gpu-binaries.tar.gz) and any other file in it (a
+# carried bench_gpu_results.tar.gz) are kept.
 set -euo pipefail
 
+CALLER=$(pwd)
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
 source scripts/gpu_common.sh
 
+die() {
+  echo "gpu_kit.sh: $*" >&2
+  exit 2
+}
+# The path $1 as given by the caller (relative to the folder this script was run from).
+from_caller() {
+  if [[ "$1" = /* ]]; then echo "$1"; else echo "$CALLER/$1"; fi
+}
+
 KIT=".gpu-kit"
-DATA="${GPT2CC_DATA_DIR:-../shared/data}"
+DATA="../shared/data"
+[[ -n "${GPT2CC_DATA_DIR:-}" ]] && DATA=$(from_caller "$GPT2CC_DATA_DIR")
 BUILD_DIR="build"
 CUDA_BUILD_DIR="build-gpu-kit"
 SHARDS=1
@@ -28,17 +44,16 @@ BINARIES=1
 KIT_PACKAGES=(catch2 libcxxopts-dev nlohmann-json3-dev libpcre2-dev libpcre2-8-0)
 MAX_KIT_BYTES=$((56 << 20))  # leaves room for the working tree in the 64 MiB a call carries
 
-die() {
-  echo "gpu_kit.sh: $*" >&2
-  exit 2
-}
-
 while (($#)); do
   case "$1" in
-    --out) KIT="${2:?--out needs a directory}"; shift 2 ;;
-    --data) DATA="${2:?--data needs a directory}"; shift 2 ;;
-    --build-dir) BUILD_DIR="${2:?--build-dir needs a directory}"; shift 2 ;;
-    --cuda-build-dir) CUDA_BUILD_DIR="${2:?--cuda-build-dir needs a directory}"; shift 2 ;;
+    --out|--data|--build-dir|--cuda-build-dir)
+      (($# >= 2)) && [[ -n "$2" ]] || die "$1 needs a directory (see --help)" ;;
+  esac
+  case "$1" in
+    --out) KIT=$(from_caller "$2"); shift 2 ;;
+    --data) DATA=$(from_caller "$2"); shift 2 ;;
+    --build-dir) BUILD_DIR=$(from_caller "$2"); shift 2 ;;
+    --cuda-build-dir) CUDA_BUILD_DIR=$(from_caller "$2"); shift 2 ;;
     --no-shards) SHARDS=0; shift ;;
     --no-binaries) BINARIES=0; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
@@ -49,17 +64,32 @@ if ((SHARDS)); then
   [[ -d "$DATA/wikipedia" && -d "$DATA/gpt2" ]] ||
     die "no $DATA/wikipedia or $DATA/gpt2 for the parity shards (give --data DIR, or --no-shards)"
 fi
+KIT=${KIT%/}
+[[ ! -e "$KIT" || -d "$KIT" ]] || die "--out $KIT is not a directory"
 
-mkdir -p "$KIT"
-rm -rf "$KIT/debs" "$KIT/parity-wikipedia" "$KIT/gpu-binaries.tar.gz"
-mkdir -p "$KIT/debs"
+# The new kit, beside the old one (the same file system: hard links, and a rename to swap).
+mkdir -p "$(dirname "$KIT")"
+NEW=$(mktemp -d "$KIT.new.XXXXXX")
+bin_stage=""
+cleanup() { rm -rf "$NEW" ${bin_stage:+"$bin_stage"}; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM HUP
+# Everything of the old kit (hard links: no copy), less what this run remakes.
+if [[ -d "$KIT" ]]; then
+  cp -al "$KIT/." "$NEW/" 2>/dev/null || cp -a "$KIT/." "$NEW/"
+fi
+rm -rf "$NEW/debs" "$NEW/MANIFEST.txt"
+((SHARDS)) && rm -rf "$NEW/parity-wikipedia"
+((BINARIES)) && rm -f "$NEW/gpu-binaries.tar.gz"
+mkdir -p "$NEW/debs"
 echo "gpu_kit.sh: downloading ${KIT_PACKAGES[*]}"
 # apt-get download writes into the current folder; as root it warns that the _apt user cannot
 # write there, which is harmless.
-(cd "$KIT/debs" && apt-get download "${KIT_PACKAGES[@]}" 2>&1 | grep -v "couldn't be accessed by user '_apt'") ||
+(cd "$NEW/debs" && apt-get download "${KIT_PACKAGES[@]}" 2>&1 | grep -v "couldn't be accessed by user '_apt'") ||
   true
 for pkg in "${KIT_PACKAGES[@]}"; do
-  compgen -G "$KIT/debs/${pkg}_*.deb" >/dev/null || die "apt-get download of '$pkg' failed (see above)"
+  compgen -G "$NEW/debs/${pkg}_*.deb" >/dev/null ||
+    die "apt-get download of '$pkg' failed (see above); the kit in $KIT is unchanged"
 done
 
 if ((BINARIES)); then
@@ -73,8 +103,8 @@ if ((BINARIES)); then
   # aliases CMake's Ninja generator makes (an emulated bench_kernels once shadowed the real one).
   cmake --build "$CUDA_BUILD_DIR" -j "$(nproc)" -- "${GPT2CC_GPU_BINARIES[@]}"
   [[ "$(gpt2cc_source_fingerprint .)" == "$fingerprint" ]] || die "the sources changed during the build: run it again"
-  stage=$(mktemp -d)
-  trap 'rm -rf "$stage"' EXIT
+  bin_stage=$(mktemp -d)
+  stage=$bin_stage
   echo "$fingerprint" >"$stage/FINGERPRINT"
   for exe in "${GPT2CC_GPU_BINARIES[@]}"; do
     mkdir -p "$stage/$(dirname "$exe")"
@@ -87,8 +117,8 @@ if ((BINARIES)); then
     awk '$2 == "=>" && $3 ~ /^\// {print $1, $3}' | sort -u |
     { grep -vE '^(libc|libm|libdl|libpthread|librt|ld-linux[^ ]*|libcuda|libcudart|libcublas|libcublasLt)\.so' || true; } |
     while read -r soname path; do cp -L "$path" "$stage/kit-libs/$soname"; done
-  tar -czf "$KIT/gpu-binaries.tar.gz" -C "$stage" .
-  echo "gpu_kit.sh: gpu-binaries.tar.gz: $(du -h "$KIT/gpu-binaries.tar.gz" | cut -f1), kit-libs: $(ls "$stage/kit-libs" | tr '\n' ' ')"
+  tar -czf "$NEW/gpu-binaries.tar.gz" -C "$stage" .
+  echo "gpu_kit.sh: gpu-binaries.tar.gz: $(du -h "$NEW/gpu-binaries.tar.gz" | cut -f1), kit-libs: $(ls "$stage/kit-libs" | tr '\n' ' ')"
 fi
 
 if ((SHARDS)); then
@@ -101,17 +131,39 @@ if ((SHARDS)); then
     prepare="$BUILD_DIR/prepare"
   fi
   "$prepare" --format wikiextractor --input "$DATA/wikipedia" --val-fraction 0.01 \
-    --tokenizer "$DATA/gpt2" --out "$KIT/parity-wikipedia"
+    --tokenizer "$DATA/gpt2" --out "$NEW/parity-wikipedia"
 fi
 
-bytes=$(du -sb "$KIT" | cut -f1)
+bytes=$(du -sb "$NEW" | cut -f1)
+((bytes <= MAX_KIT_BYTES)) ||
+  die "the new kit is $((bytes >> 20)) MiB, over the $((MAX_KIT_BYTES >> 20)) MiB a device call can carry beside the tree; the kit in $KIT is unchanged"
+# What was kept from the old kit is described by the old manifest's lines.
+kept_line() {
+  grep "^$1" "$KIT/MANIFEST.txt" 2>/dev/null | sed 's/ (kept from the previous kit)$//; s/$/ (kept from the previous kit)/'
+}
 {
   echo "gpt2cc GPU kit, made $(date -u +%Y-%m-%dT%H:%M:%SZ) from commit $(git rev-parse --short HEAD)"
-  echo "debs/: $(cd "$KIT/debs" && ls | tr '\n' ' ')"
-  ((SHARDS)) && echo "parity-wikipedia/: prepare --format wikiextractor --val-fraction 0.01 of $DATA/wikipedia"
-  ((BINARIES)) && echo "gpu-binaries.tar.gz: ${GPT2CC_GPU_BINARIES[*]} (sm_90, sources fingerprint $fingerprint) and kit-libs/"
+  echo "debs/: $(cd "$NEW/debs" && ls | tr '\n' ' ')"
+  if ((SHARDS)); then
+    echo "parity-wikipedia/: prepare --format wikiextractor --val-fraction 0.01 of $DATA/wikipedia"
+  elif [[ -d "$NEW/parity-wikipedia" ]]; then
+    kept_line parity-wikipedia/ || echo "parity-wikipedia/: kept from the previous kit"
+  fi
+  if ((BINARIES)); then
+    echo "gpu-binaries.tar.gz: ${GPT2CC_GPU_BINARIES[*]} (sm_90, sources fingerprint $fingerprint) and kit-libs/"
+  elif [[ -f "$NEW/gpu-binaries.tar.gz" ]]; then
+    kept_line gpu-binaries.tar.gz || echo "gpu-binaries.tar.gz: kept from the previous kit"
+  fi
   echo "size: $((bytes >> 20)) MiB"
-} >"$KIT/MANIFEST.txt"
+} >"$NEW/MANIFEST.txt"
+# The swap: two renames.
+if [[ -d "$KIT" ]]; then
+  old=$(mktemp -d "$KIT.old.XXXXXX")
+  mv "$KIT" "$old/kit"
+  mv "$NEW" "$KIT"
+  rm -rf "$old"
+else
+  mv "$NEW" "$KIT"
+fi
 cat "$KIT/MANIFEST.txt"
-((bytes <= MAX_KIT_BYTES)) || die "the kit is $((bytes >> 20)) MiB, over the $((MAX_KIT_BYTES >> 20)) MiB a device call can carry beside the tree"
 echo "gpu_kit.sh: done; carry \"$KIT\" in the device call (scripts/bench_gpu.sh finds it)"

@@ -3,9 +3,11 @@
 # Installs missing build dependencies first. Tests labelled `cuda` need a GPU: without one they
 # report themselves skipped (exit 77), and the summary below says so.
 #   scripts/test.sh                 build into ./build and run all tests
-#   GPT2CC_BUILD_DIR=dir scripts/test.sh    another build directory
+#   GPT2CC_BUILD_DIR=dir scripts/test.sh    another build directory (a relative one: the caller's)
 #   scripts/test.sh -L cpu          extra arguments go to ctest (here: only the cpu label)
 set -euo pipefail
+build_dir="${GPT2CC_BUILD_DIR:-}"
+if [[ -n "$build_dir" && "$build_dir" != /* ]]; then build_dir="$(pwd)/$build_dir"; fi
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
 ensure_build_deps
@@ -13,15 +15,16 @@ ensure_build_deps
 # (it reports itself skipped without it).
 ensure_python_packages tokenizers:tokenizers ||
   echo "gpt2cc: could not install the Python package 'tokenizers': its compatibility test will be skipped"
-build_dir="${GPT2CC_BUILD_DIR:-build}"
+build_dir="${build_dir:-build}"
 build_gpt2cc "$build_dir"
 
 status=0
 ctest --test-dir "$build_dir" --output-on-failure -j "$(nproc)" "$@" || status=$?
 
 if nvidia-smi -L >/dev/null 2>&1; then
-  echo "gpt2cc: a GPU is present: the cuda-labelled tests ran."
+  echo "gpt2cc: a GPU is present: the cuda-labelled tests among those selected ran on it."
 else
-  echo "gpt2cc: no GPU on this machine: the cuda-labelled tests were not run (reported as skipped above)."
+  echo "gpt2cc: no GPU on this machine: the cuda-labelled tests among those selected (if any) did not run" \
+    "(reported as skipped above)."
 fi
 exit $status

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# scripts/bench_gpu.sh without a GPU: its argument errors, the stages a call runs (aliases, the
-# one-call device plan, the build a bare machine needs first), a call on a bare device machine
-# continuing from the results archive carried in the kit (the report then holds the earlier
-# stages, and the archive it returns too), the returned archive's contents (no checkpoints, no big
+# scripts/bench_gpu.sh without a GPU: its argument errors (a bad stage named as given, a flag
+# without its value), the stages a call runs (aliases, the one-call device plan, the build a bare
+# machine needs first), a relative --out (the caller's), a call on a bare device machine continuing
+# from the results archive carried in the kit (the report then holds the earlier stages, and the
+# archive it returns too), the returned archive's contents (no checkpoints, no big
 # file, under its size cap), the --budget (the report runs when it is used up), and the kit's
 # prebuilt binaries: used when their fingerprint is these sources' and a CUDA test passes, else a
 # build (here a stand-in cmake that fails, so nothing is built); their library path (kit-env)
@@ -30,6 +31,16 @@ out=$(bash "$SCRIPT" --steps 0 2>&1); rc=$?
 [[ $rc == 2 && "$out" == *"--steps must be a positive integer"* ]] || fail "bad --steps: exit $rc, '$out'"
 out=$(bash "$SCRIPT" --fp32-steps x 2>&1); rc=$?
 [[ $rc == 2 && "$out" == *"--fp32-steps must be a positive integer"* ]] || fail "bad --fp32-steps: exit $rc, '$out'"
+# The name given, as given (not what an alias turned it into).
+out=$(bash "$SCRIPT" --stage pytorchx 2>&1); rc=$?
+[[ $rc == 2 && "$out" == *"unknown stage 'pytorchx'"* ]] || fail "bad stage pytorchx: exit $rc, '$out'"
+out=$(bash "$SCRIPT" --stage train,trainx --dry-run 2>&1); rc=$?
+[[ $rc == 2 && "$out" == *"unknown stage 'trainx'"* ]] || fail "bad stage trainx: exit $rc, '$out'"
+# A flag without its value: the script's message, exit 2.
+for flag in --out --stage --kit --build-dir --steps; do
+  out=$(bash "$SCRIPT" --dry-run "$flag" 2>&1); rc=$?
+  [[ $rc == 2 && "$out" == "bench_gpu.sh: $flag needs a value"* ]] || fail "$flag without a value: exit $rc, '$out'"
+done
 
 # The stages a call runs.
 out=$(bash "$SCRIPT" --stage device --dry-run --build-dir "$TMP/none" 2>&1); rc=$?
@@ -69,6 +80,12 @@ listing=$(tar -tzf "$TMP/out/bench_gpu_results.tar.gz" 2>/dev/null)
 [[ "$listing" == *"train_bf16.json"* ]] || fail "the returned archive lacks the earlier results"
 grep -q "^report	0	" "$TMP/out/status.tsv" 2>/dev/null || fail "status.tsv lacks the report stage"
 grep -q "^train_bf16	0	" "$TMP/out/status.tsv" 2>/dev/null || fail "status.tsv lost the earlier stages"
+
+# A relative --out is the caller's folder's, not the repository's.
+mkdir -p "$TMP/caller"
+log=$(cd "$TMP/caller" && bash "$SCRIPT" --stage report --out rel-results --build-dir "$TMP/build-gpu" 2>&1); rc=$?
+[[ -f "$TMP/caller/rel-results/status.tsv" ]] || fail "relative --out: exit $rc, no $TMP/caller/rel-results/status.tsv: $log"
+[[ ! -e "$ROOT/rel-results" ]] || { fail "relative --out went to the repository"; rm -rf "$ROOT/rel-results"; }
 
 # A warm machine (results present) does not unpack the archive over them.
 log=$(OUT="$TMP/out" bash "$SCRIPT" --stage report --kit "$TMP/kit" --build-dir "$TMP/build-gpu" 2>&1); rc=$?

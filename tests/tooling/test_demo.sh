@@ -6,7 +6,8 @@
 # the demo promises: exit 0, the validation perplexity, a story after the prompt, the run folder
 # (train.log, config.json, metrics.jsonl, curves.png, generate.log, the last checkpoint); then
 # that bad flags exit 2 naming the problem, and that --device cuda on a machine without a GPU
-# exits 2 before building anything. With a third argument, the folder of train and generate
+# exits 2 before building anything. Then, where matplotlib cannot be installed, that the plot is
+# skipped and the story still told, and that relative path variables are the caller's. With a third argument, the folder of train and generate
 # built against the CUDA emulator (tests/emu/hostcuda: emu-bin), the demo's --device cuda path
 # too, through $GPT2CC_DEMO_PROGRAMS, on 3 steps of 2 x 32 tokens (the emulator runs ~50 tokens/s).
 # Arguments: the repository root, the build directory[, the emulated programs' folder]. Run by
@@ -61,6 +62,36 @@ check_demo() {  # WHAT RUN_FOLDER STEPS
 
 run_demo --steps 20 --threads 2
 check_demo "demo --steps 20" "$WORK/run-d2" 20
+
+# Without matplotlib, where pip refuses to install it (PEP 668, a stand-in python3 first in PATH;
+# apt-get and apt-cache stand-ins that fail, so that nothing is installed): the demo says the plot
+# is skipped and still tells the story. Run from a folder of its own, with every path variable
+# relative (the caller's) and the programs of the run above.
+caller="$WORK/caller"
+stub="$WORK/no-matplotlib"
+mkdir -p "$caller" "$stub"
+cat >"$stub/python3" <<STUB
+#!/usr/bin/env bash
+case "\$*" in
+  "-c import matplotlib") exit 1 ;;
+  "-m pip install"*) echo "error: externally-managed-environment (stand-in)" >&2; exit 1 ;;
+esac
+exec "$(command -v python3)" "\$@"
+STUB
+printf '#!/bin/sh\nexit 100\n' >"$stub/apt-get"
+cp "$stub/apt-get" "$stub/apt-cache"
+chmod +x "$stub/python3" "$stub/apt-get" "$stub/apt-cache"
+OUT=$(cd "$caller" && PATH="$stub:$PATH" GPT2CC_DEMO_PROGRAMS="$(realpath --relative-to=. "$BUILD")" \
+      GPT2CC_DEMO_DIR=relative-demo GPT2CC_DATA_DIR="$(realpath --relative-to=. "$DATA")" \
+      timeout 300 bash "$ROOT/scripts/demo.sh" --steps 2 --threads 2 2>&1)
+RC=$?
+[[ $RC == 0 && "$OUT" == *"matplotlib could not be installed: the loss curves (curves.png) are skipped"* ]] ||
+  fail "demo without matplotlib: exit $RC (want 0 and the plot skipped): ${OUT: -1500}"
+story=$(printf '%s\n' "$OUT" | awk '/^demo: a story from/ { getline; print; exit }')
+[[ "$story" =~ ^Once\ upon\ a\ time.{20,} ]] || fail "demo without matplotlib: no story after the prompt: '$story'"
+[[ -s "$caller/relative-demo/run-d2/checkpoints/step_00000002.ckpt" ]] ||
+  fail "relative GPT2CC_DEMO_DIR: no run in $caller/relative-demo (the caller's folder)"
+[[ ! -e "$ROOT/relative-demo" ]] || { fail "relative GPT2CC_DEMO_DIR went to the repository"; rm -rf "$ROOT/relative-demo"; }
 
 if [[ -n "$EMULATED" ]]; then
   # prepare is the build's (the CPU's alone); train and generate run on the emulated device.
