@@ -28,8 +28,10 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <vector>
 
+#include "benchmarks/bench_cli.hpp"
 #include "core/atomic_file.hpp"
 #include "core/check.hpp"
 #include "core/cli.hpp"
@@ -47,19 +49,17 @@ struct BenchConfig {
   int B = 1, T = 64;
 };
 
-// "d4:4x64" -> {d4, 4, 64}
+// "d4:4x64" -> {d4, 4, 64}. B and T are whole numbers and nothing else ("1x8x3" is refused).
 BenchConfig parse_config(const std::string& text) {
   BenchConfig bc;
   const size_t colon = text.find(':'), x = text.find('x', colon == std::string::npos ? 0 : colon);
   INPUT_CHECK(colon != std::string::npos && x != std::string::npos,
               "--configs: expected entries like 'd4:4x64' (preset:BxT), got '{}'", text);
   bc.preset = text.substr(0, colon);
-  try {
-    bc.B = std::stoi(text.substr(colon + 1, x - colon - 1));
-    bc.T = std::stoi(text.substr(x + 1));
-  } catch (const std::exception&) {
-    fail_input(format("--configs: B and T of '{}' must be integers", text));
-  }
+  const std::string_view view = text;
+  const bool whole = bench::parse_int(view.substr(colon + 1, x - colon - 1), bc.B) &&
+                     bench::parse_int(view.substr(x + 1), bc.T);
+  INPUT_CHECK(whole, "--configs: B and T of '{}' must be whole numbers (preset:BxT, e.g. 'd4:4x64')", text);
   INPUT_CHECK(bc.B >= 1 && bc.T >= 1, "--configs: B and T of '{}' must be >= 1", text);
   model_preset(bc.preset);  // unknown preset -> InputError listing the known ones
   INPUT_CHECK(bc.T <= model_preset(bc.preset).max_seq_len, "--configs: T of '{}' exceeds the preset's max_seq_len {}",
@@ -185,9 +185,7 @@ json run_in_child(const BenchConfig& bc, int threads, int warmup, int steps) {
   return result;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int run(int argc, char** argv) {
   cxxopts::Options options("bench_train_step", "CPU training step (forward + backward + AdamW) of gpt2cc's GPT-2");
   options.add_options()
       ("configs", "comma-separated preset:BxT list", cxxopts::value<std::string>()->default_value("d4:4x64,gpt2:1x64"))
@@ -196,45 +194,40 @@ int main(int argc, char** argv) {
       ("steps", "timed steps (median reported), >= 1", cxxopts::value<int>()->default_value("5"))
       ("json", "also write the results to this JSON file", cxxopts::value<std::string>())
       ("h,help", "show this help");
-  try {
-    const auto args = parse_flags(options, argc, argv);
-    if (args.count("help")) {
-      std::cout << options.help() << "\n";
-      return 0;
-    }
-    const int threads = args["threads"].as<int>(), warmup = args["warmup"].as<int>(), steps = args["steps"].as<int>();
-    INPUT_CHECK(threads >= 0, "--threads must be >= 0, got {}", threads);
-    INPUT_CHECK(warmup >= 1, "--warmup must be >= 1, got {}", warmup);
-    INPUT_CHECK(steps >= 1, "--steps must be >= 1, got {}", steps);
-    std::vector<BenchConfig> configs;
-    std::stringstream list(args["configs"].as<std::string>());
-    for (std::string item; std::getline(list, item, ',');) configs.push_back(parse_config(item));
-    INPUT_CHECK(!configs.empty(), "--configs must name at least one preset:BxT");
-
-    json results = json::array();
-    std::printf("%-8s %4s %5s %10s %10s %12s %10s %12s %14s %10s %13s\n", "preset", "B", "T", "params(M)",
-                "ms/step", "tokens/s", "GFLOP/s", "cpu-ms/step", "GFLOP/cpu-s", "RSS(MiB)", "loss");
-    for (const BenchConfig& bc : configs) {
-      json r = run_in_child(bc, threads, warmup, steps);
-      std::printf("%-8s %4d %5d %10.1f %10.1f %12.1f %10.2f %12.1f %14.2f %10.0f %6.3f->%.3f\n",
-                  bc.preset.c_str(), bc.B, bc.T, r["parameters"].get<double>() / 1e6,
-                  r["ms_per_step_median"].get<double>(), r["tokens_per_s"].get<double>(),
-                  r["gflops_per_s"].get<double>(), r["cpu_ms_per_step"].get<double>(),
-                  r["gflops_per_cpu_s"].get<double>(), r["peak_rss_mib"].get<double>(), r["loss_first"].get<double>(),
-                  r["loss_last"].get<double>());
-      std::fflush(stdout);
-      results.push_back(r);
-    }
-    if (args.count("json")) write_file_atomic(args["json"].as<std::string>(), results.dump(1) + "\n");
+  const auto args = parse_flags(options, argc, argv);
+  if (args.count("help")) {
+    std::cout << options.help() << "\n";
     return 0;
-  } catch (const cxxopts::exceptions::exception& e) {
-    std::cerr << "bench_train_step: " << e.what() << " (see --help)\n";
-    return 2;
-  } catch (const InputError& e) {
-    std::cerr << "bench_train_step: " << e.what() << "\n";
-    return 2;
-  } catch (const std::exception& e) {
-    std::cerr << "bench_train_step: " << e.what() << "\n";
-    return 1;
   }
+  INPUT_CHECK(args.unmatched().empty(), "unexpected argument '{}' (see --help)", args.unmatched().front());
+  const int threads = args["threads"].as<int>(), warmup = args["warmup"].as<int>(), steps = args["steps"].as<int>();
+  INPUT_CHECK(threads >= 0, "--threads must be >= 0, got {}", threads);
+  INPUT_CHECK(warmup >= 1, "--warmup must be >= 1, got {}", warmup);
+  INPUT_CHECK(steps >= 1, "--steps must be >= 1, got {}", steps);
+  std::vector<BenchConfig> configs;
+  std::stringstream list(args["configs"].as<std::string>());
+  for (std::string item; std::getline(list, item, ',');) configs.push_back(parse_config(item));
+  INPUT_CHECK(!configs.empty(), "--configs must name at least one preset:BxT");
+  if (args.count("json")) bench::check_output_file("--json", args["json"].as<std::string>());  // before the run
+
+  json results = json::array();
+  std::printf("%-8s %4s %5s %10s %10s %12s %10s %12s %14s %10s %13s\n", "preset", "B", "T", "params(M)",
+              "ms/step", "tokens/s", "GFLOP/s", "cpu-ms/step", "GFLOP/cpu-s", "RSS(MiB)", "loss");
+  for (const BenchConfig& bc : configs) {
+    json r = run_in_child(bc, threads, warmup, steps);
+    std::printf("%-8s %4d %5d %10.1f %10.1f %12.1f %10.2f %12.1f %14.2f %10.0f %6.3f->%.3f\n",
+                bc.preset.c_str(), bc.B, bc.T, r["parameters"].get<double>() / 1e6,
+                r["ms_per_step_median"].get<double>(), r["tokens_per_s"].get<double>(),
+                r["gflops_per_s"].get<double>(), r["cpu_ms_per_step"].get<double>(),
+                r["gflops_per_cpu_s"].get<double>(), r["peak_rss_mib"].get<double>(), r["loss_first"].get<double>(),
+                r["loss_last"].get<double>());
+    std::fflush(stdout);
+    results.push_back(r);
+  }
+  if (args.count("json")) write_file_atomic(args["json"].as<std::string>(), results.dump(1) + "\n");
+  return 0;
 }
+
+}  // namespace
+
+int main(int argc, char** argv) { return run_cli("bench_train_step", argc, argv, run); }

@@ -14,13 +14,14 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <fstream>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "benchmarks/bench_cli.hpp"
 #include "benchmarks/cpu_layers/bench_util.hpp"
+#include "core/atomic_file.hpp"
 #include "core/cli.hpp"
 #include "core/rng.hpp"
 #include "cpu/attention.hpp"
@@ -57,6 +58,7 @@ int run(int argc, char** argv) {
   const int reps = args["reps"].as<int>();
   INPUT_CHECK(reps >= 1, "--reps must be >= 1, got {}", reps);
   const std::string json_path = args["json"].as<std::string>();
+  if (!json_path.empty()) bench::check_output_file("--json", json_path);  // before the run
   nlohmann::json rows = nlohmann::json::array();
   struct Shape {
     const char* name;
@@ -115,12 +117,8 @@ int run(int argc, char** argv) {
                     {"relative_error", err}});
   }
   if (!json_path.empty()) {
-    std::ofstream out(json_path);
-    out << nlohmann::json{{"threads", omp_get_max_threads()}, {"median_of", reps}, {"rows", rows}}.dump(2) << "\n";
-    if (!out) {
-      std::fprintf(stderr, "cannot write %s\n", json_path.c_str());
-      return 1;
-    }
+    const nlohmann::json out = {{"threads", omp_get_max_threads()}, {"median_of", reps}, {"rows", rows}};
+    write_file_atomic(json_path, out.dump(2) + "\n");  // failure: exit 1 naming the file
   }
   std::printf("\nms: wall clock per call; GFLOP/s: useful FLOPs (causal half) per wall-clock second; loops = the "
               "reference cpu::attention_forward/_backward; saved MB: per layer, kept for the backward; rel err: L2 over "

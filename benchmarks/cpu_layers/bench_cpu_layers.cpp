@@ -23,7 +23,6 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <functional>
 #include <string>
 #include <utility>
@@ -31,7 +30,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "benchmarks/bench_cli.hpp"
 #include "benchmarks/cpu_layers/bench_util.hpp"
+#include "core/atomic_file.hpp"
 #include "core/cli.hpp"
 #include "core/config.hpp"
 #include "core/rng.hpp"
@@ -81,6 +82,7 @@ int run(int argc, char** argv) {
   INPUT_CHECK(T <= config.max_seq_len, "-T {} is longer than the preset's {} positions", T, config.max_seq_len);
   INPUT_CHECK(reps >= 1, "--reps must be >= 1, got {}", reps);
   const std::string json_path = args["json"].as<std::string>();
+  if (!json_path.empty()) bench::check_output_file("--json", json_path);  // before the minutes of the run
 
   const int L = config.num_layers, C = config.channels, NH = config.num_heads, HS = config.head_size();
   const int V = config.vocab_size, Vp = config.padded_vocab_size;
@@ -260,9 +262,7 @@ int run(int argc, char** argv) {
                                 {"read_gbs", memory.read_gbs}, {"update_gbs", memory.update_gbs},
                                 {"copy_gbs", memory.copy_gbs},
                                 {"fma_ceiling_gflops", fma_gflops}, {"rows", rows}};
-    std::ofstream file(json_path);
-    INPUT_CHECK(file.good(), "cannot open --json file {} for writing", json_path);
-    file << out.dump(2) << "\n";
+    write_file_atomic(json_path, out.dump(2) + "\n");  // failure: exit 1 naming the file
   }
   return 0;
 }

@@ -15,12 +15,13 @@
 #include <ctime>
 #include <cmath>
 #include <cstdio>
-#include <fstream>
 #include <memory>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "benchmarks/bench_cli.hpp"
+#include "core/atomic_file.hpp"
 #include "core/backend.hpp"
 #include "core/check.hpp"
 #include "core/cli.hpp"
@@ -100,6 +101,9 @@ double median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
+// Tokens of the validation run (validate) and of the warm-up before the timed runs.
+constexpr int kCheckSteps = 4;
+
 // Cached and recomputed logits agree along a short greedy run (the tests check 1e-5 on tiny
 // models; big random models have larger logits, so 1e-4 relative to the row's largest).
 double validate(GPT2& model, const std::vector<int>& prompt, int steps) {
@@ -124,9 +128,7 @@ double validate(GPT2& model, const std::vector<int>& prompt, int steps) {
   return worst;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int run(int argc, char** argv) {
   cxxopts::Options options("bench_generate",
                            "Generated tokens/s: KV cache vs full recompute, N samples one after another vs together "
                            "(CPU, random weights)");
@@ -145,120 +147,116 @@ int main(int argc, char** argv) {
       ("threads", "CPU threads; 0 = OpenMP default", cxxopts::value<int>()->default_value("0"))
       ("json", "write the results to this file", cxxopts::value<std::string>())
       ("h,help", "show this help");
-  try {
-    auto args = parse_flags(options, argc, argv);
-    if (args.count("help")) {
-      std::printf("%s\n", options.help().c_str());
-      return 0;
-    }
-    const int P = args["prompt-tokens"].as<int>(), N = args["new-tokens"].as<int>();
-    const int NR = args["recompute-new-tokens"].as<int>() == 0 ? N : args["recompute-new-tokens"].as<int>();
-    const int SN = args["samples-new-tokens"].as<int>() == 0 ? N : args["samples-new-tokens"].as<int>();
-    const bool recompute = args.count("skip-recompute") == 0;
-    const int repeats = args["repeats"].as<int>();
-    INPUT_CHECK(P >= 1 && N >= 1 && NR >= 1 && SN >= 1 && repeats >= 1, "lengths and repeats must be >= 1");
-    std::vector<int> sample_counts;
-    std::stringstream counts(args["samples"].as<std::string>());
-    for (std::string n; std::getline(counts, n, ',');) {
-      sample_counts.push_back(std::stoi(n));
-      INPUT_CHECK(sample_counts.back() >= 1, "--samples: counts must be >= 1, got {}", n);
-    }
-    const int max_samples = sample_counts.empty() ? 1 : *std::max_element(sample_counts.begin(), sample_counts.end());
-    auto backend = make_cpu_backend(args["threads"].as<int>());
-    std::printf("backend: %s; greedy, prompt %d tokens; median of %d runs; random weights\n",
-                backend->describe().c_str(), P, repeats);
-    std::printf("%-7s %7s | %6s %10s %10s %10s | %6s %10s %10s | %8s %8s\n", "preset", "params", "new", "KV tok/s",
-                "KV tok/cpu", "prefill ms", "new", "full tok/s", "full t/cpu", "wall x", "cpu x");
-    nlohmann::json results = nlohmann::json::array();
-    std::vector<std::string> batch_lines;
-    std::stringstream presets(args["presets"].as<std::string>());
-    for (std::string name; std::getline(presets, name, ',');) {
-      ModelConfig config = model_preset(name);
-      const int longest = P + std::max({N, recompute ? NR : 1, sample_counts.empty() ? 1 : SN});
-      INPUT_CHECK(longest <= config.max_seq_len, "prompt + new tokens exceed {}'s context of {}", name,
-                  config.max_seq_len);
-      // Rows for the longest context reached: prompt + new tokens (no overflow, no re-prefill);
-      // one KV-cache row per sample of the largest --samples count.
-      ModelOptions model_options;
-      model_options.kv_cache_rows = max_samples;
-      GPT2 model(config, *backend, 1, longest, ModelMode::inference, model_options);
-      model.init_weights(1);
-      const std::vector<int> prompt = prompt_tokens(P, config.vocab_size);
-      const double worst = validate(model, prompt, 4);
-      time_generation(model, prompt, 4, true);  // warm-up: caches, thread pool, first-touch pages
-      std::vector<double> kv_wall, kv_cpu, full_wall, full_cpu, prefill;
-      for (int r = 0; r < repeats; ++r) {
-        Timing kv = time_generation(model, prompt, N, true);
-        kv_wall.push_back(kv.wall_tps);
-        kv_cpu.push_back(kv.cpu_tps);
-        prefill.push_back(kv.prefill_ms);
-        if (!recompute) continue;
-        Timing full = time_generation(model, prompt, NR, false);
-        full_wall.push_back(full.wall_tps);
-        full_cpu.push_back(full.cpu_tps);
-      }
-      const double kvw = median(kv_wall), kvc = median(kv_cpu);
-      nlohmann::json entry = {{"preset", name}, {"params", num_parameters(config)}, {"prompt_tokens", P},
-                              {"kv_new_tokens", N}, {"kv_tokens_per_s", kvw}, {"kv_tokens_per_cpu_s", kvc},
-                              {"prefill_ms", median(prefill)}, {"validation_max_rel_diff", worst},
-                              {"backend", backend->describe()}, {"repeats", repeats}};
-      if (recompute) {
-        const double fw = median(full_wall), fc = median(full_cpu);
-        std::printf("%-7s %6.1fM | %6d %10.2f %10.2f %10.1f | %6d %10.3f %10.3f | %7.1fx %7.1fx\n", name.c_str(),
-                    num_parameters(config) / 1e6, N, kvw, kvc, median(prefill), NR, fw, fc, kvw / fw, kvc / fc);
-        entry.update({{"recompute_new_tokens", NR}, {"recompute_tokens_per_s", fw}, {"recompute_tokens_per_cpu_s", fc},
-                      {"speedup_wall", kvw / fw}, {"speedup_cpu", kvc / fc}});
-      } else {
-        std::printf("%-7s %6.1fM | %6d %10.2f %10.2f %10.1f | %6s %10s %10s | %8s %8s\n", name.c_str(),
-                    num_parameters(config) / 1e6, N, kvw, kvc, median(prefill), "-", "-", "-", "-", "-");
-      }
-      std::fflush(stdout);
-
-      // N samples: one after another vs decoded together; the same tokens either way.
-      nlohmann::json batches = nlohmann::json::array();
-      for (int samples : sample_counts) {
-        std::vector<double> seq_wall, seq_cpu, bat_wall, bat_cpu;
-        for (int r = 0; r < repeats; ++r) {
-          SamplesTiming seq = time_samples(model, prompt, SN, samples, false);
-          SamplesTiming bat = time_samples(model, prompt, SN, samples, true);
-          ENSURE(seq.tokens == bat.tokens, "{}: {} samples decoded together differ from one after another", name,
-                 samples);
-          seq_wall.push_back(seq.wall_tps);
-          seq_cpu.push_back(seq.cpu_tps);
-          bat_wall.push_back(bat.wall_tps);
-          bat_cpu.push_back(bat.cpu_tps);
-        }
-        const double sw = median(seq_wall), sc = median(seq_cpu), bw = median(bat_wall), bc = median(bat_cpu);
-        char line[256];
-        std::snprintf(line, sizeof line, "%-7s %6d %6d | %10.2f %10.2f | %10.2f %10.2f | %7.2fx %7.2fx", name.c_str(),
-                      samples, SN, sw, sc, bw, bc, bw / sw, bc / sc);
-        batch_lines.push_back(line);
-        batches.push_back({{"samples", samples}, {"new_tokens", SN}, {"sequential_tokens_per_s", sw},
-                           {"sequential_tokens_per_cpu_s", sc}, {"batched_tokens_per_s", bw},
-                           {"batched_tokens_per_cpu_s", bc}, {"speedup_wall", bw / sw}, {"speedup_cpu", bc / sc}});
-      }
-      entry["samples"] = batches;
-      results.push_back(entry);
-    }
-    if (!batch_lines.empty()) {
-      std::printf("\nN samples (top-k 40, all tokens / total time, prefills included): "
-                  "one after another vs together\n");
-      std::printf("%-7s %6s %6s | %10s %10s | %10s %10s | %8s %8s\n", "preset", "N", "new", "seq tok/s", "seq t/cpu",
-                  "batch t/s", "batch t/cpu", "wall x", "cpu x");
-      for (const std::string& line : batch_lines) std::printf("%s\n", line.c_str());
-    }
-    if (args.count("json")) {
-      std::ofstream(args["json"].as<std::string>()) << results.dump(2) << "\n";
-    }
+  const cxxopts::ParseResult args = parse_flags(options, argc, argv);
+  if (args.count("help")) {
+    std::printf("%s\n", options.help().c_str());
     return 0;
-  } catch (const cxxopts::exceptions::exception& e) {
-    std::fprintf(stderr, "bench_generate: %s\n", e.what());
-    return 2;
-  } catch (const InputError& e) {
-    std::fprintf(stderr, "bench_generate: %s\n", e.what());
-    return 2;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "bench_generate: error: %s\n", e.what());
-    return 1;
   }
+  INPUT_CHECK(args.unmatched().empty(), "unexpected argument '{}' (see --help)", args.unmatched().front());
+  const int P = args["prompt-tokens"].as<int>(), N = args["new-tokens"].as<int>();
+  const int NR = args["recompute-new-tokens"].as<int>() == 0 ? N : args["recompute-new-tokens"].as<int>();
+  const int SN = args["samples-new-tokens"].as<int>() == 0 ? N : args["samples-new-tokens"].as<int>();
+  const bool recompute = !switch_on(args, "skip-recompute");
+  const int repeats = args["repeats"].as<int>();
+  INPUT_CHECK(P >= 1 && N >= 1 && NR >= 1 && SN >= 1 && repeats >= 1, "lengths and repeats must be >= 1");
+  const std::vector<int> sample_counts = bench::parse_count_list("--samples", args["samples"].as<std::string>());
+  const int max_samples = sample_counts.empty() ? 1 : *std::max_element(sample_counts.begin(), sample_counts.end());
+  // Validation and warm-up run kCheckSteps tokens: the context holds those too.
+  const int longest = P + std::max({kCheckSteps, N, recompute ? NR : 1, sample_counts.empty() ? 1 : SN});
+  std::vector<std::string> preset_names;
+  std::stringstream preset_list(args["presets"].as<std::string>());
+  for (std::string name; std::getline(preset_list, name, ',');) {
+    const ModelConfig config = model_preset(name);  // an unknown one: InputError listing the presets
+    INPUT_CHECK(longest <= config.max_seq_len, "prompt + new tokens ({}) exceed {}'s context of {}", longest, name,
+                config.max_seq_len);
+    preset_names.push_back(name);
+  }
+  INPUT_CHECK(!preset_names.empty(), "--presets must name at least one preset");
+  const std::string json_path = args.count("json") ? args["json"].as<std::string>() : "";
+  if (args.count("json")) bench::check_output_file("--json", json_path);  // before the minutes of the run
+  auto backend = make_cpu_backend(args["threads"].as<int>());
+  std::printf("backend: %s; greedy, prompt %d tokens; median of %d runs; random weights\n",
+              backend->describe().c_str(), P, repeats);
+  std::printf("%-7s %7s | %6s %10s %10s %10s | %6s %10s %10s | %8s %8s\n", "preset", "params", "new", "KV tok/s",
+              "KV tok/cpu", "prefill ms", "new", "full tok/s", "full t/cpu", "wall x", "cpu x");
+  nlohmann::json results = nlohmann::json::array();
+  std::vector<std::string> batch_lines;
+  for (const std::string& name : preset_names) {
+    const ModelConfig config = model_preset(name);
+    // Rows for the longest context reached: prompt + new tokens (no overflow, no re-prefill);
+    // one KV-cache row per sample of the largest --samples count.
+    ModelOptions model_options;
+    model_options.kv_cache_rows = max_samples;
+    GPT2 model(config, *backend, 1, longest, ModelMode::inference, model_options);
+    model.init_weights(1);
+    const std::vector<int> prompt = prompt_tokens(P, config.vocab_size);
+    const double worst = validate(model, prompt, kCheckSteps);
+    time_generation(model, prompt, kCheckSteps, true);  // warm-up: caches, thread pool, first-touch pages
+    std::vector<double> kv_wall, kv_cpu, full_wall, full_cpu, prefill;
+    for (int r = 0; r < repeats; ++r) {
+      Timing kv = time_generation(model, prompt, N, true);
+      kv_wall.push_back(kv.wall_tps);
+      kv_cpu.push_back(kv.cpu_tps);
+      prefill.push_back(kv.prefill_ms);
+      if (!recompute) continue;
+      Timing full = time_generation(model, prompt, NR, false);
+      full_wall.push_back(full.wall_tps);
+      full_cpu.push_back(full.cpu_tps);
+    }
+    const double kvw = median(kv_wall), kvc = median(kv_cpu);
+    nlohmann::json entry = {{"preset", name}, {"params", num_parameters(config)}, {"prompt_tokens", P},
+                            {"kv_new_tokens", N}, {"kv_tokens_per_s", kvw}, {"kv_tokens_per_cpu_s", kvc},
+                            {"prefill_ms", median(prefill)}, {"validation_max_rel_diff", worst},
+                            {"backend", backend->describe()}, {"repeats", repeats}};
+    if (recompute) {
+      const double fw = median(full_wall), fc = median(full_cpu);
+      std::printf("%-7s %6.1fM | %6d %10.2f %10.2f %10.1f | %6d %10.3f %10.3f | %7.1fx %7.1fx\n", name.c_str(),
+                  num_parameters(config) / 1e6, N, kvw, kvc, median(prefill), NR, fw, fc, kvw / fw, kvc / fc);
+      entry.update({{"recompute_new_tokens", NR}, {"recompute_tokens_per_s", fw}, {"recompute_tokens_per_cpu_s", fc},
+                    {"speedup_wall", kvw / fw}, {"speedup_cpu", kvc / fc}});
+    } else {
+      std::printf("%-7s %6.1fM | %6d %10.2f %10.2f %10.1f | %6s %10s %10s | %8s %8s\n", name.c_str(),
+                  num_parameters(config) / 1e6, N, kvw, kvc, median(prefill), "-", "-", "-", "-", "-");
+    }
+    std::fflush(stdout);
+
+    // N samples: one after another vs decoded together; the same tokens either way.
+    nlohmann::json batches = nlohmann::json::array();
+    for (int samples : sample_counts) {
+      std::vector<double> seq_wall, seq_cpu, bat_wall, bat_cpu;
+      for (int r = 0; r < repeats; ++r) {
+        SamplesTiming seq = time_samples(model, prompt, SN, samples, false);
+        SamplesTiming bat = time_samples(model, prompt, SN, samples, true);
+        ENSURE(seq.tokens == bat.tokens, "{}: {} samples decoded together differ from one after another", name,
+               samples);
+        seq_wall.push_back(seq.wall_tps);
+        seq_cpu.push_back(seq.cpu_tps);
+        bat_wall.push_back(bat.wall_tps);
+        bat_cpu.push_back(bat.cpu_tps);
+      }
+      const double sw = median(seq_wall), sc = median(seq_cpu), bw = median(bat_wall), bc = median(bat_cpu);
+      char line[256];
+      std::snprintf(line, sizeof line, "%-7s %6d %6d | %10.2f %10.2f | %10.2f %10.2f | %7.2fx %7.2fx", name.c_str(),
+                    samples, SN, sw, sc, bw, bc, bw / sw, bc / sc);
+      batch_lines.push_back(line);
+      batches.push_back({{"samples", samples}, {"new_tokens", SN}, {"sequential_tokens_per_s", sw},
+                         {"sequential_tokens_per_cpu_s", sc}, {"batched_tokens_per_s", bw},
+                         {"batched_tokens_per_cpu_s", bc}, {"speedup_wall", bw / sw}, {"speedup_cpu", bc / sc}});
+    }
+    entry["samples"] = batches;
+    results.push_back(entry);
+  }
+  if (!batch_lines.empty()) {
+    std::printf("\nN samples (top-k 40, all tokens / total time, prefills included): "
+                "one after another vs together\n");
+    std::printf("%-7s %6s %6s | %10s %10s | %10s %10s | %8s %8s\n", "preset", "N", "new", "seq tok/s", "seq t/cpu",
+                "batch t/s", "batch t/cpu", "wall x", "cpu x");
+    for (const std::string& line : batch_lines) std::printf("%s\n", line.c_str());
+  }
+  if (!json_path.empty()) write_file_atomic(json_path, results.dump(2) + "\n");  // failure: exit 1 naming it
+  return 0;
 }
+
+}  // namespace
+
+int main(int argc, char** argv) { return run_cli("bench_generate", argc, argv, run); }

@@ -29,6 +29,7 @@
 #include <string>
 #include <vector>
 
+#include "benchmarks/bench_cli.hpp"
 #include "core/backend.hpp"
 #include "core/atomic_file.hpp"
 #include "core/check.hpp"
@@ -83,16 +84,12 @@ Options parse(int argc, char** argv) {
   INPUT_CHECK(args.unmatched().empty(), "unexpected argument '{}' (see --help)", args.unmatched().front());
   o.dtype = parse_dtype(dtype);
   if (batch != "auto") {
-    size_t used = 0;
-    try {
-      o.B = std::stoi(batch, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    INPUT_CHECK(used == batch.size() && o.B >= 1, "--batch-size must be an integer >= 1 or 'auto', got '{}'", batch);
+    INPUT_CHECK(bench::parse_int(batch, o.B) && o.B >= 1, "--batch-size must be an integer >= 1 or 'auto', got '{}'",
+                batch);
   }
-  o.recompute_gelu = args.count("recompute-gelu") > 0;
-  o.cuda_graphs = args.count("no-cuda-graphs") == 0;
+  o.recompute_gelu = switch_on(args, "recompute-gelu");
+  o.cuda_graphs = !switch_on(args, "no-cuda-graphs");
+  if (!o.json_path.empty()) bench::check_output_file("--json", o.json_path);  // before the GPU runs
   const ModelConfig config = model_preset(o.preset);  // InputError listing the presets
   INPUT_CHECK(o.T >= 1 && o.T <= config.max_seq_len, "--seq-len must be in [1, {}], got {}", config.max_seq_len, o.T);
   INPUT_CHECK(o.steps >= 1, "--steps must be >= 1, got {}", o.steps);

@@ -28,6 +28,7 @@
 
 #include <cxxopts.hpp>
 
+#include "benchmarks/bench_cli.hpp"
 #include "benchmarks/kernels/bench_device.hpp"
 #include "core/atomic_file.hpp"
 #include "core/check.hpp"
@@ -93,6 +94,7 @@ Options parse(int argc, char** argv) {
   o.reps = args["reps"].as<int>();
   o.warmup = args["warmup"].as<int>();
   o.json_path = args["json"].as<std::string>();
+  if (!o.json_path.empty()) bench::check_output_file("--json", o.json_path);  // before the GPU runs
   INPUT_CHECK(o.reps >= 1, "--reps must be >= 1, got {}", o.reps);
   INPUT_CHECK(o.warmup >= 1, "--warmup must be >= 1, got {}", o.warmup);
   const bool single = args.count("batch-size") || args.count("seq-len") || args.count("NH") || args.count("HS");

@@ -29,6 +29,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "benchmarks/bench_cli.hpp"
 #include "benchmarks/kernels/bench_device.hpp"
 #include "core/atomic_file.hpp"
 #include "core/check.hpp"
@@ -766,7 +767,8 @@ Options parse(int argc, char** argv) {
     std::exit(0);
   }
   INPUT_CHECK(args.unmatched().empty(), "unexpected argument '{}' (see --help)", args.unmatched().front());
-  o.validate_full = args.count("validate-full") > 0;
+  o.validate_full = switch_on(args, "validate-full");
+  if (!o.json_path.empty()) bench::check_output_file("--json", o.json_path);  // before the GPU runs
   INPUT_CHECK(dtype == "all" || dtype == "fp32" || dtype == "bf16", "--dtype must be all, fp32 or bf16, got '{}'",
               dtype);
   o.fp32 = dtype != "bf16";

@@ -59,6 +59,7 @@ int run(int argc, char** argv) {
     ("h,help", "show this help");
   // clang-format on
   options.parse_positional({"files"});
+  options.positional_help("FILES...");
   auto args = parse_flags(options, argc, argv);
   if (args.count("help")) {
     std::cout << options.help() << "\n";

@@ -6,6 +6,8 @@
 set -uo pipefail
 FAILURES=0
 CHECKED=0
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
 for program in "$@"; do
   [[ -n "$program" ]] || continue
   name=$(basename "$program")
@@ -19,6 +21,25 @@ for program in "$@"; do
     echo "FAILED: $name --no-such-flag: exit $rc (want 2 and the flag named), output: ${out:0:300}" >&2
     FAILURES=$((FAILURES + 1))
   fi
+  # The benchmarks refuse, before they run, what they once ignored or took after minutes of work:
+  # a stray argument, a --json path that cannot be written, a malformed list item.
+  bad=()
+  case $name in
+    bench_generate) bad=("extra" "--json $TMP" "--json $TMP/missing/x.json" "--samples 4,,16" "--samples abc") ;;
+    bench_train_step) bad=("extra" "--json $TMP" "--json $TMP/missing/x.json" "--configs d2:1x8x3") ;;
+    bench_cpu_layers | bench_cpu_matmul) bad=("extra") ;;&
+    bench_cpu_layers | bench_cpu_attention) bad+=("--json $TMP" "--json $TMP/missing/x.json") ;;
+  esac
+  for args in "${bad[@]}"; do
+    # shellcheck disable=SC2086  # each entry is a few words, split on purpose
+    out=$(timeout 60 "$program" $args 2>&1); rc=$?
+    word=${args%% *}
+    [[ $word == --* ]] || word="unexpected argument '$word'"
+    if [[ $rc != 2 || "$out" != *"$word"* ]]; then
+      echo "FAILED: $name $args: exit $rc (want 2 and '$word' named), output: ${out:0:300}" >&2
+      FAILURES=$((FAILURES + 1))
+    fi
+  done
   CHECKED=$((CHECKED + 1))
 done
 if [[ $CHECKED == 0 ]]; then
