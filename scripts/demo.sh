@@ -63,12 +63,20 @@ while (($#)); do
       [[ "$2" =~ ^[A-Za-z0-9_.-]+$ ]] || usage_error "--preset must be a preset name such as d4, got '$2'"
       preset="$2" ;;
     --batch-size) check_whole_number "$1" "$2" 1; batch=$((10#$2)) ;;
-    --seq-len) check_whole_number "$1" "$2" 1; seq=$((10#$2)) ;;
-    --threads) check_whole_number "$1" "$2" 0; threads=$((10#$2)) ;;
+    --seq-len)
+      check_whole_number "$1" "$2" 1; seq=$((10#$2))
+      ((seq <= 1024)) || usage_error "--seq-len must be at most 1024 (the presets' positions), got $seq" ;;
+    --threads)
+      check_whole_number "$1" "$2" 0; threads=$((10#$2))
+      ((threads <= 1024)) || usage_error "--threads must be from 0 to 1024, got $threads" ;;
   esac
   shift 2
 done
 [[ "$device" == cpu || "$device" == cuda ]] || usage_error "--device must be cpu or cuda, got '$device'"
+# A data copy named but not there is a mistake to report, not a reason to download.
+if [[ -n "${GPT2CC_DATA_DIR:-}" && ! -d "$GPT2CC_DATA_DIR" ]]; then
+  usage_error "GPT2CC_DATA_DIR=$GPT2CC_DATA_DIR is not a directory (unset it to use ../shared/data or download)"
+fi
 programs="${GPT2CC_DEMO_PROGRAMS:-}"
 if [[ -n "$programs" ]]; then
   for program in prepare train generate; do

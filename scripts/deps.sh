@@ -68,12 +68,14 @@ ensure_python_packages() {
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${debs[@]}" || return 1
     for module in "${modules[@]}"; do
       python3 -c "import $module" 2>/dev/null || {
-        echo "gpt2cc: $module is still not importable by $(command -v python3) (Debian's package serves /usr/bin/python3)"
+        echo "gpt2cc: $module is still not importable by $(command -v python3)" \
+          "(Debian's package serves /usr/bin/python3)"
         return 1
       }
     done
     return 0
   fi
-  echo "gpt2cc: could not install ${missing[*]} with pip (see above), and apt lacks a python3- package for some of: ${modules[*]}"
+  echo "gpt2cc: could not install ${missing[*]} with pip (see above), and apt lacks a python3- package" \
+    "for some of: ${modules[*]}"
   return 1
 }

@@ -7,8 +7,9 @@
 # (train.log, config.json, metrics.jsonl, curves.png, generate.log, the last checkpoint); then
 # that bad flags exit 2 naming the problem, and that --device cuda on a machine without a GPU
 # exits 2 before building anything. Then, where matplotlib cannot be installed, that the plot is
-# skipped and the story still told, and that relative path variables are the caller's. With a third argument, the folder of train and generate
-# built against the CUDA emulator (tests/emu/hostcuda: emu-bin), the demo's --device cuda path
+# skipped and the story still told, and that relative path variables are the caller's. With a
+# third argument, the folder of train and generate built against the CUDA emulator
+# (tests/emu/hostcuda: emu-bin), the demo's --device cuda path
 # too, through $GPT2CC_DEMO_PROGRAMS, on 3 steps of 2 x 32 tokens (the emulator runs ~50 tokens/s).
 # Arguments: the repository root, the build directory[, the emulated programs' folder]. Run by
 # ctest (label tooling), alone.
@@ -31,8 +32,8 @@ cd "$ROOT" || exit 1
 rm -rf "$WORK"
 mkdir -p "$WORK"
 
-run_demo() {  # ARGS...: the demo's output in $OUT, its exit code in $RC (environment: DEMO_DIR)
-  OUT=$(GPT2CC_BUILD_DIR="$BUILD" GPT2CC_DEMO_DIR="${DEMO_DIR:-$WORK}" GPT2CC_DATA_DIR="$DATA" \
+run_demo() {  # ARGS...: the demo's output in $OUT, its exit code in $RC (environment: DEMO_DIR, DEMO_DATA)
+  OUT=$(GPT2CC_BUILD_DIR="$BUILD" GPT2CC_DEMO_DIR="${DEMO_DIR:-$WORK}" GPT2CC_DATA_DIR="${DEMO_DATA:-$DATA}" \
         timeout 600 bash scripts/demo.sh "$@" 2>&1)
   RC=$?
 }
@@ -91,7 +92,10 @@ story=$(printf '%s\n' "$OUT" | awk '/^demo: a story from/ { getline; print; exit
 [[ "$story" =~ ^Once\ upon\ a\ time.{20,} ]] || fail "demo without matplotlib: no story after the prompt: '$story'"
 [[ -s "$caller/relative-demo/run-d2/checkpoints/step_00000002.ckpt" ]] ||
   fail "relative GPT2CC_DEMO_DIR: no run in $caller/relative-demo (the caller's folder)"
-[[ ! -e "$ROOT/relative-demo" ]] || { fail "relative GPT2CC_DEMO_DIR went to the repository"; rm -rf "$ROOT/relative-demo"; }
+if [[ -e "$ROOT/relative-demo" ]]; then
+  fail "relative GPT2CC_DEMO_DIR went to the repository"
+  rm -rf "$ROOT/relative-demo"
+fi
 
 if [[ -n "$EMULATED" ]]; then
   # prepare is the build's (the CPU's alone); train and generate run on the emulated device.
@@ -126,6 +130,9 @@ expect_usage_error "unknown argument '--bogus'" --bogus
 expect_usage_error "--threads needs a value" --threads
 expect_usage_error "--batch-size must be a whole number from 1" --batch-size 0
 expect_usage_error "--seq-len must be a whole number from 1" --seq-len x
+expect_usage_error "--seq-len must be at most 1024" --seq-len 5000
+expect_usage_error "--threads must be from 0 to 1024, got 5000" --threads 5000
+DEMO_DATA="$WORK/no_such_data" expect_usage_error "GPT2CC_DATA_DIR=$WORK/no_such_data is not a directory" --steps 2
 if ! nvidia-smi -L >/dev/null 2>&1; then
   expect_usage_error "--device cuda needs an NVIDIA GPU" --device cuda
 fi
