@@ -298,7 +298,8 @@ int run(int argc, char** argv) {
       const Sample& s = *finished[head];
       std::fprintf(stderr, "sample %d/%d: %zu tokens, stopped at %s%s\n", head + 1, num_samples, s.tokens.size(),
                    to_string(s.stop), s.reprefills ? format(", {} context re-prefills", s.reprefills).c_str() : "");
-      if (switch_on(args, "stats")) print_stats(format("sample {}", head + 1).c_str(), decoding_stats(std::span(&s, 1)));
+      if (switch_on(args, "stats"))
+        print_stats(format("sample {}", head + 1).c_str(), decoding_stats(std::span(&s, 1)));
       if (head + 1 < num_samples) {
         header(head + 1);
         std::fwrite(held[head + 1].data(), 1, held[head + 1].size(), stdout);

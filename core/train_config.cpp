@@ -110,7 +110,8 @@ std::string describe(const TrainConfig& c) {
 }
 
 void check_shape_flags(const TrainConfig& c, const ModelConfig& m, const std::string& origin) {
-  for (auto [flag, given, has] : {std::tuple{"--layers", c.layers, m.num_layers}, std::tuple{"--heads", c.heads, m.num_heads},
+  for (auto [flag, given, has] : {std::tuple{"--layers", c.layers, m.num_layers},
+                                  std::tuple{"--heads", c.heads, m.num_heads},
                                   std::tuple{"--channels", c.channels, m.channels},
                                   std::tuple{"--max-seq-len", c.max_seq_len, m.max_seq_len}}) {
     INPUT_CHECK(given == 0 || given == has, "the model shape comes from the checkpoint {}: {} {} differs from its {}",

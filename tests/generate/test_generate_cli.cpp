@@ -385,7 +385,8 @@ TEST_CASE("bad input exits 2 with a message naming the problem", "[generate][cli
   write(dir + "/two.txt", "ab");
   fails(generate_cli("--score " + dir + "/two.txt --score-stride 40 --score-window 16"), "stride");
   fails(generate_cli("--score " + dir + "/two.txt --score-window 33"), "window");
-  fails(generate_cli("--score " + dir + "/two.txt --greedy"), "--greedy sets how text is generated: --score generates none");
+  fails(generate_cli("--score " + dir + "/two.txt --greedy"),
+        "--greedy sets how text is generated: --score generates none");
   fails(generate_cli("--score " + dir + "/two.txt --num-samples 3"), "--num-samples sets how text is generated");
 
   // A tokenizer other than the checkpoint's: the fingerprints differ.
