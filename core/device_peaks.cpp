@@ -44,12 +44,11 @@ DevicePeaks lookup(const std::string& device_name, std::istream& table_text, con
 
 const char* built_in_peak_table() { return detail::kDevicePeaksJson; }
 
-DevicePeaks lookup_device_peaks(const std::string& device_name) {
-  std::istringstream text(detail::kDevicePeaksJson);
-  return lookup(device_name, text, "built in from benchmarks/gpu/peaks.json");
-}
-
 DevicePeaks lookup_device_peaks(const std::string& device_name, const std::string& table_path) {
+  if (table_path.empty()) {
+    std::istringstream text(detail::kDevicePeaksJson);
+    return lookup(device_name, text, "built in from benchmarks/gpu/peaks.json");
+  }
   std::ifstream f(table_path);
   INPUT_CHECK(f.good(), "cannot read the GPU peak table {}", table_path);
   return lookup(device_name, f, table_path);

@@ -27,11 +27,10 @@ struct DevicePeaks {
 
 // The built-in table's text: benchmarks/gpu/peaks.json as it was when CMake last configured.
 const char* built_in_peak_table();
-// The entry for `device_name` in the built-in table.
-DevicePeaks lookup_device_peaks(const std::string& device_name);
-// The same in the table at `table_path`; throws InputError naming the file when it cannot be read
-// or is malformed.
-DevicePeaks lookup_device_peaks(const std::string& device_name, const std::string& table_path);
+// The entry for `device_name` in the table at `table_path`, or in the built-in one where the path
+// is empty (the benchmarks' --peaks not given); throws InputError naming the file when it cannot
+// be read or is malformed.
+DevicePeaks lookup_device_peaks(const std::string& device_name, const std::string& table_path = "");
 
 // The peak of the unit a training step's matmuls use at `dtype`: the dense bf16 tensor-core rate
 // for bf16, the plain (non-tensor) fp32 rate for fp32, whose GEMMs keep TF32 off. Empty when the

@@ -239,8 +239,7 @@ int bench_main(int argc, char** argv) {
   int driver = 0, runtime = 0;
   cudaDriverGetVersion(&driver);
   cudaRuntimeGetVersion(&runtime);
-  const DevicePeaks peaks =
-      o.peaks_path.empty() ? lookup_device_peaks(props.name) : lookup_device_peaks(props.name, o.peaks_path);
+  const DevicePeaks peaks = lookup_device_peaks(props.name, o.peaks_path);  // empty: the built-in table
   const std::optional<double> peak_tflops = matmul_peak_tflops(peaks, o.dtype);
   const char* peak_kind = matmul_peak_kind(o.dtype);
 

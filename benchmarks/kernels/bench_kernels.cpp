@@ -831,8 +831,7 @@ int bench_main(int argc, char** argv) {
                 props.major, props.minor);
     o.bf16 = false;
   }
-  const DevicePeaks peaks =
-      o.peaks_path.empty() ? lookup_device_peaks(props.name) : lookup_device_peaks(props.name, o.peaks_path);
+  const DevicePeaks peaks = lookup_device_peaks(props.name, o.peaks_path);  // empty: the built-in table
   cudaStream_t stream = nullptr;
   CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   Bench bench(o, stream);
