@@ -159,8 +159,7 @@ int run(int argc, char** argv) {
   const int cuda_device = args["cuda-device"].as<int>();
   INPUT_CHECK(cuda_device >= 0, "--cuda-device must be >= 0, got {}", cuda_device);
   const int threads = args["threads"].as<int>();
-  INPUT_CHECK(threads >= 0 && threads <= kMaxThreads, "--threads must be from 0 (OpenMP's default) to {}, got {}",
-              kMaxThreads, threads);
+  check_thread_count(threads);
   const int num_samples = args["num-samples"].as<int>();
   INPUT_CHECK(num_samples >= 1, "--num-samples must be >= 1, got {}", num_samples);
   const int batch_size = args["batch-size"].as<int>();

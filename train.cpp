@@ -427,7 +427,9 @@ int run(int argc, char** argv, ProcessGroup& group) {
   });
   if (run_lock) run_lock->keep();
   Trainer& trainer = *trainer_ptr;
-  install_stop_signal_handlers();  // on every rank: mpiexec passes a Ctrl-C on to all of them
+  // A Ctrl-C stops the run after the current step, with a checkpoint (core/signal_cleanup.hpp); on
+  // every rank: mpiexec passes it on to all of them.
+  install_stop_handlers();
   // The other ranks print only what goes wrong on them.
   if (!group.is_root()) {
     trainer.run();

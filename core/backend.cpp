@@ -17,6 +17,11 @@ DType parse_dtype(const std::string& name) {
   fail_input(format("--dtype must be fp32 or bf16, got '{}'", name));
 }
 
+void check_thread_count(int threads, const char* what, int least) {
+  INPUT_CHECK(threads >= least && threads <= kMaxThreads, "{} must be from {} to {}{}, got {}", what, least,
+              kMaxThreads, least == 0 ? " (0: all cores)" : "", threads);
+}
+
 std::vector<float> download_as_float(Backend& backend, ConstTensorPtr src, size_t N) {
   std::vector<float> host(N);
   if (src.dtype == DType::fp32) {

@@ -3,7 +3,6 @@
 
 #include <unistd.h>
 
-#include <atomic>
 #include <csignal>
 #include <cstring>
 #include <mutex>
@@ -16,6 +15,8 @@ constexpr size_t kPathBytes = 4096;  // PATH_MAX on Linux
 char g_paths[kSlots][kPathBytes];
 volatile std::sig_atomic_t g_used[kSlots];
 std::mutex g_slots_mutex;  // between threads that register; the handler only reads
+std::atomic<int> g_stop_signal{0};
+static_assert(std::atomic<int>::is_always_lock_free, "a signal handler may only touch a lock-free atomic");
 
 extern "C" void remove_temporaries_and_die(int sig) {
   for (int i = 0; i < kSlots; ++i)
@@ -26,7 +27,24 @@ extern "C" void remove_temporaries_and_die(int sig) {
   ::raise(sig);  // pending until the handler returns; then the default action ends the program
 }
 
+extern "C" void record_stop_and_arm(int sig) {
+  g_stop_signal.store(sig);
+  remove_temporaries_on_signal();  // sigaction only: allowed in a handler
+}
+
 }  // namespace
+
+void install_stop_handlers() {
+  struct sigaction action {};
+  action.sa_handler = record_stop_and_arm;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESTART;  // a read or write the signal interrupts goes on
+  for (int sig : {SIGINT, SIGTERM}) ::sigaction(sig, &action, nullptr);
+}
+
+const std::atomic<int>& stop_signal() { return g_stop_signal; }
+
+void request_stop(int signal) { g_stop_signal.store(signal); }
 
 void remove_temporaries_on_signal() {
   for (int sig : {SIGINT, SIGTERM, SIGHUP}) {

@@ -43,8 +43,7 @@ void validate(const TrainConfig& c) {
   INPUT_CHECK(c.dropout >= 0.0f && c.dropout < 1.0f, "--dropout must be in [0, 1), got {}", c.dropout);
   INPUT_CHECK(c.init_from.empty() || c.resume.empty(), "--init-from and --resume cannot be combined");
   INPUT_CHECK(c.device == "cpu" || c.device == "cuda", "--device must be cpu or cuda, got '{}'", c.device);
-  INPUT_CHECK(c.threads >= 0 && c.threads <= kMaxThreads, "--threads must be from 0 (all cores) to {}, got {}",
-              kMaxThreads, c.threads);
+  check_thread_count(c.threads);
   INPUT_CHECK(c.cuda_device >= 0, "--cuda-device must be >= 0, got {}", c.cuda_device);
   INPUT_CHECK(parse_dtype(c.dtype) == DType::fp32 || c.device == "cuda",
               "--dtype {} needs --device cuda: the CPU backend computes in fp32 only", c.dtype);

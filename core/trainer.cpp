@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -25,27 +24,7 @@ namespace gpt2cc {
 
 namespace fs = std::filesystem;
 
-namespace {
-
-volatile std::sig_atomic_t g_stop = 0;
-
-void on_stop_signal(int) {
-  g_stop = 1;
-  // A second Ctrl-C ends the process at once, removing a checkpoint's half-written .tmp first
-  // (core/signal_cleanup.hpp; only sigaction calls here, which a handler may make).
-  remove_temporaries_on_signal();
-}
-
-}  // namespace
-
 uint64_t dropout_seed(uint64_t seed, uint64_t micro_step) { return splitmix64(seed ^ splitmix64(micro_step)); }
-
-void install_stop_signal_handlers() {
-  std::signal(SIGINT, on_stop_signal);
-  std::signal(SIGTERM, on_stop_signal);
-}
-bool stop_requested() { return g_stop != 0; }
-void request_stop(bool stop) { g_stop = stop ? 1 : 0; }
 
 std::string resolve_checkpoint(const std::string& path) {
   std::error_code ec;
@@ -455,7 +434,7 @@ StopReason Trainer::run() {
   uint64_t timed = 0;
   while (s.step < end) {
     // Every rank stops at the same step, whichever of them got the signal.
-    if (s.group->any(stop_requested())) {
+    if (s.group->any(stop_signal() != 0)) {
       reason = StopReason::interrupted;
       break;
     }

@@ -86,11 +86,6 @@ class Trainer {
   std::unique_ptr<Impl> impl_;
 };
 
-// Installs SIGINT/SIGTERM handlers that ask a running Trainer to stop after the current step.
-void install_stop_signal_handlers();
-bool stop_requested();
-void request_stop(bool stop = true);
-
 // The dropout seed of micro-batch `micro_step` (step * accumulation_steps + micro) of a run: a
 // pure function of the two, distinct for each micro-batch, so a resumed run draws the same masks.
 uint64_t dropout_seed(uint64_t run_seed, uint64_t micro_step);

@@ -64,8 +64,7 @@ constexpr size_t kCheckedAllocation = size_t(64) << 20;
 }  // namespace
 
 CpuBackend::CpuBackend(int threads) {
-  INPUT_CHECK(threads >= 0 && threads <= kMaxThreads,
-              "cpu backend: threads must be from 0 (OpenMP default) to {}, got {}", kMaxThreads, threads);
+  check_thread_count(threads, "cpu backend: threads");
   if (threads > 0) omp_set_num_threads(threads);
   threads_ = omp_get_max_threads();
 }

@@ -4,14 +4,13 @@
 // Exit codes: 0 done, 2 bad flags or input (the message says which), 1 a failed read or write
 // (disk full) or an internal error, 128 + the signal after SIGINT (130) or SIGTERM (143). A failed
 // or interrupted run leaves --out as it was (docs/data.md).
-#include <atomic>
-#include <csignal>
 #include <cxxopts.hpp>
 #include <iomanip>
 #include <iostream>
 
 #include "core/check.hpp"
 #include "core/cli.hpp"
+#include "core/signal_cleanup.hpp"
 #include "data/pipeline.hpp"
 
 using namespace gpt2cc;
@@ -22,23 +21,6 @@ namespace {
 constexpr const char* kMemoryHint =
     "each --threads thread holds its own copy of the tokenizer (about 30 MB with GPT-2's): "
     "a lower --threads uses less memory (0 = all cores)";
-
-// SIGINT/SIGTERM: the handler only stores the signal; the readers and the tokenising workers check
-// it (FormatOptions::stop) and end the run through its failure path, which removes .prepare.tmp
-// and the directories the run created. SA_RESETHAND restores the default action on delivery, so
-// a second Ctrl-C ends the process at once.
-std::atomic<int> stop_signal{0};
-static_assert(std::atomic<int>::is_always_lock_free, "a signal handler may only touch a lock-free atomic");
-
-extern "C" void on_stop_signal(int signal) { stop_signal.store(signal); }
-
-void install_stop_handlers() {
-  struct sigaction action {};
-  action.sa_handler = on_stop_signal;
-  sigemptyset(&action.sa_mask);
-  action.sa_flags = SA_RESETHAND | SA_RESTART;
-  for (int signal : {SIGINT, SIGTERM}) sigaction(signal, &action, nullptr);
-}
 
 int run(int argc, char** argv) {
   cxxopts::Options options("prepare", "Tokenise a dataset into token shards for train (docs/data.md)");
@@ -104,15 +86,17 @@ int run(int argc, char** argv) {
   config.shard_tokens = args["shard-tokens"].as<uint64_t>();
   INPUT_CHECK(config.shard_tokens >= 1, "--shard-tokens must be >= 1, got {}", config.shard_tokens);
   config.threads = args["threads"].as<int>();
-  INPUT_CHECK(config.threads >= 0 && config.threads <= kMaxThreads,
-              "--threads must be in [0, {}] (0 = all cores), got {}", kMaxThreads, config.threads);
+  check_thread_count(config.threads);
   config.tokenizer_dir = args["tokenizer"].as<std::string>();
   config.out_dir = args["out"].as<std::string>();
   INPUT_CHECK(!config.out_dir.empty(), "--out is empty: give the output directory");
   config.overwrite = switch_on(args, "overwrite");
   for (int i = 0; i < argc; ++i) config.command_line += (i ? " " : "") + std::string(argv[i]);
 
-  config.format.stop = &stop_signal;
+  // SIGINT/SIGTERM: recorded (core/signal_cleanup.hpp); the readers and the tokenising workers
+  // check it (FormatOptions::stop) and end the run through its failure path, which removes
+  // .prepare.tmp and the directories the run created. A second Ctrl-C ends the process at once.
+  config.format.stop = &stop_signal();
   install_stop_handlers();
 
   Tokenizer tokenizer = Tokenizer::load(config.tokenizer_dir);
@@ -121,7 +105,7 @@ int run(int argc, char** argv) {
     s = data::prepare_dataset(config, tokenizer, std::cerr);
   } catch (const data::Interrupted& e) {
     print_error_line(format("prepare: {}: stopped; {} is as it was before the run", e.what(), config.out_dir));
-    return 128 + stop_signal.load();
+    return 128 + stop_signal().load();
   }
 
   uint64_t docs = s.train.documents + s.val.documents, tokens = s.train.tokens + s.val.tokens;

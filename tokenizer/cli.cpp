@@ -189,10 +189,10 @@ void check_output_dir(const std::string& dir) {
   INPUT_CHECK(why.empty(), "--out {}: cannot {}: {}", dir, missing.empty() ? "write files in it" : "create it", why);
 }
 
-// --threads: 1 to kMaxThreads (core/cli.hpp); more would fail to start, or crash, not run faster.
+// --threads: 1 to kMaxThreads (core/backend.hpp); more would fail to start, or crash.
 int threads_flag(const cxxopts::ParseResult& args) {
   const int threads = args["threads"].as<int>();
-  INPUT_CHECK(threads >= 1 && threads <= kMaxThreads, "--threads must be in [1, {}], got {}", kMaxThreads, threads);
+  check_thread_count(threads, "--threads", 1);
   return threads;
 }
 

@@ -166,4 +166,9 @@ std::string temp_dir(const std::string& name) {
   return dir.string();
 }
 
+std::string shell_wait_in_fifo_open() {
+  return "for i in $(seq 100); do grep -q -e partner -e fifo -e pipe /proc/$pid/wchan 2>/dev/null && break; "
+         "sleep 0.1; done; ";
+}
+
 }  // namespace gpt2cc::test

@@ -51,6 +51,11 @@ std::string data_dir();
 std::string fixture_path(const std::string& name);  // <source>/tests/fixtures/<name>
 // A fresh empty directory under the build tree (or /tmp) for one test's files.
 std::string temp_dir(const std::string& name);
+// A shell fragment (no single quotes: it goes inside sh -c '...') that waits until the process
+// $pid blocks opening a FIFO, as a write held by a FIFO planted at its path does: its
+// /proc/PID/wchan reads wait_for_partner (Linux 5+; fifo_open or pipe_wait before). 10 s at
+// most, then it goes on, so a signal test never hangs.
+std::string shell_wait_in_fifo_open();
 
 // An environment variable set to `value` (nullopt: unset) for the object's lifetime, then put
 // back as it was; set() changes it meanwhile. A failing setenv/unsetenv fails the test.

@@ -132,7 +132,7 @@ TEST_CASE("tokenizer CLI: user errors exit 2 naming the problem", "[tokenizer][c
     CHECK(r.code == 2);
     CHECK_THAT(r.err, Catch::Contains(says) && !Catch::Contains("train: "));  // no training started
   }
-  // --threads above kMaxThreads (core/cli.hpp): refused naming the flag and its range, by every
+  // --threads above kMaxThreads (core/backend.hpp): refused naming the flag and its range, by every
   // command that takes it (3000 threads failed with "Resource temporarily unavailable").
   for (const std::string& command : {"encode --tokenizer '" + gpt2 + "' --input /dev/null",
                                      "stats --tokenizer '" + gpt2 + "' /dev/null",
@@ -140,7 +140,7 @@ TEST_CASE("tokenizer CLI: user errors exit 2 naming the problem", "[tokenizer][c
     INFO(command);
     r = cli(dir, command + " --threads 3000");
     CHECK(r.code == 2);
-    CHECK_THAT(r.err, Catch::Contains("--threads must be in [1, 1024], got 3000"));
+    CHECK_THAT(r.err, Catch::Contains("--threads must be from 1 to 1024, got 3000"));
   }
 
   std::ofstream(dir + "/odd.bin", std::ios::binary) << "abc";
@@ -332,12 +332,8 @@ TEST_CASE("tokenizer CLI: SIGINT and SIGTERM remove FILE.tmp", "[tokenizer][cli]
   REQUIRE(shell("mkfifo '" + vocab + "/vocab.json.tmp'") == 0);
   const std::string train =
       cli_path + " train --out '" + vocab + "' --vocab-size 300 '" + dir + "/words.txt' 2> '" + dir + "/err.txt'";
-  // Saving has begun when the process waits in the FIFO's open (its wchan: wait_for_partner on
-  // Linux 5+, fifo_open or pipe_wait before); 10 s at most.
-  const std::string wait_for_save =
-      "for i in $(seq 100); do grep -q -e partner -e fifo -e pipe /proc/$pid/wchan 2> /dev/null && break; "
-      "sleep 0.1; done; ";
-  CHECK(shell(train + " & pid=$!; " + wait_for_save + killed) == 0);
+  // Saving has begun when the process waits in the FIFO's open.
+  CHECK(shell(train + " & pid=$!; " + test::shell_wait_in_fifo_open() + killed) == 0);
   CHECK_FALSE(std::filesystem::exists(vocab + "/vocab.json.tmp"));
   CHECK_FALSE(std::filesystem::exists(vocab + "/vocab.json"));
 }

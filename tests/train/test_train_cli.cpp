@@ -184,8 +184,8 @@ TEST_CASE("bad flags exit with code 2 and say what is wrong", "[cli]") {
        "--init-from and --resume cannot be combined"},
       {bare + "--init-from " + dir + "/a.ckpt --resume " + dir + "/no_run",
        "--init-from and --resume cannot be combined"},
-      {bare + "--threads -1", "--threads must be from 0 (all cores) to 1024, got -1"},
-      {bare + "--threads 70000", "--threads must be from 0 (all cores) to 1024, got 70000"},
+      {bare + "--threads -1", "--threads must be from 0 to 1024 (0: all cores), got -1"},
+      {bare + "--threads 70000", "--threads must be from 0 to 1024 (0: all cores), got 70000"},
       {bare + "--lr 3e-4x", "--lr: '3e-4x' is not a number"},
       {"--export-hf '' --init-from " + dir + "/a.ckpt", "--export-hf is empty"},
       {bare + "--tokenizer ''", "--tokenizer is empty"},
@@ -301,9 +301,8 @@ TEST_CASE("a tiny run, its resume, and --eval-only", "[cli]") {
     const std::string held = run_dir + "/checkpoints/step_00000004.ckpt.tmp";
     REQUIRE(launch("mkfifo " + held).code == 0);
     const Run killed = launch(
-        "sh -c '" + train_binary() + " --resume " + run_dir + " --stop-at-step 4 & pid=$!; "
-        "for i in $(seq 100); do grep -q -e partner -e fifo -e pipe /proc/$pid/wchan 2>/dev/null && break; "
-        "sleep 0.1; done; kill -INT $pid; sleep 0.2; kill -INT $pid; wait $pid; echo status $?'");
+        "sh -c '" + train_binary() + " --resume " + run_dir + " --stop-at-step 4 & pid=$!; " +
+        test::shell_wait_in_fifo_open() + "kill -INT $pid; sleep 0.2; kill -INT $pid; wait $pid; echo status $?'");
     CHECK_THAT(killed.output, Catch::Contains("status 130"));
     CHECK_FALSE(std::filesystem::exists(held));
     CHECK_FALSE(std::filesystem::exists(run_dir + "/checkpoints/step_00000004.ckpt"));
@@ -453,10 +452,8 @@ TEST_CASE("a tiny run, its resume, and --eval-only", "[cli]") {
     std::filesystem::create_directories(held);
     REQUIRE(launch("mkfifo " + held + "/model.safetensors.tmp").code == 0);
     const Run killed = launch(
-        "sh -c '" + train_binary() + " --init-from " + ckpt + " --export-hf " + held + " & pid=$!; "
-        "for i in $(seq 100); do grep -q -e partner -e fifo -e pipe /proc/$pid/wchan 2>/dev/null && break; "
-        "sleep 0.1; done; "
-        "kill -TERM $pid; wait $pid; echo status $?'");
+        "sh -c '" + train_binary() + " --init-from " + ckpt + " --export-hf " + held + " & pid=$!; " +
+        test::shell_wait_in_fifo_open() + "kill -TERM $pid; wait $pid; echo status $?'");
     CHECK_THAT(killed.output, Catch::Contains("status 143"));
     CHECK_FALSE(std::filesystem::exists(held + "/model.safetensors.tmp"));
     CHECK_FALSE(std::filesystem::exists(held + "/model.safetensors"));

@@ -16,6 +16,7 @@
 #include "common/test_common.hpp"
 #include "core/check.hpp"
 #include "core/model_optim.hpp"
+#include "core/signal_cleanup.hpp"
 #include "core/trainer.hpp"
 #include "train_fixtures.hpp"
 
@@ -154,7 +155,7 @@ TEST_CASE("a run stopped half-way and resumed is bit-identical to an uninterrupt
   SECTION("stopped by SIGINT, then resume") {
     TrainConfig first = base;
     first.run_dir = dir + "/halves";
-    install_stop_signal_handlers();
+    install_stop_handlers();
     Trainer t(first, *backend);
     // The signal arrives during step 3: that step completes, then the run checkpoints and stops.
     t.dloss_factor_hook = [](uint64_t step, int micro) {
@@ -162,7 +163,7 @@ TEST_CASE("a run stopped half-way and resumed is bit-identical to an uninterrupt
       return 1.0f;
     };
     CHECK(t.run() == StopReason::interrupted);
-    request_stop(false);
+    request_stop(0);
     CHECK(t.step() == 3);
   }
   TrainConfig second = base;
