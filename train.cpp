@@ -5,187 +5,33 @@
 //   train --init-from runs/run/checkpoints/step_00002000.ckpt --export-hf hf/run   Hugging Face weights
 //   train --init-from hf/gpt2 --train-data ... --steps 500                         fine-tune from them
 //   mpiexec -n 8 train --device cuda --total-batch 524288 ...   data parallel, one rank per GPU
-// Flags fill a TrainConfig (core/train_config.hpp); core/trainer.cpp does the work. Exit codes:
-// 0 done (also after SIGINT/SIGTERM, which checkpoint first), 1 internal error, 2 bad input.
-#include <fcntl.h>
-#include <sys/file.h>
-#include <unistd.h>
-
-#include <algorithm>
-#include <cerrno>
-#include <cmath>
+// Flags (train_flags.cpp) fill a TrainConfig (core/train_config.hpp); core/trainer.cpp trains,
+// train_tasks.cpp evaluates and exports. Exit codes: 0 done (also after SIGINT/SIGTERM, which
+// checkpoint first), 1 internal error, 2 bad input.
 #include <cstdio>
-#include <cstring>
 #include <filesystem>
+#include <functional>
 #include <iostream>
 #include <memory>
 #include <optional>
-#include <nlohmann/json.hpp>
 
 #include <cxxopts.hpp>
 
 #include "core/check.hpp"
 #include "core/cli.hpp"
-#include "core/signal_cleanup.hpp"
 #include "core/dataloader.hpp"
 #include "core/distributed.hpp"
-#include "core/hf_gpt2.hpp"
+#include "core/run_directory.hpp"
 #include "core/sampler.hpp"
-#include "core/tokenizer_files.hpp"
+#include "core/signal_cleanup.hpp"
 #include "core/trainer.hpp"
 #include "tokenizer/tokenizer.hpp"
+#include "train_flags.hpp"
+#include "train_tasks.hpp"
 
 using namespace gpt2cc;
 
 namespace {
-
-// A field's value as cxxopts parses it back: strings bare, numbers as JSON prints them.
-template <class T>
-std::string show(const T& value) {
-  nlohmann::json j = value;
-  return j.is_string() ? j.get<std::string>() : j.dump();
-}
-
-// Binds every flag to its TrainConfig field; `c`'s current values are the defaults (the struct's
-// defaults for a new run, the checkpoint's settings when resuming).
-cxxopts::Options make_options(TrainConfig& c) {
-  cxxopts::Options o("train", "Train a GPT-2 on token shards, or evaluate a checkpoint (--eval-only).");
-  auto add = [&o](const std::string& group, const std::string& name, const std::string& help, auto& field) {
-    using T = std::remove_reference_t<decltype(field)>;
-    auto value = cxxopts::value<T>(field)->default_value(show(field));
-    if constexpr (std::is_same_v<T, bool>) value->implicit_value("true");
-    o.add_option(group, cxxopts::Option(name, help, value));
-  };
-  add("model", "preset", "model preset: gpt2, gpt2-medium, gpt2-large, gpt2-xl, d2, d4, d6", c.preset);
-  add("model", "layers", "number of layers L (0: the preset's)", c.layers);
-  add("model", "heads", "attention heads NH (0: the preset's)", c.heads);
-  add("model", "channels", "width C (0: the preset's)", c.channels);
-  add("model", "max-seq-len", "position embedding rows (0: the preset's)", c.max_seq_len);
-  add("model", "dropout", "dropout probability in [0, 1)", c.dropout);
-  add("model", "init-from",
-      "checkpoint to start from, weights only (fine-tuning), or a Hugging Face GPT-2 directory (model.safetensors + "
-      "config.json)",
-      c.init_from);
-  add("model", "resume", "checkpoint, or run directory (its newest), to continue exactly", c.resume);
-  add("device", "device", "cpu or cuda", c.device);
-  add("device", "threads", "CPU threads, 0 to 1024 (0: all cores, shared among the ranks on the machine)", c.threads);
-  add("device", "cuda-device", "GPU index", c.cuda_device);
-  add("device", "dtype", "compute dtype: fp32 or bf16 (mixed, cuda on sm_80 or newer)", c.dtype);
-  add("device", "recompute-gelu", "recompute GELU in the backward instead of storing it (less memory)",
-      c.recompute_gelu);
-  add("device", "cuda-graphs", "replay each step as a CUDA graph (--cuda-graphs=false: launch every op)",
-      c.cuda_graphs);
-  add("device", "zero-stage",
-      "under mpiexec: 1 shards the AdamW moments over the ranks (ZeRO-1), 0 keeps them whole on every rank",
-      c.zero_stage);
-  add("data", "train-data", "train shards: a .bin file, a directory of them, or a glob", c.train_data);
-  add("data", "val-data", "validation shards (empty: no validation)", c.val_data);
-  add("data", "shuffle", "shuffled windows each epoch (--shuffle=false: in order)", c.shuffle);
-  add("data", "seed", "run seed: initialisation, shuffling, dropout", c.seed);
-  add("batch", "batch-size", "micro-batch rows B", c.batch_size);
-  add("batch", "seq-len", "sequence length T", c.seq_len);
-  add("batch", "total-batch", "tokens per optimizer step, a multiple of ranks*B*T (0: ranks*B*T)",
-      c.total_batch_tokens);
-  add("optimizer", "lr", "peak learning rate", c.lr);
-  add("optimizer", "min-lr-ratio", "final learning rate as a fraction of --lr", c.min_lr_ratio);
-  add("optimizer", "warmup-steps", "linear warm-up steps", c.warmup_steps);
-  add("optimizer", "schedule", "decay after warm-up: cosine, linear or constant", c.schedule);
-  add("optimizer", "beta1", "AdamW beta1", c.beta1);
-  add("optimizer", "beta2", "AdamW beta2", c.beta2);
-  add("optimizer", "eps", "AdamW epsilon", c.eps);
-  add("optimizer", "weight-decay", "decoupled weight decay on 2-D weights", c.weight_decay);
-  add("optimizer", "grad-clip", "clip the global gradient norm (0: off)", c.grad_clip);
-  add("length", "steps", "run length in optimizer steps", c.steps);
-  add("length", "epochs", "run length in passes over the train data", c.epochs);
-  add("length", "tokens", "run length in train tokens", c.tokens);
-  add("length", "stop-at-step", "stop (with a checkpoint) at this step, keeping the whole run's schedule",
-      c.stop_at_step);
-  add("eval", "eval-every", "validate every N steps (0: only at the end)", c.eval_every);
-  add("eval", "eval-batches", "validation batches (0: the whole split)", c.eval_batches);
-  add("eval", "eval-only", "evaluate the --init-from/--resume checkpoint on all of --val-data and exit", c.eval_only);
-  add("eval", "eval-stride", "eval-only window stride (0: --seq-len, non-overlapping)", c.eval_stride);
-  add("output", "run-dir", "run directory: config.json, metrics.jsonl, checkpoints/", c.run_dir);
-  add("output", "checkpoint-every", "checkpoint every N steps (0: only at the end)", c.checkpoint_every);
-  add("output", "keep-checkpoints", "newest step checkpoints to keep", c.keep_checkpoints);
-  add("output", "log-every", "progress line every N steps when stdout is not a terminal", c.log_every);
-  add("output", "max-bad-steps", "stop after this many non-finite steps in a row", c.max_bad_steps);
-  add("output", "tokenizer",
-      "tokenizer directory the data was prepared with (checked; recorded; needed for --sample-every)", c.tokenizer_dir);
-  add("output", "sample-every", "print and save a generated sample every N steps (0: never)", c.sample_every);
-  add("output", "sample-tokens", "tokens per sample", c.sample_tokens);
-  add("output", "export-hf",
-      "write the --init-from/--resume weights as Hugging Face GPT-2 (model.safetensors, config.json, the tokenizer) "
-      "into this directory and exit",
-      c.export_hf);
-  o.add_options()("h,help", "show this help");
-  return o;
-}
-
-// The run directory a resumed run writes to: the one --resume names, or the one whose checkpoints/
-// folder holds the checkpoint file it names. Not the directory the checkpoint records: a copied
-// run would write into the original's (and a relative recorded path depends on the working
-// directory of the first run).
-std::string resumed_run_dir(const std::string& given, const std::string& checkpoint) {
-  namespace fs = std::filesystem;
-  if (fs::is_directory(given)) return given;
-  const fs::path folder = fs::path(checkpoint).parent_path();
-  INPUT_CHECK(folder.filename() == "checkpoints",
-              "--resume {}: the checkpoint is not in a run's checkpoints/ folder, so there is no run directory to "
-              "continue in: give the continued run's --run-dir",
-              given);
-  const fs::path run = folder.parent_path();
-  return run.empty() ? "." : run.string();
-}
-
-// A flag set of a resumed run comes from its checkpoint; explicit flags override it, except
-// those that would change the batches or the random draws (the resume would no longer be exact),
-// and --preset (the shape is the checkpoint's).
-TrainConfig resume_config(const TrainConfig& given, int argc, char** argv) {
-  const std::string path = resolve_checkpoint(given.resume);
-  refuse_resume_of_hf_gpt2(path);
-  Checkpoint ckpt;
-  try {
-    ckpt = load_checkpoint(path, false);
-  } catch (const InputError& e) {
-    // A damaged newest checkpoint: the run's previous one, if any, is where to continue from.
-    const auto all = step_checkpoints(std::filesystem::path(path).parent_path());
-    const auto at = std::find(all.begin(), all.end(), std::filesystem::path(path));
-    if (at == all.begin() || at == all.end()) throw;
-    fail_input(format("{}; the run's previous checkpoint is {}: move the damaged one out of {} and continue "
-                      "with --resume {}",
-                      e.what(), at[-1].string(), std::filesystem::path(path).parent_path().string(),
-                      at[-1].string()));
-  }
-  TrainConfig c;
-  try {
-    c = ckpt.train_config.get<TrainConfig>();
-  } catch (const nlohmann::json::exception& e) {
-    fail_input(format("checkpoint {} holds an unreadable training configuration: {}", path, e.what()));
-  }
-  c.resume = given.resume;
-  c.init_from.clear();  // the run may have started as a fine-tune: its weights now come from the checkpoint
-  c.stop_at_step = 0;
-  TrainConfig base = c;
-  auto options = make_options(c);
-  const cxxopts::ParseResult parsed = parse_flags(options, argc, argv);
-  if (c.total_batch_tokens == 0) c.total_batch_tokens = base.total_batch_tokens;  // 0: the run's own
-  // A run length given now replaces the run's, in whichever unit it is given.
-  if (parsed.count("steps") || parsed.count("epochs") || parsed.count("tokens")) {
-    if (!parsed.count("steps")) c.steps = 0;
-    if (!parsed.count("epochs")) c.epochs = 0;
-    if (!parsed.count("tokens")) c.tokens = 0;
-  }
-  INPUT_CHECK(c.batch_size == base.batch_size && c.seq_len == base.seq_len &&
-                  c.total_batch_tokens == base.total_batch_tokens && c.seed == base.seed &&
-                  c.shuffle == base.shuffle && c.dropout == base.dropout && c.dtype == base.dtype,
-              "--resume continues the run with its own --batch-size, --seq-len, --total-batch, --seed, --shuffle, "
-              "--dropout and --dtype (from the checkpoint); drop those flags, or start a new run with --init-from");
-  INPUT_CHECK(c.preset == base.preset,
-              "--preset {}: the model shape comes from the checkpoint {} (its run's --preset {}); drop --preset",
-              c.preset, path, base.preset);
-  if (!parsed.count("run-dir")) c.run_dir = resumed_run_dir(given.resume, path);
-  return c;
-}
 
 // The tokenizer a run records (and samples with): the one its data was prepared with. Checked
 // against the training shards when --tokenizer is given, or when the run samples text (a resumed
@@ -204,141 +50,6 @@ std::shared_ptr<const Tokenizer> check_tokenizer(const TrainConfig& c, bool give
               c.tokenizer_dir, tokenizer->fingerprint(), tokenizer->vocab_size(), c.train_data,
               data.tokenizer_fingerprint, data.vocab_size);
   return tokenizer;
-}
-
-// An exclusive flock on a run directory for the process's lifetime: a second train into it is
-// refused before it writes anything (both would pass the trainer's "no checkpoints yet" check and
-// then interleave their checkpoints). The kernel drops the lock with the process, even on a crash.
-// The directories made here and left empty by a failed setup are removed again.
-class RunDirectoryLock {
- public:
-  explicit RunDirectoryLock(const std::string& dir) : dir_(dir) {
-    std::error_code ec;
-    // The levels this makes (nest/a/b: each missing one), deepest first, to remove again.
-    std::filesystem::path full = std::filesystem::absolute(dir, ec).lexically_normal();
-    if (full.filename().empty()) full = full.parent_path();  // "runs/a/" names runs/a
-    for (std::filesystem::path p = full;
-         !p.empty() && !std::filesystem::exists(p, ec) && p != p.parent_path(); p = p.parent_path())
-      created_.push_back(p);
-    std::filesystem::create_directories(dir, ec);
-    INPUT_CHECK(!ec, "cannot create run directory {}: {}", dir, ec.message());
-    fd_ = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    INPUT_CHECK(fd_ >= 0, "cannot open run directory {}: {}", dir, std::strerror(errno));
-    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
-      const int error = errno;
-      ::close(fd_);
-      fd_ = -1;
-      INPUT_CHECK(error != EWOULDBLOCK, "run directory {} is in use by another train process: give another --run-dir",
-                  dir);
-      throw Error(format("cannot lock run directory {}: {}", dir, std::strerror(error)));
-    }
-  }
-  RunDirectoryLock(const RunDirectoryLock&) = delete;
-  RunDirectoryLock& operator=(const RunDirectoryLock&) = delete;
-  ~RunDirectoryLock() {
-    std::error_code ec;
-    if (!kept_) {
-      for (const std::filesystem::path& level : created_) {
-        if (!std::filesystem::is_empty(level, ec)) break;
-        std::filesystem::remove(level, ec);
-      }
-    }
-    if (fd_ >= 0) ::close(fd_);
-  }
-  void keep() { kept_ = true; }
-
- private:
-  std::string dir_;
-  int fd_ = -1;
-  std::vector<std::filesystem::path> created_;  // deepest first
-  bool kept_ = false;
-};
-
-// The checkpoint --eval-only and --export-hf read: --init-from, else the --resume one.
-std::string given_checkpoint(const TrainConfig& c) {
-  return c.init_from.empty() ? resolve_checkpoint(c.resume) : c.init_from;
-}
-
-int eval_only(const TrainConfig& c, Backend& backend) {
-  const std::string path = given_checkpoint(c);
-  Checkpoint ckpt = load_checkpoint(path, false);
-  check_shape_flags(c, ckpt.config, path);
-  INPUT_CHECK(c.seq_len <= ckpt.config.max_seq_len, "--seq-len {} is longer than the model's maximum {} ({})",
-              c.seq_len, ckpt.config.max_seq_len, path);
-  auto shards = list_shards(c.val_data);
-  ShardHeader header = read_shard_header(shards.front());
-  INPUT_CHECK(int(header.vocab_size) == ckpt.config.vocab_size,
-              "checkpoint {} has a vocabulary of {} tokens, but {} was tokenized with a vocabulary of {}", path,
-              ckpt.config.vocab_size, c.val_data, header.vocab_size);
-  GPT2 model(ckpt.config, backend, c.batch_size, c.seq_len);
-  model.set_parameters(ckpt.params);
-  int stride = c.eval_stride ? c.eval_stride : c.seq_len;
-  std::cout << "evaluating " << path << " (" << describe(ckpt.config) << ", step " << ckpt.step << ") on "
-            << c.val_data << "\nwindows of " << c.seq_len << " tokens every " << stride << " tokens ("
-            << (stride == c.seq_len ? "non-overlapping" : "sliding") << "), batches of " << c.batch_size << " rows"
-            << std::endl;
-  EvalResult r = evaluate_split(model, shards, c.batch_size, c.seq_len, stride, ckpt.tokenizer_fingerprint);
-  INPUT_CHECK(std::isfinite(r.loss), "the loss of checkpoint {} on {} is not finite ({}): its weights have diverged or "
-              "are corrupt", path, c.val_data, r.loss);
-  std::printf("tokens scored: %lu\nloss: %.4f\nperplexity: %.3f\n", static_cast<unsigned long>(r.tokens), r.loss,
-              r.perplexity());
-  nlohmann::json j = {{"checkpoint", path}, {"split", c.val_data}, {"window", c.seq_len}, {"stride", stride},
-                      {"tokens_scored", r.tokens}, {"loss", r.loss}, {"perplexity", r.perplexity()}};
-  std::cout << "json: " << j.dump() << std::endl;
-  return 0;
-}
-
-// The checkpoint's weights as a Hugging Face GPT-2 directory (core/hf_gpt2.hpp), with the tokenizer
-// (--tokenizer, else the one the checkpoint records) as vocab.json + merges.txt when there is one.
-int export_hf(const TrainConfig& c) {
-  const std::string path = given_checkpoint(c);
-  const Checkpoint ckpt = load_checkpoint(path, false);
-  check_shape_flags(c, ckpt.config, path);
-  std::string tokenizer_dir = c.tokenizer_dir.empty() ? ckpt.tokenizer_dir : c.tokenizer_dir;
-  std::string no_tokenizer = "the checkpoint records none";
-  if (c.tokenizer_dir.empty() && !tokenizer_dir.empty() && !std::filesystem::is_directory(tokenizer_dir)) {
-    no_tokenizer = "the checkpoint's " + tokenizer_dir + " is not there";
-    tokenizer_dir.clear();
-  }
-  std::optional<Tokenizer> tokenizer;
-  if (!tokenizer_dir.empty()) {
-    tokenizer = Tokenizer::load(tokenizer_dir);
-    INPUT_CHECK(ckpt.tokenizer_fingerprint == 0 || ckpt.tokenizer_fingerprint == tokenizer->fingerprint(),
-                "tokenizer {} is not the one checkpoint {} was trained with (fingerprint {} vs {})", tokenizer_dir,
-                path, tokenizer->fingerprint(), ckpt.tokenizer_fingerprint);
-    INPUT_CHECK(tokenizer->vocab_size() == ckpt.config.vocab_size,
-                "tokenizer {} has {} tokens, the model of checkpoint {} has {}", tokenizer_dir,
-                tokenizer->vocab_size(), path, ckpt.config.vocab_size);
-  }
-  // Not into a run directory (its config.json is the run's), and never beside a tokenizer that
-  // would be taken for this model's (encoder.json + vocab.bpe win over the vocab.json + merges.txt
-  // written here).
-  const std::filesystem::path out(c.export_hf);
-  std::error_code ec;
-  std::filesystem::create_directories(out, ec);
-  INPUT_CHECK(!ec && std::filesystem::is_directory(out), "--export-hf {}: cannot make a directory there: {}",
-              c.export_hf, ec ? ec.message() : "a file of that name is in the way");
-  INPUT_CHECK(!std::filesystem::exists(out / "checkpoints") && !std::filesystem::exists(out / "metrics.jsonl"),
-              "--export-hf {} is a training run's directory; export into a directory of its own", c.export_hf);
-  for (const TokenizerFilePair& pair : kTokenizerFilePairs) {
-    // Tokenizer::save writes the Hugging Face pair: those two it replaces.
-    const bool replaced = tokenizer && std::string(pair.vocab) == "vocab.json";
-    for (const char* name : {pair.vocab, pair.merges}) {
-      INPUT_CHECK(replaced || !std::filesystem::exists(out / name),
-                  "--export-hf {} already holds a tokenizer ({}) that would be taken for this model's: {}export into "
-                  "another directory",
-                  c.export_hf, name, tokenizer ? "" : "give --tokenizer DIR, or ");
-    }
-  }
-  save_hf_gpt2(c.export_hf, ckpt.config, ckpt.params);
-  if (tokenizer) tokenizer->save(c.export_hf);
-  std::cout << "exported " << path << " (" << describe(ckpt.config) << ", step " << ckpt.step << ") to "
-            << c.export_hf << ": model.safetensors, config.json"
-            << (tokenizer ? ", vocab.json, merges.txt (tokenizer " + tokenizer_dir + ")"
-                          : " (no tokenizer: " + no_tokenizer + "; add one with --tokenizer DIR)")
-            << "\nload it with transformers.GPT2LMHeadModel.from_pretrained(\"" << c.export_hf
-            << "\"), or here with --init-from / --checkpoint " << c.export_hf << std::endl;
-  return 0;
 }
 
 // Samples `sample_tokens` tokens after <|endoftext|> with top-k 40, a fixed seed per step.
@@ -371,12 +82,12 @@ int run(int argc, char** argv, ProcessGroup& group) {
   // the trainer's setup (which calls none): one message, naming the ranks that had it.
   const auto agreed = [&](auto&& step) { agree_on_failure(group, "train", argc, argv, kMemoryHint, step); };
   TrainConfig config;
-  auto options = make_options(config);
+  auto options = make_train_options(config);
   std::optional<cxxopts::ParseResult> parsed;
   agreed([&] { parsed = parse_flags(options, argc, argv); });
   if (parsed->count("help")) {
     if (group.is_root())
-      std::cout << options.help({"", "model", "device", "data", "batch", "optimizer", "length", "eval", "output"})
+      std::cout << options.help(kTrainFlagGroups)
                 << "\n" << kEnvironmentHelp << std::flush;
     return 0;
   }
@@ -413,9 +124,13 @@ int run(int argc, char** argv, ProcessGroup& group) {
   });
   if (!config.export_hf.empty()) {
     remove_temporaries_on_signal();  // a Ctrl-C leaves no half-written model.safetensors.tmp
-    return export_hf(config);
+    export_checkpoint_hf(config);
+    return 0;
   }
-  if (config.eval_only) return eval_only(config, *backend);
+  if (config.eval_only) {
+    evaluate_checkpoint(config, *backend);
+    return 0;
+  }
 
   std::unique_ptr<DeviceCollectives> collectives;
   if (data_parallel) collectives = make_device_collectives(group, *backend);

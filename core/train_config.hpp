@@ -1,6 +1,7 @@
 // TrainConfig: every setting of a training or evaluation run, with its default and valid range.
-// train.cpp fills it from flags (or from a checkpoint's saved copy when resuming), validate()
-// rejects impossible values with the flag's name, and the run saves it as JSON in its directory.
+// train fills it from flags (train_flags.cpp; when resuming, over the checkpoint's saved copy),
+// validate() rejects impossible values with the flag's name, and the run saves it as JSON in its
+// directory.
 #pragma once
 
 #include <cstdint>

@@ -485,6 +485,19 @@ TEST_CASE("a tiny run, its resume, and --eval-only", "[cli]") {
     CHECK_THAT(stale.output, Catch::Contains("already holds a tokenizer (vocab.json) that would be taken for this "
                                              "model's: give --tokenizer DIR"));
     CHECK_FALSE(std::filesystem::exists(dir + "/stale/model.safetensors"));
+    // A directory that holds a model (an earlier export, downloaded weights) keeps it: refused.
+    const auto exported_at = std::filesystem::last_write_time(hf + "/model.safetensors");
+    Run again = train("--init-from " + ckpt + " --export-hf " + hf);
+    CHECK(again.code == 2);
+    CHECK_THAT(again.output, Catch::Contains("--export-hf " + hf + " already holds a model (model.safetensors); "
+                                             "export into a new directory, or remove the old model's files first"));
+    CHECK(std::filesystem::last_write_time(hf + "/model.safetensors") == exported_at);
+    std::filesystem::create_directories(dir + "/configured");
+    std::ofstream(dir + "/configured/config.json") << "{}";
+    Run configured = train("--init-from " + ckpt + " --export-hf " + dir + "/configured");
+    CHECK(configured.code == 2);
+    CHECK_THAT(configured.output, Catch::Contains("already holds a model (config.json)"));
+    CHECK_FALSE(std::filesystem::exists(dir + "/configured/model.safetensors"));
     Run both = train("--init-from " + ckpt + " --export-hf " + hf + " --eval-only --val-data " + dir + "/val.bin");
     CHECK(both.code == 2);
     CHECK_THAT(both.output, Catch::Contains("--export-hf and --eval-only are separate runs"));

@@ -1,0 +1,166 @@
+// train's flags and the configuration of a resumed run (train_flags.hpp).
+#include "train_flags.hpp"
+
+#include <algorithm>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "core/check.hpp"
+#include "core/checkpoint.hpp"
+#include "core/cli.hpp"
+#include "core/hf_gpt2.hpp"
+#include "core/trainer.hpp"
+
+namespace gpt2cc {
+
+namespace {
+// A field's value as cxxopts parses it back: strings bare, numbers as JSON prints them.
+template <class T>
+std::string show(const T& value) {
+  nlohmann::json j = value;
+  return j.is_string() ? j.get<std::string>() : j.dump();
+}
+
+}  // namespace
+
+cxxopts::Options make_train_options(TrainConfig& c) {
+  cxxopts::Options o("train", "Train a GPT-2 on token shards, or evaluate a checkpoint (--eval-only).");
+  auto add = [&o](const std::string& group, const std::string& name, const std::string& help, auto& field) {
+    using T = std::remove_reference_t<decltype(field)>;
+    auto value = cxxopts::value<T>(field)->default_value(show(field));
+    if constexpr (std::is_same_v<T, bool>) value->implicit_value("true");
+    o.add_option(group, cxxopts::Option(name, help, value));
+  };
+  add("model", "preset", "model preset: gpt2, gpt2-medium, gpt2-large, gpt2-xl, d2, d4, d6", c.preset);
+  add("model", "layers", "number of layers L (0: the preset's)", c.layers);
+  add("model", "heads", "attention heads NH (0: the preset's)", c.heads);
+  add("model", "channels", "width C (0: the preset's)", c.channels);
+  add("model", "max-seq-len", "position embedding rows (0: the preset's)", c.max_seq_len);
+  add("model", "dropout", "dropout probability in [0, 1)", c.dropout);
+  add("model", "init-from",
+      "checkpoint to start from, weights only (fine-tuning), or a Hugging Face GPT-2 directory (model.safetensors + "
+      "config.json)",
+      c.init_from);
+  add("model", "resume", "checkpoint, or run directory (its newest), to continue exactly", c.resume);
+  add("device", "device", "cpu or cuda", c.device);
+  add("device", "threads", "CPU threads, 0 to 1024 (0: all cores, shared among the ranks on the machine)", c.threads);
+  add("device", "cuda-device", "GPU index", c.cuda_device);
+  add("device", "dtype", "compute dtype: fp32 or bf16 (mixed, cuda on sm_80 or newer)", c.dtype);
+  add("device", "recompute-gelu", "recompute GELU in the backward instead of storing it (less memory)",
+      c.recompute_gelu);
+  add("device", "cuda-graphs", "replay each step as a CUDA graph (--cuda-graphs=false: launch every op)",
+      c.cuda_graphs);
+  add("device", "zero-stage",
+      "under mpiexec: 1 shards the AdamW moments over the ranks (ZeRO-1), 0 keeps them whole on every rank",
+      c.zero_stage);
+  add("data", "train-data", "train shards: a .bin file, a directory of them, or a glob", c.train_data);
+  add("data", "val-data", "validation shards (empty: no validation)", c.val_data);
+  add("data", "shuffle", "shuffled windows each epoch (--shuffle=false: in order)", c.shuffle);
+  add("data", "seed", "run seed: initialisation, shuffling, dropout", c.seed);
+  add("batch", "batch-size", "micro-batch rows B", c.batch_size);
+  add("batch", "seq-len", "sequence length T", c.seq_len);
+  add("batch", "total-batch", "tokens per optimizer step, a multiple of ranks*B*T (0: ranks*B*T)",
+      c.total_batch_tokens);
+  add("optimizer", "lr", "peak learning rate", c.lr);
+  add("optimizer", "min-lr-ratio", "final learning rate as a fraction of --lr", c.min_lr_ratio);
+  add("optimizer", "warmup-steps", "linear warm-up steps", c.warmup_steps);
+  add("optimizer", "schedule", "decay after warm-up: cosine, linear or constant", c.schedule);
+  add("optimizer", "beta1", "AdamW beta1", c.beta1);
+  add("optimizer", "beta2", "AdamW beta2", c.beta2);
+  add("optimizer", "eps", "AdamW epsilon", c.eps);
+  add("optimizer", "weight-decay", "decoupled weight decay on 2-D weights", c.weight_decay);
+  add("optimizer", "grad-clip", "clip the global gradient norm (0: off)", c.grad_clip);
+  add("length", "steps", "run length in optimizer steps", c.steps);
+  add("length", "epochs", "run length in passes over the train data", c.epochs);
+  add("length", "tokens", "run length in train tokens", c.tokens);
+  add("length", "stop-at-step", "stop (with a checkpoint) at this step, keeping the whole run's schedule",
+      c.stop_at_step);
+  add("eval", "eval-every", "validate every N steps (0: only at the end)", c.eval_every);
+  add("eval", "eval-batches", "validation batches (0: the whole split)", c.eval_batches);
+  add("eval", "eval-only", "evaluate the --init-from/--resume checkpoint on all of --val-data and exit", c.eval_only);
+  add("eval", "eval-stride", "eval-only window stride (0: --seq-len, non-overlapping)", c.eval_stride);
+  add("output", "run-dir", "run directory: config.json, metrics.jsonl, checkpoints/", c.run_dir);
+  add("output", "checkpoint-every", "checkpoint every N steps (0: only at the end)", c.checkpoint_every);
+  add("output", "keep-checkpoints", "newest step checkpoints to keep", c.keep_checkpoints);
+  add("output", "log-every", "progress line every N steps when stdout is not a terminal", c.log_every);
+  add("output", "max-bad-steps", "stop after this many non-finite steps in a row", c.max_bad_steps);
+  add("output", "tokenizer",
+      "tokenizer directory the data was prepared with (checked; recorded; needed for --sample-every)", c.tokenizer_dir);
+  add("output", "sample-every", "print and save a generated sample every N steps (0: never)", c.sample_every);
+  add("output", "sample-tokens", "tokens per sample", c.sample_tokens);
+  add("output", "export-hf",
+      "write the --init-from/--resume weights as Hugging Face GPT-2 (model.safetensors, config.json, the tokenizer) "
+      "into this directory and exit",
+      c.export_hf);
+  o.add_options()("h,help", "show this help");
+  return o;
+}
+
+namespace {
+
+// The run directory a resumed run writes to: the one --resume names, or the one whose checkpoints/
+// folder holds the checkpoint file it names. Not the directory the checkpoint records: a copied
+// run would write into the original's (and a relative recorded path depends on the working
+// directory of the first run).
+std::string resumed_run_dir(const std::string& given, const std::string& checkpoint) {
+  namespace fs = std::filesystem;
+  if (fs::is_directory(given)) return given;
+  const fs::path folder = fs::path(checkpoint).parent_path();
+  INPUT_CHECK(folder.filename() == "checkpoints",
+              "--resume {}: the checkpoint is not in a run's checkpoints/ folder, so there is no run directory to "
+              "continue in: give the continued run's --run-dir",
+              given);
+  const fs::path run = folder.parent_path();
+  return run.empty() ? "." : run.string();
+}
+
+}  // namespace
+
+TrainConfig resume_config(const TrainConfig& given, int argc, char** argv) {
+  const std::string path = resolve_checkpoint(given.resume);
+  refuse_resume_of_hf_gpt2(path);
+  Checkpoint ckpt;
+  try {
+    ckpt = load_checkpoint(path, false);
+  } catch (const InputError& e) {
+    // A damaged newest checkpoint: the run's previous one, if any, is where to continue from.
+    const auto all = step_checkpoints(std::filesystem::path(path).parent_path());
+    const auto at = std::find(all.begin(), all.end(), std::filesystem::path(path));
+    if (at == all.begin() || at == all.end()) throw;
+    fail_input(format("{}; the run's previous checkpoint is {}: move the damaged one out of {} and continue "
+                      "with --resume {}",
+                      e.what(), at[-1].string(), std::filesystem::path(path).parent_path().string(),
+                      at[-1].string()));
+  }
+  TrainConfig c;
+  try {
+    c = ckpt.train_config.get<TrainConfig>();
+  } catch (const nlohmann::json::exception& e) {
+    fail_input(format("checkpoint {} holds an unreadable training configuration: {}", path, e.what()));
+  }
+  c.resume = given.resume;
+  c.init_from.clear();  // the run may have started as a fine-tune: its weights now come from the checkpoint
+  c.stop_at_step = 0;
+  TrainConfig base = c;
+  auto options = make_train_options(c);
+  const cxxopts::ParseResult parsed = parse_flags(options, argc, argv);
+  if (c.total_batch_tokens == 0) c.total_batch_tokens = base.total_batch_tokens;  // 0: the run's own
+  // A run length given now replaces the run's, in whichever unit it is given.
+  if (parsed.count("steps") || parsed.count("epochs") || parsed.count("tokens")) {
+    if (!parsed.count("steps")) c.steps = 0;
+    if (!parsed.count("epochs")) c.epochs = 0;
+    if (!parsed.count("tokens")) c.tokens = 0;
+  }
+  INPUT_CHECK(c.batch_size == base.batch_size && c.seq_len == base.seq_len &&
+                  c.total_batch_tokens == base.total_batch_tokens && c.seed == base.seed &&
+                  c.shuffle == base.shuffle && c.dropout == base.dropout && c.dtype == base.dtype,
+              "--resume continues the run with its own --batch-size, --seq-len, --total-batch, --seed, --shuffle, "
+              "--dropout and --dtype (from the checkpoint); drop those flags, or start a new run with --init-from");
+  INPUT_CHECK(c.preset == base.preset,
+              "--preset {}: the model shape comes from the checkpoint {} (its run's --preset {}); drop --preset",
+              c.preset, path, base.preset);
+  if (!parsed.count("run-dir")) c.run_dir = resumed_run_dir(given.resume, path);
+  return c;
+}
+
+}  // namespace gpt2cc

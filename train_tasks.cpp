@@ -1,0 +1,121 @@
+// train --eval-only and train --export-hf (train_tasks.hpp).
+#include "train_tasks.hpp"
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <optional>
+#include <nlohmann/json.hpp>
+
+#include "core/check.hpp"
+#include "core/checkpoint.hpp"
+#include "core/dataloader.hpp"
+#include "core/hf_gpt2.hpp"
+#include "core/model.hpp"
+#include "core/tokenizer_files.hpp"
+#include "core/train_eval.hpp"
+#include "core/trainer.hpp"
+#include "tokenizer/tokenizer.hpp"
+
+namespace gpt2cc {
+
+namespace {
+
+// The checkpoint --eval-only and --export-hf read: --init-from, else the --resume one.
+std::string given_checkpoint(const TrainConfig& c) {
+  return c.init_from.empty() ? resolve_checkpoint(c.resume) : c.init_from;
+}
+
+// Refuses an export into a directory whose files it would replace and that are not its own to
+// replace: a training run's (its config.json is the run's), one holding a model (another export,
+// downloaded weights), or one holding a tokenizer that would be taken for this model's
+// (encoder.json + vocab.bpe win over the vocab.json + merges.txt written here). `with_tokenizer`:
+// the export writes vocab.json + merges.txt, which may then replace an earlier pair.
+void check_export_directory(const std::string& dir, bool with_tokenizer) {
+  const std::filesystem::path out(dir);
+  INPUT_CHECK(!std::filesystem::exists(out / "checkpoints") && !std::filesystem::exists(out / "metrics.jsonl"),
+              "--export-hf {} is a training run's directory; export into a directory of its own", dir);
+  for (const char* name : {"model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "config.json"}) {
+    INPUT_CHECK(!std::filesystem::exists(out / name),
+                "--export-hf {} already holds a model ({}); export into a new directory, or remove the old model's "
+                "files first",
+                dir, name);
+  }
+  for (const TokenizerFilePair& pair : kTokenizerFilePairs) {
+    const bool replaced = with_tokenizer && std::string(pair.vocab) == "vocab.json";  // Tokenizer::save's pair
+    for (const char* name : {pair.vocab, pair.merges}) {
+      INPUT_CHECK(replaced || !std::filesystem::exists(out / name),
+                  "--export-hf {} already holds a tokenizer ({}) that would be taken for this model's: {}export into "
+                  "another directory",
+                  dir, name, with_tokenizer ? "" : "give --tokenizer DIR, or ");
+    }
+  }
+}
+
+}  // namespace
+
+void evaluate_checkpoint(const TrainConfig& c, Backend& backend) {
+  const std::string path = given_checkpoint(c);
+  Checkpoint ckpt = load_checkpoint(path, false);
+  check_shape_flags(c, ckpt.config, path);
+  INPUT_CHECK(c.seq_len <= ckpt.config.max_seq_len, "--seq-len {} is longer than the model's maximum {} ({})",
+              c.seq_len, ckpt.config.max_seq_len, path);
+  auto shards = list_shards(c.val_data);
+  ShardHeader header = read_shard_header(shards.front());
+  INPUT_CHECK(int(header.vocab_size) == ckpt.config.vocab_size,
+              "checkpoint {} has a vocabulary of {} tokens, but {} was tokenized with a vocabulary of {}", path,
+              ckpt.config.vocab_size, c.val_data, header.vocab_size);
+  GPT2 model(ckpt.config, backend, c.batch_size, c.seq_len);
+  model.set_parameters(ckpt.params);
+  int stride = c.eval_stride ? c.eval_stride : c.seq_len;
+  std::cout << "evaluating " << path << " (" << describe(ckpt.config) << ", step " << ckpt.step << ") on "
+            << c.val_data << "\nwindows of " << c.seq_len << " tokens every " << stride << " tokens ("
+            << (stride == c.seq_len ? "non-overlapping" : "sliding") << "), batches of " << c.batch_size << " rows"
+            << std::endl;
+  EvalResult r = evaluate_split(model, shards, c.batch_size, c.seq_len, stride, ckpt.tokenizer_fingerprint);
+  INPUT_CHECK(std::isfinite(r.loss), "the loss of checkpoint {} on {} is not finite ({}): its weights have diverged or "
+              "are corrupt", path, c.val_data, r.loss);
+  std::printf("tokens scored: %lu\nloss: %.4f\nperplexity: %.3f\n", static_cast<unsigned long>(r.tokens), r.loss,
+              r.perplexity());
+  nlohmann::json j = {{"checkpoint", path}, {"split", c.val_data}, {"window", c.seq_len}, {"stride", stride},
+                      {"tokens_scored", r.tokens}, {"loss", r.loss}, {"perplexity", r.perplexity()}};
+  std::cout << "json: " << j.dump() << std::endl;
+}
+
+void export_checkpoint_hf(const TrainConfig& c) {
+  const std::string path = given_checkpoint(c);
+  const Checkpoint ckpt = load_checkpoint(path, false);
+  check_shape_flags(c, ckpt.config, path);
+  std::string tokenizer_dir = c.tokenizer_dir.empty() ? ckpt.tokenizer_dir : c.tokenizer_dir;
+  std::string no_tokenizer = "the checkpoint records none";
+  if (c.tokenizer_dir.empty() && !tokenizer_dir.empty() && !std::filesystem::is_directory(tokenizer_dir)) {
+    no_tokenizer = "the checkpoint's " + tokenizer_dir + " is not there";
+    tokenizer_dir.clear();
+  }
+  std::optional<Tokenizer> tokenizer;
+  if (!tokenizer_dir.empty()) {
+    tokenizer = Tokenizer::load(tokenizer_dir);
+    INPUT_CHECK(ckpt.tokenizer_fingerprint == 0 || ckpt.tokenizer_fingerprint == tokenizer->fingerprint(),
+                "tokenizer {} is not the one checkpoint {} was trained with (fingerprint {} vs {})", tokenizer_dir,
+                path, tokenizer->fingerprint(), ckpt.tokenizer_fingerprint);
+    INPUT_CHECK(tokenizer->vocab_size() == ckpt.config.vocab_size,
+                "tokenizer {} has {} tokens, the model of checkpoint {} has {}", tokenizer_dir,
+                tokenizer->vocab_size(), path, ckpt.config.vocab_size);
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(c.export_hf, ec);
+  INPUT_CHECK(!ec && std::filesystem::is_directory(c.export_hf), "--export-hf {}: cannot make a directory there: {}",
+              c.export_hf, ec ? ec.message() : "a file of that name is in the way");
+  check_export_directory(c.export_hf, tokenizer.has_value());
+  save_hf_gpt2(c.export_hf, ckpt.config, ckpt.params);
+  if (tokenizer) tokenizer->save(c.export_hf);
+  std::cout << "exported " << path << " (" << describe(ckpt.config) << ", step " << ckpt.step << ") to "
+            << c.export_hf << ": model.safetensors, config.json"
+            << (tokenizer ? ", vocab.json, merges.txt (tokenizer " + tokenizer_dir + ")"
+                          : " (no tokenizer: " + no_tokenizer + "; add one with --tokenizer DIR)")
+            << "\nload it with transformers.GPT2LMHeadModel.from_pretrained(\"" << c.export_hf
+            << "\"), or here with --init-from / --checkpoint " << c.export_hf << std::endl;
+}
+
+}  // namespace gpt2cc
