@@ -15,7 +15,8 @@
 // Every design computes the same function (the tests hold each to the CPU reference); designs of
 // one layer may round differently (sums in another order), so a run's bits depend on the choice,
 // and a resumed run should keep it. A design the shape or device cannot take throws
-// gpt2cc::Error at its first launch, naming it (e.g. classifier=cached-row for fp32 GPT-2's rows).
+// gpt2cc::Error at its first launch, naming it (e.g. classifier=cached-row for fp32 GPT-2's rows
+// on an A100, whose 163 KiB of shared memory a block cannot hold one).
 #pragma once
 
 #include <string>
