@@ -23,6 +23,7 @@
 #include "core/check.hpp"
 #include "core/cli.hpp"
 #include "core/checkpoint.hpp"
+#include "core/dataloader.hpp"
 #include "core/generation.hpp"
 #include "tokenizer/tokenizer.hpp"
 
@@ -216,7 +217,8 @@ int run(int argc, char** argv) {
   Tokenizer tokenizer = Tokenizer::load(tokenizer_dir);
   INPUT_CHECK(checkpoint.tokenizer_fingerprint == 0 || checkpoint.tokenizer_fingerprint == tokenizer.fingerprint(),
               "tokenizer {} (fingerprint {}) is not the one checkpoint {} was trained with (fingerprint {})",
-              tokenizer_dir, tokenizer.fingerprint(), checkpoint_path, checkpoint.tokenizer_fingerprint);
+              tokenizer_dir, fingerprint_hex(tokenizer.fingerprint()), checkpoint_path,
+              fingerprint_hex(checkpoint.tokenizer_fingerprint));
   INPUT_CHECK(tokenizer.vocab_size() <= config.vocab_size, "tokenizer {} has {} tokens, more than the model's {}",
               tokenizer_dir, tokenizer.vocab_size(), config.vocab_size);
   if (checkpoint.tokenizer_fingerprint == 0)

@@ -47,8 +47,8 @@ std::shared_ptr<const Tokenizer> check_tokenizer(const TrainConfig& c, bool give
                   static_cast<int>(data.vocab_size) == tokenizer->vocab_size(),
               "--tokenizer {} (fingerprint {}, {} tokens) is not the tokenizer {} was prepared with (fingerprint "
               "{}, {} tokens)",
-              c.tokenizer_dir, tokenizer->fingerprint(), tokenizer->vocab_size(), c.train_data,
-              data.tokenizer_fingerprint, data.vocab_size);
+              c.tokenizer_dir, fingerprint_hex(tokenizer->fingerprint()), tokenizer->vocab_size(), c.train_data,
+              fingerprint_hex(data.tokenizer_fingerprint), data.vocab_size);
   return tokenizer;
 }
 

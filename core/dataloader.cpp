@@ -35,24 +35,16 @@ class TokenStream {
       INPUT_CHECK(h.tokenizer_fingerprint == first.tokenizer_fingerprint && h.vocab_size == first.vocab_size,
                   "{} was made with a different tokenizer (fingerprint {}, vocab {}) than {} (fingerprint {}, "
                   "vocab {}); a split must use one tokenizer",
-                  path, hex(h.tokenizer_fingerprint), h.vocab_size, shards_.front().path(),
-                  hex(first.tokenizer_fingerprint), first.vocab_size);
+                  path, fingerprint_hex(h.tokenizer_fingerprint), h.vocab_size, shards_.front().path(),
+                  fingerprint_hex(first.tokenizer_fingerprint), first.vocab_size);
       if (expected_fingerprint != 0)
         INPUT_CHECK(h.tokenizer_fingerprint == expected_fingerprint,
                     "{}: tokenizer fingerprint {} does not match the model's tokenizer ({}); prepare the data with "
                     "the model's tokenizer",
-                    path, hex(h.tokenizer_fingerprint), hex(expected_fingerprint));
+                    path, fingerprint_hex(h.tokenizer_fingerprint), fingerprint_hex(expected_fingerprint));
       starts_.push_back(total_);
       total_ += h.num_tokens;
     }
-  }
-
-  static std::string hex(uint64_t v) { return format("0x{}", to_hex(v)); }
-  static std::string to_hex(uint64_t v) {
-    static const char* digits = "0123456789abcdef";
-    std::string s(16, '0');
-    for (int i = 15; i >= 0; --i, v >>= 4) s[i] = digits[v & 15];
-    return s;
   }
 
   uint64_t size() const { return total_; }

@@ -33,6 +33,8 @@ void write_shard(const std::string& path, const std::vector<uint32_t>& tokens, u
 // Reads and validates a header; InputError naming the file for a bad magic, version, token
 // width, or a size that does not match num_tokens (truncated / corrupt).
 ShardHeader read_shard_header(const std::string& path);
+// A tokenizer fingerprint as every message and the data manifest show it: 16 lowercase hex digits.
+std::string fingerprint_hex(uint64_t fingerprint);
 // Shard paths of a split: a file, a directory (its *.bin in name order, runs of digits compared as
 // numbers: shard_1000000 after shard_999999) or a glob (the same order).
 std::vector<std::string> list_shards(const std::string& path_or_pattern);

@@ -112,6 +112,13 @@ bool natural_less(const std::string& a, const std::string& b) {
 
 }  // namespace
 
+std::string fingerprint_hex(uint64_t fingerprint) {
+  static const char* digits = "0123456789abcdef";
+  std::string s(16, '0');
+  for (int i = 15; i >= 0; --i, fingerprint >>= 4) s[i] = digits[fingerprint & 15];
+  return s;
+}
+
 ShardHeader read_shard_header(const std::string& path) {
   std::FILE* f = std::fopen(path.c_str(), "rb");
   INPUT_CHECK(f, "cannot open shard {}: {}", path, errno_text());

@@ -33,13 +33,6 @@ constexpr uint32_t kSplitStream = 0x5B17u;  // Philox stream of the train/valida
 enum Split { kTrain = 0, kVal = 1 };
 const char* kSplitNames[2] = {"train", "val"};
 
-std::string hex64(uint64_t v) {
-  static const char* digits = "0123456789abcdef";
-  std::string s(16, '0');
-  for (int i = 15; i >= 0; --i, v >>= 4) s[i] = digits[v & 15];
-  return s;
-}
-
 uint64_t peak_rss_bytes() {
   std::ifstream status("/proc/self/status");
   std::string line;
@@ -312,7 +305,7 @@ void write_manifest(const PrepareConfig& config, const std::string& dir, const T
       {"val_fraction", config.val_inputs.empty() ? config.val_fraction : 0.0},
       {"seed", config.seed},
       {"tokenizer", {{"dir", config.tokenizer_dir},
-                     {"fingerprint", hex64(tokenizer.fingerprint())},
+                     {"fingerprint", fingerprint_hex(tokenizer.fingerprint())},
                      {"vocab_size", tokenizer.vocab_size()},
                      {"eot_id", tokenizer.eot_id()}}},
       {"token_bytes", shard_token_bytes(uint32_t(tokenizer.vocab_size()))},

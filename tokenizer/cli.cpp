@@ -25,6 +25,7 @@
 #include "core/atomic_file.hpp"
 #include "core/check.hpp"
 #include "core/cli.hpp"
+#include "core/dataloader.hpp"
 #include "core/signal_cleanup.hpp"
 #include "tokenizer/tokenizer.hpp"
 #include "tokenizer/trainer.hpp"
@@ -251,7 +252,7 @@ int cmd_train(int argc, char** argv) {
             << " pre-tokens (" << stats.unique_pretokens << " unique); counting " << stats.count_seconds
             << " s, merging " << stats.merge_seconds << " s, total " << now_seconds() - t0 << " s\n"
             << "train: wrote " << out << "/vocab.json + merges.txt: vocab size " << tok.vocab_size()
-            << ", fingerprint " << std::hex << tok.fingerprint() << std::dec << "\n";
+            << ", fingerprint " << fingerprint_hex(tok.fingerprint()) << "\n";
   return 0;
 }
 
