@@ -5,7 +5,13 @@
 # second build and runs for about 15 minutes on 2 cores. Installs missing build dependencies first.
 #   scripts/race_check.sh                          build into ./build-race and run
 #   GPT2CC_RACE_BUILD_DIR=dir scripts/race_check.sh another build directory
+#   scripts/race_check.sh --help                   this text (nothing is installed or built)
 set -euo pipefail
+case "${1:-}" in
+  "") ;;
+  -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
+  *) echo "race_check.sh: unknown argument '$1' (it takes none; see --help)" >&2; exit 2 ;;
+esac
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
 ensure_build_deps

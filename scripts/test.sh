@@ -5,7 +5,12 @@
 #   scripts/test.sh                 build into ./build and run all tests
 #   GPT2CC_BUILD_DIR=dir scripts/test.sh    another build directory (a relative one: the caller's)
 #   scripts/test.sh -L cpu          extra arguments go to ctest (here: only the cpu label)
+#   scripts/test.sh --help          this text (nothing is installed or built)
 set -euo pipefail
+if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
+  sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
+  exit 0
+fi
 build_dir="${GPT2CC_BUILD_DIR:-}"
 if [[ -n "$build_dir" && "$build_dir" != /* ]]; then build_dir="$(pwd)/$build_dir"; fi
 cd "$(dirname "$0")/.."
