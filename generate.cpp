@@ -139,7 +139,7 @@ int run(int argc, char** argv) {
       ("cuda-device", "GPU index (--device cuda)", cxxopts::value<int>()->default_value("0"))
       ("dtype", "compute dtype: fp32, or bf16 (cuda on sm_80 or newer; the checkpoint's fp32 weights rounded to bf16)",
        cxxopts::value<std::string>()->default_value("fp32"))
-      ("threads", "CPU threads, 0 to 1024; 0 = OpenMP default", cxxopts::value<int>()->default_value("0"))
+      ("threads", "CPU threads, 0 to 1024 (0: $OMP_NUM_THREADS, else all cores)", cxxopts::value<int>()->default_value("0"))
       ("stats", "print distinct-1/2/3, repetition rate and mean log-prob per sample and overall")
       ("score", "print the loss and perplexity of this text file instead of generating", cxxopts::value<std::string>())
       ("score-window", "scoring window in tokens; 0 = the model's context", cxxopts::value<int>()->default_value("0"))

@@ -43,7 +43,10 @@ cxxopts::Options make_train_options(TrainConfig& c) {
       c.init_from);
   add("model", "resume", "checkpoint, or run directory (its newest), to continue exactly", c.resume);
   add("device", "device", "cpu or cuda", c.device);
-  add("device", "threads", "CPU threads, 0 to 1024 (0: all cores, shared among the ranks on the machine)", c.threads);
+  add("device", "threads",
+      "CPU threads, 0 to 1024 (0: $OMP_NUM_THREADS, else all cores; under mpiexec all cores shared among the ranks on "
+      "the machine)",
+      c.threads);
   add("device", "cuda-device", "GPU index", c.cuda_device);
   add("device", "dtype", "compute dtype: fp32 or bf16 (mixed, cuda on sm_80 or newer)", c.dtype);
   add("device", "recompute-gelu", "recompute GELU in the backward instead of storing it (less memory)",

@@ -19,7 +19,7 @@ DType parse_dtype(const std::string& name) {
 
 void check_thread_count(int threads, const char* what, int least) {
   INPUT_CHECK(threads >= least && threads <= kMaxThreads, "{} must be from {} to {}{}, got {}", what, least,
-              kMaxThreads, least == 0 ? " (0: all cores)" : "", threads);
+              kMaxThreads, least == 0 ? " (0: OMP_NUM_THREADS, else all cores)" : "", threads);
 }
 
 std::vector<float> download_as_float(Backend& backend, ConstTensorPtr src, size_t N) {

@@ -10,9 +10,15 @@ namespace gpt2cc {
 
 #ifndef GPT2CC_HAVE_CUDA
 std::unique_ptr<Backend> make_cuda_backend(int, DType) {
+#ifdef GPT2CC_CUDA_TURNED_OFF
+  fail_input(
+      "--device cuda: this build of gpt2cc has no CUDA backend (it was configured with -DGPT2CC_CUDA=OFF); "
+      "use --device cpu, or rebuild with -DGPT2CC_CUDA=AUTO or ON");
+#else
   fail_input(
       "--device cuda: this build of gpt2cc has no CUDA backend (nvcc was not found when it was configured); "
       "use --device cpu, or install the CUDA toolkit and rebuild with -DGPT2CC_CUDA=ON");
+#endif
 }
 bool cuda_backend_built() { return false; }
 int cuda_device_count() { return 0; }

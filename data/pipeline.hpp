@@ -24,7 +24,7 @@ struct PrepareConfig {
   std::string tokenizer_dir;            // recorded in the manifest
   std::string out_dir;                  // receives train/, val/ and manifest.json
   uint64_t shard_tokens = 100'000'000;  // tokens per shard (the last of a split holds the rest)
-  int threads = 0;                      // tokenizer threads, 0 to kMaxThreads (0 = all cores)
+  int threads = 0;                      // tokenizer threads, 0 to kMaxThreads (0: OpenMP's default)
   size_t batch_bytes = 32u << 20;       // text tokenised per parallel batch (bounds memory)
   size_t piece_bytes = 1u << 20;        // long documents are cut into pieces of about this size
   bool overwrite = false;               // replace shards already in out_dir (when the run succeeds)

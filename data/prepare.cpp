@@ -20,7 +20,7 @@ namespace {
 // Out of memory: what a user can lower (each thread tokenises with its own tokenizer copy).
 constexpr const char* kMemoryHint =
     "each --threads thread holds its own copy of the tokenizer (about 30 MB with GPT-2's): "
-    "a lower --threads uses less memory (0 = all cores)";
+    "a lower --threads uses less memory (0 = $OMP_NUM_THREADS, else all cores)";
 
 int run(int argc, char** argv) {
   cxxopts::Options options("prepare", "Tokenise a dataset into token shards for train (docs/data.md)");
@@ -38,7 +38,7 @@ int run(int argc, char** argv) {
      cxxopts::value<std::string>())
     ("out", "output directory (gets train/, val/, manifest.json)", cxxopts::value<std::string>())
     ("shard-tokens", "tokens per shard, >= 1", cxxopts::value<uint64_t>()->default_value("100000000"))
-    ("threads", format("tokeniser threads, 0 to {} (0 = all cores)", kMaxThreads),
+    ("threads", format("tokeniser threads, 0 to {} (0 = $OMP_NUM_THREADS, else all cores)", kMaxThreads),
      cxxopts::value<int>()->default_value("0"))
     ("separator", "text: a line equal to this separates documents (default: none, one document per file)",
      cxxopts::value<std::string>())

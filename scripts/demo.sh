@@ -8,7 +8,7 @@
 # Flags: --device cpu|cuda (default cpu); --preset NAME (default d2 on cpu, d6 on cuda; the
 # others: train --help); --steps N >= 1 (default 1000 on cpu, 2000 on cuda); --batch-size N and
 # --seq-len N >= 1 (default 4 x 64 on cpu, 16 x 256 on cuda; at most the preset's 1024
-# positions); --threads N CPU threads (default 0: all cores).
+# positions); --threads N CPU threads (default 0: $OMP_NUM_THREADS, else all cores).
 # Programs: built into the build directory, unless $GPT2CC_DEMO_PROGRAMS names a folder that
 # holds prepare, train and generate already built (an install, another build): the demo then
 # runs those and builds nothing (nor looks for a GPU first: train does).

@@ -450,7 +450,7 @@ TEST_CASE("prepare rejects bad flags and inputs with exit code 2", "[data]") {
       {"--format text --val-fraction -0.1 " + base, "--val-fraction"},
       {"--format text --shard-tokens 0 " + base, "--shard-tokens"},
       {"--format text --threads -1 " + base, "--threads"},
-      {"--format text --threads 1025 " + base, "--threads must be from 0 to 1024 (0: all cores), got 1025"},
+      {"--format text --threads 1025 " + base, "--threads must be from 0 to 1024 (0: OMP_NUM_THREADS, else all cores), got 1025"},
       {"--format text --bogus " + base, "bogus"},
       {"--format text --field x " + base, "--field applies only"},
       {"--format jsonl --separator x " + base, "--separator applies only"},

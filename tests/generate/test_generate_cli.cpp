@@ -357,8 +357,8 @@ TEST_CASE("bad input exits 2 with a message naming the problem", "[generate][cli
   fails(generate_cli("--prompt hi --dtype bf16"), "--dtype bf16 needs --device cuda");
   fails(generate_cli("--prompt hi --frobnicate"), "frobnicate");
   fails(generate_cli("--prompt hi stray"), "unexpected argument 'stray'");
-  fails(generate_cli("--prompt hi --threads -1"), "--threads must be from 0 to 1024 (0: all cores), got -1");
-  fails(generate_cli("--prompt hi --threads 70000"), "--threads must be from 0 to 1024 (0: all cores), got 70000");
+  fails(generate_cli("--prompt hi --threads -1"), "--threads must be from 0 to 1024 (0: OMP_NUM_THREADS, else all cores), got -1");
+  fails(generate_cli("--prompt hi --threads 70000"), "--threads must be from 0 to 1024 (0: OMP_NUM_THREADS, else all cores), got 70000");
   fails(generate_cli("--prompt hi --temperature 0.8x"), "--temperature: '0.8x' is not a number");
   fails(generate_cli("--prompt hi --tokenizer ''"), "--tokenizer is empty: give the tokenizer's directory");
   // A checkpoint whose recorded tokenizer is gone: said so, with where the path came from.
