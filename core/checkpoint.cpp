@@ -6,11 +6,15 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include "core/atomic_file.hpp"
@@ -284,16 +288,29 @@ Checkpoint load_checkpoint(const std::string& path, bool with_optimizer) {
   return c;
 }
 
+std::optional<uint64_t> checkpoint_step_of(const std::filesystem::path& path) {
+  const std::string name = path.filename().string();
+  constexpr size_t kPrefix = 5, kSuffix = 5;  // "step_", ".ckpt"
+  if (name.size() <= kPrefix + kSuffix || !name.starts_with("step_") || !name.ends_with(".ckpt")) return std::nullopt;
+  const std::string_view digits = std::string_view(name).substr(kPrefix, name.size() - kPrefix - kSuffix);
+  uint64_t step = 0;
+  const auto [end, error] = std::from_chars(digits.data(), digits.data() + digits.size(), step);
+  if (error != std::errc() || end != digits.data() + digits.size()) return std::nullopt;
+  return step;
+}
+
 std::vector<std::filesystem::path> step_checkpoints(const std::filesystem::path& dir) {
   namespace fs = std::filesystem;
-  std::vector<fs::path> out;
+  std::vector<std::pair<uint64_t, fs::path>> found;
   std::error_code ec;
-  if (!fs::is_directory(dir, ec)) return out;
+  if (!fs::is_directory(dir, ec)) return {};
   for (const auto& entry : fs::directory_iterator(dir)) {
-    const std::string name = entry.path().filename().string();
-    if (entry.is_regular_file() && name.starts_with("step_") && name.ends_with(".ckpt")) out.push_back(entry.path());
+    if (!entry.is_regular_file()) continue;
+    if (const std::optional<uint64_t> step = checkpoint_step_of(entry.path())) found.emplace_back(*step, entry.path());
   }
-  std::sort(out.begin(), out.end());
+  std::sort(found.begin(), found.end());  // by step (a step past 8 digits has a longer name)
+  std::vector<fs::path> out;
+  for (auto& [step, path] : found) out.push_back(std::move(path));
   return out;
 }
 

@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -45,8 +46,11 @@ void save_checkpoint(const std::string& path, const Checkpoint& checkpoint);
 // resume).
 Checkpoint load_checkpoint(const std::string& path, bool with_optimizer = true);
 
-// The step checkpoints (step_NNNNNNNN.ckpt) of a directory, oldest first (the names are
-// zero-padded, so name order is step order); none when it is not a directory.
+// The step checkpoints of a directory: files named step_ + the step in decimal digits (zero-padded
+// to 8 by the trainer) + .ckpt, oldest first; none when it is not a directory. Other names
+// (a step_best.ckpt copied there by hand) are not step checkpoints: never resumed nor pruned.
 std::vector<std::filesystem::path> step_checkpoints(const std::filesystem::path& dir);
+// The step in a step checkpoint's name (step_00000300.ckpt: 300); nullopt for any other name.
+std::optional<uint64_t> checkpoint_step_of(const std::filesystem::path& path);
 
 }  // namespace gpt2cc

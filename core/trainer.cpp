@@ -59,6 +59,10 @@ struct Trainer::Impl {
   LrSchedule schedule;
   uint64_t step = 0, tokens_seen = 0;
   int bad_streak = 0;
+  // The newest step whose parameters gave a finite loss and gradient norm (the run's start until
+  // a step has): the checkpoints after it may hold diverged weights, so pruning keeps the newest
+  // one up to it, and a run stopped by --max-bad-steps names it.
+  uint64_t finite_step = 0;
   EvalResult last_eval;
   uint64_t last_eval_step = 0;
   bool resumed = false;
@@ -87,6 +91,12 @@ struct Trainer::Impl {
   }
   void find_mfu_peak();
   fs::path checkpoint_dir() const { return fs::path(cfg.run_dir) / "checkpoints"; }
+  std::optional<fs::path> newest_finite_checkpoint() const {
+    const auto all = step_checkpoints(checkpoint_dir());
+    for (auto it = all.rbegin(); it != all.rend(); ++it)
+      if (*checkpoint_step_of(*it) <= finite_step) return *it;
+    return std::nullopt;
+  }
   void setup();
 };
 
@@ -145,6 +155,10 @@ void Trainer::Impl::setup() {
       val_loader = std::make_unique<DataLoader>(val_shards, B, T, LoaderOrder::sequential, 0, fingerprint, false);
       // Never more batches than the split holds: no window is counted twice.
       eval_batches = int(std::min<uint64_t>(uint64_t(cfg.eval_batches), val_loader->windows_per_epoch() / B));
+    } else {
+      // The whole split each time: its shards are checked now (tokenizer, size), not at the first
+      // validation, after steps whose work a refusal then would lose.
+      EvalIterator(val_shards, B, T, T, fingerprint);
     }
   }
 
@@ -198,8 +212,7 @@ void Trainer::Impl::setup() {
       INPUT_CHECK(fs::weakly_canonical(found.parent_path(), ec) == own,
                   "run directory {} holds checkpoints of another run ({}): continue {} in a --run-dir of its own",
                   cfg.run_dir, found.string(), origin);
-      const std::string name = found.filename().string();  // step_NNNNNNNN.ckpt
-      INPUT_CHECK(std::stoull(name.substr(5, name.size() - 10)) <= ckpt.step,
+      INPUT_CHECK(*checkpoint_step_of(found) <= ckpt.step,
                   "run directory {} holds a checkpoint after step {}, the one resumed: {}; continuing from step {} "
                   "would mix two histories. Move the later checkpoints out of {}, or continue in another --run-dir",
                   cfg.run_dir, ckpt.step, found.string(), ckpt.step, checkpoint_dir().string());
@@ -228,6 +241,7 @@ void Trainer::Impl::setup() {
     tokens_seen = ckpt.tokens_seen;
     train_loader->restore(ckpt.loader);
     last_saved = step;
+    finite_step = step;
   }
   inputs.resize(size_t(accum) * micro_tokens());
   targets.resize(inputs.size());
@@ -345,6 +359,7 @@ StepResult Trainer::train_step() {
     hp.grad_scale = clip_scale(r.grad_norm, s.cfg.grad_clip);
     s.model->adamw_step(hp);
     s.bad_streak = 0;
+    s.finite_step = s.step;
   } else {
     s.bad_streak += 1;
   }
@@ -398,9 +413,12 @@ std::string Trainer::save() {
     const Checkpoint c = checkpoint();
     fs::create_directories(s.checkpoint_dir());
     save_checkpoint(path.string(), c);
-    // Older ones go only after the new one is safely in place.
-    auto all = step_checkpoints(s.checkpoint_dir());
-    for (size_t i = 0; i + size_t(s.cfg.keep_checkpoints) < all.size(); ++i) fs::remove(all[i]);
+    // Older ones go only after the new one is safely in place, but for the newest whose weights
+    // gave a finite loss (beyond --keep-checkpoints while the newer ones may have diverged).
+    const auto all = step_checkpoints(s.checkpoint_dir());
+    const std::optional<fs::path> finite = s.newest_finite_checkpoint();
+    for (size_t i = 0; i + size_t(s.cfg.keep_checkpoints) < all.size(); ++i)
+      if (all[i] != finite) fs::remove(all[i]);
   }
   s.group->barrier();  // on every rank, save() returns with the checkpoint on disk
   return path.string();
@@ -459,12 +477,15 @@ StopReason Trainer::run() {
       }
       if (s.bad_streak >= c.max_bad_steps) {
         if (root) metrics->write(record);
-        const std::vector<fs::path> saved = step_checkpoints(s.checkpoint_dir());
+        const std::optional<fs::path> finite = s.newest_finite_checkpoint();
         throw Error(format("stopping: {} consecutive steps had a non-finite loss or gradient norm (the last at step "
                            "{}); {}. Try a lower --lr or a --grad-clip",
                            s.bad_streak, r.step,
-                           saved.empty() ? std::string("no checkpoint was written before")
-                                         : "the last good checkpoint is " + saved.back().string()));
+                           finite ? format("the last checkpoint whose weights gave a finite loss is {}",
+                                           finite->string())
+                                  : format("no checkpoint was written up to step {}, the last whose weights gave a "
+                                           "finite loss",
+                                           s.finite_step)));
       }
     }
     if (has_validation() && ((c.eval_every && r.step % c.eval_every == 0) || r.step == s.total_steps)) {
@@ -482,9 +503,12 @@ StopReason Trainer::run() {
     if (root && sampler && c.sample_every && r.step % c.sample_every == 0) {
       std::string text = sampler(*s.model, r.step);
       progress->message(format("--- sample at step {} ---\n{}\n---", r.step, text));
-      std::ofstream(dir / "samples.txt", std::ios::app) << format("=== step {} ===\n{}\n", r.step, text);
+      std::ofstream samples(dir / "samples.txt", std::ios::app);
+      samples << format("=== step {} ===\n{}\n", r.step, text) << std::flush;
+      if (!samples) throw Error(format("cannot append the sample of step {} to {}", r.step, (dir / "samples.txt").string()));
     }
-    if ((c.checkpoint_every && r.step % c.checkpoint_every == 0) || r.step == s.total_steps) save();
+    // Not after a skipped step: its weights are the ones that failed (the run's end saves anyway).
+    if (!r.skipped && ((c.checkpoint_every && r.step % c.checkpoint_every == 0) || r.step == s.total_steps)) save();
   }
   if (root) progress->finish();
   if (s.last_saved != s.step) save();

@@ -246,3 +246,23 @@ TEST_CASE("saving into a missing directory fails and names the path", "[checkpoi
   CHECK_THROWS_AS(save_checkpoint(dir + "/missing/x.ckpt", make_checkpoint(7)), Error);
   CHECK_THROWS_WITH(save_checkpoint(dir + "/missing/x.ckpt", make_checkpoint(7)), Catch::Contains("missing/x.ckpt"));
 }
+
+TEST_CASE("step checkpoints are the step_<digits>.ckpt files, in step order", "[checkpoint]") {
+  namespace fs = std::filesystem;
+  const fs::path dir = test::temp_dir("checkpoint_steps");
+  // A step past 8 digits sorts after the padded ones; a copy under another name (step_best.ckpt)
+  // is no step checkpoint: resume would take it for the newest and pruning would delete it.
+  for (const char* name : {"step_00000010.ckpt", "step_00000002.ckpt", "step_100000000.ckpt", "step_best.ckpt",
+                           "step_.ckpt", "step_12a.ckpt", "step_-1.ckpt", "step_00000003.ckpt.tmp", "notes.txt"})
+    std::ofstream(dir / name) << "x";
+  fs::create_directories(dir / "step_00000005.ckpt");  // a folder of that name is not one either
+  std::vector<std::string> found;
+  for (const fs::path& p : step_checkpoints(dir)) found.push_back(p.filename());
+  CHECK(found == std::vector<std::string>{"step_00000002.ckpt", "step_00000010.ckpt", "step_100000000.ckpt"});
+  CHECK(checkpoint_step_of(dir / "step_00000300.ckpt") == 300u);
+  CHECK(checkpoint_step_of("step_100000000.ckpt") == 100000000u);
+  for (const char* other : {"step_best.ckpt", "step_.ckpt", "step_12a.ckpt", "step_+4.ckpt", "step_4.ckpt.tmp",
+                            "step_99999999999999999999999.ckpt"})
+    CHECK_FALSE(checkpoint_step_of(other).has_value());
+  CHECK(step_checkpoints(dir / "missing").empty());
+}

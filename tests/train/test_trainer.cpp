@@ -245,10 +245,26 @@ TEST_CASE("a non-finite gradient skips the update; too many in a row stop the ru
     REQUIRE(records.size() == 8);
     for (size_t i = 0; i < records.size(); ++i) CHECK(records[i]["skipped"].get<bool>() == (i % 2 == 0));
   }
+  SECTION("a run that diverges keeps, and names, its last checkpoint whose weights gave a finite loss") {
+    // Steps 5, 6 and 7 fail. Step 4's checkpoint holds the weights step 5 failed with; step 3's gave
+    // step 4 a finite loss: pruning (one kept) spares it, and the skipped steps write none.
+    c.steps = 8;
+    c.checkpoint_every = 1;
+    c.keep_checkpoints = 1;
+    Trainer t(c, *backend);
+    t.dloss_factor_hook = [](uint64_t step, int) { return step >= 4 ? std::numeric_limits<float>::quiet_NaN() : 1.0f; };
+    CHECK_THROWS_WITH(t.run(), Catch::Contains("3 consecutive steps") &&
+                                   Catch::Contains("the last checkpoint whose weights gave a finite loss is " +
+                                                   (fs::path(c.run_dir) / "checkpoints" / "step_00000003.ckpt").string()));
+    std::vector<std::string> kept;
+    for (const fs::path& p : step_checkpoints(fs::path(c.run_dir) / "checkpoints")) kept.push_back(p.filename());
+    CHECK(kept == std::vector<std::string>{"step_00000003.ckpt", "step_00000004.ckpt"});
+  }
   SECTION("every step poisoned: the run stops with a message and the metrics record the skips") {
     Trainer t(c, *backend);
     t.dloss_factor_hook = [](uint64_t, int) { return std::numeric_limits<float>::infinity() * 0.0f; };
-    CHECK_THROWS_WITH(t.run(), Catch::Contains("3 consecutive steps") && Catch::Contains("non-finite"));
+    CHECK_THROWS_WITH(t.run(), Catch::Contains("3 consecutive steps") && Catch::Contains("non-finite") &&
+                                   Catch::Contains("no checkpoint was written up to step 0"));
     auto records = read_metrics(dir + "/run");
     REQUIRE(records.size() == 3);
     for (const auto& r : records) CHECK(r["skipped"].get<bool>());
