@@ -21,6 +21,7 @@
 #include "core/cli.hpp"
 #include "core/dataloader.hpp"
 #include "core/distributed.hpp"
+#include "core/hf_gpt2.hpp"
 #include "core/run_directory.hpp"
 #include "core/sampler.hpp"
 #include "core/signal_cleanup.hpp"
@@ -37,18 +38,36 @@ namespace {
 // against the training shards when --tokenizer is given, or when the run samples text (a resumed
 // run's recorded one); a missing directory is an error then too. Returns the tokenizer it loaded
 // (the samples decode with it), or null when there was nothing to check.
+// Hugging Face weights fine-tuned without --tokenizer record the tokenizer beside them: it too must
+// be the data's (their embedding rows belong to its tokens).
 std::shared_ptr<const Tokenizer> check_tokenizer(const TrainConfig& c, bool given) {
-  if (c.tokenizer_dir.empty() || c.train_data.empty() || (!given && c.sample_every == 0)) return nullptr;
+  if (c.train_data.empty()) return nullptr;
+  const auto same_as_data = [&](const Tokenizer& tokenizer) {
+    const ShardHeader data = read_shard_header(list_shards(c.train_data).front());
+    return data.tokenizer_fingerprint == tokenizer.fingerprint() &&
+                   static_cast<int>(data.vocab_size) == tokenizer.vocab_size()
+               ? std::string()
+               : format("(fingerprint {}, {} tokens) is not the tokenizer {} was prepared with (fingerprint {}, {} "
+                        "tokens)",
+                        fingerprint_hex(tokenizer.fingerprint()), tokenizer.vocab_size(), c.train_data,
+                        fingerprint_hex(data.tokenizer_fingerprint), data.vocab_size);
+  };
+  if (c.tokenizer_dir.empty() && !c.init_from.empty() && is_hf_gpt2(c.init_from)) {
+    const std::string beside = hf_gpt2_tokenizer_dir(c.init_from);
+    if (beside.empty()) return nullptr;
+    const std::string differs = same_as_data(Tokenizer::load(beside));
+    INPUT_CHECK(differs.empty(),
+                "the Hugging Face weights {} come with the tokenizer {} {}: their embeddings belong to its tokens. "
+                "Prepare the data with {}, or give the data's tokenizer with --tokenizer to fine-tune on it anyway",
+                c.init_from, beside, differs, beside);
+    return nullptr;
+  }
+  if (c.tokenizer_dir.empty() || (!given && c.sample_every == 0)) return nullptr;
   INPUT_CHECK(std::filesystem::is_directory(c.tokenizer_dir), "--tokenizer {}: no such directory{}", c.tokenizer_dir,
               given ? "" : " (the tokenizer the resumed run recorded; give --tokenizer)");
   auto tokenizer = std::make_shared<const Tokenizer>(Tokenizer::load(c.tokenizer_dir));
-  const ShardHeader data = read_shard_header(list_shards(c.train_data).front());
-  INPUT_CHECK(data.tokenizer_fingerprint == tokenizer->fingerprint() &&
-                  static_cast<int>(data.vocab_size) == tokenizer->vocab_size(),
-              "--tokenizer {} (fingerprint {}, {} tokens) is not the tokenizer {} was prepared with (fingerprint "
-              "{}, {} tokens)",
-              c.tokenizer_dir, fingerprint_hex(tokenizer->fingerprint()), tokenizer->vocab_size(), c.train_data,
-              fingerprint_hex(data.tokenizer_fingerprint), data.vocab_size);
+  const std::string differs = same_as_data(*tokenizer);
+  INPUT_CHECK(differs.empty(), "--tokenizer {} {}", c.tokenizer_dir, differs);
   return tokenizer;
 }
 

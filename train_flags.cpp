@@ -102,13 +102,15 @@ cxxopts::Options make_train_options(TrainConfig& c) {
 namespace {
 
 // The run directory a resumed run writes to: the one --resume names, or the one whose checkpoints/
-// folder holds the checkpoint file it names. Not the directory the checkpoint records: a copied
-// run would write into the original's (and a relative recorded path depends on the working
-// directory of the first run).
+// folder holds the checkpoint it names (a file, or that folder itself: RUN/checkpoints is RUN's).
+// Not the directory the checkpoint records: a copied run would write into the original's (and a
+// relative recorded path depends on the working directory of the first run).
 std::string resumed_run_dir(const std::string& given, const std::string& checkpoint) {
   namespace fs = std::filesystem;
-  if (fs::is_directory(given)) return given;
   const fs::path folder = fs::path(checkpoint).parent_path();
+  std::error_code ec;
+  if (fs::is_directory(given) && !(folder.filename() == "checkpoints" && fs::equivalent(folder, given, ec)))
+    return given;
   INPUT_CHECK(folder.filename() == "checkpoints",
               "--resume {}: the checkpoint is not in a run's checkpoints/ folder, so there is no run directory to "
               "continue in: give the continued run's --run-dir",
@@ -142,6 +144,9 @@ TrainConfig resume_config(const TrainConfig& given, int argc, char** argv) {
     fail_input(format("checkpoint {} holds an unreadable training configuration: {}", path, e.what()));
   }
   c.resume = given.resume;
+  // The tokenizer as the checkpoint records it, absolute: the saved flag is as typed, relative to
+  // the first run's working directory.
+  c.tokenizer_dir = ckpt.tokenizer_dir;
   c.init_from.clear();  // the run may have started as a fine-tune: its weights now come from the checkpoint
   c.stop_at_step = 0;
   TrainConfig base = c;

@@ -108,7 +108,8 @@ void export_checkpoint_hf(const TrainConfig& c) {
   INPUT_CHECK(!ec && std::filesystem::is_directory(c.export_hf), "--export-hf {}: cannot make a directory there: {}",
               c.export_hf, ec ? ec.message() : "a file of that name is in the way");
   check_export_directory(c.export_hf, tokenizer.has_value());
-  save_hf_gpt2(c.export_hf, ckpt.config, ckpt.params);
+  save_hf_gpt2(c.export_hf, ckpt.config, ckpt.params,
+               tokenizer ? tokenizer->special_id("<|endoftext|>") : std::nullopt);
   if (tokenizer) tokenizer->save(c.export_hf);
   std::cout << "exported " << path << " (" << describe(ckpt.config) << ", step " << ckpt.step << ") to "
             << c.export_hf << ": model.safetensors, config.json"

@@ -9,9 +9,12 @@
 #pragma once
 
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
+#include <cstdio>
 #include <cstdlib>
 #include <cstddef>
+#include <cstring>
 #include <cxxopts.hpp>
 #include <exception>
 #include <iostream>
@@ -177,12 +180,28 @@ struct AgreedFailure {
   std::vector<std::string> lines;
 };
 
+// Throws Error when what the program printed to stdout did not all arrive (a full disk behind
+// `> file`): without it the exit's own flush would fail in silence, after exit code 0.
+inline void flush_standard_output() {
+  errno = 0;
+  const bool failed = !std::cout.flush() || std::fflush(stdout) != 0 || std::ferror(stdout);
+  // errno names the cause when this flush failed; an earlier write's failure left only the flag.
+  if (failed) {
+    throw Error(format("writing standard output failed: {}",
+                       errno ? std::strerror(errno) : "a write to it failed (a full disk?)"));
+  }
+}
+
+// Runs a program's `run(argc, argv)`: its exceptions become one error line each and an exit code
+// (describe_failure), and a run that returns 0 must have written its stdout (flush_standard_output).
 template <class Run>
 int run_cli(const char* program, int argc, char** argv, Run&& run, const char* memory_hint = nullptr) {
   const std::string name = program;                            // e.g. "train (rank 1 of 4)"
   const std::string command = name.substr(0, name.find(' '));  // "train"
   try {
-    return run(argc, argv);
+    const int code = run(argc, argv);
+    if (code == 0) flush_standard_output();
+    return code;
   } catch (const AgreedFailure& f) {
     for (const std::string& line : f.lines) print_error_line(line);
     return f.code;

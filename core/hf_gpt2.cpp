@@ -186,6 +186,12 @@ void refuse_incomplete_hf_gpt2(const std::string& dir) {
               kShardIndex);
 }
 
+std::string hf_gpt2_tokenizer_dir(const std::string& path) {
+  const fs::path weights = weights_path(path);
+  const fs::path dir = weights.parent_path().empty() ? fs::path(".") : weights.parent_path();
+  return holds_tokenizer(dir) ? fs::absolute(dir).lexically_normal().string() : std::string();
+}
+
 Checkpoint load_hf_gpt2(const std::string& path) {
   const fs::path weights = weights_path(path);
   const fs::path dir = weights.parent_path().empty() ? fs::path(".") : weights.parent_path();
@@ -198,7 +204,8 @@ Checkpoint load_hf_gpt2(const std::string& path) {
   Checkpoint ckpt;
   ckpt.config = model_config(read_config(config_file), config_file.string());
   const ModelConfig& cfg = ckpt.config;
-  if (holds_tokenizer(dir)) ckpt.tokenizer_dir = dir.string();
+  // Absolute: a run fine-tuned from these weights records it, and generate reads it from elsewhere.
+  ckpt.tokenizer_dir = hf_gpt2_tokenizer_dir(path);
   ckpt.train_config = nlohmann::json{{"init_from_hf", weights.string()}};
 
   const safetensors::File file(weights.string());
@@ -269,7 +276,8 @@ Checkpoint load_hf_gpt2(const std::string& path) {
   return ckpt;
 }
 
-void save_hf_gpt2(const std::string& dir, const ModelConfig& config, const std::vector<float>& params) {
+void save_hf_gpt2(const std::string& dir, const ModelConfig& config, const std::vector<float>& params,
+                  std::optional<int> eot_id) {
   const ParameterLayout layout(config);
   ENSURE(params.size() == layout.total(), "save_hf_gpt2: {} parameters for a model of {}", params.size(),
          layout.total());
@@ -318,9 +326,11 @@ void save_hf_gpt2(const std::string& dir, const ModelConfig& config, const std::
                       {"attn_pdrop", 0.0},
                       {"tie_word_embeddings", true},
                       {"torch_dtype", "float32"}};
-  // GPT-2's tokenizer: <|endoftext|> is 50256, transformers' default; for another vocabulary none
-  // (that default would lie outside it).
-  const nlohmann::json eot = config.vocab_size == 50257 ? nlohmann::json(50256) : nlohmann::json(nullptr);
+  // <|endoftext|>: the exported tokenizer's; without one, 50256 for GPT-2's vocabulary size
+  // (transformers' default), else none (that default would lie outside the vocabulary).
+  const nlohmann::json eot = eot_id ? nlohmann::json(*eot_id)
+                             : config.vocab_size == 50257 ? nlohmann::json(50256)
+                                                          : nlohmann::json(nullptr);
   j["bos_token_id"] = eot;
   j["eos_token_id"] = eot;
   write_file_atomic((fs::path(dir) / "config.json").string(), j.dump(2) + "\n");

@@ -20,6 +20,7 @@
 // cross-attention, scale_attn_by_inverse_layer_idx false; anything else is refused naming the field.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -37,17 +38,23 @@ void refuse_resume_of_hf_gpt2(const std::string& path);
 // GPT-2 weights: config.json without model.safetensors (or its shards' index), or the reverse.
 void refuse_incomplete_hf_gpt2(const std::string& dir);
 
+// The directory of Hugging Face weights (`path`: it, or its model.safetensors) as an absolute path
+// when it holds a tokenizer (vocab.json + merges.txt, or encoder.json + vocab.bpe), else "".
+std::string hf_gpt2_tokenizer_dir(const std::string& path);
+
 // The weights of a Hugging Face GPT-2 directory (or its model.safetensors, config.json beside it)
 // as a weights-only Checkpoint at step 0: config from config.json (Vp = padded_vocab(V)), params in
-// gpt2cc's layout, no optimizer state, no tokenizer fingerprint; tokenizer_dir is the model's
-// directory when it holds a tokenizer (vocab.json + merges.txt, or encoder.json + vocab.bpe).
+// gpt2cc's layout, no optimizer state, no tokenizer fingerprint; tokenizer_dir is
+// hf_gpt2_tokenizer_dir(path).
 // Throws InputError naming the file and the tensor or field for anything it cannot map.
 Checkpoint load_hf_gpt2(const std::string& path);
 
 // Writes dir/model.safetensors (F32, Hub names without a prefix, metadata format "pt") and
 // dir/config.json for `params` (gpt2cc's layout for `config`; the padded vocabulary rows are
 // dropped), each atomically; creates dir. What transformers' GPT2LMHeadModel.from_pretrained(dir)
-// loads.
-void save_hf_gpt2(const std::string& dir, const ModelConfig& config, const std::vector<float>& params);
+// loads. Its bos/eos_token_id is `eot_id` (<|endoftext|> of the tokenizer exported beside it);
+// without one, 50256 for GPT-2's vocabulary size, else null.
+void save_hf_gpt2(const std::string& dir, const ModelConfig& config, const std::vector<float>& params,
+                  std::optional<int> eot_id = std::nullopt);
 
 }  // namespace gpt2cc

@@ -203,6 +203,25 @@ TEST_CASE("--num-samples: samples decoded together print as if run one after ano
   CHECK(reference.err.find("one sample at a time") != std::string::npos);
 }
 
+TEST_CASE("generate fails with exit code 1 when its output cannot be written", "[generate][cli]") {
+  // /dev/full refuses every write as a full disk does; the text is short enough to sit in stdout's
+  // buffer until the end, where only the last flush can notice.
+  const char* bin = std::getenv("GPT2CC_BINARY_DIR");
+  REQUIRE(bin != nullptr);
+  const Fixture& f = fixture();
+  write(f.dir + "/full.txt", "some text to score, some text to score.\n");
+  for (const std::string& args : {std::string("--prompt hi --max-new-tokens 4"), "--score " + f.dir + "/full.txt"}) {
+    const std::string cmd = std::string(bin) + "/generate --threads 1 --checkpoint " + f.checkpoint + " " + args +
+                            " > /dev/full 2> " + f.dir + "/err.txt";
+    const int status = std::system(cmd.c_str());
+    INFO(cmd);
+    REQUIRE(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 1);
+    CHECK_THAT(slurp(f.dir + "/err.txt"),
+               Catch::Contains("generate: error: writing standard output failed: "));
+  }
+}
+
 TEST_CASE("generate --score states loss, perplexity, window and stride", "[generate][cli]") {
   write(fixture().dir + "/text.txt", std::string(100, 'a') + " and some more text to score.\n");
   Run r = generate_cli("--score " + fixture().dir + "/text.txt --score-window 16 --score-stride 8");

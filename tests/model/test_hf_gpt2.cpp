@@ -141,6 +141,13 @@ TEST_CASE("exported weights are Hugging Face's tensors, names and config, and lo
     CHECK(ours_config.at(key) == theirs_config.at(key));
   }
   CHECK(ours_config.at("architectures") == json::array({"GPT2LMHeadModel"}));
+  // <|endoftext|>: the id of the tokenizer exported beside the weights (where a tokenizer trained
+  // here has put it), else GPT-2's for its vocabulary size.
+  CHECK(ours_config.at("eos_token_id") == (ckpt.config.vocab_size == 50257 ? json(50256) : json(nullptr)));
+  save_hf_gpt2(out + "_eot", ckpt.config, ckpt.params, 0);
+  const json with_eot = json::parse(read_text(out + "_eot/config.json"));
+  CHECK(with_eot.at("eos_token_id") == 0);
+  CHECK(with_eot.at("bos_token_id") == 0);
 
   const Checkpoint back = load_checkpoint(out, false);
   CHECK(back.config == ckpt.config);

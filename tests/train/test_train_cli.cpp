@@ -26,6 +26,7 @@
 #include "core/checkpoint.hpp"
 #include "core/config.hpp"
 #include "core/device_peaks.hpp"
+#include "tokenizer/tokenizer.hpp"
 #include "train_fixtures.hpp"
 
 using namespace gpt2cc;
@@ -329,6 +330,13 @@ TEST_CASE("a tiny run, its resume, and --eval-only", "[cli]") {
     Run by_file = train("--resume " + copy + "/checkpoints/step_00000004.ckpt --steps 5");
     CHECK(by_file.code == 0);
     CHECK(fs::exists(copy + "/checkpoints/step_00000005.ckpt"));
+    // So does the run's checkpoints/ folder named instead, in the run's directory (not a run nested
+    // in checkpoints/, which a later --resume of the run would not see).
+    Run by_folder = train("--resume " + copy + "/checkpoints --steps 6");
+    CHECK(by_folder.code == 0);
+    CHECK(fs::exists(copy + "/checkpoints/step_00000006.ckpt"));
+    CHECK_FALSE(fs::exists(copy + "/checkpoints/metrics.jsonl"));
+    CHECK(count_lines(copy + "/metrics.jsonl") == 6);
     // A loose checkpoint file has no run directory: the continued run's must be given.
     fs::copy_file(run_dir + "/checkpoints/step_00000003.ckpt", dir + "/loose.ckpt");
     Run loose = train("--resume " + dir + "/loose.ckpt --steps 5");
@@ -337,6 +345,22 @@ TEST_CASE("a tiny run, its resume, and --eval-only", "[cli]") {
     Run placed = train("--resume " + dir + "/loose.ckpt --steps 5 --run-dir " + dir + "/placed");
     CHECK(placed.code == 0);
     CHECK(fs::exists(dir + "/placed/checkpoints/step_00000005.ckpt"));
+  }
+  SECTION("a resume from another working directory keeps the tokenizer's recorded absolute path") {
+    // The run's saved flags hold --tokenizer as typed (relative to its working directory), the
+    // checkpoint the absolute path: a resume elsewhere must record the latter.
+    namespace fs = std::filesystem;
+    const std::string elsewhere = dir + "/elsewhere";
+    fs::create_directories(elsewhere);
+    Checkpoint ckpt = load_checkpoint(run_dir + "/checkpoints/step_00000003.ckpt");
+    ckpt.tokenizer_dir = dir + "/tok";
+    ckpt.train_config["tokenizer_dir"] = "tok";
+    save_checkpoint(run_dir + "/checkpoints/step_00000003.ckpt", ckpt);
+    Run resumed = launch("cd " + elsewhere + " && " + train_binary() + " --resume " + run_dir + " --steps 4");
+    INFO(resumed.output);
+    REQUIRE(resumed.code == 0);
+    CHECK(load_checkpoint(run_dir + "/checkpoints/step_00000004.ckpt").tokenizer_dir == dir + "/tok");
+    CHECK_FALSE(fs::exists(elsewhere + "/tok"));
   }
   SECTION("a damaged newest checkpoint names the run's previous one to continue from") {
     Run more = train("--resume " + run_dir + " --steps 5 --stop-at-step 4 --checkpoint-every 1");
@@ -416,6 +440,11 @@ TEST_CASE("a tiny run, its resume, and --eval-only", "[cli]") {
                         "--eval-stride 8");
     CHECK(sliding.code == 0);
     CHECK_THAT(sliding.output, Catch::Contains("every 8 tokens (sliding)") && Catch::Contains("tokens scored: 4095"));
+    // Its figures written nowhere (a full disk behind the redirect) is a failure, not exit 0.
+    const Run full = launch("sh -c '" + train_binary() + " --eval-only --init-from " + ckpt + " --val-data " + dir +
+                            "/val.bin --seq-len 16 > /dev/full'");
+    CHECK(full.code == 1);
+    CHECK_THAT(full.output, Catch::Contains("train: error: writing standard output failed: "));
     // The shape is the checkpoint's here too: flags may repeat it, not change it.
     const std::string eval = "--eval-only --init-from " + ckpt + " --val-data " + dir + "/val.bin --seq-len 16 ";
     CHECK(train(eval + "--layers 2 --channels 16").code == 0);
@@ -513,7 +542,54 @@ TEST_CASE("a tiny run, its resume, and --eval-only", "[cli]") {
     Run eval = train("--eval-only --init-from " + ckpt + " --val-data " + dir + "/other/val.bin --seq-len 16");
     CHECK(eval.code == 2);
     CHECK_THAT(eval.output, Catch::Contains("fingerprint"));
+    // Validation on the whole split (--eval-batches 0) checks its shards before the first step too,
+    // not at the first validation, after steps whose work the refusal would then lose.
+    Run whole = train(tiny(dir) + "--val-data " + dir + "/other/val.bin --eval-batches 0 --eval-every 2 --steps 4 "
+                      "--run-dir " + dir + "/whole");
+    CHECK(whole.code == 2);
+    CHECK_THAT(whole.output, Catch::Contains("does not match the model's tokenizer"));
+    CHECK_FALSE(std::filesystem::exists(dir + "/whole/metrics.jsonl"));
   }
+}
+
+TEST_CASE("a fine-tune from Hugging Face weights holds their tokenizer to the data and records it absolute",
+          "[cli]") {
+  namespace fs = std::filesystem;
+  const std::string dir = test::temp_dir("train_cli_hf_tokenizer");
+  // A byte tokenizer (257 tokens); shards made with it, and shards of the same size made with
+  // another; a run on the first exported with the tokenizer beside the weights.
+  std::vector<std::string> tokens;
+  for (int b = 0; b < 256; ++b) tokens.emplace_back(1, static_cast<char>(b));
+  tokens.emplace_back("<|endoftext|>");
+  const Tokenizer bytes = Tokenizer::from_parts(tokens, {}, {256});
+  bytes.save(dir + "/tok");
+  fs::create_directories(dir + "/same");
+  fs::create_directories(dir + "/other");
+  test::write_tiny_shards(dir + "/same", 4096, bytes.fingerprint(), 257);
+  test::write_tiny_shards(dir + "/other", 4096, 0x5555, 257);
+  REQUIRE(train(tiny(dir + "/same") + "--steps 2 --run-dir " + dir + "/run --tokenizer " + dir + "/tok").code == 0);
+  const Run exported = train("--resume " + dir + "/run --export-hf " + dir + "/hf");
+  INFO(exported.output);
+  REQUIRE(exported.code == 0);
+  // config.json's <|endoftext|> is the tokenizer's (256 here by chance of construction: checked
+  // against the tokenizer, not against GPT-2's default).
+  const nlohmann::json config = nlohmann::json::parse(std::ifstream(dir + "/hf/config.json"));
+  CHECK(config.at("eos_token_id") == bytes.eot_id());
+  // Relative paths, from the directory above: the recorded tokenizer is absolute all the same.
+  const std::string shape = " --batch-size 4 --seq-len 16 --threads 1 --steps 1 ";
+  const Run other = launch("cd " + dir + " && " + train_binary() + " --init-from hf --train-data other/train.bin" +
+                           shape + "--run-dir tuned_other");
+  CHECK(other.code == 2);
+  CHECK_THAT(other.output, Catch::Contains("the Hugging Face weights hf come with the tokenizer " + dir +
+                                           "/hf (fingerprint") &&
+                               Catch::Contains("is not the tokenizer other/train.bin was prepared with") &&
+                               Catch::Contains("give the data's tokenizer with --tokenizer"));
+  CHECK_FALSE(fs::exists(dir + "/tuned_other"));
+  const Run same = launch("cd " + dir + " && " + train_binary() + " --init-from hf --train-data same/train.bin" +
+                          shape + "--run-dir tuned");
+  INFO(same.output);
+  REQUIRE(same.code == 0);
+  CHECK(load_checkpoint(dir + "/tuned/checkpoints/step_00000001.ckpt").tokenizer_dir == dir + "/hf");
 }
 
 // The training state on the device (fp32 or bf16 parameters, fp32 master weights and moments, the
