@@ -127,6 +127,7 @@ int run(int argc, char** argv, ProcessGroup& group) {
     if (!config.eval_only && config.export_hf.empty())
       tokenizer = check_tokenizer(config, parsed->count("tokenizer") > 0);
     validate(config);
+    check_task_flags(config, *parsed);
     INPUT_CHECK(!data_parallel || (config.export_hf.empty() && !config.eval_only),
                 "--{} runs in one process: start it without mpiexec", config.eval_only ? "eval-only" : "export-hf");
     if (!config.export_hf.empty()) return;
@@ -172,10 +173,14 @@ int run(int argc, char** argv, ProcessGroup& group) {
   std::cout << "configuration:\n" << describe(trainer.config()) << trainer.summary() << std::flush;
   if (config.sample_every) trainer.sampler = make_sampler(config, tokenizer);
   StopReason reason = trainer.run();
-  std::string where = config.run_dir + "/checkpoints";
+  const std::string where = config.run_dir + "/checkpoints", resume = "train --resume " + shell_quote(config.run_dir);
   if (reason == StopReason::interrupted) {
     std::cout << "stopped by a signal at step " << trainer.step() << "; checkpoint saved in " << where
-              << "; continue with: train --resume " << config.run_dir << std::endl;
+              << "; continue with: " << resume << std::endl;
+  } else if (reason == StopReason::stop_at_step) {
+    std::cout << "stopped at step " << trainer.step() << " of " << trainer.total_steps() << " (--stop-at-step), "
+              << "checkpoint in " << where << ", metrics in " << config.run_dir
+              << "/metrics.jsonl; continue with: " << resume << std::endl;
   } else {
     std::cout << "done: step " << trainer.step() << "/" << trainer.total_steps() << ", checkpoint in " << where
               << ", metrics in " << config.run_dir << "/metrics.jsonl" << std::endl;

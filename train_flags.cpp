@@ -171,4 +171,22 @@ TrainConfig resume_config(const TrainConfig& given, int argc, char** argv) {
   return c;
 }
 
+void check_task_flags(const TrainConfig& c, const cxxopts::ParseResult& parsed) {
+  if (!c.eval_only && c.export_hf.empty()) return;
+  // What each task reads; the shape flags may repeat the checkpoint's (check_shape_flags).
+  static const std::vector<std::string> shape = {"preset", "layers", "heads", "channels", "max-seq-len"};
+  static const std::vector<std::string> eval = {"eval-only", "init-from",   "resume", "val-data", "batch-size",
+                                                "seq-len",   "eval-stride", "device", "threads",  "cuda-device",
+                                                "dtype",     "cuda-graphs"};
+  static const std::vector<std::string> exporting = {"export-hf", "init-from", "resume", "tokenizer"};
+  const std::vector<std::string>& reads = c.eval_only ? eval : exporting;
+  for (const cxxopts::KeyValue& given : parsed.arguments()) {
+    const std::string& flag = given.key();
+    INPUT_CHECK(std::find(reads.begin(), reads.end(), flag) != reads.end() ||
+                    std::find(shape.begin(), shape.end(), flag) != shape.end(),
+                "--{} has no effect on {}, which {}: drop it", flag, c.eval_only ? "--eval-only" : "--export-hf",
+                c.eval_only ? "scores a checkpoint on --val-data" : "writes a checkpoint's weights out");
+  }
+}
+
 }  // namespace gpt2cc

@@ -126,7 +126,10 @@ struct DataLoader::Impl {
       : stream(shards, expected_fingerprint), B(B_), T(T_), order(order_), seed(seed_), prefetch(prefetch_) {
     W = stream.size() > 0 ? (stream.size() - 1) / uint64_t(T) : 0;
     INPUT_CHECK(W >= uint64_t(B),
-                "the split has {} tokens: {} windows of T+1 = {} tokens, fewer than the batch size B = {}",
+                "{}{} has {} tokens: {} windows of T+1 = {} tokens, fewer than the batch size B = {}: a smaller "
+                "--batch-size or --seq-len, or more data (validation data of any size is scored whole with "
+                "--eval-batches 0)",
+                shards.front(), shards.size() > 1 ? format(" (with {} more shards)", shards.size() - 1) : "",
                 stream.size(), W, T + 1, B);
   }
 

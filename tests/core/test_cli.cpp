@@ -170,3 +170,23 @@ TEST_CASE("agree_on_failure in one process: the step's own error, printed by run
   CHECK(failed.code == 2);
   CHECK(failed.err == "prog: no shards found at x\n");
 }
+
+TEST_CASE("shell_quote: a path as a suggested command must hold it, read back by sh", "[cli]") {
+  CHECK(shell_quote("runs/ts-d4") == "runs/ts-d4");
+  CHECK(shell_quote("/a/b_c.d+e:f=g,h@i%j") == "/a/b_c.d+e:f=g,h@i%j");
+  CHECK(shell_quote("sp ace/run ü") == "'sp ace/run ü'");
+  CHECK(shell_quote("it's") == "'it'\\''s'");
+  CHECK(shell_quote("") == "''");
+  CHECK(shell_quote("$HOME;rm") == "'$HOME;rm'");
+  // What sh makes of each quoted word is the word itself.
+  for (const std::string word : {"sp ace/run ü", "it's", "a\"b\\c", "$(x)`y`", "~", "*"}) {
+    INFO(word);
+    FILE* pipe = ::popen(("printf %s " + shell_quote(word)).c_str(), "r");
+    REQUIRE(pipe != nullptr);
+    std::string out;
+    char buf[256];
+    for (size_t n; (n = std::fread(buf, 1, sizeof buf, pipe)) > 0;) out.append(buf, n);
+    ::pclose(pipe);
+    CHECK(out == word);
+  }
+}

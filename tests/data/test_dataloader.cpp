@@ -200,7 +200,8 @@ TEST_CASE("the loader rejects bad arguments and foreign data", "[data]") {
   CHECK_THROWS_AS(DataLoader({}, 1, 8, LoaderOrder::sequential, 0), InputError);
   // 99 / 10 = 9 windows < B = 10.
   CHECK_THROWS_WITH(DataLoader(shards, 10, 10, LoaderOrder::sequential, 0),
-                    Catch::Contains("9 windows") && Catch::Contains("B = 10"));
+                    Catch::Contains(shards[0] + " has 100 tokens: 9 windows") && Catch::Contains("B = 10") &&
+                        Catch::Contains("--eval-batches 0"));
   CHECK_THROWS_WITH(DataLoader(shards, 1, 8, LoaderOrder::sequential, 0, 0x999),
                     Catch::Contains(shards[0]) && Catch::Contains("does not match the model's tokenizer"));
   CHECK_THROWS_WITH(EvalIterator(shards, 1, 8, 8, 0x999), Catch::Contains(shards[0]));

@@ -204,6 +204,13 @@ TEST_CASE("bad flags exit with code 2 and say what is wrong", "[cli]") {
       {bare + "--eval-batches -1", "--eval-batches must be >= 0"},
       {"--eval-only --val-data " + dir + "/val.bin --init-from " + dir + "/x.ckpt --seq-len 16 --eval-stride 17",
        "--eval-stride must be in 1..--seq-len = 16"},
+      // The flags only training reads do nothing on --eval-only and --export-hf: refused by name.
+      {"--eval-only --val-data " + dir + "/val.bin --init-from " + dir + "/x.ckpt --eval-batches 3",
+       "--eval-batches has no effect on --eval-only, which scores a checkpoint on --val-data: drop it"},
+      {"--eval-only --val-data " + dir + "/val.bin --init-from " + dir + "/x.ckpt --steps 5 --tokenizer t",
+       "has no effect on --eval-only"},
+      {"--export-hf " + dir + "/hfx --init-from " + dir + "/x.ckpt --lr 0.1",
+       "--lr has no effect on --export-hf, which writes a checkpoint's weights out: drop it"},
       {"--train-data " + dir + "/train.bin --steps 5 --run-dir=", "--run-dir must not be empty"},
       {bare + "--keep-checkpoints 0", "--keep-checkpoints must be >= 1"},
       {bare + "--log-every 0", "--log-every must be >= 1"},
@@ -264,7 +271,9 @@ TEST_CASE("a tiny run, its resume, and --eval-only", "[cli]") {
   Run first = train(base + "--steps 6 --stop-at-step 3");
   INFO(first.output);
   REQUIRE(first.code == 0);
-  CHECK_THAT(first.output, Catch::Contains("step 3/6"));
+  CHECK_THAT(first.output, Catch::Contains("stopped at step 3 of 6 (--stop-at-step), checkpoint in " + run_dir +
+                                               "/checkpoints, metrics in " + run_dir +
+                                               "/metrics.jsonl; continue with: train --resume " + run_dir + "\n"));
   CHECK(std::filesystem::exists(run_dir + "/config.json"));
   CHECK(count_lines(run_dir + "/metrics.jsonl") == 3);
   // No MFU on the CPU: the peak table holds GPUs.
