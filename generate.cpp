@@ -64,8 +64,9 @@ std::string unescape(const std::string& s) {
   return out;
 }
 
-// The prompt from --prompt, --prompt-file or stdin; one trailing newline of a file or stdin
-// is dropped (echo and editors add it).
+// The prompt from --prompt, --prompt-file or stdin. A file's or stdin's CRLF line ends read as LF
+// (as prepare reads text, so as the model saw it), and one trailing newline is dropped (echo and
+// editors add it).
 std::string read_prompt(const cxxopts::ParseResult& args) {
   INPUT_CHECK(!(args.count("prompt") && args.count("prompt-file")), "give --prompt or --prompt-file, not both");
   std::string prompt;
@@ -76,8 +77,12 @@ std::string read_prompt(const cxxopts::ParseResult& args) {
     if (isatty(STDIN_FILENO)) std::fprintf(stderr, "generate: reading the prompt from stdin (end it with Ctrl-D)\n");
     prompt.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
   }
-  if (!prompt.empty() && prompt.back() == '\n') prompt.pop_back();
-  return prompt;
+  std::string lf;
+  lf.reserve(prompt.size());
+  for (size_t i = 0; i < prompt.size(); ++i)
+    if (!(prompt[i] == '\r' && i + 1 < prompt.size() && prompt[i + 1] == '\n')) lf += prompt[i];
+  if (!lf.empty() && lf.back() == '\n') lf.pop_back();
+  return lf;
 }
 
 void print_stats(const char* label, const DecodingStats& s) {

@@ -240,10 +240,18 @@ int cmd_train(int argc, char** argv) {
   double t0 = now_seconds();
   for (const auto& f : args["files"].as<std::vector<std::string>>()) trainer.add_file(f);
   TrainStats stats;
-  Tokenizer tok = trainer.train(nullptr, &stats, [](int done, int wanted) {
-    std::cerr << "\rtrain: " << done << " / " << wanted << " merges" << std::flush;
+  // On a terminal one line redrawn; in a log a line at every tenth of the merges.
+  const bool terminal = isatty(STDERR_FILENO);
+  int logged_tenths = -1;
+  Tokenizer tok = trainer.train(nullptr, &stats, [&](int done, int wanted) {
+    if (terminal) {
+      std::cerr << "\rtrain: " << done << " / " << wanted << " merges" << std::flush;
+    } else if (const int tenths = wanted > 0 ? int(int64_t(done) * 10 / wanted) : 10; tenths > logged_tenths) {
+      logged_tenths = tenths;
+      std::cerr << "train: " << done << " / " << wanted << " merges\n";
+    }
   });
-  std::cerr << "\n";
+  if (terminal) std::cerr << "\n";
   if (tok.vocab_size() < cfg.vocab_size)
     std::cerr << "train: stopped at vocab size " << tok.vocab_size() << " < --vocab-size " << cfg.vocab_size
               << ": no pair left occurs --min-frequency " << cfg.min_frequency << " times\n";

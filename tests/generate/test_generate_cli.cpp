@@ -151,6 +151,14 @@ TEST_CASE("generate writes reproducible text, stats and a throughput line", "[ge
   Run piped = generate_cli("--max-new-tokens 5", true, "from stdin\n");
   CHECK(piped.code == 0);
   CHECK(piped.err.find("throughput: prompt 10 tokens") != std::string::npos);  // trailing newline dropped
+  // A file with CRLF line ends is the prompt with LF ones (bytes here: \r would be a token).
+  write(fixture().dir + "/crlf.txt", "two\r\nlines\r\n");
+  write(fixture().dir + "/lf.txt", "two\nlines\n");
+  Run crlf = generate_cli("--max-new-tokens 5 --greedy --prompt-file " + fixture().dir + "/crlf.txt");
+  Run lf = generate_cli("--max-new-tokens 5 --greedy --prompt-file " + fixture().dir + "/lf.txt");
+  REQUIRE(crlf.code == 0);
+  CHECK(crlf.err.find("throughput: prompt 9 tokens") != std::string::npos);
+  CHECK(crlf.out == lf.out);
 }
 
 TEST_CASE("--num-samples: samples decoded together print as if run one after another", "[generate][cli][batch]") {

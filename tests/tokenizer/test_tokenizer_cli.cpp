@@ -51,6 +51,9 @@ TEST_CASE("tokenizer CLI: train, encode, decode and stats end to end", "[tokeniz
   Result r = cli(dir, "train --out '" + dir + "/tok' --vocab-size 320 '" + dir + "/corpus.txt'");
   INFO(r.err);
   REQUIRE(r.code == 0);
+  // stderr is a file here: progress as whole lines (no carriage returns), the last at all merges.
+  CHECK(r.err.find('\r') == std::string::npos);
+  CHECK_THAT(r.err, Catch::Contains("train: 63 / 63 merges\n"));
   gpt2cc::Tokenizer tok = gpt2cc::Tokenizer::load(dir + "/tok");
   CHECK(tok.vocab_size() == 320);
   CHECK(tok.eot_id() == 0);
