@@ -8,6 +8,7 @@
 #include "core/check.hpp"
 #include "core/checkpoint.hpp"
 #include "core/cli.hpp"
+#include "core/dataloader.hpp"
 #include "core/hf_gpt2.hpp"
 #include "core/trainer.hpp"
 
@@ -168,6 +169,18 @@ TrainConfig resume_config(const TrainConfig& given, int argc, char** argv) {
               "--preset {}: the model shape comes from the checkpoint {} (its run's --preset {}); drop --preset",
               c.preset, path, base.preset);
   if (!parsed.count("run-dir")) c.run_dir = resumed_run_dir(given.resume, path);
+  // The run's data paths are as its first command typed them: from another working directory (or
+  // after a move) they may name nothing, which the error then says, with the flag to give.
+  for (const auto& [flag, value] : {std::pair{"train-data", &c.train_data}, std::pair{"val-data", &c.val_data}}) {
+    if (parsed.count(flag) || value->empty()) continue;
+    try {
+      list_shards(*value);
+    } catch (const InputError& e) {
+      fail_input(format("{}: the resumed run's --{}, as its checkpoint records it (relative paths are the first "
+                        "run's); give --{} PATH{}",
+                        e.what(), flag, flag, std::string(flag) == "val-data" ? ", or --val-data '' for none" : ""));
+    }
+  }
   return c;
 }
 

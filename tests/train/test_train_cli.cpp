@@ -370,6 +370,21 @@ TEST_CASE("a tiny run, its resume, and --eval-only", "[cli]") {
     REQUIRE(resumed.code == 0);
     CHECK(load_checkpoint(run_dir + "/checkpoints/step_00000004.ckpt").tokenizer_dir == dir + "/tok");
     CHECK_FALSE(fs::exists(elsewhere + "/tok"));
+    // The data paths stay as typed: relative ones name nothing from elsewhere, which is said, with
+    // the flag to give.
+    const std::string relative = "cd " + dir + " && " + train_binary() +
+                                 " --layers 2 --heads 2 --channels 16 --max-seq-len 32 --batch-size 4 --seq-len 16 "
+                                 "--threads 1 --train-data train.bin --val-data val.bin --eval-every 2 --steps 2 --run-dir rel_run";
+    REQUIRE(launch(relative).code == 0);
+    const std::string away = "cd " + elsewhere + " && " + train_binary() + " --resume " + dir + "/rel_run --steps 3";
+    Run lost = launch(away);
+    CHECK(lost.code == 2);
+    CHECK_THAT(lost.output, Catch::Contains("no shards found at train.bin") &&
+                                Catch::Contains("the resumed run's --train-data, as its checkpoint records it "
+                                                "(relative paths are the first run's); give --train-data PATH"));
+    Run found = launch(away + " --train-data " + dir + "/train.bin --val-data ''");
+    INFO(found.output);
+    CHECK(found.code == 0);
   }
   SECTION("a damaged newest checkpoint names the run's previous one to continue from") {
     Run more = train("--resume " + run_dir + " --steps 5 --stop-at-step 4 --checkpoint-every 1");
