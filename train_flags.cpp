@@ -85,7 +85,9 @@ cxxopts::Options make_train_options(TrainConfig& c) {
   add("eval", "eval-stride", "eval-only window stride (0: --seq-len, non-overlapping)", c.eval_stride);
   add("output", "run-dir", "run directory: config.json, metrics.jsonl, checkpoints/", c.run_dir);
   add("output", "checkpoint-every", "checkpoint every N steps (0: only at the end)", c.checkpoint_every);
-  add("output", "keep-checkpoints", "newest step checkpoints to keep", c.keep_checkpoints);
+  add("output", "keep-checkpoints",
+      "newest step checkpoints to keep (and, beyond them, the newest whose weights gave a finite loss)",
+      c.keep_checkpoints);
   add("output", "log-every", "progress line every N steps when stdout is not a terminal", c.log_every);
   add("output", "max-bad-steps", "stop after this many non-finite steps in a row", c.max_bad_steps);
   add("output", "tokenizer",
