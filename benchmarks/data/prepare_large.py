@@ -75,11 +75,13 @@ def read_header(path):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--prepare", required=True)
-    ap.add_argument("--tokenizer", default=None, help="GPT-2 tokenizer directory (default: see above)")
-    ap.add_argument("--size-mb", type=int, default=400)
-    ap.add_argument("--max-rss-mb", type=int, default=400)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--prepare", required=True, help="the prepare program to run (e.g. build/prepare)")
+    ap.add_argument("--tokenizer", default=None,
+                    help="GPT-2 tokenizer directory (default: $GPT2CC_DATA_DIR/gpt2, else ../shared/data/gpt2)")
+    ap.add_argument("--size-mb", type=int, default=400, help="input size in MB, half in each file (default 400)")
+    ap.add_argument("--max-rss-mb", type=int, default=400,
+                    help="prepare's peak resident memory must stay below this (default 400)")
     ap.add_argument("--workdir", default=None, help="default: a fresh temporary directory, removed afterwards")
     args = ap.parse_args()
     if args.tokenizer is None:
