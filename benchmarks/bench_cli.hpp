@@ -3,12 +3,14 @@
 // (exit 2) rather than after the run, and comma-separated lists of whole numbers read strictly
 // ("4,,16" and "4x" are refused, where std::stoi took "4x" as 4 and threw a bare "stoi" on "").
 // The write itself, at the end, is write_file_atomic's (core/atomic_file.hpp): a failure there
-// (disk full) is exit 1 naming the file.
+// (disk full) is exit 1 naming the file. And the one median every benchmark reports.
 #pragma once
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <charconv>
+#include <limits>
 #include <filesystem>
 #include <string>
 #include <string_view>
@@ -18,6 +20,16 @@
 #include "core/check.hpp"
 
 namespace gpt2cc::bench {
+
+// The median of a benchmark's samples: the middle one, or the mean of the two middle ones when
+// there is an even number of them (the upper one alone would be the maximum of two). None: NaN.
+template <class T>
+double median(std::vector<T> values) {
+  const size_t n = values.size();
+  if (n == 0) return std::numeric_limits<double>::quiet_NaN();
+  std::sort(values.begin(), values.end());
+  return n % 2 ? double(values[n / 2]) : 0.5 * (double(values[n / 2 - 1]) + double(values[n / 2]));
+}
 
 // FILE is not a directory and can be created or replaced: where write_file_atomic writes (through
 // a link to the file behind it) the directory exists and is writable, or the device or FIFO

@@ -9,6 +9,8 @@
 // (ENSURE rather than CHECK: Catch2, which every test includes, owns the name CHECK.)
 #pragma once
 
+#include <algorithm>
+#include <cctype>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -53,6 +55,19 @@ std::string format(std::string_view fmt, const Args&... args) {
   std::ostringstream os;
   detail::format_into(os, fmt, args...);
   return os.str();
+}
+
+// `word` as a POSIX shell reads it back: bare when it holds only characters no shell treats
+// specially, else in single quotes (a ' inside as '\''). For commands a program suggests.
+inline std::string shell_quote(const std::string& word) {
+  const auto plain = [](char ch) {
+    return std::isalnum(static_cast<unsigned char>(ch)) || std::string_view("_./-+:=,@%").find(ch) != std::string_view::npos;
+  };
+  const bool bare = !word.empty() && std::all_of(word.begin(), word.end(), plain);
+  if (bare) return word;
+  std::string quoted = "'";
+  for (char ch : word) quoted += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
+  return quoted + "'";
 }
 
 [[noreturn]] inline void fail_check(const char* file, int line, const char* expr, const std::string& message) {

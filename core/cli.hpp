@@ -10,7 +10,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cctype>
 #include <charconv>
 #include <cstdio>
 #include <cstdlib>
@@ -140,18 +139,6 @@ inline constexpr const char* kEnvironmentHelp = R"( environment:
   OMP_NUM_THREADS                CPU threads when --threads is 0 (one process: under mpiexec
                                  the ranks on a machine share its cores)
 )";
-
-// `word` as a POSIX shell reads it back: bare when it holds only characters no shell treats
-// specially, else in single quotes (a ' inside as '\''). For commands a program suggests.
-inline std::string shell_quote(const std::string& word) {
-  const bool bare = !word.empty() && std::all_of(word.begin(), word.end(), [](char ch) {
-    return std::isalnum(static_cast<unsigned char>(ch)) || std::string_view("_./-+:=,@%").find(ch) != std::string_view::npos;
-  });
-  if (bare) return word;
-  std::string quoted = "'";
-  for (char ch : word) quoted += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
-  return quoted + "'";
-}
 
 // One line to stderr in one write, so that the lines of several ranks of one job never interleave.
 inline void print_error_line(const std::string& line) { std::cerr << (line + "\n") << std::flush; }

@@ -478,14 +478,23 @@ StopReason Trainer::run() {
       if (s.bad_streak >= c.max_bad_steps) {
         if (root) metrics->write(record);
         const std::optional<fs::path> finite = s.newest_finite_checkpoint();
+        std::string where = format("no checkpoint was written up to step {}, the last whose weights gave a finite "
+                                   "loss. Try a lower --lr or a --grad-clip",
+                                   s.finite_step);
+        if (finite) {
+          // A resume of it is refused while newer checkpoints of the run are there (two histories).
+          const auto all = step_checkpoints(s.checkpoint_dir());
+          const size_t newer = size_t(all.end() - std::find(all.begin(), all.end(), *finite)) - 1;
+          where = format("the last checkpoint whose weights gave a finite loss is {}; to continue from it, {}run "
+                         "train --resume {} with a lower --lr or a --grad-clip",
+                         finite->string(),
+                         newer ? format("move the {} newer one(s) out of {}, then ", newer, s.checkpoint_dir().string())
+                               : std::string(),
+                         shell_quote(finite->string()));
+        }
         throw Error(format("stopping: {} consecutive steps had a non-finite loss or gradient norm (the last at step "
-                           "{}); {}. Try a lower --lr or a --grad-clip",
-                           s.bad_streak, r.step,
-                           finite ? format("the last checkpoint whose weights gave a finite loss is {}",
-                                           finite->string())
-                                  : format("no checkpoint was written up to step {}, the last whose weights gave a "
-                                           "finite loss",
-                                           s.finite_step)));
+                           "{}); {}",
+                           s.bad_streak, r.step, where));
       }
     }
     if (has_validation() && ((c.eval_every && r.step % c.eval_every == 0) || r.step == s.total_steps)) {

@@ -65,8 +65,11 @@ int run(int argc, char** argv) {
   if (args.count("separator")) config.format.separator = args["separator"].as<std::string>();
   config.format.field = args["field"].as<std::string>();
   config.format.replace_invalid_utf8 = switch_on(args, "replace-invalid-utf8");
-  INPUT_CHECK(config.format.separator.empty() || config.format.format == data::Format::text,
+  INPUT_CHECK(!args.count("separator") || config.format.format == data::Format::text,
               "--separator applies only to --format text");
+  INPUT_CHECK(!args.count("separator") || !config.format.separator.empty(),
+              "--separator is empty: give the line that separates documents (e.g. '%%'), or leave it out for one "
+              "document per file");
   INPUT_CHECK(!args.count("field") || config.format.format == data::Format::jsonl,
               "--field applies only to --format jsonl");
   INPUT_CHECK(!config.format.field.empty(), "--field must not be empty");

@@ -37,9 +37,11 @@ usage_error() {
   exit 2
 }
 # Fails naming the flag $1 unless $2 is a whole number from $3 to 2^31 - 1 (train's int flags).
+# check_whole_number FLAG VALUE MIN [MAX [WHY]]: VALUE a whole number in MIN..MAX (default 2^31 - 1).
 check_whole_number() {
-  if ! [[ "$2" =~ ^0*[0-9]{1,10}$ ]] || ((10#$2 < $3 || 10#$2 > 2147483647)); then
-    usage_error "$1 must be a whole number from $3 to 2147483647, got '$2'"
+  local max=${4:-2147483647}
+  if ! [[ "$2" =~ ^0*[0-9]{1,10}$ ]] || ((10#$2 < $3 || 10#$2 > max)); then
+    usage_error "$1 must be a whole number from $3 to $max${5:+ ($5)}, got '$2'"
   fi
 }
 
@@ -63,12 +65,8 @@ while (($#)); do
       [[ "$2" =~ ^[A-Za-z0-9_.-]+$ ]] || usage_error "--preset must be a preset name such as d4, got '$2'"
       preset="$2" ;;
     --batch-size) check_whole_number "$1" "$2" 1; batch=$((10#$2)) ;;
-    --seq-len)
-      check_whole_number "$1" "$2" 1; seq=$((10#$2))
-      ((seq <= 1024)) || usage_error "--seq-len must be at most 1024 (the presets' positions), got $seq" ;;
-    --threads)
-      check_whole_number "$1" "$2" 0; threads=$((10#$2))
-      ((threads <= 1024)) || usage_error "--threads must be from 0 to 1024, got $threads" ;;
+    --seq-len) check_whole_number "$1" "$2" 1 1024 "the presets' positions"; seq=$((10#$2)) ;;
+    --threads) check_whole_number "$1" "$2" 0 1024 "0: \$OMP_NUM_THREADS, else all cores"; threads=$((10#$2)) ;;
   esac
   shift 2
 done

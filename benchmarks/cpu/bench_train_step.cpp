@@ -122,7 +122,7 @@ json run_config(const BenchConfig& bc, int threads, int warmup, int steps) {
          losses.back());
 
   std::sort(ms.begin(), ms.end());
-  const double median_ms = ms[ms.size() / 2];
+  const double median_ms = bench::median(ms);
   const double fpt = flops_per_token(config, bc.T);
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);

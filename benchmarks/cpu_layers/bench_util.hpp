@@ -13,6 +13,8 @@
 #include <cstring>
 #include <vector>
 
+#include "benchmarks/bench_cli.hpp"
+
 namespace gpt2cc::bench {
 
 inline double cpu_seconds() {
@@ -41,9 +43,7 @@ Timing time_median(F&& f, int reps, Before&& before) {
     wall.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     cpu.push_back(cpu_seconds() - c0);
   }
-  std::sort(wall.begin(), wall.end());
-  std::sort(cpu.begin(), cpu.end());
-  return {wall[reps / 2], cpu[reps / 2]};
+  return {median(wall), median(cpu)};
 }
 
 template <class F>

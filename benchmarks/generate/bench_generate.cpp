@@ -96,10 +96,7 @@ SamplesTiming time_samples(GPT2& model, const std::vector<int>& prompt, int new_
   return t;
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
+using bench::median;
 
 // Tokens of the validation run (validate) and of the warm-up before the timed runs.
 constexpr int kCheckSteps = 4;

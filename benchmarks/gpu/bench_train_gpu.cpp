@@ -218,11 +218,7 @@ int largest_batch(const ModelConfig& config, Backend& backend, const Options& o)
   }
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
+using bench::median;
 
 std::string gib(size_t bytes) { return format("{} GiB", std::round(double(bytes) / double(1ull << 30) * 100) / 100); }
 

@@ -14,6 +14,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "benchmarks/bench_cli.hpp"
 #include "kernels/cuda_check.cuh"
 
 namespace gpt2cc::bench {
@@ -140,8 +141,7 @@ class Timer {
       CUDA_CHECK(cudaEventElapsedTime(&elapsed, start_, stop_));
       ms.push_back(elapsed);
     }
-    std::nth_element(ms.begin(), ms.begin() + ms.size() / 2, ms.end());
-    return ms[ms.size() / 2];
+    return float(bench::median(ms));
   }
 
  private:

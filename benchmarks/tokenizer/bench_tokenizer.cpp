@@ -15,6 +15,7 @@
 #include <iostream>
 #include <sstream>
 
+#include "benchmarks/bench_cli.hpp"
 #include "core/check.hpp"
 #include "core/cli.hpp"
 #include "tokenizer/pretokenizer.hpp"
@@ -42,8 +43,7 @@ double median_seconds(int reps, F&& f) {
     f();
     t.push_back(now() - t0);
   }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
+  return bench::median(t);
 }
 
 int run(int argc, char** argv) {

@@ -5,12 +5,14 @@
 // for a setup that failed on some ranks (agree_on_failure, run under MPI in test_data_parallel).
 #include <catch2/catch.hpp>
 
+#include <cmath>
 #include <iostream>
 #include <new>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "benchmarks/bench_cli.hpp"
 #include "core/check.hpp"
 #include "core/cli.hpp"
 #include "core/distributed.hpp"
@@ -189,4 +191,12 @@ TEST_CASE("shell_quote: a path as a suggested command must hold it, read back by
     ::pclose(pipe);
     CHECK(out == word);
   }
+}
+
+TEST_CASE("bench::median: the middle sample, or the mean of the two middle ones", "[cli]") {
+  CHECK(bench::median(std::vector<double>{3, 1, 2}) == 2);
+  CHECK(bench::median(std::vector<double>{60.7, 62.3}) == Approx(61.5));  // not the maximum of two
+  CHECK(bench::median(std::vector<float>{4, 1, 3, 2}) == 2.5);
+  CHECK(bench::median(std::vector<double>{7}) == 7);
+  CHECK(std::isnan(bench::median(std::vector<double>{})));
 }

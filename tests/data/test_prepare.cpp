@@ -454,6 +454,8 @@ TEST_CASE("prepare rejects bad flags and inputs with exit code 2", "[data]") {
       {"--format text --bogus " + base, "bogus"},
       {"--format text --field x " + base, "--field applies only"},
       {"--format jsonl --separator x " + base, "--separator applies only"},
+      {"--format jsonl --separator '' " + base, "--separator applies only"},
+      {"--format text --separator '' " + base, "--separator is empty: give the line that separates documents"},
       {"--format tinystories --story-boundary para " + base, "--story-boundary must be"},
       {"--format text --story-boundary line " + base, "--story-boundary applies only to --format tinystories"},
       {"--format jsonl --field= " + base, "--field must not be empty"},

@@ -130,8 +130,9 @@ expect_usage_error "unknown argument '--bogus'" --bogus
 expect_usage_error "--threads needs a value" --threads
 expect_usage_error "--batch-size must be a whole number from 1" --batch-size 0
 expect_usage_error "--seq-len must be a whole number from 1" --seq-len x
-expect_usage_error "--seq-len must be at most 1024" --seq-len 5000
-expect_usage_error "--threads must be from 0 to 1024, got 5000" --threads 5000
+expect_usage_error "--seq-len must be a whole number from 1 to 1024 (the presets' positions), got '5000'" --seq-len 5000
+expect_usage_error "--threads must be a whole number from 0 to 1024" --threads 5000
+expect_usage_error "--threads must be a whole number from 0 to 1024 (0: \$OMP_NUM_THREADS" --threads -1
 DEMO_DATA="$WORK/no_such_data" expect_usage_error "GPT2CC_DATA_DIR=$WORK/no_such_data is not a directory" --steps 2
 if ! nvidia-smi -L >/dev/null 2>&1; then
   expect_usage_error "--device cuda needs an NVIDIA GPU" --device cuda
