@@ -92,6 +92,31 @@ std::function<std::string(GPT2&, uint64_t)> make_sampler(const TrainConfig& c,
   };
 }
 
+// Every rank of a data-parallel run must train with the same settings (mpiexec starts the same
+// command, but an MPMD launch `-n 1 train A : -n 1 train B` need not): a rank with another --lr
+// would update its share of the weights differently, one with another --steps would wait forever
+// in a collective the others never reach. The root compares each rank's settings with its own
+// (where each rank runs, --threads and --cuda-device, may differ) and names the first difference.
+template <class Agreed>
+void check_same_settings(ProcessGroup& group, const TrainConfig& config, Agreed&& agreed) {
+  nlohmann::json mine = config;
+  for (const char* local : {"threads", "cuda_device"}) mine.erase(local);
+  const std::vector<std::string> all = group.gather_strings(mine.dump());  // the root's: every rank's
+  agreed([&] {
+    for (size_t rank = 1; rank < all.size(); ++rank) {
+      if (all[rank] == all[0]) continue;
+      const nlohmann::json theirs = nlohmann::json::parse(all[rank]);
+      for (const auto& [key, value] : mine.items()) {
+        const nlohmann::json other = theirs.contains(key) ? theirs[key] : nlohmann::json(nullptr);
+        INPUT_CHECK(other == value,
+                    "rank {} trains with {} = {}, rank 0 with {}: start every rank with the same flags (only "
+                    "--threads and --cuda-device may differ)",
+                    rank, key, other.dump(), value.dump());
+      }
+    }
+  });
+}
+
 constexpr const char* kMemoryHint =
     "less memory: a smaller --batch-size (--total-batch keeps the tokens per step, by accumulation), a shorter "
     "--seq-len, --recompute-gelu, --dtype bf16 (cuda), --zero-stage 1 with several ranks, or a smaller model";
@@ -160,6 +185,8 @@ int run(int argc, char** argv, ProcessGroup& group) {
     if (group.is_root()) run_lock.emplace(config.run_dir);
     trainer_ptr = std::make_unique<Trainer>(config, *backend, collectives.get());
   });
+  // After each rank's own setup errors (missing data, say), which name the rank.
+  if (data_parallel) check_same_settings(group, config, agreed);
   if (run_lock) run_lock->keep();
   Trainer& trainer = *trainer_ptr;
   // A Ctrl-C stops the run after the current step, with a checkpoint (core/signal_cleanup.hpp); on

@@ -797,6 +797,23 @@ TEST_CASE("mpiexec -n 2 train: data parallel on the cpu", "[cli][distributed]") 
     if (!std::isnan(b[i].second)) CHECK(a[i].second == Approx(b[i].second).epsilon(1e-6));
   }
 
+  // Ranks started with other settings (an MPMD launch) are refused before the first step, naming
+  // the difference: another --lr would train a mixed model, another --steps hang at the end.
+  for (const auto& [flag, named] : {std::pair{"--lr 0.01", "rank 1 trains with lr = 0.01, rank 0 with 0.0006"},
+                                   std::pair{"--steps 6", "rank 1 trains with steps = 6, rank 0 with 4"}}) {
+    const std::string one = train_binary() + " " + common + "--run-dir " + dir + "/mixed ";
+    Run mixed = launch("timeout -k 5 120 " + std::string(GPT2CC_MPIEXEC) + " -n 1 " + one + " : -n 1 " + one + flag);
+    INFO(mixed.output);
+    CHECK(mixed.code == 2);
+    CHECK_THAT(mixed.output, Catch::Contains(named) && Catch::Contains("start every rank with the same flags"));
+    CHECK_FALSE(std::filesystem::exists(dir + "/mixed/checkpoints"));
+  }
+  // Where each rank runs may differ.
+  Run threads = launch(std::string(GPT2CC_MPIEXEC) + " -n 1 " + train_binary() + " " + common + "--run-dir " + dir +
+                       "/threads : -n 1 " + train_binary() + " " + common + "--threads 2 --run-dir " + dir + "/threads");
+  INFO(threads.output);
+  CHECK(threads.code == 0);
+
   // Two ranks stop at step 2; one process continues (2 accumulation steps) as the two would have.
   Run first = launch(mpiexec + common + "--stop-at-step 2 --run-dir " + dir + "/handover");
   REQUIRE(first.code == 0);
