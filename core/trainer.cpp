@@ -293,8 +293,11 @@ std::string Trainer::summary() const {
   out += format("train data: {} tokens in {} shard(s), {} windows of {}+1 tokens per epoch\n",
                 s.train_loader->num_tokens(), s.train_shards.size(), s.train_loader->windows_per_epoch(), c.seq_len);
   if (!s.val_shards.empty()) {
+    const std::string fewer = s.eval_batches < c.eval_batches
+                                  ? format(" (all the split holds of the {} --eval-batches asked)", c.eval_batches)
+                                  : std::string();
     out += format("validation: {} every {} steps and at the end\n",
-                  s.eval_batches > 0 ? format("{} batches", s.eval_batches) : std::string("the whole split"),
+                  s.eval_batches > 0 ? format("{} batches{}", s.eval_batches, fewer) : std::string("the whole split"),
                   c.eval_every);
   }
   out += format("batch: B={} x T={} = {} tokens per micro-batch, {} accumulation step(s) -> {} tokens per step\n",

@@ -469,6 +469,10 @@ TEST_CASE("run length from steps, epochs or tokens; validation over fixed batche
   CHECK(a.tokens == 3 * 4 * 16);
   CHECK(b.tokens == a.tokens);
   CHECK(b.loss != a.loss);  // same batches, updated model
-  c.eval_batches = 1000;  // more than the split holds: capped at 255 / 4 = 63 batches
-  CHECK(Trainer(c, *backend).evaluate().tokens == 63 * 4 * 16);
+  c.eval_batches = 1000;  // more than the split holds: capped at 255 / 4 = 63 batches, and said
+  Trainer capped(c, *backend);
+  CHECK(capped.evaluate().tokens == 63 * 4 * 16);
+  CHECK_THAT(capped.summary(), Catch::Contains("validation: 63 batches (all the split holds of the 1000 "
+                                               "--eval-batches asked)"));
+  CHECK_THAT(fixed.summary(), Catch::Contains("validation: 3 batches every") && !Catch::Contains("asked"));
 }
