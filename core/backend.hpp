@@ -256,7 +256,8 @@ std::vector<float> download_as_float(Backend& backend, ConstTensorPtr src, size_
 // of thousands of threads, or crashes trying, and no machine these programs run on has more cores.
 inline constexpr int kMaxThreads = 1024;
 // InputError unless `threads` is from `least` to kMaxThreads, naming it as `what`: every program's
-// --threads check ("--threads must be from 0 to 1024 (0: OMP_NUM_THREADS, else all cores), got 5000").
+// --threads check ("--threads must be from 0 to 1024 (0: OMP_NUM_THREADS, else all cores), got
+// 5000").
 void check_thread_count(int threads, const char* what = "--threads", int least = 0);
 
 // Backend factories. make_cpu_backend is fp32 only and rejects bf16 with an InputError;

@@ -61,7 +61,8 @@ std::string format(std::string_view fmt, const Args&... args) {
 // specially, else in single quotes (a ' inside as '\''). For commands a program suggests.
 inline std::string shell_quote(const std::string& word) {
   const auto plain = [](char ch) {
-    return std::isalnum(static_cast<unsigned char>(ch)) || std::string_view("_./-+:=,@%").find(ch) != std::string_view::npos;
+    return std::isalnum(static_cast<unsigned char>(ch)) ||
+           std::string_view("_./-+:=,@%").find(ch) != std::string_view::npos;
   };
   const bool bare = !word.empty() && std::all_of(word.begin(), word.end(), plain);
   if (bare) return word;

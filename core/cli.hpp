@@ -193,7 +193,7 @@ inline void flush_standard_output() {
 }
 
 // Runs a program's `run(argc, argv)`: its exceptions become one error line each and an exit code
-// (describe_failure), and a run that returns 0 must have written its stdout (flush_standard_output).
+// (describe_failure); a run that returns 0 must have written its stdout (flush_standard_output).
 template <class Run>
 int run_cli(const char* program, int argc, char** argv, Run&& run, const char* memory_hint = nullptr) {
   const std::string name = program;                            // e.g. "train (rank 1 of 4)"

@@ -517,7 +517,8 @@ StopReason Trainer::run() {
       progress->message(format("--- sample at step {} ---\n{}\n---", r.step, text));
       std::ofstream samples(dir / "samples.txt", std::ios::app);
       samples << format("=== step {} ===\n{}\n", r.step, text) << std::flush;
-      if (!samples) throw Error(format("cannot append the sample of step {} to {}", r.step, (dir / "samples.txt").string()));
+      if (!samples)
+        throw Error(format("cannot append the sample of step {} to {}", r.step, (dir / "samples.txt").string()));
     }
     // Not after a skipped step: its weights are the ones that failed (the run's end saves anyway).
     if (!r.skipped && ((c.checkpoint_every && r.step % c.checkpoint_every == 0) || r.step == s.total_steps)) save();

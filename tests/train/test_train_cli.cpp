@@ -374,7 +374,8 @@ TEST_CASE("a tiny run, its resume, and --eval-only", "[cli]") {
     // the flag to give.
     const std::string relative = "cd " + dir + " && " + train_binary() +
                                  " --layers 2 --heads 2 --channels 16 --max-seq-len 32 --batch-size 4 --seq-len 16 "
-                                 "--threads 1 --train-data train.bin --val-data val.bin --eval-every 2 --steps 2 --run-dir rel_run";
+                                 "--threads 1 --train-data train.bin --val-data val.bin --eval-every 2 --steps 2 "
+                                 "--run-dir rel_run";
     REQUIRE(launch(relative).code == 0);
     const std::string away = "cd " + elsewhere + " && " + train_binary() + " --resume " + dir + "/rel_run --steps 3";
     Run lost = launch(away);
@@ -809,8 +810,8 @@ TEST_CASE("mpiexec -n 2 train: data parallel on the cpu", "[cli][distributed]") 
     CHECK_FALSE(std::filesystem::exists(dir + "/mixed/checkpoints"));
   }
   // Where each rank runs may differ.
-  Run threads = launch(std::string(GPT2CC_MPIEXEC) + " -n 1 " + train_binary() + " " + common + "--run-dir " + dir +
-                       "/threads : -n 1 " + train_binary() + " " + common + "--threads 2 --run-dir " + dir + "/threads");
+  const std::string own = train_binary() + " " + common + "--run-dir " + dir + "/threads";
+  Run threads = launch(std::string(GPT2CC_MPIEXEC) + " -n 1 " + own + " : -n 1 " + own + " --threads 2");
   INFO(threads.output);
   CHECK(threads.code == 0);
 

@@ -253,12 +253,12 @@ TEST_CASE("a non-finite gradient skips the update; too many in a row stop the ru
     c.keep_checkpoints = 1;
     Trainer t(c, *backend);
     t.dloss_factor_hook = [](uint64_t step, int) { return step >= 4 ? std::numeric_limits<float>::quiet_NaN() : 1.0f; };
+    const fs::path folder = fs::path(c.run_dir) / "checkpoints";
     CHECK_THROWS_WITH(t.run(), Catch::Contains("3 consecutive steps") &&
                                    Catch::Contains("the last checkpoint whose weights gave a finite loss is " +
-                                                   (fs::path(c.run_dir) / "checkpoints" / "step_00000003.ckpt").string() +
+                                                   (folder / "step_00000003.ckpt").string() +
                                                    "; to continue from it, move the 1 newer one(s) out of " +
-                                                   (fs::path(c.run_dir) / "checkpoints").string() +
-                                                   ", then run train --resume "));
+                                                   folder.string() + ", then run train --resume "));
     std::vector<std::string> kept;
     for (const fs::path& p : step_checkpoints(fs::path(c.run_dir) / "checkpoints")) kept.push_back(p.filename());
     CHECK(kept == std::vector<std::string>{"step_00000003.ckpt", "step_00000004.ckpt"});
