@@ -59,6 +59,11 @@ fs::path weights_path(const std::string& path) {
   return fs::is_directory(path) ? fs::path(path) / kWeightsFile : fs::path(path);
 }
 
+// The directory the weights file is in (config.json and any tokenizer beside it).
+fs::path weights_dir(const fs::path& weights) {
+  return weights.parent_path().empty() ? fs::path(".") : weights.parent_path();
+}
+
 nlohmann::json read_config(const fs::path& file) {
   std::ifstream in(file, std::ios::binary);
   INPUT_CHECK(in.good(), "cannot open {} (the Hugging Face model's config, beside {}): {}", file.string(),
@@ -187,14 +192,13 @@ void refuse_incomplete_hf_gpt2(const std::string& dir) {
 }
 
 std::string hf_gpt2_tokenizer_dir(const std::string& path) {
-  const fs::path weights = weights_path(path);
-  const fs::path dir = weights.parent_path().empty() ? fs::path(".") : weights.parent_path();
+  const fs::path dir = weights_dir(weights_path(path));
   return holds_tokenizer(dir) ? fs::absolute(dir).lexically_normal().string() : std::string();
 }
 
 Checkpoint load_hf_gpt2(const std::string& path) {
   const fs::path weights = weights_path(path);
-  const fs::path dir = weights.parent_path().empty() ? fs::path(".") : weights.parent_path();
+  const fs::path dir = weights_dir(weights);
   std::error_code ec;
   INPUT_CHECK(fs::exists(weights, ec) || !fs::exists(dir / kShardIndex, ec),
               "{} holds Hugging Face weights in shards ({}); gpt2cc reads one {}: save them with a larger "

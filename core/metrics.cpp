@@ -17,18 +17,25 @@
 namespace gpt2cc {
 
 namespace {
-// Keeps the lines of `path` whose "step" <= last_step (a torn last line is dropped), atomically.
-void truncate_after_step(const std::string& path, int64_t last_step) {
-  std::ifstream in(path);
+// Rewrites `path` with the lines keep(line) accepts, in order, atomically (a failed write, a full
+// disk, names the file and leaves it as it was). Nothing when it cannot be read.
+template <class Keep>
+void keep_lines(const std::string& path, Keep&& keep) {
+  std::ifstream in(path, std::ios::binary);
   if (!in) return;
   std::string kept, line;
-  while (std::getline(in, line)) {
-    auto record = nlohmann::json::parse(line, nullptr, false);
-    if (record.is_discarded() || !record.contains("step")) continue;
-    if (record["step"].get<int64_t>() <= last_step) kept += line + "\n";
-  }
+  while (std::getline(in, line))
+    if (keep(line)) kept += line + "\n";
   in.close();
-  write_file_atomic(path, kept);  // a failed write (disk full) names the file and leaves it as it was
+  write_file_atomic(path, kept);
+}
+
+// Keeps the lines of `path` whose "step" <= last_step (a torn last line is dropped).
+void truncate_after_step(const std::string& path, int64_t last_step) {
+  keep_lines(path, [&](const std::string& line) {
+    auto record = nlohmann::json::parse(line, nullptr, false);
+    return !record.is_discarded() && record.contains("step") && record["step"].get<int64_t>() <= last_step;
+  });
 }
 }  // namespace
 
@@ -39,16 +46,12 @@ void keep_samples_through_step(const std::string& path, int64_t last_step) {
     std::filesystem::remove(path, ec);
     return;
   }
-  std::ifstream in(path, std::ios::binary);
-  std::string kept, line;
-  bool keeping = true;
-  while (std::getline(in, line)) {
+  bool keeping = true;  // a section's lines go with its "=== step N ===" line
+  keep_lines(path, [&](const std::string& line) {
     unsigned long long step = 0;
     if (std::sscanf(line.c_str(), "=== step %llu ===", &step) == 1) keeping = int64_t(step) <= last_step;
-    if (keeping) kept += line + "\n";
-  }
-  in.close();
-  write_file_atomic(path, kept);
+    return keeping;
+  });
 }
 
 MetricsLog::MetricsLog(const std::string& path, int64_t keep_through_step) : path_(path) {

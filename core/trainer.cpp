@@ -91,10 +91,11 @@ struct Trainer::Impl {
   }
   void find_mfu_peak();
   fs::path checkpoint_dir() const { return fs::path(cfg.run_dir) / "checkpoints"; }
-  std::optional<fs::path> newest_finite_checkpoint() const {
-    const auto all = step_checkpoints(checkpoint_dir());
-    for (auto it = all.rbegin(); it != all.rend(); ++it)
-      if (*checkpoint_step_of(*it) <= finite_step) return *it;
+  // The newest of the run's step checkpoints `all` (step_checkpoints, oldest first) at or before
+  // finite_step: its position in `all`, or none.
+  std::optional<size_t> newest_finite_checkpoint(const std::vector<fs::path>& all) const {
+    for (size_t i = all.size(); i-- > 0;)
+      if (*checkpoint_step_of(all[i]) <= finite_step) return i;
     return std::nullopt;
   }
   void setup();
@@ -419,9 +420,9 @@ std::string Trainer::save() {
     // Older ones go only after the new one is safely in place, but for the newest whose weights
     // gave a finite loss (beyond --keep-checkpoints while the newer ones may have diverged).
     const auto all = step_checkpoints(s.checkpoint_dir());
-    const std::optional<fs::path> finite = s.newest_finite_checkpoint();
+    const std::optional<size_t> finite = s.newest_finite_checkpoint(all);
     for (size_t i = 0; i + size_t(s.cfg.keep_checkpoints) < all.size(); ++i)
-      if (all[i] != finite) fs::remove(all[i]);
+      if (i != finite) fs::remove(all[i]);
   }
   s.group->barrier();  // on every rank, save() returns with the checkpoint on disk
   return path.string();
@@ -480,20 +481,21 @@ StopReason Trainer::run() {
       }
       if (s.bad_streak >= c.max_bad_steps) {
         if (root) metrics->write(record);
-        const std::optional<fs::path> finite = s.newest_finite_checkpoint();
+        const auto all = step_checkpoints(s.checkpoint_dir());
+        const std::optional<size_t> finite = s.newest_finite_checkpoint(all);
         std::string where = format("no checkpoint was written up to step {}, the last whose weights gave a finite "
                                    "loss. Try a lower --lr or a --grad-clip",
                                    s.finite_step);
         if (finite) {
           // A resume of it is refused while newer checkpoints of the run are there (two histories).
-          const auto all = step_checkpoints(s.checkpoint_dir());
-          const size_t newer = size_t(all.end() - std::find(all.begin(), all.end(), *finite)) - 1;
+          const size_t newer = all.size() - *finite - 1;
+          const std::string path = all[*finite].string();
           where = format("the last checkpoint whose weights gave a finite loss is {}; to continue from it, {}run "
                          "train --resume {} with a lower --lr or a --grad-clip",
-                         finite->string(),
+                         path,
                          newer ? format("move the {} newer one(s) out of {}, then ", newer, s.checkpoint_dir().string())
                                : std::string(),
-                         shell_quote(finite->string()));
+                         shell_quote(path));
         }
         throw Error(format("stopping: {} consecutive steps had a non-finite loss or gradient norm (the last at step "
                            "{}); {}",
