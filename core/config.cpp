@@ -1,6 +1,7 @@
 // ModelConfig presets, validation and JSON.
 #include "core/config.hpp"
 
+#include <charconv>
 #include <map>
 #include <nlohmann/json.hpp>
 
@@ -80,7 +81,15 @@ std::string describe(const ModelConfig& c) {
 void to_json(nlohmann::json& j, const ModelConfig& c) {
   j = nlohmann::json{{"max_seq_len", c.max_seq_len}, {"vocab_size", c.vocab_size},
                      {"padded_vocab_size", c.padded_vocab_size}, {"num_layers", c.num_layers},
-                     {"num_heads", c.num_heads}, {"channels", c.channels}, {"dropout", c.dropout}};
+                     {"num_heads", c.num_heads}, {"channels", c.channels}, {"dropout", shortest_double(c.dropout)}};
+}
+
+double shortest_double(float x) {
+  char text[32];
+  const char* end = std::to_chars(text, text + sizeof(text), x).ptr;
+  double value = x;
+  std::from_chars(text, end, value);
+  return value;
 }
 
 void from_json(const nlohmann::json& j, ModelConfig& c) {

@@ -21,9 +21,17 @@ namespace gpt2cc {
    X(eval_batches) X(eval_only) X(eval_stride) X(run_dir) X(checkpoint_every) X(keep_checkpoints) \
    X(log_every) X(max_bad_steps) X(tokenizer_dir) X(sample_every) X(sample_tokens) X(export_hf)
 
+namespace {
+template <class T>
+const T& json_value(const T& value) {
+  return value;
+}
+double json_value(float value) { return shortest_double(value); }
+}  // namespace
+
 void to_json(nlohmann::json& j, const TrainConfig& c) {
   j = nlohmann::json::object();
-#define X(field) j[#field] = c.field;
+#define X(field) j[#field] = json_value(c.field);
   GPT2CC_TRAIN_CONFIG_FIELDS(X)
 #undef X
 }

@@ -1,10 +1,11 @@
-// ModelConfig: presets, padding, validation messages, JSON round trip.
+// ModelConfig: presets, padding, validation messages, JSON round trip (and TrainConfig's floats).
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 #include <utility>
 
 #include "core/check.hpp"
 #include "core/config.hpp"
+#include "core/train_config.hpp"
 
 using namespace gpt2cc;
 
@@ -67,4 +68,21 @@ TEST_CASE("ModelConfig JSON round trip", "[config]") {
   nlohmann::json j = c;
   ModelConfig back = j.get<ModelConfig>();
   CHECK(back == c);
+  // The JSON shows the dropout that was typed, not the float's double expansion.
+  CHECK(j.dump().find("\"dropout\":0.1,") != std::string::npos);
+}
+
+TEST_CASE("TrainConfig JSON writes floats in their shortest form and reads them back exactly", "[config]") {
+  TrainConfig c;
+  c.dropout = 0.1f;
+  nlohmann::json j = c;
+  CHECK(j.at("dropout").dump() == "0.1");
+  CHECK(j.at("lr").dump() == "0.0006");
+  CHECK(j.get<TrainConfig>().dropout == 0.1f);
+  // Shortest decimals read back as the same float across the range dropout takes and beyond.
+  for (float x : {0.0f, 1e-7f, 0.05f, 0.3f, 0.333333343f, 0.9999999f, 1.17549435e-38f, 3.40282347e38f}) {
+    CAPTURE(x);
+    CHECK(float(shortest_double(x)) == x);
+  }
+  CHECK(shortest_double(0.3f) == 0.3);
 }
