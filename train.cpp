@@ -199,12 +199,12 @@ int run(int argc, char** argv, ProcessGroup& group) {
   }
   std::cout << "configuration:\n" << describe(trainer.config()) << trainer.summary() << std::flush;
   if (config.sample_every) trainer.sampler = make_sampler(config, tokenizer);
-  StopReason reason = trainer.run();
+  TrainStop reason = trainer.run();
   const std::string where = config.run_dir + "/checkpoints", resume = "train --resume " + shell_quote(config.run_dir);
-  if (reason == StopReason::interrupted) {
+  if (reason == TrainStop::interrupted) {
     std::cout << "stopped by a signal at step " << trainer.step() << "; checkpoint saved in " << where
               << "; continue with: " << resume << std::endl;
-  } else if (reason == StopReason::stop_at_step) {
+  } else if (reason == TrainStop::stop_at_step) {
     std::cout << "stopped at step " << trainer.step() << " of " << trainer.total_steps() << " (--stop-at-step), "
               << "checkpoint in " << where << ", metrics in " << config.run_dir
               << "/metrics.jsonl; continue with: " << resume << std::endl;

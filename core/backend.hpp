@@ -37,7 +37,7 @@ struct AdamWParams {
   float eps = 1e-8f;
   float weight_decay = 0.0f;  // 0 for biases, LayerNorm parameters and position embeddings
   int step = 1;               // 1-based step for bias correction
-  float grad_scale = 1.0f;    // clip factor min(1, max_norm / norm)
+  float grad_scale = 1.0f;    // clip factor: clip_scale in core/grad_clip.hpp
 };
 
 enum class DeviceKind { cpu, cuda };
@@ -81,7 +81,8 @@ class Backend {
   virtual ~Backend() = default;
   virtual DeviceKind kind() const = 0;
   virtual DType dtype() const = 0;
-  virtual std::string describe() const = 0;  // e.g. "cpu (2 threads)", "cuda bf16 (NVIDIA H100, 80 GB)"
+  virtual std::string describe() const = 0;  // e.g. "cpu fp32 (2 threads)",
+                                             // "cuda bf16 (device 0: NVIDIA H100 80GB HBM3, 79.1 GiB, sm_90)"
   // The GPU's name as its driver gives it (cudaDeviceProp::name), for the peak table
   // (core/device_peaks.hpp); empty on the CPU.
   virtual std::string device_name() const { return {}; }

@@ -176,11 +176,11 @@ void validate(const GenerationConfig& config) {
   for (const std::string& s : config.stop_strings) INPUT_CHECK(!s.empty(), "a stop string must not be empty");
 }
 
-const char* to_string(StopReason reason) {
+const char* to_string(SampleStop reason) {
   switch (reason) {
-    case StopReason::end_of_text: return "end of text";
-    case StopReason::stop_string: return "stop string";
-    case StopReason::max_tokens: return "max new tokens";
+    case SampleStop::end_of_text: return "end of text";
+    case SampleStop::stop_string: return "stop string";
+    case SampleStop::max_tokens: return "max new tokens";
   }
   return "?";
 }
@@ -204,13 +204,13 @@ Sample generate(GPT2& model, Sampler& sampler, std::span<const int> prompt, cons
     const int token = sampler.sample(logits, context.window(), sample_index, static_cast<uint64_t>(step));
     if (step == 0) sample.first_token_seconds = seconds_since(start);
     if (token == config.eot_id) {
-      sample.stop = StopReason::end_of_text;
+      sample.stop = SampleStop::end_of_text;
       break;
     }
     sample.tokens.push_back(token);
     sample.log_probs.push_back(static_cast<float>(log_prob(logits, token)));
     if (token_bytes && stream.append(token_bytes(token))) {
-      sample.stop = StopReason::stop_string;
+      sample.stop = SampleStop::stop_string;
       break;
     }
     if (step + 1 < config.max_new_tokens) context.push(token);  // no logits needed after the last token
@@ -287,12 +287,12 @@ void generate_batch(GPT2& model, Sampler& sampler, std::span<const int> prompt, 
       Sample& sample = result.samples[first + k];
       const int token = drawn[r];
       if (token == config.eot_id) {
-        sample.stop = StopReason::end_of_text;
+        sample.stop = SampleStop::end_of_text;
       } else {
         sample.tokens.push_back(token);
         sample.log_probs.push_back(static_cast<float>(log_probs[r]));
         if (token_bytes && streams[k].append(token_bytes(token))) {
-          sample.stop = StopReason::stop_string;
+          sample.stop = SampleStop::stop_string;
         } else {
           running[r] = step + 1 < config.max_new_tokens;  // no logits needed after the last token
           tokens[r] = token;

@@ -96,14 +96,14 @@ struct GenerationConfig {
 };
 void validate(const GenerationConfig& config);
 
-enum class StopReason { end_of_text, stop_string, max_tokens };
-const char* to_string(StopReason reason);
+enum class SampleStop { end_of_text, stop_string, max_tokens };
+const char* to_string(SampleStop reason);
 
 struct Sample {
   std::vector<int> tokens;       // generated tokens (the end-of-text token not included)
   std::vector<float> log_probs;  // the model's log p of each generated token (raw logits: no penalty, T = 1)
   std::string text;              // the text streamed out (ends before a stop string)
-  StopReason stop = StopReason::max_tokens;
+  SampleStop stop = SampleStop::max_tokens;
   int prompt_tokens = 0;
   int reprefills = 0;             // context overflows
   // Timings from the start of the sample (of its batch, in generate_samples); a batch's samples

@@ -16,7 +16,7 @@
 #include "core/device_peaks.hpp"
 #include "core/hf_gpt2.hpp"
 #include "core/metrics.hpp"
-#include "core/model_optim.hpp"
+#include "core/grad_clip.hpp"
 #include "core/rng.hpp"
 #include "core/signal_cleanup.hpp"
 
@@ -103,7 +103,7 @@ struct Trainer::Impl {
 
 void Trainer::Impl::setup() {
   validate(cfg);
-  INPUT_CHECK(!cfg.eval_only, "Trainer runs training; --eval-only is handled by evaluate_split");
+  INPUT_CHECK(!cfg.eval_only, "Trainer runs training; --eval-only is handled by evaluate_checkpoint (train_tasks.cpp)");
   const int B = cfg.batch_size, T = cfg.seq_len;
 
   Checkpoint ckpt;
@@ -428,7 +428,7 @@ std::string Trainer::save() {
   return path.string();
 }
 
-StopReason Trainer::run() {
+TrainStop Trainer::run() {
   Impl& s = *impl_;
   const TrainConfig& c = s.cfg;
   const bool root = s.group->is_root();  // writes the run directory and the console; the others train
@@ -451,13 +451,13 @@ StopReason Trainer::run() {
   }
 
   const uint64_t end = c.stop_at_step ? c.stop_at_step : s.total_steps;
-  StopReason reason = end < s.total_steps ? StopReason::stop_at_step : StopReason::finished;
+  TrainStop reason = end < s.total_steps ? TrainStop::stop_at_step : TrainStop::finished;
   double avg_seconds = 0;  // running mean of step time, for the ETA
   uint64_t timed = 0;
   while (s.step < end) {
     // Every rank stops at the same step, whichever of them got the signal.
     if (s.group->any(stop_signal() != 0)) {
-      reason = StopReason::interrupted;
+      reason = TrainStop::interrupted;
       break;
     }
     StepResult r = train_step();

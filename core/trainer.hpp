@@ -35,7 +35,7 @@ struct StepResult {
   double seconds = 0;       // wall time of the step
 };
 
-enum class StopReason { finished, stop_at_step, interrupted };
+enum class TrainStop { finished, stop_at_step, interrupted };
 
 class Trainer {
  public:
@@ -60,7 +60,7 @@ class Trainer {
 
   // Trains to the end, to config.stop_at_step, or until a stop request (SIGINT/SIGTERM), then
   // writes a checkpoint. Creates the run directory with config.json and metrics.jsonl.
-  StopReason run();
+  TrainStop run();
   // One optimizer step without outputs (run() adds evaluation, logs and checkpoints).
   StepResult train_step();
   // Validation loss: config.eval_batches fixed batches, or the whole split when 0.

@@ -1,5 +1,6 @@
 // AdamW update (decoupled weight decay, bias correction) and the sum of squares used for the
-// global gradient norm (clip factor = min(1, max_norm / sqrt(sum over all grads))).
+// global gradient norm sqrt(sum of squares over all grads), from which clip_scale
+// (core/grad_clip.hpp) makes the clip factor.
 // See gpt2cc::AdamWParams in core/backend.hpp for the exact update.
 #pragma once
 

@@ -36,7 +36,7 @@
 #include "core/check.hpp"
 #include "core/cli.hpp"
 #include "core/model.hpp"
-#include "core/model_optim.hpp"
+#include "core/grad_clip.hpp"
 #include "core/rng.hpp"
 
 using namespace gpt2cc;

@@ -36,7 +36,7 @@
 #include "core/cli.hpp"
 #include "core/config.hpp"
 #include "core/model.hpp"
-#include "core/model_optim.hpp"
+#include "core/grad_clip.hpp"
 #include "core/device_peaks.hpp"
 #include "core/rng.hpp"
 #include "kernels/kernel_designs.cuh"

@@ -13,7 +13,7 @@
 
 #include "bf16_test_util.hpp"
 #include "core/model.hpp"
-#include "core/model_optim.hpp"
+#include "core/grad_clip.hpp"
 #include "cpu/adamw.hpp"
 #include "cuda_test_util.hpp"
 #include "kernels/flash_attention.cuh"

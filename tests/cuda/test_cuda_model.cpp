@@ -10,7 +10,7 @@
 
 #include "core/generation.hpp"
 #include "core/model.hpp"
-#include "core/model_optim.hpp"
+#include "core/grad_clip.hpp"
 #include "cpu/adamw.hpp"
 #include "cuda_test_util.hpp"
 #include "model/model_test_util.hpp"

@@ -85,7 +85,7 @@ TEST_CASE("greedy generation is deterministic and the argmax of recomputed logit
   Sample second = generate(*tiny.model, sampler, prompt, config, 0, nullptr, nullptr);
   REQUIRE(first.tokens.size() == 40);
   CHECK(first.tokens == second.tokens);
-  CHECK(first.stop == StopReason::max_tokens);
+  CHECK(first.stop == SampleStop::max_tokens);
   CHECK(first.reprefills > 0);
 
   std::vector<int> window = prompt;
@@ -136,7 +136,7 @@ TEST_CASE("end-of-text and stop strings end a sample; text streams as produced",
   GenerationConfig eot = config;
   eot.eot_id = free_run[3];
   Sample ended = generate(*tiny.model, sampler, prompt, eot, 0, nullptr, nullptr);
-  CHECK(ended.stop == StopReason::end_of_text);
+  CHECK(ended.stop == SampleStop::end_of_text);
   size_t first_eot = 0;
   while (free_run[first_eot] != eot.eot_id) ++first_eot;
   CHECK(ended.tokens == std::vector<int>(free_run.begin(), free_run.begin() + first_eot));
@@ -150,7 +150,7 @@ TEST_CASE("end-of-text and stop strings end a sample; text streams as produced",
   while (free_run[first_stop] != free_run[4]) ++first_stop;
   std::string expected;
   for (size_t i = 0; i < first_stop; ++i) expected += token_text(free_run[i]);
-  CHECK(stopped.stop == StopReason::stop_string);
+  CHECK(stopped.stop == SampleStop::stop_string);
   CHECK(stopped.text == expected);
   CHECK(streamed == expected);
 }

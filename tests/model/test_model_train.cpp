@@ -7,7 +7,7 @@
 
 #include "core/check.hpp"
 #include "core/model.hpp"
-#include "core/model_optim.hpp"
+#include "core/grad_clip.hpp"
 #include "model_test_util.hpp"
 
 using namespace gpt2cc;

@@ -11,7 +11,7 @@
 #include "common/array_fixture.hpp"
 #include "common/test_common.hpp"
 #include "core/model.hpp"
-#include "core/model_optim.hpp"
+#include "core/grad_clip.hpp"
 
 using namespace gpt2cc;
 using nlohmann::json;

@@ -23,7 +23,7 @@
 #include "core/cli.hpp"
 #include "core/distributed.hpp"
 #include "core/model.hpp"
-#include "core/model_optim.hpp"
+#include "core/grad_clip.hpp"
 #include "core/trainer.hpp"
 #include "train_fixtures.hpp"
 
@@ -359,7 +359,7 @@ TEST_CASE("Trainer: R ranks equal one process with R-fold accumulation, and resu
     first.stop_at_step = 3;
     {
       Trainer t(first, *backend, dp.get());
-      CHECK(t.run() == StopReason::stop_at_step);
+      CHECK(t.run() == TrainStop::stop_at_step);
     }
     TrainConfig second = c;
     second.run_dir = first.run_dir;

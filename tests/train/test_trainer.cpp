@@ -15,7 +15,7 @@
 
 #include "common/test_common.hpp"
 #include "core/check.hpp"
-#include "core/model_optim.hpp"
+#include "core/grad_clip.hpp"
 #include "core/signal_cleanup.hpp"
 #include "core/trainer.hpp"
 #include "train_fixtures.hpp"
@@ -150,7 +150,7 @@ TEST_CASE("a run stopped half-way and resumed is bit-identical to an uninterrupt
     TrainConfig first = base;
     first.run_dir = dir + "/halves";
     first.stop_at_step = 3;
-    CHECK(Trainer(first, *backend).run() == StopReason::stop_at_step);
+    CHECK(Trainer(first, *backend).run() == TrainStop::stop_at_step);
   }
   SECTION("stopped by SIGINT, then resume") {
     TrainConfig first = base;
@@ -162,7 +162,7 @@ TEST_CASE("a run stopped half-way and resumed is bit-identical to an uninterrupt
       if (step == 2 && micro == 1) ::raise(SIGINT);
       return 1.0f;
     };
-    CHECK(t.run() == StopReason::interrupted);
+    CHECK(t.run() == TrainStop::interrupted);
     request_stop(0);
     CHECK(t.step() == 3);
   }
@@ -171,7 +171,7 @@ TEST_CASE("a run stopped half-way and resumed is bit-identical to an uninterrupt
   second.resume = dir + "/halves";
   Trainer resumed(second, *backend);
   CHECK(resumed.step() == 3);
-  CHECK(resumed.run() == StopReason::finished);
+  CHECK(resumed.run() == TrainStop::finished);
 
   Checkpoint a = load_checkpoint(resolve_checkpoint(dir + "/full"));
   Checkpoint b = load_checkpoint(resolve_checkpoint(dir + "/halves"));
@@ -240,7 +240,7 @@ TEST_CASE("a non-finite gradient skips the update; too many in a row stop the ru
     alternating.dloss_factor_hook = [](uint64_t step, int) {  // every other step
       return step % 2 == 0 ? std::numeric_limits<float>::quiet_NaN() : 1.0f;
     };
-    CHECK(alternating.run() == StopReason::finished);
+    CHECK(alternating.run() == TrainStop::finished);
     auto records = read_metrics(dir + "/run");
     REQUIRE(records.size() == 8);
     for (size_t i = 0; i < records.size(); ++i) CHECK(records[i]["skipped"].get<bool>() == (i % 2 == 0));
@@ -286,7 +286,7 @@ TEST_CASE("run(): validation at every eval_every and at the end; the newest chec
   c.eval_every = 2;  // does not divide the run: steps 2, 4 and the last, 5
   c.checkpoint_every = 1;
   c.keep_checkpoints = 2;
-  CHECK(Trainer(c, *backend).run() == StopReason::finished);
+  CHECK(Trainer(c, *backend).run() == TrainStop::finished);
   auto records = read_metrics(c.run_dir);
   REQUIRE(records.size() == 5);
   for (size_t i = 0; i < 5; ++i) {
@@ -309,7 +309,7 @@ TEST_CASE("a run records its tokenizer directory as an absolute path", "[trainer
   c.eval_every = 1;
   c.warmup_steps = 0;
   c.tokenizer_dir = "some/../tok";
-  CHECK(Trainer(c, *backend).run() == StopReason::finished);
+  CHECK(Trainer(c, *backend).run() == TrainStop::finished);
   const Checkpoint saved = load_checkpoint(c.run_dir + "/checkpoints/step_00000001.ckpt");
   CHECK(saved.tokenizer_dir == (fs::current_path() / "tok").string());
 }
