@@ -274,7 +274,7 @@ class CudaBackend final : public Backend {
   void attention_backward(TensorPtr dqkv, ConstTensorPtr dout, const float* saved, ConstTensorPtr qkv,
                           ConstTensorPtr out, int B, int T, int C, int NH, const DropoutParams& dropout) override {
     if (use_flash(C / NH, dropout.active()))
-      return cuda::flash_attention_backward(as<bf16>(dqkv), as<bf16>(dout), saved, as<bf16>(out), as<bf16>(qkv), B,
+      return cuda::flash_attention_backward(as<bf16>(dqkv), as<bf16>(dout), saved, as<bf16>(qkv), as<bf16>(out), B,
                                             T, C, NH, stream_, designs_.flash_tile, designs_.flash_backward);
     with_elem([&](auto e) {
       using E = typename decltype(e)::type;

@@ -238,7 +238,7 @@ size_t flash_attention_backward_scratch_bytes(int B, int T, int C, int NH, Flash
   return delta + fused_partial_floats(B, T, C) * sizeof(float) + fused_sync_words(B, T, NH) * sizeof(uint32_t);
 }
 
-void flash_attention_backward(bf16* dqkv, const bf16* dout, const float* lse, const bf16* out, const bf16* qkv,
+void flash_attention_backward(bf16* dqkv, const bf16* dout, const float* lse, const bf16* qkv, const bf16* out,
                               int B, int T, int C, int NH, cudaStream_t stream, FlashTile tile,
                               FlashBackward design) {
   check_shapes("flash_attention_backward", B, T, C, NH);

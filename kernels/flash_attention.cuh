@@ -2,7 +2,7 @@
 // T x T scores never leave the chip. qkv (B,T,3C) with q, k, v of head h at columns h*HS,
 // C + h*HS, 2C + h*HS; out (B,T,C); lse (B,NH,T) fp32, the row log-sum-exp of the scaled scores
 // (scale 1/sqrt(HS)), saved for the backward instead of the probabilities. Mirrors
-// cpu::attention_forward / attention_backward without dropout. Backward: dqkv written (=),
+// cpu::attention_forward_blocked / attention_backward_blocked (which save lse too) without dropout. Backward: dqkv written (=),
 // deterministic, by one of two designs (FlashBackward).
 // Head sizes 64 and 128 (flash_attention_supported); any T >= 1 (B or T = 0: nothing to do).
 // Shared memory per block, beyond the 48 KiB a launch gets by default, within the device's opt-in
@@ -73,7 +73,7 @@ size_t flash_attention_backward_scratch_bytes(int B, int T, int C, int NH, Flash
 void flash_attention_forward(bf16* out, float* lse, const bf16* qkv, int B, int T, int C, int NH,
                              cudaStream_t stream, FlashTile tile = FlashTile::kAuto);
 // out is the forward's output (for D = rowsum(dout * out)); lse the forward's saved values.
-void flash_attention_backward(bf16* dqkv, const bf16* dout, const float* lse, const bf16* out, const bf16* qkv,
+void flash_attention_backward(bf16* dqkv, const bf16* dout, const float* lse, const bf16* qkv, const bf16* out,
                               int B, int T, int C, int NH, cudaStream_t stream, FlashTile tile = FlashTile::kAuto,
                               FlashBackward design = FlashBackward::kAuto);
 

@@ -191,7 +191,7 @@ Result bench_shape(const Shape& s, const Options& o, cudaStream_t stream) {
     cuda::flash_attention_forward(h_out.get(), lse.get(), h_qkv.get(), B, T, C, NH, stream, tile);
   };
   auto flash_bwd = [&](cuda::FlashTile tile, cuda::FlashBackward design) {
-    cuda::flash_attention_backward(h_dqkv.get(), h_dout.get(), lse.get(), h_out.get(), h_qkv.get(), B, T, C, NH,
+    cuda::flash_attention_backward(h_dqkv.get(), h_dout.get(), lse.get(), h_qkv.get(), h_out.get(), B, T, C, NH,
                                    stream, tile, design);
   };
   constexpr cuda::FlashTile kAuto = cuda::FlashTile::kAuto, kRows64 = cuda::FlashTile::kRows64,

@@ -110,7 +110,7 @@ struct RandomFlash {
   }
   std::vector<bf16> backward(cuda::FlashBackward design) {
     dqkv.poison();
-    cuda::flash_attention_backward(dqkv.get(), dout.get(), lse.get(), out.get(), qkv.get(), B, T, C, NH, stream,
+    cuda::flash_attention_backward(dqkv.get(), dout.get(), lse.get(), qkv.get(), out.get(), B, T, C, NH, stream,
                                    tile, design);
     return dqkv.download();
   }
@@ -149,7 +149,7 @@ TEST_CASE("bf16 flash attention forward and backward match cpu", "[cuda][bf16][f
       d_lse.poison();
       d_dqkv.poison();
       cuda::flash_attention_forward(d_out.get(), d_lse.get(), d_qkv.get(), B, T, C, NH, stream, tile);
-      cuda::flash_attention_backward(d_dqkv.get(), d_dout.get(), d_lse.get(), d_out.get(), d_qkv.get(), B, T, C, NH,
+      cuda::flash_attention_backward(d_dqkv.get(), d_dout.get(), d_lse.get(), d_qkv.get(), d_out.get(), B, T, C, NH,
                                      stream, tile, design);
       if (rows64) {
         out64 = d_out.download();
@@ -188,7 +188,7 @@ TEST_CASE("bf16 flash attention matches PyTorch scaled_dot_product_attention", "
         d_lse.poison();
         d_dqkv.poison();
         cuda::flash_attention_forward(d_out.get(), d_lse.get(), d_qkv.get(), B, T, C, NH, stream, tile);
-        cuda::flash_attention_backward(d_dqkv.get(), d_dout.get(), d_lse.get(), d_out.get(), d_qkv.get(), B, T, C,
+        cuda::flash_attention_backward(d_dqkv.get(), d_dout.get(), d_lse.get(), d_qkv.get(), d_out.get(), B, T, C,
                                        NH, stream, tile, design);
         const auto out = d_out.download(), dqkv = d_dqkv.download();
         test::check_flash_forward(out, d_lse.download(), shape, ref, "flash");
@@ -251,7 +251,7 @@ TEST_CASE("bf16 flash attention rejects unsupported shapes and misaligned pointe
                     Catch::Contains("T >= 0"));
   // An empty batch or sequence is a no-op, like the tiled kernels: nothing launched, nothing written.
   CHECK_NOTHROW(cuda::flash_attention_forward(out.get(), lse.get(), qkv.get(), 0, T, 128, 2, stream));
-  CHECK_NOTHROW(cuda::flash_attention_backward(qkv.get(), out.get(), lse.get(), out.get(), qkv.get(), B, 0, 128, 2,
+  CHECK_NOTHROW(cuda::flash_attention_backward(qkv.get(), out.get(), lse.get(), qkv.get(), out.get(), B, 0, 128, 2,
                                                stream));
   CUDA_CHECK(cudaStreamSynchronize(stream));
   // One bf16 past a 256-byte cudaMalloc boundary: 2-byte aligned, not 16.
@@ -259,10 +259,10 @@ TEST_CASE("bf16 flash attention rejects unsupported shapes and misaligned pointe
                     Catch::Contains("qkv must be 16-byte aligned"));
   CHECK_THROWS_WITH(cuda::flash_attention_forward(out.get() + 1, lse.get(), qkv.get(), B, T, 128, 2, stream),
                     Catch::Contains("out must be 16-byte aligned"));
-  CHECK_THROWS_WITH(cuda::flash_attention_backward(qkv.get() + 1, out.get(), lse.get(), out.get(), qkv.get(), B, T,
+  CHECK_THROWS_WITH(cuda::flash_attention_backward(qkv.get() + 1, out.get(), lse.get(), qkv.get(), out.get(), B, T,
                                                    128, 2, stream),
                     Catch::Contains("dqkv must be 16-byte aligned"));
-  CHECK_THROWS_WITH(cuda::flash_attention_backward(qkv.get(), out.get() + 1, lse.get(), out.get(), qkv.get(), B, T,
+  CHECK_THROWS_WITH(cuda::flash_attention_backward(qkv.get(), out.get() + 1, lse.get(), qkv.get(), out.get(), B, T,
                                                    128, 2, stream),
                     Catch::Contains("dout must be 16-byte aligned"));
 }
@@ -348,7 +348,7 @@ TEST_CASE("bf16 flash attention runs each tile the device holds and refuses the 
       if (tile == cuda::FlashTile::kAuto && fits(need64)) CHECK(fits(need));
       d_dqkv.poison();
       const auto backward = [&] {
-        cuda::flash_attention_backward(d_dqkv.get(), d_dout.get(), d_lse.get(), d_out.get(), d_qkv.get(), B, T, C,
+        cuda::flash_attention_backward(d_dqkv.get(), d_dout.get(), d_lse.get(), d_qkv.get(), d_out.get(), B, T, C,
                                        NH, stream, tile, design);
       };
       if (!fits(need)) {

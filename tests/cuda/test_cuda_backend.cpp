@@ -111,7 +111,7 @@ TEST_CASE("bf16 and flash attention where the device runs code older than sm_80:
   CHECK_THROWS_WITH(cuda::flash_attention_forward(out.get(), lse.get(), qkv.get(), B, T, C, NH, test::test_stream()),
                     Catch::Contains("flash_attention_forward: flash attention") && Catch::Contains(why) &&
                         Catch::Contains(sm) && Catch::Contains("use the tiled attention"));
-  CHECK_THROWS_WITH(cuda::flash_attention_backward(qkv.get(), out.get(), lse.get(), out.get(), qkv.get(), B, T, C, NH,
+  CHECK_THROWS_WITH(cuda::flash_attention_backward(qkv.get(), out.get(), lse.get(), qkv.get(), out.get(), B, T, C, NH,
                                                    test::test_stream()),
                     Catch::Contains("flash_attention_backward: flash attention") && Catch::Contains(why));
   if (prop.major < 8) {

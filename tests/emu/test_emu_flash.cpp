@@ -57,7 +57,7 @@ FlashOutputs run_flash(const Shape& s, const DeviceBuffer<bf16>& qkv, const Devi
   dqkv.poison();
   const cudaStream_t stream = test::test_stream();
   cuda::flash_attention_forward(out.get(), lse.get(), qkv.get(), s.B, s.T, s.C(), s.NH, stream, tile);
-  cuda::flash_attention_backward(dqkv.get(), dout.get(), lse.get(), out.get(), qkv.get(), s.B, s.T, s.C(), s.NH,
+  cuda::flash_attention_backward(dqkv.get(), dout.get(), lse.get(), qkv.get(), out.get(), s.B, s.T, s.C(), s.NH,
                                  stream, tile, design);
   return {out.download(), dqkv.download(), lse.download()};
 }
@@ -177,7 +177,7 @@ TEST_CASE("emulated flash attention backward is bit-for-bit repeatable over diff
     emu::set_unwritten_shared_byte(garbage);
     if (garbage == 0xFF) dqkv.poison();
     else dqkv.zero();
-    cuda::flash_attention_backward(dqkv.get(), dout.get(), lse.get(), out.get(), qkv.get(), B, T, C, NH, stream,
+    cuda::flash_attention_backward(dqkv.get(), dout.get(), lse.get(), qkv.get(), out.get(), B, T, C, NH, stream,
                                    tile, design);
     if (first.empty()) first = dqkv.download();
     else CHECK(test::bits_equal(dqkv.download(), first));
