@@ -1,3 +1,5 @@
+// The GPU peak table (core/device_peaks.hpp): parsing and checking benchmarks/gpu/peaks.json
+// (built in, or a file), the lookup by device name, and the FLOP count per token behind MFU.
 #include "core/device_peaks.hpp"
 
 #include <fstream>

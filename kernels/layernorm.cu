@@ -4,7 +4,9 @@
 // once into shared memory; 16-byte packs where C and the pointers allow), the uncached warp-per-row
 // forward for rows beyond the cache, and the backward's two designs (LayerNormBackward): the
 // fused one-pass kernel plus the fixed-order sum of its partials, or the dinp kernel plus the
-// slice-ordered parameter-gradient sums (each the same bits on every run).
+// slice-ordered parameter-gradient sums (each the same bits on every run). The fp32 standalone
+// forward runs only the warp-per-row kernel: it is the one LayerNorm before layer 0 (every other
+// one is the fused residual + LayerNorm, which takes the cached-row path in both dtypes).
 #include "kernels/layernorm.cuh"
 
 #include "kernels/common.cuh"

@@ -150,7 +150,8 @@ void add_bias(Elem* out, const Elem* bias, int rows, int OC, cudaStream_t stream
   CUDA_CHECK_LAUNCH();
 }
 
-// Slices from the shape only (deterministic on every device); see layernorm.cu.
+// Slices from the shape only (deterministic on every device): column_sum_slices in
+// kernels/matmul_device.cuh.
 template <class Elem>
 void accumulate_column_sums(Elem* dbias, const Elem* dout, int rows, int OC, cudaStream_t stream) {
   if (rows == 0 || OC == 0) return;
