@@ -12,13 +12,13 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <iterator>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "core/atomic_file.hpp"
 #include "core/backend.hpp"
 #include "core/check.hpp"
 #include "core/cli.hpp"
@@ -30,16 +30,6 @@
 using namespace gpt2cc;
 
 namespace {
-
-std::string read_file(const std::string& path, const std::string& what) {
-  std::error_code ec;
-  INPUT_CHECK(!std::filesystem::is_directory(path, ec), "{} '{}' is a directory, not a file", what, path);
-  std::ifstream in(path, std::ios::binary);
-  INPUT_CHECK(in.good(), "cannot open {} '{}'", what, path);
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  INPUT_CHECK(!in.bad(), "reading {} '{}' failed", what, path);
-  return text;
-}
 
 void require_utf8(const std::string& text, const std::string& what) {
   std::string checked;
@@ -64,23 +54,25 @@ std::string unescape(const std::string& s) {
   return out;
 }
 
-// The prompt from --prompt, --prompt-file or stdin. A file's or stdin's CRLF line ends read as LF
-// (as prepare reads text, so as the model saw it), and one trailing newline is dropped (echo and
-// editors add it).
+// The prompt from --prompt, --prompt-file or stdin. A file's or stdin's CRLF and lone CR line ends
+// read as LF (as prepare reads text, so as the model saw it), and one trailing newline is dropped
+// (echo and editors add it).
 std::string read_prompt(const cxxopts::ParseResult& args) {
   INPUT_CHECK(!(args.count("prompt") && args.count("prompt-file")), "give --prompt or --prompt-file, not both");
   std::string prompt;
   if (args.count("prompt")) return args["prompt"].as<std::string>();
   if (args.count("prompt-file")) {
-    prompt = read_file(args["prompt-file"].as<std::string>(), "prompt file");
+    prompt = read_whole_file(args["prompt-file"].as<std::string>(), "prompt file");
   } else {
     if (isatty(STDIN_FILENO)) std::fprintf(stderr, "generate: reading the prompt from stdin (end it with Ctrl-D)\n");
     prompt.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
   }
   std::string lf;
   lf.reserve(prompt.size());
-  for (size_t i = 0; i < prompt.size(); ++i)
-    if (!(prompt[i] == '\r' && i + 1 < prompt.size() && prompt[i + 1] == '\n')) lf += prompt[i];
+  for (size_t i = 0; i < prompt.size(); ++i) {
+    if (prompt[i] != '\r') lf += prompt[i];
+    else if (i + 1 == prompt.size() || prompt[i + 1] != '\n') lf += '\n';  // a lone CR; CRLF's CR is dropped
+  }
   if (!lf.empty() && lf.back() == '\n') lf.pop_back();
   return lf;
 }
@@ -204,7 +196,7 @@ int run(int argc, char** argv) {
                            "max-kv-cache"})
     INPUT_CHECK(!scoring || !args.count(flag), "--{} sets how text is generated: --score generates none", flag);
   for (const std::string& stop : gen.stop_strings) require_utf8(stop, "a --stop string");
-  std::string text = scoring ? read_file(args["score"].as<std::string>(), "text to score") : read_prompt(args);
+  std::string text = scoring ? read_whole_file(args["score"].as<std::string>(), "text to score") : read_prompt(args);
   require_utf8(text, scoring ? "the text to score" : "the prompt");
   INPUT_CHECK(!text.empty(), "{} is empty", scoring ? "the text to score" : "the prompt");
 
@@ -220,10 +212,7 @@ int run(int argc, char** argv) {
               "checkpoint {} records the tokenizer directory {}, which is not there: pass --tokenizer DIR",
               checkpoint_path, tokenizer_dir);
   Tokenizer tokenizer = Tokenizer::load(tokenizer_dir);
-  INPUT_CHECK(checkpoint.tokenizer_fingerprint == 0 || checkpoint.tokenizer_fingerprint == tokenizer.fingerprint(),
-              "tokenizer {} (fingerprint {}) is not the one checkpoint {} was trained with (fingerprint {})",
-              tokenizer_dir, fingerprint_hex(tokenizer.fingerprint()), checkpoint_path,
-              fingerprint_hex(checkpoint.tokenizer_fingerprint));
+  check_checkpoint_tokenizer(tokenizer, tokenizer_dir, checkpoint.tokenizer_fingerprint, checkpoint_path);
   INPUT_CHECK(tokenizer.vocab_size() <= config.vocab_size, "tokenizer {} has {} tokens, more than the model's {}",
               tokenizer_dir, tokenizer.vocab_size(), config.vocab_size);
   if (checkpoint.tokenizer_fingerprint == 0)

@@ -96,9 +96,7 @@ void export_checkpoint_hf(const TrainConfig& c) {
   std::optional<Tokenizer> tokenizer;
   if (!tokenizer_dir.empty()) {
     tokenizer = Tokenizer::load(tokenizer_dir);
-    INPUT_CHECK(ckpt.tokenizer_fingerprint == 0 || ckpt.tokenizer_fingerprint == tokenizer->fingerprint(),
-                "tokenizer {} is not the one checkpoint {} was trained with (fingerprint {} vs {})", tokenizer_dir,
-                path, fingerprint_hex(tokenizer->fingerprint()), fingerprint_hex(ckpt.tokenizer_fingerprint));
+    check_checkpoint_tokenizer(*tokenizer, tokenizer_dir, ckpt.tokenizer_fingerprint, path);
     INPUT_CHECK(tokenizer->vocab_size() == ckpt.config.vocab_size,
                 "tokenizer {} has {} tokens, the model of checkpoint {} has {}", tokenizer_dir,
                 tokenizer->vocab_size(), path, ckpt.config.vocab_size);

@@ -6,6 +6,8 @@
 
 #include <cerrno>
 #include <cstring>
+#include <fstream>
+#include <vector>
 
 #include "core/check.hpp"
 #include "core/signal_cleanup.hpp"
@@ -71,6 +73,20 @@ void write_file_atomic(const std::string& path, const std::function<bool(FILE*)>
 
 void write_file_atomic(const std::string& path, std::string_view bytes) {
   write_file_atomic(path, [&](FILE* f) { return std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size(); });
+}
+
+std::string read_whole_file(const std::string& path, const std::string& what) {
+  std::error_code ec;
+  // A directory opens, then fails every read: said as what it is.
+  INPUT_CHECK(!std::filesystem::is_directory(path, ec), "{} {} is a directory, not a file", what, path);
+  std::ifstream in(path, std::ios::binary);
+  INPUT_CHECK(in.good(), "cannot open {} {}: {}", what, path, std::strerror(errno));
+  std::string text;
+  std::vector<char> block(1 << 16);
+  while (in.read(block.data(), std::streamsize(block.size())) || in.gcount() > 0)
+    text.append(block.data(), size_t(in.gcount()));
+  if (in.bad()) throw Error(format("reading {} {} failed (an I/O error)", what, path));
+  return text;
 }
 
 }  // namespace gpt2cc

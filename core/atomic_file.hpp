@@ -1,7 +1,8 @@
 // Files replaced whole: written to "<path>.tmp", flushed and fsync'ed, renamed over <path>, and the
 // directory synced so the rename itself is durable. A crash or a failed write never leaves a
 // half-written file in place of the old one. Used by checkpoints, the safetensors writer, the
-// Hugging Face export, tokenizer files, run configs and benchmark results.
+// Hugging Face export, tokenizer files, run configs and benchmark results. And the reading of a
+// small file whole, with the same rules for messages.
 #pragma once
 
 #include <cstdio>
@@ -33,5 +34,10 @@ void sync_directory(const std::filesystem::path& file);
 void write_file_atomic(const std::string& path, const std::function<bool(FILE*)>& write);
 // The same for bytes already in memory.
 void write_file_atomic(const std::string& path, std::string_view bytes);
+
+// The bytes of the file at `path`, which `what` names in messages ("prompt file"). Missing,
+// unreadable or a directory: InputError (bad input, exit 2); a read that fails once the file is
+// open: Error (an I/O error, exit 1).
+std::string read_whole_file(const std::string& path, const std::string& what);
 
 }  // namespace gpt2cc

@@ -19,6 +19,7 @@
 
 #include "core/atomic_file.hpp"
 #include "core/check.hpp"
+#include "core/fnv1a.hpp"
 #include "core/signal_cleanup.hpp"
 #include "core/hf_gpt2.hpp"
 #include "core/train_testing.hpp"
@@ -34,15 +35,6 @@ namespace {
 constexpr char kMagic[8] = {'G', 'P', 'T', '2', 'C', 'K', 'P', 'T'};
 constexpr uint32_t kVersion = 1;
 constexpr uint32_t kMaxHeaderJsonBytes = 64u << 20;  // the header is a few KB; anything huge is corrupt
-
-// FNV-1a 64 (Fowler, Noll, Vo): h = (h ^ byte) * 0x100000001b3, from the offset basis.
-struct Fnv1a {
-  uint64_t h = 0xcbf29ce484222325ull;
-  void add(const void* data, size_t n) {
-    const auto* p = static_cast<const unsigned char*>(data);
-    for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 0x100000001b3ull;
-  }
-};
 
 class Writer {
  public:

@@ -1,7 +1,6 @@
 // Hugging Face GPT-2 weights <-> gpt2cc's parameter layout (names and layouts in core/hf_gpt2.hpp).
 #include "core/hf_gpt2.hpp"
 
-#include <cerrno>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -65,10 +64,7 @@ fs::path weights_dir(const fs::path& weights) {
 }
 
 nlohmann::json read_config(const fs::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  INPUT_CHECK(in.good(), "cannot open {} (the Hugging Face model's config, beside {}): {}", file.string(),
-              kWeightsFile, std::strerror(errno));
-  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string text = read_whole_file(file.string(), "the Hugging Face model's config (beside its weights)");
   nlohmann::json j = safetensors::parse_untrusted_json(text, 8);
   INPUT_CHECK(!j.is_discarded() && j.is_object(), "{} is not a JSON object (or nests deeper than a config does)",
               file.string());

@@ -14,6 +14,8 @@
 #include <unordered_map>
 
 #include "core/check.hpp"
+#include "core/dataloader.hpp"
+#include "core/fnv1a.hpp"
 #include "tokenizer/pretokenizer.hpp"
 #include "tokenizer/string_table.hpp"
 #include "tokenizer/worker_pool.hpp"
@@ -82,15 +84,6 @@ std::atomic<uint64_t> g_next_instance{1};
 
 // Pieces longer than this use the heap-based merge (O(n log n)) instead of the quadratic scan.
 constexpr size_t kHeapMergeMin = 48;
-
-// FNV-1a, 64 bit.
-struct Fnv {
-  uint64_t h = 0xcbf29ce484222325ull;
-  void bytes(const void* p, size_t n) {
-    for (size_t i = 0; i < n; ++i) h = (h ^ static_cast<const uint8_t*>(p)[i]) * 0x100000001b3ull;
-  }
-  void u64(uint64_t v) { bytes(&v, 8); }
-};
 
 }  // namespace
 
@@ -164,16 +157,16 @@ void Tokenizer::Impl::build() {
   }
 
   // fingerprint = FNV-1a over (V, each token's length, bytes and special flag, the merges).
-  Fnv f;
-  f.bytes("gpt2cc-bpe-1", 12);
-  f.u64(uint64_t(V));
+  Fnv1a f;
+  f.add("gpt2cc-bpe-1", 12);
+  f.add_u64(uint64_t(V));
   for (int id = 0; id < V; ++id) {
-    f.u64(tokens[id].size());
-    f.bytes(tokens[id].data(), tokens[id].size());
-    f.u64(is_special[id] ? 1 : 0);
+    f.add_u64(tokens[id].size());
+    f.add(tokens[id].data(), tokens[id].size());
+    f.add_u64(is_special[id] ? 1 : 0);
   }
-  f.u64(merges.size());
-  for (auto [a, b] : merges) f.u64((uint64_t(uint32_t(a)) << 32) | uint32_t(b));
+  f.add_u64(merges.size());
+  for (auto [a, b] : merges) f.add_u64((uint64_t(uint32_t(a)) << 32) | uint32_t(b));
   fp = f.h;
 }
 
@@ -483,6 +476,13 @@ std::vector<int> Tokenizer::special_ids() const {
 std::vector<std::pair<int, int>> Tokenizer::merges() const {
   ENSURE(impl_, "merges() on an empty Tokenizer");
   return impl_->merges;
+}
+
+void check_checkpoint_tokenizer(const Tokenizer& tokenizer, const std::string& dir, uint64_t recorded,
+                                const std::string& checkpoint) {
+  INPUT_CHECK(recorded == 0 || recorded == tokenizer.fingerprint(),
+              "tokenizer {} (fingerprint {}) is not the one checkpoint {} was trained with (fingerprint {})", dir,
+              fingerprint_hex(tokenizer.fingerprint()), checkpoint, fingerprint_hex(recorded));
 }
 
 }  // namespace gpt2cc

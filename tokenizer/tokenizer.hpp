@@ -73,4 +73,9 @@ class Tokenizer {
   std::unique_ptr<Impl> impl_;
 };
 
+// InputError unless `tokenizer`, loaded from `dir`, is the one checkpoint `checkpoint` recorded
+// by its fingerprint (`recorded`; 0: a checkpoint that recorded none, nothing to check).
+void check_checkpoint_tokenizer(const Tokenizer& tokenizer, const std::string& dir, uint64_t recorded,
+                                const std::string& checkpoint);
+
 }  // namespace gpt2cc

@@ -23,21 +23,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// The whole file. A directory is bad input (it opens, then fails every read); a read that fails
-// once the file is open is an I/O error (exit 1), as for every input.
-std::string read_whole_file(const std::string& path) {
-  std::error_code ec;
-  INPUT_CHECK(!fs::is_directory(path, ec), "tokenizer file {} is a directory, not a file", path);
-  std::ifstream in(path, std::ios::binary);
-  INPUT_CHECK(in.good(), "cannot open tokenizer file {}: {}", path, std::strerror(errno));
-  std::string text;
-  std::vector<char> block(1 << 16);
-  while (in.read(block.data(), std::streamsize(block.size())) || in.gcount() > 0)
-    text.append(block.data(), size_t(in.gcount()));
-  if (in.bad()) throw Error(format("reading tokenizer file {} failed (an I/O error)", path));
-  return text;
-}
-
 void append_utf8(std::string& out, uint32_t cp) {
   if (cp < 0x80) {
     out.push_back(char(cp));
@@ -225,7 +210,7 @@ VocabParts read_vocab_dir(const std::string& dir) {
   INPUT_CHECK(fs::exists(merges_path), "tokenizer file {} is missing (it belongs with {})", merges_path, vocab_path);
 
   // 1. The vocabulary: mapped token string -> id, ids dense in [0, V).
-  std::string vocab_text = read_whole_file(vocab_path);
+  std::string vocab_text = read_whole_file(vocab_path, "tokenizer file");
   std::unordered_map<std::string, int> id_of;
   std::vector<std::string> keys;
   std::vector<int> key_line;
@@ -249,7 +234,7 @@ VocabParts read_vocab_dir(const std::string& dir) {
   // 2. The merges, in rank order.
   VocabParts parts;
   std::vector<bool> merged(keys.size(), false);
-  std::string merges_text = read_whole_file(merges_path);
+  std::string merges_text = read_whole_file(merges_path, "tokenizer file");
   std::istringstream lines(merges_text);
   std::string line;
   int line_no = 0;

@@ -151,14 +151,20 @@ TEST_CASE("generate writes reproducible text, stats and a throughput line", "[ge
   Run piped = generate_cli("--max-new-tokens 5", true, "from stdin\n");
   CHECK(piped.code == 0);
   CHECK(piped.err.find("throughput: prompt 10 tokens") != std::string::npos);  // trailing newline dropped
-  // A file with CRLF line ends is the prompt with LF ones (bytes here: \r would be a token).
+  // A file with CRLF or lone CR line ends is the prompt with LF ones (bytes here: \r would be a
+  // token).
   write(fixture().dir + "/crlf.txt", "two\r\nlines\r\n");
+  write(fixture().dir + "/cr.txt", "two\rlines\r");
   write(fixture().dir + "/lf.txt", "two\nlines\n");
   Run crlf = generate_cli("--max-new-tokens 5 --greedy --prompt-file " + fixture().dir + "/crlf.txt");
   Run lf = generate_cli("--max-new-tokens 5 --greedy --prompt-file " + fixture().dir + "/lf.txt");
   REQUIRE(crlf.code == 0);
   CHECK(crlf.err.find("throughput: prompt 9 tokens") != std::string::npos);
   CHECK(crlf.out == lf.out);
+  Run cr = generate_cli("--max-new-tokens 5 --greedy --prompt-file " + fixture().dir + "/cr.txt");
+  REQUIRE(cr.code == 0);
+  CHECK(cr.err.find("throughput: prompt 9 tokens") != std::string::npos);
+  CHECK(cr.out == lf.out);
 }
 
 TEST_CASE("--num-samples: samples decoded together print as if run one after another", "[generate][cli][batch]") {
@@ -423,7 +429,7 @@ TEST_CASE("bad input exits 2 with a message naming the problem", "[generate][cli
   if (!cuda_backend_built()) fails(generate_cli("--prompt hi --device cuda"), "CUDA");
 
   // Directories where files belong.
-  fails(generate_cli("--prompt-file " + dir), "prompt file '" + dir + "' is a directory, not a file");
+  fails(generate_cli("--prompt-file " + dir), "prompt file " + dir + " is a directory, not a file");
   fails(generate_cli("--score " + dir), "is a directory, not a file");
   std::filesystem::create_directories(dir + "/run/checkpoints");
   std::filesystem::copy_file(fixture().checkpoint, dir + "/run/checkpoints/step_00000007.ckpt",

@@ -14,6 +14,7 @@
 #include "core/check.hpp"
 #include "core/utf8.hpp"
 #include "tokenizer/pretokenizer.hpp"
+#include "core/dataloader.hpp"
 #include "tokenizer/tokenizer.hpp"
 #include "tokenizer/vocab_io.hpp"
 
@@ -261,6 +262,12 @@ TEST_CASE("fingerprint depends on vocab, merges and specials", "[tokenizer]") {
   CHECK(a.fingerprint() != c.fingerprint());
   CHECK(a.fingerprint() != gpt2().fingerprint());
   CHECK(a.encode("abab<|endoftext|>") == std::vector<int>{256, 256, 257});
+}
+
+TEST_CASE("the GPT-2 tokenizer's fingerprint is the one earlier builds recorded", "[tokenizer]") {
+  // Shards and checkpoints record it; a change to the hash or to what it covers would make every
+  // shard prepared before refuse to train (value as prepare wrote it in manifest.json).
+  CHECK(gpt2cc::fingerprint_hex(gpt2().fingerprint()) == "3856d2da9700cea5");
 }
 
 TEST_CASE("malformed tokenizer files give errors naming file and line", "[tokenizer]") {

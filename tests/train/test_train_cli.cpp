@@ -600,6 +600,15 @@ TEST_CASE("a fine-tune from Hugging Face weights holds their tokenizer to the da
   // against the tokenizer, not against GPT-2's default).
   const nlohmann::json config = nlohmann::json::parse(std::ifstream(dir + "/hf/config.json"));
   CHECK(config.at("eos_token_id") == bytes.eot_id());
+  // An export with another tokenizer of the same size (two byte tokens swapped) is refused.
+  std::swap(tokens[0], tokens[1]);
+  Tokenizer::from_parts(tokens, {}, {256}).save(dir + "/swapped");
+  const Run mismatched =
+      train("--resume " + dir + "/run --export-hf " + dir + "/hf_swapped --tokenizer " + dir + "/swapped");
+  CHECK(mismatched.code == 2);
+  CHECK_THAT(mismatched.output, Catch::Contains("tokenizer " + dir + "/swapped (fingerprint") &&
+                                    Catch::Contains("is not the one checkpoint " + dir + "/run/checkpoints/"));
+  CHECK_FALSE(fs::exists(dir + "/hf_swapped/model.safetensors"));
   // Relative paths, from the directory above: the recorded tokenizer is absolute all the same.
   const std::string shape = " --batch-size 4 --seq-len 16 --threads 1 --steps 1 ";
   const Run other = launch("cd " + dir + " && " + train_binary() + " --init-from hf --train-data other/train.bin" +
