@@ -145,6 +145,8 @@ TrainConfig resume_config(const TrainConfig& given, int argc, char** argv) {
     c = ckpt.train_config.get<TrainConfig>();
   } catch (const nlohmann::json::exception& e) {
     fail_input(format("checkpoint {} holds an unreadable training configuration: {}", path, e.what()));
+  } catch (const InputError& e) {
+    fail_input(format("checkpoint {} holds an unreadable training configuration: {}", path, e.what()));
   }
   c.resume = given.resume;
   // The tokenizer as the checkpoint records it, absolute: the saved flag is as typed, relative to

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "core/atomic_file.hpp"
+#include "core/backend.hpp"
 #include "core/check.hpp"
 #include "core/fnv1a.hpp"
 #include "core/signal_cleanup.hpp"
@@ -226,18 +227,27 @@ Checkpoint load_checkpoint(const std::string& path, bool with_optimizer) {
   Checkpoint c;
   try {
     auto j = nlohmann::json::parse(text);
+    // Counters as written: whole numbers >= 0 (nlohmann would wrap -1 and truncate 2.5).
+    const auto count = [](const nlohmann::json& parent, const char* key) {
+      const nlohmann::json& v = parent.at(key);
+      INPUT_CHECK(v.is_number_unsigned(), "\"{}\" must be a whole number >= 0, got {}", key, v.dump());
+      return v.get<uint64_t>();
+    };
     c.config = j.at("model").get<ModelConfig>();
     c.dtype = j.at("dtype").get<std::string>();
-    c.step = j.at("step").get<uint64_t>();
-    c.tokens_seen = j.at("tokens_seen").get<uint64_t>();
-    c.loader.epoch = j.at("loader").at("epoch").get<uint64_t>();
-    c.loader.cursor = j.at("loader").at("cursor").get<uint64_t>();
-    c.loader.windows = j.at("loader").value("windows", uint64_t(0));  // absent before it was recorded
-    c.seed = j.at("seed").get<uint64_t>();
-    c.tokenizer_fingerprint = j.at("tokenizer_fingerprint").get<uint64_t>();
+    parse_dtype(c.dtype);
+    c.step = count(j, "step");
+    c.tokens_seen = count(j, "tokens_seen");
+    c.loader.epoch = count(j.at("loader"), "epoch");
+    c.loader.cursor = count(j.at("loader"), "cursor");
+    c.loader.windows = j.at("loader").contains("windows") ? count(j.at("loader"), "windows") : 0;  // absent before
+    c.seed = count(j, "seed");
+    c.tokenizer_fingerprint = count(j, "tokenizer_fingerprint");
     c.tokenizer_dir = j.at("tokenizer_dir").get<std::string>();
     c.train_config = j.at("train_config");
   } catch (const nlohmann::json::exception& e) {
+    fail_input(format("checkpoint {} has a corrupt header: {}", path, e.what()));
+  } catch (const InputError& e) {
     fail_input(format("checkpoint {} has a corrupt header: {}", path, e.what()));
   }
   try {
@@ -297,8 +307,13 @@ std::vector<std::filesystem::path> step_checkpoints(const std::filesystem::path&
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) return {};
   for (const auto& entry : fs::directory_iterator(dir)) {
-    if (!entry.is_regular_file()) continue;
-    if (const std::optional<uint64_t> step = checkpoint_step_of(entry.path())) found.emplace_back(*step, entry.path());
+    const std::optional<uint64_t> step = checkpoint_step_of(entry.path());
+    if (!step) continue;
+    // Passed over, a directory under a checkpoint's name would have a run resume from an older
+    // step, and fail only when its own save there is renamed, at the end.
+    INPUT_CHECK(entry.is_regular_file(), "{} has a step checkpoint's name but is not a file: move it out of {}",
+                entry.path().string(), dir.string());
+    found.emplace_back(*step, entry.path());
   }
   std::sort(found.begin(), found.end());  // by step (a step past 8 digits has a longer name)
   std::vector<fs::path> out;

@@ -2,7 +2,9 @@
 #include "core/config.hpp"
 
 #include <charconv>
+#include <climits>
 #include <map>
+#include <tuple>
 #include <nlohmann/json.hpp>
 
 #include "core/check.hpp"
@@ -49,13 +51,15 @@ ModelConfig model_preset(const std::string& name) {
 }
 
 void validate(const ModelConfig& c) {
-  INPUT_CHECK(c.num_layers >= 1, "model: num_layers (L) must be >= 1, got {}", c.num_layers);
-  INPUT_CHECK(c.num_heads >= 1, "model: num_heads (NH) must be >= 1, got {}", c.num_heads);
-  INPUT_CHECK(c.channels >= 1, "model: channels (C) must be >= 1, got {}", c.channels);
+  for (auto [name, value, max] : {std::tuple{"num_layers (L)", c.num_layers, kMaxLayers},
+                                  std::tuple{"num_heads (NH)", c.num_heads, kMaxHeads},
+                                  std::tuple{"channels (C)", c.channels, kMaxChannels},
+                                  std::tuple{"max_seq_len", c.max_seq_len, kMaxSeqLen},
+                                  std::tuple{"vocab_size (V)", c.vocab_size, kMaxVocabSize},
+                                  std::tuple{"padded_vocab_size (Vp)", c.padded_vocab_size, kMaxVocabSize}})
+    INPUT_CHECK(value >= 1 && value <= max, "model: {} must be in 1..{}, got {}", name, max, value);
   INPUT_CHECK(c.channels % c.num_heads == 0, "model: channels (C) = {} must be divisible by num_heads (NH) = {}",
               c.channels, c.num_heads);
-  INPUT_CHECK(c.max_seq_len >= 1, "model: max_seq_len must be >= 1, got {}", c.max_seq_len);
-  INPUT_CHECK(c.vocab_size >= 1, "model: vocab_size (V) must be >= 1, got {}", c.vocab_size);
   INPUT_CHECK(c.padded_vocab_size >= c.vocab_size, "model: padded_vocab_size (Vp) = {} must be >= vocab_size (V) = {}",
               c.padded_vocab_size, c.vocab_size);
   INPUT_CHECK(c.dropout >= 0.0f && c.dropout < 1.0f, "model: dropout must be in [0, 1), got {}", c.dropout);
@@ -92,13 +96,24 @@ double shortest_double(float x) {
   return value;
 }
 
+namespace {
+// A size as written: a whole number that fits an int (nlohmann would cast 1.5 to 1 and wrap
+// 2^32 + 1 to 1). validate() then checks its range.
+int whole_int(const nlohmann::json& j, const char* key) {
+  const nlohmann::json& v = j.at(key);
+  INPUT_CHECK(v.is_number_integer() && v.get<int64_t>() >= INT_MIN && v.get<int64_t>() <= INT_MAX,
+              "model config: \"{}\" must be a whole number, got {}", key, v.dump());
+  return int(v.get<int64_t>());
+}
+}  // namespace
+
 void from_json(const nlohmann::json& j, ModelConfig& c) {
-  j.at("max_seq_len").get_to(c.max_seq_len);
-  j.at("vocab_size").get_to(c.vocab_size);
-  j.at("padded_vocab_size").get_to(c.padded_vocab_size);
-  j.at("num_layers").get_to(c.num_layers);
-  j.at("num_heads").get_to(c.num_heads);
-  j.at("channels").get_to(c.channels);
+  c.max_seq_len = whole_int(j, "max_seq_len");
+  c.vocab_size = whole_int(j, "vocab_size");
+  c.padded_vocab_size = whole_int(j, "padded_vocab_size");
+  c.num_layers = whole_int(j, "num_layers");
+  c.num_heads = whole_int(j, "num_heads");
+  c.channels = whole_int(j, "channels");
   c.dropout = j.value("dropout", 0.0f);
 }
 

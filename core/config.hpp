@@ -23,7 +23,14 @@ struct ModelConfig {
   bool operator==(const ModelConfig&) const = default;
 };
 
-// Vp for a vocabulary: the next multiple of 128 (50257 -> 50304).
+// Upper bounds far above any GPT-2 (gpt2-xl: L 48, NH 25, C 1600, maxT 1024, V 50257) that keep
+// every size computed from a ModelConfig inside 64 bits, so that a corrupt checkpoint, shard
+// header or config.json cannot pass as a model of plausible size. V and Vp: at most 2^24 (a
+// tokenizer has fewer than 2^24 tokens).
+inline constexpr int kMaxLayers = 1 << 16, kMaxHeads = 1 << 16, kMaxChannels = 1 << 20, kMaxSeqLen = 1 << 24,
+                     kMaxVocabSize = 1 << 24;
+
+// Vp for a vocabulary: the next multiple of 128 (50257 -> 50304); vocab_size in 1..kMaxVocabSize.
 int padded_vocab(int vocab_size);
 
 // Presets: gpt2 (124M), gpt2-medium (350M), gpt2-large (774M), gpt2-xl (1558M), and the small
@@ -33,7 +40,7 @@ ModelConfig model_preset(const std::string& name);
 std::vector<std::string> model_preset_names();
 
 // Throws InputError naming the field and the value for an impossible configuration
-// (C not divisible by NH, sizes <= 0, Vp < V, dropout outside [0, 1)).
+// (C not divisible by NH, sizes <= 0 or above the bounds above, Vp < V, dropout outside [0, 1)).
 void validate(const ModelConfig& config);
 
 // Parameter count, the padded vocabulary rows included (what the model holds), and without them

@@ -17,6 +17,7 @@
 #include <string_view>
 
 #include "core/check.hpp"
+#include "core/config.hpp"
 
 namespace gpt2cc {
 
@@ -63,7 +64,8 @@ ShardHeader decode_header(const std::string& path, const unsigned char* in, uint
               kRegenerate);
   INPUT_CHECK(h.token_bytes == 2 || h.token_bytes == 4, "{}: corrupt header: token width {} bytes (expected 2 or 4)",
               path, h.token_bytes);
-  INPUT_CHECK(h.vocab_size > 0, "{}: corrupt header: vocab_size is 0", path);
+  INPUT_CHECK(h.vocab_size > 0 && h.vocab_size <= uint32_t(kMaxVocabSize),
+              "{}: corrupt header: vocab_size {} is outside 1..{}", path, h.vocab_size, kMaxVocabSize);
   INPUT_CHECK(h.token_bytes == 4 || h.vocab_size <= 65536,
               "{}: corrupt header: vocab_size {} does not fit 2-byte tokens", path, h.vocab_size);
   for (size_t i = 36; i < kShardHeaderBytes; ++i)

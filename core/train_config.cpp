@@ -3,6 +3,9 @@
 #include "core/train_config.hpp"
 
 #include <cmath>
+#include <limits>
+#include <type_traits>
+#include <utility>
 #include <tuple>
 #include <nlohmann/json.hpp>
 
@@ -36,9 +39,31 @@ void to_json(nlohmann::json& j, const TrainConfig& c) {
 #undef X
 }
 
+namespace {
+// A saved setting read back as what its field holds: a number of another kind (2.5 or -1 for a
+// count, 2^31 for an int) is refused instead of truncated or wrapped.
+template <class T>
+void read_setting(const nlohmann::json& j, const char* key, T& field) {
+  const nlohmann::json& v = j.at(key);
+  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+    const bool fits = v.is_number_unsigned()  ? std::in_range<T>(v.get<uint64_t>())
+                      : v.is_number_integer() ? std::in_range<T>(v.get<int64_t>())
+                                              : false;
+    INPUT_CHECK(fits, "saved setting \"{}\" must be a whole number from {} to {}, got {}", key,
+                std::numeric_limits<T>::min(), std::numeric_limits<T>::max(), v.dump());
+    field = v.get<T>();
+  } else if constexpr (std::is_floating_point_v<T>) {
+    INPUT_CHECK(v.is_number(), "saved setting \"{}\" must be a number, got {}", key, v.dump());
+    field = v.get<T>();
+  } else {
+    v.get_to(field);
+  }
+}
+}  // namespace
+
 void from_json(const nlohmann::json& j, TrainConfig& c) {
 #define X(field) \
-  if (j.contains(#field)) j.at(#field).get_to(c.field);
+  if (j.contains(#field)) read_setting(j, #field, c.field);
   GPT2CC_TRAIN_CONFIG_FIELDS(X)
 #undef X
 }

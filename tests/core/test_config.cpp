@@ -41,14 +41,25 @@ TEST_CASE("impossible configurations name the field and the value", "[config]") 
   c = model_preset("d2");
   c.channels = -5;
   CHECK_THROWS_WITH(validate(c), Catch::Contains("channels") && Catch::Contains("-5"));
-  // Each lower bound with its own message (NH = 0 would otherwise divide by zero in C % NH).
-  const std::pair<void (*)(ModelConfig&), const char*> below[] = {
-      {[](ModelConfig& m) { m.num_heads = 0; }, "num_heads (NH) must be >= 1, got 0"},
-      {[](ModelConfig& m) { m.channels = 0; }, "channels (C) must be >= 1, got 0"},
-      {[](ModelConfig& m) { m.max_seq_len = 0; }, "max_seq_len must be >= 1, got 0"},
-      {[](ModelConfig& m) { m.vocab_size = 0; }, "vocab_size (V) must be >= 1, got 0"},
+  // Each bound with its own message (NH = 0 would otherwise divide by zero in C % NH).
+  const std::pair<void (*)(ModelConfig&), const char*> outside[] = {
+      {[](ModelConfig& m) { m.num_heads = 0; }, "num_heads (NH) must be in 1..65536, got 0"},
+      {[](ModelConfig& m) { m.channels = 0; }, "channels (C) must be in 1..1048576, got 0"},
+      {[](ModelConfig& m) { m.max_seq_len = 0; }, "max_seq_len must be in 1..16777216, got 0"},
+      {[](ModelConfig& m) { m.vocab_size = 0; }, "vocab_size (V) must be in 1..16777216, got 0"},
+      // Upper bounds: a corrupt header whose parameter count wraps past 2^64 to a plausible size
+      // (C 2^20, L 1397759, maxT 2^31 - 1 wrap it to 2^20) is refused here.
+      {[](ModelConfig& m) { m.num_layers = 1397759; }, "num_layers (L) must be in 1..65536, got 1397759"},
+      {[](ModelConfig& m) { m.num_heads = 1 << 17; }, "num_heads (NH) must be in 1..65536, got 131072"},
+      {[](ModelConfig& m) { m.channels = 1 << 21; }, "channels (C) must be in 1..1048576, got 2097152"},
+      {[](ModelConfig& m) { m.max_seq_len = 2147483647; }, "max_seq_len must be in 1..16777216, got 2147483647"},
+      {[](ModelConfig& m) { m.vocab_size = m.padded_vocab_size = (1 << 24) + 128; },
+       "vocab_size (V) must be in 1..16777216, got 16777344"},
+      {[](ModelConfig& m) { m.padded_vocab_size = 2147483647; },
+       "padded_vocab_size (Vp) must be in 1..16777216, got 2147483647"},
   };
-  for (const auto& [edit, message] : below) {
+  for (const auto& [edit, message] : outside) {
+    CAPTURE(message);
     c = model_preset("d2");
     edit(c);
     CHECK_THROWS_WITH(validate(c), Catch::Contains(message));
@@ -85,4 +96,21 @@ TEST_CASE("TrainConfig JSON writes floats in their shortest form and reads them 
     CHECK(float(shortest_double(x)) == x);
   }
   CHECK(shortest_double(0.3f) == 0.3);
+}
+
+TEST_CASE("TrainConfig JSON: a saved setting of the wrong kind is refused, not cast", "[config]") {
+  const auto read = [](const char* key, nlohmann::json value) {
+    nlohmann::json j = TrainConfig{};
+    j[key] = std::move(value);
+    return j.get<TrainConfig>();
+  };
+  CHECK(read("batch_size", 6).batch_size == 6);
+  CHECK(read("steps", 18446744073709551615ull).steps == 18446744073709551615ull);
+  CHECK_THROWS_WITH(read("batch_size", 2147483648LL),
+                    Catch::Contains("saved setting \"batch_size\" must be a whole number from -2147483648 to "
+                                    "2147483647, got 2147483648"));
+  CHECK_THROWS_WITH(read("steps", -1), Catch::Contains("\"steps\" must be a whole number from 0 to"));
+  CHECK_THROWS_WITH(read("steps", 2.5), Catch::Contains("\"steps\" must be a whole number"));
+  CHECK_THROWS_WITH(read("lr", "0.1"), Catch::Contains("saved setting \"lr\" must be a number, got \"0.1\""));
+  CHECK_THROWS_AS(read("preset", 3), nlohmann::json::exception);  // the caller names the checkpoint
 }

@@ -173,7 +173,18 @@ TEST_CASE("truncated, corrupt and foreign shards give errors naming the file", "
     std::string b = bytes;
     std::memset(b.data() + 32, 0, 4);
     write_all(bad, b);
-    require_input_error([&] { read_shard_header(bad); }, {bad, "vocab_size is 0"});
+    require_input_error([&] { read_shard_header(bad); }, {bad, "vocab_size 0 is outside 1..16777216"});
+  }
+  SECTION("a vocabulary beyond any tokenizer's (2^31 - 1 and 2^32 - 1 overflowed the model's int sizes)") {
+    for (uint32_t vocab : {uint32_t(1 << 24) + 1, uint32_t(2147483647), uint32_t(4294967295u)}) {
+      std::string b = bytes;
+      const uint32_t width = 4;
+      std::memcpy(b.data() + 12, &width, 4);
+      std::memcpy(b.data() + 32, &vocab, 4);
+      write_all(bad, b);
+      require_input_error([&] { read_shard_header(bad); },
+                          {bad, "vocab_size " + std::to_string(vocab) + " is outside 1..16777216"});
+    }
   }
   SECTION("a vocabulary too large for 2-byte tokens") {
     std::string b = bytes;

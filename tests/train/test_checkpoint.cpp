@@ -14,6 +14,7 @@
 #include "common/test_common.hpp"
 #include "core/check.hpp"
 #include "core/checkpoint.hpp"
+#include "core/fnv1a.hpp"
 #include "core/train_testing.hpp"
 
 using namespace gpt2cc;
@@ -73,6 +74,27 @@ std::vector<char> read_bytes(const std::string& path) {
 void write_bytes(const std::string& path, const std::vector<char>& bytes) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   out.write(bytes.data(), std::streamsize(bytes.size()));
+}
+
+// The checkpoint `bytes` with `from` replaced by `to` in its header JSON, the header length and the
+// checksum rewritten to match: a header that only a deliberate edit could make.
+std::vector<char> edit_header(const std::vector<char>& bytes, const std::string& from, const std::string& to) {
+  uint32_t header_bytes = 0;
+  std::memcpy(&header_bytes, bytes.data() + 12, 4);
+  const auto header_end = bytes.begin() + 16 + std::ptrdiff_t(header_bytes);
+  std::string header(bytes.begin() + 16, header_end);
+  const size_t at = header.find(from);
+  REQUIRE(at != std::string::npos);
+  header.replace(at, from.size(), to);
+  const uint32_t new_bytes = uint32_t(header.size());
+  std::string out(bytes.begin(), bytes.begin() + 12);
+  out.append(reinterpret_cast<const char*>(&new_bytes), 4);
+  out += header;
+  out.append(header_end, bytes.end() - 8);  // the arrays, without the old checksum
+  Fnv1a hash;
+  hash.add(out.data(), out.size());
+  out.append(reinterpret_cast<const char*>(&hash.h), 8);
+  return std::vector<char>(out.begin(), out.end());
 }
 
 int g_hook_calls = 0;
@@ -168,6 +190,27 @@ TEST_CASE("corrupt, truncated and foreign files name the file and the problem", 
     write_bytes(bad, std::vector<char>(text.begin(), text.end()));
     CHECK_THROWS_WITH(load_checkpoint(bad), Catch::Contains("parameters") && Catch::Contains("L=3"));
   }
+  SECTION("header fields of the wrong kind are refused, not cast (the checksum made to match)") {
+    write_bytes(bad, edit_header(bytes, "\"step\":20", "\"step\":21"));
+    CHECK(load_checkpoint(bad).step == 21);  // the edit itself makes a loadable file
+    struct Edit {
+      std::string from, to, message;
+    };
+    const Edit edits[] = {
+        {"\"step\":20", "\"step\":-1", "\"step\" must be a whole number >= 0, got -1"},
+        {"\"step\":20", "\"step\":2.5", "\"step\" must be a whole number >= 0, got 2.5"},
+        {"\"num_layers\":2", "\"num_layers\":2.0", "\"num_layers\" must be a whole number, got 2.0"},
+        {"\"channels\":8", "\"channels\":4294967304", "\"channels\" must be a whole number, got 4294967304"},
+        {"\"dtype\":\"fp32\"", "\"dtype\":\"fp16\"", "fp16"},
+    };
+    for (const Edit& e : edits) {
+      INFO(e.to);
+      write_bytes(bad, edit_header(bytes, e.from, e.to));
+      CHECK_THROWS_AS(load_checkpoint(bad), InputError);
+      CHECK_THROWS_WITH(load_checkpoint(bad), Catch::Contains("checkpoint " + bad + " has a corrupt header: ") &&
+                                                  Catch::Contains(e.message));
+    }
+  }
 }
 
 TEST_CASE("a checkpoint write killed half-way leaves the previous checkpoint loadable", "[checkpoint]") {
@@ -255,10 +298,14 @@ TEST_CASE("step checkpoints are the step_<digits>.ckpt files, in step order", "[
   for (const char* name : {"step_00000010.ckpt", "step_00000002.ckpt", "step_100000000.ckpt", "step_best.ckpt",
                            "step_.ckpt", "step_12a.ckpt", "step_-1.ckpt", "step_00000003.ckpt.tmp", "notes.txt"})
     std::ofstream(dir / name) << "x";
-  fs::create_directories(dir / "step_00000005.ckpt");  // a folder of that name is not one either
   std::vector<std::string> found;
   for (const fs::path& p : step_checkpoints(dir)) found.push_back(p.filename());
   CHECK(found == std::vector<std::string>{"step_00000002.ckpt", "step_00000010.ckpt", "step_100000000.ckpt"});
+  // A folder of a checkpoint's name is refused: passed over, a resume would take an older step.
+  fs::create_directories(dir / "step_00000005.ckpt");
+  CHECK_THROWS_WITH(step_checkpoints(dir), Catch::Contains((dir / "step_00000005.ckpt").string() +
+                                                           " has a step checkpoint's name but is not a file"));
+  fs::remove(dir / "step_00000005.ckpt");
   CHECK(checkpoint_step_of(dir / "step_00000300.ckpt") == 300u);
   CHECK(checkpoint_step_of("step_100000000.ckpt") == 100000000u);
   for (const char* other : {"step_best.ckpt", "step_.ckpt", "step_12a.ckpt", "step_+4.ckpt", "step_4.ckpt.tmp",
