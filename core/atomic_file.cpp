@@ -75,7 +75,7 @@ void write_file_atomic(const std::string& path, std::string_view bytes) {
   write_file_atomic(path, [&](FILE* f) { return std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size(); });
 }
 
-std::string read_whole_file(const std::string& path, const std::string& what) {
+std::string read_whole_file(const std::string& path, const std::string& what, size_t max_bytes) {
   std::error_code ec;
   // A directory opens, then fails every read: said as what it is.
   INPUT_CHECK(!std::filesystem::is_directory(path, ec), "{} {} is a directory, not a file", what, path);
@@ -83,8 +83,11 @@ std::string read_whole_file(const std::string& path, const std::string& what) {
   INPUT_CHECK(in.good(), "cannot open {} {}: {}", what, path, std::strerror(errno));
   std::string text;
   std::vector<char> block(1 << 16);
-  while (in.read(block.data(), std::streamsize(block.size())) || in.gcount() > 0)
+  while (in.read(block.data(), std::streamsize(block.size())) || in.gcount() > 0) {
     text.append(block.data(), size_t(in.gcount()));
+    INPUT_CHECK(text.size() <= max_bytes, "{} {} is larger than {} bytes: not a file of that kind", what, path,
+                max_bytes);
+  }
   if (in.bad()) throw Error(format("reading {} {} failed (an I/O error)", what, path));
   return text;
 }

@@ -5,6 +5,7 @@
 // small file whole, with the same rules for messages.
 #pragma once
 
+#include <cstdint>
 #include <cstdio>
 #include <filesystem>
 #include <functional>
@@ -36,8 +37,9 @@ void write_file_atomic(const std::string& path, const std::function<bool(FILE*)>
 void write_file_atomic(const std::string& path, std::string_view bytes);
 
 // The bytes of the file at `path`, which `what` names in messages ("prompt file"). Missing,
-// unreadable or a directory: InputError (bad input, exit 2); a read that fails once the file is
+// unreadable, a directory or more than max_bytes (a file of a known kind gone wrong, or an endless
+// device such as /dev/zero): InputError (bad input, exit 2); a read that fails once the file is
 // open: Error (an I/O error, exit 1).
-std::string read_whole_file(const std::string& path, const std::string& what);
+std::string read_whole_file(const std::string& path, const std::string& what, size_t max_bytes = SIZE_MAX);
 
 }  // namespace gpt2cc

@@ -17,6 +17,7 @@
 #include <cstring>
 #include <cxxopts.hpp>
 #include <exception>
+#include <filesystem>
 #include <iostream>
 #include <limits>
 #include <new>
@@ -168,6 +169,15 @@ inline CliFailure describe_failure(std::exception_ptr error, const std::string& 
     return {2, {name_bad_value(e.what(), argc, argv) + " (see " + command + " --help)"}};
   } catch (const cxxopts::exceptions::exception& e) {
     return {2, {std::string(e.what()) + " (see " + command + " --help)"}};
+  } catch (const std::filesystem::filesystem_error& e) {
+    // A path that names no file (a link loop, a file where a directory should be, too long, gone)
+    // is bad input wherever std::filesystem met it; other errors (EIO, ...) are the machine's.
+    const std::error_code code = e.code();
+    const bool errno_code = code.category() == std::generic_category() || code.category() == std::system_category();
+    const int value = code.value();
+    if (errno_code && (value == ELOOP || value == ENOTDIR || value == ENAMETOOLONG || value == ENOENT))
+      return {2, {format("{}: {}", e.path1().string(), code.message())}};
+    return {1, {std::string("error: ") + e.what()}};
   } catch (const std::exception& e) {
     return {1, {std::string("error: ") + e.what()}};
   }

@@ -64,7 +64,9 @@ fs::path weights_dir(const fs::path& weights) {
 }
 
 nlohmann::json read_config(const fs::path& file) {
-  const std::string text = read_whole_file(file.string(), "the Hugging Face model's config (beside its weights)");
+  // A config is a few hundred bytes.
+  const std::string text =
+      read_whole_file(file.string(), "the Hugging Face model's config (beside its weights)", 16u << 20);
   nlohmann::json j = safetensors::parse_untrusted_json(text, 8);
   INPUT_CHECK(!j.is_discarded() && j.is_object(), "{} is not a JSON object (or nests deeper than a config does)",
               file.string());
@@ -129,14 +131,14 @@ ModelConfig model_config(const nlohmann::json& j, const std::string& file) {
               "{}: scale_attn_by_inverse_layer_idx is true; gpt2cc scales attention by 1/sqrt(head size) only", file);
   INPUT_CHECK(r.boolean("scale_attn_weights", true), "{}: scale_attn_weights is false; gpt2cc scales attention by "
               "1/sqrt(head size)", file);
-  // Bounds far above any GPT-2 that keep every size computed from them inside 64 bits; the tensors'
-  // shapes in the weights file then decide.
+  // Bounds far above any GPT-2 that keep every size computed from them inside 64 bits
+  // (core/config.hpp); the tensors' shapes in the weights file then decide.
   ModelConfig c;
-  c.num_layers = r.integer("n_layer", 1 << 16);
-  c.num_heads = r.integer("n_head", 1 << 16);
-  c.channels = r.integer("n_embd", 1 << 20);
-  c.max_seq_len = r.integer("n_positions", 1 << 24, "n_ctx");
-  c.vocab_size = r.integer("vocab_size", 1 << 24);
+  c.num_layers = r.integer("n_layer", kMaxLayers);
+  c.num_heads = r.integer("n_head", kMaxHeads);
+  c.channels = r.integer("n_embd", kMaxChannels);
+  c.max_seq_len = r.integer("n_positions", kMaxSeqLen, "n_ctx");
+  c.vocab_size = r.integer("vocab_size", kMaxVocabSize);
   if (const nlohmann::json* inner = r.find("n_inner")) {
     INPUT_CHECK(inner->is_number_integer() && inner->get<long long>() == 4LL * c.channels,
                 "{}: n_inner is {}; gpt2cc's MLP is 4 x n_embd = {} wide", file,
@@ -144,7 +146,11 @@ ModelConfig model_config(const nlohmann::json& j, const std::string& file) {
   }
   c.padded_vocab_size = padded_vocab(c.vocab_size);
   c.dropout = 0.0f;  // a starting point: dropout, if any, is the training run's choice (--dropout)
-  validate(c);
+  try {
+    validate(c);
+  } catch (const InputError& e) {
+    fail_input(format("{}: {}", file, e.what()));
+  }
   return c;
 }
 

@@ -247,12 +247,21 @@ void read_jsonl(LineReader& in, DocumentBuilder& doc, const FormatOptions& optio
     if (is_blank(line)) continue;
     std::string where = format("{}:{}", in.path(), in.line_number());
     nlohmann::json value;
+    // The parser keeps the last of repeated keys: the text field given twice is refused instead
+    // (as tinystories-json refuses a second "story"), not read as one of them.
+    int field_keys = 0;
+    const auto count_field = [&](int depth, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
+      if (event == nlohmann::json::parse_event_t::key && depth == 1 && parsed == options.field) ++field_keys;
+      return true;
+    };
     try {
-      value = nlohmann::json::parse(line);
+      value = nlohmann::json::parse(line, count_field);
     } catch (const nlohmann::json::exception& e) {
       fail_input(format("{}: not a JSON value: {}", where, e.what()));
     }
     INPUT_CHECK(value.is_object(), "{}: expected a JSON object per line", where);
+    INPUT_CHECK(field_keys <= 1, "{}: the field \"{}\" appears {} times in the object", where, options.field,
+                field_keys);
     auto it = value.find(options.field);
     INPUT_CHECK(it != value.end(), "{}: no field \"{}\" (choose it with --field)", where, options.field);
     INPUT_CHECK(it->is_string(), "{}: field \"{}\" is not a string", where, options.field);

@@ -348,7 +348,12 @@ Tokenizer Tokenizer::from_parts(std::vector<std::string> tokens, std::vector<std
 
 Tokenizer Tokenizer::load(const std::string& dir) {
   tok::VocabParts p = tok::read_vocab_dir(dir);
-  return from_parts(std::move(p.tokens), std::move(p.merges), std::move(p.special_ids));
+  try {
+    return from_parts(std::move(p.tokens), std::move(p.merges), std::move(p.special_ids));
+  } catch (const InputError& e) {
+    // from_parts' checks (an empty special token, two tokens of the same bytes) name ids only.
+    fail_input(format("tokenizer {}: {}", dir, e.what()));
+  }
 }
 
 void Tokenizer::save(const std::string& dir) const {

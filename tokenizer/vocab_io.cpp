@@ -23,6 +23,10 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// GPT-2's files are 1.0 and 0.5 MB; 2^24 tokens (the most a tokenizer has) of up to ~60 bytes
+// escaped stay under this.
+constexpr size_t kMaxTokenizerFileBytes = size_t(1) << 30;
+
 void append_utf8(std::string& out, uint32_t cp) {
   if (cp < 0x80) {
     out.push_back(char(cp));
@@ -210,31 +214,40 @@ VocabParts read_vocab_dir(const std::string& dir) {
   INPUT_CHECK(fs::exists(merges_path), "tokenizer file {} is missing (it belongs with {})", merges_path, vocab_path);
 
   // 1. The vocabulary: mapped token string -> id, ids dense in [0, V).
-  std::string vocab_text = read_whole_file(vocab_path, "tokenizer file");
+  std::string vocab_text = read_whole_file(vocab_path, "tokenizer file", kMaxTokenizerFileBytes);
   std::unordered_map<std::string, int> id_of;
-  std::vector<std::string> keys;
-  std::vector<int> key_line;
+  struct Entry {
+    int id, line;
+    std::string key;
+  };
+  std::vector<Entry> entries;
   FlatJsonReader(vocab_path, vocab_text).read([&](const std::string& key, long long id, int line) {
     INPUT_CHECK(id >= 0 && id < (1LL << 24), "{}:{}: token id {} out of range [0, 2^24)", vocab_path, line, id);
     auto [it, fresh] = id_of.emplace(key, int(id));
     INPUT_CHECK(fresh, "{}:{}: token {} appears twice", vocab_path, line, json_escape(key));
-    if (keys.size() <= size_t(id)) {
-      keys.resize(id + 1);
-      key_line.resize(id + 1, 0);
-    }
-    INPUT_CHECK(key_line[id] == 0, "{}:{}: token id {} is also used on line {}", vocab_path, line, id, key_line[id]);
-    keys[id] = key;
-    key_line[id] = line;
+    entries.push_back({int(id), line, key});
   });
-  INPUT_CHECK(!keys.empty(), "{}: the vocabulary is empty", vocab_path);
-  for (size_t id = 0; id < keys.size(); ++id)
-    INPUT_CHECK(key_line[id] != 0, "{}: token ids must be 0..{} without gaps, but id {} is missing", vocab_path,
-                keys.size() - 1, id);
+  INPUT_CHECK(!entries.empty(), "{}: the vocabulary is empty", vocab_path);
+  // In id order (then line order), so that the tables are sized by the entries the file holds,
+  // not by its largest id (one id of 2^24 - 1 in a small file would take ~600 MB first).
+  std::sort(entries.begin(), entries.end(),
+            [](const Entry& a, const Entry& b) { return a.id != b.id ? a.id < b.id : a.line < b.line; });
+  const int max_id = entries.back().id;
+  std::vector<std::string> keys;
+  std::vector<int> key_line;
+  for (Entry& e : entries) {
+    INPUT_CHECK(keys.empty() || e.id != int(keys.size()) - 1, "{}:{}: token id {} is also used on line {}", vocab_path,
+                e.line, e.id, key_line.empty() ? 0 : key_line.back());
+    INPUT_CHECK(e.id == int(keys.size()), "{}: token ids must be 0..{} without gaps, but id {} is missing", vocab_path,
+                max_id, keys.size());
+    keys.push_back(std::move(e.key));
+    key_line.push_back(e.line);
+  }
 
   // 2. The merges, in rank order.
   VocabParts parts;
   std::vector<bool> merged(keys.size(), false);
-  std::string merges_text = read_whole_file(merges_path, "tokenizer file");
+  std::string merges_text = read_whole_file(merges_path, "tokenizer file", kMaxTokenizerFileBytes);
   std::istringstream lines(merges_text);
   std::string line;
   int line_no = 0;

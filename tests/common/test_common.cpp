@@ -1,6 +1,7 @@
 #include "common/test_common.hpp"
 
 #include <catch2/catch.hpp>
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -169,6 +170,12 @@ std::string temp_dir(const std::string& name) {
 std::string shell_wait_in_fifo_open() {
   return "for i in $(seq 100); do grep -q -e partner -e fifo -e pipe /proc/$pid/wchan 2>/dev/null && break; "
          "sleep 0.1; done; ";
+}
+
+long peak_rss_kib() {
+  rusage usage{};
+  REQUIRE(getrusage(RUSAGE_SELF, &usage) == 0);
+  return usage.ru_maxrss;
 }
 
 }  // namespace gpt2cc::test

@@ -56,6 +56,8 @@ std::string temp_dir(const std::string& name);
 // /proc/PID/wchan reads wait_for_partner (Linux 5+; fifo_open or pipe_wait before). 10 s at
 // most, then it goes on, so a signal test never hangs.
 std::string shell_wait_in_fifo_open();
+// This process's peak resident memory so far (getrusage's ru_maxrss), in KiB.
+long peak_rss_kib();
 
 // An environment variable set to `value` (nullopt: unset) for the object's lifetime, then put
 // back as it was; set() changes it meanwhile. A failing setenv/unsetenv fails the test.

@@ -1,6 +1,7 @@
 // Files replaced whole (core/atomic_file.hpp): the bytes land, no .tmp is left; a symbolic link is
 // followed to its file and stays a link; a FIFO or a device is written in place, never replaced
 // by a plain file (the rename that replaces a regular file would put one where /dev/null was).
+// And read_whole_file: bytes as they are, bad paths as bad input, a cap on the size.
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -89,4 +90,20 @@ TEST_CASE("write_file_atomic replaces a file whole, through links, and writes de
     CHECK(slurp(path) == "old");
     CHECK_FALSE(fs::exists(path + ".tmp"));
   }
+}
+
+TEST_CASE("read_whole_file: the bytes; a missing file, a directory or one past the cap is bad input", "[atomic]") {
+  const std::string dir = test::temp_dir("read_whole_file");
+  const std::string bytes("a\0b\r\nc", 6);
+  write_file_atomic(dir + "/f", bytes);
+  CHECK(read_whole_file(dir + "/f", "test file") == bytes);
+  CHECK(read_whole_file(dir + "/f", "test file", 6) == bytes);
+  CHECK_THROWS_AS(read_whole_file(dir + "/f", "test file", 5), InputError);
+  CHECK_THROWS_WITH(read_whole_file(dir + "/f", "test file", 5),
+                    "test file " + dir + "/f is larger than 5 bytes: not a file of that kind");
+  CHECK_THROWS_WITH(read_whole_file("/dev/zero", "config", 1 << 20), Catch::Contains("larger than 1048576 bytes"));
+  CHECK_THROWS_AS(read_whole_file(dir + "/none", "test file"), InputError);
+  CHECK_THROWS_WITH(read_whole_file(dir + "/none", "test file"),
+                    "cannot open test file " + dir + "/none: No such file or directory");
+  CHECK_THROWS_WITH(read_whole_file(dir, "test file"), "test file " + dir + " is a directory, not a file");
 }

@@ -6,6 +6,7 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <filesystem>
 #include <iostream>
 #include <new>
 #include <sstream>
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "benchmarks/bench_cli.hpp"
+#include "common/test_common.hpp"
 #include "core/check.hpp"
 #include "core/cli.hpp"
 #include "core/distributed.hpp"
@@ -65,6 +67,20 @@ TEST_CASE("run_cli: exit codes and messages", "[cli]") {
   const Outcome no_hint = run([]() -> int { throw OutOfMemoryError("out of memory"); }, {}, nullptr);
   CHECK(no_hint.code == 1);
   CHECK(no_hint.err == "prog: error: out of memory\n");
+
+  // std::filesystem's errors: a path that names no file is bad input, named with its reason; an
+  // I/O error stays exit 1.
+  const std::string loop = test::temp_dir("cli_link_loop") + "/loop";
+  std::filesystem::remove(loop);
+  std::filesystem::create_symlink(loop, loop);
+  const Outcome looped = run([&]() -> int { return std::filesystem::exists(loop + "/vocab.json") ? 0 : 4; });
+  CHECK(looped.code == 2);
+  CHECK(looped.err == "prog: " + loop + "/vocab.json: Too many levels of symbolic links\n");
+  const Outcome io = run([]() -> int {
+    throw std::filesystem::filesystem_error("status", "/x", std::make_error_code(std::errc::io_error));
+  });
+  CHECK(io.code == 1);
+  CHECK_THAT(io.err, Catch::StartsWith("prog: error: ") && Catch::Contains("/x"));
 }
 
 TEST_CASE("run_cli: cxxopts errors exit 2, an unparsable value is named by its flag", "[cli]") {

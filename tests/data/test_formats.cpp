@@ -228,6 +228,12 @@ TEST_CASE("JSONL: a chosen string field per line", "[data]") {
   CHECK_THROWS_WITH(read(bad, with(Format::jsonl)), Catch::Contains(bad + ":2"));
   std::string num = write_file(dir, "num.jsonl", "{\"text\": 5}\n");
   CHECK_THROWS_WITH(read(num, with(Format::jsonl)), Catch::Contains("not a string"));
+  // The field given twice in one object is refused; the same key inside a nested object is not it.
+  std::string twice = write_file(dir, "twice.jsonl", "{\"text\": \"a\"}\n{\"text\": \"b\", \"text\": \"c\"}\n");
+  CHECK_THROWS_WITH(read(twice, with(Format::jsonl)),
+                    Catch::Contains(twice + ":2: the field \"text\" appears 2 times in the object"));
+  std::string nested = write_file(dir, "nested.jsonl", "{\"meta\": {\"text\": \"x\"}, \"text\": \"d\"}\n");
+  CHECK(read(nested, with(Format::jsonl)) == Docs{"d"});
 }
 
 TEST_CASE("invalid UTF-8 is an error naming file and line, or replaced on request", "[data]") {

@@ -193,7 +193,7 @@ TEST_CASE("Hugging Face weights gpt2cc cannot compute are refused by name", "[mo
   refused(with_config("no_layers", "n_layer", nullptr), "needs an integer \"n_layer\"");
   refused(with_config("three_layers", "n_layer", 3), "has no tensor 'transformer.h.2.ln_1.weight'");
   refused(with_config("wide", "n_embd", 64), "has shape [300, 32], expected [300, 64]");
-  refused(with_config("heads", "n_head", 3), "must be divisible by num_heads");
+  refused(with_config("heads", "n_head", 3), "/config.json: model: channels (C) = 32 must be divisible by num_heads");
   refused(with_config("inner", "n_inner", 96), "n_inner is 96; gpt2cc's MLP is 4 x n_embd = 128 wide");
   // Fields of the wrong type, out of range, or nested absurdly deep: refused naming file and field.
   refused(with_config("type_number", "model_type", 1), "\"model_type\" must be a string, got a JSON number");
@@ -201,6 +201,17 @@ TEST_CASE("Hugging Face weights gpt2cc cannot compute are refused by name", "[mo
   refused(with_config("tie_string", "tie_word_embeddings", "yes"), "\"tie_word_embeddings\" must be true or false");
   refused(with_config("layers_big", "n_layer", 4294967298LL), "\"n_layer\" is 4294967298, outside 1..65536");
   refused(with_config("layers_zero", "n_layer", 0), "\"n_layer\" is 0, outside 1..65536");
+  {
+    // A config.json that is a directory, or an endless device: named, not read forever.
+    const std::string folder = with_config("config_folder", "n_layer", 2);
+    fs::remove(folder + "/config.json");
+    fs::create_directories(folder + "/config.json");
+    refused(folder, folder + "/config.json is a directory, not a file");
+    const std::string endless = with_config("config_endless", "n_layer", 2);
+    fs::remove(endless + "/config.json");
+    fs::create_symlink("/dev/zero", endless + "/config.json");
+    refused(endless, endless + "/config.json is larger than 16777216 bytes");
+  }
   {
     const std::string dir = with_config("deep", "n_layer", 2);
     const std::string text = read_text(dir + "/config.json");

@@ -307,6 +307,24 @@ TEST_CASE("malformed tokenizer files give errors naming file and line", "[tokeni
     CHECK_THAT(load_error(dir), Catch::Contains("vocab.json:257") && Catch::Contains("line 6"));
   }
   {
+    // The largest id in a small file: a gap, found without tables sized by that id (they took
+    // ~600 MB before the error; the peak RSS may grow by far less now).
+    std::string dir = test::temp_dir("tok_far_id");
+    write_file(dir, "vocab.json", good_vocab + "\"ab\": 16777215\n}\n");
+    write_file(dir, "merges.txt", "a b\n");
+    const long peak_before = test::peak_rss_kib();
+    CHECK_THAT(load_error(dir), Catch::Contains("vocab.json: token ids must be 0..16777215 without gaps, but id 256 "
+                                                "is missing"));
+    CHECK(test::peak_rss_kib() - peak_before < 64 * 1024);
+  }
+  {
+    // The tokenizer's own checks on the parts name the directory too.
+    std::string dir = test::temp_dir("tok_empty_token");
+    write_file(dir, "vocab.json", good_vocab + "\"\": 256\n}\n");
+    write_file(dir, "merges.txt", "");
+    CHECK_THAT(load_error(dir), Catch::StartsWith("tokenizer " + dir + ": ") && Catch::Contains("256"));
+  }
+  {
     std::string dir = test::temp_dir("tok_truncated");
     write_file(dir, "encoder.json", good_vocab.substr(0, 300));
     write_file(dir, "vocab.bpe", "#version: 0.2\n");
