@@ -3,6 +3,7 @@
 
 #include <unistd.h>
 
+#include <charconv>
 #include <cerrno>
 #include <cmath>
 #include <cstring>
@@ -10,6 +11,8 @@
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <string_view>
 
 #include "core/atomic_file.hpp"
 #include "core/check.hpp"
@@ -30,12 +33,26 @@ void keep_lines(const std::string& path, Keep&& keep) {
   write_file_atomic(path, kept);
 }
 
-// Keeps the lines of `path` whose "step" <= last_step (a torn last line is dropped).
+// Keeps the lines of `path` whose "step" <= last_step. A line that is not a record this log wrote
+// (a torn last line; no "step", or one that is not a whole number >= 0) is dropped.
 void truncate_after_step(const std::string& path, int64_t last_step) {
   keep_lines(path, [&](const std::string& line) {
-    auto record = nlohmann::json::parse(line, nullptr, false);
-    return !record.is_discarded() && record.contains("step") && record["step"].get<int64_t>() <= last_step;
+    const auto record = nlohmann::json::parse(line, nullptr, false);
+    if (!record.is_object() || !record.contains("step") || !record["step"].is_number_unsigned()) return false;
+    return record["step"].get<uint64_t>() <= uint64_t(last_step);
   });
+}
+
+// The N of a samples.txt section line "=== step N ===", or nullopt for any other line; a step
+// beyond 64 bits reads as the largest.
+std::optional<uint64_t> section_step(std::string_view line) {
+  constexpr std::string_view head = "=== step ", tail = " ===";
+  if (!line.starts_with(head) || !line.ends_with(tail) || line.size() <= head.size() + tail.size()) return std::nullopt;
+  const std::string_view digits = line.substr(head.size(), line.size() - head.size() - tail.size());
+  uint64_t step = 0;
+  const auto [end, error] = std::from_chars(digits.data(), digits.data() + digits.size(), step);
+  if (end != digits.data() + digits.size()) return std::nullopt;
+  return error == std::errc::result_out_of_range ? UINT64_MAX : step;
 }
 }  // namespace
 
@@ -48,8 +65,7 @@ void keep_samples_through_step(const std::string& path, int64_t last_step) {
   }
   bool keeping = true;  // a section's lines go with its "=== step N ===" line
   keep_lines(path, [&](const std::string& line) {
-    unsigned long long step = 0;
-    if (std::sscanf(line.c_str(), "=== step %llu ===", &step) == 1) keeping = int64_t(step) <= last_step;
+    if (const std::optional<uint64_t> step = section_step(line)) keeping = *step <= uint64_t(last_step);
     return keeping;
   });
 }

@@ -37,7 +37,11 @@ std::string resolve_checkpoint(const std::string& path) {
   // A directory of Hugging Face weights (without step checkpoints: those win), which
   // load_checkpoint refuses to --resume by name.
   if (is_hf_gpt2(path)) return path;
-  fail_input(format("no checkpoint (step_*.ckpt) in run directory {} or its checkpoints/ folder", path));
+  const bool configured = fs::exists(fs::path(path) / "config.json", ec);
+  fail_input(format("no checkpoint (step_*.ckpt) in run directory {} or its checkpoints/ folder{}", path,
+                    configured ? ": the run stopped before its first checkpoint; start it again with its flags "
+                                 "(config.json there lists them) and the same --run-dir"
+                               : ""));
 }
 
 struct Trainer::Impl {
@@ -152,6 +156,12 @@ void Trainer::Impl::setup() {
 
   if (!cfg.val_data.empty()) {
     val_shards = list_shards(cfg.val_data);
+    // The loaders check each split's tokenizer; the vocabulary is the model's, checked here for
+    // validation too (a token beyond it would fail the first validation, steps later).
+    const uint32_t val_vocab = read_shard_header(val_shards.front()).vocab_size;
+    INPUT_CHECK(int(val_vocab) == mcfg.vocab_size,
+                "the validation data {} was tokenized with a vocabulary of {} tokens, the model has {}", cfg.val_data,
+                val_vocab, mcfg.vocab_size);
     if (cfg.eval_batches > 0) {
       val_loader = std::make_unique<DataLoader>(val_shards, B, T, LoaderOrder::sequential, 0, fingerprint, false);
       // Never more batches than the split holds: no window is counted twice.
@@ -423,6 +433,13 @@ std::string Trainer::save() {
     const std::optional<size_t> finite = s.newest_finite_checkpoint(all);
     for (size_t i = 0; i + size_t(s.cfg.keep_checkpoints) < all.size(); ++i)
       if (i != finite) fs::remove(all[i]);
+    // A temporary of a save that a kill cut short (SIGTERM, then SIGKILL in the stop's save) is
+    // never written again when the run continues at other steps: removed here, under the run
+    // directory's lock, so no other process is writing it.
+    for (const auto& entry : fs::directory_iterator(s.checkpoint_dir())) {
+      const std::string file = entry.path().filename().string();
+      if (file.ends_with(".tmp") && checkpoint_step_of(file.substr(0, file.size() - 4))) fs::remove(entry.path());
+    }
   }
   s.group->barrier();  // on every rank, save() returns with the checkpoint on disk
   return path.string();

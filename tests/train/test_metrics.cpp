@@ -28,7 +28,10 @@ TEST_CASE("the metrics log keeps the records up to the resumed step", "[metrics]
     MetricsLog log(path, -1);
     for (int step = 1; step <= 5; ++step) log.write({{"step", step}, {"train_loss", 10.0 - step}});
   }
-  std::ofstream(path, std::ios::app) << "{\"step\": 6, \"train_l";  // a line torn by a crash
+  // Lines this log did not write: steps that are not whole numbers >= 0, a record without one, a
+  // value that is not a record, and a line torn by a crash. Each is dropped, none stops a resume.
+  std::ofstream(path, std::ios::app) << "{\"step\": \"3\"}\n{\"step\": null}\n{\"step\": 2.5}\n{\"step\": -1}\n"
+                                        "{\"step\": 1e300}\n{\"loss\": 1}\n[1]\n7\n{\"step\": 6, \"train_l";
   {
     MetricsLog resumed(path, 3);  // the checkpoint was at step 3
     resumed.write({{"step", 4}, {"train_loss", 42.0}});
@@ -53,12 +56,16 @@ TEST_CASE("the metrics log keeps the records up to the resumed step", "[metrics]
 
 TEST_CASE("samples.txt keeps the sections up to the resumed step; a new run starts without it", "[metrics]") {
   const std::string path = test::temp_dir("samples_log") + "/samples.txt";
-  const std::string text = "=== step 2 ===\nOnce upon\n=== step 4 ===\na time\n\n=== step 6 ===\nthere was\n";
+  // Sections after step 4, one of them numbered past 64 bits, and a sample line that only looks
+  // like a section line.
+  const std::string text =
+      "=== step 2 ===\nOnce upon\n=== step 4 ===\na time\n=== step 4x ===\n\n=== step 6 ===\nthere was\n"
+      "=== step 99999999999999999999999 ===\na king\n";
   std::ofstream(path) << text;
   keep_samples_through_step(path, 4);  // resumed from step 4: step 6 is written again
   std::ifstream in(path);
   const std::string kept((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  CHECK(kept == "=== step 2 ===\nOnce upon\n=== step 4 ===\na time\n\n");
+  CHECK(kept == "=== step 2 ===\nOnce upon\n=== step 4 ===\na time\n=== step 4x ===\n\n");
   keep_samples_through_step(path, -1);  // a new run
   CHECK_FALSE(std::filesystem::exists(path));
   keep_samples_through_step(path, 3);  // nothing there: nothing to do

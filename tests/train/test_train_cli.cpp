@@ -232,6 +232,16 @@ TEST_CASE("bad flags exit with code 2 and say what is wrong", "[cli]") {
                              Catch::Contains("50257 tokens) is not the tokenizer " + dir + "/train.bin was prepared "
                                              "with (fingerprint 000000001234abcd, 64 tokens)"));
   }
+  // Validation data of another vocabulary under the same tokenizer fingerprint (a corrupt header)
+  // is refused at setup, not at the first validation.
+  std::filesystem::create_directories(dir + "/wide");
+  test::write_tiny_shards(dir + "/wide", 4096, test::kTinyFingerprint, 128);
+  for (const char* batches : {"20", "0"}) {
+    Run r = train(ok + "--steps 5 --eval-batches " + batches + " --val-data " + dir + "/wide/val.bin");
+    CHECK(r.code == 2);
+    CHECK_THAT(r.output, Catch::Contains("the validation data " + dir + "/wide/val.bin was tokenized with a "
+                                         "vocabulary of 128 tokens, the model has 64"));
+  }
   if (!cuda_backend_built()) {
     Run r = train(ok + "--steps 5 --device cuda");
     CHECK(r.code == 2);
@@ -280,6 +290,26 @@ TEST_CASE("a tiny run, its resume, and --eval-only", "[cli]") {
   check_mfu_report(first, run_dir, std::nullopt);
   CHECK_THAT(first.output, !Catch::Contains("MFU"));
 
+  SECTION("a save's temporary left by a kill is removed by the run's next save") {
+    // A stop's save (step 2 here) cut short by SIGKILL: the continued run never saves step 2 again.
+    std::ofstream(run_dir + "/checkpoints/step_00000002.ckpt.tmp") << "half a checkpoint";
+    std::ofstream(run_dir + "/checkpoints/notes.tmp") << "not a checkpoint's";
+    Run resumed = train("--resume " + run_dir + " --stop-at-step 4");
+    INFO(resumed.output);
+    REQUIRE(resumed.code == 0);
+    CHECK_FALSE(std::filesystem::exists(run_dir + "/checkpoints/step_00000002.ckpt.tmp"));
+    CHECK(std::filesystem::exists(run_dir + "/checkpoints/notes.tmp"));
+  }
+  SECTION("a run killed before its first checkpoint: its resume says to start it again") {
+    const std::string early = dir + "/early";
+    std::filesystem::create_directories(early);
+    std::ofstream(early + "/config.json") << "{}";
+    Run resumed = train("--resume " + early);
+    CHECK(resumed.code == 2);
+    CHECK_THAT(resumed.output, Catch::Contains("no checkpoint (step_*.ckpt) in run directory " + early +
+                                               " or its checkpoints/ folder: the run stopped before its first "
+                                               "checkpoint; start it again with its flags"));
+  }
   SECTION("a new run into the same directory is refused; the checkpoint survives") {
     Run again = train(base + "--steps 6");
     CHECK(again.code == 2);
