@@ -9,6 +9,7 @@
 #include <cxxopts.hpp>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -108,7 +109,7 @@ void check_kv_cache(const ModelConfig& config, DType dtype, int rows, bool from_
                         : std::string("raise --max-kv-cache"));
 }
 
-int run(int argc, char** argv) {
+cxxopts::Options make_generate_options() {
   cxxopts::Options options("generate",
                            "Generate text from a gpt2cc checkpoint or Hugging Face GPT-2 weights, or score a text file.");
   options.add_options()
@@ -142,6 +143,126 @@ int run(int argc, char** argv) {
       ("score-window", "scoring window in tokens; 0 = the model's context", cxxopts::value<int>()->default_value("0"))
       ("score-stride", "scoring stride in tokens; 0 = half the window", cxxopts::value<int>()->default_value("0"))
       ("h,help", "show this help");
+  return options;
+}
+
+// The checkpoint (or Hugging Face weights) and its tokenizer: --tokenizer, else the one the
+// checkpoint records, checked against the checkpoint's fingerprint and vocabulary.
+struct LoadedModel {
+  Checkpoint checkpoint;
+  std::string tokenizer_dir;
+  Tokenizer tokenizer;
+};
+
+LoadedModel load_model_and_tokenizer(const std::string& checkpoint_path, const cxxopts::ParseResult& args) {
+  LoadedModel m;
+  m.checkpoint = load_checkpoint(checkpoint_path, false);
+  const Checkpoint& checkpoint = m.checkpoint;
+  // Weights that are not finite (a diverged run) have nothing to sample or score: said of the file.
+  const auto not_finite = std::count_if(checkpoint.params.begin(), checkpoint.params.end(),
+                                        [](float w) { return !std::isfinite(w); });
+  INPUT_CHECK(not_finite == 0, "{} holds {} weights that are NaN or infinite: the run diverged or the file is corrupt",
+              checkpoint_path, not_finite);
+  const bool tokenizer_given = args.count("tokenizer") > 0;
+  m.tokenizer_dir = tokenizer_given ? args["tokenizer"].as<std::string>() : checkpoint.tokenizer_dir;
+  const std::string& tokenizer_dir = m.tokenizer_dir;
+  INPUT_CHECK(!tokenizer_given || !tokenizer_dir.empty(), "--tokenizer is empty: give the tokenizer's directory");
+  INPUT_CHECK(!tokenizer_dir.empty(), "checkpoint {} records no tokenizer directory: pass --tokenizer DIR",
+              checkpoint_path);
+  // A recorded directory that is gone (moved, or recorded relative to another working directory by
+  // an older train): say where the path came from.
+  INPUT_CHECK(tokenizer_given || std::filesystem::is_directory(tokenizer_dir),
+              "checkpoint {} records the tokenizer directory {}, which is not there: pass --tokenizer DIR",
+              checkpoint_path, tokenizer_dir);
+  m.tokenizer = Tokenizer::load(tokenizer_dir);
+  check_checkpoint_tokenizer(m.tokenizer, tokenizer_dir, checkpoint.tokenizer_fingerprint, checkpoint_path);
+  INPUT_CHECK(m.tokenizer.vocab_size() <= checkpoint.config.vocab_size,
+              "tokenizer {} has {} tokens, more than the model's {}", tokenizer_dir, m.tokenizer.vocab_size(),
+              checkpoint.config.vocab_size);
+  if (checkpoint.tokenizer_fingerprint == 0)
+    std::fprintf(stderr, "warning: checkpoint %s records no tokenizer fingerprint; cannot verify %s\n",
+                 checkpoint_path.c_str(), tokenizer_dir.c_str());
+  return m;
+}
+
+// stdout shows the samples in order, exactly as if they ran one after another: the lowest-numbered
+// sample not yet printed streams as it is produced; later ones' text is held until every earlier
+// sample is complete, then printed at once (and streams on if running). Per-sample lines (and
+// --stats) go to stderr as each sample is printed.
+class SamplePrinter {
+ public:
+  SamplePrinter(int num_samples, bool stats)
+      : num_samples_(num_samples), stats_(stats), held_(num_samples), finished_(num_samples, nullptr) {}
+
+  void on_text(int i, std::string_view piece) {
+    start_output();
+    if (i != head_) {
+      held_[i] += piece;
+      return;
+    }
+    std::fwrite(piece.data(), 1, piece.size(), stdout);
+    std::fflush(stdout);  // stream: show each piece as soon as it exists
+  }
+
+  void on_done(int i, const Sample& sample) {
+    start_output();
+    finished_[i] = &sample;
+    for (; head_ < num_samples_ && finished_[head_]; ++head_) {
+      std::printf("\n");
+      std::fflush(stdout);
+      const Sample& s = *finished_[head_];
+      std::fprintf(stderr, "sample %d/%d: %zu tokens, stopped at %s%s\n", head_ + 1, num_samples_, s.tokens.size(),
+                   to_string(s.stop), s.reprefills ? format(", {} context re-prefills", s.reprefills).c_str() : "");
+      if (stats_) print_stats(format("sample {}", head_ + 1).c_str(), decoding_stats(std::span(&s, 1)));
+      if (head_ + 1 < num_samples_) {
+        header(head_ + 1);
+        std::fwrite(held_[head_ + 1].data(), 1, held_[head_ + 1].size(), stdout);
+        std::fflush(stdout);
+        held_[head_ + 1] = {};
+      }
+    }
+  }
+
+  bool printed_all() const { return head_ == num_samples_; }
+
+ private:
+  void header(int i) const {
+    if (num_samples_ > 1) std::printf("%s--- sample %d/%d ---\n", i > 0 ? "\n" : "", i + 1, num_samples_);
+  }
+  // The first header goes out with the first output, not before the decoding has set up: a run
+  // that fails there (out of memory for the samples decoded together) prints nothing on stdout.
+  void start_output() {
+    if (!started_) header(0);
+    started_ = true;
+  }
+
+  int num_samples_;
+  bool stats_;
+  std::vector<std::string> held_;
+  std::vector<const Sample*> finished_;
+  int head_ = 0;
+  bool started_ = false;
+};
+
+// Throughput: prompt tokens prefilled / prefill time (one prefill per batch of samples); generated
+// tokens of all samples / the time after the prefills.
+void print_throughput(const Generation& generation, int num_samples) {
+  double ttft_s = 0;
+  size_t generated = 0;
+  for (const Sample& s : generation.samples) {
+    ttft_s += s.first_token_seconds;
+    generated += s.tokens.size();
+  }
+  std::fprintf(stderr,
+               "throughput: prompt %zu tokens at %.1f tokens/s, generated %zu tokens at %.1f tokens/s, "
+               "time to first token %.1f ms (mean of %d)\n",
+               generation.prefill_tokens, generation.prefill_tokens / std::max(generation.prefill_seconds, 1e-9),
+               generated, generated / std::max(generation.decode_seconds, 1e-9), 1e3 * ttft_s / num_samples,
+               num_samples);
+}
+
+int run(int argc, char** argv) {
+  cxxopts::Options options = make_generate_options();
   cxxopts::ParseResult args = parse_flags(options, argc, argv);
   if (args.count("help")) {
     std::cout << options.help() << "\n" << kEnvironmentHelp << std::flush;
@@ -200,24 +321,11 @@ int run(int argc, char** argv) {
   require_utf8(text, scoring ? "the text to score" : "the prompt");
   INPUT_CHECK(!text.empty(), "{} is empty", scoring ? "the text to score" : "the prompt");
 
-  Checkpoint checkpoint = load_checkpoint(checkpoint_path, false);
+  LoadedModel loaded = load_model_and_tokenizer(checkpoint_path, args);
+  Checkpoint& checkpoint = loaded.checkpoint;
   const ModelConfig& config = checkpoint.config;
-  const bool tokenizer_given = args.count("tokenizer") > 0;
-  const std::string tokenizer_dir = tokenizer_given ? args["tokenizer"].as<std::string>() : checkpoint.tokenizer_dir;
-  INPUT_CHECK(!tokenizer_given || !tokenizer_dir.empty(), "--tokenizer is empty: give the tokenizer's directory");
-  INPUT_CHECK(!tokenizer_dir.empty(), "checkpoint {} records no tokenizer directory: pass --tokenizer DIR", checkpoint_path);
-  // A recorded directory that is gone (moved, or recorded relative to another working directory by
-  // an older train): say where the path came from.
-  INPUT_CHECK(tokenizer_given || std::filesystem::is_directory(tokenizer_dir),
-              "checkpoint {} records the tokenizer directory {}, which is not there: pass --tokenizer DIR",
-              checkpoint_path, tokenizer_dir);
-  Tokenizer tokenizer = Tokenizer::load(tokenizer_dir);
-  check_checkpoint_tokenizer(tokenizer, tokenizer_dir, checkpoint.tokenizer_fingerprint, checkpoint_path);
-  INPUT_CHECK(tokenizer.vocab_size() <= config.vocab_size, "tokenizer {} has {} tokens, more than the model's {}",
-              tokenizer_dir, tokenizer.vocab_size(), config.vocab_size);
-  if (checkpoint.tokenizer_fingerprint == 0)
-    std::fprintf(stderr, "warning: checkpoint %s records no tokenizer fingerprint; cannot verify %s\n",
-                 checkpoint_path.c_str(), tokenizer_dir.c_str());
+  const Tokenizer& tokenizer = loaded.tokenizer;
+  const std::string& tokenizer_dir = loaded.tokenizer_dir;
 
   // Samples decoded together: one KV-cache row each, while the activations stay those of one
   // sequence (B = 1, T = max_seq_len), as the prompt's prefill needs.
@@ -259,69 +367,15 @@ int run(int argc, char** argv) {
 
   Sampler sampler(sampling, tokenizer.vocab_size());
   auto token_bytes = [&](int id) { return tokenizer.token_bytes(id); };
-  // stdout shows the samples in order, exactly as if they ran one after another: the
-  // lowest-numbered sample not yet printed streams as it is produced; later ones' text is held
-  // until every earlier sample is complete, then printed at once (and streams on if running).
-  std::vector<std::string> held(num_samples);
-  std::vector<const Sample*> finished(num_samples, nullptr);
-  int head = 0;
-  auto header = [&](int i) {
-    if (num_samples > 1) std::printf("%s--- sample %d/%d ---\n", i > 0 ? "\n" : "", i + 1, num_samples);
-  };
-  // The first header goes out with the first output, not before the decoding has set up: a run
-  // that fails there (out of memory for the samples decoded together) prints nothing on stdout.
-  bool started = false;
-  auto start_output = [&] {
-    if (!started) header(0);
-    started = true;
-  };
-  auto on_text = [&](int i, std::string_view piece) {
-    start_output();
-    if (i != head) {
-      held[i] += piece;
-      return;
-    }
-    std::fwrite(piece.data(), 1, piece.size(), stdout);
-    std::fflush(stdout);  // stream: show each piece as soon as it exists
-  };
-  auto on_done = [&](int i, const Sample& sample) {
-    start_output();
-    finished[i] = &sample;
-    for (; head < num_samples && finished[head]; ++head) {
-      std::printf("\n");
-      std::fflush(stdout);
-      const Sample& s = *finished[head];
-      std::fprintf(stderr, "sample %d/%d: %zu tokens, stopped at %s%s\n", head + 1, num_samples, s.tokens.size(),
-                   to_string(s.stop), s.reprefills ? format(", {} context re-prefills", s.reprefills).c_str() : "");
-      if (switch_on(args, "stats"))
-        print_stats(format("sample {}", head + 1).c_str(), decoding_stats(std::span(&s, 1)));
-      if (head + 1 < num_samples) {
-        header(head + 1);
-        std::fwrite(held[head + 1].data(), 1, held[head + 1].size(), stdout);
-        std::fflush(stdout);
-        held[head + 1] = {};
-      }
-    }
-  };
+  SamplePrinter printer(num_samples, switch_on(args, "stats"));
+  auto on_text = [&](int i, std::string_view piece) { printer.on_text(i, piece); };
+  auto on_done = [&](int i, const Sample& sample) { printer.on_done(i, sample); };
   const Generation generation =
       generate_samples(model, sampler, tokens, gen, num_samples, token_bytes, on_text, on_done);
-  ENSURE(head == num_samples, "{} of {} samples were printed", head, num_samples);
+  ENSURE(printer.printed_all(), "not all {} samples were printed", num_samples);
   if (switch_on(args, "stats") && num_samples > 1) print_stats("all samples", decoding_stats(generation.samples));
 
-  // Throughput: prompt tokens prefilled / prefill time (one prefill per batch of samples);
-  // generated tokens of all samples / the time after the prefills.
-  double ttft_s = 0;
-  size_t generated = 0;
-  for (const Sample& s : generation.samples) {
-    ttft_s += s.first_token_seconds;
-    generated += s.tokens.size();
-  }
-  std::fprintf(stderr,
-               "throughput: prompt %zu tokens at %.1f tokens/s, generated %zu tokens at %.1f tokens/s, "
-               "time to first token %.1f ms (mean of %d)\n",
-               generation.prefill_tokens, generation.prefill_tokens / std::max(generation.prefill_seconds, 1e-9),
-               generated, generated / std::max(generation.decode_seconds, 1e-9), 1e3 * ttft_s / num_samples,
-               num_samples);
+  print_throughput(generation, num_samples);
   return 0;
 }
 

@@ -447,10 +447,8 @@ TEST_CASE("bad input exits 2 with a message naming the problem", "[generate][cli
 
   // A model whose weights are not finite (a diverged run): refused, not sampled or scored as NaN.
   write_checkpoint(dir + "/nan.ckpt", fixture().tokenizer_dir, 1, 2, 32, 32, NAN);
-  fails(generate_cli("--checkpoint " + dir + "/nan.ckpt --prompt hi", false),
-        "the model's next-token logits are not finite");
-  fails(generate_cli("--checkpoint " + dir + "/nan.ckpt --greedy --prompt hi", false),
-        "the model's next-token logits are not finite");
-  fails(generate_cli("--checkpoint " + dir + "/nan.ckpt --score " + dir + "/two.txt", false),
-        "the model's weights have diverged or are corrupt");
+  const std::string nan_weights = dir + "/nan.ckpt holds ";
+  fails(generate_cli("--checkpoint " + dir + "/nan.ckpt --prompt hi", false), nan_weights);
+  fails(generate_cli("--checkpoint " + dir + "/nan.ckpt --greedy --prompt hi", false), nan_weights);
+  fails(generate_cli("--checkpoint " + dir + "/nan.ckpt --score " + dir + "/two.txt", false), nan_weights);
 }
