@@ -102,27 +102,47 @@ struct Trainer::Impl {
       if (*checkpoint_step_of(all[i]) <= finite_step) return i;
     return std::nullopt;
   }
+  bool from_checkpoint() const { return !cfg.resume.empty() || !cfg.init_from.empty(); }
+  // setup(), in order: each step reads what the ones before it set.
   void setup();
+  Checkpoint load_origin();
+  void open_data_and_model(const Checkpoint& ckpt);
+  void plan_batches_and_length();
+  void check_run_directory(const Checkpoint& ckpt);
+  void build_model(const Checkpoint& ckpt);
 };
 
 void Trainer::Impl::setup() {
   validate(cfg);
   INPUT_CHECK(!cfg.eval_only, "Trainer runs training; --eval-only is handled by evaluate_checkpoint (train_tasks.cpp)");
-  const int B = cfg.batch_size, T = cfg.seq_len;
+  const Checkpoint ckpt = load_origin();
+  open_data_and_model(ckpt);
+  plan_batches_and_length();
+  check_run_directory(ckpt);
+  build_model(ckpt);
+  find_mfu_peak();
+}
 
+// The checkpoint the run starts from (--resume: the run's newest, with its optimizer state;
+// --init-from: weights only), or an empty one for a new model.
+Checkpoint Trainer::Impl::load_origin() {
   Checkpoint ckpt;
-  bool from_checkpoint = !cfg.resume.empty() || !cfg.init_from.empty();
-  if (from_checkpoint) {
-    resumed = !cfg.resume.empty();
-    origin = resumed ? resolve_checkpoint(cfg.resume) : cfg.init_from;
-    ckpt = load_checkpoint(origin, resumed);
-    // Shape flags may repeat the checkpoint's shape (a resumed run's saved flags do), not change it.
-    check_shape_flags(cfg, ckpt.config, origin);
-    INPUT_CHECK(!resumed || (!ckpt.m.empty() && !ckpt.v.empty()),
-                "checkpoint {} has no optimizer state, so it cannot be resumed exactly: use --init-from to "
-                "fine-tune from it", origin);
-  }
+  if (!from_checkpoint()) return ckpt;
+  resumed = !cfg.resume.empty();
+  origin = resumed ? resolve_checkpoint(cfg.resume) : cfg.init_from;
+  ckpt = load_checkpoint(origin, resumed);
+  // Shape flags may repeat the checkpoint's shape (a resumed run's saved flags do), not change it.
+  check_shape_flags(cfg, ckpt.config, origin);
+  INPUT_CHECK(!resumed || (!ckpt.m.empty() && !ckpt.v.empty()),
+              "checkpoint {} has no optimizer state, so it cannot be resumed exactly: use --init-from to "
+              "fine-tune from it", origin);
+  return ckpt;
+}
 
+// The training data and the model's shape: the checkpoint's, or the preset's with the shape flags
+// and the data's vocabulary; the validation data checked against both.
+void Trainer::Impl::open_data_and_model(const Checkpoint& ckpt) {
+  const int B = cfg.batch_size, T = cfg.seq_len;
   train_shards = list_shards(cfg.train_data);
   train_loader = std::make_unique<DataLoader>(train_shards, B, T,
                                               cfg.shuffle ? LoaderOrder::shuffled : LoaderOrder::sequential,
@@ -133,7 +153,7 @@ void Trainer::Impl::setup() {
                                             : fs::absolute(cfg.tokenizer_dir).lexically_normal().string();
   int data_vocab = int(train_loader->vocab_size());
 
-  if (from_checkpoint) {
+  if (from_checkpoint()) {
     mcfg = ckpt.config;
     if (!resumed) mcfg.dropout = cfg.dropout;
     INPUT_CHECK(mcfg.vocab_size == data_vocab,
@@ -152,7 +172,7 @@ void Trainer::Impl::setup() {
     validate(mcfg);
   }
   INPUT_CHECK(T <= mcfg.max_seq_len, "--seq-len {} is longer than the model's maximum sequence length {}{}", T,
-              mcfg.max_seq_len, from_checkpoint ? " (from the checkpoint)" : "");
+              mcfg.max_seq_len, from_checkpoint() ? " (from the checkpoint)" : "");
 
   if (!cfg.val_data.empty()) {
     val_shards = list_shards(cfg.val_data);
@@ -173,6 +193,12 @@ void Trainer::Impl::setup() {
     }
   }
 
+}
+
+// Micro-batches per step (--total-batch over the ranks), the run's length in steps, the intervals
+// measured against it, and the learning-rate schedule.
+void Trainer::Impl::plan_batches_and_length() {
+  const int T = cfg.seq_len;
   // --total-batch 0 is one micro-batch per rank; a run resumed from a checkpoint that recorded 0
   // was trained in one process (before the data-parallel runs, which record the resolved value).
   if (cfg.total_batch_tokens == 0) cfg.total_batch_tokens = uint64_t(resumed ? 1 : ranks) * micro_tokens();
@@ -208,6 +234,11 @@ void Trainer::Impl::setup() {
   schedule.decay = parse_lr_decay(cfg.schedule);
   validate(schedule);
 
+}
+
+// A resume continues from the newest of this run's checkpoints; a new run starts in a directory
+// without any.
+void Trainer::Impl::check_run_directory(const Checkpoint& ckpt) {
   if (resumed) {
     INPUT_CHECK(ckpt.step < total_steps,
                 "checkpoint {} is at step {}, already the end of this run ({} steps): give a longer run to continue",
@@ -235,13 +266,19 @@ void Trainer::Impl::setup() {
                 cfg.run_dir, cfg.run_dir);
   }
 
+}
+
+// The model on the backend, its weights (and, resumed, the optimizer state and data position)
+// from the checkpoint or freshly initialised.
+void Trainer::Impl::build_model(const Checkpoint& ckpt) {
+  const int B = cfg.batch_size, T = cfg.seq_len;
   ModelOptions options;
   options.recompute_gelu = cfg.recompute_gelu;
   options.cuda_graphs = cfg.cuda_graphs;
   options.data_parallel = ranks > 1 ? data_parallel : nullptr;
   options.shard_optimizer = cfg.zero_stage == 1;
   model = std::make_unique<GPT2>(mcfg, backend, B, T, ModelMode::training, options);
-  if (from_checkpoint) {
+  if (from_checkpoint()) {
     model->set_parameters(ckpt.params);
   } else {
     model->init_weights(cfg.seed);
@@ -256,7 +293,6 @@ void Trainer::Impl::setup() {
   }
   inputs.resize(size_t(accum) * micro_tokens());
   targets.resize(inputs.size());
-  find_mfu_peak();
 }
 
 void Trainer::Impl::find_mfu_peak() {
