@@ -79,6 +79,11 @@ std::string read_whole_file(const std::string& path, const std::string& what, si
   std::error_code ec;
   // A directory opens, then fails every read: said as what it is.
   INPUT_CHECK(!std::filesystem::is_directory(path, ec), "{} {} is a directory, not a file", what, path);
+  // A regular file's size is known before reading it: refused without reading (the cap in the
+  // loop is for devices and FIFOs, whose size is not).
+  const auto size = std::filesystem::is_regular_file(path, ec) ? std::filesystem::file_size(path, ec) : 0;
+  INPUT_CHECK(ec || size <= max_bytes, "{} {} is larger than {} bytes: not a file of that kind", what, path,
+              max_bytes);
   std::ifstream in(path, std::ios::binary);
   INPUT_CHECK(in.good(), "cannot open {} {}: {}", what, path, std::strerror(errno));
   std::string text;

@@ -175,8 +175,11 @@ inline CliFailure describe_failure(std::exception_ptr error, const std::string& 
     const std::error_code code = e.code();
     const bool errno_code = code.category() == std::generic_category() || code.category() == std::system_category();
     const int value = code.value();
-    if (errno_code && (value == ELOOP || value == ENOTDIR || value == ENAMETOOLONG || value == ENOENT))
-      return {2, {format("{}: {}", e.path1().string(), code.message())}};
+    if (errno_code && (value == ELOOP || value == ENOTDIR || value == ENAMETOOLONG || value == ENOENT)) {
+      if (e.path1().empty()) return {2, {e.what()}};
+      const std::string second = e.path2().empty() ? "" : " (to " + e.path2().string() + ")";
+      return {2, {format("{}{}: {}", e.path1().string(), second, code.message())}};
+    }
     return {1, {std::string("error: ") + e.what()}};
   } catch (const std::exception& e) {
     return {1, {std::string("error: ") + e.what()}};

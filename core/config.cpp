@@ -93,7 +93,9 @@ double shortest_double(float x) {
   const char* end = std::to_chars(text, text + sizeof(text), x).ptr;
   double value = x;
   std::from_chars(text, end, value);
-  return value;
+  // The shortest text can round back to a neighbour through a double (7.038531e-26f, the one
+  // positive float that does): that float is then written in full.
+  return float(value) == x ? value : double(x);
 }
 
 namespace {
@@ -102,7 +104,7 @@ namespace {
 int whole_int(const nlohmann::json& j, const char* key) {
   const nlohmann::json& v = j.at(key);
   INPUT_CHECK(v.is_number_integer() && v.get<int64_t>() >= INT_MIN && v.get<int64_t>() <= INT_MAX,
-              "model config: \"{}\" must be a whole number, got {}", key, v.dump());
+              "model config: \"{}\" must be a whole number that fits an int, got {}", key, v.dump());
   return int(v.get<int64_t>());
 }
 }  // namespace

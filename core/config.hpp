@@ -25,8 +25,8 @@ struct ModelConfig {
 
 // Upper bounds far above any GPT-2 (gpt2-xl: L 48, NH 25, C 1600, maxT 1024, V 50257) that keep
 // every size computed from a ModelConfig inside 64 bits, so that a corrupt checkpoint, shard
-// header or config.json cannot pass as a model of plausible size. V and Vp: at most 2^24 (a
-// tokenizer has fewer than 2^24 tokens).
+// header or config.json cannot pass as a model of plausible size. V and Vp: at most 2^24 (as a
+// tokenizer's ids).
 inline constexpr int kMaxLayers = 1 << 16, kMaxHeads = 1 << 16, kMaxChannels = 1 << 20, kMaxSeqLen = 1 << 24,
                      kMaxVocabSize = 1 << 24;
 
@@ -48,11 +48,11 @@ void validate(const ModelConfig& config);
 size_t num_parameters(const ModelConfig& config);
 size_t num_trained_parameters(const ModelConfig& config);
 
-std::string describe(const ModelConfig& config);  // one line: "L=12 C=768 NH=12 V=50257 (Vp 50304) maxT=1024 dropout=0, 124.4M parameters"
+std::string describe(const ModelConfig& config);  // one line: "L=12 C=768 NH=12 V=50257 (Vp 50304) maxT=1024 dropout=0, 124.5M parameters"
 void to_json(nlohmann::json& j, const ModelConfig& config);
 // A float as the double its shortest decimal form reads as (0.1f gives 0.1, not
 // 0.10000000149011612), so JSON shows the value that was typed; read back into a float it is the
-// same float.
+// same float (where the shortest form would not be, the float's own double).
 double shortest_double(float x);
 void from_json(const nlohmann::json& j, ModelConfig& config);
 

@@ -37,7 +37,13 @@ std::string resolve_checkpoint(const std::string& path) {
   // A directory of Hugging Face weights (without step checkpoints: those win), which
   // load_checkpoint refuses to --resume by name.
   if (is_hf_gpt2(path)) return path;
-  const bool configured = fs::exists(fs::path(path) / "config.json", ec);
+  // A run's config.json (train writes it before the first step) holds its flags under "train"; a
+  // Hugging Face model's config.json (weights missing) does not.
+  bool configured = false;
+  if (std::ifstream in(fs::path(path) / "config.json"); in) {
+    const nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
+    configured = j.is_object() && j.contains("train");
+  }
   fail_input(format("no checkpoint (step_*.ckpt) in run directory {} or its checkpoints/ folder{}", path,
                     configured ? ": the run stopped before its first checkpoint; start it again with its flags "
                                  "(config.json there lists them) and the same --run-dir"

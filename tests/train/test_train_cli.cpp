@@ -303,12 +303,17 @@ TEST_CASE("a tiny run, its resume, and --eval-only", "[cli]") {
   SECTION("a run killed before its first checkpoint: its resume says to start it again") {
     const std::string early = dir + "/early";
     std::filesystem::create_directories(early);
-    std::ofstream(early + "/config.json") << "{}";
+    std::ofstream(early + "/config.json") << R"({"model": {}, "train": {"steps": 6}})";
     Run resumed = train("--resume " + early);
     CHECK(resumed.code == 2);
     CHECK_THAT(resumed.output, Catch::Contains("no checkpoint (step_*.ckpt) in run directory " + early +
                                                " or its checkpoints/ folder: the run stopped before its first "
                                                "checkpoint; start it again with its flags"));
+    // A config.json of another kind (a Hugging Face model's, its weights missing): no such hint.
+    std::ofstream(early + "/config.json") << R"({"model_type": "gpt2"})";
+    Run other = train("--resume " + early);
+    CHECK(other.code == 2);
+    CHECK_THAT(other.output, !Catch::Contains("start it again"));
   }
   SECTION("a new run into the same directory is refused; the checkpoint survives") {
     Run again = train(base + "--steps 6");
