@@ -81,8 +81,8 @@ class Backend {
   virtual ~Backend() = default;
   virtual DeviceKind kind() const = 0;
   virtual DType dtype() const = 0;
-  virtual std::string describe() const = 0;  // e.g. "cpu fp32 (2 threads)",
-                                             // "cuda bf16 (device 0: NVIDIA H100 80GB HBM3, 79.1 GiB, sm_90)"
+  // e.g. "cpu fp32 (2 threads)", "cuda bf16 (device 0: NVIDIA H100 80GB HBM3, 79.1 GiB, sm_90)"
+  virtual std::string describe() const = 0;
   // The GPU's name as its driver gives it (cudaDeviceProp::name), for the peak table
   // (core/device_peaks.hpp); empty on the CPU.
   virtual std::string device_name() const { return {}; }

@@ -48,7 +48,8 @@ void validate(const ModelConfig& config);
 size_t num_parameters(const ModelConfig& config);
 size_t num_trained_parameters(const ModelConfig& config);
 
-std::string describe(const ModelConfig& config);  // one line: "L=12 C=768 NH=12 V=50257 (Vp 50304) maxT=1024 dropout=0, 124.5M parameters"
+// One line: "L=12 C=768 NH=12 V=50257 (Vp 50304) maxT=1024 dropout=0, 124.5M parameters".
+std::string describe(const ModelConfig& config);
 void to_json(nlohmann::json& j, const ModelConfig& config);
 // A float as the double its shortest decimal form reads as (0.1f gives 0.1, not
 // 0.10000000149011612), so JSON shows the value that was typed; read back into a float it is the

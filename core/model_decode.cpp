@@ -33,12 +33,13 @@ void download_last_logits(Backend& backend, const ModelConfig& config, ConstTens
 }
 
 // The CPU backend's matmul sums a product of fewer than 6 rows (its register tile,
-// kGemmTileRows in cpu/gemm.hpp; this constant must stay kGemmTileRows - 1) with a matrix-vector loop, and a larger one with the blocked GEMM, whose
-// additions run in another order; each is row-independent on its own, and so is every other CPU
-// op. A row's bits would thus change with the number of rows sharing its forward once that
-// crosses 6 (B = 1 decoding uses the loop, B = 8 the GEMM). Forwards of at most this many
-// positions whenever a row alone has that few keep every row bit-identical to a forward of the
-// row alone (test_batch_generation checks it, and would catch a change of the tile).
+// kGemmTileRows in cpu/gemm.hpp; this constant must stay kGemmTileRows - 1) with a
+// matrix-vector loop, and a larger one with the blocked GEMM, whose additions run in another
+// order; each is row-independent on its own, and so is every other CPU op. A row's bits would
+// thus change with the number of rows sharing its forward once that crosses 6 (B = 1 decoding
+// uses the loop, B = 8 the GEMM). Forwards of at most this many positions whenever a row alone
+// has that few keep every row bit-identical to a forward of the row alone
+// (test_batch_generation checks it, and would catch a change of the tile).
 constexpr int kCpuMatvecRows = 5;
 
 }  // namespace

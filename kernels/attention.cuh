@@ -1,6 +1,7 @@
 // Causal multi-head self-attention on the GPU; mirrors cpu::attention_forward_blocked /
 // _backward_blocked (lse, not the probabilities; unlike the CPU and flash backwards, this backward
-// does not read out) / attention_decode / kv_cache_store (cpu/attention.hpp). qkv (B,T,3C), out (B,T,C), HS = C/NH.
+// does not read out) / attention_decode / kv_cache_store (cpu/attention.hpp). qkv (B,T,3C),
+// out (B,T,C), HS = C/NH.
 // lse (B,NH,T): each row's log-sum-exp of the scaled scores, log sum_{t2 <= t} exp(S[t, t2]), saved
 // for the backward as the CPU's blocked attention saves it; the backward recomputes the
 // probabilities P = exp(S - lse) from qkv. The T x T probabilities live in stream-ordered scratch

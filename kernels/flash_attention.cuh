@@ -2,8 +2,8 @@
 // T x T scores never leave the chip. qkv (B,T,3C) with q, k, v of head h at columns h*HS,
 // C + h*HS, 2C + h*HS; out (B,T,C); lse (B,NH,T) fp32, the row log-sum-exp of the scaled scores
 // (scale 1/sqrt(HS)), saved for the backward instead of the probabilities. Mirrors
-// cpu::attention_forward_blocked / attention_backward_blocked (which save lse too) without dropout. Backward: dqkv written (=),
-// deterministic, by one of two designs (FlashBackward).
+// cpu::attention_forward_blocked / attention_backward_blocked (which save lse too) without
+// dropout. Backward: dqkv written (=), deterministic, by one of two designs (FlashBackward).
 // Head sizes 64 and 128 (flash_attention_supported); any T >= 1 (B or T = 0: nothing to do).
 // Shared memory per block, beyond the 48 KiB a launch gets by default, within the device's opt-in
 // limit (227 KiB on sm_90, 163 KiB on sm_80, 99 KiB on sm_86 / sm_89): HS 64 needs 45-91 KiB,

@@ -200,7 +200,8 @@ TEST_CASE("corrupt, truncated and foreign files name the file and the problem", 
         {"\"step\":20", "\"step\":-1", "\"step\" must be a whole number >= 0, got -1"},
         {"\"step\":20", "\"step\":2.5", "\"step\" must be a whole number >= 0, got 2.5"},
         {"\"num_layers\":2", "\"num_layers\":2.0", "\"num_layers\" must be a whole number that fits an int, got 2.0"},
-        {"\"channels\":8", "\"channels\":4294967304", "\"channels\" must be a whole number that fits an int, got 4294967304"},
+        {"\"channels\":8", "\"channels\":4294967304",
+         "\"channels\" must be a whole number that fits an int, got 4294967304"},
         {"\"dtype\":\"fp32\"", "\"dtype\":\"fp16\"", "fp16"},
     };
     for (const Edit& e : edits) {
