@@ -21,6 +21,7 @@
 #include "core/backend.hpp"
 #include "core/check.hpp"
 #include "core/fnv1a.hpp"
+#include "core/json_number.hpp"
 #include "core/signal_cleanup.hpp"
 #include "core/hf_gpt2.hpp"
 #include "core/train_testing.hpp"
@@ -230,8 +231,9 @@ Checkpoint load_checkpoint(const std::string& path, bool with_optimizer) {
     // Counters as written: whole numbers >= 0 (nlohmann would wrap -1 and truncate 2.5).
     const auto count = [](const nlohmann::json& parent, const char* key) {
       const nlohmann::json& v = parent.at(key);
-      INPUT_CHECK(v.is_number_unsigned(), "\"{}\" must be a whole number >= 0, got {}", key, v.dump());
-      return v.get<uint64_t>();
+      const std::optional<uint64_t> n = whole_number<uint64_t>(v);
+      INPUT_CHECK(n.has_value(), "\"{}\" must be a whole number >= 0, got {}", key, v.dump());
+      return *n;
     };
     c.config = j.at("model").get<ModelConfig>();
     c.dtype = j.at("dtype").get<std::string>();

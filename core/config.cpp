@@ -2,12 +2,12 @@
 #include "core/config.hpp"
 
 #include <charconv>
-#include <climits>
 #include <map>
 #include <tuple>
 #include <nlohmann/json.hpp>
 
 #include "core/check.hpp"
+#include "core/json_number.hpp"
 
 namespace gpt2cc {
 
@@ -103,9 +103,9 @@ namespace {
 // 2^32 + 1 to 1). validate() then checks its range.
 int whole_int(const nlohmann::json& j, const char* key) {
   const nlohmann::json& v = j.at(key);
-  INPUT_CHECK(v.is_number_integer() && v.get<int64_t>() >= INT_MIN && v.get<int64_t>() <= INT_MAX,
-              "model config: \"{}\" must be a whole number that fits an int, got {}", key, v.dump());
-  return int(v.get<int64_t>());
+  const std::optional<int> n = whole_number<int>(v);
+  INPUT_CHECK(n.has_value(), "model config: \"{}\" must be a whole number that fits an int, got {}", key, v.dump());
+  return *n;
 }
 }  // namespace
 

@@ -12,6 +12,7 @@
 
 #include "core/atomic_file.hpp"
 #include "core/check.hpp"
+#include "core/json_number.hpp"
 #include "core/tokenizer_files.hpp"
 #include "core/params.hpp"
 #include "core/safetensors.hpp"
@@ -106,10 +107,9 @@ struct ConfigReader {
     const nlohmann::json* v = find(key);
     if (v == nullptr && alt != nullptr) v = find(alt);
     INPUT_CHECK(v != nullptr && v->is_number_integer(), "{}: needs an integer \"{}\"", file, key);
-    const bool in_range = v->is_number_unsigned() && v->get<unsigned long long>() >= 1 &&
-                          v->get<unsigned long long>() <= static_cast<unsigned long long>(max);
-    INPUT_CHECK(in_range, "{}: \"{}\" is {}, outside 1..{}", file, key, v->dump(), max);
-    return static_cast<int>(v->get<long long>());
+    const std::optional<int> n = whole_number<int>(*v);
+    INPUT_CHECK(n && *n >= 1 && *n <= max, "{}: \"{}\" is {}, outside 1..{}", file, key, v->dump(), max);
+    return *n;
   }
 };
 

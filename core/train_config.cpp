@@ -5,12 +5,12 @@
 #include <cmath>
 #include <limits>
 #include <type_traits>
-#include <utility>
 #include <tuple>
 #include <nlohmann/json.hpp>
 
 #include "core/backend.hpp"
 #include "core/check.hpp"
+#include "core/json_number.hpp"
 
 namespace gpt2cc {
 
@@ -46,12 +46,10 @@ template <class T>
 void read_setting(const nlohmann::json& j, const char* key, T& field) {
   const nlohmann::json& v = j.at(key);
   if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
-    const bool fits = v.is_number_unsigned()  ? std::in_range<T>(v.get<uint64_t>())
-                      : v.is_number_integer() ? std::in_range<T>(v.get<int64_t>())
-                                              : false;
-    INPUT_CHECK(fits, "saved setting \"{}\" must be a whole number from {} to {}, got {}", key,
+    const std::optional<T> n = whole_number<T>(v);
+    INPUT_CHECK(n.has_value(), "saved setting \"{}\" must be a whole number from {} to {}, got {}", key,
                 std::numeric_limits<T>::min(), std::numeric_limits<T>::max(), v.dump());
-    field = v.get<T>();
+    field = *n;
   } else if constexpr (std::is_floating_point_v<T>) {
     INPUT_CHECK(v.is_number(), "saved setting \"{}\" must be a number, got {}", key, v.dump());
     field = v.get<T>();

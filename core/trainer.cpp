@@ -198,7 +198,6 @@ void Trainer::Impl::open_data_and_model(const Checkpoint& ckpt) {
       EvalIterator(val_shards, B, T, T, fingerprint);
     }
   }
-
 }
 
 // Micro-batches per step (--total-batch over the ranks), the run's length in steps, the intervals
@@ -239,7 +238,6 @@ void Trainer::Impl::plan_batches_and_length() {
   schedule.total_steps = total_steps;
   schedule.decay = parse_lr_decay(cfg.schedule);
   validate(schedule);
-
 }
 
 // A resume continues from the newest of this run's checkpoints; a new run starts in a directory
@@ -271,7 +269,6 @@ void Trainer::Impl::check_run_directory(const Checkpoint& ckpt) {
                 "choose another --run-dir",
                 cfg.run_dir, cfg.run_dir);
   }
-
 }
 
 // The model on the backend, its weights (and, resumed, the optimizer state and data position)

@@ -4,11 +4,9 @@
 #include "tokenizer/vocab_io.hpp"
 
 #include <algorithm>
-#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <sstream>
 #include <unordered_map>
 
@@ -237,7 +235,7 @@ VocabParts read_vocab_dir(const std::string& dir) {
   std::vector<int> key_line;
   for (Entry& e : entries) {
     INPUT_CHECK(keys.empty() || e.id != int(keys.size()) - 1, "{}:{}: token id {} is also used on line {}", vocab_path,
-                e.line, e.id, key_line.empty() ? 0 : key_line.back());
+                e.line, e.id, key_line.back());
     INPUT_CHECK(e.id == int(keys.size()), "{}: token ids must be 0..{} without gaps, but id {} is missing", vocab_path,
                 max_id, keys.size());
     keys.push_back(std::move(e.key));

@@ -202,6 +202,9 @@ TEST_CASE("corrupt, truncated and foreign files name the file and the problem", 
         {"\"num_layers\":2", "\"num_layers\":2.0", "\"num_layers\" must be a whole number that fits an int, got 2.0"},
         {"\"channels\":8", "\"channels\":4294967304",
          "\"channels\" must be a whole number that fits an int, got 4294967304"},
+        // 2^64 - 1 read through int64 is -1: refused as what it is, not as a layer count of -1.
+        {"\"num_layers\":2", "\"num_layers\":18446744073709551615",
+         "\"num_layers\" must be a whole number that fits an int, got 18446744073709551615"},
         {"\"dtype\":\"fp32\"", "\"dtype\":\"fp16\"", "fp16"},
     };
     for (const Edit& e : edits) {

@@ -1,0 +1,27 @@
+// A JSON number read as the integer type it must fit: nlohmann's get<T> truncates 2.5 to 2 and
+// wraps -1 or 2^32 + 1 without a word, which a reader of untrusted headers and configs must not.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <utility>
+
+#include <nlohmann/json.hpp>
+
+namespace gpt2cc {
+
+// `v` as a T when it is a whole number that T holds, else nullopt (a fraction, a string, out of
+// range). nlohmann stores a JSON integer >= 0 as unsigned and a negative one as signed.
+template <class T>
+std::optional<T> whole_number(const nlohmann::json& v) {
+  if (v.is_number_unsigned()) {
+    const uint64_t u = v.get<uint64_t>();
+    if (std::in_range<T>(u)) return static_cast<T>(u);
+  } else if (v.is_number_integer()) {
+    const int64_t i = v.get<int64_t>();
+    if (std::in_range<T>(i)) return static_cast<T>(i);
+  }
+  return std::nullopt;
+}
+
+}  // namespace gpt2cc
