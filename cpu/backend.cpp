@@ -163,11 +163,11 @@ void CpuBackend::layernorm_backward(TensorPtr dinp, TensorPtr dweight, TensorPtr
 
 void CpuBackend::matmul_forward(TensorPtr out, ConstTensorPtr inp, ConstTensorPtr weight, ConstTensorPtr bias, int B,
                                 int T, int C, int OC) {
-  cpu::matmul_forward(f32(out), f32(inp), f32(weight), f32(bias), B, T, C, OC);
+  cpu::matmul_forward_blocked(f32(out), f32(inp), f32(weight), f32(bias), B, T, C, OC);
 }
 void CpuBackend::matmul_backward(TensorPtr dinp, TensorPtr dweight, TensorPtr dbias, ConstTensorPtr dout,
                                  ConstTensorPtr inp, ConstTensorPtr weight, int B, int T, int C, int OC) {
-  cpu::matmul_backward(f32(dinp), f32(dweight), f32(dbias), f32(dout), f32(inp), f32(weight), B, T, C, OC);
+  cpu::matmul_backward_blocked(f32(dinp), f32(dweight), f32(dbias), f32(dout), f32(inp), f32(weight), B, T, C, OC);
 }
 
 void CpuBackend::attention_forward(TensorPtr out, float* saved, ConstTensorPtr qkv, int B, int T, int C, int NH,

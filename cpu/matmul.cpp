@@ -1,8 +1,8 @@
 // Linear layer y = x W^T + b, forward and backward (cpu/matmul.hpp).
 // inp (B,T,C), weight (OC,C), bias (OC) or null, out (B,T,OC). Backward: dinp written (=),
-// dweight and dbias accumulate (+=). The *_reference functions are the plain loops (the
-// specification and the test oracle); matmul_forward/backward run the same sums through the
-// blocked product of cpu/gemm.hpp, and the forward of fewer rows than a register tile (decoding)
+// dweight and dbias accumulate (+=). matmul_forward and matmul_backward are the plain
+// loops (the specification and the test oracle); the *_blocked versions run the same sums through
+// the blocked product of cpu/gemm.hpp, and the forward of fewer rows than a register tile (decoding)
 // through a matrix-vector loop.
 #include "cpu/matmul.hpp"
 
@@ -17,8 +17,7 @@ namespace gpt2cc::cpu {
 // Reference: plain loops.
 
 // out[bt,o] = bias[o] + sum_c inp[bt,c] * weight[o,c]
-void matmul_forward_reference(float* out, const float* inp, const float* weight, const float* bias, int B, int T,
-                              int C, int OC) {
+void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int B, int T, int C, int OC) {
 #pragma omp parallel for schedule(static)
   for (int bt = 0; bt < B * T; ++bt) {
     const float* x = inp + static_cast<size_t>(bt) * C;
@@ -34,8 +33,8 @@ void matmul_forward_reference(float* out, const float* inp, const float* weight,
 // y[bt,o] = sum_c x[bt,c] W[o,c] + b[o] is linear in each of x, W, b, so
 //   dinp[bt,c] = sum_o dout[bt,o] W[o,c] ; dweight[o,c] += sum_bt dout[bt,o] x[bt,c] ;
 //   dbias[o] += sum_bt dout[bt,o]
-void matmul_backward_reference(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
-                               const float* weight, int B, int T, int C, int OC) {
+void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                     const float* weight, int B, int T, int C, int OC) {
   const int BT = B * T;
 #pragma omp parallel for schedule(static)
   for (int bt = 0; bt < BT; ++bt) {
@@ -84,8 +83,8 @@ void matmul_forward_few_rows(float* out, const float* inp, const float* weight, 
 
 // out = bias (or 0) + inp . W^T:  Cm = out (BT x OC), A = inp (BT x C), Bm(k=c, j=o) = weight[o,c]
 // (W^T, read through strides and transposed by the packing); out is written once, never read.
-void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int B, int T, int C,
-                    int OC) {
+void matmul_forward_blocked(float* out, const float* inp, const float* weight, const float* bias, int B, int T, int C,
+                            int OC) {
   const int BT = B * T;
   if (BT < kGemmTileRows) {
     matmul_forward_few_rows(out, inp, weight, bias, BT, C, OC);
@@ -95,12 +94,12 @@ void matmul_forward(float* out, const float* inp, const float* weight, const flo
   gemm_assign(out, OC, StridedMatrix{inp, c, 1}, StridedMatrix{weight, 1, c}, BT, OC, C, bias);
 }
 
-// The reference's three sums as products (derivation above matmul_backward_reference):
+// The reference's three sums as products (derivation above matmul_backward):
 //   dinp (BT x C) = dout (BT x OC) . W (OC x C)          written (assigned)
 //   dweight (OC x C) += dout^T (OC x BT) . inp (BT x C)
 //   dbias (OC) += column sums of dout
-void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
-                     const float* weight, int B, int T, int C, int OC) {
+void matmul_backward_blocked(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                             const float* weight, int B, int T, int C, int OC) {
   const int BT = B * T;
   const size_t c = static_cast<size_t>(C), oc = static_cast<size_t>(OC);
   gemm_assign(dinp, C, StridedMatrix{dout, oc, 1}, StridedMatrix{weight, c, 1}, BT, C, OC);

@@ -166,10 +166,10 @@ int run(int argc, char** argv) {
   auto linear_dw = [&](const Linear& l) { return l.out == Vp ? dwte.data() : dweight.data(); };
   for (const Linear& l : linears) {
     const double w = double(l.in) * l.out, b = l.bias ? l.out : 0;
-    layers.push_back({std::string("matmul_forward ") + l.name, l.calls, double(BT) * l.in + w + b,
-                      double(BT) * l.out, 2.0 * BT * w, [&, l] {
-                        cpu::matmul_forward(linear_out(l), linear_in(l), linear_w(l), l.bias ? bias.data() : nullptr,
-                                            B, T, l.in, l.out);
+    layers.push_back({std::string("matmul_forward ") + l.name, l.calls, double(BT) * l.in + w + b, double(BT) * l.out,
+                      2.0 * BT * w, [&, l] {
+                        cpu::matmul_forward_blocked(linear_out(l), linear_in(l), linear_w(l),
+                                                    l.bias ? bias.data() : nullptr, B, T, l.in, l.out);
                       }});
   }
   layers.push_back({"gelu_forward", L, 4 * btc, 4 * btc, 0,
@@ -187,8 +187,8 @@ int run(int argc, char** argv) {
     const double w = double(l.in) * l.out, b = l.bias ? l.out : 0;
     layers.push_back({std::string("matmul_backward ") + l.name, l.calls, double(BT) * (l.out + l.in) + 2 * w + b,
                       double(BT) * l.in + w + b, 4.0 * BT * w, [&, l] {
-                        cpu::matmul_backward(wide_d.data(), linear_dw(l), l.bias ? dbias.data() : nullptr,
-                                             linear_out(l), linear_in(l), linear_w(l), B, T, l.in, l.out);
+                        cpu::matmul_backward_blocked(wide_d.data(), linear_dw(l), l.bias ? dbias.data() : nullptr,
+                                                     linear_out(l), linear_in(l), linear_w(l), B, T, l.in, l.out);
                       }});
   }
   layers.push_back({"gelu_backward", L, 8 * btc, 4 * btc, 0, [&] {

@@ -1,6 +1,6 @@
-// Benchmark of cpu::matmul_forward / matmul_backward (cache-blocked, register-tiled) on the
+// Benchmark of cpu::matmul_forward_blocked / _backward_blocked (cache-blocked, register-tiled) on the
 // shapes of GPT-2 training, against the plain reference loops and the machine's FMA ceiling.
-// Validates against cpu::matmul_*_reference first, warms up, reports the median of the runs.
+// Validates against cpu::matmul_forward / _backward first, warms up, reports the median of the runs.
 //   FLOPs: forward 2*BT*C*OC; backward 4*BT*C*OC (dinp and dweight; dbias is negligible).
 // Wall-clock GFLOP/s is what training sees; GFLOP per CPU-second (process CPU time) stays
 // meaningful when other processes share the cores. Ceiling: independent 8-wide FMAs in registers
@@ -23,9 +23,10 @@ using namespace gpt2cc;
 using namespace gpt2cc::bench;
 
 int run(int argc, char** argv) {
-  cxxopts::Options options("bench_cpu_matmul",
-                           "cpu::matmul_forward / matmul_backward on GPT-2 shapes against the reference loops and "
-                           "the FMA ceiling (OMP_NUM_THREADS sets the threads)");
+  cxxopts::Options options(
+      "bench_cpu_matmul",
+      "cpu::matmul_forward_blocked / _backward_blocked on GPT-2 shapes against the reference loops and "
+      "the FMA ceiling (OMP_NUM_THREADS sets the threads)");
   options.add_options()("h,help", "show this help");
   const cxxopts::ParseResult args = parse_flags(options, argc, argv);
   if (args.count("help")) {
@@ -65,12 +66,12 @@ int run(int argc, char** argv) {
     out_ref.resize(out.size());
     dinp.resize(size_t(check_rows) * s.C);
     dinp_ref.resize(dinp.size());
-    cpu::matmul_forward(out.data(), inp.data(), weight.data(), bias.data(), 1, check_rows, s.C, s.OC);
-    cpu::matmul_forward_reference(out_ref.data(), inp.data(), weight.data(), bias.data(), 1, check_rows, s.C, s.OC);
-    cpu::matmul_backward(dinp.data(), dweight.data(), dbias.data(), dout.data(), inp.data(), weight.data(), 1,
-                         check_rows, s.C, s.OC);
-    cpu::matmul_backward_reference(dinp_ref.data(), dweight_ref.data(), dbias_ref.data(), dout.data(), inp.data(),
-                                   weight.data(), 1, check_rows, s.C, s.OC);
+    cpu::matmul_forward_blocked(out.data(), inp.data(), weight.data(), bias.data(), 1, check_rows, s.C, s.OC);
+    cpu::matmul_forward(out_ref.data(), inp.data(), weight.data(), bias.data(), 1, check_rows, s.C, s.OC);
+    cpu::matmul_backward_blocked(dinp.data(), dweight.data(), dbias.data(), dout.data(), inp.data(), weight.data(), 1,
+                                 check_rows, s.C, s.OC);
+    cpu::matmul_backward(dinp_ref.data(), dweight_ref.data(), dbias_ref.data(), dout.data(), inp.data(), weight.data(),
+                         1, check_rows, s.C, s.OC);
     out.resize(BT * s.OC);
     dinp.resize(BT * s.C);
     const double err = std::max({rel_error(out, out_ref), rel_error(dinp, dinp_ref), rel_error(dweight, dweight_ref)});
@@ -82,18 +83,16 @@ int run(int argc, char** argv) {
     const int reps = 5;
     const double flop = 2.0 * BT * s.C * s.OC;
     Timing fwd = time_median(
-        [&] { cpu::matmul_forward(out.data(), inp.data(), weight.data(), bias.data(), 1, s.BT, s.C, s.OC); }, reps);
+        [&] { cpu::matmul_forward_blocked(out.data(), inp.data(), weight.data(), bias.data(), 1, s.BT, s.C, s.OC); },
+        reps);
     Timing bwd = time_median(
         [&] {
-          cpu::matmul_backward(dinp.data(), dweight.data(), dbias.data(), dout.data(), inp.data(), weight.data(), 1,
-                               s.BT, s.C, s.OC);
+          cpu::matmul_backward_blocked(dinp.data(), dweight.data(), dbias.data(), dout.data(), inp.data(),
+                                       weight.data(), 1, s.BT, s.C, s.OC);
         },
         reps);
     Timing ref = time_median(
-        [&] {
-          cpu::matmul_forward_reference(out_ref.data(), inp.data(), weight.data(), bias.data(), 1, check_rows, s.C,
-                                        s.OC);
-        },
+        [&] { cpu::matmul_forward(out_ref.data(), inp.data(), weight.data(), bias.data(), 1, check_rows, s.C, s.OC); },
         1);
     const double ref_flop = 2.0 * check_rows * s.C * s.OC;
     const double f = flop / fwd.wall_s * 1e-9, b = 2 * flop / bwd.wall_s * 1e-9;

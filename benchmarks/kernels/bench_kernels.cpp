@@ -338,9 +338,9 @@ void bench_matmul(Bench& b, const std::string& which, int C, int OC, bool bias) 
     const auto inp = rounded<Elem>(random_floats(R * C, 21)), w = rounded<Elem>(random_floats(size_t(OC) * C, 22)),
                bs = rounded<Elem>(random_floats(OC, 23)), dout = rounded<Elem>(random_floats(R * OC, 24));
     std::vector<float> out(R * OC), dinp(R * C), dw(w.size(), 0.0f), db(OC, 0.0f);
-    cpu::matmul_forward(out.data(), inp.data(), w.data(), bias ? bs.data() : nullptr, B, T, C, OC);
-    cpu::matmul_backward(dinp.data(), dw.data(), bias ? db.data() : nullptr, dout.data(), inp.data(), w.data(), B, T, C,
-                         OC);
+    cpu::matmul_forward_blocked(out.data(), inp.data(), w.data(), bias ? bs.data() : nullptr, B, T, C, OC);
+    cpu::matmul_backward_blocked(dinp.data(), dw.data(), bias ? db.data() : nullptr, dout.data(), inp.data(), w.data(),
+                                 B, T, C, OC);
     auto d_inp = upload<Elem>(inp), d_w = upload<Elem>(w), d_b = upload<Elem>(bs), d_dout = upload<Elem>(dout);
     DeviceVec<Elem> d_out(out.size()), d_dinp(dinp.size());
     for (const GemmDesignRows& d : rows) {  // dweight and dbias from zero
@@ -391,7 +391,7 @@ void bench_matmul_gelu(Bench& b) {
     const auto inp = rounded<Elem>(random_floats(R * C, 81)), w = rounded<Elem>(random_floats(size_t(H) * C, 82)),
                bs = rounded<Elem>(random_floats(H, 83));
     std::vector<float> pre(R * H), out(R * H);
-    cpu::matmul_forward(pre.data(), inp.data(), w.data(), bs.data(), B, T, C, H);
+    cpu::matmul_forward_blocked(pre.data(), inp.data(), w.data(), bs.data(), B, T, C, H);
     cpu::gelu_forward(out.data(), pre.data(), pre.size());
     // backward of the projection (R, H) x (C, H)^T -> (R, C), its input gelu(pre2)
     const auto pre2 = rounded<Elem>(random_floats(R * H, 84, -3.0f, 3.0f)),
@@ -399,7 +399,7 @@ void bench_matmul_gelu(Bench& b) {
     std::vector<float> act2(R * H), dact(R * H), dinp(R * H), dw(w2.size(), 0.0f), db(C, 0.0f);
     cpu::gelu_forward(act2.data(), pre2.data(), act2.size());
     const auto act2_t = rounded<Elem>(act2);  // the forward stored gelu(pre) as T
-    cpu::matmul_backward(dact.data(), dw.data(), db.data(), dout.data(), act2_t.data(), w2.data(), B, T, H, C);
+    cpu::matmul_backward_blocked(dact.data(), dw.data(), db.data(), dout.data(), act2_t.data(), w2.data(), B, T, H, C);
     cpu::gelu_backward(dinp.data(), dact.data(), pre2.data(), dinp.size());
     auto d_inp = upload<Elem>(inp), d_w = upload<Elem>(w), d_b = upload<Elem>(bs), d_pre2 = upload<Elem>(pre2),
          d_act2 = upload<Elem>(act2_t), d_w2 = upload<Elem>(w2), d_dout = upload<Elem>(dout),

@@ -1,4 +1,4 @@
-// cpu::matmul_forward / matmul_backward (blocked) and their *_reference oracles: a hand case,
+// cpu::matmul_forward / matmul_backward (the plain loops, the oracle) and their *_blocked versions: a hand case,
 // finite-difference gradients of inp, weight and bias for both, the accumulation rule, fast vs
 // reference on awkward shapes (edges of every tile and cache block), and determinism.
 #include <catch2/catch.hpp>
@@ -21,8 +21,8 @@ struct Impl {
   Forward forward;
   Backward backward;
 };
-const Impl kImpls[] = {{"reference", cpu::matmul_forward_reference, cpu::matmul_backward_reference},
-                       {"blocked", cpu::matmul_forward, cpu::matmul_backward}};
+const Impl kImpls[] = {{"reference", cpu::matmul_forward, cpu::matmul_backward},
+                       {"blocked", cpu::matmul_forward_blocked, cpu::matmul_backward_blocked}};
 }  // namespace
 
 TEST_CASE("matmul by hand", "[cpu][matmul]") {
@@ -101,8 +101,8 @@ TEST_CASE("blocked matmul matches the reference on awkward shapes", "[cpu][matmu
     auto dout = test::random_vector(BT * OC, 93);
     std::vector<float> out(BT * OC), out_ref(BT * OC);
     test::poison(out.data(), out.size());
-    cpu::matmul_forward(out.data(), inp.data(), weight.data(), bias.data(), B, T, C, OC);
-    cpu::matmul_forward_reference(out_ref.data(), inp.data(), weight.data(), bias.data(), B, T, C, OC);
+    cpu::matmul_forward_blocked(out.data(), inp.data(), weight.data(), bias.data(), B, T, C, OC);
+    cpu::matmul_forward(out_ref.data(), inp.data(), weight.data(), bias.data(), B, T, C, OC);
     // Same sums in another order: fp32 rounding differs by ~sqrt(K) * 6e-8 relative.
     CHECK(test::rel_error(out, out_ref) < 2e-6);
     expect_close(out, out_ref, 1e-5, 1e-4, "out");
@@ -112,10 +112,10 @@ TEST_CASE("blocked matmul matches the reference on awkward shapes", "[cpu][matmu
     std::vector<float> dinp(BT * C), dinp_ref(BT * C);
     std::vector<float> dweight = dweight0, dweight_ref = dweight0, dbias = dbias0, dbias_ref = dbias0;
     test::poison(dinp.data(), dinp.size());
-    cpu::matmul_backward(dinp.data(), dweight.data(), dbias.data(), dout.data(), inp.data(), weight.data(), B, T, C,
-                         OC);
-    cpu::matmul_backward_reference(dinp_ref.data(), dweight_ref.data(), dbias_ref.data(), dout.data(), inp.data(),
-                                   weight.data(), B, T, C, OC);
+    cpu::matmul_backward_blocked(dinp.data(), dweight.data(), dbias.data(), dout.data(), inp.data(), weight.data(), B,
+                                 T, C, OC);
+    cpu::matmul_backward(dinp_ref.data(), dweight_ref.data(), dbias_ref.data(), dout.data(), inp.data(), weight.data(),
+                         B, T, C, OC);
     CHECK(test::rel_error(dinp, dinp_ref) < 2e-6);
     CHECK(test::rel_error(dweight, dweight_ref) < 2e-6);
     CHECK(test::rel_error(dbias, dbias_ref) < 2e-6);
@@ -125,10 +125,11 @@ TEST_CASE("blocked matmul matches the reference on awkward shapes", "[cpu][matmu
 
     // Without a bias: dbias may be null, out has no offset.
     test::poison(out.data(), out.size());
-    cpu::matmul_forward(out.data(), inp.data(), weight.data(), nullptr, B, T, C, OC);
-    cpu::matmul_forward_reference(out_ref.data(), inp.data(), weight.data(), nullptr, B, T, C, OC);
+    cpu::matmul_forward_blocked(out.data(), inp.data(), weight.data(), nullptr, B, T, C, OC);
+    cpu::matmul_forward(out_ref.data(), inp.data(), weight.data(), nullptr, B, T, C, OC);
     CHECK(test::rel_error(out, out_ref) < 2e-6);
-    cpu::matmul_backward(dinp.data(), dweight.data(), nullptr, dout.data(), inp.data(), weight.data(), B, T, C, OC);
+    cpu::matmul_backward_blocked(dinp.data(), dweight.data(), nullptr, dout.data(), inp.data(), weight.data(), B, T, C,
+                                 OC);
     CHECK(test::rel_error(dinp, dinp_ref) < 2e-6);
   }
 }
@@ -142,15 +143,18 @@ TEST_CASE("blocked matmul backward is deterministic", "[cpu][matmul]") {
   auto dout = test::random_vector(static_cast<size_t>(B) * T * OC, 98);
   std::vector<float> dinp(inp.size());
   std::vector<float> first(weight.size(), 0.0f), second(weight.size(), 0.0f), db(OC, 0.0f);
-  cpu::matmul_backward(dinp.data(), first.data(), db.data(), dout.data(), inp.data(), weight.data(), B, T, C, OC);
-  cpu::matmul_backward(dinp.data(), second.data(), db.data(), dout.data(), inp.data(), weight.data(), B, T, C, OC);
+  cpu::matmul_backward_blocked(dinp.data(), first.data(), db.data(), dout.data(), inp.data(), weight.data(), B, T, C,
+                               OC);
+  cpu::matmul_backward_blocked(dinp.data(), second.data(), db.data(), dout.data(), inp.data(), weight.data(), B, T, C,
+                               OC);
   expect_close(second, first, 0, 0, "dweight on a second run");
 #ifdef _OPENMP
   const int threads = omp_get_max_threads();
   for (int n : {1, 3}) {
     omp_set_num_threads(n);
     std::vector<float> other(weight.size(), 0.0f);
-    cpu::matmul_backward(dinp.data(), other.data(), db.data(), dout.data(), inp.data(), weight.data(), B, T, C, OC);
+    cpu::matmul_backward_blocked(dinp.data(), other.data(), db.data(), dout.data(), inp.data(), weight.data(), B, T, C,
+                                 OC);
     expect_close(other, first, 0, 0, "dweight with " + std::to_string(n) + " threads");
   }
   omp_set_num_threads(threads);

@@ -105,8 +105,8 @@ void check_forward(const Shape& s, bool gelu, int offset, const cuda::GemmDesign
   INFO("B=" << s.B << " T=" << s.T << " C=" << s.C << " OC=" << s.OC << " bias=" << s.bias << " gelu=" << gelu
             << " offset=" << offset << "; " << design_text(design));
   std::vector<float> pre_ref(L.N * L.OC), out_ref(L.N * L.OC);
-  cpu::matmul_forward(pre_ref.data(), L.inp.data(), L.weight.data(), s.bias ? L.bias.data() : nullptr, s.B, s.T, s.C,
-                      s.OC);
+  cpu::matmul_forward_blocked(pre_ref.data(), L.inp.data(), L.weight.data(), s.bias ? L.bias.data() : nullptr, s.B, s.T,
+                              s.C, s.OC);
   if (gelu) cpu::gelu_forward(out_ref.data(), pre_ref.data(), out_ref.size());
   else out_ref = pre_ref;
 
@@ -146,8 +146,8 @@ void check_backward(const Shape& s, bool gelu, int offset, const cuda::GemmDesig
   INFO("B=" << s.B << " T=" << s.T << " C=" << s.C << " OC=" << s.OC << " bias=" << s.bias << " gelu=" << gelu
             << " offset=" << offset << "; " << design_text(design));
   std::vector<float> dinp_ref(L.N * L.C), dweight_ref = L.dweight0, dbias_ref = L.dbias0;
-  cpu::matmul_backward(dinp_ref.data(), dweight_ref.data(), s.bias ? dbias_ref.data() : nullptr, L.dout.data(),
-                       L.inp.data(), L.weight.data(), s.B, s.T, s.C, s.OC);
+  cpu::matmul_backward_blocked(dinp_ref.data(), dweight_ref.data(), s.bias ? dbias_ref.data() : nullptr, L.dout.data(),
+                               L.inp.data(), L.weight.data(), s.B, s.T, s.C, s.OC);
   if (gelu) {
     const std::vector<float> dgelu_out = dinp_ref;
     cpu::gelu_backward(dinp_ref.data(), dgelu_out.data(), L.pre.data(), dinp_ref.size());
@@ -414,7 +414,7 @@ TEST_CASE("fp32 matmul_forward_gelu and matmul_backward_gelu match cpu", "[cuda]
   cuda::reset_matmul_path_counts();
 
   std::vector<float> pre_ref(N * s.OC), out_ref(N * s.OC);
-  cpu::matmul_forward(pre_ref.data(), inp.data(), weight.data(), bias_host, s.B, s.T, s.C, s.OC);
+  cpu::matmul_forward_blocked(pre_ref.data(), inp.data(), weight.data(), bias_host, s.B, s.T, s.C, s.OC);
   cpu::gelu_forward(out_ref.data(), pre_ref.data(), out_ref.size());
   DeviceBuffer<float> d_inp(inp), d_weight(weight), d_bias(bias), d_dout(dout), d_pre_in(pre_in);
   DeviceBuffer<float> d_out(N * s.OC), d_pre(N * s.OC), d_dinp(N * s.C), d_dweight(dweight0), d_dbias(dbias0);
@@ -426,8 +426,8 @@ TEST_CASE("fp32 matmul_forward_gelu and matmul_backward_gelu match cpu", "[cuda]
   test::expect_matches(d_out.download(), out_ref, "fp32 matmul_forward_gelu out", 1e-5);
 
   std::vector<float> dinp_ref(N * s.C), dweight_ref = dweight0, dbias_ref = dbias0;
-  cpu::matmul_backward(dinp_ref.data(), dweight_ref.data(), s.bias ? dbias_ref.data() : nullptr, dout.data(),
-                       inp.data(), weight.data(), s.B, s.T, s.C, s.OC);
+  cpu::matmul_backward_blocked(dinp_ref.data(), dweight_ref.data(), s.bias ? dbias_ref.data() : nullptr, dout.data(),
+                               inp.data(), weight.data(), s.B, s.T, s.C, s.OC);
   const std::vector<float> dgelu_out = dinp_ref;
   cpu::gelu_backward(dinp_ref.data(), dgelu_out.data(), pre_in.data(), dinp_ref.size());
   for (int call = 1; call <= 2; ++call) {

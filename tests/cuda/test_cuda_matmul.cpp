@@ -1,4 +1,4 @@
-// cuda::matmul_forward / matmul_backward (cuBLAS, TF32 off) against cpu::matmul_*_reference:
+// cuda::matmul_forward / matmul_backward (cuBLAS, TF32 off) against cpu::matmul_forward / _backward (the plain loops):
 // T = 1, odd sizes, OC not a multiple of 4 (the scalar bias-add branch) and a multiple of 4 (the
 // float4 branch), a misaligned output (scalar branch again), no bias, GPT-2 sizes. dinp is
 // written (=, poisoned first); dweight and dbias accumulate. The GEMM workspace is per stream.
@@ -38,7 +38,7 @@ TEST_CASE("cuda matmul forward and backward match cpu", "[cuda][matmul]") {
   const float* bias_host = shape.bias ? bias.data() : nullptr;
 
   std::vector<float> out(rows * OC);
-  cpu::matmul_forward_reference(out.data(), inp.data(), weight.data(), bias_host, B, T, C, OC);
+  cpu::matmul_forward(out.data(), inp.data(), weight.data(), bias_host, B, T, C, OC);
   DeviceBuffer<float> d_inp(inp), d_weight(weight), d_bias(bias), d_out(rows * OC), d_dout(dout);
   d_out.poison();
   cuda::matmul_forward(d_out.get(), d_inp.get(), d_weight.get(), shape.bias ? d_bias.get() : nullptr, B, T, C, OC,
@@ -46,8 +46,8 @@ TEST_CASE("cuda matmul forward and backward match cpu", "[cuda][matmul]") {
   test::expect_matches(d_out.download(), out, "matmul out", 1e-5);
 
   std::vector<float> dinp(rows * C), dweight = dweight0, dbias = dbias0;
-  cpu::matmul_backward_reference(dinp.data(), dweight.data(), shape.bias ? dbias.data() : nullptr, dout.data(),
-                                 inp.data(), weight.data(), B, T, C, OC);
+  cpu::matmul_backward(dinp.data(), dweight.data(), shape.bias ? dbias.data() : nullptr, dout.data(), inp.data(),
+                       weight.data(), B, T, C, OC);
   DeviceBuffer<float> d_dinp(rows * C), d_dweight(dweight0), d_dbias(dbias0);
   d_dinp.poison();
   cuda::matmul_backward(d_dinp.get(), d_dweight.get(), shape.bias ? d_dbias.get() : nullptr, d_dout.get(), d_inp.get(),
@@ -72,7 +72,7 @@ TEST_CASE("cuda matmul bias add falls back to scalar for a misaligned output", "
   const auto weight = test::random_vector(size_t(OC) * C, 52);
   const auto bias = test::random_vector(OC, 53);
   std::vector<float> out(size_t(B) * T * OC);
-  cpu::matmul_forward_reference(out.data(), inp.data(), weight.data(), bias.data(), B, T, C, OC);
+  cpu::matmul_forward(out.data(), inp.data(), weight.data(), bias.data(), B, T, C, OC);
   DeviceBuffer<float> d_inp(inp), d_weight(weight), d_bias(bias), d_out(out.size() + 1);
   d_out.poison();
   // One float past a 256-byte aligned allocation: OC % 4 == 0 but the rows are not 16-byte aligned.
@@ -137,7 +137,7 @@ TEST_CASE("each stream has its own GEMM workspace, released with the stream", "[
   const auto inp = test::random_vector(size_t(B) * T * C, 71);
   const auto weight = test::random_vector(size_t(OC) * C, 72);
   std::vector<float> expect(size_t(B) * T * OC);
-  cpu::matmul_forward_reference(expect.data(), inp.data(), weight.data(), nullptr, B, T, C, OC);
+  cpu::matmul_forward(expect.data(), inp.data(), weight.data(), nullptr, B, T, C, OC);
   DeviceBuffer<float> d_inp(inp), d_weight(weight), d_out(expect.size());
   cuda::release_gemm_workspace(b);
   for (cudaStream_t s : {a, b}) {

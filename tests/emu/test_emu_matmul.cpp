@@ -1,7 +1,7 @@
 // The linear layer's hand-written kernels (cuda::matmul_internal::add_bias, the bias add after the
 // GEMM, and accumulate_column_sums, the deterministic bias gradient: kernels/matmul.cuh; the GEMMs
 // are cuBLAS(Lt), checked by emu_cuda_layers) on the CPU emulator against
-// cpu::matmul_forward_reference / matmul_backward_reference, with the tolerances
+// cpu::matmul_forward / matmul_backward (the plain loops), with the tolerances
 // of tests/cuda/test_cuda_matmul.cpp (fp32 1e-5) and test_bf16_matmul.cpp (bf16 1e-2).
 // add_bias: the GEMM output of the CPU without bias, plus the emulated bias add, against the CPU's
 // output with bias; both branches (float4: OC % 4 == 0 and aligned; scalar: OC = 7, a buffer offset
@@ -67,8 +67,8 @@ TEMPLATE_TEST_CASE("emulated matmul bias add matches cpu", "[emu][matmul]", floa
   const auto weight = test::round_to_bf16(test::random_vector(size_t(s.OC) * s.C, 42));
   const auto bias = test::round_to_bf16(test::random_vector(s.OC, 43));
   std::vector<float> gemm(n), out(n);
-  cpu::matmul_forward_reference(gemm.data(), inp.data(), weight.data(), nullptr, 1, s.rows, s.C, s.OC);
-  cpu::matmul_forward_reference(out.data(), inp.data(), weight.data(), bias.data(), 1, s.rows, s.C, s.OC);
+  cpu::matmul_forward(gemm.data(), inp.data(), weight.data(), nullptr, 1, s.rows, s.C, s.OC);
+  cpu::matmul_forward(out.data(), inp.data(), weight.data(), bias.data(), 1, s.rows, s.C, s.OC);
 
   const std::vector<Elem> start = test::as<Elem>(test::padded(gemm, offset));
   const test::DeviceBuffer bias_elem(test::as<Elem>(bias));
@@ -99,8 +99,8 @@ TEMPLATE_TEST_CASE("emulated matmul bias gradient matches cpu and accumulates", 
   const auto dout = test::round_to_bf16(test::random_vector(size_t(s.rows) * s.OC, 53));
   const auto dbias0 = test::round_to_bf16(test::random_vector(s.OC, 54, -0.5f, 0.5f));
   std::vector<float> dinp(size_t(s.rows) * C), dweight(weight.size()), dbias = dbias0;
-  cpu::matmul_backward_reference(dinp.data(), dweight.data(), dbias.data(), dout.data(), inp.data(), weight.data(), 1,
-                                 s.rows, C, s.OC);
+  cpu::matmul_backward(dinp.data(), dweight.data(), dbias.data(), dout.data(), inp.data(), weight.data(), 1, s.rows, C,
+                       s.OC);
 
   const cudaStream_t stream = test::test_stream();
   const test::DeviceBuffer dout_buffer(test::as<Elem>(test::padded(dout, offset)));
@@ -136,12 +136,12 @@ struct Bf16Layer {
     dweight0 = test::round_to_bf16(test::random_vector(size_t(OC) * C, 66, -0.5f, 0.5f));
     out_ref.resize(N * OC);
     gelu_ref.resize(N * OC);
-    cpu::matmul_forward(out_ref.data(), inp.data(), weight.data(), bias.data(), B, T, C, OC);
+    cpu::matmul_forward_blocked(out_ref.data(), inp.data(), weight.data(), bias.data(), B, T, C, OC);
     cpu::gelu_forward(gelu_ref.data(), out_ref.data(), gelu_ref.size());
     std::vector<float> dinp_linear(N * C);
     dweight_ref = dweight0;
-    cpu::matmul_backward(dinp_linear.data(), dweight_ref.data(), nullptr, dout.data(), inp.data(), weight.data(), B, T,
-                         C, OC);
+    cpu::matmul_backward_blocked(dinp_linear.data(), dweight_ref.data(), nullptr, dout.data(), inp.data(),
+                                 weight.data(), B, T, C, OC);
     dinp_ref.resize(N * C);
     cpu::gelu_backward(dinp_ref.data(), dinp_linear.data(), pre_in.data(), dinp_ref.size());
   }
