@@ -99,12 +99,6 @@ class Backend {
   virtual void convert_from_float(TensorPtr dst, const float* src, size_t N) = 0;
   virtual void convert_to_float(float* dst, ConstTensorPtr src, size_t N) = 0;
 
-  // Floats per layer the attention forward saves for its backward: each row's log-sum-exp
-  // (B*NH*T) on every backend and path today; the backward recomputes the probabilities. Kept a
-  // backend question, with `dropout` (whether attention dropout will be used, which decides the
-  // CUDA path), for a path that would save more.
-  virtual size_t attention_saved_floats(int B, int T, int C, int NH, bool dropout) const = 0;
-
   // ---- layers ----
   virtual void encoder_forward(TensorPtr out, const int* inp, ConstTensorPtr wte, ConstTensorPtr wpe, int B, int T,
                                int C) = 0;
@@ -122,7 +116,9 @@ class Backend {
   virtual void matmul_backward(TensorPtr dinp, TensorPtr dweight, TensorPtr dbias, ConstTensorPtr dout,
                                ConstTensorPtr inp, ConstTensorPtr weight, int B, int T, int C, int OC) = 0;
 
-  // `out` is the forward's output (a flash backward needs it for rowsum(dout * out)).
+  // `saved` (B, NH, T): each row's log-sum-exp, written by the forward, on every backend and path;
+  // the backward recomputes the probabilities from it. `out` is the forward's output (a flash
+  // backward needs it for rowsum(dout * out)).
   virtual void attention_forward(TensorPtr out, float* saved, ConstTensorPtr qkv, int B, int T, int C, int NH,
                                  const DropoutParams& dropout) = 0;
   virtual void attention_backward(TensorPtr dqkv, ConstTensorPtr dout, const float* saved, ConstTensorPtr qkv,

@@ -45,14 +45,10 @@ constexpr int kCpuMatvecRows = 5;
 }  // namespace
 
 // Rows of `len` positions each that one forward may take: as many as the activations hold
-// (max_B x max_T positions, and attention's saved values), and on the CPU, when one row has
-// fewer than 6 positions, few enough that the group has fewer than 6 too.
+// (max_B x max_T positions; attention's saved values are per position too), and on the CPU, when
+// one row has fewer than 6 positions, few enough that the group has fewer than 6 too.
 int GPT2::Impl::row_group(int len) const {
-  const bool dropout = config.dropout > 0.0f;  // as attention_saved_stride() sized the buffer
-  const size_t capacity = attention_saved_stride();
   int rows = std::max(1, max_B * max_T / len);
-  while (rows > 1 && backend.attention_saved_floats(rows, len, config.channels, config.num_heads, dropout) > capacity)
-    --rows;
   if (backend.kind() == DeviceKind::cpu && len <= kCpuMatvecRows) rows = std::min(rows, kCpuMatvecRows / len);
   return rows;
 }

@@ -7,8 +7,8 @@
 //   forward : BT*C (encoded) + L*BT*(C ln1 + 3C qkv + C atty + C res2 + C ln2 + 4C fch + 4C fch_gelu
 //             + C res3) + BT*C (lnf) + BT*Vp (logits); with recompute_gelu, fch_gelu is one
 //             (BT,4C) slab shared by the layers. In fp32 whatever the dtype: L*(4*BT + S) + 3*BT
-//             (LN statistics, losses), S = attention_saved_floats (max_B*NH*max_T: the row
-//             log-sum-exp, on every backend).
+//             (LN statistics, losses), S = max_B*NH*max_T (attention's row log-sum-exp,
+//             on every backend).
 //   scratch : 2*BT*C + BT*3C + BT*4C + BT*C (dresidual); logits double as dlogits (in place).
 // Parameters: an fp32 master (N floats), for bf16 also a compute copy (N bf16); gradients in the
 // compute dtype; AdamW moments 2N floats. Under ZeRO-1 with R ranks the moments, and in bf16 the
@@ -35,7 +35,7 @@ struct Activations {
   DeviceArray<float> ln1_mean;    // (L,B,T)
   DeviceArray<float> ln1_rstd;    // (L,B,T)
   DeviceTensor qkv;               // (L,B,T,3C)
-  DeviceArray<float> att_saved;   // (L, attention_saved_floats)
+  DeviceArray<float> att_saved;   // (L, max_B, NH, max_T): attention's row log-sum-exp
   DeviceTensor atty;              // (L,B,T,C) attention output before its projection
   DeviceTensor residual2;         // (L,B,T,C) x + drop(attproj)
   DeviceTensor ln2;               // (L,B,T,C)

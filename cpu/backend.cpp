@@ -139,8 +139,6 @@ void CpuBackend::convert_to_float(float* dst, ConstTensorPtr src, size_t N) {
 }
 
 // The blocked attention saves each row's log-sum-exp (B, NH, T), with or without dropout.
-size_t CpuBackend::attention_saved_floats(int B, int T, int, int NH, bool) const { return size_t(B) * NH * T; }
-
 void CpuBackend::encoder_forward(TensorPtr out, const int* inp, ConstTensorPtr wte, ConstTensorPtr wpe, int B, int T,
                                  int C) {
   cpu::encoder_forward(f32(out), inp, f32(wte), f32(wpe), B, T, C);

@@ -6,8 +6,7 @@
 // Backend's default compositions, except the classifier (cpu::fused_classifier: one exp per
 // logit). Obtain it through make_cpu_backend(threads); the class is visible for tests that want
 // its concrete type.
-// Attention saves each row's log-sum-exp, not the probabilities: attention_saved_floats =
-// B*NH*T (cpu/attention.hpp).
+// Attention saves each row's log-sum-exp, not the probabilities (cpu/attention.hpp).
 #pragma once
 
 #include <string>
@@ -34,7 +33,6 @@ class CpuBackend : public Backend {
   void convert_from_float(TensorPtr dst, const float* src, size_t N) override;
   void convert_to_float(float* dst, ConstTensorPtr src, size_t N) override;
 
-  size_t attention_saved_floats(int B, int T, int C, int NH, bool dropout) const override;
 
   void encoder_forward(TensorPtr out, const int* inp, ConstTensorPtr wte, ConstTensorPtr wpe, int B, int T,
                        int C) override;

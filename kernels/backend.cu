@@ -212,10 +212,6 @@ class CudaBackend final : public Backend {
 
   // Both attention paths (flash for bf16 without attention dropout, use_flash; the tiled kernels
   // otherwise) save each row's log-sum-exp, like the CPU.
-  size_t attention_saved_floats(int B, int T, int, int NH, bool) const override {
-    return static_cast<size_t>(B) * NH * T;
-  }
-
   void encoder_forward(TensorPtr out, const int* inp, ConstTensorPtr wte, ConstTensorPtr wpe, int B, int T,
                        int C) override {
     with_elem([&](auto e) {

@@ -100,8 +100,6 @@ TEST_CASE("a bf16 training step tracks the fp32 cpu model", "[cuda][bf16][model]
   const int B = 3, T = 29;  // T not a multiple of the flash tiles
   auto cpu_backend = make_cpu_backend(0);
   auto cuda_backend = make_cuda_backend(0, DType::bf16);
-  // Flash and the tiled kernels alike save the log-sum-exp per row.
-  CHECK(cuda_backend->attention_saved_floats(B, T, k.C, k.NH, k.dropout > 0.0f) == size_t(B) * k.NH * T);
   GPT2 cpu_model(c, *cpu_backend, B, T), model(c, *cuda_backend, B, T);
   REQUIRE(model.dtype() == DType::bf16);
   // Both models compute with the same (bf16-representable) weights: what differs is only the

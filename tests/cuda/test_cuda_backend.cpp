@@ -27,8 +27,6 @@ TEST_CASE("make_cuda_backend gives a working cuda backend", "[cuda][backend]") {
   CHECK(backend->kind() == DeviceKind::cuda);
   CHECK_THAT(backend->describe(), Catch::StartsWith("cuda fp32"));
   CHECK(backend->dtype() == DType::fp32);
-  // fp32 always runs the tiled kernels, which save each row's log-sum-exp.
-  CHECK(backend->attention_saved_floats(2, 5, 192, 3, false) == size_t(2) * 3 * 5);
 
   const size_t n = 1027;
   DeviceArray<float> a(*backend, n), b(*backend, n);
@@ -59,12 +57,6 @@ TEST_CASE("a bf16 cuda backend: attention saves the log-sum-exp only, conversion
   auto backend = make_cuda_backend(0, DType::bf16);
   CHECK(backend->dtype() == DType::bf16);
   CHECK_THAT(backend->describe(), Catch::StartsWith("cuda bf16"));
-  // Flash (HS 64, where this build has it for the device) and the tiled kernels (attention
-  // dropout, HS 12) alike.
-  CHECK(backend->attention_saved_floats(2, 5, 192, 3, false) == size_t(2) * 3 * 5);
-  CHECK(backend->attention_saved_floats(2, 5, 192, 3, true) == size_t(2) * 3 * 5);
-  CHECK(backend->attention_saved_floats(2, 5, 36, 3, false) == size_t(2) * 3 * 5);
-
   // fp32 -> bf16 -> fp32 through the backend: round to nearest even, exact for bf16 values.
   const std::vector<float> values = {1.0f, -2.5f, 3.14159265f, 1e-3f, 65504.0f, 1.00390625f, 1.01171875f};
   const std::vector<float> rounded = {1.0f, -2.5f, 3.140625f, 0.00099945068359375f, 65536.0f, 1.0f, 1.015625f};
@@ -126,7 +118,6 @@ TEST_CASE("bf16 and flash attention where the device runs code older than sm_80:
                Catch::Contains(format("this build has no flash attention for it (tiled attention instead): rebuild "
                                       "with -DGPT2CC_CUDA_ARCHITECTURES={}{}",
                                       prop.major, prop.minor)));
-    CHECK(backend->attention_saved_floats(2, 5, 192, 3, false) == size_t(2) * 3 * 5);  // HS 64: tiled
   }
 }
 
