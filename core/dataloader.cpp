@@ -260,8 +260,8 @@ uint64_t DataLoader::num_tokens() const { return impl_->stream.size(); }
 uint64_t DataLoader::tokenizer_fingerprint() const { return impl_->stream.fingerprint(); }
 uint32_t DataLoader::vocab_size() const { return impl_->stream.vocab_size(); }
 
-// Window k starts at s_k = k*stride and predicts stream tokens s_k+1 .. s_k+T. Only targets past
-// the previous window's last one (s_{k-1}+T) are scored; the last window may be short.
+// Window k starts at s_k = k*stride and predicts stream tokens s_k+1 .. s_k+T, of which
+// mask_scored_targets keeps those past the previous window's last one. The last may be short.
 struct EvalIterator::Impl {
   TokenStream stream;
   int B, T, stride;
@@ -299,9 +299,9 @@ int EvalIterator::next(std::vector<int>& inputs, std::vector<int>& targets) {
     int* tg = targets.data() + size_t(rows) * T;
     for (uint64_t t = 0; t + 1 < len; ++t) {
       in[t] = int(window[t]);
-      if (s + t + 1 > m.scored_until) tg[t] = int(window[t + 1]);
+      tg[t] = int(window[t + 1]);
     }
-    m.scored_until = s + len - 1;
+    m.scored_until = mask_scored_targets({tg, size_t(len - 1)}, s + 1, m.scored_until);
     m.next_start += uint64_t(m.stride);
     ++rows;
   }
@@ -309,5 +309,10 @@ int EvalIterator::next(std::vector<int>& inputs, std::vector<int>& targets) {
 }
 
 uint64_t EvalIterator::tokens_to_score() const { return impl_->stream.size() - 1; }
+
+uint64_t mask_scored_targets(std::span<int> targets, uint64_t first, uint64_t scored_until) {
+  for (size_t i = 0; i < targets.size() && first + i <= scored_until; ++i) targets[i] = -1;
+  return std::max(scored_until, first + targets.size() - 1);
+}
 
 }  // namespace gpt2cc

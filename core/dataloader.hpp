@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -88,5 +89,11 @@ class EvalIterator {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+// The rule of overlapping windows, shared by EvalIterator and score (core/generation.hpp):
+// `targets` holds one window's predictions of tokens first, first+1, ... (at least one); those at
+// or before `scored_until`, the last token an earlier window scored (0 before the first window:
+// token 0 is never a target), become -1, ignored by the loss. Returns the new scored_until.
+uint64_t mask_scored_targets(std::span<int> targets, uint64_t first, uint64_t scored_until);
 
 }  // namespace gpt2cc

@@ -12,6 +12,7 @@
 #include <exception>
 
 #include "core/check.hpp"
+#include "core/dataloader.hpp"
 
 namespace gpt2cc {
 
@@ -385,22 +386,19 @@ ScoreResult score(GPT2& model, std::span<const int> tokens, int window, int stri
   result.stride = stride;
   double total_loss = 0.0;
   std::vector<int> targets;
-  // Window at b: inputs tokens[b, b+T), targets tokens[b+1, b+T+1). Target j is scored only if
-  // no earlier window scored it (j >= next), so every token from the second on counts once.
-  int next = 1;
+  // Window at b: inputs tokens[b, b+T), targets tokens[b+1, b+T+1), of which only those no
+  // earlier window scored count (mask_scored_targets): every token from the second on counts once.
+  uint64_t scored_until = 0;
   for (int b = 0;; b += stride) {
     const int T = std::min(window, N - 1 - b);
     targets.assign(tokens.begin() + b + 1, tokens.begin() + b + 1 + T);
-    for (int i = 0; i < T; ++i) {
-      if (b + 1 + i < next) targets[i] = -1;  // -1: ignored by the loss
-    }
+    scored_until = mask_scored_targets(targets, uint64_t(b) + 1, scored_until);
     float mean = model.forward(tokens.data() + b, targets.data(), 1, T);
     const int counted = model.num_targets();
     if (counted > 0) total_loss += static_cast<double>(mean) * counted;
     result.tokens += static_cast<size_t>(counted);
     ++result.windows;
-    next = b + 1 + T;
-    if (next == N) break;
+    if (scored_until == uint64_t(N) - 1) break;
   }
   result.loss = total_loss / static_cast<double>(result.tokens);
   result.perplexity = std::exp(result.loss);

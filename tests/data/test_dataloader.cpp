@@ -212,6 +212,21 @@ TEST_CASE("the loader rejects bad arguments and foreign data", "[data]") {
   CHECK_THROWS_WITH(loader.restore({0, 12}), Catch::Contains("out of range"));
 }
 
+TEST_CASE("mask_scored_targets keeps only the targets no earlier window scored", "[data]") {
+  // A window predicting tokens 3..7 after one that scored up to token 5: 3, 4, 5 masked.
+  std::vector<int> targets = {30, 40, 50, 60, 70};
+  CHECK(mask_scored_targets(targets, 3, 5) == 7);
+  CHECK(targets == std::vector<int>{-1, -1, -1, 60, 70});
+  // The first window (nothing scored yet): all kept.
+  targets = {10, 20};
+  CHECK(mask_scored_targets(targets, 1, 0) == 2);
+  CHECK(targets == std::vector<int>{10, 20});
+  // A window wholly inside the scored part: all masked, scored_until unchanged.
+  targets = {10, 20};
+  CHECK(mask_scored_targets(targets, 4, 9) == 9);
+  CHECK(targets == std::vector<int>{-1, -1});
+}
+
 TEST_CASE("EvalIterator scores every token after the first exactly once", "[data]") {
   // N = 203 tokens over two shards: 202 targets.
   auto shards = counting_shards("eval_cover", {150, 53});
