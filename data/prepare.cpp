@@ -22,7 +22,7 @@ constexpr const char* kMemoryHint =
     "each --threads thread holds its own copy of the tokenizer (about 30 MB with GPT-2's): "
     "a lower --threads uses less memory (0 = $OMP_NUM_THREADS, else all cores)";
 
-int run(int argc, char** argv) {
+cxxopts::Options make_options() {
   cxxopts::Options options("prepare", "Tokenise a dataset into token shards for train (docs/data.md)");
   // clang-format off
   options.add_options()
@@ -49,11 +49,11 @@ int run(int argc, char** argv) {
     ("overwrite", "replace shards already in the output directory (once this run has succeeded)")
     ("h,help", "show this help");
   // clang-format on
-  auto args = parse_flags(options, argc, argv);
-  if (args.count("help")) {
-    std::cout << options.help() << "\n";
-    return 0;
-  }
+  return options;
+}
+
+// The flags, checked, as the run's configuration.
+data::PrepareConfig config_from_flags(const cxxopts::ParseResult& args, int argc, char** argv) {
   INPUT_CHECK(args.unmatched().empty(), "unexpected argument \"{}\" (inputs are given with --input)",
               args.unmatched().front());
   for (const char* required : {"format", "input", "tokenizer", "out"})
@@ -95,22 +95,10 @@ int run(int argc, char** argv) {
   INPUT_CHECK(!config.out_dir.empty(), "--out is empty: give the output directory");
   config.overwrite = switch_on(args, "overwrite");
   for (int i = 0; i < argc; ++i) config.command_line += (i ? " " : "") + std::string(argv[i]);
+  return config;
+}
 
-  // SIGINT/SIGTERM: recorded (core/signal_cleanup.hpp); the readers and the tokenising workers
-  // check it (FormatOptions::stop) and end the run through its failure path, which removes
-  // .prepare.tmp and the directories the run created. A second Ctrl-C ends the process at once.
-  config.format.stop = &stop_signal();
-  install_stop_handlers();
-
-  Tokenizer tokenizer = Tokenizer::load(config.tokenizer_dir);
-  data::PrepareSummary s;
-  try {
-    s = data::prepare_dataset(config, tokenizer, std::cerr);
-  } catch (const data::Interrupted& e) {
-    print_error_line(format("prepare: {}: stopped; {} is as it was before the run", e.what(), config.out_dir));
-    return 128 + stop_signal().load();
-  }
-
+void print_summary(const data::PrepareConfig& config, const Tokenizer& tokenizer, const data::PrepareSummary& s) {
   uint64_t docs = s.train.documents + s.val.documents, tokens = s.train.tokens + s.val.tokens;
   uint64_t bytes = s.train.bytes + s.val.bytes;
   std::cout << std::fixed << std::setprecision(3);
@@ -128,6 +116,32 @@ int run(int argc, char** argv) {
             << " MB/s; peak RSS " << double(s.peak_rss_bytes) / (1 << 20) << " MiB\n";
   std::cout << "  manifest " << config.out_dir << "/manifest.json\n";
   for (const auto& w : s.warnings) std::cerr << "warning: " << w << "\n";
+}
+
+int run(int argc, char** argv) {
+  cxxopts::Options options = make_options();
+  auto args = parse_flags(options, argc, argv);
+  if (args.count("help")) {
+    std::cout << options.help() << "\n";
+    return 0;
+  }
+  data::PrepareConfig config = config_from_flags(args, argc, argv);
+
+  // SIGINT/SIGTERM: recorded (core/signal_cleanup.hpp); the readers and the tokenising workers
+  // check it (FormatOptions::stop) and end the run through its failure path, which removes
+  // .prepare.tmp and the directories the run created. A second Ctrl-C ends the process at once.
+  config.format.stop = &stop_signal();
+  install_stop_handlers();
+
+  Tokenizer tokenizer = Tokenizer::load(config.tokenizer_dir);
+  data::PrepareSummary s;
+  try {
+    s = data::prepare_dataset(config, tokenizer, std::cerr);
+  } catch (const data::Interrupted& e) {
+    print_error_line(format("prepare: {}: stopped; {} is as it was before the run", e.what(), config.out_dir));
+    return 128 + stop_signal().load();
+  }
+  print_summary(config, tokenizer, s);
   return 0;
 }
 
