@@ -195,25 +195,16 @@ std::string json_escape(std::string_view s) {
   return out + "\"";
 }
 
-}  // namespace
-
-VocabParts read_vocab_dir(const std::string& dir) {
-  INPUT_CHECK(fs::is_directory(dir), "tokenizer directory {} {}", dir,
-              fs::exists(dir) ? "is a file, not a directory (vocab.json + merges.txt, or encoder.json + vocab.bpe)"
-                              : "does not exist");
-  const TokenizerFilePair* pair = tokenizer_file_pair(dir);
-  INPUT_CHECK(pair != nullptr,
-              "tokenizer directory {} holds neither encoder.json + vocab.bpe (GPT-2) nor vocab.json + merges.txt "
-              "(Hugging Face)",
-              dir);
-  const std::string vocab_path = (fs::path(dir) / pair->vocab).string();
-  const std::string merges_path = (fs::path(dir) / pair->merges).string();
-  INPUT_CHECK(fs::exists(vocab_path), "tokenizer file {} is missing (it belongs with {})", vocab_path, merges_path);
-  INPUT_CHECK(fs::exists(merges_path), "tokenizer file {} is missing (it belongs with {})", merges_path, vocab_path);
-
-  // 1. The vocabulary: mapped token string -> id, ids dense in [0, V).
-  std::string vocab_text = read_whole_file(vocab_path, "tokenizer file", kMaxTokenizerFileBytes);
+// vocab.json / encoder.json: token string -> id, the ids dense in [0, V).
+struct Vocabulary {
   std::unordered_map<std::string, int> id_of;
+  std::vector<std::string> keys;  // by id
+  std::vector<int> key_line;      // the line of each id's entry
+};
+
+Vocabulary read_vocabulary(const std::string& vocab_path) {
+  std::string vocab_text = read_whole_file(vocab_path, "tokenizer file", kMaxTokenizerFileBytes);
+  Vocabulary v;
   struct Entry {
     int id, line;
     std::string key;
@@ -221,7 +212,7 @@ VocabParts read_vocab_dir(const std::string& dir) {
   std::vector<Entry> entries;
   FlatJsonReader(vocab_path, vocab_text).read([&](const std::string& key, long long id, int line) {
     INPUT_CHECK(id >= 0 && id < (1LL << 24), "{}:{}: token id {} out of range [0, 2^24)", vocab_path, line, id);
-    auto [it, fresh] = id_of.emplace(key, int(id));
+    auto [it, fresh] = v.id_of.emplace(key, int(id));
     INPUT_CHECK(fresh, "{}:{}: token {} appears twice", vocab_path, line, json_escape(key));
     entries.push_back({int(id), line, key});
   });
@@ -231,20 +222,23 @@ VocabParts read_vocab_dir(const std::string& dir) {
   std::sort(entries.begin(), entries.end(),
             [](const Entry& a, const Entry& b) { return a.id != b.id ? a.id < b.id : a.line < b.line; });
   const int max_id = entries.back().id;
-  std::vector<std::string> keys;
-  std::vector<int> key_line;
   for (Entry& e : entries) {
-    INPUT_CHECK(keys.empty() || e.id != int(keys.size()) - 1, "{}:{}: token id {} is also used on line {}", vocab_path,
-                e.line, e.id, key_line.back());
-    INPUT_CHECK(e.id == int(keys.size()), "{}: token ids must be 0..{} without gaps, but id {} is missing", vocab_path,
-                max_id, keys.size());
-    keys.push_back(std::move(e.key));
-    key_line.push_back(e.line);
+    INPUT_CHECK(v.keys.empty() || e.id != int(v.keys.size()) - 1, "{}:{}: token id {} is also used on line {}",
+                vocab_path, e.line, e.id, v.key_line.back());
+    INPUT_CHECK(e.id == int(v.keys.size()), "{}: token ids must be 0..{} without gaps, but id {} is missing",
+                vocab_path, max_id, v.keys.size());
+    v.keys.push_back(std::move(e.key));
+    v.key_line.push_back(e.line);
   }
+  return v;
+}
 
-  // 2. The merges, in rank order.
-  VocabParts parts;
-  std::vector<bool> merged(keys.size(), false);
+// merges.txt / vocab.bpe: the merges in rank order, as (left id, right id); `merged[id]` is set
+// for each token a merge makes.
+std::vector<std::pair<int, int>> read_merges(const std::string& merges_path, const std::string& vocab_path,
+                                             const Vocabulary& vocab, std::vector<bool>& merged) {
+  std::vector<std::pair<int, int>> merges;
+  merged.assign(vocab.keys.size(), false);
   std::string merges_text = read_whole_file(merges_path, "tokenizer file", kMaxTokenizerFileBytes);
   std::istringstream lines(merges_text);
   std::string line;
@@ -257,15 +251,23 @@ VocabParts read_vocab_dir(const std::string& dir) {
     INPUT_CHECK(sp != std::string::npos && sp > 0 && sp + 1 < line.size() && line.find(' ', sp + 1) == std::string::npos,
                 "{}:{}: a merge must be two tokens separated by one space, got \"{}\"", merges_path, line_no, line);
     std::string left = line.substr(0, sp), right = line.substr(sp + 1);
+    const auto& id_of = vocab.id_of;
     auto l = id_of.find(left), r = id_of.find(right), m = id_of.find(left + right);
     INPUT_CHECK(l != id_of.end(), "{}:{}: merge token \"{}\" is not in {}", merges_path, line_no, left, vocab_path);
     INPUT_CHECK(r != id_of.end(), "{}:{}: merge token \"{}\" is not in {}", merges_path, line_no, right, vocab_path);
     INPUT_CHECK(m != id_of.end(), "{}:{}: merged token \"{}\" is not in {}", merges_path, line_no, left + right, vocab_path);
-    parts.merges.emplace_back(l->second, r->second);
+    merges.emplace_back(l->second, r->second);
     merged[m->second] = true;
   }
+  return merges;
+}
 
-  // 3. Raw bytes of each token; single bytes and merge results are ordinary, the rest special.
+// Each token's raw bytes: single bytes and merge results are ordinary, the rest special (their
+// text taken literally). Checks that all 256 bytes have a token, that no token that could be
+// ordinary text is left unmade, and that no merge uses a special token.
+void classify_tokens(VocabParts& parts, const Vocabulary& vocab, const std::vector<bool>& merged,
+                     const std::string& vocab_path, const std::string& merges_path) {
+  const std::vector<std::string>& keys = vocab.keys;
   parts.tokens.resize(keys.size());
   std::vector<bool> have_byte(256, false);
   std::string bytes;
@@ -276,7 +278,7 @@ VocabParts read_vocab_dir(const std::string& dir) {
       parts.tokens[id] = bytes;
     } else if (merged[id]) {
       INPUT_CHECK(mapped, "{}:{}: token {} (id {}) is a merge result but is not written in GPT-2's byte alphabet",
-                  vocab_path, key_line[id], json_escape(keys[id]), id);
+                  vocab_path, vocab.key_line[id], json_escape(keys[id]), id);
       parts.tokens[id] = bytes;
     } else {
       parts.tokens[id] = keys[id];
@@ -305,6 +307,29 @@ VocabParts read_vocab_dir(const std::string& dir) {
                     !std::binary_search(parts.special_ids.begin(), parts.special_ids.end(), b),
                 "{}: a merge uses special token {} or {}", merges_path, json_escape(keys[a]), json_escape(keys[b]));
   }
+}
+
+}  // namespace
+
+VocabParts read_vocab_dir(const std::string& dir) {
+  INPUT_CHECK(fs::is_directory(dir), "tokenizer directory {} {}", dir,
+              fs::exists(dir) ? "is a file, not a directory (vocab.json + merges.txt, or encoder.json + vocab.bpe)"
+                              : "does not exist");
+  const TokenizerFilePair* pair = tokenizer_file_pair(dir);
+  INPUT_CHECK(pair != nullptr,
+              "tokenizer directory {} holds neither encoder.json + vocab.bpe (GPT-2) nor vocab.json + merges.txt "
+              "(Hugging Face)",
+              dir);
+  const std::string vocab_path = (fs::path(dir) / pair->vocab).string();
+  const std::string merges_path = (fs::path(dir) / pair->merges).string();
+  INPUT_CHECK(fs::exists(vocab_path), "tokenizer file {} is missing (it belongs with {})", vocab_path, merges_path);
+  INPUT_CHECK(fs::exists(merges_path), "tokenizer file {} is missing (it belongs with {})", merges_path, vocab_path);
+
+  const Vocabulary vocab = read_vocabulary(vocab_path);
+  VocabParts parts;
+  std::vector<bool> merged;
+  parts.merges = read_merges(merges_path, vocab_path, vocab, merged);
+  classify_tokens(parts, vocab, merged, vocab_path, merges_path);
   return parts;
 }
 
