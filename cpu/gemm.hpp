@@ -55,22 +55,26 @@ inline vec8 load8(const float* p) {
 
 inline void store8(float* p, vec8 v) { std::memcpy(p, &v, sizeof v); }  // an unaligned vector store
 
-// sum_i x[i] * y[i] over n floats: four independent vector accumulators hide the FMA latency,
-// then lanes in order, then the tail scalar. A fixed order for a given n.
-inline float dot_vectorized(const float* x, const float* y, int n) {
+// The sum over a row of n floats of term(i) (a vec8 for elements i..i+7, or one float):
+// four vector accumulators of 32 elements a round (the adds' latency hidden), then eight at a
+// time into the first, the lanes in order, then the scalar tail. One fixed order for a given n.
+template <class VectorTerm, class ScalarTerm>
+inline float row_sum(int n, VectorTerm vector_term, ScalarTerm scalar_term) {
   vec8 acc[4] = {};
   int i = 0;
-  for (; i + 32 <= n; i += 32) {
-    for (int v = 0; v < 4; ++v) acc[v] += load8(x + i + 8 * v) * load8(y + i + 8 * v);
-  }
-  for (; i + 8 <= n; i += 8) acc[0] += load8(x + i) * load8(y + i);
-  float lanes[8];
+  for (; i + 32 <= n; i += 32)
+    for (int v = 0; v < 4; ++v) acc[v] += vector_term(i + 8 * v);
+  for (; i + 8 <= n; i += 8) acc[0] += vector_term(i);
   const vec8 total = (acc[0] + acc[1]) + (acc[2] + acc[3]);
-  std::memcpy(lanes, &total, sizeof lanes);
   float sum = 0.0f;
-  for (float lane : lanes) sum += lane;
-  for (; i < n; ++i) sum += x[i] * y[i];
+  for (int lane = 0; lane < 8; ++lane) sum += total[lane];
+  for (; i < n; ++i) sum += scalar_term(i);
   return sum;
+}
+
+// sum_i x[i] * y[i] over n floats, in row_sum's order.
+inline float dot_vectorized(const float* x, const float* y, int n) {
+  return row_sum(n, [&](int i) { return load8(x + i) * load8(y + i); }, [&](int i) { return x[i] * y[i]; });
 }
 
 }  // namespace gpt2cc::cpu

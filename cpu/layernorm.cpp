@@ -81,23 +81,6 @@ void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* 
 
 namespace {
 
-// The sum over a row of n floats of term(i) (a vec8 for elements i..i+7, or one float):
-// four vector accumulators of 32 elements a round (the adds' latency hidden), then eight at a
-// time into the first, the lanes in order, then the scalar tail. One fixed order for a given n.
-template <class VectorTerm, class ScalarTerm>
-inline float row_sum(int n, VectorTerm vector_term, ScalarTerm scalar_term) {
-  vec8 acc[4] = {};
-  int i = 0;
-  for (; i + 32 <= n; i += 32)
-    for (int v = 0; v < 4; ++v) acc[v] += vector_term(i + 8 * v);
-  for (; i + 8 <= n; i += 8) acc[0] += vector_term(i);
-  const vec8 total = (acc[0] + acc[1]) + (acc[2] + acc[3]);
-  float sum = 0.0f;
-  for (int lane = 0; lane < 8; ++lane) sum += total[lane];
-  for (; i < n; ++i) sum += scalar_term(i);
-  return sum;
-}
-
 // Rows per task of the backward: a fixed cut (not one per thread), so that the dweight/dbias
 // partial sums, and so their total, are the same on any thread count.
 constexpr int kBackwardRows = 32;
