@@ -21,9 +21,12 @@ namespace gpt2cc {
 
 namespace {
 // Rewrites `path` with the lines keep(line) accepts, in order, atomically (a failed write, a full
-// disk, names the file and leaves it as it was). Nothing when it cannot be read.
+// disk, names the file and leaves it as it was). Nothing when it cannot be read, or when it is not
+// a regular file: a link to /dev/null or a pipe has no lines to keep, and /dev/zero has no end.
 template <class Keep>
 void keep_lines(const std::string& path, Keep&& keep) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) return;
   std::ifstream in(path, std::ios::binary);
   if (!in) return;
   std::string kept, line;

@@ -1,5 +1,9 @@
 // Metrics log and progress helpers: durations for the ETA, and the log's rewrite on resume
 // (records after the checkpoint's step and a torn last line are dropped, the rest kept as is).
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <filesystem>
@@ -70,4 +74,40 @@ TEST_CASE("samples.txt keeps the sections up to the resumed step; a new run star
   CHECK_FALSE(std::filesystem::exists(path));
   keep_samples_through_step(path, 3);  // nothing there: nothing to do
   CHECK_FALSE(std::filesystem::exists(path));
+}
+
+TEST_CASE("a resume leaves a metrics log or samples file that is not a regular file unread", "[metrics]") {
+  // Links to /dev/zero, which has no end: read line by line to keep the records, it would take
+  // memory until none is left (getline then ends quietly, the stream marked bad). In a child with
+  // 2 GiB of address space and 30 s, so that such a read shows in the child's peak RSS (or a
+  // SIGALRM) rather than taking the machine's memory.
+  namespace fs = std::filesystem;
+  const std::string dir = test::temp_dir("metrics_device");
+  const std::string metrics = dir + "/metrics.jsonl", samples = dir + "/samples.txt";
+  fs::create_symlink("/dev/zero", metrics);
+  fs::create_symlink("/dev/zero", samples);
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    const rlimit limit{rlim_t(2) << 30, rlim_t(2) << 30};
+    ::setrlimit(RLIMIT_AS, &limit);
+    ::alarm(30);
+    try {
+      MetricsLog resumed(metrics, 3);
+      resumed.write({{"step", 4}});
+      keep_samples_through_step(samples, 3);
+    } catch (...) {
+      ::_exit(1);
+    }
+    ::_exit(0);
+  }
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  rusage usage{};
+  REQUIRE(::getrusage(RUSAGE_CHILDREN, &usage) == 0);
+  CHECK(usage.ru_maxrss < 256 * 1024);  // KiB: a test process's own size, not a read of /dev/zero
+  CHECK(fs::is_symlink(metrics));  // not replaced by a regular file
+  CHECK(fs::is_symlink(samples));
 }
