@@ -7,76 +7,26 @@
 // one line per sample, --stats and the closing throughput line. Exit codes: 0 ok, 2 bad input, 1 other.
 // The logic lives in core/generation.{hpp,cpp} and core/sampler.{hpp,cpp}; docs/generate.md.
 #include <cxxopts.hpp>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
-#include <iterator>
-#include <sstream>
 #include <string>
 #include <vector>
 
-#include "core/atomic_file.hpp"
 #include "core/backend.hpp"
 #include "core/check.hpp"
 #include "core/cli.hpp"
 #include "core/checkpoint.hpp"
-#include "core/dataloader.hpp"
 #include "core/generation.hpp"
+#include "generate_flags.hpp"
 #include "tokenizer/tokenizer.hpp"
 
 using namespace gpt2cc;
 
 namespace {
-
-void require_utf8(const std::string& text, const std::string& what) {
-  std::string checked;
-  append_valid_utf8(text, true, checked);  // valid UTF-8 is copied unchanged, anything else is not
-  INPUT_CHECK(checked == text, "{} is not valid UTF-8", what);
-}
-
-// "\n", "\t", "\\" in a --stop value become newline, tab, backslash (shells pass them literally).
-std::string unescape(const std::string& s) {
-  std::string out;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '\\' && i + 1 < s.size()) {
-      char c = s[i + 1];
-      if (c == 'n' || c == 't' || c == '\\') {
-        out += c == 'n' ? '\n' : c == 't' ? '\t' : '\\';
-        ++i;
-        continue;
-      }
-    }
-    out += s[i];
-  }
-  return out;
-}
-
-// The prompt from --prompt, --prompt-file or stdin. A file's or stdin's CRLF and lone CR line ends
-// read as LF (as prepare reads text, so as the model saw it), and one trailing newline is dropped
-// (echo and editors add it).
-std::string read_prompt(const cxxopts::ParseResult& args) {
-  INPUT_CHECK(!(args.count("prompt") && args.count("prompt-file")), "give --prompt or --prompt-file, not both");
-  std::string prompt;
-  if (args.count("prompt")) return args["prompt"].as<std::string>();
-  if (args.count("prompt-file")) {
-    prompt = read_whole_file(args["prompt-file"].as<std::string>(), "prompt file");
-  } else {
-    if (isatty(STDIN_FILENO)) std::fprintf(stderr, "generate: reading the prompt from stdin (end it with Ctrl-D)\n");
-    prompt.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
-  }
-  std::string lf;
-  lf.reserve(prompt.size());
-  for (size_t i = 0; i < prompt.size(); ++i) {
-    if (prompt[i] != '\r') lf += prompt[i];
-    else if (i + 1 == prompt.size() || prompt[i + 1] != '\n') lf += '\n';  // a lone CR; CRLF's CR is dropped
-  }
-  if (!lf.empty() && lf.back() == '\n') lf.pop_back();
-  return lf;
-}
 
 void print_stats(const char* label, const DecodingStats& s) {
   std::fprintf(stderr,
@@ -109,43 +59,6 @@ void check_kv_cache(const ModelConfig& config, DType dtype, int rows, bool from_
                         : std::string("raise --max-kv-cache"));
 }
 
-cxxopts::Options make_generate_options() {
-  cxxopts::Options options("generate",
-                           "Generate text from a gpt2cc checkpoint or Hugging Face GPT-2 weights, or score a text file.");
-  options.add_options()
-      ("checkpoint", "checkpoint file written by train, or a Hugging Face GPT-2 directory (model.safetensors + "
-                     "config.json) (required)", cxxopts::value<std::string>())
-      ("tokenizer", "tokenizer directory (default: the one recorded in the checkpoint)", cxxopts::value<std::string>())
-      ("prompt", "prompt text (default: --prompt-file, else stdin)", cxxopts::value<std::string>())
-      ("prompt-file", "file holding the prompt (UTF-8)", cxxopts::value<std::string>())
-      ("num-samples", "samples to generate, >= 1", cxxopts::value<int>()->default_value("1"))
-      ("batch-size", "samples decoded together (one KV-cache row each); 0 = all of --num-samples",
-       cxxopts::value<int>()->default_value("0"))
-      ("max-kv-cache", "GiB the KV cache of the samples decoded together may take", cxxopts::value<double>()->default_value("8"))
-      ("max-new-tokens", "tokens generated per sample at most, >= 1", cxxopts::value<int>()->default_value("128"))
-      ("stop", "stop string (repeatable; \\n \\t \\\\ understood); not printed", cxxopts::value<std::vector<std::string>>())
-      ("ignore-eot", "keep generating past <|endoftext|>")
-      ("greedy", "argmax decoding (temperature, top-k, top-p unused)")
-      ("temperature", "divide logits by T > 0", cxxopts::value<float>()->default_value("1.0"))
-      ("top-k", "keep the k most likely tokens; 0 = off", cxxopts::value<int>()->default_value("0"))
-      ("top-p", "nucleus threshold in (0, 1]; 1 = off", cxxopts::value<float>()->default_value("1.0"))
-      ("repetition-penalty", "CTRL penalty >= 1 on tokens in the context; 1 = off", cxxopts::value<float>()->default_value("1.0"))
-      ("seed", "sampling seed (same seed, same text)", cxxopts::value<uint64_t>()->default_value("1337"))
-      ("context-keep", "tokens kept when the context overflows; 0 = half the context", cxxopts::value<int>()->default_value("0"))
-      ("no-kv-cache", "recompute the whole context for every token (slow; for comparison)")
-      ("device", "cpu or cuda", cxxopts::value<std::string>()->default_value("cpu"))
-      ("cuda-device", "GPU index (--device cuda)", cxxopts::value<int>()->default_value("0"))
-      ("dtype", "compute dtype: fp32, or bf16 (cuda on sm_80 or newer; the checkpoint's fp32 weights rounded to bf16)",
-       cxxopts::value<std::string>()->default_value("fp32"))
-      ("threads", "CPU threads, 0 to 1024 (0: $OMP_NUM_THREADS, else all cores)", cxxopts::value<int>()->default_value("0"))
-      ("stats", "print distinct-1/2/3, repetition rate and mean log-prob per sample and overall")
-      ("score", "print the loss and perplexity of this text file instead of generating", cxxopts::value<std::string>())
-      ("score-window", "scoring window in tokens; 0 = the model's context", cxxopts::value<int>()->default_value("0"))
-      ("score-stride", "scoring stride in tokens; 0 = half the window", cxxopts::value<int>()->default_value("0"))
-      ("h,help", "show this help");
-  return options;
-}
-
 // The checkpoint (or Hugging Face weights) and its tokenizer: --tokenizer, else the one the
 // checkpoint records, checked against the checkpoint's fingerprint and vocabulary.
 struct LoadedModel {
@@ -154,7 +67,8 @@ struct LoadedModel {
   Tokenizer tokenizer;
 };
 
-LoadedModel load_model_and_tokenizer(const std::string& checkpoint_path, const cxxopts::ParseResult& args) {
+LoadedModel load_model_and_tokenizer(const GenerateRequest& request) {
+  const std::string& checkpoint_path = request.checkpoint_path;
   LoadedModel m;
   m.checkpoint = load_checkpoint(checkpoint_path, false);
   const Checkpoint& checkpoint = m.checkpoint;
@@ -163,8 +77,8 @@ LoadedModel load_model_and_tokenizer(const std::string& checkpoint_path, const c
                                         [](float w) { return !std::isfinite(w); });
   INPUT_CHECK(not_finite == 0, "{} holds {} weights that are NaN or infinite: the run diverged or the file is corrupt",
               checkpoint_path, not_finite);
-  const bool tokenizer_given = args.count("tokenizer") > 0;
-  m.tokenizer_dir = tokenizer_given ? args["tokenizer"].as<std::string>() : checkpoint.tokenizer_dir;
+  const bool tokenizer_given = request.tokenizer_given;
+  m.tokenizer_dir = tokenizer_given ? request.tokenizer_dir : checkpoint.tokenizer_dir;
   const std::string& tokenizer_dir = m.tokenizer_dir;
   INPUT_CHECK(!tokenizer_given || !tokenizer_dir.empty(), "--tokenizer is empty: give the tokenizer's directory");
   INPUT_CHECK(!tokenizer_dir.empty(), "checkpoint {} records no tokenizer directory: pass --tokenizer DIR",
@@ -261,6 +175,19 @@ void print_throughput(const Generation& generation, int num_samples) {
                num_samples);
 }
 
+// --score: the loss and perplexity of the text over windows of --score-window tokens every
+// --score-stride (core/generation.hpp: score).
+void print_score(GPT2& model, std::span<const int> tokens, const GenerateRequest& request) {
+  const int context = model.config().max_seq_len;
+  const int window = request.score_window == 0 ? context : request.score_window;
+  const int stride = request.score_stride == 0 ? std::max(1, window / 2) : request.score_stride;
+  ScoreResult r = score(model, tokens, window, stride);
+  INPUT_CHECK(std::isfinite(r.loss), "the loss of {} under {} is not finite ({}): the model's weights have diverged "
+              "or are corrupt", request.score_path, request.checkpoint_path, r.loss);
+  std::printf("score %s: %zu tokens scored, window %d, stride %d (%d windows): loss %.4f nats/token, perplexity %.3f\n",
+              request.score_path.c_str(), r.tokens, r.window, r.stride, r.windows, r.loss, r.perplexity);
+}
+
 int run(int argc, char** argv) {
   cxxopts::Options options = make_generate_options();
   cxxopts::ParseResult args = parse_flags(options, argc, argv);
@@ -268,94 +195,40 @@ int run(int argc, char** argv) {
     std::cout << options.help() << "\n" << kEnvironmentHelp << std::flush;
     return 0;
   }
-  INPUT_CHECK(args.unmatched().empty(), "unexpected argument '{}'", args.unmatched().front());
-  INPUT_CHECK(args.count("checkpoint"), "--checkpoint is required (see --help)");
-  const std::string device = args["device"].as<std::string>();
-  INPUT_CHECK(device == "cpu" || device == "cuda", "--device must be cpu or cuda, got '{}'", device);
-  const DType dtype = parse_dtype(args["dtype"].as<std::string>());
-  INPUT_CHECK(dtype == DType::fp32 || device == "cuda", "--dtype {} needs --device cuda: the CPU computes in fp32 only",
-              dtype_name(dtype));
-  const int cuda_device = args["cuda-device"].as<int>();
-  INPUT_CHECK(cuda_device >= 0, "--cuda-device must be >= 0, got {}", cuda_device);
-  const int threads = args["threads"].as<int>();
-  check_thread_count(threads);
-  const int num_samples = args["num-samples"].as<int>();
-  INPUT_CHECK(num_samples >= 1, "--num-samples must be >= 1, got {}", num_samples);
-  const int batch_size = args["batch-size"].as<int>();
-  INPUT_CHECK(batch_size >= 0, "--batch-size must be >= 0 (0 = all samples at once), got {}", batch_size);
-  const double max_kv_cache_gib = args["max-kv-cache"].as<double>();
-  INPUT_CHECK(std::isfinite(max_kv_cache_gib) && max_kv_cache_gib > 0, "--max-kv-cache must be > 0 GiB, got {}",
-              max_kv_cache_gib);
-
-  SampleConfig sampling;
-  sampling.greedy = switch_on(args, "greedy");
-  sampling.temperature = args["temperature"].as<float>();
-  sampling.top_k = args["top-k"].as<int>();
-  sampling.top_p = args["top-p"].as<float>();
-  sampling.repetition_penalty = args["repetition-penalty"].as<float>();
-  sampling.seed = args["seed"].as<uint64_t>();
-  validate(sampling);
-  GenerationConfig gen;
-  gen.max_new_tokens = args["max-new-tokens"].as<int>();
-  gen.keep = args["context-keep"].as<int>();
-  gen.use_kv_cache = !switch_on(args, "no-kv-cache");
-  if (args.count("stop"))
-    for (const std::string& s : args["stop"].as<std::vector<std::string>>()) gen.stop_strings.push_back(unescape(s));
-  validate(gen);
-
-  // Validate everything cheap before the expensive loads.
-  const std::string checkpoint_path = args["checkpoint"].as<std::string>();
-  const bool scoring = args.count("score") > 0;
-  INPUT_CHECK(!scoring || (!args.count("prompt") && !args.count("prompt-file")),
-              "--score scores a file and takes no prompt: drop --prompt / --prompt-file");
-  for (const char* flag : {"score-window", "score-stride"})
-    INPUT_CHECK(scoring || !args.count(flag), "--{} sets how --score scores a file: without --score it does nothing",
-                flag);
-  // Scoring generates nothing: a sampling flag beside it would be silently unused.
-  for (const char* flag : {"num-samples", "batch-size", "max-new-tokens", "stop", "ignore-eot", "greedy", "temperature",
-                           "top-k", "top-p", "repetition-penalty", "seed", "context-keep", "no-kv-cache", "stats",
-                           "max-kv-cache"})
-    INPUT_CHECK(!scoring || !args.count(flag), "--{} sets how text is generated: --score generates none", flag);
-  for (const std::string& stop : gen.stop_strings) require_utf8(stop, "a --stop string");
-  std::string text = scoring ? read_whole_file(args["score"].as<std::string>(), "text to score") : read_prompt(args);
-  require_utf8(text, scoring ? "the text to score" : "the prompt");
-  INPUT_CHECK(!text.empty(), "{} is empty", scoring ? "the text to score" : "the prompt");
-
-  LoadedModel loaded = load_model_and_tokenizer(checkpoint_path, args);
+  // Everything cheap is checked, and the text read, before the expensive loads.
+  const GenerateRequest request = parse_generate_request(args);
+  LoadedModel loaded = load_model_and_tokenizer(request);
   Checkpoint& checkpoint = loaded.checkpoint;
   const ModelConfig& config = checkpoint.config;
   const Tokenizer& tokenizer = loaded.tokenizer;
-  const std::string& tokenizer_dir = loaded.tokenizer_dir;
+  const int num_samples = request.num_samples;
+  GenerationConfig gen = request.gen;
 
   // Samples decoded together: one KV-cache row each, while the activations stay those of one
   // sequence (B = 1, T = max_seq_len), as the prompt's prefill needs.
-  const int rows = batch_size == 0 ? num_samples : std::min(batch_size, num_samples);
-  if (!scoring && gen.use_kv_cache) check_kv_cache(config, dtype, rows, batch_size > 0, max_kv_cache_gib);
-  std::unique_ptr<Backend> backend = device == "cuda" ? make_cuda_backend(cuda_device, dtype) : make_cpu_backend(threads);
+  const int rows = request.batch_size == 0 ? num_samples : std::min(request.batch_size, num_samples);
+  if (!request.scoring && gen.use_kv_cache)
+    check_kv_cache(config, request.dtype, rows, request.batch_size > 0, request.max_kv_cache_gib);
+  std::unique_ptr<Backend> backend = request.device == "cuda" ? make_cuda_backend(request.cuda_device, request.dtype)
+                                                              : make_cpu_backend(request.threads);
   ModelOptions model_options;
   model_options.kv_cache_rows = rows;
   GPT2 model(config, *backend, 1, config.max_seq_len, ModelMode::inference, model_options);
   model.set_parameters(checkpoint.params);
   checkpoint.params = {};
-  std::vector<int> tokens = tokenizer.encode(text, true);
-  std::fprintf(stderr, "generate: %s (step %llu), %s; tokenizer %s; %s\n", checkpoint_path.c_str(),
-               static_cast<unsigned long long>(checkpoint.step), describe(config).c_str(), tokenizer_dir.c_str(),
+  std::vector<int> tokens = tokenizer.encode(request.text, true);
+  std::fprintf(stderr, "generate: %s (step %llu), %s; tokenizer %s; %s\n", request.checkpoint_path.c_str(),
+               static_cast<unsigned long long>(checkpoint.step), describe(config).c_str(), loaded.tokenizer_dir.c_str(),
                backend->describe().c_str());
-
-  if (scoring) {
-    const int window = args["score-window"].as<int>() == 0 ? config.max_seq_len : args["score-window"].as<int>();
-    const int stride = args["score-stride"].as<int>() == 0 ? std::max(1, window / 2) : args["score-stride"].as<int>();
-    ScoreResult r = score(model, tokens, window, stride);
-    INPUT_CHECK(std::isfinite(r.loss), "the loss of {} under {} is not finite ({}): the model's weights have diverged "
-                "or are corrupt", args["score"].as<std::string>(), checkpoint_path, r.loss);
-    std::printf("score %s: %zu tokens scored, window %d, stride %d (%d windows): loss %.4f nats/token, perplexity %.3f\n",
-                args["score"].as<std::string>().c_str(), r.tokens, r.window, r.stride, r.windows, r.loss, r.perplexity);
+  if (request.scoring) {
+    print_score(model, tokens, request);
     return 0;
   }
 
   INPUT_CHECK(static_cast<int>(tokens.size()) <= config.max_seq_len,
               "the prompt is {} tokens, longer than the model's context of {} tokens", tokens.size(), config.max_seq_len);
-  if (!switch_on(args, "ignore-eot") && tokenizer.special_id("<|endoftext|>")) gen.eot_id = tokenizer.eot_id();
+  if (!request.ignore_eot && tokenizer.special_id("<|endoftext|>")) gen.eot_id = tokenizer.eot_id();
+  const SampleConfig& sampling = request.sampling;
   std::fprintf(stderr, "sampling: %s, repetition penalty %g, seed %llu; %d prompt tokens, up to %d new, %s\n",
                sampling.greedy ? "greedy"
                                : format("temperature {}, top-k {}, top-p {}", sampling.temperature, sampling.top_k,
@@ -367,13 +240,13 @@ int run(int argc, char** argv) {
 
   Sampler sampler(sampling, tokenizer.vocab_size());
   auto token_bytes = [&](int id) { return tokenizer.token_bytes(id); };
-  SamplePrinter printer(num_samples, switch_on(args, "stats"));
+  SamplePrinter printer(num_samples, request.stats);
   auto on_text = [&](int i, std::string_view piece) { printer.on_text(i, piece); };
   auto on_done = [&](int i, const Sample& sample) { printer.on_done(i, sample); };
   const Generation generation =
       generate_samples(model, sampler, tokens, gen, num_samples, token_bytes, on_text, on_done);
   ENSURE(printer.printed_all(), "not all {} samples were printed", num_samples);
-  if (switch_on(args, "stats") && num_samples > 1) print_stats("all samples", decoding_stats(generation.samples));
+  if (request.stats && num_samples > 1) print_stats("all samples", decoding_stats(generation.samples));
 
   print_throughput(generation, num_samples);
   return 0;

@@ -1,0 +1,171 @@
+// generate's flags (generate_flags.hpp): the options table and their checks.
+#include "generate_flags.hpp"
+
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+#include <iterator>
+#include <vector>
+
+#include "core/atomic_file.hpp"
+#include "core/check.hpp"
+#include "core/cli.hpp"
+#include "core/utf8.hpp"
+
+namespace gpt2cc {
+
+namespace {
+
+void require_utf8(const std::string& text, const std::string& what) {
+  std::string checked;
+  append_valid_utf8(text, true, checked);  // valid UTF-8 is copied unchanged, anything else is not
+  INPUT_CHECK(checked == text, "{} is not valid UTF-8", what);
+}
+
+// "\n", "\t", "\\" in a --stop value become newline, tab, backslash (shells pass them literally).
+std::string unescape(const std::string& s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '\\' && i + 1 < s.size()) {
+      char c = s[i + 1];
+      if (c == 'n' || c == 't' || c == '\\') {
+        out += c == 'n' ? '\n' : c == 't' ? '\t' : '\\';
+        ++i;
+        continue;
+      }
+    }
+    out += s[i];
+  }
+  return out;
+}
+
+// The prompt from --prompt, --prompt-file or stdin. A file's or stdin's CRLF and lone CR line ends
+// read as LF (as prepare reads text, so as the model saw it), and one trailing newline is dropped
+// (echo and editors add it).
+std::string read_prompt(const cxxopts::ParseResult& args) {
+  INPUT_CHECK(!(args.count("prompt") && args.count("prompt-file")), "give --prompt or --prompt-file, not both");
+  std::string prompt;
+  if (args.count("prompt")) return args["prompt"].as<std::string>();
+  if (args.count("prompt-file")) {
+    prompt = read_whole_file(args["prompt-file"].as<std::string>(), "prompt file");
+  } else {
+    if (isatty(STDIN_FILENO)) std::fprintf(stderr, "generate: reading the prompt from stdin (end it with Ctrl-D)\n");
+    prompt.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+  }
+  std::string lf;
+  lf.reserve(prompt.size());
+  for (size_t i = 0; i < prompt.size(); ++i) {
+    if (prompt[i] != '\r') lf += prompt[i];
+    else if (i + 1 == prompt.size() || prompt[i + 1] != '\n') lf += '\n';  // a lone CR; CRLF's CR is dropped
+  }
+  if (!lf.empty() && lf.back() == '\n') lf.pop_back();
+  return lf;
+}
+
+}  // namespace
+
+cxxopts::Options make_generate_options() {
+  cxxopts::Options options("generate",
+                           "Generate text from a gpt2cc checkpoint or Hugging Face GPT-2 weights, or score a text file.");
+  options.add_options()
+      ("checkpoint", "checkpoint file written by train, or a Hugging Face GPT-2 directory (model.safetensors + "
+                     "config.json) (required)", cxxopts::value<std::string>())
+      ("tokenizer", "tokenizer directory (default: the one recorded in the checkpoint)", cxxopts::value<std::string>())
+      ("prompt", "prompt text (default: --prompt-file, else stdin)", cxxopts::value<std::string>())
+      ("prompt-file", "file holding the prompt (UTF-8)", cxxopts::value<std::string>())
+      ("num-samples", "samples to generate, >= 1", cxxopts::value<int>()->default_value("1"))
+      ("batch-size", "samples decoded together (one KV-cache row each); 0 = all of --num-samples",
+       cxxopts::value<int>()->default_value("0"))
+      ("max-kv-cache", "GiB the KV cache of the samples decoded together may take", cxxopts::value<double>()->default_value("8"))
+      ("max-new-tokens", "tokens generated per sample at most, >= 1", cxxopts::value<int>()->default_value("128"))
+      ("stop", "stop string (repeatable; \\n \\t \\\\ understood); not printed", cxxopts::value<std::vector<std::string>>())
+      ("ignore-eot", "keep generating past <|endoftext|>")
+      ("greedy", "argmax decoding (temperature, top-k, top-p unused)")
+      ("temperature", "divide logits by T > 0", cxxopts::value<float>()->default_value("1.0"))
+      ("top-k", "keep the k most likely tokens; 0 = off", cxxopts::value<int>()->default_value("0"))
+      ("top-p", "nucleus threshold in (0, 1]; 1 = off", cxxopts::value<float>()->default_value("1.0"))
+      ("repetition-penalty", "CTRL penalty >= 1 on tokens in the context; 1 = off", cxxopts::value<float>()->default_value("1.0"))
+      ("seed", "sampling seed (same seed, same text)", cxxopts::value<uint64_t>()->default_value("1337"))
+      ("context-keep", "tokens kept when the context overflows; 0 = half the context", cxxopts::value<int>()->default_value("0"))
+      ("no-kv-cache", "recompute the whole context for every token (slow; for comparison)")
+      ("device", "cpu or cuda", cxxopts::value<std::string>()->default_value("cpu"))
+      ("cuda-device", "GPU index (--device cuda)", cxxopts::value<int>()->default_value("0"))
+      ("dtype", "compute dtype: fp32, or bf16 (cuda on sm_80 or newer; the checkpoint's fp32 weights rounded to bf16)",
+       cxxopts::value<std::string>()->default_value("fp32"))
+      ("threads", "CPU threads, 0 to 1024 (0: $OMP_NUM_THREADS, else all cores)", cxxopts::value<int>()->default_value("0"))
+      ("stats", "print distinct-1/2/3, repetition rate and mean log-prob per sample and overall")
+      ("score", "print the loss and perplexity of this text file instead of generating", cxxopts::value<std::string>())
+      ("score-window", "scoring window in tokens; 0 = the model's context", cxxopts::value<int>()->default_value("0"))
+      ("score-stride", "scoring stride in tokens; 0 = half the window", cxxopts::value<int>()->default_value("0"))
+      ("h,help", "show this help");
+  return options;
+}
+
+GenerateRequest parse_generate_request(const cxxopts::ParseResult& args) {
+  GenerateRequest r;
+  INPUT_CHECK(args.unmatched().empty(), "unexpected argument '{}'", args.unmatched().front());
+  INPUT_CHECK(args.count("checkpoint"), "--checkpoint is required (see --help)");
+  r.device = args["device"].as<std::string>();
+  INPUT_CHECK(r.device == "cpu" || r.device == "cuda", "--device must be cpu or cuda, got '{}'", r.device);
+  r.dtype = parse_dtype(args["dtype"].as<std::string>());
+  INPUT_CHECK(r.dtype == DType::fp32 || r.device == "cuda",
+              "--dtype {} needs --device cuda: the CPU computes in fp32 only", dtype_name(r.dtype));
+  r.cuda_device = args["cuda-device"].as<int>();
+  INPUT_CHECK(r.cuda_device >= 0, "--cuda-device must be >= 0, got {}", r.cuda_device);
+  r.threads = args["threads"].as<int>();
+  check_thread_count(r.threads);
+  r.num_samples = args["num-samples"].as<int>();
+  INPUT_CHECK(r.num_samples >= 1, "--num-samples must be >= 1, got {}", r.num_samples);
+  r.batch_size = args["batch-size"].as<int>();
+  INPUT_CHECK(r.batch_size >= 0, "--batch-size must be >= 0 (0 = all samples at once), got {}", r.batch_size);
+  r.max_kv_cache_gib = args["max-kv-cache"].as<double>();
+  INPUT_CHECK(std::isfinite(r.max_kv_cache_gib) && r.max_kv_cache_gib > 0, "--max-kv-cache must be > 0 GiB, got {}",
+              r.max_kv_cache_gib);
+
+  SampleConfig& sampling = r.sampling;
+  sampling.greedy = switch_on(args, "greedy");
+  sampling.temperature = args["temperature"].as<float>();
+  sampling.top_k = args["top-k"].as<int>();
+  sampling.top_p = args["top-p"].as<float>();
+  sampling.repetition_penalty = args["repetition-penalty"].as<float>();
+  sampling.seed = args["seed"].as<uint64_t>();
+  validate(sampling);
+  GenerationConfig& gen = r.gen;
+  gen.max_new_tokens = args["max-new-tokens"].as<int>();
+  gen.keep = args["context-keep"].as<int>();
+  gen.use_kv_cache = !switch_on(args, "no-kv-cache");
+  if (args.count("stop"))
+    for (const std::string& s : args["stop"].as<std::vector<std::string>>()) gen.stop_strings.push_back(unescape(s));
+  validate(gen);
+  r.ignore_eot = switch_on(args, "ignore-eot");
+  r.stats = switch_on(args, "stats");
+
+  r.checkpoint_path = args["checkpoint"].as<std::string>();
+  r.tokenizer_given = args.count("tokenizer") > 0;
+  if (r.tokenizer_given) r.tokenizer_dir = args["tokenizer"].as<std::string>();
+  r.scoring = args.count("score") > 0;
+  INPUT_CHECK(!r.scoring || (!args.count("prompt") && !args.count("prompt-file")),
+              "--score scores a file and takes no prompt: drop --prompt / --prompt-file");
+  for (const char* flag : {"score-window", "score-stride"})
+    INPUT_CHECK(r.scoring || !args.count(flag), "--{} sets how --score scores a file: without --score it does nothing",
+                flag);
+  // Scoring generates nothing: a sampling flag beside it would be silently unused.
+  for (const char* flag : {"num-samples", "batch-size", "max-new-tokens", "stop", "ignore-eot", "greedy", "temperature",
+                           "top-k", "top-p", "repetition-penalty", "seed", "context-keep", "no-kv-cache", "stats",
+                           "max-kv-cache"})
+    INPUT_CHECK(!r.scoring || !args.count(flag), "--{} sets how text is generated: --score generates none", flag);
+  if (r.scoring) {
+    r.score_path = args["score"].as<std::string>();
+    r.score_window = args["score-window"].as<int>();
+    r.score_stride = args["score-stride"].as<int>();
+  }
+  for (const std::string& stop : gen.stop_strings) require_utf8(stop, "a --stop string");
+  r.text = r.scoring ? read_whole_file(r.score_path, "text to score") : read_prompt(args);
+  require_utf8(r.text, r.scoring ? "the text to score" : "the prompt");
+  INPUT_CHECK(!r.text.empty(), "{} is empty", r.scoring ? "the text to score" : "the prompt");
+  return r;
+}
+
+}  // namespace gpt2cc
