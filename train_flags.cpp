@@ -72,7 +72,7 @@ cxxopts::Options make_train_options(TrainConfig& c) {
   add("optimizer", "beta1", "AdamW beta1", c.beta1);
   add("optimizer", "beta2", "AdamW beta2", c.beta2);
   add("optimizer", "eps", "AdamW epsilon", c.eps);
-  add("optimizer", "weight-decay", "decoupled weight decay on 2-D weights", c.weight_decay);
+  add("optimizer", "weight-decay", "decoupled weight decay on the weight matrices (not wpe)", c.weight_decay);
   add("optimizer", "grad-clip", "clip the global gradient norm (0: off)", c.grad_clip);
   add("length", "steps", "run length in optimizer steps", c.steps);
   add("length", "epochs", "run length in passes over the train data", c.epochs);

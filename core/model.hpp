@@ -126,7 +126,8 @@ class GPT2 {
   // grad_norm); under a sharded optimizer only this rank's part of them. One process: nothing.
   void reduce_gradients();
   double grad_norm();  // global L2 norm over all parameter gradients (over all ranks' parts)
-  // One AdamW step over all parameters: hp.weight_decay applies to 2-D weights only. Sharded: over
+  // One AdamW step over all parameters: hp.weight_decay applies to the tensors whose layout flags
+  // it (the weight matrices wte, qkvw, attprojw, fcw, fcprojw). Sharded: over
   // this rank's part, then every rank gathers the updated parameters (in the compute dtype).
   void adamw_step(const AdamWParams& hp);
 

@@ -17,7 +17,8 @@ ParameterLayout::ParameterLayout(const ModelConfig& config) {
     std::vector<size_t> shape;
     bool weight_decay;
   };
-  // Order and names match enum Param; weight decay only on the 2-D weight matrices.
+  // Order and names match enum Param; weight decay only on the weight matrices that multiply
+  // activations (wte also as the output projection), not on wpe, biases or LayerNorm parameters.
   const Spec specs[kNumParamTensors] = {
       {"wte", {Vp, C}, true},
       {"wpe", {maxT, C}, false},

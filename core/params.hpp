@@ -21,7 +21,7 @@ struct ParamTensor {
   size_t offset = 0;         // in floats, from the start of the buffer
   size_t numel = 0;
   std::vector<size_t> shape; // stacked over L for per-layer tensors
-  bool weight_decay = false; // true for 2-D weight matrices (wte, qkvw, attprojw, fcw, fcprojw)
+  bool weight_decay = false; // true for the weight matrices wte, qkvw, attprojw, fcw, fcprojw
 };
 
 class ParameterLayout {

@@ -54,7 +54,7 @@ struct TrainConfig {
   double beta1 = 0.9;          // AdamW beta1, [0, 1)
   double beta2 = 0.95;         // AdamW beta2, [0, 1)
   double eps = 1e-8;           // AdamW epsilon, > 0
-  double weight_decay = 0.1;   // decoupled decay on 2-D weights, >= 0
+  double weight_decay = 0.1;   // decoupled decay on the weight matrices (not wpe), >= 0
   double grad_clip = 1.0;      // clip the global gradient norm to this, >= 0 (0: no clipping)
 
   // ---- length: exactly one of these is > 0 ----

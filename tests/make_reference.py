@@ -5,7 +5,7 @@ A plain PyTorch GPT-2 (written out below: no imported model class), float32, dro
 L=2, C=64, NH=4, V=500 padded to Vp=512, maxT=32, one fixed batch B=3 x T=24 with a few
 ignored (-1) targets. It records the logits, the mean loss, every parameter gradient (in
 gpt2cc's parameter layout order and shapes, core/params.hpp), and the losses of 10 AdamW steps
-(torch.optim.AdamW, weight decay on the 2-D weights wte/qkvw/attprojw/fcw/fcprojw only, linear
+(torch.optim.AdamW, weight decay on the weight matrices wte/qkvw/attprojw/fcw/fcprojw only, linear
 warm-up, torch.nn.utils.clip_grad_norm_).
 
 Regenerate (deterministic; CPU, needs only torch and numpy):

@@ -159,7 +159,7 @@ Batch random_batch(int B, int T, int V, uint64_t seed) {
 }
 
 // The training run being timed: the model and its optimizer hyper-parameters, as in train
-// (lr 6e-4, betas 0.9/0.95, weight decay 0.1 on 2-D weights, clip at global norm 1.0).
+// (lr 6e-4, betas 0.9/0.95, weight decay 0.1 on the weight matrices, clip at global norm 1.0).
 struct Run {
   std::unique_ptr<GPT2> model;
   AdamWParams hp;

@@ -42,7 +42,7 @@ from bench_common import write_json_atomic
 SCHEMES = ("fp32", "fp32-ulp", "autocast", "bf16", "bf16-res32")
 PARAM_NAMES = ("wte", "wpe", "ln1w", "ln1b", "qkvw", "qkvb", "attprojw", "attprojb", "ln2w", "ln2b",
                "fcw", "fcb", "fcprojw", "fcprojb", "lnfw", "lnfb")
-DECAYED = {"wte", "qkvw", "attprojw", "fcw", "fcprojw"}  # gpt2cc decays 2-D weights but wpe
+DECAYED = {"wte", "qkvw", "attprojw", "fcw", "fcprojw"}  # the tensors gpt2cc decays (not wpe)
 SHARD_HEADER_BYTES = 64
 SHARD_MAGIC = b"GPT2TOKS"
 

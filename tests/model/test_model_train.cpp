@@ -1,6 +1,6 @@
 // Whole-model training behaviour on the CPU backend: loss at initialisation, overfitting one
 // batch with AdamW, gradient accumulation equal to one big batch, weight decay only on the
-// 2-D weights, deterministic dropout, and the errors for bad calls.
+// weight matrices, deterministic dropout, and the errors for bad calls.
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -117,9 +117,9 @@ TEST_CASE("gradient accumulation over two half batches equals one batch", "[mode
   }
 }
 
-TEST_CASE("adamw_step decays only the 2-D weights", "[model][train]") {
+TEST_CASE("adamw_step decays exactly the tensors the layout flags", "[model][train]") {
   // With zero gradients the Adam term is 0, so each parameter becomes p - lr*wd*p exactly where
-  // weight decay applies and stays put everywhere else.
+  // weight decay applies and stays put everywhere else. Which tensors are flagged: test_params.
   const ModelConfig c = test::tiny_config();
   auto backend = make_cpu_backend(1);
   GPT2 model(c, *backend, 1, 8);
