@@ -178,6 +178,8 @@ TEST_CASE("a run stopped half-way and resumed is bit-identical to an uninterrupt
   CHECK(a.step == 6);
   CHECK(b.step == 6);
   CHECK(a.loader == b.loader);
+  CHECK(a.tokens_seen == 6 * base.total_batch_tokens);  // every micro-batch of every step counted
+  CHECK(b.tokens_seen == a.tokens_seen);                // and restored on resume
   CHECK(same_bits(a.params, b.params));
   CHECK(same_bits(a.m, b.m));
   CHECK(same_bits(a.v, b.v));
@@ -190,6 +192,8 @@ TEST_CASE("a run stopped half-way and resumed is bit-identical to an uninterrupt
   for (size_t i = 0; i < 6; ++i) {
     INFO("step " << i + 1);
     CHECK(mb[i]["step"] == ma[i]["step"]);
+    CHECK(ma[i]["tokens"].get<uint64_t>() == (i + 1) * base.total_batch_tokens);
+    CHECK(mb[i]["tokens"] == ma[i]["tokens"]);
     CHECK(mb[i]["train_loss"].get<double>() == ma[i]["train_loss"].get<double>());
     CHECK(mb[i]["grad_norm"].get<double>() == ma[i]["grad_norm"].get<double>());
     CHECK(mb[i]["lr"].get<double>() == ma[i]["lr"].get<double>());
