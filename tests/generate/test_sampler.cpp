@@ -108,6 +108,13 @@ TEST_CASE("top-p keeps exactly the smallest set whose probability reaches p", "[
   // top-p applies to the distribution left after top-k: top-2 renormalised is {0.6, 0.4}.
   CHECK(kept_ids(probs, 2, 0.6f) == std::vector<int>{1});
   CHECK(kept_ids(probs, 2, 0.61f) == std::vector<int>{1, 2});
+  // The probabilities returned are those of the kept tokens, renormalised over them.
+  std::vector<double> out;
+  const auto kept = truncate_candidates(candidates_from_probs(probs), 0, 0.71f, out);
+  REQUIRE(out.size() == kept.size());
+  CHECK(out[0] == Approx(0.3 / 0.9));
+  CHECK(out[3] == Approx(0.2 / 0.9));
+  CHECK(out[0] + out[1] + out[2] + out[3] == Approx(1.0));
 }
 
 TEST_CASE("100k seeded draws match the distribution (chi-square)", "[sampler]") {
@@ -136,6 +143,17 @@ TEST_CASE("100k seeded draws match the distribution (chi-square)", "[sampler]") 
   for (size_t i = 4; i < probs.size(); ++i) CHECK(counts4[i] == 0);
   counts4.resize(4);
   CHECK(chi_square(counts4, expected, draws) < 16.27);  // 3 degrees of freedom, P = 0.001
+
+  // top-p 0.6 keeps the nucleus {0.30, 0.20, 0.15} (0.65 >= 0.6), renormalised.
+  config.temperature = 1.0f;
+  config.top_k = 0;
+  config.top_p = 0.6f;
+  Sampler nucleus(config, static_cast<int>(probs.size()));
+  std::vector<int> counts3(probs.size(), 0);
+  for (int i = 0; i < draws; ++i) ++counts3[nucleus.sample(logits, {}, 2, i)];
+  for (size_t i = 3; i < probs.size(); ++i) CHECK(counts3[i] == 0);
+  counts3.resize(3);
+  CHECK(chi_square(counts3, {0.30 / 0.65, 0.20 / 0.65, 0.15 / 0.65}, draws) < 13.82);  // 2 d.o.f., P = 0.001
 }
 
 TEST_CASE("draw_index is the inverse CDF: the first i with u < p_0 + ... + p_i", "[sampler]") {
