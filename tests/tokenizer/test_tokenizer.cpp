@@ -264,6 +264,36 @@ TEST_CASE("fingerprint depends on vocab, merges and specials", "[tokenizer]") {
   CHECK(a.encode("abab<|endoftext|>") == std::vector<int>{256, 256, 257});
 }
 
+TEST_CASE("a token two merges make ranks as the first of them (tiktoken)", "[tokenizer]") {
+  // The BPE trainer may list a merge whose result already exists: "abc" is made by rank 1 (a, bc)
+  // and again by rank 4 (ab, c). Its rank is 1, so in "abcd", after bc (rank 0), (a, bc) at
+  // rank 1 wins over (bc, d) at rank 2: abc + d. Ranked by its last merge (4), it would be a + bcd.
+  std::vector<std::string> tokens;
+  for (int b = 0; b < 256; ++b) tokens.emplace_back(1, char(b));
+  for (const char* t : {"bc", "abc", "bcd", "ab"}) tokens.emplace_back(t);
+  const int bc = 256, abc = 257, bcd = 258, ab = 259;
+  const Tokenizer tok = Tokenizer::from_parts(tokens, {{'b', 'c'}, {'a', bc}, {bc, 'd'}, {'a', 'b'}, {ab, 'c'}}, {});
+  CHECK(tok.encode("abcd") == std::vector<int>{abc, 'd'});
+  CHECK(tok.encode("bcd") == std::vector<int>{bcd});
+  CHECK(tok.encode("abx") == std::vector<int>{ab, 'x'});
+}
+
+TEST_CASE("of two special tokens at the same place, the longer wins", "[tokenizer]") {
+  // "<|a|>" is a prefix of "<|a|>>": at a "<|a|>>" in the text, the longer one is meant, whichever
+  // id it has.
+  for (bool longer_first : {false, true}) {
+    INFO("longer special first: " << longer_first);
+    std::vector<std::string> tokens;
+    for (int b = 0; b < 256; ++b) tokens.emplace_back(1, char(b));
+    tokens.emplace_back(longer_first ? "<|a|>>" : "<|a|>");
+    tokens.emplace_back(longer_first ? "<|a|>" : "<|a|>>");
+    const int longer = longer_first ? 256 : 257, shorter = longer_first ? 257 : 256;
+    const Tokenizer tok = Tokenizer::from_parts(tokens, {}, {256, 257});
+    CHECK(tok.encode("x<|a|>>y") == std::vector<int>{'x', longer, 'y'});
+    CHECK(tok.encode("x<|a|>y") == std::vector<int>{'x', shorter, 'y'});
+  }
+}
+
 TEST_CASE("the GPT-2 tokenizer's fingerprint is the one earlier builds recorded", "[tokenizer]") {
   // Shards and checkpoints record it; a change to the hash or to what it covers would make every
   // shard prepared before refuse to train (value as prepare wrote it in manifest.json).
