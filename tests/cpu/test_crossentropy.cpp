@@ -95,6 +95,38 @@ TEST_CASE("cross-entropy is stable for large logits and rejects bad targets", "[
                   gpt2cc::Error);
 }
 
+TEST_CASE("every path takes the row maximum over all V columns, the first and the last included",
+          "[cpu][crossentropy]") {
+  // The largest logit (1000) at column 0 and at column V-1: left out of the maximum, it would
+  // overflow exp. The target is that column, so the loss is ~0 and its gradient ~0.
+  const int V = 5, Vp = 8;
+  const float nan = test::kPoison;
+  for (int col : {0, V - 1}) {
+    INFO("large logit at column " << col);
+    std::vector<float> logits(Vp, 0.0f);
+    logits[size_t(col)] = 1000.0f;
+    for (int j = V; j < Vp; ++j) logits[size_t(j)] = nan;  // padding: never read as a logit
+    const std::vector<int> targets = {col};
+    float loss = nan, loss_vectorized = nan, loss_fused = nan;
+    cpu::crossentropy_forward(&loss, logits.data(), targets.data(), 1, 1, V, Vp);
+    cpu::crossentropy_forward_vectorized(&loss_vectorized, logits.data(), targets.data(), 1, 1, V, Vp);
+    std::vector<float> dlogits(Vp, nan), fused = logits;
+    cpu::crossentropy_backward(dlogits.data(), 1.0f, logits.data(), targets.data(), 1, 1, V, Vp);
+    cpu::fused_classifier(fused.data(), &loss_fused, targets.data(), 1.0f, 1, 1, V, Vp);
+    for (float l : {loss, loss_vectorized, loss_fused}) {
+      CHECK(std::isfinite(l));
+      CHECK(l == Approx(0.0f).margin(1e-6));
+    }
+    for (const std::vector<float>* d : {&dlogits, &fused}) {
+      for (int j = 0; j < Vp; ++j) {
+        INFO("column " << j);
+        CHECK(std::isfinite((*d)[size_t(j)]));
+        CHECK((*d)[size_t(j)] == Approx(0.0f).margin(1e-6));
+      }
+    }
+  }
+}
+
 TEST_CASE("exp_vectorizable: within 2 ulp of exp over its range; zero, infinity and NaN beyond it",
           "[cpu][crossentropy]") {
   // Every 97th float in [-86.64, 88.72] (about 10 million values, both signs, every exponent):
