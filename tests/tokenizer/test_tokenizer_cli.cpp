@@ -275,8 +275,9 @@ TEST_CASE("tokenizer CLI: directories, failed reads and writes; no FILE.tmp left
   CHECK(std::filesystem::is_symlink(link));
   CHECK(slurp(file) == "15496 995\n");
   REQUIRE(shell("mkfifo '" + fifo + "'") == 0);
-  CHECK(shell("cat '" + fifo + "' > '" + dir + "/drained.txt' & '" + GPT2CC_TOKENIZER_CLI + "' " + hello + "'" + fifo +
-              "'; status=$?; wait; exit $status") == 0);
+  // The reader under `timeout`: a CLI that failed before opening the FIFO would leave it blocked.
+  CHECK(shell("timeout 60 cat '" + fifo + "' > '" + dir + "/drained.txt' & '" + GPT2CC_TOKENIZER_CLI + "' " + hello +
+              "'" + fifo + "'; status=$?; wait; exit $status") == 0);
   CHECK(std::filesystem::is_fifo(fifo));
   CHECK(slurp(dir + "/drained.txt") == "15496 995\n");
   CHECK(cli(dir, hello + "''").code == 2);
