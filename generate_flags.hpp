@@ -1,5 +1,7 @@
-// generate's flags (generate.cpp): the options table, and the request they make, each flag
-// checked and the text read (the prompt, or the file --score names) before anything is loaded.
+// generate's flags (generate.cpp): the options table, and the request they make, read before
+// anything is loaded: each flag checked on its own (the limits that need the model, the score
+// window and the prompt's length, are checked after the load) and the text read (the prompt, or
+// the file --score names).
 #pragma once
 
 #include <string>
@@ -18,7 +20,7 @@ struct GenerateRequest {
   std::string checkpoint_path;
   bool tokenizer_given = false;  // --tokenizer; else the checkpoint's tokenizer
   std::string tokenizer_dir;     // --tokenizer's value
-  std::string device;            // cpu or cuda
+  std::string device = "cpu";    // or cuda
   int cuda_device = 0;
   DType dtype = DType::fp32;
   int threads = 0;

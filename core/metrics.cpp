@@ -21,12 +21,14 @@ namespace gpt2cc {
 
 namespace {
 // Rewrites `path` with the lines keep(line) accepts, in order, atomically (a failed write, a full
-// disk, names the file and leaves it as it was). Nothing when it cannot be read, or when it is not
-// a regular file: a link to /dev/null or a pipe has no lines to keep, and /dev/zero has no end.
+// disk, names the file and leaves it as it was). Nothing when it cannot be read, or when it is a
+// device or a pipe: a link to /dev/null has no lines to keep, and /dev/zero has no end. (A
+// directory fails in the write, naming it.)
 template <class Keep>
 void keep_lines(const std::string& path, Keep&& keep) {
   std::error_code ec;
-  if (!std::filesystem::is_regular_file(path, ec)) return;
+  const auto status = std::filesystem::status(path, ec);
+  if (!std::filesystem::is_regular_file(status) && !std::filesystem::is_directory(status)) return;
   std::ifstream in(path, std::ios::binary);
   if (!in) return;
   std::string kept, line;

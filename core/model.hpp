@@ -127,8 +127,8 @@ class GPT2 {
   void reduce_gradients();
   double grad_norm();  // global L2 norm over all parameter gradients (over all ranks' parts)
   // One AdamW step over all parameters: hp.weight_decay applies to the tensors whose layout flags
-  // it (the weight matrices wte, qkvw, attprojw, fcw, fcprojw). Sharded: over
-  // this rank's part, then every rank gathers the updated parameters (in the compute dtype).
+  // it (the weight matrices wte, qkvw, attprojw, fcw, fcprojw). Sharded: over this rank's part,
+  // then every rank gathers the updated parameters (in the compute dtype).
   void adamw_step(const AdamWParams& hp);
 
   // ---- inference with a KV cache (allocated on first use, kv_cache_rows() x config.max_seq_len) ----

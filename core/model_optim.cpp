@@ -88,7 +88,7 @@ void GPT2::adamw_step(const AdamWParams& hp) {
   INPUT_CHECK(hp.eps > 0.0f, "adamw: eps must be > 0, got {}", hp.eps);
   INPUT_CHECK(hp.weight_decay >= 0.0f, "adamw: weight decay must be >= 0, got {}", hp.weight_decay);
   // One update per tensor (its piece inside this rank's part) so that weight decay reaches only
-  // the 2-D matrices.
+  // the tensors the layout flags (the weight matrices, not wpe).
   const auto [first, last] = optimizer_part();
   for (const ParamTensor& t : s.layout.tensors()) {
     const size_t lo = std::max(t.offset, first), hi = std::min(t.offset + t.numel, last);

@@ -138,7 +138,6 @@ void CpuBackend::convert_to_float(float* dst, ConstTensorPtr src, size_t N) {
   std::memmove(dst, f32(src), N * sizeof(float));
 }
 
-// The blocked attention saves each row's log-sum-exp (B, NH, T), with or without dropout.
 void CpuBackend::encoder_forward(TensorPtr out, const int* inp, ConstTensorPtr wte, ConstTensorPtr wpe, int B, int T,
                                  int C) {
   cpu::encoder_forward(f32(out), inp, f32(wte), f32(wpe), B, T, C);
@@ -168,6 +167,7 @@ void CpuBackend::matmul_backward(TensorPtr dinp, TensorPtr dweight, TensorPtr db
   cpu::matmul_backward_blocked(f32(dinp), f32(dweight), f32(dbias), f32(dout), f32(inp), f32(weight), B, T, C, OC);
 }
 
+// The blocked attention saves each row's log-sum-exp (B, NH, T), with or without dropout.
 void CpuBackend::attention_forward(TensorPtr out, float* saved, ConstTensorPtr qkv, int B, int T, int C, int NH,
                                    const DropoutParams& dropout) {
   cpu::attention_forward_blocked(f32(out), saved, f32(qkv), B, T, C, NH, dropout);

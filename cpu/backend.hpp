@@ -1,11 +1,11 @@
 // The CPU implementation of the Backend interface (core/backend.hpp): fp32 host memory and the
 // gpt2cc::cpu:: layers (cpu/<layer>.hpp), one call each; the faster variants it runs instead of
-// the reference are attention's (cpu::attention_forward_blocked, _backward_blocked,
-// attention_decode_vectorized), the vectorised pairs of LayerNorm and GELU, and the forward-only
-// cross-entropy (cpu::crossentropy_forward_vectorized, for evaluation). The fused ops use the
-// Backend's default compositions, except the classifier (cpu::fused_classifier: one exp per
-// logit). Obtain it through make_cpu_backend(threads); the class is visible for tests that want
-// its concrete type.
+// the reference are the blocked matmul (cpu::matmul_forward_blocked, _backward_blocked),
+// attention's (cpu::attention_forward_blocked, _backward_blocked, attention_decode_vectorized),
+// the vectorised pairs of LayerNorm and GELU, and the forward-only cross-entropy
+// (cpu::crossentropy_forward_vectorized, for evaluation). The fused ops use the Backend's default
+// compositions, except the classifier (cpu::fused_classifier: one exp per logit). Obtain it
+// through make_cpu_backend(threads); the class is visible for tests that want its concrete type.
 // Attention saves each row's log-sum-exp, not the probabilities (cpu/attention.hpp).
 #pragma once
 
@@ -32,7 +32,6 @@ class CpuBackend : public Backend {
 
   void convert_from_float(TensorPtr dst, const float* src, size_t N) override;
   void convert_to_float(float* dst, ConstTensorPtr src, size_t N) override;
-
 
   void encoder_forward(TensorPtr out, const int* inp, ConstTensorPtr wte, ConstTensorPtr wpe, int B, int T,
                        int C) override;

@@ -1,8 +1,8 @@
 // Linear layer y = x W^T + b, forward and backward (cpu/matmul.hpp).
 // inp (B,T,C), weight (OC,C), bias (OC) or null, out (B,T,OC). Backward: dinp written (=),
-// dweight and dbias accumulate (+=). matmul_forward and matmul_backward are the plain
-// loops (the specification and the test oracle); the *_blocked versions run the same sums through
-// the blocked product of cpu/gemm.hpp, and the forward of fewer rows than a register tile (decoding)
+// dweight and dbias accumulate (+=). matmul_forward and matmul_backward are the plain loops (the
+// specification and the test oracle); the *_blocked versions run the same sums through the
+// blocked product of cpu/gemm.hpp, and the forward of fewer rows than a register tile (decoding)
 // through a matrix-vector loop.
 #include "cpu/matmul.hpp"
 

@@ -210,8 +210,6 @@ class CudaBackend final : public Backend {
     copy(dst, as<float>(src), N * sizeof(float));
   }
 
-  // Both attention paths (flash for bf16 without attention dropout, use_flash; the tiled kernels
-  // otherwise) save each row's log-sum-exp, like the CPU.
   void encoder_forward(TensorPtr out, const int* inp, ConstTensorPtr wte, ConstTensorPtr wpe, int B, int T,
                        int C) override {
     with_elem([&](auto e) {
@@ -257,6 +255,8 @@ class CudaBackend final : public Backend {
     cuda::matmul_backward(as<float>(dinp), as<float>(dweight), as<float>(dbias), as<float>(dout), as<float>(inp),
                           as<float>(weight), B, T, C, OC, stream_);
   }
+  // Both attention paths (flash for bf16 without attention dropout, use_flash; the tiled kernels
+  // otherwise) save each row's log-sum-exp, like the CPU.
   void attention_forward(TensorPtr out, float* saved, ConstTensorPtr qkv, int B, int T, int C, int NH,
                          const DropoutParams& dropout) override {
     if (use_flash(C / NH, dropout.active()))

@@ -1,6 +1,7 @@
-// Benchmark of cpu::matmul_forward_blocked / _backward_blocked (cache-blocked, register-tiled) on the
-// shapes of GPT-2 training, against the plain reference loops and the machine's FMA ceiling.
-// Validates against cpu::matmul_forward / _backward first, warms up, reports the median of the runs.
+// Benchmark of cpu::matmul_forward_blocked / _backward_blocked (cache-blocked, register-tiled)
+// on the shapes of GPT-2 training, against the plain reference loops and the machine's FMA
+// ceiling. Validates against cpu::matmul_forward / _backward first, warms up, reports the median
+// of the runs.
 //   FLOPs: forward 2*BT*C*OC; backward 4*BT*C*OC (dinp and dweight; dbias is negligible).
 // Wall-clock GFLOP/s is what training sees; GFLOP per CPU-second (process CPU time) stays
 // meaningful when other processes share the cores. Ceiling: independent 8-wide FMAs in registers

@@ -1,6 +1,7 @@
-// cpu::matmul_forward / matmul_backward (the plain loops, the oracle) and their *_blocked versions: a hand case,
-// finite-difference gradients of inp, weight and bias for both, the accumulation rule, fast vs
-// reference on awkward shapes (edges of every tile and cache block), and determinism.
+// cpu::matmul_forward / matmul_backward (the plain loops, the oracle) and their *_blocked
+// versions: a hand case, finite-difference gradients of inp, weight and bias for both, the
+// accumulation rule, fast vs reference on awkward shapes (edges of every tile and cache block),
+// and determinism.
 #include <catch2/catch.hpp>
 
 #ifdef _OPENMP

@@ -1,7 +1,8 @@
-// cuda::matmul_forward / matmul_backward (cuBLAS, TF32 off) against cpu::matmul_forward / _backward (the plain loops):
-// T = 1, odd sizes, OC not a multiple of 4 (the scalar bias-add branch) and a multiple of 4 (the
-// float4 branch), a misaligned output (scalar branch again), no bias, GPT-2 sizes. dinp is
-// written (=, poisoned first); dweight and dbias accumulate. The GEMM workspace is per stream.
+// cuda::matmul_forward / matmul_backward (cuBLAS, TF32 off) against cpu::matmul_forward /
+// _backward (the plain loops): T = 1, odd sizes, OC not a multiple of 4 (the scalar bias-add
+// branch) and a multiple of 4 (the float4 branch), a misaligned output (scalar branch again), no
+// bias, GPT-2 sizes. dinp is written (=, poisoned first); dweight and dbias accumulate. The GEMM
+// workspace is per stream.
 #include <catch2/catch.hpp>
 
 #include "cpu/matmul.hpp"

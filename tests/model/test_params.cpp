@@ -45,7 +45,7 @@ TEST_CASE("GPT-2 124M layout: order, shapes, offsets, total", "[params]") {
   CHECK(layout[Param::lnfb].offset == layout.total() - C);
 }
 
-TEST_CASE("weight decay only on the weight matrices wte, qkvw, attprojw, fcw, fcprojw (not wpe)", "[params]") {
+TEST_CASE("weight decay only on the weight matrices wte qkvw attprojw fcw fcprojw (not wpe)", "[params]") {
   const ParameterLayout layout(model_preset("d2"));
   for (const ParamTensor& t : layout.tensors()) {
     const bool matrix = t.name == "wte" || t.name == "qkvw" || t.name == "attprojw" || t.name == "fcw" ||

@@ -1,8 +1,8 @@
 // Parity with PyTorch: tests/make_reference.py builds the same GPT-2 (L=2, C=64, NH=4, V=500
 // padded to 512) in plain PyTorch with fixed weights and one fixed batch, and records logits,
 // loss, every parameter gradient and the losses of 10 AdamW steps (warm-up, clipping, weight
-// decay on the weight matrices only) in tests/fixtures/reference.{json,bin}. The engine loads the same
-// weights and must match: logits and each gradient tensor to <= 1e-4 relative error
+// decay on the weight matrices only) in tests/fixtures/reference.{json,bin}. The engine loads the
+// same weights and must match: logits and each gradient tensor to <= 1e-4 relative error
 // (||a - b|| / ||b||), the losses to <= 1e-4 absolute.
 #include <catch2/catch.hpp>
 
