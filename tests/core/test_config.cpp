@@ -9,6 +9,25 @@
 
 using namespace gpt2cc;
 
+TEST_CASE("every GPT-2 preset has GPT-2's layers, heads, width and context", "[config]") {
+  // As OpenAI's config.json files give them (n_layer, n_head, n_embd, n_ctx); a head count changes
+  // no parameter count, so the counts below would not see it.
+  struct Shape {
+    const char* name;
+    int L, NH, C;
+  };
+  for (const Shape& s : {Shape{"gpt2", 12, 12, 768}, Shape{"gpt2-medium", 24, 16, 1024},
+                         Shape{"gpt2-large", 36, 20, 1280}, Shape{"gpt2-xl", 48, 25, 1600}}) {
+    INFO(s.name);
+    const ModelConfig c = model_preset(s.name);
+    CHECK(c.num_layers == s.L);
+    CHECK(c.num_heads == s.NH);
+    CHECK(c.channels == s.C);
+    CHECK(c.max_seq_len == 1024);
+    CHECK(c.vocab_size == 50257);
+  }
+}
+
 TEST_CASE("presets have GPT-2's shapes and parameter counts", "[config]") {
   ModelConfig small = model_preset("gpt2");
   CHECK(small.num_layers == 12);
@@ -71,6 +90,46 @@ TEST_CASE("impossible configurations name the field and the value", "[config]") 
   c.dropout = 1.0f;
   CHECK_THROWS_WITH(validate(c), Catch::Contains("dropout"));
   CHECK_THROWS_WITH(model_preset("gpt3"), Catch::Contains("unknown model preset 'gpt3'") && Catch::Contains("d4"));
+}
+
+TEST_CASE("TrainConfig ranges accept their end points", "[config]") {
+  // The closed ends of validate()'s ranges are valid settings; the open ones are refused.
+  TrainConfig base;
+  base.train_data = "shards";
+  base.steps = 10;
+  const auto accepts = [&](auto set) {
+    TrainConfig c = base;
+    set(c);
+    CHECK_NOTHROW(validate(c));
+  };
+  const auto refuses = [&](auto set, const std::string& message) {
+    TrainConfig c = base;
+    set(c);
+    CHECK_THROWS_WITH(validate(c), Catch::Contains(message));
+  };
+  accepts([](TrainConfig& c) { c.beta1 = 0; });
+  accepts([](TrainConfig& c) { c.beta2 = 0; });
+  refuses([](TrainConfig& c) { c.beta1 = 1; }, "--beta1 must be in [0, 1)");
+  accepts([](TrainConfig& c) { c.min_lr_ratio = 0; });
+  accepts([](TrainConfig& c) { c.min_lr_ratio = 1; });
+  refuses([](TrainConfig& c) { c.min_lr_ratio = 1.01; }, "--min-lr-ratio must be in [0, 1]");
+  accepts([](TrainConfig& c) { c.weight_decay = 0; });
+  accepts([](TrainConfig& c) { c.grad_clip = 0; });
+  accepts([](TrainConfig& c) { c.zero_stage = 1; });
+  refuses([](TrainConfig& c) { c.zero_stage = -1; }, "--zero-stage must be 0 or 1, got -1");
+  refuses([](TrainConfig& c) { c.zero_stage = 2; }, "--zero-stage must be 0 or 1, got 2");
+  const auto eval_only = [&](int stride) {
+    return [stride](TrainConfig& c) {
+      c.eval_only = true;
+      c.steps = 0;
+      c.val_data = "val";
+      c.init_from = "model.ckpt";
+      c.eval_stride = stride;
+    };
+  };
+  accepts(eval_only(1));
+  accepts(eval_only(base.seq_len));
+  refuses(eval_only(base.seq_len + 1), "--eval-stride must be in 1..--seq-len");
 }
 
 TEST_CASE("ModelConfig JSON round trip", "[config]") {

@@ -169,6 +169,30 @@ TEST_CASE("corrupt, truncated and foreign files name the file and the problem", 
       CHECK_THROWS_WITH(load_checkpoint(bad), Catch::Contains("bad.ckpt"));
     }
   }
+  SECTION("a header size of 0 or past 64 MiB is refused before anything is allocated for it") {
+    for (uint32_t size : {0u, (64u << 20) + 1, 0xFFFFFFFFu}) {
+      INFO("header size " << size);
+      std::vector<char> b = bytes;
+      std::memcpy(b.data() + 12, &size, 4);
+      write_bytes(bad, b);
+      const std::string message = format("header size {} bytes, expected 1..67108864", size);
+      CHECK_THROWS_WITH(load_checkpoint(bad), Catch::Contains("bad.ckpt") && Catch::Contains(message));
+    }
+  }
+  SECTION("an optimizer flag other than 0 or 1 is refused (the checksum made to match)") {
+    // The flag is the byte before the two moments and the checksum; make_checkpoint(3) has both.
+    std::vector<char> b = bytes;
+    const size_t array_bytes = make_checkpoint(3).params.size() * sizeof(float);
+    const size_t flag = b.size() - sizeof(uint64_t) - 2 * array_bytes - 1;
+    REQUIRE(b[flag] == 1);
+    b[flag] = 2;
+    Fnv1a hash;
+    hash.add(b.data(), b.size() - sizeof(uint64_t));
+    std::memcpy(b.data() + b.size() - sizeof(uint64_t), &hash.h, sizeof(uint64_t));
+    write_bytes(bad, b);
+    CHECK_THROWS_WITH(load_checkpoint(bad),
+                      Catch::Contains("bad.ckpt") && Catch::Contains("optimizer flag 2, expected 0 or 1"));
+  }
   SECTION("extra bytes at the end") {
     std::vector<char> b = bytes;
     b.push_back(0);
