@@ -105,6 +105,23 @@ TEST_CASE("TinyStories v1: a single newline starts a story, a blank line is a pa
     CHECK(r5.story_boundary == StoryBoundary::line);
     CHECK_FALSE(r5.ambiguous);
   }
+  SECTION("pure CRLF files are detected as LF ones are") {
+    // "\r\n" is one line ending: counted as two, every line would look followed by a blank line.
+    std::string p6 = write_file(dir, "crlf.txt", "A one.\r\n\r\nA two.\r\nB one.\r\n\r\nB two.\r\n");
+    ReadResult r6;
+    CHECK(read(p6, with(Format::tinystories), &r6) == Docs{"A one.\n\nA two.", "B one.\n\nB two."});
+    CHECK(r6.story_boundary == StoryBoundary::line);
+    CHECK_FALSE(r6.ambiguous);
+  }
+  SECTION("single newlines between 5% of the text lines are enough for line") {
+    // Exactly at the threshold: 19 paragraph breaks and 1 single newline (1 in 20) still pick line.
+    std::string a = "A p0.";
+    for (int i = 1; i < 20; ++i) a += format("\n\nA p{}.", i);
+    ReadResult r7;
+    CHECK(read(write_file(dir, "five.txt", a + "\nB.\n"), with(Format::tinystories), &r7) == Docs{a, "B."});
+    CHECK(r7.story_boundary == StoryBoundary::line);
+    CHECK_FALSE(r7.ambiguous);
+  }
   SECTION("a forced boundary overrides detection") {
     FormatOptions o = with(Format::tinystories);
     o.story_boundary = StoryBoundary::blank;
@@ -160,6 +177,11 @@ TEST_CASE("TinyStories JSON: an array of objects with a story field", "[data]") 
     std::string cut = write_file(dir, "cut.json", "[{\"story\": \"" + filler + "\xC3\xA9 \xC3( end\"}]");
     CHECK(read(cut, o) == Docs{filler + "\xC3\xA9 \xEF\xBF\xBD( end"});
     CHECK_THROWS_WITH(read(cut, with(Format::tinystories_json)), Catch::Contains(format("byte {}", (1 << 20) + 3)));
+    // A sequence cut by the end of the file is invalid (no more bytes can complete it): an error,
+    // not a wait for bytes that never come.
+    std::string cut_at_end = write_file(dir, "cut_at_end.json", "[{\"story\": \"a\"}]\xC3");
+    CHECK_THROWS_WITH(read(cut_at_end, with(Format::tinystories_json)),
+                      Catch::Contains(cut_at_end + ": invalid UTF-8 at byte 17"));
   }
 }
 
@@ -177,6 +199,13 @@ TEST_CASE("WikiText: articles start at top-level ' = Title = ' headings", "[data
                                    " = Ohm = \n \n The unit is \n \n = 1 volt per ampere = \n and so on . \n");
   CHECK(read(wrapped, with(Format::wikitext)) ==
         Docs{" = Ohm = \n \n The unit is \n \n = 1 volt per ampere = \n and so on . "});
+  // Two title-shaped lines in a row: neither stands between blank lines (the first has the second
+  // below it, the second the first above it), so neither starts an article.
+  std::string stacked = write_file(dir, "stacked.raw", " = A = \n = B = \n \n Text . \n");
+  CHECK(read(stacked, with(Format::wikitext)) == Docs{" = A = \n = B = \n \n Text . "});
+  // A lopsided heading (" = B = = ") is not a top-level title: it does not start an article.
+  std::string lopsided = write_file(dir, "lopsided.raw", " = A = \n \n A text . \n \n = B = = \n \n B text . \n");
+  CHECK(read(lopsided, with(Format::wikitext)) == Docs{" = A = \n \n A text . \n \n = B = = \n \n B text . "});
 }
 
 TEST_CASE("WikiExtractor: <doc> ... </doc>, with errors naming file and line", "[data]") {
@@ -294,6 +323,7 @@ TEST_CASE("safe cut points sit after a newline between two printable ASCII bytes
   CHECK(last_safe_cut("ab\n cd", 100) == 0);    // " cd" would merge with the space
   CHECK(last_safe_cut("ab\n\xC3\xA9", 100) == 0);  // non-ASCII after the newline
   CHECK(last_safe_cut("", 10) == 0);
+  CHECK(last_safe_cut("a\nb", 100) == 2);  // the shortest cut: the newline is the second-to-last byte
 }
 
 TEST_CASE("format and boundary names are validated", "[data]") {

@@ -59,9 +59,10 @@ struct Run {
 };
 
 // Runs prepare through /bin/sh; `shell` goes before the command (e.g. "ulimit -f 200; ").
+// coreutils' timeout kills a prepare that hangs (exit 124) long before ctest's own time limit.
 Run run_prepare(const std::string& args, const std::string& dir, const std::string& shell = "") {
   std::string log = dir + "/prepare.log";
-  int status = std::system((shell + prepare_binary() + " " + args + " > " + log + " 2>&1").c_str());
+  int status = std::system((shell + "timeout 120 " + prepare_binary() + " " + args + " > " + log + " 2>&1").c_str());
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, read_file(log)};
 }
 
@@ -195,6 +196,31 @@ TEST_CASE("prepare splits by document, rolls shards over and feeds the loader", 
   CHECK(train.size() + val.size() == expected(tok, docs).size());
   CHECK(uint64_t(std::count(train.begin(), train.end(), uint32_t(tok.eot_id()))) == train_docs);
   CHECK(train.size() == manifest["train"]["tokens"].get<uint64_t>());
+  // The manifest's bytes per split: the text of that split's documents only (val's not train's).
+  auto text_bytes = [&](const std::vector<uint32_t>& ids) {
+    std::vector<int> text_ids;
+    for (uint32_t id : ids)
+      if (id != uint32_t(tok.eot_id())) text_ids.push_back(int(id));
+    return uint64_t(tok.decode(text_ids).size());
+  };
+  CHECK(manifest["train"]["bytes"].get<uint64_t>() == text_bytes(train));
+  CHECK(manifest["val"]["bytes"].get<uint64_t>() == text_bytes(val));
+  // The manifest's shard list is the shards on disk: each file relative to the output directory,
+  // its token count as in its header (the last, shorter shard too), and the headers' token width.
+  for (std::string split : {"train", "val"}) {
+    INFO("split " << split);
+    const auto& listed = manifest[split]["shards"];
+    auto on_disk = list_shards(dir + "/a/" + split);
+    REQUIRE(listed.size() == on_disk.size());
+    for (size_t i = 0; i < on_disk.size(); ++i) {
+      const std::string file = listed[i]["file"];
+      CHECK(file == split + "/" + fs::path(on_disk[i]).filename().string());
+      CHECK(fs::exists(dir + "/a/" + file));
+      ShardHeader header = read_shard_header(on_disk[i]);
+      CHECK(listed[i]["tokens"].get<uint64_t>() == header.num_tokens);
+      CHECK(manifest["token_bytes"].get<uint32_t>() == header.token_bytes);
+    }
+  }
 
   SECTION("the same seed gives the same split, another seed another") {
     REQUIRE(run_prepare(args + " --out " + dir + "/b", dir).code == 0);
@@ -434,6 +460,40 @@ TEST_CASE("long documents are cut into pieces without changing a token", "[data]
   data::PrepareSummary s = data::prepare_dataset(config, tok, log);
   CHECK(s.train.documents == 1);
   CHECK(split_tokens(dir + "/out/train") == expected(tok, {doc}));
+}
+
+// Hidden files (.DS_Store, editor swap files) in an input directory are not inputs: one holding
+// invalid UTF-8 must neither fail the run nor add documents.
+TEST_CASE("prepare skips hidden files of an input directory", "[data]") {
+  std::string dir = test::temp_dir("prepare_hidden");
+  Tokenizer tok = Tokenizer::load(gpt2_dir());
+  fs::create_directories(dir + "/in");
+  write_file(dir + "/in/a.txt", "The visible document.\n");
+  write_file(dir + "/in/.DS_Store", "Bud1\xFF\xFE binary");
+  Run r = run_prepare(format("--format text --input {}/in --val-fraction 0 --tokenizer {} --out {}/out", dir,
+                             gpt2_dir(), dir),
+                      dir);
+  INFO(r.output);
+  REQUIRE(r.code == 0);
+  CHECK(split_tokens(dir + "/out/train") == expected(tok, {"The visible document."}));
+  auto manifest = nlohmann::json::parse(read_file(dir + "/out/manifest.json"));
+  CHECK(manifest["files"].size() == 1);
+}
+
+// The library checks shard_tokens itself (the CLI's own check never lets 0 reach it): 0 is an
+// InputError before anything is written.
+TEST_CASE("prepare_dataset refuses shard_tokens 0", "[data]") {
+  std::string dir = test::temp_dir("prepare_shard_tokens_0");
+  Tokenizer tok = Tokenizer::load(gpt2_dir());
+  data::PrepareConfig config;
+  config.format.format = data::Format::text;
+  config.inputs = {write_file(dir + "/a.txt", "Some text.\n")};
+  config.val_fraction = 0;
+  config.out_dir = dir + "/out";
+  config.shard_tokens = 0;
+  std::ostringstream log;
+  CHECK_THROWS_AS(data::prepare_dataset(config, tok, log), InputError);
+  CHECK(!fs::exists(dir + "/out"));
 }
 
 TEST_CASE("prepare rejects bad flags and inputs with exit code 2", "[data]") {
