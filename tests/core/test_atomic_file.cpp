@@ -57,6 +57,15 @@ TEST_CASE("write_file_atomic replaces a file whole, through links, and writes de
     CHECK(fs::is_symlink(link));
     CHECK(slurp(dir + "/made.txt") == "made");
   }
+  SECTION("a chain of dangling links: the file at its end is created, the links stay") {
+    // a -> b -> chained.txt: every hop is followed, not just the first.
+    fs::create_symlink("b", dir + "/a");
+    fs::create_symlink("chained.txt", dir + "/b");
+    write_file_atomic(dir + "/a", "chained");
+    CHECK(fs::is_symlink(dir + "/a"));
+    CHECK(fs::is_symlink(dir + "/b"));
+    CHECK(slurp(dir + "/chained.txt") == "chained");
+  }
   SECTION("a FIFO is written into and stays a FIFO") {
     const std::string fifo = dir + "/fifo";
     REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);

@@ -68,6 +68,25 @@ TEST_CASE("shard header and tokens round trip with 2-byte and 4-byte tokens", "[
   }
 }
 
+// The largest vocabulary a shard may declare, 2^24, is allowed (only beyond it is corrupt).
+TEST_CASE("a shard with the largest vocabulary (2^24) writes and reads back", "[data]") {
+  const std::string path = test::temp_dir("shards_max_vocab") + "/a.bin";
+  const uint32_t vocab = uint32_t(1) << 24;
+  write_shard(path, {0, vocab - 1}, 7, vocab);
+  const ShardHeader h = read_shard_header(path);
+  CHECK(h.vocab_size == vocab);
+  CHECK(h.token_bytes == 4u);
+  CHECK(h.num_tokens == 2u);
+  MappedShard m(path);
+  CHECK(m.at(1) == vocab - 1);
+}
+
+// Every one of the 16 hex digits, the top nibble's too, in order and lower case.
+TEST_CASE("fingerprint_hex writes all 16 digits", "[data]") {
+  CHECK(fingerprint_hex(0xF123456789ABCDEFull) == "f123456789abcdef");
+  CHECK(fingerprint_hex(0x2A) == "000000000000002a");
+}
+
 TEST_CASE("the shard header layout is the documented one", "[data]") {
   std::string path = test::temp_dir("shards_layout") + "/a.bin";
   write_shard(path, {1, 2, 3}, 0x0102030405060708ull, 300);

@@ -215,6 +215,16 @@ TEST_CASE("stop strings are matched across token boundaries and never printed", 
   pieces.finish();
   CHECK(split.empty());
   CHECK(pieces.text().empty());
+
+  // The earliest of several stop strings wins, though the last listed never appears.
+  TextStream earliest({"END", "\n\n"}, nullptr);
+  CHECK(earliest.append("aEND b"));
+  CHECK(earliest.text() == "a");
+  // A stop string right after an incomplete UTF-8 sequence: the text is final there, so the
+  // sequence becomes U+FFFD rather than being held back for bytes that never come.
+  TextStream cut({"END"}, nullptr);
+  CHECK(cut.append("abc\xE2\x82" "END"));
+  CHECK(cut.text() == "abc\xEF\xBF\xBD");
 }
 
 TEST_CASE("scoring: each token once, non-overlapping windows equal their forward losses", "[generate][score]") {

@@ -148,6 +148,16 @@ TEST_CASE("exported weights are Hugging Face's tensors, names and config, and lo
   const json with_eot = json::parse(read_text(out + "_eot/config.json"));
   CHECK(with_eot.at("eos_token_id") == 0);
   CHECK(with_eot.at("bos_token_id") == 0);
+  {
+    // Without a tokenizer's id, GPT-2's vocabulary size gets GPT-2's <|endoftext|>, 50256 (a
+    // one-layer model 8 wide: the fixture's vocabulary of 300 gets null).
+    ModelConfig gpt2_vocab{.max_seq_len = 4, .vocab_size = 50257, .padded_vocab_size = 50304, .num_layers = 1,
+                           .num_heads = 1, .channels = 8};
+    save_hf_gpt2(out + "_gpt2_vocab", gpt2_vocab, std::vector<float>(ParameterLayout(gpt2_vocab).total(), 0.0f));
+    const json gpt2_config = json::parse(read_text(out + "_gpt2_vocab/config.json"));
+    CHECK(gpt2_config.at("eos_token_id") == 50256);
+    CHECK(gpt2_config.at("bos_token_id") == 50256);
+  }
 
   const Checkpoint back = load_checkpoint(out, false);
   CHECK(back.config == ckpt.config);
@@ -274,6 +284,17 @@ TEST_CASE("Hugging Face weights gpt2cc cannot compute are refused by name", "[mo
   const std::vector<float> wte = base.read_float("wte.weight");
   tied.push_back({"lm_head.weight", {300, 32}, wte.data()});
   CHECK(load_checkpoint(with_tensors("tied_head", tied), false).params == ckpt.params);
+  // An lm_head one row short (wte's first 299 rows, so equal as far as it goes): refused by its
+  // shape, not loaded as tied to wte.
+  auto short_head = all;
+  short_head.push_back({"lm_head.weight", {299, 32}, wte.data()});
+  refused(with_tensors("short_head", short_head),
+          "lm_head.weight has shape [299, 32], expected [300, 32] (tied to wte)");
+  // Older checkpoints' scalar attn.masked_bias buffer beside the weights: ignored, the same load.
+  const float masked_bias = -1e4f;
+  auto with_masked_bias = all;
+  with_masked_bias.push_back({"h.0.attn.masked_bias", {}, &masked_bias});
+  CHECK(load_checkpoint(with_tensors("masked_bias", with_masked_bias), false).params == ckpt.params);
 
   // A run directory that also holds Hugging Face weights (exported into it) resumes from its step
   // checkpoints; a directory of weights alone resolves to itself.
