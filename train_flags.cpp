@@ -10,6 +10,7 @@
 #include "core/cli.hpp"
 #include "core/dataloader.hpp"
 #include "core/hf_gpt2.hpp"
+#include "core/json_number.hpp"
 #include "core/trainer.hpp"
 
 namespace gpt2cc {
@@ -140,14 +141,8 @@ TrainConfig resume_config(const TrainConfig& given, int argc, char** argv) {
                       e.what(), at[-1].string(), std::filesystem::path(path).parent_path().string(),
                       at[-1].string()));
   }
-  TrainConfig c;
-  try {
-    c = ckpt.train_config.get<TrainConfig>();
-  } catch (const nlohmann::json::exception& e) {
-    fail_input(format("checkpoint {} holds an unreadable training configuration: {}", path, e.what()));
-  } catch (const InputError& e) {
-    fail_input(format("checkpoint {} holds an unreadable training configuration: {}", path, e.what()));
-  }
+  TrainConfig c = read_json_checked(format("checkpoint {} holds an unreadable training configuration", path),
+                                     [&] { return ckpt.train_config.get<TrainConfig>(); });
   c.resume = given.resume;
   // The tokenizer as the checkpoint records it, absolute: the saved flag is as typed, relative to
   // the first run's working directory.

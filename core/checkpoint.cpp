@@ -226,7 +226,7 @@ Checkpoint load_checkpoint(const std::string& path, bool with_optimizer) {
   in.read(text.data(), header_bytes, "the JSON header");
 
   Checkpoint c;
-  try {
+  read_json_checked(format("checkpoint {} has a corrupt header", path), [&] {
     auto j = nlohmann::json::parse(text);
     // Counters as written: whole numbers >= 0 (nlohmann would wrap -1 and truncate 2.5).
     const auto count = [](const nlohmann::json& parent, const char* key) {
@@ -247,11 +247,7 @@ Checkpoint load_checkpoint(const std::string& path, bool with_optimizer) {
     c.tokenizer_fingerprint = count(j, "tokenizer_fingerprint");
     c.tokenizer_dir = j.at("tokenizer_dir").get<std::string>();
     c.train_config = j.at("train_config");
-  } catch (const nlohmann::json::exception& e) {
-    fail_input(format("checkpoint {} has a corrupt header: {}", path, e.what()));
-  } catch (const InputError& e) {
-    fail_input(format("checkpoint {} has a corrupt header: {}", path, e.what()));
-  }
+  });
   try {
     validate(c.config);
   } catch (const InputError& e) {

@@ -4,9 +4,8 @@
 //   char magic[8] = "GPT2CKPT"; uint32 version; uint32 header_json_bytes; then header_json_bytes
 //   of JSON (model config, dtype, step, data-loader position, the run seed (the RNG streams
 //   derive from it), tokenizer fingerprint and directory, training config), then uint64
-//   num_params and num_params float32 parameters, then
-//   uint8 has_optimizer and (if 1) num_params float32 m and num_params float32 v, then a uint64
-//   FNV-1a checksum of everything before it.
+//   num_params and num_params float32 parameters, then uint8 has_optimizer and (if 1) num_params
+//   float32 m and num_params float32 v, then a uint64 FNV-1a checksum of everything before it.
 // Written to "<path>.tmp", flushed and fsync'ed, then renamed over <path>: a crash never leaves a
 // half-written file in place of the last good checkpoint.
 #pragma once

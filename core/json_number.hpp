@@ -1,12 +1,16 @@
-// A JSON number read as the integer type it must fit: nlohmann's get<T> truncates 2.5 to 2 and
-// wraps -1 or 2^32 + 1 without a word, which a reader of untrusted headers and configs must not.
+// Reading untrusted JSON (checkpoint headers, saved settings, configs) strictly: a number as the
+// integer type it must fit (nlohmann's get<T> truncates 2.5 to 2 and wraps -1 or 2^32 + 1 without
+// a word), and a reader's errors as bad input naming what was read.
 #pragma once
 
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <utility>
 
 #include <nlohmann/json.hpp>
+
+#include "core/check.hpp"
 
 namespace gpt2cc {
 
@@ -22,6 +26,19 @@ std::optional<T> whole_number(const nlohmann::json& v) {
     if (std::in_range<T>(i)) return static_cast<T>(i);
   }
   return std::nullopt;
+}
+
+// Runs read(), which reads untrusted JSON: a JSON library error it throws (a missing key, a value
+// of the wrong type) or an InputError of its own checks becomes InputError "<context>: <what>".
+template <class Read>
+decltype(auto) read_json_checked(const std::string& context, Read&& read) {
+  try {
+    return read();
+  } catch (const nlohmann::json::exception& e) {
+    fail_input(context + ": " + e.what());
+  } catch (const InputError& e) {
+    fail_input(context + ": " + e.what());
+  }
 }
 
 }  // namespace gpt2cc
