@@ -1,11 +1,17 @@
 #include "common/test_common.hpp"
 
 #include <catch2/catch.hpp>
+#include <signal.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdlib>
+#include <exception>
 #include <filesystem>
+#include <fstream>
 #include <sstream>
 #include <utility>
 
@@ -176,6 +182,63 @@ long peak_rss_kib() {
   rusage usage{};
   REQUIRE(getrusage(RUSAGE_SELF, &usage) == 0);
   return usage.ru_maxrss;
+}
+
+std::string ChildOutcome::summary() const {
+  if (returned) return "returned";
+  if (threw) return "threw: " + error;
+  return "ended by signal " + std::to_string(signal) + (signal == SIGALRM ? " (SIGALRM: past its time limit)" : "");
+}
+
+ChildOutcome run_in_child(int seconds, const std::function<void()>& body, size_t address_space_bytes) {
+  int pipe_fds[2];
+  REQUIRE(::pipe(pipe_fds) == 0);
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    ::close(pipe_fds[0]);
+    if (address_space_bytes > 0) {
+      long pages = 0;
+      std::ifstream("/proc/self/statm") >> pages;  // the address space in use, in pages
+      const rlim_t bytes = rlim_t(pages) * rlim_t(::sysconf(_SC_PAGESIZE)) + rlim_t(address_space_bytes);
+      const rlimit limit{bytes, bytes};
+      ::setrlimit(RLIMIT_AS, &limit);
+    }
+    ::alarm(unsigned(seconds));
+    int status = 0;
+    try {
+      body();
+    } catch (const std::exception& e) {
+      const std::string what = e.what();
+      status = ::write(pipe_fds[1], what.data(), what.size()) == ssize_t(what.size()) ? 3 : 4;
+    } catch (...) {
+      status = 4;
+    }
+    ::_exit(status);  // no atexit handlers, no Catch2 reporting: the parent reports
+  }
+  ::close(pipe_fds[1]);
+  ChildOutcome outcome;
+  char buffer[4096];
+  for (ssize_t n; (n = ::read(pipe_fds[0], buffer, sizeof buffer)) != 0;) {
+    if (n < 0 && errno == EINTR) continue;
+    REQUIRE(n > 0);
+    outcome.error.append(buffer, size_t(n));
+  }
+  ::close(pipe_fds[0]);
+  int status = 0;
+  rusage usage{};
+  REQUIRE(::wait4(child, &status, 0, &usage) == child);
+  outcome.peak_rss_kib = usage.ru_maxrss;
+  if (WIFSIGNALED(status)) {
+    outcome.signal = WTERMSIG(status);
+  } else {
+    REQUIRE(WIFEXITED(status));
+    INFO("run_in_child: exit status " << WEXITSTATUS(status) << " (4: a throw that was not a std::exception)");
+    REQUIRE((WEXITSTATUS(status) == 0 || WEXITSTATUS(status) == 3));
+    outcome.returned = WEXITSTATUS(status) == 0;
+    outcome.threw = WEXITSTATUS(status) == 3;
+  }
+  return outcome;
 }
 
 }  // namespace gpt2cc::test

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <optional>
 #include <string>
@@ -58,6 +59,24 @@ std::string temp_dir(const std::string& name);
 std::string shell_wait_in_fifo_open();
 // This process's peak resident memory so far (getrusage's ru_maxrss), in KiB.
 long peak_rss_kib();
+
+// How body() ended in run_in_child's process.
+struct ChildOutcome {
+  bool returned = false;  // body returned
+  bool threw = false;     // body threw a std::exception, whose what() is `error`
+  std::string error;
+  int signal = 0;         // the signal that ended the process (SIGALRM: past the time limit)
+  long peak_rss_kib = 0;  // the child's own peak resident memory
+  // "returned", "threw: <error>" or "ended by signal N (...)", for a failing check's INFO.
+  std::string summary() const;
+};
+// Runs body() in a forked child process, ended by SIGALRM after `seconds`: a test of code that
+// could loop forever (a reader that misses the end of its input) fails in seconds instead of
+// waiting for ctest's timeout. Catch2's assertions do not work inside body (the child's results
+// are not reported): it throws or returns, and the test checks the outcome. Fork copies only the
+// calling thread: body should not need OpenMP's threads if the test process already started them.
+// `address_space_bytes` > 0 caps the child's address space beyond what it has at the fork.
+ChildOutcome run_in_child(int seconds, const std::function<void()>& body, size_t address_space_bytes = 0);
 
 // An environment variable set to `value` (nullopt: unset) for the object's lifetime, then put
 // back as it was; set() changes it meanwhile. A failing setenv/unsetenv fails the test.

@@ -481,7 +481,8 @@ TEST_CASE("prepare skips hidden files of an input directory", "[data]") {
 }
 
 // The library checks shard_tokens itself (the CLI's own check never lets 0 reach it): 0 is an
-// InputError before anything is written.
+// InputError before anything is written. In a child process with a time limit: without the check
+// the shard writer would loop.
 TEST_CASE("prepare_dataset refuses shard_tokens 0", "[data]") {
   std::string dir = test::temp_dir("prepare_shard_tokens_0");
   Tokenizer tok = Tokenizer::load(gpt2_dir());
@@ -492,7 +493,10 @@ TEST_CASE("prepare_dataset refuses shard_tokens 0", "[data]") {
   config.out_dir = dir + "/out";
   config.shard_tokens = 0;
   std::ostringstream log;
-  CHECK_THROWS_AS(data::prepare_dataset(config, tok, log), InputError);
+  const test::ChildOutcome child = test::run_in_child(30, [&] { data::prepare_dataset(config, tok, log); });
+  INFO(child.summary());
+  CHECK(child.threw);
+  CHECK_THAT(child.error, Catch::Contains("--shard-tokens must be >= 1, got 0"));
   CHECK(!fs::exists(dir + "/out"));
 }
 

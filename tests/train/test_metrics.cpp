@@ -1,8 +1,5 @@
 // Metrics log and progress helpers: durations for the ETA, and the log's rewrite on resume
 // (records after the checkpoint's step and a torn last line are dropped, the rest kept as is).
-#include <sys/resource.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <catch2/catch.hpp>
 #include <cmath>
@@ -103,30 +100,17 @@ TEST_CASE("a resume leaves a metrics log or samples file that is not a regular f
   const std::string metrics = dir + "/metrics.jsonl", samples = dir + "/samples.txt";
   fs::create_symlink("/dev/zero", metrics);
   fs::create_symlink("/dev/zero", samples);
-  const pid_t child = ::fork();
-  REQUIRE(child >= 0);
-  if (child == 0) {
-    long pages = 0;
-    std::ifstream("/proc/self/statm") >> pages;  // the address space in use, in pages
-    const rlim_t bytes = rlim_t(pages) * rlim_t(::sysconf(_SC_PAGESIZE)) + (rlim_t(2) << 30);
-    const rlimit limit{bytes, bytes};
-    ::setrlimit(RLIMIT_AS, &limit);
-    ::alarm(30);
-    try {
-      MetricsLog resumed(metrics, 3);
-      resumed.write({{"step", 4}});
-      keep_samples_through_step(samples, 3);
-    } catch (...) {
-      ::_exit(1);
-    }
-    ::_exit(0);
-  }
-  int status = 0;
-  rusage usage{};
-  REQUIRE(::wait4(child, &status, 0, &usage) == child);  // this child's own peak RSS
-  CHECK(WIFEXITED(status));
-  CHECK(WEXITSTATUS(status) == 0);
-  CHECK(usage.ru_maxrss < 256 * 1024);  // KiB: a test process's own size, not a read of /dev/zero
+  const test::ChildOutcome child = test::run_in_child(
+      30,
+      [&] {
+        MetricsLog resumed(metrics, 3);
+        resumed.write({{"step", 4}});
+        keep_samples_through_step(samples, 3);
+      },
+      size_t(2) << 30);
+  INFO(child.summary());
+  CHECK(child.returned);
+  CHECK(child.peak_rss_kib < 256 * 1024);  // KiB: a test process's own size, not a read of /dev/zero
   CHECK(fs::is_symlink(metrics));  // not replaced by a regular file
   CHECK(fs::is_symlink(samples));
 }
