@@ -9,11 +9,11 @@ import os
 import statistics
 import sys
 
-import torch
-import torch.nn.functional as F
-from torch.nn.attention import SDPBackend, sdpa_kernel
+from bench_common import import_or_exit, time_ms, write_json_atomic
 
-from bench_common import time_ms, write_json_atomic
+torch = import_or_exit("torch")
+import torch.nn.functional as F  # noqa: E402 (after the check above, which says what is missing)
+from torch.nn.attention import SDPBackend, sdpa_kernel  # noqa: E402
 
 DEFAULT_SHAPES = "8x12x1024x64,16x12x1024x64,8x12x1024x128,16x12x1024x128"
 TESTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests")

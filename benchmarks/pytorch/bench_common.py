@@ -1,12 +1,23 @@
-"""What both PyTorch reference benchmarks share: per-call timing, an atomic JSON write, and the
-GPU peak rates of benchmarks/gpu/peaks.json (the one table the C++ benchmarks read too)."""
+"""What the PyTorch reference scripts share: the import of PyTorch with a clear error where it is
+missing, per-call timing, an atomic JSON write, and the GPU peak rates of benchmarks/gpu/peaks.json
+(the one table the C++ benchmarks read too). Needs only the standard library itself."""
+import importlib
 import json
 import os
 import re
+import sys
 import tempfile
 import time
 
-import torch
+
+def import_or_exit(module, install="pip install torch"):
+    """The module, imported; where it is missing, a one-line error naming it and how to install it
+    (exit status 1) instead of a traceback: each script's --help included, which cannot run
+    before its imports."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        sys.exit(f"{os.path.basename(sys.argv[0])}: needs {module.split('.')[0]} ({install}): {e}")
 
 PEAKS_JSON = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "gpu", "peaks.json")
 
@@ -35,6 +46,7 @@ def time_ms(fn, warmup, reps, cuda):
     """Wall time of each of `reps` calls of fn() in ms, after `warmup` untimed calls. On CUDA each
     call is bracketed by events and synchronised, so every figure is one complete call, not a
     pipelined average."""
+    torch = import_or_exit("torch")
     for _ in range(warmup):
         fn()
     times = []

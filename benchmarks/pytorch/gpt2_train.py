@@ -18,11 +18,11 @@ import re
 import statistics
 import sys
 
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
+from bench_common import import_or_exit, lookup_peaks, time_ms, write_json_atomic
 
-from bench_common import lookup_peaks, time_ms, write_json_atomic
+torch = import_or_exit("torch")
+import torch.nn as nn  # noqa: E402 (after the check above, which says what is missing)
+import torch.nn.functional as F  # noqa: E402
 
 VOCAB = 50257
 PADDED_VOCAB = 50304  # 50257 rounded up to a multiple of 128, as gpt2cc's ModelConfig does

@@ -33,11 +33,11 @@ import statistics
 import sys
 import time
 
-import numpy as np
-import torch
-import torch.nn.functional as F
+from bench_common import import_or_exit, write_json_atomic
 
-from bench_common import write_json_atomic
+np = import_or_exit("numpy", install="pip install numpy")
+torch = import_or_exit("torch")
+import torch.nn.functional as F  # noqa: E402 (after the check above, which says what is missing)
 
 SCHEMES = ("fp32", "fp32-ulp", "autocast", "bf16", "bf16-res32")
 PARAM_NAMES = ("wte", "wpe", "ln1w", "ln1b", "qkvw", "qkvb", "attprojw", "attprojb", "ln2w", "ln2b",

@@ -2,7 +2,9 @@
 # Every script a user runs (scripts/*.sh but the two that others source) answers --help with its
 # usage and exit code 0 at once: nothing installed, configured or built first (its build folders,
 # pointed at a scratch directory here, are not made). race_check.sh, which takes no arguments,
-# refuses another one with exit code 2. Argument: the source tree. Run by ctest (label tooling).
+# refuses another one with exit code 2. The PyTorch reference scripts (benchmarks/pytorch), with
+# torch made unimportable, say in one line that they need it (exit code 1), not a traceback.
+# Argument: the source tree. Run by ctest (label tooling).
 set -uo pipefail
 ROOT=$1
 FAILURES=0
@@ -28,5 +30,18 @@ if [[ $rc != 2 || "$out" != *"unknown argument '--bogus'"* ]]; then
   echo "FAILED: race_check.sh --bogus: exit $rc (want 2 naming it), output: ${out:0:300}" >&2
   FAILURES=$((FAILURES + 1))
 fi
+for script in "$ROOT"/benchmarks/pytorch/*.py; do
+  name=$(basename "$script")
+  [[ $name == bench_common.py ]] && continue
+  out=$(timeout 20 python3 -c 'import runpy, sys
+sys.modules["torch"] = None  # an import of torch now raises ImportError, installed or not
+sys.path.insert(0, sys.argv[1].rsplit("/", 1)[0])
+sys.argv = [sys.argv[1], "--help"]
+runpy.run_path(sys.argv[0], run_name="__main__")' "$script" 2>&1); rc=$?
+  if [[ $rc != 1 || "$out" != "$name: needs torch (pip install torch): "* || $(wc -l <<<"$out") != 1 ]]; then
+    echo "FAILED: $name --help without torch: exit $rc (want 1 and one line saying it needs torch), output: ${out:0:300}" >&2
+    FAILURES=$((FAILURES + 1))
+  fi
+done
 ((FAILURES == 0)) && echo "every script answered --help"
 exit $((FAILURES > 0))
