@@ -1,22 +1,27 @@
 #!/usr/bin/env python3
-"""gpt2cc's CPU training step side by side with PyTorch's on the same CPU, in the same run.
+"""gpt2cc on the CPU side by side with PyTorch on the same CPU, in the same run.
 
-For each preset:BxT and thread count, both do the same step on one random batch, repeated: zero
-the gradients, forward + cross-entropy + backward, clip the gradient norm to 1.0, AdamW, in fp32.
-gpt2cc: build/benchmarks/cpu/bench_train_step (the trainer's CPU step). PyTorch:
-benchmarks/pytorch/gpt2_train.py --device cpu --dtype fp32 (the same GPT-2, eager; --compile adds
-a torch.compile column). Each run is a fresh process; within a round the two alternate, which goes
-first switching from round to round, so a machine that slows down (other load, heat) slows both
-alike. Reported per row: the median over the rounds of each run's median ms/step, tokens/s, and
-each process's peak resident memory (the run's whole process: for PyTorch, its interpreter and
-libraries too). speed-up = PyTorch ms / gpt2cc ms (above 1: gpt2cc is faster).
+train: for each preset:BxT and thread count, both do the same step on one random batch,
+  repeated: zero the gradients, forward + cross-entropy + backward, clip the gradient norm to
+  1.0, AdamW, in fp32. gpt2cc: build/benchmarks/cpu/bench_train_step (the trainer's CPU step).
+  PyTorch: benchmarks/pytorch/gpt2_train.py --device cpu --dtype fp32 (the same GPT-2, eager;
+  --compile adds a torch.compile column). speed-up = PyTorch ms / gpt2cc ms.
+generate: for each preset and thread count, greedy decoding with the KV cache, batch 1, a random
+  prompt of --prompt-tokens then --new-tokens tokens. gpt2cc: build/benchmarks/generate/
+  bench_generate; PyTorch: benchmarks/pytorch/gpt2_generate.py (Hugging Face transformers'
+  GPT2LMHeadModel, in a plain loop and through generate()). speed-up = gpt2cc tokens/s / theirs.
+Each run is a fresh process; within a round the sides alternate, which goes first switching from
+round to round, so a machine that slows down (other load, heat) slows both alike. Reported per
+row: the median over the rounds of each run's own median, and each process's peak resident memory
+(the whole process: for PyTorch, its interpreter and libraries too). Above 1: gpt2cc is faster.
 
-    python3 benchmarks/cpu/compare_pytorch.py --build build --python /path/to/venv/bin/python \\
-        --configs d2:4x64,d4:4x64,gpt2:1x64 --threads 1,2 --rounds 3 \\
-        --json benchmarks/results/cpu_vs_pytorch.json --md benchmarks/results/cpu_vs_pytorch.md
+    python3 benchmarks/cpu/compare_pytorch.py train --python /path/to/venv/bin/python \\
+        --configs d2:4x64,d4:4x64,gpt2:1x64 --threads 1,2 --rounds 3 --json train.json --md train.md
+    python3 benchmarks/cpu/compare_pytorch.py generate --python /path/to/venv/bin/python \\
+        --presets d4,gpt2 --threads 1,2 --rounds 3 --json generate.json --md generate.md
 
---python: an interpreter with torch (default: this one). --self-test checks the plumbing with
-stand-in programs (no torch, no build needed).
+--python: an interpreter with torch (and transformers, for generate); default: this one.
+--self-test checks the plumbing with stand-in programs (no torch, no build needed).
 """
 import argparse
 import json
@@ -29,7 +34,7 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, os.pardir, os.pardir))
-TORCH_SCRIPT = os.path.join(ROOT, "benchmarks", "pytorch", "gpt2_train.py")
+PYTORCH_DIR = os.path.join(ROOT, "benchmarks", "pytorch")
 
 
 def parse_configs(text):
@@ -61,94 +66,139 @@ def run_measured(cmd, env):
     return stdout, stderr, usage.ru_maxrss / 1024.0  # Linux: KiB
 
 
-class Runners:
-    """How each side is run: the commands, and reading one run's result from its JSON file."""
+class Train:
+    """The training step: cases are (preset, B, T); each side's run gives ms/step."""
 
-    def __init__(self, bench, python, warmup, steps):
-        self.bench, self.python, self.warmup, self.steps = bench, python, warmup, steps
+    metric, higher_is_better = "ms", False
 
-    def gpt2cc(self, preset, b, t, threads, json_path):
-        return [self.bench, "--configs", f"{preset}:{b}x{t}", "--threads", str(threads), "--warmup",
-                str(self.warmup), "--steps", str(self.steps), "--json", json_path]
+    def __init__(self, a):
+        self.bench = os.path.join(a.build, "benchmarks", "cpu", "bench_train_step")
+        self.python, self.warmup, self.steps = a.python, a.warmup, a.steps
+        self.sides = ["gpt2cc", "pytorch"] + (["pytorch_compile"] if a.compile else [])
+        self.cases = parse_configs(a.configs)
 
-    def pytorch(self, preset, b, t, threads, json_path, compile_model):
-        return [self.python, TORCH_SCRIPT, "--device", "cpu", "--dtype", "fp32", "--preset", preset, "-B", str(b),
-                "-T", str(t), "--threads", str(threads), "--warmup", str(self.warmup), "--steps", str(self.steps),
-                "--compile" if compile_model else "--no-compile", "--json", json_path]
+    def label(self, case):
+        return f"{case[0]} {case[1]}x{case[2]}"
+
+    def command(self, side, case, threads, json_path):
+        preset, b, t = case
+        common = ["--threads", str(threads), "--warmup", str(self.warmup), "--steps", str(self.steps),
+                  "--json", json_path]
+        if side == "gpt2cc":
+            return [self.bench, "--configs", f"{preset}:{b}x{t}"] + common
+        return [self.python, os.path.join(PYTORCH_DIR, "gpt2_train.py"), "--device", "cpu", "--dtype", "fp32",
+                "--preset", preset, "-B", str(b), "-T", str(t),
+                "--compile" if side == "pytorch_compile" else "--no-compile"] + common
+
+    def read(self, side, doc):
+        if side == "gpt2cc":
+            (r,) = doc  # bench_train_step writes a list, one entry per configuration
+            return {"ms": r["ms_per_step_median"], "loss_last": r["loss_last"]}
+        return {"ms": doc["ms_per_step_median"], "loss_last": doc["final_loss"], "torch": doc["torch"]}
+
+    def row(self, case, threads, medians):
+        preset, b, t = case
+        row = {"preset": preset, "B": b, "T": t, "threads": threads, **medians}
+        for side in self.sides:
+            row[side]["tokens_per_s"] = b * t / (row[side]["ms"] / 1e3)
+        for side in self.sides[1:]:
+            row[f"speedup_vs_{side}"] = row[side]["ms"] / row["gpt2cc"]["ms"]
+        return row
+
+    def table(self, rows):
+        compiled = "pytorch_compile" in self.sides
+        head = "| preset | B×T | threads | gpt2cc ms/step | PyTorch eager ms/step | speed-up |"
+        if compiled:
+            head += " PyTorch compile ms/step | speed-up |"
+        head += " gpt2cc tokens/s | peak RSS gpt2cc / PyTorch |"
+        lines = [head, "|" + "---|" * (head.count("|") - 1)]
+        for r in rows:
+            line = (f"| {r['preset']} | {r['B']}×{r['T']} | {r['threads']} | {r['gpt2cc']['ms']:.1f} | "
+                    f"{r['pytorch']['ms']:.1f} | {r['speedup_vs_pytorch']:.2f}x |")
+            if compiled:
+                line += f" {r['pytorch_compile']['ms']:.1f} | {r['speedup_vs_pytorch_compile']:.2f}x |"
+            line += (f" {r['gpt2cc']['tokens_per_s']:.0f} | {r['gpt2cc']['peak_rss_mib']:.0f} / "
+                     f"{r['pytorch']['peak_rss_mib']:.0f} MiB |")
+            lines.append(line)
+        return "\n".join(lines) + "\n"
 
 
-def one_run(cmd, threads, json_path, read):
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OMP_WAIT_POLICY="passive")
-    _, _, rss = run_measured(cmd, env)
-    with open(json_path) as f:
-        result = read(json.load(f))
-    result["peak_rss_mib"] = rss
-    return result
+class Generate:
+    """Greedy decoding with the KV cache: cases are presets; each run gives the prefill's ms and
+    decode tokens/s (PyTorch: its loop's and generate()'s)."""
+
+    def __init__(self, a):
+        self.bench = os.path.join(a.build, "benchmarks", "generate", "bench_generate")
+        self.python, self.repeats = a.python, a.repeats
+        self.prompt_tokens, self.new_tokens = a.prompt_tokens, a.new_tokens
+        self.sides = ["gpt2cc", "pytorch"]
+        self.cases = [p.strip() for p in a.presets.split(",")]
+
+    def label(self, case):
+        return case
+
+    def command(self, side, case, threads, json_path):
+        common = ["--prompt-tokens", str(self.prompt_tokens), "--new-tokens", str(self.new_tokens), "--repeats",
+                  str(self.repeats), "--threads", str(threads), "--json", json_path]
+        if side == "gpt2cc":
+            return [self.bench, "--presets", case, "--samples", "", "--skip-recompute"] + common
+        return [self.python, os.path.join(PYTORCH_DIR, "gpt2_generate.py"), "--preset", case] + common
+
+    def read(self, side, doc):
+        if side == "gpt2cc":
+            (r,) = doc  # bench_generate writes a list, one entry per preset
+            return {"tokens_per_s": r["kv_tokens_per_s"], "prefill_ms": r["prefill_ms"]}
+        return {"tokens_per_s": doc["loop_tokens_per_s"], "generate_tokens_per_s": doc["generate_tokens_per_s"],
+                "prefill_ms": doc["prefill_ms"], "torch": doc["torch"], "transformers": doc["transformers"]}
+
+    def row(self, case, threads, medians):
+        row = {"preset": case, "prompt_tokens": self.prompt_tokens, "new_tokens": self.new_tokens,
+               "threads": threads, **medians}
+        ours = row["gpt2cc"]["tokens_per_s"]
+        row["speedup_vs_pytorch_loop"] = ours / row["pytorch"]["tokens_per_s"]
+        row["speedup_vs_pytorch_generate"] = ours / row["pytorch"]["generate_tokens_per_s"]
+        return row
+
+    def table(self, rows):
+        head = ("| preset | prompt → end | threads | gpt2cc tok/s | HF loop tok/s | speed-up | HF generate() tok/s "
+                "| speed-up | prefill ms gpt2cc / HF | peak RSS gpt2cc / HF |")
+        lines = [head, "|" + "---|" * (head.count("|") - 1)]
+        for r in rows:
+            g, t = r["gpt2cc"], r["pytorch"]
+            lines.append(f"| {r['preset']} | {r['prompt_tokens']} → {r['prompt_tokens'] + r['new_tokens']} | "
+                         f"{r['threads']} | {g['tokens_per_s']:.1f} | {t['tokens_per_s']:.1f} | "
+                         f"{r['speedup_vs_pytorch_loop']:.2f}x | {t['generate_tokens_per_s']:.1f} | "
+                         f"{r['speedup_vs_pytorch_generate']:.2f}x | {g['prefill_ms']:.1f} / {t['prefill_ms']:.1f} | "
+                         f"{g['peak_rss_mib']:.0f} / {t['peak_rss_mib']:.0f} MiB |")
+        return "\n".join(lines) + "\n"
 
 
-def read_gpt2cc(doc):
-    (r,) = doc  # bench_train_step writes a list, one entry per configuration
-    return {"ms": r["ms_per_step_median"], "loss_first": r["loss_first"], "loss_last": r["loss_last"]}
-
-
-def read_pytorch(doc):
-    return {"ms": doc["ms_per_step_median"], "loss_last": doc["final_loss"], "torch": doc["torch"]}
-
-
-def measure(runners, configs, threads_list, rounds, compile_model, log=print):
-    """Every configuration x thread count, `rounds` times, the sides alternating. Returns rows."""
-    sides = ["gpt2cc", "pytorch"] + (["pytorch_compile"] if compile_model else [])
+def measure(mode, threads_list, rounds, log=print):
+    """Every case x thread count, `rounds` times, the sides alternating. Returns mode's rows: per
+    side the median over the rounds of each number, the largest peak RSS and every round's runs."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for threads in threads_list:
-            for preset, b, t in configs:
-                runs = {side: [] for side in sides}
+            env = dict(os.environ, OMP_NUM_THREADS=str(threads), OMP_WAIT_POLICY="passive")
+            for case in mode.cases:
+                runs = {side: [] for side in mode.sides}
                 for r in range(rounds):
-                    order = sides if r % 2 == 0 else sides[::-1]
-                    for side in order:
+                    for side in mode.sides if r % 2 == 0 else mode.sides[::-1]:
                         path = os.path.join(tmp, f"{side}.json")
-                        if side == "gpt2cc":
-                            result = one_run(runners.gpt2cc(preset, b, t, threads, path), threads, path, read_gpt2cc)
-                        else:
-                            cmd = runners.pytorch(preset, b, t, threads, path, side == "pytorch_compile")
-                            result = one_run(cmd, threads, path, read_pytorch)
+                        _, _, rss = run_measured(mode.command(side, case, threads, path), env)
+                        with open(path) as f:
+                            result = dict(mode.read(side, json.load(f)), peak_rss_mib=rss)
                         runs[side].append(result)
-                        log(f"  {preset} {b}x{t}, {threads} thread(s), round {r + 1}: {side} "
-                            f"{result['ms']:.1f} ms/step, {result['peak_rss_mib']:.0f} MiB")
-                row = {"preset": preset, "B": b, "T": t, "threads": threads, "rounds": rounds}
-                for side in sides:
-                    ms = statistics.median(x["ms"] for x in runs[side])
-                    row[side] = {"ms_per_step": ms, "tokens_per_s": b * t / (ms / 1e3),
-                                 "peak_rss_mib": max(x["peak_rss_mib"] for x in runs[side]),
-                                 "ms_per_round": [x["ms"] for x in runs[side]],
-                                 "loss_last": runs[side][-1]["loss_last"]}
-                    if "torch" in runs[side][0]:
-                        row[side]["torch"] = runs[side][0]["torch"]
-                for side in sides[1:]:
-                    row[f"speedup_vs_{side}"] = row[side]["ms_per_step"] / row["gpt2cc"]["ms_per_step"]
-                rows.append(row)
+                        numbers = ", ".join(f"{k} {v:.1f}" for k, v in result.items() if isinstance(v, float))
+                        log(f"  {mode.label(case)}, {threads} thread(s), round {r + 1}: {side} {numbers}")
+                medians = {}
+                for side, results in runs.items():
+                    medians[side] = {k: statistics.median(x[k] for x in results)
+                                     for k, v in results[0].items() if isinstance(v, float)}
+                    medians[side]["peak_rss_mib"] = max(x["peak_rss_mib"] for x in results)
+                    medians[side]["rounds"] = results
+                rows.append(mode.row(case, threads, medians))
     return rows
-
-
-def table(rows):
-    compiled = any("pytorch_compile" in r for r in rows)
-    head = "| preset | B×T | threads | gpt2cc ms/step | PyTorch eager ms/step | speed-up |"
-    rule = "|---|---|---|---|---|---|"
-    if compiled:
-        head += " PyTorch compile ms/step | speed-up |"
-        rule += "---|---|"
-    head += " gpt2cc tokens/s | peak RSS gpt2cc / PyTorch |"
-    rule += "---|---|"
-    lines = [head, rule]
-    for r in rows:
-        line = (f"| {r['preset']} | {r['B']}×{r['T']} | {r['threads']} | {r['gpt2cc']['ms_per_step']:.1f} | "
-                f"{r['pytorch']['ms_per_step']:.1f} | {r['speedup_vs_pytorch']:.2f}x |")
-        if compiled:
-            line += f" {r['pytorch_compile']['ms_per_step']:.1f} | {r['speedup_vs_pytorch_compile']:.2f}x |"
-        line += (f" {r['gpt2cc']['tokens_per_s']:.0f} | {r['gpt2cc']['peak_rss_mib']:.0f} / "
-                 f"{r['pytorch']['peak_rss_mib']:.0f} MiB |")
-        lines.append(line)
-    return "\n".join(lines) + "\n"
 
 
 def write_atomic(path, text):
@@ -169,43 +219,62 @@ def machine():
     return {"cpu": model, "cpus": os.cpu_count(), "load_average_at_start": os.getloadavg()}
 
 
+FAKE_GPT2CC = """import json, sys
+a = sys.argv
+threads = int(a[a.index("--threads") + 1])
+out = a[a.index("--json") + 1]
+if "--configs" in a:
+    json.dump([{"ms_per_step_median": 100.0 / threads, "loss_first": 10.8, "loss_last": 10.5}], open(out, "w"))
+else:
+    json.dump([{"kv_tokens_per_s": 300.0 * threads, "prefill_ms": 5.0}], open(out, "w"))
+"""
+FAKE_TORCH = """import json, os, sys
+a = sys.argv
+threads = int(a[a.index("--threads") + 1])
+out = a[a.index("--json") + 1]
+assert os.environ["OMP_NUM_THREADS"] == str(threads)
+if os.path.basename(a[0]) == "gpt2_train.py":
+    assert a[a.index("--device") + 1] == "cpu" and a[a.index("--dtype") + 1] == "fp32"
+    ms = (120.0 if "--no-compile" in a else 90.0) / threads
+    json.dump({"ms_per_step_median": ms, "final_loss": 10.4, "torch": "fake"}, open(out, "w"))
+else:
+    json.dump({"loop_tokens_per_s": 100.0 * threads, "generate_tokens_per_s": 75.0 * threads, "prefill_ms": 20.0,
+               "torch": "fake", "transformers": "fake"}, open(out, "w"))
+"""
+
+
 def self_test():
-    """The plumbing on stand-ins: a fake bench_train_step and a fake gpt2_train.py that write
-    JSON in the real ones' shape (ms/step from their arguments), through measure() and table()."""
-    global TORCH_SCRIPT
+    """The plumbing on stand-ins for the four programs, which write JSON in the real ones' shape
+    (their numbers from their arguments), through measure() and each mode's table."""
+    global PYTORCH_DIR
     with tempfile.TemporaryDirectory() as tmp:
-        fake_bench = os.path.join(tmp, "bench_train_step")
-        with open(fake_bench, "w") as f:
-            f.write(f"""#!{sys.executable}
-import json, sys
-a = sys.argv
-threads = int(a[a.index("--threads") + 1])
-json.dump([{{"ms_per_step_median": 100.0 / threads, "loss_first": 10.8, "loss_last": 10.5}}],
-          open(a[a.index("--json") + 1], "w"))
-""")
-        os.chmod(fake_bench, 0o755)
-        fake_torch = os.path.join(tmp, "gpt2_train.py")
-        with open(fake_torch, "w") as f:
-            f.write("""import json, sys
-a = sys.argv
-assert a[a.index("--device") + 1] == "cpu" and a[a.index("--dtype") + 1] == "fp32"
-threads = int(a[a.index("--threads") + 1])
-ms = (120.0 if "--no-compile" in a else 90.0) / threads
-json.dump({"ms_per_step_median": ms, "final_loss": 10.4, "torch": "fake"}, open(a[a.index("--json") + 1], "w"))
-""")
-        TORCH_SCRIPT = fake_torch
+        os.makedirs(os.path.join(tmp, "benchmarks", "cpu"))
+        os.makedirs(os.path.join(tmp, "benchmarks", "generate"))
+        for bench in ("cpu/bench_train_step", "generate/bench_generate"):
+            path = os.path.join(tmp, "benchmarks", bench)
+            with open(path, "w") as f:
+                f.write(f"#!{sys.executable}\n" + FAKE_GPT2CC)
+            os.chmod(path, 0o755)
+        for script in ("gpt2_train.py", "gpt2_generate.py"):
+            with open(os.path.join(tmp, script), "w") as f:
+                f.write(FAKE_TORCH)
+        PYTORCH_DIR = tmp
+        args = argparse.Namespace(build=tmp, python=sys.executable, warmup=1, steps=2, compile=True,
+                                  configs="d2:4x64", repeats=2, prompt_tokens=64, new_tokens=32, presets="d4")
         order = []
-        runners = Runners(fake_bench, sys.executable, 1, 2)
-        rows = measure(runners, parse_configs("d2:4x64"), [1, 2], 2, True,
-                       log=lambda line: order.append(line.split(": ")[-1].split()[0]))
+        rows = measure(Train(args), [1, 2], 2, log=lambda line: order.append(line.split(": ")[1].split()[0]))
         assert order == ["gpt2cc", "pytorch", "pytorch_compile", "pytorch_compile", "pytorch", "gpt2cc"] * 2, order
         assert len(rows) == 2 and rows[1]["threads"] == 2, rows
         assert abs(rows[0]["speedup_vs_pytorch"] - 1.2) < 1e-9, rows[0]
         assert abs(rows[1]["speedup_vs_pytorch_compile"] - 0.9) < 1e-9, rows[1]
         assert rows[0]["gpt2cc"]["tokens_per_s"] == 4 * 64 / 0.1, rows[0]
-        assert rows[0]["gpt2cc"]["peak_rss_mib"] > 0 and rows[0]["pytorch"]["torch"] == "fake"
-        text = table(rows)
-        assert "| d2 | 4×64 | 2 | 50.0 | 60.0 | 1.20x | 45.0 | 0.90x |" in text, text
+        assert rows[0]["gpt2cc"]["peak_rss_mib"] > 0 and len(rows[0]["pytorch"]["rounds"]) == 2
+        text = Train(args).table(rows)
+        assert "| d2 | 4×64 | 2 | 50.0 | 60.0 | 1.20x | 45.0 | 0.90x | 5120 |" in text, text
+        rows = measure(Generate(args), [2], 3, log=lambda line: None)
+        assert rows[0]["speedup_vs_pytorch_loop"] == 3.0 and rows[0]["speedup_vs_pytorch_generate"] == 4.0, rows
+        text = Generate(args).table(rows)
+        assert "| d4 | 64 → 96 | 2 | 600.0 | 200.0 | 3.00x | 150.0 | 4.00x | 5.0 / 20.0 |" in text, text
         for bad in ("d2", "d2:4", "d2:0x64", "d2:ax64"):
             try:
                 parse_configs(bad)
@@ -221,46 +290,70 @@ json.dump({"ms_per_step_median": ms, "final_loss": 10.4, "torch": "fake"}, open(
     return 0
 
 
-def main(argv=None):
+def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--build", default=os.path.join(ROOT, "build"), help="gpt2cc build directory (default: build)")
-    p.add_argument("--python", default=sys.executable, help="a Python with torch (default: this one)")
-    p.add_argument("--configs", default="d2:4x64,d4:4x64,gpt2:1x64", help="preset:BxT list")
-    p.add_argument("--threads", default="1,2", help="thread counts (default: 1,2)")
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--warmup", type=int, default=1, help="untimed steps of each run")
-    p.add_argument("--steps", type=int, default=5, help="timed steps of each run (their median is the run's)")
-    p.add_argument("--compile", action="store_true", help="also PyTorch with torch.compile (slow to start)")
-    p.add_argument("--json", help="write the rows to this JSON file")
-    p.add_argument("--md", help="write the table to this Markdown file")
     p.add_argument("--self-test", action="store_true", help=argparse.SUPPRESS)
+    sub = p.add_subparsers(dest="what", metavar="{train,generate}")
+    parsers = {"train": sub.add_parser("train", help="the training step"),
+               "generate": sub.add_parser("generate", help="greedy decoding with the KV cache")}
+    for q in parsers.values():
+        q.add_argument("--build", default=os.path.join(ROOT, "build"), help="gpt2cc build directory (default: build)")
+        q.add_argument("--python", default=sys.executable, help="a Python with torch (default: this one)")
+        q.add_argument("--threads", default="1,2", help="thread counts (default: 1,2)")
+        q.add_argument("--rounds", type=int, default=3)
+        q.add_argument("--json", help="write the rows to this JSON file")
+        q.add_argument("--md", help="write the table to this Markdown file")
+    t = parsers["train"]
+    t.add_argument("--configs", default="d2:4x64,d4:4x64,gpt2:1x64", help="preset:BxT list")
+    t.add_argument("--warmup", type=int, default=1, help="untimed steps of each run")
+    t.add_argument("--steps", type=int, default=5, help="timed steps of each run (their median is the run's)")
+    t.add_argument("--compile", action="store_true", help="also PyTorch with torch.compile (slow to start)")
+    g = parsers["generate"]
+    g.add_argument("--presets", default="d4,gpt2")
+    g.add_argument("--prompt-tokens", type=int, default=64)
+    g.add_argument("--new-tokens", type=int, default=64)
+    g.add_argument("--repeats", type=int, default=3, help="timed generations of each run (their median is the run's)")
     a = p.parse_args(argv)
     if a.self_test:
-        return self_test()
+        return a, None
+    if a.what is None:
+        p.error("say what to compare: train or generate")
+    q = parsers[a.what]
     try:
-        configs = parse_configs(a.configs)
-        threads = [int(x) for x in a.threads.split(",")]
+        mode = Train(a) if a.what == "train" else Generate(a)
+        a.threads = [int(x) for x in a.threads.split(",")]
     except ValueError as e:
-        p.error(str(e))
-    if any(n < 1 for n in threads) or a.rounds < 1 or a.warmup < 1 or a.steps < 1:
-        p.error("--threads entries, --rounds, --warmup and --steps must be >= 1")
-    bench = os.path.join(a.build, "benchmarks", "cpu", "bench_train_step")
-    if not os.access(bench, os.X_OK):
-        p.error(f"{bench} not found: build it first (cmake --build {a.build} --target bench_train_step)")
-    check = subprocess.run([a.python, "-c", "import torch; print(torch.__version__)"], capture_output=True, text=True)
+        q.error(str(e))
+    counts = [a.rounds] + ([a.warmup, a.steps] if a.what == "train" else [a.repeats, a.prompt_tokens, a.new_tokens])
+    if min(a.threads + counts) < 1:
+        q.error("thread counts, --rounds and the step/token/repeat counts must be >= 1")
+    if not os.access(mode.bench, os.X_OK):
+        q.error(f"{mode.bench} not found: build it first (cmake --build {a.build} --target "
+                f"{os.path.basename(mode.bench)})")
+    return a, mode
+
+
+def main(argv=None):
+    a, mode = parse_args(argv)
+    if a.self_test:
+        return self_test()
+    modules = "torch" + (", transformers" if a.what == "generate" else "")
+    check = subprocess.run([a.python, "-c", f"import {modules}; print(torch.__version__)"], capture_output=True,
+                           text=True)
     if check.returncode != 0:
         last = (check.stderr.strip().splitlines() or ["no message"])[-1]
-        p.error(f"--python {a.python} cannot import torch ({last}); name one that can")
+        sys.exit(f"compare_pytorch.py: --python {a.python} cannot import {modules} ({last}); name one that can")
     info = machine()
     print(f"{info['cpu']}, {info['cpus']} CPUs, load average {info['load_average_at_start'][0]:.2f}; "
           f"torch {check.stdout.strip()}")
-    rows = measure(Runners(bench, a.python, a.warmup, a.steps), configs, threads, a.rounds, a.compile)
-    text = table(rows)
+    rows = measure(mode, a.threads, a.rounds)
+    text = mode.table(rows)
     print(text, end="")
     if a.json:
-        write_atomic(a.json, json.dumps({"benchmark": "cpu_train_step_vs_pytorch", "machine": info,
-                                         "torch": check.stdout.strip(), "warmup": a.warmup, "steps": a.steps,
-                                         "rows": rows}, indent=1) + "\n")
+        settings = {k: v for k, v in vars(a).items() if k not in ("json", "md", "self_test", "build", "python")}
+        write_atomic(a.json, json.dumps({"benchmark": f"cpu_{a.what}_vs_pytorch", "machine": info,
+                                         "torch": check.stdout.strip(), "settings": settings, "rows": rows},
+                                        indent=1) + "\n")
     if a.md:
         write_atomic(a.md, text)
     return 0

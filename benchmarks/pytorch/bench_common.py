@@ -1,6 +1,7 @@
 """What the PyTorch reference scripts share: the import of PyTorch with a clear error where it is
-missing, per-call timing, an atomic JSON write, and the GPU peak rates of benchmarks/gpu/peaks.json
-(the one table the C++ benchmarks read too). Needs only the standard library itself."""
+missing, GPT-2's presets, per-call timing, an atomic JSON write, and the GPU peak rates of
+benchmarks/gpu/peaks.json (the one table the C++ benchmarks read too). Needs only the standard
+library itself."""
 import importlib
 import json
 import os
@@ -8,6 +9,19 @@ import re
 import sys
 import tempfile
 import time
+
+VOCAB = 50257  # GPT-2's vocabulary
+MAX_T = 1024  # its context
+# name: (layers L, channels C, heads NH); the same presets as gpt2cc's core/config.hpp.
+PRESETS = {
+    "d2": (2, 128, 4),
+    "d4": (4, 256, 4),
+    "d6": (6, 384, 6),
+    "gpt2": (12, 768, 12),
+    "gpt2-medium": (24, 1024, 16),
+    "gpt2-large": (36, 1280, 20),
+    "gpt2-xl": (48, 1600, 25),
+}
 
 
 def import_or_exit(module, install="pip install torch"):

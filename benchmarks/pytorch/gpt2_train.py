@@ -18,26 +18,14 @@ import re
 import statistics
 import sys
 
-from bench_common import import_or_exit, lookup_peaks, time_ms, write_json_atomic
+from bench_common import MAX_T, PRESETS, VOCAB, import_or_exit, lookup_peaks, time_ms, write_json_atomic
 
 torch = import_or_exit("torch")
 import torch.nn as nn  # noqa: E402 (after the check above, which says what is missing)
 import torch.nn.functional as F  # noqa: E402
 
-VOCAB = 50257
 PADDED_VOCAB = 50304  # 50257 rounded up to a multiple of 128, as gpt2cc's ModelConfig does
-MAX_T = 1024
 
-# name: (layers L, channels C, heads NH); the same presets as gpt2cc's core/config.hpp.
-PRESETS = {
-    "d2": (2, 128, 4),
-    "d4": (4, 256, 4),
-    "d6": (6, 384, 6),
-    "gpt2": (12, 768, 12),
-    "gpt2-medium": (24, 1024, 16),
-    "gpt2-large": (36, 1280, 20),
-    "gpt2-xl": (48, 1600, 25),
-}
 
 class Block(nn.Module):
     def __init__(self, C, NH):
