@@ -192,7 +192,7 @@ int run(int argc, char** argv) {
   cxxopts::Options options = make_generate_options();
   cxxopts::ParseResult args = parse_flags(options, argc, argv);
   if (args.count("help")) {
-    std::cout << options.help() << "\n" << kEnvironmentHelp << std::flush;
+    std::cout << options.help() << "\n" << environment_help(false) << std::flush;
     return 0;
   }
   // Everything cheap is checked, and the text read, before the expensive loads.
@@ -256,6 +256,5 @@ int run(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   return gpt2cc::run_cli("generate", argc, argv, run,
-                         "less memory: a smaller --batch-size (samples decoded together) or --max-kv-cache, "
-                         "or --dtype bf16 (cuda)");
+                         "less memory: a smaller --batch-size (samples decoded together), or --dtype bf16 (cuda)");
 }

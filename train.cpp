@@ -132,7 +132,7 @@ int run(int argc, char** argv, ProcessGroup& group) {
   if (parsed->count("help")) {
     if (group.is_root())
       std::cout << options.help(kTrainFlagGroups)
-                << "\n" << kEnvironmentHelp << std::flush;
+                << "\n" << environment_help(true) << std::flush;
     return 0;
   }
   const bool data_parallel = group.size() > 1;

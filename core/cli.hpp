@@ -131,15 +131,21 @@ inline cxxopts::ParseResult parse_flags(cxxopts::Options& options, int argc, cha
 
 // The environment variables a program that runs the model reads, for the end of its --help
 // (cxxopts lists flags only). Kept to pointers: the variables' full syntax lives in the docs.
-inline constexpr const char* kEnvironmentHelp = R"( environment:
+// `ranks_share_cores`: the program's --threads 0 divides a machine's cores among its MPI ranks
+// (train; generate is one process).
+inline std::string environment_help(bool ranks_share_cores) {
+  return std::string(R"( environment:
   GPT2CC_KERNELS=NAME=VALUE,...  --device cuda: a layer's kernel design in place of the
                                  automatic one (names and values: docs/cuda.md, "Kernel
                                  designs"); malformed: exit 2
   GPT2CC_REQUIRE_CUBLASLT=1      --dtype bf16: a GEMM cuBLASLt declines is an error instead of
                                  the cublasGemmEx fallback (default 0)
-  OMP_NUM_THREADS                CPU threads when --threads is 0 (one process: under mpiexec
+  OMP_NUM_THREADS                CPU threads when --threads is 0)") +
+         (ranks_share_cores ? R"( (one process: under mpiexec
                                  the ranks on a machine share its cores)
-)";
+)"
+                            : "\n");
+}
 
 // One line to stderr in one write, so that the lines of several ranks of one job never interleave.
 inline void print_error_line(const std::string& line) { std::cerr << (line + "\n") << std::flush; }

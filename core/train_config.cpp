@@ -113,7 +113,7 @@ void validate(const TrainConfig& c) {
   } else {
     INPUT_CHECK(!c.val_data.empty(), "--eval-only needs --val-data: the split to evaluate");
     INPUT_CHECK(!c.init_from.empty() || !c.resume.empty(),
-                "--eval-only needs a checkpoint to evaluate: give it with --init-from");
+                "--eval-only needs a checkpoint to evaluate: give it with --init-from (or --resume)");
   }
   INPUT_CHECK(c.eval_batches >= 0, "--eval-batches must be >= 0 (0: the whole split), got {}", c.eval_batches);
   INPUT_CHECK(c.eval_stride == 0 || c.eval_only,

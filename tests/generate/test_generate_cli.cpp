@@ -118,6 +118,9 @@ TEST_CASE("generate --help lists its flags and the environment variables it read
   for (const char* text : {"--checkpoint", "--top-p", "(default: 1.0)", "--dtype", "environment:", "GPT2CC_KERNELS",
                            "docs/cuda.md", "GPT2CC_REQUIRE_CUBLASLT", "OMP_NUM_THREADS"})
     CHECK_THAT(r.out, Catch::Contains(text));
+  // One process: the cores are not shared among MPI ranks as train's are.
+  CHECK_THAT(r.out, Catch::Contains("OMP_NUM_THREADS                CPU threads when --threads is 0\n"));
+  CHECK_THAT(r.out, !Catch::Contains("mpiexec"));
 }
 
 TEST_CASE("generate writes reproducible text, stats and a throughput line", "[generate][cli]") {
@@ -182,7 +185,8 @@ TEST_CASE("--num-samples: samples decoded together print as if run one after ano
   CHECK(together.out == one_by_one.out);
   CHECK(pairs.out == together.out);
 
-  // stdout: "--- sample i/N ---" headers in order, each sample's text then a newline.
+  // stdout: "--- sample i/N ---" headers in order, each sample's text then a newline, and a blank
+  // line before every header after the first (docs/generate.md, "Output").
   size_t at = 0;
   for (int i = 1; i <= 4; ++i) {
     const std::string header = std::string(i > 1 ? "\n" : "") + "--- sample " + std::to_string(i) + "/4 ---\n";
@@ -316,6 +320,7 @@ TEST_CASE("on cuda, samples beyond device memory fail with generate's hint", "[g
   CHECK(r.code == 1);
   CHECK_THAT(r.err, Catch::Contains("CUDA out of memory") && Catch::Contains("bytes free") &&
                         Catch::Contains("generate: less memory: a smaller --batch-size"));
+  CHECK_THAT(r.err, !Catch::Contains("--max-kv-cache"));  // a lower cap only refuses the run
   CHECK(r.out.empty());
 }
 
