@@ -174,7 +174,8 @@ TEST_CASE("bad flags exit with code 2 and say what is wrong", "[cli]") {
       {ok + "--steps 5 --tokenizer " + dir + "/no_tokenizer",
        "--tokenizer " + dir + "/no_tokenizer: no such directory"},
       {ok + "--steps 5 --seq-len 64", "--seq-len 64 is longer than the model's maximum sequence length 32"},
-      {"--eval-only --val-data " + dir + "/val.bin", "--eval-only needs a checkpoint to evaluate: give it with --init-from (or --resume)"},
+      {"--eval-only --val-data " + dir + "/val.bin",
+       "--eval-only needs a checkpoint to evaluate: give it with --init-from (or --resume)"},
       {ok + "--steps 5 --resume " + dir + "/no_run", "no_run does not exist"},
       {"--export-hf " + dir + "/hf", "--export-hf needs the checkpoint to export: give it with --init-from"},
       // Every other range check of TrainConfig, each named by its flag.
