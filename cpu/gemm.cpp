@@ -1,24 +1,29 @@
 // The blocked product Cm += A . Bm (cpu/gemm.hpp): operands packed into panels that stay in the
-// caches, a 6 x 16 register tile of FMAs over them.
+// caches, a 6 x 16 register tile of FMAs over them (AVX2), or 6 x 32 where the CPU has AVX-512.
 #include "cpu/gemm.hpp"
 
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <vector>
+
+#include "core/check.hpp"
 
 namespace gpt2cc::cpu {
 
 namespace {
 
-// Register tile: MR x NR outputs live in 12 AVX2 registers (6 rows x 2 vectors of 8) while k
-// runs; each step loads 2 vectors of Bm, broadcasts 6 values of A and issues 12 FMAs.
+// Register tile: MR x NR outputs live in 12 vector registers (6 rows x 2 vectors) while k runs;
+// each step loads 2 vectors of Bm, broadcasts 6 values of A and issues 12 FMAs. The vectors are
+// AVX2's 8 floats (NR = 16) or AVX-512's 16 (NR = 32): Vec and NR below, the tile's template
+// arguments. Either way each output element gets the same FMAs in the same order: same bits.
 constexpr int MR = kGemmTileRows;
-constexpr int NR = 16;
 constexpr int KC = kGemmDepthBlock;
-constexpr int kVecs = NR / 8;
-// Cache blocks: a KC x NR panel of Bm (16 KB) stays in L1 while the column of tiles below it
-// streams the packed MC x KC block of A (at most 384 KB) from L2.
+// Sixteen floats as one value (one AVX-512 register), as vec8 is eight (cpu/gemm.hpp).
+typedef float vec16 __attribute__((vector_size(64)));
+// Cache blocks: a KC x NR panel of Bm (16 KB; 32 KB with AVX-512) stays in L1 while the column
+// of tiles below it streams the packed MC x KC block of A (at most 384 KB) from L2.
 constexpr int MC = 384;
 // Columns of one task at most: bounds a task's time, so the dynamic schedule can even out
 // threads slowed by a shared core (the classifier's 50304 columns become 25 or more tasks).
@@ -114,28 +119,34 @@ struct TileStore {
 // (loops over MR unrolled, left at row mr) and copy its vectors by value: a row index known only
 // at run time, or acc's address, made g++ keep acc in memory as well, zeroed by a call to memset
 // on every entry (5% of the d2 demo's training step).
-void micro_kernel(int kc, const float* __restrict Ap, const float* __restrict Bp, float* __restrict Cm, size_t ldc,
-                  int mr, int nr, TileStore store) {
-  vec8 acc[MR][kVecs] = {};
+// A template always inlined into one function per instruction set (below), which compiles it
+// for that set's registers.
+template <class Vec, int NR>
+[[gnu::always_inline]] inline void micro_kernel(int kc, const float* __restrict Ap, const float* __restrict Bp,
+                                                float* __restrict Cm, size_t ldc, int mr, int nr, TileStore store) {
+  constexpr int kLanes = sizeof(Vec) / sizeof(float), kVecs = NR / kLanes;
+  Vec acc[MR][kVecs] = {};
   for (int k = 0; k < kc; ++k) {
-    vec8 b[kVecs];
-    for (int v = 0; v < kVecs; ++v) b[v] = load8(Bp + k * NR + 8 * v);
+    Vec b[kVecs];
+    for (int v = 0; v < kVecs; ++v) std::memcpy(&b[v], Bp + k * NR + kLanes * v, sizeof(Vec));
     for (int r = 0; r < MR; ++r) {
       const float a = Ap[k * MR + r];
       for (int v = 0; v < kVecs; ++v) acc[r][v] += a * b[v];
     }
   }
   if (nr == NR) {  // whole rows of the tile: vector adds
-    vec8 init[kVecs] = {};
+    Vec init[kVecs] = {};
     if (store.assign && store.init) {
-      for (int v = 0; v < kVecs; ++v) init[v] = load8(store.init + 8 * v);
+      for (int v = 0; v < kVecs; ++v) std::memcpy(&init[v], store.init + kLanes * v, sizeof(Vec));
     }
 #pragma GCC unroll 6
     for (int r = 0; r < MR; ++r) {
       if (r == mr) break;
       for (int v = 0; v < kVecs; ++v) {
-        const vec8 sum = (store.assign ? init[v] : load8(Cm + r * ldc + 8 * v)) + acc[r][v];
-        std::memcpy(Cm + r * ldc + 8 * v, &sum, sizeof sum);
+        Vec sum = init[v];
+        if (!store.assign) std::memcpy(&sum, Cm + r * ldc + kLanes * v, sizeof(Vec));
+        sum += acc[r][v];
+        std::memcpy(Cm + r * ldc + kLanes * v, &sum, sizeof sum);
       }
     }
     return;
@@ -146,14 +157,44 @@ void micro_kernel(int kc, const float* __restrict Ap, const float* __restrict Bp
     if (r == mr) break;
     float row[NR];
     for (int v = 0; v < kVecs; ++v) {
-      const vec8 part = acc[r][v];
-      std::memcpy(row + 8 * v, &part, sizeof part);
+      const Vec part = acc[r][v];
+      std::memcpy(row + kLanes * v, &part, sizeof part);
     }
     for (int j = 0; j < nr; ++j) {
       const float base = !store.assign ? Cm[r * ldc + j] : store.init ? store.init[j] : 0.0f;
       Cm[r * ldc + j] = base + row[j];
     }
   }
+}
+
+// The tile of each instruction set: its panel width and the kernel compiled for its registers.
+using MicroKernel = void (*)(int kc, const float* __restrict Ap, const float* __restrict Bp, float* __restrict Cm,
+                             size_t ldc, int mr, int nr, TileStore store);
+
+void micro_kernel_avx2(int kc, const float* __restrict Ap, const float* __restrict Bp, float* __restrict Cm,
+                       size_t ldc, int mr, int nr, TileStore store) {
+  micro_kernel<vec8, 16>(kc, Ap, Bp, Cm, ldc, mr, nr, store);
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx512f"))) void micro_kernel_avx512(int kc, const float* __restrict Ap,
+                                                            const float* __restrict Bp, float* __restrict Cm,
+                                                            size_t ldc, int mr, int nr, TileStore store) {
+  micro_kernel<vec16, 32>(kc, Ap, Bp, Cm, ldc, mr, nr, store);
+}
+#endif
+
+bool cpu_supports_avx512() {
+#if defined(__x86_64__)
+  return __builtin_cpu_supports("avx512f");
+#else
+  return false;
+#endif
+}
+
+std::atomic<GemmIsa>& isa_in_use() {
+  static std::atomic<GemmIsa> isa{cpu_supports_avx512() ? GemmIsa::avx512 : GemmIsa::avx2};
+  return isa;
 }
 
 // How Cm is cut into tasks: blocks of mstep x nstep (whole register tiles), which threads take
@@ -169,7 +210,8 @@ void micro_kernel(int kc, const float* __restrict Ap, const float* __restrict Bp
 struct Blocking {
   int mblocks = 1, nblocks = 1, mstep = 0, nstep = 0;
 
-  Blocking(int M, int N, int K, int threads) {
+  // tile_columns: the tile's NR.
+  Blocking(int M, int N, int K, int threads, int tile_columns) : NR(tile_columns) {
     const int m_fewest = ceil_div(M, MC), n_fewest = ceil_div(N, kMaxTaskColumns);
     set(M, N, m_fewest, n_fewest);
     if (threads <= 1) return;
@@ -181,7 +223,7 @@ struct Blocking {
     bool best_has_wanted_tasks = false;
     for (int mb = m_fewest; mb <= m_most; ++mb) {
       for (int nb = n_fewest; nb <= n_most; ++nb) {
-        Blocking candidate(M, N, K, 1);
+        Blocking candidate(M, N, K, 1, tile_columns);
         candidate.set(M, N, mb, nb);
         const int tasks = candidate.mblocks * candidate.nblocks;
         const bool has_wanted_tasks = !streamed && tasks >= 2 * threads;
@@ -198,6 +240,8 @@ struct Blocking {
   }
 
  private:
+  int NR;
+
   // mb x nb blocks of even size, rounded up to whole tiles (which can leave fewer blocks).
   void set(int M, int N, int mb, int nb) {
     mstep = round_up(ceil_div(M, mb), MR);
@@ -207,8 +251,9 @@ struct Blocking {
   }
 };
 
-// Block (ib, jb) of Cm += A . Bm, over all of k, on the calling thread; with `assign`, the first
-// depth block writes over Cm (TileStore).
+// Block (ib, jb) of Cm += A . Bm, over all of k, on the calling thread, in NR-column tiles of
+// `kernel`; with `assign`, the first depth block writes over Cm (TileStore).
+template <int NR, MicroKernel kernel>
 void gemm_block(float* Cm, size_t ldc, StridedMatrix A, StridedMatrix Bm, int M, int N, int K, const Blocking& g,
                 int ib, int jb, bool assign, const float* init) {
   // Per thread, reused across calls: no allocation (and no page faults) per block.
@@ -227,9 +272,9 @@ void gemm_block(float* Cm, size_t ldc, StridedMatrix A, StridedMatrix Bm, int M,
       pack_panel<NR>(b_panel.data(), transposed(Bm), j, k0, kc, N);
       for (int p = 0; p < mpanels; ++p) {
         const int i = i0 + p * MR;
-        micro_kernel(kc, a_pack.data() + static_cast<size_t>(p) * kc * MR, b_panel.data(),
-                     Cm + static_cast<size_t>(i) * ldc + j, ldc, std::min(MR, M - i), std::min(NR, N - j),
-                     TileStore{assign && k0 == 0, init ? init + j : nullptr});
+        kernel(kc, a_pack.data() + static_cast<size_t>(p) * kc * MR, b_panel.data(),
+               Cm + static_cast<size_t>(i) * ldc + j, ldc, std::min(MR, M - i), std::min(NR, N - j),
+               TileStore{assign && k0 == 0, init ? init + j : nullptr});
       }
     }
   }
@@ -245,46 +290,60 @@ void assign_initial(float* Cm, size_t ldc, int M, int N, const float* init) {
 // Threads take whole blocks of Cm, each packing its own operands: no barriers (which cost dearly
 // when the cores are shared), and each output element is summed by one thread over k in a fixed
 // order, so the result does not depend on the thread count (deterministic dweight).
-void gemm_parallel(float* Cm, size_t ldc, StridedMatrix A, StridedMatrix Bm, int M, int N, int K, bool assign,
-                   const float* init) {
-  const Blocking g(M, N, K, omp_get_max_threads());
-#pragma omp parallel for collapse(2) schedule(dynamic)
+template <int NR, MicroKernel kernel>
+void gemm_tiles(float* Cm, size_t ldc, StridedMatrix A, StridedMatrix Bm, int M, int N, int K, bool assign,
+                const float* init, bool parallel) {
+  const Blocking g(M, N, K, parallel ? omp_get_max_threads() : 1, NR);
+#pragma omp parallel for collapse(2) schedule(dynamic) if (parallel)
   for (int jb = 0; jb < g.nblocks; ++jb) {
-    for (int ib = 0; ib < g.mblocks; ++ib) gemm_block(Cm, ldc, A, Bm, M, N, K, g, ib, jb, assign, init);
+    for (int ib = 0; ib < g.mblocks; ++ib)
+      gemm_block<NR, kernel>(Cm, ldc, A, Bm, M, N, K, g, ib, jb, assign, init);
   }
 }
 
-void gemm_serial(float* Cm, size_t ldc, StridedMatrix A, StridedMatrix Bm, int M, int N, int K, bool assign,
-                 const float* init) {
-  const Blocking g(M, N, K, 1);
-  for (int jb = 0; jb < g.nblocks; ++jb) {
-    for (int ib = 0; ib < g.mblocks; ++ib) gemm_block(Cm, ldc, A, Bm, M, N, K, g, ib, jb, assign, init);
-  }
+// On the OpenMP threads, or (parallel false) the calling thread alone, with the tile of the
+// instruction set in use.
+void gemm(float* Cm, size_t ldc, StridedMatrix A, StridedMatrix Bm, int M, int N, int K, bool assign,
+          const float* init, bool parallel) {
+#if defined(__x86_64__)
+  if (gemm_isa() == GemmIsa::avx512)
+    return gemm_tiles<32, micro_kernel_avx512>(Cm, ldc, A, Bm, M, N, K, assign, init, parallel);
+#endif
+  gemm_tiles<16, micro_kernel_avx2>(Cm, ldc, A, Bm, M, N, K, assign, init, parallel);
 }
 
 }  // namespace
 
+bool cpu_has_avx512() { return cpu_supports_avx512(); }
+
+GemmIsa gemm_isa() { return isa_in_use().load(std::memory_order_relaxed); }
+
+void set_gemm_isa(GemmIsa isa) {
+  if (isa == GemmIsa::avx512 && !cpu_supports_avx512()) throw Error("set_gemm_isa: this CPU has no AVX-512");
+  isa_in_use().store(isa, std::memory_order_relaxed);
+}
+
 void gemm_accumulate(float* Cm, size_t ldc, StridedMatrix A, StridedMatrix Bm, int M, int N, int K) {
   if (M <= 0 || N <= 0 || K <= 0) return;
-  gemm_parallel(Cm, ldc, A, Bm, M, N, K, false, nullptr);
+  gemm(Cm, ldc, A, Bm, M, N, K, false, nullptr, true);
 }
 
 void gemm_accumulate_serial(float* Cm, size_t ldc, StridedMatrix A, StridedMatrix Bm, int M, int N, int K) {
   if (M <= 0 || N <= 0 || K <= 0) return;
-  gemm_serial(Cm, ldc, A, Bm, M, N, K, false, nullptr);
+  gemm(Cm, ldc, A, Bm, M, N, K, false, nullptr, false);
 }
 
 void gemm_assign(float* Cm, size_t ldc, StridedMatrix A, StridedMatrix Bm, int M, int N, int K, const float* init) {
   if (M <= 0 || N <= 0) return;
   if (K <= 0) return assign_initial(Cm, ldc, M, N, init);
-  gemm_parallel(Cm, ldc, A, Bm, M, N, K, true, init);
+  gemm(Cm, ldc, A, Bm, M, N, K, true, init, true);
 }
 
 void gemm_assign_serial(float* Cm, size_t ldc, StridedMatrix A, StridedMatrix Bm, int M, int N, int K,
                         const float* init) {
   if (M <= 0 || N <= 0) return;
   if (K <= 0) return assign_initial(Cm, ldc, M, N, init);
-  gemm_serial(Cm, ldc, A, Bm, M, N, K, true, init);
+  gemm(Cm, ldc, A, Bm, M, N, K, true, init, false);
 }
 
 }  // namespace gpt2cc::cpu

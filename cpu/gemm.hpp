@@ -29,6 +29,15 @@ inline constexpr int kGemmTileRows = 6;
 // The depth (k) of one packed block: the unit of the summation order above.
 inline constexpr int kGemmDepthBlock = 256;
 
+// The register tile's instruction set: AVX2 (6 x 16 outputs in 8-float registers), or AVX-512
+// (6 x 32 in 16-float registers) where the CPU has it, the default there. The same FMAs in the
+// same order for every element, so the same bits either way (tested); only the speed differs.
+enum class GemmIsa { avx2, avx512 };
+bool cpu_has_avx512();
+GemmIsa gemm_isa();  // the one every product uses now
+// For tests and benchmarks (not while products run): avx512 on a CPU without it is an Error.
+void set_gemm_isa(GemmIsa isa);
+
 // Cm (M x N, row-major, leading dimension ldc) += A (M x K) . Bm (K x N), spread over the OpenMP
 // threads in blocks of Cm.
 void gemm_accumulate(float* Cm, size_t ldc, StridedMatrix A, StridedMatrix Bm, int M, int N, int K);

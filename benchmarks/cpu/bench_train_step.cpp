@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "benchmarks/bench_cli.hpp"
+#include "benchmarks/gemm_flag.hpp"
 #include "core/atomic_file.hpp"
 #include "core/check.hpp"
 #include "core/cli.hpp"
@@ -131,6 +132,7 @@ json run_config(const BenchConfig& bc, int threads, int warmup, int steps) {
               {"T", bc.T},
               {"parameters", num_parameters(config)},
               {"backend", backend->describe()},
+              {"gemm_isa", bench::gemm_isa_name(cpu::gemm_isa())},
               {"omp_wait_policy", std::getenv("OMP_WAIT_POLICY") ? std::getenv("OMP_WAIT_POLICY") : "default"},
               {"warmup_steps", warmup},
               {"timed_steps", steps},
@@ -193,6 +195,7 @@ int run(int argc, char** argv) {
       ("warmup", "untimed steps first, >= 1", cxxopts::value<int>()->default_value("1"))
       ("steps", "timed steps (median reported), >= 1", cxxopts::value<int>()->default_value("5"))
       ("json", "also write the results to this JSON file", cxxopts::value<std::string>())
+      ("gemm", bench::kGemmFlagHelp, cxxopts::value<std::string>()->default_value("auto"))
       ("h,help", "show this help");
   const auto args = parse_flags(options, argc, argv);
   if (args.count("help")) {
@@ -204,6 +207,7 @@ int run(int argc, char** argv) {
   INPUT_CHECK(threads >= 0, "--threads must be >= 0, got {}", threads);
   INPUT_CHECK(warmup >= 1, "--warmup must be >= 1, got {}", warmup);
   INPUT_CHECK(steps >= 1, "--steps must be >= 1, got {}", steps);
+  bench::apply_gemm_flag(args["gemm"].as<std::string>());
   std::vector<BenchConfig> configs;
   std::stringstream list(args["configs"].as<std::string>());
   for (std::string item; std::getline(list, item, ',');) configs.push_back(parse_config(item));

@@ -179,3 +179,40 @@ TEST_CASE("gemm_assign of an empty product writes init, or zeros", "[cpu][gemm]"
   cpu::gemm_assign_serial(c.data(), 4, {a.data(), 4, 1}, {b.data(), 4, 1}, 3, 0, 4);        // N = 0
   expect_close(c, before, 0, 0, "Cm after empty assignments");
 }
+
+TEST_CASE("the AVX-512 tile gives the AVX2 tile's bits", "[cpu][gemm]") {
+  // Each element gets the same FMAs in the same order from either tile (cpu/gemm.hpp); the
+  // AVX-512 one is 32 columns wide, so N = 16 and 48 leave it a half-empty tile, 40 and 17 a
+  // ragged one. Accumulating and assigning (with and without init), serial and parallel, depth
+  // blocks cut raggedly, every operand layout of A.
+  if (!cpu::cpu_has_avx512()) {
+    CHECK_THROWS_WITH(cpu::set_gemm_isa(cpu::GemmIsa::avx512), Catch::Contains("no AVX-512"));
+    WARN("skipped: this CPU has no AVX-512 (every product here ran the AVX2 tile)");
+    return;
+  }
+  const cpu::GemmIsa default_isa = cpu::gemm_isa();
+  CHECK(default_isa == cpu::GemmIsa::avx512);  // the faster one, where the CPU has it
+  const std::tuple<int, int, int> shapes[] = {{1, 1, 1},      {7, 17, 9},     {6, 16, 300}, {13, 48, 257},
+                                              {390, 40, 520}, {5, 2100, 20}, {64, 96, 64}, {256, 768, 300}};
+  const Layout layouts[] = {Layout::kRowsContiguous, Layout::kColumnsContiguous, Layout::kNeither};
+  for (auto [M, N, K] : shapes) {
+    for (Layout a_layout : layouts) {
+      CAPTURE(M, N, K, name(a_layout));
+      const Operand A(M, K, a_layout, 51), Bm(K, N, Layout::kColumnsContiguous, 52);
+      const std::vector<float> init = test::random_vector(N, 53), c0 = test::random_vector(size_t(M) * N, 54);
+      std::vector<float> results[2][4];
+      for (cpu::GemmIsa isa : {cpu::GemmIsa::avx2, cpu::GemmIsa::avx512}) {
+        cpu::set_gemm_isa(isa);
+        std::vector<float>* out = results[isa == cpu::GemmIsa::avx512];
+        out[0] = out[1] = out[2] = out[3] = c0;
+        cpu::gemm_accumulate(out[0].data(), N, A.view(), Bm.view(), M, N, K);
+        cpu::gemm_accumulate_serial(out[1].data(), N, A.view(), Bm.view(), M, N, K);
+        cpu::gemm_assign(out[2].data(), N, A.view(), Bm.view(), M, N, K, init.data());
+        cpu::gemm_assign_serial(out[3].data(), N, A.view(), Bm.view(), M, N, K);
+      }
+      cpu::set_gemm_isa(default_isa);
+      const char* what[] = {"gemm_accumulate", "gemm_accumulate_serial", "gemm_assign (init)", "gemm_assign_serial"};
+      for (int i = 0; i < 4; ++i) expect_close(results[1][i], results[0][i], 0, 0, what[i]);
+    }
+  }
+}
