@@ -167,7 +167,8 @@ template <class Vec, int NR>
   }
 }
 
-// The tile of each instruction set: its panel width and the kernel compiled for its registers.
+// The kernel of each instruction set, compiled for its registers; gemm_tiles (below) takes one
+// with its NR.
 using MicroKernel = void (*)(int kc, const float* __restrict Ap, const float* __restrict Bp, float* __restrict Cm,
                              size_t ldc, int mr, int nr, TileStore store);
 
@@ -198,7 +199,7 @@ std::atomic<GemmIsa>& isa_in_use() {
 }
 
 // How Cm is cut into tasks: blocks of mstep x nstep (whole register tiles), which threads take
-// one at a time. A task packs its rows of A once per depth block and each 16-column panel of Bm
+// one at a time. A task packs its rows of A once per depth block and each NR-column panel of Bm
 // once, so more row blocks repack Bm and more column blocks repack A. Chosen to finish soonest:
 // rounds of tasks (ceil(tasks / threads)) times a task's flops plus its packing, with the A block
 // within MC rows and a task within kMaxTaskColumns columns. Where the operands fit in the cache
