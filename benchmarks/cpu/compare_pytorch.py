@@ -195,6 +195,7 @@ def measure(mode, threads_list, rounds, log=print):
                 for side, results in runs.items():
                     medians[side] = {k: statistics.median(x[k] for x in results)
                                      for k, v in results[0].items() if isinstance(v, float)}
+                    medians[side].update((k, v) for k, v in results[0].items() if isinstance(v, str))  # versions
                     medians[side]["peak_rss_mib"] = max(x["peak_rss_mib"] for x in results)
                     medians[side]["rounds"] = results
                 rows.append(mode.row(case, threads, medians))
@@ -202,11 +203,20 @@ def measure(mode, threads_list, rounds, log=print):
 
 
 def write_atomic(path, text):
+    """text into a temporary file beside path, renamed over it; mode 0666 less the umask (not
+    mkstemp's 0600), as any other file the user writes."""
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+    os.fchmod(fd, 0o666 & ~current_umask())
     with os.fdopen(fd, "w") as f:
         f.write(text)
     os.replace(tmp, path)
+
+
+def current_umask():
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
 
 
 def machine():
@@ -269,6 +279,9 @@ def self_test():
         assert abs(rows[1]["speedup_vs_pytorch_compile"] - 0.9) < 1e-9, rows[1]
         assert rows[0]["gpt2cc"]["tokens_per_s"] == 4 * 64 / 0.1, rows[0]
         assert rows[0]["gpt2cc"]["peak_rss_mib"] > 0 and len(rows[0]["pytorch"]["rounds"]) == 2
+        assert rows[0]["pytorch"]["torch"] == "fake", rows[0]["pytorch"]
+        write_atomic(os.path.join(tmp, "table.md"), "x")
+        assert os.stat(os.path.join(tmp, "table.md")).st_mode & 0o777 == 0o666 & ~current_umask(), "mode"
         text = Train(args).table(rows)
         assert "| d2 | 4×64 | 2 | 50.0 | 60.0 | 1.20x | 45.0 | 0.90x | 5120 |" in text, text
         rows = measure(Generate(args), [2], 3, log=lambda line: None)

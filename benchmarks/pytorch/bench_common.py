@@ -84,6 +84,9 @@ def write_json_atomic(path, obj):
     """Writes obj as JSON to a temporary file beside path, then renames it over path."""
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
+    umask = os.umask(0)  # mode 0666 less the umask, as any other file the user writes (not 0600)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)
     with os.fdopen(fd, "w") as f:
         json.dump(obj, f, indent=2)
         f.write("\n")
