@@ -6,7 +6,8 @@
 // misaligned buffer), V not a multiple of 8 (1000 in 1024, GPT-2's 50257 in 50304), ignored rows
 // (target -1), and padded columns holding NaN, +-inf or 2^14 (classifier_test_util.hpp) that must
 // never enter the softmax and must come out exactly 0; the cached-row kernel
-// refuses rows that are not packs or do not fit the device's shared memory.
+// refuses rows that are not packs or do not fit the device's shared memory (with its own static
+// 128 bytes: a row of exactly the opt-in limit is streamed).
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -181,4 +182,24 @@ TEMPLATE_TEST_CASE("cached-row fused classifier refuses rows it cannot hold", "[
                     Catch::Contains("shared memory a block"));
   cuda::fused_classifier(wide.get(), losses.get(), targets.get(), 1.0f, 1, 1, Vp, Vp, stream);
   CHECK(std::isfinite(losses.download()[0]));
+  // At the edge: the block needs the row plus its 128 bytes of static shared memory (the block
+  // reductions' 32 floats). A row of exactly the opt-in limit is refused and streamed; the largest
+  // row that leaves room for them is held.
+  const size_t optin = cuda::device_shared_optin(), static_bytes = 32 * sizeof(float);
+  for (const size_t row_bytes : {optin, optin - static_bytes}) {
+    const bool fits = row_bytes + static_bytes <= optin;
+    const int edge = static_cast<int>(row_bytes / sizeof(Elem));
+    INFO("a row of " << row_bytes << " bytes, opt-in limit " << optin);
+    DeviceBuffer<Elem> row(test::as<Elem>(test::random_vector(size_t(edge), 243)));
+    const auto run = [&](cuda::FusedClassifier design) {
+      cuda::fused_classifier(row.get(), losses.get(), targets.get(), 1.0f, 1, 1, edge, edge, stream, design);
+      return losses.download()[0];
+    };
+    if (fits) {
+      CHECK(std::isfinite(run(cached)));
+    } else {
+      CHECK_THROWS_WITH(run(cached), Catch::Contains("shared memory a block"));
+      CHECK(std::isfinite(run(cuda::FusedClassifier::kAuto)));
+    }
+  }
 }

@@ -8,7 +8,8 @@
 // (three row tiles: tiles skipped above the diagonal, contractions over several tiles); head sizes
 // 1, 6, 17 (partial 16-deep passes), 64. Outputs start as NaN; every warp schedule gives the same
 // bits; the backward writes dqkv (a second run over NaN, same bits). Decode: from an empty cache
-// (position 0) on, both kernels (scores in shared memory; the online-softmax fallback past 48 KiB).
+// (position 0) on, both kernels (scores in shared memory; the online-softmax fallback past 48 KiB),
+// each where the launcher says it runs (the grid that ran).
 // More heads than grid.z: test_emu_attention_heads.cpp. Against PyTorch's
 // scaled_dot_product_attention too (tests/make_sdpa_fixture.py).
 #include <catch2/catch.hpp>
@@ -19,6 +20,7 @@
 
 #include "cpu/attention.hpp"
 #include "cuda/attention_sdpa_util.hpp"
+#include "emu/hostcuda/hostcuda.hpp"
 #include "emu/layer_test_util.hpp"
 #include "kernels/attention.cuh"
 
@@ -128,8 +130,15 @@ TEMPLATE_TEST_CASE("emulated kv_cache_store and attention_decode match cpu", "[e
     const test::DeviceBuffer qkv_elem(test::as<Elem>(qkv));
     test::DeviceBuffer got_out(test::poisoned<Elem>(out.size()));
     const std::vector<Elem> k_before = got_k.download(), v_before = got_v.download();
+    const size_t grids_before = hostcuda::grids_run();
     cuda::attention_decode(got_out.get(), got_k.get(), got_v.get(), qkv_elem.get(), B, pos, maxT, C, NH, stream);
-    (cuda::attention_decode_scores_fit_shared(pos, C / NH) ? used_shared : used_fallback) = true;
+    // The kernel that ran, by its grid (the scores kernel's dynamic shared memory), is the one
+    // attention_decode_scores_fit_shared names.
+    const std::vector<hostcuda::GridRun> grids = hostcuda::grids_run_since(grids_before);
+    REQUIRE(!grids.empty());
+    const bool shared_ran = grids.back().smem_bytes > 0;
+    CHECK(shared_ran == cuda::attention_decode_scores_fit_shared(pos, C / NH));
+    (shared_ran ? used_shared : used_fallback) = true;
     test::expect_output<Elem>(test::widened(got_out), out, 1e-5, 1e-5, "decode out");
     CHECK(test::bit_equal(test::widened(got_k), kcache));
     CHECK(test::bit_equal(test::widened(got_v), vcache));

@@ -153,27 +153,53 @@ TEMPLATE_TEST_CASE("emulated fused classifier matches cpu and the two-kernel pat
   });
 }
 
+TEST_CASE("emulated fused classifier: kCachedRow runs the cached-row kernel, as kAuto does where it fits",
+          "[emu][crossentropy][fused]") {
+  // The two fused kernels reduce in different orders (exact max then sum; online max and sum), so
+  // their float bits differ (bf16 dlogits may round them alike): the named design must give
+  // kAuto's bits (rows of packs that fit) and not the streamed kernel's.
+  const Shape s{1, 3, 1000, 1024};
+  const size_t rows = size_t(s.B) * s.T, n = rows * s.Vp;
+  const Inputs in = test::classifier_inputs(s, 241);
+  const cudaStream_t stream = test::test_stream();
+  const test::DeviceBuffer targets(in.targets);
+  const auto run = [&](cuda::FusedClassifier design) {
+    test::DeviceBuffer logits(in.logits), losses(test::poisoned<float>(rows));
+    cuda::fused_classifier(logits.get(), losses.get(), targets.get(), in.dloss, s.B, s.T, s.V, s.Vp, stream, design);
+    const std::vector<float> dlogits = test::widened(logits), got_losses = losses.download();
+    REQUIRE(dlogits.size() == n);
+    return test::concat({&dlogits, &got_losses});
+  };
+  const std::vector<float> automatic = run(cuda::FusedClassifier::kAuto);
+  const std::vector<float> streamed = run(cuda::FusedClassifier::kStreamed);
+  REQUIRE_FALSE(test::bit_equal(automatic, streamed));
+  CHECK(test::bit_equal(run(cuda::FusedClassifier::kCachedRow), automatic));
+}
+
 TEMPLATE_TEST_CASE("emulated classifier marks an out-of-range target with NaN", "[emu][crossentropy]", float, bf16) {
   using Elem = TestType;
-  const int V = 5, Vp = 8;
+  // Targets V (the first out-of-range value: its column is padding, a logit the kernels could read
+  // as the target's), Vp - 1 and -2; both fused kernels (kAuto: the cached row; kStreamed).
+  const int V = 5, Vp = 8, rows = 4;
+  const auto design = GENERATE(cuda::FusedClassifier::kAuto, cuda::FusedClassifier::kStreamed);
+  INFO("streamed=" << (design == cuda::FusedClassifier::kStreamed));
   const cudaStream_t stream = test::test_stream();
-  const auto logits_host = test::as<Elem>(test::random_vector(3 * Vp, 221));
+  const auto logits_host = test::as<Elem>(test::random_vector(rows * Vp, 221));
   const test::DeviceBuffer logits(logits_host);
-  const test::DeviceBuffer targets(std::vector<int>{2, 7, -2});
-  test::DeviceBuffer losses_d(test::poisoned<float>(3)), fused_losses_d(test::poisoned<float>(3));
+  const test::DeviceBuffer targets(std::vector<int>{2, V, Vp - 1, -2});
+  test::DeviceBuffer losses_d(test::poisoned<float>(rows)), fused_losses_d(test::poisoned<float>(rows));
   test::DeviceBuffer dlogits(test::poisoned<Elem>(logits_host.size())), fused(logits_host);
-  cuda::crossentropy_forward(losses_d.get(), logits.get(), targets.get(), 1, 3, V, Vp, stream);
-  cuda::crossentropy_backward(dlogits.get(), 1.0f, logits.get(), targets.get(), 1, 3, V, Vp, stream);
-  cuda::fused_classifier(fused.get(), fused_losses_d.get(), targets.get(), 1.0f, 1, 3, V, Vp, stream);
+  cuda::crossentropy_forward(losses_d.get(), logits.get(), targets.get(), 1, rows, V, Vp, stream);
+  cuda::crossentropy_backward(dlogits.get(), 1.0f, logits.get(), targets.get(), 1, rows, V, Vp, stream);
+  cuda::fused_classifier(fused.get(), fused_losses_d.get(), targets.get(), 1.0f, 1, rows, V, Vp, stream, design);
   const std::vector<float> losses = losses_d.download(), fused_losses = fused_losses_d.download();
   for (const auto* l : {&losses, &fused_losses}) {
     CHECK(std::isfinite((*l)[0]));
-    CHECK(std::isnan((*l)[1]));
-    CHECK(std::isnan((*l)[2]));
+    for (int row = 1; row < rows; ++row) CHECK(std::isnan((*l)[row]));
   }
   for (const auto& g : {test::widened(dlogits), test::widened(fused)}) {
     CHECK(std::isfinite(g[0]));
-    for (int row = 1; row < 3; ++row) {
+    for (int row = 1; row < rows; ++row) {
       for (int j = 0; j < V; ++j) CHECK(std::isnan(g[row * Vp + j]));
       for (int j = V; j < Vp; ++j) CHECK(g[row * Vp + j] == 0.0f);
     }

@@ -2,12 +2,15 @@
 // against cpu::dropout_forward / _backward, float and bf16, with the checks of tests/cuda
 // (test_cuda_elementwise.cpp, test_bf16_elementwise.cpp): values within 1e-5 (float) or one bf16
 // rounding, and exactly the CPU's elements dropped, by both element types. N = 1, 4, 1003 (a
-// partial group of four), 4099; p = 0 (the launcher's copy), 0.1, 0.5; also in place. Outputs
-// start poisoned; every warp schedule gives the same bits.
+// partial group of four), 4099; p = 0 (the launcher's copy), 0.1, 0.5; also in place; and p equal
+// to an element's own draw (kept: u >= p). Outputs start poisoned; every warp schedule gives the
+// same bits.
 #include <catch2/catch.hpp>
 
+#include <cstdint>
 #include <vector>
 
+#include "core/rng.hpp"
 #include "cpu/dropout.hpp"
 #include "emu/layer_test_util.hpp"
 #include "kernels/dropout.cuh"
@@ -70,4 +73,30 @@ TEST_CASE("emulated dropout draws the cpu's mask", "[emu][dropout]") {
   if (p == 0.5f && N > 1000) CHECK(dropped > N / 4);
   test::check_every_schedule(all_float, [&] { return run_dropout<float>(dropout, inp, dout); });
   test::check_every_schedule(all_bf16, [&] { return run_dropout<bf16>(dropout, inp, dout); });
+}
+
+TEST_CASE("emulated dropout keeps an element whose draw equals p, like cpu", "[emu][dropout]") {
+  // keep(i) is u_i >= p (core/rng.hpp): with p set to element 2's own draw (a multiple of 2^-24,
+  // so exactly a float), element 2 is on the boundary and kept; a kernel testing u > p drops it.
+  const size_t N = 4;
+  const uint64_t seed = 0xfeedull;
+  const uint32_t stream = 5;
+  const float p = philox_uniform(seed, stream, 2);
+  REQUIRE(p > 0.0f);
+  const DropoutParams dropout{p, seed, stream};
+  REQUIRE(dropout.keep(2));
+  const auto inp = test::round_to_bf16(test::random_vector(N, 90, 0.5f, 1.0f));
+  std::vector<float> out(N);
+  cpu::dropout_forward(out.data(), inp.data(), dropout, N);
+  REQUIRE(out[2] != 0.0f);
+  const std::vector<float> all_float = run_dropout<float>(dropout, inp, inp);
+  const std::vector<float> all_bf16 = run_dropout<bf16>(dropout, inp, inp);
+  // out, dinp (of dout = inp) and in place: each drops exactly the CPU's elements.
+  for (size_t k = 0; k < 3; ++k) {
+    INFO("output " << k << " (out, dinp, in place)");
+    for (size_t i = 0; i < N; ++i) {
+      CHECK((all_float[k * N + i] == 0.0f) == (out[i] == 0.0f));
+      CHECK((all_bf16[k * N + i] == 0.0f) == (out[i] == 0.0f));
+    }
+  }
 }

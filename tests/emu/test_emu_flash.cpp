@@ -10,11 +10,12 @@
 // fused with its ordered dQ sums between CTAs) and both resident tiles (64 and 128 rows a CTA,
 // cuda::FlashTile; T = 130 and 257 give a partly empty 128-row tile, T = 65 one that ends inside
 // its first half) are checked: each design's 64-row kernels against the reference, its 128-row
-// ones must give the same bits. Outputs start poisoned (NaN) with a poisoned guard band of 128 rows past the
-// end that must stay untouched; every schedule of the emulator (emu::Schedule: warp and block
-// orders) and either cp.async landing (emu::CpAsyncLanding: at the wait, or at the issue) must
-// give the same bits, and so must the backward run again over different garbage (output buffer and
-// uninitialised shared memory). Under the descending block order the fused kernel's CTAs still
+// ones must give the same bits (and the grids that ran must be the 128-row kernels'). Outputs
+// start poisoned (NaN) with a poisoned guard band of 128 rows past the end that must stay
+// untouched; every schedule of the emulator (emu::Schedule: warp and block orders) and either
+// cp.async landing (emu::CpAsyncLanding: at the wait, or at the issue) must give the same bits,
+// and so must the backward run again over different garbage (output buffer and uninitialised
+// shared memory). Under the descending block order the fused kernel's CTAs still
 // take their work in ticket order: a CTA waiting for one that has not run yet (a wait that could
 // hang a GPU) stops the run. The fused design also runs with 2 and 4 CTAs resident at once,
 // interleaved (emu::set_resident_blocks), where its CTAs really wait for each other. The host
@@ -28,6 +29,7 @@
 
 #include "cuda/flash_test_util.hpp"
 #include "emu/cp_async_emu.hpp"
+#include "emu/hostcuda/hostcuda.hpp"
 #include "emu/layer_test_util.hpp"
 #include "kernels/flash_attention.cuh"
 
@@ -130,6 +132,33 @@ TEST_CASE("emulated flash attention forward and backward match cpu", "[emu][flas
         CHECK(test::bits_equal(again.lse, first.lse));
         CHECK(test::bits_equal(again.dqkv, first.dqkv));
       }
+    }
+  }
+}
+
+// The two resident tiles give the same bits (above), so only the grids show which kernels ran: one
+// CTA of kRows / 16 warps per head and tile of kRows rows, for the forward and each backward kernel
+// (dK/dV and dQ, or the fused one; the delta kernel's grid is of another shape).
+TEST_CASE("emulated flash attention runs the kernels of the resident tile it is given", "[emu][flash]") {
+  const int HS = GENERATE(64, 128);
+  const Shape shape{1, 130, 2, HS};  // 2 tiles of 128 rows, 3 of 64
+  INFO("HS=" << HS);
+  const test::FlashReference ref = test::flash_reference(shape);
+  const DeviceBuffer<bf16> qkv(test::to_bf16(ref.qkv)), dout(test::to_bf16(ref.dout));
+  for (const FlashBackward design : {FlashBackward::kSplit, FlashBackward::kFused}) {
+    for (const int rows : {64, 128}) {
+      INFO("backward " << cuda::flash_attention_backward_name(design) << ", " << rows << "-row tiles");
+      const size_t before = hostcuda::grids_run();
+      run_flash(shape, qkv, dout, rows == 128 ? FlashTile::kRows128 : FlashTile::kRows64, design);
+      int tiled = 0, other_tile = 0;
+      for (const hostcuda::GridRun& g : hostcuda::grids_run_since(before)) {
+        if (g.grid.x != static_cast<unsigned>(shape.B * shape.NH)) continue;  // the delta kernel
+        const bool ours = g.block.x == static_cast<unsigned>(rows / 16 * 32) &&
+                          g.grid.y == static_cast<unsigned>((shape.T + rows - 1) / rows);
+        (ours ? tiled : other_tile) += 1;
+      }
+      CHECK(tiled == (design == FlashBackward::kSplit ? 3 : 2));
+      CHECK(other_tile == 0);
     }
   }
 }

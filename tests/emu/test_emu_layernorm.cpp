@@ -8,15 +8,17 @@
 // (C = 12800: the uncached kernel, the fused forward's unfused pair); the backward's two designs
 // (cuda::LayerNormBackward): the fused one-pass kernel where it takes the shape (C a multiple of
 // the 16-byte pack, C <= 1024, aligned), the two-pass one with its packed (bf16) and scalar dinp
-// loops, and the fused one against the two-pass one. Outputs start poisoned (NaN); dinp, dweight
-// and dbias accumulate (a second call doubles the increment); every warp schedule gives the same
-// bits.
+// loops, and the fused one against the two-pass one; any one pointer off 16 bytes takes the
+// scalar (two-pass) kernels. Outputs start poisoned (NaN); dinp, dweight and dbias accumulate (a
+// second call doubles the increment); every warp schedule gives the same bits.
 #include <catch2/catch.hpp>
 
 #include <cuda_runtime.h>
 
+#include <cmath>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "cpu/layernorm.hpp"
@@ -376,4 +378,111 @@ TEST_CASE("emulated fused residual + layernorm matches cpu and the unfused pair"
   test::expect_matches(got.mean, got.mean2, "fused mean vs unfused", 2e-6);
   test::expect_matches(got.rstd, got.rstd2, "fused rstd vs unfused", 2e-6);
   test::check_every_schedule(got.all(), [&] { return run().all(); });
+}
+
+namespace {
+
+// The cached-row forward (bf16 LayerNorm, or the fused residual + LayerNorm) with tensor k offset
+// by one element where bit k of `misaligned` is set (0 out, 1 inp1, 2 weight, 3 bias, 4 inp2, 5
+// residual: the last two fused only): out, residual (fused), mean, rstd.
+template <class Elem>
+std::vector<float> run_forward_misaligned(const LnShape& s, const LnInputs& in, const std::vector<float>& inp2_f,
+                                          bool fused, unsigned misaligned) {
+  const int B = s.B, T = s.T, C = s.C;
+  const size_t N = static_cast<size_t>(B) * T * C, rows = static_cast<size_t>(B) * T;
+  const auto at = [&](int k) { return static_cast<size_t>((misaligned >> k) & 1u); };
+  const cudaStream_t stream = test::test_stream();
+  const test::DeviceBuffer inp1(as<Elem>(padded(in.inp, at(1)))), weight(as<Elem>(padded(in.weight, at(2))));
+  const test::DeviceBuffer bias(as<Elem>(padded(in.bias, at(3)))), inp2(as<Elem>(padded(inp2_f, at(4))));
+  test::DeviceBuffer out(test::poisoned<Elem>(N + at(0))), residual(test::poisoned<Elem>(N + at(5)));
+  test::DeviceBuffer mean(test::poisoned<float>(rows)), rstd(test::poisoned<float>(rows));
+  if (fused) {
+    cuda::residual_layernorm_forward(residual.get() + at(5), out.get() + at(0), mean.get(), rstd.get(),
+                                     inp1.get() + at(1), inp2.get() + at(4), weight.get() + at(2),
+                                     bias.get() + at(3), B, T, C, stream);
+  } else {
+    cuda::layernorm_forward(out.get() + at(0), mean.get(), rstd.get(), inp1.get() + at(1), weight.get() + at(2),
+                            bias.get() + at(3), B, T, C, stream);
+  }
+  const std::vector<float> o = tail(widened(out), N), m = mean.download(), r = rstd.download();
+  const std::vector<float> res = fused ? tail(widened(residual), N) : std::vector<float>{};
+  return test::concat({&o, &res, &m, &r});
+}
+
+}  // namespace
+
+TEST_CASE("emulated layernorm forward: any one pointer off 16 bytes takes the scalar cached-row kernel",
+          "[emu][layernorm][fused]") {
+  // The packed kernel moves 16-byte packs, which a GPU faults on at an address that is not a
+  // multiple of 16 (the emulator only where the host compiler chose aligned vector instructions):
+  // each pointer alone one element off must send cached_row_launch to the scalar kernel. The two
+  // kernels sum a row's channels in different orders (different bits), so each such run must give
+  // the bits of the run with every pointer off. (The float LayerNorm forward is the warp-per-row
+  // kernel only.)
+  const auto [is_bf16, fused] = GENERATE(std::pair{true, false}, std::pair{true, true}, std::pair{false, true});
+  INFO("bf16=" << is_bf16 << " fused=" << fused);
+  const LnShape shape{1, 8, 768, 0};
+  LnInputs in = is_bf16 ? draw_inputs<bf16>(shape) : draw_inputs<float>(shape);
+  // Magnitudes from 2^-6 to 2^6 (exact scalings, bf16 values stay bf16): a row's float sums round,
+  // so that the two summation orders give different statistics (bf16 sums of like magnitudes are
+  // exact in float, the same in any order).
+  for (size_t i = 0; i < in.inp.size(); ++i) in.inp[i] = std::ldexp(in.inp[i], static_cast<int>(i * 7 % 13) - 6);
+  const std::vector<float> inp2 = is_bf16 ? test::round_to_bf16(in.dout) : in.dout;
+  const auto run = [&](unsigned misaligned) {
+    return is_bf16 ? run_forward_misaligned<bf16>(shape, in, inp2, fused, misaligned)
+                   : run_forward_misaligned<float>(shape, in, inp2, fused, misaligned);
+  };
+  const int tensors = fused ? 6 : 4;
+  const std::vector<float> scalar = run((1u << tensors) - 1);
+  REQUIRE_FALSE(test::bit_equal(run(0), scalar));
+  const char* const names[] = {"out", "inp1", "weight", "bias", "inp2", "residual"};
+  for (int k = 0; k < tensors; ++k) {
+    INFO(names[k] << " alone off by one element");
+    CHECK(test::bit_equal(run(1u << k), scalar));
+  }
+}
+
+namespace {
+
+// One kAuto or kTwoPass backward from the starting grads with tensor k offset by one element where
+// bit k of `misaligned` is set (0 dinp, 1 dout, 2 inp, 3 weight), on the CPU forward's statistics.
+template <class Elem>
+std::vector<float> run_backward_misaligned(const LnShape& s, const LnInputs& in, const LnResult& stats,
+                                           cuda::LayerNormBackward design, unsigned misaligned) {
+  const int B = s.B, T = s.T, C = s.C;
+  const size_t N = static_cast<size_t>(B) * T * C;
+  const auto at = [&](int k) { return static_cast<size_t>((misaligned >> k) & 1u); };
+  const cudaStream_t stream = test::test_stream();
+  const test::DeviceBuffer dout(as<Elem>(padded(in.dout, at(1)))), inp(as<Elem>(padded(in.inp, at(2))));
+  const test::DeviceBuffer weight(as<Elem>(padded(in.weight, at(3))));
+  const test::DeviceBuffer mean(stats.mean), rstd(stats.rstd);
+  test::DeviceBuffer dinp(as<Elem>(padded(in.dinp0, at(0))));
+  test::DeviceBuffer dweight(as<Elem>(in.dweight0)), dbias(as<Elem>(in.dbias0));
+  cuda::layernorm_backward(dinp.get() + at(0), dweight.get(), dbias.get(), dout.get() + at(1), mean.get(), rstd.get(),
+                           inp.get() + at(2), weight.get() + at(3), B, T, C, stream, design);
+  const std::vector<float> dx = tail(widened(dinp), N), dw = widened(dweight), db = widened(dbias);
+  return test::concat({&dx, &dw, &db});
+}
+
+}  // namespace
+
+TEST_CASE("emulated layernorm backward: any one pointer off 16 bytes takes the two-pass kernels",
+          "[emu][layernorm][backward]") {
+  // The fused backward moves 16-byte packs of dinp, dout, inp and weight: each pointer alone one
+  // element off must make kAuto take the two-pass design (its bits, which differ from the fused
+  // design's: the column sums add in another order). float: in bf16 the sums' last bits are
+  // rounded away and the two designs' dinp are the same expressions, so their bits agree.
+  const LnShape shape{1, 64, 768, 0};  // 8 CTAs of the fused kernel, 64 slices of the two-pass sums
+  const LnInputs in = draw_inputs<float>(shape);
+  const LnResult ref = cpu_layernorm(shape, in);
+  const auto run = [&](cuda::LayerNormBackward design, unsigned misaligned) {
+    return run_backward_misaligned<float>(shape, in, ref, design, misaligned);
+  };
+  REQUIRE_FALSE(test::bit_equal(run(cuda::LayerNormBackward::kAuto, 0), run(cuda::LayerNormBackward::kTwoPass, 0)));
+  const char* const names[] = {"dinp", "dout", "inp", "weight"};
+  for (int k = 0; k < 4; ++k) {
+    INFO(names[k] << " alone off by one element");
+    CHECK(test::bit_equal(run(cuda::LayerNormBackward::kAuto, 1u << k),
+                          run(cuda::LayerNormBackward::kTwoPass, 1u << k)));
+  }
 }

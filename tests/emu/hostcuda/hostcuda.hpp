@@ -19,6 +19,7 @@
 #include <tuple>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "emu/cuda_emu.hpp"
 
@@ -111,6 +112,19 @@ cudaError_t check_launch(const void* kernel, dim3 grid, dim3 block, size_t smem_
 
 // Runs one grid on the emulator over `shared`, then checks no cp.async copy was left in flight.
 void run_grid(const DynamicShared& shared, dim3 grid, dim3 block, size_t smem_bytes, const std::function<void()>& body);
+
+// A grid run_grid ran: its shape and dynamic shared memory.
+struct GridRun {
+  dim3 grid, block;
+  size_t smem_bytes;
+};
+// grids_run(): how many grids run_grid has run; grids_run_since(n): those run since grids_run()
+// was n, oldest first (of the last kRecentGrids, which are kept). What a test reads to see which of
+// a launcher's kernels ran where two give the same values (flash attention's 64- and 128-row
+// tiles, the two decode kernels).
+inline constexpr size_t kRecentGrids = 1024;
+size_t grids_run();
+std::vector<GridRun> grids_run_since(size_t since);
 
 // Whether [p, p + bytes) lies inside one live device allocation (cudaMalloc / cudaMallocAsync).
 bool is_device_memory(const void* p, size_t bytes);

@@ -38,6 +38,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -149,6 +150,8 @@ struct State {
   // the current use between calls is 0 and the high-water mark is the largest launch's peak.
   uint64_t graph_reserved = 0, graph_reserved_high = 0, graph_used_high = 0;
   unsigned long long next_capture_id = 1;
+  size_t grids_run = 0;             // by run_grid
+  std::deque<GridRun> recent_grids;  // the last kRecentGrids of them
 };
 State& state() {
   static auto* s = new State;
@@ -456,6 +459,9 @@ void check_allocation_bounds() {
 void run_grid(const DynamicShared& shared, dim3 grid, dim3 block, size_t smem_bytes,
               const std::function<void()>& body) {
   const Lock lock(state_mutex());
+  ++state().grids_run;
+  state().recent_grids.push_back({grid, block, smem_bytes});
+  if (state().recent_grids.size() > kRecentGrids) state().recent_grids.pop_front();
   // The emulator fills everything past smem_bytes with a canary before each block and checks it
   // after: registering only kSharedCanaryBytes more than the launch asks keeps that per-block cost
   // small (model-size grids have thousands of blocks) while still catching stores just past the end.
@@ -476,6 +482,19 @@ void run_grid(const DynamicShared& shared, dim3 grid, dim3 block, size_t smem_by
   }
   emu::cp_async_check_drained();
   check_allocation_bounds();
+}
+
+size_t grids_run() {
+  const Lock lock(state_mutex());
+  return state().grids_run;
+}
+
+std::vector<GridRun> grids_run_since(size_t since) {
+  const Lock lock(state_mutex());
+  const std::deque<GridRun>& recent = state().recent_grids;
+  const size_t first_kept = state().grids_run - recent.size();
+  const size_t skip = since > first_kept ? std::min(since - first_kept, recent.size()) : 0;
+  return {recent.begin() + static_cast<std::ptrdiff_t>(skip), recent.end()};
 }
 
 }  // namespace gpt2cc::hostcuda
