@@ -173,13 +173,16 @@ class Generate:
         return "\n".join(lines) + "\n"
 
 
-def measure(mode, threads_list, rounds, log=print):
+def measure(mode, threads_list, rounds, wait_policy="passive", log=print):
     """Every case x thread count, `rounds` times, the sides alternating. Returns mode's rows: per
     side the median over the rounds of each number, the largest peak RSS and every round's runs."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for threads in threads_list:
-            env = dict(os.environ, OMP_NUM_THREADS=str(threads), OMP_WAIT_POLICY="passive")
+            env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+            env.pop("OMP_WAIT_POLICY", None)
+            if wait_policy != "unset":
+                env["OMP_WAIT_POLICY"] = wait_policy
             for case in mode.cases:
                 runs = {side: [] for side in mode.sides}
                 for r in range(rounds):
@@ -245,9 +248,11 @@ out = a[a.index("--json") + 1]
 assert os.environ["OMP_NUM_THREADS"] == str(threads)
 if os.path.basename(a[0]) == "gpt2_train.py":
     assert a[a.index("--device") + 1] == "cpu" and a[a.index("--dtype") + 1] == "fp32"
+    assert os.environ["OMP_WAIT_POLICY"] == "passive"
     ms = (120.0 if "--no-compile" in a else 90.0) / threads
     json.dump({"ms_per_step_median": ms, "final_loss": 10.4, "torch": "fake"}, open(out, "w"))
 else:
+    assert "OMP_WAIT_POLICY" not in os.environ
     json.dump({"loop_tokens_per_s": 100.0 * threads, "generate_tokens_per_s": 75.0 * threads, "prefill_ms": 20.0,
                "torch": "fake", "transformers": "fake"}, open(out, "w"))
 """
@@ -284,7 +289,8 @@ def self_test():
         assert os.stat(os.path.join(tmp, "table.md")).st_mode & 0o777 == 0o666 & ~current_umask(), "mode"
         text = Train(args).table(rows)
         assert "| d2 | 4×64 | 2 | 50.0 | 60.0 | 1.20x | 45.0 | 0.90x | 5120 |" in text, text
-        rows = measure(Generate(args), [2], 3, log=lambda line: None)
+        os.environ["OMP_WAIT_POLICY"] = "active"  # a caller's own setting: replaced, or removed for "unset"
+        rows = measure(Generate(args), [2], 3, "unset", log=lambda line: None)
         assert rows[0]["speedup_vs_pytorch_loop"] == 3.0 and rows[0]["speedup_vs_pytorch_generate"] == 4.0, rows
         text = Generate(args).table(rows)
         assert "| d4 | 64 → 96 | 2 | 600.0 | 200.0 | 3.00x | 150.0 | 4.00x | 5.0 / 20.0 |" in text, text
@@ -309,13 +315,18 @@ def parse_args(argv):
     sub = p.add_subparsers(dest="what", metavar="{train,generate}")
     parsers = {"train": sub.add_parser("train", help="the training step"),
                "generate": sub.add_parser("generate", help="greedy decoding with the KV cache")}
-    for q in parsers.values():
+    for name, q in parsers.items():
         q.add_argument("--build", default=os.path.join(ROOT, "build"), help="gpt2cc build directory (default: build)")
         q.add_argument("--python", default=sys.executable, help="a Python with torch (default: this one)")
         q.add_argument("--threads", default="1,2", help="thread counts (default: 1,2)")
         q.add_argument("--rounds", type=int, default=3)
         q.add_argument("--json", help="write the rows to this JSON file")
         q.add_argument("--md", help="write the table to this Markdown file")
+        q.add_argument("--omp-wait-policy", choices=["passive", "active", "unset"],
+                       default="passive" if name == "train" else "unset",
+                       help="OMP_WAIT_POLICY of both sides' runs (train: passive, as the other CPU step "
+                            "figures; generate: unset, the OpenMP default, under which a decode step's many "
+                            "short parallel regions do not each wake sleeping threads)")
     t = parsers["train"]
     t.add_argument("--configs", default="d2:4x64,d4:4x64,gpt2:1x64", help="preset:BxT list")
     t.add_argument("--warmup", type=int, default=1, help="untimed steps of each run")
@@ -359,7 +370,7 @@ def main(argv=None):
     info = machine()
     print(f"{info['cpu']}, {info['cpus']} CPUs, load average {info['load_average_at_start'][0]:.2f}; "
           f"torch {check.stdout.strip()}")
-    rows = measure(mode, a.threads, a.rounds)
+    rows = measure(mode, a.threads, a.rounds, a.omp_wait_policy)
     text = mode.table(rows)
     print(text, end="")
     if a.json:
