@@ -172,22 +172,41 @@ template <class Vec, int NR>
 using MicroKernel = void (*)(int kc, const float* __restrict Ap, const float* __restrict Bp, float* __restrict Cm,
                              size_t ldc, int mr, int nr, TileStore store);
 
-void micro_kernel_avx2(int kc, const float* __restrict Ap, const float* __restrict Bp, float* __restrict Cm,
-                       size_t ldc, int mr, int nr, TileStore store) {
+// For the build's own instruction set: where the CPU lacks AVX2 and FMA (a build without the
+// Release flags on an old x86-64, or another architecture). Its bits are not the others' when the
+// build's set has no FMA (a multiply and an add round twice).
+void micro_kernel_generic(int kc, const float* __restrict Ap, const float* __restrict Bp, float* __restrict Cm,
+                          size_t ldc, int mr, int nr, TileStore store) {
   micro_kernel<vec8, 16>(kc, Ap, Bp, Cm, ldc, mr, nr, store);
 }
 
 #if defined(__x86_64__)
-__attribute__((target("avx512f"))) void micro_kernel_avx512(int kc, const float* __restrict Ap,
-                                                            const float* __restrict Bp, float* __restrict Cm,
-                                                            size_t ldc, int mr, int nr, TileStore store) {
+// Both name their instruction sets themselves, FMA included, so that each a * b + c is one FMA
+// whatever flags the rest of the build has (Release's -march=x86-64-v3 or none): the same bits.
+__attribute__((target("avx2,fma"))) void micro_kernel_avx2(int kc, const float* __restrict Ap,
+                                                           const float* __restrict Bp, float* __restrict Cm,
+                                                           size_t ldc, int mr, int nr, TileStore store) {
+  micro_kernel<vec8, 16>(kc, Ap, Bp, Cm, ldc, mr, nr, store);
+}
+
+__attribute__((target("avx512f,fma"))) void micro_kernel_avx512(int kc, const float* __restrict Ap,
+                                                                const float* __restrict Bp, float* __restrict Cm,
+                                                                size_t ldc, int mr, int nr, TileStore store) {
   micro_kernel<vec16, 32>(kc, Ap, Bp, Cm, ldc, mr, nr, store);
 }
 #endif
 
+bool cpu_supports_avx2_fma() {
+#if defined(__x86_64__)
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+  return false;
+#endif
+}
+
 bool cpu_supports_avx512() {
 #if defined(__x86_64__)
-  return __builtin_cpu_supports("avx512f");
+  return __builtin_cpu_supports("avx512f") && cpu_supports_avx2_fma();
 #else
   return false;
 #endif
@@ -295,10 +314,15 @@ template <int NR, MicroKernel kernel>
 void gemm_tiles(float* Cm, size_t ldc, StridedMatrix A, StridedMatrix Bm, int M, int N, int K, bool assign,
                 const float* init, bool parallel) {
   const Blocking g(M, N, K, parallel ? omp_get_max_threads() : 1, NR);
-#pragma omp parallel for collapse(2) schedule(dynamic) if (parallel)
+  if (!parallel) {  // no OpenMP region (the serial forms run inside the callers' own)
+    for (int jb = 0; jb < g.nblocks; ++jb) {
+      for (int ib = 0; ib < g.mblocks; ++ib) gemm_block<NR, kernel>(Cm, ldc, A, Bm, M, N, K, g, ib, jb, assign, init);
+    }
+    return;
+  }
+#pragma omp parallel for collapse(2) schedule(dynamic)
   for (int jb = 0; jb < g.nblocks; ++jb) {
-    for (int ib = 0; ib < g.mblocks; ++ib)
-      gemm_block<NR, kernel>(Cm, ldc, A, Bm, M, N, K, g, ib, jb, assign, init);
+    for (int ib = 0; ib < g.mblocks; ++ib) gemm_block<NR, kernel>(Cm, ldc, A, Bm, M, N, K, g, ib, jb, assign, init);
   }
 }
 
@@ -309,8 +333,10 @@ void gemm(float* Cm, size_t ldc, StridedMatrix A, StridedMatrix Bm, int M, int N
 #if defined(__x86_64__)
   if (gemm_isa() == GemmIsa::avx512)
     return gemm_tiles<32, micro_kernel_avx512>(Cm, ldc, A, Bm, M, N, K, assign, init, parallel);
+  static const bool avx2_fma = cpu_supports_avx2_fma();
+  if (avx2_fma) return gemm_tiles<16, micro_kernel_avx2>(Cm, ldc, A, Bm, M, N, K, assign, init, parallel);
 #endif
-  gemm_tiles<16, micro_kernel_avx2>(Cm, ldc, A, Bm, M, N, K, assign, init, parallel);
+  gemm_tiles<16, micro_kernel_generic>(Cm, ldc, A, Bm, M, N, K, assign, init, parallel);
 }
 
 }  // namespace

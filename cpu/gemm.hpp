@@ -32,6 +32,7 @@ inline constexpr int kGemmDepthBlock = 256;
 // The register tile's instruction set: AVX2 (6 x 16 outputs in 8-float registers), or AVX-512
 // (6 x 32 in 16-float registers) where the CPU has it, the default there. The same FMAs in the
 // same order for every element, so the same bits either way (tested); only the speed differs.
+// (A CPU without AVX2 and FMA runs the 6 x 16 tile in the build's own instructions.)
 enum class GemmIsa { avx2, avx512 };
 bool cpu_has_avx512();
 GemmIsa gemm_isa();  // the one every product uses now

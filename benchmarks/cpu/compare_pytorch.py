@@ -188,6 +188,8 @@ def measure(mode, threads_list, rounds, wait_policy="passive", log=print):
                 for r in range(rounds):
                     for side in mode.sides if r % 2 == 0 else mode.sides[::-1]:
                         path = os.path.join(tmp, f"{side}.json")
+                        if os.path.exists(path):
+                            os.remove(path)  # a run that wrote nothing must not read the last one's
                         _, _, rss = run_measured(mode.command(side, case, threads, path), env)
                         with open(path) as f:
                             result = dict(mode.read(side, json.load(f)), peak_rss_mib=rss)

@@ -5,13 +5,15 @@ The model is transformers' GPT2LMHeadModel at a gpt2cc preset's shape (random we
 not depend on them; vocabulary 50257, where gpt2cc pads its classifier to 50304), in eval mode
 under torch.inference_mode, fp32. As gpt2cc's bench_generate does: one random prompt of
 --prompt-tokens, then --new-tokens greedy tokens with the KV cache, batch 1. Two ways:
-  loop      the model called once per token with its past_key_values, argmax in between: the
-            same algorithm as gpt2cc's decoding, with nothing else around it;
+  loop      the model called once per token with its KV cache, argmax in between: the same
+            algorithm as gpt2cc's decoding, with nothing else around it; its prefill computes
+            the last position's logits only, as gpt2cc's does (where transformers can);
   generate  model.generate(do_sample=False, use_cache=True): what a user of transformers runs,
             its logits processors and bookkeeping included.
-Reported: the prefill (the prompt's forward) in ms, and new tokens per second after it (loop:
-its own timing; generate: new tokens / (generate's time - the loop's prefill)). Each the median of
---repeats runs after one warm-up run.
+Reported: the loop's prefill (the prompt's forward) in ms, and new tokens per second after the
+prefill (loop: its own timing of the decode steps; generate: the new tokens after the first over
+generate's time less that of a one-token generate). Each the median of --repeats runs after one
+warm-up run.
 """
 import argparse
 import inspect
@@ -50,11 +52,21 @@ def cache_argument(model):
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
+def last_row_only(model):
+    """The forward's argument that computes the logits of the last position only, as gpt2cc's
+    prefill does (`logits_to_keep`, `num_logits_to_keep` in older transformers), or {} if none."""
+    parameters = inspect.signature(model.forward).parameters
+    for name in ("logits_to_keep", "num_logits_to_keep"):
+        if name in parameters:
+            return {name: 1}
+    return {}
+
+
 def greedy_loop(model, prompt, new_tokens):
     """(prefill ms, decode tokens/s, tokens): the prompt's forward, then one call per new token."""
     name = cache_argument(model)
     t0 = time.perf_counter()
-    out = model(prompt, use_cache=True)
+    out = model(prompt, use_cache=True, **last_row_only(model))
     token = out.logits[:, -1, :].argmax(dim=-1, keepdim=True)
     t1 = time.perf_counter()
     tokens = [int(token)]
@@ -63,8 +75,8 @@ def greedy_loop(model, prompt, new_tokens):
         token = out.logits[:, -1, :].argmax(dim=-1, keepdim=True)
         tokens.append(int(token))
     t2 = time.perf_counter()
-    # The first new token comes from the prefill, as in gpt2cc's bench_generate: the decode's
-    # rate is over the other new_tokens - 1 (at least one, so that a rate exists).
+    # The first new token comes from the prefill; the rate is over the new_tokens - 1 decode steps
+    # after it (at least one, so that a rate exists): per step, as gpt2cc's bench_generate's.
     return (t1 - t0) * 1e3, max(new_tokens - 1, 1) / max(t2 - t1, 1e-9), tokens
 
 
@@ -74,8 +86,9 @@ def main(argv=None):
     if a.threads:
         torch.set_num_threads(a.threads)
     L, C, NH = PRESETS[a.preset]
+    # No end-of-text token: generate() must run all --new-tokens, as the loop does, whatever it picks.
     config = transformers.GPT2Config(vocab_size=VOCAB, n_positions=MAX_T, n_embd=C, n_layer=L, n_head=NH,
-                                     activation_function="gelu_new")
+                                     activation_function="gelu_new", bos_token_id=None, eos_token_id=None)
     model = transformers.GPT2LMHeadModel(config).eval()
     params = sum(p.numel() for p in model.parameters())
     prompt = torch.randint(0, VOCAB, (1, a.prompt_tokens))
@@ -83,27 +96,33 @@ def main(argv=None):
         greedy_loop(model, prompt, a.new_tokens)  # warm-up: allocator, thread pool, first-touch pages
         loop_runs = [greedy_loop(model, prompt, a.new_tokens) for _ in range(a.repeats)]
         loop_tokens = loop_runs[0][2]
-        generate_s = []
-        for r in range(a.repeats + 1):  # the first is the warm-up
+
+        def run_generate(new_tokens):
             t0 = time.perf_counter()
             ids = model.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=False, use_cache=True,
-                                 max_new_tokens=a.new_tokens, min_new_tokens=a.new_tokens, pad_token_id=0)
-            if r:
-                generate_s.append(time.perf_counter() - t0)
-        generated = ids[0, a.prompt_tokens:].tolist()
+                                 max_new_tokens=new_tokens, pad_token_id=0)
+            return time.perf_counter() - t0, ids[0, a.prompt_tokens:].tolist()
+
+        run_generate(a.new_tokens)  # warm-up
+        generate_s = [run_generate(a.new_tokens)[0] for _ in range(a.repeats)]
+        # generate()'s own prefill (it may keep the last position's logits only, or not): one token.
+        generate_prefill_s = [run_generate(1)[0] for _ in range(a.repeats)]
+        generated = run_generate(a.new_tokens)[1]
     if generated != loop_tokens:
         print(f"error: generate() and the loop chose different greedy tokens ({generated[:8]}... vs "
               f"{loop_tokens[:8]}...)", file=sys.stderr)
         return 1
     prefill_ms = statistics.median(r[0] for r in loop_runs)
     loop_tps = statistics.median(r[1] for r in loop_runs)
-    generate_decode_s = statistics.median(generate_s) - prefill_ms / 1e3
+    generate_decode_s = statistics.median(generate_s) - statistics.median(generate_prefill_s)
     generate_tps = max(a.new_tokens - 1, 1) / max(generate_decode_s, 1e-9)
     result = {"benchmark": "pytorch_gpt2_generate", "torch": torch.__version__,
               "transformers": transformers.__version__, "threads": torch.get_num_threads(), "preset": a.preset,
               "params": params, "prompt_tokens": a.prompt_tokens, "new_tokens": a.new_tokens, "repeats": a.repeats,
               "prefill_ms": prefill_ms, "loop_tokens_per_s": loop_tps, "generate_tokens_per_s": generate_tps,
-              "generate_ms_median": statistics.median(generate_s) * 1e3}
+              "generate_ms_median": statistics.median(generate_s) * 1e3,
+              "generate_prefill_ms_median": statistics.median(generate_prefill_s) * 1e3,
+              "loop_logits": "last position" if last_row_only(model) else "every position"}
     print(f"transformers {transformers.__version__} GPT2LMHeadModel, torch {torch.__version__}, "
           f"{torch.get_num_threads()} thread(s); greedy, prompt {a.prompt_tokens}, batch 1")
     print("| preset | params | new | prefill ms | loop tok/s | generate() tok/s |")

@@ -35,8 +35,8 @@ import time
 
 from bench_common import import_or_exit, write_json_atomic
 
-np = import_or_exit("numpy", install="pip install numpy")
 torch = import_or_exit("torch")
+np = import_or_exit("numpy", install="pip install numpy")
 import torch.nn.functional as F  # noqa: E402 (after the check above, which says what is missing)
 
 SCHEMES = ("fp32", "fp32-ulp", "autocast", "bf16", "bf16-res32")

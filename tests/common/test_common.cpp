@@ -1,6 +1,7 @@
 #include "common/test_common.hpp"
 
 #include <catch2/catch.hpp>
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -192,11 +193,18 @@ std::string ChildOutcome::summary() const {
 
 ChildOutcome run_in_child(int seconds, const std::function<void()>& body, size_t address_space_bytes) {
   int pipe_fds[2];
-  REQUIRE(::pipe(pipe_fds) == 0);
+  REQUIRE(::pipe2(pipe_fds, O_CLOEXEC) == 0);  // no process body starts holds the write end
   const pid_t child = ::fork();
   REQUIRE(child >= 0);
   if (child == 0) {
     ::close(pipe_fds[0]);
+    // The alarm must end the child, and a crash must not be reported by Catch2's handlers from
+    // here: the parent reports. Default actions, SIGALRM unblocked.
+    for (const int sig : {SIGALRM, SIGSEGV, SIGABRT, SIGBUS, SIGFPE, SIGILL}) ::signal(sig, SIG_DFL);
+    sigset_t alarm_only;
+    sigemptyset(&alarm_only);
+    sigaddset(&alarm_only, SIGALRM);
+    ::sigprocmask(SIG_UNBLOCK, &alarm_only, nullptr);
     if (address_space_bytes > 0) {
       long pages = 0;
       std::ifstream("/proc/self/statm") >> pages;  // the address space in use, in pages

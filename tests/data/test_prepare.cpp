@@ -497,6 +497,7 @@ TEST_CASE("prepare_dataset refuses shard_tokens 0", "[data]") {
   INFO(child.summary());
   CHECK(child.threw);
   CHECK_THAT(child.error, Catch::Contains("--shard-tokens must be >= 1, got 0"));
+  if (child.threw) CHECK_THROWS_AS(data::prepare_dataset(config, tok, log), InputError);  // ends: threw there
   CHECK(!fs::exists(dir + "/out"));
 }
 
