@@ -35,6 +35,9 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, os.pardir, os.pardir))
 PYTORCH_DIR = os.path.join(ROOT, "benchmarks", "pytorch")
+sys.path.insert(0, PYTORCH_DIR)
+# The atomic writes the PyTorch scripts use (bench_common needs only the standard library).
+from bench_common import current_umask, write_json_atomic, write_text_atomic  # noqa: E402
 
 
 def parse_configs(text):
@@ -207,23 +210,6 @@ def measure(mode, threads_list, rounds, wait_policy="passive", log=print):
     return rows
 
 
-def write_atomic(path, text):
-    """text into a temporary file beside path, renamed over it; mode 0666 less the umask (not
-    mkstemp's 0600), as any other file the user writes."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
-    os.fchmod(fd, 0o666 & ~current_umask())
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def current_umask():
-    umask = os.umask(0)
-    os.umask(umask)
-    return umask
-
-
 def machine():
     model = platform.processor()
     try:
@@ -287,7 +273,7 @@ def self_test():
         assert rows[0]["gpt2cc"]["tokens_per_s"] == 4 * 64 / 0.1, rows[0]
         assert rows[0]["gpt2cc"]["peak_rss_mib"] > 0 and len(rows[0]["pytorch"]["rounds"]) == 2
         assert rows[0]["pytorch"]["torch"] == "fake", rows[0]["pytorch"]
-        write_atomic(os.path.join(tmp, "table.md"), "x")
+        write_text_atomic(os.path.join(tmp, "table.md"), "x")
         assert os.stat(os.path.join(tmp, "table.md")).st_mode & 0o777 == 0o666 & ~current_umask(), "mode"
         text = Train(args).table(rows)
         assert "| d2 | 4×64 | 2 | 50.0 | 60.0 | 1.20x | 45.0 | 0.90x | 5120 |" in text, text
@@ -377,11 +363,10 @@ def main(argv=None):
     print(text, end="")
     if a.json:
         settings = {k: v for k, v in vars(a).items() if k not in ("json", "md", "self_test", "build", "python")}
-        write_atomic(a.json, json.dumps({"benchmark": f"cpu_{a.what}_vs_pytorch", "machine": info,
-                                         "torch": check.stdout.strip(), "settings": settings, "rows": rows},
-                                        indent=1) + "\n")
+        write_json_atomic(a.json, {"benchmark": f"cpu_{a.what}_vs_pytorch", "machine": info,
+                                   "torch": check.stdout.strip(), "settings": settings, "rows": rows}, indent=1)
     if a.md:
-        write_atomic(a.md, text)
+        write_text_atomic(a.md, text)
     return 0
 
 

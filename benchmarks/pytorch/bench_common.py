@@ -80,14 +80,23 @@ def time_ms(fn, warmup, reps, cuda):
     return times
 
 
-def write_json_atomic(path, obj):
-    """Writes obj as JSON to a temporary file beside path, then renames it over path."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
-    umask = os.umask(0)  # mode 0666 less the umask, as any other file the user writes (not 0600)
+def current_umask():
+    umask = os.umask(0)
     os.umask(umask)
-    os.fchmod(fd, 0o666 & ~umask)
+    return umask
+
+
+def write_text_atomic(path, text):
+    """Writes text to a temporary file beside path, then renames it over path; mode 0666 less the
+    umask, as any other file the user writes (not mkstemp's 0600)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+    os.fchmod(fd, 0o666 & ~current_umask())
     with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
+        f.write(text)
     os.replace(tmp, path)
+
+
+def write_json_atomic(path, obj, indent=2):
+    """obj as JSON through write_text_atomic."""
+    write_text_atomic(path, json.dumps(obj, indent=indent) + "\n")
