@@ -2,8 +2,6 @@
 // and foreign files with the file named, and a write killed half-way (a forked child SIGKILLed
 // by the write hook) leaving the previous checkpoint in place and loadable.
 #include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <catch2/catch.hpp>
 #include <cstdlib>
@@ -247,17 +245,12 @@ TEST_CASE("a checkpoint write killed half-way leaves the previous checkpoint loa
   Checkpoint first = make_checkpoint(4);
   save_checkpoint(path, first);
 
-  pid_t child = ::fork();
-  REQUIRE(child >= 0);
-  if (child == 0) {
+  const test::ChildOutcome child = test::run_in_child(60, [&] {
     testing::checkpoint_write_hook = kill_on_seventh_piece;
-    save_checkpoint(path, make_checkpoint(5));
-    ::_exit(0);  // not reached: the hook kills the process
-  }
-  int status = 0;
-  REQUIRE(::waitpid(child, &status, 0) == child);
-  REQUIRE(WIFSIGNALED(status));
-  CHECK(WTERMSIG(status) == SIGKILL);
+    save_checkpoint(path, make_checkpoint(5));  // does not return: the hook kills the process
+  });
+  INFO(child.summary());
+  REQUIRE(child.signal == SIGKILL);
 
   // The half-written temporary is there, incomplete, and rejected; the real file is untouched.
   REQUIRE(fs::exists(path + ".tmp"));
