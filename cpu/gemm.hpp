@@ -82,9 +82,38 @@ inline float row_sum(int n, VectorTerm vector_term, ScalarTerm scalar_term) {
   return sum;
 }
 
+// sums[r] = sum_i x[i] * rows[r * row_stride + i] over n floats, for r = 0..R-1, each in
+// row_sum's order (so the same bits as R dot_vectorized calls): the R rows are read side by side,
+// R streams from memory at once where a matrix-vector product is bound by memory bandwidth.
+template <int R>
+inline void dot_rows(float* sums, const float* x, const float* rows, size_t row_stride, int n) {
+  vec8 acc[R][4] = {};
+  int i = 0;
+  for (; i + 32 <= n; i += 32) {
+    for (int v = 0; v < 4; ++v) {
+      const vec8 xv = load8(x + i + 8 * v);
+      for (int r = 0; r < R; ++r) acc[r][v] += xv * load8(rows + r * row_stride + i + 8 * v);
+    }
+  }
+  for (; i + 8 <= n; i += 8) {
+    const vec8 xv = load8(x + i);
+    for (int r = 0; r < R; ++r) acc[r][0] += xv * load8(rows + r * row_stride + i);
+  }
+  for (int r = 0; r < R; ++r) {
+    const vec8 total = (acc[r][0] + acc[r][1]) + (acc[r][2] + acc[r][3]);
+    float sum = 0.0f;
+    for (int lane = 0; lane < 8; ++lane) sum += total[lane];
+    const float* row = rows + r * row_stride;
+    for (int j = i; j < n; ++j) sum += x[j] * row[j];
+    sums[r] = sum;
+  }
+}
+
 // sum_i x[i] * y[i] over n floats, in row_sum's order.
 inline float dot_vectorized(const float* x, const float* y, int n) {
-  return row_sum(n, [&](int i) { return load8(x + i) * load8(y + i); }, [&](int i) { return x[i] * y[i]; });
+  float sum;
+  dot_rows<1>(&sum, x, y, 0, n);
+  return sum;
 }
 
 }  // namespace gpt2cc::cpu

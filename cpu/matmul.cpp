@@ -62,19 +62,33 @@ void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dou
 
 namespace {
 
+// Rows of W that the matrix-vector loop dots together (dot_rows): four streams from memory at once
+// instead of one took gpt2's decoding products from ~10 to ~12 GB/s at one thread (2026-12-06).
+constexpr int kMatvecRows = 4;
+
 // Fewer rows than one register tile (KV-cache decoding: one token per sequence). The blocked
-// product would pack all of W for a tile that is mostly padding; here each output reads its
-// weight row once, contiguously, and dots it with every input row, so the cost is one pass over
-// W, the bound for a matrix-vector product.
+// product would pack all of W for a tile that is mostly padding; here each group of kMatvecRows
+// outputs reads its weight rows once, contiguously, and dots them with every input row, so the
+// cost is one pass over W, the bound for a matrix-vector product. Each output's sum is
+// dot_vectorized's, whichever group it falls in.
 //   out[bt,o] = bias[o] + sum_c inp[bt,c] * weight[o,c]
 void matmul_forward_few_rows(float* out, const float* inp, const float* weight, const float* bias, int BT, int C,
                              int OC) {
+  const int groups = (OC + kMatvecRows - 1) / kMatvecRows;
 #pragma omp parallel for schedule(static)
-  for (int o = 0; o < OC; ++o) {
-    const float* w = weight + static_cast<size_t>(o) * C;
+  for (int g = 0; g < groups; ++g) {
+    const int o0 = g * kMatvecRows, count = std::min(kMatvecRows, OC - o0);
+    const float* w = weight + static_cast<size_t>(o0) * C;
     for (int bt = 0; bt < BT; ++bt) {
-      const float sum = dot_vectorized(inp + static_cast<size_t>(bt) * C, w, C);
-      out[static_cast<size_t>(bt) * OC + o] = (bias ? bias[o] : 0.0f) + sum;
+      const float* x = inp + static_cast<size_t>(bt) * C;
+      float sums[kMatvecRows];
+      if (count == kMatvecRows) {
+        dot_rows<kMatvecRows>(sums, x, w, C, C);
+      } else {
+        for (int r = 0; r < count; ++r) sums[r] = dot_vectorized(x, w + static_cast<size_t>(r) * C, C);
+      }
+      float* y = out + static_cast<size_t>(bt) * OC + o0;
+      for (int r = 0; r < count; ++r) y[r] = (bias ? bias[o0 + r] : 0.0f) + sums[r];
     }
   }
 }

@@ -161,3 +161,25 @@ TEST_CASE("blocked matmul backward is deterministic", "[cpu][matmul]") {
   omp_set_num_threads(threads);
 #endif
 }
+
+TEST_CASE("the few-rows forward gives each output the bits of its weight row alone", "[cpu][matmul]") {
+  // Fewer rows than the register tile take the matrix-vector loop, which dots several weight rows
+  // at once (dot_rows): each output must still be dot_vectorized's sum, whichever group, or the
+  // ragged last group, it falls in. A forward over one weight row at a time is the check (OC = 1:
+  // no group). C = 77: the 32-wide rounds, the 8-wide ones and the scalar tail.
+  const int C = 77, OC = 11;
+  for (int BT : {1, 3, 5}) {
+    CAPTURE(BT);
+    auto inp = test::random_vector(static_cast<size_t>(BT) * C, 70);
+    auto weight = test::random_vector(static_cast<size_t>(OC) * C, 71);
+    auto bias = test::random_vector(OC, 72);
+    std::vector<float> out(static_cast<size_t>(BT) * OC), alone(out.size()), one(BT);
+    cpu::matmul_forward_blocked(out.data(), inp.data(), weight.data(), bias.data(), 1, BT, C, OC);
+    for (int o = 0; o < OC; ++o) {
+      cpu::matmul_forward_blocked(one.data(), inp.data(), weight.data() + static_cast<size_t>(o) * C, bias.data() + o,
+                                  1, BT, C, 1);
+      for (int bt = 0; bt < BT; ++bt) alone[static_cast<size_t>(bt) * OC + o] = one[bt];
+    }
+    expect_close(out, alone, 0, 0, "out against one weight row at a time");
+  }
+}
