@@ -31,6 +31,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, os.pardir, os.pardir))
@@ -195,7 +196,7 @@ def measure(mode, threads_list, rounds, wait_policy="passive", log=print):
                             os.remove(path)  # a run that wrote nothing must not read the last one's
                         _, _, rss = run_measured(mode.command(side, case, threads, path), env)
                         with open(path) as f:
-                            result = dict(mode.read(side, json.load(f)), peak_rss_mib=rss)
+                            result = dict(mode.read(side, json.load(f)), peak_rss_mib=rss, end_utc=utc_now())
                         runs[side].append(result)
                         numbers = ", ".join(f"{k} {v:.1f}" for k, v in result.items() if isinstance(v, float))
                         log(f"  {mode.label(case)}, {threads} thread(s), round {r + 1}: {side} {numbers}")
@@ -203,11 +204,27 @@ def measure(mode, threads_list, rounds, wait_policy="passive", log=print):
                 for side, results in runs.items():
                     medians[side] = {k: statistics.median(x[k] for x in results)
                                      for k, v in results[0].items() if isinstance(v, float)}
-                    medians[side].update((k, v) for k, v in results[0].items() if isinstance(v, str))  # versions
+                    versions = ((k, v) for k, v in results[0].items() if isinstance(v, str) and k != "end_utc")
+                    medians[side].update(versions)
                     medians[side]["peak_rss_mib"] = max(x["peak_rss_mib"] for x in results)
                     medians[side]["rounds"] = results
                 rows.append(mode.row(case, threads, medians))
     return rows
+
+
+def utc_now():
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def source_commit():
+    """The checkout's commit (-dirty when its files differ), or "unknown" outside a git checkout. The
+    binaries under --build are whatever was last built there."""
+    try:
+        out = subprocess.run(["git", "-C", ROOT, "describe", "--always", "--dirty"], capture_output=True, text=True,
+                             timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
 
 
 def machine():
@@ -273,6 +290,8 @@ def self_test():
         assert rows[0]["gpt2cc"]["tokens_per_s"] == 4 * 64 / 0.1, rows[0]
         assert rows[0]["gpt2cc"]["peak_rss_mib"] > 0 and len(rows[0]["pytorch"]["rounds"]) == 2
         assert rows[0]["pytorch"]["torch"] == "fake", rows[0]["pytorch"]
+        assert "end_utc" not in rows[0]["pytorch"] and rows[0]["pytorch"]["rounds"][1]["end_utc"].endswith("Z")
+        assert source_commit() != "", "a commit, or unknown"
         write_text_atomic(os.path.join(tmp, "table.md"), "x")
         assert os.stat(os.path.join(tmp, "table.md")).st_mode & 0o777 == 0o666 & ~current_umask(), "mode"
         text = Train(args).table(rows)
@@ -358,12 +377,14 @@ def main(argv=None):
     info = machine()
     print(f"{info['cpu']}, {info['cpus']} CPUs, load average {info['load_average_at_start'][0]:.2f}; "
           f"torch {check.stdout.strip()}")
+    started = utc_now()
     rows = measure(mode, a.threads, a.rounds, a.omp_wait_policy)
     text = mode.table(rows)
     print(text, end="")
     if a.json:
         settings = {k: v for k, v in vars(a).items() if k not in ("json", "md", "self_test", "build", "python")}
-        write_json_atomic(a.json, {"benchmark": f"cpu_{a.what}_vs_pytorch", "machine": info,
+        write_json_atomic(a.json, {"benchmark": f"cpu_{a.what}_vs_pytorch", "source_commit": source_commit(),
+                                   "started_utc": started, "finished_utc": utc_now(), "machine": info,
                                    "torch": check.stdout.strip(), "settings": settings, "rows": rows}, indent=1)
     if a.md:
         write_text_atomic(a.md, text)

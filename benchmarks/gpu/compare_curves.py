@@ -18,6 +18,12 @@ import os
 import sys
 import tempfile
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, os.pardir, "pytorch"))
+# The atomic writes of the PyTorch scripts (bench_common needs only the standard library): mode
+# 0666 less the umask, as any file the user writes, not mkstemp's 0600.
+from bench_common import current_umask, write_json_atomic  # noqa: E402
+
 
 def read_metrics(path):
     """(train {step: loss}, val {step: loss}) of one metrics.jsonl; exits 2 naming a bad file."""
@@ -111,14 +117,6 @@ def plot(a, b, names, path, title):
     fig.savefig(path, dpi=120)
 
 
-def write_json(path, data):
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".compare_curves.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)
-
-
 def self_test():
     """Synthetic runs: a copy within 1% passes, a run 10% off fails, a missing overlap is an error."""
     base = [{"step": s, "train_loss": 5.0 - 0.003 * s + 0.05 * math.sin(s)} for s in range(1, 201)]
@@ -147,8 +145,9 @@ def self_test():
         except ValueError:
             pass
         out = os.path.join(d, "out.json")
-        write_json(out, res)
+        write_json_atomic(out, res)
         assert json.load(open(out))["window"] == 20
+        assert os.stat(out).st_mode & 0o777 == 0o666 & ~current_umask(), "the JSON's mode is the umask's"
     print("compare_curves self-test: ok")
 
 
@@ -182,7 +181,7 @@ def main():
     result.update({"names": args.names, "tolerance": args.tolerance, "within_tolerance": ok,
                    "runs": [os.path.abspath(p) for p in args.runs]})
     if args.json:
-        write_json(args.json, result)
+        write_json_atomic(args.json, result)
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write(text + "\n")

@@ -30,7 +30,7 @@ import re
 import sys
 import tempfile
 
-from report import self_test_verdict, write_atomic  # report.py beside this file
+from report import self_test_verdict, write_text_atomic  # report.py beside this file
 
 SCHEMA = "gpt2cc_step_profile"
 VERSION = 1
@@ -737,9 +737,9 @@ def main(argv=None):
     profile = make_profile(gpt2cc, pytorch)
     text = "\n".join(render_markdown(profile)) + "\n"
     if a.json:
-        write_atomic(a.json, json.dumps(profile, indent=1) + "\n")
+        write_text_atomic(a.json, json.dumps(profile, indent=1) + "\n")
     if a.markdown:
-        write_atomic(a.markdown, text)
+        write_text_atomic(a.markdown, text)
     print(text)
     return rc
 

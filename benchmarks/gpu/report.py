@@ -21,6 +21,12 @@ import os
 import sys
 import tempfile
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, os.pardir, "pytorch"))
+# The atomic writes of the PyTorch scripts (bench_common needs only the standard library): mode
+# 0666 less the umask, as any file the user writes, not mkstemp's 0600.
+from bench_common import current_umask, write_text_atomic  # noqa: E402
+
 TRAIN_RATIO_TARGET = 1.2
 MFU_TARGET = 0.50
 ATTENTION_RATIO_TARGET = 1.3
@@ -391,13 +397,6 @@ def make_report(directory):
     return "\n".join(lines)
 
 
-def write_atomic(path, text):
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def self_test_verdict(script, failures):
     """Prints each failed check of a --self-test and a one-line verdict; returns the exit code
     (the number of failures). Also profile_step.py's."""
@@ -572,10 +571,11 @@ def self_test():
                "the designs follow the step breakdown")
         expect("n/a MiB" not in text, "missing memory prints n/a")
         out = os.path.join(d, "report.md")
-        write_atomic(out, text)
+        write_text_atomic(out, text)
         with open(out) as f:
             expect(f.read() == text, "report.md written")
         expect(not [n for n in os.listdir(d) if n.startswith(".tmp-")], "no temporary file left")
+        expect(os.stat(out).st_mode & 0o777 == 0o666 & ~current_umask(), "report.md's mode is the umask's")
     return self_test_verdict("report.py", failures)
 
 
@@ -597,7 +597,7 @@ def main(argv=None):
         print(best_designs(a.directory))
         return 0
     text = make_report(a.directory)
-    write_atomic(os.path.join(a.directory, "report.md"), text)
+    write_text_atomic(os.path.join(a.directory, "report.md"), text)
     print(text)
     return 0
 
