@@ -116,6 +116,30 @@ void pack_panel(float* dst, StridedMatrix lines, int first, int k0, int kc, int 
 
 StridedMatrix transposed(StridedMatrix m) { return {m.data, m.col_stride, m.row_stride}; }
 
+// A's rows [i0, i0 + mpanels * MR) over depth [k0, k0 + kc), as mpanels panels of pack_panel<MR>
+// one after another. Where A's rows lie side by side (row_stride 1: dout^T in a dweight product),
+// k is the outer loop, so that each k reads one contiguous run of the block's mc values rather
+// than each panel reading MR values from each of kc rows far apart: for the classifier's dwte
+// (A = dlogits^T, its k rows 201 KB apart in gpt2), most of those reads missed every cache and
+// no prefetcher followed them (perf: the pack took a third of d2's classifier backward). The
+// same values land in the same places either way.
+void pack_a_block(float* dst, StridedMatrix A, int i0, int mpanels, int k0, int kc, int M) {
+  const size_t panel = static_cast<size_t>(kc) * MR;  // floats of one packed panel
+  if (A.row_stride != 1 || A.col_stride == 1) {  // (both 1: pack_panel's transposing path)
+    for (int p = 0; p < mpanels; ++p) pack_panel<MR>(dst + p * panel, A, i0 + p * MR, k0, kc, M);
+    return;
+  }
+  const int full = std::min(mpanels, (M - i0) / MR);  // panels without padding
+  for (int k = 0; k < kc; ++k) {
+    const float* src = A.data + static_cast<size_t>(k0 + k) * A.col_stride + i0;
+    float* out = dst + static_cast<size_t>(k) * MR;
+    for (int p = 0; p < full; ++p) std::memcpy(out + p * panel, src + p * MR, MR * sizeof(float));
+    for (int p = full; p < mpanels; ++p) {
+      for (int i = 0; i < MR; ++i) out[p * panel + i] = i0 + p * MR + i < M ? src[p * MR + i] : 0.0f;
+    }
+  }
+}
+
 // Where a tile's sums go: added to Cm's values, or, in the first depth block of gemm_assign,
 // written over them onto the columns' initial values (init[j], or 0 where init is null; init
 // already points at the tile's first column). Both give Cm[i][j] = base + acc with the same
@@ -294,9 +318,7 @@ void gemm_block(float* Cm, size_t ldc, StridedMatrix A, StridedMatrix Bm, int M,
   const int j0 = jb * g.nstep, nc = std::min(g.nstep, N - j0), npanels = ceil_div(nc, NR);
   for (int k0 = 0; k0 < K; k0 += KC) {
     const int kc = std::min(KC, K - k0);
-    for (int p = 0; p < mpanels; ++p) {
-      pack_panel<MR>(a_pack.data() + static_cast<size_t>(p) * kc * MR, A, i0 + p * MR, k0, kc, M);
-    }
+    pack_a_block(a_pack.data(), A, i0, mpanels, k0, kc, M);
     // Column of tiles q outermost: the panel of Bm is packed into L1 just before the tiles that
     // share it.
     for (int q = 0; q < npanels; ++q) {
