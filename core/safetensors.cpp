@@ -154,7 +154,7 @@ std::vector<float> File::read_float(const std::string& name) const {
   std::vector<float> out(n);
   static_assert(std::endian::native == std::endian::little, "safetensors data is little-endian");
   if (t.dtype == "F32") {
-    std::memcpy(out.data(), bytes.data(), n * 4);
+    if (n > 0) std::memcpy(out.data(), bytes.data(), n * 4);  // an empty vector's data() may be null
   } else {
     for (size_t i = 0; i < n; ++i) {
       uint16_t bits;
@@ -184,7 +184,7 @@ void write_f32(const std::string& path, const std::vector<F32Tensor>& tensors,
     bool ok = std::fwrite(length, 1, 8, f) == 8 && std::fwrite(text.data(), 1, text.size(), f) == text.size();
     for (const F32Tensor& t : tensors) {
       const size_t n = numel(t.shape);
-      ok = ok && std::fwrite(t.data, sizeof(float), n, f) == n;
+      ok = ok && (n == 0 || std::fwrite(t.data, sizeof(float), n, f) == n);  // an empty tensor's data may be null
     }
     return ok;
   });
