@@ -98,7 +98,8 @@ class Train:
         if side == "gpt2cc":
             (r,) = doc  # bench_train_step writes a list, one entry per configuration
             return {"ms": r["ms_per_step_median"], "loss_last": r["loss_last"]}
-        return {"ms": doc["ms_per_step_median"], "loss_last": doc["final_loss"], "torch": doc["torch"]}
+        adamw = "fused" if doc.get("fused_adamw") else "default (foreach)"  # gpt2_train.py's choice
+        return {"ms": doc["ms_per_step_median"], "loss_last": doc["final_loss"], "torch": doc["torch"], "adamw": adamw}
 
     def row(self, case, threads, medians):
         preset, b, t = case
@@ -255,7 +256,7 @@ if os.path.basename(a[0]) == "gpt2_train.py":
     assert a[a.index("--device") + 1] == "cpu" and a[a.index("--dtype") + 1] == "fp32"
     assert os.environ["OMP_WAIT_POLICY"] == "passive"
     ms = (120.0 if "--no-compile" in a else 90.0) / threads
-    json.dump({"ms_per_step_median": ms, "final_loss": 10.4, "torch": "fake"}, open(out, "w"))
+    json.dump({"ms_per_step_median": ms, "final_loss": 10.4, "torch": "fake", "fused_adamw": True}, open(out, "w"))
 else:
     assert "OMP_WAIT_POLICY" not in os.environ
     json.dump({"loop_tokens_per_s": 100.0 * threads, "generate_tokens_per_s": 75.0 * threads, "prefill_ms": 20.0,
@@ -290,6 +291,7 @@ def self_test():
         assert rows[0]["gpt2cc"]["tokens_per_s"] == 4 * 64 / 0.1, rows[0]
         assert rows[0]["gpt2cc"]["peak_rss_mib"] > 0 and len(rows[0]["pytorch"]["rounds"]) == 2
         assert rows[0]["pytorch"]["torch"] == "fake", rows[0]["pytorch"]
+        assert rows[0]["pytorch"]["adamw"] == "fused", rows[0]["pytorch"]
         assert "end_utc" not in rows[0]["pytorch"] and rows[0]["pytorch"]["rounds"][1]["end_utc"].endswith("Z")
         assert source_commit() != "", "a commit, or unknown"
         write_text_atomic(os.path.join(tmp, "table.md"), "x")
