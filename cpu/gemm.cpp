@@ -103,9 +103,9 @@ void pack_panel(float* dst, StridedMatrix lines, int first, int k0, int kc, int 
       transpose_lines<W, W % 8>(dst + g, src + g * stride, stride, k8);
     }
     for (int k = k8; k < kc; ++k) {
-      for (int i = 0; i < W; ++i) dst[k * W + i] = src[i * lines.row_stride + k];
+      for (int i = 0; i < W; ++i) dst[k * W + i] = src[i * stride + k];
     }
-  } else if (lines.row_stride == 1) {  // lines side by side (A = dout^T, P^T; row-major Bm): W per k
+  } else if (lines.row_stride == 1) {  // lines side by side (row-major Bm; such an A: pack_a_block): W per k
     for (int k = 0; k < kc; ++k) std::memcpy(dst + k * W, src + k * lines.col_stride, W * sizeof(float));
   } else {
     for (int k = 0; k < kc; ++k) {
