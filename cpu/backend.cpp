@@ -6,7 +6,12 @@
 
 #include <omp.h>
 
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
+
 #include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -98,22 +103,53 @@ void CpuBackend::upload(void* dst, const void* host_src, size_t bytes) { std::me
 void CpuBackend::download(void* host_dst, const void* src, size_t bytes) { std::memcpy(host_dst, src, bytes); }
 void CpuBackend::copy(void* dst, const void* src, size_t bytes) { std::memmove(dst, src, bytes); }
 
-// On every thread from 1 MiB up, each a contiguous part of whole cache lines: one thread's
-// memset writes at about half the rate two reach here (bench_cpu_layers' zero_grad rows: the
-// gradients are zeroed before every step).
+namespace {
+// Zeroes [begin, end) with streaming stores where the CPU has them: they write whole lines
+// without reading them into the cache first, as memset's stores do (a store to a line not in
+// the cache reads it from memory before overwriting it). Half the traffic: over gpt2's 0.5 GB of
+// gradients 27 ms against memset's 53 at one thread, 14 against 27 at two. The lines are not
+// left in the cache, which only a buffer small enough to stay there would miss.
+void zero_streaming(char* begin, char* end) {
+#if defined(__SSE2__)
+  constexpr size_t kVector = sizeof(__m128i);
+  char* const first = std::min(end, reinterpret_cast<char*>(
+                                        (reinterpret_cast<uintptr_t>(begin) + kVector - 1) / kVector * kVector));
+  std::memset(begin, 0, size_t(first - begin));
+  char* at = first;
+  const __m128i zeros = _mm_setzero_si128();
+  for (; at + kVector <= end; at += kVector) _mm_stream_si128(reinterpret_cast<__m128i*>(at), zeros);
+  std::memset(at, 0, size_t(end - at));
+  _mm_sfence();  // the streamed stores ordered before whatever reads the buffer next
+#else
+  std::memset(begin, 0, size_t(end - begin));
+#endif
+}
+}  // namespace
+
+// From 1 MiB up every thread zeroes a contiguous part of whole cache lines (one thread's memset
+// writes at about half the rate two reach here), and from 16 MiB up with streaming stores (below
+// that, the lines memset leaves in the cache are worth keeping for what reads the buffer next).
+// bench_cpu_layers' zero_grad row: the gradients are zeroed before every step.
 void CpuBackend::zero(void* ptr, size_t bytes) {
-  constexpr size_t kParallelFrom = size_t{1} << 20;
+  constexpr size_t kParallelFrom = size_t{1} << 20, kStreamFrom = size_t{16} << 20;
+  char* const bytes_at = static_cast<char*>(ptr);
+  const auto zero_part = [&](size_t begin, size_t end) {
+    if (bytes >= kStreamFrom) {
+      zero_streaming(bytes_at + begin, bytes_at + end);
+    } else {
+      std::memset(bytes_at + begin, 0, end - begin);
+    }
+  };
   if (bytes < kParallelFrom || threads_ == 1) {
-    std::memset(ptr, 0, bytes);
+    zero_part(0, bytes);
     return;
   }
-  char* const bytes_at = static_cast<char*>(ptr);
 #pragma omp parallel
   {
     const size_t threads = omp_get_num_threads(), thread = omp_get_thread_num();
     const size_t part = ((bytes + threads - 1) / threads + kAlignment - 1) / kAlignment * kAlignment;
     const size_t begin = std::min(bytes, thread * part), end = std::min(bytes, begin + part);
-    std::memset(bytes_at + begin, 0, end - begin);
+    zero_part(begin, end);
   }
 }
 
