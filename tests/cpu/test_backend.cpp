@@ -1,10 +1,15 @@
-// CpuBackend::zero: exactly the bytes asked for become zero, none around them, on either side of
-// its 1 MiB (parallel) and 16 MiB (streaming stores) thresholds, from starts and ends on no
-// particular boundary, with one thread and with two.
+// CpuBackend's own memory work. zero: exactly the bytes asked for become zero, none around them,
+// on either side of its 1 MiB (parallel) and 16 MiB (streaming stores) thresholds, from starts and
+// ends on no particular boundary, with one thread and with two. allocate: zero-filled, and from
+// 4 MiB up in whole 2 MiB pages that Linux may back with transparent huge pages.
 #include <catch2/catch.hpp>
 
 #include <cstdint>
 #include <cstring>
+#include <fstream>
+#include <optional>
+#include <sstream>
+#include <string>
 #include <vector>
 
 #include "cpu/backend.hpp"
@@ -42,5 +47,59 @@ TEST_CASE("CpuBackend::zero zeroes exactly the bytes it is given", "[cpu][backen
         CHECK(first_wrong_byte(buffer, begin, begin + bytes) == -1);
       }
     }
+  }
+}
+
+namespace {
+// The THPeligible field of /proc/self/smaps for the mapping holding `address`: whether the kernel
+// may back it with transparent huge pages. nullopt where smaps or the field is missing.
+std::optional<bool> huge_page_eligible(const void* address) {
+  std::ifstream smaps("/proc/self/smaps");
+  const uintptr_t at = reinterpret_cast<uintptr_t>(address);
+  bool inside = false;
+  for (std::string line; std::getline(smaps, line);) {
+    uintptr_t start = 0, end = 0;
+    char dash = 0;
+    std::istringstream head(line);
+    if (head >> std::hex >> start >> dash >> end && dash == '-') {  // a mapping's first line
+      inside = start <= at && at < end;
+    } else if (inside && line.starts_with("THPeligible:")) {
+      return line.find('1') != std::string::npos;
+    }
+  }
+  return std::nullopt;
+}
+
+// Transparent huge pages granted on madvise at least ("always" or "madvise" selected).
+bool huge_pages_on_advice() {
+  std::ifstream mode("/sys/kernel/mm/transparent_hugepage/enabled");
+  std::string modes;
+  std::getline(mode, modes);
+  return modes.find("[always]") != std::string::npos || modes.find("[madvise]") != std::string::npos;
+}
+}  // namespace
+
+TEST_CASE("CpuBackend::allocate: zero-filled; from 4 MiB up in 2 MiB pages, advised huge", "[cpu][backend]") {
+  constexpr size_t kMiB = size_t{1} << 20;
+  cpu::CpuBackend backend(1);
+  for (size_t bytes : {size_t{100}, kMiB, 4 * kMiB - 64, 4 * kMiB, 9 * kMiB + 5}) {
+    INFO(bytes << " bytes");
+    auto* data = static_cast<unsigned char*>(backend.allocate(bytes));
+    REQUIRE(data != nullptr);
+    CHECK(reinterpret_cast<uintptr_t>(data) % 64 == 0);
+    size_t nonzero = 0;
+    for (size_t i = 0; i < bytes; ++i) nonzero += data[i] != 0;
+    CHECK(nonzero == 0);
+    std::memset(data, 0x5A, bytes);  // every byte writable
+    if (bytes >= 4 * kMiB) {
+      CHECK(reinterpret_cast<uintptr_t>(data) % (2 * kMiB) == 0);
+      const std::optional<bool> eligible = huge_page_eligible(data);
+      if (eligible && huge_pages_on_advice()) {
+        CHECK(*eligible);
+      } else {
+        WARN("this kernel offers no transparent huge pages (or no THPeligible in smaps): not checked");
+      }
+    }
+    backend.release(data);
   }
 }
