@@ -1,6 +1,7 @@
 // What the CPU layer benchmarks share: timing by the median of runs (wall clock and process CPU
 // time), the machine's ceilings (FMA rate, memory bandwidth), the relative error of a result
-// against its reference, deterministic inputs.
+// against its reference, deterministic inputs; every large buffer in memory allocated as the CPU
+// backend allocates a model's.
 #pragma once
 
 #include <omp.h>
@@ -14,8 +15,32 @@
 #include <vector>
 
 #include "benchmarks/bench_cli.hpp"
+#include "cpu/backend.hpp"
 
 namespace gpt2cc::bench {
+
+// Host memory as the CPU backend allocates a model's tensors (cpu::CpuBackend::allocate: whole
+// 2 MiB pages advised huge from 4 MiB up), so that a layer timed here pays the address
+// translation it pays in a training step, not that of 4 KiB pages.
+template <class T>
+struct BackendAllocator {
+  using value_type = T;
+  BackendAllocator() = default;
+  template <class U>
+  BackendAllocator(const BackendAllocator<U>&) noexcept {}
+  T* allocate(size_t n) { return static_cast<T*>(backend().allocate(n * sizeof(T))); }
+  void deallocate(T* p, size_t) noexcept { backend().release(p); }
+  template <class U>
+  bool operator==(const BackendAllocator<U>&) const noexcept {
+    return true;
+  }
+  static cpu::CpuBackend& backend() {
+    static cpu::CpuBackend allocator;  // threads 0: leaves OpenMP's setting as it is
+    return allocator;
+  }
+};
+template <class T>
+using BackendVector = std::vector<T, BackendAllocator<T>>;
 
 inline double cpu_seconds() {
   timespec ts;
@@ -137,7 +162,7 @@ struct MemoryBandwidth {
 
 inline MemoryBandwidth memory_bandwidth() {
   const size_t n = size_t{64} << 20;  // floats
-  std::vector<float> src(n, 1.0f), dst(n, 0.0f);
+  BackendVector<float> src(n, 1.0f), dst(n, 0.0f);
   const double bytes = double(n) * sizeof(float);
   float sink = 0;
   const double read = time_best([&] { sink += sum_on_all_threads(src.data(), n); }, 9);
@@ -167,7 +192,7 @@ class CacheEvictor {
   float sink() const { return sink_; }
 
  private:
-  std::vector<float> buffer_;
+  BackendVector<float> buffer_;
   float sink_ = 0.0f;
 };
 
@@ -180,8 +205,9 @@ inline double rel_error(const std::vector<float>& a, const std::vector<float>& b
   return std::sqrt(num / den);
 }
 
-inline std::vector<float> filled(size_t n, unsigned seed) {
-  std::vector<float> v(n);
+// n values in [-1, 1], in memory the CPU backend allocated.
+inline BackendVector<float> filled(size_t n, unsigned seed) {
+  BackendVector<float> v(n);
   for (size_t i = 0; i < n; ++i) v[i] = static_cast<float>(((i * 2654435761u + seed) % 2001) / 1000.0 - 1.0);
   return v;
 }
