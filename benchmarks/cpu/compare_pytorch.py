@@ -21,6 +21,8 @@ row: the median over the rounds of each run's own median, and each process's pea
         --presets d4,gpt2 --threads 1,2 --rounds 3 --json generate.json --md generate.md
 
 --python: an interpreter with torch (and transformers, for generate); default: this one.
+--pytorch-huge-pages: PyTorch's CPU allocator asks for transparent huge pages too (its
+  THP_MEM_ALLOC_ENABLE=1; off by default), as gpt2cc's CPU backend does from 4 MiB up.
 --self-test checks the plumbing with stand-in programs (no torch, no build needed).
 """
 import argparse
@@ -178,9 +180,11 @@ class Generate:
         return "\n".join(lines) + "\n"
 
 
-def measure(mode, threads_list, rounds, wait_policy="passive", log=print):
+def measure(mode, threads_list, rounds, wait_policy="passive", log=print, pytorch_huge_pages=False):
     """Every case x thread count, `rounds` times, the sides alternating. Returns mode's rows: per
-    side the median over the rounds of each number, the largest peak RSS and every round's runs."""
+    side the median over the rounds of each number, the largest peak RSS and every round's runs.
+    pytorch_huge_pages: PyTorch's CPU allocator asked for transparent huge pages
+    (THP_MEM_ALLOC_ENABLE=1, off by default), as gpt2cc's CPU backend always asks for them."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for threads in threads_list:
@@ -195,9 +199,15 @@ def measure(mode, threads_list, rounds, wait_policy="passive", log=print):
                         path = os.path.join(tmp, f"{side}.json")
                         if os.path.exists(path):
                             os.remove(path)  # a run that wrote nothing must not read the last one's
-                        _, _, rss = run_measured(mode.command(side, case, threads, path), env)
+                        side_env = dict(env)
+                        side_env.pop("THP_MEM_ALLOC_ENABLE", None)  # a caller's own setting: not passed on
+                        if side != "gpt2cc" and pytorch_huge_pages:
+                            side_env["THP_MEM_ALLOC_ENABLE"] = "1"
+                        _, _, rss = run_measured(mode.command(side, case, threads, path), side_env)
                         with open(path) as f:
                             result = dict(mode.read(side, json.load(f)), peak_rss_mib=rss, end_utc=utc_now())
+                        if side != "gpt2cc":
+                            result["huge_pages"] = "THP_MEM_ALLOC_ENABLE=1" if pytorch_huge_pages else "off (default)"
                         runs[side].append(result)
                         numbers = ", ".join(f"{k} {v:.1f}" for k, v in result.items() if isinstance(v, float))
                         log(f"  {mode.label(case)}, {threads} thread(s), round {r + 1}: {side} {numbers}")
@@ -238,10 +248,11 @@ def machine():
     return {"cpu": model, "cpus": os.cpu_count(), "load_average_at_start": os.getloadavg()}
 
 
-FAKE_GPT2CC = """import json, sys
+FAKE_GPT2CC = """import json, os, sys
 a = sys.argv
 threads = int(a[a.index("--threads") + 1])
 out = a[a.index("--json") + 1]
+assert "THP_MEM_ALLOC_ENABLE" not in os.environ
 if "--configs" in a:
     json.dump([{"ms_per_step_median": 100.0 / threads, "loss_first": 10.8, "loss_last": 10.5}], open(out, "w"))
 else:
@@ -252,6 +263,7 @@ a = sys.argv
 threads = int(a[a.index("--threads") + 1])
 out = a[a.index("--json") + 1]
 assert os.environ["OMP_NUM_THREADS"] == str(threads)
+assert os.environ.get("THP_MEM_ALLOC_ENABLE") == os.environ.get("FAKE_EXPECT_THP"), "huge pages asked as told"
 if os.path.basename(a[0]) == "gpt2_train.py":
     assert a[a.index("--device") + 1] == "cpu" and a[a.index("--dtype") + 1] == "fp32"
     assert os.environ["OMP_WAIT_POLICY"] == "passive"
@@ -298,8 +310,13 @@ def self_test():
         assert os.stat(os.path.join(tmp, "table.md")).st_mode & 0o777 == 0o666 & ~current_umask(), "mode"
         text = Train(args).table(rows)
         assert "| d2 | 4×64 | 2 | 50.0 | 60.0 | 1.20x | 45.0 | 0.90x | 5120 |" in text, text
+        assert rows[0]["pytorch"]["huge_pages"] == "off (default)", rows[0]["pytorch"]
         os.environ["OMP_WAIT_POLICY"] = "active"  # a caller's own setting: replaced, or removed for "unset"
-        rows = measure(Generate(args), [2], 3, "unset", log=lambda line: None)
+        os.environ["THP_MEM_ALLOC_ENABLE"] = "1"  # likewise: passed to PyTorch only when asked for
+        os.environ["FAKE_EXPECT_THP"] = "1"
+        rows = measure(Generate(args), [2], 3, "unset", log=lambda line: None, pytorch_huge_pages=True)
+        assert rows[0]["pytorch"]["huge_pages"] == "THP_MEM_ALLOC_ENABLE=1", rows[0]["pytorch"]
+        del os.environ["THP_MEM_ALLOC_ENABLE"], os.environ["FAKE_EXPECT_THP"]
         assert rows[0]["speedup_vs_pytorch_loop"] == 3.0 and rows[0]["speedup_vs_pytorch_generate"] == 4.0, rows
         text = Generate(args).table(rows)
         assert "| d4 | 64 → 96 | 2 | 600.0 | 200.0 | 3.00x | 150.0 | 4.00x | 5.0 / 20.0 |" in text, text
@@ -336,6 +353,9 @@ def parse_args(argv):
                        help="OMP_WAIT_POLICY of both sides' runs (train: passive, as the other CPU step "
                             "figures; generate: unset, the OpenMP default, under which a decode step's many "
                             "short parallel regions do not each wake sleeping threads)")
+        q.add_argument("--pytorch-huge-pages", action="store_true",
+                       help="PyTorch's CPU allocator asks for transparent huge pages (THP_MEM_ALLOC_ENABLE=1; "
+                            "off by default), as gpt2cc's CPU backend always does for 4 MiB and more")
     t = parsers["train"]
     t.add_argument("--configs", default="d2:4x64,d4:4x64,gpt2:1x64", help="preset:BxT list")
     t.add_argument("--warmup", type=int, default=1, help="untimed steps of each run")
@@ -380,8 +400,10 @@ def main(argv=None):
     print(f"{info['cpu']}, {info['cpus']} CPUs, load average {info['load_average_at_start'][0]:.2f}; "
           f"torch {check.stdout.strip()}")
     started = utc_now()
-    rows = measure(mode, a.threads, a.rounds, a.omp_wait_policy)
-    text = mode.table(rows)
+    rows = measure(mode, a.threads, a.rounds, a.omp_wait_policy, pytorch_huge_pages=a.pytorch_huge_pages)
+    text = mode.table(rows) + ("\nPyTorch's CPU allocator: transparent huge pages "
+                               + ("asked for (THP_MEM_ALLOC_ENABLE=1)" if a.pytorch_huge_pages else "off (its default)")
+                               + "; gpt2cc's: asked for from 4 MiB up.\n")
     print(text, end="")
     if a.json:
         settings = {k: v for k, v in vars(a).items() if k not in ("json", "md", "self_test", "build", "python")}
