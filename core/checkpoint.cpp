@@ -22,6 +22,7 @@
 #include "core/check.hpp"
 #include "core/fnv1a.hpp"
 #include "core/json_number.hpp"
+#include "core/safetensors.hpp"
 #include "core/signal_cleanup.hpp"
 #include "core/hf_gpt2.hpp"
 #include "core/train_testing.hpp"
@@ -227,7 +228,9 @@ Checkpoint load_checkpoint(const std::string& path, bool with_optimizer) {
 
   Checkpoint c;
   read_json_checked(format("checkpoint {} has a corrupt header", path), [&] {
-    auto j = nlohmann::json::parse(text);
+    // A header nests 3 deep (a list in train_config). One nested far deeper is corrupt, and kept
+    // it would be copied and printed (in the messages below) recursively: a stack overflow.
+    const nlohmann::json j = safetensors::parse_untrusted_json_or_throw(text, 8);
     // Counters as written: whole numbers >= 0 (nlohmann would wrap -1 and truncate 2.5).
     const auto count = [](const nlohmann::json& parent, const char* key) {
       const nlohmann::json& v = parent.at(key);

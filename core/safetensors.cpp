@@ -190,14 +190,29 @@ void write_f32(const std::string& path, const std::vector<F32Tensor>& tensors,
   });
 }
 
-nlohmann::json parse_untrusted_json(const std::string& text, int max_depth) {
-  bool too_deep = false;
+namespace {
+// text parsed keeping no value nested deeper than max_depth; too_deep says whether one was.
+nlohmann::json parse_within_depth(const std::string& text, int max_depth, bool allow_exceptions, bool& too_deep) {
+  too_deep = false;
   nlohmann::json::parser_callback_t limit = [&](int depth, nlohmann::json::parse_event_t, nlohmann::json&) {
     if (depth > max_depth) too_deep = true;
     return depth <= max_depth;  // a deeper value is not kept
   };
-  nlohmann::json j = nlohmann::json::parse(text, limit, false);
+  return nlohmann::json::parse(text, limit, allow_exceptions);
+}
+}  // namespace
+
+nlohmann::json parse_untrusted_json(const std::string& text, int max_depth) {
+  bool too_deep = false;
+  nlohmann::json j = parse_within_depth(text, max_depth, false, too_deep);
   return too_deep ? nlohmann::json(nlohmann::json::value_t::discarded) : j;
+}
+
+nlohmann::json parse_untrusted_json_or_throw(const std::string& text, int max_depth) {
+  bool too_deep = false;
+  nlohmann::json j = parse_within_depth(text, max_depth, true, too_deep);
+  INPUT_CHECK(!too_deep, "it nests deeper than {} levels", max_depth);
+  return j;
 }
 
 // binary16: 1 sign, 5 exponent (bias 15), 10 fraction bits. Subnormals are fraction * 2^-24.

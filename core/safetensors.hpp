@@ -67,6 +67,9 @@ size_t numel(const std::vector<size_t>& shape);
 // than max_depth makes the result discarded (is_discarded()), so that nothing later recurses
 // through a hostile structure (nlohmann's dump and comparisons do). Malformed JSON: discarded too.
 nlohmann::json parse_untrusted_json(const std::string& text, int max_depth = 8);
+// The same, for a caller that reports what is wrong: malformed JSON throws nlohmann's parse_error
+// (which says where), nesting deeper than max_depth an InputError ("it nests deeper than N levels").
+nlohmann::json parse_untrusted_json_or_throw(const std::string& text, int max_depth = 8);
 
 
 // IEEE binary16 and bfloat16 bits to float (exact: every value of both is a float).

@@ -237,6 +237,20 @@ TEST_CASE("corrupt, truncated and foreign files name the file and the problem", 
                                                   Catch::Contains(e.message));
     }
   }
+  SECTION("a header nested a million deep is refused, not recursed through (the checksum made to match)") {
+    // Kept, such a value was copied into train_config, or printed into the message of a field of
+    // the wrong kind, recursively: a stack overflow.
+    const std::string deep = std::string(1000000, '[') + std::string(1000000, ']');
+    const std::pair<std::string, std::string> edits[] = {
+        {"\"train_config\":{", "\"train_config\":{\"x\":" + deep + ","}, {"\"step\":20", "\"step\":" + deep}};
+    for (const auto& [from, to] : edits) {
+      INFO(from);
+      write_bytes(bad, edit_header(bytes, from, to));
+      CHECK_THROWS_AS(load_checkpoint(bad), InputError);
+      CHECK_THROWS_WITH(load_checkpoint(bad), Catch::Contains("checkpoint " + bad + " has a corrupt header: ") &&
+                                                  Catch::Contains("it nests deeper than 8 levels"));
+    }
+  }
 }
 
 TEST_CASE("a checkpoint write killed half-way leaves the previous checkpoint loadable", "[checkpoint]") {
