@@ -226,30 +226,33 @@ Checkpoint load_hf_gpt2(const std::string& path) {
     size_t offset;  // in gpt2cc's buffer
     bool transpose;
   };
-  std::vector<Part> parts = {{prefix + "wte.weight", {V, C}, layout[Param::wte].offset, false},  // rows V..Vp-1: 0
-                             {prefix + "wpe.weight", layout[Param::wpe].shape, layout[Param::wpe].offset, false}};
-  for (int l = 0; l < cfg.num_layers; ++l) {
-    for (const LayerTensor& lt : kLayerTensors) {
-      const ParamTensor& t = layout[lt.param];
-      parts.push_back({prefix + "h." + std::to_string(l) + "." + lt.hf_name, hf_shape(t, lt.transpose),
-                       t.offset + l * (t.numel / cfg.num_layers), lt.transpose});
-    }
-  }
-  parts.push_back({prefix + "ln_f.weight", layout[Param::lnfw].shape, layout[Param::lnfw].offset, false});
-  parts.push_back({prefix + "ln_f.bias", layout[Param::lnfb].shape, layout[Param::lnfb].offset, false});
-
-  // From the header alone, before anything is allocated: every part present with its shape (the
-  // header's shapes are tied to the file's bytes, so the allocation below is bounded by the file),
-  // nothing unknown beside them.
+  // Each checked against the header as it is listed, before anything is allocated: present, with
+  // its shape (the header's shapes are tied to the file's bytes, so the allocation below is bounded
+  // by the file). Listed one by one, so that a config of 65536 layers beside a small file fails at
+  // the first tensor missing, not after listing 786,432 names.
+  std::vector<Part> parts;
   std::set<std::string> expected;
-  for (const Part& part : parts) {
+  const auto add = [&](Part part) {
     INPUT_CHECK(file.contains(part.name), "{} has no tensor '{}' ({} describes a {}-layer GPT-2)", weights.string(),
                 part.name, config_file.string(), cfg.num_layers);
     const safetensors::TensorInfo& info = file.info(part.name);
     INPUT_CHECK(info.shape == part.shape, "{}: tensor '{}' has shape {}, expected {} for the model of {}",
                 weights.string(), part.name, shape_text(info.shape), shape_text(part.shape), config_file.string());
     expected.insert(part.name);
+    parts.push_back(std::move(part));
+  };
+  add({prefix + "wte.weight", {V, C}, layout[Param::wte].offset, false});  // rows V..Vp-1: 0
+  add({prefix + "wpe.weight", layout[Param::wpe].shape, layout[Param::wpe].offset, false});
+  for (int l = 0; l < cfg.num_layers; ++l) {
+    for (const LayerTensor& lt : kLayerTensors) {
+      const ParamTensor& t = layout[lt.param];
+      add({prefix + "h." + std::to_string(l) + "." + lt.hf_name, hf_shape(t, lt.transpose),
+           t.offset + l * (t.numel / cfg.num_layers), lt.transpose});
+    }
   }
+  add({prefix + "ln_f.weight", layout[Param::lnfw].shape, layout[Param::lnfw].offset, false});
+  add({prefix + "ln_f.bias", layout[Param::lnfb].shape, layout[Param::lnfb].offset, false});
+  // Nothing unknown beside them.
   for (const auto& [name, info] : file.tensors()) {
     if (expected.count(name)) continue;
     if (name == "lm_head.weight") {
