@@ -101,8 +101,8 @@ void* CpuBackend::allocate(size_t bytes) {
   // From 4 MiB up, whole 2 MiB pages, asked to be huge pages (Linux's transparent huge pages,
   // which distributions commonly grant on madvise only). gpt2's 2 GB of weights, gradients and
   // moments are otherwise half a million 4 KiB pages, a TLB miss every 4 KiB of every pass over
-  // them: with huge pages the 1-thread gpt2 step at 1 x 64 ran ~9% faster, d2 and d4 at 2 threads
-  // 7-21% (benchmarks/RESULTS.md). At most 2 MiB more memory per such allocation.
+  // them: with huge pages the training steps ran 1.06-1.26x faster, gpt2's decoding 1.45x at one
+  // thread (benchmarks/RESULTS.md, "CPU memory"). At most 2 MiB more memory per such allocation.
   const bool huge = rounded >= 2 * kHugePage;
   if (huge) rounded = (rounded + kHugePage - 1) / kHugePage * kHugePage;
   void* ptr = std::aligned_alloc(huge ? kHugePage : kAlignment, rounded);
@@ -124,8 +124,8 @@ namespace {
 // Zeroes [begin, end) with streaming stores where the CPU has them: they write whole lines
 // without reading them into the cache first, as memset's stores do (a store to a line not in
 // the cache reads it from memory before overwriting it). Half the traffic: over gpt2's 0.5 GB of
-// gradients 27 ms against memset's 53 at one thread, 14 against 27 at two. The lines are not
-// left in the cache, which only a buffer small enough to stay there would miss.
+// gradients 29 ms against memset's 54 at one thread (bench_cpu_layers), 14 against 27 at two. The
+// lines are not left in the cache, which only a buffer small enough to stay there would miss.
 void zero_streaming(char* begin, char* end) {
 #if defined(__SSE2__)
   constexpr size_t kVector = sizeof(__m128i);
