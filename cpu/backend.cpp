@@ -44,6 +44,8 @@ constexpr size_t kHugePage = size_t{2} << 20;
 
 namespace {
 
+constexpr size_t round_up(size_t n, size_t multiple) { return (n + multiple - 1) / multiple * multiple; }
+
 // The memory this process can still fill: MemAvailable of /proc/meminfo, less where a cgroup (v2)
 // limit leaves less; nullopt where neither can be read (not Linux).
 std::optional<size_t> available_memory_bytes() {
@@ -86,7 +88,7 @@ std::string CpuBackend::describe() const {
 
 void* CpuBackend::allocate(size_t bytes) {
   // aligned_alloc wants a size that is a multiple of the alignment (and > 0 for a usable pointer).
-  size_t rounded = (bytes + kAlignment - 1) / kAlignment * kAlignment;
+  size_t rounded = round_up(bytes, kAlignment);
   if (rounded == 0) rounded = kAlignment;
   const auto out_of_memory = [&](const std::string& why) {
     return OutOfMemoryError(format("cpu backend: out of memory allocating {} bytes ({} MiB){}; try a smaller batch "
@@ -104,7 +106,7 @@ void* CpuBackend::allocate(size_t bytes) {
   // them: with huge pages the training steps ran 1.06-1.26x faster, gpt2's decoding 1.45x at one
   // thread (benchmarks/RESULTS.md, "CPU memory"). At most 2 MiB more memory per such allocation.
   const bool huge = rounded >= 2 * kHugePage;
-  if (huge) rounded = (rounded + kHugePage - 1) / kHugePage * kHugePage;
+  if (huge) rounded = round_up(rounded, kHugePage);
   void* ptr = std::aligned_alloc(huge ? kHugePage : kAlignment, rounded);
   if (!ptr) throw out_of_memory("");
 #if defined(MADV_HUGEPAGE)
@@ -129,8 +131,7 @@ namespace {
 void zero_streaming(char* begin, char* end) {
 #if defined(__SSE2__)
   constexpr size_t kVector = sizeof(__m128i);
-  char* const first = std::min(end, reinterpret_cast<char*>(
-                                        (reinterpret_cast<uintptr_t>(begin) + kVector - 1) / kVector * kVector));
+  char* const first = std::min(end, reinterpret_cast<char*>(round_up(reinterpret_cast<uintptr_t>(begin), kVector)));
   std::memset(begin, 0, size_t(first - begin));
   char* at = first;
   const __m128i zeros = _mm_setzero_si128();
@@ -164,7 +165,7 @@ void CpuBackend::zero(void* ptr, size_t bytes) {
 #pragma omp parallel
   {
     const size_t threads = omp_get_num_threads(), thread = omp_get_thread_num();
-    const size_t part = ((bytes + threads - 1) / threads + kAlignment - 1) / kAlignment * kAlignment;
+    const size_t part = round_up((bytes + threads - 1) / threads, kAlignment);
     const size_t begin = std::min(bytes, thread * part), end = std::min(bytes, begin + part);
     zero_part(begin, end);
   }
