@@ -199,14 +199,15 @@ def measure(mode, threads_list, rounds, wait_policy="passive", log=print, pytorc
                         path = os.path.join(tmp, f"{side}.json")
                         if os.path.exists(path):
                             os.remove(path)  # a run that wrote nothing must not read the last one's
+                        torch_side = side != "gpt2cc"
                         side_env = dict(env)
                         side_env.pop("THP_MEM_ALLOC_ENABLE", None)  # a caller's own setting: not passed on
-                        if side != "gpt2cc" and pytorch_huge_pages:
+                        if torch_side and pytorch_huge_pages:
                             side_env["THP_MEM_ALLOC_ENABLE"] = "1"
                         _, _, rss = run_measured(mode.command(side, case, threads, path), side_env)
                         with open(path) as f:
                             result = dict(mode.read(side, json.load(f)), peak_rss_mib=rss, end_utc=utc_now())
-                        if side != "gpt2cc":
+                        if torch_side:
                             result["huge_pages"] = "THP_MEM_ALLOC_ENABLE=1" if pytorch_huge_pages else "off (default)"
                         runs[side].append(result)
                         numbers = ", ".join(f"{k} {v:.1f}" for k, v in result.items() if isinstance(v, float))
