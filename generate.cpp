@@ -210,7 +210,7 @@ int run(int argc, char** argv) {
   if (!request.scoring && gen.use_kv_cache)
     check_kv_cache(config, request.dtype, rows, request.batch_size > 0, request.max_kv_cache_gib);
   std::unique_ptr<Backend> backend = request.device == "cuda" ? make_cuda_backend(request.cuda_device, request.dtype)
-                                                              : make_cpu_backend(request.threads);
+                                                              : make_cpu_backend(request.threads, request.dtype);
   ModelOptions model_options;
   model_options.kv_cache_rows = rows;
   GPT2 model(config, *backend, 1, config.max_seq_len, ModelMode::inference, model_options);

@@ -1,7 +1,8 @@
 // The backend interface: everything the model needs from a device, one method per layer
 // operation (forward and backward), a few fused ones, plus memory and copies. core/ drives the
 // model through it only; cpu/backend.cpp implements it with host memory and the cpu:: reference
-// layers (fp32), kernels/backend.cu with device memory and the cuda:: kernels (fp32 or bf16).
+// layers (fp32, or bf16 storage around them), kernels/backend.cu with device memory and the
+// cuda:: kernels (fp32 or bf16).
 //
 // Every op has exactly the contract of the cpu:: function of the same name (cpu/<layer>.hpp):
 // argument order is outputs -> saved values -> inputs -> weights -> dimensions; backward is
@@ -257,8 +258,8 @@ inline constexpr int kMaxThreads = 1024;
 // 5000").
 void check_thread_count(int threads, const char* what = "--threads", int least = 0);
 
-// Backend factories. make_cpu_backend is fp32 only and rejects bf16 with an InputError;
-// make_cuda_backend throws InputError naming the reason when this build has no CUDA backend
+// Backend factories. make_cpu_backend's bf16 is cpu::CpuBf16Backend (cpu/backend.hpp), made for
+// generation; make_cuda_backend throws InputError naming the reason when this build has no CUDA backend
 // or no GPU is present.
 std::unique_ptr<Backend> make_cpu_backend(int threads = 0, DType dtype = DType::fp32);  // 0: OpenMP default
 std::unique_ptr<Backend> make_cuda_backend(int device = 0, DType dtype = DType::fp32);

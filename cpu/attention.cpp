@@ -11,9 +11,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <cstring>
 #include <vector>
 
 #include "core/check.hpp"
+#include "cpu/bf16.hpp"
 #include "cpu/gemm.hpp"
 #include "cpu/vector_exp.hpp"
 
@@ -466,6 +468,59 @@ void attention_decode_vectorized(float* out, float* kcache, float* vcache, const
 #pragma omp simd
         for (int i = 0; i < HS; ++i) o[i] += a * v[i];
       }
+    }
+  }
+}
+
+// bf16 caches and qkv (the CPU's bf16 backend): the new token's k, v bits copied into the caches,
+// then attention_decode_vectorized's sums on the widened values, each score and output element
+// an fp32 sum over exact products in the loops' own order.
+void attention_decode_bf16(float* out, uint16_t* kcache, uint16_t* vcache, const uint16_t* qkv, int B, int pos,
+                           int maxT, int C, int NH) {
+  check_shape(C, NH);
+  ENSURE(pos >= 0 && pos < maxT, "attention_decode: position {} outside the cache [0, {})", pos, maxT);
+  kv_cache_store_bf16(kcache + static_cast<size_t>(pos) * C, vcache + static_cast<size_t>(pos) * C, qkv, B, 1, maxT,
+                      C);
+  const int HS = C / NH;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int b = 0; b < B; ++b) {
+    for (int h = 0; h < NH; ++h) {
+      thread_local std::vector<float> att_buffer, q_buffer;
+      float* att = scratch(att_buffer, static_cast<size_t>(pos) + 1);
+      float* q = scratch(q_buffer, HS);
+      const uint16_t* qb = qkv + static_cast<size_t>(b) * 3 * C + h * HS;
+      for (int i = 0; i < HS; ++i) q[i] = widen_bf16(qb[i]);
+      const uint16_t* kb = kcache + static_cast<size_t>(b) * maxT * C + h * HS;
+      const uint16_t* vb = vcache + static_cast<size_t>(b) * maxT * C + h * HS;
+      for (int t2 = 0; t2 <= pos; ++t2) {
+        const uint16_t* k = kb + static_cast<size_t>(t2) * C;
+        float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+        for (int i = 0; i < HS; ++i) s += q[i] * widen_bf16(k[i]);
+        att[t2] = s;
+      }
+      softmax_causal_row(att, pos, pos + 1, scale);
+      float* o = out + static_cast<size_t>(b) * C + h * HS;
+      std::fill_n(o, HS, 0.0f);
+      for (int t2 = 0; t2 <= pos; ++t2) {
+        const float a = att[t2];
+        const uint16_t* v = vb + static_cast<size_t>(t2) * C;
+#pragma omp simd
+        for (int i = 0; i < HS; ++i) o[i] += a * widen_bf16(v[i]);
+      }
+    }
+  }
+}
+
+void kv_cache_store_bf16(uint16_t* kcache, uint16_t* vcache, const uint16_t* qkv, int B, int T, int maxT, int C) {
+  ENSURE(T <= maxT, "kv_cache_store: T = {} exceeds the cache length maxT = {}", T, maxT);
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int b = 0; b < B; ++b) {
+    for (int t = 0; t < T; ++t) {
+      const uint16_t* src = qkv + (static_cast<size_t>(b) * T + t) * 3 * C;
+      std::memcpy(kcache + (static_cast<size_t>(b) * maxT + t) * C, src + C, C * sizeof(uint16_t));
+      std::memcpy(vcache + (static_cast<size_t>(b) * maxT + t) * C, src + 2 * C, C * sizeof(uint16_t));
     }
   }
 }

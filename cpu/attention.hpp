@@ -17,6 +17,8 @@
 // sum_t2 att[t2] datt[t2] = dout_t . out_t, one dot per row.
 #pragma once
 
+#include <cstdint>
+
 #include "core/rng.hpp"
 
 namespace gpt2cc::cpu {
@@ -34,4 +36,9 @@ void attention_backward_blocked(float* dqkv, const float* dout, const float* lse
                                 int B, int T, int C, int NH, const DropoutParams& dropout);
 void attention_decode_vectorized(float* out, float* kcache, float* vcache, const float* qkv, int B, int pos, int maxT,
                                  int C, int NH);
+// The decode and the cache store with qkv and the caches in bf16 (cpu/bf16.hpp; the CPU's bf16
+// backend), out fp32; the store copies bits.
+void attention_decode_bf16(float* out, uint16_t* kcache, uint16_t* vcache, const uint16_t* qkv, int B, int pos,
+                           int maxT, int C, int NH);
+void kv_cache_store_bf16(uint16_t* kcache, uint16_t* vcache, const uint16_t* qkv, int B, int T, int maxT, int C);
 }  // namespace gpt2cc::cpu

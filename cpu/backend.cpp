@@ -1,7 +1,8 @@
 // The CPU backend (cpu/backend.hpp): host memory (64-byte aligned, zero-filled) and every layer
 // op forwarded to the gpt2cc::cpu:: function of the same name and argument order, or to its
 // faster variant (cpu/backend.hpp lists them).
-// fp32 throughout; OpenMP threads as requested (0 = the OpenMP default).
+// fp32 throughout (its bf16 form: cpu/backend_bf16.cpp); OpenMP threads as requested (0 = the
+// OpenMP default).
 #include "cpu/backend.hpp"
 
 #include <omp.h>
@@ -83,7 +84,7 @@ CpuBackend::CpuBackend(int threads) {
 }
 
 std::string CpuBackend::describe() const {
-  return format("cpu fp32 ({} thread{})", threads_, threads_ == 1 ? "" : "s");
+  return format("cpu {} ({} thread{})", dtype_name(dtype()), threads_, threads_ == 1 ? "" : "s");
 }
 
 void* CpuBackend::allocate(size_t bytes) {
@@ -172,14 +173,15 @@ void CpuBackend::zero(void* ptr, size_t bytes) {
 }
 
 namespace {
-// The CPU computes in fp32 only: every compute-dtype tensor is a float array.
+// CpuBackend computes in fp32: every compute-dtype tensor is a float array (CpuBf16Backend widens
+// its bf16 tensors before it calls these ops).
 float* f32(TensorPtr p) {
-  ENSURE(!p || p.dtype == DType::fp32, "cpu backend: got a {} tensor, the CPU computes in fp32 only",
+  ENSURE(!p || p.dtype == DType::fp32, "cpu backend: got a {} tensor where an fp32 one was due",
          dtype_name(p.dtype));
   return static_cast<float*>(p.data);
 }
 const float* f32(ConstTensorPtr p) {
-  ENSURE(!p || p.dtype == DType::fp32, "cpu backend: got a {} tensor, the CPU computes in fp32 only",
+  ENSURE(!p || p.dtype == DType::fp32, "cpu backend: got a {} tensor where an fp32 one was due",
          dtype_name(p.dtype));
   return static_cast<const float*>(p.data);
 }
@@ -285,8 +287,7 @@ void CpuBackend::adamw_update(float* master, TensorPtr params, float* m, float* 
 }  // namespace cpu
 
 std::unique_ptr<Backend> make_cpu_backend(int threads, DType dtype) {
-  INPUT_CHECK(dtype == DType::fp32, "--dtype {}: the CPU backend computes in fp32 only; use --dtype fp32, or "
-              "--device cuda for bf16", dtype_name(dtype));
+  if (dtype == DType::bf16) return std::make_unique<cpu::CpuBf16Backend>(threads);
   return std::make_unique<cpu::CpuBackend>(threads);
 }
 

@@ -4,6 +4,8 @@
 // are cache-blocked and vectorisable, tested against them, and what the cpu backend runs.
 #pragma once
 
+#include <cstdint>
+
 namespace gpt2cc::cpu {
 void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int B, int T, int C, int OC);
 void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
@@ -12,4 +14,9 @@ void matmul_forward_blocked(float* out, const float* inp, const float* weight, c
                             int OC);
 void matmul_backward_blocked(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                              const float* weight, int B, int T, int C, int OC);
+// The forward with the weight in bf16 (cpu/bf16.hpp; the CPU's bf16 backend), everything else
+// fp32: each output is the fp32 sum of x * widen(w) (exact products), in an order of its own.
+// Decoding's few rows read each weight once as bf16: half the bytes of the fp32 forward.
+void matmul_forward_bf16_weight(float* out, const float* inp, const uint16_t* weight, const float* bias, int B, int T,
+                                int C, int OC);
 }  // namespace gpt2cc::cpu

@@ -7,6 +7,7 @@
 // one decode forward of N rows per step), checked to give the same tokens. Reports
 // tokens per wall-clock second and per CPU second (see Clock), tables, and with --json the figures.
 //   bench_generate --presets d4,gpt2 --prompt-tokens 64 --new-tokens 64 --samples 4,16 --threads 2
+// --dtype bf16 runs the CPU's bf16 backend (weights, activations and KV cache in bf16).
 #include <cxxopts.hpp>
 #include <nlohmann/json.hpp>
 
@@ -102,8 +103,11 @@ using bench::median;
 constexpr int kCheckSteps = 4;
 
 // Cached and recomputed logits agree along a short greedy run (the tests check 1e-5 on tiny
-// models; big random models have larger logits, so 1e-4 relative to the row's largest).
+// models; big random models have larger logits, so 1e-4 relative to the row's largest). In bf16
+// every op rounds its output to 8 bits of mantissa, and the two paths sum in different orders
+// before they round: 5e-2, and the greedy token not compared (two logits within that tie).
 double validate(GPT2& model, const std::vector<int>& prompt, int steps) {
+  const bool bf16 = model.dtype() == DType::bf16;
   Context cached(model, true), full(model, false);
   std::vector<float> a = cached.start(prompt);
   std::vector<float> b = full.start(prompt);
@@ -115,13 +119,13 @@ double validate(GPT2& model, const std::vector<int>& prompt, int steps) {
       diff = std::max(diff, std::fabs(static_cast<double>(a[i]) - b[i]));
     }
     worst = std::max(worst, diff / std::max(scale, 1e-30));
-    ENSURE(argmax(a) == argmax(b), "KV-cache and recompute disagree on the greedy token at step {}", step);
+    ENSURE(bf16 || argmax(a) == argmax(b), "KV-cache and recompute disagree on the greedy token at step {}", step);
     if (step == steps) break;
     const int token = argmax(a);
     a = cached.push(token);
     b = full.push(token);
   }
-  ENSURE(worst < 1e-4, "KV-cache logits differ from recompute by {} (relative to the row max)", worst);
+  ENSURE(worst < (bf16 ? 5e-2 : 1e-4), "KV-cache logits differ from recompute by {} (relative to the row max)", worst);
   return worst;
 }
 
@@ -142,6 +146,8 @@ int run(int argc, char** argv) {
       ("skip-recompute", "measure only the KV cache and the batched samples")
       ("repeats", "timed runs per measurement (the median is reported)", cxxopts::value<int>()->default_value("3"))
       ("threads", "CPU threads; 0 = OpenMP default", cxxopts::value<int>()->default_value("0"))
+      ("dtype", "fp32, or bf16 (bf16 weights, activations and KV cache; fp32 arithmetic)",
+       cxxopts::value<std::string>()->default_value("fp32"))
       ("json", "write the results to this file", cxxopts::value<std::string>())
       ("h,help", "show this help");
   const cxxopts::ParseResult args = parse_flags(options, argc, argv);
@@ -171,7 +177,7 @@ int run(int argc, char** argv) {
   INPUT_CHECK(!preset_names.empty(), "--presets must name at least one preset");
   const std::string json_path = args.count("json") ? args["json"].as<std::string>() : "";
   if (args.count("json")) bench::check_output_file("--json", json_path);  // before the minutes of the run
-  auto backend = make_cpu_backend(args["threads"].as<int>());
+  auto backend = make_cpu_backend(args["threads"].as<int>(), parse_dtype(args["dtype"].as<std::string>()));
   std::printf("backend: %s; greedy, prompt %d tokens; median of %d runs; random weights\n",
               backend->describe().c_str(), P, repeats);
   std::printf("%-7s %7s | %6s %10s %10s %10s | %6s %10s %10s | %8s %8s\n", "preset", "params", "new", "KV tok/s",

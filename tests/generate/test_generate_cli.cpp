@@ -306,6 +306,33 @@ TEST_CASE("on cuda, generate prints the cpu's text in fp32 and scores bf16 withi
   CHECK(std::abs(score_loss(bf16_score.out) - cpu_loss) <= 0.01 * cpu_loss);
 }
 
+TEST_CASE("on the cpu, --dtype bf16 generates and scores within 1% of fp32", "[generate][cli]") {
+  // The model of the cuda case above: head size 64, weights 3x the initial scale.
+  const std::string checkpoint = fixture().dir + "/cpu_bf16_model.ckpt";
+  write_checkpoint(checkpoint, fixture().tokenizer_dir, 2, 2, 128, 64, 3.0f);
+  const std::string with = "--checkpoint " + checkpoint + " --threads 1 ";
+  // Greedy past the 64-token context (a re-prefill), and two top-k samples decoded together.
+  const Run greedy = generate_cli(with + "--prompt 'Once upon a time' --greedy --max-new-tokens 80 --ignore-eot "
+                                         "--dtype bf16", false);
+  REQUIRE(greedy.code == 0);
+  CHECK(valid_utf8(greedy.out));
+  CHECK(greedy.out.size() > std::string("Once upon a time").size());
+  CHECK_THAT(greedy.err, Catch::Contains("cpu bf16 (1 thread)") && Catch::Contains("re-prefill"));
+  const Run samples = generate_cli(with + "--prompt 'Once upon a time' --max-new-tokens 40 --seed 7 --top-k 40 "
+                                          "--num-samples 2 --dtype bf16", false);
+  REQUIRE(samples.code == 0);
+  CHECK(valid_utf8(samples.out));
+  write(fixture().dir + "/cpu_bf16_text.txt", "Once upon a time there was a little model that learned to count: "
+                                              "one, two, three, four, five, six, seven, eight, nine, ten.\n");
+  const std::string score = with + "--score " + fixture().dir + "/cpu_bf16_text.txt";
+  const Run fp32_score = generate_cli(score, false), bf16_score = generate_cli(score + " --dtype bf16", false);
+  REQUIRE(fp32_score.code == 0);
+  REQUIRE(bf16_score.code == 0);
+  const double fp32_loss = score_loss(fp32_score.out), bf16_loss = score_loss(bf16_score.out);
+  CHECK(bf16_loss != fp32_loss);  // printed to 4 decimals: equal would mean the weights were not rounded
+  CHECK(std::abs(bf16_loss - fp32_loss) <= 0.01 * fp32_loss);
+}
+
 // Out of device memory: exit 1, the bytes asked and free, and generate's own hint. Reaching it with
 // this small model needs a small device, which only the emulated one can be ($GPT2CC_EMU_DEVICE_MIB,
 // set by emu_generate_cli); elsewhere the case says it is skipped (not "nothing checked", which
@@ -392,7 +419,6 @@ TEST_CASE("bad input exits 2 with a message naming the problem", "[generate][cli
   fails(generate_cli("--prompt hi --max-new-tokens many"), "many");
   fails(generate_cli("--prompt hi --device tpu"), "--device");
   fails(generate_cli("--prompt hi --dtype fp8"), "--dtype must be fp32 or bf16, got 'fp8'");
-  fails(generate_cli("--prompt hi --dtype bf16"), "--dtype bf16 needs --device cuda");
   fails(generate_cli("--prompt hi --frobnicate"), "frobnicate");
   fails(generate_cli("--prompt hi stray"), "unexpected argument 'stray'");
   fails(generate_cli("--prompt hi --threads -1"), "--threads must be from 0 to 1024 (0: OMP_NUM_THREADS, else all cores), got -1");

@@ -1,0 +1,340 @@
+// The CPU backend in bf16 (cpu/backend.hpp, CpuBf16Backend): most ops widen their bf16 operands
+// into scratch, run CpuBackend's fp32 op and round its outputs back; the embedding, the matmul's
+// forward, the decode attention and the cache store read bf16 in place.
+#include <algorithm>
+#include <cstring>
+#include <initializer_list>
+#include <numeric>
+
+#include "core/check.hpp"
+#include "cpu/adamw.hpp"
+#include "cpu/attention.hpp"
+#include "cpu/backend.hpp"
+#include "cpu/bf16.hpp"
+#include "cpu/matmul.hpp"
+
+namespace gpt2cc::cpu {
+
+// One op's fp32 views of its operands, in scratch taken from the backend's stack and given back
+// when the op returns.
+class Staging {
+ public:
+  explicit Staging(CpuBf16Backend& backend) : backend_(backend), depth_(backend.scratch_depth_) {}
+  ~Staging() { backend_.scratch_depth_ = depth_; }
+  Staging(const Staging&) = delete;
+  Staging& operator=(const Staging&) = delete;
+
+  // An input of n elements as fp32: the tensor itself when it is fp32 (or null), else widened.
+  const float* in(ConstTensorPtr p, size_t n) {
+    if (p.dtype == DType::fp32) return static_cast<const float*>(p.data);
+    float* wide = take(n);
+    widen_bf16(wide, static_cast<const uint16_t*>(p.data), n);
+    return wide;
+  }
+  // Where an op writes an output of n elements in fp32: the tensor itself when it is fp32, else
+  // scratch, holding the tensor's widened values when the op accumulates into it (+=).
+  float* out(TensorPtr p, size_t n, bool accumulate) {
+    if (p.dtype == DType::fp32) return static_cast<float*>(p.data);
+    float* wide = take(n);
+    if (accumulate) widen_bf16(wide, static_cast<const uint16_t*>(p.data), n);
+    return wide;
+  }
+  // The output `wide` (from out(p, ...)) rounded into p; nothing to do when p is fp32.
+  static void commit(TensorPtr p, const float* wide, size_t n) {
+    if (p.dtype == DType::bf16) round_to_bf16(static_cast<uint16_t*>(p.data), wide, n);
+  }
+
+ private:
+  float* take(size_t n) {
+    auto& stack = backend_.scratch_;
+    if (backend_.scratch_depth_ == stack.size()) stack.emplace_back(nullptr, 0);
+    auto& [data, floats] = stack[backend_.scratch_depth_++];
+    if (floats < n) {
+      backend_.release(data);
+      data = nullptr;
+      floats = 0;
+      data = static_cast<float*>(backend_.allocate(n * sizeof(float)));
+      floats = n;
+    }
+    return data;
+  }
+
+  CpuBf16Backend& backend_;
+  size_t depth_;
+};
+
+namespace {
+// The bits of a tensor that must be bf16 (the ops that read it in place).
+uint16_t* bits(TensorPtr p) {
+  ENSURE(p.dtype == DType::bf16, "cpu bf16 backend: expected a bf16 tensor, got {}", dtype_name(p.dtype));
+  return static_cast<uint16_t*>(p.data);
+}
+const uint16_t* bits(ConstTensorPtr p) {
+  ENSURE(p.dtype == DType::bf16, "cpu bf16 backend: expected a bf16 tensor, got {}", dtype_name(p.dtype));
+  return static_cast<const uint16_t*>(p.data);
+}
+
+size_t product(int a, int b, int c = 1) { return size_t(a) * size_t(b) * size_t(c); }
+
+// Elements a chunked pass (AdamW, the sum of squares) widens at a time: 4 MiB of fp32, in L2/L3.
+constexpr size_t kChunk = size_t{1} << 20;
+}  // namespace
+
+CpuBf16Backend::~CpuBf16Backend() {
+  for (auto& [data, floats] : scratch_) release(data);
+}
+
+void CpuBf16Backend::convert_from_float(TensorPtr dst, const float* src, size_t N) {
+  round_to_bf16(bits(dst), src, N);
+}
+void CpuBf16Backend::convert_to_float(float* dst, ConstTensorPtr src, size_t N) { widen_bf16(dst, bits(src), N); }
+
+// out[b,t] = wte[inp[b,t]] + wpe[t], the sum in fp32 rounded once.
+void CpuBf16Backend::encoder_forward(TensorPtr out, const int* inp, ConstTensorPtr wte, ConstTensorPtr wpe, int B,
+                                     int T, int C) {
+  uint16_t* o = bits(out);
+  const uint16_t *te = bits(wte), *pe = bits(wpe);
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int b = 0; b < B; ++b) {
+    for (int t = 0; t < T; ++t) {
+      const size_t bt = size_t(b) * T + t;
+      const uint16_t* token_row = te + size_t(inp[bt]) * C;
+      const uint16_t* position_row = pe + size_t(t) * C;
+      for (int c = 0; c < C; ++c) o[bt * C + c] = round_to_bf16(widen_bf16(token_row[c]) + widen_bf16(position_row[c]));
+    }
+  }
+}
+
+// dwpe[t] += sum_b dout[b,t]; dwte[v] += the dout rows of every position holding token v, summed
+// in fp32 in position order and rounded once per row (the positions sorted by token, as the CUDA
+// kernel does, so that a token's row is one thread's).
+void CpuBf16Backend::encoder_backward(TensorPtr dwte, TensorPtr dwpe, ConstTensorPtr dout, const int* inp, int B,
+                                      int T, int C) {
+  Staging s(*this);
+  const size_t BT = product(B, T);
+  const float* d = s.in(dout, BT * C);
+  float* dpe = s.out(dwpe, product(T, C), true);
+  for (int b = 0; b < B; ++b) CpuBackend::residual_forward(dpe, dpe, d + product(b, T, C), product(T, C));
+  Staging::commit(dwpe, dpe, product(T, C));
+
+  std::vector<int> order(BT);
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int x, int y) { return inp[x] < inp[y]; });
+  std::vector<size_t> runs;  // where each token's positions begin in `order`, and BT at the end
+  for (size_t i = 0; i < BT; ++i)
+    if (i == 0 || inp[order[i]] != inp[order[i - 1]]) runs.push_back(i);
+  runs.push_back(BT);
+  uint16_t* te = bits(dwte);
+  const size_t tokens = runs.size() - 1;
+#pragma omp parallel for schedule(dynamic, 16)
+  for (size_t r = 0; r < tokens; ++r) {
+    uint16_t* row = te + size_t(inp[order[runs[r]]]) * C;
+    thread_local std::vector<float> sum;
+    sum.resize(C);
+    for (int c = 0; c < C; ++c) sum[c] = widen_bf16(row[c]);
+    for (size_t i = runs[r]; i < runs[r + 1]; ++i) {
+      const float* dr = d + size_t(order[i]) * C;
+      for (int c = 0; c < C; ++c) sum[c] += dr[c];
+    }
+    for (int c = 0; c < C; ++c) row[c] = round_to_bf16(sum[c]);
+  }
+}
+
+void CpuBf16Backend::layernorm_forward(TensorPtr out, float* mean, float* rstd, ConstTensorPtr inp,
+                                       ConstTensorPtr weight, ConstTensorPtr bias, int B, int T, int C) {
+  Staging s(*this);
+  const size_t n = product(B, T, C);
+  float* o = s.out(out, n, false);
+  CpuBackend::layernorm_forward(o, mean, rstd, s.in(inp, n), s.in(weight, C), s.in(bias, C), B, T, C);
+  Staging::commit(out, o, n);
+}
+
+void CpuBf16Backend::layernorm_backward(TensorPtr dinp, TensorPtr dweight, TensorPtr dbias, ConstTensorPtr dout,
+                                        const float* mean, const float* rstd, ConstTensorPtr inp,
+                                        ConstTensorPtr weight, int B, int T, int C) {
+  Staging s(*this);
+  const size_t n = product(B, T, C);
+  float* di = s.out(dinp, n, true);
+  float* dw = s.out(dweight, C, true);
+  float* db = s.out(dbias, C, true);
+  CpuBackend::layernorm_backward(di, dw, db, s.in(dout, n), mean, rstd, s.in(inp, n), s.in(weight, C), B, T, C);
+  Staging::commit(dinp, di, n);
+  Staging::commit(dweight, dw, C);
+  Staging::commit(dbias, db, C);
+}
+
+// The weight read as bf16 in place (decoding: half the bytes of fp32's pass over it).
+void CpuBf16Backend::matmul_forward(TensorPtr out, ConstTensorPtr inp, ConstTensorPtr weight, ConstTensorPtr bias,
+                                    int B, int T, int C, int OC) {
+  Staging s(*this);
+  const size_t n = product(B, T, OC);
+  float* o = s.out(out, n, false);
+  cpu::matmul_forward_bf16_weight(o, s.in(inp, product(B, T, C)), bits(weight), s.in(bias, OC), B, T, C, OC);
+  Staging::commit(out, o, n);
+}
+
+void CpuBf16Backend::matmul_backward(TensorPtr dinp, TensorPtr dweight, TensorPtr dbias, ConstTensorPtr dout,
+                                     ConstTensorPtr inp, ConstTensorPtr weight, int B, int T, int C, int OC) {
+  Staging s(*this);
+  const size_t nin = product(B, T, C), nw = product(OC, C);
+  float* di = s.out(dinp, nin, false);
+  float* dw = s.out(dweight, nw, true);
+  float* db = s.out(dbias, OC, true);
+  CpuBackend::matmul_backward(di, dw, db, s.in(dout, product(B, T, OC)), s.in(inp, nin), s.in(weight, nw), B, T, C,
+                              OC);
+  Staging::commit(dinp, di, nin);
+  Staging::commit(dweight, dw, nw);
+  Staging::commit(dbias, db, OC);
+}
+
+// GELU of the product's fp32 result (as the CUDA backend's fused epilogue), not of its rounding.
+void CpuBf16Backend::matmul_forward_gelu(TensorPtr out, TensorPtr pre, ConstTensorPtr inp, ConstTensorPtr weight,
+                                         ConstTensorPtr bias, int B, int T, int C, int OC) {
+  Staging s(*this);
+  const size_t n = product(B, T, OC);
+  float* p = s.out(pre, n, false);
+  matmul_forward(p, inp, weight, bias, B, T, C, OC);
+  gelu_forward(out, p, n);
+  Staging::commit(pre, p, n);
+}
+
+// dinp = (dout weight) * gelu'(pre) with the product kept in fp32: one rounding, not two.
+void CpuBf16Backend::matmul_backward_gelu(TensorPtr dinp, TensorPtr dweight, TensorPtr dbias, ConstTensorPtr dout,
+                                          ConstTensorPtr inp, ConstTensorPtr weight, ConstTensorPtr pre, int B, int T,
+                                          int C, int OC) {
+  Staging s(*this);
+  const size_t n = product(B, T, C);
+  float* di = s.out(dinp, n, false);
+  matmul_backward(di, dweight, dbias, dout, inp, weight, B, T, C, OC);
+  CpuBackend::gelu_backward(di, di, s.in(pre, n), n);
+  Staging::commit(dinp, di, n);
+}
+
+void CpuBf16Backend::attention_forward(TensorPtr out, float* saved, ConstTensorPtr qkv, int B, int T, int C, int NH,
+                                       const DropoutParams& dropout) {
+  Staging s(*this);
+  const size_t n = product(B, T, C);
+  float* o = s.out(out, n, false);
+  CpuBackend::attention_forward(o, saved, s.in(qkv, 3 * n), B, T, C, NH, dropout);
+  Staging::commit(out, o, n);
+}
+
+void CpuBf16Backend::attention_backward(TensorPtr dqkv, ConstTensorPtr dout, const float* saved, ConstTensorPtr qkv,
+                                        ConstTensorPtr out, int B, int T, int C, int NH,
+                                        const DropoutParams& dropout) {
+  Staging s(*this);
+  const size_t n = product(B, T, C);
+  float* dq = s.out(dqkv, 3 * n, false);
+  CpuBackend::attention_backward(dq, s.in(dout, n), saved, s.in(qkv, 3 * n), s.in(out, n), B, T, C, NH, dropout);
+  Staging::commit(dqkv, dq, 3 * n);
+}
+
+// The caches read as bf16 in place: at long contexts they are read as much as the weights.
+void CpuBf16Backend::attention_decode(TensorPtr out, TensorPtr kcache, TensorPtr vcache, ConstTensorPtr qkv, int B,
+                                      int pos, int maxT, int C, int NH) {
+  Staging s(*this);
+  const size_t n = product(B, 1, C);
+  float* o = s.out(out, n, false);
+  cpu::attention_decode_bf16(o, bits(kcache), bits(vcache), bits(qkv), B, pos, maxT, C, NH);
+  Staging::commit(out, o, n);
+}
+
+void CpuBf16Backend::kv_cache_store(TensorPtr kcache, TensorPtr vcache, ConstTensorPtr qkv, int B, int T, int maxT,
+                                    int C) {
+  cpu::kv_cache_store_bf16(bits(kcache), bits(vcache), bits(qkv), B, T, maxT, C);
+}
+
+void CpuBf16Backend::gelu_forward(TensorPtr out, ConstTensorPtr inp, size_t N) {
+  Staging s(*this);
+  float* o = s.out(out, N, false);
+  CpuBackend::gelu_forward(o, s.in(inp, N), N);
+  Staging::commit(out, o, N);
+}
+
+void CpuBf16Backend::gelu_backward(TensorPtr dinp, ConstTensorPtr dout, ConstTensorPtr inp, size_t N) {
+  Staging s(*this);
+  float* di = s.out(dinp, N, false);
+  CpuBackend::gelu_backward(di, s.in(dout, N), s.in(inp, N), N);
+  Staging::commit(dinp, di, N);
+}
+
+void CpuBf16Backend::residual_forward(TensorPtr out, ConstTensorPtr inp1, ConstTensorPtr inp2, size_t N) {
+  Staging s(*this);
+  float* o = s.out(out, N, false);
+  CpuBackend::residual_forward(o, s.in(inp1, N), s.in(inp2, N), N);
+  Staging::commit(out, o, N);
+}
+
+// dinp1 += dout, then dinp2 += dout, each rounded before the next is read: right when they alias.
+void CpuBf16Backend::residual_backward(TensorPtr dinp1, TensorPtr dinp2, ConstTensorPtr dout, size_t N) {
+  Staging s(*this);
+  const float* d = s.in(dout, N);
+  for (TensorPtr dinp : {dinp1, dinp2}) {
+    Staging inner(*this);
+    float* di = inner.out(dinp, N, true);
+    CpuBackend::residual_forward(di, di, d, N);
+    Staging::commit(dinp, di, N);
+  }
+}
+
+void CpuBf16Backend::dropout_forward(TensorPtr out, ConstTensorPtr inp, const DropoutParams& dropout, size_t N) {
+  Staging s(*this);
+  float* o = s.out(out, N, false);
+  CpuBackend::dropout_forward(o, s.in(inp, N), dropout, N);
+  Staging::commit(out, o, N);
+}
+
+void CpuBf16Backend::dropout_backward(TensorPtr dinp, ConstTensorPtr dout, const DropoutParams& dropout, size_t N) {
+  Staging s(*this);
+  float* di = s.out(dinp, N, false);
+  CpuBackend::dropout_backward(di, s.in(dout, N), dropout, N);
+  Staging::commit(dinp, di, N);
+}
+
+void CpuBf16Backend::crossentropy_forward(float* losses, ConstTensorPtr logits, const int* targets, int B, int T,
+                                          int V, int Vp) {
+  Staging s(*this);
+  CpuBackend::crossentropy_forward(losses, s.in(logits, product(B, T, Vp)), targets, B, T, V, Vp);
+}
+
+void CpuBf16Backend::crossentropy_backward(TensorPtr dlogits, float dloss, ConstTensorPtr logits, const int* targets,
+                                           int B, int T, int V, int Vp) {
+  Staging s(*this);
+  const size_t n = product(B, T, Vp);
+  const float* l = s.in(logits, n);  // before dlogits' scratch: the two may be one tensor
+  float* dl = s.out(dlogits, n, false);
+  CpuBackend::crossentropy_backward(dl, dloss, l, targets, B, T, V, Vp);
+  Staging::commit(dlogits, dl, n);
+}
+
+void CpuBf16Backend::fused_classifier(TensorPtr logits, float* losses, const int* targets, float dloss, int B, int T,
+                                      int V, int Vp) {
+  Staging s(*this);
+  const size_t n = product(B, T, Vp);
+  float* l = s.out(logits, n, true);
+  CpuBackend::fused_classifier(l, losses, targets, dloss, B, T, V, Vp);
+  Staging::commit(logits, l, n);
+}
+
+double CpuBf16Backend::sum_of_squares(ConstTensorPtr x, size_t N) {
+  double sum = 0.0;
+  for (size_t at = 0; at < N; at += kChunk) {
+    Staging s(*this);
+    const size_t n = std::min(kChunk, N - at);
+    sum += CpuBackend::sum_of_squares(s.in(x + at, n), n);
+  }
+  return sum;
+}
+
+// The fp32 master updated from the widened gradients, then rounded into the compute copy.
+void CpuBf16Backend::adamw_update(float* master, TensorPtr params, float* m, float* v, ConstTensorPtr grads, size_t N,
+                                  const AdamWParams& hp) {
+  for (size_t at = 0; at < N; at += kChunk) {
+    Staging s(*this);
+    const size_t n = std::min(kChunk, N - at);
+    cpu::adamw_update(master + at, m + at, v + at, s.in(grads + at, n), n, hp);
+    round_to_bf16(bits(params + at), master + at, n);
+  }
+}
+
+}  // namespace gpt2cc::cpu

@@ -1,0 +1,378 @@
+// The CPU's bf16 backend (cpu/backend.hpp, CpuBf16Backend) and its pieces. The rounding: ties to
+// even, NaN and inf kept, overflow to inf; the arrays equal to the scalar around the parallel
+// threshold. The bf16-weight matmul forward against a double-precision oracle on either side of
+// its matrix-vector / blocked split and across its weight blocks. Then every op of the backend
+// against the fp32 backend run on the widened operands: the ops that widen and call the fp32 op
+// must give exactly its outputs rounded (which catches a wrong size, a missing accumulation or
+// commit); the ones with their own sums (matmul forward, decode attention) within a bf16 rounding.
+#include <catch2/catch.hpp>
+
+#include <bit>
+#include <cfloat>
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <vector>
+
+#include "core/rng.hpp"
+#include "cpu/backend.hpp"
+#include "cpu/bf16.hpp"
+#include "cpu/matmul.hpp"
+
+using namespace gpt2cc;
+using cpu::round_to_bf16;
+using cpu::widen_bf16;
+
+namespace {
+
+float from_bits(uint32_t bits) { return std::bit_cast<float>(bits); }
+
+// n bf16 values, uniform in [-scale, scale), from stream `seed`.
+std::vector<uint16_t> random_bf16(size_t n, uint64_t seed, float scale = 1.0f) {
+  std::vector<uint16_t> v(n);
+  for (size_t i = 0; i < n; ++i) {
+    const float u = static_cast<float>(philox_bits(seed, 0, i) >> 8) / float(1 << 24);  // [0, 1)
+    v[i] = round_to_bf16(scale * (2.0f * u - 1.0f));
+  }
+  return v;
+}
+
+std::vector<float> widened(const std::vector<uint16_t>& v) {
+  std::vector<float> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) out[i] = widen_bf16(v[i]);
+  return out;
+}
+
+std::vector<uint16_t> rounded(const std::vector<float>& v) {
+  std::vector<uint16_t> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) out[i] = round_to_bf16(v[i]);
+  return out;
+}
+
+TensorPtr bf16(std::vector<uint16_t>& v) { return {v.data(), DType::bf16}; }
+
+// Largest |a - b| / (|b| + floor) over the elements, for a's bf16 against b's fp32.
+double worst_relative(const std::vector<uint16_t>& a, const std::vector<float>& b, double floor) {
+  REQUIRE(a.size() == b.size());
+  double worst = 0.0;
+  for (size_t i = 0; i < a.size(); ++i)
+    worst = std::max(worst, std::fabs(double(widen_bf16(a[i])) - b[i]) / (std::fabs(double(b[i])) + floor));
+  return worst;
+}
+
+}  // namespace
+
+TEST_CASE("bf16 rounding: to nearest, ties to even; NaN, inf and overflow", "[cpu][bf16]") {
+  CHECK(round_to_bf16(1.0f) == 0x3f80);
+  CHECK(round_to_bf16(-2.5f) == 0xc020);
+  CHECK(round_to_bf16(from_bits(0x3f808000u)) == 0x3f80);  // a tie, the even neighbour below
+  CHECK(round_to_bf16(from_bits(0x3f818000u)) == 0x3f82);  // a tie, the even neighbour above
+  CHECK(round_to_bf16(from_bits(0x3f808001u)) == 0x3f81);  // just past the tie
+  CHECK(round_to_bf16(from_bits(0x3f807fffu)) == 0x3f80);  // just below it
+  CHECK(round_to_bf16(from_bits(0x00000001u)) == 0x0000);  // the smallest denormal rounds to 0
+  CHECK(round_to_bf16(from_bits(0x80018000u)) == 0x8002);  // denormals round like the rest
+  CHECK(round_to_bf16(FLT_MAX) == 0x7f80);                  // beyond bf16's largest: inf
+  CHECK(round_to_bf16(-FLT_MAX) == 0xff80);
+  CHECK(round_to_bf16(std::numeric_limits<float>::infinity()) == 0x7f80);
+  const uint16_t nan = round_to_bf16(std::numeric_limits<float>::quiet_NaN());
+  CHECK(std::isnan(widen_bf16(nan)));
+  // A NaN whose payload sits in the low half only would round to inf by the carry: it must not.
+  CHECK(std::isnan(widen_bf16(round_to_bf16(from_bits(0x7f800001u)))));
+  CHECK(std::isnan(widen_bf16(round_to_bf16(from_bits(0xffffffffu)))));
+  CHECK(widen_bf16(0x3f81) == 1.0f + 1.0f / 128);
+  // Every bf16 value survives the round trip.
+  for (uint32_t b = 0; b < 0x10000; ++b) {
+    const float x = widen_bf16(static_cast<uint16_t>(b));
+    if (!std::isnan(x)) REQUIRE(round_to_bf16(x) == b);
+  }
+}
+
+TEST_CASE("bf16 array conversions equal the scalar ones, with 1 and 2 threads", "[cpu][bf16]") {
+  for (size_t n : {size_t{0}, size_t{7}, size_t{65535}, size_t{65536}, size_t{200003}}) {
+    std::vector<float> x(n);
+    for (size_t i = 0; i < n; ++i) x[i] = from_bits(philox_bits(3, 1, i));
+    for (int threads : {1, 2}) {
+      cpu::CpuBackend backend(threads);  // sets the OpenMP thread count
+      std::vector<uint16_t> r(n);
+      cpu::round_to_bf16(r.data(), x.data(), n);
+      std::vector<float> w(n);
+      cpu::widen_bf16(w.data(), r.data(), n);
+      for (size_t i = 0; i < n; ++i) {
+        REQUIRE(r[i] == round_to_bf16(x[i]));
+        REQUIRE(std::bit_cast<uint32_t>(w[i]) == uint32_t(r[i]) << 16);
+      }
+    }
+  }
+}
+
+TEST_CASE("matmul forward with bf16 weights against a double-precision oracle", "[cpu][bf16][matmul]") {
+  struct Shape {
+    int BT, C, OC;
+  };
+  // Rows around the matrix-vector / blocked split (32), channels with and without a tail past the
+  // 16-value pairs, outputs with a partial group of 4; C = 1024 makes weight blocks of 2048 rows,
+  // so OC = 2100 crosses one.
+  const Shape shapes[] = {{1, 64, 37}, {3, 17, 9}, {5, 768, 50}, {31, 100, 13}, {32, 48, 40},
+                          {33, 48, 40}, {70, 33, 66}, {40, 1024, 2100}};
+  for (const Shape& s : shapes) {
+    for (bool with_bias : {false, true}) {
+      CAPTURE(s.BT, s.C, s.OC, with_bias);
+      const std::vector<float> inp = widened(random_bf16(size_t(s.BT) * s.C, 1));
+      const std::vector<uint16_t> weight = random_bf16(size_t(s.OC) * s.C, 2);
+      const std::vector<float> bias = widened(random_bf16(s.OC, 3));
+      std::vector<float> out(size_t(s.BT) * s.OC, NAN);
+      cpu::matmul_forward_bf16_weight(out.data(), inp.data(), weight.data(), with_bias ? bias.data() : nullptr, 1,
+                                      s.BT, s.C, s.OC);
+      for (int bt = 0; bt < s.BT; ++bt) {
+        for (int o = 0; o < s.OC; ++o) {
+          double want = with_bias ? bias[o] : 0.0, magnitude = std::fabs(want);
+          for (int c = 0; c < s.C; ++c) {
+            const double term = double(inp[size_t(bt) * s.C + c]) * widen_bf16(weight[size_t(o) * s.C + c]);
+            want += term;
+            magnitude += std::fabs(term);
+          }
+          // fp32 sums: a few ulps of the sum of magnitudes.
+          REQUIRE(std::fabs(out[size_t(bt) * s.OC + o] - want) <= 1e-6 * magnitude + 1e-30);
+        }
+      }
+    }
+  }
+}
+
+namespace {
+
+// Every op below runs on the bf16 backend with bf16 operands and on the fp32 backend with the
+// same operands widened; `exact` ops must then agree bit for bit after rounding the fp32 result.
+struct Pair {
+  cpu::CpuBf16Backend half{1};
+  cpu::CpuBackend full{1};
+};
+
+void check_exact(const std::vector<uint16_t>& got, const std::vector<float>& fp32_result) {
+  const std::vector<uint16_t> want = rounded(fp32_result);
+  REQUIRE(got.size() == want.size());
+  size_t wrong = 0;
+  for (size_t i = 0; i < got.size(); ++i) wrong += got[i] != want[i];
+  CHECK(wrong == 0);
+}
+
+}  // namespace
+
+TEST_CASE("CpuBf16Backend: each op is the fp32 op on widened operands, rounded once", "[cpu][bf16][backend]") {
+  Pair p;
+  CHECK(p.half.dtype() == DType::bf16);
+  CHECK(p.half.describe() == "cpu bf16 (1 thread)");
+  CHECK(make_cpu_backend(1, DType::bf16)->dtype() == DType::bf16);
+  const int B = 2, T = 5, C = 32, NH = 4, OC = 24, V = 11, Vp = 16;
+  const size_t BTC = size_t(B) * T * C;
+
+  SECTION("conversions") {
+    std::vector<float> x = widened(random_bf16(100, 9));
+    x[3] = 1.0f + 1.0f / 512;  // a tie: rounds to 1
+    std::vector<uint16_t> h(100);
+    p.half.convert_from_float(bf16(h), x.data(), x.size());
+    check_exact(h, x);
+    std::vector<float> back(100);
+    p.half.convert_to_float(back.data(), bf16(h), h.size());
+    CHECK(back == widened(h));
+  }
+
+  SECTION("encoder forward and backward (a token repeated, rows accumulated)") {
+    const std::vector<int> tokens = {3, 7, 3, 0, 10, 3, 7, 7, 1, 3};
+    std::vector<uint16_t> wte = random_bf16(size_t(V) * C, 1), wpe = random_bf16(size_t(T) * C, 2);
+    std::vector<uint16_t> out(BTC);
+    std::vector<float> out32(BTC), wte32 = widened(wte), wpe32 = widened(wpe);
+    p.half.encoder_forward(bf16(out), tokens.data(), bf16(wte), bf16(wpe), B, T, C);
+    p.full.encoder_forward(out32.data(), tokens.data(), wte32.data(), wpe32.data(), B, T, C);
+    check_exact(out, out32);
+
+    std::vector<uint16_t> dout = random_bf16(BTC, 3), dwte = random_bf16(size_t(V) * C, 4),
+                          dwpe = random_bf16(size_t(T) * C, 5);
+    std::vector<float> dwte32 = widened(dwte), dwpe32 = widened(dwpe), dout32 = widened(dout);
+    p.half.encoder_backward(bf16(dwte), bf16(dwpe), bf16(dout), tokens.data(), B, T, C);
+    p.full.encoder_backward(dwte32.data(), dwpe32.data(), dout32.data(), tokens.data(), B, T, C);
+    check_exact(dwte, dwte32);
+    check_exact(dwpe, dwpe32);
+  }
+
+  SECTION("layernorm forward and backward") {
+    std::vector<uint16_t> inp = random_bf16(BTC, 1, 3.0f), w = random_bf16(C, 2), b = random_bf16(C, 3);
+    std::vector<uint16_t> out(BTC);
+    std::vector<float> out32(BTC), mean(B * T), rstd(B * T), mean32(B * T), rstd32(B * T);
+    std::vector<float> inp32 = widened(inp), w32 = widened(w), b32 = widened(b);
+    p.half.layernorm_forward(bf16(out), mean.data(), rstd.data(), bf16(inp), bf16(w), bf16(b), B, T, C);
+    p.full.layernorm_forward(out32.data(), mean32.data(), rstd32.data(), inp32.data(), w32.data(), b32.data(), B, T,
+                             C);
+    check_exact(out, out32);
+    CHECK(mean == mean32);
+    CHECK(rstd == rstd32);
+
+    std::vector<uint16_t> dout = random_bf16(BTC, 4), dinp = random_bf16(BTC, 5), dw = random_bf16(C, 6),
+                          db = random_bf16(C, 7);
+    std::vector<float> dinp32 = widened(dinp), dw32 = widened(dw), db32 = widened(db), dout32 = widened(dout);
+    p.half.layernorm_backward(bf16(dinp), bf16(dw), bf16(db), bf16(dout), mean.data(), rstd.data(), bf16(inp),
+                              bf16(w), B, T, C);
+    p.full.layernorm_backward(dinp32.data(), dw32.data(), db32.data(), dout32.data(), mean.data(), rstd.data(),
+                              inp32.data(), w32.data(), B, T, C);
+    check_exact(dinp, dinp32);
+    check_exact(dw, dw32);
+    check_exact(db, db32);
+  }
+
+  SECTION("matmul: the forward within a rounding, the backward and the GELU backward exact") {
+    for (int rows : {1, T}) {  // B x rows: decoding's few rows, and the blocked product's many
+      CAPTURE(rows);
+      const size_t n_in = size_t(B) * rows * C, n_out = size_t(B) * rows * OC;
+      std::vector<uint16_t> inp = random_bf16(n_in, 1), w = random_bf16(size_t(OC) * C, 2), b = random_bf16(OC, 3);
+      std::vector<float> inp32 = widened(inp), w32 = widened(w), b32 = widened(b);
+      std::vector<uint16_t> out(n_out), pre(n_out), gelu(n_out);
+      std::vector<float> out32(n_out), gelu32(n_out);
+      p.half.matmul_forward(bf16(out), bf16(inp), bf16(w), bf16(b), B, rows, C, OC);
+      p.full.matmul_forward(out32.data(), inp32.data(), w32.data(), b32.data(), B, rows, C, OC);
+      CHECK(worst_relative(out, out32, 1e-3) <= 1.0 / 256);
+      // The fused forward: pre is the product rounded, GELU of the product before its rounding.
+      p.half.matmul_forward_gelu(bf16(gelu), bf16(pre), bf16(inp), bf16(w), bf16(b), B, rows, C, OC);
+      CHECK(pre == out);
+      p.full.gelu_forward(gelu32.data(), out32.data(), n_out);
+      CHECK(worst_relative(gelu, gelu32, 1e-3) <= 1.0 / 256);
+    }
+    const size_t n_in = BTC, n_out = size_t(B) * T * OC;
+    std::vector<uint16_t> inp = random_bf16(n_in, 1), w = random_bf16(size_t(OC) * C, 2), dout = random_bf16(n_out, 4);
+    std::vector<uint16_t> dinp(n_in), dw = random_bf16(size_t(OC) * C, 5), db = random_bf16(OC, 6);
+    std::vector<float> inp32 = widened(inp), w32 = widened(w), dout32 = widened(dout);
+    std::vector<float> dinp32(n_in), dw32 = widened(dw), db32 = widened(db);
+    p.half.matmul_backward(bf16(dinp), bf16(dw), bf16(db), bf16(dout), bf16(inp), bf16(w), B, T, C, OC);
+    p.full.matmul_backward(dinp32.data(), dw32.data(), db32.data(), dout32.data(), inp32.data(), w32.data(), B, T, C,
+                           OC);
+    check_exact(dinp, dinp32);
+    check_exact(dw, dw32);
+    check_exact(db, db32);
+    // GELU's backward on the product before it is rounded: one rounding, as a fused kernel has.
+    std::vector<uint16_t> pre = random_bf16(n_in, 7, 2.0f);
+    std::vector<float> pre32 = widened(pre);
+    dw32 = widened(dw);  // the weight gradients as the first backward left them (rounded)
+    db32 = widened(db);
+    p.half.matmul_backward_gelu(bf16(dinp), bf16(dw), bf16(db), bf16(dout), bf16(inp), bf16(w), bf16(pre), B, T, C,
+                                OC);
+    p.full.matmul_backward_gelu(dinp32.data(), dw32.data(), db32.data(), dout32.data(), inp32.data(), w32.data(),
+                                pre32.data(), B, T, C, OC);
+    check_exact(dinp, dinp32);
+    check_exact(dw, dw32);
+    check_exact(db, db32);
+  }
+
+  SECTION("attention forward and backward, with dropout") {
+    const DropoutParams dropout{0.1f, 77};
+    std::vector<uint16_t> qkv = random_bf16(3 * BTC, 1, 2.0f), out(BTC);
+    std::vector<float> qkv32 = widened(qkv), out32(BTC), lse(size_t(B) * NH * T), lse32(size_t(B) * NH * T);
+    p.half.attention_forward(bf16(out), lse.data(), bf16(qkv), B, T, C, NH, dropout);
+    p.full.attention_forward(out32.data(), lse32.data(), qkv32.data(), B, T, C, NH, dropout);
+    check_exact(out, out32);
+    CHECK(lse == lse32);
+    std::vector<uint16_t> dout = random_bf16(BTC, 2), dqkv(3 * BTC);
+    std::vector<float> dout32 = widened(dout), dqkv32(3 * BTC), outw = widened(out);
+    p.half.attention_backward(bf16(dqkv), bf16(dout), lse.data(), bf16(qkv), bf16(out), B, T, C, NH, dropout);
+    p.full.attention_backward(dqkv32.data(), dout32.data(), lse.data(), qkv32.data(), outw.data(), B, T, C, NH,
+                              dropout);
+    check_exact(dqkv, dqkv32);
+  }
+
+  SECTION("KV cache: the store copies bits, the decode within a rounding of fp32's") {
+    const int maxT = 8, pos = T;  // a prompt of T tokens stored, then the token at position T
+    std::vector<uint16_t> prompt = random_bf16(3 * BTC, 1, 2.0f), kc(size_t(B) * maxT * C), vc(kc.size());
+    std::vector<float> prompt32 = widened(prompt), kc32(kc.size()), vc32(kc.size());
+    p.half.kv_cache_store(bf16(kc), bf16(vc), bf16(prompt), B, T, maxT, C);
+    p.full.kv_cache_store(kc32.data(), vc32.data(), prompt32.data(), B, T, maxT, C);
+    CHECK(widened(kc) == kc32);
+    CHECK(widened(vc) == vc32);
+    std::vector<uint16_t> token = random_bf16(size_t(B) * 3 * C, 2, 2.0f), out(size_t(B) * C);
+    std::vector<float> token32 = widened(token), out32(out.size());
+    p.half.attention_decode(bf16(out), bf16(kc), bf16(vc), bf16(token), B, pos, maxT, C, NH);
+    p.full.attention_decode(out32.data(), kc32.data(), vc32.data(), token32.data(), B, pos, maxT, C, NH);
+    CHECK(widened(kc) == kc32);  // the new token's k and v at pos too
+    CHECK(widened(vc) == vc32);
+    CHECK(worst_relative(out, out32, 1e-2) <= 1.0 / 256);
+  }
+
+  SECTION("elementwise ops; the residual backward into one tensor twice") {
+    const size_t N = 1000;
+    std::vector<uint16_t> a = random_bf16(N, 1, 4.0f), b = random_bf16(N, 2), out(N);
+    std::vector<float> a32 = widened(a), b32 = widened(b), out32(N);
+    p.half.gelu_forward(bf16(out), bf16(a), N);
+    p.full.gelu_forward(out32.data(), a32.data(), N);
+    check_exact(out, out32);
+    p.half.gelu_backward(bf16(out), bf16(b), bf16(a), N);
+    p.full.gelu_backward(out32.data(), b32.data(), a32.data(), N);
+    check_exact(out, out32);
+    p.half.residual_forward(bf16(out), bf16(a), bf16(b), N);
+    p.full.residual_forward(out32.data(), a32.data(), b32.data(), N);
+    check_exact(out, out32);
+    const DropoutParams dropout{0.25f, 5};
+    p.half.dropout_forward(bf16(out), bf16(a), dropout, N);
+    p.full.dropout_forward(out32.data(), a32.data(), dropout, N);
+    check_exact(out, out32);
+    p.half.dropout_backward(bf16(out), bf16(b), dropout, N);
+    p.full.dropout_backward(out32.data(), b32.data(), dropout, N);
+    check_exact(out, out32);
+
+    std::vector<uint16_t> d1 = random_bf16(N, 3), d2 = random_bf16(N, 4);
+    std::vector<float> want1 = widened(d1), want2 = widened(d2);
+    p.half.residual_backward(bf16(d1), bf16(d2), bf16(b), N);
+    for (size_t i = 0; i < N; ++i) {
+      want1[i] += b32[i];
+      want2[i] += b32[i];
+    }
+    check_exact(d1, want1);
+    check_exact(d2, want2);
+    // The same tensor as both gradients: dout added twice, rounded after each.
+    std::vector<uint16_t> both = random_bf16(N, 5);
+    std::vector<float> twice = widened(both);
+    p.half.residual_backward(bf16(both), bf16(both), bf16(b), N);
+    for (size_t i = 0; i < N; ++i) twice[i] = widen_bf16(round_to_bf16(twice[i] + b32[i])) + b32[i];
+    check_exact(both, twice);
+  }
+
+  SECTION("cross-entropy, its backward in place, and the fused classifier") {
+    const std::vector<int> targets = {1, 0, 10, -1, 4, 4, 9, 2, 3, 5};
+    std::vector<uint16_t> logits = random_bf16(size_t(B) * T * Vp, 1, 5.0f);
+    std::vector<float> logits32 = widened(logits), losses(B * T), losses32(B * T);
+    p.half.crossentropy_forward(losses.data(), bf16(logits), targets.data(), B, T, V, Vp);
+    p.full.crossentropy_forward(losses32.data(), logits32.data(), targets.data(), B, T, V, Vp);
+    CHECK(losses == losses32);
+    std::vector<uint16_t> in_place = logits;
+    std::vector<float> in_place32 = logits32;
+    p.half.crossentropy_backward(bf16(in_place), 0.1f, bf16(in_place), targets.data(), B, T, V, Vp);
+    p.full.crossentropy_backward(in_place32.data(), 0.1f, in_place32.data(), targets.data(), B, T, V, Vp);
+    check_exact(in_place, in_place32);
+    p.half.fused_classifier(bf16(logits), losses.data(), targets.data(), 0.1f, B, T, V, Vp);
+    p.full.fused_classifier(logits32.data(), losses32.data(), targets.data(), 0.1f, B, T, V, Vp);
+    check_exact(logits, logits32);
+    CHECK(losses == losses32);
+  }
+
+  SECTION("sum of squares and AdamW over more than one chunk") {
+    const size_t N = (size_t{1} << 20) + 4099;  // the backend widens 2^20 elements at a time
+    std::vector<uint16_t> grads = random_bf16(N, 1);
+    std::vector<float> grads32 = widened(grads);
+    const double got = p.half.sum_of_squares(bf16(grads), N), want = p.full.sum_of_squares(grads32.data(), N);
+    CHECK(std::fabs(got - want) <= 1e-9 * want);
+
+    std::vector<float> master = widened(random_bf16(N, 2)), m(N), v(N);
+    std::vector<float> master32 = master, m32(N), v32(N);
+    std::vector<uint16_t> params(N);
+    AdamWParams hp;
+    hp.lr = 1e-2f;
+    hp.weight_decay = 0.1f;
+    hp.grad_scale = 0.5f;
+    for (int step = 1; step <= 2; ++step) {
+      hp.step = step;
+      p.half.adamw_update(master.data(), bf16(params), m.data(), v.data(), bf16(grads), N, hp);
+      p.full.adamw_update(master32.data(), master32.data(), m32.data(), v32.data(), grads32.data(), N, hp);
+    }
+    CHECK(master == master32);
+    CHECK(m == m32);
+    CHECK(v == v32);
+    check_exact(params, master32);
+  }
+}
