@@ -42,7 +42,7 @@ GPT2::Impl::Impl(const ModelConfig& cfg, Backend& be, int mB, int mT, ModelMode 
     }
   }
   if (master_sharded()) master_begin = part_begin;
-  master = DeviceArray<float>(backend, master_sharded() ? part_end - part_begin : padded);
+  if (keeps_master()) master = DeviceArray<float>(backend, master_sharded() ? part_end - part_begin : padded);
   if (dtype != DType::fp32) params_bf16 = DeviceTensor(backend, padded);
   if (train) {
     grads = DeviceTensor(backend, padded);
@@ -200,6 +200,7 @@ void GPT2::init_weights(uint64_t seed) {
 std::vector<float> GPT2::parameters() const {
   const Impl& s = *impl_;
   const size_t N = s.layout.total();
+  if (!s.keeps_master()) return download_as_float(s.backend, s.params_bf16.data(), N);
   if (!s.master_sharded()) {
     std::vector<float> host(N);
     s.backend.download(host.data(), s.master.data(), N * sizeof(float));
@@ -213,15 +214,17 @@ void GPT2::set_parameters(const std::vector<float>& host) {
   const size_t N = s.layout.total();
   INPUT_CHECK(host.size() == N, "set_parameters: expected {} floats for {}, got {}", N, describe(s.config),
               host.size());
-  if (!s.master_sharded()) {
+  if (s.keeps_master() && !s.master_sharded()) {
     s.backend.upload(s.master.data(), host.data(), N * sizeof(float));
     if (s.dtype != DType::fp32) s.backend.convert_from_float(s.params_bf16.data(), s.master.data(), N);
     return;
   }
-  // This rank's block of the master (the last block's padding stays 0); the whole bf16 copy from
-  // the host values, through a bounded fp32 staging buffer.
-  const size_t first = std::min(s.part_begin, N), last = std::min(s.part_end, N);
-  s.backend.upload(s.master.data(), host.data() + first, (last - first) * sizeof(float));
+  // This rank's block of the master (the last block's padding stays 0), or none (a bf16 inference
+  // model); the whole bf16 copy from the host values, through a bounded fp32 staging buffer.
+  if (s.keeps_master()) {
+    const size_t first = std::min(s.part_begin, N), last = std::min(s.part_end, N);
+    s.backend.upload(s.master.data(), host.data() + first, (last - first) * sizeof(float));
+  }
   DeviceArray<float> staging(s.backend, std::min(N, size_t(1) << 22));
   for (size_t at = 0; at < N; at += staging.size()) {
     const size_t n = std::min(staging.size(), N - at);

@@ -24,7 +24,8 @@ class DeviceCollectives;  // core/distributed.hpp
 
 // training: parameters, gradients, AdamW moments, every layer's saved activations and the
 // backward scratch. inference: parameters and the forward's activations only (no gradients or
-// moments: a quarter of the parameter memory; attention's saved values for one layer, not L);
+// moments: a quarter of the parameter memory, in bf16 the bf16 weights alone, an eighth;
+// attention's saved values for one layer, not L);
 // the training methods (zero_grad, backward, grad_norm, adamw_step, gradients, optimizer
 // state) then throw Error.
 enum class ModelMode { training, inference };
@@ -82,9 +83,10 @@ class GPT2 {
   void init_weights(uint64_t seed);
 
   // Host copies of the whole buffers, in layout order (for checkpoints, tests, interchange),
-  // always fp32: the parameters are the fp32 master weights; bf16 gradients are widened. When the
-  // master is sharded (master_sharded()) every rank must call parameters(): the blocks are
-  // gathered on rank 0, and the other ranks get an empty vector (as from optimizer_state).
+  // always fp32: the parameters are the fp32 master weights (a bf16 inference model keeps none:
+  // its bf16 weights, widened); bf16 gradients are widened. When the master is sharded
+  // (master_sharded()) every rank must call parameters(): the blocks are gathered on rank 0, and
+  // the other ranks get an empty vector (as from optimizer_state).
   std::vector<float> parameters() const;
   void set_parameters(const std::vector<float>& host);
   std::vector<float> gradients() const;

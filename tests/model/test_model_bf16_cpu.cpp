@@ -1,5 +1,6 @@
 // The whole model on the CPU's bf16 backend: its logits within 1e-2 of fp32's (the bar the CUDA
-// bf16 kernels are held to per layer), KV-cache decoding consistent with recomputing in bf16, and
+// bf16 kernels are held to per layer), an inference model holding only the bf16 weights, KV-cache
+// decoding consistent with recomputing in bf16, and
 // training (forward_backward with the fused classifier, the gradient norm, AdamW on the fp32
 // master) following fp32's loss curve.
 #include <catch2/catch.hpp>
@@ -62,6 +63,18 @@ TEST_CASE("bf16 on the CPU: logits within 1e-2 of fp32, decoding as recomputing"
   INFO("relative L2 error of the bf16 logits: " << logits_error);
   CHECK(logits_error < 1e-2);
   CHECK(logits_error > 1e-4);  // the activations were rounded: equal logits would mean fp32 ran
+
+  // An inference model in bf16 keeps no fp32 master: given weights bf16 cannot hold, it returns
+  // their rounding.
+  const auto unrounded = fan_in_scaled_parameters(full.layout(), c, 9);
+  half.set_parameters(unrounded);
+  const auto held = half.parameters();
+  REQUIRE(held.size() == unrounded.size());
+  size_t wrong = 0;
+  for (size_t i = 0; i < held.size(); ++i) wrong += held[i] != cpu::widen_bf16(cpu::round_to_bf16(unrounded[i]));
+  CHECK(wrong == 0);
+  CHECK(held != unrounded);
+  half.set_parameters(params);
 
   // Prefill + decode in bf16 against full forwards in bf16 of each prefix.
   const int prompt = 3;
