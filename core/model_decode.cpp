@@ -39,17 +39,21 @@ void download_last_logits(Backend& backend, const ModelConfig& config, ConstTens
 // thus change with the number of rows sharing its forward once that crosses 6 (B = 1 decoding
 // uses the loop, B = 8 the GEMM). Forwards of at most this many positions whenever a row alone
 // has that few keep every row bit-identical to a forward of the row alone
-// (test_batch_generation checks it, and would catch a change of the tile).
+// (test_batch_generation checks it, and would catch a change of the tile). In bf16 the loop
+// takes up to 32 rows (kBf16MatvecRows in cpu/matmul.cpp; must stay equal).
 constexpr int kCpuMatvecRows = 5;
+constexpr int kCpuBf16MatvecRows = 32;
 
 }  // namespace
 
 // Rows of `len` positions each that one forward may take: as many as the activations hold
 // (max_B x max_T positions; attention's saved values are per position too), and on the CPU, when
-// one row has fewer than 6 positions, few enough that the group has fewer than 6 too.
+// one row has few enough positions for the matrix-vector loop (fewer than 6; 32 or fewer in
+// bf16), few enough that the group has too.
 int GPT2::Impl::row_group(int len) const {
   int rows = std::max(1, max_B * max_T / len);
-  if (backend.kind() == DeviceKind::cpu && len <= kCpuMatvecRows) rows = std::min(rows, kCpuMatvecRows / len);
+  const int matvec_rows = dtype == DType::bf16 ? kCpuBf16MatvecRows : kCpuMatvecRows;
+  if (backend.kind() == DeviceKind::cpu && len <= matvec_rows) rows = std::min(rows, matvec_rows / len);
   return rows;
 }
 
