@@ -10,6 +10,9 @@ generate: for each preset and thread count, greedy decoding with the KV cache, b
   prompt of --prompt-tokens then --new-tokens tokens. gpt2cc: build/benchmarks/generate/
   bench_generate; PyTorch: benchmarks/pytorch/gpt2_generate.py (Hugging Face transformers'
   GPT2LMHeadModel, in a plain loop and through generate()). speed-up = gpt2cc tokens/s / theirs.
+  --dtype bf16: both sides hold the weights in bf16 (gpt2cc: its CPU bf16 backend, fp32
+  arithmetic on bf16 weights, activations and KV cache; PyTorch: the model cast to bfloat16,
+  computing in bf16 where its CPU kernels do).
 Each run is a fresh process; within a round the sides alternate, which goes first switching from
 round to round, so a machine that slows down (other load, heat) slows both alike. Reported per
 row: the median over the rounds of each run's own median, and each process's peak resident memory
@@ -137,7 +140,7 @@ class Generate:
     def __init__(self, a):
         self.bench = os.path.join(a.build, "benchmarks", "generate", "bench_generate")
         self.python, self.repeats = a.python, a.repeats
-        self.prompt_tokens, self.new_tokens = a.prompt_tokens, a.new_tokens
+        self.prompt_tokens, self.new_tokens, self.dtype = a.prompt_tokens, a.new_tokens, a.dtype
         self.sides = ["gpt2cc", "pytorch"]
         self.cases = [p.strip() for p in a.presets.split(",")]
 
@@ -146,7 +149,7 @@ class Generate:
 
     def command(self, side, case, threads, json_path):
         common = ["--prompt-tokens", str(self.prompt_tokens), "--new-tokens", str(self.new_tokens), "--repeats",
-                  str(self.repeats), "--threads", str(threads), "--json", json_path]
+                  str(self.repeats), "--threads", str(threads), "--dtype", self.dtype, "--json", json_path]
         if side == "gpt2cc":
             return [self.bench, "--presets", case, "--samples", "", "--skip-recompute"] + common
         return [self.python, os.path.join(PYTORCH_DIR, "gpt2_generate.py"), "--preset", case] + common
@@ -160,19 +163,20 @@ class Generate:
 
     def row(self, case, threads, medians):
         row = {"preset": case, "prompt_tokens": self.prompt_tokens, "new_tokens": self.new_tokens,
-               "threads": threads, **medians}
+               "threads": threads, "dtype": self.dtype, **medians}
         ours = row["gpt2cc"]["tokens_per_s"]
         row["speedup_vs_pytorch_loop"] = ours / row["pytorch"]["tokens_per_s"]
         row["speedup_vs_pytorch_generate"] = ours / row["pytorch"]["generate_tokens_per_s"]
         return row
 
     def table(self, rows):
-        head = ("| preset | prompt → end | threads | gpt2cc tok/s | HF loop tok/s | speed-up | HF generate() tok/s "
+        head = ("| preset | dtype | prompt → end | threads | gpt2cc tok/s | HF loop tok/s | speed-up | HF generate() tok/s "
                 "| speed-up | prefill ms gpt2cc / HF | peak RSS gpt2cc / HF |")
         lines = [head, "|" + "---|" * (head.count("|") - 1)]
         for r in rows:
             g, t = r["gpt2cc"], r["pytorch"]
-            lines.append(f"| {r['preset']} | {r['prompt_tokens']} → {r['prompt_tokens'] + r['new_tokens']} | "
+            lines.append(f"| {r['preset']} | {r['dtype']} | {r['prompt_tokens']} → "
+                         f"{r['prompt_tokens'] + r['new_tokens']} | "
                          f"{r['threads']} | {g['tokens_per_s']:.1f} | {t['tokens_per_s']:.1f} | "
                          f"{r['speedup_vs_pytorch_loop']:.2f}x | {t['generate_tokens_per_s']:.1f} | "
                          f"{r['speedup_vs_pytorch_generate']:.2f}x | {g['prefill_ms']:.1f} / {t['prefill_ms']:.1f} | "
@@ -257,6 +261,7 @@ assert "THP_MEM_ALLOC_ENABLE" not in os.environ
 if "--configs" in a:
     json.dump([{"ms_per_step_median": 100.0 / threads, "loss_first": 10.8, "loss_last": 10.5}], open(out, "w"))
 else:
+    assert a[a.index("--dtype") + 1] == os.environ["FAKE_EXPECT_DTYPE"]
     json.dump([{"kv_tokens_per_s": 300.0 * threads, "prefill_ms": 5.0}], open(out, "w"))
 """
 FAKE_TORCH = """import json, os, sys
@@ -272,6 +277,7 @@ if os.path.basename(a[0]) == "gpt2_train.py":
     json.dump({"ms_per_step_median": ms, "final_loss": 10.4, "torch": "fake", "fused_adamw": True}, open(out, "w"))
 else:
     assert "OMP_WAIT_POLICY" not in os.environ
+    assert a[a.index("--dtype") + 1] == os.environ["FAKE_EXPECT_DTYPE"]
     json.dump({"loop_tokens_per_s": 100.0 * threads, "generate_tokens_per_s": 75.0 * threads, "prefill_ms": 20.0,
                "torch": "fake", "transformers": "fake"}, open(out, "w"))
 """
@@ -294,7 +300,8 @@ def self_test():
                 f.write(FAKE_TORCH)
         PYTORCH_DIR = tmp
         args = argparse.Namespace(build=tmp, python=sys.executable, warmup=1, steps=2, compile=True,
-                                  configs="d2:4x64", repeats=2, prompt_tokens=64, new_tokens=32, presets="d4")
+                                  configs="d2:4x64", repeats=2, prompt_tokens=64, new_tokens=32, presets="d4",
+                                  dtype="bf16")
         order = []
         rows = measure(Train(args), [1, 2], 2, log=lambda line: order.append(line.split(": ")[1].split()[0]))
         assert order == ["gpt2cc", "pytorch", "pytorch_compile", "pytorch_compile", "pytorch", "gpt2cc"] * 2, order
@@ -315,12 +322,13 @@ def self_test():
         os.environ["OMP_WAIT_POLICY"] = "active"  # a caller's own setting: replaced, or removed for "unset"
         os.environ["THP_MEM_ALLOC_ENABLE"] = "1"  # likewise: passed to PyTorch only when asked for
         os.environ["FAKE_EXPECT_THP"] = "1"
+        os.environ["FAKE_EXPECT_DTYPE"] = "bf16"
         rows = measure(Generate(args), [2], 3, "unset", log=lambda line: None, pytorch_huge_pages=True)
         assert rows[0]["pytorch"]["huge_pages"] == "THP_MEM_ALLOC_ENABLE=1", rows[0]["pytorch"]
-        del os.environ["THP_MEM_ALLOC_ENABLE"], os.environ["FAKE_EXPECT_THP"]
+        del os.environ["THP_MEM_ALLOC_ENABLE"], os.environ["FAKE_EXPECT_THP"], os.environ["FAKE_EXPECT_DTYPE"]
         assert rows[0]["speedup_vs_pytorch_loop"] == 3.0 and rows[0]["speedup_vs_pytorch_generate"] == 4.0, rows
         text = Generate(args).table(rows)
-        assert "| d4 | 64 → 96 | 2 | 600.0 | 200.0 | 3.00x | 150.0 | 4.00x | 5.0 / 20.0 |" in text, text
+        assert "| d4 | bf16 | 64 → 96 | 2 | 600.0 | 200.0 | 3.00x | 150.0 | 4.00x | 5.0 / 20.0 |" in text, text
         for bad in ("d2", "d2:4", "d2:0x64", "d2:ax64"):
             try:
                 parse_configs(bad)
@@ -367,6 +375,7 @@ def parse_args(argv):
     g.add_argument("--prompt-tokens", type=int, default=64)
     g.add_argument("--new-tokens", type=int, default=64)
     g.add_argument("--repeats", type=int, default=3, help="timed generations of each run (their median is the run's)")
+    g.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="the weights' dtype on both sides")
     a = p.parse_args(argv)
     if a.self_test:
         return a, None

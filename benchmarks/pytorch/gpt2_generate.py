@@ -3,7 +3,9 @@
 
 The model is transformers' GPT2LMHeadModel at a gpt2cc preset's shape (random weights: speed does
 not depend on them; vocabulary 50257, where gpt2cc pads its classifier to 50304), in eval mode
-under torch.inference_mode, fp32. As gpt2cc's bench_generate does: one random prompt of
+under torch.inference_mode, fp32 (--dtype bf16: the model cast to torch.bfloat16, its weights,
+activations and KV cache bf16, as gpt2cc's --dtype bf16 holds them; PyTorch's CPU kernels then
+compute in bf16 or accumulate in fp32 as each does). As gpt2cc's bench_generate does: one random prompt of
 --prompt-tokens, then --new-tokens greedy tokens with the KV cache, batch 1. Two ways:
   loop      the model called once per token with its KV cache, argmax in between: the same
             algorithm as gpt2cc's decoding, with nothing else around it; its prefill computes
@@ -35,6 +37,7 @@ def parse_args(argv):
     p.add_argument("--repeats", type=int, default=3, help="timed runs of each way (the median is reported)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
     p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="the model's dtype")
     p.add_argument("--json", help="also write the result to this JSON file")
     a = p.parse_args(argv)
     if a.prompt_tokens < 1 or a.new_tokens < 1 or a.repeats < 1:
@@ -90,6 +93,8 @@ def main(argv=None):
     config = transformers.GPT2Config(vocab_size=VOCAB, n_positions=MAX_T, n_embd=C, n_layer=L, n_head=NH,
                                      activation_function="gelu_new", bos_token_id=None, eos_token_id=None)
     model = transformers.GPT2LMHeadModel(config).eval()
+    if a.dtype == "bf16":
+        model = model.to(torch.bfloat16)
     params = sum(p.numel() for p in model.parameters())
     prompt = torch.randint(0, VOCAB, (1, a.prompt_tokens))
     with torch.inference_mode():
@@ -118,13 +123,13 @@ def main(argv=None):
     generate_tps = max(a.new_tokens - 1, 1) / max(generate_decode_s, 1e-9)
     result = {"benchmark": "pytorch_gpt2_generate", "torch": torch.__version__,
               "transformers": transformers.__version__, "threads": torch.get_num_threads(), "preset": a.preset,
-              "params": params, "prompt_tokens": a.prompt_tokens, "new_tokens": a.new_tokens, "repeats": a.repeats,
+              "dtype": a.dtype, "params": params, "prompt_tokens": a.prompt_tokens, "new_tokens": a.new_tokens, "repeats": a.repeats,
               "prefill_ms": prefill_ms, "loop_tokens_per_s": loop_tps, "generate_tokens_per_s": generate_tps,
               "generate_ms_median": statistics.median(generate_s) * 1e3,
               "generate_prefill_ms_median": statistics.median(generate_prefill_s) * 1e3,
               "loop_logits": "last position" if last_row_only(model) else "every position"}
     print(f"transformers {transformers.__version__} GPT2LMHeadModel, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} thread(s); greedy, prompt {a.prompt_tokens}, batch 1")
+          f"{torch.get_num_threads()} thread(s), {a.dtype}; greedy, prompt {a.prompt_tokens}, batch 1")
     print("| preset | params | new | prefill ms | loop tok/s | generate() tok/s |")
     print("|---|---|---|---|---|---|")
     print(f"| {a.preset} | {params / 1e6:.1f}M | {a.new_tokens} | {prefill_ms:.1f} | {loop_tps:.1f} | "
