@@ -24,24 +24,25 @@ class Staging {
   Staging(const Staging&) = delete;
   Staging& operator=(const Staging&) = delete;
 
-  // An input of n elements as fp32: the tensor itself when it is fp32 (or null), else widened.
+  // An input of n elements as fp32: the tensor itself when it is fp32 (or null: no tensor), else
+  // widened.
   const float* in(ConstTensorPtr p, size_t n) {
-    if (p.dtype == DType::fp32) return static_cast<const float*>(p.data);
+    if (!p || p.dtype == DType::fp32) return static_cast<const float*>(p.data);
     float* wide = take(n);
     widen_bf16(wide, static_cast<const uint16_t*>(p.data), n);
     return wide;
   }
-  // Where an op writes an output of n elements in fp32: the tensor itself when it is fp32, else
-  // scratch, holding the tensor's widened values when the op accumulates into it (+=).
+  // Where an op writes an output of n elements in fp32: the tensor itself when it is fp32 (or
+  // null), else scratch, holding the tensor's widened values when the op accumulates into it (+=).
   float* out(TensorPtr p, size_t n, bool accumulate) {
-    if (p.dtype == DType::fp32) return static_cast<float*>(p.data);
+    if (!p || p.dtype == DType::fp32) return static_cast<float*>(p.data);
     float* wide = take(n);
     if (accumulate) widen_bf16(wide, static_cast<const uint16_t*>(p.data), n);
     return wide;
   }
   // The output `wide` (from out(p, ...)) rounded into p; nothing to do when p is fp32.
   static void commit(TensorPtr p, const float* wide, size_t n) {
-    if (p.dtype == DType::bf16) round_to_bf16(static_cast<uint16_t*>(p.data), wide, n);
+    if (p && p.dtype == DType::bf16) round_to_bf16(static_cast<uint16_t*>(p.data), wide, n);
   }
 
  private:

@@ -101,8 +101,9 @@ void matmul_forward_few_rows(float* out, const float* inp, const float* weight, 
 // A bf16 weight row is read 16 values (32 bytes) at a time as eight 32-bit words, each two
 // neighbours: word << 16 is the even value as a float, word & 0xffff0000 the odd one. Two integer
 // operations on the FMA's ports, where widening eight values at once (vpmovzxwd) goes through the
-// one shuffle port and took gpt2's decoding products from ~16 to ~32 ms at one thread, as long as
-// fp32's. The input row is laid out to match once per call (split_even_odd).
+// one shuffle port: over gpt2's weights at one thread that took 32 ms (18 with the prefetch
+// below), as long as fp32's pass, against 16-17.5 here. The input row is laid out to match once
+// per call (split_even_odd).
 constexpr int kPairBlock = 16;
 
 typedef uint32_t words8 __attribute__((vector_size(32)));
@@ -120,9 +121,9 @@ void split_even_odd(float* dst, const float* x, int n) {
   for (; i < n; ++i) dst[i] = x[i];
 }
 
-// How far ahead (in bf16 values) each weight row is prefetched: the hardware prefetcher alone
-// left this loop at half the memory bandwidth one thread reaches (18 -> 32 ms over gpt2's
-// weights without it, 2026-12-06); 2 KB ahead was the best of 512 B, 2 KB and 4 KB.
+// How far ahead (in bf16 values) each weight row is prefetched: with the hardware prefetcher
+// alone this loop took 21-24 ms over gpt2's weights at one thread, with 2 KB ahead 16-17.5, the
+// time of a plain streaming read (2026-12-06); 2 KB was the best of 512 B, 2 KB and 4 KB.
 constexpr int kPrefetchAhead = 1024;
 
 // sums[r] = sum_i x[i] * widen(rows[r * row_stride + i]), r < R, with xs = split_even_odd(x):

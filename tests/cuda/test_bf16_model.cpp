@@ -47,24 +47,7 @@ void expect_tensors_rel_l2(const std::vector<float>& actual, const std::vector<f
   }
 }
 
-// test::random_parameters (uniform +-0.3, whatever C) with the matrices and embeddings scaled by
-// sqrt(36 / C): fan-in scaling, as a real initialisation has, so that pre-activations, attention
-// scores and logits keep the size of the C = 36 case at every width. Why: bf16 rounds each value
-// to a relative 2^-9, and softmax and GELU turn that into an error proportional to the size of
-// their inputs; with unscaled weights the C = 128 model's scores and logits are about twice as
-// large and its error exceeds these tolerances (measured on the CPU emulator: logits 1.2%,
-// gradients up to 3.7%; 0.8% and 1.2% scaled), while saying nothing about the kernels.
-std::vector<float> fan_in_scaled_parameters(const ParameterLayout& layout, const ModelConfig& c, uint64_t seed) {
-  std::vector<float> p = test::random_parameters(layout, c, seed);
-  const float scale = std::sqrt(36.0f / static_cast<float>(c.channels));
-  for (const ParamTensor& t : layout.tensors()) {
-    const bool is_ln_weight = t.name == "ln1w" || t.name == "ln2w" || t.name == "lnfw";
-    const bool is_bias = t.name.back() == 'b' && t.name != "wte";
-    if (is_ln_weight || is_bias) continue;
-    for (size_t k = 0; k < t.numel; ++k) p[t.offset + k] *= scale;
-  }
-  return p;
-}
+using test::fan_in_scaled_parameters;
 
 AdamWParams step_params(int step, float grad_scale) {
   AdamWParams hp;
@@ -185,14 +168,8 @@ TEST_CASE("20 bf16 training steps track fp32 within a few percent", "[cuda][bf16
   GPT2 fp32_model(c, *fp32_backend, B, T), bf16_model(c, *bf16_backend, B, T);
   fp32_model.init_weights(251);
   bf16_model.init_weights(251);
-  // A batch with structure to learn (each row repeats a short random phrase), so the loss moves.
-  std::vector<int> inputs(size_t(B) * T), targets(size_t(B) * T);
-  const auto phrase = test::random_tokens(size_t(B) * 7, 252, c.vocab_size);
-  for (int b = 0; b < B; ++b)
-    for (int t = 0; t < T; ++t) {
-      inputs[size_t(b) * T + t] = phrase[size_t(b) * 7 + t % 7];
-      targets[size_t(b) * T + t] = phrase[size_t(b) * 7 + (t + 1) % 7];
-    }
+  std::vector<int> inputs, targets;
+  test::phrase_batch(inputs, targets, B, T, 7, 252, c.vocab_size);
   float first = 0.0f, last = 0.0f;
   for (int step = 1; step <= 20; ++step) {
     const float l32 = train_step(fp32_model, inputs, targets, B, T, step);

@@ -22,22 +22,6 @@ ModelConfig small_config() {
   c.max_seq_len = 16;
   return c;
 }
-
-// test::random_parameters with the matrices and embeddings scaled by sqrt(36 / C), as
-// tests/cuda/test_bf16_model.cpp does and for its reason: bf16's relative error grows with the
-// size of softmax's and GELU's inputs, and unscaled weights at C = 64 make them larger than the
-// C = 36 case the tolerances were set for.
-std::vector<float> fan_in_scaled_parameters(const ParameterLayout& layout, const ModelConfig& c, uint64_t seed) {
-  std::vector<float> p = test::random_parameters(layout, c, seed);
-  const float scale = std::sqrt(36.0f / static_cast<float>(c.channels));
-  for (const ParamTensor& t : layout.tensors()) {
-    const bool is_ln_weight = t.name == "ln1w" || t.name == "ln2w" || t.name == "lnfw";
-    const bool is_bias = t.name.back() == 'b' && t.name != "wte";
-    if (is_ln_weight || is_bias) continue;
-    for (size_t k = 0; k < t.numel; ++k) p[t.offset + k] *= scale;
-  }
-  return p;
-}
 }  // namespace
 
 TEST_CASE("bf16 on the CPU: logits within 1e-2 of fp32, decoding as recomputing", "[model][bf16]") {
@@ -48,7 +32,7 @@ TEST_CASE("bf16 on the CPU: logits within 1e-2 of fp32, decoding as recomputing"
   CHECK(half.dtype() == DType::bf16);
   // Weights that bf16 holds exactly (as tests/cuda/test_bf16_model.cpp has them): what differs is
   // the bf16 storage of the activations.
-  auto params = fan_in_scaled_parameters(full.layout(), c, 5);
+  auto params = test::fan_in_scaled_parameters(full.layout(), c, 5);
   for (float& p : params) p = cpu::widen_bf16(cpu::round_to_bf16(p));
   full.set_parameters(params);
   half.set_parameters(params);
@@ -66,7 +50,7 @@ TEST_CASE("bf16 on the CPU: logits within 1e-2 of fp32, decoding as recomputing"
 
   // An inference model in bf16 keeps no fp32 master: given weights bf16 cannot hold, it returns
   // their rounding.
-  const auto unrounded = fan_in_scaled_parameters(full.layout(), c, 9);
+  const auto unrounded = test::fan_in_scaled_parameters(full.layout(), c, 9);
   half.set_parameters(unrounded);
   const auto held = half.parameters();
   REQUIRE(held.size() == unrounded.size());
@@ -98,14 +82,8 @@ TEST_CASE("bf16 on the CPU trains as fp32 does", "[model][bf16][train]") {
   full.init_weights(7);
   half.init_weights(7);
   CHECK(half.parameters() == full.parameters());
-  // A batch with structure to learn (each row repeats a short random phrase), so the loss moves.
-  std::vector<int> inputs(size_t(B) * T), targets(size_t(B) * T);
-  const auto phrase = test::random_tokens(size_t(B) * 5, 8, c.vocab_size);
-  for (int b = 0; b < B; ++b)
-    for (int t = 0; t < T; ++t) {
-      inputs[size_t(b) * T + t] = phrase[size_t(b) * 5 + t % 5];
-      targets[size_t(b) * T + t] = phrase[size_t(b) * 5 + (t + 1) % 5];
-    }
+  std::vector<int> inputs, targets;
+  test::phrase_batch(inputs, targets, B, T, 5, 8, c.vocab_size);
   AdamWParams hp;  // test_bf16_model's steps
   hp.lr = 1e-3f;
   hp.weight_decay = 0.1f;
