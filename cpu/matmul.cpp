@@ -99,7 +99,8 @@ void matmul_forward_few_rows(float* out, const float* inp, const float* weight, 
 
 // ---- bf16 weights ----
 // A bf16 weight row is read 16 values (32 bytes) at a time as eight 32-bit words, each two
-// neighbours: word << 16 is the even value as a float, word & 0xffff0000 the odd one. Two integer
+// neighbours: word << 16 is the even value as a float, word & 0xffff0000 the odd one (on a
+// little-endian CPU, which every target of this code is). Two integer
 // operations on the FMA's ports, where widening eight values at once (vpmovzxwd) goes through the
 // one shuffle port: over gpt2's weights at one thread that took 32 ms (18 with the prefetch
 // below), as long as fp32's pass, against 16-17.5 here. The input row is laid out to match once
