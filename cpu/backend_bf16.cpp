@@ -164,13 +164,18 @@ void CpuBf16Backend::layernorm_backward(TensorPtr dinp, TensorPtr dweight, Tenso
   Staging::commit(dbias, db, C);
 }
 
-// The weight read as bf16 in place (decoding: half the bytes of fp32's pass over it).
+// The weight read as bf16 in place (decoding: half the bytes of fp32's pass over it; prefill: AMX
+// tiles where the CPU has them).
 void CpuBf16Backend::matmul_forward(TensorPtr out, ConstTensorPtr inp, ConstTensorPtr weight, ConstTensorPtr bias,
                                     int B, int T, int C, int OC) {
   Staging s(*this);
   const size_t n = product(B, T, OC);
   float* o = s.out(out, n, false);
-  cpu::matmul_forward_bf16_weight(o, s.in(inp, product(B, T, C)), bits(weight), s.in(bias, OC), B, T, C, OC);
+  if (inp.dtype == DType::bf16) {
+    cpu::matmul_forward_bf16(o, bits(inp), bits(weight), s.in(bias, OC), B, T, C, OC);
+  } else {  // an fp32 intermediate of a fused op
+    cpu::matmul_forward_bf16_weight(o, s.in(inp, product(B, T, C)), bits(weight), s.in(bias, OC), B, T, C, OC);
+  }
   Staging::commit(out, o, n);
 }
 

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <vector>
 
+#include "cpu/amx.hpp"
 #include "cpu/bf16.hpp"
 #include "cpu/gemm.hpp"
 
@@ -209,6 +210,22 @@ void matmul_forward_bf16_weight(float* out, const float* inp, const uint16_t* we
     gemm_assign(out + o0, OC, StridedMatrix{inp, c, 1}, StridedMatrix{widened.data(), 1, c}, BT, rows, C,
                 bias ? bias + o0 : nullptr);
   }
+}
+
+// From 33 rows up, AMX tiles where the CPU has them and the shape suits (cpu/amx.hpp); its sums
+// depend on no row but their own, as the matrix-vector loop's, so the model's row groups (by 32)
+// keep each row's bits either way. Else the paths of matmul_forward_bf16_weight.
+void matmul_forward_bf16(float* out, const uint16_t* inp, const uint16_t* weight, const float* bias, int B, int T,
+                         int C, int OC) {
+  const int BT = B * T;
+  if (BT > kBf16MatvecRows && amx_bf16_enabled() && amx_bf16_shape(OC, C)) {
+    amx_matmul_bf16(out, inp, weight, bias, BT, OC, C);
+    return;
+  }
+  thread_local std::vector<float> wide_inp;
+  wide_inp.resize(static_cast<size_t>(BT) * C);
+  widen_bf16(wide_inp.data(), inp, wide_inp.size());
+  matmul_forward_bf16_weight(out, wide_inp.data(), weight, bias, B, T, C, OC);
 }
 
 // out = bias (or 0) + inp . W^T:  Cm = out (BT x OC), A = inp (BT x C), Bm(k=c, j=o) = weight[o,c]

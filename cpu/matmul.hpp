@@ -19,4 +19,9 @@ void matmul_backward_blocked(float* dinp, float* dweight, float* dbias, const fl
 // Decoding's few rows read each weight once as bf16: half the bytes of the fp32 forward.
 void matmul_forward_bf16_weight(float* out, const float* inp, const uint16_t* weight, const float* bias, int B, int T,
                                 int C, int OC);
+// The same with the input in bf16 too: from 33 rows up on AMX tiles where the CPU has AMX-BF16
+// and C and OC are multiples of 32 (cpu/amx.hpp: its sums in another order, bf16 denormals as
+// 0), else widened and as above.
+void matmul_forward_bf16(float* out, const uint16_t* inp, const uint16_t* weight, const float* bias, int B, int T,
+                         int C, int OC);
 }  // namespace gpt2cc::cpu

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "core/rng.hpp"
+#include "cpu/amx.hpp"
 #include "cpu/backend.hpp"
 #include "cpu/bf16.hpp"
 #include "cpu/matmul.hpp"
@@ -136,6 +137,46 @@ TEST_CASE("matmul forward with bf16 weights against a double-precision oracle", 
           REQUIRE(std::fabs(out[size_t(bt) * s.OC + o] - want) <= 1e-6 * magnitude + 1e-30);
         }
       }
+    }
+  }
+}
+
+TEST_CASE("matmul forward with bf16 inputs and weights: AMX tiles and the other paths", "[cpu][bf16][matmul]") {
+  struct Shape {
+    int BT, C, OC;
+  };
+  // From 33 rows up AMX takes C and OC multiples of 32: rows around the 32-row blocks and the
+  // 128-row chunks of its tasks; the last shape (OC not a multiple of 32) never takes it.
+  const Shape shapes[] = {{32, 64, 64}, {33, 64, 96}, {70, 96, 64}, {129, 768, 256}, {40, 64, 48}};
+  const bool amx = cpu::amx_bf16_available();
+  INFO("AMX-BF16 " << (amx ? "available: both paths compared" : "not available: the fallback only"));
+  for (const Shape& s : shapes) {
+    CAPTURE(s.BT, s.C, s.OC);
+    const std::vector<uint16_t> inp = random_bf16(size_t(s.BT) * s.C, 11), weight = random_bf16(size_t(s.OC) * s.C, 12);
+    const std::vector<float> bias = widened(random_bf16(s.OC, 13)), inp32 = widened(inp);
+    std::vector<float> tiles(size_t(s.BT) * s.OC, NAN), other(tiles.size(), NAN);
+    cpu::matmul_forward_bf16(tiles.data(), inp.data(), weight.data(), bias.data(), 1, s.BT, s.C, s.OC);
+    cpu::set_amx_bf16_enabled(false);
+    cpu::matmul_forward_bf16(other.data(), inp.data(), weight.data(), bias.data(), 1, s.BT, s.C, s.OC);
+    cpu::set_amx_bf16_enabled(amx);
+    for (const std::vector<float>* out : {&tiles, &other}) {
+      for (int bt = 0; bt < s.BT; ++bt) {
+        for (int o = 0; o < s.OC; ++o) {
+          double want = bias[o], magnitude = std::fabs(want);
+          for (int c = 0; c < s.C; ++c) {
+            const double term = double(inp32[size_t(bt) * s.C + c]) * widen_bf16(weight[size_t(o) * s.C + c]);
+            want += term;
+            magnitude += std::fabs(term);
+          }
+          REQUIRE(std::fabs((*out)[size_t(bt) * s.OC + o] - want) <= 1e-6 * magnitude + 1e-30);
+        }
+      }
+    }
+    // A row's bits do not depend on the rows beside it: the first 33 rows alone (still tiles).
+    if (s.BT > 33) {
+      std::vector<float> head(size_t(33) * s.OC);
+      cpu::matmul_forward_bf16(head.data(), inp.data(), weight.data(), bias.data(), 1, 33, s.C, s.OC);
+      CHECK(head == std::vector<float>(tiles.begin(), tiles.begin() + head.size()));
     }
   }
 }
