@@ -86,11 +86,12 @@ class CpuBackend : public Backend {
 // output to nearest even once; accumulating outputs are widened, added to in fp32 and rounded.
 // Most ops widen their bf16 operands into scratch and run CpuBackend's fp32 op on them; the ones
 // that read the weights or the KV cache, which decoding is bound by, read the bf16 in place: the
-// matmul's forward (cpu::matmul_forward_bf16_weight), the embedding, the decode attention and the
-// cache store. What it is for: generation, whose decoding reads every weight once per token, so
-// half the bytes is up to twice the tokens/s. Its training works (every op is here and tested) but
-// is not faster than fp32's: the arithmetic is the same and the widening comes on top, so `train`
-// offers bf16 on CUDA only. A tensor given as fp32 (a float*) is used as it is: the fused ops pass
+// matmul's forward (cpu::matmul_forward_bf16; the prompt's products on AMX tiles where the CPU
+// has them), the embedding, the decode attention and the cache store. What it is for: generation,
+// whose decoding reads every weight once per token, so half the bytes is up to twice the
+// tokens/s. Its training works (every op is here and tested), but the backward's products widen
+// their operands for the fp32 product, so `train` offers bf16 on CUDA only (a CPU bf16 training
+// step has not been timed). A tensor given as fp32 (a float*) is used as it is: the fused ops pass
 // their fp32 intermediates to the single ops that way.
 class CpuBf16Backend final : public CpuBackend {
  public:
