@@ -82,9 +82,9 @@ double flops_per_token(const ModelConfig& c, int T) {
 }
 
 // One configuration, measured in the calling process.
-json run_config(const BenchConfig& bc, int threads, int warmup, int steps) {
+json run_config(const BenchConfig& bc, int threads, int warmup, int steps, DType dtype) {
   const ModelConfig config = model_preset(bc.preset);
-  auto backend = make_cpu_backend(threads);
+  auto backend = make_cpu_backend(threads, dtype);
   GPT2 model(config, *backend, bc.B, bc.T);
   model.init_weights(1);
   const size_t n = size_t(bc.B) * bc.T;
@@ -151,7 +151,7 @@ json run_config(const BenchConfig& bc, int threads, int warmup, int steps) {
 
 // Runs one configuration in a child process and returns its JSON result (the child's own
 // peak RSS is then that configuration's alone).
-json run_in_child(const BenchConfig& bc, int threads, int warmup, int steps) {
+json run_in_child(const BenchConfig& bc, int threads, int warmup, int steps, DType dtype) {
   int fds[2];
   ENSURE(pipe(fds) == 0, "pipe() failed");
   std::fflush(nullptr);
@@ -162,7 +162,7 @@ json run_in_child(const BenchConfig& bc, int threads, int warmup, int steps) {
     std::string out;
     int code = 0;
     try {
-      out = run_config(bc, threads, warmup, steps).dump();
+      out = run_config(bc, threads, warmup, steps, dtype).dump();
     } catch (const std::exception& e) {
       out = json{{"error", e.what()}}.dump();
       code = 1;
@@ -196,6 +196,8 @@ int run(int argc, char** argv) {
       ("steps", "timed steps (median reported), >= 1", cxxopts::value<int>()->default_value("5"))
       ("json", "also write the results to this JSON file", cxxopts::value<std::string>())
       ("gemm", bench::kGemmFlagHelp, cxxopts::value<std::string>()->default_value("auto"))
+      ("dtype", "fp32, or bf16 (the CPU's bf16 backend, which train does not offer: for measuring it)",
+       cxxopts::value<std::string>()->default_value("fp32"))
       ("h,help", "show this help");
   const auto args = parse_flags(options, argc, argv);
   if (args.count("help")) {
@@ -208,6 +210,7 @@ int run(int argc, char** argv) {
   INPUT_CHECK(warmup >= 1, "--warmup must be >= 1, got {}", warmup);
   INPUT_CHECK(steps >= 1, "--steps must be >= 1, got {}", steps);
   bench::apply_gemm_flag(args["gemm"].as<std::string>());
+  const DType dtype = parse_dtype(args["dtype"].as<std::string>());
   std::vector<BenchConfig> configs;
   std::stringstream list(args["configs"].as<std::string>());
   for (std::string item; std::getline(list, item, ',');) configs.push_back(parse_config(item));
@@ -218,7 +221,7 @@ int run(int argc, char** argv) {
   std::printf("%-8s %4s %5s %10s %10s %12s %10s %12s %14s %10s %13s\n", "preset", "B", "T", "params(M)",
               "ms/step", "tokens/s", "GFLOP/s", "cpu-ms/step", "GFLOP/cpu-s", "RSS(MiB)", "loss");
   for (const BenchConfig& bc : configs) {
-    json r = run_in_child(bc, threads, warmup, steps);
+    json r = run_in_child(bc, threads, warmup, steps, dtype);
     std::printf("%-8s %4d %5d %10.1f %10.1f %12.1f %10.2f %12.1f %14.2f %10.0f %6.3f->%.3f\n",
                 bc.preset.c_str(), bc.B, bc.T, r["parameters"].get<double>() / 1e6,
                 r["ms_per_step_median"].get<double>(), r["tokens_per_s"].get<double>(),
