@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "core/check.hpp"
@@ -137,33 +138,35 @@ void attention_backward(float* dqkv, const float* dout, const float* att, const 
   }
 }
 
-// k, v of token t -> kcache[b, t], vcache[b, t] for t < T (caches are (B, maxT, C)).
-void kv_cache_store(float* kcache, float* vcache, const float* qkv, int B, int T, int maxT, int C) {
+namespace {
+// k, v of token t -> kcache[b, t], vcache[b, t] for t < T (caches are (B, maxT, C)), elements of
+// either dtype (float, or bf16 bits) copied as they are.
+template <class E>
+void store_kv(E* kcache, E* vcache, const E* qkv, int B, int T, int maxT, int C) {
   ENSURE(T <= maxT, "kv_cache_store: T = {} exceeds the cache length maxT = {}", T, maxT);
 #pragma omp parallel for collapse(2) schedule(static)
   for (int b = 0; b < B; ++b) {
     for (int t = 0; t < T; ++t) {
-      const float* src = qkv + (static_cast<size_t>(b) * T + t) * 3 * C;
-      float* kdst = kcache + (static_cast<size_t>(b) * maxT + t) * C;
-      float* vdst = vcache + (static_cast<size_t>(b) * maxT + t) * C;
-      for (int c = 0; c < C; ++c) {
-        kdst[c] = src[C + c];
-        vdst[c] = src[2 * C + c];
-      }
+      const E* src = qkv + (static_cast<size_t>(b) * T + t) * 3 * C;
+      std::memcpy(kcache + (static_cast<size_t>(b) * maxT + t) * C, src + C, C * sizeof(E));
+      std::memcpy(vcache + (static_cast<size_t>(b) * maxT + t) * C, src + 2 * C, C * sizeof(E));
     }
   }
 }
 
-namespace {
-// Decoding's first step, for both decode functions: the shapes checked, then the new token's k, v
+// Decoding's first step, for every decode function: the shapes checked, then the new token's k, v
 // stored at `pos`.
-void store_decoded_token(float* kcache, float* vcache, const float* qkv, int B, int pos, int maxT, int C, int NH) {
+template <class E>
+void store_decoded_token(E* kcache, E* vcache, const E* qkv, int B, int pos, int maxT, int C, int NH) {
   check_shape(C, NH);
   ENSURE(pos >= 0 && pos < maxT, "attention_decode: position {} outside the cache [0, {})", pos, maxT);
-  kv_cache_store(kcache + static_cast<size_t>(pos) * C, vcache + static_cast<size_t>(pos) * C, qkv, B, 1, maxT,
-                 C);
+  store_kv(kcache + static_cast<size_t>(pos) * C, vcache + static_cast<size_t>(pos) * C, qkv, B, 1, maxT, C);
 }
 }  // namespace
+
+void kv_cache_store(float* kcache, float* vcache, const float* qkv, int B, int T, int maxT, int C) {
+  store_kv(kcache, vcache, qkv, B, T, maxT, C);
+}
 
 // One new token at position pos (qkv (B,3C)): store its k, v at pos, then for each head
 //   att[t2] = softmax_t2( q . kcache[t2] / sqrt(HS) ), t2 = 0..pos ; out = sum_t2 att[t2] vcache[t2]
@@ -444,43 +447,16 @@ void attention_backward_blocked(float* dqkv, const float* dout, const float* lse
   }
 }
 
-// attention_decode with the products vectorised: q . k_t2 as dot_vectorized, exp_vectorizable.
-void attention_decode_vectorized(float* out, float* kcache, float* vcache, const float* qkv, int B, int pos, int maxT,
-                                 int C, int NH) {
-  store_decoded_token(kcache, vcache, qkv, B, pos, maxT, C, NH);
-  const int HS = C / NH;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
-#pragma omp parallel for collapse(2) schedule(static)
-  for (int b = 0; b < B; ++b) {
-    for (int h = 0; h < NH; ++h) {
-      thread_local std::vector<float> att_buffer;
-      float* att = scratch(att_buffer, static_cast<size_t>(pos) + 1);
-      const float* q = qkv + static_cast<size_t>(b) * 3 * C + h * HS;
-      const float* kb = kcache + static_cast<size_t>(b) * maxT * C + h * HS;
-      const float* vb = vcache + static_cast<size_t>(b) * maxT * C + h * HS;
-      for (int t2 = 0; t2 <= pos; ++t2) att[t2] = dot_vectorized(q, kb + static_cast<size_t>(t2) * C, HS);
-      softmax_causal_row(att, pos, pos + 1, scale);
-      float* o = out + static_cast<size_t>(b) * C + h * HS;
-      std::fill_n(o, HS, 0.0f);
-      for (int t2 = 0; t2 <= pos; ++t2) {
-        const float a = att[t2];
-        const float* v = vb + static_cast<size_t>(t2) * C;
-#pragma omp simd
-        for (int i = 0; i < HS; ++i) o[i] += a * v[i];
-      }
-    }
-  }
-}
+namespace {
+inline float as_float(float x) { return x; }
+inline float as_float(uint16_t bits) { return widen_bf16(bits); }
 
-// bf16 caches and qkv (the CPU's bf16 backend): the new token's k, v bits copied into the caches,
-// then attention_decode_vectorized's sums on the widened values, each score and output element
-// an fp32 sum over exact products in the loops' own order.
-void attention_decode_bf16(float* out, uint16_t* kcache, uint16_t* vcache, const uint16_t* qkv, int B, int pos,
-                           int maxT, int C, int NH) {
-  check_shape(C, NH);
-  ENSURE(pos >= 0 && pos < maxT, "attention_decode: position {} outside the cache [0, {})", pos, maxT);
-  kv_cache_store_bf16(kcache + static_cast<size_t>(pos) * C, vcache + static_cast<size_t>(pos) * C, qkv, B, 1, maxT,
-                      C);
+// attention_decode's sums with the products vectorised, on caches and qkv of floats or of bf16
+// bits (widened as read): in fp32 q . k_t2 is dot_vectorized; in bf16 a loop of its own order
+// over the widened values. exp_vectorizable in the softmax either way.
+template <class E>
+void decode_vectorized(float* out, E* kcache, E* vcache, const E* qkv, int B, int pos, int maxT, int C, int NH) {
+  store_decoded_token(kcache, vcache, qkv, B, pos, maxT, C, NH);
   const int HS = C / NH;
   const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
 #pragma omp parallel for collapse(2) schedule(static)
@@ -488,41 +464,51 @@ void attention_decode_bf16(float* out, uint16_t* kcache, uint16_t* vcache, const
     for (int h = 0; h < NH; ++h) {
       thread_local std::vector<float> att_buffer, q_buffer;
       float* att = scratch(att_buffer, static_cast<size_t>(pos) + 1);
-      float* q = scratch(q_buffer, HS);
-      const uint16_t* qb = qkv + static_cast<size_t>(b) * 3 * C + h * HS;
-      for (int i = 0; i < HS; ++i) q[i] = widen_bf16(qb[i]);
-      const uint16_t* kb = kcache + static_cast<size_t>(b) * maxT * C + h * HS;
-      const uint16_t* vb = vcache + static_cast<size_t>(b) * maxT * C + h * HS;
-      for (int t2 = 0; t2 <= pos; ++t2) {
-        const uint16_t* k = kb + static_cast<size_t>(t2) * C;
-        float s = 0.0f;
+      const E* qe = qkv + static_cast<size_t>(b) * 3 * C + h * HS;
+      const E* kb = kcache + static_cast<size_t>(b) * maxT * C + h * HS;
+      const E* vb = vcache + static_cast<size_t>(b) * maxT * C + h * HS;
+      if constexpr (std::is_same_v<E, float>) {
+        for (int t2 = 0; t2 <= pos; ++t2) att[t2] = dot_vectorized(qe, kb + static_cast<size_t>(t2) * C, HS);
+      } else {
+        float* q = scratch(q_buffer, HS);
+        for (int i = 0; i < HS; ++i) q[i] = as_float(qe[i]);
+        for (int t2 = 0; t2 <= pos; ++t2) {
+          const E* k = kb + static_cast<size_t>(t2) * C;
+          float s = 0.0f;
 #pragma omp simd reduction(+ : s)
-        for (int i = 0; i < HS; ++i) s += q[i] * widen_bf16(k[i]);
-        att[t2] = s;
+          for (int i = 0; i < HS; ++i) s += q[i] * as_float(k[i]);
+          att[t2] = s;
+        }
       }
       softmax_causal_row(att, pos, pos + 1, scale);
       float* o = out + static_cast<size_t>(b) * C + h * HS;
       std::fill_n(o, HS, 0.0f);
       for (int t2 = 0; t2 <= pos; ++t2) {
         const float a = att[t2];
-        const uint16_t* v = vb + static_cast<size_t>(t2) * C;
+        const E* v = vb + static_cast<size_t>(t2) * C;
 #pragma omp simd
-        for (int i = 0; i < HS; ++i) o[i] += a * widen_bf16(v[i]);
+        for (int i = 0; i < HS; ++i) o[i] += a * as_float(v[i]);
       }
     }
   }
 }
+}  // namespace
+
+// attention_decode with the products vectorised: q . k_t2 as dot_vectorized, exp_vectorizable.
+void attention_decode_vectorized(float* out, float* kcache, float* vcache, const float* qkv, int B, int pos, int maxT,
+                                 int C, int NH) {
+  decode_vectorized(out, kcache, vcache, qkv, B, pos, maxT, C, NH);
+}
+
+// bf16 caches and qkv (the CPU's bf16 backend): the new token's k, v bits copied into the caches,
+// then the sums on the widened values, each an fp32 sum over exact products.
+void attention_decode_bf16(float* out, uint16_t* kcache, uint16_t* vcache, const uint16_t* qkv, int B, int pos,
+                           int maxT, int C, int NH) {
+  decode_vectorized(out, kcache, vcache, qkv, B, pos, maxT, C, NH);
+}
 
 void kv_cache_store_bf16(uint16_t* kcache, uint16_t* vcache, const uint16_t* qkv, int B, int T, int maxT, int C) {
-  ENSURE(T <= maxT, "kv_cache_store: T = {} exceeds the cache length maxT = {}", T, maxT);
-#pragma omp parallel for collapse(2) schedule(static)
-  for (int b = 0; b < B; ++b) {
-    for (int t = 0; t < T; ++t) {
-      const uint16_t* src = qkv + (static_cast<size_t>(b) * T + t) * 3 * C;
-      std::memcpy(kcache + (static_cast<size_t>(b) * maxT + t) * C, src + C, C * sizeof(uint16_t));
-      std::memcpy(vcache + (static_cast<size_t>(b) * maxT + t) * C, src + 2 * C, C * sizeof(uint16_t));
-    }
-  }
+  store_kv(kcache, vcache, qkv, B, T, maxT, C);
 }
 
 }  // namespace gpt2cc::cpu
