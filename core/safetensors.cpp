@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/atomic_file.hpp"
+#include "core/bf16.hpp"
 #include "core/check.hpp"
 
 namespace gpt2cc::safetensors {
@@ -231,6 +232,6 @@ float half_to_float(uint16_t bits) {
   return std::bit_cast<float>(out);
 }
 
-float bf16_to_float(uint16_t bits) { return std::bit_cast<float>(static_cast<uint32_t>(bits) << 16); }
+float bf16_to_float(uint16_t bits) { return widen_bf16(bits); }
 
 }  // namespace gpt2cc::safetensors
