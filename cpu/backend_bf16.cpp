@@ -1,6 +1,6 @@
 // The CPU backend in bf16 (cpu/backend.hpp, CpuBf16Backend): most ops widen their bf16 operands
-// into scratch, run CpuBackend's fp32 op and round its outputs back; the embedding, the matmul's
-// forward, the decode attention and the cache store read bf16 in place.
+// into scratch, run CpuBackend's fp32 op and round its outputs back; the embedding, the matmul
+// (forward, and backward where the CPU has bf16 products), the decode attention and the cache store read bf16 in place.
 #include <algorithm>
 #include <cstring>
 #include <initializer_list>
@@ -8,6 +8,7 @@
 
 #include "core/check.hpp"
 #include "cpu/adamw.hpp"
+#include "cpu/gemm.hpp"
 #include "cpu/attention.hpp"
 #include "cpu/backend.hpp"
 #include "cpu/bf16.hpp"
@@ -179,6 +180,8 @@ void CpuBf16Backend::matmul_forward(TensorPtr out, ConstTensorPtr inp, ConstTens
   Staging::commit(out, o, n);
 }
 
+// The operands read as bf16 by the bf16 products where the CPU has them (AVX512-BF16), else
+// widened for the fp32 backward.
 void CpuBf16Backend::matmul_backward(TensorPtr dinp, TensorPtr dweight, TensorPtr dbias, ConstTensorPtr dout,
                                      ConstTensorPtr inp, ConstTensorPtr weight, int B, int T, int C, int OC) {
   Staging s(*this);
@@ -186,8 +189,13 @@ void CpuBf16Backend::matmul_backward(TensorPtr dinp, TensorPtr dweight, TensorPt
   float* di = s.out(dinp, nin, false);
   float* dw = s.out(dweight, nw, true);
   float* db = s.out(dbias, OC, true);
-  CpuBackend::matmul_backward(di, dw, db, s.in(dout, product(B, T, OC)), s.in(inp, nin), s.in(weight, nw), B, T, C,
-                              OC);
+  const bool all_bf16 = dout.dtype == DType::bf16 && inp.dtype == DType::bf16 && weight.dtype == DType::bf16;
+  if (all_bf16 && gemm_bf16_enabled()) {
+    cpu::matmul_backward_bf16(di, dw, db, bits(dout), bits(inp), bits(weight), B, T, C, OC);
+  } else {
+    CpuBackend::matmul_backward(di, dw, db, s.in(dout, product(B, T, OC)), s.in(inp, nin), s.in(weight, nw), B, T,
+                                C, OC);
+  }
   Staging::commit(dinp, di, nin);
   Staging::commit(dweight, dw, nw);
   Staging::commit(dbias, db, OC);

@@ -6,9 +6,14 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdint>
 #include <vector>
 
 #include "core/check.hpp"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 namespace gpt2cc::cpu {
 
@@ -140,6 +145,77 @@ void pack_a_block(float* dst, StridedMatrix A, int i0, int mpanels, int k0, int 
   }
 }
 
+// bf16 operands are packed as pairs: the panel's line i at depth pair p is one 32-bit word
+// holding line i's k = 2p (low half) and 2p + 1 (high half; 0 past kc), dst[p * W + i], in float
+// storage (the kernel broadcasts and loads the words' bits; nothing converts them).
+uint32_t bf16_pair(uint16_t low, uint16_t high) { return uint32_t(low) | uint32_t(high) << 16; }
+
+void put_word(float* dst, uint32_t word) { std::memcpy(dst, &word, sizeof word); }
+
+template <int W>
+void pack_panel_bf16(float* dst, Bf16Matrix lines, int first, int k0, int kc, int count) {
+  const int pairs = (kc + 1) / 2;
+  auto value = [&](int i, int k) -> uint16_t {  // 0 past the lines and the depth block
+    return first + i < count && k < kc ? lines.at(first + i, k0 + k) : uint16_t{0};
+  };
+  const bool whole = first + W <= count;
+  const bool word_aligned = reinterpret_cast<uintptr_t>(lines.data) % 4 == 0 && lines.row_stride % 2 == 0 && k0 % 2 == 0;
+  if (whole && lines.col_stride == 1 && word_aligned) {
+    // Lines contiguous along k (row-major A; Bm = W^T): each pair is one word in place, and the
+    // words are transposed as floats are, 8 x 8 at a time (their bits only moved).
+    const float* src = reinterpret_cast<const float*>(lines.data + first * lines.row_stride + k0);
+    const size_t stride = lines.row_stride / 2;
+    const int p8 = kc / 2 / 8 * 8;
+    for (int g = 0; g + 8 <= W; g += 8) transpose_lines<W, 8>(dst + g, src + g * stride, stride, p8);
+    if constexpr (W % 8 != 0) {
+      constexpr int g = W / 8 * 8;
+      transpose_lines<W, W % 8>(dst + g, src + g * stride, stride, p8);
+    }
+    for (int p = p8; p < pairs; ++p) {
+      for (int i = 0; i < W; ++i) put_word(dst + p * W + i, bf16_pair(value(i, 2 * p), value(i, 2 * p + 1)));
+    }
+  } else if (whole && lines.row_stride == 1) {  // lines side by side (row-major Bm, dout^T): two k rows interleaved
+    for (int p = 0; p < pairs; ++p) {
+      const uint16_t* low = lines.data + (k0 + 2 * p) * lines.col_stride + first;
+      const uint16_t* high = 2 * p + 1 < kc ? low + lines.col_stride : nullptr;
+      for (int i = 0; i < W; ++i) put_word(dst + p * W + i, bf16_pair(low[i], high ? high[i] : uint16_t{0}));
+    }
+  } else {
+    for (int p = 0; p < pairs; ++p) {
+      for (int i = 0; i < W; ++i) put_word(dst + p * W + i, bf16_pair(value(i, 2 * p), value(i, 2 * p + 1)));
+    }
+  }
+}
+
+Bf16Matrix transposed(Bf16Matrix m) { return {m.data, m.col_stride, m.row_stride}; }
+
+// What the blocked product needs of its operands' type: the matrix view, how a block of A and a
+// panel of Bm are packed, and the floats of one packed line per depth block of kc.
+struct Fp32Operands {
+  using Matrix = StridedMatrix;
+  static int line_floats(int kc) { return kc; }
+  static void pack_a(float* dst, Matrix A, int i0, int mpanels, int k0, int kc, int M) {
+    pack_a_block(dst, A, i0, mpanels, k0, kc, M);
+  }
+  template <int NR>
+  static void pack_b(float* dst, Matrix Bm, int j, int k0, int kc, int N) {
+    pack_panel<NR>(dst, transposed(Bm), j, k0, kc, N);
+  }
+};
+
+struct Bf16Operands {
+  using Matrix = Bf16Matrix;
+  static int line_floats(int kc) { return (kc + 1) / 2; }
+  static void pack_a(float* dst, Matrix A, int i0, int mpanels, int k0, int kc, int M) {
+    const size_t panel = static_cast<size_t>(line_floats(kc)) * MR;
+    for (int p = 0; p < mpanels; ++p) pack_panel_bf16<MR>(dst + p * panel, A, i0 + p * MR, k0, kc, M);
+  }
+  template <int NR>
+  static void pack_b(float* dst, Matrix Bm, int j, int k0, int kc, int N) {
+    pack_panel_bf16<NR>(dst, transposed(Bm), j, k0, kc, N);
+  }
+};
+
 // Where a tile's sums go: added to Cm's values, or, in the first depth block of gemm_assign,
 // written over them onto the columns' initial values (init[j], or 0 where init is null; init
 // already points at the tile's first column). Both give Cm[i][j] = base + acc with the same
@@ -158,18 +234,9 @@ struct TileStore {
 // A template always inlined into one function per instruction set (below), which compiles it
 // for that set's registers.
 template <class Vec, int NR>
-[[gnu::always_inline]] inline void micro_kernel(int kc, const float* __restrict Ap, const float* __restrict Bp,
-                                                float* __restrict Cm, size_t ldc, int mr, int nr, TileStore store) {
+[[gnu::always_inline]] inline void store_tile(const Vec (&acc)[MR][NR / (sizeof(Vec) / sizeof(float))],
+                                              float* __restrict Cm, size_t ldc, int mr, int nr, TileStore store) {
   constexpr int kLanes = sizeof(Vec) / sizeof(float), kVecs = NR / kLanes;
-  Vec acc[MR][kVecs] = {};
-  for (int k = 0; k < kc; ++k) {
-    Vec b[kVecs];
-    for (int v = 0; v < kVecs; ++v) std::memcpy(&b[v], Bp + k * NR + kLanes * v, sizeof(Vec));
-    for (int r = 0; r < MR; ++r) {
-      const float a = Ap[k * MR + r];
-      for (int v = 0; v < kVecs; ++v) acc[r][v] += a * b[v];
-    }
-  }
   if (nr == NR) {  // whole rows of the tile: vector adds
     Vec init[kVecs] = {};
     if (store.assign && store.init) {
@@ -203,6 +270,22 @@ template <class Vec, int NR>
   }
 }
 
+template <class Vec, int NR>
+[[gnu::always_inline]] inline void micro_kernel(int kc, const float* __restrict Ap, const float* __restrict Bp,
+                                                float* __restrict Cm, size_t ldc, int mr, int nr, TileStore store) {
+  constexpr int kLanes = sizeof(Vec) / sizeof(float), kVecs = NR / kLanes;
+  Vec acc[MR][kVecs] = {};
+  for (int k = 0; k < kc; ++k) {
+    Vec b[kVecs];
+    for (int v = 0; v < kVecs; ++v) std::memcpy(&b[v], Bp + k * NR + kLanes * v, sizeof(Vec));
+    for (int r = 0; r < MR; ++r) {
+      const float a = Ap[k * MR + r];
+      for (int v = 0; v < kVecs; ++v) acc[r][v] += a * b[v];
+    }
+  }
+  store_tile<Vec, NR>(acc, Cm, ldc, mr, nr, store);
+}
+
 // The kernel of each instruction set, compiled for its registers; gemm_tiles (below) takes one
 // with its NR.
 using MicroKernel = void (*)(int kc, const float* __restrict Ap, const float* __restrict Bp, float* __restrict Cm,
@@ -230,6 +313,35 @@ __attribute__((target("avx512f,fma"))) void micro_kernel_avx512(int kc, const fl
                                                                 size_t ldc, int mr, int nr, TileStore store) {
   micro_kernel<vec16, 32>(kc, Ap, Bp, Cm, ldc, mr, nr, store);
 }
+
+// bf16 operands packed in pairs (pack_panel_bf16): per pair of k, one VDPBF16PS per 16 outputs
+// adds both products (exact in fp32) to the accumulator, as many instructions per k pair as
+// the fp32 tile's FMAs per k. The instruction reads bf16 denormals as 0 and flushes denormal
+// sums; how it rounds inside the pair is the CPU's (Intel adds the odd k's product first).
+__attribute__((target("avx512f,avx512bf16"))) void micro_kernel_bf16(int kc, const float* __restrict Ap,
+                                                                    const float* __restrict Bp,
+                                                                    float* __restrict Cm, size_t ldc, int mr, int nr,
+                                                                    TileStore store) {
+  constexpr int NR = 32;
+  __m512 acc[MR][2];
+  for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+  const int pairs = (kc + 1) / 2;
+  for (int p = 0; p < pairs; ++p) {
+    const __m512bh b0 = (__m512bh)_mm512_castps_si512(_mm512_loadu_ps(Bp + p * NR));
+    const __m512bh b1 = (__m512bh)_mm512_castps_si512(_mm512_loadu_ps(Bp + p * NR + 16));
+    for (int r = 0; r < MR; ++r) {
+      const __m512bh a = (__m512bh)_mm512_castps_si512(_mm512_set1_ps(Ap[p * MR + r]));
+      acc[r][0] = _mm512_dpbf16_ps(acc[r][0], a, b0);
+      acc[r][1] = _mm512_dpbf16_ps(acc[r][1], a, b1);
+    }
+  }
+  vec16 sums[MR][2];
+  for (int r = 0; r < MR; ++r) {
+    sums[r][0] = (vec16)acc[r][0];
+    sums[r][1] = (vec16)acc[r][1];
+  }
+  store_tile<vec16, NR>(sums, Cm, ldc, mr, nr, store);
+}
 #endif
 
 bool cpu_supports_avx2_fma() {
@@ -246,6 +358,19 @@ bool cpu_supports_avx512() {
 #else
   return false;
 #endif
+}
+
+bool cpu_supports_avx512_bf16() {
+#if defined(__x86_64__)
+  return __builtin_cpu_supports("avx512bf16") && cpu_supports_avx512();
+#else
+  return false;
+#endif
+}
+
+std::atomic<bool>& bf16_products_on() {
+  static std::atomic<bool> on{cpu_supports_avx512_bf16()};
+  return on;
 }
 
 std::atomic<GemmIsa>& isa_in_use() {
@@ -309,24 +434,25 @@ struct Blocking {
 
 // Block (ib, jb) of Cm += A . Bm, over all of k, on the calling thread, in NR-column tiles of
 // `kernel`; with `assign`, the first depth block writes over Cm (TileStore).
-template <int NR, MicroKernel kernel>
-void gemm_block(float* Cm, size_t ldc, StridedMatrix A, StridedMatrix Bm, int M, int N, int K, const Blocking& g,
-                int ib, int jb, bool assign, const float* init) {
+template <class Ops, int NR, MicroKernel kernel>
+void gemm_block(float* Cm, size_t ldc, typename Ops::Matrix A, typename Ops::Matrix Bm, int M, int N, int K,
+                const Blocking& g, int ib, int jb, bool assign, const float* init) {
   // Per thread, reused across calls: no allocation (and no page faults) per block.
-  thread_local std::vector<float> a_pack(static_cast<size_t>(MC) * KC), b_panel(static_cast<size_t>(NR) * KC);
+  thread_local std::vector<float> a_pack(static_cast<size_t>(MC) * Ops::line_floats(KC)),
+      b_panel(static_cast<size_t>(NR) * Ops::line_floats(KC));
   const int i0 = ib * g.mstep, mc = std::min(g.mstep, M - i0), mpanels = ceil_div(mc, MR);
   const int j0 = jb * g.nstep, nc = std::min(g.nstep, N - j0), npanels = ceil_div(nc, NR);
   for (int k0 = 0; k0 < K; k0 += KC) {
     const int kc = std::min(KC, K - k0);
-    pack_a_block(a_pack.data(), A, i0, mpanels, k0, kc, M);
+    Ops::pack_a(a_pack.data(), A, i0, mpanels, k0, kc, M);
     // Column of tiles q outermost: the panel of Bm is packed into L1 just before the tiles that
     // share it.
     for (int q = 0; q < npanels; ++q) {
       const int j = j0 + q * NR;
-      pack_panel<NR>(b_panel.data(), transposed(Bm), j, k0, kc, N);
+      Ops::template pack_b<NR>(b_panel.data(), Bm, j, k0, kc, N);
       for (int p = 0; p < mpanels; ++p) {
         const int i = i0 + p * MR;
-        kernel(kc, a_pack.data() + static_cast<size_t>(p) * kc * MR, b_panel.data(),
+        kernel(kc, a_pack.data() + static_cast<size_t>(p) * Ops::line_floats(kc) * MR, b_panel.data(),
                Cm + static_cast<size_t>(i) * ldc + j, ldc, std::min(MR, M - i), std::min(NR, N - j),
                TileStore{assign && k0 == 0, init ? init + j : nullptr});
       }
@@ -344,19 +470,19 @@ void assign_initial(float* Cm, size_t ldc, int M, int N, const float* init) {
 // Threads take whole blocks of Cm, each packing its own operands: no barriers (which cost dearly
 // when the cores are shared), and each output element is summed by one thread over k in a fixed
 // order, so the result does not depend on the thread count (deterministic dweight).
-template <int NR, MicroKernel kernel>
-void gemm_tiles(float* Cm, size_t ldc, StridedMatrix A, StridedMatrix Bm, int M, int N, int K, bool assign,
-                const float* init, bool parallel) {
+template <class Ops, int NR, MicroKernel kernel>
+void gemm_tiles(float* Cm, size_t ldc, typename Ops::Matrix A, typename Ops::Matrix Bm, int M, int N, int K,
+                bool assign, const float* init, bool parallel) {
   const Blocking g(M, N, K, parallel ? omp_get_max_threads() : 1, NR);
   if (!parallel) {  // no OpenMP region (the serial forms run inside the callers' own)
     for (int jb = 0; jb < g.nblocks; ++jb) {
-      for (int ib = 0; ib < g.mblocks; ++ib) gemm_block<NR, kernel>(Cm, ldc, A, Bm, M, N, K, g, ib, jb, assign, init);
+      for (int ib = 0; ib < g.mblocks; ++ib) gemm_block<Ops, NR, kernel>(Cm, ldc, A, Bm, M, N, K, g, ib, jb, assign, init);
     }
     return;
   }
 #pragma omp parallel for collapse(2) schedule(dynamic)
   for (int jb = 0; jb < g.nblocks; ++jb) {
-    for (int ib = 0; ib < g.mblocks; ++ib) gemm_block<NR, kernel>(Cm, ldc, A, Bm, M, N, K, g, ib, jb, assign, init);
+    for (int ib = 0; ib < g.mblocks; ++ib) gemm_block<Ops, NR, kernel>(Cm, ldc, A, Bm, M, N, K, g, ib, jb, assign, init);
   }
 }
 
@@ -366,16 +492,36 @@ void gemm(float* Cm, size_t ldc, StridedMatrix A, StridedMatrix Bm, int M, int N
           const float* init, bool parallel) {
 #if defined(__x86_64__)
   if (gemm_isa() == GemmIsa::avx512)
-    return gemm_tiles<32, micro_kernel_avx512>(Cm, ldc, A, Bm, M, N, K, assign, init, parallel);
+    return gemm_tiles<Fp32Operands, 32, micro_kernel_avx512>(Cm, ldc, A, Bm, M, N, K, assign, init, parallel);
   static const bool avx2_fma = cpu_supports_avx2_fma();
-  if (avx2_fma) return gemm_tiles<16, micro_kernel_avx2>(Cm, ldc, A, Bm, M, N, K, assign, init, parallel);
+  if (avx2_fma) return gemm_tiles<Fp32Operands, 16, micro_kernel_avx2>(Cm, ldc, A, Bm, M, N, K, assign, init, parallel);
 #endif
-  gemm_tiles<16, micro_kernel_generic>(Cm, ldc, A, Bm, M, N, K, assign, init, parallel);
+  gemm_tiles<Fp32Operands, 16, micro_kernel_generic>(Cm, ldc, A, Bm, M, N, K, assign, init, parallel);
 }
 
 }  // namespace
 
 bool cpu_has_avx512() { return cpu_supports_avx512(); }
+
+bool gemm_bf16_available() { return cpu_supports_avx512_bf16(); }
+bool gemm_bf16_enabled() { return bf16_products_on().load(std::memory_order_relaxed); }
+void set_gemm_bf16_enabled(bool on) {
+  if (on && !cpu_supports_avx512_bf16()) throw Error("set_gemm_bf16_enabled: this CPU has no AVX512-BF16");
+  bf16_products_on().store(on, std::memory_order_relaxed);
+}
+
+void gemm_bf16(float* Cm, size_t ldc, Bf16Matrix A, Bf16Matrix Bm, int M, int N, int K, bool assign,
+               const float* init) {
+  ENSURE(gemm_bf16_enabled(), "gemm_bf16: the bf16 products are off or this CPU has no AVX512-BF16");
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0) {
+    if (assign) assign_initial(Cm, ldc, M, N, init);
+    return;
+  }
+#if defined(__x86_64__)
+  gemm_tiles<Bf16Operands, 32, micro_kernel_bf16>(Cm, ldc, A, Bm, M, N, K, assign, init, true);
+#endif
+}
 
 GemmIsa gemm_isa() { return isa_in_use().load(std::memory_order_relaxed); }
 

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 
 namespace gpt2cc::cpu {
@@ -51,6 +52,29 @@ void gemm_assign(float* Cm, size_t ldc, StridedMatrix A, StridedMatrix Bm, int M
                  const float* init = nullptr);
 void gemm_assign_serial(float* Cm, size_t ldc, StridedMatrix A, StridedMatrix Bm, int M, int N, int K,
                         const float* init = nullptr);
+
+// A bf16 matrix (each value's bits as a uint16_t, cpu/bf16.hpp): element (i, k) is
+// data[i * row_stride + k * col_stride].
+struct Bf16Matrix {
+  const uint16_t* data;
+  size_t row_stride;
+  size_t col_stride;
+  uint16_t at(size_t i, size_t k) const { return data[i * row_stride + k * col_stride]; }
+};
+
+// The same blocked product with A and Bm in bf16 and Cm fp32, where the CPU has AVX512-BF16
+// (Zen 4 and later, Cooper Lake and Sapphire Rapids Xeons): VDPBF16PS adds two exact products per
+// instruction, twice the fp32 tile's multiply-adds per instruction. Cm = init + A . Bm when
+// `assign` (init per column, or null for 0; Cm not read), else Cm += A . Bm. Same blocking and
+// order as the fp32 product, by pairs of k, so the bits depend on neither the threads nor M, but
+// the instruction's rounding inside a pair is the CPU's (sums within fp32 rounding of the exact
+// one; bf16 denormals read as 0). gemm_bf16_enabled(): available, unless switched off (tests and
+// benchmarks compare it with the widening paths); gemm_bf16 requires it.
+bool gemm_bf16_available();
+bool gemm_bf16_enabled();
+void set_gemm_bf16_enabled(bool on);  // on where not available is an Error
+void gemm_bf16(float* Cm, size_t ldc, Bf16Matrix A, Bf16Matrix Bm, int M, int N, int K, bool assign,
+               const float* init = nullptr);
 
 // Eight floats as one value: a GCC/Clang vector extension, which compiles to one AVX2 register
 // here (two SSE registers elsewhere). Why not plain loops: g++ 12 vectorised the plain 6 x 16

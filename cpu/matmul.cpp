@@ -212,14 +212,20 @@ void matmul_forward_bf16_weight(float* out, const float* inp, const uint16_t* we
   }
 }
 
-// From 33 rows up, AMX tiles where the CPU has them and the shape suits (cpu/amx.hpp); its sums
-// depend on no row but their own, as the matrix-vector loop's, so the model's row groups (by 32)
-// keep each row's bits either way. Else the paths of matmul_forward_bf16_weight.
+// From 33 rows up, AMX tiles where the CPU has them and the shape suits (cpu/amx.hpp), else the
+// bf16 blocked product where the CPU has AVX512-BF16 (cpu/gemm.hpp); the sums of either depend on
+// no row but their own, as the matrix-vector loop's, so the model's row groups (by 32) keep each
+// row's bits either way. Else the paths of matmul_forward_bf16_weight.
 void matmul_forward_bf16(float* out, const uint16_t* inp, const uint16_t* weight, const float* bias, int B, int T,
                          int C, int OC) {
   const int BT = B * T;
   if (BT > kBf16MatvecRows && amx_bf16_enabled() && amx_bf16_shape(OC, C)) {
     amx_matmul_bf16(out, inp, weight, bias, BT, OC, C);
+    return;
+  }
+  if (BT > kBf16MatvecRows && gemm_bf16_enabled()) {
+    const size_t c = static_cast<size_t>(C);
+    gemm_bf16(out, OC, Bf16Matrix{inp, c, 1}, Bf16Matrix{weight, 1, c}, BT, OC, C, true, bias);
     return;
   }
   thread_local std::vector<float> wide_inp;
@@ -241,6 +247,29 @@ void matmul_forward_blocked(float* out, const float* inp, const float* weight, c
   gemm_assign(out, OC, StridedMatrix{inp, c, 1}, StridedMatrix{weight, 1, c}, BT, OC, C, bias);
 }
 
+namespace {
+float as_float(float x) { return x; }
+float as_float(uint16_t x) { return widen_bf16(x); }
+
+// dbias (OC) += column sums of dout (BT x OC), fp32 or bf16: channels in blocks, rows in order
+// inside each (contiguous reads, deterministic sums).
+template <class E>
+void add_column_sums(float* dbias, const E* dout, int BT, int OC) {
+  constexpr int kBlock = 64;
+  const int nblocks = (OC + kBlock - 1) / kBlock;
+#pragma omp parallel for schedule(static)
+  for (int blk = 0; blk < nblocks; ++blk) {
+    const int o0 = blk * kBlock, o1 = std::min(OC, o0 + kBlock);
+    float sum[kBlock] = {};
+    for (int bt = 0; bt < BT; ++bt) {
+      const E* dy = dout + static_cast<size_t>(bt) * OC;
+      for (int o = o0; o < o1; ++o) sum[o - o0] += as_float(dy[o]);
+    }
+    for (int o = o0; o < o1; ++o) dbias[o] += sum[o - o0];
+  }
+}
+}  // namespace
+
 // The reference's three sums as products (derivation above matmul_backward):
 //   dinp (BT x C) = dout (BT x OC) . W (OC x C)          written (assigned)
 //   dweight (OC x C) += dout^T (OC x BT) . inp (BT x C)
@@ -251,21 +280,16 @@ void matmul_backward_blocked(float* dinp, float* dweight, float* dbias, const fl
   const size_t c = static_cast<size_t>(C), oc = static_cast<size_t>(OC);
   gemm_assign(dinp, C, StridedMatrix{dout, oc, 1}, StridedMatrix{weight, c, 1}, BT, C, OC);
   gemm_accumulate(dweight, C, StridedMatrix{dout, 1, oc}, StridedMatrix{inp, c, 1}, OC, C, BT);
-  if (dbias) {
-    // Channels in blocks, rows in order inside each: contiguous reads, deterministic sums.
-    constexpr int kBlock = 64;
-    const int nblocks = (OC + kBlock - 1) / kBlock;
-#pragma omp parallel for schedule(static)
-    for (int blk = 0; blk < nblocks; ++blk) {
-      const int o0 = blk * kBlock, o1 = std::min(OC, o0 + kBlock);
-      float sum[kBlock] = {};
-      for (int bt = 0; bt < BT; ++bt) {
-        const float* dy = dout + static_cast<size_t>(bt) * OC;
-        for (int o = o0; o < o1; ++o) sum[o - o0] += dy[o];
-      }
-      for (int o = o0; o < o1; ++o) dbias[o] += sum[o - o0];
-    }
-  }
+  if (dbias) add_column_sums(dbias, dout, BT, OC);
+}
+
+void matmul_backward_bf16(float* dinp, float* dweight, float* dbias, const uint16_t* dout, const uint16_t* inp,
+                          const uint16_t* weight, int B, int T, int C, int OC) {
+  const int BT = B * T;
+  const size_t c = static_cast<size_t>(C), oc = static_cast<size_t>(OC);
+  gemm_bf16(dinp, c, Bf16Matrix{dout, oc, 1}, Bf16Matrix{weight, c, 1}, BT, C, OC, true);
+  gemm_bf16(dweight, c, Bf16Matrix{dout, 1, oc}, Bf16Matrix{inp, c, 1}, OC, C, BT, false);
+  if (dbias) add_column_sums(dbias, dout, BT, OC);
 }
 
 }  // namespace gpt2cc::cpu

@@ -20,8 +20,14 @@ void matmul_backward_blocked(float* dinp, float* dweight, float* dbias, const fl
 void matmul_forward_bf16_weight(float* out, const float* inp, const uint16_t* weight, const float* bias, int B, int T,
                                 int C, int OC);
 // The same with the input in bf16 too: from 33 rows up on AMX tiles where the CPU has AMX-BF16
-// and C and OC are multiples of 32 (cpu/amx.hpp: its sums in another order, bf16 denormals as
-// 0), else widened and as above.
+// and C and OC are multiples of 32 (cpu/amx.hpp), else by gemm_bf16 where the CPU has AVX512-BF16
+// (cpu/gemm.hpp; both: sums in another order, bf16 denormals as 0), else widened and as above.
 void matmul_forward_bf16(float* out, const uint16_t* inp, const uint16_t* weight, const float* bias, int B, int T,
                          int C, int OC);
+// The backward with dout, inp and weight in bf16, the gradients fp32 (dinp written, dweight and
+// dbias accumulated, as above): its two products by gemm_bf16 (cpu/gemm.hpp; sums in pairs of k),
+// which it requires (gemm_bf16_enabled(); the bf16 backend widens the operands for
+// matmul_backward_blocked otherwise). dbias: dout's column sums in matmul_backward_blocked's order.
+void matmul_backward_bf16(float* dinp, float* dweight, float* dbias, const uint16_t* dout, const uint16_t* inp,
+                          const uint16_t* weight, int B, int T, int C, int OC);
 }  // namespace gpt2cc::cpu

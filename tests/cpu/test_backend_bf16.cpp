@@ -6,6 +6,7 @@
 // must give exactly its outputs rounded (which catches a wrong size, a missing accumulation or
 // commit); the ones with their own sums (matmul forward, decode attention) within a bf16 rounding.
 #include <catch2/catch.hpp>
+#include <omp.h>
 
 #include <bit>
 #include <cfloat>
@@ -13,12 +14,14 @@
 #include <cstdint>
 #include <functional>
 #include <limits>
+#include <utility>
 #include <vector>
 
 #include "core/rng.hpp"
 #include "cpu/amx.hpp"
 #include "cpu/backend.hpp"
 #include "cpu/bf16.hpp"
+#include "cpu/gemm.hpp"
 #include "cpu/matmul.hpp"
 
 using namespace gpt2cc;
@@ -141,43 +144,150 @@ TEST_CASE("matmul forward with bf16 weights against a double-precision oracle", 
   }
 }
 
+namespace {
+
+// The bf16 products each CPU offers, as (AMX, AVX512-BF16 blocked product) switch settings: the
+// widening fallback always, the others where available. Restores the defaults when it goes.
+struct ProductPaths {
+  const bool amx = cpu::amx_bf16_available(), dp = cpu::gemm_bf16_available();
+  ~ProductPaths() { use(amx, dp); }
+  std::vector<std::pair<bool, bool>> list() const {
+    std::vector<std::pair<bool, bool>> paths = {{false, false}};
+    if (dp) paths.push_back({false, true});
+    if (amx) paths.push_back({true, dp});
+    return paths;
+  }
+  static void use(bool amx_on, bool dp_on) {
+    cpu::set_amx_bf16_enabled(amx_on);
+    cpu::set_gemm_bf16_enabled(dp_on);
+  }
+};
+
+// |got - sum_k a(i, k) b(k, j)| <= 1e-6 of the sum of the terms' magnitudes (fp32 sums of exact
+// products), with `base` added to the sum.
+template <class A, class Bm>
+void check_product(const std::vector<float>& got, size_t ldc, int M, int N, int K, A a, Bm b,
+                   const std::vector<float>& base) {
+  for (int i = 0; i < M; ++i) {
+    for (int j = 0; j < N; ++j) {
+      double want = base.empty() ? 0.0 : base[size_t(i) * ldc + j], magnitude = std::fabs(want);
+      for (int k = 0; k < K; ++k) {
+        const double term = double(a(i, k)) * b(k, j);
+        want += term;
+        magnitude += std::fabs(term);
+      }
+      REQUIRE(std::fabs(got[size_t(i) * ldc + j] - want) <= 1e-6 * magnitude + 1e-30);
+    }
+  }
+}
+
+}  // namespace
+
 TEST_CASE("matmul forward with bf16 inputs and weights: AMX tiles and the other paths", "[cpu][bf16][matmul]") {
   struct Shape {
     int BT, C, OC;
   };
-  // From 33 rows up AMX takes C and OC multiples of 32: rows around the 32-row blocks and the
-  // 128-row chunks of its tasks; the last shape (OC not a multiple of 32) never takes it.
-  const Shape shapes[] = {{32, 64, 64}, {33, 64, 96}, {70, 96, 64}, {129, 768, 256}, {40, 64, 48}};
-  const bool amx = cpu::amx_bf16_available();
-  INFO("AMX-BF16 " << (amx ? "available: both paths compared" : "not available: the fallback only"));
+  // From 33 rows up AMX takes C and OC multiples of 32 (rows around its 32-row blocks and 128-row
+  // chunks), the AVX512-BF16 product any shape (odd C, OC past its 32-column panels); the last
+  // shapes never take AMX.
+  const Shape shapes[] = {{32, 64, 64}, {33, 64, 96}, {70, 96, 64}, {129, 768, 256}, {40, 64, 48}, {45, 301, 67}};
+  ProductPaths paths;
+  INFO("AMX-BF16 " << (paths.amx ? "available" : "not available") << ", AVX512-BF16 "
+                   << (paths.dp ? "available" : "not available") << ": " << paths.list().size() << " paths");
   for (const Shape& s : shapes) {
     CAPTURE(s.BT, s.C, s.OC);
     const std::vector<uint16_t> inp = random_bf16(size_t(s.BT) * s.C, 11), weight = random_bf16(size_t(s.OC) * s.C, 12);
     const std::vector<float> bias = widened(random_bf16(s.OC, 13)), inp32 = widened(inp);
-    std::vector<float> tiles(size_t(s.BT) * s.OC, NAN), other(tiles.size(), NAN);
-    cpu::matmul_forward_bf16(tiles.data(), inp.data(), weight.data(), bias.data(), 1, s.BT, s.C, s.OC);
-    cpu::set_amx_bf16_enabled(false);
-    cpu::matmul_forward_bf16(other.data(), inp.data(), weight.data(), bias.data(), 1, s.BT, s.C, s.OC);
-    cpu::set_amx_bf16_enabled(amx);
-    for (const std::vector<float>* out : {&tiles, &other}) {
-      for (int bt = 0; bt < s.BT; ++bt) {
-        for (int o = 0; o < s.OC; ++o) {
-          double want = bias[o], magnitude = std::fabs(want);
-          for (int c = 0; c < s.C; ++c) {
-            const double term = double(inp32[size_t(bt) * s.C + c]) * widen_bf16(weight[size_t(o) * s.C + c]);
-            want += term;
-            magnitude += std::fabs(term);
-          }
-          REQUIRE(std::fabs((*out)[size_t(bt) * s.OC + o] - want) <= 1e-6 * magnitude + 1e-30);
-        }
+    std::vector<float> bias_rows(size_t(s.BT) * s.OC);
+    for (size_t i = 0; i < bias_rows.size(); ++i) bias_rows[i] = bias[i % s.OC];
+    for (auto [amx_on, dp_on] : paths.list()) {
+      CAPTURE(amx_on, dp_on);
+      ProductPaths::use(amx_on, dp_on);
+      std::vector<float> out(size_t(s.BT) * s.OC, NAN);
+      cpu::matmul_forward_bf16(out.data(), inp.data(), weight.data(), bias.data(), 1, s.BT, s.C, s.OC);
+      check_product(
+          out, s.OC, s.BT, s.OC, s.C, [&](int bt, int c) { return inp32[size_t(bt) * s.C + c]; },
+          [&](int c, int o) { return widen_bf16(weight[size_t(o) * s.C + c]); }, bias_rows);
+      // A row's bits do not depend on the rows beside it: the first 33 rows alone (still the same
+      // path).
+      if (s.BT > 33) {
+        std::vector<float> head(size_t(33) * s.OC);
+        cpu::matmul_forward_bf16(head.data(), inp.data(), weight.data(), bias.data(), 1, 33, s.C, s.OC);
+        CHECK(head == std::vector<float>(out.begin(), out.begin() + head.size()));
       }
     }
-    // A row's bits do not depend on the rows beside it: the first 33 rows alone (still tiles).
-    if (s.BT > 33) {
-      std::vector<float> head(size_t(33) * s.OC);
-      cpu::matmul_forward_bf16(head.data(), inp.data(), weight.data(), bias.data(), 1, 33, s.C, s.OC);
-      CHECK(head == std::vector<float>(tiles.begin(), tiles.begin() + head.size()));
+  }
+}
+
+TEST_CASE("gemm_bf16: every packing path against a double-precision oracle", "[cpu][bf16][matmul]") {
+  if (!cpu::gemm_bf16_available()) {
+    CHECK_THROWS_WITH(cpu::set_gemm_bf16_enabled(true), Catch::Contains("no AVX512-BF16"));
+    CHECK_FALSE(cpu::gemm_bf16_enabled());
+    WARN("this CPU has no AVX512-BF16: gemm_bf16 not run");
+    return;
+  }
+  ProductPaths restore;
+  struct Shape {
+    int M, N, K;
+  };
+  // Fewer rows than a tile, rows and columns past whole tiles and panels, K odd, K past one depth
+  // block of 256 with an odd tail.
+  const Shape shapes[] = {{1, 1, 1}, {5, 31, 7}, {6, 32, 64}, {13, 70, 255}, {40, 33, 300}, {64, 96, 513}};
+  // How each operand lies: k along its rows (contiguous), its rows side by side (k strided),
+  // both strided, and k contiguous from an odd offset (no 32-bit pairs in place).
+  enum Layout { kRows, kSideBySide, kStrided, kOddOffset };
+  for (const Shape& s : shapes) {
+    for (Layout la : {kRows, kSideBySide, kStrided, kOddOffset}) {
+      for (Layout lb : {kRows, kSideBySide, kStrided, kOddOffset}) {
+        CAPTURE(s.M, s.N, s.K, la, lb);
+        // A (M x K) and Bm (K x N) laid out as asked inside larger buffers.
+        auto view = [](std::vector<uint16_t>& buffer, Layout layout, int rows, int cols, uint64_t seed) {
+          buffer = random_bf16(size_t(rows + 1) * (cols + 1) * 2 + 1, seed);
+          switch (layout) {
+            case kRows: return cpu::Bf16Matrix{buffer.data(), size_t(cols + 2), 1};
+            case kSideBySide: return cpu::Bf16Matrix{buffer.data(), 1, size_t(rows + 2)};
+            case kStrided: return cpu::Bf16Matrix{buffer.data(), size_t(2 * cols + 1), 2};
+            case kOddOffset: return cpu::Bf16Matrix{buffer.data() + 1, size_t(cols + 2), 1};
+          }
+          return cpu::Bf16Matrix{};
+        };
+        std::vector<uint16_t> a_buf, b_buf;
+        const cpu::Bf16Matrix A = view(a_buf, la, s.M, s.K, 21), Bm = view(b_buf, lb, s.K, s.N, 22);
+        auto a = [&](int i, int k) { return widen_bf16(A.at(i, k)); };
+        auto b = [&](int k, int j) { return widen_bf16(Bm.at(k, j)); };
+        const size_t ldc = size_t(s.N) + 3;
+        const std::vector<float> init = widened(random_bf16(s.N, 23)), start = widened(random_bf16(s.M * ldc, 24));
+        std::vector<float> init_rows(s.M * ldc);
+        for (size_t i = 0; i < init_rows.size(); ++i) init_rows[i] = i % ldc < size_t(s.N) ? init[i % ldc] : 0.0f;
+
+        std::vector<float> out(s.M * ldc, NAN);
+        cpu::gemm_bf16(out.data(), ldc, A, Bm, s.M, s.N, s.K, true, init.data());
+        check_product(out, ldc, s.M, s.N, s.K, a, b, init_rows);
+        for (size_t i = 0; i < out.size(); ++i) {
+          if (i % ldc >= size_t(s.N)) REQUIRE(std::isnan(out[i]));  // the gaps between rows untouched
+        }
+        cpu::gemm_bf16(out.data(), ldc, A, Bm, s.M, s.N, s.K, true, nullptr);
+        check_product(out, ldc, s.M, s.N, s.K, a, b, {});
+        out = start;
+        cpu::gemm_bf16(out.data(), ldc, A, Bm, s.M, s.N, s.K, false);
+        check_product(out, ldc, s.M, s.N, s.K, a, b, start);
+      }
     }
+  }
+  SECTION("the same bits on 1 and 2 threads, and with the bf16 products off it is an error") {
+    const int M = 50, N = 70, K = 300;
+    const std::vector<uint16_t> A = random_bf16(size_t(M) * K, 31), Bm = random_bf16(size_t(K) * N, 32);
+    std::vector<float> one(size_t(M) * N), two(size_t(M) * N);
+    const int threads = omp_get_max_threads();
+    omp_set_num_threads(1);
+    cpu::gemm_bf16(one.data(), N, {A.data(), size_t(K), 1}, {Bm.data(), size_t(N), 1}, M, N, K, true);
+    omp_set_num_threads(2);
+    cpu::gemm_bf16(two.data(), N, {A.data(), size_t(K), 1}, {Bm.data(), size_t(N), 1}, M, N, K, true);
+    omp_set_num_threads(threads);
+    CHECK(one == two);
+    cpu::set_gemm_bf16_enabled(false);
+    CHECK_THROWS_WITH(cpu::gemm_bf16(one.data(), N, {A.data(), size_t(K), 1}, {Bm.data(), size_t(N), 1}, M, N, K, true),
+                      Catch::Contains("bf16 products are off"));
   }
 }
 
@@ -261,7 +371,7 @@ TEST_CASE("CpuBf16Backend: each op is the fp32 op on widened operands, rounded o
     check_exact(db, db32);
   }
 
-  SECTION("matmul: the forward within a rounding, the backward and the GELU backward exact") {
+  SECTION("matmul: the forward within a rounding, the backward and the GELU backward exact or within one") {
     for (int rows : {1, T}) {  // B x rows: decoding's few rows, and the blocked product's many
       CAPTURE(rows);
       const size_t n_in = size_t(B) * rows * C, n_out = size_t(B) * rows * OC;
@@ -278,29 +388,45 @@ TEST_CASE("CpuBf16Backend: each op is the fp32 op on widened operands, rounded o
       p.full.gelu_forward(gelu32.data(), out32.data(), n_out);
       CHECK(worst_relative(gelu, gelu32, 1e-3) <= 1.0 / 256);
     }
-    const size_t n_in = BTC, n_out = size_t(B) * T * OC;
-    std::vector<uint16_t> inp = random_bf16(n_in, 1), w = random_bf16(size_t(OC) * C, 2), dout = random_bf16(n_out, 4);
-    std::vector<uint16_t> dinp(n_in), dw = random_bf16(size_t(OC) * C, 5), db = random_bf16(OC, 6);
-    std::vector<float> inp32 = widened(inp), w32 = widened(w), dout32 = widened(dout);
-    std::vector<float> dinp32(n_in), dw32 = widened(dw), db32 = widened(db);
-    p.half.matmul_backward(bf16(dinp), bf16(dw), bf16(db), bf16(dout), bf16(inp), bf16(w), B, T, C, OC);
-    p.full.matmul_backward(dinp32.data(), dw32.data(), db32.data(), dout32.data(), inp32.data(), w32.data(), B, T, C,
-                           OC);
-    check_exact(dinp, dinp32);
-    check_exact(dw, dw32);
-    check_exact(db, db32);
-    // GELU's backward on the product before it is rounded: one rounding, as a fused kernel has.
-    std::vector<uint16_t> pre = random_bf16(n_in, 7, 2.0f);
-    std::vector<float> pre32 = widened(pre);
-    dw32 = widened(dw);  // the weight gradients as the first backward left them (rounded)
-    db32 = widened(db);
-    p.half.matmul_backward_gelu(bf16(dinp), bf16(dw), bf16(db), bf16(dout), bf16(inp), bf16(w), bf16(pre), B, T, C,
-                                OC);
-    p.full.matmul_backward_gelu(dinp32.data(), dw32.data(), db32.data(), dout32.data(), inp32.data(), w32.data(),
-                                pre32.data(), B, T, C, OC);
-    check_exact(dinp, dinp32);
-    check_exact(dw, dw32);
-    check_exact(db, db32);
+    // The backward: exact with its products widened to fp32; with the AVX512-BF16 products (their
+    // own sums) within a rounding.
+    ProductPaths paths;
+    for (bool dp_on : {false, true}) {
+      if (dp_on && !paths.dp) continue;
+      CAPTURE(dp_on);
+      ProductPaths::use(paths.amx, dp_on);
+      const auto check = [&](const std::vector<uint16_t>& got, const std::vector<float>& want) {
+        if (dp_on) {
+          CHECK(worst_relative(got, want, 1e-2) <= 1.0 / 128);
+        } else {
+          check_exact(got, want);
+        }
+      };
+      const size_t n_in = BTC, n_out = size_t(B) * T * OC;
+      std::vector<uint16_t> inp = random_bf16(n_in, 1), w = random_bf16(size_t(OC) * C, 2),
+                            dout = random_bf16(n_out, 4);
+      std::vector<uint16_t> dinp(n_in), dw = random_bf16(size_t(OC) * C, 5), db = random_bf16(OC, 6);
+      std::vector<float> inp32 = widened(inp), w32 = widened(w), dout32 = widened(dout);
+      std::vector<float> dinp32(n_in), dw32 = widened(dw), db32 = widened(db);
+      p.half.matmul_backward(bf16(dinp), bf16(dw), bf16(db), bf16(dout), bf16(inp), bf16(w), B, T, C, OC);
+      p.full.matmul_backward(dinp32.data(), dw32.data(), db32.data(), dout32.data(), inp32.data(), w32.data(), B, T,
+                             C, OC);
+      check(dinp, dinp32);
+      check(dw, dw32);
+      check_exact(db, db32);  // the same column sums either way
+      // GELU's backward on the product before it is rounded: one rounding, as a fused kernel has.
+      std::vector<uint16_t> pre = random_bf16(n_in, 7, 2.0f);
+      std::vector<float> pre32 = widened(pre);
+      dw32 = widened(dw);  // the weight gradients as the first backward left them (rounded)
+      db32 = widened(db);
+      p.half.matmul_backward_gelu(bf16(dinp), bf16(dw), bf16(db), bf16(dout), bf16(inp), bf16(w), bf16(pre), B, T,
+                                  C, OC);
+      p.full.matmul_backward_gelu(dinp32.data(), dw32.data(), db32.data(), dout32.data(), inp32.data(), w32.data(),
+                                  pre32.data(), B, T, C, OC);
+      check(dinp, dinp32);
+      check(dw, dw32);
+      check_exact(db, db32);
+    }
   }
 
   SECTION("attention forward and backward, with dropout") {
