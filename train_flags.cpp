@@ -50,7 +50,8 @@ cxxopts::Options make_train_options(TrainConfig& c) {
       "the machine)",
       c.threads);
   add("device", "cuda-device", "GPU index", c.cuda_device);
-  add("device", "dtype", "compute dtype: fp32 or bf16 (mixed, cuda on sm_80 or newer)", c.dtype);
+  add("device", "dtype",
+      "compute dtype: fp32 or bf16 (mixed, fp32 master weights; cuda on sm_80 or newer, or the cpu)", c.dtype);
   add("device", "recompute-gelu", "recompute GELU in the backward instead of storing it (less memory)",
       c.recompute_gelu);
   add("device", "cuda-graphs", "replay each step as a CUDA graph (--cuda-graphs=false: launch every op)",

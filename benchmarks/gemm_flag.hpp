@@ -5,6 +5,7 @@
 #include <string>
 
 #include "core/check.hpp"
+#include "cpu/amx.hpp"
 #include "cpu/gemm.hpp"
 
 namespace gpt2cc::bench {
@@ -13,6 +14,13 @@ inline constexpr const char* kGemmFlagHelp =
     "the CPU products' register tile: auto (AVX-512 where the CPU has it), avx2 or avx512";
 
 inline const char* gemm_isa_name(cpu::GemmIsa isa) { return isa == cpu::GemmIsa::avx512 ? "avx512" : "avx2"; }
+
+// What the bf16 backend's products run on: "amx+avx512-bf16" (AMX tiles for the forward from 33
+// rows, VDPBF16PS for the rest), "avx512-bf16", or "widened" (fp32 products on widened operands).
+inline const char* bf16_products_name() {
+  if (cpu::amx_bf16_enabled()) return cpu::gemm_bf16_enabled() ? "amx+avx512-bf16" : "amx+widened";
+  return cpu::gemm_bf16_enabled() ? "avx512-bf16" : "widened";
+}
 
 // Applies --gemm's value; exit 2 (InputError) for another value, or avx512 on a CPU without it.
 inline void apply_gemm_flag(const std::string& value) {

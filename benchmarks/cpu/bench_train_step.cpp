@@ -133,6 +133,7 @@ json run_config(const BenchConfig& bc, int threads, int warmup, int steps, DType
               {"parameters", num_parameters(config)},
               {"backend", backend->describe()},
               {"gemm_isa", bench::gemm_isa_name(cpu::gemm_isa())},
+              {"bf16_products", bench::bf16_products_name()},
               {"omp_wait_policy", std::getenv("OMP_WAIT_POLICY") ? std::getenv("OMP_WAIT_POLICY") : "default"},
               {"warmup_steps", warmup},
               {"timed_steps", steps},
@@ -196,7 +197,7 @@ int run(int argc, char** argv) {
       ("steps", "timed steps (median reported), >= 1", cxxopts::value<int>()->default_value("5"))
       ("json", "also write the results to this JSON file", cxxopts::value<std::string>())
       ("gemm", bench::kGemmFlagHelp, cxxopts::value<std::string>()->default_value("auto"))
-      ("dtype", "fp32, or bf16 (the CPU's bf16 backend, which train does not offer: for measuring it)",
+      ("dtype", "fp32, or bf16 (the CPU's bf16 backend: bf16 storage, fp32 master weights)",
        cxxopts::value<std::string>()->default_value("fp32"))
       ("h,help", "show this help");
   const auto args = parse_flags(options, argc, argv);

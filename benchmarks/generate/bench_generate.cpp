@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "benchmarks/bench_cli.hpp"
+#include "benchmarks/gemm_flag.hpp"
 #include "core/atomic_file.hpp"
 #include "core/backend.hpp"
 #include "core/check.hpp"
@@ -210,7 +211,8 @@ int run(int argc, char** argv) {
     nlohmann::json entry = {{"preset", name}, {"params", num_parameters(config)}, {"prompt_tokens", P},
                             {"kv_new_tokens", N}, {"kv_tokens_per_s", kvw}, {"kv_tokens_per_cpu_s", kvc},
                             {"prefill_ms", median(prefill)}, {"validation_max_rel_diff", worst},
-                            {"backend", backend->describe()}, {"repeats", repeats}};
+                            {"backend", backend->describe()}, {"bf16_products", bench::bf16_products_name()},
+                            {"repeats", repeats}};
     if (recompute) {
       const double fw = median(full_wall), fc = median(full_cpu);
       std::printf("%-7s %6.1fM | %6d %10.2f %10.2f %10.1f | %6d %10.3f %10.3f | %7.1fx %7.1fx\n", name.c_str(),
