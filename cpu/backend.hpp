@@ -86,13 +86,14 @@ class CpuBackend : public Backend {
 // output to nearest even once; accumulating outputs are widened, added to in fp32 and rounded.
 // Most ops widen their bf16 operands into scratch and run CpuBackend's fp32 op on them; the ones
 // that read the weights or the KV cache, which decoding is bound by, read the bf16 in place: the
-// matmul's forward (cpu::matmul_forward_bf16; the prompt's products on AMX tiles where the CPU
-// has them), the embedding, the decode attention and the cache store. What it is for: generation,
-// whose decoding reads every weight once per token, so half the bytes is up to twice the
-// tokens/s. Its training works (every op is here and tested), but the backward's products widen
-// their operands for the fp32 product, and a step measured 0.95-0.97x fp32's (benchmarks/
-// RESULTS.md), so `train` offers bf16 on CUDA only. A tensor given as fp32 (a float*) is used as
-// it is: the fused ops pass their fp32 intermediates to the single ops that way.
+// matmul's forward (cpu::matmul_forward_bf16; the prompt's products on AMX tiles or AVX512-BF16
+// where the CPU has them), the embedding, the decode attention and the cache store; the matmul's
+// backward reads bf16 where the CPU has AVX512-BF16 (cpu::matmul_backward_bf16). What it is for:
+// generation, whose decoding reads every weight once per token (half the bytes: up to twice the
+// tokens/s), and `train --dtype bf16`, whose step measured 1.30-1.54x fp32's on AVX512-BF16
+// (benchmarks/RESULTS.md); without those instructions its products widen to fp32 and it is slower
+// than fp32. A tensor given as fp32 (a float*) is used as it is: the fused ops pass their fp32
+// intermediates to the single ops that way.
 class CpuBf16Backend final : public CpuBackend {
  public:
   explicit CpuBf16Backend(int threads = 0) : CpuBackend(threads) {}

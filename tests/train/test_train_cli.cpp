@@ -78,6 +78,21 @@ std::vector<std::pair<double, double>> losses(const std::string& run_dir) {
   return out;
 }
 
+// Run got_dir's losses equal run want_dir's bit for bit (validation NaN in both where neither
+// evaluated), `steps` of them; returns want_dir's.
+std::vector<std::pair<double, double>> check_same_losses(const std::string& want_dir, const std::string& got_dir,
+                                                         size_t steps) {
+  const auto want = losses(want_dir), got = losses(got_dir);
+  REQUIRE(want.size() == steps);
+  REQUIRE(got.size() == steps);
+  for (size_t i = 0; i < steps; ++i) {
+    INFO("step " << i + 1);
+    CHECK(got[i].first == want[i].first);
+    CHECK((got[i].second == want[i].second || (std::isnan(got[i].second) && std::isnan(want[i].second))));
+  }
+  return want;
+}
+
 std::string file_contents(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   REQUIRE(in.good());
@@ -687,14 +702,7 @@ TEST_CASE("on the cpu, --dtype bf16 trains; a stopped and resumed run repeats an
   INFO(resumed.output);
   REQUIRE(resumed.code == 0);
   CHECK_THAT(resumed.output, Catch::Contains("resuming from"));
-  const auto expected = losses(dir + "/straight"), got = losses(dir + "/split");
-  REQUIRE(expected.size() == 6);
-  REQUIRE(got.size() == 6);
-  for (size_t i = 0; i < expected.size(); ++i) {
-    INFO("step " << i + 1);
-    CHECK(got[i].first == expected[i].first);
-    CHECK((got[i].second == expected[i].second || (std::isnan(got[i].second) && std::isnan(expected[i].second))));
-  }
+  const auto expected = check_same_losses(dir + "/straight", dir + "/split", 6);
   // The same run in fp32: bf16's losses within 1% of its (measured: 0.02%; on the GPU, the d6
   // Wikipedia runs' largest gap was 0.9%), and not the same bits (bf16 did run).
   REQUIRE(train(run + "--run-dir " + dir + "/fp32").code == 0);
@@ -758,14 +766,7 @@ TEST_CASE("on cuda, a stopped and resumed run repeats an uninterrupted one exact
     INFO(resumed.output);
     REQUIRE(resumed.code == 0);
     CHECK_THAT(resumed.output, Catch::Contains("resuming from"));
-    const auto expected = losses(straight), got = losses(split);
-    REQUIRE(expected.size() == 6);
-    REQUIRE(got.size() == 6);
-    for (size_t i = 0; i < expected.size(); ++i) {
-      INFO("step " << i + 1);
-      CHECK(got[i].first == expected[i].first);
-      CHECK((got[i].second == expected[i].second || (std::isnan(got[i].second) && std::isnan(expected[i].second))));
-    }
+    const auto expected = check_same_losses(straight, split, 6);
     CHECK(std::isfinite(expected[5].first));
     CHECK(!std::isnan(expected[2].second));  // evaluated at step 3
   }
