@@ -1,6 +1,8 @@
 // Benchmark of cpu::matmul_forward_blocked / _backward_blocked (cache-blocked, register-tiled)
 // on the shapes of GPT-2 training, against the plain reference loops and the machine's FMA
-// ceiling. Validates against cpu::matmul_forward / _backward first, warms up, reports the median
+// ceiling; then, where the CPU has AVX512-BF16, the bf16 backend's products
+// (cpu::matmul_forward_bf16 / matmul_backward_bf16) on the same shapes against the VDPBF16PS
+// ceiling and the fp32 products' times. Validates against cpu::matmul_forward / _backward first, warms up, reports the median
 // of the runs.
 //   FLOPs: forward 2*BT*C*OC; backward 4*BT*C*OC (dinp and dweight; dbias is negligible).
 // Wall-clock GFLOP/s is what training sees; GFLOP per CPU-second (process CPU time) stays
@@ -15,13 +17,96 @@
 #include <vector>
 
 #include "benchmarks/cpu_layers/bench_util.hpp"
+#include "benchmarks/gemm_flag.hpp"
 #include "core/cli.hpp"
+#include "cpu/bf16.hpp"
+#include "cpu/gemm.hpp"
 #include "cpu/matmul.hpp"
 
 namespace {
 
 using namespace gpt2cc;
 using namespace gpt2cc::bench;
+
+struct Shape {
+  const char* name;
+  int BT, C, OC;
+};
+
+// n bf16 values: filled()'s, rounded.
+std::vector<uint16_t> filled_bf16(size_t n, unsigned seed) {
+  const auto wide = filled(n, seed);
+  std::vector<uint16_t> out(n);
+  cpu::round_to_bf16(out.data(), wide.data(), n);
+  return out;
+}
+
+std::vector<float> widened(const std::vector<uint16_t>& v) {
+  std::vector<float> out(v.size());
+  cpu::widen_bf16(out.data(), v.data(), v.size());
+  return out;
+}
+
+// The bf16 products on the same shapes (operands rounded to bf16), validated against the
+// reference loops on the widened operands, timed against the VDPBF16PS ceiling and beside the
+// fp32 products' times (fp32_seconds: forward, backward per shape).
+int run_bf16(const std::vector<Shape>& shapes, const std::vector<std::pair<double, double>>& fp32_seconds) {
+  double ceiling_cpu = 0;
+  const double ceiling = dpbf16_ceiling_gflops(ceiling_cpu);
+  std::printf("\nbf16 products (%s)   VDPBF16PS ceiling (measured): %.1f GFLOP/s wall clock, %.1f GFLOP per "
+              "CPU-second\n\n",
+              bf16_products_name(), ceiling, ceiling_cpu);
+  std::printf("%-16s %5s %5s %6s | %8s %8s %6s | %8s %8s %6s | %8s %8s\n", "shape", "BT", "C", "OC", "fwd", "fwd/cpu",
+              "core%", "bwd", "bwd/cpu", "core%", "fwd/fp32", "bwd/fp32");
+  for (size_t i = 0; i < shapes.size(); ++i) {
+    const Shape& s = shapes[i];
+    const size_t BT = s.BT;
+    const auto inp = filled_bf16(BT * s.C, 1), weight = filled_bf16(size_t(s.OC) * s.C, 2),
+               dout = filled_bf16(BT * s.OC, 4);
+    const auto bias = filled(s.OC, 3);
+    std::vector<float> out(BT * s.OC), dinp(BT * s.C), dweight(size_t(s.OC) * s.C, 0.0f), dbias(s.OC, 0.0f);
+    // Validate on the first 64 rows (past the matrix-vector loop's 32) against the reference.
+    const int check_rows = std::min(s.BT, 64);
+    const auto inp32 = widened(inp), weight32 = widened(weight), dout32 = widened(dout);
+    std::vector<float> out_ref(size_t(check_rows) * s.OC), dinp_ref(size_t(check_rows) * s.C),
+        dweight_ref(dweight.size(), 0.0f), dbias_ref(s.OC, 0.0f);
+    cpu::matmul_forward_bf16(out.data(), inp.data(), weight.data(), bias.data(), 1, check_rows, s.C, s.OC);
+    cpu::matmul_forward(out_ref.data(), inp32.data(), weight32.data(), bias.data(), 1, check_rows, s.C, s.OC);
+    cpu::matmul_backward_bf16(dinp.data(), dweight.data(), dbias.data(), dout.data(), inp.data(), weight.data(), 1,
+                              check_rows, s.C, s.OC);
+    cpu::matmul_backward(dinp_ref.data(), dweight_ref.data(), dbias_ref.data(), dout32.data(), inp32.data(),
+                         weight32.data(), 1, check_rows, s.C, s.OC);
+    out.resize(out_ref.size());
+    dinp.resize(dinp_ref.size());
+    const double err = std::max({rel_error(out, out_ref), rel_error(dinp, dinp_ref), rel_error(dweight, dweight_ref)});
+    if (!(err < 1e-5)) {
+      std::fprintf(stderr, "%s: bf16 matmul differs from the reference (relative error %.3g)\n", s.name, err);
+      return 1;
+    }
+    out.resize(BT * s.OC);
+    dinp.resize(BT * s.C);
+
+    const int reps = 5;
+    const double flop = 2.0 * BT * s.C * s.OC;
+    Timing fwd = time_median(
+        [&] { cpu::matmul_forward_bf16(out.data(), inp.data(), weight.data(), bias.data(), 1, s.BT, s.C, s.OC); },
+        reps);
+    Timing bwd = time_median(
+        [&] {
+          cpu::matmul_backward_bf16(dinp.data(), dweight.data(), dbias.data(), dout.data(), inp.data(),
+                                    weight.data(), 1, s.BT, s.C, s.OC);
+        },
+        reps);
+    const double f = flop / fwd.wall_s * 1e-9, b = 2 * flop / bwd.wall_s * 1e-9;
+    const double fc = flop / fwd.cpu_s * 1e-9, bc = 2 * flop / bwd.cpu_s * 1e-9;
+    std::printf("%-16s %5d %5d %6d | %8.1f %8.1f %5.0f%% | %8.1f %8.1f %5.0f%% | %7.2fx %7.2fx\n", s.name, s.BT,
+                s.C, s.OC, f, fc, 100 * fc / ceiling_cpu, b, bc, 100 * bc / ceiling_cpu,
+                fp32_seconds[i].first / fwd.wall_s, fp32_seconds[i].second / bwd.wall_s);
+  }
+  std::printf("\ncore%% against the VDPBF16PS ceiling (the forward on AMX tiles, where it runs there, can pass it); "
+              "fwd/fp32, bwd/fp32 = the fp32 products' time over the bf16 ones' (same shape, same run).\n");
+  return 0;
+}
 
 int run(int argc, char** argv) {
   cxxopts::Options options(
@@ -35,13 +120,9 @@ int run(int argc, char** argv) {
     return 0;
   }
   INPUT_CHECK(args.unmatched().empty(), "unexpected argument '{}' (see --help)", args.unmatched().front());
-  struct Shape {
-    const char* name;
-    int BT, C, OC;
-  };
   // GPT-2 124M (C = 768) at B x T = 4 x 64, the d4 preset's widths (C = 256) at 8 x 128, and the
   // demo's classifier (d2, C = 128, at 4 x 64).
-  const Shape shapes[] = {{"gpt2 qkv", 256, 768, 2304},     {"gpt2 fc", 256, 768, 3072},
+  const std::vector<Shape> shapes = {{"gpt2 qkv", 256, 768, 2304},     {"gpt2 fc", 256, 768, 3072},
                           {"gpt2 fcproj", 256, 3072, 768},  {"gpt2 attproj", 256, 768, 768},
                           {"gpt2 classifier", 256, 768, 50304}, {"d4 fc", 1024, 256, 1024},
                           {"d4 classifier", 1024, 256, 50304}, {"d2 classifier", 256, 128, 50304}};
@@ -52,6 +133,7 @@ int run(int argc, char** argv) {
               threads, ceiling, ceiling_cpu);
   std::printf("%-16s %5s %5s %6s | %8s %8s %6s | %8s %8s %6s | %8s %7s\n", "shape", "BT", "C", "OC", "fwd", "fwd/cpu",
               "core%", "bwd", "bwd/cpu", "core%", "ref fwd", "speedup");
+  std::vector<std::pair<double, double>> fp32_seconds;  // forward, backward of each shape
   for (const Shape& s : shapes) {
     const size_t BT = s.BT;
     auto inp = filled(BT * s.C, 1), weight = filled(size_t(s.OC) * s.C, 2), bias = filled(s.OC, 3);
@@ -95,6 +177,7 @@ int run(int argc, char** argv) {
     Timing ref = time_median(
         [&] { cpu::matmul_forward(out_ref.data(), inp.data(), weight.data(), bias.data(), 1, check_rows, s.C, s.OC); },
         1);
+    fp32_seconds.push_back({fwd.wall_s, bwd.wall_s});
     const double ref_flop = 2.0 * check_rows * s.C * s.OC;
     const double f = flop / fwd.wall_s * 1e-9, b = 2 * flop / bwd.wall_s * 1e-9;
     const double fc = flop / fwd.cpu_s * 1e-9, bc = 2 * flop / bwd.cpu_s * 1e-9, r = ref_flop / ref.wall_s * 1e-9;
@@ -104,7 +187,12 @@ int run(int argc, char** argv) {
   std::printf("\nGFLOP/s: fwd, bwd = wall clock; fwd/cpu, bwd/cpu = GFLOP per CPU-second (summed over threads); "
               "core%% = per CPU-second rate / the FMA ceiling's per CPU-second rate (fraction of one core's peak "
               "while running); ref fwd = reference loops, wall clock, first 32 rows.\n");
-  return 0;
+  if (!cpu::gemm_bf16_enabled()) {
+    std::printf("\nbf16: this CPU has no AVX512-BF16: the bf16 backend's backward widens its operands for the "
+                "fp32 product (not timed here)\n");
+    return 0;
+  }
+  return run_bf16(shapes, fp32_seconds);
 }
 
 }  // namespace

@@ -7,6 +7,10 @@
 #include <omp.h>
 #include <time.h>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -121,6 +125,37 @@ inline double fma_ceiling_gflops(double& cpu_rate) {
   cpu_rate = gflop / (cpu_seconds() - c0);
   return gflop / s;
 }
+
+#if defined(__x86_64__)
+// The same for VDPBF16PS (AVX512-BF16): twelve independent 16-lane chains on every thread, each
+// instruction two multiply-adds per lane (4 flops). Call only where the CPU has AVX512-BF16.
+__attribute__((target("avx512f,avx512bf16"))) inline double dpbf16_ceiling_gflops(double& cpu_rate) {
+  constexpr int kChains = 12;
+  constexpr long kIters = 20000000;
+  float sink = 0.0f;
+  const double c0 = cpu_seconds();
+  const auto t0 = std::chrono::steady_clock::now();
+  int threads = 1;
+#pragma omp parallel reduction(+ : sink)
+  {
+#pragma omp single
+    threads = omp_get_num_threads();
+    __m512 acc[kChains];
+    for (int i = 0; i < kChains; ++i) acc[i] = _mm512_set1_ps(0.001f * i);
+    __m512i a = _mm512_set1_epi32(0x3f7f3f7f), b = _mm512_set1_epi32(0x33d633d6);  // ~0.998, ~1e-7
+    for (long it = 0; it < kIters; ++it) {
+      for (int i = 0; i < kChains; ++i) acc[i] = _mm512_dpbf16_ps(acc[i], (__m512bh)a, (__m512bh)b);
+      asm volatile("" : "+v"(a));  // keeps the loop from being folded away
+    }
+    for (int i = 0; i < kChains; ++i) sink += _mm512_cvtss_f32(acc[i]);
+  }
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (sink == 12345.0f) std::printf(" ");
+  const double gflop = threads * kIters * kChains * 16.0 * 4.0 * 1e-9;
+  cpu_rate = gflop / (cpu_seconds() - c0);
+  return gflop / s;
+}
+#endif
 
 // The sum of x[0..n) on all threads, each thread its own contiguous part read with four chains of
 // 8-wide adds (their latency hidden: memory is the limit; a plain `omp simd` reduction reached a
