@@ -165,9 +165,6 @@ int run(int argc, char** argv, ProcessGroup& group) {
     const int gpu = data_parallel && cuda ? cuda_device_of_rank(group, cuda_device_count()) : config.cuda_device;
     const int threads = data_parallel ? cpu_threads_of_rank(group, config.threads) : config.threads;
     const DType dtype = parse_dtype(config.dtype);
-    INPUT_CHECK(!data_parallel || cuda || dtype == DType::fp32,
-                "--dtype {} on the CPU trains in one process (its MPI collectives carry fp32): start it without "
-                "mpiexec, or train in fp32", config.dtype);
     backend = cuda ? make_cuda_backend(gpu, dtype) : make_cpu_backend(threads, dtype);
   });
   if (!config.export_hf.empty()) {

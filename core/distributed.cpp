@@ -11,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/bf16.hpp"
 #include "core/check.hpp"
 
 #ifdef GPT2CC_HAVE_MPI
@@ -269,44 +270,85 @@ int cpu_threads_of_rank(const ProcessGroup& group, int requested) {
 #ifdef GPT2CC_HAVE_MPI
 namespace {
 
+// bf16 buffers (the bf16 backend's gradients and parameters) are summed in fp32, a chunk of
+// kBf16Chunk elements at a time: widened into scratch, reduced there, each sum rounded once
+// (NCCL's bf16 sum over two ranks rounds once too); a gather moves their bits.
+constexpr size_t kBf16Chunk = size_t(1) << 22;  // 16 MiB of fp32 scratch
+
 class MpiCollectives final : public DeviceCollectives {
  public:
   MpiCollectives(ProcessGroup& group, Backend& backend) : group_(group), backend_(backend) {}
   ProcessGroup& group() override { return group_; }
 
   void all_reduce_sum(TensorPtr buf, size_t n) override {
-    float* data = host_floats(buf);
+    ready(buf);
+    if (buf.dtype == DType::bf16) {
+      for (size_t done = 0; done < n; done += kBf16Chunk) {
+        const size_t count = std::min(kBf16Chunk, n - done);
+        float* wide = widened(buf, done, count);
+        MPI_CALL(MPI_Allreduce(MPI_IN_PLACE, wide, int(count), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD));
+        round_into(buf, done, wide, count);
+      }
+      return;
+    }
+    float* data = static_cast<float*>(buf.data);
     for (size_t done = 0; done < n; done += kMpiChunk) {
       const int count = int(std::min(kMpiChunk, n - done));
       MPI_CALL(MPI_Allreduce(MPI_IN_PLACE, data + done, count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD));
     }
   }
   void reduce_scatter_sum(TensorPtr buf, size_t block) override {
-    float* data = host_floats(buf);
+    ready(buf);
     ENSURE(block <= kMpiChunk, "reduce_scatter_sum: a block of {} floats is more than MPI takes at once", block);
+    if (buf.dtype == DType::bf16) {  // block r summed onto rank r, a chunk at a time
+      for (int owner = 0; owner < group_.size(); ++owner) {
+        for (size_t done = 0; done < block; done += kBf16Chunk) {
+          const size_t first = size_t(owner) * block + done, count = std::min(kBf16Chunk, block - done);
+          const float* wide = widened(buf, first, count);
+          // A receive buffer on every rank: MPICH's reduce of large counts wrote to the non-roots'
+          // (a null one crashed it).
+          sum_.resize(count);
+          MPI_CALL(MPI_Reduce(wide, sum_.data(), int(count), MPI_FLOAT, MPI_SUM, owner, MPI_COMM_WORLD));
+          if (owner == group_.rank()) round_into(buf, first, sum_.data(), count);
+        }
+      }
+      return;
+    }
     // MPI forbids overlapping send and receive buffers: the sum arrives in a scratch block first.
+    float* data = static_cast<float*>(buf.data);
     scratch_.resize(block);
     MPI_CALL(MPI_Reduce_scatter_block(data, scratch_.data(), int(block), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD));
     std::copy(scratch_.begin(), scratch_.end(), data + size_t(group_.rank()) * block);
   }
   void all_gather(TensorPtr buf, size_t block) override {
-    float* data = host_floats(buf);
-    ENSURE(block <= kMpiChunk, "all_gather: a block of {} floats is more than MPI takes at once", block);
-    MPI_CALL(MPI_Allgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, data, int(block), MPI_FLOAT, MPI_COMM_WORLD));
+    ready(buf);
+    ENSURE(block <= kMpiChunk, "all_gather: a block of {} elements is more than MPI takes at once", block);
+    const MPI_Datatype type = buf.dtype == DType::fp32 ? MPI_FLOAT : MPI_UINT16_T;
+    MPI_CALL(MPI_Allgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf.data, int(block), type, MPI_COMM_WORLD));
   }
 
  private:
-  // The CPU backend computes in fp32 only; its work is done when its calls return.
-  float* host_floats(TensorPtr buf) {
-    ENSURE(buf.dtype == DType::fp32, "MPI collectives: {} buffers on the CPU backend (it computes in fp32)",
+  // The CPU backend's work is done when its calls return; its buffers are fp32 or bf16.
+  void ready(TensorPtr buf) {
+    ENSURE(buf.dtype == DType::fp32 || buf.dtype == DType::bf16, "MPI collectives: {} buffers on the CPU backend",
            dtype_name(buf.dtype));
     backend_.synchronize();
-    return static_cast<float*>(buf.data);
+  }
+  // bf16 buf[first, first + count) widened into scratch.
+  float* widened(TensorPtr buf, size_t first, size_t count) {
+    const uint16_t* bits = static_cast<const uint16_t*>(buf.data) + first;
+    scratch_.resize(count);
+    for (size_t i = 0; i < count; ++i) scratch_[i] = widen_bf16(bits[i]);
+    return scratch_.data();
+  }
+  static void round_into(TensorPtr buf, size_t first, const float* sums, size_t count) {
+    uint16_t* bits = static_cast<uint16_t*>(buf.data) + first;
+    for (size_t i = 0; i < count; ++i) bits[i] = round_to_bf16(sums[i]);
   }
 
   ProcessGroup& group_;
   Backend& backend_;
-  std::vector<float> scratch_;
+  std::vector<float> scratch_, sum_;
 };
 
 }  // namespace
