@@ -112,7 +112,8 @@ int run(int argc, char** argv) {
   cxxopts::Options options(
       "bench_cpu_matmul",
       "cpu::matmul_forward_blocked / _backward_blocked on GPT-2 shapes against the reference loops and "
-      "the FMA ceiling (OMP_NUM_THREADS sets the threads)");
+      "the FMA ceiling; where the CPU has AVX512-BF16, the bf16 backend's products against the VDPBF16PS "
+      "ceiling too (OMP_NUM_THREADS sets the threads)");
   options.add_options()("h,help", "show this help");
   const cxxopts::ParseResult args = parse_flags(options, argc, argv);
   if (args.count("help")) {
