@@ -1,6 +1,7 @@
 // The CPU backend in bf16 (cpu/backend.hpp, CpuBf16Backend): most ops widen their bf16 operands
 // into scratch, run CpuBackend's fp32 op and round its outputs back; the embedding, the matmul
-// (forward, and backward where the CPU has bf16 products), the decode attention and the cache store read bf16 in place.
+// (forward; backward where the CPU has AVX512-BF16), the decode attention and the cache store
+// read bf16 in place.
 #include <algorithm>
 #include <cstring>
 #include <initializer_list>

@@ -159,7 +159,8 @@ void pack_panel_bf16(float* dst, Bf16Matrix lines, int first, int k0, int kc, in
     return first + i < count && k < kc ? lines.at(first + i, k0 + k) : uint16_t{0};
   };
   const bool whole = first + W <= count;
-  const bool word_aligned = reinterpret_cast<uintptr_t>(lines.data) % 4 == 0 && lines.row_stride % 2 == 0 && k0 % 2 == 0;
+  const bool word_aligned =
+      reinterpret_cast<uintptr_t>(lines.data) % 4 == 0 && lines.row_stride % 2 == 0 && k0 % 2 == 0;
   if (whole && lines.col_stride == 1 && word_aligned) {
     // Lines contiguous along k (row-major A; Bm = W^T): each pair is one word in place, and the
     // words are transposed as floats are, 8 x 8 at a time (their bits only moved).
@@ -225,14 +226,11 @@ struct TileStore {
   const float* init = nullptr;
 };
 
-// acc[r][j] = sum_k Ap[k][r] * Bp[k][j] over one packed panel pair, then Cm[r][j] = base + acc
-// for the mr x nr valid part (base as in TileStore). acc is 6 x 2 vectors = 12 registers; a*b+c
-// compiles to one FMA (g++ contracts it in C++ mode). The stores index acc by constants only
-// (loops over MR unrolled, left at row mr) and copy its vectors by value: a row index known only
-// at run time, or acc's address, made g++ keep acc in memory as well, zeroed by a call to memset
-// on every entry (5% of the d2 demo's training step).
-// A template always inlined into one function per instruction set (below), which compiles it
-// for that set's registers.
+// A micro-kernel's end: Cm[r][j] = base + acc[r][j] for the mr x nr valid part of the tile (base
+// as in TileStore). The stores index acc by constants only (loops over MR unrolled, left at row
+// mr) and copy its vectors by value: a row index known only at run time, or acc's address, made
+// g++ keep acc in memory as well, zeroed by a call to memset on every entry (5% of the d2 demo's
+// training step). Inlined, it leaves the fp32 kernels' instructions as they were (counted).
 template <class Vec, int NR>
 [[gnu::always_inline]] inline void store_tile(const Vec (&acc)[MR][NR / (sizeof(Vec) / sizeof(float))],
                                               float* __restrict Cm, size_t ldc, int mr, int nr, TileStore store) {
@@ -270,6 +268,10 @@ template <class Vec, int NR>
   }
 }
 
+// acc[r][j] = sum_k Ap[k][r] * Bp[k][j] over one packed panel pair, then store_tile. acc is 6 x 2
+// vectors = 12 registers; a*b+c compiles to one FMA (g++ contracts it in C++ mode). A template
+// always inlined into one function per instruction set (below), which compiles it for that set's
+// registers.
 template <class Vec, int NR>
 [[gnu::always_inline]] inline void micro_kernel(int kc, const float* __restrict Ap, const float* __restrict Bp,
                                                 float* __restrict Cm, size_t ldc, int mr, int nr, TileStore store) {
@@ -476,13 +478,15 @@ void gemm_tiles(float* Cm, size_t ldc, typename Ops::Matrix A, typename Ops::Mat
   const Blocking g(M, N, K, parallel ? omp_get_max_threads() : 1, NR);
   if (!parallel) {  // no OpenMP region (the serial forms run inside the callers' own)
     for (int jb = 0; jb < g.nblocks; ++jb) {
-      for (int ib = 0; ib < g.mblocks; ++ib) gemm_block<Ops, NR, kernel>(Cm, ldc, A, Bm, M, N, K, g, ib, jb, assign, init);
+      for (int ib = 0; ib < g.mblocks; ++ib)
+        gemm_block<Ops, NR, kernel>(Cm, ldc, A, Bm, M, N, K, g, ib, jb, assign, init);
     }
     return;
   }
 #pragma omp parallel for collapse(2) schedule(dynamic)
   for (int jb = 0; jb < g.nblocks; ++jb) {
-    for (int ib = 0; ib < g.mblocks; ++ib) gemm_block<Ops, NR, kernel>(Cm, ldc, A, Bm, M, N, K, g, ib, jb, assign, init);
+    for (int ib = 0; ib < g.mblocks; ++ib)
+      gemm_block<Ops, NR, kernel>(Cm, ldc, A, Bm, M, N, K, g, ib, jb, assign, init);
   }
 }
 

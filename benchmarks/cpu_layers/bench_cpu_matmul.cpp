@@ -2,8 +2,8 @@
 // on the shapes of GPT-2 training, against the plain reference loops and the machine's FMA
 // ceiling; then, where the CPU has AVX512-BF16, the bf16 backend's products
 // (cpu::matmul_forward_bf16 / matmul_backward_bf16) on the same shapes against the VDPBF16PS
-// ceiling and the fp32 products' times. Validates against cpu::matmul_forward / _backward first, warms up, reports the median
-// of the runs.
+// ceiling and the fp32 products' times. Validates against cpu::matmul_forward / _backward first,
+// warms up, reports the median of the runs.
 //   FLOPs: forward 2*BT*C*OC; backward 4*BT*C*OC (dinp and dweight; dbias is negligible).
 // Wall-clock GFLOP/s is what training sees; GFLOP per CPU-second (process CPU time) stays
 // meaningful when other processes share the cores. Ceiling: independent 8-wide FMAs in registers
