@@ -9,10 +9,10 @@
 
 #include "core/check.hpp"
 #include "cpu/adamw.hpp"
-#include "cpu/gemm.hpp"
 #include "cpu/attention.hpp"
 #include "cpu/backend.hpp"
 #include "cpu/bf16.hpp"
+#include "cpu/gemm.hpp"
 #include "cpu/matmul.hpp"
 
 namespace gpt2cc::cpu {
@@ -167,7 +167,7 @@ void CpuBf16Backend::layernorm_backward(TensorPtr dinp, TensorPtr dweight, Tenso
 }
 
 // The weight read as bf16 in place (decoding: half the bytes of fp32's pass over it; prefill: AMX
-// tiles where the CPU has them).
+// tiles, or VDPBF16PS, where the CPU has them).
 void CpuBf16Backend::matmul_forward(TensorPtr out, ConstTensorPtr inp, ConstTensorPtr weight, ConstTensorPtr bias,
                                     int B, int T, int C, int OC) {
   Staging s(*this);
