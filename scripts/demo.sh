@@ -5,10 +5,13 @@
 #   scripts/demo.sh                  CPU: preset d2, 1000 steps of batch 4 x 64 tokens
 #   scripts/demo.sh --device cuda    GPU: preset d6, 2000 steps of batch 16 x 256 tokens
 #   scripts/demo.sh --steps 400 --preset d4 --threads 8
-# Flags: --device cpu|cuda (default cpu); --preset NAME (default d2 on cpu, d6 on cuda; the
-# others: train --help); --steps N >= 1 (default 1000 on cpu, 2000 on cuda); --batch-size N and
-# --seq-len N >= 1 (default 4 x 64 on cpu, 16 x 256 on cuda; at most the preset's 1024
-# positions); --threads N CPU threads (default 0: $OMP_NUM_THREADS, else all cores).
+#   scripts/demo.sh --dtype bf16     CPU in bf16 (mixed precision; faster where the CPU has
+#                                    AVX512-BF16 or AMX, docs/training.md)
+# Flags: --device cpu|cuda (default cpu); --dtype fp32|bf16 (default fp32; train's and
+# generate's); --preset NAME (default d2 on cpu, d6 on cuda; the others: train --help); --steps
+# N >= 1 (default 1000 on cpu, 2000 on cuda); --batch-size N and --seq-len N >= 1 (default 4 x 64
+# on cpu, 16 x 256 on cuda; at most the preset's 1024 positions); --threads N CPU threads
+# (default 0: $OMP_NUM_THREADS, else all cores).
 # Programs: built into the build directory, unless $GPT2CC_DEMO_PROGRAMS names a folder that
 # holds prepare, train and generate already built (an install, another build): the demo then
 # runs those and builds nothing (nor looks for a GPU first: train does).
@@ -46,6 +49,7 @@ check_whole_number() {
 }
 
 device=cpu
+dtype=fp32
 steps=""
 preset=""
 batch=""
@@ -54,11 +58,13 @@ threads=0
 while (($#)); do
   case "$1" in
     -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 0 ;;
-    --device|--steps|--preset|--batch-size|--seq-len|--threads) (($# >= 2)) || usage_error "$1 needs a value" ;;
+    --device|--dtype|--steps|--preset|--batch-size|--seq-len|--threads)
+      (($# >= 2)) || usage_error "$1 needs a value" ;;
     *) usage_error "unknown argument '$1'" ;;
   esac
   case "$1" in
     --device) device="$2" ;;
+    --dtype) dtype="$2" ;;
     --steps) check_whole_number "$1" "$2" 1; steps=$((10#$2)) ;;
     --preset)
       # It names the run's directory: a name, not a path (train checks that the preset exists).
@@ -71,6 +77,7 @@ while (($#)); do
   shift 2
 done
 [[ "$device" == cpu || "$device" == cuda ]] || usage_error "--device must be cpu or cuda, got '$device'"
+[[ "$dtype" == fp32 || "$dtype" == bf16 ]] || usage_error "--dtype must be fp32 or bf16, got '$dtype'"
 # A data copy named but not there is a mistake to report, not a reason to download.
 if [[ -n "${GPT2CC_DATA_DIR:-}" && ! -d "$GPT2CC_DATA_DIR" ]]; then
   usage_error "GPT2CC_DATA_DIR=$GPT2CC_DATA_DIR is not a directory (unset it to use ../shared/data or download)"
@@ -134,12 +141,12 @@ run="$work/run-$preset"
 attempt="$run.partial"
 rm -rf "$attempt"  # left by a demo that failed or was stopped
 mkdir -p "$attempt"
-echo "demo: training preset $preset on $device for $steps steps of $batch x $seq tokens"
+echo "demo: training preset $preset on $device ($dtype) for $steps steps of $batch x $seq tokens"
 status=0
 "$programs/train" --train-data "$shards/train" --val-data "$shards/val" --preset "$preset" \
   --batch-size "$batch" --seq-len "$seq" --steps "$steps" --lr 3e-3 --warmup-steps $((steps / 10)) \
-  --eval-every "$eval_every" --eval-batches 16 --run-dir "$attempt" --device "$device" --threads "$threads" \
-  --tokenizer "$work/raw/gpt2-tokenizer" --log-every 10 | tee "$attempt/train.log" || status=$?
+  --eval-every "$eval_every" --eval-batches 16 --run-dir "$attempt" --device "$device" --dtype "$dtype" \
+  --threads "$threads" --tokenizer "$work/raw/gpt2-tokenizer" --log-every 10 | tee "$attempt/train.log" || status=$?
 # train exits 0 also when a signal stopped it early; only a run that printed "done:" is complete.
 if ((status)) || ! grep -q '^done: ' "$attempt/train.log"; then
   kept="no earlier run of $preset to keep"
@@ -162,7 +169,7 @@ if ! ensure_python_packages matplotlib; then
   echo "demo: the Python package matplotlib could not be installed: the loss curves (curves.png) are skipped" \
     "(the numbers are in $run/metrics.jsonl)"
 elif ! python3 scripts/plot_metrics.py "$run" -o "$run/curves.png" --labels "$preset" \
-  --title "gpt2cc $preset on TinyStories ($device, $steps steps)"; then
+  --title "gpt2cc $preset on TinyStories ($device, $dtype, $steps steps)"; then
   echo "demo: plot_metrics.py failed (see above): the loss curves (curves.png) are skipped"
 fi
 
@@ -175,7 +182,7 @@ echo "demo: a story from $checkpoint (the prompt, then the model's continuation)
 printf '%s' "$prompt"
 status=0
 "$programs/generate" --checkpoint "$checkpoint" --prompt "$prompt" --max-new-tokens 100 --top-k 40 \
-  --device "$device" --threads "$threads" 2>"$run/generate.log" || status=$?
+  --device "$device" --dtype "$dtype" --threads "$threads" 2>"$run/generate.log" || status=$?
 if ((status)); then
   echo
   cat "$run/generate.log" >&2

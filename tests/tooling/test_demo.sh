@@ -4,8 +4,8 @@
 # (the demo's build step finds nothing to do) and its data and runs in a folder of this test's
 # own ($GPT2CC_DEMO_DIR), so that a user's demo runs in <build>/demo are not touched. Checks what
 # the demo promises: exit 0, the validation perplexity, a story after the prompt, the run folder
-# (train.log, config.json, metrics.jsonl, curves.png, generate.log, the last checkpoint); then
-# that bad flags exit 2 naming the problem, and that --device cuda on a machine without a GPU
+# (train.log, config.json, metrics.jsonl, curves.png, generate.log, the last checkpoint), and the
+# same for a short run in bf16 (--dtype bf16); then that bad flags exit 2 naming the problem, and that --device cuda on a machine without a GPU
 # exits 2 before building anything. Then, where matplotlib cannot be installed, that the plot is
 # skipped and the story still told, and that relative path variables are the caller's. With a
 # third argument, the folder of train and generate built against the CUDA emulator
@@ -63,6 +63,11 @@ check_demo() {  # WHAT RUN_FOLDER STEPS
 
 run_demo --steps 20 --threads 2
 check_demo "demo --steps 20" "$WORK/run-d2" 20
+# In bf16 on the CPU: train and generate both take it (the run replaces the one above).
+run_demo --dtype bf16 --steps 4 --threads 2
+check_demo "demo --dtype bf16" "$WORK/run-d2" 4
+grep -q "cpu bf16" "$WORK/run-d2/train.log" 2>/dev/null || fail "demo --dtype bf16: train.log does not say cpu bf16"
+grep -q "cpu bf16" "$WORK/run-d2/generate.log" 2>/dev/null || fail "demo --dtype bf16: generate.log does not say cpu bf16"
 
 # Without matplotlib, where pip refuses to install it (PEP 668, a stand-in python3 first in PATH;
 # apt-get and apt-cache stand-ins that fail, so that nothing is installed): the demo says the plot
@@ -125,6 +130,8 @@ expect_usage_error() {  # MESSAGE ARGS...
 }
 expect_usage_error "--steps must be a whole number from 1" --steps 0
 expect_usage_error "--device must be cpu or cuda, got 'tpu'" --device tpu
+expect_usage_error "--dtype must be fp32 or bf16, got 'fp16'" --dtype fp16
+expect_usage_error "--dtype needs a value" --dtype
 expect_usage_error "--preset must be a preset name" --preset ../elsewhere
 expect_usage_error "unknown argument '--bogus'" --bogus
 expect_usage_error "--threads needs a value" --threads
