@@ -95,13 +95,10 @@ double time_best(F&& f, int reps) {
   return best;
 }
 
-// Twelve independent chains of 8-wide FMAs per thread (enough to cover FMA latency x 2 pipes), in
-// registers: what a micro-kernel could reach with no memory traffic at all. Returns GFLOP/s over
-// all threads (wall clock); cpu_rate gets GFLOP per CPU-second.
-inline double fma_ceiling_gflops(double& cpu_rate) {
-  typedef float vec8 __attribute__((vector_size(32)));
-  constexpr int kChains = 12;
-  constexpr long kIters = 20000000;
+// A ceiling: `chains` (a register loop of independent multiply-add chains, returning a value that
+// keeps it alive) on every thread at once, doing `flops` each. Returns GFLOP/s over all threads
+// (wall clock); cpu_rate gets GFLOP per CPU-second.
+inline double chains_ceiling_gflops(double& cpu_rate, float (*chains)(), double flops) {
   float sink = 0.0f;
   const double c0 = cpu_seconds();
   const auto t0 = std::chrono::steady_clock::now();
@@ -110,50 +107,56 @@ inline double fma_ceiling_gflops(double& cpu_rate) {
   {
 #pragma omp single
     threads = omp_get_num_threads();
-    vec8 acc[kChains];
-    for (int i = 0; i < kChains; ++i) acc[i] = vec8{} + 0.001f * i;
-    vec8 a = vec8{} + 0.999999f, b = vec8{} + 1e-7f;
-    for (long it = 0; it < kIters; ++it) {
-      for (int i = 0; i < kChains; ++i) acc[i] = acc[i] * a + b;
-      asm volatile("" : "+x"(a));  // keeps the loop from being folded away
-    }
-    for (int i = 0; i < kChains; ++i) sink += acc[i][0];
+    sink += chains();
   }
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (sink == 12345.0f) std::printf(" ");
-  const double gflop = threads * kIters * kChains * 16.0 * 1e-9;
+  const double gflop = threads * flops * 1e-9;
   cpu_rate = gflop / (cpu_seconds() - c0);
   return gflop / s;
 }
 
-#if defined(__x86_64__)
-// The same for VDPBF16PS (AVX512-BF16): twelve independent 16-lane chains on every thread, each
-// instruction two multiply-adds per lane (4 flops). Call only where the CPU has AVX512-BF16.
-__attribute__((target("avx512f,avx512bf16"))) inline double dpbf16_ceiling_gflops(double& cpu_rate) {
-  constexpr int kChains = 12;
-  constexpr long kIters = 20000000;
-  float sink = 0.0f;
-  const double c0 = cpu_seconds();
-  const auto t0 = std::chrono::steady_clock::now();
-  int threads = 1;
-#pragma omp parallel reduction(+ : sink)
-  {
-#pragma omp single
-    threads = omp_get_num_threads();
-    __m512 acc[kChains];
-    for (int i = 0; i < kChains; ++i) acc[i] = _mm512_set1_ps(0.001f * i);
-    __m512i a = _mm512_set1_epi32(0x3f7f3f7f), b = _mm512_set1_epi32(0x33d633d6);  // ~0.998, ~1e-7
-    for (long it = 0; it < kIters; ++it) {
-      for (int i = 0; i < kChains; ++i) acc[i] = _mm512_dpbf16_ps(acc[i], (__m512bh)a, (__m512bh)b);
-      asm volatile("" : "+v"(a));  // keeps the loop from being folded away
-    }
-    for (int i = 0; i < kChains; ++i) sink += _mm512_cvtss_f32(acc[i]);
+inline constexpr int kCeilingChains = 12;
+inline constexpr long kCeilingIterations = 20000000;
+
+// Twelve independent chains of 8-wide FMAs (enough to cover FMA latency x 2 pipes), in registers.
+inline float fma_chains() {
+  typedef float vec8 __attribute__((vector_size(32)));
+  vec8 acc[kCeilingChains];
+  for (int i = 0; i < kCeilingChains; ++i) acc[i] = vec8{} + 0.001f * i;
+  vec8 a = vec8{} + 0.999999f, b = vec8{} + 1e-7f;
+  for (long it = 0; it < kCeilingIterations; ++it) {
+    for (int i = 0; i < kCeilingChains; ++i) acc[i] = acc[i] * a + b;
+    asm volatile("" : "+x"(a));  // keeps the loop from being folded away
   }
-  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  if (sink == 12345.0f) std::printf(" ");
-  const double gflop = threads * kIters * kChains * 16.0 * 4.0 * 1e-9;
-  cpu_rate = gflop / (cpu_seconds() - c0);
-  return gflop / s;
+  float sum = 0.0f;
+  for (int i = 0; i < kCeilingChains; ++i) sum += acc[i][0];
+  return sum;
+}
+
+// What a micro-kernel could reach with no memory traffic at all: fma_chains on every thread.
+inline double fma_ceiling_gflops(double& cpu_rate) {
+  return chains_ceiling_gflops(cpu_rate, fma_chains, double(kCeilingIterations) * kCeilingChains * 16.0);
+}
+
+#if defined(__x86_64__)
+// The same for VDPBF16PS (AVX512-BF16): twelve independent 16-lane chains, each instruction two
+// multiply-adds per lane (4 flops). Call only where the CPU has AVX512-BF16.
+__attribute__((target("avx512f,avx512bf16"))) inline float dpbf16_chains() {
+  __m512 acc[kCeilingChains];
+  for (int i = 0; i < kCeilingChains; ++i) acc[i] = _mm512_set1_ps(0.001f * i);
+  __m512i a = _mm512_set1_epi32(0x3f7f3f7f), b = _mm512_set1_epi32(0x33d633d6);  // ~0.998, ~1e-7
+  for (long it = 0; it < kCeilingIterations; ++it) {
+    for (int i = 0; i < kCeilingChains; ++i) acc[i] = _mm512_dpbf16_ps(acc[i], (__m512bh)a, (__m512bh)b);
+    asm volatile("" : "+v"(a));  // keeps the loop from being folded away
+  }
+  float sum = 0.0f;
+  for (int i = 0; i < kCeilingChains; ++i) sum += _mm512_cvtss_f32(acc[i]);
+  return sum;
+}
+
+inline double dpbf16_ceiling_gflops(double& cpu_rate) {
+  return chains_ceiling_gflops(cpu_rate, dpbf16_chains, double(kCeilingIterations) * kCeilingChains * 16.0 * 4.0);
 }
 #endif
 

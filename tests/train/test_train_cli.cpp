@@ -93,6 +93,20 @@ std::vector<std::pair<double, double>> check_same_losses(const std::string& want
   return want;
 }
 
+// Run got_dir's train losses within `epsilon` (relative) of run want_dir's, `steps` of them; with
+// `validation`, its validation losses too where want_dir has one.
+void check_close_losses(const std::string& want_dir, const std::string& got_dir, size_t steps, double epsilon,
+                        bool validation = false) {
+  const auto want = losses(want_dir), got = losses(got_dir);
+  REQUIRE(want.size() == steps);
+  REQUIRE(got.size() == steps);
+  for (size_t i = 0; i < steps; ++i) {
+    INFO("step " << i + 1 << ": " << got[i].first << " against " << want[i].first);
+    CHECK(got[i].first == Approx(want[i].first).epsilon(epsilon));
+    if (validation && !std::isnan(want[i].second)) CHECK(got[i].second == Approx(want[i].second).epsilon(epsilon));
+  }
+}
+
 std::string file_contents(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   REQUIRE(in.good());
@@ -877,13 +891,7 @@ TEST_CASE("mpiexec -n 2 train: data parallel on the cpu", "[cli][distributed]") 
 
   Run alone = train(common + "--total-batch 128 --run-dir " + dir + "/alone");
   REQUIRE(alone.code == 0);
-  const auto a = losses(dir + "/ranked"), b = losses(dir + "/alone");
-  REQUIRE(a.size() == 4);
-  REQUIRE(b.size() == 4);
-  for (size_t i = 0; i < 4; ++i) {
-    CHECK(a[i].first == Approx(b[i].first).epsilon(1e-6));
-    if (!std::isnan(b[i].second)) CHECK(a[i].second == Approx(b[i].second).epsilon(1e-6));
-  }
+  check_close_losses(dir + "/alone", dir + "/ranked", 4, 1e-6, true);
 
   // Ranks started with other settings (an MPMD launch) are refused before the first step, naming
   // the difference: another --lr would train a mixed model, another --steps hang at the end.
@@ -905,13 +913,7 @@ TEST_CASE("mpiexec -n 2 train: data parallel on the cpu", "[cli][distributed]") 
     REQUIRE(bf16.code == 0);
     CHECK_THAT(bf16.output, Catch::Contains("cpu bf16"));
     REQUIRE(train(common + "--dtype bf16 --total-batch 128 --run-dir " + dir + "/bf16_alone").code == 0);
-    const auto two = losses(dir + "/bf16"), one = losses(dir + "/bf16_alone");
-    REQUIRE(two.size() == 4);
-    REQUIRE(one.size() == 4);
-    for (size_t i = 0; i < 4; ++i) {
-      INFO("step " << i + 1 << ": two ranks " << two[i].first << ", one process " << one[i].first);
-      CHECK(two[i].first == Approx(one[i].first).epsilon(1e-3));  // measured: 1e-5
-    }
+    check_close_losses(dir + "/bf16_alone", dir + "/bf16", 4, 1e-3);  // measured: 1e-5
     REQUIRE(launch(mpiexec + common + "--dtype bf16 --stop-at-step 2 --run-dir " + dir + "/bf16_split").code == 0);
     const Run rest = launch(std::string(GPT2CC_MPIEXEC) + " -n 2 " + train_binary() + " --resume " + dir +
                             "/bf16_split");
@@ -932,9 +934,7 @@ TEST_CASE("mpiexec -n 2 train: data parallel on the cpu", "[cli][distributed]") 
   INFO(rest.output);
   REQUIRE(rest.code == 0);
   CHECK_THAT(rest.output, Catch::Contains("2 accumulation step(s) -> 128 tokens per step"));
-  const auto c = losses(dir + "/handover");
-  REQUIRE(c.size() == 4);
-  for (size_t i = 0; i < 4; ++i) CHECK(c[i].first == Approx(a[i].first).epsilon(1e-6));
+  check_close_losses(dir + "/ranked", dir + "/handover", 4, 1e-6);
 
   // Eight ranks on a model of 796 parameters: blocks of 128, the last one all padding.
   const std::string speck = "--layers 1 --heads 1 --channels 4 --max-seq-len 8 --batch-size 1 --seq-len 8 --threads 1 "
@@ -945,10 +945,7 @@ TEST_CASE("mpiexec -n 2 train: data parallel on the cpu", "[cli][distributed]") 
   REQUIRE(eight.code == 0);
   CHECK_THAT(eight.output, Catch::Contains("this rank keeps the AdamW moments of 128 of 796 parameters"));
   REQUIRE(train(speck + "--run-dir " + dir + "/speck_alone").code == 0);
-  const auto e8 = losses(dir + "/eight"), e1 = losses(dir + "/speck_alone");
-  REQUIRE(e8.size() == 3);
-  REQUIRE(e1.size() == 3);
-  for (size_t i = 0; i < 3; ++i) CHECK(e8[i].first == Approx(e1[i].first).epsilon(1e-6));
+  check_close_losses(dir + "/speck_alone", dir + "/eight", 3, 1e-6);
 
   struct Case {
     std::string args, message;
@@ -1037,21 +1034,13 @@ TEST_CASE("mpiexec -n 2 train --device cuda: data parallel over NCCL", "[cli][cu
     REQUIRE(ranked.code == 0);
     CHECK_THAT(ranked.output, Catch::Contains("data parallel: 2 ranks"));
     REQUIRE(train(run + "--total-batch 128 --run-dir " + dir + "/alone_" + name).code == 0);
-    const auto a = losses(dir + "/ranked_" + name), b = losses(dir + "/alone_" + name);
-    REQUIRE(a.size() == 4);
-    REQUIRE(b.size() == 4);
-    for (size_t i = 0; i < 4; ++i) CHECK(a[i].first == Approx(b[i].first).epsilon(setting.tolerance));
+    check_close_losses(dir + "/alone_" + name, dir + "/ranked_" + name, 4, setting.tolerance);
 
     REQUIRE(launch(mpiexec + run + "--stop-at-step 2 --run-dir " + dir + "/split_" + name).code == 0);
     const Run resumed = launch(mpiexec + std::string("--resume ") + dir + "/split_" + name);
     INFO(resumed.output);
     REQUIRE(resumed.code == 0);
-    const auto c = losses(dir + "/split_" + name);
-    REQUIRE(c.size() == 4);
-    for (size_t i = 0; i < 4; ++i) {
-      CHECK(c[i].first == a[i].first);
-      if (!std::isnan(a[i].second)) CHECK(c[i].second == a[i].second);
-    }
+    check_same_losses(dir + "/ranked_" + name, dir + "/split_" + name, 4);
   }
 
   // MFU over both ranks: each step's tokens of the two GPUs against twice one's peak (on two
