@@ -65,6 +65,25 @@ double worst_relative(const std::vector<uint16_t>& a, const std::vector<float>& 
   return worst;
 }
 
+// |got[i][j] - (base(i, j) + sum_k a(i, k) b(k, j))| <= 1e-6 of the sum of the terms' magnitudes
+// (fp32 sums of exact products: a few ulps of that), for the M x N outputs (`ldc` floats apart).
+template <class A, class Bm, class Base>
+void check_product(const std::vector<float>& got, size_t ldc, int M, int N, int K, A a, Bm b, Base base) {
+  for (int i = 0; i < M; ++i) {
+    for (int j = 0; j < N; ++j) {
+      double want = base(i, j), magnitude = std::fabs(want);
+      for (int k = 0; k < K; ++k) {
+        const double term = double(a(i, k)) * b(k, j);
+        want += term;
+        magnitude += std::fabs(term);
+      }
+      REQUIRE(std::fabs(got[size_t(i) * ldc + j] - want) <= 1e-6 * magnitude + 1e-30);
+    }
+  }
+}
+
+float no_base(int, int) { return 0.0f; }
+
 }  // namespace
 
 TEST_CASE("bf16 rounding: to nearest, ties to even; NaN, inf and overflow", "[cpu][bf16]") {
@@ -128,18 +147,10 @@ TEST_CASE("matmul forward with bf16 weights against a double-precision oracle", 
       std::vector<float> out(size_t(s.BT) * s.OC, NAN);
       cpu::matmul_forward_bf16_weight(out.data(), inp.data(), weight.data(), with_bias ? bias.data() : nullptr, 1,
                                       s.BT, s.C, s.OC);
-      for (int bt = 0; bt < s.BT; ++bt) {
-        for (int o = 0; o < s.OC; ++o) {
-          double want = with_bias ? bias[o] : 0.0, magnitude = std::fabs(want);
-          for (int c = 0; c < s.C; ++c) {
-            const double term = double(inp[size_t(bt) * s.C + c]) * widen_bf16(weight[size_t(o) * s.C + c]);
-            want += term;
-            magnitude += std::fabs(term);
-          }
-          // fp32 sums: a few ulps of the sum of magnitudes.
-          REQUIRE(std::fabs(out[size_t(bt) * s.OC + o] - want) <= 1e-6 * magnitude + 1e-30);
-        }
-      }
+      check_product(
+          out, s.OC, s.BT, s.OC, s.C, [&](int bt, int c) { return inp[size_t(bt) * s.C + c]; },
+          [&](int c, int o) { return widen_bf16(weight[size_t(o) * s.C + c]); },
+          [&](int, int o) { return with_bias ? bias[o] : 0.0f; });
     }
   }
 }
@@ -163,24 +174,6 @@ struct ProductPaths {
   }
 };
 
-// |got - sum_k a(i, k) b(k, j)| <= 1e-6 of the sum of the terms' magnitudes (fp32 sums of exact
-// products), with `base` added to the sum.
-template <class A, class Bm>
-void check_product(const std::vector<float>& got, size_t ldc, int M, int N, int K, A a, Bm b,
-                   const std::vector<float>& base) {
-  for (int i = 0; i < M; ++i) {
-    for (int j = 0; j < N; ++j) {
-      double want = base.empty() ? 0.0 : base[size_t(i) * ldc + j], magnitude = std::fabs(want);
-      for (int k = 0; k < K; ++k) {
-        const double term = double(a(i, k)) * b(k, j);
-        want += term;
-        magnitude += std::fabs(term);
-      }
-      REQUIRE(std::fabs(got[size_t(i) * ldc + j] - want) <= 1e-6 * magnitude + 1e-30);
-    }
-  }
-}
-
 }  // namespace
 
 TEST_CASE("matmul forward with bf16 inputs and weights: AMX tiles and the other paths", "[cpu][bf16][matmul]") {
@@ -198,8 +191,6 @@ TEST_CASE("matmul forward with bf16 inputs and weights: AMX tiles and the other 
     CAPTURE(s.BT, s.C, s.OC);
     const std::vector<uint16_t> inp = random_bf16(size_t(s.BT) * s.C, 11), weight = random_bf16(size_t(s.OC) * s.C, 12);
     const std::vector<float> bias = widened(random_bf16(s.OC, 13)), inp32 = widened(inp);
-    std::vector<float> bias_rows(size_t(s.BT) * s.OC);
-    for (size_t i = 0; i < bias_rows.size(); ++i) bias_rows[i] = bias[i % s.OC];
     for (auto [amx_on, dp_on] : paths.list()) {
       CAPTURE(amx_on, dp_on);
       ProductPaths::use(amx_on, dp_on);
@@ -207,7 +198,7 @@ TEST_CASE("matmul forward with bf16 inputs and weights: AMX tiles and the other 
       cpu::matmul_forward_bf16(out.data(), inp.data(), weight.data(), bias.data(), 1, s.BT, s.C, s.OC);
       check_product(
           out, s.OC, s.BT, s.OC, s.C, [&](int bt, int c) { return inp32[size_t(bt) * s.C + c]; },
-          [&](int c, int o) { return widen_bf16(weight[size_t(o) * s.C + c]); }, bias_rows);
+          [&](int c, int o) { return widen_bf16(weight[size_t(o) * s.C + c]); }, [&](int, int o) { return bias[o]; });
       // A row's bits do not depend on the rows beside it: the first 33 rows alone (still the same
       // path).
       if (s.BT > 33) {
@@ -257,20 +248,18 @@ TEST_CASE("gemm_bf16: every packing path against a double-precision oracle", "[c
         auto b = [&](int k, int j) { return widen_bf16(Bm.at(k, j)); };
         const size_t ldc = size_t(s.N) + 3;
         const std::vector<float> init = widened(random_bf16(s.N, 23)), start = widened(random_bf16(s.M * ldc, 24));
-        std::vector<float> init_rows(s.M * ldc);
-        for (size_t i = 0; i < init_rows.size(); ++i) init_rows[i] = i % ldc < size_t(s.N) ? init[i % ldc] : 0.0f;
 
         std::vector<float> out(s.M * ldc, NAN);
         cpu::gemm_bf16(out.data(), ldc, A, Bm, s.M, s.N, s.K, true, init.data());
-        check_product(out, ldc, s.M, s.N, s.K, a, b, init_rows);
+        check_product(out, ldc, s.M, s.N, s.K, a, b, [&](int, int j) { return init[j]; });
         for (size_t i = 0; i < out.size(); ++i) {
           if (i % ldc >= size_t(s.N)) REQUIRE(std::isnan(out[i]));  // the gaps between rows untouched
         }
         cpu::gemm_bf16(out.data(), ldc, A, Bm, s.M, s.N, s.K, true, nullptr);
-        check_product(out, ldc, s.M, s.N, s.K, a, b, {});
+        check_product(out, ldc, s.M, s.N, s.K, a, b, no_base);
         out = start;
         cpu::gemm_bf16(out.data(), ldc, A, Bm, s.M, s.N, s.K, false);
-        check_product(out, ldc, s.M, s.N, s.K, a, b, start);
+        check_product(out, ldc, s.M, s.N, s.K, a, b, [&](int i, int j) { return start[size_t(i) * ldc + j]; });
       }
     }
   }
