@@ -258,8 +258,8 @@ inline constexpr int kMaxThreads = 1024;
 // 5000").
 void check_thread_count(int threads, const char* what = "--threads", int least = 0);
 
-// Backend factories. make_cpu_backend's bf16 is cpu::CpuBf16Backend (cpu/backend.hpp), made for
-// generation; make_cuda_backend throws InputError naming the reason when this build has no CUDA
+// Backend factories. make_cpu_backend's bf16 is cpu::CpuBf16Backend (cpu/backend.hpp), for
+// generation and mixed-precision training; make_cuda_backend throws InputError naming the reason when this build has no CUDA
 // backend or no GPU is present.
 std::unique_ptr<Backend> make_cpu_backend(int threads = 0, DType dtype = DType::fp32);  // 0: OpenMP default
 std::unique_ptr<Backend> make_cuda_backend(int device = 0, DType dtype = DType::fp32);

@@ -448,9 +448,6 @@ void attention_backward_blocked(float* dqkv, const float* dout, const float* lse
 }
 
 namespace {
-inline float as_float(float x) { return x; }
-inline float as_float(uint16_t bits) { return widen_bf16(bits); }
-
 // attention_decode's sums with the products vectorised, on caches and qkv of floats or of bf16
 // bits (widened as read): in fp32 q . k_t2 is dot_vectorized; in bf16 a loop of its own order
 // over the widened values. exp_vectorizable in the softmax either way.

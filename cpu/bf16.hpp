@@ -20,4 +20,8 @@ using gpt2cc::widen_bf16;
 void round_to_bf16(uint16_t* dst, const float* src, size_t n);
 void widen_bf16(float* dst, const uint16_t* src, size_t n);
 
+// An element of an fp32 tensor or of a bf16 one as a float, for loops templated over both.
+inline float as_float(float x) { return x; }
+inline float as_float(uint16_t bits) { return widen_bf16(bits); }
+
 }  // namespace gpt2cc::cpu

@@ -248,9 +248,6 @@ void matmul_forward_blocked(float* out, const float* inp, const float* weight, c
 }
 
 namespace {
-float as_float(float x) { return x; }
-float as_float(uint16_t x) { return widen_bf16(x); }
-
 // dbias (OC) += column sums of dout (BT x OC), fp32 or bf16: channels in blocks, rows in order
 // inside each (contiguous reads, deterministic sums).
 template <class E>
