@@ -1,7 +1,8 @@
 // The CPU backend in bf16 (cpu/backend.hpp, CpuBf16Backend): most ops widen their bf16 operands
 // into scratch, run CpuBackend's fp32 op and round its outputs back; the embedding, the matmul
-// (forward; backward where the CPU has AVX512-BF16), the decode attention and the cache store
-// read bf16 in place.
+// (forward; backward where the CPU has AVX512-BF16), the decode attention, the cache store,
+// AdamW and the gradients' sum of squares read bf16 in place, and the classifier one row at a
+// time.
 #include <algorithm>
 #include <cstring>
 #include <initializer_list>
@@ -12,6 +13,7 @@
 #include "cpu/attention.hpp"
 #include "cpu/backend.hpp"
 #include "cpu/bf16.hpp"
+#include "cpu/crossentropy.hpp"
 #include "cpu/gemm.hpp"
 #include "cpu/matmul.hpp"
 
@@ -79,8 +81,6 @@ const uint16_t* bits(ConstTensorPtr p) {
 
 size_t product(int a, int b, int c = 1) { return size_t(a) * size_t(b) * size_t(c); }
 
-// Elements a chunked pass (AdamW, the sum of squares) widens at a time: 4 MiB of fp32, in L2/L3.
-constexpr size_t kChunk = size_t{1} << 20;
 }  // namespace
 
 CpuBf16Backend::~CpuBf16Backend() {
@@ -306,50 +306,28 @@ void CpuBf16Backend::dropout_backward(TensorPtr dinp, ConstTensorPtr dout, const
   Staging::commit(dinp, di, N);
 }
 
+// The classifier's rows widened one at a time (cpu/crossentropy.hpp).
 void CpuBf16Backend::crossentropy_forward(float* losses, ConstTensorPtr logits, const int* targets, int B, int T,
                                           int V, int Vp) {
-  Staging s(*this);
-  CpuBackend::crossentropy_forward(losses, s.in(logits, product(B, T, Vp)), targets, B, T, V, Vp);
+  cpu::crossentropy_forward_vectorized(losses, bits(logits), targets, B, T, V, Vp);
 }
 
 void CpuBf16Backend::crossentropy_backward(TensorPtr dlogits, float dloss, ConstTensorPtr logits, const int* targets,
                                            int B, int T, int V, int Vp) {
-  Staging s(*this);
-  const size_t n = product(B, T, Vp);
-  const float* l = s.in(logits, n);  // before dlogits' scratch: the two may be one tensor
-  float* dl = s.out(dlogits, n, false);
-  CpuBackend::crossentropy_backward(dl, dloss, l, targets, B, T, V, Vp);
-  Staging::commit(dlogits, dl, n);
+  cpu::crossentropy_backward(bits(dlogits), dloss, bits(logits), targets, B, T, V, Vp);
 }
 
 void CpuBf16Backend::fused_classifier(TensorPtr logits, float* losses, const int* targets, float dloss, int B, int T,
                                       int V, int Vp) {
-  Staging s(*this);
-  const size_t n = product(B, T, Vp);
-  float* l = s.out(logits, n, true);
-  CpuBackend::fused_classifier(l, losses, targets, dloss, B, T, V, Vp);
-  Staging::commit(logits, l, n);
+  cpu::fused_classifier(bits(logits), losses, targets, dloss, B, T, V, Vp);
 }
 
-double CpuBf16Backend::sum_of_squares(ConstTensorPtr x, size_t N) {
-  double sum = 0.0;
-  for (size_t at = 0; at < N; at += kChunk) {
-    Staging s(*this);
-    const size_t n = std::min(kChunk, N - at);
-    sum += CpuBackend::sum_of_squares(s.in(x + at, n), n);
-  }
-  return sum;
-}
+double CpuBf16Backend::sum_of_squares(ConstTensorPtr x, size_t N) { return cpu::sum_of_squares(bits(x), N); }
 
-// The fp32 master updated from the widened gradients, then rounded into the compute copy.
+// The fp32 master updated from the bf16 gradients and rounded into the compute copy, in one pass.
 void CpuBf16Backend::adamw_update(float* master, TensorPtr params, float* m, float* v, ConstTensorPtr grads, size_t N,
                                   const AdamWParams& hp) {
-  for (size_t at = 0; at < N; at += kChunk) {
-    Staging s(*this);
-    const size_t n = std::min(kChunk, N - at);
-    cpu::adamw_update(master + at, m + at, v + at, s.in(grads + at, n), n, hp);
-    round_to_bf16(bits(params + at), master + at, n);
-  }
+  cpu::adamw_update(master, bits(params), m, v, bits(grads), N, hp);
 }
 
 }  // namespace gpt2cc::cpu

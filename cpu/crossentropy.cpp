@@ -9,8 +9,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
+#include <vector>
 
 #include "core/check.hpp"
+#include "cpu/bf16.hpp"
 #include "cpu/vector_exp.hpp"
 
 namespace gpt2cc::cpu {
@@ -24,6 +27,26 @@ void check_targets(const int* targets, int B, int T, int V) {
     ENSURE(targets[bt] == kIgnoreIndex || (targets[bt] >= 0 && targets[bt] < V),
            "target at position {} is {}, expected -1 (ignore) or a token id in [0, {})", bt, targets[bt], V);
   }
+}
+
+// Row bt of the logits as fp32: in place when they are fp32; bf16 ones widened into a buffer of
+// the calling thread (a row of GPT-2's vocabulary is 197 KiB: it stays in L2 while the row's
+// passes run, where a widened copy of all the logits would go through memory twice).
+float* row_of(float* logits, int bt, int Vp) { return logits + static_cast<size_t>(bt) * Vp; }
+const float* row_of(const float* logits, int bt, int Vp) { return logits + static_cast<size_t>(bt) * Vp; }
+float* row_of(const uint16_t* logits, int bt, int Vp) {
+  thread_local std::vector<float> row;
+  row.resize(static_cast<size_t>(Vp));
+  const uint16_t* src = logits + static_cast<size_t>(bt) * Vp;
+  for (int j = 0; j < Vp; ++j) row[j] = widen_bf16(src[j]);
+  return row.data();
+}
+// The finished fp32 row (from row_of) into row bt of the output: nothing to do when it was the
+// row itself, else rounded into the bf16 one.
+void put_row(float*, int, const float*, int) {}
+void put_row(uint16_t* out, int bt, const float* row, int Vp) {
+  uint16_t* dst = out + static_cast<size_t>(bt) * Vp;
+  for (int j = 0; j < Vp; ++j) dst[j] = round_to_bf16(row[j]);
 }
 
 // The row's maximum over the first V columns (in vector lanes: the maximum is exact in any order).
@@ -74,13 +97,13 @@ RowLoss row_loss(float* exps, const float* row, int y, int V) {
 
 // The forward-only losses, for both functions: targets checked, ignored rows 0, the others
 // loss_of(row, target) in parallel over the rows.
-template <class LossOf>
-void losses_of_rows(float* losses, const float* logits, const int* targets, int B, int T, int V, int Vp,
+template <class E, class LossOf>
+void losses_of_rows(float* losses, const E* logits, const int* targets, int B, int T, int V, int Vp,
                     LossOf&& loss_of) {
   check_targets(targets, B, T, V);
 #pragma omp parallel for schedule(static)
   for (int bt = 0; bt < B * T; ++bt) {
-    losses[bt] = targets[bt] == kIgnoreIndex ? 0.0f : loss_of(logits + static_cast<size_t>(bt) * Vp, targets[bt]);
+    losses[bt] = targets[bt] == kIgnoreIndex ? 0.0f : loss_of(row_of(logits, bt, Vp), targets[bt]);
   }
 }
 }  // namespace
@@ -97,27 +120,41 @@ void crossentropy_forward(float* losses, const float* logits, const int* targets
 
 // d loss / d l_j = softmax_j - [j == y]  (differentiate log sum_j exp(l_j) - l_y), so
 //   dlogits_j = dloss * (p_j - [j == y]) for j < V ; 0 for padded columns and ignored rows.
+namespace {
+// The backward of a row (fp32, read before each element is written: row and drow may be one).
+void backward_row(float* drow, float dloss, const float* row, int y, int V, int Vp) {
+  if (y == kIgnoreIndex) {
+    for (int j = 0; j < Vp; ++j) drow[j] = 0.0f;
+    return;
+  }
+  float maxval, sum;
+  row_max_and_sum(row, V, maxval, sum);
+  const float inv_sum = 1.0f / sum;
+  for (int j = 0; j < V; ++j) {
+    const float p = std::exp(row[j] - maxval) * inv_sum;
+    drow[j] = dloss * (p - (j == y ? 1.0f : 0.0f));
+  }
+  for (int j = V; j < Vp; ++j) drow[j] = 0.0f;
+}
+}  // namespace
+
 void crossentropy_backward(float* dlogits, float dloss, const float* logits, const int* targets, int B, int T, int V,
                            int Vp) {
   check_targets(targets, B, T, V);
 #pragma omp parallel for schedule(static)
+  for (int bt = 0; bt < B * T; ++bt)
+    backward_row(row_of(dlogits, bt, Vp), dloss, row_of(logits, bt, Vp), targets[bt], V, Vp);
+}
+
+// bf16: each row widened, its gradient computed over the copy, rounded into dlogits' row.
+void crossentropy_backward(uint16_t* dlogits, float dloss, const uint16_t* logits, const int* targets, int B, int T,
+                           int V, int Vp) {
+  check_targets(targets, B, T, V);
+#pragma omp parallel for schedule(static)
   for (int bt = 0; bt < B * T; ++bt) {
-    const float* row = logits + static_cast<size_t>(bt) * Vp;
-    float* drow = dlogits + static_cast<size_t>(bt) * Vp;
-    const int y = targets[bt];
-    if (y == kIgnoreIndex) {
-      for (int j = 0; j < Vp; ++j) drow[j] = 0.0f;
-      continue;
-    }
-    float maxval, sum;
-    row_max_and_sum(row, V, maxval, sum);
-    const float inv_sum = 1.0f / sum;
-    // Element j is read before it is overwritten, so dlogits == logits is safe.
-    for (int j = 0; j < V; ++j) {
-      const float p = std::exp(row[j] - maxval) * inv_sum;
-      drow[j] = dloss * (p - (j == y ? 1.0f : 0.0f));
-    }
-    for (int j = V; j < Vp; ++j) drow[j] = 0.0f;
+    float* row = row_of(logits, bt, Vp);
+    backward_row(row, dloss, row, targets[bt], V, Vp);
+    put_row(dlogits, bt, row, Vp);
   }
 }
 
@@ -132,6 +169,11 @@ void crossentropy_forward_vectorized(float* losses, const float* logits, const i
   losses_of_rows(losses, logits, targets, B, T, V, Vp,
                  [V](const float* row, int y) { return row_loss<false>(nullptr, row, y, V).loss; });
 }
+void crossentropy_forward_vectorized(float* losses, const uint16_t* logits, const int* targets, int B, int T, int V,
+                                     int Vp) {
+  losses_of_rows(losses, logits, targets, B, T, V, Vp,
+                 [V](const float* row, int y) { return row_loss<false>(nullptr, row, y, V).loss; });
+}
 
 // Training's classifier: crossentropy_forward, then crossentropy_backward in place, per row in
 // three passes that stay in cache (a row of GPT-2's 50304 floats is 197 KiB):
@@ -142,25 +184,37 @@ void crossentropy_forward_vectorized(float* losses, const float* logits, const i
 // computes three (the max and the sum twice, then p), and exp_vectorizable rather than a scalar
 // call. Closer to the exact values than the pair (whose one float sum over a row strays by some
 // 1e-5 relative at GPT-2's vocabulary): within 1e-6 relative (tests/cpu/test_crossentropy.cpp).
-void fused_classifier(float* logits, float* losses, const int* targets, float dloss, int B, int T, int V, int Vp) {
+namespace {
+template <class E>
+void classify_rows(E* logits, float* losses, const int* targets, float dloss, int B, int T, int V, int Vp) {
   check_targets(targets, B, T, V);
 #pragma omp parallel for schedule(static)
   for (int bt = 0; bt < B * T; ++bt) {
-    float* row = logits + static_cast<size_t>(bt) * Vp;
+    float* row = row_of(logits, bt, Vp);
     const int y = targets[bt];
     if (y == kIgnoreIndex) {
       losses[bt] = 0.0f;
       for (int j = 0; j < Vp; ++j) row[j] = 0.0f;
-      continue;
-    }
-    const RowLoss r = row_loss<true>(row, row, y, V);
-    losses[bt] = r.loss;
-    const float scale = float(dloss / r.sum);
+    } else {
+      const RowLoss r = row_loss<true>(row, row, y, V);
+      losses[bt] = r.loss;
+      const float scale = float(dloss / r.sum);
 #pragma omp simd
-    for (int j = 0; j < V; ++j) row[j] *= scale;
-    row[y] -= dloss;
-    for (int j = V; j < Vp; ++j) row[j] = 0.0f;
+      for (int j = 0; j < V; ++j) row[j] *= scale;
+      row[y] -= dloss;
+      for (int j = V; j < Vp; ++j) row[j] = 0.0f;
+    }
+    put_row(logits, bt, row, Vp);
   }
+}
+}  // namespace
+
+void fused_classifier(float* logits, float* losses, const int* targets, float dloss, int B, int T, int V, int Vp) {
+  classify_rows(logits, losses, targets, dloss, B, T, V, Vp);
+}
+// bf16: each row widened into a buffer of the thread, classified there and rounded back.
+void fused_classifier(uint16_t* logits, float* losses, const int* targets, float dloss, int B, int T, int V, int Vp) {
+  classify_rows(logits, losses, targets, dloss, B, T, V, Vp);
 }
 
 }  // namespace gpt2cc::cpu
