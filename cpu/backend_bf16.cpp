@@ -167,10 +167,14 @@ void CpuBf16Backend::layernorm_backward(TensorPtr dinp, TensorPtr dweight, Tenso
 }
 
 // The weight read as bf16 in place (decoding: half the bytes of fp32's pass over it; prefill: AMX
-// tiles, or VDPBF16PS, where the CPU has them).
+// tiles, or VDPBF16PS, where the CPU has them, the latter rounding straight into a bf16 out).
 void CpuBf16Backend::matmul_forward(TensorPtr out, ConstTensorPtr inp, ConstTensorPtr weight, ConstTensorPtr bias,
                                     int B, int T, int C, int OC) {
   Staging s(*this);
+  if (out.dtype == DType::bf16 && inp.dtype == DType::bf16 && cpu::matmul_forward_bf16_direct(B * T, C, OC)) {
+    cpu::matmul_forward_bf16(bits(out), bits(inp), bits(weight), s.in(bias, OC), B, T, C, OC);
+    return;
+  }
   const size_t n = product(B, T, OC);
   float* o = s.out(out, n, false);
   if (inp.dtype == DType::bf16) {
@@ -181,24 +185,31 @@ void CpuBf16Backend::matmul_forward(TensorPtr out, ConstTensorPtr inp, ConstTens
   Staging::commit(out, o, n);
 }
 
-// The operands read as bf16 by the bf16 products where the CPU has them (AVX512-BF16), else
-// widened for the fp32 backward.
+// The operands read as bf16 by the bf16 products where the CPU has them (AVX512-BF16), which
+// round the weight gradients (and dinp, unless it is fp32) in place; else widened for the fp32
+// backward.
 void CpuBf16Backend::matmul_backward(TensorPtr dinp, TensorPtr dweight, TensorPtr dbias, ConstTensorPtr dout,
                                      ConstTensorPtr inp, ConstTensorPtr weight, int B, int T, int C, int OC) {
   Staging s(*this);
   const size_t nin = product(B, T, C), nw = product(OC, C);
-  float* di = s.out(dinp, nin, false);
-  float* dw = s.out(dweight, nw, true);
   float* db = s.out(dbias, OC, true);
-  const bool all_bf16 = dout.dtype == DType::bf16 && inp.dtype == DType::bf16 && weight.dtype == DType::bf16;
+  const bool all_bf16 = dout.dtype == DType::bf16 && inp.dtype == DType::bf16 && weight.dtype == DType::bf16 &&
+                        dweight.dtype == DType::bf16;
   if (all_bf16 && gemm_bf16_enabled()) {
-    cpu::matmul_backward_bf16(di, dw, db, bits(dout), bits(inp), bits(weight), B, T, C, OC);
+    if (dinp.dtype == DType::bf16) {
+      cpu::matmul_backward_bf16(bits(dinp), bits(dweight), db, bits(dout), bits(inp), bits(weight), B, T, C, OC);
+    } else {  // the fp32 product of matmul_backward_gelu
+      cpu::matmul_backward_bf16(static_cast<float*>(dinp.data), bits(dweight), db, bits(dout), bits(inp),
+                                bits(weight), B, T, C, OC);
+    }
   } else {
+    float* di = s.out(dinp, nin, false);
+    float* dw = s.out(dweight, nw, true);
     CpuBackend::matmul_backward(di, dw, db, s.in(dout, product(B, T, OC)), s.in(inp, nin), s.in(weight, nw), B, T,
                                 C, OC);
+    Staging::commit(dinp, di, nin);
+    Staging::commit(dweight, dw, nw);
   }
-  Staging::commit(dinp, di, nin);
-  Staging::commit(dweight, dw, nw);
   Staging::commit(dbias, db, OC);
 }
 

@@ -7,9 +7,11 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "core/check.hpp"
+#include "cpu/bf16.hpp"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -435,15 +437,36 @@ struct Blocking {
 };
 
 // Block (ib, jb) of Cm += A . Bm, over all of k, on the calling thread, in NR-column tiles of
-// `kernel`; with `assign`, the first depth block writes over Cm (TileStore).
-template <class Ops, int NR, MicroKernel kernel>
-void gemm_block(float* Cm, size_t ldc, typename Ops::Matrix A, typename Ops::Matrix Bm, int M, int N, int K,
+// `kernel`; with `assign`, the first depth block writes over Cm (TileStore). Cm fp32, or bf16
+// (Out = uint16_t): then the tiles sum into the block's fp32 sums in a buffer of the thread
+// (Cm's widened values first unless assigning), rounded into Cm once the block's k's are done:
+// each element as an fp32 Cm rounded afterwards, with no fp32 copy of Cm.
+template <class Ops, int NR, MicroKernel kernel, class Out>
+void gemm_block(Out* Cm, size_t ldc, typename Ops::Matrix A, typename Ops::Matrix Bm, int M, int N, int K,
                 const Blocking& g, int ib, int jb, bool assign, const float* init) {
   // Per thread, reused across calls: no allocation (and no page faults) per block.
   thread_local std::vector<float> a_pack(static_cast<size_t>(MC) * Ops::line_floats(KC)),
       b_panel(static_cast<size_t>(NR) * Ops::line_floats(KC));
   const int i0 = ib * g.mstep, mc = std::min(g.mstep, M - i0), mpanels = ceil_div(mc, MR);
   const int j0 = jb * g.nstep, nc = std::min(g.nstep, N - j0), npanels = ceil_div(nc, NR);
+  // Where tile (i, j) of the block is summed, `lds` floats a row.
+  float* sums;
+  size_t lds;
+  if constexpr (std::is_same_v<Out, float>) {
+    sums = Cm + static_cast<size_t>(i0) * ldc + j0;
+    lds = ldc;
+  } else {
+    thread_local std::vector<float> block;
+    lds = static_cast<size_t>(nc);
+    block.resize(static_cast<size_t>(mc) * lds);
+    sums = block.data();
+    if (!assign) {
+      for (int r = 0; r < mc; ++r) {
+        const uint16_t* src = Cm + static_cast<size_t>(i0 + r) * ldc + j0;
+        for (int j = 0; j < nc; ++j) sums[r * lds + j] = widen_bf16(src[j]);
+      }
+    }
+  }
   for (int k0 = 0; k0 < K; k0 += KC) {
     const int kc = std::min(KC, K - k0);
     Ops::pack_a(a_pack.data(), A, i0, mpanels, k0, kc, M);
@@ -455,38 +478,52 @@ void gemm_block(float* Cm, size_t ldc, typename Ops::Matrix A, typename Ops::Mat
       for (int p = 0; p < mpanels; ++p) {
         const int i = i0 + p * MR;
         kernel(kc, a_pack.data() + static_cast<size_t>(p) * Ops::line_floats(kc) * MR, b_panel.data(),
-               Cm + static_cast<size_t>(i) * ldc + j, ldc, std::min(MR, M - i), std::min(NR, N - j),
+               sums + static_cast<size_t>(i - i0) * lds + (j - j0), lds, std::min(MR, M - i), std::min(NR, N - j),
                TileStore{assign && k0 == 0, init ? init + j : nullptr});
       }
+    }
+  }
+  if constexpr (!std::is_same_v<Out, float>) {
+    for (int r = 0; r < mc; ++r) {
+      uint16_t* dst = Cm + static_cast<size_t>(i0 + r) * ldc + j0;
+      for (int j = 0; j < nc; ++j) dst[j] = round_to_bf16(sums[r * lds + j]);
     }
   }
 }
 
 // Cm = init (per column, or 0) over an empty product: what gemm_assign owes when K = 0.
-void assign_initial(float* Cm, size_t ldc, int M, int N, const float* init) {
+template <class Out>
+void assign_initial(Out* Cm, size_t ldc, int M, int N, const float* init) {
   for (int i = 0; i < M; ++i) {
-    for (int j = 0; j < N; ++j) Cm[i * ldc + j] = init ? init[j] : 0.0f;
+    for (int j = 0; j < N; ++j) {
+      const float value = init ? init[j] : 0.0f;
+      if constexpr (std::is_same_v<Out, float>) {
+        Cm[i * ldc + j] = value;
+      } else {
+        Cm[i * ldc + j] = round_to_bf16(value);
+      }
+    }
   }
 }
 
 // Threads take whole blocks of Cm, each packing its own operands: no barriers (which cost dearly
 // when the cores are shared), and each output element is summed by one thread over k in a fixed
 // order, so the result does not depend on the thread count (deterministic dweight).
-template <class Ops, int NR, MicroKernel kernel>
-void gemm_tiles(float* Cm, size_t ldc, typename Ops::Matrix A, typename Ops::Matrix Bm, int M, int N, int K,
+template <class Ops, int NR, MicroKernel kernel, class Out>
+void gemm_tiles(Out* Cm, size_t ldc, typename Ops::Matrix A, typename Ops::Matrix Bm, int M, int N, int K,
                 bool assign, const float* init, bool parallel) {
   const Blocking g(M, N, K, parallel ? omp_get_max_threads() : 1, NR);
   if (!parallel) {  // no OpenMP region (the serial forms run inside the callers' own)
     for (int jb = 0; jb < g.nblocks; ++jb) {
       for (int ib = 0; ib < g.mblocks; ++ib)
-        gemm_block<Ops, NR, kernel>(Cm, ldc, A, Bm, M, N, K, g, ib, jb, assign, init);
+        gemm_block<Ops, NR, kernel, Out>(Cm, ldc, A, Bm, M, N, K, g, ib, jb, assign, init);
     }
     return;
   }
 #pragma omp parallel for collapse(2) schedule(dynamic)
   for (int jb = 0; jb < g.nblocks; ++jb) {
     for (int ib = 0; ib < g.mblocks; ++ib)
-      gemm_block<Ops, NR, kernel>(Cm, ldc, A, Bm, M, N, K, g, ib, jb, assign, init);
+      gemm_block<Ops, NR, kernel, Out>(Cm, ldc, A, Bm, M, N, K, g, ib, jb, assign, init);
   }
 }
 
@@ -514,8 +551,10 @@ void set_gemm_bf16_enabled(bool on) {
   bf16_products_on().store(on, std::memory_order_relaxed);
 }
 
-void gemm_bf16(float* Cm, size_t ldc, Bf16Matrix A, Bf16Matrix Bm, int M, int N, int K, bool assign,
-               const float* init) {
+namespace {
+template <class Out>
+void bf16_product(Out* Cm, size_t ldc, Bf16Matrix A, Bf16Matrix Bm, int M, int N, int K, bool assign,
+                  const float* init) {
   ENSURE(gemm_bf16_enabled(), "gemm_bf16: the bf16 products are off or this CPU has no AVX512-BF16");
   if (M <= 0 || N <= 0) return;
   if (K <= 0) {
@@ -525,6 +564,16 @@ void gemm_bf16(float* Cm, size_t ldc, Bf16Matrix A, Bf16Matrix Bm, int M, int N,
 #if defined(__x86_64__)
   gemm_tiles<Bf16Operands, 32, micro_kernel_bf16>(Cm, ldc, A, Bm, M, N, K, assign, init, true);
 #endif
+}
+}  // namespace
+
+void gemm_bf16(float* Cm, size_t ldc, Bf16Matrix A, Bf16Matrix Bm, int M, int N, int K, bool assign,
+               const float* init) {
+  bf16_product(Cm, ldc, A, Bm, M, N, K, assign, init);
+}
+void gemm_bf16(uint16_t* Cm, size_t ldc, Bf16Matrix A, Bf16Matrix Bm, int M, int N, int K, bool assign,
+               const float* init) {
+  bf16_product(Cm, ldc, A, Bm, M, N, K, assign, init);
 }
 
 GemmIsa gemm_isa() { return isa_in_use().load(std::memory_order_relaxed); }

@@ -75,6 +75,11 @@ bool gemm_bf16_enabled();
 void set_gemm_bf16_enabled(bool on);  // on where not available is an Error
 void gemm_bf16(float* Cm, size_t ldc, Bf16Matrix A, Bf16Matrix Bm, int M, int N, int K, bool assign,
                const float* init = nullptr);
+// The same into a bf16 Cm (cpu/bf16.hpp): each element the rounding of what the fp32 form leaves
+// in an fp32 Cm holding Cm's widened values, with only a block of fp32 sums per thread (at most
+// 384 x 2048) in place of an fp32 copy of Cm, in cache while it is rounded.
+void gemm_bf16(uint16_t* Cm, size_t ldc, Bf16Matrix A, Bf16Matrix Bm, int M, int N, int K, bool assign,
+               const float* init = nullptr);
 
 // Eight floats as one value: a GCC/Clang vector extension, which compiles to one AVX2 register
 // here (two SSE registers elsewhere). Why not plain loops: g++ 12 vectorised the plain 6 x 16

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <vector>
 
+#include "core/check.hpp"
 #include "cpu/amx.hpp"
 #include "cpu/bf16.hpp"
 #include "cpu/gemm.hpp"
@@ -216,22 +217,35 @@ void matmul_forward_bf16_weight(float* out, const float* inp, const uint16_t* we
 // bf16 blocked product where the CPU has AVX512-BF16 (cpu/gemm.hpp); the sums of either depend on
 // no row but their own, as the matrix-vector loop's, so the model's row groups (by 32) keep each
 // row's bits either way. Else the paths of matmul_forward_bf16_weight.
+bool matmul_forward_bf16_direct(int BT, int C, int OC) {
+  return BT > kBf16MatvecRows && !(amx_bf16_enabled() && amx_bf16_shape(OC, C)) && gemm_bf16_enabled();
+}
+
 void matmul_forward_bf16(float* out, const uint16_t* inp, const uint16_t* weight, const float* bias, int B, int T,
                          int C, int OC) {
   const int BT = B * T;
-  if (BT > kBf16MatvecRows && amx_bf16_enabled() && amx_bf16_shape(OC, C)) {
-    amx_matmul_bf16(out, inp, weight, bias, BT, OC, C);
-    return;
-  }
-  if (BT > kBf16MatvecRows && gemm_bf16_enabled()) {
+  if (matmul_forward_bf16_direct(BT, C, OC)) {
     const size_t c = static_cast<size_t>(C);
     gemm_bf16(out, OC, Bf16Matrix{inp, c, 1}, Bf16Matrix{weight, 1, c}, BT, OC, C, true, bias);
+    return;
+  }
+  if (BT > kBf16MatvecRows && amx_bf16_enabled() && amx_bf16_shape(OC, C)) {
+    amx_matmul_bf16(out, inp, weight, bias, BT, OC, C);
     return;
   }
   thread_local std::vector<float> wide_inp;
   wide_inp.resize(static_cast<size_t>(BT) * C);
   widen_bf16(wide_inp.data(), inp, wide_inp.size());
   matmul_forward_bf16_weight(out, wide_inp.data(), weight, bias, B, T, C, OC);
+}
+
+void matmul_forward_bf16(uint16_t* out, const uint16_t* inp, const uint16_t* weight, const float* bias, int B, int T,
+                         int C, int OC) {
+  const int BT = B * T;
+  ENSURE(matmul_forward_bf16_direct(BT, C, OC), "matmul_forward_bf16: a bf16 out needs the bf16 product (rows {}, "
+                                                "C {}, OC {})", BT, C, OC);
+  const size_t c = static_cast<size_t>(C);
+  gemm_bf16(out, OC, Bf16Matrix{inp, c, 1}, Bf16Matrix{weight, 1, c}, BT, OC, C, true, bias);
 }
 
 // out = bias (or 0) + inp . W^T:  Cm = out (BT x OC), A = inp (BT x C), Bm(k=c, j=o) = weight[o,c]
@@ -280,7 +294,8 @@ void matmul_backward_blocked(float* dinp, float* dweight, float* dbias, const fl
   if (dbias) add_column_sums(dbias, dout, BT, OC);
 }
 
-void matmul_backward_bf16(float* dinp, float* dweight, float* dbias, const uint16_t* dout, const uint16_t* inp,
+template <class DInp, class DWeight>
+void matmul_backward_bf16(DInp* dinp, DWeight* dweight, float* dbias, const uint16_t* dout, const uint16_t* inp,
                           const uint16_t* weight, int B, int T, int C, int OC) {
   const int BT = B * T;
   const size_t c = static_cast<size_t>(C), oc = static_cast<size_t>(OC);
@@ -288,5 +303,11 @@ void matmul_backward_bf16(float* dinp, float* dweight, float* dbias, const uint1
   gemm_bf16(dweight, c, Bf16Matrix{dout, 1, oc}, Bf16Matrix{inp, c, 1}, OC, C, BT, false);
   if (dbias) add_column_sums(dbias, dout, BT, OC);
 }
+template void matmul_backward_bf16(float*, float*, float*, const uint16_t*, const uint16_t*, const uint16_t*, int, int,
+                                   int, int);
+template void matmul_backward_bf16(float*, uint16_t*, float*, const uint16_t*, const uint16_t*, const uint16_t*, int,
+                                   int, int, int);
+template void matmul_backward_bf16(uint16_t*, uint16_t*, float*, const uint16_t*, const uint16_t*, const uint16_t*,
+                                   int, int, int, int);
 
 }  // namespace gpt2cc::cpu

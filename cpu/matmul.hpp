@@ -24,10 +24,20 @@ void matmul_forward_bf16_weight(float* out, const float* inp, const uint16_t* we
 // (cpu/gemm.hpp; both: sums in another order, bf16 denormals as 0), else widened and as above.
 void matmul_forward_bf16(float* out, const uint16_t* inp, const uint16_t* weight, const float* bias, int B, int T,
                          int C, int OC);
-// The backward with dout, inp and weight in bf16, the gradients fp32 (dinp written, dweight and
-// dbias accumulated, as above): its two products by gemm_bf16 (cpu/gemm.hpp; sums in pairs of k),
-// which it requires (gemm_bf16_enabled(); the bf16 backend widens the operands for
-// matmul_backward_blocked otherwise). dbias: dout's column sums in matmul_backward_blocked's order.
-void matmul_backward_bf16(float* dinp, float* dweight, float* dbias, const uint16_t* dout, const uint16_t* inp,
+// Whether matmul_forward_bf16 of BT rows takes gemm_bf16, whose bf16 form can round the outputs
+// straight into a bf16 out (below; the other paths need an fp32 out to round from).
+bool matmul_forward_bf16_direct(int BT, int C, int OC);
+// matmul_forward_bf16's outputs rounded into a bf16 out, with no fp32 copy of them (gemm_bf16's
+// bf16 form); requires matmul_forward_bf16_direct(B * T, C, OC).
+void matmul_forward_bf16(uint16_t* out, const uint16_t* inp, const uint16_t* weight, const float* bias, int B, int T,
+                         int C, int OC);
+// The backward with dout, inp and weight in bf16 (dinp written, dweight and dbias accumulated, as
+// above): its two products by gemm_bf16 (cpu/gemm.hpp; sums in pairs of k), which it requires
+// (gemm_bf16_enabled(); the bf16 backend widens the operands for matmul_backward_blocked
+// otherwise). dbias (fp32): dout's column sums in matmul_backward_blocked's order. dinp and
+// dweight fp32, or bf16 (DInp, DWeight = uint16_t: each the rounding of the fp32 result, through
+// gemm_bf16's bf16 form). Instantiated for <float, float>, <float, uint16_t>, <uint16_t, uint16_t>.
+template <class DInp, class DWeight>
+void matmul_backward_bf16(DInp* dinp, DWeight* dweight, float* dbias, const uint16_t* dout, const uint16_t* inp,
                           const uint16_t* weight, int B, int T, int C, int OC);
 }  // namespace gpt2cc::cpu

@@ -2,8 +2,9 @@
 // on the shapes of GPT-2 training, against the plain reference loops and the machine's FMA
 // ceiling; then, where the CPU has AVX512-BF16, the bf16 backend's products
 // (cpu::matmul_forward_bf16 / matmul_backward_bf16) on the same shapes against the VDPBF16PS
-// ceiling and the fp32 products' times. Validates against cpu::matmul_forward / _backward first,
-// warms up, reports the median of the runs.
+// ceiling and the fp32 products' times, writing bf16 outputs as the backend does. Validates
+// against cpu::matmul_forward / _backward first (fp32 outputs), warms up, reports the median of
+// the runs.
 //   FLOPs: forward 2*BT*C*OC; backward 4*BT*C*OC (dinp and dweight; dbias is negligible).
 // Wall-clock GFLOP/s is what training sees; GFLOP per CPU-second (process CPU time) stays
 // meaningful when other processes share the cores. Ceiling: independent 8-wide FMAs in registers
@@ -84,16 +85,25 @@ int run_bf16(const std::vector<Shape>& shapes, const std::vector<std::pair<doubl
       return 1;
     }
     out.resize(BT * s.OC);
-    dinp.resize(BT * s.C);
 
+    // Timed as the bf16 backend runs them: the outputs, dinp and dweight bf16, rounded by the
+    // products themselves (the forward on AMX tiles writes fp32 for the backend to round).
+    std::vector<uint16_t> out16(BT * s.OC), dinp16(BT * s.C), dweight16(size_t(s.OC) * s.C, 0);
+    const bool direct = cpu::matmul_forward_bf16_direct(s.BT, s.C, s.OC);
     const int reps = 5;
     const double flop = 2.0 * BT * s.C * s.OC;
     Timing fwd = time_median(
-        [&] { cpu::matmul_forward_bf16(out.data(), inp.data(), weight.data(), bias.data(), 1, s.BT, s.C, s.OC); },
+        [&] {
+          if (direct) {
+            cpu::matmul_forward_bf16(out16.data(), inp.data(), weight.data(), bias.data(), 1, s.BT, s.C, s.OC);
+          } else {
+            cpu::matmul_forward_bf16(out.data(), inp.data(), weight.data(), bias.data(), 1, s.BT, s.C, s.OC);
+          }
+        },
         reps);
     Timing bwd = time_median(
         [&] {
-          cpu::matmul_backward_bf16(dinp.data(), dweight.data(), dbias.data(), dout.data(), inp.data(),
+          cpu::matmul_backward_bf16(dinp16.data(), dweight16.data(), dbias.data(), dout.data(), inp.data(),
                                     weight.data(), 1, s.BT, s.C, s.OC);
         },
         reps);

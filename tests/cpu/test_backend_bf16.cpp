@@ -84,6 +84,40 @@ void check_product(const std::vector<float>& got, size_t ldc, int M, int N, int 
 
 float no_base(int, int) { return 0.0f; }
 
+// gemm_bf16 into a bf16 Cm against its fp32 form: the same sums rounded once, assigning (from a
+// bias, and from 0) and accumulating (onto Cm's widened values), between rows it leaves alone.
+void check_bf16_form(cpu::Bf16Matrix A, cpu::Bf16Matrix Bm, int M, int N, int K) {
+  const size_t ldc = size_t(N) + 3;
+  const std::vector<float> init = widened(random_bf16(N, 25));
+  const std::vector<uint16_t> start = random_bf16(M * ldc, 26);
+  const uint16_t kGap = 0x7fc1;  // a NaN no rounding writes (rounded NaNs keep their top bits)
+  for (int mode = 0; mode < 3; ++mode) {
+    CAPTURE(mode);
+    const bool assign = mode < 2;
+    const float* bias = mode == 0 ? init.data() : nullptr;
+    std::vector<uint16_t> got(M * ldc, kGap);
+    std::vector<float> want(M * ldc);
+    if (!assign) {
+      for (int i = 0; i < M; ++i) {
+        for (int j = 0; j < N; ++j) got[i * ldc + j] = start[i * ldc + j];
+      }
+      want = widened(got);
+    }
+    cpu::gemm_bf16(got.data(), ldc, A, Bm, M, N, K, assign, bias);
+    cpu::gemm_bf16(want.data(), ldc, A, Bm, M, N, K, assign, bias);
+    size_t wrong = 0, gaps_written = 0;
+    for (size_t i = 0; i < got.size(); ++i) {
+      if (i % ldc < size_t(N)) {
+        wrong += got[i] != round_to_bf16(want[i]);
+      } else {
+        gaps_written += got[i] != kGap;
+      }
+    }
+    CHECK(wrong == 0);
+    CHECK(gaps_written == 0);
+  }
+}
+
 }  // namespace
 
 TEST_CASE("bf16 rounding: to nearest, ties to even; NaN, inf and overflow", "[cpu][bf16]") {
@@ -222,8 +256,8 @@ TEST_CASE("gemm_bf16: every packing path against a double-precision oracle", "[c
     int M, N, K;
   };
   // Fewer rows than a tile, rows and columns past whole tiles and panels, K odd, K past one depth
-  // block of 256 with an odd tail.
-  const Shape shapes[] = {{1, 1, 1}, {5, 31, 7}, {6, 32, 64}, {13, 70, 255}, {40, 33, 300}, {64, 96, 513}};
+  // block of 256 with an odd tail; no k at all.
+  const Shape shapes[] = {{1, 1, 1}, {3, 40, 0}, {5, 31, 7}, {6, 32, 64}, {13, 70, 255}, {40, 33, 300}, {64, 96, 513}};
   // How each operand lies: k along its rows (contiguous), its rows side by side (k strided),
   // both strided, and k contiguous from an odd offset (no 32-bit pairs in place).
   enum Layout { kRows, kSideBySide, kStrided, kOddOffset };
@@ -260,8 +294,20 @@ TEST_CASE("gemm_bf16: every packing path against a double-precision oracle", "[c
         out = start;
         cpu::gemm_bf16(out.data(), ldc, A, Bm, s.M, s.N, s.K, false);
         check_product(out, ldc, s.M, s.N, s.K, a, b, [&](int i, int j) { return start[size_t(i) * ldc + j]; });
+        check_bf16_form(A, Bm, s.M, s.N, s.K);
       }
     }
+  }
+  SECTION("the bf16 form over several blocks of Cm (rows past 384, columns past 2048) and depth blocks") {
+    const int M = 400, N = 2100, K = 300;
+    const std::vector<uint16_t> A = random_bf16(size_t(M) * K, 41), Bm = random_bf16(size_t(N) * K, 42);
+    const int threads = omp_get_max_threads();
+    for (int t : {1, 2}) {
+      CAPTURE(t);
+      omp_set_num_threads(t);
+      check_bf16_form({A.data(), size_t(K), 1}, {Bm.data(), 1, size_t(K)}, M, N, K);
+    }
+    omp_set_num_threads(threads);
   }
   SECTION("the same bits on 1 and 2 threads, and with the bf16 products off it is an error") {
     const int M = 50, N = 70, K = 300;
@@ -414,6 +460,35 @@ TEST_CASE("CpuBf16Backend: each op is the fp32 op on widened operands, rounded o
                                   pre32.data(), B, T, C, OC);
       check(dinp, dinp32);
       check(dw, dw32);
+      check_exact(db, db32);
+    }
+  }
+
+  SECTION("matmul of more than 32 rows: each path's fp32 results, rounded once into the bf16 tensors") {
+    // The AVX512-BF16 products round straight into a bf16 out, dinp and dweight (no fp32 copy of
+    // them); the bits must be those of the same products' fp32 results rounded afterwards.
+    const int rows = 20, BT = B * rows, C2 = 40, OC2 = 70;  // 40 rows; ragged tiles and panels
+    const size_t n_in = size_t(BT) * C2, n_out = size_t(BT) * OC2, n_w = size_t(OC2) * C2;
+    std::vector<uint16_t> inp = random_bf16(n_in, 1), w = random_bf16(n_w, 2), b = random_bf16(OC2, 3),
+                          dout = random_bf16(n_out, 4), dw_start = random_bf16(n_w, 5), db_start = random_bf16(OC2, 6);
+    const std::vector<float> b32 = widened(b);
+    ProductPaths paths;
+    for (auto [amx_on, dp_on] : paths.list()) {
+      CAPTURE(amx_on, dp_on);
+      ProductPaths::use(amx_on, dp_on);
+      std::vector<uint16_t> out(n_out);
+      std::vector<float> out32(n_out);
+      p.half.matmul_forward(bf16(out), bf16(inp), bf16(w), bf16(b), B, rows, C2, OC2);
+      cpu::matmul_forward_bf16(out32.data(), inp.data(), w.data(), b32.data(), B, rows, C2, OC2);
+      check_exact(out, out32);
+      if (!dp_on) continue;  // the backward without them: the widened fp32 backward (above)
+      std::vector<uint16_t> dinp(n_in), dw = dw_start, db = db_start;
+      std::vector<float> dinp32(n_in), dw32 = widened(dw_start), db32 = widened(db_start);
+      p.half.matmul_backward(bf16(dinp), bf16(dw), bf16(db), bf16(dout), bf16(inp), bf16(w), B, rows, C2, OC2);
+      cpu::matmul_backward_bf16(dinp32.data(), dw32.data(), db32.data(), dout.data(), inp.data(), w.data(), B, rows,
+                                C2, OC2);
+      check_exact(dinp, dinp32);
+      check_exact(dw, dw32);
       check_exact(db, db32);
     }
   }
