@@ -88,9 +88,13 @@ class CpuBackend : public Backend {
 // that read the weights or the KV cache, which decoding is bound by, read the bf16 in place: the
 // matmul's forward (cpu::matmul_forward_bf16; the prompt's products on AMX tiles or AVX512-BF16
 // where the CPU has them), the embedding, the decode attention and the cache store; the matmul's
-// backward reads bf16 where the CPU has AVX512-BF16 (cpu::matmul_backward_bf16). What it is for:
+// backward reads bf16 where the CPU has AVX512-BF16 (cpu::matmul_backward_bf16). The logits and
+// the weights' gradients are not staged in fp32: the AVX512-BF16 products round straight into
+// bf16 outputs and weight gradients (AMX's forward writes fp32, staged), the classifier widens a
+// row at a time, AdamW and the sum of squares read bf16 gradients in place; what the other ops
+// stage are activations (B x T x C, 3C or 4C). What it is for:
 // generation, whose decoding reads every weight once per token (half the bytes: up to twice the
-// tokens/s), and `train --dtype bf16`, whose step measured 1.30-1.54x fp32's on AVX512-BF16
+// tokens/s), and `train --dtype bf16`, whose step measured 1.42-1.64x fp32's on AVX512-BF16
 // (benchmarks/RESULTS.md); without those instructions its products widen to fp32 and it is slower
 // than fp32. A tensor given as fp32 (a float*) is used as it is: the fused ops pass their fp32
 // intermediates to the single ops that way.
