@@ -6,6 +6,9 @@ train: for each preset:BxT and thread count, both do the same step on one random
   1.0, AdamW, in fp32. gpt2cc: build/benchmarks/cpu/bench_train_step (the trainer's CPU step).
   PyTorch: benchmarks/pytorch/gpt2_train.py --device cpu --dtype fp32 (the same GPT-2, eager;
   --compile adds a torch.compile column). speed-up = PyTorch ms / gpt2cc ms.
+  --dtype bf16: mixed precision on both sides, fp32 master weights and AdamW moments (gpt2cc: its
+  CPU bf16 backend, bf16 weights, activations and gradients, fp32 arithmetic; PyTorch: bf16
+  autocast, which runs the matmuls and attention in bf16 and keeps fp32 weights and gradients).
 generate: for each preset and thread count, greedy decoding with the KV cache, batch 1, a random
   prompt of --prompt-tokens then --new-tokens tokens. gpt2cc: build/benchmarks/generate/
   bench_generate; PyTorch: benchmarks/pytorch/gpt2_generate.py (Hugging Face transformers'
@@ -82,7 +85,7 @@ class Train:
 
     def __init__(self, a):
         self.bench = os.path.join(a.build, "benchmarks", "cpu", "bench_train_step")
-        self.python, self.warmup, self.steps = a.python, a.warmup, a.steps
+        self.python, self.warmup, self.steps, self.dtype = a.python, a.warmup, a.steps, a.dtype
         self.sides = ["gpt2cc", "pytorch"] + (["pytorch_compile"] if a.compile else [])
         self.cases = parse_configs(a.configs)
 
@@ -92,10 +95,10 @@ class Train:
     def command(self, side, case, threads, json_path):
         preset, b, t = case
         common = ["--threads", str(threads), "--warmup", str(self.warmup), "--steps", str(self.steps),
-                  "--json", json_path]
+                  "--dtype", self.dtype, "--json", json_path]
         if side == "gpt2cc":
             return [self.bench, "--configs", f"{preset}:{b}x{t}"] + common
-        return [self.python, os.path.join(PYTORCH_DIR, "gpt2_train.py"), "--device", "cpu", "--dtype", "fp32",
+        return [self.python, os.path.join(PYTORCH_DIR, "gpt2_train.py"), "--device", "cpu",
                 "--preset", preset, "-B", str(b), "-T", str(t),
                 "--compile" if side == "pytorch_compile" else "--no-compile"] + common
 
@@ -108,7 +111,7 @@ class Train:
 
     def row(self, case, threads, medians):
         preset, b, t = case
-        row = {"preset": preset, "B": b, "T": t, "threads": threads, **medians}
+        row = {"preset": preset, "B": b, "T": t, "threads": threads, "dtype": self.dtype, **medians}
         for side in self.sides:
             row[side]["tokens_per_s"] = b * t / (row[side]["ms"] / 1e3)
         for side in self.sides[1:]:
@@ -117,13 +120,13 @@ class Train:
 
     def table(self, rows):
         compiled = "pytorch_compile" in self.sides
-        head = "| preset | B×T | threads | gpt2cc ms/step | PyTorch eager ms/step | speed-up |"
+        head = "| preset | dtype | B×T | threads | gpt2cc ms/step | PyTorch eager ms/step | speed-up |"
         if compiled:
             head += " PyTorch compile ms/step | speed-up |"
         head += " gpt2cc tokens/s | peak RSS gpt2cc / PyTorch |"
         lines = [head, "|" + "---|" * (head.count("|") - 1)]
         for r in rows:
-            line = (f"| {r['preset']} | {r['B']}×{r['T']} | {r['threads']} | {r['gpt2cc']['ms']:.1f} | "
+            line = (f"| {r['preset']} | {r['dtype']} | {r['B']}×{r['T']} | {r['threads']} | {r['gpt2cc']['ms']:.1f} | "
                     f"{r['pytorch']['ms']:.1f} | {r['speedup_vs_pytorch']:.2f}x |")
             if compiled:
                 line += f" {r['pytorch_compile']['ms']:.1f} | {r['speedup_vs_pytorch_compile']:.2f}x |"
@@ -258,10 +261,10 @@ a = sys.argv
 threads = int(a[a.index("--threads") + 1])
 out = a[a.index("--json") + 1]
 assert "THP_MEM_ALLOC_ENABLE" not in os.environ
+assert a[a.index("--dtype") + 1] == os.environ["FAKE_EXPECT_DTYPE"]
 if "--configs" in a:
     json.dump([{"ms_per_step_median": 100.0 / threads, "loss_first": 10.8, "loss_last": 10.5}], open(out, "w"))
 else:
-    assert a[a.index("--dtype") + 1] == os.environ["FAKE_EXPECT_DTYPE"]
     json.dump([{"kv_tokens_per_s": 300.0 * threads, "prefill_ms": 5.0}], open(out, "w"))
 """
 FAKE_TORCH = """import json, os, sys
@@ -270,14 +273,14 @@ threads = int(a[a.index("--threads") + 1])
 out = a[a.index("--json") + 1]
 assert os.environ["OMP_NUM_THREADS"] == str(threads)
 assert os.environ.get("THP_MEM_ALLOC_ENABLE") == os.environ.get("FAKE_EXPECT_THP"), "huge pages asked as told"
+assert a[a.index("--dtype") + 1] == os.environ["FAKE_EXPECT_DTYPE"]
 if os.path.basename(a[0]) == "gpt2_train.py":
-    assert a[a.index("--device") + 1] == "cpu" and a[a.index("--dtype") + 1] == "fp32"
+    assert a[a.index("--device") + 1] == "cpu"
     assert os.environ["OMP_WAIT_POLICY"] == "passive"
     ms = (120.0 if "--no-compile" in a else 90.0) / threads
     json.dump({"ms_per_step_median": ms, "final_loss": 10.4, "torch": "fake", "fused_adamw": True}, open(out, "w"))
 else:
     assert "OMP_WAIT_POLICY" not in os.environ
-    assert a[a.index("--dtype") + 1] == os.environ["FAKE_EXPECT_DTYPE"]
     json.dump({"loop_tokens_per_s": 100.0 * threads, "generate_tokens_per_s": 75.0 * threads, "prefill_ms": 20.0,
                "torch": "fake", "transformers": "fake"}, open(out, "w"))
 """
@@ -301,7 +304,8 @@ def self_test():
         PYTORCH_DIR = tmp
         args = argparse.Namespace(build=tmp, python=sys.executable, warmup=1, steps=2, compile=True,
                                   configs="d2:4x64", repeats=2, prompt_tokens=64, new_tokens=32, presets="d4",
-                                  dtype="bf16")
+                                  dtype="fp32")
+        os.environ["FAKE_EXPECT_DTYPE"] = "fp32"  # each side's --dtype, checked by the stand-ins
         order = []
         rows = measure(Train(args), [1, 2], 2, log=lambda line: order.append(line.split(": ")[1].split()[0]))
         assert order == ["gpt2cc", "pytorch", "pytorch_compile", "pytorch_compile", "pytorch", "gpt2cc"] * 2, order
@@ -317,8 +321,11 @@ def self_test():
         write_text_atomic(os.path.join(tmp, "table.md"), "x")
         assert os.stat(os.path.join(tmp, "table.md")).st_mode & 0o777 == 0o666 & ~current_umask(), "mode"
         text = Train(args).table(rows)
-        assert "| d2 | 4×64 | 2 | 50.0 | 60.0 | 1.20x | 45.0 | 0.90x | 5120 |" in text, text
+        assert "| d2 | fp32 | 4×64 | 2 | 50.0 | 60.0 | 1.20x | 45.0 | 0.90x | 5120 |" in text, text
         assert rows[0]["pytorch"]["huge_pages"] == "off (default)", rows[0]["pytorch"]
+        args.dtype = os.environ["FAKE_EXPECT_DTYPE"] = "bf16"
+        rows = measure(Train(args), [1], 1, log=lambda line: None)
+        assert rows[0]["dtype"] == "bf16" and "| d2 | bf16 | 4×64 | 1 |" in Train(args).table(rows), rows[0]
         os.environ["OMP_WAIT_POLICY"] = "active"  # a caller's own setting: replaced, or removed for "unset"
         os.environ["THP_MEM_ALLOC_ENABLE"] = "1"  # likewise: passed to PyTorch only when asked for
         os.environ["FAKE_EXPECT_THP"] = "1"
@@ -362,6 +369,9 @@ def parse_args(argv):
                        help="OMP_WAIT_POLICY of both sides' runs (train: passive, as the other CPU step "
                             "figures; generate: unset, the OpenMP default, under which a decode step's many "
                             "short parallel regions do not each wake sleeping threads)")
+        q.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32",
+                       help="fp32, or bf16 on both sides (train: mixed precision, fp32 master weights; "
+                            "generate: the weights' dtype)")
         q.add_argument("--pytorch-huge-pages", action="store_true",
                        help="PyTorch's CPU allocator asks for transparent huge pages (THP_MEM_ALLOC_ENABLE=1; "
                             "off by default), as gpt2cc's CPU backend always does for 4 MiB and more")
@@ -375,7 +385,6 @@ def parse_args(argv):
     g.add_argument("--prompt-tokens", type=int, default=64)
     g.add_argument("--new-tokens", type=int, default=64)
     g.add_argument("--repeats", type=int, default=3, help="timed generations of each run (their median is the run's)")
-    g.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="the weights' dtype on both sides")
     a = p.parse_args(argv)
     if a.self_test:
         return a, None
