@@ -456,9 +456,9 @@ void gemm_block(Out* Cm, size_t ldc, typename Ops::Matrix A, typename Ops::Matri
     sums = Cm + static_cast<size_t>(i0) * ldc + j0;
     lds = ldc;
   } else {
-    thread_local std::vector<float> block;
+    thread_local std::vector<float> block;  // grown only: a resize to a larger size would zero it
     lds = static_cast<size_t>(nc);
-    block.resize(static_cast<size_t>(mc) * lds);
+    if (block.size() < static_cast<size_t>(mc) * lds) block.resize(static_cast<size_t>(mc) * lds);
     sums = block.data();
     if (!assign) {
       for (int r = 0; r < mc; ++r) {
