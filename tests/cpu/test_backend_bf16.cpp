@@ -1,10 +1,12 @@
 // The CPU's bf16 backend (cpu/backend.hpp, CpuBf16Backend) and its pieces. The rounding: ties to
 // even, NaN and inf kept, overflow to inf; the arrays equal to the scalar around the parallel
 // threshold. The bf16-weight matmul forward against a double-precision oracle on either side of
-// its matrix-vector / blocked split and across its weight blocks. Then every op of the backend
+// its matrix-vector / blocked split and across its weight blocks; gemm_bf16 against the same
+// oracle, and its bf16-output form against its fp32 form rounded. Then every op of the backend
 // against the fp32 backend run on the widened operands: the ops that widen and call the fp32 op
 // must give exactly its outputs rounded (which catches a wrong size, a missing accumulation or
-// commit); the ones with their own sums (matmul forward, decode attention) within a bf16 rounding.
+// commit); the ones with their own sums (matmul forward, decode attention) within a bf16 rounding,
+// and the products that round into bf16 tensors exactly as their fp32 results would round.
 #include <catch2/catch.hpp>
 #include <omp.h>
 
