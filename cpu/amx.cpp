@@ -6,7 +6,8 @@
 // layout), which only the small one, A, is repacked into: for each 16 rows of A and 32 k, a
 // 16 x 16 block of 32-bit words, word (p, m) = A[m][2p], A[m][2p + 1] (Ap below). A task owns 32
 // columns of out (two W tiles) and a chunk of rows; per 32 rows it keeps four 16 x 16 fp32
-// accumulator tiles (tmm0-3) while k runs, then writes them out transposed, adding the bias.
+// accumulator tiles (tmm0-3) while k runs, then writes them out transposed, adding the bias (and,
+// for a bf16 out, rounding each sum once: its k's are all done by then).
 #include "cpu/amx.hpp"
 
 #include <omp.h>
@@ -15,9 +16,11 @@
 #include <atomic>
 #include <cstddef>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "core/check.hpp"
+#include "cpu/bf16.hpp"
 
 #if defined(__x86_64__) && defined(__linux__)
 #include <cpuid.h>
@@ -55,9 +58,9 @@ struct TileConfig {
   uint8_t rows[16] = {};
 };
 
-__attribute__((target("amx-tile,amx-bf16"))) void matmul_tiles(float* out, const uint32_t* Ap,
-                                                               const uint16_t* W, const float* bias, int M,
-                                                               int N, int K, int Mp) {
+template <class Out>  // float, or uint16_t (bf16)
+__attribute__((target("amx-tile,amx-bf16"))) void matmul_tiles(Out* out, const uint32_t* Ap, const uint16_t* W,
+                                                               const float* bias, int M, int N, int K, int Mp) {
   const int kblocks = K / kDepth, nblocks = N / (2 * kTile), chunks = (Mp + kRowChunk - 1) / kRowChunk;
   const size_t packed_rows16 = size_t(kblocks) * kTile * kTile;  // words of 16 packed rows of A
   const size_t w_stride = size_t(K) * sizeof(uint16_t);
@@ -99,8 +102,15 @@ __attribute__((target("amx-tile,amx-bf16"))) void matmul_tiles(float* out, const
         for (int t = 0; t < 4; ++t) {
           const int n = n0 + (t / 2) * kTile, m = m0 + (t % 2) * kTile;
           for (int j = 0; j < kTile && m + j < M; ++j) {
-            float* row = out + size_t(m + j) * N + n;
-            for (int i = 0; i < kTile; ++i) row[i] = (bias ? bias[n + i] : 0.0f) + acc[t][i][j];
+            Out* row = out + size_t(m + j) * N + n;
+            for (int i = 0; i < kTile; ++i) {
+              const float sum = (bias ? bias[n + i] : 0.0f) + acc[t][i][j];
+              if constexpr (std::is_same_v<Out, float>) {
+                row[i] = sum;
+              } else {
+                row[i] = round_to_bf16(sum);
+              }
+            }
           }
         }
       }
@@ -135,7 +145,9 @@ void set_amx_bf16_enabled(bool on) {
 
 bool amx_bf16_shape(int N, int K) { return N > 0 && K > 0 && N % (2 * kTile) == 0 && K % kDepth == 0; }
 
-void amx_matmul_bf16(float* out, const uint16_t* A, const uint16_t* W, const float* bias, int M, int N, int K) {
+namespace {
+template <class Out>
+void amx_product(Out* out, const uint16_t* A, const uint16_t* W, const float* bias, int M, int N, int K) {
   ENSURE(amx_bf16_enabled() && amx_bf16_shape(N, K), "amx_matmul_bf16: AMX off or shape {} x {} not taken", N, K);
 #if defined(GPT2CC_AMX)
   // A's rows in blocks of 16 (the padding rows 0), each block as kblocks 16 x 16 word tiles.
@@ -157,6 +169,14 @@ void amx_matmul_bf16(float* out, const uint16_t* A, const uint16_t* W, const flo
 #else
   (void)out, (void)A, (void)W, (void)bias, (void)M;
 #endif
+}
+}  // namespace
+
+void amx_matmul_bf16(float* out, const uint16_t* A, const uint16_t* W, const float* bias, int M, int N, int K) {
+  amx_product(out, A, W, bias, M, N, K);
+}
+void amx_matmul_bf16(uint16_t* out, const uint16_t* A, const uint16_t* W, const float* bias, int M, int N, int K) {
+  amx_product(out, A, W, bias, M, N, K);
 }
 
 }  // namespace gpt2cc::cpu

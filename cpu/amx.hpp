@@ -24,5 +24,7 @@ bool amx_bf16_shape(int N, int K);
 // blocks of 32, in order, of exact products: the same bits whatever M and whichever rows share
 // the call. Requires amx_bf16_enabled() and amx_bf16_shape(N, K).
 void amx_matmul_bf16(float* out, const uint16_t* A, const uint16_t* W, const float* bias, int M, int N, int K);
+// The same sums, each rounded once into a bf16 out (cpu/bf16.hpp): the fp32 form's out rounded.
+void amx_matmul_bf16(uint16_t* out, const uint16_t* A, const uint16_t* W, const float* bias, int M, int N, int K);
 
 }  // namespace gpt2cc::cpu

@@ -90,7 +90,7 @@ class CpuBackend : public Backend {
 // where the CPU has them), the embedding, the decode attention and the cache store; the matmul's
 // backward reads bf16 where the CPU has AVX512-BF16 (cpu::matmul_backward_bf16). The logits and
 // the weights' gradients are not staged in fp32: the AVX512-BF16 products round straight into
-// bf16 outputs and weight gradients (AMX's forward writes fp32, staged), the classifier widens a
+// bf16 outputs and weight gradients (AMX's forward into bf16 outputs), the classifier widens a
 // row at a time, AdamW and the sum of squares read bf16 gradients in place; what the other ops
 // stage are activations (B x T x C, 3C or 4C). What it is for:
 // generation, whose decoding reads every weight once per token (half the bytes: up to twice the

@@ -167,7 +167,7 @@ void CpuBf16Backend::layernorm_backward(TensorPtr dinp, TensorPtr dweight, Tenso
 }
 
 // The weight read as bf16 in place (decoding: half the bytes of fp32's pass over it; prefill: AMX
-// tiles, or VDPBF16PS, where the CPU has them, the latter rounding straight into a bf16 out).
+// tiles, or VDPBF16PS, where the CPU has them, either rounding straight into a bf16 out).
 void CpuBf16Backend::matmul_forward(TensorPtr out, ConstTensorPtr inp, ConstTensorPtr weight, ConstTensorPtr bias,
                                     int B, int T, int C, int OC) {
   Staging s(*this);

@@ -217,21 +217,29 @@ void matmul_forward_bf16_weight(float* out, const float* inp, const uint16_t* we
 // bf16 blocked product where the CPU has AVX512-BF16 (cpu/gemm.hpp); the sums of either depend on
 // no row but their own, as the matrix-vector loop's, so the model's row groups (by 32) keep each
 // row's bits either way. Else the paths of matmul_forward_bf16_weight.
-bool matmul_forward_bf16_direct(int BT, int C, int OC) {
-  return BT > kBf16MatvecRows && !(amx_bf16_enabled() && amx_bf16_shape(OC, C)) && gemm_bf16_enabled();
+namespace {
+// Which way matmul_forward_bf16 takes for BT rows.
+enum class Bf16Forward { amx, dpbf16, widened };
+Bf16Forward bf16_forward(int BT, int C, int OC) {
+  if (BT > kBf16MatvecRows && amx_bf16_enabled() && amx_bf16_shape(OC, C)) return Bf16Forward::amx;
+  if (BT > kBf16MatvecRows && gemm_bf16_enabled()) return Bf16Forward::dpbf16;
+  return Bf16Forward::widened;
 }
+}  // namespace
+
+bool matmul_forward_bf16_direct(int BT, int C, int OC) { return bf16_forward(BT, C, OC) != Bf16Forward::widened; }
 
 void matmul_forward_bf16(float* out, const uint16_t* inp, const uint16_t* weight, const float* bias, int B, int T,
                          int C, int OC) {
   const int BT = B * T;
-  if (matmul_forward_bf16_direct(BT, C, OC)) {
-    const size_t c = static_cast<size_t>(C);
-    gemm_bf16(out, OC, Bf16Matrix{inp, c, 1}, Bf16Matrix{weight, 1, c}, BT, OC, C, true, bias);
-    return;
-  }
-  if (BT > kBf16MatvecRows && amx_bf16_enabled() && amx_bf16_shape(OC, C)) {
-    amx_matmul_bf16(out, inp, weight, bias, BT, OC, C);
-    return;
+  const size_t c = static_cast<size_t>(C);
+  switch (bf16_forward(BT, C, OC)) {
+    case Bf16Forward::amx:
+      return amx_matmul_bf16(out, inp, weight, bias, BT, OC, C);
+    case Bf16Forward::dpbf16:
+      return gemm_bf16(out, OC, Bf16Matrix{inp, c, 1}, Bf16Matrix{weight, 1, c}, BT, OC, C, true, bias);
+    case Bf16Forward::widened:
+      break;
   }
   thread_local std::vector<float> wide_inp;
   wide_inp.resize(static_cast<size_t>(BT) * C);
@@ -242,8 +250,10 @@ void matmul_forward_bf16(float* out, const uint16_t* inp, const uint16_t* weight
 void matmul_forward_bf16(uint16_t* out, const uint16_t* inp, const uint16_t* weight, const float* bias, int B, int T,
                          int C, int OC) {
   const int BT = B * T;
-  ENSURE(matmul_forward_bf16_direct(BT, C, OC), "matmul_forward_bf16: a bf16 out needs the bf16 product (rows {}, "
-                                                "C {}, OC {})", BT, C, OC);
+  const Bf16Forward path = bf16_forward(BT, C, OC);
+  ENSURE(path != Bf16Forward::widened, "matmul_forward_bf16: a bf16 out needs AMX or the bf16 product (rows {}, C {}, "
+                                       "OC {})", BT, C, OC);
+  if (path == Bf16Forward::amx) return amx_matmul_bf16(out, inp, weight, bias, BT, OC, C);
   const size_t c = static_cast<size_t>(C);
   gemm_bf16(out, OC, Bf16Matrix{inp, c, 1}, Bf16Matrix{weight, 1, c}, BT, OC, C, true, bias);
 }

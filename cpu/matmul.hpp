@@ -24,11 +24,11 @@ void matmul_forward_bf16_weight(float* out, const float* inp, const uint16_t* we
 // (cpu/gemm.hpp; both: sums in another order, bf16 denormals as 0), else widened and as above.
 void matmul_forward_bf16(float* out, const uint16_t* inp, const uint16_t* weight, const float* bias, int B, int T,
                          int C, int OC);
-// Whether matmul_forward_bf16 of BT rows takes gemm_bf16, whose bf16 form can round the outputs
-// straight into a bf16 out (below; the other paths need an fp32 out to round from).
+// Whether matmul_forward_bf16 of BT rows takes AMX tiles or gemm_bf16, whose bf16 forms round the
+// outputs straight into a bf16 out (below; the other paths need an fp32 out to round from).
 bool matmul_forward_bf16_direct(int BT, int C, int OC);
-// matmul_forward_bf16's outputs rounded into a bf16 out, with no fp32 copy of them (gemm_bf16's
-// bf16 form); requires matmul_forward_bf16_direct(B * T, C, OC).
+// matmul_forward_bf16's outputs rounded into a bf16 out, with no fp32 copy of them (the bf16
+// forms of amx_matmul_bf16 and gemm_bf16); requires matmul_forward_bf16_direct(B * T, C, OC).
 void matmul_forward_bf16(uint16_t* out, const uint16_t* inp, const uint16_t* weight, const float* bias, int B, int T,
                          int C, int OC);
 // The backward with dout, inp and weight in bf16 (dinp written, dweight and dbias accumulated, as

@@ -467,31 +467,37 @@ TEST_CASE("CpuBf16Backend: each op is the fp32 op on widened operands, rounded o
   }
 
   SECTION("matmul of more than 32 rows: each path's fp32 results, rounded once into the bf16 tensors") {
-    // The AVX512-BF16 products round straight into a bf16 out, dinp and dweight (no fp32 copy of
-    // them); the bits must be those of the same products' fp32 results rounded afterwards.
-    const int rows = 20, BT = B * rows, C2 = 40, OC2 = 70;  // 40 rows; ragged tiles and panels
-    const size_t n_in = size_t(BT) * C2, n_out = size_t(BT) * OC2, n_w = size_t(OC2) * C2;
-    std::vector<uint16_t> inp = random_bf16(n_in, 1), w = random_bf16(n_w, 2), b = random_bf16(OC2, 3),
-                          dout = random_bf16(n_out, 4), dw_start = random_bf16(n_w, 5), db_start = random_bf16(OC2, 6);
-    const std::vector<float> b32 = widened(b);
-    ProductPaths paths;
-    for (auto [amx_on, dp_on] : paths.list()) {
-      CAPTURE(amx_on, dp_on);
-      ProductPaths::use(amx_on, dp_on);
-      std::vector<uint16_t> out(n_out);
-      std::vector<float> out32(n_out);
-      p.half.matmul_forward(bf16(out), bf16(inp), bf16(w), bf16(b), B, rows, C2, OC2);
-      cpu::matmul_forward_bf16(out32.data(), inp.data(), w.data(), b32.data(), B, rows, C2, OC2);
-      check_exact(out, out32);
-      if (!dp_on) continue;  // the backward without them: the widened fp32 backward (above)
-      std::vector<uint16_t> dinp(n_in), dw = dw_start, db = db_start;
-      std::vector<float> dinp32(n_in), dw32 = widened(dw_start), db32 = widened(db_start);
-      p.half.matmul_backward(bf16(dinp), bf16(dw), bf16(db), bf16(dout), bf16(inp), bf16(w), B, rows, C2, OC2);
-      cpu::matmul_backward_bf16(dinp32.data(), dw32.data(), db32.data(), dout.data(), inp.data(), w.data(), B, rows,
-                                C2, OC2);
-      check_exact(dinp, dinp32);
-      check_exact(dw, dw32);
-      check_exact(db, db32);
+    // The AVX512-BF16 products and AMX's forward round straight into a bf16 out (and the former
+    // into dinp and dweight): no fp32 copy of them. The bits must be those of the same products'
+    // fp32 results rounded afterwards. 40 rows; C and OC past whole tiles and panels, then
+    // multiples of 32, which AMX takes.
+    const int rows = 20, BT = B * rows;
+    for (auto [C2, OC2] : {std::pair{40, 70}, std::pair{64, 96}}) {
+      CAPTURE(C2, OC2);
+      const size_t n_in = size_t(BT) * C2, n_out = size_t(BT) * OC2, n_w = size_t(OC2) * C2;
+      std::vector<uint16_t> inp = random_bf16(n_in, 1), w = random_bf16(n_w, 2), b = random_bf16(OC2, 3),
+                            dout = random_bf16(n_out, 4), dw_start = random_bf16(n_w, 5),
+                            db_start = random_bf16(OC2, 6);
+      const std::vector<float> b32 = widened(b);
+      ProductPaths paths;
+      for (auto [amx_on, dp_on] : paths.list()) {
+        CAPTURE(amx_on, dp_on);
+        ProductPaths::use(amx_on, dp_on);
+        std::vector<uint16_t> out(n_out);
+        std::vector<float> out32(n_out);
+        p.half.matmul_forward(bf16(out), bf16(inp), bf16(w), bf16(b), B, rows, C2, OC2);
+        cpu::matmul_forward_bf16(out32.data(), inp.data(), w.data(), b32.data(), B, rows, C2, OC2);
+        check_exact(out, out32);
+        if (!dp_on) continue;  // the backward without them: the widened fp32 backward (above)
+        std::vector<uint16_t> dinp(n_in), dw = dw_start, db = db_start;
+        std::vector<float> dinp32(n_in), dw32 = widened(dw_start), db32 = widened(db_start);
+        p.half.matmul_backward(bf16(dinp), bf16(dw), bf16(db), bf16(dout), bf16(inp), bf16(w), B, rows, C2, OC2);
+        cpu::matmul_backward_bf16(dinp32.data(), dw32.data(), db32.data(), dout.data(), inp.data(), w.data(), B,
+                                  rows, C2, OC2);
+        check_exact(dinp, dinp32);
+        check_exact(dw, dw32);
+        check_exact(db, db32);
+      }
     }
   }
 
