@@ -87,19 +87,12 @@ int run_bf16(const std::vector<Shape>& shapes, const std::vector<std::pair<doubl
     out.resize(BT * s.OC);
 
     // Timed as the bf16 backend runs them: the outputs, dinp and dweight bf16, rounded by the
-    // products themselves (the forward on AMX tiles writes fp32 for the backend to round).
+    // products themselves (the forward on AMX tiles where it runs there, else VDPBF16PS).
     std::vector<uint16_t> out16(BT * s.OC), dinp16(BT * s.C), dweight16(size_t(s.OC) * s.C, 0);
-    const bool direct = cpu::matmul_forward_bf16_direct(s.BT, s.C, s.OC);
     const int reps = 5;
     const double flop = 2.0 * BT * s.C * s.OC;
     Timing fwd = time_median(
-        [&] {
-          if (direct) {
-            cpu::matmul_forward_bf16(out16.data(), inp.data(), weight.data(), bias.data(), 1, s.BT, s.C, s.OC);
-          } else {
-            cpu::matmul_forward_bf16(out.data(), inp.data(), weight.data(), bias.data(), 1, s.BT, s.C, s.OC);
-          }
-        },
+        [&] { cpu::matmul_forward_bf16(out16.data(), inp.data(), weight.data(), bias.data(), 1, s.BT, s.C, s.OC); },
         reps);
     Timing bwd = time_median(
         [&] {
