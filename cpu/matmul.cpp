@@ -213,10 +213,6 @@ void matmul_forward_bf16_weight(float* out, const float* inp, const uint16_t* we
   }
 }
 
-// From 33 rows up, AMX tiles where the CPU has them and the shape suits (cpu/amx.hpp), else the
-// bf16 blocked product where the CPU has AVX512-BF16 (cpu/gemm.hpp); the sums of either depend on
-// no row but their own, as the matrix-vector loop's, so the model's row groups (by 32) keep each
-// row's bits either way. Else the paths of matmul_forward_bf16_weight.
 namespace {
 // Which way matmul_forward_bf16 takes for BT rows.
 enum class Bf16Forward { amx, dpbf16, widened };
@@ -229,6 +225,10 @@ Bf16Forward bf16_forward(int BT, int C, int OC) {
 
 bool matmul_forward_bf16_direct(int BT, int C, int OC) { return bf16_forward(BT, C, OC) != Bf16Forward::widened; }
 
+// From 33 rows up, AMX tiles where the CPU has them and the shape suits (cpu/amx.hpp), else the
+// bf16 blocked product where the CPU has AVX512-BF16 (cpu/gemm.hpp); the sums of either depend on
+// no row but their own, as the matrix-vector loop's, so the model's row groups (by 32) keep each
+// row's bits either way. Else the paths of matmul_forward_bf16_weight.
 void matmul_forward_bf16(float* out, const uint16_t* inp, const uint16_t* weight, const float* bias, int B, int T,
                          int C, int OC) {
   const int BT = B * T;
