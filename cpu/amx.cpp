@@ -16,7 +16,6 @@
 #include <atomic>
 #include <cstddef>
 #include <cstring>
-#include <type_traits>
 #include <vector>
 
 #include "core/check.hpp"
@@ -103,14 +102,7 @@ __attribute__((target("amx-tile,amx-bf16"))) void matmul_tiles(Out* out, const u
           const int n = n0 + (t / 2) * kTile, m = m0 + (t % 2) * kTile;
           for (int j = 0; j < kTile && m + j < M; ++j) {
             Out* row = out + size_t(m + j) * N + n;
-            for (int i = 0; i < kTile; ++i) {
-              const float sum = (bias ? bias[n + i] : 0.0f) + acc[t][i][j];
-              if constexpr (std::is_same_v<Out, float>) {
-                row[i] = sum;
-              } else {
-                row[i] = round_to_bf16(sum);
-              }
-            }
+            for (int i = 0; i < kTile; ++i) put_float(row[i], (bias ? bias[n + i] : 0.0f) + acc[t][i][j]);
           }
         }
       }

@@ -20,8 +20,11 @@ using gpt2cc::widen_bf16;
 void round_to_bf16(uint16_t* dst, const float* src, size_t n);
 void widen_bf16(float* dst, const uint16_t* src, size_t n);
 
-// An element of an fp32 tensor or of a bf16 one as a float, for loops templated over both.
+// An element of an fp32 tensor or of a bf16 one as a float, for loops templated over both; and
+// a float stored into one (rounded, for bf16).
 inline float as_float(float x) { return x; }
 inline float as_float(uint16_t bits) { return widen_bf16(bits); }
+inline void put_float(float& dst, float x) { dst = x; }
+inline void put_float(uint16_t& dst, float x) { dst = round_to_bf16(x); }
 
 }  // namespace gpt2cc::cpu

@@ -164,15 +164,21 @@ void crossentropy_backward(uint16_t* dlogits, float dloss, const uint16_t* logit
 // exp_vectorizable and a blocked sum where the reference makes one scalar exp call per logit
 // into one float sum; the losses are fused_classifier's bit for bit, within 1e-6 relative of the
 // exact values (tests/cpu/test_crossentropy.cpp).
-void crossentropy_forward_vectorized(float* losses, const float* logits, const int* targets, int B, int T, int V,
-                                     int Vp) {
+namespace {
+template <class E>
+void vectorized_losses(float* losses, const E* logits, const int* targets, int B, int T, int V, int Vp) {
   losses_of_rows(losses, logits, targets, B, T, V, Vp,
                  [V](const float* row, int y) { return row_loss<false>(nullptr, row, y, V).loss; });
 }
+}  // namespace
+
+void crossentropy_forward_vectorized(float* losses, const float* logits, const int* targets, int B, int T, int V,
+                                     int Vp) {
+  vectorized_losses(losses, logits, targets, B, T, V, Vp);
+}
 void crossentropy_forward_vectorized(float* losses, const uint16_t* logits, const int* targets, int B, int T, int V,
                                      int Vp) {
-  losses_of_rows(losses, logits, targets, B, T, V, Vp,
-                 [V](const float* row, int y) { return row_loss<false>(nullptr, row, y, V).loss; });
+  vectorized_losses(losses, logits, targets, B, T, V, Vp);
 }
 
 // Training's classifier: crossentropy_forward, then crossentropy_backward in place, per row in

@@ -495,14 +495,7 @@ void gemm_block(Out* Cm, size_t ldc, typename Ops::Matrix A, typename Ops::Matri
 template <class Out>
 void assign_initial(Out* Cm, size_t ldc, int M, int N, const float* init) {
   for (int i = 0; i < M; ++i) {
-    for (int j = 0; j < N; ++j) {
-      const float value = init ? init[j] : 0.0f;
-      if constexpr (std::is_same_v<Out, float>) {
-        Cm[i * ldc + j] = value;
-      } else {
-        Cm[i * ldc + j] = round_to_bf16(value);
-      }
-    }
+    for (int j = 0; j < N; ++j) put_float(Cm[i * ldc + j], init ? init[j] : 0.0f);
   }
 }
 

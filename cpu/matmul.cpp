@@ -221,6 +221,15 @@ Bf16Forward bf16_forward(int BT, int C, int OC) {
   if (BT > kBf16MatvecRows && gemm_bf16_enabled()) return Bf16Forward::dpbf16;
   return Bf16Forward::widened;
 }
+
+// The forward on AMX tiles or by gemm_bf16 (path amx or dpbf16), into an fp32 or a bf16 out.
+template <class Out>
+void forward_direct(Bf16Forward path, Out* out, const uint16_t* inp, const uint16_t* weight, const float* bias,
+                    int BT, int C, int OC) {
+  if (path == Bf16Forward::amx) return amx_matmul_bf16(out, inp, weight, bias, BT, OC, C);
+  const size_t c = static_cast<size_t>(C);
+  gemm_bf16(out, OC, Bf16Matrix{inp, c, 1}, Bf16Matrix{weight, 1, c}, BT, OC, C, true, bias);
+}
 }  // namespace
 
 bool matmul_forward_bf16_direct(int BT, int C, int OC) { return bf16_forward(BT, C, OC) != Bf16Forward::widened; }
@@ -232,15 +241,8 @@ bool matmul_forward_bf16_direct(int BT, int C, int OC) { return bf16_forward(BT,
 void matmul_forward_bf16(float* out, const uint16_t* inp, const uint16_t* weight, const float* bias, int B, int T,
                          int C, int OC) {
   const int BT = B * T;
-  const size_t c = static_cast<size_t>(C);
-  switch (bf16_forward(BT, C, OC)) {
-    case Bf16Forward::amx:
-      return amx_matmul_bf16(out, inp, weight, bias, BT, OC, C);
-    case Bf16Forward::dpbf16:
-      return gemm_bf16(out, OC, Bf16Matrix{inp, c, 1}, Bf16Matrix{weight, 1, c}, BT, OC, C, true, bias);
-    case Bf16Forward::widened:
-      break;
-  }
+  const Bf16Forward path = bf16_forward(BT, C, OC);
+  if (path != Bf16Forward::widened) return forward_direct(path, out, inp, weight, bias, BT, C, OC);
   thread_local std::vector<float> wide_inp;
   wide_inp.resize(static_cast<size_t>(BT) * C);
   widen_bf16(wide_inp.data(), inp, wide_inp.size());
@@ -253,9 +255,7 @@ void matmul_forward_bf16(uint16_t* out, const uint16_t* inp, const uint16_t* wei
   const Bf16Forward path = bf16_forward(BT, C, OC);
   ENSURE(path != Bf16Forward::widened, "matmul_forward_bf16: a bf16 out needs AMX or the bf16 product (rows {}, C {}, "
                                        "OC {})", BT, C, OC);
-  if (path == Bf16Forward::amx) return amx_matmul_bf16(out, inp, weight, bias, BT, OC, C);
-  const size_t c = static_cast<size_t>(C);
-  gemm_bf16(out, OC, Bf16Matrix{inp, c, 1}, Bf16Matrix{weight, 1, c}, BT, OC, C, true, bias);
+  forward_direct(path, out, inp, weight, bias, BT, C, OC);
 }
 
 // out = bias (or 0) + inp . W^T:  Cm = out (BT x OC), A = inp (BT x C), Bm(k=c, j=o) = weight[o,c]

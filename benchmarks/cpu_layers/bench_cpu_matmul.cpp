@@ -65,9 +65,10 @@ int run_bf16(const std::vector<Shape>& shapes, const std::vector<std::pair<doubl
     const auto inp = filled_bf16(BT * s.C, 1), weight = filled_bf16(size_t(s.OC) * s.C, 2),
                dout = filled_bf16(BT * s.OC, 4);
     const auto bias = filled(s.OC, 3);
-    std::vector<float> out(BT * s.OC), dinp(BT * s.C), dweight(size_t(s.OC) * s.C, 0.0f), dbias(s.OC, 0.0f);
     // Validate on the first 64 rows (past the matrix-vector loop's 32) against the reference.
     const int check_rows = std::min(s.BT, 64);
+    std::vector<float> out(size_t(check_rows) * s.OC), dinp(size_t(check_rows) * s.C),
+        dweight(size_t(s.OC) * s.C, 0.0f), dbias(s.OC, 0.0f);
     const auto inp32 = widened(inp), weight32 = widened(weight), dout32 = widened(dout);
     std::vector<float> out_ref(size_t(check_rows) * s.OC), dinp_ref(size_t(check_rows) * s.C),
         dweight_ref(dweight.size(), 0.0f), dbias_ref(s.OC, 0.0f);
@@ -77,14 +78,11 @@ int run_bf16(const std::vector<Shape>& shapes, const std::vector<std::pair<doubl
                               check_rows, s.C, s.OC);
     cpu::matmul_backward(dinp_ref.data(), dweight_ref.data(), dbias_ref.data(), dout32.data(), inp32.data(),
                          weight32.data(), 1, check_rows, s.C, s.OC);
-    out.resize(out_ref.size());
-    dinp.resize(dinp_ref.size());
     const double err = std::max({rel_error(out, out_ref), rel_error(dinp, dinp_ref), rel_error(dweight, dweight_ref)});
     if (!(err < 1e-5)) {
       std::fprintf(stderr, "%s: bf16 matmul differs from the reference (relative error %.3g)\n", s.name, err);
       return 1;
     }
-    out.resize(BT * s.OC);
 
     // Timed as the bf16 backend runs them: the outputs, dinp and dweight bf16, rounded by the
     // products themselves (the forward on AMX tiles where it runs there, else VDPBF16PS).
