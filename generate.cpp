@@ -20,6 +20,7 @@
 #include "core/check.hpp"
 #include "core/cli.hpp"
 #include "core/checkpoint.hpp"
+#include "core/model_checkpoint.hpp"
 #include "core/generation.hpp"
 #include "generate_flags.hpp"
 #include "tokenizer/tokenizer.hpp"
@@ -59,24 +60,19 @@ void check_kv_cache(const ModelConfig& config, DType dtype, int rows, bool from_
                         : std::string("raise --max-kv-cache"));
 }
 
-// The checkpoint (or Hugging Face weights) and its tokenizer: --tokenizer, else the one the
-// checkpoint records, checked against the checkpoint's fingerprint and vocabulary.
+// The checkpoint (or Hugging Face weights) opened, its header read, and its tokenizer: --tokenizer,
+// else the one the checkpoint records, checked against the checkpoint's fingerprint and
+// vocabulary. The weights stream into the model once it is built (read_into_model in run).
 struct LoadedModel {
-  Checkpoint checkpoint;
+  CheckpointReader checkpoint;
   std::string tokenizer_dir;
   Tokenizer tokenizer;
 };
 
 LoadedModel load_model_and_tokenizer(const GenerateRequest& request) {
   const std::string& checkpoint_path = request.checkpoint_path;
-  LoadedModel m;
-  m.checkpoint = load_checkpoint(checkpoint_path, false);
-  const Checkpoint& checkpoint = m.checkpoint;
-  // Weights that are not finite (a diverged run) have nothing to sample or score: said of the file.
-  const auto not_finite = std::count_if(checkpoint.params.begin(), checkpoint.params.end(),
-                                        [](float w) { return !std::isfinite(w); });
-  INPUT_CHECK(not_finite == 0, "{} holds {} weights that are NaN or infinite: the run diverged or the file is corrupt",
-              checkpoint_path, not_finite);
+  LoadedModel m{CheckpointReader(checkpoint_path), {}, {}};
+  const CheckpointInfo& checkpoint = m.checkpoint.info();
   const bool tokenizer_given = request.tokenizer_given;
   m.tokenizer_dir = tokenizer_given ? request.tokenizer_dir : checkpoint.tokenizer_dir;
   const std::string& tokenizer_dir = m.tokenizer_dir;
@@ -198,7 +194,7 @@ int run(int argc, char** argv) {
   // Everything cheap is checked, and the text read, before the expensive loads.
   const GenerateRequest request = parse_generate_request(args);
   LoadedModel loaded = load_model_and_tokenizer(request);
-  Checkpoint& checkpoint = loaded.checkpoint;
+  const CheckpointInfo& checkpoint = loaded.checkpoint.info();
   const ModelConfig& config = checkpoint.config;
   const Tokenizer& tokenizer = loaded.tokenizer;
   const int num_samples = request.num_samples;
@@ -214,8 +210,10 @@ int run(int argc, char** argv) {
   ModelOptions model_options;
   model_options.kv_cache_rows = rows;
   GPT2 model(config, *backend, 1, config.max_seq_len, ModelMode::inference, model_options);
-  model.set_parameters(checkpoint.params);
-  checkpoint.params = {};
+  // Weights that are not finite (a diverged run) have nothing to sample or score: said of the file.
+  const size_t not_finite = read_into_model(loaded.checkpoint, model, false);
+  INPUT_CHECK(not_finite == 0, "{} holds {} weights that are NaN or infinite: the run diverged or the file is corrupt",
+              request.checkpoint_path, not_finite);
   std::vector<int> tokens = tokenizer.encode(request.text, true);
   std::fprintf(stderr, "generate: %s (step %llu), %s; tokenizer %s; %s\n", request.checkpoint_path.c_str(),
                static_cast<unsigned long long>(checkpoint.step), describe(config).c_str(), loaded.tokenizer_dir.c_str(),

@@ -129,9 +129,12 @@ std::string resumed_run_dir(const std::string& given, const std::string& checkpo
 TrainConfig resume_config(const TrainConfig& given, int argc, char** argv) {
   const std::string path = resolve_checkpoint(given.resume);
   refuse_resume_of_hf_gpt2(path);
-  Checkpoint ckpt;
+  std::optional<CheckpointReader> reader;
   try {
-    ckpt = load_checkpoint(path, false);
+    // Read through (its checksum checked, nothing kept): a damaged file is found here, where the
+    // run's previous checkpoint can be named.
+    reader.emplace(path);
+    reader->read_arrays(nullptr, false);
   } catch (const InputError& e) {
     // A damaged newest checkpoint: the run's previous one, if any, is where to continue from.
     const auto all = step_checkpoints(std::filesystem::path(path).parent_path());
@@ -142,6 +145,7 @@ TrainConfig resume_config(const TrainConfig& given, int argc, char** argv) {
                       e.what(), at[-1].string(), std::filesystem::path(path).parent_path().string(),
                       at[-1].string()));
   }
+  const CheckpointInfo& ckpt = reader->info();
   TrainConfig c = read_json_checked(format("checkpoint {} holds an unreadable training configuration", path),
                                      [&] { return ckpt.train_config.get<TrainConfig>(); });
   c.resume = given.resume;

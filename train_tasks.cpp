@@ -13,6 +13,7 @@
 #include "core/dataloader.hpp"
 #include "core/hf_gpt2.hpp"
 #include "core/model.hpp"
+#include "core/model_checkpoint.hpp"
 #include "core/tokenizer_files.hpp"
 #include "core/train_eval.hpp"
 #include "core/trainer.hpp"
@@ -57,7 +58,8 @@ void check_export_directory(const std::string& dir, bool with_tokenizer) {
 
 void evaluate_checkpoint(const TrainConfig& c, Backend& backend) {
   const std::string path = given_checkpoint(c);
-  Checkpoint ckpt = load_checkpoint(path, false);
+  CheckpointReader reader(path);
+  const CheckpointInfo& ckpt = reader.info();
   check_shape_flags(c, ckpt.config, path);
   INPUT_CHECK(c.seq_len <= ckpt.config.max_seq_len, "--seq-len {} is longer than the model's maximum {} ({})",
               c.seq_len, ckpt.config.max_seq_len, path);
@@ -66,8 +68,9 @@ void evaluate_checkpoint(const TrainConfig& c, Backend& backend) {
   INPUT_CHECK(int(header.vocab_size) == ckpt.config.vocab_size,
               "checkpoint {} has a vocabulary of {} tokens, but {} was tokenized with a vocabulary of {}", path,
               ckpt.config.vocab_size, c.val_data, header.vocab_size);
-  GPT2 model(ckpt.config, backend, c.batch_size, c.seq_len);
-  model.set_parameters(ckpt.params);
+  // Inference: no gradients, moments or saved activations of every layer.
+  GPT2 model(ckpt.config, backend, c.batch_size, c.seq_len, ModelMode::inference);
+  read_into_model(reader, model, false);
   int stride = c.eval_stride ? c.eval_stride : c.seq_len;
   std::cout << "evaluating " << path << " (" << describe(ckpt.config) << ", step " << ckpt.step << ") on "
             << c.val_data << "\nwindows of " << c.seq_len << " tokens every " << stride << " tokens ("

@@ -52,7 +52,7 @@ class Writer {
     // Large arrays go in 16 MB pieces so the test hook can stop the write half-way.
     const auto* p = static_cast<const char*>(data);
     while (n > 0) {
-      size_t piece = std::min<size_t>(n, 16u << 20);
+      size_t piece = std::min<size_t>(n, kCheckpointPiece * sizeof(float));
       if (std::fwrite(p, 1, piece, file_) != piece) {
         throw Error(format("writing checkpoint {} failed: {}", path_, std::strerror(errno)));
       }
@@ -109,9 +109,12 @@ class Reader {
     INPUT_CHECK(file_ != nullptr, "cannot open checkpoint {}: {}", path, std::strerror(errno));
     std::error_code ec;
     size_ = std::filesystem::file_size(path, ec);
+    if (ec) std::fclose(file_);
     INPUT_CHECK(!ec, "cannot read the size of checkpoint {}: {}", path, ec.message());
   }
   ~Reader() { std::fclose(file_); }
+  Reader(const Reader&) = delete;
+  Reader& operator=(const Reader&) = delete;
   uint64_t remaining() const { return size_ - offset_; }
   // Reads n bytes (into dst, or discarded when dst is null) and hashes them.
   void read(void* dst, size_t n, const char* what) {
@@ -120,7 +123,7 @@ class Reader {
     std::vector<char> scratch;
     auto* p = static_cast<char*>(dst);
     while (n > 0) {
-      size_t piece = std::min<size_t>(n, 16u << 20);
+      size_t piece = std::min<size_t>(n, kCheckpointPiece * sizeof(float));
       char* target = p;
       if (!dst) {
         scratch.resize(piece);
@@ -140,6 +143,13 @@ class Reader {
     read(&value, sizeof(T), what);
     return value;
   }
+  // The byte `ahead` bytes past the current offset, neither consumed nor hashed (its size checked).
+  uint8_t peek(uint64_t ahead, const char* what) {
+    uint8_t byte = 0;
+    INPUT_CHECK(ahead < remaining() && ::pread(fileno(file_), &byte, 1, off_t(offset_ + ahead)) == 1,
+                "checkpoint {} is truncated: no byte for {} at offset {}", path_, what, offset_ + ahead);
+    return byte;
+  }
   uint64_t checksum_so_far() const { return hash_.h; }
 
  private:
@@ -149,7 +159,7 @@ class Reader {
   Fnv1a hash_;
 };
 
-nlohmann::json header_json(const Checkpoint& c) {
+nlohmann::json header_json(const CheckpointInfo& c) {
   nlohmann::json loader = {{"epoch", c.loader.epoch}, {"cursor", c.loader.cursor}};
   // An optional field of version 1 (readers before it ignore it; it reads as 0 where absent), left
   // out when 0 so that such a checkpoint saves to the same bytes as before.
@@ -167,28 +177,32 @@ nlohmann::json header_json(const Checkpoint& c) {
 
 }  // namespace
 
-void save_checkpoint(const std::string& path, const Checkpoint& c) {
-  size_t n = num_parameters(c.config);
-  ENSURE(c.params.size() == n, "checkpoint {}: {} parameters for a model of {}", path, c.params.size(), n);
-  bool has_optimizer = !c.m.empty() || !c.v.empty();
-  ENSURE(!has_optimizer || (c.m.size() == n && c.v.size() == n), "checkpoint {}: moments of size {}/{}, expected {}",
-         path, c.m.size(), c.v.size(), n);
-
+void save_checkpoint(const std::string& path, const CheckpointInfo& info, bool with_optimizer,
+                     const CheckpointSource& source) {
+  const size_t n = num_parameters(info.config);
   const std::string tmp = path + ".tmp";
   const TemporaryFile on_signal(tmp);  // removed if a signal ends the program meanwhile
   try {
     Writer out(tmp);
-    std::string header = header_json(c).dump();
+    std::string header = header_json(info).dump();
     out.write(kMagic, sizeof kMagic);
     out.put(kVersion);
     out.put(static_cast<uint32_t>(header.size()));
     out.write(header.data(), header.size());
     out.put(static_cast<uint64_t>(n));
-    out.write(c.params.data(), n * sizeof(float));
-    out.put(static_cast<uint8_t>(has_optimizer ? 1 : 0));
-    if (has_optimizer) {
-      out.write(c.m.data(), n * sizeof(float));
-      out.write(c.v.data(), n * sizeof(float));
+    std::vector<float> piece(std::min(n, kCheckpointPiece));
+    const auto write_array = [&](CheckpointArray array) {
+      for (size_t at = 0; at < n; at += piece.size()) {
+        const std::span<float> part(piece.data(), std::min(piece.size(), n - at));
+        source(array, at, part);
+        out.write(part.data(), part.size_bytes());
+      }
+    };
+    write_array(CheckpointArray::params);
+    out.put(static_cast<uint8_t>(with_optimizer ? 1 : 0));
+    if (with_optimizer) {
+      write_array(CheckpointArray::m);
+      write_array(CheckpointArray::v);
     }
     out.finish();
   } catch (...) {
@@ -203,13 +217,53 @@ void save_checkpoint(const std::string& path, const Checkpoint& c) {
   sync_directory(path);
 }
 
-Checkpoint load_checkpoint(const std::string& path, bool with_optimizer) {
+void save_checkpoint(const std::string& path, const Checkpoint& c) {
+  size_t n = num_parameters(c.config);
+  ENSURE(c.params.size() == n, "checkpoint {}: {} parameters for a model of {}", path, c.params.size(), n);
+  bool has_optimizer = !c.m.empty() || !c.v.empty();
+  ENSURE(!has_optimizer || (c.m.size() == n && c.v.size() == n), "checkpoint {}: moments of size {}/{}, expected {}",
+         path, c.m.size(), c.v.size(), n);
+  save_checkpoint(path, c, has_optimizer, [&](CheckpointArray array, size_t offset, std::span<float> piece) {
+    const std::vector<float>& from = array == CheckpointArray::params ? c.params : array == CheckpointArray::m ? c.m
+                                                                                                              : c.v;
+    std::copy_n(from.begin() + std::ptrdiff_t(offset), piece.size(), piece.begin());
+  });
+}
+
+struct CheckpointReader::Impl {
+  std::string path;
+  CheckpointInfo info;
+  std::optional<Reader> file;    // a gpt2cc checkpoint, positioned at its parameters
+  std::vector<float> hf_params;  // Hugging Face weights, read whole when opened
+  uint64_t num_params = 0;
+  bool has_optimizer = false;
+  bool read = false;
+
+  void open_gpt2cc();
+};
+
+CheckpointReader::CheckpointReader(const std::string& path) : impl_(std::make_unique<Impl>()) {
+  Impl& s = *impl_;
+  s.path = path;
   if (is_hf_gpt2(path)) {
-    if (with_optimizer) refuse_resume_of_hf_gpt2(path);
-    return load_hf_gpt2(path);
+    Checkpoint hf = load_hf_gpt2(path);
+    s.hf_params = std::move(hf.params);
+    s.info = std::move(hf);
+    s.num_params = s.hf_params.size();
+    return;
   }
   refuse_directory(path);
-  Reader in(path);
+  s.open_gpt2cc();
+}
+
+CheckpointReader::~CheckpointReader() = default;
+CheckpointReader::CheckpointReader(CheckpointReader&&) noexcept = default;
+CheckpointReader& CheckpointReader::operator=(CheckpointReader&&) noexcept = default;
+const CheckpointInfo& CheckpointReader::info() const { return impl_->info; }
+bool CheckpointReader::has_optimizer() const { return impl_->has_optimizer; }
+
+void CheckpointReader::Impl::open_gpt2cc() {
+  Reader& in = file.emplace(path);
   char magic[8];
   in.read(magic, sizeof magic, "the magic");
   INPUT_CHECK(std::memcmp(magic, kMagic, sizeof magic) == 0,
@@ -226,7 +280,7 @@ Checkpoint load_checkpoint(const std::string& path, bool with_optimizer) {
   std::string text(header_bytes, '\0');
   in.read(text.data(), header_bytes, "the JSON header");
 
-  Checkpoint c;
+  CheckpointInfo& c = info;
   read_json_checked(format("checkpoint {} has a corrupt header", path), [&] {
     // A header nests 3 deep (a list in train_config). One nested far deeper is corrupt, and kept
     // it would be copied and printed (in the messages below) recursively: a stack overflow.
@@ -258,7 +312,8 @@ Checkpoint load_checkpoint(const std::string& path, bool with_optimizer) {
   }
 
   uint64_t expected = num_parameters(c.config);
-  auto n = in.get<uint64_t>("the parameter count");
+  const uint64_t n = in.get<uint64_t>("the parameter count");
+  num_params = n;
   INPUT_CHECK(n == expected, "checkpoint {}: its model config ({}) has {} parameters, but the file stores {}", path,
               describe(c.config), expected, n);
   // Sizes are known from here on: check the whole length before allocating anything.
@@ -266,28 +321,73 @@ Checkpoint load_checkpoint(const std::string& path, bool with_optimizer) {
   INPUT_CHECK(in.remaining() >= array_bytes + 1 + sizeof(uint64_t),
               "checkpoint {} is truncated: expected at least {} more bytes for the parameters, found {}", path,
               array_bytes + 1 + sizeof(uint64_t), in.remaining());
-  c.params.resize(n);
-  in.read(c.params.data(), array_bytes, "the parameters");
-  auto has_optimizer = in.get<uint8_t>("the optimizer flag");
-  INPUT_CHECK(has_optimizer <= 1, "checkpoint {} is corrupt: optimizer flag {}, expected 0 or 1", path,
-              int(has_optimizer));
+  // The flag after the parameters, looked at (hashed when read_arrays reaches it) so that the
+  // file's exact length is known before anything is read into the model.
+  const uint8_t flag = in.peek(array_bytes, "the optimizer flag");
+  INPUT_CHECK(flag <= 1, "checkpoint {} is corrupt: optimizer flag {}, expected 0 or 1", path, int(flag));
+  has_optimizer = flag == 1;
   uint64_t tail = (has_optimizer ? 2 * array_bytes : 0) + sizeof(uint64_t);
-  INPUT_CHECK(in.remaining() == tail,
+  INPUT_CHECK(in.remaining() == array_bytes + 1 + tail,
               "checkpoint {} has the wrong size: expected {} more bytes after the parameters, found {}", path, tail,
-              in.remaining());
-  if (has_optimizer) {
-    if (with_optimizer) {
-      c.m.resize(n);
-      c.v.resize(n);
+              in.remaining() - array_bytes - 1);
+}
+
+void CheckpointReader::read_arrays(const CheckpointSink& sink, bool with_optimizer) {
+  Impl& s = *impl_;
+  ENSURE(!s.read, "checkpoint {}: its arrays were read already", s.path);
+  s.read = true;
+  if (with_optimizer && !s.file) refuse_resume_of_hf_gpt2(s.path);
+  INPUT_CHECK(!with_optimizer || s.has_optimizer,
+              "checkpoint {} has no optimizer state (AdamW moments): it was saved with the weights only", s.path);
+  if (!s.file) {  // Hugging Face weights, in memory
+    if (sink) {
+      for (size_t at = 0; at < s.num_params; at += kCheckpointPiece)
+        sink(CheckpointArray::params, at,
+             std::span<const float>(s.hf_params.data() + at, std::min(kCheckpointPiece, s.num_params - at)));
     }
-    // The moments are read even when not wanted: the checksum covers them.
-    in.read(with_optimizer ? c.m.data() : nullptr, array_bytes, "the AdamW first moments");
-    in.read(with_optimizer ? c.v.data() : nullptr, array_bytes, "the AdamW second moments");
+    s.hf_params = {};
+    return;
+  }
+  Reader& in = *s.file;
+  std::vector<float> piece(std::min<uint64_t>(s.num_params, kCheckpointPiece));
+  const auto read_array = [&](CheckpointArray array, bool wanted, const char* what) {
+    for (size_t at = 0; at < s.num_params; at += piece.size()) {
+      const std::span<float> part(piece.data(), std::min<uint64_t>(piece.size(), s.num_params - at));
+      in.read(part.data(), part.size_bytes(), what);
+      if (wanted && sink) sink(array, at, part);
+    }
+  };
+  read_array(CheckpointArray::params, true, "the parameters");
+  in.get<uint8_t>("the optimizer flag");  // checked when opened
+  if (s.has_optimizer) {
+    read_array(CheckpointArray::m, with_optimizer, "the AdamW first moments");
+    read_array(CheckpointArray::v, with_optimizer, "the AdamW second moments");
   }
   uint64_t computed = in.checksum_so_far();
   auto stored = in.get<uint64_t>("the checksum");
   INPUT_CHECK(stored == computed, "checkpoint {} is corrupt: checksum of its contents is {}, but the file stores {}",
-              path, computed, stored);
+              s.path, computed, stored);
+  s.file.reset();
+}
+
+Checkpoint load_checkpoint(const std::string& path, bool with_optimizer) {
+  if (with_optimizer && is_hf_gpt2(path)) refuse_resume_of_hf_gpt2(path);
+  CheckpointReader reader(path);
+  Checkpoint c;
+  static_cast<CheckpointInfo&>(c) = reader.info();
+  const size_t n = num_parameters(c.config);
+  const bool moments = with_optimizer && reader.has_optimizer();
+  c.params.resize(n);
+  if (moments) {
+    c.m.resize(n);
+    c.v.resize(n);
+  }
+  reader.read_arrays(
+      [&](CheckpointArray array, size_t offset, std::span<const float> piece) {
+        std::vector<float>& to = array == CheckpointArray::params ? c.params : array == CheckpointArray::m ? c.m : c.v;
+        std::copy(piece.begin(), piece.end(), to.begin() + std::ptrdiff_t(offset));
+      },
+      moments);
   return c;
 }
 

@@ -12,7 +12,10 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
+#include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -23,7 +26,8 @@
 
 namespace gpt2cc {
 
-struct Checkpoint {
+// Everything a checkpoint holds but its arrays.
+struct CheckpointInfo {
   ModelConfig config;
   std::string dtype = "fp32";          // dtype the parameters were trained in (stored as fp32)
   uint64_t step = 0;                   // optimizer steps completed
@@ -33,17 +37,61 @@ struct Checkpoint {
   uint64_t tokenizer_fingerprint = 0;  // 0: unknown
   std::string tokenizer_dir;           // where the tokenizer was loaded from, as given to train
   nlohmann::json train_config;         // the effective training configuration (informational)
-  std::vector<float> params;           // layout order (core/params.hpp)
-  std::vector<float> m, v;             // AdamW moments; empty when saved without optimizer state
 };
 
-// Atomic write (see above). Throws Error naming the path on I/O failure; the old file survives.
+struct Checkpoint : CheckpointInfo {
+  std::vector<float> params;  // layout order (core/params.hpp)
+  std::vector<float> m, v;    // AdamW moments; empty when saved without optimizer state
+};
+
+// A checkpoint's arrays a piece at a time, so that a save or a load never holds a second copy of
+// them (gpt2's parameters and moments are 1.5 GB, gpt2-xl's 18 GB): a save asks `source` for each
+// piece it writes, a load hands each piece it reads to `sink`. Pieces come in file order (all of
+// params, then m, then v), each at most kCheckpointPiece floats; `offset` is the index of the
+// piece's first float in its array.
+enum class CheckpointArray { params, m, v };
+constexpr size_t kCheckpointPiece = size_t(4) << 20;  // 16 MB of floats
+using CheckpointSource = std::function<void(CheckpointArray array, size_t offset, std::span<float> piece)>;
+using CheckpointSink = std::function<void(CheckpointArray array, size_t offset, std::span<const float> piece)>;
+
+// Atomic write (see above) of `info` and the arrays `source` gives: the parameters, and with
+// `with_optimizer` the moments. Throws Error naming the path on I/O failure; the old file survives.
+void save_checkpoint(const std::string& path, const CheckpointInfo& info, bool with_optimizer,
+                     const CheckpointSource& source);
+// The same from arrays in memory (m and v both empty: no optimizer state).
 void save_checkpoint(const std::string& path, const Checkpoint& checkpoint);
-// Validates magic, version, sizes, checksum and config; throws InputError naming the file, what
-// was expected and what was found. with_optimizer = false skips reading m and v. A path holding
-// Hugging Face GPT-2 weights (core/hf_gpt2.hpp: a directory with model.safetensors, or that file)
-// loads as their weights-only checkpoint at step 0; with_optimizer = true refuses it (no run to
-// resume).
+
+// A load in two steps, so that the caller can build the model the header describes before the
+// arrays arrive: opening validates magic, version, header, config and every size (the file's
+// length included), throwing InputError naming the file, what was expected and what was found;
+// read_arrays then streams the arrays and checks the checksum, which covers the whole file. A
+// path holding Hugging Face GPT-2 weights (core/hf_gpt2.hpp: a directory with model.safetensors,
+// or that file) opens as their weights-only checkpoint at step 0 (read in whole when opened).
+// The file stays open from the header to the checksum: a save renamed over it meanwhile is not
+// mixed in.
+class CheckpointReader {
+ public:
+  explicit CheckpointReader(const std::string& path);
+  ~CheckpointReader();
+  CheckpointReader(CheckpointReader&&) noexcept;
+  CheckpointReader& operator=(CheckpointReader&&) noexcept;
+
+  const CheckpointInfo& info() const;
+  bool has_optimizer() const;
+  // Once per reader: the parameters, and with `with_optimizer` the moments, to `sink` (null: read
+  // and checked only); the moments are read even when not wanted, as the checksum covers them.
+  // with_optimizer on a file without them is an InputError before anything is read. A corrupt
+  // file throws InputError after `sink` may have taken some of its pieces: what the sink filled
+  // must then be discarded.
+  void read_arrays(const CheckpointSink& sink, bool with_optimizer);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Opens and reads the whole checkpoint into memory. with_optimizer = false skips keeping m and v.
+// Hugging Face weights load with with_optimizer = false only (no run to resume).
 Checkpoint load_checkpoint(const std::string& path, bool with_optimizer = true);
 
 // The step checkpoints of a directory: files named step_ + the step in decimal digits (zero-padded

@@ -95,6 +95,18 @@ class GPT2 {
   void optimizer_state(std::vector<float>& m, std::vector<float>& v) const;
   // All the moments, on every rank (each keeps its part).
   void set_optimizer_state(const std::vector<float>& m, const std::vector<float>& v);
+
+  // The same a piece at a time, [offset, offset + size) in layout order, so that a checkpoint
+  // streams through a bounded buffer instead of a host copy of the whole (core/checkpoint.hpp).
+  // read_*: what parameters() / optimizer_state() give there; not when that state is sharded
+  // (master_sharded(), optimizer_sharded(): those gather on rank 0, a collective). write_*: what
+  // set_parameters / set_optimizer_state set there, on any rank alone (each keeps what it holds
+  // of the piece).
+  enum class Moment { m, v };
+  void read_parameters(size_t offset, std::span<float> out) const;
+  void write_parameters(size_t offset, std::span<const float> in);
+  void read_moment(Moment which, size_t offset, std::span<float> out) const;
+  void write_moment(Moment which, size_t offset, std::span<const float> in);
   // The parameters [first, second) whose moments this rank holds and updates: all of them unless
   // the optimizer is sharded.
   std::pair<size_t, size_t> optimizer_part() const;

@@ -17,16 +17,39 @@ namespace gpt2cc {
 void GPT2::optimizer_state(std::vector<float>& m, std::vector<float>& v) const {
   const Impl& s = *impl_;
   s.require_training("optimizer_state");
-  const size_t N = s.layout.total();
   if (!s.sharded()) {
-    m.resize(N);
-    v.resize(N);
-    s.backend.download(m.data(), s.m.data(), N * sizeof(float));
-    s.backend.download(v.data(), s.v.data(), N * sizeof(float));
+    m.resize(s.layout.total());
+    v.resize(s.layout.total());
+    read_moment(Moment::m, 0, m);
+    read_moment(Moment::v, 0, v);
     return;
   }
   m = s.gather_blocks(s.m.data(), s.m.size());
   v = s.gather_blocks(s.v.data(), s.v.size());
+}
+
+void GPT2::read_moment(Moment which, size_t offset, std::span<float> out) const {
+  const Impl& s = *impl_;
+  s.require_training("read_moment");
+  const size_t N = s.layout.total();
+  INPUT_CHECK(offset <= N && out.size() <= N - offset, "read_moment: [{}, {}) is outside the model's {} parameters",
+              offset, offset + out.size(), N);
+  ENSURE(!s.sharded(), "read_moment: the moments are sharded over the ranks (optimizer_state() gathers them)");
+  s.backend.download(out.data(), (which == Moment::m ? s.m : s.v).data() + offset, out.size_bytes());
+}
+
+void GPT2::write_moment(Moment which, size_t offset, std::span<const float> in) {
+  Impl& s = *impl_;
+  s.require_training("write_moment");
+  const size_t N = s.layout.total();
+  INPUT_CHECK(offset <= N && in.size() <= N - offset, "write_moment: [{}, {}) is outside the model's {} parameters",
+              offset, offset + in.size(), N);
+  // This rank's part of the piece (all of it unless the optimizer is sharded).
+  const auto [part_first, part_last] = optimizer_part();
+  const size_t first = std::max(offset, part_first), last = std::min(offset + in.size(), part_last);
+  if (first >= last) return;
+  s.backend.upload((which == Moment::m ? s.m : s.v).data() + (first - s.part_begin), in.data() + (first - offset),
+                   (last - first) * sizeof(float));
 }
 
 std::vector<float> GPT2::Impl::gather_blocks(const float* mine, size_t block) const {
@@ -44,9 +67,8 @@ void GPT2::set_optimizer_state(const std::vector<float>& m, const std::vector<fl
   const size_t N = s.layout.total();
   INPUT_CHECK(m.size() == N && v.size() == N, "set_optimizer_state: expected {} floats per moment, got m {} and v {}",
               N, m.size(), v.size());
-  const auto [first, last] = optimizer_part();
-  s.backend.upload(s.m.data(), m.data() + first, (last - first) * sizeof(float));
-  s.backend.upload(s.v.data(), v.data() + first, (last - first) * sizeof(float));
+  write_moment(Moment::m, 0, m);
+  write_moment(Moment::v, 0, v);
 }
 
 bool GPT2::optimizer_sharded() const { return impl_->sharded(); }

@@ -15,6 +15,7 @@
 #include "core/atomic_file.hpp"
 #include "core/check.hpp"
 #include "core/metrics.hpp"
+#include "core/model_checkpoint.hpp"
 #include "core/grad_clip.hpp"
 #include "core/rng.hpp"
 #include "core/signal_cleanup.hpp"
@@ -141,20 +142,17 @@ EvalResult Trainer::evaluate() {
   return evaluate_split(*s.model, s.val_shards, B, T, T, s.fingerprint, s.group);
 }
 
-Checkpoint Trainer::checkpoint() const {
-  const Impl& s = *impl_;
-  Checkpoint c;
-  c.config = s.mcfg;
-  c.step = s.step;
-  c.tokens_seen = s.tokens_seen;
-  c.loader = s.train_loader->position();
-  c.seed = s.cfg.seed;
-  c.tokenizer_fingerprint = s.fingerprint;
-  c.tokenizer_dir = s.tokenizer_dir;
-  c.train_config = s.cfg;
-  c.dtype = s.cfg.dtype;
-  c.params = s.model->parameters();
-  s.model->optimizer_state(c.m, c.v);
+CheckpointInfo Trainer::Impl::checkpoint_info() const {
+  CheckpointInfo c;
+  c.config = mcfg;
+  c.step = step;
+  c.tokens_seen = tokens_seen;
+  c.loader = train_loader->position();
+  c.seed = cfg.seed;
+  c.tokenizer_fingerprint = fingerprint;
+  c.tokenizer_dir = tokenizer_dir;
+  c.train_config = cfg;
+  c.dtype = cfg.dtype;
   return c;
 }
 
@@ -164,17 +162,23 @@ std::string Trainer::save() {
   std::snprintf(name, sizeof name, "step_%08lu.ckpt", static_cast<unsigned long>(s.step));
   fs::path path = s.checkpoint_dir() / name;
   s.last_saved = s.step;
-  if (!s.group->is_root()) {
-    // This rank's parts of the sharded state to rank 0, in the order checkpoint() gathers them.
-    if (s.model->master_sharded()) s.model->parameters();
-    if (s.model->optimizer_sharded()) {
-      std::vector<float> m, v;
-      s.model->optimizer_state(m, v);
-    }
-  } else {
-    const Checkpoint c = checkpoint();
+  // State sharded over the ranks is gathered on rank 0 (every rank takes part, in this order);
+  // the rest streams from the model into the file a piece at a time, without a host copy.
+  std::vector<float> params, m, v;
+  if (s.model->master_sharded()) params = s.model->parameters();
+  if (s.model->optimizer_sharded()) s.model->optimizer_state(m, v);
+  if (s.group->is_root()) {
     fs::create_directories(s.checkpoint_dir());
-    save_checkpoint(path.string(), c);
+    const CheckpointSource from_model = model_source(*s.model);
+    save_checkpoint(path.string(), s.checkpoint_info(), true,
+                    [&](CheckpointArray array, size_t offset, std::span<float> piece) {
+                      const std::vector<float>& gathered =
+                          array == CheckpointArray::params ? params : array == CheckpointArray::m ? m : v;
+                      if (gathered.empty())
+                        from_model(array, offset, piece);
+                      else
+                        std::copy_n(gathered.begin() + std::ptrdiff_t(offset), piece.size(), piece.begin());
+                    });
     // Older ones go only after the new one is safely in place, but for the newest whose weights
     // gave a finite loss (beyond --keep-checkpoints while the newer ones may have diverged).
     const auto all = step_checkpoints(s.checkpoint_dir());

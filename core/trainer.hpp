@@ -71,9 +71,6 @@ class Trainer {
   // Writes <run_dir>/checkpoints/step_<step>.ckpt, keeps the newest keep_checkpoints. Returns the
   // path. Data parallel: every rank calls it (the sharded state gathers on rank 0, which writes).
   std::string save();
-  // Under a sharded optimizer every rank calls it, and only rank 0's holds the optimizer state
-  // (and, when the master weights are sharded, the parameters).
-  Checkpoint checkpoint() const;
 
   // Test hook: called before each micro-batch's backward with (step, micro); the returned factor
   // multiplies dloss (a NaN injects a non-finite gradient). Unset in normal runs.

@@ -75,11 +75,13 @@ struct Trainer::Impl {
   bool from_checkpoint() const { return !cfg.resume.empty() || !cfg.init_from.empty(); }
   // setup(), in order: each step reads what the ones before it set.
   void setup();
-  Checkpoint load_origin();
-  void open_data_and_model(const Checkpoint& ckpt);
+  std::optional<CheckpointReader> open_origin();
+  void open_data_and_model(const CheckpointInfo& ckpt);
   void plan_batches_and_length();
-  void check_run_directory(const Checkpoint& ckpt);
-  void build_model(const Checkpoint& ckpt);
+  void check_run_directory(const CheckpointInfo& ckpt);
+  void build_model(const CheckpointInfo& ckpt, CheckpointReader* origin_file);
+  // The checkpoint's header fields for the state after `step` steps (the arrays come from the model).
+  CheckpointInfo checkpoint_info() const;
 };
 
 }  // namespace gpt2cc

@@ -9,6 +9,7 @@
 #include "core/check.hpp"
 #include "core/device_peaks.hpp"
 #include "core/hf_gpt2.hpp"
+#include "core/model_checkpoint.hpp"
 #include "core/trainer_impl.hpp"
 
 namespace gpt2cc {
@@ -42,33 +43,34 @@ std::string resolve_checkpoint(const std::string& path) {
 void Trainer::Impl::setup() {
   validate(cfg);
   INPUT_CHECK(!cfg.eval_only, "Trainer runs training; --eval-only is handled by evaluate_checkpoint (train_tasks.cpp)");
-  const Checkpoint ckpt = load_origin();
+  std::optional<CheckpointReader> origin_file = open_origin();
+  const CheckpointInfo ckpt = origin_file ? origin_file->info() : CheckpointInfo{};
   open_data_and_model(ckpt);
   plan_batches_and_length();
   check_run_directory(ckpt);
-  build_model(ckpt);
+  build_model(ckpt, origin_file ? &*origin_file : nullptr);
   find_mfu_peak();
 }
 
 // The checkpoint the run starts from (--resume: the run's newest, with its optimizer state;
-// --init-from: weights only), or an empty one for a new model.
-Checkpoint Trainer::Impl::load_origin() {
-  Checkpoint ckpt;
-  if (!from_checkpoint()) return ckpt;
+// --init-from: weights only), opened with its header checked, or none for a new model.
+std::optional<CheckpointReader> Trainer::Impl::open_origin() {
+  if (!from_checkpoint()) return std::nullopt;
   resumed = !cfg.resume.empty();
   origin = resumed ? resolve_checkpoint(cfg.resume) : cfg.init_from;
-  ckpt = load_checkpoint(origin, resumed);
+  if (resumed) refuse_resume_of_hf_gpt2(origin);
+  CheckpointReader reader(origin);
   // Shape flags may repeat the checkpoint's shape (a resumed run's saved flags do), not change it.
-  check_shape_flags(cfg, ckpt.config, origin);
-  INPUT_CHECK(!resumed || (!ckpt.m.empty() && !ckpt.v.empty()),
+  check_shape_flags(cfg, reader.info().config, origin);
+  INPUT_CHECK(!resumed || reader.has_optimizer(),
               "checkpoint {} has no optimizer state, so it cannot be resumed exactly: use --init-from to "
               "fine-tune from it", origin);
-  return ckpt;
+  return reader;
 }
 
 // The training data and the model's shape: the checkpoint's, or the preset's with the shape flags
 // and the data's vocabulary; the validation data checked against both.
-void Trainer::Impl::open_data_and_model(const Checkpoint& ckpt) {
+void Trainer::Impl::open_data_and_model(const CheckpointInfo& ckpt) {
   const int B = cfg.batch_size, T = cfg.seq_len;
   train_shards = list_shards(cfg.train_data);
   train_loader = std::make_unique<DataLoader>(train_shards, B, T,
@@ -163,7 +165,7 @@ void Trainer::Impl::plan_batches_and_length() {
 
 // A resume continues from the newest of this run's checkpoints; a new run starts in a directory
 // without any.
-void Trainer::Impl::check_run_directory(const Checkpoint& ckpt) {
+void Trainer::Impl::check_run_directory(const CheckpointInfo& ckpt) {
   if (resumed) {
     INPUT_CHECK(ckpt.step < total_steps,
                 "checkpoint {} is at step {}, already the end of this run ({} steps): give a longer run to continue",
@@ -193,8 +195,8 @@ void Trainer::Impl::check_run_directory(const Checkpoint& ckpt) {
 }
 
 // The model on the backend, its weights (and, resumed, the optimizer state and data position)
-// from the checkpoint or freshly initialised.
-void Trainer::Impl::build_model(const Checkpoint& ckpt) {
+// from the checkpoint, streamed into the model, or freshly initialised.
+void Trainer::Impl::build_model(const CheckpointInfo& ckpt, CheckpointReader* origin_file) {
   const int B = cfg.batch_size, T = cfg.seq_len;
   ModelOptions options;
   options.recompute_gelu = cfg.recompute_gelu;
@@ -202,13 +204,12 @@ void Trainer::Impl::build_model(const Checkpoint& ckpt) {
   options.data_parallel = ranks > 1 ? data_parallel : nullptr;
   options.shard_optimizer = cfg.zero_stage == 1;
   model = std::make_unique<GPT2>(mcfg, backend, B, T, ModelMode::training, options);
-  if (from_checkpoint()) {
-    model->set_parameters(ckpt.params);
+  if (origin_file) {
+    read_into_model(*origin_file, *model, resumed);
   } else {
     model->init_weights(cfg.seed);
   }
   if (resumed) {
-    model->set_optimizer_state(ckpt.m, ckpt.v);
     step = ckpt.step;
     tokens_seen = ckpt.tokens_seen;
     train_loader->restore(ckpt.loader);

@@ -3,11 +3,14 @@
 // weight matrices, deterministic dropout, and the errors for bad calls.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
+#include <span>
 
 #include "core/check.hpp"
 #include "core/model.hpp"
 #include "core/grad_clip.hpp"
+#include "core/rng.hpp"
 #include "model_test_util.hpp"
 
 using namespace gpt2cc;
@@ -191,4 +194,94 @@ TEST_CASE("bad calls are rejected with a clear error", "[model]") {
   AdamWParams hp;
   hp.step = 0;
   CHECK_THROWS_AS(model.adamw_step(hp), InputError);
+}
+
+TEST_CASE("init, parameters and moments go a bounded piece at a time, as the whole would", "[model][train]") {
+  // d2 with GPT-2's vocabulary: 6.9M parameters, more than the 4M floats (1 << 22) of one piece
+  // of init_weights, with wte across the boundary between its pieces.
+  const ModelConfig c = model_preset("d2");
+  const size_t piece = size_t(1) << 22, odd = 1000003;  // read and written here in pieces of `odd`
+  const auto inputs = test::random_tokens(8, 1, c.vocab_size), targets = test::random_tokens(8, 2, c.vocab_size);
+  for (const DType dtype : {DType::fp32, DType::bf16}) {
+    INFO(dtype_name(dtype));
+    auto backend = make_cpu_backend(1, dtype);
+    GPT2 model(c, *backend, 1, 8);
+    const size_t N = model.layout().total();
+    REQUIRE(N > piece);
+    model.init_weights(99);
+    const std::vector<float> p = model.parameters();
+    // Every weight is its tensor's counter-based draw, on both sides of a piece's end.
+    const ParamTensor& wte = model.layout()[Param::wte];
+    REQUIRE(wte.offset < piece);
+    for (const size_t k :
+         {size_t(0), piece - 1 - wte.offset, piece - wte.offset, size_t(c.vocab_size) * c.channels - 1})
+      REQUIRE(p[wte.offset + k] == float(0.02f * philox_normal(99, uint32_t(Param::wte), k)));
+    const ParamTensor& fcprojw = model.layout()[Param::fcprojw];
+    const double residual = 0.02f / std::sqrt(2.0f * c.num_layers);
+    CHECK(p[fcprojw.offset + fcprojw.numel - 1] ==
+          float(residual * philox_normal(99, uint32_t(Param::fcprojw), fcprojw.numel - 1)));
+
+    const auto each_piece = [&](auto&& f) {
+      for (size_t at = 0; at < N; at += odd) f(at, std::min(odd, N - at));
+    };
+    std::vector<float> pieces(N);
+    each_piece([&](size_t at, size_t n) { model.read_parameters(at, std::span<float>(pieces.data() + at, n)); });
+    CHECK(pieces == p);
+
+    // Written in pieces: the master and, in bf16, the compute copy, as set_parameters writes them.
+    const std::vector<float> q = test::random_vector(N, 5, -0.05f, 0.05f);
+    each_piece([&](size_t at, size_t n) { model.write_parameters(at, std::span<const float>(q.data() + at, n)); });
+    CHECK(model.parameters() == q);
+    GPT2 whole(c, *backend, 1, 8);
+    whole.set_parameters(q);
+    CHECK(model.forward(inputs.data(), targets.data(), 1, 8) == whole.forward(inputs.data(), targets.data(), 1, 8));
+
+    // The moments after a step, read and written in pieces.
+    AdamWParams hp;
+    model.zero_grad();
+    model.forward_backward(inputs.data(), targets.data(), 1, 8, 1.0f / 8);
+    model.adamw_step(hp);
+    std::vector<float> m, v;
+    model.optimizer_state(m, v);
+    REQUIRE(std::count(v.begin(), v.end(), 0.0f) < std::ptrdiff_t(N));
+    std::vector<float> m_pieces(N), v_pieces(N);
+    each_piece([&](size_t at, size_t n) {
+      model.read_moment(GPT2::Moment::m, at, std::span<float>(m_pieces.data() + at, n));
+      model.read_moment(GPT2::Moment::v, at, std::span<float>(v_pieces.data() + at, n));
+    });
+    CHECK(m_pieces == m);
+    CHECK(v_pieces == v);
+    each_piece([&](size_t at, size_t n) {
+      whole.write_moment(GPT2::Moment::m, at, std::span<const float>(m.data() + at, n));
+      whole.write_moment(GPT2::Moment::v, at, std::span<const float>(v.data() + at, n));
+    });
+    std::vector<float> whole_m, whole_v;
+    whole.optimizer_state(whole_m, whole_v);
+    CHECK(whole_m == m);
+    CHECK(whole_v == v);
+
+    // A piece past the end is refused, naming the range.
+    std::vector<float> two(2);
+    CHECK_THROWS_WITH(model.read_parameters(N - 1, two), Catch::Contains("outside the model's"));
+    CHECK_THROWS_AS(model.write_parameters(N, std::span<const float>(two)), InputError);
+    CHECK_THROWS_AS(model.read_moment(GPT2::Moment::v, N - 1, two), InputError);
+    CHECK_THROWS_AS(model.write_moment(GPT2::Moment::m, N - 1, std::span<const float>(two)), InputError);
+  }
+
+  // A bf16 inference model keeps no master: its pieces are the bf16 weights, written and widened.
+  auto backend = make_cpu_backend(1, DType::bf16);
+  GPT2 pieces(c, *backend, 1, 8, ModelMode::inference), whole(c, *backend, 1, 8, ModelMode::inference);
+  const size_t N = pieces.layout().total();
+  const std::vector<float> q = test::random_vector(N, 6);
+  for (size_t at = 0; at < N; at += odd)
+    pieces.write_parameters(at, std::span<const float>(q.data() + at, std::min(odd, N - at)));
+  whole.set_parameters(q);
+  const std::vector<float> expected = whole.parameters();
+  CHECK(expected != q);  // rounded to bf16
+  std::vector<float> got(N);
+  for (size_t at = 0; at < N; at += odd)
+    pieces.read_parameters(at, std::span<float>(got.data() + at, std::min(odd, N - at)));
+  CHECK(got == expected);
+  std::vector<float> one(1);
+  CHECK_THROWS_AS(pieces.read_moment(GPT2::Moment::m, 0, one), Error);  // inference: no moments
 }

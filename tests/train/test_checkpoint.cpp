@@ -8,6 +8,8 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <span>
+#include <vector>
 
 #include "common/test_common.hpp"
 #include "core/check.hpp"
@@ -132,6 +134,102 @@ TEST_CASE("checkpoint round trip is exact", "[checkpoint]") {
   Checkpoint weights_only = make_checkpoint(2, false);
   save_checkpoint(path, weights_only);  // replaces the previous file
   require_equal(load_checkpoint(path), weights_only);
+}
+
+TEST_CASE("a checkpoint streams: written from a source and read into a sink a bounded piece at a time",
+          "[checkpoint]") {
+  // 6.4M parameters: more than one piece (kCheckpointPiece floats) per array.
+  const ModelConfig big = {.max_seq_len = 16, .vocab_size = 50, .padded_vocab_size = 128, .num_layers = 2,
+                           .num_heads = 4, .channels = 512};
+  const Checkpoint c = make_checkpoint(12, true, big);
+  const size_t n = c.params.size();
+  REQUIRE(n > kCheckpointPiece);
+  const std::string dir = test::temp_dir("checkpoint_stream");
+  const std::string whole = dir + "/whole.ckpt", streamed = dir + "/streamed.ckpt";
+  save_checkpoint(whole, c);
+
+  // The source is asked for every piece once, in file order, each at most a piece long; the file
+  // is the one the arrays in memory give.
+  struct Piece {
+    CheckpointArray array;
+    size_t offset, size;
+    bool operator==(const Piece&) const = default;
+  };
+  std::vector<Piece> expected;
+  for (const CheckpointArray array : {CheckpointArray::params, CheckpointArray::m, CheckpointArray::v})
+    for (size_t at = 0; at < n; at += kCheckpointPiece)
+      expected.push_back({array, at, std::min(kCheckpointPiece, n - at)});
+  std::vector<Piece> asked;
+  save_checkpoint(streamed, c, true, [&](CheckpointArray array, size_t offset, std::span<float> piece) {
+    asked.push_back({array, offset, piece.size()});
+    const std::vector<float>& from = array == CheckpointArray::params ? c.params : array == CheckpointArray::m ? c.m
+                                                                                                              : c.v;
+    std::copy_n(from.begin() + std::ptrdiff_t(offset), piece.size(), piece.begin());
+  });
+  CHECK(asked == expected);
+  CHECK(read_bytes(streamed) == read_bytes(whole));
+
+  // Opened: the header and the sizes, before any array; then the arrays to the sink, the same
+  // pieces in the same order.
+  CheckpointReader reader(streamed);
+  CHECK(reader.info().step == c.step);
+  CHECK(reader.info().config == big);
+  CHECK(reader.has_optimizer());
+  std::vector<Piece> given;
+  Checkpoint back;
+  back.params.resize(n);
+  back.m.resize(n);
+  back.v.resize(n);
+  reader.read_arrays(
+      [&](CheckpointArray array, size_t offset, std::span<const float> piece) {
+        given.push_back({array, offset, piece.size()});
+        std::vector<float>& to = array == CheckpointArray::params ? back.params : array == CheckpointArray::m ? back.m
+                                                                                                              : back.v;
+        std::copy(piece.begin(), piece.end(), to.begin() + std::ptrdiff_t(offset));
+      },
+      true);
+  CHECK(given == expected);
+  CHECK(same_bits(back.params, c.params));
+  CHECK(same_bits(back.m, c.m));
+  CHECK(same_bits(back.v, c.v));
+  CHECK_THROWS_WITH(reader.read_arrays(nullptr, false), Catch::Contains("read already"));
+
+  // Without the optimizer state, the sink gets the parameters only (the moments are read for the
+  // checksum all the same); without a sink, the file is only checked.
+  given.clear();
+  CheckpointReader(streamed).read_arrays(
+      [&](CheckpointArray array, size_t offset, std::span<const float> piece) {
+        given.push_back({array, offset, piece.size()});
+      },
+      false);
+  CHECK(given == std::vector<Piece>(expected.begin(), expected.begin() + std::ptrdiff_t(expected.size() / 3)));
+  CHECK_NOTHROW(CheckpointReader(streamed).read_arrays(nullptr, true));
+
+  // A flipped bit in v: every size is right, so the file opens and its pieces flow until the
+  // checksum at the end refuses it (the sink's contents are then to be discarded).
+  std::vector<char> bytes = read_bytes(streamed);
+  bytes[bytes.size() - 100] ^= 0x01;
+  const std::string bad = dir + "/bad.ckpt";
+  write_bytes(bad, bytes);
+  CheckpointReader damaged(bad);
+  size_t pieces = 0;
+  CHECK_THROWS_WITH(damaged.read_arrays([&](CheckpointArray, size_t, std::span<const float>) { ++pieces; }, true),
+                    Catch::Contains("bad.ckpt") && Catch::Contains("checksum"));
+  CHECK(pieces == expected.size());
+  CHECK_THROWS_WITH(CheckpointReader(bad).read_arrays(nullptr, false), Catch::Contains("checksum"));
+
+  // A wrong length is found when the file is opened, before any piece.
+  bytes.pop_back();
+  write_bytes(bad, bytes);
+  CHECK_THROWS_WITH(CheckpointReader(bad), Catch::Contains("bad.ckpt") && Catch::Contains("wrong size"));
+
+  // Weights only: asking for the moments is refused before anything is read.
+  const std::string weights = dir + "/weights.ckpt";
+  save_checkpoint(weights, make_checkpoint(13, false));
+  CheckpointReader weights_only(weights);
+  CHECK_FALSE(weights_only.has_optimizer());
+  CHECK_THROWS_WITH(weights_only.read_arrays(nullptr, true),
+                    Catch::Contains("weights.ckpt") && Catch::Contains("no optimizer state"));
 }
 
 TEST_CASE("corrupt, truncated and foreign files name the file and the problem", "[checkpoint]") {
