@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <limits>
 
 #include "core/check.hpp"
@@ -51,24 +52,27 @@ GPT2::Impl::Impl(const ModelConfig& cfg, Backend& be, int mB, int mT, ModelMode 
     v = DeviceArray<float>(backend, part_end - part_begin);
   }
 
+  // Training keeps every layer's activations for the backward; inference one layer's, which
+  // every layer reuses (slab() is 0 for all of them).
+  const size_t Ls = train ? L : 1;
   act.encoded = DeviceTensor(backend, BT * C);
-  act.ln1 = DeviceTensor(backend, L * BT * C);
-  act.ln1_mean = DeviceArray<float>(backend, L * BT);
-  act.ln1_rstd = DeviceArray<float>(backend, L * BT);
-  act.qkv = DeviceTensor(backend, L * BT * 3 * C);
-  act.att_saved = DeviceArray<float>(backend, (train ? L : 1) * attention_saved_stride());
-  act.atty = DeviceTensor(backend, L * BT * C);
-  act.residual2 = DeviceTensor(backend, L * BT * C);
-  act.ln2 = DeviceTensor(backend, L * BT * C);
-  act.ln2_mean = DeviceArray<float>(backend, L * BT);
-  act.ln2_rstd = DeviceArray<float>(backend, L * BT);
-  act.fch = DeviceTensor(backend, L * BT * 4 * C);
-  act.fch_gelu = DeviceTensor(backend, (options.recompute_gelu ? 1 : L) * BT * 4 * C);
-  act.residual3 = DeviceTensor(backend, L * BT * C);
+  act.ln1 = DeviceTensor(backend, Ls * BT * C);
+  act.ln1_mean = DeviceArray<float>(backend, Ls * BT);
+  act.ln1_rstd = DeviceArray<float>(backend, Ls * BT);
+  act.qkv = DeviceTensor(backend, Ls * BT * 3 * C);
+  act.att_saved = DeviceArray<float>(backend, Ls * attention_saved_stride());
+  act.atty = DeviceTensor(backend, Ls * BT * C);
+  act.residual2 = DeviceTensor(backend, Ls * BT * C);
+  act.ln2 = DeviceTensor(backend, Ls * BT * C);
+  act.ln2_mean = DeviceArray<float>(backend, Ls * BT);
+  act.ln2_rstd = DeviceArray<float>(backend, Ls * BT);
+  act.fch = DeviceTensor(backend, Ls * BT * 4 * C);
+  act.fch_gelu = DeviceTensor(backend, (options.recompute_gelu ? 1 : Ls) * BT * 4 * C);
+  act.residual3 = DeviceTensor(backend, Ls * BT * C);
   act.lnf = DeviceTensor(backend, BT * C);
   act.lnf_mean = DeviceArray<float>(backend, BT);
   act.lnf_rstd = DeviceArray<float>(backend, BT);
-  act.logits = DeviceTensor(backend, BT * Vp);
+  if (train) act.logits = DeviceTensor(backend, BT * Vp);  // inference: sized by its first use (logits_rows)
   act.losses = DeviceArray<float>(backend, BT);
   act.inputs = DeviceArray<int>(backend, BT);
   act.targets = DeviceArray<int>(backend, BT);
@@ -95,6 +99,17 @@ float* GPT2::Impl::attention_saved(int l) {
   return act.att_saved.data() + (mode == ModelMode::training ? size_t(l) * attention_saved_stride() : 0);
 }
 
+TensorPtr GPT2::Impl::logits_rows(size_t rows) {
+  const size_t n = rows * size_t(config.padded_vocab_size);
+  if (act.logits.size() < n) {
+    ENSURE(mode == ModelMode::inference, "model: {} rows of logits, more than the {} allocated", rows,
+           act.logits.size() / size_t(config.padded_vocab_size));
+    act.logits = DeviceTensor();  // freed before the larger one is allocated
+    act.logits = DeviceTensor(backend, n);
+  }
+  return act.logits.data();
+}
+
 DropoutParams GPT2::Impl::dropout(uint32_t stream) const {
   DropoutParams d;
   d.p = training ? config.dropout : 0.0f;
@@ -111,7 +126,7 @@ size_t GPT2::Impl::at(Param p, int l) const {
   return t.offset + size_t(l) * per_layer;
 }
 
-void GPT2::Impl::forward_trunk(int B_, int T_) {
+void GPT2::Impl::forward_trunk(int B_, int T_, const std::function<void(int l, ConstTensorPtr qkv)>& each_qkv) {
   Backend& be = backend;
   const int C = config.channels, NH = config.num_heads, L = config.num_layers;
   const size_t BTC = size_t(B_) * T_ * C;
@@ -131,6 +146,7 @@ void GPT2::Impl::forward_trunk(int B_, int T_) {
 
     // x2 = x + drop(attn(ln1 Wqkv^T + bqkv) Wproj^T + bproj); ln2 = LN2(x2)
     be.matmul_forward(a.qkv, a.ln1, P_(Param::qkvw, l), P_(Param::qkvb, l), B_, T_, C, 3 * C);
+    if (each_qkv) each_qkv(l, a.qkv);
     be.attention_forward(a.atty, attention_saved(l), a.qkv, B_, T_, C, NH, dropout(site_attention(l)));
     be.matmul_forward(proj, a.atty, P_(Param::attprojw, l), P_(Param::attprojb, l), B_, T_, C, C);
     if (dropout(site_attproj(l)).active()) be.dropout_forward(proj, proj, dropout(site_attproj(l)), BTC);
@@ -330,7 +346,7 @@ float GPT2::forward(const int* inputs, const int* targets, int B, int T, bool tr
   s.dropout_seed = dropout_seed;
   s.forward_trunk(B, T);
   // logits = lnf wte^T: the output projection is tied to the token embedding, no bias.
-  s.backend.matmul_forward(s.act.logits.data(), s.act.lnf.data(), s.params() + s.at(Param::wte), nullptr, B, T, C,
+  s.backend.matmul_forward(s.logits_rows(size_t(B) * T), s.act.lnf.data(), s.params() + s.at(Param::wte), nullptr, B, T, C,
                            Vp);
   s.has_forward = true;
   s.logits_valid = true;

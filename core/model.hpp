@@ -23,11 +23,11 @@ namespace gpt2cc {
 class DeviceCollectives;  // core/distributed.hpp
 
 // training: parameters, gradients, AdamW moments, every layer's saved activations and the
-// backward scratch. inference: parameters and the forward's activations only (no gradients or
-// moments: a quarter of the parameter memory, in bf16 the bf16 weights alone, an eighth;
-// attention's saved values for one layer, not L);
-// the training methods (zero_grad, backward, grad_norm, adamw_step, gradients, optimizer
-// state) then throw Error.
+// backward scratch. inference: parameters and one layer's activations, which every layer reuses
+// (no gradients or moments: a quarter of the parameter memory, in bf16 the bf16 weights alone,
+// an eighth; the activations of one layer, not L; logits allocated for the rows their first use
+// needs, a row per sequence for generation); the training methods (zero_grad, backward,
+// grad_norm, adamw_step, gradients, optimizer state) then throw Error.
 enum class ModelMode { training, inference };
 
 // How the model spends memory and launches. Neither changes the results in fp32; in bf16,

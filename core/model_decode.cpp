@@ -72,8 +72,9 @@ void GPT2::Impl::project_logits(TensorPtr last, int rows, float* out) {
   const int group = row_group(1);
   for (int r0 = 0; r0 < rows; r0 += group) {
     const int n = std::min(group, rows - r0);
-    backend.matmul_forward(act.logits.data(), last + size_t(r0) * C, params() + at(Param::wte), nullptr, n, 1, C, Vp);
-    download_last_logits(backend, config, act.logits.data(), n, out + size_t(r0) * V);
+    const TensorPtr logits = logits_rows(size_t(n));
+    backend.matmul_forward(logits, last + size_t(r0) * C, params() + at(Param::wte), nullptr, n, 1, C, Vp);
+    download_last_logits(backend, config, logits, n, out + size_t(r0) * V);
   }
 }
 
@@ -103,11 +104,13 @@ std::vector<float> GPT2::prefill(const int* tokens, int B, int T) {
   for (int r0 = 0; r0 < B; r0 += group) {
     const int n = std::min(group, B - r0);
     s.backend.upload(s.act.inputs.data(), tokens + size_t(r0) * T, size_t(n) * T * sizeof(int));
-    s.forward_trunk(n, T);
+    // Each layer's k, v into the cache as the layer computes them (the next layer reuses the
+    // buffer in an inference model).
     const size_t row0 = size_t(r0) * maxS * C;
-    for (int l = 0; l < L; ++l)
+    s.forward_trunk(n, T, [&](int l, ConstTensorPtr qkv) {
       s.backend.kv_cache_store(s.kcache.data() + l * cache_stride + row0, s.vcache.data() + l * cache_stride + row0,
-                               s.act.qkv.data() + s.slab(l, 3 * C), n, T, maxS, C);
+                               qkv, n, T, maxS, C);
+    });
     // Only the last position's logits are needed: gather its lnf rows into (n, C), then project.
     const TensorPtr last = s.scratch.bufC_a.data();
     for (int b = 0; b < n; ++b)

@@ -10,6 +10,9 @@
 //             (LN statistics, losses), S = max_B*NH*max_T (attention's row log-sum-exp,
 //             on every backend).
 //   scratch : 2*BT*C + BT*3C + BT*4C + BT*C (dresidual); logits double as dlogits (in place).
+// An inference model keeps one layer's slab of each stacked activation (L = 1 above: every layer
+// reuses it), one projection buffer (BT*C) of the scratch, and logits for the rows their first
+// use needs (logits_rows).
 // Parameters: an fp32 master (N floats), for bf16 also a compute copy (N bf16), of which a bf16
 // inference model keeps the copy only; gradients in the compute dtype; AdamW moments 2N floats.
 // Under ZeRO-1 with R ranks the moments, and in bf16 the master too, cover this rank's N/R only.
@@ -18,6 +21,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <utility>
 #include <vector>
 
@@ -29,7 +33,8 @@
 namespace gpt2cc {
 
 // Per-layer activations are stacked over L with a stride of one max_B x max_T slab, so layer
-// l's (B,T,C) tensor for any B <= max_B, T <= max_T is the first B*T*C elements of its slab.
+// l's (B,T,C) tensor for any B <= max_B, T <= max_T is the first B*T*C elements of its slab
+// (an inference model has one slab, which every layer uses: slab() below).
 struct Activations {
   DeviceTensor encoded;           // (B,T,C) embeddings after dropout: the residual stream entering layer 0
   DeviceTensor ln1;               // (L,B,T,C)
@@ -115,8 +120,14 @@ struct GPT2::Impl {
   int upload_batch(const int* inputs, const int* targets, int B_, int T_, const char* what);
   // The mean of the last forward's per-token losses over the scored targets (NaN when none).
   float mean_loss(const int* targets);
-  // Runs the embedding, the L blocks and the final LayerNorm on act.inputs (B,T) -> act.lnf.
-  void forward_trunk(int B, int T);
+  // Runs the embedding, the L blocks and the final LayerNorm on act.inputs (B,T) -> act.lnf;
+  // each_qkv, if set, sees each layer's q, k, v (B,T,3C) before its attention (an inference
+  // model's next layer overwrites them).
+  void forward_trunk(int B, int T, const std::function<void(int l, ConstTensorPtr qkv)>& each_qkv = {});
+  // The logits buffer, holding at least `rows` rows of Vp: a training model's, sized for
+  // max_B x max_T up front; an inference model's, allocated (or grown) here, as its use needs:
+  // generation's one row per sequence, or a forward's B x T.
+  TensorPtr logits_rows(size_t rows);
   // The backward from dlogits (in act.logits) through the blocks to the embeddings; parameter
   // gradients accumulate.
   void backward_from_dlogits();
@@ -164,7 +175,11 @@ struct GPT2::Impl {
   }
   // Offset (elements) of tensor p's layer-l slice in the parameter, gradient and moment buffers.
   size_t at(Param p, int l = 0) const;
-  size_t slab(int l, size_t per_token) const { return size_t(l) * max_B * max_T * per_token; }
+  // Layer l's slab of a stacked activation: training keeps L of them, inference one that every
+  // layer reuses (no backward reads them).
+  size_t slab(int l, size_t per_token) const {
+    return mode == ModelMode::training ? size_t(l) * max_B * max_T * per_token : 0;
+  }
 
   ModelConfig config;
   Backend& backend;

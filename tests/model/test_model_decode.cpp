@@ -2,8 +2,12 @@
 // last-position logits as recomputing the whole sequence with forward().
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <unordered_map>
+
 #include "core/check.hpp"
 #include "core/model.hpp"
+#include "cpu/backend.hpp"
 #include "model_test_util.hpp"
 
 using namespace gpt2cc;
@@ -58,12 +62,99 @@ TEST_CASE("an inference model computes the training model's logits and refuses t
   inference.set_parameters(params);
   const auto tokens = test::random_tokens(size_t(B) * T, 92, c.vocab_size);
   const auto targets = test::random_tokens(size_t(B) * T, 93, c.vocab_size);
-  // Same ops on the same inputs: identical bits, though attention's saved values share one slab.
-  CHECK(inference.forward(tokens.data(), targets.data(), B, T) == trainable.forward(tokens.data(), targets.data(), B, T));
+  // Same ops on the same inputs: identical bits, though the inference model's layers share one slab.
+  CHECK(inference.forward(tokens.data(), targets.data(), B, T) ==
+        trainable.forward(tokens.data(), targets.data(), B, T));
   CHECK(inference.logits() == trainable.logits());
   CHECK_THROWS_WITH(inference.zero_grad(), Catch::Contains("inference only"));
   CHECK_THROWS_WITH(inference.backward(1.0f), Catch::Contains("inference only"));
   CHECK_THROWS_WITH(inference.grad_norm(), Catch::Contains("inference only"));
   CHECK_THROWS_WITH(inference.adamw_step(AdamWParams{}), Catch::Contains("inference only"));
   CHECK_THROWS_WITH(inference.gradients(), Catch::Contains("inference only"));
+
+  // Generation: the inference model's one slab of activations (each layer's k, v stored into the
+  // cache as the layer makes them) and its logits buffer (sized by its first use, one row per
+  // sequence, then grown by a forward) give the training model's bits; decoding goes on after a
+  // forward.
+  GPT2 fresh(c, *backend, B, T, ModelMode::inference);
+  fresh.set_parameters(params);
+  const int prompt = 3;
+  const std::vector<int> head = test::row_prefixes(tokens, B, T, prompt);
+  CHECK(fresh.prefill(head.data(), B, prompt) == trainable.prefill(head.data(), B, prompt));
+  std::vector<int> step(B);
+  for (int pos = prompt; pos < T; ++pos) {
+    for (int b = 0; b < B; ++b) step[b] = tokens[size_t(b) * T + pos];
+    INFO("position " << pos);
+    CHECK(fresh.decode(step.data(), B, pos) == trainable.decode(step.data(), B, pos));
+    if (pos == prompt + 1) {
+      CHECK(fresh.forward(tokens.data(), targets.data(), B, T) ==
+            trainable.forward(tokens.data(), targets.data(), B, T));
+      CHECK(fresh.logits() == trainable.logits());
+    }
+  }
+}
+
+namespace {
+
+// The CPU backend, counting the bytes it holds.
+class CountingCpuBackend : public cpu::CpuBackend {
+ public:
+  CountingCpuBackend() : CpuBackend(1) {}
+  void* allocate(size_t bytes) override {
+    void* p = CpuBackend::allocate(bytes);
+    sizes_[p] = bytes;
+    in_use += bytes;
+    return p;
+  }
+  void release(void* p) noexcept override {
+    if (auto it = sizes_.find(p); it != sizes_.end()) {
+      in_use -= it->second;
+      sizes_.erase(it);
+    }
+    CpuBackend::release(p);
+  }
+  size_t in_use = 0;
+
+ private:
+  std::unordered_map<void*, size_t> sizes_;
+};
+
+}  // namespace
+
+TEST_CASE("a model holds what docs/model.md's memory formulas say, in training and in inference",
+          "[model][decode]") {
+  const ModelConfig c = test::tiny_config();
+  const size_t N = ParameterLayout(c).total(), L = c.num_layers, C = c.channels, Vp = c.padded_vocab_size;
+  const int B = 2, T = c.max_seq_len, rows = 3;
+  const size_t BT = size_t(B) * T, S = size_t(B) * c.num_heads * T;  // S: attention's row log-sum-exp
+  const size_t kv = 2 * L * rows * size_t(c.max_seq_len) * C;
+  CountingCpuBackend backend;
+  ModelOptions options;
+  options.kv_cache_rows = rows;
+  const auto tokens = test::random_tokens(size_t(rows) * T, 95, c.vocab_size);
+  {
+    // Training: parameters, gradients, m, v; every layer's activations; the logits; the scratch;
+    // the inputs and targets (2 BT ints, 4 bytes as a float).
+    GPT2 model(c, backend, B, T, ModelMode::training, options);
+    const size_t held =
+        4 * N + L * (16 * BT * C + 4 * BT + S) + 2 * BT * C + BT * Vp + 3 * BT + 10 * BT * C + 2 * BT;
+    CHECK(backend.in_use == 4 * held);
+    model.prefill(tokens.data(), rows, 2);
+    CHECK(backend.in_use == 4 * (held + kv));
+  }
+  CHECK(backend.in_use == 0);
+  // Inference: the parameters, one layer's activations (which every layer reuses) and no logits
+  // until a use sizes them: a row per sequence for generation, B x T for a forward.
+  GPT2 model(c, backend, B, T, ModelMode::inference, options);
+  const size_t held = N + 16 * BT * C + 4 * BT + S + 2 * BT * C + 3 * BT + BT * C + 2 * BT;
+  CHECK(backend.in_use == 4 * held);
+  model.prefill(tokens.data(), rows, 2);
+  // The logits of the rows one forward takes (all `rows`, or fewer in the CPU's small groups).
+  REQUIRE(backend.in_use > 4 * (held + kv));
+  CHECK(backend.in_use - 4 * (held + kv) <= 4 * size_t(rows) * Vp);
+  CHECK((backend.in_use - 4 * (held + kv)) % (4 * Vp) == 0);
+  model.forward(tokens.data(), nullptr, B, T);
+  CHECK(backend.in_use == 4 * (held + kv + BT * Vp));
+  model.decode(tokens.data(), rows, 2);
+  CHECK(backend.in_use == 4 * (held + kv + BT * Vp));
 }
