@@ -233,8 +233,8 @@ void save_checkpoint(const std::string& path, const Checkpoint& c) {
 struct CheckpointReader::Impl {
   std::string path;
   CheckpointInfo info;
-  std::optional<Reader> file;    // a gpt2cc checkpoint, positioned at its parameters
-  std::vector<float> hf_params;  // Hugging Face weights, read whole when opened
+  std::optional<Reader> file;       // a gpt2cc checkpoint, positioned at its parameters
+  std::optional<HfGpt2Weights> hf;  // or Hugging Face weights
   uint64_t num_params = 0;
   bool has_optimizer = false;
   bool read = false;
@@ -246,10 +246,8 @@ CheckpointReader::CheckpointReader(const std::string& path) : impl_(std::make_un
   Impl& s = *impl_;
   s.path = path;
   if (is_hf_gpt2(path)) {
-    Checkpoint hf = load_hf_gpt2(path);
-    s.hf_params = std::move(hf.params);
-    s.info = std::move(hf);
-    s.num_params = s.hf_params.size();
+    s.info = s.hf.emplace(path).info();
+    s.num_params = num_parameters(s.info.config);
     return;
   }
   refuse_directory(path);
@@ -336,16 +334,12 @@ void CheckpointReader::read_arrays(const CheckpointSink& sink, bool with_optimiz
   Impl& s = *impl_;
   ENSURE(!s.read, "checkpoint {}: its arrays were read already", s.path);
   s.read = true;
-  if (with_optimizer && !s.file) refuse_resume_of_hf_gpt2(s.path);
+  if (with_optimizer && s.hf) refuse_resume_of_hf_gpt2(s.path);
   INPUT_CHECK(!with_optimizer || s.has_optimizer,
               "checkpoint {} has no optimizer state (AdamW moments): it was saved with the weights only", s.path);
-  if (!s.file) {  // Hugging Face weights, in memory
-    if (sink) {
-      for (size_t at = 0; at < s.num_params; at += kCheckpointPiece)
-        sink(CheckpointArray::params, at,
-             std::span<const float>(s.hf_params.data() + at, std::min(kCheckpointPiece, s.num_params - at)));
-    }
-    s.hf_params = {};
+  if (s.hf) {
+    s.hf->read_params(sink ? sink : CheckpointSink([](CheckpointArray, size_t, std::span<const float>) {}));
+    s.hf.reset();
     return;
   }
   Reader& in = *s.file;

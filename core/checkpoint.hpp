@@ -46,9 +46,10 @@ struct Checkpoint : CheckpointInfo {
 
 // A checkpoint's arrays a piece at a time, so that a save or a load never holds a second copy of
 // them (gpt2's parameters and moments are 1.5 GB, gpt2-xl's 18 GB): a save asks `source` for each
-// piece it writes, a load hands each piece it reads to `sink`. Pieces come in file order (all of
-// params, then m, then v), each at most kCheckpointPiece floats; `offset` is the index of the
-// piece's first float in its array.
+// piece it writes, a load hands each piece it reads to `sink`. Pieces are at most kCheckpointPiece
+// floats and cover each array once; `offset` is the index of the piece's first float in its
+// array. A gpt2cc file's come in file order (all of params, then m, then v); Hugging Face
+// weights' a tensor at a time (core/hf_gpt2.hpp).
 enum class CheckpointArray { params, m, v };
 constexpr size_t kCheckpointPiece = size_t(4) << 20;  // 16 MB of floats
 using CheckpointSource = std::function<void(CheckpointArray array, size_t offset, std::span<float> piece)>;
@@ -66,7 +67,8 @@ void save_checkpoint(const std::string& path, const Checkpoint& checkpoint);
 // length included), throwing InputError naming the file, what was expected and what was found;
 // read_arrays then streams the arrays and checks the checksum, which covers the whole file. A
 // path holding Hugging Face GPT-2 weights (core/hf_gpt2.hpp: a directory with model.safetensors,
-// or that file) opens as their weights-only checkpoint at step 0 (read in whole when opened).
+// or that file) opens as their weights-only checkpoint at step 0 (its tensors checked when
+// opened, then streamed, an lm_head.weight that is not wte refused on the way).
 // The file stays open from the header to the checksum: a save renamed over it meanwhile is not
 // mixed in.
 class CheckpointReader {

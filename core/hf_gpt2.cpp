@@ -1,11 +1,14 @@
 // Hugging Face GPT-2 weights <-> gpt2cc's parameter layout (names and layouts in core/hf_gpt2.hpp).
 #include "core/hf_gpt2.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
+#include <span>
 #include <set>
 
 #include <nlohmann/json.hpp>
@@ -158,6 +161,14 @@ ModelConfig model_config(const nlohmann::json& j, const std::string& file) {
 // other file is missing, the tokenizer's reader says which (not "records no tokenizer").
 bool holds_tokenizer(const fs::path& dir) { return tokenizer_file_pair(dir) != nullptr; }
 
+// Every tensor gpt2cc needs: its name, its shape as Hugging Face lays it out, where it goes.
+struct Part {
+  std::string name;
+  std::vector<size_t> shape;
+  size_t offset;  // in gpt2cc's buffer
+  bool transpose;
+};
+
 }  // namespace
 
 bool is_hf_gpt2(const std::string& path) {
@@ -198,8 +209,17 @@ std::string hf_gpt2_tokenizer_dir(const std::string& path) {
   return holds_tokenizer(dir) ? fs::absolute(dir).lexically_normal().string() : std::string();
 }
 
-Checkpoint load_hf_gpt2(const std::string& path) {
-  const fs::path weights = weights_path(path);
+struct HfGpt2Weights::Impl {
+  CheckpointInfo info;
+  fs::path weights;
+  std::optional<safetensors::File> file;
+  std::vector<Part> parts;  // wte first
+  bool has_lm_head = false;
+};
+
+HfGpt2Weights::HfGpt2Weights(const std::string& path) : impl_(std::make_unique<Impl>()) {
+  Impl& s = *impl_;
+  const fs::path weights = s.weights = weights_path(path);
   const fs::path dir = weights_dir(weights);
   std::error_code ec;
   INPUT_CHECK(fs::exists(weights, ec) || !fs::exists(dir / kShardIndex, ec),
@@ -207,30 +227,24 @@ Checkpoint load_hf_gpt2(const std::string& path) {
               "max_shard_size (save_pretrained)",
               dir.string(), kShardIndex, kWeightsFile);
   const fs::path config_file = dir / "config.json";
-  Checkpoint ckpt;
+  CheckpointInfo& ckpt = s.info;
   ckpt.config = model_config(read_config(config_file), config_file.string());
   const ModelConfig& cfg = ckpt.config;
   // Absolute: a run fine-tuned from these weights records it, and generate reads it from elsewhere.
   ckpt.tokenizer_dir = hf_gpt2_tokenizer_dir(path);
   ckpt.train_config = nlohmann::json{{"init_from_hf", weights.string()}};
 
-  const safetensors::File file(weights.string());
+  s.file.emplace(weights.string());
+  const safetensors::File& file = *s.file;
   const std::string prefix = file.contains("transformer.wte.weight") ? "transformer." : "";
   const ParameterLayout layout(cfg);
   const size_t V = cfg.vocab_size, C = cfg.channels;
 
-  // Every tensor gpt2cc needs: its name, its shape as Hugging Face lays it out, where it goes.
-  struct Part {
-    std::string name;
-    std::vector<size_t> shape;
-    size_t offset;  // in gpt2cc's buffer
-    bool transpose;
-  };
   // Each checked against the header as it is listed, before anything is allocated: present, with
   // its shape (the header's shapes are tied to the file's bytes, so the allocation below is bounded
   // by the file). Listed one by one, so that a config of 65536 layers beside a small file fails at
   // the first tensor missing, not after listing 786,432 names.
-  std::vector<Part> parts;
+  std::vector<Part>& parts = s.parts;
   std::set<std::string> expected;
   const auto add = [&](Part part) {
     INPUT_CHECK(file.contains(part.name), "{} has no tensor '{}' ({} describes a {}-layer GPT-2)", weights.string(),
@@ -259,6 +273,7 @@ Checkpoint load_hf_gpt2(const std::string& path) {
       INPUT_CHECK(info.shape == std::vector<size_t>({V, C}),
                   "{}: lm_head.weight has shape {}, expected [{}, {}] (tied to wte)", weights.string(),
                   shape_text(info.shape), V, C);
+      s.has_lm_head = true;
       continue;
     }
     const bool mask_buffer = name.ends_with(".attn.bias") || name.ends_with(".attn.masked_bias");
@@ -266,22 +281,63 @@ Checkpoint load_hf_gpt2(const std::string& path) {
                 name, config_file.string());
   }
 
-  ckpt.params.assign(layout.total(), 0.0f);
-  for (const Part& part : parts) {
-    const std::vector<float> values = file.read_float(part.name);
-    float* dst = ckpt.params.data() + part.offset;
-    if (part.transpose)
-      transpose_into(dst, values.data(), part.shape[1], part.shape[0]);  // [in, out] -> (out, in)
-    else
-      std::copy(values.begin(), values.end(), dst);
+}
+
+HfGpt2Weights::~HfGpt2Weights() = default;
+HfGpt2Weights::HfGpt2Weights(HfGpt2Weights&&) noexcept = default;
+HfGpt2Weights& HfGpt2Weights::operator=(HfGpt2Weights&&) noexcept = default;
+const CheckpointInfo& HfGpt2Weights::info() const { return impl_->info; }
+
+void HfGpt2Weights::read_params(const CheckpointSink& sink) const {
+  const Impl& s = *impl_;
+  const safetensors::File& file = *s.file;
+  std::vector<float> piece, head;
+  const auto give = [&](size_t offset, const float* values, size_t n) {
+    for (size_t at = 0; at < n; at += kCheckpointPiece)
+      sink(CheckpointArray::params, offset + at, std::span<const float>(values + at, std::min(kCheckpointPiece, n - at)));
+  };
+  for (const Part& part : s.parts) {
+    const size_t n = safetensors::numel(part.shape);
+    if (part.transpose) {  // a layer's matrix: whole, to transpose it ([in, out] -> (out, in))
+      const std::vector<float> values = file.read_float(part.name);
+      piece.resize(n);
+      transpose_into(piece.data(), values.data(), part.shape[1], part.shape[0]);
+      give(part.offset, piece.data(), n);
+      continue;
+    }
+    // In pieces (wte is the largest tensor), each of wte's checked against lm_head's when saved.
+    const bool tied = s.has_lm_head && part.offset == s.parts.front().offset;
+    for (size_t at = 0; at < n; at += kCheckpointPiece) {
+      piece.resize(std::min(kCheckpointPiece, n - at));
+      file.read_float(part.name, at, piece);
+      if (tied) {
+        head.resize(piece.size());
+        file.read_float("lm_head.weight", at, head);
+        INPUT_CHECK(head == piece,
+                    "{}: lm_head.weight differs from wte.weight; gpt2cc ties the output projection to the token "
+                    "embedding (GPT-2's own weights do)",
+                    s.weights.string());
+      }
+      give(part.offset + at, piece.data(), piece.size());
+    }
   }
-  if (file.contains("lm_head.weight")) {
-    const std::vector<float> head = file.read_float("lm_head.weight");
-    INPUT_CHECK(std::equal(head.begin(), head.end(), ckpt.params.begin() + layout[Param::wte].offset),
-                "{}: lm_head.weight differs from wte.weight; gpt2cc ties the output projection to the token "
-                "embedding (GPT-2's own weights do)",
-                weights.string());
-  }
+  // wte's padded rows (V..Vp-1) are zeros, as in any gpt2cc model.
+  const ModelConfig& cfg = s.info.config;
+  const size_t C = cfg.channels, padding = size_t(cfg.padded_vocab_size - cfg.vocab_size) * C;
+  piece.assign(std::min(padding, kCheckpointPiece), 0.0f);
+  for (size_t at = 0; at < padding; at += piece.size())
+    sink(CheckpointArray::params, s.parts.front().offset + size_t(cfg.vocab_size) * C + at,
+         std::span<const float>(piece.data(), std::min(piece.size(), padding - at)));
+}
+
+Checkpoint load_hf_gpt2(const std::string& path) {
+  const HfGpt2Weights weights(path);
+  Checkpoint ckpt;
+  static_cast<CheckpointInfo&>(ckpt) = weights.info();
+  ckpt.params.resize(num_parameters(ckpt.config));
+  weights.read_params([&](CheckpointArray, size_t offset, std::span<const float> piece) {
+    std::copy(piece.begin(), piece.end(), ckpt.params.begin() + std::ptrdiff_t(offset));
+  });
   return ckpt;
 }
 

@@ -20,6 +20,7 @@
 // cross-attention, scale_attn_by_inverse_layer_idx false; anything else is refused naming the field.
 #pragma once
 
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -43,10 +44,29 @@ void refuse_incomplete_hf_gpt2(const std::string& dir);
 std::string hf_gpt2_tokenizer_dir(const std::string& path);
 
 // The weights of a Hugging Face GPT-2 directory (or its model.safetensors, config.json beside it)
-// as a weights-only Checkpoint at step 0: config from config.json (Vp = padded_vocab(V)), params in
+// as a weights-only checkpoint at step 0: config from config.json (Vp = padded_vocab(V)), params in
 // gpt2cc's layout, no optimizer state, no tokenizer fingerprint; tokenizer_dir is
-// hf_gpt2_tokenizer_dir(path).
-// Throws InputError naming the file and the tensor or field for anything it cannot map.
+// hf_gpt2_tokenizer_dir(path). Opening reads config.json and the safetensors header and checks
+// every tensor's name and shape, throwing InputError naming the file and the tensor or field for
+// anything it cannot map; read_params then reads the tensors into `sink` (core/checkpoint.hpp)
+// one at a time, or a piece of one at a time (each at most kCheckpointPiece floats, the order the
+// tensors', wte's padded rows last, as zeros), so no copy of all the weights is ever held; a saved
+// lm_head.weight is checked equal to wte on the way (InputError, after some pieces).
+class HfGpt2Weights {
+ public:
+  explicit HfGpt2Weights(const std::string& path);
+  ~HfGpt2Weights();
+  HfGpt2Weights(HfGpt2Weights&&) noexcept;
+  HfGpt2Weights& operator=(HfGpt2Weights&&) noexcept;
+  const CheckpointInfo& info() const;
+  void read_params(const CheckpointSink& sink) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// The same into memory: a Checkpoint with params and no moments.
 Checkpoint load_hf_gpt2(const std::string& path);
 
 // Writes dir/model.safetensors (F32, Hub names without a prefix, metadata format "pt") and

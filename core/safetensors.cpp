@@ -142,28 +142,36 @@ const TensorInfo& File::info(const std::string& name) const {
 }
 
 std::vector<float> File::read_float(const std::string& name) const {
+  std::vector<float> out(info(name).numel());
+  read_float(name, 0, out);
+  return out;
+}
+
+void File::read_float(const std::string& name, size_t first, std::span<float> out) const {
   const TensorInfo& t = info(name);
   INPUT_CHECK(t.dtype == "F32" || t.dtype == "F16" || t.dtype == "BF16",
               "{}: tensor '{}' is {}; gpt2cc reads F32, F16 and BF16", path_, name, t.dtype);
+  const size_t n = t.numel();
+  INPUT_CHECK(first <= n && out.size() <= n - first, "{}: elements [{}, {}) of tensor '{}' are past its {}", path_,
+              first, first + out.size(), name, n);
+  if (out.empty()) return;
+  const size_t width = t.dtype == "F32" ? 4 : 2;
   std::ifstream in(path_, std::ios::binary);
   INPUT_CHECK(in.good(), "cannot open {}: {}", path_, std::strerror(errno));
-  std::vector<char> bytes(t.end - t.begin);
-  in.seekg(static_cast<std::streamoff>(data_start_ + t.begin));
+  std::vector<char> bytes(out.size() * width);
+  in.seekg(static_cast<std::streamoff>(data_start_ + t.begin + first * width));
   INPUT_CHECK(in.read(bytes.data(), static_cast<std::streamsize>(bytes.size())), "reading tensor '{}' of {} failed",
               name, path_);
-  const size_t n = t.numel();
-  std::vector<float> out(n);
   static_assert(std::endian::native == std::endian::little, "safetensors data is little-endian");
   if (t.dtype == "F32") {
-    if (n > 0) std::memcpy(out.data(), bytes.data(), n * 4);  // an empty vector's data() may be null
+    std::memcpy(out.data(), bytes.data(), bytes.size());
   } else {
-    for (size_t i = 0; i < n; ++i) {
+    for (size_t i = 0; i < out.size(); ++i) {
       uint16_t bits;
       std::memcpy(&bits, bytes.data() + 2 * i, 2);
       out[i] = t.dtype == "F16" ? half_to_float(bits) : bf16_to_float(bits);
     }
   }
-  return out;
 }
 
 void write_f32(const std::string& path, const std::vector<F32Tensor>& tensors,

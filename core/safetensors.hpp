@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -37,6 +38,9 @@ class File {
   // The tensor's elements as float (F32 as is, F16 and BF16 widened exactly); InputError for
   // another dtype or a missing tensor.
   std::vector<float> read_float(const std::string& name) const;
+  // Elements [first, first + out.size()) of the tensor, in its row-major order, into out (a piece
+  // of a tensor too large to hold twice); InputError as above, or for a range past its end.
+  void read_float(const std::string& name, size_t first, std::span<float> out) const;
 
  private:
   std::string path_;

@@ -7,10 +7,12 @@
 // and load back bit for bit.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <span>
 
 #include "common/test_common.hpp"
 #include "core/check.hpp"
@@ -312,4 +314,72 @@ TEST_CASE("Hugging Face weights gpt2cc cannot compute are refused by name", "[mo
   // --resume needs a gpt2cc run.
   CHECK_THROWS_WITH(load_checkpoint(fixture_dir(), true),
                     Catch::Contains("holds Hugging Face GPT-2 weights, not a gpt2cc checkpoint"));
+}
+
+TEST_CASE("Hugging Face weights stream into a model a tensor or a piece at a time", "[model][hf]") {
+  // wte of 6.4M floats: more than one piece (kCheckpointPiece), so it is read, checked against a
+  // saved lm_head and handed on in pieces.
+  ModelConfig config{.max_seq_len = 16, .vocab_size = 50257, .padded_vocab_size = padded_vocab(50257),
+                     .num_layers = 1, .num_heads = 2, .channels = 128};
+  const ParameterLayout layout(config);
+  const size_t N = layout.total(), V = config.vocab_size, C = config.channels;
+  std::vector<float> params = test::random_vector(N, 31);
+  const ParamTensor& wte = layout[Param::wte];
+  REQUIRE(V * C > kCheckpointPiece);
+  std::fill(params.begin() + std::ptrdiff_t(wte.offset + V * C), params.begin() + std::ptrdiff_t(wte.offset + wte.numel),
+            0.0f);
+  const std::string dir = test::temp_dir("hf_stream") + "/m";
+  save_hf_gpt2(dir, config, params);
+
+  // Every parameter exactly once, in pieces of at most kCheckpointPiece, with the exported values.
+  const auto check_stream = [&](const std::string& path) {
+    const HfGpt2Weights weights(path);
+    CHECK(weights.info().config == config);
+    std::vector<int> seen(N, 0);
+    std::vector<float> got(N, -7.0f);
+    size_t largest = 0;
+    weights.read_params([&](CheckpointArray array, size_t offset, std::span<const float> piece) {
+      REQUIRE(array == CheckpointArray::params);
+      REQUIRE(offset + piece.size() <= N);
+      largest = std::max(largest, piece.size());
+      for (size_t i = 0; i < piece.size(); ++i) {
+        ++seen[offset + i];
+        got[offset + i] = piece[i];
+      }
+    });
+    CHECK(largest == kCheckpointPiece);
+    CHECK(std::count(seen.begin(), seen.end(), 1) == std::ptrdiff_t(N));
+    const bool same = got == params;  // (Catch would print both vectors of a failed ==)
+    CHECK(same);
+  };
+  check_stream(dir);
+
+  // A ranged read of a tensor is the slice of the whole; past the end it is refused.
+  const safetensors::File file(dir + "/model.safetensors");
+  const std::vector<float> whole = file.read_float("wte.weight");
+  std::vector<float> slice(1000);
+  file.read_float("wte.weight", kCheckpointPiece - 500, slice);
+  CHECK(std::equal(slice.begin(), slice.end(), whole.begin() + std::ptrdiff_t(kCheckpointPiece - 500)));
+  CHECK_THROWS_WITH(file.read_float("wte.weight", V * C - 999, slice), Catch::Contains("past its"));
+
+  // A saved lm_head equal to wte loads the same; one that differs in its second piece only is
+  // refused, naming the file.
+  std::vector<std::vector<float>> storage;
+  std::vector<safetensors::F32Tensor> tensors;
+  storage.reserve(file.tensors().size() + 1);
+  for (const auto& [name, info] : file.tensors()) {
+    storage.push_back(file.read_float(name));
+    tensors.push_back({name, info.shape, storage.back().data()});
+  }
+  storage.push_back(whole);
+  tensors.push_back({"lm_head.weight", {V, C}, storage.back().data()});
+  safetensors::write_f32(dir + "/model.safetensors", tensors);
+  check_stream(dir);
+  storage.back()[kCheckpointPiece + 3] += 1.0f;
+  safetensors::write_f32(dir + "/model.safetensors", tensors);
+  const HfGpt2Weights untied(dir);
+  size_t pieces = 0;
+  CHECK_THROWS_WITH(untied.read_params([&](CheckpointArray, size_t, std::span<const float>) { ++pieces; }),
+                    Catch::Contains("model.safetensors") && Catch::Contains("lm_head.weight differs"));
+  CHECK(pieces == 1);  // wte's first piece, equal to lm_head's, went on before the second differed
 }
