@@ -202,6 +202,8 @@ TEST_CASE("init, parameters and moments go a bounded piece at a time, as the who
   const ModelConfig c = model_preset("d2");
   const size_t piece = size_t(1) << 22, odd = 1000003;  // read and written here in pieces of `odd`
   const auto inputs = test::random_tokens(8, 1, c.vocab_size), targets = test::random_tokens(8, 2, c.vocab_size);
+  // Millions of floats: compared to a bool (Catch would print both vectors of a failed ==).
+  const auto same = [](const std::vector<float>& a, const std::vector<float>& b) { return a == b; };
   for (const DType dtype : {DType::fp32, DType::bf16}) {
     INFO(dtype_name(dtype));
     auto backend = make_cpu_backend(1, dtype);
@@ -226,12 +228,12 @@ TEST_CASE("init, parameters and moments go a bounded piece at a time, as the who
     };
     std::vector<float> pieces(N);
     each_piece([&](size_t at, size_t n) { model.read_parameters(at, std::span<float>(pieces.data() + at, n)); });
-    CHECK(pieces == p);
+    CHECK(same(pieces, p));
 
     // Written in pieces: the master and, in bf16, the compute copy, as set_parameters writes them.
     const std::vector<float> q = test::random_vector(N, 5, -0.05f, 0.05f);
     each_piece([&](size_t at, size_t n) { model.write_parameters(at, std::span<const float>(q.data() + at, n)); });
-    CHECK(model.parameters() == q);
+    CHECK(same(model.parameters(), q));
     GPT2 whole(c, *backend, 1, 8);
     whole.set_parameters(q);
     CHECK(model.forward(inputs.data(), targets.data(), 1, 8) == whole.forward(inputs.data(), targets.data(), 1, 8));
@@ -249,16 +251,16 @@ TEST_CASE("init, parameters and moments go a bounded piece at a time, as the who
       model.read_moment(GPT2::Moment::m, at, std::span<float>(m_pieces.data() + at, n));
       model.read_moment(GPT2::Moment::v, at, std::span<float>(v_pieces.data() + at, n));
     });
-    CHECK(m_pieces == m);
-    CHECK(v_pieces == v);
+    CHECK(same(m_pieces, m));
+    CHECK(same(v_pieces, v));
     each_piece([&](size_t at, size_t n) {
       whole.write_moment(GPT2::Moment::m, at, std::span<const float>(m.data() + at, n));
       whole.write_moment(GPT2::Moment::v, at, std::span<const float>(v.data() + at, n));
     });
     std::vector<float> whole_m, whole_v;
     whole.optimizer_state(whole_m, whole_v);
-    CHECK(whole_m == m);
-    CHECK(whole_v == v);
+    CHECK(same(whole_m, m));
+    CHECK(same(whole_v, v));
 
     // A piece past the end is refused, naming the range.
     std::vector<float> two(2);
@@ -277,11 +279,11 @@ TEST_CASE("init, parameters and moments go a bounded piece at a time, as the who
     pieces.write_parameters(at, std::span<const float>(q.data() + at, std::min(odd, N - at)));
   whole.set_parameters(q);
   const std::vector<float> expected = whole.parameters();
-  CHECK(expected != q);  // rounded to bf16
+  CHECK_FALSE(same(expected, q));  // rounded to bf16
   std::vector<float> got(N);
   for (size_t at = 0; at < N; at += odd)
     pieces.read_parameters(at, std::span<float>(got.data() + at, std::min(odd, N - at)));
-  CHECK(got == expected);
+  CHECK(same(got, expected));
   std::vector<float> one(1);
   CHECK_THROWS_AS(pieces.read_moment(GPT2::Moment::m, 0, one), Error);  // inference: no moments
 }
