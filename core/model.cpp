@@ -252,7 +252,10 @@ void GPT2::set_parameters(const std::vector<float>& host) {
 void GPT2::read_parameters(size_t offset, std::span<float> out) const {
   const Impl& s = *impl_;
   check_range("read_parameters", offset, out.size(), s.layout.total());
-  ENSURE(!s.master_sharded(), "read_parameters: the master is sharded over the ranks (parameters() gathers it)");
+  if (s.master_sharded()) {
+    s.gather_piece(s.master.data(), offset, out);
+    return;
+  }
   if (s.keeps_master()) {
     s.backend.download(out.data(), s.master.data() + offset, out.size_bytes());
     return;

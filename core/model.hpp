@@ -98,8 +98,9 @@ class GPT2 {
 
   // The same a piece at a time, [offset, offset + size) in layout order, so that a checkpoint
   // streams through a bounded buffer instead of a host copy of the whole (core/checkpoint.hpp).
-  // read_*: what parameters() / optimizer_state() give there; not when that state is sharded
-  // (master_sharded(), optimizer_sharded(): those gather on rank 0, a collective). write_*: what
+  // read_*: what parameters() / optimizer_state() give there; when that state is sharded
+  // (master_sharded(), optimizer_sharded()), a collective as they are: every rank calls it with
+  // the same piece, rank 0 gets the values, the others' `out` is left as it was. write_*: what
   // set_parameters / set_optimizer_state set there, on any rank alone (each keeps what it holds
   // of the piece).
   enum class Moment { m, v };

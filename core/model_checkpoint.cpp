@@ -1,7 +1,9 @@
 #include "core/model_checkpoint.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <span>
+#include <vector>
 
 namespace gpt2cc {
 
@@ -35,6 +37,24 @@ CheckpointSource model_source(const GPT2& model) {
     else
       model.read_moment(moment_of(array), offset, piece);
   };
+}
+
+void save_model_checkpoint(const std::string& path, const CheckpointInfo& info, const GPT2& model, bool root) {
+  const CheckpointSource source = model_source(model);
+  if (root) {
+    save_checkpoint(path, info, true, source);
+    return;
+  }
+  // The other ranks take part in the root's gathers, piece by piece in the file's order (all of
+  // params, then m, then v, pieces of kCheckpointPiece from offset 0: save_checkpoint's), for the
+  // arrays that are sharded; the values land on the root only.
+  const size_t n = model.layout().total();
+  std::vector<float> piece(std::min(n, kCheckpointPiece));
+  for (const CheckpointArray array : {CheckpointArray::params, CheckpointArray::m, CheckpointArray::v}) {
+    if (!(array == CheckpointArray::params ? model.master_sharded() : model.optimizer_sharded())) continue;
+    for (size_t at = 0; at < n; at += piece.size())
+      source(array, at, std::span<float>(piece.data(), std::min(piece.size(), n - at)));
+  }
 }
 
 }  // namespace gpt2cc

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstddef>
+#include <string>
 
 #include "core/checkpoint.hpp"
 #include "core/model.hpp"
@@ -15,8 +16,13 @@ namespace gpt2cc {
 // InputError (a corrupt file) the model holds part of the file: discard it.
 size_t read_into_model(CheckpointReader& reader, GPT2& model, bool with_optimizer);
 
-// The source that save_checkpoint writes from: the model's parameters and moments. Not for
-// sharded state (read_parameters / read_moment say so): gather it first.
+// The source that save_checkpoint writes from: the model's parameters and moments.
 CheckpointSource model_source(const GPT2& model);
+
+// The model's checkpoint (its parameters and moments, `info`'s header) written to `path` by rank
+// 0. Data parallel, every rank calls it: the state sharded over the ranks (master_sharded(),
+// optimizer_sharded()) is gathered on rank 0 a piece at a time as the file is written, each piece
+// a collective (read_parameters / read_moment), so rank 0 never holds the whole of it either.
+void save_model_checkpoint(const std::string& path, const CheckpointInfo& info, const GPT2& model, bool root);
 
 }  // namespace gpt2cc

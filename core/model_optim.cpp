@@ -34,8 +34,12 @@ void GPT2::read_moment(Moment which, size_t offset, std::span<float> out) const 
   const size_t N = s.layout.total();
   INPUT_CHECK(offset <= N && out.size() <= N - offset, "read_moment: [{}, {}) is outside the model's {} parameters",
               offset, offset + out.size(), N);
-  ENSURE(!s.sharded(), "read_moment: the moments are sharded over the ranks (optimizer_state() gathers them)");
-  s.backend.download(out.data(), (which == Moment::m ? s.m : s.v).data() + offset, out.size_bytes());
+  const DeviceArray<float>& moment = which == Moment::m ? s.m : s.v;
+  if (s.sharded()) {
+    s.gather_piece(moment.data(), offset, out);
+    return;
+  }
+  s.backend.download(out.data(), moment.data() + offset, out.size_bytes());
 }
 
 void GPT2::write_moment(Moment which, size_t offset, std::span<const float> in) {
@@ -50,6 +54,20 @@ void GPT2::write_moment(Moment which, size_t offset, std::span<const float> in) 
   if (first >= last) return;
   s.backend.upload((which == Moment::m ? s.m : s.v).data() + (first - s.part_begin), in.data() + (first - offset),
                    (last - first) * sizeof(float));
+}
+
+void GPT2::Impl::gather_piece(const float* mine, size_t offset, std::span<float> out) const {
+  ProcessGroup& group = options.data_parallel->group();
+  const size_t block = part_end - part_begin, k = out.size();
+  // This rank's elements of the piece at their places, zeros elsewhere; on the root, each
+  // element taken from its owner's copy (not summed: a sum would turn -0.0 into +0.0).
+  std::vector<float> part(k, 0.0f);
+  const size_t first = std::max(offset, part_begin), last = std::min(offset + k, part_end);
+  if (first < last) backend.download(part.data() + (first - offset), mine + (first - part_begin), (last - first) * 4);
+  std::vector<float> all(group.is_root() ? k * size_t(group.size()) : 0);
+  group.gather(all.data(), part);
+  if (!group.is_root()) return;
+  for (size_t i = 0; i < k; ++i) out[i] = all[(offset + i) / block * k + i];
 }
 
 std::vector<float> GPT2::Impl::gather_blocks(const float* mine, size_t block) const {

@@ -162,23 +162,10 @@ std::string Trainer::save() {
   std::snprintf(name, sizeof name, "step_%08lu.ckpt", static_cast<unsigned long>(s.step));
   fs::path path = s.checkpoint_dir() / name;
   s.last_saved = s.step;
-  // State sharded over the ranks is gathered on rank 0 (every rank takes part, in this order);
-  // the rest streams from the model into the file a piece at a time, without a host copy.
-  std::vector<float> params, m, v;
-  if (s.model->master_sharded()) params = s.model->parameters();
-  if (s.model->optimizer_sharded()) s.model->optimizer_state(m, v);
-  if (s.group->is_root()) {
-    fs::create_directories(s.checkpoint_dir());
-    const CheckpointSource from_model = model_source(*s.model);
-    save_checkpoint(path.string(), s.checkpoint_info(), true,
-                    [&](CheckpointArray array, size_t offset, std::span<float> piece) {
-                      const std::vector<float>& gathered =
-                          array == CheckpointArray::params ? params : array == CheckpointArray::m ? m : v;
-                      if (gathered.empty())
-                        from_model(array, offset, piece);
-                      else
-                        std::copy_n(gathered.begin() + std::ptrdiff_t(offset), piece.size(), piece.begin());
-                    });
+  const bool root = s.group->is_root();
+  if (root) fs::create_directories(s.checkpoint_dir());
+  save_model_checkpoint(path.string(), s.checkpoint_info(), *s.model, root);
+  if (root) {
     // Older ones go only after the new one is safely in place, but for the newest whose weights
     // gave a finite loss (beyond --keep-checkpoints while the newer ones may have diverged).
     const auto all = step_checkpoints(s.checkpoint_dir());

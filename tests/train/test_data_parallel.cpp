@@ -7,6 +7,7 @@
 //     values each rank can compute for every rank; each rank's GPU and CPU threads;
 //   - a model step with R ranks (ZeRO stage 1 and stage 0) against one process accumulating all
 //     R micro-batches: gradient norm, parameters and AdamW moments after three steps;
+//   - a sharded model's checkpoint gathered on rank 0 a piece at a time, against its values;
 //   - the Trainer with R ranks against one process with R-fold accumulation, a data-parallel run
 //     stopped and resumed against an uninterrupted one (bit for bit), and its checkpoint resumed
 //     in one process.
@@ -24,6 +25,7 @@
 #include "core/cli.hpp"
 #include "core/distributed.hpp"
 #include "core/model.hpp"
+#include "core/model_checkpoint.hpp"
 #include "core/grad_clip.hpp"
 #include "core/trainer.hpp"
 #include "train_fixtures.hpp"
@@ -334,6 +336,44 @@ TEST_CASE("a data-parallel step equals one process accumulating every rank's mic
   std::vector<float> m2, v2;
   restored.optimizer_state(m2, v2);
   if (group().is_root() || !shard) CHECK((same_bits(m2, m_alone) && same_bits(v2, v_alone)));
+}
+
+TEST_CASE("a sharded model's checkpoint is gathered on rank 0 a piece at a time, bit for bit", "[distributed]") {
+  // d2 with GPT-2's vocabulary: 6.9M parameters, two pieces of each array, and the ranks' blocks
+  // end inside them. In bf16 the master is sharded too (ZeRO-1); fp32's parameters are whole on
+  // every rank and read locally. Values include -0.0, which a sum-based gather would lose.
+  const int R = group().size();
+  const ModelConfig config = model_preset("d2");
+  const DType dtype = GENERATE(DType::fp32, DType::bf16);
+  INFO(dtype_name(dtype) << ", " << R << " ranks");
+  auto backend = make_cpu_backend(1, dtype);
+  auto dp = make_device_collectives(group(), *backend);
+  ModelOptions options;
+  options.data_parallel = dp.get();
+  options.shard_optimizer = true;
+  GPT2 model(config, *backend, 1, 8, ModelMode::training, options);
+  REQUIRE(model.optimizer_sharded());
+  REQUIRE(model.master_sharded() == (dtype == DType::bf16));
+  const size_t N = model.layout().total();
+  REQUIRE(N > kCheckpointPiece);
+  std::vector<float> params = test::random_vector(N, 41), m = test::random_vector(N, 42),
+                     v = test::random_vector(N, 43, 0.0f, 1.0f);
+  for (size_t i = 0; i < N; i += 997) params[i] = m[i] = -0.0f;
+  model.set_parameters(params);
+  model.set_optimizer_state(m, v);
+  const std::string path = shared_temp_dir("data_parallel_sharded_save_" + std::to_string(R)) + "/step.ckpt";
+  CheckpointInfo info;
+  info.config = config;
+  info.step = 9;
+  save_model_checkpoint(path, info, model, group().is_root());
+  group().barrier();
+  if (group().is_root()) {
+    const Checkpoint back = load_checkpoint(path);
+    CHECK(back.step == 9);
+    CHECK(same_bits(back.params, params));
+    CHECK(same_bits(back.m, m));
+    CHECK(same_bits(back.v, v));
+  }
 }
 
 TEST_CASE("Trainer: R ranks equal one process with R-fold accumulation, and resume exactly", "[distributed]") {
