@@ -34,7 +34,6 @@ row: the median over the rounds of each run's own median, and each process's pea
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -46,7 +45,7 @@ ROOT = os.path.normpath(os.path.join(HERE, os.pardir, os.pardir))
 PYTORCH_DIR = os.path.join(ROOT, "benchmarks", "pytorch")
 sys.path.insert(0, PYTORCH_DIR)
 # The atomic writes the PyTorch scripts use (bench_common needs only the standard library).
-from bench_common import current_umask, write_json_atomic, write_text_atomic  # noqa: E402
+from bench_common import cpu_machine, current_umask, write_json_atomic, write_text_atomic  # noqa: E402
 
 
 def parse_configs(text):
@@ -246,16 +245,6 @@ def source_commit():
     return out.stdout.strip() if out.returncode == 0 else "unknown"
 
 
-def machine():
-    model = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": model, "cpus": os.cpu_count(), "load_average_at_start": os.getloadavg()}
-
-
 FAKE_GPT2CC = """import json, os, sys
 a = sys.argv
 threads = int(a[a.index("--threads") + 1])
@@ -415,7 +404,7 @@ def main(argv=None):
     if check.returncode != 0:
         last = (check.stderr.strip().splitlines() or ["no message"])[-1]
         sys.exit(f"compare_pytorch.py: --python {a.python} cannot import {modules} ({last}); name one that can")
-    info = machine()
+    info = cpu_machine()
     print(f"{info['cpu']}, {info['cpus']} CPUs, load average {info['load_average_at_start'][0]:.2f}; "
           f"torch {check.stdout.strip()}")
     started = utc_now()

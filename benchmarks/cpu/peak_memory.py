@@ -35,7 +35,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, os.pardir, os.pardir))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks", "pytorch"))
 # The atomic writes the PyTorch scripts use (bench_common needs only the standard library).
-from bench_common import write_json_atomic, write_text_atomic  # noqa: E402
+from bench_common import cpu_machine, write_json_atomic, write_text_atomic  # noqa: E402
 
 COMMANDS = ("train_new", "train_resume", "eval_only", "generate_fp32", "generate_bf16")
 
@@ -173,16 +173,6 @@ def table(builds, rows, agree):
     return "\n".join(lines) + "\n"
 
 
-def machine():
-    model = "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": model, "cpus": os.cpu_count(), "load_average_at_start": os.getloadavg()}
-
-
 FAKE_TRAIN = """import os, sys
 a = sys.argv
 def flag(name):
@@ -295,7 +285,7 @@ def main():
         print(f"peak_memory.py: {e}", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="gpt2cc_memory_") as work:
-        start = machine()
+        start = cpu_machine()
         rounds, agree = measure(builds, args, work, log=lambda line: print(line, file=sys.stderr, flush=True))
     rows = summarise(builds, rounds)
     text = table(builds, rows, agree)

@@ -5,6 +5,7 @@ library itself."""
 import importlib
 import json
 import os
+import platform
 import re
 import sys
 import tempfile
@@ -105,3 +106,14 @@ def write_text_atomic(path, text):
 def write_json_atomic(path, obj, indent=2):
     """obj as JSON through write_text_atomic."""
     write_text_atomic(path, json.dumps(obj, indent=indent) + "\n")
+
+
+def cpu_machine():
+    """The CPU a benchmark ran on: its model name, core count and the load average at the start."""
+    model = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": model, "cpus": os.cpu_count(), "load_average_at_start": os.getloadavg()}

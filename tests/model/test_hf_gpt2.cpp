@@ -59,6 +59,18 @@ std::pair<float, std::vector<float>> run_model(const ModelConfig& config, const 
   return {loss, logits};
 }
 
+// Every tensor of `file`, as safetensors::write_f32 takes them, their values held in `storage`
+// (a vector's buffer stays where it is when `storage` grows: the pointers remain valid).
+std::vector<safetensors::F32Tensor> tensors_of(const safetensors::File& file,
+                                               std::vector<std::vector<float>>& storage) {
+  std::vector<safetensors::F32Tensor> tensors;
+  for (const auto& [name, info] : file.tensors()) {
+    storage.push_back(file.read_float(name));
+    tensors.push_back({name, info.shape, storage.back().data()});
+  }
+  return tensors;
+}
+
 std::string read_text(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
@@ -263,12 +275,7 @@ TEST_CASE("Hugging Face weights gpt2cc cannot compute are refused by name", "[mo
   save_hf_gpt2(exported, ckpt.config, ckpt.params);
   const safetensors::File base(exported + "/model.safetensors");
   std::vector<std::vector<float>> storage;
-  std::vector<safetensors::F32Tensor> all;
-  storage.reserve(base.tensors().size() + 2);
-  for (const auto& [name, info] : base.tensors()) {
-    storage.push_back(base.read_float(name));
-    all.push_back({name, info.shape, storage.back().data()});
-  }
+  const std::vector<safetensors::F32Tensor> all = tensors_of(base, storage);
   std::vector<safetensors::F32Tensor> missing;
   for (const auto& t : all)
     if (t.name != "h.1.mlp.c_proj.bias") missing.push_back(t);
@@ -365,17 +372,12 @@ TEST_CASE("Hugging Face weights stream into a model a tensor or a piece at a tim
   // A saved lm_head equal to wte loads the same; one that differs in its second piece only is
   // refused, naming the file.
   std::vector<std::vector<float>> storage;
-  std::vector<safetensors::F32Tensor> tensors;
-  storage.reserve(file.tensors().size() + 1);
-  for (const auto& [name, info] : file.tensors()) {
-    storage.push_back(file.read_float(name));
-    tensors.push_back({name, info.shape, storage.back().data()});
-  }
-  storage.push_back(whole);
-  tensors.push_back({"lm_head.weight", {V, C}, storage.back().data()});
+  std::vector<safetensors::F32Tensor> tensors = tensors_of(file, storage);
+  std::vector<float> head = whole;
+  tensors.push_back({"lm_head.weight", {V, C}, head.data()});
   safetensors::write_f32(dir + "/model.safetensors", tensors);
   check_stream(dir);
-  storage.back()[kCheckpointPiece + 3] += 1.0f;
+  head[kCheckpointPiece + 3] += 1.0f;
   safetensors::write_f32(dir + "/model.safetensors", tensors);
   const HfGpt2Weights untied(dir);
   size_t pieces = 0;
