@@ -46,16 +46,17 @@ std::string human_bytes(double bytes) {
   return buf;
 }
 
-// The KV cache of `rows` samples decoded together must fit in --max-kv-cache.
-void check_kv_cache(const ModelConfig& config, DType dtype, int rows, bool from_batch_size, double max_gib) {
-  const double per_row = static_cast<double>(kv_cache_bytes(config, dtype, 1));
+// The KV cache of `rows` samples of `positions` decoded together must fit in --max-kv-cache.
+void check_kv_cache(const ModelConfig& config, DType dtype, int rows, int positions, bool from_batch_size,
+                    double max_gib) {
+  const double per_row = static_cast<double>(kv_cache_bytes(config, dtype, 1, positions));
   const double limit = max_gib * 1024.0 * 1024.0 * 1024.0;
   const long long fits = static_cast<long long>(std::min(limit / per_row, 1e9));
   INPUT_CHECK(rows * per_row <= limit,
               "{} {} decodes {} samples together, whose KV cache would take {} ({} a sample: {} layers x {} "
               "positions x {} channels x 2 (k, v) x {} bytes), more than --max-kv-cache {} GiB: {}",
               from_batch_size ? "--batch-size" : "--num-samples", rows, rows, human_bytes(rows * per_row),
-              human_bytes(per_row), config.num_layers, config.max_seq_len, config.channels, dtype_size(dtype), max_gib,
+              human_bytes(per_row), config.num_layers, positions, config.channels, dtype_size(dtype), max_gib,
               fits >= 1 ? format("decode at most {} together (--batch-size {}), or raise --max-kv-cache", fits, fits)
                         : std::string("raise --max-kv-cache"));
 }
@@ -201,20 +202,35 @@ int run(int argc, char** argv) {
   GenerationConfig gen = request.gen;
 
   // Samples decoded together: one KV-cache row each, while the activations stay those of one
-  // sequence (B = 1, T = max_seq_len), as the prompt's prefill needs.
+  // sequence (B = 1), as the prompt's prefill needs. A sequence reaches prompt + new tokens, or
+  // the context, where it slides (scoring: windows of the context): the model's T and the
+  // cache's positions.
+  const std::vector<int> tokens = tokenizer.encode(request.text, true);
+  const int positions =
+      request.scoring ? config.max_seq_len
+                      : int(std::clamp<int64_t>(int64_t(tokens.size()) + gen.max_new_tokens, 1, config.max_seq_len));
+  if (!request.scoring) {
+    INPUT_CHECK(static_cast<int>(tokens.size()) <= config.max_seq_len,
+                "the prompt is {} tokens, longer than the model's context of {} tokens", tokens.size(),
+                config.max_seq_len);
+    // --context-keep is checked against the context; a sequence that never reaches it never slides.
+    INPUT_CHECK(gen.keep >= 0 && gen.keep <= config.max_seq_len,
+                "--context-keep (tokens kept on context overflow) must be in [0, {}] (0 = half the context), got {}",
+                config.max_seq_len, gen.keep);
+    if (positions < config.max_seq_len) gen.keep = std::min(gen.keep, positions);
+  }
   const int rows = request.batch_size == 0 ? num_samples : std::min(request.batch_size, num_samples);
   if (!request.scoring && gen.use_kv_cache)
-    check_kv_cache(config, request.dtype, rows, request.batch_size > 0, request.max_kv_cache_gib);
+    check_kv_cache(config, request.dtype, rows, positions, request.batch_size > 0, request.max_kv_cache_gib);
   std::unique_ptr<Backend> backend = request.device == "cuda" ? make_cuda_backend(request.cuda_device, request.dtype)
                                                               : make_cpu_backend(request.threads, request.dtype);
   ModelOptions model_options;
   model_options.kv_cache_rows = rows;
-  GPT2 model(config, *backend, 1, config.max_seq_len, ModelMode::inference, model_options);
+  GPT2 model(config, *backend, 1, positions, ModelMode::inference, model_options);
   // Weights that are not finite (a diverged run) have nothing to sample or score: said of the file.
   const size_t not_finite = read_into_model(loaded.checkpoint, model, false);
   INPUT_CHECK(not_finite == 0, "{} holds {} weights that are NaN or infinite: the run diverged or the file is corrupt",
               request.checkpoint_path, not_finite);
-  std::vector<int> tokens = tokenizer.encode(request.text, true);
   std::fprintf(stderr, "generate: %s (step %llu), %s; tokenizer %s; %s\n", request.checkpoint_path.c_str(),
                static_cast<unsigned long long>(checkpoint.step), describe(config).c_str(), loaded.tokenizer_dir.c_str(),
                backend->describe().c_str());
@@ -223,8 +239,6 @@ int run(int argc, char** argv) {
     return 0;
   }
 
-  INPUT_CHECK(static_cast<int>(tokens.size()) <= config.max_seq_len,
-              "the prompt is {} tokens, longer than the model's context of {} tokens", tokens.size(), config.max_seq_len);
   if (!request.ignore_eot && tokenizer.special_id("<|endoftext|>")) gen.eot_id = tokenizer.eot_id();
   const SampleConfig& sampling = request.sampling;
   std::fprintf(stderr, "sampling: %s, repetition penalty %g, seed %llu; %d prompt tokens, up to %d new, %s\n",

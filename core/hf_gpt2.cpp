@@ -294,7 +294,8 @@ void HfGpt2Weights::read_params(const CheckpointSink& sink) const {
   std::vector<float> piece, head;
   const auto give = [&](size_t offset, const float* values, size_t n) {
     for (size_t at = 0; at < n; at += kCheckpointPiece)
-      sink(CheckpointArray::params, offset + at, std::span<const float>(values + at, std::min(kCheckpointPiece, n - at)));
+      sink(CheckpointArray::params, offset + at,
+           std::span<const float>(values + at, std::min(kCheckpointPiece, n - at)));
   };
   for (const Part& part : s.parts) {
     const size_t n = safetensors::numel(part.shape);

@@ -349,8 +349,8 @@ float GPT2::forward(const int* inputs, const int* targets, int B, int T, bool tr
   s.dropout_seed = dropout_seed;
   s.forward_trunk(B, T);
   // logits = lnf wte^T: the output projection is tied to the token embedding, no bias.
-  s.backend.matmul_forward(s.logits_rows(size_t(B) * T), s.act.lnf.data(), s.params() + s.at(Param::wte), nullptr, B, T, C,
-                           Vp);
+  s.backend.matmul_forward(s.logits_rows(size_t(B) * T), s.act.lnf.data(), s.params() + s.at(Param::wte), nullptr, B,
+                           T, C, Vp);
   s.has_forward = true;
   s.logits_valid = true;
   s.has_targets = targets != nullptr;

@@ -54,8 +54,9 @@ struct ModelOptions {
   bool shard_optimizer = true;
 };
 
-// Bytes of a KV cache of `rows` sequences: k and v, L x rows x max_seq_len x C elements of `dtype`.
-size_t kv_cache_bytes(const ModelConfig& config, DType dtype, int rows);
+// Bytes of a KV cache of `rows` sequences of `positions` (a model's max_T): k and v, L x rows x
+// positions x C elements of `dtype`.
+size_t kv_cache_bytes(const ModelConfig& config, DType dtype, int rows, int positions);
 
 class GPT2 {
  public:
@@ -146,8 +147,9 @@ class GPT2 {
   // then every rank gathers the updated parameters (in the compute dtype).
   void adamw_step(const AdamWParams& hp);
 
-  // ---- inference with a KV cache (allocated on first use, kv_cache_rows() x config.max_seq_len) ----
-  // prefill: tokens (B,T) at positions 0..T-1; decode: one token per row at position pos.
+  // ---- inference with a KV cache (allocated on first use, kv_cache_rows() x max_seq() positions) ----
+  // prefill: tokens (B,T) at positions 0..T-1; decode: one token per row at position pos <
+  // max_seq() (a model built for generation of at most n tokens needs max_T = n, not the context).
   // Both return host logits (B, V) of the last position (first V columns only). B is at most
   // kv_cache_rows(); rows beyond what the activations hold (max_B x max_T positions per
   // forward) run in several forwards. Each row's logits are the same whatever B: bit for bit

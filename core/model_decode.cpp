@@ -2,8 +2,9 @@
 // forward over the prompt and stores every layer's k, v into the cache; decode runs the blocks
 // for one new token per row (T = 1), attending over the cached positions 0..pos with
 // attention_decode, and adds wpe[pos] by offsetting the position table. Both compute logits
-// for the last position only. The cache holds (L, rows, maxT = config.max_seq_len, C) elements
-// of the compute dtype for k and again for v; it is allocated on the first prefill. Rows are
+// for the last position only. The cache holds (L, rows, maxT, C) elements of the compute dtype
+// for k and again for v, maxT the model's max_T (no forward or decode reaches further); it is
+// allocated on the first prefill. Rows are
 // computed in groups (row_group) small enough for the activations and, on the CPU, for each
 // row to come out bit-identical to a forward of that row alone; kv_cache_select_rows copies
 // rows within the cache (shared prompts, dropped sequences).
@@ -59,8 +60,8 @@ int GPT2::Impl::row_group(int len) const {
 
 int GPT2::Impl::kv_rows() const { return options.kv_cache_rows == 0 ? max_B : options.kv_cache_rows; }
 
-size_t kv_cache_bytes(const ModelConfig& config, DType dtype, int rows) {
-  return 2 * size_t(config.num_layers) * size_t(rows) * size_t(config.max_seq_len) * size_t(config.channels) *
+size_t kv_cache_bytes(const ModelConfig& config, DType dtype, int rows, int positions) {
+  return 2 * size_t(config.num_layers) * size_t(rows) * size_t(positions) * size_t(config.channels) *
          dtype_size(dtype);
 }
 
@@ -80,7 +81,7 @@ void GPT2::Impl::project_logits(TensorPtr last, int rows, float* out) {
 
 std::vector<float> GPT2::prefill(const int* tokens, int B, int T) {
   Impl& s = *impl_;
-  const int C = s.config.channels, L = s.config.num_layers, maxS = s.config.max_seq_len;
+  const int C = s.config.channels, L = s.config.num_layers, maxS = s.max_T;
   INPUT_CHECK(s.options.kv_cache_rows >= 0, "model: kv_cache_rows must be >= 0 (0 = max_B), got {}",
               s.options.kv_cache_rows);
   const int rows = s.kv_rows();
@@ -126,11 +127,11 @@ std::vector<float> GPT2::prefill(const int* tokens, int B, int T) {
 std::vector<float> GPT2::decode(const int* tokens, int B, int pos) {
   Impl& s = *impl_;
   Backend& be = s.backend;
-  const int C = s.config.channels, NH = s.config.num_heads, L = s.config.num_layers, maxS = s.config.max_seq_len;
+  const int C = s.config.channels, NH = s.config.num_heads, L = s.config.num_layers, maxS = s.max_T;
   INPUT_CHECK(s.cache_B > 0, "decode: run prefill first (the KV cache is empty)");
   INPUT_CHECK(B == s.cache_B, "decode: batch size B must equal the KV cache's rows ({}), got {}", s.cache_B, B);
   INPUT_CHECK(pos >= 1 && pos <= s.cache_len && pos < maxS,
-              "decode: position must be in [1, {}] (cached positions 0..{}, max_seq_len {}), got {}",
+              "decode: position must be in [1, {}] (cached positions 0..{}, the cache's {} positions), got {}",
               std::min(s.cache_len, maxS - 1), s.cache_len - 1, maxS, pos);
   check_tokens(tokens, size_t(B), s.config.vocab_size, "decode");
   const size_t cache_stride = size_t(s.kv_rows()) * maxS * C;
@@ -190,7 +191,7 @@ void GPT2::kv_cache_select_rows(std::span<const int> rows) {
                 "kv_cache_select_rows: row {} is copied to row {} but is itself overwritten (by row {})", r, i,
                 r < n ? rows[r] : r);
   }
-  const int C = s.config.channels, L = s.config.num_layers, maxS = s.config.max_seq_len;
+  const int C = s.config.channels, L = s.config.num_layers, maxS = s.max_T;
   const size_t cache_stride = size_t(s.kv_rows()) * maxS * C, row_stride = size_t(maxS) * C;
   const size_t bytes = size_t(s.cache_len) * C * dtype_size(s.dtype);  // the cached positions 0..cache_len-1
   for (int i = 0; i < n; ++i) {

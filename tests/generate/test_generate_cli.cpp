@@ -150,6 +150,14 @@ TEST_CASE("generate writes reproducible text, stats and a throughput line", "[ge
   REQUIRE(cached.code == 0);
   CHECK(cached.out == recomputed.out);
   CHECK(cached.err.find("re-prefill") != std::string::npos);
+  // A generation that stays inside the context runs on a model of prompt + new tokens (its
+  // activations and KV cache that long, not the context's): the same tokens as the long run's
+  // first ones, and a --context-keep valid for the context is accepted though it never slides.
+  Run short_run =
+      generate_cli("--prompt 'Once upon a time' --greedy --max-new-tokens 8 --ignore-eot --context-keep 30");
+  REQUIRE(short_run.code == 0);
+  CHECK(short_run.out.size() < cached.out.size());
+  CHECK(cached.out.starts_with(short_run.out.substr(0, short_run.out.find_last_not_of('\n') + 1)));
 
   Run piped = generate_cli("--max-new-tokens 5", true, "from stdin\n");
   CHECK(piped.code == 0);
@@ -415,6 +423,10 @@ TEST_CASE("bad input exits 2 with a message naming the problem", "[generate][cli
         "layers x 32 positions x 32 channels x 2 (k, v) x 4 bytes), more than --max-kv-cache 0.0001 GiB: decode at "
         "most 13 together (--batch-size 13)");
   fails(generate_cli("--prompt hi --num-samples 100 --batch-size 20 --max-kv-cache 0.0001"), "--batch-size 20 decodes");
+  // Shorter when prompt + new tokens stay inside the context: "hi" (2 tokens here) + 5 new, 7
+  // positions.
+  fails(generate_cli("--prompt hi --max-new-tokens 5 --num-samples 1000 --max-kv-cache 0.0001"),
+        "(1.75 KiB a sample: 1 layers x 7 positions x 32 channels");
   fails(generate_cli("--prompt hi --max-new-tokens 0"), "max new tokens");
   fails(generate_cli("--prompt hi --max-new-tokens many"), "many");
   fails(generate_cli("--prompt hi --device tpu"), "--device");

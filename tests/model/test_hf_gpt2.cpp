@@ -333,8 +333,8 @@ TEST_CASE("Hugging Face weights stream into a model a tensor or a piece at a tim
   std::vector<float> params = test::random_vector(N, 31);
   const ParamTensor& wte = layout[Param::wte];
   REQUIRE(V * C > kCheckpointPiece);
-  std::fill(params.begin() + std::ptrdiff_t(wte.offset + V * C), params.begin() + std::ptrdiff_t(wte.offset + wte.numel),
-            0.0f);
+  std::fill(params.begin() + std::ptrdiff_t(wte.offset + V * C),
+            params.begin() + std::ptrdiff_t(wte.offset + wte.numel), 0.0f);
   const std::string dir = test::temp_dir("hf_stream") + "/m";
   save_hf_gpt2(dir, config, params);
 

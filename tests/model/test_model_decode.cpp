@@ -125,9 +125,9 @@ TEST_CASE("a model holds what docs/model.md's memory formulas say, in training a
           "[model][decode]") {
   const ModelConfig c = test::tiny_config();
   const size_t N = ParameterLayout(c).total(), L = c.num_layers, C = c.channels, Vp = c.padded_vocab_size;
-  const int B = 2, T = c.max_seq_len, rows = 3;
+  const int B = 2, T = c.max_seq_len - 2, rows = 3;  // T short of the context: the KV cache is T long
   const size_t BT = size_t(B) * T, S = size_t(B) * c.num_heads * T;  // S: attention's row log-sum-exp
-  const size_t kv = 2 * L * rows * size_t(c.max_seq_len) * C;
+  const size_t kv = 2 * L * rows * size_t(T) * C;
   CountingCpuBackend backend;
   ModelOptions options;
   options.kv_cache_rows = rows;
@@ -157,4 +157,7 @@ TEST_CASE("a model holds what docs/model.md's memory formulas say, in training a
   CHECK(backend.in_use == 4 * (held + kv + BT * Vp));
   model.decode(tokens.data(), rows, 2);
   CHECK(backend.in_use == 4 * (held + kv + BT * Vp));
+  // The cache holds max_T positions: a sequence of T tokens decodes no further.
+  model.prefill(tokens.data(), rows, T);
+  CHECK_THROWS_WITH(model.decode(tokens.data(), rows, T), Catch::Contains("the cache's 6 positions"));
 }
