@@ -129,21 +129,13 @@ std::string resumed_run_dir(const std::string& given, const std::string& checkpo
 TrainConfig resume_config(const TrainConfig& given, int argc, char** argv) {
   const std::string path = resolve_checkpoint(given.resume);
   refuse_resume_of_hf_gpt2(path);
+  // The header only (its sizes checked): the trainer reads the arrays once, and names the run's
+  // previous checkpoint if they turn out damaged, as this does for a damaged header.
   std::optional<CheckpointReader> reader;
   try {
-    // Read through (its checksum checked, nothing kept): a damaged file is found here, where the
-    // run's previous checkpoint can be named.
     reader.emplace(path);
-    reader->read_arrays(nullptr, false);
   } catch (const InputError& e) {
-    // A damaged newest checkpoint: the run's previous one, if any, is where to continue from.
-    const auto all = step_checkpoints(std::filesystem::path(path).parent_path());
-    const auto at = std::find(all.begin(), all.end(), std::filesystem::path(path));
-    if (at == all.begin() || at == all.end()) throw;
-    fail_input(format("{}; the run's previous checkpoint is {}: move the damaged one out of {} and continue "
-                      "with --resume {}",
-                      e.what(), at[-1].string(), std::filesystem::path(path).parent_path().string(),
-                      at[-1].string()));
+    fail_naming_previous_checkpoint(e, path);
   }
   const CheckpointInfo& ckpt = reader->info();
   TrainConfig c = read_json_checked(format("checkpoint {} holds an unreadable training configuration", path),

@@ -385,6 +385,16 @@ Checkpoint load_checkpoint(const std::string& path, bool with_optimizer) {
   return c;
 }
 
+void fail_naming_previous_checkpoint(const InputError& e, const std::string& path) {
+  const std::filesystem::path file(path);
+  const std::vector<std::filesystem::path> all = step_checkpoints(file.parent_path());
+  const auto at = std::find(all.begin(), all.end(), file);
+  if (at == all.begin() || at == all.end()) throw e;
+  fail_input(format("{}; the run's previous checkpoint is {}: move the damaged one out of {} and continue with "
+                    "--resume {}",
+                    e.what(), at[-1].string(), file.parent_path().string(), at[-1].string()));
+}
+
 std::optional<uint64_t> checkpoint_step_of(const std::filesystem::path& path) {
   const std::string name = path.filename().string();
   constexpr size_t kPrefix = 5, kSuffix = 5;  // "step_", ".ckpt"

@@ -103,4 +103,9 @@ std::vector<std::filesystem::path> step_checkpoints(const std::filesystem::path&
 // The step in a step checkpoint's name (step_00000300.ckpt: 300); nullopt for any other name.
 std::optional<uint64_t> checkpoint_step_of(const std::filesystem::path& path);
 
+class InputError;  // core/check.hpp
+// Throws `e`, the error a run's step checkpoint `path` gave (damaged on disk), naming the run's
+// previous step checkpoint beside it to continue from, when there is one.
+[[noreturn]] void fail_naming_previous_checkpoint(const InputError& e, const std::string& path);
+
 }  // namespace gpt2cc

@@ -59,13 +59,20 @@ std::optional<CheckpointReader> Trainer::Impl::open_origin() {
   resumed = !cfg.resume.empty();
   origin = resumed ? resolve_checkpoint(cfg.resume) : cfg.init_from;
   if (resumed) refuse_resume_of_hf_gpt2(origin);
-  CheckpointReader reader(origin);
+  std::optional<CheckpointReader> opened;
+  try {
+    opened.emplace(origin);
+  } catch (const InputError& e) {
+    if (resumed) fail_naming_previous_checkpoint(e, origin);
+    throw;
+  }
+  CheckpointReader& reader = *opened;
   // Shape flags may repeat the checkpoint's shape (a resumed run's saved flags do), not change it.
   check_shape_flags(cfg, reader.info().config, origin);
   INPUT_CHECK(!resumed || reader.has_optimizer(),
               "checkpoint {} has no optimizer state, so it cannot be resumed exactly: use --init-from to "
               "fine-tune from it", origin);
-  return reader;
+  return opened;
 }
 
 // The training data and the model's shape: the checkpoint's, or the preset's with the shape flags
@@ -205,7 +212,12 @@ void Trainer::Impl::build_model(const CheckpointInfo& ckpt, CheckpointReader* or
   options.shard_optimizer = cfg.zero_stage == 1;
   model = std::make_unique<GPT2>(mcfg, backend, B, T, ModelMode::training, options);
   if (origin_file) {
-    read_into_model(*origin_file, *model, resumed);
+    try {
+      read_into_model(*origin_file, *model, resumed);
+    } catch (const InputError& e) {  // a damaged file: its checksum
+      if (resumed) fail_naming_previous_checkpoint(e, origin);
+      throw;
+    }
   } else {
     model->init_weights(cfg.seed);
   }

@@ -466,6 +466,13 @@ TEST_CASE("a tiny run, its resume, and --eval-only", "[cli]") {
     CHECK_THAT(resumed.output, Catch::Contains("checkpoint " + newest + " is corrupt") &&
                                    Catch::Contains("the run's previous checkpoint is " + run_dir +
                                                    "/checkpoints/step_00000003.ckpt: move the damaged one out of"));
+    // Found when its arrays stream into the model (above), or, cut short, when it is opened.
+    std::filesystem::resize_file(newest, std::filesystem::file_size(newest) - 1);
+    Run truncated = train("--resume " + run_dir);
+    CHECK(truncated.code == 2);
+    CHECK_THAT(truncated.output, Catch::Contains("checkpoint " + newest + " has the wrong size") &&
+                                     Catch::Contains("the run's previous checkpoint is " + run_dir +
+                                                     "/checkpoints/step_00000003.ckpt: move the damaged one out of"));
     // While the damaged step 4 is there, continuing from step 3 is refused: the next --resume
     // would take step 4 again, and --keep-checkpoints would prune the new ones as older.
     const std::string previous_ckpt = run_dir + "/checkpoints/step_00000003.ckpt";
