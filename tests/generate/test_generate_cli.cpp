@@ -350,8 +350,9 @@ TEST_CASE("on cuda, samples beyond device memory fail with generate's hint", "[g
     WARN("skipped: needs a small emulated device (GPT2CC_EMU_DEVICE_MIB, as emu_generate_cli sets)");
     return;
   }
-  // 20000 samples decoded together: their KV cache alone is ~160 MiB.
-  const Run r = generate_cli("--prompt hi --max-new-tokens 2 --num-samples 20000 --device cuda");
+  // 20000 samples decoded together, each 32 positions long (the 2-token prompt + 30 new tokens:
+  // the whole context): their KV cache alone is ~160 MiB.
+  const Run r = generate_cli("--prompt hi --max-new-tokens 30 --num-samples 20000 --device cuda");
   CHECK(r.code == 1);
   CHECK_THAT(r.err, Catch::Contains("CUDA out of memory") && Catch::Contains("bytes free") &&
                         Catch::Contains("generate: less memory: a smaller --batch-size"));
