@@ -159,6 +159,12 @@ class Reader {
   Fnv1a hash_;
 };
 
+// A Checkpoint's array `array` (const or not, as the checkpoint).
+template <class C>
+auto& array_of(C& c, CheckpointArray array) {
+  return array == CheckpointArray::params ? c.params : array == CheckpointArray::m ? c.m : c.v;
+}
+
 nlohmann::json header_json(const CheckpointInfo& c) {
   nlohmann::json loader = {{"epoch", c.loader.epoch}, {"cursor", c.loader.cursor}};
   // An optional field of version 1 (readers before it ignore it; it reads as 0 where absent), left
@@ -192,11 +198,11 @@ void save_checkpoint(const std::string& path, const CheckpointInfo& info, bool w
     out.put(static_cast<uint64_t>(n));
     std::vector<float> piece(std::min(n, kCheckpointPiece));
     const auto write_array = [&](CheckpointArray array) {
-      for (size_t at = 0; at < n; at += piece.size()) {
-        const std::span<float> part(piece.data(), std::min(piece.size(), n - at));
+      for_each_checkpoint_piece(n, [&](size_t at, size_t count) {
+        const std::span<float> part(piece.data(), count);
         source(array, at, part);
         out.write(part.data(), part.size_bytes());
-      }
+      });
     };
     write_array(CheckpointArray::params);
     out.put(static_cast<uint8_t>(with_optimizer ? 1 : 0));
@@ -224,9 +230,7 @@ void save_checkpoint(const std::string& path, const Checkpoint& c) {
   ENSURE(!has_optimizer || (c.m.size() == n && c.v.size() == n), "checkpoint {}: moments of size {}/{}, expected {}",
          path, c.m.size(), c.v.size(), n);
   save_checkpoint(path, c, has_optimizer, [&](CheckpointArray array, size_t offset, std::span<float> piece) {
-    const std::vector<float>& from = array == CheckpointArray::params ? c.params : array == CheckpointArray::m ? c.m
-                                                                                                              : c.v;
-    std::copy_n(from.begin() + std::ptrdiff_t(offset), piece.size(), piece.begin());
+    std::copy_n(array_of(c, array).begin() + std::ptrdiff_t(offset), piece.size(), piece.begin());
   });
 }
 
@@ -345,11 +349,11 @@ void CheckpointReader::read_arrays(const CheckpointSink& sink, bool with_optimiz
   Reader& in = *s.file;
   std::vector<float> piece(std::min<uint64_t>(s.num_params, kCheckpointPiece));
   const auto read_array = [&](CheckpointArray array, bool wanted, const char* what) {
-    for (size_t at = 0; at < s.num_params; at += piece.size()) {
-      const std::span<float> part(piece.data(), std::min<uint64_t>(piece.size(), s.num_params - at));
+    for_each_checkpoint_piece(s.num_params, [&](size_t at, size_t count) {
+      const std::span<float> part(piece.data(), count);
       in.read(part.data(), part.size_bytes(), what);
       if (wanted && sink) sink(array, at, part);
-    }
+    });
   };
   read_array(CheckpointArray::params, true, "the parameters");
   in.get<uint8_t>("the optimizer flag");  // checked when opened
@@ -365,7 +369,7 @@ void CheckpointReader::read_arrays(const CheckpointSink& sink, bool with_optimiz
 }
 
 Checkpoint load_checkpoint(const std::string& path, bool with_optimizer) {
-  if (with_optimizer && is_hf_gpt2(path)) refuse_resume_of_hf_gpt2(path);
+  if (with_optimizer) refuse_resume_of_hf_gpt2(path);
   CheckpointReader reader(path);
   Checkpoint c;
   static_cast<CheckpointInfo&>(c) = reader.info();
@@ -378,8 +382,7 @@ Checkpoint load_checkpoint(const std::string& path, bool with_optimizer) {
   }
   reader.read_arrays(
       [&](CheckpointArray array, size_t offset, std::span<const float> piece) {
-        std::vector<float>& to = array == CheckpointArray::params ? c.params : array == CheckpointArray::m ? c.m : c.v;
-        std::copy(piece.begin(), piece.end(), to.begin() + std::ptrdiff_t(offset));
+        std::copy(piece.begin(), piece.end(), array_of(c, array).begin() + std::ptrdiff_t(offset));
       },
       moments);
   return c;

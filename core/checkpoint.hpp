@@ -10,6 +10,7 @@
 // half-written file in place of the last good checkpoint.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -54,6 +55,13 @@ enum class CheckpointArray { params, m, v };
 constexpr size_t kCheckpointPiece = size_t(4) << 20;  // 16 MB of floats
 using CheckpointSource = std::function<void(CheckpointArray array, size_t offset, std::span<float> piece)>;
 using CheckpointSink = std::function<void(CheckpointArray array, size_t offset, std::span<const float> piece)>;
+// The pieces of an array of n floats, in order: f(offset, count) for each, count at most
+// kCheckpointPiece. Every streamed save and load cuts its arrays this way (a data-parallel save's
+// ranks rely on cutting them alike: core/model_checkpoint.cpp).
+template <class F>
+void for_each_checkpoint_piece(size_t n, F&& f) {
+  for (size_t at = 0; at < n; at += kCheckpointPiece) f(at, std::min(kCheckpointPiece, n - at));
+}
 
 // Atomic write (see above) of `info` and the arrays `source` gives: the parameters, and with
 // `with_optimizer` the moments. Throws Error naming the path on I/O failure; the old file survives.

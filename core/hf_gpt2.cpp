@@ -293,9 +293,9 @@ void HfGpt2Weights::read_params(const CheckpointSink& sink) const {
   const safetensors::File& file = *s.file;
   std::vector<float> piece, head;
   const auto give = [&](size_t offset, const float* values, size_t n) {
-    for (size_t at = 0; at < n; at += kCheckpointPiece)
-      sink(CheckpointArray::params, offset + at,
-           std::span<const float>(values + at, std::min(kCheckpointPiece, n - at)));
+    for_each_checkpoint_piece(n, [&](size_t at, size_t count) {
+      sink(CheckpointArray::params, offset + at, std::span<const float>(values + at, count));
+    });
   };
   for (const Part& part : s.parts) {
     const size_t n = safetensors::numel(part.shape);
@@ -308,27 +308,25 @@ void HfGpt2Weights::read_params(const CheckpointSink& sink) const {
     }
     // In pieces (wte is the largest tensor), each of wte's checked against lm_head's when saved.
     const bool tied = s.has_lm_head && part.offset == s.parts.front().offset;
-    for (size_t at = 0; at < n; at += kCheckpointPiece) {
-      piece.resize(std::min(kCheckpointPiece, n - at));
+    for_each_checkpoint_piece(n, [&](size_t at, size_t count) {
+      piece.resize(count);
       file.read_float(part.name, at, piece);
       if (tied) {
-        head.resize(piece.size());
+        head.resize(count);
         file.read_float("lm_head.weight", at, head);
         INPUT_CHECK(head == piece,
                     "{}: lm_head.weight differs from wte.weight; gpt2cc ties the output projection to the token "
                     "embedding (GPT-2's own weights do)",
                     s.weights.string());
       }
-      give(part.offset + at, piece.data(), piece.size());
-    }
+      give(part.offset + at, piece.data(), count);
+    });
   }
-  // wte's padded rows (V..Vp-1) are zeros, as in any gpt2cc model.
+  // wte's padded rows (V..Vp-1, fewer than 128) are zeros, as in any gpt2cc model.
   const ModelConfig& cfg = s.info.config;
-  const size_t C = cfg.channels, padding = size_t(cfg.padded_vocab_size - cfg.vocab_size) * C;
-  piece.assign(std::min(padding, kCheckpointPiece), 0.0f);
-  for (size_t at = 0; at < padding; at += piece.size())
-    sink(CheckpointArray::params, s.parts.front().offset + size_t(cfg.vocab_size) * C + at,
-         std::span<const float>(piece.data(), std::min(piece.size(), padding - at)));
+  const size_t C = cfg.channels;
+  piece.assign(size_t(cfg.padded_vocab_size - cfg.vocab_size) * C, 0.0f);
+  give(s.parts.front().offset + size_t(cfg.vocab_size) * C, piece.data(), piece.size());
 }
 
 Checkpoint load_hf_gpt2(const std::string& path) {

@@ -86,6 +86,12 @@ GPT2::Impl::Impl(const ModelConfig& cfg, Backend& be, int mB, int mT, ModelMode 
   }
 }
 
+void GPT2::Impl::check_piece(const char* what, size_t offset, size_t n) const {
+  const size_t N = layout.total();
+  INPUT_CHECK(offset <= N && n <= N - offset, "{}: [{}, {}) is outside the model's {} parameters", what, offset,
+              offset + n, N);
+}
+
 void GPT2::Impl::require_training(const char* what) const {
   ENSURE(mode == ModelMode::training, "{}: this model was built for inference only (no gradients or AdamW state)",
          what);
@@ -189,11 +195,6 @@ namespace {
 // the backend's memory), in floats: bounded, whatever the model's size.
 constexpr size_t kStagingFloats = size_t(1) << 22;
 
-void check_range(const char* what, size_t offset, size_t n, size_t N) {
-  INPUT_CHECK(offset <= N && n <= N - offset, "{}: [{}, {}) is outside the model's {} parameters", what, offset,
-              offset + n, N);
-}
-
 }  // namespace
 
 void GPT2::init_weights(uint64_t seed) {
@@ -251,7 +252,7 @@ void GPT2::set_parameters(const std::vector<float>& host) {
 
 void GPT2::read_parameters(size_t offset, std::span<float> out) const {
   const Impl& s = *impl_;
-  check_range("read_parameters", offset, out.size(), s.layout.total());
+  s.check_piece("read_parameters", offset, out.size());
   if (s.master_sharded()) {
     s.gather_piece(s.master.data(), offset, out);
     return;
@@ -271,7 +272,7 @@ void GPT2::read_parameters(size_t offset, std::span<float> out) const {
 
 void GPT2::write_parameters(size_t offset, std::span<const float> in) {
   Impl& s = *impl_;
-  check_range("write_parameters", offset, in.size(), s.layout.total());
+  s.check_piece("write_parameters", offset, in.size());
   if (in.empty()) return;
   // The master: all of it, or under master_sharded() this rank's block (the padding stays 0).
   if (s.keeps_master()) {

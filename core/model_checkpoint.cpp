@@ -46,14 +46,15 @@ void save_model_checkpoint(const std::string& path, const CheckpointInfo& info, 
     return;
   }
   // The other ranks take part in the root's gathers, piece by piece in the file's order (all of
-  // params, then m, then v, pieces of kCheckpointPiece from offset 0: save_checkpoint's), for the
-  // arrays that are sharded; the values land on the root only.
+  // params, then m, then v, each cut as save_checkpoint cuts it), for the arrays that are
+  // sharded; the values land on the root only.
   const size_t n = model.layout().total();
   std::vector<float> piece(std::min(n, kCheckpointPiece));
   for (const CheckpointArray array : {CheckpointArray::params, CheckpointArray::m, CheckpointArray::v}) {
     if (!(array == CheckpointArray::params ? model.master_sharded() : model.optimizer_sharded())) continue;
-    for (size_t at = 0; at < n; at += piece.size())
-      source(array, at, std::span<float>(piece.data(), std::min(piece.size(), n - at)));
+    for_each_checkpoint_piece(n, [&](size_t at, size_t count) {
+      source(array, at, std::span<float>(piece.data(), count));
+    });
   }
 }
 

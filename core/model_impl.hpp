@@ -74,6 +74,8 @@ struct GPT2::Impl {
        const ModelOptions& options);
   // Throws Error naming `what` when the model was built for inference only.
   void require_training(const char* what) const;
+  // Throws InputError naming `what` when [offset, offset + n) is not within the N parameters.
+  void check_piece(const char* what, size_t offset, size_t n) const;
   // Attention's saved values of layer l: one slab per layer for training, one shared slab for inference.
   size_t attention_saved_stride() const;
   float* attention_saved(int l);

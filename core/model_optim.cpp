@@ -31,9 +31,7 @@ void GPT2::optimizer_state(std::vector<float>& m, std::vector<float>& v) const {
 void GPT2::read_moment(Moment which, size_t offset, std::span<float> out) const {
   const Impl& s = *impl_;
   s.require_training("read_moment");
-  const size_t N = s.layout.total();
-  INPUT_CHECK(offset <= N && out.size() <= N - offset, "read_moment: [{}, {}) is outside the model's {} parameters",
-              offset, offset + out.size(), N);
+  s.check_piece("read_moment", offset, out.size());
   const DeviceArray<float>& moment = which == Moment::m ? s.m : s.v;
   if (s.sharded()) {
     s.gather_piece(moment.data(), offset, out);
@@ -45,9 +43,7 @@ void GPT2::read_moment(Moment which, size_t offset, std::span<float> out) const 
 void GPT2::write_moment(Moment which, size_t offset, std::span<const float> in) {
   Impl& s = *impl_;
   s.require_training("write_moment");
-  const size_t N = s.layout.total();
-  INPUT_CHECK(offset <= N && in.size() <= N - offset, "write_moment: [{}, {}) is outside the model's {} parameters",
-              offset, offset + in.size(), N);
+  s.check_piece("write_moment", offset, in.size());
   // This rank's part of the piece (all of it unless the optimizer is sharded).
   const auto [part_first, part_last] = optimizer_part();
   const size_t first = std::max(offset, part_first), last = std::min(offset + in.size(), part_last);
@@ -63,7 +59,8 @@ void GPT2::Impl::gather_piece(const float* mine, size_t offset, std::span<float>
   // element taken from its owner's copy (not summed: a sum would turn -0.0 into +0.0).
   std::vector<float> part(k, 0.0f);
   const size_t first = std::max(offset, part_begin), last = std::min(offset + k, part_end);
-  if (first < last) backend.download(part.data() + (first - offset), mine + (first - part_begin), (last - first) * 4);
+  if (first < last)
+    backend.download(part.data() + (first - offset), mine + (first - part_begin), (last - first) * sizeof(float));
   std::vector<float> all(group.is_root() ? k * size_t(group.size()) : 0);
   group.gather(all.data(), part);
   if (!group.is_root()) return;

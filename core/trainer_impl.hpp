@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "core/check.hpp"
 #include "core/checkpoint.hpp"
 #include "core/dataloader.hpp"
 #include "core/trainer.hpp"
@@ -76,6 +77,17 @@ struct Trainer::Impl {
   // setup(), in order: each step reads what the ones before it set.
   void setup();
   std::optional<CheckpointReader> open_origin();
+  // Runs `read`, which reads the origin checkpoint (its header, or its arrays); an InputError of a
+  // resumed run's (a damaged file) then names the run's previous checkpoint to continue from.
+  template <class Read>
+  void reading_origin(Read&& read) {
+    try {
+      read();
+    } catch (const InputError& e) {
+      if (resumed) fail_naming_previous_checkpoint(e, origin);
+      throw;
+    }
+  }
   void open_data_and_model(const CheckpointInfo& ckpt);
   void plan_batches_and_length();
   void check_run_directory(const CheckpointInfo& ckpt);

@@ -60,12 +60,7 @@ std::optional<CheckpointReader> Trainer::Impl::open_origin() {
   origin = resumed ? resolve_checkpoint(cfg.resume) : cfg.init_from;
   if (resumed) refuse_resume_of_hf_gpt2(origin);
   std::optional<CheckpointReader> opened;
-  try {
-    opened.emplace(origin);
-  } catch (const InputError& e) {
-    if (resumed) fail_naming_previous_checkpoint(e, origin);
-    throw;
-  }
+  reading_origin([&] { opened.emplace(origin); });
   CheckpointReader& reader = *opened;
   // Shape flags may repeat the checkpoint's shape (a resumed run's saved flags do), not change it.
   check_shape_flags(cfg, reader.info().config, origin);
@@ -212,12 +207,7 @@ void Trainer::Impl::build_model(const CheckpointInfo& ckpt, CheckpointReader* or
   options.shard_optimizer = cfg.zero_stage == 1;
   model = std::make_unique<GPT2>(mcfg, backend, B, T, ModelMode::training, options);
   if (origin_file) {
-    try {
-      read_into_model(*origin_file, *model, resumed);
-    } catch (const InputError& e) {  // a damaged file: its checksum
-      if (resumed) fail_naming_previous_checkpoint(e, origin);
-      throw;
-    }
+    reading_origin([&] { read_into_model(*origin_file, *model, resumed); });
   } else {
     model->init_weights(cfg.seed);
   }
