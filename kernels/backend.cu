@@ -119,9 +119,11 @@ class CudaBackend final : public Backend {
                 cuda::kKernelDesignsVariable);
     INPUT_CHECK(dtype_ == DType::bf16 || (designs_.gemm_alignment == cuda::GemmAlignment::kAuto &&
                                           designs_.gemm_split_k == cuda::GemmSplitK::kAuto &&
-                                          designs_.gemm_workspace == cuda::GemmWorkspace::kAuto),
-                "{}: gemm-alignment, gemm-split-k and gemm-workspace are designs of the bf16 GEMMs (cuBLASLt's "
-                "preferences); the fp32 ones run through cuBLAS: use --dtype bf16 or drop them",
+                                          designs_.gemm_workspace == cuda::GemmWorkspace::kAuto &&
+                                          designs_.gelu == cuda::GeluFusion::kAuto),
+                "{}: gemm-alignment, gemm-split-k, gemm-workspace and gelu are designs of the bf16 GEMMs "
+                "(cuBLASLt's preferences and epilogues); the fp32 ones run through cuBLAS: use --dtype bf16 or drop "
+                "them",
                 cuda::kKernelDesignsVariable);
     flash_built_ = cuda::flash_attention_built_for_device();
     CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));

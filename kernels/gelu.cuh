@@ -1,7 +1,7 @@
 // GELU, tanh approximation, on the GPU; mirrors cpu::gelu_forward / gelu_backward (cpu/gelu.hpp):
 //   gelu(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
-// Backward: dinp written (=). The forward may run in place (out == inp). float and bf16 (arithmetic
-// in float, one rounding per bf16 output).
+// Backward: dinp written (=). Either may run in place (out == inp; dinp == dout). float and bf16
+// (arithmetic in float, one rounding per bf16 output).
 #pragma once
 
 #include <cstddef>

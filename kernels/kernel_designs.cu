@@ -35,6 +35,8 @@ constexpr Choice<GemmSplitK> kGemmSplitKChoices[] = {
     {"auto", GemmSplitK::kAuto}, {"fp32", GemmSplitK::kFp32}, {"any", GemmSplitK::kAny}};
 constexpr Choice<GemmWorkspace> kGemmWorkspaceChoices[] = {
     {"auto", GemmWorkspace::kAuto}, {"32", GemmWorkspace::k32MiB}, {"256", GemmWorkspace::k256MiB}};
+constexpr Choice<GeluFusion> kGeluChoices[] = {
+    {"auto", GeluFusion::kAuto}, {"epilogue", GeluFusion::kEpilogue}, {"separate", GeluFusion::kSeparate}};
 
 // One name of the variable: reads and writes its field of a KernelDesigns by text.
 struct Field {
@@ -90,6 +92,7 @@ const std::vector<Field>& fields() {
       make_field<&KernelDesigns::gemm_alignment, kGemmAlignmentChoices>("gemm-alignment"),
       make_field<&KernelDesigns::gemm_split_k, kGemmSplitKChoices>("gemm-split-k"),
       make_field<&KernelDesigns::gemm_workspace, kGemmWorkspaceChoices>("gemm-workspace"),
+      make_field<&KernelDesigns::gelu, kGeluChoices>("gelu"),
   };
   return all;
 }

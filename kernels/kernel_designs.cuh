@@ -11,6 +11,7 @@
 //     gemm-alignment      auto | operand | 16            GemmAlignment (matmul.cuh; bf16 only)
 //     gemm-split-k        auto | fp32 | any              GemmSplitK (matmul.cuh; bf16 only)
 //     gemm-workspace      auto | 32 | 256                GemmWorkspace, MiB (matmul.cuh; bf16 only)
+//     gelu                auto | epilogue | separate     GeluFusion (matmul.cuh; bf16 only)
 // e.g. GPT2CC_KERNELS=classifier=streamed,flash-backward=fused. Unset or empty: every one auto.
 // Every design computes the same function (the tests hold each to the CPU reference); designs of
 // one layer may round differently (sums in another order), so a run's bits depend on the choice,
@@ -39,11 +40,13 @@ struct KernelDesigns {
   GemmAlignment gemm_alignment = GemmAlignment::kAuto;
   GemmSplitK gemm_split_k = GemmSplitK::kAuto;
   GemmWorkspace gemm_workspace = GemmWorkspace::kAuto;
+  GeluFusion gelu = GeluFusion::kAuto;
 };
 
 // The bf16 GEMMs' part of `designs`.
 inline GemmDesign gemm_design(const KernelDesigns& designs) {
-  return GemmDesign{designs.gemm_alignment, designs.gemm_split_k, designs.bias_gradient, designs.gemm_workspace};
+  return GemmDesign{designs.gemm_alignment, designs.gemm_split_k, designs.bias_gradient, designs.gemm_workspace,
+                    designs.gelu};
 }
 
 // Parses GPT2CC_KERNELS' syntax (spaces around names and values are ignored); gpt2cc::InputError

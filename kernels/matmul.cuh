@@ -72,12 +72,26 @@ enum class GemmSplitK { kAuto, kFp32, kAny };
 // kAuto: k32MiB. Not yet timed against k256MiB on a GPU (the designs stage of scripts/bench_gpu.sh).
 enum class GemmWorkspace { kAuto, k32MiB, k256MiB };
 
+// Where the bf16 *_gelu launchers compute the MLP's GELU and its gradient:
+// - kEpilogue: in the GEMM's cuBLASLt epilogue. The forward's GELU_AUX_BIAS writes both pre (the
+//   aux output) and gelu(pre); the backward's DGELU reads pre while the dinp GEMM stores.
+// - kSeparate: the GEMM with the bias epilogue alone writes pre, then the GELU kernel of
+//   kernels/gelu.cuh reads it and writes gelu(pre); the backward's dinp GEMM stores dout W, which
+//   the GELU backward kernel multiplies by gelu'(pre) in place. So the GELU reads pre rounded to
+//   bf16, and dout W is rounded before the product is. llm.c's default (its gelu_fusion 0): an
+//   epilogue's algorithm may lose more than the kernel's pass over the (B, T, 4C) tensor costs
+//   (bench_kernels at B = 8 on an H200: the fc forward with the epilogue at 49% of the bf16 peak,
+//   the qkv forward without one at 61%).
+// kAuto: kEpilogue. Not yet timed against kSeparate on a GPU (the designs stage of
+// scripts/bench_gpu.sh).
+enum class GeluFusion { kAuto, kEpilogue, kSeparate };
 // The designs of one bf16 GEMM call (kernels/kernel_designs.cuh names them for the backend).
 struct GemmDesign {
   GemmAlignment alignment = GemmAlignment::kAuto;
   GemmSplitK split_k = GemmSplitK::kAuto;
   BiasGradient bias_gradient = BiasGradient::kAuto;  // backward launchers only
   GemmWorkspace workspace = GemmWorkspace::kAuto;
+  GeluFusion gelu = GeluFusion::kAuto;  // *_gelu launchers only
 };
 
 void matmul_forward(bf16* out, const bf16* inp, const bf16* weight, const bf16* bias, int B, int T, int C, int OC,

@@ -10,7 +10,8 @@
 // heuristic, or cublasLtMatmul NOT_SUPPORTED (then cached as declined). matmul_path_counts() says
 // which path each GEMM took; GPT2CC_REQUIRE_CUBLASLT=1 makes a declined eligible GEMM an error.
 // dweight accumulates with beta = 1; dbias is a deterministic column sum or
-// (BiasGradient::kEpilogue) the dweight GEMM's BGRADB epilogue, added in.
+// (BiasGradient::kEpilogue) the dweight GEMM's BGRADB epilogue, added in. GeluFusion::kSeparate
+// takes the GELU out of the epilogues, into kernels/gelu.cuh's kernels.
 #include <cublasLt.h>
 
 #include <algorithm>
@@ -25,6 +26,7 @@
 
 #include "kernels/common.cuh"
 #include "kernels/cuda_check.cuh"
+#include "kernels/gelu.cuh"
 #include "kernels/gelu_math.cuh"
 #include "kernels/matmul.cuh"
 
@@ -406,11 +408,13 @@ void backward(bf16* dinp, bf16* dweight, bf16* dbias, const bf16* dout, const bf
   if (N == 0 || OC == 0 || C == 0) return;
   const bool eligible = cublaslt_eligible(C, OC, {dinp, dweight, dout, inp, weight, pre});
   Gemm g = dinp_gemm(dinp, dout, weight, N, C, OC);
-  if (pre != nullptr) {
+  const bool separate_gelu = pre != nullptr && design.gelu == GeluFusion::kSeparate;
+  if (pre != nullptr && !separate_gelu) {
     g.epilogue = CUBLASLT_EPILOGUE_DGELU;
     g.aux = pre;
   }
   run_matmul(g, eligible, design, stream);
+  if (separate_gelu) gelu_backward(dinp, dinp, pre, static_cast<size_t>(N) * C, stream);  // in place
   Gemm dw = dweight_gemm(dweight, dout, inp, N, C, OC);
   if (dbias == nullptr || design.bias_gradient != BiasGradient::kEpilogue) {
     run_matmul(dw, eligible, design, stream);
@@ -458,11 +462,22 @@ void matmul_forward_gelu(bf16* out, bf16* pre, const bf16* inp, const bf16* weig
   const int N = B * T;
   if (N == 0 || OC == 0) return;
   ENSURE(C >= 1, "matmul_forward_gelu needs C >= 1, got {}", C);
+  const bool eligible = cublaslt_eligible(C, OC, {out, pre, inp, weight, bias});
+  if (design.gelu == GeluFusion::kSeparate) {
+    Gemm g = forward_gemm(pre, inp, weight, N, C, OC);
+    if (bias != nullptr) {
+      g.epilogue = CUBLASLT_EPILOGUE_BIAS;
+      g.bias = bias;
+    }
+    run_matmul(g, eligible, design, stream);
+    gelu_forward(out, pre, static_cast<size_t>(N) * OC, stream);
+    return;
+  }
   Gemm g = forward_gemm(out, inp, weight, N, C, OC);
   g.epilogue = bias != nullptr ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX;
   g.bias = bias;
   g.aux = pre;
-  run_matmul(g, cublaslt_eligible(C, OC, {out, pre, inp, weight, bias}), design, stream);
+  run_matmul(g, eligible, design, stream);
 }
 
 void matmul_backward(bf16* dinp, bf16* dweight, bf16* dbias, const bf16* dout, const bf16* inp, const bf16* weight,

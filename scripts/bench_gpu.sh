@@ -18,13 +18,13 @@
 # the issue's targets first (bf16 training, attention), then where a bf16 step's time goes in each
 # framework (profile: ncu over gpt2cc's kernels, torch.profiler over PyTorch's; ~90 s, not yet
 # timed there), then the correctness checks (parity, the kernels' validation, compute-sanitizer:
-# ~45 s), then the bf16 step with each other kernel design (designs: 9 or 10 runs, ~135 s, not yet
+# ~45 s), then the bf16 step with each other kernel design (designs: 10 or 11 runs, ~150 s, not yet
 # timed there), before the fp32 pair, which is slow (~100 s) and only a secondary figure: what the
 # --budget leaves no time for is skipped from the end. Measured on an H200 (2026-12-04), seconds:
 # kit binaries 10, test 20, train_bf16 21, pt_bf16 52, attention 12, pt_attention 7, parity 22,
 # kernels 26, sanitize ~41 (memcheck layers 25, racecheck 10, memcheck bf16 6), train_fp32 87 and
 # pt_fp32 over 61 at 20+5 steps (at 10+3: ~50 and 46), report ~2: ~310 s of the 570 s budget,
-# ~400 s with the profile, ~535 s with the designs.
+# ~400 s with the profile, ~550 s with the designs.
 # --steps N: timed steps of the bf16 training runs, gpt2cc's and PyTorch's (default 20, after 5
 # warm-up); --fp32-steps N: of the fp32 ones (default 10, after 3 warm-up: an fp32 step at B=128
 # takes ~3 s, and torch.compile ~40 s first); the designs stage's runs take 10 after 3. --quick:
@@ -551,7 +551,7 @@ stage_profile() {
 # --best-designs), one run with all of them (designs_best): the best step this build showed, and
 # what the automatic choices should become.
 DESIGN_VARIANTS=(classifier=streamed layernorm-backward=two-pass flash-backward=fused flash-tile=64
-  bias-grad=epilogue gemm-alignment=16 gemm-split-k=any gemm-workspace=256)
+  bias-grad=epilogue gemm-alignment=16 gemm-split-k=any gemm-workspace=256 gelu=separate)
 LIMIT_DESIGN=90
 stage_designs() {
   local B variant designs

@@ -231,7 +231,9 @@ KERNEL_DESIGN_PAIRS = [("fused_classifier", "fused_classifier_streamed"),
                        ("matmul_forward", "matmul_forward_align16"),
                        ("matmul_backward", "matmul_backward_align16"),
                        ("matmul_backward", "matmul_backward_splitk_any"),
-                       ("matmul_backward", "matmul_backward_ws256")]
+                       ("matmul_backward", "matmul_backward_ws256"),
+                       ("matmul_forward_gelu", "matmul_forward_gelu_separate"),
+                       ("matmul_backward_gelu", "matmul_backward_gelu_separate")]
 
 
 def design_pairs(rows):
@@ -487,6 +489,10 @@ def self_test():
                                   "valid": True, "ms": 0.3, "tflops": 800.0, "roofline_fraction": 0.8},
                                  {"kernel": "matmul_backward", "dtype": "fp32", "shape": "fc", "valid": True,
                                   "ms": 4.0, "tflops": 60.0, "roofline_fraction": 0.9},
+                                 {"kernel": "matmul_forward_gelu", "dtype": "bf16", "shape": "fc", "valid": True,
+                                  "ms": 0.25, "tflops": 480.0, "roofline_fraction": 0.49},
+                                 {"kernel": "matmul_forward_gelu_separate", "dtype": "bf16", "shape": "fc",
+                                  "valid": True, "ms": 0.2, "tflops": 600.0, "roofline_fraction": 0.61},
                                  {"kernel": "fused_classifier", "dtype": "bf16", "shape": "V", "valid": True,
                                   "ms": 0.7, "gbps": 2200.0, "roofline_fraction": 0.5},
                                  {"kernel": "fused_classifier_streamed", "dtype": "bf16", "shape": "V",
@@ -543,6 +549,8 @@ def self_test():
         expect(text.count("| matmul_backward | matmul_backward_bgradb |") == 1, "no pair across dtypes")
         expect("| matmul_backward | matmul_backward_splitk_any | bf16 | fc | 0.4000 | 0.3000 | 0.75x |" in text,
                "a GEMM design pair")
+        expect("| matmul_forward_gelu | matmul_forward_gelu_separate | bf16 | fc | 0.2500 | 0.2000 | 0.80x |" in text,
+               "the GELU designs' pair")
         expect("| fused_classifier | fused_classifier_streamed |" not in text, "an invalid design is not paired")
         expect("INVALID (rel. error not finite)" in text, "NaN error (JSON null) in an invalid kernel row")
         expect("| train | 124 (timed out) | 240 |" in text, "timed-out stage marked")

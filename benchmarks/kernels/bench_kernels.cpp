@@ -378,12 +378,33 @@ void bench_matmul(Bench& b, const std::string& which, int C, int OC, bool bias) 
 }
 
 // The MLP's GELU fused into its GEMMs: fc forward (out = gelu(inp W^T + b), pre saved) and the
-// fc-projection backward (dinp = (dout W) * gelu'(pre)). CPU reference: matmul then gelu.
+// fc-projection backward (dinp = (dout W) * gelu'(pre)). CPU reference: matmul then gelu. In bf16
+// also with the GELU in its own kernels after the GEMMs (cuda::GeluFusion::kSeparate; rows
+// *_separate), on the same FLOP count, so that their TFLOP/s compare as their times do.
 template <class Elem>
 void bench_matmul_gelu(Bench& b) {
   const auto& o = b.opt();
   const int C = o.C, H = 4 * o.C;
-  std::vector<double> err;
+  struct Design {
+    const char* suffix;
+    cuda::GemmDesign design;
+  };
+  std::vector<Design> designs{{"", {}}};
+  if constexpr (std::is_same_v<Elem, bf16>) designs.push_back({"_separate", {.gelu = cuda::GeluFusion::kSeparate}});
+  // The launchers with `design` (the fp32 ones have none); pointers as they take them.
+  const auto forward = [&](const cuda::GemmDesign& design, int B, int T, auto... pointers) {
+    if constexpr (std::is_same_v<Elem, bf16>)
+      cuda::matmul_forward_gelu(pointers..., B, T, C, H, b.stream(), design);
+    else
+      cuda::matmul_forward_gelu(pointers..., B, T, C, H, b.stream());
+  };
+  const auto backward = [&](const cuda::GemmDesign& design, int B, int T, auto... pointers) {
+    if constexpr (std::is_same_v<Elem, bf16>)
+      cuda::matmul_backward_gelu(pointers..., B, T, H, C, b.stream(), design);
+    else
+      cuda::matmul_backward_gelu(pointers..., B, T, H, C, b.stream());
+  };
+  std::vector<std::vector<double>> errors;  // per design: forward, then dinp, dweight, dbias
   {
     const int B = b.vB(), T = b.vT();
     const size_t R = size_t(B) * T;
@@ -402,14 +423,16 @@ void bench_matmul_gelu(Bench& b) {
     cpu::matmul_backward_blocked(dact.data(), dw.data(), db.data(), dout.data(), act2_t.data(), w2.data(), B, T, H, C);
     cpu::gelu_backward(dinp.data(), dact.data(), pre2.data(), dinp.size());
     auto d_inp = upload<Elem>(inp), d_w = upload<Elem>(w), d_b = upload<Elem>(bs), d_pre2 = upload<Elem>(pre2),
-         d_act2 = upload<Elem>(act2_t), d_w2 = upload<Elem>(w2), d_dout = upload<Elem>(dout),
-         d_dw = upload<Elem>(zeros(w2.size())), d_db = upload<Elem>(zeros(C));
+         d_act2 = upload<Elem>(act2_t), d_w2 = upload<Elem>(w2), d_dout = upload<Elem>(dout);
     DeviceVec<Elem> d_pre(pre.size()), d_out(out.size()), d_dinp(dinp.size());
-    cuda::matmul_forward_gelu(d_out.get(), d_pre.get(), d_inp.get(), d_w.get(), d_b.get(), B, T, C, H, b.stream());
-    cuda::matmul_backward_gelu(d_dinp.get(), d_dw.get(), d_db.get(), d_dout.get(), d_act2.get(), d_w2.get(),
-                               d_pre2.get(), B, T, H, C, b.stream());
-    err = {std::max(rel_l2(download(d_pre), pre), rel_l2(download(d_out), out)), rel_l2(download(d_dinp), dinp),
-           rel_l2(download(d_dw), dw), rel_l2(download(d_db), db)};
+    for (const Design& d : designs) {  // dweight and dbias from zero
+      auto d_dw = upload<Elem>(zeros(w2.size())), d_db = upload<Elem>(zeros(C));
+      forward(d.design, B, T, d_out.get(), d_pre.get(), d_inp.get(), d_w.get(), d_b.get());
+      backward(d.design, B, T, d_dinp.get(), d_dw.get(), d_db.get(), d_dout.get(), d_act2.get(), d_w2.get(),
+               d_pre2.get());
+      errors.push_back({std::max(rel_l2(download(d_pre), pre), rel_l2(download(d_out), out)),
+                        rel_l2(download(d_dinp), dinp), rel_l2(download(d_dw), dw), rel_l2(download(d_db), db)});
+    }
   }
   const int B = o.B, T = o.T;
   const size_t R = size_t(B) * T;
@@ -418,13 +441,18 @@ void bench_matmul_gelu(Bench& b) {
        dout = upload<Elem>(random_floats(R * C, 91));
   DeviceVec<Elem> pre(R * H), out(R * H), dinp(R * H), dw(size_t(C) * H), db(C);
   const double flops = 2.0 * R * C * H;
-  b.add(compute_row<Elem>("matmul_forward_gelu", format("fc B={} T={} C={} OC={}", B, T, C, H), flops), {err[0]},
-        [&] { cuda::matmul_forward_gelu(out.get(), pre.get(), inp.get(), w.get(), bs.get(), B, T, C, H, b.stream()); });
-  b.add(compute_row<Elem>("matmul_backward_gelu", format("fcproj B={} T={} C={} OC={}", B, T, H, C), 2 * flops),
-        {err[1], err[2], err[3]}, [&] {
-          cuda::matmul_backward_gelu(dinp.get(), dw.get(), db.get(), dout.get(), out.get(), w2.get(), pre.get(), B, T,
-                                     H, C, b.stream());
-        });
+  for (size_t i = 0; i < designs.size(); ++i) {
+    const Design& d = designs[i];
+    const std::vector<double>& e = errors[i];
+    b.add(compute_row<Elem>(std::string("matmul_forward_gelu") + d.suffix,
+                            format("fc B={} T={} C={} OC={}", B, T, C, H), flops),
+          {e[0]}, [&] { forward(d.design, B, T, out.get(), pre.get(), inp.get(), w.get(), bs.get()); });
+    b.add(compute_row<Elem>(std::string("matmul_backward_gelu") + d.suffix,
+                            format("fcproj B={} T={} C={} OC={}", B, T, H, C), 2 * flops),
+          {e[1], e[2], e[3]}, [&] {
+            backward(d.design, B, T, dinp.get(), dw.get(), db.get(), dout.get(), out.get(), w2.get(), pre.get());
+          });
+  }
 }
 
 template <class Elem>

@@ -7,9 +7,9 @@
 // and again from the same start (bitwise repeatable). cuda::matmul_path_counts() shows that every
 // GEMM on eligible operands ran as one cublasLtMatmul with its epilogue (not the fallback, which
 // would pass the value checks too) and every other one took the plain path. dbias also from the
-// dweight GEMM's BGRADB epilogue (cuda::BiasGradient::kEpilogue). Also: the GELU
-// epilogue is the tanh form, and a CUDA graph capture of the bf16 calls replays bit for bit like
-// the eager calls.
+// dweight GEMM's BGRADB epilogue (cuda::BiasGradient::kEpilogue), and the GELU by its own kernels
+// after the GEMMs (cuda::GeluFusion::kSeparate). Also: the GELU epilogue is the tanh form, and a
+// CUDA graph capture of the bf16 calls replays bit for bit like the eager calls.
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -96,7 +96,8 @@ std::string design_text(const cuda::GemmDesign& d) {
          (d.split_k == cuda::GemmSplitK::kAny ? ", any split-K sums" : ", fp32 split-K sums") +
          (d.workspace == cuda::GemmWorkspace::k256MiB ? ", 256 MiB workspace" : ", 32 MiB workspace") +
          (d.bias_gradient == cuda::BiasGradient::kEpilogue ? ", bias gradient by the BGRADB epilogue"
-                                                            : ", bias gradient by column sums");
+                                                            : ", bias gradient by column sums") +
+         (d.gelu == cuda::GeluFusion::kSeparate ? ", GELU by its own kernels" : ", GELU in the epilogues");
 }
 
 // Forward (gelu = false: out = inp W^T + b; true: also pre, out = gelu(pre)) at pointer offset `offset`.
@@ -216,6 +217,7 @@ const std::vector<Shape> kShapes{Shape{1, 32, 768, 2304, true}, Shape{1, 32, 768
                                  Shape{2, 50, 72, 100, false},   Shape{1, 1, 5, 8, true}};
 
 constexpr cuda::GemmDesign kBgradb{.bias_gradient = cuda::BiasGradient::kEpilogue};
+constexpr cuda::GemmDesign kSeparateGelu{.gelu = cuda::GeluFusion::kSeparate};
 
 // Host references in double: the tanh form (cpu/gelu.hpp) and the exact erf form, and their gradients.
 double gelu_tanh(double x) { return 0.5 * x * (1.0 + std::tanh(0.7978845608028654 * (x + 0.044715 * x * x * x))); }
@@ -274,18 +276,22 @@ TEST_CASE("bf16 matmul with misaligned pointers takes the plain path and matches
   check_forward(s, gelu, 1);
   check_backward(s, gelu, 1);
   check_backward(s, gelu, 1, kBgradb);  // the plain GEMM, then column sums
+  check_forward(s, gelu, 1, kSeparateGelu);  // the plain GEMM, the bias kernel, then the GELU's
+  check_backward(s, gelu, 1, kSeparateGelu);
 }
 
 // The GEMM designs other than the automatic ones (kernels/matmul.cuh): the heuristic promised only
-// 16-byte operands, split-K allowed to add its parts up in bf16, and a workspace of 256 MiB
-// offered (the test stream's grows to it). The cuBLASLt path, the CPU's
+// 16-byte operands, split-K allowed to add its parts up in bf16, a workspace of 256 MiB
+// offered (the test stream's grows to it), and the GELU in its own kernels after the GEMMs (each
+// GEMM still one cublasLtMatmul). The cuBLASLt path, the CPU's
 // values, accumulation and repeated bits, as above, on the eligible shapes and on one whose
 // dweight GEMM has k = B*T = 4096 for an output of 64 x 64, the kind cuBLASLt splits along k.
 TEST_CASE("bf16 matmul with the other GEMM designs matches cpu, accumulates and repeats bitwise",
           "[cuda][bf16][matmul][gemm-designs]") {
   const cuda::GemmDesign design = GENERATE(cuda::GemmDesign{.alignment = cuda::GemmAlignment::k16},
                                            cuda::GemmDesign{.split_k = cuda::GemmSplitK::kAny},
-                                           cuda::GemmDesign{.workspace = cuda::GemmWorkspace::k256MiB});
+                                           cuda::GemmDesign{.workspace = cuda::GemmWorkspace::k256MiB},
+                                           kSeparateGelu);
   const Shape s = GENERATE(Shape{64, 64, 64, 64, true}, Shape{1, 32, 768, 2304, true}, Shape{1, 32, 3072, 768, true},
                            Shape{2, 16, 768, 768, false}, Shape{4, 25, 64, 328, true});
   const bool gelu = GENERATE(false, true);

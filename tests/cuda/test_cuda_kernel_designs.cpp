@@ -1,8 +1,8 @@
 // GPT2CC_KERNELS (kernels/kernel_designs.cuh): its syntax, its errors, and that a backend made
 // while it is set takes the designs it names. What proves each design was taken: a design named
 // for a shape it cannot take throws where the automatic choice runs (the cached-row classifier,
-// the fused LayerNorm backward), and the two flash backwards and the two bias gradients, which
-// round differently, give the named one's bits.
+// the fused LayerNorm backward), and the two flash backwards, the two bias gradients and the two
+// places of the GELU, which round differently, give the named one's bits.
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -57,6 +57,30 @@ std::vector<float> matmul_dbias(const std::optional<std::string>& designs) {
   return download_as_float(*backend, dbias.data(), OC);
 }
 
+// The MLP's two GELU launches on a backend made with `designs` (64 rows, C 64, 4C 256): the fc
+// forward's gelu(pre), then the fc projection backward's dinp = (dout W) * gelu'(pre), one after
+// the other in one vector.
+std::vector<float> mlp_gelu_outputs(const std::optional<std::string>& designs) {
+  const int B = 1, T = 64, C = 64, H = 4 * C;
+  const size_t N = size_t(B) * T;
+  auto backend = backend_with(designs, DType::bf16);
+  DeviceTensor inp(*backend, N * C), fcw(*backend, size_t(H) * C), fcb(*backend, H), pre(*backend, N * H),
+      out(*backend, N * H), projw(*backend, size_t(C) * H), dout(*backend, N * C), dinp(*backend, N * H),
+      dprojw(*backend, size_t(C) * H);
+  upload_random(*backend, inp.data(), N * C, 51);
+  upload_random(*backend, fcw.data(), size_t(H) * C, 52);
+  upload_random(*backend, fcb.data(), H, 53);
+  upload_random(*backend, projw.data(), size_t(C) * H, 54);
+  upload_random(*backend, dout.data(), N * C, 55);
+  backend->matmul_forward_gelu(out.data(), pre.data(), inp.data(), fcw.data(), fcb.data(), B, T, C, H);
+  backend->matmul_backward_gelu(dinp.data(), dprojw.data(), nullptr, dout.data(), out.data(), projw.data(),
+                                pre.data(), B, T, H, C);
+  std::vector<float> values = download_as_float(*backend, out.data(), N * H);
+  const std::vector<float> grads = download_as_float(*backend, dinp.data(), N * H);
+  values.insert(values.end(), grads.begin(), grads.end());
+  return values;
+}
+
 // dqkv of one flash attention backward (B 1, T 320, 2 heads of 64: five K/V tiles, enough for the
 // two designs' different sums to show in bf16) on a backend made with `designs`.
 std::vector<float> flash_dqkv(const std::optional<std::string>& designs) {
@@ -103,7 +127,7 @@ TEST_CASE("GPT2CC_KERNELS: parsed, written back, and refused naming the entry at
 
   const std::string all =
       "classifier=cached-row,layernorm-backward=two-pass,flash-backward=fused,flash-tile=64,bias-grad=epilogue,"
-      "gemm-alignment=16,gemm-split-k=any,gemm-workspace=256";
+      "gemm-alignment=16,gemm-split-k=any,gemm-workspace=256,gelu=separate";
   const cuda::KernelDesigns every = cuda::parse_kernel_designs(all);
   CHECK(every.classifier == FusedClassifier::kCachedRow);
   CHECK(every.layernorm_backward == LayerNormBackward::kTwoPass);
@@ -113,17 +137,22 @@ TEST_CASE("GPT2CC_KERNELS: parsed, written back, and refused naming the entry at
   CHECK(every.gemm_alignment == GemmAlignment::k16);
   CHECK(every.gemm_split_k == GemmSplitK::kAny);
   CHECK(every.gemm_workspace == cuda::GemmWorkspace::k256MiB);
+  CHECK(every.gelu == cuda::GeluFusion::kSeparate);
   const cuda::GemmDesign gemm = cuda::gemm_design(every);
   CHECK(gemm.alignment == GemmAlignment::k16);
   CHECK(gemm.split_k == GemmSplitK::kAny);
   CHECK(gemm.bias_gradient == BiasGradient::kEpilogue);
   CHECK(gemm.workspace == cuda::GemmWorkspace::k256MiB);
+  CHECK(gemm.gelu == cuda::GeluFusion::kSeparate);
   const cuda::KernelDesigns named_auto =
-      cuda::parse_kernel_designs("gemm-alignment=operand,gemm-split-k=fp32,gemm-workspace=32");
+      cuda::parse_kernel_designs("gemm-alignment=operand,gemm-split-k=fp32,gemm-workspace=32,gelu=epilogue");
   CHECK(named_auto.gemm_alignment == GemmAlignment::kOperand);
   CHECK(named_auto.gemm_split_k == GemmSplitK::kFp32);
   CHECK(named_auto.gemm_workspace == cuda::GemmWorkspace::k32MiB);
-  CHECK(cuda::kernel_designs_text(named_auto) == "gemm-alignment=operand,gemm-split-k=fp32,gemm-workspace=32");
+  CHECK(named_auto.gelu == cuda::GeluFusion::kEpilogue);
+  CHECK(cuda::gemm_design(named_auto).gelu == cuda::GeluFusion::kEpilogue);
+  CHECK(cuda::kernel_designs_text(named_auto) ==
+        "gemm-alignment=operand,gemm-split-k=fp32,gemm-workspace=32,gelu=epilogue");
   CHECK(cuda::parse_kernel_designs("bias-grad=column-sum").bias_gradient == BiasGradient::kColumnSum);
   CHECK(cuda::kernel_designs_text(every) == all);
   CHECK(cuda::parse_kernel_designs("layernorm-backward=fused,flash-backward=split").layernorm_backward ==
@@ -136,13 +165,14 @@ TEST_CASE("GPT2CC_KERNELS: parsed, written back, and refused naming the entry at
   CHECK_THROWS_WITH(cuda::parse_kernel_designs("flash-tile=64,clasifier=streamed"),
                     Contains("unknown kernel design 'clasifier'") &&
                         Contains("classifier, layernorm-backward, flash-backward, flash-tile, bias-grad, "
-                                 "gemm-alignment, gemm-split-k, gemm-workspace"));
+                                 "gemm-alignment, gemm-split-k, gemm-workspace, gelu"));
   CHECK_THROWS_WITH(cuda::parse_kernel_designs("classifier=fast"),
                     Contains("classifier=fast is not a design") && Contains("auto | cached-row | streamed"));
   CHECK_THROWS_WITH(cuda::parse_kernel_designs("flash-tile=96"), Contains("auto | 64 | 128"));
   CHECK_THROWS_WITH(cuda::parse_kernel_designs("gemm-alignment=256"), Contains("auto | operand | 16"));
   CHECK_THROWS_WITH(cuda::parse_kernel_designs("gemm-split-k=bf16"), Contains("auto | fp32 | any"));
   CHECK_THROWS_WITH(cuda::parse_kernel_designs("gemm-workspace=64"), Contains("auto | 32 | 256"));
+  CHECK_THROWS_WITH(cuda::parse_kernel_designs("gelu=fused"), Contains("auto | epilogue | separate"));
   CHECK_THROWS_WITH(cuda::parse_kernel_designs("flash-backward=split,flash-backward=fused"),
                     Contains("'flash-backward' given twice"));
   CHECK_THROWS_WITH(cuda::parse_kernel_designs("classifier=streamed,,flash-tile=64"), Contains("is not NAME=VALUE"));
@@ -207,11 +237,21 @@ TEST_CASE("a cuda backend takes the kernel designs GPT2CC_KERNELS names", "[cuda
     expect_named_design_taken(matmul_dbias(std::nullopt), matmul_dbias("bias-grad=column-sum"),
                               matmul_dbias("bias-grad=epilogue"), "epilogue vs column-sum dbias", 1e-2);
   }
-  SECTION("gemm-alignment, gemm-split-k, gemm-workspace: bf16 only") {
-    for (const char* designs : {"gemm-alignment=16", "gemm-split-k=any", "gemm-alignment=operand", "gemm-workspace=256"})
+  SECTION("gemm-alignment, gemm-split-k, gemm-workspace, gelu: bf16 only") {
+    for (const char* designs : {"gemm-alignment=16", "gemm-split-k=any", "gemm-alignment=operand", "gemm-workspace=256",
+                                "gelu=separate", "gelu=epilogue"})
       CHECK_THROWS_WITH(backend_with(designs, DType::fp32),
-                        Catch::Contains("gemm-alignment, gemm-split-k and gemm-workspace are designs of the bf16 GEMMs"));
-    CHECK_NOTHROW(backend_with("gemm-alignment=auto,gemm-split-k=auto,gemm-workspace=auto", DType::fp32));
+                        Catch::Contains("gemm-alignment, gemm-split-k, gemm-workspace and gelu are designs of the "
+                                        "bf16 GEMMs"));
+    CHECK_NOTHROW(backend_with("gemm-alignment=auto,gemm-split-k=auto,gemm-workspace=auto,gelu=auto", DType::fp32));
+  }
+  SECTION("gelu: the named design's bits (auto is epilogue)") {
+    if (test::device_dtypes().size() < 2) {
+      WARN("no bf16 on this device: the GELU designs are not compared");
+      return;
+    }
+    expect_named_design_taken(mlp_gelu_outputs(std::nullopt), mlp_gelu_outputs("gelu=epilogue"),
+                              mlp_gelu_outputs("gelu=separate"), "separate vs epilogue GELU", 1e-2);
   }
   SECTION("flash-backward: the named design's bits (auto is split)") {
     // Flash needs bf16 (sm_80) and this build's sm_80+ code for the device (a T4, or a build for

@@ -453,6 +453,21 @@ TEST_CASE("the bf16 launchers' algorithm cache gives every GEMM an algorithm cho
   });
   check("backward, the bias gradient by the BGRADB epilogue", 2, usual,
         backward(GemmDesign{.bias_gradient = cuda::BiasGradient::kEpilogue}, true));
+  // gelu=separate: the GEMMs without the GELU epilogues (the GELU kernels follow them).
+  const GemmDesign separate_gelu{.gelu = cuda::GeluFusion::kSeparate};
+  check("forward, gelu=separate: the bias epilogue alone", 1, usual, [&] {
+    cuda::matmul_forward_gelu(out.get(), pre.get(), inp.get(), weight.get(), bias.get(), L.B, L.T, L.C, L.OC, stream,
+                              separate_gelu);
+  });
+  CHECK(hostcuda::last_cublaslt_matmul().call.epilogue == CUBLASLT_EPILOGUE_BIAS);
+  check("backward, gelu=separate: dinp without DGELU", 2, usual, [&] {
+    cuda::matmul_backward_gelu(dinp.get(), dweight.get(), nullptr, dout.get(), inp.get(), weight.get(), pre_in.get(),
+                               L.B, L.T, L.C, L.OC, stream, separate_gelu);
+  });
+  check("forward with GELU_AUX_BIAS again", 1, usual, [&] {
+    cuda::matmul_forward_gelu(out.get(), pre.get(), inp.get(), weight.get(), bias.get(), L.B, L.T, L.C, L.OC, stream);
+  });
+  CHECK(hostcuda::last_cublaslt_matmul().call.epilogue == CUBLASLT_EPILOGUE_GELU_AUX_BIAS);
   // Operand and bias alignments: each pointer 16 bytes into its buffer, then aligned again.
   check("forward, the input (B) 16-byte aligned", 1, Preference{{128, 16, 128, 128}, fp32_sums, default_workspace},
         forward(8, 0, 0, 0, {}));

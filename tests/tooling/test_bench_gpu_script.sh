@@ -245,7 +245,7 @@ log=$(OUT="$TMP/out-designs" bash "$SCRIPT" --stage designs --build-dir "$TMP/bu
 rc=$?
 [[ $rc == 0 ]] || fail "designs: exit $rc: $log"
 for variant in automatic classifier=streamed layernorm-backward=two-pass flash-backward=fused flash-tile=64 \
-  bias-grad=epilogue gemm-alignment=16 gemm-split-k=any gemm-workspace=256; do
+  bias-grad=epilogue gemm-alignment=16 gemm-split-k=any gemm-workspace=256 gelu=separate; do
   name="designs_${variant//=/-}"
   grep -q "^$name	0	" "$TMP/res-designs/status.tsv" 2>/dev/null || fail "$name did not run: $log"
   line=$(grep "stand-in .*bench_train_gpu .*/$name.json" <<<"$log" | head -1)

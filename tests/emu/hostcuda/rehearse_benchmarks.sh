@@ -73,7 +73,8 @@ GPT2CC_EMU_GPU=rtx4090 GPT2CC_CUDA_ARCHITECTURES=89 \
 # conversion sizes included; the four biased layers' backward with the BGRADB epilogue too, taken
 # by the host cuBLASLt, and each of the five bf16 layers with the other GEMM designs: forward and
 # backward with 16-byte alignment promised, backward with any split-K sums and with a 256 MiB
-# workspace); the ceilings measured first.
+# workspace; and the MLP's GELU in its own kernels, forward and backward); the ceilings measured
+# first.
 run kernels "$BIN/bench_kernels" -b 1 -t 16 --reps 1 --warmup 0 --json "$OUT/kernels.json" &&
   check_json "$OUT/kernels.json" \
     "len(j['kernels']) >= 70 and all(k['valid'] and k['ms'] > 0 for k in j['kernels'])
@@ -81,6 +82,9 @@ run kernels "$BIN/bench_kernels" -b 1 -t 16 --reps 1 --warmup 0 --json "$OUT/ker
      and all(sum(k['kernel'] == name and k['dtype'] == 'bf16' for k in j['kernels']) == 5
              for name in ('matmul_forward_align16', 'matmul_backward_align16', 'matmul_backward_splitk_any',
                           'matmul_backward_ws256'))
+     and all(sum(k['kernel'] == name for k in j['kernels']) == 1
+             for name in ('matmul_forward_gelu_separate', 'matmul_backward_gelu_separate'))
+     and all(k['dtype'] == 'bf16' for k in j['kernels'] if k['kernel'].endswith('_gelu_separate'))
      and {k['dtype'] for k in j['kernels']} == {'fp32', 'bf16'} and j['copy_bandwidth_gbps'] > 0
      and j['sgemm_tflops'] > 0"
 
@@ -99,7 +103,7 @@ done
 # in its JSON, as the automatic run names none (the report's designs table reads both); a malformed
 # value exits 2 naming the variable.
 all_designs=classifier=streamed,layernorm-backward=two-pass,flash-backward=fused,flash-tile=64,bias-grad=epilogue
-all_designs+=,gemm-alignment=16,gemm-split-k=any,gemm-workspace=256
+all_designs+=,gemm-alignment=16,gemm-split-k=any,gemm-workspace=256,gelu=separate
 GPT2CC_KERNELS=$all_designs run designs_all "$BIN/bench_train_gpu" --preset d2 --dtype bf16 -B 2 -T 32 --steps 2 \
   --warmup 1 --json "$OUT/designs_all.json" &&
   check_json "$OUT/designs_all.json" \
