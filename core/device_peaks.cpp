@@ -9,6 +9,7 @@
 
 #include "core/check.hpp"
 #include "core/device_peaks_table.hpp"  // generated: kDevicePeaksJson
+#include "core/json_number.hpp"
 
 namespace gpt2cc {
 namespace {
@@ -35,7 +36,7 @@ DevicePeaks lookup(const std::string& device_name, std::istream& table_text, con
       break;
     }
   } catch (const nlohmann::json::exception& e) {
-    fail_input(format("malformed GPU peak table {}: {}", origin, e.what()));
+    fail_input(format("malformed GPU peak table {}: {}", origin, json_error_text(e)));
   } catch (const std::regex_error& e) {
     fail_input(format("malformed pattern in GPU peak table {}: {}", origin, e.what()));
   }

@@ -28,6 +28,14 @@ std::optional<T> whole_number(const nlohmann::json& v) {
   return std::nullopt;
 }
 
+// What a JSON library error says, without its "[json.exception.type_error.302] " tag: "type must
+// be number, but is string", "key 'model' not found", "parse error at line 1, column 9: ...".
+inline std::string json_error_text(const nlohmann::json::exception& e) {
+  const std::string what = e.what();
+  const size_t tag_end = what.find("] ");
+  return what.starts_with("[json.exception.") && tag_end != std::string::npos ? what.substr(tag_end + 2) : what;
+}
+
 // Runs read(), which reads untrusted JSON: a JSON library error it throws (a missing key, a value
 // of the wrong type) or an InputError of its own checks becomes InputError "<context>: <what>".
 template <class Read>
@@ -35,7 +43,7 @@ decltype(auto) read_json_checked(const std::string& context, Read&& read) {
   try {
     return read();
   } catch (const nlohmann::json::exception& e) {
-    fail_input(context + ": " + e.what());
+    fail_input(context + ": " + json_error_text(e));
   } catch (const InputError& e) {
     fail_input(context + ": " + e.what());
   }

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/check.hpp"
+#include "core/json_number.hpp"
 
 namespace gpt2cc::data {
 
@@ -257,7 +258,7 @@ void read_jsonl(LineReader& in, DocumentBuilder& doc, const FormatOptions& optio
     try {
       value = nlohmann::json::parse(line, count_field);
     } catch (const nlohmann::json::exception& e) {
-      fail_input(format("{}: not a JSON value: {}", where, e.what()));
+      fail_input(format("{}: not a JSON value: {}", where, json_error_text(e)));
     }
     INPUT_CHECK(value.is_object(), "{}: expected a JSON object per line", where);
     INPUT_CHECK(field_keys <= 1, "{}: the field \"{}\" appears {} times in the object", where, options.field,
