@@ -5,7 +5,9 @@
 //
 // Backward follows llm.c: the residual stream has ONE gradient buffer (dresidual) that every
 // block's LayerNorm backward and residual pass-through accumulate into, walking the layers in
-// reverse; the logits buffer is reused in place for dlogits.
+// reverse; the logits buffer is reused in place for dlogits. The classifier (logits, loss,
+// dlogits, the lm_head backward) runs over the rows in chunks (ModelOptions::classifier_rows), so
+// the logits of a large batch are never all in memory at once.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -25,6 +27,7 @@ GPT2::Impl::Impl(const ModelConfig& cfg, Backend& be, int mB, int mT, ModelMode 
   INPUT_CHECK(max_B >= 1, "model: max batch size (B) must be >= 1, got {}", max_B);
   INPUT_CHECK(max_T >= 1 && max_T <= cfg.max_seq_len,
               "model: max sequence length (T) must be in [1, max_seq_len = {}], got {}", cfg.max_seq_len, max_T);
+  INPUT_CHECK(options.classifier_rows >= 1, "model: classifier_rows must be >= 1, got {}", options.classifier_rows);
   const size_t L = cfg.num_layers, C = cfg.channels, Vp = cfg.padded_vocab_size;
   const size_t BT = size_t(max_B) * max_T;
   const size_t N = layout.total();
@@ -72,7 +75,8 @@ GPT2::Impl::Impl(const ModelConfig& cfg, Backend& be, int mB, int mT, ModelMode 
   act.lnf = DeviceTensor(backend, BT * C);
   act.lnf_mean = DeviceArray<float>(backend, BT);
   act.lnf_rstd = DeviceArray<float>(backend, BT);
-  if (train) act.logits = DeviceTensor(backend, BT * Vp);  // inference: sized by its first use (logits_rows)
+  // One classifier chunk's (inference: sized by its first use, logits_rows).
+  if (train) act.logits = DeviceTensor(backend, classifier_chunk(BT) * Vp);
   act.losses = DeviceArray<float>(backend, BT);
   act.inputs = DeviceArray<int>(backend, BT);
   act.targets = DeviceArray<int>(backend, BT);
@@ -108,12 +112,31 @@ float* GPT2::Impl::attention_saved(int l) {
 TensorPtr GPT2::Impl::logits_rows(size_t rows) {
   const size_t n = rows * size_t(config.padded_vocab_size);
   if (act.logits.size() < n) {
-    ENSURE(mode == ModelMode::inference, "model: {} rows of logits, more than the {} allocated", rows,
-           act.logits.size() / size_t(config.padded_vocab_size));
     act.logits = DeviceTensor();  // freed before the larger one is allocated
     act.logits = DeviceTensor(backend, n);
   }
   return act.logits.data();
+}
+
+size_t GPT2::Impl::classifier_chunk(size_t rows) const {
+  return std::min(rows, size_t(options.classifier_rows));
+}
+
+void GPT2::Impl::classifier_chunks(bool backward, bool logits_held,
+                                   const std::function<void(TensorPtr logits, size_t row, int rows)>& loss_and_dlogits) {
+  const int C = config.channels, Vp = config.padded_vocab_size;
+  const size_t rows = size_t(B) * T, chunk = classifier_chunk(rows);
+  const TensorPtr logits = logits_rows(chunk), lnf = act.lnf.data(), wte = params() + at(Param::wte);
+  for (size_t r0 = 0; r0 < rows; r0 += chunk) {
+    const int n = int(std::min(chunk, rows - r0));
+    // logits = lnf wte^T: the output projection is tied to the token embedding, no bias.
+    if (!logits_held || chunk != rows) backend.matmul_forward(logits, lnf + r0 * C, wte, nullptr, 1, n, C, Vp);
+    loss_and_dlogits(logits, r0, n);
+    // dlnf = dlogits wte, dwte += dlogits^T lnf (tied: the encoder adds its part in backward_trunk).
+    if (backward)
+      backend.matmul_backward(scratch.bufC_b.data() + r0 * C, grads.data() + at(Param::wte), nullptr, logits,
+                              lnf + r0 * C, wte, 1, n, C, Vp);
+  }
 }
 
 DropoutParams GPT2::Impl::dropout(uint32_t stream) const {
@@ -349,15 +372,22 @@ float GPT2::forward(const int* inputs, const int* targets, int B, int T, bool tr
   s.training = training && s.config.dropout > 0.0f;
   s.dropout_seed = dropout_seed;
   s.forward_trunk(B, T);
-  // logits = lnf wte^T: the output projection is tied to the token embedding, no bias.
-  s.backend.matmul_forward(s.logits_rows(size_t(B) * T), s.act.lnf.data(), s.params() + s.at(Param::wte), nullptr, B,
-                           T, C, Vp);
   s.has_forward = true;
   s.logits_valid = true;
   s.has_targets = targets != nullptr;
   s.num_targets = n_targets;
-  if (!targets) return std::numeric_limits<float>::quiet_NaN();
-  s.backend.crossentropy_forward(s.act.losses.data(), s.act.logits.data(), s.act.targets.data(), B, T, V, Vp);
+  const size_t BT = size_t(B) * T;
+  if (!targets) {
+    // The logits are what is wanted: all of them. lm_head tied to wte, no bias.
+    s.backend.matmul_forward(s.logits_rows(BT), s.act.lnf.data(), s.params() + s.at(Param::wte), nullptr, B, T, C,
+                             Vp);
+    s.logits_whole = true;
+    return std::numeric_limits<float>::quiet_NaN();
+  }
+  s.classifier_chunks(false, false, [&](TensorPtr logits, size_t row, int rows) {
+    s.backend.crossentropy_forward(s.act.losses.data() + row, logits, s.act.targets.data() + row, 1, rows, V, Vp);
+  });
+  s.logits_whole = s.classifier_chunk(BT) == BT;
   return s.mean_loss(targets);
 }
 
@@ -372,11 +402,17 @@ std::vector<float> GPT2::losses() const {
 }
 
 std::vector<float> GPT2::logits() const {
-  const Impl& s = *impl_;
+  Impl& s = *impl_;
   INPUT_CHECK(s.has_forward && s.logits_valid,
               "logits: no logits of a forward available (backward reuses their memory for the gradient; run "
               "forward again)");
-  return download_as_float(s.backend, s.act.logits.data(), size_t(s.B) * s.T * s.config.padded_vocab_size);
+  const size_t n = size_t(s.B) * s.T * s.config.padded_vocab_size;
+  if (s.logits_whole) return download_as_float(s.backend, s.act.logits.data(), n);
+  // The loss took them a chunk at a time: projected again, all rows, into a buffer of this call.
+  DeviceTensor all(s.backend, n);
+  s.backend.matmul_forward(all.data(), s.act.lnf.data(), s.params() + s.at(Param::wte), nullptr, s.B, s.T,
+                           s.config.channels, s.config.padded_vocab_size);
+  return download_as_float(s.backend, all.data(), n);
 }
 
 void GPT2::zero_grad() {
@@ -389,11 +425,14 @@ void GPT2::backward(float dloss) {
   s.require_training("backward");
   INPUT_CHECK(s.has_forward && s.has_targets, "backward: needs a forward with targets first");
   INPUT_CHECK(s.logits_valid, "backward: already run for this forward; run forward again");
-  // dlogits = dloss * (softmax - onehot), written in place over the logits.
-  s.backend.crossentropy_backward(s.act.logits.data(), dloss, s.act.logits.data(), s.act.targets.data(), s.B, s.T,
-                                  s.config.vocab_size, s.config.padded_vocab_size);
+  const int V = s.config.vocab_size, Vp = s.config.padded_vocab_size;
+  s.classifier_chunks(true, s.logits_whole, [&](TensorPtr logits, size_t row, int rows) {
+    // dlogits = dloss * (softmax - onehot), written in place over the logits.
+    s.backend.crossentropy_backward(logits, dloss, logits, s.act.targets.data() + row, 1, rows, V, Vp);
+  });
   s.logits_valid = false;
-  s.backward_from_dlogits();
+  s.logits_whole = false;
+  s.backward_trunk();
 }
 
 float GPT2::forward_backward(const int* inputs, const int* targets, int B, int T, float dloss,
@@ -401,7 +440,7 @@ float GPT2::forward_backward(const int* inputs, const int* targets, int B, int T
   Impl& s = *impl_;
   s.require_training("forward_backward");
   INPUT_CHECK(targets != nullptr, "forward_backward: targets must not be null");
-  const int V = s.config.vocab_size, Vp = s.config.padded_vocab_size, C = s.config.channels;
+  const int V = s.config.vocab_size, Vp = s.config.padded_vocab_size;
   s.num_targets = s.upload_batch(inputs, targets, B, T, "forward_backward");
   s.B = B;
   s.T = T;
@@ -410,12 +449,13 @@ float GPT2::forward_backward(const int* inputs, const int* targets, int B, int T
   s.has_forward = true;
   s.has_targets = true;
   s.logits_valid = false;
+  s.logits_whole = false;
   auto step = [&] {
     s.forward_trunk(B, T);
-    s.backend.matmul_forward(s.act.logits.data(), s.act.lnf.data(), s.params() + s.at(Param::wte), nullptr, B, T,
-                             C, Vp);
-    s.backend.fused_classifier(s.act.logits.data(), s.act.losses.data(), s.act.targets.data(), dloss, B, T, V, Vp);
-    s.backward_from_dlogits();
+    s.classifier_chunks(true, false, [&](TensorPtr logits, size_t row, int rows) {
+      s.backend.fused_classifier(logits, s.act.losses.data() + row, s.act.targets.data() + row, dloss, 1, rows, V, Vp);
+    });
+    s.backward_trunk();
   };
   if (s.training) {
     step();  // new dropout masks every call: nothing to replay
@@ -428,9 +468,9 @@ float GPT2::forward_backward(const int* inputs, const int* targets, int B, int T
   return s.mean_loss(targets);
 }
 
-void GPT2::Impl::backward_from_dlogits() {
+void GPT2::Impl::backward_trunk() {
   Backend& be = backend;
-  const int C = config.channels, NH = config.num_heads, L = config.num_layers, Vp = config.padded_vocab_size;
+  const int C = config.channels, NH = config.num_heads, L = config.num_layers;
   const size_t BTC = size_t(B) * T * C;
   const TensorPtr P = params(), G = grads.data();
   const TensorPtr dres = scratch.dresidual.data();
@@ -439,9 +479,7 @@ void GPT2::Impl::backward_from_dlogits() {
   auto P_ = [&](Param p, int l = 0) { return P + at(p, l); };
   auto G_ = [&](Param p, int l = 0) { return G + at(p, l); };
 
-  // logits = lnf wte^T: dlnf = dlogits wte, dwte += dlogits^T lnf (tied: the encoder adds its part below).
-  be.matmul_backward(dbuf_b, G_(Param::wte), nullptr, act.logits.data(), act.lnf.data(), P_(Param::wte), B, T, C,
-                     Vp);
+  // dbuf_b holds dlnf (classifier_chunks).
   be.zero(dres.data, BTC * dtype_size(dtype));
   be.layernorm_backward(dres, G_(Param::lnfw), G_(Param::lnfb), dbuf_b, act.lnf_mean.data(), act.lnf_rstd.data(),
                         layer(L - 1).res3, P_(Param::lnfw), B, T, C);

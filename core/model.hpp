@@ -40,6 +40,15 @@ struct ModelOptions {
   // Replay forward_backward as a CUDA graph when the shapes and scalars repeat (backends that
   // cannot record run the ops directly). Dropout > 0 changes the masks every step: no replay.
   bool cuda_graphs = true;
+  // Rows of logits computed at once where the loss is all that is wanted (a training step, a
+  // forward with targets): the classifier runs over B*T rows in chunks of this many (lm_head
+  // forward, loss and dlogits, lm_head backward per chunk), so the logits buffer holds
+  // min(B*T, classifier_rows) rows of Vp instead of B*T (GPT-2 at 256 x 1024 in bf16: 0.8 GB
+  // instead of 26 GB). A batch of at most this many rows is one chunk, computed as it always was;
+  // with more, the wte gradient sums the chunks' parts in turn (other roundings than one product).
+  // 8192: the rows bench_kernels times the lm_head at (B=8, T=1024), a GEMM large enough to run
+  // at the speed of a larger one. >= 1.
+  int classifier_rows = 8192;
   // Rows (sequences) of the KV cache; 0 = max_B. More rows than max_B let N samples decode
   // together while the activations stay sized for max_B x max_T (prefill and decode then run
   // their rows through as many forwards as the activations need; see prefill).

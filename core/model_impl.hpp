@@ -5,14 +5,15 @@
 //
 // Activation memory in elements of the compute dtype (fp32: 4 bytes, bf16: 2), BT = max_B*max_T:
 //   forward : BT*C (encoded) + L*BT*(C ln1 + 3C qkv + C atty + C res2 + C ln2 + 4C fch + 4C fch_gelu
-//             + C res3) + BT*C (lnf) + BT*Vp (logits); with recompute_gelu, fch_gelu is one
+//             + C res3) + BT*C (lnf) + R*Vp (logits, R = min(BT, options.classifier_rows));
+//             with recompute_gelu, fch_gelu is one
 //             (BT,4C) slab shared by the layers. In fp32 whatever the dtype: L*(4*BT + S) + 3*BT
 //             (LN statistics, losses), S = max_B*NH*max_T (attention's row log-sum-exp,
 //             on every backend).
 //   scratch : 2*BT*C + BT*3C + BT*4C + BT*C (dresidual); logits double as dlogits (in place).
 // An inference model keeps one layer's slab of each stacked activation (L = 1 above: every layer
 // reuses it), one projection buffer (BT*C) of the scratch, and logits for the rows their first
-// use needs (logits_rows).
+// use needs (logits_rows): R for a forward with targets, BT without.
 // Parameters: an fp32 master (N floats), for bf16 also a compute copy (N bf16), of which a bf16
 // inference model keeps the copy only; gradients in the compute dtype; AdamW moments 2N floats.
 // Under ZeRO-1 with R ranks the moments, and in bf16 the master too, cover this rank's N/R only.
@@ -131,13 +132,21 @@ struct GPT2::Impl {
   // each_qkv, if set, sees each layer's q, k, v (B,T,3C) before its attention (an inference
   // model's next layer overwrites them).
   void forward_trunk(int B, int T, const std::function<void(int l, ConstTensorPtr qkv)>& each_qkv = {});
-  // The logits buffer, holding at least `rows` rows of Vp: a training model's, sized for
-  // max_B x max_T up front; an inference model's, allocated (or grown) here, as its use needs:
-  // generation's one row per sequence, or a forward's B x T.
+  // The logits buffer, holding at least `rows` rows of Vp: a training model's, sized for one
+  // classifier chunk of max_B x max_T up front; allocated (or grown) here as a use needs more:
+  // generation's one row per sequence, or a forward's B x T without targets.
   TensorPtr logits_rows(size_t rows);
-  // The backward from dlogits (in act.logits) through the blocks to the embeddings; parameter
-  // gradients accumulate.
-  void backward_from_dlogits();
+  // The rows of the classifier's chunks for B*T rows (options.classifier_rows at most).
+  size_t classifier_chunk(size_t rows) const;
+  // The classifier over the last forward's B*T rows in chunks, each: logits = lnf wte^T, then
+  // `loss_and_dlogits` on the chunk (logits, its first row), then, when `backward`, dlnf = dlogits
+  // wte into scratch.bufC_b and dwte += dlogits^T lnf. A single chunk whose logits the buffer
+  // still holds (`logits_held`) is not projected again.
+  void classifier_chunks(bool backward, bool logits_held,
+                         const std::function<void(TensorPtr logits, size_t row, int rows)>& loss_and_dlogits);
+  // The backward from dlnf (in scratch.bufC_b) through the final LayerNorm, the blocks and the
+  // embeddings; parameter gradients accumulate.
+  void backward_trunk();
   // Runs `ops` directly, or as a recorded replay (a CUDA graph) under `key` when the options and
   // the backend allow it: the first call with a key runs directly (lazy set-up inside the ops,
   // such as cuBLAS heuristics, is not recorded), the second records then replays, later ones
@@ -223,6 +232,7 @@ struct GPT2::Impl {
   bool has_forward = false;     // a forward ran and its activations are intact
   bool has_targets = false;
   bool logits_valid = false;    // false once backward overwrote logits with dlogits
+  bool logits_whole = false;    // the buffer holds all B*T rows of the forward's logits
   bool training = false;
   uint64_t dropout_seed = 0;
   int num_targets = 0;

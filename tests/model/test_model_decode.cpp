@@ -161,3 +161,37 @@ TEST_CASE("a model holds what docs/model.md's memory formulas say, in training a
   model.prefill(tokens.data(), rows, T);
   CHECK_THROWS_WITH(model.decode(tokens.data(), rows, T), Catch::Contains("the cache's 6 positions"));
 }
+
+// ModelOptions::classifier_rows: a training model holds one chunk of logits, R = min(B·T, rows),
+// not B·T of them (docs/model.md); a forward with targets keeps to it, logits() projects all
+// rows into a buffer of its own call, and only a forward without targets, whose logits are what
+// is wanted, grows the buffer to B·T. An inference model's forward with targets takes R rows.
+TEST_CASE("the classifier's chunks bound the logits a model holds", "[model][decode]") {
+  const ModelConfig c = test::tiny_config();
+  const size_t N = ParameterLayout(c).total(), L = c.num_layers, C = c.channels, Vp = c.padded_vocab_size;
+  const int B = 2, T = c.max_seq_len, R = 5;
+  const size_t BT = size_t(B) * T, S = size_t(B) * c.num_heads * T;
+  const auto tokens = test::random_tokens(BT, 96, c.vocab_size);
+  CountingCpuBackend backend;
+  ModelOptions options;
+  options.classifier_rows = R;
+  {
+    GPT2 model(c, backend, B, T, ModelMode::training, options);
+    const size_t held = 4 * N + L * (16 * BT * C + 4 * BT + S) + 2 * BT * C + R * Vp + 3 * BT + 10 * BT * C + 2 * BT;
+    CHECK(backend.in_use == 4 * held);
+    model.zero_grad();
+    model.forward_backward(tokens.data(), tokens.data(), B, T, 0.1f);
+    CHECK(backend.in_use == 4 * held);
+    model.forward(tokens.data(), tokens.data(), B, T);
+    CHECK(model.logits().size() == BT * Vp);
+    CHECK(backend.in_use == 4 * held);
+    model.forward(tokens.data(), nullptr, B, T);
+    CHECK(backend.in_use == 4 * (held - R * Vp + BT * Vp));
+  }
+  CHECK(backend.in_use == 0);
+  GPT2 model(c, backend, B, T, ModelMode::inference, options);
+  const size_t held = N + 16 * BT * C + 4 * BT + S + 2 * BT * C + 3 * BT + BT * C + 2 * BT;
+  CHECK(backend.in_use == 4 * held);
+  model.forward(tokens.data(), tokens.data(), B, T);
+  CHECK(backend.in_use == 4 * (held + R * Vp));
+}

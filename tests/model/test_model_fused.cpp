@@ -2,7 +2,7 @@
 // that defines it (core/backend.cpp), forward_backward equals forward + backward bit for bit
 // (with ignored targets, dropout and accumulation), and with the CPU's own one-pass classifier
 // (cpu::fused_classifier) to its rounding; GELU recompute and the CUDA-graph option change
-// nothing, and the dtype plumbing (TensorPtr, parse_dtype, the CPU's refusal of bf16).
+// nothing, the classifier in chunks of rows only wte's gradient by rounding, and the dtype plumbing (TensorPtr, parse_dtype, the CPU's refusal of bf16).
 #include <catch2/catch.hpp>
 
 #include <cstring>
@@ -85,6 +85,57 @@ TEST_CASE("GELU recompute and the CUDA-graph option change no gradient bit", "[m
   }
   CHECK(a.gradients() == plain.gradients());
   CHECK(b.gradients() == plain.gradients());
+}
+
+// ModelOptions::classifier_rows: the classifier in chunks of rows. Chunks of 9 of 36 rows (the
+// CPU's blocked GEMM from 6 rows on gives each row the same bits in any call) give every loss and
+// every gradient but wte's the bits of one chunk; wte's classifier part sums the chunks' in turn,
+// so it differs by rounding. The same through forward + backward (which projects each chunk
+// again), and logits() after a chunked forward projects all rows again.
+TEST_CASE("the classifier in chunks of rows computes what it computes in one", "[model][fused]") {
+  const ModelConfig c = test::tiny_config();
+  const int B = 6, T = 6;
+  ComposedClassifierBackend composed(1);
+  ModelOptions chunks;
+  chunks.classifier_rows = 9;
+  GPT2 whole(c, composed, B, T), chunked(c, composed, B, T, ModelMode::training, chunks),
+      separate(c, composed, B, T, ModelMode::training, chunks);
+  CHECK(whole.options().classifier_rows == 8192);
+  const auto params = test::random_parameters(whole.layout(), c, 321);
+  const auto inputs = test::random_tokens(size_t(B) * T, 322, c.vocab_size);
+  const auto targets = test::targets_with_ignored(size_t(B) * T, 323, c.vocab_size);
+  const float dloss = 1.0f / 30.0f;
+  for (GPT2* model : {&whole, &chunked, &separate}) {
+    model->set_parameters(params);
+    model->zero_grad();
+  }
+  // forward: the same losses; logits() the same.
+  const float loss = whole.forward(inputs.data(), targets.data(), B, T);
+  CHECK(separate.forward(inputs.data(), targets.data(), B, T) == loss);
+  CHECK(separate.losses() == whole.losses());
+  CHECK(separate.logits() == whole.logits());
+  CHECK(separate.logits() == whole.logits());  // projected again each time, to the same bits
+  separate.backward(dloss);
+  whole.backward(dloss);
+  CHECK(chunked.forward_backward(inputs.data(), targets.data(), B, T, dloss) == loss);
+  CHECK(chunked.losses() == whole.losses());
+  CHECK_THROWS_WITH(separate.logits(), Catch::Contains("backward reuses their memory"));
+
+  const auto expected = whole.gradients(), fused = chunked.gradients(), split = separate.gradients();
+  CHECK(split == fused);
+  const ParamTensor& wte = whole.layout()[Param::wte];
+  const auto wte_of = [&](const std::vector<float>& g) {
+    return std::vector<float>(g.begin() + std::ptrdiff_t(wte.offset), g.begin() + std::ptrdiff_t(wte.offset + wte.numel));
+  };
+  const auto without_wte = [&](std::vector<float> g) {
+    g.erase(g.begin() + std::ptrdiff_t(wte.offset), g.begin() + std::ptrdiff_t(wte.offset + wte.numel));
+    return g;
+  };
+  CHECK(without_wte(fused) == without_wte(expected));
+  REQUIRE_FALSE(wte_of(fused) == wte_of(expected));  // the premise: the chunks' sums round otherwise
+  test::expect_close(wte_of(fused), wte_of(expected), 1e-7, 1e-5, "wte gradient, chunked");
+  CHECK_THROWS_WITH(GPT2(c, composed, B, T, ModelMode::training, ModelOptions{.classifier_rows = 0}),
+                    Catch::Contains("classifier_rows must be >= 1, got 0"));
 }
 
 TEST_CASE("dtypes: names, sizes, TensorPtr arithmetic, and the fp32 CPU backend refuses bf16 tensors",
