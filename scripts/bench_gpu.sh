@@ -18,13 +18,13 @@
 # the issue's targets first (bf16 training, attention), then where a bf16 step's time goes in each
 # framework (profile: ncu over gpt2cc's kernels, torch.profiler over PyTorch's; ~90 s, not yet
 # timed there), then the correctness checks (parity, the kernels' validation, compute-sanitizer:
-# ~45 s), then the bf16 step with each other kernel design (designs: 10 or 11 runs, ~150 s, not yet
+# ~45 s), then the bf16 step with each other kernel design (designs: 11 or 12 runs, ~165 s, not yet
 # timed there), before the fp32 pair, which is slow (~100 s) and only a secondary figure: what the
 # --budget leaves no time for is skipped from the end. Measured on an H200 (2026-12-04), seconds:
 # kit binaries 10, test 20, train_bf16 21, pt_bf16 52, attention 12, pt_attention 7, parity 22,
 # kernels 26, sanitize ~41 (memcheck layers 25, racecheck 10, memcheck bf16 6), train_fp32 87 and
 # pt_fp32 over 61 at 20+5 steps (at 10+3: ~50 and 46), report ~2: ~310 s of the 570 s budget,
-# ~400 s with the profile, ~550 s with the designs.
+# ~400 s with the profile, ~565 s with the designs.
 # --steps N: timed steps of the bf16 training runs, gpt2cc's and PyTorch's (default 20, after 5
 # warm-up); --fp32-steps N: of the fp32 ones (default 10, after 3 warm-up: an fp32 step at B=128
 # takes ~3 s, and torch.compile ~40 s first); the designs stage's runs take 10 after 3. --quick:
@@ -546,7 +546,11 @@ stage_profile() {
 # one at a time, beside the automatic designs in the same stage: what each automatic choice is worth
 # in a whole step at train_bf16's batch (bench_kernels and bench_attention time the designs as
 # single kernels at B=8). One process each, DESIGN_STEPS timed steps after 3; report.py tabulates
-# designs_*.json. ~15 s a run at B=256 (not yet timed there). Last, when two or more designs beat
+# designs_*.json. ~15 s a run at B=256 (not yet timed there). Then the classifier over all B*T
+# rows at once (designs_classifier-rows-all: bench_train_gpu --classifier-rows 0, the automatic
+# kernels), as before the model ran it in chunks of 8192 rows: what the chunks' memory saving costs
+# or gains in time (it needs the logits of all rows, 24.6 GiB at 256 x 1024 in bf16: where that
+# does not fit, the run fails and the report says so). Last, when two or more designs beat
 # the automatic run by more than the spread between the session's two automatic runs (report.py
 # --best-designs), one run with all of them (designs_best): the best step this build showed, and
 # what the automatic choices should become.
@@ -557,15 +561,16 @@ stage_designs() {
   local B variant designs
   B=$(batch_for bf16)
   rm -f "$OUTDIR"/designs_*.json
-  run_design() {  # NAME GPT2CC_KERNELS
+  run_design() {  # NAME GPT2CC_KERNELS [bench_train_gpu flags...]
     run_step "$1" "$LIMIT_DESIGN" env "GPT2CC_KERNELS=$2" "${BIN_ENV[@]}" \
       "$BIN/benchmarks/gpu/bench_train_gpu" --dtype bf16 -B "$B" -T 1024 --steps "$DESIGN_STEPS" --warmup 3 \
-      --json "$OUTDIR/$1.json"
+      --json "$OUTDIR/$1.json" "${@:3}"
   }
   for variant in automatic "${DESIGN_VARIANTS[@]}"; do
     designs=$([[ "$variant" == automatic ]] || echo "$variant")
     run_design "designs_${variant//=/-}" "$designs"
   done
+  run_design designs_classifier-rows-all "" --classifier-rows 0
   designs=$(python3 benchmarks/gpu/report.py --best-designs "$OUTDIR") || designs=""
   if [[ -n "$designs" ]]; then
     run_design designs_best "$designs"

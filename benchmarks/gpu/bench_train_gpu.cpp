@@ -5,10 +5,13 @@
 // MFU against benchmarks/gpu/peaks.json (built in: core/device_peaks.hpp), and the GPU memory the
 // run used.
 //   bench_train_gpu [--dtype bf16|fp32] [-B 16|auto] [-T 1024] [--steps 20] [--warmup 5]
-//                   [--recompute-gelu] [--no-cuda-graphs] [--json out.json]
+//                   [--recompute-gelu] [--no-cuda-graphs] [--classifier-rows 8192] [--json out.json]
 // GPT2CC_KERNELS in the environment picks other kernel designs (kernels/kernel_designs.cuh); the
 // JSON's kernel_designs says which ran ("" = the automatic ones), and bf16_gemm_paths how the bf16
 // GEMMs launched from the host ran (through cuBLASLt, plain; declined_by_cublaslt of those plain).
+// --classifier-rows: the rows of logits the classifier computes at once (ModelOptions::
+// classifier_rows; 0: all B*T, as before the chunks), for the designs stage of
+// scripts/bench_gpu.sh to weigh the chunks' memory against their time.
 //
 // FLOPs per token: 6*N + 6*L*C*T (issue 8; training_flops_per_token, the count train's MFU uses),
 // N = every parameter except the padded vocabulary rows ((Vp - V) * C zeros that never train;
@@ -54,6 +57,7 @@ struct Options {
   int T = 1024;
   int steps = 20, warmup = 5;
   bool recompute_gelu = false, cuda_graphs = true;
+  int classifier_rows = ModelOptions{}.classifier_rows;  // 0: all B*T
   std::string json_path, peaks_path;  // empty: the table built in
   uint64_t seed = 1337;
 };
@@ -72,6 +76,8 @@ Options parse(int argc, char** argv) {
       cxxopts::value(o.warmup)->default_value("5"))("recompute-gelu",
                                                     "recompute the GELU in the backward instead of saving it")(
       "no-cuda-graphs", "launch every kernel of a step separately instead of replaying a CUDA graph")(
+      "classifier-rows", "rows of logits computed at once (0: all B*T)",
+      cxxopts::value(o.classifier_rows)->default_value(std::to_string(ModelOptions{}.classifier_rows)))(
       "seed", "seed of the weights and the random tokens", cxxopts::value(o.seed)->default_value("1337"))(
       "peaks", "GPU peak table file (default: the one built in, from benchmarks/gpu/peaks.json)",
       cxxopts::value(o.peaks_path))(
@@ -94,6 +100,7 @@ Options parse(int argc, char** argv) {
   INPUT_CHECK(o.T >= 1 && o.T <= config.max_seq_len, "--seq-len must be in [1, {}], got {}", config.max_seq_len, o.T);
   INPUT_CHECK(o.steps >= 1, "--steps must be >= 1, got {}", o.steps);
   INPUT_CHECK(o.warmup >= 0, "--warmup must be >= 0, got {}", o.warmup);
+  INPUT_CHECK(o.classifier_rows >= 0, "--classifier-rows must be >= 0 (0: all B*T), got {}", o.classifier_rows);
   return o;
 }
 
@@ -180,6 +187,7 @@ Run make_run(const ModelConfig& config, Backend& backend, const Options& o, int 
   ModelOptions options;
   options.recompute_gelu = o.recompute_gelu;
   options.cuda_graphs = o.cuda_graphs;
+  options.classifier_rows = o.classifier_rows == 0 ? B * o.T : o.classifier_rows;
   run.model = std::make_unique<GPT2>(config, backend, B, o.T, ModelMode::training, options);
   run.model->init_weights(o.seed);
   run.hp.lr = 6e-4f;
@@ -310,9 +318,12 @@ int bench_main(int argc, char** argv) {
       "(6*N + 6*L*C*T)\n",
       o.preset.c_str(), describe(config).c_str(), n_flops, config.padded_vocab_size - config.vocab_size,
       flops_per_token / 1e6);
-  std::printf("dtype %s, B=%d%s T=%d, recompute-gelu %s, CUDA graphs %s; %d warm-up + %d timed steps\n",
-              dtype_name(o.dtype), B, o.B ? "" : " (auto: largest power of two that fits)", o.T,
-              o.recompute_gelu ? "on" : "off", o.cuda_graphs ? "on" : "off", o.warmup, o.steps);
+  const int chunk_rows = std::min(B * o.T, o.classifier_rows == 0 ? B * o.T : o.classifier_rows);
+  std::printf(
+      "dtype %s, B=%d%s T=%d, recompute-gelu %s, CUDA graphs %s, classifier %d rows at a time; %d warm-up + %d "
+      "timed steps\n",
+      dtype_name(o.dtype), B, o.B ? "" : " (auto: largest power of two that fits)", o.T,
+      o.recompute_gelu ? "on" : "off", o.cuda_graphs ? "on" : "off", chunk_rows, o.warmup, o.steps);
   std::printf("peak for MFU: %s\n",
               peak_tflops ? format("{} TFLOP/s {} ({})", *peak_tflops, peak_kind, peaks.name).c_str() : "unknown");
   std::printf(
@@ -346,6 +357,8 @@ int bench_main(int argc, char** argv) {
               {"T", o.T},
               {"recompute_gelu", o.recompute_gelu},
               {"cuda_graphs", o.cuda_graphs},
+              {"classifier_rows_flag", o.classifier_rows},
+              {"classifier_rows", chunk_rows},
               {"warmup", o.warmup},
               {"steps", o.steps},
               {"ms_per_step_median", ms_median},

@@ -283,6 +283,23 @@ DESIGNS_HEADING = "## One bf16 training step by kernel design (GPT2CC_KERNELS)"
 
 
 BEST_DESIGNS_RUN = "designs_best.json"  # the winning designs together (stage designs)
+DEFAULT_CLASSIFIER_ROWS = 8192  # ModelOptions::classifier_rows (core/model.hpp)
+
+
+def classifier_rows_flag(run):
+    """bench_train_gpu's --classifier-rows for a run: DEFAULT_CLASSIFIER_ROWS unless it said
+    otherwise (runs from before the flag did not say; 0 = all rows at once)."""
+    return run.get("classifier_rows_flag", DEFAULT_CLASSIFIER_ROWS)
+
+
+def design_name(run):
+    """A designs run as its table row names it: its GPT2CC_KERNELS and, when not the default,
+    its --classifier-rows; "(automatic)" for neither."""
+    parts = [run.get("kernel_designs") or ""]
+    rows = classifier_rows_flag(run)
+    if rows != DEFAULT_CLASSIFIER_ROWS:
+        parts.append(f"--classifier-rows {rows}" + (" (all rows at once)" if rows == 0 else ""))
+    return ", ".join(p for p in parts if p) or "(automatic)"
 MIN_DESIGN_GAIN = 0.01  # a design must beat the automatic run by this fraction at least
 
 
@@ -291,10 +308,11 @@ def design_runs(directory):
     the combined run or None). The twin is train_bf16's run when it has the automatic run's
     B×T: the same designs twice in the session. The winners are the single-design runs faster
     than the automatic run by more than the noise: the spread between the twins and
-    MIN_DESIGN_GAIN at least. The combined run is BEST_DESIGNS_RUN's (the winners together)."""
+    MIN_DESIGN_GAIN at least, among the runs GPT2CC_KERNELS alone sets (the default classifier
+    rows). The combined run is BEST_DESIGNS_RUN's (the winners together)."""
     names = sorted(n for n in os.listdir(directory) if n.startswith("designs_") and n.endswith(".json"))
     runs = [(n, r) for n, r in ((n, load_json(directory, n)) for n in names) if r]
-    automatic = next((r for _, r in runs if not r.get("kernel_designs")), None)
+    automatic = next((r for _, r in runs if design_name(r) == "(automatic)"), None)
     best = next((r for n, r in runs if n == BEST_DESIGNS_RUN), None)
     twin, winners = None, []
     if automatic:
@@ -305,6 +323,7 @@ def design_runs(directory):
         spread = abs(twin["ms_per_step_median"] - base) if twin else 0.0
         threshold = max(spread, MIN_DESIGN_GAIN * base)
         winners = [r for n, r in runs if n != BEST_DESIGNS_RUN and r.get("kernel_designs")
+                   and classifier_rows_flag(r) == DEFAULT_CLASSIFIER_ROWS
                    and base - r["ms_per_step_median"] > threshold]
     return [r for _, r in runs], automatic, twin, winners, best
 
@@ -329,16 +348,17 @@ def designs_section(directory):
     lines = [DESIGNS_HEADING, "",
              "The same bf16 step (bench_train_gpu) once with the automatic kernel designs and once with each other "
              "design the environment variable GPT2CC_KERNELS names (kernels/kernel_designs.cuh), one process each, "
-             "same B×T and steps. change = this run's median ms/step against the automatic run's: negative is "
-             "faster, so the automatic choice should be the one with no negative row.", "",
-             "| GPT2CC_KERNELS | B×T | ms/step median | change | tokens/s | peak mem | loss first → last |",
+             "same B×T and steps, and once with the classifier over all rows at once (`--classifier-rows 0`; "
+             "the model's default is chunks of 8192 rows). change = this run's median ms/step against the automatic "
+             "run's: negative is faster, so the automatic choice should be the one with no negative row.", "",
+             "| design | B×T | ms/step median | change | tokens/s | peak mem | loss first → last |",
              "|---|---|---|---|---|---|---|"]
-    order = sorted(runs, key=lambda r: (bool(r.get("kernel_designs")), r.get("kernel_designs", "")))
+    order = sorted(runs, key=lambda r: (r is not automatic, design_name(r)))
     for r in order:
         ms = r["ms_per_step_median"]
         change = "—" if r is automatic or base is None else f"{100 * (ms - base) / base:+.1f}%"
         declined = (r.get("bf16_gemm_paths") or {}).get("declined_by_cublaslt")
-        name = (r.get("kernel_designs") or "(automatic)") + (
+        name = design_name(r) + (
             f" ({declined} GEMMs declined by cuBLASLt: plain path)" if declined else "")
         lines.append(f"| {name} | {r['B']}×{r['T']} | {ms:.2f} | {change} "
                      f"| {num(r.get('tokens_per_s'))} | {mib(r.get('peak_memory_bytes'))} "
@@ -448,6 +468,12 @@ def self_test():
         put("designs_gemm-alignment-16.json", dict(design_run, ms_per_step_median=100.5,
                                                    kernel_designs="gemm-alignment=16"))
         expect(best_designs(d) == "flash-tile=64,gemm-split-k=any", f"two winners together: '{best_designs(d)}'")
+        # The classifier over all rows: faster here, but not a GPT2CC_KERNELS design, so neither the
+        # automatic run nor one to combine.
+        put("designs_classifier-rows-all.json", dict(design_run, ms_per_step_median=90.0, kernel_designs="",
+                                                     classifier_rows_flag=0, classifier_rows=16384))
+        expect(best_designs(d) == "flash-tile=64,gemm-split-k=any", "the all-rows classifier is not combined")
+        expect(design_runs(d)[1]["ms_per_step_median"] == 102.0, "the all-rows classifier is not the automatic run")
         put(BEST_DESIGNS_RUN, dict(design_run, ms_per_step_median=95.0, tokens_per_s=240000.0,
                                    kernel_designs="flash-tile=64,gemm-split-k=any"))
         expect(best_designs(d) == "flash-tile=64,gemm-split-k=any", "the combined run is not a winner of its own")
@@ -566,6 +592,8 @@ def self_test():
                "the automatic designs' run first, the base of the changes")
         expect("| classifier=streamed | 16×1024 | 104.04 | +2.0% |" in text, "a slower design: +2.0%")
         expect("| flash-tile=64 | 16×1024 | 96.90 | -5.0% |" in text, "a faster design: -5.0%")
+        expect("| --classifier-rows 0 (all rows at once) | 16×1024 | 90.00 | -11.8% |" in text,
+               "the all-rows classifier's row")
         expect("| bias-grad=epilogue (16 GEMMs declined by cuBLASLt: plain path) | 16×1024 | 102.00 | +0.0% |" in text,
                "GEMMs cuBLASLt declined are named")
         expect("| flash-backward-fused | n/a: no result (exit 1; see designs_flash-backward-fused.log) |" in text,

@@ -256,6 +256,12 @@ for variant in automatic classifier=streamed layernorm-backward=two-pass flash-b
     [[ "$line" == *"(kernels: $variant)" ]] || fail "$name ran without GPT2CC_KERNELS=$variant: '$line'"
   fi
 done
+# The classifier over all rows at once: the automatic kernels, --classifier-rows 0.
+grep -q "^designs_classifier-rows-all	0	" "$TMP/res-designs/status.tsv" 2>/dev/null ||
+  fail "designs_classifier-rows-all did not run: $log"
+line=$(grep "stand-in .*bench_train_gpu .*/designs_classifier-rows-all.json" <<<"$log" | head -1)
+[[ "$line" == *"--dtype bf16 -B 256 -T 1024 --steps 10 --warmup 3 --json "*" --classifier-rows 0" ]] ||
+  fail "designs_classifier-rows-all's command: '$line'"
 # No step times (the stand-ins write no JSON): no design won, nothing to combine.
 [[ "$log" == *"designs_best: not run: fewer than two designs beat the automatic ones"* ]] ||
   fail "designs_best without winners: $log"
@@ -267,8 +273,8 @@ grep -q "^designs_best	" "$TMP/res-designs/status.tsv" && fail "designs_best ran
 cp -r "$TMP/build-ok" "$TMP/build-designs"
 cat >"$TMP/build-designs/benchmarks/gpu/bench_train_gpu" <<'EOF2'
 #!/bin/sh
-json=""; prev=""
-for a in "$@"; do [ "$prev" = --json ] && json=$a; prev=$a; done
+json=""; prev=""; rows=8192
+for a in "$@"; do [ "$prev" = --json ] && json=$a; [ "$prev" = --classifier-rows ] && rows=$a; prev=$a; done
 case "$GPT2CC_KERNELS" in
   "") ms=100 ;;
   classifier=streamed|flash-tile=64) ms=95 ;;
@@ -277,7 +283,7 @@ case "$GPT2CC_KERNELS" in
 esac
 echo "stand-in $0 $*${GPT2CC_KERNELS:+ (kernels: $GPT2CC_KERNELS)}"
 printf '{"B": 256, "T": 1024, "ms_per_step_median": %s, "kernel_designs": "%s", "tokens_per_s": 1.0,
-  "loss_first": 1.0, "loss_last": 0.9}\n' "$ms" "$GPT2CC_KERNELS" >"$json"
+  "loss_first": 1.0, "loss_last": 0.9, "classifier_rows_flag": %s}\n' "$ms" "$GPT2CC_KERNELS" "$rows" >"$json"
 EOF2
 mkdir -p "$TMP/res-best" "$TMP/out-best"
 echo '{"B": 256, "T": 1024, "ms_per_step_median": 100.5}' >"$TMP/res-best/train_bf16.json"

@@ -99,6 +99,16 @@ for dtype in bf16 fp32; do
        and j['graph_mem_used_high_bytes'] > 0 and j['cuda_graphs']"
 done
 
+# The classifier in chunks (--classifier-rows: 16 of the 64 rows at a time, recorded in a CUDA graph),
+# and all rows at once (0), as the designs stage runs it.
+for rows in 16 0; do
+  run "train_classifier_rows_$rows" "$BIN/bench_train_gpu" --preset d2 --dtype bf16 -B 2 -T 32 --steps 2 \
+    --warmup 1 --classifier-rows "$rows" --json "$OUT/train_classifier_rows_$rows.json" &&
+    check_json "$OUT/train_classifier_rows_$rows.json" \
+      "j['classifier_rows_flag'] == $rows and j['classifier_rows'] == ($rows or 64) and j['cuda_graphs']
+       and math.isfinite(j['loss_last']) and j['loss_last'] < j['loss_first']"
+done
+
 # GPT2CC_KERNELS (kernels/kernel_designs.cuh): a run with every other design trains and names them
 # in its JSON, as the automatic run names none (the report's designs table reads both); a malformed
 # value exits 2 naming the variable.
