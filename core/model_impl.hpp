@@ -6,10 +6,9 @@
 // Activation memory in elements of the compute dtype (fp32: 4 bytes, bf16: 2), BT = max_B*max_T:
 //   forward : BT*C (encoded) + L*BT*(C ln1 + 3C qkv + C atty + C res2 + C ln2 + 4C fch + 4C fch_gelu
 //             + C res3) + BT*C (lnf) + R*Vp (logits, R = min(BT, options.classifier_rows));
-//             with recompute_gelu, fch_gelu is one
-//             (BT,4C) slab shared by the layers. In fp32 whatever the dtype: L*(4*BT + S) + 3*BT
-//             (LN statistics, losses), S = max_B*NH*max_T (attention's row log-sum-exp,
-//             on every backend).
+//             with recompute_gelu, fch_gelu is one (BT,4C) slab shared by the layers. In fp32
+//             whatever the dtype: L*(4*BT + S) + 3*BT (LN statistics, losses), S =
+//             max_B*NH*max_T (attention's row log-sum-exp, on every backend).
 //   scratch : 2*BT*C + BT*3C + BT*4C + BT*C (dresidual); logits double as dlogits (in place).
 // An inference model keeps one layer's slab of each stacked activation (L = 1 above: every layer
 // reuses it), one projection buffer (BT*C) of the scratch, and logits for the rows their first
