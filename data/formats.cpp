@@ -387,7 +387,7 @@ class StorySax : public nlohmann::json_sax<nlohmann::json> {
     return true;
   }
   bool parse_error(std::size_t position, const std::string&, const nlohmann::detail::exception& e) override {
-    fail_input(format("{}: invalid JSON at byte {}: {}", path_, position, e.what()));
+    fail_input(format("{}: invalid JSON at byte {}: {}", path_, position, json_error_text(e)));
   }
   uint64_t objects() const { return objects_; }
   uint64_t objects_without_story() const { return without_story_; }
