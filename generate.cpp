@@ -36,16 +36,6 @@ void print_stats(const char* label, const DecodingStats& s) {
                label, s.samples, s.tokens, s.distinct1, s.distinct2, s.distinct3, s.repetition_rate, s.mean_log_prob);
 }
 
-// "1.50 GiB", "72.0 MiB", "8.0 KiB": the largest unit that is at least 1.
-std::string human_bytes(double bytes) {
-  const char* units[] = {"bytes", "KiB", "MiB", "GiB", "TiB"};
-  int u = 0;
-  for (; u < 4 && bytes >= 1024.0; ++u) bytes /= 1024.0;
-  char buf[64];
-  std::snprintf(buf, sizeof buf, u == 0 ? "%.0f %s" : bytes < 10 ? "%.2f %s" : "%.1f %s", bytes, units[u]);
-  return buf;
-}
-
 // The KV cache of `rows` samples of `positions` decoded together must fit in --max-kv-cache.
 void check_kv_cache(const ModelConfig& config, DType dtype, int rows, int positions, bool from_batch_size,
                     double max_gib) {

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdio>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -55,6 +56,16 @@ std::string format(std::string_view fmt, const Args&... args) {
   std::ostringstream os;
   detail::format_into(os, fmt, args...);
   return os.str();
+}
+
+// "1.50 GiB", "72.0 MiB", "8.0 KiB": the largest unit that is at least 1.
+inline std::string human_bytes(double bytes) {
+  const char* units[] = {"bytes", "KiB", "MiB", "GiB", "TiB"};
+  int u = 0;
+  for (; u < 4 && bytes >= 1024.0; ++u) bytes /= 1024.0;
+  char buf[64];
+  std::snprintf(buf, sizeof buf, u == 0 ? "%.0f %s" : bytes < 10 ? "%.2f %s" : "%.1f %s", bytes, units[u]);
+  return buf;
 }
 
 // `word` as a POSIX shell reads it back: bare when it holds only characters no shell treats

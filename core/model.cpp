@@ -118,6 +118,28 @@ TensorPtr GPT2::Impl::logits_rows(size_t rows) {
   return act.logits.data();
 }
 
+ModelMemory GPT2::memory() const {
+  const Impl& s = *impl_;
+  ModelMemory m;
+  m.parameters = s.master.bytes() + s.params_bf16.bytes();
+  m.gradients = s.grads.bytes();
+  m.optimizer = s.m.bytes() + s.v.bytes();
+  const Activations& a = s.act;
+  for (const DeviceTensor* t : {&a.encoded, &a.ln1, &a.qkv, &a.atty, &a.residual2, &a.ln2, &a.fch, &a.fch_gelu,
+                                &a.residual3, &a.lnf, &a.logits})
+    m.activations += t->bytes();
+  for (const DeviceArray<float>* f : {&a.ln1_mean, &a.ln1_rstd, &a.att_saved, &a.ln2_mean, &a.ln2_rstd, &a.lnf_mean,
+                                      &a.lnf_rstd, &a.losses})
+    m.activations += f->bytes();
+  m.activations += a.inputs.bytes() + a.targets.bytes();
+  m.logits = a.logits.bytes();
+  for (const DeviceTensor* t : {&s.scratch.dresidual, &s.scratch.bufC_a, &s.scratch.bufC_b, &s.scratch.buf3C,
+                                &s.scratch.buf4C})
+    m.scratch += t->bytes();
+  m.kv_cache = s.kcache.bytes() + s.vcache.bytes();
+  return m;
+}
+
 size_t GPT2::Impl::classifier_chunk(size_t rows) const {
   return std::min(rows, size_t(options.classifier_rows));
 }

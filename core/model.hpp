@@ -64,6 +64,19 @@ struct ModelOptions {
   bool shard_optimizer = true;
 };
 
+// The bytes a model holds in its backend's memory, by what they are for (docs/model.md's
+// formulas): what it allocated, not the backend's own scratch during an op.
+struct ModelMemory {
+  size_t parameters = 0;   // the fp32 master and / or the bf16 compute copy
+  size_t gradients = 0;
+  size_t optimizer = 0;    // AdamW's m and v (this rank's part under ZeRO-1)
+  size_t activations = 0;  // what the forward saves, the logits, losses, tokens
+  size_t logits = 0;       // of the activations, the logits buffer (one classifier chunk)
+  size_t scratch = 0;      // the backward's buffers and the forward's projection buffer
+  size_t kv_cache = 0;     // k and v, once a prefill allocated them
+  size_t total() const { return parameters + gradients + optimizer + activations + scratch + kv_cache; }
+};
+
 // Bytes of a KV cache of `rows` sequences of `positions` (a model's max_T): k and v, L x rows x
 // positions x C elements of `dtype`.
 size_t kv_cache_bytes(const ModelConfig& config, DType dtype, int rows, int positions);
@@ -87,6 +100,7 @@ class GPT2 {
   ModelMode mode() const;
   const ModelOptions& options() const;
   DType dtype() const;  // the backend's compute dtype
+  ModelMemory memory() const;  // what the model holds now
 
   // GPT-2 init, deterministic in `seed` (counter-based normals, same on every backend):
   // weights N(0, 0.02), residual output projections N(0, 0.02/sqrt(2L)), biases 0, LayerNorm

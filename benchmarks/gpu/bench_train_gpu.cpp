@@ -195,6 +195,13 @@ Run make_run(const ModelConfig& config, Backend& backend, const Options& o, int 
   return run;
 }
 
+// What the model holds, by what it is for (ModelMemory, core/model.hpp).
+json model_memory_json(const ModelMemory& m) {
+  return {{"total", m.total()},         {"parameters", m.parameters}, {"gradients", m.gradients},
+          {"optimizer", m.optimizer}, {"activations", m.activations}, {"logits", m.logits},
+          {"scratch", m.scratch}};
+}
+
 // Frees what a failed attempt left and clears the (non-sticky) allocation error.
 void recover_from_oom(Run& run, Backend& backend) {
   run.model.reset();
@@ -359,6 +366,7 @@ int bench_main(int argc, char** argv) {
               {"cuda_graphs", o.cuda_graphs},
               {"classifier_rows_flag", o.classifier_rows},
               {"classifier_rows", chunk_rows},
+              {"model_memory_bytes", model_memory_json(run.model->memory())},
               {"warmup", o.warmup},
               {"steps", o.steps},
               {"ms_per_step_median", ms_median},

@@ -139,8 +139,20 @@ TEST_CASE("a model holds what docs/model.md's memory formulas say, in training a
     const size_t held =
         4 * N + L * (16 * BT * C + 4 * BT + S) + 2 * BT * C + BT * Vp + 3 * BT + 10 * BT * C + 2 * BT;
     CHECK(backend.in_use == 4 * held);
+    // memory() says the same, by what the bytes are for.
+    const ModelMemory m = model.memory();
+    CHECK(m.total() == backend.in_use);
+    CHECK(m.parameters == 4 * N);
+    CHECK(m.gradients == 4 * N);
+    CHECK(m.optimizer == 8 * N);
+    CHECK(m.activations == 4 * (L * (16 * BT * C + 4 * BT + S) + 2 * BT * C + BT * Vp + 3 * BT + 2 * BT));
+    CHECK(m.logits == 4 * BT * Vp);
+    CHECK(m.scratch == 4 * 10 * BT * C);
+    CHECK(m.kv_cache == 0);
     model.prefill(tokens.data(), rows, 2);
     CHECK(backend.in_use == 4 * (held + kv));
+    CHECK(model.memory().kv_cache == 4 * kv);
+    CHECK(model.memory().total() == backend.in_use);
   }
   CHECK(backend.in_use == 0);
   // Inference: the parameters, one layer's activations (which every layer reuses) and no logits
@@ -148,6 +160,8 @@ TEST_CASE("a model holds what docs/model.md's memory formulas say, in training a
   GPT2 model(c, backend, B, T, ModelMode::inference, options);
   const size_t held = N + 16 * BT * C + 4 * BT + S + 2 * BT * C + 3 * BT + BT * C + 2 * BT;
   CHECK(backend.in_use == 4 * held);
+  CHECK(model.memory().total() == backend.in_use);
+  CHECK(model.memory().gradients + model.memory().optimizer == 0);
   model.prefill(tokens.data(), rows, 2);
   // The logits of the rows one forward takes (all `rows`, or fewer in the CPU's small groups).
   REQUIRE(backend.in_use > 4 * (held + kv));
@@ -187,6 +201,8 @@ TEST_CASE("the classifier's chunks bound the logits a model holds", "[model][dec
     CHECK(backend.in_use == 4 * held);
     model.forward(tokens.data(), nullptr, B, T);
     CHECK(backend.in_use == 4 * (held - R * Vp + BT * Vp));
+    CHECK(model.memory().total() == backend.in_use);
+    CHECK(model.memory().logits == 4 * BT * Vp);
   }
   CHECK(backend.in_use == 0);
   GPT2 model(c, backend, B, T, ModelMode::inference, options);

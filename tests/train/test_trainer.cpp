@@ -479,4 +479,15 @@ TEST_CASE("run length from steps, epochs or tokens; validation over fixed batche
   CHECK_THAT(capped.summary(), Catch::Contains("validation: 63 batches (all the split holds of the 1000 "
                                                "--eval-batches asked)"));
   CHECK_THAT(fixed.summary(), Catch::Contains("validation: 3 batches every") && !Catch::Contains("asked"));
+  // The plan's memory line: what the model holds (GPT2::memory), by what it is for.
+  const ModelMemory m = fixed.model().memory();
+  CHECK(m.total() > 0);
+  CHECK(m.optimizer == 2 * m.parameters);  // fp32: the master is the parameters, m and v as large
+  CHECK_THAT(fixed.summary(),
+             Catch::Contains(format("memory: {} held by the model: parameters {}, gradients {}, AdamW moments {}, "
+                                    "activations {} (logits {}), backward scratch {}\n",
+                                    human_bytes(double(m.total())), human_bytes(double(m.parameters)),
+                                    human_bytes(double(m.gradients)), human_bytes(double(m.optimizer)),
+                                    human_bytes(double(m.activations)), human_bytes(double(m.logits)),
+                                    human_bytes(double(m.scratch)))));
 }

@@ -106,6 +106,9 @@ for rows in 16 0; do
     --warmup 1 --classifier-rows "$rows" --json "$OUT/train_classifier_rows_$rows.json" &&
     check_json "$OUT/train_classifier_rows_$rows.json" \
       "j['classifier_rows_flag'] == $rows and j['classifier_rows'] == ($rows or 64) and j['cuda_graphs']
+       and j['model_memory_bytes']['logits'] == ($rows or 64) * j['Vp'] * 2
+       and j['model_memory_bytes']['total'] == sum(v for k, v in j['model_memory_bytes'].items()
+                                                   if k not in ('total', 'logits'))
        and math.isfinite(j['loss_last']) and j['loss_last'] < j['loss_first']"
 done
 
