@@ -140,8 +140,18 @@ ModelMemory GPT2::memory() const {
   return m;
 }
 
+void GPT2::Impl::lm_head(TensorPtr logits, ConstTensorPtr x, int rows) {
+  backend.matmul_forward(logits, x, params() + at(Param::wte), nullptr, 1, rows, config.channels,
+                         config.padded_vocab_size);
+}
+
 size_t GPT2::Impl::classifier_chunk(size_t rows) const {
   return std::min(rows, size_t(options.classifier_rows));
+}
+
+bool GPT2::Impl::logits_whole() const {
+  const size_t rows = size_t(B) * T;
+  return !has_targets || classifier_chunk(rows) == rows;
 }
 
 void GPT2::Impl::classifier_chunks(bool backward, bool logits_held,
@@ -151,8 +161,7 @@ void GPT2::Impl::classifier_chunks(bool backward, bool logits_held,
   const TensorPtr logits = logits_rows(chunk), lnf = act.lnf.data(), wte = params() + at(Param::wte);
   for (size_t r0 = 0; r0 < rows; r0 += chunk) {
     const int n = int(std::min(chunk, rows - r0));
-    // logits = lnf wte^T: the output projection is tied to the token embedding, no bias.
-    if (!logits_held || chunk != rows) backend.matmul_forward(logits, lnf + r0 * C, wte, nullptr, 1, n, C, Vp);
+    if (!logits_held || chunk != rows) lm_head(logits, lnf + r0 * C, n);
     loss_and_dlogits(logits, r0, n);
     // dlnf = dlogits wte, dwte += dlogits^T lnf (tied: the encoder adds its part in backward_trunk).
     if (backward)
@@ -387,7 +396,7 @@ float GPT2::Impl::mean_loss(const int* targets) {
 
 float GPT2::forward(const int* inputs, const int* targets, int B, int T, bool training, uint64_t dropout_seed) {
   Impl& s = *impl_;
-  const int V = s.config.vocab_size, Vp = s.config.padded_vocab_size, C = s.config.channels;
+  const int V = s.config.vocab_size, Vp = s.config.padded_vocab_size;
   const int n_targets = s.upload_batch(inputs, targets, B, T, "forward");
   s.B = B;
   s.T = T;
@@ -398,18 +407,13 @@ float GPT2::forward(const int* inputs, const int* targets, int B, int T, bool tr
   s.logits_valid = true;
   s.has_targets = targets != nullptr;
   s.num_targets = n_targets;
-  const size_t BT = size_t(B) * T;
   if (!targets) {
-    // The logits are what is wanted: all of them. lm_head tied to wte, no bias.
-    s.backend.matmul_forward(s.logits_rows(BT), s.act.lnf.data(), s.params() + s.at(Param::wte), nullptr, B, T, C,
-                             Vp);
-    s.logits_whole = true;
+    s.lm_head(s.logits_rows(size_t(B) * T), s.act.lnf.data(), B * T);  // the logits are what is wanted: all
     return std::numeric_limits<float>::quiet_NaN();
   }
   s.classifier_chunks(false, false, [&](TensorPtr logits, size_t row, int rows) {
     s.backend.crossentropy_forward(s.act.losses.data() + row, logits, s.act.targets.data() + row, 1, rows, V, Vp);
   });
-  s.logits_whole = s.classifier_chunk(BT) == BT;
   return s.mean_loss(targets);
 }
 
@@ -429,11 +433,10 @@ std::vector<float> GPT2::logits() const {
               "logits: no logits of a forward available (backward reuses their memory for the gradient; run "
               "forward again)");
   const size_t n = size_t(s.B) * s.T * s.config.padded_vocab_size;
-  if (s.logits_whole) return download_as_float(s.backend, s.act.logits.data(), n);
+  if (s.logits_whole()) return download_as_float(s.backend, s.act.logits.data(), n);
   // The loss took them a chunk at a time: projected again, all rows, into a buffer of this call.
   DeviceTensor all(s.backend, n);
-  s.backend.matmul_forward(all.data(), s.act.lnf.data(), s.params() + s.at(Param::wte), nullptr, s.B, s.T,
-                           s.config.channels, s.config.padded_vocab_size);
+  s.lm_head(all.data(), s.act.lnf.data(), s.B * s.T);
   return download_as_float(s.backend, all.data(), n);
 }
 
@@ -448,12 +451,11 @@ void GPT2::backward(float dloss) {
   INPUT_CHECK(s.has_forward && s.has_targets, "backward: needs a forward with targets first");
   INPUT_CHECK(s.logits_valid, "backward: already run for this forward; run forward again");
   const int V = s.config.vocab_size, Vp = s.config.padded_vocab_size;
-  s.classifier_chunks(true, s.logits_whole, [&](TensorPtr logits, size_t row, int rows) {
+  s.classifier_chunks(true, true, [&](TensorPtr logits, size_t row, int rows) {
     // dlogits = dloss * (softmax - onehot), written in place over the logits.
     s.backend.crossentropy_backward(logits, dloss, logits, s.act.targets.data() + row, 1, rows, V, Vp);
   });
   s.logits_valid = false;
-  s.logits_whole = false;
   s.backward_trunk();
 }
 
@@ -471,7 +473,6 @@ float GPT2::forward_backward(const int* inputs, const int* targets, int B, int T
   s.has_forward = true;
   s.has_targets = true;
   s.logits_valid = false;
-  s.logits_whole = false;
   auto step = [&] {
     s.forward_trunk(B, T);
     s.classifier_chunks(true, false, [&](TensorPtr logits, size_t row, int rows) {

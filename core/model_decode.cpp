@@ -69,12 +69,12 @@ int GPT2::kv_cache_rows() const { return impl_->kv_rows(); }
 
 // In groups of row_group(1) rows, so that each row rounds as a single row would.
 void GPT2::Impl::project_logits(TensorPtr last, int rows, float* out) {
-  const int C = config.channels, V = config.vocab_size, Vp = config.padded_vocab_size;
+  const int C = config.channels, V = config.vocab_size;
   const int group = row_group(1);
   for (int r0 = 0; r0 < rows; r0 += group) {
     const int n = std::min(group, rows - r0);
     const TensorPtr logits = logits_rows(size_t(n));
-    backend.matmul_forward(logits, last + size_t(r0) * C, params() + at(Param::wte), nullptr, n, 1, C, Vp);
+    lm_head(logits, last + size_t(r0) * C, n);
     download_last_logits(backend, config, logits, n, out + size_t(r0) * V);
   }
 }

@@ -135,8 +135,14 @@ struct GPT2::Impl {
   // classifier chunk of max_B x max_T up front; allocated (or grown) here as a use needs more:
   // generation's one row per sequence, or a forward's B x T without targets.
   TensorPtr logits_rows(size_t rows);
+  // logits (rows,Vp) = x (rows,C) wte^T: the output projection, tied to the token embedding, no bias.
+  void lm_head(TensorPtr logits, ConstTensorPtr x, int rows);
   // The rows of the classifier's chunks for B*T rows (options.classifier_rows at most).
   size_t classifier_chunk(size_t rows) const;
+  // Whether the logits buffer holds all B*T rows of the last forward's logits: a forward without
+  // targets computes them all, one with targets all when they are one classifier chunk (valid
+  // while logits_valid is).
+  bool logits_whole() const;
   // The classifier over the last forward's B*T rows in chunks, each: logits = lnf wte^T, then
   // `loss_and_dlogits` on the chunk (logits, its first row), then, when `backward`, dlnf = dlogits
   // wte into scratch.bufC_b and dwte += dlogits^T lnf. A single chunk whose logits the buffer
@@ -231,7 +237,6 @@ struct GPT2::Impl {
   bool has_forward = false;     // a forward ran and its activations are intact
   bool has_targets = false;
   bool logits_valid = false;    // false once backward overwrote logits with dlogits
-  bool logits_whole = false;    // the buffer holds all B*T rows of the forward's logits
   bool training = false;
   uint64_t dropout_seed = 0;
   int num_targets = 0;
