@@ -462,14 +462,8 @@ void matmul_forward_gelu(bf16* out, bf16* pre, const bf16* inp, const bf16* weig
   const int N = B * T;
   if (N == 0 || OC == 0) return;
   ENSURE(C >= 1, "matmul_forward_gelu needs C >= 1, got {}", C);
-  const bool eligible = cublaslt_eligible(C, OC, {out, pre, inp, weight, bias});
-  if (design.gelu == GeluFusion::kSeparate) {
-    Gemm g = forward_gemm(pre, inp, weight, N, C, OC);
-    if (bias != nullptr) {
-      g.epilogue = CUBLASLT_EPILOGUE_BIAS;
-      g.bias = bias;
-    }
-    run_matmul(g, eligible, design, stream);
+  if (design.gelu == GeluFusion::kSeparate) {  // pre = inp W^T + b, then out = gelu(pre)
+    matmul_forward(pre, inp, weight, bias, B, T, C, OC, stream, design);
     gelu_forward(out, pre, static_cast<size_t>(N) * OC, stream);
     return;
   }
@@ -477,7 +471,7 @@ void matmul_forward_gelu(bf16* out, bf16* pre, const bf16* inp, const bf16* weig
   g.epilogue = bias != nullptr ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX;
   g.bias = bias;
   g.aux = pre;
-  run_matmul(g, eligible, design, stream);
+  run_matmul(g, cublaslt_eligible(C, OC, {out, pre, inp, weight, bias}), design, stream);
 }
 
 void matmul_backward(bf16* dinp, bf16* dweight, bf16* dbias, const bf16* dout, const bf16* inp, const bf16* weight,
