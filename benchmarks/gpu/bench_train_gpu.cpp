@@ -325,7 +325,7 @@ int bench_main(int argc, char** argv) {
       "(6*N + 6*L*C*T)\n",
       o.preset.c_str(), describe(config).c_str(), n_flops, config.padded_vocab_size - config.vocab_size,
       flops_per_token / 1e6);
-  const int chunk_rows = std::min(B * o.T, o.classifier_rows == 0 ? B * o.T : o.classifier_rows);
+  const int chunk_rows = std::min(B * o.T, run.model->options().classifier_rows);
   std::printf(
       "dtype %s, B=%d%s T=%d, recompute-gelu %s, CUDA graphs %s, classifier %d rows at a time; %d warm-up + %d "
       "timed steps\n",
