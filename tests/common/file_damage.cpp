@@ -241,18 +241,24 @@ void store_le(std::string& b, size_t at, int width, uint64_t v) {
   for (int i = 0; i < width; ++i) b[at + i] = char((v >> (8 * i)) & 0xFF);
 }
 
+std::string damage_json_at(std::string& bytes, size_t start, size_t& size, std::mt19937_64& rng) {
+  json j = json::parse(bytes.substr(start, size));
+  std::string what;
+  const int changes = 1 + int(rng() % 2);
+  for (int i = 0; i < changes; ++i) what.append(" ").append(damage_json(j, rng)).append(";");
+  const std::string text = j.dump();
+  bytes.replace(start, size, text);
+  size = text.size();
+  return what;
+}
+
 // Damage (1 or 2 changes) to the JSON inside file `name`, written back within its frame.
 FileDamage json_of(std::string name, JsonFrame frame) {
   return [name, frame](std::map<std::string, std::string>& files, std::mt19937_64& rng) {
     std::string& b = files[name];
-    const size_t start = frame.start(b), size = frame.size(b);
-    json j = json::parse(b.substr(start, size));
-    std::string what = name + ":";
-    const int changes = 1 + int(rng() % 2);
-    for (int i = 0; i < changes; ++i) what.append(" ").append(damage_json(j, rng)).append(";");
-    const std::string text = j.dump();
-    b.replace(start, size, text);
-    frame.set_size(b, text.size());
+    size_t size = frame.size(b);
+    const std::string what = name + ":" + damage_json_at(b, frame.start(b), size, rng);
+    frame.set_size(b, size);
     frame.seal(b);
     return what;
   };

@@ -54,6 +54,10 @@ struct JsonFrame {
 inline const JsonFrame kWholeFile{[](const std::string&) { return size_t{0}; },
                                   [](const std::string& b) { return b.size(); }, [](std::string&, size_t) {}};
 
+// 1 or 2 changes to the JSON text bytes[start, start + size), written back in its place; `size`
+// becomes the new text's length. Returns what it did.
+std::string damage_json_at(std::string& bytes, size_t start, size_t& size, std::mt19937_64& rng);
+
 // 1 or 2 changes to the JSON inside file `name`, written back within its frame (its length field
 // and seal updated, so that the damage gets past the framing to the code that uses the values).
 FileDamage json_of(std::string name, JsonFrame frame);
