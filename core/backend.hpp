@@ -14,6 +14,9 @@
 // Precision: a backend computes in one dtype (dtype()): activations, the compute copy of the
 // parameters and the gradients are TensorPtr of that dtype; LayerNorm statistics, losses,
 // attention's saved values, the fp32 master weights and the AdamW moments are always float*.
+// Two ops also take an fp32 tensor in a bf16 backend, for a sum kept in fp32 across calls (the
+// classifier's chunks, core/model.cpp): matmul_backward's dweight (the products are added to it in
+// fp32, unrounded) and residual_forward's inp2 (out = inp1 + inp2, rounded once).
 #pragma once
 
 #include <cstddef>

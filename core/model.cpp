@@ -87,6 +87,8 @@ GPT2::Impl::Impl(const ModelConfig& cfg, Backend& be, int mB, int mT, ModelMode 
     scratch.bufC_b = DeviceTensor(backend, BT * C);
     scratch.buf3C = DeviceTensor(backend, BT * 3 * C);
     scratch.buf4C = DeviceTensor(backend, BT * 4 * C);
+    if (dtype == DType::bf16 && classifier_chunk(BT) < BT)
+      scratch.wte_grad_sum = DeviceArray<float>(backend, size_t(Vp) * C);
   }
 }
 
@@ -136,6 +138,7 @@ ModelMemory GPT2::memory() const {
   for (const DeviceTensor* t : {&s.scratch.dresidual, &s.scratch.bufC_a, &s.scratch.bufC_b, &s.scratch.buf3C,
                                 &s.scratch.buf4C})
     m.scratch += t->bytes();
+  m.scratch += s.scratch.wte_grad_sum.bytes();
   m.kv_cache = s.kcache.bytes() + s.vcache.bytes();
   return m;
 }
@@ -159,15 +162,26 @@ void GPT2::Impl::classifier_chunks(bool backward, bool logits_held,
   const int C = config.channels, Vp = config.padded_vocab_size;
   const size_t rows = size_t(B) * T, chunk = classifier_chunk(rows);
   const TensorPtr logits = logits_rows(chunk), lnf = act.lnf.data(), wte = params() + at(Param::wte);
+  // In bf16 the chunks' parts of dwte are summed in fp32 and added in once, so that cutting the
+  // rows adds no rounding to the gradient (one chunk adds its part straight in, as one GEMM).
+  const TensorPtr dwte = grads.data() + at(Param::wte);
+  const bool sum_in_fp32 = backward && dtype == DType::bf16 && chunk < rows;
+  TensorPtr dwte_part = dwte;
+  if (sum_in_fp32) {
+    ENSURE(scratch.wte_grad_sum.size() == size_t(Vp) * C, "classifier: no fp32 sum for {} rows", rows);
+    dwte_part = scratch.wte_grad_sum.data();
+    backend.zero(scratch.wte_grad_sum.data(), scratch.wte_grad_sum.bytes());
+  }
   for (size_t r0 = 0; r0 < rows; r0 += chunk) {
     const int n = int(std::min(chunk, rows - r0));
     if (!logits_held || chunk != rows) lm_head(logits, lnf + r0 * C, n);
     loss_and_dlogits(logits, r0, n);
     // dlnf = dlogits wte, dwte += dlogits^T lnf (tied: the encoder adds its part in backward_trunk).
     if (backward)
-      backend.matmul_backward(scratch.bufC_b.data() + r0 * C, grads.data() + at(Param::wte), nullptr, logits,
-                              lnf + r0 * C, wte, 1, n, C, Vp);
+      backend.matmul_backward(scratch.bufC_b.data() + r0 * C, dwte_part, nullptr, logits, lnf + r0 * C, wte, 1, n, C,
+                              Vp);
   }
+  if (sum_in_fp32) backend.residual_forward(dwte, dwte, scratch.wte_grad_sum.data(), size_t(Vp) * C);
 }
 
 DropoutParams GPT2::Impl::dropout(uint32_t stream) const {

@@ -45,8 +45,9 @@ struct ModelOptions {
   // forward, loss and dlogits, lm_head backward per chunk), so the logits buffer holds
   // min(B*T, classifier_rows) rows of Vp instead of B*T (GPT-2 at 256 x 1024 in bf16: 0.8 GB
   // instead of 26 GB). A batch of at most this many rows is one chunk, computed as it always was;
-  // with more, the wte gradient sums the chunks' parts in turn (other roundings than one product;
-  // in bf16 a rounding per chunk, as gradient accumulation has per micro-batch).
+  // with more, the wte gradient sums the chunks' parts in turn (in fp32 where the compute dtype is
+  // bf16, Vp x C floats of scratch, added to the bf16 gradient with one rounding as one product's
+  // is: only fp32's order of addition differs from one chunk).
   // 8192: the rows bench_kernels times the lm_head at (B=8, T=1024), a GEMM large enough to run
   // at the speed of a larger one. >= 1.
   int classifier_rows = 8192;

@@ -10,6 +10,7 @@
 //             whatever the dtype: L*(4*BT + S) + 3*BT (LN statistics, losses), S =
 //             max_B*NH*max_T (attention's row log-sum-exp, on every backend).
 //   scratch : 2*BT*C + BT*3C + BT*4C + BT*C (dresidual); logits double as dlogits (in place).
+//             In bf16 with R < BT, also Vp*C floats (wte's classifier gradient summed in fp32).
 // An inference model keeps one layer's slab of each stacked activation (L = 1 above: every layer
 // reuses it), one projection buffer (BT*C) of the scratch, and logits for the rows their first
 // use needs (logits_rows): R for a forward with targets, BT without.
@@ -67,6 +68,9 @@ struct Scratch {
   DeviceTensor bufC_b;      // (B,T,C) d(atty), d(ln1), d(ln2), d(lnf)
   DeviceTensor buf3C;       // (B,T,3C) d(qkv)
   DeviceTensor buf4C;       // (B,T,4C) d(fch)
+  // (Vp,C) in bf16 where B*T may take more than one classifier chunk: wte's classifier gradient
+  // summed over the chunks in fp32, then added to the bf16 gradient with one rounding.
+  DeviceArray<float> wte_grad_sum;
 };
 
 struct GPT2::Impl {

@@ -186,22 +186,28 @@ void CpuBf16Backend::matmul_forward(TensorPtr out, ConstTensorPtr inp, ConstTens
 }
 
 // The operands read as bf16 by the bf16 products where the CPU has them (AVX512-BF16), which
-// round the weight gradients (and dinp, unless it is fp32) in place; else widened for the fp32
-// backward.
+// round dinp and the weight gradient in place (where each is bf16: an fp32 one takes the fp32
+// result); else widened for the fp32 backward.
 void CpuBf16Backend::matmul_backward(TensorPtr dinp, TensorPtr dweight, TensorPtr dbias, ConstTensorPtr dout,
                                      ConstTensorPtr inp, ConstTensorPtr weight, int B, int T, int C, int OC) {
   Staging s(*this);
   const size_t nin = product(B, T, C), nw = product(OC, C);
   float* db = s.out(dbias, OC, true);
-  const bool all_bf16 = dout.dtype == DType::bf16 && inp.dtype == DType::bf16 && weight.dtype == DType::bf16 &&
-                        dweight.dtype == DType::bf16;
-  if (all_bf16 && gemm_bf16_enabled()) {
-    if (dinp.dtype == DType::bf16) {
-      cpu::matmul_backward_bf16(bits(dinp), bits(dweight), db, bits(dout), bits(inp), bits(weight), B, T, C, OC);
-    } else {  // the fp32 product of matmul_backward_gelu
-      cpu::matmul_backward_bf16(static_cast<float*>(dinp.data), bits(dweight), db, bits(dout), bits(inp),
-                                bits(weight), B, T, C, OC);
-    }
+  const bool operands_bf16 = dout.dtype == DType::bf16 && inp.dtype == DType::bf16 && weight.dtype == DType::bf16;
+  if (operands_bf16 && gemm_bf16_enabled()) {
+    // dinp fp32: the product of matmul_backward_gelu; dweight fp32: a sum kept in fp32 (the
+    // classifier's chunks).
+    auto with_dweight = [&](auto* di) {
+      if (dweight.dtype == DType::bf16)
+        cpu::matmul_backward_bf16(di, bits(dweight), db, bits(dout), bits(inp), bits(weight), B, T, C, OC);
+      else
+        cpu::matmul_backward_bf16(di, static_cast<float*>(dweight.data), db, bits(dout), bits(inp), bits(weight), B,
+                                  T, C, OC);
+    };
+    if (dinp.dtype == DType::bf16)
+      with_dweight(bits(dinp));
+    else
+      with_dweight(static_cast<float*>(dinp.data));
   } else {
     float* di = s.out(dinp, nin, false);
     float* dw = s.out(dweight, nw, true);

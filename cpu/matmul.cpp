@@ -317,6 +317,8 @@ template void matmul_backward_bf16(float*, float*, float*, const uint16_t*, cons
                                    int, int);
 template void matmul_backward_bf16(float*, uint16_t*, float*, const uint16_t*, const uint16_t*, const uint16_t*, int,
                                    int, int, int);
+template void matmul_backward_bf16(uint16_t*, float*, float*, const uint16_t*, const uint16_t*, const uint16_t*, int,
+                                   int, int, int);
 template void matmul_backward_bf16(uint16_t*, uint16_t*, float*, const uint16_t*, const uint16_t*, const uint16_t*,
                                    int, int, int, int);
 

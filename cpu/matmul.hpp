@@ -36,7 +36,7 @@ void matmul_forward_bf16(uint16_t* out, const uint16_t* inp, const uint16_t* wei
 // (gemm_bf16_enabled(); the bf16 backend widens the operands for matmul_backward_blocked
 // otherwise). dbias (fp32): dout's column sums in matmul_backward_blocked's order. dinp and
 // dweight fp32, or bf16 (DInp, DWeight = uint16_t: each the rounding of the fp32 result, through
-// gemm_bf16's bf16 form). Instantiated for <float, float>, <float, uint16_t>, <uint16_t, uint16_t>.
+// gemm_bf16's bf16 form). Instantiated for every pair of the two.
 template <class DInp, class DWeight>
 void matmul_backward_bf16(DInp* dinp, DWeight* dweight, float* dbias, const uint16_t* dout, const uint16_t* inp,
                           const uint16_t* weight, int B, int T, int C, int OC);

@@ -251,6 +251,9 @@ class CudaBackend final : public Backend {
   }
   void matmul_backward(TensorPtr dinp, TensorPtr dweight, TensorPtr dbias, ConstTensorPtr dout, ConstTensorPtr inp,
                        ConstTensorPtr weight, int B, int T, int C, int OC) override {
+    if (dtype_ == DType::bf16 && dweight.dtype == DType::fp32)  // a sum kept in fp32 (core/backend.hpp)
+      return cuda::matmul_backward(as<bf16>(dinp), as<float>(dweight), as<bf16>(dbias), as<bf16>(dout),
+                                   as<bf16>(inp), as<bf16>(weight), B, T, C, OC, stream_, gemm_design_);
     if (dtype_ == DType::bf16)
       return cuda::matmul_backward(as<bf16>(dinp), as<bf16>(dweight), as<bf16>(dbias), as<bf16>(dout), as<bf16>(inp),
                                    as<bf16>(weight), B, T, C, OC, stream_, gemm_design_);
@@ -307,6 +310,8 @@ class CudaBackend final : public Backend {
     });
   }
   void residual_forward(TensorPtr out, ConstTensorPtr inp1, ConstTensorPtr inp2, size_t N) override {
+    if (dtype_ == DType::bf16 && inp2.dtype == DType::fp32)  // a sum kept in fp32 (core/backend.hpp)
+      return cuda::residual_forward(as<bf16>(out), as<bf16>(inp1), as<float>(inp2), N, stream_);
     with_elem([&](auto e) {
       using E = typename decltype(e)::type;
       cuda::residual_forward(as<E>(out), as<E>(inp1), as<E>(inp2), N, stream_);

@@ -98,6 +98,12 @@ void matmul_forward(bf16* out, const bf16* inp, const bf16* weight, const bf16* 
                     cudaStream_t stream, const GemmDesign& design = {});
 void matmul_backward(bf16* dinp, bf16* dweight, bf16* dbias, const bf16* dout, const bf16* inp, const bf16* weight,
                      int B, int T, int C, int OC, cudaStream_t stream, const GemmDesign& design = {});
+// The same with dweight in fp32: the dweight GEMM's output type (cuBLASLt D and C, or
+// cublasGemmEx's C, CUDA_R_32F) is fp32, so its products add to dweight unrounded (a sum kept in
+// fp32 across calls, as the model's classifier chunks keep wte's). dbias by the column sums
+// whatever the design (BGRADB would write its sums in D's type).
+void matmul_backward(bf16* dinp, float* dweight, bf16* dbias, const bf16* dout, const bf16* inp, const bf16* weight,
+                     int B, int T, int C, int OC, cudaStream_t stream, const GemmDesign& design = {});
 
 // out = gelu(pre), pre = inp W^T + b (both (B,T,OC); bias may be null).
 void matmul_forward_gelu(float* out, float* pre, const float* inp, const float* weight, const float* bias, int B, int T,

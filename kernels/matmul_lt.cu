@@ -23,6 +23,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <type_traits>
 
 #include "kernels/common.cuh"
 #include "kernels/cuda_check.cuh"
@@ -69,7 +70,12 @@ namespace {
 
 constexpr uint32_t kOperandAlignment = 16;  // what cublaslt_eligible guarantees for A, B, C, D
 
-// One column-major GEMM D = A B (+ beta C, with C = D) and its epilogue, in cuBLAS terms.
+// The cuBLAS type of a GEMM output element.
+template <class Elem>
+constexpr cudaDataType kDataType = std::is_same_v<Elem, float> ? CUDA_R_32F : CUDA_R_16BF;
+
+// One column-major GEMM D = A B (+ beta C, with C = D) and its epilogue, in cuBLAS terms. A and B
+// are bf16; D is bf16, or fp32 for a weight gradient summed in fp32 (no epilogue then).
 struct Gemm {
   int m, n, k;
   bool trans_a, trans_b;
@@ -77,9 +83,10 @@ struct Gemm {
   int lda;
   const bf16* b;
   int ldb;
-  bf16* d;
+  void* d;
   int ldd;
   float beta;                                          // 0: D = AB (+ epilogue); 1: D += AB
+  cudaDataType d_type = CUDA_R_16BF;
   cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_DEFAULT;
   const bf16* bias = nullptr;                          // BIAS, GELU_AUX_BIAS: one per row of D
   bf16* bias_grad = nullptr;                           // BGRADB: written, one per column of D
@@ -94,22 +101,25 @@ uint32_t alignment_of(uintptr_t value) {
 }
 uint32_t pointer_alignment(const void* p) { return alignment_of(reinterpret_cast<uintptr_t>(p)); }
 
-// The alignment the heuristic may count on for a bf16 operand with leading dimension ld
+size_t element_bytes(cudaDataType type) { return type == CUDA_R_32F ? sizeof(float) : sizeof(bf16); }
+
+// The alignment the heuristic may count on for an operand of `type` with leading dimension ld
 // (GemmAlignment, kernels/matmul.cuh). An algorithm's alignment is "required for buffer pointer,
 // leading dimension, and possibly other strides" (cublasLt.h,
 // CUBLASLT_ALGO_CAP_MIN_ALIGNMENT_A_BYTES), so the leading dimension's bytes bound it too.
-uint32_t promised_alignment(const void* p, int ld, GemmAlignment design) {
+uint32_t promised_alignment(const void* p, int ld, GemmAlignment design, cudaDataType type = CUDA_R_16BF) {
   if (design == GemmAlignment::k16) return kOperandAlignment;
-  return std::min(pointer_alignment(p), alignment_of(static_cast<uintptr_t>(ld) * sizeof(bf16)));
+  return std::min(pointer_alignment(p), alignment_of(static_cast<uintptr_t>(ld) * element_bytes(type)));
 }
 
-// What the heuristic's answer depends on, so the cache key: the shape, the epilogue, the operand
-// alignments promised in the preference, the alignment of the epilogue pointers (cublasLt.h says
+// What the heuristic's answer depends on, so the cache key: the shape, D's type, the epilogue, the
+// operand alignments promised in the preference, the alignment of the epilogue pointers (cublasLt.h says
 // the heuristic depends on the bias and aux pointers' values for it), the split-K schemes allowed
 // and the workspace offered.
 struct AlgoKey {
   int m, n, k;
   bool trans_a, trans_b;
+  int d_type;
   int epilogue;
   uint32_t a_alignment, b_alignment, d_alignment, bias_alignment, aux_alignment;
   uint32_t reduction_schemes;
@@ -174,10 +184,10 @@ void set_preference(cublasLtMatmulPreference_t pref, cublasLtMatmulPreferenceAtt
   CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, attribute, &value, sizeof(value)));
 }
 
-// A bf16 matrix as stored: `rows` x `cols` column-major with leading dimension ld.
-MatrixLayout bf16_layout(int rows, int cols, int ld) {
+// A matrix of `type` as stored: `rows` x `cols` column-major with leading dimension ld.
+MatrixLayout matrix_layout(int rows, int cols, int ld, cudaDataType type = CUDA_R_16BF) {
   cublasLtMatrixLayout_t layout = nullptr;
-  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&layout, CUDA_R_16BF, static_cast<uint64_t>(rows),
+  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&layout, type, static_cast<uint64_t>(rows),
                                           static_cast<uint64_t>(cols), static_cast<int64_t>(ld)));
   return MatrixLayout(layout);
 }
@@ -223,9 +233,9 @@ const std::string* lt_matmul(const Gemm& g, const GemmDesign& design, cudaStream
     set_attribute(raw_desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, static_cast<int64_t>(g.ldd));
   }
   // The stored shapes: op(A) is m x k, so A is stored k x m when transposed; op(B) is k x n.
-  const MatrixLayout a_layout = g.trans_a ? bf16_layout(g.k, g.m, g.lda) : bf16_layout(g.m, g.k, g.lda);
-  const MatrixLayout b_layout = g.trans_b ? bf16_layout(g.n, g.k, g.ldb) : bf16_layout(g.k, g.n, g.ldb);
-  const MatrixLayout d_layout = bf16_layout(g.m, g.n, g.ldd);
+  const MatrixLayout a_layout = g.trans_a ? matrix_layout(g.k, g.m, g.lda) : matrix_layout(g.m, g.k, g.lda);
+  const MatrixLayout b_layout = g.trans_b ? matrix_layout(g.n, g.k, g.ldb) : matrix_layout(g.k, g.n, g.ldb);
+  const MatrixLayout d_layout = matrix_layout(g.m, g.n, g.ldd, g.d_type);
 
   const void* bias = g.bias != nullptr ? static_cast<const void*>(g.bias) : g.bias_grad;
   // Split-K only with fp32 partials reduced in a fixed order in the workspace (COMPUTE_TYPE),
@@ -239,10 +249,11 @@ const std::string* lt_matmul(const Gemm& g, const GemmDesign& design, cudaStream
                     g.k,
                     g.trans_a,
                     g.trans_b,
+                    static_cast<int>(g.d_type),
                     static_cast<int>(g.epilogue),
                     promised_alignment(g.a, g.lda, design.alignment),
                     promised_alignment(g.b, g.ldb, design.alignment),
-                    promised_alignment(g.d, g.ldd, design.alignment),
+                    promised_alignment(g.d, g.ldd, design.alignment, g.d_type),
                     bias ? pointer_alignment(bias) : 0,
                     g.aux ? pointer_alignment(g.aux) : 0,
                     reduction_schemes,
@@ -312,25 +323,29 @@ __global__ void add_bias_gradient_kernel(bf16* dbias, const bf16* sums, int n) {
 // (one extra rounding compared with cuBLASLt, well inside the bf16 tolerance).
 void plain_matmul(const Gemm& g, cudaStream_t stream) {
   ENSURE(g.ldd == g.m, "plain bf16 matmul expects a packed D (ld {} for {} rows)", g.ldd, g.m);
+  ENSURE(g.d_type == CUDA_R_16BF || g.epilogue == CUBLASLT_EPILOGUE_DEFAULT,
+         "plain bf16 matmul: an epilogue with an fp32 D");
   const bool gelu_forward = g.epilogue == CUBLASLT_EPILOGUE_GELU_AUX || g.epilogue == CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
   // GELU forward: the GEMM writes into the aux buffer (pre); the kernel then writes pre and D.
-  bf16* gemm_out = gelu_forward ? const_cast<bf16*>(g.aux) : g.d;
+  void* gemm_out = gelu_forward ? const_cast<bf16*>(g.aux) : g.d;
   const float alpha = 1.0f;
   CUBLAS_CHECK(cublasGemmEx(cublas_handle(stream), g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N,
                             g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, g.m, g.n, g.k, &alpha, g.a, CUDA_R_16BF, g.lda, g.b,
-                            CUDA_R_16BF, g.ldb, &g.beta, gemm_out, CUDA_R_16BF, g.ldd, CUBLAS_COMPUTE_32F,
+                            CUDA_R_16BF, g.ldb, &g.beta, gemm_out, g.d_type, g.ldd, CUBLAS_COMPUTE_32F,
                             CUBLAS_GEMM_DEFAULT));
   constexpr int kBlock = 256;
   const size_t count = static_cast<size_t>(g.m) * g.n;
+  bf16* d = static_cast<bf16*>(g.d);  // bf16 wherever an epilogue follows
   if (gelu_forward) {
-    bias_gelu_kernel<<<ceil_div(count, kBlock), kBlock, 0, stream>>>(g.d, gemm_out, g.bias, count, g.m);
+    bias_gelu_kernel<<<ceil_div(count, kBlock), kBlock, 0, stream>>>(d, static_cast<bf16*>(gemm_out), g.bias, count,
+                                                                     g.m);
     CUDA_CHECK_LAUNCH();
   } else if (g.epilogue == CUBLASLT_EPILOGUE_DGELU) {
-    dgelu_kernel<<<ceil_div(count, kBlock), kBlock, 0, stream>>>(g.d, g.aux, count);
+    dgelu_kernel<<<ceil_div(count, kBlock), kBlock, 0, stream>>>(d, g.aux, count);
     CUDA_CHECK_LAUNCH();
   } else if (g.epilogue == CUBLASLT_EPILOGUE_BIAS) {
     // D (m x n column-major) is the row-major (n x m) matrix, bias indexed by its column.
-    matmul_internal::add_bias(g.d, g.bias, g.n, g.m, stream);
+    matmul_internal::add_bias(d, g.bias, g.n, g.m, stream);
   } else if (g.epilogue == CUBLASLT_EPILOGUE_BGRADB) {
     // op(B) (k x n) is B's memory (n x k column-major, ld n) transposed: the row-major (k x n)
     // matrix, whose column sums are the bias gradient.
@@ -397,12 +412,14 @@ Gemm forward_gemm(bf16* out, const bf16* inp, const bf16* weight, int N, int C, 
 Gemm dinp_gemm(bf16* dinp, const bf16* dout, const bf16* weight, int N, int C, int OC) {
   return Gemm{C, N, OC, false, false, weight, C, dout, OC, dinp, C, 0.0f};
 }
-// dweight^T += inp^T dout: m = C, n = OC, k = N, beta = 1.
-Gemm dweight_gemm(bf16* dweight, const bf16* dout, const bf16* inp, int N, int C, int OC) {
-  return Gemm{C, OC, N, false, true, inp, C, dout, OC, dweight, C, 1.0f};
+// dweight^T += inp^T dout: m = C, n = OC, k = N, beta = 1; dweight bf16 or fp32.
+template <class DWeight>
+Gemm dweight_gemm(DWeight* dweight, const bf16* dout, const bf16* inp, int N, int C, int OC) {
+  return Gemm{C, OC, N, false, true, inp, C, dout, OC, dweight, C, 1.0f, kDataType<DWeight>};
 }
 
-void backward(bf16* dinp, bf16* dweight, bf16* dbias, const bf16* dout, const bf16* inp, const bf16* weight,
+template <class DWeight>
+void backward(bf16* dinp, DWeight* dweight, bf16* dbias, const bf16* dout, const bf16* inp, const bf16* weight,
               const bf16* pre, int B, int T, int C, int OC, cudaStream_t stream, const GemmDesign& design) {
   const int N = B * T;
   if (N == 0 || OC == 0 || C == 0) return;
@@ -416,7 +433,8 @@ void backward(bf16* dinp, bf16* dweight, bf16* dbias, const bf16* dout, const bf
   run_matmul(g, eligible, design, stream);
   if (separate_gelu) gelu_backward(dinp, dinp, pre, static_cast<size_t>(N) * C, stream);  // in place
   Gemm dw = dweight_gemm(dweight, dout, inp, N, C, OC);
-  if (dbias == nullptr || design.bias_gradient != BiasGradient::kEpilogue) {
+  // BGRADB writes its sums in D's type: with an fp32 dweight the column sums make dbias.
+  if (dbias == nullptr || design.bias_gradient != BiasGradient::kEpilogue || std::is_same_v<DWeight, float>) {
     run_matmul(dw, eligible, design, stream);
     if (dbias != nullptr) matmul_internal::accumulate_column_sums(dbias, dout, N, OC, stream);
     return;
@@ -475,6 +493,10 @@ void matmul_forward_gelu(bf16* out, bf16* pre, const bf16* inp, const bf16* weig
 }
 
 void matmul_backward(bf16* dinp, bf16* dweight, bf16* dbias, const bf16* dout, const bf16* inp, const bf16* weight,
+                     int B, int T, int C, int OC, cudaStream_t stream, const GemmDesign& design) {
+  backward(dinp, dweight, dbias, dout, inp, weight, nullptr, B, T, C, OC, stream, design);
+}
+void matmul_backward(bf16* dinp, float* dweight, bf16* dbias, const bf16* dout, const bf16* inp, const bf16* weight,
                      int B, int T, int C, int OC, cudaStream_t stream, const GemmDesign& design) {
   backward(dinp, dweight, dbias, dout, inp, weight, nullptr, B, T, C, OC, stream, design);
 }

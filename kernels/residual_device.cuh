@@ -15,8 +15,9 @@
 namespace gpt2cc::cuda::residual_kernels {
 
 // out = inp1 + inp2; thread i handles elements [kWidth i, kWidth (i + 1)), N % kWidth == 0.
-template <class Elem, int kWidth>
-__global__ void residual_forward_kernel(Elem* out, const Elem* inp1, const Elem* inp2, size_t N) {
+// inp2 may be fp32 where Elem is bf16 (In2).
+template <class Elem, int kWidth, class In2 = Elem>
+__global__ void residual_forward_kernel(Elem* out, const Elem* inp1, const In2* inp2, size_t N) {
   const size_t i = (static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x) * kWidth;
   if (i >= N) return;
   float a[kWidth], b[kWidth];

@@ -501,6 +501,49 @@ TEST_CASE("CpuBf16Backend: each op is the fp32 op on widened operands, rounded o
     }
   }
 
+  SECTION("a weight gradient kept in fp32, and an fp32 sum added into a bf16 tensor") {
+    // matmul_backward's dweight may be fp32 (core/backend.hpp): the products are added to it
+    // unrounded, by whichever product runs (the widened fp32 backward, or AVX512-BF16's fp32 form),
+    // while dinp is rounded into bf16 as with a bf16 dweight. 40 rows, as above.
+    const int rows = 20, C2 = 40, OC2 = 70;
+    const size_t n_in = size_t(B) * rows * C2, n_out = size_t(B) * rows * OC2, n_w = size_t(OC2) * C2;
+    const std::vector<uint16_t> inp = random_bf16(n_in, 1), w = random_bf16(n_w, 2), dout = random_bf16(n_out, 4);
+    std::vector<float> dw_start(n_w);
+    for (size_t i = 0; i < n_w; ++i) dw_start[i] = widen_bf16(random_bf16(1, 500 + i)[0]) * (1.0f + 1.0f / 1024);
+    ProductPaths paths;
+    for (bool dp_on : {false, true}) {
+      if (dp_on && !paths.dp) continue;
+      CAPTURE(dp_on);
+      ProductPaths::use(paths.amx, dp_on);
+      std::vector<uint16_t> dinp(n_in);
+      std::vector<float> dw = dw_start, dinp32(n_in), dw32 = dw_start;
+      p.half.matmul_backward(bf16(dinp), dw.data(), nullptr, ConstTensorPtr{dout.data(), DType::bf16},
+                             ConstTensorPtr{inp.data(), DType::bf16}, ConstTensorPtr{w.data(), DType::bf16}, B, rows,
+                             C2, OC2);
+      if (dp_on) {
+        cpu::matmul_backward_bf16(dinp32.data(), dw32.data(), nullptr, dout.data(), inp.data(), w.data(), B, rows, C2,
+                                  OC2);
+      } else {
+        p.full.matmul_backward(dinp32.data(), dw32.data(), nullptr, widened(dout).data(), widened(inp).data(),
+                               widened(w).data(), B, rows, C2, OC2);
+      }
+      check_exact(dinp, dinp32);
+      CHECK(dw == dw32);
+      // The premise: the sums are fp32's, not rounded to bf16 on the way.
+      size_t unrounded = 0;
+      for (float x : dw) unrounded += widen_bf16(round_to_bf16(x)) != x;
+      CHECK(unrounded > n_w / 2);
+    }
+    // residual_forward with inp2 in fp32: out = inp1 + inp2, rounded once.
+    const std::vector<uint16_t> a = random_bf16(n_w, 7);
+    std::vector<uint16_t> out(n_w);
+    const std::vector<float> b = dw_start;
+    p.half.residual_forward(bf16(out), ConstTensorPtr{a.data(), DType::bf16}, b.data(), n_w);
+    std::vector<float> sum(n_w);
+    for (size_t i = 0; i < n_w; ++i) sum[i] = widen_bf16(a[i]) + b[i];
+    check_exact(out, sum);
+  }
+
   SECTION("attention forward and backward, with dropout") {
     const DropoutParams dropout{0.1f, 77};
     std::vector<uint16_t> qkv = random_bf16(3 * BTC, 1, 2.0f), out(BTC);

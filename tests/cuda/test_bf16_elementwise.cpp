@@ -330,6 +330,18 @@ TEST_CASE("bf16 residual matches cpu", "[cuda][bf16][residual]") {
   expect_one_rounding(tail(test::download_float(d_da), N), da, "bf16 residual dinp1 (+=)");
   const auto g_da = test::download_float(d_da);
   CHECK(std::all_of(g_da.begin(), g_da.begin() + static_cast<std::ptrdiff_t>(o), [](float x) { return x == 7.0f; }));
+
+  // inp2 in fp32 (a sum kept in fp32, core/backend.hpp): its values unrounded, added with one
+  // rounding, through 4-element packs where N and the pointers allow them.
+  std::vector<float> b32(N), out32(N);
+  for (size_t i = 0; i < N; ++i) b32[i] = b[i] * (1.0f + 1.0f / 1024) + 1e-3f;
+  cpu::residual_forward(out32.data(), a.data(), b32.data(), N);
+  DeviceBuffer<float> d_b32(padded(b32, o));
+  d_out.poison();
+  cuda::residual_forward(d_out.get() + o, d_a.get() + o, d_b32.get() + o, N, test::test_stream());
+  CHECK(test::bit_equal(tail(test::download_float(d_out), N), test::round_to_bf16(out32)));
+  if (N >= 1000)  // the premise: b32's own values count
+    CHECK_FALSE(test::bit_equal(test::round_to_bf16(out32), test::round_to_bf16(out)));
 }
 
 TEST_CASE("bf16 dropout draws the cpu's and the float kernel's mask", "[cuda][bf16][dropout]") {

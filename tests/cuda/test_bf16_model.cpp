@@ -224,6 +224,11 @@ TEST_CASE("CUDA-graph replay changes no bit of a step, GELU recompute only a bf1
   const auto graph_grads = grads_of_calls(ModelOptions{}, graph_losses);
   const auto recompute_grads = grads_of_calls(recompute, recompute_losses);
   const auto chunk_grads = grads_of_calls(chunks, chunk_losses);
+  {  // In bf16 the chunks' parts of wte's gradient are summed in fp32: Vp x C floats of scratch.
+    GPT2 whole(c, *backend, B, T), chunked(c, *backend, B, T, ModelMode::training, chunks);
+    const size_t sum_bytes = dtype == DType::bf16 ? size_t(c.padded_vocab_size) * c.channels * sizeof(float) : 0;
+    CHECK(chunked.memory().scratch == whole.memory().scratch + sum_bytes);
+  }
   const double tol = dtype == DType::bf16 ? 1e-2 : 1e-5;
   for (size_t call = 0; call < steps.size(); ++call) {
     INFO("call " << call << ": B=" << steps[call].B << " T=" << steps[call].T << " dloss=" << steps[call].dloss);
@@ -232,7 +237,8 @@ TEST_CASE("CUDA-graph replay changes no bit of a step, GELU recompute only a bf1
     CHECK(test::bit_equal(graph_grads[call], direct_grads[call]));
     if (call > 0 && first_of_step == call) CHECK_FALSE(test::bit_equal(direct_grads[call], direct_grads[0]));
     // The classifier in chunks, recorded and replayed as the whole step: the calls of one step
-    // repeat their bits, and the gradients are those of one chunk but for rounding.
+    // repeat their bits (the fp32 sum of wte's parts zeroed in each replay), and the gradients are
+    // those of one chunk but for rounding.
     CHECK(test::bit_equal(chunk_grads[call], chunk_grads[first_of_step]));
     test::expect_rel_l2(chunk_grads[call], direct_grads[call], tol, "gradients, classifier in chunks");
     CHECK(std::fabs(chunk_losses[call] - direct_losses[call]) <= tol * std::fabs(direct_losses[call]));
