@@ -290,7 +290,31 @@ void CpuBf16Backend::gelu_backward(TensorPtr dinp, ConstTensorPtr dout, ConstTen
   Staging::commit(dinp, di, N);
 }
 
+namespace {
+// out[i] = round(inp1[i] + inp2[i]), each operand read as it is stored (the fp32 op's sums).
+template <class In1, class In2>
+void add_rounded(uint16_t* out, const In1* inp1, const In2* inp2, size_t N) {
+#pragma omp parallel for schedule(static) if (N >= (size_t{1} << 16))
+  for (size_t i = 0; i < N; ++i) out[i] = round_to_bf16(as_float(inp1[i]) + as_float(inp2[i]));
+}
+}  // namespace
+
+// Into a bf16 out, the operands read in place: no fp32 copies of them (the classifier's fp32 sum
+// of wte's gradient, added into the bf16 gradient, would take two of Vp x C floats).
 void CpuBf16Backend::residual_forward(TensorPtr out, ConstTensorPtr inp1, ConstTensorPtr inp2, size_t N) {
+  if (out.dtype == DType::bf16) {
+    const auto with_inp2 = [&](const auto* a) {
+      if (inp2.dtype == DType::bf16)
+        add_rounded(bits(out), a, bits(inp2), N);
+      else
+        add_rounded(bits(out), a, static_cast<const float*>(inp2.data), N);
+    };
+    if (inp1.dtype == DType::bf16)
+      with_inp2(bits(inp1));
+    else
+      with_inp2(static_cast<const float*>(inp1.data));
+    return;
+  }
   Staging s(*this);
   float* o = s.out(out, N, false);
   CpuBackend::residual_forward(o, s.in(inp1, N), s.in(inp2, N), N);
