@@ -54,6 +54,9 @@ cxxopts::Options make_train_options(TrainConfig& c) {
       "compute dtype: fp32 or bf16 (mixed, fp32 master weights; cuda on sm_80 or newer, or the cpu)", c.dtype);
   add("device", "recompute-gelu", "recompute GELU in the backward instead of storing it (less memory)",
       c.recompute_gelu);
+  add("device", "classifier-rows",
+      "rows of logits computed at once for a loss: fewer hold less memory, in smaller GEMMs",
+      c.classifier_rows);
   add("device", "cuda-graphs", "replay each step as a CUDA graph (--cuda-graphs=false: launch every op)",
       c.cuda_graphs);
   add("device", "zero-stage",

@@ -69,7 +69,9 @@ void evaluate_checkpoint(const TrainConfig& c, Backend& backend) {
               "checkpoint {} has a vocabulary of {} tokens, but {} was tokenized with a vocabulary of {}", path,
               ckpt.config.vocab_size, c.val_data, header.vocab_size);
   // Inference: no gradients, moments or saved activations of every layer.
-  GPT2 model(ckpt.config, backend, c.batch_size, c.seq_len, ModelMode::inference);
+  ModelOptions options;
+  options.classifier_rows = c.classifier_rows;
+  GPT2 model(ckpt.config, backend, c.batch_size, c.seq_len, ModelMode::inference, options);
   read_into_model(reader, model, false);
   int stride = c.eval_stride ? c.eval_stride : c.seq_len;
   std::cout << "evaluating " << path << " (" << describe(ckpt.config) << ", step " << ckpt.step << ") on "

@@ -18,7 +18,7 @@ namespace gpt2cc {
 // defaults, so a checkpoint written before a field existed still loads.
 #define GPT2CC_TRAIN_CONFIG_FIELDS(X) X(preset) X(layers) X(heads) X(channels) X(max_seq_len) X(dropout) \
    X(init_from) X(resume) X(device) X(threads) X(cuda_device) X(dtype) X(recompute_gelu) \
-   X(cuda_graphs) X(zero_stage) X(train_data) X(val_data) X(shuffle) X(seed) \
+   X(classifier_rows) X(cuda_graphs) X(zero_stage) X(train_data) X(val_data) X(shuffle) X(seed) \
    X(batch_size) X(seq_len) X(total_batch_tokens) X(lr) X(min_lr_ratio) X(warmup_steps) X(schedule) X(beta1) \
    X(beta2) X(eps) X(weight_decay) X(grad_clip) X(steps) X(epochs) X(tokens) X(stop_at_step) X(eval_every) \
    X(eval_batches) X(eval_only) X(eval_stride) X(run_dir) X(checkpoint_every) X(keep_checkpoints) \
@@ -77,6 +77,7 @@ void validate(const TrainConfig& c) {
   check_thread_count(c.threads);
   INPUT_CHECK(c.cuda_device >= 0, "--cuda-device must be >= 0, got {}", c.cuda_device);
   parse_dtype(c.dtype);
+  INPUT_CHECK(c.classifier_rows >= 1, "--classifier-rows must be >= 1, got {}", c.classifier_rows);
 
   INPUT_CHECK(c.zero_stage == 0 || c.zero_stage == 1, "--zero-stage must be 0 or 1, got {}", c.zero_stage);
 

@@ -31,6 +31,7 @@ struct TrainConfig {
   int cuda_device = 0;         // GPU index, >= 0
   std::string dtype = "fp32";  // compute dtype: fp32 | bf16 (bf16: mixed precision, --device cuda only)
   bool recompute_gelu = false; // recompute GELU in the backward instead of storing it per layer (saves memory)
+  int classifier_rows = 8192;  // rows of logits computed at once for a loss, >= 1 (ModelOptions::classifier_rows)
   bool cuda_graphs = true;     // replay each training step as a CUDA graph (--device cuda, no dropout)
   // ---- data parallel (several ranks, launched by mpiexec) ----
   int zero_stage = 1;          // 1: the AdamW moments sharded over the ranks (ZeRO-1); 0: whole on every rank

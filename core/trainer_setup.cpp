@@ -202,6 +202,7 @@ void Trainer::Impl::build_model(const CheckpointInfo& ckpt, CheckpointReader* or
   const int B = cfg.batch_size, T = cfg.seq_len;
   ModelOptions options;
   options.recompute_gelu = cfg.recompute_gelu;
+  options.classifier_rows = cfg.classifier_rows;
   options.cuda_graphs = cfg.cuda_graphs;
   options.data_parallel = ranks > 1 ? data_parallel : nullptr;
   options.shard_optimizer = cfg.zero_stage == 1;

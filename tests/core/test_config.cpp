@@ -5,6 +5,7 @@
 
 #include "core/check.hpp"
 #include "core/config.hpp"
+#include "core/model.hpp"
 #include "core/train_config.hpp"
 
 using namespace gpt2cc;
@@ -118,6 +119,9 @@ TEST_CASE("TrainConfig ranges accept their end points", "[config]") {
   accepts([](TrainConfig& c) { c.zero_stage = 1; });
   refuses([](TrainConfig& c) { c.zero_stage = -1; }, "--zero-stage must be 0 or 1, got -1");
   refuses([](TrainConfig& c) { c.zero_stage = 2; }, "--zero-stage must be 0 or 1, got 2");
+  accepts([](TrainConfig& c) { c.classifier_rows = 1; });
+  refuses([](TrainConfig& c) { c.classifier_rows = 0; }, "--classifier-rows must be >= 1, got 0");
+  CHECK(TrainConfig{}.classifier_rows == ModelOptions{}.classifier_rows);  // the flag's default is the model's
   const auto eval_only = [&](int stride) {
     return [stride](TrainConfig& c) {
       c.eval_only = true;

@@ -163,6 +163,7 @@ TEST_CASE("--help lists every flag with its default, and the environment variabl
   for (const char* text :
        {"--seq-len", "(default: 128)", "--total-batch", "--warmup-steps", "--resume", "--eval-only", "--eval-stride",
         "--device", "--keep-checkpoints", "(default: cosine)", "--dtype", "(default: fp32)", "--recompute-gelu",
+        "--classifier-rows", "(default: 8192)",
         "--cuda-graphs", "--zero-stage", "environment:", "GPT2CC_KERNELS", "GPT2CC_REQUIRE_CUBLASLT",
         "OMP_NUM_THREADS", "under mpiexec", "the ranks on a machine share its cores",
         "tokens per sample (at most the model's"}) {
@@ -190,6 +191,7 @@ TEST_CASE("bad flags exit with code 2 and say what is wrong", "[cli]") {
       {ok + "--steps 5 --device tpu", "--device must be cpu or cuda"},
       {ok + "--steps 5 --dtype fp16", "--dtype must be fp32 or bf16, got 'fp16'"},
       {ok + "--steps 5 --zero-stage 2", "--zero-stage must be 0 or 1, got 2"},
+      {ok + "--steps 5 --classifier-rows 0", "--classifier-rows must be >= 1, got 0"},
       {ok + "--steps 5 stray", "unexpected argument 'stray'"},
       {ok, "exactly one of --steps, --epochs, --tokens"},
       {ok + "--steps 5 --epochs 1", "exactly one of --steps, --epochs, --tokens (2 given)"},

@@ -490,4 +490,15 @@ TEST_CASE("run length from steps, epochs or tokens; validation over fixed batche
                                     human_bytes(double(m.gradients)), human_bytes(double(m.optimizer)),
                                     human_bytes(double(m.activations)), human_bytes(double(m.logits)),
                                     human_bytes(double(m.scratch)))));
+  // --classifier-rows: the model's logits hold that many rows of the 4 x 16 (all of them by
+  // default), for the same evaluation (each row's bits do not depend on its chunk here).
+  CHECK(m.logits == size_t(4) * 16 * fixed.model().config().padded_vocab_size * sizeof(float));
+  c.eval_batches = 3;
+  c.classifier_rows = 24;
+  Trainer chunked(c, *backend);
+  CHECK(chunked.model().options().classifier_rows == 24);
+  CHECK(chunked.model().memory().logits == size_t(24) * fixed.model().config().padded_vocab_size * sizeof(float));
+  const EvalResult in_chunks = chunked.evaluate();
+  CHECK(in_chunks.tokens == a.tokens);
+  CHECK(in_chunks.loss == a.loss);
 }
