@@ -9,9 +9,10 @@
 // cublaslt_eligible) and, as PyTorch does, shapes cuBLASLt declines: no usable algorithm from the
 // heuristic, or cublasLtMatmul NOT_SUPPORTED (then cached as declined). matmul_path_counts() says
 // which path each GEMM took; GPT2CC_REQUIRE_CUBLASLT=1 makes a declined eligible GEMM an error.
-// dweight accumulates with beta = 1; dbias is a deterministic column sum or
-// (BiasGradient::kEpilogue) the dweight GEMM's BGRADB epilogue, added in. GeluFusion::kSeparate
-// takes the GELU out of the epilogues, into kernels/gelu.cuh's kernels.
+// dweight accumulates with beta = 1 (bf16, or fp32 C/D for a sum kept in fp32: no rounding);
+// dbias is a deterministic column sum or (BiasGradient::kEpilogue) the dweight GEMM's BGRADB
+// epilogue, added in. GeluFusion::kSeparate takes the GELU out of the epilogues, into
+// kernels/gelu.cuh's kernels.
 #include <cublasLt.h>
 
 #include <algorithm>
@@ -112,10 +113,10 @@ uint32_t promised_alignment(const void* p, int ld, GemmAlignment design, cudaDat
   return std::min(pointer_alignment(p), alignment_of(static_cast<uintptr_t>(ld) * element_bytes(type)));
 }
 
-// What the heuristic's answer depends on, so the cache key: the shape, D's type, the epilogue, the
-// operand alignments promised in the preference, the alignment of the epilogue pointers (cublasLt.h says
-// the heuristic depends on the bias and aux pointers' values for it), the split-K schemes allowed
-// and the workspace offered.
+// What the heuristic's answer depends on, so the cache key: the shape, D's type, the epilogue,
+// the operand alignments promised in the preference, the alignment of the epilogue pointers
+// (cublasLt.h says the heuristic depends on the bias and aux pointers' values for it), the
+// split-K schemes allowed and the workspace offered.
 struct AlgoKey {
   int m, n, k;
   bool trans_a, trans_b;
