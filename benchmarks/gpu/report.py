@@ -232,6 +232,7 @@ KERNEL_DESIGN_PAIRS = [("fused_classifier", "fused_classifier_streamed"),
                        ("matmul_backward", "matmul_backward_align16"),
                        ("matmul_backward", "matmul_backward_splitk_any"),
                        ("matmul_backward", "matmul_backward_ws256"),
+                       ("matmul_backward", "matmul_backward_fp32_dweight"),
                        ("matmul_forward_gelu", "matmul_forward_gelu_separate"),
                        ("matmul_backward_gelu", "matmul_backward_gelu_separate")]
 

@@ -332,6 +332,10 @@ void bench_matmul(Bench& b, const std::string& which, int C, int OC, bool bias) 
   };
   // Per row set: the forward's error against the CPU, then the backward's (dinp, dweight, dbias).
   std::vector<std::vector<double>> errors;
+  // bf16's lm_head also into an fp32 dweight (the model's fp32 sum of wte's gradient over the
+  // classifier's chunks, of 8192 rows: B x T here): dinp's and dweight's errors.
+  const bool fp32_dweight = std::is_same_v<Elem, bf16> && which == "lm_head";
+  std::vector<double> fp32_dweight_errors;
   {
     const int B = b.vB(), T = b.vT();
     const size_t R = size_t(B) * T;
@@ -351,6 +355,14 @@ void bench_matmul(Bench& b, const std::string& which, int C, int OC, bool bias) 
       std::vector<double> e{rel_l2(download(d_out), out), rel_l2(download(d_dinp), dinp), rel_l2(download(d_dw), dw)};
       if (bias) e.push_back(rel_l2(download(d_db), db));
       errors.push_back(std::move(e));
+    }
+    if constexpr (std::is_same_v<Elem, bf16>) {
+      if (fp32_dweight) {
+        DeviceVec<float> d_dw32(zeros(w.size()));
+        cuda::matmul_backward(d_dinp.get(), d_dw32.get(), nullptr, d_dout.get(), d_inp.get(), d_w.get(), B, T, C, OC,
+                              b.stream());
+        fp32_dweight_errors = {rel_l2(download(d_dinp), dinp), rel_l2(download(d_dw32), dw)};
+      }
     }
   }
   const int B = o.B, T = o.T;
@@ -374,6 +386,16 @@ void bench_matmul(Bench& b, const std::string& which, int C, int OC, bool bias) 
           });
     // At the timed shape (the heuristic answers per shape): did cuBLASLt take the epilogue?
     if (d.declined != nullptr && cuda::matmul_path_counts().fallback > 0) b.rows().back().shape += d.declined;
+  }
+  if constexpr (std::is_same_v<Elem, bf16>) {
+    if (fp32_dweight) {  // the same GEMMs, the dweight one reading and writing fp32 (C = D)
+      DeviceVec<float> dw32(zeros(size_t(OC) * C));
+      cuda::reset_matmul_path_counts();
+      b.add(compute_row<Elem>("matmul_backward_fp32_dweight", shape, 2 * flops), fp32_dweight_errors, [&] {
+        cuda::matmul_backward(dinp.get(), dw32.get(), nullptr, out.get(), inp.get(), w.get(), B, T, C, OC, b.stream());
+      });
+      if (cuda::matmul_path_counts().fallback > 0) b.rows().back().shape += " (cuBLASLt declined the fp32 D: plain)";
+    }
   }
 }
 

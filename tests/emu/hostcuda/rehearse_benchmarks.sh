@@ -73,8 +73,8 @@ GPT2CC_EMU_GPU=rtx4090 GPT2CC_CUDA_ARCHITECTURES=89 \
 # conversion sizes included; the four biased layers' backward with the BGRADB epilogue too, taken
 # by the host cuBLASLt, and each of the five bf16 layers with the other GEMM designs: forward and
 # backward with 16-byte alignment promised, backward with any split-K sums and with a 256 MiB
-# workspace; and the MLP's GELU in its own kernels, forward and backward); the ceilings measured
-# first.
+# workspace; the MLP's GELU in its own kernels, forward and backward; and the lm_head's backward
+# into an fp32 dweight, through cuBLASLt); the ceilings measured first.
 run kernels "$BIN/bench_kernels" -b 1 -t 16 --reps 1 --warmup 0 --json "$OUT/kernels.json" &&
   check_json "$OUT/kernels.json" \
     "len(j['kernels']) >= 70 and all(k['valid'] and k['ms'] > 0 for k in j['kernels'])
@@ -85,6 +85,8 @@ run kernels "$BIN/bench_kernels" -b 1 -t 16 --reps 1 --warmup 0 --json "$OUT/ker
      and all(sum(k['kernel'] == name for k in j['kernels']) == 1
              for name in ('matmul_forward_gelu_separate', 'matmul_backward_gelu_separate'))
      and all(k['dtype'] == 'bf16' for k in j['kernels'] if k['kernel'].endswith('_gelu_separate'))
+     and [(k['dtype'], k['shape'].split()[0], 'declined' in k['shape']) for k in j['kernels']
+          if k['kernel'] == 'matmul_backward_fp32_dweight'] == [('bf16', 'lm_head', False)]
      and {k['dtype'] for k in j['kernels']} == {'fp32', 'bf16'} and j['copy_bandwidth_gbps'] > 0
      and j['sgemm_tflops'] > 0"
 
