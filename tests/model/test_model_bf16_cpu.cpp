@@ -109,17 +109,18 @@ TEST_CASE("bf16 on the CPU trains as fp32 does", "[model][bf16][train]") {
 
 // The classifier in chunks of rows, in bf16: wte's part of the gradient is summed over the chunks
 // in fp32 and rounded once (core/model.cpp), so cutting the rows adds no bf16 rounding per chunk.
-// 128 rows in chunks of 40 (40, 40, 40, 8: each chunk's rows keep their bits on every product
-// path, cpu/matmul.cpp), so every loss and every other gradient is the whole batch's bit for bit,
-// and wte's differs only where the two fp32 sums, added in another order, round to neighbouring
-// bf16 values: a handful of elements (none here). Rounded chunk by chunk instead, 689 of the 8192
-// differed (that fault planted in core/model.cpp).
+// 128 rows in two chunks of 64 (more than the 32 rows below which the bf16 forward takes its
+// matrix-vector loop: the chunks' rows take the whole batch's product path, whose sums for a row
+// depend on that row alone, on every CPU), so every loss and every other gradient is the whole
+// batch's bit for bit, and wte's differs only where the two fp32 sums, added in another order,
+// round to neighbouring bf16 values: a handful of elements (none here). Rounded chunk by chunk
+// instead, 377 of the 8192 differed (that fault planted in core/model.cpp).
 TEST_CASE("bf16 on the CPU: the classifier's chunks add wte's gradient in fp32, rounded once", "[model][bf16]") {
   const ModelConfig c = small_config();
   auto bf16 = make_cpu_backend(1, DType::bf16);
   const int B = 8, T = c.max_seq_len;
   ModelOptions chunks;
-  chunks.classifier_rows = 40;
+  chunks.classifier_rows = 64;
   GPT2 whole(c, *bf16, B, T), chunked(c, *bf16, B, T, ModelMode::training, chunks);
   // One chunk's worth of fp32 sum: the model holds Vp x C floats for it beside one chunk's logits.
   CHECK(chunked.memory().scratch == whole.memory().scratch + size_t(c.padded_vocab_size) * c.channels * 4);
