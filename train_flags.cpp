@@ -189,7 +189,7 @@ void check_task_flags(const TrainConfig& c, const cxxopts::ParseResult& parsed) 
   static const std::vector<std::string> shape = {"preset", "layers", "heads", "channels", "max-seq-len"};
   static const std::vector<std::string> eval = {"eval-only", "init-from",   "resume", "val-data", "batch-size",
                                                 "seq-len",   "eval-stride", "device", "threads",  "cuda-device",
-                                                "dtype",     "cuda-graphs"};
+                                                "dtype",     "cuda-graphs", "classifier-rows"};
   static const std::vector<std::string> exporting = {"export-hf", "init-from", "resume", "tokenizer"};
   const std::vector<std::string>& reads = c.eval_only ? eval : exporting;
   for (const cxxopts::KeyValue& given : parsed.arguments()) {

@@ -539,6 +539,11 @@ TEST_CASE("a tiny run, its resume, and --eval-only", "[cli]") {
                         "--eval-stride 8");
     CHECK(sliding.code == 0);
     CHECK_THAT(sliding.output, Catch::Contains("every 8 tokens (sliding)") && Catch::Contains("tokens scored: 4095"));
+    // --classifier-rows: the 128 rows of a batch scored in chunks of 24, to the same figures.
+    Run chunked = train("--eval-only --init-from " + ckpt + " --val-data " + dir + "/val.bin --seq-len 16 "
+                        "--classifier-rows 24");
+    CHECK(chunked.code == 0);
+    CHECK(chunked.output == plain.output);
     // Its figures written nowhere (a full disk behind the redirect) is a failure, not exit 0.
     const Run full = launch("sh -c '" + train_binary() + " --eval-only --init-from " + ckpt + " --val-data " + dir +
                             "/val.bin --seq-len 16 > /dev/full'");
