@@ -14,9 +14,13 @@
 // Precision: a backend computes in one dtype (dtype()): activations, the compute copy of the
 // parameters and the gradients are TensorPtr of that dtype; LayerNorm statistics, losses,
 // attention's saved values, the fp32 master weights and the AdamW moments are always float*.
-// Two ops also take an fp32 tensor in a bf16 backend, for a sum kept in fp32 across calls (the
-// classifier's chunks, core/model.cpp): matmul_backward's dweight (the products are added to it in
-// fp32, unrounded) and residual_forward's inp2 (out = inp1 + inp2, rounded once).
+// In a bf16 backend some tensors may also be fp32, for sums kept in fp32 across calls:
+// - parameter gradients (a bf16 model's with ModelOptions::fp32_gradients, core/model.hpp): the
+//   dweight, dbias (of one op: both of one dtype), dwte and dwpe of the backward ops, added to
+//   unrounded; the gradients sum_of_squares and adamw_update read;
+// - matmul_backward's dweight alone (the classifier's chunks summing wte's gradient,
+//   core/model.cpp);
+// - residual_forward's inp2 (out = inp1 + inp2, rounded once: that sum added into the gradient).
 #pragma once
 
 #include <cstddef>
@@ -169,8 +173,9 @@ class Backend {
 
   // ---- optimizer ----
   virtual double sum_of_squares(ConstTensorPtr x, size_t N) = 0;
-  // AdamW on the fp32 master weights and moments with grads in the compute dtype; `params`, the
-  // compute copy, is rewritten from the master (for an fp32 backend it is `master` itself).
+  // AdamW on the fp32 master weights and moments with grads in the compute dtype (or fp32);
+  // `params`, the compute copy, is rewritten from the master (for an fp32 backend it is `master`
+  // itself).
   virtual void adamw_update(float* master, TensorPtr params, float* m, float* v, ConstTensorPtr grads, size_t N,
                             const AdamWParams& hp) = 0;
 
@@ -231,12 +236,15 @@ class DeviceArray {
   size_t count_ = 0;
 };
 
-// RAII tensor of the backend's compute dtype (activations, compute parameters, gradients).
+// RAII tensor of the backend's compute dtype (activations, compute parameters, gradients), or of
+// one given.
 class DeviceTensor {
  public:
   DeviceTensor() = default;
-  DeviceTensor(Backend& backend, size_t count)
-      : array_(backend, count * dtype_size(backend.dtype())), dtype_(backend.dtype()), count_(count) {}
+  DeviceTensor(Backend& backend, size_t count) : DeviceTensor(backend, count, backend.dtype()) {}
+  // Of another dtype than the backend's: fp32 gradients in a bf16 backend (above).
+  DeviceTensor(Backend& backend, size_t count, DType dtype)
+      : array_(backend, count * dtype_size(dtype)), dtype_(dtype), count_(count) {}
 
   TensorPtr data() { return {array_.data(), dtype_}; }
   ConstTensorPtr data() const { return {array_.data(), dtype_}; }

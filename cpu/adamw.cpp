@@ -52,6 +52,11 @@ void adamw_update(float* master, uint16_t* params, float* m, float* v, const uin
   update(master, params, m, v, grads, N, hp);
 }
 
+void adamw_update(float* master, uint16_t* params, float* m, float* v, const float* grads, size_t N,
+                  const AdamWParams& hp) {
+  update(master, params, m, v, grads, N, hp);
+}
+
 // sum_i x_i^2 in double: a GPT-2 has ~1e8 gradients, too many for a float accumulator. Summed in
 // fixed chunks of 64K elements, each with four 4-wide double accumulators (the float -> double
 // conversion and the FMA vectorise), then the chunks' sums in chunk order: the same bits for any

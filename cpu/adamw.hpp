@@ -16,6 +16,9 @@ void adamw_update(float* params, float* m, float* v, const float* grads, size_t 
 // updating and rounding the master afterwards.
 void adamw_update(float* master, uint16_t* params, float* m, float* v, const uint16_t* grads, size_t N,
                   const AdamWParams& hp);
+// The same from fp32 gradients (a bf16 model's, kept in fp32: ModelOptions::fp32_gradients).
+void adamw_update(float* master, uint16_t* params, float* m, float* v, const float* grads, size_t N,
+                  const AdamWParams& hp);
 // Accumulated in double; of fp32 or of bf16 values (the same sum of the same values either way).
 double sum_of_squares(const float* x, size_t N);
 double sum_of_squares(const uint16_t* x, size_t N);

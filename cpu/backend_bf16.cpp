@@ -110,7 +110,8 @@ void CpuBf16Backend::encoder_forward(TensorPtr out, const int* inp, ConstTensorP
 
 // dwpe[t] += sum_b dout[b,t]; dwte[v] += the dout rows of every position holding token v, summed
 // in fp32 in position order and rounded once per row (the positions sorted by token, as the CUDA
-// kernel does, so that a token's row is one thread's).
+// kernel does, so that a token's row is one thread's). fp32 gradients (dwte, dwpe) take the sums
+// unrounded.
 void CpuBf16Backend::encoder_backward(TensorPtr dwte, TensorPtr dwpe, ConstTensorPtr dout, const int* inp, int B,
                                       int T, int C) {
   Staging s(*this);
@@ -127,20 +128,25 @@ void CpuBf16Backend::encoder_backward(TensorPtr dwte, TensorPtr dwpe, ConstTenso
   for (size_t i = 0; i < BT; ++i)
     if (i == 0 || inp[order[i]] != inp[order[i - 1]]) runs.push_back(i);
   runs.push_back(BT);
-  uint16_t* te = bits(dwte);
   const size_t tokens = runs.size() - 1;
+  auto add_runs = [&](auto* te) {  // uint16_t (bf16) or float rows
 #pragma omp parallel for schedule(dynamic, 16)
-  for (size_t r = 0; r < tokens; ++r) {
-    uint16_t* row = te + size_t(inp[order[runs[r]]]) * C;
-    thread_local std::vector<float> sum;
-    sum.resize(C);
-    for (int c = 0; c < C; ++c) sum[c] = widen_bf16(row[c]);
-    for (size_t i = runs[r]; i < runs[r + 1]; ++i) {
-      const float* dr = d + size_t(order[i]) * C;
-      for (int c = 0; c < C; ++c) sum[c] += dr[c];
+    for (size_t r = 0; r < tokens; ++r) {
+      auto* row = te + size_t(inp[order[runs[r]]]) * C;
+      thread_local std::vector<float> sum;
+      sum.resize(C);
+      for (int c = 0; c < C; ++c) sum[c] = as_float(row[c]);
+      for (size_t i = runs[r]; i < runs[r + 1]; ++i) {
+        const float* dr = d + size_t(order[i]) * C;
+        for (int c = 0; c < C; ++c) sum[c] += dr[c];
+      }
+      for (int c = 0; c < C; ++c) put_float(row[c], sum[c]);
     }
-    for (int c = 0; c < C; ++c) row[c] = round_to_bf16(sum[c]);
-  }
+  };
+  if (dwte.dtype == DType::fp32)
+    add_runs(static_cast<float*>(dwte.data));
+  else
+    add_runs(bits(dwte));
 }
 
 void CpuBf16Backend::layernorm_forward(TensorPtr out, float* mean, float* rstd, ConstTensorPtr inp,
@@ -363,11 +369,17 @@ void CpuBf16Backend::fused_classifier(TensorPtr logits, float* losses, const int
   cpu::fused_classifier(bits(logits), losses, targets, dloss, B, T, V, Vp);
 }
 
-double CpuBf16Backend::sum_of_squares(ConstTensorPtr x, size_t N) { return cpu::sum_of_squares(bits(x), N); }
+double CpuBf16Backend::sum_of_squares(ConstTensorPtr x, size_t N) {
+  if (x.dtype == DType::fp32) return cpu::sum_of_squares(static_cast<const float*>(x.data), N);  // fp32 gradients
+  return cpu::sum_of_squares(bits(x), N);
+}
 
-// The fp32 master updated from the bf16 gradients and rounded into the compute copy, in one pass.
+// The fp32 master updated from the gradients (bf16, or fp32 ones) and rounded into the compute
+// copy, in one pass.
 void CpuBf16Backend::adamw_update(float* master, TensorPtr params, float* m, float* v, ConstTensorPtr grads, size_t N,
                                   const AdamWParams& hp) {
+  if (grads.dtype == DType::fp32)
+    return cpu::adamw_update(master, bits(params), m, v, static_cast<const float*>(grads.data), N, hp);
   cpu::adamw_update(master, bits(params), m, v, bits(grads), N, hp);
 }
 

@@ -55,6 +55,11 @@ void adamw_update(float* master, bf16* params, float* m, float* v, const bf16* g
   launch_adamw_update<bf16, bf16>(master, params, m, v, grads, N, hp, stream);
 }
 
+void adamw_update(float* master, bf16* params, float* m, float* v, const float* grads, size_t N,
+                  const AdamWParams& hp, cudaStream_t stream) {
+  launch_adamw_update<float, bf16>(master, params, m, v, grads, N, hp, stream);
+}
+
 double sum_of_squares(const float* x, size_t N, cudaStream_t stream) { return launch_sum_of_squares(x, N, stream); }
 
 double sum_of_squares(const bf16* x, size_t N, cudaStream_t stream) { return launch_sum_of_squares(x, N, stream); }

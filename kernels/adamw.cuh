@@ -21,6 +21,9 @@ void adamw_update(float* params, float* m, float* v, const float* grads, size_t 
 // grad = float(grads[i]) * hp.grad_scale (the clip factor applied in the same pass).
 void adamw_update(float* master, bf16* params, float* m, float* v, const bf16* grads, size_t N,
                   const AdamWParams& hp, cudaStream_t stream);
+// The same from fp32 gradients (a bf16 model's, ModelOptions::fp32_gradients).
+void adamw_update(float* master, bf16* params, float* m, float* v, const float* grads, size_t N,
+                  const AdamWParams& hp, cudaStream_t stream);
 double sum_of_squares(const float* x, size_t N, cudaStream_t stream);
 double sum_of_squares(const bf16* x, size_t N, cudaStream_t stream);
 }  // namespace gpt2cc::cuda

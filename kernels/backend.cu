@@ -221,6 +221,8 @@ class CudaBackend final : public Backend {
   }
   void encoder_backward(TensorPtr dwte, TensorPtr dwpe, ConstTensorPtr dout, const int* inp, int B, int T,
                         int C) override {
+    if (fp32_gradients(dwte))
+      return cuda::encoder_backward(as<float>(dwte), as<float>(dwpe), as<bf16>(dout), inp, B, T, C, stream_);
     with_elem([&](auto e) {
       using E = typename decltype(e)::type;
       cuda::encoder_backward(as<E>(dwte), as<E>(dwpe), as<E>(dout), inp, B, T, C, stream_);
@@ -236,6 +238,9 @@ class CudaBackend final : public Backend {
   void layernorm_backward(TensorPtr dinp, TensorPtr dweight, TensorPtr dbias, ConstTensorPtr dout, const float* mean,
                           const float* rstd, ConstTensorPtr inp, ConstTensorPtr weight, int B, int T,
                           int C) override {
+    if (fp32_gradients(dweight))
+      return cuda::layernorm_backward(as<bf16>(dinp), as<float>(dweight), as<float>(dbias), as<bf16>(dout), mean, rstd,
+                                      as<bf16>(inp), as<bf16>(weight), B, T, C, stream_, designs_.layernorm_backward);
     with_elem([&](auto e) {
       using E = typename decltype(e)::type;
       cuda::layernorm_backward(as<E>(dinp), as<E>(dweight), as<E>(dbias), as<E>(dout), mean, rstd, as<E>(inp),
@@ -251,8 +256,8 @@ class CudaBackend final : public Backend {
   }
   void matmul_backward(TensorPtr dinp, TensorPtr dweight, TensorPtr dbias, ConstTensorPtr dout, ConstTensorPtr inp,
                        ConstTensorPtr weight, int B, int T, int C, int OC) override {
-    if (dtype_ == DType::bf16 && dweight.dtype == DType::fp32)  // a sum kept in fp32 (core/backend.hpp)
-      return cuda::matmul_backward(as<bf16>(dinp), as<float>(dweight), as<bf16>(dbias), as<bf16>(dout),
+    if (fp32_gradients(dweight))
+      return cuda::matmul_backward(as<bf16>(dinp), as<float>(dweight), as<float>(dbias), as<bf16>(dout),
                                    as<bf16>(inp), as<bf16>(weight), B, T, C, OC, stream_, gemm_design_);
     if (dtype_ == DType::bf16)
       return cuda::matmul_backward(as<bf16>(dinp), as<bf16>(dweight), as<bf16>(dbias), as<bf16>(dout), as<bf16>(inp),
@@ -371,6 +376,10 @@ class CudaBackend final : public Backend {
   void matmul_backward_gelu(TensorPtr dinp, TensorPtr dweight, TensorPtr dbias, ConstTensorPtr dout,
                             ConstTensorPtr inp, ConstTensorPtr weight, ConstTensorPtr pre, int B, int T, int C,
                             int OC) override {
+    if (fp32_gradients(dweight))
+      return cuda::matmul_backward_gelu(as<bf16>(dinp), as<float>(dweight), as<float>(dbias), as<bf16>(dout),
+                                        as<bf16>(inp), as<bf16>(weight), as<bf16>(pre), B, T, C, OC, stream_,
+                                        gemm_design_);
     if (dtype_ == DType::bf16)
       return cuda::matmul_backward_gelu(as<bf16>(dinp), as<bf16>(dweight), as<bf16>(dbias), as<bf16>(dout),
                                         as<bf16>(inp), as<bf16>(weight), as<bf16>(pre), B, T, C, OC, stream_,
@@ -387,11 +396,13 @@ class CudaBackend final : public Backend {
   }
 
   double sum_of_squares(ConstTensorPtr x, size_t N) override {
-    if (dtype_ == DType::bf16) return cuda::sum_of_squares(as<bf16>(x), N, stream_);
+    if (dtype_ == DType::bf16 && x.dtype == DType::bf16) return cuda::sum_of_squares(as<bf16>(x), N, stream_);
     return cuda::sum_of_squares(as<float>(x), N, stream_);
   }
   void adamw_update(float* master, TensorPtr params, float* m, float* v, ConstTensorPtr grads, size_t N,
                     const AdamWParams& hp) override {
+    if (fp32_gradients(grads))
+      return cuda::adamw_update(master, as<bf16>(params), m, v, as<float>(grads), N, hp, stream_);
     if (dtype_ == DType::bf16)
       return cuda::adamw_update(master, as<bf16>(params), m, v, as<bf16>(grads), N, hp, stream_);
     ENSURE(as<float>(params) == master, "cuda backend: in fp32, adamw_update's params must be the master weights");
@@ -475,6 +486,9 @@ class CudaBackend final : public Backend {
     else
       fn(std::type_identity<float>{});
   }
+  // A parameter gradient in fp32 in this bf16 backend (core/backend.hpp): a bf16 model's fp32
+  // gradients, or the classifier chunks' sum of wte's.
+  bool fp32_gradients(ConstTensorPtr grad) const { return dtype_ == DType::bf16 && grad.dtype == DType::fp32; }
   // Flash where its kernels fit the device's shared memory (not HS 128 on sm_86 / sm_89): the
   // tiled kernels compute the same anywhere.
   bool use_flash(int HS, bool dropout) const {

@@ -39,14 +39,15 @@ void encoder_forward(bf16* out, const int* inp, const bf16* wte, const bf16* wpe
   CUDA_CHECK_LAUNCH();
 }
 
-// Both element types: fp32 accumulation in a fixed order, one rounding per += into dwte / dwpe.
-template <class Elem>
-void encoder_backward_impl(Elem* dwte, Elem* dwpe, const Elem* dout, const int* inp, int B, int T, int C,
+// Both element types: fp32 accumulation in a fixed order, one rounding per += into bf16 dwte /
+// dwpe (Grad = Elem), none into fp32 ones (Grad = float).
+template <class Elem, class Grad>
+void encoder_backward_impl(Grad* dwte, Grad* dwpe, const Elem* dout, const int* inp, int B, int T, int C,
                            cudaStream_t stream) {
   const int N = B * T;
   if (N == 0 || C == 0) return;
   const LaunchShape lp = backward_wpe_launch(T, C);
-  encoder_backward_wpe_kernel<Elem><<<lp.grid, lp.block, 0, stream>>>(dwpe, dout, B, T, C);
+  encoder_backward_wpe_kernel<Elem, Grad><<<lp.grid, lp.block, 0, stream>>>(dwpe, dout, B, T, C);
   CUDA_CHECK_LAUNCH();
 
   // The (token, position) keys, sorted: tiles, then merge passes between the two halves.
@@ -65,9 +66,10 @@ void encoder_backward_impl(Elem* dwte, Elem* dwpe, const Elem* dout, const int* 
 
   const LaunchShape lw = backward_wte_launch(N, C);
   if (backward_wte_packed<Elem>(C, dout)) {
-    encoder_backward_wte_kernel<Elem, kPack128<Elem>><<<lw.grid, lw.block, 0, stream>>>(dwte, dout, sorted, N, C);
+    encoder_backward_wte_kernel<Elem, Grad, kPack128<Elem>><<<lw.grid, lw.block, 0, stream>>>(dwte, dout, sorted, N,
+                                                                                                C);
   } else {
-    encoder_backward_wte_kernel<Elem, 1><<<lw.grid, lw.block, 0, stream>>>(dwte, dout, sorted, N, C);
+    encoder_backward_wte_kernel<Elem, Grad, 1><<<lw.grid, lw.block, 0, stream>>>(dwte, dout, sorted, N, C);
   }
   CUDA_CHECK_LAUNCH();
 }
@@ -77,6 +79,10 @@ void encoder_backward(float* dwte, float* dwpe, const float* dout, const int* in
   encoder_backward_impl(dwte, dwpe, dout, inp, B, T, C, stream);
 }
 void encoder_backward(bf16* dwte, bf16* dwpe, const bf16* dout, const int* inp, int B, int T, int C,
+                      cudaStream_t stream) {
+  encoder_backward_impl(dwte, dwpe, dout, inp, B, T, C, stream);
+}
+void encoder_backward(float* dwte, float* dwpe, const bf16* dout, const int* inp, int B, int T, int C,
                       cudaStream_t stream) {
   encoder_backward_impl(dwte, dwpe, dout, inp, B, T, C, stream);
 }

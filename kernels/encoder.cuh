@@ -20,4 +20,7 @@ void encoder_forward(bf16* out, const int* inp, const bf16* wte, const bf16* wpe
                      cudaStream_t stream);
 void encoder_backward(bf16* dwte, bf16* dwpe, const bf16* dout, const int* inp, int B, int T, int C,
                       cudaStream_t stream);
+// The gradients in fp32 (a bf16 model's fp32 gradients): the same sums, added unrounded.
+void encoder_backward(float* dwte, float* dwpe, const bf16* dout, const int* inp, int B, int T, int C,
+                      cudaStream_t stream);
 }  // namespace gpt2cc::cuda

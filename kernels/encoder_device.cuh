@@ -33,14 +33,15 @@ __global__ void encoder_forward_elementwise_kernel(Elem* out, const int* inp, co
   out[idx] = from_float<Elem>(x);
 }
 
-// dwpe[t, c] += sum_b dout[b,t,c], b ascending; one thread per (t, c).
-template <class Elem>
-__global__ void encoder_backward_wpe_kernel(Elem* dwpe, const Elem* dout, int B, int T, int C) {
+// dwpe[t, c] += sum_b dout[b,t,c], b ascending; one thread per (t, c). Grad: Elem, or float for
+// fp32 gradients of a bf16 model (as for dwte below).
+template <class Elem, class Grad>
+__global__ void encoder_backward_wpe_kernel(Grad* dwpe, const Elem* dout, int B, int T, int C) {
   const size_t idx = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= static_cast<size_t>(T) * C) return;
   float acc = to_float(dwpe[idx]);
   for (int b = 0; b < B; ++b) acc += to_float(dout[static_cast<size_t>(b) * T * C + idx]);
-  dwpe[idx] = from_float<Elem>(acc);
+  dwpe[idx] = from_float<Grad>(acc);
 }
 
 // The same with one 16-byte pack of channels per thread (kWidth = 8 bf16 / 4 floats): C % kWidth
@@ -145,8 +146,8 @@ __device__ __forceinline__ int wte_slot(int lane, int j) {
 // sums are added in warp order before the one += into dwte. A run, however long, belongs to the
 // block holding its start, so every dwte element is written by one thread, in an order the shape
 // fixes. kWidth: channels per load (a 16-byte pack; 1 for C or dout not aligned to packs).
-template <class Elem, int kWidth>
-__global__ void encoder_backward_wte_kernel(Elem* dwte, const Elem* dout, const uint64_t* sorted, int N, int C) {
+template <class Elem, class Grad, int kWidth>
+__global__ void encoder_backward_wte_kernel(Grad* dwte, const Elem* dout, const uint64_t* sorted, int N, int C) {
   __shared__ int starts[kWteThreads];
   __shared__ int warp_counts[kWteWarps];
   __shared__ int last_end;
@@ -211,8 +212,8 @@ __global__ void encoder_backward_wte_kernel(Elem* dwte, const Elem* dout, const 
     if (c < C) {
       float sum = 0.0f;
       for (int w = 0; w < kWteWarps; ++w) sum += warp_sums[w][threadIdx.x];
-      Elem* dst = dwte + static_cast<size_t>(key_token(sorted[first])) * C + c;
-      *dst = from_float<Elem>(to_float(*dst) + sum);
+      Grad* dst = dwte + static_cast<size_t>(key_token(sorted[first])) * C + c;
+      *dst = from_float<Grad>(to_float(*dst) + sum);
     }
     __syncthreads();  // warp_sums is rewritten by the next run
   }

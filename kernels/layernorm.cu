@@ -106,8 +106,8 @@ void launch_fused_backward_kernel(const FusedBackwardLaunch& l, const LayerNormB
 }
 
 // The fused backward, or false when it does not take the shape (the caller falls back).
-template <class Elem>
-bool launch_fused_backward(Elem* dinp, Elem* dweight, Elem* dbias, const Elem* dout, const float* mean,
+template <class Elem, class Grad>
+bool launch_fused_backward(Elem* dinp, Grad* dweight, Grad* dbias, const Elem* dout, const float* mean,
                            const float* rstd, const Elem* inp, const Elem* weight, int rows, int C,
                            cudaStream_t stream) {
   const bool aligned = is_aligned16(dinp) && is_aligned16(dout) && is_aligned16(inp) && is_aligned16(weight);
@@ -121,19 +121,20 @@ bool launch_fused_backward(Elem* dinp, Elem* dweight, Elem* dbias, const Elem* d
   launch_fused_backward_kernel(l, p, stream);
   // The partials added in CTA order (the matmul bias gradient's finalize), dweight's then dbias's.
   const LaunchShape lf = column_sum_kernels::column_sum_finalize_launch(C);
-  column_sum_kernels::column_sum_finalize_kernel<Elem><<<lf.grid, lf.block, 0, stream>>>(dweight, partial_dweight,
+  column_sum_kernels::column_sum_finalize_kernel<Grad><<<lf.grid, lf.block, 0, stream>>>(dweight, partial_dweight,
                                                                                           l.ctas, C);
   CUDA_CHECK_LAUNCH();
-  column_sum_kernels::column_sum_finalize_kernel<Elem><<<lf.grid, lf.block, 0, stream>>>(dbias, partial_dbias, l.ctas,
+  column_sum_kernels::column_sum_finalize_kernel<Grad><<<lf.grid, lf.block, 0, stream>>>(dbias, partial_dbias, l.ctas,
                                                                                           C);
   CUDA_CHECK_LAUNCH();
   return true;
 }
 
 // Both element types: dinp accumulates with one rounding per element (bf16(float(dinp) + dx));
-// dweight / dbias are reduced in float in a fixed order and added once (one rounding per call).
-template <class Elem>
-void layernorm_backward_impl(Elem* dinp, Elem* dweight, Elem* dbias, const Elem* dout, const float* mean,
+// dweight / dbias are reduced in float in a fixed order and added once (one rounding per call into
+// bf16 ones, Grad = Elem; none into fp32 ones, Grad = float).
+template <class Elem, class Grad>
+void layernorm_backward_impl(Elem* dinp, Grad* dweight, Grad* dbias, const Elem* dout, const float* mean,
                              const float* rstd, const Elem* inp, const Elem* weight, int B, int T, int C,
                              cudaStream_t stream, LayerNormBackward design) {
   const int rows = B * T;
@@ -165,7 +166,7 @@ void layernorm_backward_impl(Elem* dinp, Elem* dweight, Elem* dbias, const Elem*
   layernorm_backward_param_partials_kernel<Elem><<<lp.partials.grid, lp.partials.block, 0, stream>>>(
       partial_dw, partial_db, dout, mean, rstd, inp, rows, C, lp.rows_per_slice);
   CUDA_CHECK_LAUNCH();
-  layernorm_backward_param_finalize_kernel<Elem><<<lp.finalize.grid, lp.finalize.block, 0, stream>>>(
+  layernorm_backward_param_finalize_kernel<Grad><<<lp.finalize.grid, lp.finalize.block, 0, stream>>>(
       dweight, dbias, partial_dw, partial_db, lp.slices, C);
   CUDA_CHECK_LAUNCH();
 }
@@ -179,6 +180,12 @@ void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* 
 }
 
 void layernorm_backward(bf16* dinp, bf16* dweight, bf16* dbias, const bf16* dout, const float* mean,
+                        const float* rstd, const bf16* inp, const bf16* weight, int B, int T, int C,
+                        cudaStream_t stream, LayerNormBackward design) {
+  layernorm_backward_impl(dinp, dweight, dbias, dout, mean, rstd, inp, weight, B, T, C, stream, design);
+}
+
+void layernorm_backward(bf16* dinp, float* dweight, float* dbias, const bf16* dout, const float* mean,
                         const float* rstd, const bf16* inp, const bf16* weight, int B, int T, int C,
                         cudaStream_t stream, LayerNormBackward design) {
   layernorm_backward_impl(dinp, dweight, dbias, dout, mean, rstd, inp, weight, B, T, C, stream, design);

@@ -43,6 +43,10 @@ void layernorm_forward(bf16* out, float* mean, float* rstd, const bf16* inp, con
 void layernorm_backward(bf16* dinp, bf16* dweight, bf16* dbias, const bf16* dout, const float* mean,
                         const float* rstd, const bf16* inp, const bf16* weight, int B, int T, int C,
                         cudaStream_t stream, LayerNormBackward design = LayerNormBackward::kAuto);
+// dweight / dbias in fp32 (a bf16 model's fp32 gradients): the same sums, added unrounded.
+void layernorm_backward(bf16* dinp, float* dweight, float* dbias, const bf16* dout, const float* mean,
+                        const float* rstd, const bf16* inp, const bf16* weight, int B, int T, int C,
+                        cudaStream_t stream, LayerNormBackward design = LayerNormBackward::kAuto);
 void residual_layernorm_forward(bf16* residual, bf16* out, float* mean, float* rstd, const bf16* inp1,
                                 const bf16* inp2, const bf16* weight, const bf16* bias, int B, int T, int C,
                                 cudaStream_t stream);

@@ -200,9 +200,10 @@ __global__ void layernorm_backward_param_partials_kernel(float* partial_dw, floa
   partial_db[static_cast<size_t>(blockIdx.y) * C + c] = db;
 }
 
-// dweight_c += sum_slices partial_dw[slice, c] (slice order); same for dbias.
-template <class Elem>
-__global__ void layernorm_backward_param_finalize_kernel(Elem* dweight, Elem* dbias, const float* partial_dw,
+// dweight_c += sum_slices partial_dw[slice, c] (slice order); same for dbias. Grad: the element
+// type, or float (fp32 gradients of a bf16 model).
+template <class Grad>
+__global__ void layernorm_backward_param_finalize_kernel(Grad* dweight, Grad* dbias, const float* partial_dw,
                                                          const float* partial_db, int slices, int C) {
   const int c = blockIdx.x * blockDim.x + threadIdx.x;
   if (c >= C) return;
@@ -211,8 +212,8 @@ __global__ void layernorm_backward_param_finalize_kernel(Elem* dweight, Elem* db
     dw += partial_dw[static_cast<size_t>(s) * C + c];
     db += partial_db[static_cast<size_t>(s) * C + c];
   }
-  dweight[c] = from_float<Elem>(to_float(dweight[c]) + dw);
-  dbias[c] = from_float<Elem>(to_float(dbias[c]) + db);
+  dweight[c] = from_float<Grad>(to_float(dweight[c]) + dw);
+  dbias[c] = from_float<Grad>(to_float(dbias[c]) + db);
 }
 
 // ---- The fused backward: dinp and the CTA's parameter-gradient partials in one pass ----

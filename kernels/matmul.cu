@@ -152,8 +152,8 @@ void add_bias(Elem* out, const Elem* bias, int rows, int OC, cudaStream_t stream
 
 // Slices from the shape only (deterministic on every device): column_sum_slices in
 // kernels/matmul_device.cuh.
-template <class Elem>
-void accumulate_column_sums(Elem* dbias, const Elem* dout, int rows, int OC, cudaStream_t stream) {
+template <class Out, class Elem>
+void accumulate_column_sums(Out* dbias, const Elem* dout, int rows, int OC, cudaStream_t stream) {
   if (rows == 0 || OC == 0) return;
   const ColumnSumSlices s = column_sum_slices(rows);
   ScratchBuffer partial(static_cast<size_t>(s.slices) * OC * sizeof(float), stream);
@@ -169,14 +169,15 @@ void accumulate_column_sums(Elem* dbias, const Elem* dout, int rows, int OC, cud
                                                                           s.rows_per_slice);
   }
   CUDA_CHECK_LAUNCH();
-  column_sum_finalize_kernel<Elem><<<lf.grid, lf.block, 0, stream>>>(dbias, partial.as<float>(), s.slices, OC);
+  column_sum_finalize_kernel<Out><<<lf.grid, lf.block, 0, stream>>>(dbias, partial.as<float>(), s.slices, OC);
   CUDA_CHECK_LAUNCH();
 }
 
 template void add_bias<float>(float*, const float*, int, int, cudaStream_t);
 template void add_bias<bf16>(bf16*, const bf16*, int, int, cudaStream_t);
-template void accumulate_column_sums<float>(float*, const float*, int, int, cudaStream_t);
-template void accumulate_column_sums<bf16>(bf16*, const bf16*, int, int, cudaStream_t);
+template void accumulate_column_sums<float, float>(float*, const float*, int, int, cudaStream_t);
+template void accumulate_column_sums<bf16, bf16>(bf16*, const bf16*, int, int, cudaStream_t);
+template void accumulate_column_sums<float, bf16>(float*, const bf16*, int, int, cudaStream_t);
 
 }  // namespace matmul_internal
 

@@ -98,11 +98,11 @@ void matmul_forward(bf16* out, const bf16* inp, const bf16* weight, const bf16* 
                     cudaStream_t stream, const GemmDesign& design = {});
 void matmul_backward(bf16* dinp, bf16* dweight, bf16* dbias, const bf16* dout, const bf16* inp, const bf16* weight,
                      int B, int T, int C, int OC, cudaStream_t stream, const GemmDesign& design = {});
-// The same with dweight in fp32: the dweight GEMM's output type (cuBLASLt D and C, or
-// cublasGemmEx's C, CUDA_R_32F) is fp32, so its products add to dweight unrounded (a sum kept in
-// fp32 across calls, as the model's classifier chunks keep wte's). dbias by the column sums
-// whatever the design (BGRADB would write its sums in D's type).
-void matmul_backward(bf16* dinp, float* dweight, bf16* dbias, const bf16* dout, const bf16* inp, const bf16* weight,
+// The same with the parameter gradients in fp32: the dweight GEMM's output type (cuBLASLt D and
+// C, or cublasGemmEx's C, CUDA_R_32F) is fp32, so its products add to dweight unrounded (a sum kept
+// in fp32 across calls: a model's fp32 gradients, or the classifier chunks' sum of wte's); dbias
+// (fp32) by the column sums whatever the design (BGRADB would write its sums in D's type).
+void matmul_backward(bf16* dinp, float* dweight, float* dbias, const bf16* dout, const bf16* inp, const bf16* weight,
                      int B, int T, int C, int OC, cudaStream_t stream, const GemmDesign& design = {});
 
 // out = gelu(pre), pre = inp W^T + b (both (B,T,OC); bias may be null).
@@ -115,6 +115,9 @@ void matmul_forward_gelu(bf16* out, bf16* pre, const bf16* inp, const bf16* weig
 void matmul_backward_gelu(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                           const float* weight, const float* pre, int B, int T, int C, int OC, cudaStream_t stream);
 void matmul_backward_gelu(bf16* dinp, bf16* dweight, bf16* dbias, const bf16* dout, const bf16* inp,
+                          const bf16* weight, const bf16* pre, int B, int T, int C, int OC, cudaStream_t stream,
+                          const GemmDesign& design = {});
+void matmul_backward_gelu(bf16* dinp, float* dweight, float* dbias, const bf16* dout, const bf16* inp,
                           const bf16* weight, const bf16* pre, int B, int T, int C, int OC, cudaStream_t stream,
                           const GemmDesign& design = {});
 
@@ -169,8 +172,9 @@ namespace matmul_internal {
 template <class Elem>
 void add_bias(Elem* out, const Elem* bias, int rows, int OC, cudaStream_t stream);
 // dbias[o] = dbias[o] + sum_{r < rows} dout[r, o], summed in a fixed order (deterministic, no atomics).
-template <class Elem>
-void accumulate_column_sums(Elem* dbias, const Elem* dout, int rows, int OC, cudaStream_t stream);
+// Out = Elem, or float for bf16 dout (fp32 gradients).
+template <class Out, class Elem>
+void accumulate_column_sums(Out* dbias, const Elem* dout, int rows, int OC, cudaStream_t stream);
 }  // namespace matmul_internal
 
 }  // namespace gpt2cc::cuda

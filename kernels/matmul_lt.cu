@@ -419,8 +419,9 @@ Gemm dweight_gemm(DWeight* dweight, const bf16* dout, const bf16* inp, int N, in
   return Gemm{C, OC, N, false, true, inp, C, dout, OC, dweight, C, 1.0f, kDataType<DWeight>};
 }
 
+// DWeight: bf16, or float for fp32 gradients (dweight and dbias of that type).
 template <class DWeight>
-void backward(bf16* dinp, DWeight* dweight, bf16* dbias, const bf16* dout, const bf16* inp, const bf16* weight,
+void backward(bf16* dinp, DWeight* dweight, DWeight* dbias, const bf16* dout, const bf16* inp, const bf16* weight,
               const bf16* pre, int B, int T, int C, int OC, cudaStream_t stream, const GemmDesign& design) {
   const int N = B * T;
   if (N == 0 || OC == 0 || C == 0) return;
@@ -434,21 +435,24 @@ void backward(bf16* dinp, DWeight* dweight, bf16* dbias, const bf16* dout, const
   run_matmul(g, eligible, design, stream);
   if (separate_gelu) gelu_backward(dinp, dinp, pre, static_cast<size_t>(N) * C, stream);  // in place
   Gemm dw = dweight_gemm(dweight, dout, inp, N, C, OC);
-  // BGRADB writes its sums in D's type: with an fp32 dweight the column sums make dbias.
-  if (dbias == nullptr || design.bias_gradient != BiasGradient::kEpilogue || std::is_same_v<DWeight, float>) {
-    run_matmul(dw, eligible, design, stream);
-    if (dbias != nullptr) matmul_internal::accumulate_column_sums(dbias, dout, N, OC, stream);
-    return;
+  // BGRADB writes its sums in D's type: with fp32 gradients the column sums make dbias.
+  if constexpr (std::is_same_v<DWeight, bf16>) {
+    if (dbias != nullptr && design.bias_gradient == BiasGradient::kEpilogue) {
+      // The sums of this call, then added in (dbias accumulates; the epilogue writes).
+      // Stream-ordered scratch: 256-byte aligned (cudaMallocAsync), so the heuristic's answer is
+      // one per shape.
+      ScratchBuffer sums(static_cast<size_t>(OC) * sizeof(bf16), stream);
+      dw.epilogue = CUBLASLT_EPILOGUE_BGRADB;
+      dw.bias_grad = sums.as<bf16>();
+      run_matmul(dw, eligible, design, stream);
+      constexpr int kBlock = 256;
+      add_bias_gradient_kernel<<<ceil_div(OC, kBlock), kBlock, 0, stream>>>(dbias, dw.bias_grad, OC);
+      CUDA_CHECK_LAUNCH();
+      return;
+    }
   }
-  // The sums of this call, then added in (dbias accumulates; the epilogue writes). Stream-ordered
-  // scratch: 256-byte aligned (cudaMallocAsync), so the heuristic's answer is one per shape.
-  ScratchBuffer sums(static_cast<size_t>(OC) * sizeof(bf16), stream);
-  dw.epilogue = CUBLASLT_EPILOGUE_BGRADB;
-  dw.bias_grad = sums.as<bf16>();
   run_matmul(dw, eligible, design, stream);
-  constexpr int kBlock = 256;
-  add_bias_gradient_kernel<<<ceil_div(OC, kBlock), kBlock, 0, stream>>>(dbias, dw.bias_grad, OC);
-  CUDA_CHECK_LAUNCH();
+  if (dbias != nullptr) matmul_internal::accumulate_column_sums(dbias, dout, N, OC, stream);
 }
 
 }  // namespace
@@ -497,12 +501,18 @@ void matmul_backward(bf16* dinp, bf16* dweight, bf16* dbias, const bf16* dout, c
                      int B, int T, int C, int OC, cudaStream_t stream, const GemmDesign& design) {
   backward(dinp, dweight, dbias, dout, inp, weight, nullptr, B, T, C, OC, stream, design);
 }
-void matmul_backward(bf16* dinp, float* dweight, bf16* dbias, const bf16* dout, const bf16* inp, const bf16* weight,
+void matmul_backward(bf16* dinp, float* dweight, float* dbias, const bf16* dout, const bf16* inp, const bf16* weight,
                      int B, int T, int C, int OC, cudaStream_t stream, const GemmDesign& design) {
   backward(dinp, dweight, dbias, dout, inp, weight, nullptr, B, T, C, OC, stream, design);
 }
 
 void matmul_backward_gelu(bf16* dinp, bf16* dweight, bf16* dbias, const bf16* dout, const bf16* inp,
+                          const bf16* weight, const bf16* pre, int B, int T, int C, int OC, cudaStream_t stream,
+                          const GemmDesign& design) {
+  ENSURE(pre != nullptr, "matmul_backward_gelu needs the saved GELU input `pre`");
+  backward(dinp, dweight, dbias, dout, inp, weight, pre, B, T, C, OC, stream, design);
+}
+void matmul_backward_gelu(bf16* dinp, float* dweight, float* dbias, const bf16* dout, const bf16* inp,
                           const bf16* weight, const bf16* pre, int B, int T, int C, int OC, cudaStream_t stream,
                           const GemmDesign& design) {
   ENSURE(pre != nullptr, "matmul_backward_gelu needs the saved GELU input `pre`");

@@ -502,9 +502,9 @@ TEST_CASE("CpuBf16Backend: each op is the fp32 op on widened operands, rounded o
   }
 
   SECTION("a weight gradient kept in fp32, and an fp32 sum added into a bf16 tensor") {
-    // matmul_backward's dweight may be fp32 (core/backend.hpp): the products are added to it
-    // unrounded, by whichever product runs (the widened fp32 backward, or AVX512-BF16's fp32 form),
-    // while dinp is rounded into bf16 as with a bf16 dweight. 40 rows, as above.
+    // matmul_backward's dweight (and dbias) may be fp32 (core/backend.hpp): the products are added
+    // to it unrounded, by whichever product runs (the widened fp32 backward, or AVX512-BF16's fp32
+    // form), while dinp is rounded into bf16 as with a bf16 dweight. 40 rows, as above.
     const int rows = 20, C2 = 40, OC2 = 70;
     const size_t n_in = size_t(B) * rows * C2, n_out = size_t(B) * rows * OC2, n_w = size_t(OC2) * C2;
     const std::vector<uint16_t> inp = random_bf16(n_in, 1), w = random_bf16(n_w, 2), dout = random_bf16(n_out, 4);
@@ -517,18 +517,21 @@ TEST_CASE("CpuBf16Backend: each op is the fp32 op on widened operands, rounded o
       ProductPaths::use(paths.amx, dp_on);
       std::vector<uint16_t> dinp(n_in);
       std::vector<float> dw = dw_start, dinp32(n_in), dw32 = dw_start;
-      p.half.matmul_backward(bf16(dinp), dw.data(), nullptr, ConstTensorPtr{dout.data(), DType::bf16},
+      // With a bias gradient in fp32 too (a model's fp32 gradients).
+      std::vector<float> db(dw_start.begin(), dw_start.begin() + OC2), db32 = db;
+      p.half.matmul_backward(bf16(dinp), dw.data(), db.data(), ConstTensorPtr{dout.data(), DType::bf16},
                              ConstTensorPtr{inp.data(), DType::bf16}, ConstTensorPtr{w.data(), DType::bf16}, B, rows,
                              C2, OC2);
       if (dp_on) {
-        cpu::matmul_backward_bf16(dinp32.data(), dw32.data(), nullptr, dout.data(), inp.data(), w.data(), B, rows, C2,
-                                  OC2);
+        cpu::matmul_backward_bf16(dinp32.data(), dw32.data(), db32.data(), dout.data(), inp.data(), w.data(), B, rows,
+                                  C2, OC2);
       } else {
-        p.full.matmul_backward(dinp32.data(), dw32.data(), nullptr, widened(dout).data(), widened(inp).data(),
+        p.full.matmul_backward(dinp32.data(), dw32.data(), db32.data(), widened(dout).data(), widened(inp).data(),
                                widened(w).data(), B, rows, C2, OC2);
       }
       check_exact(dinp, dinp32);
       CHECK(dw == dw32);
+      CHECK(db == db32);
       // The premise: the sums are fp32's, not rounded to bf16 on the way.
       size_t unrounded = 0;
       for (float x : dw) unrounded += widen_bf16(round_to_bf16(x)) != x;
@@ -542,6 +545,56 @@ TEST_CASE("CpuBf16Backend: each op is the fp32 op on widened operands, rounded o
     std::vector<float> sum(n_w);
     for (size_t i = 0; i < n_w; ++i) sum[i] = widen_bf16(a[i]) + b[i];
     check_exact(out, sum);
+  }
+
+  SECTION("fp32 parameter gradients: the encoder's and LayerNorm's sums unrounded; norm and AdamW read them") {
+    // A bf16 model's gradients kept in fp32 (ModelOptions::fp32_gradients): the fp32 ops' results,
+    // bit for bit, from a start bf16 cannot hold (the widened operands are the same values).
+    const auto unroundable = [](std::vector<uint16_t> start) {
+      std::vector<float> x = widened(start);
+      for (float& e : x) e *= 1.0f + 1.0f / 1024;
+      return x;
+    };
+    const std::vector<int> tokens = {3, 7, 3, 0, 10, 3, 7, 7, 1, 3};
+    std::vector<uint16_t> dout = random_bf16(BTC, 3);
+    std::vector<float> dwte = unroundable(random_bf16(size_t(V) * C, 4)), dwpe = unroundable(random_bf16(T * C, 5));
+    std::vector<float> dwte32 = dwte, dwpe32 = dwpe;
+    p.half.encoder_backward(dwte.data(), dwpe.data(), bf16(dout), tokens.data(), B, T, C);
+    p.full.encoder_backward(dwte32.data(), dwpe32.data(), widened(dout).data(), tokens.data(), B, T, C);
+    CHECK(dwte == dwte32);
+    CHECK(dwpe == dwpe32);
+
+    std::vector<uint16_t> inp = random_bf16(BTC, 1, 3.0f), w = random_bf16(C, 2), dinp = random_bf16(BTC, 6);
+    std::vector<float> mean(B * T), rstd(B * T), out(BTC);
+    p.full.layernorm_forward(out.data(), mean.data(), rstd.data(), widened(inp).data(), widened(w).data(),
+                             widened(random_bf16(C, 7)).data(), B, T, C);
+    std::vector<float> dw = unroundable(random_bf16(C, 8)), db = unroundable(random_bf16(C, 9));
+    std::vector<float> dinp32 = widened(dinp), dw32 = dw, db32 = db;
+    p.half.layernorm_backward(bf16(dinp), dw.data(), db.data(), bf16(dout), mean.data(), rstd.data(), bf16(inp),
+                              bf16(w), B, T, C);
+    p.full.layernorm_backward(dinp32.data(), dw32.data(), db32.data(), widened(dout).data(), mean.data(), rstd.data(),
+                              widened(inp).data(), widened(w).data(), B, T, C);
+    check_exact(dinp, dinp32);
+    CHECK(dw == dw32);
+    CHECK(db == db32);
+
+    const size_t N = (size_t{1} << 17) + 4099;
+    const std::vector<float> grads = unroundable(random_bf16(N, 11));
+    CHECK(p.half.sum_of_squares(grads.data(), N) == p.full.sum_of_squares(grads.data(), N));
+    std::vector<float> master = widened(random_bf16(N, 12)), m(N), v(N);
+    std::vector<float> master32 = master, m32(N), v32(N);
+    std::vector<uint16_t> params(N);
+    AdamWParams hp;
+    hp.lr = 1e-2f;
+    hp.grad_scale = 0.5f;
+    for (int step = 1; step <= 2; ++step) {
+      hp.step = step;
+      p.half.adamw_update(master.data(), bf16(params), m.data(), v.data(), grads.data(), N, hp);
+      p.full.adamw_update(master32.data(), master32.data(), m32.data(), v32.data(), grads.data(), N, hp);
+    }
+    CHECK(master == master32);
+    CHECK(m == m32);
+    check_exact(params, master32);
   }
 
   SECTION("attention forward and backward, with dropout") {

@@ -4,7 +4,8 @@
 // kernel only rounds its float result once. Shapes take every launcher branch: 16-byte packs
 // (C % 8 == 0, aligned), the scalar fallback (C = 36, 37, pointers offset by one element), the
 // uncached LayerNorm for rows beyond the shared-memory cache (C = 12800), T = 1 and odd B.
-// Backward: parameter grads and the residual stream accumulate (+=), checked by a second call.
+// Backward: parameter grads and the residual stream accumulate (+=), checked by a second call; the
+// encoder's and LayerNorm's parameter grads also in fp32 (a bf16 model's fp32 gradients).
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -114,6 +115,51 @@ TEST_CASE("bf16 encoder backward is bit-for-bit repeatable", "[cuda][bf16][encod
   }
 }
 
+// A bf16 model's gradients in fp32 (ModelOptions::fp32_gradients): the same float sums as the bf16
+// kernel's, added unrounded. From a start that is not bf16, within fp32's error of the CPU's fp32
+// backward, over two accumulating calls; from a bf16 start, each sum's rounding is the bf16
+// kernel's result, bit for bit.
+TEST_CASE("bf16 encoder backward into fp32 gradients adds its sums unrounded", "[cuda][bf16][encoder]") {
+  struct Shape {
+    int B, T, C, Vp;
+  };
+  const auto [B, T, C, Vp] = GENERATE(Shape{3, 1, 36, 4}, Shape{5, 33, 36, 50}, Shape{4, 64, 768, 500});
+  INFO("B=" << B << " T=" << T << " C=" << C << " Vp=" << Vp);
+  const size_t BTC = size_t(B) * T * C;
+  const auto inp = test::random_tokens(size_t(B) * T, 141 + C, Vp);
+  const auto dout = rounded_random(BTC, 144);
+  auto dwte0 = scaled(test::random_vector(size_t(Vp) * C, 145), 0.1f);
+  auto dwpe0 = scaled(test::random_vector(size_t(T) * C, 146), 0.1f);
+  DeviceBuffer<int> d_inp(inp);
+  auto d_dout = test::device_bf16(dout);
+  cudaStream_t stream = test::test_stream();
+
+  // From the bf16 start: rounded, the bf16 kernel's result.
+  DeviceBuffer<float> d_dwte(dwte0), d_dwpe(dwpe0);
+  auto d_dwte16 = test::device_bf16(dwte0), d_dwpe16 = test::device_bf16(dwpe0);
+  cuda::encoder_backward(d_dwte.get(), d_dwpe.get(), d_dout.get(), d_inp.get(), B, T, C, stream);
+  cuda::encoder_backward(d_dwte16.get(), d_dwpe16.get(), d_dout.get(), d_inp.get(), B, T, C, stream);
+  CHECK(test::bit_equal(test::round_to_bf16(d_dwte.download()), test::download_float(d_dwte16)));
+  CHECK(test::bit_equal(test::round_to_bf16(d_dwpe.download()), test::download_float(d_dwpe16)));
+
+  // From a start bf16 cannot hold: the fp32 sums.
+  for (float& x : dwte0) x *= 1.0f + 1.0f / 1024;
+  for (float& x : dwpe0) x *= 1.0f + 1.0f / 1024;
+  std::vector<float> dwte = dwte0, dwpe = dwpe0;
+  cpu::encoder_backward(dwte.data(), dwpe.data(), dout.data(), inp.data(), B, T, C);
+  d_dwte.upload(dwte0);
+  d_dwpe.upload(dwpe0);
+  cuda::encoder_backward(d_dwte.get(), d_dwpe.get(), d_dout.get(), d_inp.get(), B, T, C, stream);
+  test::expect_matches(d_dwte.download(), dwte, "fp32 dwte", 1e-5);
+  test::expect_matches(d_dwpe.download(), dwpe, "fp32 dwpe", 1e-5);
+  size_t unrounded = 0;
+  for (float x : d_dwte.download()) unrounded += test::round_to_bf16(x) != x;
+  CHECK(unrounded > dwte.size() / 2);
+  cuda::encoder_backward(d_dwte.get(), d_dwpe.get(), d_dout.get(), d_inp.get(), B, T, C, stream);
+  test::expect_matches(d_dwte.download(), repeated(dwte0, dwte, 2.0f), "fp32 dwte after two calls", 1e-5);
+  test::expect_matches(d_dwpe.download(), repeated(dwpe0, dwpe, 2.0f), "fp32 dwpe after two calls", 1e-5);
+}
+
 namespace {
 struct LnShape {
   int B, T, C;
@@ -175,6 +221,62 @@ TEST_CASE("bf16 layernorm forward and backward match cpu", "[cuda][bf16][layerno
                       "bf16 dweight after two calls");
   test::expect_rel_l2(test::download_float(d_dbias), repeated(dbias0, dbias, 2.0f), 1e-2,
                       "bf16 dbias after two calls");
+}
+
+// LayerNorm's dweight / dbias in fp32 (a bf16 model's fp32 gradients), both designs: dinp is the
+// bf16 backward's bit for bit; the parameter gradients are its column sums unrounded (from a bf16
+// start, rounded, its results bit for bit; from another start, fp32's error of the CPU's backward,
+// over two accumulating calls).
+TEST_CASE("bf16 layernorm backward into fp32 gradients adds its sums unrounded", "[cuda][bf16][layernorm]") {
+  const LnShape shape = GENERATE(LnShape{5, 13, 37, 0}, LnShape{4, 64, 768, 0}, LnShape{3, 7, 768, 1});
+  const cuda::LayerNormBackward design = GENERATE(cuda::LayerNormBackward::kAuto, cuda::LayerNormBackward::kTwoPass);
+  const int B = shape.B, T = shape.T, C = shape.C;
+  const size_t o = shape.offset;
+  INFO("B=" << B << " T=" << T << " C=" << C << " offset=" << o << " two-pass="
+            << (design == cuda::LayerNormBackward::kTwoPass));
+  const size_t N = size_t(B) * T * C, rows = size_t(B) * T;
+  auto inp = test::random_vector(N, 151, -2.0f, 2.0f);
+  for (float& x : inp) x += 3.0f;
+  inp = test::round_to_bf16(inp);
+  const auto weight = rounded_random(C, 152, 0.5f, 1.5f), bias = rounded_random(C, 153);
+  const auto dout = rounded_random(N, 154), dinp0 = scaled(test::random_vector(N, 155), 0.1f);
+  auto dweight0 = scaled(test::random_vector(C, 156), 0.1f), dbias0 = scaled(test::random_vector(C, 157), 0.1f);
+  cudaStream_t stream = test::test_stream();
+  auto d_inp = test::device_bf16(padded(inp, o)), d_weight = test::device_bf16(padded(weight, o));
+  auto d_bias = test::device_bf16(padded(bias, o)), d_dout = test::device_bf16(padded(dout, o));
+  DeviceBuffer<bf16> d_out(N + o);
+  DeviceBuffer<float> d_mean(rows), d_rstd(rows);
+  cuda::layernorm_forward(d_out.get() + o, d_mean.get(), d_rstd.get(), d_inp.get() + o, d_weight.get() + o,
+                          d_bias.get() + o, B, T, C, stream);
+  const auto mean = d_mean.download(), rstd = d_rstd.download();
+  auto backward = [&](auto& d_dinp, auto* dweight, auto* dbias) {
+    cuda::layernorm_backward(d_dinp.get() + o, dweight, dbias, d_dout.get() + o, d_mean.get(), d_rstd.get(),
+                             d_inp.get() + o, d_weight.get() + o, B, T, C, stream, design);
+  };
+
+  auto d_dinp = test::device_bf16(padded(dinp0, o)), d_dinp16 = test::device_bf16(padded(dinp0, o));
+  DeviceBuffer<float> d_dweight(dweight0), d_dbias(dbias0);
+  auto d_dweight16 = test::device_bf16(dweight0), d_dbias16 = test::device_bf16(dbias0);
+  backward(d_dinp, d_dweight.get(), d_dbias.get());
+  backward(d_dinp16, d_dweight16.get(), d_dbias16.get());
+  CHECK(test::bit_equal(test::download_float(d_dinp), test::download_float(d_dinp16)));
+  CHECK(test::bit_equal(test::round_to_bf16(d_dweight.download()), test::download_float(d_dweight16)));
+  CHECK(test::bit_equal(test::round_to_bf16(d_dbias.download()), test::download_float(d_dbias16)));
+
+  for (float& x : dweight0) x *= 1.0f + 1.0f / 1024;
+  for (float& x : dbias0) x *= 1.0f + 1.0f / 1024;
+  std::vector<float> dinp = dinp0, dweight = dweight0, dbias = dbias0;
+  cpu::layernorm_backward(dinp.data(), dweight.data(), dbias.data(), dout.data(), mean.data(), rstd.data(),
+                          inp.data(), weight.data(), B, T, C);
+  d_dweight.upload(dweight0);
+  d_dbias.upload(dbias0);
+  backward(d_dinp, d_dweight.get(), d_dbias.get());
+  // Column sums over B*T rows in another order than the CPU's: fp32's error, a little slack.
+  test::expect_matches(d_dweight.download(), dweight, "fp32 layernorm dweight", 2e-5);
+  test::expect_matches(d_dbias.download(), dbias, "fp32 layernorm dbias", 2e-5);
+  backward(d_dinp, d_dweight.get(), d_dbias.get());
+  test::expect_matches(d_dweight.download(), repeated(dweight0, dweight, 2.0f), "fp32 dweight after two calls", 2e-5);
+  test::expect_matches(d_dbias.download(), repeated(dbias0, dbias, 2.0f), "fp32 dbias after two calls", 2e-5);
 }
 
 TEST_CASE("fused residual + layernorm (float) matches the unfused pair", "[cuda][layernorm][fused]") {

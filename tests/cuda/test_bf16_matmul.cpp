@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "bf16_test_util.hpp"
@@ -37,31 +38,41 @@ struct Shape {
   bool bias;
 };
 
-// A bf16 device array starting `offset` elements into its allocation (offset 1: only 2-byte
-// aligned, so the launchers must not hand it to cuBLASLt; offset 8: 16-byte aligned, the least
-// cuBLASLt is handed).
-class Bf16Array {
+// A device array of Elem (bf16, or float: fp32 gradients) starting `offset` elements into its
+// allocation (offset 1: only 2-byte aligned in bf16, so the launchers must not hand it to
+// cuBLASLt; offset 8: 16-byte aligned, the least cuBLASLt is handed), to and from floats.
+template <class Elem>
+class OffsetArray {
  public:
-  Bf16Array(const std::vector<float>& host, int offset) : offset_(offset), buffer_(host.size() + offset) {
+  OffsetArray(const std::vector<float>& host, int offset) : offset_(offset), buffer_(host.size() + offset) {
     upload(host);
   }
-  Bf16Array(size_t count, int offset) : offset_(offset), buffer_(count + offset) { buffer_.poison(); }
-  bf16* get() { return buffer_.get() + offset_; }
+  OffsetArray(size_t count, int offset) : offset_(offset), buffer_(count + offset) { buffer_.poison(); }
+  Elem* get() { return buffer_.get() + offset_; }
   void upload(const std::vector<float>& host) {
     std::vector<float> padded(offset_, 0.0f);
     padded.insert(padded.end(), host.begin(), host.end());
-    buffer_.upload(test::to_bf16(padded));
+    if constexpr (std::is_same_v<Elem, bf16>)
+      buffer_.upload(test::to_bf16(padded));
+    else
+      buffer_.upload(padded);
   }
   std::vector<float> download() const {
-    const auto all = test::from_bf16(buffer_.download());
+    std::vector<float> all;
+    if constexpr (std::is_same_v<Elem, bf16>)
+      all = test::from_bf16(buffer_.download());
+    else
+      all = buffer_.download();
     return std::vector<float>(all.begin() + offset_, all.end());
   }
   void poison() { buffer_.poison(); }
 
  private:
   int offset_;
-  DeviceBuffer<bf16> buffer_;
+  DeviceBuffer<Elem> buffer_;
 };
+using Bf16Array = OffsetArray<bf16>;
+using Fp32Array = OffsetArray<float>;
 
 std::vector<float> doubled(const std::vector<float>& start, const std::vector<float>& once) {
   std::vector<float> r(start.size());
@@ -280,19 +291,22 @@ TEST_CASE("bf16 matmul with misaligned pointers takes the plain path and matches
   check_backward(s, gelu, 1, kSeparateGelu);
 }
 
-// dweight in fp32 (the model's sum of the classifier chunks' wte gradients): the dweight GEMM's
-// output is fp32, so its products add to dweight unrounded: within fp32's error of the CPU's fp32
-// backward from the same start, over two accumulating calls, and bit for bit again from the same
-// start. dinp is the bf16 backward's, bit for bit; dbias comes from the column sums whatever the
-// design. Eligible operands run both GEMMs in cuBLASLt (the classifier's shape, C x Vp, among
-// them); misaligned ones take the plain path (cublasGemmEx with an fp32 C).
-TEST_CASE("bf16 matmul backward into an fp32 dweight sums in fp32, on either path", "[cuda][bf16][matmul]") {
+// The parameter gradients in fp32 (a model's fp32 gradients; dweight alone: the classifier chunks'
+// sum of wte's): the dweight GEMM's output is fp32, so its products add to dweight unrounded:
+// within fp32's error of the CPU's fp32 backward from the same start, over two accumulating calls,
+// and bit for bit again from the same start. dinp is the bf16 backward's, bit for bit (with the
+// GELU's backward too); dbias (fp32) comes from the column sums whatever the design, the bf16
+// backward's sums unrounded (from a bf16 start, its rounding is the bf16 dbias). Eligible operands
+// run both GEMMs in cuBLASLt (the classifier's shape, C x Vp, among them); misaligned ones take the
+// plain path (cublasGemmEx with an fp32 C).
+TEST_CASE("bf16 matmul backward into fp32 parameter gradients sums in fp32, on either path", "[cuda][bf16][matmul]") {
   const Shape s = GENERATE(Shape{2, 32, 768, 1024, false}, Shape{1, 32, 768, 2304, true}, Shape{4, 25, 64, 328, true},
                            Shape{1, 7, 36, 67, true});
   const int offset = GENERATE(0, 1);
   const cuda::GemmDesign design = GENERATE(cuda::GemmDesign{}, kBgradb);
+  const bool gelu = GENERATE(false, true);
   INFO("B=" << s.B << " T=" << s.T << " C=" << s.C << " OC=" << s.OC << " bias=" << s.bias << " offset=" << offset
-            << "; " << design_text(design));
+            << " gelu=" << gelu << "; " << design_text(design));
   const Layer L(s, 300);
   std::vector<float> dweight0(L.dweight0.size());
   for (size_t i = 0; i < dweight0.size(); ++i) dweight0[i] = L.dweight0[i] * (1.0f + 1.0f / 1024);  // not bf16
@@ -300,45 +314,52 @@ TEST_CASE("bf16 matmul backward into an fp32 dweight sums in fp32, on either pat
   cpu::matmul_backward_blocked(dinp_ref.data(), dweight_ref.data(), s.bias ? dbias_ref.data() : nullptr, L.dout.data(),
                                L.inp.data(), L.weight.data(), s.B, s.T, s.C, s.OC);
 
-  Bf16Array d_dout(L.dout, offset), d_inp(L.inp, offset), d_weight(L.weight, offset);
+  Bf16Array d_dout(L.dout, offset), d_inp(L.inp, offset), d_weight(L.weight, offset), d_pre(L.pre, offset);
   Bf16Array d_dinp(L.N * L.C, offset), d_dinp16(L.N * L.C, offset), d_dweight16(L.dweight0, offset),
-      d_dbias(L.dbias0, offset), d_dbias16(L.dbias0, offset);
-  std::vector<float> padded(offset, 0.0f);
-  padded.insert(padded.end(), dweight0.begin(), dweight0.end());
-  DeviceBuffer<float> d_dweight(padded);
-  float* dweight = d_dweight.get() + offset;
-  const auto dweight_of = [&] {
-    const auto all = d_dweight.download();
-    return std::vector<float>(all.begin() + offset, all.end());
-  };
+      d_dbias16(L.dbias0, offset);
+  Fp32Array d_dweight(dweight0, offset), d_dbias(L.dbias0, offset);
+  float* dweight = d_dweight.get();
+  float* dbias = s.bias ? d_dbias.get() : nullptr;
   const bool lt = cuda::cublaslt_eligible(s.C, s.OC, {d_dinp.get(), dweight, d_dout.get(), d_inp.get(),
                                                       d_weight.get()});
   CHECK(lt == (offset == 0 && s.C % 8 == 0 && s.OC % 8 == 0));
-  bf16* dbias = s.bias ? d_dbias.get() : nullptr;
   const auto run = [&] {
-    cuda::matmul_backward(d_dinp.get(), dweight, dbias, d_dout.get(), d_inp.get(), d_weight.get(), s.B, s.T, s.C,
-                          s.OC, test::test_stream(), design);
+    if (gelu)
+      cuda::matmul_backward_gelu(d_dinp.get(), dweight, dbias, d_dout.get(), d_inp.get(), d_weight.get(), d_pre.get(),
+                                 s.B, s.T, s.C, s.OC, test::test_stream(), design);
+    else
+      cuda::matmul_backward(d_dinp.get(), dweight, dbias, d_dout.get(), d_inp.get(), d_weight.get(), s.B, s.T, s.C,
+                            s.OC, test::test_stream(), design);
   };
   cuda::reset_matmul_path_counts();
   run();
   test::check_matmul_paths(lt ? 2 : 0, lt ? 0 : 2);
-  const auto dweight1 = dweight_of(), dbias1 = d_dbias.download();
+  const auto dweight1 = d_dweight.download(), dbias1 = d_dbias.download();
   test::expect_matches(dweight1, dweight_ref, "fp32 dweight", 1e-5);
   size_t unrounded = 0;
   for (float x : dweight1) unrounded += test::round_to_bf16(x) != x;
   CHECK(unrounded > dweight1.size() / 2);  // the sums were not rounded to bf16 on the way
-  test::expect_matches(d_dinp.download(), dinp_ref, "bf16 dinp", kBf16Tol);
-  // dinp and dbias: what the bf16 backward writes.
-  cuda::matmul_backward(d_dinp16.get(), d_dweight16.get(), s.bias ? d_dbias16.get() : nullptr, d_dout.get(),
-                        d_inp.get(), d_weight.get(), s.B, s.T, s.C, s.OC, test::test_stream());
+  if (s.bias) test::expect_matches(dbias1, dbias_ref, "fp32 dbias", 1e-5);
+  if (!gelu) test::expect_matches(d_dinp.download(), dinp_ref, "bf16 dinp", kBf16Tol);
+  // dinp and dbias: what the bf16 backward writes (dbias rounded).
+  bf16* dbias16 = s.bias ? d_dbias16.get() : nullptr;
+  if (gelu)
+    cuda::matmul_backward_gelu(d_dinp16.get(), d_dweight16.get(), dbias16, d_dout.get(), d_inp.get(), d_weight.get(),
+                               d_pre.get(), s.B, s.T, s.C, s.OC, test::test_stream());
+  else
+    cuda::matmul_backward(d_dinp16.get(), d_dweight16.get(), dbias16, d_dout.get(), d_inp.get(), d_weight.get(), s.B,
+                          s.T, s.C, s.OC, test::test_stream());
   CHECK(test::bit_equal(d_dinp.download(), d_dinp16.download()));
-  if (s.bias) CHECK(test::bit_equal(dbias1, d_dbias16.download()));
+  if (s.bias) CHECK(test::bit_equal(test::round_to_bf16(dbias1), d_dbias16.download()));
   run();
-  test::expect_matches(dweight_of(), doubled(dweight0, dweight_ref), "fp32 dweight after two calls", 1e-5);
-  d_dweight.upload(padded);
+  test::expect_matches(d_dweight.download(), doubled(dweight0, dweight_ref), "fp32 dweight after two calls",
+                       1e-5);
+  if (s.bias)
+    test::expect_matches(d_dbias.download(), doubled(L.dbias0, dbias_ref), "fp32 dbias after two calls", 1e-5);
+  d_dweight.upload(dweight0);
   d_dbias.upload(L.dbias0);
   run();
-  CHECK(test::bit_equal(dweight_of(), dweight1));
+  CHECK(test::bit_equal(d_dweight.download(), dweight1));
   CHECK(test::bit_equal(d_dbias.download(), dbias1));
 }
 

@@ -1,9 +1,10 @@
 // Mixed-precision optimizer pieces (issue 8): cuda::adamw_update on fp32 master weights with bf16
-// grads and a bf16 parameter copy, against cpu::adamw_update on the master weights with the
-// bf16-rounded grads, over several steps with a clip factor; cuda::sum_of_squares on bf16 against
-// a double sum on the host; cuda::convert / widen against a bit-level round-to-nearest-even
-// reference (ties, overflow to inf), both kernel branches (aligned 16-byte groups,
-// misaligned scalar) and tails that are not a multiple of the 8-element group.
+// grads (or fp32 ones: a bf16 model's fp32 gradients) and a bf16 parameter copy, against
+// cpu::adamw_update on the master weights with the same grads, over several steps with a clip
+// factor; cuda::sum_of_squares on bf16 against a double sum on the host; cuda::convert / widen
+// against a bit-level round-to-nearest-even reference (ties, overflow to inf), both kernel
+// branches (aligned 16-byte groups, misaligned scalar) and tails that are not a multiple of the
+// 8-element group.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -38,7 +39,8 @@ std::vector<uint16_t> all_bits(const std::vector<bf16>& x) {
 TEST_CASE("bf16 adamw with fp32 master weights matches cpu", "[cuda][bf16][adamw]") {
   const size_t N = GENERATE(size_t(1), size_t(1001), size_t(300007));
   const float grad_scale = GENERATE(1.0f, 0.375f);
-  INFO("N=" << N << " grad_scale=" << grad_scale);
+  const bool fp32_grads = GENERATE(false, true);  // a bf16 model's gradients in bf16, or kept in fp32
+  INFO("N=" << N << " grad_scale=" << grad_scale << " fp32 grads=" << fp32_grads);
   AdamWParams hp;
   hp.lr = 1e-3f;
   hp.weight_decay = 0.1f;
@@ -47,16 +49,23 @@ TEST_CASE("bf16 adamw with fp32 master weights matches cpu", "[cuda][bf16][adamw
   auto m = test::random_vector(N, 302, -0.1f, 0.1f), v = test::random_vector(N, 303, 0.0f, 0.01f);
   DeviceBuffer<float> d_master(master), d_m(m), d_v(v);
   DeviceBuffer<bf16> d_params(N), d_grads(N);
+  DeviceBuffer<float> d_grads32(N);
   cudaStream_t stream = test::test_stream();
   for (int step = 1; step <= 3; ++step) {
     INFO("step " << step);
     hp.step = step;
-    // The CPU sees exactly the gradient values the GPU reads: the bf16 ones.
-    const auto grads = test::round_to_bf16(test::random_vector(N, 310 + step, -2.0f, 2.0f));
-    d_grads.upload(test::to_bf16(grads));
+    // The CPU sees exactly the gradient values the GPU reads: the bf16 ones, or the fp32 ones.
+    auto grads = test::random_vector(N, 310 + step, -2.0f, 2.0f);
+    if (!fp32_grads) grads = test::round_to_bf16(grads);
     d_params.poison();
     cpu::adamw_update(master.data(), m.data(), v.data(), grads.data(), N, hp);
-    cuda::adamw_update(d_master.get(), d_params.get(), d_m.get(), d_v.get(), d_grads.get(), N, hp, stream);
+    if (fp32_grads) {
+      d_grads32.upload(grads);
+      cuda::adamw_update(d_master.get(), d_params.get(), d_m.get(), d_v.get(), d_grads32.get(), N, hp, stream);
+    } else {
+      d_grads.upload(test::to_bf16(grads));
+      cuda::adamw_update(d_master.get(), d_params.get(), d_m.get(), d_v.get(), d_grads.get(), N, hp, stream);
+    }
     const auto got_master = d_master.download();
     test::expect_matches(got_master, master, "master weights", 1e-6);
     test::expect_matches(d_m.download(), m, "m", 1e-6);
