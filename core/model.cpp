@@ -50,7 +50,7 @@ GPT2::Impl::Impl(const ModelConfig& cfg, Backend& be, int mB, int mT, ModelMode 
   if (keeps_master()) master = DeviceArray<float>(backend, master_sharded() ? part_end - part_begin : padded);
   if (dtype != DType::fp32) params_bf16 = DeviceTensor(backend, padded);
   if (train) {
-    grads = DeviceTensor(backend, padded);
+    grads = DeviceTensor(backend, padded, options.fp32_gradients ? DType::fp32 : dtype);
     m = DeviceArray<float>(backend, part_end - part_begin);
     v = DeviceArray<float>(backend, part_end - part_begin);
   }
@@ -87,7 +87,7 @@ GPT2::Impl::Impl(const ModelConfig& cfg, Backend& be, int mB, int mT, ModelMode 
     scratch.bufC_b = DeviceTensor(backend, BT * C);
     scratch.buf3C = DeviceTensor(backend, BT * 3 * C);
     scratch.buf4C = DeviceTensor(backend, BT * 4 * C);
-    if (dtype == DType::bf16 && classifier_chunk(BT) < BT)
+    if (grads.dtype() == DType::bf16 && classifier_chunk(BT) < BT)
       scratch.wte_grad_sum = DeviceArray<float>(backend, size_t(Vp) * C);
   }
 }
@@ -162,10 +162,11 @@ void GPT2::Impl::classifier_chunks(bool backward, bool logits_held,
   const int C = config.channels, Vp = config.padded_vocab_size;
   const size_t rows = size_t(B) * T, chunk = classifier_chunk(rows);
   const TensorPtr logits = logits_rows(chunk), lnf = act.lnf.data(), wte = params() + at(Param::wte);
-  // In bf16 the chunks' parts of dwte are summed in fp32 and added in once, so that cutting the
-  // rows adds no rounding to the gradient (one chunk adds its part straight in, as one GEMM).
+  // With bf16 gradients the chunks' parts of dwte are summed in fp32 and added in once, so that
+  // cutting the rows adds no rounding to the gradient (one chunk adds its part straight in, as one
+  // GEMM; fp32 gradients take every part unrounded).
   const TensorPtr dwte = grads.data() + at(Param::wte);
-  const bool sum_in_fp32 = backward && dtype == DType::bf16 && chunk < rows;
+  const bool sum_in_fp32 = backward && dwte.dtype == DType::bf16 && chunk < rows;
   TensorPtr dwte_part = dwte;
   if (sum_in_fp32) {
     ENSURE(scratch.wte_grad_sum.size() == size_t(Vp) * C, "classifier: no fp32 sum for {} rows", rows);

@@ -45,12 +45,18 @@ struct ModelOptions {
   // forward, loss and dlogits, lm_head backward per chunk), so the logits buffer holds
   // min(B*T, classifier_rows) rows of Vp instead of B*T (GPT-2 at 256 x 1024 in bf16: 0.8 GB
   // instead of 26 GB). A batch of at most this many rows is one chunk, computed as it always was;
-  // with more, the wte gradient sums the chunks' parts in turn (in fp32 where the compute dtype is
-  // bf16, Vp x C floats of scratch, added to the bf16 gradient with one rounding as one product's
-  // is: only fp32's order of addition differs from one chunk).
+  // with more, the wte gradient sums the chunks' parts in turn (where the gradients are bf16, in
+  // Vp x C floats of scratch, added to the bf16 gradient with one rounding as one product's is:
+  // only fp32's order of addition differs from one chunk).
   // 8192: the rows bench_kernels times the lm_head at (B=8, T=1024), a GEMM large enough to run
   // at the speed of a larger one. >= 1.
   int classifier_rows = 8192;
+  // In bf16, keep the parameter gradients in fp32 (PyTorch autocast's way; llm.c keeps them in
+  // bf16, the default): every backward adds its products into them unrounded, so gradient
+  // accumulation over many micro-steps (and the classifier's chunks) loses nothing to bf16's 8-bit
+  // mantissa; the gradient norm and AdamW read them as they are. 2 more bytes per parameter
+  // (gpt2: 237 MiB). A training model's only; the fp32 compute dtype has fp32 gradients anyway.
+  bool fp32_gradients = false;
   // Rows (sequences) of the KV cache; 0 = max_B. More rows than max_B let N samples decode
   // together while the activations stay sized for max_B x max_T (prefill and decode then run
   // their rows through as many forwards as the activations need; see prefill).

@@ -10,12 +10,14 @@
 //             whatever the dtype: L*(4*BT + S) + 3*BT (LN statistics, losses), S =
 //             max_B*NH*max_T (attention's row log-sum-exp, on every backend).
 //   scratch : 2*BT*C + BT*3C + BT*4C + BT*C (dresidual); logits double as dlogits (in place).
-//             In bf16 with R < BT, also Vp*C floats (wte's classifier gradient summed in fp32).
+//             In bf16 with R < BT, also Vp*C floats (wte's classifier gradient summed in fp32),
+//             unless the gradients are fp32 themselves (options.fp32_gradients).
 // An inference model keeps one layer's slab of each stacked activation (L = 1 above: every layer
 // reuses it), one projection buffer (BT*C) of the scratch, and logits for the rows their first
 // use needs (logits_rows): R for a forward with targets, BT without.
 // Parameters: an fp32 master (N floats), for bf16 also a compute copy (N bf16), of which a bf16
-// inference model keeps the copy only; gradients in the compute dtype; AdamW moments 2N floats.
+// inference model keeps the copy only; gradients in the compute dtype (fp32 with
+// options.fp32_gradients); AdamW moments 2N floats.
 // Under ZeRO-1 with R ranks the moments, and in bf16 the master too, cover this rank's N/R only.
 // docs/model.md works the formula out for the presets.
 #pragma once
@@ -68,8 +70,8 @@ struct Scratch {
   DeviceTensor bufC_b;      // (B,T,C) d(atty), d(ln1), d(ln2), d(lnf)
   DeviceTensor buf3C;       // (B,T,3C) d(qkv)
   DeviceTensor buf4C;       // (B,T,4C) d(fch)
-  // (Vp,C) in bf16 where B*T may take more than one classifier chunk: wte's classifier gradient
-  // summed over the chunks in fp32, then added to the bf16 gradient with one rounding.
+  // (Vp,C) for bf16 gradients where B*T may take more than one classifier chunk: wte's classifier
+  // gradient summed over the chunks in fp32, then added to the bf16 gradient with one rounding.
   DeviceArray<float> wte_grad_sum;
 };
 
@@ -231,7 +233,7 @@ struct GPT2::Impl {
   DeviceArray<float> master;    // fp32 parameters: what AdamW updates and checkpoints store
   DeviceTensor params_bf16;     // bf16 only: the compute copy, rewritten from master by each AdamW step
                                 // (under ZeRO-1 this rank's block; the others gathered from their owners)
-  DeviceTensor grads;           // compute dtype
+  DeviceTensor grads;           // compute dtype, or fp32 (options.fp32_gradients)
   DeviceArray<float> m, v;      // AdamW moments of [part_begin, part_end)
   Activations act;
   Scratch scratch;

@@ -5,7 +5,8 @@
 // memory cannot hold flash's kernels: CTest emu_cuda_bf16_rtx4090); AdamW keeping fp32 master
 // weights; 20 steps whose losses track fp32 CUDA; CUDA-graph replay changing no bit (each dloss
 // and shape its own recording, an evicted one recorded again), GELU recompute none outside
-// fcprojw's bf16 gradient; determinism; KV-cache decoding against a full recompute.
+// fcprojw's bf16 gradient; determinism; KV-cache decoding against a full recompute; fp32
+// gradients, accumulated over micro-steps.
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -118,6 +119,77 @@ TEST_CASE("a bf16 training step tracks the fp32 cpu model", "[cuda][bf16][model]
   const float fused_loss = model.forward_backward(inputs.data(), targets.data(), B, T, dloss, 234);
   CHECK(std::fabs(fused_loss - loss) <= 1e-6 * std::fabs(loss));
   expect_tensors_rel_l2(model.gradients(), two_calls, model.layout(), "gradient (forward_backward)", 1e-2);
+}
+
+// fp32 gradients (ModelOptions::fp32_gradients): every backward kernel adds the sums its bf16 twin
+// rounds, unrounded. One step from zero: each gradient tensor within one bf16 rounding of the bf16
+// model's (the GEMMs with an fp32 output may sum in another order), but wte's, whose rows of the
+// input's tokens the bf16 model rounds twice (classifier, then embedding). Micro-steps accumulate
+// into the fp32 sum of their gradients to fp32's error (each micro-step from zero against all of
+// them in turn), where bf16 gradients round the running sum once per micro-step. The micro-steps
+// share a dloss, so after the first they replay a CUDA graph holding the fp32 pointers.
+TEST_CASE("bf16 with fp32 gradients: the bf16 sums unrounded, micro-steps accumulated in fp32",
+          "[cuda][bf16][model]") {
+  const ModelConfig c = bf16_config(128, 2, 0.0f);  // flash attention
+  const int B = 2, T = 29, micro = 4;
+  auto backend = make_cuda_backend(0, DType::bf16);
+  ModelOptions fp32_gradients;
+  fp32_gradients.fp32_gradients = true;
+  GPT2 plain(c, *backend, B, T), wide(c, *backend, B, T, ModelMode::training, fp32_gradients);
+  CHECK(wide.memory().gradients == 2 * plain.memory().gradients);
+  const auto params = test::round_to_bf16(fan_in_scaled_parameters(plain.layout(), c, 241));
+  plain.set_parameters(params);
+  wide.set_parameters(params);
+  std::vector<std::vector<int>> inputs, targets;
+  for (int k = 0; k < micro; ++k) {
+    inputs.push_back(test::random_tokens(size_t(B) * T, 242 + k, c.vocab_size));
+    targets.push_back(test::random_tokens(size_t(B) * T, 252 + k, c.vocab_size));
+  }
+  const float dloss = 1.0f / float(micro * B * T);
+
+  plain.zero_grad();
+  wide.zero_grad();
+  CHECK(plain.forward_backward(inputs[0].data(), targets[0].data(), B, T, dloss) ==
+        wide.forward_backward(inputs[0].data(), targets[0].data(), B, T, dloss));
+  const auto g16 = plain.gradients(), g32 = wide.gradients();
+  size_t unrounded = 0;
+  for (float x : g32) unrounded += test::round_to_bf16(x) != x;
+  CHECK(unrounded > g32.size() / 2);  // the premise: they are not bf16 values
+  for (const ParamTensor& t : plain.layout().tensors()) {
+    const auto begin = g16.begin() + std::ptrdiff_t(t.offset), end = begin + std::ptrdiff_t(t.numel);
+    const std::vector<float> bf16_tensor(begin, end), fp32_tensor(g32.begin() + (begin - g16.begin()),
+                                                                  g32.begin() + (end - g16.begin()));
+    if (t.name == std::string("wte"))
+      test::expect_rel_l2(bf16_tensor, fp32_tensor, 1e-2, "bf16 gradient wte (rounded twice)");
+    else
+      test::expect_one_rounding(bf16_tensor, fp32_tensor, std::string("bf16 gradient ") + t.name);
+  }
+
+  double error[2] = {};
+  int i = 0;
+  for (GPT2* model : {&plain, &wide}) {
+    std::vector<double> sum;
+    for (int k = 0; k < micro; ++k) {
+      model->zero_grad();
+      model->forward_backward(inputs[k].data(), targets[k].data(), B, T, dloss);
+      const auto g = model->gradients();
+      sum.resize(g.size());
+      for (size_t e = 0; e < g.size(); ++e) sum[e] += g[e];
+    }
+    model->zero_grad();
+    for (int k = 0; k < micro; ++k) model->forward_backward(inputs[k].data(), targets[k].data(), B, T, dloss);
+    const auto accumulated = model->gradients();
+    double diff = 0.0, norm = 0.0;
+    for (size_t e = 0; e < sum.size(); ++e) {
+      diff += (accumulated[e] - sum[e]) * (accumulated[e] - sum[e]);
+      norm += sum[e] * sum[e];
+    }
+    error[i++] = std::sqrt(diff / norm);
+  }
+  INFO("relative L2 error of " << micro << " accumulated micro-steps: bf16 gradients " << error[0]
+                               << ", fp32 gradients " << error[1]);
+  CHECK(error[1] <= 1e-5);
+  CHECK(error[0] >= 1e-4);  // the check tells the two apart
 }
 
 TEST_CASE("bf16 AdamW updates fp32 master weights and rewrites the bf16 copy", "[cuda][bf16][model]") {

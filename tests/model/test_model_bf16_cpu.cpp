@@ -2,7 +2,7 @@
 // bf16 kernels are held to per layer), an inference model holding only the bf16 weights, KV-cache
 // decoding consistent with recomputing in bf16, and
 // training (forward_backward with the fused classifier, the gradient norm, AdamW on the fp32
-// master) following fp32's loss curve.
+// master) following fp32's loss curve; the classifier's chunks, and gradients kept in fp32.
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -146,4 +146,103 @@ TEST_CASE("bf16 on the CPU: the classifier's chunks add wte's gradient in fp32, 
   CHECK(other_differ == 0);
   CHECK(differ <= wte.numel / 100);
   test::expect_close(grads[1], grads[0], 1e-6, 1e-2, "gradients, classifier in chunks");
+}
+
+// fp32 gradients in bf16 (ModelOptions::fp32_gradients): each backward adds the sums its bf16
+// twin rounds once, unrounded. One backward from zero: the gradients, rounded, are the bf16
+// model's bit for bit, but for the wte rows of the input's tokens, to which the classifier and the
+// embedding both add (the bf16 model rounds twice: there, some land one bf16 step apart; 657 of
+// 8192 here, measured). Twice the gradient memory, and no
+// fp32 sum for the classifier's chunks (the gradient is that sum). In chunks of 64 rows, fp32's
+// order of addition apart, the one-chunk gradients.
+TEST_CASE("bf16 on the CPU with fp32 gradients: the bf16 gradients unrounded", "[model][bf16]") {
+  const ModelConfig c = small_config();
+  auto bf16 = make_cpu_backend(1, DType::bf16);
+  const int B = 8, T = c.max_seq_len;
+  ModelOptions fp32_grads, fp32_grads_chunks;
+  fp32_grads.fp32_gradients = fp32_grads_chunks.fp32_gradients = true;
+  fp32_grads_chunks.classifier_rows = 64;
+  GPT2 plain(c, *bf16, B, T), wide(c, *bf16, B, T, ModelMode::training, fp32_grads),
+      wide_chunks(c, *bf16, B, T, ModelMode::training, fp32_grads_chunks);
+  CHECK(wide.memory().gradients == 2 * plain.memory().gradients);
+  CHECK(wide.memory().parameters == plain.memory().parameters);
+  CHECK(wide_chunks.memory().scratch == plain.memory().scratch);
+  const auto tokens = test::random_tokens(size_t(B) * T, 41, c.vocab_size);
+  const auto targets = test::random_tokens(size_t(B) * T, 42, c.vocab_size);
+  std::vector<float> losses[3], grads[3];
+  int i = 0;
+  for (GPT2* model : {&plain, &wide, &wide_chunks}) {
+    model->init_weights(40);
+    model->zero_grad();
+    model->forward_backward(tokens.data(), targets.data(), B, T, 1.0f / (B * T));
+    losses[i] = model->losses();
+    grads[i++] = model->gradients();
+  }
+  CHECK(losses[1] == losses[0]);
+  CHECK(losses[2] == losses[0]);
+  const ParamTensor& wte = plain.layout()[Param::wte];
+  std::vector<bool> embedded(c.padded_vocab_size, false);  // rows the embedding's backward adds to
+  for (int t : tokens) embedded[t] = true;
+  float wte_max = 0.0f, wte_apart = 0.0f;
+  for (size_t k = wte.offset; k < wte.offset + wte.numel; ++k) wte_max = std::max(wte_max, std::fabs(grads[0][k]));
+  size_t embedded_differ = 0, other_differ = 0, unrounded = 0;
+  for (size_t k = 0; k < grads[0].size(); ++k) {
+    const float one = widen_bf16(round_to_bf16(grads[1][k]));
+    const bool in_wte = k >= wte.offset && k < wte.offset + wte.numel;
+    const bool twice_rounded = in_wte && embedded[(k - wte.offset) / c.channels];
+    (twice_rounded ? embedded_differ : other_differ) += one != grads[0][k];
+    if (twice_rounded) wte_apart = std::max(wte_apart, std::fabs(one - grads[0][k]));
+    unrounded += one != grads[1][k];
+  }
+  INFO("wte elements of embedded tokens whose rounding differs: " << embedded_differ << ", by up to "
+                                                                   << wte_apart / wte_max << " of wte's largest; "
+                                                                   << "unrounded gradients: " << unrounded << " of "
+                                                                   << grads[1].size());
+  CHECK(other_differ == 0);
+  CHECK(wte_apart <= wte_max / 256);  // a bf16 rounding of a part no larger than the largest
+  CHECK(embedded_differ > 0);  // the bf16 model's second rounding, which fp32 gradients do without
+  CHECK(unrounded > grads[1].size() / 2);  // the premise: they are not bf16 values
+  test::expect_close(grads[2], grads[1], 1e-6, 1e-5, "fp32 gradients, classifier in chunks");
+}
+
+// Gradient accumulation: 8 micro-steps into fp32 gradients give the fp32 sum of the 8 micro-steps'
+// gradients (each from zero) to fp32's error; into bf16 ones each micro-step rounds the running
+// sum, an error some ten thousand times larger (measured: 4.2e-3 relative L2 against 4.3e-8).
+TEST_CASE("bf16 on the CPU: fp32 gradients accumulate micro-steps unrounded", "[model][bf16][train]") {
+  const ModelConfig c = small_config();
+  auto bf16 = make_cpu_backend(1, DType::bf16);
+  const int B = 2, T = c.max_seq_len, micro = 8;
+  const float dloss = 1.0f / (micro * B * T);
+  std::vector<std::vector<int>> tokens, targets;
+  for (int k = 0; k < micro; ++k) {
+    tokens.push_back(test::random_tokens(size_t(B) * T, 50 + k, c.vocab_size));
+    targets.push_back(test::random_tokens(size_t(B) * T, 70 + k, c.vocab_size));
+  }
+  double error[2] = {};
+  for (bool fp32_gradients : {false, true}) {
+    ModelOptions options;
+    options.fp32_gradients = fp32_gradients;
+    GPT2 model(c, *bf16, B, T, ModelMode::training, options);
+    model.init_weights(44);
+    std::vector<double> sum;
+    for (int k = 0; k < micro; ++k) {
+      model.zero_grad();
+      model.forward_backward(tokens[k].data(), targets[k].data(), B, T, dloss);
+      const std::vector<float> g = model.gradients();
+      sum.resize(g.size());
+      for (size_t e = 0; e < g.size(); ++e) sum[e] += g[e];
+    }
+    model.zero_grad();
+    for (int k = 0; k < micro; ++k) model.forward_backward(tokens[k].data(), targets[k].data(), B, T, dloss);
+    const std::vector<float> accumulated = model.gradients();
+    double diff = 0.0, norm = 0.0;
+    for (size_t e = 0; e < sum.size(); ++e) {
+      diff += (accumulated[e] - sum[e]) * (accumulated[e] - sum[e]);
+      norm += sum[e] * sum[e];
+    }
+    error[fp32_gradients] = std::sqrt(diff / norm);
+  }
+  INFO("relative L2 error of the accumulated gradients: bf16 " << error[0] << ", fp32 " << error[1]);
+  CHECK(error[1] <= 1e-5);
+  CHECK(error[0] >= 1e-4);  // what the fp32 gradients save: the check could tell them apart
 }
