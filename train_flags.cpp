@@ -52,6 +52,10 @@ cxxopts::Options make_train_options(TrainConfig& c) {
   add("device", "cuda-device", "GPU index", c.cuda_device);
   add("device", "dtype",
       "compute dtype: fp32 or bf16 (mixed, fp32 master weights; cuda on sm_80 or newer, or the cpu)", c.dtype);
+  add("device", "grad-dtype",
+      "parameter gradients: auto (the --dtype's), bf16 or fp32 (with --dtype bf16: summed over micro-steps "
+      "without bf16 rounding, 2 more bytes per parameter)",
+      c.grad_dtype);
   add("device", "recompute-gelu", "recompute GELU in the backward instead of storing it (less memory)",
       c.recompute_gelu);
   add("device", "classifier-rows",

@@ -17,7 +17,7 @@ namespace gpt2cc {
 // Every field, once: JSON keys are the field names. Keys missing from a saved config keep their
 // defaults, so a checkpoint written before a field existed still loads.
 #define GPT2CC_TRAIN_CONFIG_FIELDS(X) X(preset) X(layers) X(heads) X(channels) X(max_seq_len) X(dropout) \
-   X(init_from) X(resume) X(device) X(threads) X(cuda_device) X(dtype) X(recompute_gelu) \
+   X(init_from) X(resume) X(device) X(threads) X(cuda_device) X(dtype) X(grad_dtype) X(recompute_gelu) \
    X(classifier_rows) X(cuda_graphs) X(zero_stage) X(train_data) X(val_data) X(shuffle) X(seed) \
    X(batch_size) X(seq_len) X(total_batch_tokens) X(lr) X(min_lr_ratio) X(warmup_steps) X(schedule) X(beta1) \
    X(beta2) X(eps) X(weight_decay) X(grad_clip) X(steps) X(epochs) X(tokens) X(stop_at_step) X(eval_every) \
@@ -77,6 +77,10 @@ void validate(const TrainConfig& c) {
   check_thread_count(c.threads);
   INPUT_CHECK(c.cuda_device >= 0, "--cuda-device must be >= 0, got {}", c.cuda_device);
   parse_dtype(c.dtype);
+  INPUT_CHECK(c.grad_dtype == "auto" || c.grad_dtype == "bf16" || c.grad_dtype == "fp32",
+              "--grad-dtype must be auto, bf16 or fp32, got '{}'", c.grad_dtype);
+  INPUT_CHECK(!(c.grad_dtype == "bf16" && parse_dtype(c.dtype) == DType::fp32),
+              "--grad-dtype bf16 needs --dtype bf16: fp32 training keeps fp32 gradients");
   INPUT_CHECK(c.classifier_rows >= 1, "--classifier-rows must be >= 1, got {}", c.classifier_rows);
 
   INPUT_CHECK(c.zero_stage == 0 || c.zero_stage == 1, "--zero-stage must be 0 or 1, got {}", c.zero_stage);

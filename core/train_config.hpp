@@ -30,6 +30,9 @@ struct TrainConfig {
   int threads = 0;             // CPU threads, >= 0 (0: OpenMP default)
   int cuda_device = 0;         // GPU index, >= 0
   std::string dtype = "fp32";  // compute dtype: fp32 | bf16 (bf16: mixed precision, --device cuda only)
+  // parameter gradients: auto (the compute dtype's) | bf16 | fp32 (with --dtype bf16: summed across
+  // micro-steps unrounded, 2 more bytes per parameter; ModelOptions::fp32_gradients)
+  std::string grad_dtype = "auto";
   bool recompute_gelu = false; // recompute GELU in the backward instead of storing it per layer (saves memory)
   int classifier_rows = 8192;  // rows of logits computed at once for a loss, >= 1 (ModelOptions::classifier_rows)
   bool cuda_graphs = true;     // replay each training step as a CUDA graph (--device cuda, no dropout)

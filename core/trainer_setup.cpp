@@ -203,6 +203,7 @@ void Trainer::Impl::build_model(const CheckpointInfo& ckpt, CheckpointReader* or
   ModelOptions options;
   options.recompute_gelu = cfg.recompute_gelu;
   options.classifier_rows = cfg.classifier_rows;
+  options.fp32_gradients = cfg.grad_dtype == "fp32";  // no effect in fp32
   options.cuda_graphs = cfg.cuda_graphs;
   options.data_parallel = ranks > 1 ? data_parallel : nullptr;
   options.shard_optimizer = cfg.zero_stage == 1;

@@ -122,6 +122,13 @@ TEST_CASE("TrainConfig ranges accept their end points", "[config]") {
   accepts([](TrainConfig& c) { c.classifier_rows = 1; });
   refuses([](TrainConfig& c) { c.classifier_rows = 0; }, "--classifier-rows must be >= 1, got 0");
   CHECK(TrainConfig{}.classifier_rows == ModelOptions{}.classifier_rows);  // the flag's default is the model's
+  accepts([](TrainConfig& c) { c.grad_dtype = "fp32"; });  // fp32 training: its gradients' dtype anyway
+  accepts([](TrainConfig& c) {
+    c.dtype = "bf16";
+    c.grad_dtype = "bf16";
+  });
+  refuses([](TrainConfig& c) { c.grad_dtype = "fp16"; }, "--grad-dtype must be auto, bf16 or fp32, got 'fp16'");
+  refuses([](TrainConfig& c) { c.grad_dtype = "bf16"; }, "--grad-dtype bf16 needs --dtype bf16");
   const auto eval_only = [&](int stride) {
     return [stride](TrainConfig& c) {
       c.eval_only = true;

@@ -67,6 +67,12 @@ std::string tiny(const std::string& data, int channels = 16, int heads = 2) {
          " --max-seq-len 32 --batch-size 4 --seq-len 16 --threads 1 --train-data " + data + "/train.bin ";
 }
 
+// The "memory: ..." line of a run's output (what its model holds), or "" where none.
+std::string memory_line(const std::string& output) {
+  const size_t at = output.find("memory: ");
+  return at == std::string::npos ? std::string() : output.substr(at, output.find('\n', at) - at);
+}
+
 // The train_loss and val_loss (NaN where none) of each line of a run's metrics.jsonl.
 std::vector<std::pair<double, double>> losses(const std::string& run_dir) {
   std::ifstream in(run_dir + "/metrics.jsonl");
@@ -163,7 +169,7 @@ TEST_CASE("--help lists every flag with its default, and the environment variabl
   for (const char* text :
        {"--seq-len", "(default: 128)", "--total-batch", "--warmup-steps", "--resume", "--eval-only", "--eval-stride",
         "--device", "--keep-checkpoints", "(default: cosine)", "--dtype", "(default: fp32)", "--recompute-gelu",
-        "--classifier-rows", "(default: 8192)",
+        "--classifier-rows", "(default: 8192)", "--grad-dtype", "(default: auto)",
         "--cuda-graphs", "--zero-stage", "environment:", "GPT2CC_KERNELS", "GPT2CC_REQUIRE_CUBLASLT",
         "OMP_NUM_THREADS", "under mpiexec", "the ranks on a machine share its cores",
         "tokens per sample (at most the model's"}) {
@@ -192,6 +198,8 @@ TEST_CASE("bad flags exit with code 2 and say what is wrong", "[cli]") {
       {ok + "--steps 5 --dtype fp16", "--dtype must be fp32 or bf16, got 'fp16'"},
       {ok + "--steps 5 --zero-stage 2", "--zero-stage must be 0 or 1, got 2"},
       {ok + "--steps 5 --classifier-rows 0", "--classifier-rows must be >= 1, got 0"},
+      {ok + "--steps 5 --grad-dtype fp16", "--grad-dtype must be auto, bf16 or fp32, got 'fp16'"},
+      {ok + "--steps 5 --grad-dtype bf16", "--grad-dtype bf16 needs --dtype bf16"},
       {ok + "--steps 5 stray", "unexpected argument 'stray'"},
       {ok, "exactly one of --steps, --epochs, --tokens"},
       {ok + "--steps 5 --epochs 1", "exactly one of --steps, --epochs, --tokens (2 given)"},
@@ -705,13 +713,6 @@ TEST_CASE("a fine-tune from Hugging Face weights holds their tokenizer to the da
   CHECK(load_checkpoint(dir + "/tuned/checkpoints/step_00000001.ckpt").tokenizer_dir == dir + "/hf");
 }
 
-// The training state on the device (fp32 or bf16 parameters, fp32 master weights and moments, the
-// data position) round-trips through a checkpoint: a run stopped at step 3 and resumed ends with
-// the losses of an uninterrupted one, bit for bit; in bf16 also with the kernel designs other
-// than the automatic ones (GPT2CC_KERNELS, kernels/kernel_designs.cuh; heads of 64, so that the
-// flash designs run too), which must be as deterministic. A malformed GPT2CC_KERNELS ends train
-// with exit 2, naming it. Where this build or machine has no CUDA device the case says so and
-// checks nothing; the CPU emulator build runs it (emu_train_cli, tests/emu/hostcuda).
 // bf16 on the CPU: its products by AVX512-BF16 or AMX where the CPU has them, else widened to
 // fp32 (the same run either way, only the sums' order differs). A stop and resume must repeat the
 // whole run bit for bit; the losses must track fp32's. The classifier in chunks of 24 of the 64
@@ -732,10 +733,6 @@ TEST_CASE("on the cpu, --dtype bf16 trains; a stopped and resumed run repeats an
   REQUIRE(resumed.code == 0);
   CHECK_THAT(resumed.output, Catch::Contains("resuming from") && Catch::Contains("classifier_rows = 24"));
   // The resumed model holds what the uninterrupted one held: 24 rows of logits, the fp32 sum.
-  const auto memory_line = [](const std::string& output) {
-    const size_t at = output.find("memory: ");
-    return at == std::string::npos ? std::string() : output.substr(at, output.find('\n', at) - at);
-  };
   CHECK_FALSE(memory_line(whole.output).empty());
   CHECK(memory_line(resumed.output) == memory_line(whole.output));
   const auto expected = check_same_losses(dir + "/straight", dir + "/split", 6);
@@ -754,6 +751,51 @@ TEST_CASE("on the cpu, --dtype bf16 trains; a stopped and resumed run repeats an
   CHECK(expected[5].first < expected[0].first);  // and learned
 }
 
+// --grad-dtype fp32 in bf16: the gradients of two micro-batches per step summed in fp32. The
+// setting is saved with the run (a resume keeps it, with twice the bf16 gradients' memory), and a
+// run stopped and resumed repeats the uninterrupted one bit for bit. Against the bf16 gradients'
+// run: the same first loss (nothing updated yet), not the same later ones, which both keep within
+// 1% of each other.
+TEST_CASE("on the cpu, --dtype bf16 --grad-dtype fp32 trains; stopped and resumed it repeats exactly", "[cli]") {
+  std::string dir = test::temp_dir("train_cli_cpu_fp32_grads");
+  test::write_tiny_shards(dir);
+  const std::string run = tiny(dir, 64, 2) + "--seed 5 --steps 4 --lr 1e-3 --total-batch 128 --dtype bf16 ";
+  const Run whole = train(run + "--grad-dtype fp32 --run-dir " + dir + "/straight");
+  INFO(whole.output);
+  REQUIRE(whole.code == 0);
+  CHECK_THAT(whole.output, Catch::Contains("2 accumulation step(s)") && Catch::Contains("grad_dtype = \"fp32\""));
+  REQUIRE(train(run + "--grad-dtype fp32 --stop-at-step 2 --run-dir " + dir + "/split").code == 0);
+  const Run resumed = train("--resume " + dir + "/split");
+  INFO(resumed.output);
+  REQUIRE(resumed.code == 0);
+  CHECK_THAT(resumed.output, Catch::Contains("resuming from") && Catch::Contains("grad_dtype = \"fp32\""));
+  CHECK_FALSE(memory_line(whole.output).empty());
+  CHECK(memory_line(resumed.output) == memory_line(whole.output));
+  const auto fp32_grads = check_same_losses(dir + "/straight", dir + "/split", 4);
+
+  const Run bf16_grads = train(run + "--run-dir " + dir + "/bf16_grads");
+  REQUIRE(bf16_grads.code == 0);
+  CHECK(memory_line(bf16_grads.output) != memory_line(whole.output));
+  const auto other = losses(dir + "/bf16_grads");
+  REQUIRE(other.size() == 4);
+  CHECK(other[0].first == fp32_grads[0].first);
+  size_t same = 0;
+  for (size_t i = 0; i < other.size(); ++i) {
+    INFO("step " << i + 1 << ": fp32 gradients " << fp32_grads[i].first << ", bf16 gradients " << other[i].first);
+    CHECK(other[i].first == Approx(fp32_grads[i].first).epsilon(0.01));
+    same += other[i].first == fp32_grads[i].first;
+  }
+  CHECK(same < other.size());
+}
+
+// The training state on the device (fp32 or bf16 parameters, fp32 master weights and moments, the
+// data position) round-trips through a checkpoint: a run stopped at step 3 and resumed ends with
+// the losses of an uninterrupted one, bit for bit; in bf16 also with fp32 gradients summing two
+// micro-batches, and with the kernel designs other than the automatic ones (GPT2CC_KERNELS,
+// kernels/kernel_designs.cuh; heads of 64, so that the flash designs run too), which must be as
+// deterministic. A malformed GPT2CC_KERNELS ends train with exit 2, naming it. Where this build or
+// machine has no CUDA device the case says so and checks nothing; the CPU emulator build runs it
+// (emu_train_cli, tests/emu/hostcuda).
 TEST_CASE("on cuda, a stopped and resumed run repeats an uninterrupted one exactly", "[cli][cuda]") {
   std::string dir = test::temp_dir("train_cli_cuda");
   test::write_tiny_shards(dir);
@@ -775,10 +817,13 @@ TEST_CASE("on cuda, a stopped and resumed run repeats an uninterrupted one exact
     const char* dtype;
     const char* kernels;  // GPT2CC_KERNELS ("": unset)
     int channels, heads;
+    const char* flags = "";  // more flags
   };
   const Variant variants[] = {
       {"fp32", "fp32", "", 16, 2},
       {"bf16", "bf16", "", 16, 2},
+      // fp32 gradients, two micro-batches per step summed into them.
+      {"bf16_fp32_grads", "bf16", "", 16, 2, "--grad-dtype fp32 --total-batch 128 "},
       // Every non-automatic design but gemm-workspace=256 (its workspace alone is four times the
       // emulated device of emu_train_cli; it changes which algorithm cuBLASLt picks, not the kind:
       // test_bf16_matmul repeats it bit for bit).
@@ -791,12 +836,14 @@ TEST_CASE("on cuda, a stopped and resumed run repeats an uninterrupted one exact
     const std::string env = *v.kernels ? std::string("GPT2CC_KERNELS=") + v.kernels + " " : "";
     const auto train = [&](const std::string& args) { return launch(env + train_binary() + " " + args); };
     const std::string run = tiny(dir, v.channels, v.heads) + flags + "--val-data " + dir +
-                            "/val.bin --eval-every 3 --eval-batches 2 --dtype " + v.dtype + " --steps 6 ";
+                            "/val.bin --eval-every 3 --eval-batches 2 --dtype " + v.dtype + " --steps 6 " + v.flags;
     const std::string straight = dir + "/straight_" + v.name, split = dir + "/split_" + v.name;
     const Run whole = train(run + "--run-dir " + straight);
     INFO(whole.output);
     REQUIRE(whole.code == 0);
     if (*v.kernels) CHECK_THAT(whole.output, Catch::Contains(std::string("kernel designs ") + v.kernels));
+    if (*v.flags)
+      CHECK_THAT(whole.output, Catch::Contains("grad_dtype = \"fp32\"") && Catch::Contains("2 accumulation"));
     REQUIRE(train(run + "--stop-at-step 3 --run-dir " + split).code == 0);
     const Run resumed = train("--resume " + split);
     INFO(resumed.output);

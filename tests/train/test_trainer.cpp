@@ -67,6 +67,37 @@ TEST_CASE("B=8 in one step equals B=4 with 2 accumulation steps", "[trainer]") {
   }
 }
 
+// The same in bf16 with --grad-dtype fp32: the two micro-steps' gradients add up unrounded, so
+// the accumulated step is the big batch's to fp32's error (each row's activations are the same
+// bits in a batch of 4 or 8 rows: both take the CPU's many-row product path).
+TEST_CASE("bf16 with fp32 gradients: B=8 in one step equals B=4 with 2 accumulation steps", "[trainer][bf16]") {
+  std::string dir = test::temp_dir("trainer_accum_bf16");
+  test::write_tiny_shards(dir);
+  auto backend = make_cpu_backend(1, DType::bf16);
+
+  TrainConfig big = test::tiny_train_config(dir, dir + "/big");
+  big.dtype = "bf16";
+  big.grad_dtype = "fp32";
+  big.shuffle = false;
+  big.batch_size = 8;
+  big.total_batch_tokens = 8 * 16;
+  TrainConfig small = big;
+  small.batch_size = 4;
+  small.run_dir = dir + "/small";
+
+  Trainer a(big, *backend), b(small, *backend);
+  REQUIRE(b.accumulation_steps() == 2);
+  CHECK(b.model().options().fp32_gradients);
+  CHECK(b.model().memory().gradients == b.model().layout().total() * sizeof(float));
+  for (int step = 0; step < 3; ++step) {
+    StepResult ra = a.train_step(), rb = b.train_step();
+    CHECK(rb.loss == Approx(ra.loss).epsilon(1e-6));
+    CHECK(rb.grad_norm == Approx(ra.grad_norm).epsilon(1e-5));
+    test::expect_close(b.model().parameters(), a.model().parameters(), 1e-6, 0.0,
+                       "parameters after step " + std::to_string(step + 1));
+  }
+}
+
 TEST_CASE("a Trainer step is the model's forward_backward, clipping, schedule and AdamW, by hand", "[trainer]") {
   // The same steps written out with the model's own calls: the dloss of the total batch, each
   // micro-batch's dropout seed, the clip scale, the learning rate of the step and AdamW's
