@@ -550,7 +550,9 @@ stage_profile() {
 # rows at once (designs_classifier-rows-all: bench_train_gpu --classifier-rows 0, the automatic
 # kernels), as before the model ran it in chunks of 8192 rows: what the chunks' memory saving costs
 # or gains in time (it needs the logits of all rows, 24.6 GiB at 256 x 1024 in bf16: where that
-# does not fit, the run fails and the report says so). Last, when two or more designs beat
+# does not fit, the run fails and the report says so). Then the gradients in fp32
+# (designs_fp32-gradients: --fp32-gradients, train's --grad-dtype fp32, PyTorch autocast's way):
+# what they cost a step at this batch. Last, when two or more designs beat
 # the automatic run by more than the spread between the session's two automatic runs (report.py
 # --best-designs), one run with all of them (designs_best): the best step this build showed, and
 # what the automatic choices should become.
@@ -571,6 +573,7 @@ stage_designs() {
     run_design "designs_${variant//=/-}" "$designs"
   done
   run_design designs_classifier-rows-all "" --classifier-rows 0
+  run_design designs_fp32-gradients "" --fp32-gradients
   designs=$(python3 benchmarks/gpu/report.py --best-designs "$OUTDIR") || designs=""
   if [[ -n "$designs" ]]; then
     run_design designs_best "$designs"

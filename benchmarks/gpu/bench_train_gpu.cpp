@@ -5,13 +5,16 @@
 // MFU against benchmarks/gpu/peaks.json (built in: core/device_peaks.hpp), and the GPU memory the
 // run used.
 //   bench_train_gpu [--dtype bf16|fp32] [-B 16|auto] [-T 1024] [--steps 20] [--warmup 5]
-//                   [--recompute-gelu] [--no-cuda-graphs] [--classifier-rows 8192] [--json out.json]
+//                   [--recompute-gelu] [--no-cuda-graphs] [--classifier-rows 8192]
+//                   [--fp32-gradients] [--json out.json]
 // GPT2CC_KERNELS in the environment picks other kernel designs (kernels/kernel_designs.cuh); the
 // JSON's kernel_designs says which ran ("" = the automatic ones), and bf16_gemm_paths how the bf16
 // GEMMs launched from the host ran (through cuBLASLt, plain; declined_by_cublaslt of those plain).
 // --classifier-rows: the rows of logits the classifier computes at once (ModelOptions::
 // classifier_rows; 0: all B*T, as before the chunks), for the designs stage of
-// scripts/bench_gpu.sh to weigh the chunks' memory against their time.
+// scripts/bench_gpu.sh to weigh the chunks' memory against their time. --fp32-gradients: a bf16
+// model's gradients kept in fp32 (ModelOptions::fp32_gradients, train --grad-dtype fp32; PyTorch
+// autocast's way), what that costs a step.
 //
 // FLOPs per token: 6*N + 6*L*C*T (issue 8; training_flops_per_token, the count train's MFU uses),
 // N = every parameter except the padded vocabulary rows ((Vp - V) * C zeros that never train;
@@ -56,7 +59,7 @@ struct Options {
   int B = 0;  // 0: auto
   int T = 1024;
   int steps = 20, warmup = 5;
-  bool recompute_gelu = false, cuda_graphs = true;
+  bool recompute_gelu = false, cuda_graphs = true, fp32_gradients = false;
   int classifier_rows = ModelOptions{}.classifier_rows;  // 0: all B*T
   std::string json_path, peaks_path;  // empty: the table built in
   uint64_t seed = 1337;
@@ -78,6 +81,7 @@ Options parse(int argc, char** argv) {
       "no-cuda-graphs", "launch every kernel of a step separately instead of replaying a CUDA graph")(
       "classifier-rows", "rows of logits computed at once (0: all B*T)",
       cxxopts::value(o.classifier_rows)->default_value(std::to_string(ModelOptions{}.classifier_rows)))(
+      "fp32-gradients", "with --dtype bf16: the gradients in fp32 (train --grad-dtype fp32)")(
       "seed", "seed of the weights and the random tokens", cxxopts::value(o.seed)->default_value("1337"))(
       "peaks", "GPU peak table file (default: the one built in, from benchmarks/gpu/peaks.json)",
       cxxopts::value(o.peaks_path))(
@@ -95,6 +99,8 @@ Options parse(int argc, char** argv) {
   }
   o.recompute_gelu = switch_on(args, "recompute-gelu");
   o.cuda_graphs = !switch_on(args, "no-cuda-graphs");
+  o.fp32_gradients = switch_on(args, "fp32-gradients");
+  INPUT_CHECK(!o.fp32_gradients || o.dtype == DType::bf16, "--fp32-gradients is for --dtype bf16 (fp32 has them)");
   if (!o.json_path.empty()) bench::check_output_file("--json", o.json_path);  // before the GPU runs
   const ModelConfig config = model_preset(o.preset);  // InputError listing the presets
   INPUT_CHECK(o.T >= 1 && o.T <= config.max_seq_len, "--seq-len must be in [1, {}], got {}", config.max_seq_len, o.T);
@@ -188,6 +194,7 @@ Run make_run(const ModelConfig& config, Backend& backend, const Options& o, int 
   options.recompute_gelu = o.recompute_gelu;
   options.cuda_graphs = o.cuda_graphs;
   options.classifier_rows = o.classifier_rows == 0 ? B * o.T : o.classifier_rows;
+  options.fp32_gradients = o.fp32_gradients;
   run.model = std::make_unique<GPT2>(config, backend, B, o.T, ModelMode::training, options);
   run.model->init_weights(o.seed);
   run.hp.lr = 6e-4f;
@@ -366,6 +373,7 @@ int bench_main(int argc, char** argv) {
               {"cuda_graphs", o.cuda_graphs},
               {"classifier_rows_flag", o.classifier_rows},
               {"classifier_rows", chunk_rows},
+              {"fp32_gradients", o.fp32_gradients},
               {"model_memory_bytes", model_memory_json(run.model->memory())},
               {"warmup", o.warmup},
               {"steps", o.steps},

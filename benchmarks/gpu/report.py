@@ -295,11 +295,13 @@ def classifier_rows_flag(run):
 
 def design_name(run):
     """A designs run as its table row names it: its GPT2CC_KERNELS and, when not the default,
-    its --classifier-rows; "(automatic)" for neither."""
+    its --classifier-rows and --fp32-gradients; "(automatic)" for none of them."""
     parts = [run.get("kernel_designs") or ""]
     rows = classifier_rows_flag(run)
     if rows != DEFAULT_CLASSIFIER_ROWS:
         parts.append(f"--classifier-rows {rows}" + (" (all rows at once)" if rows == 0 else ""))
+    if run.get("fp32_gradients"):
+        parts.append("--fp32-gradients (fp32 gradients, PyTorch's)")
     return ", ".join(p for p in parts if p) or "(automatic)"
 MIN_DESIGN_GAIN = 0.01  # a design must beat the automatic run by this fraction at least
 
@@ -310,7 +312,7 @@ def design_runs(directory):
     B×T: the same designs twice in the session. The winners are the single-design runs faster
     than the automatic run by more than the noise: the spread between the twins and
     MIN_DESIGN_GAIN at least, among the runs GPT2CC_KERNELS alone sets (the default classifier
-    rows). The combined run is BEST_DESIGNS_RUN's (the winners together)."""
+    rows, bf16 gradients). The combined run is BEST_DESIGNS_RUN's (the winners together)."""
     names = sorted(n for n in os.listdir(directory) if n.startswith("designs_") and n.endswith(".json"))
     runs = [(n, r) for n, r in ((n, load_json(directory, n)) for n in names) if r]
     automatic = next((r for _, r in runs if design_name(r) == "(automatic)"), None)
@@ -324,7 +326,7 @@ def design_runs(directory):
         spread = abs(twin["ms_per_step_median"] - base) if twin else 0.0
         threshold = max(spread, MIN_DESIGN_GAIN * base)
         winners = [r for n, r in runs if n != BEST_DESIGNS_RUN and r.get("kernel_designs")
-                   and classifier_rows_flag(r) == DEFAULT_CLASSIFIER_ROWS
+                   and classifier_rows_flag(r) == DEFAULT_CLASSIFIER_ROWS and not r.get("fp32_gradients")
                    and base - r["ms_per_step_median"] > threshold]
     return [r for _, r in runs], automatic, twin, winners, best
 
@@ -349,8 +351,9 @@ def designs_section(directory):
     lines = [DESIGNS_HEADING, "",
              "The same bf16 step (bench_train_gpu) once with the automatic kernel designs and once with each other "
              "design the environment variable GPT2CC_KERNELS names (kernels/kernel_designs.cuh), one process each, "
-             "same B×T and steps, and once with the classifier over all rows at once (`--classifier-rows 0`; "
-             "the model's default is chunks of 8192 rows). change = this run's median ms/step against the automatic "
+             "same B×T and steps, once with the classifier over all rows at once (`--classifier-rows 0`; "
+             "the model's default is chunks of 8192 rows), and once with the gradients in fp32 (`--fp32-gradients`, "
+             "train's `--grad-dtype fp32`; bf16 by default). change = this run's median ms/step against the automatic "
              "run's: negative is faster, so the automatic choice should be the one with no negative row.", "",
              "| design | B×T | ms/step median | change | tokens/s | peak mem | loss first → last |",
              "|---|---|---|---|---|---|---|"]
@@ -475,6 +478,11 @@ def self_test():
                                                      classifier_rows_flag=0, classifier_rows=16384))
         expect(best_designs(d) == "flash-tile=64,gemm-split-k=any", "the all-rows classifier is not combined")
         expect(design_runs(d)[1]["ms_per_step_median"] == 102.0, "the all-rows classifier is not the automatic run")
+        # fp32 gradients: faster here too (made up), but neither automatic nor a design to combine.
+        put("designs_fp32-gradients.json", dict(design_run, ms_per_step_median=91.0, kernel_designs="",
+                                                fp32_gradients=True))
+        expect(best_designs(d) == "flash-tile=64,gemm-split-k=any", "the fp32-gradients run is not combined")
+        expect(design_runs(d)[1]["ms_per_step_median"] == 102.0, "the fp32-gradients run is not the automatic run")
         put(BEST_DESIGNS_RUN, dict(design_run, ms_per_step_median=95.0, tokens_per_s=240000.0,
                                    kernel_designs="flash-tile=64,gemm-split-k=any"))
         expect(best_designs(d) == "flash-tile=64,gemm-split-k=any", "the combined run is not a winner of its own")
@@ -595,6 +603,8 @@ def self_test():
         expect("| flash-tile=64 | 16×1024 | 96.90 | -5.0% |" in text, "a faster design: -5.0%")
         expect("| --classifier-rows 0 (all rows at once) | 16×1024 | 90.00 | -11.8% |" in text,
                "the all-rows classifier's row")
+        expect("| --fp32-gradients (fp32 gradients, PyTorch's) | 16×1024 | 91.00 | -10.8% |" in text,
+               "the fp32 gradients' row")
         expect("| bias-grad=epilogue (16 GEMMs declined by cuBLASLt: plain path) | 16×1024 | 102.00 | +0.0% |" in text,
                "GEMMs cuBLASLt declined are named")
         expect("| flash-backward-fused | n/a: no result (exit 1; see designs_flash-backward-fused.log) |" in text,

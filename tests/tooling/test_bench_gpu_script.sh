@@ -262,6 +262,12 @@ grep -q "^designs_classifier-rows-all	0	" "$TMP/res-designs/status.tsv" 2>/dev/n
 line=$(grep "stand-in .*bench_train_gpu .*/designs_classifier-rows-all.json" <<<"$log" | head -1)
 [[ "$line" == *"--dtype bf16 -B 256 -T 1024 --steps 10 --warmup 3 --json "*" --classifier-rows 0" ]] ||
   fail "designs_classifier-rows-all's command: '$line'"
+# The gradients in fp32: the automatic kernels, --fp32-gradients.
+grep -q "^designs_fp32-gradients	0	" "$TMP/res-designs/status.tsv" 2>/dev/null ||
+  fail "designs_fp32-gradients did not run: $log"
+line=$(grep "stand-in .*bench_train_gpu .*/designs_fp32-gradients.json" <<<"$log" | head -1)
+[[ "$line" == *"--dtype bf16 -B 256 -T 1024 --steps 10 --warmup 3 --json "*" --fp32-gradients" ]] ||
+  fail "designs_fp32-gradients' command: '$line'"
 # No step times (the stand-ins write no JSON): no design won, nothing to combine.
 [[ "$log" == *"designs_best: not run: fewer than two designs beat the automatic ones"* ]] ||
   fail "designs_best without winners: $log"

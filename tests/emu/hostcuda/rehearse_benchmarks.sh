@@ -114,6 +114,17 @@ for rows in 16 0; do
        and math.isfinite(j['loss_last']) and j['loss_last'] < j['loss_first']"
 done
 
+# The gradients in fp32 (--fp32-gradients), as the designs stage runs it: 4 bytes each, where the
+# parameters take 6 (the fp32 master and the bf16 copy).
+run train_fp32_gradients "$BIN/bench_train_gpu" --preset d2 --dtype bf16 -B 2 -T 32 --steps 2 --warmup 1 \
+  --fp32-gradients --json "$OUT/train_fp32_gradients.json" &&
+  check_json "$OUT/train_fp32_gradients.json" \
+    "j['fp32_gradients'] and j['cuda_graphs']
+     and 3 * j['model_memory_bytes']['gradients'] == 2 * j['model_memory_bytes']['parameters']
+     and math.isfinite(j['loss_last']) and j['loss_last'] < j['loss_first']"
+expect_error "fp32 only" "--fp32-gradients is for --dtype bf16" "$BIN/bench_train_gpu" --preset d2 --dtype fp32 \
+  -B 2 -T 32 --steps 1 --fp32-gradients
+
 # GPT2CC_KERNELS (kernels/kernel_designs.cuh): a run with every other design trains and names them
 # in its JSON, as the automatic run names none (the report's designs table reads both); a malformed
 # value exits 2 naming the variable.
