@@ -99,6 +99,31 @@ std::vector<std::pair<double, double>> check_same_losses(const std::string& want
   return want;
 }
 
+// `run` (train's flags, with --steps `steps`) once straight through (dir/straight), and once
+// stopped at step `stop` and resumed (dir/split): both exit 0; the resumed run says so and shows
+// `setting` (its saved configuration's), holds the memory the uninterrupted one held, and repeats
+// its losses bit for bit.
+struct StopAndResume {
+  Run whole, resumed;
+  std::vector<std::pair<double, double>> losses;  // the uninterrupted run's
+};
+StopAndResume check_stop_and_resume(const std::string& run, const std::string& dir, size_t steps, int stop,
+                                    const std::string& setting) {
+  StopAndResume r;
+  r.whole = train(run + "--run-dir " + dir + "/straight");
+  INFO(r.whole.output);
+  REQUIRE(r.whole.code == 0);
+  REQUIRE(train(run + "--stop-at-step " + std::to_string(stop) + " --run-dir " + dir + "/split").code == 0);
+  r.resumed = train("--resume " + dir + "/split");
+  INFO(r.resumed.output);
+  REQUIRE(r.resumed.code == 0);
+  CHECK_THAT(r.resumed.output, Catch::Contains("resuming from") && Catch::Contains(setting));
+  CHECK_FALSE(memory_line(r.whole.output).empty());
+  CHECK(memory_line(r.resumed.output) == memory_line(r.whole.output));
+  r.losses = check_same_losses(dir + "/straight", dir + "/split", steps);
+  return r;
+}
+
 // Run got_dir's train losses within `epsilon` (relative) of run want_dir's, `steps` of them; with
 // `validation`, its validation losses too where want_dir has one.
 void check_close_losses(const std::string& want_dir, const std::string& got_dir, size_t steps, double epsilon,
@@ -723,19 +748,11 @@ TEST_CASE("on the cpu, --dtype bf16 trains; a stopped and resumed run repeats an
   test::write_tiny_shards(dir);
   const std::string run = tiny(dir, 64, 2) + "--seed 5 --val-data " + dir +
                           "/val.bin --eval-every 3 --eval-batches 2 --steps 6 --lr 1e-3 ";
-  const Run whole = train(run + "--dtype bf16 --classifier-rows 24 --run-dir " + dir + "/straight");
-  INFO(whole.output);
-  REQUIRE(whole.code == 0);
-  CHECK_THAT(whole.output, Catch::Contains("cpu bf16 (1 thread)"));
-  REQUIRE(train(run + "--dtype bf16 --classifier-rows 24 --stop-at-step 3 --run-dir " + dir + "/split").code == 0);
-  const Run resumed = train("--resume " + dir + "/split");
-  INFO(resumed.output);
-  REQUIRE(resumed.code == 0);
-  CHECK_THAT(resumed.output, Catch::Contains("resuming from") && Catch::Contains("classifier_rows = 24"));
   // The resumed model holds what the uninterrupted one held: 24 rows of logits, the fp32 sum.
-  CHECK_FALSE(memory_line(whole.output).empty());
-  CHECK(memory_line(resumed.output) == memory_line(whole.output));
-  const auto expected = check_same_losses(dir + "/straight", dir + "/split", 6);
+  const StopAndResume bf16 =
+      check_stop_and_resume(run + "--dtype bf16 --classifier-rows 24 ", dir, 6, 3, "classifier_rows = 24");
+  CHECK_THAT(bf16.whole.output, Catch::Contains("cpu bf16 (1 thread)"));
+  const auto& expected = bf16.losses;
   // The same run in fp32: bf16's losses within 1% of its (measured: 0.02%; on the GPU, the d6
   // Wikipedia runs' largest gap was 0.9%), and not the same bits (bf16 did run).
   REQUIRE(train(run + "--run-dir " + dir + "/fp32").code == 0);
@@ -760,22 +777,13 @@ TEST_CASE("on the cpu, --dtype bf16 --grad-dtype fp32 trains; stopped and resume
   std::string dir = test::temp_dir("train_cli_cpu_fp32_grads");
   test::write_tiny_shards(dir);
   const std::string run = tiny(dir, 64, 2) + "--seed 5 --steps 4 --lr 1e-3 --total-batch 128 --dtype bf16 ";
-  const Run whole = train(run + "--grad-dtype fp32 --run-dir " + dir + "/straight");
-  INFO(whole.output);
-  REQUIRE(whole.code == 0);
-  CHECK_THAT(whole.output, Catch::Contains("2 accumulation step(s)") && Catch::Contains("grad_dtype = \"fp32\""));
-  REQUIRE(train(run + "--grad-dtype fp32 --stop-at-step 2 --run-dir " + dir + "/split").code == 0);
-  const Run resumed = train("--resume " + dir + "/split");
-  INFO(resumed.output);
-  REQUIRE(resumed.code == 0);
-  CHECK_THAT(resumed.output, Catch::Contains("resuming from") && Catch::Contains("grad_dtype = \"fp32\""));
-  CHECK_FALSE(memory_line(whole.output).empty());
-  CHECK(memory_line(resumed.output) == memory_line(whole.output));
-  const auto fp32_grads = check_same_losses(dir + "/straight", dir + "/split", 4);
+  const StopAndResume fp32 = check_stop_and_resume(run + "--grad-dtype fp32 ", dir, 4, 2, "grad_dtype = \"fp32\"");
+  CHECK_THAT(fp32.whole.output, Catch::Contains("2 accumulation step(s)"));
+  const auto& fp32_grads = fp32.losses;
 
   const Run bf16_grads = train(run + "--run-dir " + dir + "/bf16_grads");
   REQUIRE(bf16_grads.code == 0);
-  CHECK(memory_line(bf16_grads.output) != memory_line(whole.output));
+  CHECK(memory_line(bf16_grads.output) != memory_line(fp32.whole.output));
   const auto other = losses(dir + "/bf16_grads");
   REQUIRE(other.size() == 4);
   CHECK(other[0].first == fp32_grads[0].first);
