@@ -16,8 +16,8 @@
 // attention's saved values, the fp32 master weights and the AdamW moments are always float*.
 // In a bf16 backend some tensors may also be fp32, for sums kept in fp32 across calls:
 // - parameter gradients (a bf16 model's with ModelOptions::fp32_gradients, core/model.hpp): the
-//   dweight, dbias (of one op: both of one dtype), dwte and dwpe of the backward ops, added to
-//   unrounded; the gradients sum_of_squares and adamw_update read;
+//   backward ops' dweight, dbias (of one op: both of one dtype), dwte and dwpe, into which they
+//   add their fp32 sums unrounded, and the gradients sum_of_squares and adamw_update read;
 // - matmul_backward's dweight alone (the classifier's chunks summing wte's gradient,
 //   core/model.cpp);
 // - residual_forward's inp2 (out = inp1 + inp2, rounded once: that sum added into the gradient).

@@ -29,7 +29,7 @@ struct TrainConfig {
   std::string device = "cpu";  // cpu | cuda
   int threads = 0;             // CPU threads, >= 0 (0: OpenMP default)
   int cuda_device = 0;         // GPU index, >= 0
-  std::string dtype = "fp32";  // compute dtype: fp32 | bf16 (bf16: mixed precision, --device cuda only)
+  std::string dtype = "fp32";  // compute dtype: fp32 | bf16 (bf16: mixed precision; cuda sm_80+, or the cpu)
   // parameter gradients: auto (the compute dtype's) | bf16 | fp32 (with --dtype bf16: summed across
   // micro-steps unrounded, 2 more bytes per parameter; ModelOptions::fp32_gradients)
   std::string grad_dtype = "auto";
