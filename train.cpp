@@ -119,8 +119,8 @@ void check_same_settings(ProcessGroup& group, const TrainConfig& config, Agreed&
 
 constexpr const char* kMemoryHint =
     "less memory: a smaller --batch-size (--total-batch keeps the tokens per step, by accumulation), a shorter "
-    "--seq-len, --recompute-gelu, fewer --classifier-rows, --dtype bf16 (cuda), --zero-stage 1 with several ranks, or "
-    "a smaller model";
+    "--seq-len, --recompute-gelu, fewer --classifier-rows, --dtype bf16 with its gradients in bf16 (--grad-dtype auto), "
+    "--zero-stage 1 with several ranks, or a smaller model";
 
 int run(int argc, char** argv, ProcessGroup& group) {
   // Under mpiexec the ranks agree on the setup's errors before their first collective and after
