@@ -274,6 +274,8 @@ TEST_CASE("bad flags exit with code 2 and say what is wrong", "[cli]") {
        "--eval-batches has no effect on --eval-only, which scores a checkpoint on --val-data: drop it"},
       {"--eval-only --val-data " + dir + "/val.bin --init-from " + dir + "/x.ckpt --steps 5 --tokenizer t",
        "has no effect on --eval-only"},
+      {"--eval-only --val-data " + dir + "/val.bin --init-from " + dir + "/x.ckpt --dtype bf16 --grad-dtype fp32",
+       "--grad-dtype has no effect on --eval-only"},
       {"--export-hf " + dir + "/hfx --init-from " + dir + "/x.ckpt --lr 0.1",
        "--lr has no effect on --export-hf, which writes a checkpoint's weights out: drop it"},
       {"--train-data " + dir + "/train.bin --steps 5 --run-dir=", "--run-dir must not be empty"},
