@@ -6,6 +6,9 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <cstdint>
+#include <initializer_list>
+#include <vector>
 
 #include "core/grad_clip.hpp"
 #include "core/model.hpp"
@@ -21,6 +24,22 @@ ModelConfig small_config() {
   c.num_heads = 4;
   c.max_seq_len = 16;
   return c;
+}
+// Each model from init_weights(seed), one forward_backward of the batch's mean loss from zero
+// gradients: its per-token losses and its gradients, in the order given.
+struct Backward {
+  std::vector<float> losses, grads;
+};
+std::vector<Backward> one_backward_each(std::initializer_list<GPT2*> models, uint64_t seed,
+                                        const std::vector<int>& tokens, const std::vector<int>& targets, int B, int T) {
+  std::vector<Backward> out;
+  for (GPT2* model : models) {
+    model->init_weights(seed);
+    model->zero_grad();
+    model->forward_backward(tokens.data(), targets.data(), B, T, 1.0f / float(B * T));
+    out.push_back({model->losses(), model->gradients()});
+  }
+  return out;
 }
 }  // namespace
 
@@ -126,26 +145,18 @@ TEST_CASE("bf16 on the CPU: the classifier's chunks add wte's gradient in fp32, 
   CHECK(chunked.memory().scratch == whole.memory().scratch + size_t(c.padded_vocab_size) * c.channels * 4);
   const auto tokens = test::random_tokens(size_t(B) * T, 31, c.vocab_size);
   const auto targets = test::random_tokens(size_t(B) * T, 32, c.vocab_size);
-  std::vector<float> losses[2], grads[2];
-  int i = 0;
-  for (GPT2* model : {&whole, &chunked}) {
-    model->init_weights(30);
-    model->zero_grad();
-    model->forward_backward(tokens.data(), targets.data(), B, T, 1.0f / (B * T));
-    losses[i] = model->losses();
-    grads[i++] = model->gradients();
-  }
-  CHECK(losses[1] == losses[0]);
+  const std::vector<Backward> r = one_backward_each({&whole, &chunked}, 30, tokens, targets, B, T);
+  CHECK(r[1].losses == r[0].losses);
   const ParamTensor& wte = whole.layout()[Param::wte];
   size_t differ = 0, other_differ = 0;
-  for (size_t k = 0; k < grads[0].size(); ++k) {
+  for (size_t k = 0; k < r[0].grads.size(); ++k) {
     const bool in_wte = k >= wte.offset && k < wte.offset + wte.numel;
-    (in_wte ? differ : other_differ) += grads[1][k] != grads[0][k];
+    (in_wte ? differ : other_differ) += r[1].grads[k] != r[0].grads[k];
   }
   INFO("wte gradient elements that differ: " << differ << " of " << wte.numel);
   CHECK(other_differ == 0);
   CHECK(differ <= wte.numel / 100);
-  test::expect_close(grads[1], grads[0], 1e-6, 1e-2, "gradients, classifier in chunks");
+  test::expect_close(r[1].grads, r[0].grads, 1e-6, 1e-2, "gradients, classifier in chunks");
 }
 
 // fp32 gradients in bf16 (ModelOptions::fp32_gradients): each backward adds the sums its bf16
@@ -170,40 +181,32 @@ TEST_CASE("bf16 on the CPU with fp32 gradients: the bf16 gradients unrounded", "
   CHECK(wide_chunks.memory().scratch == plain.memory().scratch);
   const auto tokens = test::random_tokens(size_t(B) * T, 41, c.vocab_size);
   const auto targets = test::random_tokens(size_t(B) * T, 42, c.vocab_size);
-  std::vector<float> losses[3], grads[3];
-  int i = 0;
-  for (GPT2* model : {&plain, &wide, &wide_chunks}) {
-    model->init_weights(40);
-    model->zero_grad();
-    model->forward_backward(tokens.data(), targets.data(), B, T, 1.0f / (B * T));
-    losses[i] = model->losses();
-    grads[i++] = model->gradients();
-  }
-  CHECK(losses[1] == losses[0]);
-  CHECK(losses[2] == losses[0]);
+  const std::vector<Backward> r = one_backward_each({&plain, &wide, &wide_chunks}, 40, tokens, targets, B, T);
+  CHECK(r[1].losses == r[0].losses);
+  CHECK(r[2].losses == r[0].losses);
   const ParamTensor& wte = plain.layout()[Param::wte];
   std::vector<bool> embedded(c.padded_vocab_size, false);  // rows the embedding's backward adds to
   for (int t : tokens) embedded[t] = true;
   float wte_max = 0.0f, wte_apart = 0.0f;
-  for (size_t k = wte.offset; k < wte.offset + wte.numel; ++k) wte_max = std::max(wte_max, std::fabs(grads[0][k]));
+  for (size_t k = wte.offset; k < wte.offset + wte.numel; ++k) wte_max = std::max(wte_max, std::fabs(r[0].grads[k]));
   size_t embedded_differ = 0, other_differ = 0, unrounded = 0;
-  for (size_t k = 0; k < grads[0].size(); ++k) {
-    const float one = widen_bf16(round_to_bf16(grads[1][k]));
+  for (size_t k = 0; k < r[0].grads.size(); ++k) {
+    const float one = widen_bf16(round_to_bf16(r[1].grads[k]));
     const bool in_wte = k >= wte.offset && k < wte.offset + wte.numel;
     const bool twice_rounded = in_wte && embedded[(k - wte.offset) / c.channels];
-    (twice_rounded ? embedded_differ : other_differ) += one != grads[0][k];
-    if (twice_rounded) wte_apart = std::max(wte_apart, std::fabs(one - grads[0][k]));
-    unrounded += one != grads[1][k];
+    (twice_rounded ? embedded_differ : other_differ) += one != r[0].grads[k];
+    if (twice_rounded) wte_apart = std::max(wte_apart, std::fabs(one - r[0].grads[k]));
+    unrounded += one != r[1].grads[k];
   }
   INFO("wte elements of embedded tokens whose rounding differs: " << embedded_differ << ", by up to "
                                                                    << wte_apart / wte_max << " of wte's largest; "
                                                                    << "unrounded gradients: " << unrounded << " of "
-                                                                   << grads[1].size());
+                                                                   << r[1].grads.size());
   CHECK(other_differ == 0);
   CHECK(wte_apart <= wte_max / 256);  // a bf16 rounding of a part no larger than the largest
   CHECK(embedded_differ > 0);  // the bf16 model's second rounding, which fp32 gradients do without
-  CHECK(unrounded > grads[1].size() / 2);  // the premise: they are not bf16 values
-  test::expect_close(grads[2], grads[1], 1e-6, 1e-5, "fp32 gradients, classifier in chunks");
+  CHECK(unrounded > r[1].grads.size() / 2);  // the premise: they are not bf16 values
+  test::expect_close(r[2].grads, r[1].grads, 1e-6, 1e-5, "fp32 gradients, classifier in chunks");
 }
 
 // Gradient accumulation: 8 micro-steps into fp32 gradients give the fp32 sum of the 8 micro-steps'
