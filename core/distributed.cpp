@@ -170,6 +170,30 @@ void ProcessGroup::gather(float* full, std::span<const float> part, int root) {
 #endif
 }
 
+void ProcessGroup::gather_parts(float* full, std::span<const float> part, std::span<const size_t> counts, int root) {
+  ENSURE(counts.size() == size_t(size_) && part.size() == counts[size_t(rank_)],
+         "gather_parts: {} counts for {} ranks, this rank's part {} floats where its count says {}", counts.size(),
+         size_, part.size(), counts.size() == size_t(size_) ? counts[size_t(rank_)] : 0);
+  if (!mpi_ || size_ == 1) {
+    std::copy(part.begin(), part.end(), full);
+    return;
+  }
+#ifdef GPT2CC_HAVE_MPI
+  std::vector<int> sizes(counts.size()), offsets(counts.size());
+  size_t total = 0;
+  for (size_t r = 0; r < counts.size(); ++r) {
+    offsets[r] = int(total);
+    sizes[r] = int(counts[r]);
+    total += counts[r];
+    ENSURE(total <= kMpiChunk, "gather_parts: {} floats in all is more than MPI takes at once", total);
+  }
+  MPI_CALL(MPI_Gatherv(part.data(), int(part.size()), MPI_FLOAT, full, sizes.data(), offsets.data(), MPI_FLOAT, root,
+                       MPI_COMM_WORLD));
+#else
+  (void)root;
+#endif
+}
+
 std::vector<std::string> ProcessGroup::gather_strings(const std::string& mine, int root) {
   if (!mpi_ || size_ == 1) return {mine};
   std::vector<std::string> all;

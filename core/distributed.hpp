@@ -63,6 +63,10 @@ class ProcessGroup {
   // Rank r's `part` lands at full[r * part.size()] on the root (full: size() * part.size()
   // floats there; ignored elsewhere).
   void gather(float* full, std::span<const float> part, int root = 0);
+  // The ranks' parts laid end to end in rank order on the root: rank r's `part` (counts[r] floats,
+  // 0 allowed) lands at full[counts[0] + ... + counts[r - 1]]. Every rank passes the same counts;
+  // full holds their sum on the root and is ignored elsewhere.
+  void gather_parts(float* full, std::span<const float> part, std::span<const size_t> counts, int root = 0);
   // Rank r's `mine` is element r of the root's result; the other ranks get an empty vector.
   std::vector<std::string> gather_strings(const std::string& mine, int root = 0);
   void barrier();

@@ -90,8 +90,8 @@ struct GPT2::Impl {
   // an empty vector on the other ranks. Every rank must call it.
   std::vector<float> gather_blocks(const float* mine, size_t block) const;
   // The same for one piece [offset, offset + out.size()) of the N parameters: into `out` on rank
-  // 0 (through a buffer of ranks x out.size() floats there), nothing elsewhere. Every rank must
-  // call it with the same piece.
+  // 0 (each rank sends only its own elements of the piece; no buffer beyond `out` there), nothing
+  // elsewhere. Every rank must call it with the same piece.
   void gather_piece(const float* mine, size_t offset, std::span<float> out) const;
   // The parameters the layers read: the master itself in fp32, the compute copy in bf16.
   TensorPtr params() { return dtype == DType::fp32 ? TensorPtr(master.data()) : params_bf16.data(); }

@@ -54,17 +54,19 @@ void GPT2::write_moment(Moment which, size_t offset, std::span<const float> in) 
 
 void GPT2::Impl::gather_piece(const float* mine, size_t offset, std::span<float> out) const {
   ProcessGroup& group = options.data_parallel->group();
-  const size_t block = part_end - part_begin, k = out.size();
-  // This rank's elements of the piece at their places, zeros elsewhere; on the root, each
-  // element taken from its owner's copy (not summed: a sum would turn -0.0 into +0.0).
-  std::vector<float> part(k, 0.0f);
-  const size_t first = std::max(offset, part_begin), last = std::min(offset + k, part_end);
-  if (first < last)
-    backend.download(part.data() + (first - offset), mine + (first - part_begin), (last - first) * sizeof(float));
-  std::vector<float> all(group.is_root() ? k * size_t(group.size()) : 0);
-  group.gather(all.data(), part);
-  if (!group.is_root()) return;
-  for (size_t i = 0; i < k; ++i) out[i] = all[(offset + i) / block * k + i];
+  const size_t block = part_end - part_begin, last = offset + out.size();
+  // Rank r owns [r * block, (r + 1) * block): the piece's parts in the ranks' blocks, laid end to
+  // end in rank order, are the piece. Each rank sends its part (often none) and the root receives
+  // them in `out`, each element its owner's bits.
+  std::vector<size_t> counts(size_t(group.size()));
+  for (size_t r = 0; r < counts.size(); ++r) {
+    const size_t first = std::max(offset, r * block), end = std::min(last, (r + 1) * block);
+    counts[r] = end > first ? end - first : 0;
+  }
+  std::vector<float> part(counts[size_t(group.rank())]);
+  if (!part.empty())
+    backend.download(part.data(), mine + (std::max(offset, part_begin) - part_begin), part.size() * sizeof(float));
+  group.gather_parts(out.data(), part, counts);
 }
 
 std::vector<float> GPT2::Impl::gather_blocks(const float* mine, size_t block) const {

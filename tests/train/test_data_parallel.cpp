@@ -17,6 +17,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <numeric>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -121,6 +122,23 @@ TEST_CASE("process group: host collectives", "[distributed]") {
   if (group().is_root()) {
     for (int r = 0; r < R; ++r)
       for (size_t i = 0; i < part; ++i) CHECK(full[size_t(r) * part + i] == float(r * 1000 + int(i)));
+  }
+
+  // Parts of different sizes, rank 1's empty: rank r sends r == 1 ? 0 : r + 2 floats, and the
+  // root receives them end to end in rank order, nothing written past their sum.
+  std::vector<size_t> counts(static_cast<size_t>(R));
+  for (int r = 0; r < R; ++r) counts[size_t(r)] = r == 1 ? 0 : size_t(r) + 2;
+  std::vector<float> own(counts[size_t(me)]);
+  for (size_t i = 0; i < own.size(); ++i) own[i] = float(me * 1000 + int(i));
+  const size_t total = std::accumulate(counts.begin(), counts.end(), size_t(0));
+  std::vector<float> ends(group().is_root() ? total + 1 : 0, -7.0f);
+  group().gather_parts(ends.data(), own, counts);
+  if (group().is_root()) {
+    size_t at = 0;
+    for (int r = 0; r < R; ++r)
+      for (size_t i = 0; i < counts[size_t(r)]; ++i) CHECK(ends[at++] == float(r * 1000 + int(i)));
+    CHECK(at == total);
+    CHECK(ends[total] == -7.0f);
   }
 }
 
