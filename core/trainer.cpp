@@ -48,11 +48,12 @@ std::string Trainer::summary() const {
   const TrainConfig& c = s.cfg;
   std::string out = format("model: {} on {}\n", describe(s.mcfg), s.backend.describe());
   const ModelMemory m = s.model->memory();
-  out += format("memory: {} held by the model: parameters {}, gradients {}, AdamW moments {}, activations {} "
+  const DType grad_dtype = s.model->options().fp32_gradients ? DType::fp32 : s.model->dtype();
+  out += format("memory: {} held by the model: parameters {}, gradients {} ({}), AdamW moments {}, activations {} "
                 "(logits {}), backward scratch {}\n",
                 human_bytes(double(m.total())), human_bytes(double(m.parameters)), human_bytes(double(m.gradients)),
-                human_bytes(double(m.optimizer)), human_bytes(double(m.activations)), human_bytes(double(m.logits)),
-                human_bytes(double(m.scratch)));
+                dtype_name(grad_dtype), human_bytes(double(m.optimizer)), human_bytes(double(m.activations)),
+                human_bytes(double(m.logits)), human_bytes(double(m.scratch)));
   if (!s.origin.empty()) {
     out += format("{} {} (step {})\n", s.resumed ? "resuming from" : "initialised from", s.origin, s.step);
   }

@@ -782,6 +782,8 @@ TEST_CASE("on the cpu, --dtype bf16 --grad-dtype fp32 trains; stopped and resume
   const Run bf16_grads = train(run + "--run-dir " + dir + "/bf16_grads");
   REQUIRE(bf16_grads.code == 0);
   CHECK(memory_line(bf16_grads.output) != memory_line(fp32.whole.output));
+  CHECK_THAT(memory_line(fp32.whole.output), Catch::Contains(" (fp32), AdamW"));
+  CHECK_THAT(memory_line(bf16_grads.output), Catch::Contains(" (bf16), AdamW"));
   CHECK(check_close_losses(dir + "/straight", dir + "/bf16_grads", 4, 0.01) < 4);
   CHECK(losses(dir + "/bf16_grads").at(0).first == fp32_grads[0].first);
 }

@@ -515,8 +515,8 @@ TEST_CASE("run length from steps, epochs or tokens; validation over fixed batche
   CHECK(m.total() > 0);
   CHECK(m.optimizer == 2 * m.parameters);  // fp32: the master is the parameters, m and v as large
   CHECK_THAT(fixed.summary(),
-             Catch::Contains(format("memory: {} held by the model: parameters {}, gradients {}, AdamW moments {}, "
-                                    "activations {} (logits {}), backward scratch {}\n",
+             Catch::Contains(format("memory: {} held by the model: parameters {}, gradients {} (fp32), AdamW "
+                                    "moments {}, activations {} (logits {}), backward scratch {}\n",
                                     human_bytes(double(m.total())), human_bytes(double(m.parameters)),
                                     human_bytes(double(m.gradients)), human_bytes(double(m.optimizer)),
                                     human_bytes(double(m.activations)), human_bytes(double(m.logits)),
