@@ -49,7 +49,14 @@ void write_file_atomic(const std::string& path, const std::function<bool(FILE*)>
   if (target.in_place) {
     FILE* f = std::fopen(target.path.c_str(), "wb");
     if (!f) throw Error(format("cannot write {}: {}", path, std::strerror(errno)));
-    bool ok = write(f) && std::fflush(f) == 0;
+    bool ok = false;
+    try {
+      ok = write(f);
+    } catch (...) {
+      std::fclose(f);
+      throw;
+    }
+    ok = ok && std::fflush(f) == 0;
     const int saved_errno = errno;
     ok = std::fclose(f) == 0 && ok;
     if (!ok) throw Error(format("writing {} failed: {}", path, std::strerror(saved_errno ? saved_errno : errno)));
@@ -59,7 +66,14 @@ void write_file_atomic(const std::string& path, const std::function<bool(FILE*)>
   const TemporaryFile on_signal(tmp);  // removed if a signal ends the program meanwhile
   FILE* f = std::fopen(tmp.c_str(), "wb");
   if (!f) throw Error(format("cannot write {}: {}", tmp, std::strerror(errno)));
-  bool ok = write(f);
+  bool ok = false;
+  try {
+    ok = write(f);
+  } catch (...) {  // the writer's own error (a damaged source it streams from): no file is left
+    std::fclose(f);
+    std::remove(tmp.c_str());
+    throw;
+  }
   ok = ok && std::fflush(f) == 0 && ::fsync(fileno(f)) == 0;
   const int saved_errno = errno;
   ok = std::fclose(f) == 0 && ok;

@@ -29,7 +29,8 @@ void sync_directory(const std::filesystem::path& file);
 
 // Writes path through "<path>.tmp": write(file) puts the bytes (false: it failed), then the file is
 // flushed, fsync'ed and renamed and its directory synced; on failure the temporary file is removed
-// and the old file survives. Throws Error naming the path. The path is resolve_write_target's:
+// and the old file survives. Throws Error naming the path; an exception from write() itself passes
+// through, the temporary file removed. The path is resolve_write_target's:
 // through a link to the file behind it, into a device or FIFO directly. A signal that ends the
 // program meanwhile removes "<path>.tmp" where the program asked for that (core/signal_cleanup.hpp).
 void write_file_atomic(const std::string& path, const std::function<bool(FILE*)>& write);

@@ -11,6 +11,7 @@
 #include <limits>
 #include <typeinfo>
 
+#include "common/test_common.hpp"
 #include "core/check.hpp"
 
 namespace gpt2cc::test {
@@ -97,12 +98,6 @@ bool log_refusals() {
 }
 
 }  // namespace
-
-std::string read_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  REQUIRE(in);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
 
 void write_bytes(const std::string& path, const std::string& bytes) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);

@@ -18,7 +18,6 @@
 
 namespace gpt2cc::test {
 
-std::string read_bytes(const std::string& path);
 void write_bytes(const std::string& path, const std::string& bytes);
 
 // One random change to `bytes`, or to the tree `j`; returns what it did.

@@ -13,6 +13,7 @@
 #include <exception>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 #include <utility>
 
@@ -159,6 +160,12 @@ void ScopedEnv::set(const std::optional<std::string>& value) {
     REQUIRE(setenv(name_.c_str(), value->c_str(), 1) == 0);
   else
     REQUIRE(unsetenv(name_.c_str()) == 0);
+}
+
+std::string read_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  REQUIRE(in);
+  return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
 std::string temp_dir(const std::string& name) {

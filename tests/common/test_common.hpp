@@ -52,6 +52,8 @@ std::string data_dir();
 std::string fixture_path(const std::string& name);  // <source>/tests/fixtures/<name>
 // A fresh empty directory under the build tree (or /tmp) for one test's files.
 std::string temp_dir(const std::string& name);
+// A file's bytes, as they are (the test fails where it cannot be opened).
+std::string read_bytes(const std::string& path);
 // A shell fragment (no single quotes: it goes inside sh -c '...') that waits until the process
 // $pid blocks opening a FIFO, as a write held by a FIFO planted at its path does: its
 // /proc/PID/wchan reads wait_for_partner (Linux 5+; fifo_open or pipe_wait before). 10 s at

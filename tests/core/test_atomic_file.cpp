@@ -19,13 +19,6 @@
 using namespace gpt2cc;
 namespace fs = std::filesystem;
 
-namespace {
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-}  // namespace
-
 TEST_CASE("write_file_atomic replaces a file whole, through links, and writes devices in place", "[atomic]") {
   const std::string dir = test::temp_dir("atomic_file");
 
@@ -33,7 +26,7 @@ TEST_CASE("write_file_atomic replaces a file whole, through links, and writes de
     const std::string path = dir + "/plain.txt";
     std::ofstream(path) << "old";
     write_file_atomic(path, "new");
-    CHECK(slurp(path) == "new");
+    CHECK(test::read_bytes(path) == "new");
     CHECK_FALSE(fs::exists(path + ".tmp"));
     CHECK(resolve_write_target(path).path == path);
     CHECK_FALSE(resolve_write_target(path).in_place);
@@ -45,7 +38,7 @@ TEST_CASE("write_file_atomic replaces a file whole, through links, and writes de
     fs::create_symlink("real/target.txt", link);
     write_file_atomic(link, "new");
     CHECK(fs::is_symlink(link));
-    CHECK(slurp(file) == "new");
+    CHECK(test::read_bytes(file) == "new");
     CHECK_FALSE(fs::exists(link + ".tmp"));
     CHECK_FALSE(fs::exists(file + ".tmp"));
     CHECK(resolve_write_target(link).path == fs::canonical(file).string());
@@ -55,7 +48,7 @@ TEST_CASE("write_file_atomic replaces a file whole, through links, and writes de
     fs::create_symlink("made.txt", link);
     write_file_atomic(link, "made");
     CHECK(fs::is_symlink(link));
-    CHECK(slurp(dir + "/made.txt") == "made");
+    CHECK(test::read_bytes(dir + "/made.txt") == "made");
   }
   SECTION("a chain of dangling links: the file at its end is created, the links stay") {
     // a -> b -> chained.txt: every hop is followed, not just the first.
@@ -64,7 +57,7 @@ TEST_CASE("write_file_atomic replaces a file whole, through links, and writes de
     write_file_atomic(dir + "/a", "chained");
     CHECK(fs::is_symlink(dir + "/a"));
     CHECK(fs::is_symlink(dir + "/b"));
-    CHECK(slurp(dir + "/chained.txt") == "chained");
+    CHECK(test::read_bytes(dir + "/chained.txt") == "chained");
   }
   SECTION("a FIFO is written into and stays a FIFO") {
     const std::string fifo = dir + "/fifo";
@@ -96,7 +89,18 @@ TEST_CASE("write_file_atomic replaces a file whole, through links, and writes de
     std::ofstream(path) << "old";
     CHECK_THROWS_WITH(write_file_atomic(path, [](FILE*) { return false; }),
                       Catch::StartsWith("writing " + path + " failed") && Catch::Contains("is unchanged"));
-    CHECK(slurp(path) == "old");
+    CHECK(test::read_bytes(path) == "old");
+    CHECK_FALSE(fs::exists(path + ".tmp"));
+  }
+  SECTION("a writer that throws (a damaged source it streams from): its error, the file as it was") {
+    const std::string path = dir + "/kept_on_throw.txt";
+    std::ofstream(path) << "old";
+    const auto throwing = [](FILE* f) -> bool {
+      std::fputs("half", f);
+      fail_input("the source is damaged");
+    };
+    CHECK_THROWS_AS(write_file_atomic(path, throwing), InputError);
+    CHECK(test::read_bytes(path) == "old");
     CHECK_FALSE(fs::exists(path + ".tmp"));
   }
 }

@@ -48,11 +48,6 @@ std::string write_file(const std::string& path, const std::string& bytes) {
   return path;
 }
 
-std::string read_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(f), {});
-}
-
 struct Run {
   int code;
   std::string output;
@@ -63,7 +58,7 @@ struct Run {
 Run run_prepare(const std::string& args, const std::string& dir, const std::string& shell = "") {
   std::string log = dir + "/prepare.log";
   int status = std::system((shell + "timeout 120 " + prepare_binary() + " " + args + " > " + log + " 2>&1").c_str());
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, read_file(log)};
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, test::read_bytes(log)};
 }
 
 // Runs prepare with `args`, and once it has created <out>/.prepare.tmp (its run has begun) and
@@ -93,7 +88,7 @@ Signalled interrupt_prepare(const std::vector<std::string>& args, const std::str
   usleep(100'000);
   kill(pid, signal);
   waitpid(pid, &status, 0);
-  return {status, read_file(log)};
+  return {status, test::read_bytes(log)};
 }
 
 std::vector<uint32_t> read_tokens(const std::string& path) {
@@ -157,7 +152,7 @@ TEST_CASE("prepare writes the documents of every format as <|endoftext|> + token
     REQUIRE(r.code == 0);
     CHECK(split_tokens(out + "/train") == expected(tok, c.docs));
     CHECK(split_tokens(out + "/val").empty());
-    auto manifest = nlohmann::json::parse(read_file(out + "/manifest.json"));
+    auto manifest = nlohmann::json::parse(test::read_bytes(out + "/manifest.json"));
     CHECK(manifest["train"]["documents"] == c.docs.size());
     CHECK(manifest["input_format"] == c.format);
     CHECK(manifest["files"][0]["documents"] == c.docs.size());
@@ -180,7 +175,7 @@ TEST_CASE("prepare splits by document, rolls shards over and feeds the loader", 
   Run r = run_prepare(args + " --out " + dir + "/a", dir);
   INFO(r.output);
   REQUIRE(r.code == 0);
-  auto manifest = nlohmann::json::parse(read_file(dir + "/a/manifest.json"));
+  auto manifest = nlohmann::json::parse(test::read_bytes(dir + "/a/manifest.json"));
   uint64_t train_docs = manifest["train"]["documents"], val_docs = manifest["val"]["documents"];
   CHECK(train_docs + val_docs == 200);
   CHECK(val_docs > 5);
@@ -269,12 +264,12 @@ TEST_CASE("a failed run leaves the output directory as it was", "[data]") {
                   out);
   };
   REQUIRE(run_prepare(args(good), dir).code == 0);
-  const std::string manifest = read_file(out + "/manifest.json"), shard = read_file(out + "/train/shard_000000.bin");
+  const std::string manifest = test::read_bytes(out + "/manifest.json"), shard = test::read_bytes(out + "/train/shard_000000.bin");
   REQUIRE(!shard.empty());
   auto unchanged = [&] {
-    CHECK(read_file(out + "/manifest.json") == manifest);
+    CHECK(test::read_bytes(out + "/manifest.json") == manifest);
     CHECK(list_shards(out + "/train") == std::vector<std::string>{out + "/train/shard_000000.bin"});
-    CHECK(read_file(out + "/train/shard_000000.bin") == shard);
+    CHECK(test::read_bytes(out + "/train/shard_000000.bin") == shard);
     CHECK(!fs::exists(out + "/.prepare.tmp"));
   };
 
@@ -368,16 +363,16 @@ TEST_CASE("an interrupted run cleans up and leaves the output directory as it wa
                                gpt2_dir(), out),
                         dir)
                 .code == 0);
-    const std::string manifest = read_file(out + "/manifest.json"), shard = read_file(out + "/train/shard_000000.bin");
+    const std::string manifest = test::read_bytes(out + "/manifest.json"), shard = test::read_bytes(out + "/train/shard_000000.bin");
     std::vector<std::string> overwrite = args(out);
     overwrite.push_back("--overwrite");
     Signalled r = interrupt_prepare(overwrite, out, SIGTERM, dir);
     INFO(r.output);
     REQUIRE(WIFEXITED(r.status));
     CHECK(WEXITSTATUS(r.status) == 143);
-    CHECK(read_file(out + "/manifest.json") == manifest);
+    CHECK(test::read_bytes(out + "/manifest.json") == manifest);
     CHECK(list_shards(out + "/train") == std::vector<std::string>{out + "/train/shard_000000.bin"});
-    CHECK(read_file(out + "/train/shard_000000.bin") == shard);
+    CHECK(test::read_bytes(out + "/train/shard_000000.bin") == shard);
     CHECK(!fs::exists(out + "/.prepare.tmp"));
   }
 }
@@ -476,7 +471,7 @@ TEST_CASE("prepare skips hidden files of an input directory", "[data]") {
   INFO(r.output);
   REQUIRE(r.code == 0);
   CHECK(split_tokens(dir + "/out/train") == expected(tok, {"The visible document."}));
-  auto manifest = nlohmann::json::parse(read_file(dir + "/out/manifest.json"));
+  auto manifest = nlohmann::json::parse(test::read_bytes(dir + "/out/manifest.json"));
   CHECK(manifest["files"].size() == 1);
 }
 

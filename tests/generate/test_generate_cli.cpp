@@ -79,13 +79,6 @@ struct Run {
   std::string out, err;
 };
 
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 void write(const std::string& path, const std::string& text) { std::ofstream(path, std::ios::binary) << text; }
 
 // Runs generate with `args` (shell syntax), optionally with --checkpoint of the fixture. One
@@ -99,7 +92,7 @@ Run generate_cli(const std::string& args, bool with_checkpoint = true, const std
                     args + " < " + f.dir + "/stdin.txt > " + f.dir + "/out.txt 2> " + f.dir + "/err.txt";
   int status = std::system(cmd.c_str());
   REQUIRE(WIFEXITED(status));
-  Run r{WEXITSTATUS(status), slurp(f.dir + "/out.txt"), slurp(f.dir + "/err.txt")};
+  Run r{WEXITSTATUS(status), test::read_bytes(f.dir + "/out.txt"), test::read_bytes(f.dir + "/err.txt")};
   INFO(cmd << "\nstdout: " << r.out << "\nstderr: " << r.err);
   return r;
 }
@@ -243,7 +236,7 @@ TEST_CASE("generate fails with exit code 1 when its output cannot be written", "
     INFO(cmd);
     REQUIRE(WIFEXITED(status));
     CHECK(WEXITSTATUS(status) == 1);
-    CHECK_THAT(slurp(f.dir + "/err.txt"),
+    CHECK_THAT(test::read_bytes(f.dir + "/err.txt"),
                Catch::Contains("generate: error: writing standard output failed: "));
   }
 }

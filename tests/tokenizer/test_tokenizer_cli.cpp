@@ -19,13 +19,6 @@ struct Result {
   std::string out, err;
 };
 
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 // The exit code of a shell command (-1: it did not exit, e.g. killed by a signal).
 int shell(const std::string& command) {
   int status = std::system(command.c_str());
@@ -36,7 +29,7 @@ int shell(const std::string& command) {
 Result cli(const std::string& dir, const std::string& args) {
   int code = shell(std::string("'") + GPT2CC_TOKENIZER_CLI + "' " + args + " > '" + dir + "/out.txt' 2> '" + dir +
                    "/err.txt'");
-  return {code, slurp(dir + "/out.txt"), slurp(dir + "/err.txt")};
+  return {code, test::read_bytes(dir + "/out.txt"), test::read_bytes(dir + "/err.txt")};
 }
 
 }  // namespace
@@ -67,7 +60,7 @@ TEST_CASE("tokenizer CLI: train, encode, decode and stats end to end", "[tokeniz
     REQUIRE(r.code == 0);
     CHECK(r.out == corpus);
   }
-  std::string ids_text = slurp(dir + "/ids.bin");  // u32 from the last round
+  std::string ids_text = test::read_bytes(dir + "/ids.bin");  // u32 from the last round
   CHECK(ids_text.size() == 4 * tok.encode(corpus).size());
 
   r = cli(dir, "encode --tokenizer '" + dir + "/tok' --input '" + dir + "/corpus.txt'");
@@ -175,7 +168,7 @@ TEST_CASE("tokenizer CLI: user errors exit 2 naming the problem", "[tokenizer][c
   std::string bad = dir + "/badtok";
   r = cli(dir, "train --out '" + bad + "' --vocab-size 300 --special '' '" + dir + "/ids.txt'");
   REQUIRE(r.code == 0);
-  std::string merges = slurp(bad + "/merges.txt");
+  std::string merges = test::read_bytes(bad + "/merges.txt");
   std::ofstream(bad + "/merges.txt", std::ios::binary) << merges << "this line is bad\n";
   r = cli(dir, "encode --tokenizer '" + bad + "' --input /dev/null");
   CHECK(r.code == 2);
@@ -186,7 +179,7 @@ TEST_CASE("tokenizer CLI: user errors exit 2 naming the problem", "[tokenizer][c
   std::string cut = dir + "/cut";
   std::filesystem::create_directories(cut);
   std::filesystem::copy_file(gpt2 + "/encoder.json", cut + "/encoder.json");
-  std::string all_merges = slurp(gpt2 + "/vocab.bpe");
+  std::string all_merges = test::read_bytes(gpt2 + "/vocab.bpe");
   size_t at = 0;
   for (int n = 0; n < 25000; ++n) at = all_merges.find('\n', at) + 1;
   std::ofstream(cut + "/vocab.bpe", std::ios::binary) << all_merges.substr(0, at);
@@ -237,7 +230,7 @@ TEST_CASE("tokenizer CLI: directories, failed reads and writes; no FILE.tmp left
   std::ofstream(dir + "/ids.txt") << "15496 995\n1 99999\n";
   Result r = cli(dir, "decode --tokenizer '" + gpt2 + "' --input '" + dir + "/ids.txt' --output '" + out + "'");
   CHECK(r.code == 2);
-  CHECK(slurp(out) == "old");
+  CHECK(test::read_bytes(out) == "old");
   CHECK_FALSE(std::filesystem::exists(out + ".tmp"));
 
   // A full disk (a 4 KiB file size limit, SIGXFSZ ignored so that write() fails with EFBIG): an
@@ -252,17 +245,17 @@ TEST_CASE("tokenizer CLI: directories, failed reads and writes; no FILE.tmp left
     const std::string limited =
         "trap '' XFSZ; ulimit -f 8; exec " + encode + " --format " + fmt + " --output '" + out + "'";
     CHECK(shell("sh -c \"" + limited + "\" 2> '" + dir + "/err.txt'") == 1);
-    CHECK_THAT(slurp(dir + "/err.txt"), Catch::Contains("writing " + out + " failed (disk full?)"));
-    CHECK(slurp(out) == "old");
+    CHECK_THAT(test::read_bytes(dir + "/err.txt"), Catch::Contains("writing " + out + " failed (disk full?)"));
+    CHECK(test::read_bytes(out) == "old");
     CHECK_FALSE(std::filesystem::exists(out + ".tmp"));
   }
   // Standard output that cannot be written.
   CHECK(shell(encode + " > /dev/full 2> '" + dir + "/err.txt'") == 1);
-  CHECK_THAT(slurp(dir + "/err.txt"), Catch::Contains("writing stdout failed"));
+  CHECK_THAT(test::read_bytes(dir + "/err.txt"), Catch::Contains("writing stdout failed"));
   const std::string stats = std::string("'") + GPT2CC_TOKENIZER_CLI + "' stats --tokenizer '" + gpt2 + "' '" + dir +
                             "/big.txt'";
   CHECK(shell(stats + " > /dev/full 2> '" + dir + "/err.txt'") == 1);
-  CHECK_THAT(slurp(dir + "/err.txt"), Catch::Contains("writing stdout failed"));
+  CHECK_THAT(test::read_bytes(dir + "/err.txt"), Catch::Contains("writing stdout failed"));
 
   // --output through a link: the file behind it gets the text, the link stays; into a FIFO: the
   // text goes through it (a reader beside), and it stays a FIFO, as /dev/null would stay a device.
@@ -273,13 +266,13 @@ TEST_CASE("tokenizer CLI: directories, failed reads and writes; no FILE.tmp left
   std::filesystem::create_symlink(file, link);
   CHECK(cli(dir, hello + "'" + link + "'").code == 0);
   CHECK(std::filesystem::is_symlink(link));
-  CHECK(slurp(file) == "15496 995\n");
+  CHECK(test::read_bytes(file) == "15496 995\n");
   REQUIRE(shell("mkfifo '" + fifo + "'") == 0);
   // The reader under `timeout`: a CLI that failed before opening the FIFO would leave it blocked.
   CHECK(shell("timeout 60 cat '" + fifo + "' > '" + dir + "/drained.txt' & '" + GPT2CC_TOKENIZER_CLI + "' " + hello +
               "'" + fifo + "'; status=$?; wait; exit $status") == 0);
   CHECK(std::filesystem::is_fifo(fifo));
-  CHECK(slurp(dir + "/drained.txt") == "15496 995\n");
+  CHECK(test::read_bytes(dir + "/drained.txt") == "15496 995\n");
   CHECK(cli(dir, hello + "''").code == 2);
 }
 
@@ -291,8 +284,8 @@ TEST_CASE("bench_tokenizer refuses --mb out of (0, 1e6], a directory and no text
   std::ofstream(dir + "/empty.txt");
   const std::string bench = std::string("'") + GPT2CC_BENCH_TOKENIZER + "' --tokenizer '" + gpt2 + "' --reps 1 ";
   const auto run = [&](const std::string& args) {
-    return Result{shell(bench + args + " > '" + dir + "/out.txt' 2> '" + dir + "/err.txt'"), slurp(dir + "/out.txt"),
-                  slurp(dir + "/err.txt")};
+    return Result{shell(bench + args + " > '" + dir + "/out.txt' 2> '" + dir + "/err.txt'"), test::read_bytes(dir + "/out.txt"),
+                  test::read_bytes(dir + "/err.txt")};
   };
   for (const char* mb : {"0", "-1", "-0.5", "1e7"}) {
     INFO("--mb " << mb);
