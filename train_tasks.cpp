@@ -90,7 +90,10 @@ void evaluate_checkpoint(const TrainConfig& c, Backend& backend) {
 
 void export_checkpoint_hf(const TrainConfig& c) {
   const std::string path = given_checkpoint(c);
-  const Checkpoint ckpt = load_checkpoint(path, false);
+  // The header now; the parameters stream from the file into model.safetensors below (a damaged
+  // file fails there, the checksum at its end, and leaves no model.safetensors).
+  CheckpointReader reader(path);
+  const CheckpointInfo& ckpt = reader.info();
   check_shape_flags(c, ckpt.config, path);
   std::string tokenizer_dir = c.tokenizer_dir.empty() ? ckpt.tokenizer_dir : c.tokenizer_dir;
   std::string no_tokenizer = "the checkpoint records none";
@@ -111,8 +114,9 @@ void export_checkpoint_hf(const TrainConfig& c) {
   INPUT_CHECK(!ec && std::filesystem::is_directory(c.export_hf), "--export-hf {}: cannot make a directory there: {}",
               c.export_hf, ec ? ec.message() : "a file of that name is in the way");
   check_export_directory(c.export_hf, tokenizer.has_value());
-  save_hf_gpt2(c.export_hf, ckpt.config, ckpt.params,
-               tokenizer ? tokenizer->special_id("<|endoftext|>") : std::nullopt);
+  save_hf_gpt2(
+      c.export_hf, ckpt.config, [&](const CheckpointSink& take) { reader.read_arrays(take, false); },
+      tokenizer ? tokenizer->special_id("<|endoftext|>") : std::nullopt);
   if (tokenizer) tokenizer->save(c.export_hf);
   std::cout << "exported " << path << " (" << describe(ckpt.config) << ", step " << ckpt.step << ") to "
             << c.export_hf << ": model.safetensors, config.json"

@@ -58,6 +58,33 @@ void transpose_into(float* dst, const float* src, size_t rows, size_t cols) {
     for (size_t c = 0; c < cols; ++c) dst[r * cols + c] = src[c * rows + r];
 }
 
+// Every tensor gpt2cc needs: its name, its shape as Hugging Face lays it out, where it goes.
+struct Part {
+  std::string name;
+  std::vector<size_t> shape;
+  size_t offset;  // in gpt2cc's buffer
+  bool transpose;
+};
+
+// fn(part) for every tensor of a GPT-2 of `cfg`, names after `prefix`, one at a time in gpt2cc's
+// parameter order (core/params.hpp: wte, wpe, then each per-layer parameter for every layer in
+// turn, ln_f), so by increasing offset. wte's part is its V rows; the padded ones are not stored.
+template <class F>
+void for_each_part(const ModelConfig& cfg, const std::string& prefix, F&& fn) {
+  const ParameterLayout layout(cfg);
+  const size_t L = size_t(cfg.num_layers);
+  fn(Part{prefix + "wte.weight", {size_t(cfg.vocab_size), size_t(cfg.channels)}, layout[Param::wte].offset, false});
+  fn(Part{prefix + "wpe.weight", layout[Param::wpe].shape, layout[Param::wpe].offset, false});
+  for (const LayerTensor& lt : kLayerTensors) {
+    const ParamTensor& t = layout[lt.param];
+    for (size_t l = 0; l < L; ++l)
+      fn(Part{prefix + "h." + std::to_string(l) + "." + lt.hf_name, hf_shape(t, lt.transpose), t.offset + l * (t.numel / L),
+              lt.transpose});
+  }
+  fn(Part{prefix + "ln_f.weight", layout[Param::lnfw].shape, layout[Param::lnfw].offset, false});
+  fn(Part{prefix + "ln_f.bias", layout[Param::lnfb].shape, layout[Param::lnfb].offset, false});
+}
+
 fs::path weights_path(const std::string& path) {
   return fs::is_directory(path) ? fs::path(path) / kWeightsFile : fs::path(path);
 }
@@ -161,14 +188,6 @@ ModelConfig model_config(const nlohmann::json& j, const std::string& file) {
 // other file is missing, the tokenizer's reader says which (not "records no tokenizer").
 bool holds_tokenizer(const fs::path& dir) { return tokenizer_file_pair(dir) != nullptr; }
 
-// Every tensor gpt2cc needs: its name, its shape as Hugging Face lays it out, where it goes.
-struct Part {
-  std::string name;
-  std::vector<size_t> shape;
-  size_t offset;  // in gpt2cc's buffer
-  bool transpose;
-};
-
 }  // namespace
 
 bool is_hf_gpt2(const std::string& path) {
@@ -237,7 +256,6 @@ HfGpt2Weights::HfGpt2Weights(const std::string& path) : impl_(std::make_unique<I
   s.file.emplace(weights.string());
   const safetensors::File& file = *s.file;
   const std::string prefix = file.contains("transformer.wte.weight") ? "transformer." : "";
-  const ParameterLayout layout(cfg);
   const size_t V = cfg.vocab_size, C = cfg.channels;
 
   // Each checked against the header as it is listed, before anything is allocated: present, with
@@ -255,17 +273,7 @@ HfGpt2Weights::HfGpt2Weights(const std::string& path) : impl_(std::make_unique<I
     expected.insert(part.name);
     parts.push_back(std::move(part));
   };
-  add({prefix + "wte.weight", {V, C}, layout[Param::wte].offset, false});  // rows V..Vp-1: 0
-  add({prefix + "wpe.weight", layout[Param::wpe].shape, layout[Param::wpe].offset, false});
-  for (int l = 0; l < cfg.num_layers; ++l) {
-    for (const LayerTensor& lt : kLayerTensors) {
-      const ParamTensor& t = layout[lt.param];
-      add({prefix + "h." + std::to_string(l) + "." + lt.hf_name, hf_shape(t, lt.transpose),
-           t.offset + l * (t.numel / cfg.num_layers), lt.transpose});
-    }
-  }
-  add({prefix + "ln_f.weight", layout[Param::lnfw].shape, layout[Param::lnfw].offset, false});
-  add({prefix + "ln_f.bias", layout[Param::lnfb].shape, layout[Param::lnfb].offset, false});
+  for_each_part(cfg, prefix, add);
   // Nothing unknown beside them.
   for (const auto& [name, info] : file.tensors()) {
     if (expected.count(name)) continue;
@@ -291,6 +299,7 @@ const CheckpointInfo& HfGpt2Weights::info() const { return impl_->info; }
 void HfGpt2Weights::read_params(const CheckpointSink& sink) const {
   const Impl& s = *impl_;
   const safetensors::File& file = *s.file;
+  const ModelConfig& cfg = s.info.config;
   std::vector<float> piece, head;
   const auto give = [&](size_t offset, const float* values, size_t n) {
     for_each_checkpoint_piece(n, [&](size_t at, size_t count) {
@@ -307,11 +316,11 @@ void HfGpt2Weights::read_params(const CheckpointSink& sink) const {
       continue;
     }
     // In pieces (wte is the largest tensor), each of wte's checked against lm_head's when saved.
-    const bool tied = s.has_lm_head && part.offset == s.parts.front().offset;
+    const bool wte = &part == &s.parts.front();
     for_each_checkpoint_piece(n, [&](size_t at, size_t count) {
       piece.resize(count);
       file.read_float(part.name, at, piece);
-      if (tied) {
+      if (wte && s.has_lm_head) {
         head.resize(count);
         file.read_float("lm_head.weight", at, head);
         INPUT_CHECK(head == piece,
@@ -321,12 +330,11 @@ void HfGpt2Weights::read_params(const CheckpointSink& sink) const {
       }
       give(part.offset + at, piece.data(), count);
     });
+    if (!wte) continue;
+    // wte's padded rows (V..Vp-1, fewer than 128) are zeros, as in any gpt2cc model.
+    piece.assign(size_t(cfg.padded_vocab_size - cfg.vocab_size) * size_t(cfg.channels), 0.0f);
+    give(part.offset + n, piece.data(), piece.size());
   }
-  // wte's padded rows (V..Vp-1, fewer than 128) are zeros, as in any gpt2cc model.
-  const ModelConfig& cfg = s.info.config;
-  const size_t C = cfg.channels;
-  piece.assign(size_t(cfg.padded_vocab_size - cfg.vocab_size) * C, 0.0f);
-  give(s.parts.front().offset + size_t(cfg.vocab_size) * C, piece.data(), piece.size());
 }
 
 Checkpoint load_hf_gpt2(const std::string& path) {
@@ -342,38 +350,67 @@ Checkpoint load_hf_gpt2(const std::string& path) {
 
 void save_hf_gpt2(const std::string& dir, const ModelConfig& config, const std::vector<float>& params,
                   std::optional<int> eot_id) {
-  const ParameterLayout layout(config);
-  ENSURE(params.size() == layout.total(), "save_hf_gpt2: {} parameters for a model of {}", params.size(),
-         layout.total());
+  ENSURE(params.size() == ParameterLayout(config).total(), "save_hf_gpt2: {} parameters for a model of {}",
+         params.size(), ParameterLayout(config).total());
+  const auto stream = [&](const CheckpointSink& take) {
+    for_each_checkpoint_piece(params.size(), [&](size_t at, size_t count) {
+      take(CheckpointArray::params, at, std::span<const float>(params.data() + at, count));
+    });
+  };
+  save_hf_gpt2(dir, config, stream, eot_id);
+}
+
+void save_hf_gpt2(const std::string& dir, const ModelConfig& config,
+                  const std::function<void(const CheckpointSink& take)>& params, std::optional<int> eot_id) {
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) throw Error(format("cannot create {}: {}", dir, ec.message()));
 
-  const size_t V = config.vocab_size, C = config.channels;
-  std::vector<std::vector<float>> transposed;  // keeps the transposed copies alive until written
-  std::vector<safetensors::F32Tensor> tensors;
-  const float* base = params.data();
-  tensors.push_back({"wte.weight", {V, C}, base + layout[Param::wte].offset});
-  tensors.push_back({"wpe.weight", layout[Param::wpe].shape, base + layout[Param::wpe].offset});
-  transposed.reserve(static_cast<size_t>(config.num_layers) * std::size(kLayerTensors));
-  for (int l = 0; l < config.num_layers; ++l) {
-    for (const LayerTensor& lt : kLayerTensors) {
-      const ParamTensor& t = layout[lt.param];
-      const float* src = base + t.offset + l * (t.numel / config.num_layers);
-      const std::string name = "h." + std::to_string(l) + "." + lt.hf_name;
-      const std::vector<size_t> shape = hf_shape(t, lt.transpose);
-      if (lt.transpose) {
-        // gpt2cc (out, in) = (shape[1], shape[0]) -> Hugging Face [in, out].
-        std::vector<float>& copy = transposed.emplace_back(t.numel / config.num_layers);
-        transpose_into(copy.data(), src, shape[0], shape[1]);
-        src = copy.data();
+  std::vector<Part> parts;
+  for_each_part(config, "", [&](Part part) { parts.push_back(std::move(part)); });
+  std::vector<safetensors::F32TensorSpec> specs;
+  for (const Part& part : parts) specs.push_back({part.name, part.shape});
+  const size_t N = ParameterLayout(config).total();
+  // The parameters come in gpt2cc's order, which is the parts' order: each part's values go to the
+  // file as they come, but for a Conv1D weight, gathered whole to be transposed ((out, in) -> [in,
+  // out]); the values before a part's offset (wte's padded rows) are not exported.
+  const auto produce = [&](const safetensors::F32Writer& write) {
+    size_t at = 0, next = 0;  // the next parameter expected; the part it belongs to
+    std::vector<float> matrix, transposed;
+    params([&](CheckpointArray array, size_t offset, std::span<const float> piece) {
+      ENSURE(array == CheckpointArray::params && offset == at && piece.size() <= N - at,
+             "save_hf_gpt2: parameters [{}, {}) given where {} of {} were expected next", offset,
+             offset + piece.size(), at, N);
+      at += piece.size();
+      while (!piece.empty() && next < parts.size()) {
+        const Part& part = parts[next];
+        if (offset < part.offset) {
+          const size_t skip = std::min(piece.size(), part.offset - offset);
+          piece = piece.subspan(skip);
+          offset += skip;
+          continue;
+        }
+        const size_t n = safetensors::numel(part.shape), into = offset - part.offset;
+        const size_t count = std::min(piece.size(), n - into);
+        if (!part.transpose) {
+          write(piece.first(count));
+        } else {
+          matrix.resize(n);
+          std::copy_n(piece.begin(), count, matrix.begin() + std::ptrdiff_t(into));
+          if (into + count == n) {
+            transposed.resize(n);
+            transpose_into(transposed.data(), matrix.data(), part.shape[0], part.shape[1]);
+            write(transposed);
+          }
+        }
+        piece = piece.subspan(count);
+        offset += count;
+        next += into + count == n;
       }
-      tensors.push_back({name, shape, src});
-    }
-  }
-  tensors.push_back({"ln_f.weight", layout[Param::lnfw].shape, base + layout[Param::lnfw].offset});
-  tensors.push_back({"ln_f.bias", layout[Param::lnfb].shape, base + layout[Param::lnfb].offset});
-  safetensors::write_f32((fs::path(dir) / kWeightsFile).string(), tensors, {{"format", "pt"}});
+    });
+    ENSURE(at == N && next == parts.size(), "save_hf_gpt2: {} of {} parameters given", at, N);
+  };
+  safetensors::write_f32((fs::path(dir) / kWeightsFile).string(), specs, produce, {{"format", "pt"}});
 
   nlohmann::json j = {{"architectures", {"GPT2LMHeadModel"}},
                       {"model_type", "gpt2"},

@@ -20,6 +20,7 @@
 // cross-attention, scale_attn_by_inverse_layer_idx false; anything else is refused naming the field.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -49,8 +50,9 @@ std::string hf_gpt2_tokenizer_dir(const std::string& path);
 // hf_gpt2_tokenizer_dir(path). Opening reads config.json and the safetensors header and checks
 // every tensor's name and shape, throwing InputError naming the file and the tensor or field for
 // anything it cannot map; read_params then reads the tensors into `sink` (core/checkpoint.hpp)
-// one at a time, or a piece of one at a time (each at most kCheckpointPiece floats, the order the
-// tensors', wte's padded rows last, as zeros), so no copy of all the weights is ever held; a saved
+// one at a time, or a piece of one at a time (each at most kCheckpointPiece floats, in gpt2cc's
+// parameter order, each piece where the last ended, as a gpt2cc checkpoint's come: wte's padded
+// rows, as zeros, right after wte), so no copy of all the weights is ever held; a saved
 // lm_head.weight is checked equal to wte on the way (InputError, after some pieces).
 class HfGpt2Weights {
  public:
@@ -73,8 +75,17 @@ Checkpoint load_hf_gpt2(const std::string& path);
 // dir/config.json for `params` (gpt2cc's layout for `config`; the padded vocabulary rows are
 // dropped), each atomically; creates dir. What transformers' GPT2LMHeadModel.from_pretrained(dir)
 // loads. Its bos/eos_token_id is `eot_id` (<|endoftext|> of the tokenizer exported beside it);
-// without one, 50256 for GPT-2's vocabulary size, else null.
+// without one, 50256 for GPT-2's vocabulary size, else null. The tensors' data lie in gpt2cc's
+// parameter order (each per-layer tensor for every layer in turn); readers go by the header.
 void save_hf_gpt2(const std::string& dir, const ModelConfig& config, const std::vector<float>& params,
+                  std::optional<int> eot_id = std::nullopt);
+// The same streamed: `params(take)` passes all the parameters to `take` in gpt2cc's order, each
+// piece where the last ended (as CheckpointReader::read_arrays and HfGpt2Weights::read_params
+// give them), and they go to the file as they come, so that no copy of all the weights is held:
+// one layer's largest matrix twice (to transpose it) at most. An exception from `params` passes
+// through, and the old files survive.
+void save_hf_gpt2(const std::string& dir, const ModelConfig& config,
+                  const std::function<void(const CheckpointSink& take)>& params,
                   std::optional<int> eot_id = std::nullopt);
 
 }  // namespace gpt2cc

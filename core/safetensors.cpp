@@ -174,16 +174,18 @@ void File::read_float(const std::string& name, size_t first, std::span<float> ou
   }
 }
 
-void write_f32(const std::string& path, const std::vector<F32Tensor>& tensors,
+void write_f32(const std::string& path, const std::vector<F32TensorSpec>& tensors,
+               const std::function<void(const F32Writer& write)>& produce,
                const std::map<std::string, std::string>& metadata) {
   nlohmann::json header = nlohmann::json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   uint64_t offset = 0;
-  for (const F32Tensor& t : tensors) {
+  for (const F32TensorSpec& t : tensors) {
     const size_t n = numel(t.shape);
     header[t.name] = {{"dtype", "F32"}, {"shape", t.shape}, {"data_offsets", {offset, offset + 4 * n}}};
     offset += 4 * n;
   }
+  const uint64_t data_bytes = offset;
   std::string text = header.dump();
   text.append((8 - (8 + text.size()) % 8) % 8, ' ');  // pad with spaces: the data starts 8-byte aligned
 
@@ -191,12 +193,29 @@ void write_f32(const std::string& path, const std::vector<F32Tensor>& tensors,
     unsigned char length[8];
     for (int i = 0; i < 8; ++i) length[i] = static_cast<unsigned char>(static_cast<uint64_t>(text.size()) >> (8 * i));
     bool ok = std::fwrite(length, 1, 8, f) == 8 && std::fwrite(text.data(), 1, text.size(), f) == text.size();
-    for (const F32Tensor& t : tensors) {
-      const size_t n = numel(t.shape);
-      ok = ok && (n == 0 || std::fwrite(t.data, sizeof(float), n, f) == n);  // an empty tensor's data may be null
-    }
+    uint64_t written = 0;
+    produce([&](std::span<const float> values) {
+      written += values.size_bytes();
+      ENSURE(written <= data_bytes, "safetensors {}: more values produced than the {} bytes its tensors hold", path,
+             data_bytes);
+      ok = ok && (values.empty() || std::fwrite(values.data(), sizeof(float), values.size(), f) == values.size());
+    });
+    ENSURE(written == data_bytes, "safetensors {}: {} bytes of values produced for tensors of {}", path, written,
+           data_bytes);
     return ok;
   });
+}
+
+void write_f32(const std::string& path, const std::vector<F32Tensor>& tensors,
+               const std::map<std::string, std::string>& metadata) {
+  std::vector<F32TensorSpec> specs;
+  for (const F32Tensor& t : tensors) specs.push_back({t.name, t.shape});
+  write_f32(
+      path, specs,
+      [&](const F32Writer& write) {
+        for (const F32Tensor& t : tensors) write(std::span<const float>(t.data, numel(t.shape)));
+      },
+      metadata);
 }
 
 namespace {

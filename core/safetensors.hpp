@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <span>
 #include <string>
@@ -60,6 +61,19 @@ struct F32Tensor {
 // to path atomically (core/atomic_file.hpp): the old file survives a failure. Throws Error
 // naming the path on I/O failure.
 void write_f32(const std::string& path, const std::vector<F32Tensor>& tensors,
+               const std::map<std::string, std::string>& metadata = {});
+
+// The same file with the values streamed, so that no tensor need be held whole: `produce`, called
+// once, passes every tensor's floats to `write` in the order of `tensors`, in pieces of any size,
+// and they go to the file as they come. An exception from `produce` passes through and the old
+// file survives; producing more or fewer floats than the shapes hold is an Error (a bug).
+struct F32TensorSpec {
+  std::string name;
+  std::vector<size_t> shape;
+};
+using F32Writer = std::function<void(std::span<const float> values)>;
+void write_f32(const std::string& path, const std::vector<F32TensorSpec>& tensors,
+               const std::function<void(const F32Writer& write)>& produce,
                const std::map<std::string, std::string>& metadata = {});
 
 // "[2, 3]": a shape as error messages show it.

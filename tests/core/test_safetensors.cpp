@@ -66,6 +66,44 @@ TEST_CASE("safetensors: written F32 tensors read back exactly, with the header 8
   CHECK_FALSE(std::filesystem::exists(path + ".tmp"));
 }
 
+// The streamed writer: the values come in pieces that cross the tensors' boundaries and land where
+// the whole-tensor writer puts them, byte for byte. A producer that gives fewer or more values than
+// the shapes hold, or that throws (a damaged source), leaves the old file and no temporary one.
+TEST_CASE("safetensors: values streamed in pieces of any size give the same file", "[safetensors]") {
+  const std::vector<float> a = {1.5f, -2.25f, 3.0e-30f, std::numeric_limits<float>::infinity(), -0.0f, 7.0f};
+  const std::vector<float> b = {42.0f, 43.0f, 44.0f};
+  const std::string dir = test::temp_dir("safetensors_stream");
+  st::write_f32(dir + "/whole.safetensors", {{"a", {2, 3}, a.data()}, {"b", {3}, b.data()}}, {{"format", "pt"}});
+  std::vector<float> all = a;
+  all.insert(all.end(), b.begin(), b.end());
+  const std::vector<st::F32TensorSpec> specs = {{"a", {2, 3}}, {"b", {3}}};
+  const auto in_pieces = [&](std::vector<size_t> sizes) {
+    return [&all, sizes](const st::F32Writer& write) {
+      size_t at = 0;
+      for (size_t n : sizes) {
+        write(std::span<const float>(all.data() + at, n));
+        at += n;
+      }
+    };
+  };
+  const std::string path = dir + "/streamed.safetensors";
+  st::write_f32(path, specs, in_pieces({4, 0, 3, 2}), {{"format", "pt"}});  // pieces across a and b, one empty
+  CHECK(test::read_bytes(path) == test::read_bytes(dir + "/whole.safetensors"));
+
+  const std::string before = test::read_bytes(path);
+  CHECK_THROWS_WITH(st::write_f32(path, specs, in_pieces({4, 3})),
+                    Catch::Contains(path) && Catch::Contains("28 bytes of values produced for tensors of 36"));
+  CHECK_THROWS_WITH(st::write_f32(path, specs, in_pieces({9, 1})),
+                    Catch::Contains(path) && Catch::Contains("more values produced than the 36 bytes"));
+  const auto throwing = [&](const st::F32Writer& write) {
+    write(std::span<const float>(all.data(), 5));
+    fail_input("the source is damaged");
+  };
+  CHECK_THROWS_WITH(st::write_f32(path, specs, throwing), "the source is damaged");
+  CHECK(test::read_bytes(path) == before);
+  CHECK_FALSE(std::filesystem::exists(path + ".tmp"));
+}
+
 TEST_CASE("safetensors: F16 and BF16 widen to the exact float", "[safetensors]") {
   CHECK(st::half_to_float(0x3c00) == 1.0f);
   CHECK(st::half_to_float(0xc000) == -2.0f);

@@ -71,11 +71,6 @@ std::vector<safetensors::F32Tensor> tensors_of(const safetensors::File& file,
   return tensors;
 }
 
-std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
 void write_text(const std::string& path, const std::string& text) {
   std::ofstream(path, std::ios::binary) << text;
 }
@@ -147,8 +142,8 @@ TEST_CASE("exported weights are Hugging Face's tensors, names and config, and lo
     CHECK(ours.read_float(hub_name) == theirs.read_float(name));
   }
   // The config fields transformers builds the model from.
-  const json theirs_config = json::parse(read_text(fixture_dir() + "/config.json"));
-  const json ours_config = json::parse(read_text(out + "/config.json"));
+  const json theirs_config = json::parse(test::read_bytes(fixture_dir() + "/config.json"));
+  const json ours_config = json::parse(test::read_bytes(out + "/config.json"));
   for (const char* key : {"model_type", "n_layer", "n_head", "n_embd", "n_positions", "vocab_size",
                           "activation_function", "layer_norm_epsilon", "tie_word_embeddings"}) {
     INFO(key);
@@ -159,7 +154,7 @@ TEST_CASE("exported weights are Hugging Face's tensors, names and config, and lo
   // here has put it), else GPT-2's for its vocabulary size.
   CHECK(ours_config.at("eos_token_id") == (ckpt.config.vocab_size == 50257 ? json(50256) : json(nullptr)));
   save_hf_gpt2(out + "_eot", ckpt.config, ckpt.params, 0);
-  const json with_eot = json::parse(read_text(out + "_eot/config.json"));
+  const json with_eot = json::parse(test::read_bytes(out + "_eot/config.json"));
   CHECK(with_eot.at("eos_token_id") == 0);
   CHECK(with_eot.at("bos_token_id") == 0);
   {
@@ -168,7 +163,7 @@ TEST_CASE("exported weights are Hugging Face's tensors, names and config, and lo
     ModelConfig gpt2_vocab{.max_seq_len = 4, .vocab_size = 50257, .padded_vocab_size = 50304, .num_layers = 1,
                            .num_heads = 1, .channels = 8};
     save_hf_gpt2(out + "_gpt2_vocab", gpt2_vocab, std::vector<float>(ParameterLayout(gpt2_vocab).total(), 0.0f));
-    const json gpt2_config = json::parse(read_text(out + "_gpt2_vocab/config.json"));
+    const json gpt2_config = json::parse(test::read_bytes(out + "_gpt2_vocab/config.json"));
     CHECK(gpt2_config.at("eos_token_id") == 50256);
     CHECK(gpt2_config.at("bos_token_id") == 50256);
   }
@@ -184,7 +179,7 @@ TEST_CASE("exported weights are Hugging Face's tensors, names and config, and lo
 
 TEST_CASE("Hugging Face weights gpt2cc cannot compute are refused by name", "[model][hf]") {
   const Checkpoint ckpt = load_checkpoint(fixture_dir(), false);
-  const std::string config_text = read_text(fixture_dir() + "/config.json");
+  const std::string config_text = test::read_bytes(fixture_dir() + "/config.json");
   const json config = json::parse(config_text);
   // A copy of the fixture with config.json edited (value null: the key removed).
   const auto with_configs = [&](const std::string& name, const std::vector<std::pair<std::string, json>>& changes) {
@@ -238,7 +233,7 @@ TEST_CASE("Hugging Face weights gpt2cc cannot compute are refused by name", "[mo
   }
   {
     const std::string dir = with_config("deep", "n_layer", 2);
-    const std::string text = read_text(dir + "/config.json");
+    const std::string text = test::read_bytes(dir + "/config.json");
     write_text(dir + "/config.json", text.substr(0, text.size() - 1) + ", \"n_inner\": " + std::string(200000, '[') +
                                          std::string(200000, ']') + "}");
     refused(dir, "is not a JSON object (or nests deeper than a config does)");
@@ -344,10 +339,12 @@ TEST_CASE("Hugging Face weights stream into a model a tensor or a piece at a tim
     CHECK(weights.info().config == config);
     std::vector<int> seen(N, 0);
     std::vector<float> got(N, -7.0f);
-    size_t largest = 0;
+    size_t largest = 0, next = 0;
     weights.read_params([&](CheckpointArray array, size_t offset, std::span<const float> piece) {
       REQUIRE(array == CheckpointArray::params);
       REQUIRE(offset + piece.size() <= N);
+      CHECK(offset == next);  // in gpt2cc's order, as a checkpoint's pieces come (save_hf_gpt2 takes them so)
+      next = offset + piece.size();
       largest = std::max(largest, piece.size());
       for (size_t i = 0; i < piece.size(); ++i) {
         ++seen[offset + i];
@@ -384,4 +381,56 @@ TEST_CASE("Hugging Face weights stream into a model a tensor or a piece at a tim
   CHECK_THROWS_WITH(untied.read_params([&](CheckpointArray, size_t, std::span<const float>) { ++pieces; }),
                     Catch::Contains("model.safetensors") && Catch::Contains("lm_head.weight differs"));
   CHECK(pieces == 1);  // wte's first piece, equal to lm_head's, went on before the second differed
+}
+
+// save_hf_gpt2 from a stream of the parameters (train --export-hf streams them from the
+// checkpoint): pieces of any size, crossing the tensors' boundaries and splitting the Conv1D
+// matrices it transposes, give the file the whole vector gives, byte for byte. A stream that skips
+// parameters is a bug (Error); one that throws (a damaged checkpoint) passes its error on; either
+// way no model is written and the old one survives.
+TEST_CASE("exported weights stream from the parameters' pieces; a failed stream writes no model", "[model][hf]") {
+  const Checkpoint ckpt = load_checkpoint(fixture_dir(), false);
+  const std::vector<float>& params = ckpt.params;
+  const size_t N = params.size();
+  const std::string dir = test::temp_dir("hf_export_stream");
+  save_hf_gpt2(dir + "/whole", ckpt.config, params);
+  const auto in_pieces = [&](size_t size) {
+    return [&params, size](const CheckpointSink& take) {
+      for (size_t at = 0; at < params.size(); at += size)
+        take(CheckpointArray::params, at,
+             std::span<const float>(params.data() + at, std::min(size, params.size() - at)));
+    };
+  };
+  // The fixture's c_fc weight is 32 x 128 = 4096 floats: 1000-float pieces split it.
+  REQUIRE(ParameterLayout(ckpt.config)[Param::fcw].numel / 2 > 1000);
+  for (const size_t size : {size_t(1), size_t(1000), N}) {
+    INFO(size << "-float pieces");
+    save_hf_gpt2(dir + "/streamed", ckpt.config, in_pieces(size));
+    CHECK(test::read_bytes(dir + "/streamed/model.safetensors") == test::read_bytes(dir + "/whole/model.safetensors"));
+    CHECK(test::read_bytes(dir + "/streamed/config.json") == test::read_bytes(dir + "/whole/config.json"));
+  }
+  CHECK(load_checkpoint(dir + "/streamed", false).params == params);
+
+  const std::string kept = test::read_bytes(dir + "/streamed/model.safetensors");
+  const auto skipping = [&](const CheckpointSink& take) {
+    take(CheckpointArray::params, 0, std::span<const float>(params.data(), 10));
+    take(CheckpointArray::params, 11, std::span<const float>(params.data() + 11, N - 11));
+  };
+  CHECK_THROWS_WITH(save_hf_gpt2(dir + "/streamed", ckpt.config, skipping),
+                    Catch::Contains(format("parameters [11, {}) given where 10 of {} were expected next", N, N)));
+  const auto short_stream = [&](const CheckpointSink& take) {
+    take(CheckpointArray::params, 0, std::span<const float>(params.data(), N - 1));
+  };
+  CHECK_THROWS_WITH(save_hf_gpt2(dir + "/streamed", ckpt.config, short_stream),
+                    Catch::Contains(format("{} of {} parameters given", N - 1, N)));
+  const auto damaged = [&](const CheckpointSink& take) {
+    take(CheckpointArray::params, 0, std::span<const float>(params.data(), N / 2));
+    fail_input("checkpoint x.ckpt is corrupt");
+  };
+  CHECK_THROWS_AS(save_hf_gpt2(dir + "/streamed", ckpt.config, damaged), InputError);
+  CHECK(test::read_bytes(dir + "/streamed/model.safetensors") == kept);
+  CHECK_FALSE(fs::exists(dir + "/streamed/model.safetensors.tmp"));
+  CHECK_THROWS_AS(save_hf_gpt2(dir + "/fresh", ckpt.config, damaged), InputError);
+  CHECK_FALSE(fs::exists(dir + "/fresh/model.safetensors"));
+  CHECK_FALSE(fs::exists(dir + "/fresh/config.json"));
 }

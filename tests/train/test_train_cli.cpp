@@ -607,6 +607,20 @@ TEST_CASE("a tiny run, its resume, and --eval-only", "[cli]") {
     Run exported = train("--init-from " + ckpt + " --export-hf " + hf);
     INFO(exported.output);
     REQUIRE(exported.code == 0);
+    // Exported again from those weights (they stream in the order a checkpoint's do): the same file.
+    const Run again_from_hf = train("--init-from " + hf + " --export-hf " + dir + "/hf_again");
+    CHECK(again_from_hf.code == 0);
+    CHECK(test::read_bytes(dir + "/hf_again/model.safetensors") == test::read_bytes(hf + "/model.safetensors"));
+    // A checkpoint damaged inside its arrays fails at its checksum, after the parameters streamed
+    // into the export: exit 2 naming it, and no model written.
+    std::string damaged_bytes = test::read_bytes(ckpt);
+    damaged_bytes[damaged_bytes.size() / 2] ^= 0x40;
+    std::ofstream(dir + "/damaged.ckpt", std::ios::binary) << damaged_bytes;
+    const Run from_damaged = train("--init-from " + dir + "/damaged.ckpt --export-hf " + dir + "/hf_damaged");
+    CHECK(from_damaged.code == 2);
+    CHECK_THAT(from_damaged.output, Catch::Contains("damaged.ckpt is corrupt: checksum"));
+    for (const char* file : {"model.safetensors", "model.safetensors.tmp", "config.json"})
+      CHECK_FALSE(std::filesystem::exists(dir + "/hf_damaged/" + file));
     // Bad input, exit 2: a file where the directory would go, or above it; another shape.
     std::ofstream(dir + "/afile") << "x";
     const Run onto_file = train("--init-from " + ckpt + " --export-hf " + dir + "/afile");
