@@ -6,7 +6,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <charconv>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -20,6 +19,7 @@
 #include "core/atomic_file.hpp"
 #include "core/backend.hpp"
 #include "core/check.hpp"
+#include "core/decimal_between.hpp"
 #include "core/fnv1a.hpp"
 #include "core/json_number.hpp"
 #include "core/safetensors.hpp"
@@ -399,14 +399,7 @@ void fail_naming_previous_checkpoint(const InputError& e, const std::string& pat
 }
 
 std::optional<uint64_t> checkpoint_step_of(const std::filesystem::path& path) {
-  const std::string name = path.filename().string();
-  constexpr size_t kPrefix = 5, kSuffix = 5;  // "step_", ".ckpt"
-  if (name.size() <= kPrefix + kSuffix || !name.starts_with("step_") || !name.ends_with(".ckpt")) return std::nullopt;
-  const std::string_view digits = std::string_view(name).substr(kPrefix, name.size() - kPrefix - kSuffix);
-  uint64_t step = 0;
-  const auto [end, error] = std::from_chars(digits.data(), digits.data() + digits.size(), step);
-  if (error != std::errc() || end != digits.data() + digits.size()) return std::nullopt;
-  return step;
+  return decimal_between(path.filename().string(), "step_", ".ckpt");
 }
 
 std::vector<std::filesystem::path> step_checkpoints(const std::filesystem::path& dir) {

@@ -3,7 +3,6 @@
 
 #include <unistd.h>
 
-#include <charconv>
 #include <cerrno>
 #include <cmath>
 #include <cstring>
@@ -16,6 +15,7 @@
 
 #include "core/atomic_file.hpp"
 #include "core/check.hpp"
+#include "core/decimal_between.hpp"
 
 namespace gpt2cc {
 
@@ -51,13 +51,7 @@ void truncate_after_step(const std::string& path, int64_t last_step) {
 // The N of a samples.txt section line "=== step N ===", or nullopt for any other line; a step
 // beyond 64 bits reads as the largest.
 std::optional<uint64_t> section_step(std::string_view line) {
-  constexpr std::string_view head = "=== step ", tail = " ===";
-  if (!line.starts_with(head) || !line.ends_with(tail) || line.size() <= head.size() + tail.size()) return std::nullopt;
-  const std::string_view digits = line.substr(head.size(), line.size() - head.size() - tail.size());
-  uint64_t step = 0;
-  const auto [end, error] = std::from_chars(digits.data(), digits.data() + digits.size(), step);
-  if (end != digits.data() + digits.size()) return std::nullopt;
-  return error == std::errc::result_out_of_range ? UINT64_MAX : step;
+  return decimal_between(line, "=== step ", " ===", UINT64_MAX);
 }
 }  // namespace
 
