@@ -59,7 +59,7 @@ cxxopts::Options make_train_options(TrainConfig& c) {
   add("device", "recompute-gelu", "recompute GELU in the backward instead of storing it (less memory)",
       c.recompute_gelu);
   add("device", "classifier-rows",
-      "rows of logits computed at once for a loss: fewer hold less memory, in smaller GEMMs",
+      "rows of logits computed at once for a loss: fewer hold less memory, in smaller GEMMs (0: all B*T)",
       c.classifier_rows);
   add("device", "cuda-graphs", "replay each step as a CUDA graph (--cuda-graphs=false: launch every op)",
       c.cuda_graphs);

@@ -27,7 +27,8 @@ GPT2::Impl::Impl(const ModelConfig& cfg, Backend& be, int mB, int mT, ModelMode 
   INPUT_CHECK(max_B >= 1, "model: max batch size (B) must be >= 1, got {}", max_B);
   INPUT_CHECK(max_T >= 1 && max_T <= cfg.max_seq_len,
               "model: max sequence length (T) must be in [1, max_seq_len = {}], got {}", cfg.max_seq_len, max_T);
-  INPUT_CHECK(options.classifier_rows >= 1, "model: classifier_rows must be >= 1, got {}", options.classifier_rows);
+  INPUT_CHECK(options.classifier_rows >= 0, "model: classifier_rows must be >= 0 (0: all rows at once), got {}",
+              options.classifier_rows);
   const size_t L = cfg.num_layers, C = cfg.channels, Vp = cfg.padded_vocab_size;
   const size_t BT = size_t(max_B) * max_T;
   const size_t N = layout.total();
@@ -149,7 +150,7 @@ void GPT2::Impl::lm_head(TensorPtr logits, ConstTensorPtr x, int rows) {
 }
 
 size_t GPT2::Impl::classifier_chunk(size_t rows) const {
-  return std::min(rows, size_t(options.classifier_rows));
+  return options.classifier_rows == 0 ? rows : std::min(rows, size_t(options.classifier_rows));
 }
 
 bool GPT2::Impl::logits_whole() const {

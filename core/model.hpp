@@ -49,7 +49,7 @@ struct ModelOptions {
   // Vp x C floats of scratch, added to the bf16 gradient with one rounding as one product's is:
   // only fp32's order of addition differs from one chunk).
   // 8192: the rows bench_kernels times the lm_head at (B=8, T=1024), a GEMM large enough to run
-  // at the speed of a larger one. >= 1.
+  // at the speed of a larger one. 0: all B*T rows in one chunk, however many.
   int classifier_rows = 8192;
   // In bf16, keep the parameter gradients in fp32 (PyTorch autocast's way; llm.c keeps them in
   // bf16, the default): every backward adds its products into them unrounded, so gradient

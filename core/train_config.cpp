@@ -81,7 +81,8 @@ void validate(const TrainConfig& c) {
               "--grad-dtype must be auto, bf16 or fp32, got '{}'", c.grad_dtype);
   INPUT_CHECK(!(c.grad_dtype == "bf16" && parse_dtype(c.dtype) == DType::fp32),
               "--grad-dtype bf16 needs --dtype bf16: fp32 training keeps fp32 gradients");
-  INPUT_CHECK(c.classifier_rows >= 1, "--classifier-rows must be >= 1, got {}", c.classifier_rows);
+  INPUT_CHECK(c.classifier_rows >= 0, "--classifier-rows must be >= 0 (0: all rows at once), got {}",
+              c.classifier_rows);
 
   INPUT_CHECK(c.zero_stage == 0 || c.zero_stage == 1, "--zero-stage must be 0 or 1, got {}", c.zero_stage);
 

@@ -34,7 +34,7 @@ struct TrainConfig {
   // micro-steps unrounded, 2 more bytes per parameter; ModelOptions::fp32_gradients)
   std::string grad_dtype = "auto";
   bool recompute_gelu = false; // recompute GELU in the backward instead of storing it per layer (saves memory)
-  int classifier_rows = 8192;  // rows of logits computed at once for a loss, >= 1 (ModelOptions::classifier_rows)
+  int classifier_rows = 8192;  // rows of logits computed at once for a loss, 0: all (ModelOptions::classifier_rows)
   bool cuda_graphs = true;     // replay each training step as a CUDA graph (--device cuda, no dropout)
   // ---- data parallel (several ranks, launched by mpiexec) ----
   int zero_stage = 1;          // 1: the AdamW moments sharded over the ranks (ZeRO-1); 0: whole on every rank

@@ -11,7 +11,7 @@
 // JSON's kernel_designs says which ran ("" = the automatic ones), and bf16_gemm_paths how the bf16
 // GEMMs launched from the host ran (through cuBLASLt, plain; declined_by_cublaslt of those plain).
 // --classifier-rows: the rows of logits the classifier computes at once (ModelOptions::
-// classifier_rows; 0: all B*T, as before the chunks), for the designs stage of
+// classifier_rows, train --classifier-rows; 0: all B*T, as before the chunks), for the designs stage of
 // scripts/bench_gpu.sh to weigh the chunks' memory against their time. --fp32-gradients: a bf16
 // model's gradients kept in fp32 (ModelOptions::fp32_gradients, train --grad-dtype fp32; PyTorch
 // autocast's way), what that costs a step.
@@ -106,7 +106,8 @@ Options parse(int argc, char** argv) {
   INPUT_CHECK(o.T >= 1 && o.T <= config.max_seq_len, "--seq-len must be in [1, {}], got {}", config.max_seq_len, o.T);
   INPUT_CHECK(o.steps >= 1, "--steps must be >= 1, got {}", o.steps);
   INPUT_CHECK(o.warmup >= 0, "--warmup must be >= 0, got {}", o.warmup);
-  INPUT_CHECK(o.classifier_rows >= 0, "--classifier-rows must be >= 0 (0: all B*T), got {}", o.classifier_rows);
+  INPUT_CHECK(o.classifier_rows >= 0, "--classifier-rows must be >= 0 (0: all rows at once), got {}",
+              o.classifier_rows);
   return o;
 }
 
@@ -193,7 +194,7 @@ Run make_run(const ModelConfig& config, Backend& backend, const Options& o, int 
   ModelOptions options;
   options.recompute_gelu = o.recompute_gelu;
   options.cuda_graphs = o.cuda_graphs;
-  options.classifier_rows = o.classifier_rows == 0 ? B * o.T : o.classifier_rows;
+  options.classifier_rows = o.classifier_rows;
   options.fp32_gradients = o.fp32_gradients;
   run.model = std::make_unique<GPT2>(config, backend, B, o.T, ModelMode::training, options);
   run.model->init_weights(o.seed);
@@ -332,7 +333,7 @@ int bench_main(int argc, char** argv) {
       "(6*N + 6*L*C*T)\n",
       o.preset.c_str(), describe(config).c_str(), n_flops, config.padded_vocab_size - config.vocab_size,
       flops_per_token / 1e6);
-  const int chunk_rows = std::min(B * o.T, run.model->options().classifier_rows);
+  const int chunk_rows = o.classifier_rows == 0 ? B * o.T : std::min(B * o.T, o.classifier_rows);
   std::printf(
       "dtype %s, B=%d%s T=%d, recompute-gelu %s, CUDA graphs %s, classifier %d rows at a time; %d warm-up + %d "
       "timed steps\n",

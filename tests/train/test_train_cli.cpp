@@ -226,7 +226,7 @@ TEST_CASE("bad flags exit with code 2 and say what is wrong", "[cli]") {
       {ok + "--steps 5 --device tpu", "--device must be cpu or cuda"},
       {ok + "--steps 5 --dtype fp16", "--dtype must be fp32 or bf16, got 'fp16'"},
       {ok + "--steps 5 --zero-stage 2", "--zero-stage must be 0 or 1, got 2"},
-      {ok + "--steps 5 --classifier-rows 0", "--classifier-rows must be >= 1, got 0"},
+      {ok + "--steps 5 --classifier-rows -1", "--classifier-rows must be >= 0 (0: all rows at once), got -1"},
       {ok + "--steps 5 --grad-dtype fp16", "--grad-dtype must be auto, bf16 or fp32, got 'fp16'"},
       {ok + "--steps 5 --grad-dtype bf16", "--grad-dtype bf16 needs --dtype bf16"},
       {ok + "--steps 5 stray", "unexpected argument 'stray'"},
@@ -578,11 +578,14 @@ TEST_CASE("a tiny run, its resume, and --eval-only", "[cli]") {
                         "--eval-stride 8");
     CHECK(sliding.code == 0);
     CHECK_THAT(sliding.output, Catch::Contains("every 8 tokens (sliding)") && Catch::Contains("tokens scored: 4095"));
-    // --classifier-rows: the 128 rows of a batch scored in chunks of 24, to the same figures.
-    Run chunked = train("--eval-only --init-from " + ckpt + " --val-data " + dir + "/val.bin --seq-len 16 "
-                        "--classifier-rows 24");
-    CHECK(chunked.code == 0);
-    CHECK(chunked.output == plain.output);
+    // --classifier-rows: the 128 rows of a batch scored in chunks of 24, or all at once (0), to the
+    // same figures.
+    for (const char* rows : {"24", "0"}) {
+      Run chunked = train("--eval-only --init-from " + ckpt + " --val-data " + dir + "/val.bin --seq-len 16 "
+                          "--classifier-rows " + rows);
+      CHECK(chunked.code == 0);
+      CHECK(chunked.output == plain.output);
+    }
     // Its figures written nowhere (a full disk behind the redirect) is a failure, not exit 0.
     const Run full = launch("sh -c '" + train_binary() + " --eval-only --init-from " + ckpt + " --val-data " + dir +
                             "/val.bin --seq-len 16 > /dev/full'");

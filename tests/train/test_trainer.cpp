@@ -532,4 +532,13 @@ TEST_CASE("run length from steps, epochs or tokens; validation over fixed batche
   const EvalResult in_chunks = chunked.evaluate();
   CHECK(in_chunks.tokens == a.tokens);
   CHECK(in_chunks.loss == a.loss);
+  // 0: all the rows at once, whatever B*T: chunks of 32 hold 32 of the 64 rows, 0 all 64 (as the
+  // default 8192 does here), for the same loss.
+  c.classifier_rows = 32;
+  Trainer halves(c, *backend);
+  CHECK(halves.model().memory().logits == size_t(32) * fixed.model().config().padded_vocab_size * sizeof(float));
+  c.classifier_rows = 0;
+  Trainer all_rows(c, *backend);
+  CHECK(all_rows.model().memory().logits == m.logits);
+  CHECK(all_rows.evaluate().loss == a.loss);
 }
