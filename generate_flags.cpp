@@ -6,7 +6,6 @@
 #include <cmath>
 #include <cstdio>
 #include <iostream>
-#include <iterator>
 #include <vector>
 
 #include "core/atomic_file.hpp"
@@ -17,6 +16,16 @@
 namespace gpt2cc {
 
 namespace {
+
+// A prompt is refused beyond the model's context in tokens; read, it is capped far above any
+// context, so that an endless input (`< /dev/zero`) is refused, not read until memory runs out.
+constexpr size_t kMaxPromptBytes = size_t(64) << 20;
+constexpr const char* kPromptTooLarge = "more than any model's context holds";
+// The text to score is held whole with its tokens: 1 GiB of text (~0.3 tokens a byte, 4 bytes
+// each: 2.2 GiB with its tokens) at most.
+constexpr size_t kMaxScoreBytes = size_t(1) << 30;
+constexpr const char* kScoreTooLarge =
+    "score a larger text as token shards (prepare) with train --eval-only, which streams them";
 
 void require_utf8(const std::string& text, const std::string& what) {
   std::string checked;
@@ -49,10 +58,10 @@ std::string read_prompt(const cxxopts::ParseResult& args) {
   std::string prompt;
   if (args.count("prompt")) return args["prompt"].as<std::string>();
   if (args.count("prompt-file")) {
-    prompt = read_whole_file(args["prompt-file"].as<std::string>(), "prompt file");
+    prompt = read_whole_file(args["prompt-file"].as<std::string>(), "prompt file", kMaxPromptBytes, kPromptTooLarge);
   } else {
     if (isatty(STDIN_FILENO)) std::fprintf(stderr, "generate: reading the prompt from stdin (end it with Ctrl-D)\n");
-    prompt.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+    prompt = read_whole_stream(std::cin, "the prompt on standard input", kMaxPromptBytes, kPromptTooLarge);
   }
   std::string lf;
   lf.reserve(prompt.size());
@@ -96,7 +105,8 @@ cxxopts::Options make_generate_options() {
        cxxopts::value<std::string>()->default_value("fp32"))
       ("threads", "CPU threads, 0 to 1024 (0: $OMP_NUM_THREADS, else all cores)", cxxopts::value<int>()->default_value("0"))
       ("stats", "print distinct-1/2/3, repetition rate and mean log-prob per sample and overall")
-      ("score", "print the loss and perplexity of this text file instead of generating", cxxopts::value<std::string>())
+      ("score", "print the loss and perplexity of this text file (at most 1 GiB) instead of generating",
+       cxxopts::value<std::string>())
       ("score-window", "scoring window in tokens; 0 = the model's context", cxxopts::value<int>()->default_value("0"))
       ("score-stride", "scoring stride in tokens; 0 = half the window", cxxopts::value<int>()->default_value("0"))
       ("h,help", "show this help");
@@ -160,7 +170,8 @@ GenerateRequest parse_generate_request(const cxxopts::ParseResult& args) {
     r.score_stride = args["score-stride"].as<int>();
   }
   for (const std::string& stop : gen.stop_strings) require_utf8(stop, "a --stop string");
-  r.text = r.scoring ? read_whole_file(r.score_path, "text to score") : read_prompt(args);
+  r.text = r.scoring ? read_whole_file(r.score_path, "text to score", kMaxScoreBytes, kScoreTooLarge)
+                      : read_prompt(args);
   require_utf8(r.text, r.scoring ? "the text to score" : "the prompt");
   INPUT_CHECK(!r.text.empty(), "{} is empty", r.scoring ? "the text to score" : "the prompt");
   return r;

@@ -89,26 +89,30 @@ void write_file_atomic(const std::string& path, std::string_view bytes) {
   write_file_atomic(path, [&](FILE* f) { return std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size(); });
 }
 
-std::string read_whole_file(const std::string& path, const std::string& what, size_t max_bytes) {
+std::string read_whole_stream(std::istream& in, const std::string& what, size_t max_bytes,
+                              const std::string& too_large) {
+  std::string text;
+  std::vector<char> block(1 << 16);
+  while (in.read(block.data(), std::streamsize(block.size())) || in.gcount() > 0) {
+    text.append(block.data(), size_t(in.gcount()));
+    INPUT_CHECK(text.size() <= max_bytes, "{} is larger than {} bytes: {}", what, max_bytes, too_large);
+  }
+  if (in.bad()) throw Error(format("reading {} failed (an I/O error)", what));
+  return text;
+}
+
+std::string read_whole_file(const std::string& path, const std::string& what, size_t max_bytes,
+                            const std::string& too_large) {
   std::error_code ec;
   // A directory opens, then fails every read: said as what it is.
   INPUT_CHECK(!std::filesystem::is_directory(path, ec), "{} {} is a directory, not a file", what, path);
   // A regular file's size is known before reading it: refused without reading (the cap in the
   // loop is for devices and FIFOs, whose size is not).
   const auto size = std::filesystem::is_regular_file(path, ec) ? std::filesystem::file_size(path, ec) : 0;
-  INPUT_CHECK(ec || size <= max_bytes, "{} {} is larger than {} bytes: not a file of that kind", what, path,
-              max_bytes);
+  INPUT_CHECK(ec || size <= max_bytes, "{} {} is larger than {} bytes: {}", what, path, max_bytes, too_large);
   std::ifstream in(path, std::ios::binary);
   INPUT_CHECK(in.good(), "cannot open {} {}: {}", what, path, std::strerror(errno));
-  std::string text;
-  std::vector<char> block(1 << 16);
-  while (in.read(block.data(), std::streamsize(block.size())) || in.gcount() > 0) {
-    text.append(block.data(), size_t(in.gcount()));
-    INPUT_CHECK(text.size() <= max_bytes, "{} {} is larger than {} bytes: not a file of that kind", what, path,
-                max_bytes);
-  }
-  if (in.bad()) throw Error(format("reading {} {} failed (an I/O error)", what, path));
-  return text;
+  return read_whole_stream(in, what + " " + path, max_bytes, too_large);
 }
 
 }  // namespace gpt2cc

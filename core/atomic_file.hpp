@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <functional>
+#include <istream>
 #include <string>
 #include <string_view>
 
@@ -39,8 +40,12 @@ void write_file_atomic(const std::string& path, std::string_view bytes);
 
 // The bytes of the file at `path`, which `what` names in messages ("prompt file"). Missing,
 // unreadable, a directory or more than max_bytes (a file of a known kind gone wrong, or an endless
-// device such as /dev/zero): InputError (bad input, exit 2); a read that fails once the file is
-// open: Error (an I/O error, exit 1).
-std::string read_whole_file(const std::string& path, const std::string& what, size_t max_bytes = SIZE_MAX);
+// device such as /dev/zero): InputError (bad input, exit 2), whose message ends in `too_large`
+// for the last; a read that fails once the file is open: Error (an I/O error, exit 1).
+std::string read_whole_file(const std::string& path, const std::string& what, size_t max_bytes = SIZE_MAX,
+                            const std::string& too_large = "not a file of that kind");
+// The same for an open stream (standard input), which `what` names: the bytes to its end.
+std::string read_whole_stream(std::istream& in, const std::string& what, size_t max_bytes,
+                              const std::string& too_large);
 
 }  // namespace gpt2cc

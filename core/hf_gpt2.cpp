@@ -78,8 +78,8 @@ void for_each_part(const ModelConfig& cfg, const std::string& prefix, F&& fn) {
   for (const LayerTensor& lt : kLayerTensors) {
     const ParamTensor& t = layout[lt.param];
     for (size_t l = 0; l < L; ++l)
-      fn(Part{prefix + "h." + std::to_string(l) + "." + lt.hf_name, hf_shape(t, lt.transpose), t.offset + l * (t.numel / L),
-              lt.transpose});
+      fn(Part{prefix + "h." + std::to_string(l) + "." + lt.hf_name, hf_shape(t, lt.transpose),
+              t.offset + l * (t.numel / L), lt.transpose});
   }
   fn(Part{prefix + "ln_f.weight", layout[Param::lnfw].shape, layout[Param::lnfw].offset, false});
   fn(Part{prefix + "ln_f.bias", layout[Param::lnfb].shape, layout[Param::lnfb].offset, false});

@@ -121,7 +121,8 @@ TEST_CASE("TrainConfig ranges accept their end points", "[config]") {
   refuses([](TrainConfig& c) { c.zero_stage = 2; }, "--zero-stage must be 0 or 1, got 2");
   accepts([](TrainConfig& c) { c.classifier_rows = 1; });
   accepts([](TrainConfig& c) { c.classifier_rows = 0; });  // all rows at once
-  refuses([](TrainConfig& c) { c.classifier_rows = -1; }, "--classifier-rows must be >= 0 (0: all rows at once), got -1");
+  refuses([](TrainConfig& c) { c.classifier_rows = -1; },
+          "--classifier-rows must be >= 0 (0: all rows at once), got -1");
   CHECK(TrainConfig{}.classifier_rows == ModelOptions{}.classifier_rows);  // the flag's default is the model's
   accepts([](TrainConfig& c) { c.grad_dtype = "fp32"; });  // fp32 training: its gradients' dtype anyway
   accepts([](TrainConfig& c) {

@@ -264,7 +264,8 @@ TEST_CASE("a failed run leaves the output directory as it was", "[data]") {
                   out);
   };
   REQUIRE(run_prepare(args(good), dir).code == 0);
-  const std::string manifest = test::read_bytes(out + "/manifest.json"), shard = test::read_bytes(out + "/train/shard_000000.bin");
+  const std::string manifest = test::read_bytes(out + "/manifest.json");
+  const std::string shard = test::read_bytes(out + "/train/shard_000000.bin");
   REQUIRE(!shard.empty());
   auto unchanged = [&] {
     CHECK(test::read_bytes(out + "/manifest.json") == manifest);
@@ -363,7 +364,8 @@ TEST_CASE("an interrupted run cleans up and leaves the output directory as it wa
                                gpt2_dir(), out),
                         dir)
                 .code == 0);
-    const std::string manifest = test::read_bytes(out + "/manifest.json"), shard = test::read_bytes(out + "/train/shard_000000.bin");
+    const std::string manifest = test::read_bytes(out + "/manifest.json");
+  const std::string shard = test::read_bytes(out + "/train/shard_000000.bin");
     std::vector<std::string> overwrite = args(out);
     overwrite.push_back("--overwrite");
     Signalled r = interrupt_prepare(overwrite, out, SIGTERM, dir);

@@ -465,6 +465,19 @@ TEST_CASE("bad input exits 2 with a message naming the problem", "[generate][cli
   fails(generate_cli("--prompt hi --tokenizer " + dir + "/no_such_dir"), "no_such_dir");
   if (!cuda_backend_built()) fails(generate_cli("--prompt hi --device cuda"), "CUDA");
 
+  // Endless input is refused at a cap, not read until memory runs out: the text to score at 1 GiB
+  // (pointing to the tools that stream a larger one), a prompt at 64 MiB, from a file or stdin.
+  fails(generate_cli("--score /dev/zero"), "text to score /dev/zero is larger than 1073741824 bytes: score a larger "
+                                           "text as token shards (prepare) with train --eval-only");
+  fails(generate_cli("--prompt-file /dev/zero"), "prompt file /dev/zero is larger than 67108864 bytes");
+  const int endless = std::system((std::string(std::getenv("GPT2CC_BINARY_DIR")) + "/generate --threads 1 "
+                                   "--checkpoint " + fixture().checkpoint + " < /dev/zero > /dev/null 2> " + dir +
+                                   "/endless_err.txt").c_str());
+  REQUIRE(WIFEXITED(endless));
+  CHECK(WEXITSTATUS(endless) == 2);
+  CHECK_THAT(test::read_bytes(dir + "/endless_err.txt"),
+             Catch::Contains("the prompt on standard input is larger than 67108864 bytes"));
+
   // Directories where files belong.
   fails(generate_cli("--prompt-file " + dir), "prompt file " + dir + " is a directory, not a file");
   fails(generate_cli("--score " + dir), "is a directory, not a file");

@@ -284,8 +284,8 @@ TEST_CASE("bench_tokenizer refuses --mb out of (0, 1e6], a directory and no text
   std::ofstream(dir + "/empty.txt");
   const std::string bench = std::string("'") + GPT2CC_BENCH_TOKENIZER + "' --tokenizer '" + gpt2 + "' --reps 1 ";
   const auto run = [&](const std::string& args) {
-    return Result{shell(bench + args + " > '" + dir + "/out.txt' 2> '" + dir + "/err.txt'"), test::read_bytes(dir + "/out.txt"),
-                  test::read_bytes(dir + "/err.txt")};
+    return Result{shell(bench + args + " > '" + dir + "/out.txt' 2> '" + dir + "/err.txt'"),
+                  test::read_bytes(dir + "/out.txt"), test::read_bytes(dir + "/err.txt")};
   };
   for (const char* mb : {"0", "-1", "-0.5", "1e7"}) {
     INFO("--mb " << mb);
