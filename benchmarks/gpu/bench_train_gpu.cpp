@@ -11,10 +11,10 @@
 // JSON's kernel_designs says which ran ("" = the automatic ones), and bf16_gemm_paths how the bf16
 // GEMMs launched from the host ran (through cuBLASLt, plain; declined_by_cublaslt of those plain).
 // --classifier-rows: the rows of logits the classifier computes at once (ModelOptions::
-// classifier_rows, train --classifier-rows; 0: all B*T, as before the chunks), for the designs stage of
-// scripts/bench_gpu.sh to weigh the chunks' memory against their time. --fp32-gradients: a bf16
-// model's gradients kept in fp32 (ModelOptions::fp32_gradients, train --grad-dtype fp32; PyTorch
-// autocast's way), what that costs a step.
+// classifier_rows, train --classifier-rows; 0: all B*T, as before the chunks), for the designs
+// stage of scripts/bench_gpu.sh to weigh the chunks' memory against their time.
+// --fp32-gradients: a bf16 model's gradients kept in fp32 (ModelOptions::fp32_gradients, train
+// --grad-dtype fp32; PyTorch autocast's way), what that costs a step.
 //
 // FLOPs per token: 6*N + 6*L*C*T (issue 8; training_flops_per_token, the count train's MFU uses),
 // N = every parameter except the padded vocabulary rows ((Vp - V) * C zeros that never train;

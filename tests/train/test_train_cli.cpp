@@ -610,7 +610,7 @@ TEST_CASE("a tiny run, its resume, and --eval-only", "[cli]") {
     Run exported = train("--init-from " + ckpt + " --export-hf " + hf);
     INFO(exported.output);
     REQUIRE(exported.code == 0);
-    // Exported again from those weights (they stream in the order a checkpoint's do): the same file.
+    // Exported again from those weights (streamed in a checkpoint's order): the same file.
     const Run again_from_hf = train("--init-from " + hf + " --export-hf " + dir + "/hf_again");
     CHECK(again_from_hf.code == 0);
     CHECK(test::read_bytes(dir + "/hf_again/model.safetensors") == test::read_bytes(hf + "/model.safetensors"));
