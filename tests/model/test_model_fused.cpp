@@ -134,8 +134,15 @@ TEST_CASE("the classifier in chunks of rows computes what it computes in one", "
   CHECK(without_wte(fused) == without_wte(expected));
   REQUIRE_FALSE(wte_of(fused) == wte_of(expected));  // the premise: the chunks' sums round otherwise
   test::expect_close(wte_of(fused), wte_of(expected), 1e-7, 1e-5, "wte gradient, chunked");
-  CHECK_THROWS_WITH(GPT2(c, composed, B, T, ModelMode::training, ModelOptions{.classifier_rows = 0}),
-                    Catch::Contains("classifier_rows must be >= 1, got 0"));
+  // 0: every row in one chunk, whatever B*T: the one-chunk model's losses and gradients.
+  GPT2 all_rows(c, composed, B, T, ModelMode::training, ModelOptions{.classifier_rows = 0});
+  CHECK(all_rows.memory().logits == whole.memory().logits);
+  all_rows.set_parameters(params);
+  all_rows.zero_grad();
+  CHECK(all_rows.forward_backward(inputs.data(), targets.data(), B, T, dloss) == loss);
+  CHECK(all_rows.gradients() == expected);
+  CHECK_THROWS_WITH(GPT2(c, composed, B, T, ModelMode::training, ModelOptions{.classifier_rows = -1}),
+                    Catch::Contains("classifier_rows must be >= 0 (0: all rows at once), got -1"));
 }
 
 TEST_CASE("dtypes: names, sizes, TensorPtr arithmetic, and the fp32 CPU backend refuses bf16 tensors",
