@@ -355,24 +355,45 @@ int cmd_decode(int argc, char** argv) {
   };
   const int V = tok.vocab_size();
   if (fmt == IdFormat::text) {
-    std::string line;
-    for (int line_no = 1; std::getline(*in.in, line); ++line_no) {
-      std::vector<int> ids;
-      for (size_t i = 0; i < line.size();) {
-        while (i < line.size() && std::isspace(uint8_t(line[i]))) ++i;
-        size_t j = i;
-        while (j < line.size() && !std::isspace(uint8_t(line[j]))) ++j;
-        if (i == j) break;
-        std::string_view word = std::string_view(line).substr(i, j - i);
-        INPUT_CHECK(word.find_first_not_of("0123456789") == std::string::npos && word.size() <= 9,
-                    "{}:{}: {} is not a token id", in.name, line_no, quote_for_message(word));
-        const int id = std::stoi(std::string(word));
-        INPUT_CHECK(id < V, "{}:{}: token id {} is out of range [0, {})", in.name, line_no, id, V);
-        ids.push_back(id);
-        i = j;
-      }
+    // Ids are words between whitespace, read a character at a time and decoded a line, or 1M ids,
+    // at a time: one line may hold a whole corpus's (encode --format text writes one), and a word
+    // that never ends (/dev/zero) is refused at 64 KiB, not held. (istream::get: a failed read
+    // sets badbit, which check_read reports.)
+    constexpr size_t kIdsAtOnce = size_t(1) << 20, kLongestWord = size_t(1) << 16;
+    std::vector<int> ids;
+    std::string word;
+    int line_no = 1;
+    const auto end_word = [&] {
+      if (word.empty()) return;
+      INPUT_CHECK(word.find_first_not_of("0123456789") == std::string::npos && word.size() <= 9,
+                  "{}:{}: {} is not a token id", in.name, line_no, quote_for_message(word));
+      const int id = std::stoi(word);
+      INPUT_CHECK(id < V, "{}:{}: token id {} is out of range [0, {})", in.name, line_no, id, V);
+      ids.push_back(id);
+      word.clear();
+    };
+    const auto emit_ids = [&] {
+      if (ids.empty()) return;
       emit(ids);
+      ids.clear();
+    };
+    for (int c; (c = in.in->get()) != std::char_traits<char>::eof();) {
+      if (!std::isspace(c)) {
+        INPUT_CHECK(word.size() < kLongestWord, "{}:{}: a word of more than {} bytes is not a token id: {}", in.name,
+                    line_no, kLongestWord, quote_for_message(word));
+        word.push_back(char(c));
+        continue;
+      }
+      end_word();
+      if (c == '\n') {
+        emit_ids();
+        ++line_no;
+      } else if (ids.size() >= kIdsAtOnce) {
+        emit_ids();
+      }
     }
+    end_word();
+    emit_ids();
   } else {
     const size_t width = fmt == IdFormat::u16 ? 2 : 4;
     std::vector<char> buf(width << 20);

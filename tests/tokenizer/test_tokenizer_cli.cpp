@@ -158,6 +158,21 @@ TEST_CASE("tokenizer CLI: user errors exit 2 naming the problem", "[tokenizer][c
   CHECK(r.code == 2);
   CHECK_THAT(r.err, Catch::Contains("\"\\x1b[31m" + std::string(27, 'x') + "\"... (105 bytes) is not a token id"));
   CHECK(r.err.find('\x1b') == std::string::npos);
+  // One line of 1.2M ids (encode --format text writes one line) decodes in pieces to the whole
+  // text; a word that never ends is refused at 64 KiB, not held.
+  {
+    std::ofstream many(dir + "/many_ids.txt");
+    for (int i = 0; i < 600000; ++i) many << "15496 995 ";  // "Hello world"
+  }
+  r = cli(dir, "decode --tokenizer '" + gpt2 + "' --input '" + dir + "/many_ids.txt'");
+  CHECK(r.code == 0);
+  std::string hello;
+  for (int i = 0; i < 600000; ++i) hello += "Hello world";
+  const bool whole_text = r.out == hello;  // (Catch would print both 6.6 MB strings)
+  CHECK(whole_text);
+  r = cli(dir, "decode --tokenizer '" + gpt2 + "' --input /dev/zero");
+  CHECK(r.code == 2);
+  CHECK_THAT(r.err, Catch::Contains("/dev/zero:1: a word of more than 65536 bytes is not a token id: \"\\x00"));
   // An unsigned 32-bit id is reported as such: 0xFFFFFFFF is 4294967295, not -1.
   std::ofstream(dir + "/ids.u32", std::ios::binary) << "\xff\xff\xff\xff";
   r = cli(dir, "decode --tokenizer '" + gpt2 + "' --format u32 --input '" + dir + "/ids.u32'");
