@@ -155,8 +155,10 @@ void pretokenize(std::string_view text, std::vector<Piece>& out) {
 }
 
 size_t find_safe_split(std::string_view text, size_t after, size_t before) {
+  const auto letter = [](char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); };
   for (size_t p = std::min(before, text.size()); p-- > after + 1;) {
     if (text[p] == '\n' && text[p - 1] >= '!' && text[p - 1] <= '~') return p;
+    if (text[p] == ' ' && letter(text[p - 1]) && p + 1 < text.size() && letter(text[p + 1])) return p;
   }
   return 0;
 }

@@ -127,8 +127,8 @@ void BpeTrainer::add_file(const std::string& path) {
     buf.resize(old + size_t(in.gcount()));
     if (in.bad()) throw Error(format("reading training file {} failed (an I/O error)", path));
     if (in.gcount() == 0 || in.eof()) break;
-    // Cut at a safe point that no special token straddles (a special never contains the
-    // "visible char + \n" pair the cut needs unless it ends right there; check the window).
+    // Cut at a safe point (tok::find_safe_split) that no special token straddles (a special may
+    // hold the "letter space letter" or "visible char + \n" the cut needs: check the window).
     size_t p = buf.size();
     for (;;) {
       p = tok::find_safe_split(buf, scanned, p);

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
+#include <tuple>
 
 #include "common/test_common.hpp"
 #include "core/check.hpp"
@@ -183,6 +184,39 @@ TEST_CASE("round trip on generated text of every kind of byte", "[tokenizer]") {
   for (int p : pick) text += atoms[p];
   CHECK(tok.decode(tok.encode(text)) == text);
   CHECK(tok.decode(tok.encode(text, false)) == text);
+}
+
+// Every point find_safe_split gives cuts no pre-token: the pieces of text[0, p) and of text[p, n)
+// are the whole text's. Random texts of atoms that meet in every order: ASCII letters, one space
+// and several, contractions, digits, punctuation, other whitespace, a non-ASCII letter, a
+// combining mark, a no-break space, an invalid byte.
+TEST_CASE("a safe split point cuts no pre-token, at a line end or a space between letters", "[tokenizer]") {
+  const char* atoms[] = {"a", "Zb", " ", "  ", "'s", "'t", "\n", "\t", "7", "!", ".", "\u00e9", "\u0301", "\u00a0",
+                         "\xff", " x", "x "};
+  const auto pieces = [](std::string_view text, size_t offset) {
+    std::vector<gpt2cc::tok::Piece> out;
+    gpt2cc::tok::pretokenize(text, out);
+    std::vector<std::tuple<size_t, size_t, bool>> at;
+    for (const gpt2cc::tok::Piece& p : out) at.emplace_back(offset + p.begin, offset + p.end, p.invalid);
+    return at;
+  };
+  int at_space = 0, at_newline = 0;
+  for (int seed = 0; seed < 300; ++seed) {
+    std::string text;
+    for (int a : test::random_tokens(120, uint64_t(seed), int(std::size(atoms)))) text += atoms[a];
+    const auto whole = pieces(text, 0);
+    for (size_t before = text.size(), p; (p = gpt2cc::tok::find_safe_split(text, 0, before)) != 0; before = p) {
+      INFO("seed " << seed << ", cut at " << p);
+      auto parts = pieces(std::string_view(text).substr(0, p), 0);
+      const auto tail = pieces(std::string_view(text).substr(p), p);
+      parts.insert(parts.end(), tail.begin(), tail.end());
+      REQUIRE(parts == whole);
+      (text[p] == ' ' ? at_space : at_newline) += 1;
+    }
+  }
+  INFO(at_space << " cuts at a space, " << at_newline << " at a newline");
+  CHECK(at_space > 100);  // both forms were tried, many times
+  CHECK(at_newline > 100);
 }
 
 TEST_CASE("parallel, streaming and concurrent encodes equal the plain encode", "[tokenizer]") {
