@@ -427,14 +427,6 @@ void check_stop(const std::atomic<int>* stop) {
                                         : format("interrupted (signal {})", signal));
 }
 
-size_t last_safe_cut(std::string_view s, size_t limit) {
-  auto printable = [](char c) { return c > 0x20 && c < 0x7F; };
-  if (s.size() < 3) return 0;
-  for (size_t cut = std::min(limit, s.size() - 1); cut >= 2; --cut)
-    if (s[cut - 1] == '\n' && printable(s[cut - 2]) && printable(s[cut])) return cut;
-  return 0;
-}
-
 Format parse_format(const std::string& name) {
   static const std::pair<const char*, Format> names[] = {
       {"tinystories", Format::tinystories},     {"tinystories-v2", Format::tinystories_v2},

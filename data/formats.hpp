@@ -86,10 +86,4 @@ class LineReader {
   uint64_t line_number_ = 0;
 };
 
-// Where a long document may be cut into independently tokenised pieces without changing
-// GPT-2's pre-tokenisation: right after a '\n' that has an ASCII non-space byte on both sides
-// (the newline is then a pre-token of its own whatever follows). Returns the largest cut <= limit
-// (a position in 1..s.size()), or 0 when there is none.
-size_t last_safe_cut(std::string_view s, size_t limit);
-
 }  // namespace gpt2cc::data

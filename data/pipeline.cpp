@@ -22,6 +22,7 @@
 #include "core/check.hpp"
 #include "core/rng.hpp"
 #include "core/shard.hpp"
+#include "tokenizer/pretokenizer.hpp"
 
 namespace gpt2cc::data {
 
@@ -109,7 +110,7 @@ class Pipeline : public DocumentSink {
     }
     current_.text.append(bytes);
     if (current_.text.size() >= next_check_) {
-      size_t cut = last_safe_cut(current_.text, current_.text.size() - 1);
+      size_t cut = tok::find_safe_split(current_.text, 0, current_.text.size());
       if (cut > 0) {
         push({current_.text.substr(0, cut), current_.starts_document, current_.split});
         current_.text.erase(0, cut);

@@ -2,7 +2,8 @@
 // by document -> tokens (all cores) -> shards of at most shard_tokens tokens + manifest.json.
 // Every document is preceded by <|endoftext|>, so documents are separated by it and a split
 // starts with it. Memory is bounded: text is tokenised in batches of ~batch_bytes, and a long
-// document is cut into pieces only where the cut cannot change GPT-2's tokens (last_safe_cut).
+// document is cut into pieces only where the cut cannot change GPT-2's tokens (tok::find_safe_split:
+// at a line end, or at a space between two words of a long line).
 #pragma once
 
 #include <cstdint>

@@ -1,7 +1,7 @@
 // The input readers of prepare, on small files written here: document boundaries of every
 // format, line-ending normalisation, blank-line trimming, UTF-8 checks, error messages naming
-// file and line, read errors naming the file, the stop flag (Ctrl-C), and the safe cut points
-// used to split long documents.
+// file and line, read errors naming the file and the stop flag (Ctrl-C). (Where prepare cuts a
+// long document: the tokenizer's find_safe_split, tested in test_tokenizer.)
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <csignal>
@@ -316,17 +316,6 @@ TEST_CASE("a set stop flag ends reading with Interrupted", "[data]") {
   CHECK_THROWS_AS(read(text, o), Interrupted);
   o.format = Format::tinystories_json;
   CHECK_THROWS_WITH(read(json, o), Catch::Contains("interrupted (SIGINT)"));
-}
-
-TEST_CASE("safe cut points sit after a newline between two printable ASCII bytes", "[data]") {
-  CHECK(last_safe_cut("ab\ncd\nef", 100) == 6);
-  CHECK(last_safe_cut("ab\ncd\nef", 5) == 3);
-  CHECK(last_safe_cut("ab \ncd", 100) == 0);    // whitespace before the newline
-  CHECK(last_safe_cut("ab\n\ncd", 100) == 0);   // a blank line: "\n\n" pre-tokenises together
-  CHECK(last_safe_cut("ab\n cd", 100) == 0);    // " cd" would merge with the space
-  CHECK(last_safe_cut("ab\n\xC3\xA9", 100) == 0);  // non-ASCII after the newline
-  CHECK(last_safe_cut("", 10) == 0);
-  CHECK(last_safe_cut("a\nb", 100) == 2);  // the shortest cut: the newline is the second-to-last byte
 }
 
 TEST_CASE("format and boundary names are validated", "[data]") {

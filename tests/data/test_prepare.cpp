@@ -445,9 +445,13 @@ TEST_CASE("long documents are cut into pieces without changing a token", "[data]
     doc += format(i % 5 == 0 ? "Line {} ends with spaces   \n" : i % 7 == 0 ? "\n  indented {} é\n" : "Line {} plain.\n", i);
   doc += "end";
   std::string in = write_file(dir + "/long.txt", doc);
+  // And a document of one line, cut only at the spaces between its words.
+  std::string line;
+  for (int i = 0; i < 300; ++i) line += format(i % 3 ? "word{} and, more " : "x{}  y 'z ", i);
+  std::string in_line = write_file(dir + "/one_line.txt", line + "last");
   data::PrepareConfig config;
   config.format.format = data::Format::text;
-  config.inputs = {in};
+  config.inputs = {in, in_line};
   config.val_fraction = 0;
   config.out_dir = dir + "/out";
   config.piece_bytes = 64;   // many pieces per document
@@ -455,8 +459,8 @@ TEST_CASE("long documents are cut into pieces without changing a token", "[data]
   config.threads = 2;
   std::ostringstream log;
   data::PrepareSummary s = data::prepare_dataset(config, tok, log);
-  CHECK(s.train.documents == 1);
-  CHECK(split_tokens(dir + "/out/train") == expected(tok, {doc}));
+  CHECK(s.train.documents == 2);
+  CHECK(split_tokens(dir + "/out/train") == expected(tok, {doc, line + "last"}));
 }
 
 // Hidden files (.DS_Store, editor swap files) in an input directory are not inputs: one holding
