@@ -350,8 +350,8 @@ Checkpoint load_hf_gpt2(const std::string& path) {
 
 void save_hf_gpt2(const std::string& dir, const ModelConfig& config, const std::vector<float>& params,
                   std::optional<int> eot_id) {
-  ENSURE(params.size() == ParameterLayout(config).total(), "save_hf_gpt2: {} parameters for a model of {}",
-         params.size(), ParameterLayout(config).total());
+  const size_t N = ParameterLayout(config).total();
+  ENSURE(params.size() == N, "save_hf_gpt2: {} parameters for a model of {}", params.size(), N);
   const auto stream = [&](const CheckpointSink& take) {
     for_each_checkpoint_piece(params.size(), [&](size_t at, size_t count) {
       take(CheckpointArray::params, at, std::span<const float>(params.data() + at, count));

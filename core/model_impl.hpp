@@ -5,7 +5,7 @@
 //
 // Activation memory in elements of the compute dtype (fp32: 4 bytes, bf16: 2), BT = max_B*max_T:
 //   forward : BT*C (encoded) + L*BT*(C ln1 + 3C qkv + C atty + C res2 + C ln2 + 4C fch + 4C fch_gelu
-//             + C res3) + BT*C (lnf) + R*Vp (logits, R = min(BT, options.classifier_rows));
+//             + C res3) + BT*C (lnf) + R*Vp (logits, R = classifier_chunk(BT): BT, or fewer);
 //             with recompute_gelu, fch_gelu is one (BT,4C) slab shared by the layers. In fp32
 //             whatever the dtype: L*(4*BT + S) + 3*BT (LN statistics, losses), S =
 //             max_B*NH*max_T (attention's row log-sum-exp, on every backend).
@@ -143,7 +143,7 @@ struct GPT2::Impl {
   TensorPtr logits_rows(size_t rows);
   // logits (rows,Vp) = x (rows,C) wte^T: the output projection, tied to the token embedding, no bias.
   void lm_head(TensorPtr logits, ConstTensorPtr x, int rows);
-  // The rows of the classifier's chunks for B*T rows (options.classifier_rows at most).
+  // The rows of the classifier's chunks for B*T rows (options.classifier_rows at most; all for 0).
   size_t classifier_chunk(size_t rows) const;
   // Whether the logits buffer holds all B*T rows of the last forward's logits: a forward without
   // targets computes them all, one with targets all when they are one classifier chunk (valid
