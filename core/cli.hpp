@@ -91,8 +91,9 @@ inline void check_integer_flags(const cxxopts::ParseResult& result) {
 }
 
 // cxxopts reads a floating-point value with a stringstream and ignores what follows the number:
-// --val-fraction 0.2oops became 0.2. This reads every value given to a float or double flag again
-// and refuses one with anything after its number (InputError naming the flag).
+// --val-fraction 0.2oops became 0.2, --grad-clip 0x5 became 0. This reads every value given to a
+// float or double flag again, as a decimal number (std::from_chars' general format: no hex, no
+// leading space), and refuses one with anything after it (InputError naming the flag).
 namespace cli_detail {
 template <class Real>
 bool check_real_flag(const cxxopts::ParseResult& result, const cxxopts::KeyValue& given) {
@@ -101,10 +102,12 @@ bool check_real_flag(const cxxopts::ParseResult& result, const cxxopts::KeyValue
   } catch (const std::bad_cast&) {
     return false;  // the flag has another type
   }
-  const std::string& text = given.value();
-  char* end = nullptr;
-  (void)std::strtod(text.c_str(), &end);
-  INPUT_CHECK(!text.empty() && end == text.c_str() + text.size(), "--{}: '{}' is not a number", given.key(), text);
+  std::string_view text = given.value();
+  if (text.starts_with('+')) text.remove_prefix(1);
+  double value = 0;
+  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value, std::chars_format::general);
+  INPUT_CHECK(!text.empty() && error != std::errc::invalid_argument && end == text.data() + text.size(),
+              "--{}: '{}' is not a number", given.key(), given.value());
   return true;
 }
 }  // namespace cli_detail

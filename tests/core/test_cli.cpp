@@ -160,6 +160,13 @@ TEST_CASE("parse_flags: a number followed by anything else is refused for float 
                        Catch::Message("--fraction: '0.2oops' is not a number"));
   CHECK_THROWS_MATCHES(parse({"--rate=3e-4x"}), InputError, Catch::Message("--rate: '3e-4x' is not a number"));
   CHECK_THROWS_AS(parse({"--fraction", "1", "--fraction", "0.5 "}), InputError);
+  // Hex: the stringstream stops at the 'x' and stores 0, which strtod would have taken for 5.
+  CHECK_THROWS_MATCHES(parse({"--fraction", "0x5"}), InputError, Catch::Message("--fraction: '0x5' is not a number"));
+  CHECK_THROWS_MATCHES(parse({"--rate=0x1p-3"}), InputError, Catch::Message("--rate: '0x1p-3' is not a number"));
+  CHECK(parse({"--fraction", "+0.75"})["fraction"].as<double>() == 0.75);
+  CHECK(parse({"--fraction", "5e-1"})["fraction"].as<double>() == 0.5);
+  CHECK(parse({"--fraction", ".5"})["fraction"].as<double>() == 0.5);
+  CHECK_THROWS(parse({"--fraction", "1e999"}));  // out of range: cxxopts's own parse refuses it
 }
 
 TEST_CASE("merge_rank_failures: each message once, after the ranks that had it", "[cli]") {
