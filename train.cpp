@@ -170,11 +170,11 @@ int run(int argc, char** argv, ProcessGroup& group) {
   });
   if (!config.export_hf.empty()) {
     remove_temporaries_on_signal();  // a Ctrl-C leaves no half-written model.safetensors.tmp
-    export_checkpoint_hf(config);
+    export_checkpoint_hf(config, parsed->count("preset") > 0);
     return 0;
   }
   if (config.eval_only) {
-    evaluate_checkpoint(config, *backend);
+    evaluate_checkpoint(config, *backend, parsed->count("preset") > 0);
     return 0;
   }
 

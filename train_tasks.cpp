@@ -56,11 +56,11 @@ void check_export_directory(const std::string& dir, bool with_tokenizer) {
 
 }  // namespace
 
-void evaluate_checkpoint(const TrainConfig& c, Backend& backend) {
+void evaluate_checkpoint(const TrainConfig& c, Backend& backend, bool preset_given) {
   const std::string path = given_checkpoint(c);
   CheckpointReader reader(path);
   const CheckpointInfo& ckpt = reader.info();
-  check_shape_flags(c, ckpt.config, path);
+  check_shape_flags(c, ckpt.config, path, preset_given);
   INPUT_CHECK(c.seq_len <= ckpt.config.max_seq_len, "--seq-len {} is longer than the model's maximum {} ({})",
               c.seq_len, ckpt.config.max_seq_len, path);
   auto shards = list_shards(c.val_data);
@@ -88,13 +88,13 @@ void evaluate_checkpoint(const TrainConfig& c, Backend& backend) {
   std::cout << "json: " << j.dump() << std::endl;
 }
 
-void export_checkpoint_hf(const TrainConfig& c) {
+void export_checkpoint_hf(const TrainConfig& c, bool preset_given) {
   const std::string path = given_checkpoint(c);
   // The header now; the parameters stream from the file into model.safetensors below (a damaged
   // file fails there, the checksum at its end, and leaves no model.safetensors).
   CheckpointReader reader(path);
   const CheckpointInfo& ckpt = reader.info();
-  check_shape_flags(c, ckpt.config, path);
+  check_shape_flags(c, ckpt.config, path, preset_given);
   std::string tokenizer_dir = c.tokenizer_dir.empty() ? ckpt.tokenizer_dir : c.tokenizer_dir;
   std::string no_tokenizer = "the checkpoint records none";
   if (c.tokenizer_dir.empty() && !tokenizer_dir.empty() && !std::filesystem::is_directory(tokenizer_dir)) {

@@ -144,7 +144,16 @@ std::string describe(const TrainConfig& c) {
   return out;
 }
 
-void check_shape_flags(const TrainConfig& c, const ModelConfig& m, const std::string& origin) {
+ModelConfig preset_shape(const TrainConfig& c) {
+  ModelConfig m = model_preset(c.preset);
+  if (c.layers) m.num_layers = c.layers;
+  if (c.heads) m.num_heads = c.heads;
+  if (c.channels) m.channels = c.channels;
+  if (c.max_seq_len) m.max_seq_len = c.max_seq_len;
+  return m;
+}
+
+void check_shape_flags(const TrainConfig& c, const ModelConfig& m, const std::string& origin, bool preset_given) {
   for (auto [flag, given, has] : {std::tuple{"--layers", c.layers, m.num_layers},
                                   std::tuple{"--heads", c.heads, m.num_heads},
                                   std::tuple{"--channels", c.channels, m.channels},
@@ -152,6 +161,14 @@ void check_shape_flags(const TrainConfig& c, const ModelConfig& m, const std::st
     INPUT_CHECK(given == 0 || given == has, "the model shape comes from the checkpoint {}: {} {} differs from its {}",
                 origin, flag, given, has);
   }
+  if (!preset_given) return;
+  const ModelConfig p = preset_shape(c);
+  INPUT_CHECK(p.num_layers == m.num_layers && p.num_heads == m.num_heads && p.channels == m.channels &&
+                  p.max_seq_len == m.max_seq_len,
+              "the model shape comes from the checkpoint {} (L={} NH={} C={} maxT={}): --preset {} is L={} NH={} C={} "
+              "maxT={}; drop --preset",
+              origin, m.num_layers, m.num_heads, m.channels, m.max_seq_len, c.preset, p.num_layers, p.num_heads,
+              p.channels, p.max_seq_len);
 }
 
 }  // namespace gpt2cc

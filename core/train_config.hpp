@@ -88,10 +88,14 @@ struct TrainConfig {
 // InputError naming the flag for values outside their range (checks that need the data, such as
 // the eval interval against the run length, happen once the data is open: see Trainer).
 void validate(const TrainConfig& config);
-// The shape flags (--layers, --heads, --channels, --max-seq-len) beside a checkpoint whose model
-// `has` that shape: each may be 0 (not given) or repeat it, not change it (InputError naming the
-// flag and `origin`, the checkpoint).
-void check_shape_flags(const TrainConfig& config, const ModelConfig& has, const std::string& origin);
+// The preset's model with the shape flags (--layers, --heads, --channels, --max-seq-len) applied:
+// a new run's shape, before the data gives it its vocabulary.
+ModelConfig preset_shape(const TrainConfig& config);
+// The shape flags beside a checkpoint whose model `has` that shape: each may be 0 (not given) or
+// repeat it, not change it (InputError naming the flag and `origin`, the checkpoint). With
+// `preset_given` (a task that reads a checkpoint: --eval-only, --export-hf), preset_shape too.
+void check_shape_flags(const TrainConfig& config, const ModelConfig& has, const std::string& origin,
+                       bool preset_given);
 void to_json(nlohmann::json& j, const TrainConfig& config);
 void from_json(const nlohmann::json& j, TrainConfig& config);
 // Multi-line "name = value" listing for the console.

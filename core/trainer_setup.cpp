@@ -62,8 +62,9 @@ std::optional<CheckpointReader> Trainer::Impl::open_origin() {
   std::optional<CheckpointReader> opened;
   reading_origin([&] { opened.emplace(origin); });
   CheckpointReader& reader = *opened;
-  // Shape flags may repeat the checkpoint's shape (a resumed run's saved flags do), not change it.
-  check_shape_flags(cfg, reader.info().config, origin);
+  // Shape flags may repeat the checkpoint's shape (a resumed run's saved flags do), not change it;
+  // --preset is the run's (resume_config) or refused (--init-from).
+  check_shape_flags(cfg, reader.info().config, origin, false);
   INPUT_CHECK(!resumed || reader.has_optimizer(),
               "checkpoint {} has no optimizer state, so it cannot be resumed exactly: use --init-from to "
               "fine-tune from it", origin);
@@ -92,11 +93,7 @@ void Trainer::Impl::open_data_and_model(const CheckpointInfo& ckpt) {
                 "vocabulary of {}: prepare the data with the checkpoint's tokenizer",
                 origin, mcfg.vocab_size, cfg.train_data, data_vocab);
   } else {
-    mcfg = model_preset(cfg.preset);
-    if (cfg.layers) mcfg.num_layers = cfg.layers;
-    if (cfg.heads) mcfg.num_heads = cfg.heads;
-    if (cfg.channels) mcfg.channels = cfg.channels;
-    if (cfg.max_seq_len) mcfg.max_seq_len = cfg.max_seq_len;
+    mcfg = preset_shape(cfg);
     mcfg.dropout = cfg.dropout;
     mcfg.vocab_size = data_vocab;
     mcfg.padded_vocab_size = padded_vocab(data_vocab);

@@ -542,6 +542,19 @@ TEST_CASE("a tiny run, its resume, and --eval-only", "[cli]") {
     CHECK(tuned.code == 2);
     CHECK_THAT(tuned.output,
                Catch::Contains("--preset d2: with --init-from the model shape comes from the checkpoint"));
+    // --eval-only and --export-hf of the run's newest checkpoint: --preset may repeat its shape
+    // (with the shape flags that made it), not name another.
+    const std::string eval = "--eval-only --val-data " + dir + "/val.bin --seq-len 16 --resume " + run_dir;
+    const std::string shape = " --layers 2 --heads 2 --channels 16 --max-seq-len 32";
+    CHECK(train(eval + " --preset d2" + shape).code == 0);
+    for (const std::string& task : {eval, "--export-hf " + dir + "/hf_xl --resume " + run_dir}) {
+      Run other = train(task + " --preset gpt2-xl");
+      CHECK(other.code == 2);
+      CHECK_THAT(other.output, Catch::Contains("the model shape comes from the checkpoint " + run_dir +
+                                               "/checkpoints/step_00000003.ckpt (L=2 NH=2 C=16 maxT=32): --preset "
+                                               "gpt2-xl is L=48 NH=25 C=1600 maxT=1024; drop --preset"));
+    }
+    CHECK_FALSE(std::filesystem::exists(dir + "/hf_xl"));
   }
   SECTION("a checkpoint whose training configuration does not parse is named") {
     Checkpoint ckpt = load_checkpoint(run_dir + "/checkpoints/step_00000003.ckpt");
