@@ -119,7 +119,11 @@ namespace {
 // relative recorded path depends on the working directory of the first run).
 std::string resumed_run_dir(const std::string& given, const std::string& checkpoint) {
   namespace fs = std::filesystem;
-  const fs::path folder = fs::path(checkpoint).parent_path();
+  // The folder as written ("runs/a/checkpoints"), or, for a checkpoint named from inside it
+  // ("step_00000024.ckpt", "./step_00000024.ckpt"), its absolute path.
+  const fs::path written = fs::path(checkpoint).parent_path();
+  const fs::path folder =
+      written.filename() == "checkpoints" ? written : fs::absolute(checkpoint).lexically_normal().parent_path();
   std::error_code ec;
   if (fs::is_directory(given) && !(folder.filename() == "checkpoints" && fs::equivalent(folder, given, ec)))
     return given;

@@ -175,7 +175,7 @@ void Trainer::Impl::check_run_directory(const CheckpointInfo& ckpt) {
     // overwritten and pruned, and ones after the checkpoint (an older one resumed) would be taken
     // for the newest by --keep-checkpoints and by the next --resume of the directory.
     std::error_code ec;
-    const fs::path own = fs::weakly_canonical(fs::path(origin).parent_path(), ec);
+    const fs::path own = fs::weakly_canonical(fs::absolute(origin).parent_path(), ec);
     for (const fs::path& found : step_checkpoints(checkpoint_dir())) {
       INPUT_CHECK(fs::weakly_canonical(found.parent_path(), ec) == own,
                   "run directory {} holds checkpoints of another run ({}): continue {} in a --run-dir of its own",

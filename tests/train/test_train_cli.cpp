@@ -493,6 +493,22 @@ TEST_CASE("a tiny run, its resume, and --eval-only", "[cli]") {
     INFO(found.output);
     CHECK(found.code == 0);
   }
+  SECTION("a checkpoint named from inside its checkpoints/ folder continues its run") {
+    // "step_00000003.ckpt" has no folder in its name: the run is the folder's parent all the same.
+    const std::string inside = "cd " + run_dir + "/checkpoints && " + train_binary() + " --resume ";
+    for (const char* name : {"step_00000003.ckpt", "./step_00000003.ckpt"}) {
+      Run resumed = launch(inside + name + " --stop-at-step 4");
+      INFO(resumed.output);
+      CHECK(resumed.code == 0);
+      CHECK(count_lines(run_dir + "/metrics.jsonl") == 4);
+      std::filesystem::remove(run_dir + "/checkpoints/step_00000004.ckpt");
+    }
+    // So is it with the run directory given, "..": not another run's.
+    Run placed = launch(inside + "step_00000003.ckpt --run-dir .. --stop-at-step 4");
+    INFO(placed.output);
+    CHECK(placed.code == 0);
+    CHECK(std::filesystem::exists(run_dir + "/checkpoints/step_00000004.ckpt"));
+  }
   SECTION("a damaged newest checkpoint names the run's previous one to continue from") {
     Run more = train("--resume " + run_dir + " --steps 5 --stop-at-step 4 --checkpoint-every 1");
     REQUIRE(more.code == 0);
