@@ -102,6 +102,15 @@ void validate(const TrainConfig& c) {
   INPUT_CHECK(c.eps > 0 && std::isfinite(c.eps), "--eps must be > 0, got {}", c.eps);
   INPUT_CHECK(c.weight_decay >= 0 && std::isfinite(c.weight_decay), "--weight-decay must be >= 0, got {}",
               c.weight_decay);
+  // AdamW takes them as floats: --beta1 0.99999999 would be 1 there, --eps 1e-50 would be 0.
+  for (auto [flag, value, upper] : {std::tuple{"--lr", c.lr, false}, std::tuple{"--beta1", c.beta1, true},
+                                    std::tuple{"--beta2", c.beta2, true}, std::tuple{"--eps", c.eps, false},
+                                    std::tuple{"--weight-decay", c.weight_decay, false}}) {
+    const float f = float(value);
+    INPUT_CHECK(std::isfinite(f) && (f > 0 || value == 0) && (!upper || f < 1),
+                "{} {} is {} as the float AdamW computes with, outside the flag's range: give a value further inside",
+                flag, nlohmann::json(value).dump(), f);
+  }
   INPUT_CHECK(c.grad_clip >= 0 && std::isfinite(c.grad_clip), "--grad-clip must be >= 0 (0: off), got {}",
               c.grad_clip);
 

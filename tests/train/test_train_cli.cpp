@@ -266,6 +266,11 @@ TEST_CASE("bad flags exit with code 2 and say what is wrong", "[cli]") {
       {bare + "--beta2 -0.5", "--beta2 must be in [0, 1), got -0.5"},
       {bare + "--eps 0", "--eps must be > 0"},
       {bare + "--weight-decay -1", "--weight-decay must be >= 0"},
+      // In range as doubles, not as the floats AdamW takes.
+      {bare + "--beta1 0.99999999", "--beta1 0.99999999 is 1 as the float AdamW computes with"},
+      {bare + "--eps 1e-50", "--eps 1e-50 is 0 as the float AdamW computes with"},
+      {bare + "--lr 1e39", "--lr 1e+39 is inf as the float AdamW computes with"},
+      {bare + "--grad-clip 0x5", "--grad-clip: '0x5' is not a number"},
       {bare + "--grad-clip -1", "--grad-clip must be >= 0"},
       {"--train-data " + dir + "/train.bin --run-dir " + dir + "/run --epochs -1", "--epochs must be > 0"},
       {"--run-dir " + dir + "/run --steps 5", "--train-data is required"},
