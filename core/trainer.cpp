@@ -63,9 +63,9 @@ std::string Trainer::summary() const {
     const std::string fewer = s.eval_batches < c.eval_batches
                                   ? format(" (all the split holds of the {} --eval-batches asked)", c.eval_batches)
                                   : std::string();
-    out += format("validation: {} every {} steps and at the end\n",
+    out += format("validation: {} {}\n",
                   s.eval_batches > 0 ? format("{} batches{}", s.eval_batches, fewer) : std::string("the whole split"),
-                  c.eval_every);
+                  c.eval_every > 0 ? format("every {} steps and at the end", c.eval_every) : "at the end only");
   }
   out += format("batch: B={} x T={} = {} tokens per micro-batch, {} accumulation step(s) -> {} tokens per step\n",
                 c.batch_size, c.seq_len, s.micro_tokens(), s.accum, tokens_per_step());

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 
 #include "core/check.hpp"
@@ -139,10 +140,24 @@ void Trainer::Impl::plan_batches_and_length() {
               "share evenly: resume it with a number of ranks that divides {}",
               origin, accum, cfg.batch_size, cfg.seq_len, ranks, accum);
   const uint64_t epoch_tokens = train_loader->windows_per_epoch() * uint64_t(T);
-  if (cfg.steps) total_steps = cfg.steps;
-  if (cfg.tokens) total_steps = (cfg.tokens + step_tokens() - 1) / step_tokens();
-  if (cfg.epochs > 0) total_steps = uint64_t(std::ceil(cfg.epochs * double(epoch_tokens) / double(step_tokens())));
-  total_steps = std::max<uint64_t>(total_steps, 1);
+  // A run's steps are counted as AdamW's int step, and its tokens in 64 bits: a length past either
+  // is refused, in the unit it was given, before it could wrap into a short run.
+  const uint64_t max_steps = std::min<uint64_t>(std::numeric_limits<int>::max() - 1,
+                                                std::numeric_limits<uint64_t>::max() / step_tokens());
+  double steps = 0;
+  std::string given;
+  if (cfg.steps) steps = double(cfg.steps), given = format("--steps {}", cfg.steps);
+  if (cfg.tokens) {
+    steps = double(cfg.tokens / step_tokens() + (cfg.tokens % step_tokens() != 0));
+    given = format("--tokens {}", cfg.tokens);
+  }
+  if (cfg.epochs > 0) {
+    steps = std::ceil(cfg.epochs * double(epoch_tokens) / double(step_tokens()));
+    given = format("--epochs {}", cfg.epochs);
+  }
+  INPUT_CHECK(steps <= double(max_steps), "{} is a run of {} steps of {} tokens, more than the {} a run can count",
+              given, steps, step_tokens(), max_steps);
+  total_steps = std::max<uint64_t>(uint64_t(steps), 1);
 
   INPUT_CHECK(val_shards.empty() || cfg.eval_every <= total_steps,
               "--eval-every {} is longer than the run ({} steps): no evaluation would happen before the end",

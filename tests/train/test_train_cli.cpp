@@ -234,6 +234,11 @@ TEST_CASE("bad flags exit with code 2 and say what is wrong", "[cli]") {
       {ok + "--steps 5 --epochs 1", "exactly one of --steps, --epochs, --tokens (2 given)"},
       {ok + "--steps 5 --total-batch 100", "--total-batch (100 tokens) must be a multiple of"},
       {ok + "--steps 5 --val-data " + dir + "/val.bin --eval-every 10", "--eval-every 10 is longer than the run (5"},
+      // A length no run can count (AdamW's step is an int), refused before it wraps into a short run.
+      {ok + "--steps 2147483647", "--steps 2147483647 is a run of 2.14748e+09 steps of 64 tokens, more than the "
+                                  "2147483646 a run can count"},
+      {ok + "--tokens 18446744073709551615", "--tokens 18446744073709551615 is a run of 2.8823e+17 steps"},
+      {ok + "--epochs 1e30", "--epochs 1e+30 is a run of"},
       {ok + "--steps 5 --warmup-steps 5", "--warmup-steps (5) must be shorter than the run"},
       {ok + "--steps 5 --eval-stride 4", "--eval-stride 4 sets --eval-only's window stride"},
       {tiny(dir + "/missing") + "--steps 5 --run-dir " + dir + "/run", "missing/train.bin"},

@@ -509,7 +509,11 @@ TEST_CASE("run length from steps, epochs or tokens; validation over fixed batche
   CHECK(capped.evaluate().tokens == 63 * 4 * 16);
   CHECK_THAT(capped.summary(), Catch::Contains("validation: 63 batches (all the split holds of the 1000 "
                                                "--eval-batches asked)"));
-  CHECK_THAT(fixed.summary(), Catch::Contains("validation: 3 batches every") && !Catch::Contains("asked"));
+  // eval_every 0 (this run's): at the end only.
+  CHECK_THAT(fixed.summary(), Catch::Contains("validation: 3 batches at the end only\n") && !Catch::Contains("asked"));
+  c.eval_batches = 3;
+  c.eval_every = 4;
+  CHECK_THAT(Trainer(c, *backend).summary(), Catch::Contains("validation: 3 batches every 4 steps and at the end\n"));
   // The plan's memory line: what the model holds (GPT2::memory), by what it is for.
   const ModelMemory m = fixed.model().memory();
   CHECK(m.total() > 0);
