@@ -170,15 +170,18 @@ nlohmann::json header_json(const CheckpointInfo& c) {
   // An optional field of version 1 (readers before it ignore it; it reads as 0 where absent), left
   // out when 0 so that such a checkpoint saves to the same bytes as before.
   if (c.loader.windows != 0) loader["windows"] = c.loader.windows;
-  return nlohmann::json{{"model", c.config},
-                        {"dtype", c.dtype},
-                        {"step", c.step},
-                        {"tokens_seen", c.tokens_seen},
-                        {"loader", loader},
-                        {"seed", c.seed},
-                        {"tokenizer_fingerprint", c.tokenizer_fingerprint},
-                        {"tokenizer_dir", c.tokenizer_dir},
-                        {"train_config", c.train_config}};
+  nlohmann::json j = {{"model", c.config},
+                      {"dtype", c.dtype},
+                      {"step", c.step},
+                      {"tokens_seen", c.tokens_seen},
+                      {"loader", loader},
+                      {"seed", c.seed},
+                      {"tokenizer_fingerprint", c.tokenizer_fingerprint},
+                      {"tokenizer_dir", c.tokenizer_dir},
+                      {"train_config", c.train_config}};
+  // Optional in the same way: a run that skipped no update saves the bytes it saved before.
+  if (c.skipped_steps != 0) j["skipped_steps"] = c.skipped_steps;
+  return j;
 }
 
 }  // namespace
@@ -299,6 +302,9 @@ void CheckpointReader::Impl::open_gpt2cc() {
     parse_dtype(c.dtype);
     c.step = count(j, "step");
     c.tokens_seen = count(j, "tokens_seen");
+    c.skipped_steps = j.contains("skipped_steps") ? count(j, "skipped_steps") : 0;  // absent: none skipped
+    INPUT_CHECK(c.skipped_steps <= c.step, "\"skipped_steps\" ({}) is more than the steps ({})", c.skipped_steps,
+                c.step);
     c.loader.epoch = count(j.at("loader"), "epoch");
     c.loader.cursor = count(j.at("loader"), "cursor");
     c.loader.windows = j.at("loader").contains("windows") ? count(j.at("loader"), "windows") : 0;  // absent before

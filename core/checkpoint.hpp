@@ -2,8 +2,9 @@
 //
 // File (little-endian): a header, then parameters, then (optionally) the AdamW moments m and v.
 //   char magic[8] = "GPT2CKPT"; uint32 version; uint32 header_json_bytes; then header_json_bytes
-//   of JSON (model config, dtype, step, data-loader position, the run seed (the RNG streams
-//   derive from it), tokenizer fingerprint and directory, training config), then uint64
+//   of JSON (model config, dtype, step, the steps of them skipped (only when some were: AdamW's
+//   step count is the others), data-loader position, the run seed (the RNG streams derive from
+//   it), tokenizer fingerprint and directory, training config), then uint64
 //   num_params and num_params float32 parameters, then uint8 has_optimizer and (if 1) num_params
 //   float32 m and num_params float32 v, then a uint64 FNV-1a checksum of everything before it.
 // Written to "<path>.tmp", flushed and fsync'ed, then renamed over <path>: a crash never leaves a
@@ -32,6 +33,7 @@ struct CheckpointInfo {
   ModelConfig config;
   std::string dtype = "fp32";          // dtype the parameters were trained in (stored as fp32)
   uint64_t step = 0;                   // optimizer steps completed
+  uint64_t skipped_steps = 0;          // of them, those whose update was skipped (non-finite)
   uint64_t tokens_seen = 0;
   LoaderPosition loader;               // train loader position after `step` steps
   uint64_t seed = 0;                   // run seed (dropout seeds derive from seed and step)

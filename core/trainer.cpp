@@ -125,13 +125,14 @@ StepResult Trainer::train_step() {
     hp.beta2 = float(s.cfg.beta2);
     hp.eps = float(s.cfg.eps);
     hp.weight_decay = float(s.cfg.weight_decay);
-    hp.step = int(s.step + 1);
+    hp.step = int(s.step - s.skipped_steps + 1);
     hp.grad_scale = clip_scale(r.grad_norm, s.cfg.grad_clip);
     s.model->adamw_step(hp);
     s.bad_streak = 0;
     s.finite_step = s.step;
   } else {
     s.bad_streak += 1;
+    s.skipped_steps += 1;
   }
   s.step += 1;
   s.tokens_seen += uint64_t(s.accum) * BT;
@@ -154,6 +155,7 @@ CheckpointInfo Trainer::Impl::checkpoint_info() const {
   c.config = mcfg;
   c.step = step;
   c.tokens_seen = tokens_seen;
+  c.skipped_steps = skipped_steps;
   c.loader = train_loader->position();
   c.seed = cfg.seed;
   c.tokenizer_fingerprint = fingerprint;

@@ -33,6 +33,10 @@ struct Trainer::Impl {
   uint64_t total_steps = 0;
   LrSchedule schedule;
   uint64_t step = 0, tokens_seen = 0;
+  // Steps whose update was skipped (a non-finite loss or gradient): AdamW's step count, which its
+  // bias correction divides by, is the updates applied, step - skipped_steps (as PyTorch's
+  // GradScaler leaves an optimizer's step count alone when it skips).
+  uint64_t skipped_steps = 0;
   int bad_streak = 0;
   // The newest step whose parameters gave a finite loss and gradient norm (the run's start until
   // a step has): the checkpoints after it may hold diverged weights, so pruning keeps the newest

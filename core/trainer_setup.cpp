@@ -228,6 +228,7 @@ void Trainer::Impl::build_model(const CheckpointInfo& ckpt, CheckpointReader* or
   if (resumed) {
     step = ckpt.step;
     tokens_seen = ckpt.tokens_seen;
+    skipped_steps = ckpt.skipped_steps;
     train_loader->restore(ckpt.loader);
     last_saved = step;
     finite_step = step;

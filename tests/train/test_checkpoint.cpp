@@ -55,6 +55,7 @@ void require_equal(const Checkpoint& a, const Checkpoint& b) {
   CHECK(a.config == b.config);
   CHECK(a.dtype == b.dtype);
   CHECK(a.step == b.step);
+  CHECK(a.skipped_steps == b.skipped_steps);
   CHECK(a.tokens_seen == b.tokens_seen);
   CHECK(a.loader == b.loader);
   CHECK(a.seed == b.seed);
@@ -134,6 +135,17 @@ TEST_CASE("checkpoint round trip is exact", "[checkpoint]") {
   Checkpoint weights_only = make_checkpoint(2, false);
   save_checkpoint(path, weights_only);  // replaces the previous file
   require_equal(load_checkpoint(path), weights_only);
+
+  // Skipped updates are recorded when there were some (a field the header has only then).
+  c.skipped_steps = 3;
+  save_checkpoint(path, c);
+  require_equal(load_checkpoint(path), c);
+  const std::vector<char> bytes = read_bytes(path);
+  CHECK(std::string(bytes.begin(), bytes.end()).find("\"skipped_steps\":3") != std::string::npos);
+  c.skipped_steps = 0;
+  save_checkpoint(path, c);
+  const std::vector<char> none = read_bytes(path);
+  CHECK(std::string(none.begin(), none.end()).find("skipped_steps") == std::string::npos);
 }
 
 TEST_CASE("a checkpoint streams: written from a source and read into a sink a bounded piece at a time",
@@ -329,6 +341,8 @@ TEST_CASE("corrupt, truncated and foreign files name the file and the problem", 
         // The JSON library's own words, without its "[json.exception...]" tag.
         {"\"model\":{", "\"modell\":{", "has a corrupt header: key 'model' not found"},
         {"\"dtype\":\"fp32\"", "\"dtype\":32", "has a corrupt header: type must be string, but is number"},
+        {"\"step\":20", "\"step\":20,\"skipped_steps\":21", "\"skipped_steps\" (21) is more than the steps (20)"},
+        {"\"step\":20", "\"step\":20,\"skipped_steps\":-2", "\"skipped_steps\" must be a whole number >= 0"},
     };
     for (const Edit& e : edits) {
       INFO(e.to);

@@ -101,7 +101,8 @@ TEST_CASE("bf16 with fp32 gradients: B=8 in one step equals B=4 with 2 accumulat
 TEST_CASE("a Trainer step is the model's forward_backward, clipping, schedule and AdamW, by hand", "[trainer]") {
   // The same steps written out with the model's own calls: the dloss of the total batch, each
   // micro-batch's dropout seed, the clip scale, the learning rate of the step and AdamW's
-  // 1-based step count (bias correction) must all be the ones the Trainer uses, bit for bit.
+  // 1-based step count (bias correction) must all be the ones the Trainer uses, bit for bit. Step
+  // 3's gradient is poisoned: its update is skipped, and AdamW's count is of the updates applied.
   std::string dir = test::temp_dir("trainer_by_hand");
   test::write_tiny_shards(dir);
   auto backend = make_cpu_backend(1);
@@ -114,6 +115,10 @@ TEST_CASE("a Trainer step is the model's forward_backward, clipping, schedule an
   c.warmup_steps = 2;
   Trainer t(c, *backend);
   REQUIRE(t.accumulation_steps() == 2);
+  const auto poison = [](uint64_t step, int micro) {
+    return step == 2 && micro == 1 ? std::numeric_limits<float>::quiet_NaN() : 1.0f;
+  };
+  t.dloss_factor_hook = poison;
 
   GPT2 model(t.model().config(), *backend, 4, 16);
   model.set_parameters(t.model().parameters());
@@ -125,6 +130,7 @@ TEST_CASE("a Trainer step is the model's forward_backward, clipping, schedule an
   schedule.total_steps = c.steps;
   std::vector<int> x, y;
   bool clipped = false;
+  int applied = 0;
   for (uint64_t step = 0; step < c.steps; ++step) {
     INFO("step " << step + 1);
     const StepResult r = t.train_step();
@@ -132,25 +138,30 @@ TEST_CASE("a Trainer step is the model's forward_backward, clipping, schedule an
     double loss_sum = 0.0;
     for (int micro = 0; micro < 2; ++micro) {
       loader.next(x, y);
-      const float loss = model.forward_backward(x.data(), y.data(), 4, 16, 1.0f / 128.0f,
+      const float loss = model.forward_backward(x.data(), y.data(), 4, 16, 1.0f / 128.0f * poison(step, micro),
                                                 dropout_seed(c.seed, step * 2 + uint64_t(micro)));
       loss_sum += double(loss) * model.num_targets();
     }
     const double norm = model.grad_norm();
+    CHECK(r.loss == loss_sum / 128.0);
+    CHECK(r.lr == schedule.at(step));
+    CHECK(r.skipped == (step == 2));
+    if (r.skipped) {
+      CHECK(std::isnan(r.grad_norm));
+      continue;
+    }
     AdamWParams hp;
     hp.lr = float(schedule.at(step));
     hp.beta1 = float(c.beta1);
     hp.beta2 = float(c.beta2);
     hp.eps = float(c.eps);
     hp.weight_decay = float(c.weight_decay);
-    hp.step = int(step + 1);
+    hp.step = ++applied;
     hp.grad_scale = clip_scale(norm, c.grad_clip);
     model.adamw_step(hp);
     clipped = clipped || hp.grad_scale < 1.0f;
 
-    CHECK(r.loss == loss_sum / 128.0);
     CHECK(r.grad_norm == norm);
-    CHECK(r.lr == schedule.at(step));
     REQUIRE(same_bits(t.model().parameters(), model.parameters()));
   }
   CHECK(clipped);
@@ -232,6 +243,45 @@ TEST_CASE("a run stopped half-way and resumed is bit-identical to an uninterrupt
     if (ma[i].contains("val_loss")) CHECK(mb[i]["val_loss"].get<double>() == ma[i]["val_loss"].get<double>());
   }
   CHECK(ma[5]["train_loss"].get<double>() < ma[0]["train_loss"].get<double>());  // it learned something
+}
+
+TEST_CASE("a run that skipped an update, stopped after it and resumed, repeats the uninterrupted run", "[trainer]") {
+  // The checkpoint records the skip: the resumed run's AdamW step count (bias correction) goes on
+  // from the updates applied, as the uninterrupted run's does.
+  std::string dir = test::temp_dir("trainer_skip_resume");
+  test::write_tiny_shards(dir);
+  auto backend = make_cpu_backend(1);
+  TrainConfig base = test::tiny_train_config(dir, "");
+  base.steps = 5;
+  const auto poison = [](uint64_t step, int) {
+    return step == 1 ? std::numeric_limits<float>::quiet_NaN() : 1.0f;
+  };
+  TrainConfig full = base;
+  full.run_dir = dir + "/full";
+  Trainer uninterrupted(full, *backend);
+  uninterrupted.dloss_factor_hook = poison;
+  CHECK(uninterrupted.run() == TrainStop::finished);
+
+  TrainConfig first = base;
+  first.run_dir = dir + "/halves";
+  first.stop_at_step = 3;
+  Trainer stopped(first, *backend);
+  stopped.dloss_factor_hook = poison;
+  CHECK(stopped.run() == TrainStop::stop_at_step);
+  CHECK(load_checkpoint(resolve_checkpoint(dir + "/halves")).skipped_steps == 1);
+  TrainConfig second = base;
+  second.run_dir = dir + "/halves";
+  second.resume = dir + "/halves";
+  CHECK(Trainer(second, *backend).run() == TrainStop::finished);
+
+  Checkpoint a = load_checkpoint(resolve_checkpoint(dir + "/full"));
+  Checkpoint b = load_checkpoint(resolve_checkpoint(dir + "/halves"));
+  CHECK(a.step == 5);
+  CHECK(a.skipped_steps == 1);
+  CHECK(b.skipped_steps == 1);
+  CHECK(same_bits(a.params, b.params));
+  CHECK(same_bits(a.m, b.m));
+  CHECK(same_bits(a.v, b.v));
 }
 
 TEST_CASE("a non-finite gradient skips the update; too many in a row stop the run", "[trainer]") {
