@@ -5,7 +5,9 @@
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <memory>
 #include <optional>
+#include <vector>
 #include <nlohmann/json.hpp>
 
 #include "core/check.hpp"
@@ -14,6 +16,7 @@
 #include "core/hf_gpt2.hpp"
 #include "core/model.hpp"
 #include "core/model_checkpoint.hpp"
+#include "core/signal_cleanup.hpp"
 #include "core/tokenizer_files.hpp"
 #include "core/train_eval.hpp"
 #include "core/trainer.hpp"
@@ -114,10 +117,26 @@ void export_checkpoint_hf(const TrainConfig& c, bool preset_given) {
   INPUT_CHECK(!ec && std::filesystem::is_directory(c.export_hf), "--export-hf {}: cannot make a directory there: {}",
               c.export_hf, ec ? ec.message() : "a file of that name is in the way");
   check_export_directory(c.export_hf, tokenizer.has_value());
-  save_hf_gpt2(
-      c.export_hf, ckpt.config, [&](const CheckpointSink& take) { reader.read_arrays(take, false); },
-      tokenizer ? tokenizer->special_id("<|endoftext|>") : std::nullopt);
-  if (tokenizer) tokenizer->save(c.export_hf);
+  // The files the export makes (each written atomically, one after another): a failure or a signal
+  // part-way removes those already there, so that the directory is as it was, ready for another try
+  // (a model left without its tokenizer would make that try refuse the directory).
+  std::vector<std::string> made;
+  std::vector<std::unique_ptr<TemporaryFile>> removed_on_signal;
+  for (const char* name : {"model.safetensors", "config.json", "vocab.json", "merges.txt"}) {
+    const std::string file = (std::filesystem::path(c.export_hf) / name).string();
+    if (std::filesystem::exists(file)) continue;  // vocab.json + merges.txt of an earlier export, replaced
+    made.push_back(file);
+    removed_on_signal.push_back(std::make_unique<TemporaryFile>(file));
+  }
+  try {
+    save_hf_gpt2(
+        c.export_hf, ckpt.config, [&](const CheckpointSink& take) { reader.read_arrays(take, false); },
+        tokenizer ? tokenizer->special_id("<|endoftext|>") : std::nullopt);
+    if (tokenizer) tokenizer->save(c.export_hf);
+  } catch (...) {
+    for (const std::string& file : made) std::filesystem::remove(file, ec);
+    throw;
+  }
   std::cout << "exported " << path << " (" << describe(ckpt.config) << ", step " << ckpt.step << ") to "
             << c.export_hf << ": model.safetensors, config.json"
             << (tokenizer ? ", vocab.json, merges.txt (tokenizer " + tokenizer_dir + ")"

@@ -783,6 +783,16 @@ TEST_CASE("a fine-tune from Hugging Face weights holds their tokenizer to the da
   CHECK_THAT(mismatched.output, Catch::Contains("tokenizer " + dir + "/swapped (fingerprint") &&
                                     Catch::Contains("is not the one checkpoint " + dir + "/run/checkpoints/"));
   CHECK_FALSE(fs::exists(dir + "/hf_swapped/model.safetensors"));
+  // The tokenizer's write failing (a directory where vocab.json goes), after the weights and
+  // config.json are written: they are removed again, and the export runs once the way is clear.
+  fs::create_directories(dir + "/hf_blocked/vocab.json");
+  const Run blocked = train("--resume " + dir + "/run --export-hf " + dir + "/hf_blocked");
+  CHECK(blocked.code != 0);
+  CHECK_THAT(blocked.output, Catch::Contains("vocab.json"));
+  for (const char* name : {"model.safetensors", "config.json", "merges.txt"})
+    CHECK_FALSE(fs::exists(dir + "/hf_blocked/" + name));
+  fs::remove(dir + "/hf_blocked/vocab.json");
+  CHECK(train("--resume " + dir + "/run --export-hf " + dir + "/hf_blocked").code == 0);
   // Relative paths, from the directory above: the recorded tokenizer is absolute all the same.
   const std::string shape = " --batch-size 4 --seq-len 16 --threads 1 --steps 1 ";
   const Run other = launch("cd " + dir + " && " + train_binary() + " --init-from hf --train-data other/train.bin" +
