@@ -95,13 +95,15 @@ uint64_t encode_input(const Tokenizer& tok, Input& in, bool allow_special, int t
 // leaves path as it was. A link is followed to its file, and a device or FIFO (/dev/null) is
 // written in place (resolve_write_target, core/atomic_file.hpp). A failed write (disk full) is an
 // I/O error: exit 1, naming the file. A signal removes path.tmp too (core/signal_cleanup.hpp).
+// `input`: the command's input path ("-": stdin), which path.tmp must not be (opening it would
+// truncate what is about to be read).
 struct Output {
   std::string path, tmp;  // tmp empty: written in place
   WriteTarget target;
   std::optional<TemporaryFile> on_signal;  // tmp, while it exists
   std::unique_ptr<std::ofstream> file;
   std::ostream* out = &std::cout;
-  explicit Output(std::string p) : path(std::move(p)) {
+  Output(std::string p, const std::string& input) : path(std::move(p)) {
     if (path == "-") return;
     INPUT_CHECK(!path.empty(), "--output is empty: give a file, or - for stdout");
     std::error_code ec;
@@ -109,6 +111,9 @@ struct Output {
     target = resolve_write_target(path);
     if (!target.in_place) {
       tmp = target.path + ".tmp";
+      INPUT_CHECK(input == "-" || !fs::equivalent(input, tmp, ec),
+                  "output {} is written to {} first, which is the input {}: choose another --output", path, tmp,
+                  input);
       on_signal.emplace(tmp);
     }
     const std::string& opened = target.in_place ? target.path : tmp;
@@ -322,7 +327,7 @@ int cmd_encode(int argc, char** argv) {
               tok.vocab_size());
   const int threads = threads_flag(args);
   Input in(args["input"].as<std::string>());
-  Output out(args["output"].as<std::string>());
+  Output out(args["output"].as<std::string>(), args["input"].as<std::string>());
   bool first = true;
   encode_input(tok, in, !switch_on(args, "no-special"), threads, [&](std::span<const int> ids) {
     write_ids(*out.out, ids, fmt, first);
@@ -348,7 +353,7 @@ int cmd_decode(int argc, char** argv) {
   Tokenizer tok = Tokenizer::load(required(args, "tokenizer"));
   IdFormat fmt = parse_id_format(args["format"].as<std::string>());
   Input in(args["input"].as<std::string>());
-  Output out(args["output"].as<std::string>());
+  Output out(args["output"].as<std::string>(), args["input"].as<std::string>());
   auto emit = [&](const std::vector<int>& ids) {
     *out.out << tok.decode(ids);
     out.check();

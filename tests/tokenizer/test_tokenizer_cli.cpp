@@ -289,6 +289,23 @@ TEST_CASE("tokenizer CLI: directories, failed reads and writes; no FILE.tmp left
   CHECK(std::filesystem::is_fifo(fifo));
   CHECK(test::read_bytes(dir + "/drained.txt") == "15496 995\n");
   CHECK(cli(dir, hello + "''").code == 2);
+
+  // An --output whose temporary (FILE.tmp) is the input, by its name or through a link: refused
+  // before it is opened (truncated, it would be read empty and then removed), the input intact.
+  std::ofstream(dir + "/ids.tmp") << "Hello world";
+  std::filesystem::create_symlink(dir + "/ids.tmp", dir + "/alias.txt");
+  for (const std::string& input : {dir + "/ids.tmp", dir + "/alias.txt"}) {
+    for (const char* command : {"encode", "decode"}) {
+      INFO(command << " " << input);
+      Result clobber = cli(dir, std::string(command) + " --tokenizer '" + gpt2 + "' --input '" + input +
+                                    "' --output '" + dir + "/ids'");
+      CHECK(clobber.code == 2);
+      CHECK_THAT(clobber.err, Catch::Contains("output " + dir + "/ids is written to " + dir + "/ids.tmp first, which "
+                                              "is the input " + input + ": choose another --output"));
+      CHECK(test::read_bytes(dir + "/ids.tmp") == "Hello world");
+      CHECK_FALSE(std::filesystem::exists(dir + "/ids"));
+    }
+  }
 }
 
 TEST_CASE("bench_tokenizer refuses --mb out of (0, 1e6], a directory and no text", "[tokenizer][cli]") {
