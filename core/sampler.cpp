@@ -156,11 +156,12 @@ int Sampler::sample(std::span<const float> logits, std::span<const int> history,
   bool overflow = !std::isfinite(inv_temperature);
   for (int i = 0; i < vocab_size_ && !overflow; ++i) {
     candidates_[i] = Candidate{work_[i] * inv_temperature, i};
-    overflow = std::isinf(candidates_[i].logit) && candidates_[i].logit > 0.0f;
+    overflow = !std::isfinite(candidates_[i].logit);
   }
   if (overflow) {
-    // A temperature so small that l / T overflows: the same distribution from (l - max l) / T,
-    // which is at most 0 (in double: 1 / T may exceed the float range).
+    // A temperature so small that l / T overflows (to +inf, or to -inf: with every logit negative
+    // none is left finite): the same distribution from (l - max l) / T, which is at most 0 (in
+    // double: 1 / T may exceed the float range).
     const float max_logit = *std::max_element(work_.begin(), work_.end());
     const double inv = 1.0 / static_cast<double>(config_.temperature);
     for (int i = 0; i < vocab_size_; ++i)

@@ -207,13 +207,18 @@ TEST_CASE("very low temperature approaches greedy", "[sampler]") {
 
 TEST_CASE("a temperature so small that l / T overflows still samples the argmax", "[sampler]") {
   // 1 / 1e-45 is infinite in float, and 3.0 / 1e-38 overflows too: the sampler takes
-  // (l - max l) / T instead, whose maximum is 0.
-  std::vector<float> logits = {0.0f, 1.0f, 2.9f, 3.0f, 2.95f, -1.0f};
-  for (float temperature : {1e-45f, 1e-38f}) {
-    SampleConfig config;
-    config.temperature = temperature;
-    Sampler sampler(config, 6);
-    for (int i = 0; i < 100; ++i) REQUIRE(sampler.sample(logits, {}, 0, i) == 3);
+  // (l - max l) / T instead, whose maximum is 0. So with every logit negative (as a trained
+  // model's are), where every l / T overflows to -inf, none of them finite.
+  const std::vector<float> mixed = {0.0f, 1.0f, 2.9f, 3.0f, 2.95f, -1.0f};
+  const std::vector<float> negative = {-50.0f, -60.0f, -41.0f, -40.0f, -40.5f, -70.0f};
+  for (const std::vector<float>& logits : {mixed, negative}) {
+    for (float temperature : {1e-45f, 1e-38f}) {
+      INFO("first logit " << logits[0] << ", temperature " << temperature);
+      SampleConfig config;
+      config.temperature = temperature;
+      Sampler sampler(config, 6);
+      for (int i = 0; i < 100; ++i) REQUIRE(sampler.sample(logits, {}, 0, i) == 3);
+    }
   }
 }
 
