@@ -39,7 +39,11 @@ void install_stop_handlers() {
   action.sa_handler = record_stop_and_arm;
   sigemptyset(&action.sa_mask);
   action.sa_flags = SA_RESTART;  // a read or write the signal interrupts goes on
-  for (int sig : {SIGINT, SIGTERM}) ::sigaction(sig, &action, nullptr);
+  for (int sig : {SIGINT, SIGTERM}) {
+    struct sigaction old {};
+    if (::sigaction(sig, nullptr, &old) != 0 || old.sa_handler == SIG_IGN) continue;  // ignored at the start
+    ::sigaction(sig, &action, nullptr);
+  }
 }
 
 const std::atomic<int>& stop_signal() { return g_stop_signal; }

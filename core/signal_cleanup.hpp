@@ -16,10 +16,11 @@ namespace gpt2cc {
 
 void remove_temporaries_on_signal();
 
-// A stop asked by SIGINT or SIGTERM, for programs that finish their current piece of work first
-// (train: the step, then a checkpoint; prepare: its failure path, which removes its staging
-// folder). The handler records the signal and installs remove_temporaries_on_signal's, so a
-// second signal ends the program at once, its registered temporaries removed.
+// A stop asked by SIGINT or SIGTERM (each unless it was ignored when the program started, as
+// above), for programs that finish their current piece of work first (train: the step, then a
+// checkpoint; prepare: its failure path, which removes its staging folder). The handler records
+// the signal and installs remove_temporaries_on_signal's, so a second signal ends the program at
+// once, its registered temporaries removed.
 void install_stop_handlers();
 // The signal that asked to stop, 0 while none has: an atomic that workers may poll.
 const std::atomic<int>& stop_signal();

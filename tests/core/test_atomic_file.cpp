@@ -1,13 +1,15 @@
 // Files replaced whole (core/atomic_file.hpp): the bytes land, no .tmp is left; a symbolic link is
 // followed to its file and stays a link; a FIFO or a device is written in place, never replaced
 // by a plain file (the rename that replaces a regular file would put one where /dev/null was).
-// And read_whole_file: bytes as they are, bad paths as bad input, a cap on the size.
+// And read_whole_file: bytes as they are, bad paths as bad input, a cap on the size. And the
+// signal handlers (core/signal_cleanup.hpp): a signal ignored when the program started stays so.
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -15,6 +17,7 @@
 #include "common/test_common.hpp"
 #include "core/atomic_file.hpp"
 #include "core/check.hpp"
+#include "core/signal_cleanup.hpp"
 
 using namespace gpt2cc;
 namespace fs = std::filesystem;
@@ -119,4 +122,24 @@ TEST_CASE("read_whole_file: the bytes; a missing file, a directory or one past t
   CHECK_THROWS_WITH(read_whole_file(dir + "/none", "test file"),
                     "cannot open test file " + dir + "/none: No such file or directory");
   CHECK_THROWS_WITH(read_whole_file(dir, "test file"), "test file " + dir + " is a directory, not a file");
+}
+
+TEST_CASE("a signal ignored when the program started stays ignored by the stop handlers", "[signal]") {
+  // A background job (`prepare ... &` in a script) starts with SIGINT ignored: the Ctrl-C meant for
+  // the foreground command must not stop it. SIGTERM, not ignored, still asks to stop, and arms
+  // the removal of temporaries for the next one, which leaves SIGINT ignored too.
+  const test::ChildOutcome outcome = test::run_in_child(20, [] {
+    std::signal(SIGINT, SIG_IGN);
+    install_stop_handlers();
+    ::raise(SIGINT);
+    if (stop_signal().load() != 0) throw Error("a SIGINT ignored at the start asked the program to stop");
+    ::raise(SIGTERM);
+    if (stop_signal().load() != SIGTERM) throw Error("SIGTERM did not ask the program to stop");
+    ::raise(SIGINT);  // still ignored: the process goes on
+    struct sigaction now {};
+    ::sigaction(SIGINT, nullptr, &now);
+    if (now.sa_handler != SIG_IGN) throw Error("SIGINT is no longer ignored");
+  });
+  INFO(outcome.summary());
+  CHECK(outcome.returned);
 }
