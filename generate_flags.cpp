@@ -145,7 +145,7 @@ GenerateRequest parse_generate_request(const cxxopts::ParseResult& args) {
   gen.keep = args["context-keep"].as<int>();
   gen.use_kv_cache = !switch_on(args, "no-kv-cache");
   if (args.count("stop"))
-    for (const std::string& s : args["stop"].as<std::vector<std::string>>()) gen.stop_strings.push_back(unescape(s));
+    for (const std::string& s : values_as_typed(args, "stop")) gen.stop_strings.push_back(unescape(s));
   validate(gen);
   r.ignore_eot = switch_on(args, "ignore-eot");
   r.stats = switch_on(args, "stats");

@@ -117,6 +117,16 @@ inline void check_real_flags(const cxxopts::ParseResult& result) {
     cli_detail::check_real_flag<double>(result, given) || cli_detail::check_real_flag<float>(result, given);
 }
 
+// Every value given to a repeatable flag (or to the positional arguments, by their option's name),
+// as typed, in order. cxxopts's own vector<string> value splits each at its commas: --stop
+// "Hello, world" would be two stop strings, a file named "a,b.txt" two files.
+inline std::vector<std::string> values_as_typed(const cxxopts::ParseResult& result, const std::string& name) {
+  std::vector<std::string> values;
+  for (const cxxopts::KeyValue& given : result.arguments())
+    if (given.key() == name) values.push_back(given.value());
+  return values;
+}
+
 // Whether a switch (a flag without a value, cxxopts's bool) is on: given, and not given "=false"
 // (--greedy=false is off; count() alone would call it on).
 inline bool switch_on(const cxxopts::ParseResult& result, const std::string& name) {

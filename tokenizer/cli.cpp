@@ -235,7 +235,7 @@ int cmd_train(int argc, char** argv) {
   cfg.threads = threads_flag(args);
   if (args.count("special")) {
     cfg.special_tokens.clear();
-    for (const auto& s : args["special"].as<std::vector<std::string>>())
+    for (const std::string& s : values_as_typed(args, "special"))
       if (!s.empty()) cfg.special_tokens.push_back(s);
   }
   std::string out = required(args, "out");
@@ -243,7 +243,7 @@ int cmd_train(int argc, char** argv) {
   INPUT_CHECK(args.count("files"), "no training files given (tokenizer train --out DIR FILES...)");
   BpeTrainer trainer(cfg);
   double t0 = now_seconds();
-  for (const auto& f : args["files"].as<std::vector<std::string>>()) trainer.add_file(f);
+  for (const std::string& f : values_as_typed(args, "files")) trainer.add_file(f);
   TrainStats stats;
   // On a terminal one line redrawn; in a log a line at every tenth of the merges.
   const bool terminal = isatty(STDERR_FILENO);
@@ -443,7 +443,7 @@ int cmd_stats(int argc, char** argv) {
   Tokenizer tok = Tokenizer::load(required(args, "tokenizer"));
   const int threads = threads_flag(args);
   std::vector<std::string> files{"-"};
-  if (args.count("files")) files = args["files"].as<std::vector<std::string>>();
+  if (args.count("files")) files = values_as_typed(args, "files");
   uint64_t total_bytes = 0, total_tokens = 0;
   double t0 = now_seconds();
   std::cout << std::fixed;

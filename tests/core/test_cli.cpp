@@ -169,6 +169,22 @@ TEST_CASE("parse_flags: a number followed by anything else is refused for float 
   CHECK_THROWS(parse({"--fraction", "1e999"}));  // out of range: cxxopts's own parse refuses it
 }
 
+TEST_CASE("values_as_typed: each value of a repeated flag or positional whole, commas kept", "[cli]") {
+  std::vector<std::string> args = {"prog", "--stop", "Hello, world", "a,b.txt", "--stop", "", "c.txt", "--stop", "x"};
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  cxxopts::Options cli("prog", "test");
+  cli.add_options()("stop", "repeatable", cxxopts::value<std::vector<std::string>>())(
+      "files", "positional", cxxopts::value<std::vector<std::string>>());
+  cli.parse_positional({"files"});
+  const cxxopts::ParseResult result = parse_flags(cli, static_cast<int>(argv.size()), argv.data());
+  CHECK(values_as_typed(result, "stop") == std::vector<std::string>{"Hello, world", "", "x"});
+  CHECK(values_as_typed(result, "files") == std::vector<std::string>{"a,b.txt", "c.txt"});
+  CHECK(values_as_typed(result, "other").empty());
+  // What cxxopts itself makes of them.
+  CHECK(result["stop"].as<std::vector<std::string>>().size() == 4);
+}
+
 TEST_CASE("merge_rank_failures: each message once, after the ranks that had it", "[cli]") {
   using Lines = std::vector<std::string>;
   CHECK(merge_rank_failures("train", {"", "", ""}).empty());

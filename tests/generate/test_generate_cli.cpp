@@ -177,6 +177,18 @@ TEST_CASE("generate writes reproducible text, stats and a throughput line", "[ge
   CHECK(cr.out == lf.out);
 }
 
+TEST_CASE("--stop takes its string whole: a comma is part of it", "[generate][cli]") {
+  // Split at its comma (cxxopts's vector value), "e,o" stopped at the first e or o.
+  const std::string args = "--prompt 'Once upon a time' --max-new-tokens 30 --greedy";
+  const Run free = generate_cli(args);
+  REQUIRE(free.code == 0);
+  REQUIRE(free.out.find_first_of("eo") != std::string::npos);  // the split strings would stop it
+  REQUIRE(free.out.find("e,o") == std::string::npos);          // the whole one does not
+  const Run comma = generate_cli(args + " --stop 'e,o'");
+  REQUIRE(comma.code == 0);
+  CHECK(comma.out == free.out);
+}
+
 TEST_CASE("--num-samples: samples decoded together print as if run one after another", "[generate][cli][batch]") {
   // Samples of different lengths: end of text or a stop string ends some before the others.
   const std::string args =

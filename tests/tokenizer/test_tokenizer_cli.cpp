@@ -73,6 +73,18 @@ TEST_CASE("tokenizer CLI: train, encode, decode and stats end to end", "[tokeniz
   REQUIRE(r.code == 0);
   CHECK_THAT(r.out, Catch::Contains(std::to_string(corpus.size()) + " bytes, " + std::to_string(expected.size()) + " tokens"));
 
+  // A comma belongs to the value it is in: a file named with one, a special token holding one.
+  std::filesystem::copy_file(dir + "/corpus.txt", dir + "/a,b.txt");
+  r = cli(dir, "stats --tokenizer '" + dir + "/tok' '" + dir + "/a,b.txt'");
+  INFO(r.err);
+  CHECK(r.code == 0);
+  CHECK_THAT(r.out, Catch::Contains(std::to_string(corpus.size()) + " bytes, " + std::to_string(expected.size()) + " tokens"));
+  r = cli(dir, "train --out '" + dir + "/tok_comma' --vocab-size 300 --special '<|a,b|>' '" + dir + "/a,b.txt'");
+  REQUIRE(r.code == 0);
+  const gpt2cc::Tokenizer comma = gpt2cc::Tokenizer::load(dir + "/tok_comma");
+  CHECK(comma.special_id("<|a,b|>") == 0);
+  CHECK_FALSE(comma.special_id("<|a").has_value());
+
   // GPT-2's files, from stdin, with and without special-token recognition.
   std::string gpt2 = test::data_dir() + "/gpt2";
   if (test::data_dir().empty()) FAIL("shared data directory not found (set GPT2CC_DATA_DIR)");
