@@ -25,6 +25,7 @@
 #include "core/atomic_file.hpp"
 #include "core/check.hpp"
 #include "core/cli.hpp"
+#include "core/tokenizer_files.hpp"
 #include "core/dataloader.hpp"
 #include "core/signal_cleanup.hpp"
 #include "tokenizer/tokenizer.hpp"
@@ -193,6 +194,14 @@ void check_output_dir(const std::string& dir) {
   }
   for (const fs::path& created : missing) fs::remove(created, ec);
   INPUT_CHECK(why.empty(), "--out {}: cannot {}: {}", dir, missing.empty() ? "write files in it" : "create it", why);
+  // The vocab.json + merges.txt written here would sit beside GPT-2's pair, which a reader of the
+  // directory takes first (core/tokenizer_files.hpp): the new tokenizer would never be used.
+  const TokenizerFilePair& openai = kTokenizerFilePairs[0];
+  for (const char* name : {openai.vocab, openai.merges})
+    INPUT_CHECK(!fs::exists(fs::path(dir) / name, ec),
+                "--out {} holds {}'s {}, which a reader of the directory takes before the vocab.json + "
+                "merges.txt written here: choose another --out",
+                dir, openai.origin, name);
 }
 
 // --threads: 1 to kMaxThreads (core/backend.hpp); more would fail to start, or crash.

@@ -133,6 +133,18 @@ TEST_CASE("tokenizer CLI: user errors exit 2 naming the problem", "[tokenizer][c
                           Catch::Contains("is not a directory"));
     CHECK_THAT(r.err, !Catch::Contains("merges"));  // no training started
   }
+  // --out holding GPT-2's encoder.json (or vocab.bpe), which a reader would take before the new
+  // vocab.json + merges.txt: refused before any training, nothing written.
+  for (const char* name : {"encoder.json", "vocab.bpe"}) {
+    const std::string held = dir + "/held_" + name;
+    std::filesystem::create_directories(held);
+    std::ofstream(held + "/" + name) << "{}";
+    r = cli(dir, "train --out '" + held + "' --vocab-size 300 '" + dir + "/words.txt'");
+    CHECK(r.code == 2);
+    CHECK_THAT(r.err, Catch::Contains("--out " + held + " holds GPT-2's " + name + ", which a reader of the directory "
+                                      "takes before the vocab.json + merges.txt written here: choose another --out"));
+    CHECK_FALSE(std::filesystem::exists(held + "/vocab.json"));
+  }
   // --out empty, or a directory that cannot be created: refused before any training too.
   for (const auto& [out, says] : {std::pair<std::string, std::string>{"", "--out is empty"},
                                   {"/proc/no_such_dir", "--out /proc/no_such_dir: cannot create it"}}) {
