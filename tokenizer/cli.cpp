@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <charconv>
 #include <cstring>
 #include <cxxopts.hpp>
 #include <filesystem>
@@ -379,10 +380,14 @@ int cmd_decode(int argc, char** argv) {
     int line_no = 1;
     const auto end_word = [&] {
       if (word.empty()) return;
-      INPUT_CHECK(word.find_first_not_of("0123456789") == std::string::npos && word.size() <= 9,
-                  "{}:{}: {} is not a token id", in.name, line_no, quote_for_message(word));
-      const int id = std::stoi(word);
-      INPUT_CHECK(id < V, "{}:{}: token id {} is out of range [0, {})", in.name, line_no, id, V);
+      INPUT_CHECK(word.find_first_not_of("0123456789") == std::string::npos, "{}:{}: {} is not a token id", in.name,
+                  line_no, quote_for_message(word));
+      // Leading zeros are allowed, however many ("000" is 0); past 9 digits an id is out of range.
+      const std::string_view digits = std::string_view(word).substr(std::min(word.find_first_not_of('0'), word.size() - 1));
+      int id = 0;
+      if (digits.size() <= 9) std::from_chars(digits.data(), digits.data() + digits.size(), id);
+      INPUT_CHECK(digits.size() <= 9 && id < V, "{}:{}: token id {} is out of range [0, {})", in.name, line_no, digits,
+                  V);
       ids.push_back(id);
       word.clear();
     };

@@ -197,6 +197,12 @@ TEST_CASE("tokenizer CLI: user errors exit 2 naming the problem", "[tokenizer][c
   r = cli(dir, "decode --tokenizer '" + gpt2 + "' --input /dev/zero");
   CHECK(r.code == 2);
   CHECK_THAT(r.err, Catch::Contains("/dev/zero:1: a word of more than 65536 bytes is not a token id: \"\\x00"));
+  // Leading zeros, however many, are the id's; more than 9 digits after them is out of range.
+  std::ofstream(dir + "/zeros.txt") << "0000000015496 00995 000\n99999999999";
+  r = cli(dir, "decode --tokenizer '" + gpt2 + "' --input '" + dir + "/zeros.txt'");
+  CHECK(r.code == 2);
+  CHECK(r.out == "Hello world!");  // (the line break is a separator, as a space)
+  CHECK_THAT(r.err, Catch::Contains("zeros.txt:2: token id 99999999999 is out of range [0, 50257)"));
   // An unsigned 32-bit id is reported as such: 0xFFFFFFFF is 4294967295, not -1.
   std::ofstream(dir + "/ids.u32", std::ios::binary) << "\xff\xff\xff\xff";
   r = cli(dir, "decode --tokenizer '" + gpt2 + "' --format u32 --input '" + dir + "/ids.u32'");
