@@ -22,6 +22,11 @@ void check_thread_count(int threads, const char* what, int least) {
               kMaxThreads, least == 0 ? " (0: OMP_NUM_THREADS, else all cores)" : "", threads);
 }
 
+void check_environment_thread_count(int threads) {
+  INPUT_CHECK(threads <= kMaxThreads, "OMP_NUM_THREADS asks for {} threads, more than {}: give --threads, or a smaller "
+              "OMP_NUM_THREADS", threads, kMaxThreads);
+}
+
 std::vector<float> download_as_float(Backend& backend, ConstTensorPtr src, size_t N) {
   std::vector<float> host(N);
   if (src.dtype == DType::fp32) {

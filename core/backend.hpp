@@ -268,6 +268,9 @@ inline constexpr int kMaxThreads = 1024;
 // --threads check ("--threads must be from 0 to 1024 (0: OMP_NUM_THREADS, else all cores), got
 // 5000").
 void check_thread_count(int threads, const char* what = "--threads", int least = 0);
+// The same bound on the count OpenMP took from OMP_NUM_THREADS where --threads was 0 (InputError
+// naming the variable).
+void check_environment_thread_count(int threads);
 
 // Backend factories. make_cpu_backend's bf16 is cpu::CpuBf16Backend (cpu/backend.hpp), for
 // generation and mixed-precision training; make_cuda_backend throws InputError naming the reason when this build has no CUDA

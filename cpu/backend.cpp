@@ -81,6 +81,7 @@ CpuBackend::CpuBackend(int threads) {
   check_thread_count(threads, "cpu backend: threads");
   if (threads > 0) omp_set_num_threads(threads);
   threads_ = omp_get_max_threads();
+  if (threads == 0) check_environment_thread_count(threads_);
 }
 
 std::string CpuBackend::describe() const {

@@ -19,6 +19,7 @@
 #include <ostream>
 
 #include "core/atomic_file.hpp"
+#include "core/backend.hpp"  // check_environment_thread_count
 #include "core/check.hpp"
 #include "core/rng.hpp"
 #include "core/shard.hpp"
@@ -89,6 +90,7 @@ class Pipeline : public DocumentSink {
   Pipeline(const PrepareConfig& config, const std::string& dir, const Tokenizer& tokenizer, PrepareSummary& summary)
       : config_(config), summary_(summary), eot_(uint32_t(tokenizer.eot_id())) {
     int threads = config.threads > 0 ? config.threads : omp_get_max_threads();
+    if (config.threads == 0) check_environment_thread_count(threads);
     summary.threads = threads;
     tokenizers_.assign(size_t(threads), tokenizer);  // a copy per thread: encode never shares state
     SplitSummary* splits[2] = {&summary.train, &summary.val};

@@ -541,6 +541,12 @@ TEST_CASE("prepare rejects bad flags and inputs with exit code 2", "[data]") {
     CHECK(r.code == 2);
     CHECK(r.output.find(b.message) != std::string::npos);
   }
+  // --threads 0 takes OMP_NUM_THREADS, within the same bound (5000 tokenizer copies otherwise).
+  Run many = run_prepare("--format text " + base, dir, "OMP_NUM_THREADS=5000 ");
+  CHECK(many.code == 2);
+  CHECK_THAT(many.output, Catch::Contains("OMP_NUM_THREADS asks for 5000 threads, more than 1024: give --threads, or "
+                                          "a smaller OMP_NUM_THREADS"));
+  CHECK_FALSE(fs::exists(dir + "/out"));
   Run help = run_prepare("--help", dir);
   CHECK(help.code == 0);
   CHECK(help.output.find("--shard-tokens") != std::string::npos);

@@ -305,6 +305,11 @@ TEST_CASE("bad flags exit with code 2 and say what is wrong", "[cli]") {
     CHECK(r.code == 2);
     CHECK_THAT(r.output, Catch::Contains(c.message));
   }
+  // --threads 0 takes OMP_NUM_THREADS, within the same bound.
+  const Run many = launch("OMP_NUM_THREADS=5000 " + train_binary() + " " + ok + "--steps 5 --threads 0");
+  CHECK(many.code == 2);
+  CHECK_THAT(many.output, Catch::Contains("OMP_NUM_THREADS asks for 5000 threads, more than 1024"));
+  CHECK_FALSE(std::filesystem::exists(dir + "/run"));
   // A tokenizer other than the one the data was prepared with (the shards' fingerprint is made up).
   if (const std::string data = test::data_dir(); !data.empty()) {
     Run r = train(ok + "--steps 5 --tokenizer " + data + "/gpt2");
