@@ -180,6 +180,12 @@ void Trainer::Impl::plan_batches_and_length() {
 // A resume continues from the newest of this run's checkpoints; a new run starts in a directory
 // without any.
 void Trainer::Impl::check_run_directory(const CheckpointInfo& ckpt) {
+  // Found now, not at the first save after the run's steps.
+  std::error_code ec;
+  INPUT_CHECK(!fs::exists(checkpoint_dir(), ec) || fs::is_directory(checkpoint_dir(), ec),
+              "run directory {}: {} is not a directory, where the run's checkpoints go: move it away, or choose "
+              "another --run-dir",
+              cfg.run_dir, checkpoint_dir().string());
   if (resumed) {
     INPUT_CHECK(ckpt.step < total_steps,
                 "checkpoint {} is at step {}, already the end of this run ({} steps): give a longer run to continue",
@@ -189,7 +195,6 @@ void Trainer::Impl::check_run_directory(const CheckpointInfo& ckpt) {
     // The run directory's checkpoints must be this run's past: ones of another run would be
     // overwritten and pruned, and ones after the checkpoint (an older one resumed) would be taken
     // for the newest by --keep-checkpoints and by the next --resume of the directory.
-    std::error_code ec;
     const fs::path own = fs::weakly_canonical(fs::absolute(origin).parent_path(), ec);
     for (const fs::path& found : step_checkpoints(checkpoint_dir())) {
       INPUT_CHECK(fs::weakly_canonical(found.parent_path(), ec) == own,

@@ -305,6 +305,15 @@ TEST_CASE("bad flags exit with code 2 and say what is wrong", "[cli]") {
     CHECK(r.code == 2);
     CHECK_THAT(r.output, Catch::Contains(c.message));
   }
+  // A file where the run's checkpoints/ folder goes: refused before the first step, not at the
+  // first save after them.
+  std::filesystem::create_directories(dir + "/filed");
+  std::ofstream(dir + "/filed/checkpoints") << "x";
+  const Run filed = train(tiny(dir) + "--steps 2 --run-dir " + dir + "/filed");
+  CHECK(filed.code == 2);
+  CHECK_THAT(filed.output, Catch::Contains("run directory " + dir + "/filed: " + dir + "/filed/checkpoints is not a "
+                                           "directory, where the run's checkpoints go"));
+  CHECK_FALSE(std::filesystem::exists(dir + "/filed/metrics.jsonl"));
   // --threads 0 takes OMP_NUM_THREADS, within the same bound.
   const Run many = launch("OMP_NUM_THREADS=5000 " + train_binary() + " " + ok + "--steps 5 --threads 0");
   CHECK(many.code == 2);
