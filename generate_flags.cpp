@@ -50,9 +50,19 @@ std::string unescape(const std::string& s) {
   return out;
 }
 
-// The prompt from --prompt, --prompt-file or stdin. A file's or stdin's CRLF and lone CR line ends
-// read as LF (as prepare reads text, so as the model saw it), and one trailing newline is dropped
-// (echo and editors add it).
+// CRLF and lone CR line ends as LF, as prepare reads text (so as the model saw it).
+std::string lf_line_ends(const std::string& text) {
+  std::string lf;
+  lf.reserve(text.size());
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (text[i] != '\r') lf += text[i];
+    else if (i + 1 == text.size() || text[i + 1] != '\n') lf += '\n';  // a lone CR; CRLF's CR is dropped
+  }
+  return lf;
+}
+
+// The prompt from --prompt, --prompt-file or stdin. A file's or stdin's line ends read as LF
+// (lf_line_ends), and one trailing newline is dropped (echo and editors add it).
 std::string read_prompt(const cxxopts::ParseResult& args) {
   INPUT_CHECK(!(args.count("prompt") && args.count("prompt-file")), "give --prompt or --prompt-file, not both");
   std::string prompt;
@@ -63,12 +73,7 @@ std::string read_prompt(const cxxopts::ParseResult& args) {
     if (isatty(STDIN_FILENO)) std::fprintf(stderr, "generate: reading the prompt from stdin (end it with Ctrl-D)\n");
     prompt = read_whole_stream(std::cin, "the prompt on standard input", kMaxPromptBytes, kPromptTooLarge);
   }
-  std::string lf;
-  lf.reserve(prompt.size());
-  for (size_t i = 0; i < prompt.size(); ++i) {
-    if (prompt[i] != '\r') lf += prompt[i];
-    else if (i + 1 == prompt.size() || prompt[i + 1] != '\n') lf += '\n';  // a lone CR; CRLF's CR is dropped
-  }
+  std::string lf = lf_line_ends(prompt);
   if (!lf.empty() && lf.back() == '\n') lf.pop_back();
   return lf;
 }
@@ -170,7 +175,8 @@ GenerateRequest parse_generate_request(const cxxopts::ParseResult& args) {
     r.score_stride = args["score-stride"].as<int>();
   }
   for (const std::string& stop : gen.stop_strings) require_utf8(stop, "a --stop string");
-  r.text = r.scoring ? read_whole_file(r.score_path, "text to score", kMaxScoreBytes, kScoreTooLarge)
+  // The text to score with LF line ends too: scored as train --eval-only scores it once prepared.
+  r.text = r.scoring ? lf_line_ends(read_whole_file(r.score_path, "text to score", kMaxScoreBytes, kScoreTooLarge))
                       : read_prompt(args);
   require_utf8(r.text, r.scoring ? "the text to score" : "the prompt");
   INPUT_CHECK(!r.text.empty(), "{} is empty", r.scoring ? "the text to score" : "the prompt");

@@ -268,6 +268,19 @@ TEST_CASE("generate --score states loss, perplexity, window and stride", "[gener
   CHECK(r.out.find("perplexity") != std::string::npos);
   Run defaults = generate_cli("--score " + fixture().dir + "/text.txt");
   CHECK(defaults.out.find("window 32, stride 16") != std::string::npos);
+  // CRLF and lone CR line ends score as LF, as prepare reads them (the line's file name aside).
+  const std::string lines = "Once upon a time\nthere was a cat.\n\nThe end.\n";
+  write(fixture().dir + "/lf_score.txt", lines);
+  write(fixture().dir + "/crlf_score.txt", "Once upon a time\r\nthere was a cat.\r\n\r\nThe end.\r\n");
+  write(fixture().dir + "/cr_score.txt", "Once upon a time\rthere was a cat.\r\rThe end.\r");
+  const auto after_name = [](const std::string& out) { return out.substr(out.find(": ")); };
+  const Run lf = generate_cli("--score " + fixture().dir + "/lf_score.txt");
+  REQUIRE(lf.code == 0);
+  for (const char* other : {"/crlf_score.txt", "/cr_score.txt"}) {
+    const Run r = generate_cli("--score " + fixture().dir + other);
+    REQUIRE(r.code == 0);
+    CHECK(after_name(r.out) == after_name(lf.out));
+  }
 }
 
 // The loss of a --score line ("... loss 5.5432 nats/token, ...").
