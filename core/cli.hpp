@@ -23,6 +23,7 @@
 #include <new>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <typeinfo>
 #include <vector>
 
@@ -108,6 +109,11 @@ bool check_real_flag(const cxxopts::ParseResult& result, const cxxopts::KeyValue
   const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value, std::chars_format::general);
   INPUT_CHECK(!text.empty() && error != std::errc::invalid_argument && end == text.data() + text.size(),
               "--{}: '{}' is not a number", given.key(), given.value());
+  // A float flag's value that only a double holds: --temperature 1e-50 would be 0 (and then be
+  // refused as "got 0", or taken as 0).
+  if constexpr (std::is_same_v<Real, float>)
+    INPUT_CHECK(value == 0 || float(value) != 0, "--{}: '{}' is too small for a float (it would be 0)", given.key(),
+                given.value());
   return true;
 }
 }  // namespace cli_detail

@@ -167,6 +167,12 @@ TEST_CASE("parse_flags: a number followed by anything else is refused for float 
   CHECK(parse({"--fraction", "5e-1"})["fraction"].as<double>() == 0.5);
   CHECK(parse({"--fraction", ".5"})["fraction"].as<double>() == 0.5);
   CHECK_THROWS(parse({"--fraction", "1e999"}));  // out of range: cxxopts's own parse refuses it
+  // A float flag's value below a float's range would be 0; a double flag holds it.
+  CHECK_THROWS_MATCHES(parse({"--rate", "1e-50"}), InputError,
+                       Catch::Message("--rate: '1e-50' is too small for a float (it would be 0)"));
+  CHECK(parse({"--fraction", "1e-50"})["fraction"].as<double>() == 1e-50);
+  CHECK(parse({"--rate", "0"})["rate"].as<float>() == 0.0f);
+  CHECK(parse({"--rate", "1e-40"})["rate"].as<float>() > 0.0f);  // a subnormal float: kept
 }
 
 TEST_CASE("values_as_typed: each value of a repeated flag or positional whole, commas kept", "[cli]") {
