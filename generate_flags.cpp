@@ -127,6 +127,8 @@ GenerateRequest parse_generate_request(const cxxopts::ParseResult& args) {
   r.dtype = parse_dtype(args["dtype"].as<std::string>());
   r.cuda_device = args["cuda-device"].as<int>();
   INPUT_CHECK(r.cuda_device >= 0, "--cuda-device must be >= 0, got {}", r.cuda_device);
+  INPUT_CHECK(!args.count("cuda-device") || r.device == "cuda",
+              "--cuda-device picks a GPU: with --device {} it does nothing; drop it, or add --device cuda", r.device);
   r.threads = args["threads"].as<int>();
   check_thread_count(r.threads);
   r.num_samples = args["num-samples"].as<int>();

@@ -192,7 +192,14 @@ TrainConfig resume_config(const TrainConfig& given, int argc, char** argv) {
 }
 
 void check_task_flags(const TrainConfig& c, const cxxopts::ParseResult& parsed) {
-  if (!c.eval_only && c.export_hf.empty()) return;
+  INPUT_CHECK(!parsed.count("cuda-device") || c.device == "cuda",
+              "--cuda-device picks a GPU: with --device {} it does nothing; drop it, or add --device cuda", c.device);
+  if (!c.eval_only && c.export_hf.empty()) {
+    for (const char* flag : {"eval-every", "eval-batches"})
+      INPUT_CHECK(!parsed.count(flag) || !c.val_data.empty(),
+                  "--{} sets how the validation data is evaluated: without --val-data it does nothing", flag);
+    return;
+  }
   // What each task reads; the shape flags may repeat the checkpoint's (check_shape_flags).
   static const std::vector<std::string> shape = {"preset", "layers", "heads", "channels", "max-seq-len"};
   static const std::vector<std::string> eval = {"eval-only", "init-from",   "resume", "val-data", "batch-size",

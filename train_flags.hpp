@@ -26,9 +26,10 @@ cxxopts::Options make_train_options(TrainConfig& c);
 // unless --run-dir is given.
 TrainConfig resume_config(const TrainConfig& given, int argc, char** argv);
 
-// --eval-only and --export-hf are runs of their own: a flag given with them that only training
-// reads would do nothing, so it is refused by name (InputError), as generate --score refuses the
-// generation flags. Nothing for a training run.
+// A flag given where it would do nothing is refused by name (InputError), as generate --score
+// refuses the generation flags: --eval-only and --export-hf are runs of their own, and a flag
+// with them that only training reads; --cuda-device without --device cuda; in training,
+// --eval-every and --eval-batches without validation data.
 void check_task_flags(const TrainConfig& c, const cxxopts::ParseResult& parsed);
 
 }  // namespace gpt2cc

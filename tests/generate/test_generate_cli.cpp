@@ -441,6 +441,9 @@ TEST_CASE("bad input exits 2 with a message naming the problem", "[generate][cli
   fails(generate_cli("--prompt hi --num-samples 0"), "--num-samples");
   fails(generate_cli("--prompt hi --batch-size -1"), "--batch-size must be >= 0");
   fails(generate_cli("--prompt hi --device cuda --cuda-device -1"), "--cuda-device must be >= 0, got -1");
+  fails(generate_cli("--prompt hi --cuda-device 3"),
+        "--cuda-device picks a GPU: with --device cpu it does nothing; drop it, or add --device cuda");
+  fails(generate_cli("--prompt hi --temperature 1e-50"), "--temperature: '1e-50' is too small for a float");
   fails(generate_cli("--prompt hi --max-kv-cache 0"), "--max-kv-cache must be > 0");
   // The fixture's KV cache is 8 KiB a sample (1 layer x 32 positions x 32 channels x 2 x 4 bytes).
   fails(generate_cli("--prompt hi --num-samples 100 --max-kv-cache 0.0001"),
