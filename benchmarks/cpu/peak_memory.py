@@ -74,7 +74,7 @@ def commands(build, args, work):
            "--tokenizer", args.tokenizer, "--seed", "5"] + threads
     return [
         ("train_new", [train, "--preset", args.preset, "--train-data", args.train_data, "--batch-size", str(b),
-                       "--seq-len", str(t), "--steps", "2", "--eval-every", "0", "--run-dir", run] + threads, None),
+                       "--seq-len", str(t), "--steps", "2", "--run-dir", run] + threads, None),
         ("train_resume", [train, "--resume", run, "--steps", "3"] + threads, ckpt),
         ("eval_only", [train, "--eval-only", "--init-from", ckpt, "--val-data", args.eval_data, "--batch-size",
                        str(eb), "--seq-len", str(et)] + threads, None),
