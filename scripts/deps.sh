@@ -3,6 +3,43 @@
 # Python packages (for plots and reference scripts) are installed by the scripts that use them.
 GPT2CC_DEBIAN_PACKAGES=(cmake ninja-build g++ pkg-config catch2 libcxxopts-dev nlohmann-json3-dev libpcre2-dev mpich libmpich-dev)
 
+# PCRE2 with Unicode 16's tables, as tiktoken's regex has: Debian 12's PCRE2 10.42 knows Unicode
+# 14 and pre-tokenises the 9,392 letters and digits assigned since (CJK Extension I, Kawi, ...) as
+# punctuation, which gives other ids than tiktoken's. When the system's PCRE2 is older than 10.45,
+# ensure_pcre2 builds 10.47 (a static library with JIT) into .deps/pcre2-10.47, where CMake looks
+# first. The source is the release the pcre2 Python package vendors in its source distribution on
+# PyPI (reachable where PCRE2's own GitHub releases may not be), checked by its SHA-256.
+GPT2CC_PCRE2_PREFIX=.deps/pcre2-10.47
+GPT2CC_PCRE2_SDIST_URL=https://files.pythonhosted.org/packages/c9/41/ba46e9906b7f1b7bfb7009e7997d1c32909bd48444945bc436b82b5949af/pcre2-0.7.1.tar.gz
+GPT2CC_PCRE2_SDIST_SHA256=69ced4288892e2571dd792e7bfb12371bb059f226204bf03300664177c508b64
+
+ensure_pcre2() {
+  pkg-config --atleast-version=10.45 libpcre2-8 2>/dev/null && return 0
+  [[ -f "$GPT2CC_PCRE2_PREFIX/lib/libpcre2-8.a" ]] && return 0
+  echo "gpt2cc: building PCRE2 10.47 (Unicode 16) into $GPT2CC_PCRE2_PREFIX: the system's is older"
+  local work
+  work=$(mktemp -d) || return 1
+  python3 - "$GPT2CC_PCRE2_SDIST_URL" "$GPT2CC_PCRE2_SDIST_SHA256" "$work/pcre2.tar.gz" <<'PY' || { rm -rf "$work"; return 1; }
+import hashlib, sys, urllib.request
+url, sha256, out = sys.argv[1:]
+data = urllib.request.urlopen(url, timeout=120).read()
+if hashlib.sha256(data).hexdigest() != sha256:
+    sys.exit(f"gpt2cc: {url} does not have the expected SHA-256 {sha256}")
+open(out, "wb").write(data)
+PY
+  tar -xzf "$work/pcre2.tar.gz" -C "$work" pcre2-0.7.1/src/libpcre2 &&
+    cmake -S "$work/pcre2-0.7.1/src/libpcre2" -B "$work/build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+      -DCMAKE_INSTALL_PREFIX="$PWD/$GPT2CC_PCRE2_PREFIX" -DCMAKE_INSTALL_LIBDIR=lib -DBUILD_SHARED_LIBS=OFF \
+      -DBUILD_STATIC_LIBS=ON -DPCRE2_STATIC_PIC=ON -DPCRE2_SUPPORT_JIT=ON -DPCRE2_SUPPORT_UNICODE=ON \
+      -DPCRE2_BUILD_PCRE2GREP=OFF -DPCRE2_BUILD_TESTS=OFF -DPCRE2_SHOW_REPORT=OFF >"$work/log" 2>&1 &&
+    cmake --build "$work/build" -j "$(nproc)" >>"$work/log" 2>&1 &&
+    cmake --install "$work/build" >>"$work/log" 2>&1
+  local status=$?
+  ((status)) && { echo "gpt2cc: building PCRE2 failed:"; tail -20 "$work/log"; }
+  rm -rf "$work"
+  return $status
+}
+
 ensure_build_deps() {
   local missing=()
   for pkg in "${GPT2CC_DEBIAN_PACKAGES[@]}"; do
@@ -15,6 +52,7 @@ ensure_build_deps() {
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
   fi
+  ensure_pcre2
 }
 
 # Configures and builds into $1 (default: build) in Release with all cores. The arguments after

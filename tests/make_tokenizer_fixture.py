@@ -75,6 +75,12 @@ HAND_WRITTEN = {
     "edge_empty": "",
     "punctuation": "!!! ??? ... --- *** ### @@@ ~~ `` ^^ || \\\\ // ;; :: ,, \"\" '' () [] {} <> «» „“ ‘’ — – • … ¿¡",
     "urls_emails": "https://example.com/path?query=1&x=y#frag user@example.org www.test.co.uk/a_b-c.html",
+    # Letters and digits assigned in Unicode 15 and 16 (CJK Extension I, Kawi, Cyrillic and Latin
+    # additions, Nag Mundari and Kirat Rai digits, outlined digits): PCRE2 before 10.45 has Unicode
+    # 14's tables and took them for punctuation (scripts/deps.sh, ensure_pcre2).
+    "unicode_15_16": "\U0002EBF0's \U0002EBF1\U0002EBF2x \U00011F04\U00011F05 \U00011F50\U00011F51 "
+                     "\u1C89\u1C8A's \uA7CB\uA7CC\uA7CD \U0001E030\U0001E031 \U0001E4F0\U0001E4F1 "
+                     "\U00016D70\U00016D71 \U0001CCF0\U0001CCF1 \U00013460\U00013461 \U00031350's\n",
 }
 
 
