@@ -8,8 +8,9 @@ GPT2CC_DEBIAN_PACKAGES=(cmake ninja-build g++ pkg-config catch2 libcxxopts-dev n
 # punctuation, which gives other ids than tiktoken's. When the system's PCRE2 is older than 10.45,
 # ensure_pcre2 builds 10.47 (a static library with JIT) into .deps/pcre2-10.47, where CMake looks
 # first. The source is the release the pcre2 Python package vendors in its source distribution on
-# PyPI (reachable where PCRE2's own GitHub releases may not be), checked by its SHA-256.
-GPT2CC_PCRE2_PREFIX=.deps/pcre2-10.47
+# PyPI (reachable where PCRE2's own GitHub releases may not be), checked by its SHA-256. Without
+# it (no network), the build goes on with the system's PCRE2, which CMake warns of.
+GPT2CC_PCRE2_PREFIX="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/.deps/pcre2-10.47"
 GPT2CC_PCRE2_SDIST_URL=https://files.pythonhosted.org/packages/c9/41/ba46e9906b7f1b7bfb7009e7997d1c32909bd48444945bc436b82b5949af/pcre2-0.7.1.tar.gz
 GPT2CC_PCRE2_SDIST_SHA256=69ced4288892e2571dd792e7bfb12371bb059f226204bf03300664177c508b64
 
@@ -29,7 +30,7 @@ open(out, "wb").write(data)
 PY
   tar -xzf "$work/pcre2.tar.gz" -C "$work" pcre2-0.7.1/src/libpcre2 &&
     cmake -S "$work/pcre2-0.7.1/src/libpcre2" -B "$work/build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-      -DCMAKE_INSTALL_PREFIX="$PWD/$GPT2CC_PCRE2_PREFIX" -DCMAKE_INSTALL_LIBDIR=lib -DBUILD_SHARED_LIBS=OFF \
+      -DCMAKE_INSTALL_PREFIX="$GPT2CC_PCRE2_PREFIX" -DCMAKE_INSTALL_LIBDIR=lib -DBUILD_SHARED_LIBS=OFF \
       -DBUILD_STATIC_LIBS=ON -DPCRE2_STATIC_PIC=ON -DPCRE2_SUPPORT_JIT=ON -DPCRE2_SUPPORT_UNICODE=ON \
       -DPCRE2_BUILD_PCRE2GREP=OFF -DPCRE2_BUILD_TESTS=OFF -DPCRE2_SHOW_REPORT=OFF >"$work/log" 2>&1 &&
     cmake --build "$work/build" -j "$(nproc)" >>"$work/log" 2>&1 &&
@@ -52,7 +53,7 @@ ensure_build_deps() {
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
   fi
-  ensure_pcre2
+  ensure_pcre2 || echo "gpt2cc: warning: going on with the system's PCRE2 (older Unicode tables: see scripts/deps.sh)"
 }
 
 # Configures and builds into $1 (default: build) in Release with all cores. The arguments after
