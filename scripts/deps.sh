@@ -20,7 +20,8 @@ ensure_pcre2() {
   echo "gpt2cc: building PCRE2 10.47 (Unicode 16) into $GPT2CC_PCRE2_PREFIX: the system's is older"
   local work
   work=$(mktemp -d) || return 1
-  python3 - "$GPT2CC_PCRE2_SDIST_URL" "$GPT2CC_PCRE2_SDIST_SHA256" "$work/pcre2.tar.gz" <<'PY' || { rm -rf "$work"; return 1; }
+  local sdist="$work/pcre2.tar.gz"
+  python3 - "$GPT2CC_PCRE2_SDIST_URL" "$GPT2CC_PCRE2_SDIST_SHA256" "$sdist" <<'PY' || { rm -rf "$work"; return 1; }
 import hashlib, sys, urllib.request
 url, sha256, out = sys.argv[1:]
 data = urllib.request.urlopen(url, timeout=120).read()
@@ -28,7 +29,7 @@ if hashlib.sha256(data).hexdigest() != sha256:
     sys.exit(f"gpt2cc: {url} does not have the expected SHA-256 {sha256}")
 open(out, "wb").write(data)
 PY
-  tar -xzf "$work/pcre2.tar.gz" -C "$work" pcre2-0.7.1/src/libpcre2 &&
+  tar -xzf "$sdist" -C "$work" pcre2-0.7.1/src/libpcre2 &&
     cmake -S "$work/pcre2-0.7.1/src/libpcre2" -B "$work/build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
       -DCMAKE_INSTALL_PREFIX="$GPT2CC_PCRE2_PREFIX" -DCMAKE_INSTALL_LIBDIR=lib -DBUILD_SHARED_LIBS=OFF \
       -DBUILD_STATIC_LIBS=ON -DPCRE2_STATIC_PIC=ON -DPCRE2_SUPPORT_JIT=ON -DPCRE2_SUPPORT_UNICODE=ON \

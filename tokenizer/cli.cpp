@@ -10,9 +10,9 @@
 #include <chrono>
 #include <cctype>
 #include <cerrno>
+#include <charconv>
 #include <cstdio>
 #include <cstdlib>
-#include <charconv>
 #include <cstring>
 #include <cxxopts.hpp>
 #include <filesystem>
@@ -26,9 +26,9 @@
 #include "core/atomic_file.hpp"
 #include "core/check.hpp"
 #include "core/cli.hpp"
-#include "core/tokenizer_files.hpp"
 #include "core/dataloader.hpp"
 #include "core/signal_cleanup.hpp"
+#include "core/tokenizer_files.hpp"
 #include "tokenizer/tokenizer.hpp"
 #include "tokenizer/trainer.hpp"
 #include "tokenizer/vocab_io.hpp"
@@ -383,7 +383,8 @@ int cmd_decode(int argc, char** argv) {
       INPUT_CHECK(word.find_first_not_of("0123456789") == std::string::npos, "{}:{}: {} is not a token id", in.name,
                   line_no, quote_for_message(word));
       // Leading zeros are allowed, however many ("000" is 0); past 9 digits an id is out of range.
-      const std::string_view digits = std::string_view(word).substr(std::min(word.find_first_not_of('0'), word.size() - 1));
+      const size_t first_digit = std::min(word.find_first_not_of('0'), word.size() - 1);
+      const std::string_view digits = std::string_view(word).substr(first_digit);
       int id = 0;
       if (digits.size() <= 9) std::from_chars(digits.data(), digits.data() + digits.size(), id);
       INPUT_CHECK(digits.size() <= 9 && id < V, "{}:{}: token id {} is out of range [0, {})", in.name, line_no, digits,

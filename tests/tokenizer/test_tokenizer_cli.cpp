@@ -78,7 +78,8 @@ TEST_CASE("tokenizer CLI: train, encode, decode and stats end to end", "[tokeniz
   r = cli(dir, "stats --tokenizer '" + dir + "/tok' '" + dir + "/a,b.txt'");
   INFO(r.err);
   CHECK(r.code == 0);
-  CHECK_THAT(r.out, Catch::Contains(std::to_string(corpus.size()) + " bytes, " + std::to_string(expected.size()) + " tokens"));
+  CHECK_THAT(r.out,
+             Catch::Contains(std::to_string(corpus.size()) + " bytes, " + std::to_string(expected.size()) + " tokens"));
   r = cli(dir, "train --out '" + dir + "/tok_comma' --vocab-size 300 --special '<|a,b|>' '" + dir + "/a,b.txt'");
   REQUIRE(r.code == 0);
   const gpt2cc::Tokenizer comma = gpt2cc::Tokenizer::load(dir + "/tok_comma");
