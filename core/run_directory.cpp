@@ -12,7 +12,7 @@
 
 namespace gpt2cc {
 
-RunDirectoryLock::RunDirectoryLock(const std::string& dir) {
+RunDirectoryLock::RunDirectoryLock(const std::string& dir, const DirectoryOwner& owner) {
   std::error_code ec;
   // The levels this makes (nest/a/b: each missing one), deepest first, to remove again.
   std::filesystem::path full = std::filesystem::absolute(dir, ec).lexically_normal();
@@ -21,16 +21,16 @@ RunDirectoryLock::RunDirectoryLock(const std::string& dir) {
        p = p.parent_path())
     created_.push_back(p);
   std::filesystem::create_directories(dir, ec);
-  INPUT_CHECK(!ec, "cannot create run directory {}: {}", dir, ec.message());
+  INPUT_CHECK(!ec, "cannot create {} {}: {}", owner.what, dir, ec.message());
   fd_ = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  INPUT_CHECK(fd_ >= 0, "cannot open run directory {}: {}", dir, std::strerror(errno));
+  INPUT_CHECK(fd_ >= 0, "cannot open {} {}: {}", owner.what, dir, std::strerror(errno));
   if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
     const int error = errno;
     ::close(fd_);
     fd_ = -1;
-    INPUT_CHECK(error != EWOULDBLOCK, "run directory {} is in use by another train process: give another --run-dir",
-                dir);
-    throw Error(format("cannot lock run directory {}: {}", dir, std::strerror(error)));
+    INPUT_CHECK(error != EWOULDBLOCK, "{} {} is in use by another {} process: give another {}", owner.what, dir,
+                owner.program, owner.flag);
+    throw Error(format("cannot lock {} {}: {}", owner.what, dir, std::strerror(error)));
   }
 }
 

@@ -1,4 +1,5 @@
-// The lock a training run holds on its run directory (config.json, metrics.jsonl, checkpoints/).
+// The lock a training run holds on its run directory (config.json, metrics.jsonl, checkpoints/),
+// and prepare on its output directory (the staging folder, the shards, manifest.json).
 #pragma once
 
 #include <filesystem>
@@ -12,9 +13,17 @@ namespace gpt2cc {
 // then interleave their checkpoints). The kernel drops the lock with the process, even on a crash.
 // Creates the directory; the levels made here and still empty at destruction are removed again
 // unless keep() was called (a setup that failed leaves nothing behind).
+// `program` and `flag` name the holder in the messages ("run directory X is in use by another
+// train process: give another --run-dir"); `what` names the directory.
+struct DirectoryOwner {
+  const char* what = "run directory";
+  const char* program = "train";
+  const char* flag = "--run-dir";
+};
 class RunDirectoryLock {
  public:
-  explicit RunDirectoryLock(const std::string& dir);  // InputError when in use or not creatable
+  // InputError when in use or not creatable.
+  explicit RunDirectoryLock(const std::string& dir, const DirectoryOwner& owner = {});
   RunDirectoryLock(const RunDirectoryLock&) = delete;
   RunDirectoryLock& operator=(const RunDirectoryLock&) = delete;
   ~RunDirectoryLock();

@@ -16,12 +16,14 @@
 #include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <ostream>
 
 #include "core/atomic_file.hpp"
 #include "core/backend.hpp"  // check_environment_thread_count
 #include "core/check.hpp"
 #include "core/rng.hpp"
+#include "core/run_directory.hpp"
 #include "core/shard.hpp"
 #include "tokenizer/pretokenizer.hpp"
 
@@ -439,17 +441,24 @@ PrepareSummary prepare_dataset(const PrepareConfig& config, const Tokenizer& tok
   const fs::path out = config.out_dir, staging = out / kStagingName;
   std::error_code ec;
   const std::vector<fs::path> created = missing_levels(out);  // by this run, deepest first
+  // Another prepare into the same --out would remove this run's staging folder (below, as what a
+  // killed run left) and mix its shards with these: refused while this run holds the lock, which
+  // it keeps until it has cleaned up.
+  std::optional<RunDirectoryLock> lock;
   try {
     create_output_directory(out);
+    lock.emplace(config.out_dir, DirectoryOwner{"output directory", "prepare", "--out"});
+    lock->keep();  // the levels this run created are removed below, on failure
     fs::remove_all(staging);  // what a killed run left behind
     for (const char* split : kSplitNames) create_output_directory(staging / split);
     PrepareSummary summary = write_dataset(config, staging.string(), tokenizer, log);
     commit_output(config, staging, summary);
     return summary;
   } catch (...) {
-    // The pipeline has stopped (its destructor waits for the worker): drop what it wrote, and the
-    // directories this run created (fs::remove removes a directory only when it is empty).
-    fs::remove_all(staging, ec);
+    // The pipeline has stopped (its destructor waits for the worker): drop what it wrote (not
+    // another run's, when the lock was theirs), and the directories this run created
+    // (fs::remove removes a directory only when it is empty).
+    if (lock) fs::remove_all(staging, ec);
     for (const fs::path& level : created) fs::remove(level, ec);
     throw;
   }

@@ -22,6 +22,7 @@
 #include "common/test_common.hpp"
 #include "core/check.hpp"
 #include "core/dataloader.hpp"
+#include "core/run_directory.hpp"
 #include "core/shard.hpp"
 #include "data/pipeline.hpp"
 
@@ -540,6 +541,18 @@ TEST_CASE("prepare rejects bad flags and inputs with exit code 2", "[data]") {
     INFO(b.args << "\n" << r.output);
     CHECK(r.code == 2);
     CHECK(r.output.find(b.message) != std::string::npos);
+  }
+  // An --out another prepare holds (its lock taken here): refused, and that run's staging folder
+  // (which this one would have removed as a killed run's) left alone.
+  {
+    const std::string busy = dir + "/busy";
+    RunDirectoryLock other(busy, DirectoryOwner{"output directory", "prepare", "--out"});
+    fs::create_directories(busy + "/.prepare.tmp/train");
+    Run r = run_prepare(format("--format text --input {} --tokenizer {} --out {}", in, gpt2_dir(), busy), dir);
+    CHECK(r.code == 2);
+    CHECK_THAT(r.output, Catch::Contains("output directory " + busy + " is in use by another prepare process: give "
+                                         "another --out"));
+    CHECK(fs::is_directory(busy + "/.prepare.tmp/train"));
   }
   // --threads 0 takes OMP_NUM_THREADS, within the same bound (5000 tokenizer copies otherwise).
   Run many = run_prepare("--format text " + base, dir, "OMP_NUM_THREADS=5000 ");
