@@ -335,7 +335,7 @@ void write_manifest(const PrepareConfig& config, const std::string& dir, const T
 
 }  // namespace
 
-std::vector<std::string> expand_inputs(const std::vector<std::string>& paths) {
+std::vector<std::string> expand_inputs(const std::vector<std::string>& paths, const std::string& out_dir) {
   std::vector<std::string> out;
   for (const auto& p : paths) {
     std::error_code ec;
@@ -343,6 +343,10 @@ std::vector<std::string> expand_inputs(const std::vector<std::string>& paths) {
       std::vector<std::string> files;
       for (auto it = fs::recursive_directory_iterator(p); it != fs::recursive_directory_iterator(); ++it) {
         bool hidden = it->path().filename().string().starts_with(".");
+        if (!out_dir.empty() && it->is_directory() && fs::equivalent(it->path(), out_dir, ec)) {
+          it.disable_recursion_pending();
+          continue;
+        }
         if (hidden && it->is_directory()) it.disable_recursion_pending();
         if (!hidden && it->is_regular_file()) files.push_back(it->path().string());
       }

@@ -56,8 +56,10 @@ struct PrepareSummary {
 };
 
 // Files of each path, in name order; a directory contributes its regular files recursively
-// (hidden ones skipped). InputError for a path that does not exist or holds no files.
-std::vector<std::string> expand_inputs(const std::vector<std::string>& paths);
+// (hidden ones skipped, and `out_dir`, prepare's --out, when it lies inside: an earlier run's
+// shards and manifest are not text to read). InputError for a path that does not exist or holds
+// no files.
+std::vector<std::string> expand_inputs(const std::vector<std::string>& paths, const std::string& out_dir = "");
 
 // Runs the whole pipeline and writes <out>/train/*.bin, <out>/val/*.bin, <out>/manifest.json.
 // Everything is written into <out>/.prepare.tmp first and moved into <out> only on success: on

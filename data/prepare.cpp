@@ -75,10 +75,11 @@ data::PrepareConfig config_from_flags(const cxxopts::ParseResult& args, int argc
   INPUT_CHECK(!config.format.field.empty(), "--field must not be empty");
   INPUT_CHECK(!args.count("story-boundary") || config.format.format == data::Format::tinystories,
               "--story-boundary applies only to --format tinystories");
-  config.inputs = data::expand_inputs(args["input"].as<std::vector<std::string>>());
+  const std::string out_dir = args["out"].as<std::string>();
+  config.inputs = data::expand_inputs(args["input"].as<std::vector<std::string>>(), out_dir);
   if (args.count("val-files")) {
     INPUT_CHECK(!args.count("val-fraction"), "give either --val-files or --val-fraction, not both");
-    config.val_inputs = data::expand_inputs(args["val-files"].as<std::vector<std::string>>());
+    config.val_inputs = data::expand_inputs(args["val-files"].as<std::vector<std::string>>(), out_dir);
     config.val_fraction = 0;
   } else if (args.count("val-fraction")) {
     config.val_fraction = args["val-fraction"].as<double>();

@@ -503,6 +503,25 @@ TEST_CASE("prepare_dataset refuses shard_tokens 0", "[data]") {
   CHECK(!fs::exists(dir + "/out"));
 }
 
+TEST_CASE("an --out inside an --input directory is not read as input", "[data]") {
+  // The second run into corpus/shards would have read the first one's shards and manifest.
+  std::string dir = test::temp_dir("prepare_out_inside");
+  fs::create_directories(dir + "/corpus");
+  write_file(dir + "/corpus/a.txt", "The first document.\n");
+  write_file(dir + "/corpus/b.txt", "The second document.\n");
+  const std::string args = format("--format text --input {}/corpus --tokenizer {} --out {}/corpus/shards "
+                                  "--val-fraction 0 --overwrite",
+                                  dir, gpt2_dir(), dir);
+  for (int run = 0; run < 2; ++run) {
+    Run r = run_prepare(args, dir);
+    INFO("run " << run << "\n" << r.output);
+    REQUIRE(r.code == 0);
+    const auto manifest = nlohmann::json::parse(test::read_bytes(dir + "/corpus/shards/manifest.json"));
+    CHECK(manifest["train"]["documents"] == 2);
+    CHECK(manifest["files"].size() == 2);
+  }
+}
+
 TEST_CASE("prepare rejects bad flags and inputs with exit code 2", "[data]") {
   std::string dir = test::temp_dir("prepare_errors");
   std::string in = write_file(dir + "/a.txt", "Some text.\n");
