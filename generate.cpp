@@ -80,7 +80,11 @@ LoadedModel load_model_and_tokenizer(const GenerateRequest& request) {
   INPUT_CHECK(m.tokenizer.vocab_size() <= checkpoint.config.vocab_size,
               "tokenizer {} has {} tokens, more than the model's {}", tokenizer_dir, m.tokenizer.vocab_size(),
               checkpoint.config.vocab_size);
-  if (checkpoint.tokenizer_fingerprint == 0)
+  // Hugging Face weights record none; the tokenizer beside them (their directory's) is theirs, and
+  // needs no check: only another one is warned of.
+  std::error_code ec;
+  const bool beside_weights = std::filesystem::equivalent(tokenizer_dir, checkpoint_path, ec);
+  if (checkpoint.tokenizer_fingerprint == 0 && !beside_weights)
     std::fprintf(stderr, "warning: checkpoint %s records no tokenizer fingerprint; cannot verify %s\n",
                  checkpoint_path.c_str(), tokenizer_dir.c_str());
   return m;

@@ -399,6 +399,8 @@ TEST_CASE("generate runs Hugging Face GPT-2 weights, with the tokenizer beside t
   REQUIRE(theirs.code == 0);
   CHECK(theirs.out == ours.out);
   CHECK_THAT(theirs.err, Catch::Contains("generate: " + hf + " (step 0)") && Catch::Contains("tokenizer " + hf));
+  // Their own tokenizer needs no fingerprint to be theirs: no warning (another one gets it, below).
+  CHECK_THAT(theirs.err, !Catch::Contains("records no tokenizer fingerprint"));
   // Without a tokenizer beside the weights, generate asks for one.
   const std::string bare = fixture().dir + "/hf_bare";
   save_hf_gpt2(bare, ckpt.config, ckpt.params);
@@ -408,6 +410,7 @@ TEST_CASE("generate runs Hugging Face GPT-2 weights, with the tokenizer beside t
   const Run given = generate_cli("--checkpoint " + bare + " --tokenizer " + fixture().tokenizer_dir + " " + args, false);
   CHECK(given.code == 0);
   CHECK(given.out == ours.out);
+  CHECK_THAT(given.err, Catch::Contains("records no tokenizer fingerprint; cannot verify " + fixture().tokenizer_dir));
   // Half a tokenizer beside the weights: the missing file is named.
   const std::string half = fixture().dir + "/hf_half_tokenizer";
   save_hf_gpt2(half, ckpt.config, ckpt.params);
