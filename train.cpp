@@ -83,7 +83,8 @@ std::function<std::string(GPT2&, uint64_t)> make_sampler(const TrainConfig& c,
     Sampler sampler(sc, model.config().vocab_size);
     std::vector<int> tokens = {tokenizer->eot_id()};
     auto logits = model.prefill(tokens.data(), 1, 1);
-    int n = std::min(c.sample_tokens, model.config().max_seq_len - 1);
+    // The training model's KV cache holds its T = --seq-len positions, not the whole context.
+    int n = std::min(c.sample_tokens, model.max_seq() - 1);
     for (int i = 0; i < n; ++i) {
       tokens.push_back(sampler.sample(logits, tokens, 0, uint64_t(i)));
       logits = model.decode(&tokens.back(), 1, int(tokens.size()) - 1);

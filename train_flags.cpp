@@ -102,7 +102,7 @@ cxxopts::Options make_train_options(TrainConfig& c) {
   add("output", "tokenizer",
       "tokenizer directory the data was prepared with (checked; recorded; needed for --sample-every)", c.tokenizer_dir);
   add("output", "sample-every", "print and save a generated sample every N steps (0: never)", c.sample_every);
-  add("output", "sample-tokens", "tokens per sample (at most the model's context - 1)", c.sample_tokens);
+  add("output", "sample-tokens", "tokens per sample (at most --seq-len - 1)", c.sample_tokens);
   add("output", "export-hf",
       "write the --init-from/--resume weights as Hugging Face GPT-2 (model.safetensors, config.json, the tokenizer) "
       "into this directory and exit",

@@ -795,6 +795,14 @@ TEST_CASE("a fine-tune from Hugging Face weights holds their tokenizer to the da
   test::write_tiny_shards(dir + "/same", 4096, bytes.fingerprint(), 257);
   test::write_tiny_shards(dir + "/other", 4096, 0x5555, 257);
   REQUIRE(train(tiny(dir + "/same") + "--steps 2 --run-dir " + dir + "/run --tokenizer " + dir + "/tok").code == 0);
+  // Samples during training: --sample-tokens past the training model's --seq-len - 1 = 15 positions
+  // is cut to them (its KV cache holds --seq-len positions, not the context's 32).
+  const Run sampled = train(tiny(dir + "/same") + "--steps 2 --run-dir " + dir + "/sampled --tokenizer " + dir +
+                            "/tok --sample-every 1 --sample-tokens 40");
+  INFO(sampled.output);
+  CHECK(sampled.code == 0);
+  const std::string samples = test::read_bytes(dir + "/sampled/samples.txt");
+  CHECK_THAT(samples, Catch::StartsWith("=== step 1 ===\n") && Catch::Contains("\n=== step 2 ===\n"));
   const Run exported = train("--resume " + dir + "/run --export-hf " + dir + "/hf");
   INFO(exported.output);
   REQUIRE(exported.code == 0);
