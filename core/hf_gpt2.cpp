@@ -255,7 +255,10 @@ HfGpt2Weights::HfGpt2Weights(const std::string& path) : impl_(std::make_unique<I
 
   s.file.emplace(weights.string());
   const safetensors::File& file = *s.file;
-  const std::string prefix = file.contains("transformer.wte.weight") ? "transformer." : "";
+  // save_pretrained's names carry "transformer."; the Hub's files do not. wpe tells, as wte may be
+  // absent (below).
+  const bool prefixed = file.contains("transformer.wte.weight") || file.contains("transformer.wpe.weight");
+  const std::string prefix = prefixed ? "transformer." : "";
   const size_t V = cfg.vocab_size, C = cfg.channels;
 
   // Each checked against the header as it is listed, before anything is allocated: present, with
@@ -265,6 +268,10 @@ HfGpt2Weights::HfGpt2Weights(const std::string& path) : impl_(std::make_unique<I
   std::vector<Part>& parts = s.parts;
   std::set<std::string> expected;
   const auto add = [&](Part part) {
+    // The tied embedding saved under its other name only: safetensors' save_model keeps one name
+    // of tensors that share memory, the first in order, lm_head.weight (transformers ties it back).
+    if (part.name == prefix + "wte.weight" && !file.contains(part.name) && file.contains("lm_head.weight"))
+      part.name = "lm_head.weight";
     INPUT_CHECK(file.contains(part.name), "{} has no tensor '{}' ({} describes a {}-layer GPT-2)", weights.string(),
                 part.name, config_file.string(), cfg.num_layers);
     const safetensors::TensorInfo& info = file.info(part.name);

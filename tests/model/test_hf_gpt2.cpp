@@ -288,6 +288,17 @@ TEST_CASE("Hugging Face weights gpt2cc cannot compute are refused by name", "[mo
   const std::vector<float> wte = base.read_float("wte.weight");
   tied.push_back({"lm_head.weight", {300, 32}, wte.data()});
   CHECK(load_checkpoint(with_tensors("tied_head", tied), false).params == ckpt.params);
+  // The tied embedding under lm_head.weight alone (safetensors' save_model keeps one name of tensors
+  // that share memory), with and without "transformer." before the other names: loaded as wte.
+  for (const std::string prefix : {"", "transformer."}) {
+    std::vector<safetensors::F32Tensor> head_only;
+    for (const auto& t : all)
+      if (t.name != "wte.weight") head_only.push_back({prefix + t.name, t.shape, t.data});
+    head_only.push_back({"lm_head.weight", {300, 32}, wte.data()});
+    INFO("prefix '" << prefix << "'");
+    CHECK(load_checkpoint(with_tensors("head_only" + std::to_string(prefix.size()), head_only), false).params ==
+          ckpt.params);
+  }
   // An lm_head one row short (wte's first 299 rows, so equal as far as it goes): refused by its
   // shape, not loaded as tied to wte.
   auto short_head = all;
