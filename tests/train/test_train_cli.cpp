@@ -819,6 +819,20 @@ TEST_CASE("a fine-tune from Hugging Face weights holds their tokenizer to the da
   CHECK_THAT(mismatched.output, Catch::Contains("tokenizer " + dir + "/swapped (fingerprint") &&
                                     Catch::Contains("is not the one checkpoint " + dir + "/run/checkpoints/"));
   CHECK_FALSE(fs::exists(dir + "/hf_swapped/model.safetensors"));
+  // Weights of more rows than the tokenizer has tokens (the fixture's 300, the byte tokenizer's
+  // 257) export with it, as Hugging Face models do; a tokenizer of more tokens than rows does not.
+  const Run wider = train("--init-from " + test::fixture_path("hf_gpt2_tiny") + " --export-hf " + dir +
+                          "/hf_wider --tokenizer " + dir + "/tok");
+  INFO(wider.output);
+  CHECK(wider.code == 0);
+  CHECK(nlohmann::json::parse(std::ifstream(dir + "/hf_wider/config.json")).at("vocab_size") == 300);
+  CHECK(fs::exists(dir + "/hf_wider/vocab.json"));
+  if (const std::string data = test::data_dir(); !data.empty()) {
+    const Run narrower = train("--init-from " + test::fixture_path("hf_gpt2_tiny") + " --export-hf " + dir +
+                               "/hf_narrower --tokenizer " + data + "/gpt2");
+    CHECK(narrower.code == 2);
+    CHECK_THAT(narrower.output, Catch::Contains("has 50257 tokens, more than the 300 of the model of checkpoint"));
+  }
   // The tokenizer's write failing (a directory where vocab.json goes), after the weights and
   // config.json are written: they are removed again, and the export runs once the way is clear.
   fs::create_directories(dir + "/hf_blocked/vocab.json");
