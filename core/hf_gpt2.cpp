@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <initializer_list>
 #include <fstream>
 #include <map>
 #include <optional>
@@ -132,13 +133,22 @@ struct ConfigReader {
     INPUT_CHECK(v->is_boolean(), "{}: \"{}\" must be true or false, got a JSON {}", file, key, v->type_name());
     return v->get<bool>();
   }
-  // A required integer in [1, max] (`alt`: another name for it).
-  int integer(const char* key, long long max, const char* alt = nullptr) const {
+  // A required integer in [1, max] under `key` or its other names (`aliases`: transformers'
+  // attribute_map, num_hidden_layers for n_layer, ...). Where several are given they must agree:
+  // transformers takes the alias, which would otherwise build another model than gpt2cc's.
+  int integer(const char* key, long long max, std::initializer_list<const char*> aliases = {}) const {
     const nlohmann::json* v = find(key);
-    if (v == nullptr && alt != nullptr) v = find(alt);
+    const char* name = key;
+    for (const char* alias : aliases) {
+      const nlohmann::json* a = find(alias);
+      if (a == nullptr) continue;
+      INPUT_CHECK(v == nullptr || *v == *a, "{}: \"{}\" is {} and \"{}\" is {}: they name the same size; give one",
+                  file, name, v ? v->dump() : "", alias, a->dump());
+      if (v == nullptr) v = a, name = alias;
+    }
     INPUT_CHECK(v != nullptr && v->is_number_integer(), "{}: needs an integer \"{}\"", file, key);
     const std::optional<int> n = whole_number<int>(*v);
-    INPUT_CHECK(n && *n >= 1 && *n <= max, "{}: \"{}\" is {}, outside 1..{}", file, key, v->dump(), max);
+    INPUT_CHECK(n && *n >= 1 && *n <= max, "{}: \"{}\" is {}, outside 1..{}", file, name, v->dump(), max);
     return *n;
   }
 };
@@ -164,10 +174,13 @@ ModelConfig model_config(const nlohmann::json& j, const std::string& file) {
   // Bounds far above any GPT-2 that keep every size computed from them inside 64 bits
   // (core/config.hpp); the tensors' shapes in the weights file then decide.
   ModelConfig c;
-  c.num_layers = r.integer("n_layer", kMaxLayers);
-  c.num_heads = r.integer("n_head", kMaxHeads);
-  c.channels = r.integer("n_embd", kMaxChannels);
-  c.max_seq_len = r.integer("n_positions", kMaxSeqLen, "n_ctx");
+  c.num_layers = r.integer("n_layer", kMaxLayers, {"num_hidden_layers"});
+  c.num_heads = r.integer("n_head", kMaxHeads, {"num_attention_heads"});
+  c.channels = r.integer("n_embd", kMaxChannels, {"hidden_size"});
+  // n_ctx (older configs' attention span, which need not be n_positions) only where neither is given.
+  c.max_seq_len = r.find("n_positions") || r.find("max_position_embeddings") || !r.find("n_ctx")
+                      ? r.integer("n_positions", kMaxSeqLen, {"max_position_embeddings"})
+                      : r.integer("n_ctx", kMaxSeqLen);
   c.vocab_size = r.integer("vocab_size", kMaxVocabSize);
   if (const nlohmann::json* inner = r.find("n_inner")) {
     INPUT_CHECK(inner->is_number_integer() && inner->get<long long>() == 4LL * c.channels,

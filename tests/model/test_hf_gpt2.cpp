@@ -210,6 +210,19 @@ TEST_CASE("Hugging Face weights gpt2cc cannot compute are refused by name", "[mo
   refused(with_config("layer_idx", "scale_attn_by_inverse_layer_idx", true), "scale_attn_by_inverse_layer_idx");
   refused(with_config("type", "model_type", "llama"), "model_type is 'llama'");
   refused(with_config("no_layers", "n_layer", nullptr), "needs an integer \"n_layer\"");
+  // transformers' other names for the sizes (its attribute_map): read where the GPT-2 name is not
+  // given, refused where both are and disagree (transformers would build the alias's model).
+  const ModelConfig own = load_checkpoint(fixture_dir(), false).config;
+  const std::string aliased = with_configs("aliases", {{"n_layer", nullptr}, {"num_hidden_layers", config["n_layer"]},
+                                                       {"n_head", nullptr}, {"num_attention_heads", config["n_head"]},
+                                                       {"n_embd", nullptr}, {"hidden_size", config["n_embd"]},
+                                                       {"n_positions", nullptr},
+                                                       {"max_position_embeddings", config["n_positions"]}});
+  CHECK(load_checkpoint(aliased, false).config == own);
+  refused(with_configs("alias_differs", {{"num_hidden_layers", 1}}),
+          "\"n_layer\" is 2 and \"num_hidden_layers\" is 1: they name the same size; give one");
+  // n_ctx, an older config's attention span, counts only where no n_positions is given.
+  CHECK(load_checkpoint(with_configs("n_ctx_other", {{"n_ctx", 7}}), false).config == own);
   refused(with_config("three_layers", "n_layer", 3), "has no tensor 'transformer.h.2.ln_1.weight'");
   refused(with_config("wide", "n_embd", 64), "has shape [300, 32], expected [300, 64]");
   refused(with_config("heads", "n_head", 3), "/config.json: model: channels (C) = 32 must be divisible by num_heads");
