@@ -12,7 +12,6 @@
 #include <cerrno>
 #include <charconv>
 #include <cstdio>
-#include <cstdlib>
 #include <cstddef>
 #include <cstring>
 #include <cxxopts.hpp>
