@@ -227,7 +227,7 @@ struct GPT2::Impl {
   // own part only (the layers read the bf16 copy, which every rank gathers whole after AdamW).
   bool master_sharded() const { return sharded() && dtype != DType::fp32; }
   // A bf16 inference model keeps no fp32 master: nothing updates its weights, and the layers read
-  // the bf16 copy (a third of the parameter memory: gpt2's 475 MiB + 238 MiB become 238 MiB).
+  // the bf16 copy (a third of the parameter memory: gpt2's 475 MiB + 237 MiB become 237 MiB).
   bool keeps_master() const { return dtype == DType::fp32 || mode == ModelMode::training; }
   size_t master_begin = 0;
   DeviceArray<float> master;    // fp32 parameters: what AdamW updates and checkpoints store
