@@ -99,8 +99,8 @@ cxxopts::Options make_generate_options() {
       ("greedy", "argmax decoding (temperature, top-k, top-p unused)")
       ("temperature", "divide logits by T > 0", cxxopts::value<float>()->default_value("1.0"))
       ("top-k", "keep the k most likely tokens; 0 = off", cxxopts::value<int>()->default_value("0"))
-      ("top-p", "nucleus threshold in (0, 1]; 1 = off", cxxopts::value<float>()->default_value("1.0"))
-      ("repetition-penalty", "CTRL penalty >= 1 on tokens in the context; 1 = off", cxxopts::value<float>()->default_value("1.0"))
+      ("top-p", "nucleus threshold in (0, 1]; 1 = off", cxxopts::value<double>()->default_value("1.0"))
+      ("repetition-penalty", "CTRL penalty >= 1 on tokens in the context; 1 = off", cxxopts::value<double>()->default_value("1.0"))
       ("seed", "sampling seed (same seed, same text)", cxxopts::value<uint64_t>()->default_value("1337"))
       ("context-keep", "tokens kept when the context overflows; 0 = half the context", cxxopts::value<int>()->default_value("0"))
       ("no-kv-cache", "recompute the whole context for every token (slow; for comparison)")
@@ -143,8 +143,17 @@ GenerateRequest parse_generate_request(const cxxopts::ParseResult& args) {
   sampling.greedy = switch_on(args, "greedy");
   sampling.temperature = args["temperature"].as<float>();
   sampling.top_k = args["top-k"].as<int>();
-  sampling.top_p = args["top-p"].as<float>();
-  sampling.repetition_penalty = args["repetition-penalty"].as<float>();
+  // Checked as typed, before they round to the sampler's floats: --top-p 1.00000001 and
+  // --repetition-penalty 0.99999999 are out of range, though each rounds to 1 (off).
+  const double top_p = args["top-p"].as<double>();
+  INPUT_CHECK(top_p > 0 && top_p <= 1, "--top-p must be in (0, 1] (1 = off), got {}",
+              values_as_typed(args, "top-p").back());
+  sampling.top_p = static_cast<float>(top_p);
+  const double repetition_penalty = args["repetition-penalty"].as<double>();
+  INPUT_CHECK(std::isfinite(repetition_penalty) && repetition_penalty >= 1,
+              "--repetition-penalty must be >= 1 (1 = off), got {}",
+              values_as_typed(args, "repetition-penalty").back());
+  sampling.repetition_penalty = static_cast<float>(repetition_penalty);
   sampling.seed = args["seed"].as<uint64_t>();
   validate(sampling);
   GenerationConfig& gen = r.gen;

@@ -440,7 +440,11 @@ TEST_CASE("bad input exits 2 with a message naming the problem", "[generate][cli
   fails(generate_cli("--prompt hi --temperature 0"), "temperature must be > 0");
   fails(generate_cli("--prompt hi --top-p 1.5"), "top-p");
   fails(generate_cli("--prompt hi --top-k -2"), "top-k");
-  fails(generate_cli("--prompt hi --repetition-penalty 0.5"), "repetition penalty");
+  fails(generate_cli("--prompt hi --repetition-penalty 0.5"), "--repetition-penalty must be >= 1 (1 = off), got 0.5");
+  // Out of range though each rounds to 1 (off) as a float.
+  fails(generate_cli("--prompt hi --top-p 1.00000001"), "--top-p must be in (0, 1] (1 = off), got 1.00000001");
+  fails(generate_cli("--prompt hi --repetition-penalty 0.99999999"),
+        "--repetition-penalty must be >= 1 (1 = off), got 0.99999999");
   fails(generate_cli("--prompt hi --num-samples 0"), "--num-samples");
   fails(generate_cli("--prompt hi --batch-size -1"), "--batch-size must be >= 0");
   fails(generate_cli("--prompt hi --device cuda --cuda-device -1"), "--cuda-device must be >= 0, got -1");
