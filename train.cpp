@@ -131,7 +131,14 @@ int run(int argc, char** argv, ProcessGroup& group) {
   auto options = make_train_options(config);
   std::optional<cxxopts::ParseResult> parsed;
   agreed([&] { parsed = parse_flags(options, argc, argv); });
-  if (parsed->count("help")) {
+  // An MPMD launch (`-n 1 train : -n 1 train --help`) may ask some ranks only for the help: they
+  // would return while the others wait for them in their next collective.
+  const bool help = parsed->count("help") > 0, any_help = group.any(help);
+  agreed([&] {
+    INPUT_CHECK(help == any_help, "another rank was started with --help and this one without it: start every rank "
+                "with the same flags");
+  });
+  if (help) {
     if (group.is_root())
       std::cout << options.help(kTrainFlagGroups)
                 << "\n" << environment_help(true) << std::flush;
@@ -153,7 +160,7 @@ int run(int argc, char** argv, ProcessGroup& group) {
       INPUT_CHECK(!parsed->count(flag) || !(*parsed)[flag].as<std::string>().empty(), "--{} is empty", flag);
     if (!config.eval_only && config.export_hf.empty())
       tokenizer = check_tokenizer(config, parsed->count("tokenizer") > 0);
-    validate(config);
+    validate(config, group.size());
     check_task_flags(config, *parsed);
     INPUT_CHECK(!data_parallel || (config.export_hf.empty() && !config.eval_only),
                 "--{} runs in one process: start it without mpiexec", config.eval_only ? "eval-only" : "export-hf");

@@ -286,6 +286,10 @@ int cuda_device_of_rank(const ProcessGroup& group, int visible_devices) {
 
 int cpu_threads_of_rank(const ProcessGroup& group, int requested) {
   if (requested > 0) return requested;
+  // OMP_NUM_THREADS, where set, is each rank's (the usual MPI + OpenMP launch): 0 leaves it to the
+  // backend, which reads and checks it as in one process.
+  const char* omp = std::getenv("OMP_NUM_THREADS");
+  if (omp != nullptr && *omp != '\0') return 0;
   return std::max(1, int(std::thread::hardware_concurrency()) / group.local_size());
 }
 

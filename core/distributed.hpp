@@ -91,8 +91,8 @@ std::vector<std::string> merge_rank_failures(const std::string& program, const s
 
 // Where a rank runs. A GPU: local rank i takes GPU i, and a rank that sees one GPU (a scheduler
 // gave each rank its own through CUDA_VISIBLE_DEVICES) takes that one; InputError for more ranks
-// on a machine than it shows GPUs. CPU threads: `requested`, or for 0 the machine's cores shared
-// among its ranks.
+// on a machine than it shows GPUs. CPU threads: `requested`, or for 0 OMP_NUM_THREADS where it is
+// set (returned as 0: the backend reads it), else the machine's cores shared among its ranks.
 int cuda_device_of_rank(const ProcessGroup& group, int visible_devices);
 int cpu_threads_of_rank(const ProcessGroup& group, int requested);
 

@@ -86,8 +86,9 @@ struct TrainConfig {
 };
 
 // InputError naming the flag for values outside their range (checks that need the data, such as
-// the eval interval against the run length, happen once the data is open: see Trainer).
-void validate(const TrainConfig& config);
+// the eval interval against the run length, happen once the data is open: see Trainer). `ranks`:
+// the data-parallel run's, named where a new run's --total-batch must be a multiple of them.
+void validate(const TrainConfig& config, int ranks = 1);
 // The preset's model with the shape flags (--layers, --heads, --channels, --max-seq-len) applied:
 // a new run's shape, before the data gives it its vocabulary.
 ModelConfig preset_shape(const TrainConfig& config);

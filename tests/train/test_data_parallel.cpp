@@ -196,6 +196,13 @@ TEST_CASE("where a rank runs: its GPU and its CPU threads", "[distributed]") {
                       Catch::Contains("which shows it 2 CUDA device(s): start at most 2 ranks per machine"));
   }
   CHECK(cpu_threads_of_rank(group(), 3) == 3);
+  test::ScopedEnv omp("OMP_NUM_THREADS", std::nullopt);
+  CHECK(cpu_threads_of_rank(group(), 0) == std::max(1, int(std::thread::hardware_concurrency()) / R));
+  // Set, OMP_NUM_THREADS is each rank's: 0 leaves it to the backend, which reads and checks it.
+  omp.set("3");
+  CHECK(cpu_threads_of_rank(group(), 0) == 0);
+  CHECK(cpu_threads_of_rank(group(), 2) == 2);
+  omp.set("");
   CHECK(cpu_threads_of_rank(group(), 0) == std::max(1, int(std::thread::hardware_concurrency()) / R));
 }
 

@@ -1138,6 +1138,8 @@ TEST_CASE("mpiexec -n 2 train: data parallel on the cpu", "[cli][distributed]") 
   const std::vector<Case> refused = {
       {common + "--total-batch 64 --run-dir " + dir + "/bad",
        "which 2 ranks cannot share evenly: give a multiple of 128"},
+      {common + "--total-batch 100 --run-dir " + dir + "/bad",
+       "--total-batch (100 tokens) must be a multiple of ranks x --batch-size x --seq-len = 2 x 4 x 16 = 128"},
       {"--eval-only --init-from " + dir + "/ranked --val-data " + dir + "/val.bin", "--eval-only runs in one process"},
       {common + "--device cuda --cuda-device 1 --run-dir " + dir + "/bad", "--cuda-device with 2 ranks"},
       {"--resume " + dir + "/odd --steps 4", "continues a run of 3 micro-batch(es) of 4 x 16 tokens per step, which "
@@ -1165,6 +1167,10 @@ TEST_CASE("mpiexec -n 2 train: data parallel on the cpu", "[cli][distributed]") 
     CHECK(count(r.output, bad.message) == 1);
     CHECK_THAT(r.output, Catch::Contains("train (all 2 ranks): "));
   }
+  // OMP_NUM_THREADS is each rank's, checked as in one process.
+  const Run threads_env = launch("OMP_NUM_THREADS=5000 " + mpiexec + common + "--threads 0 --run-dir " + dir + "/bad");
+  CHECK(threads_env.code == 2);
+  CHECK(count(threads_env.output, "OMP_NUM_THREADS asks for 5000 threads, more than 1024") == 1);
   const Run unknown = launch(mpiexec + common + "--lr abc --run-dir " + dir + "/bad");
   CHECK(unknown.code == 2);
   CHECK(count(unknown.output, "--lr: 'abc' is not a valid value (see train --help)") == 1);
@@ -1180,6 +1186,18 @@ TEST_CASE("mpiexec -n 2 train: data parallel on the cpu", "[cli][distributed]") 
   const Run help = launch(mpiexec + "--help");
   CHECK(help.code == 0);
   CHECK(count(help.output, "Usage:") == 1);  // the root's
+  // --help given to one rank only (MPMD): refused on the others, which would wait for it forever.
+  for (const bool root_asks : {true, false}) {
+    const std::string ranks[2] = {train_binary() + " " + common + "--run-dir " + dir + "/bad",
+                                  train_binary() + " --help"};
+    const Run some = launch(std::string(GPT2CC_MPIEXEC) + " -n 1 " + ranks[root_asks ? 1 : 0] + " : -n 1 " +
+                            ranks[root_asks ? 0 : 1]);
+    INFO(some.output);
+    CHECK(some.code == 2);
+    CHECK(count(some.output, format("train (rank {} of 2): another rank was started with --help and this one without "
+                                    "it", root_asks ? 1 : 0)) == 1);
+    CHECK(count(some.output, "Usage:") == 0);
+  }
   CHECK_FALSE(std::filesystem::exists(dir + "/bad"));
 }
 
