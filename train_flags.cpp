@@ -46,8 +46,8 @@ cxxopts::Options make_train_options(TrainConfig& c) {
   add("model", "resume", "checkpoint, or run directory (its newest), to continue exactly", c.resume);
   add("device", "device", "cpu or cuda", c.device);
   add("device", "threads",
-      "CPU threads, 0 to 1024 (0: $OMP_NUM_THREADS, each rank's under mpiexec, else all cores, under mpiexec shared "
-      "among the ranks on the machine)",
+      "CPU threads, 0 to 1024 (0: $OMP_NUM_THREADS, each rank's under mpiexec; unset, all cores, shared among the "
+      "ranks on the machine)",
       c.threads);
   add("device", "cuda-device", "GPU index", c.cuda_device);
   add("device", "dtype",

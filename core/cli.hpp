@@ -149,8 +149,8 @@ inline cxxopts::ParseResult parse_flags(cxxopts::Options& options, int argc, cha
 
 // The environment variables a program that runs the model reads, for the end of its --help
 // (cxxopts lists flags only). Kept to pointers: the variables' full syntax lives in the docs.
-// `ranks_share_cores`: the program's --threads 0 divides a machine's cores among its MPI ranks
-// (train; generate is one process).
+// `ranks_share_cores`: the program's --threads 0, without OMP_NUM_THREADS, divides a machine's
+// cores among its MPI ranks (train; generate is one process).
 inline std::string environment_help(bool ranks_share_cores) {
   return std::string(R"( environment:
   GPT2CC_KERNELS=NAME=VALUE,...  --device cuda: a layer's kernel design in place of the
@@ -159,8 +159,8 @@ inline std::string environment_help(bool ranks_share_cores) {
   GPT2CC_REQUIRE_CUBLASLT=1      --dtype bf16: a GEMM cuBLASLt declines is an error instead of
                                  the cublasGemmEx fallback (default 0)
   OMP_NUM_THREADS                CPU threads when --threads is 0)") +
-         (ranks_share_cores ? R"( (one process: under mpiexec
-                                 the ranks on a machine share its cores)
+         (ranks_share_cores ? R"( (each rank's under mpiexec;
+                                 unset, the ranks on a machine share its cores)
 )"
                             : "\n");
 }

@@ -200,7 +200,7 @@ TEST_CASE("--help lists every flag with its default, and the environment variabl
         "--device", "--keep-checkpoints", "(default: cosine)", "--dtype", "(default: fp32)", "--recompute-gelu",
         "--classifier-rows", "(default: 8192)", "--grad-dtype", "(default: auto)",
         "--cuda-graphs", "--zero-stage", "environment:", "GPT2CC_KERNELS", "GPT2CC_REQUIRE_CUBLASLT",
-        "OMP_NUM_THREADS", "under mpiexec", "the ranks on a machine share its cores",
+        "OMP_NUM_THREADS", "each rank's under mpiexec", "unset, the ranks on a machine share its cores",
         "tokens per sample (at most --seq-len - 1)"}) {
     CHECK_THAT(r.output, Catch::Contains(text));
   }
