@@ -154,6 +154,23 @@ printf '#!/bin/sh\necho "stand-in cmake: no build here" >&2\nexit 1\n' >"$TMP/fa
 chmod +x "$TMP/fakebin/cmake"
 fingerprint=$(gpt2cc_source_fingerprint "$ROOT")
 [[ "$fingerprint" =~ ^[0-9a-f]{64}$ ]] || fail "fingerprint '$fingerprint'"
+# The fingerprint of the sources alone: the folders git ignores, which the device machine's copy
+# lacks (.deps' PCRE2 headers and CMake files, a build), do not change it; a source does.
+mkdir -p "$TMP/tree/core" "$TMP/tree/kernels"
+echo 'int f();' >"$TMP/tree/core/a.hpp"
+echo 'add_library(x a.cpp)' >"$TMP/tree/CMakeLists.txt"
+tree_print=$(gpt2cc_source_fingerprint "$TMP/tree")
+mkdir -p "$TMP/tree/.deps/pcre2-10.47/include" "$TMP/tree/.deps/pcre2-10.47/lib/cmake" "$TMP/tree/.tools" \
+  "$TMP/tree/build-gpu" "$TMP/tree/runs/x"
+echo '#define PCRE2_MAJOR 10' >"$TMP/tree/.deps/pcre2-10.47/include/pcre2.h"
+echo 'set(x 1)' >"$TMP/tree/.deps/pcre2-10.47/lib/cmake/pcre2-config.cmake"
+echo 'int g();' >"$TMP/tree/.tools/t.cpp"
+echo 'int h();' >"$TMP/tree/build-gpu/generated.hpp"
+echo 'int r();' >"$TMP/tree/runs/x/r.cpp"
+[[ "$(gpt2cc_source_fingerprint "$TMP/tree")" == "$tree_print" ]] ||
+  fail "ignored folders (.deps, .tools, build-gpu, runs) changed the sources' fingerprint"
+echo '__global__ void k();' >"$TMP/tree/kernels/k.cuh"
+[[ "$(gpt2cc_source_fingerprint "$TMP/tree")" != "$tree_print" ]] || fail "a new source left the fingerprint as it was"
 
 make_binaries_kit "$TMP/kit-ok" "$fingerprint" 0
 log=$(OUT="$TMP/out-ok" PATH="$TMP/fakebin:$PATH" bash "$SCRIPT" --stage test --kit "$TMP/kit-ok" \
