@@ -18,13 +18,16 @@
 # the issue's targets first (bf16 training, attention), then where a bf16 step's time goes in each
 # framework (profile: ncu over gpt2cc's kernels, torch.profiler over PyTorch's; ~90 s, not yet
 # timed there), then the correctness checks (parity, the kernels' validation, compute-sanitizer:
-# ~45 s), then the bf16 step with each other kernel design (designs: 11 or 12 runs, ~165 s, not yet
+# ~45 s), then the bf16 step with each other kernel design (designs: 12 or 13 runs, ~180 s, not yet
 # timed there), before the fp32 pair, which is slow (~100 s) and only a secondary figure: what the
 # --budget leaves no time for is skipped from the end. Measured on an H200 (2026-12-04), seconds:
 # kit binaries 10, test 20, train_bf16 21, pt_bf16 52, attention 12, pt_attention 7, parity 22,
 # kernels 26, sanitize ~41 (memcheck layers 25, racecheck 10, memcheck bf16 6), train_fp32 87 and
-# pt_fp32 over 61 at 20+5 steps (at 10+3: ~50 and 46), report ~2: ~310 s of the 570 s budget,
-# ~400 s with the profile, ~565 s with the designs.
+# pt_fp32 over 61 at 20+5 steps (at 10+3: ~50 and 46), report ~2: ~310 s, ~400 s with the
+# profile, ~580 s with the designs, where the 570 s budget leaves the stages ~510 s (60 s are kept
+# for a kill's grace, packing and the report): at those times the fp32 pair is skipped (each needs
+# 65 s to start) unless the profile and designs run faster; `--stage train_fp32,pt_fp32,report`
+# on a later call measures it.
 # --steps N: timed steps of the bf16 training runs, gpt2cc's and PyTorch's (default 20, after 5
 # warm-up); --fp32-steps N: of the fp32 ones (default 10, after 3 warm-up: an fp32 step at B=128
 # takes ~3 s, and torch.compile ~40 s first); the designs stage's runs take 10 after 3. --quick:
@@ -188,25 +191,30 @@ LIMIT_REPORT=20   # report.py takes ~2 s
 # With a --budget: a stage may run to its limit, then KILL_AFTER more before `timeout` kills it,
 # then the results are packed (PACK_RESERVE, a fraction of a second in fact); what is left after
 # that and the report's own reserve (the same three for it) is the most a stage may be given, and
-# a stage that would get MIN_STAGE or less is skipped. The report is never cut or skipped.
+# a stage that would get MIN_STAGE or less is skipped, and so is one that would get less than
+# STAGE_NEED names for it: killed before it writes its JSON, it would spend its limit for nothing
+# (the fp32 pair, ~50 s each on the H200 at 10 + 3 steps, with a 43 s limit, say). The report is
+# never cut or skipped.
 KILL_AFTER=15
 PACK_RESERVE=5
 REPORT_RESERVE=$((LIMIT_REPORT + KILL_AFTER + PACK_RESERVE))
 MIN_STAGE=30
+declare -A STAGE_NEED=([train_fp32]=65 [pt_train_fp32]=65)
 
 FAILED=0
 # run_step NAME LIMIT CMD...: runs CMD under `timeout`, appends its output to NAME.log and a line
 # "NAME<TAB>exit code<TAB>seconds" to status.tsv. 124 / 137 in the status mean it timed out;
-# "skipped" that the --budget had too little time left to start it (MIN_STAGE or less).
+# "skipped" that the --budget had too little time left to start it (MIN_STAGE or less, or less
+# than its STAGE_NEED).
 run_step() {
   local name=$1 limit=$2
   shift 2
   local t0=$SECONDS rc
   if ((BUDGET > 0)) && [[ "$name" != report ]]; then
-    local left=$((BUDGET - SECONDS - KILL_AFTER - PACK_RESERVE - REPORT_RESERVE))
-    if ((left <= MIN_STAGE)); then
-      echo "== $name skipped: ${left}s left for it of the ${BUDGET}s budget (${REPORT_RESERVE}s kept for the report)" |
-        tee -a "$OUTDIR/$name.log"
+    local left=$((BUDGET - SECONDS - KILL_AFTER - PACK_RESERVE - REPORT_RESERVE)) need=${STAGE_NEED[$name]:-0}
+    if ((left <= MIN_STAGE || left < need)); then
+      echo "== $name skipped: ${left}s left for it of the ${BUDGET}s budget (${REPORT_RESERVE}s kept for the" \
+        "report)$( ((need > 0)) && echo ", it needs ${need}s")" | tee -a "$OUTDIR/$name.log"
       printf '%s\t%s\t%s\n' "$name" skipped 0 >>"$OUTDIR/status.tsv"
       FAILED=1
       return 1
@@ -546,13 +554,14 @@ stage_profile() {
 # one at a time, beside the automatic designs in the same stage: what each automatic choice is worth
 # in a whole step at train_bf16's batch (bench_kernels and bench_attention time the designs as
 # single kernels at B=8). One process each, DESIGN_STEPS timed steps after 3; report.py tabulates
-# designs_*.json. ~15 s a run at B=256 (not yet timed there). Then the classifier over all B*T
-# rows at once (designs_classifier-rows-all: bench_train_gpu --classifier-rows 0, the automatic
-# kernels), as before the model ran it in chunks of 8192 rows: what the chunks' memory saving costs
-# or gains in time (it needs the logits of all rows, 24.6 GiB at 256 x 1024 in bf16: where that
-# does not fit, the run fails and the report says so). Then the gradients in fp32
-# (designs_fp32-gradients: --fp32-gradients, train's --grad-dtype fp32, PyTorch autocast's way):
-# what they cost a step at this batch. Last, when two or more designs beat
+# designs_*.json. ~15 s a run at B=256 (not yet timed there). First, after the automatic run, the
+# classifier over all B*T rows at once (designs_classifier-rows-all: bench_train_gpu
+# --classifier-rows 0, the automatic kernels), as before the model ran it in chunks of 8192 rows:
+# what the chunks' memory saving costs or gains in time (it needs the logits of all rows, 24.6 GiB
+# at 256 x 1024 in bf16: where that does not fit, the run fails and the report says so); and the
+# gradients in fp32 (designs_fp32-gradients: --fp32-gradients, train's --grad-dtype fp32, PyTorch
+# autocast's way): what they cost a step at this batch. Then the other designs. Last, when two or
+# more designs beat
 # the automatic run by more than the spread between the session's two automatic runs (report.py
 # --best-designs), one run with all of them (designs_best): the best step this build showed, and
 # what the automatic choices should become.
@@ -568,12 +577,14 @@ stage_designs() {
       "$BIN/benchmarks/gpu/bench_train_gpu" --dtype bf16 -B "$B" -T 1024 --steps "$DESIGN_STEPS" --warmup 3 \
       --json "$OUTDIR/$1.json" "${@:3}"
   }
-  for variant in automatic "${DESIGN_VARIANTS[@]}"; do
-    designs=$([[ "$variant" == automatic ]] || echo "$variant")
-    run_design "designs_${variant//=/-}" "$designs"
-  done
+  # The automatic run, then the two runs of the defaults' own changes (before any alternative
+  # design: a budget running out cuts the list from its end).
+  run_design designs_automatic ""
   run_design designs_classifier-rows-all "" --classifier-rows 0
   run_design designs_fp32-gradients "" --fp32-gradients
+  for variant in "${DESIGN_VARIANTS[@]}"; do
+    run_design "designs_${variant//=/-}" "$variant"
+  done
   designs=$(python3 benchmarks/gpu/report.py --best-designs "$OUTDIR") || designs=""
   if [[ -n "$designs" ]]; then
     run_design designs_best "$designs"

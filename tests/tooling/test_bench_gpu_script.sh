@@ -194,16 +194,23 @@ log=$(OUT="$TMP/out-ok" bash "$SCRIPT" --stage test --build-dir "$TMP/build-ok" 
 [[ $rc == 0 && "$log" == *"stand-in $TMP/build-ok/tests/cuda/test_cuda_bf16 "*"(kit env: carried)"* ]] || fail "later call with a kit-env: exit $rc: $log"
 rm -f "$TMP/build-ok/kit-env"
 
-# Training: bf16 20 timed steps after 5, fp32 10 after 3 (its steps are slow); the --budget cuts
-# a stage's limit to leave the kill grace (15 s), packing (5 s) and the report (40 s).
-log=$(OUT="$TMP/out-ok" bash "$SCRIPT" --stage train --build-dir "$TMP/build-ok" --budget 100 2>&1); rc=$?
+# Training: bf16 20 timed steps after 5, fp32 10 after 3 (its steps are slow).
+log=$(OUT="$TMP/out-ok" bash "$SCRIPT" --stage train --build-dir "$TMP/build-ok" 2>&1); rc=$?
 [[ $rc == 0 && "$log" == *"bench_train_gpu --dtype bf16 -B auto -T 1024 --steps 20 --warmup 5 "* &&
   "$log" == *"bench_train_gpu --dtype fp32 -B auto -T 1024 --steps 10 --warmup 3 "* ]] ||
   fail "training steps: exit $rc: $log"
+# The --budget cuts a stage's limit to leave the kill grace (15 s), packing (5 s) and the report
+# (40 s); the fp32 step, which needs 65 s, is skipped rather than started with the ~40 s left.
+log=$(OUT="$TMP/out-ok" bash "$SCRIPT" --stage train --build-dir "$TMP/build-ok" --out "$TMP/res-need" --budget 100 \
+  2>&1); rc=$?
 limit=$(sed -n 's/^== train_bf16 (limit \([0-9]*\)s).*/\1/p' <<<"$log")
 if [[ ! "$limit" =~ ^[0-9]+$ ]] || ((limit <= 30 || limit > 40)); then
   fail "--budget 100 gave train_bf16 a limit of '$limit' s"
 fi
+skip="s left for it of the 100s budget (40s kept for the report), it needs 65s"
+[[ $rc == 1 && "$log" =~ "== train_fp32 skipped: "[0-9]+"$skip" ]] ||
+  fail "--budget 100: train_fp32 not skipped for its 65 s: exit $rc: $log"
+grep -q "^train_fp32	skipped	" "$TMP/res-need/status.tsv" 2>/dev/null || fail "status.tsv lacks 'train_fp32 skipped'"
 
 # Parity: the runs' checkpoints are deleted once they are done (a stand-in train writing a run
 # directory; the comparison of its made-up metrics may fail).
@@ -285,6 +292,11 @@ grep -q "^designs_fp32-gradients	0	" "$TMP/res-designs/status.tsv" 2>/dev/null |
 line=$(grep "stand-in .*bench_train_gpu .*/designs_fp32-gradients.json" <<<"$log" | head -1)
 [[ "$line" == *"--dtype bf16 -B 256 -T 1024 --steps 10 --warmup 3 --json "*" --fp32-gradients" ]] ||
   fail "designs_fp32-gradients' command: '$line'"
+# The defaults' own changes right after the automatic run, before the alternatives (a budget cuts
+# the list from its end).
+order=$(grep -o '^designs_[^	]*' "$TMP/res-designs/status.tsv" | head -4 | tr '\n' ' ')
+[[ "$order" == "designs_automatic designs_classifier-rows-all designs_fp32-gradients designs_classifier-streamed " ]] ||
+  fail "the designs' order: '$order'"
 # No step times (the stand-ins write no JSON): no design won, nothing to combine.
 [[ "$log" == *"designs_best: not run: fewer than two designs beat the automatic ones"* ]] ||
   fail "designs_best without winners: $log"
