@@ -39,7 +39,25 @@ class GemmWorkspaces {
     auto it = workspaces_.find(key);
     if (it != workspaces_.end() && it->second.current.bytes >= bytes) return it->second.current;
     void* data = nullptr;
-    CUDA_CHECK(cudaMalloc(&data, bytes));  // on failure the stream keeps what it had
+    // On failure the stream keeps what it had. Memory the pool or graphs keep cached does not
+    // count as free to cudaMalloc (cuda_check.cuh).
+    const int device = key.first;
+    const cudaError_t err = retry_after_releasing_cache(device, [&] { return cudaMalloc(&data, bytes); });
+    if (err == cudaErrorMemoryAllocation) {
+      cudaGetLastError();  // clear the error so later calls work
+      size_t free_bytes = 0, total_bytes = 0;
+      cudaMemGetInfo(&free_bytes, &total_bytes);
+      throw OutOfMemoryError(format(
+          "CUDA out of memory on device {}: the GEMM workspace (cuBLAS, cuBLASLt) asked for {} bytes ({}), {} bytes "
+          "free ({}) of {}{}",
+          device, bytes, human_bytes(double(bytes)), free_bytes, human_bytes(double(free_bytes)),
+          human_bytes(double(total_bytes)),
+          bytes > kGemmWorkspaceBytes ? format("; more than the default {} (GPT2CC_KERNELS=gemm-workspace=256 asks "
+                                               "for 256 MiB: leave it out)",
+                                               human_bytes(double(kGemmWorkspaceBytes)))
+                                      : std::string()));
+    }
+    CUDA_CHECK(err);
     Entry& entry = workspaces_[key];
     if (entry.current.data != nullptr) entry.retired.push_back(entry.current.data);
     entry.current = GemmWorkspaceBuffer{data, bytes};

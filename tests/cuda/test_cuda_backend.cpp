@@ -18,6 +18,7 @@
 #include "kernels/cuda_check.cuh"
 #include "kernels/flash_attention.cuh"
 #include "kernels/gelu.cuh"
+#include "kernels/matmul.cuh"
 
 using namespace gpt2cc;
 
@@ -151,6 +152,32 @@ TEST_CASE("cuda backend reports out-of-memory with sizes and a hint", "[cuda][ba
   std::vector<float> host(16, 1.0f);
   backend->download(host.data(), ok.data(), ok.bytes());
   CHECK(host[0] == 0.0f);
+}
+
+// The GEMM workspace (allocated as a backend is made, and grown when a call asks for more): out of
+// memory names it, with sizes and, above the default size, the design that asked; the stream
+// keeps the workspace it had.
+TEST_CASE("a GEMM workspace that does not fit: out of memory naming it, the old one kept", "[cuda][backend]") {
+  cudaStream_t stream = nullptr;
+  REQUIRE(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) == cudaSuccess);
+  const cuda::GemmWorkspaceBuffer old = cuda::gemm_workspace(stream, size_t(1) << 20);
+  REQUIRE(old.data != nullptr);
+  const size_t huge = size_t(1) << 50;  // 1 PiB
+  try {
+    cuda::gemm_workspace(stream, huge);
+    FAIL("a 1 PiB workspace was allocated");
+  } catch (const OutOfMemoryError& e) {
+    const std::string msg = e.what();
+    CHECK_THAT(msg, Catch::Contains("CUDA out of memory on device 0: the GEMM workspace (cuBLAS, cuBLASLt) asked for " +
+                                    std::to_string(huge) + " bytes (1024.0 TiB)"));
+    CHECK_THAT(msg, Catch::Contains("bytes free"));
+    CHECK_THAT(msg, Catch::Contains("more than the default 32.0 MiB (GPT2CC_KERNELS=gemm-workspace=256"));
+  }
+  const cuda::GemmWorkspaceBuffer kept = cuda::gemm_workspace(stream, size_t(1) << 20);
+  CHECK(kept.data == old.data);
+  CHECK(kept.bytes == old.bytes);
+  cuda::release_gemm_workspace(stream);
+  REQUIRE(cudaStreamDestroy(stream) == cudaSuccess);
 }
 
 // The retry after an allocation ran out of memory: once, after the release; other errors of the
