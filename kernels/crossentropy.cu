@@ -51,10 +51,12 @@ void launch_fused_classifier(Elem* logits, float* losses, const int* targets, fl
   check_vocab(V, Vp);
   const bool cached = fused_classifier_vectorized(logits, Vp) &&
                       cached_row_smem<Elem>(Vp) + kCachedStaticSmem <= device_shared_optin();
-  ENSURE(design != FusedClassifier::kCachedRow || cached,
-         "the cached-row fused classifier needs Vp a multiple of {}, 16-byte aligned logits and a row within the "
-         "device's {} bytes of shared memory a block; got Vp = {} ({} bytes)",
-         kPack128<Elem>, device_shared_optin(), Vp, Vp * sizeof(Elem));
+  // A design asked for by name (GPT2CC_KERNELS) that the shape or device cannot take: the user's setting.
+  INPUT_CHECK(design != FusedClassifier::kCachedRow || cached,
+              "the cached-row fused classifier (GPT2CC_KERNELS classifier=cached-row) needs Vp a multiple of {}, "
+              "16-byte aligned logits and a row within the device's {} bytes of shared memory a block; got Vp = {} "
+              "({} bytes)",
+              kPack128<Elem>, device_shared_optin(), Vp, Vp * sizeof(Elem));
   const int rows = B * T;
   if (rows == 0) return;
   if (cached && design != FusedClassifier::kStreamed) {

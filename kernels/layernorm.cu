@@ -143,10 +143,11 @@ void layernorm_backward_impl(Elem* dinp, Grad* dweight, Grad* dbias, const Elem*
   if (design != LayerNormBackward::kTwoPass) {
     if (launch_fused_backward(dinp, dweight, dbias, dout, mean, rstd, inp, weight, rows, C, stream)) return;
     constexpr int kWidth = kPack128<Elem>;
-    ENSURE(design == LayerNormBackward::kAuto,
-           "layernorm_backward (LayerNormBackward::kFused) needs C a multiple of {} and at most {} and 16-byte "
-           "aligned dinp, dout, inp and weight, got C = {}",
-           kWidth, kWarpSize * kWidth * kFusedMaxPacks<Elem>, C);
+    // A design asked for by name (GPT2CC_KERNELS) that the shape cannot take: the user's setting.
+    INPUT_CHECK(design == LayerNormBackward::kAuto,
+                "layernorm_backward's fused design (GPT2CC_KERNELS layernorm-backward=fused) needs C a multiple of "
+                "{} and at most {} and 16-byte aligned dinp, dout, inp and weight, got C = {}",
+                kWidth, kWarpSize * kWidth * kFusedMaxPacks<Elem>, C);
   }
   // The two-pass design: any C, any alignment.
   const LaunchShape ld = warp_per_row_launch(rows);

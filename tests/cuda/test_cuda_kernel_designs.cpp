@@ -204,7 +204,10 @@ TEST_CASE("a cuda backend takes the kernel designs GPT2CC_KERNELS names", "[cuda
         backend->download(loss.data(), losses.data(), sizeof(float));
         CHECK(loss[0] == Approx(std::log(double(V))).epsilon(1e-5));  // all-zero logits: uniform
       } else {
-        CHECK_THROWS_WITH(run(), Catch::Contains("cached-row fused classifier needs"));
+        // The user's setting, not an internal check: exit 2 from a CLI.
+        CHECK_THROWS_AS(run(), InputError);
+        CHECK_THROWS_WITH(run(), Catch::Contains("cached-row fused classifier (GPT2CC_KERNELS classifier=cached-row) "
+                                                 "needs"));
       }
     }
   }
@@ -221,10 +224,12 @@ TEST_CASE("a cuda backend takes the kernel designs GPT2CC_KERNELS names", "[cuda
                                     inp.data(), weight.data(), B, T, C);
         backend->synchronize();
       };
-      if (std::string(designs) == "layernorm-backward=auto")
+      if (std::string(designs) == "layernorm-backward=auto") {
         CHECK_NOTHROW(run());
-      else
-        CHECK_THROWS_WITH(run(), Catch::Contains("LayerNormBackward::kFused"));
+      } else {
+        CHECK_THROWS_AS(run(), InputError);
+        CHECK_THROWS_WITH(run(), Catch::Contains("fused design (GPT2CC_KERNELS layernorm-backward=fused) needs"));
+      }
     }
   }
   SECTION("bias-grad=epilogue: bf16 only; the named design's bits (auto is column-sum)") {
