@@ -266,17 +266,38 @@ int bench_main(int argc, char** argv) {
   auto backend = make_cuda_backend(0, o.dtype);
   const size_t used_before_model = device_used_bytes();
 
-  const int B = o.B ? o.B : largest_batch(config, *backend, o);
-  // The last probe's model is gone; hand its cached pool memory back before the real one allocates.
-  backend->synchronize();
-  cudaMemPoolTrimTo(default_pool(), 0);
-  // The bf16 GEMMs' paths from here on (kernels/matmul.cuh: counted where the host launches them,
-  // so a CUDA graph's replays add nothing): whether cuBLASLt took every fused epilogue.
-  cuda::reset_matmul_path_counts();
-  Run run = make_run(config, *backend, o, B);
-  const Batch batch = random_batch(B, o.T, config.vocab_size, o.seed);
-  const float first_loss = run.train_step(batch, B, o.T);
-  backend->synchronize();
+  const int B_probed = o.B ? o.B : largest_batch(config, *backend, o);
+  int B = B_probed;
+  Run run;
+  Batch batch;
+  float first_loss = 0;
+  for (;;) {
+    // The last probe's (or try's) model is gone; hand its cached pool memory back before the real
+    // one allocates.
+    backend->synchronize();
+    cudaMemPoolTrimTo(default_pool(), 0);
+    // The bf16 GEMMs' paths from here on (kernels/matmul.cuh: counted where the host launches them,
+    // so a CUDA graph's replays add nothing): whether cuBLASLt took every fused epilogue.
+    cuda::reset_matmul_path_counts();
+    try {
+      run = make_run(config, *backend, o, B);
+      batch = random_batch(B, o.T, config.vocab_size, o.seed);
+      first_loss = run.train_step(batch, B, o.T);  // records the step's CUDA graph, and replays it
+      backend->synchronize();
+      break;
+    } catch (const InputError&) {
+      throw;
+    } catch (const Error& e) {
+      // -B auto's probes run without CUDA graphs: a graph's own memory may not fit beside the step
+      // at the batch they found. Half of it, rather than no figure at all.
+      if (o.B != 0 || !is_out_of_memory(e) || B == 1) throw;
+      recover_from_oom(run, *backend);
+      std::cerr << format("bench_train_gpu: B={} fit without CUDA graphs but not with them ({}); B={} instead", B,
+                          e.what(), B / 2)
+                << std::endl;
+      B /= 2;
+    }
+  }
   const double ln_v = std::log(double(config.vocab_size));
   // Validation: a freshly initialised GPT-2 predicts nearly uniformly, so its loss is ~ln V;
   // anything else means the step being timed is not a working training step.
@@ -369,6 +390,7 @@ int bench_main(int argc, char** argv) {
               {"dtype", dtype_name(o.dtype)},
               {"B", B},
               {"B_auto", o.B == 0},
+              {"B_probed", B_probed},  // -B auto's probe (no CUDA graphs); B is half of it where graphs did not fit
               {"T", o.T},
               {"recompute_gelu", o.recompute_gelu},
               {"cuda_graphs", o.cuda_graphs},

@@ -146,7 +146,8 @@ GPT2CC_KERNELS=flash-tile=32 expect_error "kernel designs" "GPT2CC_KERNELS: flas
 export GPT2CC_EMU_DEVICE_MIB=200
 if run train_auto "$BIN/bench_train_gpu" --preset d2 --dtype bf16 -T 16 --steps 1 --warmup 1 \
   --json "$OUT/train_auto.json"; then
-  check_json "$OUT/train_auto.json" "j['B_auto'] and 1 <= j['B'] < 512 and j['memory_total_bytes'] == 200 << 20"
+  check_json "$OUT/train_auto.json" "j['B_auto'] and 1 <= j['B'] < 512 and j['memory_total_bytes'] == 200 << 20
+    and j['B'] in (j['B_probed'], j['B_probed'] // 2)"
   auto_b=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['B'])" "$OUT/train_auto.json")
   out=$("$BIN/bench_train_gpu" --preset d2 --dtype bf16 -T 16 -B $((2 * auto_b)) --steps 1 --warmup 0 2>&1)
   rc=$?
