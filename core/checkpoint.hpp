@@ -7,6 +7,14 @@
 //   it), tokenizer fingerprint and directory, training config), then uint64
 //   num_params and num_params float32 parameters, then uint8 has_optimizer and (if 1) num_params
 //   float32 m and num_params float32 v, then a uint64 FNV-1a checksum of everything before it.
+// The JSON (UTF-8) object's keys: "model" {"num_layers", "num_heads", "channels", "max_seq_len",
+//   "vocab_size", "padded_vocab_size", "dropout"}, "dtype" ("fp32"/"bf16": the run's compute
+//   dtype; the arrays are float32 either way), "step", "tokens_seen", "loader" {"epoch", "cursor"
+//   (windows taken in that epoch), "windows" (per epoch; absent: not recorded)}, "seed",
+//   "tokenizer_fingerprint" (an unsigned 64-bit JSON integer: a reader that parses numbers as
+//   doubles loses its low bits; shards and manifests hold the same value, in hex in the manifest),
+//   "tokenizer_dir", "train_config" (train's flags, as config.json's "train"), and "skipped_steps"
+//   only when non-zero.
 // Written to "<path>.tmp", flushed and fsync'ed, then renamed over <path>: a crash never leaves a
 // half-written file in place of the last good checkpoint.
 #pragma once
