@@ -174,6 +174,12 @@ def read_ncu_csv(text):
         head = "\n".join(lines[:8])
         raise ValueError(f"no ncu CSV header (a line starting with \"ID\",) in the file; it begins:\n{head}")
     body = [line for line in lines[start:] if line.strip() and not line.startswith("==")]
+    if len(body) > 1 and not text.endswith("\n"):
+        # ncu stopped mid-write (the stage's time ran out): a last row cut inside a value would read
+        # as another number ("25,00" of "25,000" ns as a decimal comma), so a row that is not whole
+        # (ncu quotes every field) is dropped.
+        if not body[-1].rstrip().endswith('"') or len(next(csv.reader([body[-1]]))) != len(next(csv.reader(body))):
+            body.pop()
     rows = list(csv.DictReader(io.StringIO("\n".join(body))))
     header = rows[0].keys() if rows else []
     for column in ("ID", "Kernel Name"):
@@ -637,6 +643,13 @@ def self_test():
             expect(False, "a log without CSV is an error")
         except ValueError as e:
             expect("no ncu CSV header" in str(e) and "ERR_NVGPUCTRPERM" in str(e), "error shows the log's start")
+        # ncu killed mid-write: the last row cut inside its value ("100,0" of "100,000" ns would read
+        # as 100.0 ns with a decimal comma) or after a whole field is dropped; whole rows are kept.
+        whole = synthetic_ncu_csv(launches[-3:]).replace("==PROF== Disconnected from process 4242\n", "")
+        for cut in (whole.rindex('"100,000"') + len('"100,0'), whole.rindex('"100,000"') + len('"100,000"')):
+            parsed = read_ncu_csv(whole[:cut])
+            expect([k["us"] for k in parsed] == [100.0, 100.0], f"a row cut at {cut}: dropped, got {parsed}")
+        expect(len(read_ncu_csv(whole)) == 3, "the whole rows of a report ncu did not finish")
         try:
             read_ncu_csv(synthetic_ncu_csv(launches[:2]).replace('"50,000"', '"n/a"'))
             expect(False, "a duration that is not a number is an error")
@@ -720,24 +733,30 @@ def main(argv=None):
         ap.error(f"--identical-steps must be >= 2, got {a.identical_steps}")
     rc = 0
     gpt2cc = pytorch = None
+    # Each side on its own: a file the other side's stage left malformed (cut short, another
+    # version's fields) costs that side only, whatever the error.
     try:
         if a.ncu_csv:
             gpt2cc = gpt2cc_side(a.ncu_csv, a.gpt2cc_json, a.identical_steps, a.min_step_kernels)
-    except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
-        print(f"profile_step.py: gpt2cc: {e}", file=sys.stderr)
+    except Exception as e:  # noqa: BLE001
+        print(f"profile_step.py: gpt2cc: {type(e).__name__}: {e}", file=sys.stderr)
         rc = 1
     try:
         if a.pytorch_json:
             pytorch = pytorch_side(a.pytorch_json)
-    except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
-        print(f"profile_step.py: PyTorch: {e}", file=sys.stderr)
+    except Exception as e:  # noqa: BLE001
+        print(f"profile_step.py: PyTorch: {type(e).__name__}: {e}", file=sys.stderr)
         rc = 1
     if gpt2cc is None and pytorch is None:
         return 1
     profile = make_profile(gpt2cc, pytorch)
-    text = "\n".join(render_markdown(profile)) + "\n"
     if a.json:
         write_text_atomic(a.json, json.dumps(profile, indent=1) + "\n")
+    try:
+        text = "\n".join(render_markdown(profile)) + "\n"
+    except Exception as e:  # noqa: BLE001 (profile.json is written; report.py renders it again)
+        print(f"profile_step.py: the tables: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
     if a.markdown:
         write_text_atomic(a.markdown, text)
     print(text)

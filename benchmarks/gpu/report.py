@@ -16,7 +16,10 @@ PyTorch, bf16 MFU >= 50%, attention forward+backward within 1.3x of SDPA's time.
   report.py DIR          report.py --self-test   (synthetic inputs; needs no GPU)
 """
 import argparse
+import contextlib
+import io
 import json
+import math
 import os
 import sys
 import tempfile
@@ -33,50 +36,73 @@ ATTENTION_RATIO_TARGET = 1.3
 
 
 def load_json(directory, name):
+    """The JSON object in directory/name, or None (with a warning) where it is absent, unreadable,
+    not JSON or not an object: a stage cut short leaves any of these."""
     path = os.path.join(directory, name)
     if not os.path.exists(path):
         return None
     try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+    except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         print(f"report.py: warning: cannot read {path}: {e}", file=sys.stderr)
         return None
+    if not isinstance(value, dict):
+        print(f"report.py: warning: {path} holds a JSON {type(value).__name__}, not an object", file=sys.stderr)
+        return None
+    return value
+
+
+def read_lines(directory, name):
+    """The lines of a text file the stages write (env.txt, status.tsv), undecodable bytes replaced."""
+    path = os.path.join(directory, name)
+    if not os.path.isfile(path):
+        return []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return f.read().splitlines()
 
 
 def load_env(directory):
     env = {}
-    path = os.path.join(directory, "env.txt")
-    if os.path.exists(path):
-        with open(path) as f:
-            for line in f:
-                key, sep, value = line.partition(":")
-                if sep:
-                    env[key.strip()] = value.strip()
+    for line in read_lines(directory, "env.txt"):
+        key, sep, value = line.partition(":")
+        if sep:
+            env[key.strip()] = value.strip()
     return env
 
 
 def load_status(directory):
+    """status.tsv's rows as (stage, exit code, seconds); a line of another shape is kept whole as
+    the stage, so that the table still shows it."""
     rows = []
-    path = os.path.join(directory, "status.tsv")
-    if os.path.exists(path):
-        with open(path) as f:
-            for line in f:
-                parts = line.rstrip("\n").split("\t")
-                if len(parts) == 3:
-                    rows.append(parts)
+    for line in read_lines(directory, "status.tsv"):
+        parts = line.split("\t")
+        if len(parts) == 3:
+            rows.append(parts)
+        elif line.strip():
+            rows.append([line.replace("\t", " "), "?", "?"])
     return rows
 
 
+def real(x):
+    """x as a float when it is a finite number (not a bool), else None: what the tables may print."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return None
+    return float(x) if math.isfinite(x) else None
+
+
 def num(x, fmt="{:.0f}"):
+    x = real(x)
     return "n/a" if x is None else fmt.format(x)
 
 
 def pct(x):
+    x = real(x)
     return "n/a" if x is None else f"{100 * x:.1f}%"
 
 
 def mib(x):
+    x = real(x)
     return "n/a" if x is None else f"{x / 2**20:,.0f} MiB"
 
 
@@ -103,22 +129,22 @@ def train_section(directory):
         if ours is None and theirs is None:
             continue
         ratio = None
-        if ours and theirs and theirs.get("tokens_per_s"):
-            ratio = ours["tokens_per_s"] / theirs["tokens_per_s"]
-        mfu = ours.get("mfu") if ours else None
+        if ours and theirs and real(ours.get("tokens_per_s")) and real(theirs.get("tokens_per_s")):
+            ratio = real(ours["tokens_per_s"] / theirs["tokens_per_s"])
+        mfu = real(ours.get("mfu")) if ours else None
         ratio_text = "n/a" if ratio is None else f"{ratio:.2f}x ({verdict(ratio >= TRAIN_RATIO_TARGET)})"
         if dtype == "bf16":
             mfu_text = pct(mfu) + ("" if mfu is None else f" ({verdict(mfu >= MFU_TARGET)})")
         else:
             mfu_text = pct(mfu)
-        shape = lambda r: f"{r['B']}×{r['T']}" if r else "n/a"
-        lines.append(f"| {dtype} | {shape(ours)} | {num(ours and ours.get('tokens_per_s'))} | {shape(theirs)} "
-                     f"| {num(theirs and theirs.get('tokens_per_s'))} | {ratio_text} | {mfu_text} "
+        shape = lambda r: f"{r.get('B', '?')}×{r.get('T', '?')}" if r else "n/a"
+        lines.append(f"| {dtype} | {shape(ours)} | {num(ours.get('tokens_per_s') if ours else None)} | {shape(theirs)} "
+                     f"| {num(theirs.get('tokens_per_s') if theirs else None)} | {ratio_text} | {mfu_text} "
                      f"| {pct(theirs.get('mfu') if theirs else None)} "
                      f"| {mib(ours.get('peak_memory_bytes') if ours else None)} "
                      f"| {mib(theirs.get('peak_memory_bytes') if theirs else None)} |")
         if ours and theirs:
-            if ours["B"] != theirs["B"] or ours["T"] != theirs["T"]:
+            if ours.get("B") != theirs.get("B") or ours.get("T") != theirs.get("T"):
                 notes.append(f"{dtype}: the two ran different shapes ({shape(ours)} vs {shape(theirs)}); "
                              "tokens/s is each one's own throughput.")
             if ours.get("flops_per_token") != theirs.get("flops_per_token"):
@@ -128,12 +154,14 @@ def train_section(directory):
             notes.append(f"{dtype} gpt2cc: {ours.get('backend', '?')}, CUDA graphs "
                          f"{'on' if ours.get('cuda_graphs') else 'off'}, recompute-gelu "
                          f"{'on' if ours.get('recompute_gelu') else 'off'}, ms/step median "
-                         f"{ours['ms_per_step_median']:.2f} mean {ours['ms_per_step_mean']:.2f}, "
-                         f"loss {ours['loss_first']:.3f} -> {ours['loss_last']:.3f}.")
+                         f"{num(ours.get('ms_per_step_median'), '{:.2f}')} mean "
+                         f"{num(ours.get('ms_per_step_mean'), '{:.2f}')}, loss {num(ours.get('loss_first'), '{:.3f}')} "
+                         f"-> {num(ours.get('loss_last'), '{:.3f}')}.")
         if theirs:
             notes.append(f"{dtype} PyTorch: torch {theirs.get('torch', '?')}, compile "
                          f"{'on' if theirs.get('compile') else 'off'}, ms/step median "
-                         f"{theirs['ms_per_step_median']:.2f}, final loss {theirs.get('final_loss', float('nan')):.3f}.")
+                         f"{num(theirs.get('ms_per_step_median'), '{:.2f}')}, final loss "
+                         f"{num(theirs.get('final_loss'), '{:.3f}')}.")
     if len(lines) == 6:
         lines.append("| (no training results) | | | | | | | | | |")
     return lines + [""] + [f"- {n}" for n in notes] + [""]
@@ -409,12 +437,19 @@ def make_report(directory):
              f"Driver {env.get('driver', 'n/a')}, CUDA {env.get('cuda', 'n/a')}, torch {env.get('torch', 'n/a')}, "
              f"commit {env.get('commit', 'n/a')}, date {env.get('date', 'n/a')}. Produced by scripts/bench_gpu.sh "
              "and benchmarks/gpu/report.py; every number below was measured in that run.", ""]
-    lines += train_section(directory)
-    lines += profile_section(directory)
-    lines += designs_section(directory)
-    lines += attention_section(directory)
-    lines += kernels_section(directory)
-    lines += parity_section(directory)
+    # A section whose files a stage cut short left malformed (a key missing, a string for a
+    # number) says so and the report goes on: the other sections are still the run's.
+    for section in (train_section, profile_section, designs_section, attention_section, kernels_section,
+                    parity_section):
+        try:
+            lines += section(directory)
+        except Exception as e:  # noqa: BLE001 (any malformed input: the report must still be written)
+            what = section.__name__.replace("_section", "")
+            print(f"report.py: warning: the {what} section's files are malformed: {type(e).__name__}: {e}",
+                  file=sys.stderr)
+            lines += [f"## {what}: not reported", "",
+                      f"Its result files are malformed ({type(e).__name__}: {e}); they are in the results "
+                      "directory as the run left them.", ""]
     status = load_status(directory)
     if status:
         lines += ["## Stages", "", "| stage | exit code | seconds |", "|---|---|---|"]
@@ -623,6 +658,39 @@ def self_test():
             expect(f.read() == text, "report.md written")
         expect(not [n for n in os.listdir(d) if n.startswith(".tmp-")], "no temporary file left")
         expect(os.stat(out).st_mode & 0o777 == 0o666 & ~current_umask(), "report.md's mode is the umask's")
+
+    # Files a stage cut short (or another version) left malformed: the report is still written,
+    # each bad file or section said to be so, and no figure made of them.
+    with tempfile.TemporaryDirectory() as d:
+        def put_text(name, text, mode="w"):
+            with open(os.path.join(d, name), mode) as f:
+                f.write(text)
+
+        put_text("train_bf16.json", "{}")
+        put_text("pt_train_bf16.json", json.dumps({"B": 16, "T": 1024, "tokens_per_s": float("inf"), "mfu": "12.5"}))
+        put_text("train_fp32.json", "[1, 2]")
+        put_text("kernels.json", b"{\"device\": \"H\xff\"}", "wb")
+        put_text("parity.json", "{}")
+        put_text("designs_automatic.json", json.dumps({"B": 16, "T": 1024}))
+        put_text("env.txt", b"gpu: NVIDIA H\xff200\n", "wb")
+        put_text("status.tsv", "train_bf16\t0\t21\npt_train_bf16\t124\n")
+        text = make_report(d)
+        expect("# gpt2cc vs PyTorch on NVIDIA H\ufffd200" in text, "non-UTF-8 env.txt: replaced, not a crash")
+        expect("| bf16 | n/a | n/a | 16×1024 | n/a | n/a | n/a | n/a |" in text,
+               "an empty gpt2cc JSON, PyTorch's infinite tokens/s and string MFU: n/a, no verdict")
+        expect("(met)" not in text and "inf" not in text, "no verdict or figure from non-finite values")
+        expect("## parity: not reported" in text and "KeyError" in text, "a malformed parity.json: said so")
+        expect("| pt_train_bf16 124 | ? | ? |" in text, "a status line of another shape kept")
+        expect("(no kernel results)" in text, "non-UTF-8 kernels.json read as absent")
+        put_text("designs_flash-tile-64.json", json.dumps({"B": 16, "T": 1024, "ms_per_step_median": "fast"}))
+        text = make_report(d)
+        expect("## designs: not reported" in text, "designs files without step times: said so")
+        expect("## Training step" in text, "the other sections still there")
+        with contextlib.redirect_stdout(io.StringIO()) as printed, contextlib.redirect_stderr(io.StringIO()):
+            rc = main([d])
+            expect(rc == 0 and os.path.isfile(os.path.join(d, "report.md")), "report.md written from malformed files")
+            expect(main(["--best-designs", d]) == 0 and printed.getvalue().endswith("\n\n"),
+                   "--best-designs on malformed designs files: nothing to combine, exit 0")
     return self_test_verdict("report.py", failures)
 
 
@@ -641,7 +709,11 @@ def main(argv=None):
     if not os.path.isdir(a.directory):
         p.error(f"{a.directory}: not a directory")
     if a.best_designs:
-        print(best_designs(a.directory))
+        try:
+            print(best_designs(a.directory))
+        except Exception as e:  # noqa: BLE001 (malformed designs files: no combined run, said why)
+            print(f"report.py: warning: the designs' files are malformed ({type(e).__name__}: {e}): no best "
+                  "designs", file=sys.stderr)
         return 0
     text = make_report(a.directory)
     write_text_atomic(os.path.join(a.directory, "report.md"), text)
