@@ -205,7 +205,8 @@ FAILED=0
 # run_step NAME LIMIT CMD...: runs CMD under `timeout`, appends its output to NAME.log and a line
 # "NAME<TAB>exit code<TAB>seconds" to status.tsv. 124 / 137 in the status mean it timed out;
 # "skipped" that the --budget had too little time left to start it (MIN_STAGE or less, or less
-# than its STAGE_NEED).
+# than its STAGE_NEED). STEP_OUTPUT=FILE run_step ...: CMD writes FILE, which is removed first
+# when the step runs (a skipped step leaves an earlier call's).
 run_step() {
   local name=$1 limit=$2
   shift 2
@@ -221,6 +222,9 @@ run_step() {
     fi
     ((limit > left)) && limit=$left
   fi
+  # The step's result file from an earlier call (unpacked from the kit's archive, or left on this
+  # machine) goes now, so that a step that fails or is cut short leaves none to be reported as its.
+  [[ -n "${STEP_OUTPUT:-}" ]] && rm -f "$STEP_OUTPUT"
   echo "== $name (limit ${limit}s): $*" | tee -a "$OUTDIR/$name.log"
   timeout --signal=TERM --kill-after="$KILL_AFTER" "$limit" "$@" 2>&1 | tee -a "$OUTDIR/$name.log"
   rc=${PIPESTATUS[0]}
@@ -409,12 +413,14 @@ stage_sanitize() {
 }
 
 stage_kernels() {
-  run_step kernels "$LIMIT_KERNELS" "${BIN_ENV[@]}" "$BIN/benchmarks/kernels/bench_kernels" --reps "$KREPS" \
+  STEP_OUTPUT="$OUTDIR/kernels.json" run_step kernels \
+    "$LIMIT_KERNELS" "${BIN_ENV[@]}" "$BIN/benchmarks/kernels/bench_kernels" --reps "$KREPS" \
     --json "$OUTDIR/kernels.json"
 }
 
 stage_attention() {
-  run_step attention "$LIMIT_ATTENTION" "${BIN_ENV[@]}" "$BIN/benchmarks/kernels/bench_attention" --shapes "$ATTN_SHAPES" \
+  STEP_OUTPUT="$OUTDIR/attention.json" run_step attention \
+    "$LIMIT_ATTENTION" "${BIN_ENV[@]}" "$BIN/benchmarks/kernels/bench_attention" --shapes "$ATTN_SHAPES" \
     --reps "$AREPS" --json "$OUTDIR/attention.json"
 }
 
@@ -431,8 +437,8 @@ steps_for() {
 train_dtype() {
   local steps
   read -r -a steps <<<"$(steps_for "$1")"
-  run_step "train_$1" "$LIMIT_TRAIN" "${BIN_ENV[@]}" "$BIN/benchmarks/gpu/bench_train_gpu" --dtype "$1" -B "$BATCH" \
-    -T 1024 "${steps[@]}" --json "$OUTDIR/train_$1.json"
+  STEP_OUTPUT="$OUTDIR/train_$1.json" run_step "train_$1" "$LIMIT_TRAIN" "${BIN_ENV[@]}" \
+    "$BIN/benchmarks/gpu/bench_train_gpu" --dtype "$1" -B "$BATCH" -T 1024 "${steps[@]}" --json "$OUTDIR/train_$1.json"
 }
 stage_train_bf16() { train_dtype bf16; }
 stage_train_fp32() { train_dtype fp32; }
@@ -456,7 +462,8 @@ pytorch_dtype() {
   read -r -a steps <<<"$(steps_for "$dtype")"
   # If PyTorch runs out of memory at gpt2cc's batch, try half of it once; the report then shows
   # both shapes and says that they differ.
-  if ! run_step "pt_train_$dtype" "$LIMIT_PYTORCH" python3 benchmarks/pytorch/gpt2_train.py --preset gpt2 \
+  if ! STEP_OUTPUT="$OUTDIR/pt_train_$dtype.json" run_step "pt_train_$dtype" "$LIMIT_PYTORCH" python3 \
+    benchmarks/pytorch/gpt2_train.py --preset gpt2 \
     -B "$B" -T 1024 "${steps[@]}" --dtype "$dtype" --json "$OUTDIR/pt_train_$dtype.json"; then
     if ((B > 1)) && grep -q "out of memory" "$OUTDIR/pt_train_$dtype.log"; then
       run_step "pt_train_$dtype" "$LIMIT_PYTORCH" python3 benchmarks/pytorch/gpt2_train.py --preset gpt2 \
@@ -468,7 +475,8 @@ stage_pt_bf16() { pytorch_dtype bf16; }
 stage_pt_fp32() { pytorch_dtype fp32; }
 
 stage_pt_attention() {
-  run_step pt_attention "$LIMIT_ATTENTION" python3 benchmarks/pytorch/attention_sdpa.py --shapes "$ATTN_SHAPES" \
+  STEP_OUTPUT="$OUTDIR/pt_attention.json" run_step pt_attention \
+    "$LIMIT_ATTENTION" python3 benchmarks/pytorch/attention_sdpa.py --shapes "$ATTN_SHAPES" \
     --reps "$AREPS" --json "$OUTDIR/pt_attention.json"
 }
 
@@ -502,7 +510,8 @@ stage_parity() {
     rm -rf "$OUTDIR/parity_$dtype/checkpoints"
     ((rc == 0)) || return 1
   done
-  run_step parity_compare 60 python3 benchmarks/gpu/compare_curves.py "$OUTDIR/parity_fp32/metrics.jsonl" \
+  STEP_OUTPUT="$OUTDIR/parity.json" run_step parity_compare \
+    60 python3 benchmarks/gpu/compare_curves.py "$OUTDIR/parity_fp32/metrics.jsonl" \
     "$OUTDIR/parity_bf16/metrics.jsonl" --names fp32 bf16 --json "$OUTDIR/parity.json" \
     --markdown "$OUTDIR/parity.md" --plot "$OUTDIR/parity.png" --title "d6 on Wikipedia: fp32 vs bf16"
 }

@@ -212,6 +212,17 @@ skip="s left for it of the 100s budget (40s kept for the report), it needs 65s"
   fail "--budget 100: train_fp32 not skipped for its 65 s: exit $rc: $log"
 grep -q "^train_fp32	skipped	" "$TMP/res-need/status.tsv" 2>/dev/null || fail "status.tsv lacks 'train_fp32 skipped'"
 
+# A step's result file from an earlier call goes when the step runs (the stand-in writes none: a
+# step cut short leaves nothing to be reported as its), and stays when the budget skips the step.
+mkdir -p "$TMP/res-stale"
+echo '{"kernels": "stale"}' >"$TMP/res-stale/kernels.json"
+OUT="$TMP/out-ok" bash "$SCRIPT" --stage kernels --build-dir "$TMP/build-ok" --out "$TMP/res-stale" >/dev/null 2>&1
+[[ ! -e "$TMP/res-stale/kernels.json" ]] || fail "an earlier call's kernels.json outlived the kernels step"
+echo '{"kernels": "earlier"}' >"$TMP/res-stale/kernels.json"
+OUT="$TMP/out-ok" bash "$SCRIPT" --stage kernels --build-dir "$TMP/build-ok" --out "$TMP/res-stale" --budget 1 \
+  >/dev/null 2>&1
+grep -q earlier "$TMP/res-stale/kernels.json" 2>/dev/null || fail "a skipped kernels step removed an earlier result"
+
 # Parity: the runs' checkpoints are deleted once they are done (a stand-in train writing a run
 # directory; the comparison of its made-up metrics may fail).
 cat >"$TMP/build-ok/train" <<'STANDIN'
