@@ -182,7 +182,7 @@ int run(int argc, char** argv, ProcessGroup& group) {
     return 0;
   }
   if (config.eval_only) {
-    evaluate_checkpoint(config, *backend, parsed->count("preset") > 0);
+    evaluate_checkpoint(config, *backend, parsed->count("preset") > 0, parsed->count("seq-len") > 0);
     return 0;
   }
 

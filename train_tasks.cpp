@@ -59,13 +59,20 @@ void check_export_directory(const std::string& dir, bool with_tokenizer) {
 
 }  // namespace
 
-void evaluate_checkpoint(const TrainConfig& c, Backend& backend, bool preset_given) {
+void evaluate_checkpoint(const TrainConfig& flags, Backend& backend, bool preset_given, bool seq_len_given) {
+  TrainConfig c = flags;
   const std::string path = given_checkpoint(c);
   CheckpointReader reader(path);
   const CheckpointInfo& ckpt = reader.info();
   check_shape_flags(c, ckpt.config, path, preset_given);
+  // The default window (--seq-len's 128) is cut to a shorter context than that; a given one is not.
+  if (!seq_len_given) c.seq_len = std::min(c.seq_len, ckpt.config.max_seq_len);
   INPUT_CHECK(c.seq_len <= ckpt.config.max_seq_len, "--seq-len {} is longer than the model's maximum {} ({})",
               c.seq_len, ckpt.config.max_seq_len, path);
+  INPUT_CHECK(c.eval_stride <= c.seq_len,
+              "--eval-stride {} is longer than the window, the model's context of {} tokens ({}): give a stride of "
+              "at most {}",
+              c.eval_stride, c.seq_len, path, c.seq_len);
   auto shards = list_shards(c.val_data);
   ShardHeader header = read_shard_header(shards.front());
   INPUT_CHECK(int(header.vocab_size) == ckpt.config.vocab_size,

@@ -12,9 +12,10 @@
 namespace gpt2cc {
 
 // Scores all of c.val_data in windows of c.seq_len every c.eval_stride tokens (0: seq_len), B rows
-// at a time; prints the loss, the perplexity and a "json: {...}" line. InputError for a checkpoint
+// at a time; prints the loss, the perplexity and a "json: {...}" line. Without --seq-len
+// (`seq_len_given` false) a window is at most the model's context. InputError for a checkpoint
 // that does not fit the flags or the data, or whose loss is not finite.
-void evaluate_checkpoint(const TrainConfig& c, Backend& backend, bool preset_given);
+void evaluate_checkpoint(const TrainConfig& c, Backend& backend, bool preset_given, bool seq_len_given);
 
 // Writes c.export_hf/model.safetensors + config.json (core/hf_gpt2.hpp), and vocab.json +
 // merges.txt from --tokenizer, else from the tokenizer the checkpoint records when it is there.

@@ -641,6 +641,19 @@ TEST_CASE("a tiny run, its resume, and --eval-only", "[cli]") {
     // 4096 tokens in windows of 16: every token after the first is scored once.
     CHECK_THAT(plain.output, Catch::Contains("windows of 16 tokens every 16 tokens (non-overlapping)") &&
                                  Catch::Contains("tokens scored: 4095") && Catch::Contains("perplexity: "));
+    // Without --seq-len a window is the default 128 tokens or the model's context, the shorter:
+    // 32 here; a given --seq-len longer than the context is refused.
+    Run context = train("--eval-only --init-from " + ckpt + " --val-data " + dir + "/val.bin --eval-stride 20");
+    INFO(context.output);
+    CHECK(context.code == 0);
+    CHECK_THAT(context.output, Catch::Contains("windows of 32 tokens every 20 tokens (sliding)"));
+    Run long_stride = train("--eval-only --init-from " + ckpt + " --val-data " + dir + "/val.bin --eval-stride 40");
+    CHECK(long_stride.code == 2);
+    CHECK_THAT(long_stride.output, Catch::Contains("--eval-stride 40 is longer than the window, the model's context "
+                                                   "of 32 tokens"));
+    Run too_long = train("--eval-only --init-from " + ckpt + " --val-data " + dir + "/val.bin --seq-len 64");
+    CHECK(too_long.code == 2);
+    CHECK_THAT(too_long.output, Catch::Contains("--seq-len 64 is longer than the model's maximum 32"));
     Run sliding = train("--eval-only --init-from " + ckpt + " --val-data " + dir + "/val.bin --seq-len 16 "
                         "--eval-stride 8");
     CHECK(sliding.code == 0);
