@@ -17,15 +17,18 @@
 # runs those and builds nothing (nor looks for a GPU first: train does).
 # Time on 2 cores: a first run builds the three programs (1.5 to 2 minutes), then trains d2 (1 to
 # 3.5 minutes: the more other work shares the cores, the longer); a re-run reuses the build and
-# the prepared data.
+# the prepared data (prepared again when the text or tokenizer copied in changed).
 # Data: $GPT2CC_DATA_DIR, else ../shared/data when present (a local copy of the TinyStories sample
 # and GPT-2's vocabulary), else downloaded from their public hosts by data/download.py; copied
 # into <build>/demo/raw/ and tokenized into <build>/demo/tinystories/.
 # Outputs: <build>/demo/run-<preset>/ (build dir: $GPT2CC_BUILD_DIR, default build; the demo's
-# folder: $GPT2CC_DEMO_DIR, default <build>/demo): train.log, config.json, metrics.jsonl,
-# curves.png, generate.log, checkpoints/. A run that fails leaves the previous one of that preset
-# in place. Relative paths in these variables are the caller's. The plot needs matplotlib: when it
-# cannot be installed (or the plot fails) the demo says so and goes on to the story.
+# folder: $GPT2CC_DEMO_DIR, default <build>/demo): story.txt, train.log, config.json,
+# metrics.jsonl, curves.png, generate.log, checkpoints/. A run that fails leaves the previous one
+# of that preset in place. One demo at a time runs in a demo folder (a second is refused, exit 2).
+# A Ctrl-C or kill while it trains stops train after its step, with a checkpoint in
+# run-<preset>.partial/, and the demo exits 128 + the signal. Relative paths in these variables
+# are the caller's. The plot needs matplotlib: when it cannot be installed (or the plot fails) the
+# demo says so and goes on to the story.
 set -euo pipefail
 # The caller's relative paths, made absolute before the cd below.
 for var in GPT2CC_DEMO_DIR GPT2CC_DEMO_PROGRAMS GPT2CC_DATA_DIR GPT2CC_BUILD_DIR; do
@@ -117,6 +120,13 @@ fi
 
 work="${GPT2CC_DEMO_DIR:-$build_dir/demo}"
 mkdir -p "$work"
+# One demo at a time in a demo folder: a second would remove the first's training in progress.
+exec {demo_lock}>"$work/.demo.lock"
+if ! flock -n "$demo_lock"; then
+  echo "demo: another demo is running in $work (it holds $work/.demo.lock): wait for it to end, or set" \
+    "GPT2CC_DEMO_DIR to another folder" >&2
+  exit 2
+fi
 data_dir="${GPT2CC_DATA_DIR:-../shared/data}"
 mirror=()
 if [[ -d "$data_dir" ]]; then
@@ -127,13 +137,24 @@ else
 fi
 python3 data/download.py tinystories-v1 gpt2-tokenizer --out "$work/raw" "${mirror[@]}"
 
+# The shards are prepared again only when the text or the tokenizer they come from changed (another
+# GPT2CC_DATA_DIR, say): their checksums are kept beside the shards.
 shards="$work/tinystories"
-if [[ ! -f "$shards/manifest.json" ]]; then
+inputs=$(cd "$work/raw" && sha256sum tinystories-v1/TinyStories-train.txt tinystories-v1/TinyStories-valid.txt \
+  gpt2-tokenizer/*)
+if [[ -f "$shards/manifest.json" && "$(cat "$shards/inputs.sha256" 2>/dev/null)" == "$inputs" ]]; then
+  echo "demo: the token shards in $shards are of these inputs: reusing them"
+else
+  if [[ -e "$shards" ]]; then
+    echo "demo: the token shards in $shards are of other inputs: preparing them again"
+    rm -rf "$shards"
+  fi
   echo "demo: blank lines separate both stories and paragraphs in the validation sample, so its stories" \
     "are split at paragraphs: prepare's warning about it is expected"
   "$programs/prepare" --format tinystories --input "$work/raw/tinystories-v1/TinyStories-train.txt" \
     --val-files "$work/raw/tinystories-v1/TinyStories-valid.txt" --tokenizer "$work/raw/gpt2-tokenizer" \
     --out "$shards"
+  printf '%s\n' "$inputs" >"$shards/inputs.sha256"
 fi
 
 # Train into a new directory; it replaces the previous run of this preset only once complete.
@@ -142,18 +163,41 @@ attempt="$run.partial"
 rm -rf "$attempt"  # left by a demo that failed or was stopped
 mkdir -p "$attempt"
 echo "demo: training preset $preset on $device ($dtype) for $steps steps of $batch x $seq tokens"
-status=0
+# train runs in the background, its output shown as it is written to train.log, so that the demo
+# hands a Ctrl-C or a kill on to it: train then stops after its current step, with a checkpoint
+# (a background job of a script has SIGINT ignored, so both reach it as SIGTERM), and the demo
+# leaves no train running behind it.
 "$programs/train" --train-data "$shards/train" --val-data "$shards/val" --preset "$preset" \
   --batch-size "$batch" --seq-len "$seq" --steps "$steps" --lr 3e-3 --warmup-steps $((steps / 10)) \
   --eval-every "$eval_every" --eval-batches 16 --run-dir "$attempt" --device "$device" --dtype "$dtype" \
-  --threads "$threads" --tokenizer "$work/raw/gpt2-tokenizer" --log-every 10 | tee "$attempt/train.log" || status=$?
+  --threads "$threads" --tokenizer "$work/raw/gpt2-tokenizer" --log-every 10 >"$attempt/train.log" &
+train_pid=$!
+tail -n +1 -f --pid="$train_pid" "$attempt/train.log" &
+tail_pid=$!
+stopped_by=0  # the exit code a signal to the demo asks for: 128 + its number
+stop_training() {
+  stopped_by=$1
+  kill -TERM "$train_pid" 2>/dev/null || true
+}
+trap 'stop_training 130' INT
+trap 'stop_training 143' TERM
+trap 'stop_training 129' HUP
+status=0
+while :; do
+  wait "$train_pid" && status=0 || status=$?
+  kill -0 "$train_pid" 2>/dev/null || break  # else a trapped signal ended the wait: wait on
+done
+wait "$tail_pid" || true
+trap - INT TERM HUP
 # train exits 0 also when a signal stopped it early; only a run that printed "done:" is complete.
 if ((status)) || ! grep -q '^done: ' "$attempt/train.log"; then
   kept="no earlier run of $preset to keep"
   if [[ -d "$run" ]]; then kept="the previous run stays in $run"; fi
   why="train exited with $status"
   ((status)) || why="train stopped before its last step"
+  ((stopped_by)) && why="stopped by a signal"
   echo "demo: training did not complete ($why): $kept; this attempt's output is in $attempt" >&2
+  ((stopped_by)) && exit "$stopped_by"
   exit $((status ? status : 1))
 fi
 where="in $run"
@@ -179,10 +223,13 @@ prompt="Once upon a time"
 echo "demo: a story from $checkpoint (the prompt, then the model's continuation):"
 # generate prints only the continuation: the prompt goes first, and generate's report (model,
 # sampling, throughput) to a file, so that the story reads as one text.
-printf '%s' "$prompt"
+# The story is kept in story.txt too.
 status=0
-"$programs/generate" --checkpoint "$checkpoint" --prompt "$prompt" --max-new-tokens 100 --top-k 40 \
-  --device "$device" --dtype "$dtype" --threads "$threads" 2>"$run/generate.log" || status=$?
+{
+  printf '%s' "$prompt"
+  "$programs/generate" --checkpoint "$checkpoint" --prompt "$prompt" --max-new-tokens 100 --top-k 40 \
+    --device "$device" --dtype "$dtype" --threads "$threads" 2>"$run/generate.log"
+} | tee -i "$run/story.txt" || status=$?
 if ((status)); then
   echo
   cat "$run/generate.log" >&2
@@ -190,4 +237,4 @@ if ((status)); then
 fi
 plot=""
 [[ -f "$run/curves.png" ]] && plot=" curves.png,"
-echo "demo: done. The run (train.log, metrics.jsonl,$plot generate.log, checkpoints/): $run"
+echo "demo: done. The run (story.txt, train.log, metrics.jsonl,$plot generate.log, checkpoints/): $run"

@@ -4,7 +4,8 @@
 # report themselves skipped (exit 77), and the summary below says so.
 #   scripts/test.sh                 build into ./build and run all tests
 #   GPT2CC_BUILD_DIR=dir scripts/test.sh    another build directory (a relative one: the caller's)
-#   scripts/test.sh -L cpu          extra arguments go to ctest (here: only the cpu label)
+#   scripts/test.sh -L cpu          extra arguments go to ctest (here: only the cpu label); a
+#                                   filter that selects no test fails
 #   scripts/test.sh --help          this text (nothing is installed or built)
 set -euo pipefail
 if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
@@ -24,7 +25,8 @@ build_dir="${build_dir:-build}"
 build_gpt2cc "$build_dir"
 
 status=0
-ctest --test-dir "$build_dir" --output-on-failure -j "$(nproc)" "$@" || status=$?
+# A filter that selects nothing (-L CPU for -L cpu) is an error, not a pass.
+ctest --test-dir "$build_dir" --output-on-failure --no-tests=error -j "$(nproc)" "$@" || status=$?
 
 if nvidia-smi -L >/dev/null 2>&1; then
   echo "gpt2cc: a GPU is present: the cuda-labelled tests among those selected ran on it."

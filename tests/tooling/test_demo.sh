@@ -4,8 +4,11 @@
 # (the demo's build step finds nothing to do) and its data and runs in a folder of this test's
 # own ($GPT2CC_DEMO_DIR), so that a user's demo runs in <build>/demo are not touched. Checks what
 # the demo promises: exit 0, the validation perplexity, a story after the prompt, the run folder
-# (train.log, config.json, metrics.jsonl, curves.png, generate.log, the last checkpoint), and the
-# same for a short run in bf16 (--dtype bf16); then that bad flags exit 2 naming the problem, and that --device cuda on a machine without a GPU
+# (story.txt, train.log, config.json, metrics.jsonl, curves.png, generate.log, the last checkpoint),
+# and the same for a short run in bf16 (--dtype bf16) on the shards prepared before; a second demo
+# refused while the folder is locked; the shards prepared again from another data copy; a kill
+# while training (train stops with a checkpoint, none left running, exit 143); then that bad flags
+# exit 2 naming the problem, and that --device cuda on a machine without a GPU
 # exits 2 before building anything. Then, where matplotlib cannot be installed, that the plot is
 # skipped and the story still told, and that relative path variables are the caller's. With a
 # third argument, the folder of train and generate built against the CUDA emulator
@@ -54,20 +57,66 @@ check_demo() {  # WHAT RUN_FOLDER STEPS
   [[ "$story" =~ ^Once\ upon\ a\ time.{20,} ]] || fail "$what: no story after the prompt: '$story'"
   local file checkpoint
   checkpoint="checkpoints/step_$(printf '%08d' "$steps").ckpt"
-  for file in train.log config.json metrics.jsonl curves.png generate.log "$checkpoint"; do
+  for file in story.txt train.log config.json metrics.jsonl curves.png generate.log "$checkpoint"; do
     [[ -s "$run/$file" ]] || fail "$what: the run folder $run lacks $file"
   done
+  [[ "$(head -n 1 "$run/story.txt" 2>/dev/null)" == "$story" ]] || fail "$what: story.txt is not the story told"
   grep -q "^done: step $steps/$steps" "$run/train.log" || fail "$what: train.log does not end the $steps steps"
   [[ ! -e "$run.partial" ]] || fail "$what: the attempt folder $run.partial was left behind"
 }
 
 run_demo --steps 20 --threads 2
 check_demo "demo --steps 20" "$WORK/run-d2" 20
-# In bf16 on the CPU: train and generate both take it (the run replaces the one above).
+# In bf16 on the CPU: train and generate both take it (the run replaces the one above), on the
+# shards prepared above.
 run_demo --dtype bf16 --steps 4 --threads 2
 check_demo "demo --dtype bf16" "$WORK/run-d2" 4
+[[ "$OUT" == *"demo: the token shards in $WORK/tinystories are of these inputs: reusing them"* ]] ||
+  fail "demo --dtype bf16 did not reuse the shards: ${OUT:0:1500}"
 grep -q "cpu bf16" "$WORK/run-d2/train.log" 2>/dev/null || fail "demo --dtype bf16: train.log does not say cpu bf16"
 grep -q "cpu bf16" "$WORK/run-d2/generate.log" 2>/dev/null || fail "demo --dtype bf16: generate.log does not say cpu bf16"
+
+# A second demo in the same folder while one runs (its lock held here): refused, nothing touched.
+exec {held}>"$WORK/.demo.lock"
+flock -n "$held" || fail "the demo left its folder locked"
+run_demo --steps 1 --threads 2
+[[ $RC == 2 && "$OUT" == *"demo: another demo is running in $WORK"* ]] ||
+  fail "a demo beside a running one: exit $RC (want 2, 'another demo is running'): ${OUT: -1000}"
+[[ -s "$WORK/run-d2/checkpoints/step_00000004.ckpt" ]] || fail "a refused demo touched the run before it"
+exec {held}>&-
+
+# Another copy of the data (a shorter story file): the shards are prepared again from it.
+mkdir -p "$WORK/data2"
+cp -r "$DATA/gpt2" "$WORK/data2/"
+mkdir -p "$WORK/data2/tinystories"
+head -n 3000 "$DATA/tinystories/train-head.txt" >"$WORK/data2/tinystories/train-head.txt"
+cp "$DATA/tinystories/valid-head.txt" "$WORK/data2/tinystories/"
+DEMO_DATA="$WORK/data2" run_demo --steps 1 --threads 2
+[[ $RC == 0 && "$OUT" == *"demo: the token shards in $WORK/tinystories are of other inputs: preparing them again"* ]] ||
+  fail "demo on another data copy: exit $RC, shards not prepared again: ${OUT:0:1500}"
+grep -q '"tokens": ' "$WORK/tinystories/manifest.json" 2>/dev/null &&
+  [[ "$(grep -c '' "$WORK/raw/tinystories-v1/TinyStories-train.txt")" == 3000 ]] ||
+  fail "demo on another data copy: the raw story file is not the copy's"
+
+# A kill (or Ctrl-C) while it trains: train stops after its step with a checkpoint and says so,
+# no train is left running, and the demo exits 128 + the signal.
+OUT_FILE="$WORK/killed.out"
+GPT2CC_BUILD_DIR="$BUILD" GPT2CC_DEMO_DIR="$WORK" GPT2CC_DATA_DIR="$DATA" \
+  bash scripts/demo.sh --steps 100000 --threads 1 >"$OUT_FILE" 2>&1 &
+demo_pid=$!
+for _ in $(seq 1 600); do
+  grep -q "^step *10/" "$WORK/run-d2.partial/train.log" 2>/dev/null && break
+  sleep 0.1
+done
+kill -TERM "$demo_pid"
+wait "$demo_pid"
+RC=$?
+[[ $RC == 143 ]] || fail "a killed demo exited $RC, want 143: $(tail -c 1500 "$OUT_FILE")"
+grep -q "stopped by a signal at step" "$WORK/run-d2.partial/train.log" 2>/dev/null ||
+  fail "a killed demo's train.log does not say train stopped: $(tail -c 1000 "$WORK/run-d2.partial/train.log")"
+grep -q "demo: training did not complete (stopped by a signal)" "$OUT_FILE" ||
+  fail "a killed demo did not say training was stopped: $(tail -c 1000 "$OUT_FILE")"
+! pgrep -f -- "--run-dir $WORK/run-d2.partial" >/dev/null || fail "a killed demo left train running"
 
 # Without matplotlib, where pip refuses to install it (PEP 668, a stand-in python3 first in PATH;
 # apt-get and apt-cache stand-ins that fail, so that nothing is installed): the demo says the plot
