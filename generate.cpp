@@ -80,10 +80,15 @@ LoadedModel load_model_and_tokenizer(const GenerateRequest& request) {
   INPUT_CHECK(m.tokenizer.vocab_size() <= checkpoint.config.vocab_size,
               "tokenizer {} has {} tokens, more than the model's {}", tokenizer_dir, m.tokenizer.vocab_size(),
               checkpoint.config.vocab_size);
-  // Hugging Face weights record none; the tokenizer beside them (their directory's) is theirs, and
-  // needs no check: only another one is warned of.
+  // Hugging Face weights record none; the tokenizer beside them (their directory's, named as the
+  // directory or through its model.safetensors) is theirs, and needs no check: only another one is
+  // warned of.
+  namespace fs = std::filesystem;
   std::error_code ec;
-  const bool beside_weights = std::filesystem::equivalent(tokenizer_dir, checkpoint_path, ec);
+  const fs::path weights_dir = fs::is_directory(checkpoint_path, ec) ? fs::path(checkpoint_path)
+                               : fs::path(checkpoint_path).has_parent_path() ? fs::path(checkpoint_path).parent_path()
+                                                                             : fs::path(".");
+  const bool beside_weights = fs::equivalent(tokenizer_dir, weights_dir, ec);
   if (checkpoint.tokenizer_fingerprint == 0 && !beside_weights)
     std::fprintf(stderr, "warning: checkpoint %s records no tokenizer fingerprint; cannot verify %s\n",
                  checkpoint_path.c_str(), tokenizer_dir.c_str());

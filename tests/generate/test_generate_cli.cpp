@@ -399,8 +399,13 @@ TEST_CASE("generate runs Hugging Face GPT-2 weights, with the tokenizer beside t
   REQUIRE(theirs.code == 0);
   CHECK(theirs.out == ours.out);
   CHECK_THAT(theirs.err, Catch::Contains("generate: " + hf + " (step 0)") && Catch::Contains("tokenizer " + hf));
-  // Their own tokenizer needs no fingerprint to be theirs: no warning (another one gets it, below).
+  // Their own tokenizer needs no fingerprint to be theirs: no warning (another one gets it, below),
+  // whether the weights are named by their directory or their file.
   CHECK_THAT(theirs.err, !Catch::Contains("records no tokenizer fingerprint"));
+  const Run by_file = generate_cli("--checkpoint " + hf + "/model.safetensors " + args, false);
+  CHECK(by_file.code == 0);
+  CHECK(by_file.out == ours.out);
+  CHECK_THAT(by_file.err, !Catch::Contains("records no tokenizer fingerprint"));
   // Without a tokenizer beside the weights, generate asks for one.
   const std::string bare = fixture().dir + "/hf_bare";
   save_hf_gpt2(bare, ckpt.config, ckpt.params);
