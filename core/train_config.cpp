@@ -89,14 +89,12 @@ void validate(const TrainConfig& c, int ranks) {
   INPUT_CHECK(c.batch_size >= 1, "--batch-size must be >= 1, got {}", c.batch_size);
   INPUT_CHECK(c.seq_len >= 1, "--seq-len must be >= 1, got {}", c.seq_len);
   uint64_t micro_tokens = uint64_t(c.batch_size) * uint64_t(c.seq_len);
-  if (ranks == 1)
-    INPUT_CHECK(c.total_batch_tokens % micro_tokens == 0,
-                "--total-batch ({} tokens) must be a multiple of --batch-size x --seq-len = {} x {} = {}",
-                c.total_batch_tokens, c.batch_size, c.seq_len, micro_tokens);
-  else  // the ranks' share is checked with the run's plan (a resumed run's steps may not split)
-    INPUT_CHECK(c.total_batch_tokens % micro_tokens == 0,
-                "--total-batch ({} tokens) must be a multiple of ranks x --batch-size x --seq-len = {} x {} x {} = {}",
-                c.total_batch_tokens, ranks, c.batch_size, c.seq_len, uint64_t(ranks) * micro_tokens);
+  // With ranks the message names the multiple a new run needs; the ranks' share itself is checked
+  // with the run's plan (a resumed run's steps need not split as a new run's).
+  const std::string ranks_factor = ranks == 1 ? "" : "ranks x ", ranks_value = ranks == 1 ? "" : format("{} x ", ranks);
+  INPUT_CHECK(c.total_batch_tokens % micro_tokens == 0,
+              "--total-batch ({} tokens) must be a multiple of {}--batch-size x --seq-len = {}{} x {} = {}",
+              c.total_batch_tokens, ranks_factor, ranks_value, c.batch_size, c.seq_len, uint64_t(ranks) * micro_tokens);
 
   INPUT_CHECK(std::isfinite(c.lr) && c.lr > 0, "--lr must be a finite number > 0, got {}", c.lr);
   INPUT_CHECK(c.min_lr_ratio >= 0 && c.min_lr_ratio <= 1, "--min-lr-ratio must be in [0, 1], got {}",
