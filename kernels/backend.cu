@@ -172,13 +172,11 @@ class CudaBackend final : public Backend {
     const cudaError_t err =
         cuda::retry_after_releasing_cache(device_, [&] { return cudaMalloc(&ptr, bytes == 0 ? 1 : bytes); });
     if (err == cudaErrorMemoryAllocation) {
-      cudaGetLastError();  // clear the error so later calls work
-      size_t free_bytes = 0, total_bytes = 0;
-      cudaMemGetInfo(&free_bytes, &total_bytes);
+      const cuda::DeviceMemory m = cuda::memory_after_failed_allocation();
       throw OutOfMemoryError(format("CUDA out of memory on device {} ({}): asked for {} bytes ({}), {} bytes free ({}) "
                                     "of {}; try a smaller batch size or sequence length, {}or a smaller model",
-                                    device_, props_.name, bytes, gib(bytes), free_bytes, gib(free_bytes),
-                                    gib(total_bytes), dtype_ == DType::fp32 ? "--dtype bf16, " : ""));
+                                    device_, props_.name, bytes, gib(bytes), m.free_bytes, gib(m.free_bytes),
+                                    gib(m.total_bytes), dtype_ == DType::fp32 ? "--dtype bf16, " : ""));
     }
     CUDA_CHECK(err);
     CUDA_CHECK(cudaMemsetAsync(ptr, 0, bytes, stream_));
@@ -462,14 +460,12 @@ class CudaBackend final : public Backend {
     const cudaError_t err =
         cuda::retry_after_releasing_cache(device_, [&] { return cudaGraphLaunch(recording.exec, stream_); });
     if (err == cudaErrorMemoryAllocation) {
-      cudaGetLastError();
-      size_t free_bytes = 0, total_bytes = 0;
-      cudaMemGetInfo(&free_bytes, &total_bytes);
+      const cuda::DeviceMemory m = cuda::memory_after_failed_allocation();
       throw OutOfMemoryError(format("CUDA out of memory on device {} ({}) launching a recorded step (CUDA graph) "
                                     "whose scratch needs {} bytes ({}) at once: {} bytes free ({}) of {}; try a "
                                     "smaller batch size or sequence length",
                                     device_, props_.name, recording.scratch_peak, gib(recording.scratch_peak),
-                                    free_bytes, gib(free_bytes), gib(total_bytes)));
+                                    m.free_bytes, gib(m.free_bytes), gib(m.total_bytes)));
     }
     CUDA_CHECK(err);
     return true;

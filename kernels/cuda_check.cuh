@@ -80,6 +80,18 @@ inline cudaError_t release_cached_memory(int device) {
   return err;
 }
 
+// After an allocation failed for memory: the error cleared, so that later calls work, and the
+// device's free and total bytes, for the out-of-memory message.
+struct DeviceMemory {
+  size_t free_bytes = 0, total_bytes = 0;
+};
+inline DeviceMemory memory_after_failed_allocation() {
+  cudaGetLastError();
+  DeviceMemory m;
+  cudaMemGetInfo(&m.free_bytes, &m.total_bytes);
+  return m;
+}
+
 // Runs `attempt` (a CUDA allocation or launch) and, when it runs out of memory, hands the cached
 // memory back (release_cached_memory) and runs it once more; returns what the last try returned.
 // An error of the release itself is not about memory (cudaDeviceSynchronize reports a fault of
@@ -125,12 +137,10 @@ class ScratchBuffer {
                           ? retry_after_releasing_cache(device, attempt)
                           : attempt();
     if (err == cudaErrorMemoryAllocation) {
-      size_t free_bytes = 0, total_bytes = 0;
-      cudaGetLastError();
-      cudaMemGetInfo(&free_bytes, &total_bytes);
+      const DeviceMemory m = memory_after_failed_allocation();
       throw OutOfMemoryError(format("CUDA out of memory: scratch of {} bytes asked, {} bytes free of {} ({}); "
                                     "try a smaller batch size or sequence length",
-                                    bytes, free_bytes, total_bytes, cudaGetErrorString(err)));
+                                    bytes, m.free_bytes, m.total_bytes, cudaGetErrorString(err)));
     }
     if (err != cudaSuccess) fail_cuda(err, "cudaMallocAsync(&scratch, bytes, stream)", __FILE__, __LINE__);
     captured_ = known && capture == cudaStreamCaptureStatusActive;

@@ -44,14 +44,12 @@ class GemmWorkspaces {
     const int device = key.first;
     const cudaError_t err = retry_after_releasing_cache(device, [&] { return cudaMalloc(&data, bytes); });
     if (err == cudaErrorMemoryAllocation) {
-      cudaGetLastError();  // clear the error so later calls work
-      size_t free_bytes = 0, total_bytes = 0;
-      cudaMemGetInfo(&free_bytes, &total_bytes);
+      const DeviceMemory m = memory_after_failed_allocation();
       throw OutOfMemoryError(format(
           "CUDA out of memory on device {}: the GEMM workspace (cuBLAS, cuBLASLt) asked for {} bytes ({}), {} bytes "
           "free ({}) of {}{}",
-          device, bytes, human_bytes(double(bytes)), free_bytes, human_bytes(double(free_bytes)),
-          human_bytes(double(total_bytes)),
+          device, bytes, human_bytes(double(bytes)), m.free_bytes, human_bytes(double(m.free_bytes)),
+          human_bytes(double(m.total_bytes)),
           bytes > kGemmWorkspaceBytes ? format("; more than the default {} (GPT2CC_KERNELS=gemm-workspace=256 asks "
                                                "for 256 MiB: leave it out)",
                                                human_bytes(double(kGemmWorkspaceBytes)))
