@@ -125,6 +125,11 @@ class CudaBackend final : public Backend {
                 "(cuBLASLt's preferences and epilogues); the fp32 ones run through cuBLAS: use --dtype bf16 or drop "
                 "them",
                 cuda::kKernelDesignsVariable);
+    INPUT_CHECK(dtype_ == DType::bf16 ||
+                    (designs_.flash_tile == cuda::FlashTile::kAuto && designs_.flash_backward == cuda::FlashBackward::kAuto),
+                "{}: flash-tile and flash-backward are designs of the bf16 flash attention; fp32 runs the tiled "
+                "attention: use --dtype bf16 or drop them",
+                cuda::kKernelDesignsVariable);
     flash_built_ = cuda::flash_attention_built_for_device();
     CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     // The per-op scratch buffers (cuda_check.cuh ScratchBuffer) come from the device's default

@@ -184,8 +184,8 @@ TEST_CASE("a cuda backend takes the kernel designs GPT2CC_KERNELS names", "[cuda
     CHECK_THROWS_WITH(backend_with("classifier=quick", DType::fp32), Catch::Contains("GPT2CC_KERNELS"));
   }
   SECTION("named in the description; none named, none listed") {
-    CHECK_THAT(backend_with("flash-backward=fused,classifier=streamed", DType::fp32)->describe(),
-               Catch::EndsWith("; kernel designs classifier=streamed,flash-backward=fused"));
+    CHECK_THAT(backend_with("layernorm-backward=two-pass,classifier=streamed", DType::fp32)->describe(),
+               Catch::EndsWith("; kernel designs classifier=streamed,layernorm-backward=two-pass"));
     CHECK_THAT(backend_with(std::nullopt, DType::fp32)->describe(), !Catch::Contains("kernel designs"));
     CHECK_THAT(backend_with("", DType::fp32)->describe(), !Catch::Contains("kernel designs"));
   }
@@ -249,6 +249,12 @@ TEST_CASE("a cuda backend takes the kernel designs GPT2CC_KERNELS names", "[cuda
                         Catch::Contains("gemm-alignment, gemm-split-k, gemm-workspace and gelu are designs of the "
                                         "bf16 GEMMs"));
     CHECK_NOTHROW(backend_with("gemm-alignment=auto,gemm-split-k=auto,gemm-workspace=auto,gelu=auto", DType::fp32));
+  }
+  SECTION("flash-tile, flash-backward: bf16 only") {
+    for (const char* designs : {"flash-tile=64", "flash-tile=128", "flash-backward=fused", "flash-backward=split"})
+      CHECK_THROWS_WITH(backend_with(designs, DType::fp32),
+                        Catch::Contains("flash-tile and flash-backward are designs of the bf16 flash attention"));
+    CHECK_NOTHROW(backend_with("flash-tile=auto,flash-backward=auto", DType::fp32));
   }
   SECTION("gelu: the named design's bits (auto is epilogue)") {
     if (test::device_dtypes().size() < 2) {
