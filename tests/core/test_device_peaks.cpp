@@ -48,7 +48,11 @@ TEST_CASE("device names as the driver gives them find their datasheet peaks", "[
     CHECK(matmul_peak_tflops(p, DType::bf16) == e.bf16);
     CHECK(matmul_peak_tflops(p, DType::fp32) == e.fp32);
   }
-  for (const char* unknown : {"Tesla T4", "NVIDIA GeForce GTX 1080", "gpt2cc CPU emulator", ""}) {
+  // Neighbours with other rates and no entry: a Grace Hopper (another memory), an RTX 4090 D
+  // and the laptop part (fewer SMs) must not take the H200's or the RTX 4090's figures.
+  for (const char* unknown : {"Tesla T4", "NVIDIA GeForce GTX 1080", "gpt2cc CPU emulator", "", "NVIDIA GH200 480GB",
+                              "NVIDIA GH200 144G HBM3e", "NVIDIA GeForce RTX 4090 D",
+                              "NVIDIA GeForce RTX 4090 Laptop GPU"}) {
     INFO(unknown);
     const DevicePeaks p = lookup_device_peaks(unknown);
     CHECK_FALSE(p.matched);
