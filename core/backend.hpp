@@ -1,12 +1,18 @@
 // The backend interface: everything the model needs from a device, one method per layer
 // operation (forward and backward), a few fused ones, plus memory and copies. core/ drives the
-// model through it only; cpu/backend.cpp implements it with host memory and the cpu:: reference
-// layers (fp32, or bf16 storage around them), kernels/backend.cu with device memory and the
-// cuda:: kernels (fp32 or bf16).
+// model through it only; cpu/backend.cpp implements it with host memory and the cpu:: layers'
+// fast paths (the _blocked and _vectorized functions beside each reference loop; fp32, or bf16
+// storage around them), kernels/backend.cu with device memory and the cuda:: kernels (fp32 or
+// bf16).
 //
-// Every op has exactly the contract of the cpu:: function of the same name (cpu/<layer>.hpp):
-// argument order is outputs -> saved values -> inputs -> weights -> dimensions; backward is
-// input grads -> weight grads -> dout -> saved values -> inputs -> weights -> dimensions.
+// Every op has the contract of the cpu:: function of its name (cpu/<layer>.hpp), with three
+// exceptions: attention_forward / attention_backward are cpu::attention_*_blocked's (each row's
+// log-sum-exp saved, not the (B, NH, T, T) probabilities; the backward reads the forward's `out`),
+// and adamw_update takes the fp32 master weights before the parameters it rounds them into.
+// Argument order is outputs -> saved values -> inputs -> weights -> dimensions; backward is
+// input grads -> weight grads -> dout -> saved values -> inputs -> weights -> dimensions, where
+// attention_backward's saved `out` and matmul_backward_gelu's saved `pre` come after the inputs
+// and weights (as in their cpu:: and cuda:: functions).
 // Accumulation rule: parameter gradients accumulate (+=); activation gradients are written (=),
 // except into the residual stream (layernorm_backward's dinp, residual_backward), which
 // accumulates (+=). Pointers are in the backend's memory space.

@@ -7,8 +7,8 @@
 //   training FLOPs per token = 6N + 6*L*C*T: N parameters (without the padded vocabulary rows),
 //   2 FLOPs forward and 4 backward for each per token; the attention's QK^T and PV, 4*C FLOPs
 //   forward per position attended and 8*C backward, over the T/2 positions a causal row sees on
-//   average (issue 8's count; PaLM's appendix B, Chowdhery et al. 2022, and nanoGPT count all T
-//   positions: 12*L*C*T).
+//   average (llm.c's count, and the MFU target's; PaLM's appendix B, Chowdhery et al. 2022, and
+//   nanoGPT count all T positions: 12*L*C*T).
 #pragma once
 
 #include <optional>

@@ -1,3 +1,7 @@
+// The model's side of checkpoint streaming (core/model_checkpoint.hpp): each piece a
+// CheckpointReader hands over goes into the model's parameters (its non-finite values counted) or
+// an AdamW moment; saving, the model's read functions are the writer's source, and ranks other
+// than the root take part in the gathers of sharded state piece by piece, in the file's order.
 #include "core/model_checkpoint.hpp"
 
 #include <algorithm>

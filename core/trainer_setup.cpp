@@ -26,7 +26,7 @@ std::string resolve_checkpoint(const std::string& path) {
     if (!found.empty()) return found.back().string();
   }
   // A directory of Hugging Face weights (without step checkpoints: those win), which
-  // load_checkpoint refuses to --resume by name.
+  // refuse_resume_of_hf_gpt2 refuses to --resume by name.
   if (is_hf_gpt2(path)) return path;
   // A run's config.json (train writes it before the first step) holds its flags under "train"; a
   // Hugging Face model's config.json (weights missing) does not.

@@ -1,4 +1,4 @@
-// Precision conversions between fp32 and bf16 buffers (mixed-precision training, issue 8):
+// Precision conversions between fp32 and bf16 buffers (mixed-precision training):
 // convert rounds to nearest even (dst[i] = bf16_rn(src[i]); NaN stays NaN, overflow -> +-inf),
 // widen is exact (dst[i] = float(src[i])). N elements, any N; 16-byte vector accesses when both
 // pointers are 16-byte aligned, scalar otherwise. Used for the bf16 parameter copy made from the
