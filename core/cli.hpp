@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
+#include <csignal>
 #include <cstdio>
 #include <cstddef>
 #include <cstring>
@@ -231,10 +232,14 @@ inline void flush_standard_output() {
 
 // Runs a program's `run(argc, argv)`: its exceptions become one error line each and an exit code
 // (describe_failure); a run that returns 0 must have written its stdout (flush_standard_output).
+// SIGXFSZ is ignored first: a write past the file-size limit (ulimit -f) then fails with EFBIG
+// like one to a full disk (exit 1, a message naming the file, the temporary file removed) instead
+// of killing the program with no word and its temporary file left behind.
 template <class Run>
 int run_cli(const char* program, int argc, char** argv, Run&& run, const char* memory_hint = nullptr) {
   const std::string name = program;                            // e.g. "train (rank 1 of 4)"
   const std::string command = name.substr(0, name.find(' '));  // "train"
+  std::signal(SIGXFSZ, SIG_IGN);
   try {
     const int code = run(argc, argv);
     if (code == 0) flush_standard_output();

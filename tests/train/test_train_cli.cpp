@@ -877,6 +877,30 @@ TEST_CASE("a fine-tune from Hugging Face weights holds their tokenizer to the da
 // fp32 (the same run either way, only the sums' order differs). A stop and resume must repeat the
 // whole run bit for bit; the losses must track fp32's. The classifier in chunks of 24 of the 64
 // rows (wte's gradient summed over them in fp32), a setting the resumed run keeps.
+// A file-size limit (ulimit -f) is a full disk that kills with SIGXFSZ, without a word and with
+// the checkpoint's temporary file left, unless the program ignores the signal (run_cli does):
+// then the write fails as on a full disk, exit 1 naming the file, the checkpoint before it kept.
+TEST_CASE("a checkpoint write past the file-size limit exits 1 and keeps the checkpoint before", "[cli]") {
+  namespace fs = std::filesystem;
+  std::string dir = test::temp_dir("train_cli_file_size");
+  test::write_tiny_shards(dir);
+  const std::string run = dir + "/run";
+  const Run first = train(tiny(dir) + "--steps 4 --stop-at-step 2 --run-dir " + run);
+  INFO(first.output);
+  REQUIRE(first.code == 0);
+  const std::string kept = run + "/checkpoints/step_00000002.ckpt";
+  const std::string before = test::read_bytes(kept);
+  const size_t blocks = before.size() / 2 / 512;  // 512-byte blocks: half a checkpoint
+  REQUIRE(blocks >= 4);
+  const Run limited = launch("ulimit -f " + std::to_string(blocks) + "; exec " + train_binary() + " --resume " + run);
+  INFO(limited.output);
+  CHECK(limited.code == 1);
+  CHECK_THAT(limited.output, Catch::Contains("step_00000004.ckpt") && Catch::Contains("File too large"));
+  CHECK(test::read_bytes(kept) == before);
+  CHECK_FALSE(fs::exists(run + "/checkpoints/step_00000004.ckpt.tmp"));
+  CHECK_FALSE(fs::exists(run + "/checkpoints/step_00000004.ckpt"));
+}
+
 TEST_CASE("on the cpu, --dtype bf16 trains; a stopped and resumed run repeats an uninterrupted one exactly",
           "[cli]") {
   std::string dir = test::temp_dir("train_cli_cpu_bf16");
