@@ -139,7 +139,10 @@ struct Output {
   // Throws once a write has failed; called after each block, so a full disk stops the command.
   void check() const {
     if (out->good()) return;
-    if (!file) throw Error("writing stdout failed");
+    if (!file) {
+      flush_standard_output();  // throws, naming the cause where it knows it
+      throw Error("writing standard output failed");
+    }
     if (tmp.empty()) throw Error(format("writing {} failed", path));
     throw Error(format("writing {} failed (disk full?); {} is unchanged", path, path));
   }
@@ -210,12 +213,6 @@ int threads_flag(const cxxopts::ParseResult& args) {
   const int threads = args["threads"].as<int>();
   check_thread_count(threads, "--threads", 1);
   return threads;
-}
-
-// stdout's text, flushed: a write that failed (a full disk, /dev/full) is an I/O error, exit 1.
-void flush_stdout() {
-  std::cout.flush();
-  if (!std::cout.good()) throw Error("writing stdout failed");
 }
 
 std::string required(const cxxopts::ParseResult& args, const char* name) {
@@ -469,7 +466,7 @@ int cmd_stats(int argc, char** argv) {
                                   [&](std::span<const int> ids) { tokens += ids.size(); });
     std::cout << in.name << ": " << bytes << " bytes, " << tokens << " tokens, " << std::setprecision(4)
               << (bytes ? double(tokens) / double(bytes) : 0.0) << " tokens/byte\n";
-    flush_stdout();
+    flush_standard_output();
     total_bytes += bytes, total_tokens += tokens;
   }
   double secs = now_seconds() - t0;
@@ -477,7 +474,7 @@ int cmd_stats(int argc, char** argv) {
             << (total_bytes ? double(total_tokens) / double(total_bytes) : 0.0) << " tokens/byte, "
             << std::setprecision(2) << secs << " s (" << (secs > 0 ? double(total_bytes) / 1e6 / secs : 0.0)
             << " MB/s)\n";
-  flush_stdout();
+  flush_standard_output();
   return 0;
 }
 

@@ -6,6 +6,8 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
+#include <algorithm>
+
 #include "core/check.hpp"
 #include "core/utf8.hpp"
 
@@ -161,6 +163,27 @@ size_t find_safe_split(std::string_view text, size_t after, size_t before) {
     if (text[p] == ' ' && letter(text[p - 1]) && p + 1 < text.size() && letter(text[p + 1])) return p;
   }
   return 0;
+}
+
+bool straddles_special(std::string_view text, size_t p, std::span<const std::string_view> specials) {
+  for (std::string_view s : specials) {
+    // The first occurrence that could straddle p starts at p - |s| + 1 or later.
+    const size_t from = p >= s.size() ? p - s.size() + 1 : 0;
+    const size_t at = text.find(s, from);
+    if (at != std::string_view::npos && at < p && at + s.size() > p) return true;
+  }
+  return false;
+}
+
+size_t find_block_cut(std::string_view text, std::span<const std::string_view> specials, size_t& scanned) {
+  size_t longest = 0;
+  for (std::string_view s : specials) longest = std::max(longest, s.size());
+  const size_t reach = longest > 0 ? longest - 1 : 0;  // how far a special straddling a cut may run past it
+  const size_t limit = text.size() > reach ? text.size() - reach : 0;
+  size_t p = limit;
+  while ((p = find_safe_split(text, scanned, p)) != 0 && straddles_special(text, p, specials)) {}
+  if (p == 0 && limit > 1) scanned = std::max(scanned, limit - 1);
+  return p;
 }
 
 }  // namespace gpt2cc::tok

@@ -10,6 +10,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -40,5 +41,15 @@ void pretokenize(std::string_view text, std::vector<Piece>& out);
 // long line (minified JSON, a corpus without newlines) too. Searches backwards from `before`
 // (exclusive) down to `after` (exclusive); returns 0 if none.
 size_t find_safe_split(std::string_view text, size_t after, size_t before);
+
+// Whether an occurrence of one of `specials` in text starts before p and ends after it.
+bool straddles_special(std::string_view text, size_t p, std::span<const std::string_view> specials);
+
+// Where to cut a stream's text read so far (more may follow it): the last safe split
+// (find_safe_split) after `scanned` that no special token straddles, taken only at or before
+// text.size() - (longest special - 1), so that a special straddling a cut lies wholly in `text`
+// and is seen (one cut off by the text's end is not). 0 when there is none yet; then `scanned`
+// moves past what was searched, where the next call, on a longer text, starts.
+size_t find_block_cut(std::string_view text, std::span<const std::string_view> specials, size_t& scanned);
 
 }  // namespace gpt2cc::tok

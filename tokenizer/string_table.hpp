@@ -68,6 +68,7 @@ class StringTable {
   }
 
   size_t size() const { return size_; }
+  size_t key_bytes() const { return arena_.size(); }  // of the keys held (their arena)
   void clear() {
     for (Slot& s : slots_) s.len = kEmpty;
     arena_.clear();

@@ -106,7 +106,9 @@ struct Tokenizer::Impl {
   void bpe_heap(std::string_view piece, std::vector<int>& out) const;
   void encode_ordinary(std::string_view text, std::vector<int>& out) const;
   void encode_into(std::string_view text, bool allow_special, std::vector<int>& out) const;
-  bool splits_special(std::string_view text, size_t p) const;
+  // The special tokens' texts a cut must not split (none unless allow_special: then they are
+  // plain text, which cuts at safe points anyway).
+  std::vector<std::string_view> special_views(bool allow_special) const;
 };
 
 void Tokenizer::Impl::build() {
@@ -229,13 +231,17 @@ void Tokenizer::Impl::bpe_heap(std::string_view piece, std::vector<int>& out) co
 
 namespace {
 // Per-thread cache of pre-token -> ids, owned by one tokenizer instance at a time (a thread
-// that switches tokenizers starts afresh). Cleared when full, which bounds its memory.
+// that switches tokenizers starts afresh). Cleared when full, in entries or in bytes (keys and
+// ids): the bytes bound matters for long unique pieces (a line of 10,000 digits is one piece of
+// 10 KB and ~2,500 ids), which 2^18 entries alone let grow to gigabytes.
 // Values are (offset << 32 | count) into pool.
 struct PieceCache {
   uint64_t owner = 0;
   tok::StringTable map{1 << 16};
   std::vector<int> pool;
   static constexpr size_t kMaxEntries = 1 << 18;
+  static constexpr size_t kMaxBytes = size_t{16} << 20;
+  bool full() const { return map.size() >= kMaxEntries || map.key_bytes() + pool.size() * sizeof(int) >= kMaxBytes; }
 };
 }  // namespace
 
@@ -275,7 +281,7 @@ void Tokenizer::Impl::encode_ordinary(std::string_view text, std::vector<int>& o
       }
       size_t before = out.size();
       bpe(s, out);
-      if (cache.map.size() >= PieceCache::kMaxEntries) {  // full: start afresh (bounds memory)
+      if (cache.full()) {  // start afresh (bounds memory)
         cache.map.clear();
         cache.pool.clear();
       }
@@ -313,14 +319,11 @@ void Tokenizer::Impl::encode_into(std::string_view text, bool allow_special, std
   encode_ordinary(text.substr(pos), out);
 }
 
-// True when some special token occurrence starts before p and ends after it.
-bool Tokenizer::Impl::splits_special(std::string_view text, size_t p) const {
-  for (const auto& [s, id] : special_texts) {
-    size_t from = p >= s.size() ? p - s.size() + 1 : 0;
-    size_t at = text.find(s, from);
-    if (at != std::string_view::npos && at < p && at + s.size() > p) return true;
-  }
-  return false;
+std::vector<std::string_view> Tokenizer::Impl::special_views(bool allow_special) const {
+  std::vector<std::string_view> views;
+  if (allow_special)
+    for (const auto& [text, id] : special_texts) views.push_back(text);
+  return views;
 }
 
 Tokenizer::Tokenizer() = default;
@@ -375,10 +378,11 @@ std::vector<int> Tokenizer::encode_parallel(std::string_view text, bool allow_sp
   constexpr size_t kMinParallel = 1 << 20;
   if (threads == 1 || text.size() < kMinParallel) return encode(text, allow_special);
   // Cut into `threads` chunks of about equal size at safe points outside special tokens.
+  const std::vector<std::string_view> specials = impl_->special_views(allow_special);
   std::vector<size_t> cuts{0};
   for (int t = 1; t < threads; ++t) {
     size_t target = text.size() * size_t(t) / size_t(threads), p = target;
-    while ((p = tok::find_safe_split(text, cuts.back(), p)) != 0 && allow_special && impl_->splits_special(text, p)) {}
+    while ((p = tok::find_safe_split(text, cuts.back(), p)) != 0 && tok::straddles_special(text, p, specials)) {}
     if (p != 0) cuts.push_back(p);
   }
   cuts.push_back(text.size());
@@ -403,6 +407,7 @@ uint64_t Tokenizer::encode_stream(std::istream& in, bool allow_special, int thre
                                   const std::function<void(std::span<const int>)>& sink, size_t block_bytes) const {
   ENSURE(impl_, "encode_stream() on an empty Tokenizer");
   INPUT_CHECK(block_bytes >= 1, "block size must be >= 1");
+  const std::vector<std::string_view> specials = impl_->special_views(allow_special);
   std::string buf;
   uint64_t total = 0;
   size_t scanned = 0;  // bytes of buf already searched for a cut without success
@@ -415,12 +420,8 @@ uint64_t Tokenizer::encode_stream(std::istream& in, bool allow_special, int thre
     total += got;
     if (in.bad()) throw Error(format("read error after {} bytes of input", total));  // I/O, not the input's fault
     if (got == 0 || in.eof()) break;
-    size_t p = buf.size();
-    while ((p = tok::find_safe_split(buf, scanned, p)) != 0 && allow_special && impl_->splits_special(buf, p)) {}
-    if (p == 0) {  // no safe cut yet: keep reading (a single line longer than a block)
-      scanned = buf.size() > 1 ? buf.size() - 1 : 0;
-      continue;
-    }
+    const size_t p = tok::find_block_cut(buf, specials, scanned);
+    if (p == 0) continue;  // no safe cut yet: keep reading (a single line longer than a block)
     std::vector<int> ids = encode_parallel(std::string_view(buf).substr(0, p), allow_special, threads);
     sink(ids);
     buf.erase(0, p);

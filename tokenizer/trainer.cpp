@@ -113,13 +113,9 @@ void BpeTrainer::add_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   INPUT_CHECK(in.good(), "cannot open training file {}: {}", path, std::strerror(errno));
   files_.push_back(path);
+  const std::vector<std::string_view> specials(config_.special_tokens.begin(), config_.special_tokens.end());
   std::string buf;
   size_t scanned = 0;
-  const size_t max_special = [&] {
-    size_t m = 0;
-    for (const auto& s : config_.special_tokens) m = std::max(m, s.size());
-    return m;
-  }();
   for (;;) {
     size_t old = buf.size();
     buf.resize(old + config_.block_bytes);
@@ -127,24 +123,10 @@ void BpeTrainer::add_file(const std::string& path) {
     buf.resize(old + size_t(in.gcount()));
     if (in.bad()) throw Error(format("reading training file {} failed (an I/O error)", path));
     if (in.gcount() == 0 || in.eof()) break;
-    // Cut at a safe point (tok::find_safe_split) that no special token straddles (a special may
-    // hold the "letter space letter" or "visible char + \n" the cut needs: check the window).
-    size_t p = buf.size();
-    for (;;) {
-      p = tok::find_safe_split(buf, scanned, p);
-      if (p == 0) break;
-      size_t from = p >= max_special ? p - max_special + 1 : 0;
-      bool straddles = false;
-      for (const auto& s : config_.special_tokens) {
-        size_t at = buf.find(s, from);
-        straddles |= at != std::string::npos && at < p && at + s.size() > p;
-      }
-      if (!straddles) break;
-    }
-    if (p == 0) {
-      scanned = buf.size() > 1 ? buf.size() - 1 : 0;
-      continue;
-    }
+    // Cut at a safe point that no special token straddles (a special may hold the "letter space
+    // letter" or "visible char + \n" a cut needs), one read in whole (tok::find_block_cut).
+    const size_t p = tok::find_block_cut(buf, specials, scanned);
+    if (p == 0) continue;
     add_text(std::string_view(buf).substr(0, p));
     buf.erase(0, p);
     scanned = 0;

@@ -3,8 +3,10 @@
 // recounts every pair after every merge, determinism across thread counts, save/load.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <fstream>
 #include <map>
+#include <sstream>
 
 #include "common/test_common.hpp"
 #include "core/check.hpp"
@@ -278,6 +280,64 @@ TEST_CASE("trainer: a special a file block would cut, and the longer of two spec
     const std::string t = c.token_bytes(id);
     CHECK((t == "!" || t.find('!') == std::string::npos));
   }
+}
+
+// A block of a stream ending inside a special that holds a safe cut ("a b": a space between
+// letters) could not see the special, and cut it: encode_stream and add_file encoded or counted
+// its halves as text. And add_file searched from the longest special's reach for every special,
+// so a short one's earlier occurrence hid a later one the cut went through.
+TEST_CASE("streamed blocks never cut a special token, wherever the block ends", "[tokenizer][trainer]") {
+  std::string dir = test::temp_dir("stream_special_cuts");
+  TrainerConfig cfg;
+  cfg.vocab_size = 2 + 256 + 30;
+  cfg.special_tokens = {"<|a b|>", "<|a much longer special|>"};
+  cfg.block_bytes = 1024;
+  std::string filler;
+  while (filler.size() < 3 * cfg.block_bytes) filler += "the cat sat on the mat.\n";
+  BpeTrainer base(cfg);
+  base.add_text(filler);
+  const Tokenizer tok = base.train();
+  const int a_b = 0;  // the specials take the first ids, in the order given
+  REQUIRE(tok.token_bytes(a_b) == "<|a b|>");
+  // The special ends 1 .. its length - 1 bytes past the end of the first block.
+  for (size_t past = 1; past < 7; ++past) {
+    const std::string text = filler.substr(0, cfg.block_bytes - 7 + past) + "<|a b|> tail\n" + filler;
+    INFO("the special ends " << past << " bytes past the block");
+    std::istringstream in(text);
+    std::vector<int> streamed;
+    tok.encode_stream(in, true, 1, [&](std::span<const int> ids) { streamed.insert(streamed.end(), ids.begin(),
+                                                                                   ids.end()); },
+                      cfg.block_bytes);
+    CHECK(streamed == tok.encode(text));
+    CHECK(std::count(streamed.begin(), streamed.end(), a_b) == 1);
+
+    const std::string path = dir + "/corpus.txt";
+    std::ofstream(path, std::ios::binary) << text;
+    BpeTrainer from_file(cfg), from_text(cfg);
+    from_file.add_file(path);
+    from_text.add_text(text);
+    gpt2cc::TrainStats file_stats, text_stats;
+    from_file.train(nullptr, &file_stats);
+    from_text.train(nullptr, &text_stats);
+    CHECK(file_stats.bytes == text_stats.bytes);
+    CHECK(file_stats.unique_pretokens == text_stats.unique_pretokens);
+  }
+  // No safe cut but the ones inside the specials ("€ " has no ASCII letters): the second "<|a b|>"
+  // holds the only cut, which the first occurrence hid.
+  std::string euros;
+  while (euros.size() < 4 * cfg.block_bytes) euros += "\u20ac ";
+  const std::string text = "<|a b|><|a b|>" + euros;
+  const std::string path = dir + "/euros.txt";
+  std::ofstream(path, std::ios::binary) << text;
+  BpeTrainer from_file(cfg), from_text(cfg);
+  from_file.add_file(path);
+  from_text.add_text(text);
+  gpt2cc::TrainStats file_stats, text_stats;
+  from_file.train(nullptr, &file_stats);
+  from_text.train(nullptr, &text_stats);
+  CHECK(file_stats.bytes == text_stats.bytes);
+  CHECK(file_stats.bytes == euros.size());
+  CHECK(file_stats.unique_pretokens == text_stats.unique_pretokens);
 }
 
 TEST_CASE("trainer: no text is an error naming the files; invalid UTF-8 is never merged", "[tokenizer][trainer]") {

@@ -297,11 +297,11 @@ TEST_CASE("tokenizer CLI: directories, failed reads and writes; no FILE.tmp left
   }
   // Standard output that cannot be written.
   CHECK(shell(encode + " > /dev/full 2> '" + dir + "/err.txt'") == 1);
-  CHECK_THAT(test::read_bytes(dir + "/err.txt"), Catch::Contains("writing stdout failed"));
+  CHECK_THAT(test::read_bytes(dir + "/err.txt"), Catch::Contains("writing standard output failed"));
   const std::string stats = std::string("'") + GPT2CC_TOKENIZER_CLI + "' stats --tokenizer '" + gpt2 + "' '" + dir +
                             "/big.txt'";
   CHECK(shell(stats + " > /dev/full 2> '" + dir + "/err.txt'") == 1);
-  CHECK_THAT(test::read_bytes(dir + "/err.txt"), Catch::Contains("writing stdout failed"));
+  CHECK_THAT(test::read_bytes(dir + "/err.txt"), Catch::Contains("writing standard output failed"));
 
   // --output through a link: the file behind it gets the text, the link stays; into a FIFO: the
   // text goes through it (a reader beside), and it stays a FIFO, as /dev/null would stay a device.
