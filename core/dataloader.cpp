@@ -103,8 +103,9 @@ struct DataLoader::Impl {
   LoaderOrder order;
   uint64_t seed;
   uint64_t W;
-  // Window orders of the last two epochs used (a batch can straddle two). Only the thread that
-  // builds batches touches it: the worker with prefetch, the caller without.
+  // Shuffled: the window orders of the last two epochs used (a batch can straddle two), 8 bytes a
+  // window each. Only the thread that builds batches touches it: the worker with prefetch, the
+  // caller without.
   uint64_t cached_epoch[2] = {UINT64_MAX, UINT64_MAX};
   std::vector<uint64_t> cached_order[2];
 
@@ -127,8 +128,8 @@ struct DataLoader::Impl {
     W = stream.size() > 0 ? (stream.size() - 1) / uint64_t(T) : 0;
     INPUT_CHECK(W >= uint64_t(B),
                 "{}{} has {} tokens: {} windows of T+1 = {} tokens, fewer than the batch size B = {}: a smaller "
-                "--batch-size or --seq-len, or more data (validation data of any size is scored whole with "
-                "--eval-batches 0)",
+                "--batch-size or --seq-len, or more data (if this is --val-data: data of any size is scored whole "
+                "with --eval-batches 0)",
                 shards.front(), shards.size() > 1 ? format(" (with {} more shards)", shards.size() - 1) : "",
                 stream.size(), W, T + 1, B);
   }
@@ -150,7 +151,8 @@ struct DataLoader::Impl {
     std::vector<uint32_t> window(size_t(T) + 1);
     for (int b = 0; b < B; ++b) {
       uint64_t g = start + uint64_t(b);
-      uint64_t w = order_of(g / W)[g % W];
+      // Sequential: the window is its place in the epoch (no order is built: 16 bytes a window).
+      uint64_t w = order == LoaderOrder::sequential ? g % W : order_of(g / W)[g % W];
       stream.read(w * uint64_t(T), uint64_t(T) + 1, window.data());
       for (int t = 0; t < T; ++t) {
         batch.inputs[size_t(b) * T + t] = int(window[t]);

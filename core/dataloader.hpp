@@ -7,7 +7,8 @@
 //
 // DataLoader yields B x T inputs and the targets shifted by one, from non-overlapping windows of
 // T+1 tokens over all shards (window w covers tokens [w*T, w*T + T], so consecutive windows
-// share one token: every token except the last is a target exactly once per epoch).
+// share one token; W = floor((N-1)/T) windows: tokens 1 .. W*T are each a target exactly once per
+// epoch, the last (N-1) mod T tokens never).
 // Sequential mode walks windows in order; shuffled mode walks a seeded permutation of all
 // windows, a new one each epoch. position()/restore() are exact.
 #pragma once

@@ -547,6 +547,9 @@ bool LineReader::next(std::string& line) {
     }
   }
   ++line_number_;
+  // A UTF-8 byte-order mark (EF BB BF, U+FEFF) opening the file, as Windows editors write it,
+  // marks the encoding and is not text: every format drops it (JSON's parser would skip it too).
+  if (line_number_ == 1 && line.starts_with("\xEF\xBB\xBF")) line.erase(0, 3);
   size_t bad = find_invalid_utf8(line);
   if (bad != std::string::npos) {
     INPUT_CHECK(replace_, "{}:{}: invalid UTF-8 at byte {} of the line (pass --replace-invalid-utf8 to replace it with U+FFFD)",

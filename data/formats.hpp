@@ -69,7 +69,8 @@ class LineReader {
   ~LineReader();
   LineReader(const LineReader&) = delete;
   LineReader& operator=(const LineReader&) = delete;
-  // The next line without its terminator; false at the end of the file.
+  // The next line without its terminator (LF, CRLF or CR) and, on line 1, without a UTF-8
+  // byte-order mark; false at the end of the file.
   bool next(std::string& line);
   uint64_t line_number() const { return line_number_; }  // of the last line returned, from 1
   const std::string& path() const { return path_; }

@@ -14,6 +14,7 @@
 #include <future>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -335,6 +336,20 @@ void write_manifest(const PrepareConfig& config, const std::string& dir, const T
 
 }  // namespace
 
+namespace {
+
+// Whether `path` is one of prepare's own outputs in `out_dir`: its train/ or val/ shard folder or
+// its manifest.json (the staging folder is hidden).
+bool prepare_output(const fs::path& path, const std::string& out_dir) {
+  if (out_dir.empty()) return false;
+  std::error_code ec;
+  for (const char* name : {kSplitNames[0], kSplitNames[1], "manifest.json"})
+    if (fs::equivalent(path, fs::path(out_dir) / name, ec)) return true;
+  return false;
+}
+
+}  // namespace
+
 std::vector<std::string> expand_inputs(const std::vector<std::string>& paths, const std::string& out_dir) {
   std::vector<std::string> out;
   for (const auto& p : paths) {
@@ -343,7 +358,8 @@ std::vector<std::string> expand_inputs(const std::vector<std::string>& paths, co
       std::vector<std::string> files;
       for (auto it = fs::recursive_directory_iterator(p); it != fs::recursive_directory_iterator(); ++it) {
         bool hidden = it->path().filename().string().starts_with(".");
-        if (!out_dir.empty() && it->is_directory() && fs::equivalent(it->path(), out_dir, ec)) {
+        const bool nested_out = !out_dir.empty() && it->is_directory() && fs::equivalent(it->path(), out_dir, ec);
+        if (nested_out || prepare_output(it->path(), out_dir)) {
           it.disable_recursion_pending();
           continue;
         }
@@ -355,10 +371,32 @@ std::vector<std::string> expand_inputs(const std::vector<std::string>& paths, co
       out.insert(out.end(), files.begin(), files.end());
     } else {
       INPUT_CHECK(fs::is_regular_file(p, ec), "input {} does not exist (or is not a file or directory)", p);
+      INPUT_CHECK(!prepare_output(p, out_dir) && !prepare_output(fs::path(p).parent_path(), out_dir),
+                  "input {} is one of --out's own outputs (its shards or manifest.json), not text to read", p);
       out.push_back(p);
     }
   }
   return out;
+}
+
+void check_distinct_inputs(const std::vector<std::string>& inputs, const std::vector<std::string>& val_inputs) {
+  struct Given {
+    std::string path;
+    const char* flag;
+  };
+  std::map<fs::path, Given> seen;  // by canonical path: the first way it was given
+  const auto add = [&](const std::string& file, const char* flag) {
+    std::error_code ec;
+    fs::path key = fs::weakly_canonical(file, ec);
+    if (ec) key = fs::absolute(file);
+    const auto [it, fresh] = seen.emplace(key, Given{file, flag});
+    if (fresh) return;
+    fail_input(format("{} ({}) is the same file as {} ({}): {}", file, flag, it->second.path, it->second.flag,
+                      std::string_view(it->second.flag) == flag ? "its text would be read into one split twice"
+                                              : "the validation split would repeat training text"));
+  };
+  for (const std::string& file : inputs) add(file, "--input");
+  for (const std::string& file : val_inputs) add(file, "--val-files");
 }
 
 namespace {

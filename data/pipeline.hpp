@@ -56,10 +56,16 @@ struct PrepareSummary {
 };
 
 // Files of each path, in name order; a directory contributes its regular files recursively
-// (hidden ones skipped, and `out_dir`, prepare's --out, when it lies inside: an earlier run's
-// shards and manifest are not text to read). InputError for a path that does not exist or holds
-// no files.
+// (hidden ones skipped, and `out_dir`, prepare's --out, when it lies inside, or its train/, val/
+// and manifest.json when the directory is --out itself: an earlier run's shards and manifest are
+// not text to read). InputError for a path that does not exist or holds no files, or a file that
+// is one of --out's outputs.
 std::vector<std::string> expand_inputs(const std::vector<std::string>& paths, const std::string& out_dir = "");
+
+// InputError naming a file that `inputs` (--input) and `val_inputs` (--val-files) hold twice
+// between them, by any path (a link, `dir` and `dir/a.txt`): its text would be trained on twice,
+// or be in both splits.
+void check_distinct_inputs(const std::vector<std::string>& inputs, const std::vector<std::string>& val_inputs);
 
 // Runs the whole pipeline and writes <out>/train/*.bin, <out>/val/*.bin, <out>/manifest.json.
 // Everything is written into <out>/.prepare.tmp first and moved into <out> only on success: on

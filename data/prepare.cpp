@@ -84,6 +84,7 @@ data::PrepareConfig config_from_flags(const cxxopts::ParseResult& args, int argc
   } else if (args.count("val-fraction")) {
     config.val_fraction = args["val-fraction"].as<double>();
   }
+  data::check_distinct_inputs(config.inputs, config.val_inputs);
   INPUT_CHECK(config.val_fraction >= 0 && config.val_fraction < 1, "--val-fraction must be in [0, 1), got {}",
               config.val_fraction);
   config.seed = args["seed"].as<uint64_t>();

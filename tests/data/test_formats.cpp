@@ -249,6 +249,20 @@ TEST_CASE("a lone CR at the end of the file ends the line like any other", "[dat
   CHECK(read(write_file(dir, "block.txt", block + "\r"), with(Format::text)) == Docs{block});
 }
 
+// A UTF-8 byte-order mark opening a file is not text in any format: without it being dropped,
+// text kept U+FEFF as three byte tokens and WikiExtractor refused its first <doc> line.
+TEST_CASE("a byte-order mark opening a file is dropped in every format", "[data]") {
+  std::string dir = test::temp_dir("formats_bom");
+  const std::string bom = "\xEF\xBB\xBF";
+  CHECK(read(write_file(dir, "a.txt", bom + "Hello world\r\nsecond line\r\n"), with(Format::text)) ==
+        Docs{"Hello world\nsecond line"});
+  CHECK(read(write_file(dir, "wiki_00", bom + "<doc id=\"1\" url=\"u\" title=\"T\">\nT\nBody text.\n</doc>\n"),
+             with(Format::wikiextractor)) == Docs{"T\nBody text."});
+  CHECK(read(write_file(dir, "a.jsonl", bom + "{\"text\": \"one\"}\n"), with(Format::jsonl)) == Docs{"one"});
+  // Only the file's first bytes: a U+FEFF inside the text (a zero-width no-break space) stays.
+  CHECK(read(write_file(dir, "inner.txt", "a\n" + bom + "b\n"), with(Format::text)) == Docs{"a\n" + bom + "b"});
+}
+
 TEST_CASE("JSONL: a chosen string field per line", "[data]") {
   std::string dir = test::temp_dir("formats_jsonl");
   std::string path = write_file(dir, "a.jsonl", "{\"text\": \"one\\r\\ntwo\", \"id\": 1}\n\n{\"text\": \"three\"}\n");

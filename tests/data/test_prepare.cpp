@@ -522,6 +522,68 @@ TEST_CASE("an --out inside an --input directory is not read as input", "[data]")
   }
 }
 
+// An --input folder that is --out itself: the second run read the first one's manifest.json and
+// shards as text (refused as invalid UTF-8, or trained on with --replace-invalid-utf8).
+TEST_CASE("--out's own shards and manifest are not read when --input is --out", "[data]") {
+  std::string dir = test::temp_dir("prepare_out_is_input");
+  fs::create_directories(dir + "/same");
+  write_file(dir + "/same/a.txt", "The only document.\n");
+  const std::string args = format("--format text --input {}/same --tokenizer {} --out {}/same --val-fraction 0 "
+                                  "--overwrite --replace-invalid-utf8",
+                                  dir, gpt2_dir(), dir);
+  for (int run = 0; run < 2; ++run) {
+    Run r = run_prepare(args, dir);
+    INFO("run " << run << "\n" << r.output);
+    REQUIRE(r.code == 0);
+    const auto manifest = nlohmann::json::parse(test::read_bytes(dir + "/same/manifest.json"));
+    CHECK(manifest["files"].size() == 1);
+    CHECK(manifest["train"]["documents"] == 1);
+  }
+  // Named as files: refused.
+  for (const std::string& file : {dir + "/same/manifest.json", dir + "/same/train/shard_000000.bin"}) {
+    Run r = run_prepare(format("--format text --input {} --tokenizer {} --out {}/same --overwrite", file, gpt2_dir(),
+                               dir),
+                        dir);
+    INFO(r.output);
+    CHECK(r.code == 2);
+    CHECK_THAT(r.output, Catch::Contains("input " + file + " is one of --out's own outputs"));
+  }
+}
+
+// A file read twice, by any path: into the training split twice, or into both splits (a
+// validation loss measured on training text).
+TEST_CASE("prepare refuses a file given twice among --input and --val-files", "[data]") {
+  std::string dir = test::temp_dir("prepare_twice");
+  fs::create_directories(dir + "/in");
+  const std::string a = write_file(dir + "/in/a.txt", "One.\n"), b = write_file(dir + "/in/b.txt", "Two.\n");
+  fs::create_symlink(a, dir + "/link.txt");
+  struct Twice {
+    std::string inputs, message;
+  };
+  const Twice cases[] = {
+      {"--input " + dir + "/in --input " + a + " --val-fraction 0",
+       a + " (--input) is the same file as " + a + " (--input): its text would be read into one split twice"},
+      {"--input " + a + " --input " + dir + "/link.txt --val-fraction 0",
+       dir + "/link.txt (--input) is the same file as " + a + " (--input)"},
+      {"--input " + dir + "/in --val-files " + b,
+       b + " (--val-files) is the same file as " + b + " (--input): the validation split would repeat training text"},
+      {"--input " + a + " --val-files " + b + " --val-files " + dir + "/in/./b.txt",
+       dir + "/in/./b.txt (--val-files) is the same file as " + b + " (--val-files)"},
+  };
+  for (const Twice& t : cases) {
+    Run r = run_prepare(format("--format text {} --tokenizer {} --out {}/out", t.inputs, gpt2_dir(), dir), dir);
+    INFO(t.inputs << "\n" << r.output);
+    CHECK(r.code == 2);
+    CHECK_THAT(r.output, Catch::Contains(t.message));
+    CHECK_FALSE(fs::exists(dir + "/out"));
+  }
+  Run distinct = run_prepare(format("--format text --input {} --val-files {} --tokenizer {} --out {}/out", a, b,
+                                    gpt2_dir(), dir),
+                             dir);
+  INFO(distinct.output);
+  CHECK(distinct.code == 0);
+}
+
 TEST_CASE("prepare rejects bad flags and inputs with exit code 2", "[data]") {
   std::string dir = test::temp_dir("prepare_errors");
   std::string in = write_file(dir + "/a.txt", "Some text.\n");
