@@ -80,6 +80,20 @@ std::string read_prompt(const cxxopts::ParseResult& args) {
 
 }  // namespace
 
+// A double flag's value as the sampler's float. One that a float cannot hold is refused as typed
+// (--repetition-penalty 1e50 would become inf, --top-p 1e-46 zero, and be refused as "got inf",
+// "got 0"); NaN and infinities are left to the range checks.
+float sampler_float(const cxxopts::ParseResult& args, const char* flag) {
+  const double value = args[flag].as<double>();
+  const float rounded = static_cast<float>(value);
+  if (std::isfinite(value) && args.count(flag)) {
+    const std::string typed = values_as_typed(args, flag).back();
+    INPUT_CHECK(std::isfinite(rounded), "--{}: '{}' is too large for a float (at most 3.4e38)", flag, typed);
+    INPUT_CHECK(value == 0 || rounded != 0, "--{}: '{}' is too small for a float (it would be 0)", flag, typed);
+  }
+  return rounded;
+}
+
 cxxopts::Options make_generate_options() {
   cxxopts::Options options("generate",
                            "Generate text from a gpt2cc checkpoint or Hugging Face GPT-2 weights, or score a text file.");
@@ -97,7 +111,7 @@ cxxopts::Options make_generate_options() {
       ("stop", "stop string (repeatable; \\n \\t \\\\ understood); not printed", cxxopts::value<std::vector<std::string>>())
       ("ignore-eot", "keep generating past <|endoftext|>")
       ("greedy", "argmax decoding (temperature, top-k, top-p unused)")
-      ("temperature", "divide logits by T > 0", cxxopts::value<float>()->default_value("1.0"))
+      ("temperature", "divide logits by T > 0", cxxopts::value<double>()->default_value("1.0"))
       ("top-k", "keep the k most likely tokens; 0 = off", cxxopts::value<int>()->default_value("0"))
       ("top-p", "nucleus threshold in (0, 1]; 1 = off", cxxopts::value<double>()->default_value("1.0"))
       ("repetition-penalty", "CTRL penalty >= 1 on tokens in the context; 1 = off", cxxopts::value<double>()->default_value("1.0"))
@@ -141,19 +155,19 @@ GenerateRequest parse_generate_request(const cxxopts::ParseResult& args) {
 
   SampleConfig& sampling = r.sampling;
   sampling.greedy = switch_on(args, "greedy");
-  sampling.temperature = args["temperature"].as<float>();
+  sampling.temperature = sampler_float(args, "temperature");
   sampling.top_k = args["top-k"].as<int>();
   // Checked as typed, before they round to the sampler's floats: --top-p 1.00000001 and
   // --repetition-penalty 0.99999999 are out of range, though each rounds to 1 (off).
   const double top_p = args["top-p"].as<double>();
   INPUT_CHECK(top_p > 0 && top_p <= 1, "--top-p must be in (0, 1] (1 = off), got {}",
               values_as_typed(args, "top-p").back());
-  sampling.top_p = static_cast<float>(top_p);
+  sampling.top_p = sampler_float(args, "top-p");
   const double repetition_penalty = args["repetition-penalty"].as<double>();
   INPUT_CHECK(std::isfinite(repetition_penalty) && repetition_penalty >= 1,
               "--repetition-penalty must be >= 1 (1 = off), got {}",
               values_as_typed(args, "repetition-penalty").back());
-  sampling.repetition_penalty = static_cast<float>(repetition_penalty);
+  sampling.repetition_penalty = sampler_float(args, "repetition-penalty");
   sampling.seed = args["seed"].as<uint64_t>();
   validate(sampling);
   GenerationConfig& gen = r.gen;

@@ -186,6 +186,35 @@ const char* to_string(SampleStop reason) {
   return "?";
 }
 
+namespace {
+
+// Records a drawn token (log_p: its log-probability) in `sample` and its text: false when the
+// sample ends with it, at the end of text (not recorded) or a stop string it completed.
+bool record_token(Sample& sample, TextStream& stream, int token, double log_p, const GenerationConfig& config,
+                  const std::function<std::string(int)>& token_bytes) {
+  if (token == config.eot_id) {
+    sample.stop = SampleStop::end_of_text;
+    return false;
+  }
+  sample.tokens.push_back(token);
+  sample.log_probs.push_back(static_cast<float>(log_p));
+  if (token_bytes && stream.append(token_bytes(token))) {
+    sample.stop = SampleStop::stop_string;
+    return false;
+  }
+  return true;
+}
+
+// A sample's end: its text (what the stream held back flushed) and its figures.
+void finish_sample(Sample& sample, TextStream& stream, int reprefills, double seconds) {
+  stream.finish();
+  sample.text = stream.text();
+  sample.reprefills = reprefills;
+  sample.total_seconds = seconds;
+}
+
+}  // namespace
+
 Sample generate(GPT2& model, Sampler& sampler, std::span<const int> prompt, const GenerationConfig& config,
                 uint32_t sample_index, const std::function<std::string(int)>& token_bytes,
                 const std::function<void(std::string_view)>& on_text) {
@@ -204,22 +233,11 @@ Sample generate(GPT2& model, Sampler& sampler, std::span<const int> prompt, cons
     // The repetition penalty looks at the whole current context, prompt included (as CTRL).
     const int token = sampler.sample(logits, context.window(), sample_index, static_cast<uint64_t>(step));
     if (step == 0) sample.first_token_seconds = seconds_since(start);
-    if (token == config.eot_id) {
-      sample.stop = SampleStop::end_of_text;
-      break;
-    }
-    sample.tokens.push_back(token);
-    sample.log_probs.push_back(static_cast<float>(log_prob(logits, token)));
-    if (token_bytes && stream.append(token_bytes(token))) {
-      sample.stop = SampleStop::stop_string;
-      break;
-    }
+    const double log_p = token == config.eot_id ? 0.0 : log_prob(logits, token);
+    if (!record_token(sample, stream, token, log_p, config, token_bytes)) break;
     if (step + 1 < config.max_new_tokens) context.push(token);  // no logits needed after the last token
   }
-  stream.finish();
-  sample.text = stream.text();
-  sample.reprefills = context.reprefills();
-  sample.total_seconds = seconds_since(start);
+  finish_sample(sample, stream, context.reprefills(), seconds_since(start));
   return sample;
 }
 
@@ -286,24 +304,12 @@ void generate_batch(GPT2& model, Sampler& sampler, std::span<const int> prompt, 
     for (int r = 0; r < rows; ++r) {
       const int k = active[r];
       Sample& sample = result.samples[first + k];
-      const int token = drawn[r];
-      if (token == config.eot_id) {
-        sample.stop = SampleStop::end_of_text;
-      } else {
-        sample.tokens.push_back(token);
-        sample.log_probs.push_back(static_cast<float>(log_probs[r]));
-        if (token_bytes && streams[k].append(token_bytes(token))) {
-          sample.stop = SampleStop::stop_string;
-        } else {
-          running[r] = step + 1 < config.max_new_tokens;  // no logits needed after the last token
-          tokens[r] = token;
-        }
+      if (record_token(sample, streams[k], drawn[r], log_probs[r], config, token_bytes)) {
+        running[r] = step + 1 < config.max_new_tokens;  // no logits needed after the last token
+        tokens[r] = drawn[r];
       }
       if (running[r]) continue;
-      streams[k].finish();
-      sample.text = streams[k].text();
-      sample.reprefills = context.reprefills();
-      sample.total_seconds = seconds_since(start);
+      finish_sample(sample, streams[k], context.reprefills(), seconds_since(start));
       if (on_done) on_done(first + k, sample);
     }
     if (std::find(running.begin(), running.end(), true) == running.end()) break;
