@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <limits>
 #include <optional>
@@ -94,5 +95,13 @@ class ScopedEnv {
   std::string name_;
   std::optional<std::string> old_;
 };
+
+// Same size and the same bytes: equality bit for bit (a NaN equals itself, where == fails, and
+// -0 differs from 0). For determinism and resume tests.
+template <class T>
+bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
+  // (memcmp must not see the null data() of empty vectors)
+  return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0);
+}
 
 }  // namespace gpt2cc::test

@@ -248,11 +248,6 @@ std::vector<float> exact_losses(const std::vector<float>& logits, const std::vec
   }
   return losses;
 }
-
-// Bit-for-bit equality (NaN padding included, where == would fail).
-bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
-}
 }  // namespace
 
 TEST_CASE("crossentropy_forward_vectorized: exact losses, read-only logits, fused_classifier's losses bit for bit",
@@ -282,7 +277,7 @@ TEST_CASE("crossentropy_forward_vectorized: exact losses, read-only logits, fuse
     // The exp's rounding (2 ulp) and the blocked sum's: as fused_classifier.
     expect_close(losses, exact_losses(logits, targets, s.V, s.Vp), 1e-6, 1e-6, "vectorized losses vs exact");
     CHECK(losses[rows / 2] == 0.0f);  // the ignored row
-    CHECK(same_bits(logits, original));  // the logits are only read
+    CHECK(test::same_bits(logits, original));  // the logits are only read
 
     // The reference, with its one float sum per row: some 1e-5 relative at GPT-2's vocabulary.
     std::vector<float> reference(rows);
@@ -293,7 +288,7 @@ TEST_CASE("crossentropy_forward_vectorized: exact losses, read-only logits, fuse
     std::vector<float> fused_losses(rows), fused = logits;
     cpu::fused_classifier(fused.data(), fused_losses.data(), targets.data(), 1.0f / float(rows), s.B, s.T, s.V,
                           s.Vp);
-    CHECK(same_bits(losses, fused_losses));
+    CHECK(test::same_bits(losses, fused_losses));
   }
 }
 
@@ -352,8 +347,8 @@ TEST_CASE("CpuBackend::crossentropy_forward is the vectorised forward", "[cpu][c
   std::vector<float> vectorized(rows), reference(rows), backend(rows);
   cpu::crossentropy_forward_vectorized(vectorized.data(), logits.data(), targets.data(), B, T, V, Vp);
   cpu::crossentropy_forward(reference.data(), logits.data(), targets.data(), B, T, V, Vp);
-  REQUIRE_FALSE(same_bits(vectorized, reference));
+  REQUIRE_FALSE(test::same_bits(vectorized, reference));
   cpu::CpuBackend cpu_backend;
   cpu_backend.crossentropy_forward(backend.data(), logits.data(), targets.data(), B, T, V, Vp);
-  CHECK(same_bits(backend, vectorized));
+  CHECK(test::same_bits(backend, vectorized));
 }

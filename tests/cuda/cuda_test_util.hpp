@@ -124,11 +124,4 @@ inline void expect_matches(const std::vector<float>& actual, const std::vector<f
   }
 }
 
-// Bit-for-bit equality (determinism tests).
-inline bool bit_equal(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](float x, float y) {
-           return std::memcmp(&x, &y, sizeof(float)) == 0;
-         });
-}
-
 }  // namespace gpt2cc::test

@@ -119,10 +119,4 @@ inline FlashReference sdpa_flash_reference(const SdpaCase& c) {
   return FlashReference{c.qkv, c.dout, c.out, c.dqkv, reference_lse(c.qkv, c.B, c.T, c.C(), c.NH)};
 }
 
-// Same size and the same bytes (bf16 outputs, fp32 statistics).
-template <class T>
-bool bits_equal(const std::vector<T>& a, const std::vector<T>& b) {
-  return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(a[0])) == 0);
-}
-
 }  // namespace gpt2cc::test

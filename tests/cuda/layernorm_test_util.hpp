@@ -14,8 +14,8 @@ struct LayerNormGrads {
   std::vector<float> dinp, dweight, dbias;
 };
 
-inline bool bit_equal(const LayerNormGrads& a, const LayerNormGrads& b) {
-  return bit_equal(a.dinp, b.dinp) && bit_equal(a.dweight, b.dweight) && bit_equal(a.dbias, b.dbias);
+inline bool same_bits(const LayerNormGrads& a, const LayerNormGrads& b) {
+  return same_bits(a.dinp, b.dinp) && same_bits(a.dweight, b.dweight) && same_bits(a.dbias, b.dbias);
 }
 
 // fp32: the fused dinp (+=) within 1e-5 of the CPU's; its column sums over B*T rows run in another

@@ -64,7 +64,7 @@ TEST_CASE("bf16 tiled attention forward and backward match cpu", "[cuda][bf16][a
   d_dqkv.poison();
   cuda::attention_backward(d_dqkv.get(), d_dout.get(), d_lse.get(), d_qkv.get(), nullptr, B, T, C, NH, dropout,
                            stream);
-  CHECK(test::bit_equal(test::from_bf16(d_dqkv.download()), got));
+  CHECK(test::same_bits(test::from_bf16(d_dqkv.download()), got));
 }
 
 // PyTorch's SDPA in float64 (tests/make_sdpa_fixture.py), no dropout: out and dqkv one bf16
@@ -98,8 +98,8 @@ TEST_CASE("bf16 kv_cache_store and attention_decode match cpu", "[cuda][bf16][at
   cudaStream_t stream = test::test_stream();
   cuda::kv_cache_store(d_k.get(), d_v.get(), d_prompt.get(), B, prompt, maxT, C, stream);
   // A copy of values already on the bf16 grid: exact.
-  CHECK(test::bit_equal(test::from_bf16(d_k.download()), kcache));
-  CHECK(test::bit_equal(test::from_bf16(d_v.download()), vcache));
+  CHECK(test::same_bits(test::from_bf16(d_k.download()), kcache));
+  CHECK(test::same_bits(test::from_bf16(d_v.download()), vcache));
 
   bool used_fallback = false, used_shared = false;
   for (int pos = prompt; pos < std::min(maxT, prompt + 3); ++pos) {
@@ -112,8 +112,8 @@ TEST_CASE("bf16 kv_cache_store and attention_decode match cpu", "[cuda][bf16][at
     cuda::attention_decode(d_out.get(), d_k.get(), d_v.get(), d_qkv.get(), B, pos, maxT, C, NH, stream);
     (cuda::attention_decode_scores_fit_shared(pos, C / NH) ? used_shared : used_fallback) = true;
     expect_bf16_output(test::from_bf16(d_out.download()), out, 1e-5, "bf16 decode out");
-    CHECK(test::bit_equal(test::from_bf16(d_k.download()), kcache));
-    CHECK(test::bit_equal(test::from_bf16(d_v.download()), vcache));
+    CHECK(test::same_bits(test::from_bf16(d_k.download()), kcache));
+    CHECK(test::same_bits(test::from_bf16(d_v.download()), vcache));
   }
   CHECK(used_shared != used_fallback);
   if (maxT == 12300) CHECK(used_fallback);

@@ -70,7 +70,7 @@ TEST_CASE("bf16 crossentropy forward and backward match cpu", "[cuda][bf16][cros
 
   // In place over the logits.
   cuda::crossentropy_backward(d_logits.get(), in.dloss, d_logits.get(), d_targets.get(), s.B, s.T, s.V, s.Vp, stream);
-  CHECK(test::bit_equal(test::from_bf16(d_logits.download()), got));
+  CHECK(test::same_bits(test::from_bf16(d_logits.download()), got));
 }
 
 TEMPLATE_TEST_CASE("fused classifier matches cpu and the two-kernel path", "[cuda][bf16][crossentropy][fused]", float,
@@ -131,8 +131,8 @@ TEMPLATE_TEST_CASE("fused classifier matches cpu and the two-kernel path", "[cud
   d_buffer.upload(test::as<Elem>(padded));
   cuda::fused_classifier(d_logits, d_losses.get(), d_targets.get(), in.dloss, s.B, s.T, s.V, s.Vp, stream, design);
   const auto again = test::widened(d_buffer);
-  CHECK(test::bit_equal(std::vector<float>(again.begin() + offset, again.end()), got));
-  CHECK(test::bit_equal(d_losses.download(), got_losses));
+  CHECK(test::same_bits(std::vector<float>(again.begin() + offset, again.end()), got));
+  CHECK(test::same_bits(d_losses.download(), got_losses));
 }
 
 TEMPLATE_TEST_CASE("fused classifier marks an out-of-range target with NaN", "[cuda][bf16][crossentropy][fused]",

@@ -109,8 +109,8 @@ TEST_CASE("bf16 encoder backward is bit-for-bit repeatable", "[cuda][bf16][encod
       first_wte = test::download_float(d_dwte);
       first_wpe = test::download_float(d_dwpe);
     } else {
-      CHECK(test::bit_equal(test::download_float(d_dwte), first_wte));
-      CHECK(test::bit_equal(test::download_float(d_dwpe), first_wpe));
+      CHECK(test::same_bits(test::download_float(d_dwte), first_wte));
+      CHECK(test::same_bits(test::download_float(d_dwpe), first_wpe));
     }
   }
 }
@@ -139,8 +139,8 @@ TEST_CASE("bf16 encoder backward into fp32 gradients adds its sums unrounded", "
   auto d_dwte16 = test::device_bf16(dwte0), d_dwpe16 = test::device_bf16(dwpe0);
   cuda::encoder_backward(d_dwte.get(), d_dwpe.get(), d_dout.get(), d_inp.get(), B, T, C, stream);
   cuda::encoder_backward(d_dwte16.get(), d_dwpe16.get(), d_dout.get(), d_inp.get(), B, T, C, stream);
-  CHECK(test::bit_equal(test::round_to_bf16(d_dwte.download()), test::download_float(d_dwte16)));
-  CHECK(test::bit_equal(test::round_to_bf16(d_dwpe.download()), test::download_float(d_dwpe16)));
+  CHECK(test::same_bits(test::round_to_bf16(d_dwte.download()), test::download_float(d_dwte16)));
+  CHECK(test::same_bits(test::round_to_bf16(d_dwpe.download()), test::download_float(d_dwpe16)));
 
   // From a start bf16 cannot hold: the fp32 sums.
   for (float& x : dwte0) x *= 1.0f + 1.0f / 1024;
@@ -259,9 +259,9 @@ TEST_CASE("bf16 layernorm backward into fp32 gradients adds its sums unrounded",
   auto d_dweight16 = test::device_bf16(dweight0), d_dbias16 = test::device_bf16(dbias0);
   backward(d_dinp, d_dweight.get(), d_dbias.get());
   backward(d_dinp16, d_dweight16.get(), d_dbias16.get());
-  CHECK(test::bit_equal(test::download_float(d_dinp), test::download_float(d_dinp16)));
-  CHECK(test::bit_equal(test::round_to_bf16(d_dweight.download()), test::download_float(d_dweight16)));
-  CHECK(test::bit_equal(test::round_to_bf16(d_dbias.download()), test::download_float(d_dbias16)));
+  CHECK(test::same_bits(test::download_float(d_dinp), test::download_float(d_dinp16)));
+  CHECK(test::same_bits(test::round_to_bf16(d_dweight.download()), test::download_float(d_dweight16)));
+  CHECK(test::same_bits(test::round_to_bf16(d_dbias.download()), test::download_float(d_dbias16)));
 
   for (float& x : dweight0) x *= 1.0f + 1.0f / 1024;
   for (float& x : dbias0) x *= 1.0f + 1.0f / 1024;
@@ -319,7 +319,7 @@ TEST_CASE("fused residual + layernorm (float) matches the unfused pair", "[cuda]
   cuda::residual_forward(d_residual2.get(), d_inp1.get() + o, d_inp2.get() + o, N, stream);
   cuda::layernorm_forward(d_out2.get(), d_mean2.get(), d_rstd2.get(), d_residual2.get(), d_weight.get() + o,
                           d_bias.get() + o, B, T, C, stream);
-  CHECK(test::bit_equal(g_residual, d_residual2.download()));
+  CHECK(test::same_bits(g_residual, d_residual2.download()));
   test::expect_matches(g_out, d_out2.download(), "fused out vs cuda unfused", 2e-6);
   test::expect_matches(g_mean, d_mean2.download(), "fused mean vs cuda unfused", 2e-6);
   test::expect_matches(g_rstd, d_rstd2.download(), "fused rstd vs cuda unfused", 2e-6);
@@ -360,7 +360,7 @@ TEST_CASE("fused residual + layernorm (bf16) matches cpu on the rounded residual
   const auto g_residual = tail(test::download_float(d_residual), N);
   const auto g_out = tail(test::download_float(d_out), N);
   // The same float addition and the same round-to-nearest-even on both sides: bit-identical.
-  CHECK(test::bit_equal(g_residual, residual));
+  CHECK(test::same_bits(g_residual, residual));
   expect_one_rounding(g_out, out, "bf16 fused out");
   test::expect_matches(d_mean.download(), mean, "bf16 fused mean (of the stored residual)", 1e-4);
   test::expect_matches(d_rstd.download(), rstd, "bf16 fused rstd (of the stored residual)", 1e-4);
@@ -371,7 +371,7 @@ TEST_CASE("fused residual + layernorm (bf16) matches cpu on the rounded residual
   cuda::residual_forward(d_residual2.get(), d_inp1.get() + o, d_inp2.get() + o, N, stream);
   cuda::layernorm_forward(d_out2.get(), d_mean2.get(), d_rstd2.get(), d_residual2.get(), d_weight.get() + o,
                           d_bias.get() + o, B, T, C, stream);
-  CHECK(test::bit_equal(g_residual, test::download_float(d_residual2)));
+  CHECK(test::same_bits(g_residual, test::download_float(d_residual2)));
   test::expect_matches(d_mean.download(), d_mean2.download(), "bf16 fused mean vs cuda unfused", 2e-6);
   test::expect_matches(d_rstd.download(), d_rstd2.download(), "bf16 fused rstd vs cuda unfused", 2e-6);
   expect_one_rounding(g_out, test::download_float(d_out2), "bf16 fused out vs cuda unfused", 1e-5, 2);
@@ -425,9 +425,9 @@ TEST_CASE("bf16 residual matches cpu", "[cuda][bf16][residual]") {
   cuda::residual_forward(d_out.get() + o, d_a.get() + o, d_b.get() + o, N, test::test_stream());
   cuda::residual_backward(d_da.get() + o, d_db.get() + o, d_dout.get() + o, N, test::test_stream());
   // float sums of bf16 values, rounded once: exactly the CPU's float sums rounded.
-  CHECK(test::bit_equal(tail(test::download_float(d_out), N), test::round_to_bf16(out)));
-  CHECK(test::bit_equal(tail(test::download_float(d_da), N), test::round_to_bf16(da)));
-  CHECK(test::bit_equal(tail(test::download_float(d_db), N), test::round_to_bf16(db)));
+  CHECK(test::same_bits(tail(test::download_float(d_out), N), test::round_to_bf16(out)));
+  CHECK(test::same_bits(tail(test::download_float(d_da), N), test::round_to_bf16(da)));
+  CHECK(test::same_bits(tail(test::download_float(d_db), N), test::round_to_bf16(db)));
   expect_one_rounding(tail(test::download_float(d_out), N), out, "bf16 residual out");
   expect_one_rounding(tail(test::download_float(d_da), N), da, "bf16 residual dinp1 (+=)");
   const auto g_da = test::download_float(d_da);
@@ -441,9 +441,9 @@ TEST_CASE("bf16 residual matches cpu", "[cuda][bf16][residual]") {
   DeviceBuffer<float> d_b32(padded(b32, o));
   d_out.poison();
   cuda::residual_forward(d_out.get() + o, d_a.get() + o, d_b32.get() + o, N, test::test_stream());
-  CHECK(test::bit_equal(tail(test::download_float(d_out), N), test::round_to_bf16(out32)));
+  CHECK(test::same_bits(tail(test::download_float(d_out), N), test::round_to_bf16(out32)));
   if (N >= 1000)  // the premise: b32's own values count
-    CHECK_FALSE(test::bit_equal(test::round_to_bf16(out32), test::round_to_bf16(out)));
+    CHECK_FALSE(test::same_bits(test::round_to_bf16(out32), test::round_to_bf16(out)));
 }
 
 TEST_CASE("bf16 dropout draws the cpu's and the float kernel's mask", "[cuda][bf16][dropout]") {

@@ -158,9 +158,9 @@ TEST_CASE("bf16 flash attention forward and backward match cpu", "[cuda][bf16][f
         test::check_flash_forward(out64, lse64, shape, ref, "flash");
         test::check_flash_backward(dqkv64, shape, ref, "flash");
       } else {
-        CHECK(test::bits_equal(d_out.download(), out64));
-        CHECK(test::bits_equal(d_lse.download(), lse64));
-        CHECK(test::bits_equal(d_dqkv.download(), dqkv64));
+        CHECK(test::same_bits(d_out.download(), out64));
+        CHECK(test::same_bits(d_lse.download(), lse64));
+        CHECK(test::same_bits(d_dqkv.download(), dqkv64));
       }
     }
   }
@@ -206,7 +206,7 @@ TEST_CASE("bf16 flash attention backward is bit-for-bit repeatable", "[cuda][bf1
   if (!fits(backward_need(HS, 64, design))) return;  // refused: see "... refuses by name"
   RandomFlash run(2, 193, 3, HS, 31, cuda::FlashTile::kAuto);
   const std::vector<bf16> first = run.backward(design);
-  CHECK(test::bits_equal(run.backward(design), first));
+  CHECK(test::same_bits(run.backward(design), first));
 }
 
 // Thousands of CTAs, a few hundred resident at once: the fused backward's CTAs really wait for
@@ -224,7 +224,7 @@ TEST_CASE("bf16 flash attention fused backward at GPT-2 scale: repeatable, and t
   if (!fits(backward_need(HS, rows_of(tile), cuda::FlashBackward::kFused))) return;  // refused (the larger design)
   RandomFlash run(B, T, NH, HS, 41, tile);
   const std::vector<bf16> fused = run.backward(cuda::FlashBackward::kFused);
-  for (int again = 1; again < 3; ++again) CHECK(test::bits_equal(run.backward(cuda::FlashBackward::kFused), fused));
+  for (int again = 1; again < 3; ++again) CHECK(test::same_bits(run.backward(cuda::FlashBackward::kFused), fused));
   const auto got = test::from_bf16(fused), split = test::from_bf16(run.backward(cuda::FlashBackward::kSplit));
   const char* parts[3] = {"dq", "dk", "dv"};
   for (int part = 0; part < 3; ++part)

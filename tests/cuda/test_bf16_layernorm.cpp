@@ -73,11 +73,11 @@ TEST_CASE("bf16 layernorm backward: the fused design matches cpu and the two-pas
   expect_one_rounding(fused.dinp, two_pass.dinp, "fused vs two-pass bf16 dinp", 1e-5, 2);
   expect_one_rounding(fused.dweight, two_pass.dweight, "fused vs two-pass bf16 dweight", 1e-5, 2);
   expect_one_rounding(fused.dbias, two_pass.dbias, "fused vs two-pass bf16 dbias", 1e-5, 2);
-  CHECK(test::bit_equal(run(cuda::LayerNormBackward::kFused), fused));
-  CHECK(test::bit_equal(run(cuda::LayerNormBackward::kFused), fused));
-  CHECK(test::bit_equal(run(cuda::LayerNormBackward::kAuto), fused));
+  CHECK(test::same_bits(run(cuda::LayerNormBackward::kFused), fused));
+  CHECK(test::same_bits(run(cuda::LayerNormBackward::kFused), fused));
+  CHECK(test::same_bits(run(cuda::LayerNormBackward::kAuto), fused));
   // Recorded into a CUDA graph (the partials are stream-ordered scratch, no host synchronisation).
-  CHECK(test::bit_equal(run(cuda::LayerNormBackward::kFused, true), fused));
+  CHECK(test::same_bits(run(cuda::LayerNormBackward::kFused, true), fused));
 }
 
 // Rows whose mean is far larger than their spread (200 plus integers in [-3, 3]: exact in bf16 and
@@ -123,12 +123,12 @@ TEMPLATE_TEST_CASE("layernorm forward statistics hold when the mean dwarfs the s
   else
     cuda::layernorm_forward(d_out.get(), d_mean.get(), d_rstd.get(), d_inp1.get(), d_weight.get(), d_bias.get(), B,
                             T, C, stream);
-  CHECK(test::bit_equal(d_mean.download(), mean));
+  CHECK(test::same_bits(d_mean.download(), mean));
   test::expect_matches(d_rstd.download(), rstd, "rstd", 1e-5);
   if constexpr (std::is_same_v<Elem, float>) {
     test::expect_matches(test::widened(d_out), out, "out", 1e-5);
   } else {
     expect_one_rounding(test::widened(d_out), out, "bf16 out", 1e-4);
   }
-  if (fused) CHECK(test::bit_equal(test::widened(d_residual), x));
+  if (fused) CHECK(test::same_bits(test::widened(d_residual), x));
 }

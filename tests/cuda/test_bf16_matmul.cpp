@@ -202,7 +202,7 @@ void check_backward(const Shape& s, bool gelu, int offset, const cuda::GemmDesig
   // Second call: dinp written again (bit for bit the same), dweight and dbias accumulate.
   d_dinp.poison();
   run();
-  CHECK(test::bit_equal(d_dinp.download(), dinp1));
+  CHECK(test::same_bits(d_dinp.download(), dinp1));
   test::expect_matches(d_dweight.download(), doubled(L.dweight0, dweight_ref), "bf16 dweight after two calls",
                        kBf16Tol);
   if (s.bias)
@@ -213,9 +213,9 @@ void check_backward(const Shape& s, bool gelu, int offset, const cuda::GemmDesig
   d_dbias.upload(L.dbias0);
   d_dinp.poison();
   run();
-  CHECK(test::bit_equal(d_dinp.download(), dinp1));
-  CHECK(test::bit_equal(d_dweight.download(), dweight1));
-  CHECK(test::bit_equal(d_dbias.download(), dbias1));
+  CHECK(test::same_bits(d_dinp.download(), dinp1));
+  CHECK(test::same_bits(d_dweight.download(), dweight1));
+  CHECK(test::same_bits(d_dbias.download(), dbias1));
   check_paths(3);
 }
 
@@ -349,8 +349,8 @@ TEST_CASE("bf16 matmul backward into fp32 parameter gradients sums in fp32, on e
   else
     cuda::matmul_backward(d_dinp16.get(), d_dweight16.get(), dbias16, d_dout.get(), d_inp.get(), d_weight.get(), s.B,
                           s.T, s.C, s.OC, test::test_stream());
-  CHECK(test::bit_equal(d_dinp.download(), d_dinp16.download()));
-  if (s.bias) CHECK(test::bit_equal(test::round_to_bf16(dbias1), d_dbias16.download()));
+  CHECK(test::same_bits(d_dinp.download(), d_dinp16.download()));
+  if (s.bias) CHECK(test::same_bits(test::round_to_bf16(dbias1), d_dbias16.download()));
   run();
   test::expect_matches(d_dweight.download(), doubled(dweight0, dweight_ref), "fp32 dweight after two calls",
                        1e-5);
@@ -359,8 +359,8 @@ TEST_CASE("bf16 matmul backward into fp32 parameter gradients sums in fp32, on e
   d_dweight.upload(dweight0);
   d_dbias.upload(L.dbias0);
   run();
-  CHECK(test::bit_equal(d_dweight.download(), dweight1));
-  CHECK(test::bit_equal(d_dbias.download(), dbias1));
+  CHECK(test::same_bits(d_dweight.download(), dweight1));
+  CHECK(test::same_bits(d_dbias.download(), dbias1));
 }
 
 // The GEMM designs other than the automatic ones (kernels/matmul.cuh): the heuristic promised only
@@ -415,7 +415,7 @@ TEST_CASE("bf16 cuBLASLt GELU epilogues are the tanh form of cpu/gelu.hpp", "[cu
                             test::test_stream());
   INFO("the forward must be cuBLASLt's GELU_AUX_BIAS epilogue, not our bias_gelu_kernel");
   test::check_matmul_paths(1, 0);
-  CHECK(test::bit_equal(d_pre.download(), x));
+  CHECK(test::same_bits(d_pre.download(), x));
   const double forward_coefficient = erf_coefficient(d_out.download(), x, gelu_tanh, gelu_erf);
   INFO("forward: 0 = tanh form, 1 = erf form; got " << forward_coefficient);
   CHECK(std::fabs(forward_coefficient) < 0.3);
@@ -482,7 +482,7 @@ TEST_CASE("bf16 matmul calls replay bit for bit from a CUDA graph", "[cuda][bf16
                                                d_dweight.download(), d_dbias.download()};
   for (size_t k = 0; k < eager.size(); ++k) {
     INFO("output " << k << " (out, pre, dinp, dweight, dbias)");
-    CHECK(test::bit_equal(replay[k], eager[k]));
+    CHECK(test::same_bits(replay[k], eager[k]));
   }
 }
 

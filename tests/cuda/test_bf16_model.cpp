@@ -91,7 +91,7 @@ TEST_CASE("a bf16 training step tracks the fp32 cpu model", "[cuda][bf16][model]
   const auto params = test::round_to_bf16(fan_in_scaled_parameters(model.layout(), c, 231));
   cpu_model.set_parameters(params);
   model.set_parameters(params);
-  CHECK(test::bit_equal(model.parameters(), params));
+  CHECK(test::same_bits(model.parameters(), params));
   const auto inputs = test::random_tokens(size_t(B) * T, 232, c.vocab_size);
   const auto targets = test::targets_with_ignored(size_t(B) * T, 233, c.vocab_size);
 
@@ -218,7 +218,7 @@ TEST_CASE("bf16 AdamW updates fp32 master weights and rewrites the bf16 copy", "
   const auto master = model.parameters();
   test::expect_matches(master, expected, "fp32 master after AdamW", 1e-6);
   // The master moved by less than a bf16 ulp in places: it must not have been rounded.
-  CHECK_FALSE(test::bit_equal(master, test::round_to_bf16(master)));
+  CHECK_FALSE(test::same_bits(master, test::round_to_bf16(master)));
   std::vector<float> m2, v2;
   model.optimizer_state(m2, v2);
   test::expect_matches(m2, m, "AdamW m", 1e-6);
@@ -305,13 +305,13 @@ TEST_CASE("CUDA-graph replay changes no bit of a step, GELU recompute only a bf1
   for (size_t call = 0; call < steps.size(); ++call) {
     INFO("call " << call << ": B=" << steps[call].B << " T=" << steps[call].T << " dloss=" << steps[call].dloss);
     const size_t first_of_step = call < 3 || call + 1 == steps.size() ? 0 : call - (call - 3) % 2;
-    CHECK(test::bit_equal(direct_grads[call], direct_grads[first_of_step]));
-    CHECK(test::bit_equal(graph_grads[call], direct_grads[call]));
-    if (call > 0 && first_of_step == call) CHECK_FALSE(test::bit_equal(direct_grads[call], direct_grads[0]));
+    CHECK(test::same_bits(direct_grads[call], direct_grads[first_of_step]));
+    CHECK(test::same_bits(graph_grads[call], direct_grads[call]));
+    if (call > 0 && first_of_step == call) CHECK_FALSE(test::same_bits(direct_grads[call], direct_grads[0]));
     // The classifier in chunks, recorded and replayed as the whole step: the calls of one step
     // repeat their bits (the fp32 sum of wte's parts zeroed in each replay), and the gradients are
     // those of one chunk but for rounding.
-    CHECK(test::bit_equal(chunk_grads[call], chunk_grads[first_of_step]));
+    CHECK(test::same_bits(chunk_grads[call], chunk_grads[first_of_step]));
     test::expect_rel_l2(chunk_grads[call], direct_grads[call], tol, "gradients, classifier in chunks");
     CHECK(std::fabs(chunk_losses[call] - direct_losses[call]) <= tol * std::fabs(direct_losses[call]));
   }
@@ -330,11 +330,11 @@ TEST_CASE("CUDA-graph replay changes no bit of a step, GELU recompute only a bf1
       if (dtype == DType::bf16 && t.name == "fcprojw")
         test::expect_rel_l2(a, b, 1e-2, "fcprojw gradient with GELU recompute");
       else
-        CHECK(test::bit_equal(a, b));
+        CHECK(test::same_bits(a, b));
     }
   }
-  CHECK(test::bit_equal(graph_losses, direct_losses));
-  CHECK(test::bit_equal(recompute_losses, direct_losses));
+  CHECK(test::same_bits(graph_losses, direct_losses));
+  CHECK(test::same_bits(recompute_losses, direct_losses));
 }
 
 // The backend sets the default pool to keep freed blocks (release threshold: never), so the scratch
@@ -393,8 +393,8 @@ TEST_CASE("bf16 training is bit-for-bit repeatable", "[cuda][bf16][model][determ
   };
   std::vector<float> losses_a, losses_b;
   const auto a = run(losses_a), b = run(losses_b);
-  CHECK(test::bit_equal(losses_a, losses_b));
-  CHECK(test::bit_equal(a, b));
+  CHECK(test::same_bits(losses_a, losses_b));
+  CHECK(test::same_bits(a, b));
 }
 
 TEST_CASE("bf16 KV-cache decoding tracks a full recompute", "[cuda][bf16][model][decode]") {

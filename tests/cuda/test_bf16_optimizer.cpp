@@ -146,7 +146,7 @@ TEST_CASE("convert rounds to nearest even and widen is exact", "[cuda][bf16][con
   const auto wide = d_wide.download();
   std::vector<float> expected(N);
   for (size_t i = 0; i < N; ++i) expected[i] = bits_float(static_cast<uint32_t>(bf16_bits(narrow[i])) << 16);
-  CHECK(test::bit_equal(std::vector<float>(wide.begin() + dst_offset, wide.begin() + dst_offset + N), expected));
+  CHECK(test::same_bits(std::vector<float>(wide.begin() + dst_offset, wide.begin() + dst_offset + N), expected));
   for (int i = 0; i < dst_offset; ++i) CHECK(std::isnan(wide[i]));
   for (size_t i = dst_offset + N; i < wide.size(); ++i) CHECK(std::isnan(wide[i]));
 

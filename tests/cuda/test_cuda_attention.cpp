@@ -89,7 +89,7 @@ TEST_CASE("cuda attention backward is bit-for-bit repeatable", "[cuda][attention
     cuda::attention_backward(d_dqkv.get(), d_dout.get(), d_lse.get(), d_qkv.get(), d_out.get(), B, T, C, NH, dropout,
                              test::test_stream());
     if (run == 0) first = d_dqkv.download();
-    else CHECK(test::bit_equal(d_dqkv.download(), first));
+    else CHECK(test::same_bits(d_dqkv.download(), first));
   }
 }
 
@@ -110,8 +110,8 @@ TEST_CASE("cuda kv_cache_store and attention_decode match cpu", "[cuda][attentio
       d_v(std::vector<float>(cache_n, 0.0f));
   cudaStream_t stream = test::test_stream();
   cuda::kv_cache_store(d_k.get(), d_v.get(), d_prompt.get(), B, prompt, maxT, C, stream);
-  CHECK(test::bit_equal(d_k.download(), kcache));
-  CHECK(test::bit_equal(d_v.download(), vcache));
+  CHECK(test::same_bits(d_k.download(), kcache));
+  CHECK(test::same_bits(d_v.download(), vcache));
 
   bool used_fallback = false, used_shared = false;
   for (int pos = prompt; pos < std::min(maxT, prompt + 3); ++pos) {
@@ -124,8 +124,8 @@ TEST_CASE("cuda kv_cache_store and attention_decode match cpu", "[cuda][attentio
     cuda::attention_decode(d_out.get(), d_k.get(), d_v.get(), d_qkv.get(), B, pos, maxT, C, NH, stream);
     (cuda::attention_decode_scores_fit_shared(pos, C / NH) ? used_shared : used_fallback) = true;
     test::expect_matches(d_out.download(), out, "decode out");
-    CHECK(test::bit_equal(d_k.download(), kcache));
-    CHECK(test::bit_equal(d_v.download(), vcache));
+    CHECK(test::same_bits(d_k.download(), kcache));
+    CHECK(test::same_bits(d_v.download(), vcache));
   }
   CHECK(used_shared != used_fallback);
   if (maxT == 12300) CHECK(used_fallback);

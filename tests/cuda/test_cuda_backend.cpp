@@ -39,7 +39,7 @@ TEST_CASE("make_cuda_backend gives a working cuda backend", "[cuda][backend]") {
   backend->upload(a.data(), values.data(), a.bytes());
   backend->copy(b.data(), a.data(), a.bytes());
   backend->download(host.data(), b.data(), b.bytes());
-  CHECK(test::bit_equal(host, values));
+  CHECK(test::same_bits(host, values));
 
   backend->gelu_forward(b.data(), a.data(), n);
   std::vector<float> expected(n);
@@ -66,11 +66,11 @@ TEST_CASE("a bf16 cuda backend: attention saves the log-sum-exp only, conversion
   CHECK(narrow.bytes() == values.size() * 2);
   backend->upload(wide.data(), values.data(), wide.bytes());
   backend->convert_from_float(narrow.data(), wide.data(), values.size());
-  CHECK(test::bit_equal(download_as_float(*backend, narrow.data(), values.size()), rounded));
+  CHECK(test::same_bits(download_as_float(*backend, narrow.data(), values.size()), rounded));
   backend->convert_to_float(back.data(), narrow.data(), values.size());
   std::vector<float> host(values.size());
   backend->download(host.data(), back.data(), back.bytes());
-  CHECK(test::bit_equal(host, rounded));
+  CHECK(test::same_bits(host, rounded));
 
   // A tensor of the wrong dtype is refused by name, not reinterpreted.
   CHECK_THROWS_WITH(backend->gelu_forward(wide.data(), wide.data(), values.size()), Catch::Contains("fp32 tensor"));
@@ -495,7 +495,7 @@ TEST_CASE("a recorded step whose launch finds the device full: cached memory goe
   backend->end_recording(7);
   REQUIRE(backend->replay(7));
   backend->synchronize();
-  CHECK(test::bit_equal(dinp_now(), expected));
+  CHECK(test::same_bits(dinp_now(), expected));
   uint64_t reserved = 0;
   REQUIRE(cudaDeviceGetGraphMemAttribute(0, cudaGraphMemAttrReservedMemCurrent, &reserved) == cudaSuccess);
   REQUIRE(reserved >= kScratch);
@@ -518,7 +518,7 @@ TEST_CASE("a recorded step whose launch finds the device full: cached memory goe
     CHECK(filler.free_bytes() + filler.cached_bytes() >= reserved);
     CHECK_NOTHROW(backend->replay(7));
     backend->synchronize();
-    CHECK(test::bit_equal(dinp_now(), expected));
+    CHECK(test::same_bits(dinp_now(), expected));
     CHECK(filler.release());
     REQUIRE(cudaStreamDestroy(stream) == cudaSuccess);
   }
@@ -539,7 +539,7 @@ TEST_CASE("a recorded step whose launch finds the device full: cached memory goe
     CHECK(filler.release());
     CHECK(backend->replay(7));
     backend->synchronize();
-    CHECK(test::bit_equal(dinp_now(), expected));
+    CHECK(test::same_bits(dinp_now(), expected));
   }
 }
 

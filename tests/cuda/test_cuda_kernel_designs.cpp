@@ -102,8 +102,8 @@ std::vector<float> flash_dqkv(const std::optional<std::string>& designs) {
 // round differently, so equal bits would prove nothing) and close (`what`, tolerance `tol`).
 void expect_named_design_taken(const std::vector<float>& automatic, const std::vector<float>& named_default,
                                const std::vector<float>& named_other, const char* what, double tol) {
-  CHECK(test::bit_equal(automatic, named_default));
-  REQUIRE_FALSE(test::bit_equal(named_default, named_other));
+  CHECK(test::same_bits(automatic, named_default));
+  REQUIRE_FALSE(test::same_bits(named_default, named_other));
   test::expect_matches(named_other, named_default, what, tol);
 }
 

@@ -57,7 +57,7 @@ TEST_CASE("cuda matmul forward and backward match cpu", "[cuda][matmul]") {
   test::expect_matches(d_dinp.download(), dinp, "matmul dinp", 1e-5);
   test::expect_matches(g_dweight, dweight, "matmul dweight", 1e-5);
   test::expect_matches(g_dbias, dbias, "matmul dbias", 1e-5);
-  if (!shape.bias) CHECK(test::bit_equal(g_dbias, dbias0));
+  if (!shape.bias) CHECK(test::same_bits(g_dbias, dbias0));
 
   d_dinp.poison();
   cuda::matmul_backward(d_dinp.get(), d_dweight.get(), shape.bias ? d_dbias.get() : nullptr, d_dout.get(), d_inp.get(),
@@ -97,7 +97,7 @@ TEST_CASE("cuda matmul backward is bit-for-bit repeatable", "[cuda][matmul][dete
                           T, C, OC, test::test_stream());
     std::vector<std::vector<float>> now{d_dinp.download(), d_dweight.download(), d_dbias.download()};
     if (run == 0) first = now;
-    else for (size_t k = 0; k < now.size(); ++k) CHECK(test::bit_equal(now[k], first[k]));
+    else for (size_t k = 0; k < now.size(); ++k) CHECK(test::same_bits(now[k], first[k]));
   }
 }
 

@@ -161,7 +161,7 @@ TEST_CASE("20 training steps on cuda track the cpu losses", "[cuda][model]") {
   GPT2 cpu_model(c, *cpu_backend, B, T), cuda_model(c, *cuda_backend, B, T);
   cpu_model.init_weights(141);
   cuda_model.init_weights(141);
-  REQUIRE(test::bit_equal(cuda_model.parameters(), cpu_model.parameters()));
+  REQUIRE(test::same_bits(cuda_model.parameters(), cpu_model.parameters()));
   for (int step = 1; step <= 20; ++step) {
     const auto inputs = test::random_tokens(size_t(B) * T, 1000 + step, c.vocab_size);
     const auto targets = test::random_tokens(size_t(B) * T, 2000 + step, c.vocab_size);
@@ -279,8 +279,8 @@ TEST_CASE("cuda training is bit-for-bit repeatable and resumes exactly", "[cuda]
   GPT2 b(c, *backend, B, T);
   b.init_weights(181);
   run(b, 0, steps, losses_b);
-  CHECK(test::bit_equal(losses_a, losses_b));
-  CHECK(test::bit_equal(a.parameters(), b.parameters()));
+  CHECK(test::same_bits(losses_a, losses_b));
+  CHECK(test::same_bits(a.parameters(), b.parameters()));
 
   // Resume: half the steps, then a fresh model from the saved parameters and optimizer state.
   GPT2 first_half(c, *backend, B, T);
@@ -292,6 +292,6 @@ TEST_CASE("cuda training is bit-for-bit repeatable and resumes exactly", "[cuda]
   resumed.set_parameters(first_half.parameters());
   resumed.set_optimizer_state(m, v);
   run(resumed, steps / 2, steps, losses_c);
-  CHECK(test::bit_equal(losses_c, losses_a));
-  CHECK(test::bit_equal(resumed.parameters(), a.parameters()));
+  CHECK(test::same_bits(losses_c, losses_a));
+  CHECK(test::same_bits(resumed.parameters(), a.parameters()));
 }

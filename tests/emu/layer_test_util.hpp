@@ -20,7 +20,7 @@
 #include "common/test_common.hpp"
 #include "cuda/bf16_host_util.hpp"
 #include "cuda/bf16_test_util.hpp"  // expect_one_rounding
-#include "cuda/cuda_test_util.hpp"  // DeviceBuffer, test_stream, expect_matches, max_abs, bit_equal
+#include "cuda/cuda_test_util.hpp"  // DeviceBuffer, test_stream, expect_matches, max_abs, same_bits
 #include "emu/cuda_emu.hpp"
 
 namespace gpt2cc::test {
@@ -88,7 +88,7 @@ void check_every_schedule(const std::vector<float>& ascending, Run run) {
     } restore;
     emu::set_schedule(schedule);
     const std::vector<float> again = run();
-    CHECK(bit_equal(again, ascending));
+    CHECK(same_bits(again, ascending));
   }
 }
 

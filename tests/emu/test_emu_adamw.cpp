@@ -83,10 +83,10 @@ TEMPLATE_TEST_CASE("emulated adamw matches cpu over three steps", "[emu][adamw]"
     runs.push_back(emu_state);
   }
   emu::set_schedule(emu::Schedule::kWarpsAscending);
-  CHECK(test::bit_equal(runs[1].params, runs[0].params));
-  CHECK(test::bit_equal(runs[1].m, runs[0].m));
-  CHECK(test::bit_equal(runs[1].v, runs[0].v));
-  CHECK(test::bit_equal(test::widened(runs[1].params_bf16), test::widened(runs[0].params_bf16)));
+  CHECK(test::same_bits(runs[1].params, runs[0].params));
+  CHECK(test::same_bits(runs[1].m, runs[0].m));
+  CHECK(test::same_bits(runs[1].v, runs[0].v));
+  CHECK(test::same_bits(test::widened(runs[1].params_bf16), test::widened(runs[0].params_bf16)));
 }
 
 TEMPLATE_TEST_CASE("emulated adamw applies the clip factor to the gradient", "[emu][adamw]", float, bf16) {

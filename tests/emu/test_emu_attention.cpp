@@ -64,7 +64,7 @@ TEMPLATE_TEST_CASE("emulated tiled attention forward and backward match cpu", "[
   test::DeviceBuffer again(test::poisoned<Elem>(qkv_n));
   cuda::attention_backward(again.get(), dout_elem.get(), got_lse.get(), qkv_elem.get(), got_out.get(), B, T, C, NH,
                            dropout, stream);
-  CHECK(test::bit_equal(test::widened(again), test::widened(got_dqkv)));
+  CHECK(test::same_bits(test::widened(again), test::widened(got_dqkv)));
 
   const auto outputs = [](const test::DeviceBuffer<float>& a, const test::DeviceBuffer<Elem>& o,
                           const test::DeviceBuffer<Elem>& d) {
@@ -118,8 +118,8 @@ TEMPLATE_TEST_CASE("emulated kv_cache_store and attention_decode match cpu", "[e
   test::DeviceBuffer got_k(test::as<Elem>(std::vector<float>(cache_n, 0.0f))), got_v(got_k.download());
   cuda::kv_cache_store(got_k.get(), got_v.get(), prompt_elem.get(), B, prompt, maxT, C, stream);
   // A copy of values already on the bf16 grid: exact.
-  CHECK(test::bit_equal(test::widened(got_k), kcache));
-  CHECK(test::bit_equal(test::widened(got_v), vcache));
+  CHECK(test::same_bits(test::widened(got_k), kcache));
+  CHECK(test::same_bits(test::widened(got_v), vcache));
 
   bool used_fallback = false, used_shared = false;
   for (int pos = prompt; pos < std::min(maxT, prompt + 2); ++pos) {
@@ -140,8 +140,8 @@ TEMPLATE_TEST_CASE("emulated kv_cache_store and attention_decode match cpu", "[e
     CHECK(shared_ran == cuda::attention_decode_scores_fit_shared(pos, C / NH));
     (shared_ran ? used_shared : used_fallback) = true;
     test::expect_output<Elem>(test::widened(got_out), out, 1e-5, 1e-5, "decode out");
-    CHECK(test::bit_equal(test::widened(got_k), kcache));
-    CHECK(test::bit_equal(test::widened(got_v), vcache));
+    CHECK(test::same_bits(test::widened(got_k), kcache));
+    CHECK(test::same_bits(test::widened(got_v), vcache));
 
     test::check_every_schedule(test::widened(got_out), [&] {
       test::DeviceBuffer k2(k_before), v2(v_before), out2(test::poisoned<Elem>(out.size()));

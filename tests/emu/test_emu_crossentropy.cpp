@@ -88,7 +88,7 @@ TEMPLATE_TEST_CASE("emulated crossentropy forward and backward match cpu", "[emu
   // In place over the logits: the same bits as out of place.
   test::DeviceBuffer in_place(logits.download());
   cuda::crossentropy_backward(in_place.get(), in.dloss, in_place.get(), targets.get(), s.B, s.T, s.V, s.Vp, stream);
-  CHECK(test::bit_equal(test::widened(in_place), got));
+  CHECK(test::same_bits(test::widened(in_place), got));
 
   test::check_every_schedule(test::concat({&got_losses, &got}), [&] {
     const auto [losses2, dlogits2] = run();
@@ -172,8 +172,8 @@ TEST_CASE("emulated fused classifier: kCachedRow runs the cached-row kernel, as 
   };
   const std::vector<float> automatic = run(cuda::FusedClassifier::kAuto);
   const std::vector<float> streamed = run(cuda::FusedClassifier::kStreamed);
-  REQUIRE_FALSE(test::bit_equal(automatic, streamed));
-  CHECK(test::bit_equal(run(cuda::FusedClassifier::kCachedRow), automatic));
+  REQUIRE_FALSE(test::same_bits(automatic, streamed));
+  CHECK(test::same_bits(run(cuda::FusedClassifier::kCachedRow), automatic));
 }
 
 TEMPLATE_TEST_CASE("emulated classifier marks an out-of-range target with NaN", "[emu][crossentropy]", float, bf16) {

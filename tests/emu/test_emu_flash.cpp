@@ -102,9 +102,9 @@ TEST_CASE("emulated flash attention forward and backward match cpu", "[emu][flas
           const FlashOutputs again = run_flash(shape, qkv, dout, tile, design);
           emu::set_schedule(emu::Schedule::kWarpsAscending);
           emu::set_cp_async_landing(emu::CpAsyncLanding::kAtWait);
-          CHECK(test::bits_equal(again.out, first.out));
-          CHECK(test::bits_equal(again.lse, first.lse));
-          CHECK(test::bits_equal(again.dqkv, first.dqkv));
+          CHECK(test::same_bits(again.out, first.out));
+          CHECK(test::same_bits(again.lse, first.lse));
+          CHECK(test::same_bits(again.dqkv, first.dqkv));
         }
       }
       // Several CTAs resident at once (emu::set_resident_blocks): the fused kernel's CTAs then
@@ -128,9 +128,9 @@ TEST_CASE("emulated flash attention forward and backward match cpu", "[emu][flas
         const FlashOutputs again = run_flash(shape, qkv, dout, tile, design);
         emu::set_resident_blocks(1);
         emu::set_schedule(emu::Schedule::kWarpsAscending);
-        CHECK(test::bits_equal(again.out, first.out));
-        CHECK(test::bits_equal(again.lse, first.lse));
-        CHECK(test::bits_equal(again.dqkv, first.dqkv));
+        CHECK(test::same_bits(again.out, first.out));
+        CHECK(test::same_bits(again.lse, first.lse));
+        CHECK(test::same_bits(again.dqkv, first.dqkv));
       }
     }
   }
@@ -209,7 +209,7 @@ TEST_CASE("emulated flash attention backward is bit-for-bit repeatable over diff
     cuda::flash_attention_backward(dqkv.get(), dout.get(), lse.get(), qkv.get(), out.get(), B, T, C, NH, stream,
                                    tile, design);
     if (first.empty()) first = dqkv.download();
-    else CHECK(test::bits_equal(dqkv.download(), first));
+    else CHECK(test::same_bits(dqkv.download(), first));
   }
   emu::set_unwritten_shared_byte(0xFF);
 }

@@ -253,10 +253,10 @@ void check_fused_backward(const LnShape& shape) {
   }
   // Deterministic: another run, and every warp schedule, give the same bits.
   const auto again = [&] { return run_backward<Elem>(shape, in, ref, cuda::LayerNormBackward::kFused).all(); };
-  CHECK(test::bit_equal(again(), fused.all()));
+  CHECK(test::same_bits(again(), fused.all()));
   test::check_every_schedule(fused.all(), again);
   // kAuto takes the fused design for these shapes.
-  CHECK(test::bit_equal(run_backward<Elem>(shape, in, ref, cuda::LayerNormBackward::kAuto).all(), fused.all()));
+  CHECK(test::same_bits(run_backward<Elem>(shape, in, ref, cuda::LayerNormBackward::kAuto).all(), fused.all()));
 }
 
 }  // namespace
@@ -293,7 +293,7 @@ TEST_CASE("emulated layernorm backward: kFused refuses what it does not take, kA
     CHECK_THROWS_WITH(run_backward<Elem>(shape, in, ref, cuda::LayerNormBackward::kFused),
                       Catch::Contains("GPT2CC_KERNELS layernorm-backward=fused") &&
                           Catch::Contains("got C = " + std::to_string(shape.C)));
-    CHECK(test::bit_equal(run_backward<Elem>(shape, in, ref, cuda::LayerNormBackward::kAuto).all(),
+    CHECK(test::same_bits(run_backward<Elem>(shape, in, ref, cuda::LayerNormBackward::kAuto).all(),
                           run_backward<Elem>(shape, in, ref, cuda::LayerNormBackward::kTwoPass).all()));
   };
   if (is_bf16) {
@@ -363,8 +363,8 @@ TEST_CASE("emulated fused residual + layernorm matches cpu and the unfused pair"
   };
   const FusedResult got = run();
   // The same float addition (and, for bf16, the same round to nearest even) on both sides.
-  CHECK(test::bit_equal(got.residual, residual));
-  CHECK(test::bit_equal(got.residual2, residual));
+  CHECK(test::same_bits(got.residual, residual));
+  CHECK(test::same_bits(got.residual2, residual));
   if (is_bf16) {
     test::expect_one_rounding(got.out, out, "bf16 fused out");
     test::expect_matches(got.mean, mean, "bf16 fused mean (of the stored residual)", 1e-4);
@@ -436,11 +436,11 @@ TEST_CASE("emulated layernorm forward: any one pointer off 16 bytes takes the sc
   };
   const int tensors = fused ? 6 : 4;
   const std::vector<float> scalar = run((1u << tensors) - 1);
-  REQUIRE_FALSE(test::bit_equal(run(0), scalar));
+  REQUIRE_FALSE(test::same_bits(run(0), scalar));
   const char* const names[] = {"out", "inp1", "weight", "bias", "inp2", "residual"};
   for (int k = 0; k < tensors; ++k) {
     INFO(names[k] << " alone off by one element");
-    CHECK(test::bit_equal(run(1u << k), scalar));
+    CHECK(test::same_bits(run(1u << k), scalar));
   }
 }
 
@@ -480,11 +480,11 @@ TEST_CASE("emulated layernorm backward: any one pointer off 16 bytes takes the t
   const auto run = [&](cuda::LayerNormBackward design, unsigned misaligned) {
     return run_backward_misaligned<float>(shape, in, ref, design, misaligned);
   };
-  REQUIRE_FALSE(test::bit_equal(run(cuda::LayerNormBackward::kAuto, 0), run(cuda::LayerNormBackward::kTwoPass, 0)));
+  REQUIRE_FALSE(test::same_bits(run(cuda::LayerNormBackward::kAuto, 0), run(cuda::LayerNormBackward::kTwoPass, 0)));
   const char* const names[] = {"dinp", "dout", "inp", "weight"};
   for (int k = 0; k < 4; ++k) {
     INFO(names[k] << " alone off by one element");
-    CHECK(test::bit_equal(run(cuda::LayerNormBackward::kAuto, 1u << k),
+    CHECK(test::same_bits(run(cuda::LayerNormBackward::kAuto, 1u << k),
                           run(cuda::LayerNormBackward::kTwoPass, 1u << k)));
   }
 }

@@ -46,11 +46,6 @@ Checkpoint make_checkpoint(uint64_t seed, bool with_optimizer = true, const Mode
   return c;
 }
 
-bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
-  // (memcmp must not see the null data() of empty vectors)
-  return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
-}
-
 void require_equal(const Checkpoint& a, const Checkpoint& b) {
   CHECK(a.config == b.config);
   CHECK(a.dtype == b.dtype);
@@ -62,9 +57,9 @@ void require_equal(const Checkpoint& a, const Checkpoint& b) {
   CHECK(a.tokenizer_fingerprint == b.tokenizer_fingerprint);
   CHECK(a.tokenizer_dir == b.tokenizer_dir);
   CHECK(a.train_config == b.train_config);
-  CHECK(same_bits(a.params, b.params));
-  CHECK(same_bits(a.m, b.m));
-  CHECK(same_bits(a.v, b.v));
+  CHECK(test::same_bits(a.params, b.params));
+  CHECK(test::same_bits(a.m, b.m));
+  CHECK(test::same_bits(a.v, b.v));
 }
 
 std::vector<char> read_bytes(const std::string& path) {
@@ -130,7 +125,7 @@ TEST_CASE("checkpoint round trip is exact", "[checkpoint]") {
   Checkpoint without = load_checkpoint(path, false);
   CHECK(without.m.empty());
   CHECK(without.v.empty());
-  CHECK(same_bits(without.params, c.params));
+  CHECK(test::same_bits(without.params, c.params));
 
   Checkpoint weights_only = make_checkpoint(2, false);
   save_checkpoint(path, weights_only);  // replaces the previous file
@@ -201,9 +196,9 @@ TEST_CASE("a checkpoint streams: written from a source and read into a sink a bo
       },
       true);
   CHECK(given == expected);
-  CHECK(same_bits(back.params, c.params));
-  CHECK(same_bits(back.m, c.m));
-  CHECK(same_bits(back.v, c.v));
+  CHECK(test::same_bits(back.params, c.params));
+  CHECK(test::same_bits(back.m, c.m));
+  CHECK(test::same_bits(back.v, c.v));
   CHECK_THROWS_WITH(reader.read_arrays(nullptr, false), Catch::Contains("read already"));
 
   // Without the optimizer state, the sink gets the parameters only (the moments are read for the

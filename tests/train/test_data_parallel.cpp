@@ -72,10 +72,6 @@ std::string shared_temp_dir(const std::string& name) {
   return path;
 }
 
-bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
-}
-
 std::vector<nlohmann::json> read_metrics(const std::string& run_dir) {
   std::vector<nlohmann::json> out;
   std::ifstream in(run_dir + "/metrics.jsonl");
@@ -350,7 +346,7 @@ TEST_CASE("a data-parallel step equals one process accumulating every rank's mic
   if (!ranked.master_sharded()) {
     std::vector<float> params = ranked.parameters(), root_params = params;
     group().broadcast(root_params.data(), root_params.size() * sizeof(float));
-    CHECK(same_bits(params, root_params));
+    CHECK(test::same_bits(params, root_params));
   }
 
   // The moments: whole on rank 0 (gathered) and equal to the reference's; empty elsewhere under ZeRO-1.
@@ -370,7 +366,7 @@ TEST_CASE("a data-parallel step equals one process accumulating every rank's mic
   restored.set_optimizer_state(m_alone, v_alone);
   std::vector<float> m2, v2;
   restored.optimizer_state(m2, v2);
-  if (group().is_root() || !shard) CHECK((same_bits(m2, m_alone) && same_bits(v2, v_alone)));
+  if (group().is_root() || !shard) CHECK((test::same_bits(m2, m_alone) && test::same_bits(v2, v_alone)));
 }
 
 TEST_CASE("a sharded model's checkpoint is gathered on rank 0 a piece at a time, bit for bit", "[distributed]") {
@@ -405,9 +401,9 @@ TEST_CASE("a sharded model's checkpoint is gathered on rank 0 a piece at a time,
   if (group().is_root()) {
     const Checkpoint back = load_checkpoint(path);
     CHECK(back.step == 9);
-    CHECK(same_bits(back.params, params));
-    CHECK(same_bits(back.m, m));
-    CHECK(same_bits(back.v, v));
+    CHECK(test::same_bits(back.params, params));
+    CHECK(test::same_bits(back.m, m));
+    CHECK(test::same_bits(back.v, v));
   }
 }
 
@@ -490,9 +486,9 @@ TEST_CASE("Trainer: R ranks equal one process with R-fold accumulation, and resu
     }
     const Checkpoint a = load_checkpoint(resolve_checkpoint(c.run_dir), true);
     const Checkpoint b = load_checkpoint(resolve_checkpoint(first.run_dir), true);
-    CHECK(same_bits(a.params, b.params));
-    CHECK(same_bits(a.m, b.m));
-    CHECK(same_bits(a.v, b.v));
+    CHECK(test::same_bits(a.params, b.params));
+    CHECK(test::same_bits(a.m, b.m));
+    CHECK(test::same_bits(a.v, b.v));
 
     // The data-parallel checkpoint of step 3 continues in one process (2R-fold accumulation), with
     // the same batches and masks: the same losses, to rounding.

@@ -25,11 +25,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
-  // (memcmp must not see the null data() of empty vectors)
-  return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
-}
-
 std::vector<nlohmann::json> read_metrics(const std::string& run_dir) {
   std::vector<nlohmann::json> out;
   std::ifstream in(run_dir + "/metrics.jsonl");
@@ -162,7 +157,7 @@ TEST_CASE("a Trainer step is the model's forward_backward, clipping, schedule an
     clipped = clipped || hp.grad_scale < 1.0f;
 
     CHECK(r.grad_norm == norm);
-    REQUIRE(same_bits(t.model().parameters(), model.parameters()));
+    REQUIRE(test::same_bits(t.model().parameters(), model.parameters()));
   }
   CHECK(clipped);
 }
@@ -222,9 +217,9 @@ TEST_CASE("a run stopped half-way and resumed is bit-identical to an uninterrupt
   CHECK(a.loader == b.loader);
   CHECK(a.tokens_seen == 6 * base.total_batch_tokens);  // every micro-batch of every step counted
   CHECK(b.tokens_seen == a.tokens_seen);                // and restored on resume
-  CHECK(same_bits(a.params, b.params));
-  CHECK(same_bits(a.m, b.m));
-  CHECK(same_bits(a.v, b.v));
+  CHECK(test::same_bits(a.params, b.params));
+  CHECK(test::same_bits(a.m, b.m));
+  CHECK(test::same_bits(a.v, b.v));
 
   // Every step's losses, bit for bit (JSON keeps doubles exactly); the resumed run's records
   // replace the ones the first half wrote after its checkpoint.
@@ -279,9 +274,9 @@ TEST_CASE("a run that skipped an update, stopped after it and resumed, repeats t
   CHECK(a.step == 5);
   CHECK(a.skipped_steps == 1);
   CHECK(b.skipped_steps == 1);
-  CHECK(same_bits(a.params, b.params));
-  CHECK(same_bits(a.m, b.m));
-  CHECK(same_bits(a.v, b.v));
+  CHECK(test::same_bits(a.params, b.params));
+  CHECK(test::same_bits(a.m, b.m));
+  CHECK(test::same_bits(a.v, b.v));
 }
 
 TEST_CASE("a non-finite gradient skips the update; too many in a row stop the run", "[trainer]") {
@@ -305,14 +300,14 @@ TEST_CASE("a non-finite gradient skips the update; too many in a row stop the ru
     CHECK(poisoned.skipped);
     CHECK_FALSE(std::isfinite(poisoned.grad_norm));
     CHECK(std::isfinite(poisoned.loss));  // the forward was fine: only the gradient is poisoned
-    CHECK(same_bits(t.model().parameters(), before));
+    CHECK(test::same_bits(t.model().parameters(), before));
     t.model().optimizer_state(m_after, v_after);
-    CHECK(same_bits(m_after, m_before));
-    CHECK(same_bits(v_after, v_before));
+    CHECK(test::same_bits(m_after, m_before));
+    CHECK(test::same_bits(v_after, v_before));
     StepResult next = t.train_step();
     CHECK_FALSE(next.skipped);
     CHECK(std::isfinite(next.grad_norm));
-    CHECK_FALSE(same_bits(t.model().parameters(), before));
+    CHECK_FALSE(test::same_bits(t.model().parameters(), before));
   }
   SECTION("a good step between bad ones starts the count again") {
     c.max_bad_steps = 2;
