@@ -69,6 +69,7 @@ struct TrainConfig {
 
   // ---- evaluation ----
   uint64_t eval_every = 100;   // validate every N steps and at the end, >= 0 (0: only at the end); <= steps
+                               // unless it is this default (a shorter run validates at the end only)
   int eval_batches = 20;       // batches of B x T per validation, >= 0 (0: the whole split)
   bool eval_only = false;      // evaluate a checkpoint (--init-from/--resume) over all of val_data and exit
   int eval_stride = 0;         // eval-only window stride, 1..T (0: T, non-overlapping windows)

@@ -90,24 +90,22 @@ StepResult Trainer::train_step() {
   const size_t BT = s.micro_tokens();
   auto t0 = std::chrono::steady_clock::now();
 
-  std::vector<int> in, tg;
-  for (int micro = 0; micro < s.accum; ++micro) {
-    s.train_loader->next(in, tg);
-    std::copy(in.begin(), in.end(), s.inputs.begin() + std::ptrdiff_t(micro * BT));
-    std::copy(tg.begin(), tg.end(), s.targets.begin() + std::ptrdiff_t(micro * BT));
-  }
-  // The objective is the mean over every target of the total batch: count them all first.
-  size_t total_targets = size_t(std::count_if(s.targets.begin(), s.targets.end(), [](int t) { return t != -1; }));
-  ENSURE(total_targets > 0, "step {}: the batch has no targets", s.step);
+  // The objective is the mean over every target of the total batch: a training window's targets
+  // are all tokens (none ignored), so that is accum x B x T of them, and the micro-batches are read
+  // one at a time (every rank reads them all, to keep its loader in step, and runs its own).
+  const size_t total_targets = size_t(s.accum) * BT;
   const float dloss = 1.0f / float(total_targets);
 
   s.model->zero_grad();
   double loss_sum = 0;
-  for (int micro = s.rank; micro < s.accum; micro += s.ranks) {
+  for (int micro = 0; micro < s.accum; ++micro) {
+    s.train_loader->next(s.inputs, s.targets);
+    if (micro % s.ranks != s.rank) continue;
     const uint64_t micro_step = s.step * uint64_t(s.accum) + uint64_t(micro);
     const float factor = dloss_factor_hook ? dloss_factor_hook(s.step, micro) : 1.0f;
-    const float loss = s.model->forward_backward(s.inputs.data() + micro * BT, s.targets.data() + micro * BT, B, T,
-                                                 dloss * factor, dropout_seed(s.cfg.seed, micro_step));
+    const float loss = s.model->forward_backward(s.inputs.data(), s.targets.data(), B, T, dloss * factor,
+                                                 dropout_seed(s.cfg.seed, micro_step));
+    ENSURE(size_t(s.model->num_targets()) == BT, "step {}: a training batch has ignored targets", s.step);
     loss_sum += double(loss) * s.model->num_targets();
   }
   s.model->reduce_gradients();

@@ -46,7 +46,7 @@ struct Trainer::Impl {
   uint64_t last_eval_step = 0;
   bool resumed = false;
   uint64_t last_saved = UINT64_MAX;
-  std::vector<int> inputs, targets;  // accum micro-batches of B x T
+  std::vector<int> inputs, targets;  // one micro-batch of B x T
   // MFU (core/device_peaks.hpp): the model's training FLOPs per token, and the peak of one GPU
   // (the root's stands for every rank's); none on the CPU or for a GPU without a confirmed peak.
   double flops_per_token = 0;
@@ -94,6 +94,7 @@ struct Trainer::Impl {
   }
   void open_data_and_model(const CheckpointInfo& ckpt);
   void plan_batches_and_length();
+  void check_intervals() const;
   void check_run_directory(const CheckpointInfo& ckpt);
   void build_model(const CheckpointInfo& ckpt, CheckpointReader* origin_file);
   // The checkpoint's header fields for the state after `step` steps (the arrays come from the model).

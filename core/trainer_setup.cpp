@@ -49,6 +49,7 @@ void Trainer::Impl::setup() {
   open_data_and_model(ckpt);
   plan_batches_and_length();
   check_run_directory(ckpt);
+  check_intervals();
   build_model(ckpt, origin_file ? &*origin_file : nullptr);
   find_mfu_peak();
 }
@@ -123,14 +124,19 @@ void Trainer::Impl::open_data_and_model(const CheckpointInfo& ckpt) {
   }
 }
 
-// Micro-batches per step (--total-batch over the ranks), the run's length in steps, the intervals
-// measured against it, and the learning-rate schedule.
+// Micro-batches per step (--total-batch over the ranks), the run's length in steps and the
+// learning-rate schedule.
 void Trainer::Impl::plan_batches_and_length() {
   const int T = cfg.seq_len;
   // --total-batch 0 is one micro-batch per rank; a run resumed from a checkpoint that recorded 0
   // was trained in one process (before the data-parallel runs, which record the resolved value).
   if (cfg.total_batch_tokens == 0) cfg.total_batch_tokens = uint64_t(resumed ? 1 : ranks) * micro_tokens();
-  accum = int(cfg.total_batch_tokens / micro_tokens());
+  const uint64_t micro_batches = cfg.total_batch_tokens / micro_tokens();
+  INPUT_CHECK(micro_batches <= uint64_t(std::numeric_limits<int>::max()),
+              "--total-batch {} tokens is {} micro-batches of --batch-size x --seq-len = {} tokens, more than the {} "
+              "a step can count",
+              cfg.total_batch_tokens, micro_batches, micro_tokens(), std::numeric_limits<int>::max());
+  accum = int(micro_batches);
   INPUT_CHECK(resumed || accum % ranks == 0,
               "--total-batch {} tokens is {} micro-batch(es) of --batch-size x --seq-len = {} tokens, which {} ranks "
               "cannot share evenly: give a multiple of {} tokens",
@@ -159,16 +165,6 @@ void Trainer::Impl::plan_batches_and_length() {
               given, steps, step_tokens(), max_steps);
   total_steps = std::max<uint64_t>(uint64_t(steps), 1);
 
-  INPUT_CHECK(val_shards.empty() || cfg.eval_every <= total_steps,
-              "--eval-every {} is longer than the run ({} steps): no evaluation would happen before the end",
-              cfg.eval_every, total_steps);
-  INPUT_CHECK(cfg.checkpoint_every <= total_steps, "--checkpoint-every {} is longer than the run ({} steps)",
-              cfg.checkpoint_every, total_steps);
-  INPUT_CHECK(cfg.stop_at_step <= total_steps, "--stop-at-step {} is beyond the end of the run ({} steps)",
-              cfg.stop_at_step, total_steps);
-  INPUT_CHECK(cfg.sample_every <= total_steps, "--sample-every {} is longer than the run ({} steps)",
-              cfg.sample_every, total_steps);
-
   schedule.max_lr = cfg.lr;
   schedule.min_lr = cfg.lr * cfg.min_lr_ratio;
   schedule.warmup_steps = cfg.warmup_steps;
@@ -179,6 +175,22 @@ void Trainer::Impl::plan_batches_and_length() {
 
 // A resume continues from the newest of this run's checkpoints; a new run starts in a directory
 // without any.
+// The intervals measured against the run's length, after the run's own checks (a resumed run
+// already at its end is told so, not that its recorded --eval-every is longer than the run). The
+// default --eval-every (100) is no error in a shorter run: it then validates at the end only.
+void Trainer::Impl::check_intervals() const {
+  const bool default_eval_every = cfg.eval_every == TrainConfig{}.eval_every;
+  INPUT_CHECK(val_shards.empty() || cfg.eval_every <= total_steps || default_eval_every,
+              "--eval-every {} is longer than the run ({} steps): no evaluation would happen before the end",
+              cfg.eval_every, total_steps);
+  INPUT_CHECK(cfg.checkpoint_every <= total_steps, "--checkpoint-every {} is longer than the run ({} steps)",
+              cfg.checkpoint_every, total_steps);
+  INPUT_CHECK(cfg.stop_at_step <= total_steps, "--stop-at-step {} is beyond the end of the run ({} steps)",
+              cfg.stop_at_step, total_steps);
+  INPUT_CHECK(cfg.sample_every <= total_steps, "--sample-every {} is longer than the run ({} steps)",
+              cfg.sample_every, total_steps);
+}
+
 void Trainer::Impl::check_run_directory(const CheckpointInfo& ckpt) {
   // Found now, not at the first save after the run's steps.
   std::error_code ec;
@@ -238,7 +250,7 @@ void Trainer::Impl::build_model(const CheckpointInfo& ckpt, CheckpointReader* or
     last_saved = step;
     finite_step = step;
   }
-  inputs.resize(size_t(accum) * micro_tokens());
+  inputs.resize(micro_tokens());
   targets.resize(inputs.size());
 }
 

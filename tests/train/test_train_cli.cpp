@@ -233,6 +233,10 @@ TEST_CASE("bad flags exit with code 2 and say what is wrong", "[cli]") {
       {ok, "exactly one of --steps, --epochs, --tokens"},
       {ok + "--steps 5 --epochs 1", "exactly one of --steps, --epochs, --tokens (2 given)"},
       {ok + "--steps 5 --total-batch 100", "--total-batch (100 tokens) must be a multiple of"},
+      // 2^32 micro-batches of 64 tokens: an int would wrap to 0 (a division by zero followed).
+      {ok + "--steps 5 --total-batch 274877906944", "--total-batch 274877906944 tokens is 4294967296 micro-batches "
+                                                    "of --batch-size x --seq-len = 64 tokens, more than the "
+                                                    "2147483647 a step can count"},
       {ok + "--steps 5 --val-data " + dir + "/val.bin --eval-every 10", "--eval-every 10 is longer than the run (5"},
       // A length no run can count (AdamW's step is an int), refused before it wraps into a short run.
       {ok + "--steps 2147483647", "--steps 2147483647 is a run of 2.14748e+09 steps of 64 tokens, more than the "

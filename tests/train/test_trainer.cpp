@@ -480,12 +480,19 @@ TEST_CASE("mismatches between checkpoint, data, run directory and flags are inpu
     TrainConfig r = c;
     r.resume = dir + "/run";
     CHECK_THROWS_WITH(Trainer(r, *backend), Catch::Contains("already the end"));
+    // Said first, before an interval now longer than the run.
+    r.eval_every = 7;
+    CHECK_THROWS_WITH(Trainer(r, *backend), Catch::Contains("already the end"));
   }
   SECTION("intervals longer than the run, sequences longer than the model") {
     TrainConfig f = c;
     f.run_dir = dir + "/other_run";
     f.eval_every = 3;
     CHECK_THROWS_WITH(Trainer(f, *backend), Catch::Contains("--eval-every 3") && Catch::Contains("2 steps"));
+    // The default interval (100) is no error in a shorter run: the user did not ask for it.
+    f.eval_every = TrainConfig{}.eval_every;
+    CHECK_NOTHROW(Trainer(f, *backend));
+    fs::remove_all(f.run_dir);
     f.eval_every = 1;
     f.checkpoint_every = 5;
     CHECK_THROWS_WITH(Trainer(f, *backend), Catch::Contains("--checkpoint-every 5"));
