@@ -7,20 +7,16 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <exception>
 
 #include "core/check.hpp"
 #include "core/dataloader.hpp"
+#include "core/stopwatch.hpp"
 
 namespace gpt2cc {
 
 namespace {
-double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-
 int keep_or_default(int keep, int max_T) { return keep == 0 ? std::max(1, max_T / 2) : keep; }
 
 void check_keep(int keep, int max_T) {
@@ -220,24 +216,24 @@ Sample generate(GPT2& model, Sampler& sampler, std::span<const int> prompt, cons
                 const std::function<void(std::string_view)>& on_text) {
   validate(config);
   ENSURE(token_bytes || config.stop_strings.empty(), "stop strings need the tokens' bytes");
-  const auto start = std::chrono::steady_clock::now();
+  const Stopwatch clock;
   Sample sample;
   sample.prompt_tokens = static_cast<int>(prompt.size());
   Context context(model, config.use_kv_cache, config.keep);
   context.start(prompt);
-  sample.prefill_seconds = seconds_since(start);
+  sample.prefill_seconds = clock.seconds();
 
   TextStream stream(config.stop_strings, on_text);
   for (int step = 0; step < config.max_new_tokens; ++step) {
     const std::vector<float>& logits = context.logits();
     // The repetition penalty looks at the whole current context, prompt included (as CTRL).
     const int token = sampler.sample(logits, context.window(), sample_index, static_cast<uint64_t>(step));
-    if (step == 0) sample.first_token_seconds = seconds_since(start);
+    if (step == 0) sample.first_token_seconds = clock.seconds();
     const double log_p = token == config.eot_id ? 0.0 : log_prob(logits, token);
     if (!record_token(sample, stream, token, log_p, config, token_bytes)) break;
     if (step + 1 < config.max_new_tokens) context.push(token);  // no logits needed after the last token
   }
-  finish_sample(sample, stream, context.reprefills(), seconds_since(start));
+  finish_sample(sample, stream, context.reprefills(), clock.seconds());
   return sample;
 }
 
@@ -251,10 +247,10 @@ void generate_batch(GPT2& model, Sampler& sampler, std::span<const int> prompt, 
                     int first, int count, const std::function<std::string(int)>& token_bytes,
                     const std::function<void(int, std::string_view)>& on_text,
                     const std::function<void(int, const Sample&)>& on_done, Generation& result) {
-  const auto start = std::chrono::steady_clock::now();
+  const Stopwatch clock;
   BatchContext context(model, count, config.keep);
   context.start(prompt);
-  const double prefill_seconds = seconds_since(start);
+  const double prefill_seconds = clock.seconds();
   result.prefill_tokens += prompt.size();
   result.prefill_seconds += prefill_seconds;
 
@@ -295,7 +291,7 @@ void generate_batch(GPT2& model, Sampler& sampler, std::span<const int> prompt, 
     }
     if (error) std::rethrow_exception(error);
     if (step == 0) {
-      const double first_token = seconds_since(start);
+      const double first_token = clock.seconds();
       for (int r = 0; r < rows; ++r) result.samples[first + active[r]].first_token_seconds = first_token;
     }
 
@@ -309,7 +305,7 @@ void generate_batch(GPT2& model, Sampler& sampler, std::span<const int> prompt, 
         tokens[r] = drawn[r];
       }
       if (running[r]) continue;
-      finish_sample(sample, streams[k], context.reprefills(), seconds_since(start));
+      finish_sample(sample, streams[k], context.reprefills(), clock.seconds());
       if (on_done) on_done(first + k, sample);
     }
     if (std::find(running.begin(), running.end(), true) == running.end()) break;
@@ -322,7 +318,7 @@ void generate_batch(GPT2& model, Sampler& sampler, std::span<const int> prompt, 
     active = std::move(next_active);
     context.push(next_tokens);
   }
-  result.decode_seconds += seconds_since(start) - prefill_seconds;
+  result.decode_seconds += clock.seconds() - prefill_seconds;
 }
 
 }  // namespace

@@ -4,7 +4,6 @@
 #include "core/trainer.hpp"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -19,6 +18,7 @@
 #include "core/grad_clip.hpp"
 #include "core/rng.hpp"
 #include "core/signal_cleanup.hpp"
+#include "core/stopwatch.hpp"
 #include "core/trainer_impl.hpp"
 
 namespace gpt2cc {
@@ -88,7 +88,7 @@ StepResult Trainer::train_step() {
   Impl& s = *impl_;
   const int B = s.cfg.batch_size, T = s.cfg.seq_len;
   const size_t BT = s.micro_tokens();
-  auto t0 = std::chrono::steady_clock::now();
+  const Stopwatch clock;
 
   // The objective is the mean over every target of the total batch: a training window's targets
   // are all tokens (none ignored), so that is accum x B x T of them, and the micro-batches are read
@@ -136,7 +136,7 @@ StepResult Trainer::train_step() {
   s.tokens_seen += uint64_t(s.accum) * BT;
   r.step = s.step;
   s.backend.synchronize();
-  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  r.seconds = clock.seconds();
   return r;
 }
 

@@ -8,7 +8,6 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <chrono>
 #include <ctime>
 #include <exception>
 #include <future>
@@ -26,6 +25,7 @@
 #include "core/rng.hpp"
 #include "core/run_directory.hpp"
 #include "core/shard.hpp"
+#include "core/stopwatch.hpp"
 #include "tokenizer/pretokenizer.hpp"
 
 namespace gpt2cc::data {
@@ -438,7 +438,7 @@ void check_splits(const PrepareConfig& config, PrepareSummary& summary) {
 // Runs the pipeline into `dir` (the staging directory): shards and manifest.
 PrepareSummary write_dataset(const PrepareConfig& config, const std::string& dir, const Tokenizer& tokenizer,
                              std::ostream& log) {
-  auto start = std::chrono::steady_clock::now();
+  const Stopwatch clock;
   PrepareSummary summary;
   Pipeline pipeline(config, dir, tokenizer, summary);
   auto run = [&](const std::vector<std::string>& files, int forced_split) {
@@ -465,7 +465,7 @@ PrepareSummary write_dataset(const PrepareConfig& config, const std::string& dir
   if (!config.val_inputs.empty()) run(config.val_inputs, kVal);
   pipeline.finish();
   check_stop(config.format.stop);
-  summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  summary.seconds = clock.seconds();
   summary.peak_rss_bytes = peak_rss_bytes();
   check_splits(config, summary);
   write_manifest(config, dir, tokenizer, summary);

@@ -7,7 +7,6 @@
 // or input, 1 an I/O failure (a failed read or write, disk full) or an internal error.
 #include <unistd.h>
 
-#include <chrono>
 #include <cctype>
 #include <cerrno>
 #include <charconv>
@@ -28,6 +27,7 @@
 #include "core/cli.hpp"
 #include "core/dataloader.hpp"
 #include "core/signal_cleanup.hpp"
+#include "core/stopwatch.hpp"
 #include "core/tokenizer_files.hpp"
 #include "tokenizer/tokenizer.hpp"
 #include "tokenizer/trainer.hpp"
@@ -54,10 +54,6 @@ IdFormat parse_id_format(const std::string& s) {
   if (s == "u16") return IdFormat::u16;
   if (s == "u32") return IdFormat::u32;
   fail_input(format("--format must be text, u16 or u32, got \"{}\"", s));
-}
-
-double now_seconds() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 // An input stream for a path or "-" (stdin). A path that is missing or a directory is bad input
@@ -249,7 +245,7 @@ int cmd_train(int argc, char** argv) {
   check_output_dir(out);
   INPUT_CHECK(args.count("files"), "no training files given (tokenizer train --out DIR FILES...)");
   BpeTrainer trainer(cfg);
-  double t0 = now_seconds();
+  const Stopwatch clock;
   for (const std::string& f : values_as_typed(args, "files")) trainer.add_file(f);
   TrainStats stats;
   // On a terminal one line redrawn; in a log a line at every tenth of the merges.
@@ -270,7 +266,7 @@ int cmd_train(int argc, char** argv) {
   tok.save(out);  // write_file_atomic: a signal meanwhile removes its temporaries
   std::cerr << std::fixed << std::setprecision(2) << "train: " << stats.bytes << " bytes, " << stats.pretokens
             << " pre-tokens (" << stats.unique_pretokens << " unique); counting " << stats.count_seconds
-            << " s, merging " << stats.merge_seconds << " s, total " << now_seconds() - t0 << " s\n"
+            << " s, merging " << stats.merge_seconds << " s, total " << clock.seconds() << " s\n"
             << "train: wrote " << out << "/vocab.json + merges.txt: vocab size " << tok.vocab_size()
             << ", fingerprint " << fingerprint_hex(tok.fingerprint()) << "\n";
   return 0;
@@ -457,7 +453,7 @@ int cmd_stats(int argc, char** argv) {
   std::vector<std::string> files{"-"};
   if (args.count("files")) files = values_as_typed(args, "files");
   uint64_t total_bytes = 0, total_tokens = 0;
-  double t0 = now_seconds();
+  const Stopwatch clock;
   std::cout << std::fixed;
   for (const auto& f : files) {
     Input in(f);
@@ -469,7 +465,7 @@ int cmd_stats(int argc, char** argv) {
     flush_standard_output();
     total_bytes += bytes, total_tokens += tokens;
   }
-  double secs = now_seconds() - t0;
+  const double secs = clock.seconds();
   std::cout << "total: " << total_bytes << " bytes, " << total_tokens << " tokens, " << std::setprecision(4)
             << (total_bytes ? double(total_tokens) / double(total_bytes) : 0.0) << " tokens/byte, "
             << std::setprecision(2) << secs << " s (" << (secs > 0 ? double(total_bytes) / 1e6 / secs : 0.0)

@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -15,6 +14,7 @@
 #include <thread>
 
 #include "core/check.hpp"
+#include "core/stopwatch.hpp"
 #include "core/utf8.hpp"
 #include "tokenizer/pretokenizer.hpp"
 #include "tokenizer/vocab_io.hpp"
@@ -22,10 +22,6 @@
 namespace gpt2cc {
 
 namespace {
-
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
 
 uint64_t pair_key(int a, int b) { return (uint64_t(uint32_t(a)) << 32) | uint32_t(b); }
 int key_left(uint64_t k) { return int(k >> 32); }
@@ -63,7 +59,7 @@ BpeTrainer::BpeTrainer(TrainerConfig config) : config_(std::move(config)) {
 // Splits at special tokens (never counted), then counts pre-tokens with `threads` threads on
 // chunks cut at safe points (tok::find_safe_split), merging the per-thread maps afterwards.
 void BpeTrainer::add_text(std::string_view text) {
-  auto t0 = std::chrono::steady_clock::now();
+  const Stopwatch clock;
   // next_at[s]: the next occurrence of special s at or after pos, kept between iterations so
   // that a special that never occurs is searched for once, not once per other occurrence.
   const auto& specials = config_.special_tokens;
@@ -80,7 +76,7 @@ void BpeTrainer::add_text(std::string_view text) {
     if (best == std::string_view::npos) break;
     pos = best + len;
   }
-  stats_.count_seconds += seconds_since(t0);
+  stats_.count_seconds += clock.seconds();
 }
 
 void BpeTrainer::count_block(std::string_view text) {
@@ -144,7 +140,7 @@ Tokenizer BpeTrainer::train(std::vector<MergeRecord>* merge_log, TrainStats* sta
                               : format("no text to train on: {} {} none (special tokens aside)", names,
                                        files_.size() == 1 ? "holds" : "hold"));
   }
-  auto t0 = std::chrono::steady_clock::now();
+  const Stopwatch clock;
   const int S = int(config_.special_tokens.size());
   std::vector<std::string> tokens(config_.special_tokens);
   for (int b = 0; b < 256; ++b) tokens.push_back(std::string(1, char(b)));
@@ -258,7 +254,7 @@ Tokenizer BpeTrainer::train(std::vector<MergeRecord>* merge_log, TrainStats* sta
   if (stats_out) {
     *stats_out = stats_;
     stats_out->unique_pretokens = counts_.size();
-    stats_out->merge_seconds = seconds_since(t0);
+    stats_out->merge_seconds = clock.seconds();
   }
   return Tokenizer::from_parts(std::move(tokens), std::move(merges), std::move(special_ids));
 }
