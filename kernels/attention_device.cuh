@@ -22,6 +22,7 @@
 #include "core/rng.hpp"
 #include "kernels/common.cuh"
 #include "kernels/cuda_check.cuh"
+#include "kernels/shared_memory.cuh"
 
 namespace gpt2cc::cuda::attention_kernels {
 
@@ -359,14 +360,13 @@ inline LaunchShape kv_cache_store_launch(size_t total) {
 }
 
 // The decode branch: the shared-scores kernel while q, the pos + 1 scores and the 32 reduction
-// slots fit in the 48 KiB of dynamic shared memory a launch gets without opting in; else the
-// online-softmax kernel, which needs none.
-constexpr size_t kDecodeSharedLimit = 48 * 1024;
+// slots fit in the 48 KiB of dynamic shared memory a launch gets without opting in
+// (kDefaultDynamicShared); else the online-softmax kernel, which needs none.
 
 inline size_t decode_shared_bytes(int pos, int HS) {
   return (static_cast<size_t>(pos) + 1 + HS + kWarpSize) * sizeof(float);
 }
-inline bool decode_scores_fit_shared(int pos, int HS) { return decode_shared_bytes(pos, HS) <= kDecodeSharedLimit; }
+inline bool decode_scores_fit_shared(int pos, int HS) { return decode_shared_bytes(pos, HS) <= kDefaultDynamicShared; }
 
 // One block per (b, h) for both decode kernels.
 inline LaunchShape decode_shared_scores_launch(int B, int NH, int pos, int HS) {

@@ -217,8 +217,7 @@ class CudaBackend final : public Backend {
 
   void encoder_forward(TensorPtr out, const int* inp, ConstTensorPtr wte, ConstTensorPtr wpe, int B, int T,
                        int C) override {
-    with_elem([&](auto e) {
-      using E = typename decltype(e)::type;
+    with_elem([&]<class E>() {
       cuda::encoder_forward(as<E>(out), inp, as<E>(wte), as<E>(wpe), B, T, C, stream_);
     });
   }
@@ -226,15 +225,13 @@ class CudaBackend final : public Backend {
                         int C) override {
     if (fp32_gradients(dwte))
       return cuda::encoder_backward(as<float>(dwte), as<float>(dwpe), as<bf16>(dout), inp, B, T, C, stream_);
-    with_elem([&](auto e) {
-      using E = typename decltype(e)::type;
+    with_elem([&]<class E>() {
       cuda::encoder_backward(as<E>(dwte), as<E>(dwpe), as<E>(dout), inp, B, T, C, stream_);
     });
   }
   void layernorm_forward(TensorPtr out, float* mean, float* rstd, ConstTensorPtr inp, ConstTensorPtr weight,
                          ConstTensorPtr bias, int B, int T, int C) override {
-    with_elem([&](auto e) {
-      using E = typename decltype(e)::type;
+    with_elem([&]<class E>() {
       cuda::layernorm_forward(as<E>(out), mean, rstd, as<E>(inp), as<E>(weight), as<E>(bias), B, T, C, stream_);
     });
   }
@@ -244,8 +241,7 @@ class CudaBackend final : public Backend {
     if (fp32_gradients(dweight))
       return cuda::layernorm_backward(as<bf16>(dinp), as<float>(dweight), as<float>(dbias), as<bf16>(dout), mean, rstd,
                                       as<bf16>(inp), as<bf16>(weight), B, T, C, stream_, designs_.layernorm_backward);
-    with_elem([&](auto e) {
-      using E = typename decltype(e)::type;
+    with_elem([&]<class E>() {
       cuda::layernorm_backward(as<E>(dinp), as<E>(dweight), as<E>(dbias), as<E>(dout), mean, rstd, as<E>(inp),
                                as<E>(weight), B, T, C, stream_, designs_.layernorm_backward);
     });
@@ -275,8 +271,7 @@ class CudaBackend final : public Backend {
     if (use_flash(C / NH, dropout.active()))
       return cuda::flash_attention_forward(as<bf16>(out), saved, as<bf16>(qkv), B, T, C, NH, stream_,
                                            designs_.flash_tile);
-    with_elem([&](auto e) {
-      using E = typename decltype(e)::type;
+    with_elem([&]<class E>() {
       cuda::attention_forward(as<E>(out), saved, as<E>(qkv), B, T, C, NH, dropout, stream_);
     });
   }
@@ -285,75 +280,64 @@ class CudaBackend final : public Backend {
     if (use_flash(C / NH, dropout.active()))
       return cuda::flash_attention_backward(as<bf16>(dqkv), as<bf16>(dout), saved, as<bf16>(qkv), as<bf16>(out), B,
                                             T, C, NH, stream_, designs_.flash_tile, designs_.flash_backward);
-    with_elem([&](auto e) {
-      using E = typename decltype(e)::type;
+    with_elem([&]<class E>() {
       cuda::attention_backward(as<E>(dqkv), as<E>(dout), saved, as<E>(qkv), as<E>(out), B, T, C, NH, dropout,
                                stream_);
     });
   }
   void attention_decode(TensorPtr out, TensorPtr kcache, TensorPtr vcache, ConstTensorPtr qkv, int B, int pos,
                         int maxT, int C, int NH) override {
-    with_elem([&](auto e) {
-      using E = typename decltype(e)::type;
+    with_elem([&]<class E>() {
       cuda::attention_decode(as<E>(out), as<E>(kcache), as<E>(vcache), as<E>(qkv), B, pos, maxT, C, NH, stream_);
     });
   }
   void kv_cache_store(TensorPtr kcache, TensorPtr vcache, ConstTensorPtr qkv, int B, int T, int maxT,
                       int C) override {
-    with_elem([&](auto e) {
-      using E = typename decltype(e)::type;
+    with_elem([&]<class E>() {
       cuda::kv_cache_store(as<E>(kcache), as<E>(vcache), as<E>(qkv), B, T, maxT, C, stream_);
     });
   }
   void gelu_forward(TensorPtr out, ConstTensorPtr inp, size_t N) override {
-    with_elem([&](auto e) {
-      using E = typename decltype(e)::type;
+    with_elem([&]<class E>() {
       cuda::gelu_forward(as<E>(out), as<E>(inp), N, stream_);
     });
   }
   void gelu_backward(TensorPtr dinp, ConstTensorPtr dout, ConstTensorPtr inp, size_t N) override {
-    with_elem([&](auto e) {
-      using E = typename decltype(e)::type;
+    with_elem([&]<class E>() {
       cuda::gelu_backward(as<E>(dinp), as<E>(dout), as<E>(inp), N, stream_);
     });
   }
   void residual_forward(TensorPtr out, ConstTensorPtr inp1, ConstTensorPtr inp2, size_t N) override {
     if (dtype_ == DType::bf16 && inp2.dtype == DType::fp32)  // a sum kept in fp32 (core/backend.hpp)
       return cuda::residual_forward(as<bf16>(out), as<bf16>(inp1), as<float>(inp2), N, stream_);
-    with_elem([&](auto e) {
-      using E = typename decltype(e)::type;
+    with_elem([&]<class E>() {
       cuda::residual_forward(as<E>(out), as<E>(inp1), as<E>(inp2), N, stream_);
     });
   }
   void residual_backward(TensorPtr dinp1, TensorPtr dinp2, ConstTensorPtr dout, size_t N) override {
-    with_elem([&](auto e) {
-      using E = typename decltype(e)::type;
+    with_elem([&]<class E>() {
       cuda::residual_backward(as<E>(dinp1), as<E>(dinp2), as<E>(dout), N, stream_);
     });
   }
   void dropout_forward(TensorPtr out, ConstTensorPtr inp, const DropoutParams& dropout, size_t N) override {
-    with_elem([&](auto e) {
-      using E = typename decltype(e)::type;
+    with_elem([&]<class E>() {
       cuda::dropout_forward(as<E>(out), as<E>(inp), dropout, N, stream_);
     });
   }
   void dropout_backward(TensorPtr dinp, ConstTensorPtr dout, const DropoutParams& dropout, size_t N) override {
-    with_elem([&](auto e) {
-      using E = typename decltype(e)::type;
+    with_elem([&]<class E>() {
       cuda::dropout_backward(as<E>(dinp), as<E>(dout), dropout, N, stream_);
     });
   }
   void crossentropy_forward(float* losses, ConstTensorPtr logits, const int* targets, int B, int T, int V,
                             int Vp) override {
-    with_elem([&](auto e) {
-      using E = typename decltype(e)::type;
+    with_elem([&]<class E>() {
       cuda::crossentropy_forward(losses, as<E>(logits), targets, B, T, V, Vp, stream_);
     });
   }
   void crossentropy_backward(TensorPtr dlogits, float dloss, ConstTensorPtr logits, const int* targets, int B, int T,
                              int V, int Vp) override {
-    with_elem([&](auto e) {
-      using E = typename decltype(e)::type;
+    with_elem([&]<class E>() {
       cuda::crossentropy_backward(as<E>(dlogits), dloss, as<E>(logits), targets, B, T, V, Vp, stream_);
     });
   }
@@ -362,8 +346,7 @@ class CudaBackend final : public Backend {
   void residual_layernorm_forward(TensorPtr residual, TensorPtr out, float* mean, float* rstd, ConstTensorPtr inp1,
                                   ConstTensorPtr inp2, ConstTensorPtr weight, ConstTensorPtr bias, int B, int T,
                                   int C) override {
-    with_elem([&](auto e) {
-      using E = typename decltype(e)::type;
+    with_elem([&]<class E>() {
       cuda::residual_layernorm_forward(as<E>(residual), as<E>(out), mean, rstd, as<E>(inp1), as<E>(inp2),
                                        as<E>(weight), as<E>(bias), B, T, C, stream_);
     });
@@ -392,8 +375,7 @@ class CudaBackend final : public Backend {
   }
   void fused_classifier(TensorPtr logits, float* losses, const int* targets, float dloss, int B, int T, int V,
                         int Vp) override {
-    with_elem([&](auto e) {
-      using E = typename decltype(e)::type;
+    with_elem([&]<class E>() {
       cuda::fused_classifier(as<E>(logits), losses, targets, dloss, B, T, V, Vp, stream_, designs_.classifier);
     });
   }
@@ -479,13 +461,14 @@ class CudaBackend final : public Backend {
  private:
   static constexpr size_t kMaxGraphs = 4;
 
-  // Calls fn(std::type_identity<Elem>{}) with the element type of this backend's dtype.
+  // Calls fn.operator()<E>() with E the element type of this backend's dtype: fn is a templated
+  // lambda, [&]<class E>() { ... }.
   template <class Fn>
   void with_elem(Fn&& fn) {
     if (dtype_ == DType::bf16)
-      fn(std::type_identity<bf16>{});
+      fn.template operator()<bf16>();
     else
-      fn(std::type_identity<float>{});
+      fn.template operator()<float>();
   }
   // A parameter gradient in fp32 in this bf16 backend (core/backend.hpp): a bf16 model's fp32
   // gradients, or the classifier chunks' sum of wte's.
