@@ -1,15 +1,17 @@
 #!/usr/bin/env python3
-"""Writes the PyTorch reference fixture for tests/model/test_reference.cpp.
+"""Writes the PyTorch reference fixtures for tests/model/test_reference.cpp.
 
-A plain PyTorch GPT-2 (written out below: no imported model class), float32, dropout off:
-L=2, C=64, NH=4, V=500 padded to Vp=512, maxT=32, one fixed batch B=3 x T=24 with a few
-ignored (-1) targets. It records the logits, the mean loss, every parameter gradient (in
-gpt2cc's parameter layout order and shapes, core/params.hpp), and the losses of 10 AdamW steps
-(torch.optim.AdamW, weight decay on the weight matrices wte/qkvw/attprojw/fcw/fcprojw only, linear
-warm-up, torch.nn.utils.clip_grad_norm_).
+A plain PyTorch GPT-2 (written out below: no imported model class), float32, dropout off, in two
+shapes: `reference`, L=2, C=64, NH=4, V=500 padded to Vp=512, maxT=32, one fixed batch B=3 x T=24;
+`reference_tiles`, shapes no preset has, L=2, C=40, NH=5 (head size 8), V=7 padded to 128, maxT=80,
+B=2 x T=70 (two 64-row attention tiles, the second partial), with a few ignored (-1) targets. Each
+records the logits, the mean loss, every parameter gradient (in gpt2cc's parameter layout order and
+shapes, core/params.hpp), and the losses of 10 AdamW steps (torch.optim.AdamW, weight decay on the
+weight matrices wte/qkvw/attprojw/fcw/fcprojw only, linear warm-up,
+torch.nn.utils.clip_grad_norm_).
 
 Regenerate (deterministic; CPU, needs only torch and numpy):
-    python3 tests/make_reference.py            # writes tests/fixtures/reference.{json,bin}
+    python3 tests/make_reference.py            # writes tests/fixtures/reference{,_tiles}.{json,bin}
 
 Format: reference.json holds the configuration, hyperparameters, scalars and an index
 {name: {"offset": bytes, "shape": [...], "dtype": "float32"|"int32"}} into reference.bin
@@ -23,9 +25,10 @@ import torch.nn.functional as F
 
 from fixture_io import write_array_fixture
 
-L, C, NH, V, MAXT = 2, 64, 4, 500, 32
+# name: (L, C, NH, V, maxT, B, T)
+SHAPES = {"reference": (2, 64, 4, 500, 32, 3, 24), "reference_tiles": (2, 40, 5, 7, 80, 2, 70)}
+L, C, NH, V, MAXT, B, T = SHAPES["reference"]
 VP = (V + 127) // 128 * 128
-B, T = 3, 24
 STEPS, WARMUP, MAX_LR = 10, 4, 3e-3
 BETAS, EPS, WEIGHT_DECAY, MAX_NORM = (0.9, 0.95), 1e-8, 0.1, 1.0
 
@@ -116,7 +119,13 @@ def lr_at(step0):
     return MAX_LR * (step0 + 1) / WARMUP if step0 < WARMUP else MAX_LR
 
 
-def main():
+def write_fixture(name):
+    global L, C, NH, V, MAXT, B, T, VP, PER_LAYER_SHAPES
+    L, C, NH, V, MAXT, B, T = SHAPES[name]
+    VP = (V + 127) // 128 * 128
+    PER_LAYER_SHAPES = {"ln1w": (C,), "ln1b": (C,), "qkvw": (3 * C, C), "qkvb": (3 * C,),
+                        "attprojw": (C, C), "attprojb": (C,), "ln2w": (C,), "ln2b": (C,),
+                        "fcw": (4 * C, C), "fcb": (4 * C,), "fcprojw": (C, 4 * C), "fcprojb": (C,)}
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(1234)
     p = make_parameters(gen)
@@ -124,7 +133,7 @@ def main():
     targets = torch.randint(0, V, (B, T), generator=gen, dtype=torch.int64)
     targets[0, 5] = -1
     targets[1, :3] = -1
-    targets[2, T - 1] = -1
+    targets[B - 1, T - 1] = -1
 
     params0 = flatten(p, use_grad=False)
     logits, loss = forward(p, tokens, targets)
@@ -169,9 +178,14 @@ def main():
         "step_losses": losses,
         "step_grad_norms": norms,
     }
-    offset = write_array_fixture("reference", arrays, meta)
-    print("loss %.6f; step losses %s; grad norms %s; %d bytes" %
-          (loss0, ["%.5f" % x for x in losses], ["%.3f" % x for x in norms], offset))
+    offset = write_array_fixture(name, arrays, meta)
+    print("%s: loss %.6f; step losses %s; grad norms %s; %d bytes" %
+          (name, loss0, ["%.5f" % x for x in losses], ["%.3f" % x for x in norms], offset))
+
+
+def main():
+    for name in SHAPES:
+        write_fixture(name)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
-// Parity with PyTorch: tests/make_reference.py builds the same GPT-2 (L=2, C=64, NH=4, V=500
-// padded to 512) in plain PyTorch with fixed weights and one fixed batch, and records logits,
-// loss, every parameter gradient and the losses of 10 AdamW steps (warm-up, clipping, weight
-// decay on the weight matrices only) in tests/fixtures/reference.{json,bin}. The engine loads the
-// same weights and must match: logits and each gradient tensor to <= 1e-4 relative error
-// (||a - b|| / ||b||), the losses to <= 1e-4 absolute.
+// Parity with PyTorch: tests/make_reference.py builds the same GPT-2 in plain PyTorch with fixed
+// weights and one fixed batch, and records logits, loss, every parameter gradient and the losses
+// of 10 AdamW steps (warm-up, clipping, weight decay on the weight matrices only) in
+// tests/fixtures/reference.{json,bin} (L=2, C=64, NH=4, V=500 padded to 512, B=3 x T=24) and
+// reference_tiles.{json,bin} (C=40, NH=5: head size 8, V=7 padded to 128, B=2 x T=70: two
+// attention tiles of the blocked CPU attention, the second partial; sizes no fast path divides).
+// The engine loads the same weights and must match: logits and each gradient tensor to <= 1e-4
+// relative error (||a - b|| / ||b||), the losses to <= 1e-4 absolute.
 #include <catch2/catch.hpp>
 
 #include <nlohmann/json.hpp>
@@ -20,7 +22,9 @@ namespace {
 
 using Fixture = test::ArrayFixture;
 
-Fixture load_fixture() { return test::load_array_fixture("reference", "python3 tests/make_reference.py"); }
+Fixture load_fixture(const std::string& name) {
+  return test::load_array_fixture(name, "python3 tests/make_reference.py");
+}
 
 ModelConfig fixture_config(const json& j) {
   ModelConfig c;
@@ -36,7 +40,9 @@ ModelConfig fixture_config(const json& j) {
 }  // namespace
 
 TEST_CASE("logits, loss and every gradient match PyTorch", "[model][reference]") {
-  const Fixture f = load_fixture();
+  const std::string fixture = GENERATE(as<std::string>{}, "reference", "reference_tiles");
+  INFO("fixture " << fixture);
+  const Fixture f = load_fixture(fixture);
   const ModelConfig c = fixture_config(f.meta["config"]);
   const int B = f.meta["batch"]["B"], T = f.meta["batch"]["T"];
   auto backend = make_cpu_backend(1);
@@ -73,7 +79,9 @@ TEST_CASE("logits, loss and every gradient match PyTorch", "[model][reference]")
 }
 
 TEST_CASE("10 AdamW steps with warm-up and clipping match PyTorch's losses", "[model][reference]") {
-  const Fixture f = load_fixture();
+  const std::string fixture = GENERATE(as<std::string>{}, "reference", "reference_tiles");
+  INFO("fixture " << fixture);
+  const Fixture f = load_fixture(fixture);
   const ModelConfig c = fixture_config(f.meta["config"]);
   const int B = f.meta["batch"]["B"], T = f.meta["batch"]["T"];
   auto backend = make_cpu_backend(1);
