@@ -107,6 +107,10 @@ struct Output {
     std::error_code ec;
     INPUT_CHECK(!fs::is_directory(path, ec), "output {} is a directory, not a file", path);
     target = resolve_write_target(path);
+    // A folder that is not there is the user's path to mend (exit 2), not a failed write.
+    const fs::path folder = fs::path(target.path).parent_path();
+    INPUT_CHECK(folder.empty() || fs::is_directory(folder, ec), "output {}: its folder {} does not exist{}", path,
+                folder.string(), fs::exists(folder, ec) ? " as a folder" : "");
     if (!target.in_place) {
       tmp = target.path + ".tmp";
       INPUT_CHECK(input == "-" || !fs::equivalent(input, tmp, ec),
@@ -479,9 +483,13 @@ int cmd_stats(int argc, char** argv) {
 // tokenizer COMMAND [options]: dispatches to the command's parser (each with its own --help).
 int dispatch(int argc, char** argv) {
   remove_temporaries_on_signal();
-  if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
+  if (argc < 2) {  // a mistake: the usage goes where errors go
+    std::cerr << "tokenizer: give a command\n" << kUsage;
+    return 2;
+  }
+  if (std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
     std::cout << kUsage;
-    return argc < 2 ? 2 : 0;
+    return 0;
   }
   std::string cmd = argv[1];
   if (cmd == "train") return cmd_train(argc - 1, argv + 1);

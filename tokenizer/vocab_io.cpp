@@ -75,8 +75,16 @@ class FlatJsonReader {
 
  private:
   [[noreturn]] void fail(const std::string& what) const { fail_input(format("{}:{}: {}", path_, line_, what)); }
+  // A character as a message shows it: 'x', or '\xEF' for a byte that is not printable ASCII
+  // (a UTF-8 byte-order mark's first byte would print as a replacement character).
   static std::string describe(char c) {
     if (c == 0) return "end of file";
+    const auto byte = static_cast<unsigned char>(c);
+    if (byte < 0x20 || byte >= 0x7F) {
+      char hex[8];
+      std::snprintf(hex, sizeof hex, "'\\x%02X'", byte);
+      return hex;
+    }
     std::string out = "' '";
     out[1] = c;
     return out;

@@ -346,6 +346,14 @@ TEST_CASE("malformed tokenizer files give errors naming file and line", "[tokeni
     CHECK(t.encode("abab") == std::vector<int>{256, 256});
   }
   {
+    // A byte that is not printable ASCII is named by its value (a byte-order mark's first byte
+    // printed itself, as a replacement character).
+    std::string dir = test::temp_dir("tok_vocab_bom");
+    write_file(dir, "vocab.json", "\xEF\xBB\xBF" + vocab_ab);
+    write_file(dir, "merges.txt", "#version: 0.2\na b\n");
+    CHECK_THAT(load_error(dir), Catch::Contains("vocab.json:1") && Catch::Contains("got '\\xEF'"));
+  }
+  {
     std::string dir = test::temp_dir("tok_bad_merge");
     write_file(dir, "vocab.json", vocab_ab);
     write_file(dir, "merges.txt", "#version: 0.2\na b\nab\n");

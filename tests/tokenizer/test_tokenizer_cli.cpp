@@ -252,6 +252,23 @@ TEST_CASE("tokenizer CLI: directories, failed reads and writes; no FILE.tmp left
     CHECK(r.out.empty());
     CHECK_THAT(r.err, Catch::Contains(sub + " is a directory"));
   }
+  // An --output in a folder that is not there: the user's path to mend (exit 2, named as given),
+  // not a failed write of its temporary file (exit 1, naming the .tmp).
+  for (const std::string& output : {dir + "/missing/x.txt", dir + "/result.txt/x.txt"}) {
+    INFO(output);
+    std::ofstream(dir + "/result.txt") << "a file";
+    Result r = cli(dir, "encode --output '" + output + "' --input /dev/null --tokenizer '" + gpt2 + "'");
+    CHECK(r.code == 2);
+    CHECK_THAT(r.err, Catch::Contains("output " + output + ": its folder") && !Catch::Contains(".tmp"));
+  }
+  std::filesystem::remove(dir + "/result.txt");
+  // No command: the usage, on stderr (a mistake), exit 2.
+  {
+    Result r = cli(dir, "");
+    CHECK(r.code == 2);
+    CHECK(r.out.empty());
+    CHECK_THAT(r.err, Catch::Contains("give a command") && Catch::Contains("usage: tokenizer <command>"));
+  }
   // A read that fails once the file is open (EIO: address 0 of /proc/self/mem is not mapped).
   for (const char* command : {"encode --input /proc/self/mem", "decode --input /proc/self/mem",
                               "decode --format u16 --input /proc/self/mem", "stats /proc/self/mem"}) {
