@@ -100,6 +100,11 @@ class Backend {
   // The GPU's name as its driver gives it (cudaDeviceProp::name), for the peak table
   // (core/device_peaks.hpp); empty on the CPU.
   virtual std::string device_name() const { return {}; }
+  // The most rows (B x T positions) whose matmul products go through a path that sums each row as
+  // alone, in another order than the path for more rows (the CPU's matrix-vector loops); 0 where
+  // every row sums the same whatever the count. Batched decoding groups rows by it, so that a
+  // row's bits do not depend on the rows beside it (core/model_decode.cpp).
+  virtual int matvec_rows() const { return 0; }
 
   // ---- memory: allocations are zero-filled; sizes in bytes ----
   virtual void* allocate(size_t bytes) = 0;

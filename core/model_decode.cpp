@@ -33,28 +33,20 @@ void download_last_logits(Backend& backend, const ModelConfig& config, ConstTens
     for (size_t i = 0; i < V; ++i) out[b * V + i] = padded[b * Vp + i];
 }
 
-// The CPU backend's matmul sums a product of fewer than 6 rows (its register tile,
-// kGemmTileRows in cpu/gemm.hpp; this constant must stay kGemmTileRows - 1) with a
-// matrix-vector loop, and a larger one with the blocked GEMM, whose additions run in another
-// order; each is row-independent on its own, and so is every other CPU op. A row's bits would
-// thus change with the number of rows sharing its forward once that crosses 6 (B = 1 decoding
-// uses the loop, B = 8 the GEMM). Forwards of at most this many positions whenever a row alone
-// has that few keep every row bit-identical to a forward of the row alone
-// (test_batch_generation checks it, and would catch a change of the tile). In bf16 the loop
-// takes up to 32 rows (kBf16MatvecRows in cpu/matmul.cpp; must stay equal).
-constexpr int kCpuMatvecRows = 5;
-constexpr int kCpuBf16MatvecRows = 32;
-
 }  // namespace
 
 // Rows of `len` positions each that one forward may take: as many as the activations hold
-// (max_B x max_T positions; attention's saved values are per position too), and on the CPU, when
-// one row has few enough positions for the matrix-vector loop (fewer than 6; 32 or fewer in
-// bf16), few enough that the group has too.
+// (max_B x max_T positions; attention's saved values are per position too), and, when one row
+// has few enough positions for the backend's matrix-vector path (Backend::matvec_rows: on the CPU
+// fewer than 6, 32 or fewer in bf16), few enough that the group has too. That path and the GEMM
+// add in different orders; each is row-independent on its own, and so is every other CPU op, so
+// a row's bits would change with the rows sharing its forward once their count crossed the limit
+// (B = 1 decoding takes the loop, B = 8 the GEMM). Grouped so, every row is bit-identical to a
+// forward of the row alone (test_batch_generation checks it, and would catch a changed limit).
 int GPT2::Impl::row_group(int len) const {
   int rows = std::max(1, max_B * max_T / len);
-  const int matvec_rows = dtype == DType::bf16 ? kCpuBf16MatvecRows : kCpuMatvecRows;
-  if (backend.kind() == DeviceKind::cpu && len <= matvec_rows) rows = std::min(rows, matvec_rows / len);
+  const int matvec_rows = backend.matvec_rows();
+  if (len <= matvec_rows) rows = std::min(rows, matvec_rows / len);
   return rows;
 }
 

@@ -17,6 +17,8 @@
 #include <vector>
 
 #include "core/backend.hpp"
+#include "cpu/gemm.hpp"
+#include "cpu/matmul.hpp"
 
 namespace gpt2cc::cpu {
 
@@ -26,6 +28,8 @@ class CpuBackend : public Backend {
   DeviceKind kind() const override { return DeviceKind::cpu; }
   DType dtype() const override { return DType::fp32; }
   std::string describe() const override;  // "cpu fp32 (2 threads)", "cpu bf16 (1 thread)"
+  // Fewer rows than the GEMM's register tile go through the matrix-vector loop (cpu/gemm.hpp).
+  int matvec_rows() const override { return kGemmTileRows - 1; }
 
   void* allocate(size_t bytes) override;
   void release(void* ptr) noexcept override;
@@ -103,6 +107,7 @@ class CpuBf16Backend final : public CpuBackend {
   explicit CpuBf16Backend(int threads = 0) : CpuBackend(threads) {}
   ~CpuBf16Backend() override;
   DType dtype() const override { return DType::bf16; }
+  int matvec_rows() const override { return kBf16MatvecRows; }
 
   void convert_from_float(TensorPtr dst, const float* src, size_t N) override;
   void convert_to_float(float* dst, ConstTensorPtr src, size_t N) override;

@@ -186,12 +186,9 @@ void matmul_forward_few_rows_bf16(float* out, const float* inp, const uint16_t* 
 
 }  // namespace
 
-// Up to this many rows go through the matrix-vector loop, which reads the bf16 weights once
-// and widens them in registers; more go through the blocked product on weights widened a block
-// of rows at a time (kWidenedFloats floats, in L3), which reads them twice more as fp32.
-// core/model_decode.cpp groups a batch's rows by it (kCpuBf16MatvecRows), so that each row sums
-// as it would alone: the two must stay equal.
-constexpr int kBf16MatvecRows = 32;
+// The blocked product's widened weights: a block of rows, kWidenedFloats floats (in L3). The
+// matrix-vector loop takes up to kBf16MatvecRows rows (cpu/matmul.hpp; CpuBf16Backend reports it,
+// matvec_rows, so that batched decoding groups rows by it).
 constexpr size_t kWidenedFloats = size_t{2} << 20;
 
 void matmul_forward_bf16_weight(float* out, const float* inp, const uint16_t* weight, const float* bias, int B, int T,

@@ -14,6 +14,10 @@ void matmul_forward_blocked(float* out, const float* inp, const float* weight, c
                             int OC);
 void matmul_backward_blocked(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                              const float* weight, int B, int T, int C, int OC);
+// Up to this many rows go through the bf16 matrix-vector loop, which reads the bf16 weights once
+// and widens them in registers; more go through the blocked product on weights widened a block
+// of rows at a time, which reads them twice more as fp32 (and adds in another order).
+inline constexpr int kBf16MatvecRows = 32;
 // The forward with the weight in bf16 (cpu/bf16.hpp; the CPU's bf16 backend), everything else
 // fp32: each output is the fp32 sum of x * widen(w) (exact products), in an order of its own.
 // Decoding's few rows read each weight once as bf16: half the bytes of the fp32 forward.
