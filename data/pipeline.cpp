@@ -6,8 +6,11 @@
 #include "data/pipeline.hpp"
 
 #include <omp.h>
+#include <sys/stat.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <ctime>
 #include <exception>
 #include <future>
@@ -354,6 +357,8 @@ std::vector<std::string> expand_inputs(const std::vector<std::string>& paths, co
   std::vector<std::string> out;
   for (const auto& p : paths) {
     std::error_code ec;
+    INPUT_CHECK(!prepare_output(p, out_dir) && !prepare_output(fs::absolute(p).parent_path(), out_dir),
+                "input {} is one of --out's own outputs (its shards or manifest.json), not text to read", p);
     if (fs::is_directory(p, ec)) {
       std::vector<std::string> files;
       for (auto it = fs::recursive_directory_iterator(p); it != fs::recursive_directory_iterator(); ++it) {
@@ -371,8 +376,6 @@ std::vector<std::string> expand_inputs(const std::vector<std::string>& paths, co
       out.insert(out.end(), files.begin(), files.end());
     } else {
       INPUT_CHECK(fs::is_regular_file(p, ec), "input {} does not exist (or is not a file or directory)", p);
-      INPUT_CHECK(!prepare_output(p, out_dir) && !prepare_output(fs::path(p).parent_path(), out_dir),
-                  "input {} is one of --out's own outputs (its shards or manifest.json), not text to read", p);
       out.push_back(p);
     }
   }
@@ -384,12 +387,13 @@ void check_distinct_inputs(const std::vector<std::string>& inputs, const std::ve
     std::string path;
     const char* flag;
   };
-  std::map<fs::path, Given> seen;  // by canonical path: the first way it was given
+  // By device and inode: one file whatever the path (a symbolic or hard link, `dir` and
+  // `dir/a.txt`); the first way it was given.
+  std::map<std::pair<dev_t, ino_t>, Given> seen;
   const auto add = [&](const std::string& file, const char* flag) {
-    std::error_code ec;
-    fs::path key = fs::weakly_canonical(file, ec);
-    if (ec) key = fs::absolute(file);
-    const auto [it, fresh] = seen.emplace(key, Given{file, flag});
+    struct stat st{};
+    if (::stat(file.c_str(), &st) != 0) throw Error(format("cannot read {}: {}", file, std::strerror(errno)));
+    const auto [it, fresh] = seen.emplace(std::pair{st.st_dev, st.st_ino}, Given{file, flag});
     if (fresh) return;
     fail_input(format("{} ({}) is the same file as {} ({}): {}", file, flag, it->second.path, it->second.flag,
                       std::string_view(it->second.flag) == flag ? "its text would be read into one split twice"

@@ -63,8 +63,8 @@ struct PrepareSummary {
 std::vector<std::string> expand_inputs(const std::vector<std::string>& paths, const std::string& out_dir = "");
 
 // InputError naming a file that `inputs` (--input) and `val_inputs` (--val-files) hold twice
-// between them, by any path (a link, `dir` and `dir/a.txt`): its text would be trained on twice,
-// or be in both splits.
+// between them, by any path (a symbolic or hard link, `dir` and `dir/a.txt`: the same device and
+// inode): its text would be trained on twice, or be in both splits.
 void check_distinct_inputs(const std::vector<std::string>& inputs, const std::vector<std::string>& val_inputs);
 
 // Runs the whole pipeline and writes <out>/train/*.bin, <out>/val/*.bin, <out>/manifest.json.

@@ -539,14 +539,22 @@ TEST_CASE("--out's own shards and manifest are not read when --input is --out", 
     CHECK(manifest["files"].size() == 1);
     CHECK(manifest["train"]["documents"] == 1);
   }
-  // Named as files: refused.
-  for (const std::string& file : {dir + "/same/manifest.json", dir + "/same/train/shard_000000.bin"}) {
-    Run r = run_prepare(format("--format text --input {} --tokenizer {} --out {}/same --overwrite", file, gpt2_dir(),
-                               dir),
-                        dir);
-    INFO(r.output);
+  // Named as files or as the shards' folder, or relative to the shards' folder: refused.
+  struct Named {
+    std::string input, cd;
+  };
+  const Named named[] = {{dir + "/same/manifest.json", ""},
+                         {dir + "/same/train/shard_000000.bin", ""},
+                         {dir + "/same/train", ""},
+                         {"shard_000000.bin", "cd " + dir + "/same/train && "}};
+  for (const Named& n : named) {
+    Run r = run_prepare(format("--format text --input {} --tokenizer {} --out {}/same --overwrite "
+                               "--replace-invalid-utf8",
+                               n.input, gpt2_dir(), dir),
+                        dir, n.cd);
+    INFO(n.cd << n.input << "\n" << r.output);
     CHECK(r.code == 2);
-    CHECK_THAT(r.output, Catch::Contains("input " + file + " is one of --out's own outputs"));
+    CHECK_THAT(r.output, Catch::Contains("input " + n.input + " is one of --out's own outputs"));
   }
 }
 
@@ -557,6 +565,7 @@ TEST_CASE("prepare refuses a file given twice among --input and --val-files", "[
   fs::create_directories(dir + "/in");
   const std::string a = write_file(dir + "/in/a.txt", "One.\n"), b = write_file(dir + "/in/b.txt", "Two.\n");
   fs::create_symlink(a, dir + "/link.txt");
+  fs::create_hard_link(b, dir + "/hard.txt");
   struct Twice {
     std::string inputs, message;
   };
@@ -569,6 +578,8 @@ TEST_CASE("prepare refuses a file given twice among --input and --val-files", "[
        b + " (--val-files) is the same file as " + b + " (--input): the validation split would repeat training text"},
       {"--input " + a + " --val-files " + b + " --val-files " + dir + "/in/./b.txt",
        dir + "/in/./b.txt (--val-files) is the same file as " + b + " (--val-files)"},
+      {"--input " + dir + "/hard.txt --val-files " + b,
+       b + " (--val-files) is the same file as " + dir + "/hard.txt (--input)"},
   };
   for (const Twice& t : cases) {
     Run r = run_prepare(format("--format text {} --tokenizer {} --out {}/out", t.inputs, gpt2_dir(), dir), dir);
