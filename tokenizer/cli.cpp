@@ -107,10 +107,13 @@ struct Output {
     std::error_code ec;
     INPUT_CHECK(!fs::is_directory(path, ec), "output {} is a directory, not a file", path);
     target = resolve_write_target(path);
-    // A folder that is not there is the user's path to mend (exit 2), not a failed write.
+    // A folder that is not there is the user's path to mend (exit 2), not a failed write; one that
+    // cannot be looked at (no permission) is left to the open, which names the cause.
     const fs::path folder = fs::path(target.path).parent_path();
-    INPUT_CHECK(folder.empty() || fs::is_directory(folder, ec), "output {}: its folder {} does not exist{}", path,
-                folder.string(), fs::exists(folder, ec) ? " as a folder" : "");
+    const fs::file_type type = folder.empty() ? fs::file_type::directory : fs::status(folder, ec).type();
+    INPUT_CHECK(type != fs::file_type::not_found, "output {}: its folder {} does not exist", path, folder.string());
+    INPUT_CHECK(type == fs::file_type::directory || type == fs::file_type::none || type == fs::file_type::unknown,
+                "output {}: its folder {} is not a folder", path, folder.string());
     if (!target.in_place) {
       tmp = target.path + ".tmp";
       INPUT_CHECK(input == "-" || !fs::equivalent(input, tmp, ec),
