@@ -80,16 +80,16 @@ std::string read_prompt(const cxxopts::ParseResult& args) {
 
 }  // namespace
 
-// A double flag's value as the sampler's float. One that a float cannot hold is refused as typed
-// (--repetition-penalty 1e50 would become inf, --top-p 1e-46 zero, and be refused as "got inf",
-// "got 0"); NaN and infinities are left to the range checks.
+// A double flag's value as the sampler's float. A positive one that a float cannot hold is refused
+// as typed (--repetition-penalty 1e50 would become inf, --top-p 1e-46 zero, and be refused as "got
+// inf", "got 0"); NaN, infinities, 0 and negative values are left to the range checks.
 float sampler_float(const cxxopts::ParseResult& args, const char* flag) {
   const double value = args[flag].as<double>();
   const float rounded = static_cast<float>(value);
-  if (std::isfinite(value) && args.count(flag)) {
+  if (std::isfinite(value) && value > 0 && args.count(flag)) {
     const std::string typed = values_as_typed(args, flag).back();
     INPUT_CHECK(std::isfinite(rounded), "--{}: '{}' is too large for a float (at most 3.4e38)", flag, typed);
-    INPUT_CHECK(value == 0 || rounded != 0, "--{}: '{}' is too small for a float (it would be 0)", flag, typed);
+    INPUT_CHECK(rounded != 0, "--{}: '{}' is too small for a float (it would be 0)", flag, typed);
   }
   return rounded;
 }

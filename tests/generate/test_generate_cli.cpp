@@ -461,6 +461,8 @@ TEST_CASE("bad input exits 2 with a message naming the problem", "[generate][cli
   fails(generate_cli("--prompt hi --repetition-penalty 1e50"),
         "--repetition-penalty: '1e50' is too large for a float (at most 3.4e38)");
   fails(generate_cli("--prompt hi --top-p 1e-46"), "--top-p: '1e-46' is too small for a float (it would be 0)");
+  fails(generate_cli("--prompt hi --temperature -1e50"), "temperature must be > 0");  // the range, not the float
+  fails(generate_cli("--prompt hi --temperature -1e-50"), "temperature must be > 0");
   fails(generate_cli("--prompt hi --max-kv-cache 0"), "--max-kv-cache must be > 0");
   // The fixture's KV cache is 8 KiB a sample (1 layer x 32 positions x 32 channels x 2 x 4 bytes).
   fails(generate_cli("--prompt hi --num-samples 100 --max-kv-cache 0.0001"),
