@@ -69,7 +69,8 @@ struct TrainConfig {
 
   // ---- evaluation ----
   uint64_t eval_every = 100;   // validate every N steps and at the end, >= 0 (0: only at the end); <= steps
-                               // unless it is this default (a shorter run validates at the end only)
+  bool eval_every_given = true;  // false: eval_every is the default no flag set (train's CLI), which a
+                                 // shorter run takes as "at the end only" (not saved with the run)
   int eval_batches = 20;       // batches of B x T per validation, >= 0 (0: the whole split)
   bool eval_only = false;      // evaluate a checkpoint (--init-from/--resume) over all of val_data and exit
   int eval_stride = 0;         // eval-only window stride, 1..T (0: T, non-overlapping windows)

@@ -65,7 +65,9 @@ std::string Trainer::summary() const {
                                   : std::string();
     out += format("validation: {} {}\n",
                   s.eval_batches > 0 ? format("{} batches{}", s.eval_batches, fewer) : std::string("the whole split"),
-                  c.eval_every > 0 ? format("every {} steps and at the end", c.eval_every) : "at the end only");
+                  c.eval_every > 0 && c.eval_every < s.total_steps
+                      ? format("every {} steps and at the end", c.eval_every)
+                      : "at the end only");
   }
   out += format("batch: B={} x T={} = {} tokens per micro-batch, {} accumulation step(s) -> {} tokens per step\n",
                 c.batch_size, c.seq_len, s.micro_tokens(), s.accum, tokens_per_step());
@@ -77,9 +79,11 @@ std::string Trainer::summary() const {
   }
   out += format("length: {} steps = {} tokens = {} epochs\n", s.total_steps, s.total_steps * tokens_per_step(),
                 double(s.total_steps * tokens_per_step()) / double(s.train_loader->windows_per_epoch() * c.seq_len));
-  out += format("lr: {} warm-up {} steps, {} decay to {}; AdamW betas ({}, {}) eps {} weight decay {}; clip {}\n",
-                c.lr, c.warmup_steps, c.schedule, s.schedule.min_lr, c.beta1, c.beta2, c.eps, c.weight_decay,
-                c.grad_clip);
+  const std::string decay = s.schedule.decay == LrDecay::constant
+                                ? std::string("then constant")
+                                : format("{} decay to {}", c.schedule, s.schedule.min_lr);
+  out += format("lr: {} warm-up {} steps, {}; AdamW betas ({}, {}) eps {} weight decay {}; clip {}\n", c.lr,
+                c.warmup_steps, decay, c.beta1, c.beta2, c.eps, c.weight_decay, c.grad_clip);
   if (!s.mfu_basis.empty()) out += s.mfu_basis + "\n";
   return out;
 }

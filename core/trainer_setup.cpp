@@ -173,14 +173,11 @@ void Trainer::Impl::plan_batches_and_length() {
   validate(schedule);
 }
 
-// A resume continues from the newest of this run's checkpoints; a new run starts in a directory
-// without any.
 // The intervals measured against the run's length, after the run's own checks (a resumed run
 // already at its end is told so, not that its recorded --eval-every is longer than the run). The
-// default --eval-every (100) is no error in a shorter run: it then validates at the end only.
+// default --eval-every that no flag gave is no error in a shorter run: it validates at the end.
 void Trainer::Impl::check_intervals() const {
-  const bool default_eval_every = cfg.eval_every == TrainConfig{}.eval_every;
-  INPUT_CHECK(val_shards.empty() || cfg.eval_every <= total_steps || default_eval_every,
+  INPUT_CHECK(val_shards.empty() || cfg.eval_every <= total_steps || !cfg.eval_every_given,
               "--eval-every {} is longer than the run ({} steps): no evaluation would happen before the end",
               cfg.eval_every, total_steps);
   INPUT_CHECK(cfg.checkpoint_every <= total_steps, "--checkpoint-every {} is longer than the run ({} steps)",
@@ -191,6 +188,8 @@ void Trainer::Impl::check_intervals() const {
               cfg.sample_every, total_steps);
 }
 
+// A resume continues from the newest of this run's checkpoints; a new run starts in a directory
+// without any.
 void Trainer::Impl::check_run_directory(const CheckpointInfo& ckpt) {
   // Found now, not at the first save after the run's steps.
   std::error_code ec;

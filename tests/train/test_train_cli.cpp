@@ -238,6 +238,8 @@ TEST_CASE("bad flags exit with code 2 and say what is wrong", "[cli]") {
                                                     "of --batch-size x --seq-len = 64 tokens, more than the "
                                                     "2147483647 a step can count"},
       {ok + "--steps 5 --val-data " + dir + "/val.bin --eval-every 10", "--eval-every 10 is longer than the run (5"},
+      // Given, the default's value is checked as any other (not given, it is no error: below).
+      {ok + "--steps 5 --val-data " + dir + "/val.bin --eval-every 100", "--eval-every 100 is longer than the run"},
       // A length no run can count (AdamW's step is an int), refused before it wraps into a short run.
       {ok + "--steps 2147483647", "--steps 2147483647 is a run of 2.14748e+09 steps of 64 tokens, more than the "
                                   "2147483646 a run can count"},
@@ -308,6 +310,14 @@ TEST_CASE("bad flags exit with code 2 and say what is wrong", "[cli]") {
     Run r = train(c.args);
     CHECK(r.code == 2);
     CHECK_THAT(r.output, Catch::Contains(c.message));
+  }
+  // The default --eval-every (100) in a 5-step run with validation data: no error, the plan says
+  // the validation comes at the end only.
+  {
+    const Run short_run = train(tiny(dir) + "--steps 5 --val-data " + dir + "/val.bin --run-dir " + dir + "/short");
+    INFO(short_run.output);
+    CHECK(short_run.code == 0);
+    CHECK_THAT(short_run.output, Catch::Contains("batches at the end only"));
   }
   // A file where the run's checkpoints/ folder goes: refused before the first step, not at the
   // first save after them.
@@ -877,10 +887,6 @@ TEST_CASE("a fine-tune from Hugging Face weights holds their tokenizer to the da
   CHECK(load_checkpoint(dir + "/tuned/checkpoints/step_00000001.ckpt").tokenizer_dir == dir + "/hf");
 }
 
-// bf16 on the CPU: its products by AVX512-BF16 or AMX where the CPU has them, else widened to
-// fp32 (the same run either way, only the sums' order differs). A stop and resume must repeat the
-// whole run bit for bit; the losses must track fp32's. The classifier in chunks of 24 of the 64
-// rows (wte's gradient summed over them in fp32), a setting the resumed run keeps.
 // A file-size limit (ulimit -f) is a full disk that kills with SIGXFSZ, without a word and with
 // the checkpoint's temporary file left, unless the program ignores the signal (run_cli does):
 // then the write fails as on a full disk, exit 1 naming the file, the checkpoint before it kept.
@@ -905,6 +911,10 @@ TEST_CASE("a checkpoint write past the file-size limit exits 1 and keeps the che
   CHECK_FALSE(fs::exists(run + "/checkpoints/step_00000004.ckpt"));
 }
 
+// bf16 on the CPU: its products by AVX512-BF16 or AMX where the CPU has them, else widened to
+// fp32 (the same run either way, only the sums' order differs). A stop and resume must repeat the
+// whole run bit for bit; the losses must track fp32's. The classifier in chunks of 24 of the 64
+// rows (wte's gradient summed over them in fp32), a setting the resumed run keeps.
 TEST_CASE("on the cpu, --dtype bf16 trains; a stopped and resumed run repeats an uninterrupted one exactly",
           "[cli]") {
   std::string dir = test::temp_dir("train_cli_cpu_bf16");

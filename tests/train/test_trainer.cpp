@@ -489,9 +489,13 @@ TEST_CASE("mismatches between checkpoint, data, run directory and flags are inpu
     f.run_dir = dir + "/other_run";
     f.eval_every = 3;
     CHECK_THROWS_WITH(Trainer(f, *backend), Catch::Contains("--eval-every 3") && Catch::Contains("2 steps"));
-    // The default interval (100) is no error in a shorter run: the user did not ask for it.
+    // The default interval no flag gave is no error in a shorter run (the CLI says so with
+    // eval_every_given); the same value given is.
     f.eval_every = TrainConfig{}.eval_every;
+    CHECK_THROWS_WITH(Trainer(f, *backend), Catch::Contains("--eval-every 100"));
+    f.eval_every_given = false;
     CHECK_NOTHROW(Trainer(f, *backend));
+    f.eval_every_given = true;
     fs::remove_all(f.run_dir);
     f.eval_every = 1;
     f.checkpoint_every = 5;
