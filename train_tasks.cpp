@@ -35,7 +35,8 @@ std::string given_checkpoint(const TrainConfig& c) {
 // replace: a training run's (its config.json is the run's), one holding a model (another export,
 // downloaded weights), or one holding a tokenizer that would be taken for this model's
 // (encoder.json + vocab.bpe win over the vocab.json + merges.txt written here). `with_tokenizer`:
-// the export writes vocab.json + merges.txt, which may then replace an earlier pair.
+// the export writes vocab.json + merges.txt + tokenizer_config.json, which may replace an earlier
+// export's.
 void check_export_directory(const std::string& dir, bool with_tokenizer) {
   const std::filesystem::path out(dir);
   INPUT_CHECK(!std::filesystem::exists(out / "checkpoints") && !std::filesystem::exists(out / "metrics.jsonl"),
@@ -47,7 +48,7 @@ void check_export_directory(const std::string& dir, bool with_tokenizer) {
                 dir, name);
   }
   for (const TokenizerFilePair& pair : kTokenizerFilePairs) {
-    const bool replaced = with_tokenizer && std::string(pair.vocab) == "vocab.json";  // Tokenizer::save's pair
+    const bool replaced = with_tokenizer && std::string(pair.vocab) == "vocab.json";  // Tokenizer::save's files
     for (const char* name : {pair.vocab, pair.merges}) {
       INPUT_CHECK(replaced || !std::filesystem::exists(out / name),
                   "--export-hf {} already holds a tokenizer ({}) that would be taken for this model's: {}export into "
@@ -55,6 +56,10 @@ void check_export_directory(const std::string& dir, bool with_tokenizer) {
                   dir, name, with_tokenizer ? "" : "give --tokenizer DIR, or ");
     }
   }
+  INPUT_CHECK(with_tokenizer || !std::filesystem::exists(out / "tokenizer_config.json"),
+              "--export-hf {} already holds a tokenizer (tokenizer_config.json) that would be taken for this "
+              "model's: give --tokenizer DIR, or export into another directory",
+              dir);
 }
 
 }  // namespace
@@ -131,9 +136,9 @@ void export_checkpoint_hf(const TrainConfig& c, bool preset_given) {
   // (a model left without its tokenizer would make that try refuse the directory).
   std::vector<std::string> made;
   std::vector<std::unique_ptr<TemporaryFile>> removed_on_signal;
-  for (const char* name : {"model.safetensors", "config.json", "vocab.json", "merges.txt"}) {
+  for (const char* name : {"model.safetensors", "config.json", "vocab.json", "merges.txt", "tokenizer_config.json"}) {
     const std::string file = (std::filesystem::path(c.export_hf) / name).string();
-    if (std::filesystem::exists(file)) continue;  // vocab.json + merges.txt of an earlier export, replaced
+    if (std::filesystem::exists(file)) continue;  // the tokenizer files of an earlier export, replaced
     made.push_back(file);
     removed_on_signal.push_back(std::make_unique<TemporaryFile>(file));
   }
@@ -148,7 +153,7 @@ void export_checkpoint_hf(const TrainConfig& c, bool preset_given) {
   }
   std::cout << "exported " << path << " (" << describe(ckpt.config) << ", step " << ckpt.step << ") to "
             << c.export_hf << ": model.safetensors, config.json"
-            << (tokenizer ? ", vocab.json, merges.txt (tokenizer " + tokenizer_dir + ")"
+            << (tokenizer ? ", vocab.json, merges.txt, tokenizer_config.json (tokenizer " + tokenizer_dir + ")"
                           : " (no tokenizer: " + no_tokenizer + "; add one with --tokenizer DIR)")
             << "\nload it with transformers.GPT2LMHeadModel.from_pretrained(\"" << c.export_hf
             << "\"), or here with --init-from / --checkpoint " << c.export_hf << std::endl;

@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <memory>
 #include <vector>
 
 #include "core/check.hpp"
@@ -87,6 +88,44 @@ void write_file_atomic(const std::string& path, const std::function<bool(FILE*)>
 
 void write_file_atomic(const std::string& path, std::string_view bytes) {
   write_file_atomic(path, [&](FILE* f) { return std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size(); });
+}
+
+void write_files_atomic(const std::vector<std::pair<std::string, std::string>>& files) {
+  std::vector<std::unique_ptr<TemporaryFile>> on_signal;  // removed if a signal ends the program meanwhile
+  std::vector<std::string> written;                       // the temporary files complete so far
+  const auto remove_written = [&] {
+    for (const std::string& tmp : written) std::remove(tmp.c_str());
+  };
+  for (const auto& [path, bytes] : files) {
+    const WriteTarget target = resolve_write_target(path);
+    ENSURE(!target.in_place, "write_files_atomic: {} is not a regular file's path", path);
+    const std::string tmp = target.path + ".tmp";
+    on_signal.push_back(std::make_unique<TemporaryFile>(tmp));
+    FILE* f = std::fopen(tmp.c_str(), "wb");
+    if (!f) {
+      const std::string why = std::strerror(errno);
+      remove_written();
+      throw Error(format("cannot write {}: {} ({} is unchanged)", tmp, why, path));
+    }
+    bool ok = std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size() && std::fflush(f) == 0 &&
+              ::fsync(fileno(f)) == 0;
+    const int saved_errno = errno;
+    ok = std::fclose(f) == 0 && ok;
+    written.push_back(tmp);
+    if (!ok) {
+      remove_written();
+      throw Error(format("writing {} failed: {} ({} is unchanged)", path, std::strerror(saved_errno), path));
+    }
+  }
+  for (size_t i = 0; i < files.size(); ++i) {
+    const std::string target = resolve_write_target(files[i].first).path;
+    if (std::rename(written[i].c_str(), target.c_str()) != 0) {
+      const std::string why = std::strerror(errno);
+      remove_written();
+      throw Error(format("renaming {} to {} failed: {}", written[i], target, why));
+    }
+    sync_directory(target);
+  }
 }
 
 std::string read_whole_stream(std::istream& in, const std::string& what, size_t max_bytes,

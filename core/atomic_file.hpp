@@ -12,6 +12,8 @@
 #include <istream>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 namespace gpt2cc {
 
@@ -37,6 +39,11 @@ void sync_directory(const std::filesystem::path& file);
 void write_file_atomic(const std::string& path, const std::function<bool(FILE*)>& write);
 // The same for bytes already in memory.
 void write_file_atomic(const std::string& path, std::string_view bytes);
+// Files that belong together (a tokenizer's vocab.json and merges.txt), {path, bytes} each: all
+// are written to their "<path>.tmp" first, and only when every one was written are they renamed,
+// one after another. A write that fails leaves every old file as it was (no new one beside an old
+// one); Error naming the path, the temporary files removed.
+void write_files_atomic(const std::vector<std::pair<std::string, std::string>>& files);
 
 // The bytes of the file at `path`, which `what` names in messages ("prompt file"). Missing,
 // unreadable, a directory or more than max_bytes (a file of a known kind gone wrong, or an endless

@@ -274,8 +274,8 @@ int cmd_train(int argc, char** argv) {
   std::cerr << std::fixed << std::setprecision(2) << "train: " << stats.bytes << " bytes, " << stats.pretokens
             << " pre-tokens (" << stats.unique_pretokens << " unique); counting " << stats.count_seconds
             << " s, merging " << stats.merge_seconds << " s, total " << clock.seconds() << " s\n"
-            << "train: wrote " << out << "/vocab.json + merges.txt: vocab size " << tok.vocab_size()
-            << ", fingerprint " << fingerprint_hex(tok.fingerprint()) << "\n";
+            << "train: wrote " << out << "/vocab.json + merges.txt + tokenizer_config.json: vocab size "
+            << tok.vocab_size() << ", fingerprint " << fingerprint_hex(tok.fingerprint()) << "\n";
   return 0;
 }
 

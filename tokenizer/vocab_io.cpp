@@ -10,6 +10,8 @@
 #include <sstream>
 #include <unordered_map>
 
+#include <nlohmann/json.hpp>
+
 #include "core/atomic_file.hpp"
 #include "core/check.hpp"
 #include "core/tokenizer_files.hpp"
@@ -373,8 +375,22 @@ void write_vocab_dir(const std::string& dir, const VocabParts& parts) {
   vocab += "\n}\n";
   std::string merges = "#version: 0.2\n";
   for (auto [a, b] : parts.merges) merges += bytes_to_unicode(parts.tokens[a]) + " " + bytes_to_unicode(parts.tokens[b]) + "\n";
-  write_file_atomic((fs::path(dir) / "vocab.json").string(), vocab);
-  write_file_atomic((fs::path(dir) / "merges.txt").string(), merges);
+  // transformers' AutoTokenizer reads vocab.json + merges.txt as GPT-2's own, whose only special
+  // token is <|endoftext|> (added when missing, one id past the vocabulary); this file names the
+  // special tokens these have, and <|endoftext|> as bos/eos/unk only where it is one of them.
+  nlohmann::ordered_json config = {{"tokenizer_class", "GPT2Tokenizer"}, {"add_prefix_space", false}};
+  nlohmann::ordered_json eot = nullptr, added = nlohmann::ordered_json::object();
+  for (int id : parts.special_ids) {
+    if (parts.tokens[id] == "<|endoftext|>") eot = parts.tokens[id];
+    added[std::to_string(id)] = {{"content", parts.tokens[id]}, {"lstrip", false}, {"normalized", false},
+                                 {"rstrip", false}, {"single_word", false}, {"special", true}};
+  }
+  for (const char* role : {"bos_token", "eos_token", "unk_token"}) config[role] = eot;
+  config["added_tokens_decoder"] = added;
+  // Together: a failed write leaves the old pair, never a new vocab.json beside an old merges.txt.
+  write_files_atomic({{(fs::path(dir) / "vocab.json").string(), vocab},
+                      {(fs::path(dir) / "merges.txt").string(), merges},
+                      {(fs::path(dir) / "tokenizer_config.json").string(), config.dump(2) + "\n"}});
 }
 
 }  // namespace gpt2cc::tok

@@ -272,6 +272,31 @@ TEST_CASE("save writes Hugging Face files that load back identically", "[tokeniz
   CHECK(back.encode(c.text) == c.ids);
   Tokenizer copy = back;  // copies encode the same
   CHECK(copy.encode(fixture().back().text) == fixture().back().ids);
+  // tokenizer_config.json names the special tokens for transformers' AutoTokenizer (which takes
+  // vocab.json + merges.txt alone for GPT-2's, whose only special token is <|endoftext|>).
+  const auto config = nlohmann::json::parse(test::read_bytes(dir + "/tokenizer_config.json"));
+  CHECK(config["tokenizer_class"] == "GPT2Tokenizer");
+  CHECK(config["eos_token"] == "<|endoftext|>");
+  CHECK(config["added_tokens_decoder"].size() == 1);
+  CHECK(config["added_tokens_decoder"]["50256"]["content"] == "<|endoftext|>");
+  CHECK(config["added_tokens_decoder"]["50256"]["special"] == true);
+}
+
+// The three files are written together: a write that fails part-way leaves the old ones, never a
+// new vocab.json beside an old merges.txt (a pair that would not load as one tokenizer).
+TEST_CASE("save replaces its files together or not at all", "[tokenizer]") {
+  const Tokenizer& tok = gpt2();
+  std::string dir = test::temp_dir("tokenizer_save_together");
+  fs::create_directories(dir);
+  const char* names[] = {"vocab.json", "merges.txt", "tokenizer_config.json"};
+  for (const char* name : names) std::ofstream(dir + "/" + name) << "old";
+  fs::create_directories(dir + "/merges.txt.tmp");  // the second file's temporary path: its write fails
+  CHECK_THROWS_AS(tok.save(dir), gpt2cc::Error);
+  for (const char* name : names) CHECK(test::read_bytes(dir + "/" + name) == "old");
+  CHECK_FALSE(fs::exists(dir + "/vocab.json.tmp"));
+  fs::remove(dir + "/merges.txt.tmp");
+  tok.save(dir);
+  CHECK(Tokenizer::load(dir).fingerprint() == tok.fingerprint());
 }
 
 TEST_CASE("fingerprint depends on vocab, merges and specials", "[tokenizer]") {
