@@ -5,14 +5,15 @@
 #   zero0   mpiexec -n R, threads/R each, ZeRO stage 0 (moments whole on every rank).
 # Reports per run the median tokens/s of the steps after the first (from metrics.jsonl), the
 # peak RSS of each process (/usr/bin/time), and the last step's loss (the three runs see the
-# same batches, so their losses agree to rounding). Writes <out>/data_parallel.{md,json}.
+# same batches, so their losses agree to rounding). Writes <out>/data_parallel.{md,json} (by default
+# under the build folder: --out benchmarks/results replaces the committed figures).
 #   benchmarks/cpu/bench_data_parallel.sh [--build build] [--preset gpt2] [--ranks 2]
-#       [--batch-size 4] [--seq-len 64] [--steps 6] [--threads 2] [--out benchmarks/results]
+#       [--batch-size 4] [--seq-len 64] [--steps 6] [--threads 2] [--out BUILD/bench-data-parallel]
 # Data: GPT-2 tokens of the TinyStories sample in $GPT2CC_DATA_DIR (default ../shared/data).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-build=build preset=gpt2 ranks=2 batch=4 seq=64 steps=6 threads=2 out=benchmarks/results
+build=build preset=gpt2 ranks=2 batch=4 seq=64 steps=6 threads=2 out=
 while (($#)); do
   case "$1" in
     --build) build="$2"; shift 2 ;;
@@ -31,11 +32,18 @@ for tool in mpiexec /usr/bin/time python3; do
   command -v "$tool" >/dev/null || { echo "bench_data_parallel: $tool is needed" >&2; exit 2; }
 done
 [[ -x "$build/train" && -x "$build/prepare" ]] || { echo "bench_data_parallel: no $build/train (build first)" >&2; exit 2; }
+for n in "$ranks" "$steps" "$threads" "$batch" "$seq"; do
+  [[ "$n" =~ ^[0-9]+$ ]] || { echo "bench_data_parallel: '$n' is not a whole number (see --help)" >&2; exit 2; }
+done
+((ranks >= 1)) || { echo "bench_data_parallel: --ranks must be >= 1" >&2; exit 2; }
+# The first step is left out of the median (it pays for the set-up): at least one more is needed.
+((steps >= 2)) || { echo "bench_data_parallel: --steps must be >= 2 (the first is not timed)" >&2; exit 2; }
 ((threads % ranks == 0)) || { echo "bench_data_parallel: --threads $threads is not a multiple of --ranks $ranks" >&2; exit 2; }
 data_dir="${GPT2CC_DATA_DIR:-../shared/data}"
 [[ -f "$data_dir/tinystories/train-head.txt" ]] || { echo "bench_data_parallel: no $data_dir/tinystories" >&2; exit 2; }
 
 work="$build/bench-data-parallel"
+out="${out:-$work}"
 mkdir -p "$work" "$out"
 shards="$work/shards"
 if [[ ! -f "$shards/manifest.json" ]]; then
@@ -55,11 +63,18 @@ run() {  # name, launcher (empty: one process), threads, extra flags...
   mkdir -p "$work/$name"
   local cmd=("$build/train" "${common[@]}" --threads "$run_threads" --run-dir "$work/$name/run" "$@")
   echo "bench_data_parallel: $name: ${launcher:+$launcher }${cmd[*]}"
+  local status=0
   if [[ -z "$launcher" ]]; then
-    /usr/bin/time -f %M -o "$work/$name/rss.0" "${cmd[@]}" >"$work/$name/log" 2>&1
+    /usr/bin/time -f %M -o "$work/$name/rss.0" "${cmd[@]}" >"$work/$name/log" 2>&1 || status=$?
   else
     # shellcheck disable=SC2086
-    $launcher sh -c "/usr/bin/time -f %M -o $work/$name/rss.$rank_var \"\$@\"" sh "${cmd[@]}" >"$work/$name/log" 2>&1
+    $launcher sh -c "/usr/bin/time -f %M -o $work/$name/rss.$rank_var \"\$@\"" sh "${cmd[@]}" >"$work/$name/log" 2>&1 ||
+      status=$?
+  fi
+  if ((status != 0)); then  # the run's own message, not only that it failed
+    echo "bench_data_parallel: $name failed (exit $status); the end of $work/$name/log:" >&2
+    tail -n 5 "$work/$name/log" >&2
+    exit "$status"
   fi
 }
 run alone "" "$threads"

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "benchmarks/bench_cli.hpp"
+#include "core/check.hpp"
 #include "cpu/backend.hpp"
 
 namespace gpt2cc::bench {
@@ -234,7 +235,9 @@ class CacheEvictor {
   float sink_ = 0.0f;
 };
 
+// ||a - b|| / ||b|| of two vectors of one size (a benchmark's result against its reference).
 inline double rel_error(const std::vector<float>& a, const std::vector<float>& b) {
+  ENSURE(a.size() == b.size(), "rel_error: {} values against a reference of {}", a.size(), b.size());
   double num = 0, den = 0;
   for (size_t i = 0; i < a.size(); ++i) {
     num += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
