@@ -1,7 +1,8 @@
 // CPU training-step benchmark: one full step (forward + backward + global-norm clip + AdamW)
 // of gpt2cc's GPT-2 on the CPU backend, for a list of (preset, B, T). Each configuration runs in
-// its own child process so that its peak memory (getrusage max RSS) is its own. Validates before
-// timing (loss at init ~ ln V and decreasing on the repeated batch), warms up, then reports the
+// its own child process so that its peak memory (getrusage max RSS) is its own. Validates each
+// run (loss at init ~ ln V, checked before the timed steps, and decreasing on the repeated batch,
+// checked after them: a run that fails either reports nothing), warms up, then reports the
 // median of the timed steps: ms/step, tokens/s and achieved GFLOP/s (wall clock), plus the
 // process CPU time per step and GFLOP per CPU-second, which stay meaningful when other
 // processes share the cores (wall-clock figures then undercount the code's own speed).
@@ -207,7 +208,7 @@ int run(int argc, char** argv) {
   }
   INPUT_CHECK(args.unmatched().empty(), "unexpected argument '{}' (see --help)", args.unmatched().front());
   const int threads = args["threads"].as<int>(), warmup = args["warmup"].as<int>(), steps = args["steps"].as<int>();
-  INPUT_CHECK(threads >= 0, "--threads must be >= 0, got {}", threads);
+  check_thread_count(threads);  // here, not in the child, where it would come back as a failed run
   INPUT_CHECK(warmup >= 1, "--warmup must be >= 1, got {}", warmup);
   INPUT_CHECK(steps >= 1, "--steps must be >= 1, got {}", steps);
   bench::apply_gemm_flag(args["gemm"].as<std::string>());

@@ -34,6 +34,7 @@ row: the median over the rounds of each run's own median, and each process's pea
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -45,7 +46,8 @@ ROOT = os.path.normpath(os.path.join(HERE, os.pardir, os.pardir))
 PYTORCH_DIR = os.path.join(ROOT, "benchmarks", "pytorch")
 sys.path.insert(0, PYTORCH_DIR)
 # The atomic writes the PyTorch scripts use (bench_common needs only the standard library).
-from bench_common import cpu_machine, current_umask, write_json_atomic, write_text_atomic  # noqa: E402
+from bench_common import (PRESETS, cpu_machine, current_umask, output_path_problem,  # noqa: E402
+                          write_json_atomic, write_text_atomic)
 
 
 def parse_configs(text):
@@ -59,6 +61,10 @@ def parse_configs(text):
             raise ValueError(f"--configs: '{entry}' is not preset:BxT (e.g. d4:4x64)") from None
         if b < 1 or t < 1:
             raise ValueError(f"--configs: '{entry}': B and T must be >= 1")
+        if preset not in PRESETS:
+            raise ValueError(f"--configs: '{entry}': unknown preset '{preset}' (known: {', '.join(PRESETS)})")
+        if t > 1024:
+            raise ValueError(f"--configs: '{entry}': T = {t} is longer than the presets' context of 1024")
         configs.append((preset, b, t))
     return configs
 
@@ -391,6 +397,21 @@ def parse_args(argv):
     if not os.access(mode.bench, os.X_OK):
         q.error(f"{mode.bench} not found: build it first (cmake --build {a.build} --target "
                 f"{os.path.basename(mode.bench)})")
+    if a.what == "generate":
+        unknown = [c for c in mode.cases if c not in PRESETS]
+        if unknown:
+            q.error(f"--presets: unknown preset '{unknown[0]}' (known: {', '.join(PRESETS)})")
+        # bench_generate validates and warms up on 4 new tokens: its context must hold those too.
+        if a.prompt_tokens + max(a.new_tokens, 4) > 1024:
+            q.error(f"--prompt-tokens {a.prompt_tokens} + --new-tokens {a.new_tokens} (at least 4: gpt2cc's "
+                    "validation) exceed the presets' context of 1024")
+    for flag in ("json", "md"):
+        path = getattr(a, flag)
+        problem = path and output_path_problem(path)
+        if problem:
+            q.error(f"--{flag} {path}: {problem}")
+    if not (os.path.isfile(a.python) and os.access(a.python, os.X_OK)) and shutil.which(a.python) is None:
+        q.error(f"--python {a.python}: no such program")
     return a, mode
 
 

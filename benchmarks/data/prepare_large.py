@@ -88,9 +88,14 @@ def main():
         repo = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
         data = os.environ.get("GPT2CC_DATA_DIR") or os.path.join(repo, "..", "shared", "data")
         args.tokenizer = os.path.join(data, "gpt2")
+    if args.size_mb < 2:
+        ap.error(f"--size-mb must be >= 2 (half of it in each of two files), got {args.size_mb}")
+    if args.max_rss_mb < 1:
+        ap.error(f"--max-rss-mb must be >= 1, got {args.max_rss_mb}")
+    if not (os.path.isfile(args.prepare) and os.access(args.prepare, os.X_OK)):
+        ap.error(f"--prepare {args.prepare}: no such program (build it first)")
     if not os.path.isfile(os.path.join(args.tokenizer, "vocab.bpe")):
-        print(f"FAIL: tokenizer not found at {args.tokenizer}")
-        return 1
+        ap.error(f"--tokenizer {args.tokenizer}: no GPT-2 tokenizer there (vocab.bpe)")
     work = args.workdir or tempfile.mkdtemp(prefix="gpt2cc-prepare-large-")
     os.makedirs(work, exist_ok=True)
     try:

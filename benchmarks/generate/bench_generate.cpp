@@ -171,8 +171,10 @@ int run(int argc, char** argv) {
   std::stringstream preset_list(args["presets"].as<std::string>());
   for (std::string name; std::getline(preset_list, name, ',');) {
     const ModelConfig config = model_preset(name);  // an unknown one: InputError listing the presets
-    INPUT_CHECK(longest <= config.max_seq_len, "prompt + new tokens ({}) exceed {}'s context of {}", longest, name,
-                config.max_seq_len);
+    INPUT_CHECK(longest <= config.max_seq_len,
+                "--prompt-tokens {} and the longest decode ({} tokens; validation and warm-up take {}) need {} "
+                "positions, more than {}'s context of {}",
+                P, longest - P, kCheckSteps, longest, name, config.max_seq_len);
     preset_names.push_back(name);
   }
   INPUT_CHECK(!preset_names.empty(), "--presets must name at least one preset");

@@ -103,6 +103,19 @@ def write_text_atomic(path, text):
         raise
 
 
+def output_path_problem(path):
+    """Why a result file cannot be written at path (None where it can): checked before a run, so
+    that its measurements are not lost at the end to a typo in the path."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        return "is a directory"
+    if not os.path.isdir(directory):
+        return f"its folder {directory} does not exist"
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return f"its folder {directory} is not writable"
+    return None
+
+
 def write_json_atomic(path, obj, indent=2):
     """obj as JSON through write_text_atomic."""
     write_text_atomic(path, json.dumps(obj, indent=indent) + "\n")

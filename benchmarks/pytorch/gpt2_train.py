@@ -69,13 +69,15 @@ class GPT2(nn.Module):
         for block in self.blocks:
             x = block(x)
         logits = F.linear(self.ln_f(x), self.wte.weight)  # tied output projection, (B, T, Vp)
-        # Padded logits take part in the softmax exactly as in gpt2cc; targets are all < VOCAB.
+        # Over all Vp columns: the padded ones take part in this softmax (gpt2cc's reads the first
+        # V only), 0.09% more work here than a slice's copy of the logits would cost; targets < VOCAB.
         return F.cross_entropy(logits.float().view(-1, PADDED_VOCAB), targets.view(-1))
 
 
 def flops_per_token(n_params, L, C, T):
     """6·N + 6·L·C·T, the count issue 8 fixes and gpt2cc's bench_train_gpu uses: N = every
-    parameter except the padded vocabulary rows (Vp - V rows of wte, all zero and never trained),
+    parameter except the padded vocabulary rows (Vp - V rows of wte: zero and untrained in gpt2cc;
+    here initialised and trained through the padded logits, and left out of N all the same),
     2 FLOPs forward + 4 backward per parameter per token; 6·L·C·T is the attention QKᵀ and AV with
     the causal mask halving the T positions (2 matmuls · 2 FLOPs · C · T/2 forward, twice that
     backward, per layer and token)."""
