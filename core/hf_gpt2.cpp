@@ -2,6 +2,7 @@
 #include "core/hf_gpt2.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -66,6 +67,19 @@ struct Part {
   size_t offset;  // in gpt2cc's buffer
   bool transpose;
 };
+
+// Whether `name` is a causal-mask buffer older exports keep beside a layer's weights (no
+// parameters): <prefix>h.<layer>.attn.bias or .attn.masked_bias, for a layer the model has, under the
+// prefix of the file's other tensors.
+bool mask_buffer(std::string_view name, const std::string& prefix, int layers) {
+  if (!name.starts_with(prefix + "h.")) return false;
+  name.remove_prefix(prefix.size() + 2);
+  int layer = -1;
+  const auto [end, error] = std::from_chars(name.data(), name.data() + name.size(), layer);
+  const std::string_view rest(end, size_t(name.data() + name.size() - end));
+  return error == std::errc() && end != name.data() && name.front() != '+' && layer >= 0 && layer < layers &&
+         (rest == ".attn.bias" || rest == ".attn.masked_bias");
+}
 
 // fn(part) for every tensor of a GPT-2 of `cfg`, names after `prefix`, one at a time in gpt2cc's
 // parameter order (core/params.hpp: wte, wpe, then each per-layer parameter for every layer in
@@ -146,6 +160,10 @@ struct ConfigReader {
                   file, name, v ? v->dump() : "", alias, a->dump());
       if (v == nullptr) v = a, name = alias;
     }
+    // A whole number past 64 bits reads as a float: named as the out-of-range number it is.
+    INPUT_CHECK(v == nullptr || !v->is_number_float() || std::fabs(v->get<double>()) < 0x1p63 ||
+                    std::trunc(v->get<double>()) != v->get<double>(),
+                "{}: \"{}\" is {}, outside 1..{}", file, name, v ? v->dump() : "", max);
     INPUT_CHECK(v != nullptr && v->is_number_integer(), "{}: needs an integer \"{}\"", file, key);
     const std::optional<int> n = whole_number<int>(*v);
     INPUT_CHECK(n && *n >= 1 && *n <= max, "{}: \"{}\" is {}, outside 1..{}", file, name, v->dump(), max);
@@ -304,9 +322,8 @@ HfGpt2Weights::HfGpt2Weights(const std::string& path) : impl_(std::make_unique<I
       s.has_lm_head = true;
       continue;
     }
-    const bool mask_buffer = name.ends_with(".attn.bias") || name.ends_with(".attn.masked_bias");
-    INPUT_CHECK(mask_buffer, "{}: tensor '{}' is not part of a GPT-2 gpt2cc computes (config {})", weights.string(),
-                name, config_file.string());
+    INPUT_CHECK(mask_buffer(name, prefix, cfg.num_layers), "{}: tensor '{}' is not part of a GPT-2 gpt2cc computes "
+                "(config {})", weights.string(), name, config_file.string());
   }
 
 }

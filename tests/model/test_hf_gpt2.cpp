@@ -210,6 +210,8 @@ TEST_CASE("Hugging Face weights gpt2cc cannot compute are refused by name", "[mo
   refused(with_config("layer_idx", "scale_attn_by_inverse_layer_idx", true), "scale_attn_by_inverse_layer_idx");
   refused(with_config("type", "model_type", "llama"), "model_type is 'llama'");
   refused(with_config("no_layers", "n_layer", nullptr), "needs an integer \"n_layer\"");
+  // A whole number past 64 bits (read as a double): out of range, not "not an integer".
+  refused(with_config("huge_layers", "n_layer", 1e30), "\"n_layer\" is 1e+30, outside 1..");
   // transformers' other names for the sizes (its attribute_map): read where the GPT-2 name is not
   // given, refused where both are and disagree (transformers would build the alias's model).
   const ModelConfig own = load_checkpoint(fixture_dir(), false).config;
@@ -292,6 +294,19 @@ TEST_CASE("Hugging Face weights gpt2cc cannot compute are refused by name", "[mo
   auto extra = all;
   extra.push_back({"h.0.attn.q_norm.weight", {32}, extra_values.data()});
   refused(with_tensors("extra", extra), "tensor 'h.0.attn.q_norm.weight' is not part of a GPT-2");
+  // Causal-mask buffers: accepted for a layer the model has, under the file's prefix only.
+  std::vector<float> mask(16, 1.0f);
+  auto buffers = all;
+  buffers.push_back({"h.1.attn.bias", {4, 4}, mask.data()});
+  buffers.push_back({"h.0.attn.masked_bias", {1}, mask.data()});
+  CHECK(load_checkpoint(with_tensors("buffers", buffers), false).params == ckpt.params);
+  int strays = 0;
+  for (const char* stray : {"h.7.attn.bias", "whatever.attn.bias", "transformer.h.0.attn.bias", "h.+1.attn.bias"}) {
+    auto with_stray = all;
+    with_stray.push_back({stray, {1}, mask.data()});
+    refused(with_tensors("stray_" + std::to_string(strays++), with_stray),
+            std::string("tensor '") + stray + "' is not part of a GPT-2");
+  }
   std::vector<float> head = base.read_float("wte.weight");
   head[5] += 1.0f;
   auto untied = all;
