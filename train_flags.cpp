@@ -198,6 +198,10 @@ void check_task_flags(const TrainConfig& c, const cxxopts::ParseResult& parsed) 
     for (const char* flag : {"eval-every", "eval-batches"})
       INPUT_CHECK(!parsed.count(flag) || !c.val_data.empty(),
                   "--{} sets how the validation data is evaluated: without --val-data it does nothing", flag);
+    // The default (64) is cut to what a sample can hold; a number given is refused past it.
+    INPUT_CHECK(!parsed.count("sample-tokens") || c.sample_tokens <= c.seq_len - 1,
+                "--sample-tokens {} is more than a sample holds: --seq-len - 1 = {} (the training model's positions)",
+                c.sample_tokens, c.seq_len - 1);
     return;
   }
   // What each task reads; the shape flags may repeat the checkpoint's (check_shape_flags).

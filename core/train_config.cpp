@@ -79,7 +79,10 @@ void validate(const TrainConfig& c, int ranks) {
   parse_dtype(c.dtype);
   INPUT_CHECK(c.grad_dtype == "auto" || c.grad_dtype == "bf16" || c.grad_dtype == "fp32",
               "--grad-dtype must be auto, bf16 or fp32, got '{}'", c.grad_dtype);
-  INPUT_CHECK(!(c.grad_dtype == "bf16" && parse_dtype(c.dtype) == DType::fp32),
+  // The training run's checks of flags --eval-only and --export-hf ignore are left to their task
+  // (train's check_task_flags names them as doing nothing there, not as wanting another flag).
+  const bool training = !c.eval_only && c.export_hf.empty();
+  INPUT_CHECK(!training || !(c.grad_dtype == "bf16" && parse_dtype(c.dtype) == DType::fp32),
               "--grad-dtype bf16 needs --dtype bf16: fp32 training keeps fp32 gradients");
   INPUT_CHECK(c.classifier_rows >= 0, "--classifier-rows must be >= 0 (0: all rows at once), got {}",
               c.classifier_rows);
@@ -133,7 +136,7 @@ void validate(const TrainConfig& c, int ranks) {
                 "--eval-only needs a checkpoint to evaluate: give it with --init-from (or --resume)");
   }
   INPUT_CHECK(c.eval_batches >= 0, "--eval-batches must be >= 0 (0: the whole split), got {}", c.eval_batches);
-  INPUT_CHECK(c.eval_stride == 0 || c.eval_only,
+  INPUT_CHECK(c.eval_stride == 0 || !training,
               "--eval-stride {} sets --eval-only's window stride; a training run's evaluation takes non-overlapping "
               "windows: drop it, or add --eval-only",
               c.eval_stride);
@@ -144,7 +147,7 @@ void validate(const TrainConfig& c, int ranks) {
   INPUT_CHECK(c.keep_checkpoints >= 1, "--keep-checkpoints must be >= 1, got {}", c.keep_checkpoints);
   INPUT_CHECK(c.log_every >= 1, "--log-every must be >= 1, got {}", c.log_every);
   INPUT_CHECK(c.max_bad_steps >= 1, "--max-bad-steps must be >= 1, got {}", c.max_bad_steps);
-  INPUT_CHECK(c.sample_every == 0 || !c.tokenizer_dir.empty(),
+  INPUT_CHECK(c.sample_every == 0 || !training || !c.tokenizer_dir.empty(),
               "--sample-every needs --tokenizer (the directory to decode samples with)");
   INPUT_CHECK(c.sample_tokens >= 1, "--sample-tokens must be >= 1, got {}", c.sample_tokens);
 }

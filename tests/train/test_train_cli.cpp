@@ -298,12 +298,20 @@ TEST_CASE("bad flags exit with code 2 and say what is wrong", "[cli]") {
        "--grad-dtype has no effect on --eval-only"},
       {"--export-hf " + dir + "/hfx --init-from " + dir + "/x.ckpt --lr 0.1",
        "--lr has no effect on --export-hf, which writes a checkpoint's weights out: drop it"},
+      // Said so, not sent first to a training check asking for another flag they would ignore too.
+      {"--eval-only --val-data " + dir + "/val.bin --init-from " + dir + "/x.ckpt --sample-every 2",
+       "--sample-every has no effect on --eval-only"},
+      {"--export-hf " + dir + "/hfx --init-from " + dir + "/x.ckpt --eval-stride 4",
+       "--eval-stride has no effect on --export-hf"},
+      {"--eval-only --val-data " + dir + "/val.bin --init-from " + dir + "/x.ckpt --grad-dtype bf16",
+       "--grad-dtype has no effect on --eval-only"},
       {"--train-data " + dir + "/train.bin --steps 5 --run-dir=", "--run-dir must not be empty"},
       {bare + "--keep-checkpoints 0", "--keep-checkpoints must be >= 1"},
       {bare + "--log-every 0", "--log-every must be >= 1"},
       {bare + "--max-bad-steps 0", "--max-bad-steps must be >= 1"},
       {bare + "--sample-every 2", "--sample-every needs --tokenizer"},
       {bare + "--sample-tokens 0", "--sample-tokens must be >= 1"},
+      {ok + "--steps 5 --sample-tokens 16", "--sample-tokens 16 is more than a sample holds: --seq-len - 1 = 15"},
   };
   for (const Case& c : cases) {
     INFO("train " << c.args);
@@ -822,10 +830,11 @@ TEST_CASE("a fine-tune from Hugging Face weights holds their tokenizer to the da
   test::write_tiny_shards(dir + "/same", 4096, bytes.fingerprint(), 257);
   test::write_tiny_shards(dir + "/other", 4096, 0x5555, 257);
   REQUIRE(train(tiny(dir + "/same") + "--steps 2 --run-dir " + dir + "/run --tokenizer " + dir + "/tok").code == 0);
-  // Samples during training: --sample-tokens past the training model's --seq-len - 1 = 15 positions
-  // is cut to them (its KV cache holds --seq-len positions, not the context's 32).
+  // Samples during training: the default --sample-tokens (64), past the training model's
+  // --seq-len - 1 = 15 positions, is cut to them (its KV cache holds --seq-len positions, not the
+  // context's 32); a number given past them is refused (above).
   const Run sampled = train(tiny(dir + "/same") + "--steps 2 --run-dir " + dir + "/sampled --tokenizer " + dir +
-                            "/tok --sample-every 1 --sample-tokens 40");
+                            "/tok --sample-every 1");
   INFO(sampled.output);
   CHECK(sampled.code == 0);
   const std::string samples = test::read_bytes(dir + "/sampled/samples.txt");
