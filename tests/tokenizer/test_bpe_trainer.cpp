@@ -299,6 +299,18 @@ TEST_CASE("streamed blocks never cut a special token, wherever the block ends", 
   const Tokenizer tok = base.train();
   const int a_b = 0;  // the specials take the first ids, in the order given
   REQUIRE(tok.token_bytes(a_b) == "<|a b|>");
+  // The trainer's counts of `text` read from a file in blocks, and given whole.
+  const auto from_file_and_whole = [&](const std::string& text, const std::string& name) {
+    const std::string path = dir + "/" + name;
+    std::ofstream(path, std::ios::binary) << text;
+    BpeTrainer from_file(cfg), from_text(cfg);
+    from_file.add_file(path);
+    from_text.add_text(text);
+    std::pair<gpt2cc::TrainStats, gpt2cc::TrainStats> stats;
+    from_file.train(nullptr, &stats.first);
+    from_text.train(nullptr, &stats.second);
+    return stats;
+  };
   // The special ends 1 .. its length - 1 bytes past the end of the first block.
   for (size_t past = 1; past < 7; ++past) {
     const std::string text = filler.substr(0, cfg.block_bytes - 7 + past) + "<|a b|> tail\n" + filler;
@@ -310,15 +322,7 @@ TEST_CASE("streamed blocks never cut a special token, wherever the block ends", 
                       cfg.block_bytes);
     CHECK(streamed == tok.encode(text));
     CHECK(std::count(streamed.begin(), streamed.end(), a_b) == 1);
-
-    const std::string path = dir + "/corpus.txt";
-    std::ofstream(path, std::ios::binary) << text;
-    BpeTrainer from_file(cfg), from_text(cfg);
-    from_file.add_file(path);
-    from_text.add_text(text);
-    gpt2cc::TrainStats file_stats, text_stats;
-    from_file.train(nullptr, &file_stats);
-    from_text.train(nullptr, &text_stats);
+    const auto [file_stats, text_stats] = from_file_and_whole(text, "corpus.txt");
     CHECK(file_stats.bytes == text_stats.bytes);
     CHECK(file_stats.unique_pretokens == text_stats.unique_pretokens);
   }
@@ -326,15 +330,7 @@ TEST_CASE("streamed blocks never cut a special token, wherever the block ends", 
   // holds the only cut, which the first occurrence hid.
   std::string euros;
   while (euros.size() < 4 * cfg.block_bytes) euros += "\u20ac ";
-  const std::string text = "<|a b|><|a b|>" + euros;
-  const std::string path = dir + "/euros.txt";
-  std::ofstream(path, std::ios::binary) << text;
-  BpeTrainer from_file(cfg), from_text(cfg);
-  from_file.add_file(path);
-  from_text.add_text(text);
-  gpt2cc::TrainStats file_stats, text_stats;
-  from_file.train(nullptr, &file_stats);
-  from_text.train(nullptr, &text_stats);
+  const auto [file_stats, text_stats] = from_file_and_whole("<|a b|><|a b|>" + euros, "euros.txt");
   CHECK(file_stats.bytes == text_stats.bytes);
   CHECK(file_stats.bytes == euros.size());
   CHECK(file_stats.unique_pretokens == text_stats.unique_pretokens);

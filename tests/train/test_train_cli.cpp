@@ -211,6 +211,8 @@ TEST_CASE("bad flags exit with code 2 and say what is wrong", "[cli]") {
   test::write_tiny_shards(dir);
   const std::string ok = tiny(dir) + "--run-dir " + dir + "/run ";
   const std::string bare = "--train-data " + dir + "/train.bin --run-dir " + dir + "/run --steps 5 ";
+  const std::string eval_only = "--eval-only --val-data " + dir + "/val.bin --init-from " + dir + "/x.ckpt ";
+  const std::string export_hf = "--export-hf " + dir + "/hfx --init-from " + dir + "/x.ckpt ";
   struct Case {
     std::string args, message;
   };
@@ -287,24 +289,17 @@ TEST_CASE("bad flags exit with code 2 and say what is wrong", "[cli]") {
       {"--run-dir " + dir + "/run --steps 5", "--train-data is required"},
       {"--eval-only --init-from " + dir + "/x.ckpt", "--eval-only needs --val-data"},
       {bare + "--eval-batches -1", "--eval-batches must be >= 0"},
-      {"--eval-only --val-data " + dir + "/val.bin --init-from " + dir + "/x.ckpt --seq-len 16 --eval-stride 17",
-       "--eval-stride must be in 1..--seq-len = 16"},
+      {eval_only + "--seq-len 16 --eval-stride 17", "--eval-stride must be in 1..--seq-len = 16"},
       // The flags only training reads do nothing on --eval-only and --export-hf: refused by name.
-      {"--eval-only --val-data " + dir + "/val.bin --init-from " + dir + "/x.ckpt --eval-batches 3",
+      {eval_only + "--eval-batches 3",
        "--eval-batches has no effect on --eval-only, which scores a checkpoint on --val-data: drop it"},
-      {"--eval-only --val-data " + dir + "/val.bin --init-from " + dir + "/x.ckpt --steps 5 --tokenizer t",
-       "has no effect on --eval-only"},
-      {"--eval-only --val-data " + dir + "/val.bin --init-from " + dir + "/x.ckpt --dtype bf16 --grad-dtype fp32",
-       "--grad-dtype has no effect on --eval-only"},
-      {"--export-hf " + dir + "/hfx --init-from " + dir + "/x.ckpt --lr 0.1",
-       "--lr has no effect on --export-hf, which writes a checkpoint's weights out: drop it"},
+      {eval_only + "--steps 5 --tokenizer t", "has no effect on --eval-only"},
+      {eval_only + "--dtype bf16 --grad-dtype fp32", "--grad-dtype has no effect on --eval-only"},
+      {export_hf + "--lr 0.1", "--lr has no effect on --export-hf, which writes a checkpoint's weights out: drop it"},
       // Said so, not sent first to a training check asking for another flag they would ignore too.
-      {"--eval-only --val-data " + dir + "/val.bin --init-from " + dir + "/x.ckpt --sample-every 2",
-       "--sample-every has no effect on --eval-only"},
-      {"--export-hf " + dir + "/hfx --init-from " + dir + "/x.ckpt --eval-stride 4",
-       "--eval-stride has no effect on --export-hf"},
-      {"--eval-only --val-data " + dir + "/val.bin --init-from " + dir + "/x.ckpt --grad-dtype bf16",
-       "--grad-dtype has no effect on --eval-only"},
+      {eval_only + "--sample-every 2", "--sample-every has no effect on --eval-only"},
+      {export_hf + "--eval-stride 4", "--eval-stride has no effect on --export-hf"},
+      {eval_only + "--grad-dtype bf16", "--grad-dtype has no effect on --eval-only"},
       {"--train-data " + dir + "/train.bin --steps 5 --run-dir=", "--run-dir must not be empty"},
       {bare + "--keep-checkpoints 0", "--keep-checkpoints must be >= 1"},
       {bare + "--log-every 0", "--log-every must be >= 1"},
