@@ -91,22 +91,33 @@ void write_file_atomic(const std::string& path, std::string_view bytes) {
 }
 
 void write_files_atomic(const std::vector<std::pair<std::string, std::string>>& files) {
+  // Every target checked before anything is written: a device, a FIFO or a folder in a target's
+  // place would fail a rename after others had been made.
+  std::vector<std::string> targets;
+  for (const auto& [path, bytes] : files) {
+    const WriteTarget target = resolve_write_target(path);
+    std::error_code ec;
+    INPUT_CHECK(!target.in_place && !std::filesystem::is_directory(target.path, ec),
+                "{} is not a regular file: it is replaced together with the files beside it, so it must be one (or "
+                "absent)",
+                path);
+    targets.push_back(target.path);
+  }
   std::vector<std::unique_ptr<TemporaryFile>> on_signal;  // removed if a signal ends the program meanwhile
   std::vector<std::string> written;                       // the temporary files complete so far
   const auto remove_written = [&] {
     for (const std::string& tmp : written) std::remove(tmp.c_str());
   };
-  for (const auto& [path, bytes] : files) {
-    const WriteTarget target = resolve_write_target(path);
-    ENSURE(!target.in_place, "write_files_atomic: {} is not a regular file's path", path);
-    const std::string tmp = target.path + ".tmp";
+  for (size_t i = 0; i < files.size(); ++i) {
+    const std::string tmp = targets[i] + ".tmp";
     on_signal.push_back(std::make_unique<TemporaryFile>(tmp));
     FILE* f = std::fopen(tmp.c_str(), "wb");
     if (!f) {
       const std::string why = std::strerror(errno);
       remove_written();
-      throw Error(format("cannot write {}: {} ({} is unchanged)", tmp, why, path));
+      throw Error(format("cannot write {}: {} ({} is unchanged)", tmp, why, files[i].first));
     }
+    const std::string& bytes = files[i].second;
     bool ok = std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size() && std::fflush(f) == 0 &&
               ::fsync(fileno(f)) == 0;
     const int saved_errno = errno;
@@ -114,18 +125,31 @@ void write_files_atomic(const std::vector<std::pair<std::string, std::string>>& 
     written.push_back(tmp);
     if (!ok) {
       remove_written();
-      throw Error(format("writing {} failed: {} ({} is unchanged)", path, std::strerror(saved_errno), path));
+      throw Error(format("writing {} failed: {} ({} is unchanged)", files[i].first, std::strerror(saved_errno),
+                         files[i].first));
     }
   }
-  for (size_t i = 0; i < files.size(); ++i) {
-    const std::string target = resolve_write_target(files[i].first).path;
-    if (std::rename(written[i].c_str(), target.c_str()) != 0) {
-      const std::string why = std::strerror(errno);
-      remove_written();
-      throw Error(format("renaming {} to {} failed: {}", written[i], target, why));
+  // The renames with a stopping signal held back (DeferSignalEnd): one that came between them would
+  // remove the temporaries not yet renamed and leave a new file beside old ones; held, it ends the
+  // program after the last rename.
+  std::string failure;
+  size_t renamed = 0;
+  {
+    const DeferSignalEnd defer;
+    for (; renamed < files.size(); ++renamed) {
+      if (std::rename(written[renamed].c_str(), targets[renamed].c_str()) != 0) {
+        failure = format("renaming {} to {} failed: {}", written[renamed], targets[renamed], std::strerror(errno));
+        break;
+      }
     }
-    sync_directory(target);
   }
+  if (!failure.empty()) {
+    std::string replaced;
+    for (size_t i = 0; i < renamed; ++i) replaced += (i ? ", " : "") + targets[i];
+    for (size_t i = renamed; i < written.size(); ++i) std::remove(written[i].c_str());
+    throw Error(failure + (renamed ? format(" (already replaced: {}; the others are unchanged)", replaced) : ""));
+  }
+  for (const std::string& target : targets) sync_directory(target);
 }
 
 std::string read_whole_stream(std::istream& in, const std::string& what, size_t max_bytes,

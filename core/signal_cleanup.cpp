@@ -3,6 +3,7 @@
 
 #include <unistd.h>
 
+#include <atomic>
 #include <csignal>
 #include <cstring>
 #include <mutex>
@@ -10,7 +11,7 @@
 namespace gpt2cc {
 namespace {
 
-constexpr int kSlots = 8;           // a command writes a file or two at a time
+constexpr int kSlots = 16;  // files a command may be writing at once (an export: 5, and 3 temporaries)
 constexpr size_t kPathBytes = 4096;  // PATH_MAX on Linux
 char g_paths[kSlots][kPathBytes];
 volatile std::sig_atomic_t g_used[kSlots];
@@ -18,7 +19,14 @@ std::mutex g_slots_mutex;  // between threads that register; the handler only re
 std::atomic<int> g_stop_signal{0};
 static_assert(std::atomic<int>::is_always_lock_free, "a signal handler may only touch a lock-free atomic");
 
+std::atomic<int> g_deferring{0};      // DeferSignalEnd objects alive
+std::atomic<int> g_deferred_signal{0};  // the signal that came meanwhile, raised when the last ends
+
 extern "C" void remove_temporaries_and_die(int sig) {
+  if (g_deferring.load() > 0) {  // steps that must finish together are under way: end after them
+    g_deferred_signal.store(sig);
+    return;
+  }
   for (int i = 0; i < kSlots; ++i)
     if (g_used[i]) ::unlink(g_paths[i]);
   struct sigaction default_action {};
@@ -47,6 +55,13 @@ void install_stop_handlers() {
 }
 
 const std::atomic<int>& stop_signal() { return g_stop_signal; }
+
+DeferSignalEnd::DeferSignalEnd() { g_deferring.fetch_add(1); }
+
+DeferSignalEnd::~DeferSignalEnd() {
+  if (g_deferring.fetch_sub(1) != 1) return;
+  if (const int sig = g_deferred_signal.exchange(0)) ::raise(sig);  // now the handler ends the program
+}
 
 void request_stop(int signal) { g_stop_signal.store(signal); }
 

@@ -27,6 +27,17 @@ const std::atomic<int>& stop_signal();
 // As if `signal` had arrived; 0 clears it (tests that stop runs one after another).
 void request_stop(int signal);
 
+// While one lives, a signal that would end the program (remove_temporaries_on_signal's handler) is
+// held, on whichever thread it lands, and raised again when the last one ends: for steps that
+// must all happen once begun (the renames of files replaced together, write_files_atomic).
+class DeferSignalEnd {
+ public:
+  DeferSignalEnd();
+  ~DeferSignalEnd();
+  DeferSignalEnd(const DeferSignalEnd&) = delete;
+  DeferSignalEnd& operator=(const DeferSignalEnd&) = delete;
+};
+
 class TemporaryFile {
  public:
   explicit TemporaryFile(const std::string& path);

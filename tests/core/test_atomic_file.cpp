@@ -2,7 +2,8 @@
 // followed to its file and stays a link; a FIFO or a device is written in place, never replaced
 // by a plain file (the rename that replaces a regular file would put one where /dev/null was).
 // And read_whole_file: bytes as they are, bad paths as bad input, a cap on the size. And the
-// signal handlers (core/signal_cleanup.hpp): a signal ignored when the program started stays so.
+// signal handlers (core/signal_cleanup.hpp): a signal ignored when the program started stays so,
+// and one held by DeferSignalEnd ends the program when it ends. And write_files_atomic.
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -142,4 +143,41 @@ TEST_CASE("a signal ignored when the program started stays ignored by the stop h
   });
   INFO(outcome.summary());
   CHECK(outcome.returned);
+}
+
+// Files replaced together (a tokenizer's three): a target that is a folder or a device is refused
+// before anything is written; a signal between the renames ends the program only after the last,
+// so no new file is left beside old ones.
+TEST_CASE("write_files_atomic checks every target first and holds a signal until the renames are done",
+          "[atomic][signal]") {
+  const std::string dir = test::temp_dir("write_files_atomic");
+  fs::create_directories(dir + "/folder.json");
+  for (const char* name : {"a.txt", "b.txt"}) std::ofstream(dir + "/" + name) << "old";
+  fs::create_symlink("/dev/null", dir + "/device.json");
+  for (const char* odd : {"folder.json", "device.json"}) {
+    INFO(odd);
+    const std::string path = dir + "/" + odd;
+    CHECK_THROWS_AS(write_files_atomic({{dir + "/a.txt", "new"}, {path, "new"}}), InputError);
+    CHECK_THROWS_WITH(write_files_atomic({{dir + "/a.txt", "new"}, {path, "new"}}),
+                      Catch::Contains(path + " is not a regular file"));
+    CHECK(test::read_bytes(dir + "/a.txt") == "old");
+    CHECK_FALSE(fs::exists(dir + "/a.txt.tmp"));
+  }
+  // A SIGTERM raised while the renames are held (as one arriving between them would be): the child
+  // goes on to the end of the renames, then dies by it; both files are new.
+  const test::ChildOutcome outcome = test::run_in_child(20, [&] {
+    remove_temporaries_on_signal();
+    {
+      const DeferSignalEnd defer;
+      ::raise(SIGTERM);
+      write_files_atomic({{dir + "/a.txt", "new a"}, {dir + "/b.txt", "new b"}});
+      std::ofstream(dir + "/went_on") << "yes";
+    }
+    throw Error("the held SIGTERM did not end the program");
+  });
+  INFO(outcome.summary());
+  CHECK(outcome.signal == SIGTERM);
+  CHECK(fs::exists(dir + "/went_on"));
+  CHECK(test::read_bytes(dir + "/a.txt") == "new a");
+  CHECK(test::read_bytes(dir + "/b.txt") == "new b");
 }
