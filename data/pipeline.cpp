@@ -21,6 +21,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <ostream>
+#include <set>
 
 #include "core/atomic_file.hpp"
 #include "core/backend.hpp"  // check_environment_thread_count
@@ -351,14 +352,40 @@ bool prepare_output(const fs::path& path, const std::string& out_dir) {
   return false;
 }
 
+using FileId = std::pair<dev_t, ino_t>;  // one file whatever its path (links included)
+
+std::optional<FileId> file_id(const std::string& path) {
+  struct stat st{};
+  if (::stat(path.c_str(), &st) != 0) return std::nullopt;
+  return FileId{st.st_dev, st.st_ino};
+}
+
+// The files of an earlier run in `out_dir` (its shards and manifest), by identity: a link to one
+// is one of them too.
+std::set<FileId> prepare_output_files(const std::string& out_dir) {
+  std::set<FileId> ids;
+  if (out_dir.empty()) return ids;
+  std::error_code ec;
+  for (const char* split : kSplitNames)
+    for (auto it = fs::directory_iterator(fs::path(out_dir) / split, ec); !ec && it != fs::directory_iterator();
+         it.increment(ec))
+      if (const auto id = file_id(it->path().string())) ids.insert(*id);
+  if (const auto id = file_id((fs::path(out_dir) / "manifest.json").string())) ids.insert(*id);
+  return ids;
+}
+
 }  // namespace
 
 std::vector<std::string> expand_inputs(const std::vector<std::string>& paths, const std::string& out_dir) {
   std::vector<std::string> out;
+  const std::set<FileId> outputs = prepare_output_files(out_dir);
+  const auto refuse_output = [&](const std::string& input, bool output) {
+    INPUT_CHECK(!output, "input {} is one of --out's own outputs (its shards or manifest.json), not text to read",
+                input);
+  };
   for (const auto& p : paths) {
     std::error_code ec;
-    INPUT_CHECK(!prepare_output(p, out_dir) && !prepare_output(fs::absolute(p).parent_path(), out_dir),
-                "input {} is one of --out's own outputs (its shards or manifest.json), not text to read", p);
+    refuse_output(p, prepare_output(p, out_dir) || prepare_output(fs::absolute(p, ec).parent_path(), out_dir));
     if (fs::is_directory(p, ec)) {
       std::vector<std::string> files;
       for (auto it = fs::recursive_directory_iterator(p); it != fs::recursive_directory_iterator(); ++it) {
@@ -369,13 +396,18 @@ std::vector<std::string> expand_inputs(const std::vector<std::string>& paths, co
           continue;
         }
         if (hidden && it->is_directory()) it.disable_recursion_pending();
-        if (!hidden && it->is_regular_file()) files.push_back(it->path().string());
+        if (hidden || !it->is_regular_file()) continue;
+        const auto id = file_id(it->path().string());
+        refuse_output(it->path().string(), id && outputs.count(*id));  // a link to a shard
+        files.push_back(it->path().string());
       }
       std::sort(files.begin(), files.end());
       INPUT_CHECK(!files.empty(), "input directory {} holds no files", p);
       out.insert(out.end(), files.begin(), files.end());
     } else {
       INPUT_CHECK(fs::is_regular_file(p, ec), "input {} does not exist (or is not a file or directory)", p);
+      const auto id = file_id(p);
+      refuse_output(p, id && outputs.count(*id));  // a link to a shard
       out.push_back(p);
     }
   }
@@ -389,11 +421,11 @@ void check_distinct_inputs(const std::vector<std::string>& inputs, const std::ve
   };
   // By device and inode: one file whatever the path (a symbolic or hard link, `dir` and
   // `dir/a.txt`); the first way it was given.
-  std::map<std::pair<dev_t, ino_t>, Given> seen;
+  std::map<FileId, Given> seen;
   const auto add = [&](const std::string& file, const char* flag) {
-    struct stat st{};
-    if (::stat(file.c_str(), &st) != 0) throw Error(format("cannot read {}: {}", file, std::strerror(errno)));
-    const auto [it, fresh] = seen.emplace(std::pair{st.st_dev, st.st_ino}, Given{file, flag});
+    const std::optional<FileId> id = file_id(file);
+    if (!id) throw Error(format("cannot read {}: {}", file, std::strerror(errno)));
+    const auto [it, fresh] = seen.emplace(*id, Given{file, flag});
     if (fresh) return;
     fail_input(format("{} ({}) is the same file as {} ({}): {}", file, flag, it->second.path, it->second.flag,
                       std::string_view(it->second.flag) == flag ? "its text would be read into one split twice"

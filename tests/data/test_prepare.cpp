@@ -543,10 +543,14 @@ TEST_CASE("--out's own shards and manifest are not read when --input is --out", 
   struct Named {
     std::string input, cd;
   };
+  fs::create_symlink(dir + "/same/train/shard_000000.bin", dir + "/soft.bin");
+  fs::create_hard_link(dir + "/same/train/shard_000000.bin", dir + "/hard.bin");
   const Named named[] = {{dir + "/same/manifest.json", ""},
                          {dir + "/same/train/shard_000000.bin", ""},
                          {dir + "/same/train", ""},
-                         {"shard_000000.bin", "cd " + dir + "/same/train && "}};
+                         {"shard_000000.bin", "cd " + dir + "/same/train && "},
+                         {dir + "/soft.bin", ""},
+                         {dir + "/hard.bin", ""}};
   for (const Named& n : named) {
     Run r = run_prepare(format("--format text --input {} --tokenizer {} --out {}/same --overwrite "
                                "--replace-invalid-utf8",
@@ -620,6 +624,7 @@ TEST_CASE("prepare rejects bad flags and inputs with exit code 2", "[data]") {
       {"--format jsonl --field= " + base, "--field must not be empty"},
       {"--format text --val-files " + in + " --val-fraction 0.1 " + base, "not both"},
       {"--format text --input " + dir + "/missing.txt --tokenizer " + gpt2_dir() + " --out " + dir + "/o", "missing.txt"},
+      {"--format text --input '' --tokenizer " + gpt2_dir() + " --out " + dir + "/o", "input  does not exist"},
       {"--format text --input " + in + " --tokenizer " + dir + " --out " + dir + "/o", dir},
       {"--format text " + base + " stray", "stray"},
       {"--format text --input " + in + " --tokenizer " + gpt2_dir() + " --out ''", "--out is empty"},
