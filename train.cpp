@@ -153,7 +153,9 @@ int run(int argc, char** argv, ProcessGroup& group) {
     // (With --init-from too, validate() says they cannot be combined before any checkpoint is read.)
     if (!config.resume.empty() && config.init_from.empty() && !config.eval_only && config.export_hf.empty())
       config = resume_config(config, argc, argv);
-    config.eval_every_given = parsed->count("eval-every") > 0;
+    // Only the default no flag gave is exempt from the run-length check (a resumed run's recorded
+    // interval counts as given).
+    config.eval_every_given = parsed->count("eval-every") > 0 || config.eval_every != TrainConfig{}.eval_every;
     INPUT_CHECK(config.init_from.empty() || !parsed->count("preset"),
                 "--preset {}: with --init-from the model shape comes from the checkpoint {}; drop --preset",
                 config.preset, config.init_from);

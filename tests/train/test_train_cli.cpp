@@ -321,6 +321,14 @@ TEST_CASE("bad flags exit with code 2 and say what is wrong", "[cli]") {
     INFO(short_run.output);
     CHECK(short_run.code == 0);
     CHECK_THAT(short_run.output, Catch::Contains("batches at the end only"));
+    // A resumed run's recorded interval is the run's own setting: checked like a given one.
+    const std::string recorded = dir + "/recorded";
+    REQUIRE(train(tiny(dir) + "--steps 6 --stop-at-step 1 --eval-every 4 --val-data " + dir + "/val.bin --run-dir " +
+                  recorded)
+                .code == 0);
+    const Run shorter = train("--resume " + recorded + " --steps 3");
+    CHECK(shorter.code == 2);
+    CHECK_THAT(shorter.output, Catch::Contains("--eval-every 4 is longer than the run (3 steps)"));
   }
   // A file where the run's checkpoints/ folder goes: refused before the first step, not at the
   // first save after them.
