@@ -74,11 +74,13 @@ struct Part {
 bool mask_buffer(std::string_view name, const std::string& prefix, int layers) {
   if (!name.starts_with(prefix + "h.")) return false;
   name.remove_prefix(prefix.size() + 2);
+  // The layer as transformers writes it: digits, no sign, no leading zero.
+  const size_t digits = std::min(name.find_first_not_of("0123456789"), name.size());
+  if (digits == 0 || (digits > 1 && name.front() == '0')) return false;
   int layer = -1;
-  const auto [end, error] = std::from_chars(name.data(), name.data() + name.size(), layer);
-  const std::string_view rest(end, size_t(name.data() + name.size() - end));
-  return error == std::errc() && end != name.data() && name.front() != '+' && layer >= 0 && layer < layers &&
-         (rest == ".attn.bias" || rest == ".attn.masked_bias");
+  const auto [end, error] = std::from_chars(name.data(), name.data() + digits, layer);
+  const std::string_view rest = name.substr(digits);
+  return error == std::errc() && layer < layers && (rest == ".attn.bias" || rest == ".attn.masked_bias");
 }
 
 // fn(part) for every tensor of a GPT-2 of `cfg`, names after `prefix`, one at a time in gpt2cc's

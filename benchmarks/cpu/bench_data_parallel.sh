@@ -33,7 +33,7 @@ for tool in mpiexec /usr/bin/time python3; do
 done
 [[ -x "$build/train" && -x "$build/prepare" ]] || { echo "bench_data_parallel: no $build/train (build first)" >&2; exit 2; }
 for n in "$ranks" "$steps" "$threads" "$batch" "$seq"; do
-  [[ "$n" =~ ^[0-9]+$ ]] || { echo "bench_data_parallel: '$n' is not a whole number (see --help)" >&2; exit 2; }
+  [[ "$n" =~ ^(0|[1-9][0-9]*)$ ]] || { echo "bench_data_parallel: '$n' is not a whole number (see --help)" >&2; exit 2; }
 done
 ((ranks >= 1)) || { echo "bench_data_parallel: --ranks must be >= 1" >&2; exit 2; }
 # The first step is left out of the median (it pays for the set-up): at least one more is needed.

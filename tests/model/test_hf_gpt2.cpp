@@ -301,7 +301,8 @@ TEST_CASE("Hugging Face weights gpt2cc cannot compute are refused by name", "[mo
   buffers.push_back({"h.0.attn.masked_bias", {1}, mask.data()});
   CHECK(load_checkpoint(with_tensors("buffers", buffers), false).params == ckpt.params);
   int strays = 0;
-  for (const char* stray : {"h.7.attn.bias", "whatever.attn.bias", "transformer.h.0.attn.bias", "h.+1.attn.bias"}) {
+  for (const char* stray : {"h.7.attn.bias", "whatever.attn.bias", "transformer.h.0.attn.bias", "h.+1.attn.bias",
+                            "h.-0.attn.bias", "h.01.attn.bias"}) {
     auto with_stray = all;
     with_stray.push_back({stray, {1}, mask.data()});
     refused(with_tensors("stray_" + std::to_string(strays++), with_stray),
