@@ -8,6 +8,7 @@
 #include <cstring>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "core/check.hpp"
@@ -45,6 +46,33 @@ WriteTarget resolve_write_target(const std::string& path) {
   return {p.string(), false};
 }
 
+namespace {
+
+// Writes a new file at `tmp` through write(f), flushed, fsync'ed and closed. nullopt, or the errno
+// behind the write, flush, sync or close that failed (the file then left for the caller to
+// remove). Error when tmp cannot be made, naming `path` as unchanged; an exception from write()
+// passes through, the file closed and removed.
+std::optional<int> write_synced(const std::string& tmp, const std::string& path,
+                                const std::function<bool(FILE*)>& write) {
+  FILE* f = std::fopen(tmp.c_str(), "wb");
+  if (!f) throw Error(format("cannot write {}: {} ({} is unchanged)", tmp, std::strerror(errno), path));
+  bool ok = false;
+  try {
+    ok = write(f);
+  } catch (...) {  // the writer's own error (a damaged source it streams from): no file is left
+    std::fclose(f);
+    std::remove(tmp.c_str());
+    throw;
+  }
+  ok = ok && std::fflush(f) == 0 && ::fsync(fileno(f)) == 0;
+  const int saved_errno = errno;
+  ok = std::fclose(f) == 0 && ok;
+  if (ok) return std::nullopt;
+  return saved_errno;
+}
+
+}  // namespace
+
 void write_file_atomic(const std::string& path, const std::function<bool(FILE*)>& write) {
   const WriteTarget target = resolve_write_target(path);
   if (target.in_place) {
@@ -65,21 +93,9 @@ void write_file_atomic(const std::string& path, const std::function<bool(FILE*)>
   }
   const std::string tmp = target.path + ".tmp";
   const TemporaryFile on_signal(tmp);  // removed if a signal ends the program meanwhile
-  FILE* f = std::fopen(tmp.c_str(), "wb");
-  if (!f) throw Error(format("cannot write {}: {}", tmp, std::strerror(errno)));
-  bool ok = false;
-  try {
-    ok = write(f);
-  } catch (...) {  // the writer's own error (a damaged source it streams from): no file is left
-    std::fclose(f);
-    std::remove(tmp.c_str());
-    throw;
-  }
-  ok = ok && std::fflush(f) == 0 && ::fsync(fileno(f)) == 0;
-  const int saved_errno = errno;
-  ok = std::fclose(f) == 0 && ok;
-  if (!ok || std::rename(tmp.c_str(), target.path.c_str()) != 0) {
-    const std::string why = std::strerror(ok ? errno : saved_errno);
+  const std::optional<int> failed = write_synced(tmp, path, write);
+  if (failed || std::rename(tmp.c_str(), target.path.c_str()) != 0) {
+    const std::string why = std::strerror(failed ? *failed : errno);
     std::remove(tmp.c_str());
     throw Error(format("writing {} failed: {} ({} is unchanged)", path, why, path));
   }
@@ -111,21 +127,19 @@ void write_files_atomic(const std::vector<std::pair<std::string, std::string>>& 
   for (size_t i = 0; i < files.size(); ++i) {
     const std::string tmp = targets[i] + ".tmp";
     on_signal.push_back(std::make_unique<TemporaryFile>(tmp));
-    FILE* f = std::fopen(tmp.c_str(), "wb");
-    if (!f) {
-      const std::string why = std::strerror(errno);
-      remove_written();
-      throw Error(format("cannot write {}: {} ({} is unchanged)", tmp, why, files[i].first));
-    }
     const std::string& bytes = files[i].second;
-    bool ok = std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size() && std::fflush(f) == 0 &&
-              ::fsync(fileno(f)) == 0;
-    const int saved_errno = errno;
-    ok = std::fclose(f) == 0 && ok;
-    written.push_back(tmp);
-    if (!ok) {
+    std::optional<int> failed;
+    try {
+      failed = write_synced(tmp, files[i].first,
+                            [&](FILE* f) { return std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size(); });
+    } catch (...) {
       remove_written();
-      throw Error(format("writing {} failed: {} ({} is unchanged)", files[i].first, std::strerror(saved_errno),
+      throw;
+    }
+    written.push_back(tmp);
+    if (failed) {
+      remove_written();
+      throw Error(format("writing {} failed: {} ({} is unchanged)", files[i].first, std::strerror(*failed),
                          files[i].first));
     }
   }
