@@ -46,7 +46,7 @@ ROOT = os.path.normpath(os.path.join(HERE, os.pardir, os.pardir))
 PYTORCH_DIR = os.path.join(ROOT, "benchmarks", "pytorch")
 sys.path.insert(0, PYTORCH_DIR)
 # The atomic writes the PyTorch scripts use (bench_common needs only the standard library).
-from bench_common import (PRESETS, cpu_machine, current_umask, output_path_problem,  # noqa: E402
+from bench_common import (PRESETS, cpu_machine, current_umask, output_flags_problem,  # noqa: E402
                           write_json_atomic, write_text_atomic)
 
 
@@ -405,11 +405,9 @@ def parse_args(argv):
         if a.prompt_tokens + max(a.new_tokens, 4) > 1024:
             q.error(f"--prompt-tokens {a.prompt_tokens} + --new-tokens {a.new_tokens} (at least 4: gpt2cc's "
                     "validation) exceed the presets' context of 1024")
-    for flag in ("json", "md"):
-        path = getattr(a, flag)
-        problem = path and output_path_problem(path)
-        if problem:
-            q.error(f"--{flag} {path}: {problem}")
+    problem = output_flags_problem(a)
+    if problem:
+        q.error(problem)
     if not (os.path.isfile(a.python) and os.access(a.python, os.X_OK)) and shutil.which(a.python) is None:
         q.error(f"--python {a.python}: no such program")
     return a, mode

@@ -35,7 +35,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, os.pardir, os.pardir))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks", "pytorch"))
 # The atomic writes the PyTorch scripts use (bench_common needs only the standard library).
-from bench_common import cpu_machine, output_path_problem, write_json_atomic, write_text_atomic  # noqa: E402
+from bench_common import cpu_machine, output_flags_problem, write_json_atomic, write_text_atomic  # noqa: E402
 
 COMMANDS = ("train_new", "train_resume", "eval_only", "generate_fp32", "generate_bf16")
 
@@ -281,11 +281,9 @@ def main():
             raise ValueError("--rounds and --threads must be >= 1")
         args.batch = parse_shape(args.batch, "--batch")
         args.eval_batch = parse_shape(args.eval_batch, "--eval-batch")
-        for flag in ("json", "md"):  # before the runs: a typo must not lose their measurements
-            path = getattr(args, flag)
-            problem = path and output_path_problem(path)
-            if problem:
-                raise ValueError(f"--{flag} {path}: {problem}")
+        problem = output_flags_problem(args)  # before the runs: a typo must not lose their measurements
+        if problem:
+            raise ValueError(problem)
     except ValueError as e:
         print(f"peak_memory.py: {e}", file=sys.stderr)
         return 2

@@ -116,6 +116,17 @@ def output_path_problem(path):
     return None
 
 
+def output_flags_problem(args, flags=("json", "md")):
+    """The message ('--json PATH: why') for the first of the parsed args' result-file flags that
+    cannot be written (output_path_problem); None where all can, or none is given."""
+    for flag in flags:
+        path = getattr(args, flag)
+        problem = path and output_path_problem(path)
+        if problem:
+            return f"--{flag} {path}: {problem}"
+    return None
+
+
 def write_json_atomic(path, obj, indent=2):
     """obj as JSON through write_text_atomic."""
     write_text_atomic(path, json.dumps(obj, indent=indent) + "\n")

@@ -121,6 +121,21 @@ std::vector<uint32_t> expected(const Tokenizer& tok, const std::vector<std::stri
   return out;
 }
 
+// Runs prepare with `args` twice, the second run over the first one's output (args hold
+// --overwrite): each run's manifest counts `files` input files and `documents` training documents,
+// so nothing the first run wrote was read as input by the second.
+void run_twice(const std::string& args, const std::string& dir, const std::string& manifest_path, size_t files,
+               int documents) {
+  for (int run = 0; run < 2; ++run) {
+    Run r = run_prepare(args, dir);
+    INFO("run " << run << "\n" << r.output);
+    REQUIRE(r.code == 0);
+    const auto manifest = nlohmann::json::parse(test::read_bytes(manifest_path));
+    CHECK(manifest["train"]["documents"] == documents);
+    CHECK(manifest["files"].size() == files);
+  }
+}
+
 }  // namespace
 
 TEST_CASE("prepare writes the documents of every format as <|endoftext|> + tokens", "[data]") {
@@ -512,14 +527,7 @@ TEST_CASE("an --out inside an --input directory is not read as input", "[data]")
   const std::string args = format("--format text --input {}/corpus --tokenizer {} --out {}/corpus/shards "
                                   "--val-fraction 0 --overwrite",
                                   dir, gpt2_dir(), dir);
-  for (int run = 0; run < 2; ++run) {
-    Run r = run_prepare(args, dir);
-    INFO("run " << run << "\n" << r.output);
-    REQUIRE(r.code == 0);
-    const auto manifest = nlohmann::json::parse(test::read_bytes(dir + "/corpus/shards/manifest.json"));
-    CHECK(manifest["train"]["documents"] == 2);
-    CHECK(manifest["files"].size() == 2);
-  }
+  run_twice(args, dir, dir + "/corpus/shards/manifest.json", 2, 2);
 }
 
 // An --input folder that is --out itself: the second run read the first one's manifest.json and
@@ -531,14 +539,7 @@ TEST_CASE("--out's own shards and manifest are not read when --input is --out", 
   const std::string args = format("--format text --input {}/same --tokenizer {} --out {}/same --val-fraction 0 "
                                   "--overwrite --replace-invalid-utf8",
                                   dir, gpt2_dir(), dir);
-  for (int run = 0; run < 2; ++run) {
-    Run r = run_prepare(args, dir);
-    INFO("run " << run << "\n" << r.output);
-    REQUIRE(r.code == 0);
-    const auto manifest = nlohmann::json::parse(test::read_bytes(dir + "/same/manifest.json"));
-    CHECK(manifest["files"].size() == 1);
-    CHECK(manifest["train"]["documents"] == 1);
-  }
+  run_twice(args, dir, dir + "/same/manifest.json", 1, 1);
   // Named as files or as the shards' folder, or relative to the shards' folder: refused.
   struct Named {
     std::string input, cd;
