@@ -1,7 +1,7 @@
-// GPT2's private state (shared by core/model.cpp, training, core/model_optim.cpp, the optimizer,
-// and core/model_decode.cpp, inference): the parameter/gradient/moment buffers, the activations
-// sized for max_B x max_T, the backward scratch and the KV cache. All pointers live in the
-// backend's memory.
+// GPT2's private state (shared by core/model.cpp, training, core/model_params.cpp, the parameters
+// in and out, core/model_optim.cpp, the optimizer, and core/model_decode.cpp, inference): the
+// parameter/gradient/moment buffers, the activations sized for max_B x max_T, the backward scratch
+// and the KV cache. All pointers live in the backend's memory.
 //
 // Activation memory in elements of the compute dtype (fp32: 4 bytes, bf16: 2), BT = max_B*max_T:
 //   forward : BT*C (encoded) + L*BT*(C ln1 + 3C qkv + C atty + C res2 + C ln2 + 4C fch + 4C fch_gelu
