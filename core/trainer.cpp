@@ -195,23 +195,56 @@ std::string Trainer::save() {
   return path.string();
 }
 
+nlohmann::json Trainer::Impl::run_config() const {
+  return {{"train", cfg},
+          {"model", mcfg},
+          {"derived", {{"accumulation_steps", accum}, {"tokens_per_step", step_tokens()},
+                       {"flops_per_token", flops_per_token},
+                       {"peak_tflops_per_gpu", peak_tflops ? nlohmann::json(*peak_tflops) : nlohmann::json(nullptr)},
+                       {"total_steps", total_steps}, {"ranks", ranks}}}};
+}
+
+void Trainer::Impl::fail_after_bad_steps(uint64_t at_step) const {
+  const auto all = step_checkpoints(checkpoint_dir());
+  const std::optional<size_t> finite = newest_finite_checkpoint(all);
+  std::string where = format("no checkpoint was written up to step {}, the last whose weights gave a finite loss. "
+                             "Try a lower --lr or a --grad-clip",
+                             finite_step);
+  if (finite) {
+    // A resume of it is refused while newer checkpoints of the run are there (two histories).
+    const size_t newer = all.size() - *finite - 1;
+    const std::string path = all[*finite].string();
+    where = format("the last checkpoint whose weights gave a finite loss is {}; to continue from it, {}run train "
+                   "--resume {} with a lower --lr or a --grad-clip",
+                   path,
+                   newer ? format("move the {} newer one(s) out of {}, then ", newer, checkpoint_dir().string())
+                         : std::string(),
+                   shell_quote(path));
+  }
+  throw Error(format("stopping: {} consecutive steps had a non-finite loss or gradient norm (the last at step {}); {}",
+                     bad_streak, at_step, where));
+}
+
+namespace {
+
+void append_sample(const fs::path& file, uint64_t step, const std::string& text) {
+  std::ofstream samples(file, std::ios::app);
+  samples << format("=== step {} ===\n{}\n", step, text) << std::flush;
+  if (!samples) throw Error(format("cannot append the sample of step {} to {}", step, file.string()));
+}
+
+}  // namespace
+
 TrainStop Trainer::run() {
   Impl& s = *impl_;
   const TrainConfig& c = s.cfg;
   const bool root = s.group->is_root();  // writes the run directory and the console; the others train
-  fs::path dir(c.run_dir);
+  const fs::path dir(c.run_dir);
   std::optional<MetricsLog> metrics;
   std::optional<ProgressLine> progress;
   if (root) {
     fs::create_directories(dir);
-    nlohmann::json saved = {{"train", c},
-                            {"model", s.mcfg},
-                            {"derived", {{"accumulation_steps", s.accum}, {"tokens_per_step", tokens_per_step()},
-                                         {"flops_per_token", s.flops_per_token},
-                                         {"peak_tflops_per_gpu", s.peak_tflops ? nlohmann::json(*s.peak_tflops)
-                                                                               : nlohmann::json(nullptr)},
-                                         {"total_steps", s.total_steps}, {"ranks", s.ranks}}}};
-    write_file_atomic((dir / "config.json").string(), saved.dump(2) + "\n");
+    write_file_atomic((dir / "config.json").string(), s.run_config().dump(2) + "\n");
     metrics.emplace((dir / "metrics.jsonl").string(), s.resumed ? int64_t(s.step) : -1);
     keep_samples_through_step((dir / "samples.txt").string(), s.resumed ? int64_t(s.step) : -1);
     progress.emplace(c.log_every);
@@ -248,25 +281,7 @@ TrainStop Trainer::run() {
       }
       if (s.bad_streak >= c.max_bad_steps) {
         if (root) metrics->write(record);
-        const auto all = step_checkpoints(s.checkpoint_dir());
-        const std::optional<size_t> finite = s.newest_finite_checkpoint(all);
-        std::string where = format("no checkpoint was written up to step {}, the last whose weights gave a finite "
-                                   "loss. Try a lower --lr or a --grad-clip",
-                                   s.finite_step);
-        if (finite) {
-          // A resume of it is refused while newer checkpoints of the run are there (two histories).
-          const size_t newer = all.size() - *finite - 1;
-          const std::string path = all[*finite].string();
-          where = format("the last checkpoint whose weights gave a finite loss is {}; to continue from it, {}run "
-                         "train --resume {} with a lower --lr or a --grad-clip",
-                         path,
-                         newer ? format("move the {} newer one(s) out of {}, then ", newer, s.checkpoint_dir().string())
-                               : std::string(),
-                         shell_quote(path));
-        }
-        throw Error(format("stopping: {} consecutive steps had a non-finite loss or gradient norm (the last at step "
-                           "{}); {}",
-                           s.bad_streak, r.step, where));
+        s.fail_after_bad_steps(r.step);
       }
     }
     if (has_validation() && ((c.eval_every && r.step % c.eval_every == 0) || r.step == s.total_steps)) {
@@ -284,10 +299,7 @@ TrainStop Trainer::run() {
     if (root && sampler && c.sample_every && r.step % c.sample_every == 0) {
       std::string text = sampler(*s.model, r.step);
       progress->message(format("--- sample at step {} ---\n{}\n---", r.step, text));
-      std::ofstream samples(dir / "samples.txt", std::ios::app);
-      samples << format("=== step {} ===\n{}\n", r.step, text) << std::flush;
-      if (!samples)
-        throw Error(format("cannot append the sample of step {} to {}", r.step, (dir / "samples.txt").string()));
+      append_sample(dir / "samples.txt", r.step, text);
     }
     // Not after a skipped step: its weights are the ones that failed (the run's end saves anyway).
     if (!r.skipped && ((c.checkpoint_every && r.step % c.checkpoint_every == 0) || r.step == s.total_steps)) save();

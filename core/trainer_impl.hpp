@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 #include <vector>
+#include <nlohmann/json.hpp>
 
 #include "core/check.hpp"
 #include "core/checkpoint.hpp"
@@ -99,6 +100,11 @@ struct Trainer::Impl {
   void build_model(const CheckpointInfo& ckpt, CheckpointReader* origin_file);
   // The checkpoint's header fields for the state after `step` steps (the arrays come from the model).
   CheckpointInfo checkpoint_info() const;
+  // The run directory's config.json: the run's flags, the model and what was derived from them.
+  nlohmann::json run_config() const;
+  // Throws the error of a run stopped by --max-bad-steps at `at_step`, naming the checkpoint to
+  // continue from (the newest one at or before finite_step), or none.
+  [[noreturn]] void fail_after_bad_steps(uint64_t at_step) const;
 };
 
 }  // namespace gpt2cc
