@@ -34,6 +34,78 @@ void count_pieces(std::string_view text, std::unordered_map<std::string, uint64_
   n += pieces.size();
 }
 
+// The unique pre-tokens as words of symbol ids (byte b is id S + b, after the S specials), each
+// with its count, in a fixed order (sorted by bytes) so that training is deterministic.
+struct Words {
+  std::vector<std::vector<int>> symbols;
+  std::vector<uint64_t> freq;
+};
+
+Words split_into_bytes(const std::unordered_map<std::string, uint64_t>& counts, int S) {
+  std::vector<std::pair<std::string_view, uint64_t>> sorted;
+  sorted.reserve(counts.size());
+  for (const auto& [k, v] : counts) sorted.emplace_back(k, v);
+  std::sort(sorted.begin(), sorted.end());
+  Words words{std::vector<std::vector<int>>(sorted.size()), std::vector<uint64_t>(sorted.size())};
+  for (size_t w = 0; w < sorted.size(); ++w) {
+    for (char c : sorted[w].first) words.symbols[w].push_back(S + uint8_t(c));
+    words.freq[w] = sorted[w].second;
+  }
+  return words;
+}
+
+struct PairStats {
+  int64_t count = 0;
+  std::vector<uint32_t> words;  // may hold duplicates and words that lost the pair
+};
+using PairMap = std::unordered_map<uint64_t, PairStats>;
+
+PairMap count_pairs(const Words& words) {
+  PairMap pairs;
+  for (uint32_t w = 0; w < words.symbols.size(); ++w) {
+    const std::vector<int>& sym = words.symbols[w];
+    for (size_t i = 0; i + 1 < sym.size(); ++i) {
+      PairStats& ps = pairs[pair_key(sym[i], sym[i + 1])];
+      ps.count += int64_t(words.freq[w]);
+      if (ps.words.empty() || ps.words.back() != w) ps.words.push_back(w);
+    }
+  }
+  return pairs;
+}
+
+// Merges (a,b) -> m in each of the words `affected` lists (sorted, unique) that still holds the
+// pair: each (a,b) left to right, non-overlapping, becomes m. Adds each pair count's change to
+// `delta` (the word's old pairs subtracted, its new ones added) and lists the word under its new
+// pairs that hold m; the counts in `pairs` are left to the caller.
+void merge_words(Words& words, PairMap& pairs, const std::vector<uint32_t>& affected, int a, int b, int m,
+                 std::unordered_map<uint64_t, int64_t>& delta) {
+  std::vector<int> merged;
+  for (uint32_t w : affected) {
+    std::vector<int>& sym = words.symbols[w];
+    merged.clear();
+    for (size_t i = 0; i < sym.size(); ++i) {
+      if (i + 1 < sym.size() && sym[i] == a && sym[i + 1] == b) {
+        merged.push_back(m);
+        ++i;
+      } else {
+        merged.push_back(sym[i]);
+      }
+    }
+    if (merged.size() == sym.size()) continue;  // stale listing: the word lost the pair
+    const int64_t c = int64_t(words.freq[w]);
+    for (size_t i = 0; i + 1 < sym.size(); ++i) delta[pair_key(sym[i], sym[i + 1])] -= c;
+    for (size_t i = 0; i + 1 < merged.size(); ++i) {
+      const uint64_t k = pair_key(merged[i], merged[i + 1]);
+      delta[k] += c;
+      if (merged[i] == m || merged[i + 1] == m) {
+        auto& list = pairs[k].words;
+        if (list.empty() || list.back() != w) list.push_back(w);
+      }
+    }
+    sym.swap(merged);
+  }
+}
+
 }  // namespace
 
 BpeTrainer::BpeTrainer(TrainerConfig config) : config_(std::move(config)) {
@@ -145,30 +217,8 @@ Tokenizer BpeTrainer::train(std::vector<MergeRecord>* merge_log, TrainStats* sta
   std::vector<std::string> tokens(config_.special_tokens);
   for (int b = 0; b < 256; ++b) tokens.push_back(std::string(1, char(b)));
 
-  // Words in a fixed order (sorted by bytes) so that training is deterministic.
-  std::vector<std::pair<std::string_view, uint64_t>> sorted;
-  sorted.reserve(counts_.size());
-  for (const auto& [k, v] : counts_) sorted.emplace_back(k, v);
-  std::sort(sorted.begin(), sorted.end());
-  std::vector<std::vector<int>> words(sorted.size());
-  std::vector<uint64_t> freq(sorted.size());
-  for (size_t w = 0; w < sorted.size(); ++w) {
-    for (char c : sorted[w].first) words[w].push_back(S + uint8_t(c));
-    freq[w] = sorted[w].second;
-  }
-
-  struct PairStats {
-    int64_t count = 0;
-    std::vector<uint32_t> words;  // may hold duplicates and words that lost the pair
-  };
-  std::unordered_map<uint64_t, PairStats> pairs;
-  for (uint32_t w = 0; w < words.size(); ++w) {
-    for (size_t i = 0; i + 1 < words[w].size(); ++i) {
-      PairStats& ps = pairs[pair_key(words[w][i], words[w][i + 1])];
-      ps.count += int64_t(freq[w]);
-      if (ps.words.empty() || ps.words.back() != w) ps.words.push_back(w);
-    }
-  }
+  Words words = split_into_bytes(counts_, S);
+  PairMap pairs = count_pairs(words);
 
   // Max-heap on (count, left bytes, right bytes).
   struct Entry {
@@ -188,7 +238,6 @@ Tokenizer BpeTrainer::train(std::vector<MergeRecord>* merge_log, TrainStats* sta
   std::vector<std::pair<int, int>> merges;
   const int wanted = config_.vocab_size - int(tokens.size());
   std::unordered_map<uint64_t, int64_t> delta;
-  std::vector<int> merged_word;
   while (int(tokens.size()) < config_.vocab_size && !heap.empty()) {
     Entry top = heap.top();
     heap.pop();
@@ -209,31 +258,7 @@ Tokenizer BpeTrainer::train(std::vector<MergeRecord>* merge_log, TrainStats* sta
     std::sort(affected.begin(), affected.end());
     affected.erase(std::unique(affected.begin(), affected.end()), affected.end());
     delta.clear();
-    for (uint32_t w : affected) {
-      std::vector<int>& sym = words[w];
-      // New symbols: each (a,b) left to right, non-overlapping, becomes m.
-      merged_word.clear();
-      for (size_t i = 0; i < sym.size(); ++i) {
-        if (i + 1 < sym.size() && sym[i] == a && sym[i + 1] == b) {
-          merged_word.push_back(m);
-          ++i;
-        } else {
-          merged_word.push_back(sym[i]);
-        }
-      }
-      if (merged_word.size() == sym.size()) continue;  // stale listing: the word lost the pair
-      const int64_t c = int64_t(freq[w]);
-      for (size_t i = 0; i + 1 < sym.size(); ++i) delta[pair_key(sym[i], sym[i + 1])] -= c;
-      for (size_t i = 0; i + 1 < merged_word.size(); ++i) {
-        uint64_t k = pair_key(merged_word[i], merged_word[i + 1]);
-        delta[k] += c;
-        if (merged_word[i] == m || merged_word[i + 1] == m) {
-          auto& list = pairs[k].words;
-          if (list.empty() || list.back() != w) list.push_back(w);
-        }
-      }
-      sym.swap(merged_word);
-    }
+    merge_words(words, pairs, affected, a, b, m, delta);
     for (const auto& [k, d] : delta) {
       if (d == 0 || k == key) continue;
       PairStats& ps = pairs[k];
