@@ -123,6 +123,66 @@ constexpr const char* kMemoryHint =
     "--seq-len, --recompute-gelu, fewer --classifier-rows, --dtype bf16 with its gradients in bf16 (--grad-dtype auto), "
     "--zero-stage 1 with several ranks, or a smaller model";
 
+// The run's settings from the flags (a resume's from its run directory), checked; the tokenizer
+// when there is one to check (into *tokenizer), and the backend this rank runs on (none for
+// --export-hf, which needs none).
+std::unique_ptr<Backend> configure(TrainConfig& config, const cxxopts::ParseResult& parsed, ProcessGroup& group,
+                                   int argc, char** argv, std::shared_ptr<const Tokenizer>* tokenizer) {
+  const bool data_parallel = group.size() > 1;
+  INPUT_CHECK(parsed.unmatched().empty(), "unexpected argument '{}' (every setting is a --flag)",
+              parsed.unmatched().empty() ? "" : parsed.unmatched().front());
+  // (With --init-from too, validate() says they cannot be combined before any checkpoint is read.)
+  if (!config.resume.empty() && config.init_from.empty() && !config.eval_only && config.export_hf.empty())
+    config = resume_config(config, argc, argv);
+  // Only the default no flag gave is exempt from the run-length check (a resumed run's recorded
+  // interval counts as given).
+  config.eval_every_given = parsed.count("eval-every") > 0 || config.eval_every != TrainConfig{}.eval_every;
+  INPUT_CHECK(config.init_from.empty() || !parsed.count("preset"),
+              "--preset {}: with --init-from the model shape comes from the checkpoint {}; drop --preset",
+              config.preset, config.init_from);
+  for (const char* flag : {"export-hf", "init-from", "resume", "tokenizer"})
+    INPUT_CHECK(!parsed.count(flag) || !parsed[flag].as<std::string>().empty(), "--{} is empty", flag);
+  if (!config.eval_only && config.export_hf.empty())
+    *tokenizer = check_tokenizer(config, parsed.count("tokenizer") > 0);
+  validate(config, group.size());
+  check_task_flags(config, parsed);
+  INPUT_CHECK(!data_parallel || (config.export_hf.empty() && !config.eval_only),
+              "--{} runs in one process: start it without mpiexec", config.eval_only ? "eval-only" : "export-hf");
+  if (!config.export_hf.empty()) return nullptr;
+  INPUT_CHECK(!data_parallel || config.device != "cuda" || !parsed.count("cuda-device"),
+              "--cuda-device with {} ranks: every rank would take GPU {}; leave it out, and the rank with local "
+              "index i takes GPU i",
+              group.size(), config.cuda_device);
+  // Where this rank runs (not recorded in the run's config: a resume may run elsewhere).
+  const bool cuda = config.device == "cuda";
+  const int gpu = data_parallel && cuda ? cuda_device_of_rank(group, cuda_device_count()) : config.cuda_device;
+  const int threads = data_parallel ? cpu_threads_of_rank(group, config.threads) : config.threads;
+  const DType dtype = parse_dtype(config.dtype);
+  return cuda ? make_cuda_backend(gpu, dtype) : make_cpu_backend(threads, dtype);
+}
+
+// How the run ended, where its checkpoint and metrics are, and its last validation loss.
+void print_outcome(const Trainer& trainer, TrainStop reason) {
+  const std::string& dir = trainer.config().run_dir;
+  const std::string where = dir + "/checkpoints", resume = "train --resume " + shell_quote(dir);
+  if (reason == TrainStop::interrupted) {
+    std::cout << "stopped by a signal at step " << trainer.step() << "; checkpoint saved in " << where
+              << "; continue with: " << resume << std::endl;
+  } else if (reason == TrainStop::stop_at_step) {
+    std::cout << "stopped at step " << trainer.step() << " of " << trainer.total_steps() << " (--stop-at-step), "
+              << "checkpoint in " << where << ", metrics in " << dir
+              << "/metrics.jsonl; continue with: " << resume << std::endl;
+  } else {
+    std::cout << "done: step " << trainer.step() << "/" << trainer.total_steps() << ", checkpoint in " << where
+              << ", metrics in " << dir << "/metrics.jsonl" << std::endl;
+  }
+  EvalResult last = trainer.last_evaluation();
+  if (last.tokens > 0) {
+    std::printf("validation loss %.4f, perplexity %.3f (%lu tokens, after step %lu)\n", last.loss, last.perplexity(),
+                static_cast<unsigned long>(last.tokens), static_cast<unsigned long>(trainer.last_evaluation_step()));
+  }
+}
+
 int run(int argc, char** argv, ProcessGroup& group) {
   // Under mpiexec the ranks agree on the setup's errors before their first collective and after
   // the trainer's setup (which calls none): one message, naming the ranks that had it.
@@ -144,41 +204,9 @@ int run(int argc, char** argv, ProcessGroup& group) {
                 << "\n" << environment_help(true) << std::flush;
     return 0;
   }
-  const bool data_parallel = group.size() > 1;
   std::shared_ptr<const Tokenizer> tokenizer;  // loaded by check_tokenizer when there is one to check
   std::unique_ptr<Backend> backend;
-  agreed([&] {
-    INPUT_CHECK(parsed->unmatched().empty(), "unexpected argument '{}' (every setting is a --flag)",
-                parsed->unmatched().empty() ? "" : parsed->unmatched().front());
-    // (With --init-from too, validate() says they cannot be combined before any checkpoint is read.)
-    if (!config.resume.empty() && config.init_from.empty() && !config.eval_only && config.export_hf.empty())
-      config = resume_config(config, argc, argv);
-    // Only the default no flag gave is exempt from the run-length check (a resumed run's recorded
-    // interval counts as given).
-    config.eval_every_given = parsed->count("eval-every") > 0 || config.eval_every != TrainConfig{}.eval_every;
-    INPUT_CHECK(config.init_from.empty() || !parsed->count("preset"),
-                "--preset {}: with --init-from the model shape comes from the checkpoint {}; drop --preset",
-                config.preset, config.init_from);
-    for (const char* flag : {"export-hf", "init-from", "resume", "tokenizer"})
-      INPUT_CHECK(!parsed->count(flag) || !(*parsed)[flag].as<std::string>().empty(), "--{} is empty", flag);
-    if (!config.eval_only && config.export_hf.empty())
-      tokenizer = check_tokenizer(config, parsed->count("tokenizer") > 0);
-    validate(config, group.size());
-    check_task_flags(config, *parsed);
-    INPUT_CHECK(!data_parallel || (config.export_hf.empty() && !config.eval_only),
-                "--{} runs in one process: start it without mpiexec", config.eval_only ? "eval-only" : "export-hf");
-    if (!config.export_hf.empty()) return;
-    INPUT_CHECK(!data_parallel || config.device != "cuda" || !parsed->count("cuda-device"),
-                "--cuda-device with {} ranks: every rank would take GPU {}; leave it out, and the rank with local "
-                "index i takes GPU i",
-                group.size(), config.cuda_device);
-    // Where this rank runs (not recorded in the run's config: a resume may run elsewhere).
-    const bool cuda = config.device == "cuda";
-    const int gpu = data_parallel && cuda ? cuda_device_of_rank(group, cuda_device_count()) : config.cuda_device;
-    const int threads = data_parallel ? cpu_threads_of_rank(group, config.threads) : config.threads;
-    const DType dtype = parse_dtype(config.dtype);
-    backend = cuda ? make_cuda_backend(gpu, dtype) : make_cpu_backend(threads, dtype);
-  });
+  agreed([&] { backend = configure(config, *parsed, group, argc, argv, &tokenizer); });
   if (!config.export_hf.empty()) {
     remove_temporaries_on_signal();  // a Ctrl-C leaves no half-written model.safetensors.tmp
     export_checkpoint_hf(config, parsed->count("preset") > 0);
@@ -189,6 +217,7 @@ int run(int argc, char** argv, ProcessGroup& group) {
     return 0;
   }
 
+  const bool data_parallel = group.size() > 1;
   std::unique_ptr<DeviceCollectives> collectives;
   if (data_parallel) collectives = make_device_collectives(group, *backend);
   std::unique_ptr<Trainer> trainer_ptr;
@@ -212,23 +241,7 @@ int run(int argc, char** argv, ProcessGroup& group) {
   std::cout << "configuration:\n" << describe(trainer.config()) << trainer.summary() << std::flush;
   if (config.sample_every) trainer.sampler = make_sampler(config, tokenizer);
   TrainStop reason = trainer.run();
-  const std::string where = config.run_dir + "/checkpoints", resume = "train --resume " + shell_quote(config.run_dir);
-  if (reason == TrainStop::interrupted) {
-    std::cout << "stopped by a signal at step " << trainer.step() << "; checkpoint saved in " << where
-              << "; continue with: " << resume << std::endl;
-  } else if (reason == TrainStop::stop_at_step) {
-    std::cout << "stopped at step " << trainer.step() << " of " << trainer.total_steps() << " (--stop-at-step), "
-              << "checkpoint in " << where << ", metrics in " << config.run_dir
-              << "/metrics.jsonl; continue with: " << resume << std::endl;
-  } else {
-    std::cout << "done: step " << trainer.step() << "/" << trainer.total_steps() << ", checkpoint in " << where
-              << ", metrics in " << config.run_dir << "/metrics.jsonl" << std::endl;
-  }
-  EvalResult last = trainer.last_evaluation();
-  if (last.tokens > 0) {
-    std::printf("validation loss %.4f, perplexity %.3f (%lu tokens, after step %lu)\n", last.loss, last.perplexity(),
-                static_cast<unsigned long>(last.tokens), static_cast<unsigned long>(trainer.last_evaluation_step()));
-  }
+  print_outcome(trainer, reason);
   return 0;
 }
 
