@@ -202,6 +202,8 @@ class Backend {
     (void)key;
     return false;
   }
+  // Discards the recording under `key`, if there is one (its buffers are going away).
+  virtual void drop_recording(uint64_t key) { (void)key; }
 
   // The CUDA stream (a cudaStream_t) the backend runs its ops on, for libraries that enqueue
   // work after them (NCCL's collectives); null on the CPU.

@@ -115,6 +115,9 @@ float* GPT2::Impl::attention_saved(int l) {
 TensorPtr GPT2::Impl::logits_rows(size_t rows) {
   const size_t n = rows * size_t(config.padded_vocab_size);
   if (act.logits.size() < n) {
+    // A recorded step (forward_backward's graph) holds the old address: it would replay into
+    // freed memory.
+    forget_recordings();
     act.logits = DeviceTensor();  // freed before the larger one is allocated
     act.logits = DeviceTensor(backend, n);
   }

@@ -195,6 +195,12 @@ struct GPT2::Impl {
     backend.end_recording(recording);
     ENSURE(backend.replay(recording), "model: the recording {} just made cannot be replayed", recording);
   }
+  // Drops every recording this model made: they bake in its buffers' addresses, and one of them
+  // (the logits, logits_rows) is about to move. Their keys record again from scratch.
+  void forget_recordings() {
+    for (const auto& [k, recording] : seen_keys) backend.drop_recording(recording);
+    seen_keys.clear();
+  }
   // A process-wide counter: recording ids are never reused.
   static uint64_t next_recording_id() {
     static std::atomic<uint64_t> counter{0};

@@ -436,6 +436,14 @@ class CudaBackend final : public Backend {
     }
     cudaGetLastError();
   }
+  void drop_recording(uint64_t key) override {
+    auto found = std::find_if(graphs_.begin(), graphs_.end(), [&](const Recording& r) { return r.key == key; });
+    if (found == graphs_.end()) return;
+    CUDA_CHECK(cudaStreamSynchronize(stream_));  // no launch of it still in flight
+    CUDA_CHECK(cudaGraphExecDestroy(found->exec));
+    graphs_.erase(found);
+    CUDA_CHECK(cudaDeviceGraphMemTrim(device_));  // the graph memory only it used
+  }
   bool replay(uint64_t key) override {
     auto found = std::find_if(graphs_.begin(), graphs_.end(), [&](const Recording& r) { return r.key == key; });
     if (found == graphs_.end()) return false;

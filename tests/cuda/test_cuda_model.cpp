@@ -2,9 +2,10 @@
 // both): one training step (loss, logits, every gradient tensor, the gradient norm, parameters
 // after AdamW) with and without dropout; 20 steps of a small model whose losses track the CPU's;
 // KV-cache decoding against a full recompute; batched generation against sample by sample; and
-// bit-exact repeatability and resume on CUDA.
+// bit-exact repeatability and resume on CUDA; a recorded step (CUDA graph) after the logits moved.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <memory>
 
@@ -294,4 +295,34 @@ TEST_CASE("cuda training is bit-for-bit repeatable and resumes exactly", "[cuda]
   run(resumed, steps / 2, steps, losses_c);
   CHECK(test::same_bits(losses_c, losses_a));
   CHECK(test::same_bits(resumed.parameters(), a.parameters()));
+}
+
+// A forward without targets wants every row's logits: in a training model with chunked logits it
+// allocates a larger buffer. The recorded step (CUDA graph) made before then held the old one's
+// address; replaying it afterwards wrote into freed memory (NaN gradients on the emulator).
+TEST_CASE("a recorded training step after a forward without targets moved the logits", "[cuda][model][graphs]") {
+  const ModelConfig c = small_config(0.0f);
+  const int B = 3, T = 13;  // 39 rows: 4 chunks of 10
+  auto backend = make_cuda_backend(0);
+  ModelOptions recorded, direct;
+  recorded.classifier_rows = direct.classifier_rows = 10;
+  direct.cuda_graphs = false;
+  GPT2 a(c, *backend, B, T, ModelMode::training, recorded), b(c, *backend, B, T, ModelMode::training, direct);
+  const auto inputs = test::random_tokens(size_t(B) * T, 191, c.vocab_size);
+  const auto targets = test::random_tokens(size_t(B) * T, 192, c.vocab_size);
+  std::vector<float> losses_a, losses_b;
+  for (auto [model, losses] : {std::pair{&a, &losses_a}, std::pair{&b, &losses_b}}) {
+    model->init_weights(193);
+    model->zero_grad();
+    const float dloss = 1.0f / float(B * T);
+    // The first call runs directly, the second records and replays: a recording exists.
+    for (int i = 0; i < 2; ++i) losses->push_back(model->forward_backward(inputs.data(), targets.data(), B, T, dloss));
+    model->forward(inputs.data(), nullptr, B, T);
+    REQUIRE(model->logits().size() == size_t(B) * T * c.padded_vocab_size);
+    losses->push_back(model->forward_backward(inputs.data(), targets.data(), B, T, dloss));
+  }
+  CHECK(test::same_bits(losses_a, losses_b));
+  const std::vector<float> grads = a.gradients();
+  CHECK(std::all_of(grads.begin(), grads.end(), [](float g) { return std::isfinite(g); }));
+  CHECK(test::same_bits(grads, b.gradients()));
 }
