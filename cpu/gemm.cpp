@@ -1,5 +1,7 @@
-// The blocked product Cm += A . Bm (cpu/gemm.hpp): operands packed into panels that stay in the
-// caches, a 6 x 16 register tile of FMAs over them (AVX2), or 6 x 32 where the CPU has AVX-512.
+// The blocked product Cm += A . Bm (cpu/gemm.hpp): A M x K and Bm K x N strided views (a
+// transposed matrix read in place), Cm M x N row-major with leading dimension ldc. Operands packed
+// into panels that stay in the caches, a 6 x 16 register tile of FMAs over them (AVX2), or 6 x 32
+// where the CPU has AVX-512.
 #include "cpu/gemm.hpp"
 
 #include <omp.h>

@@ -1,4 +1,6 @@
-// Residual connection, forward and backward (cpu/residual.hpp).
+// Residual connection (cpu/residual.hpp): out = inp1 + inp2 over N elements (B*T*C: the residual
+// stream and a block's output). Backward: dinp1 += dout and dinp2 += dout, both ACCUMULATED, as
+// the one residual-stream gradient every block adds into.
 #include "cpu/residual.hpp"
 
 namespace gpt2cc::cpu {

@@ -1,10 +1,11 @@
-// Launchers of the fused causal flash attention (kernels/flash_attention.cuh): shape and
+// Launchers of the fused causal flash attention (kernels/flash_attention.cuh; mirrors
+// cpu::attention_forward_blocked / attention_backward_blocked of cpu/attention.cpp): shape and
 // alignment checks, the tile choice and the check that the device holds the kernels' shared
 // memory, the opt-in to more than 48 KiB of it once per device, the fused backward's scratch, and
-// the launches. The kernels themselves (FlashAttention-2 forward,
-// deterministic split or fused backward, mma.sync m16n8k16 bf16 with ldmatrix) and their launch
-// geometry are in flash_attention_device.cuh, which the CPU emulator of tests/emu compiles as host
-// C++ to run the same code without a GPU.
+// the launches. The kernels themselves (FlashAttention-2 forward, deterministic split or fused
+// backward, mma.sync m16n8k16 bf16 with ldmatrix) and their launch geometry are in
+// flash_attention_device.cuh, which the CPU emulator of tests/emu compiles as host C++ to run the
+// same code without a GPU.
 #include "kernels/flash_attention.cuh"
 
 #include <atomic>

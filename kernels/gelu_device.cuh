@@ -28,6 +28,8 @@ __global__ void gelu_forward_kernel(Elem* out, const Elem* inp, size_t N) {
   store_floats(out + i, x);
 }
 
+// dinp = dout * gelu'(inp), written: the chain rule through the element-wise gelu (gelu' by the
+// product rule on 0.5 x (1 + tanh u): gelu_grad in kernels/gelu_math.cuh, derived there).
 template <class Elem, int kWidth>
 __global__ void gelu_backward_kernel(Elem* dinp, const Elem* dout, const Elem* inp, size_t N) {
   const size_t i = (static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x) * kWidth;
