@@ -71,7 +71,9 @@ void validate(const TrainConfig& c, int ranks) {
   INPUT_CHECK(c.heads >= 0, "--heads must be >= 0 (0 keeps the preset's), got {}", c.heads);
   INPUT_CHECK(c.channels >= 0, "--channels must be >= 0 (0 keeps the preset's), got {}", c.channels);
   INPUT_CHECK(c.max_seq_len >= 0, "--max-seq-len must be >= 0 (0 keeps the preset's), got {}", c.max_seq_len);
-  INPUT_CHECK(c.dropout >= 0.0f && c.dropout < 1.0f, "--dropout must be in [0, 1), got {}", c.dropout);
+  // A value typed below 1 may round to 1 as a float (0.99999999): the message says which is the largest.
+  INPUT_CHECK(c.dropout >= 0.0f && c.dropout < 1.0f,
+              "--dropout must be in [0, 1) (a float: 0.99999994 at most), got {}", c.dropout);
   INPUT_CHECK(c.init_from.empty() || c.resume.empty(), "--init-from and --resume cannot be combined");
   INPUT_CHECK(c.device == "cpu" || c.device == "cuda", "--device must be cpu or cuda, got '{}'", c.device);
   check_thread_count(c.threads);

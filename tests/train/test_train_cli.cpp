@@ -224,6 +224,7 @@ TEST_CASE("bad flags exit with code 2 and say what is wrong", "[cli]") {
       {ok + "--steps 5 --lr -1", "--lr must be"},
       {ok + "--steps 5 --batch-size 0", "--batch-size must be >= 1"},
       {ok + "--steps 5 --dropout 1", "--dropout must be in [0, 1)"},
+      {ok + "--steps 5 --dropout 0.99999999999", "(a float: 0.99999994 at most), got 1"},
       {ok + "--steps 5 --schedule step", "unknown learning-rate schedule 'step'"},
       {ok + "--steps 5 --device tpu", "--device must be cpu or cuda"},
       {ok + "--steps 5 --dtype fp16", "--dtype must be fp32 or bf16, got 'fp16'"},
