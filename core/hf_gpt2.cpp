@@ -296,8 +296,8 @@ HfGpt2Weights::HfGpt2Weights(const std::string& path) : impl_(std::make_unique<I
 
   // Each checked against the header as it is listed, before anything is allocated: present, with
   // its shape (the header's shapes are tied to the file's bytes, so the allocation below is bounded
-  // by the file). Listed one by one, so that a config of 65536 layers beside a small file fails at
-  // the first tensor missing, not after listing 786,432 names.
+  // by the file) and a dtype gpt2cc reads. Listed one by one, so that a config of 65536 layers
+  // beside a small file fails at the first tensor missing, not after listing 786,432 names.
   std::vector<Part>& parts = s.parts;
   std::set<std::string> expected;
   const auto add = [&](Part part) {
@@ -310,6 +310,7 @@ HfGpt2Weights::HfGpt2Weights(const std::string& path) : impl_(std::make_unique<I
     const safetensors::TensorInfo& info = file.info(part.name);
     INPUT_CHECK(info.shape == part.shape, "{}: tensor '{}' has shape {}, expected {} for the model of {}",
                 weights.string(), part.name, shape_text(info.shape), shape_text(part.shape), config_file.string());
+    file.check_readable_as_float(part.name);
     expected.insert(part.name);
     parts.push_back(std::move(part));
   };

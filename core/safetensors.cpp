@@ -147,10 +147,15 @@ std::vector<float> File::read_float(const std::string& name) const {
   return out;
 }
 
-void File::read_float(const std::string& name, size_t first, std::span<float> out) const {
+void File::check_readable_as_float(const std::string& name) const {
   const TensorInfo& t = info(name);
   INPUT_CHECK(t.dtype == "F32" || t.dtype == "F16" || t.dtype == "BF16",
               "{}: tensor '{}' is {}; gpt2cc reads F32, F16 and BF16", path_, name, t.dtype);
+}
+
+void File::read_float(const std::string& name, size_t first, std::span<float> out) const {
+  check_readable_as_float(name);
+  const TensorInfo& t = info(name);
   const size_t n = t.numel();
   INPUT_CHECK(first <= n && out.size() <= n - first, "{}: elements [{}, {}) of tensor '{}' are past its {}", path_,
               first, first + out.size(), name, n);

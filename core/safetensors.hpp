@@ -36,6 +36,8 @@ class File {
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
   bool contains(const std::string& name) const { return tensors_.count(name) != 0; }
   const TensorInfo& info(const std::string& name) const;  // InputError naming the file for a missing one
+  // InputError unless read_float can read the tensor: F32, F16 or BF16 (also checks it is there).
+  void check_readable_as_float(const std::string& name) const;
   // The tensor's elements as float (F32 as is, F16 and BF16 widened exactly); InputError for
   // another dtype or a missing tensor.
   std::vector<float> read_float(const std::string& name) const;

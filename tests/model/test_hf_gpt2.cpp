@@ -273,7 +273,7 @@ TEST_CASE("Hugging Face weights gpt2cc cannot compute are refused by name", "[mo
   CHECK_FALSE(is_hf_gpt2(lonely));
   refused(lonely + "/model.safetensors", "config.json");
 
-  // Tensors: one missing, one unknown, an lm_head that is not wte.
+  // Tensors: one missing, one of a dtype not read, one unknown, an lm_head that is not wte.
   const ParameterLayout layout(ckpt.config);
   const auto with_tensors = [&](const std::string& name, const std::vector<safetensors::F32Tensor>& tensors) {
     const std::string dir = test::temp_dir("hf_tensors_" + name);
@@ -290,6 +290,20 @@ TEST_CASE("Hugging Face weights gpt2cc cannot compute are refused by name", "[mo
   for (const auto& t : all)
     if (t.name != "h.1.mlp.c_proj.bias") missing.push_back(t);
   refused(with_tensors("missing", missing), "has no tensor 'h.1.mlp.c_proj.bias'");
+  {
+    // A tensor of a dtype gpt2cc does not read (I32: the same width, so the header stays
+    // consistent): refused from the header, naming it.
+    std::string bytes = test::read_bytes(exported + "/model.safetensors");
+    const size_t entry = bytes.find("\"h.1.mlp.c_fc.weight\"");
+    REQUIRE(entry != std::string::npos);
+    const size_t dtype = bytes.find("\"F32\"", entry);
+    REQUIRE(dtype != std::string::npos);
+    bytes.replace(dtype, 5, "\"I32\"");
+    const std::string dir = test::temp_dir("hf_tensors_i32");
+    write_text(dir + "/config.json", config_text);
+    write_text(dir + "/model.safetensors", bytes);
+    refused(dir, "tensor 'h.1.mlp.c_fc.weight' is I32; gpt2cc reads F32, F16 and BF16");
+  }
   std::vector<float> extra_values(32, 1.0f);
   auto extra = all;
   extra.push_back({"h.0.attn.q_norm.weight", {32}, extra_values.data()});
