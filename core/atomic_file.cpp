@@ -9,6 +9,7 @@
 #include <fstream>
 #include <memory>
 #include <optional>
+#include <set>
 #include <vector>
 
 #include "core/check.hpp"
@@ -163,7 +164,10 @@ void write_files_atomic(const std::vector<std::pair<std::string, std::string>>& 
     for (size_t i = renamed; i < written.size(); ++i) std::remove(written[i].c_str());
     throw Error(failure + (renamed ? format(" (already replaced: {}; the others are unchanged)", replaced) : ""));
   }
-  for (const std::string& target : targets) sync_directory(target);
+  // Each folder once (a tokenizer's files share one).
+  std::set<std::filesystem::path> folders;
+  for (const std::string& target : targets)
+    if (folders.insert(std::filesystem::path(target).parent_path()).second) sync_directory(target);
 }
 
 std::string read_whole_stream(std::istream& in, const std::string& what, size_t max_bytes,
