@@ -4,9 +4,11 @@
 Architecture as in gpt2cc: pre-LayerNorm blocks, learned position embedding, biases everywhere,
 GELU (tanh), wte tied to the output projection, vocabulary padded to Vp = 50304, causal attention
 through F.scaled_dot_product_attention(is_causal=True). One step = forward + cross-entropy +
-backward + grad-norm clip 1.0 + AdamW, on random tokens. Reports median tokens/s and ms/step over
-the timed steps, MFU against the peak in benchmarks/gpu/peaks.json (dense bf16 tensor cores for
-bf16, plain fp32 for fp32), and peak allocated memory.
+backward + grad-norm clip 1.0 + AdamW, on random tokens (AdamW decays every parameter, where
+gpt2cc decays only wte and the four weight matrices: the same work per element either way).
+Reports median tokens/s and ms/step over the timed steps, MFU against the peak in
+benchmarks/gpu/peaks.json (dense bf16 tensor cores for bf16, plain fp32 for fp32), and peak
+allocated memory.
 --profile-json PATH: then --profile-steps more steps, each under torch.profiler, and the device
 time and launch count of every CUDA kernel (and memcpy/memset) of each written to PATH, with the
 step's wall time; benchmarks/gpu/profile_step.py compares them with gpt2cc's. On --device cpu
