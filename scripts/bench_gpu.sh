@@ -39,7 +39,8 @@
 # shards) and carry ".gpu-kit". Its binaries are used when they were built from these very sources
 # (scripts/gpu_common.sh's fingerprint) and run a kernel on the GPU there; else gpt2cc is built,
 # with the kit's packages when CMake finds a dependency missing. A stage that needs the binaries
-# builds (or unpacks) them first when they are missing (a fresh machine).
+# builds (or unpacks) them first when they are missing (a fresh machine) or their FINGERPRINT (the
+# kit's, or a build's here) is not these sources' (a warm machine keeps the build folder).
 # With $OUT set the results live in <build-dir>/bench-results (ignored by git). After every stage
 # their small files are packed into $OUT/bench_gpu_results.tar.gz (JSON, logs, metrics, report.md,
 # parity.png: never a checkpoints/ folder, no file over 2 MiB, 12 MiB in all, what is left out
@@ -47,9 +48,13 @@
 # The whole call keeps within --budget seconds (default 570 with $OUT set): a stage's limit is cut
 # so that, even killed 15 s after its TERM and then packed, it leaves the report its 40 s; one with
 # 30 s or less is skipped. The report runs at the end whatever is left (limit 20 s, it takes ~2).
+# A step's results from an earlier call are removed when the step starts, and stay when it is
+# skipped (status.tsv, appended to by every call, then shows its earlier run and "skipped").
 # The machine goes back when idle, so a later call may find none of it: copy the returned archive
 # into the kit (.gpu-kit/bench_gpu_results.tar.gz) and a call that finds no results unpacks it
-# first, so later stages (pytorch's batch, the report) see the earlier ones.
+# first, so later stages (pytorch's batch, the report) see the earlier ones. env.txt describes the
+# last call; an earlier one's on another GPU, commit or sources is kept in env-earlier.txt, and the
+# report names every device its result files come from.
 set -uo pipefail
 
 CALLER=$(pwd)
@@ -139,14 +144,27 @@ done
 
 BIN="$ROOT/$BUILD_DIR"
 [[ "$BUILD_DIR" = /* ]] && BIN="$BUILD_DIR"
-# A fresh device machine has no build: the stages that run gpt2cc's binaries build them first.
-if [[ ! " ${RUN_STAGES[*]} " == *" build "* && ! -x "$BIN/benchmarks/gpu/bench_train_gpu" ]]; then
+# A fresh device machine has no build, and a warm one keeps the build folder of an earlier call,
+# whose binaries may be of other sources: the stages that run gpt2cc's binaries build them first
+# unless $BIN/FINGERPRINT (the kit's, or a build's here) names these sources.
+if [[ ! " ${RUN_STAGES[*]} " == *" build "* ]]; then
   for s in "${RUN_STAGES[@]}"; do
-    if [[ " test sanitize kernels attention train_bf16 train_fp32 profile designs parity " == *" $s "* ]]; then
-      echo "bench_gpu.sh: no build in $BIN yet: building (or unpacking the kit's binaries) first"
-      RUN_STAGES=(build "${RUN_STAGES[@]}")
-      break
+    [[ " test sanitize kernels attention train_bf16 train_fp32 profile designs parity " == *" $s "* ]] || continue
+    why=""
+    if [[ ! -x "$BIN/benchmarks/gpu/bench_train_gpu" ]]; then
+      why="no build in $BIN yet"
+    elif [[ ! -f "$BIN/FINGERPRINT" ]]; then
+      why="the binaries in $BIN have no FINGERPRINT (of the sources they were built from)"
+    else
+      have=$(head -1 "$BIN/FINGERPRINT") want=$(gpt2cc_source_fingerprint "$ROOT")
+      [[ "$have" == "$want" ]] ||
+        why="the binaries in $BIN were built from other sources (fingerprint $have, these $want)"
     fi
+    if [[ -n "$why" ]]; then
+      echo "bench_gpu.sh: $why: building (or unpacking the kit's binaries) first"
+      RUN_STAGES=(build "${RUN_STAGES[@]}")
+    fi
+    break
   done
 fi
 if ((DRY_RUN)); then
@@ -205,12 +223,15 @@ FAILED=0
 # run_step NAME LIMIT CMD...: runs CMD under `timeout`, appends its output to NAME.log and a line
 # "NAME<TAB>exit code<TAB>seconds" to status.tsv. 124 / 137 in the status mean it timed out;
 # "skipped" that the --budget had too little time left to start it (MIN_STAGE or less, or less
-# than its STAGE_NEED). STEP_OUTPUT=FILE run_step ...: CMD writes FILE, which is removed first
-# when the step runs (a skipped step leaves an earlier call's).
+# than its STAGE_NEED); STEP_SKIPPED says which (1: skipped, 0: run). STEP_OUTPUT="FILE|FILE..."
+# run_step ...: CMD writes those files (or folders), which are removed first when the step runs (a
+# skipped step leaves an earlier call's).
+STEP_SKIPPED=0
 run_step() {
   local name=$1 limit=$2
   shift 2
   local t0=$SECONDS rc
+  STEP_SKIPPED=0
   if ((BUDGET > 0)) && [[ "$name" != report ]]; then
     local left=$((BUDGET - SECONDS - KILL_AFTER - PACK_RESERVE - REPORT_RESERVE)) need=${STAGE_NEED[$name]:-0}
     if ((left <= MIN_STAGE || left < need)); then
@@ -218,13 +239,18 @@ run_step() {
         "report)$( ((need > 0)) && echo ", it needs ${need}s")" | tee -a "$OUTDIR/$name.log"
       printf '%s\t%s\t%s\n' "$name" skipped 0 >>"$OUTDIR/status.tsv"
       FAILED=1
+      STEP_SKIPPED=1
       return 1
     fi
     ((limit > left)) && limit=$left
   fi
-  # The step's result file from an earlier call (unpacked from the kit's archive, or left on this
-  # machine) goes now, so that a step that fails or is cut short leaves none to be reported as its.
-  [[ -n "${STEP_OUTPUT:-}" ]] && rm -f "$STEP_OUTPUT"
+  # The step's results from an earlier call (unpacked from the kit's archive, or left on this
+  # machine) go now, so that a step that fails or is cut short leaves none to be reported as its.
+  if [[ -n "${STEP_OUTPUT:-}" ]]; then
+    local outputs
+    IFS='|' read -r -a outputs <<<"$STEP_OUTPUT"
+    rm -rf "${outputs[@]}"
+  fi
   echo "== $name (limit ${limit}s): $*" | tee -a "$OUTDIR/$name.log"
   timeout --signal=TERM --kill-after="$KILL_AFTER" "$limit" "$@" 2>&1 | tee -a "$OUTDIR/$name.log"
   rc=${PIPESTATUS[0]}
@@ -256,10 +282,15 @@ cuda_tool() {
   return 1
 }
 
+# env.txt: this call's machine and sources. When an earlier call's env.txt names another GPU,
+# commit or sources (results of several calls are merged in one folder), it is appended to
+# env-earlier.txt first (blocks separated by an empty line), which report.py names.
 record_env() {
-  {
+  local env identity='^(gpu|commit|sources):'
+  env=$(
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (modified)')"
+    echo "sources: $(gpt2cc_source_fingerprint "$ROOT")"
     if command -v nvidia-smi >/dev/null; then
       echo "gpu: $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)"
       echo "driver: $(nvidia-smi --query-gpu=driver_version --format=csv,noheader | head -1)"
@@ -269,7 +300,12 @@ record_env() {
     fi
     command -v nvcc >/dev/null && echo "cuda: $(nvcc --version | sed -n 's/.*release \([0-9.]*\).*/\1/p')"
     echo "torch: $(python3 -c 'import torch; print(torch.__version__)' 2>/dev/null || echo 'not installed')"
-  } >"$OUTDIR/env.txt"
+  )
+  if [[ -f "$OUTDIR/env.txt" &&
+    "$(grep -E "$identity" "$OUTDIR/env.txt")" != "$(grep -E "$identity" <<<"$env")" ]]; then
+    { cat "$OUTDIR/env.txt"; echo; } >>"$OUTDIR/env-earlier.txt"
+  fi
+  printf '%s\n' "$env" >"$OUTDIR/env.txt"
 }
 
 # The kit's binaries (scripts/gpu_kit.sh) instead of a build, when they were built from these
@@ -338,13 +374,18 @@ use_kit_binaries() {
   fi
   echo "== build: building instead" | tee -a "$log"
   BIN_ENV=()
-  rm -f "${GPT2CC_GPU_BINARIES[@]/#/$BIN/}" "$BIN/kit-env"
+  rm -f "${GPT2CC_GPU_BINARIES[@]/#/$BIN/}" "$BIN/kit-env" "$BIN/FINGERPRINT"
   return 1
 }
 
+# A build here ends by writing $BIN/FINGERPRINT, the fingerprint of the sources when it started
+# (sources changed meanwhile differ from it: the next call builds again); until it succeeds, the
+# build folder has none.
 stage_build() {
   use_kit_binaries && return 0
-  rm -f "$BIN/kit-env"
+  local fingerprint
+  fingerprint=$(gpt2cc_source_fingerprint "$ROOT")
+  rm -f "$BIN/kit-env" "$BIN/FINGERPRINT"
   # Configure first: the device image may hold the dependencies outside Debian's package list
   # (cmake and ninja from pip). Only if CMake finds something missing are the kit's Debian
   # packages unpacked into the build folder (no root, nothing outside it touched) or, without a
@@ -369,7 +410,8 @@ stage_build() {
     fi
   fi
   run_step build-configure 120 "${configure[@]}" || return 1
-  run_step build "$LIMIT_BUILD" cmake --build "$BIN" -j "$(nproc)"
+  run_step build "$LIMIT_BUILD" cmake --build "$BIN" -j "$(nproc)" || return 1
+  echo "$fingerprint" >"$BIN/FINGERPRINT"
 }
 
 # Each CUDA test executable on its own (a line each in status.tsv), as ctest would run it (the
@@ -457,15 +499,18 @@ batch_for() {
 }
 
 pytorch_dtype() {
-  local dtype=$1 B steps
+  local dtype=$1 B steps log="$OUTDIR/pt_train_$1.log" logged
   B=$(batch_for "$dtype")
   read -r -a steps <<<"$(steps_for "$dtype")"
   # If PyTorch runs out of memory at gpt2cc's batch, try half of it once; the report then shows
-  # both shapes and says that they differ.
+  # both shapes and says that they differ. Only this attempt's part of the log is searched: the
+  # log is appended to, and holds the earlier calls' attempts too. (grep reads it all: grep -q
+  # would stop early, and tail's SIGPIPE fail the pipeline.)
+  logged=$(stat -c %s "$log" 2>/dev/null || echo 0)
   if ! STEP_OUTPUT="$OUTDIR/pt_train_$dtype.json" run_step "pt_train_$dtype" "$LIMIT_PYTORCH" python3 \
     benchmarks/pytorch/gpt2_train.py --preset gpt2 \
     -B "$B" -T 1024 "${steps[@]}" --dtype "$dtype" --json "$OUTDIR/pt_train_$dtype.json"; then
-    if ((B > 1)) && grep -q "out of memory" "$OUTDIR/pt_train_$dtype.log"; then
+    if ((B > 1)) && tail -c +"$((logged + 1))" "$log" | grep "out of memory" >/dev/null; then
       run_step "pt_train_$dtype" "$LIMIT_PYTORCH" python3 benchmarks/pytorch/gpt2_train.py --preset gpt2 \
         -B "$((B / 2))" -T 1024 "${steps[@]}" --dtype "$dtype" --json "$OUTDIR/pt_train_$dtype.json"
     fi
@@ -500,9 +545,12 @@ stage_parity() {
         --val-fraction 0.01 --tokenizer "$data/gpt2" --out "$shards" || return 1
     fi
   fi
+  # An earlier call's comparison goes when the first run (fp32) starts: a run that fails leaves
+  # none to be reported. Each run's folder goes when that run starts; a skipped run leaves them.
+  local compared="$OUTDIR/parity.json|$OUTDIR/parity.md|$OUTDIR/parity.png"
   for dtype in fp32 bf16; do
-    rm -rf "$OUTDIR/parity_$dtype"
-    run_step "parity_$dtype" 270 "${BIN_ENV[@]}" "$BIN/train" --device cuda --dtype "$dtype" --preset d6 \
+    STEP_OUTPUT="$compared|$OUTDIR/parity_$dtype" run_step "parity_$dtype" 270 "${BIN_ENV[@]}" "$BIN/train" \
+      --device cuda --dtype "$dtype" --preset d6 \
       --train-data "$shards/train" --val-data "$shards/val" --batch-size 16 --seq-len 256 \
       --steps "$PARITY_STEPS" --lr 3e-3 --warmup-steps $((PARITY_STEPS / 10)) --eval-every $((PARITY_STEPS / 6)) \
       --eval-batches 16 --seed 1337 --log-every 50 --run-dir "$OUTDIR/parity_$dtype"
@@ -510,7 +558,7 @@ stage_parity() {
     rm -rf "$OUTDIR/parity_$dtype/checkpoints"
     ((rc == 0)) || return 1
   done
-  STEP_OUTPUT="$OUTDIR/parity.json" run_step parity_compare \
+  STEP_OUTPUT="$compared" run_step parity_compare \
     60 python3 benchmarks/gpu/compare_curves.py "$OUTDIR/parity_fp32/metrics.jsonl" \
     "$OUTDIR/parity_bf16/metrics.jsonl" --names fp32 bf16 --json "$OUTDIR/parity.json" \
     --markdown "$OUTDIR/parity.md" --plot "$OUTDIR/parity.png" --title "d6 on Wikipedia: fp32 vs bf16"
@@ -531,31 +579,31 @@ PROFILE_B=64
 LIMIT_PROFILE_NCU=150  # ncu not yet timed there: a slow one must leave the later stages their time
 stage_profile() {
   local bench="$BIN/benchmarks/gpu/bench_train_gpu" ncu inputs=()
+  local csv="$OUTDIR/profile_ncu.csv"
   ncu=$(cuda_tool ncu)
-  rm -f "$OUTDIR"/profile_ncu.csv* "$OUTDIR/profile.json" "$OUTDIR/profile.md"
-  run_step profile_train "$LIMIT_TRAIN" "${BIN_ENV[@]}" "$bench" --dtype bf16 -B "$PROFILE_B" -T 1024 \
-    --steps 10 --warmup 3 --json "$OUTDIR/profile_train_bf16.json"
+  # Each step's files go when it starts (a skipped one leaves an earlier call's).
+  STEP_OUTPUT="$OUTDIR/profile_train_bf16.json" run_step profile_train "$LIMIT_TRAIN" "${BIN_ENV[@]}" "$bench" \
+    --dtype bf16 -B "$PROFILE_B" -T 1024 --steps 10 --warmup 3 --json "$OUTDIR/profile_train_bf16.json"
   if [[ -n "$ncu" ]]; then
-    run_step profile_ncu "$LIMIT_PROFILE_NCU" "${BIN_ENV[@]}" "$ncu" --metrics gpu__time_duration.sum \
-      --clock-control none --cache-control none --csv --print-units base --log-file "$OUTDIR/profile_ncu.csv" \
-      "$bench" --dtype bf16 -B "$PROFILE_B" -T 1024 --steps 1 --warmup 1 --no-cuda-graphs
+    STEP_OUTPUT="$csv|$csv.gz" run_step profile_ncu "$LIMIT_PROFILE_NCU" "${BIN_ENV[@]}" "$ncu" \
+      --metrics gpu__time_duration.sum --clock-control none --cache-control none --csv --print-units base \
+      --log-file "$csv" "$bench" --dtype bf16 -B "$PROFILE_B" -T 1024 --steps 1 --warmup 1 --no-cuda-graphs
   else
     not_run profile_ncu missing-tool "ncu (Nsight Compute) not found"
   fi
-  run_step profile_pt "$LIMIT_PYTORCH" python3 benchmarks/pytorch/gpt2_train.py --preset gpt2 -B "$PROFILE_B" \
-    -T 1024 --steps 5 --warmup 3 --dtype bf16 --json "$OUTDIR/profile_pt_train_bf16.json" \
-    --profile-json "$OUTDIR/profile_pt_bf16.json"
-  [[ -s "$OUTDIR/profile_ncu.csv" ]] &&
-    inputs+=(--ncu-csv "$OUTDIR/profile_ncu.csv" --gpt2cc-json "$OUTDIR/profile_train_bf16.json")
+  STEP_OUTPUT="$OUTDIR/profile_pt_train_bf16.json|$OUTDIR/profile_pt_bf16.json" run_step profile_pt \
+    "$LIMIT_PYTORCH" python3 benchmarks/pytorch/gpt2_train.py --preset gpt2 -B "$PROFILE_B" -T 1024 --steps 5 \
+    --warmup 3 --dtype bf16 --json "$OUTDIR/profile_pt_train_bf16.json" --profile-json "$OUTDIR/profile_pt_bf16.json"
+  [[ -s "$csv" ]] && inputs+=(--ncu-csv "$csv" --gpt2cc-json "$OUTDIR/profile_train_bf16.json")
   [[ -s "$OUTDIR/profile_pt_bf16.json" ]] && inputs+=(--pytorch-json "$OUTDIR/profile_pt_bf16.json")
   if ((${#inputs[@]} == 0)); then
     not_run profile_step no-input "neither side produced a profile"
     return 1
   fi
-  run_step profile_step 30 python3 benchmarks/gpu/profile_step.py "${inputs[@]}" --json "$OUTDIR/profile.json" \
-    --markdown "$OUTDIR/profile.md"
+  STEP_OUTPUT="$OUTDIR/profile.json|$OUTDIR/profile.md" run_step profile_step 30 python3 \
+    benchmarks/gpu/profile_step.py "${inputs[@]}" --json "$OUTDIR/profile.json" --markdown "$OUTDIR/profile.md"
   local rc=$?
-  [[ -f "$OUTDIR/profile_ncu.csv" ]] && gzip -f "$OUTDIR/profile_ncu.csv" && pack_results
+  [[ -f "$csv" ]] && gzip -f "$csv" && pack_results
   return "$rc"
 }
 
@@ -578,13 +626,16 @@ DESIGN_VARIANTS=(classifier=streamed layernorm-backward=two-pass flash-backward=
   bias-grad=epilogue gemm-alignment=16 gemm-split-k=any gemm-workspace=256 gelu=separate)
 LIMIT_DESIGN=90
 stage_designs() {
-  local B variant designs
+  local B variant designs ran=0
   B=$(batch_for bf16)
-  rm -f "$OUTDIR"/designs_*.json
+  # Each run's JSON goes when it starts: a run the budget skips leaves an earlier call's.
   run_design() {  # NAME GPT2CC_KERNELS [bench_train_gpu flags...]
-    run_step "$1" "$LIMIT_DESIGN" env "GPT2CC_KERNELS=$2" "${BIN_ENV[@]}" \
+    STEP_OUTPUT="$OUTDIR/$1.json" run_step "$1" "$LIMIT_DESIGN" env "GPT2CC_KERNELS=$2" "${BIN_ENV[@]}" \
       "$BIN/benchmarks/gpu/bench_train_gpu" --dtype bf16 -B "$B" -T 1024 --steps "$DESIGN_STEPS" --warmup 3 \
       --json "$OUTDIR/$1.json" "${@:3}"
+    local rc=$?
+    ((STEP_SKIPPED)) || ran=1
+    return "$rc"
   }
   # The automatic run, then the two runs of the defaults' own changes (before any alternative
   # design: a budget running out cuts the list from its end).
@@ -598,6 +649,9 @@ stage_designs() {
   if [[ -n "$designs" ]]; then
     run_design designs_best "$designs"
   else
+    # An earlier call's combination is not the best of this call's runs (when the budget skipped
+    # them all, the earlier runs' winners are the same and it stays).
+    ((ran)) && rm -f "$OUTDIR/designs_best.json"
     echo "== designs_best: not run: fewer than two designs beat the automatic ones beyond the spread" |
       tee -a "$OUTDIR/designs_best.log"
   fi

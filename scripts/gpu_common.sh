@@ -1,8 +1,8 @@
 # shellcheck shell=bash
 # Sourced by scripts/gpu_kit.sh (which packs gpt2cc's CUDA binaries here, sm_90) and by
 # scripts/bench_gpu.sh (which uses them on the device machine instead of building there, which
-# would cost minutes of its device time): what is packed, and the fingerprint that says whether
-# binaries were built from the sources beside them.
+# would cost minutes of its device time): what is packed, the fingerprint that says whether
+# binaries were built from the sources beside them, and the size of the tree a device call carries.
 
 # The binaries the device stages run, relative to the build folder.
 # shellcheck disable=SC2034  # used by the scripts that source this file
@@ -29,4 +29,16 @@ gpt2cc_source_fingerprint() {
       -o -name 'CMakeLists.txt' -o -name '*.cmake' \) -print | LC_ALL=C sort | xargs -d '\n' sha256sum |
       sha256sum | cut -d' ' -f1
   )
+}
+
+# The bytes of the working tree that a device call carries beside the kit, under the repository
+# root given (default: the current folder): the files git tracks and the untracked ones it does
+# not ignore, apparent sizes (a tracked file deleted here counts nothing). Nothing is printed
+# where git cannot say (no checkout).
+gpt2cc_tree_bytes() {
+  local root="${1:-.}"
+  git -C "$root" rev-parse --git-dir >/dev/null 2>&1 || return 0
+  git -C "$root" ls-files -z --cached --others --exclude-standard |
+    (cd "$root" && du -cb --files0-from=- 2>/dev/null) | tail -1 | cut -f1
+  return 0
 }

@@ -10,7 +10,8 @@
 #   scripts/gpu_kit.sh [--out DIR] [--data DIR] [--cuda-build-dir DIR] [--build-dir DIR (--no-binaries)]
 #                      [--no-shards] [--no-binaries]
 # then name the folder in the device call's carry (".gpu-kit"; git ignores it). 64 MiB travel at
-# most. Rerun it after any change to the sources: binaries of other sources are not used.
+# most, the working tree and the kit together: a kit over what the tree leaves is refused. Rerun
+# it after any change to the sources: binaries of other sources are not used.
 # Relative paths in the options and in $GPT2CC_DATA_DIR are the caller's; the defaults are the
 # repository's. The new kit is assembled in a folder beside it and replaces it only once all of it
 # was made: a failure leaves the previous kit as it was. What the options do not rebuild
@@ -42,7 +43,9 @@ BINARIES=1
 # The libraries CMake looks for (scripts/deps.sh's list without the tools, which the device image
 # has: cmake, ninja, g++), and libpcre2-8-0 for the shared library that libpcre2-dev's link points at.
 KIT_PACKAGES=(catch2 libcxxopts-dev nlohmann-json3-dev libpcre2-dev libpcre2-8-0)
-MAX_KIT_BYTES=$((56 << 20))  # leaves room for the working tree in the 64 MiB a call carries
+# What one device call carries in all: the working tree (gpt2cc_tree_bytes, ~8 MiB) and the kit.
+CARRY_BYTES=$((64 << 20))
+TREE_HEADROOM=$((1 << 20))  # the tree may grow a little between this kit and the call
 
 while (($#)); do
   case "$1" in
@@ -135,8 +138,15 @@ if ((SHARDS)); then
 fi
 
 bytes=$(du -sb "$NEW" | cut -f1)
-((bytes <= MAX_KIT_BYTES)) ||
-  die "the new kit is $((bytes >> 20)) MiB, over the $((MAX_KIT_BYTES >> 20)) MiB a device call can carry beside the tree; the kit in $KIT is unchanged"
+tree_bytes=$(gpt2cc_tree_bytes .)
+if [[ -z "$tree_bytes" ]]; then
+  tree_bytes=$((16 << 20))
+  echo "gpu_kit.sh: git cannot list the working tree here: assuming it is $((tree_bytes >> 20)) MiB"
+fi
+max_kit_bytes=$((CARRY_BYTES - tree_bytes - TREE_HEADROOM))
+((bytes <= max_kit_bytes)) ||
+  die "the new kit is $((bytes >> 20)) MiB, over the $((max_kit_bytes >> 20)) MiB a device call can carry beside" \
+    "the $((tree_bytes >> 20)) MiB working tree ($((CARRY_BYTES >> 20)) MiB in all); the kit in $KIT is unchanged"
 # What was kept from the old kit is described by the old manifest's lines.
 kept_line() {
   grep "^$1" "$KIT/MANIFEST.txt" 2>/dev/null | sed 's/ (kept from the previous kit)$//; s/$/ (kept from the previous kit)/'

@@ -2,8 +2,9 @@
 """Merges the JSON that scripts/bench_gpu.sh writes into one markdown report (gpt2cc vs PyTorch).
 
 Reads from the results directory (all optional; a missing file gives n/a, never a number):
-  env.txt                      key: value lines (gpu, driver, cuda, torch, commit, date)
-  status.tsv                   stage, exit code, seconds (one line per stage run)
+  env.txt                      key: value lines (gpu, driver, cuda, torch, commit, sources, date)
+  env-earlier.txt              earlier calls' env.txt on another GPU, commit or sources (blocks)
+  status.tsv                   stage, exit code, seconds (one line per stage run, every call's)
   train_bf16.json, train_fp32.json         benchmarks/gpu/bench_train_gpu --json
   pt_train_bf16.json, pt_train_fp32.json   benchmarks/pytorch/gpt2_train.py --json
   attention.json               benchmarks/kernels/bench_attention --json (gpt2cc flash, bf16)
@@ -11,6 +12,7 @@ Reads from the results directory (all optional; a missing file gives n/a, never 
   kernels.json                 benchmarks/kernels/bench_kernels --json
   profile.json                 benchmarks/gpu/profile_step.py --json (one step's kernel time by category)
   designs_*.json               bench_train_gpu --json with GPT2CC_KERNELS set (stage designs)
+Each result JSON's "device" is compared: results of several GPUs are said to be so.
 Writes <dir>/report.md (atomically) and prints it. Targets (issue 8): training tokens/s >= 1.2x
 PyTorch, bf16 MFU >= 50%, attention forward+backward within 1.3x of SDPA's time.
   report.py DIR          report.py --self-test   (synthetic inputs; needs no GPU)
@@ -62,13 +64,30 @@ def read_lines(directory, name):
         return f.read().splitlines()
 
 
-def load_env(directory):
+def parse_env(lines):
     env = {}
-    for line in read_lines(directory, "env.txt"):
+    for line in lines:
         key, sep, value = line.partition(":")
         if sep:
             env[key.strip()] = value.strip()
     return env
+
+
+def load_env(directory):
+    return parse_env(read_lines(directory, "env.txt"))
+
+
+def load_earlier_envs(directory):
+    """env-earlier.txt's blocks (separated by empty lines), each as load_env's dict: the earlier
+    calls that ran on another GPU, commit or sources (scripts/bench_gpu.sh keeps them there)."""
+    blocks, block = [], []
+    for line in read_lines(directory, "env-earlier.txt") + [""]:
+        if line.strip():
+            block.append(line)
+        elif block:
+            blocks.append(parse_env(block))
+            block = []
+    return blocks
 
 
 def load_status(directory):
@@ -82,6 +101,36 @@ def load_status(directory):
         elif line.strip():
             rows.append([line.replace("\t", " "), "?", "?"])
     return rows
+
+
+def last_status(directory):
+    """The last status.tsv line of each stage, as {stage: exit code} in the order of those lines.
+    The results of several calls share the folder: a stage that ran in one call and was skipped
+    (or failed) in the next has two lines, and only the last says what its files are now."""
+    last = {}
+    for stage, rc, _ in load_status(directory):
+        last.pop(stage, None)
+        last[stage] = rc
+    return last
+
+
+def result_devices(directory):
+    """{device: [file names]} of the results directory's JSON files that name a "device" (every
+    benchmark's does), in file-name order; unreadable files are skipped without a warning (the
+    sections that read them warn)."""
+    devices = {}
+    for name in sorted(os.listdir(directory)):
+        if not name.endswith(".json"):
+            continue
+        try:
+            with open(os.path.join(directory, name), encoding="utf-8") as f:
+                value = json.load(f)
+        except (OSError, ValueError):
+            continue
+        device = value.get("device") if isinstance(value, dict) else None
+        if isinstance(device, str) and device:
+            devices.setdefault(device, []).append(name)
+    return devices
 
 
 def real(x):
@@ -132,7 +181,14 @@ def train_section(directory):
         if ours and theirs and real(ours.get("tokens_per_s")) and real(theirs.get("tokens_per_s")):
             ratio = real(ours["tokens_per_s"] / theirs["tokens_per_s"])
         mfu = real(ours.get("mfu")) if ours else None
-        ratio_text = "n/a" if ratio is None else f"{ratio:.2f}x ({verdict(ratio >= TRAIN_RATIO_TARGET)})"
+        devices = [r.get("device") for r in (ours, theirs) if r and r.get("device")]
+        other_devices = len(set(devices)) > 1
+        if ratio is None:
+            ratio_text = "n/a"
+        elif other_devices:
+            ratio_text = f"{ratio:.2f}x (different devices: no verdict)"
+        else:
+            ratio_text = f"{ratio:.2f}x ({verdict(ratio >= TRAIN_RATIO_TARGET)})"
         if dtype == "bf16":
             mfu_text = pct(mfu) + ("" if mfu is None else f" ({verdict(mfu >= MFU_TARGET)})")
         else:
@@ -143,6 +199,9 @@ def train_section(directory):
                      f"| {pct(theirs.get('mfu') if theirs else None)} "
                      f"| {mib(ours.get('peak_memory_bytes') if ours else None)} "
                      f"| {mib(theirs.get('peak_memory_bytes') if theirs else None)} |")
+        if other_devices:
+            notes.append(f"{dtype}: the two ran on different devices ({devices[0]} vs {devices[1]}): the ratio "
+                         "compares two GPUs as much as the two programs.")
         if ours and theirs:
             if ours.get("B") != theirs.get("B") or ours.get("T") != theirs.get("T"):
                 notes.append(f"{dtype}: the two ran different shapes ({shape(ours)} vs {shape(theirs)}); "
@@ -371,7 +430,7 @@ def designs_section(directory):
     in the same stage at the same batch and steps (kernels/kernel_designs.cuh). Runs that left no
     JSON are listed from status.tsv. No section when the stage did not run."""
     runs, automatic, twin, winners, best = design_runs(directory)
-    failed = [(s, rc) for s, rc, _ in load_status(directory)
+    failed = [(s, rc) for s, rc in last_status(directory).items()
               if s.startswith("designs_") and not os.path.exists(os.path.join(directory, s + ".json"))]
     if not runs and not failed:
         return []
@@ -431,12 +490,23 @@ def parity_section(directory):
 
 def make_report(directory):
     env = load_env(directory)
-    results = (load_json(directory, n) for n in ("train_bf16.json", "kernels.json", "attention.json"))
-    gpu = env.get("gpu") or next((j["device"] for j in results if j and j.get("device")), "unknown GPU")
+    devices = result_devices(directory)
+    gpu = " and ".join(devices) or env.get("gpu") or "unknown GPU"
     lines = [f"# gpt2cc vs PyTorch on {gpu}", "",
              f"Driver {env.get('driver', 'n/a')}, CUDA {env.get('cuda', 'n/a')}, torch {env.get('torch', 'n/a')}, "
-             f"commit {env.get('commit', 'n/a')}, date {env.get('date', 'n/a')}. Produced by scripts/bench_gpu.sh "
-             "and benchmarks/gpu/report.py; every number below was measured in that run.", ""]
+             f"commit {env.get('commit', 'n/a')}, date {env.get('date', 'n/a')} (env.txt: the last call's). Produced "
+             "by scripts/bench_gpu.sh and benchmarks/gpu/report.py; every number below was measured in those "
+             "calls, each file on the device named in it.", ""]
+    if len(devices) > 1:
+        lines += [f"**These results come from {len(devices)} different devices**: "
+                  + "; ".join(f"{d} ({', '.join(names)})" for d, names in devices.items())
+                  + ". Compare only figures measured on the same device.", ""]
+    earlier = load_earlier_envs(directory)
+    if earlier:
+        lines += ["Earlier calls whose results may still be here ran on another GPU, commit or sources "
+                  "(env-earlier.txt): " + "; ".join(
+                      f"gpu {e.get('gpu', 'n/a')}, commit {e.get('commit', 'n/a')}, sources "
+                      f"{e.get('sources', 'n/a')[:12]}, date {e.get('date', 'n/a')}" for e in earlier) + ".", ""]
     # A section whose files a stage cut short left malformed (a key missing, a string for a
     # number) says so and the report goes on: the other sections are still the run's.
     for section in (train_section, profile_section, designs_section, attention_section, kernels_section,
@@ -452,7 +522,9 @@ def make_report(directory):
                       "directory as the run left them.", ""]
     status = load_status(directory)
     if status:
-        lines += ["## Stages", "", "| stage | exit code | seconds |", "|---|---|---|"]
+        lines += ["## Stages", "", "Every call's runs in order (status.tsv is appended to): a stage's last line is "
+                  "its latest; \"skipped\" left an earlier run's results in place.", "",
+                  "| stage | exit code | seconds |", "|---|---|---|"]
         lines += [f"| {s} | {rc}{' (timed out)' if rc in ('124', '137') else ''} | {sec} |" for s, rc, sec in status]
         lines.append("")
     return "\n".join(lines)
@@ -594,7 +666,8 @@ def self_test():
             f.write("build\t0\t200\ntrain\t124\t240\ndesigns_automatic\t0\t15\n"
                     "designs_flash-backward-fused\t1\t20\n")
         text = make_report(d)
-        expect("# gpt2cc vs PyTorch on NVIDIA H100 80GB HBM3" in text, "GPU name from env.txt")
+        expect("# gpt2cc vs PyTorch on NVIDIA H100 80GB HBM3\n" in text, "GPU name from the results")
+        expect("different devices" not in text and "env-earlier.txt" not in text, "one device, no earlier call")
         expect("| 1.20x (met) |" in text, "bf16 tokens/s ratio 240000/200000 = 1.20x meets 1.2x")
         expect("55.0% (met)" in text, "bf16 MFU 55% meets 50%")
         expect("| 1.00x (NOT met) |" in text, "fp32 ratio 1.00x misses the target")
@@ -658,6 +731,41 @@ def self_test():
             expect(f.read() == text, "report.md written")
         expect(not [n for n in os.listdir(d) if n.startswith(".tmp-")], "no temporary file left")
         expect(os.stat(out).st_mode & 0o777 == 0o666 & ~current_umask(), "report.md's mode is the umask's")
+
+    # Results of several calls in one folder: two GPUs (said in the header, no verdict across them),
+    # an earlier call's environment, a design run that succeeded and then was skipped (its JSON
+    # kept: one row) and one that failed and then was skipped (one "no result" row, the last).
+    with tempfile.TemporaryDirectory() as d:
+        def put_json(name, obj):
+            with open(os.path.join(d, name), "w") as f:
+                json.dump(obj, f)
+
+        pair = {"B": 16, "T": 1024, "flops_per_token": 7.5e8, "ms_per_step_median": 100.0}
+        put_json("train_bf16.json", dict(pair, tokens_per_s=240000.0, device="NVIDIA H100 80GB HBM3"))
+        put_json("pt_train_bf16.json", dict(pair, tokens_per_s=200000.0, device="NVIDIA H200"))
+        put_json("designs_automatic.json", dict(pair, tokens_per_s=1.0, loss_first=1.0, loss_last=0.9,
+                                                kernel_designs="", device="NVIDIA H200"))
+        with open(os.path.join(d, "status.tsv"), "w") as f:
+            f.write("designs_automatic\t0\t15\ndesigns_flash-tile-64\t1\t9\n"
+                    "designs_automatic\tskipped\t0\ndesigns_flash-tile-64\tskipped\t0\n")
+        with open(os.path.join(d, "env-earlier.txt"), "w") as f:
+            f.write("date: 2026-11-22T00:00:00Z\ncommit: abc1234\ngpu: NVIDIA H100 80GB HBM3\n\n"
+                    "date: 2026-11-23T00:00:00Z\ncommit: def5678 (modified)\nsources: 0123456789abcdef\n\n")
+        text = make_report(d)
+        expect("# gpt2cc vs PyTorch on NVIDIA H200 and NVIDIA H100 80GB HBM3" in text, "every device in the title")
+        expect("**These results come from 2 different devices**: NVIDIA H200 (designs_automatic.json, "
+               "pt_train_bf16.json); NVIDIA H100 80GB HBM3 (train_bf16.json)." in text, "mixed devices said so")
+        expect("| 1.20x (different devices: no verdict) |" in text, "no verdict across devices")
+        expect("- bf16: the two ran on different devices (NVIDIA H100 80GB HBM3 vs NVIDIA H200)" in text,
+               "a pair on different devices noted")
+        expect("(env-earlier.txt): gpu NVIDIA H100 80GB HBM3, commit abc1234, sources n/a, date "
+               "2026-11-22T00:00:00Z; gpu n/a, commit def5678 (modified), sources 0123456789ab, date "
+               "2026-11-23T00:00:00Z." in text, "the earlier calls' environments")
+        expect("| automatic | n/a: no result" not in text and text.count("| (automatic) |") == 1,
+               "a design run kept from an earlier call: its row only")
+        expect(text.count("| flash-tile-64 |") == 1 and
+               "| flash-tile-64 | n/a: no result (exit skipped; see designs_flash-tile-64.log) |" in text,
+               "a failed design run skipped later: one row, its last status")
 
     # Files a stage cut short (or another version) left malformed: the report is still written,
     # each bad file or section said to be so, and no figure made of them.

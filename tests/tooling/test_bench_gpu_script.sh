@@ -3,14 +3,19 @@
 # without its value), the stages a call runs (aliases, the one-call device plan, the build a bare
 # machine needs first), a relative --out (the caller's), a call on a bare device machine continuing
 # from the results archive carried in the kit (the report then holds the earlier stages, and the
-# archive it returns too), the returned archive's contents (no checkpoints, no big
-# file, under its size cap), the --budget (the report runs when it is used up), and the kit's
-# prebuilt binaries: used when their fingerprint is these sources' and a CUDA test passes, else a
-# build (here a stand-in cmake that fails, so nothing is built); their library path (kit-env)
-# carried to a later call, an empty one as no argument at all; the training steps per dtype; the
-# parity stage deleting its checkpoints; the profile stage's calls (ncu over an unprofiled and a
-# profiled bench_train_gpu, PyTorch's profile, profile_step.py) and its missing ncu; the designs
-# stage's runs, each with its GPT2CC_KERNELS. Run by ctest (label tooling) with the repository root.
+# archive it returns too; an earlier call's environment kept in env-earlier.txt), the returned
+# archive's contents (no checkpoints, no big file, under its size cap), the --budget (the report
+# runs when it is used up; a skipped step, profile, designs or parity run leaves an earlier call's
+# results), and the kit's prebuilt binaries: used when their fingerprint is these sources' and a
+# CUDA test passes, else a build (here a stand-in cmake that fails, so nothing is built; one that
+# succeeds, to see the build's FINGERPRINT written); binaries of other sources in a warm build
+# folder built again; their library path (kit-env) carried to a later call, an empty one as no
+# argument at all; the training steps per dtype; PyTorch's retry at half the batch only after its
+# own out-of-memory error; the parity stage deleting its checkpoints, and an earlier comparison
+# when a run fails; the profile stage's calls (ncu over an unprofiled and a profiled
+# bench_train_gpu, PyTorch's profile, profile_step.py) and its missing ncu; the designs stage's
+# runs, each with its GPT2CC_KERNELS; the size of the working tree a device call carries beside the
+# kit. Run by ctest (label tooling) with the repository root.
 set -uo pipefail
 ROOT=${1:?usage: test_bench_gpu_script.sh REPO_ROOT}
 SCRIPT="$ROOT/scripts/bench_gpu.sh"
@@ -80,6 +85,11 @@ listing=$(tar -tzf "$TMP/out/bench_gpu_results.tar.gz" 2>/dev/null)
 [[ "$listing" == *"train_bf16.json"* ]] || fail "the returned archive lacks the earlier results"
 grep -q "^report	0	" "$TMP/out/status.tsv" 2>/dev/null || fail "status.tsv lacks the report stage"
 grep -q "^train_bf16	0	" "$TMP/out/status.tsv" 2>/dev/null || fail "status.tsv lost the earlier stages"
+# The earlier call's env.txt (another GPU or sources than this call's) is kept, and named.
+grep -q "^gpu: NVIDIA H100 80GB HBM3" "$TMP/build-gpu/bench-results/env-earlier.txt" 2>/dev/null ||
+  fail "the earlier call's env.txt was not kept in env-earlier.txt"
+grep -q "(env-earlier.txt): gpu NVIDIA H100 80GB HBM3" "$TMP/out/report.md" 2>/dev/null ||
+  fail "report.md does not name the earlier call's environment"
 
 # A relative --out is the caller's folder's, not the repository's.
 mkdir -p "$TMP/caller"
@@ -90,6 +100,9 @@ log=$(cd "$TMP/caller" && bash "$SCRIPT" --stage report --out rel-results --buil
 # A warm machine (results present) does not unpack the archive over them.
 log=$(OUT="$TMP/out" bash "$SCRIPT" --stage report --kit "$TMP/kit" --build-dir "$TMP/build-gpu" 2>&1); rc=$?
 [[ $rc == 0 && "$log" != *"continuing from"* ]] || fail "second call: exit $rc, restored again: $log"
+# Its environment is this one's: env-earlier.txt still holds the first call's only.
+blocks=$(grep -c "^date:" "$TMP/build-gpu/bench-results/env-earlier.txt" 2>/dev/null)
+[[ "$blocks" == 1 ]] || fail "a call on the same machine and sources grew env-earlier.txt to '$blocks' blocks"
 
 # The returned archive holds the small files only (at most 16 MiB comes back): no checkpoints/
 # (a parity run's: hundreds of MB), no file over 2 MiB, 12 MiB in all; the rest is named in
@@ -152,6 +165,9 @@ make_binaries_kit() {  # DIR FINGERPRINT PROBE_EXIT [WARN]
 mkdir -p "$TMP/fakebin" "$TMP/out-ok" "$TMP/out-stale" "$TMP/out-nogpu" "$TMP/out-warn"
 printf '#!/bin/sh\necho "stand-in cmake: no build here" >&2\nexit 1\n' >"$TMP/fakebin/cmake"
 chmod +x "$TMP/fakebin/cmake"
+# For every later call: a build that a call starts by itself (binaries of other sources in the
+# build folder: sources edited meanwhile, say) must not run the real cmake.
+export PATH="$TMP/fakebin:$PATH"
 fingerprint=$(gpt2cc_source_fingerprint "$ROOT")
 [[ "$fingerprint" =~ ^[0-9a-f]{64}$ ]] || fail "fingerprint '$fingerprint'"
 # The fingerprint of the sources alone: the folders git ignores, which the device machine's copy
@@ -181,6 +197,38 @@ for exe in build-kit test_cuda_layers test_cuda_bf16 test_cuda_model test_train_
 done
 [[ "$log" == *"stand-in $TMP/build-ok/tests/cuda/test_cuda_model"* ]] || fail "the test stage did not run the kit's binaries"
 [[ "$log" == *"stand-in $TMP/build-ok/tests/generate/test_generate_cli [cuda]"* ]] || fail "the CLI tests' [cuda] cases did not run"
+[[ "$(cat "$TMP/build-ok/FINGERPRINT" 2>/dev/null)" == "$fingerprint" ]] ||
+  fail "the kit's FINGERPRINT was not unpacked"
+
+# A warm machine keeps the build folder of an earlier call: binaries of other sources (their
+# FINGERPRINT), or of unknown ones (none), are built (or unpacked) first by a stage that runs them.
+mkdir -p "$TMP/build-warm/benchmarks/gpu"
+printf '#!/bin/sh\n' >"$TMP/build-warm/benchmarks/gpu/bench_train_gpu"
+chmod +x "$TMP/build-warm/benchmarks/gpu/bench_train_gpu"
+gpt2cc_source_fingerprint "$ROOT" >"$TMP/build-warm/FINGERPRINT"
+out=$(bash "$SCRIPT" --stage kernels --dry-run --build-dir "$TMP/build-warm" 2>&1); rc=$?
+[[ $rc == 0 && "$out" == "bench_gpu.sh: stages kernels" ]] || fail "binaries of these sources: exit $rc, '$out'"
+echo 0000 >"$TMP/build-warm/FINGERPRINT"
+out=$(bash "$SCRIPT" --stage kernels --dry-run --build-dir "$TMP/build-warm" 2>&1); rc=$?
+[[ $rc == 0 && "$out" == *"were built from other sources (fingerprint 0000, these "*"stages build kernels" ]] ||
+  fail "binaries of other sources: exit $rc, '$out'"
+rm "$TMP/build-warm/FINGERPRINT"
+out=$(bash "$SCRIPT" --stage kernels --dry-run --build-dir "$TMP/build-warm" 2>&1); rc=$?
+[[ $rc == 0 && "$out" == *"have no FINGERPRINT"*"stages build kernels" ]] ||
+  fail "binaries of unknown sources: exit $rc, '$out'"
+
+# A build from the sources writes their FINGERPRINT once it succeeds, and first removes the one of
+# the binaries it replaces (a stand-in cmake that succeeds, then the one that fails; no kit).
+mkdir -p "$TMP/fakebin-cmake-ok" "$TMP/kit-empty" "$TMP/build-src"
+printf '#!/bin/sh\necho "stand-in cmake $*"\n' >"$TMP/fakebin-cmake-ok/cmake"
+chmod +x "$TMP/fakebin-cmake-ok/cmake"
+echo 0000 >"$TMP/build-src/FINGERPRINT"
+log=$(PATH="$TMP/fakebin-cmake-ok:$PATH" bash "$SCRIPT" --stage build --kit "$TMP/kit-empty" \
+  --build-dir "$TMP/build-src" --out "$TMP/res-src" 2>&1); rc=$?
+[[ $rc == 0 && "$(cat "$TMP/build-src/FINGERPRINT" 2>/dev/null)" == "$fingerprint" ]] ||
+  fail "a build did not write these sources' FINGERPRINT: exit $rc: $log"
+log=$(bash "$SCRIPT" --stage build --kit "$TMP/kit-empty" --build-dir "$TMP/build-src" --out "$TMP/res-src" 2>&1); rc=$?
+[[ $rc == 1 && ! -e "$TMP/build-src/FINGERPRINT" ]] || fail "a failed build left a FINGERPRINT: exit $rc: $log"
 
 # Their library path for later calls on this machine: none needed here, so no kit-env file; one
 # holding an empty line (as once written) is no argument either, a real one is used.
@@ -212,6 +260,27 @@ skip="s left for it of the 100s budget (40s kept for the report), it needs 65s"
   fail "--budget 100: train_fp32 not skipped for its 65 s: exit $rc: $log"
 grep -q "^train_fp32	skipped	" "$TMP/res-need/status.tsv" 2>/dev/null || fail "status.tsv lacks 'train_fp32 skipped'"
 
+# PyTorch runs out of memory at gpt2cc's batch: one more try at half of it. Only this attempt's
+# error counts: the log holds the earlier calls' too (a stand-in gpt2_train.py that fails, saying
+# "out of memory" when told to).
+mkdir -p "$TMP/fakepy" "$TMP/res-oom"
+{
+  echo '#!/bin/sh'
+  echo 'case "$1" in *gpt2_train.py) echo "stand-in gpt2_train.py $*"'
+  echo '  [ -n "$PT_OOM" ] && echo "torch.OutOfMemoryError: CUDA out of memory"; exit 1 ;; esac'
+  echo "exec $(command -v python3) \"\$@\""
+} >"$TMP/fakepy/python3"
+chmod +x "$TMP/fakepy/python3"
+echo '{"B": 16, "T": 1024}' >"$TMP/res-oom/train_bf16.json"
+echo "torch.OutOfMemoryError: CUDA out of memory (an earlier call's)" >"$TMP/res-oom/pt_train_bf16.log"
+log=$(PATH="$TMP/fakepy:$PATH" bash "$SCRIPT" --stage pt_bf16 --build-dir "$TMP/build-ok" --out "$TMP/res-oom" 2>&1)
+runs=$(grep -c "^pt_train_bf16	" "$TMP/res-oom/status.tsv" 2>/dev/null)
+[[ "$runs" == 1 && "$log" != *"-B 8 -T 1024"* ]] || fail "an earlier call's out-of-memory error retried PyTorch: $log"
+log=$(PT_OOM=1 PATH="$TMP/fakepy:$PATH" bash "$SCRIPT" --stage pt_bf16 --build-dir "$TMP/build-ok" \
+  --out "$TMP/res-oom" 2>&1)
+[[ "$log" == *"gpt2_train.py --preset gpt2 -B 16 -T 1024"*"gpt2_train.py --preset gpt2 -B 8 -T 1024"* ]] ||
+  fail "out of memory at B=16: no retry at B=8: $log"
+
 # A step's result file from an earlier call goes when the step runs (the stand-in writes none: a
 # step cut short leaves nothing to be reported as its), and stays when the budget skips the step.
 mkdir -p "$TMP/res-stale"
@@ -230,6 +299,7 @@ cat >"$TMP/build-ok/train" <<'STANDIN'
 while [ $# -gt 0 ]; do [ "$1" = --run-dir ] && dir=$2; shift; done
 mkdir -p "$dir/checkpoints" && echo weights >"$dir/checkpoints/step_00000600.ckpt"
 echo '{"step": 600, "train_loss": 5.0}' >"$dir/metrics.jsonl"
+exit "${TRAIN_EXIT:-0}"
 STANDIN
 mkdir -p "$TMP/shards" "$TMP/out-parity"
 log=$(OUT="$TMP/out-parity" bash "$SCRIPT" --stage parity --parity-shards "$TMP/shards" --build-dir "$TMP/build-ok" \
@@ -241,6 +311,20 @@ for dtype in fp32 bf16; do
 done
 listing=$(tar -tzf "$TMP/out-parity/bench_gpu_results.tar.gz" 2>/dev/null)
 [[ "$listing" == *"res-parity/parity_bf16/metrics.jsonl"* ]] || fail "the archive lacks the parity metrics: $listing"
+# A run skipped (budget) leaves the earlier call's comparison and runs; a run that fails removes
+# the comparison, which the report would otherwise show as this call's.
+for f in parity.json parity.md parity.png; do echo earlier >"$TMP/res-parity/$f"; done
+OUT="$TMP/out-parity" bash "$SCRIPT" --stage parity --parity-shards "$TMP/shards" --build-dir "$TMP/build-ok" \
+  --out "$TMP/res-parity" --budget 1 >/dev/null 2>&1
+for f in parity.json parity.md parity.png parity_fp32/metrics.jsonl parity_bf16/metrics.jsonl; do
+  [[ -e "$TMP/res-parity/$f" ]] || fail "a skipped parity run removed the earlier call's $f"
+done
+log=$(OUT="$TMP/out-parity" TRAIN_EXIT=1 bash "$SCRIPT" --stage parity --parity-shards "$TMP/shards" \
+  --build-dir "$TMP/build-ok" --out "$TMP/res-parity" 2>&1)
+[[ "$(tail -1 "$TMP/res-parity/status.tsv")" == "parity_fp32	1	"* ]] || fail "the failing parity run: $log"
+for f in parity.json parity.md parity.png; do
+  [[ ! -e "$TMP/res-parity/$f" ]] || fail "an earlier call's $f outlived a failed parity run"
+done
 
 # Profile: ncu (a stand-in writing a CSV to its --log-file) over the stand-in bench_train_gpu with
 # the settings that keep clocks and caches as in a normal run; the CSV gzip'd afterwards. Without
@@ -272,10 +356,26 @@ if ! command -v ncu >/dev/null; then
   grep -q "^profile_pt	" "$TMP/res-profile-noncu/status.tsv" 2>/dev/null || fail "no ncu: PyTorch skipped: $log"
 fi
 
+# The budget skipping the profile and the designs leaves the earlier call's results of both.
+mkdir -p "$TMP/res-keep"
+for f in profile.json profile.md profile_ncu.csv.gz profile_pt_bf16.json designs_automatic.json \
+  designs_flash-tile-64.json designs_best.json; do
+  echo earlier >"$TMP/res-keep/$f"
+done
+OUT="$TMP/out-profile" bash "$SCRIPT" --stage profile,designs --build-dir "$TMP/build-ok" --out "$TMP/res-keep" \
+  --budget 1 >/dev/null 2>&1
+for f in profile.json profile.md profile_ncu.csv.gz profile_pt_bf16.json designs_automatic.json \
+  designs_flash-tile-64.json designs_best.json; do
+  [[ -e "$TMP/res-keep/$f" ]] || fail "a skipped profile or designs stage removed the earlier call's $f"
+done
+
 # Designs: the bf16 step at train_bf16's batch (its JSON) with the automatic designs (no
 # GPT2CC_KERNELS) and then with each other one, 10 timed steps after 3, one JSON each.
 mkdir -p "$TMP/res-designs" "$TMP/out-designs"
 echo '{"B": 256}' >"$TMP/res-designs/train_bf16.json"
+# An earlier call's: gone once the runs start (the stand-in writes none), and the combined run
+# too when this call has no winners.
+echo earlier | tee "$TMP/res-designs/designs_automatic.json" "$TMP/res-designs/designs_best.json" >/dev/null
 log=$(OUT="$TMP/out-designs" bash "$SCRIPT" --stage designs --build-dir "$TMP/build-ok" --out "$TMP/res-designs" 2>&1)
 rc=$?
 [[ $rc == 0 ]] || fail "designs: exit $rc: $log"
@@ -312,6 +412,8 @@ order=$(grep -o '^designs_[^	]*' "$TMP/res-designs/status.tsv" | head -4 | tr '\
 [[ "$log" == *"designs_best: not run: fewer than two designs beat the automatic ones"* ]] ||
   fail "designs_best without winners: $log"
 grep -q "^designs_best	" "$TMP/res-designs/status.tsv" && fail "designs_best ran without winners"
+[[ ! -e "$TMP/res-designs/designs_automatic.json" && ! -e "$TMP/res-designs/designs_best.json" ]] ||
+  fail "an earlier call's designs results outlived this call's runs"
 
 # Two designs beat the automatic run by more than the spread (a stand-in writing step times:
 # automatic 100 ms, train_bf16 100.5, classifier=streamed and flash-tile=64 95, the rest 101):
@@ -360,6 +462,20 @@ log=$(OUT="$TMP/out-nogpu" PATH="$TMP/fakebin:$PATH" bash "$SCRIPT" --stage buil
 [[ $rc == 1 && "$log" == *"do not pass a CUDA test here (exit 77)"* && "$log" == *"building instead"* ]] ||
   fail "kit binaries without a GPU: exit $rc: $log"
 [[ ! -e "$TMP/build-nogpu/tests/cuda/test_cuda_layers" ]] || fail "binaries that failed the probe were left in the build folder"
+[[ ! -e "$TMP/build-nogpu/FINGERPRINT" ]] || fail "binaries that failed the probe left their FINGERPRINT"
+
+# The working tree a device call carries beside the kit (scripts/gpu_kit.sh sizes the kit to what
+# it leaves of 64 MiB): what git tracks and the untracked files it does not ignore.
+if command -v git >/dev/null; then
+  mkdir -p "$TMP/gittree/build"
+  printf '/build/\n' >"$TMP/gittree/.gitignore"  # 8 bytes
+  head -c 1000 /dev/zero >"$TMP/gittree/tracked.bin"
+  head -c 300 /dev/zero >"$TMP/gittree/untracked.txt"
+  head -c 5000 /dev/zero >"$TMP/gittree/build/ignored.bin"
+  git -C "$TMP/gittree" init -q && git -C "$TMP/gittree" add tracked.bin
+  tree_bytes=$(gpt2cc_tree_bytes "$TMP/gittree")
+  [[ "$tree_bytes" == 1308 ]] || fail "the working tree's size: '$tree_bytes' bytes, not 1308"
+fi
 
 ((FAILURES == 0)) && echo "bench_gpu.sh checks passed"
 exit $((FAILURES > 0))
