@@ -37,13 +37,16 @@ WriteTarget resolve_write_target(const std::string& path) {
     const fs::path file = fs::canonical(path, ec);
     return {ec ? path : file.string(), false};
   }
-  // Nothing there: a dangling link names the file to create.
+  // Nothing there: a dangling link names the file to create. A loop of links names none (writing
+  // at the 40th hop would replace a link somewhere in the loop).
   fs::path p(path);
   for (int hops = 0; hops < 40 && fs::is_symlink(fs::symlink_status(p, ec)); ++hops) {
     const fs::path target = fs::read_symlink(p, ec);
     if (ec) break;
     p = target.is_absolute() ? target : p.parent_path() / target;
   }
+  INPUT_CHECK(!fs::is_symlink(fs::symlink_status(p, ec)), "cannot write {}: too many levels of symbolic links",
+              path);
   return {p.string(), false};
 }
 

@@ -18,7 +18,7 @@
 namespace gpt2cc {
 
 // Where a write of `path` lands. A symbolic link is followed to the file it names (the link
-// stays a link, the file behind it is replaced). What is there already and is neither a regular
+// stays a link, the file behind it is replaced); a loop of links is InputError. What is there already and is neither a regular
 // file nor a directory (a device such as /dev/null, /dev/stdout's terminal or pipe, a FIFO) is
 // written in place (`in_place`): a rename would put a plain file where the device was.
 struct WriteTarget {

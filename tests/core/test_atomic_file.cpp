@@ -23,7 +23,8 @@
 using namespace gpt2cc;
 namespace fs = std::filesystem;
 
-TEST_CASE("write_file_atomic replaces a file whole, through links, and writes devices in place", "[atomic]") {
+TEST_CASE("write_file_atomic replaces a file whole, through links (never a loop), and writes devices in place",
+          "[atomic]") {
   const std::string dir = test::temp_dir("atomic_file");
 
   SECTION("a regular file") {
@@ -62,6 +63,17 @@ TEST_CASE("write_file_atomic replaces a file whole, through links, and writes de
     CHECK(fs::is_symlink(dir + "/a"));
     CHECK(fs::is_symlink(dir + "/b"));
     CHECK(test::read_bytes(dir + "/chained.txt") == "chained");
+  }
+  SECTION("a loop of links is refused, every link left as it was") {
+    // loopA -> loopB -> loopA: following 40 hops once wrote a file over one of them.
+    fs::create_symlink("loopB", dir + "/loopA");
+    fs::create_symlink("loopA", dir + "/loopB");
+    fs::create_symlink("loopA", dir + "/into_loop");
+    for (const char* name : {"/loopA", "/into_loop"}) {
+      CHECK_THROWS_AS(write_file_atomic(dir + name, "x"), InputError);
+      CHECK_THROWS_WITH(write_file_atomic(dir + name, "x"), Catch::Contains("too many levels of symbolic links"));
+    }
+    for (const char* name : {"/loopA", "/loopB", "/into_loop"}) CHECK(fs::is_symlink(dir + name));
   }
   SECTION("a FIFO is written into and stays a FIFO") {
     const std::string fifo = dir + "/fifo";
