@@ -236,7 +236,7 @@ void create_output_directory(const fs::path& dir) {
   std::string message = format("cannot create output directory {}: {}", dir.string(), ec.message());
   for (std::errc bad_path : {std::errc::permission_denied, std::errc::operation_not_permitted,
                              std::errc::not_a_directory, std::errc::file_exists, std::errc::read_only_file_system,
-                             std::errc::no_such_file_or_directory})
+                             std::errc::no_such_file_or_directory, std::errc::too_many_symbolic_link_levels})
     if (ec == bad_path) fail_input(message + " (check --out)");
   throw Error(message);
 }
@@ -246,7 +246,8 @@ void create_output_directory(const fs::path& dir) {
 std::vector<fs::path> missing_levels(const fs::path& dir) {
   std::vector<fs::path> levels;
   std::error_code ec;
-  for (fs::path p = dir; !p.empty() && !fs::exists(p, ec); p = p.parent_path()) {
+  // A link (even a dangling one, or a loop) is there: the user's, never removed.
+  for (fs::path p = dir; !p.empty() && !fs::exists(fs::symlink_status(p, ec)); p = p.parent_path()) {
     levels.push_back(p);
     if (p.parent_path() == p) break;  // a root that does not exist (never on a working system)
   }

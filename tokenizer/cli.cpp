@@ -180,12 +180,14 @@ void check_output_dir(const std::string& dir) {
   std::error_code ec;
   fs::path p = dir;
   std::vector<fs::path> missing;  // DIR and the parents that do not exist yet, deepest first
-  while (!p.empty() && !fs::exists(p, ec)) {
+  while (!p.empty() && !fs::exists(fs::symlink_status(p, ec))) {  // a link, even dangling, is there
     missing.push_back(p);
     p = p.parent_path();
   }
   if (!p.empty() && !fs::is_directory(p, ec)) {
-    INPUT_CHECK(p != fs::path(dir), "--out {} exists and is not a directory", dir);
+    INPUT_CHECK(p != fs::path(dir), "--out {} {}", dir,
+                fs::is_symlink(fs::symlink_status(p, ec)) ? "is a symbolic link to no directory (dangling, or a loop)"
+                                                           : "exists and is not a directory");
     fail_input(format("--out {}: {} is not a directory", dir, p.string()));
   }
   fs::create_directories(dir, ec);

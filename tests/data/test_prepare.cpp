@@ -334,6 +334,18 @@ TEST_CASE("a failed run leaves the output directory as it was", "[data]") {
     CHECK(run_prepare(args(bad), dir).code == 2);
     CHECK(fs::exists(dir + "/kept"));
     CHECK(fs::is_empty(dir + "/kept"));
+    // A link given as --out (dangling, or a loop) is the user's: refused, never removed.
+    fs::create_symlink("nothere", dir + "/dangling_out");
+    fs::create_symlink("loop_b", dir + "/loop_a");
+    fs::create_symlink("loop_a", dir + "/loop_b");
+    for (const char* link : {"/dangling_out", "/loop_a"}) {
+      out = dir + link;
+      const Run r = run_prepare(args(good), dir);
+      INFO(r.output);
+      CHECK(r.code == 2);
+      CHECK(r.output.find("cannot create output directory " + out) != std::string::npos);
+      CHECK(fs::is_symlink(out));
+    }
   }
   SECTION("what a killed run left in .prepare.tmp is removed") {
     fs::create_directories(out + "/.prepare.tmp/train");

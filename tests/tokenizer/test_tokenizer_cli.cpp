@@ -153,6 +153,17 @@ TEST_CASE("tokenizer CLI: user errors exit 2 naming the problem", "[tokenizer][c
     CHECK(r.code == 2);
     CHECK_THAT(r.err, Catch::Contains(says) && !Catch::Contains("train: "));  // no training started
   }
+  // A link as --out to nothing (dangling, or a loop): refused, and left as it was (a check that
+  // took it for a level to create removed it again).
+  std::filesystem::create_symlink("nothere", dir + "/dangling_out");
+  std::filesystem::create_symlink("loop_b", dir + "/loop_a");
+  std::filesystem::create_symlink("loop_a", dir + "/loop_b");
+  for (const std::string& link : {dir + "/dangling_out", dir + "/loop_a"}) {
+    r = cli(dir, "train --out '" + link + "' --vocab-size 300 '" + dir + "/words.txt'");
+    CHECK(r.code == 2);
+    CHECK_THAT(r.err, Catch::Contains("--out " + link + " is a symbolic link to no directory"));
+    CHECK(std::filesystem::is_symlink(link));
+  }
   // --threads above kMaxThreads (core/backend.hpp): refused naming the flag and its range, by every
   // command that takes it (3000 threads failed with "Resource temporarily unavailable").
   for (const std::string& command : {"encode --tokenizer '" + gpt2 + "' --input /dev/null",
