@@ -23,6 +23,7 @@
 #include <new>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <type_traits>
 #include <typeinfo>
 #include <vector>
@@ -205,6 +206,13 @@ inline CliFailure describe_failure(std::exception_ptr error, const std::string& 
       const std::string second = e.path2().empty() ? "" : " (to " + e.path2().string() + ")";
       return {2, {format("{}{}: {}", e.path1().string(), second, code.message())}};
     }
+    return {1, {std::string("error: ") + e.what()}};
+  } catch (const std::system_error& e) {
+    // std::thread's failure to start one (a data loader's, a writer's) where memory or the
+    // process's thread limit ran out: out of memory, with its hint, rather than the bare errno text.
+    if (e.code() == std::errc::resource_unavailable_try_again || e.code() == std::errc::not_enough_memory)
+      return out_of_memory(format("cannot start a thread: {} (too little memory, or the thread limit reached)",
+                                  e.code().message()));
     return {1, {std::string("error: ") + e.what()}};
   } catch (const std::exception& e) {
     return {1, {std::string("error: ") + e.what()}};

@@ -11,6 +11,7 @@
 #include <new>
 #include <sstream>
 #include <string>
+#include <system_error>
 #include <vector>
 
 #include "benchmarks/bench_cli.hpp"
@@ -63,6 +64,21 @@ TEST_CASE("run_cli: exit codes and messages", "[cli]") {
   const Outcome host = run([]() -> int { throw std::bad_alloc(); });
   CHECK(host.code == 1);
   CHECK_THAT(host.err, Catch::Contains("prog: error: out of host memory") && Catch::Contains("prog: less memory"));
+
+  // A thread that cannot start (std::thread's EAGAIN: memory or the thread limit) is out of memory
+  // too; another system error is not.
+  const Outcome thread = run([]() -> int {
+    throw std::system_error(std::make_error_code(std::errc::resource_unavailable_try_again), "thread");
+  });
+  CHECK(thread.code == 1);
+  CHECK_THAT(thread.err, Catch::StartsWith("prog: error: cannot start a thread: Resource temporarily unavailable (too "
+                                           "little memory, or the thread limit reached)") &&
+                             Catch::EndsWith("prog: less memory: --small\n"));
+  const Outcome busy = run([]() -> int {
+    throw std::system_error(std::make_error_code(std::errc::device_or_resource_busy), "lock");
+  });
+  CHECK(busy.code == 1);
+  CHECK_THAT(busy.err, !Catch::Contains("less memory"));
 
   const Outcome no_hint = run([]() -> int { throw OutOfMemoryError("out of memory"); }, {}, nullptr);
   CHECK(no_hint.code == 1);
