@@ -267,5 +267,7 @@ int run(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   return gpt2cc::run_cli("generate", argc, argv, run,
-                         "less memory: a smaller --batch-size (samples decoded together), or --dtype bf16 (cuda)");
+                         "less memory: --dtype bf16, a smaller --batch-size (samples decoded together), or a smaller "
+                         "--max-new-tokens (the model holds the prompt's and the new tokens' positions, up to its "
+                         "context)");
 }

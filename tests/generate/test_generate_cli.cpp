@@ -277,9 +277,9 @@ TEST_CASE("generate --score states loss, perplexity, window and stride", "[gener
   const Run lf = generate_cli("--score " + fixture().dir + "/lf_score.txt");
   REQUIRE(lf.code == 0);
   for (const char* other : {"/crlf_score.txt", "/cr_score.txt"}) {
-    const Run r = generate_cli("--score " + fixture().dir + other);
-    REQUIRE(r.code == 0);
-    CHECK(after_name(r.out) == after_name(lf.out));
+    const Run scored = generate_cli("--score " + fixture().dir + other);
+    REQUIRE(scored.code == 0);
+    CHECK(after_name(scored.out) == after_name(lf.out));
   }
 }
 
@@ -379,7 +379,7 @@ TEST_CASE("on cuda, samples beyond device memory fail with generate's hint", "[g
   const Run r = generate_cli("--prompt hi --max-new-tokens 30 --num-samples 20000 --device cuda");
   CHECK(r.code == 1);
   CHECK_THAT(r.err, Catch::Contains("CUDA out of memory") && Catch::Contains("bytes free") &&
-                        Catch::Contains("generate: less memory: a smaller --batch-size"));
+                        Catch::Contains("generate: less memory: --dtype bf16, a smaller --batch-size"));
   CHECK_THAT(r.err, !Catch::Contains("--max-kv-cache"));  // a lower cap only refuses the run
   CHECK(r.out.empty());
 }
