@@ -146,6 +146,14 @@ std::vector<std::string> list_shards(const std::string& path_or_pattern) {
   std::vector<std::string> out;
   std::error_code ec;
   if (fs::is_directory(path_or_pattern, ec)) {
+    // The folder above (a prepare run's --out), links left as they are: "data/train/" -> "data".
+    fs::path dir = fs::absolute(path_or_pattern, ec).lexically_normal();
+    if (dir.filename().empty()) dir = dir.parent_path();
+    const fs::path dataset = dir.parent_path(), marker = dataset / kPrepareStagingName / kPrepareMoveMarker;
+    INPUT_CHECK(!fs::exists(marker, ec),
+                "{} holds part of an old and part of a new dataset: a prepare run into {} stopped while moving its "
+                "shards in ({} is there); run prepare with --out {} again, which finishes the move first",
+                path_or_pattern, dataset.string(), marker.string(), dataset.string());
     for (const auto& entry : fs::directory_iterator(path_or_pattern))
       if (entry.is_regular_file() && entry.path().extension() == ".bin") out.push_back(entry.path().string());
     INPUT_CHECK(!out.empty(), "no shards (*.bin) in directory {}", path_or_pattern);

@@ -30,6 +30,7 @@
 #include "core/run_directory.hpp"
 #include "core/shard.hpp"
 #include "core/stopwatch.hpp"
+#include "data/output_dir.hpp"
 #include "tokenizer/pretokenizer.hpp"
 
 namespace gpt2cc::data {
@@ -222,75 +223,6 @@ class Pipeline : public DocumentSink {
   int forced_split_ = -1;
   uint64_t document_index_ = 0;
 };
-
-// A run writes everything into <out>/.prepare.tmp/ and moves it into <out> only once it has
-// succeeded (commit_output): a failed run leaves <out> as it was, old shards included.
-constexpr const char* kStagingName = ".prepare.tmp";
-
-// Creates a directory under --out. A path the user cannot write to is bad input (exit 2); any other
-// failure (no space, an I/O error) is the machine's (exit 1).
-void create_output_directory(const fs::path& dir) {
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  if (!ec) return;
-  std::string message = format("cannot create output directory {}: {}", dir.string(), ec.message());
-  for (std::errc bad_path : {std::errc::permission_denied, std::errc::operation_not_permitted,
-                             std::errc::not_a_directory, std::errc::file_exists, std::errc::read_only_file_system,
-                             std::errc::no_such_file_or_directory, std::errc::too_many_symbolic_link_levels})
-    if (ec == bad_path) fail_input(message + " (check --out)");
-  throw Error(message);
-}
-
-// The levels of `dir` that do not exist yet, deepest first ("nest/a/b", "nest/a" when only "nest"
-// exists): what a failed run must remove again.
-std::vector<fs::path> missing_levels(const fs::path& dir) {
-  std::vector<fs::path> levels;
-  std::error_code ec;
-  // A link (even a dangling one, or a loop) is there: the user's, never removed.
-  for (fs::path p = dir; !p.empty() && !fs::exists(fs::symlink_status(p, ec)); p = p.parent_path()) {
-    levels.push_back(p);
-    if (p.parent_path() == p) break;  // a root that does not exist (never on a working system)
-  }
-  return levels;
-}
-
-// Refuses shards already in <out>/train or <out>/val unless overwrite: stale shards never mix in.
-void check_output(const PrepareConfig& config) {
-  for (const char* split : kSplitNames) {
-    fs::path dir = fs::path(config.out_dir) / split;
-    std::error_code ec;
-    if (!fs::exists(dir, ec)) continue;
-    INPUT_CHECK(fs::is_directory(dir, ec), "{} exists and is not a directory (check --out)", dir.string());
-    for (const auto& entry : fs::directory_iterator(dir))
-      INPUT_CHECK(config.overwrite || entry.path().extension() != ".bin",
-                  "{} already holds shards (e.g. {}); pass --overwrite to replace them", dir.string(),
-                  entry.path().filename().string());
-  }
-}
-
-// Moves a successful run from <out>/.prepare.tmp into <out>: the old manifest goes first, then
-// the old shards (overwrite), then the new shards and the new manifest move in. Renames only,
-// within one directory tree; summary's shard paths become the final ones.
-void commit_output(const PrepareConfig& config, const fs::path& staging, PrepareSummary& summary) {
-  const fs::path out = config.out_dir;
-  fs::remove(out / "manifest.json");
-  SplitSummary* splits[2] = {&summary.train, &summary.val};
-  for (int s = 0; s < 2; ++s) {
-    const fs::path dir = out / kSplitNames[s];
-    fs::create_directories(dir);
-    for (const auto& entry : fs::directory_iterator(dir))
-      if (entry.path().extension() == ".bin") fs::remove(entry.path());
-    for (std::string& shard : splits[s]->shards) {
-      const fs::path target = dir / fs::path(shard).filename();
-      fs::rename(shard, target);
-      shard = target.string();
-    }
-    sync_directory(dir / ".");  // syncs the parent of "dir/.", dir itself: the renames are durable
-  }
-  fs::rename(staging / "manifest.json", out / "manifest.json");
-  fs::remove_all(staging);
-  sync_directory(out / "manifest.json");
-}
 
 nlohmann::json split_json(const SplitSummary& s, const std::string& dir) {
   nlohmann::json shards = nlohmann::json::array();
@@ -516,9 +448,12 @@ PrepareSummary prepare_dataset(const PrepareConfig& config, const Tokenizer& tok
   INPUT_CHECK(config.val_fraction >= 0 && config.val_fraction < 1, "--val-fraction must be in [0, 1), got {}",
               config.val_fraction);
   INPUT_CHECK(config.shard_tokens >= 1, "--shard-tokens must be >= 1, got {}", config.shard_tokens);
-  check_output(config);
-  const fs::path out = config.out_dir, staging = out / kStagingName;
+  const fs::path out = config.out_dir, staging = out / kPrepareStagingName;
   std::error_code ec;
+  // A move into --out that an earlier run began and did not finish is finished first (under the
+  // lock, below); the checks of --out then see what it left.
+  const bool unfinished_move = fs::exists(staging / kPrepareMoveMarker, ec);
+  if (!unfinished_move) check_output(config);
   const std::vector<fs::path> created = missing_levels(out);  // by this run, deepest first
   // Another prepare into the same --out would remove this run's staging folder (below, as what a
   // killed run left) and mix its shards with these: refused while this run holds the lock, which
@@ -528,16 +463,21 @@ PrepareSummary prepare_dataset(const PrepareConfig& config, const Tokenizer& tok
     create_output_directory(out);
     lock.emplace(config.out_dir, DirectoryOwner{"output directory", "prepare", "--out"});
     lock->keep();  // the levels this run created are removed below, on failure
+    if (unfinished_move) {
+      finish_interrupted_move(out, staging, log);
+      check_output(config);
+    }
     fs::remove_all(staging);  // what a killed run left behind
     for (const char* split : kSplitNames) create_output_directory(staging / split);
     PrepareSummary summary = write_dataset(config, staging.string(), tokenizer, log);
-    commit_output(config, staging, summary);
+    move_into_output(out, staging, summary);
     return summary;
   } catch (...) {
     // The pipeline has stopped (its destructor waits for the worker): drop what it wrote (not
-    // another run's, when the lock was theirs), and the directories this run created
-    // (fs::remove removes a directory only when it is empty).
-    if (lock) fs::remove_all(staging, ec);
+    // another run's, when the lock was theirs; not a move into --out that began: the next run
+    // finishes it), and the directories this run created (fs::remove removes a directory only
+    // when it is empty).
+    if (lock && !fs::exists(staging / kPrepareMoveMarker, ec)) fs::remove_all(staging, ec);
     for (const fs::path& level : created) fs::remove(level, ec);
     throw;
   }

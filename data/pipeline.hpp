@@ -70,7 +70,8 @@ void check_distinct_inputs(const std::vector<std::string>& inputs, const std::ve
 // Runs the whole pipeline and writes <out>/train/*.bin, <out>/val/*.bin, <out>/manifest.json.
 // Everything is written into <out>/.prepare.tmp first and moved into <out> only on success: on
 // any error <out> is left as it was (an overwrite's old shards included), and the directories the
-// run created are removed. InputError for bad input; Error for a failed read or write;
+// run created are removed. The move is journaled (data/output_dir.hpp): a move an earlier run
+// began and did not finish is finished first. InputError for bad input; Error for a failed read or write;
 // Interrupted once config.format.stop is set (checked per block read and per piece tokenised).
 // Progress lines go to log.
 PrepareSummary prepare_dataset(const PrepareConfig& config, const Tokenizer& tokenizer, std::ostream& log);

@@ -2,11 +2,12 @@
 // every format through the CLI, the split (fraction + seed, explicit files), shard rollover,
 // the manifest, the loader reading the result, long documents cut into pieces without changing
 // a single token, bad flags / inputs (and inputs with nothing to train on) exiting 2 with a
-// message, a failed read or write exiting 1, and a failed or interrupted (Ctrl-C) run leaving the
-// output directory as it was.
+// message, a failed read or write exiting 1, a failed or interrupted (Ctrl-C) run leaving the
+// output directory as it was, and a run killed while moving its dataset in finished by the next.
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -16,6 +17,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -354,6 +356,131 @@ TEST_CASE("a failed run leaves the output directory as it was", "[data]") {
     CHECK(!fs::exists(out + "/.prepare.tmp"));
     CHECK(list_shards(out + "/train") == std::vector<std::string>{out + "/train/shard_000000.bin"});
   }
+}
+
+// The files of a dataset folder: relative path -> bytes (its shards and manifest.json).
+std::map<std::string, std::string> dataset_files(const std::string& out) {
+  std::map<std::string, std::string> files;
+  for (const char* name : {"train", "val"})
+    if (fs::is_directory(out + "/" + name))
+      for (const auto& entry : fs::directory_iterator(out + "/" + name))
+        files[std::string(name) + "/" + entry.path().filename().string()] =
+            entry.is_directory() ? "(a folder)" : test::read_bytes(entry.path().string());
+  if (fs::exists(out + "/manifest.json"))
+    files["manifest.json"] = fs::is_directory(out + "/manifest.json") ? "(a folder)"
+                                                                       : test::read_bytes(out + "/manifest.json");
+  return files;
+}
+
+// The move of a finished run into --out is journaled (data/output_dir.hpp): a run killed inside it
+// (here: its states made by hand, as the journal defines them) leaves the next run to finish it,
+// and the loader refuses the half-moved shard folders until then. Killed there, the old code left
+// neither dataset whole, and the next run deleted the new one.
+TEST_CASE("a move into --out stopped midway is finished by the next run, refused by the loader before",
+          "[data]") {
+  const std::string dir = test::temp_dir("prepare_unfinished_move");
+  std::string old_text, new_text;
+  for (int i = 0; i < 40; ++i) {
+    old_text += format("Old story {} has a cat.\n<|endoftext|>\n", i);
+    new_text += format("New story {} has a dog and a bird.\n<|endoftext|>\n", i);
+  }
+  const std::string old_input = write_file(dir + "/old.txt", old_text), new_input = write_file(dir + "/new.txt", new_text);
+  const auto args = [&](const std::string& input, const std::string& out) {
+    return format("--format tinystories-v2 --input {} --val-fraction 0.2 --shard-tokens 40 --tokenizer {} --out {}",
+                  input, gpt2_dir(), out);
+  };
+  const std::string made = dir + "/made";  // the new dataset, as the run staged it
+  REQUIRE(run_prepare(args(new_input, made), dir).code == 0);
+  const auto new_files = dataset_files(made);
+  REQUIRE(new_files.size() > 4);
+
+  const auto stopped_at = [&](bool old_moved) {
+    const std::string out = dir + (old_moved ? "/stopped_late" : "/stopped_early");
+    REQUIRE(run_prepare(args(old_input, out), dir).code == 0);
+    REQUIRE(dataset_files(out).size() > 4);
+    const std::string staging = out + "/.prepare.tmp";
+    const std::vector<std::string> old_train = list_shards(out + "/train"), old_val = list_shards(out + "/val");
+    fs::create_directories(staging + "/old/train");
+    fs::copy(made, staging, fs::copy_options::recursive);
+    const std::vector<std::string> staged = list_shards(staging + "/train");
+    write_file(staging + "/COMMITTING", "");
+    // Half of the old train shards moved away; late, all of the old and half of the new moved.
+    const size_t half = old_train.size() / 2;
+    for (size_t i = 0; i < (old_moved ? old_train.size() : half); ++i)
+      fs::rename(old_train[i], staging + "/old/train/" + fs::path(old_train[i]).filename().string());
+    if (old_moved) {
+      fs::rename(out + "/manifest.json", staging + "/old/manifest.json");
+      fs::create_directories(staging + "/old/val");
+      for (const std::string& shard : old_val)
+        fs::rename(shard, staging + "/old/val/" + fs::path(shard).filename().string());
+      write_file(staging + "/OLD_MOVED", "");
+      for (size_t i = 0; i < staged.size() / 2; ++i)
+        fs::rename(staged[i], out + "/train/" + fs::path(staged[i]).filename().string());
+    }
+    return out;
+  };
+  for (const bool old_moved : {false, true}) {
+    const std::string out = stopped_at(old_moved);
+    INFO((old_moved ? "stopped moving the new shards in" : "stopped moving the old shards away"));
+    CHECK_THROWS_AS(list_shards(out + "/train"), InputError);
+    CHECK_THROWS_WITH(list_shards(out + "/val/"), Catch::Contains("a prepare run into " + out + " stopped while "
+                                                                  "moving its shards in") &&
+                                                      Catch::Contains("run prepare with --out " + out + " again"));
+    // The next run (here without --overwrite: then refused, as the finished move holds shards).
+    const Run r = run_prepare(args(old_input, out), dir);
+    INFO(r.output);
+    CHECK(r.code == 2);
+    CHECK(r.output.find("an earlier run stopped while moving its dataset into " + out + ": finishing that first") !=
+          std::string::npos);
+    CHECK(r.output.find("already holds shards") != std::string::npos);
+    CHECK(dataset_files(out) == new_files);
+    CHECK_FALSE(fs::exists(out + "/.prepare.tmp"));
+    CHECK_NOTHROW(list_shards(out + "/train"));
+  }
+}
+
+// What a run's move could not replace is refused before any work, the old dataset kept: a split
+// folder on another filesystem (renames cannot cross: the old code deleted the old shards, then
+// failed), a folder named like a shard, a folder named manifest.json.
+TEST_CASE("prepare --overwrite refuses an --out its move could not complete", "[data]") {
+  const std::string dir = test::temp_dir("prepare_unmovable");
+  const std::string input = write_file(dir + "/in.txt", "A story.\n<|endoftext|>\nAnother.\n");
+  const std::string out = dir + "/out";
+  const std::string args =
+      format("--format tinystories-v2 --input {} --val-fraction 0 --tokenizer {} --out {} --overwrite", input,
+             gpt2_dir(), out);
+  REQUIRE(run_prepare(args, dir).code == 0);
+  const auto refused = [&](const std::string& says) {
+    const auto before = dataset_files(out);
+    const Run r = run_prepare(args, dir);
+    INFO(r.output);
+    CHECK(r.code == 2);
+    CHECK(r.output.find(says) != std::string::npos);
+    CHECK(r.output.find("tokens") == std::string::npos);  // refused before any work
+    CHECK(dataset_files(out) == before);
+  };
+  fs::create_directories(out + "/train/zz.bin/sub");
+  refused(out + "/train/zz.bin is a directory, not a shard");
+  fs::remove_all(out + "/train/zz.bin");
+  fs::create_directories(out + "/val/manifest.json");
+  fs::rename(out + "/manifest.json", dir + "/manifest.json");
+  fs::rename(out + "/val/manifest.json", out + "/manifest.json");
+  refused(out + "/manifest.json is a directory");
+  fs::remove(out + "/manifest.json");
+  fs::rename(dir + "/manifest.json", out + "/manifest.json");
+  // /dev/shm is a tmpfs on most machines: another filesystem than the test's folder.
+  struct stat shm {}, here {};
+  if (::stat("/dev/shm", &shm) != 0 || ::stat(dir.c_str(), &here) != 0 || shm.st_dev == here.st_dev) {
+    WARN("no second filesystem at /dev/shm: the cross-filesystem case is not checked");
+    return;
+  }
+  const std::string elsewhere = "/dev/shm/gpt2cc_prepare_val_" + std::to_string(::getpid());
+  fs::remove_all(elsewhere);
+  fs::create_directories(elsewhere);
+  fs::remove_all(out + "/val");
+  fs::create_directory_symlink(elsewhere, out + "/val");
+  refused(out + "/val is on another filesystem than " + out);
+  fs::remove_all(elsewhere);
 }
 
 // Ctrl-C (SIGINT) or SIGTERM during a run: prepare stops, cleans up as a failed run does and exits

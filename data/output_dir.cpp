@@ -1,0 +1,138 @@
+// prepare's --out folder (data/output_dir.hpp): checks, creation, and the journaled move of a
+// finished run into it.
+#include "data/output_dir.hpp"
+
+#include <sys/stat.h>
+
+#include <exception>
+#include <string>
+#include <system_error>
+
+#include "core/atomic_file.hpp"
+#include "core/check.hpp"
+
+namespace gpt2cc::data {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr const char* kSplits[2] = {"train", "val"};
+// The move's second marker: every old shard and the old manifest are in .prepare.tmp/old/, so
+// every *.bin in <out>'s split folders from then on is a new one.
+constexpr const char* kOldMovedMarker = "OLD_MOVED";
+
+// An empty file, durable with its folder's entry (write_file_atomic syncs both).
+void write_marker(const fs::path& path) { write_file_atomic(path.string(), ""); }
+
+// Renames every *.bin of `from` into `to` (created if missing), then makes the renames durable.
+void move_shards(const fs::path& from, const fs::path& to) {
+  std::error_code ec;
+  if (!fs::is_directory(from, ec)) return;
+  fs::create_directories(to);
+  for (const auto& entry : fs::directory_iterator(from))
+    if (entry.path().extension() == ".bin") fs::rename(entry.path(), to / entry.path().filename());
+  sync_directory(to / ".");  // syncs the parent of "to/.", `to` itself
+  sync_directory(from / ".");
+}
+
+// The move from `staging` into `out`, from wherever an earlier attempt stopped: each step moves
+// what is still to move, so it can run again after a stop at any point.
+void finish_move(const fs::path& out, const fs::path& staging) {
+  std::error_code ec;
+  const fs::path old = staging / "old";
+  if (!fs::exists(staging / kOldMovedMarker, ec)) {
+    // No new shard has moved in yet: every *.bin in the split folders is the old dataset's.
+    fs::create_directories(old);
+    if (fs::exists(fs::symlink_status(out / "manifest.json", ec))) {
+      fs::rename(out / "manifest.json", old / "manifest.json");
+      sync_directory(out / "manifest.json");
+    }
+    for (const char* split : kSplits) move_shards(out / split, old / split);
+    write_marker(staging / kOldMovedMarker);
+  }
+  for (const char* split : kSplits) move_shards(staging / split, out / split);
+  if (fs::exists(staging / "manifest.json", ec)) {
+    fs::rename(staging / "manifest.json", out / "manifest.json");
+    sync_directory(out / "manifest.json");
+  }
+  fs::remove_all(staging);  // the marker with it: the move is done
+  sync_directory(staging);
+}
+
+}  // namespace
+
+void create_output_directory(const fs::path& dir) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (!ec) return;
+  std::string message = format("cannot create output directory {}: {}", dir.string(), ec.message());
+  for (std::errc bad_path : {std::errc::permission_denied, std::errc::operation_not_permitted,
+                             std::errc::not_a_directory, std::errc::file_exists, std::errc::read_only_file_system,
+                             std::errc::no_such_file_or_directory, std::errc::too_many_symbolic_link_levels})
+    if (ec == bad_path) fail_input(message + " (check --out)");
+  throw Error(message);
+}
+
+std::vector<fs::path> missing_levels(const fs::path& dir) {
+  std::vector<fs::path> levels;
+  std::error_code ec;
+  // A link (even a dangling one, or a loop) is there: the user's, never removed.
+  for (fs::path p = dir; !p.empty() && !fs::exists(fs::symlink_status(p, ec)); p = p.parent_path()) {
+    levels.push_back(p);
+    if (p.parent_path() == p) break;  // a root that does not exist (never on a working system)
+  }
+  return levels;
+}
+
+void check_output(const PrepareConfig& config) {
+  const fs::path out = config.out_dir;
+  std::error_code ec;
+  struct stat out_st {};
+  const bool out_exists = ::stat(out.c_str(), &out_st) == 0;
+  const fs::path manifest = out / "manifest.json";
+  INPUT_CHECK(!fs::is_directory(manifest, ec), "{} is a directory: prepare would replace it by its manifest (check "
+              "--out)", manifest.string());
+  for (const char* split : kSplits) {
+    const fs::path dir = out / split;
+    if (!fs::exists(dir, ec)) continue;
+    INPUT_CHECK(fs::is_directory(dir, ec), "{} exists and is not a directory (check --out)", dir.string());
+    struct stat st {};
+    INPUT_CHECK(!out_exists || (::stat(dir.c_str(), &st) == 0 && st.st_dev == out_st.st_dev),
+                "{} is on another filesystem than {} (a link?): prepare moves its shards in by renaming them from "
+                "{}/{}, which cannot cross filesystems; give an --out whose train/ and val/ are on its own",
+                dir.string(), out.string(), out.string(), kPrepareStagingName);
+    for (const auto& entry : fs::directory_iterator(dir)) {
+      if (entry.path().extension() != ".bin") continue;
+      INPUT_CHECK(config.overwrite, "{} already holds shards (e.g. {}); pass --overwrite to replace them",
+                  dir.string(), entry.path().filename().string());
+      INPUT_CHECK(!entry.is_directory(ec), "{} is a directory, not a shard: prepare --overwrite would replace the "
+                  "shards of {}; move it away first", entry.path().string(), dir.string());
+    }
+  }
+}
+
+void move_into_output(const fs::path& out, const fs::path& staging, PrepareSummary& summary) {
+  write_marker(staging / kPrepareMoveMarker);
+  try {
+    finish_move(out, staging);
+  } catch (const std::exception& e) {
+    throw Error(format("{}; the move of the new dataset into {} stopped midway ({} holds the rest): run prepare "
+                       "with --out {} again, which finishes it first",
+                       e.what(), out.string(), staging.string(), out.string()));
+  }
+  SplitSummary* splits[2] = {&summary.train, &summary.val};
+  for (int s = 0; s < 2; ++s)
+    for (std::string& shard : splits[s]->shards) shard = (out / kSplits[s] / fs::path(shard).filename()).string();
+}
+
+bool finish_interrupted_move(const fs::path& out, const fs::path& staging, std::ostream& log) {
+  std::error_code ec;
+  if (!fs::exists(staging / kPrepareMoveMarker, ec)) return false;
+  log << "an earlier run stopped while moving its dataset into " << out.string() << ": finishing that first"
+      << std::endl;
+  finish_move(out, staging);
+  return true;
+}
+
+}  // namespace gpt2cc::data
