@@ -197,6 +197,14 @@ void Trainer::Impl::check_run_directory(const CheckpointInfo& ckpt) {
               "run directory {}: {} is not a directory, where the run's checkpoints go: move it away, or choose "
               "another --run-dir",
               cfg.run_dir, checkpoint_dir().string());
+  // The files the run writes there: a folder in the place of one fails its first write.
+  for (const char* file : {"config.json", "metrics.jsonl", "samples.txt"}) {
+    const fs::path path = fs::path(cfg.run_dir) / file;
+    INPUT_CHECK(!fs::is_directory(path, ec),
+                "run directory {}: {} is a directory, where the run writes its {}: move it away, or choose another "
+                "--run-dir",
+                cfg.run_dir, path.string(), file);
+  }
   if (resumed) {
     INPUT_CHECK(ckpt.step < total_steps,
                 "checkpoint {} is at step {}, already the end of this run ({} steps): give a longer run to continue",

@@ -340,6 +340,17 @@ TEST_CASE("bad flags exit with code 2 and say what is wrong", "[cli]") {
   CHECK_THAT(filed.output, Catch::Contains("run directory " + dir + "/filed: " + dir + "/filed/checkpoints is not a "
                                            "directory, where the run's checkpoints go"));
   CHECK_FALSE(std::filesystem::exists(dir + "/filed/metrics.jsonl"));
+  // A folder where the run writes a file (its metrics, config, samples): refused the same way
+  // (the first write failed with exit 1 and the bare errno text).
+  for (const char* file : {"metrics.jsonl", "config.json", "samples.txt"}) {
+    const std::string run_dir = dir + "/foldered_" + file;
+    std::filesystem::create_directories(run_dir + "/" + file);
+    const Run foldered = train(tiny(dir) + "--steps 2 --run-dir " + run_dir);
+    INFO(file << ": " << foldered.output);
+    CHECK(foldered.code == 2);
+    CHECK_THAT(foldered.output, Catch::Contains("run directory " + run_dir + ": " + run_dir + "/" + file +
+                                                " is a directory, where the run writes its " + file));
+  }
   // Flags that would do nothing here: refused by name.
   const std::pair<std::string, std::string> unused[] = {
       {ok + "--steps 5 --cuda-device 3", "--cuda-device picks a GPU: with --device cpu it does nothing"},
