@@ -47,12 +47,11 @@ size_t numel(const std::vector<size_t>& shape) {
 
 size_t TensorInfo::numel() const { return safetensors::numel(shape); }
 
-File::File(const std::string& path) : path_(path) {
-  std::ifstream in(path, std::ios::binary);
-  INPUT_CHECK(in.good(), "cannot open safetensors file {}: {}", path, std::strerror(errno));
-  std::error_code ec;
-  const uint64_t size = std::filesystem::file_size(path, ec);
-  INPUT_CHECK(!ec, "cannot read the size of {}: {}", path, ec.message());
+namespace {
+
+// The header's JSON text, read after its 8-byte little-endian length; InputError for a file too
+// short, a length past the file or the cap.
+std::string read_header_text(const std::string& path, std::ifstream& in, uint64_t size) {
   unsigned char length_bytes[8];
   INPUT_CHECK(size >= 8 && in.read(reinterpret_cast<char*>(length_bytes), 8),
               "{} is not a safetensors file: {} bytes, shorter than the 8-byte header length", path, size);
@@ -65,62 +64,56 @@ File::File(const std::string& path) : path_(path) {
   std::string text(header_bytes, '\0');
   INPUT_CHECK(in.read(text.data(), static_cast<std::streamsize>(header_bytes)), "reading the header of {} failed",
               path);
-  data_start_ = 8 + header_bytes;
-  // The format nests 3 deep (the header, an entry, its shape); a little room beyond that.
-  const nlohmann::json header = parse_untrusted_json(text, 4);
-  INPUT_CHECK(!header.is_discarded() && header.is_object(),
-              "{} is not a safetensors file: its {}-byte header is not a JSON object (or nests deeper than the "
-              "format does)",
-              path, header_bytes);
+  return text;
+}
 
-  const uint64_t data_bytes = size - data_start_;
-  for (const auto& [name, entry] : header.items()) {
-    if (name == "__metadata__") {
-      INPUT_CHECK(entry.is_object(), "{}: __metadata__ must be an object of strings", path);
-      for (const auto& [key, value] : entry.items()) {
-        INPUT_CHECK(value.is_string(), "{}: __metadata__ value of '{}' is not a string", path, key);
-        metadata_[key] = value.get<std::string>();
-      }
-      continue;
-    }
-    INPUT_CHECK(entry.is_object() && entry.contains("dtype") && entry["dtype"].is_string() &&
-                    entry.contains("shape") && entry["shape"].is_array() && entry.contains("data_offsets") &&
-                    entry["data_offsets"].is_array() && entry["data_offsets"].size() == 2,
-                "{}: tensor '{}' needs \"dtype\" (a string), \"shape\" (an array) and two \"data_offsets\", got "
-                "a JSON {}{}",
-                path, name, entry.type_name(), entry.is_object() ? " without them" : "");
-    TensorInfo t;
-    t.dtype = entry["dtype"].get<std::string>();
-    const size_t width = dtype_bytes(t.dtype);
-    INPUT_CHECK(width != 0, "{}: tensor '{}' has dtype '{}', which safetensors does not define", path, name, t.dtype);
-    for (const auto& d : entry["shape"]) {
-      INPUT_CHECK(d.is_number_unsigned(), "{}: tensor '{}' has a shape entry ({}{}) that is not a size", path,
-                  name, d.type_name(), d.is_number() ? " " + d.dump() : "");
-      t.shape.push_back(d.get<size_t>());
-    }
-    for (const auto& o : entry["data_offsets"])
-      INPUT_CHECK(o.is_number_unsigned(), "{}: tensor '{}' has a data offset ({}{}) that is not a size", path,
-                  name, o.type_name(), o.is_number() ? " " + o.dump() : "");
-    t.begin = entry["data_offsets"][0].get<uint64_t>();
-    t.end = entry["data_offsets"][1].get<uint64_t>();
-    INPUT_CHECK(t.begin <= t.end && t.end <= data_bytes,
-                "{} is truncated or corrupt: tensor '{}' lies at bytes [{}, {}) of a data section of {} bytes", path,
-                name, t.begin, t.end, data_bytes);
-    // numel * width == end - begin, without overflowing on a hostile shape.
-    uint64_t bytes = width;
-    const bool empty = std::find(t.shape.begin(), t.shape.end(), size_t(0)) != t.shape.end();
-    for (size_t d : t.shape) {
-      INPUT_CHECK(empty || bytes <= UINT64_MAX / d, "{}: tensor '{}' has a shape {} too large to address", path, name,
-                  shape_text(t.shape));
-      bytes = empty ? 0 : bytes * d;
-    }
-    INPUT_CHECK(bytes == t.end - t.begin, "{}: tensor '{}' of shape {} ({}) needs {} bytes, its offsets give {}",
-                path, name, shape_text(t.shape), t.dtype, bytes, t.end - t.begin);
-    tensors_.emplace(name, std::move(t));
+// " 3.5" for a JSON number (what a message shows after its type name), "" for anything else.
+std::string number_text(const nlohmann::json& value) { return value.is_number() ? format(" {}", value.dump()) : ""; }
+
+// One tensor's entry of the header, checked: its dtype one the format defines, its shape and
+// offsets sizes, its bytes inside the data section and exactly numel * width of them.
+TensorInfo parse_tensor_entry(const std::string& path, const std::string& name, const nlohmann::json& entry,
+                              uint64_t data_bytes) {
+  INPUT_CHECK(entry.is_object() && entry.contains("dtype") && entry["dtype"].is_string() && entry.contains("shape") &&
+                  entry["shape"].is_array() && entry.contains("data_offsets") && entry["data_offsets"].is_array() &&
+                  entry["data_offsets"].size() == 2,
+              "{}: tensor '{}' needs \"dtype\" (a string), \"shape\" (an array) and two \"data_offsets\", got "
+              "a JSON {}{}",
+              path, name, entry.type_name(), entry.is_object() ? " without them" : "");
+  TensorInfo t;
+  t.dtype = entry["dtype"].get<std::string>();
+  const size_t width = dtype_bytes(t.dtype);
+  INPUT_CHECK(width != 0, "{}: tensor '{}' has dtype '{}', which safetensors does not define", path, name, t.dtype);
+  for (const auto& d : entry["shape"]) {
+    INPUT_CHECK(d.is_number_unsigned(), "{}: tensor '{}' has a shape entry ({}{}) that is not a size", path, name,
+                d.type_name(), number_text(d));
+    t.shape.push_back(d.get<size_t>());
   }
-  // The tensors tile the data section: sorted by offset, each starts where the last ended.
+  for (const auto& o : entry["data_offsets"])
+    INPUT_CHECK(o.is_number_unsigned(), "{}: tensor '{}' has a data offset ({}{}) that is not a size", path, name,
+                o.type_name(), number_text(o));
+  t.begin = entry["data_offsets"][0].get<uint64_t>();
+  t.end = entry["data_offsets"][1].get<uint64_t>();
+  INPUT_CHECK(t.begin <= t.end && t.end <= data_bytes,
+              "{} is truncated or corrupt: tensor '{}' lies at bytes [{}, {}) of a data section of {} bytes", path,
+              name, t.begin, t.end, data_bytes);
+  // numel * width == end - begin, without overflowing on a hostile shape.
+  uint64_t bytes = width;
+  const bool empty = std::find(t.shape.begin(), t.shape.end(), size_t(0)) != t.shape.end();
+  for (size_t d : t.shape) {
+    INPUT_CHECK(empty || bytes <= UINT64_MAX / d, "{}: tensor '{}' has a shape {} too large to address", path, name,
+                shape_text(t.shape));
+    bytes = empty ? 0 : bytes * d;
+  }
+  INPUT_CHECK(bytes == t.end - t.begin, "{}: tensor '{}' of shape {} ({}) needs {} bytes, its offsets give {}", path,
+              name, shape_text(t.shape), t.dtype, bytes, t.end - t.begin);
+  return t;
+}
+
+// The tensors tile the data section: sorted by offset, each starts where the last ended.
+void check_tiling(const std::string& path, const std::map<std::string, TensorInfo>& tensors, uint64_t data_bytes) {
   std::vector<const std::pair<const std::string, TensorInfo>*> order;
-  for (const auto& entry : tensors_) order.push_back(&entry);
+  for (const auto& entry : tensors) order.push_back(&entry);
   std::sort(order.begin(), order.end(), [](auto* a, auto* b) {  // an empty tensor before a full one at its offset
     return std::pair(a->second.begin, a->second.end) < std::pair(b->second.begin, b->second.end);
   });
@@ -133,6 +126,37 @@ File::File(const std::string& path) : path_(path) {
   }
   INPUT_CHECK(at == data_bytes, "{} is corrupt: its tensors cover {} bytes of a {}-byte data section", path, at,
               data_bytes);
+}
+
+}  // namespace
+
+File::File(const std::string& path) : path_(path) {
+  std::ifstream in(path, std::ios::binary);
+  INPUT_CHECK(in.good(), "cannot open safetensors file {}: {}", path, std::strerror(errno));
+  std::error_code ec;
+  const uint64_t size = std::filesystem::file_size(path, ec);
+  INPUT_CHECK(!ec, "cannot read the size of {}: {}", path, ec.message());
+  const std::string text = read_header_text(path, in, size);
+  data_start_ = 8 + text.size();
+  // The format nests 3 deep (the header, an entry, its shape); a little room beyond that.
+  const nlohmann::json header = parse_untrusted_json(text, 4);
+  INPUT_CHECK(!header.is_discarded() && header.is_object(),
+              "{} is not a safetensors file: its {}-byte header is not a JSON object (or nests deeper than the "
+              "format does)",
+              path, text.size());
+  const uint64_t data_bytes = size - data_start_;
+  for (const auto& [name, entry] : header.items()) {
+    if (name == "__metadata__") {
+      INPUT_CHECK(entry.is_object(), "{}: __metadata__ must be an object of strings", path);
+      for (const auto& [key, value] : entry.items()) {
+        INPUT_CHECK(value.is_string(), "{}: __metadata__ value of '{}' is not a string", path, key);
+        metadata_[key] = value.get<std::string>();
+      }
+      continue;
+    }
+    tensors_.emplace(name, parse_tensor_entry(path, name, entry, data_bytes));
+  }
+  check_tiling(path, tensors_, data_bytes);
 }
 
 const TensorInfo& File::info(const std::string& name) const {
