@@ -29,6 +29,13 @@ void sync_directory(const std::filesystem::path& file) {
 
 WriteTarget resolve_write_target(const std::string& path) {
   namespace fs = std::filesystem;
+  // The process's own standard output or error, by any of its names.
+  const fs::path named = fs::path(path).lexically_normal();
+  if (named == "/dev/stdout") return {path, true, 1};
+  if (named == "/dev/stderr") return {path, true, 2};
+  for (const int fd : {1, 2})
+    for (const char* folder : {"/dev/fd/", "/proc/self/fd/"})
+      if (named == fs::path(format("{}{}", folder, fd))) return {path, true, fd};
   std::error_code ec;
   const fs::file_status st = fs::status(path, ec);  // through any links
   if (fs::exists(st)) {
@@ -80,7 +87,15 @@ std::optional<int> write_synced(const std::string& tmp, const std::string& path,
 void write_file_atomic(const std::string& path, const std::function<bool(FILE*)>& write) {
   const WriteTarget target = resolve_write_target(path);
   if (target.in_place) {
-    FILE* f = std::fopen(target.path.c_str(), "wb");
+    FILE* f = nullptr;
+    if (target.descriptor >= 0) {
+      // Through a copy of the standard descriptor, at its offset: "wb" does not truncate it here.
+      const int fd = ::dup(target.descriptor);
+      f = fd >= 0 ? ::fdopen(fd, "wb") : nullptr;
+      if (!f && fd >= 0) ::close(fd);
+    } else {
+      f = std::fopen(target.path.c_str(), "wb");
+    }
     if (!f) throw Error(format("cannot write {}: {}", path, std::strerror(errno)));
     bool ok = false;
     try {

@@ -107,6 +107,10 @@ struct Output {
     std::error_code ec;
     INPUT_CHECK(!fs::is_directory(path, ec), "output {} is a directory, not a file", path);
     target = resolve_write_target(path);
+    if (target.descriptor >= 0) {  // /dev/stdout, /dev/stderr: the stream itself, as "-"
+      out = target.descriptor == 1 ? &std::cout : &std::cerr;
+      return;
+    }
     // A folder that is not there is the user's path to mend (exit 2), not a failed write; one that
     // cannot be looked at (no permission) is left to the open, which names the cause.
     const fs::path folder = fs::path(target.path).parent_path();

@@ -13,6 +13,7 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <iterator>
 
 #include "common/test_common.hpp"
@@ -74,6 +75,24 @@ TEST_CASE("write_file_atomic replaces a file whole, through links (never a loop)
       CHECK_THROWS_WITH(write_file_atomic(dir + name, "x"), Catch::Contains("too many levels of symbolic links"));
     }
     for (const char* name : {"/loopA", "/loopB", "/into_loop"}) CHECK(fs::is_symlink(dir + name));
+  }
+  SECTION("/dev/stdout redirected to a file: written through the descriptor, at its offset") {
+    // What a shell's `> log` gives the program: the file is neither replaced nor truncated.
+    const std::string log = dir + "/stdout.log";
+    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    REQUIRE(fd >= 0);
+    REQUIRE(::write(fd, "earlier\n", 8) == 8);
+    std::cout.flush();
+    const int saved = ::dup(1);
+    REQUIRE(::dup2(fd, 1) == 1);
+    CHECK(resolve_write_target("/dev/stdout").descriptor == 1);
+    CHECK(resolve_write_target("/proc/self/fd/2").descriptor == 2);
+    write_file_atomic("/dev/stdout", "new\n");
+    write_file_atomic("/dev/fd/1", "newer\n");
+    ::dup2(saved, 1);
+    ::close(saved);
+    ::close(fd);
+    CHECK(test::read_bytes(log) == "earlier\nnew\nnewer\n");
   }
   SECTION("a FIFO is written into and stays a FIFO") {
     const std::string fifo = dir + "/fifo";

@@ -395,6 +395,22 @@ TEST_CASE("bench_tokenizer refuses --mb out of (0, 1e6], a directory and no text
   CHECK_THAT(r.out, Catch::Contains("\"bytes\": 29,"));
 }
 
+// --output naming the process's own standard output: written into the stream the shell set up,
+// after what came before and before what follows (following /dev/stdout's link to the file and
+// renaming over it lost "earlier" and "after").
+TEST_CASE("tokenizer CLI: --output /dev/stdout writes into the shell's redirection", "[tokenizer][cli]") {
+  const std::string dir = test::temp_dir("tokenizer_cli_stdout");
+  const std::string gpt2 = test::data_dir() + "/gpt2";
+  std::ofstream(dir + "/in.txt") << "hello world\n";
+  for (const char* name : {"/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"}) {
+    INFO(name);
+    const std::string log = dir + "/log.txt";
+    REQUIRE(shell("{ echo earlier; '" + std::string(GPT2CC_TOKENIZER_CLI) + "' encode --tokenizer '" + gpt2 +
+                  "' --input '" + dir + "/in.txt' --output " + name + "; echo after; } > '" + log + "'") == 0);
+    CHECK(test::read_bytes(log) == "earlier\n31373 995 198\nafter\n");
+  }
+}
+
 TEST_CASE("tokenizer CLI: SIGINT and SIGTERM remove FILE.tmp", "[tokenizer][cli]") {
   std::string dir = test::temp_dir("tokenizer_cli_signal");
   std::string gpt2 = test::data_dir() + "/gpt2";
