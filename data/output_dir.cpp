@@ -2,8 +2,10 @@
 // finished run into it.
 #include "data/output_dir.hpp"
 
-#include <sys/stat.h>
+#include <cstdio>
 
+#include <cerrno>
+#include <cstring>
 #include <exception>
 #include <string>
 #include <system_error>
@@ -42,7 +44,12 @@ void finish_move(const fs::path& out, const fs::path& staging) {
   std::error_code ec;
   const fs::path old = staging / "old";
   if (!fs::exists(staging / kOldMovedMarker, ec)) {
-    // No new shard has moved in yet: every *.bin in the split folders is the old dataset's.
+    // No new shard has moved in yet: every *.bin in the split folders is the old dataset's. (The
+    // staged manifest moves last, after OLD_MOVED: without it this is no state a move leaves.)
+    if (!fs::exists(staging / "manifest.json", ec))
+      throw Error(format("{} holds the marker of a move into {} but not the dataset to move (no manifest.json): "
+                         "look at both and remove {} by hand",
+                         staging.string(), out.string(), (staging / kPrepareMoveMarker).string()));
     fs::create_directories(old);
     if (fs::exists(fs::symlink_status(out / "manifest.json", ec))) {
       fs::rename(out / "manifest.json", old / "manifest.json");
@@ -56,7 +63,12 @@ void finish_move(const fs::path& out, const fs::path& staging) {
     fs::rename(staging / "manifest.json", out / "manifest.json");
     sync_directory(out / "manifest.json");
   }
-  fs::remove_all(staging);  // the marker with it: the move is done
+  // The move is done: its marker goes first (a stop in the removal below then leaves only
+  // leftovers, which the next run removes; the marker left alone would have it move the new
+  // dataset away as the old one).
+  fs::remove(staging / kPrepareMoveMarker);
+  sync_directory(staging / kPrepareMoveMarker);
+  fs::remove_all(staging);
   sync_directory(staging);
 }
 
@@ -88,8 +100,6 @@ std::vector<fs::path> missing_levels(const fs::path& dir) {
 void check_output(const PrepareConfig& config) {
   const fs::path out = config.out_dir;
   std::error_code ec;
-  struct stat out_st {};
-  const bool out_exists = ::stat(out.c_str(), &out_st) == 0;
   const fs::path manifest = out / "manifest.json";
   INPUT_CHECK(!fs::is_directory(manifest, ec), "{} is a directory: prepare would replace it by its manifest (check "
               "--out)", manifest.string());
@@ -97,11 +107,6 @@ void check_output(const PrepareConfig& config) {
     const fs::path dir = out / split;
     if (!fs::exists(dir, ec)) continue;
     INPUT_CHECK(fs::is_directory(dir, ec), "{} exists and is not a directory (check --out)", dir.string());
-    struct stat st {};
-    INPUT_CHECK(!out_exists || (::stat(dir.c_str(), &st) == 0 && st.st_dev == out_st.st_dev),
-                "{} is on another filesystem than {} (a link?): prepare moves its shards in by renaming them from "
-                "{}/{}, which cannot cross filesystems; give an --out whose train/ and val/ are on its own",
-                dir.string(), out.string(), out.string(), kPrepareStagingName);
     for (const auto& entry : fs::directory_iterator(dir)) {
       if (entry.path().extension() != ".bin") continue;
       INPUT_CHECK(config.overwrite, "{} already holds shards (e.g. {}); pass --overwrite to replace them",
@@ -109,6 +114,28 @@ void check_output(const PrepareConfig& config) {
       INPUT_CHECK(!entry.is_directory(ec), "{} is a directory, not a shard: prepare --overwrite would replace the "
                   "shards of {}; move it away first", entry.path().string(), dir.string());
     }
+  }
+}
+
+void check_renames(const fs::path& out, const fs::path& staging) {
+  for (const char* split : kSplits) {
+    const fs::path dir = out / split;
+    std::error_code ec;
+    if (!fs::is_directory(dir, ec)) continue;  // created inside <out>, beside the staging folder
+    const fs::path probe = staging / split / ".rename-probe", there = dir / ".prepare-rename-probe";
+    write_file_atomic(probe.string(), "");
+    std::string why;
+    if (::rename(probe.c_str(), there.c_str()) != 0) {
+      why = errno == EXDEV ? "it is on another filesystem or mount (a link?), which renames cannot cross"
+                           : std::strerror(errno);
+    } else if (::rename(there.c_str(), probe.c_str()) != 0) {
+      why = std::strerror(errno);
+      fs::remove(there, ec);
+    }
+    fs::remove(probe, ec);
+    INPUT_CHECK(why.empty(), "prepare moves its shards into {} and the old ones out of it by renaming, from and to {}: "
+                "{}; give an --out whose train/ and val/ are folders of its own",
+                dir.string(), staging.string(), why);
   }
 }
 

@@ -6,8 +6,8 @@
 // the old manifest and shards are renamed into .prepare.tmp/old/, then the marker OLD_MOVED, then
 // the new shards and last the new manifest are renamed into <out>, and .prepare.tmp goes. A run
 // stopped inside it is finished by the next prepare into <out> (finish_interrupted_move), and the
-// loader refuses its shard folders until then (core/shard.hpp, kPrepareMoveMarker). Renames only,
-// all within one filesystem (check_output).
+// loader refuses its shard folders until then (core/dataloader.hpp, kPrepareMoveMarker). Renames
+// only, all within one filesystem (check_renames).
 #pragma once
 
 #include <filesystem>
@@ -28,10 +28,14 @@ void create_output_directory(const std::filesystem::path& dir);
 std::vector<std::filesystem::path> missing_levels(const std::filesystem::path& dir);
 
 // Before any work: refuses shards already in <out>/train or <out>/val unless config.overwrite
-// (stale shards never mix in), and what the move could not replace: a split folder on another
-// filesystem than <out> (a link: renames cannot cross), an entry *.bin or manifest.json that is a
-// folder. InputError naming the path.
+// (stale shards never mix in), and what the move could not replace: an entry *.bin or
+// manifest.json that is a folder. InputError naming the path.
 void check_output(const PrepareConfig& config);
+
+// Once `staging` (and its train/ and val/) exists, before any work: InputError unless a file can
+// be renamed from each staging split folder into <out>'s and back (not across filesystems or
+// mounts: a link, a bind mount), which the move does with every shard.
+void check_renames(const std::filesystem::path& out, const std::filesystem::path& staging);
 
 // Moves a finished run from `staging` (its train/, val/ and manifest.json) into `out`, journaled
 // as above; summary's shard paths become the final ones. An error after the marker (a failed

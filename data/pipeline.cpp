@@ -469,6 +469,7 @@ PrepareSummary prepare_dataset(const PrepareConfig& config, const Tokenizer& tok
     }
     fs::remove_all(staging);  // what a killed run left behind
     for (const char* split : kSplitNames) create_output_directory(staging / split);
+    check_renames(out, staging);
     PrepareSummary summary = write_dataset(config, staging.string(), tokenizer, log);
     move_into_output(out, staging, summary);
     return summary;

@@ -394,6 +394,7 @@ TEST_CASE("a move into --out stopped midway is finished by the next run, refused
   const auto new_files = dataset_files(made);
   REQUIRE(new_files.size() > 4);
 
+  const auto staging_of = [](const std::string& out) { return out + "/.prepare.tmp"; };
   const auto stopped_at = [&](bool old_moved) {
     const std::string out = dir + (old_moved ? "/stopped_late" : "/stopped_early");
     REQUIRE(run_prepare(args(old_input, out), dir).code == 0);
@@ -426,6 +427,19 @@ TEST_CASE("a move into --out stopped midway is finished by the next run, refused
     CHECK_THROWS_WITH(list_shards(out + "/val/"), Catch::Contains("a prepare run into " + out + " stopped while "
                                                                   "moving its shards in") &&
                                                       Catch::Contains("run prepare with --out " + out + " again"));
+    // Every way to name them: a glob, one shard, a link to the folder. Another folder is not theirs.
+    const std::string link = out + "_train_link";
+    fs::remove(link);
+    fs::create_directory_symlink(out + "/train", link);
+    const std::string one_shard = list_shards(staging_of(out) + "/val").front();
+    for (const std::string& named : {out + "/train/*.bin", link, out + "/train/" + fs::path(one_shard).filename().string()}) {
+      INFO(named);
+      CHECK_THROWS_WITH(list_shards(named), Catch::Contains("stopped while moving its shards in"));
+    }
+    fs::create_directories(out + "/extra");
+    fs::copy_file(one_shard, out + "/extra/shard.bin");
+    CHECK(list_shards(out + "/extra").size() == 1);
+    fs::remove_all(out + "/extra");
     // The next run (here without --overwrite: then refused, as the finished move holds shards).
     const Run r = run_prepare(args(old_input, out), dir);
     INFO(r.output);
@@ -437,11 +451,24 @@ TEST_CASE("a move into --out stopped midway is finished by the next run, refused
     CHECK_FALSE(fs::exists(out + "/.prepare.tmp"));
     CHECK_NOTHROW(list_shards(out + "/train"));
   }
+  // The marker alone, with no staged dataset (no state a move leaves: its marker goes first when
+  // it ends): the next run neither guesses nor moves anything; it says what to look at.
+  const std::string out = dir + "/marker_alone";
+  REQUIRE(run_prepare(args(new_input, out), dir).code == 0);
+  const auto whole = dataset_files(out);
+  fs::create_directories(staging_of(out));
+  write_file(staging_of(out) + "/COMMITTING", "");
+  const Run r = run_prepare(args(old_input, out) + " --overwrite", dir);
+  INFO(r.output);
+  CHECK(r.code == 1);
+  CHECK(r.output.find("holds the marker of a move into " + out + " but not the dataset to move") != std::string::npos);
+  CHECK(dataset_files(out) == whole);
 }
 
 // What a run's move could not replace is refused before any work, the old dataset kept: a split
 // folder on another filesystem (renames cannot cross: the old code deleted the old shards, then
-// failed), a folder named like a shard, a folder named manifest.json.
+// failed; found by a rename of a probe file, which a bind mount fails too), a folder named like a
+// shard, a folder named manifest.json.
 TEST_CASE("prepare --overwrite refuses an --out its move could not complete", "[data]") {
   const std::string dir = test::temp_dir("prepare_unmovable");
   const std::string input = write_file(dir + "/in.txt", "A story.\n<|endoftext|>\nAnother.\n");
@@ -479,7 +506,8 @@ TEST_CASE("prepare --overwrite refuses an --out its move could not complete", "[
   fs::create_directories(elsewhere);
   fs::remove_all(out + "/val");
   fs::create_directory_symlink(elsewhere, out + "/val");
-  refused(out + "/val is on another filesystem than " + out);
+  refused("prepare moves its shards into " + out + "/val and the old ones out of it by renaming, from and to " + out +
+          "/.prepare.tmp: it is on another filesystem or mount (a link?)");
   fs::remove_all(elsewhere);
 }
 
