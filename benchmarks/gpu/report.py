@@ -243,6 +243,9 @@ def attention_section(directory):
              "| fwd+bwd TFLOP/s gpt2cc / SDPA (of peak) | gpt2cc tiles 64 / 128 (auto) "
              "| gpt2cc bwd split / fused (auto) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    # Two GPUs (results of several calls merged): no verdict, and the peak is only the kernels' GPU's.
+    devices = [j.get("device") for j in (ours, theirs) if j and j.get("device")]
+    other_devices = len(set(devices)) > 1
     key = lambda r: (r["B"], r["NH"], r["T"], r["HS"])
     ours_rows = {key(r): r for r in (ours or {}).get("results", [])}
     theirs_rows = {key(r): r for r in (theirs or {}).get("results", [])}
@@ -250,7 +253,12 @@ def attention_section(directory):
         o, t = ours_rows.get(k), theirs_rows.get(k)
         o_valid = o is not None and o.get("valid", True) and "fwd_bwd_ms" in o
         ratio = o["fwd_bwd_ms"] / t["fwd_bwd_ms"] if o_valid and t else None
-        ratio_text = "n/a" if ratio is None else f"{ratio:.2f}x ({verdict(ratio <= ATTENTION_RATIO_TARGET)})"
+        if ratio is None:
+            ratio_text = "n/a"
+        elif other_devices:
+            ratio_text = f"{ratio:.2f}x (different devices: no verdict)"
+        else:
+            ratio_text = f"{ratio:.2f}x ({verdict(ratio <= ATTENTION_RATIO_TARGET)})"
         o_state = "n/a" if o is None else ("not run: does not fit the device" if o.get("not_run") else "INVALID")
         o_fwd = num(o.get("fwd_ms"), "{:.3f}") if o_valid else o_state
         o_fb = num(o.get("fwd_bwd_ms"), "{:.3f}") if o_valid else o_state
@@ -271,6 +279,9 @@ def attention_section(directory):
     if not ours_rows and not theirs_rows:
         lines.append("| (no attention results) | | | | | | | | | | | |")
     lines.append("")
+    if other_devices:
+        lines += [f"gpt2cc's attention ran on {devices[0]}, PyTorch's on {devices[1]}: the ratios compare two GPUs as "
+                  "much as the two kernels.", ""]
     accuracy = (theirs or {}).get("fixture_accuracy")
     if accuracy:
         lines += ["Accuracy on tests/fixtures/sdpa.json: relative L2 error against SDPA in float64 of PyTorch's SDPA "
@@ -745,6 +756,9 @@ def self_test():
         put_json("pt_train_bf16.json", dict(pair, tokens_per_s=200000.0, device="NVIDIA H200"))
         put_json("designs_automatic.json", dict(pair, tokens_per_s=1.0, loss_first=1.0, loss_last=0.9,
                                                 kernel_designs="", device="NVIDIA H200"))
+        shape = {"B": 8, "NH": 12, "T": 1024, "HS": 64, "fwd_ms": 1.0}
+        put_json("attention.json", {"device": "NVIDIA H100 80GB HBM3", "results": [dict(shape, fwd_bwd_ms=3.6)]})
+        put_json("pt_attention.json", {"device": "NVIDIA H200", "results": [dict(shape, fwd_bwd_ms=3.0)]})
         with open(os.path.join(d, "status.tsv"), "w") as f:
             f.write("designs_automatic\t0\t15\ndesigns_flash-tile-64\t1\t9\n"
                     "designs_automatic\tskipped\t0\ndesigns_flash-tile-64\tskipped\t0\n")
@@ -752,10 +766,15 @@ def self_test():
             f.write("date: 2026-11-22T00:00:00Z\ncommit: abc1234\ngpu: NVIDIA H100 80GB HBM3\n\n"
                     "date: 2026-11-23T00:00:00Z\ncommit: def5678 (modified)\nsources: 0123456789abcdef\n\n")
         text = make_report(d)
-        expect("# gpt2cc vs PyTorch on NVIDIA H200 and NVIDIA H100 80GB HBM3" in text, "every device in the title")
-        expect("**These results come from 2 different devices**: NVIDIA H200 (designs_automatic.json, "
-               "pt_train_bf16.json); NVIDIA H100 80GB HBM3 (train_bf16.json)." in text, "mixed devices said so")
-        expect("| 1.20x (different devices: no verdict) |" in text, "no verdict across devices")
+        expect("# gpt2cc vs PyTorch on NVIDIA H100 80GB HBM3 and NVIDIA H200" in text, "every device in the title")
+        expect("**These results come from 2 different devices**: NVIDIA H100 80GB HBM3 (attention.json, "
+               "train_bf16.json); NVIDIA H200 (designs_automatic.json, pt_attention.json, pt_train_bf16.json)."
+               in text, "mixed devices said so")
+        expect("| 1.20x (different devices: no verdict) |" in text.split("## Causal attention")[0],
+               "no verdict across devices")
+        expect("| 1.20x (different devices: no verdict) | " in text.split("## Causal attention")[1]
+               and "gpt2cc's attention ran on NVIDIA H100 80GB HBM3, PyTorch's on NVIDIA H200" in text,
+               "no attention verdict across devices")
         expect("- bf16: the two ran on different devices (NVIDIA H100 80GB HBM3 vs NVIDIA H200)" in text,
                "a pair on different devices noted")
         expect("(env-earlier.txt): gpu NVIDIA H100 80GB HBM3, commit abc1234, sources n/a, date "
