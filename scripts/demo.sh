@@ -166,11 +166,13 @@ echo "demo: training preset $preset on $device ($dtype) for $steps steps of $bat
 # train runs in the background, its output shown as it is written to train.log, so that the demo
 # hands a Ctrl-C or a kill on to it: train then stops after its current step, with a checkpoint
 # (a background job of a script has SIGINT ignored, so both reach it as SIGTERM), and the demo
-# leaves no train running behind it.
+# leaves no train running behind it. The log exists before either starts: tail, started at once,
+# found no file when the background job had not opened it yet, and showed nothing.
+: >"$attempt/train.log"
 "$programs/train" --train-data "$shards/train" --val-data "$shards/val" --preset "$preset" \
   --batch-size "$batch" --seq-len "$seq" --steps "$steps" --lr 3e-3 --warmup-steps $((steps / 10)) \
   --eval-every "$eval_every" --eval-batches 16 --run-dir "$attempt" --device "$device" --dtype "$dtype" \
-  --threads "$threads" --tokenizer "$work/raw/gpt2-tokenizer" --log-every 10 >"$attempt/train.log" &
+  --threads "$threads" --tokenizer "$work/raw/gpt2-tokenizer" --log-every 10 >>"$attempt/train.log" &
 train_pid=$!
 tail -n +1 -f --pid="$train_pid" "$attempt/train.log" &
 tail_pid=$!
