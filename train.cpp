@@ -94,25 +94,39 @@ std::function<std::string(GPT2&, uint64_t)> make_sampler(const TrainConfig& c,
 }
 
 // Every rank of a data-parallel run must train with the same settings (mpiexec starts the same
-// command, but an MPMD launch `-n 1 train A : -n 1 train B` need not): a rank with another --lr
-// would update its share of the weights differently, one with another --steps would wait forever
-// in a collective the others never reach. The root compares each rank's settings with its own
-// (where each rank runs, --threads and --cuda-device, may differ) and names the first difference.
+// command, but an MPMD launch `-n 1 train A : -n 1 train B` need not) and on the same data (the
+// same path may hold other files on each machine): a rank with another --lr would update its share
+// of the weights differently, one with another --steps (or data that makes another run length)
+// would wait forever in a collective the others never reach. The root compares each rank's
+// settings and what it derived from its data (Trainer::data_identity) with its own (where each
+// rank runs, --threads and --cuda-device, may differ) and names the first difference.
 template <class Agreed>
-void check_same_settings(ProcessGroup& group, const TrainConfig& config, Agreed&& agreed) {
+void check_same_settings(ProcessGroup& group, const TrainConfig& config, const nlohmann::json& derived,
+                         Agreed&& agreed) {
   nlohmann::json mine = config;
   for (const char* local : {"threads", "cuda_device"}) mine.erase(local);
+  mine["derived"] = derived;
   const std::vector<std::string> all = group.gather_strings(mine.dump());  // the root's: every rank's
   agreed([&] {
     for (size_t rank = 1; rank < all.size(); ++rank) {
       if (all[rank] == all[0]) continue;
       const nlohmann::json theirs = nlohmann::json::parse(all[rank]);
+      // The flags first: a flag that differs explains what was derived from it.
+      const auto entry = [](const nlohmann::json& j, const std::string& key) {
+        return j.contains(key) ? j[key] : nlohmann::json(nullptr);
+      };
       for (const auto& [key, value] : mine.items()) {
-        const nlohmann::json other = theirs.contains(key) ? theirs[key] : nlohmann::json(nullptr);
-        INPUT_CHECK(other == value,
+        INPUT_CHECK(key == "derived" || entry(theirs, key) == value,
                     "rank {} trains with {} = {}, rank 0 with {}: start every rank with the same flags (only "
                     "--threads and --cuda-device may differ)",
-                    rank, key, other.dump(), value.dump());
+                    rank, key, entry(theirs, key).dump(), value.dump());
+      }
+      const nlohmann::json other = entry(theirs, "derived");
+      for (const auto& [what, ours] : derived.items()) {
+        INPUT_CHECK(entry(other, what) == ours,
+                    "rank {} derived {} = {} from its data, rank 0 {}: every rank must read the same --train-data "
+                    "and --val-data (the same files, on each machine)",
+                    rank, what, entry(other, what).dump(), ours.dump());
       }
     }
   });
@@ -227,20 +241,32 @@ int run(int argc, char** argv, ProcessGroup& group) {
     trainer_ptr = std::make_unique<Trainer>(config, *backend, collectives.get());
   });
   // After each rank's own setup errors (missing data, say), which name the rank.
-  if (data_parallel) check_same_settings(group, config, agreed);
+  if (data_parallel) check_same_settings(group, config, trainer_ptr->data_identity(), agreed);
   if (run_lock) run_lock->keep();
   Trainer& trainer = *trainer_ptr;
   // A Ctrl-C stops the run after the current step, with a checkpoint (core/signal_cleanup.hpp); on
   // every rank: mpiexec passes it on to all of them.
   install_stop_handlers();
+  // A divergence every rank reaches at the same step: the root says it once, and each rank ends
+  // with its code (a rank failing alone would abort the others, each printing the same line).
+  const auto run_trainer = [&] {
+    try {
+      return trainer.run();
+    } catch (const DivergedError& e) {
+      if (!data_parallel) throw;
+      AgreedFailure failure{1, {}};
+      if (group.is_root()) failure.lines.push_back(format("train: error: {}", e.what()));
+      throw failure;
+    }
+  };
   // The other ranks print only what goes wrong on them.
   if (!group.is_root()) {
-    trainer.run();
+    run_trainer();
     return 0;
   }
   std::cout << "configuration:\n" << describe(trainer.config()) << trainer.summary() << std::flush;
   if (config.sample_every) trainer.sampler = make_sampler(config, tokenizer);
-  TrainStop reason = trainer.run();
+  TrainStop reason = run_trainer();
   print_outcome(trainer, reason);
   return 0;
 }

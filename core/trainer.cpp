@@ -15,8 +15,10 @@
 #include "core/check.hpp"
 #include "core/metrics.hpp"
 #include "core/model_checkpoint.hpp"
+#include "core/fnv1a.hpp"
 #include "core/grad_clip.hpp"
 #include "core/rng.hpp"
+#include "core/shard.hpp"
 #include "core/signal_cleanup.hpp"
 #include "core/stopwatch.hpp"
 #include "core/trainer_impl.hpp"
@@ -86,6 +88,40 @@ std::string Trainer::summary() const {
                 c.warmup_steps, decay, c.beta1, c.beta2, c.eps, c.weight_decay, c.grad_clip);
   if (!s.mfu_basis.empty()) out += s.mfu_basis + "\n";
   return out;
+}
+
+namespace {
+
+// What identifies a split's data, cheap at any size: its shards, its tokens, and FNV-1a over each
+// shard's token count and up to three windows of 4096 tokens (its start, middle and end).
+nlohmann::json split_identity(const std::vector<std::string>& shards) {
+  Fnv1a hash;
+  uint64_t tokens = 0;
+  std::vector<uint32_t> window;
+  for (const std::string& path : shards) {
+    const MappedShard shard(path);
+    const uint64_t n = shard.size(), w = std::min<uint64_t>(n, 4096);
+    tokens += n;
+    hash.add_u64(n);
+    window.resize(w);
+    for (const uint64_t begin : {uint64_t(0), (n - w) / 2, n - w}) {
+      shard.copy(begin, w, window.data());
+      hash.add(window.data(), w * sizeof(uint32_t));
+    }
+  }
+  return {{"shards", shards.size()}, {"tokens", tokens}, {"sampled_contents", fingerprint_hex(hash.h)}};
+}
+
+}  // namespace
+
+nlohmann::json Trainer::data_identity() const {
+  const Impl& s = *impl_;
+  return {{"total_steps", s.total_steps},
+          {"accumulation_steps", s.accum},
+          {"train_data", split_identity(s.train_shards)},
+          {"val_data", split_identity(s.val_shards)},
+          {"tokenizer_fingerprint", fingerprint_hex(s.fingerprint)},
+          {"eval_batches", s.eval_batches}};
 }
 
 StepResult Trainer::train_step() {
@@ -221,8 +257,9 @@ void Trainer::Impl::fail_after_bad_steps(uint64_t at_step) const {
                          : std::string(),
                    shell_quote(path));
   }
-  throw Error(format("stopping: {} consecutive steps had a non-finite loss or gradient norm (the last at step {}); {}",
-                     bad_streak, at_step, where));
+  throw DivergedError(format("stopping: {} consecutive steps had a non-finite loss or gradient norm (the last at "
+                             "step {}); {}",
+                             bad_streak, at_step, where));
 }
 
 namespace {

@@ -16,8 +16,10 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <nlohmann/json.hpp>
 
 #include "core/backend.hpp"
+#include "core/check.hpp"
 #include "core/checkpoint.hpp"
 #include "core/distributed.hpp"
 #include "core/model.hpp"
@@ -36,6 +38,12 @@ struct StepResult {
 };
 
 enum class TrainStop { finished, stop_at_step, interrupted };
+
+// The run stopped by --max-bad-steps. Data parallel, every rank throws it at the same step (the
+// loss and gradient norm are the ranks' sums): one failure for the job, not one per rank.
+struct DivergedError : Error {
+  using Error::Error;
+};
 
 class Trainer {
  public:
@@ -57,9 +65,14 @@ class Trainer {
   int accumulation_steps() const;  // micro-batches per step, over all ranks
   uint64_t tokens_per_step() const;
   std::string summary() const;      // the run's plan: model, data, batch, length, schedule
+  // What this rank derived from its data and flags that every rank of a data-parallel run must
+  // share: the run's length in steps, the micro-batches per step, each split's shards, tokens and
+  // a fingerprint of samples of its contents, the tokenizer's fingerprint, the evaluation batches.
+  nlohmann::json data_identity() const;
 
   // Trains to the end, to config.stop_at_step, or until a stop request (SIGINT/SIGTERM), then
   // writes a checkpoint. Creates the run directory with config.json and metrics.jsonl.
+  // DivergedError after config.max_bad_steps non-finite steps in a row.
   TrainStop run();
   // One optimizer step without outputs (run() adds evaluation, logs and checkpoints).
   StepResult train_step();

@@ -1164,6 +1164,36 @@ TEST_CASE("mpiexec -n 2 train: data parallel on the cpu", "[cli][distributed]") 
     CHECK_THAT(mixed.output, Catch::Contains(named) && Catch::Contains("start every rank with the same flags"));
     CHECK_FALSE(std::filesystem::exists(dir + "/mixed/checkpoints"));
   }
+  // The same flags on data that differs (the same relative path in each rank's working folder,
+  // as node-local copies would): refused, naming what the ranks derived; the old check of the
+  // flags alone let the ranks run on (another run length: a hang at the end).
+  {
+    for (const char* folder : {"/rank0", "/rank1"}) std::filesystem::create_directories(dir + folder);
+    std::filesystem::copy_file(dir + "/train.bin", dir + "/rank0/train.bin");
+    std::filesystem::copy_file(dir + "/val.bin", dir + "/rank1/train.bin");  // fewer tokens, same tokenizer
+    const std::string args = train_binary() + " " + common + "--train-data train.bin --run-dir " + dir + "/mixed";
+    const Run other_data = launch("timeout -k 5 120 " + std::string(GPT2CC_MPIEXEC) + " -n 1 -wdir " + dir +
+                                  "/rank0 " + args + " : -n 1 -wdir " + dir + "/rank1 " + args);
+    INFO(other_data.output);
+    CHECK(other_data.code == 2);
+    CHECK_THAT(other_data.output, Catch::Contains("rank 1 derived train_data = ") &&
+                                      Catch::Contains("every rank must read the same --train-data and --val-data"));
+    CHECK_FALSE(std::filesystem::exists(dir + "/mixed/checkpoints"));
+  }
+  // A divergence (--max-bad-steps) every rank reaches at the same step: said once, exit 1, and
+  // no rank aborting the others (each printed it, then MPI_Abort).
+  {
+    const Run diverged = launch(mpiexec + common + "--lr 1e30 --grad-clip 0 --max-bad-steps 2 --run-dir " + dir +
+                                "/diverged");
+    INFO(diverged.output);
+    CHECK(diverged.code == 1);
+    const std::string said = "consecutive steps had a non-finite loss or gradient norm";
+    const size_t first = diverged.output.find(said);
+    CHECK(first != std::string::npos);
+    CHECK(diverged.output.find(said, first + 1) == std::string::npos);
+    CHECK_THAT(diverged.output, Catch::Contains("train: error: stopping: 2 consecutive steps") &&
+                                    !Catch::Contains("MPI_Abort") && !Catch::Contains("rank 1"));
+  }
   // bf16 (the MPI collectives sum bf16 gradients in fp32, rounding each sum once): close to one
   // process accumulating both micro-batches (whose bf16 gradient sums round differently), and a
   // stopped and resumed two-rank run repeats an uninterrupted one bit for bit.
