@@ -410,7 +410,9 @@ stage_build() {
     fi
   fi
   run_step build-configure 120 "${configure[@]}" || return 1
-  run_step build "$LIMIT_BUILD" cmake --build "$BIN" -j "$(nproc)" || return 1
+  local jobs
+  jobs=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)  # the cores: nproc follows OMP_NUM_THREADS
+  run_step build "$LIMIT_BUILD" cmake --build "$BIN" -j "$jobs" || return 1
   echo "$fingerprint" >"$BIN/FINGERPRINT"
 }
 

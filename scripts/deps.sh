@@ -10,6 +10,10 @@ GPT2CC_DEBIAN_PACKAGES=(cmake ninja-build g++ pkg-config catch2 libcxxopts-dev n
 # first. The source is the release the pcre2 Python package vendors in its source distribution on
 # PyPI (reachable where PCRE2's own GitHub releases may not be), checked by its SHA-256. Without
 # it (no network), the build goes on with the system's PCRE2, which CMake warns of.
+# The machine's cores for a build's or ctest's -j: GNU nproc follows OMP_NUM_THREADS (a user
+# who sets it to 1 for the programs built the whole project one job at a time).
+cpu_cores() { env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc; }
+
 GPT2CC_PCRE2_PREFIX="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/.deps/pcre2-10.47"
 GPT2CC_PCRE2_SDIST_URL=https://files.pythonhosted.org/packages/c9/41/ba46e9906b7f1b7bfb7009e7997d1c32909bd48444945bc436b82b5949af/pcre2-0.7.1.tar.gz
 GPT2CC_PCRE2_SDIST_SHA256=69ced4288892e2571dd792e7bfb12371bb059f226204bf03300664177c508b64
@@ -34,7 +38,7 @@ PY
       -DCMAKE_INSTALL_PREFIX="$GPT2CC_PCRE2_PREFIX" -DCMAKE_INSTALL_LIBDIR=lib -DBUILD_SHARED_LIBS=OFF \
       -DBUILD_STATIC_LIBS=ON -DPCRE2_STATIC_PIC=ON -DPCRE2_SUPPORT_JIT=ON -DPCRE2_SUPPORT_UNICODE=ON \
       -DPCRE2_BUILD_PCRE2GREP=OFF -DPCRE2_BUILD_TESTS=OFF -DPCRE2_SHOW_REPORT=OFF >"$work/log" 2>&1 &&
-    cmake --build "$work/build" -j "$(nproc)" >>"$work/log" 2>&1 &&
+    cmake --build "$work/build" -j "$(cpu_cores)" >>"$work/log" 2>&1 &&
     cmake --install "$work/build" >>"$work/log" 2>&1
   local status=$?
   ((status)) && { echo "gpt2cc: building PCRE2 failed:"; tail -20 "$work/log"; }
@@ -74,7 +78,7 @@ build_gpt2cc() {
   local targets=()
   (($#)) && targets=(--target "$@")
   cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=Release "${configure[@]}"
-  cmake --build "$dir" -j "$(nproc)" "${targets[@]}"
+  cmake --build "$dir" -j "$(cpu_cores)" "${targets[@]}"
 }
 
 # Installs Python packages when they cannot be imported: with pip, else (pip refuses to install

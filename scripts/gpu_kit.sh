@@ -104,7 +104,7 @@ if ((BINARIES)); then
     -DGPT2CC_CUDA_ARCHITECTURES=90 -DGPT2CC_MPI=OFF -DGPT2CC_NCCL=OFF >/dev/null
   # Built by their paths (Ninja file targets), not target names: exactly these files, whatever
   # aliases CMake's Ninja generator makes (an emulated bench_kernels once shadowed the real one).
-  cmake --build "$CUDA_BUILD_DIR" -j "$(nproc)" -- "${GPT2CC_GPU_BINARIES[@]}"
+  cmake --build "$CUDA_BUILD_DIR" -j "$(cpu_cores)" -- "${GPT2CC_GPU_BINARIES[@]}"
   [[ "$(gpt2cc_source_fingerprint .)" == "$fingerprint" ]] || die "the sources changed during the build: run it again"
   bin_stage=$(mktemp -d)
   stage=$bin_stage
@@ -130,7 +130,7 @@ if ((SHARDS)); then
   if ((!BINARIES)); then
     ensure_build_deps
     cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-    cmake --build "$BUILD_DIR" -j "$(nproc)" --target prepare
+    cmake --build "$BUILD_DIR" -j "$(cpu_cores)" --target prepare
     prepare="$BUILD_DIR/prepare"
   fi
   "$prepare" --format wikiextractor --input "$DATA/wikipedia" --val-fraction 0.01 \

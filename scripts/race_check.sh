@@ -19,7 +19,7 @@ build_dir="${GPT2CC_RACE_BUILD_DIR:-build-race}"
 # -g: file and line in each frame of a report.
 cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS=-g -DGPT2CC_SANITIZE=thread \
   -DGPT2CC_CUDA=OFF -DGPT2CC_MPI=OFF
-cmake --build "$build_dir" -j "$(nproc)" --target test_emu test_emu_attention_heads emu_cuda_layers emu_cuda_model \
+cmake --build "$build_dir" -j "$(cpu_cores)" --target test_emu test_emu_attention_heads emu_cuda_layers emu_cuda_model \
   emu_cuda_bf16
 # The detector's own test (its races are expected: it counts them), every kernel of test_emu (fp32
 # and bf16) and its attention head-size branches, the unchanged tests/cuda layer and model tests
@@ -27,5 +27,5 @@ cmake --build "$build_dir" -j "$(nproc)" --target test_emu test_emu_attention_he
 # flash tests one block at a time and with four blocks resident at once (the fused backward's
 # hand-over between blocks). OpenMP's runtime is not instrumented: one thread keeps the CPU
 # references' parallel loops out of the reports.
-OMP_NUM_THREADS=1 ctest --test-dir "$build_dir" --output-on-failure -j "$(nproc)" \
+OMP_NUM_THREADS=1 ctest --test-dir "$build_dir" --output-on-failure -j "$(cpu_cores)" \
   -R '^(emu_race_detector|test_emu|test_emu_attention_heads|emu_cuda_layers|emu_cuda_model|emu_cuda_bf16_flash|emu_cuda_bf16_resident)$'

@@ -26,7 +26,7 @@ build_gpt2cc "$build_dir"
 
 status=0
 # A filter that selects nothing (-L CPU for -L cpu) is an error, not a pass.
-ctest --test-dir "$build_dir" --output-on-failure --no-tests=error -j "$(nproc)" "$@" || status=$?
+ctest --test-dir "$build_dir" --output-on-failure --no-tests=error -j "$(cpu_cores)" "$@" || status=$?
 
 if nvidia-smi -L >/dev/null 2>&1; then
   echo "gpt2cc: a GPU is present: the cuda-labelled tests among those selected ran on it."
