@@ -63,13 +63,14 @@ struct Layer {
   std::function<void()> run;
 };
 
-// One layer's tensors, reused by every layer of that kind (the 4C-wide ones sized for fc), and
-// the forward statistics a LayerNorm backward reads.
+// One layer's tensors, reused by every layer of that kind (the 4C-wide ones sized for fc), the
+// forward statistics a LayerNorm backward reads, and AdamW's settings.
 struct Tensors {
   std::vector<int> tokens, targets;
   bench::BackendVector<float> x, y, z, wide_in, wide_out, wide_d, qkv, dqkv, weight, dweight, bias, dbias;
   bench::BackendVector<float> ln_w, ln_b, dln_w, dln_b, wte, dwte, wpe, dwpe, logits, params, grads, m, v;
   std::vector<float> mean, rstd, lse, losses;
+  AdamWParams adamw;
 
   Tensors(const ModelConfig& config, int B, int T) {
     const size_t C = size_t(config.channels), Vp = size_t(config.padded_vocab_size), BT = size_t(B) * T;
@@ -97,6 +98,8 @@ struct Tensors {
     rstd.resize(BT);
     lse.resize(size_t(B) * config.num_heads * T);
     losses.resize(BT);
+    adamw.weight_decay = 0.1f;
+    adamw.step = 10;
     const DropoutParams no_dropout{};
     cpu::layernorm_forward(y.data(), mean.data(), rstd.data(), x.data(), ln_w.data(), ln_b.data(), B, T, int(C));
     cpu::attention_forward_blocked(y.data(), lse.data(), qkv.data(), B, T, int(C), config.num_heads, no_dropout);
@@ -159,9 +162,6 @@ std::vector<Layer> step_layers(const ModelConfig& config, int B, int T, Tensors&
   const int V = config.vocab_size, Vp = config.padded_vocab_size;
   const size_t BT = size_t(B) * T, N = num_parameters(config);
   const DropoutParams no_dropout{};
-  static AdamWParams hp;  // the layers run after this returns
-  hp.weight_decay = 0.1f;
-  hp.step = 10;
   const double causal_products = double(B) * NH * (double(T) * (T + 1) / 2) * HS;
   const double btc = double(BT) * C, stats = double(BT), lse_floats = double(B) * NH * T;
   std::vector<Layer> layers;
@@ -257,7 +257,7 @@ std::vector<Layer> step_layers(const ModelConfig& config, int B, int T, Tensors&
   layers.push_back({"sum_of_squares", 1, double(N), 0, 0,
                     [&t, &sink, N] { sink += float(cpu::sum_of_squares(t.grads.data(), N)); }});
   layers.push_back({"adamw_update", 1, 4.0 * N, 3.0 * N, 0, [&t, N] {
-                      cpu::adamw_update(t.params.data(), t.m.data(), t.v.data(), t.grads.data(), N, hp);
+                      cpu::adamw_update(t.params.data(), t.m.data(), t.v.data(), t.grads.data(), N, t.adamw);
                     }});
   return layers;
 }
