@@ -354,6 +354,77 @@ int cmd_encode(int argc, char** argv) {
   return 0;
 }
 
+// decode --format text: ids are words between whitespace, read a character at a time and decoded
+// a line, or 1M ids, at a time: one line may hold a whole corpus's (encode --format text writes
+// one), and a word that never ends (/dev/zero) is refused at 64 KiB, not held. (istream::get: a
+// failed read sets badbit, which check_read reports.)
+void decode_text_ids(Input& in, int V, const std::function<void(const std::vector<int>&)>& emit) {
+  constexpr size_t kIdsAtOnce = size_t(1) << 20, kLongestWord = size_t(1) << 16;
+  std::vector<int> ids;
+  std::string word;
+  int line_no = 1;
+  const auto end_word = [&] {
+    if (word.empty()) return;
+    INPUT_CHECK(word.find_first_not_of("0123456789") == std::string::npos, "{}:{}: {} is not a token id", in.name,
+                line_no, quote_for_message(word));
+    // Leading zeros are allowed, however many ("000" is 0); past 9 digits an id is out of range.
+    const size_t first_digit = std::min(word.find_first_not_of('0'), word.size() - 1);
+    const std::string_view digits = std::string_view(word).substr(first_digit);
+    int id = 0;
+    if (digits.size() <= 9) std::from_chars(digits.data(), digits.data() + digits.size(), id);
+    INPUT_CHECK(digits.size() <= 9 && id < V, "{}:{}: token id {} is out of range [0, {})", in.name, line_no, digits,
+                V);
+    ids.push_back(id);
+    word.clear();
+  };
+  const auto emit_ids = [&] {
+    if (ids.empty()) return;
+    emit(ids);
+    ids.clear();
+  };
+  for (int c; (c = in.in->get()) != std::char_traits<char>::eof();) {
+    if (!std::isspace(c)) {
+      INPUT_CHECK(word.size() < kLongestWord, "{}:{}: a word of more than {} bytes is not a token id: {}", in.name,
+                  line_no, kLongestWord, quote_for_message(word));
+      word.push_back(char(c));
+      continue;
+    }
+    end_word();
+    if (c == '\n') {
+      emit_ids();
+      ++line_no;
+    } else if (ids.size() >= kIdsAtOnce) {
+      emit_ids();
+    }
+  }
+  end_word();
+  emit_ids();
+}
+
+// decode --format u16 / u32: little-endian ids of `width` bytes, a million at a time.
+void decode_binary_ids(Input& in, size_t width, int V, const std::function<void(const std::vector<int>&)>& emit) {
+  std::vector<char> buf(width << 20);
+  uint64_t offset = 0;
+  for (;;) {
+    in.in->read(buf.data(), std::streamsize(buf.size()));
+    size_t got = size_t(in.in->gcount());
+    if (got == 0) break;
+    INPUT_CHECK(got % width == 0, "{}: {} bytes is not a whole number of {}-byte ids (truncated?)", in.name,
+                offset + got, width);
+    std::vector<int> ids(got / width);
+    for (size_t i = 0; i < ids.size(); ++i) {
+      uint32_t v = 0;
+      std::memcpy(&v, buf.data() + i * width, width);  // little-endian host
+      // Checked as read, unsigned: 0xFFFFFFFF is id 4294967295, not -1.
+      INPUT_CHECK(v < uint32_t(V), "{} (id at byte {}): token id {} is out of range [0, {})", in.name,
+                  offset + i * width, v, V);
+      ids[i] = int(v);
+    }
+    emit(ids);
+    offset += got;
+  }
+}
+
 int cmd_decode(int argc, char** argv) {
   cxxopts::Options options("tokenizer decode", "Decode token ids into text");
   // clang-format off
@@ -376,72 +447,9 @@ int cmd_decode(int argc, char** argv) {
   };
   const int V = tok.vocab_size();
   if (fmt == IdFormat::text) {
-    // Ids are words between whitespace, read a character at a time and decoded a line, or 1M ids,
-    // at a time: one line may hold a whole corpus's (encode --format text writes one), and a word
-    // that never ends (/dev/zero) is refused at 64 KiB, not held. (istream::get: a failed read
-    // sets badbit, which check_read reports.)
-    constexpr size_t kIdsAtOnce = size_t(1) << 20, kLongestWord = size_t(1) << 16;
-    std::vector<int> ids;
-    std::string word;
-    int line_no = 1;
-    const auto end_word = [&] {
-      if (word.empty()) return;
-      INPUT_CHECK(word.find_first_not_of("0123456789") == std::string::npos, "{}:{}: {} is not a token id", in.name,
-                  line_no, quote_for_message(word));
-      // Leading zeros are allowed, however many ("000" is 0); past 9 digits an id is out of range.
-      const size_t first_digit = std::min(word.find_first_not_of('0'), word.size() - 1);
-      const std::string_view digits = std::string_view(word).substr(first_digit);
-      int id = 0;
-      if (digits.size() <= 9) std::from_chars(digits.data(), digits.data() + digits.size(), id);
-      INPUT_CHECK(digits.size() <= 9 && id < V, "{}:{}: token id {} is out of range [0, {})", in.name, line_no, digits,
-                  V);
-      ids.push_back(id);
-      word.clear();
-    };
-    const auto emit_ids = [&] {
-      if (ids.empty()) return;
-      emit(ids);
-      ids.clear();
-    };
-    for (int c; (c = in.in->get()) != std::char_traits<char>::eof();) {
-      if (!std::isspace(c)) {
-        INPUT_CHECK(word.size() < kLongestWord, "{}:{}: a word of more than {} bytes is not a token id: {}", in.name,
-                    line_no, kLongestWord, quote_for_message(word));
-        word.push_back(char(c));
-        continue;
-      }
-      end_word();
-      if (c == '\n') {
-        emit_ids();
-        ++line_no;
-      } else if (ids.size() >= kIdsAtOnce) {
-        emit_ids();
-      }
-    }
-    end_word();
-    emit_ids();
+    decode_text_ids(in, V, emit);
   } else {
-    const size_t width = fmt == IdFormat::u16 ? 2 : 4;
-    std::vector<char> buf(width << 20);
-    uint64_t offset = 0;
-    for (;;) {
-      in.in->read(buf.data(), std::streamsize(buf.size()));
-      size_t got = size_t(in.in->gcount());
-      if (got == 0) break;
-      INPUT_CHECK(got % width == 0, "{}: {} bytes is not a whole number of {}-byte ids (truncated?)", in.name,
-                  offset + got, width);
-      std::vector<int> ids(got / width);
-      for (size_t i = 0; i < ids.size(); ++i) {
-        uint32_t v = 0;
-        std::memcpy(&v, buf.data() + i * width, width);  // little-endian host
-        // Checked as read, unsigned: 0xFFFFFFFF is id 4294967295, not -1.
-        INPUT_CHECK(v < uint32_t(V), "{} (id at byte {}): token id {} is out of range [0, {})", in.name,
-                    offset + i * width, v, V);
-        ids[i] = int(v);
-      }
-      emit(ids);
-      offset += got;
-    }
+    decode_binary_ids(in, fmt == IdFormat::u16 ? 2 : 4, V, emit);
   }
   in.check_read();
   out.commit();
