@@ -130,6 +130,83 @@ double validate(GPT2& model, const std::vector<int>& prompt, int steps) {
   return worst;
 }
 
+// What the flags ask for.
+struct Settings {
+  int prompt = 0, new_tokens = 0, recompute_new_tokens = 0, samples_new_tokens = 0, repeats = 0;
+  bool recompute = true;
+  std::vector<int> sample_counts;
+  int longest = 0;  // positions the model needs: the prompt and the longest decode
+};
+
+// One preset's KV-cache decoding against the full recompute (validated first): its table row and
+// its JSON entry.
+nlohmann::json measure_decoding(GPT2& model, const std::string& name, const std::vector<int>& prompt,
+                                const Settings& s, const Backend& backend) {
+  const ModelConfig& config = model.config();
+  const double worst = validate(model, prompt, kCheckSteps);
+  time_generation(model, prompt, kCheckSteps, true);  // warm-up: caches, thread pool, first-touch pages
+  std::vector<double> kv_wall, kv_cpu, full_wall, full_cpu, prefill;
+  for (int r = 0; r < s.repeats; ++r) {
+    Timing kv = time_generation(model, prompt, s.new_tokens, true);
+    kv_wall.push_back(kv.wall_tps);
+    kv_cpu.push_back(kv.cpu_tps);
+    prefill.push_back(kv.prefill_ms);
+    if (!s.recompute) continue;
+    Timing full = time_generation(model, prompt, s.recompute_new_tokens, false);
+    full_wall.push_back(full.wall_tps);
+    full_cpu.push_back(full.cpu_tps);
+  }
+  const int P = s.prompt, N = s.new_tokens, NR = s.recompute_new_tokens;
+  const double kvw = median(kv_wall), kvc = median(kv_cpu);
+  nlohmann::json entry = {{"preset", name}, {"params", num_parameters(config)}, {"prompt_tokens", P},
+                          {"kv_new_tokens", N}, {"kv_tokens_per_s", kvw}, {"kv_tokens_per_cpu_s", kvc},
+                          {"prefill_ms", median(prefill)}, {"validation_max_rel_diff", worst},
+                          {"backend", backend.describe()}, {"bf16_products", bench::bf16_products_name()},
+                          {"repeats", s.repeats}};
+  if (s.recompute) {
+    const double fw = median(full_wall), fc = median(full_cpu);
+    std::printf("%-7s %6.1fM | %6d %10.2f %10.2f %10.1f | %6d %10.3f %10.3f | %7.1fx %7.1fx\n", name.c_str(),
+                num_parameters(config) / 1e6, N, kvw, kvc, median(prefill), NR, fw, fc, kvw / fw, kvc / fc);
+    entry.update({{"recompute_new_tokens", NR}, {"recompute_tokens_per_s", fw}, {"recompute_tokens_per_cpu_s", fc},
+                  {"speedup_wall", kvw / fw}, {"speedup_cpu", kvc / fc}});
+  } else {
+    std::printf("%-7s %6.1fM | %6d %10.2f %10.2f %10.1f | %6s %10s %10s | %8s %8s\n", name.c_str(),
+                num_parameters(config) / 1e6, N, kvw, kvc, median(prefill), "-", "-", "-", "-", "-");
+  }
+  std::fflush(stdout);
+  return entry;
+}
+
+// N samples of one preset, one after another against decoded together (the same tokens either
+// way): a table line each into `lines`, and their JSON.
+nlohmann::json measure_samples(GPT2& model, const std::string& name, const std::vector<int>& prompt,
+                               const Settings& s, std::vector<std::string>& lines) {
+  const int SN = s.samples_new_tokens;
+  nlohmann::json batches = nlohmann::json::array();
+  for (int samples : s.sample_counts) {
+    std::vector<double> seq_wall, seq_cpu, bat_wall, bat_cpu;
+    for (int r = 0; r < s.repeats; ++r) {
+      SamplesTiming seq = time_samples(model, prompt, SN, samples, false);
+      SamplesTiming bat = time_samples(model, prompt, SN, samples, true);
+      ENSURE(seq.tokens == bat.tokens, "{}: {} samples decoded together differ from one after another", name,
+             samples);
+      seq_wall.push_back(seq.wall_tps);
+      seq_cpu.push_back(seq.cpu_tps);
+      bat_wall.push_back(bat.wall_tps);
+      bat_cpu.push_back(bat.cpu_tps);
+    }
+    const double sw = median(seq_wall), sc = median(seq_cpu), bw = median(bat_wall), bc = median(bat_cpu);
+    char line[256];
+    std::snprintf(line, sizeof line, "%-7s %6d %6d | %10.2f %10.2f | %10.2f %10.2f | %7.2fx %7.2fx", name.c_str(),
+                  samples, SN, sw, sc, bw, bc, bw / sw, bc / sc);
+    lines.push_back(line);
+    batches.push_back({{"samples", samples}, {"new_tokens", SN}, {"sequential_tokens_per_s", sw},
+                       {"sequential_tokens_per_cpu_s", sc}, {"batched_tokens_per_s", bw},
+                       {"batched_tokens_per_cpu_s", bc}, {"speedup_wall", bw / sw}, {"speedup_cpu", bc / sc}});
+  }
+  return batches;
+}
+
 int run(int argc, char** argv) {
   cxxopts::Options options("bench_generate",
                            "Generated tokens/s: KV cache vs full recompute, N samples one after another vs together "
@@ -157,24 +234,30 @@ int run(int argc, char** argv) {
     return 0;
   }
   INPUT_CHECK(args.unmatched().empty(), "unexpected argument '{}' (see --help)", args.unmatched().front());
-  const int P = args["prompt-tokens"].as<int>(), N = args["new-tokens"].as<int>();
-  const int NR = args["recompute-new-tokens"].as<int>() == 0 ? N : args["recompute-new-tokens"].as<int>();
-  const int SN = args["samples-new-tokens"].as<int>() == 0 ? N : args["samples-new-tokens"].as<int>();
-  const bool recompute = !switch_on(args, "skip-recompute");
-  const int repeats = args["repeats"].as<int>();
-  INPUT_CHECK(P >= 1 && N >= 1 && NR >= 1 && SN >= 1 && repeats >= 1, "lengths and repeats must be >= 1");
-  const std::vector<int> sample_counts = bench::parse_count_list("--samples", args["samples"].as<std::string>());
-  const int max_samples = sample_counts.empty() ? 1 : *std::max_element(sample_counts.begin(), sample_counts.end());
+  Settings s;
+  s.prompt = args["prompt-tokens"].as<int>();
+  s.new_tokens = args["new-tokens"].as<int>();
+  const int N = s.new_tokens;
+  s.recompute_new_tokens = args["recompute-new-tokens"].as<int>() == 0 ? N : args["recompute-new-tokens"].as<int>();
+  s.samples_new_tokens = args["samples-new-tokens"].as<int>() == 0 ? N : args["samples-new-tokens"].as<int>();
+  s.recompute = !switch_on(args, "skip-recompute");
+  s.repeats = args["repeats"].as<int>();
+  INPUT_CHECK(s.prompt >= 1 && N >= 1 && s.recompute_new_tokens >= 1 && s.samples_new_tokens >= 1 && s.repeats >= 1,
+              "lengths and repeats must be >= 1");
+  s.sample_counts = bench::parse_count_list("--samples", args["samples"].as<std::string>());
+  const int max_samples =
+      s.sample_counts.empty() ? 1 : *std::max_element(s.sample_counts.begin(), s.sample_counts.end());
   // Validation and warm-up run kCheckSteps tokens: the context holds those too.
-  const int longest = P + std::max({kCheckSteps, N, recompute ? NR : 1, sample_counts.empty() ? 1 : SN});
+  s.longest = s.prompt + std::max({kCheckSteps, N, s.recompute ? s.recompute_new_tokens : 1,
+                                   s.sample_counts.empty() ? 1 : s.samples_new_tokens});
   std::vector<std::string> preset_names;
   std::stringstream preset_list(args["presets"].as<std::string>());
   for (std::string name; std::getline(preset_list, name, ',');) {
     const ModelConfig config = model_preset(name);  // an unknown one: InputError listing the presets
-    INPUT_CHECK(longest <= config.max_seq_len,
+    INPUT_CHECK(s.longest <= config.max_seq_len,
                 "--prompt-tokens {} and the longest decode ({} tokens; validation and warm-up take {}) need {} "
                 "positions, more than {}'s context of {}",
-                P, longest - P, kCheckSteps, longest, name, config.max_seq_len);
+                s.prompt, s.longest - s.prompt, kCheckSteps, s.longest, name, config.max_seq_len);
     preset_names.push_back(name);
   }
   INPUT_CHECK(!preset_names.empty(), "--presets must name at least one preset");
@@ -182,7 +265,7 @@ int run(int argc, char** argv) {
   if (args.count("json")) bench::check_output_file("--json", json_path);  // before the minutes of the run
   auto backend = make_cpu_backend(args["threads"].as<int>(), parse_dtype(args["dtype"].as<std::string>()));
   std::printf("backend: %s; greedy, prompt %d tokens; median of %d runs; random weights\n",
-              backend->describe().c_str(), P, repeats);
+              backend->describe().c_str(), s.prompt, s.repeats);
   std::printf("%-7s %7s | %6s %10s %10s %10s | %6s %10s %10s | %8s %8s\n", "preset", "params", "new", "KV tok/s",
               "KV tok/cpu", "prefill ms", "new", "full tok/s", "full t/cpu", "wall x", "cpu x");
   nlohmann::json results = nlohmann::json::array();
@@ -193,64 +276,11 @@ int run(int argc, char** argv) {
     // one KV-cache row per sample of the largest --samples count.
     ModelOptions model_options;
     model_options.kv_cache_rows = max_samples;
-    GPT2 model(config, *backend, 1, longest, ModelMode::inference, model_options);
+    GPT2 model(config, *backend, 1, s.longest, ModelMode::inference, model_options);
     model.init_weights(1);
-    const std::vector<int> prompt = prompt_tokens(P, config.vocab_size);
-    const double worst = validate(model, prompt, kCheckSteps);
-    time_generation(model, prompt, kCheckSteps, true);  // warm-up: caches, thread pool, first-touch pages
-    std::vector<double> kv_wall, kv_cpu, full_wall, full_cpu, prefill;
-    for (int r = 0; r < repeats; ++r) {
-      Timing kv = time_generation(model, prompt, N, true);
-      kv_wall.push_back(kv.wall_tps);
-      kv_cpu.push_back(kv.cpu_tps);
-      prefill.push_back(kv.prefill_ms);
-      if (!recompute) continue;
-      Timing full = time_generation(model, prompt, NR, false);
-      full_wall.push_back(full.wall_tps);
-      full_cpu.push_back(full.cpu_tps);
-    }
-    const double kvw = median(kv_wall), kvc = median(kv_cpu);
-    nlohmann::json entry = {{"preset", name}, {"params", num_parameters(config)}, {"prompt_tokens", P},
-                            {"kv_new_tokens", N}, {"kv_tokens_per_s", kvw}, {"kv_tokens_per_cpu_s", kvc},
-                            {"prefill_ms", median(prefill)}, {"validation_max_rel_diff", worst},
-                            {"backend", backend->describe()}, {"bf16_products", bench::bf16_products_name()},
-                            {"repeats", repeats}};
-    if (recompute) {
-      const double fw = median(full_wall), fc = median(full_cpu);
-      std::printf("%-7s %6.1fM | %6d %10.2f %10.2f %10.1f | %6d %10.3f %10.3f | %7.1fx %7.1fx\n", name.c_str(),
-                  num_parameters(config) / 1e6, N, kvw, kvc, median(prefill), NR, fw, fc, kvw / fw, kvc / fc);
-      entry.update({{"recompute_new_tokens", NR}, {"recompute_tokens_per_s", fw}, {"recompute_tokens_per_cpu_s", fc},
-                    {"speedup_wall", kvw / fw}, {"speedup_cpu", kvc / fc}});
-    } else {
-      std::printf("%-7s %6.1fM | %6d %10.2f %10.2f %10.1f | %6s %10s %10s | %8s %8s\n", name.c_str(),
-                  num_parameters(config) / 1e6, N, kvw, kvc, median(prefill), "-", "-", "-", "-", "-");
-    }
-    std::fflush(stdout);
-
-    // N samples: one after another vs decoded together; the same tokens either way.
-    nlohmann::json batches = nlohmann::json::array();
-    for (int samples : sample_counts) {
-      std::vector<double> seq_wall, seq_cpu, bat_wall, bat_cpu;
-      for (int r = 0; r < repeats; ++r) {
-        SamplesTiming seq = time_samples(model, prompt, SN, samples, false);
-        SamplesTiming bat = time_samples(model, prompt, SN, samples, true);
-        ENSURE(seq.tokens == bat.tokens, "{}: {} samples decoded together differ from one after another", name,
-               samples);
-        seq_wall.push_back(seq.wall_tps);
-        seq_cpu.push_back(seq.cpu_tps);
-        bat_wall.push_back(bat.wall_tps);
-        bat_cpu.push_back(bat.cpu_tps);
-      }
-      const double sw = median(seq_wall), sc = median(seq_cpu), bw = median(bat_wall), bc = median(bat_cpu);
-      char line[256];
-      std::snprintf(line, sizeof line, "%-7s %6d %6d | %10.2f %10.2f | %10.2f %10.2f | %7.2fx %7.2fx", name.c_str(),
-                    samples, SN, sw, sc, bw, bc, bw / sw, bc / sc);
-      batch_lines.push_back(line);
-      batches.push_back({{"samples", samples}, {"new_tokens", SN}, {"sequential_tokens_per_s", sw},
-                         {"sequential_tokens_per_cpu_s", sc}, {"batched_tokens_per_s", bw},
-                         {"batched_tokens_per_cpu_s", bc}, {"speedup_wall", bw / sw}, {"speedup_cpu", bc / sc}});
-    }
-    entry["samples"] = batches;
+    const std::vector<int> prompt = prompt_tokens(s.prompt, config.vocab_size);
+    nlohmann::json entry = measure_decoding(model, name, prompt, s, *backend);
+    entry["samples"] = measure_samples(model, name, prompt, s, batch_lines);
     results.push_back(entry);
   }
   if (!batch_lines.empty()) {
