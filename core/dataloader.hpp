@@ -38,14 +38,16 @@ ShardHeader read_shard_header(const std::string& path);
 // A tokenizer fingerprint as every message and the data manifest show it: 16 lowercase hex digits.
 std::string fingerprint_hex(uint64_t fingerprint);
 // Shard paths of a split: a file, a directory (its *.bin in name order, runs of digits compared as
-// numbers: shard_1000000 after shard_999999) or a glob (the same order). InputError for a
-// directory whose parent holds prepare's marker of a move it has not finished (below).
+// numbers: shard_1000000 after shard_999999) or a glob (the same order). InputError for shards
+// in a folder that holds prepare's marker of a move it has not finished (below).
 std::vector<std::string> list_shards(const std::string& path_or_pattern);
 // prepare's staging folder in its --out, and the marker in it of a move into --out that has not
-// finished (data/output_dir.hpp): while <out>/.prepare.tmp/COMMITTING exists, <out>/train and
-// <out>/val hold part of the old dataset and part of the new one.
+// finished (data/output_dir.hpp); while the move runs, each of <out>/train and <out>/val holds the
+// marker .prepare-moving too (part of the old dataset and part of the new one are there), which
+// list_shards refuses.
 inline constexpr const char* kPrepareStagingName = ".prepare.tmp";
 inline constexpr const char* kPrepareMoveMarker = "COMMITTING";
+inline constexpr const char* kPrepareMovingMarker = ".prepare-moving";
 
 enum class LoaderOrder { sequential, shuffled };
 

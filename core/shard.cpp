@@ -145,24 +145,18 @@ void write_shard(const std::string& path, const std::vector<uint32_t>& tokens, u
 
 namespace {
 
-// InputError when `folders` (shard folders: as a path names them, each also with links resolved)
-// hold the train/ or val/ of a prepare --out whose move of a new dataset stopped midway (its
-// marker, kPrepareMoveMarker): they hold part of the old dataset and part of the new. `given`:
-// the path as the user gave it, for the message.
+// InputError when one of `folders` (shard folders: as a path names them, and with links resolved)
+// holds prepare's marker of a move into its --out that stopped midway (kPrepareMovingMarker):
+// part of the old dataset and part of the new are there. `given`: the path the user gave.
 void refuse_unfinished_move(const std::string& given, const std::vector<fs::path>& folders) {
-  std::set<fs::path> seen;
-  for (const fs::path& named : folders) {
+  for (const fs::path& folder : folders) {
     std::error_code ec;
-    fs::path lexical = fs::absolute(named, ec).lexically_normal();
-    if (lexical.filename().empty()) lexical = lexical.parent_path();  // "data/train/" -> "data/train"
-    for (const fs::path& folder : {lexical, fs::weakly_canonical(lexical, ec)}) {
-      if (!seen.insert(folder).second || (folder.filename() != "train" && folder.filename() != "val")) continue;
-      const fs::path dataset = folder.parent_path(), marker = dataset / kPrepareStagingName / kPrepareMoveMarker;
-      INPUT_CHECK(!fs::exists(marker, ec),
-                  "{} holds part of an old and part of a new dataset: a prepare run into {} stopped while moving its "
-                  "shards in ({} is there); run prepare with --out {} again, which finishes the move first",
-                  given, dataset.string(), marker.string(), dataset.string());
-    }
+    const fs::path marker = (folder.empty() ? fs::path(".") : folder) / kPrepareMovingMarker;
+    INPUT_CHECK(!fs::exists(marker, ec),
+                "{} holds part of an old and part of a new dataset: a prepare run stopped while moving its shards "
+                "in ({} is there); run prepare again with the --out it wrote (the folder holding this train/ or "
+                "val/), which finishes the move first",
+                given, marker.string());
   }
 }
 
@@ -172,10 +166,11 @@ std::vector<std::string> list_shards(const std::string& path_or_pattern) {
   std::vector<std::string> out;
   std::error_code ec;
   // The folder named (a folder, or a file's or a glob's), before anything is listed in it (a
-  // stopped move may have left it empty), then each shard's own (links to shards resolved).
+  // stopped move may have left it empty), then each shard's own, links resolved (a link's target
+  // folder holds the marker).
   const bool folder = fs::is_directory(path_or_pattern, ec);
-  const fs::path above = fs::path(path_or_pattern).parent_path();
-  refuse_unfinished_move(path_or_pattern, {folder ? fs::path(path_or_pattern) : above.empty() ? "." : above});
+  const fs::path named = path_or_pattern;
+  refuse_unfinished_move(path_or_pattern, {folder ? named : named.parent_path()});
   if (folder) {
     for (const auto& entry : fs::directory_iterator(path_or_pattern))
       if (entry.is_regular_file() && entry.path().extension() == ".bin") out.push_back(entry.path().string());
@@ -191,9 +186,9 @@ std::vector<std::string> list_shards(const std::string& path_or_pattern) {
     INPUT_CHECK(!out.empty(), "no shards found at {} (not a file, a directory of *.bin, or a matching glob)",
                 path_or_pattern);
   }
-  std::vector<fs::path> folders;
-  for (const std::string& shard : out) folders.push_back(fs::weakly_canonical(shard, ec).parent_path());
-  refuse_unfinished_move(path_or_pattern, folders);
+  std::set<fs::path> folders;  // each shard's, links resolved
+  for (const std::string& shard : out) folders.insert(fs::weakly_canonical(shard, ec).parent_path());
+  refuse_unfinished_move(path_or_pattern, {folders.begin(), folders.end()});
   std::sort(out.begin(), out.end(), natural_less);
   return out;
 }

@@ -43,13 +43,20 @@ void move_shards(const fs::path& from, const fs::path& to) {
 void finish_move(const fs::path& out, const fs::path& staging) {
   std::error_code ec;
   const fs::path old = staging / "old";
-  if (!fs::exists(staging / kOldMovedMarker, ec)) {
-    // No new shard has moved in yet: every *.bin in the split folders is the old dataset's. (The
-    // staged manifest moves last, after OLD_MOVED: without it this is no state a move leaves.)
-    if (!fs::exists(staging / "manifest.json", ec))
-      throw Error(format("{} holds the marker of a move into {} but not the dataset to move (no manifest.json): "
-                         "look at both and remove {} by hand",
-                         staging.string(), out.string(), (staging / kPrepareMoveMarker).string()));
+  const bool old_moved = fs::exists(staging / kOldMovedMarker, ec);
+  // The staged manifest moves last, after OLD_MOVED: without both this is no state a move leaves.
+  if (!old_moved && !fs::exists(staging / "manifest.json", ec))
+    throw Error(format("{} holds the marker of a move into {} but not the dataset to move (no manifest.json): look "
+                       "at both and remove {} by hand",
+                       staging.string(), out.string(), (staging / kPrepareMoveMarker).string()));
+  // The loader's marker in each split folder, whatever name reaches it (a link to it, its target):
+  // there before anything moves, gone before COMMITTING.
+  for (const char* split : kSplits) {
+    fs::create_directories(out / split);
+    write_marker(out / split / kPrepareMovingMarker);
+  }
+  if (!old_moved) {
+    // No new shard has moved in yet: every *.bin in the split folders is the old dataset's.
     fs::create_directories(old);
     if (fs::exists(fs::symlink_status(out / "manifest.json", ec))) {
       fs::rename(out / "manifest.json", old / "manifest.json");
@@ -63,9 +70,13 @@ void finish_move(const fs::path& out, const fs::path& staging) {
     fs::rename(staging / "manifest.json", out / "manifest.json");
     sync_directory(out / "manifest.json");
   }
-  // The move is done: its marker goes first (a stop in the removal below then leaves only
-  // leftovers, which the next run removes; the marker left alone would have it move the new
-  // dataset away as the old one).
+  // The move is done: the split folders' markers go, then COMMITTING (a stop in the removal below
+  // then leaves only leftovers, which the next run removes; COMMITTING left alone would have it
+  // move the new dataset away as the old one).
+  for (const char* split : kSplits) {
+    fs::remove(out / split / kPrepareMovingMarker);
+    sync_directory(out / split / kPrepareMovingMarker);
+  }
   fs::remove(staging / kPrepareMoveMarker);
   sync_directory(staging / kPrepareMoveMarker);
   fs::remove_all(staging);
@@ -105,8 +116,9 @@ void check_output(const PrepareConfig& config) {
               "--out)", manifest.string());
   for (const char* split : kSplits) {
     const fs::path dir = out / split;
-    if (!fs::exists(dir, ec)) continue;
-    INPUT_CHECK(fs::is_directory(dir, ec), "{} exists and is not a directory (check --out)", dir.string());
+    if (!fs::exists(fs::symlink_status(dir, ec))) continue;  // a dangling link or a loop is there too
+    INPUT_CHECK(fs::is_directory(dir, ec), "{} exists and is not a directory{} (check --out)", dir.string(),
+                fs::is_symlink(fs::symlink_status(dir, ec)) ? " (a link to no folder)" : "");
     for (const auto& entry : fs::directory_iterator(dir)) {
       if (entry.path().extension() != ".bin") continue;
       INPUT_CHECK(config.overwrite, "{} already holds shards (e.g. {}); pass --overwrite to replace them",

@@ -2,12 +2,13 @@
 // creation, and the move of a finished run from <out>/.prepare.tmp into it.
 //
 // The move is journaled so that nothing is lost wherever it stops (a kill, a power cut): first the
-// marker .prepare.tmp/COMMITTING (from then on the staged run is the dataset <out> will hold), then
-// the old manifest and shards are renamed into .prepare.tmp/old/, then the marker OLD_MOVED, then
-// the new shards and last the new manifest are renamed into <out>, and .prepare.tmp goes. A run
+// marker .prepare.tmp/COMMITTING (from then on the staged run is the dataset <out> will hold) and a
+// marker .prepare-moving in each split folder, then the old manifest and shards are renamed into
+// .prepare.tmp/old/, then the marker OLD_MOVED, then the new shards and last the new manifest are
+// renamed into <out>; the split folders' markers go, then COMMITTING, then .prepare.tmp. A run
 // stopped inside it is finished by the next prepare into <out> (finish_interrupted_move), and the
-// loader refuses its shard folders until then (core/dataloader.hpp, kPrepareMoveMarker). Renames
-// only, all within one filesystem (check_renames).
+// loader refuses the split folders until then, by any name (core/dataloader.hpp,
+// kPrepareMovingMarker). Renames only, all within one filesystem (check_renames).
 #pragma once
 
 #include <filesystem>

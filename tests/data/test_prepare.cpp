@@ -405,6 +405,7 @@ TEST_CASE("a move into --out stopped midway is finished by the next run, refused
     fs::copy(made, staging, fs::copy_options::recursive);
     const std::vector<std::string> staged = list_shards(staging + "/train");
     write_file(staging + "/COMMITTING", "");
+    for (const char* split : {"/train", "/val"}) write_file(out + split + "/.prepare-moving", "");
     // Half of the old train shards moved away; late, all of the old and half of the new moved.
     const size_t half = old_train.size() / 2;
     for (size_t i = 0; i < (old_moved ? old_train.size() : half); ++i)
@@ -424,9 +425,9 @@ TEST_CASE("a move into --out stopped midway is finished by the next run, refused
     const std::string out = stopped_at(old_moved);
     INFO((old_moved ? "stopped moving the new shards in" : "stopped moving the old shards away"));
     CHECK_THROWS_AS(list_shards(out + "/train"), InputError);
-    CHECK_THROWS_WITH(list_shards(out + "/val/"), Catch::Contains("a prepare run into " + out + " stopped while "
-                                                                  "moving its shards in") &&
-                                                      Catch::Contains("run prepare with --out " + out + " again"));
+    CHECK_THROWS_WITH(list_shards(out + "/val/"), Catch::Contains("a prepare run stopped while moving its shards in "
+                                                                  "(" + out + "/val/.prepare-moving is there)") &&
+                                                      Catch::Contains("run prepare again with the --out it wrote"));
     // Every way to name them: a glob, one shard, a link to the folder. Another folder is not theirs.
     const std::string link = out + "_train_link";
     fs::remove(link);
@@ -440,6 +441,19 @@ TEST_CASE("a move into --out stopped midway is finished by the next run, refused
     fs::copy_file(one_shard, out + "/extra/shard.bin");
     CHECK(list_shards(out + "/extra").size() == 1);
     fs::remove_all(out + "/extra");
+    // A split folder that is a link: the marker is in its target, which any name reaches.
+    const std::string target = out + "_store", linked = out + "_linked";
+    fs::create_directories(target);
+    fs::create_directories(linked);
+    fs::copy_file(one_shard, target + "/shard.bin");
+    write_file(target + "/.prepare-moving", "");
+    fs::create_directory_symlink(target, linked + "/train");
+    for (const std::string& named : {target, target + "/*.bin", linked + "/train"}) {
+      INFO(named);
+      CHECK_THROWS_WITH(list_shards(named), Catch::Contains("stopped while moving its shards in"));
+    }
+    fs::remove_all(target);
+    fs::remove_all(linked);
     // The next run (here without --overwrite: then refused, as the finished move holds shards).
     const Run r = run_prepare(args(old_input, out), dir);
     INFO(r.output);
@@ -495,6 +509,12 @@ TEST_CASE("prepare --overwrite refuses an --out its move could not complete", "[
   refused(out + "/manifest.json is a directory");
   fs::remove(out + "/manifest.json");
   fs::rename(dir + "/manifest.json", out + "/manifest.json");
+  // A split folder that is a link to nothing: the move would fail midway creating it.
+  fs::rename(out + "/val", dir + "/val_kept");
+  fs::create_directory_symlink(dir + "/nowhere", out + "/val");
+  refused(out + "/val exists and is not a directory (a link to no folder)");
+  fs::remove(out + "/val");
+  fs::rename(dir + "/val_kept", out + "/val");
   // /dev/shm is a tmpfs on most machines: another filesystem than the test's folder.
   struct stat shm {}, here {};
   if (::stat("/dev/shm", &shm) != 0 || ::stat(dir.c_str(), &here) != 0 || shm.st_dev == here.st_dev) {
