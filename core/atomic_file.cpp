@@ -2,11 +2,13 @@
 #include "core/atomic_file.hpp"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <iostream>
 #include <memory>
 #include <optional>
 #include <set>
@@ -29,13 +31,23 @@ void sync_directory(const std::filesystem::path& file) {
 
 WriteTarget resolve_write_target(const std::string& path) {
   namespace fs = std::filesystem;
-  // The process's own standard output or error, by any of its names.
+  // The process's own standard output or error: by their names (which name nothing once the
+  // descriptor is closed), or by any path to the file, pipe or device they are (a link to
+  // /dev/stdout, /proc/thread-self/fd/1, the file a shell redirected them to).
   const fs::path named = fs::path(path).lexically_normal();
   if (named == "/dev/stdout") return {path, true, 1};
   if (named == "/dev/stderr") return {path, true, 2};
   for (const int fd : {1, 2})
     for (const char* folder : {"/dev/fd/", "/proc/self/fd/"})
       if (named == fs::path(format("{}{}", folder, fd))) return {path, true, fd};
+  struct stat there {};
+  if (::stat(path.c_str(), &there) == 0) {
+    for (const int fd : {1, 2}) {
+      struct stat stream {};
+      if (::fstat(fd, &stream) == 0 && stream.st_dev == there.st_dev && stream.st_ino == there.st_ino)
+        return {path, true, fd};
+    }
+  }
   std::error_code ec;
   const fs::file_status st = fs::status(path, ec);  // through any links
   if (fs::exists(st)) {
@@ -90,6 +102,14 @@ void write_file_atomic(const std::string& path, const std::function<bool(FILE*)>
     FILE* f = nullptr;
     if (target.descriptor >= 0) {
       // Through a copy of the standard descriptor, at its offset: "wb" does not truncate it here.
+      // What the program printed to the stream before goes first.
+      if (target.descriptor == 1) {
+        std::cout.flush();
+        std::fflush(stdout);
+      } else {
+        std::cerr.flush();
+        std::fflush(stderr);
+      }
       const int fd = ::dup(target.descriptor);
       f = fd >= 0 ? ::fdopen(fd, "wb") : nullptr;
       if (!f && fd >= 0) ::close(fd);

@@ -21,9 +21,10 @@ namespace gpt2cc {
 // stays a link, the file behind it is replaced); a loop of links is InputError. What is there already and is neither a regular
 // file nor a directory (a device such as /dev/null, /dev/stdout's terminal or pipe, a FIFO) is
 // written in place (`in_place`): a rename would put a plain file where the device was.
-// A name of the process's own standard output or error (/dev/stdout, /dev/fd/2, /proc/self/fd/1):
-// written through that descriptor (`descriptor`, in place), at its offset, as the program's own
-// output is: following the link would replace, or truncate, the file a shell redirected it to.
+// The process's own standard output or error, by name (/dev/stdout, /dev/fd/2, /proc/self/fd/1) or
+// by any path to the same file, pipe or device: written through that descriptor (`descriptor`, in
+// place), at its offset, after what the program printed to it, as the program's own output is:
+// following the link would replace, or truncate, the file a shell redirected it to.
 struct WriteTarget {
   std::string path;
   bool in_place = false;

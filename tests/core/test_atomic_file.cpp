@@ -11,6 +11,7 @@
 
 #include <catch2/catch.hpp>
 #include <csignal>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -89,10 +90,20 @@ TEST_CASE("write_file_atomic replaces a file whole, through links (never a loop)
     CHECK(resolve_write_target("/proc/self/fd/2").descriptor == 2);
     write_file_atomic("/dev/stdout", "new\n");
     write_file_atomic("/dev/fd/1", "newer\n");
+    // Any other path to the same file (a link to /dev/stdout; the file itself), after what the
+    // program printed to stdout before.
+    const std::string link = dir + "/to_stdout";
+    fs::remove(link);
+    fs::create_symlink("/dev/stdout", link);
+    CHECK(resolve_write_target(link).descriptor == 1);
+    CHECK(resolve_write_target(log).descriptor == 1);
+    std::printf("printed\n");
+    write_file_atomic(link, "linked\n");
+    std::fflush(stdout);
     ::dup2(saved, 1);
     ::close(saved);
     ::close(fd);
-    CHECK(test::read_bytes(log) == "earlier\nnew\nnewer\n");
+    CHECK(test::read_bytes(log) == "earlier\nnew\nnewer\nprinted\nlinked\n");
   }
   SECTION("a FIFO is written into and stays a FIFO") {
     const std::string fifo = dir + "/fifo";
