@@ -2,9 +2,8 @@
 // finished run into it.
 #include "data/output_dir.hpp"
 
-#include <cstdio>
-
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <exception>
 #include <string>
