@@ -25,7 +25,6 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
-#include <cmath>
 #include <functional>
 #include <initializer_list>
 #include <string>
@@ -106,16 +105,6 @@ struct Tensors {
   }
 };
 
-// ||a - b|| / ||b|| over n values.
-double relative_error(const float* a, const float* b, size_t n) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < n; ++i) {
-    num += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
-    den += double(b[i]) * b[i];
-  }
-  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-}
-
 // Each faster form the backend runs against its reference on these inputs, before any timing:
 // Error naming the layer when they differ by more than 1e-5 (relative, per output). The
 // backward ones accumulate, so both start from the same gradient values.
@@ -124,7 +113,7 @@ void check_fast_forms(Tensors& t, int B, int T, int C) {
   const auto agree = [](const char* layer, std::initializer_list<std::pair<const std::vector<float>*,
                                                                            const std::vector<float>*>> outputs) {
     for (const auto& [fast, reference] : outputs) {
-      const double err = relative_error(fast->data(), reference->data(), fast->size());
+      const double err = bench::rel_error(*fast, *reference);
       if (!(err <= 1e-5))
         throw Error(format("{}: the backend's form differs from the reference by {} (relative)", layer, err));
     }
