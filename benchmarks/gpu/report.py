@@ -159,6 +159,23 @@ def verdict(ok):
     return "n/a" if ok is None else ("met" if ok else "NOT met")
 
 
+def pair_devices(ours, theirs):
+    """The devices a gpt2cc result and its PyTorch twin name, and whether they differ (results
+    of several calls merged: then no ratio of the two gets a verdict)."""
+    devices = [r.get("device") for r in (ours, theirs) if r and r.get("device")]
+    return devices, len(set(devices)) > 1
+
+
+def ratio_verdict(ratio, met, other_devices):
+    """A ratio's cell: n/a, or the ratio with its verdict (`met`: against the target), or none
+    across two devices."""
+    if ratio is None:
+        return "n/a"
+    if other_devices:
+        return f"{ratio:.2f}x (different devices: no verdict)"
+    return f"{ratio:.2f}x ({verdict(met)})"
+
+
 def train_section(directory):
     lines = ["## Training step: GPT-2 124M, gpt2cc CUDA backend vs PyTorch", "",
              "One step = zero_grad, forward + backward, global-norm clip 1.0, AdamW. tokens/s = B·T / median "
@@ -181,14 +198,8 @@ def train_section(directory):
         if ours and theirs and real(ours.get("tokens_per_s")) and real(theirs.get("tokens_per_s")):
             ratio = real(ours["tokens_per_s"] / theirs["tokens_per_s"])
         mfu = real(ours.get("mfu")) if ours else None
-        devices = [r.get("device") for r in (ours, theirs) if r and r.get("device")]
-        other_devices = len(set(devices)) > 1
-        if ratio is None:
-            ratio_text = "n/a"
-        elif other_devices:
-            ratio_text = f"{ratio:.2f}x (different devices: no verdict)"
-        else:
-            ratio_text = f"{ratio:.2f}x ({verdict(ratio >= TRAIN_RATIO_TARGET)})"
+        devices, other_devices = pair_devices(ours, theirs)
+        ratio_text = ratio_verdict(ratio, ratio is not None and ratio >= TRAIN_RATIO_TARGET, other_devices)
         if dtype == "bf16":
             mfu_text = pct(mfu) + ("" if mfu is None else f" ({verdict(mfu >= MFU_TARGET)})")
         else:
@@ -244,8 +255,7 @@ def attention_section(directory):
              "| gpt2cc bwd split / fused (auto) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     # Two GPUs (results of several calls merged): no verdict, and the peak is only the kernels' GPU's.
-    devices = [j.get("device") for j in (ours, theirs) if j and j.get("device")]
-    other_devices = len(set(devices)) > 1
+    devices, other_devices = pair_devices(ours, theirs)
     key = lambda r: (r["B"], r["NH"], r["T"], r["HS"])
     ours_rows = {key(r): r for r in (ours or {}).get("results", [])}
     theirs_rows = {key(r): r for r in (theirs or {}).get("results", [])}
@@ -253,12 +263,7 @@ def attention_section(directory):
         o, t = ours_rows.get(k), theirs_rows.get(k)
         o_valid = o is not None and o.get("valid", True) and "fwd_bwd_ms" in o
         ratio = o["fwd_bwd_ms"] / t["fwd_bwd_ms"] if o_valid and t else None
-        if ratio is None:
-            ratio_text = "n/a"
-        elif other_devices:
-            ratio_text = f"{ratio:.2f}x (different devices: no verdict)"
-        else:
-            ratio_text = f"{ratio:.2f}x ({verdict(ratio <= ATTENTION_RATIO_TARGET)})"
+        ratio_text = ratio_verdict(ratio, ratio is not None and ratio <= ATTENTION_RATIO_TARGET, other_devices)
         o_state = "n/a" if o is None else ("not run: does not fit the device" if o.get("not_run") else "INVALID")
         o_fwd = num(o.get("fwd_ms"), "{:.3f}") if o_valid else o_state
         o_fb = num(o.get("fwd_bwd_ms"), "{:.3f}") if o_valid else o_state
