@@ -61,6 +61,7 @@ CALLER=$(pwd)
 cd "$(dirname "$0")/.." || exit 2
 ROOT=$(pwd)
 source scripts/gpu_common.sh
+source scripts/deps.sh  # cpu_cores (only definitions: nothing is installed here)
 
 STAGES="all"
 OUTDIR=""
@@ -410,9 +411,7 @@ stage_build() {
     fi
   fi
   run_step build-configure 120 "${configure[@]}" || return 1
-  local jobs
-  jobs=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)  # the cores: nproc follows OMP_NUM_THREADS
-  run_step build "$LIMIT_BUILD" cmake --build "$BIN" -j "$jobs" || return 1
+  run_step build "$LIMIT_BUILD" cmake --build "$BIN" -j "$(cpu_cores)" || return 1
   echo "$fingerprint" >"$BIN/FINGERPRINT"
 }
 
