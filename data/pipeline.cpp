@@ -12,16 +12,19 @@
 #include <cerrno>
 #include <cstring>
 #include <ctime>
+#include <condition_variable>
 #include <exception>
-#include <future>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <ostream>
 #include <set>
+#include <thread>
+#include <utility>
 
 #include "core/atomic_file.hpp"
 #include "core/backend.hpp"  // check_environment_thread_count
@@ -148,8 +151,14 @@ class Pipeline : public DocumentSink {
     for (auto& w : writers_) w->close();
   }
 
-  ~Pipeline() override {
-    if (pending_.valid()) pending_.wait();  // never leave the worker running on our members
+  ~Pipeline() override {  // never leaves the worker running on our members
+    if (!worker_.joinable()) return;
+    {
+      std::lock_guard lock(mutex_);
+      quit_ = true;  // a batch not yet started is dropped, one in progress is finished
+    }
+    changed_.notify_all();
+    worker_.join();
   }
 
  private:
@@ -171,17 +180,48 @@ class Pipeline : public DocumentSink {
     batch_.push_back(std::move(piece));
   }
 
-  // Hands the batch to a worker and returns to reading: batch k is tokenised and written while
+  // Hands the batch to the worker and returns to reading: batch k is tokenised and written while
   // batch k+1 is read (at most two batches in memory). Batches are written in input order.
   void flush() {
     wait();
-    pending_ = std::async(std::launch::async, [this, batch = std::move(batch_)] { tokenize_and_write(batch); });
+    if (!worker_.joinable()) worker_ = std::thread([this] { work(); });
+    {
+      std::lock_guard lock(mutex_);
+      job_ = std::move(batch_);
+    }
+    changed_.notify_all();
     batch_ = {};
     batch_bytes_ = 0;
   }
 
+  // Waits until the worker has finished its batch; rethrows the worker's error.
   void wait() {
-    if (pending_.valid()) pending_.get();  // rethrows the worker's error
+    std::unique_lock lock(mutex_);
+    changed_.wait(lock, [&] { return !job_; });
+    if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
+  }
+
+  // The worker: one thread for the whole run, one batch at a time. Why not a new thread per batch
+  // (std::async): libgomp keeps an OpenMP team per thread that opens parallel regions, so each new
+  // thread started a new team of `threads - 1` threads, and libgomp ends the process when it
+  // cannot create one (a long run under a memory limit).
+  void work() {
+    std::unique_lock lock(mutex_);
+    for (;;) {
+      changed_.wait(lock, [&] { return job_ || quit_; });
+      if (quit_) return;
+      lock.unlock();  // job_ stays set, and untouched by the reader, until the batch is done
+      std::exception_ptr error;
+      try {
+        tokenize_and_write(*job_);
+      } catch (...) {
+        error = std::current_exception();
+      }
+      lock.lock();
+      job_.reset();
+      error_ = error;
+      changed_.notify_all();
+    }
   }
 
   // tokens(piece) = [eot if it starts a document] + encode(text), all threads, then in order.
@@ -216,7 +256,12 @@ class Pipeline : public DocumentSink {
   std::unique_ptr<SplitWriter> writers_[2];
   std::vector<Piece> batch_;
   size_t batch_bytes_ = 0;
-  std::future<void> pending_;  // the batch being tokenised and written
+  std::thread worker_;                      // started by the first flush
+  std::mutex mutex_;                        // guards job_, error_, quit_
+  std::condition_variable changed_;         // any of them changed
+  std::optional<std::vector<Piece>> job_;   // the batch being tokenised and written
+  std::exception_ptr error_;                // the last batch's failure, until wait() rethrows it
+  bool quit_ = false;
   Piece current_;
   bool open_ = false;
   size_t next_check_ = 0;
