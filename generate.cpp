@@ -75,11 +75,8 @@ LoadedModel load_model_and_tokenizer(const GenerateRequest& request) {
   INPUT_CHECK(tokenizer_given || std::filesystem::is_directory(tokenizer_dir),
               "checkpoint {} records the tokenizer directory {}, which is not there: pass --tokenizer DIR",
               checkpoint_path, tokenizer_dir);
-  m.tokenizer = Tokenizer::load(tokenizer_dir);
-  check_checkpoint_tokenizer(m.tokenizer, tokenizer_dir, checkpoint.tokenizer_fingerprint, checkpoint_path);
-  INPUT_CHECK(m.tokenizer.vocab_size() <= checkpoint.config.vocab_size,
-              "tokenizer {} has {} tokens, more than the model's {}", tokenizer_dir, m.tokenizer.vocab_size(),
-              checkpoint.config.vocab_size);
+  m.tokenizer = load_checkpoint_tokenizer(tokenizer_dir, checkpoint.tokenizer_fingerprint, checkpoint.config.vocab_size,
+                                          checkpoint_path);
   // Hugging Face weights record none; the tokenizer beside them (their directory's, named as the
   // directory or through its model.safetensors) is theirs, and needs no check: only another one is
   // warned of.

@@ -117,15 +117,8 @@ void export_checkpoint_hf(const TrainConfig& c, bool preset_given) {
     tokenizer_dir.clear();
   }
   std::optional<Tokenizer> tokenizer;
-  if (!tokenizer_dir.empty()) {
-    tokenizer = Tokenizer::load(tokenizer_dir);
-    check_checkpoint_tokenizer(*tokenizer, tokenizer_dir, ckpt.tokenizer_fingerprint, path);
-    // Fewer tokens than the model's rows is a Hugging Face model's way (rows past the tokenizer's,
-    // as generate reads them too); more would be ids the model has no row for.
-    INPUT_CHECK(tokenizer->vocab_size() <= ckpt.config.vocab_size,
-                "tokenizer {} has {} tokens, more than the {} of the model of checkpoint {}", tokenizer_dir,
-                tokenizer->vocab_size(), ckpt.config.vocab_size, path);
-  }
+  if (!tokenizer_dir.empty())
+    tokenizer = load_checkpoint_tokenizer(tokenizer_dir, ckpt.tokenizer_fingerprint, ckpt.config.vocab_size, path);
   std::error_code ec;
   std::filesystem::create_directories(c.export_hf, ec);
   INPUT_CHECK(!ec && std::filesystem::is_directory(c.export_hf), "--export-hf {}: cannot make a directory there: {}",

@@ -484,11 +484,15 @@ std::vector<std::pair<int, int>> Tokenizer::merges() const {
   return impl_->merges;
 }
 
-void check_checkpoint_tokenizer(const Tokenizer& tokenizer, const std::string& dir, uint64_t recorded,
-                                const std::string& checkpoint) {
+Tokenizer load_checkpoint_tokenizer(const std::string& dir, uint64_t recorded, int model_vocab,
+                                    const std::string& checkpoint) {
+  Tokenizer tokenizer = Tokenizer::load(dir);
   INPUT_CHECK(recorded == 0 || recorded == tokenizer.fingerprint(),
               "tokenizer {} (fingerprint {}) is not the one checkpoint {} was trained with (fingerprint {})", dir,
               fingerprint_hex(tokenizer.fingerprint()), checkpoint, fingerprint_hex(recorded));
+  INPUT_CHECK(tokenizer.vocab_size() <= model_vocab, "tokenizer {} has {} tokens, more than the {} of the model of "
+              "checkpoint {}", dir, tokenizer.vocab_size(), model_vocab, checkpoint);
+  return tokenizer;
 }
 
 }  // namespace gpt2cc

@@ -73,9 +73,11 @@ class Tokenizer {
   std::unique_ptr<Impl> impl_;
 };
 
-// InputError unless `tokenizer`, loaded from `dir`, is the one checkpoint `checkpoint` recorded
-// by its fingerprint (`recorded`; 0: a checkpoint that recorded none, nothing to check).
-void check_checkpoint_tokenizer(const Tokenizer& tokenizer, const std::string& dir, uint64_t recorded,
-                                const std::string& checkpoint);
+// The tokenizer in `dir`, for the model of checkpoint `checkpoint`: InputError unless it is the
+// one the checkpoint recorded by its fingerprint (`recorded`; 0: a checkpoint that recorded none,
+// nothing to check) and has at most `model_vocab` tokens (fewer is a Hugging Face model's way:
+// rows past the tokenizer's are padding).
+Tokenizer load_checkpoint_tokenizer(const std::string& dir, uint64_t recorded, int model_vocab,
+                                    const std::string& checkpoint);
 
 }  // namespace gpt2cc

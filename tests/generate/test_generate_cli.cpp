@@ -14,6 +14,7 @@
 
 #include "common/test_common.hpp"
 #include "core/backend.hpp"
+#include "core/check.hpp"
 #include "core/checkpoint.hpp"
 #include "core/generation.hpp"
 #include "core/hf_gpt2.hpp"
@@ -416,6 +417,13 @@ TEST_CASE("generate runs Hugging Face GPT-2 weights, with the tokenizer beside t
   CHECK(given.code == 0);
   CHECK(given.out == ours.out);
   CHECK_THAT(given.err, Catch::Contains("records no tokenizer fingerprint; cannot verify " + fixture().tokenizer_dir));
+  // A tokenizer of more tokens than the model has rows would give ids past its embedding.
+  if (const std::string data = test::data_dir(); !data.empty()) {
+    const Run wider = generate_cli("--checkpoint " + bare + " --tokenizer " + data + "/gpt2 --prompt hi", false);
+    CHECK(wider.code == 2);
+    CHECK_THAT(wider.err, Catch::Contains(gpt2cc::format("tokenizer {}/gpt2 has 50257 tokens, more than the {} of the model of "
+                                                 "checkpoint {}", data, ckpt.config.vocab_size, bare)));
+  }
   // Half a tokenizer beside the weights: the missing file is named.
   const std::string half = fixture().dir + "/hf_half_tokenizer";
   save_hf_gpt2(half, ckpt.config, ckpt.params);
