@@ -245,185 +245,251 @@ using bench::median;
 
 std::string gib(size_t bytes) { return format("{} GiB", std::round(double(bytes) / double(1ull << 30) * 100) / 100); }
 
-int bench_main(int argc, char** argv) {
-  const Options o = parse(argc, argv);
-  const ModelConfig config = model_preset(o.preset);
-  int count = 0;
-  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
-    std::cerr << "bench_train_gpu: no CUDA device present; this benchmark needs a GPU" << std::endl;
-    return 1;
-  }
+// The GPU and the CUDA software the run used, for the report.
+struct DeviceInfo {
   cudaDeviceProp props{};
-  ENSURE(cudaGetDeviceProperties(&props, 0) == cudaSuccess, "cudaGetDeviceProperties failed");
   int driver = 0, runtime = 0;
-  cudaDriverGetVersion(&driver);
-  cudaRuntimeGetVersion(&runtime);
-  const DevicePeaks peaks = lookup_device_peaks(props.name, o.peaks_path);  // empty: the built-in table
-  const std::optional<double> peak_tflops = matmul_peak_tflops(peaks, o.dtype);
-  const char* peak_kind = matmul_peak_kind(o.dtype);
+};
+std::optional<DeviceInfo> find_device() {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) return std::nullopt;
+  DeviceInfo d;
+  ENSURE(cudaGetDeviceProperties(&d.props, 0) == cudaSuccess, "cudaGetDeviceProperties failed");
+  cudaDriverGetVersion(&d.driver);
+  cudaRuntimeGetVersion(&d.runtime);
+  return d;
+}
 
-  const size_t used_before_backend = device_used_bytes();
-  auto backend = make_cuda_backend(0, o.dtype);
-  const size_t used_before_model = device_used_bytes();
-
-  const int B_probed = o.B ? o.B : largest_batch(config, *backend, o);
-  int B = B_probed;
+// The run to time at batch B, after its first step (which records the step's CUDA graph and
+// replays it). -B auto's probes run without CUDA graphs: where a graph's own memory does not fit
+// beside the step at the batch they found, half of it, rather than no figure at all.
+struct FirstStep {
   Run run;
   Batch batch;
-  float first_loss = 0;
+  int B = 0;
+  float loss = 0;
+};
+FirstStep first_step(const ModelConfig& config, Backend& backend, const Options& o, int B) {
+  FirstStep first;
   for (;;) {
     // The last probe's (or try's) model is gone; hand its cached pool memory back before the real
     // one allocates.
-    backend->synchronize();
+    backend.synchronize();
     cudaMemPoolTrimTo(default_pool(), 0);
     // The bf16 GEMMs' paths from here on (kernels/matmul.cuh: counted where the host launches them,
     // so a CUDA graph's replays add nothing): whether cuBLASLt took every fused epilogue.
     cuda::reset_matmul_path_counts();
     try {
-      run = make_run(config, *backend, o, B);
-      batch = random_batch(B, o.T, config.vocab_size, o.seed);
-      first_loss = run.train_step(batch, B, o.T);  // records the step's CUDA graph, and replays it
-      backend->synchronize();
-      break;
+      first.run = make_run(config, backend, o, B);
+      first.batch = random_batch(B, o.T, config.vocab_size, o.seed);
+      first.loss = first.run.train_step(first.batch, B, o.T);
+      backend.synchronize();
+      first.B = B;
+      return first;
     } catch (const InputError&) {
       throw;
     } catch (const Error& e) {
-      // -B auto's probes run without CUDA graphs: a graph's own memory may not fit beside the step
-      // at the batch they found. Half of it, rather than no figure at all.
       if (o.B != 0 || !is_out_of_memory(e) || B == 1) throw;
-      recover_from_oom(run, *backend);
+      recover_from_oom(first.run, backend);
       std::cerr << format("bench_train_gpu: B={} fit without CUDA graphs but not with them ({}); B={} instead", B,
                           e.what(), B / 2)
                 << std::endl;
       B /= 2;
     }
   }
+}
+
+// The timed steps, after the untimed warm-up ones: each step's ms (host clock around the
+// synchronize), the losses from the first step's on, and the device memory's high marks.
+struct Timing {
+  std::vector<double> ms;
+  std::vector<float> losses;
+  size_t peak_used = 0;  // device-wide, as device_used_bytes
+  ScratchHigh scratch_high;
+};
+Timing time_steps(FirstStep& first, Backend& backend, const Options& o) {
+  Timing t;
+  t.losses.push_back(first.loss);
+  for (int i = 0; i < o.warmup; ++i) first.run.train_step(first.batch, first.B, o.T);
+  backend.synchronize();
+  reset_scratch_used_high();
+  t.peak_used = device_used_bytes();
+  for (int i = 0; i < o.steps; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    t.losses.push_back(first.run.train_step(first.batch, first.B, o.T));
+    backend.synchronize();
+    const auto t1 = std::chrono::steady_clock::now();
+    t.ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+    t.peak_used = std::max(t.peak_used, device_used_bytes());
+  }
+  t.scratch_high = scratch_used_high();
+  return t;
+}
+
+// Everything the table and the JSON report.
+struct Report {
+  Report(const Options& options, const ModelConfig& model, const DeviceInfo& gpu)
+      : o(options), config(model), device(gpu) {}
+  const Options& o;
+  const ModelConfig& config;
+  DeviceInfo device;
+  std::string backend;
+  DevicePeaks peaks;
+  std::optional<double> peak_tflops;  // unknown: no MFU, never a guessed one
+  int B = 0, B_probed = 0, chunk_rows = 0;
+  size_t used_before_backend = 0, used_before_model = 0;
+  Timing timing;
+  ModelMemory model_memory;
+  cuda::MatmulPathCounts gemm_paths;
+  // Derived.
+  size_t n_flops = 0;  // N of the FLOPs count
+  double flops_per_token = 0, ms_median = 0, ms_mean = 0, tokens_per_s = 0, tflops = 0;
+
+  void derive() {
+    n_flops = num_trained_parameters(config);
+    flops_per_token = training_flops_per_token(config, o.T);
+    ms_median = median(timing.ms);
+    ms_mean = std::accumulate(timing.ms.begin(), timing.ms.end(), 0.0) / double(timing.ms.size());
+    tokens_per_s = double(size_t(B) * o.T) / (ms_median * 1e-3);
+    tflops = tokens_per_s * flops_per_token / 1e12;
+  }
+  std::optional<double> mfu() const {
+    return peak_tflops ? std::optional<double>(tflops / *peak_tflops) : std::nullopt;
+  }
+  size_t peak_memory() const { return timing.peak_used - used_before_backend; }
+};
+
+void print_table(const Report& r) {
+  const Options& o = r.o;
+  const std::string mfu_text = r.mfu() ? format("{}%", std::round(*r.mfu() * 1000) / 10)
+                               : r.peaks.matched ? "n/a (peak not confirmed)"
+                                                 : "n/a (GPU not in peaks.json)";
+  std::printf("device %s (driver %d, runtime %d), backend %s\n", r.device.props.name, r.device.driver,
+              r.device.runtime, r.backend.c_str());
+  std::printf(
+      "model %s: %s; N = %zu (parameters without the %d padded vocab rows), %.1f MFLOP/token "
+      "(6*N + 6*L*C*T)\n",
+      o.preset.c_str(), describe(r.config).c_str(), r.n_flops, r.config.padded_vocab_size - r.config.vocab_size,
+      r.flops_per_token / 1e6);
+  std::printf(
+      "dtype %s, B=%d%s T=%d, recompute-gelu %s, CUDA graphs %s, classifier %d rows at a time; %d warm-up + %d "
+      "timed steps\n",
+      dtype_name(o.dtype), r.B, o.B ? "" : " (auto: largest power of two that fits)", o.T,
+      o.recompute_gelu ? "on" : "off", o.cuda_graphs ? "on" : "off", r.chunk_rows, o.warmup, o.steps);
+  std::printf("peak for MFU: %s\n",
+              r.peak_tflops
+                  ? format("{} TFLOP/s {} ({})", *r.peak_tflops, matmul_peak_kind(o.dtype), r.peaks.name).c_str()
+                  : "unknown");
+  std::printf(
+      "| dtype | BxT | ms/step median | ms/step mean | tokens/s | TFLOP/s | MFU | peak mem (device) | "
+      "scratch high (pool + graphs) | loss first -> last |\n|---|---|---|---|---|---|---|---|---|---|\n");
+  std::printf("| %s | %dx%d | %.2f | %.2f | %.0f | %.1f | %s | %s | %s | %.3f -> %.3f |\n", dtype_name(o.dtype), r.B,
+              o.T, r.ms_median, r.ms_mean, r.tokens_per_s, r.tflops, mfu_text.c_str(), gib(r.peak_memory()).c_str(),
+              gib(r.timing.scratch_high.pool + r.timing.scratch_high.graphs).c_str(), r.timing.losses.front(),
+              r.timing.losses.back());
+  if (r.gemm_paths.fallback > 0)
+    std::printf("note: cuBLASLt declined %llu of the bf16 GEMMs launched (they took the plain path)\n",
+                static_cast<unsigned long long>(r.gemm_paths.fallback));
+}
+
+json report_json(const Report& r) {
+  const Options& o = r.o;
+  const ModelConfig& config = r.config;
+  const std::vector<double>& ms = r.timing.ms;
+  return {{"benchmark", "gpt2cc_train_step"},
+          {"device", r.device.props.name},
+          {"driver_version", r.device.driver},
+          {"runtime_version", r.device.runtime},
+          {"backend", r.backend},
+          {"kernel_designs", cuda::kernel_designs_text(cuda::kernel_designs_from_environment())},
+          {"preset", o.preset},
+          {"L", config.num_layers},
+          {"C", config.channels},
+          {"NH", config.num_heads},
+          {"V", config.vocab_size},
+          {"Vp", config.padded_vocab_size},
+          {"params", num_parameters(config)},
+          {"params_flops", r.n_flops},
+          {"dtype", dtype_name(o.dtype)},
+          {"B", r.B},
+          {"B_auto", o.B == 0},
+          {"B_probed", r.B_probed},  // -B auto's probe (no CUDA graphs); B is half of it where graphs did not fit
+          {"T", o.T},
+          {"recompute_gelu", o.recompute_gelu},
+          {"cuda_graphs", o.cuda_graphs},
+          {"classifier_rows_flag", o.classifier_rows},
+          {"classifier_rows", r.chunk_rows},
+          {"fp32_gradients", o.fp32_gradients},
+          {"model_memory_bytes", model_memory_json(r.model_memory)},
+          {"warmup", o.warmup},
+          {"steps", o.steps},
+          {"ms_per_step_median", r.ms_median},
+          {"ms_per_step_mean", r.ms_mean},
+          {"ms_per_step_min", *std::min_element(ms.begin(), ms.end())},
+          {"ms_per_step_max", *std::max_element(ms.begin(), ms.end())},
+          {"tokens_per_s", r.tokens_per_s},
+          {"flops_per_token", r.flops_per_token},
+          {"achieved_tflops", r.tflops},
+          {"peak_tflops", r.peak_tflops ? json(*r.peak_tflops) : json(nullptr)},
+          {"peak_kind", matmul_peak_kind(o.dtype)},
+          {"peak_entry", r.peaks.matched ? json(r.peaks.name) : json(nullptr)},
+          {"mfu", r.mfu() ? json(*r.mfu()) : json(nullptr)},
+          {"memory_total_bytes", r.device.props.totalGlobalMem},
+          {"used_before_backend_bytes", r.used_before_backend},
+          {"used_before_model_bytes", r.used_before_model},
+          {"peak_used_bytes", r.timing.peak_used},
+          {"peak_memory_bytes", r.peak_memory()},
+          {"pool_used_high_bytes", r.timing.scratch_high.pool},
+          {"graph_mem_used_high_bytes", r.timing.scratch_high.graphs},
+          {"loss_first", r.timing.losses.front()},
+          {"loss_last", r.timing.losses.back()},
+          {"bf16_gemm_paths", {{"cublaslt", r.gemm_paths.lt}, {"plain", r.gemm_paths.plain},
+                               {"declined_by_cublaslt", r.gemm_paths.fallback}}}};
+}
+
+int bench_main(int argc, char** argv) {
+  const Options o = parse(argc, argv);
+  const ModelConfig config = model_preset(o.preset);
+  const std::optional<DeviceInfo> device = find_device();
+  if (!device) {
+    std::cerr << "bench_train_gpu: no CUDA device present; this benchmark needs a GPU" << std::endl;
+    return 1;
+  }
+  Report r{o, config, *device};
+  r.peaks = lookup_device_peaks(device->props.name, o.peaks_path);  // empty path: the built-in table
+  r.peak_tflops = matmul_peak_tflops(r.peaks, o.dtype);
+
+  r.used_before_backend = device_used_bytes();
+  auto backend = make_cuda_backend(0, o.dtype);
+  r.backend = backend->describe();
+  r.used_before_model = device_used_bytes();
+
+  r.B_probed = o.B ? o.B : largest_batch(config, *backend, o);
+  FirstStep first = first_step(config, *backend, o, r.B_probed);
+  r.B = first.B;
+  r.chunk_rows = o.classifier_rows == 0 ? r.B * o.T : std::min(r.B * o.T, o.classifier_rows);
   const double ln_v = std::log(double(config.vocab_size));
   // Validation: a freshly initialised GPT-2 predicts nearly uniformly, so its loss is ~ln V;
   // anything else means the step being timed is not a working training step.
-  if (!std::isfinite(first_loss) || std::fabs(first_loss - ln_v) > 0.5) {
-    std::cerr << format("bench_train_gpu: validation failed: the loss at init is {}, expected ~ln(V) = {}", first_loss,
+  if (!std::isfinite(first.loss) || std::fabs(first.loss - ln_v) > 0.5) {
+    std::cerr << format("bench_train_gpu: validation failed: the loss at init is {}, expected ~ln(V) = {}", first.loss,
                         ln_v)
               << std::endl;
     return 1;
   }
 
-  const size_t n_tokens = size_t(B) * o.T;
-  const size_t n_flops = num_trained_parameters(config);  // N of the FLOPs count
-  const double flops_per_token = training_flops_per_token(config, o.T);
-
-  for (int i = 0; i < o.warmup; ++i) run.train_step(batch, B, o.T);
-  backend->synchronize();
-  reset_scratch_used_high();
-  size_t peak_used = device_used_bytes();
-  std::vector<double> ms;
-  std::vector<float> losses{first_loss};
-  for (int i = 0; i < o.steps; ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
-    losses.push_back(run.train_step(batch, B, o.T));
-    backend->synchronize();
-    const auto t1 = std::chrono::steady_clock::now();
-    ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
-    peak_used = std::max(peak_used, device_used_bytes());
-  }
-  if (!std::isfinite(losses.back())) {
-    std::cerr << format("bench_train_gpu: the loss became {} after {} steps", losses.back(), run.step) << std::endl;
+  r.timing = time_steps(first, *backend, o);
+  if (!std::isfinite(r.timing.losses.back())) {
+    std::cerr << format("bench_train_gpu: the loss became {} after {} steps", r.timing.losses.back(), first.run.step)
+              << std::endl;
     return 1;
   }
-  const ScratchHigh scratch_high = scratch_used_high();
-  const cuda::MatmulPathCounts gemm_paths = cuda::matmul_path_counts();
+  r.gemm_paths = cuda::matmul_path_counts();
+  r.model_memory = first.run.model->memory();
+  r.derive();
 
-  const double ms_median = median(ms);
-  const double ms_mean = std::accumulate(ms.begin(), ms.end(), 0.0) / double(ms.size());
-  const double tokens_per_s = double(n_tokens) / (ms_median * 1e-3);
-  const double tflops = tokens_per_s * flops_per_token / 1e12;
-  // JSON null (and "n/a" in the table) when the peak is unknown: never a guessed MFU.
-  json peak_json = nullptr, mfu_json = nullptr;
-  std::string mfu_text = peaks.matched ? "n/a (peak not confirmed)" : "n/a (GPU not in peaks.json)";
-  if (peak_tflops) {
-    const double mfu = tflops / *peak_tflops;
-    peak_json = *peak_tflops;
-    mfu_json = mfu;
-    mfu_text = format("{}%", std::round(mfu * 1000) / 10);
-  }
-
-  std::printf("device %s (driver %d, runtime %d), backend %s\n", props.name, driver, runtime,
-              backend->describe().c_str());
-  std::printf(
-      "model %s: %s; N = %zu (parameters without the %d padded vocab rows), %.1f MFLOP/token "
-      "(6*N + 6*L*C*T)\n",
-      o.preset.c_str(), describe(config).c_str(), n_flops, config.padded_vocab_size - config.vocab_size,
-      flops_per_token / 1e6);
-  const int chunk_rows = o.classifier_rows == 0 ? B * o.T : std::min(B * o.T, o.classifier_rows);
-  std::printf(
-      "dtype %s, B=%d%s T=%d, recompute-gelu %s, CUDA graphs %s, classifier %d rows at a time; %d warm-up + %d "
-      "timed steps\n",
-      dtype_name(o.dtype), B, o.B ? "" : " (auto: largest power of two that fits)", o.T,
-      o.recompute_gelu ? "on" : "off", o.cuda_graphs ? "on" : "off", chunk_rows, o.warmup, o.steps);
-  std::printf("peak for MFU: %s\n",
-              peak_tflops ? format("{} TFLOP/s {} ({})", *peak_tflops, peak_kind, peaks.name).c_str() : "unknown");
-  std::printf(
-      "| dtype | BxT | ms/step median | ms/step mean | tokens/s | TFLOP/s | MFU | peak mem (device) | "
-      "scratch high (pool + graphs) | loss first -> last |\n|---|---|---|---|---|---|---|---|---|---|\n");
-  std::printf("| %s | %dx%d | %.2f | %.2f | %.0f | %.1f | %s | %s | %s | %.3f -> %.3f |\n", dtype_name(o.dtype), B, o.T,
-              ms_median, ms_mean, tokens_per_s, tflops, mfu_text.c_str(), gib(peak_used - used_before_backend).c_str(),
-              gib(scratch_high.pool + scratch_high.graphs).c_str(), losses.front(), losses.back());
-  if (gemm_paths.fallback > 0)
-    std::printf("note: cuBLASLt declined %llu of the bf16 GEMMs launched (they took the plain path)\n",
-                static_cast<unsigned long long>(gemm_paths.fallback));
-
-  if (!o.json_path.empty()) {
-    json j = {{"benchmark", "gpt2cc_train_step"},
-              {"device", props.name},
-              {"driver_version", driver},
-              {"runtime_version", runtime},
-              {"backend", backend->describe()},
-              {"kernel_designs", cuda::kernel_designs_text(cuda::kernel_designs_from_environment())},
-              {"preset", o.preset},
-              {"L", config.num_layers},
-              {"C", config.channels},
-              {"NH", config.num_heads},
-              {"V", config.vocab_size},
-              {"Vp", config.padded_vocab_size},
-              {"params", num_parameters(config)},
-              {"params_flops", n_flops},
-              {"dtype", dtype_name(o.dtype)},
-              {"B", B},
-              {"B_auto", o.B == 0},
-              {"B_probed", B_probed},  // -B auto's probe (no CUDA graphs); B is half of it where graphs did not fit
-              {"T", o.T},
-              {"recompute_gelu", o.recompute_gelu},
-              {"cuda_graphs", o.cuda_graphs},
-              {"classifier_rows_flag", o.classifier_rows},
-              {"classifier_rows", chunk_rows},
-              {"fp32_gradients", o.fp32_gradients},
-              {"model_memory_bytes", model_memory_json(run.model->memory())},
-              {"warmup", o.warmup},
-              {"steps", o.steps},
-              {"ms_per_step_median", ms_median},
-              {"ms_per_step_mean", ms_mean},
-              {"ms_per_step_min", *std::min_element(ms.begin(), ms.end())},
-              {"ms_per_step_max", *std::max_element(ms.begin(), ms.end())},
-              {"tokens_per_s", tokens_per_s},
-              {"flops_per_token", flops_per_token},
-              {"achieved_tflops", tflops},
-              {"peak_tflops", peak_json},
-              {"peak_kind", peak_kind},
-              {"peak_entry", peaks.matched ? json(peaks.name) : json(nullptr)},
-              {"mfu", mfu_json},
-              {"memory_total_bytes", props.totalGlobalMem},
-              {"used_before_backend_bytes", used_before_backend},
-              {"used_before_model_bytes", used_before_model},
-              {"peak_used_bytes", peak_used},
-              {"peak_memory_bytes", peak_used - used_before_backend},
-              {"pool_used_high_bytes", scratch_high.pool},
-              {"graph_mem_used_high_bytes", scratch_high.graphs},
-              {"loss_first", losses.front()},
-              {"loss_last", losses.back()},
-              {"bf16_gemm_paths", {{"cublaslt", gemm_paths.lt}, {"plain", gemm_paths.plain},
-                                   {"declined_by_cublaslt", gemm_paths.fallback}}}};
-    write_file_atomic(o.json_path, j.dump(2) + "\n");
-  }
+  print_table(r);
+  if (!o.json_path.empty()) write_file_atomic(o.json_path, report_json(r).dump(2) + "\n");
   return 0;
 }
 
