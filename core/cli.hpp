@@ -18,6 +18,7 @@
 #include <cxxopts.hpp>
 #include <exception>
 #include <filesystem>
+#include <functional>
 #include <iostream>
 #include <limits>
 #include <new>
@@ -34,19 +35,28 @@
 
 namespace gpt2cc {
 
-// cxxopts reports "Argument ‘abc’ failed to parse" without the flag; find which flag got it.
-inline std::string name_bad_value(const std::string& message, int argc, char** argv) {
+// cxxopts reports "Argument ‘abc’ failed to parse" without the flag; find which flag got it: the
+// first `--flag abc` or `--flag=abc` in argv for which `fails(words)` (those one or two words
+// parsed alone) is true, else the first of them (`fails` null, or no word alone fails: a value of
+// two flags, --lr 0.5 --batch-size 0.5, is blamed on the flag that cannot take it).
+inline std::string name_bad_value(const std::string& message, int argc, char** argv,
+                                  const std::function<bool(const std::vector<std::string>&)>& fails = nullptr) {
   const size_t open = message.find("\u2018"), close = message.find("\u2019");
   if (open == std::string::npos || close == std::string::npos) return message;
   const std::string value = message.substr(open + 3, close - open - 3);  // the quotes are 3 bytes in UTF-8
+  std::string first;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
-    std::string flag;
-    if (arg.starts_with("--") && arg.ends_with("=" + value)) flag = arg.substr(0, arg.find('='));
-    if (arg.starts_with("--") && i + 1 < argc && argv[i + 1] == value) flag = arg;
-    if (!flag.empty()) return format("{}: '{}' is not a valid value", flag, value);
+    if (!arg.starts_with("--")) continue;
+    std::vector<std::string> words;
+    if (arg.ends_with("=" + value)) words = {arg};
+    else if (i + 1 < argc && argv[i + 1] == value) words = {arg, value};
+    if (words.empty()) continue;
+    const std::string flag = arg.substr(0, arg.find('='));
+    if (first.empty()) first = flag;
+    if (fails && fails(words)) return format("{}: '{}' is not a valid value", flag, value);
   }
-  return message;
+  return first.empty() ? message : format("{}: '{}' is not a valid value", first, value);
 }
 
 // cxxopts 3.1's integer parser misses most overflows (it checks each partial result against the
@@ -143,7 +153,25 @@ inline bool switch_on(const cxxopts::ParseResult& result, const std::string& nam
 // options.parse, then check_integer_flags and check_real_flags: how every gpt2cc program reads its
 // flags.
 inline cxxopts::ParseResult parse_flags(cxxopts::Options& options, int argc, char** argv) {
-  cxxopts::ParseResult result = options.parse(argc, argv);
+  cxxopts::ParseResult result;
+  try {
+    result = options.parse(argc, argv);
+  } catch (const cxxopts::exceptions::incorrect_argument_type& e) {
+    // Which flag: each candidate's words parsed again on their own (the run ends here, so what
+    // those parses store into the options' bound variables does not matter).
+    const auto fails = [&](const std::vector<std::string>& words) {
+      std::vector<const char*> alone = {argv[0]};
+      for (const std::string& w : words) alone.push_back(w.c_str());
+      try {
+        options.parse(static_cast<int>(alone.size()), alone.data());
+      } catch (const cxxopts::exceptions::incorrect_argument_type&) {
+        return true;
+      } catch (const cxxopts::exceptions::exception&) {
+      }
+      return false;
+    };
+    throw cxxopts::exceptions::parsing(name_bad_value(e.what(), argc, argv, fails));
+  }
   check_integer_flags(result);
   check_real_flags(result);
   return result;

@@ -128,6 +128,42 @@ TEST_CASE("run_cli: cxxopts errors exit 2, an unparsable value is named by its f
   CHECK_THAT(bad_value_eq.err, Catch::Contains("--lr: 'abc' is not a valid value"));
 }
 
+// A bad value that another flag also got, and parsed: the flag that cannot take it is named.
+TEST_CASE("parse_flags: a bad value is named by the flag that cannot take it", "[cli]") {
+  auto parse = [](int argc, char** argv) {
+    cxxopts::Options cli("prog", "test");
+    cli.add_options()("lr", "learning rate", cxxopts::value<double>()->default_value("1"))(
+        "batch-size", "rows", cxxopts::value<long>()->default_value("1"))("steps", "steps",
+                                                                          cxxopts::value<long>()->default_value("1"))(
+        "shuffle", "a switch", cxxopts::value<bool>()->default_value("true")->implicit_value("true"));
+    parse_flags(cli, argc, argv);
+    return 0;
+  };
+  auto run_parse = [&](std::vector<std::string> args) {
+    std::vector<char*> argv{const_cast<char*>("prog")};
+    for (std::string& a : args) argv.push_back(a.data());
+    std::ostringstream captured;
+    std::streambuf* old = std::cerr.rdbuf(captured.rdbuf());
+    const int code = run_cli("prog", static_cast<int>(argv.size()), argv.data(), parse);
+    std::cerr.rdbuf(old);
+    return Outcome{code, captured.str()};
+  };
+  const Outcome two = run_parse({"--lr", "0.5", "--batch-size", "0.5"});
+  CHECK(two.code == 2);
+  CHECK_THAT(two.err, Catch::Contains("--batch-size: '0.5' is not a valid value (see prog --help)"));
+  const Outcome two_eq = run_parse({"--lr=0.5", "--batch-size=0.5"});
+  CHECK(two_eq.code == 2);
+  CHECK_THAT(two_eq.err, Catch::Contains("--batch-size: '0.5' is not a valid value"));
+  const Outcome switch_value = run_parse({"--steps", "2", "--shuffle=2"});
+  CHECK(switch_value.code == 2);
+  CHECK_THAT(switch_value.err, Catch::Contains("--shuffle: '2' is not a valid value"));
+  // A switch followed by a word takes its implicit value: not the flag that failed.
+  const Outcome after_switch = run_parse({"--shuffle", "x", "--steps", "x"});
+  CHECK(after_switch.code == 2);
+  CHECK_THAT(after_switch.err, Catch::Contains("--steps: 'x' is not a valid value"));
+  CHECK(run_parse({"--lr", "0.5", "--batch-size", "5"}).code == 0);
+}
+
 TEST_CASE("parse_flags: an integer that does not fit its flag's type is refused, not wrapped", "[cli]") {
   // cxxopts 3.1 alone reads 10000000000 into an int as 1410065408 and 30000000000000000000 into a
   // uint64_t as 11553255926290448384 (its overflow check misses wraps).
