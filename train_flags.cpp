@@ -167,11 +167,28 @@ TrainConfig resume_config(const TrainConfig& given, int argc, char** argv) {
     if (!parsed.count("epochs")) c.epochs = 0;
     if (!parsed.count("tokens")) c.tokens = 0;
   }
-  INPUT_CHECK(c.batch_size == base.batch_size && c.seq_len == base.seq_len &&
-                  c.total_batch_tokens == base.total_batch_tokens && c.seed == base.seed &&
-                  c.shuffle == base.shuffle && c.dropout == base.dropout && c.dtype == base.dtype,
-              "--resume continues the run with its own --batch-size, --seq-len, --total-batch, --seed, --shuffle, "
-              "--dropout and --dtype (from the checkpoint); drop those flags, or start a new run with --init-from");
+  // Settings that would change the batches, the random draws or the arithmetic: a value given now
+  // must be the run's own, and the one that is not is named with the run's value.
+  const auto keep = [&](const char* flag, const auto& now, const auto& run) {
+    INPUT_CHECK(now == run,
+                "--{} {}: --resume continues the run with its own --{} {} (from the checkpoint); drop the flag, or "
+                "start a new run with --init-from",
+                flag, now, flag, run);
+  };
+  const auto on_off = [](bool b) { return std::string(b ? "true" : "false"); };
+  // --grad-dtype as it acts: fp32 gradients or the compute dtype's (auto and bf16 are one in bf16,
+  // and every value is one in fp32).
+  const auto gradients = [](const TrainConfig& t) {
+    return t.grad_dtype == "fp32" || parse_dtype(t.dtype) == DType::fp32 ? std::string("fp32") : t.dtype;
+  };
+  keep("batch-size", c.batch_size, base.batch_size);
+  keep("seq-len", c.seq_len, base.seq_len);
+  keep("total-batch", c.total_batch_tokens, base.total_batch_tokens);
+  keep("seed", c.seed, base.seed);
+  keep("shuffle", on_off(c.shuffle), on_off(base.shuffle));
+  keep("dropout", c.dropout, base.dropout);
+  keep("dtype", c.dtype, base.dtype);
+  if (gradients(c) != gradients(base)) keep("grad-dtype", c.grad_dtype, base.grad_dtype);
   INPUT_CHECK(c.preset == base.preset,
               "--preset {}: the model shape comes from the checkpoint {} (its run's --preset {}); drop --preset",
               c.preset, path, base.preset);

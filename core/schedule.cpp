@@ -24,7 +24,7 @@ LrDecay parse_lr_decay(const std::string& name) {
   if (name == "cosine") return LrDecay::cosine;
   if (name == "linear") return LrDecay::linear;
   if (name == "constant") return LrDecay::constant;
-  fail_input(format("unknown learning-rate schedule '{}' (known: cosine, linear, constant)", name));
+  fail_input(format("--schedule: unknown learning-rate schedule '{}' (known: cosine, linear, constant)", name));
 }
 
 std::string to_string(LrDecay decay) {

@@ -225,7 +225,7 @@ TEST_CASE("bad flags exit with code 2 and say what is wrong", "[cli]") {
       {ok + "--steps 5 --batch-size 0", "--batch-size must be >= 1"},
       {ok + "--steps 5 --dropout 1", "--dropout must be in [0, 1)"},
       {ok + "--steps 5 --dropout 0.99999999999", "(a float: 0.99999994 at most), got 1"},
-      {ok + "--steps 5 --schedule step", "unknown learning-rate schedule 'step'"},
+      {ok + "--steps 5 --schedule step", "--schedule: unknown learning-rate schedule 'step'"},
       {ok + "--steps 5 --device tpu", "--device must be cpu or cuda"},
       {ok + "--steps 5 --dtype fp16", "--dtype must be fp32 or bf16, got 'fp16'"},
       {ok + "--steps 5 --zero-stage 2", "--zero-stage must be 0 or 1, got 2"},
@@ -468,7 +468,11 @@ TEST_CASE("a tiny run, its resume, and --eval-only", "[cli]") {
   SECTION("resume with a different batch is refused; a plain resume finishes the run") {
     Run changed = train("--resume " + run_dir + " --batch-size 2");
     CHECK(changed.code == 2);
-    CHECK_THAT(changed.output, Catch::Contains("--batch-size"));
+    CHECK_THAT(changed.output, Catch::Contains("--batch-size 2: --resume continues the run with its own --batch-size "));
+    Run unshuffled = train("--resume " + run_dir + " --shuffle=false");
+    CHECK(unshuffled.code == 2);
+    CHECK_THAT(unshuffled.output, Catch::Contains("--shuffle false: --resume continues the run with its own --shuffle "
+                                                  "true (from the checkpoint)"));
     Run resumed = train("--resume " + run_dir);
     INFO(resumed.output);
     CHECK(resumed.code == 0);
@@ -977,6 +981,15 @@ TEST_CASE("on the cpu, --dtype bf16 --grad-dtype fp32 trains; stopped and resume
   CHECK_THAT(memory_line(bf16_grads.output), Catch::Contains(" (bf16), AdamW"));
   CHECK(check_close_losses(dir + "/straight", dir + "/bf16_grads", 4, 0.01) < 4);
   CHECK(losses(dir + "/bf16_grads").at(0).first == fp32_grads[0].first);
+  // A resume keeps the run's gradients: fp32 ones for a run of bf16 ones are refused; bf16, what
+  // its auto was, is the same run.
+  const Run other = train("--resume " + dir + "/bf16_grads --steps 5 --grad-dtype fp32");
+  CHECK(other.code == 2);
+  CHECK_THAT(other.output, Catch::Contains("--grad-dtype fp32: --resume continues the run with its own --grad-dtype "
+                                           "auto (from the checkpoint)"));
+  const Run same = train("--resume " + dir + "/bf16_grads --steps 5 --grad-dtype bf16");
+  INFO(same.output);
+  CHECK(same.code == 0);
 }
 
 // The training state on the device (fp32 or bf16 parameters, fp32 master weights and moments, the
