@@ -36,17 +36,23 @@ void print_stats(const char* label, const DecodingStats& s) {
                label, s.samples, s.tokens, s.distinct1, s.distinct2, s.distinct3, s.repetition_rate, s.mean_log_prob);
 }
 
-// The KV cache of `rows` samples of `positions` decoded together must fit in --max-kv-cache.
+// What `rows` samples of `positions` decoded together take must fit in --max-kv-cache.
 void check_kv_cache(const ModelConfig& config, DType dtype, int rows, int positions, bool from_batch_size,
                     double max_gib) {
-  const double per_row = static_cast<double>(kv_cache_bytes(config, dtype, 1, positions));
+  // A sample's share: its KV-cache row, and its row of logits twice on the host (the decode step's
+  // output and the copy that sampling reads), which outweighs the cache of a small model.
+  const double kv = static_cast<double>(kv_cache_bytes(config, dtype, 1, positions));
+  const double logits = 2.0 * config.vocab_size * sizeof(float);
+  const double per_row = kv + logits;
   const double limit = max_gib * 1024.0 * 1024.0 * 1024.0;
   const long long fits = static_cast<long long>(std::min(limit / per_row, 1e9));
   INPUT_CHECK(rows * per_row <= limit,
-              "{} {} decodes {} samples together, whose KV cache would take {} ({} a sample: {} layers x {} "
-              "positions x {} channels x 2 (k, v) x {} bytes), more than --max-kv-cache {} GiB: {}",
+              "{} {} decodes {} samples together, whose KV cache and logits would take {} ({} a sample: KV cache {} "
+              "= {} layers x {} positions x {} channels x 2 (k, v) x {} bytes, logits {} = 2 x {} tokens x 4 bytes), "
+              "more than --max-kv-cache {} GiB: {}",
               from_batch_size ? "--batch-size" : "--num-samples", rows, rows, human_bytes(rows * per_row),
-              human_bytes(per_row), config.num_layers, positions, config.channels, dtype_size(dtype), max_gib,
+              human_bytes(per_row), human_bytes(kv), config.num_layers, positions, config.channels, dtype_size(dtype),
+              human_bytes(logits), config.vocab_size, max_gib,
               fits >= 1 ? format("decode at most {} together (--batch-size {}), or raise --max-kv-cache", fits, fits)
                         : std::string("raise --max-kv-cache"));
 }
@@ -264,7 +270,7 @@ int run(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   return gpt2cc::run_cli("generate", argc, argv, run,
-                         "less memory: --dtype bf16, a smaller --batch-size (samples decoded together), or a smaller "
+                         "less memory: a smaller --batch-size (samples decoded together), --dtype bf16, or a smaller "
                          "--max-new-tokens (the model holds the prompt's and the new tokens' positions, up to its "
                          "context)");
 }

@@ -106,7 +106,7 @@ cxxopts::Options make_generate_options() {
       ("num-samples", "samples to generate, >= 1", cxxopts::value<int>()->default_value("1"))
       ("batch-size", "samples decoded together (one KV-cache row each); 0 = all of --num-samples",
        cxxopts::value<int>()->default_value("0"))
-      ("max-kv-cache", "GiB the KV cache of the samples decoded together may take", cxxopts::value<double>()->default_value("8"))
+      ("max-kv-cache", "GiB the samples decoded together may take: their KV cache and rows of logits", cxxopts::value<double>()->default_value("8"))
       ("max-new-tokens", "tokens generated per sample at most, >= 1", cxxopts::value<int>()->default_value("128"))
       ("stop", "stop string (repeatable; \\n \\t \\\\ understood); not printed", cxxopts::value<std::vector<std::string>>())
       ("ignore-eot", "keep generating past <|endoftext|>")

@@ -380,7 +380,8 @@ TEST_CASE("on cuda, samples beyond device memory fail with generate's hint", "[g
   const Run r = generate_cli("--prompt hi --max-new-tokens 30 --num-samples 20000 --device cuda");
   CHECK(r.code == 1);
   CHECK_THAT(r.err, Catch::Contains("CUDA out of memory") && Catch::Contains("bytes free") &&
-                        Catch::Contains("generate: less memory: --dtype bf16, a smaller --batch-size"));
+                        Catch::Contains("generate: less memory: a smaller --batch-size (samples decoded together), "
+                                        "--dtype bf16"));
   CHECK_THAT(r.err, !Catch::Contains("--max-kv-cache"));  // a lower cap only refuses the run
   CHECK(r.out.empty());
 }
@@ -421,8 +422,9 @@ TEST_CASE("generate runs Hugging Face GPT-2 weights, with the tokenizer beside t
   if (const std::string data = test::data_dir(); !data.empty()) {
     const Run wider = generate_cli("--checkpoint " + bare + " --tokenizer " + data + "/gpt2 --prompt hi", false);
     CHECK(wider.code == 2);
-    CHECK_THAT(wider.err, Catch::Contains(gpt2cc::format("tokenizer {}/gpt2 has 50257 tokens, more than the {} of the model of "
-                                                 "checkpoint {}", data, ckpt.config.vocab_size, bare)));
+    CHECK_THAT(wider.err, Catch::Contains(gpt2cc::format("tokenizer {}/gpt2 has 50257 tokens, more than the {} of "
+                                                         "the model of checkpoint {}",
+                                                         data, ckpt.config.vocab_size, bare)));
   }
   // Half a tokenizer beside the weights: the missing file is named.
   const std::string half = fixture().dir + "/hf_half_tokenizer";
@@ -472,16 +474,19 @@ TEST_CASE("bad input exits 2 with a message naming the problem", "[generate][cli
   fails(generate_cli("--prompt hi --temperature -1e50"), "temperature must be > 0");  // the range, not the float
   fails(generate_cli("--prompt hi --temperature -1e-50"), "temperature must be > 0");
   fails(generate_cli("--prompt hi --max-kv-cache 0"), "--max-kv-cache must be > 0");
-  // The fixture's KV cache is 8 KiB a sample (1 layer x 32 positions x 32 channels x 2 x 4 bytes).
+  // The fixture's KV cache is 8 KiB a sample (1 layer x 32 positions x 32 channels x 2 x 4 bytes),
+  // its two host rows of logits 2056 bytes (257 tokens): 100 samples 1,024,800 bytes, and
+  // 0.0001 GiB = 107,374 bytes holds 10 of 10,248.
   fails(generate_cli("--prompt hi --num-samples 100 --max-kv-cache 0.0001"),
-        "--num-samples 100 decodes 100 samples together, whose KV cache would take 800.0 KiB (8.00 KiB a sample: 1 "
-        "layers x 32 positions x 32 channels x 2 (k, v) x 4 bytes), more than --max-kv-cache 0.0001 GiB: decode at "
-        "most 13 together (--batch-size 13)");
+        "--num-samples 100 decodes 100 samples together, whose KV cache and logits would take 1000.8 KiB (10.0 KiB "
+        "a sample: KV cache 8.00 KiB = 1 layers x 32 positions x 32 channels x 2 (k, v) x 4 bytes, logits 2.01 KiB "
+        "= 2 x 257 tokens x 4 bytes), more than --max-kv-cache 0.0001 GiB: decode at most 10 together (--batch-size "
+        "10)");
   fails(generate_cli("--prompt hi --num-samples 100 --batch-size 20 --max-kv-cache 0.0001"), "--batch-size 20 decodes");
   // Shorter when prompt + new tokens stay inside the context: "hi" (2 tokens here) + 5 new, 7
   // positions.
   fails(generate_cli("--prompt hi --max-new-tokens 5 --num-samples 1000 --max-kv-cache 0.0001"),
-        "(1.75 KiB a sample: 1 layers x 7 positions x 32 channels");
+        "(3.76 KiB a sample: KV cache 1.75 KiB = 1 layers x 7 positions x 32 channels");
   fails(generate_cli("--prompt hi --max-new-tokens 0"), "max new tokens");
   fails(generate_cli("--prompt hi --max-new-tokens many"), "many");
   fails(generate_cli("--prompt hi --device tpu"), "--device");

@@ -468,7 +468,8 @@ TEST_CASE("a tiny run, its resume, and --eval-only", "[cli]") {
   SECTION("resume with a different batch is refused; a plain resume finishes the run") {
     Run changed = train("--resume " + run_dir + " --batch-size 2");
     CHECK(changed.code == 2);
-    CHECK_THAT(changed.output, Catch::Contains("--batch-size 2: --resume continues the run with its own --batch-size "));
+    CHECK_THAT(changed.output,
+               Catch::Contains("--batch-size 2: --resume continues the run with its own --batch-size "));
     Run unshuffled = train("--resume " + run_dir + " --shuffle=false");
     CHECK(unshuffled.code == 2);
     CHECK_THAT(unshuffled.output, Catch::Contains("--shuffle false: --resume continues the run with its own --shuffle "
