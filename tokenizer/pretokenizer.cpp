@@ -20,17 +20,19 @@ namespace {
 constexpr const char* kPattern =
     "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^" GPT2CC_WS "\\p{L}\\p{N}]+|[" GPT2CC_WS "]+(?![^" GPT2CC_WS
     "])|[" GPT2CC_WS "]+";
+// One character of the pattern's white space (compiled anchored): find_safe_split's test.
+constexpr const char* kSpacePattern = "[" GPT2CC_WS "]";
 #undef GPT2CC_WS
 
-pcre2_code* compile(uint32_t extra) {
+pcre2_code* compile(const char* pattern, uint32_t extra) {
   int err = 0;
   PCRE2_SIZE off = 0;
-  pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(kPattern), PCRE2_ZERO_TERMINATED,
+  pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern), PCRE2_ZERO_TERMINATED,
                                    PCRE2_UTF | PCRE2_UCP | extra, &err, &off, nullptr);
   if (code == nullptr) {
     PCRE2_UCHAR msg[256];
     pcre2_get_error_message(err, msg, sizeof msg);
-    ENSURE(false, "PCRE2 failed to compile the GPT-2 pattern at offset {}: {}", off, reinterpret_cast<char*>(msg));
+    ENSURE(false, "PCRE2 failed to compile the pattern {} at offset {}: {}", pattern, off, reinterpret_cast<char*>(msg));
   }
   int jit = pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);
   ENSURE(jit == 0, "PCRE2 JIT compilation failed (code {}); is libpcre2 built with JIT?", jit);
@@ -38,8 +40,9 @@ pcre2_code* compile(uint32_t extra) {
 }
 
 struct Patterns {
-  pcre2_code* valid = compile(0);
-  pcre2_code* invalid = compile(PCRE2_MATCH_INVALID_UTF);
+  pcre2_code* valid = compile(kPattern, 0);
+  pcre2_code* invalid = compile(kPattern, PCRE2_MATCH_INVALID_UTF);
+  pcre2_code* space = compile(kSpacePattern, PCRE2_ANCHORED);
 };
 
 const Patterns& patterns() {
@@ -62,6 +65,10 @@ struct MatchState {
   MatchState(const MatchState&) = delete;
   MatchState& operator=(const MatchState&) = delete;
 };
+MatchState& match_state() {
+  thread_local MatchState state;
+  return state;
+}
 
 std::array<std::string, 256> make_byte_to_unicode() {
   std::array<std::string, 256> map;
@@ -134,7 +141,7 @@ void pretokenize(std::string_view text, std::vector<Piece>& out) {
   if (text.empty()) return;
   ENSURE(text.size() < (size_t(1) << 32), "pre-tokenising {} bytes at once: pieces hold 32-bit offsets (the encoder "
          "cuts its input into ~1 MiB blocks at line ends; this text has no line end for 4 GiB)", text.size());
-  thread_local MatchState state;
+  MatchState& state = match_state();
   const bool valid = is_valid_utf8(text);
   const pcre2_code* code = valid ? patterns().valid : patterns().invalid;
   const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
@@ -156,10 +163,31 @@ void pretokenize(std::string_view text, std::vector<Piece>& out) {
   }
 }
 
+namespace {
+
+// Whether text[0, p) ends in a whole, well-formed character beyond ASCII that the pattern does not
+// count as white space (a CJK line's last character, "。"): no piece then runs from it into a
+// newline at p.
+bool ends_in_visible_non_ascii(std::string_view text, size_t p) {
+  size_t begin = p;
+  while (begin > 0 && p - begin < 4 && (uint8_t(text[begin - 1]) & 0xC0) == 0x80) --begin;  // continuation bytes
+  if (begin == 0 || uint8_t(text[begin - 1]) < 0xC0) return false;  // no lead byte within 4 bytes
+  const std::string_view ch = text.substr(begin - 1, p - begin + 1);
+  if (!is_valid_utf8(ch)) return false;  // also: the lead byte announces exactly these bytes
+  MatchState& state = match_state();
+  const int rc = pcre2_jit_match(patterns().space, reinterpret_cast<PCRE2_SPTR>(ch.data()), ch.size(), 0, 0,
+                                 state.data, state.context);
+  ENSURE(rc > 0 || rc == PCRE2_ERROR_NOMATCH, "PCRE2 match failed with code {}", rc);
+  return rc == PCRE2_ERROR_NOMATCH;
+}
+
+}  // namespace
+
 size_t find_safe_split(std::string_view text, size_t after, size_t before) {
   const auto letter = [](char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); };
   for (size_t p = std::min(before, text.size()); p-- > after + 1;) {
     if (text[p] == '\n' && text[p - 1] >= '!' && text[p - 1] <= '~') return p;
+    if (text[p] == '\n' && uint8_t(text[p - 1]) >= 0x80 && ends_in_visible_non_ascii(text, p)) return p;
     if (text[p] == ' ' && letter(text[p - 1]) && p + 1 < text.size() && letter(text[p + 1])) return p;
   }
   return 0;

@@ -36,9 +36,10 @@ void pretokenize(std::string_view text, std::vector<Piece>& out);
 
 // A split position p in text such that pre-tokenising text[0,p) and text[p,n) separately gives
 // the same pieces as the whole: text[p] is '\n' and text[p-1] a visible ASCII character, or
-// text[p] is one space between two ASCII letters (a letter run ends at p - 1 and " word" starts at
-// p). Then no piece crosses p and no look-ahead reads past it; the second form cuts a text of one
-// long line (minified JSON, a corpus without newlines) too. Searches backwards from `before`
+// text[p] is '\n' after a whole well-formed character beyond ASCII that is not white space to the
+// pattern (a CJK line's "。"), or text[p] is one space between two ASCII letters (a letter run
+// ends at p - 1 and " word" starts at p). Then no piece crosses p and no look-ahead reads past it;
+// the last form cuts a text of one long line (minified JSON, a corpus without newlines) too. Searches backwards from `before`
 // (exclusive) down to `after` (exclusive); returns 0 if none.
 size_t find_safe_split(std::string_view text, size_t after, size_t before);
 

@@ -189,10 +189,12 @@ TEST_CASE("round trip on generated text of every kind of byte", "[tokenizer]") {
 // Every point find_safe_split gives cuts no pre-token: the pieces of text[0, p) and of text[p, n)
 // are the whole text's. Random texts of atoms that meet in every order: ASCII letters, one space
 // and several, contractions, digits, punctuation, other whitespace, a non-ASCII letter, a
-// combining mark, a no-break space, an invalid byte.
+// combining mark, a no-break space, an invalid byte; CJK text and punctuation, white space beyond
+// ASCII (ideographic space, NEL, line separator), a lone continuation byte and cut-short sequences.
 TEST_CASE("a safe split point cuts no pre-token, at a line end or a space between letters", "[tokenizer]") {
-  const char* atoms[] = {"a", "Zb", " ", "  ", "'s", "'t", "\n", "\t", "7", "!", ".", "\u00e9", "\u0301", "\u00a0",
-                         "\xff", " x", "x "};
+  const char* atoms[] = {"a",  "Zb", " ",  "  ",     "'s",     "'t",     "\n",     "\t",       "7",   "!",
+                         ".",  "\u00e9",     "\u0301", "\u00a0", "\xff",     " x",     "x ",      "\u4e2d",   "\u3002", "\u3000",
+                         "\u0085", "\u2028", "\x80",   "\xe4\xb8", "\xc3",     "\n\n"};
   const auto pieces = [](std::string_view text, size_t offset) {
     std::vector<gpt2cc::tok::Piece> out;
     gpt2cc::tok::pretokenize(text, out);
@@ -200,7 +202,7 @@ TEST_CASE("a safe split point cuts no pre-token, at a line end or a space betwee
     for (const gpt2cc::tok::Piece& p : out) at.emplace_back(offset + p.begin, offset + p.end, p.invalid);
     return at;
   };
-  int at_space = 0, at_newline = 0;
+  int at_space = 0, at_newline = 0, after_non_ascii = 0;
   for (int seed = 0; seed < 300; ++seed) {
     std::string text;
     for (int a : test::random_tokens(120, uint64_t(seed), int(std::size(atoms)))) text += atoms[a];
@@ -212,11 +214,14 @@ TEST_CASE("a safe split point cuts no pre-token, at a line end or a space betwee
       parts.insert(parts.end(), tail.begin(), tail.end());
       REQUIRE(parts == whole);
       (text[p] == ' ' ? at_space : at_newline) += 1;
+      if (text[p] == '\n' && uint8_t(text[p - 1]) >= 0x80) ++after_non_ascii;
     }
   }
-  INFO(at_space << " cuts at a space, " << at_newline << " at a newline");
-  CHECK(at_space > 100);  // both forms were tried, many times
+  INFO(at_space << " cuts at a space, " << at_newline << " at a newline, " << after_non_ascii
+                << " of them after a character beyond ASCII");
+  CHECK(at_space > 100);  // every form was tried, many times
   CHECK(at_newline > 100);
+  CHECK(after_non_ascii > 100);
 }
 
 TEST_CASE("parallel, streaming and concurrent encodes equal the plain encode", "[tokenizer]") {
