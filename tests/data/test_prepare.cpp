@@ -666,6 +666,45 @@ TEST_CASE("long documents are cut into pieces without changing a token", "[data]
   CHECK(split_tokens(dir + "/out/train") == expected(tok, {doc, line + "last"}));
 }
 
+// A batch is full by its pieces' count too, not only by their text: 3 million one-letter
+// documents (12 MB of input) took ~140 bytes each until 32 MB of text had come, 430 MB; now a batch
+// holds ~200k of them. And blank lines that may end a document are held as their bytes: 4 million
+// of them at a document's end took ~55 bytes each, 220 MB, before being dropped. Each in a child
+// process, against a child that prepares one document, on one thread (no OpenMP team to fork).
+// Skipped under sanitizers, whose allocators add their own.
+TEST_CASE("prepare's memory does not grow with a count of tiny documents or blank lines", "[data]") {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  WARN("skipped under a sanitizer: its allocator's overhead is not the pipeline's");
+  return;
+#endif
+  std::string dir = test::temp_dir("prepare_tiny_documents");
+  Tokenizer tok = Tokenizer::load(gpt2_dir());
+  std::string many;
+  for (int i = 0; i < 3'000'000; ++i) many += "a\n%\n";
+  const auto peak_kib = [&](const std::string& text, const std::string& name) {
+    data::PrepareConfig config;
+    config.format.format = data::Format::text;
+    config.format.separator = "%";
+    config.inputs = {write_file(dir + "/" + name + ".txt", text)};
+    config.val_fraction = 0;
+    config.out_dir = dir + "/" + name;
+    config.threads = 1;
+    std::ostringstream log;
+    const test::ChildOutcome child = test::run_in_child(120, [&] { data::prepare_dataset(config, tok, log); });
+    INFO(child.summary());
+    CHECK(child.returned);
+    return child.peak_rss_kib;
+  };
+  const long one = peak_kib("a\n", "one"), tiny = peak_kib(many, "many");
+  const long blank = peak_kib("a\n" + std::string(4'000'000, '\n'), "blank");
+  INFO("peak RSS: one document " << one << " KiB, 3M documents " << tiny << " KiB, one followed by 4M blank lines "
+                                 << blank << " KiB");
+  CHECK(tiny - one < 160 * 1024);
+  CHECK(blank - one < 80 * 1024);
+  CHECK(split_tokens(dir + "/many/train").size() == 6'000'000);  // <|endoftext|> + "a" each
+  CHECK(split_tokens(dir + "/blank/train") == split_tokens(dir + "/one/train"));
+}
+
 // Hidden files (.DS_Store, editor swap files) in an input directory are not inputs: one holding
 // invalid UTF-8 must neither fail the run nor add documents.
 TEST_CASE("prepare skips hidden files of an input directory", "[data]") {
