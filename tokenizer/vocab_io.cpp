@@ -1,12 +1,14 @@
 // Tokenizer file formats (see vocab_io.hpp). The JSON reader here is a small one for the one
 // shape these files have, a flat object of string -> integer, so that every error (including
-// a duplicate or out-of-range id) can name its line, which a general JSON library cannot.
+// a duplicate or out-of-range id) can name its line and column, which a general JSON library
+// cannot.
 #include "tokenizer/vocab_io.hpp"
 
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <ostream>
 #include <sstream>
 #include <unordered_map>
 
@@ -45,12 +47,20 @@ void append_utf8(std::string& out, uint32_t cp) {
   }
 }
 
+// Where an entry or an error is in a file: line and column (1-based, in bytes), printed "12:5".
+// The column matters in GPT-2's encoder.json, one line of 1 MB.
+struct Position {
+  int line = 1;
+  size_t column = 1;
+};
+std::ostream& operator<<(std::ostream& os, const Position& p) { return os << p.line << ':' << p.column; }
+
 // Parser for {"token": id, ...} with line tracking.
 class FlatJsonReader {
  public:
   FlatJsonReader(std::string path, std::string_view text) : path_(std::move(path)), s_(text) {}
 
-  // Calls f(key, id, line) for each member in file order.
+  // Calls f(key, id, position of the key) for each member in file order.
   template <class F>
   void read(F&& f) {
     skip_ws();
@@ -59,13 +69,13 @@ class FlatJsonReader {
     if (peek() == '}') return;
     for (;;) {
       skip_ws();
-      int line = line_;
+      const Position at = position();
       std::string key = string();
       skip_ws();
       expect(':');
       skip_ws();
       long long id = integer();
-      f(key, id, line);
+      f(key, id, at);
       skip_ws();
       char c = next();
       if (c == '}') break;
@@ -76,7 +86,11 @@ class FlatJsonReader {
   }
 
  private:
-  [[noreturn]] void fail(const std::string& what) const { fail_input(format("{}:{}: {}", path_, line_, what)); }
+  Position position() const { return {line_, i_ - line_start_ + 1}; }
+  [[noreturn]] void fail(const std::string& what) const { fail_at(position(), what); }
+  [[noreturn]] void fail_at(Position at, const std::string& what) const {
+    fail_input(format("{}:{}: {}", path_, at, what));
+  }
   // A character as a message shows it: 'x', or '\xEF' for a byte that is not printable ASCII
   // (a UTF-8 byte-order mark's first byte would print as a replacement character).
   static std::string describe(char c) {
@@ -95,7 +109,10 @@ class FlatJsonReader {
   char next() {
     if (i_ >= s_.size()) fail("unexpected end of file");
     char c = s_[i_++];
-    if (c == '\n') ++line_;
+    if (c == '\n') {
+      ++line_;
+      line_start_ = i_;
+    }
     return c;
   }
   void expect(char c) {
@@ -161,7 +178,8 @@ class FlatJsonReader {
     const auto digits = [&] {
       while (peek() >= '0' && peek() <= '9') next();
     };
-    size_t start = i_;
+    const size_t start = i_;
+    const Position start_at = position();
     if (peek() == '-') next();
     digits();
     if (i_ == start || (i_ == start + 1 && s_[start] == '-')) fail("expected an integer token id, got " + describe(peek()));
@@ -176,8 +194,8 @@ class FlatJsonReader {
       digits();
     }
     const std::string text(s_.substr(start, i_ - start));
-    if (i_ != int_end) fail(text + " is not a valid token id (a whole number, 0 to 2^24 - 1)");
-    if (text.size() > 10) fail("token id " + text + " is too large");
+    if (i_ != int_end) fail_at(start_at, text + " is not a valid token id (a whole number, 0 to 2^24 - 1)");
+    if (text.size() > 10) fail_at(start_at, "token id " + text + " is too large");
     return std::stoll(text);
   }
 
@@ -185,6 +203,7 @@ class FlatJsonReader {
   std::string_view s_;
   size_t i_ = 0;
   int line_ = 1;
+  size_t line_start_ = 0;  // where line_ begins
 };
 
 std::string json_escape(std::string_view s) {
@@ -205,40 +224,65 @@ std::string json_escape(std::string_view s) {
   return out + "\"";
 }
 
+// A token or a line of a file, quoted for a message: as JSON writes it (a control byte as \u00XX,
+// so that an escape sequence never reaches the terminal), and of a long one its first 32 bytes
+// (cut before a character's continuation bytes) and its length: a damaged file's line may be
+// megabytes long.
+std::string quote_token(std::string_view s) {
+  constexpr size_t kShown = 32;
+  if (s.size() <= kShown) return json_escape(s);
+  size_t cut = kShown;
+  while (cut > 0 && (uint8_t(s[cut]) & 0xC0) == 0x80) --cut;
+  return json_escape(s.substr(0, cut)) + format("... ({} bytes)", s.size());
+}
+
+// The text of a tokenizer file, refused where it starts with a UTF-8 byte-order mark: JSON and
+// merges.txt have none, and in a message the invisible mark would make the first token look bad.
+std::string read_tokenizer_file(const std::string& path) {
+  std::string text = read_whole_file(path, "tokenizer file", kMaxTokenizerFileBytes);
+  INPUT_CHECK(!text.starts_with("\xEF\xBB\xBF"),
+              "{} starts with a UTF-8 byte-order mark (bytes EF BB BF): save it without one", path);
+  return text;
+}
+
 // vocab.json / encoder.json: token string -> id, the ids dense in [0, V).
 struct Vocabulary {
   std::unordered_map<std::string, int> id_of;
   std::vector<std::string> keys;  // by id
-  std::vector<int> key_line;      // the line of each id's entry
+  std::vector<Position> key_at;   // where each id's entry is
 };
 
 Vocabulary read_vocabulary(const std::string& vocab_path) {
-  std::string vocab_text = read_whole_file(vocab_path, "tokenizer file", kMaxTokenizerFileBytes);
+  std::string vocab_text = read_tokenizer_file(vocab_path);
   Vocabulary v;
   struct Entry {
-    int id, line;
+    int id;
+    Position at;
     std::string key;
   };
   std::vector<Entry> entries;
-  FlatJsonReader(vocab_path, vocab_text).read([&](const std::string& key, long long id, int line) {
-    INPUT_CHECK(id >= 0 && id < (1LL << 24), "{}:{}: token id {} out of range [0, 2^24)", vocab_path, line, id);
+  FlatJsonReader(vocab_path, vocab_text).read([&](const std::string& key, long long id, Position at) {
+    INPUT_CHECK(id >= 0 && id < (1LL << 24), "{}:{}: token id {} out of range [0, 2^24)", vocab_path, at, id);
     auto [it, fresh] = v.id_of.emplace(key, int(id));
-    INPUT_CHECK(fresh, "{}:{}: token {} appears twice", vocab_path, line, json_escape(key));
-    entries.push_back({int(id), line, key});
+    INPUT_CHECK(fresh, "{}:{}: token {} appears twice", vocab_path, at, quote_token(key));
+    entries.push_back({int(id), at, key});
   });
   INPUT_CHECK(!entries.empty(), "{}: the vocabulary is empty", vocab_path);
-  // In id order (then line order), so that the tables are sized by the entries the file holds,
+  // In id order (then file order), so that the tables are sized by the entries the file holds,
   // not by its largest id (one id of 2^24 - 1 in a small file would take ~600 MB first).
   std::sort(entries.begin(), entries.end(),
-            [](const Entry& a, const Entry& b) { return a.id != b.id ? a.id < b.id : a.line < b.line; });
+            [](const Entry& a, const Entry& b) {
+              if (a.id != b.id) return a.id < b.id;
+              return a.at.line != b.at.line ? a.at.line < b.at.line : a.at.column < b.at.column;
+            });
   const int max_id = entries.back().id;
   for (Entry& e : entries) {
-    INPUT_CHECK(v.keys.empty() || e.id != int(v.keys.size()) - 1, "{}:{}: token id {} is also used on line {}",
-                vocab_path, e.line, e.id, v.key_line.back());
+    INPUT_CHECK(v.keys.empty() || e.id != int(v.keys.size()) - 1, "{}:{}: token id {} is also used at {}",
+                vocab_path, e.at, e.id, v.key_at.back());
     INPUT_CHECK(e.id == int(v.keys.size()), "{}: token ids must be 0..{} without gaps, but id {} is missing",
                 vocab_path, max_id, v.keys.size());
     v.keys.push_back(std::move(e.key));
-    v.key_line.push_back(e.line);
+    v.key_at.push_back(e.at);
   }
   return v;
 }
@@ -249,7 +293,7 @@ std::vector<std::pair<int, int>> read_merges(const std::string& merges_path, con
                                              const Vocabulary& vocab, std::vector<bool>& merged) {
   std::vector<std::pair<int, int>> merges;
   merged.assign(vocab.keys.size(), false);
-  std::string merges_text = read_whole_file(merges_path, "tokenizer file", kMaxTokenizerFileBytes);
+  std::string merges_text = read_tokenizer_file(merges_path);
   std::istringstream lines(merges_text);
   std::string line;
   int line_no = 0;
@@ -259,13 +303,17 @@ std::vector<std::pair<int, int>> read_merges(const std::string& merges_path, con
     if (line.empty() || (line_no == 1 && line.rfind("#version", 0) == 0)) continue;
     size_t sp = line.find(' ');
     INPUT_CHECK(sp != std::string::npos && sp > 0 && sp + 1 < line.size() && line.find(' ', sp + 1) == std::string::npos,
-                "{}:{}: a merge must be two tokens separated by one space, got \"{}\"", merges_path, line_no, line);
+                "{}:{}: a merge must be two tokens separated by one space, got {}", merges_path, line_no,
+                quote_token(line));
     std::string left = line.substr(0, sp), right = line.substr(sp + 1);
     const auto& id_of = vocab.id_of;
     auto l = id_of.find(left), r = id_of.find(right), m = id_of.find(left + right);
-    INPUT_CHECK(l != id_of.end(), "{}:{}: merge token \"{}\" is not in {}", merges_path, line_no, left, vocab_path);
-    INPUT_CHECK(r != id_of.end(), "{}:{}: merge token \"{}\" is not in {}", merges_path, line_no, right, vocab_path);
-    INPUT_CHECK(m != id_of.end(), "{}:{}: merged token \"{}\" is not in {}", merges_path, line_no, left + right, vocab_path);
+    INPUT_CHECK(l != id_of.end(), "{}:{}: merge token {} is not in {}", merges_path, line_no, quote_token(left),
+                vocab_path);
+    INPUT_CHECK(r != id_of.end(), "{}:{}: merge token {} is not in {}", merges_path, line_no, quote_token(right),
+                vocab_path);
+    INPUT_CHECK(m != id_of.end(), "{}:{}: merged token {} is not in {}", merges_path, line_no,
+                quote_token(left + right), vocab_path);
     merges.emplace_back(l->second, r->second);
     merged[m->second] = true;
   }
@@ -288,7 +336,7 @@ void classify_tokens(VocabParts& parts, const Vocabulary& vocab, const std::vect
       parts.tokens[id] = bytes;
     } else if (merged[id]) {
       INPUT_CHECK(mapped, "{}:{}: token {} (id {}) is a merge result but is not written in GPT-2's byte alphabet",
-                  vocab_path, vocab.key_line[id], json_escape(keys[id]), id);
+                  vocab_path, vocab.key_at[id], quote_token(keys[id]), id);
       parts.tokens[id] = bytes;
     } else {
       parts.tokens[id] = keys[id];
@@ -311,11 +359,11 @@ void classify_tokens(VocabParts& parts, const Vocabulary& vocab, const std::vect
               "{}: {} of the {} tokens of {} {} made by no merge (e.g. {}, id {}); only a special token such as "
               "<|endoftext|> may be. Is {} truncated, or from another vocabulary?",
               merges_path, unmade, keys.size(), vocab_path, unmade == 1 ? "is" : "are",
-              json_escape(keys[example]), example, merges_path);
+              quote_token(keys[example]), example, merges_path);
   for (auto [a, b] : parts.merges) {
     INPUT_CHECK(parts.tokens[a].size() > 0 && !std::binary_search(parts.special_ids.begin(), parts.special_ids.end(), a) &&
                     !std::binary_search(parts.special_ids.begin(), parts.special_ids.end(), b),
-                "{}: a merge uses special token {} or {}", merges_path, json_escape(keys[a]), json_escape(keys[b]));
+                "{}: a merge uses special token {} or {}", merges_path, quote_token(keys[a]), quote_token(keys[b]));
   }
 }
 
@@ -365,11 +413,11 @@ void write_vocab_dir(const std::string& dir, const VocabParts& parts) {
     std::string key = special[id] ? parts.tokens[id] : bytes_to_unicode(parts.tokens[id]);
     auto [it, fresh] = seen.emplace(key, int(id));
     INPUT_CHECK(fresh, "cannot save: special token {} (id {}) is written like token id {}; choose another special text",
-                json_escape(key), id, it->second);
+                quote_token(key), id, it->second);
     INPUT_CHECK(!special[id] || !could_be_ordinary(key),
                 "cannot save: special token {} (id {}) could be ordinary text (it is one pre-token), so the files "
                 "would not load back; choose a text that spans pre-tokens, such as <|name|>",
-                json_escape(key), id);
+                quote_token(key), id);
     vocab += (id ? ",\n" : "\n") + json_escape(key) + ": " + std::to_string(id);
   }
   vocab += "\n}\n";

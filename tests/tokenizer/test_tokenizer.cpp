@@ -376,12 +376,30 @@ TEST_CASE("malformed tokenizer files give errors naming file and line", "[tokeni
     CHECK(t.encode("abab") == std::vector<int>{256, 256});
   }
   {
-    // A byte that is not printable ASCII is named by its value (a byte-order mark's first byte
-    // printed itself, as a replacement character).
+    // A byte-order mark is named as one (in a message it is invisible: the first token looked
+    // bad), in either file; another byte that is not printable ASCII by its value.
     std::string dir = test::temp_dir("tok_vocab_bom");
     write_file(dir, "vocab.json", "\xEF\xBB\xBF" + vocab_ab);
     write_file(dir, "merges.txt", "#version: 0.2\na b\n");
-    CHECK_THAT(load_error(dir), Catch::Contains("vocab.json:1") && Catch::Contains("got '\\xEF'"));
+    CHECK_THAT(load_error(dir), Catch::EndsWith("vocab.json starts with a UTF-8 byte-order mark (bytes EF BB BF): "
+                                                "save it without one"));
+    write_file(dir, "vocab.json", vocab_ab);
+    write_file(dir, "merges.txt", "\xEF\xBB\xBF#version: 0.2\na b\n");
+    CHECK_THAT(load_error(dir), Catch::Contains("merges.txt starts with a UTF-8 byte-order mark"));
+    write_file(dir, "merges.txt", "#version: 0.2\na b\n");
+    write_file(dir, "vocab.json", "\xEF" + vocab_ab);
+    CHECK_THAT(load_error(dir), Catch::Contains("vocab.json:1:1") && Catch::Contains("got '\\xEF'"));
+  }
+  {
+    // A damaged merges file's line in a message: escaped (an escape sequence would reach the
+    // terminal) and cut to its first 32 bytes, with its length.
+    std::string dir = test::temp_dir("tok_merges_long_line");
+    write_file(dir, "vocab.json", vocab_ab);
+    write_file(dir, "merges.txt", "#version: 0.2\n" + std::string(1'000'000, 'x') + " y\n");
+    CHECK_THAT(load_error(dir), Catch::EndsWith("merges.txt:2: merge token \"" + std::string(32, 'x') +
+                                                "\"... (1000000 bytes) is not in " + dir + "/vocab.json"));
+    write_file(dir, "merges.txt", "#version: 0.2\n\x1b[2Jx y\n");
+    CHECK_THAT(load_error(dir), Catch::Contains("merges.txt:2: merge token \"\\u001b[2Jx\" is not in"));
   }
   {
     std::string dir = test::temp_dir("tok_bad_merge");
@@ -406,7 +424,7 @@ TEST_CASE("malformed tokenizer files give errors naming file and line", "[tokeni
     std::string dir = test::temp_dir("tok_dup_id");
     write_file(dir, "vocab.json", good_vocab + "\"ab\": 5\n}\n");
     write_file(dir, "merges.txt", "a b\n");
-    CHECK_THAT(load_error(dir), Catch::Contains("vocab.json:257") && Catch::Contains("line 6"));
+    CHECK_THAT(load_error(dir), Catch::Contains("vocab.json:257:1: token id 5 is also used at 6:1"));
   }
   {
     // The largest id in a small file: a gap, found without tables sized by that id (they took
@@ -444,13 +462,13 @@ TEST_CASE("malformed tokenizer files give errors naming file and line", "[tokeni
     CHECK_THAT(load_error(dir), Catch::Contains("vocab.json") && Catch::Contains("single-byte token"));
   }
   // A JSON number that is not a whole number: refused as such, not read as its leading digits
-  // (1e+20 was id 1, "also used on line 2").
+  // (1e+20 was id 1, "also used on line 2"), at the column where it starts.
   for (const std::string id : {"1e+20", "2.5", "3E2"}) {
     INFO(id);
     std::string dir = test::temp_dir("tok_non_integer_id");
     write_file(dir, "vocab.json", good_vocab + "\"ab\": " + id + "\n}\n");
     write_file(dir, "merges.txt", "a b\n");
-    CHECK_THAT(load_error(dir), Catch::Contains("vocab.json:257: " + id + " is not a valid token id"));
+    CHECK_THAT(load_error(dir), Catch::Contains("vocab.json:257:7: " + id + " is not a valid token id"));
   }
   {
     // A directory where a file should be: named as one (it opens, then every read fails, so it
