@@ -3,7 +3,9 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <iostream>
 #include <vector>
@@ -27,10 +29,19 @@ constexpr size_t kMaxScoreBytes = size_t(1) << 30;
 constexpr const char* kScoreTooLarge =
     "score a larger text as token shards (prepare) with train --eval-only, which streams them";
 
+// Refuses text that is not valid UTF-8, naming where: the line, the byte of the line (1-based,
+// as prepare names its inputs' bytes) and the bytes there.
 void require_utf8(const std::string& text, const std::string& what) {
-  std::string checked;
-  append_valid_utf8(text, true, checked);  // valid UTF-8 is copied unchanged, anything else is not
-  INPUT_CHECK(checked == text, "{} is not valid UTF-8", what);
+  const size_t at = find_invalid_utf8(text);
+  if (at == std::string::npos) return;
+  const size_t newline = text.rfind('\n', at);
+  const size_t line_start = newline == std::string::npos ? 0 : newline + 1;
+  const auto line = 1 + std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(at), '\n');
+  std::string bytes;
+  for (size_t i = at; i < text.size() && i < at + 4; ++i)
+    bytes += format("\\x{}{}", "0123456789abcdef"[uint8_t(text[i]) >> 4], "0123456789abcdef"[uint8_t(text[i]) & 15]);
+  fail_input(format("{} is not valid UTF-8: line {}, byte {} of the line ({}{})", what, line, at - line_start + 1,
+                    bytes, text.size() > at + 4 ? "..." : ""));
 }
 
 // "\n", "\t", "\\" in a --stop value become newline, tab, backslash (shells pass them literally).
@@ -203,7 +214,11 @@ GenerateRequest parse_generate_request(const cxxopts::ParseResult& args) {
   // The text to score with LF line ends too: scored as train --eval-only scores it once prepared.
   r.text = r.scoring ? lf_line_ends(read_whole_file(r.score_path, "text to score", kMaxScoreBytes, kScoreTooLarge))
                       : read_prompt(args);
-  require_utf8(r.text, r.scoring ? "the text to score" : "the prompt");
+  std::string source = "the prompt on standard input";
+  if (args.count("prompt-file")) source = "the prompt, --prompt-file " + args["prompt-file"].as<std::string>();
+  if (args.count("prompt")) source = "the prompt, --prompt";
+  if (r.scoring) source = "the text to score, --score " + r.score_path;
+  require_utf8(r.text, source);
   INPUT_CHECK(!r.text.empty(), "{} is empty", r.scoring ? "the text to score" : "the prompt");
   return r;
 }

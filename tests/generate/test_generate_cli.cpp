@@ -451,7 +451,12 @@ TEST_CASE("bad input exits 2 with a message naming the problem", "[generate][cli
   fails(generate_cli("--prompt " + std::string(40, 'x')), "longer than the model's context of 32");
   fails(generate_cli("--prompt-file " + dir + "/nope.txt"), "cannot open prompt file");
   write(dir + "/bad_utf8.txt", "caf\xC3(");
-  fails(generate_cli("--prompt-file " + dir + "/bad_utf8.txt"), "not valid UTF-8");
+  fails(generate_cli("--prompt-file " + dir + "/bad_utf8.txt"),
+        "the prompt, --prompt-file " + dir + "/bad_utf8.txt is not valid UTF-8: line 1, byte 4 of the line (\\xc3\\x28)");
+  write(dir + "/bad_utf8_score.txt", "Fine text.\r\nThen a bad byte \xFF at the end of line two.\n");
+  fails(generate_cli("--score " + dir + "/bad_utf8_score.txt"),
+        "the text to score, --score " + dir + "/bad_utf8_score.txt is not valid UTF-8: line 2, byte 17 of the line "
+        "(\\xff\\x20\\x61\\x74...)");
   fails(generate_cli("--prompt hi --temperature 0"), "temperature must be > 0");
   fails(generate_cli("--prompt hi --top-p 1.5"), "top-p");
   fails(generate_cli("--prompt hi --top-k -2"), "top-k");
