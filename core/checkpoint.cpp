@@ -181,6 +181,7 @@ nlohmann::json header_json(const CheckpointInfo& c) {
                       {"train_config", c.train_config}};
   // Optional in the same way: a run that skipped no update saves the bytes it saved before.
   if (c.skipped_steps != 0) j["skipped_steps"] = c.skipped_steps;
+  if (!c.train_data_contents.empty()) j["train_data_contents"] = c.train_data_contents;
   return j;
 }
 
@@ -312,6 +313,7 @@ void CheckpointReader::Impl::open_gpt2cc() {
     c.tokenizer_fingerprint = count(j, "tokenizer_fingerprint");
     c.tokenizer_dir = j.at("tokenizer_dir").get<std::string>();
     c.train_config = j.at("train_config");
+    if (j.contains("train_data_contents")) c.train_data_contents = j.at("train_data_contents").get<std::string>();
   });
   try {
     validate(c.config);

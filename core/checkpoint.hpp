@@ -13,8 +13,9 @@
 //   (windows taken in that epoch), "windows" (per epoch; absent: not recorded)}, "seed",
 //   "tokenizer_fingerprint" (an unsigned 64-bit JSON integer: a reader that parses numbers as
 //   doubles loses its low bits; shards and manifests hold the same value, in hex in the manifest),
-//   "tokenizer_dir", "train_config" (train's flags, as config.json's "train"), and "skipped_steps"
-//   only when non-zero.
+//   "tokenizer_dir", "train_config" (train's flags, as config.json's "train"), "skipped_steps"
+//   only when non-zero, and "train_data_contents" (a hex fingerprint of the training data's sampled
+//   contents, core/trainer.cpp's split_identity; absent in older files and outside train).
 // Written to "<path>.tmp", flushed and fsync'ed, then renamed over <path>: a crash never leaves a
 // half-written file in place of the last good checkpoint.
 #pragma once
@@ -48,6 +49,7 @@ struct CheckpointInfo {
   uint64_t tokenizer_fingerprint = 0;  // 0: unknown
   std::string tokenizer_dir;           // where the tokenizer was loaded from, as given to train
   nlohmann::json train_config;         // the effective training configuration (informational)
+  std::string train_data_contents;     // the train split's sampled contents (hex); empty: not recorded
 };
 
 struct Checkpoint : CheckpointInfo {

@@ -90,10 +90,8 @@ std::string Trainer::summary() const {
   return out;
 }
 
-namespace {
-
-// What identifies a split's data, cheap at any size: its shards, its tokens, and FNV-1a over each
-// shard's token count and up to three windows of 4096 tokens (its start, middle and end).
+// FNV-1a over each shard's token count and up to three windows of 4096 tokens (its start, middle
+// and end): a shard of other tokens differs there unless it differs only elsewhere.
 nlohmann::json split_identity(const std::vector<std::string>& shards) {
   Fnv1a hash;
   uint64_t tokens = 0;
@@ -112,13 +110,11 @@ nlohmann::json split_identity(const std::vector<std::string>& shards) {
   return {{"shards", shards.size()}, {"tokens", tokens}, {"sampled_contents", fingerprint_hex(hash.h)}};
 }
 
-}  // namespace
-
 nlohmann::json Trainer::data_identity() const {
   const Impl& s = *impl_;
   return {{"total_steps", s.total_steps},
           {"accumulation_steps", s.accum},
-          {"train_data", split_identity(s.train_shards)},
+          {"train_data", s.train_identity},
           {"val_data", split_identity(s.val_shards)},
           {"tokenizer_fingerprint", fingerprint_hex(s.fingerprint)},
           {"eval_batches", s.eval_batches}};
@@ -199,6 +195,7 @@ CheckpointInfo Trainer::Impl::checkpoint_info() const {
   c.tokenizer_fingerprint = fingerprint;
   c.tokenizer_dir = tokenizer_dir;
   c.train_config = cfg;
+  c.train_data_contents = train_identity.at("sampled_contents").get<std::string>();
   c.dtype = cfg.dtype;
   return c;
 }

@@ -26,6 +26,7 @@ struct Trainer::Impl {
   ModelConfig mcfg;
   std::unique_ptr<GPT2> model;
   std::vector<std::string> train_shards, val_shards;
+  nlohmann::json train_identity;  // split_identity(train_shards), taken once
   std::unique_ptr<DataLoader> train_loader, val_loader;
   uint64_t fingerprint = 0;
   std::string tokenizer_dir, origin;
@@ -106,5 +107,10 @@ struct Trainer::Impl {
   // continue from (the newest one at or before finite_step), or none.
   [[noreturn]] void fail_after_bad_steps(uint64_t at_step) const;
 };
+
+// What identifies a split's data, cheap at any size: {"shards", "tokens", "sampled_contents" (hex)}
+// (core/trainer.cpp). A resume compares the train split's contents with its checkpoint's, and the
+// ranks of a data-parallel run compare both splits' with the root's.
+nlohmann::json split_identity(const std::vector<std::string>& shards);
 
 }  // namespace gpt2cc

@@ -78,6 +78,7 @@ std::optional<CheckpointReader> Trainer::Impl::open_origin() {
 void Trainer::Impl::open_data_and_model(const CheckpointInfo& ckpt) {
   const int B = cfg.batch_size, T = cfg.seq_len;
   train_shards = list_shards(cfg.train_data);
+  train_identity = split_identity(train_shards);
   train_loader = std::make_unique<DataLoader>(train_shards, B, T,
                                               cfg.shuffle ? LoaderOrder::shuffled : LoaderOrder::sequential,
                                               cfg.seed, ckpt.tokenizer_fingerprint, true);
@@ -253,7 +254,13 @@ void Trainer::Impl::build_model(const CheckpointInfo& ckpt, CheckpointReader* or
     step = ckpt.step;
     tokens_seen = ckpt.tokens_seen;
     skipped_steps = ckpt.skipped_steps;
-    train_loader->restore(ckpt.loader);
+    train_loader->restore(ckpt.loader);  // refuses data of another size
+    const std::string contents = train_identity.at("sampled_contents").get<std::string>();
+    INPUT_CHECK(ckpt.train_data_contents.empty() || ckpt.train_data_contents == contents,
+                "the training data is not the run's: its sampled contents (fingerprint {}) differ from those the run "
+                "trained on ({}), at the same size (resuming exactly needs the same data; start a new run with "
+                "--init-from to train on other data)",
+                contents, ckpt.train_data_contents);
     last_saved = step;
     finite_step = step;
   }

@@ -57,6 +57,7 @@ void require_equal(const Checkpoint& a, const Checkpoint& b) {
   CHECK(a.tokenizer_fingerprint == b.tokenizer_fingerprint);
   CHECK(a.tokenizer_dir == b.tokenizer_dir);
   CHECK(a.train_config == b.train_config);
+  CHECK(a.train_data_contents == b.train_data_contents);
   CHECK(test::same_bits(a.params, b.params));
   CHECK(test::same_bits(a.m, b.m));
   CHECK(test::same_bits(a.v, b.v));
@@ -141,6 +142,11 @@ TEST_CASE("checkpoint round trip is exact", "[checkpoint]") {
   save_checkpoint(path, c);
   const std::vector<char> none = read_bytes(path);
   CHECK(std::string(none.begin(), none.end()).find("skipped_steps") == std::string::npos);
+  // The training data's sampled contents, where train recorded them (absent before: empty).
+  c.train_data_contents = "0123456789abcdef";
+  save_checkpoint(path, c);
+  require_equal(load_checkpoint(path), c);
+  CHECK(load_checkpoint(path).train_data_contents == "0123456789abcdef");
 }
 
 TEST_CASE("a checkpoint streams: written from a source and read into a sink a bounded piece at a time",

@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <bit>
 #include <catch2/catch.hpp>
 #include <cmath>
@@ -26,6 +27,7 @@
 #include "core/checkpoint.hpp"
 #include "core/config.hpp"
 #include "core/device_peaks.hpp"
+#include "core/shard.hpp"
 #include "tokenizer/tokenizer.hpp"
 #include "train_fixtures.hpp"
 
@@ -488,6 +490,23 @@ TEST_CASE("a tiny run, its resume, and --eval-only", "[cli]") {
     Run changed = train("--resume " + run_dir + " --train-data " + other + "/train.bin");
     CHECK(changed.code == 2);
     CHECK_THAT(changed.output, Catch::Contains("the training data is not the run's: it has"));
+  }
+  SECTION("a resume refuses training data of the run's size but other tokens; a copy of the run's resumes") {
+    const std::string other = dir + "/reversed_data", copy = dir + "/copied_data";
+    std::filesystem::create_directories(other);
+    std::filesystem::create_directories(copy);
+    MappedShard shard(dir + "/train.bin");
+    std::vector<uint32_t> tokens(shard.size());
+    shard.copy(0, tokens.size(), tokens.data());
+    std::filesystem::copy_file(dir + "/train.bin", copy + "/train.bin");
+    std::reverse(tokens.begin(), tokens.end());
+    write_shard(other + "/train.bin", tokens, shard.header().tokenizer_fingerprint, shard.header().vocab_size);
+    Run changed = train("--resume " + run_dir + " --train-data " + other + "/train.bin");
+    CHECK(changed.code == 2);
+    CHECK_THAT(changed.output, Catch::Contains("the training data is not the run's: its sampled contents"));
+    Run copied = train("--resume " + run_dir + " --train-data " + copy + "/train.bin");
+    INFO(copied.output);
+    CHECK(copied.code == 0);
   }
   SECTION("a second Ctrl-C while a checkpoint is written removes its .tmp") {
     // step_00000004.ckpt.tmp made a FIFO holds the write in its open: the first SIGINT asks the
