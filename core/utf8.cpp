@@ -1,4 +1,4 @@
-// UTF-8 validation (see core/utf8.hpp).
+// UTF-8 validation and white space (see core/utf8.hpp).
 #include "core/utf8.hpp"
 
 #include <cstdint>
@@ -92,6 +92,30 @@ std::string replace_invalid_utf8(std::string_view s) {
   out.reserve(s.size());
   append_valid_utf8(s, true, out);
   return out;
+}
+
+bool is_white_space_code_point(uint32_t cp) {
+  return (cp >= 0x09 && cp <= 0x0D) || cp == 0x20 || cp == 0x85 || cp == 0xA0 || cp == 0x1680 ||
+         (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F || cp == 0x205F ||
+         cp == 0x3000;
+}
+
+bool is_white_space(std::string_view text) {
+  for (size_t i = 0; i < text.size();) {
+    const auto lead = static_cast<unsigned char>(text[i]);
+    if (lead < 0x80) {
+      if (!is_white_space_code_point(lead)) return false;
+      ++i;
+      continue;
+    }
+    const Prefix p = sequence_prefix(text, i);
+    if (p.length == 0 || p.valid < p.length) return false;
+    uint32_t cp = lead & (0xFF >> (p.length + 1));  // the lead byte's payload bits
+    for (size_t k = 1; k < p.length; ++k) cp = (cp << 6) | (static_cast<unsigned char>(text[i + k]) & 0x3F);
+    if (!is_white_space_code_point(cp)) return false;
+    i += p.length;
+  }
+  return true;
 }
 
 }  // namespace gpt2cc

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -22,5 +23,14 @@ inline bool is_valid_utf8(std::string_view s) { return find_invalid_utf8(s) == s
 size_t append_valid_utf8(std::string_view bytes, bool final, std::string& out);
 // s with every maximal invalid subpart replaced by U+FFFD.
 std::string replace_invalid_utf8(std::string_view s);
+
+// Whether code point cp is white space as GPT-2's pre-tokenisation pattern has it: TAB LF VT FF
+// CR, NEL (U+0085) and Unicode's separators \p{Z} (U+0020, U+00A0, U+1680, U+2000-U+200A, U+2028,
+// U+2029, U+202F, U+205F, U+3000). The tokenizer's tests hold this list to the pattern's class,
+// as PCRE2 compiles it, for every code point.
+bool is_white_space_code_point(uint32_t cp);
+// Whether every character of text is such white space: true for "", false for text that is not
+// valid UTF-8 (an invalid byte is no character). prepare's whitespace-only lines are these.
+bool is_white_space(std::string_view text);
 
 }  // namespace gpt2cc

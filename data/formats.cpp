@@ -14,6 +14,7 @@
 
 #include "core/check.hpp"
 #include "core/json_number.hpp"
+#include "core/utf8.hpp"
 
 namespace gpt2cc::data {
 
@@ -22,9 +23,9 @@ namespace {
 constexpr std::string_view kEot = "<|endoftext|>";
 constexpr size_t kReadBlock = 1 << 20;
 
-bool is_blank(std::string_view line) {
-  return std::all_of(line.begin(), line.end(), [](char c) { return c == ' ' || c == '\t' || c == '\f' || c == '\v'; });
-}
+// A whitespace-only line: white space as GPT-2's pre-tokeniser has it, Unicode's too (a line of
+// no-break spaces is blank).
+bool is_blank(std::string_view line) { return is_white_space(line); }
 
 std::string_view trim(std::string_view s) {
   size_t b = 0, e = s.size();
@@ -339,22 +340,23 @@ class Utf8FileBuffer : public std::streambuf {
 
 // The full TinyStories JSON release: data00.json ... each an array of objects with a "story"
 // string. Parsed with SAX so a 250 MB file never becomes a DOM. Each object of the array is
-// checked on its own: exactly one "story" key, holding a string.
+// checked on its own: exactly one "story" key, holding a string; an element of the array that is
+// not an object (a number, a string, null, an array) is an error naming it.
 class StorySax : public nlohmann::json_sax<nlohmann::json> {
  public:
   StorySax(DocumentBuilder& doc, const std::string& path, bool replace) : doc_(doc), path_(path), replace_(replace) {}
-  bool null() override { return scalar(); }
-  bool boolean(bool) override { return scalar(); }
-  bool number_integer(number_integer_t) override { return scalar(); }
-  bool number_unsigned(number_unsigned_t) override { return scalar(); }
-  bool number_float(number_float_t, const string_t&) override { return scalar(); }
-  bool binary(binary_t&) override { return scalar(); }
+  bool null() override { return scalar("null"); }
+  bool boolean(bool) override { return scalar("boolean"); }
+  bool number_integer(number_integer_t) override { return scalar("number"); }
+  bool number_unsigned(number_unsigned_t) override { return scalar("number"); }
+  bool number_float(number_float_t, const string_t&) override { return scalar("number"); }
+  bool binary(binary_t&) override { return scalar("binary value"); }
   bool string(string_t& s) override {
     if (depth_ == 2 && in_story_) {
       has_story_ = true;
       feed_string(s, doc_, format("{}: story {}", path_, objects_), replace_);
     }
-    return scalar();
+    return scalar("string");
   }
   bool start_object(std::size_t) override {
     INPUT_CHECK(depth_ != 0, "{}: expected a JSON array of objects with a \"story\" field, found an object", path_);
@@ -381,6 +383,8 @@ class StorySax : public nlohmann::json_sax<nlohmann::json> {
     return true;
   }
   bool start_array(std::size_t) override {
+    INPUT_CHECK(depth_ != 1, "{}: element {} of the array is an array, not an object with a \"story\" string", path_,
+                objects_ + 1);
     ++depth_;
     in_story_ = false;
     return true;
@@ -397,8 +401,10 @@ class StorySax : public nlohmann::json_sax<nlohmann::json> {
   uint64_t first_without_story() const { return first_without_story_; }  // from 1
 
  private:
-  bool scalar() {
+  bool scalar(const char* kind) {
     INPUT_CHECK(depth_ != 0, "{}: expected a JSON array of objects, found a scalar", path_);
+    INPUT_CHECK(depth_ != 1, "{}: element {} of the array is a {}, not an object with a \"story\" string", path_,
+                objects_ + 1, kind);
     in_story_ = false;
     return true;
   }

@@ -173,15 +173,19 @@ bool ends_in_visible_non_ascii(std::string_view text, size_t p) {
   while (begin > 0 && p - begin < 4 && (uint8_t(text[begin - 1]) & 0xC0) == 0x80) --begin;  // continuation bytes
   if (begin == 0 || uint8_t(text[begin - 1]) < 0xC0) return false;  // no lead byte within 4 bytes
   const std::string_view ch = text.substr(begin - 1, p - begin + 1);
-  if (!is_valid_utf8(ch)) return false;  // also: the lead byte announces exactly these bytes
-  MatchState& state = match_state();
-  const int rc = pcre2_jit_match(patterns().space, reinterpret_cast<PCRE2_SPTR>(ch.data()), ch.size(), 0, 0,
-                                 state.data, state.context);
-  ENSURE(rc > 0 || rc == PCRE2_ERROR_NOMATCH, "PCRE2 match failed with code {}", rc);
-  return rc == PCRE2_ERROR_NOMATCH;
+  // is_valid_utf8 also checks that the lead byte announces exactly these bytes.
+  return is_valid_utf8(ch) && !is_pattern_white_space(ch);
 }
 
 }  // namespace
+
+bool is_pattern_white_space(std::string_view character) {
+  MatchState& state = match_state();
+  const int rc = pcre2_jit_match(patterns().space, reinterpret_cast<PCRE2_SPTR>(character.data()), character.size(),
+                                 0, 0, state.data, state.context);
+  ENSURE(rc > 0 || rc == PCRE2_ERROR_NOMATCH, "PCRE2 match failed with code {}", rc);
+  return rc > 0 && pcre2_get_ovector_pointer(state.data)[1] == character.size();
+}
 
 size_t find_safe_split(std::string_view text, size_t after, size_t before) {
   const auto letter = [](char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); };

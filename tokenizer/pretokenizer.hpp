@@ -34,6 +34,11 @@ struct Piece {
 // Appends the pre-tokens of `text` (which must hold no special tokens to honour) to `out`.
 void pretokenize(std::string_view text, std::vector<Piece>& out);
 
+// Whether `character`, one well-formed UTF-8 character, is in the pattern's white-space class as
+// PCRE2 compiles it (TAB LF VT FF CR, NEL, \p{Z}; core/utf8.hpp's is_white_space_code_point
+// lists the same, which the tests check for every code point).
+bool is_pattern_white_space(std::string_view character);
+
 // A split position p in text such that pre-tokenising text[0,p) and text[p,n) separately gives
 // the same pieces as the whole: text[p] is '\n' and text[p-1] a visible ASCII character, or
 // text[p] is '\n' after a whole well-formed character beyond ASCII that is not white space to the

@@ -162,6 +162,14 @@ TEST_CASE("TinyStories JSON: an array of objects with a story field", "[data]") 
     std::string gap = write_file(dir, "gap.json", R"([{"story": "a"}, {"x": {"story": "nested"}}, {"story": 5}])");
     CHECK_THROWS_WITH(read(gap, with(Format::tinystories_json)),
                       Catch::Contains("2 of 3 objects") && Catch::Contains("the first: object 2"));
+    // An element that is not an object is no story: named, not skipped.
+    std::string scalar = write_file(dir, "scalar.json", R"([{"story": "a"}, 5, "s", null])");
+    CHECK_THROWS_WITH(read(scalar, with(Format::tinystories_json)),
+                      Catch::Contains(scalar + ": element 2 of the array is a number, not an object with a "
+                                               "\"story\" string"));
+    std::string nested = write_file(dir, "nested.json", R"([[{"story": "a"}]])");
+    CHECK_THROWS_WITH(read(nested, with(Format::tinystories_json)),
+                      Catch::Contains(nested + ": element 1 of the array is an array"));
   }
   SECTION("invalid UTF-8: an error naming the flag, or replaced before the parser reads it") {
     std::string invalid = write_file(dir, "bad_utf8.json", "[{\"story\": \"Once \xFF upon\"}]");
@@ -280,6 +288,20 @@ TEST_CASE("JSONL: a chosen string field per line", "[data]") {
                     Catch::Contains(twice + ":2: the field \"text\" appears 2 times in the object"));
   std::string nested = write_file(dir, "nested.jsonl", "{\"meta\": {\"text\": \"x\"}, \"text\": \"d\"}\n");
   CHECK(read(nested, with(Format::jsonl)) == Docs{"d"});
+}
+
+// Whitespace is Unicode's too (core/utf8's is_white_space, the pre-tokeniser's class): a document
+// of no-break and ideographic spaces is none, and lines of them are blank lines.
+TEST_CASE("a line or document of Unicode white space is blank", "[data]") {
+  std::string dir = test::temp_dir("formats_unicode_space");
+  std::string jsonl = write_file(dir, "a.jsonl", "{\"text\": \"\\u00a0\\u3000\"}\n{\"text\": \"one\"}\n");
+  CHECK(read(jsonl, with(Format::jsonl)) == Docs{"one"});
+  // Text: trailing lines of U+00A0 / U+2028 dropped, an inner one kept verbatim; a NEL line too.
+  std::string text = write_file(dir, "a.txt", "\u00a0\nfirst\n\u3000\nsecond\n\u00a0 \n\u2028\n\u0085\n");
+  CHECK(read(text, with(Format::text)) == Docs{"first\n\u3000\nsecond"});
+  // TinyStories v2: a story of white space only is no story.
+  std::string v2 = write_file(dir, "v2.txt", "A story.\n<|endoftext|>\n\u00a0\n<|endoftext|>\nB story.\n");
+  CHECK(read(v2, with(Format::tinystories_v2)) == Docs{"A story.", "B story."});
 }
 
 TEST_CASE("invalid UTF-8 is an error naming file and line, or replaced on request", "[data]") {

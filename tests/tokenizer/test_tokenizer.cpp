@@ -224,6 +224,35 @@ TEST_CASE("a safe split point cuts no pre-token, at a line end or a space betwee
   CHECK(after_non_ascii > 100);
 }
 
+// core/utf8's list of white space (prepare's blank lines) is the pattern's class, for every code
+// point: a PCRE2 built with another Unicode version would show here.
+TEST_CASE("core's white space is the pre-tokenisation pattern's, code point by code point", "[tokenizer]") {
+  int spaces = 0;
+  for (uint32_t cp = 0; cp <= 0x10FFFF; ++cp) {
+    if (cp >= 0xD800 && cp <= 0xDFFF) continue;  // surrogates are no characters
+    std::string ch;
+    if (cp < 0x80) {
+      ch = {char(cp)};
+    } else if (cp < 0x800) {
+      ch = {char(0xC0 | (cp >> 6)), char(0x80 | (cp & 0x3F))};
+    } else if (cp < 0x10000) {
+      ch = {char(0xE0 | (cp >> 12)), char(0x80 | ((cp >> 6) & 0x3F)), char(0x80 | (cp & 0x3F))};
+    } else {
+      ch = {char(0xF0 | (cp >> 18)), char(0x80 | ((cp >> 12) & 0x3F)), char(0x80 | ((cp >> 6) & 0x3F)),
+            char(0x80 | (cp & 0x3F))};
+    }
+    const bool pattern = gpt2cc::tok::is_pattern_white_space(ch);
+    if (pattern != gpt2cc::is_white_space_code_point(cp)) FAIL("code point U+" << std::hex << cp);
+    CHECK(gpt2cc::is_white_space(ch) == pattern);
+    spaces += pattern;
+  }
+  CHECK(spaces == 25);  // TAB LF VT FF CR, NEL, and \p{Z}'s 19
+  CHECK(gpt2cc::is_white_space(""));
+  CHECK(gpt2cc::is_white_space(" \t\u00a0\u3000\u2028"));
+  CHECK_FALSE(gpt2cc::is_white_space(" \u00a0x"));
+  CHECK_FALSE(gpt2cc::is_white_space(" \xa0"));  // an invalid byte, not U+00A0
+}
+
 TEST_CASE("parallel, streaming and concurrent encodes equal the plain encode", "[tokenizer]") {
   const Tokenizer& tok = gpt2();
   std::string text;
