@@ -121,7 +121,7 @@ cxxopts::Options make_generate_options() {
       ("max-new-tokens", "tokens generated per sample at most, >= 1", cxxopts::value<int>()->default_value("128"))
       ("stop", "stop string (repeatable; \\n \\t \\\\ understood); not printed", cxxopts::value<std::vector<std::string>>())
       ("ignore-eot", "keep generating past <|endoftext|>")
-      ("greedy", "argmax decoding (temperature, top-k, top-p unused)")
+      ("greedy", "argmax decoding (with --temperature, --top-k or --top-p: an error)")
       ("temperature", "divide logits by T > 0", cxxopts::value<double>()->default_value("1.0"))
       ("top-k", "keep the k most likely tokens; 0 = off", cxxopts::value<int>()->default_value("0"))
       ("top-p", "nucleus threshold in (0, 1]; 1 = off", cxxopts::value<double>()->default_value("1.0"))
@@ -180,6 +180,11 @@ GenerateRequest parse_generate_request(const cxxopts::ParseResult& args) {
               values_as_typed(args, "repetition-penalty").back());
   sampling.repetition_penalty = sampler_float(args, "repetition-penalty");
   sampling.seed = args["seed"].as<uint64_t>();
+  // --greedy takes the most likely token: a sampling setting beside it would be silently unused
+  // (the repetition penalty still acts on the logits, and --seed is left alone: harmless).
+  for (const char* flag : {"temperature", "top-k", "top-p"})
+    INPUT_CHECK(!sampling.greedy || !args.count(flag),
+                "--{} sets how tokens are sampled: --greedy takes the most likely one; drop one of them", flag);
   validate(sampling);
   GenerationConfig& gen = r.gen;
   gen.max_new_tokens = args["max-new-tokens"].as<int>();

@@ -458,6 +458,10 @@ TEST_CASE("bad input exits 2 with a message naming the problem", "[generate][cli
         "the text to score, --score " + dir + "/bad_utf8_score.txt is not valid UTF-8: line 2, byte 17 of the line "
         "(\\xff\\x20\\x61\\x74...)");
   fails(generate_cli("--prompt hi --temperature 0"), "temperature must be > 0");
+  fails(generate_cli("--prompt hi --greedy --top-k 40"),
+        "--top-k sets how tokens are sampled: --greedy takes the most likely one; drop one of them");
+  fails(generate_cli("--prompt hi --greedy --temperature 0.7"), "--temperature sets how tokens are sampled");
+  fails(generate_cli("--prompt hi --top-p 0.9 --greedy"), "--top-p sets how tokens are sampled");
   fails(generate_cli("--prompt hi --top-p 1.5"), "top-p");
   fails(generate_cli("--prompt hi --top-k -2"), "top-k");
   fails(generate_cli("--prompt hi --repetition-penalty 0.5"), "--repetition-penalty must be >= 1 (1 = off), got 0.5");
