@@ -420,11 +420,7 @@ class CudaBackend final : public Backend {
     CUDA_CHECK(cudaGraphInstantiate(&exec, graph.get(), 0));
     // A few shapes at most recur (training batches, evaluation batches): keep the most recently
     // replayed.
-    if (graphs_.size() >= kMaxGraphs) {
-      cudaGraphExecDestroy(graphs_.front().exec);
-      graphs_.erase(graphs_.begin());
-      CUDA_CHECK(cudaDeviceGraphMemTrim(device_));  // what only it used (none in use by a launch in flight)
-    }
+    if (graphs_.size() >= kMaxGraphs) destroy_recording(graphs_.begin());  // the stream is synchronised above
     graphs_.push_back({key, exec, cuda::captured_scratch.peak});
   }
   void abort_recording() noexcept override {
@@ -440,9 +436,7 @@ class CudaBackend final : public Backend {
     auto found = std::find_if(graphs_.begin(), graphs_.end(), [&](const Recording& r) { return r.key == key; });
     if (found == graphs_.end()) return;
     CUDA_CHECK(cudaStreamSynchronize(stream_));  // no launch of it still in flight
-    CUDA_CHECK(cudaGraphExecDestroy(found->exec));
-    graphs_.erase(found);
-    CUDA_CHECK(cudaDeviceGraphMemTrim(device_));  // the graph memory only it used
+    destroy_recording(found);
   }
   bool replay(uint64_t key) override {
     auto found = std::find_if(graphs_.begin(), graphs_.end(), [&](const Recording& r) { return r.key == key; });
@@ -486,6 +480,14 @@ class CudaBackend final : public Backend {
   bool use_flash(int HS, bool dropout) const {
     return dtype_ == DType::bf16 && !dropout && cuda::flash_attention_supported(HS) &&
            cuda::flash_attention_fits_device(HS, designs_.flash_backward);
+  }
+  // Destroys a recording (the caller has synchronised the stream: no launch of it in flight) and
+  // hands back the graph memory only it used.
+  template <class It>
+  void destroy_recording(It recording) {
+    CUDA_CHECK(cudaGraphExecDestroy(recording->exec));
+    graphs_.erase(recording);
+    CUDA_CHECK(cudaDeviceGraphMemTrim(device_));
   }
 
   int device_;
