@@ -12,6 +12,7 @@
 #include <sstream>
 #include <string>
 #include <system_error>
+#include <utility>
 #include <vector>
 
 #include "benchmarks/bench_cli.hpp"
@@ -29,18 +30,25 @@ struct Outcome {
   std::string err;  // what went to std::cerr
 };
 
-// Runs `body` under run_cli with argv = {"prog", args...} and the given hint, capturing std::cerr.
-template <class Body>
-Outcome run(Body body, std::vector<std::string> args = {}, const char* hint = "less memory: --small") {
+// Runs main(argc, argv) under run_cli with argv = {"prog", args...} and the given hint, capturing
+// std::cerr.
+template <class Main>
+Outcome run_main(Main main, std::vector<std::string> args, const char* hint = "less memory: --small") {
   std::vector<char*> argv{const_cast<char*>("prog")};
   for (std::string& a : args) argv.push_back(a.data());
   std::ostringstream captured;
   std::streambuf* old = std::cerr.rdbuf(captured.rdbuf());
   Outcome o;
-  o.code = run_cli("prog", static_cast<int>(argv.size()), argv.data(), [&](int, char**) { return body(); }, hint);
+  o.code = run_cli("prog", static_cast<int>(argv.size()), argv.data(), main, hint);
   std::cerr.rdbuf(old);
   o.err = captured.str();
   return o;
+}
+
+// The same for a `body` that takes no arguments.
+template <class Body>
+Outcome run(Body body, std::vector<std::string> args = {}, const char* hint = "less memory: --small") {
+  return run_main([&](int, char**) { return body(); }, std::move(args), hint);
 }
 
 }  // namespace
@@ -107,15 +115,7 @@ TEST_CASE("run_cli: cxxopts errors exit 2, an unparsable value is named by its f
     const auto args = cli.parse(argc, argv);
     return args["lr"].as<float>() == 0.5f ? 0 : 4;
   };
-  auto run_parse = [&](std::vector<std::string> args) {
-    std::vector<char*> argv{const_cast<char*>("prog")};
-    for (std::string& a : args) argv.push_back(a.data());
-    std::ostringstream captured;
-    std::streambuf* old = std::cerr.rdbuf(captured.rdbuf());
-    const int code = run_cli("prog", static_cast<int>(argv.size()), argv.data(), parse);
-    std::cerr.rdbuf(old);
-    return Outcome{code, captured.str()};
-  };
+  auto run_parse = [&](std::vector<std::string> args) { return run_main(parse, std::move(args)); };
   CHECK(run_parse({"--lr", "0.5"}).code == 0);
   const Outcome unknown = run_parse({"--rl", "0.5"});
   CHECK(unknown.code == 2);
@@ -139,15 +139,7 @@ TEST_CASE("parse_flags: a bad value is named by the flag that cannot take it", "
     parse_flags(cli, argc, argv);
     return 0;
   };
-  auto run_parse = [&](std::vector<std::string> args) {
-    std::vector<char*> argv{const_cast<char*>("prog")};
-    for (std::string& a : args) argv.push_back(a.data());
-    std::ostringstream captured;
-    std::streambuf* old = std::cerr.rdbuf(captured.rdbuf());
-    const int code = run_cli("prog", static_cast<int>(argv.size()), argv.data(), parse);
-    std::cerr.rdbuf(old);
-    return Outcome{code, captured.str()};
-  };
+  auto run_parse = [&](std::vector<std::string> args) { return run_main(parse, std::move(args)); };
   const Outcome two = run_parse({"--lr", "0.5", "--batch-size", "0.5"});
   CHECK(two.code == 2);
   CHECK_THAT(two.err, Catch::Contains("--batch-size: '0.5' is not a valid value (see prog --help)"));
