@@ -35,28 +35,37 @@
 
 namespace gpt2cc {
 
-// cxxopts reports "Argument ‘abc’ failed to parse" without the flag; find which flag got it: the
-// first `--flag abc` or `--flag=abc` in argv for which `fails(words)` (those one or two words
-// parsed alone) is true, else the first of them (`fails` null, or no word alone fails: a value of
-// two flags, --lr 0.5 --batch-size 0.5, is blamed on the flag that cannot take it).
+// cxxopts reports "Argument ‘abc’ failed to parse" without the flag; find which flag got it.
+// With `fails_prefix` (whether parsing argv[0, k) alone fails so: parse_flags), the first prefix
+// that fails ends at the bad word, which is the value of the word before it (--lr abc) or holds
+// it (--lr=abc, -Babc); without, the first `--flag abc` or `--flag=abc` in argv, which may be a
+// flag given the same text that parsed (--lr 0.5 --batch-size 0.5) or a flag's value (--prompt
+// --top-k).
 inline std::string name_bad_value(const std::string& message, int argc, char** argv,
-                                  const std::function<bool(const std::vector<std::string>&)>& fails = nullptr) {
+                                  const std::function<bool(int)>& fails_prefix = nullptr) {
   const size_t open = message.find("\u2018"), close = message.find("\u2019");
   if (open == std::string::npos || close == std::string::npos) return message;
   const std::string value = message.substr(open + 3, close - open - 3);  // the quotes are 3 bytes in UTF-8
-  std::string first;
+  const auto named = [&](const std::string& flag) { return format("{}: '{}' is not a valid value", flag, value); };
+  if (fails_prefix) {
+    for (int k = 2; k <= argc; ++k) {
+      if (!fails_prefix(k)) continue;
+      const std::string word = argv[k - 1];
+      if (word == value && k >= 3) return named(argv[k - 2]);
+      if (word.size() > value.size() && word.ends_with(value)) {
+        std::string flag = word.substr(0, word.size() - value.size());
+        if (flag.ends_with('=')) flag.pop_back();
+        return named(flag);
+      }
+      break;
+    }
+  }
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
-    if (!arg.starts_with("--")) continue;
-    std::vector<std::string> words;
-    if (arg.ends_with("=" + value)) words = {arg};
-    else if (i + 1 < argc && argv[i + 1] == value) words = {arg, value};
-    if (words.empty()) continue;
-    const std::string flag = arg.substr(0, arg.find('='));
-    if (first.empty()) first = flag;
-    if (fails && fails(words)) return format("{}: '{}' is not a valid value", flag, value);
+    if (arg.starts_with("--") && arg.ends_with("=" + value)) return named(arg.substr(0, arg.find('=')));
+    if (arg.starts_with("--") && i + 1 < argc && argv[i + 1] == value) return named(arg);
   }
-  return first.empty() ? message : format("{}: '{}' is not a valid value", first, value);
+  return message;
 }
 
 // cxxopts 3.1's integer parser misses most overflows (it checks each partial result against the
@@ -157,20 +166,18 @@ inline cxxopts::ParseResult parse_flags(cxxopts::Options& options, int argc, cha
   try {
     result = options.parse(argc, argv);
   } catch (const cxxopts::exceptions::incorrect_argument_type& e) {
-    // Which flag: each candidate's words parsed again on their own (the run ends here, so what
-    // those parses store into the options' bound variables does not matter).
-    const auto fails = [&](const std::vector<std::string>& words) {
-      std::vector<const char*> alone = {argv[0]};
-      for (const std::string& w : words) alone.push_back(w.c_str());
+    // Which flag: argv parsed again, a word more each time, up to the one that fails (the run
+    // ends here, so what those parses store into the options' bound variables does not matter).
+    const auto fails_prefix = [&](int k) {
       try {
-        options.parse(static_cast<int>(alone.size()), alone.data());
+        options.parse(k, argv);
       } catch (const cxxopts::exceptions::incorrect_argument_type&) {
         return true;
       } catch (const cxxopts::exceptions::exception&) {
       }
       return false;
     };
-    throw cxxopts::exceptions::parsing(name_bad_value(e.what(), argc, argv, fails));
+    throw cxxopts::exceptions::parsing(name_bad_value(e.what(), argc, argv, fails_prefix));
   }
   check_integer_flags(result);
   check_real_flags(result);

@@ -135,7 +135,8 @@ TEST_CASE("parse_flags: a bad value is named by the flag that cannot take it", "
     cli.add_options()("lr", "learning rate", cxxopts::value<double>()->default_value("1"))(
         "batch-size", "rows", cxxopts::value<long>()->default_value("1"))("steps", "steps",
                                                                           cxxopts::value<long>()->default_value("1"))(
-        "shuffle", "a switch", cxxopts::value<bool>()->default_value("true")->implicit_value("true"));
+        "shuffle", "a switch", cxxopts::value<bool>()->default_value("true")->implicit_value("true"))(
+        "name", "a string", cxxopts::value<std::string>());
     parse_flags(cli, argc, argv);
     return 0;
   };
@@ -154,6 +155,12 @@ TEST_CASE("parse_flags: a bad value is named by the flag that cannot take it", "
   CHECK(after_switch.code == 2);
   CHECK_THAT(after_switch.err, Catch::Contains("--steps: 'x' is not a valid value"));
   CHECK(run_parse({"--lr", "0.5", "--batch-size", "5"}).code == 0);
+  // A word that looks like a flag but is another flag's value, followed by the failing value's text.
+  const Outcome value_like_flag = run_parse({"--name", "--steps", "0.5", "--batch-size", "0.5"});
+  CHECK(value_like_flag.code == 2);
+  CHECK_THAT(value_like_flag.err, Catch::Contains("--batch-size: '0.5' is not a valid value"));
+  const Outcome short_form = run_parse({"--name=x", "--steps=0.5"});
+  CHECK_THAT(short_form.err, Catch::Contains("--steps: '0.5' is not a valid value"));
 }
 
 TEST_CASE("parse_flags: an integer that does not fit its flag's type is refused, not wrapped", "[cli]") {
