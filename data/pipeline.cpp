@@ -390,6 +390,10 @@ std::vector<std::string> expand_inputs(const std::vector<std::string>& paths, co
       out.insert(out.end(), files.begin(), files.end());
     } else {
       const fs::file_status status = fs::status(p, ec);
+      // A path that names nothing is the user's; one that cannot be looked at (a link loop: 2, no
+      // permission: 1) is said as such, as run_cli says a filesystem error.
+      if (ec && ec != std::errc::no_such_file_or_directory && ec != std::errc::not_a_directory)
+        throw fs::filesystem_error("cannot read input", p, ec);
       INPUT_CHECK(fs::exists(status), "input {} does not exist", p);
       INPUT_CHECK(fs::is_regular_file(status), "input {} is not a regular file or a directory (a pipe or a device "
                   "cannot be read: some formats read their file twice, and the manifest records its size)", p);

@@ -830,6 +830,9 @@ TEST_CASE("prepare rejects bad flags and inputs with exit code 2", "[data]") {
   std::string dir = test::temp_dir("prepare_errors");
   std::string in = write_file(dir + "/a.txt", "Some text.\n");
   std::string base = format("--input {} --tokenizer {} --out {}/out", in, gpt2_dir(), dir);
+  std::error_code ec;
+  fs::remove(dir + "/loop", ec);
+  fs::create_symlink("loop", dir + "/loop");  // a link to itself
   struct Bad {
     std::string args, message;
   };
@@ -854,6 +857,8 @@ TEST_CASE("prepare rejects bad flags and inputs with exit code 2", "[data]") {
        "input " + dir + "/missing.txt does not exist"},
       {"--format text --input /dev/null --tokenizer " + gpt2_dir() + " --out " + dir + "/o",
        "input /dev/null is not a regular file or a directory (a pipe or a device cannot be read"},
+      {"--format text --input " + dir + "/loop --tokenizer " + gpt2_dir() + " --out " + dir + "/o",
+       dir + "/loop: Too many levels of symbolic links"},
       {"--format text --input '' --tokenizer " + gpt2_dir() + " --out " + dir + "/o", "input  does not exist"},
       {"--format text --input " + in + " --tokenizer " + dir + " --out " + dir + "/o", dir},
       {"--format text " + base + " stray", "stray"},
