@@ -17,6 +17,7 @@
 #include "core/atomic_file.hpp"
 #include "core/check.hpp"
 #include "core/tokenizer_files.hpp"
+#include "core/utf8.hpp"
 #include "tokenizer/pretokenizer.hpp"
 
 namespace gpt2cc::tok {
@@ -224,16 +225,41 @@ std::string json_escape(std::string_view s) {
   return out + "\"";
 }
 
-// A token or a line of a file, quoted for a message: as JSON writes it (a control byte as \u00XX,
-// so that an escape sequence never reaches the terminal), and of a long one its first 32 bytes
-// (cut before a character's continuation bytes) and its length: a damaged file's line may be
-// megabytes long.
+// A token or a line of a file, quoted for a message: printable characters as they are (GPT-2's
+// byte alphabet is printable), '"' and '\\' escaped, control characters (C0, DEL, C1) as \u00XX
+// and bytes that are not UTF-8 as \xNN, so that no escape sequence reaches the terminal; of a long
+// one its first 32 bytes (cut before a character's continuation bytes) and its length: a damaged
+// file's line may be megabytes long.
 std::string quote_token(std::string_view s) {
   constexpr size_t kShown = 32;
-  if (s.size() <= kShown) return json_escape(s);
-  size_t cut = kShown;
-  while (cut > 0 && (uint8_t(s[cut]) & 0xC0) == 0x80) --cut;
-  return json_escape(s.substr(0, cut)) + format("... ({} bytes)", s.size());
+  size_t shown = std::min(s.size(), kShown);
+  while (shown < s.size() && shown > 0 && (uint8_t(s[shown]) & 0xC0) == 0x80) --shown;
+  std::string out = "\"";
+  for (size_t i = 0; i < shown;) {
+    const auto c = uint8_t(s[i]);
+    const size_t length = c < 0x80                ? 1
+                          : c >= 0xC2 && c <= 0xDF ? 2
+                          : c >= 0xE0 && c <= 0xEF ? 3
+                          : c >= 0xF0 && c <= 0xF4 ? 4
+                                                   : 0;  // the length a lead byte announces (0: none)
+    if (length == 0 || i + length > s.size() || !is_valid_utf8(s.substr(i, length))) {
+      out += format("\\x{}{}", "0123456789abcdef"[c >> 4], "0123456789abcdef"[c & 15]);
+      ++i;
+      continue;
+    }
+    // The code point of a one- or two-byte character: the controls are below U+00A0.
+    const uint32_t cp = length == 1 ? c : length == 2 ? ((c & 0x1Fu) << 6) | (uint8_t(s[i + 1]) & 0x3Fu) : 0xA0;
+    if (cp < 0x20 || (cp >= 0x7F && cp < 0xA0)) {
+      out += format("\\u00{}{}", "0123456789abcdef"[cp >> 4], "0123456789abcdef"[cp & 15]);
+    } else {
+      if (c == '"' || c == '\\') out.push_back('\\');
+      out.append(s.substr(i, length));
+    }
+    i += length;
+  }
+  out.push_back('"');
+  if (shown < s.size()) out += format("... ({} bytes)", s.size());
+  return out;
 }
 
 // The text of a tokenizer file, refused where it starts with a UTF-8 byte-order mark: JSON and

@@ -429,6 +429,10 @@ TEST_CASE("malformed tokenizer files give errors naming file and line", "[tokeni
                                                 "\"... (1000000 bytes) is not in " + dir + "/vocab.json"));
     write_file(dir, "merges.txt", "#version: 0.2\n\x1b[2Jx y\n");
     CHECK_THAT(load_error(dir), Catch::Contains("merges.txt:2: merge token \"\\u001b[2Jx\" is not in"));
+    // C1's CSI (U+009B, bytes C2 9B) and DEL are controls too; a byte that is not UTF-8 is shown
+    // by its value.
+    write_file(dir, "merges.txt", "#version: 0.2\n\xc2\x9b[2J\x7f\xff\"y y\n");
+    CHECK_THAT(load_error(dir), Catch::Contains("merges.txt:2: merge token \"\\u009b[2J\\u007f\\xff\\\"y\" is not in"));
   }
   {
     std::string dir = test::temp_dir("tok_bad_merge");
