@@ -83,6 +83,15 @@ void Trainer::Impl::open_data_and_model(const CheckpointInfo& ckpt) {
                                               cfg.shuffle ? LoaderOrder::shuffled : LoaderOrder::sequential,
                                               cfg.seed, ckpt.tokenizer_fingerprint, true);
   fingerprint = train_loader->tokenizer_fingerprint();
+  if (resumed) {
+    train_loader->restore(ckpt.loader);  // refuses data of another size
+    const std::string contents = train_identity.at("sampled_contents").get<std::string>();
+    INPUT_CHECK(ckpt.train_data_contents.empty() || ckpt.train_data_contents == contents,
+                "the training data is not the run's: its sampled contents (fingerprint {}) differ from those the run "
+                "trained on ({}), at the same size (resuming exactly needs the same data; start a new run with "
+                "--init-from to train on other data)",
+                contents, ckpt.train_data_contents);
+  }
   // Recorded absolute: generate and --export-hf read it from other working directories.
   tokenizer_dir = cfg.tokenizer_dir.empty() ? ckpt.tokenizer_dir
                                             : fs::absolute(cfg.tokenizer_dir).lexically_normal().string();
@@ -91,10 +100,17 @@ void Trainer::Impl::open_data_and_model(const CheckpointInfo& ckpt) {
   if (from_checkpoint()) {
     mcfg = ckpt.config;
     if (!resumed) mcfg.dropout = cfg.dropout;
+    // Equal, as every gpt2cc checkpoint's are (its rows come from its data). Hugging Face weights
+    // may have more rows than their tokenizer has tokens: their own tokenizer's data differs then
+    // too, and only generate reads such a model.
     INPUT_CHECK(mcfg.vocab_size == data_vocab,
                 "checkpoint {} is a model with a vocabulary of {} tokens, but the data {} was tokenized with a "
-                "vocabulary of {}: prepare the data with the checkpoint's tokenizer",
-                origin, mcfg.vocab_size, cfg.train_data, data_vocab);
+                "vocabulary of {}: {}",
+                origin, mcfg.vocab_size, cfg.train_data, data_vocab,
+                ckpt.tokenizer_fingerprint == 0 && mcfg.vocab_size > data_vocab
+                    ? "training needs the two equal (weights with more rows than their tokenizer's tokens can only "
+                      "generate: docs/training.md)"
+                    : "prepare the data with the checkpoint's tokenizer");
   } else {
     mcfg = preset_shape(cfg);
     mcfg.dropout = cfg.dropout;
@@ -254,13 +270,8 @@ void Trainer::Impl::build_model(const CheckpointInfo& ckpt, CheckpointReader* or
     step = ckpt.step;
     tokens_seen = ckpt.tokens_seen;
     skipped_steps = ckpt.skipped_steps;
-    train_loader->restore(ckpt.loader);  // refuses data of another size
-    const std::string contents = train_identity.at("sampled_contents").get<std::string>();
-    INPUT_CHECK(ckpt.train_data_contents.empty() || ckpt.train_data_contents == contents,
-                "the training data is not the run's: its sampled contents (fingerprint {}) differ from those the run "
-                "trained on ({}), at the same size (resuming exactly needs the same data; start a new run with "
-                "--init-from to train on other data)",
-                contents, ckpt.train_data_contents);
+    // The loader's position: restored, and the data checked to be the run's, in
+    // open_data_and_model, before the checkpoint's arrays are read.
     last_saved = step;
     finite_step = step;
   }
