@@ -60,6 +60,27 @@ void check_export_directory(const std::string& dir, bool with_tokenizer) {
               "--export-hf {} already holds a tokenizer (tokenizer_config.json) that would be taken for this "
               "model's: give --tokenizer DIR, or export into another directory",
               dir);
+  // Files of a tokenizer transformers saved, which the export never writes: AutoTokenizer would
+  // take tokenizer.json over the vocab.json + merges.txt written here.
+  for (const char* name : {"tokenizer.json", "special_tokens_map.json", "added_tokens.json"}) {
+    INPUT_CHECK(!std::filesystem::exists(out / name),
+                "--export-hf {} already holds a tokenizer's {}, which transformers would take for this model's "
+                "tokenizer: remove it, or export into another directory",
+                dir, name);
+  }
+}
+
+// The folders `dir` needs that are not there yet, deepest first: an export that fails removes
+// those it made, as it removes its files.
+std::vector<std::filesystem::path> missing_folders(const std::string& dir) {
+  std::vector<std::filesystem::path> missing;
+  std::error_code ec;
+  for (std::filesystem::path p = std::filesystem::absolute(dir, ec).lexically_normal();
+       !p.empty() && !std::filesystem::exists(std::filesystem::symlink_status(p, ec)); p = p.parent_path()) {
+    missing.push_back(p);
+    if (p == p.parent_path()) break;
+  }
+  return missing;
 }
 
 }  // namespace
@@ -120,10 +141,29 @@ void export_checkpoint_hf(const TrainConfig& c, bool preset_given) {
   if (!tokenizer_dir.empty())
     tokenizer = load_checkpoint_tokenizer(tokenizer_dir, ckpt.tokenizer_fingerprint, ckpt.config.vocab_size, path);
   std::error_code ec;
+  const std::vector<std::filesystem::path> new_folders = missing_folders(c.export_hf);
+  const auto remove_new_folders = [&] {
+    for (const std::filesystem::path& folder : new_folders) std::filesystem::remove(folder, ec);  // if empty
+  };
   std::filesystem::create_directories(c.export_hf, ec);
-  INPUT_CHECK(!ec && std::filesystem::is_directory(c.export_hf), "--export-hf {}: cannot make a directory there: {}",
-              c.export_hf, ec ? ec.message() : "a file of that name is in the way");
-  check_export_directory(c.export_hf, tokenizer.has_value());
+  // A path that names no folder is the user's (exit 2); one the system refuses (no permission, a
+  // read-only disk) the machine's (1).
+  if (ec) {
+    remove_new_folders();
+    const std::string what = format("--export-hf {}: cannot make a directory there: {}", c.export_hf, ec.message());
+    if (ec == std::errc::not_a_directory || ec == std::errc::file_exists || ec == std::errc::no_such_file_or_directory ||
+        ec == std::errc::too_many_symbolic_link_levels || ec == std::errc::filename_too_long)
+      fail_input(what);
+    throw Error(what);
+  }
+  INPUT_CHECK(std::filesystem::is_directory(c.export_hf),
+              "--export-hf {}: cannot make a directory there: a file of that name is in the way", c.export_hf);
+  try {
+    check_export_directory(c.export_hf, tokenizer.has_value());
+  } catch (...) {
+    remove_new_folders();
+    throw;
+  }
   // The files the export makes (each written atomically, one after another): a failure or a signal
   // part-way removes those already there, so that the directory is as it was, ready for another try
   // (a model left without its tokenizer would make that try refuse the directory).
@@ -142,6 +182,7 @@ void export_checkpoint_hf(const TrainConfig& c, bool preset_given) {
     if (tokenizer) tokenizer->save(c.export_hf);
   } catch (...) {
     for (const std::string& file : made) std::filesystem::remove(file, ec);
+    remove_new_folders();
     throw;
   }
   std::cout << "exported " << path << " (" << describe(ckpt.config) << ", step " << ckpt.step << ") to "

@@ -765,6 +765,14 @@ TEST_CASE("a tiny run, its resume, and --eval-only", "[cli]") {
     CHECK_THAT(from_damaged.output, Catch::Contains("damaged.ckpt is corrupt: checksum"));
     for (const char* file : {"model.safetensors", "model.safetensors.tmp", "config.json"})
       CHECK_FALSE(std::filesystem::exists(dir + "/hf_damaged/" + file));
+    // ... and no folder it made for the export is left behind.
+    CHECK_FALSE(std::filesystem::exists(dir + "/hf_damaged"));
+    CHECK(train("--init-from " + dir + "/damaged.ckpt --export-hf " + dir + "/hf_deep/er/still").code == 2);
+    CHECK_FALSE(std::filesystem::exists(dir + "/hf_deep"));
+    // A folder the system refuses to make is the machine's failure: exit 1.
+    const Run refused = train("--init-from " + ckpt + " --export-hf /sys/gpt2cc_export_test");
+    CHECK(refused.code == 1);
+    CHECK_THAT(refused.output, Catch::Contains("--export-hf /sys/gpt2cc_export_test: cannot make a directory there"));
     // Bad input, exit 2: a file where the directory would go, or above it; another shape.
     std::ofstream(dir + "/afile") << "x";
     const Run onto_file = train("--init-from " + ckpt + " --export-hf " + dir + "/afile");
@@ -815,6 +823,15 @@ TEST_CASE("a tiny run, its resume, and --eval-only", "[cli]") {
     CHECK_THAT(stale.output, Catch::Contains("already holds a tokenizer (vocab.json) that would be taken for this "
                                              "model's: give --tokenizer DIR"));
     CHECK_FALSE(std::filesystem::exists(dir + "/stale/model.safetensors"));
+    // A tokenizer transformers saved (tokenizer.json), which AutoTokenizer would take over the
+    // export's vocab.json + merges.txt, is refused too (with a tokenizer to export or without).
+    std::filesystem::create_directories(dir + "/saved_tokenizer");
+    std::ofstream(dir + "/saved_tokenizer/tokenizer.json") << "{}";
+    Run saved = train("--init-from " + ckpt + " --export-hf " + dir + "/saved_tokenizer");
+    CHECK(saved.code == 2);
+    CHECK_THAT(saved.output, Catch::Contains("already holds a tokenizer's tokenizer.json, which transformers would "
+                                             "take for this model's tokenizer"));
+    CHECK_FALSE(std::filesystem::exists(dir + "/saved_tokenizer/model.safetensors"));
     // A directory that holds a model (an earlier export, downloaded weights) keeps it: refused.
     const auto exported_at = std::filesystem::last_write_time(hf + "/model.safetensors");
     Run again = train("--init-from " + ckpt + " --export-hf " + hf);
