@@ -151,8 +151,9 @@ void export_checkpoint_hf(const TrainConfig& c, bool preset_given) {
   if (ec) {
     remove_new_folders();
     const std::string what = format("--export-hf {}: cannot make a directory there: {}", c.export_hf, ec.message());
-    if (ec == std::errc::not_a_directory || ec == std::errc::file_exists || ec == std::errc::no_such_file_or_directory ||
-        ec == std::errc::too_many_symbolic_link_levels || ec == std::errc::filename_too_long)
+    if (ec == std::errc::not_a_directory || ec == std::errc::file_exists ||
+        ec == std::errc::no_such_file_or_directory || ec == std::errc::too_many_symbolic_link_levels ||
+        ec == std::errc::filename_too_long)
       fail_input(what);
     throw Error(what);
   }

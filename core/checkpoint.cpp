@@ -272,9 +272,22 @@ void CheckpointReader::Impl::open_gpt2cc() {
   Reader& in = file.emplace(path);
   char magic[8];
   in.read(magic, sizeof magic, "the magic");
-  INPUT_CHECK(std::memcmp(magic, kMagic, sizeof magic) == 0,
-              "{} is not a gpt2cc checkpoint: expected magic 'GPT2CKPT', found '{}'", path,
-              std::string(magic, sizeof magic));
+  if (std::memcmp(magic, kMagic, sizeof magic) != 0) {
+    // The bytes as a message can show them: printable ASCII, others as \xNN (a NUL cut the
+    // message, a control byte reached the terminal).
+    std::string found;
+    for (const char c : magic) {
+      const auto b = static_cast<unsigned char>(c);
+      found += b >= 0x20 && b < 0x7F ? std::string(1, c) : format("\\x{}{}", "0123456789abcdef"[b >> 4],
+                                                                  "0123456789abcdef"[b & 15]);
+    }
+    // A .safetensors file comes here when its header is not one gpt2cc reads (is_hf_gpt2).
+    INPUT_CHECK(!path.ends_with(".safetensors"),
+                "{} is neither a safetensors file gpt2cc can read (its header length or JSON object is damaged: "
+                "first bytes '{}') nor a gpt2cc checkpoint",
+                path, found);
+    fail_input(format("{} is not a gpt2cc checkpoint: expected magic 'GPT2CKPT', found '{}'", path, found));
+  }
   auto version = in.get<uint32_t>("the version");
   INPUT_CHECK(version == kVersion,
               "checkpoint {} has format version {}, expected {}: it was written by another gpt2cc version", path,

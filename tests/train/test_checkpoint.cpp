@@ -261,6 +261,19 @@ TEST_CASE("corrupt, truncated and foreign files name the file and the problem", 
     write_bytes(bad, b);
     CHECK_THROWS_WITH(load_checkpoint(bad), Catch::Contains("bad.ckpt") && Catch::Contains("GPT2CKPT") &&
                                                  Catch::Contains("GPT2TOKS"));
+    // Bytes a message cannot show as they are, shown by value (a NUL cut the message short).
+    std::memcpy(b.data(), "G\0\x1b[2J\xff!", 8);
+    write_bytes(bad, b);
+    CHECK_THROWS_WITH(load_checkpoint(bad), Catch::EndsWith("found 'G\\x00\\x1b[2J\\xff!'"));
+    // A .safetensors file whose header gpt2cc cannot read (a length of 2^40 bytes) is named as one.
+    const std::string safetensors = dir + "/model.safetensors";
+    std::vector<char> st(16, 0);
+    st[5] = 1;  // little-endian 2^40
+    write_bytes(safetensors, st);
+    CHECK_THROWS_WITH(load_checkpoint(safetensors),
+                      Catch::Contains("model.safetensors is neither a safetensors file gpt2cc can read (its header "
+                                      "length or JSON object is damaged: first bytes "
+                                      "'\\x00\\x00\\x00\\x00\\x00\\x01\\x00\\x00') nor a gpt2cc checkpoint"));
   }
   SECTION("wrong version") {
     std::vector<char> b = bytes;
