@@ -16,6 +16,7 @@
 #include <sstream>
 
 #include "benchmarks/bench_cli.hpp"
+#include "core/backend.hpp"  // check_thread_count
 #include "core/check.hpp"
 #include "core/cli.hpp"
 #include "tokenizer/pretokenizer.hpp"
@@ -53,7 +54,7 @@ int run(int argc, char** argv) {
     ("tokenizer", "tokenizer directory", cxxopts::value<std::string>())
     ("mb", "MB of text to take from the files (in order, whole files then a cut at a line end), in (0, 1e6]",
      cxxopts::value<double>()->default_value("8"))
-    ("threads", "thread count for the threaded encode", cxxopts::value<int>()->default_value("2"))
+    ("threads", "thread count for the threaded encode, 1 to 1024", cxxopts::value<int>()->default_value("2"))
     ("reps", "timed repetitions (median reported)", cxxopts::value<int>()->default_value("3"))
     ("files", "text files", cxxopts::value<std::vector<std::string>>())
     ("h,help", "show this help");
@@ -71,7 +72,8 @@ int run(int argc, char** argv) {
   INPUT_CHECK(mb_wanted > 0 && mb_wanted <= 1e6, "--mb must be in (0, 1e6], got {}", mb_wanted);
   const size_t want = size_t(mb_wanted * 1e6);
   const int threads = args["threads"].as<int>(), reps = args["reps"].as<int>();
-  INPUT_CHECK(threads >= 1 && reps >= 1, "--threads and --reps must be >= 1");
+  check_thread_count(threads, "--threads", 1);
+  INPUT_CHECK(reps >= 1, "--reps must be >= 1, got {}", reps);
   std::string text;
   for (const auto& f : args["files"].as<std::vector<std::string>>()) {
     INPUT_CHECK(!std::filesystem::is_directory(f), "{} is a directory, not a text file", f);

@@ -367,7 +367,8 @@ TEST_CASE("tokenizer CLI: directories, failed reads and writes; no FILE.tmp left
   }
 }
 
-TEST_CASE("bench_tokenizer refuses --mb out of (0, 1e6], a directory and no text", "[tokenizer][cli]") {
+TEST_CASE("bench_tokenizer refuses --mb out of (0, 1e6], --threads past 1024, a directory and no text",
+          "[tokenizer][cli]") {
   std::string dir = test::temp_dir("bench_tokenizer_flags");
   std::string gpt2 = test::data_dir() + "/gpt2";
   if (test::data_dir().empty()) FAIL("shared data directory not found (set GPT2CC_DATA_DIR)");
@@ -390,6 +391,9 @@ TEST_CASE("bench_tokenizer refuses --mb out of (0, 1e6], a directory and no text
   r = run("'" + dir + "/empty.txt'");
   CHECK(r.code == 2);
   CHECK_THAT(r.err, Catch::Contains("no text"));
+  r = run("--threads 20000 '" + dir + "/text.txt'");  // every program's bound on --threads
+  CHECK(r.code == 2);
+  CHECK_THAT(r.err, Catch::Contains("--threads must be from 1 to 1024, got 20000"));
   r = run("--mb 0.001 '" + dir + "/text.txt'");
   CHECK(r.code == 0);
   CHECK_THAT(r.out, Catch::Contains("\"bytes\": 29,"));
