@@ -35,30 +35,37 @@
 
 namespace gpt2cc {
 
+// How parsing a prefix of argv ended (parse_flags' search for the word that failed).
+enum class PrefixParse { ok, bad_value, other_error };
+
 // cxxopts reports "Argument ‘abc’ failed to parse" without the flag; find which flag got it.
-// With `fails_prefix` (whether parsing argv[0, k) alone fails so: parse_flags), the first prefix
-// that fails ends at the bad word, which is the value of the word before it (--lr abc) or holds
-// it (--lr=abc, -Babc); without, the first `--flag abc` or `--flag=abc` in argv, which may be a
-// flag given the same text that parsed (--lr 0.5 --batch-size 0.5) or a flag's value (--prompt
-// --top-k).
+// With `parse_prefix` (how parsing argv[0, k) alone ends: parse_flags), the shortest prefix that
+// fails on a bad value ends at the bad word (found by bisection: a prefix fails so from that word
+// on); the word holds the value (--lr=abc, -Babc) or is the value of the flag before it, which
+// then left argv[0, k - 1) waiting for its value (--lr abc), or else of no flag (a positional
+// argument). Without `parse_prefix`, the first `--flag abc` or `--flag=abc` in argv, which may be
+// a flag given the same text that parsed (--lr 0.5 --batch-size 0.5) or a flag's value.
 inline std::string name_bad_value(const std::string& message, int argc, char** argv,
-                                  const std::function<bool(int)>& fails_prefix = nullptr) {
+                                  const std::function<PrefixParse(int)>& parse_prefix = nullptr) {
   const size_t open = message.find("\u2018"), close = message.find("\u2019");
   if (open == std::string::npos || close == std::string::npos) return message;
   const std::string value = message.substr(open + 3, close - open - 3);  // the quotes are 3 bytes in UTF-8
   const auto named = [&](const std::string& flag) { return format("{}: '{}' is not a valid value", flag, value); };
-  if (fails_prefix) {
-    for (int k = 2; k <= argc; ++k) {
-      if (!fails_prefix(k)) continue;
-      const std::string word = argv[k - 1];
-      if (word == value && k >= 3) return named(argv[k - 2]);
-      if (word.size() > value.size() && word.ends_with(value)) {
-        std::string flag = word.substr(0, word.size() - value.size());
-        if (flag.ends_with('=')) flag.pop_back();
-        return named(flag);
-      }
-      break;
+  if (parse_prefix && argc >= 2 && parse_prefix(argc) == PrefixParse::bad_value) {
+    int lo = 2, hi = argc;  // the shortest failing prefix is in [lo, hi]; argv[0, hi) fails
+    while (lo < hi) {
+      const int mid = lo + (hi - lo) / 2;
+      if (parse_prefix(mid) == PrefixParse::bad_value) hi = mid;
+      else lo = mid + 1;
     }
+    const std::string word = argv[hi - 1];
+    if (word.size() > value.size() && word.ends_with(value) && word.starts_with("-")) {
+      std::string flag = word.substr(0, word.size() - value.size());
+      if (flag.ends_with('=')) flag.pop_back();
+      return named(flag);
+    }
+    if (word == value && hi >= 3 && parse_prefix(hi - 1) == PrefixParse::other_error) return named(argv[hi - 2]);
+    if (word == value) return format("'{}' is not a valid value for an argument given without a flag", value);
   }
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
@@ -166,18 +173,19 @@ inline cxxopts::ParseResult parse_flags(cxxopts::Options& options, int argc, cha
   try {
     result = options.parse(argc, argv);
   } catch (const cxxopts::exceptions::incorrect_argument_type& e) {
-    // Which flag: argv parsed again, a word more each time, up to the one that fails (the run
-    // ends here, so what those parses store into the options' bound variables does not matter).
-    const auto fails_prefix = [&](int k) {
+    // Which flag: prefixes of argv parsed again (the run ends here, so what those parses store
+    // into the options' bound variables does not matter).
+    const auto parse_prefix = [&](int k) {
       try {
         options.parse(k, argv);
       } catch (const cxxopts::exceptions::incorrect_argument_type&) {
-        return true;
+        return PrefixParse::bad_value;
       } catch (const cxxopts::exceptions::exception&) {
+        return PrefixParse::other_error;
       }
-      return false;
+      return PrefixParse::ok;
     };
-    throw cxxopts::exceptions::parsing(name_bad_value(e.what(), argc, argv, fails_prefix));
+    throw cxxopts::exceptions::parsing(name_bad_value(e.what(), argc, argv, parse_prefix));
   }
   check_integer_flags(result);
   check_real_flags(result);

@@ -160,7 +160,26 @@ TEST_CASE("parse_flags: a bad value is named by the flag that cannot take it", "
   CHECK(value_like_flag.code == 2);
   CHECK_THAT(value_like_flag.err, Catch::Contains("--batch-size: '0.5' is not a valid value"));
   const Outcome short_form = run_parse({"--name=x", "--steps=0.5"});
+  CHECK(short_form.code == 2);
   CHECK_THAT(short_form.err, Catch::Contains("--steps: '0.5' is not a valid value"));
+  // A bad value given without a flag (a positional number) is not blamed on the word before it.
+  const auto parse_counted = [](int argc, char** argv) {
+    cxxopts::Options cli("prog", "test");
+    cli.add_options()("name", "a string", cxxopts::value<std::string>())("count", "a number",
+                                                                         cxxopts::value<long>());
+    cli.parse_positional({"count"});
+    parse_flags(cli, argc, argv);
+    return 0;
+  };
+  const Outcome positional = run_main(parse_counted, {"--name", "out.json", "x"});
+  CHECK(positional.code == 2);
+  CHECK_THAT(positional.err, Catch::Contains("'x' is not a valid value for an argument given without a flag"));
+  // Many words before the bad one (the search bisects: a word at a time took minutes at 20k).
+  std::vector<std::string> many(20000, "--name=n");
+  many.insert(many.end(), {"--steps", "x"});
+  const Outcome after_many = run_parse(many);
+  CHECK(after_many.code == 2);
+  CHECK_THAT(after_many.err, Catch::Contains("--steps: 'x' is not a valid value"));
 }
 
 TEST_CASE("parse_flags: an integer that does not fit its flag's type is refused, not wrapped", "[cli]") {
