@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <algorithm>
 #include <filesystem>
 #include <iostream>
 #include <memory>
@@ -70,17 +71,23 @@ void check_export_directory(const std::string& dir, bool with_tokenizer) {
   }
 }
 
-// The folders `dir` needs that are not there yet, deepest first: an export that fails removes
-// those it made, as it removes its files.
-std::vector<std::filesystem::path> missing_folders(const std::string& dir) {
-  std::vector<std::filesystem::path> missing;
-  std::error_code ec;
-  for (std::filesystem::path p = std::filesystem::absolute(dir, ec).lexically_normal();
-       !p.empty() && !std::filesystem::exists(std::filesystem::symlink_status(p, ec)); p = p.parent_path()) {
-    missing.push_back(p);
-    if (p == p.parent_path()) break;
+// Makes the folders `dir` needs, one path component at a time as the system resolves them (a
+// "new/.." makes new/), and returns those it made, deepest first: an export that fails removes
+// them, as it removes its files. On an error, `ec` is set and the folders made so far returned.
+std::vector<std::filesystem::path> make_folders(const std::string& dir, std::error_code& ec) {
+  std::vector<std::filesystem::path> made;
+  std::filesystem::path prefix;
+  for (const std::filesystem::path& part : std::filesystem::path(dir)) {
+    prefix /= part;
+    const std::filesystem::file_status status = std::filesystem::symlink_status(prefix, ec);
+    if (ec && ec != std::errc::no_such_file_or_directory) break;  // not a folder on the way (ENOTDIR)
+    ec.clear();
+    if (std::filesystem::exists(status)) continue;
+    if (std::filesystem::create_directory(prefix, ec)) made.push_back(prefix);
+    if (ec) break;
   }
-  return missing;
+  std::reverse(made.begin(), made.end());
+  return made;
 }
 
 }  // namespace
@@ -141,11 +148,11 @@ void export_checkpoint_hf(const TrainConfig& c, bool preset_given) {
   if (!tokenizer_dir.empty())
     tokenizer = load_checkpoint_tokenizer(tokenizer_dir, ckpt.tokenizer_fingerprint, ckpt.config.vocab_size, path);
   std::error_code ec;
-  const std::vector<std::filesystem::path> new_folders = missing_folders(c.export_hf);
+  const std::vector<std::filesystem::path> new_folders = make_folders(c.export_hf, ec);
   const auto remove_new_folders = [&] {
-    for (const std::filesystem::path& folder : new_folders) std::filesystem::remove(folder, ec);  // if empty
+    std::error_code ignored;
+    for (const std::filesystem::path& folder : new_folders) std::filesystem::remove(folder, ignored);  // if empty
   };
-  std::filesystem::create_directories(c.export_hf, ec);
   // A path that names no folder is the user's (exit 2); one the system refuses (no permission, a
   // read-only disk) the machine's (1).
   if (ec) {

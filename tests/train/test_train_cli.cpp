@@ -769,6 +769,10 @@ TEST_CASE("a tiny run, its resume, and --eval-only", "[cli]") {
     CHECK_FALSE(std::filesystem::exists(dir + "/hf_damaged"));
     CHECK(train("--init-from " + dir + "/damaged.ckpt --export-hf " + dir + "/hf_deep/er/still").code == 2);
     CHECK_FALSE(std::filesystem::exists(dir + "/hf_deep"));
+    // Folders a ".." passes through are made by the system on the way, and removed too.
+    CHECK(train("--init-from " + dir + "/damaged.ckpt --export-hf " + dir + "/hf_passed/../hf_after").code == 2);
+    CHECK_FALSE(std::filesystem::exists(dir + "/hf_passed"));
+    CHECK_FALSE(std::filesystem::exists(dir + "/hf_after"));
     // A folder the system refuses to make is the machine's failure: exit 1.
     const Run refused = train("--init-from " + ckpt + " --export-hf /sys/gpt2cc_export_test");
     CHECK(refused.code == 1);
