@@ -820,22 +820,24 @@ TEST_CASE("a tiny run, its resume, and --eval-only", "[cli]") {
     Run into_run = train("--init-from " + ckpt + " --export-hf " + run_dir);
     CHECK(into_run.code == 2);
     CHECK_THAT(into_run.output, Catch::Contains("is a training run's directory; export into a directory of its own"));
-    std::filesystem::create_directories(dir + "/stale");
-    std::ofstream(dir + "/stale/vocab.json") << "{}";
-    Run stale = train("--init-from " + ckpt + " --export-hf " + dir + "/stale");
-    CHECK(stale.code == 2);
-    CHECK_THAT(stale.output, Catch::Contains("already holds a tokenizer (vocab.json) that would be taken for this "
-                                             "model's: give --tokenizer DIR"));
-    CHECK_FALSE(std::filesystem::exists(dir + "/stale/model.safetensors"));
+    // A folder holding a tokenizer file the export would not replace: refused, nothing written.
+    const auto refuses_folder_with = [&](const std::string& folder, const std::string& file,
+                                         const std::string& message) {
+      std::filesystem::create_directories(dir + "/" + folder);
+      std::ofstream(dir + "/" + folder + "/" + file) << "{}";
+      const Run r = train("--init-from " + ckpt + " --export-hf " + dir + "/" + folder);
+      CHECK(r.code == 2);
+      CHECK_THAT(r.output, Catch::Contains(message));
+      CHECK_FALSE(std::filesystem::exists(dir + "/" + folder + "/model.safetensors"));
+    };
+    refuses_folder_with("stale", "vocab.json",
+                        "already holds a tokenizer (vocab.json) that would be taken for this model's: give --tokenizer "
+                        "DIR");
     // A tokenizer transformers saved (tokenizer.json), which AutoTokenizer would take over the
     // export's vocab.json + merges.txt, is refused too (with a tokenizer to export or without).
-    std::filesystem::create_directories(dir + "/saved_tokenizer");
-    std::ofstream(dir + "/saved_tokenizer/tokenizer.json") << "{}";
-    Run saved = train("--init-from " + ckpt + " --export-hf " + dir + "/saved_tokenizer");
-    CHECK(saved.code == 2);
-    CHECK_THAT(saved.output, Catch::Contains("already holds a tokenizer's tokenizer.json, which transformers would "
-                                             "take for this model's tokenizer"));
-    CHECK_FALSE(std::filesystem::exists(dir + "/saved_tokenizer/model.safetensors"));
+    refuses_folder_with("saved_tokenizer", "tokenizer.json",
+                        "already holds a tokenizer's tokenizer.json, which transformers would take for this model's "
+                        "tokenizer");
     // A directory that holds a model (an earlier export, downloaded weights) keeps it: refused.
     const auto exported_at = std::filesystem::last_write_time(hf + "/model.safetensors");
     Run again = train("--init-from " + ckpt + " --export-hf " + hf);
