@@ -1,9 +1,9 @@
 // train --eval-only and train --export-hf (train_tasks.hpp).
 #include "train_tasks.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <algorithm>
 #include <filesystem>
 #include <iostream>
 #include <memory>

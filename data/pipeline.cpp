@@ -10,9 +10,9 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <condition_variable>
 #include <cstring>
 #include <ctime>
-#include <condition_variable>
 #include <exception>
 #include <filesystem>
 #include <fstream>
