@@ -8,6 +8,7 @@
 // Flags (train_flags.cpp) fill a TrainConfig (core/train_config.hpp); core/trainer.cpp trains,
 // train_tasks.cpp evaluates and exports. Exit codes: 0 done (also after SIGINT/SIGTERM, which
 // checkpoint first), 1 internal error, 2 bad input.
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <functional>
@@ -80,7 +81,8 @@ std::function<std::string(GPT2&, uint64_t)> make_sampler(const TrainConfig& c,
     SampleConfig sc;
     sc.top_k = 40;
     sc.seed = c.seed ^ step;
-    Sampler sampler(sc, model.config().vocab_size);
+    // Only the tokenizer's ids: a Hugging Face model's rows past them have no text.
+    Sampler sampler(sc, std::min(model.config().vocab_size, tokenizer->vocab_size()));
     std::vector<int> tokens = {tokenizer->eot_id()};
     auto logits = model.prefill(tokens.data(), 1, 1);
     // The training model's KV cache holds its T = --seq-len positions, not the whole context.

@@ -108,7 +108,8 @@ void evaluate_checkpoint(const TrainConfig& flags, Backend& backend, bool preset
               c.eval_stride, c.seq_len, path, c.seq_len);
   auto shards = list_shards(c.val_data);
   ShardHeader header = read_shard_header(shards.front());
-  INPUT_CHECK(int(header.vocab_size) == ckpt.config.vocab_size,
+  // Fewer tokens than the model's rows is a Hugging Face model's way (rows past its tokenizer's).
+  INPUT_CHECK(int(header.vocab_size) <= ckpt.config.vocab_size,
               "checkpoint {} has a vocabulary of {} tokens, but {} was tokenized with a vocabulary of {}", path,
               ckpt.config.vocab_size, c.val_data, header.vocab_size);
   // Inference: no gradients, moments or saved activations of every layer.

@@ -100,17 +100,14 @@ void Trainer::Impl::open_data_and_model(const CheckpointInfo& ckpt) {
   if (from_checkpoint()) {
     mcfg = ckpt.config;
     if (!resumed) mcfg.dropout = cfg.dropout;
-    // Equal, as every gpt2cc checkpoint's are (its rows come from its data). Hugging Face weights
-    // may have more rows than their tokenizer has tokens: their own tokenizer's data differs then
-    // too, and only generate reads such a model.
-    INPUT_CHECK(mcfg.vocab_size == data_vocab,
+    // Every id of the data must have a row. Fewer tokens than rows is a Hugging Face model's way
+    // (rows past its tokenizer's tokens, which then never occur as inputs or targets); the data's
+    // tokenizer is held to the checkpoint's by the loader's fingerprint check, and to the one
+    // beside Hugging Face weights by train (check_tokenizer).
+    INPUT_CHECK(data_vocab <= mcfg.vocab_size,
                 "checkpoint {} is a model with a vocabulary of {} tokens, but the data {} was tokenized with a "
-                "vocabulary of {}: {}",
-                origin, mcfg.vocab_size, cfg.train_data, data_vocab,
-                ckpt.tokenizer_fingerprint == 0 && mcfg.vocab_size > data_vocab
-                    ? "training needs the two equal (weights with more rows than their tokenizer's tokens can only "
-                      "generate: docs/training.md)"
-                    : "prepare the data with the checkpoint's tokenizer");
+                "vocabulary of {}: prepare the data with the checkpoint's tokenizer",
+                origin, mcfg.vocab_size, cfg.train_data, data_vocab);
   } else {
     mcfg = preset_shape(cfg);
     mcfg.dropout = cfg.dropout;
@@ -123,12 +120,13 @@ void Trainer::Impl::open_data_and_model(const CheckpointInfo& ckpt) {
 
   if (!cfg.val_data.empty()) {
     val_shards = list_shards(cfg.val_data);
-    // The loaders check each split's tokenizer; the vocabulary is the model's, checked here for
-    // validation too (a token beyond it would fail the first validation, steps later).
+    // The loaders check each split's tokenizer; the vocabulary is the training data's (within the
+    // model's rows, above), checked here for validation too (a header of another vocabulary under
+    // the same fingerprint is damaged; a token beyond the rows would fail the first validation).
     const uint32_t val_vocab = read_shard_header(val_shards.front()).vocab_size;
-    INPUT_CHECK(int(val_vocab) == mcfg.vocab_size,
-                "the validation data {} was tokenized with a vocabulary of {} tokens, the model has {}", cfg.val_data,
-                val_vocab, mcfg.vocab_size);
+    INPUT_CHECK(int(val_vocab) == data_vocab,
+                "the validation data {} was tokenized with a vocabulary of {} tokens, the training data {} with {}",
+                cfg.val_data, val_vocab, cfg.train_data, data_vocab);
     if (cfg.eval_batches > 0) {
       val_loader = std::make_unique<DataLoader>(val_shards, B, T, LoaderOrder::sequential, 0, fingerprint, false);
       // Never more batches than the split holds: no window is counted twice.

@@ -386,7 +386,7 @@ TEST_CASE("bad flags exit with code 2 and say what is wrong", "[cli]") {
     Run r = train(ok + "--steps 5 --eval-batches " + batches + " --val-data " + dir + "/wide/val.bin");
     CHECK(r.code == 2);
     CHECK_THAT(r.output, Catch::Contains("the validation data " + dir + "/wide/val.bin was tokenized with a "
-                                         "vocabulary of 128 tokens, the model has 64"));
+                                         "vocabulary of 128 tokens, the training data " + dir + "/train.bin with 64"));
   }
   if (!cuda_backend_built()) {
     Run r = train(ok + "--steps 5 --device cuda");
@@ -925,6 +925,22 @@ TEST_CASE("a fine-tune from Hugging Face weights holds their tokenizer to the da
   CHECK(wider.code == 0);
   CHECK(nlohmann::json::parse(std::ifstream(dir + "/hf_wider/config.json")).at("vocab_size") == 300);
   CHECK(fs::exists(dir + "/hf_wider/vocab.json"));
+  // ... and fine-tune on their tokenizer's data (ids below its 257, rows up to 300), sampling only
+  // its tokens; evaluate; resume (each was refused while the vocabularies had to be equal).
+  const std::string wider_run = dir + "/tuned_wider";
+  const Run tuned_wider = train("--init-from " + dir + "/hf_wider --train-data " + dir + "/same/train.bin " +
+                                "--val-data " + dir + "/same/val.bin --batch-size 4 --seq-len 16 --threads 1 " +
+                                "--steps 2 --stop-at-step 1 --sample-every 1 --tokenizer " + dir + "/tok --run-dir " +
+                                wider_run);
+  INFO(tuned_wider.output);
+  CHECK(tuned_wider.code == 0);
+  CHECK(fs::exists(wider_run + "/samples.txt"));
+  CHECK(train("--resume " + wider_run).code == 0);
+  CHECK(load_checkpoint(wider_run + "/checkpoints/step_00000002.ckpt").config.vocab_size == 300);
+  const Run wider_eval = train("--eval-only --init-from " + dir + "/hf_wider --val-data " + dir +
+                               "/same/val.bin --seq-len 16 --threads 1");
+  INFO(wider_eval.output);
+  CHECK(wider_eval.code == 0);
   if (const std::string data = test::data_dir(); !data.empty()) {
     const Run narrower = train("--init-from " + test::fixture_path("hf_gpt2_tiny") + " --export-hf " + dir +
                                "/hf_narrower --tokenizer " + data + "/gpt2");
