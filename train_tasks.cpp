@@ -17,6 +17,7 @@
 #include "core/hf_gpt2.hpp"
 #include "core/model.hpp"
 #include "core/model_checkpoint.hpp"
+#include "core/run_directory.hpp"
 #include "core/signal_cleanup.hpp"
 #include "core/tokenizer_files.hpp"
 #include "core/train_eval.hpp"
@@ -69,25 +70,6 @@ void check_export_directory(const std::string& dir, bool with_tokenizer) {
                 "tokenizer: remove it, or export into another directory",
                 dir, name);
   }
-}
-
-// Makes the folders `dir` needs, one path component at a time as the system resolves them (a
-// "new/.." makes new/), and returns those it made, deepest first: an export that fails removes
-// them, as it removes its files. On an error, `ec` is set and the folders made so far returned.
-std::vector<std::filesystem::path> make_folders(const std::string& dir, std::error_code& ec) {
-  std::vector<std::filesystem::path> made;
-  std::filesystem::path prefix;
-  for (const std::filesystem::path& part : std::filesystem::path(dir)) {
-    prefix /= part;
-    const std::filesystem::file_status status = std::filesystem::symlink_status(prefix, ec);
-    if (ec && ec != std::errc::no_such_file_or_directory) break;  // not a folder on the way (ENOTDIR)
-    ec.clear();
-    if (std::filesystem::exists(status)) continue;
-    if (std::filesystem::create_directory(prefix, ec)) made.push_back(prefix);
-    if (ec) break;
-  }
-  std::reverse(made.begin(), made.end());
-  return made;
 }
 
 }  // namespace
@@ -149,7 +131,8 @@ void export_checkpoint_hf(const TrainConfig& c, bool preset_given) {
   if (!tokenizer_dir.empty())
     tokenizer = load_checkpoint_tokenizer(tokenizer_dir, ckpt.tokenizer_fingerprint, ckpt.config.vocab_size, path);
   std::error_code ec;
-  const std::vector<std::filesystem::path> new_folders = make_folders(c.export_hf, ec);
+  // The folders made for DIR (core/run_directory.hpp), which a failed export removes with its files.
+  const std::vector<std::filesystem::path> new_folders = make_directories(c.export_hf, ec);
   const auto remove_new_folders = [&] {
     std::error_code ignored;
     for (const std::filesystem::path& folder : new_folders) std::filesystem::remove(folder, ignored);  // if empty
@@ -165,8 +148,6 @@ void export_checkpoint_hf(const TrainConfig& c, bool preset_given) {
       fail_input(what);
     throw Error(what);
   }
-  INPUT_CHECK(std::filesystem::is_directory(c.export_hf),
-              "--export-hf {}: cannot make a directory there: a file of that name is in the way", c.export_hf);
   try {
     check_export_directory(c.export_hf, tokenizer.has_value());
   } catch (...) {

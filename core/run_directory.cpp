@@ -5,6 +5,7 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -12,15 +13,28 @@
 
 namespace gpt2cc {
 
+std::vector<std::filesystem::path> make_directories(const std::filesystem::path& dir, std::error_code& ec) {
+  namespace fs = std::filesystem;
+  ec.clear();
+  std::vector<fs::path> made;
+  fs::path prefix;
+  for (const fs::path& part : dir) {
+    prefix /= part;
+    const fs::file_status status = fs::symlink_status(prefix, ec);
+    if (ec && ec != std::errc::no_such_file_or_directory) break;  // not a folder on the way (ENOTDIR)
+    ec.clear();
+    if (fs::exists(status)) continue;
+    if (fs::create_directory(prefix, ec)) made.push_back(prefix);
+    if (ec) break;
+  }
+  if (!ec && !fs::is_directory(dir, ec) && !ec) ec = std::make_error_code(std::errc::not_a_directory);
+  std::reverse(made.begin(), made.end());
+  return made;
+}
+
 RunDirectoryLock::RunDirectoryLock(const std::string& dir, const DirectoryOwner& owner) {
   std::error_code ec;
-  // The levels this makes (nest/a/b: each missing one), deepest first, to remove again.
-  std::filesystem::path full = std::filesystem::absolute(dir, ec).lexically_normal();
-  if (full.filename().empty()) full = full.parent_path();  // "runs/a/" names runs/a
-  for (std::filesystem::path p = full; !p.empty() && !std::filesystem::exists(p, ec) && p != p.parent_path();
-       p = p.parent_path())
-    created_.push_back(p);
-  std::filesystem::create_directories(dir, ec);
+  created_ = make_directories(dir, ec);  // nest/a/b: each missing level, deepest first, to remove again
   INPUT_CHECK(!ec, "cannot create {} {}: {}", owner.what, dir, ec.message());
   fd_ = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   INPUT_CHECK(fd_ >= 0, "cannot open {} {}: {}", owner.what, dir, std::strerror(errno));

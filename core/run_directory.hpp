@@ -4,9 +4,18 @@
 
 #include <filesystem>
 #include <string>
+#include <system_error>
 #include <vector>
 
 namespace gpt2cc {
+
+// Makes the folder `dir` and every missing folder on the way, one path component at a time as the
+// system resolves them (so "new/../out" makes new/ too), and returns the folders it made, deepest
+// first: what a program that fails must remove again (std::filesystem::remove, which removes only
+// an empty folder). A link on the way, even a dangling one, is there, never made or removed. On an
+// error `ec` is set, as std::filesystem::create_directories sets it (a file where a folder goes:
+// not_a_directory), and the folders made so far are returned.
+std::vector<std::filesystem::path> make_directories(const std::filesystem::path& dir, std::error_code& ec);
 
 // An exclusive flock on a run directory for the process's lifetime: a second train into it is
 // refused before it writes anything (both would pass the trainer's "no checkpoints yet" check and

@@ -11,6 +11,7 @@
 
 #include "core/atomic_file.hpp"
 #include "core/check.hpp"
+#include "core/run_directory.hpp"
 
 namespace gpt2cc::data {
 
@@ -84,27 +85,18 @@ void finish_move(const fs::path& out, const fs::path& staging) {
 
 }  // namespace
 
-void create_output_directory(const fs::path& dir) {
+std::vector<fs::path> create_output_directory(const fs::path& dir) {
   std::error_code ec;
-  fs::create_directories(dir, ec);
-  if (!ec) return;
+  const std::vector<fs::path> made = make_directories(dir, ec);
+  if (!ec) return made;
+  std::error_code ignored;
+  for (const fs::path& level : made) fs::remove(level, ignored);
   std::string message = format("cannot create output directory {}: {}", dir.string(), ec.message());
   for (std::errc bad_path : {std::errc::permission_denied, std::errc::operation_not_permitted,
                              std::errc::not_a_directory, std::errc::file_exists, std::errc::read_only_file_system,
                              std::errc::no_such_file_or_directory, std::errc::too_many_symbolic_link_levels})
     if (ec == bad_path) fail_input(message + " (check --out)");
   throw Error(message);
-}
-
-std::vector<fs::path> missing_levels(const fs::path& dir) {
-  std::vector<fs::path> levels;
-  std::error_code ec;
-  // A link (even a dangling one, or a loop) is there: the user's, never removed.
-  for (fs::path p = dir; !p.empty() && !fs::exists(fs::symlink_status(p, ec)); p = p.parent_path()) {
-    levels.push_back(p);
-    if (p.parent_path() == p) break;  // a root that does not exist (never on a working system)
-  }
-  return levels;
 }
 
 void check_output(const PrepareConfig& config) {

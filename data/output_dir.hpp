@@ -20,13 +20,11 @@
 
 namespace gpt2cc::data {
 
-// Creates a directory under --out. A path the user cannot write to is bad input (InputError); any
-// other failure (no space, an I/O error) is the machine's (Error).
-void create_output_directory(const std::filesystem::path& dir);
-
-// The levels of `dir` that do not exist yet, deepest first ("nest/a/b", "nest/a" when only "nest"
-// exists): what a failed run must remove again. A link (even a dangling one, or a loop) exists.
-std::vector<std::filesystem::path> missing_levels(const std::filesystem::path& dir);
+// Creates --out or a directory under it, and returns the levels it made, deepest first ("nest/a/b",
+// "nest/a" when only "nest" existed: core/run_directory.hpp's make_directories): what a failed run
+// must remove again. A path the user cannot write to is bad input (InputError); any other failure
+// (no space, an I/O error) is the machine's (Error); either removes the levels made first.
+std::vector<std::filesystem::path> create_output_directory(const std::filesystem::path& dir);
 
 // Before any work: refuses shards already in <out>/train or <out>/val unless config.overwrite
 // (stale shards never mix in), and what the move could not replace: an entry *.bin or

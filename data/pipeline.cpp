@@ -512,13 +512,13 @@ PrepareSummary prepare_dataset(const PrepareConfig& config, const Tokenizer& tok
   // lock, below); the checks of --out then see what it left.
   const bool unfinished_move = fs::exists(staging / kPrepareMoveMarker, ec);
   if (!unfinished_move) check_output(config);
-  const std::vector<fs::path> created = missing_levels(out);  // by this run, deepest first
+  std::vector<fs::path> created;  // by this run, deepest first
   // Another prepare into the same --out would remove this run's staging folder (below, as what a
   // killed run left) and mix its shards with these: refused while this run holds the lock, which
   // it keeps until it has cleaned up.
   std::optional<RunDirectoryLock> lock;
   try {
-    create_output_directory(out);
+    created = create_output_directory(out);
     lock.emplace(config.out_dir, DirectoryOwner{"output directory", "prepare", "--out"});
     lock->keep();  // the levels this run created are removed below, on failure
     if (unfinished_move) {

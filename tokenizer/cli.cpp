@@ -26,6 +26,7 @@
 #include "core/check.hpp"
 #include "core/cli.hpp"
 #include "core/dataloader.hpp"
+#include "core/run_directory.hpp"
 #include "core/signal_cleanup.hpp"
 #include "core/stopwatch.hpp"
 #include "core/tokenizer_files.hpp"
@@ -182,19 +183,16 @@ cxxopts::ParseResult parse(cxxopts::Options& options, int argc, char** argv) {
 void check_output_dir(const std::string& dir) {
   INPUT_CHECK(!dir.empty(), "--out is empty: give the directory for vocab.json + merges.txt");
   std::error_code ec;
-  fs::path p = dir;
-  std::vector<fs::path> missing;  // DIR and the parents that do not exist yet, deepest first
-  while (!p.empty() && !fs::exists(fs::symlink_status(p, ec))) {  // a link, even dangling, is there
-    missing.push_back(p);
-    p = p.parent_path();
-  }
+  fs::path p = dir;  // DIR, or the first of its parents that is there (a link, even dangling, is)
+  while (!p.empty() && !fs::exists(fs::symlink_status(p, ec))) p = p.parent_path();
+  const bool dir_missing = p != fs::path(dir);
   if (!p.empty() && !fs::is_directory(p, ec)) {
     INPUT_CHECK(p != fs::path(dir), "--out {} {}", dir,
                 fs::is_symlink(fs::symlink_status(p, ec)) ? "is a symbolic link to no directory (dangling, or a loop)"
                                                            : "exists and is not a directory");
     fail_input(format("--out {}: {} is not a directory", dir, p.string()));
   }
-  fs::create_directories(dir, ec);
+  const std::vector<fs::path> made = make_directories(dir, ec);  // core/run_directory.hpp
   std::string why = ec ? ec.message() : "";
   if (!ec) {
     std::string probe = (fs::path(dir) / ".tokenizer-write-check-XXXXXX").string();
@@ -205,8 +203,8 @@ void check_output_dir(const std::string& dir) {
       ::unlink(probe.c_str());
     }
   }
-  for (const fs::path& created : missing) fs::remove(created, ec);
-  INPUT_CHECK(why.empty(), "--out {}: cannot {}: {}", dir, missing.empty() ? "write files in it" : "create it", why);
+  for (const fs::path& created : made) fs::remove(created, ec);
+  INPUT_CHECK(why.empty(), "--out {}: cannot {}: {}", dir, dir_missing ? "create it" : "write files in it", why);
   // The vocab.json + merges.txt written here would sit beside GPT-2's pair, which a reader of the
   // directory takes first (core/tokenizer_files.hpp): the new tokenizer would never be used.
   const TokenizerFilePair& openai = kTokenizerFilePairs[0];

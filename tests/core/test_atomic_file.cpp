@@ -3,7 +3,8 @@
 // by a plain file (the rename that replaces a regular file would put one where /dev/null was).
 // And read_whole_file: bytes as they are, bad paths as bad input, a cap on the size. And the
 // signal handlers (core/signal_cleanup.hpp): a signal ignored when the program started stays so,
-// and one held by DeferSignalEnd ends the program when it ends. And write_files_atomic.
+// and one held by DeferSignalEnd ends the program when it ends. And write_files_atomic, and
+// make_directories (core/run_directory.hpp).
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -20,6 +21,7 @@
 #include "common/test_common.hpp"
 #include "core/atomic_file.hpp"
 #include "core/check.hpp"
+#include "core/run_directory.hpp"
 #include "core/signal_cleanup.hpp"
 
 using namespace gpt2cc;
@@ -222,4 +224,31 @@ TEST_CASE("write_files_atomic checks every target first and holds a signal until
   CHECK(fs::exists(dir + "/went_on"));
   CHECK(test::read_bytes(dir + "/a.txt") == "new a");
   CHECK(test::read_bytes(dir + "/b.txt") == "new b");
+}
+
+// make_directories (core/run_directory.hpp, for train's run directory, prepare's --out and the
+// export's DIR): the folders it made, deepest first, as the system resolves the path, so that a
+// failed program removes exactly those; a file or a dangling link on the way is an error, and
+// neither is made or removed.
+TEST_CASE("make_directories makes the missing folders and says which", "[atomic_file]") {
+  const std::string dir = test::temp_dir("make_directories");
+  std::error_code ec;
+  CHECK(make_directories(dir + "/a/b", ec) == std::vector<fs::path>{dir + "/a/b", dir + "/a"});
+  CHECK(!ec);
+  CHECK(fs::is_directory(dir + "/a/b"));
+  CHECK(make_directories(dir + "/a", ec).empty());  // there already
+  CHECK(!ec);
+  // A ".." passes through a folder, which is made (and listed) too.
+  CHECK(make_directories(dir + "/new/../c", ec) == std::vector<fs::path>{dir + "/new/../c", dir + "/new"});
+  CHECK(!ec);
+  CHECK(fs::is_directory(dir + "/c"));
+  std::ofstream(dir + "/f") << "a file";
+  CHECK(make_directories(dir + "/f/x", ec).empty());
+  CHECK(ec == std::errc::not_a_directory);
+  CHECK(make_directories(dir + "/f", ec).empty());
+  CHECK(ec == std::errc::not_a_directory);
+  fs::create_symlink("nowhere", dir + "/dangling");
+  CHECK(make_directories(dir + "/dangling/x", ec).empty());
+  CHECK(ec);
+  CHECK(fs::is_symlink(dir + "/dangling"));
 }
