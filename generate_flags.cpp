@@ -39,7 +39,7 @@ void require_utf8(const std::string& text, const std::string& what) {
   const auto line = 1 + std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(at), '\n');
   std::string bytes;
   for (size_t i = at; i < text.size() && i < at + 4; ++i)
-    bytes += format("\\x{}{}", "0123456789abcdef"[uint8_t(text[i]) >> 4], "0123456789abcdef"[uint8_t(text[i]) & 15]);
+    bytes += "\\x" + hex_byte(uint8_t(text[i]));
   fail_input(format("{} is not valid UTF-8: line {}, byte {} of the line ({}{})", what, line, at - line_start + 1,
                     bytes, text.size() > at + 4 ? "..." : ""));
 }

@@ -68,6 +68,13 @@ inline std::string human_bytes(double bytes) {
   return buf;
 }
 
+// A byte as two lowercase hex digits ("1b"): messages show a byte that is not printable ASCII as
+// \xNN (a NUL would cut them short, an escape sequence reach the terminal).
+inline std::string hex_byte(unsigned char b) {
+  constexpr const char* kDigits = "0123456789abcdef";
+  return {kDigits[b >> 4], kDigits[b & 15]};
+}
+
 // `word` as a POSIX shell reads it back: bare when it holds only characters no shell treats
 // specially, else in single quotes (a ' inside as '\''). For commands a program suggests.
 inline std::string shell_quote(const std::string& word) {

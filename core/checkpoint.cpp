@@ -278,8 +278,7 @@ void CheckpointReader::Impl::open_gpt2cc() {
     std::string found;
     for (const char c : magic) {
       const auto b = static_cast<unsigned char>(c);
-      found += b >= 0x20 && b < 0x7F ? std::string(1, c) : format("\\x{}{}", "0123456789abcdef"[b >> 4],
-                                                                  "0123456789abcdef"[b & 15]);
+      found += b >= 0x20 && b < 0x7F ? std::string(1, c) : "\\x" + hex_byte(b);
     }
     // A .safetensors file comes here when its header is not one gpt2cc reads (is_hf_gpt2).
     INPUT_CHECK(!path.ends_with(".safetensors"),

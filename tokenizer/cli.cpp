@@ -295,7 +295,7 @@ std::string quote_for_message(std::string_view word) {
     if (c >= 0x20 && c < 0x7F) {
       out.push_back(char(c));
     } else {
-      out += format("\\x{}{}", "0123456789abcdef"[c >> 4], "0123456789abcdef"[c & 15]);
+      out += "\\x" + hex_byte(c);
     }
   }
   out.push_back('"');

@@ -243,14 +243,14 @@ std::string quote_token(std::string_view s) {
                           : c >= 0xF0 && c <= 0xF4 ? 4
                                                    : 0;  // the length a lead byte announces (0: none)
     if (length == 0 || i + length > s.size() || !is_valid_utf8(s.substr(i, length))) {
-      out += format("\\x{}{}", "0123456789abcdef"[c >> 4], "0123456789abcdef"[c & 15]);
+      out += "\\x" + hex_byte(c);
       ++i;
       continue;
     }
     // The code point of a one- or two-byte character: the controls are below U+00A0.
     const uint32_t cp = length == 1 ? c : length == 2 ? ((c & 0x1Fu) << 6) | (uint8_t(s[i + 1]) & 0x3Fu) : 0xA0;
     if (cp < 0x20 || (cp >= 0x7F && cp < 0xA0)) {
-      out += format("\\u00{}{}", "0123456789abcdef"[cp >> 4], "0123456789abcdef"[cp & 15]);
+      out += "\\u00" + hex_byte(uint8_t(cp));
     } else {
       if (c == '"' || c == '\\') out.push_back('\\');
       out.append(s.substr(i, length));
@@ -371,7 +371,7 @@ void classify_tokens(VocabParts& parts, const Vocabulary& vocab, const std::vect
   }
   for (int b = 0; b < 256; ++b)
     INPUT_CHECK(have_byte[b], "{}: byte 0x{} has no single-byte token (written \"{}\"); a byte-level vocabulary needs all 256",
-                vocab_path, format("{}{}", "0123456789abcdef"[b >> 4], "0123456789abcdef"[b & 15]), byte_to_unicode()[b]);
+                vocab_path, hex_byte(uint8_t(b)), byte_to_unicode()[b]);
   // A token no merge makes is special only if it could not be ordinary text: "Ġworld" left
   // without its merge (a merges file cut short, or an empty one) would otherwise turn into a
   // "special" that matches only the literal text "Ġworld", and " world" would encode as bytes.
