@@ -3,7 +3,7 @@
 // Every document is preceded by <|endoftext|>, so documents are separated by it and a split
 // starts with it. Memory is bounded: text is tokenised in batches of ~batch_bytes, and a long
 // document is cut into pieces only where the cut cannot change GPT-2's tokens (tok::find_safe_split:
-// at a line end, or at a space between two words of a long line).
+// at a space or line end after a visible character).
 #pragma once
 
 #include <cstdint>

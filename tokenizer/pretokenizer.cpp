@@ -166,8 +166,8 @@ void pretokenize(std::string_view text, std::vector<Piece>& out) {
 namespace {
 
 // Whether text[0, p) ends in a whole, well-formed character beyond ASCII that the pattern does not
-// count as white space (a CJK line's last character, "。"): no piece then runs from it into a
-// newline at p.
+// count as white space (a CJK line's last character, "。"): no piece then runs from it into the
+// white space at p.
 bool ends_in_visible_non_ascii(std::string_view text, size_t p) {
   size_t begin = p;
   while (begin > 0 && p - begin < 4 && (uint8_t(text[begin - 1]) & 0xC0) == 0x80) --begin;  // continuation bytes
@@ -188,11 +188,11 @@ bool is_pattern_white_space(std::string_view character) {
 }
 
 size_t find_safe_split(std::string_view text, size_t after, size_t before) {
-  const auto letter = [](char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); };
+  const auto ascii_space = [](char c) { return c == ' ' || (c >= '\t' && c <= '\r'); };  // TAB LF VT FF CR
   for (size_t p = std::min(before, text.size()); p-- > after + 1;) {
-    if (text[p] == '\n' && text[p - 1] >= '!' && text[p - 1] <= '~') return p;
-    if (text[p] == '\n' && uint8_t(text[p - 1]) >= 0x80 && ends_in_visible_non_ascii(text, p)) return p;
-    if (text[p] == ' ' && letter(text[p - 1]) && p + 1 < text.size() && letter(text[p + 1])) return p;
+    if (!ascii_space(text[p])) continue;
+    const char last = text[p - 1];
+    if (uint8_t(last) < 0x80 ? !ascii_space(last) : ends_in_visible_non_ascii(text, p)) return p;
   }
   return 0;
 }

@@ -40,12 +40,14 @@ void pretokenize(std::string_view text, std::vector<Piece>& out);
 bool is_pattern_white_space(std::string_view character);
 
 // A split position p in text such that pre-tokenising text[0,p) and text[p,n) separately gives
-// the same pieces as the whole: text[p] is '\n' and text[p-1] a visible ASCII character, or
-// text[p] is '\n' after a whole well-formed character beyond ASCII that is not white space to the
-// pattern (a CJK line's "。"), or text[p] is one space between two ASCII letters (a letter run
-// ends at p - 1 and " word" starts at p). Then no piece crosses p and no look-ahead reads past it;
-// the last form cuts a text of one long line (minified JSON, a corpus without newlines) too. Searches backwards from `before`
-// (exclusive) down to `after` (exclusive); returns 0 if none.
+// the same pieces as the whole: text[p] is ASCII white space (space, TAB, LF, VT, FF, CR) and
+// text[p-1] ends a character that is not white space to the pattern (any other ASCII byte, or a
+// whole well-formed character beyond ASCII, a CJK line's "。"). No piece runs from such a
+// character into white space (a space only ever leads a piece), so one starts at p; the pattern
+// has no look-behind, so the pieces from p are the whole's; and the piece before p ends at p in
+// both texts, no look-ahead before it reading past text[p - 1]. Prose, minified JSON and a corpus
+// without newlines all have such points. Searches backwards from `before` (exclusive) down to
+// `after` (exclusive); returns 0 if none.
 size_t find_safe_split(std::string_view text, size_t after, size_t before);
 
 // Whether an occurrence of one of `specials` in text starts before p and ends after it.

@@ -188,13 +188,15 @@ TEST_CASE("round trip on generated text of every kind of byte", "[tokenizer]") {
 
 // Every point find_safe_split gives cuts no pre-token: the pieces of text[0, p) and of text[p, n)
 // are the whole text's. Random texts of atoms that meet in every order: ASCII letters, one space
-// and several, contractions, digits, punctuation, other whitespace, a non-ASCII letter, a
-// combining mark, a no-break space, an invalid byte; CJK text and punctuation, white space beyond
-// ASCII (ideographic space, NEL, line separator), a lone continuation byte and cut-short sequences.
-TEST_CASE("a safe split point cuts no pre-token, at a line end or a space between letters", "[tokenizer]") {
-  const char* atoms[] = {"a",  "Zb", " ",  "  ",     "'s",     "'t",     "\n",     "\t",       "7",   "!",
-                         ".",  "\u00e9",     "\u0301", "\u00a0", "\xff",     " x",     "x ",      "\u4e2d",   "\u3002", "\u3000",
-                         "\u0085", "\u2028", "\x80",   "\xe4\xb8", "\xc3",     "\n\n"};
+// and several, contractions, digits, punctuation, control bytes, every ASCII white space, a
+// non-ASCII letter, a combining mark, a no-break space, an invalid byte; CJK text and punctuation,
+// white space beyond ASCII (ideographic space, NEL, line separator), a lone continuation byte and
+// cut-short sequences.
+TEST_CASE("a safe split point cuts no pre-token, at white space after a non-white character", "[tokenizer]") {
+  const char* atoms[] = {"a",      "Zb",     " ",      "  ",       "'s",   "'t",       "\n",     "\t",   "7",
+                         "!",      ".",      "\u00e9", "\u0301",   "\u00a0", "\xff",     " x",     "x ",   "\u4e2d",
+                         "\u3002", "\u3000", "\u0085", "\u2028",   "\x80", "\xe4\xb8", "\xc3",   "\n\n", "\r\n",
+                         "\x0b",   "\x0c",   "\x01",   "\x7f",     " \n",  "\u3002 \n"};
   const auto pieces = [](std::string_view text, size_t offset) {
     std::vector<gpt2cc::tok::Piece> out;
     gpt2cc::tok::pretokenize(text, out);
@@ -202,7 +204,7 @@ TEST_CASE("a safe split point cuts no pre-token, at a line end or a space betwee
     for (const gpt2cc::tok::Piece& p : out) at.emplace_back(offset + p.begin, offset + p.end, p.invalid);
     return at;
   };
-  int at_space = 0, at_newline = 0, after_non_ascii = 0;
+  int at_space = 0, at_newline = 0, at_other = 0, after_non_ascii = 0, after_control = 0;
   for (int seed = 0; seed < 300; ++seed) {
     std::string text;
     for (int a : test::random_tokens(120, uint64_t(seed), int(std::size(atoms)))) text += atoms[a];
@@ -213,15 +215,33 @@ TEST_CASE("a safe split point cuts no pre-token, at a line end or a space betwee
       const auto tail = pieces(std::string_view(text).substr(p), p);
       parts.insert(parts.end(), tail.begin(), tail.end());
       REQUIRE(parts == whole);
-      (text[p] == ' ' ? at_space : at_newline) += 1;
-      if (text[p] == '\n' && uint8_t(text[p - 1]) >= 0x80) ++after_non_ascii;
+      (text[p] == ' ' ? at_space : text[p] == '\n' ? at_newline : at_other) += 1;
+      if (uint8_t(text[p - 1]) >= 0x80) ++after_non_ascii;
+      if (uint8_t(text[p - 1]) < 0x20 || text[p - 1] == 0x7f) ++after_control;
     }
   }
-  INFO(at_space << " cuts at a space, " << at_newline << " at a newline, " << after_non_ascii
-                << " of them after a character beyond ASCII");
+  INFO(at_space << " cuts at a space, " << at_newline << " at a newline, " << at_other << " at other white space; "
+                << after_non_ascii << " after a character beyond ASCII, " << after_control << " after a control byte");
   CHECK(at_space > 100);  // every form was tried, many times
   CHECK(at_newline > 100);
+  CHECK(at_other > 100);
   CHECK(after_non_ascii > 100);
+  CHECK(after_control > 100);
+}
+
+// The points a long document is cut at (prepare, encode_stream): a CJK text whose lines end in a
+// space has one before each " \n"; white space after white space, after a cut-short sequence or at
+// the text's start is none.
+TEST_CASE("find_safe_split takes white space after a whole non-white character only", "[tokenizer]") {
+  using gpt2cc::tok::find_safe_split;
+  const std::string cjk = "\u4e2d\u6587\u3002 \n\u4e2d\u6587\u3002 \n\u4e2d";
+  CHECK(find_safe_split(cjk, 0, cjk.size()) == cjk.rfind(' '));
+  CHECK(find_safe_split(cjk, 0, cjk.rfind(' ')) == cjk.find(' '));
+  CHECK(find_safe_split(cjk, 0, cjk.find(' ')) == 0);
+  CHECK(find_safe_split("a\x01\t\tb", 0, 5) == 2);
+  CHECK(find_safe_split("x\xe4\xb8 y", 0, 5) == 0);  // a character cut short is no whole one
+  CHECK(find_safe_split("\u00a0 y", 0, 4) == 0);      // a no-break space is white space to the pattern
+  CHECK(find_safe_split("  \n\tabc", 0, 7) == 0);
 }
 
 // core/utf8's list of white space (prepare's blank lines) is the pattern's class, for every code
