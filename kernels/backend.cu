@@ -476,10 +476,27 @@ class CudaBackend final : public Backend {
   // gradients, or the classifier chunks' sum of wte's.
   bool fp32_gradients(ConstTensorPtr grad) const { return dtype_ == DType::bf16 && grad.dtype == DType::fp32; }
   // Flash where its kernels fit the device's shared memory (not HS 128 on sm_86 / sm_89): the
-  // tiled kernels compute the same anywhere.
+  // tiled kernels compute the same anywhere. A flash design named where the tiled kernels run
+  // would do nothing, so it is refused, naming why (fp32 is refused at construction).
   bool use_flash(int HS, bool dropout) const {
-    return dtype_ == DType::bf16 && !dropout && cuda::flash_attention_supported(HS) &&
-           cuda::flash_attention_fits_device(HS, designs_.flash_backward);
+    const bool flash = dtype_ == DType::bf16 && !dropout && cuda::flash_attention_supported(HS) &&
+                       cuda::flash_attention_fits_device(HS, designs_.flash_backward);
+    if (flash || (designs_.flash_tile == cuda::FlashTile::kAuto && designs_.flash_backward == cuda::FlashBackward::kAuto))
+      return flash;
+    const std::string why =
+        dropout ? std::string("attention dropout (--dropout above 0) runs the tiled attention")
+        : !cuda::flash_attention_supported(HS)
+            ? format("head size {} runs the tiled attention (flash takes 64 and 128)", HS)
+        : !cuda::flash_attention_built_for_device()
+            ? format("this build has no sm_80 or newer code for device {} ({}, sm_{}{}), where flash attention is, so "
+                     "the tiled attention runs",
+                     device_, props_.name, props_.major, props_.minor)
+            : format("device {} ({}, sm_{}{}) cannot hold flash attention at head size {} with these designs, so the "
+                     "tiled attention runs",
+                     device_, props_.name, props_.major, props_.minor, HS);
+    throw InputError(format("{}: flash-tile and flash-backward are designs of the flash attention, which this run "
+                            "does not use: {}; drop them",
+                            cuda::kKernelDesignsVariable, why));
   }
   // Destroys a recording (the caller has synchronised the stream: no launch of it in flight) and
   // hands back the graph memory only it used.

@@ -97,6 +97,21 @@ std::vector<float> flash_dqkv(const std::optional<std::string>& designs) {
   return download_as_float(*backend, dqkv.data(), dqkv.size());
 }
 
+// One attention forward and backward (B 1, T 64, NH heads of C / NH) on a backend made with
+// `designs`.
+void attention_pass(const std::optional<std::string>& designs, int C, int NH, const DropoutParams& dropout) {
+  const int B = 1, T = 64;
+  const size_t BT = size_t(B) * T;
+  auto backend = backend_with(designs, DType::bf16);
+  DeviceTensor qkv(*backend, BT * 3 * C), out(*backend, BT * C), dout(*backend, BT * C), dqkv(*backend, BT * 3 * C);
+  DeviceArray<float> lse(*backend, BT * NH);
+  upload_random(*backend, qkv.data(), qkv.size(), 33);
+  upload_random(*backend, dout.data(), dout.size(), 34);
+  backend->attention_forward(out.data(), lse.data(), qkv.data(), B, T, C, NH, dropout);
+  backend->attention_backward(dqkv.data(), dout.data(), lse.data(), qkv.data(), out.data(), B, T, C, NH, dropout);
+  backend->synchronize();
+}
+
 // One layer's results with no GPT2CC_KERNELS, with its automatic design named, and with the other
 // design named: the first two the same bits, the third different bits (the premise: the two designs
 // round differently, so equal bits would prove nothing) and close (`what`, tolerance `tol`).
@@ -255,6 +270,28 @@ TEST_CASE("a cuda backend takes the kernel designs GPT2CC_KERNELS names", "[cuda
       CHECK_THROWS_WITH(backend_with(designs, DType::fp32),
                         Catch::Contains("flash-tile and flash-backward are designs of the bf16 flash attention"));
     CHECK_NOTHROW(backend_with("flash-tile=auto,flash-backward=auto", DType::fp32));
+  }
+  SECTION("flash-tile, flash-backward where the tiled attention runs: refused there, naming why") {
+    if (test::device_dtypes().size() < 2) {
+      WARN("no bf16 on this device: fp32's refusal of the flash designs is checked above");
+      return;
+    }
+    const DropoutParams dropout{0.1f, 7, 1};
+    for (const char* designs : {"flash-tile=64", "flash-backward=split"}) {
+      INFO(designs);
+      CHECK_THROWS_AS(attention_pass(designs, 128, 2, dropout), InputError);
+      CHECK_THROWS_WITH(attention_pass(designs, 128, 2, dropout),
+                        Catch::Contains("attention dropout (--dropout above 0) runs the tiled attention"));
+      CHECK_THROWS_WITH(attention_pass(designs, 64, 2, DropoutParams{}),
+                        Catch::Contains("head size 32 runs the tiled attention"));
+      if (cuda::flash_attention_fits_device(64))
+        CHECK_NOTHROW(attention_pass(designs, 128, 2, DropoutParams{}));
+      else  // a build without flash code for the device (CTest emu_cuda_model_sm75_code)
+        CHECK_THROWS_WITH(attention_pass(designs, 128, 2, DropoutParams{}),
+                          Catch::Contains("has no sm_80 or newer code for device"));
+    }
+    CHECK_NOTHROW(attention_pass("flash-tile=auto,flash-backward=auto", 128, 2, dropout));
+    CHECK_NOTHROW(attention_pass(std::nullopt, 64, 2, DropoutParams{}));
   }
   SECTION("gelu: the named design's bits (auto is epilogue)") {
     if (test::device_dtypes().size() < 2) {
