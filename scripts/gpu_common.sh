@@ -13,12 +13,14 @@ GPT2CC_GPU_BINARIES=(
   train prepare generate
 )
 
-# sha256 of every file the build reads (sources, headers, CMake files) under the repository root
-# given (default: the current folder), in path order; build folders, the docs and tests/emu (the
-# CPU emulator's tests, in none of the binaries) are outside it, and so are the top-level folders
-# git ignores, which the device machine's copy of the tree lacks (its copy holds what git tracks
-# or would track): the hidden ones (.git, the kit, .deps' PCRE2 headers and CMake files, .tools,
-# .whl), runs/ and out/. That copy may have no .git, so git is not asked.
+# sha256 of every file the build reads (sources, headers, CMake files, the templates CMake fills
+# in, and benchmarks/gpu/peaks.json, which core's build compiles into every binary as the built-in
+# peak table) under the repository root given (default: the current folder), in path order; build
+# folders, the docs and tests/emu (the CPU emulator's tests, in none of the binaries) are outside
+# it, and so are the top-level folders git ignores, which the device machine's copy of the tree
+# lacks (its copy holds what git tracks or would track): the hidden ones (.git, the kit, .deps'
+# PCRE2 headers and CMake files, .tools, .whl), runs/ and out/. That copy may have no .git, so git
+# is not asked.
 gpt2cc_source_fingerprint() {
   local root="${1:-.}"
   (
@@ -26,7 +28,8 @@ gpt2cc_source_fingerprint() {
     find . \( -path './.*' -o -path './build*' -o -path './runs' -o -path './out' -o -path './docs' \
       -o -path './tests/emu' \) -prune -o \
       -type f \( -name '*.cpp' -o -name '*.hpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' \
-      -o -name 'CMakeLists.txt' -o -name '*.cmake' \) -print | LC_ALL=C sort | xargs -d '\n' sha256sum |
+      -o -name 'CMakeLists.txt' -o -name '*.cmake' -o -name '*.in' -o -path './benchmarks/gpu/peaks.json' \) \
+      -print | LC_ALL=C sort | xargs -d '\n' sha256sum |
       sha256sum | cut -d' ' -f1
   )
 }

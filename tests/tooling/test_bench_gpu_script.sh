@@ -187,6 +187,13 @@ echo 'int r();' >"$TMP/tree/runs/x/r.cpp"
   fail "ignored folders (.deps, .tools, build-gpu, runs) changed the sources' fingerprint"
 echo '__global__ void k();' >"$TMP/tree/kernels/k.cuh"
 [[ "$(gpt2cc_source_fingerprint "$TMP/tree")" != "$tree_print" ]] || fail "a new source left the fingerprint as it was"
+# The peak table and the templates CMake fills in are compiled into the binaries too.
+for read_by_build in benchmarks/gpu/peaks.json core/table.hpp.in; do
+  before=$(gpt2cc_source_fingerprint "$TMP/tree")
+  mkdir -p "$TMP/tree/$(dirname "$read_by_build")"
+  echo '{}' >"$TMP/tree/$read_by_build"
+  [[ "$(gpt2cc_source_fingerprint "$TMP/tree")" != "$before" ]] || fail "$read_by_build left the fingerprint as it was"
+done
 
 make_binaries_kit "$TMP/kit-ok" "$fingerprint" 0
 log=$(OUT="$TMP/out-ok" PATH="$TMP/fakebin:$PATH" bash "$SCRIPT" --stage test --kit "$TMP/kit-ok" \
