@@ -96,12 +96,13 @@ std::function<std::string(GPT2&, uint64_t)> make_sampler(const TrainConfig& c,
 }
 
 // Every rank of a data-parallel run must train with the same settings (mpiexec starts the same
-// command, but an MPMD launch `-n 1 train A : -n 1 train B` need not) and on the same data (the
-// same path may hold other files on each machine): a rank with another --lr would update its share
-// of the weights differently, one with another --steps (or data that makes another run length)
-// would wait forever in a collective the others never reach. The root compares each rank's
-// settings and what it derived from its data (Trainer::data_identity) with its own (where each
-// rank runs, --threads and --cuda-device, may differ) and names the first difference.
+// command, but an MPMD launch `-n 1 train A : -n 1 train B` need not), on the same data and from
+// the same checkpoint (the same path may hold other files on each machine): a rank with another
+// --lr would update its share of the weights differently, one with another --steps (or data that
+// makes another run length, or a checkpoint of another step) would wait forever in a collective
+// the others never reach. The root compares each rank's settings and what it derived from its
+// data and checkpoint (Trainer::data_identity) with its own (where each rank runs, --threads and
+// --cuda-device, may differ) and names the first difference.
 template <class Agreed>
 void check_same_settings(ProcessGroup& group, const TrainConfig& config, const nlohmann::json& derived,
                          Agreed&& agreed) {
@@ -125,6 +126,11 @@ void check_same_settings(ProcessGroup& group, const TrainConfig& config, const n
       }
       const nlohmann::json other = entry(theirs, "derived");
       for (const auto& [what, ours] : derived.items()) {
+        INPUT_CHECK(what != "checkpoint" || entry(other, what) == ours,
+                    "rank {} starts from checkpoint {}, rank 0 from {}: every rank must resume (or --init-from) the "
+                    "same checkpoint file (a run directory on a file system the machines share, or the same copy on "
+                    "each)",
+                    rank, entry(other, what).dump(), ours.dump());
         INPUT_CHECK(entry(other, what) == ours,
                     "rank {} derived {} = {} from its data, rank 0 {}: every rank must read the same --train-data "
                     "and --val-data (the same files, on each machine)",

@@ -246,6 +246,7 @@ struct CheckpointReader::Impl {
   uint64_t num_params = 0;
   bool has_optimizer = false;
   bool read = false;
+  std::optional<uint64_t> checksum;  // once read_arrays has checked it
 
   void open_gpt2cc();
 };
@@ -267,6 +268,7 @@ CheckpointReader::CheckpointReader(CheckpointReader&&) noexcept = default;
 CheckpointReader& CheckpointReader::operator=(CheckpointReader&&) noexcept = default;
 const CheckpointInfo& CheckpointReader::info() const { return impl_->info; }
 bool CheckpointReader::has_optimizer() const { return impl_->has_optimizer; }
+std::optional<uint64_t> CheckpointReader::checksum() const { return impl_->checksum; }
 
 void CheckpointReader::Impl::open_gpt2cc() {
   Reader& in = file.emplace(path);
@@ -385,6 +387,7 @@ void CheckpointReader::read_arrays(const CheckpointSink& sink, bool with_optimiz
   auto stored = in.get<uint64_t>("the checksum");
   INPUT_CHECK(stored == computed, "checkpoint {} is corrupt: checksum of its contents is {}, but the file stores {}",
               s.path, computed, stored);
+  s.checksum = stored;
   s.file.reset();
 }
 

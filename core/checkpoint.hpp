@@ -106,6 +106,9 @@ class CheckpointReader {
   // file throws InputError after `sink` may have taken some of its pieces: what the sink filled
   // must then be discarded.
   void read_arrays(const CheckpointSink& sink, bool with_optimizer);
+  // The file's checksum, once read_arrays has checked it (a copy of the file has the same one);
+  // none before, and none for Hugging Face weights, which have no checksum.
+  std::optional<uint64_t> checksum() const;
 
  private:
   struct Impl;

@@ -117,7 +117,8 @@ nlohmann::json Trainer::data_identity() const {
           {"train_data", s.train_identity},
           {"val_data", split_identity(s.val_shards)},
           {"tokenizer_fingerprint", fingerprint_hex(s.fingerprint)},
-          {"eval_batches", s.eval_batches}};
+          {"eval_batches", s.eval_batches},
+          {"checkpoint", s.origin_identity}};
 }
 
 StepResult Trainer::train_step() {

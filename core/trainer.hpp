@@ -67,7 +67,8 @@ class Trainer {
   std::string summary() const;      // the run's plan: model, data, batch, length, schedule
   // What this rank derived from its data and flags that every rank of a data-parallel run must
   // share: the run's length in steps, the micro-batches per step, each split's shards, tokens and
-  // a fingerprint of samples of its contents, the tokenizer's fingerprint, the evaluation batches.
+  // a fingerprint of samples of its contents, the tokenizer's fingerprint, the evaluation batches,
+  // and the checkpoint it started from (path, step, checksum).
   nlohmann::json data_identity() const;
 
   // Trains to the end, to config.stop_at_step, or until a stop request (SIGINT/SIGTERM), then

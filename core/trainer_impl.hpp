@@ -30,6 +30,9 @@ struct Trainer::Impl {
   std::unique_ptr<DataLoader> train_loader, val_loader;
   uint64_t fingerprint = 0;
   std::string tokenizer_dir, origin;
+  // The checkpoint the run started from (--resume, --init-from): its path, step and checksum (null
+  // for Hugging Face weights); null for a fresh run. Ranks compare it (data_identity).
+  nlohmann::json origin_identity;
   int accum = 1;  // micro-batches per step over all ranks; rank r runs those k with k % ranks == r
   int eval_batches = 0;
   uint64_t total_steps = 0;

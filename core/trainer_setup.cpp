@@ -261,6 +261,10 @@ void Trainer::Impl::build_model(const CheckpointInfo& ckpt, CheckpointReader* or
   model = std::make_unique<GPT2>(mcfg, backend, B, T, ModelMode::training, options);
   if (origin_file) {
     reading_origin([&] { read_into_model(*origin_file, *model, resumed); });
+    const std::optional<uint64_t> checksum = origin_file->checksum();
+    origin_identity = {{"path", origin},
+                       {"step", ckpt.step},
+                       {"checksum", checksum ? nlohmann::json(fingerprint_hex(*checksum)) : nlohmann::json(nullptr)}};
   } else {
     model->init_weights(cfg.seed);
   }

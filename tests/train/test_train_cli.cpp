@@ -1252,6 +1252,30 @@ TEST_CASE("mpiexec -n 2 train: data parallel on the cpu", "[cli][distributed]") 
                                       Catch::Contains("every rank must read the same --train-data and --val-data"));
     CHECK_FALSE(std::filesystem::exists(dir + "/mixed/checkpoints"));
   }
+  // The same flags resuming a run whose copy on rank 1's machine ends a step earlier: refused,
+  // naming each rank's checkpoint; before, rank 1 trained step 2 again beside rank 0's step 3,
+  // a mixed model, then waited for a collective rank 0 never reached.
+  {
+    const std::string run0 = dir + "/rank0/resumed", run1 = dir + "/rank1/resumed";
+    REQUIRE(launch(mpiexec + common + "--stop-at-step 2 --checkpoint-every 1 --run-dir " + run0).code == 0);
+    std::filesystem::copy(run0, run1, std::filesystem::copy_options::recursive);
+    REQUIRE(std::filesystem::remove(run1 + "/checkpoints/step_00000002.ckpt"));
+    const std::string args = train_binary() + " --resume resumed";
+    const Run mixed = launch("timeout -k 5 120 " + std::string(GPT2CC_MPIEXEC) + " -n 1 -wdir " + dir + "/rank0 " +
+                             args + " : -n 1 -wdir " + dir + "/rank1 " + args);
+    INFO(mixed.output);
+    CHECK(mixed.code == 2);
+    CHECK_THAT(mixed.output, Catch::Contains("rank 1 starts from checkpoint {\"checksum\":\"") &&
+                                 Catch::Contains("step_00000001.ckpt\",\"step\":1}, rank 0 from") &&
+                                 Catch::Contains("every rank must resume (or --init-from) the same checkpoint file"));
+    CHECK_FALSE(std::filesystem::exists(run0 + "/checkpoints/step_00000003.ckpt"));
+    // The same file on both: taken.
+    std::filesystem::copy_file(run0 + "/checkpoints/step_00000002.ckpt", run1 + "/checkpoints/step_00000002.ckpt");
+    const Run same = launch("timeout -k 5 120 " + std::string(GPT2CC_MPIEXEC) + " -n 1 -wdir " + dir + "/rank0 " +
+                            args + " : -n 1 -wdir " + dir + "/rank1 " + args);
+    INFO(same.output);
+    CHECK(same.code == 0);
+  }
   // A divergence (--max-bad-steps) every rank reaches at the same step: said once, exit 1, and
   // no rank aborting the others (each printed it, then MPI_Abort).
   {
