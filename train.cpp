@@ -9,6 +9,7 @@
 // train_tasks.cpp evaluates and exports. Exit codes: 0 done (also after SIGINT/SIGTERM, which
 // checkpoint first), 1 internal error, 2 bad input.
 #include <algorithm>
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <functional>
@@ -282,6 +283,10 @@ int run(int argc, char** argv, ProcessGroup& group) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A closed pipe behind stdout (train | head) must not end the run between checkpoints with no
+  // word: with SIGPIPE ignored its writes fail, the run trains on and saves as with a full disk
+  // behind stdout, and ends with exit 1, "writing standard output failed" (run_cli).
+  std::signal(SIGPIPE, SIG_IGN);
   // Joins the ranks when mpiexec started several; a failure joining is reported as any other.
   std::unique_ptr<ProcessGroup> group;
   int code = gpt2cc::run_cli("train", argc, argv, [&](int, char**) {

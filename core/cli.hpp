@@ -29,6 +29,9 @@
 #include <typeinfo>
 #include <vector>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include "core/backend.hpp"  // kMaxThreads, the bound of every --threads
 #include "core/check.hpp"
 #include "core/distributed.hpp"
@@ -270,14 +273,19 @@ struct AgreedFailure {
 };
 
 // Throws Error when what the program printed to stdout did not all arrive (a full disk behind
-// `> file`): without it the exit's own flush would fail in silence, after exit code 0.
+// `> file`, a pipe whose reader left: train ignores SIGPIPE): without it the exit's own flush
+// would fail in silence, after exit code 0.
 inline void flush_standard_output() {
   errno = 0;
   const bool failed = !std::cout.flush() || std::fflush(stdout) != 0 || std::ferror(stdout);
   // errno names the cause when this flush failed; an earlier write's failure left only the flag.
   if (failed) {
+    struct stat out {};
+    const bool pipe = ::fstat(STDOUT_FILENO, &out) == 0 && (S_ISFIFO(out.st_mode) || S_ISSOCK(out.st_mode));
     throw Error(format("writing standard output failed: {}",
-                       errno ? std::strerror(errno) : "a write to it failed (a full disk?)"));
+                       errno  ? std::strerror(errno)
+                       : pipe ? "a write to it failed (its reader closed the pipe?)"
+                              : "a write to it failed (a full disk?)"));
   }
 }
 

@@ -732,6 +732,15 @@ TEST_CASE("a tiny run, its resume, and --eval-only", "[cli]") {
                             "/val.bin --seq-len 16 > /dev/full'");
     CHECK(full.code == 1);
     CHECK_THAT(full.output, Catch::Contains("train: error: writing standard output failed: "));
+    // A closed pipe (train | head) does not end a training run between checkpoints: it trains on,
+    // saves, and says its output was lost (SIGPIPE ended it with none, exit 141, before).
+    const Run piped = launch("bash -c '" + train_binary() + " " + tiny(dir) + "--steps 150 --log-every 1 --run-dir " +
+                             dir + "/piped | true; echo \"exit ${PIPESTATUS[0]}\"'");
+    INFO(piped.output);
+    CHECK_THAT(piped.output, Catch::EndsWith("exit 1\n") &&
+                                 Catch::Contains("train: error: writing standard output failed: ") &&
+                                 Catch::Contains("pipe"));
+    CHECK(std::filesystem::exists(dir + "/piped/checkpoints/step_00000150.ckpt"));
     // The shape is the checkpoint's here too: flags may repeat it, not change it.
     const std::string eval = "--eval-only --init-from " + ckpt + " --val-data " + dir + "/val.bin --seq-len 16 ";
     CHECK(train(eval + "--layers 2 --channels 16").code == 0);
