@@ -148,6 +148,9 @@ void export_checkpoint_hf(const TrainConfig& c, bool preset_given) {
       fail_input(what);
     throw Error(what);
   }
+  // Another export into DIR would pass the check below too, and the two would remove each
+  // other's files: refused while this one holds DIR (a folder held by another is not removed).
+  const RunDirectoryLock lock(c.export_hf, DirectoryOwner{"export directory", "train --export-hf", "--export-hf"});
   try {
     check_export_directory(c.export_hf, tokenizer.has_value());
   } catch (...) {

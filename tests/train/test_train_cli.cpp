@@ -808,6 +808,20 @@ TEST_CASE("a tiny run, its resume, and --eval-only", "[cli]") {
     CHECK_THAT(killed.output, Catch::Contains("status 143"));
     CHECK_FALSE(std::filesystem::exists(held + "/model.safetensors.tmp"));
     CHECK_FALSE(std::filesystem::exists(held + "/model.safetensors"));
+    // A second export into a folder an export is writing is refused and removes nothing there
+    // (both passed the folder's check and removed each other's files, one saying it exported).
+    const std::string busy = dir + "/hf_busy";
+    std::filesystem::create_directories(busy);
+    REQUIRE(launch("mkfifo " + busy + "/model.safetensors.tmp").code == 0);
+    const std::string export_busy = train_binary() + " --init-from " + ckpt + " --export-hf " + busy;
+    const Run second = launch("sh -c '" + export_busy + " & pid=$!; " + test::shell_wait_in_fifo_open() +
+                              "timeout 60 " + export_busy + "; echo second $?; kill -TERM $pid; wait $pid; "
+                              "echo first $?'");
+    INFO(second.output);
+    CHECK_THAT(second.output, Catch::Contains("export directory " + busy + " is in use by another train --export-hf "
+                                              "process: give another --export-hf") &&
+                                  Catch::Contains("second 2") && Catch::Contains("first 143"));
+    CHECK(std::filesystem::is_directory(busy));
     CHECK_THAT(exported.output, Catch::Contains("to " + hf + ": model.safetensors, config.json (no tokenizer: the "
                                                 "checkpoint's /nowhere is not there"));
     CHECK(std::filesystem::exists(hf + "/model.safetensors"));
