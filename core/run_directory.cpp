@@ -32,6 +32,16 @@ std::vector<std::filesystem::path> make_directories(const std::filesystem::path&
   return made;
 }
 
+bool directory_in_use(const std::string& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return false;
+  // A shared lock conflicts with the holder's exclusive one (a lock of this process's on another
+  // descriptor too: flock locks belong to open files).
+  const bool held = ::flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+  ::close(fd);
+  return held;
+}
+
 RunDirectoryLock::RunDirectoryLock(const std::string& dir, const DirectoryOwner& owner) {
   std::error_code ec;
   created_ = make_directories(dir, ec);  // nest/a/b: each missing level, deepest first, to remove again

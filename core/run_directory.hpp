@@ -29,6 +29,11 @@ struct DirectoryOwner {
   const char* program = "train";
   const char* flag = "--run-dir";
 };
+// Whether a RunDirectoryLock on `dir` is held now, by this process or another (false where `dir`
+// cannot be opened): what a run directory without checkpoints means, a run still starting or one
+// that stopped, depends on it.
+bool directory_in_use(const std::string& dir);
+
 class RunDirectoryLock {
  public:
   // InputError when in use or not creatable.

@@ -11,6 +11,7 @@
 #include "core/device_peaks.hpp"
 #include "core/hf_gpt2.hpp"
 #include "core/model_checkpoint.hpp"
+#include "core/run_directory.hpp"
 #include "core/trainer_impl.hpp"
 
 namespace gpt2cc {
@@ -35,10 +36,14 @@ std::string resolve_checkpoint(const std::string& path) {
     const nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
     configured = j.is_object() && j.contains("train");
   }
-  fail_input(format("no checkpoint (step_*.ckpt) in run directory {} or its checkpoints/ folder{}", path,
-                    configured ? ": the run stopped before its first checkpoint; start it again with its flags "
-                                 "(config.json there lists them) and the same --run-dir"
-                               : ""));
+  // A run still before its first checkpoint holds the directory's lock (core/run_directory.hpp).
+  const std::string why = !configured ? ""
+                          : directory_in_use(path)
+                              ? ": a train process is running there and has not written its first checkpoint yet; "
+                                "resume it once it has stopped"
+                              : ": the run stopped before its first checkpoint; start it again with its flags "
+                                "(config.json there lists them) and the same --run-dir";
+  fail_input(format("no checkpoint (step_*.ckpt) in run directory {} or its checkpoints/ folder{}", path, why));
 }
 
 void Trainer::Impl::setup() {

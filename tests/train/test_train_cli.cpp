@@ -455,6 +455,16 @@ TEST_CASE("a tiny run, its resume, and --eval-only", "[cli]") {
     CHECK_THAT(resumed.output, Catch::Contains("no checkpoint (step_*.ckpt) in run directory " + early +
                                                " or its checkpoints/ folder: the run stopped before its first "
                                                "checkpoint; start it again with its flags"));
+    // The same while a train holds the directory (its lock, taken here): the run is still starting.
+    const int fd = ::open(early.c_str(), O_RDONLY | O_DIRECTORY);
+    REQUIRE(fd >= 0);
+    REQUIRE(::flock(fd, LOCK_EX | LOCK_NB) == 0);
+    Run starting = train("--resume " + early);
+    ::close(fd);
+    CHECK(starting.code == 2);
+    CHECK_THAT(starting.output, Catch::Contains("a train process is running there and has not written its first "
+                                                "checkpoint yet; resume it once it has stopped") &&
+                                    !Catch::Contains("start it again"));
     // A config.json of another kind (a Hugging Face model's, its weights missing): no such hint.
     std::ofstream(early + "/config.json") << R"({"model_type": "gpt2"})";
     Run other = train("--resume " + early);
