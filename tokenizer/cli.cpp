@@ -255,6 +255,10 @@ int cmd_train(int argc, char** argv) {
   std::string out = required(args, "out");
   check_output_dir(out);
   INPUT_CHECK(args.count("files"), "no training files given (tokenizer train --out DIR FILES...)");
+  // Another tokenizer train into DIR would write its files between this one's (its vocab.json
+  // beside this one's merges.txt): refused while this one holds DIR, made here and removed again
+  // if the training fails.
+  RunDirectoryLock lock(out, DirectoryOwner{"output directory", "tokenizer train", "--out"});
   BpeTrainer trainer(cfg);
   const Stopwatch clock;
   for (const std::string& f : values_as_typed(args, "files")) trainer.add_file(f);
@@ -275,6 +279,7 @@ int cmd_train(int argc, char** argv) {
     std::cerr << "train: stopped at vocab size " << tok.vocab_size() << " < --vocab-size " << cfg.vocab_size
               << ": no pair left occurs --min-frequency " << cfg.min_frequency << " times\n";
   tok.save(out);  // write_file_atomic: a signal meanwhile removes its temporaries
+  lock.keep();
   std::cerr << std::fixed << std::setprecision(2) << "train: " << stats.bytes << " bytes, " << stats.pretokens
             << " pre-tokens (" << stats.unique_pretokens << " unique); counting " << stats.count_seconds
             << " s, merging " << stats.merge_seconds << " s, total " << clock.seconds() << " s\n"

@@ -1,6 +1,9 @@
 // The `tokenizer` CLI end to end: train -> encode (text and binary) -> decode round trip, stats,
 // and the user errors (exit code 2 with a message naming the file and line).
 #include <catch2/catch.hpp>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -152,6 +155,21 @@ TEST_CASE("tokenizer CLI: user errors exit 2 naming the problem", "[tokenizer][c
     r = cli(dir, "train --out '" + out + "' --vocab-size 300 '" + dir + "/words.txt'");
     CHECK(r.code == 2);
     CHECK_THAT(r.err, Catch::Contains(says) && !Catch::Contains("train: "));  // no training started
+  }
+  // --out another tokenizer train holds (its lock, taken here): refused before any training.
+  {
+    const std::string busy = dir + "/busy_out";
+    std::filesystem::create_directories(busy);
+    const int fd = ::open(busy.c_str(), O_RDONLY | O_DIRECTORY);
+    REQUIRE(fd >= 0);
+    REQUIRE(::flock(fd, LOCK_EX | LOCK_NB) == 0);
+    r = cli(dir, "train --out '" + busy + "' --vocab-size 300 '" + dir + "/words.txt'");
+    ::close(fd);
+    CHECK(r.code == 2);
+    CHECK_THAT(r.err, Catch::Contains("output directory " + busy + " is in use by another tokenizer train process: "
+                                      "give another --out") &&
+                          !Catch::Contains("train: "));
+    CHECK(std::filesystem::is_empty(busy));
   }
   // A link as --out to nothing (dangling, or a loop): refused, and left as it was (a check that
   // took it for a level to create removed it again).
