@@ -81,35 +81,29 @@ std::vector<float> mlp_gelu_outputs(const std::optional<std::string>& designs) {
   return values;
 }
 
-// dqkv of one flash attention backward (B 1, T 320, 2 heads of 64: five K/V tiles, enough for the
-// two designs' different sums to show in bf16) on a backend made with `designs`.
-std::vector<float> flash_dqkv(const std::optional<std::string>& designs) {
-  const int B = 1, T = 320, C = 128, NH = 2;
+// dqkv of one bf16 attention forward and backward (B 1, T rows, NH heads of C / NH) on a backend
+// made with `designs`.
+std::vector<float> attention_dqkv(const std::optional<std::string>& designs, int T, int C, int NH,
+                                  const DropoutParams& dropout = {}) {
+  const int B = 1;
   const size_t BT = size_t(B) * T;
   auto backend = backend_with(designs, DType::bf16);
   DeviceTensor qkv(*backend, BT * 3 * C), out(*backend, BT * C), dout(*backend, BT * C), dqkv(*backend, BT * 3 * C);
   DeviceArray<float> lse(*backend, BT * NH);
   upload_random(*backend, qkv.data(), qkv.size(), 31);
   upload_random(*backend, dout.data(), dout.size(), 32);
-  backend->attention_forward(out.data(), lse.data(), qkv.data(), B, T, C, NH, DropoutParams{});
-  backend->attention_backward(dqkv.data(), dout.data(), lse.data(), qkv.data(), out.data(), B, T, C, NH,
-                              DropoutParams{});
+  backend->attention_forward(out.data(), lse.data(), qkv.data(), B, T, C, NH, dropout);
+  backend->attention_backward(dqkv.data(), dout.data(), lse.data(), qkv.data(), out.data(), B, T, C, NH, dropout);
   return download_as_float(*backend, dqkv.data(), dqkv.size());
 }
 
-// One attention forward and backward (B 1, T 64, NH heads of C / NH) on a backend made with
-// `designs`.
+// dqkv of one flash attention backward at 320 rows and 2 heads of 64: five K/V tiles, enough for
+// the two designs' different sums to show in bf16.
+std::vector<float> flash_dqkv(const std::optional<std::string>& designs) { return attention_dqkv(designs, 320, 128, 2); }
+
+// One attention forward and backward at 64 rows, NH heads of C / NH.
 void attention_pass(const std::optional<std::string>& designs, int C, int NH, const DropoutParams& dropout) {
-  const int B = 1, T = 64;
-  const size_t BT = size_t(B) * T;
-  auto backend = backend_with(designs, DType::bf16);
-  DeviceTensor qkv(*backend, BT * 3 * C), out(*backend, BT * C), dout(*backend, BT * C), dqkv(*backend, BT * 3 * C);
-  DeviceArray<float> lse(*backend, BT * NH);
-  upload_random(*backend, qkv.data(), qkv.size(), 33);
-  upload_random(*backend, dout.data(), dout.size(), 34);
-  backend->attention_forward(out.data(), lse.data(), qkv.data(), B, T, C, NH, dropout);
-  backend->attention_backward(dqkv.data(), dout.data(), lse.data(), qkv.data(), out.data(), B, T, C, NH, dropout);
-  backend->synchronize();
+  attention_dqkv(designs, 64, C, NH, dropout);
 }
 
 // One layer's results with no GPT2CC_KERNELS, with its automatic design named, and with the other
