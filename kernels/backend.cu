@@ -481,8 +481,9 @@ class CudaBackend final : public Backend {
   bool use_flash(int HS, bool dropout) const {
     const bool flash = dtype_ == DType::bf16 && !dropout && cuda::flash_attention_supported(HS) &&
                        cuda::flash_attention_fits_device(HS, designs_.flash_backward);
-    if (flash || (designs_.flash_tile == cuda::FlashTile::kAuto && designs_.flash_backward == cuda::FlashBackward::kAuto))
-      return flash;
+    const bool named = designs_.flash_tile != cuda::FlashTile::kAuto ||
+                       designs_.flash_backward != cuda::FlashBackward::kAuto;
+    if (flash || !named) return flash;
     const std::string why =
         dropout ? std::string("attention dropout (--dropout above 0) runs the tiled attention")
         : !cuda::flash_attention_supported(HS)

@@ -99,7 +99,9 @@ std::vector<float> attention_dqkv(const std::optional<std::string>& designs, int
 
 // dqkv of one flash attention backward at 320 rows and 2 heads of 64: five K/V tiles, enough for
 // the two designs' different sums to show in bf16.
-std::vector<float> flash_dqkv(const std::optional<std::string>& designs) { return attention_dqkv(designs, 320, 128, 2); }
+std::vector<float> flash_dqkv(const std::optional<std::string>& designs) {
+  return attention_dqkv(designs, 320, 128, 2);
+}
 
 // One attention forward and backward at 64 rows, NH heads of C / NH.
 void attention_pass(const std::optional<std::string>& designs, int C, int NH, const DropoutParams& dropout) {
