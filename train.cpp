@@ -285,7 +285,8 @@ int run(int argc, char** argv, ProcessGroup& group) {
 int main(int argc, char** argv) {
   // A closed pipe behind stdout (train | head) must not end the run between checkpoints with no
   // word: with SIGPIPE ignored its writes fail, the run trains on and saves as with a full disk
-  // behind stdout, and ends with exit 1, "writing standard output failed" (run_cli).
+  // behind stdout, and ends with exit 1, "writing standard output failed" (run_cli). (Under
+  // mpiexec the launcher holds the pipe, and ends the job when it closes: docs/training.md.)
   std::signal(SIGPIPE, SIG_IGN);
   // Joins the ranks when mpiexec started several; a failure joining is reported as any other.
   std::unique_ptr<ProcessGroup> group;
