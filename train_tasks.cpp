@@ -148,15 +148,20 @@ void export_checkpoint_hf(const TrainConfig& c, bool preset_given) {
       fail_input(what);
     throw Error(what);
   }
-  // Another export into DIR would pass the check below too, and the two would remove each
-  // other's files: refused while this one holds DIR (a folder held by another is not removed).
-  const RunDirectoryLock lock(c.export_hf, DirectoryOwner{"export directory", "train --export-hf", "--export-hf"});
-  try {
-    check_export_directory(c.export_hf, tokenizer.has_value());
-  } catch (...) {
-    remove_new_folders();
-    throw;
-  }
+  const auto check_directory = [&] {
+    try {
+      check_export_directory(c.export_hf, tokenizer.has_value());
+    } catch (...) {
+      remove_new_folders();
+      throw;
+    }
+  };
+  // DIR's own refusals first (a training run's directory, live or not, is named as one); then,
+  // holding DIR, again: another export into DIR would pass the check too, and the two would
+  // remove each other's files (a folder held by another is not removed).
+  check_directory();
+  const RunDirectoryLock lock(c.export_hf, DirectoryOwner{"export directory", "--export-hf"});
+  check_directory();
   // The files the export makes (each written atomically, one after another): a failure or a signal
   // part-way removes those already there, so that the directory is as it was, ready for another try
   // (a model left without its tokenizer would make that try refuse the directory).

@@ -52,8 +52,10 @@ RunDirectoryLock::RunDirectoryLock(const std::string& dir, const DirectoryOwner&
     const int error = errno;
     ::close(fd_);
     fd_ = -1;
-    INPUT_CHECK(error != EWOULDBLOCK, "{} {} is in use by another {} process: give another {}", owner.what, dir,
-                owner.program, owner.flag);
+    INPUT_CHECK(error != EWOULDBLOCK,
+                "{} {} is in use by another gpt2cc process (train, prepare, an export or tokenizer train writing "
+                "there): give another {}",
+                owner.what, dir, owner.flag);
     throw Error(format("cannot lock {} {}: {}", owner.what, dir, std::strerror(error)));
   }
 }

@@ -22,11 +22,12 @@ std::vector<std::filesystem::path> make_directories(const std::filesystem::path&
 // then interleave their checkpoints). The kernel drops the lock with the process, even on a crash.
 // Creates the directory; the levels made here and still empty at destruction are removed again
 // unless keep() was called (a setup that failed leaves nothing behind).
-// `program` and `flag` name the holder in the messages ("run directory X is in use by another
-// train process: give another --run-dir"); `what` names the directory.
+// Every program that writes a folder holds the same lock (train's run directory, prepare's and
+// tokenizer train's --out, --export-hf's DIR), so the message names the folder (`what`) and the
+// caller's flag, not the holder: "run directory X is in use by another gpt2cc process (train,
+// prepare, an export or tokenizer train writing there): give another --run-dir".
 struct DirectoryOwner {
   const char* what = "run directory";
-  const char* program = "train";
   const char* flag = "--run-dir";
 };
 // Whether a RunDirectoryLock on `dir` is held now, by this process or another (false where `dir`

@@ -519,7 +519,7 @@ PrepareSummary prepare_dataset(const PrepareConfig& config, const Tokenizer& tok
   std::optional<RunDirectoryLock> lock;
   try {
     created = create_output_directory(out);
-    lock.emplace(config.out_dir, DirectoryOwner{"output directory", "prepare", "--out"});
+    lock.emplace(config.out_dir, DirectoryOwner{"output directory", "--out"});
     lock->keep();  // the levels this run created are removed below, on failure
     if (unfinished_move) {
       finish_interrupted_move(out, staging, log);

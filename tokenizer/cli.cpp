@@ -255,10 +255,6 @@ int cmd_train(int argc, char** argv) {
   std::string out = required(args, "out");
   check_output_dir(out);
   INPUT_CHECK(args.count("files"), "no training files given (tokenizer train --out DIR FILES...)");
-  // Another tokenizer train into DIR would write its files between this one's (its vocab.json
-  // beside this one's merges.txt): refused while this one holds DIR, made here and removed again
-  // if the training fails.
-  RunDirectoryLock lock(out, DirectoryOwner{"output directory", "tokenizer train", "--out"});
   BpeTrainer trainer(cfg);
   const Stopwatch clock;
   for (const std::string& f : values_as_typed(args, "files")) trainer.add_file(f);
@@ -278,6 +274,10 @@ int cmd_train(int argc, char** argv) {
   if (tok.vocab_size() < cfg.vocab_size)
     std::cerr << "train: stopped at vocab size " << tok.vocab_size() << " < --vocab-size " << cfg.vocab_size
               << ": no pair left occurs --min-frequency " << cfg.min_frequency << " times\n";
+  // Another tokenizer train saving into DIR at the same time would write its files between this
+  // one's (its vocab.json beside this one's merges.txt): refused while this one holds DIR, made
+  // here (removed again if the save fails; a signal before it leaves no folder).
+  RunDirectoryLock lock(out, DirectoryOwner{"output directory", "--out"});
   tok.save(out);  // write_file_atomic: a signal meanwhile removes its temporaries
   lock.keep();
   std::cerr << std::fixed << std::setprecision(2) << "train: " << stats.bytes << " bytes, " << stats.pretokens

@@ -878,12 +878,12 @@ TEST_CASE("prepare rejects bad flags and inputs with exit code 2", "[data]") {
   // (which this one would have removed as a killed run's) left alone.
   {
     const std::string busy = dir + "/busy";
-    RunDirectoryLock other(busy, DirectoryOwner{"output directory", "prepare", "--out"});
+    RunDirectoryLock other(busy, DirectoryOwner{"output directory", "--out"});
     fs::create_directories(busy + "/.prepare.tmp/train");
     Run r = run_prepare(format("--format text --input {} --tokenizer {} --out {}", in, gpt2_dir(), busy), dir);
     CHECK(r.code == 2);
-    CHECK_THAT(r.output, Catch::Contains("output directory " + busy + " is in use by another prepare process: give "
-                                         "another --out"));
+    CHECK_THAT(r.output, Catch::Contains("output directory " + busy + " is in use by another gpt2cc process (train, "
+                                         "prepare, an export or tokenizer train writing there): give another --out"));
     CHECK(fs::is_directory(busy + "/.prepare.tmp/train"));
   }
   // --threads 0 takes OMP_NUM_THREADS, within the same bound (5000 tokenizer copies otherwise).

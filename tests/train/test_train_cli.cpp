@@ -411,7 +411,7 @@ TEST_CASE("bad flags exit with code 2 and say what is wrong", "[cli]") {
   Run busy = train(tiny(dir) + "--steps 2 --run-dir " + dir + "/busy");
   ::close(fd);
   CHECK(busy.code == 2);
-  CHECK_THAT(busy.output, Catch::Contains("run directory " + dir + "/busy is in use by another train process"));
+  CHECK_THAT(busy.output, Catch::Contains("run directory " + dir + "/busy is in use by another gpt2cc process"));
   CHECK(std::filesystem::is_empty(dir + "/busy"));
   Run free = train(tiny(dir) + "--steps 2 --run-dir " + dir + "/busy");
   CHECK(free.code == 0);
@@ -828,8 +828,8 @@ TEST_CASE("a tiny run, its resume, and --eval-only", "[cli]") {
                               "timeout 60 " + export_busy + "; echo second $?; kill -TERM $pid; wait $pid; "
                               "echo first $?'");
     INFO(second.output);
-    CHECK_THAT(second.output, Catch::Contains("export directory " + busy + " is in use by another train --export-hf "
-                                              "process: give another --export-hf") &&
+    CHECK_THAT(second.output, Catch::Contains("export directory " + busy + " is in use by another gpt2cc process") &&
+                                  Catch::Contains("give another --export-hf") &&
                                   Catch::Contains("second 2") && Catch::Contains("first 143"));
     CHECK(std::filesystem::is_directory(busy));
     CHECK_THAT(exported.output, Catch::Contains("to " + hf + ": model.safetensors, config.json (no tokenizer: the "
@@ -853,6 +853,16 @@ TEST_CASE("a tiny run, its resume, and --eval-only", "[cli]") {
     Run into_run = train("--init-from " + ckpt + " --export-hf " + run_dir);
     CHECK(into_run.code == 2);
     CHECK_THAT(into_run.output, Catch::Contains("is a training run's directory; export into a directory of its own"));
+    // The same while the run trains there (its lock, taken here): named as a run's directory still.
+    {
+      const int fd = ::open(run_dir.c_str(), O_RDONLY | O_DIRECTORY);
+      REQUIRE(fd >= 0);
+      REQUIRE(::flock(fd, LOCK_EX | LOCK_NB) == 0);
+      const Run into_live_run = train("--init-from " + ckpt + " --export-hf " + run_dir);
+      ::close(fd);
+      CHECK(into_live_run.code == 2);
+      CHECK_THAT(into_live_run.output, Catch::Contains("is a training run's directory"));
+    }
     // A folder holding a tokenizer file the export would not replace: refused, nothing written.
     const auto refuses_folder_with = [&](const std::string& folder, const std::string& file,
                                          const std::string& message) {
