@@ -56,20 +56,30 @@ inline bool parse_int(std::string_view text, int& value) {
   return !text.empty() && error == std::errc() && end == text.data() + text.size();
 }
 
+// "a,b" -> {"a", "b"}; an empty item (",a", "a,,b", and "a," too) is an InputError naming the flag.
+// An empty list is empty.
+inline std::vector<std::string> split_list(const std::string& flag, const std::string& list) {
+  std::vector<std::string> items;
+  if (list.empty()) return items;
+  for (size_t begin = 0;;) {
+    const size_t comma = list.find(',', begin);
+    items.push_back(list.substr(begin, comma == std::string::npos ? std::string::npos : comma - begin));
+    INPUT_CHECK(!items.back().empty(), "{}: an empty item in '{}' (a comma too many?)", flag, list);
+    if (comma == std::string::npos) return items;
+    begin = comma + 1;
+  }
+}
+
 // "4,16" -> {4, 16}; each item a whole number >= 1, else InputError naming the flag and the item.
 // An empty list is empty (the flag's "skip").
 inline std::vector<int> parse_count_list(const std::string& flag, const std::string& list) {
   std::vector<int> counts;
-  if (list.empty()) return counts;
-  for (size_t begin = 0;;) {
-    const size_t comma = list.find(',', begin);
-    const std::string item = list.substr(begin, comma == std::string::npos ? std::string::npos : comma - begin);
+  for (const std::string& item : split_list(flag, list)) {
     int n = 0;
     INPUT_CHECK(parse_int(item, n) && n >= 1, "{}: '{}' in '{}' is not a whole number >= 1", flag, item, list);
     counts.push_back(n);
-    if (comma == std::string::npos) return counts;
-    begin = comma + 1;
   }
+  return counts;
 }
 
 }  // namespace gpt2cc::bench

@@ -214,8 +214,8 @@ int run(int argc, char** argv) {
   bench::apply_gemm_flag(args["gemm"].as<std::string>());
   const DType dtype = parse_dtype(args["dtype"].as<std::string>());
   std::vector<BenchConfig> configs;
-  std::stringstream list(args["configs"].as<std::string>());
-  for (std::string item; std::getline(list, item, ',');) configs.push_back(parse_config(item));
+  for (const std::string& item : bench::split_list("--configs", args["configs"].as<std::string>()))
+    configs.push_back(parse_config(item));
   INPUT_CHECK(!configs.empty(), "--configs must name at least one preset:BxT");
   if (args.count("json")) bench::check_output_file("--json", args["json"].as<std::string>());  // before the run
 

@@ -33,11 +33,15 @@ int run(int argc, char** argv) {
     std::printf("%s\n", options.help().c_str());
     return 0;
   }
-  INPUT_CHECK(args.count("shards") == 1, "no shards given: bench_loader <shard dir or glob> (see --help)");
+  INPUT_CHECK(args.count("shards") > 0, "no shards given: bench_loader <shard dir or glob> (see --help)");
+  INPUT_CHECK(args.count("shards") == 1, "shards given {} times (as --shards or the first argument): give one",
+              args.count("shards"));
   INPUT_CHECK(args.unmatched().empty(), "unexpected argument '{}' (see --help)", args.unmatched().front());
   const auto shards = list_shards(args["shards"].as<std::string>());
   const int B = args["batch-size"].as<int>(), T = args["seq-len"].as<int>(), batches = args["batches"].as<int>();
-  INPUT_CHECK(B > 0 && T > 0 && batches > 0, "--batch-size, --seq-len and --batches must be > 0");
+  for (const auto& [flag, value] : {std::pair{"--batch-size", B}, std::pair{"--seq-len", T},
+                                    std::pair{"--batches", batches}})
+    INPUT_CHECK(value > 0, "{} must be > 0, got {}", flag, value);
   std::printf("%-10s %-8s %12s %14s\n", "order", "prefetch", "batches/s", "tokens/s");
   std::string json = "{\"B\":" + std::to_string(B) + ",\"T\":" + std::to_string(T) + ",\"results\":[";
   for (auto order : {LoaderOrder::sequential, LoaderOrder::shuffled}) {

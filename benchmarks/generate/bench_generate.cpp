@@ -242,8 +242,17 @@ int run(int argc, char** argv) {
   s.samples_new_tokens = args["samples-new-tokens"].as<int>() == 0 ? N : args["samples-new-tokens"].as<int>();
   s.recompute = !switch_on(args, "skip-recompute");
   s.repeats = args["repeats"].as<int>();
-  INPUT_CHECK(s.prompt >= 1 && N >= 1 && s.recompute_new_tokens >= 1 && s.samples_new_tokens >= 1 && s.repeats >= 1,
-              "lengths and repeats must be >= 1");
+  struct Count {
+    const char* flag;
+    int value;
+    bool zero_is_new_tokens;
+  };
+  for (const Count& c : {Count{"--prompt-tokens", s.prompt, false}, Count{"--new-tokens", N, false},
+                         Count{"--recompute-new-tokens", args["recompute-new-tokens"].as<int>(), true},
+                         Count{"--samples-new-tokens", args["samples-new-tokens"].as<int>(), true},
+                         Count{"--repeats", s.repeats, false}})
+    INPUT_CHECK(c.value >= 1 || (c.zero_is_new_tokens && c.value == 0), "{} must be >= 1{}, got {}", c.flag,
+                c.zero_is_new_tokens ? " (or 0: --new-tokens)" : "", c.value);
   s.sample_counts = bench::parse_count_list("--samples", args["samples"].as<std::string>());
   const int max_samples =
       s.sample_counts.empty() ? 1 : *std::max_element(s.sample_counts.begin(), s.sample_counts.end());
@@ -251,8 +260,9 @@ int run(int argc, char** argv) {
   s.longest = s.prompt + std::max({kCheckSteps, N, s.recompute ? s.recompute_new_tokens : 1,
                                    s.sample_counts.empty() ? 1 : s.samples_new_tokens});
   std::vector<std::string> preset_names;
-  std::stringstream preset_list(args["presets"].as<std::string>());
-  for (std::string name; std::getline(preset_list, name, ',');) {
+  const std::vector<std::string> names = bench::split_list("--presets", args["presets"].as<std::string>());
+  INPUT_CHECK(!names.empty(), "--presets must name at least one preset");
+  for (const std::string& name : names) {
     const ModelConfig config = model_preset(name);  // an unknown one: InputError listing the presets
     INPUT_CHECK(s.longest <= config.max_seq_len,
                 "--prompt-tokens {} and the longest decode ({} tokens; validation and warm-up take {}) need {} "

@@ -108,9 +108,8 @@ Options parse(int argc, char** argv) {
     INPUT_CHECK(cuda::flash_attention_supported(s.HS), "--HS must be 64 or 128, got {}", s.HS);
     o.shapes.push_back(s);
   } else {
-    std::stringstream list(args["shapes"].as<std::string>());
-    for (std::string entry; std::getline(list, entry, ',');)
-      if (!entry.empty()) o.shapes.push_back(parse_shape(entry));
+    for (const std::string& entry : bench::split_list("--shapes", args["shapes"].as<std::string>()))
+      o.shapes.push_back(parse_shape(entry));
     INPUT_CHECK(!o.shapes.empty(), "--shapes must name at least one BxNHxTxHS shape");
   }
   return o;

@@ -74,9 +74,15 @@ int run(int argc, char** argv) {
   const int threads = args["threads"].as<int>(), reps = args["reps"].as<int>();
   check_thread_count(threads, "--threads", 1);
   INPUT_CHECK(reps >= 1, "--reps must be >= 1, got {}", reps);
-  std::string text;
-  for (const auto& f : args["files"].as<std::vector<std::string>>()) {
+  // Every file is checked before any is read: one past the --mb that the text already holds would
+  // otherwise never be opened, and a misspelt name pass unsaid.
+  const std::vector<std::string> files = args["files"].as<std::vector<std::string>>();
+  for (const std::string& f : files) {
     INPUT_CHECK(!std::filesystem::is_directory(f), "{} is a directory, not a text file", f);
+    INPUT_CHECK(std::ifstream(f, std::ios::binary).good(), "cannot open {}", f);
+  }
+  std::string text;
+  for (const std::string& f : files) {
     std::ifstream in(f, std::ios::binary);
     INPUT_CHECK(in.good(), "cannot open {}", f);
     std::ostringstream ss;

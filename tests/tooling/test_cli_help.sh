@@ -25,8 +25,10 @@ for program in "$@"; do
   # a stray argument, a --json path that cannot be written, a malformed list item.
   bad=()
   case $name in
-    bench_generate) bad=("extra" "--json $TMP" "--json $TMP/missing/x.json" "--samples 4,,16" "--samples abc") ;;
-    bench_train_step) bad=("extra" "--json $TMP" "--json $TMP/missing/x.json" "--configs d2:1x8x3") ;;
+    bench_generate) bad=("extra" "--json $TMP" "--json $TMP/missing/x.json" "--samples 4,,16" "--samples abc"
+      "--new-tokens 0" "--recompute-new-tokens -1" "--samples-new-tokens -3" "--repeats 0" "--presets d2,") ;;
+    bench_train_step) bad=("extra" "--json $TMP" "--json $TMP/missing/x.json" "--configs d2:1x8x3"
+      "--configs d2:1x8,") ;;
     bench_cpu_layers | bench_cpu_matmul) bad=("extra") ;;&
     bench_cpu_layers | bench_cpu_attention) bad+=("--json $TMP" "--json $TMP/missing/x.json") ;;
   esac
