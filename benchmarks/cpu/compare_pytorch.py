@@ -388,9 +388,12 @@ def parse_args(argv):
     q = parsers[a.what]
     try:
         mode = Train(a) if a.what == "train" else Generate(a)
-        a.threads = [int(x) for x in a.threads.split(",")]
     except ValueError as e:
         q.error(str(e))
+    try:
+        a.threads = [int(x) for x in a.threads.split(",")]
+    except ValueError:
+        q.error(f"--threads: '{a.threads}' is not a comma-separated list of whole numbers")
     counts = [a.rounds] + ([a.warmup, a.steps] if a.what == "train" else [a.repeats, a.prompt_tokens, a.new_tokens])
     if min(a.threads + counts) < 1:
         q.error("thread counts, --rounds and the step/token/repeat counts must be >= 1")
@@ -422,7 +425,9 @@ def main(argv=None):
                            text=True)
     if check.returncode != 0:
         last = (check.stderr.strip().splitlines() or ["no message"])[-1]
-        sys.exit(f"compare_pytorch.py: --python {a.python} cannot import {modules} ({last}); name one that can")
+        print(f"compare_pytorch.py: --python {a.python} cannot import {modules} ({last}); name one that can",
+              file=sys.stderr)
+        return 2  # the flag's value, as argparse's refusals
     info = cpu_machine()
     print(f"{info['cpu']}, {info['cpus']} CPUs, load average {info['load_average_at_start'][0]:.2f}; "
           f"torch {check.stdout.strip()}")

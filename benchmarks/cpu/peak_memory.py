@@ -84,7 +84,8 @@ def commands(build, args, work):
 
 
 def run_one(argv, log):
-    """Runs argv to the end: (peak RSS in MiB, wall seconds, stdout). RuntimeError when it fails."""
+    """Runs argv to the end: (peak RSS in MiB, wall seconds, stdout). RuntimeError when it fails,
+    its exit code as `returncode`."""
     start = time.monotonic()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(argv, stdout=out, stderr=err)
@@ -95,7 +96,9 @@ def run_one(argv, log):
         err.seek(0)
         stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} exited with {proc.returncode}:\n{stderr[-2000:]}")
+        failure = RuntimeError(f"{' '.join(argv)} exited with {proc.returncode}:\n{stderr[-2000:]}")
+        failure.returncode = proc.returncode
+        raise failure
     log(f"  {os.path.basename(argv[0])} {argv[1]}: {usage.ru_maxrss / 1024:.1f} MiB, {seconds:.2f} s")
     return usage.ru_maxrss / 1024.0, seconds, stdout
 
@@ -287,9 +290,13 @@ def main():
     except ValueError as e:
         print(f"peak_memory.py: {e}", file=sys.stderr)
         return 2
-    with tempfile.TemporaryDirectory(prefix="gpt2cc_memory_") as work:
-        start = cpu_machine()
-        rounds, agree = measure(builds, args, work, log=lambda line: print(line, file=sys.stderr, flush=True))
+    try:
+        with tempfile.TemporaryDirectory(prefix="gpt2cc_memory_") as work:
+            start = cpu_machine()
+            rounds, agree = measure(builds, args, work, log=lambda line: print(line, file=sys.stderr, flush=True))
+    except RuntimeError as e:  # a command failed: its message, and its code where it refused its input (2)
+        print(f"peak_memory.py: {e}", file=sys.stderr)
+        return 2 if getattr(e, "returncode", 1) == 2 else 1
     rows = summarise(builds, rounds)
     text = table(builds, rows, agree)
     print(text, end="")
