@@ -1,9 +1,6 @@
 // The `tokenizer` CLI end to end: train -> encode (text and binary) -> decode round trip, stats,
 // and the user errors (exit code 2 with a message naming the file and line).
 #include <catch2/catch.hpp>
-#include <fcntl.h>
-#include <sys/file.h>
-#include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -11,6 +8,7 @@
 #include <sstream>
 
 #include "common/test_common.hpp"
+#include "core/run_directory.hpp"
 #include "tokenizer/tokenizer.hpp"
 
 namespace test = gpt2cc::test;
@@ -161,11 +159,10 @@ TEST_CASE("tokenizer CLI: user errors exit 2 naming the problem", "[tokenizer][c
   {
     const std::string busy = dir + "/busy_out";
     std::filesystem::create_directories(busy);
-    const int fd = ::open(busy.c_str(), O_RDONLY | O_DIRECTORY);
-    REQUIRE(fd >= 0);
-    REQUIRE(::flock(fd, LOCK_EX | LOCK_NB) == 0);
-    r = cli(dir, "train --out '" + busy + "' --vocab-size 300 '" + dir + "/words.txt'");
-    ::close(fd);
+    r = [&] {
+      const gpt2cc::RunDirectoryLock lock(busy, gpt2cc::DirectoryOwner{"output directory", "--out"});
+      return cli(dir, "train --out '" + busy + "' --vocab-size 300 '" + dir + "/words.txt'");
+    }();
     CHECK(r.code == 2);
     CHECK_THAT(r.err, Catch::Contains("output directory " + busy + " is in use by another "));
     CHECK(std::filesystem::is_empty(busy));

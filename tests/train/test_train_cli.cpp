@@ -3,8 +3,6 @@
 // stride and token count; on --device cuda (fp32, bf16) a stopped and resumed run against an
 // uninterrupted one, and (on the emulated device) a batch beyond device memory. The binary is
 // found through GPT2CC_BINARY_DIR (set by ctest).
-#include <fcntl.h>
-#include <sys/file.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -27,6 +25,7 @@
 #include "core/checkpoint.hpp"
 #include "core/config.hpp"
 #include "core/device_peaks.hpp"
+#include "core/run_directory.hpp"
 #include "core/shard.hpp"
 #include "tokenizer/tokenizer.hpp"
 #include "train_fixtures.hpp"
@@ -405,11 +404,10 @@ TEST_CASE("bad flags exit with code 2 and say what is wrong", "[cli]") {
   // A run directory another train holds (its lock, taken here) is refused before anything is
   // written.
   std::filesystem::create_directories(dir + "/busy");
-  const int fd = ::open((dir + "/busy").c_str(), O_RDONLY | O_DIRECTORY);
-  REQUIRE(fd >= 0);
-  REQUIRE(::flock(fd, LOCK_EX | LOCK_NB) == 0);
-  Run busy = train(tiny(dir) + "--steps 2 --run-dir " + dir + "/busy");
-  ::close(fd);
+  const Run busy = [&] {
+    const RunDirectoryLock lock(dir + "/busy");
+    return train(tiny(dir) + "--steps 2 --run-dir " + dir + "/busy");
+  }();
   CHECK(busy.code == 2);
   CHECK_THAT(busy.output, Catch::Contains("run directory " + dir + "/busy is in use by another gpt2cc process"));
   CHECK(std::filesystem::is_empty(dir + "/busy"));
@@ -456,11 +454,10 @@ TEST_CASE("a tiny run, its resume, and --eval-only", "[cli]") {
                                                " or its checkpoints/ folder: the run stopped before its first "
                                                "checkpoint; start it again with its flags"));
     // The same while a train holds the directory (its lock, taken here): the run is still starting.
-    const int fd = ::open(early.c_str(), O_RDONLY | O_DIRECTORY);
-    REQUIRE(fd >= 0);
-    REQUIRE(::flock(fd, LOCK_EX | LOCK_NB) == 0);
-    Run starting = train("--resume " + early);
-    ::close(fd);
+    const Run starting = [&] {
+      const RunDirectoryLock lock(early);
+      return train("--resume " + early);
+    }();
     CHECK(starting.code == 2);
     CHECK_THAT(starting.output, Catch::Contains("a train process is running there and has not written its first "
                                                 "checkpoint yet; resume it once it has stopped") &&
@@ -854,15 +851,12 @@ TEST_CASE("a tiny run, its resume, and --eval-only", "[cli]") {
     CHECK(into_run.code == 2);
     CHECK_THAT(into_run.output, Catch::Contains("is a training run's directory; export into a directory of its own"));
     // The same while the run trains there (its lock, taken here): named as a run's directory still.
-    {
-      const int fd = ::open(run_dir.c_str(), O_RDONLY | O_DIRECTORY);
-      REQUIRE(fd >= 0);
-      REQUIRE(::flock(fd, LOCK_EX | LOCK_NB) == 0);
-      const Run into_live_run = train("--init-from " + ckpt + " --export-hf " + run_dir);
-      ::close(fd);
-      CHECK(into_live_run.code == 2);
-      CHECK_THAT(into_live_run.output, Catch::Contains("is a training run's directory"));
-    }
+    const Run into_live_run = [&] {
+      const RunDirectoryLock lock(run_dir);
+      return train("--init-from " + ckpt + " --export-hf " + run_dir);
+    }();
+    CHECK(into_live_run.code == 2);
+    CHECK_THAT(into_live_run.output, Catch::Contains("is a training run's directory"));
     // A folder holding a tokenizer file the export would not replace: refused, nothing written.
     const auto refuses_folder_with = [&](const std::string& folder, const std::string& file,
                                          const std::string& message) {
