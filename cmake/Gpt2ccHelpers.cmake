@@ -1,12 +1,14 @@
 # Small helpers so every target gets the same flags without globals.
 
-# find_package that fails configure with the Debian package to install.
+# find_package that fails configure with the Debian package to install. The package's version
+# (<name>_VERSION) is passed up to the caller (tests/CMakeLists.txt reads Catch2's).
 function(gpt2cc_require_package name)
   cmake_parse_arguments(ARG "" "DEBIAN" "" ${ARGN})
   find_package(${name} QUIET)
   if(NOT ${name}_FOUND)
     message(FATAL_ERROR "${name} not found: install the Debian package '${ARG_DEBIAN}' (scripts/test.sh installs every dependency)")
   endif()
+  set(${name}_VERSION "${${name}_VERSION}" PARENT_SCOPE)
 endfunction()
 
 # Warnings, optimisation and sanitizers for one target.

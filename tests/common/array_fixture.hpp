@@ -4,7 +4,7 @@
 // regenerate it.
 #pragma once
 
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 
 #include <cstdint>
 #include <cstring>

@@ -1,7 +1,7 @@
 // Damage to files for the fuzz tests (tests/common/file_damage.hpp).
 #include "common/file_damage.hpp"
 
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 
 #include <cstdio>
 #include <cstdlib>

@@ -1,6 +1,6 @@
 #include "common/test_common.hpp"
 
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/resource.h>

@@ -10,7 +10,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 #include <csignal>
 #include <cstdio>
 #include <filesystem>

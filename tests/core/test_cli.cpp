@@ -3,7 +3,7 @@
 // memory (OutOfMemoryError or the host's std::bad_alloc) adds the program's hint of flags that
 // use less, and nothing else does. merge_rank_failures: what the root of an mpiexec job prints
 // for a setup that failed on some ranks (agree_on_failure, run under MPI in test_data_parallel).
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 
 #include <cmath>
 #include <filesystem>

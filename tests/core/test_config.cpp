@@ -1,5 +1,5 @@
 // ModelConfig: presets, padding, validation messages, JSON round trip (and TrainConfig's floats).
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 #include <nlohmann/json.hpp>
 #include <utility>
 

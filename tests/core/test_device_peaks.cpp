@@ -2,7 +2,7 @@
 // benchmarks/gpu/peaks.json, real device names find their entries (the first match wins, so the
 // H100 NVL and H200 NVL are not taken for the SXM parts), unreadable tables are input errors, and
 // the training FLOPs per token are 6N + 6*L*C*T with N without the padded vocabulary rows.
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 #include <fstream>
 #include <nlohmann/json.hpp>
 

@@ -11,7 +11,7 @@
 // with the container's length field (and a checkpoint's checksum) fixed so that the damage gets
 // past the framing to the code that uses the values. Deterministic (fixed seeds); about 17,000
 // cases in ~5 s. GPT2CC_FUZZ_LOG=1 prints every refusal with its damage.
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 
 #include <cstdint>
 #include <map>

@@ -1,6 +1,6 @@
 // The counter-based RNG: Random123's known-answer vectors for Philox4x32-10, determinism,
 // and the statistics of the uniform and normal draws built on it.
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 #include <cmath>
 
 #include "core/rng.hpp"

@@ -3,7 +3,7 @@
 // reader promises to refuse by name: too short, a header length past the end, a header that is
 // not a JSON object, entries without their fields, an unknown dtype, a shape that does not match
 // its bytes (or overflows), offsets past the data, holes, overlaps, uncovered trailing bytes.
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 
 #include <cmath>
 #include <cstring>

@@ -3,7 +3,7 @@
 // maximal subpart (Unicode chapter 3's own example), the streaming cut of an incomplete tail, and
 // agreement of the three functions on random bytes, and non-ASCII bytes at every offset of the
 // 8-byte ASCII skip.
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 
 #include <random>
 #include <string>

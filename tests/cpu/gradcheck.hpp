@@ -13,7 +13,7 @@
 // derivative (a missing term, a factor of 2, a transposed index) is off by O(1).
 #pragma once
 
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 
 #include <algorithm>
 #include <cmath>

@@ -1,7 +1,7 @@
 // cpu::adamw_update and cpu::sum_of_squares: two hand-computed steps (decay, bias correction,
 // grad_scale), weight_decay = 0 against an independent Adam in double, and the double-precision
 // sum of squares, the same for any thread count.
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 
 #include <omp.h>
 

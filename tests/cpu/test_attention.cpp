@@ -6,7 +6,7 @@
 // own finite-difference gradients, the same bits for any thread count, and their decode against
 // their forward. Both against PyTorch's scaled_dot_product_attention (tests/make_sdpa_fixture.py),
 // and on scores far beyond exp's range.
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 
 #include <omp.h>
 

@@ -2,7 +2,7 @@
 // on either side of its 1 MiB (parallel) and 16 MiB (streaming stores) thresholds, from starts and
 // ends on no particular boundary, with one thread and with two. allocate: zero-filled, and from
 // 4 MiB up in whole 2 MiB pages that Linux may back with transparent huge pages.
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 
 #include <cstdint>
 #include <cstring>

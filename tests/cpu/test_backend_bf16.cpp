@@ -7,7 +7,7 @@
 // must give exactly its outputs rounded (which catches a wrong size, a missing accumulation or
 // commit); the ones with their own sums (matmul forward, decode attention) within a bf16 rounding,
 // and the products that round into bf16 tensors exactly as their fp32 results would round.
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 #include <omp.h>
 
 #include <bit>

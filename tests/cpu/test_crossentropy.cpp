@@ -4,7 +4,7 @@
 // against the correctly rounded exp over its whole range. cpu::crossentropy_forward_vectorized
 // against exact losses, the reference and fused_classifier (bit for bit), and CpuBackend's
 // forward-only cross-entropy against it.
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 
 #include <algorithm>
 #include <bit>

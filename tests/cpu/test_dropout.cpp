@@ -1,7 +1,7 @@
 // cpu::dropout_forward / dropout_backward: mask statistics, that the mask is the documented
 // function of (seed, stream, index), forward/backward consistency (finite differences), in-place
 // use, and that p = 0 is the identity.
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 
 #include "cpu/dropout.hpp"
 #include "tests/cpu/gradcheck.hpp"

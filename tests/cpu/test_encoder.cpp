@@ -1,6 +1,6 @@
 // cpu::encoder_forward / encoder_backward: a hand-computed case, finite-difference gradients of
 // wte and wpe, the accumulation rule (repeated tokens, two backward calls) and awkward shapes.
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 
 #include "cpu/encoder.hpp"
 #include "tests/cpu/gradcheck.hpp"

@@ -1,7 +1,7 @@
 // cpu::gelu_forward / gelu_backward: hand-computed values, in-place forward, a finite-difference
 // gradient check and the rule that dinp is written (=), not accumulated. The vectorised pair
 // against exact (double) values, the plain pair, in place and at the extremes.
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 
 #include <cmath>
 #include <limits>

@@ -4,7 +4,7 @@
 // shapes that cut register tiles, depth blocks and tasks raggedly; the same bits for any thread
 // count and for the serial call, whose blockings differ; and Cm = init + A . Bm with the bits of
 // filling Cm with init and accumulating, whatever Cm held before.
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 
 #include <omp.h>
 

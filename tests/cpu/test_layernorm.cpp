@@ -3,7 +3,7 @@
 // the vectorised pair the backend runs against them, on every thread count.
 #include <omp.h>
 
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 
 #include "cpu/layernorm.hpp"
 #include "tests/cpu/gradcheck.hpp"

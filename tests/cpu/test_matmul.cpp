@@ -2,7 +2,7 @@
 // versions: a hand case, finite-difference gradients of inp, weight and bias for both, the
 // accumulation rule, fast vs reference on awkward shapes (edges of every tile and cache block),
 // and determinism.
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 
 #ifdef _OPENMP
 #include <omp.h>

@@ -1,6 +1,6 @@
 // cpu::residual_forward / residual_backward: by hand, finite differences, and the rule that both
 // input gradients accumulate (+=): they are the residual stream.
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 
 #include "cpu/residual.hpp"
 #include "tests/cpu/gradcheck.hpp"

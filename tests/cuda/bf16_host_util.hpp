@@ -3,7 +3,7 @@
 // tests (tests/emu), which run the flash attention kernels without a GPU.
 #pragma once
 
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 #include <cuda_bf16.h>
 
 #include <cmath>

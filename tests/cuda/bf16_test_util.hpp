@@ -8,7 +8,7 @@
 //   ... kernel ...; expect_rel_l2(download_float(d_out), cpu_ref, 1e-2, "gelu bf16");
 #pragma once
 
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 #include <cuda_bf16.h>
 
 #include <algorithm>

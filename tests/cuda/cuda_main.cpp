@@ -5,7 +5,7 @@
 // need bf16 tensor cores, and says so; the untagged cases there check that bf16 and flash attention
 // are refused by name. A run given specs runs what they name.
 #define CATCH_CONFIG_RUNNER
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 #include <cuda_runtime.h>
 
 #include <cstdio>

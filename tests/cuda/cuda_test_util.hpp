@@ -4,7 +4,7 @@
 // relative L2 error), so a test states only its tolerance.
 #pragma once
 
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 #include <cuda_runtime.h>
 
 #include <algorithm>

@@ -3,7 +3,7 @@
 // the same kernels and must be held to the same metrics. Host only (no CUDA runtime).
 #pragma once
 
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 #include <cuda_bf16.h>
 
 #include <algorithm>

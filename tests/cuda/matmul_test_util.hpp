@@ -2,7 +2,7 @@
 // matmul tests and their emulated twins (tests/emu/test_emu_matmul.cpp).
 #pragma once
 
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 
 #include <cstdint>
 

@@ -6,7 +6,7 @@
 // the saved log-sum-exp stays fp32 and is checked at fp32 tolerance against
 // cpu::attention_forward_blocked; both decode kernels. Out and dqkv against PyTorch's
 // scaled_dot_product_attention too (tests/make_sdpa_fixture.py).
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 
 #include "attention_sdpa_util.hpp"
 #include "bf16_test_util.hpp"

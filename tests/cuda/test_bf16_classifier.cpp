@@ -8,7 +8,7 @@
 // never enter the softmax and must come out exactly 0; the cached-row kernel
 // refuses rows that are not packs or do not fit the device's shared memory (with its own static
 // 128 bytes: a row of exactly the opt-in limit is streamed).
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 
 #include <cmath>
 #include <type_traits>

@@ -6,7 +6,7 @@
 // uncached LayerNorm for rows beyond the shared-memory cache (C = 12800), T = 1 and odd B.
 // Backward: parameter grads and the residual stream accumulate (+=), checked by a second call; the
 // encoder's and LayerNorm's parameter grads also in fp32 (a bf16 model's fp32 gradients).
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 
 #include <algorithm>
 

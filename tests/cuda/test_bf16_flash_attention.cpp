@@ -18,7 +18,7 @@
 // an emulated RTX 4090 (99 KiB), where HS 128 does not fit. Against PyTorch's
 // scaled_dot_product_attention too (tests/make_sdpa_fixture.py: its float64 result, and no further
 // from it than its own bf16 one by more than common/sdpa_fixture.hpp allows).
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 
 #include <cstddef>
 #include <cstdint>

@@ -6,7 +6,7 @@
 // bounds of 2 CTAs per SM) and 350M (C = 1024: 1); dinp, dweight and dbias accumulate from non-zero
 // values. The small shapes and the fallbacks: test_bf16_elementwise.cpp, tests/emu. And every
 // forward kernel, float and bf16, on rows whose mean dwarfs their spread (two-pass statistics).
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 
 #include <algorithm>
 #include <type_traits>

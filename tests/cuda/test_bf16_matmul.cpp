@@ -10,7 +10,7 @@
 // dweight GEMM's BGRADB epilogue (cuda::BiasGradient::kEpilogue), and the GELU by its own kernels
 // after the GEMMs (cuda::GeluFusion::kSeparate). Also: the GELU epilogue is the tanh form, and a
 // CUDA graph capture of the bf16 calls replays bit for bit like the eager calls.
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 
 #include <cmath>
 #include <cstdint>

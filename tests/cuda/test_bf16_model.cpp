@@ -7,7 +7,7 @@
 // and shape its own recording, an evicted one recorded again), GELU recompute none outside
 // fcprojw's bf16 gradient; determinism; KV-cache decoding against a full recompute; fp32
 // gradients, accumulated over micro-steps.
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 
 #include <cmath>
 #include <memory>

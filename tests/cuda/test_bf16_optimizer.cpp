@@ -5,7 +5,7 @@
 // against a bit-level round-to-nearest-even reference (ties, overflow to inf), both kernel
 // branches (aligned 16-byte groups, misaligned scalar) and tails that are not a multiple of the
 // 8-element group.
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 
 #include <algorithm>
 #include <cmath>

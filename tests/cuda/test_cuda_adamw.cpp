@@ -2,7 +2,7 @@
 // (bias correction), weight decay, a clip factor, odd N; the sum of squares in double, exactly
 // repeatable, for N below and above the kernel's fixed 512 x 256 partition. And where eps goes,
 // with gradients so small that it decides the update.
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 
 #include "cpu/adamw.hpp"
 #include "cuda_test_util.hpp"

@@ -6,7 +6,7 @@
 // shared memory, and the online-softmax fallback for long contexts). And out and dqkv against
 // PyTorch's scaled_dot_product_attention (tests/make_sdpa_fixture.py). And scores far beyond
 // exp's range (the softmax must subtract the row maximum).
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 
 #include <algorithm>
 

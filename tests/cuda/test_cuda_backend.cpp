@@ -4,7 +4,7 @@
 // scratch errors that are not out of memory, which recordings the backend keeps, and that an op
 // called through the backend runs on its stream in order with its copies (a forward then a
 // download sees the result without an explicit sync).
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 
 #include <cstdlib>
 #include <memory>

@@ -1,7 +1,7 @@
 // cuda::crossentropy_forward / crossentropy_backward against cpu:: over the padded vocabulary:
 // GPT-2's V = 50257 in Vp = 50304, a tiny V, T = 1, ignored targets (-1), the backward in place
 // over the logits, and logits near 1000. Padded columns and ignored rows must get exactly 0.
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 
 #include <algorithm>
 #include <cmath>

@@ -1,7 +1,7 @@
 // The element-wise layers against cpu::: gelu, residual and dropout, forward and backward. Each
 // launcher has a float4 branch (N % 4 == 0, 16-byte aligned) and a scalar one; the sizes and the
 // offset pointers below take both. Dropout must drop exactly the CPU's elements.
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 
 #include "cpu/dropout.hpp"
 #include "cpu/gelu.hpp"

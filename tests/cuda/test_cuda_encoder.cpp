@@ -3,7 +3,7 @@
 // T = 1, odd B, C not a multiple of 4, C > 2048 and > 8192 (channel tiles), 4096 positions of a
 // GPT-2 vocabulary (four sort tiles, two merge passes). Backward accumulates: a second call
 // doubles the increment.
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 
 #include "cpu/encoder.hpp"
 #include "cuda_test_util.hpp"

@@ -3,7 +3,7 @@
 // for a shape it cannot take throws where the automatic choice runs (the cached-row classifier,
 // the fused LayerNorm backward), and the two flash backwards, the two bias gradients and the two
 // places of the GELU, which round differently, give the named one's bits.
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 
 #include <cmath>
 #include <memory>

@@ -3,7 +3,7 @@
 // accumulate (+=), checked from random starting values and by a second call; both designs
 // (cuda::LayerNormBackward: kAuto takes the fused one for C = 8, 768, 1024), and the fused one
 // against the two-pass one at a training shape, three runs and a CUDA graph replay bit-identical.
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 
 #include "cpu/layernorm.hpp"
 #include "cuda_test_util.hpp"

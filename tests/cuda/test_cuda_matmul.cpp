@@ -3,7 +3,7 @@
 // branch) and a multiple of 4 (the float4 branch), a misaligned output (scalar branch again), no
 // bias, GPT-2 sizes. dinp is written (=, poisoned first); dweight and dbias accumulate. The GEMM
 // workspace is per stream.
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 
 #include "cpu/matmul.hpp"
 #include "cuda_test_util.hpp"

@@ -3,7 +3,7 @@
 // after AdamW) with and without dropout; 20 steps of a small model whose losses track the CPU's;
 // KV-cache decoding against a full recompute; batched generation against sample by sample; and
 // bit-exact repeatability and resume on CUDA; a recorded step (CUDA graph) after the logits moved.
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 
 #include <algorithm>
 #include <cmath>

@@ -3,7 +3,7 @@
 // determinism, exact resume from position() with and without prefetch, fingerprint checks, and
 // the evaluation iterator scoring every token exactly once for any stride.
 #include <algorithm>
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 #include <map>
 #include <numeric>
 

@@ -7,7 +7,7 @@
 // throws gpt2cc::Error, nothing else, and every text piece it hands the sink is valid UTF-8 (the
 // tokenizer's contract), with no CR left (line endings are normalised) and no empty document.
 // 7,000 damaged byte strings and 1,000 damaged JSON values, each read twice; ~2 s.
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 
 #include <cstdint>
 #include <exception>

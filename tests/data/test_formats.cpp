@@ -3,7 +3,7 @@
 // file and line, read errors naming the file and the stop flag (Ctrl-C). (Where prepare cuts a
 // long document: the tokenizer's find_safe_split, tested in test_tokenizer.)
 #include <atomic>
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 #include <csignal>
 #include <fstream>
 

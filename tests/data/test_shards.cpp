@@ -2,7 +2,7 @@
 // (in name order, numbers compared as numbers), clear errors naming the file for missing,
 // truncated, corrupt and foreign files, and a failed write (disk full) reported as the machine's
 // error.
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 #include <cstring>
 #include <filesystem>
 #include <fstream>

@@ -7,7 +7,7 @@
 // every warp schedule of the emulator gives the same bits (a race shows as a difference).
 #pragma once
 
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 #include <cuda_bf16.h>
 
 #include <algorithm>

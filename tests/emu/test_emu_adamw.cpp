@@ -7,7 +7,7 @@
 // The whole run repeats bit for bit under another warp schedule. sum_of_squares in double within
 // 1e-10 relative, for N below and above the fixed 512 x 256 partition, the same bits under every
 // warp schedule.
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 
 #include <cmath>
 #include <cstdint>

@@ -12,7 +12,7 @@
 // each where the launcher says it runs (the grid that ran).
 // More heads than grid.z: test_emu_attention_heads.cpp. Against PyTorch's
 // scaled_dot_product_attention too (tests/make_sdpa_fixture.py).
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 
 #include <algorithm>
 #include <type_traits>

@@ -8,7 +8,7 @@
 // launchers' grid, checked against cpu:: by test_emu_attention.cpp), and out = drop(P) V is the
 // CPU's within the tolerances there. Its own executable, on host memory: test_emu links the same
 // header compiled into kernels/attention.cu (hostcuda), whose non-template kernels it would repeat.
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 
 #include <cmath>
 #include <cstddef>

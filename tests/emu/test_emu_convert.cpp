@@ -4,7 +4,7 @@
 // around ties, overflow to inf, -0, NaN stays NaN), widen is exact, neither writes outside
 // [0, N). N = 1, 7, 8, 9, 4099 (partial last groups of 8), both pointers aligned (16-byte kernel)
 // or either offset by one element (scalar). Every warp schedule gives the same bits.
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 
 #include <cmath>
 #include <cstdint>

@@ -7,7 +7,7 @@
 // wait or barrier that shows, shared arrays per block, a hang reported); and every misuse the
 // emulator promises to catch (divergent collectives, mismatched barriers, misaligned or
 // out-of-range ldmatrix, shared memory past the launch's size, non-shared addresses).
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 
 #include <algorithm>
 #include <cmath>

@@ -5,7 +5,7 @@
 // nothing; the misuse it promises to catch (a destination outside shared memory, a misaligned
 // address, copies a block leaves in flight, code compiled for an architecture before cp.async)
 // throws emu::Violation.
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 
 #include <cstdint>
 #include <cstring>

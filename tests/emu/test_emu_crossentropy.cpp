@@ -11,7 +11,7 @@
 // rows (-1) give loss 0 and a zero row; an out-of-range target gives NaN. Every warp schedule
 // gives the same bits; in place gives the out-of-place bits. (The cached-row kernel's refusals:
 // tests/cuda/test_bf16_classifier.cpp, which CTest runs on the emulator too, as emu_cuda_bf16.)
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 
 #include <algorithm>
 #include <cmath>

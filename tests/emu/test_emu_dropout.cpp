@@ -5,7 +5,7 @@
 // partial group of four), 4099; p = 0 (the launcher's copy), 0.1, 0.5; also in place; and p equal
 // to an element's own draw (kept: u >= p). Outputs start poisoned; every warp schedule gives the
 // same bits.
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 
 #include <cstdint>
 #include <vector>

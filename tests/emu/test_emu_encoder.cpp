@@ -8,7 +8,7 @@
 // tiles) and 36, 2100 (scalar); pointers offset by one element (scalar). Outputs start poisoned;
 // dwte and dwpe accumulate (a second call doubles the increment); every warp schedule gives the
 // same bits.
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 
 #include <vector>
 

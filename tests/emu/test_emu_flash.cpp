@@ -22,7 +22,7 @@
 // runtime checks after every launch that no thread left cp.async copies in flight. Against
 // PyTorch's scaled_dot_product_attention too (tests/make_sdpa_fixture.py: its float64 result, and
 // no further from it than its own bf16 one by more than common/sdpa_fixture.hpp allows).
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 
 #include <utility>
 #include <vector>

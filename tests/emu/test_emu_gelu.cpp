@@ -3,7 +3,7 @@
 // (test_cuda_elementwise.cpp: 1e-5; test_bf16_elementwise.cpp: one bf16 rounding). N a multiple
 // of the pack (16-byte packs) or not (1, 1001), pointers offset by one element (scalar); the
 // forward also in place. Outputs start poisoned; every warp schedule gives the same bits.
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 
 #include <vector>
 

@@ -11,7 +11,7 @@
 // loops, and the fused one against the two-pass one; any one pointer off 16 bytes takes the
 // scalar (two-pass) kernels. Outputs start poisoned (NaN); dinp, dweight and dbias accumulate (a
 // second call doubles the increment); every warp schedule gives the same bits.
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 
 #include <cuda_runtime.h>
 

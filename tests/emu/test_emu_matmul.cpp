@@ -17,7 +17,7 @@
 // GPT2CC_REQUIRE_CUBLASLT=1 the decline is an error naming the shape and the status. And what the
 // launchers ask the heuristic: the operands' alignment and the split-K sums the GEMM design allows;
 // and that their algorithm cache gives every GEMM an algorithm chosen for it.
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 #include <cublasLt.h>
 
 #include <algorithm>

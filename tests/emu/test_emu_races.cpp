@@ -5,7 +5,7 @@
 // only in a ThreadSanitizer build, as emu_race_detector, with TSAN_OPTIONS that keep the exit code
 // at 0 and report every race, not the first per address or per pair of stacks (there the reports
 // are expected, and these checks count them).
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 
 #include <cstdint>
 #include <cstring>

@@ -5,7 +5,7 @@
 // (scalar). Outputs start poisoned; the backward accumulates (+=: a second call doubles the
 // increment) and must not spill into the padding before the offset pointers; every warp schedule
 // gives the same bits.
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 
 #include <vector>
 

@@ -4,7 +4,7 @@
 // samples decoded together, or in batches) equals generate run sample by sample, token for
 // token and bit for bit in the log-probabilities, for every sampler, across context overflow
 // (re-prefill with windows of >= 6 and of < 6 tokens) and with rows ending at different steps.
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 
 #include <algorithm>
 #include <memory>

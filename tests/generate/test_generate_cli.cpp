@@ -2,7 +2,7 @@
 // byte-level tokenizer): generation, reproducibility, stats, scoring, UTF-8-safe streaming, and
 // exit code 2 with a clear message for every kind of bad input; with a CUDA device (a GPU, or the
 // emulated one of tests/emu/hostcuda: ctest's emu_generate_cli), the same text as the CPU.
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 #include <sys/wait.h>
 
 #include <cmath>

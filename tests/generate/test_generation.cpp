@@ -2,7 +2,7 @@
 // full recompute at every step of a generation longer than the context (sliding window with
 // re-prefill), greedy is deterministic and the argmax of recomputed logits, end-of-text and stop
 // strings end a sample, UTF-8 streaming, and sliding-window scoring.
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 #include <cmath>
 #include <memory>
 #include <string>

@@ -2,7 +2,7 @@
 // the smallest nucleus (ties included), low temperature approaches greedy, 100k seeded draws
 // match the distribution by a chi-square bound, the CTRL repetition penalty, padded vocabulary
 // columns, and the decoding statistics on hand-made sequences.
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 #include <cmath>
 #include <vector>
 

@@ -5,7 +5,7 @@
 // transformers' logits and loss on one batch for each. gpt2cc must load all three and compute
 // those logits; what it exports must be the same tensors under Hugging Face's names and shapes,
 // and load back bit for bit.
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 
 #include <algorithm>
 #include <cstring>

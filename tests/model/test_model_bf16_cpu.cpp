@@ -3,7 +3,7 @@
 // decoding consistent with recomputing in bf16, and
 // training (forward_backward with the fused classifier, the gradient norm, AdamW on the fp32
 // master) following fp32's loss curve; the classifier's chunks, and gradients kept in fp32.
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 
 #include <cmath>
 #include <cstdint>

@@ -1,6 +1,6 @@
 // KV-cache inference: prefill of a prompt then one-token decode steps must give the same
 // last-position logits as recomputing the whole sequence with forward().
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 
 #include <algorithm>
 #include <unordered_map>

@@ -3,7 +3,7 @@
 // (with ignored targets, dropout and accumulation), and with the CPU's own one-pass classifier
 // (cpu::fused_classifier) to its rounding; GELU recompute and the CUDA-graph option change
 // nothing, the classifier in chunks of rows only wte's gradient by rounding, and the dtype plumbing (TensorPtr, parse_dtype, the CPU's refusal of bf16).
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 
 #include <cstring>
 

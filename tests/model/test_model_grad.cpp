@@ -2,7 +2,7 @@
 // from backward() at several elements (the largest in magnitude and some random ones) must
 // match a central difference of the loss computed by forward(). Also run with dropout on, the
 // masks fixed by the seed, so the loss stays a smooth function of the parameters.
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 
 #include <algorithm>
 #include <cmath>

@@ -1,7 +1,7 @@
 // Whole-model training behaviour on the CPU backend: loss at initialisation, overfitting one
 // batch with AdamW, gradient accumulation equal to one big batch, weight decay only on the
 // weight matrices, deterministic dropout, and the errors for bad calls.
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 
 #include <algorithm>
 #include <cmath>

@@ -4,7 +4,7 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 #include <cstdint>
 #include <vector>
 
@@ -100,8 +100,8 @@ TEST_CASE("cpu backend: zeroed 64-byte aligned allocations, copies, description"
   // OOM killer: exit 137, no message), saying how much there is.
   CHECK_THROWS_AS(backend->allocate(size_t(1) << 50), OutOfMemoryError);
   CHECK_THROWS_WITH(backend->allocate(size_t(1) << 50),
-                    Catch::Matchers::Contains("out of memory allocating 1125899906842624 bytes") &&
-                        Catch::Matchers::Contains("MiB of memory are available"));
+                    Catch::Contains("out of memory allocating 1125899906842624 bytes") &&
+                        Catch::Contains("MiB of memory are available"));
 }
 
 // zero() splits a buffer of 1 MiB or more among the threads in whole cache lines: whatever the

@@ -6,7 +6,7 @@
 // attention tiles of the blocked CPU attention, the second partial; sizes no fast path divides).
 // The engine loads the same weights and must match: logits and each gradient tensor to <= 1e-4
 // relative error (||a - b|| / ||b||), the losses to <= 1e-4 absolute.
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 
 #include <nlohmann/json.hpp>
 

@@ -1,7 +1,7 @@
 // BPE trainer tests: a hand-checked corpus with every merge and why it wins (including ties on
 // both elements), special tokens never merged, the incremental trainer against a naive one that
 // recounts every pair after every merge, determinism across thread counts, save/load.
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 
 #include <algorithm>
 #include <fstream>

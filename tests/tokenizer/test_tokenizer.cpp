@@ -2,7 +2,7 @@
 // (tests/make_tokenizer_fixture.py), round trips, invalid UTF-8, special tokens, both file
 // formats, fingerprints, load errors naming file and line, and the parallel / streaming /
 // multi-threaded paths giving the same ids as the plain encode.
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 
 #include <filesystem>
 #include <fstream>

@@ -1,6 +1,6 @@
 // The `tokenizer` CLI end to end: train -> encode (text and binary) -> decode round trip, stats,
 // and the user errors (exit code 2 with a message naming the file and line).
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 
 #include <cstdlib>
 #include <filesystem>

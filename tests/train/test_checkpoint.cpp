@@ -3,7 +3,7 @@
 // by the write hook) leaving the previous checkpoint in place and loadable.
 #include <signal.h>
 
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>

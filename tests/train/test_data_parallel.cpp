@@ -12,7 +12,7 @@
 //     stopped and resumed against an uninterrupted one (bit for bit), and its checkpoint resumed
 //     in one process.
 #define CATCH_CONFIG_RUNNER
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 #include <mpi.h>
 
 #include <algorithm>
@@ -45,9 +45,18 @@ ProcessGroup& group() { return *g_group; }
 // A failed assertion is printed with its rank, and ends every rank (exit code 1).
 struct FailFast : Catch::TestEventListenerBase {
   using TestEventListenerBase::TestEventListenerBase;
+#if GPT2CC_CATCH2_MAJOR >= 3
+  void assertionEnded(const Catch::AssertionStats& stats) override { report_failure(stats); }
+#else
   bool assertionEnded(const Catch::AssertionStats& stats) override {
+    report_failure(stats);
+    return true;  // Catch2 v2: the messages buffered for this assertion may be cleared
+  }
+#endif
+
+  static void report_failure(const Catch::AssertionStats& stats) {
     const Catch::AssertionResult& result = stats.assertionResult;
-    if (result.isOk()) return true;
+    if (result.isOk()) return;
     std::string text = "test_data_parallel (rank " + std::to_string(group().rank()) + " of " +
                        std::to_string(group().size()) + "): FAILED at " + result.getSourceInfo().file + ":" +
                        std::to_string(result.getSourceInfo().line) + ": " + result.getExpressionInMacro() + " with " +
@@ -57,7 +66,6 @@ struct FailFast : Catch::TestEventListenerBase {
     std::fprintf(stderr, "%s\n", text.c_str());
     std::fflush(stderr);
     group().abort(1);
-    return true;
   }
 };
 CATCH_REGISTER_LISTENER(FailFast)

@@ -1,7 +1,7 @@
 // Metrics log and progress helpers: durations for the ETA, and the log's rewrite on resume
 // (records after the checkpoint's step and a torn last line are dropped, the rest kept as is).
 
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 #include <cmath>
 #include <filesystem>
 #include <fstream>

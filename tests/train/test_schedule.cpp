@@ -1,6 +1,6 @@
 // LR schedules: warm-up ramp, cosine / linear decay end points and midpoints, constant, and
 // validation messages.
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 
 #include "core/check.hpp"
 #include "core/schedule.hpp"

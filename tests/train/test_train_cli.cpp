@@ -8,7 +8,7 @@
 
 #include <algorithm>
 #include <bit>
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>

@@ -5,7 +5,7 @@
 // model's own calls written out by hand, and run()'s evaluations, checkpoints kept and dropout.
 #include <signal.h>
 
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 #include <cstring>
 #include <filesystem>
 #include <fstream>

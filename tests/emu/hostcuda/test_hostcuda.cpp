@@ -8,7 +8,7 @@
 // beta, bf16 rounding, the cuBLASLt epilogues and their alignment rules, the heuristic within
 // MAX_WORKSPACE_BYTES and the declines tests can ask for (cublaslt_faults.hpp); unsupported modes
 // throw.
-#include <catch2/catch.hpp>
+#include "common/catch.hpp"
 #include <cublasLt.h>
 #include <cublas_v2.h>
 
