@@ -5,7 +5,8 @@
 //   INPUT_CHECK(cond, "--lr must be > 0, got {}", lr);
 //       bad user input (flags, files, configs); throws gpt2cc::InputError (CLIs exit 2).
 //
-// Messages use "{}" placeholders filled in order with operator<< (g++ 12 has no <format>).
+// Messages use "{}" placeholders filled in order with operator<< (g++ 12 has no <format>; see
+// format below for g++ 13 and later, which have).
 // (ENSURE rather than CHECK: Catch2, which every test includes, owns the name CHECK.)
 #pragma once
 
@@ -48,14 +49,30 @@ void format_into(std::ostringstream& os, std::string_view fmt, const T& first, c
   os << fmt.substr(0, at) << first;
   format_into(os, fmt.substr(at + 2), rest...);
 }
+
+template <class... Args>
+std::string format_pattern(std::string_view fmt, const Args&... args) {
+  std::ostringstream os;
+  format_into(os, fmt, args...);
+  return os.str();
+}
 }  // namespace detail
 
-// format("expected {} got {}", 3, 4) == "expected 3 got 4"
+// format("expected {} got {}", 3, 4) == "expected 3 got 4". One overload per kind of pattern, each
+// taking it without a conversion, the arguments as forwarding references: g++ 13 and later
+// declare std::format, which an unqualified call with an argument from std (a std::string) finds
+// too, by argument-dependent lookup; its pattern needs a conversion, so these stay the better match.
 template <class... Args>
-std::string format(std::string_view fmt, const Args&... args) {
-  std::ostringstream os;
-  detail::format_into(os, fmt, args...);
-  return os.str();
+std::string format(const char* fmt, Args&&... args) {
+  return detail::format_pattern(fmt, args...);
+}
+template <class... Args>
+std::string format(const std::string& fmt, Args&&... args) {
+  return detail::format_pattern(fmt, args...);
+}
+template <class... Args>
+std::string format(std::string_view fmt, Args&&... args) {
+  return detail::format_pattern(fmt, args...);
 }
 
 // "1.50 GiB", "72.0 MiB", "8.0 KiB": the largest unit that is at least 1.
