@@ -22,11 +22,13 @@
 #include <iostream>
 #include <limits>
 #include <new>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <system_error>
 #include <type_traits>
 #include <typeinfo>
+#include <utility>
 #include <vector>
 
 #include <sys/stat.h>
@@ -41,6 +43,20 @@ namespace gpt2cc {
 // How parsing a prefix of argv ended (parse_flags' search for the word that failed).
 enum class PrefixParse { ok, bad_value, other_error };
 
+// The value in cxxopts' "Argument ‘abc’ failed to parse" (cxxopts 3.1, Debian 12: curved quotes)
+// or "Argument 'abc' failed to parse" (3.2, Debian 13); nothing for another message.
+inline std::optional<std::string> unparsed_value(const std::string& message) {
+  constexpr std::string_view head = "Argument ", tail = " failed to parse";
+  const size_t at = message.find(head), end = message.rfind(tail);
+  if (at == std::string::npos || end == std::string::npos || end < at + head.size()) return std::nullopt;
+  const std::string_view quoted = std::string_view(message).substr(at + head.size(), end - at - head.size());
+  for (const auto& [open, close] : {std::pair<std::string_view, std::string_view>{"\u2018", "\u2019"}, {"'", "'"}}) {
+    if (quoted.size() >= open.size() + close.size() && quoted.starts_with(open) && quoted.ends_with(close))
+      return std::string(quoted.substr(open.size(), quoted.size() - open.size() - close.size()));
+  }
+  return std::nullopt;
+}
+
 // cxxopts reports "Argument ‘abc’ failed to parse" without the flag; find which flag got it.
 // With `parse_prefix` (how parsing argv[0, k) alone ends: parse_flags), the shortest prefix that
 // fails on a bad value ends at the bad word (found by bisection: a prefix fails so from that word
@@ -50,9 +66,9 @@ enum class PrefixParse { ok, bad_value, other_error };
 // a flag given the same text that parsed (--lr 0.5 --batch-size 0.5) or a flag's value.
 inline std::string name_bad_value(const std::string& message, int argc, char** argv,
                                   const std::function<PrefixParse(int)>& parse_prefix = nullptr) {
-  const size_t open = message.find("\u2018"), close = message.find("\u2019");
-  if (open == std::string::npos || close == std::string::npos) return message;
-  const std::string value = message.substr(open + 3, close - open - 3);  // the quotes are 3 bytes in UTF-8
+  const std::optional<std::string> unparsed = unparsed_value(message);
+  if (!unparsed) return message;
+  const std::string& value = *unparsed;
   const auto named = [&](const std::string& flag) { return format("{}: '{}' is not a valid value", flag, value); };
   if (parse_prefix && argc >= 2 && parse_prefix(argc) == PrefixParse::bad_value) {
     int lo = 2, hi = argc;  // the shortest failing prefix is in [lo, hi]; argv[0, hi) fails
@@ -82,7 +98,8 @@ inline std::string name_bad_value(const std::string& message, int argc, char** a
 // next, which a wrap can pass): --steps 30000000000000000000 became 11553255926290448384 and
 // --max-new-tokens 10000000000 became 1410065408. After a parse, this reads every decimal value
 // given to an integer flag again, with std::from_chars into the flag's own type: a value that does
-// not fit is refused (InputError naming the flag and the type's range).
+// not fit is refused (InputError naming the flag and the type's range). cxxopts 3.2 (Debian 13)
+// refuses them itself, as values that failed to parse.
 namespace cli_detail {
 template <class Int>
 bool check_integer_flag(const cxxopts::ParseResult& result, const cxxopts::KeyValue& given) {
