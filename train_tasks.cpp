@@ -137,15 +137,12 @@ void export_checkpoint_hf(const TrainConfig& c, bool preset_given) {
     std::error_code ignored;
     for (const std::filesystem::path& folder : new_folders) std::filesystem::remove(folder, ignored);  // if empty
   };
-  // A path that names no folder is the user's (exit 2); one the system refuses (no permission, a
-  // read-only disk) the machine's (1).
+  // A path that cannot be a folder (no permission, a read-only disk, a file on the way) is the
+  // user's (exit 2); a full disk or an I/O error the machine's (1): folder_error_is_input.
   if (ec) {
     remove_new_folders();
     const std::string what = format("--export-hf {}: cannot make a directory there: {}", c.export_hf, ec.message());
-    if (ec == std::errc::not_a_directory || ec == std::errc::file_exists ||
-        ec == std::errc::no_such_file_or_directory || ec == std::errc::too_many_symbolic_link_levels ||
-        ec == std::errc::filename_too_long)
-      fail_input(what);
+    if (folder_error_is_input(ec)) fail_input(what);
     throw Error(what);
   }
   const auto check_directory = [&] {

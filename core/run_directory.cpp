@@ -32,6 +32,15 @@ std::vector<std::filesystem::path> make_directories(const std::filesystem::path&
   return made;
 }
 
+bool folder_error_is_input(const std::error_code& ec) {
+  for (std::errc path_error : {std::errc::permission_denied, std::errc::operation_not_permitted,
+                               std::errc::read_only_file_system, std::errc::not_a_directory, std::errc::file_exists,
+                               std::errc::no_such_file_or_directory, std::errc::too_many_symbolic_link_levels,
+                               std::errc::filename_too_long})
+    if (ec == path_error) return true;
+  return false;
+}
+
 bool directory_in_use(const std::string& dir) {
   const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return false;
@@ -45,9 +54,17 @@ bool directory_in_use(const std::string& dir) {
 RunDirectoryLock::RunDirectoryLock(const std::string& dir, const DirectoryOwner& owner) {
   std::error_code ec;
   created_ = make_directories(dir, ec);  // nest/a/b: each missing level, deepest first, to remove again
-  INPUT_CHECK(!ec, "cannot create {} {}: {}", owner.what, dir, ec.message());
-  fd_ = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  INPUT_CHECK(fd_ >= 0, "cannot open {} {}: {}", owner.what, dir, std::strerror(errno));
+  const char* failed = "create";
+  if (!ec) {
+    fd_ = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd_ < 0) ec = std::error_code(errno, std::generic_category()), failed = "open";
+  }
+  if (ec) {
+    remove_created();  // a constructor that throws runs no destructor
+    const std::string what = format("cannot {} {} {}: {}", failed, owner.what, dir, ec.message());
+    if (folder_error_is_input(ec)) fail_input(what);
+    throw Error(what);
+  }
   if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
     const int error = errno;
     ::close(fd_);
@@ -60,14 +77,16 @@ RunDirectoryLock::RunDirectoryLock(const std::string& dir, const DirectoryOwner&
   }
 }
 
-RunDirectoryLock::~RunDirectoryLock() {
+void RunDirectoryLock::remove_created() {
   std::error_code ec;
-  if (!kept_) {
-    for (const std::filesystem::path& level : created_) {
-      if (!std::filesystem::is_empty(level, ec)) break;
-      std::filesystem::remove(level, ec);
-    }
+  for (const std::filesystem::path& level : created_) {
+    if (!std::filesystem::is_empty(level, ec)) break;
+    std::filesystem::remove(level, ec);
   }
+}
+
+RunDirectoryLock::~RunDirectoryLock() {
+  if (!kept_) remove_created();
   if (fd_ >= 0) ::close(fd_);
 }
 

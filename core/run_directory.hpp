@@ -17,6 +17,13 @@ namespace gpt2cc {
 // not_a_directory), and the folders made so far are returned.
 std::vector<std::filesystem::path> make_directories(const std::filesystem::path& dir, std::error_code& ec);
 
+// Whether an error making or opening an output folder is the path's, which another path mends
+// (exit 2: no permission, a read-only disk, a file or a dangling link on the way, a loop of links,
+// a name too long), rather than the machine's (exit 1: a full disk, an I/O error). One rule for
+// every program that writes a folder: train's --run-dir, prepare's and tokenizer train's --out,
+// --export-hf.
+bool folder_error_is_input(const std::error_code& ec);
+
 // An exclusive flock on a run directory for the process's lifetime: a second train into it is
 // refused before it writes anything (both would pass the trainer's "no checkpoints yet" check and
 // then interleave their checkpoints). The kernel drops the lock with the process, even on a crash.
@@ -37,7 +44,8 @@ bool directory_in_use(const std::string& dir);
 
 class RunDirectoryLock {
  public:
-  // InputError when in use or not creatable.
+  // InputError when in use or when the path cannot be a folder (folder_error_is_input), Error when
+  // the machine fails.
   explicit RunDirectoryLock(const std::string& dir, const DirectoryOwner& owner = {});
   RunDirectoryLock(const RunDirectoryLock&) = delete;
   RunDirectoryLock& operator=(const RunDirectoryLock&) = delete;
@@ -45,6 +53,8 @@ class RunDirectoryLock {
   void keep() { kept_ = true; }
 
  private:
+  void remove_created();  // the levels made here that are still empty
+
   int fd_ = -1;
   std::vector<std::filesystem::path> created_;  // deepest first
   bool kept_ = false;

@@ -92,10 +92,7 @@ std::vector<fs::path> create_output_directory(const fs::path& dir) {
   std::error_code ignored;
   for (const fs::path& level : made) fs::remove(level, ignored);
   std::string message = format("cannot create output directory {}: {}", dir.string(), ec.message());
-  for (std::errc bad_path : {std::errc::permission_denied, std::errc::operation_not_permitted,
-                             std::errc::not_a_directory, std::errc::file_exists, std::errc::read_only_file_system,
-                             std::errc::no_such_file_or_directory, std::errc::too_many_symbolic_link_levels})
-    if (ec == bad_path) fail_input(message + " (check --out)");
+  if (folder_error_is_input(ec)) fail_input(message + " (check --out)");
   throw Error(message);
 }
 

@@ -4,7 +4,7 @@
 // And read_whole_file: bytes as they are, bad paths as bad input, a cap on the size. And the
 // signal handlers (core/signal_cleanup.hpp): a signal ignored when the program started stays so,
 // and one held by DeferSignalEnd ends the program when it ends. And write_files_atomic, and
-// make_directories (core/run_directory.hpp).
+// make_directories and RunDirectoryLock's refusals (core/run_directory.hpp).
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -251,4 +251,31 @@ TEST_CASE("make_directories makes the missing folders and says which", "[atomic_
   CHECK(make_directories(dir + "/dangling/x", ec).empty());
   CHECK(ec);
   CHECK(fs::is_symlink(dir + "/dangling"));
+}
+
+// An output folder that cannot be made or opened (RunDirectoryLock, for train's --run-dir, prepare's
+// and tokenizer train's --out and --export-hf): the path's fault is bad input (exit 2), the
+// machine's (a full disk, an I/O error) is not; the folders made on the way there are removed.
+TEST_CASE("RunDirectoryLock refuses a path that cannot be a folder as bad input and leaves nothing behind",
+          "[atomic_file]") {
+  CHECK(folder_error_is_input(std::make_error_code(std::errc::permission_denied)));
+  CHECK(folder_error_is_input(std::make_error_code(std::errc::read_only_file_system)));
+  CHECK(folder_error_is_input(std::make_error_code(std::errc::not_a_directory)));
+  CHECK_FALSE(folder_error_is_input(std::make_error_code(std::errc::no_space_on_device)));
+  CHECK_FALSE(folder_error_is_input(std::make_error_code(std::errc::io_error)));
+
+  const std::string dir = test::temp_dir("lock_refusals");
+  std::ofstream(dir + "/f") << "a file";
+  // new/ and new/deeper/ are made before the file on the way refuses x: both go again.
+  const std::string blocked = dir + "/new/deeper/../../f/x";
+  CHECK_THROWS_MATCHES(RunDirectoryLock(blocked), InputError,
+                       Catch::Message("cannot create run directory " + blocked + ": Not a directory"));
+  CHECK_FALSE(fs::exists(dir + "/new"));
+  // Folders the system will not make (no such place in /proc; not permitted in /sys).
+  for (const std::string refused : {"/proc/gpt2cc_lock_test", "/sys/gpt2cc_lock_test"}) {
+    INFO(refused);
+    CHECK_THROWS_AS(RunDirectoryLock(refused, DirectoryOwner{"output directory", "--out"}), InputError);
+    CHECK_THROWS_WITH(RunDirectoryLock(refused, DirectoryOwner{"output directory", "--out"}),
+                      Catch::StartsWith("cannot create output directory " + refused + ": "));
+  }
 }
