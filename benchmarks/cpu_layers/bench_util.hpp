@@ -120,8 +120,9 @@ inline double chains_ceiling_gflops(double& cpu_rate, float (*chains)(), double 
 inline constexpr int kCeilingChains = 12;
 inline constexpr long kCeilingIterations = 20000000;
 
-// Twelve independent chains of 8-wide FMAs (enough to cover FMA latency x 2 pipes), in registers.
-inline float fma_chains() {
+// Twelve independent chains of 8-wide FMAs (enough to cover FMA latency x 2 pipes), in registers
+// (AVX2's: named here, as a build without -march, e.g. Debug, has none to hold 8 floats).
+__attribute__((target("avx2,fma"))) inline float fma_chains() {
   typedef float vec8 __attribute__((vector_size(32)));
   vec8 acc[kCeilingChains];
   for (int i = 0; i < kCeilingChains; ++i) acc[i] = vec8{} + 0.001f * i;
