@@ -1,7 +1,7 @@
 // generate: text from a gpt2cc checkpoint (KV-cache decoding, greedy / temperature / top-k /
 // top-p / repetition penalty), decoding statistics, or the loss and perplexity of a text file.
-//   generate --checkpoint run/model.ckpt --prompt "Once upon a time" --top-p 0.9 --num-samples 3
-//   generate --checkpoint run/model.ckpt --score valid.txt
+//   generate --checkpoint runs/ts-d4/checkpoints/step_00002000.ckpt --prompt "Once" --top-p 0.9
+//   generate --checkpoint runs/ts-d4/checkpoints/step_00002000.ckpt --score valid.txt
 // Several samples decode together (one KV-cache row each, --batch-size). stdout: the samples'
 // text in order, as it is produced (or the score line); stderr: the effective configuration,
 // one line per sample, --stats and the closing throughput line. Exit codes: 0 ok, 2 bad input, 1 other.

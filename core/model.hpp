@@ -30,9 +30,11 @@ class DeviceCollectives;  // core/distributed.hpp
 // grad_norm, adamw_step, gradients, optimizer state) then throw Error.
 enum class ModelMode { training, inference };
 
-// How the model spends memory and launches. Neither changes the results in fp32; in bf16,
-// recompute_gelu changes fcprojw's gradient by a bf16 rounding (GELU of the stored bf16
-// pre-activation instead of the GEMM's fp32 result).
+// How the model spends memory and launches; the mathematics stays the same. In fp32 the bits do
+// too, but for classifier_rows past one chunk (the order of wte's gradient sum) and data_parallel
+// (the gradients summed over ranks, not accumulated in one process); in bf16, fp32_gradients
+// leaves out the gradients' roundings and recompute_gelu changes fcprojw's gradient by a bf16
+// rounding (GELU of the stored bf16 pre-activation instead of the GEMM's fp32 result).
 struct ModelOptions {
   // Store only the MLP's pre-activation and recompute GELU in the backward: saves
   // (L-1)*B*T*4C elements of activation memory for one elementwise pass per layer.

@@ -73,7 +73,7 @@ void GPT2::Impl::project_logits(TensorPtr last, int rows, float* out) {
 
 std::vector<float> GPT2::prefill(const int* tokens, int B, int T) {
   Impl& s = *impl_;
-  const int C = s.config.channels, L = s.config.num_layers, maxS = s.max_T;
+  const int C = s.config.channels, L = s.config.num_layers, maxT = s.max_T;
   INPUT_CHECK(s.options.kv_cache_rows >= 0, "model: kv_cache_rows must be >= 0 (0 = max_B), got {}",
               s.options.kv_cache_rows);
   const int rows = s.kv_rows();
@@ -81,7 +81,7 @@ std::vector<float> GPT2::prefill(const int* tokens, int B, int T) {
   INPUT_CHECK(T >= 1 && T <= s.max_T, "prefill: prompt length T must be in [1, {}] (the model's maximum), got {}",
               s.max_T, T);
   check_tokens(tokens, size_t(B) * T, s.config.vocab_size, "prefill");
-  const size_t cache_stride = size_t(rows) * maxS * C;
+  const size_t cache_stride = size_t(rows) * maxT * C;
   if (!s.kcache.data()) {
     s.kcache = DeviceTensor(s.backend, L * cache_stride);
     s.vcache = DeviceTensor(s.backend, L * cache_stride);
@@ -99,10 +99,10 @@ std::vector<float> GPT2::prefill(const int* tokens, int B, int T) {
     s.backend.upload(s.act.inputs.data(), tokens + size_t(r0) * T, size_t(n) * T * sizeof(int));
     // Each layer's k, v into the cache as the layer computes them (the next layer reuses the
     // buffer in an inference model).
-    const size_t row0 = size_t(r0) * maxS * C;
+    const size_t row0 = size_t(r0) * maxT * C;
     s.forward_trunk(n, T, [&](int l, ConstTensorPtr qkv) {
       s.backend.kv_cache_store(s.kcache.data() + l * cache_stride + row0, s.vcache.data() + l * cache_stride + row0,
-                               qkv, n, T, maxS, C);
+                               qkv, n, T, maxT, C);
     });
     // Only the last position's logits are needed: gather its lnf rows into (n, C), then project.
     const TensorPtr last = s.scratch.bufC_a.data();
@@ -119,14 +119,14 @@ std::vector<float> GPT2::prefill(const int* tokens, int B, int T) {
 std::vector<float> GPT2::decode(const int* tokens, int B, int pos) {
   Impl& s = *impl_;
   Backend& be = s.backend;
-  const int C = s.config.channels, NH = s.config.num_heads, L = s.config.num_layers, maxS = s.max_T;
+  const int C = s.config.channels, NH = s.config.num_heads, L = s.config.num_layers, maxT = s.max_T;
   INPUT_CHECK(s.cache_B > 0, "decode: run prefill first (the KV cache is empty)");
   INPUT_CHECK(B == s.cache_B, "decode: batch size B must equal the KV cache's rows ({}), got {}", s.cache_B, B);
-  INPUT_CHECK(pos >= 1 && pos <= s.cache_len && pos < maxS,
+  INPUT_CHECK(pos >= 1 && pos <= s.cache_len && pos < maxT,
               "decode: position must be in [1, {}] (cached positions 0..{}, the cache's {} positions), got {}",
-              std::min(s.cache_len, maxS - 1), s.cache_len - 1, maxS, pos);
+              std::min(s.cache_len, maxT - 1), s.cache_len - 1, maxT, pos);
   check_tokens(tokens, size_t(B), s.config.vocab_size, "decode");
-  const size_t cache_stride = size_t(s.kv_rows()) * maxS * C;
+  const size_t cache_stride = size_t(s.kv_rows()) * maxT * C;
   const TensorPtr P = s.params();
   auto P_ = [&](Param p, int l = 0) { return P + s.at(p, l); };
   s.has_forward = false;
@@ -136,7 +136,7 @@ std::vector<float> GPT2::decode(const int* tokens, int B, int pos) {
   const int group = s.row_group(1);
   for (int r0 = 0; r0 < B; r0 += group) {
     const int n = std::min(group, B - r0);
-    const size_t row0 = size_t(r0) * maxS * C;
+    const size_t row0 = size_t(r0) * maxT * C;
     be.upload(s.act.inputs.data(), tokens + r0, size_t(n) * sizeof(int));
     // Layer l's activation slabs (max_B x max_T >= n positions) serve as scratch for the one
     // token; the LayerNorm statistics of every layer go to slab 0 (no backward reads them).
@@ -150,7 +150,7 @@ std::vector<float> GPT2::decode(const int* tokens, int B, int pos) {
       const TensorPtr proj = s.scratch.bufC_a.data();
       be.matmul_forward(a.qkv, a.ln1, P_(Param::qkvw, l), P_(Param::qkvb, l), n, 1, C, 3 * C);
       be.attention_decode(a.atty, s.kcache.data() + l * cache_stride + row0, s.vcache.data() + l * cache_stride + row0,
-                          a.qkv, n, pos, maxS, C, NH);
+                          a.qkv, n, pos, maxT, C, NH);
       be.matmul_forward(proj, a.atty, P_(Param::attprojw, l), P_(Param::attprojb, l), n, 1, C, C);
       be.residual_layernorm_forward(a.res2, a.ln2, mean, rstd, a.x, proj, P_(Param::ln2w, l), P_(Param::ln2b, l), n, 1,
                                     C);
@@ -183,8 +183,8 @@ void GPT2::kv_cache_select_rows(std::span<const int> rows) {
                 "kv_cache_select_rows: row {} is copied to row {} but is itself overwritten (by row {})", r, i,
                 r < n ? rows[r] : r);
   }
-  const int C = s.config.channels, L = s.config.num_layers, maxS = s.max_T;
-  const size_t cache_stride = size_t(s.kv_rows()) * maxS * C, row_stride = size_t(maxS) * C;
+  const int C = s.config.channels, L = s.config.num_layers, maxT = s.max_T;
+  const size_t cache_stride = size_t(s.kv_rows()) * maxT * C, row_stride = size_t(maxT) * C;
   const size_t bytes = size_t(s.cache_len) * C * dtype_size(s.dtype);  // the cached positions 0..cache_len-1
   for (int i = 0; i < n; ++i) {
     if (rows[i] == i) continue;

@@ -57,7 +57,8 @@ struct Activations {
   DeviceTensor lnf;               // (B,T,C)
   DeviceArray<float> lnf_mean;    // (B,T)
   DeviceArray<float> lnf_rstd;    // (B,T)
-  DeviceTensor logits;            // (B,T,Vp); the backward overwrites it with dlogits
+  DeviceTensor logits;            // (R,Vp): R = a classifier chunk's rows, or as logits_rows() grew it;
+                                  // the backward overwrites it with dlogits
   DeviceArray<float> losses;      // (B,T)
   DeviceArray<int> inputs;        // (B,T)
   DeviceArray<int> targets;       // (B,T)
@@ -255,7 +256,8 @@ struct GPT2::Impl {
   // run_recorded keys run once directly, each with its backend recording id.
   std::vector<std::pair<uint64_t, uint64_t>> seen_keys;
 
-  // KV cache (L, kv_rows, maxT = config.max_seq_len, C) for k and v; allocated on first use.
+  // KV cache (L, kv_rows, maxT = max_T, the model's, <= config.max_seq_len, C) for k and v;
+  // allocated on first use.
   // kv_rows = options.kv_cache_rows, or max_B when that is 0.
   DeviceTensor kcache, vcache;
   int cache_B = 0, cache_len = 0;

@@ -48,7 +48,7 @@ std::string resolve_checkpoint(const std::string& path) {
 
 void Trainer::Impl::setup() {
   validate(cfg);
-  INPUT_CHECK(!cfg.eval_only, "Trainer runs training; --eval-only is handled by evaluate_checkpoint (train_tasks.cpp)");
+  ENSURE(!cfg.eval_only, "Trainer runs training; --eval-only is handled by evaluate_checkpoint (train_tasks.cpp)");
   std::optional<CheckpointReader> origin_file = open_origin();
   const CheckpointInfo ckpt = origin_file ? origin_file->info() : CheckpointInfo{};
   open_data_and_model(ckpt);

@@ -35,7 +35,7 @@ void crossentropy_backward(bf16* dlogits, float dloss, const bf16* logits, const
 //   packs where the rows allow, else scalar). Any shape.
 // kAuto: kCachedRow where it fits (GPT-2's rows, Vp 50304: bf16 100.6 KB on sm_80 and newer, fp32
 // 201.2 KB on an H100 / H200 only, one block of 512 threads per SM), else kStreamed. kCachedRow
-// on a shape it does not take throws gpt2cc::Error. bench_kernels times both (fused_classifier,
+// on a shape it does not take throws InputError. bench_kernels times both (fused_classifier,
 // the kAuto choice, and fused_classifier_streamed); neither has been timed against the other on
 // a GPU.
 enum class FusedClassifier { kAuto, kCachedRow, kStreamed };

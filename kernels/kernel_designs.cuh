@@ -15,10 +15,10 @@
 // e.g. GPT2CC_KERNELS=classifier=streamed,flash-backward=fused. Unset or empty: every one auto.
 // Every design computes the same function (the tests hold each to the CPU reference); designs of
 // one layer may round differently (sums in another order), so a run's bits depend on the choice,
-// and a resumed run should keep it. A design the shape or device cannot take throws
-// gpt2cc::Error at its first launch, naming it (e.g. classifier=cached-row for fp32 GPT-2's rows
-// on an A100, whose 163 KiB of shared memory a block cannot hold one); a flash design where the
-// tiled attention runs (attention dropout, another head size or device) throws InputError there.
+// and a resumed run should keep it. A design the shape or device cannot take throws InputError
+// (exit 2: the user's setting) at its first launch, naming it (e.g. classifier=cached-row for fp32
+// GPT-2's rows on an A100, whose 163 KiB of shared memory a block cannot hold one; a flash design
+// where the tiled attention runs: attention dropout, another head size or device).
 #pragma once
 
 #include <string>

@@ -21,16 +21,17 @@ using namespace layernorm_kernels;
 
 // Launches the cached-row forward for this shape, or returns false when one row does not fit in
 // the shared-memory cache (the caller falls back to uncached kernels).
-template <bool kFused, class Elem>
+template <bool kWithResidual, class Elem>
 bool launch_cached_row_forward(LayerNormForwardParams<Elem> p, cudaStream_t stream) {
-  const CachedRowLaunch l = cached_row_launch<kFused>(p);
+  const CachedRowLaunch l = cached_row_launch<kWithResidual>(p);
   if (!l.fits) return false;
   p.cache_floats = l.cache_floats;
   const LaunchShape& s = l.shape;
   if (l.packed) {
-    layernorm_forward_cached_row_kernel<Elem, kPack128<Elem>, kFused><<<s.grid, s.block, s.smem_bytes, stream>>>(p);
+    layernorm_forward_cached_row_kernel<Elem, kPack128<Elem>, kWithResidual>
+        <<<s.grid, s.block, s.smem_bytes, stream>>>(p);
   } else {
-    layernorm_forward_cached_row_kernel<Elem, 1, kFused><<<s.grid, s.block, s.smem_bytes, stream>>>(p);
+    layernorm_forward_cached_row_kernel<Elem, 1, kWithResidual><<<s.grid, s.block, s.smem_bytes, stream>>>(p);
   }
   CUDA_CHECK_LAUNCH();
   return true;

@@ -24,7 +24,7 @@ namespace gpt2cc::cuda {
 // dout and inp again; any shape. kAuto: kFused where it fits, else kTwoPass. Both are
 // deterministic, their partitions of the rows the shape's alone: the same bits on every run and
 // GPU. dinp: the same arithmetic in the same order as kTwoPass's bf16 loop (float: another order
-// of the row sums). kFused on a shape it does not take throws gpt2cc::Error. bench_kernels times
+// of the row sums). kFused on a shape it does not take throws InputError. bench_kernels times
 // both (rows layernorm_backward, the kAuto choice, and layernorm_backward_twopass).
 enum class LayerNormBackward { kAuto, kFused, kTwoPass };
 

@@ -84,7 +84,7 @@ struct LayerNormForwardParams {
 // Why the cache layout [pack j][element k][lane]: each lane re-reads only its own values, and with
 // the lane index fastest the 32 lanes hit 32 different banks (a row-major copy of a 16-byte pack
 // per lane would be an 8-way bank conflict).
-template <class Elem, int kWidth, bool kFused>
+template <class Elem, int kWidth, bool kWithResidual>
 __global__ void layernorm_forward_cached_row_kernel(LayerNormForwardParams<Elem> p) {
   const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
   const int row = blockIdx.x * (blockDim.x / kWarpSize) + warp;
@@ -97,7 +97,7 @@ __global__ void layernorm_forward_cached_row_kernel(LayerNormForwardParams<Elem>
   for (int c = lane * kWidth, j = 0; c < C; c += kWarpSize * kWidth, ++j) {
     float x[kWidth];
     load_floats(x, p.inp1 + offset + c);
-    if constexpr (kFused) {
+    if constexpr (kWithResidual) {
       float y[kWidth];
       load_floats(y, p.inp2 + offset + c);
 #pragma unroll
@@ -376,11 +376,11 @@ struct CachedRowLaunch {
 // A row fits when one warp's cache (C rounded up to whole packs of all 32 lanes) is at most
 // kMaxRowCacheBytes (C <= 12288). The 16-byte packed variant needs C % 8 (bf16) / C % 4 (float)
 // == 0 and every pointer aligned. As many rows per block as fit, up to kRowsPerBlock.
-template <bool kFused, class Elem>
+template <bool kWithResidual, class Elem>
 CachedRowLaunch cached_row_launch(const LayerNormForwardParams<Elem>& p) {
   constexpr int kVec = kPack128<Elem>;
   const bool packed = p.C % kVec == 0 && is_aligned16(p.out) && is_aligned16(p.inp1) && is_aligned16(p.weight) &&
-                      is_aligned16(p.bias) && (!kFused || (is_aligned16(p.inp2) && is_aligned16(p.residual)));
+                      is_aligned16(p.bias) && (!kWithResidual || (is_aligned16(p.inp2) && is_aligned16(p.residual)));
   const int width = packed ? kVec : 1;
   const int cache_floats = ceil_div(p.C, kWarpSize * width) * kWarpSize * width;
   const size_t row_bytes = static_cast<size_t>(cache_floats) * sizeof(float);

@@ -45,8 +45,8 @@ enum class BiasGradient { kAuto, kColumnSum, kEpilogue };
 //   up to 256, as PyTorch does (CUDABlas.cpp: the pointers' alignment). GPT-2's operands are all
 //   256-byte aligned. The choice is cached per alignment, so a less aligned slice of the same shape
 //   gets an algorithm of its own.
-// - k16: 16 bytes for every operand, what cublaslt_eligible guarantees (the only choice before
-//   kOperand; it may exclude the fastest algorithms).
+// - k16: 16 bytes for every operand, what cublaslt_eligible guarantees (it may exclude the
+//   fastest algorithms).
 // kAuto: kOperand. Not yet timed against k16 on a GPU (the designs stage of scripts/bench_gpu.sh).
 enum class GemmAlignment { kAuto, kOperand, k16 };
 
@@ -68,7 +68,7 @@ enum class GemmSplitK { kAuto, kFp32, kAny };
 // of the dweight GEMMs, whose output is small and whose k is B*T: fc's 768 x 3072 is 9.4 MB a
 // part, 3 parts in 32 MiB, so 216 CTAs of 128 x 256 for 132 SMs on an H200.
 // - k32MiB: NVIDIA's recommendation for Hopper (cuBLAS docs, cublasSetWorkspace).
-// - k256MiB: room for 27 such parts, at 224 MiB more device memory.
+// - k256MiB: room for 28 such parts, at 224 MiB more device memory.
 // kAuto: k32MiB. Not yet timed against k256MiB on a GPU (the designs stage of scripts/bench_gpu.sh).
 enum class GemmWorkspace { kAuto, k32MiB, k256MiB };
 

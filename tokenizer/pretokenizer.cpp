@@ -15,7 +15,7 @@ namespace gpt2cc::tok {
 
 namespace {
 
-// Unicode White_Space = \p{Z} + TAB LF VT FF CR + NEL (U+0085); see the file header.
+// Unicode White_Space = \p{Z} + TAB LF VT FF CR + NEL (U+0085); see tokenizer/pretokenizer.hpp.
 #define GPT2CC_WS "\\t\\n\\x{0B}\\f\\r\\x{85}\\p{Z}"
 constexpr const char* kPattern =
     "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^" GPT2CC_WS "\\p{L}\\p{N}]+|[" GPT2CC_WS "]+(?![^" GPT2CC_WS
