@@ -1,7 +1,10 @@
 # shellcheck shell=bash
 # Sourced by the entry scripts: installs what the build needs, from Debian packages, when missing.
 # Python packages (for plots and reference scripts) are installed by the scripts that use them.
-GPT2CC_DEBIAN_PACKAGES=(cmake ninja-build g++ pkg-config catch2 libcxxopts-dev nlohmann-json3-dev libpcre2-dev mpich libmpich-dev)
+# python3: the PCRE2 download below, the demo's data step and plot, the emulated CUDA tests'
+# translator and the tooling tests (a minimal Debian has none).
+GPT2CC_DEBIAN_PACKAGES=(cmake ninja-build g++ pkg-config catch2 libcxxopts-dev nlohmann-json3-dev libpcre2-dev mpich libmpich-dev
+  python3)
 
 # PCRE2 with Unicode 16's tables, as tiktoken's regex has: Debian 12's PCRE2 10.42 knows Unicode
 # 14 and pre-tokenises the 9,392 letters and digits assigned since (CJK Extension I, Kawi, ...) as
@@ -28,7 +31,10 @@ ensure_pcre2() {
   python3 - "$GPT2CC_PCRE2_SDIST_URL" "$GPT2CC_PCRE2_SDIST_SHA256" "$sdist" <<'PY' || { rm -rf "$work"; return 1; }
 import hashlib, sys, urllib.request
 url, sha256, out = sys.argv[1:]
-data = urllib.request.urlopen(url, timeout=120).read()
+try:
+    data = urllib.request.urlopen(url, timeout=120).read()
+except OSError as e:  # no network, a proxy, a certificate: one line, not a traceback
+    sys.exit(f"gpt2cc: cannot download {url}: {e}")
 if hashlib.sha256(data).hexdigest() != sha256:
     sys.exit(f"gpt2cc: {url} does not have the expected SHA-256 {sha256}")
 open(out, "wb").write(data)
@@ -109,7 +115,7 @@ ensure_python_packages() {
   fi
   if ((${#debs[@]} == ${#modules[@]})); then
     echo "gpt2cc: pip could not install them; installing Debian's ${debs[*]} instead"
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${debs[@]}" || return 1
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${debs[@]}" || return 1
     for module in "${modules[@]}"; do
       python3 -c "import $module" 2>/dev/null || {
         echo "gpt2cc: $module is still not importable by $(command -v python3)" \

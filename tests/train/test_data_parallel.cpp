@@ -44,7 +44,7 @@ ProcessGroup& group() { return *g_group; }
 
 // A failed assertion is printed with its rank, and ends every rank (exit code 1).
 struct FailFast : Catch::TestEventListenerBase {
-  using TestEventListenerBase::TestEventListenerBase;
+  using Catch::TestEventListenerBase::TestEventListenerBase;
 #if GPT2CC_CATCH2_MAJOR >= 3
   void assertionEnded(const Catch::AssertionStats& stats) override { report_failure(stats); }
 #else
