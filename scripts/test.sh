@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds gpt2cc (Release, warnings on, all cores) and runs every test with ctest.
 # Installs missing build dependencies first. Tests labelled `cuda` need a GPU: without one they
-# report themselves skipped (exit 77), and the summary below says so.
+# report themselves skipped (exit 77), and the summary below says so. Those labelled `cuda` and
+# `emu` are built only where the CUDA toolkit is installed (not from Debian's main archive): the
+# summary says when they were not.
 #   scripts/test.sh                 build into ./build and run all tests
 #   GPT2CC_BUILD_DIR=dir scripts/test.sh    another build directory (a relative one: the caller's)
 #   scripts/test.sh -L cpu          extra arguments go to ctest (here: only the cpu label); a
@@ -28,7 +30,13 @@ status=0
 # A filter that selects nothing (-L CPU for -L cpu) is an error, not a pass.
 ctest --test-dir "$build_dir" --output-on-failure --no-tests=error -j "$(cpu_cores)" "$@" || status=$?
 
-if nvidia-smi -L >/dev/null 2>&1; then
+# The CUDA code's tests exist only where the CUDA toolkit is (nvcc for `cuda`, its headers for the
+# emulated `emu`), which this script cannot install: say so rather than pass without them.
+registered() { ctest --test-dir "$build_dir" -N -L "$1" 2>/dev/null | grep -c 'Test *#' || true; }
+if (($(registered emu) == 0)); then
+  echo "gpt2cc: the CUDA toolkit was not found: the tests of the CUDA code (labels cuda and emu) were not" \
+    "built, so none of them ran (README.md, The two commands)."
+elif nvidia-smi -L >/dev/null 2>&1; then
   echo "gpt2cc: a GPU is present: the cuda-labelled tests among those selected ran on it."
 else
   echo "gpt2cc: no GPU on this machine: the cuda-labelled tests among those selected (if any) did not run" \
