@@ -192,19 +192,24 @@ void check_output_dir(const std::string& dir) {
                                                            : "exists and is not a directory");
     fail_input(format("--out {}: {} is not a directory", dir, p.string()));
   }
-  const std::vector<fs::path> made = make_directories(dir, ec);  // core/run_directory.hpp
-  std::string why = ec ? ec.message() : "";
-  if (!ec) {
+  std::error_code failure;
+  const std::vector<fs::path> made = make_directories(dir, failure);  // core/run_directory.hpp
+  if (!failure) {
     std::string probe = (fs::path(dir) / ".tokenizer-write-check-XXXXXX").string();
     const int fd = ::mkstemp(probe.data());
-    if (fd < 0) why = std::strerror(errno);
+    if (fd < 0) failure = std::error_code(errno, std::generic_category());
     if (fd >= 0) {
       ::close(fd);
       ::unlink(probe.c_str());
     }
   }
   for (const fs::path& created : made) fs::remove(created, ec);
-  INPUT_CHECK(why.empty(), "--out {}: cannot {}: {}", dir, dir_missing ? "create it" : "write files in it", why);
+  if (failure) {  // the path's fault exits 2, the machine's 1, as for every output folder
+    const std::string what = format("--out {}: cannot {}: {}", dir, dir_missing ? "create it" : "write files in it",
+                                    failure.message());
+    if (folder_error_is_input(failure)) fail_input(what);
+    throw Error(what);
+  }
   // The vocab.json + merges.txt written here would sit beside GPT-2's pair, which a reader of the
   // directory takes first (core/tokenizer_files.hpp): the new tokenizer would never be used.
   const TokenizerFilePair& openai = kTokenizerFilePairs[0];
