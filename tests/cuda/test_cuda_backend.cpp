@@ -1,9 +1,9 @@
 // CudaBackend through the Backend interface: the factory (and its refusal of a GPU the build has no
 // code for), zero-filled allocations, copies, the out-of-memory message, memory CUDA keeps cached
 // handed back before an allocation or a recorded step's launch fails (and by a backend that goes),
-// scratch errors that are not out of memory, which recordings the backend keeps, and that an op
-// called through the backend runs on its stream in order with its copies (a forward then a
-// download sees the result without an explicit sync).
+// scratch errors that are not out of memory, which recordings the backend keeps, a recording
+// abandoned part-way, and that an op called through the backend runs on its stream in order with
+// its copies (a forward then a download sees the result without an explicit sync).
 #include "common/catch.hpp"
 
 #include <cstdlib>
@@ -571,6 +571,58 @@ TEST_CASE("a cuda backend keeps the recordings replayed most recently", "[cuda][
   backend->download(host.data(), out.data(), out.bytes());
   cpu::gelu_forward(expected.data(), values.data(), n);
   test::expect_matches(host, expected, "gelu replayed");
+}
+
+// A step that throws while it is being recorded (core/model_impl.hpp's recorded_step) leaves the
+// backend as it was: abort_recording ends the capture, whether the capture is still valid (the
+// error was the host's) or CUDA invalidated it (a call a capture forbids, here a synchronisation),
+// keeps nothing of it, and the stream runs ops directly again and records anew.
+TEST_CASE("a recording abandoned part-way leaves the backend running ops and recording again", "[cuda][backend]") {
+  auto backend = make_cuda_backend(0, DType::fp32);
+  const size_t n = 256;
+  DeviceArray<float> inp(*backend, n), out(*backend, n);
+  const auto values = test::random_vector(n, 11, -2.0f, 2.0f);
+  backend->upload(inp.data(), values.data(), inp.bytes());
+  std::vector<float> expected(n);
+  cpu::gelu_forward(expected.data(), values.data(), n);
+  const auto out_now = [&] {
+    std::vector<float> host(n);
+    backend->download(host.data(), out.data(), out.bytes());
+    return host;
+  };
+  const auto capturing = [&] {
+    cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+    REQUIRE(cudaStreamIsCapturing(static_cast<cudaStream_t>(backend->stream_handle()), &status) == cudaSuccess);
+    return status != cudaStreamCaptureStatusNone;
+  };
+
+  REQUIRE(backend->begin_recording());
+  backend->gelu_forward(out.data(), inp.data(), n);
+  SECTION("the host's error: the capture was still valid") {
+    REQUIRE(capturing());
+  }
+  SECTION("CUDA's error: a synchronisation invalidated the capture") {
+    CHECK_THROWS_AS(backend->synchronize(), Error);
+    REQUIRE(capturing());  // invalidated, and still to be ended
+  }
+  backend->abort_recording();
+  CHECK_FALSE(capturing());
+  CHECK(cudaGetLastError() == cudaSuccess);  // no error left for the next launch check to report
+  CHECK_FALSE(backend->replay(1));           // nothing of it was kept
+
+  // The gelu launched during the capture never ran; run directly, it does.
+  backend->zero(out.data(), out.bytes());
+  backend->gelu_forward(out.data(), inp.data(), n);
+  test::expect_matches(out_now(), expected, "gelu run directly after the abandoned recording");
+
+  // And the same step records and replays.
+  backend->zero(out.data(), out.bytes());
+  REQUIRE(backend->begin_recording());
+  backend->gelu_forward(out.data(), inp.data(), n);
+  backend->end_recording(1);
+  CHECK(test::max_abs(out_now()) == 0.0);  // recorded, not run
+  REQUIRE(backend->replay(1));
+  test::expect_matches(out_now(), expected, "gelu recorded after the abandoned recording");
 }
 
 // A build has code only for the architectures it was compiled for (GPT2CC_CUDA_ARCHITECTURES): on a
