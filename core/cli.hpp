@@ -57,6 +57,18 @@ inline std::optional<std::string> unparsed_value(const std::string& message) {
   return std::nullopt;
 }
 
+// Whether `text` is a whole number as typed: one sign at most, then decimal digits.
+inline bool is_whole_number_text(std::string_view text) {
+  if (text.starts_with('+') || text.starts_with('-')) text.remove_prefix(1);
+  return !text.empty() && text.find_first_not_of("0123456789") == std::string_view::npos;
+}
+
+// The words for an integer type's values, as the out-of-range messages give them.
+template <class Int>
+std::string whole_number_range() {
+  return format("a whole number from {} to {}", std::numeric_limits<Int>::min(), std::numeric_limits<Int>::max());
+}
+
 // cxxopts reports "Argument ‘abc’ failed to parse" without the flag; find which flag got it.
 // With `parse_prefix` (how parsing argv[0, k) alone ends: parse_flags), the shortest prefix that
 // fails on a bad value ends at the bad word (found by bisection: a prefix fails so from that word
@@ -64,12 +76,20 @@ inline std::optional<std::string> unparsed_value(const std::string& message) {
 // then left argv[0, k - 1) waiting for its value (--lr abc), or else of no flag (a positional
 // argument). Without `parse_prefix`, the first `--flag abc` or `--flag=abc` in argv, which may be
 // a flag given the same text that parsed (--lr 0.5 --batch-size 0.5) or a flag's value.
-inline std::string name_bad_value(const std::string& message, int argc, char** argv,
-                                  const std::function<PrefixParse(int)>& parse_prefix = nullptr) {
+// `range_of` gives an integer flag's range, by its name as typed (--steps, -B): a whole number that
+// failed to parse is then said to be out of it.
+inline std::string name_bad_value(
+    const std::string& message, int argc, char** argv, const std::function<PrefixParse(int)>& parse_prefix = nullptr,
+    const std::function<std::optional<std::string>(const std::string&)>& range_of = nullptr) {
   const std::optional<std::string> unparsed = unparsed_value(message);
   if (!unparsed) return message;
   const std::string& value = *unparsed;
-  const auto named = [&](const std::string& flag) { return format("{}: '{}' is not a valid value", flag, value); };
+  const auto named = [&](const std::string& flag) {
+    if (range_of && is_whole_number_text(value))
+      if (const std::optional<std::string> range = range_of(flag))
+        return format("{}: '{}' is out of range ({})", flag, value, *range);
+    return format("{}: '{}' is not a valid value", flag, value);
+  };
   if (parse_prefix && argc >= 2 && parse_prefix(argc) == PrefixParse::bad_value) {
     int lo = 2, hi = argc;  // the shortest failing prefix is in [lo, hi]; argv[0, hi) fails
     while (lo < hi) {
@@ -99,7 +119,8 @@ inline std::string name_bad_value(const std::string& message, int argc, char** a
 // --max-new-tokens 10000000000 became 1410065408. After a parse, this reads every decimal value
 // given to an integer flag again, with std::from_chars into the flag's own type: a value that does
 // not fit is refused (InputError naming the flag and the type's range). cxxopts 3.2 (Debian 13)
-// refuses them itself, as values that failed to parse.
+// refuses them itself, as values that failed to parse, and parse_flags names the range then
+// (integer_flag_range): the same message either way.
 namespace cli_detail {
 template <class Int>
 bool check_integer_flag(const cxxopts::ParseResult& result, const cxxopts::KeyValue& given) {
@@ -114,11 +135,42 @@ bool check_integer_flag(const cxxopts::ParseResult& result, const cxxopts::KeyVa
   Int exact{};
   const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), exact);
   const bool fits = error == std::errc() && end == text.data() + text.size() && exact == parsed;
-  INPUT_CHECK(fits, "--{}: '{}' is out of range (a whole number from {} to {})", given.key(), given.value(),
-              std::numeric_limits<Int>::min(), std::numeric_limits<Int>::max());
+  INPUT_CHECK(fits, "--{}: '{}' is out of range ({})", given.key(), given.value(), whole_number_range<Int>());
   return true;
 }
+
+template <class Int>
+std::optional<std::string> range_if(const cxxopts::ParseResult& result, const std::string& key) {
+  try {
+    (void)result[key].as<Int>();
+  } catch (const std::bad_cast&) {
+    return std::nullopt;  // the flag has another type
+  }
+  return whole_number_range<Int>();
+}
 }  // namespace cli_detail
+
+// The range of an integer flag (by its name as typed: --steps, -B), or nothing for a flag of another
+// type: "flag 0" parsed alone, its value asked for as each integer type. It parses into the
+// options' bound variables: for a run that ends at a bad flag.
+inline std::optional<std::string> integer_flag_range(cxxopts::Options& options, const char* program,
+                                                     const std::string& flag) {
+  std::string program_word = program, flag_word = flag, zero = "0";
+  char* probe[] = {program_word.data(), flag_word.data(), zero.data()};
+  cxxopts::ParseResult result;
+  try {
+    result = options.parse(3, probe);
+  } catch (const cxxopts::exceptions::exception&) {
+    return std::nullopt;
+  }
+  if (result.arguments().empty()) return std::nullopt;
+  const std::string key = result.arguments().front().key();
+  for (const auto& range_of : {cli_detail::range_if<int>, cli_detail::range_if<unsigned>, cli_detail::range_if<long>,
+                               cli_detail::range_if<unsigned long>, cli_detail::range_if<long long>,
+                               cli_detail::range_if<unsigned long long>})
+    if (std::optional<std::string> range = range_of(result, key)) return range;
+  return std::nullopt;
+}
 
 inline void check_integer_flags(const cxxopts::ParseResult& result) {
   const std::vector<cxxopts::KeyValue>& arguments = result.arguments();
@@ -127,9 +179,7 @@ inline void check_integer_flags(const cxxopts::ParseResult& result) {
     // A flag given again: its value is the last one's.
     const auto again = [&](const cxxopts::KeyValue& later) { return later.key() == given.key(); };
     if (std::any_of(arguments.begin() + static_cast<std::ptrdiff_t>(i) + 1, arguments.end(), again)) continue;
-    const std::string& text = given.value();
-    const size_t first_digit = text.find_first_not_of("+-") == 1 ? 1 : 0;  // one sign at most
-    if (text.size() <= first_digit || text.find_first_not_of("0123456789", first_digit) != std::string::npos) continue;
+    if (!is_whole_number_text(given.value())) continue;
     (cli_detail::check_integer_flag<int>(result, given) || cli_detail::check_integer_flag<unsigned>(result, given) ||
      cli_detail::check_integer_flag<long>(result, given) ||
      cli_detail::check_integer_flag<unsigned long>(result, given) ||
@@ -205,7 +255,8 @@ inline cxxopts::ParseResult parse_flags(cxxopts::Options& options, int argc, cha
       }
       return PrefixParse::ok;
     };
-    throw cxxopts::exceptions::parsing(name_bad_value(e.what(), argc, argv, parse_prefix));
+    const auto range_of = [&](const std::string& flag) { return integer_flag_range(options, argv[0], flag); };
+    throw cxxopts::exceptions::parsing(name_bad_value(e.what(), argc, argv, parse_prefix, range_of));
   }
   check_integer_flags(result);
   check_real_flags(result);

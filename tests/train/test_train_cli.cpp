@@ -12,7 +12,6 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <cxxopts.hpp>  // CXXOPTS__VERSION_MINOR: which message a too large --steps gets
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -221,12 +220,8 @@ TEST_CASE("bad flags exit with code 2 and say what is wrong", "[cli]") {
   std::vector<Case> cases = {
       {"--no-such-flag", "no-such-flag"},
       {ok + "--steps 5 --lr abc", "--lr: 'abc' is not a valid value"},
-      {ok + "--steps=-3", "--steps: '-3' is not a valid value"},
-#if CXXOPTS__VERSION_MAJOR == 3 && CXXOPTS__VERSION_MINOR < 2
-      {ok + "--steps 30000000000000000000", "--steps: '30000000000000000000' is out of range"},
-#else  // cxxopts 3.2 refuses it itself (core/cli.hpp)
-      {ok + "--steps 30000000000000000000", "--steps: '30000000000000000000' is not a valid value"},
-#endif
+      {ok + "--steps=-3", "--steps: '-3' is out of range (a whole number from 0 to 18446744073709551615)"},
+      {ok + "--steps 30000000000000000000", "--steps: '30000000000000000000' is out of range (a whole number from 0"},
       {ok + "--steps 5 --lr -1", "--lr must be"},
       {ok + "--steps 5 --batch-size 0", "--batch-size must be >= 1"},
       {ok + "--steps 5 --dropout 1", "--dropout must be in [0, 1)"},
