@@ -250,9 +250,15 @@ def get_file(name, urls, pinned, mirror_paths, out_dir, mirror, sums, verify):
             downloaded.append(target)
             continue
         part = target + ".part"
-        cmd = ["curl", "-L", "--fail", "--retry", "3", "-C", "-", "-o", part, piece]
+        if shutil.which("curl") is None:
+            raise Failure(f"downloading {piece} needs curl, which is not in PATH (apt-get install curl)")
+        cmd = ["curl", "-L", "--fail", "--retry", "3", "-C", "-", "-w", "%{http_code}", "-o", part, piece]
         print(" ".join(cmd), flush=True)
-        if subprocess.call(cmd) != 0:
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+        # A 416 to `-C -`: the server has nothing past the .part's end (a whole file kept
+        # unverified, say). --fail makes curl call that an error, which a re-run would repeat:
+        # the checksum decides instead.
+        if p.returncode != 0 and not (p.stdout.strip() == "416" and os.path.isfile(part)):
             resume = f"run again to resume from {part}" if os.path.isfile(part) else "nothing was kept"
             raise Failure(f"download of {piece} failed ({resume})")
         if verify:
