@@ -2,9 +2,10 @@
 # Sourced by the entry scripts: installs what the build needs, from Debian packages, when missing.
 # Python packages (for plots and reference scripts) are installed by the scripts that use them.
 # python3: the PCRE2 download below, the demo's data step and plot, the emulated CUDA tests'
-# translator and the tooling tests (a minimal Debian has none).
+# translator and the tooling tests (a minimal Debian has none). curl: data/download.py's downloads
+# and their test against a local server.
 GPT2CC_DEBIAN_PACKAGES=(cmake ninja-build g++ pkg-config catch2 libcxxopts-dev nlohmann-json3-dev libpcre2-dev mpich libmpich-dev
-  python3)
+  python3 curl)
 
 # PCRE2 with Unicode 16's tables, as tiktoken's regex has: Debian 12's PCRE2 10.42 knows Unicode
 # 14 and pre-tokenises the 9,392 letters and digits assigned since (CJK Extension I, Kawi, ...) as
