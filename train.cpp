@@ -14,8 +14,11 @@
 #include <filesystem>
 #include <functional>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <optional>
+#include <string>
+#include <vector>
 
 #include <cxxopts.hpp>
 
@@ -141,6 +144,24 @@ void check_same_settings(ProcessGroup& group, const TrainConfig& config, const n
   });
 }
 
+// The ranks of a job on GPUs each hold one of their own: two ranks given one GPU (a machine that
+// shows each of them the same one device, or CUDA_VISIBLE_DEVICES naming the same GPU to both)
+// would each take its memory, and NCCL refuses them. By the GPUs' UUIDs, which no two GPUs share.
+template <class Agreed>
+void check_own_gpus(ProcessGroup& group, const Backend& backend, Agreed&& agreed) {
+  const std::vector<std::string> all = group.gather_strings(backend.device_uuid());  // the root's: every rank's
+  agreed([&] {
+    std::map<std::string, size_t> first_rank;  // of each GPU
+    for (size_t rank = 0; rank < all.size(); ++rank) {
+      const auto [first, own] = first_rank.emplace(all[rank], rank);
+      INPUT_CHECK(own, "ranks {} and {} were given the same GPU ({}): each rank needs a GPU of its own; start at most "
+                  "as many ranks on a machine as it has GPUs, and where CUDA_VISIBLE_DEVICES is set for each rank, "
+                  "name a different GPU for each",
+                  first->second, rank, all[rank]);
+    }
+  });
+}
+
 constexpr const char* kMemoryHint =
     "less memory: a smaller --batch-size (--total-batch keeps the tokens per step, by accumulation), a shorter "
     "--seq-len, --recompute-gelu, fewer --classifier-rows, --dtype bf16 with its gradients in bf16 (--grad-dtype auto), "
@@ -242,6 +263,7 @@ int run(int argc, char** argv, ProcessGroup& group) {
 
   const bool data_parallel = group.size() > 1;
   std::unique_ptr<DeviceCollectives> collectives;
+  if (data_parallel && backend->kind() == DeviceKind::cuda) check_own_gpus(group, *backend, agreed);
   if (data_parallel) collectives = make_device_collectives(group, *backend);
   std::unique_ptr<Trainer> trainer_ptr;
   std::optional<RunDirectoryLock> run_lock;  // the root writes the run directory

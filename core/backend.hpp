@@ -100,6 +100,10 @@ class Backend {
   // The GPU's name as its driver gives it (cudaDeviceProp::name), for the peak table
   // (core/device_peaks.hpp); empty on the CPU.
   virtual std::string device_name() const { return {}; }
+  // The GPU's UUID as nvidia-smi writes it ("GPU-" and 32 hex digits in five groups), which no two
+  // GPUs share: the ranks of a data-parallel job check by it that each has a GPU of its own.
+  // Empty on the CPU.
+  virtual std::string device_uuid() const { return {}; }
   // The most rows (B x T positions) whose matmul products go through a path that sums each row as
   // alone, in another order than the path for more rows (the CPU's matrix-vector loops); 0 where
   // every row sums the same whatever the count. Batched decoding groups rows by it, so that a

@@ -156,6 +156,16 @@ class CudaBackend final : public Backend {
   DeviceKind kind() const override { return DeviceKind::cuda; }
   DType dtype() const override { return dtype_; }
   std::string device_name() const override { return props_.name; }
+  std::string device_uuid() const override {
+    constexpr char kHex[] = "0123456789abcdef";
+    std::string text = "GPU-";
+    for (int i = 0; i < 16; ++i) {
+      if (i == 4 || i == 6 || i == 8 || i == 10) text += '-';
+      const auto byte = static_cast<unsigned char>(props_.uuid.bytes[i]);
+      text += {kHex[byte >> 4], kHex[byte & 15]};
+    }
+    return text;
+  }
   std::string describe() const override {
     std::string text = format("cuda {} (device {}: {}, {}, sm_{}{})", dtype_name(dtype_), device_, props_.name,
                               gib(props_.totalGlobalMem), props_.major, props_.minor);

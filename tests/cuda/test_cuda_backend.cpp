@@ -6,6 +6,7 @@
 // its copies (a forward then a download sees the result without an explicit sync).
 #include "common/catch.hpp"
 
+#include <cctype>
 #include <cstdlib>
 #include <memory>
 #include <string>
@@ -28,6 +29,13 @@ TEST_CASE("make_cuda_backend gives a working cuda backend", "[cuda][backend]") {
   CHECK(backend->kind() == DeviceKind::cuda);
   CHECK_THAT(backend->describe(), Catch::StartsWith("cuda fp32"));
   CHECK(backend->dtype() == DType::fp32);
+  // Its GPU's UUID as nvidia-smi writes it: GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx.
+  const std::string uuid = backend->device_uuid();
+  REQUIRE(uuid.size() == 40);
+  CHECK(uuid.starts_with("GPU-"));
+  for (size_t i = 4; i < uuid.size(); ++i)
+    CHECK((i == 12 || i == 17 || i == 22 || i == 27 ? uuid[i] == '-' : std::isxdigit(uuid[i]) != 0));
+  CHECK(make_cpu_backend(1)->device_uuid().empty());
 
   const size_t n = 1027;
   DeviceArray<float> a(*backend, n), b(*backend, n);

@@ -1494,6 +1494,16 @@ TEST_CASE("mpiexec -n 2 train --device cuda: data parallel over NCCL", "[cli][cu
     check_mfu_report(pair, dir + "/mfu_pair", 989.4, 2);
   }
 
+  // Two ranks given one GPU (CUDA_VISIBLE_DEVICES naming the same one to both; on the emulator, a
+  // machine of one device): refused before NCCL is set up, naming the GPU.
+  const Run shared = launch("CUDA_VISIBLE_DEVICES=0 GPT2CC_EMU_DEVICES=1 " + mpiexec + common + "--run-dir " + dir +
+                            "/one_gpu");
+  INFO(shared.output);
+  CHECK(shared.code == 2);
+  CHECK_THAT(shared.output, Catch::Contains("ranks 0 and 1 were given the same GPU (GPU-") &&
+                                Catch::Contains("each rank needs a GPU of its own"));
+  CHECK_FALSE(std::filesystem::exists(dir + "/one_gpu"));
+
   // bf16, ZeRO-1 against ZeRO-0, clipping off (the global norm is summed in another order by the
   // two). With two ranks each gradient sum is one addition, the same whichever collective makes
   // it, and AdamW is element-wise: the stages must agree bit for bit, although ZeRO-1 keeps the

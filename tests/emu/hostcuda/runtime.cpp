@@ -611,6 +611,11 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
   if (prop == nullptr) return record_error(cudaErrorInvalidValue);
   if (!hc::device_exists(device)) return record_error(cudaErrorInvalidDevice);
   *prop = hc::device_properties();
+  // Each emulated device its own UUID (the copies share the one device's state, but a rank that
+  // takes device i holds "GPU i"): "gpt2cc-emu", then the device's number.
+  const char name[] = "gpt2cc-emu";
+  std::memcpy(prop->uuid.bytes, name, sizeof name - 1);
+  prop->uuid.bytes[15] = static_cast<char>(device);
   return cudaSuccess;
 }
 
