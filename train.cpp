@@ -31,6 +31,7 @@
 #include "core/sampler.hpp"
 #include "core/signal_cleanup.hpp"
 #include "core/trainer.hpp"
+#include "core/utf8.hpp"
 #include "tokenizer/tokenizer.hpp"
 #include "train_flags.hpp"
 #include "train_tasks.hpp"
@@ -95,7 +96,9 @@ std::function<std::string(GPT2&, uint64_t)> make_sampler(const TrainConfig& c,
       tokens.push_back(sampler.sample(logits, tokens, 0, uint64_t(i)));
       logits = model.decode(&tokens.back(), 1, int(tokens.size()) - 1);
     }
-    return tokenizer->decode(std::span<const int>(tokens).subspan(1));
+    // A sample of a model early in training cuts characters apart: U+FFFD in their place, as
+    // generate prints them, so that samples.txt and the console get valid UTF-8.
+    return replace_invalid_utf8(tokenizer->decode(std::span<const int>(tokens).subspan(1)));
   };
 }
 

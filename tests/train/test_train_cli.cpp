@@ -27,6 +27,7 @@
 #include "core/device_peaks.hpp"
 #include "core/run_directory.hpp"
 #include "core/shard.hpp"
+#include "core/utf8.hpp"
 #include "tokenizer/tokenizer.hpp"
 #include "train_fixtures.hpp"
 
@@ -939,6 +940,11 @@ TEST_CASE("a fine-tune from Hugging Face weights holds their tokenizer to the da
   CHECK(sampled.code == 0);
   const std::string samples = test::read_bytes(dir + "/sampled/samples.txt");
   CHECK_THAT(samples, Catch::StartsWith("=== step 1 ===\n") && Catch::Contains("\n=== step 2 ===\n"));
+  // An untrained model's bytes cut characters apart: U+FFFD in their place (here some, seeded), as
+  // generate prints them; the file and the console get valid UTF-8.
+  CHECK_THAT(samples, Catch::Contains("\xEF\xBF\xBD"));
+  CHECK(is_valid_utf8(samples));
+  CHECK(is_valid_utf8(sampled.output));
   const Run exported = train("--resume " + dir + "/run --export-hf " + dir + "/hf");
   INFO(exported.output);
   REQUIRE(exported.code == 0);
