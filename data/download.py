@@ -241,6 +241,7 @@ def get_file(name, urls, pinned, mirror_paths, out_dir, mirror, sums, verify):
     if parquet:
         require_pyarrow()
     downloaded = []
+    checked = "not verified (--no-verify)"
     for piece in urls:
         # WikiText comes as parquet parts, downloaded beside the file and converted to it.
         target = os.path.join(out_dir, os.path.basename(piece)) if parquet else dest
@@ -271,13 +272,14 @@ def get_file(name, urls, pinned, mirror_paths, out_dir, mirror, sums, verify):
             if got != expected:
                 os.remove(part)
                 raise Failure(f"checksum mismatch for {piece}: expected {expected}, got {got} (partial file removed)")
+            checked = "sha256 ok" if digest is sha256 else "git blob SHA-1 ok"
         os.replace(part, target)
         downloaded.append(target)
     if parquet:
         convert_parquet(downloaded, dest)
     if sample:
         os.remove(dest + SAMPLE_MARKER)
-    print(f"{dest}: done" + (" (the full file, in place of the sample)" if sample else ""))
+    print(f"{dest}: done, {checked}" + (" (the full file, in place of the sample)" if sample else ""))
     return True
 
 

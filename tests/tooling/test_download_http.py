@@ -208,7 +208,7 @@ def main():
         d = dataset("t-lfs", [("model.safetensors", url, None)])
         dest = os.path.join(d, "model.safetensors")
         code, text = run(["t-lfs"])
-        expect(code == 0 and f"{dest}: done" in text, "an LFS file downloads and verifies", text)
+        expect(code == 0 and f"{dest}: done, sha256 ok" in text, "an LFS file downloads and verifies", text)
         expect(os.path.isfile(dest) and read(dest) == body and not os.path.exists(dest + ".part"),
                "it lands under --out, whole, with no .part left", text)
         expect(len(hub.requests("HEAD", f"/hub/{REPO}/resolve/main/model.safetensors")) == 1 and
@@ -223,7 +223,8 @@ def main():
         url_b = hub.add(f"/hub/{REPO}/resolve/main/vocab.json", small + b"{}\n", "small", weak=True)
         d = dataset("t-small", [("config.json", url_a, None), ("vocab.json", url_b, None)])
         code, text = run(["t-small"])
-        expect(code == 0 and text.count(": done") == 2 and read(os.path.join(d, "config.json")) == small and
+        expect(code == 0 and text.count(": done, git blob SHA-1 ok") == 2 and
+               read(os.path.join(d, "config.json")) == small and
                read(os.path.join(d, "vocab.json")) == small + b"{}\n", "small files verify by ETag and W/ ETag", text)
         url = hub.add(f"/hub/{REPO}/resolve/main/merges.txt", b"#version: 0.2\n", "small", served=b"#version: 0.1\n",
                       weak=True)
@@ -322,7 +323,8 @@ def main():
         url = hub.add("/plain/other.txt", small, "plain")
         d = dataset("t-plain2", [("other.txt", url, None)])
         code, text = run(["t-plain2", "--no-verify"])
-        expect(code == 0 and read(os.path.join(d, "other.txt")) == small, "--no-verify: a fresh download", text)
+        expect(code == 0 and read(os.path.join(d, "other.txt")) == small and "done, not verified (--no-verify)" in text,
+               "--no-verify: a fresh download, said to be unverified", text)
 
         # 7. A pinned SHA-256 wins over the Hub's header, even where the bytes match the header.
         url = hub.add(f"/hub/{REPO}/resolve/main/pinned.bin", body, "lfs")
