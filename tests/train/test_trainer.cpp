@@ -110,6 +110,17 @@ TEST_CASE("a Trainer step is the model's forward_backward, clipping, schedule an
   c.warmup_steps = 2;
   Trainer t(c, *backend);
   REQUIRE(t.accumulation_steps() == 2);
+  // The model the run starts from: the flags' shape and dropout, weights from the run's seed.
+  CHECK(t.model().config().dropout == c.dropout);
+  {
+    GPT2 seeded(t.model().config(), *backend, 4, 16);
+    seeded.init_weights(c.seed);
+    CHECK(test::same_bits(seeded.parameters(), t.model().parameters()));
+    TrainConfig other = c;
+    other.seed = c.seed + 1;
+    other.run_dir = dir + "/other_seed";
+    CHECK_FALSE(test::same_bits(Trainer(other, *backend).model().parameters(), t.model().parameters()));
+  }
   const auto poison = [](uint64_t step, int micro) {
     return step == 2 && micro == 1 ? std::numeric_limits<float>::quiet_NaN() : 1.0f;
   };
@@ -160,6 +171,38 @@ TEST_CASE("a Trainer step is the model's forward_backward, clipping, schedule an
     REQUIRE(test::same_bits(t.model().parameters(), model.parameters()));
   }
   CHECK(clipped);
+}
+
+// A shuffled run reads its windows in the order its seed gives the loader: each step's loss is
+// that of the seeded loader's next batch under the weights before the step.
+TEST_CASE("a shuffled run reads the windows in its seed's order", "[trainer]") {
+  std::string dir = test::temp_dir("trainer_shuffled");
+  test::write_tiny_shards(dir);
+  auto backend = make_cpu_backend(1);
+  TrainConfig c = test::tiny_train_config(dir, dir + "/run");
+  c.shuffle = true;
+  c.seed = 7;
+  c.total_batch_tokens = 4 * 16;
+  c.steps = 4;
+  Trainer t(c, *backend);
+  REQUIRE(t.accumulation_steps() == 1);
+  GPT2 model(t.model().config(), *backend, 4, 16);
+  DataLoader loader({dir + "/train.bin"}, 4, 16, LoaderOrder::shuffled, c.seed, 0, false);
+  std::vector<int> x, y;
+  for (uint64_t step = 0; step < c.steps; ++step) {
+    INFO("step " << step + 1);
+    model.set_parameters(t.model().parameters());
+    loader.next(x, y);
+    const float expected = model.forward(x.data(), y.data(), 4, 16);
+    CHECK(t.train_step().loss == Approx(expected).epsilon(1e-6));
+  }
+  // The premise: another seed orders the windows otherwise.
+  DataLoader same({dir + "/train.bin"}, 4, 16, LoaderOrder::shuffled, c.seed, 0, false),
+      other({dir + "/train.bin"}, 4, 16, LoaderOrder::shuffled, c.seed + 1, 0, false);
+  std::vector<int> x_other, y_other;
+  same.next(x, y);
+  other.next(x_other, y_other);
+  CHECK(x != x_other);
 }
 
 TEST_CASE("every micro-batch of a run gets its own dropout seed", "[trainer]") {
@@ -555,6 +598,15 @@ TEST_CASE("run length from steps, epochs or tokens; validation over fixed batche
   c.eval_batches = 3;  // 3 batches of 4 x 16 targets, the same ones every call
   Trainer fixed(c, *backend);
   EvalResult a = fixed.evaluate();
+  // They are the split's first 3 batches, in order (each holds 4 x 16 targets: the mean of the
+  // batches' means is the mean over the targets).
+  DataLoader in_order({c.val_data}, 4, 16, LoaderOrder::sequential, 0, 0, false);
+  double first_three = 0.0;
+  for (int batch = 0; batch < 3; ++batch) {
+    in_order.next(x, y);
+    first_three += fixed.model().forward(x.data(), y.data(), 4, 16);
+  }
+  CHECK(a.loss == Approx(first_three / 3.0).epsilon(1e-6));
   fixed.train_step();
   EvalResult b = fixed.evaluate();
   CHECK(a.tokens == 3 * 4 * 16);
