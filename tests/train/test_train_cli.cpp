@@ -484,6 +484,15 @@ TEST_CASE("a tiny run, its resume, and --eval-only", "[cli]") {
     CHECK(unshuffled.code == 2);
     CHECK_THAT(unshuffled.output, Catch::Contains("--shuffle false: --resume continues the run with its own --shuffle "
                                                   "true (from the checkpoint)"));
+    // Every setting a resume must keep (the run's are --seq-len 16, --total-batch 0: B x T,
+    // --seed 1337, --dropout 0, --dtype fp32).
+    for (const char* flag : {"seq-len 8", "total-batch 128", "seed 5", "dropout 0.2", "dtype bf16"}) {
+      const std::string name = std::string(flag).substr(0, std::string(flag).find(' '));
+      Run refused = train("--resume " + run_dir + " --" + flag);
+      INFO(refused.output);
+      CHECK(refused.code == 2);
+      CHECK_THAT(refused.output, Catch::Contains("--resume continues the run with its own --" + name + " "));
+    }
     Run resumed = train("--resume " + run_dir);
     INFO(resumed.output);
     CHECK(resumed.code == 0);
