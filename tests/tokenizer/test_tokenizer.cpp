@@ -6,7 +6,9 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <sstream>
 #include <thread>
 #include <tuple>
@@ -389,6 +391,59 @@ TEST_CASE("a token two merges make ranks as the first of them (tiktoken)", "[tok
   CHECK(tok.encode("abcd") == std::vector<int>{abc, 'd'});
   CHECK(tok.encode("bcd") == std::vector<int>{bcd});
   CHECK(tok.encode("abx") == std::vector<int>{ab, 'x'});
+}
+
+// The merges written out plainly, for any length: tiktoken's loop, which merges the adjacent pair
+// of lowest rank (the leftmost of equals) until none is left, a pair's rank that of the first
+// merge making its bytes. The tokenizer merges pieces of 48 bytes and more otherwise (a heap over
+// a linked list), which the fixture's long pieces, runs of one or two characters, hardly test.
+namespace {
+class PlainBpe {
+ public:
+  explicit PlainBpe(const Tokenizer& tok) {
+    const std::vector<std::pair<int, int>> merges = tok.merges();
+    for (size_t r = 0; r < merges.size(); ++r)  // emplace keeps the first merge of each result
+      rank_.emplace(tok.token_bytes(merges[r].first) + tok.token_bytes(merges[r].second), int(r));
+    for (int t = 0; t < tok.vocab_size(); ++t) id_.emplace(tok.token_bytes(t), t);
+  }
+  std::vector<int> operator()(const std::string& piece) const {
+    std::vector<std::string> parts;
+    for (char c : piece) parts.emplace_back(1, c);
+    while (parts.size() > 1) {
+      size_t best = parts.size();
+      int best_rank = INT_MAX;
+      for (size_t i = 0; i + 1 < parts.size(); ++i) {
+        const auto found = rank_.find(parts[i] + parts[i + 1]);
+        if (found != rank_.end() && found->second < best_rank) best = i, best_rank = found->second;
+      }
+      if (best == parts.size()) break;
+      parts[best] += parts[best + 1];
+      parts.erase(parts.begin() + std::ptrdiff_t(best) + 1);
+    }
+    std::vector<int> ids;
+    for (const std::string& part : parts) ids.push_back(id_.at(part));
+    return ids;
+  }
+
+ private:
+  std::map<std::string, int> rank_, id_;
+};
+}  // namespace
+
+TEST_CASE("long pieces merge as the plain loop merges them", "[tokenizer]") {
+  // Words of letters only (one pre-token each) from 48 to 300 bytes, made of common pieces in
+  // random order: many merges of many ranks, unlike the fixture's runs of one character.
+  const std::vector<std::string> pieces = {"th", "e", "in", "er", "an", "re", "on", "at", "ing", "tion",
+                                           "s", "ou", "ed", "al", "it", "is", "or", "ment", "ly", "q"};
+  const PlainBpe plain_bpe(gpt2());
+  std::mt19937 rng(20261208);
+  for (int word = 0; word < 200; ++word) {
+    const size_t length = 48 + rng() % 253;
+    std::string text;
+    while (text.size() < length) text += pieces[rng() % pieces.size()];
+    INFO(text);
+    CHECK(gpt2().encode(text) == plain_bpe(text));
+  }
 }
 
 TEST_CASE("of two special tokens at the same place, the longer wins", "[tokenizer]") {
