@@ -241,7 +241,8 @@ def get_file(name, urls, pinned, mirror_paths, out_dir, mirror, sums, verify):
     if parquet:
         require_pyarrow()
     downloaded = []
-    checked = "not verified (--no-verify)"
+    # Parts downloaded by an earlier run were checked then (renamed into place only once verified).
+    checked = "checked when downloaded" if verify else "not verified (--no-verify)"
     for piece in urls:
         # WikiText comes as parquet parts, downloaded beside the file and converted to it.
         target = os.path.join(out_dir, os.path.basename(piece)) if parquet else dest
