@@ -122,30 +122,32 @@ inline std::string name_bad_value(
 // refuses them itself, as values that failed to parse, and parse_flags names the range then
 // (integer_flag_range): the same message either way.
 namespace cli_detail {
+// A flag's value as a T, or nothing when the flag has another type (cxxopts' as<T> throws then).
+template <class T>
+std::optional<T> value_as(const cxxopts::ParseResult& result, const std::string& key) {
+  try {
+    return result[key].as<T>();
+  } catch (const std::bad_cast&) {
+    return std::nullopt;
+  }
+}
+
 template <class Int>
 bool check_integer_flag(const cxxopts::ParseResult& result, const cxxopts::KeyValue& given) {
-  Int parsed;
-  try {
-    parsed = result[given.key()].as<Int>();
-  } catch (const std::bad_cast&) {
-    return false;  // the flag has another type
-  }
+  const std::optional<Int> parsed = value_as<Int>(result, given.key());
+  if (!parsed) return false;
   std::string_view text = given.value();
   if (text.starts_with('+')) text.remove_prefix(1);
   Int exact{};
   const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), exact);
-  const bool fits = error == std::errc() && end == text.data() + text.size() && exact == parsed;
+  const bool fits = error == std::errc() && end == text.data() + text.size() && exact == *parsed;
   INPUT_CHECK(fits, "--{}: '{}' is out of range ({})", given.key(), given.value(), whole_number_range<Int>());
   return true;
 }
 
 template <class Int>
 std::optional<std::string> range_if(const cxxopts::ParseResult& result, const std::string& key) {
-  try {
-    (void)result[key].as<Int>();
-  } catch (const std::bad_cast&) {
-    return std::nullopt;  // the flag has another type
-  }
+  if (!value_as<Int>(result, key)) return std::nullopt;
   return whole_number_range<Int>();
 }
 }  // namespace cli_detail
@@ -195,11 +197,7 @@ inline void check_integer_flags(const cxxopts::ParseResult& result) {
 namespace cli_detail {
 template <class Real>
 bool check_real_flag(const cxxopts::ParseResult& result, const cxxopts::KeyValue& given) {
-  try {
-    (void)result[given.key()].as<Real>();
-  } catch (const std::bad_cast&) {
-    return false;  // the flag has another type
-  }
+  if (!value_as<Real>(result, given.key())) return false;  // the flag has another type
   std::string_view text = given.value();
   if (text.starts_with('+')) text.remove_prefix(1);
   double value = 0;
