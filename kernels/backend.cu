@@ -157,12 +157,10 @@ class CudaBackend final : public Backend {
   DType dtype() const override { return dtype_; }
   std::string device_name() const override { return props_.name; }
   std::string device_uuid() const override {
-    constexpr char kHex[] = "0123456789abcdef";
     std::string text = "GPU-";
     for (int i = 0; i < 16; ++i) {
       if (i == 4 || i == 6 || i == 8 || i == 10) text += '-';
-      const auto byte = static_cast<unsigned char>(props_.uuid.bytes[i]);
-      text += {kHex[byte >> 4], kHex[byte & 15]};
+      text += hex_byte(static_cast<unsigned char>(props_.uuid.bytes[i]));
     }
     return text;
   }
